@@ -1,0 +1,96 @@
+"""Request dependencies: a database session per request, and the authenticated user with a role check."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from augloop.settings import Settings
+from db.auth import authenticate
+from db.models import Role, User
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_engine_dep(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One transaction per request: committed when the route returns, rolled back when it raises."""
+    session = Session(bind=request.app.state.engine, expire_on_commit=False)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+EngineDep = Annotated[Engine, Depends(get_engine_dep)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+bearer = HTTPBearer(auto_error=False, description="An API token from `augloop token create`")
+
+
+class AuthFailureLimiter:
+    """Failed authentications per client address in a sliding minute; past the limit, 429."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.failures: dict[str, deque[float]] = defaultdict(deque)
+        self.lock = threading.Lock()
+
+    def _prune(self, key: str, now: float) -> deque[float]:
+        q = self.failures[key]
+        while q and now - q[0] > 60:
+            q.popleft()
+        return q
+
+    def blocked(self, key: str) -> bool:
+        with self.lock:
+            return len(self._prune(key, time.monotonic())) >= self.per_minute
+
+    def record(self, key: str) -> None:
+        with self.lock:
+            self._prune(key, time.monotonic()).append(time.monotonic())
+
+
+def current_user(request: Request, session: SessionDep,
+                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> User:
+    limiter: AuthFailureLimiter = request.app.state.auth_limiter
+    client = request.client.host if request.client else "unknown"
+    if limiter.blocked(client):
+        raise HTTPException(429, "too many failed authentications; wait a minute",
+                            headers={"Retry-After": "60"})
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    user = authenticate(session, credentials.credentials)
+    if user is None:
+        limiter.record(client)
+        raise HTTPException(401, "invalid, expired or revoked token", headers={"WWW-Authenticate": "Bearer"})
+    return user
+
+
+def require_admin(user: Annotated[User, Depends(current_user)]) -> User:
+    if user.role != Role.admin:
+        raise HTTPException(403, "this action needs the admin role")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+AdminUser = Annotated[User, Depends(require_admin)]

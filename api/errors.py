@@ -1,0 +1,44 @@
+"""Domain errors → HTTP, in one place. Every error body is JSON with `detail` (and `field` where one is at fault)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from db.errors import DomainError
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(_request: Request, err: DomainError) -> JSONResponse:
+        body = {"detail": err.message}
+        if err.field:
+            body["field"] = err.field
+        body.update(err.extra)
+        return JSONResponse(body, status_code=err.status_code)
+
+    @app.exception_handler(IntegrityError)
+    async def integrity_error(_request: Request, err: IntegrityError) -> JSONResponse:
+        # A unique constraint raced past our own checks (two requests at once): a conflict, not a crash.
+        return JSONResponse({"detail": "conflicts with existing data (it changed concurrently); retry"},
+                            status_code=409)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, err: RequestValidationError) -> JSONResponse:
+        errors = err.errors()
+        first = errors[0] if errors else {}
+        loc = [str(p) for p in first.get("loc", []) if p not in ("body", "query", "path", "header")]
+        field = ".".join(loc) or None
+        message = f"{field}: {first.get('msg', 'invalid')}" if field else first.get("msg", "invalid request")
+        return JSONResponse(
+            {"detail": message, "field": field,
+             "errors": [{"loc": list(e.get("loc", [])), "msg": e.get("msg"), "type": e.get("type")} for e in errors]},
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, err: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=err.headers)

@@ -1,0 +1,88 @@
+"""The FastAPI application: routers under /api/v1, error mapping, request size limit, CORS closed by default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy import Engine
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.deps import AuthFailureLimiter
+from api.errors import install_error_handlers
+from api.routes import datasets, health, jobs, tokens
+from augloop import __version__
+from augloop.settings import Settings, get_settings
+from db.session import get_engine
+
+API_PREFIX = "/api/v1"
+ROUTERS: list[Any] = [datasets.router, jobs.router, tokens.router]
+
+
+class BodySizeLimit:
+    """Refuse bodies over the limit with 413 before reading them (Content-Length) or while streaming them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", []):
+            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._reject(send)
+                return
+        seen = 0
+        too_big = False
+
+        async def limited_receive():  # type: ignore[no-untyped-def]
+            nonlocal seen, too_big
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    too_big = True
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        import json
+
+        body = json.dumps({"detail": f"request body exceeds {self.max_bytes} bytes", "field": "body"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="augloop",
+        version=__version__,
+        description="Augment minority classes, review the variants, train on approved data.",
+        docs_url="/docs",
+    )
+    app.state.settings = settings
+    app.state.engine = engine or get_engine(settings.resolved_database_url)
+    app.state.auth_limiter = AuthFailureLimiter(settings.auth_failures_per_minute)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    for router in ROUTERS:
+        app.include_router(router, prefix=API_PREFIX)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    return app

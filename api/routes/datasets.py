@@ -1,0 +1,124 @@
+"""Datasets: list, inspect, import (multipart), class balance, export."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import StreamingResponse
+
+from api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
+from api.schemas import DatasetRead, DatasetUpdate, ExportJobCreate, ImportResultRead, JobRead
+from db import queue
+from db.datasets import dataset_stats, delete_dataset, get_dataset, list_datasets, parse_include
+from db.errors import TooLargeError, ValidationFailed
+from db.exporter import iter_export
+from db.importer import ImportSpec, import_file
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+@router.get("", response_model=list[DatasetRead])
+def datasets(session: SessionDep, _user: CurrentUser) -> list:
+    """All datasets with their tasks and label sets."""
+    return list_datasets(session)
+
+
+@router.get("/{name}", response_model=DatasetRead)
+def dataset(name: str, session: SessionDep, _user: CurrentUser):  # type: ignore[no-untyped-def]
+    """One dataset."""
+    return get_dataset(session, name)
+
+
+@router.patch("/{name}", response_model=DatasetRead)
+def update_dataset(name: str, body: DatasetUpdate, session: SessionDep, _admin: AdminUser):  # type: ignore[no-untyped-def]
+    """Change a dataset's review settings (reviews required per variant, guidelines, language)."""
+    ds = get_dataset(session, name)
+    for key, value in body.model_dump(exclude_none=True).items():
+        setattr(ds, key, value)
+    session.flush()
+    return ds
+
+
+@router.delete("/{name}", status_code=204)
+def remove_dataset(name: str, session: SessionDep, _admin: AdminUser) -> None:
+    """Delete a dataset with its samples, reviews and jobs."""
+    delete_dataset(session, name)
+
+
+def _parse_labels(raw: str | None) -> dict[str, list[str]]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValidationFailed(f"labels must be JSON like {{\"task\": [\"a\", \"b\"]}}: {err.msg}",
+                               field="labels") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(v, list) and all(isinstance(x, str) for x in v) for v in value.values()
+    ):
+        raise ValidationFailed("labels must map each task to a list of label names", field="labels")
+    return value
+
+
+@router.post("/{name}/import", response_model=ImportResultRead, status_code=201)
+async def import_dataset(
+    name: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    _admin: AdminUser,
+    file: Annotated[UploadFile, File(description="CSV, JSONL or Parquet, UTF-8")],
+    task: Annotated[list[str], Form(description="A label column; repeat for several tasks")],
+    text_col: Annotated[str, Form()] = "text",
+    split_col: Annotated[str, Form()] = "split",
+    id_col: Annotated[str, Form()] = "id",
+    language: Annotated[str, Form()] = "en",
+    labels: Annotated[str | None, Form(description='Ordered label sets, JSON: {"bias": ["neutral", "partisan"]}')]
+    = None,
+    split_seed: Annotated[int, Form()] = 42,
+) -> dict:
+    """Import a file into a dataset (created if new). All rows or none: a bad row rejects the file (422)."""
+    data = await file.read(settings.max_request_bytes + 1)
+    if len(data) > settings.max_request_bytes:
+        raise TooLargeError(f"file exceeds {settings.max_request_bytes} bytes", field="file")
+    tasks = [t.strip() for item in task for t in item.split(",") if t.strip()]
+    spec = ImportSpec(dataset=name, tasks=tasks, text_col=text_col, split_col=split_col or None,
+                      id_col=id_col or None, language=language, label_order=_parse_labels(labels),
+                      split_seed=split_seed)
+    result = import_file(session, data, spec, filename=file.filename)
+    return result.as_dict()
+
+
+@router.get("/{name}/stats")
+def stats(name: str, session: SessionDep, _user: CurrentUser) -> dict:
+    """Counts per task × label × split, by origin and review status, and the imbalance ratio per task."""
+    return dataset_stats(session, get_dataset(session, name))
+
+
+@router.get("/{name}/export", responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}})
+def export(
+    name: str,
+    session: SessionDep,
+    _user: CurrentUser,
+    format: Literal["csv", "jsonl"] = "csv",
+    include: Annotated[str, Query(description="original, approved, pending, rejected")] = "original,approved",
+) -> StreamingResponse:
+    """The training view (originals + approved variants by default) with provenance columns, streamed."""
+    ds = get_dataset(session, name)
+    chosen = parse_include(include)
+    media = "text/csv" if format == "csv" else "application/x-ndjson"
+    # Materialise before the session closes (the request's session ends when the route returns).
+    body = "".join(iter_export(session, ds, chosen, format))
+    filename = f"{ds.name}.{format}".replace('"', "")
+    return StreamingResponse(iter([body]), media_type=media,
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@router.post("/{name}/exports", response_model=JobRead, status_code=202)
+def export_job(name: str, body: ExportJobCreate, session: SessionDep, user: CurrentUser):  # type: ignore[no-untyped-def]
+    """Export as a background job (large datasets); download with GET /jobs/{id}/artifact."""
+    ds = get_dataset(session, name)
+    parse_include(body.include)
+    return queue.enqueue(session, "export", {"dataset": ds.name, "format": body.format, "include": body.include},
+                         dataset_id=ds.id, created_by=user.id)

@@ -1,0 +1,43 @@
+"""Who am I, and token management (admins)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter
+
+from api.deps import AdminUser, CurrentUser, SessionDep
+from api.schemas import TokenCreate, TokenIssued, TokenRead, UserRead
+from db import auth
+from db.models import utcnow
+
+router = APIRouter(tags=["tokens"])
+
+
+@router.get("/me", response_model=UserRead)
+def me(user: CurrentUser) -> UserRead:
+    """The user behind the token (the UI uses it to pick the pages a role sees)."""
+    return UserRead(id=user.id, name=user.name, role=user.role)
+
+
+@router.get("/tokens", response_model=list[TokenRead])
+def list_tokens(session: SessionDep, _admin: AdminUser) -> list[TokenRead]:
+    """Every token, without the token itself (never stored)."""
+    return [TokenRead(id=t.id, name=t.user.name, role=t.user.role, prefix=t.prefix, created_at=t.created_at,
+                      expires_at=t.expires_at, revoked_at=t.revoked_at, last_used_at=t.last_used_at)
+            for t in auth.list_tokens(session)]
+
+
+@router.post("/tokens", response_model=TokenIssued, status_code=201)
+def create_token(body: TokenCreate, session: SessionDep, _admin: AdminUser) -> TokenIssued:
+    """Issue a token for a (new or existing) user; the response is the only time it is shown."""
+    expires = utcnow() + timedelta(days=body.expires_in_days) if body.expires_in_days else None
+    issued = auth.create_token(session, body.name, body.role, expires)
+    return TokenIssued(id=issued.token_id, name=issued.user.name, role=issued.user.role, token=issued.token,
+                       expires_at=expires)
+
+
+@router.post("/tokens/{token_id}/revoke", response_model=dict)
+def revoke_token(token_id: int, session: SessionDep, _admin: AdminUser) -> dict:
+    """Revoke a token; requests with it get 401 from now on."""
+    return {"revoked": auth.revoke_token(session, token_id)}

@@ -1,0 +1,107 @@
+"""Request and response bodies (separate from the SQLAlchemy models)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TaskDef(BaseModel):
+    name: str
+    labels: list[str]
+
+
+class DatasetRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    language: str
+    tasks: list[TaskDef]
+    split_info: dict[str, Any]
+    reviews_required: int
+    guidelines: str
+    created_at: datetime
+
+
+class DatasetUpdate(BaseModel):
+    reviews_required: int | None = Field(default=None, ge=1, le=15)
+    guidelines: str | None = Field(default=None, max_length=100_000)
+    language: str | None = Field(default=None, min_length=2, max_length=16)
+
+
+class ImportResultRead(BaseModel):
+    dataset: str
+    created_dataset: bool
+    imported: int
+    duplicates_skipped: int
+    duplicates: list[dict[str, Any]]
+    split_counts: dict[str, int]
+    split_info: dict[str, Any]
+
+
+class JobRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    params: dict[str, Any]
+    status: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    progress_done: int
+    progress_total: int
+    progress_info: dict[str, Any]
+    result: dict[str, Any] | None
+    last_error: str | None
+    cancel_requested: bool
+    dataset_id: int | None
+    worker_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    run_after: datetime
+
+
+class JobList(BaseModel):
+    items: list[JobRead]
+    total: int
+
+
+class ExportJobCreate(BaseModel):
+    format: Literal["csv", "jsonl"] = "csv"
+    include: str = "original,approved"
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=120)
+    role: Literal["annotator", "admin"]
+    expires_in_days: float | None = Field(default=None, gt=0, le=3650)
+
+
+class TokenIssued(BaseModel):
+    id: int
+    name: str
+    role: str
+    token: str = Field(description="Shown once; only its hash is stored")
+    expires_at: datetime | None
+
+
+class TokenRead(BaseModel):
+    id: int
+    name: str
+    role: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class UserRead(BaseModel):
+    id: int
+    name: str
+    role: str

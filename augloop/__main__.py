@@ -1,0 +1,3 @@
+from augloop.cli import main
+
+main()

@@ -1,0 +1,280 @@
+"""The `augloop` command: one entry point, a subcommand per job."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from augloop.settings import get_settings
+
+app = typer.Typer(help="augloop: augment minority classes, review variants, train on approved data.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def engine():  # type: ignore[no-untyped-def]
+    from db.session import get_engine
+
+    return get_engine()
+
+
+def run_domain(fn):  # type: ignore[no-untyped-def]
+    """Run `fn`, turning domain errors (bad input, not found, conflicts) into exit code 2 with a message."""
+    from db.errors import DomainError
+
+    try:
+        return fn()
+    except DomainError as err:
+        fail(err.message)
+
+
+@app.command("migrate")
+def migrate() -> None:
+    """Bring the database to the latest schema (every command also does this on first use)."""
+    engine()
+    console.print(f"database at the latest schema: {get_settings().resolved_database_url}")
+
+
+@app.command("import")
+def import_cmd(
+    file: Annotated[Path, typer.Argument(help="CSV, JSONL or Parquet file (UTF-8)")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (created if new)")],
+    task: Annotated[list[str], typer.Option("--task", "-t", help="A label column; repeat for several tasks")],
+    text_col: Annotated[str, typer.Option(help="Text column")] = "text",
+    split_col: Annotated[str, typer.Option(help="Split column (train/val/test); absent: stratified split")] = "split",
+    id_col: Annotated[str, typer.Option(help="Id column kept as external id")] = "id",
+    language: Annotated[str, typer.Option(help="Language code of the texts")] = "en",
+    labels: Annotated[Optional[list[str]], typer.Option(help="Ordered label set, TASK=a,b,c (repeatable)")] = None,
+    split_seed: Annotated[int, typer.Option(help="Seed of the stratified split")] = 42,
+) -> None:
+    """Import a file into a dataset: all rows or none."""
+    from db.importer import ImportSpec, import_file
+    from db.session import session_scope
+
+    if not file.is_file():
+        fail(f"file not found: {file}")
+    order: dict[str, list[str]] = {}
+    for item in labels or []:
+        if "=" not in item:
+            fail(f"--labels takes TASK=a,b,c; got {item!r}")
+        key, values = item.split("=", 1)
+        order[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
+    tasks = [t.strip() for item in task for t in item.split(",") if t.strip()]
+    spec = ImportSpec(dataset=dataset, tasks=tasks, text_col=text_col, split_col=split_col or None,
+                      id_col=id_col or None, language=language, label_order=order, split_seed=split_seed)
+    data = file.read_bytes()
+
+    def run():  # type: ignore[no-untyped-def]
+        with session_scope(engine()) as session:
+            return import_file(session, data, spec, filename=file.name)
+
+    with console.status(f"importing {file} ..."):
+        result = run_domain(run)
+    console.print(f"imported {result.imported} samples into [bold]{result.dataset}[/]"
+                  f"{' (new dataset)' if result.created_dataset else ''}; "
+                  f"splits {result.split_counts}; {len(result.duplicates)} duplicate(s) skipped", highlight=False)
+    for dup in result.duplicates[:20]:
+        other = dup.get("duplicate_of_line") or f"sample {dup.get('duplicate_of_sample')}"
+        console.print(f"  duplicate: line {dup['line']} repeats {'line ' if 'duplicate_of_line' in dup else ''}{other}")
+
+
+def print_stats(stats: dict) -> None:
+    for task, info in stats["tasks"].items():
+        ratio = info["imbalance_ratio"]
+        ratio_aug = info["imbalance_ratio_with_approved"]
+        table = Table(title=f"{stats['dataset']} · task {task} · imbalance {ratio:.1f}×" if ratio else
+                      f"{stats['dataset']} · task {task}", title_justify="left")
+        for col in ("label", "train", "val", "test", "pending", "approved", "rejected", "train+approved"):
+            table.add_column(col, justify="left" if col == "label" else "right")
+        for label, e in info["labels"].items():
+            by_origin = e["by_origin"]
+            def variants(status: str) -> int:
+                return sum(n for k, n in by_origin.items() if k.endswith(f":{status}"))
+            table.add_row(label, str(e["by_split"]["train"]), str(e["by_split"]["val"]), str(e["by_split"]["test"]),
+                          str(variants("pending")), str(variants("approved")), str(variants("rejected")),
+                          str(e["train_with_approved"]))
+        console.print(table)
+        if ratio_aug and ratio and ratio_aug != ratio:
+            console.print(f"  imbalance with approved variants: {ratio_aug:.1f}×")
+        if info["missing_label"]:
+            console.print(f"  samples without a {task} label: {info['missing_label']}")
+
+
+@app.command()
+def stats(
+    dataset: Annotated[str, typer.Argument(help="Dataset name")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")] = False,
+) -> None:
+    """Class balance per task: counts per label and split, variants by review status, imbalance ratio."""
+    from db.datasets import dataset_stats, get_dataset
+    from db.session import session_scope
+
+    def run():  # type: ignore[no-untyped-def]
+        with session_scope(engine()) as session:
+            return dataset_stats(session, get_dataset(session, dataset))
+
+    result = run_domain(run)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_stats(result)
+
+
+@app.command()
+def export(
+    dataset: Annotated[str, typer.Argument(help="Dataset name")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write")],
+    format: Annotated[str, typer.Option(help="csv or jsonl")] = "csv",
+    include: Annotated[str, typer.Option(help="original,approved (also pending, rejected)")] = "original,approved",
+) -> None:
+    """Write the training view (originals + approved variants) with provenance columns."""
+    from db.datasets import get_dataset, parse_include
+    from db.exporter import write_export
+    from db.session import session_scope
+
+    def run():  # type: ignore[no-untyped-def]
+        chosen = parse_include(include)
+        with session_scope(engine()) as session:
+            return write_export(session, get_dataset(session, dataset), chosen, format, output)
+
+    rows = run_domain(run)
+    console.print(f"wrote {rows} rows to {output}")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="User name")],
+    role: Annotated[str, typer.Option(help="annotator or admin")] = "annotator",
+    expires_days: Annotated[Optional[float], typer.Option(help="Expire after this many days")] = None,
+) -> None:
+    """Create a token and print it once (only its hash is stored)."""
+    from db.auth import create_token
+    from db.models import utcnow
+    from db.session import session_scope
+
+    def run():  # type: ignore[no-untyped-def]
+        with session_scope(engine()) as session:
+            expires = utcnow() + timedelta(days=expires_days) if expires_days else None
+            return create_token(session, name, role, expires)
+
+    issued = run_domain(run)
+    err_console.print(f"token {issued.token_id} for {issued.user.name} ({issued.user.role}); it is shown only once:")
+    print(issued.token)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List tokens (id, user, role, prefix, state)."""
+    from db.auth import list_tokens
+    from db.session import session_scope
+
+    with session_scope(engine()) as session:
+        table = Table("id", "user", "role", "prefix", "created", "expires", "state")
+        for t in list_tokens(session):
+            state = "revoked" if t.revoked_at else "active"
+            table.add_row(str(t.id), t.user.name, t.user.role, t.prefix + "…", f"{t.created_at:%Y-%m-%d %H:%M}",
+                          f"{t.expires_at:%Y-%m-%d}" if t.expires_at else "-", state)
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[Optional[int], typer.Argument(help="Token id (from `augloop token list`)")] = None,
+    user: Annotated[Optional[str], typer.Option(help="Revoke every token of this user")] = None,
+) -> None:
+    """Revoke a token, or all of a user's tokens."""
+    from db.auth import revoke_token
+    from db.session import session_scope
+
+    def run():  # type: ignore[no-untyped-def]
+        with session_scope(engine()) as session:
+            return revoke_token(session, token_id, user_name=user)
+
+    n = run_domain(run)
+    console.print(f"revoked {n} token(s)")
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Bind address")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port")] = None,
+) -> None:
+    """Run the API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from api.main import create_app
+
+    settings = get_settings()
+    engine()  # migrate before accepting requests
+    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port,
+                log_level="info")
+
+
+@app.command()
+def worker(
+    kinds: Annotated[Optional[list[str]], typer.Option("--kinds", "-k", help="Job kinds to run (default all)")]
+    = None,
+    burst: Annotated[bool, typer.Option(help="Drain the queue, then exit")] = False,
+    lease_seconds: Annotated[Optional[float], typer.Option(help="Job lease length")] = None,
+) -> None:
+    """Run jobs from the queue; SIGTERM finishes the current job and exits."""
+    from workers.main import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    chosen = [k.strip() for item in kinds or [] for k in item.split(",") if k.strip()]
+    try:
+        w = Worker(engine(), chosen or None, lease_seconds=lease_seconds)
+    except ValueError as err:
+        fail(str(err))
+    w.install_signal_handlers()
+    stats = w.run(burst=burst)
+    console.print(f"worker {w.worker_id} stopped: {stats.succeeded} succeeded, {stats.failed} failed, "
+                  f"{stats.retried} to retry, {stats.cancelled} cancelled", highlight=False)
+
+
+@app.command()
+def ui(port: Annotated[Optional[int], typer.Option(help="Port")] = None) -> None:
+    """Run the review UI (Streamlit); it talks to the API at AUGLOOP_API_URL."""
+    import subprocess
+
+    from review_ui import APP_PATH
+
+    settings = get_settings()
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP_PATH), "--server.headless=true",
+           f"--server.port={port or settings.ui_port}", "--browser.gatherUsageStats=false"]
+    raise typer.Exit(subprocess.call(cmd))
+
+
+@app.command()
+def demo(
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Import and print, then exit")] = False,
+) -> None:
+    """The main job on the embedded defaults: import the example dataset, then run API, worker and UI."""
+    from augloop.demo import run_demo
+
+    raise typer.Exit(run_demo(serve=not no_serve))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

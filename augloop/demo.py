@@ -1,0 +1,131 @@
+"""`augloop demo`: the whole loop on one machine with the embedded defaults.
+
+Imports the bundled example dataset (once), issues an admin and an annotator token, then supervises the API,
+one worker and the UI as child processes. Ctrl-C (or SIGTERM) stops them all; nothing is left running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from augloop.settings import get_settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO_ROOT / "examples" / "political_social_media.csv"
+EXAMPLE_NAME = "political_social_media"
+EXAMPLE_TASKS = ["bias", "message", "audience"]
+
+console = Console()
+
+
+def import_example() -> None:
+    from sqlalchemy import select
+
+    from db.importer import ImportSpec, import_file
+    from db.models import Dataset
+    from db.session import get_engine, session_scope
+
+    with session_scope(get_engine()) as session:
+        if session.scalar(select(Dataset).where(Dataset.name == EXAMPLE_NAME)) is not None:
+            console.print(f"dataset {EXAMPLE_NAME} already imported")
+            return
+        result = import_file(session, EXAMPLE.read_bytes(),
+                             ImportSpec(dataset=EXAMPLE_NAME, tasks=EXAMPLE_TASKS), filename=EXAMPLE.name)
+    console.print(f"imported {result.imported} samples into {EXAMPLE_NAME} (splits {result.split_counts})")
+
+
+def issue_tokens() -> dict[str, str]:
+    from db.auth import create_token
+    from db.session import get_engine, session_scope
+
+    with session_scope(get_engine()) as session:
+        admin = create_token(session, "demo-admin", "admin").token
+        annotator = create_token(session, "demo-annotator", "annotator").token
+    return {"admin": admin, "annotator": annotator}
+
+
+def _wait_http(url: str, timeout: float) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def run_demo(serve: bool = True) -> int:
+    from augloop.cli import print_stats
+    from db.datasets import dataset_stats, get_dataset
+    from db.session import get_engine, session_scope
+
+    settings = get_settings()
+    console.print(f"database: {settings.resolved_database_url}")
+    import_example()
+    with session_scope(get_engine()) as session:
+        print_stats(dataset_stats(session, get_dataset(session, EXAMPLE_NAME)))
+    tokens = issue_tokens()
+    if not serve:
+        console.print(f"annotator token: {tokens['annotator']}")
+        return 0
+
+    env = {**os.environ, "AUGLOOP_API_URL": f"http://{settings.api_host}:{settings.api_port}"}
+    exe = [sys.executable, "-m", "augloop"]
+    children: list[subprocess.Popen] = []
+    stopping = False
+
+    def stop(*_args: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        children.append(subprocess.Popen([*exe, "serve"], env=env))
+        if not _wait_http(f"http://{settings.api_host}:{settings.api_port}/healthz", 60):
+            console.print("[red]the API did not start[/]")
+            return 1
+        children.append(subprocess.Popen([*exe, "worker"], env=env))
+        ui_url = None
+        from review_ui import APP_PATH
+
+        if APP_PATH.exists():
+            children.append(subprocess.Popen([*exe, "ui"], env=env))
+            ui_url = f"http://127.0.0.1:{settings.ui_port}"
+        console.rule("augloop demo is running")
+        console.print(f"API:              http://{settings.api_host}:{settings.api_port}/docs")
+        if ui_url:
+            console.print(f"UI:               {ui_url}")
+        console.print(f"annotator token:  {tokens['annotator']}")
+        console.print(f"admin token:      {tokens['admin']}")
+        console.print("Ctrl-C stops everything.")
+        while not stopping:
+            for child in children:
+                if child.poll() is not None:
+                    console.print(f"[red]{child.args[-1]} exited with {child.returncode}; stopping[/]")
+                    stopping = True
+            time.sleep(0.5)
+        return 0
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        deadline = time.monotonic() + 20
+        for child in children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        console.print("demo stopped; all processes ended")

@@ -1,0 +1,1 @@
+"""Persistence: typed SQLAlchemy models, sessions, Alembic migrations, the job queue and data access."""

@@ -1,0 +1,92 @@
+"""Users and API tokens. A token is 256 random bits shown once; only its SHA-256 is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db.errors import NotFoundError, ValidationFailed
+from db.models import APIToken, Role, User, utcnow
+
+TOKEN_PREFIX = "aug_"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class IssuedToken:
+    token: str  # the only time the plain token exists
+    token_id: int
+    user: User
+
+
+def get_or_create_user(session: Session, name: str, role: str) -> User:
+    name = name.strip()
+    if not name:
+        raise ValidationFailed("user name must not be empty", field="name")
+    if role not in Role.__members__:
+        raise ValidationFailed(f"role must be one of {', '.join(Role)}; got {role!r}", field="role")
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        user = User(name=name, role=role)
+        session.add(user)
+        session.flush()
+    elif user.role != role:
+        raise ValidationFailed(
+            f"user {name!r} exists with role {user.role!r}; revoke and recreate to change it", field="role"
+        )
+    return user
+
+
+def create_token(session: Session, name: str, role: str, expires_at: datetime | None = None) -> IssuedToken:
+    user = get_or_create_user(session, name, role)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = APIToken(user_id=user.id, token_hash=hash_token(token), prefix=token[:10], expires_at=expires_at)
+    session.add(row)
+    session.flush()
+    return IssuedToken(token=token, token_id=row.id, user=user)
+
+
+def authenticate(session: Session, token: str) -> User | None:
+    """The user behind a valid (not revoked, not expired) token, or None."""
+    if not token:
+        return None
+    digest = hash_token(token)
+    row = session.scalar(select(APIToken).where(APIToken.token_hash == digest))
+    # The lookup is by hash (a timing leak reveals nothing about the token); compare again in constant time.
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
+        return None
+    now = utcnow()
+    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+        return None
+    return row.user
+
+
+def list_tokens(session: Session) -> list[APIToken]:
+    return list(session.scalars(select(APIToken).order_by(APIToken.id)))
+
+
+def revoke_token(session: Session, token_id: int | None = None, *, user_name: str | None = None) -> int:
+    """Revoke one token by id, or every token of a user. Returns how many were revoked."""
+    stmt = update(APIToken).where(APIToken.revoked_at.is_(None))
+    if token_id is not None:
+        stmt = stmt.where(APIToken.id == token_id)
+    elif user_name is not None:
+        user = session.scalar(select(User).where(User.name == user_name))
+        if user is None:
+            raise NotFoundError(f"user {user_name!r} not found", field="name")
+        stmt = stmt.where(APIToken.user_id == user.id)
+    else:
+        raise ValidationFailed("give a token id or a user name", field="token_id")
+    n = session.execute(stmt.values(revoked_at=utcnow()).execution_options(synchronize_session=False)).rowcount
+    if not n and token_id is not None and session.get(APIToken, token_id) is None:
+        raise NotFoundError(f"token {token_id} not found", field="token_id")
+    return n or 0

@@ -1,0 +1,133 @@
+"""Dataset queries: lookup, class balance statistics, and the training view (originals + approved variants)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from db.errors import NotFoundError, ValidationFailed
+from db.models import Dataset, Origin, ReviewStatus, Sample, SampleLabel
+
+INCLUDE_CHOICES = {"original", "approved", "pending", "rejected"}
+
+
+def get_dataset(session: Session, name: str) -> Dataset:
+    dataset = session.scalar(select(Dataset).where(Dataset.name == name))
+    if dataset is None:
+        raise NotFoundError(f"dataset {name!r} not found", field="name")
+    return dataset
+
+
+def list_datasets(session: Session) -> list[Dataset]:
+    return list(session.scalars(select(Dataset).order_by(Dataset.name)))
+
+
+def delete_dataset(session: Session, name: str) -> None:
+    dataset = get_dataset(session, name)
+    session.execute(delete(Dataset).where(Dataset.id == dataset.id))
+    session.flush()
+
+
+def _status_key(origin: str, status: str | None) -> str:
+    return "original" if origin == Origin.original else f"{origin}:{status}"
+
+
+def dataset_stats(session: Session, dataset: Dataset) -> dict[str, Any]:
+    """Counts per task × label × split × (origin, review status), and the imbalance ratio per task."""
+    rows = session.execute(
+        select(SampleLabel.task, SampleLabel.label, Sample.split, Sample.origin, Sample.review_status, func.count())
+        .join(Sample, Sample.id == SampleLabel.sample_id)
+        .where(Sample.dataset_id == dataset.id)
+        .group_by(SampleLabel.task, SampleLabel.label, Sample.split, Sample.origin, Sample.review_status)
+    ).all()
+    totals = session.execute(
+        select(Sample.split, Sample.origin, Sample.review_status, func.count())
+        .where(Sample.dataset_id == dataset.id)
+        .group_by(Sample.split, Sample.origin, Sample.review_status)
+    ).all()
+    tasks: dict[str, Any] = {}
+    for task in dataset.tasks:
+        name = task["name"]
+        tasks[name] = {
+            "labels": {
+                label: {"by_split": {"train": 0, "val": 0, "test": 0}, "by_origin": defaultdict(int),
+                        "train_original": 0, "train_with_approved": 0}
+                for label in task["labels"]
+            },
+            "missing_label": 0,
+        }
+    for task, label, split, origin, status, n in rows:
+        entry = tasks.get(task, {}).get("labels", {}).get(label)
+        if entry is None:
+            continue
+        if origin == Origin.original:
+            entry["by_split"][split] += n
+        entry["by_origin"][_status_key(origin, status)] += n
+        if split == "train" and origin == Origin.original:
+            entry["train_original"] += n
+        if split == "train" and (origin == Origin.original or status == ReviewStatus.approved):
+            entry["train_with_approved"] += n
+    originals = sum(n for _s, origin, _st, n in totals if origin == Origin.original)
+    for task in dataset.tasks:
+        name = task["name"]
+        labelled = sum(e["by_split"]["train"] + e["by_split"]["val"] + e["by_split"]["test"]
+                       for e in tasks[name]["labels"].values())
+        tasks[name]["missing_label"] = originals - labelled
+        for key in ("train_original", "train_with_approved"):
+            counts = [e[key] for e in tasks[name]["labels"].values()]
+            ratio = (max(counts) / min(counts)) if counts and min(counts) > 0 else None
+            tasks[name]["imbalance_ratio" if key == "train_original" else "imbalance_ratio_with_approved"] = ratio
+        for e in tasks[name]["labels"].values():
+            e["by_origin"] = dict(e["by_origin"])
+    split_totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for split, origin, status, n in totals:
+        split_totals[split][_status_key(origin, status)] += n
+    return {
+        "dataset": dataset.name,
+        "language": dataset.language,
+        "tasks": tasks,
+        "totals": {split: dict(v) for split, v in split_totals.items()},
+        "samples": sum(n for *_x, n in totals),
+    }
+
+
+def parse_include(include: str | list[str]) -> set[str]:
+    parts = include.split(",") if isinstance(include, str) else include
+    chosen = {p.strip() for p in parts if p.strip()}
+    bad = chosen - INCLUDE_CHOICES
+    if bad or not chosen:
+        raise ValidationFailed(f"include must name some of {sorted(INCLUDE_CHOICES)}; got {sorted(bad) or 'nothing'}",
+                               field="include")
+    return chosen
+
+
+def samples_for_view(session: Session, dataset: Dataset, include: set[str], splits: set[str] | None = None,
+                     batch: int = 2000) -> Iterator[Sample]:
+    """Originals and/or variants by review status, in id order, streamed in batches."""
+    conditions = []
+    if "original" in include:
+        conditions.append(Sample.origin == Origin.original)
+    statuses = [s for s in ("approved", "pending", "rejected") if s in include]
+    if statuses:
+        conditions.append((Sample.origin != Origin.original) & Sample.review_status.in_(statuses))
+    from sqlalchemy import or_
+
+    query = select(Sample).where(Sample.dataset_id == dataset.id, or_(*conditions))
+    if splits:
+        query = query.where(Sample.split.in_(splits))
+    last_id = 0
+    while True:
+        chunk = list(session.scalars(query.where(Sample.id > last_id).order_by(Sample.id).limit(batch)))
+        if not chunk:
+            return
+        yield from chunk
+        last_id = chunk[-1].id
+
+
+def training_samples(session: Session, dataset: Dataset) -> list[Sample]:
+    """What a trainer may learn from: train-split originals plus approved variants and pseudo-labels."""
+    return list(samples_for_view(session, dataset, {"original", "approved"}, splits={"train"}))

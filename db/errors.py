@@ -1,0 +1,37 @@
+"""Domain errors, raised below the API and mapped to HTTP statuses once, in api/errors.py."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    status_code = 400
+
+    def __init__(self, message: str, *, field: str | None = None, extra: dict | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.extra = extra or {}
+
+
+class NotFoundError(DomainError):
+    status_code = 404
+
+
+class ConflictError(DomainError):
+    """Stale version, duplicate name or text."""
+
+    status_code = 409
+
+
+class ValidationFailed(DomainError):
+    """Input that is well-formed but wrong: unknown label, bad file row, invalid method for a language."""
+
+    status_code = 422
+
+
+class TooLargeError(DomainError):
+    status_code = 413
+
+
+class PermissionDenied(DomainError):
+    status_code = 403

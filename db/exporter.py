@@ -1,0 +1,82 @@
+"""Export the training view (originals + approved variants by default) as CSV or JSONL, with provenance."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from db.datasets import samples_for_view
+from db.errors import ValidationFailed
+from db.models import Dataset, Sample
+
+FORMATS = ("csv", "jsonl")
+PROVENANCE = ["origin", "review_status", "parent_id", "method", "method_params", "model_name", "seed",
+              "similarity", "label_consistency", "generated_text", "job_id"]
+
+
+def columns(dataset: Dataset) -> list[str]:
+    return ["id", "external_id", "text", "split", *dataset.task_names(), *PROVENANCE]
+
+
+def record(sample: Sample, dataset: Dataset) -> dict[str, Any]:
+    labels = sample.labels
+    out: dict[str, Any] = {"id": sample.id, "external_id": sample.external_id, "text": sample.text,
+                           "split": sample.split}
+    for task in dataset.task_names():
+        out[task] = labels.get(task)
+    for key in PROVENANCE:
+        out[key] = getattr(sample, key)
+    return out
+
+
+def iter_export(session: Session, dataset: Dataset, include: set[str], fmt: str,
+                counter: list[int] | None = None) -> Iterator[str]:
+    """The export file as text chunks (streamed by the API, written by the CLI and the export job)."""
+    if fmt not in FORMATS:
+        raise ValidationFailed(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}", field="format")
+    cols = columns(dataset)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        writer.writeheader()
+        for i, sample in enumerate(samples_for_view(session, dataset, include), start=1):
+            if counter is not None:
+                counter[0] += 1
+            rec = record(sample, dataset)
+            if rec["method_params"] is not None:
+                rec["method_params"] = json.dumps(rec["method_params"], sort_keys=True)
+            writer.writerow(rec)
+            if i % 500 == 0:
+                yield buf.getvalue()
+                buf.seek(0)
+                buf.truncate()
+        yield buf.getvalue()
+    else:
+        lines = []
+        for sample in samples_for_view(session, dataset, include):
+            if counter is not None:
+                counter[0] += 1
+            lines.append(json.dumps(record(sample, dataset), ensure_ascii=False))
+            if len(lines) >= 500:
+                yield "\n".join(lines) + "\n"
+                lines = []
+        if lines:
+            yield "\n".join(lines) + "\n"
+
+
+def write_export(session: Session, dataset: Dataset, include: set[str], fmt: str, path: Path) -> int:
+    """Write atomically (temporary file, then rename). Returns the number of rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".part")
+    counter = [0]
+    with tmp.open("w", encoding="utf-8", newline="") as fh:
+        for chunk in iter_export(session, dataset, include, fmt, counter):
+            fh.write(chunk)
+    tmp.replace(path)
+    return counter[0]

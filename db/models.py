@@ -1,0 +1,322 @@
+"""SQLAlchemy 2.0 models. The schema is owned by Alembic (db/migrations); tests may use create_all."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC everywhere; SQLite stores naive values, so re-attach UTC on the way out."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Role(StrEnum):
+    annotator = "annotator"
+    admin = "admin"
+
+
+class Split(StrEnum):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+class Origin(StrEnum):
+    original = "original"
+    augmented = "augmented"
+    pseudo_label = "pseudo_label"
+
+
+class ReviewStatus(StrEnum):
+    pending = "pending"
+    approved = "approved"
+    rejected = "rejected"
+
+
+class Decision(StrEnum):
+    approve = "approve"
+    reject = "reject"
+    edit = "edit"  # edit then approve
+
+
+class RejectReason(StrEnum):
+    label_changed = "label_changed"
+    meaning_changed = "meaning_changed"
+    ungrammatical = "ungrammatical"
+    wrong_language = "wrong_language"
+    near_duplicate = "near_duplicate"
+    other = "other"
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    tokens: Mapped[list[APIToken]] = relationship(back_populates="user")
+
+
+class APIToken(Base):
+    """Only the SHA-256 of a token is stored; the token itself is shown once, at creation."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # first characters, to tell tokens apart in listings
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    language: Mapped[str] = mapped_column(String(16), default="en")
+    # [{"name": "bias", "labels": ["neutral", "partisan"]}, ...]: N tasks, each with its ordered label set
+    tasks: Mapped[list[Any]] = mapped_column(JSON)
+    # How the split was obtained: {"source": "column"} or {"source": "stratified", "seed": 42, "by": "bias", ...}
+    split_info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    reviews_required: Mapped[int] = mapped_column(Integer, default=1)  # k reviews decide a variant by majority
+    guidelines: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def task_names(self) -> list[str]:
+        return [t["name"] for t in self.tasks]
+
+    def labels_of(self, task: str) -> list[str]:
+        for t in self.tasks:
+            if t["name"] == task:
+                return list(t["labels"])
+        raise KeyError(task)
+
+
+class Sample(Base):
+    __tablename__ = "samples"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "content_hash"),
+        # The review queue: one dataset, one origin, one status, newest or best-scored first.
+        Index("ix_samples_queue", "dataset_id", "origin", "review_status", "id"),
+        Index("ix_samples_queue_similarity", "dataset_id", "review_status", "similarity"),
+        Index("ix_samples_queue_consistency", "dataset_id", "review_status", "label_consistency"),
+        Index("ix_samples_dataset_split", "dataset_id", "split", "origin"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    external_id: Mapped[str | None] = mapped_column(String(200), default=None)  # the id column of the source file
+    text: Mapped[str] = mapped_column(Text)
+    split: Mapped[str] = mapped_column(String(8))
+    origin: Mapped[str] = mapped_column(String(16), default=Origin.original)
+    content_hash: Mapped[str] = mapped_column(String(64))
+
+    # Variants (augmented, pseudo-labelled) only
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), index=True)
+    method: Mapped[str | None] = mapped_column(String(40), default=None)
+    method_params: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    model_name: Mapped[str | None] = mapped_column(String(300), default=None)
+    seed: Mapped[int | None] = mapped_column(Integer, default=None)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    generated_text: Mapped[str | None] = mapped_column(Text, default=None)  # kept when an annotator edits
+    scores: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    similarity: Mapped[float | None] = mapped_column(Float, default=None)  # to the source text, 0..1
+    label_consistency: Mapped[float | None] = mapped_column(Float, default=None)  # model p(intended labels)
+    label_flag: Mapped[bool | None] = mapped_column(Boolean, default=None)  # model predicts another label
+    review_status: Mapped[str | None] = mapped_column(String(16), default=None)  # None for originals
+    review_count: Mapped[int] = mapped_column(Integer, default=0)
+    version: Mapped[int] = mapped_column(Integer, default=1)  # optimistic locking
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    labels_rows: Mapped[list[SampleLabel]] = relationship(
+        back_populates="sample", cascade="all, delete-orphan", lazy="selectin"
+    )
+    parent: Mapped[Sample | None] = relationship(remote_side="Sample.id")
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {row.task: row.label for row in self.labels_rows}
+
+
+class SampleLabel(Base):
+    """One row per sample × task: a sample may lack a task's label; the queue filters by task and label."""
+
+    __tablename__ = "sample_labels"
+    __table_args__ = (Index("ix_sample_labels_task_label", "task", "label", "sample_id"),)
+
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), primary_key=True)
+    task: Mapped[str] = mapped_column(String(100), primary_key=True)
+    label: Mapped[str] = mapped_column(String(100))
+
+    sample: Mapped[Sample] = relationship(back_populates="labels_rows")
+
+
+class Review(Base):
+    """Append-only audit trail of decisions; a sample's review_status follows from these rows."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    decision: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(40), default=None)
+    note: Mapped[str | None] = mapped_column(Text, default=None)
+    text_before: Mapped[str] = mapped_column(Text)
+    text_after: Mapped[str] = mapped_column(Text)
+    version_seen: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_claim", "status", "priority", "id"),
+        Index("ix_jobs_lease", "status", "lease_until"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    run_after: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    worker_id: Mapped[str | None] = mapped_column(String(120), default=None)
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    # Live counters a handler reports (kept/dropped per filter, epoch, loss...), and its final result.
+    progress_info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+class AugmentationPlan(Base):
+    """What the minority-class planner decided: per task × class targets and the jobs it enqueued."""
+
+    __tablename__ = "augmentation_plans"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    plan: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    job_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrainingRun(Base):
+    """A trainer run (or an ensemble of runs): config, data snapshot, metrics, curve and artifact location."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), default=None)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    kind: Mapped[str] = mapped_column(String(16), default="single")  # single | ensemble
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    member_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)  # ensembles: the runs combined
+    snapshot: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [[sample_id, content_hash], ...]
+    curve: Mapped[list[Any]] = mapped_column(JSON, default=list)  # per epoch: loss, val metrics
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    artifact_dir: Mapped[str | None] = mapped_column(String(500), default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ImpactReport(Base):
+    """Originals-only vs. with-augmentation vs. leave-one-method-out, over several seeds."""
+
+    __tablename__ = "impact_reports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    run_ids: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # arm -> [run ids]
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,0 +1,259 @@
+"""A database-backed job queue for SQLite and Postgres.
+
+Claiming is `SELECT ... FOR UPDATE SKIP LOCKED` on Postgres and one conditional UPDATE on SQLite (where writers
+are serialised anyway). A claimed job carries a lease that the worker's heartbeat renews; a job whose lease
+expired is re-queued (or failed, past max_attempts), so a dead worker's job is finished by another.
+Functions that take a Session only flush: the caller owns the transaction, so enqueueing inside a request's
+transaction enqueues nothing when that request rolls back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, select, update
+from sqlalchemy.orm import Session
+
+from augloop.settings import get_settings
+from db.errors import ConflictError, NotFoundError
+from db.models import Job, JobStatus, utcnow
+
+TERMINAL = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
+
+
+class LeaseLost(Exception):
+    """The worker no longer owns the job (its lease expired and another worker may have it)."""
+
+
+def enqueue(
+    session: Session,
+    kind: str,
+    params: dict[str, Any] | None = None,
+    *,
+    priority: int = 0,
+    max_attempts: int | None = None,
+    dataset_id: int | None = None,
+    created_by: int | None = None,
+    progress_total: int = 0,
+) -> Job:
+    job = Job(
+        kind=kind,
+        params=params or {},
+        priority=priority,
+        max_attempts=max_attempts or get_settings().job_max_attempts,
+        dataset_id=dataset_id,
+        created_by=created_by,
+        status=JobStatus.queued,
+        run_after=utcnow(),
+        progress_total=progress_total,
+        progress_info={},
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def requeue_expired(session: Session, now: datetime | None = None) -> int:
+    """Hand jobs whose worker stopped heart-beating back to the queue; fail those out of attempts."""
+    now = now or utcnow()
+    expired = and_(Job.status == JobStatus.running, Job.lease_until < now)
+    failed = session.execute(
+        update(Job)
+        .where(expired, Job.attempts >= Job.max_attempts)
+        .values(
+            status=JobStatus.failed,
+            finished_at=now,
+            updated_at=now,
+            worker_id=None,
+            last_error="worker lost (lease expired) and no attempts left",
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    requeued = session.execute(
+        update(Job)
+        .where(expired)
+        .values(
+            status=JobStatus.queued,
+            worker_id=None,
+            lease_until=None,
+            run_after=now,
+            updated_at=now,
+            last_error="worker lost (lease expired); re-queued",
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return (failed or 0) + (requeued or 0)
+
+
+def claim(engine: Engine, worker_id: str, kinds: list[str] | None = None, lease_seconds: float | None = None) -> Job | None:
+    """Atomically take the next runnable job (highest priority, then oldest) and lease it to `worker_id`."""
+    lease_seconds = lease_seconds or get_settings().job_lease_seconds
+    with Session(bind=engine, expire_on_commit=False) as session, session.begin():
+        now = utcnow()
+        requeue_expired(session, now)
+        runnable = [Job.status == JobStatus.queued, Job.run_after <= now]
+        if kinds:
+            runnable.append(Job.kind.in_(kinds))
+        pick = select(Job.id).where(*runnable).order_by(Job.priority.desc(), Job.id).limit(1)
+        if engine.dialect.name == "postgresql":
+            job_id = session.execute(pick.with_for_update(skip_locked=True)).scalar_one_or_none()
+            if job_id is None:
+                return None
+            condition = Job.id == job_id
+        else:
+            # SQLite has no row locks (SQLAlchemy drops FOR UPDATE there): one conditional UPDATE under
+            # the write lock taken at BEGIN IMMEDIATE, and RETURNING says whether we won.
+            condition = and_(Job.id == pick.scalar_subquery(), Job.status == JobStatus.queued)
+        claimed = session.execute(
+            update(Job)
+            .where(condition)
+            .values(
+                status=JobStatus.running,
+                worker_id=worker_id,
+                attempts=Job.attempts + 1,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                started_at=now,
+                updated_at=now,
+            )
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        ).scalar_one_or_none()
+        if claimed is None:
+            return None
+        return session.get(Job, claimed, populate_existing=True)
+
+
+@dataclass
+class Heartbeat:
+    cancel_requested: bool
+
+
+def heartbeat(
+    engine: Engine,
+    job_id: int,
+    worker_id: str,
+    *,
+    lease_seconds: float | None = None,
+    done: int | None = None,
+    total: int | None = None,
+    info: dict[str, Any] | None = None,
+) -> Heartbeat:
+    """Renew the lease and record progress. Raises LeaseLost when the job is no longer ours."""
+    lease_seconds = lease_seconds or get_settings().job_lease_seconds
+    now = utcnow()
+    values: dict[str, Any] = {"lease_until": now + timedelta(seconds=lease_seconds), "updated_at": now}
+    if done is not None:
+        values["progress_done"] = done
+    if total is not None:
+        values["progress_total"] = total
+    if info is not None:
+        values["progress_info"] = info
+    with Session(bind=engine) as session, session.begin():
+        row = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.running)
+            .values(**values)
+            .returning(Job.cancel_requested)
+            .execution_options(synchronize_session=False)
+        ).first()
+    if row is None:
+        raise LeaseLost(f"job {job_id} is no longer leased to {worker_id}")
+    return Heartbeat(cancel_requested=bool(row[0]))
+
+
+def _owned(job_id: int, worker_id: str):  # type: ignore[no-untyped-def]
+    return and_(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.running)
+
+
+def complete(session: Session, job_id: int, worker_id: str, result: dict[str, Any] | None = None,
+             progress: tuple[int, int, dict[str, Any]] | None = None) -> None:
+    """Mark the job succeeded, in the caller's transaction (with the job's output), if we still own it."""
+    now = utcnow()
+    values: dict[str, Any] = {
+        "status": JobStatus.succeeded,
+        "result": result or {},
+        "finished_at": now,
+        "updated_at": now,
+        "lease_until": None,
+        "last_error": None,
+    }
+    if progress is not None:
+        done, total, info = progress
+        values.update(progress_done=done, progress_total=total, progress_info=info)
+    n = session.execute(
+        update(Job).where(_owned(job_id, worker_id)).values(**values).execution_options(synchronize_session=False)
+    ).rowcount
+    if not n:
+        raise LeaseLost(f"job {job_id} is no longer leased to {worker_id}; its output is discarded")
+
+
+def fail(session: Session, job_id: int, worker_id: str, error: str, *, retry: bool = True) -> str:
+    """Record a failure; retry with exponential backoff while attempts remain. Returns the new status."""
+    settings = get_settings()
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None or job.worker_id != worker_id or job.status != JobStatus.running:
+        raise LeaseLost(f"job {job_id} is no longer leased to {worker_id}")
+    now = utcnow()
+    job.last_error = error[-8000:]
+    job.updated_at = now
+    job.worker_id = None
+    job.lease_until = None
+    if retry and job.attempts < job.max_attempts:
+        delay = min(settings.job_retry_base_seconds * 2 ** (job.attempts - 1), settings.job_retry_max_seconds)
+        job.status = JobStatus.queued
+        job.run_after = now + timedelta(seconds=delay)
+    else:
+        job.status = JobStatus.failed
+        job.finished_at = now
+    session.flush()
+    return job.status
+
+
+def mark_cancelled(session: Session, job_id: int, worker_id: str) -> None:
+    now = utcnow()
+    session.execute(
+        update(Job)
+        .where(_owned(job_id, worker_id))
+        .values(status=JobStatus.cancelled, finished_at=now, updated_at=now, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def request_cancel(session: Session, job_id: int) -> Job:
+    """Cancel a queued job at once; ask a running one to stop at its next heartbeat."""
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise NotFoundError(f"job {job_id} not found", field="job_id")
+    if job.status in TERMINAL:
+        raise ConflictError(f"job {job_id} is already {job.status}")
+    now = utcnow()
+    if job.status == JobStatus.queued:
+        job.status = JobStatus.cancelled
+        job.finished_at = now
+    job.cancel_requested = True
+    job.updated_at = now
+    session.flush()
+    return job
+
+
+def counts_by_status(session: Session) -> dict[str, int]:
+    from sqlalchemy import func
+
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+    return {status: n for status, n in rows}
+
+
+__all__ = [
+    "LeaseLost",
+    "enqueue",
+    "claim",
+    "heartbeat",
+    "complete",
+    "fail",
+    "mark_cancelled",
+    "request_cancel",
+    "requeue_expired",
+    "counts_by_status",
+]

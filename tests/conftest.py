@@ -1,0 +1,127 @@
+"""Shared fixtures: a fresh database per test (migrated by Alembic once, then copied), settings, API clients."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_CSV = REPO_ROOT / "examples" / "political_social_media.csv"
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file at the latest Alembic revision, copied for each test (faster than migrating each time)."""
+    from db.migrate import upgrade_to_head
+    from db.session import make_engine
+
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade_to_head(engine)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_template: Path):
+    """Settings pointing at a fresh database and data directory for this test."""
+    from augloop import settings as settings_mod
+    from db import session as session_mod
+
+    data_dir = tmp_path / "var"
+    data_dir.mkdir()
+    db_path = data_dir / "augloop.db"
+    shutil.copy(migrated_template, db_path)
+    monkeypatch.setenv("AUGLOOP_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("AUGLOOP_DATABASE_URL", f"sqlite:///{db_path}")
+    monkeypatch.setenv("AUGLOOP_JOB_RETRY_BASE_SECONDS", "0")
+    settings_mod.get_settings.cache_clear()
+    session_mod.dispose_all()
+    yield settings_mod.get_settings()
+    session_mod.dispose_all()
+    settings_mod.get_settings.cache_clear()
+
+
+@pytest.fixture
+def engine(settings):
+    from db.session import get_engine
+
+    return get_engine(settings.resolved_database_url)
+
+
+@pytest.fixture
+def db_session(engine) -> Iterator:
+    from sqlalchemy.orm import Session
+
+    with Session(bind=engine, expire_on_commit=False) as session:
+        yield session
+
+
+def _issue(engine, name: str, role: str) -> str:
+    from db.auth import create_token
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        return create_token(s, name, role).token
+
+
+@pytest.fixture
+def admin_token(engine) -> str:
+    return _issue(engine, "alice-admin", "admin")
+
+
+@pytest.fixture
+def annotator_token(engine) -> str:
+    return _issue(engine, "bob-annotator", "annotator")
+
+
+@pytest.fixture
+def app(settings, engine):
+    from api.main import create_app
+
+    return create_app(settings, engine)
+
+
+@pytest.fixture
+def client(app) -> Iterator:
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def admin(client, admin_token):
+    """An HTTP client authenticated as an admin."""
+    client.headers["Authorization"] = f"Bearer {admin_token}"
+    return client
+
+
+@pytest.fixture
+def annotator(app, annotator_token) -> Iterator:
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, headers={"Authorization": f"Bearer {annotator_token}"}) as c:
+        yield c
+
+
+@pytest.fixture
+def example_dataset(engine) -> str:
+    """The bundled example dataset imported with its three tasks."""
+    from db.importer import ImportSpec, import_file
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        import_file(s, EXAMPLE_CSV.read_bytes(), ImportSpec(dataset="psm", tasks=["bias", "message", "audience"]),
+                    filename=EXAMPLE_CSV.name)
+    return "psm"

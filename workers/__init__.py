@@ -1,0 +1,1 @@
+"""Workers: the job loop and the handlers it runs (export, augmentation, training)."""

@@ -1,0 +1,163 @@
+"""The worker loop: claim a job, run its handler with a heartbeat, record the outcome; repeat.
+
+SIGTERM/SIGINT finish the current job and exit. `burst=True` drains the queue and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from augloop.settings import get_settings
+from db import queue
+from db.models import Job, JobStatus
+from db.session import session_scope
+from workers.registry import JobCancelled, JobContext, PermanentJobError, load_handlers
+
+log = logging.getLogger("augloop.worker")
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class WorkerStats:
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    cancelled: int = 0
+    lost: int = 0
+    job_ids: list[int] = field(default_factory=list)
+
+
+class Worker:
+    def __init__(self, engine: Engine, kinds: list[str] | None = None, worker_id: str | None = None,
+                 lease_seconds: float | None = None, poll_seconds: float | None = None) -> None:
+        settings = get_settings()
+        self.engine = engine
+        self.handlers = load_handlers(settings.worker_plugins)
+        unknown = [k for k in kinds or [] if k not in self.handlers]
+        if unknown:
+            raise ValueError(f"unknown job kind(s) {unknown}; known: {sorted(self.handlers)}")
+        self.kinds = kinds or sorted(self.handlers)
+        self.worker_id = worker_id or new_worker_id()
+        self.lease_seconds = lease_seconds or settings.job_lease_seconds
+        self.poll_seconds = poll_seconds if poll_seconds is not None else settings.worker_poll_seconds
+        self.stop_requested = threading.Event()
+        self.stats = WorkerStats()
+
+    def install_signal_handlers(self) -> None:
+        def on_signal(signum, _frame):  # type: ignore[no-untyped-def]
+            log.info("signal %s: finishing the current job, then exiting", signum)
+            self.stop_requested.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def run(self, burst: bool = False, max_jobs: int | None = None) -> WorkerStats:
+        log.info("worker %s started; kinds: %s", self.worker_id, ", ".join(self.kinds))
+        while not self.stop_requested.is_set():
+            job = queue.claim(self.engine, self.worker_id, self.kinds, self.lease_seconds)
+            if job is None:
+                if burst and not self._jobs_pending_soon():
+                    break
+                self.stop_requested.wait(self.poll_seconds)
+                continue
+            self.run_job(job)
+            if max_jobs is not None and len(self.stats.job_ids) >= max_jobs:
+                break
+        return self.stats
+
+    def _jobs_pending_soon(self) -> bool:
+        """In burst mode, wait for retries that are due within a few seconds rather than exiting early."""
+        from sqlalchemy import func, select
+
+        from db.models import utcnow
+
+        with session_scope(self.engine) as s:
+            soonest = s.scalar(
+                select(func.min(Job.run_after)).where(Job.status == JobStatus.queued, Job.kind.in_(self.kinds))
+            )
+            running = s.scalar(select(func.count()).where(Job.status == JobStatus.running, Job.kind.in_(self.kinds)))
+        if soonest is not None:
+            from datetime import UTC
+
+            if soonest.tzinfo is None:
+                soonest = soonest.replace(tzinfo=UTC)
+            return (soonest - utcnow()).total_seconds() < 30
+        # A running job of another worker may be re-queued when its lease expires: keep draining until then.
+        return bool(running)
+
+    def run_job(self, job: Job) -> None:
+        ctx = JobContext(job_id=job.id, kind=job.kind, params=dict(job.params or {}), engine=self.engine,
+                         worker_id=self.worker_id, attempt=job.attempts, dataset_id=job.dataset_id,
+                         created_by=job.created_by, total=job.progress_total)
+        self.stats.job_ids.append(job.id)
+        beat_stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat_loop, args=(ctx, beat_stop), daemon=True)
+        beat.start()
+        log.info("job %s (%s) attempt %s started", job.id, job.kind, job.attempts)
+        started = time.monotonic()
+        try:
+            result = self.handlers[job.kind](ctx) or {}
+            beat_stop.set()
+            beat.join()
+            if not ctx.completed:
+                with session_scope(self.engine) as s:
+                    queue.complete(s, job.id, self.worker_id, result, progress=ctx.snapshot())
+            self.stats.succeeded += 1
+            log.info("job %s succeeded in %.1fs", job.id, time.monotonic() - started)
+        except JobCancelled:
+            beat_stop.set()
+            beat.join()
+            with session_scope(self.engine) as s:
+                queue.mark_cancelled(s, job.id, self.worker_id)
+            self.stats.cancelled += 1
+            log.info("job %s cancelled", job.id)
+        except queue.LeaseLost as err:
+            beat_stop.set()
+            beat.join()
+            self.stats.lost += 1
+            log.warning("job %s: %s", job.id, err)
+        except Exception as err:  # a handler failure is recorded on the job, never crashes the worker
+            beat_stop.set()
+            beat.join()
+            permanent = isinstance(err, PermanentJobError)
+            message = str(err) if permanent else f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=8)}"
+            try:
+                with session_scope(self.engine) as s:
+                    status = queue.fail(s, job.id, self.worker_id, message, retry=not permanent)
+            except queue.LeaseLost:
+                self.stats.lost += 1
+                return
+            if status == JobStatus.failed:
+                self.stats.failed += 1
+            else:
+                self.stats.retried += 1
+            log.warning("job %s failed (%s): %s", job.id, status, str(err)[:500])
+
+    def _heartbeat_loop(self, ctx: JobContext, stop: threading.Event) -> None:
+        interval = max(self.lease_seconds / 3, 0.05)
+        while not stop.wait(interval):
+            done, total, info = ctx.snapshot()
+            try:
+                hb = queue.heartbeat(self.engine, ctx.job_id, self.worker_id, lease_seconds=self.lease_seconds,
+                                     done=done, total=total, info=info)
+            except queue.LeaseLost:
+                ctx.lease_lost.set()
+                return
+            except Exception as err:  # database briefly unreachable: keep trying until the lease runs out
+                log.warning("heartbeat for job %s failed: %s", ctx.job_id, err)
+                continue
+            if hb.cancel_requested:
+                ctx.cancelled.set()

@@ -1,0 +1,93 @@
+"""Job kinds → handler functions. Handlers register with @handler("kind")."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+
+HANDLERS: dict[str, Callable[[JobContext], dict[str, Any] | None]] = {}
+# Modules whose import registers the built-in kinds (imported lazily: the ML stacks are heavy).
+BUILTIN_MODULES = ["workers.handlers"]
+
+
+class JobCancelled(Exception):
+    """Raised inside a handler when the job was cancelled through the API."""
+
+
+class PermanentJobError(Exception):
+    """A failure that a retry cannot fix (missing model, bad parameters): fail the job at once."""
+
+
+def handler(kind: str) -> Callable:
+    def register(fn: Callable[[JobContext], dict[str, Any] | None]) -> Callable:
+        HANDLERS[kind] = fn
+        return fn
+
+    return register
+
+
+def load_handlers(extra_modules: list[str] | None = None) -> dict[str, Callable]:
+    for module in [*BUILTIN_MODULES, *(extra_modules or [])]:
+        importlib.import_module(module)
+    return HANDLERS
+
+
+@dataclass
+class JobContext:
+    """What a handler sees: its job's parameters, the engine, and a way to report progress.
+
+    `report()` only records numbers in memory; the worker's heartbeat thread writes them with the lease
+    renewal, so reporting is cheap enough to call per batch. `check_cancelled()` raises JobCancelled once the
+    API asked for cancellation.
+    """
+
+    job_id: int
+    kind: str
+    params: dict[str, Any]
+    engine: Engine
+    worker_id: str
+    attempt: int
+    dataset_id: int | None = None
+    created_by: int | None = None
+    done: int = 0
+    total: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    lease_lost: threading.Event = field(default_factory=threading.Event)
+    completed: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def report(self, done: int | None = None, total: int | None = None, **info: Any) -> None:
+        with self._lock:
+            if done is not None:
+                self.done = done
+            if total is not None:
+                self.total = total
+            self.info.update(info)
+        self.check_cancelled()
+
+    def snapshot(self) -> tuple[int, int, dict[str, Any]]:
+        with self._lock:
+            return self.done, self.total, dict(self.info)
+
+    def complete_in(self, session: Any, result: dict[str, Any]) -> None:
+        """Mark the job succeeded inside the handler's own write transaction, so that its output and its
+        completion commit together (or not at all, when the lease was lost to another worker)."""
+        from db import queue
+
+        self.check_cancelled()
+        queue.complete(session, self.job_id, self.worker_id, result, progress=self.snapshot())
+        self.completed = True
+
+    def check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+        if self.lease_lost.is_set():
+            from db.queue import LeaseLost
+
+            raise LeaseLost(f"job {self.job_id} lost its lease")
