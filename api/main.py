@@ -48,10 +48,22 @@ class BodySizeLimit:
                     raise _TooLarge
             return message
 
+        rejected = False
+
+        async def guarded_send(message):  # type: ignore[no-untyped-def]
+            # Whatever the app makes of the aborted read (FastAPI turns it into a 400), the client gets 413.
+            nonlocal rejected
+            if not too_big:
+                await send(message)
+            elif not rejected:
+                rejected = True
+                await self._reject(send)
+
         try:
-            await self.app(scope, limited_receive, send)
+            await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
-            await self._reject(send)
+            if not rejected:
+                await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
         import json

@@ -258,7 +258,8 @@ def ui(port: Annotated[Optional[int], typer.Option(help="Port")] = None) -> None
 
     settings = get_settings()
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP_PATH), "--server.headless=true",
-           f"--server.port={port or settings.ui_port}", "--browser.gatherUsageStats=false"]
+           f"--server.port={port or settings.ui_port}", f"--server.address={settings.ui_host}",
+           "--browser.gatherUsageStats=false"]
     raise typer.Exit(subprocess.call(cmd))
 
 

@@ -36,7 +36,28 @@ class Settings(BaseSettings):
     worker_plugins: list[str] = Field(default_factory=list)  # modules that register extra job kinds
 
     # UI
+    ui_host: str = "127.0.0.1"
     ui_port: int = 8501
+
+    # Review (db/reviews.py, db/review_decisions.py)
+    review_page_size: int = 50
+    review_count_cap: int = 10_000  # queue totals count this far ("10,000+"): exact counts cost more than pages
+    review_bulk_max: int = 50_000  # one synchronous bulk decision; ~1 s per 5,000 on SQLite
+
+    # Augmentation (workers/augment). Model names are hub ids or local directories.
+    mlm_model: str = "bert-base-multilingual-cased"
+    # Languages the MLM covers ("*": any); empty: known models' coverage (workers/augment/catalog.py), else any.
+    mlm_languages: list[str] = Field(default_factory=list)
+    # Back-translation routes: source language → pivot and back, each leg a MarianMT-style model.
+    bt_routes: list[dict[str, str]] = Field(default_factory=lambda: [
+        {"source": "en", "pivot": "de", "forward": "Helsinki-NLP/opus-mt-en-de",
+         "backward": "Helsinki-NLP/opus-mt-de-en"},
+    ])
+    augment_device: str = ""  # "" picks cuda when available, else cpu
+    augment_dtype: str = "auto"  # auto: bfloat16/float16 on cuda, float32 on cpu
+    augment_torch_threads: int = 0  # 0 keeps torch's default
+    augment_batch_tokens: int = 8192  # token budget of one padded batch (rows × longest row)
+    nltk_data: Path | None = None  # WordNet + POS tagger (`make nltk-data`); None: <sys.prefix>/nltk_data
 
     @property
     def resolved_database_url(self) -> str:

@@ -26,9 +26,7 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "template.db"
     engine = make_engine(f"sqlite:///{path}")
     upgrade_to_head(engine)
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    engine.dispose()
+    engine.dispose()  # closing the last connection checkpoints the WAL into the main file
     return path
 
 
@@ -125,3 +123,56 @@ def example_dataset(engine) -> str:
         import_file(s, EXAMPLE_CSV.read_bytes(), ImportSpec(dataset="psm", tasks=["bias", "message", "audience"]),
                     filename=EXAMPLE_CSV.name)
     return "psm"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the session. Missing binaries fail under CI=true and skip elsewhere."""
+    from tests.pg_server import PostgresServer, pg_bin
+
+    if pg_bin() is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("PostgreSQL binaries missing in CI: `make test` should have installed them")
+        pytest.skip("PostgreSQL server binaries not installed (run `make system-deps`)")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+_pg_counter = 0
+
+
+@pytest.fixture
+def pg_settings(postgres_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Settings pointing at a fresh Postgres database (migrated by Alembic on first use) for this test."""
+    global _pg_counter
+    from augloop import settings as settings_mod
+    from db import session as session_mod
+
+    _pg_counter += 1
+    url = postgres_server.create_database(f"t{os.getpid()}_{_pg_counter}")
+    data_dir = tmp_path / "var"
+    data_dir.mkdir()
+    monkeypatch.setenv("AUGLOOP_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("AUGLOOP_DATABASE_URL", url)
+    monkeypatch.setenv("AUGLOOP_JOB_RETRY_BASE_SECONDS", "0")
+    settings_mod.get_settings.cache_clear()
+    session_mod.dispose_all()
+    yield settings_mod.get_settings()
+    session_mod.dispose_all()
+    settings_mod.get_settings.cache_clear()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_settings(request):
+    """The same test on SQLite and on the real Postgres server."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("settings")
+    return request.getfixturevalue("pg_settings")
+
+
+@pytest.fixture
+def any_engine(any_settings):
+    from db.session import get_engine
+
+    return get_engine(any_settings.resolved_database_url)

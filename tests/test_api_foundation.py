@@ -1,0 +1,186 @@
+"""The API through HTTP with real tokens: auth and roles, import, stats, export, jobs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from tests.conftest import EXAMPLE_CSV
+
+API = "/api/v1"
+TASKS = {"task": ["bias", "message", "audience"]}
+
+
+def upload(client, name="psm", data: bytes | None = None, filename="psm.csv", **form):
+    data = EXAMPLE_CSV.read_bytes() if data is None else data
+    return client.post(f"{API}/datasets/{name}/import", files={"file": (filename, data)}, data={**TASKS, **form})
+
+
+def test_healthz_needs_no_token(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("header", [None, "Bearer nope", "Basic abc", "Bearer "])
+def test_missing_or_wrong_token_is_401(client, header):
+    headers = {"Authorization": header} if header else {}
+    r = client.get(f"{API}/datasets", headers=headers)
+    assert r.status_code in (401, 403) and "detail" in r.json()
+    assert r.status_code == 401 or header == "Basic abc"
+
+
+def test_revoked_and_expired_tokens_are_refused(client, engine):
+    from datetime import timedelta
+
+    from db.auth import create_token, revoke_token
+    from db.models import utcnow
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        issued = create_token(s, "carol", "annotator")
+        expired = create_token(s, "dave", "annotator", expires_at=utcnow() - timedelta(seconds=1)).token
+    ok = {"Authorization": f"Bearer {issued.token}"}
+    assert client.get(f"{API}/me", headers=ok).json()["name"] == "carol"
+    with session_scope(engine) as s:
+        revoke_token(s, issued.token_id)
+    assert client.get(f"{API}/me", headers=ok).status_code == 401
+    assert client.get(f"{API}/me", headers={"Authorization": f"Bearer {expired}"}).status_code == 401
+
+
+def test_tokens_are_stored_hashed(engine, admin_token):
+    from sqlalchemy import select
+
+    from db.models import APIToken
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        stored = s.scalars(select(APIToken.token_hash)).all()
+    assert admin_token not in stored and len(stored[0]) == 64
+
+
+def test_failed_authentication_is_rate_limited(client, app):
+    app.state.auth_limiter.per_minute = 3
+    codes = [client.get(f"{API}/me", headers={"Authorization": "Bearer wrong"}).status_code for _ in range(5)]
+    assert codes == [401, 401, 401, 429, 429]
+
+
+def test_annotators_cannot_import_or_manage_tokens(annotator):
+    r = upload(annotator)
+    assert r.status_code == 403 and "admin" in r.json()["detail"]
+    assert annotator.get(f"{API}/tokens").status_code == 403
+    assert annotator.delete(f"{API}/datasets/x").status_code == 403
+
+
+def test_admin_manages_tokens(admin):
+    r = admin.post(f"{API}/tokens", json={"name": "erin", "role": "annotator", "expires_in_days": 7})
+    assert r.status_code == 201
+    issued = r.json()
+    assert admin.get(f"{API}/me", headers={"Authorization": f"Bearer {issued['token']}"}).json()["role"] == "annotator"
+    listing = admin.get(f"{API}/tokens").json()
+    assert all("token" not in row for row in listing) and any(row["name"] == "erin" for row in listing)
+    assert admin.post(f"{API}/tokens/{issued['id']}/revoke").json() == {"revoked": 1}
+    assert admin.get(f"{API}/me", headers={"Authorization": f"Bearer {issued['token']}"}).status_code == 401
+    bad = admin.post(f"{API}/tokens", json={"name": "x", "role": "superuser"})
+    assert bad.status_code == 422 and bad.json()["field"] == "role"
+
+
+def test_import_stats_and_export_through_http(admin, annotator):
+    r = upload(admin)
+    assert r.status_code == 201, r.text
+    assert r.json()["imported"] == 5000
+    assert upload(admin).json()["duplicates_skipped"] == 5000  # a second import adds nothing
+
+    stats = annotator.get(f"{API}/datasets/psm/stats").json()
+    message = stats["tasks"]["message"]
+    assert message["labels"]["other"]["by_split"] == {"train": 99, "val": 11, "test": 11}
+    assert message["labels"]["policy"]["train_original"] == 1129
+    assert message["imbalance_ratio"] == pytest.approx(1129 / 99)
+    assert stats["totals"]["train"] == {"original": 4000}
+
+    exported = annotator.get(f"{API}/datasets/psm/export", params={"format": "csv"})
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert len(rows) == 5000 and {"bias", "message", "audience", "method", "parent_id"} <= set(rows[0])
+    first = rows[0]
+    assert first["external_id"] == "psm_766192484" and first["bias"] == "partisan" and first["origin"] == "original"
+    jsonl = annotator.get(f"{API}/datasets/psm/export", params={"format": "jsonl"}).text.splitlines()
+    assert json.loads(jsonl[0])["text"].startswith("RT @nowthisnews")
+
+
+def test_import_errors_over_http_name_line_and_field(admin):
+    r = upload(admin, data=b"text,bias,message,audience\nok,neutral,policy,national\n,neutral,policy,national\n")
+    assert r.status_code == 422
+    body = r.json()
+    assert body["line"] == 3 and "missing text" in body["detail"] and body["field"] == "file"
+    assert admin.get(f"{API}/datasets/psm").status_code == 404
+    r = admin.post(f"{API}/datasets/psm/import", files={"file": ("a.csv", b"text\n")}, data={})
+    assert r.status_code == 422 and r.json()["field"] == "task"
+    r = upload(admin, labels="{not json")
+    assert r.status_code == 422 and r.json()["field"] == "labels"
+
+
+def test_oversize_body_is_413(settings, engine, admin_token):
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    small = create_app(settings.model_copy(update={"max_request_bytes": 10_000}), engine)
+    with TestClient(small, headers={"Authorization": f"Bearer {admin_token}"}) as c:
+        r = upload(c, data=b"x" * 20_000)
+        assert r.status_code == 413 and "exceeds" in r.json()["detail"]
+        head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n\r\n'
+        chunks = iter([head] + [b"y" * 1000] * 20)  # chunked, no Content-Length: caught while streaming
+        r = c.post(f"{API}/datasets/psm/import", content=chunks, headers={"Content-Type": "multipart/form-data; boundary=b"})
+        assert r.status_code == 413
+        assert c.get(f"{API}/datasets").json() == []
+
+
+def test_unknown_things_are_404_and_validation_is_422(annotator, admin):
+    assert annotator.get(f"{API}/datasets/nope/stats").json() == {"detail": "dataset 'nope' not found",
+                                                                 "field": "name"}
+    assert annotator.get(f"{API}/jobs/999").status_code == 404
+    r = annotator.get(f"{API}/jobs", params={"limit": 0})
+    assert r.status_code == 422 and r.json()["field"] == "limit"
+    upload(admin)
+    r = annotator.get(f"{API}/datasets/psm/export", params={"include": "original,bogus"})
+    assert r.status_code == 422 and r.json()["field"] == "include"
+
+
+def test_export_job_runs_on_a_worker_and_serves_its_file(admin, engine):
+    from workers.main import Worker
+
+    upload(admin)
+    r = admin.post(f"{API}/datasets/psm/exports", json={"format": "jsonl"})
+    assert r.status_code == 202 and r.json()["status"] == "queued"
+    job_id = r.json()["id"]
+    Worker(engine, ["export"]).run(burst=True)
+    job = admin.get(f"{API}/jobs/{job_id}").json()
+    assert job["status"] == "succeeded" and job["progress_done"] == job["progress_total"] == 5000
+    artifact = admin.get(f"{API}/jobs/{job_id}/artifact")
+    assert artifact.status_code == 200 and len(artifact.text.splitlines()) == 5000
+    listing = admin.get(f"{API}/jobs", params={"dataset": "psm", "status": "succeeded"}).json()
+    assert listing["total"] == 1 and listing["items"][0]["id"] == job_id
+
+
+def test_cancel_a_queued_job(admin):
+    upload(admin)
+    job_id = admin.post(f"{API}/datasets/psm/exports", json={}).json()["id"]
+    assert admin.post(f"{API}/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    assert admin.post(f"{API}/jobs/{job_id}/cancel").status_code == 409
+
+
+def test_dataset_settings_and_delete(admin, annotator):
+    upload(admin)
+    r = admin.patch(f"{API}/datasets/psm", json={"reviews_required": 3, "guidelines": "Keep the stance."})
+    assert r.json()["reviews_required"] == 3
+    assert annotator.patch(f"{API}/datasets/psm", json={"reviews_required": 1}).status_code == 403
+    assert admin.patch(f"{API}/datasets/psm", json={"reviews_required": 0}).status_code == 422
+    assert admin.delete(f"{API}/datasets/psm").status_code == 204
+    assert admin.get(f"{API}/datasets").json() == []
+
+
+def test_openapi_docs_are_served(client):
+    assert client.get("/docs").status_code == 200
+    assert "/api/v1/datasets/{name}/import" in client.get("/openapi.json").json()["paths"]

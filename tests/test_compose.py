@@ -1,0 +1,58 @@
+"""docker-compose.yml validated by a real compose implementation (Debian's docker-compose, offline)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def compose_config() -> dict:
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("docker-compose missing in CI: `make test` should have installed it")
+        pytest.skip("docker-compose not installed (run `make system-deps`)")
+    r = subprocess.run([exe, "-f", str(REPO_ROOT / "docker-compose.yml"), "config"], capture_output=True, text=True,
+                       timeout=60, cwd=REPO_ROOT)
+    assert r.returncode == 0, r.stderr
+    return yaml.safe_load(r.stdout)
+
+
+def test_services_and_their_order(compose_config):
+    services = compose_config["services"]
+    assert set(services) == {"db", "migrate", "api", "worker", "ui"}
+    assert services["db"]["image"] == "postgres:16"
+    assert "pg_isready" in " ".join(services["db"]["healthcheck"]["test"])
+    assert any(str(v).endswith("/var/lib/postgresql/data:rw") or str(v).endswith("/var/lib/postgresql/data")
+               for v in services["db"]["volumes"]), services["db"]["volumes"]
+    assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
+    assert services["migrate"]["command"] == ["augloop", "migrate"]
+    for name in ("api", "worker"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["ui"]["environment"]["AUGLOOP_API_URL"] == "http://api:8000"
+
+
+def test_worker_reserves_one_nvidia_gpu_and_scales(compose_config):
+    worker = compose_config["services"]["worker"]
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert "container_name" not in worker and "ports" not in worker  # --scale worker=N needs both absent
+    assert worker["environment"]["AUGLOOP_DATABASE_URL"].startswith("postgresql+psycopg://")
+
+
+def test_the_commands_exist_in_the_cli(compose_config):
+    from typer.main import get_command
+
+    from augloop.cli import app
+
+    commands = set(get_command(app).commands)  # type: ignore[attr-defined]
+    for service in compose_config["services"].values():
+        if "command" in service and service["command"][0] == "augloop":
+            assert service["command"][1] in commands

@@ -1,0 +1,146 @@
+"""Import: atomic, every bad row named by line, duplicates reported, stratified split when none is given."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from db.errors import TooLargeError, ValidationFailed
+from db.importer import ImportSpec, import_file
+from db.models import Dataset, Sample, SampleLabel
+from db.session import session_scope
+from tests.conftest import EXAMPLE_CSV
+
+
+def run_import(engine, data: bytes, filename="data.csv", **spec):
+    spec.setdefault("dataset", "d")
+    spec.setdefault("tasks", ["sentiment"])
+    with session_scope(engine) as s:
+        return import_file(s, data, ImportSpec(**spec), filename=filename)
+
+
+def count(engine, model=Sample) -> int:
+    with session_scope(engine) as s:
+        return s.scalar(select(func.count()).select_from(model))
+
+
+GOOD = b"text,sentiment,split\nI love it,positive,train\nI hate it,negative,train\nmeh,neutral,test\n"
+
+
+def test_example_dataset_imports_with_its_split(engine):
+    result = run_import(engine, EXAMPLE_CSV.read_bytes(), dataset="psm", tasks=["bias", "message", "audience"])
+    assert result.imported == 5000 and result.split_counts == {"train": 4000, "val": 500, "test": 500}
+    with session_scope(engine) as s:
+        ds = s.scalar(select(Dataset))
+        assert ds.labels_of("bias") == ["neutral", "partisan"]
+        assert len(ds.labels_of("message")) == 9
+        assert s.scalar(select(func.count()).select_from(SampleLabel).where(SampleLabel.label == "other")) == 121
+
+
+@pytest.mark.parametrize(
+    ("data", "line", "problem"),
+    [
+        (b"text,sentiment\nok,positive\n,negative\n", 3, "missing text"),
+        (b"text,sentiment\nok,positive\n   ,negative\n", 3, "missing text"),
+        (b"text,sentiment\nok,positive\nfine,negative\nbad \xff\xfe bytes,positive\n", 4, "invalid UTF-8"),
+        (b'text,sentiment\nok,positive\n"unterminated,positive\n', 3, "malformed CSV"),
+        (b"text,sentiment\nok,positive\ntoo,many,fields\n", 3, "expected 2 fields"),
+        (b"text,sentiment,split\nok,positive,train\nfine,negative,holdout\n", 3, "unknown split"),
+    ],
+)
+def test_a_bad_row_rejects_the_whole_file_naming_the_line(engine, data, line, problem):
+    with pytest.raises(ValidationFailed) as err:
+        run_import(engine, data)
+    assert err.value.extra["line"] == line and problem in err.value.message
+    assert count(engine) == 0 and count(engine, Dataset) == 0
+
+
+def test_unknown_label_for_a_declared_task(engine):
+    data = b"text,sentiment\nok,positive\nbad,angry\n"
+    with pytest.raises(ValidationFailed, match="line 3: unknown label 'angry'"):
+        run_import(engine, data, label_order={"sentiment": ["negative", "neutral", "positive"]})
+    run_import(engine, GOOD)
+    with pytest.raises(ValidationFailed, match="line 2: unknown label 'angry'"):
+        run_import(engine, b"text,sentiment\nnew text,angry\n")
+    assert count(engine) == 3  # the existing dataset is untouched
+
+
+def test_text_over_the_maximum_length(engine, monkeypatch):
+    from augloop.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "max_text_chars", 10)
+    with pytest.raises(ValidationFailed, match="line 3: text is 23 characters; the maximum is 10"):
+        run_import(engine, b"text,sentiment\nshort,positive\nthis text is too long!!,negative\n")
+    assert count(engine) == 0
+
+
+def test_too_many_rows(engine, monkeypatch):
+    from augloop.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "max_upload_rows", 2)
+    with pytest.raises(TooLargeError):
+        run_import(engine, GOOD)
+
+
+def test_missing_columns_are_named(engine):
+    with pytest.raises(ValidationFailed, match="column 'sentiment' not found"):
+        run_import(engine, b"text,label\nok,positive\n")
+    with pytest.raises(ValidationFailed, match="column 'body' not found"):
+        run_import(engine, GOOD, text_col="body")
+
+
+def test_duplicates_are_reported_and_skipped(engine):
+    data = b"text,sentiment\nSame text,positive\nother,negative\n  same   TEXT ,positive\n"
+    result = run_import(engine, data)
+    assert result.imported == 2
+    assert result.duplicates == [{"line": 4, "duplicate_of_line": 2}]
+    again = run_import(engine, b"text,sentiment\nother,negative\nbrand new,positive\n")
+    assert again.imported == 1 and again.duplicates[0]["line"] == 2 and "duplicate_of_sample" in again.duplicates[0]
+
+
+def test_missing_label_is_allowed_per_task(engine):
+    run_import(engine, b"text,a,b\none,x,\ntwo,,y\nthree,x,y\n", tasks=["a", "b"])
+    with session_scope(engine) as s:
+        labels = {smp.text: smp.labels for smp in s.scalars(select(Sample))}
+    assert labels == {"one": {"a": "x"}, "two": {"b": "y"}, "three": {"a": "x", "b": "y"}}
+
+
+def test_stratified_split_is_drawn_with_a_fixed_seed_and_recorded(engine, tmp_path):
+    rows = ["text,label"] + [f"text number {i},{'rare' if i % 10 == 0 else 'common'}" for i in range(200)]
+    data = ("\n".join(rows) + "\n").encode()
+    first = run_import(engine, data, dataset="a", tasks=["label"])
+    second = run_import(engine, data, dataset="b", tasks=["label"])
+    assert first.split_info == {"source": "stratified", "seed": 42, "stratified_by": "label",
+                                "fractions": [0.8, 0.1, 0.1]}
+    with session_scope(engine) as s:
+        by_ds = {}
+        for name in ("a", "b"):
+            rows_ = s.execute(select(Sample.external_id, Sample.text, Sample.split).join(Dataset)
+                              .where(Dataset.name == name).order_by(Sample.text)).all()
+            by_ds[name] = [(t, sp) for _e, t, sp in rows_]
+        assert by_ds["a"] == by_ds["b"], "same seed, same split"
+        rare = s.execute(select(Sample.split, func.count()).join(SampleLabel).join(Dataset)
+                         .where(Dataset.name == "a", SampleLabel.label == "rare").group_by(Sample.split)).all()
+    assert dict(rare) == {"train": 16, "val": 2, "test": 2}, "each class split 80/10/10"
+
+
+def test_jsonl_and_bom_and_crlf(engine):
+    lines = [json.dumps({"text": "héllo wörld", "sentiment": "positive"}), json.dumps({"text": "x", "sentiment": "negative"})]
+    result = run_import(engine, ("\r\n".join(lines)).encode(), filename="d.jsonl")
+    assert result.imported == 2
+    result = run_import(engine, "\ufefftext,sentiment\r\nbom text,positive\r\n".encode(), dataset="bom")
+    assert result.imported == 1
+    with pytest.raises(ValidationFailed, match="line 2: invalid JSON"):
+        run_import(engine, b'{"text": "a", "sentiment": "p"}\n{"text": \n', filename="bad.jsonl", dataset="j")
+
+
+def test_parquet(engine, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"text": ["one", "two"], "sentiment": ["positive", None]}), path)
+    result = run_import(engine, path.read_bytes(), filename="d.parquet")
+    assert result.imported == 2

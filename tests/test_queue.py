@@ -1,0 +1,216 @@
+"""The database-backed queue on SQLite and on a real Postgres server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from db import queue
+from db.models import Job, JobStatus
+from db.session import session_scope
+from tests.conftest import REPO_ROOT
+
+
+def enqueue(engine, kind="probe", **params) -> int:
+    with session_scope(engine) as s:
+        return queue.enqueue(s, kind, params).id
+
+
+def job(engine, job_id: int) -> Job:
+    with session_scope(engine) as s:
+        return s.get(Job, job_id)
+
+
+def test_claim_order_priority_then_age(any_engine):
+    with session_scope(any_engine) as s:
+        low = queue.enqueue(s, "probe", {}).id
+        high = queue.enqueue(s, "probe", {}, priority=5).id
+        other_kind = queue.enqueue(s, "other", {}, priority=9).id
+    assert queue.claim(any_engine, "w1", ["probe"]).id == high
+    assert queue.claim(any_engine, "w1", ["probe"]).id == low
+    assert queue.claim(any_engine, "w1", ["probe"]) is None
+    claimed = queue.claim(any_engine, "w2")
+    assert claimed.id == other_kind and claimed.status == JobStatus.running and claimed.attempts == 1
+
+
+def test_enqueue_rolls_back_with_the_callers_transaction(any_engine):
+    with pytest.raises(RuntimeError), session_scope(any_engine) as s:
+        queue.enqueue(s, "probe", {})
+        raise RuntimeError("request failed after enqueueing")
+    with session_scope(any_engine) as s:
+        assert s.scalars(select(Job)).all() == []
+
+
+def test_failure_retries_with_backoff_then_fails_keeping_the_error(any_engine, monkeypatch):
+    job_id = enqueue(any_engine)
+    for attempt in (1, 2, 3):
+        claimed = queue.claim(any_engine, "w")
+        assert claimed is not None and claimed.id == job_id and claimed.attempts == attempt
+        with session_scope(any_engine) as s:
+            status = queue.fail(s, job_id, "w", f"boom {attempt}")
+        assert status == (JobStatus.failed if attempt == 3 else JobStatus.queued)
+    final = job(any_engine, job_id)
+    assert final.status == JobStatus.failed and final.last_error == "boom 3" and final.finished_at is not None
+
+
+def test_backoff_delays_the_retry(any_engine, monkeypatch):
+    from augloop.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "job_retry_base_seconds", 60.0)
+    job_id = enqueue(any_engine)
+    queue.claim(any_engine, "w")
+    with session_scope(any_engine) as s:
+        queue.fail(s, job_id, "w", "transient")
+    assert queue.claim(any_engine, "w") is None  # not before run_after
+    assert (job(any_engine, job_id).run_after - job(any_engine, job_id).updated_at).total_seconds() >= 59
+
+
+def test_expired_lease_is_requeued_and_the_old_worker_cannot_complete(any_engine):
+    job_id = enqueue(any_engine)
+    assert queue.claim(any_engine, "dead-worker", lease_seconds=0.2).id == job_id
+    assert queue.claim(any_engine, "w2") is None  # lease still valid
+    time.sleep(0.3)
+    again = queue.claim(any_engine, "w2")
+    assert again.id == job_id and again.attempts == 2 and again.worker_id == "w2"
+    with pytest.raises(queue.LeaseLost), session_scope(any_engine) as s:
+        queue.complete(s, job_id, "dead-worker", {})
+    with pytest.raises(queue.LeaseLost):
+        queue.heartbeat(any_engine, job_id, "dead-worker")
+    with session_scope(any_engine) as s:
+        queue.complete(s, job_id, "w2", {"ok": True})
+    assert job(any_engine, job_id).status == JobStatus.succeeded
+
+
+def test_expired_lease_without_attempts_left_fails(any_engine):
+    with session_scope(any_engine) as s:
+        job_id = queue.enqueue(s, "probe", {}, max_attempts=1).id
+    queue.claim(any_engine, "w", lease_seconds=0.1)
+    time.sleep(0.2)
+    assert queue.claim(any_engine, "w") is None
+    failed = job(any_engine, job_id)
+    assert failed.status == JobStatus.failed and "lease expired" in failed.last_error
+
+
+def test_cancel_queued_and_running(any_engine, tmp_path):
+    from workers.main import Worker
+
+    queued_id = enqueue(any_engine, record_dir=str(tmp_path))
+    with session_scope(any_engine) as s:
+        queue.request_cancel(s, queued_id)
+    assert job(any_engine, queued_id).status == JobStatus.cancelled
+    with pytest.raises(Exception, match="already cancelled"), session_scope(any_engine) as s:
+        queue.request_cancel(s, queued_id)
+
+    import tests.queue_probe  # noqa: F401  (registers the probe kind in this process)
+
+    running_id = enqueue(any_engine, record_dir=str(tmp_path), sleep=3, steps=30)
+    worker = Worker(any_engine, ["probe"], lease_seconds=0.3)
+    import threading
+
+    t = threading.Thread(target=worker.run, kwargs={"burst": True})
+    t.start()
+    deadline = time.monotonic() + 10
+    while job(any_engine, running_id).status != JobStatus.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with session_scope(any_engine) as s:
+        queue.request_cancel(s, running_id)
+    t.join(20)
+    assert job(any_engine, running_id).status == JobStatus.cancelled
+    assert worker.stats.cancelled == 1
+
+
+def _worker_env(settings, lease: float = 30) -> dict[str, str]:
+    return {
+        **os.environ,
+        "AUGLOOP_DATABASE_URL": settings.resolved_database_url,
+        "AUGLOOP_DATA_DIR": str(settings.data_dir),
+        "AUGLOOP_WORKER_PLUGINS": '["tests.queue_probe"]',
+        "AUGLOOP_JOB_LEASE_SECONDS": str(lease),
+        "AUGLOOP_WORKER_POLL_SECONDS": "0.2",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+
+
+def _spawn_worker(settings, lease: float = 30, burst: bool = True) -> subprocess.Popen:
+    args = [sys.executable, "-m", "augloop", "worker", "--kinds", "probe"] + (["--burst"] if burst else [])
+    return subprocess.Popen(args, cwd=REPO_ROOT, env=_worker_env(settings, lease),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_four_worker_processes_run_200_jobs_exactly_once(any_settings, any_engine, tmp_path):
+    record = tmp_path / "runs"
+    record.mkdir()
+    with session_scope(any_engine) as s:
+        ids = [queue.enqueue(s, "probe", {"record_dir": str(record)}).id for _ in range(200)]
+    workers = [_spawn_worker(any_settings) for _ in range(4)]
+    outputs = [w.communicate(timeout=240)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    runs = Counter(int(p.name.split(".")[0]) for p in record.iterdir())
+    assert sorted(runs) == sorted(ids) and set(runs.values()) == {1}, "every job exactly once"
+    assert {p.read_text() for p in record.iterdir()} == {"finished"}
+    with session_scope(any_engine) as s:
+        jobs = s.scalars(select(Job)).all()
+        assert {j.status for j in jobs} == {JobStatus.succeeded} and {j.attempts for j in jobs} == {1}
+        assert len({j.worker_id for j in jobs}) > 1, "the work was shared between processes"
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_job_is_finished_by_another_after_lease_expiry(any_settings, any_engine, tmp_path):
+    record = tmp_path / "runs"
+    record.mkdir()
+    job_id = enqueue(any_engine, record_dir=str(record), sleep=4, steps=40)
+    victim = _spawn_worker(any_settings, lease=1.5, burst=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        current = job(any_engine, job_id)
+        if current.status == JobStatus.running and current.progress_done >= 2:
+            break
+        time.sleep(0.1)
+    else:
+        victim.kill()
+        pytest.fail(f"job never started: {victim.communicate()[0]}")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    assert job(any_engine, job_id).status == JobStatus.running  # orphaned, lease not yet expired
+    rescuer = _spawn_worker(any_settings, lease=5)
+    out = rescuer.communicate(timeout=120)[0]
+    assert rescuer.returncode == 0, out
+    done = job(any_engine, job_id)
+    assert done.status == JobStatus.succeeded and done.attempts == 2
+    assert sorted(p.read_text() for p in record.iterdir()) == ["finished", "started"]
+
+
+def test_sigterm_finishes_the_current_job_then_exits(settings, engine, tmp_path):
+    record = tmp_path / "runs"
+    record.mkdir()
+    first = enqueue(engine, record_dir=str(record), sleep=2, steps=20)
+    second = enqueue(engine, record_dir=str(record))
+    w = _spawn_worker(settings, burst=False)
+    deadline = time.monotonic() + 60
+    while job(engine, first).status != JobStatus.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    w.send_signal(signal.SIGTERM)
+    out = w.communicate(timeout=60)[0]
+    assert w.returncode == 0, out
+    assert job(engine, first).status == JobStatus.succeeded
+    assert job(engine, second).status == JobStatus.queued
+
+
+def test_handler_failure_is_retried_then_succeeds(settings, engine, tmp_path):
+    import tests.queue_probe  # noqa: F401
+    from workers.main import Worker
+
+    job_id = enqueue(engine, record_dir=str(tmp_path), fail_times=1)
+    stats = Worker(engine, ["probe"]).run(burst=True)
+    done = job(engine, job_id)
+    assert done.status == JobStatus.succeeded and done.attempts == 2
+    assert stats.retried == 1 and stats.succeeded == 1
