@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import AuthFailureLimiter
 from api.errors import install_error_handlers
+from api.schemas import ErrorRead
 from api.routes import datasets, health, jobs, tokens
 from augloop import __version__
 from augloop.settings import Settings, get_settings
@@ -78,6 +79,32 @@ class _TooLarge(Exception):
     pass
 
 
+ERROR_RESPONSES = {
+    401: "Missing, invalid, expired or revoked token",
+    403: "The token's role may not do this",
+    404: "Not found",
+    409: "Conflict: stale version or duplicate",
+    413: "Request body or file too large",
+    422: "Invalid input; `field` names what is wrong",
+    429: "Too many failed authentications",
+}
+
+
+def install_error_schema(app: FastAPI) -> None:
+    """Document the one error shape api/errors.py returns, in place of FastAPI's default 422 body."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            components = schema.get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in components:
+                components["HTTPValidationError"] = {"$ref": "#/components/schemas/ErrorRead"}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
@@ -85,7 +112,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         version=__version__,
         description="Augment minority classes, review the variants, train on approved data.",
         docs_url="/docs",
+        responses={code: {"model": ErrorRead, "description": text} for code, text in ERROR_RESPONSES.items()},
     )
+    install_error_schema(app)
     app.state.settings = settings
     app.state.engine = engine or get_engine(settings.resolved_database_url)
     app.state.auth_limiter = AuthFailureLimiter(settings.auth_failures_per_minute)

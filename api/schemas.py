@@ -105,3 +105,12 @@ class UserRead(BaseModel):
     id: int
     name: str
     role: str
+
+
+class ErrorRead(BaseModel):
+    """Every error response: a message, and the field (or file) at fault where there is one."""
+
+    detail: str
+    field: str | None = None
+    line: int | None = Field(default=None, description="Import errors: the line of the file at fault")
+    errors: list[dict[str, Any]] | None = Field(default=None, description="422: every validation problem")

@@ -15,11 +15,14 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine
+from datetime import UTC
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import DBAPIError
 
 from augloop.settings import get_settings
 from db import queue
-from db.models import Job, JobStatus
+from db.models import Job, JobStatus, utcnow
 from db.session import session_scope
 from workers.registry import JobCancelled, JobContext, PermanentJobError, load_handlers
 
@@ -67,7 +70,12 @@ class Worker:
     def run(self, burst: bool = False, max_jobs: int | None = None) -> WorkerStats:
         log.info("worker %s started; kinds: %s", self.worker_id, ", ".join(self.kinds))
         while not self.stop_requested.is_set():
-            job = queue.claim(self.engine, self.worker_id, self.kinds, self.lease_seconds)
+            try:
+                job = queue.claim(self.engine, self.worker_id, self.kinds, self.lease_seconds)
+            except DBAPIError as err:  # database restarting or unreachable: wait and reconnect
+                log.warning("claim failed (%s); retrying", str(err).splitlines()[0])
+                self.stop_requested.wait(self.poll_seconds)
+                continue
             if job is None:
                 if burst and not self._jobs_pending_soon():
                     break
@@ -80,21 +88,21 @@ class Worker:
 
     def _jobs_pending_soon(self) -> bool:
         """In burst mode, wait for retries that are due within a few seconds rather than exiting early."""
-        from sqlalchemy import func, select
+        try:
+            return self._next_due_within(30)
+        except DBAPIError:
+            return True
 
-        from db.models import utcnow
-
+    def _next_due_within(self, seconds: float) -> bool:
         with session_scope(self.engine) as s:
             soonest = s.scalar(
                 select(func.min(Job.run_after)).where(Job.status == JobStatus.queued, Job.kind.in_(self.kinds))
             )
             running = s.scalar(select(func.count()).where(Job.status == JobStatus.running, Job.kind.in_(self.kinds)))
         if soonest is not None:
-            from datetime import UTC
-
             if soonest.tzinfo is None:
                 soonest = soonest.replace(tzinfo=UTC)
-            return (soonest - utcnow()).total_seconds() < 30
+            return (soonest - utcnow()).total_seconds() < seconds
         # A running job of another worker may be re-queued when its lease expires: keep draining until then.
         return bool(running)
 
@@ -110,18 +118,16 @@ class Worker:
         started = time.monotonic()
         try:
             result = self.handlers[job.kind](ctx) or {}
+            if not ctx.completed:
+                self._retrying_db(lambda: self._complete(ctx, result))
             beat_stop.set()
             beat.join()
-            if not ctx.completed:
-                with session_scope(self.engine) as s:
-                    queue.complete(s, job.id, self.worker_id, result, progress=ctx.snapshot())
             self.stats.succeeded += 1
             log.info("job %s succeeded in %.1fs", job.id, time.monotonic() - started)
         except JobCancelled:
             beat_stop.set()
             beat.join()
-            with session_scope(self.engine) as s:
-                queue.mark_cancelled(s, job.id, self.worker_id)
+            self._retrying_db(lambda: self._in_transaction(queue.mark_cancelled, job.id, self.worker_id))
             self.stats.cancelled += 1
             log.info("job %s cancelled", job.id)
         except queue.LeaseLost as err:
@@ -135,8 +141,9 @@ class Worker:
             permanent = isinstance(err, PermanentJobError)
             message = str(err) if permanent else f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=8)}"
             try:
-                with session_scope(self.engine) as s:
-                    status = queue.fail(s, job.id, self.worker_id, message, retry=not permanent)
+                status = self._retrying_db(
+                    lambda: self._in_transaction(queue.fail, job.id, self.worker_id, message, retry=not permanent)
+                )
             except queue.LeaseLost:
                 self.stats.lost += 1
                 return
@@ -145,6 +152,29 @@ class Worker:
             else:
                 self.stats.retried += 1
             log.warning("job %s failed (%s): %s", job.id, status, str(err)[:500])
+
+    def _complete(self, ctx: JobContext, result: dict) -> None:
+        with session_scope(self.engine) as s:
+            queue.complete(s, ctx.job_id, self.worker_id, result, progress=ctx.snapshot())
+
+    def _in_transaction(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        with session_scope(self.engine) as s:
+            return fn(s, *args, **kwargs)
+
+    def _retrying_db(self, write):  # type: ignore[no-untyped-def]
+        """Record a job's outcome through a database restart: retry transient errors for up to one lease
+        (after that the lease is gone and the job belongs to whoever re-claims it)."""
+        deadline = time.monotonic() + self.lease_seconds
+        delay = 0.2
+        while True:
+            try:
+                return write()
+            except DBAPIError as err:
+                if time.monotonic() > deadline:
+                    raise queue.LeaseLost(f"could not record the outcome before the lease ran out: {err}") from err
+                log.warning("recording the job outcome failed (%s); retrying", str(err).splitlines()[0])
+                time.sleep(delay)
+                delay = min(delay * 2, 5)
 
     def _heartbeat_loop(self, ctx: JobContext, stop: threading.Event) -> None:
         interval = max(self.lease_seconds / 3, 0.05)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 from sqlalchemy import func, select
 
-from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.deps import CurrentUser, ResourceId, SessionDep, SettingsDep
 from api.schemas import JobList, JobRead
 from db import queue
 from db.datasets import get_dataset
@@ -49,19 +49,19 @@ def _job(session, job_id: int) -> Job:  # type: ignore[no-untyped-def]
 
 
 @router.get("/{job_id}", response_model=JobRead)
-def get_job(job_id: int, session: SessionDep, _user: CurrentUser) -> Job:
+def get_job(job_id: ResourceId, session: SessionDep, _user: CurrentUser) -> Job:
     """A job's status, progress (done/total and per-kind counters), result or error."""
     return _job(session, job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead)
-def cancel_job(job_id: int, session: SessionDep, _user: CurrentUser) -> Job:
+def cancel_job(job_id: ResourceId, session: SessionDep, _user: CurrentUser) -> Job:
     """Cancel a queued job now, or a running one at its next progress report."""
     return queue.request_cancel(session, job_id)
 
 
 @router.get("/{job_id}/artifact", response_class=FileResponse)
-def job_artifact(job_id: int, session: SessionDep, settings: SettingsDep, _user: CurrentUser) -> FileResponse:
+def job_artifact(job_id: ResourceId, session: SessionDep, settings: SettingsDep, _user: CurrentUser) -> FileResponse:
     """The file a finished export job wrote."""
     job = _job(session, job_id)
     path_str = (job.result or {}).get("path")

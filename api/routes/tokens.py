@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter
 
-from api.deps import AdminUser, CurrentUser, SessionDep
+from api.deps import AdminUser, CurrentUser, ResourceId, SessionDep
 from api.schemas import TokenCreate, TokenIssued, TokenRead, UserRead
 from db import auth
 from db.models import utcnow
@@ -38,6 +38,6 @@ def create_token(body: TokenCreate, session: SessionDep, _admin: AdminUser) -> T
 
 
 @router.post("/tokens/{token_id}/revoke", response_model=dict)
-def revoke_token(token_id: int, session: SessionDep, _admin: AdminUser) -> dict:
+def revoke_token(token_id: ResourceId, session: SessionDep, _admin: AdminUser) -> dict:
     """Revoke a token; requests with it get 401 from now on."""
     return {"revoked": auth.revoke_token(session, token_id)}
