@@ -19,6 +19,7 @@ app = typer.Typer(help="augloop: augment minority classes, review variants, trai
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+app.add_typer(__import__("augloop.cli_train", fromlist=["train_app"]).train_app)  # train, ensemble, runs
 
 console = Console()
 err_console = Console(stderr=True)
@@ -101,8 +102,10 @@ def print_stats(stats: dict) -> None:
         ratio_aug = info["imbalance_ratio_with_approved"]
         table = Table(title=f"{stats['dataset']} · task {task} · imbalance {ratio:.1f}×" if ratio else
                       f"{stats['dataset']} · task {task}", title_justify="left")
-        for col in ("label", "train", "val", "test", "pending", "approved", "rejected", "train+approved"):
-            table.add_column(col, justify="left" if col == "label" else "right")
+        width = max(len(label) for label in info["labels"]) if info["labels"] else 5
+        table.add_column("label", min_width=width, no_wrap=True)
+        for col in ("train", "val", "test", "pend", "appr", "rej", "train+appr"):
+            table.add_column(col, justify="right", no_wrap=True)
         for label, e in info["labels"].items():
             by_origin = e["by_origin"]
             def variants(status: str) -> int:
