@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from augloop.settings import Settings
 from db.auth import authenticate
+from db.session import readonly_engine
 from db.models import Role, User
 
 
@@ -27,8 +28,14 @@ def get_engine_dep(request: Request) -> Engine:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed when the route returns, rolled back when it raises."""
-    session = Session(bind=request.app.state.engine, expire_on_commit=False)
+    """One transaction per request: committed when the route returns, rolled back when it raises.
+
+    GET requests read only: on SQLite they begin a deferred transaction, so reads never queue behind the
+    write lock that every other request takes at BEGIN IMMEDIATE."""
+    engine = request.app.state.engine
+    if request.method in ("GET", "HEAD"):
+        engine = readonly_engine(engine)
+    session = Session(bind=engine, expire_on_commit=False)
     try:
         yield session
         session.commit()

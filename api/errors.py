@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from db.errors import DomainError
@@ -25,6 +25,16 @@ def install_error_handlers(app: FastAPI) -> None:
         # A unique constraint raced past our own checks (two requests at once): a conflict, not a crash.
         return JSONResponse({"detail": "conflicts with existing data (it changed concurrently); retry"},
                             status_code=409)
+
+    @app.exception_handler(OverflowError)
+    async def overflow_error(_request: Request, err: OverflowError) -> JSONResponse:
+        # A number the database cannot hold (SQLite raises OverflowError for integers past 64 bits).
+        return JSONResponse({"detail": f"a number is out of range: {err}"}, status_code=422)
+
+    @app.exception_handler(DataError)
+    async def data_error(_request: Request, err: DataError) -> JSONResponse:
+        # The same on Postgres (numeric value out of range, invalid text representation).
+        return JSONResponse({"detail": f"a value is out of range for the database: {err.orig}"}, status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, err: RequestValidationError) -> JSONResponse:

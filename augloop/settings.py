@@ -39,9 +39,15 @@ class Settings(BaseSettings):
     ui_host: str = "127.0.0.1"
     ui_port: int = 8501
 
+    # Trainer
+    trainer_default_encoder: str = ""  # empty: the recipe's default (bert-base-multilingual-cased)
+    trainer_threads: int = 0  # CPU threads for training and prediction; 0: the cores this process may use
+    trainer_model_cache: int = 2  # models (runs or ensembles) kept loaded per process for predict
+    trainer_predict_max_texts: int = 256  # texts per predict request
+
     # Review (db/reviews.py, db/review_decisions.py)
     review_page_size: int = 50
-    review_count_cap: int = 10_000  # queue totals count this far ("10,000+"): exact counts cost more than pages
+    review_count_ahead: int = 250  # the queue total counts this far past the page ("300+"); exact costs more
     review_bulk_max: int = 50_000  # one synchronous bulk decision; ~1 s per 5,000 on SQLite
 
     # Augmentation (workers/augment). Model names are hub ids or local directories.

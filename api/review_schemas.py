@@ -1,0 +1,142 @@
+"""Request and response bodies of the review API (apart from api/schemas.py, which other areas extend)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from db.models import RejectReason
+
+
+class SampleRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    dataset_id: int
+    external_id: str | None
+    text: str
+    generated_text: str | None = Field(
+        description="What the augmenter produced, kept once an annotator edits"
+    )
+    split: str
+    origin: str
+    parent_id: int | None
+    method: str | None
+    method_params: dict[str, Any] | None
+    model_name: str | None
+    seed: int | None
+    job_id: int | None
+    scores: dict[str, Any] | None
+    similarity: float | None
+    label_consistency: float | None
+    label_flag: bool | None
+    review_status: str | None
+    review_count: int
+    version: int = Field(description="Send it back with a decision (optimistic locking)")
+    labels: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class Votes(BaseModel):
+    approve: int = 0
+    reject: int = 0
+    mine: str | None = Field(default=None, description="Your latest decision on this variant, if any")
+
+
+class QueueItem(SampleRead):
+    votes: Votes = Field(default_factory=Votes)
+
+
+class FamilySource(BaseModel):
+    id: int
+    text: str
+    labels: dict[str, str]
+    split: str
+    external_id: str | None
+    origin: str
+    pending_variants: int
+
+
+class ReviewQueue(BaseModel):
+    items: list[QueueItem]
+    families: list[FamilySource] = Field(description="The source texts of this page's variants")
+    total: int
+    total_capped: bool = Field(description="True: at least `total` variants match (counting stopped there)")
+    page: int
+    page_size: int
+    reviews_required: int
+    not_reviewed_by_me: bool = Field(description="Whether variants you already voted on were left out")
+    reject_reasons: list[str] = Field(default_factory=lambda: [r.value for r in RejectReason])
+
+
+class ReviewRead(BaseModel):
+    id: int
+    sample_id: int
+    user: str
+    decision: str
+    reason: str | None
+    note: str | None
+    text_before: str
+    text_after: str
+    version_seen: int
+    created_at: datetime
+
+
+class SampleFamily(BaseModel):
+    sample: SampleRead
+    parent: SampleRead | None
+    variants: list[SampleRead] = Field(description="Every variant of the same source, this one included")
+    reviews: list[ReviewRead] = Field(description="This sample's decisions, oldest first")
+
+
+class DecisionCreate(BaseModel):
+    decision: Literal["approve", "reject", "edit"]
+    version: int = Field(ge=1, description="The version you saw; a stale one gets 409 with the current state")
+    reason: RejectReason | None = Field(default=None, description="Required with reject")
+    text: str | None = Field(default=None, max_length=100_000, description="Required with edit: the new text")
+    note: str | None = Field(default=None, max_length=2_000)
+
+
+class QueueFilterBody(BaseModel):
+    """The queue filter as the UI sends it for 'everything matching'."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    origin: list[Literal["augmented", "pseudo_label"]] | None = None
+    task: str | None = None
+    label: str | None = None
+    method: list[str] | None = None
+    min_similarity: float | None = None
+    max_similarity: float | None = None
+    min_consistency: float | None = None
+    max_consistency: float | None = None
+    q: str | None = None
+    flagged: bool | None = None
+    job_id: int | None = None
+
+
+class BulkDecisionCreate(BaseModel):
+    decision: Literal["approve", "reject"]
+    reason: RejectReason | None = None
+    sample_ids: list[int] | None = Field(default=None, max_length=200_000)
+    parent_id: int | None = Field(
+        default=None, description="A whole family: every pending variant of this source"
+    )
+    filter: QueueFilterBody | None = Field(
+        default=None, description="Every pending variant matching this filter"
+    )
+    confirm: bool = Field(default=False, description="False: only count what would be decided")
+    expected_count: int | None = Field(
+        default=None, ge=0, description="The count you confirmed; if it changed, 409 and nothing done"
+    )
+
+
+class BulkDecisionResult(BaseModel):
+    decision: str
+    matched: int = Field(description="Pending variants in the selection that you have not voted on")
+    applied: int
+    confirmed: bool
+    statuses: dict[str, int] = Field(description="How many variants ended in each status")

@@ -1,0 +1,193 @@
+"""Review: the queue, a variant's family, decisions (single and bulk), agreement and progress."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from api.deps import CurrentUser, ResourceId, SessionDep, SettingsDep
+from api.review_schemas import (
+    BulkDecisionCreate,
+    BulkDecisionResult,
+    DecisionCreate,
+    QueueFilterBody,
+    ReviewQueue,
+    SampleFamily,
+    SampleRead,
+)
+from db.datasets import get_dataset
+from db.models import ReviewStatus
+from db.review_decisions import BulkSelection, bulk_decide, decide
+from db.review_stats import agreement, review_progress
+from db.reviews import REVIEWABLE_ORIGINS, SORTS, QueueFilter, review_queue, sample_family
+
+router = APIRouter(tags=["reviews"])
+
+
+def _split(raw: str | None) -> tuple[str, ...]:
+    return tuple(p.strip() for p in (raw or "").split(",") if p.strip())
+
+
+def _filter(body: QueueFilterBody) -> QueueFilter:
+    return QueueFilter(
+        origins=tuple(body.origin or REVIEWABLE_ORIGINS),
+        task=body.task,
+        label=body.label,
+        methods=tuple(body.method or ()),
+        min_similarity=body.min_similarity,
+        max_similarity=body.max_similarity,
+        min_consistency=body.min_consistency,
+        max_consistency=body.max_consistency,
+        search=body.q,
+        flagged=body.flagged,
+        job_id=body.job_id,
+    )
+
+
+@router.get("/datasets/{name}/review-queue", response_model=ReviewQueue)
+def queue(
+    name: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    status: Annotated[str, Query(description="pending, approved, rejected (comma-separated)")] = "pending",
+    origin: Annotated[str, Query(description="augmented, pseudo_label")] = ",".join(REVIEWABLE_ORIGINS),
+    task: str | None = None,
+    label: Annotated[
+        str | None, Query(description="Variants carrying this label (of `task` when given)")
+    ] = None,
+    method: Annotated[str | None, Query(description="Augmentation methods (comma-separated)")] = None,
+    min_similarity: float | None = None,
+    max_similarity: float | None = None,
+    min_consistency: float | None = None,
+    max_consistency: float | None = None,
+    q: Annotated[str | None, Query(description="Free-text search in the variant text")] = None,
+    flagged: Annotated[bool | None, Query(description="Only (or no) variants the label model flags")] = None,
+    parent_id: int | None = None,
+    job_id: int | None = None,
+    unreviewed: Annotated[
+        bool | None,
+        Query(description="Hide variants you voted on; default: when the dataset needs more than one review"),
+    ] = None,
+    sort: Annotated[str, Query(description=", ".join(SORTS))] = "age",
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int | None, Query(ge=1, le=200)] = None,
+) -> dict[str, Any]:
+    """Variants to review, filtered and sorted, one page at a time, with the source text of each family."""
+    ds = get_dataset(session, name)
+    statuses = _split(status)
+    if unreviewed is None:
+        unreviewed = ds.reviews_required > 1 and ReviewStatus.pending.value in statuses
+    f = QueueFilter(
+        statuses=statuses,
+        origins=_split(origin),
+        task=task or None,
+        label=label or None,
+        methods=_split(method),
+        min_similarity=min_similarity,
+        max_similarity=max_similarity,
+        min_consistency=min_consistency,
+        max_consistency=max_consistency,
+        search=q,
+        flagged=flagged,
+        parent_id=parent_id,
+        job_id=job_id,
+        not_reviewed_by=user.id if unreviewed else None,
+    )
+    result = review_queue(
+        session,
+        ds,
+        f,
+        sort=sort,
+        page=page,
+        page_size=page_size or settings.review_page_size,
+        count_ahead=settings.review_count_ahead,
+        viewer_id=user.id,
+    )
+    items = [
+        {**SampleRead.model_validate(s).model_dump(), "votes": result.votes.get(s.id, {})}
+        for s in result.items
+    ]
+    return {
+        "items": items,
+        "families": result.families,
+        "total": result.total,
+        "total_capped": result.total_capped,
+        "page": result.page,
+        "page_size": result.page_size,
+        "reviews_required": ds.reviews_required,
+        "not_reviewed_by_me": unreviewed,
+    }
+
+
+@router.get("/samples/{sample_id}", response_model=SampleFamily)
+def sample(sample_id: ResourceId, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+    """A sample with its family (source and every variant of it) and its review history."""
+    return sample_family(session, sample_id)
+
+
+@router.post(
+    "/samples/{sample_id}/decision",
+    response_model=SampleRead,
+    responses={409: {"description": "Stale version (body: detail, current) or duplicate edited text"}},
+)
+def decision(
+    sample_id: ResourceId, body: DecisionCreate, session: SessionDep, settings: SettingsDep, user: CurrentUser
+):  # type: ignore[no-untyped-def]
+    """Approve, reject (with a reason) or edit-then-approve a variant, at the version you saw."""
+    return decide(
+        session,
+        sample_id,
+        user,
+        body.decision,
+        body.version,
+        reason=body.reason.value if body.reason else None,
+        text=body.text,
+        note=body.note,
+        max_chars=settings.max_text_chars,
+    )
+
+
+@router.post(
+    "/datasets/{name}/bulk-decisions",
+    response_model=BulkDecisionResult,
+    responses={409: {"description": "expected_count no longer matches"}, 413: {"description": "Too many"}},
+)
+def bulk_decisions(
+    name: str, body: BulkDecisionCreate, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> dict[str, Any]:
+    """Approve or reject selected variants, a whole family, or everything matching a filter.
+
+    Without `confirm` it only counts; with it, it applies your vote to every pending variant of the selection
+    that you have not voted on yet.
+    """
+    ds = get_dataset(session, name)
+    selection = BulkSelection(
+        sample_ids=body.sample_ids,
+        parent_id=body.parent_id,
+        filter=_filter(body.filter) if body.filter is not None else None,
+    )
+    return bulk_decide(
+        session,
+        ds,
+        user,
+        body.decision,
+        selection,
+        reason=body.reason.value if body.reason else None,
+        confirm=body.confirm,
+        expected_count=body.expected_count,
+        max_items=settings.review_bulk_max,
+    )
+
+
+@router.get("/datasets/{name}/agreement")
+def dataset_agreement(name: str, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+    """Cohen's kappa per annotator pair and Krippendorff's alpha, overall, per method and per class."""
+    return agreement(session, get_dataset(session, name))
+
+
+@router.get("/datasets/{name}/review-progress")
+def progress(name: str, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+    """Per class: variants pending / approved / rejected, and approved against the latest plan's target."""
+    return review_progress(session, get_dataset(session, name))

@@ -1,0 +1,291 @@
+"""Review decisions: one at a time with optimistic locking, or in bulk with set-based writes.
+
+A decision is an append-only `reviews` row; the variant's status follows from the latest vote of each user:
+with k reviews required, a side wins once it holds a majority of k (k // 2 + 1 votes) and more votes than the
+other side. k = 1 is the common case (one vote decides); k = 2 needs both to agree, and a split waits for a
+third.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from db.errors import ConflictError, TooLargeError, ValidationFailed
+from db.models import Dataset, Decision, Origin, RejectReason, Review, ReviewStatus, Sample, User, utcnow
+from db.reviews import (
+    APPROVING,
+    QueueFilter,
+    conditions,
+    get_sample,
+    latest_votes,
+    not_voted_by,
+    pending_only,
+    pending_variant_condition,
+    sample_state,
+)
+from db.textnorm import content_hash
+
+CHUNK = (
+    500  # ids per statement: well under SQLite's bound-parameter limit, big enough to amortise round trips
+)
+
+
+def status_from_votes(votes: dict[int, str], reviews_required: int) -> str:
+    approve = sum(1 for d in votes.values() if d in APPROVING)
+    reject = len(votes) - approve
+    majority = reviews_required // 2 + 1
+    if approve >= majority and approve > reject:
+        return ReviewStatus.approved.value
+    if reject >= majority and reject > approve:
+        return ReviewStatus.rejected.value
+    return ReviewStatus.pending.value
+
+
+def _check_decision(
+    decision: str, reason: str | None, text: str | None, *, bulk: bool = False, max_chars: int = 20_000
+) -> tuple[str, str | None, str | None]:
+    allowed = [Decision.approve.value, Decision.reject.value] if bulk else [d.value for d in Decision]
+    if decision not in allowed:
+        raise ValidationFailed(
+            f"decision must be one of {', '.join(allowed)}; got {decision!r}", field="decision"
+        )
+    if decision == Decision.reject:
+        if reason not in RejectReason.__members__:
+            raise ValidationFailed(
+                f"a rejection needs a reason, one of {', '.join(RejectReason)}; got {reason!r}",
+                field="reason",
+            )
+    elif reason is not None:
+        raise ValidationFailed("a reason goes with decision 'reject' only", field="reason")
+    if decision == Decision.edit:
+        text = (text or "").strip()
+        if not text:
+            raise ValidationFailed("an edit needs the new text", field="text")
+        if len(text) > max_chars:
+            raise TooLargeError(f"text exceeds {max_chars} characters", field="text")
+    elif text is not None:
+        raise ValidationFailed("text goes with decision 'edit' only", field="text")
+    return decision, reason, text
+
+
+def decide(
+    session: Session,
+    sample_id: int,
+    user: User,
+    decision: str,
+    version: int,
+    *,
+    reason: str | None = None,
+    text: str | None = None,
+    note: str | None = None,
+    max_chars: int = 20_000,
+) -> Sample:
+    """Record one user's decision on a variant they saw at `version`; a stale version raises ConflictError."""
+    decision, reason, text = _check_decision(decision, reason, text, max_chars=max_chars)
+    sample = get_sample(session, sample_id)
+    if sample.origin == Origin.original:
+        raise ValidationFailed(
+            f"sample {sample_id} is an original; only variants are reviewed", field="sample_id"
+        )
+    if sample.version != version:
+        raise _stale(session, sample, version)
+    dataset = session.get_one(Dataset, sample.dataset_id)
+    votes = latest_votes(session, [sample.id]).get(sample.id, {})
+    votes[user.id] = decision
+    values: dict[str, Any] = {
+        "review_status": status_from_votes(votes, dataset.reviews_required),
+        "review_count": len(votes),
+        "version": Sample.version + 1,
+        "updated_at": utcnow(),
+    }
+    text_before = sample.text
+    text_after = text_before
+    if decision == Decision.edit:
+        assert text is not None
+        new_hash = content_hash(text)
+        if new_hash != sample.content_hash:
+            duplicate = session.scalar(
+                select(Sample.id).where(
+                    Sample.dataset_id == sample.dataset_id, Sample.content_hash == new_hash
+                )
+            )
+            if duplicate is not None:
+                raise ConflictError(
+                    f"the edited text duplicates sample {duplicate}",
+                    field="text",
+                    extra={"duplicate_of": duplicate},
+                )
+        text_after = text
+        # SET expressions read the row as it was, so the first edit keeps what the augmenter generated.
+        values.update(
+            text=text, content_hash=new_hash, generated_text=func.coalesce(Sample.generated_text, Sample.text)
+        )
+    claimed = session.execute(
+        update(Sample)
+        .where(Sample.id == sample.id, Sample.version == version)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if claimed != 1:
+        raise _stale(session, sample, version)  # another request took this version between our read and write
+    session.add(
+        Review(
+            sample_id=sample.id,
+            user_id=user.id,
+            decision=decision,
+            reason=reason,
+            note=note,
+            text_before=text_before,
+            text_after=text_after,
+            version_seen=version,
+            created_at=utcnow(),
+        )
+    )
+    session.flush()
+    session.refresh(sample)
+    return sample
+
+
+def _stale(session: Session, sample: Sample, seen: int) -> ConflictError:
+    current = sample_state(session, sample)
+    return ConflictError(
+        f"sample {sample.id} changed since you saw it (version {seen}, now {current['version']}):"
+        f" someone else decided first",
+        field="version",
+        extra={"current": current},
+    )
+
+
+@dataclass
+class BulkSelection:
+    """Exactly one of: explicit ids, a whole family (all pending variants of a source), or a queue filter."""
+
+    sample_ids: list[int] | None = None
+    parent_id: int | None = None
+    filter: QueueFilter | None = None
+
+    def check(self) -> None:
+        given = [name for name in ("sample_ids", "parent_id", "filter") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValidationFailed("give exactly one of sample_ids, parent_id or filter", field="sample_ids")
+
+
+def bulk_targets(session: Session, dataset: Dataset, user: User, selection: BulkSelection) -> list[int]:
+    """Ids of the pending variants a bulk decision would add this user's vote to (never one they voted on)."""
+    selection.check()
+    if selection.filter is not None:
+        where = conditions(session, dataset, pending_only(dataset, selection.filter, user.id))
+        return list(session.scalars(select(Sample.id).where(*where).order_by(Sample.id)))
+    base = [pending_variant_condition(dataset)]
+    not_voted = not_voted_by(session, user.id)
+    if selection.parent_id is not None:
+        get_sample(session, selection.parent_id)
+        return list(
+            session.scalars(
+                select(Sample.id)
+                .where(*base, Sample.parent_id == selection.parent_id, not_voted)
+                .order_by(Sample.id)
+            )
+        )
+    ids = sorted(set(selection.sample_ids or []))
+    found: list[int] = []
+    for start in range(0, len(ids), CHUNK):
+        found.extend(
+            session.scalars(
+                select(Sample.id).where(*base, Sample.id.in_(ids[start : start + CHUNK]), not_voted)
+            )
+        )
+    return sorted(found)
+
+
+def bulk_decide(
+    session: Session,
+    dataset: Dataset,
+    user: User,
+    decision: str,
+    selection: BulkSelection,
+    *,
+    reason: str | None = None,
+    confirm: bool = False,
+    expected_count: int | None = None,
+    max_items: int = 50_000,
+) -> dict[str, Any]:
+    """Count (confirm=False) or apply one decision to every target; set-based, CHUNK ids per statement."""
+    decision, reason, _ = _check_decision(decision, reason, None, bulk=True)
+    targets = bulk_targets(session, dataset, user, selection)
+    result: dict[str, Any] = {
+        "decision": decision,
+        "matched": len(targets),
+        "applied": 0,
+        "confirmed": confirm,
+        "statuses": {},
+    }
+    if not confirm:
+        return result
+    if expected_count is not None and expected_count != len(targets):
+        raise ConflictError(
+            f"the selection now holds {len(targets)} pending variants, not {expected_count}; "
+            f"review the count and confirm again",
+            field="expected_count",
+            extra={"matched": len(targets)},
+        )
+    if len(targets) > max_items:
+        raise TooLargeError(
+            f"{len(targets)} variants exceed the bulk limit of {max_items}; narrow the filter", field="filter"
+        )
+    now = utcnow()
+    statuses: dict[str, int] = {}
+    for start in range(0, len(targets), CHUNK):
+        chunk = targets[start : start + CHUNK]
+        # FOR UPDATE pins these rows on Postgres until commit; SQLite holds the write lock (BEGIN IMMEDIATE).
+        rows = (
+            session.execute(
+                select(Sample.id, Sample.version, Sample.text)
+                .where(Sample.id.in_(chunk), Sample.review_status == ReviewStatus.pending)
+                .with_for_update()
+            )
+            .tuples()
+            .all()
+        )
+        votes = latest_votes(session, [r[0] for r in rows])
+        groups: dict[tuple[str, int], list[int]] = {}
+        for sample_id, _version, _text in rows:
+            cast = {**votes.get(sample_id, {}), user.id: decision}
+            groups.setdefault((status_from_votes(cast, dataset.reviews_required), len(cast)), []).append(
+                sample_id
+            )
+        for (status, count), ids in groups.items():
+            session.execute(
+                update(Sample)
+                .where(Sample.id.in_(ids))
+                .values(review_status=status, review_count=count, version=Sample.version + 1, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            statuses[status] = statuses.get(status, 0) + len(ids)
+        if rows:
+            session.execute(
+                insert(Review),
+                [
+                    {
+                        "sample_id": sample_id,
+                        "user_id": user.id,
+                        "decision": decision,
+                        "reason": reason,
+                        "note": None,
+                        "text_before": text,
+                        "text_after": text,
+                        "version_seen": version,
+                        "created_at": now,
+                    }
+                    for sample_id, version, text in rows
+                ],
+            )
+        result["applied"] += len(rows)
+    session.flush()
+    session.expire_all()  # the identity map holds pre-update copies of some of these rows
+    result["statuses"] = statuses
+    return result

@@ -1,0 +1,240 @@
+"""Agreement between annotators and review progress per class.
+
+Agreement is measured on what annotators decide about a variant: keep it (approve or edit) or drop it
+(reject). Cohen's kappa compares each pair of annotators on the variants both decided; Krippendorff's alpha
+(nominal) covers everyone at once and tolerates missing ratings. Both are reported overall, per augmentation
+method and per class, because a method or a class that annotators disagree on is where the guidelines need
+work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db.models import AugmentationPlan, Dataset, Origin, Review, Sample, SampleLabel, User
+from db.reviews import APPROVING
+
+Units = dict[int, dict[int, int]]  # sample id → {user id → 1 keep / 0 drop}
+
+
+def cohen_kappa(a: list[int], b: list[int]) -> float | None:
+    """Kappa of two raters over the same items; None where chance agreement is total (kappa is undefined)."""
+    n = len(a)
+    if n == 0:
+        return None
+    observed = sum(1 for x, y in zip(a, b, strict=True) if x == y) / n
+    categories = set(a) | set(b)
+    expected = sum((a.count(c) / n) * (b.count(c) / n) for c in categories)
+    if expected >= 1.0:
+        return None
+    return (observed - expected) / (1.0 - expected)
+
+
+def krippendorff_alpha(units: Units) -> float | None:
+    """Nominal alpha over all annotators; None when undefined (no unit rated twice, or one value only)."""
+    import krippendorff
+
+    rated = [u for u in units.values() if len(u) >= 2]
+    if not rated:
+        return None
+    users = sorted({user for u in rated for user in u})
+    index = {user: i for i, user in enumerate(users)}
+    data = np.full((len(users), len(rated)), np.nan)
+    for j, unit in enumerate(rated):
+        for user, value in unit.items():
+            data[index[user], j] = value
+    if len({v for u in rated for v in u.values()}) < 2:
+        return None  # everyone always gave the same answer: expected disagreement is zero
+    value = float(
+        krippendorff.alpha(reliability_data=data, level_of_measurement="nominal", value_domain=[0, 1])
+    )
+    return None if math.isnan(value) else value
+
+
+def agreement_summary(units: Units, names: dict[int, str]) -> dict[str, Any]:
+    pairs: dict[tuple[int, int], tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+    agree = total_pairs = 0
+    for unit in units.values():
+        for u, v in combinations(sorted(unit), 2):
+            pairs[(u, v)][0].append(unit[u])
+            pairs[(u, v)][1].append(unit[v])
+            agree += unit[u] == unit[v]
+            total_pairs += 1
+    return {
+        "units": len(units),
+        "units_multi": sum(1 for u in units.values() if len(u) >= 2),
+        "ratings": sum(len(u) for u in units.values()),
+        "percent_agreement": agree / total_pairs if total_pairs else None,
+        "alpha": krippendorff_alpha(units),
+        "pairs": [
+            {
+                "a": names.get(u, str(u)),
+                "b": names.get(v, str(v)),
+                "n": len(xs),
+                "agreement": sum(1 for x, y in zip(xs, ys, strict=True) if x == y) / len(xs),
+                "kappa": cohen_kappa(xs, ys),
+            }
+            for (u, v), (xs, ys) in sorted(pairs.items())
+        ],
+    }
+
+
+def agreement(session: Session, dataset: Dataset) -> dict[str, Any]:
+    """Kappa per annotator pair and alpha overall, per method and per task × class."""
+    rows = session.execute(
+        select(Review.sample_id, Review.user_id, Review.decision, Sample.method)
+        .join(Sample, Sample.id == Review.sample_id)
+        .where(Sample.dataset_id == dataset.id)
+        .order_by(Review.id)
+    ).tuples()
+    units: Units = {}
+    method_of: dict[int, str] = {}
+    for sample_id, user_id, decision, method in rows:
+        units.setdefault(sample_id, {})[user_id] = 1 if decision in APPROVING else 0  # latest vote wins
+        method_of[sample_id] = method or "unknown"
+    names = (
+        dict(
+            session.execute(
+                select(User.id, User.name).where(User.id.in_({u for unit in units.values() for u in unit}))
+            )
+            .tuples()
+            .all()
+        )
+        if units
+        else {}
+    )
+    by_method: dict[str, Units] = defaultdict(dict)
+    for sample_id, unit in units.items():
+        by_method[method_of[sample_id]][sample_id] = unit
+    by_class: dict[str, dict[str, Units]] = defaultdict(lambda: defaultdict(dict))
+    reviewed = sorted(units)
+    for start in range(0, len(reviewed), 500):  # by primary key: only the reviewed variants' labels
+        chunk = reviewed[start : start + 500]
+        rows = session.execute(
+            select(SampleLabel.sample_id, SampleLabel.task, SampleLabel.label).where(
+                SampleLabel.sample_id.in_(chunk)
+            )
+        ).tuples()
+        for sample_id, task, label in rows:
+            by_class[task][label][sample_id] = units[sample_id]
+    return {
+        "dataset": dataset.name,
+        "decision_scale": "keep (approve or edit) vs drop (reject); each annotator's latest decision",
+        "annotators": sorted(names.values()),
+        "overall": agreement_summary(units, names),
+        "by_method": {m: agreement_summary(u, names) for m, u in sorted(by_method.items())},
+        "by_class": {
+            task: {label: agreement_summary(u, names) for label, u in sorted(labels.items())}
+            for task, labels in sorted(by_class.items())
+        },
+    }
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def plan_targets(plan: dict[str, Any] | None) -> dict[tuple[str, str], dict[str, int | None]]:
+    """Per task × class goals of an augmentation plan, read defensively (workers/augment/planner.py owns it).
+
+    The planner writes {"classes": [{"task", "label", "target", "deficit", "planned", ...}]}: `target` is the
+    class size it aims at (train originals + kept variants), `deficit` the variants that were missing. Also
+    accepted: {"targets": [{"task", "label", "target"}]} and {"targets": {task: {label: n or {"target": n}}}}.
+    """
+    out: dict[tuple[str, str], dict[str, int | None]] = {}
+    plan = plan or {}
+    items = plan.get("classes") if isinstance(plan.get("classes"), list) else plan.get("targets")
+    if isinstance(items, dict):
+        items = [
+            {"task": task, "label": label, **(value if isinstance(value, dict) else {"target": value})}
+            for task, labels in items.items()
+            if isinstance(labels, dict)
+            for label, value in labels.items()
+        ]
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and _int(item.get("target")) is not None:
+            out[(str(item.get("task")), str(item.get("label")))] = {
+                "target": _int(item["target"]),
+                "needed": _int(item.get("deficit")),
+                "planned": _int(item.get("planned")),
+            }
+    return out
+
+
+def review_progress(session: Session, dataset: Dataset) -> dict[str, Any]:
+    """Per task × class: variants pending / approved / rejected, train originals, the latest plan's goals."""
+    counts = (
+        session.execute(
+            select(SampleLabel.task, SampleLabel.label, Sample.review_status, func.count())
+            .join(Sample, Sample.id == SampleLabel.sample_id)
+            .where(Sample.dataset_id == dataset.id, Sample.origin != Origin.original)
+            .group_by(SampleLabel.task, SampleLabel.label, Sample.review_status)
+        )
+        .tuples()
+        .all()
+    )
+    originals = (
+        session.execute(
+            select(SampleLabel.task, SampleLabel.label, func.count())
+            .join(Sample, Sample.id == SampleLabel.sample_id)
+            .where(Sample.dataset_id == dataset.id, Sample.origin == Origin.original, Sample.split == "train")
+            .group_by(SampleLabel.task, SampleLabel.label)
+        )
+        .tuples()
+        .all()
+    )
+    methods = (
+        session.execute(
+            select(Sample.method, Sample.review_status, func.count())
+            .where(Sample.dataset_id == dataset.id, Sample.origin != Origin.original)
+            .group_by(Sample.method, Sample.review_status)
+        )
+        .tuples()
+        .all()
+    )
+    plan = session.scalar(
+        select(AugmentationPlan)
+        .where(AugmentationPlan.dataset_id == dataset.id)
+        .order_by(AugmentationPlan.id.desc())
+        .limit(1)
+    )
+    targets = plan_targets(plan.plan if plan else None)
+    classes: dict[str, dict[str, dict[str, Any]]] = {
+        t["name"]: {label: {"pending": 0, "approved": 0, "rejected": 0} for label in t["labels"]}
+        for t in dataset.tasks
+    }
+    for task, label, status, n in counts:
+        entry = classes.setdefault(task, {}).setdefault(label, {"pending": 0, "approved": 0, "rejected": 0})
+        if status in entry:
+            entry[status] += n
+    train = {(task, label): n for task, label, n in originals}
+    for task, labels in classes.items():
+        for label, entry in labels.items():
+            entry["reviewed"] = entry["approved"] + entry["rejected"]
+            entry["train_originals"] = train.get((task, label), 0)
+            goal = targets.get((task, label), {})
+            entry["target"] = goal.get("target")  # the class size the plan aims at
+            entry["needed"] = goal.get(
+                "needed"
+            )  # variants the plan found missing: approved counts against it
+            entry["planned"] = goal.get("planned")
+    by_method: dict[str, dict[str, int]] = defaultdict(lambda: {"pending": 0, "approved": 0, "rejected": 0})
+    for method, status, n in methods:
+        if status in by_method[method or "unknown"]:
+            by_method[method or "unknown"][status] += n
+    totals = {s: sum(m[s] for m in by_method.values()) for s in ("pending", "approved", "rejected")}
+    return {
+        "dataset": dataset.name,
+        "plan_id": plan.id if plan else None,
+        "totals": totals,
+        "by_method": dict(by_method),
+        "classes": classes,
+        "reviews_required": dataset.reviews_required,
+    }

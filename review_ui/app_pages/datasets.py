@@ -1,0 +1,164 @@
+"""Datasets: class balance per task before and after approved augmentation; admins import, export, delete and
+set the review rules (reviews per variant, guidelines)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from review_ui.client import ApiError
+from review_ui.render import plain
+from review_ui.state import call, client, flash, is_admin, pick_dataset, show_flash
+
+BEFORE, AFTER = "train originals", "train + approved variants"
+
+
+def balance_frame(info: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for label, e in info["labels"].items():
+        variants = e.get("by_origin", {})
+        rows.append(
+            {
+                "class": label,
+                BEFORE: e["train_original"],
+                AFTER: e["train_with_approved"],
+                "val": e["by_split"]["val"],
+                "test": e["by_split"]["test"],
+                "pending": sum(n for k, n in variants.items() if k.endswith(":pending")),
+                "approved": sum(n for k, n in variants.items() if k.endswith(":approved")),
+                "rejected": sum(n for k, n in variants.items() if k.endswith(":rejected")),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def show_balance(name: str) -> None:
+    stats = call(client().stats, name)
+    if not stats:
+        return
+    st.caption(f"{stats['samples']} samples in all (originals and variants of every status)")
+    for task, info in stats["tasks"].items():
+        st.subheader(plain(f"Task: {task}"))
+        frame = balance_frame(info)
+        chart, numbers = st.columns([0.6, 0.4])
+        with chart:
+            st.bar_chart(
+                frame,
+                x="class",
+                y=[BEFORE, AFTER],
+                stack=False,
+                sort=False,
+                y_label="examples in train",
+                color=["#9aa5b1", "#2e8b57"],
+            )
+        with numbers:
+            before, after = info.get("imbalance_ratio"), info.get("imbalance_ratio_with_approved")
+            a, b = st.columns(2)
+            a.metric("Imbalance (largest / smallest)", f"{before:.1f}×" if before else "n/a")
+            b.metric(
+                "With approved variants",
+                f"{after:.1f}×" if after else "n/a",
+                delta=f"{after - before:+.1f}×" if before and after else None,
+                delta_color="inverse",
+            )
+            st.dataframe(frame, hide_index=True, width="stretch")
+        if info.get("missing_label"):
+            st.caption(f"{info['missing_label']} samples have no {plain(task)} label")
+
+
+def save_settings(name: str) -> None:
+    fields = {"guidelines": st.session_state["ds_guidelines"], "reviews_required": st.session_state["ds_k"]}
+    if call(client().update_dataset, name, **fields) is not None:
+        flash("success", "Saved the review settings.")
+
+
+def import_form(current: str | None) -> None:
+    with st.form("import", clear_on_submit=False):
+        upload = st.file_uploader("CSV, JSONL or Parquet (UTF-8)", type=["csv", "jsonl", "json", "parquet"])
+        target = st.text_input("Dataset name (new or existing)", value=current or "")
+        tasks = st.text_input("Label columns (tasks), comma-separated", placeholder="bias, message")
+        language = st.text_input("Language", value="en")
+        go = st.form_submit_button("Import", type="primary")
+    if go:
+        names = [t.strip() for t in tasks.split(",") if t.strip()]
+        if upload is None or not target.strip() or not names:
+            st.error("Choose a file, a dataset name and at least one label column.")
+            return
+        result = call(
+            client().import_dataset, target.strip(), upload.name, upload.getvalue(), names, language
+        )
+        if result:
+            st.success(
+                f"Imported {result['imported']} samples ({result['duplicates_skipped']} duplicates skipped)."
+            )
+            st.json(result["split_counts"])
+
+
+def admin_tools(dataset: dict[str, Any] | None) -> None:
+    st.divider()
+    st.header("Manage")
+    tabs = st.tabs(["Review settings", "Import", "Export", "Delete"])
+    name = dataset["name"] if dataset else None
+    with tabs[0]:
+        if dataset:
+            st.number_input(
+                "Reviews per variant (a majority of them decides)",
+                1,
+                15,
+                value=int(dataset["reviews_required"]),
+                key="ds_k",
+            )
+            st.text_area(
+                "Guidelines (markdown, shown beside the review queue)",
+                value=dataset["guidelines"],
+                height=200,
+                key="ds_guidelines",
+            )
+            st.button("Save review settings", on_click=save_settings, args=(name,), type="primary")
+    with tabs[1]:
+        import_form(name)
+    with tabs[2]:
+        if dataset:
+            fmt = st.radio("Format", ["csv", "jsonl"], horizontal=True, key="exp_fmt")
+            include = st.multiselect(
+                "Include",
+                ["original", "approved", "pending", "rejected"],
+                default=["original", "approved"],
+                key="exp_include",
+            )
+            if st.button("Prepare export", disabled=not include):
+                data = call(client().export, name, fmt, include)
+                if data is not None:
+                    st.session_state["export"] = (name, fmt, data)
+            ready = st.session_state.get("export")
+            if ready and ready[0] == name:
+                st.download_button(
+                    f"Download {name}.{ready[1]} ({len(ready[2]):,} bytes)",
+                    ready[2],
+                    file_name=f"{name}.{ready[1]}",
+                )
+    with tabs[3]:
+        if dataset:
+            typed = st.text_input(
+                "Type the dataset's name to delete it with its samples, reviews and jobs", key="del_confirm"
+            )
+            if st.button("Delete dataset", disabled=typed != name, type="primary"):
+                try:
+                    client().delete_dataset(name)
+                except ApiError as err:
+                    st.error(str(err))
+                else:
+                    flash("success", f"Deleted dataset {plain(name)}.")
+                    st.session_state.pop("current_dataset", None)
+                    st.rerun()
+
+
+st.title("Datasets")
+show_flash()
+chosen = pick_dataset()
+if chosen:
+    show_balance(chosen["name"])
+if is_admin():
+    admin_tools(chosen)

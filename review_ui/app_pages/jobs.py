@@ -1,0 +1,90 @@
+"""Jobs: queued, running and finished work with progress, kept/dropped counts, errors, and cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from review_ui.client import ApiError
+from review_ui.render import plain, small_html
+from review_ui.state import call, client, flash, show_flash
+
+STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+def cancel(job_id: int) -> None:
+    try:
+        client().cancel_job(job_id)
+    except ApiError as err:
+        flash("error", plain(str(err)))
+    else:
+        flash("success", f"Asked job #{job_id} to stop (a running job stops at its next progress report).")
+
+
+def counters(info: dict[str, Any]) -> pd.DataFrame | None:
+    """A handler's live counters (kept, dropped per filter, epoch, loss...) as a two-column table."""
+    flat = {}
+    for key, value in info.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    if not flat:
+        return None
+    return pd.DataFrame({"counter": list(flat), "value": [str(v) for v in flat.values()]})
+
+
+def job_card(job: dict[str, Any]) -> None:
+    with st.container(border=True, key=f"job-{job['id']}"):
+        head, action = st.columns([0.8, 0.2])
+        head.html(
+            small_html(
+                f"#{job['id']} · {job['kind']} · {job['status']} · attempt {job['attempts']}/"
+                f"{job['max_attempts']} · created {job['created_at'][:19].replace('T', ' ')}"
+                + (" · cancel requested" if job["cancel_requested"] else "")
+            )
+        )
+        if job["status"] in ("queued", "running") and not job["cancel_requested"]:
+            action.button("Cancel", key=f"cancel_{job['id']}", on_click=cancel, args=(job["id"],))
+        done, total = job["progress_done"], job["progress_total"]
+        if total:
+            st.progress(min(1.0, done / total), text=f"{done} / {total}")
+        elif job["status"] == "running":
+            st.progress(0.0, text="starting")
+        info = job.get("progress_info") or {}
+        kept = {k: v for k, v in info.items() if k in ("kept", "dropped", "generated")}
+        if kept:
+            st.html(small_html(" · ".join(f"{k} {v}" for k, v in kept.items())))
+        table = counters(info)
+        if table is not None:
+            with st.expander("Counters"):
+                st.dataframe(table, hide_index=True)
+        if job.get("last_error"):
+            st.code(job["last_error"], language=None)
+        if job.get("result"):
+            with st.expander("Result"):
+                st.json(job["result"])
+
+
+st.title("Jobs")
+show_flash()
+statuses = st.multiselect("Status", STATUSES, default=[], key="jobs_status", placeholder="any status")
+auto = st.toggle("Refresh every 5 seconds", key="jobs_auto")
+
+
+@st.fragment(run_every=5 if auto else None)
+def job_list() -> None:
+    data = call(client().jobs, status=",".join(statuses) or None, limit=100)
+    if data is None:
+        return
+    running = sum(1 for j in data["items"] if j["status"] == "running")
+    st.caption(f"{data['total']} jobs · {running} running · newest first")
+    if not data["items"]:
+        st.info("No jobs yet.")
+    for job in data["items"]:
+        job_card(job)
+
+
+job_list()

@@ -1,0 +1,28 @@
+"""Sign in with an API token (from `augloop token create` or an admin's Tokens page)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from review_ui.client import ApiClient, ApiError, api_url
+
+st.title("augloop review")
+st.write("Sign in with your API token. It stays in this browser session only.")
+with st.form("signin"):
+    token = st.text_input("API token", type="password", key="token_input")
+    submitted = st.form_submit_button("Sign in", type="primary")
+if submitted:
+    if not token.strip():
+        st.error("Paste your token first.")
+    else:
+        try:
+            me = ApiClient(token.strip()).me()
+        except ApiError as err:
+            st.error(
+                "That token was refused (invalid, expired or revoked)." if err.status == 401 else str(err)
+            )
+        else:
+            st.session_state["token"] = token.strip()
+            st.session_state["user"] = me
+            st.rerun()
+st.caption(f"API: {api_url()}")

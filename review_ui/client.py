@@ -1,0 +1,152 @@
+"""The UI's only way to the data: an HTTP client of the augloop API (AUGLOOP_API_URL).
+
+Validation and authorization live in the API; this module turns its answers into Python values and its errors
+into `ApiError` (status, the API's `detail`, and the whole JSON body, e.g. the current state on a 409).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from augloop.settings import get_settings
+
+
+@dataclass
+class ApiError(Exception):
+    status: int
+    detail: str
+    body: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        where = f" ({self.body['field']})" if self.body.get("field") else ""
+        return f"{self.detail}{where}" if self.status == 0 else f"{self.status}: {self.detail}{where}"
+
+
+def api_url() -> str:
+    return get_settings().api_url.rstrip("/")
+
+
+class ApiClient:
+    def __init__(self, token: str, base_url: str | None = None, timeout: float = 60.0) -> None:
+        self.base_url = base_url or api_url()
+        # The token travels in a header only: never in a URL, never in the page.
+        self.http = httpx.Client(
+            base_url=self.base_url + "/api/v1", timeout=timeout, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as err:
+            raise ApiError(0, f"cannot reach the API at {self.base_url}: {err}") from None
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"detail": response.text[:500] or response.reason_phrase}
+            detail = body.get("detail") if isinstance(body, dict) else None
+            raise ApiError(
+                response.status_code,
+                str(detail or response.reason_phrase),
+                body if isinstance(body, dict) else {},
+            )
+        if response.status_code == 204:
+            return None
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.content
+
+    def get(self, path: str, **params: Any) -> Any:
+        clean = {k: v for k, v in params.items() if v is not None and v != "" and v != []}
+        return self.request("GET", path, params=clean)
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self.request("POST", path, json=body or {})
+
+    # Who and what
+    def me(self) -> dict[str, Any]:
+        return self.get("/me")
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self.get("/datasets")
+
+    def dataset(self, name: str) -> dict[str, Any]:
+        return self.get(f"/datasets/{name}")
+
+    def update_dataset(self, name: str, **fields: Any) -> dict[str, Any]:
+        return self.request("PATCH", f"/datasets/{name}", json=fields)
+
+    def delete_dataset(self, name: str) -> None:
+        self.request("DELETE", f"/datasets/{name}")
+
+    def stats(self, name: str) -> dict[str, Any]:
+        return self.get(f"/datasets/{name}/stats")
+
+    def import_dataset(
+        self, name: str, filename: str, data: bytes, tasks: list[str], language: str = "en"
+    ) -> dict[str, Any]:
+        files = {"file": (filename, data)}
+        form = {"task": tasks, "language": language}
+        return self.request("POST", f"/datasets/{name}/import", files=files, data=form)
+
+    def export(self, name: str, fmt: str, include: list[str]) -> bytes:
+        return self.request(
+            "GET", f"/datasets/{name}/export", params={"format": fmt, "include": ",".join(include)}
+        )
+
+    # Review
+    def review_queue(self, name: str, **params: Any) -> dict[str, Any]:
+        return self.get(f"/datasets/{name}/review-queue", **params)
+
+    def sample(self, sample_id: int) -> dict[str, Any]:
+        return self.get(f"/samples/{sample_id}")
+
+    def decide(
+        self, sample_id: int, decision: str, version: int, reason: str | None = None, text: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"decision": decision, "version": version}
+        if reason is not None:
+            body["reason"] = reason
+        if text is not None:
+            body["text"] = text
+        return self.post(f"/samples/{sample_id}/decision", body)
+
+    def bulk(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post(f"/datasets/{name}/bulk-decisions", body)
+
+    def progress(self, name: str) -> dict[str, Any]:
+        return self.get(f"/datasets/{name}/review-progress")
+
+    def agreement(self, name: str) -> dict[str, Any]:
+        return self.get(f"/datasets/{name}/agreement")
+
+    # Jobs, training, tokens
+    def jobs(self, **params: Any) -> dict[str, Any]:
+        return self.get("/jobs", **params)
+
+    def cancel_job(self, job_id: int) -> dict[str, Any]:
+        return self.post(f"/jobs/{job_id}/cancel")
+
+    def training_runs(self, **params: Any) -> list[dict[str, Any]]:
+        return self.get("/training-runs", **params)
+
+    def training_run(self, run_id: int) -> dict[str, Any]:
+        return self.get(f"/training-runs/{run_id}")
+
+    def start_training(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post("/training-runs", body)
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return self.get("/tokens")
+
+    def create_token(self, name: str, role: str, expires_in_days: float | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "role": role}
+        if expires_in_days:
+            body["expires_in_days"] = expires_in_days
+        return self.post("/tokens", body)
+
+    def revoke_token(self, token_id: int) -> dict[str, Any]:
+        return self.post(f"/tokens/{token_id}/revoke")

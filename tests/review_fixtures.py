@@ -1,0 +1,244 @@
+"""Review fixtures: a small dataset with augmented variants inserted directly (no augmenter involved), extra
+annotators, and a live API server on a loopback port for the Streamlit tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+SOURCES = [
+    ("We must protect Social Security for our seniors.", {"bias": "partisan", "message": "policy"}),
+    ("Proud to meet with local farmers in Ames today.", {"bias": "neutral", "message": "constituency"}),
+    ("Join us at the rally on Saturday!", {"bias": "neutral", "message": "mobilization"}),
+    ("The other party has failed working families again.", {"bias": "partisan", "message": "attack"}),
+    ("Watch my interview on CNN tonight.", {"bias": "neutral", "message": "media"}),
+    ("Happy birthday to my wonderful wife.", {"bias": "neutral", "message": "personal"}),
+]
+# What back-translation, masked-LM substitution and WordNet synonyms typically make of each source (written
+# by hand: these tests exercise review, not generation), good and bad alike.
+VARIANTS = [
+    [
+        "We have to protect Social Security for our older people.",
+        "We must defend Social Security for our seniors.",
+        "We must protect Social Security for our elderly.",
+    ],
+    [
+        "Proud to have met local farmers in Ames today.",
+        "Proud to meet with local growers in Ames today.",
+        "Proud to meet with local husbandmen in Ames today.",
+    ],
+    [
+        "Join us at the rally this Saturday!",
+        "Join us at the big rally on Saturday!",
+        "Join us at the rally on Sat!",
+    ],
+    [
+        "Once again the other party has failed working families.",
+        "The other party has betrayed working families again.",
+        "The other party has failed working households again.",
+    ],
+    [
+        "Watch my CNN interview this evening.",
+        "Watch my interview on Fox tonight.",
+        "Watch my consultation on CNN tonight.",
+    ],
+    [
+        "Happy birthday to my lovely wife.",
+        "Happy birthday to my wonderful husband.",
+        "Happy natal day to my wonderful wife.",
+    ],
+]
+HOSTILE_TEXT = (
+    "<script>alert(1)</script> see [click me](http://evil.example) ![pic](http://evil.example/x.png)"
+)
+
+
+@dataclass
+class ReviewData:
+    dataset: str
+    sources: list[int]
+    variants: dict[int, list[int]] = field(default_factory=dict)  # source id → variant ids
+    hostile: int | None = None
+
+
+def make_dataset(session: Any, name: str = "rev", reviews_required: int = 1) -> list[int]:
+    from db.models import Dataset, Sample, SampleLabel
+    from db.textnorm import content_hash
+
+    ds = Dataset(
+        name=name,
+        language="en",
+        reviews_required=reviews_required,
+        guidelines="**Keep** the label.",
+        tasks=[
+            {"name": "bias", "labels": ["neutral", "partisan"]},
+            {
+                "name": "message",
+                "labels": ["policy", "constituency", "mobilization", "attack", "media", "personal"],
+            },
+        ],
+    )
+    session.add(ds)
+    session.flush()
+    ids = []
+    for i, (text, labels) in enumerate(SOURCES):
+        s = Sample(
+            dataset_id=ds.id,
+            text=text,
+            split="train",
+            origin="original",
+            content_hash=content_hash(text),
+            external_id=f"src{i}",
+        )
+        s.labels_rows = [SampleLabel(task=t, label=lab) for t, lab in labels.items()]
+        session.add(s)
+        session.flush()
+        ids.append(s.id)
+    return ids
+
+
+def add_variant(
+    session: Any,
+    parent_id: int,
+    text: str,
+    *,
+    method: str = "wordnet",
+    similarity: float = 0.8,
+    consistency: float = 0.7,
+    seed: int = 1,
+    model_name: str | None = None,
+    method_params: dict | None = None,
+    origin: str = "augmented",
+    flag: bool = False,
+) -> int:
+    """A variant the way the augmenters store one: pending, provenance filled, the parent's labels."""
+    from db.models import Sample, SampleLabel
+    from db.textnorm import content_hash
+
+    parent = session.get(Sample, parent_id)
+    v = Sample(
+        dataset_id=parent.dataset_id,
+        text=text,
+        split=parent.split,
+        origin=origin,
+        content_hash=content_hash(text),
+        parent_id=parent.id,
+        method=method,
+        seed=seed,
+        model_name=model_name,
+        method_params=method_params or {},
+        generated_text=text,
+        scores={"similarity": similarity, "label_consistency": consistency},
+        similarity=similarity,
+        label_consistency=consistency,
+        label_flag=flag,
+        review_status="pending",
+    )
+    v.labels_rows = [SampleLabel(task=row.task, label=row.label) for row in parent.labels_rows]
+    session.add(v)
+    session.flush()
+    return v.id
+
+
+def seed_review_data(
+    engine: Any, name: str = "rev", per_source: int = 3, reviews_required: int = 1, hostile: bool = True
+) -> ReviewData:
+    from db.session import session_scope
+
+    methods = [
+        ("backtranslation", "Helsinki-NLP/opus-mt-en-de", {"pivot": "de"}),
+        ("mlm", "bert-base-multilingual-cased", {"aug_p": 0.15}),
+        ("wordnet", None, {}),
+    ]
+    with session_scope(engine) as s:
+        sources = make_dataset(s, name, reviews_required)
+        data = ReviewData(dataset=name, sources=sources)
+        for i, sid in enumerate(sources):
+            for j in range(per_source):
+                method, model, params = methods[j % len(methods)]
+                text = VARIANTS[i][j % 3] + (f" ({j})" if j >= 3 else "")
+                data.variants.setdefault(sid, []).append(
+                    add_variant(
+                        s,
+                        sid,
+                        text,
+                        method=method,
+                        model_name=model,
+                        method_params=params,
+                        seed=j,
+                        similarity=round(0.5 + 0.1 * j, 2),
+                        consistency=round(0.9 - 0.1 * i, 2),
+                    )
+                )
+        if hostile:
+            data.hostile = add_variant(s, sources[-1], HOSTILE_TEXT, method="mlm", similarity=0.95)
+            data.variants[sources[-1]].append(data.hostile)
+    return data
+
+
+def issue_token(engine: Any, name: str, role: str = "annotator") -> str:
+    from db.auth import create_token
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        return create_token(s, name, role).token
+
+
+@pytest.fixture
+def review_data(engine) -> ReviewData:
+    return seed_review_data(engine)
+
+
+@pytest.fixture
+def carol(app, engine) -> Iterator:
+    """A second annotator."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, headers={"Authorization": f"Bearer {issue_token(engine, 'carol')}"}) as c:
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(app: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Serve `app` with uvicorn on a free loopback port in a thread; point AUGLOOP_API_URL (the UI) at it."""
+    import uvicorn
+
+    from augloop import settings as settings_mod
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("AUGLOOP_API_URL", url)
+    settings_mod.get_settings.cache_clear()
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_api(app, monkeypatch) -> Iterator[str]:
+    """The real API on loopback (the UI and concurrent clients reach it over HTTP)."""
+    with serve(app, monkeypatch) as url:
+        yield url

@@ -1,0 +1,321 @@
+"""Review API semantics: queue filters and pages, decisions, edits, optimistic locking, bulk decisions."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+
+from tests.review_fixtures import HOSTILE_TEXT, carol, live_api, review_data, seed_review_data  # noqa: F401
+
+
+def queue(client, dataset: str = "rev", **params):  # type: ignore[no-untyped-def]
+    r = client.get(f"/api/v1/datasets/{dataset}/review-queue", params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def current_version(client, sample_id: int) -> int:  # type: ignore[no-untyped-def]
+    return client.get(f"/api/v1/samples/{sample_id}").json()["sample"]["version"]
+
+
+def decide(client, sample_id: int, decision: str, version: int | None = None, **extra):  # type: ignore[no-untyped-def]
+    version = current_version(client, sample_id) if version is None else version
+    return client.post(
+        f"/api/v1/samples/{sample_id}/decision", json={"decision": decision, "version": version, **extra}
+    )
+
+
+def test_queue_lists_pending_variants_with_their_families(annotator, review_data) -> None:
+    body = queue(annotator)
+    assert body["total"] == 19 and not body["total_capped"]
+    assert all(item["review_status"] == "pending" for item in body["items"])
+    assert [i["id"] for i in body["items"]] == sorted(i["id"] for i in body["items"])  # default: oldest first
+    families = {f["id"]: f for f in body["families"]}
+    assert set(families) == set(review_data.sources)
+    first = families[review_data.sources[0]]
+    assert first["labels"] == {"bias": "partisan", "message": "policy"} and first["pending_variants"] == 3
+    item = body["items"][0]
+    assert item["method"] == "backtranslation" and item["method_params"] == {"pivot": "de"}
+    assert item["version"] == 1 and item["votes"] == {"approve": 0, "reject": 0, "mine": None}
+    assert "label_changed" in body["reject_reasons"]
+
+
+def test_queue_filters_sorts_and_pages(annotator, review_data) -> None:
+    attack = queue(annotator, task="message", label="attack")
+    assert {i["parent_id"] for i in attack["items"]} == {review_data.sources[3]} and attack["total"] == 3
+    assert queue(annotator, label="partisan")["total"] == 6
+    wordnet = queue(annotator, method="wordnet")
+    assert wordnet["total"] == 6 and {i["method"] for i in wordnet["items"]} == {"wordnet"}
+    assert queue(annotator, method="wordnet,mlm")["total"] == 13
+    high = queue(annotator, min_similarity=0.65)
+    assert high["total"] == 7 and all(i["similarity"] >= 0.65 for i in high["items"])
+    assert queue(annotator, min_consistency=0.75, max_consistency=0.85)["total"] == 3
+    assert queue(annotator, q="RALLY")["total"] == 3  # case-insensitive
+    assert queue(annotator, q="%")["total"] == 0  # LIKE wildcards are escaped
+    assert queue(annotator, q="<script>")["items"][0]["text"] == HOSTILE_TEXT
+    ordered = queue(annotator, sort="-similarity")["items"]
+    assert [i["similarity"] for i in ordered] == sorted((i["similarity"] for i in ordered), reverse=True)
+    families = [i["parent_id"] for i in queue(annotator, sort="family")["items"]]
+    assert families == sorted(families, reverse=True)  # newest source first
+    page1 = queue(annotator, page_size=5)
+    page4 = queue(annotator, page_size=5, page=4)
+    assert page1["total"] == 19 and len(page1["items"]) == 5 and len(page4["items"]) == 4
+    assert not {i["id"] for i in page1["items"]} & {i["id"] for i in page4["items"]}
+    assert queue(annotator, page=9)["items"] == []
+    assert queue(annotator, status="approved")["total"] == 0
+
+
+def test_queue_count_is_capped(annotator, review_data, settings, app) -> None:
+    app.state.settings = settings.model_copy(update={"review_count_ahead": 5})
+    body = queue(annotator, page_size=2)
+    assert body["total_capped"] and 5 <= body["total"] < 19
+    assert queue(annotator, page_size=50)["total"] == 19  # a short page is counted exactly, for free
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"task": "nope"}, "task"),
+        ({"task": "bias", "label": "attack"}, "label"),
+        ({"sort": "random"}, "sort"),
+        ({"status": "maybe"}, "status"),
+        ({"min_similarity": 2}, "min_similarity"),
+        ({"min_similarity": 0.8, "max_similarity": 0.2}, "min_similarity"),
+        ({"origin": "original"}, "origin"),
+        ({"page": 0}, "page"),
+        ({"page_size": 1000}, "page_size"),
+    ],
+)
+def test_queue_rejects_bad_filters_naming_the_field(annotator, review_data, params, field) -> None:
+    r = annotator.get("/api/v1/datasets/rev/review-queue", params=params)
+    assert r.status_code == 422 and r.json()["field"] == field, r.text
+
+
+def test_queue_needs_a_token_and_a_dataset(client, annotator, review_data) -> None:
+    assert client.get("/api/v1/datasets/rev/review-queue").status_code == 401
+    assert annotator.get("/api/v1/datasets/nope/review-queue").status_code == 404
+
+
+def test_approve_and_reject_append_reviews(annotator, review_data) -> None:
+    v1, v2 = review_data.variants[review_data.sources[0]][:2]
+    r = decide(annotator, v1, "approve", 1)
+    assert r.status_code == 200, r.text
+    assert (
+        r.json()["review_status"] == "approved" and r.json()["version"] == 2 and r.json()["review_count"] == 1
+    )
+    assert decide(annotator, v2, "reject", 1).json()["field"] == "reason"
+    r = decide(annotator, v2, "reject", 1, reason="meaning_changed", note="lost the negation")
+    assert r.json()["review_status"] == "rejected"
+    family = annotator.get(f"/api/v1/samples/{v2}").json()
+    assert family["parent"]["id"] == review_data.sources[0]
+    assert {v["id"] for v in family["variants"]} == set(review_data.variants[review_data.sources[0]])
+    [review] = family["reviews"]
+    assert review["user"] == "bob-annotator" and review["reason"] == "meaning_changed"
+    assert review["version_seen"] == 1 and review["text_before"] == review["text_after"]
+    assert queue(annotator)["total"] == 17
+    assert {i["id"] for i in queue(annotator, status="approved,rejected")["items"]} == {v1, v2}
+
+
+def test_decision_input_errors(annotator, review_data) -> None:
+    v = review_data.variants[review_data.sources[0]][0]
+    assert decide(annotator, v, "approve", 1, reason="other").json()["field"] == "reason"
+    assert decide(annotator, v, "approve", 1, text="x").json()["field"] == "text"
+    assert decide(annotator, v, "edit", 1, text="   ").json()["field"] == "text"
+    assert decide(annotator, v, "reject", 1, reason="boring").status_code == 422
+    assert decide(annotator, v, "maybe", 1).status_code == 422
+    assert decide(annotator, review_data.sources[0], "approve", 1).json()["field"] == "sample_id"
+    assert decide(annotator, 999_999, "approve", 1).status_code == 404
+    assert current_version(annotator, v) == 1  # nothing was written
+
+
+def test_edit_keeps_the_generated_text_and_refuses_duplicates(annotator, review_data) -> None:
+    v, other = review_data.variants[review_data.sources[1]][:2]
+    generated = annotator.get(f"/api/v1/samples/{v}").json()["sample"]["text"]
+    duplicate = annotator.get(f"/api/v1/samples/{other}").json()["sample"]["text"]
+    r = decide(annotator, v, "edit", 1, text="  " + duplicate.upper() + " ")  # same text once normalised
+    assert r.status_code == 409 and r.json()["duplicate_of"] == other and r.json()["field"] == "text"
+    r = decide(annotator, v, "edit", 1, text="Proud to meet with Iowa farmers in Ames today.")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (
+        body["text"] == "Proud to meet with Iowa farmers in Ames today."
+        and body["generated_text"] == generated
+    )
+    assert body["review_status"] == "approved"
+    review = annotator.get(f"/api/v1/samples/{v}").json()["reviews"][0]
+    assert (review["decision"], review["text_before"], review["text_after"]) == (
+        "edit",
+        generated,
+        body["text"],
+    )
+    r = decide(annotator, v, "edit", 2, text="Proud to meet farmers in Ames.")
+    assert r.json()["generated_text"] == generated  # a second edit still keeps what the augmenter produced
+
+
+def test_stale_version_gets_409_with_the_current_state(annotator, carol, review_data) -> None:
+    v = review_data.variants[review_data.sources[2]][0]
+    assert decide(annotator, v, "approve", 1).status_code == 200
+    r = decide(carol, v, "reject", 1, reason="ungrammatical")
+    assert r.status_code == 409
+    body = r.json()
+    assert body["field"] == "version" and "someone else decided first" in body["detail"]
+    current = body["current"]
+    assert current["review_status"] == "approved" and current["version"] == 2
+    assert (
+        current["last_review"]["user"] == "bob-annotator" and current["last_review"]["decision"] == "approve"
+    )
+    # Nothing lost: bob's review stands, and carol can decide again on what she now sees.
+    assert [x["user"] for x in annotator.get(f"/api/v1/samples/{v}").json()["reviews"]] == ["bob-annotator"]
+    assert decide(carol, v, "reject", 2, reason="ungrammatical").status_code == 200
+    reviews = annotator.get(f"/api/v1/samples/{v}").json()["reviews"]
+    assert [(x["user"], x["decision"]) for x in reviews] == [
+        ("bob-annotator", "approve"),
+        ("carol", "reject"),
+    ]
+
+
+def test_two_clients_racing_on_one_variant(live_api, annotator_token, engine, review_data) -> None:
+    """Real concurrency through uvicorn: both send version 1 at once; exactly one wins, the other gets 409."""
+    from tests.review_fixtures import issue_token
+
+    v = review_data.variants[review_data.sources[4]][0]
+    tokens = [annotator_token, issue_token(engine, "carol")]
+    barrier = threading.Barrier(2)
+    results: list[httpx.Response] = [None, None]  # type: ignore[list-item]
+
+    def send(i: int) -> None:
+        with httpx.Client(base_url=live_api, headers={"Authorization": f"Bearer {tokens[i]}"}) as c:
+            barrier.wait()
+            results[i] = c.post(
+                f"/api/v1/samples/{v}/decision",
+                json={
+                    "decision": ["approve", "edit"][i],
+                    "version": 1,
+                    "text": None if i == 0 else "Watch my interview on CNN at nine.",
+                },
+            )
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.status_code for r in results) == [200, 409]
+    winner = 0 if results[0].status_code == 200 else 1
+    loser = results[1 - winner].json()
+    assert loser["current"]["version"] == 2 and loser["current"]["review_status"] == "approved"
+    with httpx.Client(base_url=live_api, headers={"Authorization": f"Bearer {tokens[0]}"}) as c:
+        family = c.get(f"/api/v1/samples/{v}").json()
+    assert len(family["reviews"]) == 1 and family["sample"]["version"] == 2
+    assert family["sample"]["text"] == results[winner].json()["text"]
+
+
+def test_k_reviews_decide_by_majority(admin, annotator, carol, engine, app, review_data) -> None:
+    from fastapi.testclient import TestClient
+
+    from tests.review_fixtures import issue_token
+
+    assert admin.patch("/api/v1/datasets/rev", json={"reviews_required": 3}).status_code == 200
+    v = review_data.variants[review_data.sources[0]][0]
+    r = decide(annotator, v, "approve", 1)
+    assert r.json()["review_status"] == "pending" and r.json()["review_count"] == 1
+    assert v not in {i["id"] for i in queue(annotator)["items"]}  # bob already voted: hidden from bob
+    assert v in {i["id"] for i in queue(annotator, unreviewed=False)["items"]}
+    shown = {i["id"]: i for i in queue(carol)["items"]}
+    assert shown[v]["votes"] == {"approve": 1, "reject": 0, "mine": None}
+    assert decide(carol, v, "reject", 2, reason="other").json()["review_status"] == "pending"
+    with TestClient(app, headers={"Authorization": f"Bearer {issue_token(engine, 'dave')}"}) as dave:
+        r = decide(dave, v, "approve", 3)
+    assert r.json()["review_status"] == "approved" and r.json()["review_count"] == 3
+    # Bob changes his mind: his latest vote replaces his first, so the majority flips.
+    assert decide(annotator, v, "reject", 4, reason="meaning_changed").json()["review_status"] == "rejected"
+    assert decide(annotator, v, "approve", 5).json()["review_count"] == 3
+
+
+def test_two_reviews_required_split_waits_for_a_third(admin, annotator, carol, review_data) -> None:
+    admin.patch("/api/v1/datasets/rev", json={"reviews_required": 2})
+    v = review_data.variants[review_data.sources[1]][0]
+    assert decide(annotator, v, "approve", 1).json()["review_status"] == "pending"
+    assert decide(carol, v, "reject", 2, reason="other").json()["review_status"] == "pending"
+    assert decide(admin, v, "reject", 3, reason="other").json()["review_status"] == "rejected"
+
+
+def bulk(client, **body):  # type: ignore[no-untyped-def]
+    return client.post("/api/v1/datasets/rev/bulk-decisions", json=body)
+
+
+def test_bulk_family_counts_first_then_applies(annotator, review_data) -> None:
+    src = review_data.sources[0]
+    preview = bulk(annotator, decision="approve", parent_id=src)
+    assert preview.json() == {
+        "decision": "approve",
+        "matched": 3,
+        "applied": 0,
+        "confirmed": False,
+        "statuses": {},
+    }
+    assert queue(annotator, parent_id=src)["total"] == 3  # counting changed nothing
+    stale = bulk(annotator, decision="approve", parent_id=src, confirm=True, expected_count=4)
+    assert stale.status_code == 409 and stale.json()["matched"] == 3
+    done = bulk(annotator, decision="approve", parent_id=src, confirm=True, expected_count=3).json()
+    assert done["applied"] == 3 and done["statuses"] == {"approved": 3}
+    for v in review_data.variants[src]:
+        family = annotator.get(f"/api/v1/samples/{v}").json()
+        assert family["sample"]["review_status"] == "approved" and family["sample"]["version"] == 2
+        assert family["reviews"][0]["version_seen"] == 1
+    assert bulk(annotator, decision="approve", parent_id=src, confirm=True).json()["applied"] == 0
+
+
+def test_bulk_ids_and_filter(annotator, carol, review_data) -> None:
+    ids = review_data.variants[review_data.sources[1]] + review_data.variants[review_data.sources[2]]
+    assert decide(annotator, ids[0], "reject", 1, reason="other").status_code == 200
+    r = bulk(
+        annotator,
+        decision="reject",
+        reason="near_duplicate",
+        sample_ids=[*ids, ids[1], 999_999],
+        confirm=True,
+    )
+    assert r.json()["applied"] == 5 and r.json()["statuses"] == {
+        "rejected": 5
+    }  # decided, unknown, repeats skipped
+    assert bulk(annotator, decision="reject", sample_ids=ids).json()["field"] == "reason"
+    assert bulk(annotator, decision="edit", sample_ids=ids).status_code == 422
+    assert bulk(annotator, decision="approve").json()["field"] == "sample_ids"
+    assert bulk(annotator, decision="approve", parent_id=1, sample_ids=[1]).status_code == 422
+    flt = {"method": ["wordnet"], "min_similarity": 0.7}
+    count = bulk(carol, decision="approve", filter=flt).json()["matched"]
+    assert count == queue(carol, method="wordnet", min_similarity=0.7)["total"] == 4
+    r = bulk(carol, decision="approve", filter=flt, confirm=True, expected_count=count).json()
+    assert r["applied"] == 4 and queue(carol, method="wordnet", min_similarity=0.7)["total"] == 0
+    assert bulk(carol, decision="approve", filter={"colour": "red"}).status_code == 422
+
+
+def test_bulk_over_many_chunks(annotator, engine) -> None:
+    from db.session import session_scope
+    from tests.review_fixtures import add_variant, make_dataset
+
+    with session_scope(engine) as s:
+        src = make_dataset(s, "big")[0]
+        for i in range(1_234):
+            add_variant(s, src, f"variant number {i}")
+    r = annotator.post(
+        "/api/v1/datasets/big/bulk-decisions",
+        json={"decision": "approve", "parent_id": src, "confirm": True, "expected_count": 1_234},
+    )
+    assert r.json()["applied"] == 1_234
+    assert queue(annotator, "big")["total"] == 0
+    assert queue(annotator, "big", status="approved", page=25)["items"][-1]["review_count"] == 1
+
+
+def test_bulk_respects_k_reviews(admin, annotator, carol, review_data) -> None:
+    admin.patch("/api/v1/datasets/rev", json={"reviews_required": 2})
+    src = review_data.sources[3]
+    assert bulk(annotator, decision="approve", parent_id=src, confirm=True).json()["statuses"] == {
+        "pending": 3
+    }
+    assert bulk(annotator, decision="approve", parent_id=src).json()["matched"] == 0  # already voted
+    r = bulk(carol, decision="approve", parent_id=src, confirm=True).json()
+    assert r["statuses"] == {"approved": 3}

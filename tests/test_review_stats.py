@@ -1,0 +1,167 @@
+"""Agreement (kappa, alpha) against hand-computed values, and per-class review progress with plan targets."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.review_fixtures import carol, review_data  # noqa: F401
+from tests.test_review_api import decide
+
+
+def test_kappa_and_alpha_match_hand_computation(admin, annotator, carol, engine, app, review_data) -> None:
+    """Keep=1 / drop=0 by three annotators on five variants.
+
+          u1 u2 u3 u4 u5
+      A:   1  1  0  1  0      (A = bob, u2 is an edit: it counts as keep)
+      B:   1  0  0  1  1      (B = carol)
+      C:   1  1  0  .  .      (C = dave)
+
+    kappa(A,B): p_o = 3/5; both say 1 three times in five, p_e = .6·.6 + .4·.4 = .52;
+                kappa = (.6 - .52) / (1 - .52) = 1/6.
+    kappa(A,C): identical on u1..u3 → 1.   kappa(B,C): p_o = 2/3, p_e = 1/3·2/3 + 2/3·1/3 = 4/9 → 0.4.
+    alpha (nominal): coincidences o11 = 3 (u1: 6 pairs × 1/2) + 1 (u2) + 2 (u4) = 6, o00 = 3, o01 = o10 = 2,
+                n = 13, n1 = 8, n0 = 5; D_o = 4/13, D_e = 2·8·5 / (13·12) = 20/39;
+                alpha = 1 - (4/13)/(20/39) = 0.4.
+    """
+    from fastapi.testclient import TestClient
+
+    from tests.review_fixtures import issue_token
+
+    admin.patch("/api/v1/datasets/rev", json={"reviews_required": 3})
+    units = review_data.variants[review_data.sources[0]] + review_data.variants[review_data.sources[1]][:2]
+    a = ["keep", "edit", "drop", "keep", "drop"]
+    b = ["keep", "drop", "drop", "keep", "keep"]
+    c = ["keep", "keep", "drop"]
+    with TestClient(app, headers={"Authorization": f"Bearer {issue_token(engine, 'dave')}"}) as dave:
+        for client, votes in ((annotator, a), (carol, b), (dave, c)):
+            for unit, vote in zip(units, votes, strict=False):
+                extra = (
+                    {"reason": "meaning_changed"}
+                    if vote == "drop"
+                    else {"text": f"edited text of {unit}"}
+                    if vote == "edit"
+                    else {}
+                )
+                decision = {"keep": "approve", "drop": "reject", "edit": "edit"}[vote]
+                assert decide(client, unit, decision, **extra).status_code == 200
+    body = annotator.get("/api/v1/datasets/rev/agreement").json()
+    overall = body["overall"]
+    assert overall["units"] == 5 and overall["units_multi"] == 5 and overall["ratings"] == 13
+    assert overall["alpha"] == pytest.approx(0.4)
+    pairs = {(p["a"], p["b"]): p for p in overall["pairs"]}
+    assert pairs[("bob-annotator", "carol")]["kappa"] == pytest.approx(1 / 6)
+    assert (
+        pairs[("bob-annotator", "carol")]["n"] == 5 and pairs[("bob-annotator", "carol")]["agreement"] == 0.6
+    )
+    assert pairs[("bob-annotator", "dave")]["kappa"] == pytest.approx(1.0)
+    assert pairs[("carol", "dave")]["kappa"] == pytest.approx(0.4)
+    # Percent agreement over all pairs within units: u1 3/3, u2 1/3, u3 3/3, u4 1/1, u5 0/1 → 8/11.
+    assert overall["percent_agreement"] == pytest.approx(8 / 11)
+    # Per method: u1 and u4 are back-translations (j=0 of their source), rated keep by everyone but C's gap.
+    bt = body["by_method"]["backtranslation"]
+    assert bt["units"] == 2 and bt["alpha"] is None  # a single value seen: alpha is undefined, not 1
+    assert bt["pairs"][0]["kappa"] is None
+    # Per class: the two sources differ in bias (partisan: u1..u3, neutral: u4, u5).
+    partisan = body["by_class"]["bias"]["partisan"]
+    assert partisan["units"] == 3
+    assert {(p["a"], p["b"]): p["kappa"] for p in partisan["pairs"]}[("bob-annotator", "dave")] == 1.0
+    assert body["by_class"]["message"]["constituency"]["units"] == 2
+    assert set(body["annotators"]) == {"bob-annotator", "carol", "dave"}
+
+
+def test_agreement_without_reviews_is_empty_not_an_error(annotator, review_data) -> None:
+    body = annotator.get("/api/v1/datasets/rev/agreement").json()
+    assert (
+        body["overall"]["units"] == 0 and body["overall"]["alpha"] is None and body["overall"]["pairs"] == []
+    )
+
+
+def test_progress_per_class_against_the_plan(annotator, engine, review_data) -> None:
+    from db.models import AugmentationPlan, Dataset
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        ds = s.query(Dataset).filter_by(name="rev").one()
+        s.add(
+            AugmentationPlan(
+                dataset_id=ds.id, plan={"targets": [{"task": "message", "label": "attack", "target": 40}]}
+            )
+        )
+        s.add(
+            AugmentationPlan(
+                dataset_id=ds.id,
+                plan={
+                    "classes": [  # the planner's format; the latest plan wins
+                        {
+                            "task": "message",
+                            "label": "attack",
+                            "original": 1,
+                            "current": 1,
+                            "target": 5,
+                            "deficit": 4,
+                            "planned": 4,
+                        },
+                        {"task": "bias", "label": "partisan", "target": 2},
+                        {"task": "message", "label": "media", "target": "lots"},
+                    ]
+                },
+            )
+        )  # junk is ignored
+    attack = review_data.variants[review_data.sources[3]]
+    decide(annotator, attack[0], "approve")
+    decide(annotator, attack[1], "reject", reason="label_changed")
+    body = annotator.get("/api/v1/datasets/rev/review-progress").json()
+    entry = body["classes"]["message"]["attack"]
+    assert entry == {
+        "pending": 1,
+        "approved": 1,
+        "rejected": 1,
+        "reviewed": 2,
+        "train_originals": 1,
+        "target": 5,
+        "needed": 4,
+        "planned": 4,
+    }
+    partisan = body["classes"]["bias"]["partisan"]
+    assert (partisan["approved"], partisan["train_originals"], partisan["target"], partisan["needed"]) == (
+        1,
+        2,
+        2,
+        None,
+    )
+    assert body["classes"]["message"]["media"]["target"] is None
+    assert body["classes"]["message"]["personal"]["pending"] == 4  # 3 variants + the hostile one
+    assert body["totals"] == {"pending": 17, "approved": 1, "rejected": 1}
+    assert body["by_method"]["backtranslation"]["approved"] == 1
+
+
+@pytest.mark.parametrize(
+    ("plan", "expected"),
+    [
+        (
+            {"targets": {"message": {"attack": 7, "other": {"target": 3, "deficit": 2}}}},
+            {("message", "attack"): 7, ("message", "other"): 3},
+        ),
+        ({"targets": [{"task": "bias", "label": "partisan", "target": 9.0}]}, {("bias", "partisan"): 9}),
+        ({"classes": [{"task": "bias", "label": "partisan", "target": True}]}, {}),
+        ({"targets": "nonsense"}, {}),
+        ({"classes": "nonsense"}, {}),
+        ({}, {}),
+        (None, {}),
+    ],
+)
+def test_plan_targets_reads_defensively(plan, expected) -> None:
+    from db.review_stats import plan_targets
+
+    assert {k: v["target"] for k, v in plan_targets(plan).items()} == expected
+
+
+def test_cohen_kappa_agrees_with_scikit_learn() -> None:
+    from sklearn.metrics import cohen_kappa_score
+
+    from db.review_stats import cohen_kappa
+
+    a = [1, 0, 1, 1, 0, 1, 0, 0, 1, 1]
+    b = [1, 0, 0, 1, 0, 1, 1, 0, 1, 0]
+    assert cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b))
+    assert cohen_kappa([1, 1], [1, 1]) is None
