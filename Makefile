@@ -7,6 +7,8 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# torch's OpenMP threads stall one another on a CPU shared with other work when they spin while waiting
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install system-deps demo test test-fast bench clean
 

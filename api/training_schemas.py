@@ -1,0 +1,94 @@
+"""Request and response bodies of the training endpoints (runs, ensembles, predictions, pseudo-labels)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
+
+from api.schemas import JobRead, TaskDef
+
+# Ids beyond a signed 64-bit integer cannot exist; refusing them here keeps them from reaching the database.
+RowId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
+class TrainingRunCreate(BaseModel):
+    dataset: str = Field(min_length=1, max_length=200)
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of the trainer config (see trainer/config.py), e.g. "
+        '{"encoder": "xlm-roberta-base", "epochs": 10}',
+    )
+    seeds: list[Seed] = Field(
+        default_factory=list,
+        max_length=16,
+        description="One run per seed (a seed ensemble); empty: one run with config.seed",
+    )
+    name: str = Field(default="", max_length=150)
+
+
+class TrainingRunSummary(BaseModel):
+    id: int
+    dataset: str
+    name: str
+    kind: str
+    status: str
+    job_id: int | None
+    member_ids: list[int]
+    encoder: str | None
+    seed: int | None
+    val_macro_f1: float | None
+    test_macro_f1: float | None
+    best_epoch: int | None
+    epochs_done: int
+    progress: dict[str, Any] | None = Field(
+        description="The job's live counters: epoch, loss, val_macro_f1..."
+    )
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class TrainingRunRead(TrainingRunSummary):
+    config: dict[str, Any]
+    curve: list[dict[str, Any]]
+    metrics: dict[str, Any] = Field(
+        description="val and test: per task macro-F1, per-class P/R/F1, confusion"
+    )
+    snapshot_size: int
+    artifact_dir: str | None
+
+
+class TrainingRunsCreated(BaseModel):
+    runs: list[TrainingRunRead]
+    jobs: list[JobRead]
+
+
+class EnsembleCreate(BaseModel):
+    run_ids: list[RowId] = Field(min_length=2, max_length=32)
+    weighted: bool = Field(default=True, description="Weight members by their val macro-F1")
+    temperature: bool = Field(default=True, description="Fit one temperature per task on val")
+    name: str = Field(default="", max_length=150)
+
+
+class PredictRequest(BaseModel):
+    texts: list[str] = Field(min_length=1, description="At most AUGLOOP_TRAINER_PREDICT_MAX_TEXTS texts")
+
+
+class PredictResponse(BaseModel):
+    model_id: int
+    kind: str
+    tasks: list[TaskDef]
+    labels: list[dict[str, str]] = Field(description="Per text: the most probable label per task")
+    probabilities: list[dict[str, dict[str, float]]] = Field(
+        description="Per text: task → label → probability"
+    )
+
+
+class PseudoLabelCreate(BaseModel):
+    model_id: RowId = Field(description="A finished run or ensemble of this dataset")
+    threshold: float = Field(
+        default=0.9, gt=0, le=1, description="Minimum over tasks of the top probability for a text to be kept"
+    )

@@ -1,0 +1,289 @@
+"""Training runs and the model-in-the-loop writes: label-consistency scores and pseudo-label samples.
+
+Functions only flush; the caller owns the transaction (and holds none while a model trains or predicts).
+
+Pseudo-labels are new sample rows, never a relabelled original: the unlabelled text stays as imported (origin
+`original`, no labels) and a child row (`origin='pseudo_label'`, `parent_id` = the unlabelled sample,
+`review_status='pending'`, split `train`) carries the model's labels into the review queue. The child's text
+equals its parent's, so its `content_hash` is derived from the parent's (sha256 of "pseudo_label:" + parent
+hash) instead of the text: the (dataset, content_hash) uniqueness then still holds, and it guarantees at most
+one pseudo-label per unlabelled text. Only train-split texts are pseudo-labelled (val/test never train).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session, aliased
+
+from db.errors import NotFoundError, ValidationFailed
+from db.models import (
+    Dataset,
+    JobStatus,
+    Origin,
+    ReviewStatus,
+    Sample,
+    SampleLabel,
+    Split,
+    TrainingRun,
+    utcnow,
+)
+
+RUN_KINDS = ("single", "ensemble")
+
+
+def get_run(session: Session, run_id: int, *, field: str = "run_id") -> TrainingRun:
+    run = session.get(TrainingRun, run_id)
+    if run is None:
+        raise NotFoundError(f"training run {run_id} not found", field=field)
+    return run
+
+
+def list_runs(
+    session: Session,
+    dataset: Dataset | None = None,
+    kind: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[TrainingRun]:
+    query = select(TrainingRun)
+    if dataset is not None:
+        query = query.where(TrainingRun.dataset_id == dataset.id)
+    if kind:
+        query = query.where(TrainingRun.kind == kind)
+    if status:
+        query = query.where(TrainingRun.status.in_(status.split(",")))
+    return list(session.scalars(query.order_by(TrainingRun.id.desc()).limit(limit).offset(offset)))
+
+
+def create_run(
+    session: Session,
+    dataset: Dataset,
+    config: dict[str, Any],
+    *,
+    name: str = "",
+    kind: str = "single",
+    member_ids: list[int] | None = None,
+    created_by: int | None = None,
+    status: str = JobStatus.queued,
+) -> TrainingRun:
+    run = TrainingRun(
+        dataset_id=dataset.id,
+        name=name,
+        kind=kind,
+        status=status,
+        config=config,
+        member_ids=member_ids or [],
+        snapshot=[],
+        curve=[],
+        metrics={},
+        created_by=created_by,
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def mark_running(session: Session, run_id: int, job_id: int | None) -> TrainingRun:
+    run = get_run(session, run_id)
+    run.status = JobStatus.running
+    run.job_id = job_id if job_id is not None else run.job_id
+    run.error = None
+    run.curve = []
+    session.flush()
+    return run
+
+
+def record_epoch(session: Session, run_id: int, entry: dict[str, Any]) -> None:
+    run = get_run(session, run_id)
+    run.curve = [*run.curve, entry]  # a new list: JSON columns do not track in-place changes
+    session.flush()
+
+
+def finish_run(
+    session: Session,
+    run_id: int,
+    *,
+    metrics: dict[str, Any],
+    curve: list[Any],
+    snapshot: list[Any],
+    artifact_dir: str,
+) -> TrainingRun:
+    run = get_run(session, run_id)
+    run.status = JobStatus.succeeded
+    run.metrics = metrics
+    run.curve = curve
+    run.snapshot = snapshot
+    run.artifact_dir = artifact_dir
+    run.error = None
+    run.finished_at = utcnow()
+    session.flush()
+    return run
+
+
+def end_run(session: Session, run_id: int, status: str, error: str | None = None) -> None:
+    """Record a failed or cancelled run (a retried job sets it running again)."""
+    session.execute(
+        update(TrainingRun)
+        .where(TrainingRun.id == run_id)
+        .values(status=status, error=error, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+# Label-consistency scores -------------------------------------------------------------------------
+
+
+@dataclass
+class PendingVariant:
+    id: int
+    version: int
+    text: str
+    labels: dict[str, str]
+
+
+def pending_variants(session: Session, dataset_id: int) -> list[PendingVariant]:
+    rows = session.scalars(
+        select(Sample)
+        .where(
+            Sample.dataset_id == dataset_id,
+            Sample.origin != Origin.original,
+            Sample.review_status == ReviewStatus.pending,
+        )
+        .order_by(Sample.id)
+    )
+    return [PendingVariant(s.id, s.version, s.text, s.labels) for s in rows]
+
+
+@dataclass
+class ConsistencyScore:
+    sample_id: int
+    version: int
+    consistency: float | None
+    flag: bool | None
+    probs: dict[str, dict[str, float]]
+
+
+def apply_consistency_scores(session: Session, run_id: int, scores: list[ConsistencyScore]) -> int:
+    """Write scores to variants still pending at the version that was scored (an edit since then changed the
+    text, so its score would be stale). Other keys of `scores` (similarity details...) are kept."""
+    written = 0
+    for score in scores:
+        current = session.execute(
+            select(Sample.scores).where(
+                Sample.id == score.sample_id,
+                Sample.version == score.version,
+                Sample.review_status == ReviewStatus.pending,
+            )
+        ).first()
+        if current is None:
+            continue
+        merged = {**(current[0] or {}), "label_model": {"run_id": run_id, "probs": score.probs}}
+        written += (
+            session.execute(
+                update(Sample)
+                .where(Sample.id == score.sample_id, Sample.version == score.version)
+                .values(label_consistency=score.consistency, label_flag=score.flag, scores=merged)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            or 0
+        )
+    session.flush()
+    return written
+
+
+# Pseudo-labels ------------------------------------------------------------------------------------
+
+
+def pseudo_label_hash(parent_hash: str) -> str:
+    return hashlib.sha256(f"pseudo_label:{parent_hash}".encode()).hexdigest()
+
+
+@dataclass
+class UnlabelledText:
+    id: int
+    text: str
+    content_hash: str
+
+
+def unlabelled_texts(session: Session, dataset_id: int, limit: int | None = None) -> list[UnlabelledText]:
+    """Train-split originals without any label that have no pseudo-label child yet (whatever its status)."""
+    child = aliased(Sample)
+    query = (
+        select(Sample.id, Sample.text, Sample.content_hash)
+        .where(
+            Sample.dataset_id == dataset_id,
+            Sample.origin == Origin.original,
+            Sample.split == Split.train,
+            ~exists().where(SampleLabel.sample_id == Sample.id),
+            ~exists().where(child.parent_id == Sample.id, child.origin == Origin.pseudo_label),
+        )
+        .order_by(Sample.id)
+    )
+    if limit:
+        query = query.limit(limit)
+    return [UnlabelledText(*row) for row in session.execute(query).tuples()]
+
+
+@dataclass
+class PseudoLabel:
+    parent_id: int
+    parent_hash: str
+    text: str
+    labels: dict[str, str]
+    confidence: float
+    probs: dict[str, dict[str, float]]
+
+
+def add_pseudo_labels(
+    session: Session,
+    dataset: Dataset,
+    items: list[PseudoLabel],
+    *,
+    model_id: int,
+    model_name: str,
+    threshold: float,
+    job_id: int | None,
+) -> int:
+    """Insert pending pseudo-label samples; a text labelled meanwhile (by a concurrent job) is skipped."""
+    for item in items:
+        for task, label in item.labels.items():
+            if label not in dataset.labels_of(task):
+                raise ValidationFailed(f"label {label!r} is not in task {task!r}", field="labels")
+    hashes = [pseudo_label_hash(i.parent_hash) for i in items]
+    taken = set(
+        session.scalars(
+            select(Sample.content_hash).where(
+                Sample.dataset_id == dataset.id, Sample.content_hash.in_(hashes)
+            )
+        )
+    )
+    created = 0
+    for item, digest in zip(items, hashes, strict=True):
+        if digest in taken:
+            continue
+        sample = Sample(
+            dataset_id=dataset.id,
+            text=item.text,
+            split=Split.train,
+            origin=Origin.pseudo_label,
+            content_hash=digest,
+            parent_id=item.parent_id,
+            method="pseudo_label",
+            method_params={"model_id": model_id, "threshold": threshold},
+            model_name=model_name,
+            job_id=job_id,
+            scores={"label_model": {"run_id": model_id, "probs": item.probs}},
+            label_consistency=item.confidence,
+            label_flag=False,
+            review_status=ReviewStatus.pending,
+        )
+        sample.labels_rows = [SampleLabel(task=t, label=v) for t, v in item.labels.items()]
+        session.add(sample)
+        created += 1
+    session.flush()
+    return created

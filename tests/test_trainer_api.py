@@ -1,0 +1,203 @@
+"""Training through the API and a worker: runs, curve, metrics, consistency scores, predict, ensembles,
+pseudo-labels; and the errors a client gets for bad input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from tests.trainer_fixtures import add_variant, import_small, tiny_encoder  # noqa: F401 (fixture)
+
+
+def fast(encoder: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "encoder": encoder,
+        "epochs": 2,
+        "max_length": 32,
+        "batch_size": 8,
+        "grad_accum": 1,
+        "head_hidden": 32,
+        "lr": 1e-3,
+        "num_threads": 1,
+        "rdrop_alpha": 0.5,
+        **extra,
+    }
+
+
+def drain(engine: Any, kinds: list[str]) -> Any:
+    from workers.main import Worker
+
+    return Worker(engine, kinds=kinds, poll_seconds=0.05, lease_seconds=30).run(burst=True)
+
+
+def test_training_run_through_api_and_worker(annotator, engine, tiny_encoder: str) -> None:  # noqa: F811
+    from db.models import Origin, Sample
+    from db.session import session_scope
+
+    name = import_small(engine, n_train=40, n_val=16, n_test=16, n_unlabelled=5)
+    pending = add_variant(engine, name, "train", "pending", "a pending variant about the budget vote today")
+    rejected = add_variant(engine, name, "train", "rejected", "a rejected variant about the budget")
+
+    created = annotator.post(
+        "/api/v1/training-runs",
+        json={"dataset": name, "seeds": [1, 2], "name": "tiny", "config": fast(tiny_encoder)},
+    )
+    assert created.status_code == 202, created.text
+    body = created.json()
+    assert [j["kind"] for j in body["jobs"]] == ["train", "train"]
+    assert [r["status"] for r in body["runs"]] == ["queued", "queued"]
+    assert [r["config"]["seed"] for r in body["runs"]] == [1, 2]
+    run_ids = [r["id"] for r in body["runs"]]
+
+    stats = drain(engine, ["train"])
+    assert stats.succeeded == 2, stats
+
+    run = annotator.get(f"/api/v1/training-runs/{run_ids[0]}").json()
+    assert run["status"] == "succeeded" and run["epochs_done"] == 2 and len(run["curve"]) == 2
+    assert {"train_loss", "val_macro_f1", "val_task_macro_f1"} <= set(run["curve"][0])
+    assert run["progress"]["done"] == 2 and run["progress"]["status"] == "succeeded"
+    test = run["metrics"]["test"]
+    assert set(test["tasks"]) == {"bias", "message"}
+    assert set(test["tasks"]["bias"]["per_class"]) == {"neutral", "partisan"}
+    assert len(test["tasks"]["message"]["confusion"]["matrix"]) == 9
+    assert test["overall_macro_f1"] == pytest.approx(
+        (test["tasks"]["bias"]["macro_f1"] + test["tasks"]["message"]["macro_f1"]) / 2
+    )
+    assert run["snapshot_size"] == 40  # labelled train originals; no pending/rejected variant, no val/test
+    snapshot = annotator.get(f"/api/v1/training-runs/{run_ids[0]}/snapshot").json()["snapshot"]
+    assert pending not in {sid for sid, _ in snapshot} and rejected not in {sid for sid, _ in snapshot}
+    listed = annotator.get("/api/v1/training-runs", params={"dataset": name}).json()
+    assert sorted(r["id"] for r in listed) == sorted(run_ids) and listed[0]["test_macro_f1"] is not None
+
+    # The pending variant was scored by the last run; the rejected one was not.
+    with session_scope(engine) as s:
+        variant = s.get_one(Sample, pending)
+        consistency, flag, scores, labels = (
+            variant.label_consistency,
+            variant.label_flag,
+            variant.scores,
+            variant.labels,
+        )
+        assert s.get_one(Sample, rejected).label_consistency is None
+    assert scores["label_model"]["run_id"] == run_ids[1] and isinstance(flag, bool)
+    predicted = annotator.post(
+        f"/api/v1/models/{run_ids[1]}/predict",
+        json={"texts": ["a pending variant about the budget vote today"]},
+    )
+    assert predicted.status_code == 200, predicted.text
+    probs = predicted.json()["probabilities"][0]
+    assert consistency == pytest.approx(min(probs[t][labels[t]] for t in ("bias", "message")), abs=1e-4)
+    assert flag == any(predicted.json()["labels"][0][t] != labels[t] for t in ("bias", "message"))
+
+    # An ensemble of the two seeds: a run row of kind ensemble with metrics, and it predicts.
+    ens = annotator.post(
+        "/api/v1/ensembles", json={"run_ids": run_ids, "weighted": True, "temperature": True}
+    )
+    assert ens.status_code == 201, ens.text
+    ens_body = ens.json()
+    assert ens_body["kind"] == "ensemble" and ens_body["member_ids"] == run_ids
+    assert set(ens_body["config"]["temperatures"]) == {"bias", "message"}
+    assert ens_body["metrics"]["test"]["overall_macro_f1"] is not None
+    out = annotator.post(
+        f"/api/v1/models/{ens_body['id']}/predict", json={"texts": ["one", "two texts"]}
+    ).json()
+    assert out["kind"] == "ensemble" and len(out["probabilities"]) == 2
+    assert sum(out["probabilities"][0]["message"].values()) == pytest.approx(1.0, abs=1e-4)
+
+    # Pseudo-labels: the 5 unlabelled train texts become pending pseudo_label children; originals stay.
+    job = annotator.post(
+        f"/api/v1/datasets/{name}/pseudo-labels", json={"model_id": ens_body["id"], "threshold": 0.0001}
+    )
+    assert job.status_code == 202, job.text
+    assert drain(engine, ["pseudo_label"]).succeeded == 1
+    assert annotator.get(f"/api/v1/jobs/{job.json()['id']}").json()["result"]["created"] == 5
+    with session_scope(engine) as s:
+        children = list(s.scalars(select(Sample).where(Sample.origin == Origin.pseudo_label)))
+        assert len(children) == 5
+        for child in children:
+            parent = s.get_one(Sample, child.parent_id)
+            assert parent.origin == Origin.original and parent.labels == {} and parent.text == child.text
+            assert child.review_status == "pending" and child.split == "train"
+            assert set(child.labels) == {"bias", "message"} and child.method == "pseudo_label"
+    again = annotator.post(
+        f"/api/v1/datasets/{name}/pseudo-labels", json={"model_id": run_ids[0], "threshold": 0.0001}
+    )
+    drain(engine, ["pseudo_label"])
+    assert annotator.get(f"/api/v1/jobs/{again.json()['id']}").json()["result"]["created"] == 0
+
+
+def test_a_run_that_cannot_load_its_encoder_fails_at_once(annotator, engine, tmp_path) -> None:
+    name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
+    body = {"dataset": name, "config": fast(str(tmp_path / "no-such-encoder"))}
+    run_id = annotator.post("/api/v1/training-runs", json=body).json()["runs"][0]["id"]
+    stats = drain(engine, ["train"])
+    assert stats.failed == 1 and stats.retried == 0
+    run = annotator.get(f"/api/v1/training-runs/{run_id}").json()
+    assert run["status"] == "failed" and "does not exist" in run["error"]
+
+
+def test_bad_requests_get_clear_errors(annotator, client, engine) -> None:
+    name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
+    cases = [
+        ("/api/v1/training-runs", {"dataset": "nope"}, 404, "dataset"),
+        ("/api/v1/training-runs", {"dataset": name, "config": {"pooling": "max"}}, 422, "config.pooling"),
+        ("/api/v1/training-runs", {"dataset": name, "config": {"tasks": ["sentiment"]}}, 422, "config.tasks"),
+        (
+            "/api/v1/training-runs",
+            {"dataset": name, "config": {"learning_rate": 1}},
+            422,
+            "config.learning_rate",
+        ),
+        (
+            "/api/v1/training-runs",
+            {"dataset": name, "config": {"task_weights": {"x": 1}}},
+            422,
+            "config.task_weights",
+        ),
+        (
+            "/api/v1/training-runs",
+            {"dataset": name, "config": {"class_label_smoothing": {"message": {"rant": 0.2}}}},
+            422,
+            "config.class_label_smoothing",
+        ),
+        ("/api/v1/training-runs", {"dataset": name, "seeds": [1, 1]}, 422, "seeds"),
+        ("/api/v1/ensembles", {"run_ids": [1]}, 422, "run_ids"),
+        ("/api/v1/ensembles", {"run_ids": [998, 999]}, 404, "run_ids"),
+        ("/api/v1/models/999/predict", {"texts": ["x"]}, 404, "model_id"),
+        ("/api/v1/models/1/predict", {"texts": []}, 422, "texts"),
+        ("/api/v1/datasets/nope/pseudo-labels", {"model_id": 1}, 404, "name"),
+        (f"/api/v1/datasets/{name}/pseudo-labels", {"model_id": 1, "threshold": 2}, 422, "threshold"),
+    ]
+    for path, payload, status, field in cases:
+        r = annotator.post(path, json=payload)
+        assert r.status_code == status, (path, payload, r.text)
+        assert r.json()["field"] == field, (path, payload, r.json())
+    queued = annotator.post("/api/v1/training-runs", json={"dataset": name}).json()["runs"][0]["id"]
+    r = annotator.post(f"/api/v1/models/{queued}/predict", json={"texts": ["x"]})
+    assert r.status_code == 422 and "queued" in r.json()["detail"]
+    r = annotator.post(f"/api/v1/models/{queued}/predict", json={"texts": ["x"] * 1000})
+    assert r.status_code == 413
+    assert client.get("/api/v1/training-runs").status_code == 401
+
+
+def test_a_cancelled_training_job_marks_its_run_cancelled(annotator, engine, tiny_encoder: str) -> None:  # noqa: F811
+    from db import queue
+    from workers.registry import JobCancelled, JobContext
+    from workers.train_jobs import run_train
+
+    name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
+    run_id = annotator.post(
+        "/api/v1/training-runs", json={"dataset": name, "config": fast(tiny_encoder)}
+    ).json()["runs"][0]["id"]
+    job = queue.claim(engine, "w-test", ["train"])
+    assert job is not None
+    ctx = JobContext(
+        job_id=job.id, kind="train", params=job.params, engine=engine, worker_id="w-test", attempt=1
+    )
+    ctx.cancelled.set()  # what the heartbeat does once the API asked to cancel
+    with pytest.raises(JobCancelled):
+        run_train(ctx)
+    run = annotator.get(f"/api/v1/training-runs/{run_id}").json()
+    assert run["status"] == "cancelled" and run["finished_at"] is not None

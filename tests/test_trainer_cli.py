@@ -1,0 +1,78 @@
+"""`augloop train / ensemble / runs` in-process on a tiny encoder, and their exit codes on bad input."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from augloop.cli import app
+from tests.trainer_fixtures import import_small, tiny_encoder  # noqa: F401 (fixture)
+
+FAST = [
+    "--epochs",
+    "2",
+    "--max-length",
+    "32",
+    "--set",
+    "batch_size=8",
+    "--set",
+    "grad_accum=1",
+    "--set",
+    "head_hidden=32",
+    "--set",
+    "lr=1e-3",
+    "--set",
+    "num_threads=1",
+]
+
+
+def test_train_seeds_then_ensemble_and_show(engine, tiny_encoder: str) -> None:  # noqa: F811
+    name = import_small(engine, n_train=30, n_val=12, n_test=12, n_unlabelled=0)
+    runner = CliRunner(env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["train", name, "--encoder", tiny_encoder, "--seeds", "7,8", *FAST])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "run 1 test: overall macro-F1" in out and "run 2 test" in out
+    assert "partisan" in out and "mobilization" in out  # per-class rows of both tasks
+    assert "ensemble 3 of runs [1, 2]" in out and "ensemble 3 test" in out
+
+    listed = runner.invoke(app, ["runs", "list", "--dataset", name])
+    assert listed.exit_code == 0 and "ensemble" in listed.output and "succeeded" in listed.output
+    shown = runner.invoke(app, ["runs", "show", "1"])
+    assert shown.exit_code == 0 and "confusion" in shown.output and "epoch 2" in shown.output
+    assert runner.invoke(app, ["runs", "show", "1", "--json"]).exit_code == 0
+
+
+def test_bad_input_exits_with_code_2(engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
+    runner = CliRunner(env={"COLUMNS": "200"})
+    for args, message in [
+        (["train", "nope"], "not found"),
+        (["train", name, "--set", "pooling=max"], "config.pooling"),
+        (["train", name, "--set", "epochs"], "key=value"),
+        (["train", name, "--seeds", "a,b"], "--seeds"),
+        (["train", name, "--config", str(tmp_path / "missing.yaml")], "config file not found"),
+        (["train", name, "--encoder", str(tmp_path / "no-model"), "--epochs", "1"], "encoder directory"),
+        (["ensemble", "1"], "at least two"),
+        (["ensemble", "x", "y"], "integers"),
+        (["runs", "show", "42"], "not found"),
+    ]:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+
+
+def test_queue_enqueues_a_train_job_per_seed(engine) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from db.models import Job, TrainingRun
+    from db.session import session_scope
+
+    name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["train", name, "--seeds", "1,2", "--queue"])
+    assert result.exit_code == 0, result.output
+    with session_scope(engine) as s:
+        jobs = list(s.scalars(select(Job).where(Job.kind == "train")))
+        runs = list(s.scalars(select(TrainingRun)))
+        assert len(jobs) == 2 and sorted(r.job_id for r in runs) == sorted(j.id for j in jobs)
+        assert {j.params["run_id"] for j in jobs} == {r.id for r in runs}
+        assert all(r.status == "queued" for r in runs)

@@ -1,0 +1,127 @@
+"""Batching (length grouping, dynamic padding, oversampling, curriculum) and what a run may train on."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from tests.trainer_fixtures import add_variant, import_small
+from trainer.data import (
+    IGNORE,
+    Encoded,
+    Example,
+    TrainBatches,
+    label_matrix,
+    length_grouped_batches,
+    oversample_factors,
+    pad_batch,
+    random_batches,
+)
+
+
+def test_pad_batch_dynamic_and_fixed() -> None:
+    out = pad_batch([[5, 6, 7], [8]], pad_id=0)
+    assert out["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert pad_batch([[5, 6, 7], [8]], pad_id=1, pad_to=5)["input_ids"].tolist() == [
+        [5, 6, 7, 1, 1],
+        [8, 1, 1, 1, 1],
+    ]
+
+
+def test_length_grouped_batches_cover_everything_once_and_pad_far_less() -> None:
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate(
+        [rng.integers(5, 40, 900), rng.integers(100, 320, 100)]
+    )  # short posts, a long tail
+    indices = list(range(len(lengths)))
+    grouped = length_grouped_batches(indices, lengths, 12, random.Random(1))
+    flat = sorted(i for b in grouped for i in b)
+    assert flat == indices and all(1 <= len(b) <= 12 for b in grouped)
+
+    def padded_tokens(batches: list[list[int]]) -> int:
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    shuffled = random_batches(indices, 12, random.Random(1))
+    assert padded_tokens(grouped) < 0.5 * padded_tokens(shuffled)
+    assert padded_tokens(grouped) < 0.3 * len(lengths) * 320  # the fixed-320 baseline
+    # Another epoch (seed) gives another order.
+    assert length_grouped_batches(indices, lengths, 12, random.Random(2)) != grouped
+
+
+def test_label_matrix_marks_missing_labels() -> None:
+    from trainer.data import TaskSpec
+
+    tasks = [TaskSpec("a", ["x", "y"]), TaskSpec("b", ["p", "q"])]
+    m = label_matrix([Example("t", {"a": "y"}), Example("u", {"b": "p", "a": "x"})], tasks)
+    assert m.tolist() == [[1, IGNORE], [0, 0]]
+
+
+def test_oversample_factors_by_hand() -> None:
+    # task 0: class 0 ×8, class 1 ×2; task 1: all class 0 except one IGNORE
+    labels = torch.tensor([[0, 0]] * 8 + [[1, 0], [1, IGNORE]])
+    factors = oversample_factors(labels, power=1.0, cap=3)
+    assert factors == [1] * 8 + [3, 3]  # (8 / 2) ** 1 = 4, capped at 3
+    assert oversample_factors(labels, power=0.5, cap=10) == [1] * 8 + [2, 2]  # sqrt(4) = 2
+
+
+def test_curriculum_starts_easy_and_grows() -> None:
+    n = 20
+    lengths = np.arange(1, n + 1)
+    examples = [Example(f"t{i}", {"a": "x"}, i, difficulty=None) for i in range(n)]
+    examples[19].difficulty = 0.0  # the longest text, but a previous model found it easy
+    encoded = Encoded([[1] * int(k) for k in lengths], torch.zeros((n, 1), dtype=torch.long), lengths)
+    batches = TrainBatches(
+        encoded,
+        examples,
+        batch_size=4,
+        group_by_length=True,
+        seed=0,
+        curriculum=True,
+        curriculum_start=0.5,
+        curriculum_epochs=2,
+    )
+    first = sorted(i for b in batches.epoch(0) for i in b)
+    assert batches.fraction(0) == 0.5 and len(first) == 10
+    assert 19 in first and 18 not in first  # easy by score, hard by length
+    assert len([i for b in batches.epoch(1) for i in b]) == 15
+    assert sorted(i for b in batches.epoch(2) for i in b) == list(range(n))
+
+
+def test_snapshot_has_train_originals_and_approved_only(engine) -> None:  # type: ignore[no-untyped-def]
+    from db.datasets import get_dataset
+    from db.models import Sample
+    from db.session import session_scope
+    from trainer.data import load_split_data
+
+    name = import_small(engine, n_train=20, n_val=8, n_test=8, n_unlabelled=3)
+    approved = add_variant(engine, name, "train", "approved", "an approved variant text")
+    pending = add_variant(engine, name, "train", "pending", "a pending variant text")
+    rejected = add_variant(engine, name, "train", "rejected", "a rejected variant text")
+    val_variant = add_variant(engine, name, "val", "approved", "an approved variant of a val text")
+    with session_scope(engine) as s:
+        data = load_split_data(s, get_dataset(s, name))
+        samples = {x.id: x for x in s.query(Sample)}
+    snapshot = data.snapshot()
+    ids = {sid for sid, _h in snapshot}
+    assert approved in ids and not ids & {pending, rejected, val_variant}
+    assert all(samples[sid].split == "train" for sid in ids)
+    assert all(samples[sid].content_hash == h for sid, h in snapshot)
+    assert len(ids) == 21  # 20 labelled originals + 1 approved; the 3 unlabelled texts train nothing
+    assert {e.sample_id for e in data.val}.isdisjoint(ids) and len(data.val) == 8 and len(data.test) == 8
+    assert val_variant not in {e.sample_id for e in data.val}  # evaluation is on originals only
+
+
+def test_unknown_task_is_rejected(engine) -> None:  # type: ignore[no-untyped-def]
+    from db.datasets import get_dataset
+    from db.errors import ValidationFailed
+    from db.session import session_scope
+    from trainer.data import load_split_data
+
+    name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
+    with session_scope(engine) as s, pytest.raises(ValidationFailed) as err:
+        load_split_data(s, get_dataset(s, name), ["bias", "sentiment"])
+    assert err.value.field == "config.tasks"

@@ -1,0 +1,94 @@
+"""Metrics by hand; ensemble averaging, alignment by sample id, temperature scaling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from db.errors import ValidationFailed
+from trainer.data import IGNORE, TaskSpec
+from trainer.ensemble import apply_temperature, average_probs, build_ensemble, fit_temperature, nll
+from trainer.metrics import evaluate_probs, task_metrics
+
+
+def test_task_metrics_by_hand() -> None:
+    y_true = np.array([0, 0, 1, 1, 2, IGNORE])
+    y_pred = np.array([0, 1, 1, 1, 0, 2])
+    m = task_metrics(y_true, y_pred, ["a", "b", "c"])
+    # a: P 1/2 R 1/2 F 1/2; b: P 2/3 R 1 F 0.8; c: P 0 R 0 F 0
+    assert m["n"] == 5 and m["accuracy"] == pytest.approx(3 / 5)
+    assert m["per_class"]["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert m["per_class"]["b"]["f1"] == pytest.approx(0.8)
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    assert m["confusion"]["matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+
+
+def test_overall_is_mean_of_task_macro_f1() -> None:
+    tasks = [TaskSpec("x", ["a", "b"]), TaskSpec("y", ["p", "q"])]
+    probs = {"x": np.array([[0.9, 0.1], [0.2, 0.8]]), "y": np.array([[0.6, 0.4], [0.7, 0.3]])}
+    gold = np.array([[0, 0], [1, 1]])
+    out = evaluate_probs(probs, gold, tasks)
+    assert out["tasks"]["x"]["macro_f1"] == 1.0
+    y_f1 = out["tasks"]["y"]["macro_f1"]  # predicts p twice: F1(p) = 2/3, F1(q) = 0
+    assert y_f1 == pytest.approx(1 / 3)
+    assert out["overall_macro_f1"] == pytest.approx((1.0 + 1 / 3) / 2)
+
+
+def test_average_probs_weighted_by_hand() -> None:
+    a = {"t": np.array([[0.8, 0.2]])}
+    b = {"t": np.array([[0.2, 0.8]])}
+    assert np.allclose(average_probs([a, b])["t"], [[0.5, 0.5]])
+    assert np.allclose(average_probs([a, b], [3.0, 1.0])["t"], [[0.65, 0.35]])
+    with pytest.raises(ValidationFailed):
+        average_probs([a, b], [0.0, 0.0])
+
+
+def test_temperature_scaling_recovers_the_overconfidence() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, size=(4000, 3))
+    true_p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    gold = np.array([rng.choice(3, p=p) for p in true_p])
+    overconfident = np.exp(2.5 * logits) / np.exp(2.5 * logits).sum(1, keepdims=True)
+    t = fit_temperature(overconfident, gold)
+    assert t == pytest.approx(2.5, rel=0.1)
+    scaled = apply_temperature(overconfident, t)
+    assert nll(scaled, gold) < nll(overconfident, gold)
+    assert (scaled.argmax(1) == overconfident.argmax(1)).all()  # calibration never changes a prediction
+    assert np.allclose(scaled.sum(1), 1.0)
+    assert fit_temperature(overconfident, np.full(4000, IGNORE)) == 1.0
+
+
+def _dump(ids: list[int], probs: list[list[float]], gold: list[int]) -> dict:
+    return {"sample_ids": ids, "tasks": {"t": {"labels": ["a", "b"], "gold": gold, "probs": probs}}}
+
+
+def test_build_ensemble_aligns_members_by_sample_id() -> None:
+    m1 = {
+        "id": 1,
+        "val_macro_f1": 0.6,
+        "predictions": {
+            "val": _dump([10, 11, 12], [[0.9, 0.1], [0.4, 0.6], [0.3, 0.7]], [0, 1, 1]),
+            "test": _dump([20, 21], [[0.6, 0.4], [0.4, 0.6]], [0, 1]),
+        },
+    }
+    m2 = {
+        "id": 2,
+        "val_macro_f1": 0.2,
+        "predictions": {  # same samples, another order
+            "val": _dump([12, 10, 11], [[0.5, 0.5], [0.7, 0.3], [0.8, 0.2]], [1, 0, 1]),
+            "test": _dump([21, 20], [[0.1, 0.9], [0.4, 0.6]], [1, 0]),
+        },
+    }
+    out = build_ensemble([m1, m2], weighted=True, temperature=False)
+    assert out["weights"] == {"1": pytest.approx(0.75), "2": pytest.approx(0.25)}
+    val = out["predictions"]["val"]
+    assert val["sample_ids"] == [10, 11, 12]
+    assert np.allclose(val["tasks"]["t"]["probs"], [[0.85, 0.15], [0.5, 0.5], [0.35, 0.65]])
+    test = out["predictions"]["test"]["tasks"]["t"]["probs"]
+    assert np.allclose(test, [[0.55, 0.45], [0.325, 0.675]])
+    assert out["test"]["tasks"]["t"]["macro_f1"] == 1.0
+    unweighted = build_ensemble([m1, m2], weighted=False, temperature=True)
+    assert unweighted["weights"] == {"1": 0.5, "2": 0.5}
+    assert unweighted["temperatures"]["t"] != 1.0
+    with pytest.raises(ValidationFailed):
+        build_ensemble([m1], weighted=False, temperature=False)

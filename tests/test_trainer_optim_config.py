@@ -1,0 +1,134 @@
+"""LLRD parameter groups and the schedule against hand computations; the config's defaults and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from db.errors import ValidationFailed
+from tests.trainer_fixtures import tiny_encoder  # noqa: F401 (fixture)
+from trainer.config import TrainConfig, parse_set_option
+from trainer.data import TaskSpec
+from trainer.model import build_model
+from trainer.optim import build_optimizer, llrd_param_groups, warmup_linear_schedule
+
+
+def test_llrd_groups_by_hand(tiny_encoder: str) -> None:  # noqa: F811
+    model, _tok = build_model(
+        tiny_encoder,
+        [TaskSpec("a", ["x", "y"]), TaskSpec("b", ["p", "q", "r"])],
+        pooling="last4_mean",
+        head_layers=3,
+        head_hidden=16,
+        head_dropout=0.25,
+    )
+    lr, decay = 1e-3, 0.5
+    groups = llrd_param_groups(model, lr=lr, head_lr=5e-3, decay=decay, weight_decay=0.03)
+    by_name = {name: g for g in groups for name in g["names"]}
+    # The tiny encoder has 2 layers: embeddings lr·d², layer 0 lr·d, layer 1 (top) lr, pooler lr.
+    expected = {
+        "embeddings.word_embeddings.weight": lr * decay**2,
+        "encoder.layer.0.attention.self.query.weight": lr * decay,
+        "encoder.layer.1.output.dense.weight": lr,
+        "pooler.dense.weight": lr,
+    }
+    for name, rate in expected.items():
+        assert by_name[name]["lr"] == pytest.approx(rate), name
+        assert by_name[name]["weight_decay"] == 0.03
+    for name in (
+        "embeddings.LayerNorm.weight",
+        "encoder.layer.0.attention.self.query.bias",
+        "encoder.layer.1.output.LayerNorm.weight",
+    ):
+        assert by_name[name]["weight_decay"] == 0.0, name
+    assert by_name["heads.a.1.weight"]["lr"] == 5e-3 and by_name["heads.a.1.weight"]["weight_decay"] == 0.03
+    assert by_name["heads.b.7.bias"]["weight_decay"] == 0.0
+    # Every trainable parameter is in exactly one group.
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == sum(1 for p in model.parameters() if p.requires_grad)
+    optimizer = build_optimizer(
+        model, lr=lr, head_lr=None, decay=decay, weight_decay=0.03, device=torch.device("cpu")
+    )
+    head_group = next(g for g in optimizer.param_groups if g["group"] == "heads")
+    assert head_group["lr"] == lr  # head_lr None: heads learn at the top rate
+
+
+def test_warmup_then_linear_decay() -> None:
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    sched = warmup_linear_schedule(opt, total_steps=10, warmup_ratio=0.2)  # 2 warm-up steps
+    rates = []
+    for _ in range(10):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates == pytest.approx([1 / 3, 2 / 3, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8])
+
+
+def test_config_defaults_follow_the_recipe() -> None:
+    c = TrainConfig()
+    assert (c.encoder, c.pooling, c.head_layers, c.head_hidden, c.head_dropout) == (
+        "bert-base-multilingual-cased",
+        "last4_mean",
+        3,
+        768,
+        0.25,
+    )
+    assert (c.lr, c.weight_decay, c.batch_size, c.grad_accum, c.max_length, c.patience) == (
+        2.5e-5,
+        0.03,
+        12,
+        4,
+        320,
+        8,
+    )
+    assert c.group_by_length and c.rdrop_alpha > 0 and c.focal_gamma > 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"pooling": "max"}, "config.pooling"),
+        ({"lr": 0}, "config.lr"),
+        ({"batch_size": 0}, "config.batch_size"),
+        ({"head_dropout": 1.5}, "config.head_dropout"),
+        ({"tasks": []}, "config.tasks"),
+        ({"oversample": "yes"}, "config.oversample"),
+        ({"class_label_smoothing": {"message": {"other": 0.9}}}, "config.class_label_smoothing"),
+        ({"no_such_key": 1}, "config.no_such_key"),
+    ],
+)
+def test_config_rejects_bad_values_naming_the_field(overrides: dict, field: str) -> None:
+    with pytest.raises(ValidationFailed) as err:
+        TrainConfig.from_dict(overrides)
+    assert err.value.field == field
+
+
+def test_config_yaml_round_trip_and_coercion(tmp_path: Path) -> None:
+    c = TrainConfig.from_dict(
+        {
+            "lr": "3e-5",
+            "epochs": 4.0,
+            "class_label_smoothing": {"message": {"other": 0.2}},
+            "tasks": ["bias", "message"],
+        }
+    )
+    assert c.lr == 3e-5 and c.epochs == 4 and isinstance(c.epochs, int)
+    c.save(tmp_path / "c.yaml")
+    assert TrainConfig.load(tmp_path / "c.yaml") == c
+    (tmp_path / "bad.yaml").write_text("- a list\n")
+    with pytest.raises(ValidationFailed):
+        TrainConfig.load(tmp_path / "bad.yaml")
+
+
+def test_set_option_parsing() -> None:
+    assert parse_set_option(["epochs=3", "oversample=true", "tasks=[bias, message]", "head_lr=null"]) == {
+        "epochs": 3,
+        "oversample": True,
+        "tasks": ["bias", "message"],
+        "head_lr": None,
+    }
+    with pytest.raises(ValidationFailed):
+        parse_set_option(["epochs"])

@@ -1,0 +1,119 @@
+"""The training loop on a tiny random encoder: overfitting, early stopping, padding invariance, save/load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.trainer_fixtures import fast_config, synthetic_split, tiny_encoder  # noqa: F401 (fixture)
+from trainer.config import TrainConfig
+from trainer.data import encode, pad_batch
+from trainer.predict import RunPredictor, predict_encoded, predict_texts
+from trainer.train import TrainResult, save_artifacts, train_model
+
+
+@pytest.fixture(scope="module")
+def overfit(tiny_encoder: str) -> TrainResult:  # noqa: F811
+    """Two heads trained on 36 texts until they fit them (the recipe's loss: focal, R-Drop, LLRD)."""
+    config = fast_config(tiny_encoder, epochs=16, head_dropout=0.0, label_smoothing=0.0, rdrop_alpha=1.0)
+    data = synthetic_split()
+    # The loop restores the epoch with the best val macro-F1: validate on the training texts, so that the
+    # kept epoch is the one that fits them best.
+    data.val = data.train
+    return train_model(config, data)
+
+
+def test_overfits_both_heads_to_full_train_accuracy(overfit: TrainResult) -> None:
+    data = synthetic_split()
+    probs = predict_texts(overfit.model, overfit.tokenizer, [e.text for e in data.train], max_length=32)
+    for task in data.tasks:
+        predicted = [task.labels[k] for k in probs[task.name].argmax(axis=1)]
+        assert predicted == [e.labels[task.name] for e in data.train], task.name
+    assert overfit.curve[-1]["train_loss"] < 0.25 * overfit.curve[0]["train_loss"]
+    assert len(overfit.curve) == 16 and overfit.metrics["test"]["overall_macro_f1"] is not None
+    assert [row[0] for row in overfit.snapshot] == [e.sample_id for e in data.train]
+
+
+def test_save_and_load_give_the_same_predictions(overfit: TrainResult, tmp_path: Path) -> None:
+    out = save_artifacts(overfit, tmp_path / "run")
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "predictions_val.json",
+        "predictions_test.json",
+        "snapshot.json",
+        "model/model.json",
+        "model/heads.safetensors",
+        "model/encoder/config.json",
+    ):
+        assert (out / name).is_file(), name
+    assert TrainConfig.load(out / "config.yaml") == overfit.config
+    texts = ["red huge tax", "blue small", "a text the model never saw, much longer than the others " * 3]
+    before = predict_texts(overfit.model, overfit.tokenizer, texts, max_length=32)
+    loaded = RunPredictor(out / "model", device="cpu")
+    after = loaded.predict_proba(texts)
+    assert set(after) == {"color", "size"}
+    for task in before:
+        np.testing.assert_allclose(after[task], before[task], atol=1e-6)
+    # The saved test predictions are what the loaded model predicts on the test texts.
+    import json
+
+    saved = json.loads((out / "predictions_test.json").read_text())
+    test_texts = [e.text for e in synthetic_split().test]
+    np.testing.assert_allclose(
+        np.array(saved["tasks"]["size"]["probs"]), loaded.predict_proba(test_texts)["size"], atol=1e-5
+    )
+
+
+def test_dynamic_padding_predicts_like_fixed_padding(overfit: TrainResult) -> None:
+    data = synthetic_split()
+    encoded = encode(overfit.tokenizer, data.val, data.tasks, 32)
+    dynamic = predict_encoded(overfit.model, encoded, overfit.tokenizer.pad_token_id, batch_size=5)
+    batch = pad_batch(encoded.input_ids, overfit.tokenizer.pad_token_id, pad_to=32)
+    with torch.no_grad():
+        fixed = overfit.model(batch["input_ids"], batch["attention_mask"])
+    for task, probs in dynamic.items():
+        np.testing.assert_allclose(probs, torch.softmax(fixed[task], -1).numpy(), atol=1e-5)
+
+
+def test_early_stopping_keeps_the_best_epoch(tiny_encoder: str) -> None:  # noqa: F811
+    # A learning rate of ~0 leaves val macro-F1 flat: no epoch beats the first, so patience 2 stops at 3.
+    config = fast_config(tiny_encoder, epochs=10, patience=2, lr=1e-12, rdrop_alpha=0.0)
+    result = train_model(config, synthetic_split())
+    assert result.stopped_early and result.metrics["epochs_run"] == 3 and result.best_epoch == 1
+    assert [e["epoch"] for e in result.curve] == [1, 2, 3]
+    assert result.metrics["val"]["overall_macro_f1"] == pytest.approx(result.curve[0]["val_macro_f1"])
+
+
+def test_task_weights_must_name_tasks(tiny_encoder: str) -> None:  # noqa: F811
+    from db.errors import ValidationFailed
+
+    with pytest.raises(ValidationFailed):
+        train_model(fast_config(tiny_encoder, task_weights={"nope": 1.0}), synthetic_split())
+
+
+def test_oversampling_and_curriculum_shape_each_epoch(tiny_encoder: str) -> None:  # noqa: F811
+    data = synthetic_split()
+    for i, example in enumerate(data.train):
+        example.labels["color"] = "blue" if i < 6 else "red"  # 6 blue vs 30 red
+    config = fast_config(
+        tiny_encoder,
+        epochs=3,
+        oversample=True,
+        oversample_power=1.0,
+        oversample_max=5,
+        curriculum=True,
+        curriculum_start=0.5,
+        curriculum_epochs=2,
+        group_by_length=False,
+        class_weights=False,
+        rdrop_alpha=0.0,
+        max_length=24,
+    )
+    result = train_model(config, data)
+    seen = [entry["train_samples"] for entry in result.curve]
+    assert seen[2] == 30 + 6 * 5  # every blue text repeated 5 times (30 / 6, capped at 5)
+    assert seen[0] < seen[1] < seen[2]  # the easiest half first, then three quarters, then all

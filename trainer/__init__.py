@@ -1,0 +1,1 @@
+"""The bundled multi-task trainer: config, data, model, losses, loop, metrics, ensembles."""

@@ -1,0 +1,248 @@
+"""From the database to padded batches: examples per split, tokenisation, length-grouped batches.
+
+Train is the training view (train-split originals + approved variants and pseudo-labels, db.datasets.
+training_samples); val and test are originals only. Texts are tokenised once without padding; each batch is
+padded to its own longest member, and batches are formed from length-sorted chunks so that members have
+similar
+lengths: on short social-media posts this is where most of the CPU time of "pad everything to 320" goes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from db.errors import ValidationFailed
+
+IGNORE = -100  # the label index of "this sample has no label for this task": the head does not train on it
+SORT_CHUNK_BATCHES = 50  # length-sort within chunks of this many batches, so batch order stays random
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    labels: list[str]
+
+
+@dataclass
+class Example:
+    text: str
+    labels: dict[str, str]  # task → label; a task may be missing
+    sample_id: int | None = None
+    content_hash: str | None = None
+    difficulty: float | None = None  # curriculum: 0 easy … 1 hard; None falls back to length
+
+
+@dataclass
+class SplitData:
+    tasks: list[TaskSpec]
+    train: list[Example]
+    val: list[Example]
+    test: list[Example]
+    dataset: str = ""
+
+    def snapshot(self) -> list[list[Any]]:
+        """What the run trained on, to compare and reproduce runs: [sample_id, content_hash] per example."""
+        return [[e.sample_id, e.content_hash] for e in self.train]
+
+
+def load_split_data(session: Any, dataset: Any, tasks: list[str] | None = None) -> SplitData:
+    """Read the training view and the val/test originals; samples without any chosen task are dropped."""
+    from db.datasets import samples_for_view, training_samples
+
+    known = dataset.task_names()
+    chosen = tasks or known
+    unknown = [t for t in chosen if t not in known]
+    if unknown:
+        raise ValidationFailed(
+            f"dataset {dataset.name!r} has tasks {known}; unknown: {unknown}", field="config.tasks"
+        )
+    specs = [TaskSpec(t, dataset.labels_of(t)) for t in chosen]
+
+    def convert(samples: Any) -> list[Example]:
+        out = []
+        for s in samples:
+            labels = {t: label for t, label in s.labels.items() if t in chosen}
+            if not labels:  # unlabelled texts wait for pseudo-labelling; they train nothing
+                continue
+            difficulty = 1.0 - s.label_consistency if s.label_consistency is not None else None
+            out.append(Example(s.text, labels, s.id, s.content_hash, difficulty))
+        return out
+
+    train = convert(training_samples(session, dataset))
+    val = convert(samples_for_view(session, dataset, {"original"}, splits={"val"}))
+    test = convert(samples_for_view(session, dataset, {"original"}, splits={"test"}))
+    if not train:
+        raise ValidationFailed(f"dataset {dataset.name!r} has no labelled training samples", field="dataset")
+    if not val:
+        raise ValidationFailed(
+            f"dataset {dataset.name!r} has no labelled validation samples (split 'val')", field="dataset"
+        )
+    return SplitData(specs, train, val, test, dataset.name)
+
+
+def subsample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+    if n is None or n >= len(examples):
+        return examples
+    picked = sorted(random.Random(seed).sample(range(len(examples)), n))
+    return [examples[i] for i in picked]
+
+
+@dataclass
+class Encoded:
+    """Token ids (unpadded) and a (N, tasks) label matrix with IGNORE where a label is missing."""
+
+    input_ids: list[list[int]]
+    labels: torch.Tensor
+    lengths: np.ndarray
+    sample_ids: list[int | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def label_matrix(examples: list[Example], tasks: list[TaskSpec]) -> torch.Tensor:
+    index = [{label: i for i, label in enumerate(t.labels)} for t in tasks]
+    rows = [[index[j].get(e.labels.get(t.name, ""), IGNORE) for j, t in enumerate(tasks)] for e in examples]
+    return torch.tensor(rows, dtype=torch.long).reshape(len(examples), len(tasks))
+
+
+def tokenize(tokenizer: Any, texts: list[str], max_length: int, chunk: int = 1024) -> list[list[int]]:
+    ids: list[list[int]] = []
+    for start in range(0, len(texts), chunk):
+        out = tokenizer(texts[start : start + chunk], truncation=True, max_length=max_length, padding=False)
+        ids.extend(out["input_ids"])
+    return ids
+
+
+def encode(tokenizer: Any, examples: list[Example], tasks: list[TaskSpec], max_length: int) -> Encoded:
+    ids = tokenize(tokenizer, [e.text for e in examples], max_length)
+    return Encoded(
+        ids,
+        label_matrix(examples, tasks),
+        np.array([len(x) for x in ids], dtype=np.int64),
+        [e.sample_id for e in examples],
+    )
+
+
+def pad_batch(input_ids: list[list[int]], pad_id: int, pad_to: int | None = None) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest sequence (dynamic) or to `pad_to` (the fixed-length baseline)."""
+    width = pad_to or max(len(x) for x in input_ids)
+    ids = torch.full((len(input_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(input_ids), width), dtype=torch.long)
+    for i, seq in enumerate(input_ids):
+        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[i, : len(seq)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def length_grouped_batches(
+    indices: list[int], lengths: np.ndarray, batch_size: int, rng: random.Random
+) -> list[list[int]]:
+    """Shuffle, length-sort within chunks of SORT_CHUNK_BATCHES batches, cut into batches, shuffle those.
+
+    Sorting only within chunks keeps epochs different from one another while batches stay length-homogeneous.
+    """
+    order = list(indices)
+    rng.shuffle(order)
+    chunk = batch_size * SORT_CHUNK_BATCHES
+    batches: list[list[int]] = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: -int(lengths[i]))
+        batches.extend(part[k : k + batch_size] for k in range(0, len(part), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def random_batches(indices: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    order = list(indices)
+    rng.shuffle(order)
+    return [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+
+
+def oversample_factors(labels: torch.Tensor, power: float, cap: int) -> list[int]:
+    """Repeats per example: (largest class / the example's rarest class) ** power, at most `cap`, at least 1.
+
+    An example counts by its rarest label over tasks, so a rare `message` class is repeated even when its
+    `bias` label is common.
+    """
+    n, n_tasks = labels.shape
+    factors = [1.0] * n
+    for j in range(n_tasks):
+        col = labels[:, j].tolist()
+        counts = Counter(c for c in col if c != IGNORE)
+        if not counts:
+            continue
+        biggest = max(counts.values())
+        for i, c in enumerate(col):
+            if c != IGNORE:
+                factors[i] = max(factors[i], (biggest / counts[c]) ** power)
+    return [max(1, min(cap, round(f))) for f in factors]
+
+
+def difficulty_scores(examples: list[Example], lengths: np.ndarray) -> np.ndarray:
+    """Given scores where known (1 − a previous model's p(label)); else the length percentile (long: hard)."""
+    n = len(examples)
+    ranks = np.empty(n)
+    ranks[np.argsort(lengths, kind="stable")] = np.arange(n) / max(n - 1, 1)
+    return np.array([e.difficulty if e.difficulty is not None else ranks[i] for i, e in enumerate(examples)])
+
+
+class TrainBatches:
+    """The batches of each epoch: oversampling repeats, curriculum subset, length-grouped or random order."""
+
+    def __init__(
+        self,
+        encoded: Encoded,
+        examples: list[Example],
+        *,
+        batch_size: int,
+        group_by_length: bool,
+        seed: int,
+        oversample: bool = False,
+        oversample_power: float = 0.5,
+        oversample_max: int = 4,
+        curriculum: bool = False,
+        curriculum_start: float = 0.5,
+        curriculum_epochs: int = 3,
+    ) -> None:
+        self.encoded = encoded
+        self.batch_size = batch_size
+        self.group_by_length = group_by_length
+        self.seed = seed
+        self.curriculum = curriculum
+        self.curriculum_start = curriculum_start
+        self.curriculum_epochs = curriculum_epochs
+        factors = (
+            oversample_factors(encoded.labels, oversample_power, oversample_max)
+            if oversample
+            else [1] * len(encoded)
+        )
+        self.pool = [i for i, f in enumerate(factors) for _ in range(f)]
+        self.easy_order = np.argsort(difficulty_scores(examples, encoded.lengths), kind="stable")
+
+    def fraction(self, epoch: int) -> float:
+        """Competence-style schedule: the easiest `start` share first, growing linearly to all data."""
+        if not self.curriculum or epoch >= self.curriculum_epochs:
+            return 1.0
+        return self.curriculum_start + (1 - self.curriculum_start) * epoch / self.curriculum_epochs
+
+    def epoch(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(self.seed * 1_000_003 + epoch)
+        pool = self.pool
+        frac = self.fraction(epoch)
+        if frac < 1.0:
+            keep = set(self.easy_order[: max(1, math.ceil(frac * len(self.easy_order)))].tolist())
+            pool = [i for i in pool if i in keep]
+        if self.group_by_length:
+            return length_grouped_batches(pool, self.encoded.lengths, self.batch_size, rng)
+        return random_batches(pool, self.batch_size, rng)
+
+    def max_batches_per_epoch(self) -> int:
+        return math.ceil(len(self.pool) / self.batch_size)

@@ -1,0 +1,164 @@
+"""A shared transformer encoder with one MLP head per task; saved and loaded with `save_pretrained`.
+
+Layout of a saved model directory:
+    encoder/          the encoder and its tokenizer (save_pretrained; loads with AutoModel/AutoTokenizer)
+    heads.safetensors the heads' weights
+    model.json        tasks and label sets, pooling, head shape, max length: everything needed to rebuild
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainer.data import TaskSpec
+
+
+class TaskHead(nn.Sequential):
+    """`layers` linear layers (width `hidden`, GELU, dropout before each) ending in the task's classes."""
+
+    def __init__(self, in_dim: int, n_classes: int, layers: int, hidden: int, dropout: float) -> None:
+        modules: list[nn.Module] = []
+        width = in_dim
+        for _ in range(layers - 1):
+            modules += [nn.Dropout(dropout), nn.Linear(width, hidden), nn.GELU()]
+            width = hidden
+        modules += [nn.Dropout(dropout), nn.Linear(width, n_classes)]
+        super().__init__(*modules)
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real tokens only: padding must not change the representation (dynamic vs fixed padding)."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class MultiTaskModel(nn.Module):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        tasks: list[TaskSpec],
+        *,
+        pooling: str = "last4_mean",
+        head_layers: int = 3,
+        head_hidden: int = 768,
+        head_dropout: float = 0.25,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.tasks = tasks
+        self.pooling = pooling
+        self.head_shape = {
+            "head_layers": head_layers,
+            "head_hidden": head_hidden,
+            "head_dropout": head_dropout,
+        }
+        dim = int(encoder.config.hidden_size)
+        self.heads = nn.ModuleDict(
+            {t.name: TaskHead(dim, len(t.labels), head_layers, head_hidden, head_dropout) for t in tasks}
+        )
+
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        want_layers = self.pooling == "last4_mean"
+        out = self.encoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            output_hidden_states=want_layers,
+            return_dict=True,
+        )
+        if self.pooling == "cls":
+            return out.last_hidden_state[:, 0]
+        if self.pooling == "mean":
+            return masked_mean(out.last_hidden_state, attention_mask)
+        # Mean of the last four layers (fewer when the encoder is shallower), then a masked mean over tokens.
+        layers = torch.stack(out.hidden_states[-4:], dim=0).mean(dim=0)
+        return masked_mean(layers, attention_mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        pooled = self.pool(input_ids, attention_mask)
+        return {name: head(pooled) for name, head in self.heads.items()}
+
+    # Persistence -------------------------------------------------------------------------------
+
+    def meta(self, max_length: int) -> dict[str, Any]:
+        return {
+            "tasks": [{"name": t.name, "labels": t.labels} for t in self.tasks],
+            "pooling": self.pooling,
+            "max_length": max_length,
+            **self.head_shape,
+        }
+
+    def save(self, out_dir: Path, tokenizer: Any, max_length: int) -> None:
+        from safetensors.torch import save_file
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.encoder.save_pretrained(out_dir / "encoder")
+        tokenizer.save_pretrained(out_dir / "encoder")
+        heads = {k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()}
+        save_file(heads, str(out_dir / "heads.safetensors"))
+        (out_dir / "model.json").write_text(json.dumps(self.meta(max_length), indent=2), encoding="utf-8")
+
+
+def load_encoder(name_or_path: str | Path) -> tuple[nn.Module, Any]:
+    """The encoder and its tokenizer, by hub name or local directory (one path for real and tiny models)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from db.errors import ValidationFailed
+
+    name_or_path = str(name_or_path)  # a Path works too
+    if name_or_path.startswith(("/", "./", "../", "~")) and not Path(name_or_path).expanduser().is_dir():
+        raise ValidationFailed(f"encoder directory {name_or_path!r} does not exist", field="config.encoder")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        encoder = AutoModel.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:  # not a directory, not on the hub, hub unreachable, not an encoder
+        raise ValidationFailed(
+            f"cannot load encoder {name_or_path!r}: {err}", field="config.encoder"
+        ) from err
+    return encoder, tokenizer
+
+
+def build_model(
+    encoder_name: str,
+    tasks: list[TaskSpec],
+    *,
+    pooling: str,
+    head_layers: int,
+    head_hidden: int,
+    head_dropout: float,
+) -> tuple[MultiTaskModel, Any]:
+    encoder, tokenizer = load_encoder(encoder_name)
+    model = MultiTaskModel(
+        encoder,
+        tasks,
+        pooling=pooling,
+        head_layers=head_layers,
+        head_hidden=head_hidden,
+        head_dropout=head_dropout,
+    )
+    return model, tokenizer
+
+
+def load_model(model_dir: Path) -> tuple[MultiTaskModel, Any, dict[str, Any]]:
+    """Rebuild a saved model: same encoder weights, same heads, same tokenizer → the same predictions."""
+    from safetensors.torch import load_file
+
+    model_dir = Path(model_dir)
+    meta = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+    tasks = [TaskSpec(t["name"], list(t["labels"])) for t in meta["tasks"]]
+    model, tokenizer = build_model(
+        str(model_dir / "encoder"),
+        tasks,
+        pooling=meta["pooling"],
+        head_layers=meta["head_layers"],
+        head_hidden=meta["head_hidden"],
+        head_dropout=meta["head_dropout"],
+    )
+    model.heads.load_state_dict(load_file(str(model_dir / "heads.safetensors")))
+    model.eval()
+    return model, tokenizer, meta

@@ -1,0 +1,193 @@
+"""Inference: batched, length-sorted, dynamically padded; for a trained model, a saved run, or an ensemble.
+
+A process-wide cache keeps the last few loaded models, so the API's predict endpoint loads a run once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainer.data import Encoded, TaskSpec, pad_batch, tokenize
+
+
+def available_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("config.device is 'cuda' but no CUDA device is available")
+    return torch.device(device)
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU supports it (no loss scaling needed), else fp16; full precision on CPU by default,
+    where bf16 autocast is slower than fp32 on most processors."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+@torch.no_grad()
+def predict_encoded(
+    model: torch.nn.Module,
+    encoded: Encoded,
+    pad_id: int,
+    *,
+    batch_size: int = 64,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Probabilities per task, (N, K) each, in the input order; batches are made of length-sorted texts."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    n = len(encoded)
+    if n == 0:
+        return {t.name: np.zeros((0, len(t.labels)), dtype=np.float32) for t in model.tasks}  # type: ignore[attr-defined]
+    order = np.argsort(-encoded.lengths, kind="stable")
+    chunks: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        batch = pad_batch([encoded.input_ids[i] for i in idx], pad_id)
+        with autocast(device, dtype):
+            logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        for task, value in logits.items():
+            chunks.setdefault(task, []).append(torch.softmax(value.float(), dim=-1).cpu().numpy())
+        if on_batch:
+            on_batch(min(start + batch_size, n), n)
+    out: dict[str, np.ndarray] = {}
+    for task, parts in chunks.items():
+        probs = np.concatenate(parts, axis=0)
+        restored = np.empty_like(probs)
+        restored[order] = probs
+        out[task] = restored
+    return out
+
+
+def predict_texts(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    texts: list[str],
+    *,
+    max_length: int,
+    batch_size: int = 64,
+    dtype: torch.dtype | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    ids = tokenize(tokenizer, texts, max_length)
+    encoded = Encoded(ids, torch.empty((len(ids), 0), dtype=torch.long), np.array([len(x) for x in ids]))
+    return predict_encoded(
+        model, encoded, tokenizer.pad_token_id, batch_size=batch_size, dtype=dtype, on_batch=on_batch
+    )
+
+
+class RunPredictor:
+    """A saved run loaded for inference."""
+
+    def __init__(self, model_dir: Path, device: str = "auto") -> None:
+        from trainer.model import load_model
+
+        self.device = resolve_device(device)
+        self.model, self.tokenizer, self.meta = load_model(Path(model_dir))
+        self.model.to(self.device)
+        self.tasks = [TaskSpec(t["name"], list(t["labels"])) for t in self.meta["tasks"]]
+        self.dtype = amp_dtype("auto", self.device)
+
+    def predict_proba(
+        self, texts: list[str], batch_size: int = 64, on_batch: Callable[[int, int], None] | None = None
+    ) -> dict[str, np.ndarray]:
+        return predict_texts(
+            self.model,
+            self.tokenizer,
+            texts,
+            max_length=int(self.meta["max_length"]),
+            batch_size=batch_size,
+            dtype=self.dtype,
+            on_batch=on_batch,
+        )
+
+
+class EnsemblePredictor:
+    """Members' probabilities averaged per task (with weights), then per-task temperature scaling."""
+
+    def __init__(
+        self, members: list[RunPredictor], weights: list[float], temperatures: dict[str, float]
+    ) -> None:
+        from trainer.ensemble import check_same_tasks
+
+        check_same_tasks([m.tasks for m in members])
+        self.members = members
+        self.weights = weights
+        self.temperatures = temperatures
+        self.tasks = members[0].tasks
+
+    def predict_proba(
+        self, texts: list[str], batch_size: int = 64, on_batch: Callable[[int, int], None] | None = None
+    ) -> dict[str, np.ndarray]:
+        from trainer.ensemble import apply_temperature, average_probs
+
+        outputs = []
+        for k, member in enumerate(self.members):
+            report = (lambda d, t, k=k: on_batch(k * t + d, t * len(self.members))) if on_batch else None
+            outputs.append(member.predict_proba(texts, batch_size, on_batch=report))
+        mean = average_probs(outputs, self.weights)
+        return {task: apply_temperature(p, self.temperatures.get(task, 1.0)) for task, p in mean.items()}
+
+
+def probs_to_json(tasks: list[TaskSpec], probs: dict[str, np.ndarray]) -> list[dict[str, dict[str, float]]]:
+    n = len(next(iter(probs.values()))) if probs else 0
+    return [
+        {
+            t.name: {label: round(float(probs[t.name][i, k]), 6) for k, label in enumerate(t.labels)}
+            for t in tasks
+        }
+        for i in range(n)
+    ]
+
+
+_cache: OrderedDict[str, Any] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def cached_predictor(key: str, build: Callable[[], Any], capacity: int = 2) -> Any:
+    """Load once per process (per key: model id + artifact location), keeping the `capacity` most recent."""
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        predictor = build()  # under the lock: two requests must not load the same large model twice
+        _cache[key] = predictor
+        while len(_cache) > max(1, capacity):
+            _cache.popitem(last=False)
+        return predictor
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def read_predictions(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

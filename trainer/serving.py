@@ -1,0 +1,152 @@
+"""Serving trained models: a run or an ensemble loaded for prediction (cached per process), pseudo-labelling.
+
+Reads happen in a short read-only transaction, prediction with none open, writes in one final transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from augloop.settings import get_settings
+from db import training_runs as db_runs
+from db.datasets import get_dataset
+from db.errors import ValidationFailed
+from db.models import Dataset, JobStatus
+from db.session import readonly_engine, session_scope
+from trainer.predict import EnsemblePredictor, RunPredictor, cached_predictor, probs_to_json
+from trainer.runs import FinishFn, ProgressFn
+
+# Models for prediction (a run or an ensemble) -----------------------------------------------------
+
+
+@dataclass
+class ModelSpec:
+    id: int
+    kind: str
+    dataset_id: int
+    model_dirs: list[str]
+    weights: list[float] = field(default_factory=list)
+    temperatures: dict[str, float] = field(default_factory=dict)
+    finished_at: str = ""
+
+    @property
+    def cache_key(self) -> str:
+        return f"{self.id}@{self.finished_at}:{'|'.join(self.model_dirs)}"
+
+
+def model_spec(session: Session, model_id: int, *, field_name: str = "model_id") -> ModelSpec:
+    run = db_runs.get_run(session, model_id, field=field_name)
+    if run.status != JobStatus.succeeded:
+        raise ValidationFailed(
+            f"run {model_id} is {run.status}; only finished runs predict", field=field_name
+        )
+    if run.kind == "ensemble":
+        members = [db_runs.get_run(session, int(m), field=field_name) for m in run.member_ids]
+        weights = [float(run.config.get("weights", {}).get(str(m.id), 1.0)) for m in members]
+        dirs = [str(Path(m.artifact_dir or "") / "model") for m in members]
+        temps = {k: float(v) for k, v in run.config.get("temperatures", {}).items()}
+    else:
+        dirs, weights, temps = [str(Path(run.artifact_dir or "") / "model")], [1.0], {}
+    for d in dirs:
+        if not (Path(d) / "model.json").is_file():
+            raise ValidationFailed(f"the saved model of run {model_id} is missing ({d})", field=field_name)
+    return ModelSpec(
+        run.id,
+        run.kind,
+        run.dataset_id,
+        dirs,
+        weights,
+        temps,
+        run.finished_at.isoformat() if run.finished_at else "",
+    )
+
+
+def load_predictor(spec: ModelSpec) -> RunPredictor | EnsemblePredictor:
+    settings = get_settings()
+
+    def build() -> RunPredictor | EnsemblePredictor:
+        if settings.trainer_threads > 0:
+            import torch
+
+            torch.set_num_threads(settings.trainer_threads)
+        members = [RunPredictor(Path(d)) for d in spec.model_dirs]
+        if spec.kind == "ensemble":
+            return EnsemblePredictor(members, spec.weights, spec.temperatures)
+        return members[0]
+
+    return cached_predictor(spec.cache_key, build, capacity=settings.trainer_model_cache)
+
+
+# Pseudo-labels -------------------------------------------------------------------------------------
+
+
+def execute_pseudo_labels(
+    engine: Engine,
+    dataset_name: str,
+    model_id: int,
+    threshold: float,
+    *,
+    job_id: int | None = None,
+    progress: ProgressFn | None = None,
+    finish: FinishFn | None = None,
+) -> dict[str, Any]:
+    """Label the dataset's unlabelled train texts with a run or ensemble; confident ones become pending.
+
+    Confidence of a text = the minimum over tasks of the top probability: every label it gets must be sure.
+    """
+    emit = progress or (lambda _e: None)
+    with session_scope(readonly_engine(engine)) as session:
+        dataset = get_dataset(session, dataset_name)
+        spec = model_spec(session, model_id)
+        if spec.dataset_id != dataset.id:
+            raise ValidationFailed(f"run {model_id} was trained on another dataset", field="model_id")
+        texts = db_runs.unlabelled_texts(session, dataset.id)
+        dataset_id = dataset.id
+    predictor = load_predictor(spec)
+    probs = predictor.predict_proba(
+        [t.text for t in texts], on_batch=lambda d, n: emit({"event": "predict", "done": d, "total": n})
+    )
+    as_json = probs_to_json(predictor.tasks, probs) if texts else []
+    items = []
+    for i, text in enumerate(texts):
+        top = {t.name: int(np.argmax(probs[t.name][i])) for t in predictor.tasks}
+        confidence = min(float(probs[t.name][i, top[t.name]]) for t in predictor.tasks)
+        if confidence >= threshold:
+            items.append(
+                db_runs.PseudoLabel(
+                    text.id,
+                    text.content_hash,
+                    text.text,
+                    {t.name: t.labels[top[t.name]] for t in predictor.tasks},
+                    confidence,
+                    as_json[i],
+                )
+            )
+    with session_scope(engine) as session:
+        dataset = session.get_one(Dataset, dataset_id)
+        created = db_runs.add_pseudo_labels(
+            session,
+            dataset,
+            items,
+            model_id=model_id,
+            model_name=f"augloop-run:{model_id}",
+            threshold=threshold,
+            job_id=job_id,
+        )
+        result = {
+            "dataset": dataset_name,
+            "model_id": model_id,
+            "threshold": threshold,
+            "unlabelled": len(texts),
+            "above_threshold": len(items),
+            "created": created,
+        }
+        if finish:
+            finish(session, result)
+    return result

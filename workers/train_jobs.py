@@ -1,0 +1,100 @@
+"""Job kinds of the trainer: `train` (one training run), `pseudo_label` (label unlabelled texts with a model).
+
+Ensembles need no job: they combine the probabilities that finished runs saved (milliseconds of numpy), so
+the API builds them in the request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from db.errors import DomainError
+from db.models import JobStatus
+from db.queue import LeaseLost
+from workers.registry import JobCancelled, JobContext, PermanentJobError, handler
+
+
+def _progress(ctx: JobContext, epochs: int) -> Any:
+    def on_event(event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "start":
+            ctx.report(
+                done=0,
+                total=epochs,
+                phase="training",
+                train_samples=event["train_samples"],
+                device=event["device"],
+            )
+        elif kind == "batch":
+            ctx.report(
+                epoch=event["epoch"], batch=event["batch"], batches=event["batches"], loss=event["loss"]
+            )
+        elif kind == "epoch":
+            ctx.report(
+                done=event["epoch"],
+                epoch=event["epoch"],
+                loss=event["train_loss"],
+                val_macro_f1=event["val_macro_f1"],
+                best_val_macro_f1=event["best_val_macro_f1"],
+            )
+        elif kind == "scoring":
+            ctx.report(phase="scoring pending variants", scored=event["done"], to_score=event["total"])
+        else:
+            ctx.check_cancelled()
+
+    return on_event
+
+
+@handler("train")
+def run_train(ctx: JobContext) -> dict[str, Any]:
+    from sqlalchemy.orm import Session
+
+    from db.models import TrainingRun
+    from trainer.runs import execute_run, record_end
+
+    run_id = int(ctx.params["run_id"])
+    with Session(bind=ctx.engine) as session:
+        run = session.get(TrainingRun, run_id)
+        if run is None:
+            raise PermanentJobError(f"training run {run_id} no longer exists")
+        epochs = int(run.config.get("epochs", 1))
+    try:
+        return execute_run(
+            ctx.engine,
+            run_id,
+            job_id=ctx.job_id,
+            progress=_progress(ctx, epochs),
+            finish=lambda session, result: ctx.complete_in(session, result),
+        )
+    except JobCancelled:
+        record_end(ctx.engine, run_id, JobStatus.cancelled, "cancelled")
+        raise
+    except LeaseLost:
+        raise  # another worker owns the job (and the run) now
+    except DomainError as err:  # bad config or data, an encoder that cannot load: a retry cannot fix it
+        record_end(ctx.engine, run_id, JobStatus.failed, err.message)
+        raise PermanentJobError(err.message) from err
+    except Exception as err:
+        record_end(ctx.engine, run_id, JobStatus.failed, f"{type(err).__name__}: {err}")
+        raise
+
+
+@handler("pseudo_label")
+def run_pseudo_label(ctx: JobContext) -> dict[str, Any]:
+    from trainer.serving import execute_pseudo_labels
+
+    def on_event(event: dict[str, Any]) -> None:
+        ctx.report(done=event.get("done"), total=event.get("total"), phase="predicting")
+
+    try:
+        return execute_pseudo_labels(
+            ctx.engine,
+            ctx.params["dataset"],
+            int(ctx.params["model_id"]),
+            float(ctx.params["threshold"]),
+            job_id=ctx.job_id,
+            progress=on_event,
+            finish=lambda session, result: ctx.complete_in(session, result),
+        )
+    except DomainError as err:
+        raise PermanentJobError(err.message) from err
