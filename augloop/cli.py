@@ -20,6 +20,7 @@ app = typer.Typer(help="augloop: augment minority classes, review variants, trai
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(__import__("augloop.cli_train", fromlist=["train_app"]).train_app)  # train, ensemble, runs
+app.add_typer(__import__("augloop.cli_augment", fromlist=["augment_app"]).augment_app, name="augment")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -255,7 +256,7 @@ def worker(
 @app.command()
 def ui(port: Annotated[Optional[int], typer.Option(help="Port")] = None) -> None:
     """Run the review UI (Streamlit); it talks to the API at AUGLOOP_API_URL."""
-    import subprocess
+    import os
 
     from review_ui import APP_PATH
 
@@ -263,7 +264,8 @@ def ui(port: Annotated[Optional[int], typer.Option(help="Port")] = None) -> None
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP_PATH), "--server.headless=true",
            f"--server.port={port or settings.ui_port}", f"--server.address={settings.ui_host}",
            "--browser.gatherUsageStats=false"]
-    raise typer.Exit(subprocess.call(cmd))
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)  # become Streamlit: signals (Ctrl-C, SIGTERM) reach it directly
 
 
 @app.command()

