@@ -15,12 +15,13 @@ from api.schemas import ErrorRead
 from api.routes import datasets, health, jobs, tokens
 from api.routes import reviews
 from api.routes import training
+from api.routes import impact
 from augloop import __version__
 from augloop.settings import Settings, get_settings
 from db.session import get_engine
 
 API_PREFIX = "/api/v1"
-ROUTERS: list[Any] = [datasets.router, jobs.router, tokens.router, reviews.router, training.router]
+ROUTERS: list[Any] = [datasets.router, jobs.router, tokens.router, reviews.router, training.router, impact.router]
 
 
 class BodySizeLimit:

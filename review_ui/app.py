@@ -37,6 +37,7 @@ else:
         st.Page(PAGES / "datasets.py", title="Datasets", icon=":material/bar_chart:"),
         st.Page(PAGES / "jobs.py", title="Jobs", icon=":material/settings:"),
         st.Page(PAGES / "training.py", title="Training", icon=":material/model_training:"),
+        st.Page(PAGES / "impact.py", title="Impact", icon=":material/insights:"),
     ]
     admin = (
         [st.Page(PAGES / "tokens.py", title="Tokens", icon=":material/key:")]

@@ -139,6 +139,12 @@ class ApiClient:
     def start_training(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.post("/training-runs", body)
 
+    def impact_reports(self, dataset: str) -> list[dict[str, Any]]:
+        return self.get(f"/datasets/{dataset}/impact-reports")
+
+    def start_impact_report(self, dataset: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post(f"/datasets/{dataset}/impact-reports", body)
+
     def tokens(self) -> list[dict[str, Any]]:
         return self.get("/tokens")
 

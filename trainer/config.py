@@ -20,6 +20,7 @@ from db.errors import ValidationFailed
 POOLINGS = ("last4_mean", "cls", "mean")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 DEVICES = ("auto", "cpu", "cuda")
+VARIANT_MODES = ("approved", "none")
 
 
 @dataclass
@@ -45,6 +46,8 @@ class TrainConfig:
     curriculum: bool = False  # easy → hard: start with the easiest fraction, grow to all data
     curriculum_start: float = 0.5
     curriculum_epochs: int = 3
+    variants: str = "approved"  # which variants join the train view: "approved" or "none" (originals only)
+    exclude_methods: list[str] = field(default_factory=list)  # approved variants of these methods stay out
 
     # Loss
     focal_gamma: float = 2.0
@@ -124,6 +127,12 @@ class TrainConfig:
             bad("lr", "must be a number in (0, 1)")
         if self.head_lr is not None and (not _finite(self.head_lr) or not 0 < self.head_lr < 1):
             bad("head_lr", "must be a number in (0, 1) or null")
+        if self.variants not in VARIANT_MODES:
+            bad("variants", f"must be one of {', '.join(VARIANT_MODES)}")
+        if not isinstance(self.exclude_methods, list) or not all(
+            isinstance(m, str) and m for m in self.exclude_methods
+        ):
+            bad("exclude_methods", "must be a list of augmentation method names")
         if self.tasks is not None and (
             not isinstance(self.tasks, list)
             or not self.tasks

@@ -52,8 +52,19 @@ class SplitData:
         return [[e.sample_id, e.content_hash] for e in self.train]
 
 
-def load_split_data(session: Any, dataset: Any, tasks: list[str] | None = None) -> SplitData:
-    """Read the training view and the val/test originals; samples without any chosen task are dropped."""
+def load_split_data(
+    session: Any,
+    dataset: Any,
+    tasks: list[str] | None = None,
+    *,
+    variants: str = "approved",
+    exclude_methods: list[str] | None = None,
+) -> SplitData:
+    """Read the training view and the val/test originals; samples without any chosen task are dropped.
+
+    `variants="none"` trains on the originals only and `exclude_methods` leaves out the approved variants of
+    those augmentation methods: the arms of an impact report (originals only, leave one method out).
+    """
     from db.datasets import samples_for_view, training_samples
 
     known = dataset.task_names()
@@ -75,7 +86,12 @@ def load_split_data(session: Any, dataset: Any, tasks: list[str] | None = None) 
             out.append(Example(s.text, labels, s.id, s.content_hash, difficulty))
         return out
 
-    train = convert(training_samples(session, dataset))
+    excluded = set(exclude_methods or [])
+    train = convert(
+        s
+        for s in training_samples(session, dataset)
+        if s.origin == "original" or (variants != "none" and s.method not in excluded)
+    )
     val = convert(samples_for_view(session, dataset, {"original"}, splits={"val"}))
     test = convert(samples_for_view(session, dataset, {"original"}, splits={"test"}))
     if not train:

@@ -116,7 +116,13 @@ def execute_run(
         run = db_runs.mark_running(session, run_id, job_id)
         dataset = session.get_one(Dataset, run.dataset_id)
         config = TrainConfig.from_dict(run.config)
-        data = load_split_data(session, dataset, config.tasks)
+        data = load_split_data(
+            session,
+            dataset,
+            config.tasks,
+            variants=config.variants,
+            exclude_methods=config.exclude_methods,
+        )
         dataset_id = dataset.id
     if config.num_threads is None and get_settings().trainer_threads > 0:
         config = config.with_overrides({"num_threads": get_settings().trainer_threads})

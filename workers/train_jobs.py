@@ -50,7 +50,6 @@ def run_train(ctx: JobContext) -> dict[str, Any]:
     from sqlalchemy.orm import Session
 
     from db.models import TrainingRun
-    from trainer.runs import execute_run, record_end
 
     run_id = int(ctx.params["run_id"])
     with Session(bind=ctx.engine) as session:
@@ -58,6 +57,37 @@ def run_train(ctx: JobContext) -> dict[str, Any]:
         if run is None:
             raise PermanentJobError(f"training run {run_id} no longer exists")
         epochs = int(run.config.get("epochs", 1))
+    report_id = ctx.params.get("impact_report_id")
+    if report_id:
+        from db.impact_reports import mark_running
+        from db.session import session_scope
+
+        with session_scope(ctx.engine) as session:
+            mark_running(session, int(report_id))
+    try:
+        return _execute(ctx, run_id, epochs)
+    finally:
+        if report_id:  # the report's last run to end computes it (idempotently)
+            _settle_report(ctx.engine, int(report_id))
+
+
+def _settle_report(engine: Any, report_id: int) -> None:
+    import logging
+
+    from db.errors import NotFoundError
+    from trainer.impact import settle
+
+    try:
+        settle(engine, report_id)
+    except NotFoundError:
+        logging.getLogger(__name__).warning("impact report %s is gone", report_id)
+    except Exception:  # the run's own outcome is already recorded; reading the report settles it again
+        logging.getLogger(__name__).exception("settling impact report %s failed", report_id)
+
+
+def _execute(ctx: JobContext, run_id: int, epochs: int) -> dict[str, Any]:
+    from trainer.runs import execute_run, record_end
+
     try:
         return execute_run(
             ctx.engine,

@@ -1,0 +1,105 @@
+"""Impact reports: which training runs (arms × seeds) a report uses, and its outcome.
+
+Functions only flush; the caller owns the transaction. The outcome is written with a conditional UPDATE
+(`finish_report`): two workers that finish the report's last runs at the same moment may both compute it, but
+only the first write lands, so the result is neither computed twice into the row nor lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db.errors import NotFoundError
+from db.models import Dataset, ImpactReport, JobStatus, Origin, ReviewStatus, Sample, TrainingRun, utcnow
+
+OPEN = (JobStatus.queued, JobStatus.running)
+
+
+def approved_methods(session: Session, dataset: Dataset) -> list[str]:
+    """The augmentation methods that have approved train-split variants (pseudo-labels are not a method)."""
+    rows = session.scalars(
+        select(Sample.method)
+        .distinct()
+        .where(
+            Sample.dataset_id == dataset.id,
+            Sample.origin == Origin.augmented,
+            Sample.review_status == ReviewStatus.approved,
+            Sample.split == "train",
+            Sample.method.is_not(None),
+        )
+    )
+    return sorted(m for m in rows if m)
+
+
+def has_test_split(session: Session, dataset: Dataset) -> bool:
+    return (
+        session.scalar(
+            select(Sample.id)
+            .where(
+                Sample.dataset_id == dataset.id,
+                Sample.origin == Origin.original,
+                Sample.split == "test",
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def create_report(
+    session: Session, dataset: Dataset, params: dict[str, Any], created_by: int | None
+) -> ImpactReport:
+    report = ImpactReport(
+        dataset_id=dataset.id,
+        status=JobStatus.queued,
+        params=params,
+        run_ids={},
+        result=None,
+        created_by=created_by,
+    )
+    session.add(report)
+    session.flush()
+    return report
+
+
+def get_report(session: Session, report_id: int, *, field: str = "report_id") -> ImpactReport:
+    report = session.get(ImpactReport, report_id)
+    if report is None:
+        raise NotFoundError(f"impact report {report_id} not found", field=field)
+    return report
+
+
+def list_reports(session: Session, dataset: Dataset, limit: int = 100, offset: int = 0) -> list[ImpactReport]:
+    query = select(ImpactReport).where(ImpactReport.dataset_id == dataset.id)
+    return list(session.scalars(query.order_by(ImpactReport.id.desc()).limit(limit).offset(offset)))
+
+
+def report_runs(session: Session, report: ImpactReport) -> dict[int, TrainingRun]:
+    ids = [i for ids in (report.run_ids or {}).values() for i in ids]
+    if not ids:
+        return {}
+    return {r.id: r for r in session.scalars(select(TrainingRun).where(TrainingRun.id.in_(ids)))}
+
+
+def mark_running(session: Session, report_id: int) -> None:
+    session.execute(
+        update(ImpactReport)
+        .where(ImpactReport.id == report_id, ImpactReport.status == JobStatus.queued)
+        .values(status=JobStatus.running)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def finish_report(session: Session, report_id: int, status: str, result: dict[str, Any]) -> bool:
+    """Record the outcome unless another worker already did; True when this call's write landed."""
+    written = session.execute(
+        update(ImpactReport)
+        .where(ImpactReport.id == report_id, ImpactReport.status.in_(OPEN))
+        .values(status=status, result=result, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    session.flush()
+    return bool(written)

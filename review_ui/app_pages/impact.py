@@ -1,0 +1,161 @@
+"""Augmentation impact: start a report (originals only vs. all approved vs. each method left out, × seeds)
+and read it as a table (arm × task × class) and a chart of the per-class deltas against originals only."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from review_ui.client import ApiError
+from review_ui.render import plain
+from review_ui.state import client, pick_dataset, show_flash
+
+
+def ci_text(entry: dict[str, Any]) -> str:
+    if entry.get("delta") is None:
+        return "—"
+    low, high = entry["ci"]
+    return f"{entry['delta'] * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}]"
+
+
+def table(result: dict[str, Any]) -> pd.DataFrame:
+    """One row per arm × task × class; numbers as text so that the ± and the CI read as written."""
+    return pd.DataFrame(
+        [
+            {
+                "task": row["task"],
+                "class": row["class"],
+                "arm": row["arm"],
+                "F1 (mean ± sd)": f"{row['mean'] * 100:.1f} ± {row['sd'] * 100:.1f}",
+                "Δ vs originals [95% CI]": ci_text(row),
+            }
+            for row in result.get("rows", [])
+        ]
+    )
+
+
+def deltas(result: dict[str, Any]) -> pd.DataFrame:
+    """Delta in F1 points per task/class (rows) and arm (columns), for the bar chart."""
+    rows = [r for r in result.get("rows", []) if r.get("delta") is not None]
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(
+        [
+            {"class": f"{r['task']} / {r['class']}", "arm": r["arm"], "Δ F1 (points)": r["delta"] * 100}
+            for r in rows
+        ]
+    )
+    return frame.pivot(index="class", columns="arm", values="Δ F1 (points)")
+
+
+def contributions(result: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"task": task, "class": name, "method": method, "all approved − without [95% CI]": ci_text(entry)}
+            for task, info in result.get("tasks", {}).items()
+            for name, methods in (info.get("contributions") or {}).items()
+            for method, entry in methods.items()
+        ]
+    )
+
+
+def start_form(dataset: str) -> None:
+    with st.form("start_impact"):
+        seeds = st.text_input("Seeds (each arm trains once per seed)", value="42, 43, 44")
+        methods = st.text_input("Methods to leave out in turn", placeholder="empty: every approved method")
+        config = st.text_area(
+            "Trainer config overrides (JSON, shared by every arm)",
+            value="{}",
+            height=100,
+            help='e.g. {"epochs": 5, "max_length": 128}',
+        )
+        go = st.form_submit_button("Start impact report", type="primary")
+    if not go:
+        return
+    try:
+        overrides = json.loads(config or "{}")
+        seed_list = [int(s) for s in seeds.replace(" ", "").split(",") if s]
+    except ValueError as err:
+        st.error(plain(f"Config must be a JSON object and seeds whole numbers: {err}"))
+        return
+    body: dict[str, Any] = {"seeds": seed_list, "config": overrides}
+    if methods.strip():
+        body["methods"] = [m.strip() for m in methods.split(",") if m.strip()]
+    try:
+        created = client().start_impact_report(dataset, body)
+    except ApiError as err:
+        st.error(plain(str(err)))
+        return
+    report = created["report"]
+    st.success(f"Queued impact report #{report['id']}: {report['progress']['total']} training runs.")
+
+
+def show_report(report: dict[str, Any]) -> None:
+    progress = report.get("progress") or {}
+    cols = st.columns(3)
+    cols[0].metric("Status", report["status"])
+    cols[1].metric("Runs ended", f"{progress.get('done', 0)} / {progress.get('total', 0)}")
+    cols[2].metric("Seeds", len(report.get("params", {}).get("seeds", [])))
+    if progress.get("total"):
+        st.progress(min(1.0, progress.get("done", 0) / progress["total"]))
+    result = report.get("result") or {}
+    if result.get("error"):
+        st.error(plain(str(result["error"])))
+        return
+    if not result.get("rows"):
+        st.info("The report is computed when its last training run ends.")
+        return
+    st.caption(
+        plain(
+            f"F1 ×100 on the test split. Δ: paired bootstrap over test examples "
+            f"({result['bootstrap']['draws']} draws; {result['bootstrap']['statistic']})."
+        )
+    )
+    st.dataframe(table(result), hide_index=True, width="stretch")
+    chart = deltas(result)
+    if not chart.empty:
+        st.subheader("Δ F1 against originals only, per class")
+        st.bar_chart(chart, horizontal=True, stack=False)
+    contrib = contributions(result)
+    if not contrib.empty:
+        st.subheader("What each method contributed")
+        st.dataframe(contrib, hide_index=True, width="stretch")
+
+
+st.title("Augmentation impact")
+show_flash()
+chosen = pick_dataset()
+if chosen is None:
+    st.stop()
+try:
+    reports = client().impact_reports(chosen["name"])
+except ApiError as err:
+    if err.status in (404, 405) and not err.body.get("field"):
+        st.info("This API server has no impact-report endpoints.")
+        st.stop()
+    st.error(plain(str(err)))
+    st.stop()
+st.subheader(plain(f"Measure what augmentation did for {chosen['name']}"))
+st.caption(
+    "Trains on originals only, on originals + all approved variants, and with each augmenter's variants left "
+    "out in turn; every arm once per seed."
+)
+start_form(chosen["name"])
+st.subheader("Reports")
+if not reports:
+    st.info("No impact report yet.")
+    st.stop()
+report_id = st.selectbox(
+    "Report",
+    [r["id"] for r in reports],
+    key="impact_pick",
+    format_func=lambda i: f"#{i} {next((r['status'] for r in reports if r['id'] == i), '')}",
+)
+detail = next((r for r in reports if r["id"] == report_id), None)
+if detail:
+    show_report(detail)
+    if detail["status"] in ("queued", "running") and st.button("Refresh"):
+        st.rerun()

@@ -1,0 +1,54 @@
+"""`augloop report impact --wait` while a worker runs the jobs, `augloop report show`, and bad input."""
+
+from __future__ import annotations
+
+import threading
+
+from typer.testing import CliRunner
+
+from augloop.cli import app
+from tests.test_impact_report import dataset_with_variants
+from tests.trainer_fixtures import tiny_encoder  # noqa: F401 (fixture)
+
+FAST = ["epochs=1", "max_length=32", "batch_size=8", "grad_accum=1", "head_hidden=32", "num_threads=1"]
+
+
+def test_report_impact_waits_for_a_worker_then_prints(engine, tiny_encoder: str) -> None:
+    from workers.main import Worker
+
+    name, _ = dataset_with_variants(engine)
+    worker = Worker(engine, kinds=["train"], poll_seconds=0.05, lease_seconds=30)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        args = ["report", "impact", name, "--seeds", "3,4", "--methods", "wordnet", "--wait", "--poll", "0.1"]
+        for item in [f"encoder={tiny_encoder}", *FAST]:
+            args += ["--set", item]
+        result = CliRunner(env={"COLUMNS": "200"}).invoke(app, args)
+    finally:
+        worker.stop_requested.set()
+        thread.join(timeout=60)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "queued 6 training jobs (3 arms × 2 seeds: originals, all_approved, without:wordnet)" in out
+    assert "impact report 1: succeeded (6/6 runs ended)" in out
+    assert "partisan" in out and "all_approved" in out and "contribution" in out
+
+    shown = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["report", "show", "1"])
+    assert shown.exit_code == 0 and "succeeded (6/6 runs ended)" in shown.output
+
+
+def test_report_cli_bad_input(engine) -> None:
+    name, _ = dataset_with_variants(engine)
+    runner = CliRunner()
+    for args in (
+        ["report", "impact", "nope"],
+        ["report", "impact", name, "--seeds", "a,b"],
+        ["report", "impact", name, "--seeds", "1,1"],
+        ["report", "impact", name, "--methods", "nope"],
+        ["report", "impact", name, "--set", "variants=all"],
+        ["report", "show", "99"],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "error" in result.output

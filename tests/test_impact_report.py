@@ -1,0 +1,296 @@
+"""Impact reports: the trainer's data-selection options, the arms and their snapshots, the report computed
+once through a worker, the paired bootstrap on hand-made predictions, failures, and the API's errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import select, update
+
+from tests.trainer_fixtures import add_variant, import_small, tiny_encoder  # noqa: F401 (fixture)
+
+
+def fast(encoder: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "encoder": encoder,
+        "epochs": 1,
+        "max_length": 32,
+        "batch_size": 8,
+        "grad_accum": 1,
+        "head_hidden": 32,
+        "lr": 1e-3,
+        "num_threads": 1,
+        "rdrop_alpha": 0.0,
+        **extra,
+    }
+
+
+def drain(engine: Any) -> Any:
+    from workers.main import Worker
+
+    return Worker(engine, kinds=["train"], poll_seconds=0.05, lease_seconds=30).run(burst=True)
+
+
+def variant(engine: Any, name: str, method: str, text: str, status: str = "approved") -> int:
+    from db.models import Sample
+    from db.session import session_scope
+
+    sample_id = add_variant(engine, name, "train", status, text)
+    with session_scope(engine) as s:
+        s.execute(update(Sample).where(Sample.id == sample_id).values(method=method))
+    return sample_id
+
+
+def dataset_with_variants(engine: Any) -> tuple[str, dict[str, list[int]]]:
+    name = import_small(engine, n_train=24, n_val=8, n_test=12, n_unlabelled=0)
+    ids = {
+        "wordnet": [
+            variant(engine, name, "wordnet", f"a wordnet variant number {i} on taxes") for i in range(2)
+        ],
+        "backtranslation": [
+            variant(engine, name, "backtranslation", f"a back-translated variant {i} on votes")
+            for i in range(2)
+        ],
+        "pending": [variant(engine, name, "wordnet", "a pending variant that never trains", "pending")],
+    }
+    return name, ids
+
+
+def train_originals(engine: Any, name: str) -> set[int]:
+    from db.datasets import get_dataset
+    from db.models import Origin, Sample
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        ds = get_dataset(s, name)
+        return set(
+            s.scalars(
+                select(Sample.id).where(
+                    Sample.dataset_id == ds.id, Sample.origin == Origin.original, Sample.split == "train"
+                )
+            )
+        )
+
+
+# Data selection ------------------------------------------------------------------------------------
+
+
+def test_config_validates_variant_options() -> None:
+    from db.errors import ValidationFailed
+    from trainer.config import TrainConfig
+
+    assert TrainConfig().variants == "approved" and TrainConfig().exclude_methods == []
+    with pytest.raises(ValidationFailed) as err:
+        TrainConfig.from_dict({"variants": "pending"})
+    assert err.value.field == "config.variants"
+    with pytest.raises(ValidationFailed) as err:
+        TrainConfig.from_dict({"exclude_methods": "wordnet"})
+    assert err.value.field == "config.exclude_methods"
+    stored = TrainConfig.from_dict({"variants": "none", "exclude_methods": ["wordnet"]}).to_dict()
+    assert stored["variants"] == "none" and stored["exclude_methods"] == ["wordnet"]
+
+
+def test_load_split_data_honours_variants_and_exclusions(engine) -> None:
+    from db.datasets import get_dataset
+    from db.session import session_scope
+    from trainer.data import load_split_data
+
+    name, ids = dataset_with_variants(engine)
+    originals = train_originals(engine, name)
+    with session_scope(engine) as s:
+        ds = get_dataset(s, name)
+        every = {sid for sid, _ in load_split_data(s, ds).snapshot()}
+        none = {sid for sid, _ in load_split_data(s, ds, variants="none").snapshot()}
+        no_wordnet = {sid for sid, _ in load_split_data(s, ds, exclude_methods=["wordnet"]).snapshot()}
+    assert every == originals | set(ids["wordnet"]) | set(ids["backtranslation"])
+    assert none == originals
+    assert no_wordnet == originals | set(ids["backtranslation"])
+
+
+# Statistics ----------------------------------------------------------------------------------------
+
+
+def test_f1_matches_scikit_learn() -> None:
+    from sklearn.metrics import f1_score
+
+    from trainer.impact import f1_per_class
+
+    rng = np.random.default_rng(3)
+    gold, pred = rng.integers(0, 3, 50), rng.integers(0, 3, 50)
+    f1, macro = f1_per_class(gold[None, :], pred[None, :], 3)
+    assert f1[0] == pytest.approx(f1_score(gold, pred, labels=[0, 1, 2], average=None))
+    assert macro[0] == pytest.approx(f1_score(gold, pred, average="macro"))
+
+
+def test_paired_bootstrap_on_a_hand_made_example() -> None:
+    from trainer.impact import paired_bootstrap, seed_mean_scores
+
+    gold = np.array([0] * 60 + [1] * 40)
+    base = gold.copy()
+    base[:15] = 1  # 15 class-0 texts wrong
+    base[60:75] = 0  # 15 class-1 texts wrong
+    better = gold.copy()
+    better[:3] = 1
+    better[60:63] = 0
+    known = seed_mean_scores(gold, [better], 2, None)[0] - seed_mean_scores(gold, [base], 2, None)[0]
+    boot = paired_bootstrap(gold, [better, better], [base, base], 2, draws=500)
+    assert boot["delta"] == pytest.approx(known)
+    assert np.all(boot["low"] <= known) and np.all(known <= boot["high"])
+    assert np.all(boot["low"] > 0)  # 24 more right out of 100: clearly better, on every class and macro
+    same = paired_bootstrap(gold, [base, better], [base, better], 2, draws=200)
+    assert np.all(same["delta"] == 0) and np.all(same["low"] <= 0) and np.all(same["high"] >= 0)
+
+
+# Through the API and a worker ----------------------------------------------------------------------
+
+
+def test_impact_report_through_api_and_worker(annotator, engine, tiny_encoder: str) -> None:
+    from db.models import ImpactReport, TrainingRun
+    from db.session import session_scope
+    from trainer.impact import settle
+
+    name, ids = dataset_with_variants(engine)
+    created = annotator.post(
+        f"/api/v1/datasets/{name}/impact-reports", json={"seeds": [1, 2], "config": fast(tiny_encoder)}
+    )
+    assert created.status_code == 202, created.text
+    body = created.json()
+    report = body["report"]
+    assert report["status"] == "queued" and report["progress"] == {"done": 0, "total": 8}
+    assert report["params"]["methods"] == ["backtranslation", "wordnet"]
+    assert set(report["run_ids"]) == {
+        "originals",
+        "all_approved",
+        "without:backtranslation",
+        "without:wordnet",
+    }
+    assert [j["kind"] for j in body["jobs"]] == ["train"] * 8
+
+    from workers.main import Worker
+
+    one = Worker(engine, kinds=["train"], poll_seconds=0.05, lease_seconds=30).run(burst=True, max_jobs=1)
+    assert one.succeeded == 1
+    partial = annotator.get(f"/api/v1/impact-reports/{report['id']}").json()
+    assert partial["status"] == "running" and partial["progress"] == {"done": 1, "total": 8}
+    assert partial["result"] is None
+    stats = drain(engine)
+    assert stats.succeeded == 7, stats
+
+    got = annotator.get(f"/api/v1/impact-reports/{report['id']}").json()
+    assert got["status"] == "succeeded" and got["progress"] == {"done": 8, "total": 8}
+    originals = train_originals(engine, name)
+    expected = {
+        "originals": originals,
+        "all_approved": originals | set(ids["wordnet"]) | set(ids["backtranslation"]),
+        "without:wordnet": originals | set(ids["backtranslation"]),
+        "without:backtranslation": originals | set(ids["wordnet"]),
+    }
+    with session_scope(engine) as s:
+        for arm, run_ids in got["run_ids"].items():
+            for run_id in run_ids:
+                run = s.get_one(TrainingRun, run_id)
+                assert {sid for sid, _ in run.snapshot} == expected[arm], arm
+        finished_at = s.get_one(ImpactReport, report["id"]).finished_at
+
+    result = got["result"]
+    assert result["arms"][0] == "originals" and result["seeds"] == [1, 2]
+    assert set(result["tasks"]) == {"bias", "message"}
+    bias = result["tasks"]["bias"]
+    assert set(bias["classes"]) == {"neutral", "partisan", "macro"}
+    for arm, run_ids in got["run_ids"].items():
+        entry = bias["classes"]["macro"][arm]
+        assert len(entry["per_seed"]) == 2 and entry["mean"] == pytest.approx(np.mean(entry["per_seed"]))
+        if arm == "originals":
+            assert entry["delta"] is None
+        else:
+            base = bias["classes"]["macro"]["originals"]["mean"]
+            assert entry["delta"] == pytest.approx(entry["mean"] - base)
+            assert entry["ci"][0] <= entry["delta"] <= entry["ci"][1]
+    # The per-seed F1s are the runs' own test macro-F1s (the report recomputes them from the predictions).
+    with session_scope(engine) as s:
+        run = s.get_one(TrainingRun, got["run_ids"]["originals"][0])
+        assert bias["classes"]["macro"]["originals"]["per_seed"][0] == pytest.approx(
+            run.metrics["test"]["tasks"]["bias"]["macro_f1"]
+        )
+    contribution = bias["contributions"]["macro"]["wordnet"]
+    all_mean = bias["classes"]["macro"]["all_approved"]["mean"]
+    assert contribution["delta"] == pytest.approx(
+        all_mean - bias["classes"]["macro"]["without:wordnet"]["mean"]
+    )
+    classes = sum(len(t["classes"]) for t in result["tasks"].values())  # each task's labels + macro
+    assert (
+        len(result["rows"]) == 4 * classes and classes == 3 + len(result["tasks"]["message"]["support"]) + 1
+    )
+
+    # Settling again (a late or concurrent finisher) changes nothing.
+    assert settle(engine, report["id"]) == "succeeded"
+    with session_scope(engine) as s:
+        assert s.get_one(ImpactReport, report["id"]).finished_at == finished_at
+    listed = annotator.get(f"/api/v1/datasets/{name}/impact-reports").json()
+    assert [r["id"] for r in listed] == [report["id"]]
+
+
+def test_only_the_first_outcome_lands(engine) -> None:
+    from db import impact_reports as db_reports
+    from db.datasets import get_dataset
+    from db.session import session_scope
+
+    name, _ = dataset_with_variants(engine)
+    with session_scope(engine) as s:
+        report = db_reports.create_report(s, get_dataset(s, name), {}, None)
+        report_id = report.id
+    with session_scope(engine) as s:
+        assert db_reports.finish_report(s, report_id, "succeeded", {"first": True})
+    with session_scope(engine) as s:
+        assert not db_reports.finish_report(s, report_id, "failed", {"second": True})
+        assert db_reports.get_report(s, report_id).result == {"first": True}
+
+
+def test_a_failed_run_fails_the_report(annotator, engine, tmp_path) -> None:
+    name, _ = dataset_with_variants(engine)
+    missing = str(tmp_path / "no-such-encoder")
+    created = annotator.post(
+        f"/api/v1/datasets/{name}/impact-reports",
+        json={"seeds": [1], "methods": ["wordnet"], "config": fast(missing)},
+    )
+    assert created.status_code == 202, created.text
+    report_id = created.json()["report"]["id"]
+    stats = drain(engine)
+    # The first run fails and fails the report, which cancels the two runs still queued.
+    assert stats.failed == 1 and stats.succeeded == 0, stats
+    got = annotator.get(f"/api/v1/impact-reports/{report_id}").json()
+    assert got["status"] == "failed" and got["progress"] == {"done": 3, "total": 3}
+    assert "failed" in got["result"]["error"] and "no-such-encoder" in got["result"]["error"]
+    run_ids = [i for ids in got["run_ids"].values() for i in ids]
+    statuses = [annotator.get(f"/api/v1/training-runs/{i}").json()["status"] for i in run_ids]
+    assert sorted(statuses) == ["cancelled", "cancelled", "failed"]
+
+
+def test_api_errors(annotator, engine, tiny_encoder: str) -> None:
+    name, _ = dataset_with_variants(engine)
+    url = f"/api/v1/datasets/{name}/impact-reports"
+    assert annotator.post("/api/v1/datasets/nope/impact-reports", json={}).status_code == 404
+    assert annotator.get("/api/v1/datasets/nope/impact-reports").status_code == 404
+    assert annotator.get("/api/v1/impact-reports/999").status_code == 404
+    assert annotator.get("/api/v1/impact-reports/0").status_code == 422
+    for body, field in (
+        ({"methods": ["nope"]}, "methods"),
+        ({"seeds": [1, 1]}, "seeds"),
+        ({"config": {"no_such_key": 1}}, "config.no_such_key"),
+        ({"config": {"variants": "all"}}, "config.variants"),
+    ):
+        response = annotator.post(url, json={"config": {"encoder": tiny_encoder}, **body})
+        assert response.status_code == 422, body
+        if field:
+            assert response.json().get("field") == field, response.json()
+    assert annotator.post(url, json={"seeds": []}).status_code == 422
+    empty = import_small(engine, name="plain", n_train=8, n_val=4, n_test=4, n_unlabelled=0)
+    response = annotator.post(f"/api/v1/datasets/{empty}/impact-reports", json={})
+    assert response.status_code == 422 and response.json()["field"] == "dataset"
+    untested = import_small(engine, name="untested", n_train=8, n_val=4, n_test=0, n_unlabelled=0)
+    variant(engine, untested, "wordnet", "an approved variant of a dataset without a test split")
+    response = annotator.post(f"/api/v1/datasets/{untested}/impact-reports", json={})
+    assert response.status_code == 422 and "test" in response.json()["detail"]
+    assert annotator.get(url).json() == []  # nothing half-written by the refused requests

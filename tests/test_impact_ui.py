@@ -1,0 +1,62 @@
+"""The Impact page (streamlit AppTest) against the real API on loopback: start a report from the form, then
+read the computed report as a table and a chart of per-class deltas."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import update
+
+from tests.review_fixtures import live_api  # noqa: F401 (fixture)
+from tests.test_impact_report import dataset_with_variants, drain, fast
+from tests.test_review_ui import no_errors, signed_in
+from tests.trainer_fixtures import tiny_encoder  # noqa: F401 (fixture)
+
+HOSTILE = "**wn** <b>x</b>"
+
+
+def test_impact_page_starts_and_shows_a_report(
+    live_api,
+    annotator_token,
+    engine,
+    tiny_encoder: str,
+) -> None:
+    from db.models import Sample
+    from db.session import session_scope
+
+    _, ids = dataset_with_variants(engine)
+    with session_scope(engine) as s:  # a method name is user data: it must render as text
+        s.execute(update(Sample).where(Sample.id.in_(ids["wordnet"])).values(method=HOSTILE))
+
+    at = signed_in(annotator_token, "annotator")
+    at.switch_page("app_pages/impact.py").run()
+    no_errors(at)
+    assert any("No impact report yet" in i.value for i in at.info)
+    at.text_input[0].set_value("1, 2")
+    at.text_area[0].set_value(json.dumps(fast(tiny_encoder)))
+    at.button[0].click().run()
+    no_errors(at)
+    assert "Queued impact report #1: 8 training runs." in at.success[0].value
+
+    assert drain(engine).succeeded == 8
+    at.run()
+    no_errors(at)
+    assert next(m for m in at.metric if m.label == "Status").value == "succeeded"
+    frame = at.dataframe[0].value
+    assert set(frame["arm"]) == {"originals", "all_approved", "without:backtranslation", f"without:{HOSTILE}"}
+    assert set(frame["task"]) == {"bias", "message"} and "macro" in set(frame["class"])
+    originals = frame[frame["arm"] == "originals"]
+    assert (originals["Δ vs originals [95% CI]"] == "—").all()
+    assert frame[frame["arm"] == "all_approved"]["Δ vs originals [95% CI]"].str.contains(r"\[").all()
+    assert len(at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")) == 1
+    assert set(at.dataframe[1].value["method"]) == {"backtranslation", HOSTILE}
+
+
+def test_impact_page_shows_api_errors(live_api, annotator_token, engine) -> None:
+    dataset_with_variants(engine)
+    at = signed_in(annotator_token, "annotator")
+    at.switch_page("app_pages/impact.py").run()
+    at.text_input[1].set_value("nope")
+    at.button[0].click().run()
+    assert not at.exception
+    assert "422" in at.error[0].value and "methods" in at.error[0].value

@@ -1,0 +1,308 @@
+"""Augmentation impact reports: does training on the approved variants help, which class, by how much?
+
+Arms, each trained once per seed through the ordinary `train` job: `originals` (variants="none"),
+`all_approved` (originals + every approved variant) and `without:<method>` (all approved variants except
+that augmenter's). When the last run ends the report is computed from the test predictions the runs saved:
+
+* per task and class (and the task's macro-F1): F1 mean ± sd across seeds, per arm;
+* delta vs. `originals` with a paired bootstrap 95% CI over test examples: each draw resamples the test
+  indices once and scores every arm and seed on the same resample; a draw's statistic is the per-seed F1
+  averaged over seeds (arm) minus the same for the baseline. Averaging F1 over seeds (rather than averaging
+  probabilities into one ensemble) keeps the point delta equal to the difference of the reported means, so the
+  CI is about the quantity shown next to it;
+* contribution of a method = `all_approved` − `without:<method>`, with the same bootstrap.
+
+Settling is idempotent: `settle` may run after every run of the report ends (in the worker) and on reads;
+db.impact_reports.finish_report lets only the first outcome land.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from db import impact_reports as db_reports
+from db import queue
+from db.errors import ConflictError, NotFoundError, ValidationFailed
+from db.models import Dataset, ImpactReport, Job, JobStatus
+from db.session import session_scope
+from trainer.config import TrainConfig
+from trainer.data import IGNORE
+from trainer.predict import read_predictions
+
+BASELINE = "originals"
+ALL = "all_approved"
+WITHOUT = "without:"
+DEFAULT_SEEDS = [42, 43, 44]
+DRAWS = 1000
+CONFIDENCE = 0.95
+
+
+def arm_overrides(methods: list[str]) -> dict[str, dict[str, Any]]:
+    arms: dict[str, dict[str, Any]] = {
+        BASELINE: {"variants": "none", "exclude_methods": []},
+        ALL: {"variants": "approved", "exclude_methods": []},
+    }
+    for method in methods:
+        arms[WITHOUT + method] = {"variants": "approved", "exclude_methods": [method]}
+    return arms
+
+
+def create_impact_report(
+    session: Session,
+    dataset: Dataset,
+    config: TrainConfig,
+    *,
+    seeds: list[int] | None = None,
+    methods: list[str] | None = None,
+    created_by: int | None = None,
+) -> tuple[ImpactReport, list[Job]]:
+    """Store the report and queue one `train` job per arm × seed (through the ordinary run-creation path).
+
+    `config` is shared by every arm; each arm then sets its own `variants`/`exclude_methods` and each run its
+    `seed`, so those keys of the caller's overrides do not survive.
+    """
+    from trainer.runs import create_training_runs
+
+    seeds = list(DEFAULT_SEEDS if seeds is None else seeds)
+    if not seeds:
+        raise ValidationFailed("give at least one seed", field="seeds")
+    available = db_reports.approved_methods(session, dataset)
+    if not available:
+        raise ValidationFailed(
+            f"dataset {dataset.name!r} has no approved variants: there is nothing to measure", field="dataset"
+        )
+    if not db_reports.has_test_split(session, dataset):
+        raise ValidationFailed(
+            f"dataset {dataset.name!r} has no test-split originals: the report compares arms on them",
+            field="dataset",
+        )
+    chosen = available if methods is None else list(methods)
+    unknown = [m for m in chosen if m not in available]
+    if unknown or len(set(chosen)) != len(chosen):
+        raise ValidationFailed(
+            f"methods must be distinct and among the approved variants' methods {available}; got {chosen}",
+            field="methods",
+        )
+    params = {"seeds": seeds, "methods": chosen, "config": config.to_dict()}
+    report = db_reports.create_report(session, dataset, params, created_by)
+    run_ids: dict[str, list[int]] = {}
+    jobs = []
+    for arm, overrides in arm_overrides(chosen).items():
+        runs = create_training_runs(
+            session,
+            dataset,
+            config.with_overrides(overrides),
+            seeds,
+            name=f"impact {report.id} {arm}",
+            created_by=created_by,
+        )
+        run_ids[arm] = [r.id for r in runs]
+        for run in runs:
+            # One attempt: a retried run would leave the report waiting on an outcome it already recorded.
+            job = queue.enqueue(
+                session,
+                "train",
+                {"run_id": run.id, "dataset": dataset.name, "impact_report_id": report.id},
+                dataset_id=dataset.id,
+                created_by=created_by,
+                progress_total=config.epochs,
+                max_attempts=1,
+            )
+            run.job_id = job.id
+            jobs.append(job)
+    report.run_ids = run_ids
+    session.flush()
+    return report, jobs
+
+
+def progress(report: ImpactReport, runs: dict[int, Any]) -> dict[str, int]:
+    ids = [i for ids in (report.run_ids or {}).values() for i in ids]
+    done = sum(1 for i in ids if i in runs and runs[i].status in queue.TERMINAL)
+    return {"done": done, "total": len(ids)}
+
+
+def settle(engine: Engine, report_id: int) -> str:
+    """Compute (or fail) the report once all its runs have ended; returns the report's status."""
+    with session_scope(engine) as session:
+        report = db_reports.get_report(session, report_id)
+        if report.status not in db_reports.OPEN:
+            return report.status
+        runs = db_reports.report_runs(session, report)
+        arms = {arm: [runs[i] for i in ids if i in runs] for arm, ids in (report.run_ids or {}).items()}
+        ended = [(arm, r) for arm, rs in arms.items() for r in rs if r.status in queue.TERMINAL]
+        broken = [(arm, r) for arm, r in ended if r.status != JobStatus.succeeded]
+        total = sum(len(ids) for ids in (report.run_ids or {}).values())
+        missing = total - sum(len(rs) for rs in arms.values())
+        if broken or missing:
+            if missing:
+                error = f"{missing} run(s) of the report were deleted"
+            else:
+                arm, run = broken[0]
+                error = f"run {run.id} ({arm}, seed {run.config.get('seed')}) {run.status}: {run.error or ''}"
+            if db_reports.finish_report(session, report_id, JobStatus.failed, {"error": error.strip()}):
+                stop_open_runs(session, [r for rs in arms.values() for r in rs])
+            return JobStatus.failed
+        if len(ended) < total:
+            if ended or any(r.status == JobStatus.running for rs in arms.values() for r in rs):
+                db_reports.mark_running(session, report_id)
+            return JobStatus.running
+        dirs = {
+            arm: [(int(r.config.get("seed", 0)), r.artifact_dir or "") for r in rs]
+            for arm, rs in arms.items()
+        }
+        seeds = list(report.params.get("seeds") or [])
+    try:  # numpy over saved predictions, with no transaction open
+        dumps = {
+            arm: [read_predictions(Path(d) / "predictions_test.json") for _s, d in members]
+            for arm, members in dirs.items()
+        }
+        result = compute_result(dumps, seeds)
+        status = JobStatus.succeeded
+    except (OSError, ValueError, KeyError) as err:
+        result, status = (
+            {"error": f"cannot compute the report: {type(err).__name__}: {err}"},
+            JobStatus.failed,
+        )
+    with session_scope(engine) as session:
+        db_reports.finish_report(session, report_id, status, result)
+        return db_reports.get_report(session, report_id).status
+
+
+def stop_open_runs(session: Session, runs: list[Any]) -> None:
+    """A failed report needs no more training: cancel its queued runs now, ask running ones to stop."""
+    from db import training_runs as db_runs
+
+    for run in runs:
+        if run.status in queue.TERMINAL or run.job_id is None:
+            continue
+        try:
+            job = queue.request_cancel(session, run.job_id)
+        except (ConflictError, NotFoundError):
+            continue
+        if job.status == JobStatus.cancelled:  # it never started: no handler will record the run's end
+            db_runs.end_run(session, run.id, JobStatus.cancelled, "cancelled: the impact report failed")
+
+
+# The statistics ------------------------------------------------------------------------------------
+
+
+def f1_per_class(gold: np.ndarray, pred: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class F1 (…, k) and macro-F1 (…) over the last axis; macro over the classes present in gold or
+    predictions, as in trainer.metrics (scikit-learn's default)."""
+    f1 = np.zeros((*gold.shape[:-1], k))
+    present = np.zeros((*gold.shape[:-1], k), dtype=bool)
+    for c in range(k):
+        g, p = gold == c, pred == c
+        tp = (g & p).sum(-1)
+        wrong = (g ^ p).sum(-1)
+        denom = 2 * tp + wrong
+        f1[..., c] = np.divide(2 * tp, denom, out=np.zeros(denom.shape), where=denom > 0)
+        present[..., c] = denom > 0
+    macro = np.divide(
+        (f1 * present).sum(-1), present.sum(-1), out=np.zeros(f1.shape[:-1]), where=present.sum(-1) > 0
+    )
+    return f1, macro
+
+
+def seed_mean_scores(gold: np.ndarray, preds: list[np.ndarray], k: int, idx: np.ndarray | None) -> np.ndarray:
+    """(draws, k + 1): per-class F1 and macro-F1 (last column), averaged over seeds, per resample."""
+    out = []
+    for pred in preds:
+        g, p = (gold[idx], pred[idx]) if idx is not None else (gold[None, :], pred[None, :])
+        f1, macro = f1_per_class(g, p, k)
+        out.append(np.concatenate([f1, macro[:, None]], axis=1))
+    return np.mean(out, axis=0)
+
+
+def paired_bootstrap(
+    gold: np.ndarray,
+    arm: list[np.ndarray],
+    base: list[np.ndarray],
+    k: int,
+    draws: int = DRAWS,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Delta (arm − base) per class and macro (k + 1 values) with its percentile CI over resampled test sets."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(gold), size=(draws, len(gold)))
+    delta = seed_mean_scores(gold, arm, k, None)[0] - seed_mean_scores(gold, base, k, None)[0]
+    sampled = seed_mean_scores(gold, arm, k, idx) - seed_mean_scores(gold, base, k, idx)
+    tail = (1 - CONFIDENCE) / 2 * 100
+    return {
+        "delta": delta,
+        "low": np.percentile(sampled, tail, axis=0),
+        "high": np.percentile(sampled, 100 - tail, axis=0),
+    }
+
+
+def compute_result(
+    dumps: dict[str, list[dict[str, Any]]], seeds: list[int], draws: int = DRAWS
+) -> dict[str, Any]:
+    """`dumps[arm]` are the test prediction dumps of the arm's runs (trainer.train.prediction_dump)."""
+    reference = dumps[BASELINE][0]
+    for arm, members in dumps.items():
+        for dump in members:
+            if dump["sample_ids"] != reference["sample_ids"]:
+                raise ValueError(f"arm {arm!r} was tested on other samples than {BASELINE!r}")
+    methods = [a[len(WITHOUT) :] for a in dumps if a.startswith(WITHOUT)]
+    tasks: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    for task, spec in reference["tasks"].items():
+        labels = list(spec["labels"])
+        gold_all = np.asarray(spec["gold"])
+        keep = gold_all != IGNORE
+        gold, k = gold_all[keep], len(labels)
+        if gold.size == 0:
+            continue
+        names = [*labels, "macro"]
+        preds = {
+            arm: [np.asarray(d["tasks"][task]["probs"])[keep].argmax(axis=1) for d in members]
+            for arm, members in dumps.items()
+        }
+        per_class: dict[str, dict[str, Any]] = {n: {} for n in names}
+        for arm, arm_preds in preds.items():
+            per_seed = np.stack([seed_mean_scores(gold, [p], k, None)[0] for p in arm_preds])
+            boot = paired_bootstrap(gold, arm_preds, preds[BASELINE], k, draws) if arm != BASELINE else None
+            for j, name in enumerate(names):
+                entry = {
+                    "mean": float(per_seed[:, j].mean()),
+                    "sd": float(per_seed[:, j].std(ddof=1)) if len(per_seed) > 1 else 0.0,
+                    "per_seed": [float(v) for v in per_seed[:, j]],
+                    "delta": float(boot["delta"][j]) if boot else None,
+                    "ci": [float(boot["low"][j]), float(boot["high"][j])] if boot else None,
+                }
+                per_class[name][arm] = entry
+                rows.append({"arm": arm, "task": task, "class": name, **entry})
+        contributions: dict[str, dict[str, Any]] = {n: {} for n in names}
+        for method in methods:
+            boot = paired_bootstrap(gold, preds[ALL], preds[WITHOUT + method], k, draws)
+            for j, name in enumerate(names):
+                contributions[name][method] = {
+                    "delta": float(boot["delta"][j]),
+                    "ci": [float(boot["low"][j]), float(boot["high"][j])],
+                }
+        support = {label: int((gold == c).sum()) for c, label in enumerate(labels)}
+        tasks[task] = {
+            "n_test": int(gold.size),
+            "support": support,
+            "classes": per_class,
+            "contributions": contributions,
+        }
+    return {
+        "arms": list(dumps),
+        "baseline": BASELINE,
+        "methods": methods,
+        "seeds": seeds,
+        "bootstrap": {
+            "draws": draws,
+            "confidence": CONFIDENCE,
+            "statistic": "F1 per seed averaged over seeds; test indices resampled, paired across arms",
+        },
+        "tasks": tasks,
+        "rows": rows,
+    }
