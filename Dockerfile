@@ -16,7 +16,8 @@ WORKDIR /app
 COPY requirements.lock ./
 RUN pip install -r requirements.lock
 COPY . .
-RUN pip install --no-deps -e .
+RUN pip install --no-deps -e . \
+    && python -m workers.augment.wordnet_data install
 
 EXPOSE 8000 8501
 CMD ["augloop", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # torch's OpenMP threads stall one another on a CPU shared with other work when they spin while waiting
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install system-deps demo test test-fast bench clean
+.PHONY: install system-deps nltk-data demo test test-fast bench clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,10 +24,15 @@ install: $(VENV)/.installed
 system-deps:
 	bash .ci/system-deps.sh
 
-demo: install
+# WordNet (copied from Debian's wordnet-base/wordnet-sense-index) and the POS tagger, into AUGLOOP_NLTK_DATA or
+# $(VENV)/nltk_data; offline, idempotent (copies only what is missing).
+nltk-data: install
+	$(PY) -m workers.augment.wordnet_data install
+
+demo: install nltk-data
 	$(PY) -m augloop demo
 
-test: install system-deps
+test: install system-deps nltk-data
 	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
 

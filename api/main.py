@@ -13,6 +13,7 @@ from api.deps import AuthFailureLimiter
 from api.errors import install_error_handlers
 from api.schemas import ErrorRead
 from api.routes import datasets, health, jobs, tokens
+from api.routes import augment
 from api.routes import reviews
 from api.routes import training
 from api.routes import impact
@@ -21,7 +22,7 @@ from augloop.settings import Settings, get_settings
 from db.session import get_engine
 
 API_PREFIX = "/api/v1"
-ROUTERS: list[Any] = [datasets.router, jobs.router, tokens.router, reviews.router, training.router, impact.router]
+ROUTERS: list[Any] = [datasets.router, jobs.router, tokens.router, reviews.router, training.router, augment.router, impact.router]
 
 
 class BodySizeLimit:

@@ -20,6 +20,7 @@ app = typer.Typer(help="augloop: augment minority classes, review variants, trai
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(__import__("augloop.cli_train", fromlist=["train_app"]).train_app)  # train, ensemble, runs
+app.add_typer(__import__("augloop.cli_augment", fromlist=["augment_app"]).augment_app, name="augment")
 app.add_typer(__import__("augloop.cli_report", fromlist=["report_app"]).report_app, name="report")
 
 console = Console()

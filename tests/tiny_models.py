@@ -38,3 +38,82 @@ def build_tiny_bert_mlm(out_dir: Path, *, vocab_size: int = 2000, hidden: int = 
                         num_attention_heads=heads, intermediate_size=hidden * 2, max_position_embeddings=512)
     BertForMaskedLM(config).save_pretrained(out_dir)
     return out_dir
+
+
+def gettext_pairs(limit: int | None = None) -> list[tuple[str, str]]:
+    """English–German message pairs from Debian's gettext catalogs (a local parallel corpus, ~20k+ pairs)."""
+    import gettext
+
+    pairs: list[tuple[str, str]] = []
+    for path in sorted(Path("/usr/share/locale/de/LC_MESSAGES").glob("*.mo")):
+        try:
+            with path.open("rb") as fh:
+                catalog = gettext.GNUTranslations(fh)
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue  # a catalog that is not UTF-8
+        for source, target in catalog._catalog.items():  # noqa: SLF001 - the only way to list a catalog
+            if isinstance(source, str) and source.strip() and isinstance(target, str) and target.strip():
+                pairs.append((source.strip(), target.strip()))
+    return pairs[:limit] if limit else pairs
+
+
+def _train_spm(texts: list[str], prefix: Path, vocab_size: int) -> Path:
+    import sentencepiece as spm
+
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_prefix=str(prefix), vocab_size=vocab_size, model_type="unigram",
+        bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1, character_coverage=1.0, hard_vocab_limit=False,
+        minloglevel=2, num_threads=1,
+    )
+    return prefix.with_suffix(".model")
+
+
+def build_tiny_marian_pair(out_dir: Path, *, spm_vocab: int = 1000, d_model: int = 64, layers: int = 2,
+                           heads: int = 2, ffn: int = 128, total_vocab: int | None = None,
+                           max_pairs: int | None = 2000, seed: int = 0) -> tuple[Path, Path]:
+    """Two random MarianMT models, en→de and de→en, with sentencepiece vocabularies trained locally.
+
+    `total_vocab` pads the joint vocabulary with filler tokens up to a real model's size (opus-mt-en-de has
+    58,101), so that a benchmark pays a real output layer. Returns (en-de dir, de-en dir)."""
+    import json
+
+    import torch
+    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pairs = gettext_pairs(max_pairs)
+    english = [en for en, _ in pairs] + example_texts(max_pairs // 2 if max_pairs else None)
+    german = [de for _, de in pairs] or english
+    spm_en = _train_spm(english, out_dir / "en", spm_vocab)
+    spm_de = _train_spm(german, out_dir / "de", spm_vocab)
+    vocab: dict[str, int] = {"</s>": 0, "<unk>": 1}
+    for model_file in (spm_en, spm_de):
+        for line in model_file.with_suffix(".vocab").read_text(encoding="utf-8").splitlines():
+            piece = line.split("\t")[0]
+            if piece not in vocab:
+                vocab[piece] = len(vocab)
+    filler = 0
+    while total_vocab is not None and len(vocab) < total_vocab - 1:
+        vocab[f"<filler_{filler}>"] = len(vocab)
+        filler += 1
+    vocab["<pad>"] = len(vocab)
+    vocab_path = out_dir / "vocab.json"
+    vocab_path.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    pad = vocab["<pad>"]
+    dirs = []
+    for n, (src, tgt, name) in enumerate(((spm_en, spm_de, "en-de"), (spm_de, spm_en, "de-en"))):
+        target = out_dir / name
+        tokenizer = MarianTokenizer(source_spm=str(src), target_spm=str(tgt), vocab=str(vocab_path),
+                                    source_lang=name[:2], target_lang=name[3:], model_max_length=512)
+        tokenizer.save_pretrained(target)
+        torch.manual_seed(seed + n)
+        config = MarianConfig(
+            vocab_size=len(vocab), d_model=d_model, encoder_layers=layers, decoder_layers=layers,
+            encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=ffn, decoder_ffn_dim=ffn,
+            max_position_embeddings=512, pad_token_id=pad, decoder_start_token_id=pad, eos_token_id=0,
+            forced_eos_token_id=0, bos_token_id=0, scale_embedding=True,
+        )
+        MarianMTModel(config).save_pretrained(target)
+        dirs.append(target)
+    return dirs[0], dirs[1]

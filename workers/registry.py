@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 HANDLERS: dict[str, Callable[[JobContext], dict[str, Any] | None]] = {}
 # Modules whose import registers the built-in kinds (imported lazily: the ML stacks are heavy).
-BUILTIN_MODULES = ["workers.handlers", "workers.train_jobs"]
+BUILTIN_MODULES = ["workers.handlers", "workers.train_jobs", "workers.augment_jobs"]
 
 
 class JobCancelled(Exception):

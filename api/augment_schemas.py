@@ -1,0 +1,84 @@
+"""Request and response bodies of the augmentation endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api.deps import MAX_ID
+
+SampleId = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+class TextItem(BaseModel):
+    text: str = Field(min_length=1, max_length=20_000)
+    labels: dict[str, str] = Field(default_factory=dict, description="task → label; copied to every variant")
+
+
+class AugmentCreate(BaseModel):
+    """Give either `texts` or `sample_ids`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(min_length=1, max_length=200)
+    texts: list[TextItem] | None = Field(default=None, max_length=10_000)
+    sample_ids: list[SampleId] | None = Field(default=None, max_length=50_000)
+    methods: list[str] = Field(
+        default_factory=lambda: ["wordnet"],
+        min_length=1,
+        max_length=3,
+        description="backtranslation, mlm, wordnet",
+    )
+    n_per_text: int = Field(default=3, ge=1, le=50, description="variants per source text and method")
+    seed: int = Field(default=0, ge=0, lt=2**31)
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description='per method, e.g. {"mlm": {"top_k": 10}}'
+    )
+    filters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="min_length_ratio, max_length_ratio, leakage_threshold, leakage_ngram, min_similarity",
+    )
+    priority: int = Field(default=0, ge=-100, le=100)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AugmentCreate:
+        if (self.texts is None) == (self.sample_ids is None):
+            raise ValueError("give either texts or sample_ids")
+        return self
+
+
+class PlanTargetBody(BaseModel):
+    min_fraction_of_largest: float = Field(default=0.4, gt=0, le=1)
+    max_multiplier: float = Field(default=10.0, ge=1, le=1000)
+
+
+class PlanCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target: PlanTargetBody = Field(default_factory=PlanTargetBody)
+    methods: list[str] = Field(default_factory=lambda: ["wordnet"], min_length=1, max_length=3)
+    tasks: list[str] | None = Field(
+        default=None,
+        description="tasks to balance (default: all); every task's classes are still accounted for",
+    )
+    per_source_cap: int = Field(default=5, ge=1, le=1000, description="at most this many variants per source")
+    count_pending: bool = Field(default=True, description="count pending variants as if approved")
+    job_size: int = Field(default=2000, ge=1, le=50_000, description="variants per job at most")
+    seed: int = Field(default=0, ge=0, lt=2**31)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    filters: dict[str, Any] = Field(default_factory=dict)
+    enqueue: bool = Field(default=False, description="also enqueue the jobs (else: a dry run, stored)")
+
+
+class PlanRead(BaseModel):
+    id: int
+    dataset: str
+    params: dict[str, Any]
+    plan: dict[str, Any]
+    job_ids: list[int]
+    created_at: datetime
+    progress: list[dict[str, Any]] | None = Field(
+        default=None, description="per task × class now: target, approved and pending variants (GET only)"
+    )

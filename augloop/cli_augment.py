@@ -1,0 +1,336 @@
+"""`augloop augment plan|run`: the minority-class planner and augmentation jobs from the command line."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from augloop.settings import get_settings
+
+augment_app = typer.Typer(help="Plan and run augmentation of minority classes.", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+MethodsOpt = Annotated[
+    str, typer.Option("--methods", "-m", help="Comma-separated: wordnet, mlm, backtranslation")
+]
+SeedOpt = Annotated[int, typer.Option(help="Seed: the same job with the same seed gives the same variants")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _methods(raw: str) -> list[str]:
+    return [m.strip() for m in raw.split(",") if m.strip()]
+
+
+def _params(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as err:
+        _fail(f'--params must be JSON like \'{{"mlm": {{"top_k": 10}}}}\': {err.msg}')
+    if not isinstance(value, dict):
+        _fail("--params must be a JSON object keyed by method")
+    return value
+
+
+def _domain(fn):  # type: ignore[no-untyped-def]
+    from db.errors import DomainError
+
+    try:
+        return fn()
+    except DomainError as err:
+        _fail(err.message)
+
+
+def _plan_request(
+    methods: str,
+    min_fraction: float,
+    max_multiplier: float,
+    per_source_cap: int,
+    tasks: list[str] | None,
+    seed: int,
+    count_pending: bool,
+    job_size: int,
+    params: str | None,
+    enqueue: bool,
+):  # type: ignore[no-untyped-def]
+    from workers.augment.enqueue import PlanRequest
+    from workers.augment.planner import PlanTarget
+
+    chosen = [t.strip() for item in tasks or [] for t in item.split(",") if t.strip()]
+    return PlanRequest(
+        methods=_methods(methods),
+        target=PlanTarget(min_fraction, max_multiplier),
+        per_source_cap=per_source_cap,
+        tasks=chosen or None,
+        count_pending=count_pending,
+        job_size=job_size,
+        seed=seed,
+        params=_params(params),
+        enqueue=enqueue,
+    )
+
+
+def print_plan(dataset: str, plan: dict[str, Any]) -> None:
+    target = plan["target"]
+    table = Table(
+        title=f"{dataset} · plan: each class ≥ {target['min_fraction_of_largest']:.0%} of its task's "
+        f"largest, ≤ {target['max_multiplier']:g}× its originals (train split)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("task", no_wrap=True)
+    table.add_column("label", no_wrap=True)
+    for col in ("orig", "var", "target", "deficit", "+plan", "expect", "short"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for c in plan["classes"]:
+        style = "bold" if c["deficit"] else None
+        table.add_row(
+            c["task"],
+            c["label"],
+            str(c["original"]),
+            str(c["variants"]),
+            str(c["target"]),
+            str(c["deficit"]),
+            f"+{c['planned']}" if c["planned"] else "0",
+            str(c["expected"]),
+            str(c["shortfall"]) if c["shortfall"] else "",
+            style=style,
+        )
+    console.print(table)
+    combos = Table(
+        title="joint label combinations used (a variant carries all its source's labels)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for col in ("labels", "sources", "variants", "per source ≤"):
+        combos.add_column(col, justify="left" if col == "labels" else "right")
+    for c in plan["combinations"]:
+        combos.add_row(
+            ", ".join(f"{t}={y}" for t, y in c["labels"].items()),
+            str(c["sources"]),
+            str(c["variants"]),
+            str(c["per_source"]),
+        )
+    console.print(combos)
+    methods = ", ".join(f"{m} {n}" for m, n in plan["methods"].items())
+    console.print(
+        f"{plan['total_variants']} variants from {plan['sources_used']} sources ({methods}) in "
+        f"{len(plan['jobs'])} job(s)",
+        highlight=False,
+    )
+
+
+@augment_app.command("plan")
+def plan_cmd(
+    dataset: Annotated[str, typer.Argument(help="Dataset name")],
+    methods: MethodsOpt = "wordnet",
+    min_fraction: Annotated[
+        float, typer.Option(help="Each class ≥ this fraction of its task's largest")
+    ] = 0.4,
+    max_multiplier: Annotated[float, typer.Option(help="… but ≤ this multiple of its own originals")] = 10.0,
+    per_source_cap: Annotated[int, typer.Option(help="At most this many variants per source text")] = 5,
+    tasks: Annotated[list[str] | None, typer.Option("--task", help="Tasks to balance (default all)")] = None,
+    count_pending: Annotated[bool, typer.Option(help="Count pending variants as if approved")] = True,
+    job_size: Annotated[int, typer.Option(help="Variants per job at most")] = 2000,
+    seed: SeedOpt = 0,
+    params: Annotated[str | None, typer.Option(help="Method parameters, JSON keyed by method")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")] = False,
+) -> None:
+    """Show what a plan would generate, per task × class and joint label combination (nothing is stored)."""
+    from db.datasets import get_dataset
+    from db.session import get_engine, session_scope
+    from workers.augment.enqueue import build_plan
+
+    request = _plan_request(
+        methods,
+        min_fraction,
+        max_multiplier,
+        per_source_cap,
+        tasks,
+        seed,
+        count_pending,
+        job_size,
+        params,
+        enqueue=False,
+    )
+
+    def run():  # type: ignore[no-untyped-def]
+        with session_scope(get_engine()) as session:
+            return build_plan(session, get_dataset(session, dataset), request, get_settings())[0]
+
+    plan = _domain(run)
+    if as_json:
+        for job in plan["jobs"]:
+            job.pop("items")
+        print(json.dumps(plan, indent=2))
+    else:
+        print_plan(dataset, plan)
+
+
+def _select_sources(session, ds, sample_ids: list[int], where: list[str]) -> list[int]:  # type: ignore[no-untyped-def]
+    from db.augmentation import train_label_rows
+
+    if sample_ids:
+        return sample_ids
+    wanted: dict[str, str] = {}
+    for item in where:
+        if "=" not in item:
+            _fail(f"--where takes TASK=LABEL; got {item!r}")
+        task, label = (x.strip() for x in item.split("=", 1))
+        wanted[task] = label
+    if not wanted:
+        _fail("--no-plan needs sources: --sample-id ID (repeatable) or --where TASK=LABEL (repeatable)")
+    return [
+        sid
+        for sid, labels in train_label_rows(session, ds)
+        if all(labels.get(t) == y for t, y in wanted.items())
+    ]
+
+
+@augment_app.command("run")
+def run_cmd(
+    dataset: Annotated[str, typer.Argument(help="Dataset name")],
+    methods: MethodsOpt = "wordnet",
+    use_plan: Annotated[
+        bool,
+        typer.Option(
+            "--plan/--no-plan",
+            help="Plan the minority classes (default) or augment the chosen sources n-per-text times",
+        ),
+    ] = True,
+    n_per_text: Annotated[int, typer.Option(help="--no-plan: variants per source and method")] = 3,
+    sample_ids: Annotated[list[int] | None, typer.Option("--sample-id", help="--no-plan: a source")] = None,
+    where: Annotated[
+        list[str] | None, typer.Option(help="--no-plan: train originals with TASK=LABEL")
+    ] = None,
+    min_fraction: Annotated[
+        float, typer.Option(help="Plan: each class ≥ this fraction of the largest")
+    ] = 0.4,
+    max_multiplier: Annotated[float, typer.Option(help="Plan: ≤ this multiple of its originals")] = 10.0,
+    per_source_cap: Annotated[int, typer.Option(help="Plan: at most this many variants per source")] = 5,
+    tasks: Annotated[list[str] | None, typer.Option("--task", help="Plan: tasks to balance")] = None,
+    job_size: Annotated[int, typer.Option(help="Plan: variants per job at most")] = 2000,
+    seed: SeedOpt = 0,
+    params: Annotated[str | None, typer.Option(help="Method parameters, JSON keyed by method")] = None,
+    wait: Annotated[
+        bool, typer.Option(help="Show progress until the jobs finish (a worker must run)")
+    ] = False,
+) -> None:
+    """Enqueue augmentation jobs; `augloop worker` runs them and the variants land as pending."""
+    from db.datasets import get_dataset
+    from db.session import get_engine, session_scope
+    from workers.augment.enqueue import AugmentRequest, create_and_enqueue_plan, enqueue_request
+
+    settings = get_settings()
+
+    def run() -> tuple[list[int], dict[str, Any] | None]:
+        with session_scope(get_engine()) as session:
+            ds = get_dataset(session, dataset)
+            if use_plan:
+                request = _plan_request(
+                    methods,
+                    min_fraction,
+                    max_multiplier,
+                    per_source_cap,
+                    tasks,
+                    seed,
+                    True,
+                    job_size,
+                    params,
+                    enqueue=True,
+                )
+                row = create_and_enqueue_plan(session, ds, request, settings, None)
+                return list(row.job_ids), {**row.plan, "id": row.id}
+            ids = _select_sources(session, ds, list(sample_ids or []), list(where or []))
+            if not ids:
+                _fail("no train-split original matches the --where filters")
+            job = enqueue_request(
+                session,
+                ds,
+                AugmentRequest(
+                    methods=_methods(methods),
+                    n_per_text=n_per_text,
+                    seed=seed,
+                    sample_ids=ids,
+                    params=_params(params),
+                ),
+                settings,
+                None,
+            )
+            return [job.id], None
+
+    job_ids, plan = _domain(run)
+    if plan is not None:
+        print_plan(dataset, plan)
+        console.print(f"plan {plan['id']} stored", highlight=False)
+    if not job_ids:
+        console.print("nothing to do: every class already meets the target")
+        return
+    console.print(
+        f"enqueued job(s) {', '.join(map(str, job_ids))}; run `augloop worker` to process them",
+        highlight=False,
+    )
+    if wait:
+        raise typer.Exit(wait_for_jobs(job_ids))
+
+
+def wait_for_jobs(job_ids: list[int], poll_seconds: float = 1.0) -> int:
+    """A progress bar per job until all are finished; exit code 1 when any failed or was cancelled."""
+    from sqlalchemy import select
+
+    from db.models import Job
+    from db.queue import TERMINAL
+    from db.session import get_engine, readonly_engine, session_scope
+
+    engine = readonly_engine(get_engine())
+    columns = (
+        TextColumn("job {task.fields[job]} {task.fields[method]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]} · kept {task.fields[kept]} · dropped {task.fields[dropped]}"),
+        TimeElapsedColumn(),
+    )
+    failed = False
+    with Progress(*columns, console=console) as progress:
+        bars = {
+            jid: progress.add_task("", total=None, job=jid, method="", status="queued", kept=0, dropped=0)
+            for jid in job_ids
+        }
+        while True:
+            with session_scope(engine) as session:
+                jobs = list(session.scalars(select(Job).where(Job.id.in_(job_ids))))
+            for job in jobs:
+                info = job.progress_info or {}
+                dropped = sum((info.get("dropped") or {}).values())
+                progress.update(
+                    bars[job.id],
+                    total=job.progress_total or None,
+                    completed=job.progress_done,
+                    method=",".join(job.params.get("methods", [])),
+                    status=job.status,
+                    kept=info.get("kept", 0),
+                    dropped=dropped,
+                )
+            if all(job.status in TERMINAL for job in jobs):
+                failed = any(job.status != "succeeded" for job in jobs)
+                break
+            time.sleep(poll_seconds)
+    for job in jobs:
+        if job.status != "succeeded":
+            err_console.print(f"job {job.id} {job.status}: {job.last_error or ''}", highlight=False)
+    return 1 if failed else 0

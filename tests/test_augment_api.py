@@ -1,0 +1,427 @@
+"""API → queue → worker → augmenter → filters → pending rows, for every method, with provenance and errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import delete, select
+
+from tests.augment_fixtures import (  # noqa: F401
+    augment_env,
+    augment_nltk_dir,
+    mini_dataset,
+    one_torch_thread,
+    run_worker,
+    tiny_marian_dirs,
+    tiny_mlm_dir,
+    train_ids,
+)
+
+pytestmark = pytest.mark.usefixtures("augment_env")
+
+
+def _job(client, job_id: int) -> dict:  # type: ignore[no-untyped-def]
+    r = client.get(f"/api/v1/jobs/{job_id}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _variants(engine, job_id: int) -> list:  # type: ignore[no-untyped-def]
+    from sqlalchemy.orm import Session
+
+    from db.models import Sample
+
+    with Session(engine) as s:
+        return list(s.scalars(select(Sample).where(Sample.job_id == job_id).order_by(Sample.id)))
+
+
+def test_wordnet_job_lands_pending_variants_with_provenance(annotator, engine, mini_dataset) -> None:
+    from sqlalchemy.orm import Session
+
+    from db.models import Sample
+
+    sources = train_ids(engine, mini_dataset, limit=40)
+    r = annotator.post(
+        "/api/v1/augment",
+        json={"dataset": "mini", "sample_ids": sources, "methods": ["wordnet"], "n_per_text": 2, "seed": 9},
+    )
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["kind"] == "augment" and job["status"] == "queued" and job["progress_total"] == 80
+    stats = run_worker(engine)
+    assert stats.succeeded == 1
+    done = _job(annotator, job["id"])
+    assert done["status"] == "succeeded" and done["progress_done"] == done["progress_total"] == 80
+    info = done["progress_info"]
+    dropped = info["dropped"]
+    assert set(dropped) >= {"identical_to_source", "duplicate", "length_ratio", "leakage", "no_candidate"}
+    assert info["kept"] == done["result"]["kept"] > 30
+    assert done["result"]["generated"] == 80 - dropped["no_candidate"]
+    assert (
+        done["result"]["kept"]
+        + sum(v for k, v in dropped.items() if k not in ("no_candidate", "duplicate_at_insert"))
+        == done["result"]["generated"]
+    )
+    variants = _variants(engine, job["id"])
+    assert len(variants) == done["result"]["kept"]
+    with Session(engine) as s:
+        for v in variants:
+            parent = s.get(Sample, v.parent_id)
+            assert parent.id in sources and parent.split == "train"
+            assert v.origin == "augmented" and v.review_status == "pending" and v.split == "train"
+            assert (
+                v.method == "wordnet"
+                and v.model_name == "wordnet-3.0"
+                and v.seed == 9
+                and v.job_id == job["id"]
+            )
+            assert v.method_params["aug_p"] == 0.3 and v.method_params["variant_index"] in (0, 1)
+            assert 0 < v.similarity < 1 and v.scores["similarity"] == v.similarity and v.scores["edits"]
+            assert v.labels == parent.labels and len(v.labels) == 3
+            assert v.text != parent.text
+
+
+def test_same_job_same_seed_same_variants(annotator, engine, mini_dataset) -> None:
+    from db.models import Sample
+    from db.session import session_scope
+
+    body = {
+        "dataset": "mini",
+        "sample_ids": train_ids(engine, mini_dataset, limit=25),
+        "methods": ["wordnet", "mlm"],
+        "n_per_text": 2,
+        "seed": 3,
+        "params": {"mlm": {"min_prob": 0.0}},
+    }
+    first = annotator.post("/api/v1/augment", json=body).json()["id"]
+    run_worker(engine)
+    texts = [(v.parent_id, v.method, v.text) for v in _variants(engine, first)]
+    assert {m for _, m, _ in texts} == {"wordnet", "mlm"}
+    with session_scope(engine) as s:  # forget them (as if rejected and purged), then run the same job again
+        s.execute(delete(Sample).where(Sample.job_id == first))
+    second = annotator.post("/api/v1/augment", json=body).json()["id"]
+    run_worker(engine)
+    assert [(v.parent_id, v.method, v.text) for v in _variants(engine, second)] == texts
+    # The rerun with everything already present keeps nothing: duplicates of the dataset.
+    third = annotator.post("/api/v1/augment", json=body).json()["id"]
+    run_worker(engine)
+    result = _job(annotator, third)["result"]
+    assert result["kept"] == 0 and result["dropped"]["duplicate"] >= len(texts)
+
+
+def test_mlm_and_backtranslation_through_the_queue(annotator, engine, mini_dataset, tiny_mlm_dir) -> None:
+    assert annotator.app.state.settings.mlm_model == str(
+        tiny_mlm_dir
+    )  # the app validates with the tiny models
+    sources = train_ids(engine, mini_dataset, limit=12)
+    r = annotator.post(
+        "/api/v1/augment",
+        json={
+            "dataset": "mini",
+            "sample_ids": sources,
+            "methods": ["mlm", "backtranslation"],
+            "n_per_text": 2,
+            "seed": 1,
+            "params": {
+                "mlm": {"min_prob": 0.0},
+                "backtranslation": {"max_new_tokens": 16, "sample_back": True},
+            },
+            # Random models produce word salad: relax the length bounds so that some of it reaches review.
+            "filters": {"min_length_ratio": 0.05, "max_length_ratio": 20},
+        },
+    )
+    assert r.status_code == 202, r.text
+    run_worker(engine)
+    job = _job(annotator, r.json()["id"])
+    assert job["status"] == "succeeded", job["last_error"]
+    variants = _variants(engine, job["id"])
+    by_method = {m: [v for v in variants if v.method == m] for m in ("mlm", "backtranslation")}
+    assert by_method["mlm"] and by_method["backtranslation"]
+    assert all(v.model_name == str(tiny_mlm_dir) for v in by_method["mlm"])
+    for v in by_method["backtranslation"]:
+        assert v.method_params["pivot"] == "de" and v.method_params["max_new_tokens"] == 16
+        assert "→" in v.model_name and v.scores["pivot_text"] and v.review_status == "pending"
+    assert job["result"]["per_method"]["mlm"]["kept"] == len(by_method["mlm"])
+
+
+def test_free_texts_become_train_originals(annotator, engine, mini_dataset) -> None:
+    from db.augmentation import load_sources
+    from db.datasets import get_dataset
+    from db.models import Sample
+    from db.session import session_scope
+
+    text = "Proud to vote for the farm bill today: it helps rural families and protects our water."
+    labels = {"bias": "neutral", "message": "policy", "audience": "constituency"}
+    r = annotator.post(
+        "/api/v1/augment",
+        json={
+            "dataset": "mini",
+            "texts": [{"text": text, "labels": labels}],
+            "methods": ["wordnet"],
+            "n_per_text": 3,
+        },
+    )
+    assert r.status_code == 202, r.text
+    (item,) = r.json()["params"]["items"]
+    with session_scope(engine) as s:
+        sample = s.get(Sample, item["sample_id"])
+        assert sample.origin == "original" and sample.split == "train" and sample.labels == labels
+        assert load_sources(s, get_dataset(s, "mini"), [sample.id])[0].text == text
+    run_worker(engine)
+    variants = _variants(engine, r.json()["id"])
+    assert variants and all(v.parent_id == item["sample_id"] and v.labels == labels for v in variants)
+    # The same text again reuses the sample; other labels for it are a conflict.
+    again = annotator.post(
+        "/api/v1/augment",
+        json={"dataset": "mini", "texts": [{"text": text, "labels": labels}], "methods": ["wordnet"]},
+    )
+    assert again.json()["params"]["items"][0]["sample_id"] == item["sample_id"]
+    clash = annotator.post(
+        "/api/v1/augment",
+        json={
+            "dataset": "mini",
+            "methods": ["wordnet"],
+            "texts": [{"text": text, "labels": {**labels, "bias": "partisan"}}],
+        },
+    )
+    assert clash.status_code == 409 and clash.json()["field"] == "texts.0.labels"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"methods": ["wordnet"]}, 422, None),  # neither texts nor sample_ids
+        ({"methods": ["wordnet"], "sample_ids": [1], "texts": [{"text": "x"}]}, 422, None),  # both
+        ({"methods": ["paraphrase"], "sample_ids": [1]}, 422, "methods"),
+        (
+            {"methods": ["wordnet"], "texts": [{"text": "new text", "labels": {"bias": "loud"}}]},
+            422,
+            "texts.0.labels",
+        ),
+        ({"methods": ["wordnet"], "texts": [{"text": "new text without labels"}]}, 422, "texts.0.labels"),
+        ({"methods": ["mlm"], "sample_ids": [1], "params": {"mlm": {"top_k": -1}}}, 422, "params.mlm.top_k"),
+        ({"methods": ["mlm"], "sample_ids": [1], "params": {"wordnet": {}}}, 422, "params"),
+        (
+            {"methods": ["wordnet"], "sample_ids": [1], "filters": {"leakage_threshold": 2}},
+            422,
+            "filters.leakage_threshold",
+        ),
+        ({"methods": ["wordnet"], "sample_ids": [99999]}, 404, "sample_ids"),
+        ({"methods": ["wordnet"], "sample_ids": [1], "n_per_text": 0}, 422, "n_per_text"),
+    ],
+)
+def test_bad_requests_are_refused_with_the_field(
+    annotator, engine, mini_dataset, body, status, field
+) -> None:
+    from db.models import Job
+    from db.session import session_scope
+
+    r = annotator.post("/api/v1/augment", json={"dataset": "mini", **body})
+    assert r.status_code == status, r.text
+    if field:
+        assert r.json()["field"] == field
+    with session_scope(engine) as s:
+        assert s.scalar(select(Job.id)) is None  # nothing enqueued
+
+
+def test_val_and_test_samples_are_never_sources(annotator, engine, mini_dataset) -> None:
+    from db.models import Sample
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        val_id, val_text = s.execute(select(Sample.id, Sample.text).where(Sample.split == "val")).first()
+    r = annotator.post(
+        "/api/v1/augment", json={"dataset": "mini", "sample_ids": [val_id], "methods": ["wordnet"]}
+    )
+    assert r.status_code == 422 and "train-split originals" in r.json()["detail"]
+    r = annotator.post(
+        "/api/v1/augment",
+        json={
+            "dataset": "mini",
+            "methods": ["wordnet"],
+            "texts": [{"text": val_text, "labels": {"bias": "neutral"}}],
+        },
+    )
+    assert r.status_code == 422 and r.json()["field"] == "texts.0.text"
+
+
+def test_leakage_guard_drops_variants_close_to_test_texts(annotator, engine, mini_dataset) -> None:
+    from db.models import Sample, SampleLabel
+    from db.session import session_scope
+    from db.textnorm import content_hash
+
+    base = (
+        "Great meeting with farmers and ranchers in the district today to talk about the farm bill, water "
+        "rights and rural broadband. Thank you for the warm welcome!"
+    )
+    with session_scope(engine) as s:
+        ds_id = s.scalar(select(Sample.dataset_id).limit(1))
+        retweet = "RT " + base  # the same post in the test split, as a retweet
+        test = Sample(dataset_id=ds_id, text=retweet, split="test", content_hash=content_hash(retweet))
+        train = Sample(dataset_id=ds_id, text=base, split="train", content_hash=content_hash(base))
+        for sample in (test, train):
+            sample.labels_rows = [SampleLabel(task="bias", label="neutral")]
+        s.add_all([test, train])
+        s.flush()
+        source = train.id
+    # One word swapped: the variant is a near-copy of the test text (Jaccard of 5-grams ≈ 0.85).
+    one_word = {"wordnet": {"max_words": 1}}
+    r = annotator.post(
+        "/api/v1/augment",
+        json={
+            "dataset": "mini",
+            "sample_ids": [source],
+            "methods": ["wordnet"],
+            "n_per_text": 5,
+            "params": one_word,
+        },
+    )
+    run_worker(engine)
+    job = _job(annotator, r.json()["id"])
+    assert job["result"]["dropped"]["leakage"] >= 4 and job["result"]["kept"] == 0
+    assert job["progress_info"]["dropped"]["leakage"] == job["result"]["dropped"]["leakage"]
+    relaxed = annotator.post(
+        "/api/v1/augment",
+        json={
+            "dataset": "mini",
+            "sample_ids": [source],
+            "n_per_text": 5,
+            "methods": ["wordnet"],
+            "params": one_word,
+            "filters": {"leakage_threshold": 0.99},
+        },
+    )
+    run_worker(engine)
+    result = _job(annotator, relaxed.json()["id"])["result"]
+    assert result["dropped"]["leakage"] == 0 and result["kept"] >= 4
+
+
+def test_language_decides_methods_with_a_422(admin, annotator, engine, mini_dataset, monkeypatch) -> None:
+    assert admin.patch("/api/v1/datasets/mini", json={"language": "de"}).status_code == 200
+    ids = train_ids(engine, mini_dataset, limit=2)
+    r = annotator.post("/api/v1/augment", json={"dataset": "mini", "sample_ids": ids, "methods": ["wordnet"]})
+    assert r.status_code == 422 and "English only" in r.json()["detail"] and r.json()["field"] == "methods"
+    r = annotator.post(
+        "/api/v1/augment", json={"dataset": "mini", "sample_ids": ids, "methods": ["backtranslation"]}
+    )
+    assert r.status_code == 422 and "no back-translation route for language 'de'" in r.json()["detail"]
+    r = annotator.post("/api/v1/datasets/mini/augmentation-plans", json={"methods": ["wordnet"]})
+    assert r.status_code == 422
+
+
+def test_missing_model_fails_the_job_once_with_a_clear_message(
+    annotator, engine, mini_dataset, monkeypatch, tmp_path
+) -> None:
+    from augloop import settings as settings_mod
+
+    monkeypatch.setenv("AUGLOOP_MLM_MODEL", str(tmp_path / "mbert-gone"))
+    settings_mod.get_settings.cache_clear()
+    r = annotator.post(
+        "/api/v1/augment",
+        json={"dataset": "mini", "sample_ids": train_ids(engine, mini_dataset, 3), "methods": ["mlm"]},
+    )
+    assert r.status_code == 202
+    stats = run_worker(engine)
+    job = _job(annotator, r.json()["id"])
+    assert stats.failed == 1 and job["status"] == "failed" and job["attempts"] == 1  # permanent: no retries
+    assert "mbert-gone" in job["last_error"] and "AUGLOOP_MLM_MODEL" in job["last_error"]
+    assert "Traceback" not in job["last_error"] and _variants(engine, job["id"]) == []
+
+
+def test_missing_wordnet_corpus_fails_the_job_with_install_hint(
+    annotator, engine, mini_dataset, monkeypatch, tmp_path
+) -> None:
+    from augloop import settings as settings_mod
+
+    monkeypatch.setenv("AUGLOOP_NLTK_DATA", str(tmp_path / "empty"))
+    settings_mod.get_settings.cache_clear()
+    r = annotator.post(
+        "/api/v1/augment",
+        json={"dataset": "mini", "sample_ids": train_ids(engine, mini_dataset, 3), "methods": ["wordnet"]},
+    )
+    run_worker(engine)
+    job = _job(annotator, r.json()["id"])
+    assert job["status"] == "failed" and job["attempts"] == 1
+    assert "WordNet corpus not found" in job["last_error"] and "make nltk-data" in job["last_error"]
+
+
+def test_cancelled_job_writes_nothing(annotator, engine, mini_dataset) -> None:
+    r = annotator.post(
+        "/api/v1/augment",
+        json={"dataset": "mini", "methods": ["wordnet"], "sample_ids": train_ids(engine, mini_dataset, 5)},
+    )
+    assert annotator.post(f"/api/v1/jobs/{r.json()['id']}/cancel").json()["status"] == "cancelled"
+    run_worker(engine)
+    assert _variants(engine, r.json()["id"]) == []
+
+
+def test_plans_are_computed_stored_enqueued_and_listed(annotator, engine, example_dataset) -> None:
+    from db.models import Job
+    from db.session import session_scope
+
+    dry = annotator.post(
+        f"/api/v1/datasets/{example_dataset}/augmentation-plans",
+        json={
+            "target": {"min_fraction_of_largest": 0.4, "max_multiplier": 10},
+            "methods": ["wordnet", "mlm"],
+            "per_source_cap": 5,
+            "params": {"mlm": {"min_prob": 0}},
+        },
+    )
+    assert dry.status_code == 201, dry.text
+    plan = dry.json()
+    assert plan["job_ids"] == [] and plan["plan"]["total_variants"] == 1579
+    classes = {(c["task"], c["label"]): c for c in plan["plan"]["classes"]}
+    assert classes["message", "other"] == {
+        **classes["message", "other"],
+        "original": 99,
+        "target": 452,
+        "deficit": 353,
+        "planned": 353,
+        "shortfall": 0,
+    }
+    assert classes["bias", "partisan"]["target"] == 1181 and classes["bias", "partisan"]["expected"] >= 1181
+    assert plan["plan"]["methods"] == {"wordnet": 790, "mlm": 789}
+    with session_scope(engine) as s:
+        assert s.scalar(select(Job.id)) is None  # a dry run enqueues nothing
+    run = annotator.post(
+        f"/api/v1/datasets/{example_dataset}/augmentation-plans",
+        json={"methods": ["wordnet", "mlm"], "enqueue": True, "job_size": 500, "tasks": ["message"]},
+    )
+    assert run.status_code == 201
+    body = run.json()
+    assert len(body["job_ids"]) == len(body["plan"]["jobs"]) >= 4
+    with session_scope(engine) as s:
+        jobs = list(s.scalars(select(Job).where(Job.id.in_(body["job_ids"]))))
+        assert sum(j.progress_total for j in jobs) == body["plan"]["total_variants"]
+        assert all(j.params["plan_id"] == body["id"] and len(j.params["methods"]) == 1 for j in jobs)
+        assert all(sum(i["n"] for i in j.params["items"]) <= 500 for j in jobs)
+    listed = annotator.get(f"/api/v1/datasets/{example_dataset}/augmentation-plans")
+    assert listed.status_code == 200 and [p["id"] for p in listed.json()] == [body["id"], plan["id"]]
+    progress = {(c["task"], c["label"]): c for c in listed.json()[0]["progress"]}
+    assert progress["message", "other"] == {
+        **progress["message", "other"],
+        "original": 99,
+        "approved": 0,
+        "pending": 0,
+        "remaining": 353,
+    }
+    bad = annotator.post(f"/api/v1/datasets/{example_dataset}/augmentation-plans", json={"tasks": ["tone"]})
+    assert bad.status_code == 422 and bad.json()["field"] == "tasks"
+
+
+def test_job_progress_is_visible_while_running(annotator, engine, mini_dataset) -> None:
+    """The handler reports per batch; the heartbeat writes it: after the run the final counters are stored."""
+    r = annotator.post(
+        "/api/v1/augment",
+        json={
+            "dataset": "mini",
+            "methods": ["wordnet"],
+            "n_per_text": 1,
+            "sample_ids": train_ids(engine, mini_dataset, limit=130),
+        },
+    )
+    run_worker(engine)
+    job = _job(annotator, r.json()["id"])
+    assert job["progress_done"] == 130 and json.dumps(job["progress_info"]).count("dropped") == 1

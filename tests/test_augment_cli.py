@@ -1,0 +1,131 @@
+"""`augloop augment plan|run` as a user runs them, then `augloop worker --burst`: pending variants stored."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.augment_fixtures import (  # noqa: F401
+    augment_env,
+    augment_nltk_dir,
+    mini_dataset,
+    one_torch_thread,
+    run_worker,
+    tiny_marian_dirs,
+    tiny_mlm_dir,
+)
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.usefixtures("augment_env")
+
+
+def augloop(settings, *args: str) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
+    env = {
+        **os.environ,
+        "AUGLOOP_DATABASE_URL": settings.resolved_database_url,
+        "AUGLOOP_DATA_DIR": str(settings.data_dir),
+        "COLUMNS": "160",
+        "AUGLOOP_AUGMENT_TORCH_THREADS": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "augloop", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_plan_run_worker_leaves_pending_variants(settings, engine, example_dataset) -> None:
+    from sqlalchemy.orm import Session
+
+    from db.models import AugmentationPlan, Job, Sample
+
+    plan = augloop(settings, "augment", "plan", example_dataset)
+    assert plan.returncode == 0, plan.stderr
+    lines = {
+        tuple(line.split()[:2]): line.split() for line in plan.stdout.splitlines() if len(line.split()) >= 8
+    }
+    assert lines["message", "other"][2:6] == ["99", "0", "452", "353"]
+    assert lines["bias", "partisan"][2:6] == ["1049", "0", "1181", "132"]
+    assert "1579 variants from" in plan.stdout
+    as_json = json.loads(
+        augloop(settings, "augment", "plan", example_dataset, "--json", "--methods", "wordnet,mlm").stdout
+    )
+    assert as_json["methods"] == {"wordnet": 790, "mlm": 789}
+    run = augloop(settings, "augment", "run", example_dataset, "--methods", "wordnet")
+    assert run.returncode == 0, run.stderr
+    assert "enqueued job(s)" in run.stdout
+    worker = augloop(settings, "worker", "--burst", "--kinds", "augment")
+    assert worker.returncode == 0 and "1 succeeded" in worker.stdout, worker.stderr[-2000:]
+    with Session(engine) as s:
+        job = s.scalars(select(Job)).one()
+        assert job.status == "succeeded" and job.result["kept"] > 1000
+        pending = s.scalar(
+            select(func.count()).where(
+                Sample.origin == "augmented",
+                Sample.review_status == "pending",
+                Sample.method == "wordnet",
+                Sample.parent_id.is_not(None),
+                Sample.job_id == job.id,
+            )
+        )
+        assert pending == job.result["kept"]
+        stored = s.scalars(select(AugmentationPlan)).one()
+        assert stored.job_ids == [job.id] and job.params["plan_id"] == stored.id
+    again = augloop(settings, "augment", "plan", example_dataset)  # pending variants count towards the target
+    assert "1579 variants" not in again.stdout
+
+
+def test_run_without_plan_and_wait(settings, engine, mini_dataset) -> None:
+    from typer.testing import CliRunner
+
+    from augloop.cli import app
+    from augloop.cli_augment import wait_for_jobs
+
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "augment",
+            "run",
+            "mini",
+            "--no-plan",
+            "--where",
+            "message=attack",
+            "--n-per-text",
+            "2",
+            "--seed",
+            "5",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    job_id = int(result.output.split("enqueued job(s) ")[1].split(";")[0])
+    run_worker(engine)
+    assert wait_for_jobs([job_id], poll_seconds=0.05) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["augment", "run", "mini", "--methods", "paraphrase"], "unknown method"),
+        (["augment", "run", "mini", "--no-plan"], "--sample-id"),
+        (["augment", "plan", "mini", "--min-fraction", "1.5"], "min_fraction_of_largest"),
+        (["augment", "plan", "nope"], "not found"),
+        (["augment", "run", "mini", "--params", "{bad"], "--params must be JSON"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(mini_dataset, args, message) -> None:
+    from typer.testing import CliRunner
+
+    from augloop.cli import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and message in result.output

@@ -1,0 +1,260 @@
+"""Augmentation building blocks without models: word spans, parameters, language rules, filters, planner."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter
+
+import pytest
+
+from tests.tiny_models import EXAMPLE_CSV
+
+TWEET = "RT @nowthisnews: Rep. Trey Radel (R- #FL) slams #Obamacare. #politics https://t.co/zvywMG8yIH"
+
+
+# -- word spans ---------------------------------------------------------------------------------------------
+
+
+def test_candidates_skip_mentions_hashtags_urls_numbers_names_and_stop_words() -> None:
+    from workers.augment.textspans import candidates
+
+    assert [w.text for w in candidates(TWEET, "en")] == ["slams"]
+    text = (
+        "Proud to support the U.S. Senate bill. Great news for 2014 families! "
+        "Visit www.house.gov and he said."
+    )
+    words = [w.text for w in candidates(text, "en")]
+    assert words == ["Proud", "support", "bill", "Great", "news", "families", "Visit", "said"]
+    # "Senate" follows the abbreviation "U.S.", so it is inside a sentence: a name, protected.
+    assert "Senate" not in words and "he" not in words and "2014" not in words
+
+
+def test_spans_point_into_the_original_text() -> None:
+    from workers.augment.textspans import words
+
+    text = "Tax  relief\tfor   working families — now!"
+    for w in words(text):
+        assert text[w.start : w.end] == w.text
+
+
+def test_languages_without_a_stop_list_protect_short_words() -> None:
+    from workers.augment.textspans import candidates
+
+    assert [w.text for w in candidates("Wir haben die neue Reform heute beschlossen", "de")] == [
+        "haben",
+        "neue",
+        "heute",
+        "beschlossen",
+    ]
+
+
+# -- parameters and language rules --------------------------------------------------------------------------
+
+
+def test_params_reject_unknown_keys_wrong_types_and_ranges() -> None:
+    from workers.augment.params import MaskedLMParams, ParamError, parse
+
+    assert parse(MaskedLMParams, {"top_k": 5}).top_k == 5
+    for bad, field in (
+        ({"topk": 5}, "topk"),
+        ({"top_k": "5"}, "top_k"),
+        ({"aug_p": 0}, "aug_p"),
+        ({"protect_capitalized": 1}, "protect_capitalized"),
+    ):
+        with pytest.raises(ParamError) as err:
+            parse(MaskedLMParams, bad)
+        assert err.value.field == field
+
+
+def test_language_decides_the_valid_methods(settings) -> None:
+    from db.errors import ValidationFailed
+    from workers.augment.catalog import valid_methods, validate_request
+
+    assert valid_methods("en-US", settings) == ["backtranslation", "mlm", "wordnet"]
+    assert valid_methods("de", settings) == [
+        "mlm"
+    ]  # mBERT covers German; no de→x→de route; WordNet is English
+    assert valid_methods("zu", settings) == []  # Zulu: not among mBERT's languages
+    with pytest.raises(ValidationFailed, match="English only") as err:
+        validate_request(["wordnet"], "de", None, None, settings)
+    assert err.value.field == "methods"
+    with pytest.raises(ValidationFailed, match="no back-translation route for language 'fr'"):
+        validate_request(["backtranslation"], "fr", None, None, settings)
+    with pytest.raises(ValidationFailed, match="pivots"):
+        validate_request(["backtranslation"], "en", {"backtranslation": {"pivots": ["ja"]}}, None, settings)
+    with pytest.raises(ValidationFailed) as err:
+        validate_request(["mlm"], "en", {"mlm": {"top_k": 0}}, None, settings)
+    assert err.value.field == "params.mlm.top_k"
+    checked = validate_request(["mlm", "mlm"], "EN", {}, {"leakage_threshold": 0.9}, settings)
+    assert checked["methods"] == ["mlm"] and checked["filters"]["leakage_threshold"] == 0.9
+
+
+# -- filters ------------------------------------------------------------------------------------------------
+
+
+def _shingles(text: str, n: int = 5) -> set[str]:
+    from db.textnorm import normalize_text
+
+    t = normalize_text(text)
+    return {t[i : i + n] for i in range(len(t) - n + 1)}
+
+
+def test_every_filter_drops_what_it_should_and_counts_it() -> None:
+    from workers.augment.filters import CandidateFilter
+    from workers.augment.params import FilterParams
+
+    source = "We passed the farm bill today to help rural families across the state."
+    test_text = "Today we passed the farm bill to help rural families across our whole state!"
+    existing = "We passed the farm bill today to support rural families across the state."
+    from db.textnorm import content_hash
+
+    f = CandidateFilter(
+        {content_hash(existing)},
+        [test_text, "unrelated words about a parade"],
+        FilterParams(leakage_threshold=0.5, min_similarity=0.2),
+    )
+    candidates = [
+        "   ",  # empty
+        "we passed the FARM bill today to help rural families across the state.",  # identical, normalised
+        "We  passed the farm bill today to support rural families across the state.",  # in the dataset
+        "We passed the bill.",  # length ratio 0.27
+        "Today we passed the farm bill to help rural families across our entire state!",  # near the test text
+        "Quilts, kites and lemonade: the county fair opens at noon with music for all.",  # unlike its source
+        "We approved the farm bill today to aid rural households across the state.",  # kept
+        "We approved the farm bill today to aid rural households across the state.",  # a job duplicate
+    ]
+    verdicts = f.check([(source, c) for c in candidates])
+    assert [v.reason for v in verdicts] == [
+        "empty",
+        "identical_to_source",
+        "duplicate",
+        "length_ratio",
+        "leakage",
+        "low_similarity",
+        None,
+        "duplicate",
+    ]
+    assert f.counts() == {
+        "empty": 1,
+        "identical_to_source": 1,
+        "duplicate": 2,
+        "length_ratio": 1,
+        "leakage": 1,
+        "low_similarity": 1,
+    }
+    assert f.kept == 1
+    kept = verdicts[6]
+    expected = len(_shingles(source) & _shingles(candidates[6])) / len(
+        _shingles(source) | _shingles(candidates[6])
+    )
+    assert kept.similarity == pytest.approx(expected, abs=1e-3)
+    assert verdicts[4].scores["leakage_ref"] == 0 and verdicts[4].scores["leakage"] >= 0.5
+
+
+def test_leakage_index_matches_brute_force_jaccard() -> None:
+    from workers.augment.filters import NgramIndex
+
+    with EXAMPLE_CSV.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    refs = [r["text"] for r in rows if r["split"] == "test"][:300]
+    queries = [r["text"] for r in rows if r["split"] == "train"][:60] + refs[:5]
+    index = NgramIndex(5).fit(refs)
+    best, where = index.max_jaccard(*index.vectors(queries))
+    ref_sets = [_shingles(r) for r in refs]
+    for q, b, w in zip(queries, best, where, strict=True):
+        qs = _shingles(q)
+        exact = max(len(qs & r) / len(qs | r) if qs | r else 0.0 for r in ref_sets)
+        assert b == pytest.approx(exact, abs=0.02)  # hashed n-grams: a rare collision may add a shared n-gram
+    assert list(best[-5:]) == [1.0] * 5 and list(where[-5:]) == [0, 1, 2, 3, 4]
+
+
+# -- planner ------------------------------------------------------------------------------------------------
+
+
+def _example_plan(**kwargs):  # type: ignore[no-untyped-def]
+    from workers.augment.planner import PlanTarget, SourceSample, make_plan
+
+    with EXAMPLE_CSV.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    tasks = [(t, sorted({r[t] for r in rows})) for t in ("bias", "message", "audience")]
+    sources = [
+        SourceSample(i, {t: r[t] for t, _ in tasks}) for i, r in enumerate(rows) if r["split"] == "train"
+    ]
+    defaults = {"target": PlanTarget(0.4, 10.0), "methods": ["wordnet", "mlm"], "per_source_cap": 5}
+    return tasks, sources, make_plan(tasks, sources, {}, **{**defaults, **kwargs})
+
+
+def test_plan_arithmetic_on_the_example_dataset() -> None:
+    tasks, _, plan = _example_plan()
+    classes = {(c["task"], c["label"]): c for c in plan["classes"]}
+    # Targets: 40% of the task's largest class, capped at 10× the class's originals.
+    assert classes["message", "policy"]["original"] == 1129
+    for label in ("attack", "constituency", "media", "mobilization", "other"):
+        c = classes["message", label]
+        assert c["target"] == min(math.ceil(0.4 * 1129), 10 * c["original"]) == 452
+        assert c["deficit"] == 452 - c["original"] and c["shortfall"] == 0 and c["expected"] >= 452
+    assert classes["bias", "partisan"]["target"] == math.ceil(0.4 * 2951) == 1181
+    assert classes["bias", "partisan"]["expected"] >= 1181
+    assert classes["audience", "constituency"]["target"] == math.ceil(0.4 * 3177)
+    for label in ("policy", "personal", "support", "information"):
+        assert classes["message", label]["planned"] == 0  # never grows a message class that needs nothing
+    # Joint accounting: every task's planned counts are exactly the combinations' variants, label by label.
+    from_combos: Counter[tuple[str, str]] = Counter()
+    for combo in plan["combinations"]:
+        for task, label in combo["labels"].items():
+            from_combos[task, label] += combo["variants"]
+        assert combo["variants"] <= 5 * combo["sources"]  # per-source cap
+        assert combo["per_source"] <= 5
+    assert all(classes[k]["planned"] == from_combos.get(k, 0) for k in classes)
+    assert all(c["expected"] == c["current"] + c["planned"] for c in plan["classes"])
+    # Every message variant serves a rare class, so the total equals the sum of message deficits...
+    assert plan["total_variants"] == sum(
+        classes["message", y]["deficit"] for y in ("attack", "constituency", "media", "mobilization", "other")
+    )
+    # ... and the largest classes grow less than the minorities they come with: each task's imbalance shrinks.
+    for task, labels in tasks:
+        before = max(classes[task, y]["original"] for y in labels) / min(
+            classes[task, y]["original"] for y in labels
+        )
+        after = max(classes[task, y]["expected"] for y in labels) / min(
+            classes[task, y]["expected"] for y in labels
+        )
+        assert after < before
+    # Methods share the work evenly; jobs hold exactly the planned variants, sources spread within the cap.
+    assert plan["methods"]["wordnet"] + plan["methods"]["mlm"] == plan["total_variants"]
+    assert abs(plan["methods"]["wordnet"] - plan["methods"]["mlm"]) <= 1
+    per_source: Counter[int] = Counter()
+    for job in plan["jobs"]:
+        assert job["variants"] == sum(i["n"] for i in job["items"]) <= 2000
+        for item in job["items"]:
+            per_source[item["sample_id"]] += item["n"]
+    assert sum(per_source.values()) == plan["total_variants"] and max(per_source.values()) <= 5
+
+
+def test_plan_respects_caps_and_reports_shortfall() -> None:
+    _, _, plan = _example_plan(per_source_cap=1, methods=["wordnet"])
+    classes = {(c["task"], c["label"]): c for c in plan["classes"]}
+    other = classes["message", "other"]
+    assert other["planned"] == other["original"] == 99  # one variant per source at most
+    assert other["shortfall"] == other["target"] - 2 * 99
+    from workers.augment.planner import PlanTarget
+
+    _, _, capped = _example_plan(target=PlanTarget(0.4, 2.0))
+    for c in capped["classes"]:
+        assert c["target"] <= max(c["current"], 2 * c["original"])
+
+
+def test_plan_counts_existing_variants_and_can_balance_a_subset_of_tasks() -> None:
+    from workers.augment.planner import PlanTarget, make_plan
+
+    tasks, sources, _ = _example_plan()
+    existing = {"message": Counter({"other": 353})}
+    plan = make_plan(tasks, sources, existing, target=PlanTarget(), methods=["wordnet"], per_source_cap=5)
+    other = next(c for c in plan["classes"] if c["label"] == "other")
+    assert other["variants"] == 353 and other["deficit"] == 0 and other["planned"] == 0
+    only_bias = make_plan(
+        tasks, sources, {}, target=PlanTarget(), methods=["wordnet"], per_source_cap=5, balance_tasks=["bias"]
+    )
+    assert only_bias["total_variants"] == 132  # partisan's deficit, nothing else
+    assert all(c["deficit"] == 0 for c in only_bias["classes"] if c["task"] != "bias")

@@ -1,0 +1,141 @@
+"""WordNet synonyms: offline data install, the POS tagger, protected tokens, determinism, a missing corpus."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.augment_fixtures import augment_nltk_dir  # noqa: F401
+from tests.tiny_models import example_texts
+
+TWEET = "RT @nowthisnews: Rep. Trey Radel (R- #FL) slams #Obamacare. #politics https://t.co/zvywMG8yIH"
+PROTECTED = re.compile(r"https?://\S+|@\w+|#\w+|\d+")
+
+
+@pytest.fixture(scope="module")
+def wordnet_augmenter(augment_nltk_dir):  # type: ignore[no-untyped-def]
+    from workers.augment.wordnet import WordNetAugmenter
+
+    return WordNetAugmenter(augment_nltk_dir)
+
+
+def test_install_copies_wordnet_with_lexnames_and_converts_the_tagger(augment_nltk_dir, tmp_path) -> None:
+    from workers.augment.wordnet_data import LEXNAMES, install, missing_wordnet_files, tagger_installed
+
+    assert missing_wordnet_files(augment_nltk_dir) == [] and tagger_installed(augment_nltk_dir)
+    lexnames = (augment_nltk_dir / "corpora" / "wordnet" / "lexnames").read_text().splitlines()
+    assert len(lexnames) == 45 and lexnames[3] == "03\tnoun.Tops\t1" and lexnames[44] == "44\tadj.ppl\t3"
+    assert not any(p.is_symlink() for p in (augment_nltk_dir / "corpora" / "wordnet").iterdir())
+    assert LEXNAMES.read_text() == "\n".join(lexnames) + "\n"
+    assert install(augment_nltk_dir)["wordnet_files_copied"] == 0  # idempotent
+    # The command line: `check` fails on an empty directory and passes after `install`.
+    cmd = [sys.executable, "-m", "workers.augment.wordnet_data"]
+    target = tmp_path / "nltk"
+    assert (
+        subprocess.run([*cmd, "check", "--dest", str(target)], capture_output=True, check=False).returncode
+        == 1
+    )
+    done = subprocess.run(
+        [*cmd, "install", "--dest", str(target), "--no-tagger"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        subprocess.run([*cmd, "check", "--dest", str(target)], capture_output=True, check=False).returncode
+        == 0
+    )
+    missing_source = subprocess.run(
+        [*cmd, "install", "--dest", str(tmp_path / "x"), "--source", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing_source.returncode == 2 and "wordnet-base" in missing_source.stderr
+
+
+def test_fast_tagger_gives_nltks_tags(augment_nltk_dir, wordnet_augmenter) -> None:
+    import json
+
+    from nltk.tag.perceptron import PerceptronTagger
+
+    from workers.augment.wordnet import _TAG_TOKEN
+    from workers.augment.wordnet_data import TAGGER_DIR, TAGGER_FILES
+
+    reference = PerceptronTagger(load=False)
+    folder = augment_nltk_dir / TAGGER_DIR
+    reference.decode_json_params(json.loads((folder / f).read_text()) for f in TAGGER_FILES)
+    for text in example_texts(400):
+        tokens = [m.group() for m in _TAG_TOKEN.finditer(text)]
+        expected = [tag for _, tag in reference.tag(tokens)]
+        assert wordnet_augmenter.tagger.tag(tokens) == expected
+        if len(tokens) > 4:  # stopping early leaves the earlier tags unchanged
+            assert wordnet_augmenter.tagger.tag(tokens, upto=3) == expected[:4]
+    assert (
+        reference.tag(["The", "quick", "brown", "fox", "jumps"])[1][1] == "JJ"
+    )  # the converted model is a real one
+
+
+def test_variants_change_only_plain_words_and_keep_everything_else(wordnet_augmenter) -> None:
+    texts = [TWEET] + example_texts(300)
+    results = wordnet_augmenter.augment(texts, [2] * len(texts), seed=7, language="en")
+    produced = 0
+    for text, variants in zip(texts, results, strict=True):
+        for v in variants:
+            produced += 1
+            assert v.method == "wordnet" and v.model_name == "wordnet-3.0" and v.seed == 7
+            assert v.params["pos_tagger"] == "perceptron" and v.edits
+            # Outside the edited spans the text is the source byte for byte: spacing, URLs, mentions, tags.
+            rebuilt, last = [], 0
+            for e in sorted(v.edits, key=lambda e: e["start"]):
+                rebuilt.append(text[last : e["start"]])
+                rebuilt.append(e["to"])
+                last = e["end"]
+                assert e["from"] == text[e["start"] : e["end"]] and e["from"].isalpha()
+                assert e["from"].lower() not in {"he", "she", "they", "we", "i", "you", "it", "the", "a"}
+            rebuilt.append(text[last:])
+            assert "".join(rebuilt) == v.text
+            assert PROTECTED.findall(v.text) == PROTECTED.findall(text)
+    assert produced > 300
+    assert results[0] == []  # the tweet's only plain word, "slams", is tagged past tense: no safe synonym
+
+
+def test_pos_and_inflection(wordnet_augmenter) -> None:
+    from workers.augment.wordnet import inflect
+
+    assert inflect("small business", "NNS") == "small businesses" and inflect("get up", "VBZ") == "gets up"
+    assert inflect("policy", "NNS") == "policies"
+    nouns = dict(wordnet_augmenter.synonyms("families", "NNS", 3))
+    assert "households" in nouns and all(f.endswith("s") for f in nouns)
+    assert wordnet_augmenter.synonyms("voted", "VBD", 3) == []  # no past tense we could build
+    assert all(not any(c.isupper() for c in f) for f, _ in wordnet_augmenter.synonyms("capital", "NN", 3))
+    # nlpaug's traps: "He" → "Helium", "Boston" → "Capital of Massachusetts". Pronouns are stop words and
+    # names are capitalised inside a sentence, so neither is ever a candidate.
+    text = "He said that Boston will vote on the new transit plan tomorrow morning."
+    variants = wordnet_augmenter.augment([text], [10], seed=3, language="en")[0]
+    assert variants and all(v.text.startswith("He said that Boston will") for v in variants)
+
+
+def test_same_seed_same_variants_other_seed_others(wordnet_augmenter) -> None:
+    texts = example_texts(120)
+    a = wordnet_augmenter.augment(texts, [3] * len(texts), seed=1, language="en")
+    b = wordnet_augmenter.augment(texts[::-1], [3] * len(texts), seed=1, language="en")[::-1]
+    c = wordnet_augmenter.augment(texts, [3] * len(texts), seed=2, language="en")
+    as_text = lambda r: [[v.text for v in vs] for vs in r]
+    assert as_text(a) == as_text(b)  # independent of batch order
+    assert as_text(a) != as_text(c)
+
+
+def test_missing_corpus_is_a_clear_error(tmp_path: Path) -> None:
+    from workers.augment.models import ModelUnavailable
+    from workers.augment.wordnet import WordNetAugmenter
+    from workers.registry import PermanentJobError
+
+    with pytest.raises(ModelUnavailable) as err:
+        WordNetAugmenter(tmp_path)
+    message = str(err.value)
+    assert "WordNet corpus not found" in message and "make nltk-data" in message
+    assert "wordnet-base" in message and "AUGLOOP_NLTK_DATA" in message
+    assert isinstance(err.value, PermanentJobError)

@@ -1,0 +1,197 @@
+"""Back-translation through MarianMT-style seq2seq models: source → pivot → source, batched `generate`.
+
+The first leg diversifies (sampling, or beams with `num_return_sequences` = k), the second leg translates each
+pivot text back greedily (or with beams). Both legs tokenise once, sort by length and cut batches under a
+token budget, so that a batch of tweets is not padded to the length of a Facebook essay (nlpaug pads the whole
+list to its longest text). Every call passes `max_new_tokens`: a model that never emits EOS (a random test
+model, or a real one caught in a repetition loop) stops at min(max_new_tokens, length_factor × longest source
++ 8) tokens — output beyond that would fail the length-ratio filter anyway.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from db.textnorm import content_hash
+from workers.augment import params as P
+from workers.augment.base import Variant, derive_seed
+from workers.augment.catalog import base_language
+from workers.augment.models import LoadedModel, ModelUnavailable
+
+MAX_ROWS_PER_BATCH = 128
+
+
+class BackTranslationAugmenter:
+    method = "backtranslation"
+
+    def __init__(
+        self, routes: list[dict[str, str]], loader: Callable[[str], LoadedModel], *, batch_tokens: int = 8192
+    ) -> None:
+        self.routes = {base_language(r["pivot"]): r for r in routes}
+        self.loader = loader
+        self.batch_tokens = batch_tokens
+        self.model_name = "; ".join(f"{r['forward']} → {r['backward']}" for r in routes)
+
+    def augment(
+        self,
+        texts: Sequence[str],
+        counts: Sequence[int],
+        *,
+        seed: int,
+        language: str,
+        params: P.BackTranslationParams | None = None,
+    ) -> list[list[Variant]]:
+        params = params or P.BackTranslationParams()
+        pivots = [base_language(p) for p in params.pivots] if params.pivots else list(self.routes)
+        unknown = [p for p in pivots if p not in self.routes]
+        if unknown:
+            raise ModelUnavailable(
+                f"no back-translation route {language}→{unknown[0]}→{language} (AUGLOOP_BT_ROUTES)"
+            )
+        out: list[list[Variant]] = [[] for _ in texts]
+        for p_index, pivot in enumerate(pivots):
+            # Variant v of a text goes through pivots[v % len(pivots)]: k variants spread over the pivots.
+            wanted: dict[int, list[int]] = defaultdict(
+                list
+            )  # variants via this pivot → texts asking for them
+            for i, count in enumerate(counts):
+                mine = [v for v in range(count) if v % len(pivots) == p_index]
+                if mine and texts[i].strip():
+                    wanted[len(mine)].append(i)
+            for k, indices in sorted(wanted.items()):
+                self._through_pivot(texts, indices, k, pivot, p_index, len(pivots), seed, params, out)
+        for variants in out:
+            variants.sort(key=lambda v: v.variant_index)
+        return out
+
+    def _through_pivot(
+        self,
+        texts: Sequence[str],
+        indices: list[int],
+        k: int,
+        pivot: str,
+        p_index: int,
+        n_pivots: int,
+        seed: int,
+        params: P.BackTranslationParams,
+        out: list[list[Variant]],
+    ) -> None:
+        route = self.routes[pivot]
+        forward = self.loader(route["forward"])
+        backward = self.loader(route["backward"])
+        first_leg = (
+            {
+                "do_sample": True,
+                "temperature": params.temperature,
+                "top_p": params.top_p,
+                "top_k": 0,
+                "num_beams": 1,
+            }
+            if params.decoding == "sample"
+            else {"do_sample": False, "num_beams": max(params.num_beams, k)}
+        )
+        if params.sample_back:
+            second_leg = {
+                **first_leg,
+                "num_beams": 1,
+                "do_sample": True,
+                "temperature": params.temperature,
+                "top_p": params.top_p,
+                "top_k": 0,
+            }
+        elif params.decoding == "sample":
+            second_leg = {"do_sample": False, "num_beams": 1}
+        else:
+            second_leg = {"do_sample": False, "num_beams": params.num_beams}
+        sources = [route.get("forward_prefix", "") + texts[i] for i in indices]
+        pivot_texts = self.generate(forward, sources, k, first_leg, params, seed, ("forward", pivot))
+        flat = [(i, j, t) for i, outs in zip(indices, pivot_texts, strict=True) for j, t in enumerate(outs)]
+        back = self.generate(
+            backward,
+            [route.get("backward_prefix", "") + t for _, _, t in flat],
+            1,
+            second_leg,
+            params,
+            seed,
+            ("backward", pivot),
+        )
+        effective = {**P.as_dict(params), "pivot": pivot}
+        model_name = f"{route['forward']} → {route['backward']}"
+        for (i, j, pivot_text), outs in zip(flat, back, strict=True):
+            text = outs[0].strip()
+            if not text:
+                continue
+            out[i].append(
+                Variant(
+                    text=text,
+                    source_index=i,
+                    variant_index=p_index + j * n_pivots,
+                    method=self.method,
+                    params=effective,
+                    model_name=model_name,
+                    seed=seed,
+                    details={"pivot_text": pivot_text},
+                )
+            )
+
+    def generate(
+        self,
+        loaded: LoadedModel,
+        sources: list[str],
+        k: int,
+        decoding: dict[str, Any],
+        params: P.BackTranslationParams,
+        seed: int,
+        leg: tuple[str, str],
+    ) -> list[list[str]]:
+        """k outputs per source, generated in length-sorted batches under the token budget."""
+        if not sources:
+            return []
+        tokenizer = loaded.tokenizer
+        encoded = tokenizer(
+            sources, truncation=True, max_length=params.max_source_tokens, return_attention_mask=False
+        )["input_ids"]
+        order = sorted(range(len(sources)), key=lambda i: len(encoded[i]))
+        results: list[list[str]] = [[] for _ in sources]
+        for batch in self._batches(order, encoded, k, params):
+            longest = max(len(encoded[i]) for i in batch)
+            cap = min(params.max_new_tokens, math.ceil(params.length_factor * longest) + 8)
+            padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+            inputs = {name: tensor.to(loaded.device) for name, tensor in padded.items()}
+            batch_seed = derive_seed(seed, self.method, leg, [content_hash(sources[i]) for i in batch])
+            devices = [loaded.device.index or 0] if loaded.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices), torch.inference_mode():
+                torch.manual_seed(batch_seed)
+                generated = loaded.model.generate(
+                    **inputs, max_new_tokens=cap, num_return_sequences=k, **decoding
+                )
+            decoded = tokenizer.batch_decode(generated, skip_special_tokens=True)
+            for row, i in enumerate(batch):
+                results[i] = decoded[row * k : (row + 1) * k]
+        return results
+
+    def _batches(
+        self, order: list[int], encoded: list[list[int]], k: int, params: P.BackTranslationParams
+    ) -> list[list[int]]:
+        """Cut the length-sorted sources so that rows × k × (source + output budget) stays within budget."""
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for i in order:
+            longest = len(encoded[i])
+            per_row = k * (
+                longest + min(params.max_new_tokens, math.ceil(params.length_factor * longest) + 8)
+            )
+            if current and (
+                (len(current) + 1) * per_row > self.batch_tokens or len(current) >= MAX_ROWS_PER_BATCH
+            ):
+                batches.append(current)
+                current = []
+            current.append(i)
+        if current:
+            batches.append(current)
+        return batches

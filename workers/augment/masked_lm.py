@@ -1,0 +1,263 @@
+"""Masked-LM substitution implemented directly on transformers: one forward pass per batch of variants.
+
+nlpaug's ContextualWordEmbsAug runs one forward per substituted word (≈6 per text) and applies the
+vocabulary head to every token. Here each variant masks all of its chosen words at once, rows are bucketed
+by length under a token budget, and the vocabulary head runs only at the masked positions, so the model's
+encoder is nearly the whole cost. Replacements are whole words (no sub-word pieces, specials or
+non-alphabetic tokens), sampled from the top-k above a probability floor, and spliced into the original
+string's character spans, so spacing and protected tokens (URLs, @mentions, #hashtags, numbers) are kept.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from db.textnorm import content_hash
+from workers.augment import params as P
+from workers.augment.base import Variant, apply_edits, derive_seed, match_case
+from workers.augment.models import LoadedModel, ModelUnavailable
+from workers.augment.textspans import Word, candidates
+
+MAX_ROWS_PER_BATCH = 256
+
+
+@dataclass
+class Row:
+    """One variant to be: a source text with some words masked."""
+
+    source_index: int
+    variant_index: int
+    text: str
+    words: list[Word]  # the masked words, in text order
+    rng: random.Random
+    input_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Batch:
+    rows: list[Row]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+
+def _split_head(model: Any) -> tuple[Any, Any]:
+    """(encoder, vocabulary head) when the head is one separable module (BERT's `cls`, RoBERTa's `lm_head`),
+    so that the head can run on the masked positions alone; (None, None) otherwise (full forward instead)."""
+    prefix = getattr(model, "base_model_prefix", "")
+    base = getattr(model, prefix, None)
+    heads = [m for name, m in model.named_children() if name != prefix and any(True for _ in m.parameters())]
+    if base is not None and len(heads) == 1:
+        return base, heads[0]
+    return None, None
+
+
+def whole_word_vocab(tokenizer: Any, size: int) -> tuple[list[str], torch.Tensor]:
+    """Each vocabulary id's word form ("" when it cannot stand as a whole word) and a 0/-inf logit bias.
+
+    Word-start conventions differ: WordPiece marks continuations (`##ing`), SentencePiece and byte-level BPE
+    mark word starts (`▁word`, `Ġword`). A token qualifies when it starts a word and is alphabetic."""
+    vocab = tokenizer.get_vocab()
+    tokens = [""] * size
+    for token, i in vocab.items():
+        if i < size:
+            tokens[i] = token
+    marks = {m: sum(t.startswith(m) for t in tokens) for m in ("##", "▁", "Ġ")}
+    marker = max(marks, key=lambda m: marks[m])
+    specials = set(tokenizer.all_special_tokens)
+    words = [""] * size
+    for i, token in enumerate(tokens):
+        if not token or token in specials:
+            continue
+        if marker == "##":
+            core = "" if token.startswith("##") else token
+        else:
+            core = token[len(marker) :] if token.startswith(marker) else ""
+        if len(core) >= 2 and core.isalpha():
+            words[i] = core
+    bias = torch.tensor([0.0 if w else float("-inf") for w in words], dtype=torch.float32)
+    return words, bias
+
+
+class MaskedLMAugmenter:
+    method = "mlm"
+
+    def __init__(self, loaded: LoadedModel, *, batch_tokens: int = 8192) -> None:
+        self.loaded = loaded
+        self.model_name = loaded.name
+        self.tokenizer = loaded.tokenizer
+        self.model = loaded.model
+        self.device = loaded.device
+        self.batch_tokens = batch_tokens
+        if self.tokenizer.mask_token is None:
+            raise ModelUnavailable(
+                f"model {loaded.name!r} has no mask token: not a masked language model; set "
+                "AUGLOOP_MLM_MODEL to a fill-mask model"
+            )
+        self.mask_id = int(self.tokenizer.mask_token_id)
+        self.pad_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
+        self.base, self.head = _split_head(self.model)
+        size = int(self.model.get_output_embeddings().weight.shape[0])
+        self.words, bias = whole_word_vocab(self.tokenizer, size)
+        self.bias = bias.to(self.device)
+
+    # -- building rows and batches -------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        texts: Sequence[str],
+        counts: Sequence[int],
+        *,
+        seed: int,
+        language: str,
+        params: P.MaskedLMParams,
+    ) -> list[Batch]:
+        rows: list[Row] = []
+        mask = self.tokenizer.mask_token
+        for index, (text, count) in enumerate(zip(texts, counts, strict=True)):
+            words = (
+                candidates(text, language, protect_capitalized=params.protect_capitalized) if count else []
+            )
+            if not words:
+                continue
+            source_key = content_hash(text)
+            for v in range(count):
+                rng = random.Random(derive_seed(seed, self.method, source_key, v))
+                k = max(1, min(params.max_words, round(params.aug_p * len(words)), len(words)))
+                chosen = [words[i] for i in sorted(rng.sample(range(len(words)), k))]
+                masked = apply_edits(text, [(w.start, w.end, mask) for w in chosen])
+                rows.append(Row(index, v, masked, chosen, rng))
+        if not rows:
+            return []
+        encoded = self.tokenizer(
+            [r.text for r in rows],
+            truncation=True,
+            max_length=params.max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        for row, ids in zip(rows, encoded, strict=True):
+            row.input_ids = ids
+        return self._batches(rows)
+
+    def _batches(self, rows: list[Row]) -> list[Batch]:
+        """Length-sorted batches whose padded size (rows × longest) stays within the token budget."""
+        rows = sorted(rows, key=lambda r: len(r.input_ids))
+        batches: list[Batch] = []
+        current: list[Row] = []
+        for row in rows:
+            longest = len(row.input_ids)  # sorted: the newest row is the longest
+            if current and (
+                (len(current) + 1) * longest > self.batch_tokens or len(current) >= MAX_ROWS_PER_BATCH
+            ):
+                batches.append(self._pad(current))
+                current = []
+            current.append(row)
+        if current:
+            batches.append(self._pad(current))
+        return batches
+
+    def _pad(self, rows: list[Row]) -> Batch:
+        width = max(len(r.input_ids) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row.input_ids)] = torch.tensor(row.input_ids, dtype=torch.long)
+            attention[i, : len(row.input_ids)] = 1
+        return Batch(rows, ids, attention)
+
+    # -- the model -----------------------------------------------------------------------------------------
+
+    def masked_logits(self, batch: Batch) -> torch.Tensor:
+        """Vocabulary logits at the masked positions only (row-major order), in float32."""
+        ids = batch.input_ids.to(self.device)
+        attention = batch.attention_mask.to(self.device)
+        with torch.inference_mode():
+            if self.head is not None:
+                hidden = self.base(input_ids=ids, attention_mask=attention)[0]
+                return self.head(hidden[ids == self.mask_id]).float()
+            logits = self.model(input_ids=ids, attention_mask=attention).logits
+            return logits[ids == self.mask_id].float()
+
+    def top_candidates(
+        self, batch: Batch, params: P.MaskedLMParams
+    ) -> tuple[list[list[float]], list[list[int]]]:
+        with torch.inference_mode():
+            logits = self.masked_logits(batch)
+            probs = torch.softmax(logits / params.temperature + self.bias, dim=-1)
+            top_p, top_i = probs.topk(min(params.top_k, probs.shape[-1]), dim=-1)
+        return top_p.cpu().tolist(), top_i.cpu().tolist()
+
+    # -- sampling and splicing -----------------------------------------------------------------------------
+
+    def augment(
+        self,
+        texts: Sequence[str],
+        counts: Sequence[int],
+        *,
+        seed: int,
+        language: str,
+        params: P.MaskedLMParams | None = None,
+    ) -> list[list[Variant]]:
+        params = params or P.MaskedLMParams()
+        effective = P.as_dict(params)
+        out: list[list[Variant]] = [[] for _ in texts]
+        for batch in self.prepare(texts, counts, seed=seed, language=language, params=params):
+            top_p, top_i = self.top_candidates(batch, params)
+            at = 0
+            for row in batch.rows:
+                n_masks = sum(1 for t in row.input_ids if t == self.mask_id)  # fewer when truncated
+                edits = []
+                for word, probs, ids in zip(
+                    row.words[:n_masks], top_p[at : at + n_masks], top_i[at : at + n_masks], strict=True
+                ):
+                    replacement = self._sample(word, probs, ids, row.rng, params.min_prob)
+                    if replacement is not None:
+                        edits.append((word.start, word.end, replacement))
+                at += n_masks
+                if not edits:
+                    continue
+                source = texts[row.source_index]
+                out[row.source_index].append(
+                    Variant(
+                        text=apply_edits(source, edits),
+                        source_index=row.source_index,
+                        variant_index=row.variant_index,
+                        method=self.method,
+                        params=effective,
+                        model_name=self.model_name,
+                        seed=seed,
+                        edits=[{"start": s, "end": e, "from": source[s:e], "to": new} for s, e, new in edits],
+                    )
+                )
+        for variants in out:
+            variants.sort(key=lambda v: v.variant_index)
+        return out
+
+    def _sample(
+        self, word: Word, probs: list[float], ids: list[int], rng: random.Random, min_prob: float
+    ) -> str | None:
+        original = word.text.casefold()
+        keep_lower = word.text.islower()
+        pool: list[tuple[float, str]] = []
+        for p, i in zip(probs, ids, strict=True):
+            if p < min_prob or p <= 0.0:
+                break  # sorted: the rest is lower still
+            form = self.words[i]
+            if not form or form.casefold() == original:
+                continue
+            if keep_lower and not form.islower():
+                continue  # a capitalised prediction for a lower-case word is mostly a name
+            pool.append((p, form))
+        if not pool:
+            return None
+        pick = rng.random() * sum(p for p, _ in pool)
+        for p, form in pool:
+            pick -= p
+            if pick <= 0:
+                return match_case(word.text, form)
+        return match_case(word.text, pool[-1][1])

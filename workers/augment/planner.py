@@ -1,0 +1,214 @@
+"""The minority-class planner: how many variants to generate from which sources, by which method, in
+which jobs — and what that does to every task's classes.
+
+Target: every class of every task reaches at least `min_fraction_of_largest` × its task's largest class,
+capped at `max_multiplier` × its own original count (a class of 3 examples does not become 400 paraphrases of
+3 texts). Counts are train-split originals plus approved (and, by default, pending) variants.
+
+A variant carries all of its source's labels, so one generated for `message=attack` also adds to the source's
+`bias` and `audience` classes. The planner therefore allocates variants per *joint label combination*: it
+repeatedly gives one variant to the combination whose classes still need the most (summed relative deficits),
+preferring, among equals, combinations that add least to classes already at target (a task's majority). It
+stops when no combination with spare capacity (per-source cap × its sources) would reduce any deficit, so the
+plan's accounting of every task's classes — including overshoot — is exact.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from workers.augment.base import derive_seed
+
+Combo = tuple[str | None, ...]
+
+
+@dataclass(frozen=True)
+class PlanTarget:
+    min_fraction_of_largest: float = 0.4
+    max_multiplier: float = 10.0
+
+
+@dataclass(frozen=True)
+class SourceSample:
+    sample_id: int
+    labels: dict[str, str]
+
+
+def _targets(
+    tasks: list[tuple[str, list[str]]],
+    balanced: set[str],
+    current: dict[str, Counter[str]],
+    original: dict[str, Counter[str]],
+    target: PlanTarget,
+) -> dict[str, dict[str, int]]:
+    goals: dict[str, dict[str, int]] = {}
+    for task, labels in tasks:
+        largest = max((current[task][y] for y in labels), default=0)
+        goals[task] = {}
+        for y in labels:
+            goal = current[task][y]
+            if task in balanced:
+                wanted = math.ceil(target.min_fraction_of_largest * largest)
+                capped = math.floor(target.max_multiplier * original[task][y])
+                goal = max(goal, min(wanted, capped))
+            goals[task][y] = goal
+    return goals
+
+
+def allocate(
+    tasks: list[tuple[str, list[str]]],
+    combos: dict[Combo, int],
+    current: dict[str, Counter[str]],
+    goals: dict[str, dict[str, int]],
+    per_source_cap: int,
+) -> dict[Combo, int]:
+    """Variants per joint label combination (greedy; see the module docstring)."""
+    names = [t for t, _ in tasks]
+    largest = {t: max(1, max((current[t][y] for y in labels), default=1)) for t, labels in tasks}
+    remaining = {t: {y: goals[t][y] - current[t][y] for y in goals[t]} for t in names}
+    planned = {t: Counter[str]() for t in names}
+    alloc = {c: 0 for c in combos}
+    order = sorted(combos, key=lambda c: tuple(x or "" for x in c))  # deterministic tie-breaks
+    while True:
+        best: Combo | None = None
+        best_key: tuple[float, float] | None = None
+        for combo in order:
+            if alloc[combo] >= per_source_cap * combos[combo]:
+                continue
+            gain = 0.0
+            harm = 0.0
+            for t, label in zip(names, combo, strict=True):
+                if label is None:
+                    continue
+                need = remaining[t][label]
+                if need > 0:
+                    gain += need / max(1, goals[t][label])
+                else:
+                    harm += (current[t][label] + planned[t][label]) / largest[t]
+            if gain <= 0:
+                continue
+            key = (gain - 0.25 * harm, -harm)
+            if best_key is None or key > best_key:
+                best, best_key = combo, key
+        if best is None:
+            return alloc
+        alloc[best] += 1
+        for t, label in zip(names, best, strict=True):
+            if label is not None:
+                remaining[t][label] -= 1
+                planned[t][label] += 1
+
+
+def spread(sources: Sequence[SourceSample], count: int, seed: int, key: object) -> list[tuple[int, int]]:
+    """(sample_id, variants) for `count` variants over `sources`, as even as possible: the remainder goes to a
+    seeded random subset, so repeated plans do not always favour the lowest ids."""
+    ids = sorted(s.sample_id for s in sources)
+    random.Random(derive_seed(seed, "spread", key)).shuffle(ids)
+    base, extra = divmod(count, len(ids)) if ids else (0, 0)
+    return [
+        (sid, base + (1 if i < extra else 0)) for i, sid in enumerate(ids) if base + (1 if i < extra else 0)
+    ]
+
+
+def make_plan(
+    tasks: list[tuple[str, list[str]]],
+    sources: Sequence[SourceSample],
+    variants: dict[str, Counter[str]],
+    *,
+    target: PlanTarget,
+    methods: list[str],
+    per_source_cap: int,
+    balance_tasks: list[str] | None = None,
+    job_size: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The whole plan as JSON-ready data; `jobs[i]["items"]` hold the per-source variant counts to enqueue."""
+    names = [t for t, _ in tasks]
+    balanced = set(balance_tasks or names)
+    original = {t: Counter[str]() for t in names}
+    by_combo: dict[Combo, list[SourceSample]] = defaultdict(list)
+    for s in sources:
+        for t in names:
+            if t in s.labels:
+                original[t][s.labels[t]] += 1
+        by_combo[tuple(s.labels.get(t) for t in names)].append(s)
+    current = {t: original[t] + variants.get(t, Counter()) for t in names}
+    goals = _targets(tasks, balanced, current, original, target)
+    alloc = allocate(tasks, {c: len(m) for c, m in by_combo.items()}, current, goals, per_source_cap)
+
+    planned = {t: Counter[str]() for t in names}
+    for combo, n in alloc.items():
+        for t, label in zip(names, combo, strict=True):
+            if label is not None:
+                planned[t][label] += n
+    classes = []
+    for task, labels in tasks:
+        for y in labels:
+            expected = current[task][y] + planned[task][y]
+            classes.append(
+                {
+                    "task": task,
+                    "label": y,
+                    "original": original[task][y],
+                    "variants": variants.get(task, {}).get(y, 0),
+                    "current": current[task][y],
+                    "target": goals[task][y],
+                    "deficit": max(0, goals[task][y] - current[task][y]),
+                    "planned": planned[task][y],
+                    "expected": expected,
+                    "shortfall": max(0, goals[task][y] - expected),
+                    "balanced": task in balanced,
+                }
+            )
+
+    # Per source, then per method: the j-th variant of the whole plan goes to methods[j % len(methods)],
+    # so the methods share every class evenly.
+    per_method: dict[str, list[tuple[int, int]]] = {m: [] for m in methods}
+    turn = 0
+    combos_out = []
+    for combo in sorted(by_combo, key=lambda c: tuple(x or "" for x in c)):
+        n = alloc.get(combo, 0)
+        combos_out.append(
+            {
+                "labels": {t: y for t, y in zip(names, combo, strict=True) if y is not None},
+                "sources": len(by_combo[combo]),
+                "variants": n,
+                "per_source": math.ceil(n / len(by_combo[combo])) if n else 0,
+            }
+        )
+        for sample_id, k in spread(by_combo[combo], n, seed, combo):
+            shares = Counter(methods[(turn + j) % len(methods)] for j in range(k))
+            turn += k
+            for method, share in shares.items():
+                per_method[method].append((sample_id, share))
+    jobs = []
+    for method in methods:
+        chunk: list[dict[str, int]] = []
+        size = 0
+        for sample_id, k in per_method[method]:
+            if chunk and size + k > job_size:
+                jobs.append({"method": method, "items": chunk, "variants": size, "sources": len(chunk)})
+                chunk, size = [], 0
+            chunk.append({"sample_id": sample_id, "n": k})
+            size += k
+        if chunk:
+            jobs.append({"method": method, "items": chunk, "variants": size, "sources": len(chunk)})
+    return {
+        "target": {
+            "min_fraction_of_largest": target.min_fraction_of_largest,
+            "max_multiplier": target.max_multiplier,
+        },
+        "balanced_tasks": [t for t in names if t in balanced],
+        "classes": classes,
+        "combinations": [c for c in combos_out if c["variants"]],
+        "methods": {m: sum(k for _, k in per_method[m]) for m in methods},
+        "total_variants": sum(alloc.values()),
+        "sources_used": len({sid for m in methods for sid, _ in per_method[m]}),
+        "per_source_cap": per_source_cap,
+        "jobs": jobs,
+    }

@@ -1,0 +1,110 @@
+"""Which words of a text an augmenter may replace, as character spans of the original string.
+
+Working on spans (never on re-joined tokens) keeps the original spacing, URLs, @mentions and #hashtags
+intact: nlpaug's tokenise-then-join turns `RT @nowthisnews: ... https://t.co/x` into
+`RT @ nowthisnews : ... http: / / x`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+_TOKEN = re.compile(r"\S+")
+_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
+_URLISH = re.compile(
+    r"^(?:[a-z][a-z0-9+.-]*://|www\.)|\.(?:com|org|net|gov|edu|ly|co|io)(?:/|$)", re.IGNORECASE
+)
+
+# English function words (the NLTK list, which is not installable offline) and social-media tokens that carry
+# no meaning to swap. scikit-learn's list is not used: it also holds content words (bill, fire, system, show).
+_STOP_EN_TEXT = """
+a about above after again against ain all am an and any are aren aren't as at be because been before
+being below between both but by can couldn couldn't d did didn didn't do does doesn doesn't doing
+don don't down during each few for from further had hadn hadn't has hasn hasn't have haven haven't
+having he he'd he'll he's her here hers herself him himself his how i i'd i'll i'm i've if in into
+is isn isn't it it'd it'll it's its itself just ll m ma me mightn mightn't more most mustn mustn't
+my myself needn needn't no nor not now o of off on once only or other our ours ourselves out over
+own re s same shan shan't she she'd she'll she's should should've shouldn shouldn't so some such t
+than that that'll the their theirs them themselves then there these they they'd they'll they're
+they've this those through to too under until up ve very was wasn wasn't we we'd we'll we're we've
+were weren weren't what when where which while who whom why will with won won't wouldn wouldn't y
+you you'd you'll you're you've your yours yourself yourselves also us let let's get got would could
+may might must shall rt via amp pm am mr mrs ms dr rep sen gov st jr sr ok yes oh im dont thats lets
+today tonight tomorrow yesterday
+"""
+_STOP_EN = frozenset(_STOP_EN_TEXT.split())
+
+
+@lru_cache(maxsize=8)
+def stop_words(language: str) -> frozenset[str]:
+    """English only; other languages have no list here, and `Word.is_candidate` then protects every word of
+    three letters or fewer instead (most function words are that short)."""
+    return _STOP_EN if language == "en" else frozenset()
+
+
+@dataclass(frozen=True)
+class Word:
+    start: int
+    end: int
+    text: str
+    sentence_initial: bool
+
+    def is_candidate(self, language: str, *, protect_capitalized: bool = True, min_len: int = 2) -> bool:
+        """A plain word worth replacing: letters only, not a stop word, not (when asked) a likely name.
+
+        Capitalised words inside a sentence and all-caps words are mostly names and acronyms (`Trey Radel`,
+        `GOP`): replacing them changes who the text is about, which an annotator then has to reject."""
+        word = self.text
+        if len(word) < min_len or not word.isalpha():
+            return False
+        lowered = word.casefold()
+        stops = stop_words(language)
+        if lowered in stops:
+            return False
+        if not stops and len(word) <= 3:
+            return False
+        return not (
+            protect_capitalized and (word.isupper() or (word[0].isupper() and not self.sentence_initial))
+        )
+
+
+def _protected_token(token: str) -> bool:
+    """URLs, @mentions, #hashtags and anything with a digit (numbers, dates, R-FL2) stay as they are."""
+    head = token.lstrip("([{\"'“‘")
+    if head.startswith(("@", "#", "$")) or _URLISH.search(token):
+        return True
+    return any(ch.isdigit() for ch in token)
+
+
+def words(text: str) -> list[Word]:
+    """The words of `text` with their spans, skipping protected tokens entirely."""
+    found: list[Word] = []
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if _protected_token(token):
+            continue
+        for inner in _WORD.finditer(token):
+            start = match.start() + inner.start()
+            found.append(
+                Word(start, match.start() + inner.end(), inner.group(), _sentence_initial(text, start))
+            )
+    return found
+
+
+_ABBREVIATION = re.compile(r"(?:^|\s)(?:[A-Z][a-z]{0,3}|(?:[A-Z]\.)+[A-Z]?)\.$")
+
+
+def _sentence_initial(text: str, start: int) -> bool:
+    i = start - 1
+    while i >= 0 and text[i] in " \t\"'“‘([":
+        i -= 1
+    if i < 0 or text[i] in "!?…\n:":
+        return True
+    # "Rep. Trey Radel", "U.S. Senate": a period after a short capitalised abbreviation ends no sentence.
+    return text[i] == "." and not _ABBREVIATION.search(text[max(0, i - 8) : i + 1])
+
+
+def candidates(text: str, language: str, *, protect_capitalized: bool = True) -> list[Word]:
+    return [w for w in words(text) if w.is_candidate(language, protect_capitalized=protect_capitalized)]
