@@ -249,6 +249,37 @@ def test_training_page_lists_runs_and_starts_one(live_api, annotator_token, engi
     assert next(m for m in at.metric if m.label == "val macro f1").value == "0.500"
 
 
+def _task_metrics(f1s: dict[str, float], matrix: list[list[int]]) -> dict:
+    return {"macro_f1": sum(f1s.values()) / len(f1s), "accuracy": 0.5, "n": sum(map(sum, matrix)),
+            "per_class": {k: {"f1": v, "precision": v, "recall": v, "support": 2} for k, v in f1s.items()},
+            "confusion": {"labels": list(f1s), "matrix": matrix}}
+
+
+def test_training_page_shows_per_class_f1_confusion_and_compares_runs(live_api, annotator_token, engine,
+                                                                     review_data) -> None:
+    from db.models import Dataset, TrainingRun
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        ds = s.query(Dataset).filter_by(name="rev").one()
+        for name, f1 in (("originals", 0.25), ("augmented", 0.75)):
+            test = {"overall_macro_f1": 0.5, "tasks": {
+                "bias": _task_metrics({"neutral": 0.5, "partisan": f1}, [[3, 1], [2, 2]])}}
+            s.add(TrainingRun(dataset_id=ds.id, name=name, status="succeeded", metrics={"val": test, "test": test}))
+    at = signed_in(annotator_token, "annotator")
+    at.switch_page("app_pages/training.py").run()
+    no_errors(at)
+    frames = [f.value for f in at.dataframe]
+    per_class = next(f for f in frames if "class" in f.columns and "f1" in f.columns)
+    assert dict(zip(per_class["class"], per_class["f1"], strict=True)) == {"neutral": 0.5, "partisan": 0.75}
+    confusion = next(f for f in frames if list(f.columns) == ["neutral", "partisan"])
+    assert confusion.loc["partisan", "neutral"] == 2
+    comparison = frames[-1]
+    delta = comparison.columns[-1]
+    row = comparison[(comparison["class"] == "partisan")].iloc[0]
+    assert delta.endswith("#1") and abs(row[delta] - 0.5) < 1e-9  # run 2 (augmented) − run 1 (originals)
+
+
 def test_training_page_without_training_routes(settings, engine, annotator_token, monkeypatch) -> None:
     """An API server from before the trainer: the page says so instead of failing."""
     import api.main

@@ -58,6 +58,32 @@ def start_form(dataset: str) -> None:
     st.success(f"Queued training run(s) {ids}; a worker picks them up.")
 
 
+def per_class_frame(task_metrics: dict[str, Any]) -> pd.DataFrame:
+    rows = [{"class": str(label), "f1": v.get("f1"), "precision": v.get("precision"), "recall": v.get("recall"),
+             "support": v.get("support")} for label, v in (task_metrics.get("per_class") or {}).items()]
+    return pd.DataFrame(rows)
+
+
+def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> pd.DataFrame:
+    """Per task and class: F1 of two runs on the same split (test when both have it) and the difference."""
+    split = "test" if (a.get("metrics") or {}).get("test") and (b.get("metrics") or {}).get("test") else "val"
+    tasks_a = ((a.get("metrics") or {}).get(split) or {}).get("tasks") or {}
+    tasks_b = ((b.get("metrics") or {}).get(split) or {}).get("tasks") or {}
+    rows = []
+    for task in tasks_a.keys() & tasks_b.keys():
+        ma, mb = tasks_a[task], tasks_b[task]
+        rows.append({"task": task, "class": "(macro-F1)", f"#{a['id']}": ma.get("macro_f1"),
+                     f"#{b['id']}": mb.get("macro_f1")})
+        for label in ma.get("per_class") or {}:
+            rows.append({"task": task, "class": str(label), f"#{a['id']}": ma["per_class"][label].get("f1"),
+                         f"#{b['id']}": ((mb.get("per_class") or {}).get(label) or {}).get("f1")})
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame[f"#{b['id']} − #{a['id']}"] = frame[f"#{b['id']}"] - frame[f"#{a['id']}"]
+        frame.insert(0, "split", split)
+    return frame
+
+
 def show_run(run: dict[str, Any]) -> None:
     cols = st.columns(4)
     cols[0].metric("Status", run["status"])
@@ -75,9 +101,25 @@ def show_run(run: dict[str, Any]) -> None:
     numeric = [c for c in curve.columns if c != "epoch" and pd.api.types.is_numeric_dtype(curve[c])]
     if numeric:
         st.line_chart(curve, x="epoch" if "epoch" in curve.columns else None, y=numeric)
-    if run.get("metrics"):
-        with st.expander("Metrics"):
-            st.json(run["metrics"])
+    metrics = run.get("metrics") or {}
+    split = "test" if metrics.get("test") else "val"
+    evaluation = metrics.get(split) or {}
+    for task, m in (evaluation.get("tasks") or {}).items():
+        st.markdown(f"**{plain(task)}** · {split} macro-F1 "
+                    f"{'n/a' if m.get('macro_f1') is None else format(m['macro_f1'], '.3f')}")
+        left, right = st.columns(2)
+        per_class = per_class_frame(m)
+        if not per_class.empty:
+            left.bar_chart(per_class.set_index("class")["f1"], horizontal=True)
+            left.dataframe(per_class, hide_index=True)
+        confusion = m.get("confusion") or {}
+        if confusion.get("matrix"):
+            labels = [str(x) for x in confusion["labels"]]
+            right.caption("Confusion matrix (rows: gold, columns: predicted)")
+            right.dataframe(pd.DataFrame(confusion["matrix"], index=labels, columns=labels))
+    if metrics:
+        with st.expander("All metrics (JSON)"):
+            st.json(metrics)
     if run.get("config"):
         with st.expander("Config"):
             st.json(run["config"])
@@ -121,3 +163,15 @@ if detail:
     show_run(detail)
     if detail["status"] in ("queued", "running") and st.button("Refresh"):
         st.rerun()
+finished = [r["id"] for r in runs if r.get("status") == "succeeded"]
+if len(finished) >= 2:
+    st.subheader("Compare two runs")
+    left, right = st.columns(2)
+    first = left.selectbox("Run A", finished, index=1, key="cmp_a")
+    second = right.selectbox("Run B", finished, index=0, key="cmp_b")
+    try:
+        table = compare_runs(client().training_run(first), client().training_run(second))
+    except ApiError as err:
+        st.error(str(err))
+    else:
+        st.dataframe(table, hide_index=True, width="stretch")
