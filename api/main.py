@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import FastAPI
@@ -83,6 +84,26 @@ class _TooLarge(Exception):
     pass
 
 
+class SQLiteWriteQueue:
+    """On SQLite, let one writing request at a time into the app; the others wait on the event loop.
+
+    SQLite admits one writer anyway (every write transaction begins with BEGIN IMMEDIATE). Without this, under
+    load every thread of the pool ends up blocked in SQLite's busy wait while the request holding the lock waits
+    for a free thread to commit: a starvation that lasted until the 30 s busy timeout (measured with
+    bench/load.py). Reads (GET) pass straight through: they never take the write lock."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.lock = asyncio.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        async with self.lock:
+            await self.app(scope, receive, send)
+
+
 ERROR_RESPONSES = {
     401: "Missing, invalid, expired or revoked token",
     403: "The token's role may not do this",
@@ -129,5 +150,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type"])
+    if app.state.engine.dialect.name == "sqlite":
+        app.add_middleware(SQLiteWriteQueue)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

@@ -101,3 +101,43 @@ def test_api_killed_mid_import_leaves_all_or_nothing(settings, engine, admin_tok
     assert spilled >= 1_000_000, "the kill came before the import started writing"
     assert "error" in outcome, "the import finished before the kill: the test did not exercise a crash"
     assert (datasets, samples) == (0, 0), "a killed import left a partial dataset"
+
+
+@pytest.mark.slow
+def test_many_concurrent_writers_on_sqlite_neither_starve_nor_fail(settings, engine, admin_token, example_dataset):
+    """More concurrent writing requests than the server has threads: all answered, none after a busy timeout."""
+    import asyncio
+
+    port = free_port()
+    env = {**os.environ, "AUGLOOP_DATABASE_URL": settings.resolved_database_url,
+           "AUGLOOP_DATA_DIR": str(settings.data_dir), "AUGLOOP_SQLITE_BUSY_TIMEOUT_MS": "10000"}
+    api = subprocess.Popen([sys.executable, "-m", "augloop", "serve", "--port", str(port)], cwd=REPO_ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+
+        async def burst() -> list[int]:
+            async with httpx.AsyncClient(base_url=base, timeout=60,
+                                         headers={"Authorization": f"Bearer {admin_token}"}) as http:
+                async def one(i: int) -> int:
+                    r = await http.post(f"/api/v1/datasets/{example_dataset}/exports", json={"format": "csv"})
+                    return r.status_code
+                return await asyncio.gather(*(one(i) for i in range(120)))
+
+        started = time.monotonic()
+        codes = asyncio.run(burst())
+        elapsed = time.monotonic() - started
+    finally:
+        api.terminate()
+        api.wait(30)
+    assert codes == [202] * 120
+    assert elapsed < 10, f"writers waited {elapsed:.1f} s: a busy-timeout stall"
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == 120
