@@ -116,12 +116,16 @@ def print_plan(dataset: str, plan: dict[str, Any]) -> None:
         title="joint label combinations used (a variant carries all its source's labels)",
         title_justify="left",
         box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
     )
-    for col in ("labels", "sources", "variants", "per source ≤"):
-        combos.add_column(col, justify="left" if col == "labels" else "right")
+    tasks = list(dict.fromkeys(c["task"] for c in plan["classes"]))
+    combos.add_column(" / ".join(tasks), no_wrap=True)
+    for col in ("sources", "variants", "≤/source"):
+        combos.add_column(col, justify="right", no_wrap=True)
     for c in plan["combinations"]:
         combos.add_row(
-            ", ".join(f"{t}={y}" for t, y in c["labels"].items()),
+            " / ".join(c["labels"].get(t, "-") for t in tasks),
             str(c["sources"]),
             str(c["variants"]),
             str(c["per_source"]),
