@@ -47,6 +47,25 @@ def test_workers_survive_a_postgres_restart_and_run_every_job_once(pg_settings, 
     assert any("retrying" in out or "failed" in out for out in outputs), "the restart was noticed"
 
 
+def start_api(settings, **extra_env: str) -> tuple[subprocess.Popen, str]:
+    """`augloop serve` on a free loopback port, once it answers /healthz."""
+    port = free_port()
+    env = {**os.environ, "AUGLOOP_DATABASE_URL": settings.resolved_database_url,
+           "AUGLOOP_DATA_DIR": str(settings.data_dir), **extra_env}
+    api = subprocess.Popen([sys.executable, "-m", "augloop", "serve", "--port", str(port)], cwd=REPO_ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                return api, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    api.kill()
+    raise RuntimeError("the API did not start")
+
+
 def _big_csv(rows: int) -> bytes:
     lines = ["text,label"] + [f"synthetic post number {i} about policy {i % 97},{'a' if i % 7 else 'b'}"
                               for i in range(rows)]
@@ -55,20 +74,8 @@ def _big_csv(rows: int) -> bytes:
 
 @pytest.mark.slow
 def test_api_killed_mid_import_leaves_all_or_nothing(settings, engine, admin_token):
-    port = free_port()
-    env = {**os.environ, "AUGLOOP_DATABASE_URL": settings.resolved_database_url,
-           "AUGLOOP_DATA_DIR": str(settings.data_dir)}
-    api = subprocess.Popen([sys.executable, "-m", "augloop", "serve", "--port", str(port)], cwd=REPO_ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    api, base = start_api(settings)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         data = _big_csv(60_000)
         outcome: dict = {}
 
@@ -108,20 +115,8 @@ def test_many_concurrent_writers_on_sqlite_neither_starve_nor_fail(settings, eng
     """More concurrent writing requests than the server has threads: all answered, none after a busy timeout."""
     import asyncio
 
-    port = free_port()
-    env = {**os.environ, "AUGLOOP_DATABASE_URL": settings.resolved_database_url,
-           "AUGLOOP_DATA_DIR": str(settings.data_dir), "AUGLOOP_SQLITE_BUSY_TIMEOUT_MS": "10000"}
-    api = subprocess.Popen([sys.executable, "-m", "augloop", "serve", "--port", str(port)], cwd=REPO_ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    api, base = start_api(settings, AUGLOOP_SQLITE_BUSY_TIMEOUT_MS="10000")
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
 
         async def burst() -> list[int]:
             async with httpx.AsyncClient(base_url=base, timeout=60,
