@@ -29,7 +29,9 @@ system-deps:
 nltk-data: install
 	$(PY) -m workers.augment.wordnet_data install
 
-demo: install nltk-data
+demo: install
+	bash .ci/system-deps.sh wordnet
+	$(MAKE) nltk-data
 	$(PY) -m augloop demo
 
 test: install system-deps nltk-data

@@ -3,11 +3,13 @@
 # missing. Runs as root (CI and the dev machines are root); as another user it only says what is missing.
 set -euo pipefail
 need=()
-[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
+[ "${1:-all}" = "wordnet" ] || [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
 [ -f /usr/share/wordnet/data.noun ] || need+=(wordnet-base)
 [ -f /usr/share/wordnet/index.sense ] || need+=(wordnet-sense-index)
-command -v chromium >/dev/null 2>&1 || need+=(chromium)
-command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+if [ "${1:-all}" != "wordnet" ]; then  # `make demo` needs only WordNet
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "missing system packages: ${need[*]} (install them with: sudo apt-get install -y ${need[*]})" >&2
