@@ -3,6 +3,7 @@ their errors on the page instead of crashing it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -68,3 +69,9 @@ def pick_dataset(where: Any = None, key: str = "dataset") -> dict[str, Any] | No
     chosen = (where or st).selectbox("Dataset", names, index=index, key=key)
     st.session_state["current_dataset"] = chosen
     return items[names.index(chosen)]
+
+
+def parse_run_inputs(seeds: str, config: str) -> tuple[list[int], dict[str, Any]]:
+    """The seeds ("1, 2, 3") and trainer-config overrides (JSON) typed into a start form; ValueError if bad."""
+    overrides = json.loads(config or "{}")
+    return [int(s) for s in seeds.replace(" ", "").split(",") if s], overrides

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pandas as pd
@@ -10,7 +9,7 @@ import streamlit as st
 
 from review_ui.client import ApiError
 from review_ui.render import plain
-from review_ui.state import client, pick_dataset, show_flash
+from review_ui.state import client, parse_run_inputs, pick_dataset, show_flash
 
 COLUMNS = [
     "id",
@@ -42,8 +41,7 @@ def start_form(dataset: str) -> None:
     if not go:
         return
     try:
-        overrides = json.loads(config or "{}")
-        seed_list = [int(s) for s in seeds.replace(" ", "").split(",") if s]
+        seed_list, overrides = parse_run_inputs(seeds, config)
     except ValueError as err:
         st.error(f"Config must be a JSON object and seeds whole numbers: {err}")
         return
