@@ -294,3 +294,28 @@ def test_api_errors(annotator, engine, tiny_encoder: str) -> None:
     response = annotator.post(f"/api/v1/datasets/{untested}/impact-reports", json={})
     assert response.status_code == 422 and "test" in response.json()["detail"]
     assert annotator.get(url).json() == []  # nothing half-written by the refused requests
+
+
+def test_a_report_left_unsettled_by_a_dead_worker_settles_on_read(
+    annotator, engine, tiny_encoder: str, monkeypatch  # noqa: F811
+) -> None:
+    """The worker ending the last run died before settling: the report must not stay "running" forever."""
+    import workers.train_jobs
+    from db.models import ImpactReport
+    from db.session import session_scope
+
+    name, _ = dataset_with_variants(engine)
+    created = annotator.post(
+        f"/api/v1/datasets/{name}/impact-reports",
+        json={"seeds": [1], "methods": ["wordnet"], "config": fast(tiny_encoder)},
+    )
+    report_id = created.json()["report"]["id"]
+    monkeypatch.setattr(workers.train_jobs, "_settle_report", lambda engine, report_id: None)
+    assert drain(engine).succeeded == 3
+    with session_scope(engine) as s:
+        assert s.get_one(ImpactReport, report_id).status in ("queued", "running")
+    listed = annotator.get(f"/api/v1/datasets/{name}/impact-reports").json()
+    assert [(r["id"], r["status"]) for r in listed] == [(report_id, "succeeded")]
+    assert listed[0]["result"]["arms"] == ["originals", "all_approved", "without:wordnet"]
+    got = annotator.get(f"/api/v1/impact-reports/{report_id}").json()
+    assert got["status"] == "succeeded" and got["result"] == listed[0]["result"]

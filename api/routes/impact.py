@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import CurrentUser, ResourceId, SessionDep
+from api.deps import CurrentUser, EngineDep, ResourceId, SessionDep
 from api.schemas import JobRead
 from db import impact_reports as db_reports
 from db.datasets import get_dataset
@@ -71,6 +71,27 @@ def _read(session: Any, report: ImpactReport, dataset_name: str) -> dict[str, An
     }
 
 
+def _settle_ended(session: Any, engine: Any, reports: list[ImpactReport]) -> bool:
+    """Settle the open reports whose runs have all ended. The worker that ends a report's last run settles
+    it; if that worker died between the run's end and the settle, the next read does. Returns whether any
+    report was settled (the caller then reads again)."""
+    from trainer.impact import progress, settle
+
+    stuck = []
+    for report in reports:
+        if report.status in db_reports.OPEN:
+            done = progress(report, db_reports.report_runs(session, report))
+            if done["total"] and done["done"] == done["total"]:
+                stuck.append(report.id)
+    if not stuck:
+        return False
+    session.commit()  # end this request's read transaction, so the next read sees the settled report
+    for report_id in stuck:
+        settle(engine, report_id)
+    session.expire_all()
+    return True
+
+
 @router.post("/datasets/{name}/impact-reports", response_model=ImpactReportCreated, status_code=202)
 def start_report(
     name: str, body: ImpactReportCreate, session: SessionDep, user: CurrentUser
@@ -95,17 +116,25 @@ def start_report(
 def list_reports(
     name: str,
     session: SessionDep,
+    engine: EngineDep,
     _user: CurrentUser,
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0),
 ) -> list[dict[str, Any]]:
     dataset = _dataset(session, name)
-    return [_read(session, r, dataset.name) for r in db_reports.list_reports(session, dataset, limit, offset)]
+    reports = db_reports.list_reports(session, dataset, limit, offset)
+    if _settle_ended(session, engine, reports):
+        reports = db_reports.list_reports(session, dataset, limit, offset)
+    return [_read(session, r, dataset.name) for r in reports]
 
 
 @router.get("/impact-reports/{report_id}", response_model=ImpactReportRead)
-def get_report(report_id: ResourceId, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+def get_report(
+    report_id: ResourceId, session: SessionDep, engine: EngineDep, _user: CurrentUser
+) -> dict[str, Any]:
     """Status, progress (ended runs / all runs) and, once every run has ended, the result."""
     report = db_reports.get_report(session, report_id)
+    if _settle_ended(session, engine, [report]):
+        report = db_reports.get_report(session, report_id)
     dataset = session.get_one(Dataset, report.dataset_id)
     return _read(session, report, dataset.name)
