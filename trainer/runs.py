@@ -128,11 +128,11 @@ def execute_run(
         config = config.with_overrides({"num_threads": get_settings().trainer_threads})
 
     def on_event(event: dict[str, Any]) -> None:
+        emit(event)  # first: a job that lost its lease or was cancelled raises here and records nothing more
         if event["event"] == "epoch":
             entry = {k: v for k, v in event.items() if k != "event"}
             with session_scope(engine) as s:
                 db_runs.record_epoch(s, run_id, entry)
-        emit(event)
 
     result = train_model(config, data, progress=on_event)
     out_dir = runs_root() / str(run_id)
