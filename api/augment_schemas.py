@@ -82,3 +82,26 @@ class PlanRead(BaseModel):
     progress: list[dict[str, Any]] | None = Field(
         default=None, description="per task × class now: target, approved and pending variants (GET only)"
     )
+
+
+class AugmenterStatus(BaseModel):
+    method: str
+    state: str = Field(description="ready, download (fetched on first use), unavailable, or no_worker")
+    available: bool
+    workers_ready: int = Field(description="live workers that can run it")
+    model: str | None
+    reason: str | None = Field(description="why it cannot run, with what to change")
+    setting: str | None = Field(description="the setting (environment variable) to change")
+    note: str | None
+
+
+class WorkerRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    hostname: str
+    pid: int
+    kinds: list[str]
+    capabilities: dict[str, Any]
+    started_at: datetime
+    last_seen_at: datetime

@@ -249,7 +249,7 @@ def worker(
     except ValueError as err:
         fail(str(err))
     w.install_signal_handlers()
-    stats = w.run(burst=burst)
+    stats = w.run(burst=burst, announce=True)
     console.print(f"worker {w.worker_id} stopped: {stats.succeeded} succeeded, {stats.failed} failed, "
                   f"{stats.retried} to retry, {stats.cancelled} cancelled", highlight=False)
 

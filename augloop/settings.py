@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     job_retry_max_seconds: float = 600.0
     worker_poll_seconds: float = 1.0
     worker_plugins: list[str] = Field(default_factory=list)  # modules that register extra job kinds
+    worker_presence_seconds: float = 15.0  # how often a worker refreshes its row in `workers`
 
     # UI
     ui_host: str = "127.0.0.1"

@@ -320,3 +320,18 @@ class ImpactReport(Base):
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WorkerPresence(Base):
+    """A running worker process: the job kinds it takes and the augmenters it can load, refreshed while it
+    lives (`last_seen_at`); the API reports the augmenters of the workers seen recently."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    kinds: Mapped[list[str]] = mapped_column(JSON, default=list)
+    capabilities: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # method -> status
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

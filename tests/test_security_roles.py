@@ -17,6 +17,7 @@ ADMIN_ONLY = {
     ("GET", "/api/v1/tokens"),
     ("POST", "/api/v1/tokens"),
     ("POST", "/api/v1/tokens/{token_id}/revoke"),
+    ("GET", "/api/v1/workers"),
 }
 PUBLIC = {("GET", "/healthz")}
 

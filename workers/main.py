@@ -21,7 +21,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import DBAPIError
 
 from augloop.settings import get_settings
-from db import queue
+from db import queue, worker_presence
 from db.models import Job, JobStatus, utcnow
 from db.session import session_scope
 from workers.registry import JobCancelled, JobContext, PermanentJobError, load_handlers
@@ -67,8 +67,20 @@ class Worker:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
-    def run(self, burst: bool = False, max_jobs: int | None = None) -> WorkerStats:
+    def run(self, burst: bool = False, max_jobs: int | None = None, announce: bool = False) -> WorkerStats:
+        """Run jobs until stopped (or, with `burst`, until the queue is drained). With `announce`, the worker
+        publishes itself and the augmenters it can load in the `workers` table while it runs."""
         log.info("worker %s started; kinds: %s", self.worker_id, ", ".join(self.kinds))
+        presence = Presence(self) if announce else None
+        if presence:
+            presence.start()
+        try:
+            return self._loop(burst, max_jobs)
+        finally:
+            if presence:
+                presence.stop()
+
+    def _loop(self, burst: bool, max_jobs: int | None) -> WorkerStats:
         while not self.stop_requested.is_set():
             try:
                 job = queue.claim(self.engine, self.worker_id, self.kinds, self.lease_seconds)
@@ -191,3 +203,51 @@ class Worker:
                 continue
             if hb.cancel_requested:
                 ctx.cancelled.set()
+
+
+class Presence:
+    """A thread that keeps the worker's row in `workers` fresh: the job kinds it takes and, for augmentation,
+    which augmenters it can load (workers.augment.availability). The row goes when the worker stops."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.interval = max(get_settings().worker_presence_seconds, 0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="worker-presence", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        try:
+            with session_scope(self.worker.engine) as s:
+                worker_presence.remove(s, self.worker.worker_id)
+        except DBAPIError as err:
+            log.warning("could not remove worker %s from the workers table: %s", self.worker.worker_id, err)
+
+    def _announce(self) -> None:
+        from workers.augment.availability import capabilities
+
+        caps = capabilities() if "augment" in self.worker.kinds else {}
+        with session_scope(self.worker.engine) as s:
+            worker_presence.announce(s, self.worker.worker_id, hostname=socket.gethostname(), pid=os.getpid(),
+                                     kinds=self.worker.kinds, capabilities=caps)
+            worker_presence.forget_stale(s, max_age_seconds=20 * self.interval)
+
+    def _loop(self) -> None:
+        announced = False
+        while not self._stop.is_set():
+            try:
+                if not announced:
+                    self._announce()
+                    announced = True
+                else:
+                    with session_scope(self.worker.engine) as s:
+                        announced = worker_presence.touch(s, self.worker.worker_id)
+                    if not announced:
+                        continue
+            except Exception as err:  # noqa: BLE001 - the database is restarting: try again next interval
+                log.warning("worker presence update failed: %s", str(err).splitlines()[0] if str(err) else err)
+            self._stop.wait(self.interval)

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
-from api.augment_schemas import AugmentCreate, PlanCreate, PlanRead
-from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.augment_schemas import AugmentCreate, AugmenterStatus, PlanCreate, PlanRead, WorkerRead
+from api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from api.schemas import JobRead
 from db.augmentation import list_plans, variant_counts
 from db.datasets import dataset_stats, get_dataset
@@ -110,3 +110,27 @@ def plans(
             )
         out.append(_plan_read(row, dataset, progress))
     return out
+
+
+def _live_workers(session: Any, settings: Any) -> list[Any]:
+    from db.worker_presence import live_workers
+
+    return live_workers(session, max_age_seconds=3 * settings.worker_presence_seconds + 5)
+
+
+@router.get("/datasets/{name}/augmenters", response_model=list[AugmenterStatus])
+def augmenters(name: str, session: SessionDep, settings: SettingsDep, _user: CurrentUser) -> list[dict]:
+    """Which augmentation methods can run for this dataset now: its language must be covered and a live
+    worker must be able to load the method's model or data. Every method that cannot run says why and names
+    the setting to change."""
+    from workers.augment.availability import for_dataset
+
+    dataset = get_dataset(session, name)
+    caps = [w.capabilities for w in _live_workers(session, settings) if "augment" in (w.kinds or [])]
+    return for_dataset(dataset.language, caps, settings)
+
+
+@router.get("/workers", response_model=list[WorkerRead])
+def workers(session: SessionDep, settings: SettingsDep, _admin: AdminUser) -> list[Any]:
+    """The worker processes seen in the last few refresh intervals, with the augmenters each can load."""
+    return _live_workers(session, settings)

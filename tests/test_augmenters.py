@@ -1,0 +1,111 @@
+"""Which augmenters can run: each worker publishes what it can load; the API and the UI say which methods run
+and, for every one that cannot, why and which setting to change."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.augment_fixtures import (  # noqa: F401
+    augment_env,
+    augment_nltk_dir,
+    one_torch_thread,
+    tiny_marian_dirs,
+    tiny_mlm_dir,
+)
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.usefixtures("augment_env")
+
+
+def test_model_status_local_cached_offline_and_downloadable(tmp_path, tiny_mlm_dir, monkeypatch) -> None:
+    from workers.augment.availability import model_status
+
+    assert model_status(str(tiny_mlm_dir), "AUGLOOP_MLM_MODEL")["state"] == "ready"
+    gone = model_status(str(tmp_path / "nope"), "AUGLOOP_MLM_MODEL")
+    assert gone["state"] == "unavailable" and "does not exist" in gone["reason"]
+    assert gone["setting"] == "AUGLOOP_MLM_MODEL"
+    (tmp_path / "empty").mkdir()
+    assert "config.json" in model_status(str(tmp_path / "empty"), "X")["reason"]
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty cache
+    offline = model_status("bert-base-multilingual-cased", "AUGLOOP_MLM_MODEL")
+    assert offline["state"] == "unavailable"
+    assert "HF_HUB_OFFLINE" in offline["reason"] and "AUGLOOP_MLM_MODEL" in offline["reason"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
+    online = model_status("bert-base-multilingual-cased", "AUGLOOP_MLM_MODEL")
+    assert online["state"] == "download" and "first job" in online["note"]
+
+
+def test_missing_wordnet_names_the_setting(tmp_path, monkeypatch) -> None:
+    from augloop.settings import Settings
+    from workers.augment.availability import method_status
+
+    status = method_status("wordnet", Settings(nltk_data=tmp_path))
+    assert status["state"] == "unavailable" and status["setting"] == "AUGLOOP_NLTK_DATA"
+    assert "make nltk-data" in status["reason"]
+
+
+def test_language_and_missing_workers_decide_before_models() -> None:
+    from augloop.settings import get_settings
+    from workers.augment.availability import for_dataset
+
+    ready = {m: {"state": "ready", "model": m} for m in ("wordnet", "mlm", "backtranslation")}
+    by_method = {s["method"]: s for s in for_dataset("fr", [ready], get_settings())}
+    assert by_method["wordnet"]["state"] == "unavailable" and "English only" in by_method["wordnet"]["reason"]
+    assert by_method["backtranslation"]["setting"] == "AUGLOOP_BT_ROUTES"
+    nobody = for_dataset("en", [], get_settings())
+    assert {s["state"] for s in nobody} == {"no_worker"} and not any(s["available"] for s in nobody)
+    assert "augloop worker" in nobody[0]["reason"]
+
+
+def _wait(predicate, timeout: float = 60):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_a_running_worker_publishes_its_augmenters(admin, annotator, settings, example_dataset, tmp_path) -> None:
+    import os
+
+    def augmenters() -> dict:
+        r = annotator.get(f"/api/v1/datasets/{example_dataset}/augmenters")
+        assert r.status_code == 200, r.text
+        return {s["method"]: s for s in r.json()}
+
+    assert {s["state"] for s in augmenters().values()} == {"no_worker"}
+    # The worker's back-translation legs are hub models missing from an empty cache, with the hub offline.
+    env = {**os.environ, "AUGLOOP_DATABASE_URL": settings.resolved_database_url,
+           "AUGLOOP_DATA_DIR": str(settings.data_dir), "AUGLOOP_WORKER_PRESENCE_SECONDS": "0.2",
+           "AUGLOOP_WORKER_POLL_SECONDS": "0.2", "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "AUGLOOP_BT_ROUTES": json.dumps([{"source": "en", "pivot": "de", "forward": "Helsinki-NLP/opus-mt-en-de",
+                                             "backward": "Helsinki-NLP/opus-mt-de-en"}])}
+    worker = subprocess.Popen([sys.executable, "-m", "augloop", "worker"], cwd=REPO_ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = _wait(lambda: (s := augmenters())["wordnet"]["state"] != "no_worker" and s)
+        assert seen["wordnet"]["state"] == "ready" and seen["wordnet"]["available"]
+        assert seen["mlm"]["state"] == "ready" and seen["mlm"]["workers_ready"] == 1
+        bt = seen["backtranslation"]
+        assert bt["state"] == "unavailable" and not bt["available"] and bt["setting"] == "AUGLOOP_BT_ROUTES"
+        assert "Helsinki-NLP/opus-mt-en-de" in bt["reason"] and "HF_HUB_OFFLINE" in bt["reason"]
+        listed = admin.get("/api/v1/workers").json()
+        assert [w["pid"] for w in listed] == [worker.pid] and "augment" in listed[0]["kinds"]
+        assert annotator.get("/api/v1/workers").status_code == 403
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out = worker.communicate(timeout=60)[0]
+    assert worker.returncode == 0, out[-2000:]
+    assert {s["state"] for s in augmenters().values()} == {"no_worker"}, "a stopped worker leaves its row"
+    assert admin.get("/api/v1/workers").json() == []
