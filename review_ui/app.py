@@ -35,6 +35,7 @@ else:
     common = [
         st.Page(PAGES / "review.py", title="Review", icon=":material/fact_check:", default=True),
         st.Page(PAGES / "datasets.py", title="Datasets", icon=":material/bar_chart:"),
+        st.Page(PAGES / "augment.py", title="Augment", icon=":material/auto_awesome:"),
         st.Page(PAGES / "jobs.py", title="Jobs", icon=":material/settings:"),
         st.Page(PAGES / "training.py", title="Training", icon=":material/model_training:"),
         st.Page(PAGES / "impact.py", title="Impact", icon=":material/insights:"),

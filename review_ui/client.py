@@ -123,6 +123,16 @@ class ApiClient:
     def agreement(self, name: str) -> dict[str, Any]:
         return self.get(f"/datasets/{name}/agreement")
 
+    # Augmentation
+    def augmenters(self, name: str) -> list[dict[str, Any]]:
+        return self.get(f"/datasets/{name}/augmenters")
+
+    def plans(self, name: str, limit: int = 10) -> list[dict[str, Any]]:
+        return self.get(f"/datasets/{name}/augmentation-plans", limit=limit)
+
+    def create_plan(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post(f"/datasets/{name}/augmentation-plans", body)
+
     # Jobs, training, tokens
     def jobs(self, **params: Any) -> dict[str, Any]:
         return self.get("/jobs", **params)

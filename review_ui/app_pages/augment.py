@@ -1,0 +1,147 @@
+"""Augment: which augmenters can run (and, for those that cannot, the setting to change), a plan that brings
+the rare classes up to a target, queued as jobs, and the stored plans' progress."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from review_ui.render import plain
+from review_ui.state import call, client, flash, pick_dataset, show_flash
+
+STATE_TEXT = {
+    "ready": "ready",
+    "download": "downloads on first use",
+    "unavailable": "unavailable",
+    "no_worker": "no worker running",
+}
+
+
+def augmenter_frame(statuses: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "method": s["method"],
+                "status": STATE_TEXT.get(s["state"], s["state"]),
+                "model": s.get("model") or "",
+                "workers": s.get("workers_ready", 0),
+                "setting to change": s.get("setting") or "",
+                "why not / note": s.get("reason") or s.get("note") or "",
+            }
+            for s in statuses
+        ]
+    )
+
+
+def show_augmenters(name: str) -> list[dict[str, Any]]:
+    st.header("Augmenters")
+    statuses = call(client().augmenters, name) or []
+    if statuses:
+        st.dataframe(
+            augmenter_frame(statuses),
+            hide_index=True,
+            width="stretch",
+            column_config={"why not / note": st.column_config.TextColumn(width="large")},
+        )
+    for s in statuses:
+        if not s["available"]:
+            where = f" Setting: {s['setting']}." if s.get("setting") else ""
+            st.warning(plain(f"{s['method']}: {s['reason']}{where}"))
+    return statuses
+
+
+def plan_body(methods: list[str], fraction: float, cap: int, seed: int, enqueue: bool) -> dict[str, Any]:
+    return {
+        "methods": methods,
+        "target": {"min_fraction_of_largest": fraction},
+        "per_source_cap": cap,
+        "seed": seed,
+        "enqueue": enqueue,
+    }
+
+
+def plan_summary(plan: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "task": c["task"],
+                "class": c["label"],
+                "now": c["current"],
+                "target": c["target"],
+                "planned variants": c["planned"],
+                "short of target": c["shortfall"],
+            }
+            for c in plan["classes"]
+            if c["deficit"] or c["planned"]
+        ]
+    )
+
+
+def plan_form(name: str, statuses: list[dict[str, Any]]) -> None:
+    st.header("Bring the rare classes up")
+    runnable = [s["method"] for s in statuses if s["available"]]
+    offered = [s["method"] for s in statuses if s["state"] != "unavailable"]
+    with st.form("plan"):
+        methods = st.multiselect("Methods", offered, default=runnable or offered[:1])
+        fraction = st.slider(
+            "Target: every class to at least this fraction of its task's largest class", 0.05, 1.0, 0.4, 0.05
+        )
+        cap = st.number_input("At most this many variants per source text", 1, 100, 5)
+        seed = st.number_input("Seed", 0, 2**31 - 1, 0)
+        preview, queue = st.columns(2)
+        do_preview = preview.form_submit_button("Preview the plan")
+        do_queue = queue.form_submit_button("Plan and queue the jobs", type="primary")
+    if not (do_preview or do_queue):
+        return
+    if not methods:
+        st.error("Choose at least one method.")
+        return
+    plan = call(client().create_plan, name, plan_body(methods, fraction, int(cap), int(seed), do_queue))
+    if plan is None:
+        return
+    body = plan["plan"]
+    if do_queue:
+        flash(
+            "success",
+            f"Queued plan #{plan['id']}: {body['total_variants']} variants in {len(plan['job_ids'])} job(s). "
+            "Follow them on the Jobs page; the variants arrive in the review queue as pending.",
+        )
+        st.rerun()
+    st.info(
+        f"{body['total_variants']} variants from {body['sources_used']} source texts "
+        + ", ".join(f"{m}: {n}" for m, n in body["methods"].items())
+    )
+    st.dataframe(plan_summary(body), hide_index=True, width="stretch")
+
+
+def show_plans(name: str) -> None:
+    plans = call(client().plans, name, 5) or []
+    queued = [p for p in plans if p["job_ids"]]
+    if not queued:
+        return
+    st.header("Queued plans")
+    for plan in queued:
+        progress = pd.DataFrame(plan.get("progress") or [])
+        with st.expander(
+            f"Plan #{plan['id']} · {plan['plan']['total_variants']} variants · {len(plan['job_ids'])} job(s) · "
+            f"{plan['created_at'][:19].replace('T', ' ')}",
+            expanded=plan is queued[0],
+        ):
+            if not progress.empty:
+                st.dataframe(
+                    progress[["task", "label", "target", "with_approved", "pending", "rejected", "remaining"]],
+                    hide_index=True,
+                    width="stretch",
+                )
+
+
+st.title("Augment")
+show_flash()
+chosen = pick_dataset()
+if chosen:
+    found = show_augmenters(chosen["name"])
+    if found:
+        plan_form(chosen["name"], found)
+    show_plans(chosen["name"])

@@ -1,0 +1,77 @@
+"""The Augment page (streamlit AppTest) against the real API on loopback, as on an offline laptop: WordNet is
+installed, the masked LM and the back-translation models are hub models that are not cached. The page says
+which augmenters run and names the setting to change for the others, then plans and queues WordNet jobs."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.augment_fixtures import (  # noqa: F401
+    augment_env,
+    augment_nltk_dir,
+    one_torch_thread,
+    run_worker,
+    tiny_marian_dirs,
+    tiny_mlm_dir,
+)
+from tests.review_fixtures import live_api  # noqa: F401 (fixture)
+from tests.test_review_ui import no_errors, signed_in
+
+pytestmark = pytest.mark.usefixtures("augment_env")
+
+
+def announce_offline_worker(engine, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Publish what a worker with the default (hub) models computes on a machine without them."""
+    from augloop.settings import Settings
+    from db.session import session_scope
+    from db.worker_presence import announce
+    from workers.augment.availability import capabilities
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    defaults = Settings(
+        mlm_model=Settings.model_fields["mlm_model"].default,
+        bt_routes=Settings.model_fields["bt_routes"].default_factory(),  # type: ignore[misc]
+    )
+    with session_scope(engine) as s:
+        announce(s, "laptop:1:abc", hostname="laptop", pid=1, kinds=["augment", "train"],
+                 capabilities=capabilities(defaults))
+
+
+def test_augment_page_names_the_missing_models_and_queues_a_plan(
+    live_api, annotator_token, engine, example_dataset, tmp_path, monkeypatch
+) -> None:
+    at = signed_in(annotator_token, "annotator")
+    at.switch_page("app_pages/augment.py").run()
+    no_errors(at)
+    statuses = at.dataframe[0].value
+    assert set(statuses["status"]) == {"no worker running"}
+
+    announce_offline_worker(engine, tmp_path, monkeypatch)
+    at.run()
+    no_errors(at)
+    statuses = at.dataframe[0].value.set_index("method")
+    assert statuses.loc["wordnet", "status"] == "ready"
+    assert statuses.loc["mlm", "status"] == "unavailable"
+    assert statuses.loc["mlm", "setting to change"] == "AUGLOOP_MLM_MODEL"
+    assert statuses.loc["backtranslation", "setting to change"] == "AUGLOOP_BT_ROUTES"
+    warnings = " ".join(w.value for w in at.warning)
+    assert "AUGLOOP\\_MLM\\_MODEL" in warnings and "HF\\_HUB\\_OFFLINE" in warnings
+    assert "Helsinki" in warnings
+    assert at.multiselect[0].options == ["wordnet"] and at.multiselect[0].value == ["wordnet"]
+
+    at.button[0].click().run()  # preview: a dry run
+    no_errors(at)
+    assert "1579 variants" in at.info[0].value
+    preview = at.dataframe[1].value
+    assert {"partisan", "other"} <= set(preview["class"])
+
+    at.button[1].click().run()  # plan and queue
+    no_errors(at)
+    assert any("Queued plan #2: 1579 variants in 1 job(s)" in s.value for s in at.success)
+    assert run_worker(engine).succeeded == 1
+    at.run()
+    no_errors(at)
+    progress = at.dataframe[-1].value
+    partisan = progress[progress["label"] == "partisan"].iloc[0]
+    assert partisan["pending"] > 0 and partisan["target"] == 1181
