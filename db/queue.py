@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from augloop.settings import get_settings
 from db.errors import ConflictError, NotFoundError
-from db.models import Job, JobStatus, utcnow
+from db.models import Job, JobStatus, TrainingRun, utcnow
 
 TERMINAL = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 
@@ -59,9 +59,18 @@ def requeue_expired(session: Session, now: datetime | None = None) -> int:
     """Hand jobs whose worker stopped heart-beating back to the queue; fail those out of attempts."""
     now = now or utcnow()
     expired = and_(Job.status == JobStatus.running, Job.lease_until < now)
+    lost = list(session.scalars(select(Job.id).where(expired, Job.attempts >= Job.max_attempts)))
+    if lost:  # a training run whose job fails here ends with it (no handler is left to record that)
+        session.execute(
+            update(TrainingRun)
+            .where(TrainingRun.job_id.in_(lost), TrainingRun.status.in_((JobStatus.queued, JobStatus.running)))
+            .values(status=JobStatus.failed, finished_at=now,
+                    error="the worker running it stopped (lease expired) and no attempts were left")
+            .execution_options(synchronize_session=False)
+        )
     failed = session.execute(
         update(Job)
-        .where(expired, Job.attempts >= Job.max_attempts)
+        .where(Job.id.in_(lost), expired)
         .values(
             status=JobStatus.failed,
             finished_at=now,

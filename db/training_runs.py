@@ -126,11 +126,11 @@ def finish_run(
 
 
 def end_run(session: Session, run_id: int, status: str, error: str | None = None) -> None:
-    """Record a failed or cancelled run (a retried job sets it running again)."""
+    """Record a failed or cancelled run, or (status queued) one whose job will be retried."""
     session.execute(
         update(TrainingRun)
         .where(TrainingRun.id == run_id)
-        .values(status=status, error=error, finished_at=utcnow())
+        .values(status=status, error=error, finished_at=None if status == JobStatus.queued else utcnow())
         .execution_options(synchronize_session=False)
     )
 

@@ -319,3 +319,59 @@ def test_a_report_left_unsettled_by_a_dead_worker_settles_on_read(
     assert listed[0]["result"]["arms"] == ["originals", "all_approved", "without:wordnet"]
     got = annotator.get(f"/api/v1/impact-reports/{report_id}").json()
     assert got["status"] == "succeeded" and got["result"] == listed[0]["result"]
+
+
+def test_a_run_that_fails_once_is_retried_and_the_report_completes(
+    annotator, engine, tiny_encoder: str, monkeypatch  # noqa: F811
+) -> None:
+    """A transient failure (out of memory, a lost connection) must not fail the whole report: the run waits
+    queued for its retry, and the report settles when the retry ends."""
+    import trainer.runs
+
+    real = trainer.runs.train_model
+    calls = {"n": 0}
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.runs, "train_model", flaky)
+    name, _ = dataset_with_variants(engine)
+    created = annotator.post(
+        f"/api/v1/datasets/{name}/impact-reports",
+        json={"seeds": [1], "methods": ["wordnet"], "config": fast(tiny_encoder)},
+    )
+    report_id = created.json()["report"]["id"]
+    stats = drain(engine)
+    assert stats.retried == 1 and stats.succeeded == 3, stats
+    got = annotator.get(f"/api/v1/impact-reports/{report_id}").json()
+    assert got["status"] == "succeeded", got["result"]
+    first = got["run_ids"]["originals"][0]
+    assert annotator.get(f"/api/v1/training-runs/{first}").json()["status"] == "succeeded"
+
+
+def test_a_run_whose_worker_is_lost_on_its_last_attempt_fails_with_its_report(
+    annotator, engine, tiny_encoder: str  # noqa: F811
+) -> None:
+    import time
+
+    from db import queue
+
+    name, _ = dataset_with_variants(engine)
+    created = annotator.post(
+        f"/api/v1/datasets/{name}/impact-reports",
+        json={"seeds": [1], "methods": ["wordnet"], "config": fast(tiny_encoder)},
+    )
+    report_id = created.json()["report"]["id"]
+    run_id = created.json()["report"]["run_ids"]["originals"][0]
+    for _ in range(2):  # two workers take the job in turn and die (no heartbeat): both attempts are spent
+        job = queue.claim(engine, "doomed", ["train"], lease_seconds=0.05)
+        assert job is not None and job.params["run_id"] == run_id
+        time.sleep(0.1)
+    assert queue.claim(engine, "other", ["probe"]) is None  # any claim reaps expired leases
+    run = annotator.get(f"/api/v1/training-runs/{run_id}").json()
+    assert run["status"] == "failed" and "lease expired" in run["error"]
+    got = annotator.get(f"/api/v1/impact-reports/{report_id}").json()
+    assert got["status"] == "failed" and str(run_id) in got["result"]["error"]

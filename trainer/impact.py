@@ -103,7 +103,8 @@ def create_impact_report(
         )
         run_ids[arm] = [r.id for r in runs]
         for run in runs:
-            # One attempt: a retried run would leave the report waiting on an outcome it already recorded.
+            # A failed attempt that will be retried leaves its run queued (workers/train_jobs.py), so the
+            # report waits for the retry; a worker lost past its last attempt fails the run (db/queue.py).
             job = queue.enqueue(
                 session,
                 "train",
@@ -111,7 +112,7 @@ def create_impact_report(
                 dataset_id=dataset.id,
                 created_by=created_by,
                 progress_total=config.epochs,
-                max_attempts=1,
+                max_attempts=2,
             )
             run.job_id = job.id
             jobs.append(job)

@@ -120,7 +120,8 @@ class Worker:
 
     def run_job(self, job: Job) -> None:
         ctx = JobContext(job_id=job.id, kind=job.kind, params=dict(job.params or {}), engine=self.engine,
-                         worker_id=self.worker_id, attempt=job.attempts, dataset_id=job.dataset_id,
+                         worker_id=self.worker_id, attempt=job.attempts, max_attempts=job.max_attempts,
+                         dataset_id=job.dataset_id,
                          created_by=job.created_by, total=job.progress_total)
         self.stats.job_ids.append(job.id)
         beat_stop = threading.Event()

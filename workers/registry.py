@@ -52,6 +52,7 @@ class JobContext:
     engine: Engine
     worker_id: str
     attempt: int
+    max_attempts: int = 1
     dataset_id: int | None = None
     created_by: int | None = None
     done: int = 0
@@ -91,3 +92,8 @@ class JobContext:
             from db.queue import LeaseLost
 
             raise LeaseLost(f"job {self.job_id} lost its lease")
+
+    @property
+    def retries_left(self) -> bool:
+        """Whether an ordinary (not permanent) failure of this attempt is retried."""
+        return self.attempt < self.max_attempts

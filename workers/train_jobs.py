@@ -105,7 +105,11 @@ def _execute(ctx: JobContext, run_id: int, epochs: int) -> dict[str, Any]:
         record_end(ctx.engine, run_id, JobStatus.failed, err.message)
         raise PermanentJobError(err.message) from err
     except Exception as err:
-        record_end(ctx.engine, run_id, JobStatus.failed, f"{type(err).__name__}: {err}")
+        if ctx.retries_left:  # the job runs again: the run waits for it (and an impact report with it)
+            record_end(ctx.engine, run_id, JobStatus.queued, f"attempt {ctx.attempt} failed, retrying: "
+                       f"{type(err).__name__}: {err}")
+        else:
+            record_end(ctx.engine, run_id, JobStatus.failed, f"{type(err).__name__}: {err}")
         raise
 
 

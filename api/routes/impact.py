@@ -72,16 +72,19 @@ def _read(session: Any, report: ImpactReport, dataset_name: str) -> dict[str, An
 
 
 def _settle_ended(session: Any, engine: Any, reports: list[ImpactReport]) -> bool:
-    """Settle the open reports whose runs have all ended. The worker that ends a report's last run settles
-    it; if that worker died between the run's end and the settle, the next read does. Returns whether any
-    report was settled (the caller then reads again)."""
+    """Settle the open reports that are decided: all their runs ended, or one failed. The worker that ends a
+    run settles its report; if that worker died before it could (or the queue failed the run after losing
+    its worker), the next read does. Returns whether any report was settled (the caller then reads again)."""
+    from db.queue import TERMINAL
     from trainer.impact import progress, settle
 
     stuck = []
     for report in reports:
         if report.status in db_reports.OPEN:
-            done = progress(report, db_reports.report_runs(session, report))
-            if done["total"] and done["done"] == done["total"]:
+            runs = db_reports.report_runs(session, report)
+            done = progress(report, runs)
+            broken = any(r.status in TERMINAL and r.status != "succeeded" for r in runs.values())
+            if done["total"] and (broken or done["done"] == done["total"]):
                 stuck.append(report.id)
     if not stuck:
         return False
