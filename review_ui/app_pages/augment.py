@@ -47,8 +47,10 @@ def show_augmenters(name: str) -> list[dict[str, Any]]:
         )
     for s in statuses:
         if not s["available"]:
-            where = f" Setting: {s['setting']}." if s.get("setting") else ""
-            st.warning(plain(f"{s['method']}: {s['reason']}{where}"))
+            reason = str(s["reason"]).rstrip(".") + "."
+            setting = s.get("setting")
+            where = f" Setting: {setting}." if setting and setting not in reason else ""
+            st.warning(plain(f"{s['method']}: {reason}{where}"))
     return statuses
 
 
@@ -110,8 +112,9 @@ def plan_form(name: str, statuses: list[dict[str, Any]]) -> None:
         )
         st.rerun()
     st.info(
-        f"{body['total_variants']} variants from {body['sources_used']} source texts "
+        f"{body['total_variants']} variants from {body['sources_used']} source texts ("
         + ", ".join(f"{m}: {n}" for m, n in body["methods"].items())
+        + "). Nothing is queued until you press “Plan and queue the jobs”."
     )
     st.dataframe(plan_summary(body), hide_index=True, width="stretch")
 

