@@ -74,6 +74,17 @@ def _wait_http(url: str, timeout: float) -> bool:
     return False
 
 
+def show_augmenters() -> None:
+    """What the worker can load, in the worker's own words (the Augment page shows the same)."""
+    from workers.augment.availability import capabilities
+
+    for method, status in capabilities().items():
+        line = f"augmenter {method:<16}{status['state']}"
+        if status.get("reason"):
+            line += f": {status['reason']}"
+        console.print(line, highlight=False, markup=False)
+
+
 def run_demo(serve: bool = True) -> int:
     from augloop.cli import print_stats
     from db.datasets import dataset_stats, get_dataset
@@ -124,6 +135,10 @@ def run_demo(serve: bool = True) -> int:
         console.print(f"admin token:      {tokens['admin']}")
         if env.get("AUGLOOP_TRAINER_DEFAULT_ENCODER"):
             console.print(f"training encoder: {env['AUGLOOP_TRAINER_DEFAULT_ENCODER']} (offline all-MiniLM-L6-v2)")
+        show_augmenters()
+        console.print("The loop in the UI: Augment (plan and queue variants for the rare classes) → Review "
+                      "(approve, edit, reject) → Training (a run on originals + approved variants) → Impact "
+                      "(did augmentation help, per class).", highlight=False)
         console.print("Ctrl-C stops everything.")
         while not stopping:
             for child in children:
