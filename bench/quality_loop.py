@@ -19,7 +19,8 @@ epoch of each arm on a small subset and prints the estimate for the full profile
 (tiny subset, 1 epoch, 2 seeds so that an ensemble exists); its results go to quality_loop.quick.json and
 never overwrite the committed full results.
 
-    .venv/bin/python bench/quality_loop.py [--quick | --probe]
+    .venv/bin/python bench/quality_loop.py [--quick | --probe]     # 2,000 train originals: ~55 min
+    .venv/bin/python bench/quality_loop.py --train-subset 1000       # the first run's size: ~29 min
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Profile:
     bootstrap: int
 
 
-FULL = Profile(train_subset=1000, eval_subset=None, max_length=64, epochs=4, seeds=(0, 1, 2), bootstrap=1000)
+FULL = Profile(train_subset=2000, eval_subset=None, max_length=64, epochs=4, seeds=(0, 1, 2), bootstrap=1000)
 QUICK = Profile(train_subset=80, eval_subset=120, max_length=32, epochs=1, seeds=(0, 1), bootstrap=200)
 
 COMMON = {  # every arm: the same optimiser and schedule, so the arms differ by the recipe only
@@ -323,7 +324,12 @@ def main() -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="a smoke run (1-2 min); not a result")
     mode.add_argument("--probe", action="store_true", help="time one epoch per arm; estimate the full run")
+    parser.add_argument("--train-subset", type=int, metavar="N",
+                        help=f"train originals in the full run (default {FULL.train_subset}); results of another "
+                             "size go to quality_loop.trainN.json beside the default run's")
     args = parser.parse_args()
+    if args.train_subset is not None and not 50 <= args.train_subset <= 100_000:
+        parser.error("--train-subset must be between 50 and 100000")
     import torch
 
     torch.set_num_threads(2)
@@ -333,12 +339,17 @@ def main() -> None:
             probe(Path(tmp))
             return
         profile = QUICK if args.quick else FULL
+        if args.train_subset and not args.quick:
+            from dataclasses import replace
+
+            profile = replace(FULL, train_subset=args.train_subset)
         detail = run_study(profile, Path(tmp))
     detail.update(quick=args.quick, profile=profile.__dict__, seconds=round(time.monotonic() - started, 1),
                   encoder="all-MiniLM-L6-v2", augment_methods={"used": ["wordnet"], "unavailable_offline": {
                       "mlm": "needs a pretrained masked-LM from the hub", "backtranslation":
                       "needs Marian translation models from the hub"}})
-    suffix = ".quick" if args.quick else ""
+    suffix = ".quick" if args.quick else (
+        f".train{profile.train_subset}" if profile.train_subset != FULL.train_subset else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = records(detail)
     if args.quick:  # a smoke run's figures must never be mistaken for the study's
