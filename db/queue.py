@@ -59,18 +59,9 @@ def requeue_expired(session: Session, now: datetime | None = None) -> int:
     """Hand jobs whose worker stopped heart-beating back to the queue; fail those out of attempts."""
     now = now or utcnow()
     expired = and_(Job.status == JobStatus.running, Job.lease_until < now)
-    lost = list(session.scalars(select(Job.id).where(expired, Job.attempts >= Job.max_attempts)))
-    if lost:  # a training run whose job fails here ends with it (no handler is left to record that)
-        session.execute(
-            update(TrainingRun)
-            .where(TrainingRun.job_id.in_(lost), TrainingRun.status.in_((JobStatus.queued, JobStatus.running)))
-            .values(status=JobStatus.failed, finished_at=now,
-                    error="the worker running it stopped (lease expired) and no attempts were left")
-            .execution_options(synchronize_session=False)
-        )
-    failed = session.execute(
+    lost = list(session.scalars(
         update(Job)
-        .where(Job.id.in_(lost), expired)
+        .where(expired, Job.attempts >= Job.max_attempts)
         .values(
             status=JobStatus.failed,
             finished_at=now,
@@ -78,8 +69,12 @@ def requeue_expired(session: Session, now: datetime | None = None) -> int:
             worker_id=None,
             last_error="worker lost (lease expired) and no attempts left",
         )
+        .returning(Job.id)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    ))
+    _end_runs_of(session, lost, JobStatus.failed,
+                 "the worker running it stopped (lease expired) and no attempts were left", now)
+    failed = len(lost)
     requeued = session.execute(
         update(Job)
         .where(expired)
@@ -94,6 +89,17 @@ def requeue_expired(session: Session, now: datetime | None = None) -> int:
         .execution_options(synchronize_session=False)
     ).rowcount
     return (failed or 0) + (requeued or 0)
+
+
+def _end_runs_of(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> None:
+    """A training run whose job ends here (no handler is left to record it) ends with the job."""
+    if job_ids:
+        session.execute(
+            update(TrainingRun)
+            .where(TrainingRun.job_id.in_(job_ids), TrainingRun.status.in_((JobStatus.queued, JobStatus.running)))
+            .values(status=status, finished_at=now, error=error)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def claim(engine: Engine, worker_id: str, kinds: list[str] | None = None, lease_seconds: float | None = None) -> Job | None:
@@ -241,6 +247,7 @@ def request_cancel(session: Session, job_id: int) -> Job:
     if job.status == JobStatus.queued:
         job.status = JobStatus.cancelled
         job.finished_at = now
+        _end_runs_of(session, [job.id], JobStatus.cancelled, "cancelled before it ran", now)
     job.cancel_requested = True
     job.updated_at = now
     session.flush()

@@ -109,3 +109,13 @@ def test_a_running_worker_publishes_its_augmenters(admin, annotator, settings, e
     assert worker.returncode == 0, out[-2000:]
     assert {s["state"] for s in augmenters().values()} == {"no_worker"}, "a stopped worker leaves its row"
     assert admin.get("/api/v1/workers").json() == []
+
+
+def test_a_worker_without_a_route_for_the_language_cannot_back_translate() -> None:
+    from augloop.settings import get_settings
+    from workers.augment.availability import for_dataset
+
+    worker = {"backtranslation": {"state": "ready", "routes": [
+        {"source": "de", "pivot": "en", "state": "ready", "model": "a → b"}]}}
+    (bt,) = [s for s in for_dataset("en", [worker], get_settings()) if s["method"] == "backtranslation"]
+    assert bt["state"] == "unavailable" and bt["setting"] == "AUGLOOP_BT_ROUTES" and "'en'" in bt["reason"]

@@ -375,3 +375,20 @@ def test_a_run_whose_worker_is_lost_on_its_last_attempt_fails_with_its_report(
     assert run["status"] == "failed" and "lease expired" in run["error"]
     got = annotator.get(f"/api/v1/impact-reports/{report_id}").json()
     assert got["status"] == "failed" and str(run_id) in got["result"]["error"]
+
+
+def test_cancelling_a_queued_run_ends_it_and_the_report(annotator, engine, tiny_encoder: str) -> None:  # noqa: F811
+    name, _ = dataset_with_variants(engine)
+    created = annotator.post(
+        f"/api/v1/datasets/{name}/impact-reports",
+        json={"seeds": [1], "methods": ["wordnet"], "config": fast(tiny_encoder)},
+    ).json()
+    job_id = created["jobs"][0]["id"]
+    assert annotator.post(f"/api/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    run_id = created["report"]["run_ids"]["originals"][0]
+    assert annotator.get(f"/api/v1/training-runs/{run_id}").json()["status"] == "cancelled"
+    got = annotator.get(f"/api/v1/impact-reports/{created['report']['id']}").json()
+    assert got["status"] == "failed" and "cancelled" in got["result"]["error"]
+    statuses = {annotator.get(f"/api/v1/training-runs/{i}").json()["status"]
+                for ids in got["run_ids"].values() for i in ids}
+    assert statuses == {"cancelled"}, "the report's other queued runs were stopped with it"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from db.datasets import get_dataset
 from db.errors import NotFoundError
 from db.models import Dataset, ImpactReport
 
+log = logging.getLogger("augloop.api")
 router = APIRouter(tags=["impact"])
 
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
@@ -84,13 +86,17 @@ def _settle_ended(session: Any, engine: Any, reports: list[ImpactReport]) -> boo
             runs = db_reports.report_runs(session, report)
             done = progress(report, runs)
             broken = any(r.status in TERMINAL and r.status != "succeeded" for r in runs.values())
-            if done["total"] and (broken or done["done"] == done["total"]):
+            deleted = len(runs) < done["total"]
+            if done["total"] and (broken or deleted or done["done"] == done["total"]):
                 stuck.append(report.id)
     if not stuck:
         return False
     session.commit()  # end this request's read transaction, so the next read sees the settled report
     for report_id in stuck:
-        settle(engine, report_id)
+        try:
+            settle(engine, report_id)
+        except Exception:  # noqa: BLE001 - busy database, report gone: show it unsettled; the next read retries
+            log.warning("settling impact report %s on read failed", report_id, exc_info=True)
     session.expire_all()
     return True
 

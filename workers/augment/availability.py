@@ -120,10 +120,14 @@ def for_dataset(
             status = caps.get(method)
             if not status:
                 continue
-            if method == "backtranslation" and status.get("routes"):
+            if method == "backtranslation" and status.get("routes") is not None:
                 routes = [r for r in status["routes"] if base_language(str(r.get("source", ""))) == language]
                 if routes:
                     status = min(routes, key=lambda r: _STATE_ORDER.get(r["state"], 2))
+                else:  # this worker's settings differ from the API's: it has no route for the language
+                    status = {"state": UNAVAILABLE, "setting": "AUGLOOP_BT_ROUTES",
+                              "reason": f"a worker has no back-translation route from {language!r}; add one to "
+                                        "its AUGLOOP_BT_ROUTES"}
             statuses.append(status)
         if not statuses:
             out.append({**entry, "state": NO_WORKER, "available": False,
