@@ -179,7 +179,7 @@ def shoot_impact(page, ui: str) -> None:  # type: ignore[no-untyped-def]
 SHOTS = {
     "review": ("review_page.png", 1250, shoot_review),
     "augment": ("augment_page.png", 1300, shoot_augment),
-    "impact": ("impact_report.png", 1700, shoot_impact),
+    "impact": ("impact_report.png", 2600, shoot_impact),
 }
 
 
