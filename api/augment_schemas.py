@@ -103,5 +103,6 @@ class WorkerRead(BaseModel):
     pid: int
     kinds: list[str]
     capabilities: dict[str, Any]
+    refresh_seconds: float
     started_at: datetime
     last_seen_at: datetime

@@ -333,5 +333,6 @@ class WorkerPresence(Base):
     pid: Mapped[int] = mapped_column(Integer, default=0)
     kinds: Mapped[list[str]] = mapped_column(JSON, default=list)
     capabilities: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # method -> status
+    refresh_seconds: Mapped[float] = mapped_column(Float, default=15.0)  # how often this worker refreshes the row
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

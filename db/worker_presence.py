@@ -1,9 +1,10 @@
-"""The `workers` table: each running worker process announces itself, refreshes `last_seen_at`, and removes its
-row when it stops. A row not refreshed for three intervals belongs to a worker that died (SIGKILL, lost host)."""
+"""The `workers` table: each running worker process announces itself, refreshes `last_seen_at` every
+`refresh_seconds` (its own setting), and removes its row when it stops. A row not refreshed for three of its
+intervals belongs to a worker that died (SIGKILL, lost host); rows a day stale are deleted."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -12,14 +13,25 @@ from sqlalchemy.orm import Session
 from db.models import WorkerPresence, utcnow
 
 
+STALE_AFTER = timedelta(days=1)  # rows of dead workers are deleted after this long
+
+
 def announce(
-    session: Session, worker_id: str, *, hostname: str, pid: int, kinds: list[str], capabilities: dict[str, Any]
+    session: Session,
+    worker_id: str,
+    *,
+    hostname: str,
+    pid: int,
+    kinds: list[str],
+    capabilities: dict[str, Any],
+    refresh_seconds: float,
 ) -> None:
     row = session.get(WorkerPresence, worker_id)
     if row is None:
         row = WorkerPresence(id=worker_id, started_at=utcnow())
         session.add(row)
     row.hostname, row.pid, row.kinds, row.capabilities = hostname, pid, list(kinds), capabilities
+    row.refresh_seconds = refresh_seconds
     row.last_seen_at = utcnow()
     session.flush()
 
@@ -37,16 +49,22 @@ def remove(session: Session, worker_id: str) -> None:
     session.execute(delete(WorkerPresence).where(WorkerPresence.id == worker_id))
 
 
-def live_workers(session: Session, max_age_seconds: float) -> list[WorkerPresence]:
-    cutoff = utcnow() - timedelta(seconds=max_age_seconds)
-    return list(
-        session.scalars(
-            select(WorkerPresence).where(WorkerPresence.last_seen_at >= cutoff).order_by(WorkerPresence.started_at)
-        )
+def is_live(row: WorkerPresence, now: datetime) -> bool:
+    """Seen within three of its own refresh intervals (plus slack for a busy database)."""
+    return (now - row.last_seen_at).total_seconds() <= 3 * row.refresh_seconds + 5
+
+
+def live_workers(session: Session) -> list[WorkerPresence]:
+    now = utcnow()
+    recent = session.scalars(
+        select(WorkerPresence)
+        .where(WorkerPresence.last_seen_at >= now - STALE_AFTER)
+        .order_by(WorkerPresence.started_at)
     )
+    return [row for row in recent if is_live(row, now)]
 
 
-def forget_stale(session: Session, max_age_seconds: float) -> int:
-    """Delete rows of workers not seen for `max_age_seconds` (dead ones); returns how many."""
-    cutoff = utcnow() - timedelta(seconds=max_age_seconds)
+def forget_stale(session: Session) -> int:
+    """Delete the rows of workers not seen for a day (dead ones); returns how many."""
+    cutoff = utcnow() - STALE_AFTER
     return session.execute(delete(WorkerPresence).where(WorkerPresence.last_seen_at < cutoff)).rowcount or 0

@@ -35,7 +35,7 @@ def announce_offline_worker(engine, tmp_path, monkeypatch) -> None:  # type: ign
     )
     with session_scope(engine) as s:
         announce(s, "laptop:1:abc", hostname="laptop", pid=1, kinds=["augment", "train"],
-                 capabilities=capabilities(defaults))
+                 capabilities=capabilities(defaults), refresh_seconds=60)
 
 
 def test_augment_page_names_the_missing_models_and_queues_a_plan(

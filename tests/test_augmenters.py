@@ -119,3 +119,24 @@ def test_a_worker_without_a_route_for_the_language_cannot_back_translate() -> No
         {"source": "de", "pivot": "en", "state": "ready", "model": "a → b"}]}}
     (bt,) = [s for s in for_dataset("en", [worker], get_settings()) if s["method"] == "backtranslation"]
     assert bt["state"] == "unavailable" and bt["setting"] == "AUGLOOP_BT_ROUTES" and "'en'" in bt["reason"]
+
+
+def test_each_worker_is_judged_live_by_its_own_refresh_interval(engine) -> None:
+    from datetime import timedelta
+
+    from db.models import WorkerPresence, utcnow
+    from db.session import session_scope
+    from db.worker_presence import announce, forget_stale, live_workers
+
+    with session_scope(engine) as s:
+        for worker_id, every in (("slow", 600.0), ("fast", 1.0), ("dead", 1.0)):
+            announce(s, worker_id, hostname="h", pid=1, kinds=["augment"], capabilities={}, refresh_seconds=every)
+    with session_scope(engine) as s:
+        s.get_one(WorkerPresence, "slow").last_seen_at = utcnow() - timedelta(seconds=100)
+        s.get_one(WorkerPresence, "fast").last_seen_at = utcnow() - timedelta(seconds=100)
+        s.get_one(WorkerPresence, "dead").last_seen_at = utcnow() - timedelta(days=2)
+    with session_scope(engine) as s:
+        assert [w.id for w in live_workers(s)] == ["slow"]
+        assert forget_stale(s) == 1
+    with session_scope(engine) as s:
+        assert sorted(w.id for w in s.query(WorkerPresence)) == ["fast", "slow"]

@@ -234,8 +234,8 @@ class Presence:
         caps = capabilities() if "augment" in self.worker.kinds else {}
         with session_scope(self.worker.engine) as s:
             worker_presence.announce(s, self.worker.worker_id, hostname=socket.gethostname(), pid=os.getpid(),
-                                     kinds=self.worker.kinds, capabilities=caps)
-            worker_presence.forget_stale(s, max_age_seconds=20 * self.interval)
+                                     kinds=self.worker.kinds, capabilities=caps, refresh_seconds=self.interval)
+            worker_presence.forget_stale(s)
 
     def _loop(self) -> None:
         announced = False

@@ -112,10 +112,10 @@ def plans(
     return out
 
 
-def _live_workers(session: Any, settings: Any) -> list[Any]:
+def _live_workers(session: Any) -> list[Any]:
     from db.worker_presence import live_workers
 
-    return live_workers(session, max_age_seconds=3 * settings.worker_presence_seconds + 5)
+    return live_workers(session)
 
 
 @router.get("/datasets/{name}/augmenters", response_model=list[AugmenterStatus])
@@ -126,11 +126,11 @@ def augmenters(name: str, session: SessionDep, settings: SettingsDep, _user: Cur
     from workers.augment.availability import for_dataset
 
     dataset = get_dataset(session, name)
-    caps = [w.capabilities for w in _live_workers(session, settings) if "augment" in (w.kinds or [])]
+    caps = [w.capabilities for w in _live_workers(session) if "augment" in (w.kinds or [])]
     return for_dataset(dataset.language, caps, settings)
 
 
 @router.get("/workers", response_model=list[WorkerRead])
-def workers(session: SessionDep, settings: SettingsDep, _admin: AdminUser) -> list[Any]:
-    """The worker processes seen in the last few refresh intervals, with the augmenters each can load."""
-    return _live_workers(session, settings)
+def workers(session: SessionDep, _admin: AdminUser) -> list[Any]:
+    """The worker processes seen within three of their refresh intervals, with the augmenters each can load."""
+    return _live_workers(session)

@@ -22,6 +22,7 @@ def upgrade() -> None:
         sa.Column("pid", sa.Integer(), nullable=False),
         sa.Column("kinds", sa.JSON(), nullable=False),
         sa.Column("capabilities", sa.JSON(), nullable=False),
+        sa.Column("refresh_seconds", sa.Float(), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_workers")),
