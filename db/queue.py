@@ -74,7 +74,6 @@ def requeue_expired(session: Session, now: datetime | None = None) -> int:
     ))
     _end_runs_of(session, lost, JobStatus.failed,
                  "the worker running it stopped (lease expired) and no attempts were left", now)
-    failed = len(lost)
     requeued = session.execute(
         update(Job)
         .where(expired)
@@ -88,7 +87,7 @@ def requeue_expired(session: Session, now: datetime | None = None) -> int:
         )
         .execution_options(synchronize_session=False)
     ).rowcount
-    return (failed or 0) + (requeued or 0)
+    return len(lost) + (requeued or 0)
 
 
 def _end_runs_of(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> None:

@@ -127,6 +127,14 @@ def progress(report: ImpactReport, runs: dict[int, Any]) -> dict[str, int]:
     return {"done": done, "total": len(ids)}
 
 
+def decided(report: ImpactReport, runs: dict[int, Any]) -> bool:
+    """Whether `settle` would end the open report now: every run ended, one ended without succeeding, or one
+    was deleted. A cheap read-only check, so that reads write only when there is something to settle."""
+    done = progress(report, runs)
+    broken = any(r.status in queue.TERMINAL and r.status != JobStatus.succeeded for r in runs.values())
+    return bool(done["total"]) and (broken or len(runs) < done["total"] or done["done"] == done["total"])
+
+
 def settle(engine: Engine, report_id: int) -> str:
     """Compute (or fail) the report once all its runs have ended; returns the report's status."""
     with session_scope(engine) as session:

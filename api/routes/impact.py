@@ -77,18 +77,13 @@ def _settle_ended(session: Any, engine: Any, reports: list[ImpactReport]) -> boo
     """Settle the open reports that are decided: all their runs ended, or one failed. The worker that ends a
     run settles its report; if that worker died before it could (or the queue failed the run after losing
     its worker), the next read does. Returns whether any report was settled (the caller then reads again)."""
-    from db.queue import TERMINAL
-    from trainer.impact import progress, settle
+    from trainer.impact import decided, settle
 
-    stuck = []
-    for report in reports:
-        if report.status in db_reports.OPEN:
-            runs = db_reports.report_runs(session, report)
-            done = progress(report, runs)
-            broken = any(r.status in TERMINAL and r.status != "succeeded" for r in runs.values())
-            deleted = len(runs) < done["total"]
-            if done["total"] and (broken or deleted or done["done"] == done["total"]):
-                stuck.append(report.id)
+    stuck = [
+        report.id
+        for report in reports
+        if report.status in db_reports.OPEN and decided(report, db_reports.report_runs(session, report))
+    ]
     if not stuck:
         return False
     session.commit()  # end this request's read transaction, so the next read sees the settled report
