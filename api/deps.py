@@ -13,10 +13,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from augloop.settings import Settings
-from db.auth import authenticate
-from db.session import readonly_engine
+from core.settings import Settings
 from db.models import Role, User
+from db.session import readonly_engine
+from services.tokens import authenticate
 
 
 def get_settings_dep(request: Request) -> Settings:

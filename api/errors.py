@@ -8,7 +8,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from db.errors import DomainError
+from core.errors import DomainError
+from trainer.errors import TrainerError
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -19,6 +20,14 @@ def install_error_handlers(app: FastAPI) -> None:
             body["field"] = err.field
         body.update(err.extra)
         return JSONResponse(body, status_code=err.status_code)
+
+    @app.exception_handler(TrainerError)
+    async def trainer_error(_request: Request, err: TrainerError) -> JSONResponse:
+        # The trainer stands alone and has its own error: a config or data it cannot use.
+        body = {"detail": err.message}
+        if err.field:
+            body["field"] = err.field
+        return JSONResponse(body, status_code=422)
 
     @app.exception_handler(IntegrityError)
     async def integrity_error(_request: Request, err: IntegrityError) -> JSONResponse:

@@ -12,14 +12,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import AuthFailureLimiter
 from api.errors import install_error_handlers
+from api.routes import augment, datasets, health, impact, jobs, reviews, tokens, training
 from api.schemas import ErrorRead
-from api.routes import datasets, health, jobs, tokens
-from api.routes import augment
-from api.routes import reviews
-from api.routes import training
-from api.routes import impact
 from augloop import __version__
-from augloop.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from db.session import get_engine
 
 API_PREFIX = "/api/v1"

@@ -5,47 +5,28 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from augloop.settings import get_settings
+from augloop.cli_augment import augment_app
+from augloop.cli_report import report_app
+from augloop.cli_runs import runs_app
+from augloop.cli_tokens import token_app
+from augloop.cli_train import train_app
+from augloop.console import ErrorMappingGroup, console, engine, fail
+from core.settings import get_settings
 
 app = typer.Typer(help="augloop: augment minority classes, review variants, train on approved data.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  cls=ErrorMappingGroup)
 app.add_typer(token_app, name="token")
-app.add_typer(__import__("augloop.cli_train", fromlist=["train_app"]).train_app)  # train, ensemble, runs
-app.add_typer(__import__("augloop.cli_augment", fromlist=["augment_app"]).augment_app, name="augment")
-app.add_typer(__import__("augloop.cli_report", fromlist=["report_app"]).report_app, name="report")
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def engine():  # type: ignore[no-untyped-def]
-    from db.session import get_engine
-
-    return get_engine()
-
-
-def run_domain(fn):  # type: ignore[no-untyped-def]
-    """Run `fn`, turning domain errors (bad input, not found, conflicts) into exit code 2 with a message."""
-    from db.errors import DomainError
-
-    try:
-        return fn()
-    except DomainError as err:
-        fail(err.message)
+app.add_typer(train_app)  # train, ensemble
+app.add_typer(runs_app, name="runs")
+app.add_typer(augment_app, name="augment")
+app.add_typer(report_app, name="report")
 
 
 @app.command("migrate")
@@ -68,8 +49,9 @@ def import_cmd(
     split_seed: Annotated[int, typer.Option(help="Seed of the stratified split")] = 42,
 ) -> None:
     """Import a file into a dataset: all rows or none."""
-    from db.importer import ImportSpec, import_file
     from db.session import session_scope
+    from services.datasets import import_upload
+    from services.importing import ImportSpec
 
     if not file.is_file():
         fail(f"file not found: {file}")
@@ -84,12 +66,8 @@ def import_cmd(
                       id_col=id_col or None, language=language, label_order=order, split_seed=split_seed)
     data = file.read_bytes()
 
-    def run():  # type: ignore[no-untyped-def]
-        with session_scope(engine()) as session:
-            return import_file(session, data, spec, filename=file.name)
-
-    with console.status(f"importing {file} ..."):
-        result = run_domain(run)
+    with console.status(f"importing {file} ..."), session_scope(engine()) as session:
+        result = import_upload(session, data, spec, file.name)
     console.print(f"imported {result.imported} samples into [bold]{result.dataset}[/]"
                   f"{' (new dataset)' if result.created_dataset else ''}; "
                   f"splits {result.split_counts}; {len(result.duplicates)} duplicate(s) skipped", highlight=False)
@@ -128,14 +106,11 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")] = False,
 ) -> None:
     """Class balance per task: counts per label and split, variants by review status, imbalance ratio."""
-    from db.datasets import dataset_stats, get_dataset
     from db.session import session_scope
+    from services.datasets import class_balance
 
-    def run():  # type: ignore[no-untyped-def]
-        with session_scope(engine()) as session:
-            return dataset_stats(session, get_dataset(session, dataset))
-
-    result = run_domain(run)
+    with session_scope(engine()) as session:
+        result = class_balance(session, dataset)
     if as_json:
         print(json.dumps(result, indent=2))
     else:
@@ -150,70 +125,12 @@ def export(
     include: Annotated[str, typer.Option(help="original,approved (also pending, rejected)")] = "original,approved",
 ) -> None:
     """Write the training view (originals + approved variants) with provenance columns."""
-    from db.datasets import get_dataset, parse_include
-    from db.exporter import write_export
     from db.session import session_scope
-
-    def run():  # type: ignore[no-untyped-def]
-        chosen = parse_include(include)
-        with session_scope(engine()) as session:
-            return write_export(session, get_dataset(session, dataset), chosen, format, output)
-
-    rows = run_domain(run)
-    console.print(f"wrote {rows} rows to {output}")
-
-
-@token_app.command("create")
-def token_create(
-    name: Annotated[str, typer.Option(help="User name")],
-    role: Annotated[str, typer.Option(help="annotator or admin")] = "annotator",
-    expires_days: Annotated[Optional[float], typer.Option(help="Expire after this many days")] = None,
-) -> None:
-    """Create a token and print it once (only its hash is stored)."""
-    from db.auth import create_token
-    from db.models import utcnow
-    from db.session import session_scope
-
-    def run():  # type: ignore[no-untyped-def]
-        with session_scope(engine()) as session:
-            expires = utcnow() + timedelta(days=expires_days) if expires_days else None
-            return create_token(session, name, role, expires)
-
-    issued = run_domain(run)
-    err_console.print(f"token {issued.token_id} for {issued.user.name} ({issued.user.role}); it is shown only once:")
-    print(issued.token)
-
-
-@token_app.command("list")
-def token_list() -> None:
-    """List tokens (id, user, role, prefix, state)."""
-    from db.auth import list_tokens
-    from db.session import session_scope
+    from services.datasets import export_to
 
     with session_scope(engine()) as session:
-        table = Table("id", "user", "role", "prefix", "created", "expires", "state")
-        for t in list_tokens(session):
-            state = "revoked" if t.revoked_at else "active"
-            table.add_row(str(t.id), t.user.name, t.user.role, t.prefix + "…", f"{t.created_at:%Y-%m-%d %H:%M}",
-                          f"{t.expires_at:%Y-%m-%d}" if t.expires_at else "-", state)
-    console.print(table)
-
-
-@token_app.command("revoke")
-def token_revoke(
-    token_id: Annotated[Optional[int], typer.Argument(help="Token id (from `augloop token list`)")] = None,
-    user: Annotated[Optional[str], typer.Option(help="Revoke every token of this user")] = None,
-) -> None:
-    """Revoke a token, or all of a user's tokens."""
-    from db.auth import revoke_token
-    from db.session import session_scope
-
-    def run():  # type: ignore[no-untyped-def]
-        with session_scope(engine()) as session:
-            return revoke_token(session, token_id, user_name=user)
-
-    n = run_domain(run)
-    console.print(f"revoked {n} token(s)")
+        rows = export_to(session, dataset, format, include, output)
+    console.print(f"wrote {rows} rows to {output}")
 
 
 @app.command()

@@ -8,25 +8,20 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from augloop.settings import get_settings
+from augloop.console import console, engine, err_console, fail
+from core.settings import get_settings
+from db.session import session_scope
+from services import augmentation
 
 augment_app = typer.Typer(help="Plan and run augmentation of minority classes.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
 
 MethodsOpt = Annotated[
     str, typer.Option("--methods", "-m", help="Comma-separated: wordnet, mlm, backtranslation")
 ]
 SeedOpt = Annotated[int, typer.Option(help="Seed: the same job with the same seed gives the same variants")]
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 def _methods(raw: str) -> list[str]:
@@ -39,19 +34,10 @@ def _params(raw: str | None) -> dict[str, Any]:
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as err:
-        _fail(f'--params must be JSON like \'{{"mlm": {{"top_k": 10}}}}\': {err.msg}')
+        fail(f'--params must be JSON like \'{{"mlm": {{"top_k": 10}}}}\': {err.msg}')
     if not isinstance(value, dict):
-        _fail("--params must be a JSON object keyed by method")
+        fail("--params must be a JSON object keyed by method")
     return value
-
-
-def _domain(fn):  # type: ignore[no-untyped-def]
-    from db.errors import DomainError
-
-    try:
-        return fn()
-    except DomainError as err:
-        _fail(err.message)
 
 
 def _plan_request(
@@ -66,13 +52,13 @@ def _plan_request(
     params: str | None,
     enqueue: bool,
 ):  # type: ignore[no-untyped-def]
-    from workers.augment.enqueue import PlanRequest
-    from workers.augment.planner import PlanTarget
+    from services.augmentation import PlanRequest
 
     chosen = [t.strip() for item in tasks or [] for t in item.split(",") if t.strip()]
     return PlanRequest(
         methods=_methods(methods),
-        target=PlanTarget(min_fraction, max_multiplier),
+        min_fraction_of_largest=min_fraction,
+        max_multiplier=max_multiplier,
         per_source_cap=per_source_cap,
         tasks=chosen or None,
         count_pending=count_pending,
@@ -156,10 +142,6 @@ def plan_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")] = False,
 ) -> None:
     """Show what a plan would generate, per task × class and joint label combination (nothing is stored)."""
-    from db.datasets import get_dataset
-    from db.session import get_engine, session_scope
-    from workers.augment.enqueue import build_plan
-
     request = _plan_request(
         methods,
         min_fraction,
@@ -173,11 +155,8 @@ def plan_cmd(
         enqueue=False,
     )
 
-    def run():  # type: ignore[no-untyped-def]
-        with session_scope(get_engine()) as session:
-            return build_plan(session, get_dataset(session, dataset), request, get_settings())[0]
-
-    plan = _domain(run)
+    with session_scope(engine()) as session:
+        plan = augmentation.preview_plan(session, dataset, request, get_settings())
     if as_json:
         for job in plan["jobs"]:
             job.pop("items")
@@ -186,24 +165,16 @@ def plan_cmd(
         print_plan(dataset, plan)
 
 
-def _select_sources(session, ds, sample_ids: list[int], where: list[str]) -> list[int]:  # type: ignore[no-untyped-def]
-    from db.augmentation import train_label_rows
-
-    if sample_ids:
-        return sample_ids
+def _wanted_labels(where: list[str]) -> dict[str, str]:
     wanted: dict[str, str] = {}
     for item in where:
         if "=" not in item:
-            _fail(f"--where takes TASK=LABEL; got {item!r}")
+            fail(f"--where takes TASK=LABEL; got {item!r}")
         task, label = (x.strip() for x in item.split("=", 1))
         wanted[task] = label
     if not wanted:
-        _fail("--no-plan needs sources: --sample-id ID (repeatable) or --where TASK=LABEL (repeatable)")
-    return [
-        sid
-        for sid, labels in train_label_rows(session, ds)
-        if all(labels.get(t) == y for t, y in wanted.items())
-    ]
+        fail("--no-plan needs sources: --sample-id ID (repeatable) or --where TASK=LABEL (repeatable)")
+    return wanted
 
 
 @augment_app.command("run")
@@ -236,15 +207,10 @@ def run_cmd(
     ] = False,
 ) -> None:
     """Enqueue augmentation jobs; `augloop worker` runs them and the variants land as pending."""
-    from db.datasets import get_dataset
-    from db.session import get_engine, session_scope
-    from workers.augment.enqueue import AugmentRequest, create_and_enqueue_plan, enqueue_request
-
     settings = get_settings()
 
     def run() -> tuple[list[int], dict[str, Any] | None]:
-        with session_scope(get_engine()) as session:
-            ds = get_dataset(session, dataset)
+        with session_scope(engine()) as session:
             if use_plan:
                 request = _plan_request(
                     methods,
@@ -258,15 +224,17 @@ def run_cmd(
                     params,
                     enqueue=True,
                 )
-                row = create_and_enqueue_plan(session, ds, request, settings, None)
-                return list(row.job_ids), {**row.plan, "id": row.id}
-            ids = _select_sources(session, ds, list(sample_ids or []), list(where or []))
+                view = augmentation.make_plan_for(session, dataset, request, settings, None)
+                return list(view["job_ids"]), {**view["plan"], "id": view["id"]}
+            ids = list(sample_ids or []) or augmentation.train_originals_with(
+                session, dataset, _wanted_labels(list(where or []))
+            )
             if not ids:
-                _fail("no train-split original matches the --where filters")
-            job = enqueue_request(
+                fail("no train-split original matches the --where filters")
+            job = augmentation.request_variants(
                 session,
-                ds,
-                AugmentRequest(
+                dataset,
+                augmentation.AugmentRequest(
                     methods=_methods(methods),
                     n_per_text=n_per_text,
                     seed=seed,
@@ -278,7 +246,7 @@ def run_cmd(
             )
             return [job.id], None
 
-    job_ids, plan = _domain(run)
+    job_ids, plan = run()
     if plan is not None:
         print_plan(dataset, plan)
         console.print(f"plan {plan['id']} stored", highlight=False)
@@ -295,13 +263,10 @@ def run_cmd(
 
 def wait_for_jobs(job_ids: list[int], poll_seconds: float = 1.0) -> int:
     """A progress bar per job until all are finished; exit code 1 when any failed or was cancelled."""
-    from sqlalchemy import select
+    from db.session import readonly_engine
+    from services.jobs import jobs_by_id
 
-    from db.models import Job
-    from db.queue import TERMINAL
-    from db.session import get_engine, readonly_engine, session_scope
-
-    engine = readonly_engine(get_engine())
+    reader = readonly_engine(engine())
     columns = (
         TextColumn("job {task.fields[job]} {task.fields[method]}"),
         BarColumn(),
@@ -316,8 +281,8 @@ def wait_for_jobs(job_ids: list[int], poll_seconds: float = 1.0) -> int:
             for jid in job_ids
         }
         while True:
-            with session_scope(engine) as session:
-                jobs = list(session.scalars(select(Job).where(Job.id.in_(job_ids))))
+            with session_scope(reader) as session:
+                jobs = jobs_by_id(session, job_ids)
             for job in jobs:
                 info = job.progress_info or {}
                 dropped = sum((info.get("dropped") or {}).values())
@@ -330,7 +295,7 @@ def wait_for_jobs(job_ids: list[int], poll_seconds: float = 1.0) -> int:
                     kept=info.get("kept", 0),
                     dropped=dropped,
                 )
-            if all(job.status in TERMINAL for job in jobs):
+            if all(job.status in ("succeeded", "failed", "cancelled") for job in jobs):
                 failed = any(job.status != "succeeded" for job in jobs)
                 break
             time.sleep(poll_seconds)

@@ -10,42 +10,22 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from augloop.console import console, engine, fail
+from db.session import session_scope
+from services import impact as impact_service
+
 report_app = typer.Typer(help="Augmentation impact reports.", no_args_is_help=True)
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    raise typer.Exit(code)
-
-
-def _engine():  # type: ignore[no-untyped-def]
-    from db.session import get_engine
-
-    return get_engine()
 
 
 def _state(report_id: int) -> dict[str, Any]:
-    from db import impact_reports as db_reports
-    from db.session import session_scope
-    from trainer.impact import progress
-
-    with session_scope(_engine()) as session:
-        report = db_reports.get_report(session, report_id)
-        return {
-            "id": report.id,
-            "status": report.status,
-            "progress": progress(report, db_reports.report_runs(session, report)),
-            "result": report.result,
-            "run_ids": report.run_ids or {},
-        }
+    """The report as it is now (a decided report settles on this read, as in the API)."""
+    db = engine()
+    with session_scope(db) as session:
+        return impact_service.report_details(session, db, report_id)
 
 
 def _fmt_ci(entry: dict[str, Any]) -> str:
@@ -110,31 +90,21 @@ def impact(
     poll: Annotated[float, typer.Option(help="Seconds between checks with --wait", min=0.05)] = 2.0,
 ) -> None:
     """Train on originals only, on all approved variants, and with each method left out; compare per class."""
-    from db.datasets import get_dataset
-    from db.errors import DomainError
-    from db.session import session_scope
     from trainer.config import parse_set_option
-    from trainer.impact import create_impact_report
-    from trainer.runs import default_config
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
-        _fail(f"--seeds takes integers separated by commas, e.g. 42,43,44; got {seeds!r}")
-        return
+        fail(f"--seeds takes integers separated by commas, e.g. 42,43,44; got {seeds!r}")
     if len(set(seed_list)) != len(seed_list):
-        _fail("--seeds must be distinct")
+        fail("--seeds must be distinct")
     method_list = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
-    try:
-        config = default_config(parse_set_option(set_ or []))
-        with session_scope(_engine()) as session:
-            report, jobs = create_impact_report(
-                session, get_dataset(session, dataset), config, seeds=seed_list, methods=method_list
-            )
-            report_id, arms = report.id, list(report.run_ids)
-    except DomainError as err:
-        _fail(err.message)
-        return
+    overrides = parse_set_option(set_ or [])
+    with session_scope(engine()) as session:
+        report, jobs = impact_service.start_report(
+            session, dataset, seeds=seed_list, config_overrides=overrides, methods=method_list, created_by=None
+        )
+        report_id, arms = report["id"], list(report["run_ids"])
     console.print(
         f"impact report {report_id}: queued {len(jobs)} training jobs ({len(arms)} arms × {len(seed_list)} "
         f"seeds: {', '.join(arms)}); follow with `augloop report show {report_id}`",
@@ -159,11 +129,4 @@ def impact(
 @report_app.command("show")
 def show(report_id: Annotated[int, typer.Argument(help="Impact report id", min=1)]) -> None:
     """Status, progress and (once computed) the per-class table of an impact report."""
-    from db.errors import DomainError
-
-    try:
-        state = _state(report_id)
-    except DomainError as err:
-        _fail(err.message)
-        return
-    print_report(state)
+    print_report(_state(report_id))

@@ -1,4 +1,4 @@
-"""`augloop train`, `augloop ensemble`, `augloop runs list|show`: the trainer from the command line.
+"""`augloop train`: the trainer from the command line (`augloop ensemble` and `runs` are in cli_runs.py).
 
 `train` runs in this process with a progress bar (or, with --queue, enqueues jobs for the workers); either way
 each seed is a TrainingRun row, so `runs show`, the API and the UI see CLI runs too.
@@ -6,13 +6,11 @@ each seed is a TrainingRun row, so `runs show`, the API and the UI see CLI runs 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,25 +19,13 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+
+from augloop.cli_runs import ensemble_cmd, load_run, print_metrics
+from augloop.console import console, engine, err_console, fail
+from db.session import session_scope
 
 train_app = typer.Typer(add_completion=False)
-runs_app = typer.Typer(help="List and inspect training runs and ensembles.", no_args_is_help=True)
-train_app.add_typer(runs_app, name="runs")
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def _engine():  # type: ignore[no-untyped-def]
-    from db.session import get_engine
-
-    return get_engine()
+train_app.command("ensemble")(ensemble_cmd)
 
 
 def _parse_seeds(raw: str | None) -> list[int]:
@@ -48,44 +34,7 @@ def _parse_seeds(raw: str | None) -> list[int]:
     try:
         return [int(s) for s in raw.split(",") if s.strip()]
     except ValueError:
-        _fail(f"--seeds takes integers separated by commas, e.g. 42,43,44; got {raw!r}")
-        return []
-
-
-def print_metrics(metrics: dict[str, Any] | None, title: str, *, confusion: bool = False) -> None:
-    if not metrics:
-        console.print(f"{title}: no labelled samples")
-        return
-    overall = metrics.get("overall_macro_f1")
-    console.print(
-        f"[bold]{title}[/]: overall macro-F1 (mean of tasks) {overall:.4f}"
-        if overall is not None
-        else f"{title}: -",
-        highlight=False,
-    )
-    for task, m in metrics["tasks"].items():
-        if m["macro_f1"] is None:
-            continue
-        table = Table(
-            title=f"{task}: macro-F1 {m['macro_f1']:.4f} · accuracy {m['accuracy']:.4f} · n {m['n']}",
-            title_justify="left",
-        )
-        for col in ("class", "precision", "recall", "F1", "support"):
-            table.add_column(col, justify="left" if col == "class" else "right")
-        for label, c in m["per_class"].items():
-            table.add_row(
-                label, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"])
-            )
-        console.print(table)
-        if confusion:
-            labels = m["confusion"]["labels"]
-            cm = Table(title=f"{task}: confusion (rows gold, columns predicted)", title_justify="left")
-            cm.add_column("gold \\ pred")
-            for label in labels:
-                cm.add_column(label[:10], justify="right")
-            for label, row in zip(labels, m["confusion"]["matrix"], strict=True):
-                cm.add_row(label, *map(str, row))
-            console.print(cm)
+        fail(f"--seeds takes integers separated by commas, e.g. 42,43,44; got {raw!r}")
 
 
 class _Bar:
@@ -156,23 +105,20 @@ def train(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import yaml
 
-    from db.errors import DomainError
     from trainer.config import parse_set_option
 
     overrides: dict[str, Any] = {}
     try:
         if config is not None:
             if not config.is_file():
-                _fail(f"config file not found: {config}")
+                fail(f"config file not found: {config}")
             loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
             if not isinstance(loaded, dict):
-                _fail(f"{config}: expected a mapping of config keys")
+                fail(f"{config}: expected a mapping of config keys")
             overrides.update(loaded)
         overrides.update(parse_set_option(set_ or []))
     except yaml.YAMLError as err:
-        _fail(f"{config}: not valid YAML: {err}")
-    except DomainError as err:
-        _fail(err.message)
+        fail(f"{config}: not valid YAML: {err}")
     for key, value in (
         ("encoder", encoder),
         ("epochs", epochs),
@@ -182,10 +128,7 @@ def train(
         if value is not None:
             overrides[key] = value
     seed_list = _parse_seeds(seeds)
-    try:
-        run_ids = _create_runs(dataset, overrides, seed_list, name, queue_)
-    except DomainError as err:
-        _fail(err.message)
+    run_ids = _create_runs(dataset, overrides, seed_list, name, queue_)
     if queue_:
         return
     finished = [rid for rid in run_ids if _train_in_process(rid)]
@@ -198,41 +141,27 @@ def train(
 def _create_runs(
     dataset: str, overrides: dict[str, Any], seeds: list[int], name: str, enqueue: bool
 ) -> list[int]:
-    from db import queue
-    from db.datasets import get_dataset
-    from db.session import session_scope
-    from trainer.runs import create_training_runs, default_config
+    from services import training
 
-    cfg = default_config(overrides)
-    with session_scope(_engine()) as session:
-        ds = get_dataset(session, dataset)
-        runs = create_training_runs(session, ds, cfg, seeds, name=name)
-        for run in runs:
-            if enqueue:
-                job = queue.enqueue(
-                    session,
-                    "train",
-                    {"run_id": run.id, "dataset": ds.name},
-                    dataset_id=ds.id,
-                    progress_total=cfg.epochs,
-                    max_attempts=2,
-                )
-                run.job_id = job.id
-                console.print(
-                    f"queued run {run.id} ({run.name}) as job {job.id}; follow with "
-                    f"`augloop runs show {run.id}`",
-                    highlight=False,
-                )
-        session.flush()
-        return [r.id for r in runs]
+    with session_scope(engine()) as session:
+        if not enqueue:
+            return [r.id for r in training.create_runs_for(session, dataset, overrides, seeds, name=name)]
+        started = training.start_training(session, dataset, overrides, seeds, name=name)
+        for run, job in started:
+            console.print(
+                f"queued run {run.id} ({run.name}) as job {job.id}; follow with `augloop runs show {run.id}`",
+                highlight=False,
+            )
+        return [run.id for run, _job in started]
 
 
 def _train_in_process(run_id: int) -> bool:
-    from db.errors import DomainError
+    from core.errors import DomainError
     from db.models import JobStatus
-    from trainer.runs import execute_run, record_end
+    from services.run_execution import execute_run, record_end
+    from trainer.errors import TrainerError
 
-    engine = _engine()
+    db = engine()
     columns = [
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -242,19 +171,19 @@ def _train_in_process(run_id: int) -> bool:
     ]
     try:
         with Progress(*columns, console=console, transient=True) as progress:
-            summary = execute_run(engine, run_id, progress=_Bar(progress, f"run {run_id}"))
+            summary = execute_run(db, run_id, progress=_Bar(progress, f"run {run_id}"))
     except KeyboardInterrupt:
-        record_end(engine, run_id, JobStatus.cancelled, "interrupted")
+        record_end(db, run_id, JobStatus.cancelled, "interrupted")
         err_console.print(f"run {run_id} interrupted")
         raise typer.Exit(130) from None
-    except DomainError as err:
-        record_end(engine, run_id, JobStatus.failed, err.message)
-        _fail(err.message)
+    except (DomainError, TrainerError) as err:
+        record_end(db, run_id, JobStatus.failed, err.message)
+        raise
     except Exception as err:
-        record_end(engine, run_id, JobStatus.failed, f"{type(err).__name__}: {err}")
+        record_end(db, run_id, JobStatus.failed, f"{type(err).__name__}: {err}")
         err_console.print(f"[bold red]run {run_id} failed:[/] {type(err).__name__}: {err}")
         return False
-    run = _load_run(run_id)
+    run = load_run(run_id)
     console.print(
         f"run {run_id} finished: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
         f"{summary['train_samples']} training samples, {summary['variants_scored']} pending variants "
@@ -265,147 +194,3 @@ def _train_in_process(run_id: int) -> bool:
     return True
 
 
-def _load_run(run_id: int) -> dict[str, Any]:
-    from db.models import Dataset
-    from db.session import session_scope
-    from db.training_runs import get_run
-
-    with session_scope(_engine()) as session:
-        run = get_run(session, run_id)
-        return {
-            "id": run.id,
-            "dataset": session.get_one(Dataset, run.dataset_id).name,
-            "name": run.name,
-            "kind": run.kind,
-            "status": run.status,
-            "config": run.config,
-            "curve": run.curve,
-            "metrics": run.metrics,
-            "member_ids": run.member_ids,
-            "error": run.error,
-            "artifact_dir": run.artifact_dir,
-            "snapshot_size": len(run.snapshot or []),
-            "created_at": run.created_at.isoformat(),
-            "job_id": run.job_id,
-        }
-
-
-@train_app.command("ensemble")
-def ensemble_cmd(
-    run_ids: Annotated[list[str], typer.Argument(help="Finished run ids (two or more)")],
-    unweighted: Annotated[bool, typer.Option("--unweighted", help="Equal weights, not val macro-F1")] = False,
-    no_temperature: Annotated[
-        bool, typer.Option("--no-temperature", help="Skip temperature scaling")
-    ] = False,
-    name: Annotated[str, typer.Option(help="Ensemble name")] = "",
-) -> None:
-    """Combine finished runs (seeds or architectures): average probabilities, temperature-scale per task."""
-    from db.errors import DomainError
-    from db.session import session_scope
-    from trainer.runs import create_ensemble
-
-    try:
-        ids = [int(r) for r in run_ids]
-    except ValueError:
-        _fail(f"run ids must be integers; got {run_ids}")
-        return
-    try:
-        with session_scope(_engine()) as session:
-            run = create_ensemble(
-                session, ids, weighted=not unweighted, temperature=not no_temperature, name=name
-            )
-            run_id, metrics, config = run.id, run.metrics, run.config
-    except DomainError as err:
-        _fail(err.message)
-        return
-    members = ", ".join(
-        f"run {k}: test {v['test']:.4f}" for k, v in metrics["members"].items() if v.get("test") is not None
-    )
-    temps = ", ".join(f"{t} T={v:.2f}" for t, v in config["temperatures"].items())
-    console.print(
-        f"ensemble {run_id} of runs {ids} ({'weighted by val macro-F1' if not unweighted else 'equal'}"
-        f" weights; {temps}); members: {members}",
-        highlight=False,
-    )
-    print_metrics(metrics.get("test"), f"ensemble {run_id} test")
-
-
-@runs_app.command("list")
-def runs_list(
-    dataset: Annotated[Optional[str], typer.Option(help="Only this dataset")] = None,
-    kind: Annotated[Optional[str], typer.Option(help="single or ensemble")] = None,
-    limit: Annotated[int, typer.Option(help="How many, newest first")] = 50,
-) -> None:
-    """Runs and ensembles with their status and headline scores."""
-    from db.datasets import get_dataset
-    from db.errors import DomainError
-    from db.models import Dataset
-    from db.session import session_scope
-    from db.training_runs import list_runs
-
-    try:
-        with session_scope(_engine()) as session:
-            ds = get_dataset(session, dataset) if dataset else None
-            names = {d.id: d.name for d in session.query(Dataset)}
-            table = Table("id", "dataset", "name", "kind", "status", "epochs", "val F1", "test F1", "created")
-            for r in list_runs(session, ds, kind, None, limit):
-                val = (r.metrics.get("val") or {}).get("overall_macro_f1")
-                test = (r.metrics.get("test") or {}).get("overall_macro_f1")
-                table.add_row(
-                    str(r.id),
-                    names.get(r.dataset_id, "?"),
-                    r.name,
-                    r.kind,
-                    r.status,
-                    str(len(r.curve)),
-                    f"{val:.4f}" if val is not None else "-",
-                    f"{test:.4f}" if test is not None else "-",
-                    f"{r.created_at:%Y-%m-%d %H:%M}",
-                )
-    except DomainError as err:
-        _fail(err.message)
-    console.print(table)
-
-
-@runs_app.command("show")
-def runs_show(
-    run_id: Annotated[int, typer.Argument(help="Run id")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the whole run as JSON")] = False,
-) -> None:
-    """A run's config, curve and val/test metrics per task and class (with confusion matrices)."""
-    from db.errors import DomainError
-
-    try:
-        run = _load_run(run_id)
-    except DomainError as err:
-        _fail(err.message)
-        return
-    if as_json:
-        print(json.dumps(run, indent=2, default=str))
-        return
-    console.print(
-        f"run {run['id']} · {run['name']} · dataset {run['dataset']} · {run['kind']} · {run['status']}"
-        + (f" · error: {run['error']}" if run["error"] else ""),
-        highlight=False,
-    )
-    if run["kind"] == "single":
-        cfg = run["config"]
-        console.print(
-            f"encoder {cfg.get('encoder')} · seed {cfg.get('seed')} · max length {cfg.get('max_length')} "
-            f"· {run['snapshot_size']} training samples",
-            highlight=False,
-        )
-    else:
-        console.print(
-            f"members {run['member_ids']} · weights {run['config'].get('weights')} · temperatures "
-            f"{run['config'].get('temperatures')}",
-            highlight=False,
-        )
-    for entry in run["curve"]:
-        console.print(
-            f"  epoch {entry['epoch']}: loss {entry['train_loss']:.4f} · val macro-F1 "
-            f"{entry['val_macro_f1']:.4f}",
-            highlight=False,
-        )
-    print_metrics(run["metrics"].get("val"), "val")
-    print_metrics(run["metrics"].get("test"), "test", confusion=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from augloop.settings import get_settings
+from core.settings import get_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO_ROOT / "examples" / "political_social_media.csv"
@@ -26,28 +26,26 @@ console = Console()
 
 
 def import_example() -> None:
-    from sqlalchemy import select
-
-    from db.importer import ImportSpec, import_file
-    from db.models import Dataset
     from db.session import get_engine, session_scope
+    from services.datasets import all_datasets, import_upload
+    from services.importing import ImportSpec
 
     with session_scope(get_engine()) as session:
-        if session.scalar(select(Dataset).where(Dataset.name == EXAMPLE_NAME)) is not None:
+        if any(d.name == EXAMPLE_NAME for d in all_datasets(session)):
             console.print(f"dataset {EXAMPLE_NAME} already imported")
             return
-        result = import_file(session, EXAMPLE.read_bytes(),
-                             ImportSpec(dataset=EXAMPLE_NAME, tasks=EXAMPLE_TASKS), filename=EXAMPLE.name)
+        result = import_upload(session, EXAMPLE.read_bytes(), ImportSpec(dataset=EXAMPLE_NAME, tasks=EXAMPLE_TASKS),
+                               EXAMPLE.name)
     console.print(f"imported {result.imported} samples into {EXAMPLE_NAME} (splits {result.split_counts})")
 
 
 def issue_tokens() -> dict[str, str]:
-    from db.auth import create_token
     from db.session import get_engine, session_scope
+    from services.tokens import issue
 
     with session_scope(get_engine()) as session:
-        admin = create_token(session, "demo-admin", "admin").token
-        annotator = create_token(session, "demo-annotator", "annotator").token
+        admin = issue(session, "demo-admin", "admin").token
+        annotator = issue(session, "demo-annotator", "annotator").token
     return {"admin": admin, "annotator": annotator}
 
 
@@ -87,14 +85,14 @@ def show_augmenters() -> None:
 
 def run_demo(serve: bool = True) -> int:
     from augloop.cli import print_stats
-    from db.datasets import dataset_stats, get_dataset
     from db.session import get_engine, session_scope
+    from services.datasets import class_balance
 
     settings = get_settings()
     console.print(f"database: {settings.resolved_database_url}")
     import_example()
     with session_scope(get_engine()) as session:
-        print_stats(dataset_stats(session, get_dataset(session, EXAMPLE_NAME)))
+        print_stats(class_balance(session, EXAMPLE_NAME))
     tokens = issue_tokens()
     if not serve:
         console.print(f"annotator token: {tokens['annotator']}")

@@ -135,7 +135,7 @@ def bench_mlm(args, texts, hashes, refs, models: Path) -> dict[str, float]:  # t
     import nlpaug.augmenter.word as naw
     import torch
 
-    from augloop.settings import Settings
+    from core.settings import Settings
     from workers.augment.masked_lm import MaskedLMAugmenter
     from workers.augment.models import load_masked_lm
     from workers.augment.params import MaskedLMParams
@@ -210,7 +210,7 @@ def bench_mlm(args, texts, hashes, refs, models: Path) -> dict[str, float]:  # t
 def bench_bt(args, texts, hashes, refs, models: Path) -> dict[str, float]:  # type: ignore[no-untyped-def]
     import nlpaug.augmenter.word as naw
 
-    from augloop.settings import Settings
+    from core.settings import Settings
     from workers.augment.back_translation import BackTranslationAugmenter
     from workers.augment.models import load_seq2seq
     from workers.augment.params import BackTranslationParams
@@ -306,7 +306,7 @@ def bench_wordnet(args, texts, warm, hashes, refs) -> dict[str, float]:  # type:
 
 def python_filter_rate(pairs: list[tuple[str, str]], refs: list[str]) -> float:
     """The same leakage check written plainly: n-gram sets, compared with every val/test text."""
-    from db.textnorm import normalize_text
+    from core.textnorm import normalize_text
 
     def grams(text: str) -> set[str]:
         t = normalize_text(text)
@@ -357,7 +357,7 @@ def main() -> int:
     rows = load_rows()
     train = [r["text"] for r in rows if r["split"] == "train"]
     refs = [r["text"] for r in rows if r["split"] != "train"]
-    from db.textnorm import content_hash
+    from core.textnorm import content_hash
 
     hashes = {content_hash(r["text"]) for r in rows}
     sample = random.Random(0).sample(train, len(train))

@@ -47,7 +47,7 @@ def _seed_module():
 def seed_backend(url: str, n_variants: int, n_users: int) -> dict[str, Any]:
     """The example dataset + pending variants (the review benchmark's seeding), and one token per client user."""
     os.environ["AUGLOOP_DATABASE_URL"] = url
-    from augloop.settings import get_settings
+    from core.settings import get_settings
 
     get_settings.cache_clear()
     from sqlalchemy import select, text

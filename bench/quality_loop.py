@@ -4,7 +4,7 @@ On the bundled example dataset (tasks bias + message), through the product's own
 temporary SQLite database, plan minority-class augmentation, run the `augment` jobs with the worker
 (Worker(engine).run(burst=True)), approve the kept variants in bulk as a bot user (each review row is noted
 "auto-approved by bench/quality_loop.py"; a human reviews them in the product), then train with the trainer
-API the `train` job uses (trainer.train.train_model on trainer.data.load_split_data):
+API the `train` job uses (trainer.train.train_model on services.training_data.load_split_data):
   plain:     cross-entropy, mean pooling, no class weights, no R-Drop, no LLRD, no augmentation;
   recipe:    focal loss + label smoothing + R-Drop + LLRD + last4_mean + class weights, no augmentation;
   augmented: recipe + the approved WordNet variants (MLM / back-translation need hub models: not here);
@@ -48,7 +48,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
-
 from quality_stats import (  # noqa: E402
     TASKS,
     aligned_gold,
@@ -127,9 +126,9 @@ def setup_database(tmp: Path, profile: Profile) -> Any:
     os.environ["AUGLOOP_DATA_DIR"] = str(tmp)
     os.environ["AUGLOOP_DATABASE_URL"] = f"sqlite:///{tmp / 'quality.db'}"
     os.environ.setdefault("AUGLOOP_NLTK_DATA", str(Path(sys.prefix) / "nltk_data"))
-    from augloop.settings import get_settings
-    from db.importer import ImportSpec, import_file
+    from core.settings import get_settings
     from db.session import get_engine, session_scope
+    from services.importing import ImportSpec, import_file
 
     get_settings.cache_clear()
     engine = get_engine()
@@ -143,7 +142,7 @@ def setup_database(tmp: Path, profile: Profile) -> Any:
 def load_data(engine: Any) -> Any:
     from db.datasets import get_dataset
     from db.session import session_scope
-    from trainer.data import load_split_data
+    from services.training_data import load_split_data
 
     with session_scope(engine) as s:
         return load_split_data(s, get_dataset(s, "quality"), TASKS)
@@ -153,20 +152,19 @@ def augment_and_approve(engine: Any) -> dict[str, Any]:
     """Plan (minority classes), run the augment jobs with the worker, approve every kept variant in bulk."""
     from sqlalchemy import select, update
 
-    from augloop.settings import get_settings
+    from core.settings import get_settings
     from db.auth import get_or_create_user
     from db.datasets import get_dataset
     from db.models import Job, Review, Sample
-    from db.review_decisions import BulkSelection, bulk_decide
     from db.session import session_scope
-    from workers.augment.enqueue import PlanRequest, create_and_enqueue_plan
-    from workers.augment.planner import PlanTarget
+    from services.augmentation import PlanRequest, create_and_enqueue_plan
+    from services.review import BulkSelection, bulk_decide
     from workers.main import Worker
 
     started = time.monotonic()
     with session_scope(engine) as s:
         dataset = get_dataset(s, "quality")
-        request = PlanRequest(methods=["wordnet"], target=PlanTarget(), tasks=TASKS, enqueue=True, seed=0)
+        request = PlanRequest(methods=["wordnet"], tasks=TASKS, enqueue=True, seed=0)
         plan = create_and_enqueue_plan(s, dataset, request, get_settings(), None)
         plan_summary = {k: v for k, v in plan.plan.items() if k != "jobs"}
         job_ids = list(plan.job_ids or [])
@@ -228,7 +226,8 @@ def train_arm(arm: str, seed: int, data: Any, profile: Profile, **extra: Any) ->
 
 def tfidf(data: Any, full_train: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     from trainer.baselines import tfidf_logreg_probs
-    from trainer.data import Example, label_matrix
+    from trainer.data import label_matrix
+    from trainer.examples import Example
     from trainer.metrics import evaluate_probs
 
     train = data.train

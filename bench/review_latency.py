@@ -43,11 +43,11 @@ def seed(engine: Any, n_variants: int, rng: random.Random) -> dict[str, Any]:
     """Originals through the importer; variants, their labels and some reviews through Core executemany."""
     from sqlalchemy import insert, select
 
+    from core.textnorm import content_hash
     from db.auth import create_token
-    from db.importer import ImportSpec, import_file
     from db.models import Review, Sample, SampleLabel, User, utcnow
     from db.session import session_scope
-    from db.textnorm import content_hash
+    from services.importing import ImportSpec, import_file
 
     with session_scope(engine) as s:
         import_file(
@@ -220,7 +220,7 @@ def main() -> None:
         from fastapi.testclient import TestClient
 
         from api.main import create_app
-        from augloop.settings import get_settings
+        from core.settings import get_settings
         from db.session import get_engine
 
         settings = get_settings()

@@ -61,7 +61,7 @@ def encoder_path(tmp: Path) -> tuple[str, str]:
 
 
 def load_split() -> tuple[list, list]:
-    from trainer.data import Example, TaskSpec
+    from trainer.examples import Example, TaskSpec
 
     with EXAMPLE_CSV.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -77,7 +77,7 @@ def load_split() -> tuple[list, list]:
 def interleaved(encoder: str, tasks: list, subset: list, threads: int) -> dict[str, dict]:
     """One epoch per arm on the same texts, alternating the arms every optimizer step (A-B, B-A, A-B, ...)."""
     from trainer.config import TrainConfig
-    from trainer.data import SplitData
+    from trainer.examples import SplitData
     from trainer.train import prepare
 
     data = SplitData(tasks, subset, subset[:1], [], "political_social_media")

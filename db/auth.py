@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from db.errors import NotFoundError, ValidationFailed
+from core.errors import NotFoundError, ValidationFailed
 from db.models import APIToken, Role, User, utcnow
 
 TOKEN_PREFIX = "aug_"
@@ -26,6 +26,7 @@ class IssuedToken:
     token: str  # the only time the plain token exists
     token_id: int
     user: User
+    expires_at: datetime | None = None
 
 
 def get_or_create_user(session: Session, name: str, role: str) -> User:
@@ -52,7 +53,7 @@ def create_token(session: Session, name: str, role: str, expires_at: datetime | 
     row = APIToken(user_id=user.id, token_hash=hash_token(token), prefix=token[:10], expires_at=expires_at)
     session.add(row)
     session.flush()
-    return IssuedToken(token=token, token_id=row.id, user=user)
+    return IssuedToken(token=token, token_id=row.id, user=user, expires_at=expires_at)
 
 
 def authenticate(session: Session, token: str) -> User | None:

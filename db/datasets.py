@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from db.errors import NotFoundError, ValidationFailed
+from core.errors import NotFoundError, ValidationFailed
 from db.models import Dataset, Origin, ReviewStatus, Sample, SampleLabel
 
 INCLUDE_CHOICES = {"original", "approved", "pending", "rejected"}

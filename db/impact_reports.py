@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from db.errors import NotFoundError
+from core.errors import NotFoundError
 from db.models import Dataset, ImpactReport, JobStatus, Origin, ReviewStatus, Sample, TrainingRun, utcnow
 
 OPEN = (JobStatus.queued, JobStatus.running)

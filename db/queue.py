@@ -9,6 +9,7 @@ transaction enqueues nothing when that request rolls back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,15 +17,40 @@ from typing import Any
 from sqlalchemy import Engine, and_, select, update
 from sqlalchemy.orm import Session
 
-from augloop.settings import get_settings
-from db.errors import ConflictError, NotFoundError
-from db.models import Job, JobStatus, TrainingRun, utcnow
+from core.errors import ConflictError, NotFoundError
+from core.settings import get_settings
+from db.models import Job, JobStatus, utcnow
 
 TERMINAL = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 
 
 class LeaseLost(Exception):
     """The worker no longer owns the job (its lease expired and another worker may have it)."""
+
+
+# What a job kind needs done when the queue itself ends one of its jobs, with no handler left to do it
+# (lease lost with no attempts left, cancelled before it ran): fn(session, job_ids, status, error, now),
+# run in the same transaction. The train kind ends its training runs there (services/jobs.py).
+EndHook = Callable[[Session, list[int], str, str, datetime], None]
+END_HOOKS: dict[str, EndHook] = {}
+
+
+def on_job_end(kind: str) -> Callable[[EndHook], EndHook]:
+    def register(fn: EndHook) -> EndHook:
+        END_HOOKS[kind] = fn
+        return fn
+
+    return register
+
+
+def _ended(session: Session, jobs: list[tuple[int, str]], status: str, error: str, now: datetime) -> None:
+    by_kind: dict[str, list[int]] = {}
+    for job_id, kind in jobs:
+        by_kind.setdefault(kind, []).append(job_id)
+    for kind, ids in by_kind.items():
+        hook = END_HOOKS.get(kind)
+        if hook is not None:
+            hook(session, ids, status, error, now)
 
 
 def enqueue(
@@ -59,7 +85,7 @@ def requeue_expired(session: Session, now: datetime | None = None) -> int:
     """Hand jobs whose worker stopped heart-beating back to the queue; fail those out of attempts."""
     now = now or utcnow()
     expired = and_(Job.status == JobStatus.running, Job.lease_until < now)
-    lost = list(session.scalars(
+    lost = [tuple(row) for row in session.execute(
         update(Job)
         .where(expired, Job.attempts >= Job.max_attempts)
         .values(
@@ -69,11 +95,11 @@ def requeue_expired(session: Session, now: datetime | None = None) -> int:
             worker_id=None,
             last_error="worker lost (lease expired) and no attempts left",
         )
-        .returning(Job.id)
+        .returning(Job.id, Job.kind)
         .execution_options(synchronize_session=False)
-    ))
-    _end_runs_of(session, lost, JobStatus.failed,
-                 "the worker running it stopped (lease expired) and no attempts were left", now)
+    )]
+    _ended(session, lost, JobStatus.failed,  # type: ignore[arg-type]
+           "the worker running it stopped (lease expired) and no attempts were left", now)
     requeued = session.execute(
         update(Job)
         .where(expired)
@@ -88,17 +114,6 @@ def requeue_expired(session: Session, now: datetime | None = None) -> int:
         .execution_options(synchronize_session=False)
     ).rowcount
     return len(lost) + (requeued or 0)
-
-
-def _end_runs_of(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> None:
-    """A training run whose job ends here (no handler is left to record it) ends with the job."""
-    if job_ids:
-        session.execute(
-            update(TrainingRun)
-            .where(TrainingRun.job_id.in_(job_ids), TrainingRun.status.in_((JobStatus.queued, JobStatus.running)))
-            .values(status=status, finished_at=now, error=error)
-            .execution_options(synchronize_session=False)
-        )
 
 
 def claim(engine: Engine, worker_id: str, kinds: list[str] | None = None, lease_seconds: float | None = None) -> Job | None:
@@ -246,7 +261,7 @@ def request_cancel(session: Session, job_id: int) -> Job:
     if job.status == JobStatus.queued:
         job.status = JobStatus.cancelled
         job.finished_at = now
-        _end_runs_of(session, [job.id], JobStatus.cancelled, "cancelled before it ran", now)
+        _ended(session, [(job.id, job.kind)], JobStatus.cancelled, "cancelled before it ran", now)
     job.cancel_requested = True
     job.updated_at = now
     session.flush()
@@ -262,6 +277,7 @@ def counts_by_status(session: Session) -> dict[str, int]:
 
 __all__ = [
     "LeaseLost",
+    "on_job_end",
     "enqueue",
     "claim",
     "heartbeat",

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
 
-from db.errors import NotFoundError, ValidationFailed
+from core.errors import NotFoundError, ValidationFailed
 from db.models import Dataset, Decision, Origin, Review, ReviewStatus, Sample, SampleLabel, User
 
 REVIEWABLE_ORIGINS = (Origin.augmented.value, Origin.pseudo_label.value)
@@ -173,7 +173,7 @@ def access_path(
     other predicate checked row by row (`+column` hides its index), unless a probe finds those checks too
     sparse along that order. Postgres plans with statistics: no hints there.
     """
-    if sort not in SORTS:
+    if sort not in SORTS:  # services.review checks the request's sort first
         raise ValidationFailed(f"sort must be one of {', '.join(SORTS)}; got {sort!r}", field="sort")
     key = sort.lstrip("-")
     origins, narrows = _origins(session, dataset, f.origins)

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from augloop.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, aliased
 
-from db.errors import NotFoundError, ValidationFailed
+from core.errors import NotFoundError, ValidationFailed
 from db.models import (
     Dataset,
     JobStatus,
@@ -131,6 +132,16 @@ def end_run(session: Session, run_id: int, status: str, error: str | None = None
         update(TrainingRun)
         .where(TrainingRun.id == run_id)
         .values(status=status, error=error, finished_at=None if status == JobStatus.queued else utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def end_runs_of_jobs(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> None:
+    """End the still-open runs of these jobs."""
+    session.execute(
+        update(TrainingRun)
+        .where(TrainingRun.job_id.in_(job_ids), TrainingRun.status.in_((JobStatus.queued, JobStatus.running)))
+        .values(status=status, finished_at=now, error=error)
         .execution_options(synchronize_session=False)
     )
 

@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 
 from db.models import WorkerPresence, utcnow
 
-
 STALE_AFTER = timedelta(days=1)  # rows of dead workers are deleted after this long
 
 

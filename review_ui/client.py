@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from augloop.settings import get_settings
+from core.settings import get_settings
 
 
 @dataclass

@@ -61,7 +61,7 @@ def augment_env(
 ) -> Iterator[dict[str, str]]:
     """AUGLOOP_* settings pointing at the local data and tiny models. Request it before `settings` (tests use
     `pytestmark = pytest.mark.usefixtures("augment_env")`), so the app and the worker both see it."""
-    from augloop import settings as settings_mod
+    from core import settings as settings_mod
 
     env = {
         "AUGLOOP_NLTK_DATA": str(augment_nltk_dir),
@@ -97,8 +97,8 @@ def example_slice(n: int) -> bytes:
 @pytest.fixture
 def mini_dataset(engine) -> str:  # type: ignore[no-untyped-def]
     """300 rows of the example dataset (≈240 train, 30 val, 30 test) with its three tasks."""
-    from db.importer import ImportSpec, import_file
     from db.session import session_scope
+    from services.importing import ImportSpec, import_file
 
     with session_scope(engine) as s:
         import_file(

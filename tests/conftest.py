@@ -33,7 +33,7 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_template: Path):
     """Settings pointing at a fresh database and data directory for this test."""
-    from augloop import settings as settings_mod
+    from core import settings as settings_mod
     from db import session as session_mod
 
     data_dir = tmp_path / "var"
@@ -116,8 +116,8 @@ def annotator(app, annotator_token) -> Iterator:
 @pytest.fixture
 def example_dataset(engine) -> str:
     """The bundled example dataset imported with its three tasks."""
-    from db.importer import ImportSpec, import_file
     from db.session import session_scope
+    from services.importing import ImportSpec, import_file
 
     with session_scope(engine) as s:
         import_file(s, EXAMPLE_CSV.read_bytes(), ImportSpec(dataset="psm", tasks=["bias", "message", "audience"]),
@@ -146,7 +146,7 @@ _pg_counter = 0
 def pg_settings(postgres_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Settings pointing at a fresh Postgres database (migrated by Alembic on first use) for this test."""
     global _pg_counter
-    from augloop import settings as settings_mod
+    from core import settings as settings_mod
     from db import session as session_mod
 
     _pg_counter += 1

@@ -69,8 +69,8 @@ class ReviewData:
 
 
 def make_dataset(session: Any, name: str = "rev", reviews_required: int = 1) -> list[int]:
+    from core.textnorm import content_hash
     from db.models import Dataset, Sample, SampleLabel
-    from db.textnorm import content_hash
 
     ds = Dataset(
         name=name,
@@ -119,8 +119,8 @@ def add_variant(
     flag: bool = False,
 ) -> int:
     """A variant the way the augmenters store one: pending, provenance filled, the parent's labels."""
+    from core.textnorm import content_hash
     from db.models import Sample, SampleLabel
-    from db.textnorm import content_hash
 
     parent = session.get(Sample, parent_id)
     v = Sample(
@@ -216,7 +216,7 @@ def serve(app: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Serve `app` with uvicorn on a free loopback port in a thread; point AUGLOOP_API_URL (the UI) at it."""
     import uvicorn
 
-    from augloop import settings as settings_mod
+    from core import settings as settings_mod
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -7,7 +7,8 @@ The operations are driven with Hypothesis directly (schemathesis' pytest plugin 
 from __future__ import annotations
 
 import schemathesis
-from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,

@@ -146,10 +146,10 @@ def test_mlm_and_backtranslation_through_the_queue(annotator, engine, mini_datas
 
 
 def test_free_texts_become_train_originals(annotator, engine, mini_dataset) -> None:
-    from db.augmentation import load_sources
     from db.datasets import get_dataset
     from db.models import Sample
     from db.session import session_scope
+    from services.augmentation import load_sources
 
     text = "Proud to vote for the farm bill today: it helps rural families and protects our water."
     labels = {"bias": "neutral", "message": "policy", "audience": "constituency"}
@@ -247,9 +247,9 @@ def test_val_and_test_samples_are_never_sources(annotator, engine, mini_dataset)
 
 
 def test_leakage_guard_drops_variants_close_to_test_texts(annotator, engine, mini_dataset) -> None:
+    from core.textnorm import content_hash
     from db.models import Sample, SampleLabel
     from db.session import session_scope
-    from db.textnorm import content_hash
 
     base = (
         "Great meeting with farmers and ranchers in the district today to talk about the farm bill, water "
@@ -313,7 +313,7 @@ def test_language_decides_methods_with_a_422(admin, annotator, engine, mini_data
 def test_missing_model_fails_the_job_once_with_a_clear_message(
     annotator, engine, mini_dataset, monkeypatch, tmp_path
 ) -> None:
-    from augloop import settings as settings_mod
+    from core import settings as settings_mod
 
     monkeypatch.setenv("AUGLOOP_MLM_MODEL", str(tmp_path / "mbert-gone"))
     settings_mod.get_settings.cache_clear()
@@ -332,7 +332,7 @@ def test_missing_model_fails_the_job_once_with_a_clear_message(
 def test_missing_wordnet_corpus_fails_the_job_with_install_hint(
     annotator, engine, mini_dataset, monkeypatch, tmp_path
 ) -> None:
-    from augloop import settings as settings_mod
+    from core import settings as settings_mod
 
     monkeypatch.setenv("AUGLOOP_NLTK_DATA", str(tmp_path / "empty"))
     settings_mod.get_settings.cache_clear()

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def mlm(tiny_mlm_dir):  # type: ignore[no-untyped-def]
-    from augloop.settings import Settings
+    from core.settings import Settings
     from workers.augment.masked_lm import MaskedLMAugmenter
     from workers.augment.models import load_masked_lm
 
@@ -27,7 +27,7 @@ def mlm(tiny_mlm_dir):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def bt(tiny_marian_dirs):  # type: ignore[no-untyped-def]
-    from augloop.settings import Settings
+    from core.settings import Settings
     from workers.augment.back_translation import BackTranslationAugmenter
     from workers.augment.models import load_seq2seq
 
@@ -174,7 +174,7 @@ def test_backtranslation_beams_and_length_buckets(bt) -> None:
 
 
 def test_missing_model_names_the_model_and_the_setting(tmp_path: Path) -> None:
-    from augloop.settings import Settings
+    from core.settings import Settings
     from workers.augment.models import ModelUnavailable, load_masked_lm, load_seq2seq
 
     with pytest.raises(ModelUnavailable) as err:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("augment_env")
 
 def announce_offline_worker(engine, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Publish what a worker with the default (hub) models computes on a machine without them."""
-    from augloop.settings import Settings
+    from core.settings import Settings
     from db.session import session_scope
     from db.worker_presence import announce
     from workers.augment.availability import capabilities

@@ -68,7 +68,7 @@ def test_params_reject_unknown_keys_wrong_types_and_ranges() -> None:
 
 
 def test_language_decides_the_valid_methods(settings) -> None:
-    from db.errors import ValidationFailed
+    from core.errors import ValidationFailed
     from workers.augment.catalog import valid_methods, validate_request
 
     assert valid_methods("en-US", settings) == ["backtranslation", "mlm", "wordnet"]
@@ -94,7 +94,7 @@ def test_language_decides_the_valid_methods(settings) -> None:
 
 
 def _shingles(text: str, n: int = 5) -> set[str]:
-    from db.textnorm import normalize_text
+    from core.textnorm import normalize_text
 
     t = normalize_text(text)
     return {t[i : i + n] for i in range(len(t) - n + 1)}
@@ -107,7 +107,7 @@ def test_every_filter_drops_what_it_should_and_counts_it() -> None:
     source = "We passed the farm bill today to help rural families across the state."
     test_text = "Today we passed the farm bill to help rural families across our whole state!"
     existing = "We passed the farm bill today to support rural families across the state."
-    from db.textnorm import content_hash
+    from core.textnorm import content_hash
 
     f = CandidateFilter(
         {content_hash(existing)},

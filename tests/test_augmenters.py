@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -45,7 +44,7 @@ def test_model_status_local_cached_offline_and_downloadable(tmp_path, tiny_mlm_d
 
 
 def test_missing_wordnet_names_the_setting(tmp_path, monkeypatch) -> None:
-    from augloop.settings import Settings
+    from core.settings import Settings
     from workers.augment.availability import method_status
 
     status = method_status("wordnet", Settings(nltk_data=tmp_path))
@@ -54,7 +53,7 @@ def test_missing_wordnet_names_the_setting(tmp_path, monkeypatch) -> None:
 
 
 def test_language_and_missing_workers_decide_before_models() -> None:
-    from augloop.settings import get_settings
+    from core.settings import get_settings
     from workers.augment.availability import for_dataset
 
     ready = {m: {"state": "ready", "model": m} for m in ("wordnet", "mlm", "backtranslation")}
@@ -112,7 +111,7 @@ def test_a_running_worker_publishes_its_augmenters(admin, annotator, settings, e
 
 
 def test_a_worker_without_a_route_for_the_language_cannot_back_translate() -> None:
-    from augloop.settings import get_settings
+    from core.settings import get_settings
     from workers.augment.availability import for_dataset
 
     worker = {"backtranslation": {"state": "ready", "routes": [

@@ -78,14 +78,14 @@ def train_originals(engine: Any, name: str) -> set[int]:
 
 
 def test_config_validates_variant_options() -> None:
-    from db.errors import ValidationFailed
     from trainer.config import TrainConfig
+    from trainer.errors import TrainerError
 
     assert TrainConfig().variants == "approved" and TrainConfig().exclude_methods == []
-    with pytest.raises(ValidationFailed) as err:
+    with pytest.raises(TrainerError) as err:
         TrainConfig.from_dict({"variants": "pending"})
     assert err.value.field == "config.variants"
-    with pytest.raises(ValidationFailed) as err:
+    with pytest.raises(TrainerError) as err:
         TrainConfig.from_dict({"exclude_methods": "wordnet"})
     assert err.value.field == "config.exclude_methods"
     stored = TrainConfig.from_dict({"variants": "none", "exclude_methods": ["wordnet"]}).to_dict()
@@ -95,7 +95,7 @@ def test_config_validates_variant_options() -> None:
 def test_load_split_data_honours_variants_and_exclusions(engine) -> None:
     from db.datasets import get_dataset
     from db.session import session_scope
-    from trainer.data import load_split_data
+    from services.training_data import load_split_data
 
     name, ids = dataset_with_variants(engine)
     originals = train_originals(engine, name)
@@ -115,7 +115,7 @@ def test_load_split_data_honours_variants_and_exclusions(engine) -> None:
 def test_f1_matches_scikit_learn() -> None:
     from sklearn.metrics import f1_score
 
-    from trainer.impact import f1_per_class
+    from services.impact import f1_per_class
 
     rng = np.random.default_rng(3)
     gold, pred = rng.integers(0, 3, 50), rng.integers(0, 3, 50)
@@ -125,7 +125,7 @@ def test_f1_matches_scikit_learn() -> None:
 
 
 def test_paired_bootstrap_on_a_hand_made_example() -> None:
-    from trainer.impact import paired_bootstrap, seed_mean_scores
+    from services.impact import paired_bootstrap, seed_mean_scores
 
     gold = np.array([0] * 60 + [1] * 40)
     base = gold.copy()
@@ -149,7 +149,7 @@ def test_paired_bootstrap_on_a_hand_made_example() -> None:
 def test_impact_report_through_api_and_worker(annotator, engine, tiny_encoder: str) -> None:
     from db.models import ImpactReport, TrainingRun
     from db.session import session_scope
-    from trainer.impact import settle
+    from services.impact import settle
 
     name, ids = dataset_with_variants(engine)
     created = annotator.post(
@@ -326,9 +326,9 @@ def test_a_run_that_fails_once_is_retried_and_the_report_completes(
 ) -> None:
     """A transient failure (out of memory, a lost connection) must not fail the whole report: the run waits
     queued for its retry, and the report settles when the retry ends."""
-    import trainer.runs
+    import services.run_execution
 
-    real = trainer.runs.train_model
+    real = services.run_execution.train_model
     calls = {"n": 0}
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
@@ -337,7 +337,7 @@ def test_a_run_that_fails_once_is_retried_and_the_report_completes(
             raise RuntimeError("CUDA out of memory (simulated)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer.runs, "train_model", flaky)
+    monkeypatch.setattr(services.run_execution, "train_model", flaky)
     name, _ = dataset_with_variants(engine)
     created = annotator.post(
         f"/api/v1/datasets/{name}/impact-reports",

@@ -7,10 +7,10 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from db.errors import TooLargeError, ValidationFailed
-from db.importer import ImportSpec, import_file
+from core.errors import TooLargeError, ValidationFailed
 from db.models import Dataset, Sample, SampleLabel
 from db.session import session_scope
+from services.importing import ImportSpec, import_file
 from tests.conftest import EXAMPLE_CSV
 
 
@@ -68,7 +68,7 @@ def test_unknown_label_for_a_declared_task(engine):
 
 
 def test_text_over_the_maximum_length(engine, monkeypatch):
-    from augloop.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setattr(get_settings(), "max_text_chars", 10)
     with pytest.raises(ValidationFailed, match="line 3: text is 23 characters; the maximum is 10"):
@@ -77,7 +77,7 @@ def test_text_over_the_maximum_length(engine, monkeypatch):
 
 
 def test_too_many_rows(engine, monkeypatch):
-    from augloop.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setattr(get_settings(), "max_upload_rows", 2)
     with pytest.raises(TooLargeError):

@@ -6,13 +6,15 @@ from __future__ import annotations
 import csv
 import io
 
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from db.errors import DomainError
-from db.importer import ImportSpec, import_file
+from core.errors import DomainError
 from db.models import Dataset, Sample, SampleLabel
 from db.session import session_scope
+from services.importing import ImportSpec, import_file
 
 LABELS = ["neg", "pos"]
 TRICKY = ["\ufeff", "\u200b", "\u200f", "\u202e", "\r\n", "\r", "\n", '"', ",", "\x00", "\ud7ff", "é", "🙂",
@@ -74,7 +76,7 @@ def test_generated_csv_imports_completely_or_names_the_bad_line(engine, rows, bo
     if result is None:
         return
     assert not bad_label and not blank_text
-    from db.textnorm import content_hash
+    from core.textnorm import content_hash
 
     with session_scope(engine) as s:
         stored = set(s.scalars(select(Sample.content_hash)))

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -62,7 +61,7 @@ def test_failure_retries_with_backoff_then_fails_keeping_the_error(any_engine, m
 
 
 def test_backoff_delays_the_retry(any_engine, monkeypatch):
-    from augloop.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setattr(get_settings(), "job_retry_base_seconds", 60.0)
     job_id = enqueue(any_engine)

@@ -151,7 +151,7 @@ def test_progress_per_class_against_the_plan(annotator, engine, review_data) -> 
     ],
 )
 def test_plan_targets_reads_defensively(plan, expected) -> None:
-    from db.review_stats import plan_targets
+    from services.review_stats import plan_targets
 
     assert {k: v["target"] for k, v in plan_targets(plan).items()} == expected
 
@@ -159,7 +159,7 @@ def test_plan_targets_reads_defensively(plan, expected) -> None:
 def test_cohen_kappa_agrees_with_scikit_learn() -> None:
     from sklearn.metrics import cohen_kappa_score
 
-    from db.review_stats import cohen_kappa
+    from services.review_stats import cohen_kappa
 
     a = [1, 0, 1, 1, 0, 1, 0, 0, 1, 1]
     b = [1, 0, 0, 1, 0, 1, 1, 0, 1, 0]

@@ -10,9 +10,7 @@ import torch
 
 from tests.trainer_fixtures import add_variant, import_small
 from trainer.data import (
-    IGNORE,
     Encoded,
-    Example,
     TrainBatches,
     label_matrix,
     length_grouped_batches,
@@ -20,6 +18,7 @@ from trainer.data import (
     pad_batch,
     random_batches,
 )
+from trainer.examples import IGNORE, Example
 
 
 def test_pad_batch_dynamic_and_fixed() -> None:
@@ -53,7 +52,7 @@ def test_length_grouped_batches_cover_everything_once_and_pad_far_less() -> None
 
 
 def test_label_matrix_marks_missing_labels() -> None:
-    from trainer.data import TaskSpec
+    from trainer.examples import TaskSpec
 
     tasks = [TaskSpec("a", ["x", "y"]), TaskSpec("b", ["p", "q"])]
     m = label_matrix([Example("t", {"a": "y"}), Example("u", {"b": "p", "a": "x"})], tasks)
@@ -95,7 +94,7 @@ def test_snapshot_has_train_originals_and_approved_only(engine) -> None:  # type
     from db.datasets import get_dataset
     from db.models import Sample
     from db.session import session_scope
-    from trainer.data import load_split_data
+    from services.training_data import load_split_data
 
     name = import_small(engine, n_train=20, n_val=8, n_test=8, n_unlabelled=3)
     approved = add_variant(engine, name, "train", "approved", "an approved variant text")
@@ -116,10 +115,10 @@ def test_snapshot_has_train_originals_and_approved_only(engine) -> None:  # type
 
 
 def test_unknown_task_is_rejected(engine) -> None:  # type: ignore[no-untyped-def]
+    from core.errors import ValidationFailed
     from db.datasets import get_dataset
-    from db.errors import ValidationFailed
     from db.session import session_scope
-    from trainer.data import load_split_data
+    from services.training_data import load_split_data
 
     name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
     with session_scope(engine) as s, pytest.raises(ValidationFailed) as err:

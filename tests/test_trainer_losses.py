@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer.data import IGNORE, TaskSpec
+from trainer.examples import IGNORE, TaskSpec
 from trainer.losses import (
     MultiTaskLoss,
     focal_loss,

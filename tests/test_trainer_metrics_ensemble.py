@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from db.errors import ValidationFailed
-from trainer.data import IGNORE, TaskSpec
+from trainer.errors import TrainerError
 from trainer.ensemble import apply_temperature, average_probs, build_ensemble, fit_temperature, nll
+from trainer.examples import IGNORE, TaskSpec
 from trainer.metrics import evaluate_probs, task_metrics
 
 
@@ -39,7 +39,7 @@ def test_average_probs_weighted_by_hand() -> None:
     b = {"t": np.array([[0.2, 0.8]])}
     assert np.allclose(average_probs([a, b])["t"], [[0.5, 0.5]])
     assert np.allclose(average_probs([a, b], [3.0, 1.0])["t"], [[0.65, 0.35]])
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(TrainerError):
         average_probs([a, b], [0.0, 0.0])
 
 
@@ -90,5 +90,5 @@ def test_build_ensemble_aligns_members_by_sample_id() -> None:
     unweighted = build_ensemble([m1, m2], weighted=False, temperature=True)
     assert unweighted["weights"] == {"1": 0.5, "2": 0.5}
     assert unweighted["temperatures"]["t"] != 1.0
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(TrainerError):
         build_ensemble([m1], weighted=False, temperature=False)

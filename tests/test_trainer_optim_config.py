@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from db.errors import ValidationFailed
+from trainer.errors import TrainerError
 from tests.trainer_fixtures import tiny_encoder  # noqa: F401 (fixture)
 from trainer.config import TrainConfig, parse_set_option
-from trainer.data import TaskSpec
+from trainer.examples import TaskSpec
 from trainer.model import build_model
 from trainer.optim import build_optimizer, llrd_param_groups, warmup_linear_schedule
 
@@ -101,7 +101,7 @@ def test_config_defaults_follow_the_recipe() -> None:
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(overrides: dict, field: str) -> None:
-    with pytest.raises(ValidationFailed) as err:
+    with pytest.raises(TrainerError) as err:
         TrainConfig.from_dict(overrides)
     assert err.value.field == field
 
@@ -119,7 +119,7 @@ def test_config_yaml_round_trip_and_coercion(tmp_path: Path) -> None:
     c.save(tmp_path / "c.yaml")
     assert TrainConfig.load(tmp_path / "c.yaml") == c
     (tmp_path / "bad.yaml").write_text("- a list\n")
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(TrainerError):
         TrainConfig.load(tmp_path / "bad.yaml")
 
 
@@ -130,5 +130,5 @@ def test_set_option_parsing() -> None:
         "tasks": ["bias", "message"],
         "head_lr": None,
     }
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(TrainerError):
         parse_set_option(["epochs"])

@@ -89,9 +89,9 @@ def test_early_stopping_keeps_the_best_epoch(tiny_encoder: str) -> None:  # noqa
 
 
 def test_task_weights_must_name_tasks(tiny_encoder: str) -> None:  # noqa: F811
-    from db.errors import ValidationFailed
+    from trainer.errors import TrainerError
 
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(TrainerError):
         train_model(fast_config(tiny_encoder, task_weights={"nope": 1.0}), synthetic_split())
 
 

@@ -37,7 +37,7 @@ LEASE = 2.0  # seconds: the rescuer may claim the orphaned job this long after t
 
 def _import(engine: Any, name: str, data: bytes, tasks: list[str]) -> Any:
     from db.datasets import get_dataset
-    from db.importer import ImportSpec, import_file
+    from services.importing import ImportSpec, import_file
 
     with session_scope(engine) as s:
         import_file(s, data, ImportSpec(dataset=name, tasks=tasks), filename=f"{name}.csv")
@@ -77,8 +77,8 @@ def _rescue(settings: Any, engine: Any, job_id: int, kinds: str) -> Job:
 
 
 def test_worker_killed_mid_augmentation_job(any_settings, any_engine) -> None:
-    from augloop.settings import get_settings
-    from workers.augment.enqueue import AugmentRequest, enqueue_request
+    from core.settings import get_settings
+    from services.augmentation import AugmentRequest, enqueue_request
 
     dataset = _import(any_engine, "mini", example_slice(300), ["bias", "message"])
     with session_scope(any_engine) as s:
@@ -114,9 +114,9 @@ def test_worker_killed_mid_augmentation_job(any_settings, any_engine) -> None:
 
 def test_worker_killed_mid_training_job(any_settings, any_engine, tiny_encoder: str) -> None:  # noqa: F811
     from db import queue
+    from services.prediction import model_spec
+    from services.training import create_training_runs, default_config
     from trainer.predict import RunPredictor
-    from trainer.runs import create_training_runs, default_config
-    from trainer.serving import model_spec
 
     epochs = 6
     dataset = _import(any_engine, "small", small_csv(n_train=160, n_val=24, n_test=24), ["bias", "message"])

@@ -39,7 +39,7 @@ def synthetic_texts(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
 
 
 def synthetic_split(n_train: int = 36, n_val: int = 12, n_test: int = 12) -> Any:
-    from trainer.data import Example, SplitData, TaskSpec
+    from trainer.examples import Example, SplitData, TaskSpec
 
     rows = synthetic_texts(n_train + n_val + n_test)
     examples = [Example(text, {"color": c, "size": s}, i + 1, f"h{i}") for i, (text, c, s) in enumerate(rows)]
@@ -98,8 +98,8 @@ def small_csv(n_train: int = 48, n_val: int = 16, n_test: int = 16, n_unlabelled
 
 
 def import_small(engine: Any, name: str = "small", **kwargs: Any) -> str:
-    from db.importer import ImportSpec, import_file
     from db.session import session_scope
+    from services.importing import ImportSpec, import_file
 
     with session_scope(engine) as s:
         import_file(
@@ -119,10 +119,10 @@ def add_variant(
     """An augmented variant of the first original of a split, with the parent's labels unless given."""
     from sqlalchemy import select
 
+    from core.textnorm import content_hash
     from db.datasets import get_dataset
     from db.models import Origin, Sample, SampleLabel
     from db.session import session_scope
-    from db.textnorm import content_hash
 
     with session_scope(engine) as s:
         ds = get_dataset(s, dataset)

@@ -10,7 +10,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, make_pipeline
 
-from trainer.data import IGNORE, TaskSpec
+from trainer.examples import IGNORE, TaskSpec
 from trainer.metrics import evaluate_probs
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from db.errors import ValidationFailed
+from trainer.errors import TrainerError
 
 POOLINGS = ("last4_mean", "cls", "mean")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -75,7 +75,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
-            raise ValidationFailed(f"config.{name}: {why}", field=f"config.{name}")
+            raise TrainerError(f"config.{name}: {why}", field=f"config.{name}")
 
         for name in ("group_by_length", "oversample", "curriculum", "class_weights"):
             if not isinstance(getattr(self, name), bool):
@@ -161,13 +161,13 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValidationFailed(f"config: unknown key(s) {unknown}", field=f"config.{unknown[0]}")
+            raise TrainerError(f"config: unknown key(s) {unknown}", field=f"config.{unknown[0]}")
         types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
         data = {key: _coerce(types[key], value) for key, value in data.items()}
         try:
             return cls(**data)
         except TypeError as err:  # a wrongly typed value that __post_init__ did not reach
-            raise ValidationFailed(f"config: {err}", field="config") from None
+            raise TrainerError(f"config: {err}", field="config") from None
 
     def with_overrides(self, overrides: dict[str, Any]) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **overrides})
@@ -183,9 +183,9 @@ class TrainConfig:
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except yaml.YAMLError as err:
-            raise ValidationFailed(f"{path}: not valid YAML: {err}", field="config") from None
+            raise TrainerError(f"{path}: not valid YAML: {err}", field="config") from None
         if data is not None and not isinstance(data, dict):
-            raise ValidationFailed(f"{path}: expected a mapping of config keys", field="config")
+            raise TrainerError(f"{path}: expected a mapping of config keys", field="config")
         return cls.from_dict(data)
 
 
@@ -210,7 +210,7 @@ def parse_set_option(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ValidationFailed(f"--set takes key=value; got {item!r}", field="set")
+            raise TrainerError(f"--set takes key=value; got {item!r}", field="set")
         key, raw = item.split("=", 1)
         try:
             out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None

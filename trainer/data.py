@@ -1,10 +1,8 @@
-"""From the database to padded batches: examples per split, tokenisation, length-grouped batches.
+"""From examples to padded batches: tokenisation, length-grouped batches, oversampling, curriculum.
 
-Train is the training view (train-split originals + approved variants and pseudo-labels, db.datasets.
-training_samples); val and test are originals only. Texts are tokenised once without padding; each batch is
-padded to its own longest member, and batches are formed from length-sorted chunks so that members have
-similar
-lengths: on short social-media posts this is where most of the CPU time of "pad everything to 320" goes.
+The app reads the examples (trainer.examples) from its database; the trainer only sees them. Texts are
+tokenised once without padding; each batch is padded to its own longest member, and batches are formed from
+length-sorted chunks so that members have similar lengths: on short social-media posts this is where most of the CPU time of "pad everything to 320" goes.
 """
 
 from __future__ import annotations
@@ -18,89 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from db.errors import ValidationFailed
+from trainer.examples import IGNORE, Example, TaskSpec
 
-IGNORE = -100  # the label index of "this sample has no label for this task": the head does not train on it
 SORT_CHUNK_BATCHES = 50  # length-sort within chunks of this many batches, so batch order stays random
-
-
-@dataclass
-class TaskSpec:
-    name: str
-    labels: list[str]
-
-
-@dataclass
-class Example:
-    text: str
-    labels: dict[str, str]  # task → label; a task may be missing
-    sample_id: int | None = None
-    content_hash: str | None = None
-    difficulty: float | None = None  # curriculum: 0 easy … 1 hard; None falls back to length
-
-
-@dataclass
-class SplitData:
-    tasks: list[TaskSpec]
-    train: list[Example]
-    val: list[Example]
-    test: list[Example]
-    dataset: str = ""
-
-    def snapshot(self) -> list[list[Any]]:
-        """What the run trained on, to compare and reproduce runs: [sample_id, content_hash] per example."""
-        return [[e.sample_id, e.content_hash] for e in self.train]
-
-
-def load_split_data(
-    session: Any,
-    dataset: Any,
-    tasks: list[str] | None = None,
-    *,
-    variants: str = "approved",
-    exclude_methods: list[str] | None = None,
-) -> SplitData:
-    """Read the training view and the val/test originals; samples without any chosen task are dropped.
-
-    `variants="none"` trains on the originals only and `exclude_methods` leaves out the approved variants of
-    those augmentation methods: the arms of an impact report (originals only, leave one method out).
-    """
-    from db.datasets import samples_for_view, training_samples
-
-    known = dataset.task_names()
-    chosen = tasks or known
-    unknown = [t for t in chosen if t not in known]
-    if unknown:
-        raise ValidationFailed(
-            f"dataset {dataset.name!r} has tasks {known}; unknown: {unknown}", field="config.tasks"
-        )
-    specs = [TaskSpec(t, dataset.labels_of(t)) for t in chosen]
-
-    def convert(samples: Any) -> list[Example]:
-        out = []
-        for s in samples:
-            labels = {t: label for t, label in s.labels.items() if t in chosen}
-            if not labels:  # unlabelled texts wait for pseudo-labelling; they train nothing
-                continue
-            difficulty = 1.0 - s.label_consistency if s.label_consistency is not None else None
-            out.append(Example(s.text, labels, s.id, s.content_hash, difficulty))
-        return out
-
-    excluded = set(exclude_methods or [])
-    train = convert(
-        s
-        for s in training_samples(session, dataset)
-        if s.origin == "original" or (variants != "none" and s.method not in excluded)
-    )
-    val = convert(samples_for_view(session, dataset, {"original"}, splits={"val"}))
-    test = convert(samples_for_view(session, dataset, {"original"}, splits={"test"}))
-    if not train:
-        raise ValidationFailed(f"dataset {dataset.name!r} has no labelled training samples", field="dataset")
-    if not val:
-        raise ValidationFailed(
-            f"dataset {dataset.name!r} has no labelled validation samples (split 'val')", field="dataset"
-        )
-    return SplitData(specs, train, val, test, dataset.name)
 
 
 def subsample(examples: list[Example], n: int | None, seed: int) -> list[Example]:

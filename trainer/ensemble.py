@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from db.errors import ValidationFailed
-from trainer.data import IGNORE, TaskSpec
+from trainer.errors import TrainerError
+from trainer.examples import IGNORE, TaskSpec
 from trainer.metrics import evaluate_probs
 
 _EPS = 1e-12
@@ -25,7 +25,7 @@ def check_same_tasks(task_lists: list[list[TaskSpec]]) -> None:
     first = [(t.name, list(t.labels)) for t in task_lists[0]]
     for other in task_lists[1:]:
         if [(t.name, list(t.labels)) for t in other] != first:
-            raise ValidationFailed(
+            raise TrainerError(
                 "ensemble members must have the same tasks and label sets", field="run_ids"
             )
 
@@ -35,7 +35,7 @@ def average_probs(
 ) -> dict[str, np.ndarray]:
     w = np.asarray(weights if weights is not None else [1.0] * len(outputs), dtype=np.float64)
     if len(w) != len(outputs) or (w < 0).any() or w.sum() <= 0:
-        raise ValidationFailed("ensemble weights must be ≥ 0, one per member, not all 0", field="weights")
+        raise TrainerError("ensemble weights must be ≥ 0, one per member, not all 0", field="weights")
     w = w / w.sum()
     return {
         task: sum(wk * np.asarray(out[task], dtype=np.float64) for wk, out in zip(w, outputs, strict=True))
@@ -123,7 +123,7 @@ def _aligned(dumps: list[dict[str, Any]]) -> tuple[list[int], list[dict[str, np.
 def build_ensemble(members: list[dict[str, Any]], *, weighted: bool, temperature: bool) -> dict[str, Any]:
     """`members`: [{"id", "val_macro_f1", "predictions": {"val": dump, "test": dump}}, ...] (finished)."""
     if len(members) < 2:
-        raise ValidationFailed("an ensemble needs at least two runs", field="run_ids")
+        raise TrainerError("an ensemble needs at least two runs", field="run_ids")
     task_lists = [
         [TaskSpec(name, list(v["labels"])) for name, v in m["predictions"]["val"]["tasks"].items()]
         for m in members
@@ -144,7 +144,7 @@ def build_ensemble(members: list[dict[str, Any]], *, weighted: bool, temperature
             continue
         ids, member_probs, gold = _aligned(dumps)
         if not ids:
-            raise ValidationFailed(
+            raise TrainerError(
                 f"the runs share no {split} samples (trained on different datasets?)", field="run_ids"
             )
         mean = average_probs(member_probs, weights)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from trainer.data import IGNORE, TaskSpec
+from trainer.examples import IGNORE, TaskSpec
 
 
 def inverse_frequency_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.data import TaskSpec
+from trainer.examples import TaskSpec
 
 
 class TaskHead(nn.Sequential):
@@ -108,16 +108,16 @@ def load_encoder(name_or_path: str | Path) -> tuple[nn.Module, Any]:
     """The encoder and its tokenizer, by hub name or local directory (one path for real and tiny models)."""
     from transformers import AutoModel, AutoTokenizer
 
-    from db.errors import ValidationFailed
+    from trainer.errors import TrainerError
 
     name_or_path = str(name_or_path)  # a Path works too
     if name_or_path.startswith(("/", "./", "../", "~")) and not Path(name_or_path).expanduser().is_dir():
-        raise ValidationFailed(f"encoder directory {name_or_path!r} does not exist", field="config.encoder")
+        raise TrainerError(f"encoder directory {name_or_path!r} does not exist", field="config.encoder")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         encoder = AutoModel.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:  # not a directory, not on the hub, hub unreachable, not an encoder
-        raise ValidationFailed(
+        raise TrainerError(
             f"cannot load encoder {name_or_path!r}: {err}", field="config.encoder"
         ) from err
     return encoder, tokenizer

@@ -5,7 +5,6 @@ A process-wide cache keeps the last few loaded models, so the API's predict endp
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections import OrderedDict
@@ -17,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.data import Encoded, TaskSpec, pad_batch, tokenize
+from trainer.data import Encoded, pad_batch, tokenize
+from trainer.examples import TaskSpec
 
 
 def available_cpus() -> int:
@@ -187,7 +187,3 @@ def cached_predictor(key: str, build: Callable[[], Any], capacity: int = 2) -> A
 def clear_cache() -> None:
     with _cache_lock:
         _cache.clear()
-
-
-def read_predictions(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

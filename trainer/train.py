@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from trainer.config import TrainConfig
-from trainer.data import Encoded, SplitData, TrainBatches, encode, pad_batch, subsample
+from trainer.data import Encoded, TrainBatches, encode, pad_batch, subsample
+from trainer.examples import SplitData
 from trainer.losses import MultiTaskLoss, inverse_frequency_weights, smoothing_vector
 from trainer.metrics import evaluate_probs
 from trainer.model import MultiTaskModel, build_model
@@ -240,9 +241,9 @@ def train_model(config: TrainConfig, data: SplitData, *, progress: ProgressFn | 
     started = time.monotonic()
     unknown = sorted(set(config.task_weights) - {t.name for t in data.tasks})
     if unknown:
-        from db.errors import ValidationFailed
+        from trainer.errors import TrainerError
 
-        raise ValidationFailed(
+        raise TrainerError(
             f"config.task_weights names unknown task(s) {unknown}", field="config.task_weights"
         )
     run = prepare(config, data)

@@ -1,151 +1,23 @@
-"""Job kind `augment`: generate variants for train-split sources, filter them, store them as pending.
-
-Three phases, so that no database transaction is open while a model runs: read the sources, the dataset's
-hashes and the val/test texts (a short read-only session); generate and filter in batches, reporting progress
-(done/total, kept, dropped per filter); then insert the kept variants and mark the job succeeded in one
-transaction (ctx.complete_in), so a crash or a lost lease leaves no half-written output.
-"""
+"""Job kind `augment`: generate, filter and store variants (services.variant_generation does the work)."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.orm import Session
-
-from augloop.settings import get_settings
-from db.augmentation import (
-    NewVariant,
-    SourceRow,
-    dataset_hashes,
-    insert_variants,
-    load_sources,
-    reference_texts,
-)
-from db.datasets import get_dataset
-from db.errors import DomainError
-from db.session import readonly_engine, session_scope
-from workers.augment.catalog import validate_request
-from workers.augment.filters import CandidateFilter
-from workers.augment.params import METHOD_PARAMS, FilterParams, parse
+from core.errors import DomainError
+from services.variant_generation import BadJobParams, generate_variants
+from workers.augment.models import ModelUnavailable
 from workers.registry import JobContext, PermanentJobError, handler
-
-log = logging.getLogger("augloop.augment")
-
-TEXTS_PER_CALL = 64  # sources per augmenter call: the augmenters bucket the rows of one call by length
-
-
-def _chunks(items: Sequence[SourceRow], size: int) -> list[Sequence[SourceRow]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _read_phase(
-    ctx: JobContext, items: list[dict[str, int]]
-) -> tuple[Any, list[SourceRow], set[str], list[str]]:
-    with Session(bind=readonly_engine(ctx.engine), expire_on_commit=False) as session, session.begin():
-        dataset = get_dataset(session, ctx.params["dataset"])
-        sources = load_sources(session, dataset, [int(item["sample_id"]) for item in items])
-        return dataset, sources, dataset_hashes(session, dataset.id), reference_texts(session, dataset.id)
 
 
 @handler("augment")
 def run_augment(ctx: JobContext) -> dict[str, Any]:
-    settings = get_settings()
-    params = ctx.params
     try:
-        items = [{"sample_id": int(i["sample_id"]), "n": int(i["n"])} for i in params["items"]]
-        if not items or any(not 1 <= i["n"] <= 1000 for i in items):
-            raise ValueError("items must name sources with 1 to 1000 variants each")
-        seed = int(params.get("seed", 0))
-        dataset, sources, hashes, references = _read_phase(ctx, items)
-        checked = validate_request(
-            list(params["methods"]), dataset.language, params.get("params"), params.get("filters"), settings
+        return generate_variants(
+            ctx.engine, ctx.job_id, ctx.params, report=ctx.report,
+            finish=lambda session, result: ctx.complete_in(session, result),
         )
     except DomainError as err:  # dataset or samples gone, method no longer valid: a retry cannot help
         raise PermanentJobError(err.message) from err
-    except (KeyError, TypeError, ValueError) as err:
-        raise PermanentJobError(f"malformed augment job parameters: {err}") from err
-
-    language = checked["language"]
-    counts = {item["sample_id"]: item["n"] for item in items}
-    methods: list[str] = checked["methods"]
-    total = sum(counts.values()) * len(methods)
-    candidate_filter = CandidateFilter(hashes, references, parse(FilterParams, checked["filters"]))
-    not_generated = 0
-    done = 0
-    kept: list[NewVariant] = []
-    per_method: dict[str, dict[str, int]] = {}
-
-    def report(**extra: Any) -> None:
-        ctx.report(
-            done=done,
-            total=total,
-            kept=len(kept),
-            dropped={**candidate_filter.counts(), "no_candidate": not_generated},
-            **extra,
-        )
-
-    report(method=methods[0])
-    from workers.augment.models import get_augmenter  # the ML stack loads in the worker only
-
-    for method in methods:
-        augmenter = get_augmenter(method, language, settings)
-        method_params = parse(METHOD_PARAMS[method], checked["params"][method])
-        kept_before = len(kept)
-        generated = 0
-        for chunk in _chunks(sources, TEXTS_PER_CALL):
-            wanted = [counts[s.sample_id] for s in chunk]
-            produced = augmenter.augment(
-                [s.text for s in chunk], wanted, seed=seed, language=language, params=method_params
-            )
-            pairs = [
-                (source, variant)
-                for source, variants in zip(chunk, produced, strict=True)
-                for variant in variants
-            ]
-            verdicts = candidate_filter.check([(source.text, variant.text) for source, variant in pairs])
-            for (source, variant), verdict in zip(pairs, verdicts, strict=True):
-                if verdict.keep:
-                    kept.append(
-                        NewVariant(
-                            parent_id=source.sample_id,
-                            text=variant.text,
-                            content_hash=verdict.content_hash,
-                            method=method,
-                            method_params={**variant.params, "variant_index": variant.variant_index},
-                            model_name=variant.model_name,
-                            seed=seed,
-                            similarity=verdict.similarity,
-                            scores={**verdict.scores, **variant.details, "edits": variant.edits},
-                        )
-                    )
-            generated += len(pairs)
-            not_generated += sum(wanted) - len(pairs)
-            done += sum(wanted)
-            report(method=method)
-        per_method[method] = {"generated": generated, "kept": len(kept) - kept_before}
-
-    with session_scope(ctx.engine) as session:
-        ids, raced = insert_variants(session, dataset.id, ctx.job_id, kept)
-        result = {
-            "dataset": dataset.name,
-            "methods": methods,
-            "seed": seed,
-            "requested": total,
-            "generated": total - not_generated,
-            "kept": len(ids),
-            "inserted": len(ids),
-            "dropped": {
-                **candidate_filter.counts(),
-                "no_candidate": not_generated,
-                "duplicate_at_insert": raced,
-            },
-            "per_method": per_method,
-            "variant_ids": ids[:1000],
-            "plan_id": params.get("plan_id"),
-        }
-        ctx.report(done=done, total=total, kept=len(ids), dropped=result["dropped"])
-        ctx.complete_in(session, result)
-    log.info("augment job %s: %s of %s candidates kept", ctx.job_id, len(ids), total)
-    return result
+    except (BadJobParams, ModelUnavailable) as err:
+        raise PermanentJobError(str(err)) from err

@@ -14,16 +14,16 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-
 from datetime import UTC
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import DBAPIError
 
-from augloop.settings import get_settings
+from core.settings import get_settings
 from db import queue, worker_presence
 from db.models import Job, JobStatus, utcnow
 from db.session import session_scope
+from services import jobs as _job_hooks  # noqa: F401 - the queue's end hooks (a lost train job ends its run)
 from workers.registry import JobCancelled, JobContext, PermanentJobError, load_handlers
 
 log = logging.getLogger("augloop.worker")

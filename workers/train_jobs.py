@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from db.errors import DomainError
+from core.errors import DomainError
 from db.models import JobStatus
 from db.queue import LeaseLost
+from trainer.errors import TrainerError
 from workers.registry import JobCancelled, JobContext, PermanentJobError, handler
 
 
@@ -47,23 +48,17 @@ def _progress(ctx: JobContext, epochs: int) -> Any:
 
 @handler("train")
 def run_train(ctx: JobContext) -> dict[str, Any]:
-    from sqlalchemy.orm import Session
-
-    from db.models import TrainingRun
+    from services.impact import mark_report_running
+    from services.run_execution import planned_epochs
 
     run_id = int(ctx.params["run_id"])
-    with Session(bind=ctx.engine) as session:
-        run = session.get(TrainingRun, run_id)
-        if run is None:
-            raise PermanentJobError(f"training run {run_id} no longer exists")
-        epochs = int(run.config.get("epochs", 1))
+    try:
+        epochs = planned_epochs(ctx.engine, run_id)
+    except (DomainError, TrainerError) as err:
+        raise PermanentJobError(err.message) from err
     report_id = ctx.params.get("impact_report_id")
     if report_id:
-        from db.impact_reports import mark_running
-        from db.session import session_scope
-
-        with session_scope(ctx.engine) as session:
-            mark_running(session, int(report_id))
+        mark_report_running(ctx.engine, int(report_id))
     try:
         return _execute(ctx, run_id, epochs)
     finally:
@@ -74,8 +69,8 @@ def run_train(ctx: JobContext) -> dict[str, Any]:
 def _settle_report(engine: Any, report_id: int) -> None:
     import logging
 
-    from db.errors import NotFoundError
-    from trainer.impact import settle
+    from core.errors import NotFoundError
+    from services.impact import settle
 
     try:
         settle(engine, report_id)
@@ -86,7 +81,7 @@ def _settle_report(engine: Any, report_id: int) -> None:
 
 
 def _execute(ctx: JobContext, run_id: int, epochs: int) -> dict[str, Any]:
-    from trainer.runs import execute_run, record_end
+    from services.run_execution import execute_run, record_end
 
     try:
         return execute_run(
@@ -101,7 +96,7 @@ def _execute(ctx: JobContext, run_id: int, epochs: int) -> dict[str, Any]:
         raise
     except LeaseLost:
         raise  # another worker owns the job (and the run) now
-    except DomainError as err:  # bad config or data, an encoder that cannot load: a retry cannot fix it
+    except (DomainError, TrainerError) as err:  # bad config or data, an encoder that cannot load
         record_end(ctx.engine, run_id, JobStatus.failed, err.message)
         raise PermanentJobError(err.message) from err
     except Exception as err:
@@ -115,7 +110,7 @@ def _execute(ctx: JobContext, run_id: int, epochs: int) -> dict[str, Any]:
 
 @handler("pseudo_label")
 def run_pseudo_label(ctx: JobContext) -> dict[str, Any]:
-    from trainer.serving import execute_pseudo_labels
+    from services.prediction import execute_pseudo_labels
 
     def on_event(event: dict[str, Any]) -> None:
         ctx.report(done=event.get("done"), total=event.get("total"), phase="predicting")
@@ -130,5 +125,5 @@ def run_pseudo_label(ctx: JobContext) -> dict[str, Any]:
             progress=on_event,
             finish=lambda session, result: ctx.complete_in(session, result),
         )
-    except DomainError as err:
+    except (DomainError, TrainerError) as err:
         raise PermanentJobError(err.message) from err

@@ -10,11 +10,9 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from api.schemas import DatasetRead, DatasetUpdate, ExportJobCreate, ImportResultRead, JobRead
-from db import queue
-from db.datasets import dataset_stats, delete_dataset, get_dataset, list_datasets, parse_include
-from db.errors import TooLargeError, ValidationFailed
-from db.exporter import iter_export
-from db.importer import ImportSpec, import_file
+from core.errors import TooLargeError, ValidationFailed
+from services import datasets as dataset_service
+from services.importing import ImportSpec
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -22,29 +20,25 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 @router.get("", response_model=list[DatasetRead])
 def datasets(session: SessionDep, _user: CurrentUser) -> list:
     """All datasets with their tasks and label sets."""
-    return list_datasets(session)
+    return dataset_service.all_datasets(session)
 
 
 @router.get("/{name}", response_model=DatasetRead)
 def dataset(name: str, session: SessionDep, _user: CurrentUser):  # type: ignore[no-untyped-def]
     """One dataset."""
-    return get_dataset(session, name)
+    return dataset_service.dataset_named(session, name)
 
 
 @router.patch("/{name}", response_model=DatasetRead)
 def update_dataset(name: str, body: DatasetUpdate, session: SessionDep, _admin: AdminUser):  # type: ignore[no-untyped-def]
     """Change a dataset's review settings (reviews required per variant, guidelines, language)."""
-    ds = get_dataset(session, name)
-    for key, value in body.model_dump(exclude_none=True).items():
-        setattr(ds, key, value)
-    session.flush()
-    return ds
+    return dataset_service.update_settings(session, name, body.model_dump(exclude_none=True))
 
 
 @router.delete("/{name}", status_code=204)
 def remove_dataset(name: str, session: SessionDep, _admin: AdminUser) -> None:
     """Delete a dataset with its samples, reviews and jobs."""
-    delete_dataset(session, name)
+    dataset_service.remove(session, name)
 
 
 def _parse_labels(raw: str | None) -> dict[str, list[str]]:
@@ -86,14 +80,13 @@ async def import_dataset(
     spec = ImportSpec(dataset=name, tasks=tasks, text_col=text_col, split_col=split_col or None,
                       id_col=id_col or None, language=language, label_order=_parse_labels(labels),
                       split_seed=split_seed)
-    result = import_file(session, data, spec, filename=file.filename)
-    return result.as_dict()
+    return dataset_service.import_upload(session, data, spec, file.filename).as_dict()
 
 
 @router.get("/{name}/stats")
 def stats(name: str, session: SessionDep, _user: CurrentUser) -> dict:
     """Counts per task × label × split, by origin and review status, and the imbalance ratio per task."""
-    return dataset_stats(session, get_dataset(session, name))
+    return dataset_service.class_balance(session, name)
 
 
 @router.get("/{name}/export", responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}})
@@ -105,20 +98,13 @@ def export(
     include: Annotated[str, Query(description="original, approved, pending, rejected")] = "original,approved",
 ) -> StreamingResponse:
     """The training view (originals + approved variants by default) with provenance columns, streamed."""
-    ds = get_dataset(session, name)
-    chosen = parse_include(include)
-    media = "text/csv" if format == "csv" else "application/x-ndjson"
-    # Materialise before the session closes (the request's session ends when the route returns).
-    body = "".join(iter_export(session, ds, chosen, format))
-    filename = f"{ds.name}.{format}".replace('"', "")
-    return StreamingResponse(iter([body]), media_type=media,
-                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    # Materialised before the session closes (the request's session ends when the route returns).
+    out = dataset_service.export_now(session, name, format, include)
+    return StreamingResponse(iter([out.body]), media_type=out.media_type,
+                             headers={"Content-Disposition": f'attachment; filename="{out.filename}"'})
 
 
 @router.post("/{name}/exports", response_model=JobRead, status_code=202)
 def export_job(name: str, body: ExportJobCreate, session: SessionDep, user: CurrentUser):  # type: ignore[no-untyped-def]
     """Export as a background job (large datasets); download with GET /jobs/{id}/artifact."""
-    ds = get_dataset(session, name)
-    parse_include(body.include)
-    return queue.enqueue(session, "export", {"dataset": ds.name, "format": body.format, "include": body.include},
-                         dataset_id=ds.id, created_by=user.id)
+    return dataset_service.queue_export(session, name, body.format, body.include, user.id)

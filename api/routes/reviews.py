@@ -16,11 +16,11 @@ from api.review_schemas import (
     SampleFamily,
     SampleRead,
 )
-from db.datasets import get_dataset
-from db.models import ReviewStatus
-from db.review_decisions import BulkSelection, bulk_decide, decide
-from db.review_stats import agreement, review_progress
-from db.reviews import REVIEWABLE_ORIGINS, SORTS, QueueFilter, review_queue, sample_family
+from db.models import Origin
+from services import review
+from services.review import SORTS, BulkSelection
+
+REVIEWABLE_ORIGINS = (Origin.augmented.value, Origin.pseudo_label.value)
 
 router = APIRouter(tags=["reviews"])
 
@@ -29,8 +29,8 @@ def _split(raw: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in (raw or "").split(",") if p.strip())
 
 
-def _filter(body: QueueFilterBody) -> QueueFilter:
-    return QueueFilter(
+def _filter(body: QueueFilterBody):  # type: ignore[no-untyped-def]
+    return review.queue_filter(
         origins=tuple(body.origin or REVIEWABLE_ORIGINS),
         task=body.task,
         label=body.label,
@@ -75,12 +75,8 @@ def queue(
     page_size: Annotated[int | None, Query(ge=1, le=200)] = None,
 ) -> dict[str, Any]:
     """Variants to review, filtered and sorted, one page at a time, with the source text of each family."""
-    ds = get_dataset(session, name)
-    statuses = _split(status)
-    if unreviewed is None:
-        unreviewed = ds.reviews_required > 1 and ReviewStatus.pending.value in statuses
-    f = QueueFilter(
-        statuses=statuses,
+    f = review.queue_filter(
+        statuses=_split(status),
         origins=_split(origin),
         task=task or None,
         label=label or None,
@@ -93,18 +89,12 @@ def queue(
         flagged=flagged,
         parent_id=parent_id,
         job_id=job_id,
-        not_reviewed_by=user.id if unreviewed else None,
     )
-    result = review_queue(
-        session,
-        ds,
-        f,
-        sort=sort,
-        page=page,
-        page_size=page_size or settings.review_page_size,
-        count_ahead=settings.review_count_ahead,
-        viewer_id=user.id,
+    view = review.queue_page(
+        session, name, user, f, unreviewed=unreviewed, sort=sort, page=page,
+        page_size=page_size or settings.review_page_size, count_ahead=settings.review_count_ahead,
     )
+    result = view.page
     items = [
         {**SampleRead.model_validate(s).model_dump(), "votes": result.votes.get(s.id, {})}
         for s in result.items
@@ -116,15 +106,15 @@ def queue(
         "total_capped": result.total_capped,
         "page": result.page,
         "page_size": result.page_size,
-        "reviews_required": ds.reviews_required,
-        "not_reviewed_by_me": unreviewed,
+        "reviews_required": view.dataset.reviews_required,
+        "not_reviewed_by_me": view.not_reviewed_by_me,
     }
 
 
 @router.get("/samples/{sample_id}", response_model=SampleFamily)
 def sample(sample_id: ResourceId, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
     """A sample with its family (source and every variant of it) and its review history."""
-    return sample_family(session, sample_id)
+    return review.family(session, sample_id)
 
 
 @router.post(
@@ -136,7 +126,7 @@ def decision(
     sample_id: ResourceId, body: DecisionCreate, session: SessionDep, settings: SettingsDep, user: CurrentUser
 ):  # type: ignore[no-untyped-def]
     """Approve, reject (with a reason) or edit-then-approve a variant, at the version you saw."""
-    return decide(
+    return review.decide(
         session,
         sample_id,
         user,
@@ -162,15 +152,14 @@ def bulk_decisions(
     Without `confirm` it only counts; with it, it applies your vote to every pending variant of the selection
     that you have not voted on yet.
     """
-    ds = get_dataset(session, name)
     selection = BulkSelection(
         sample_ids=body.sample_ids,
         parent_id=body.parent_id,
         filter=_filter(body.filter) if body.filter is not None else None,
     )
-    return bulk_decide(
+    return review.bulk_decide_in(
         session,
-        ds,
+        name,
         user,
         body.decision,
         selection,
@@ -184,10 +173,10 @@ def bulk_decisions(
 @router.get("/datasets/{name}/agreement")
 def dataset_agreement(name: str, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
     """Cohen's kappa per annotator pair and Krippendorff's alpha, overall, per method and per class."""
-    return agreement(session, get_dataset(session, name))
+    return review.dataset_agreement(session, name)
 
 
 @router.get("/datasets/{name}/review-progress")
 def progress(name: str, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
     """Per class: variants pending / approved / rejected, and approved against the latest plan's target."""
-    return review_progress(session, get_dataset(session, name))
+    return review.dataset_progress(session, name)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from fastapi import APIRouter
 
 from api.deps import AdminUser, CurrentUser, ResourceId, SessionDep
 from api.schemas import TokenCreate, TokenIssued, TokenRead, UserRead
-from db import auth
-from db.models import utcnow
+from services import tokens as token_service
 
 router = APIRouter(tags=["tokens"])
 
@@ -25,19 +22,18 @@ def list_tokens(session: SessionDep, _admin: AdminUser) -> list[TokenRead]:
     """Every token, without the token itself (never stored)."""
     return [TokenRead(id=t.id, name=t.user.name, role=t.user.role, prefix=t.prefix, created_at=t.created_at,
                       expires_at=t.expires_at, revoked_at=t.revoked_at, last_used_at=t.last_used_at)
-            for t in auth.list_tokens(session)]
+            for t in token_service.all_tokens(session)]
 
 
 @router.post("/tokens", response_model=TokenIssued, status_code=201)
 def create_token(body: TokenCreate, session: SessionDep, _admin: AdminUser) -> TokenIssued:
     """Issue a token for a (new or existing) user; the response is the only time it is shown."""
-    expires = utcnow() + timedelta(days=body.expires_in_days) if body.expires_in_days else None
-    issued = auth.create_token(session, body.name, body.role, expires)
+    issued = token_service.issue(session, body.name, body.role, body.expires_in_days)
     return TokenIssued(id=issued.token_id, name=issued.user.name, role=issued.user.role, token=issued.token,
-                       expires_at=expires)
+                       expires_at=issued.expires_at)
 
 
 @router.post("/tokens/{token_id}/revoke", response_model=dict)
 def revoke_token(token_id: ResourceId, session: SessionDep, _admin: AdminUser) -> dict:
     """Revoke a token; requests with it get 401 from now on."""
-    return {"revoked": auth.revoke_token(session, token_id)}
+    return {"revoked": token_service.revoke(session, token_id)}

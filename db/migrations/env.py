@@ -18,7 +18,7 @@ def run_migrations() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    from augloop.settings import get_settings
+    from core.settings import get_settings
 
     url = config.get_main_option("sqlalchemy.url") or get_settings().resolved_database_url
     engine = create_engine(url)

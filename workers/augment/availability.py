@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from augloop.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 READY, DOWNLOAD, UNAVAILABLE = "ready", "download", "unavailable"
 _STATE_ORDER = {READY: 0, DOWNLOAD: 1, UNAVAILABLE: 2}

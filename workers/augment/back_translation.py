@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from db.textnorm import content_hash
+from core.textnorm import content_hash
 from workers.augment import params as P
 from workers.augment.base import Variant, derive_seed
 from workers.augment.catalog import base_language

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from augloop.settings import Settings
-from db.errors import ValidationFailed
+from core.errors import ValidationFailed
+from core.settings import Settings
 from workers.augment.params import METHOD_PARAMS, FilterParams, ParamError, as_dict, parse
 
 METHODS = ("backtranslation", "mlm", "wordnet")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from db.textnorm import content_hash, normalize_text
+from core.textnorm import content_hash, normalize_text
 from workers.augment.params import FilterParams
 
 FILTER_NAMES = ("empty", "identical_to_source", "duplicate", "length_ratio", "leakage", "low_similarity")

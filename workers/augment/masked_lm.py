@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from db.textnorm import content_hash
+from core.textnorm import content_hash
 from workers.augment import params as P
 from workers.augment.base import Variant, apply_edits, derive_seed, match_case
 from workers.augment.models import LoadedModel, ModelUnavailable

@@ -2,7 +2,7 @@
 
 Device: AUGLOOP_AUGMENT_DEVICE, else cuda when available, else cpu. On cuda the weights load in bfloat16 (or
 float16 where bf16 is unsupported); on cpu in float32. A model that cannot be found locally or on the hub
-fails the job permanently with a message naming the model and the setting to change (a retry cannot fix it).
+raises ModelUnavailable (the job fails permanently) with a message naming the model and the setting to change (a retry cannot fix it).
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from augloop.settings import Settings, get_settings
-from workers.registry import PermanentJobError
+from core.settings import Settings, get_settings
 
 log = logging.getLogger("augloop.augment")
 
@@ -23,8 +22,10 @@ _augmenters: dict[tuple[Any, ...], Any] = {}
 _threads_set = False
 
 
-class ModelUnavailable(PermanentJobError):
-    """The configured model (or data) is missing: the message says what to install or which setting to set."""
+class ModelUnavailable(Exception):
+    """The configured model (or data) is missing: the message says what to install or which setting to set.
+
+    A retry cannot fix it: the augment job handler fails its job permanently."""
 
 
 @dataclass
@@ -134,7 +135,7 @@ def get_augmenter(method: str, language: str, settings: Settings | None = None):
     elif method == "wordnet":
         key = (method, str(settings.nltk_data))
     else:
-        raise PermanentJobError(f"unknown augmentation method {method!r}")
+        raise ModelUnavailable(f"unknown augmentation method {method!r}")
     with _lock:
         augmenter = _augmenters.get(key)
         if augmenter is None:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from db.textnorm import content_hash
+from core.textnorm import content_hash
 from workers.augment import params as P
 from workers.augment.base import Variant, apply_edits, derive_seed, match_case
 from workers.augment.models import ModelUnavailable

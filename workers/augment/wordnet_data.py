@@ -21,7 +21,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from augloop.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
 LEXNAMES = Path(__file__).resolve().parent / "data" / "lexnames"

@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from augloop.settings import get_settings
-from db.errors import TooLargeError, ValidationFailed
+from core.errors import TooLargeError, ValidationFailed
+from core.settings import get_settings
+from core.textnorm import content_hash
 from db.models import Dataset, Origin, Sample, SampleLabel, Split
-from db.textnorm import content_hash
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "dev": "val", "test": "test", "testing": "test"}

@@ -18,6 +18,7 @@ db.impact_reports.finish_report lets only the first outcome land.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,15 @@ import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from core.errors import ConflictError, NotFoundError, ValidationFailed
 from db import impact_reports as db_reports
 from db import queue
-from db.errors import ConflictError, NotFoundError, ValidationFailed
 from db.models import Dataset, ImpactReport, Job, JobStatus
 from db.session import session_scope
 from trainer.config import TrainConfig
-from trainer.data import IGNORE
-from trainer.predict import read_predictions
+
+log = logging.getLogger("augloop.impact")
+from trainer.examples import IGNORE, read_predictions
 
 BASELINE = "originals"
 ALL = "all_approved"
@@ -66,7 +68,7 @@ def create_impact_report(
     `config` is shared by every arm; each arm then sets its own `variants`/`exclude_methods` and each run its
     `seed`, so those keys of the caller's overrides do not survive.
     """
-    from trainer.runs import create_training_runs
+    from services.training import create_training_runs
 
     seeds = list(DEFAULT_SEEDS if seeds is None else seeds)
     if not seeds:
@@ -182,19 +184,104 @@ def settle(engine: Engine, report_id: int) -> str:
         return db_reports.get_report(session, report_id).status
 
 
+def mark_report_running(engine: Engine, report_id: int) -> None:
+    with session_scope(engine) as session:
+        db_reports.mark_running(session, report_id)
+
+
 def stop_open_runs(session: Session, runs: list[Any]) -> None:
     """A failed report needs no more training: cancel its queued runs now, ask running ones to stop."""
     from db import training_runs as db_runs
+    from services.jobs import cancel_job
 
     for run in runs:
         if run.status in queue.TERMINAL or run.job_id is None:
             continue
         try:
-            job = queue.request_cancel(session, run.job_id)
+            job = cancel_job(session, run.job_id)
         except (ConflictError, NotFoundError):
             continue
         if job.status == JobStatus.cancelled:  # it never started: no handler will record the run's end
             db_runs.end_run(session, run.id, JobStatus.cancelled, "cancelled: the impact report failed")
+
+
+def report_view(session: Session, report: ImpactReport, dataset_name: str) -> dict[str, Any]:
+    return {
+        "id": report.id,
+        "dataset": dataset_name,
+        "status": report.status,
+        "params": report.params or {},
+        "run_ids": report.run_ids or {},
+        "progress": progress(report, db_reports.report_runs(session, report)),
+        "result": report.result,
+        "created_at": report.created_at,
+        "finished_at": report.finished_at,
+    }
+
+
+def settle_decided(session: Session, engine: Engine, reports: list[ImpactReport]) -> bool:
+    """Settle the open reports that are decided: all their runs ended, or one failed. The worker that ends a
+    run settles its report; if that worker died before it could (or the queue failed the run after losing
+    its worker), the next read does. Returns whether any report was settled (the caller then reads again)."""
+    stuck = [
+        report.id
+        for report in reports
+        if report.status in db_reports.OPEN and decided(report, db_reports.report_runs(session, report))
+    ]
+    if not stuck:
+        return False
+    session.commit()  # end the caller's read transaction, so the next read sees the settled report
+    for report_id in stuck:
+        try:
+            settle(engine, report_id)
+        except Exception:  # noqa: BLE001 - busy database, report gone: show it unsettled; the next read retries
+            log.warning("settling impact report %s on read failed", report_id, exc_info=True)
+    session.expire_all()
+    return True
+
+
+def start_report(
+    session: Session,
+    dataset_name: str,
+    *,
+    seeds: list[int],
+    config_overrides: dict[str, Any],
+    methods: list[str] | None,
+    created_by: int | None,
+) -> tuple[dict[str, Any], list[Job]]:
+    """Queue the trainer on originals only, all approved variants, and each method left out, × seeds."""
+    from services.datasets import dataset_named
+    from services.training import default_config
+
+    dataset = dataset_named(session, dataset_name)
+    if len(set(seeds)) != len(seeds):
+        raise ValidationFailed("seeds must be distinct", field="seeds")
+    config = default_config(config_overrides)
+    report, jobs = create_impact_report(
+        session, dataset, config, seeds=seeds, methods=methods, created_by=created_by
+    )
+    return report_view(session, report, dataset.name), jobs
+
+
+def list_report_views(
+    session: Session, engine: Engine, dataset_name: str, limit: int = 50, offset: int = 0
+) -> list[dict[str, Any]]:
+    from services.datasets import dataset_named
+
+    dataset = dataset_named(session, dataset_name)
+    reports = db_reports.list_reports(session, dataset, limit, offset)
+    if settle_decided(session, engine, reports):
+        reports = db_reports.list_reports(session, dataset, limit, offset)
+    return [report_view(session, r, dataset.name) for r in reports]
+
+
+def report_details(session: Session, engine: Engine, report_id: int) -> dict[str, Any]:
+    """Status, progress (ended runs / all runs) and, once every run has ended, the result."""
+    report = db_reports.get_report(session, report_id)
+    if settle_decided(session, engine, [report]):
+        report = db_reports.get_report(session, report_id)
+    dataset = session.get_one(Dataset, report.dataset_id)
+    return report_view(session, report, dataset.name)
 
 
 # The statistics ------------------------------------------------------------------------------------

@@ -8,26 +8,31 @@ third.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from db.errors import ConflictError, TooLargeError, ValidationFailed
+from core.errors import ConflictError, TooLargeError, ValidationFailed
+from core.textnorm import content_hash
 from db.models import Dataset, Decision, Origin, RejectReason, Review, ReviewStatus, Sample, User, utcnow
 from db.reviews import (
     APPROVING,
+    REVIEWABLE_ORIGINS,
+    SORTS,
     QueueFilter,
+    QueuePage,
     conditions,
     get_sample,
     latest_votes,
     not_voted_by,
     pending_only,
     pending_variant_condition,
+    review_queue,
+    sample_family,
     sample_state,
 )
-from db.textnorm import content_hash
 
 CHUNK = (
     500  # ids per statement: well under SQLite's bound-parameter limit, big enough to amortise round trips
@@ -289,3 +294,109 @@ def bulk_decide(
     session.expire_all()  # the identity map holds pre-update copies of some of these rows
     result["statuses"] = statuses
     return result
+
+
+# The queue, as the doors ask for it ---------------------------------------------------------------
+
+
+def queue_filter(
+    *,
+    statuses: tuple[str, ...] = (ReviewStatus.pending.value,),
+    origins: tuple[str, ...] = REVIEWABLE_ORIGINS,
+    task: str | None = None,
+    label: str | None = None,
+    methods: tuple[str, ...] = (),
+    min_similarity: float | None = None,
+    max_similarity: float | None = None,
+    min_consistency: float | None = None,
+    max_consistency: float | None = None,
+    search: str | None = None,
+    flagged: bool | None = None,
+    parent_id: int | None = None,
+    job_id: int | None = None,
+    not_reviewed_by: int | None = None,
+) -> QueueFilter:
+    return QueueFilter(
+        statuses=statuses or (ReviewStatus.pending.value,),
+        origins=origins or REVIEWABLE_ORIGINS,
+        task=task or None,
+        label=label or None,
+        methods=methods,
+        min_similarity=min_similarity,
+        max_similarity=max_similarity,
+        min_consistency=min_consistency,
+        max_consistency=max_consistency,
+        search=search,
+        flagged=flagged,
+        parent_id=parent_id,
+        job_id=job_id,
+        not_reviewed_by=not_reviewed_by,
+    )
+
+
+@dataclass
+class QueueView:
+    page: QueuePage
+    dataset: Dataset
+    not_reviewed_by_me: bool
+
+
+def queue_page(
+    session: Session,
+    dataset_name: str,
+    viewer: User,
+    f: QueueFilter,
+    *,
+    unreviewed: bool | None,
+    sort: str,
+    page: int,
+    page_size: int,
+    count_ahead: int,
+) -> QueueView:
+    """One page of a dataset's queue for `viewer`. With more than one review required, a pending queue hides
+    what the viewer already voted on unless they ask otherwise."""
+    from services.datasets import dataset_named
+
+    dataset = dataset_named(session, dataset_name)
+    if sort not in SORTS:
+        raise ValidationFailed(f"sort must be one of {', '.join(SORTS)}; got {sort!r}", field="sort")
+    if unreviewed is None:
+        unreviewed = dataset.reviews_required > 1 and ReviewStatus.pending.value in f.statuses
+    f = replace(f, not_reviewed_by=viewer.id if unreviewed else None)
+    result = review_queue(
+        session, dataset, f, sort=sort, page=page, page_size=page_size, count_ahead=count_ahead,
+        viewer_id=viewer.id,
+    )
+    return QueueView(result, dataset, unreviewed)
+
+
+def family(session: Session, sample_id: int) -> dict[str, Any]:
+    """A sample with its family (source and every variant of it) and its review history."""
+    return sample_family(session, sample_id)
+
+
+def bulk_decide_in(
+    session: Session,
+    dataset_name: str,
+    user: User,
+    decision: str,
+    selection: BulkSelection,
+    **options: Any,
+) -> dict[str, Any]:
+    from services.datasets import dataset_named
+
+    return bulk_decide(session, dataset_named(session, dataset_name), user, decision, selection, **options)
+
+
+def dataset_agreement(session: Session, dataset_name: str) -> dict[str, Any]:
+    from services.datasets import dataset_named
+    from services.review_stats import agreement
+
+    return agreement(session, dataset_named(session, dataset_name))
+
+
+def dataset_progress(session: Session, dataset_name: str) -> dict[str, Any]:
+    from services.datasets import dataset_named
+    from services.review_stats import review_progress
+
+    return review_progress(session, dataset_named(session, dataset_name))

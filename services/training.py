@@ -1,39 +1,23 @@
-"""Training runs end to end, shared by the `train` job and the in-process CLI; and ensembles of runs.
-
-Every database step is a short transaction of its own: read the data, then train or predict with no
-transaction open, then write the outcome (and, for a job, its completion) in one final transaction.
-"""
+"""Training: configs checked against the dataset, runs queued (one per seed), followed, combined into
+ensembles. Executing a run is services.run_execution; serving a model is services.prediction."""
 
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from sqlalchemy import Engine
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from augloop.settings import get_settings
+from core.errors import ValidationFailed
+from core.settings import get_settings
+from db import queue
 from db import training_runs as db_runs
-from db.errors import ValidationFailed
-from db.models import Dataset, JobStatus, TrainingRun, utcnow
-from db.session import readonly_engine, session_scope
+from db.models import Dataset, Job, JobStatus, TrainingRun, utcnow
 from trainer.config import TrainConfig
-from trainer.data import TaskSpec, load_split_data
 from trainer.ensemble import build_ensemble
-from trainer.metrics import summary_line
-from trainer.predict import (
-    predict_texts,
-    probs_to_json,
-    read_predictions,
-)
-from trainer.train import save_artifacts, train_model
-
-ProgressFn = Callable[[dict[str, Any]], None]
-FinishFn = Callable[[Session, dict[str, Any]], None]
+from trainer.examples import read_predictions
 
 
 def runs_root() -> Path:
@@ -94,132 +78,6 @@ def create_training_runs(
             )
         )
     return runs
-
-
-# Training ------------------------------------------------------------------------------------------
-
-
-def execute_run(
-    engine: Engine,
-    run_id: int,
-    *,
-    job_id: int | None = None,
-    progress: ProgressFn | None = None,
-    finish: FinishFn | None = None,
-) -> dict[str, Any]:
-    """Train run `run_id`, save its artifacts, score the dataset's pending variants, record everything.
-
-    Raises on failure; the caller records the outcome with `record_end` (it knows cancel from failure).
-    """
-    emit = progress or (lambda _e: None)
-    with session_scope(engine) as session:
-        run = db_runs.mark_running(session, run_id, job_id)
-        dataset = session.get_one(Dataset, run.dataset_id)
-        config = TrainConfig.from_dict(run.config)
-        data = load_split_data(
-            session,
-            dataset,
-            config.tasks,
-            variants=config.variants,
-            exclude_methods=config.exclude_methods,
-        )
-        dataset_id = dataset.id
-    if config.num_threads is None and get_settings().trainer_threads > 0:
-        config = config.with_overrides({"num_threads": get_settings().trainer_threads})
-
-    def on_event(event: dict[str, Any]) -> None:
-        emit(event)  # first: a job that lost its lease or was cancelled raises here and records nothing more
-        if event["event"] == "epoch":
-            entry = {k: v for k, v in event.items() if k != "event"}
-            with session_scope(engine) as s:
-                db_runs.record_epoch(s, run_id, entry)
-
-    result = train_model(config, data, progress=on_event)
-    out_dir = runs_root() / str(run_id)
-    if out_dir.exists():  # a previous attempt of this run
-        shutil.rmtree(out_dir)
-    save_artifacts(result, out_dir)
-
-    emit({"event": "phase", "phase": "scoring pending variants"})
-    with session_scope(readonly_engine(engine)) as session:
-        variants = db_runs.pending_variants(session, dataset_id)
-    scores = consistency_scores(result.model, result.tokenizer, data.tasks, variants, config.max_length, emit)
-    summary = {
-        "run_id": run_id,
-        "artifact_dir": str(out_dir),
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.curve),
-        "train_samples": len(result.snapshot),
-        "val_macro_f1": result.metrics["val"]["overall_macro_f1"],
-        "test_macro_f1": (result.metrics["test"] or {}).get("overall_macro_f1"),
-        "variants_scored": 0,
-    }
-    with session_scope(engine) as session:
-        db_runs.finish_run(
-            session,
-            run_id,
-            metrics=result.metrics,
-            curve=result.curve,
-            snapshot=result.snapshot,
-            artifact_dir=str(out_dir),
-        )
-        summary["variants_scored"] = db_runs.apply_consistency_scores(session, run_id, scores)
-        if finish:
-            finish(session, summary)
-    emit(
-        {
-            "event": "finished",
-            **summary,
-            "summary": summary_line(result.metrics["test"] or result.metrics["val"]),
-        }
-    )
-    return summary
-
-
-def record_end(engine: Engine, run_id: int, status: str, error: str | None = None) -> None:
-    with session_scope(engine) as session:
-        db_runs.end_run(session, run_id, status, error[-4000:] if error else None)
-
-
-def consistency_scores(
-    model: Any,
-    tokenizer: Any,
-    tasks: list[TaskSpec],
-    variants: list[db_runs.PendingVariant],
-    max_length: int,
-    emit: ProgressFn,
-) -> list[db_runs.ConsistencyScore]:
-    """Per variant: p(intended label) per task; consistency = minimum over tasks; flag = another argmax."""
-    if not variants:
-        return []
-    probs = predict_texts(
-        model,
-        tokenizer,
-        [v.text for v in variants],
-        max_length=max_length,
-        on_batch=lambda d, t: emit({"event": "scoring", "done": d, "total": t}),
-    )
-    as_json = probs_to_json(tasks, probs)
-    out = []
-    for i, variant in enumerate(variants):
-        intended, flag = [], False
-        for t in tasks:
-            label = variant.labels.get(t.name)
-            if label is None or label not in t.labels:
-                continue
-            k = t.labels.index(label)
-            intended.append(float(probs[t.name][i, k]))
-            flag = flag or int(np.argmax(probs[t.name][i])) != k
-        out.append(
-            db_runs.ConsistencyScore(
-                variant.id,
-                variant.version,
-                min(intended) if intended else None,
-                flag if intended else None,
-                as_json[i],
-            )
-        )
-    return out
 
 
 # Ensembles -----------------------------------------------------------------------------------------
@@ -308,3 +166,140 @@ def create_ensemble(
     run.finished_at = utcnow()
     session.flush()
     return run
+
+
+# Requests ------------------------------------------------------------------------------------------
+
+
+def start_training(
+    session: Session,
+    dataset_name: str,
+    overrides: dict[str, Any],
+    seeds: list[int],
+    *,
+    name: str = "",
+    created_by: int | None = None,
+) -> list[tuple[TrainingRun, Job]]:
+    """Queue a training run per seed, each as a `train` job (2 attempts)."""
+    from services.datasets import dataset_named
+
+    dataset = dataset_named(session, dataset_name, field="dataset")
+    config = default_config(overrides)
+    runs = create_training_runs(session, dataset, config, seeds, name=name, created_by=created_by)
+    out = []
+    for run in runs:
+        job = queue.enqueue(
+            session,
+            "train",
+            {"run_id": run.id, "dataset": dataset.name},
+            dataset_id=dataset.id,
+            created_by=created_by,
+            progress_total=config.epochs,
+            max_attempts=2,
+        )
+        run.job_id = job.id
+        out.append((run, job))
+    session.flush()
+    return out
+
+
+def run_summary(run: TrainingRun, dataset_name: str, job: Job | None) -> dict[str, Any]:
+    """A run's headline: status, scores, live progress of its job."""
+    metrics = run.metrics or {}
+    return {
+        "id": run.id,
+        "dataset": dataset_name,
+        "name": run.name,
+        "kind": run.kind,
+        "status": run.status,
+        "job_id": run.job_id,
+        "member_ids": list(run.member_ids or []),
+        "encoder": (run.config or {}).get("encoder"),
+        "seed": (run.config or {}).get("seed"),
+        "val_macro_f1": (metrics.get("val") or {}).get("overall_macro_f1"),
+        "test_macro_f1": (metrics.get("test") or {}).get("overall_macro_f1"),
+        "best_epoch": metrics.get("best_epoch"),
+        "epochs_done": len(run.curve or []),
+        "progress": (
+            {
+                "status": job.status,
+                "done": job.progress_done,
+                "total": job.progress_total,
+                **(job.progress_info or {}),
+            }
+            if job is not None
+            else None
+        ),
+        "error": run.error,
+        "created_at": run.created_at,
+        "finished_at": run.finished_at,
+    }
+
+
+def run_details(run: TrainingRun, dataset_name: str, job: Job | None) -> dict[str, Any]:
+    """A run in full: config, curve, metrics per task and class, artifact location."""
+    return {
+        **run_summary(run, dataset_name, job),
+        "config": run.config or {},
+        "curve": run.curve or [],
+        "metrics": run.metrics or {},
+        "snapshot_size": len(run.snapshot or []),
+        "artifact_dir": run.artifact_dir,
+    }
+
+
+def _jobs_of(session: Session, runs: list[TrainingRun]) -> dict[int, Job]:
+    ids = [r.job_id for r in runs if r.job_id is not None]
+    return {j.id: j for j in session.scalars(select(Job).where(Job.id.in_(ids)))} if ids else {}
+
+
+def list_training_runs(
+    session: Session,
+    *,
+    dataset: str | None = None,
+    kind: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Runs and ensembles, newest first, with their headline scores and live progress."""
+    from services.datasets import dataset_named
+
+    ds = dataset_named(session, dataset, field="dataset") if dataset else None
+    runs = db_runs.list_runs(session, ds, kind, status, limit, offset)
+    names = dict(session.execute(select(Dataset.id, Dataset.name)).tuples().all())
+    jobs = _jobs_of(session, runs)
+    return [run_summary(r, names.get(r.dataset_id, ""), jobs.get(r.job_id or -1)) for r in runs]
+
+
+def training_run(session: Session, run_id: int) -> dict[str, Any]:
+    run = db_runs.get_run(session, run_id)
+    dataset = session.get_one(Dataset, run.dataset_id)
+    return run_details(run, dataset.name, session.get(Job, run.job_id) if run.job_id else None)
+
+
+def run_snapshot(session: Session, run_id: int) -> dict[str, Any]:
+    """The [sample_id, content_hash] pairs the run trained on."""
+    run = db_runs.get_run(session, run_id)
+    return {"run_id": run.id, "size": len(run.snapshot or []), "snapshot": run.snapshot or []}
+
+
+def ensemble_details(session: Session, run: TrainingRun) -> dict[str, Any]:
+    return run_details(run, session.get_one(Dataset, run.dataset_id).name, None)
+
+
+def create_runs_for(
+    session: Session,
+    dataset_name: str,
+    overrides: dict[str, Any],
+    seeds: list[int],
+    *,
+    name: str = "",
+    created_by: int | None = None,
+) -> list[TrainingRun]:
+    """Runs (one per seed) for in-process training, without jobs."""
+    from services.datasets import dataset_named
+
+    dataset = dataset_named(session, dataset_name, field="dataset")
+    return create_training_runs(session, dataset, default_config(overrides), seeds, name=name,
+                                created_by=created_by)

@@ -5,6 +5,7 @@ Reads happen in a short read-only transaction, prediction with none open, writes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,14 +14,16 @@ import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from augloop.settings import get_settings
+from core.errors import TooLargeError, ValidationFailed
+from core.settings import Settings, get_settings
+from db import queue
 from db import training_runs as db_runs
 from db.datasets import get_dataset
-from db.errors import ValidationFailed
-from db.models import Dataset, JobStatus
+from db.models import Dataset, Job, JobStatus
 from db.session import readonly_engine, session_scope
-from trainer.predict import EnsemblePredictor, RunPredictor, cached_predictor, probs_to_json
-from trainer.runs import FinishFn, ProgressFn
+
+ProgressFn = Callable[[dict[str, Any]], None]
+FinishFn = Callable[[Session, dict[str, Any]], None]
 
 # Models for prediction (a run or an ensemble) -----------------------------------------------------
 
@@ -67,10 +70,14 @@ def model_spec(session: Session, model_id: int, *, field_name: str = "model_id")
     )
 
 
-def load_predictor(spec: ModelSpec) -> RunPredictor | EnsemblePredictor:
+def load_predictor(spec: ModelSpec) -> Any:
+    """A RunPredictor or EnsemblePredictor for `spec`, loaded once per process (an LRU cache)."""
+    # The ML stack loads on first use: the API serves everything else without importing torch.
+    from trainer.predict import EnsemblePredictor, RunPredictor, cached_predictor
+
     settings = get_settings()
 
-    def build() -> RunPredictor | EnsemblePredictor:
+    def build() -> Any:
         if settings.trainer_threads > 0:
             import torch
 
@@ -81,6 +88,52 @@ def load_predictor(spec: ModelSpec) -> RunPredictor | EnsemblePredictor:
         return members[0]
 
     return cached_predictor(spec.cache_key, build, capacity=settings.trainer_model_cache)
+
+
+def predict(session: Session, model_id: int, texts: list[str], settings: Settings) -> dict[str, Any]:
+    """Per-task labels and probabilities for texts. Ends the caller's transaction before the model runs."""
+    from trainer.predict import probs_to_json
+
+    if len(texts) > settings.trainer_predict_max_texts:
+        raise TooLargeError(f"at most {settings.trainer_predict_max_texts} texts per request", field="texts")
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise ValidationFailed(f"texts[{i}] is empty", field=f"texts.{i}")
+        if len(text) > settings.max_text_chars:
+            raise TooLargeError(f"texts[{i}] exceeds {settings.max_text_chars} characters", field=f"texts.{i}")
+    spec = model_spec(session, model_id)
+    session.commit()  # no transaction may stay open while a model runs
+    predictor = load_predictor(spec)
+    probs = predictor.predict_proba(texts)
+    tasks = predictor.tasks
+    labels = [{t.name: t.labels[int(probs[t.name][i].argmax())] for t in tasks} for i in range(len(texts))]
+    return {
+        "model_id": model_id,
+        "kind": spec.kind,
+        "tasks": [{"name": t.name, "labels": t.labels} for t in tasks],
+        "labels": labels,
+        "probabilities": probs_to_json(tasks, probs),
+    }
+
+
+def queue_pseudo_labels(
+    session: Session, dataset_name: str, model_id: int, threshold: float, user_id: int | None
+) -> Job:
+    """A `pseudo_label` job: label the dataset's unlabelled train texts; confident ones wait for review."""
+    from services.datasets import dataset_named
+
+    dataset = dataset_named(session, dataset_name)
+    spec = model_spec(session, model_id)
+    if spec.dataset_id != dataset.id:
+        raise ValidationFailed(f"run {model_id} was trained on another dataset", field="model_id")
+    return queue.enqueue(
+        session,
+        "pseudo_label",
+        {"dataset": dataset.name, "model_id": model_id, "threshold": threshold},
+        dataset_id=dataset.id,
+        created_by=user_id,
+        max_attempts=2,
+    )
 
 
 # Pseudo-labels -------------------------------------------------------------------------------------
@@ -108,6 +161,8 @@ def execute_pseudo_labels(
             raise ValidationFailed(f"run {model_id} was trained on another dataset", field="model_id")
         texts = db_runs.unlabelled_texts(session, dataset.id)
         dataset_id = dataset.id
+    from trainer.predict import probs_to_json
+
     predictor = load_predictor(spec)
     probs = predictor.predict_proba(
         [t.text for t in texts], on_batch=lambda d, n: emit({"event": "predict", "done": d, "total": n})

@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from core.errors import ValidationFailed
+from core.settings import get_settings
 from db.datasets import samples_for_view
-from db.errors import ValidationFailed
 from db.models import Dataset, Sample
 
 FORMATS = ("csv", "jsonl")
@@ -80,3 +82,16 @@ def write_export(session: Session, dataset: Dataset, include: set[str], fmt: str
             fh.write(chunk)
     tmp.replace(path)
     return counter[0]
+
+
+def export_to_file(engine: Engine, dataset_name: str, fmt: str, include: str, job_id: int) -> dict[str, Any]:
+    """The `export` job's work: the chosen view of a dataset, written to <data_dir>/exports/job<id>.<fmt>."""
+    from db.datasets import get_dataset, parse_include
+    from db.session import session_scope
+
+    chosen = parse_include(include)
+    path = get_settings().data_dir.resolve() / "exports" / f"job{job_id}.{fmt}"
+    with session_scope(engine) as session:
+        dataset = get_dataset(session, dataset_name)
+        rows = write_export(session, dataset, chosen, fmt, path)
+    return {"path": str(path), "rows": rows, "format": fmt, "dataset": dataset_name}

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     trainer_model_cache: int = 2  # models (runs or ensembles) kept loaded per process for predict
     trainer_predict_max_texts: int = 256  # texts per predict request
 
-    # Review (db/reviews.py, db/review_decisions.py)
+    # Review (db/reviews.py, services/review.py)
     review_page_size: int = 50
     review_count_ahead: int = 250  # the queue total counts this far past the page ("300+"); exact costs more
     review_bulk_max: int = 50_000  # one synchronous bulk decision; ~1 s per 5,000 on SQLite

@@ -1,0 +1,150 @@
+"""`augloop ensemble` and `augloop runs list|show`: combine runs, and read them with their metrics."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from augloop.console import console, engine, fail
+from db.session import session_scope
+from services import training
+
+runs_app = typer.Typer(help="List and inspect training runs and ensembles.", no_args_is_help=True)
+
+
+def print_metrics(metrics: dict[str, Any] | None, title: str, *, confusion: bool = False) -> None:
+    if not metrics:
+        console.print(f"{title}: no labelled samples")
+        return
+    overall = metrics.get("overall_macro_f1")
+    console.print(
+        f"[bold]{title}[/]: overall macro-F1 (mean of tasks) {overall:.4f}"
+        if overall is not None
+        else f"{title}: -",
+        highlight=False,
+    )
+    for task, m in metrics["tasks"].items():
+        if m["macro_f1"] is None:
+            continue
+        table = Table(
+            title=f"{task}: macro-F1 {m['macro_f1']:.4f} · accuracy {m['accuracy']:.4f} · n {m['n']}",
+            title_justify="left",
+        )
+        for col in ("class", "precision", "recall", "F1", "support"):
+            table.add_column(col, justify="left" if col == "class" else "right")
+        for label, c in m["per_class"].items():
+            table.add_row(
+                label, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"])
+            )
+        console.print(table)
+        if confusion:
+            labels = m["confusion"]["labels"]
+            cm = Table(title=f"{task}: confusion (rows gold, columns predicted)", title_justify="left")
+            cm.add_column("gold \\ pred")
+            for label in labels:
+                cm.add_column(label[:10], justify="right")
+            for label, row in zip(labels, m["confusion"]["matrix"], strict=True):
+                cm.add_row(label, *map(str, row))
+            console.print(cm)
+
+
+def load_run(run_id: int) -> dict[str, Any]:
+    with session_scope(engine()) as session:
+        return training.training_run(session, run_id)
+
+
+def ensemble_cmd(
+    run_ids: Annotated[list[str], typer.Argument(help="Finished run ids (two or more)")],
+    unweighted: Annotated[bool, typer.Option("--unweighted", help="Equal weights, not val macro-F1")] = False,
+    no_temperature: Annotated[
+        bool, typer.Option("--no-temperature", help="Skip temperature scaling")
+    ] = False,
+    name: Annotated[str, typer.Option(help="Ensemble name")] = "",
+) -> None:
+    """Combine finished runs (seeds or architectures): average probabilities, temperature-scale per task."""
+    try:
+        ids = [int(r) for r in run_ids]
+    except ValueError:
+        fail(f"run ids must be integers; got {run_ids}")
+    with session_scope(engine()) as session:
+        run = training.create_ensemble(
+            session, ids, weighted=not unweighted, temperature=not no_temperature, name=name
+        )
+        run_id, metrics, config = run.id, run.metrics, run.config
+    members = ", ".join(
+        f"run {k}: test {v['test']:.4f}" for k, v in metrics["members"].items() if v.get("test") is not None
+    )
+    temps = ", ".join(f"{t} T={v:.2f}" for t, v in config["temperatures"].items())
+    console.print(
+        f"ensemble {run_id} of runs {ids} ({'weighted by val macro-F1' if not unweighted else 'equal'}"
+        f" weights; {temps}); members: {members}",
+        highlight=False,
+    )
+    print_metrics(metrics.get("test"), f"ensemble {run_id} test")
+
+
+@runs_app.command("list")
+def runs_list(
+    dataset: Annotated[Optional[str], typer.Option(help="Only this dataset")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="single or ensemble")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first")] = 50,
+) -> None:
+    """Runs and ensembles with their status and headline scores."""
+    with session_scope(engine()) as session:
+        runs = training.list_training_runs(session, dataset=dataset, kind=kind, limit=limit)
+    table = Table("id", "dataset", "name", "kind", "status", "epochs", "val F1", "test F1", "created")
+    for r in runs:
+        val, test = r["val_macro_f1"], r["test_macro_f1"]
+        table.add_row(
+            str(r["id"]),
+            r["dataset"] or "?",
+            r["name"],
+            r["kind"],
+            r["status"],
+            str(r["epochs_done"]),
+            f"{val:.4f}" if val is not None else "-",
+            f"{test:.4f}" if test is not None else "-",
+            f"{r['created_at']:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[int, typer.Argument(help="Run id")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole run as JSON")] = False,
+) -> None:
+    """A run's config, curve and val/test metrics per task and class (with confusion matrices)."""
+    run = load_run(run_id)
+    if as_json:
+        print(json.dumps(run, indent=2, default=str))
+        return
+    console.print(
+        f"run {run['id']} · {run['name']} · dataset {run['dataset']} · {run['kind']} · {run['status']}"
+        + (f" · error: {run['error']}" if run["error"] else ""),
+        highlight=False,
+    )
+    if run["kind"] == "single":
+        cfg = run["config"]
+        console.print(
+            f"encoder {cfg.get('encoder')} · seed {cfg.get('seed')} · max length {cfg.get('max_length')} "
+            f"· {run['snapshot_size']} training samples",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"members {run['member_ids']} · weights {run['config'].get('weights')} · temperatures "
+            f"{run['config'].get('temperatures')}",
+            highlight=False,
+        )
+    for entry in run["curve"]:
+        console.print(
+            f"  epoch {entry['epoch']}: loss {entry['train_loss']:.4f} · val macro-F1 "
+            f"{entry['val_macro_f1']:.4f}",
+            highlight=False,
+        )
+    print_metrics(run["metrics"].get("val"), "val")
+    print_metrics(run["metrics"].get("test"), "test", confusion=True)

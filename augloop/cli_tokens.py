@@ -1,0 +1,50 @@
+"""`augloop token create|list|revoke`: API tokens (only their hashes are stored)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from augloop.console import console, engine, err_console
+from db.session import session_scope
+from services import tokens
+
+token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="User name")],
+    role: Annotated[str, typer.Option(help="annotator or admin")] = "annotator",
+    expires_days: Annotated[Optional[float], typer.Option(help="Expire after this many days")] = None,
+) -> None:
+    """Create a token and print it once (only its hash is stored)."""
+    with session_scope(engine()) as session:
+        issued = tokens.issue(session, name, role, expires_days)
+    err_console.print(f"token {issued.token_id} for {issued.user.name} ({issued.user.role}); it is shown only once:")
+    print(issued.token)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List tokens (id, user, role, prefix, state)."""
+    with session_scope(engine()) as session:
+        table = Table("id", "user", "role", "prefix", "created", "expires", "state")
+        for t in tokens.all_tokens(session):
+            state = "revoked" if t.revoked_at else "active"
+            table.add_row(str(t.id), t.user.name, t.user.role, t.prefix + "…", f"{t.created_at:%Y-%m-%d %H:%M}",
+                          f"{t.expires_at:%Y-%m-%d}" if t.expires_at else "-", state)
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[Optional[int], typer.Argument(help="Token id (from `augloop token list`)")] = None,
+    user: Annotated[Optional[str], typer.Option(help="Revoke every token of this user")] = None,
+) -> None:
+    """Revoke a token, or all of a user's tokens."""
+    with session_scope(engine()) as session:
+        n = tokens.revoke(session, token_id, user_name=user)
+    console.print(f"revoked {n} token(s)")

@@ -1,0 +1,1 @@
+"""The ground floor: settings, domain errors and text normalisation that every layer may import."""

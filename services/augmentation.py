@@ -1,0 +1,419 @@
+"""Turning an augmentation request or a plan into queued jobs (shared by the API and the CLI).
+
+Everything is validated here, before anything is enqueued, so that a bad request gets a 422 (or exit code 2)
+naming the field instead of a job that fails later. All writes go through the caller's session (it commits).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.errors import ConflictError, NotFoundError, TooLargeError, ValidationFailed
+from core.settings import Settings, get_settings
+from core.textnorm import content_hash
+from db import queue
+from db.augmentation import (
+    SourceRow,
+    counted_variants,
+    create_plan,
+    labels_of,
+    list_plans,
+    train_label_rows,
+    variant_counts,
+)
+from db.models import AugmentationPlan, Dataset, Job, Origin, Sample, SampleLabel, Split
+from workers.augment.catalog import validate_request
+from workers.augment.planner import PlanTarget, SourceSample, make_plan
+
+JOB_KIND = "augment"
+MAX_VARIANTS_PER_JOB = 50_000  # one job writes its variants in one transaction: keep that bounded
+SEED_LIMIT = 2**31  # the seed column is a 32-bit integer on Postgres
+
+
+def load_sources(session: Session, dataset: Dataset, sample_ids: Sequence[int]) -> list[SourceRow]:
+    """The given samples as augmentation sources. Only train-split originals qualify: augmenting a val/test
+    text would leak it into training, and augmenting a variant compounds its drift."""
+    ids = list(dict.fromkeys(sample_ids))
+    rows: dict[int, tuple[str, str, str, int]] = {}
+    for start in range(0, len(ids), 900):
+        chunk = ids[start : start + 900]
+        for sid, text, split, origin, ds in session.execute(
+            select(Sample.id, Sample.text, Sample.split, Sample.origin, Sample.dataset_id).where(
+                Sample.id.in_(chunk)
+            )
+        ):
+            rows[sid] = (text, split, origin, ds)
+    missing = [sid for sid in ids if sid not in rows or rows[sid][3] != dataset.id]
+    if missing:
+        raise NotFoundError(
+            f"sample(s) {missing[:10]} not found in dataset {dataset.name!r}", field="sample_ids"
+        )
+    wrong = [sid for sid in ids if rows[sid][1] != Split.train or rows[sid][2] != Origin.original]
+    if wrong:
+        raise ValidationFailed(
+            f"sample(s) {wrong[:10]} are not train-split originals: only those are augmented "
+            "(val/test texts would leak into training)",
+            field="sample_ids",
+        )
+    labels = labels_of(session, ids)
+    return [SourceRow(sid, rows[sid][0], rows[sid][1], labels[sid]) for sid in ids]
+
+
+def import_free_texts(
+    session: Session, dataset: Dataset, items: Sequence[tuple[str, dict[str, str]]]
+) -> list[int]:
+    """Sample ids for free texts sent to POST /augment: an existing train original with the same normalised
+    text is reused; a new text becomes a train-split original with its labels."""
+    tasks = {t["name"]: list(t["labels"]) for t in dataset.tasks}
+    hashes = [content_hash(text) for text, _ in items]
+    existing: dict[str, tuple[int, str, str]] = {}
+    for start in range(0, len(hashes), 900):
+        chunk = hashes[start : start + 900]
+        for sid, digest, split, origin in session.execute(
+            select(Sample.id, Sample.content_hash, Sample.split, Sample.origin).where(
+                Sample.dataset_id == dataset.id, Sample.content_hash.in_(chunk)
+            )
+        ):
+            existing[digest] = (sid, split, origin)
+    ids: list[int] = []
+    created: dict[str, int] = {}
+    found_labels = labels_of(session, [e[0] for e in existing.values()])
+    max_chars = get_settings().max_text_chars
+    for i, ((text, labels), digest) in enumerate(zip(items, hashes, strict=True)):
+        if not text.strip():
+            raise ValidationFailed(f"texts[{i}] is empty", field=f"texts.{i}.text")
+        if len(text) > max_chars:
+            raise ValidationFailed(
+                f"texts[{i}] is {len(text)} characters; the maximum is {max_chars}", field=f"texts.{i}.text"
+            )
+        for task, label in labels.items():
+            if task not in tasks:
+                raise ValidationFailed(
+                    f"texts[{i}]: unknown task {task!r} (tasks: {list(tasks)})", field=f"texts.{i}.labels"
+                )
+            if label not in tasks[task]:
+                raise ValidationFailed(
+                    f"texts[{i}]: unknown label {label!r} for task {task!r} (labels: {tasks[task]})",
+                    field=f"texts.{i}.labels",
+                )
+        if digest in created:
+            ids.append(created[digest])
+            continue
+        if digest in existing:
+            sid, split, origin = existing[digest]
+            if split != Split.train or origin != Origin.original:
+                raise ValidationFailed(
+                    f"texts[{i}] is already sample {sid} ({origin}, split {split}): only "
+                    "train-split originals are augmented",
+                    field=f"texts.{i}.text",
+                )
+            stored = found_labels.get(sid, {})
+            clash = {t: (stored.get(t), y) for t, y in labels.items() if stored.get(t) != y}
+            if clash:
+                raise ConflictError(
+                    f"texts[{i}] is already sample {sid} with other labels "
+                    f"({', '.join(f'{t}: {a!r} vs {b!r}' for t, (a, b) in clash.items())})",
+                    field=f"texts.{i}.labels",
+                )
+            ids.append(sid)
+            continue
+        if not labels:
+            raise ValidationFailed(
+                f"texts[{i}] is new to the dataset and has no labels: a variant copies its "
+                "source's labels, so give at least one",
+                field=f"texts.{i}.labels",
+            )
+        sample = Sample(
+            dataset_id=dataset.id, text=text, split=Split.train, origin=Origin.original, content_hash=digest
+        )
+        sample.labels_rows = [SampleLabel(task=t, label=y) for t, y in labels.items()]
+        session.add(sample)
+        session.flush()
+        created[digest] = sample.id
+        ids.append(sample.id)
+    return ids
+
+
+@dataclass
+class AugmentRequest:
+    methods: list[str]
+    n_per_text: int = 3
+    seed: int = 0
+    sample_ids: list[int] | None = None
+    texts: list[tuple[str, dict[str, str]]] | None = None
+    params: dict[str, Any] | None = None
+    filters: dict[str, Any] | None = None
+    priority: int = 0
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValidationFailed(f"seed must be in [0, {SEED_LIMIT}); got {seed}", field="seed")
+
+
+def job_params(
+    dataset: Dataset,
+    items: list[dict[str, int]],
+    checked: dict[str, Any],
+    seed: int,
+    plan_id: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "dataset": dataset.name,
+        "language": checked["language"],
+        "items": items,
+        "methods": checked["methods"],
+        "seed": seed,
+        "params": checked["params"],
+        "filters": checked["filters"],
+        "plan_id": plan_id,
+    }
+
+
+def enqueue_request(
+    session: Session, dataset: Dataset, request: AugmentRequest, settings: Settings, user_id: int | None
+) -> Job:
+    """One job that produces n_per_text variants per source text and method."""
+    checked = validate_request(request.methods, dataset.language, request.params, request.filters, settings)
+    _check_seed(request.seed)
+    if (request.texts is None) == (request.sample_ids is None):
+        raise ValidationFailed("give either texts or sample_ids", field="texts")
+    if request.sample_ids is not None:
+        if not request.sample_ids:
+            raise ValidationFailed("sample_ids is empty", field="sample_ids")
+        ids = [s.sample_id for s in load_sources(session, dataset, request.sample_ids)]
+    else:
+        if not request.texts:
+            raise ValidationFailed("texts is empty", field="texts")
+        ids = list(dict.fromkeys(import_free_texts(session, dataset, request.texts)))
+    total = len(ids) * request.n_per_text * len(checked["methods"])
+    if total > MAX_VARIANTS_PER_JOB:
+        raise TooLargeError(
+            f"{total} candidates in one request (sources × n_per_text × methods); the limit is "
+            f"{MAX_VARIANTS_PER_JOB}: split the request or use an augmentation plan",
+            field="texts",
+        )
+    items = [{"sample_id": sid, "n": request.n_per_text} for sid in ids]
+    return queue.enqueue(
+        session,
+        JOB_KIND,
+        job_params(dataset, items, checked, request.seed),
+        priority=request.priority,
+        dataset_id=dataset.id,
+        created_by=user_id,
+        progress_total=total,
+    )
+
+
+@dataclass
+class PlanRequest:
+    methods: list[str]
+    min_fraction_of_largest: float = 0.4  # every class up to this share of its task's largest class
+    max_multiplier: float = 10.0  # … but no class beyond this multiple of its own originals
+    per_source_cap: int = 5
+    tasks: list[str] | None = None
+    count_pending: bool = True
+    job_size: int = 2000
+    seed: int = 0
+    params: dict[str, Any] | None = None
+    filters: dict[str, Any] | None = None
+    enqueue: bool = False
+
+    @property
+    def target(self) -> PlanTarget:
+        return PlanTarget(self.min_fraction_of_largest, self.max_multiplier)
+
+    def as_params(self) -> dict[str, Any]:
+        return {
+            "methods": self.methods,
+            "target": {
+                "min_fraction_of_largest": self.target.min_fraction_of_largest,
+                "max_multiplier": self.target.max_multiplier,
+            },
+            "per_source_cap": self.per_source_cap,
+            "tasks": self.tasks,
+            "count_pending": self.count_pending,
+            "job_size": self.job_size,
+            "seed": self.seed,
+            "params": self.params or {},
+            "filters": self.filters or {},
+            "enqueue": self.enqueue,
+        }
+
+
+def build_plan(
+    session: Session, dataset: Dataset, request: PlanRequest, settings: Settings
+) -> tuple[dict, dict]:
+    """(plan, validated method parameters) for the dataset as it is now; nothing is written."""
+    checked = validate_request(request.methods, dataset.language, request.params, request.filters, settings)
+    _check_seed(request.seed)
+    names = dataset.task_names()
+    unknown = [t for t in request.tasks or [] if t not in names]
+    if unknown:
+        raise ValidationFailed(f"unknown task(s) {unknown}; the dataset's tasks: {names}", field="tasks")
+    if not 0 < request.target.min_fraction_of_largest <= 1:
+        raise ValidationFailed(
+            "min_fraction_of_largest must be in (0, 1]", field="target.min_fraction_of_largest"
+        )
+    if request.target.max_multiplier < 1:
+        raise ValidationFailed("max_multiplier must be at least 1", field="target.max_multiplier")
+    if not 1 <= request.per_source_cap <= 1000:
+        raise ValidationFailed("per_source_cap must be in [1, 1000]", field="per_source_cap")
+    if not 1 <= request.job_size <= MAX_VARIANTS_PER_JOB:
+        raise ValidationFailed(f"job_size must be in [1, {MAX_VARIANTS_PER_JOB}]", field="job_size")
+    sources = [SourceSample(sid, labels) for sid, labels in train_label_rows(session, dataset)]
+    variants: dict[str, Counter[str]] = counted_variants(
+        variant_counts(session, dataset), request.count_pending
+    )
+    plan = make_plan(
+        [(t["name"], list(t["labels"])) for t in dataset.tasks],
+        sources,
+        variants,
+        target=request.target,
+        methods=checked["methods"],
+        per_source_cap=request.per_source_cap,
+        balance_tasks=request.tasks,
+        job_size=request.job_size,
+        seed=request.seed,
+    )
+    return plan, checked
+
+
+def create_and_enqueue_plan(
+    session: Session, dataset: Dataset, request: PlanRequest, settings: Settings, user_id: int | None
+) -> AugmentationPlan:
+    """Store the plan; with `enqueue`, also one job per chunk of its work (the jobs' ids go into the plan)."""
+    plan, checked = build_plan(session, dataset, request, settings)
+    jobs = plan.pop("jobs")
+    plan["jobs"] = [{k: v for k, v in job.items() if k != "items"} for job in jobs]
+    row = create_plan(session, dataset, request.as_params(), plan, user_id)
+    if request.enqueue:
+        ids = []
+        for job in jobs:
+            method_checked = {
+                **checked,
+                "methods": [job["method"]],
+                "params": {job["method"]: checked["params"][job["method"]]},
+            }
+            enqueued = queue.enqueue(
+                session,
+                JOB_KIND,
+                job_params(dataset, job["items"], method_checked, request.seed, plan_id=row.id),
+                dataset_id=dataset.id,
+                created_by=user_id,
+                progress_total=job["variants"],
+            )
+            ids.append(enqueued.id)
+        row.job_ids = ids
+        row.plan = {**plan, "jobs": [{**j, "job_id": i} for j, i in zip(plan["jobs"], ids, strict=True)]}
+        session.flush()
+    return row
+
+
+# Requests ------------------------------------------------------------------------------------------
+
+
+def request_variants(
+    session: Session, dataset_name: str, request: AugmentRequest, settings: Settings, user_id: int | None
+) -> Job:
+    from services.datasets import dataset_named
+
+    return enqueue_request(session, dataset_named(session, dataset_name, field="dataset"), request, settings,
+                           user_id)
+
+
+def plan_view(row: AugmentationPlan, dataset: Dataset, progress: list[dict[str, Any]] | None = None) -> dict:
+    return {
+        "id": row.id,
+        "dataset": dataset.name,
+        "params": row.params,
+        "plan": row.plan,
+        "job_ids": list(row.job_ids or []),
+        "created_at": row.created_at,
+        "progress": progress,
+    }
+
+
+def make_plan_for(
+    session: Session, dataset_name: str, request: PlanRequest, settings: Settings, user_id: int | None
+) -> dict:
+    from services.datasets import dataset_named
+
+    dataset = dataset_named(session, dataset_name)
+    return plan_view(create_and_enqueue_plan(session, dataset, request, settings, user_id), dataset)
+
+
+def plans_with_progress(session: Session, dataset_name: str, limit: int = 20) -> list[dict]:
+    """Stored plans, newest first, each with the classes' progress now (approved and pending vs target)."""
+    from db.datasets import dataset_stats
+    from services.datasets import dataset_named
+
+    dataset = dataset_named(session, dataset_name)
+    counts = variant_counts(session, dataset)
+    stats = dataset_stats(session, dataset)["tasks"]
+    out = []
+    for row in list_plans(session, dataset, limit):
+        progress = []
+        for entry in (row.plan or {}).get("classes", []):
+            task, label = entry["task"], entry["label"]
+            by_status = counts.get(task, {}).get(label, {})
+            original = stats.get(task, {}).get("labels", {}).get(label, {}).get("train_original", 0)
+            approved = by_status.get("approved", 0)
+            progress.append(
+                {
+                    "task": task,
+                    "label": label,
+                    "target": entry["target"],
+                    "original": original,
+                    "approved": approved,
+                    "pending": by_status.get("pending", 0),
+                    "rejected": by_status.get("rejected", 0),
+                    "with_approved": original + approved,
+                    "remaining": max(0, entry["target"] - original - approved),
+                }
+            )
+        out.append(plan_view(row, dataset, progress))
+    return out
+
+
+def live_workers(session: Session) -> list[Any]:
+    """The worker processes seen within three of their refresh intervals, with the augmenters each can load."""
+    from db.worker_presence import live_workers as live
+
+    return live(session)
+
+
+def augmenters_for(session: Session, dataset_name: str, settings: Settings) -> list[dict]:
+    """Which augmentation methods can run for this dataset now: its language must be covered and a live
+    worker must be able to load the method's model or data; the others say why and name the setting."""
+    from services.datasets import dataset_named
+    from workers.augment.availability import for_dataset
+
+    dataset = dataset_named(session, dataset_name)
+    caps = [w.capabilities for w in live_workers(session) if "augment" in (w.kinds or [])]
+    return for_dataset(dataset.language, caps, settings)
+
+
+def preview_plan(session: Session, dataset_name: str, request: PlanRequest, settings: Settings) -> dict:
+    """What a plan would generate now; nothing is stored."""
+    from services.datasets import dataset_named
+
+    return build_plan(session, dataset_named(session, dataset_name), request, settings)[0]
+
+
+def train_originals_with(session: Session, dataset_name: str, wanted: dict[str, str]) -> list[int]:
+    """Ids of the train-split originals whose labels include every TASK=LABEL of `wanted`."""
+    from services.datasets import dataset_named
+
+    dataset = dataset_named(session, dataset_name)
+    return [
+        sid
+        for sid, labels in train_label_rows(session, dataset)
+        if all(labels.get(t) == y for t, y in wanted.items())
+    ]

@@ -1,0 +1,76 @@
+"""Jobs: listing, status, cancellation and artifacts; and what the queue does when it ends a job by itself.
+
+The queue (db/queue.py) knows jobs only. A job kind whose job owns other rows registers here what must happen
+when the queue ends one of its jobs with no handler left to record it: the train kind ends its training run.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.errors import NotFoundError
+from core.settings import Settings
+from db import queue
+from db import training_runs as db_runs
+from db.datasets import get_dataset
+from db.models import Job
+
+
+@queue.on_job_end("train")
+def end_training_runs(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> None:
+    db_runs.end_runs_of_jobs(session, job_ids, status, error, now)
+
+
+def list_jobs(
+    session: Session,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    dataset: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Job], int]:
+    """Jobs, newest first, filtered by status, kind or dataset (comma-separated lists), and their total."""
+    query = select(Job)
+    if status:
+        query = query.where(Job.status.in_(status.split(",")))
+    if kind:
+        query = query.where(Job.kind.in_(kind.split(",")))
+    if dataset:
+        query = query.where(Job.dataset_id == get_dataset(session, dataset).id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    items = list(session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)))
+    return items, total
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFoundError(f"job {job_id} not found", field="job_id")
+    return job
+
+
+def cancel_job(session: Session, job_id: int) -> Job:
+    """Cancel a queued job now (its kind's end hook runs), or ask a running one to stop."""
+    return queue.request_cancel(session, job_id)
+
+
+def artifact_path(session: Session, job_id: int, settings: Settings) -> Path:
+    """The file a finished export job wrote; only files under the data directory are served."""
+    job = get_job(session, job_id)
+    path_str = (job.result or {}).get("path")
+    if job.status != "succeeded" or not path_str:
+        raise NotFoundError(f"job {job_id} has no artifact (status {job.status})", field="job_id")
+    path = Path(path_str).resolve()
+    root = settings.data_dir.resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise NotFoundError(f"artifact of job {job_id} is gone", field="job_id")
+    return path
+
+
+def jobs_by_id(session: Session, job_ids: list[int]) -> list[Job]:
+    return list(session.scalars(select(Job).where(Job.id.in_(job_ids)).order_by(Job.id)))

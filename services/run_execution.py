@@ -1,0 +1,160 @@
+"""Executing a training run (the `train` job's work, and the CLI's in-process run).
+
+Every database step is a short transaction of its own: read the data, then train or predict with no
+transaction open, then write the outcome (and, for a job, its completion) in one final transaction.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from core.settings import get_settings
+from db import training_runs as db_runs
+from db.models import Dataset
+from db.session import readonly_engine, session_scope
+from services.training import runs_root
+from services.training_data import load_split_data
+from trainer.config import TrainConfig
+from trainer.examples import TaskSpec
+from trainer.metrics import summary_line
+from trainer.predict import predict_texts, probs_to_json
+from trainer.train import save_artifacts, train_model
+
+ProgressFn = Callable[[dict[str, Any]], None]
+FinishFn = Callable[[Session, dict[str, Any]], None]
+
+
+def execute_run(
+    engine: Engine,
+    run_id: int,
+    *,
+    job_id: int | None = None,
+    progress: ProgressFn | None = None,
+    finish: FinishFn | None = None,
+) -> dict[str, Any]:
+    """Train run `run_id`, save its artifacts, score the dataset's pending variants, record everything.
+
+    Raises on failure; the caller records the outcome with `record_end` (it knows cancel from failure).
+    """
+    emit = progress or (lambda _e: None)
+    with session_scope(engine) as session:
+        run = db_runs.mark_running(session, run_id, job_id)
+        dataset = session.get_one(Dataset, run.dataset_id)
+        config = TrainConfig.from_dict(run.config)
+        data = load_split_data(
+            session,
+            dataset,
+            config.tasks,
+            variants=config.variants,
+            exclude_methods=config.exclude_methods,
+        )
+        dataset_id = dataset.id
+    if config.num_threads is None and get_settings().trainer_threads > 0:
+        config = config.with_overrides({"num_threads": get_settings().trainer_threads})
+
+    def on_event(event: dict[str, Any]) -> None:
+        emit(event)  # first: a job that lost its lease or was cancelled raises here and records nothing more
+        if event["event"] == "epoch":
+            entry = {k: v for k, v in event.items() if k != "event"}
+            with session_scope(engine) as s:
+                db_runs.record_epoch(s, run_id, entry)
+
+    result = train_model(config, data, progress=on_event)
+    out_dir = runs_root() / str(run_id)
+    if out_dir.exists():  # a previous attempt of this run
+        shutil.rmtree(out_dir)
+    save_artifacts(result, out_dir)
+
+    emit({"event": "phase", "phase": "scoring pending variants"})
+    with session_scope(readonly_engine(engine)) as session:
+        variants = db_runs.pending_variants(session, dataset_id)
+    scores = consistency_scores(result.model, result.tokenizer, data.tasks, variants, config.max_length, emit)
+    summary = {
+        "run_id": run_id,
+        "artifact_dir": str(out_dir),
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.curve),
+        "train_samples": len(result.snapshot),
+        "val_macro_f1": result.metrics["val"]["overall_macro_f1"],
+        "test_macro_f1": (result.metrics["test"] or {}).get("overall_macro_f1"),
+        "variants_scored": 0,
+    }
+    with session_scope(engine) as session:
+        db_runs.finish_run(
+            session,
+            run_id,
+            metrics=result.metrics,
+            curve=result.curve,
+            snapshot=result.snapshot,
+            artifact_dir=str(out_dir),
+        )
+        summary["variants_scored"] = db_runs.apply_consistency_scores(session, run_id, scores)
+        if finish:
+            finish(session, summary)
+    emit(
+        {
+            "event": "finished",
+            **summary,
+            "summary": summary_line(result.metrics["test"] or result.metrics["val"]),
+        }
+    )
+    return summary
+
+
+def record_end(engine: Engine, run_id: int, status: str, error: str | None = None) -> None:
+    with session_scope(engine) as session:
+        db_runs.end_run(session, run_id, status, error[-4000:] if error else None)
+
+
+def consistency_scores(
+    model: Any,
+    tokenizer: Any,
+    tasks: list[TaskSpec],
+    variants: list[db_runs.PendingVariant],
+    max_length: int,
+    emit: ProgressFn,
+) -> list[db_runs.ConsistencyScore]:
+    """Per variant: p(intended label) per task; consistency = minimum over tasks; flag = another argmax."""
+    if not variants:
+        return []
+    probs = predict_texts(
+        model,
+        tokenizer,
+        [v.text for v in variants],
+        max_length=max_length,
+        on_batch=lambda d, t: emit({"event": "scoring", "done": d, "total": t}),
+    )
+    as_json = probs_to_json(tasks, probs)
+    out = []
+    for i, variant in enumerate(variants):
+        intended, flag = [], False
+        for t in tasks:
+            label = variant.labels.get(t.name)
+            if label is None or label not in t.labels:
+                continue
+            k = t.labels.index(label)
+            intended.append(float(probs[t.name][i, k]))
+            flag = flag or int(np.argmax(probs[t.name][i])) != k
+        out.append(
+            db_runs.ConsistencyScore(
+                variant.id,
+                variant.version,
+                min(intended) if intended else None,
+                flag if intended else None,
+                as_json[i],
+            )
+        )
+    return out
+
+
+def planned_epochs(engine: Engine, run_id: int) -> int:
+    """The epochs run `run_id` is configured for (its job's progress total); NotFoundError when it is gone."""
+    with session_scope(readonly_engine(engine)) as session:
+        run = db_runs.get_run(session, run_id)
+        return int(run.config.get("epochs", 1))

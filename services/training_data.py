@@ -1,0 +1,62 @@
+"""The examples a run trains and is measured on, read from the database.
+
+Train is the training view (train-split originals + approved variants and pseudo-labels, db.datasets.
+training_samples); val and test are originals only, so nothing of them reaches training.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.errors import ValidationFailed
+from db.datasets import samples_for_view, training_samples
+from trainer.examples import Example, SplitData, TaskSpec
+
+
+def load_split_data(
+    session: Any,
+    dataset: Any,
+    tasks: list[str] | None = None,
+    *,
+    variants: str = "approved",
+    exclude_methods: list[str] | None = None,
+) -> SplitData:
+    """Read the training view and the val/test originals; samples without any chosen task are dropped.
+
+    `variants="none"` trains on the originals only and `exclude_methods` leaves out the approved variants of
+    those augmentation methods: the arms of an impact report (originals only, leave one method out).
+    """
+    known = dataset.task_names()
+    chosen = tasks or known
+    unknown = [t for t in chosen if t not in known]
+    if unknown:
+        raise ValidationFailed(
+            f"dataset {dataset.name!r} has tasks {known}; unknown: {unknown}", field="config.tasks"
+        )
+    specs = [TaskSpec(t, dataset.labels_of(t)) for t in chosen]
+
+    def convert(samples: Any) -> list[Example]:
+        out = []
+        for s in samples:
+            labels = {t: label for t, label in s.labels.items() if t in chosen}
+            if not labels:  # unlabelled texts wait for pseudo-labelling; they train nothing
+                continue
+            difficulty = 1.0 - s.label_consistency if s.label_consistency is not None else None
+            out.append(Example(s.text, labels, s.id, s.content_hash, difficulty))
+        return out
+
+    excluded = set(exclude_methods or [])
+    train = convert(
+        s
+        for s in training_samples(session, dataset)
+        if s.origin == "original" or (variants != "none" and s.method not in excluded)
+    )
+    val = convert(samples_for_view(session, dataset, {"original"}, splits={"val"}))
+    test = convert(samples_for_view(session, dataset, {"original"}, splits={"test"}))
+    if not train:
+        raise ValidationFailed(f"dataset {dataset.name!r} has no labelled training samples", field="dataset")
+    if not val:
+        raise ValidationFailed(
+            f"dataset {dataset.name!r} has no labelled validation samples (split 'val')", field="dataset"
+        )
+    return SplitData(specs, train, val, test, dataset.name)

@@ -1,0 +1,45 @@
+"""What the trainer trains on: tasks with their label sets, labelled examples, the three splits.
+
+No torch here: the app reads these types (and the saved predictions) without loading the ML stack."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+IGNORE = -100  # the label index of "this sample has no label for this task": the head does not train on it
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    labels: list[str]
+
+
+@dataclass
+class Example:
+    text: str
+    labels: dict[str, str]  # task → label; a task may be missing
+    sample_id: int | None = None
+    content_hash: str | None = None
+    difficulty: float | None = None  # curriculum: 0 easy … 1 hard; None falls back to length
+
+
+@dataclass
+class SplitData:
+    tasks: list[TaskSpec]
+    train: list[Example]
+    val: list[Example]
+    test: list[Example]
+    dataset: str = ""
+
+    def snapshot(self) -> list[list[Any]]:
+        """What the run trained on, to compare and reproduce runs: [sample_id, content_hash] per example."""
+        return [[e.sample_id, e.content_hash] for e in self.train]
+
+
+def read_predictions(path: Path) -> dict[str, Any]:
+    """A prediction dump a run saved (trainer.train.prediction_dump)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
