@@ -14,7 +14,7 @@ from api.deps import AuthFailureLimiter
 from api.errors import install_error_handlers
 from api.routes import augment, datasets, health, impact, jobs, reviews, tokens, training
 from api.schemas import ErrorRead
-from augloop import __version__
+from core import __version__
 from core.settings import Settings, get_settings
 from db.session import get_engine
 

@@ -1,3 +1,1 @@
-"""augloop: augmentation, human review and multi-task training for small, imbalanced text datasets."""
-
-__version__ = "0.1.0"
+"""augloop's command line (`augloop ...`), the top of the import ladder: it may use every package."""

@@ -1,0 +1,113 @@
+"""The import ladder (README: Architecture): every import of the app's packages, parsed, must go down the ladder.
+
+core ← db, trainer, workers.augment ← services ← api, workers ← augloop (the CLI); review_ui talks to the API
+only. The doors (api, workers, the CLI) may take from db/ only sessions, models and (workers) the queue itself:
+anything else they need is a use case in services/.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("core", "db", "trainer", "services", "api", "workers", "augloop", "review_ui")
+
+# rung → the rungs it may import (besides itself and third-party code)
+LADDER: dict[str, set[str]] = {
+    "core": set(),
+    "db": {"core"},
+    "trainer": {"core"},
+    "workers.augment": {"core"},
+    "services": {"core", "db", "trainer", "workers.augment"},
+    "api": {"core", "db", "services", "trainer"},
+    "workers": {"core", "db", "services", "trainer", "workers.augment"},
+    "review_ui": {"core"},
+    "augloop": {"core", "db", "services", "trainer", "workers", "workers.augment", "api", "review_ui"},
+}
+# What a door may take from db/ directly.
+DOOR_DB_MODULES: dict[str, set[str]] = {
+    "api": {"db.models", "db.session"},
+    "augloop": {"db.models", "db.session"},
+    "workers": {"db.models", "db.session", "db.queue", "db.worker_presence"},
+}
+
+
+def rung(module: str) -> str | None:
+    if module == "workers.augment" or module.startswith("workers.augment."):
+        return "workers.augment"
+    top = module.split(".")[0]
+    return top if top in PACKAGES else None
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module) of every import in the file, at any depth (lazy imports count too)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+            # `from db import queue` imports the module db.queue
+            found.extend((node.lineno, f"{node.module}.{alias.name}") for alias in node.names
+                         if rung(node.module) is not None and (ROOT / node.module.replace(".", "/") /
+                                                               f"{alias.name}.py").is_file())
+    return found
+
+
+def app_files() -> list[Path]:
+    return sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py") if "migrations" not in p.parts)
+
+
+def violations() -> list[str]:
+    out = []
+    for path in app_files():
+        here = rung(module_name(path))
+        assert here is not None
+        for line, target in imports_of(path):
+            there = rung(target)
+            if there is None or there == here:
+                continue
+            where = f"{path.relative_to(ROOT)}:{line} imports {target}"
+            if there not in LADDER[here]:
+                out.append(f"{where}: {here} may not import {there}")
+            elif there == "db" and here in DOOR_DB_MODULES and target.count(".") >= 1:
+                module = ".".join(target.split(".")[:2])
+                if module not in DOOR_DB_MODULES[here]:
+                    out.append(f"{where}: a door takes only {sorted(DOOR_DB_MODULES[here])} from db/; "
+                               "put the use case in services/")
+    return out
+
+
+def test_every_import_goes_down_the_ladder() -> None:
+    found = violations()
+    assert not found, "imports that climb the ladder:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("from services.review import decide\n", "db may not import services"),
+    ("import api.main\n", "db may not import api"),
+    ("from db import reviews\n", None),
+])
+def test_the_checker_catches_a_climbing_import(tmp_path: Path, monkeypatch, source: str, expected) -> None:
+    """The check itself can fail: a db module that imports a service is reported."""
+    probe = ROOT / "db" / "_ladder_probe.py"
+    probe.write_text(source, encoding="utf-8")
+    try:
+        found = [v for v in violations() if "_ladder_probe" in v]
+    finally:
+        probe.unlink()
+    if expected is None:
+        assert found == []
+    else:
+        assert found and expected in found[0]
