@@ -30,6 +30,10 @@ def get_engine_dep(request: Request) -> Engine:
 def get_session(request: Request) -> Iterator[Session]:
     """One transaction per request: committed when the route returns, rolled back when it raises.
 
+    The dependency has the "function" scope (SessionDep below): FastAPI runs its exit, and so the commit, after
+    the route has returned and before the response is sent. A success therefore means the write is committed,
+    and a commit that fails reaches the client as an error (api/errors.py), never after a 200.
+
     GET requests read only: on SQLite they begin a deferred transaction, so reads never queue behind the
     write lock that every other request takes at BEGIN IMMEDIATE."""
     engine = request.app.state.engine
@@ -51,7 +55,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 MAX_ID = 2**63 - 1
 ResourceId = Annotated[int, Path(ge=1, le=MAX_ID, description="A positive integer id")]
 EngineDep = Annotated[Engine, Depends(get_engine_dep)]
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 bearer = HTTPBearer(auto_error=False, description="An API token from `augloop token create`")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import DomainError
@@ -34,6 +34,14 @@ def install_error_handlers(app: FastAPI) -> None:
         # A unique constraint raced past our own checks (two requests at once): a conflict, not a crash.
         return JSONResponse({"detail": "conflicts with existing data (it changed concurrently); retry"},
                             status_code=409)
+
+    @app.exception_handler(OperationalError)
+    async def operational_error(_request: Request, err: OperationalError) -> JSONResponse:
+        # The database failed the statement or the commit (locked past the busy timeout, disk full, connection
+        # lost): the transaction was rolled back, so nothing of the request was stored. Say so; a retry may work.
+        return JSONResponse({"detail": "the database did not complete the request, so nothing was saved; retry: "
+                                       f"{str(err.orig).splitlines()[0] if err.orig else type(err).__name__}"},
+                            status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(OverflowError)
     async def overflow_error(_request: Request, err: OverflowError) -> JSONResponse:

@@ -108,6 +108,7 @@ ERROR_RESPONSES = {
     413: "Request body or file too large",
     422: "Invalid input; `field` names what is wrong",
     429: "Too many failed authentications",
+    503: "The database did not complete the request; nothing was saved; retry",
 }
 
 

@@ -1,0 +1,145 @@
+"""What the API confirms is stored: every write commits before the client hears success, and a commit that
+fails reaches the client as an error (issue 12, point 1). On SQLite and on the real Postgres server."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.exc import OperationalError
+
+from db.models import APIToken, Dataset, Review, ReviewStatus, Sample, TrainingRun, User
+from db.session import session_scope
+from tests.conftest import EXAMPLE_CSV, REPO_ROOT, _issue
+from tests.review_fixtures import seed_review_data
+
+
+@pytest.fixture
+def world(any_settings):
+    """A database with review data, the example dataset (train/val/test) and an admin and annotator token."""
+    from db.session import get_engine
+    from services.importing import ImportSpec, import_file
+
+    engine = get_engine(any_settings.resolved_database_url)
+    data = seed_review_data(engine, hostile=False)
+    with session_scope(engine) as s:
+        import_file(s, EXAMPLE_CSV.read_bytes(), ImportSpec(dataset="psm", tasks=["bias", "message"]),
+                    filename=EXAMPLE_CSV.name)
+    return {"settings": any_settings, "engine": engine, "data": data,
+            "admin": _issue(engine, "ada-admin", "admin"), "annotator": _issue(engine, "ann", "annotator")}
+
+
+def _csv() -> bytes:
+    return b"text,label\n" + b"".join(f"post number {i},{'a' if i % 3 else 'b'}\n".encode() for i in range(50))
+
+
+# Each write: (name, who, method, path, request kwargs, a check that finds the write in the database).
+def _writes(w: dict[str, Any]) -> list[tuple[str, str, str, str, dict[str, Any], Callable[[Any], bool]]]:
+    data = w["data"]
+    first = data.variants[data.sources[0]][0]
+
+    def decided(s: Any) -> bool:
+        return s.scalar(select(func.count()).select_from(Review).where(Review.sample_id == first)) == 1
+
+    def bulk(s: Any) -> bool:
+        family = data.variants[data.sources[1]]
+        rows = s.scalars(select(Sample.review_status).where(Sample.id.in_(family)))
+        return set(rows) == {ReviewStatus.approved}
+
+    return [
+        ("single decision", "annotator", "POST", f"/api/v1/samples/{first}/decision",
+         {"json": {"decision": "approve", "version": 1}}, decided),
+        ("bulk decision", "annotator", "POST", f"/api/v1/datasets/{data.dataset}/bulk-decisions",
+         {"json": {"decision": "approve", "parent_id": data.sources[1], "confirm": True}}, bulk),
+        ("import", "admin", "POST", "/api/v1/datasets/fresh/import",
+         {"files": {"file": ("fresh.csv", _csv())}, "data": {"task": ["label"]}},
+         lambda s: s.scalar(select(func.count()).select_from(Dataset).where(Dataset.name == "fresh")) == 1),
+        ("token creation", "admin", "POST", "/api/v1/tokens", {"json": {"name": "newcomer", "role": "annotator"}},
+         lambda s: s.scalar(select(func.count()).select_from(APIToken).join(User)
+                            .where(User.name == "newcomer")) == 1),
+        ("training-run request", "annotator", "POST", "/api/v1/training-runs",
+         {"json": {"dataset": "psm", "seeds": [1], "config": {"epochs": 1}}},
+         lambda s: s.scalar(select(func.count()).select_from(TrainingRun)) == 1),
+    ]
+
+
+@contextmanager
+def failing_commits(engine: Any) -> Iterator[None]:
+    """Every COMMIT on this engine fails, the way a full disk or a lost connection fails it."""
+    def refuse(_conn: Any) -> None:
+        raise OperationalError("COMMIT", {}, Exception("disk I/O error (simulated)"))
+
+    event.listen(engine, "commit", refuse)
+    try:
+        yield
+    finally:
+        event.remove(engine, "commit", refuse)
+
+
+def test_a_failed_commit_reaches_the_client_and_nothing_is_stored(world) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    engine = world["engine"]
+    app = create_app(world["settings"], engine)
+    for name, who, method, path, kwargs, stored in _writes(world):
+        with TestClient(app, raise_server_exceptions=False,
+                        headers={"Authorization": f"Bearer {world[who]}"}) as http:
+            with failing_commits(engine):
+                r = http.request(method, path, **kwargs)
+            assert r.status_code == 503, f"{name}: a write whose commit failed answered {r.status_code} {r.text}"
+            assert "nothing was saved" in r.json()["detail"], name
+        with session_scope(engine) as s:
+            assert not stored(s), f"{name}: the failed write is in the database"
+
+
+@pytest.mark.slow
+def test_every_acknowledged_write_survives_a_kill_as_the_answer_arrives(world) -> None:
+    """SIGKILL the API the moment the client has its answer; the write must be in the database. The bulk
+    decision covers 30,000 variants, whose commit takes long enough to lose when it runs after the answer."""
+    from tests.test_faults import start_api
+
+    engine = world["engine"]
+    spec = importlib.util.spec_from_file_location("review_latency", REPO_ROOT / "bench" / "review_latency.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    with session_scope(engine) as s:
+        s.execute(Dataset.__table__.delete().where(Dataset.name == "psm"))
+    bench.seed(engine, 30_000, random.Random(3))
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        with engine.begin() as conn:
+            conn.execute(text("SELECT setval(pg_get_serial_sequence('samples', 'id'), (SELECT max(id) FROM samples))"))
+    with session_scope(engine) as s:
+        pending = s.scalar(select(func.count()).select_from(Sample).where(Sample.review_status == "pending"))
+    assert pending > 20_000
+    writes = _writes(world)
+    writes.insert(2, ("bulk decision over 20,000+", "annotator", "POST", f"/api/v1/datasets/{bench.DATASET}/bulk-decisions",
+                      {"json": {"decision": "approve", "filter": {}, "confirm": True}},
+                      lambda s: s.scalar(select(func.count()).select_from(Sample)
+                                         .where(Sample.review_status == "pending",
+                                                Sample.dataset_id == s.scalar(select(Dataset.id).where(
+                                                    Dataset.name == bench.DATASET)))) == 0))
+    for name, who, method, path, kwargs, stored in writes:
+        api, base = start_api(world["settings"])
+        try:
+            with httpx.Client(base_url=base, timeout=120, headers={"Authorization": f"Bearer {world[who]}"}) as http:
+                r = http.request(method, path, **kwargs)
+                api.send_signal(signal.SIGKILL)
+            api.wait(10)
+        finally:
+            if api.poll() is None:
+                api.kill()
+        assert r.status_code < 300, f"{name}: {r.status_code} {r.text}"
+        engine.dispose()
+        with session_scope(engine) as s:
+            assert stored(s), f"{name}: answered {r.status_code}, but the write is not in the database"
