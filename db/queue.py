@@ -2,7 +2,10 @@
 
 Claiming is `SELECT ... FOR UPDATE SKIP LOCKED` on Postgres and one conditional UPDATE on SQLite (where writers
 are serialised anyway). A claimed job carries a lease that the worker's heartbeat renews; a job whose lease
-expired is re-queued (or failed, past max_attempts), so a dead worker's job is finished by another.
+expired is re-queued (or failed, past max_attempts; or cancelled, when cancellation was asked), so a dead
+worker's job is finished by another. Every write a worker makes to its job (progress, completion, failure) is
+conditional on still holding the lease. Leases and run-after times are read from the database's clock, never a
+host's: workers on hosts whose clocks disagree still agree on when a lease ends.
 Functions that take a Session only flush: the caller owns the transaction, so enqueueing inside a request's
 transaction enqueues nothing when that request rolls back.
 """
@@ -11,15 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, select, update
+from sqlalchemy import Engine, and_, select, text, update
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, NotFoundError
 from core.settings import get_settings
-from db.models import Job, JobStatus, utcnow
+from db.models import Job, JobStatus
 
 TERMINAL = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 
@@ -53,6 +56,16 @@ def _ended(session: Session, jobs: list[tuple[int, str]], status: str, error: st
             hook(session, ids, status, error, now)
 
 
+def db_now(session: Session) -> datetime:
+    """The database server's current time (UTC): the one clock every host of a deployment shares."""
+    if session.get_bind().dialect.name == "postgresql":
+        value = session.scalar(text("SELECT clock_timestamp()"))
+    else:  # SQLite's clock is the host's, but there is only one host writing the file
+        raw = session.scalar(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"))
+        value = datetime.fromisoformat(raw).replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
 def enqueue(
     session: Session,
     kind: str,
@@ -72,7 +85,7 @@ def enqueue(
         dataset_id=dataset_id,
         created_by=created_by,
         status=JobStatus.queued,
-        run_after=utcnow(),
+        run_after=db_now(session),
         progress_total=progress_total,
         progress_info={},
     )
@@ -82,24 +95,30 @@ def enqueue(
 
 
 def requeue_expired(session: Session, now: datetime | None = None) -> int:
-    """Hand jobs whose worker stopped heart-beating back to the queue; fail those out of attempts."""
-    now = now or utcnow()
+    """Hand jobs whose worker stopped heart-beating back to the queue; cancel those whose cancellation was asked
+    (their worker can no longer stop them); fail those out of attempts. Each kind's end hook runs for the jobs
+    ended here."""
+    now = now or db_now(session)
     expired = and_(Job.status == JobStatus.running, Job.lease_until < now)
-    lost = [tuple(row) for row in session.execute(
-        update(Job)
-        .where(expired, Job.attempts >= Job.max_attempts)
-        .values(
-            status=JobStatus.failed,
-            finished_at=now,
-            updated_at=now,
-            worker_id=None,
-            last_error="worker lost (lease expired) and no attempts left",
-        )
-        .returning(Job.id, Job.kind)
-        .execution_options(synchronize_session=False)
-    )]
-    _ended(session, lost, JobStatus.failed,  # type: ignore[arg-type]
-           "the worker running it stopped (lease expired) and no attempts were left", now)
+    ended = 0
+    for condition, status, error, why in (
+        (Job.cancel_requested.is_(True), JobStatus.cancelled,
+         "cancelled: the worker running it stopped (lease expired) before it could stop the job",
+         "cancelled: the worker running it stopped (lease expired) before it could stop the job"),
+        (Job.attempts >= Job.max_attempts, JobStatus.failed,
+         "worker lost (lease expired) and no attempts left",
+         "the worker running it stopped (lease expired) and no attempts were left"),
+    ):
+        rows = [(row[0], row[1]) for row in session.execute(
+            update(Job)
+            .where(expired, condition)
+            .values(status=status, finished_at=now, updated_at=now, worker_id=None, lease_until=None,
+                    last_error=error)
+            .returning(Job.id, Job.kind)
+            .execution_options(synchronize_session=False)
+        )]
+        _ended(session, rows, status, why, now)
+        ended += len(rows)
     requeued = session.execute(
         update(Job)
         .where(expired)
@@ -113,14 +132,14 @@ def requeue_expired(session: Session, now: datetime | None = None) -> int:
         )
         .execution_options(synchronize_session=False)
     ).rowcount
-    return len(lost) + (requeued or 0)
+    return ended + (requeued or 0)
 
 
 def claim(engine: Engine, worker_id: str, kinds: list[str] | None = None, lease_seconds: float | None = None) -> Job | None:
     """Atomically take the next runnable job (highest priority, then oldest) and lease it to `worker_id`."""
     lease_seconds = lease_seconds or get_settings().job_lease_seconds
     with Session(bind=engine, expire_on_commit=False) as session, session.begin():
-        now = utcnow()
+        now = db_now(session)
         requeue_expired(session, now)
         runnable = [Job.status == JobStatus.queued, Job.run_after <= now]
         if kinds:
@@ -171,15 +190,15 @@ def heartbeat(
 ) -> Heartbeat:
     """Renew the lease and record progress. Raises LeaseLost when the job is no longer ours."""
     lease_seconds = lease_seconds or get_settings().job_lease_seconds
-    now = utcnow()
-    values: dict[str, Any] = {"lease_until": now + timedelta(seconds=lease_seconds), "updated_at": now}
-    if done is not None:
-        values["progress_done"] = done
-    if total is not None:
-        values["progress_total"] = total
-    if info is not None:
-        values["progress_info"] = info
     with Session(bind=engine) as session, session.begin():
+        now = db_now(session)
+        values: dict[str, Any] = {"lease_until": now + timedelta(seconds=lease_seconds), "updated_at": now}
+        if done is not None:
+            values["progress_done"] = done
+        if total is not None:
+            values["progress_total"] = total
+        if info is not None:
+            values["progress_info"] = info
         row = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.running)
@@ -196,10 +215,23 @@ def _owned(job_id: int, worker_id: str):  # type: ignore[no-untyped-def]
     return and_(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.running)
 
 
+def hold_lease(session: Session, job_id: int, worker_id: str) -> None:
+    """Raise LeaseLost unless `worker_id` still holds the job, and keep the job's row locked (Postgres; SQLite
+    holds the write lock anyway) until the caller's transaction ends: a handler calls this in the transaction
+    of every write it makes, so a worker whose lease ran out writes nothing more, at once, instead of at its
+    next heartbeat."""
+    held = session.execute(
+        update(Job).where(_owned(job_id, worker_id)).values(updated_at=db_now(session))
+        .returning(Job.id).execution_options(synchronize_session=False)
+    ).first()
+    if held is None:
+        raise LeaseLost(f"job {job_id} is no longer leased to {worker_id}")
+
+
 def complete(session: Session, job_id: int, worker_id: str, result: dict[str, Any] | None = None,
              progress: tuple[int, int, dict[str, Any]] | None = None) -> None:
     """Mark the job succeeded, in the caller's transaction (with the job's output), if we still own it."""
-    now = utcnow()
+    now = db_now(session)
     values: dict[str, Any] = {
         "status": JobStatus.succeeded,
         "result": result or {},
@@ -219,29 +251,34 @@ def complete(session: Session, job_id: int, worker_id: str, result: dict[str, An
 
 
 def fail(session: Session, job_id: int, worker_id: str, error: str, *, retry: bool = True) -> str:
-    """Record a failure; retry with exponential backoff while attempts remain. Returns the new status."""
+    """Record a failure, if we still hold the lease; retry with exponential backoff while attempts remain.
+    Returns the new status. One conditional UPDATE: a worker whose lease expired cannot overwrite the claim of
+    the worker that took the job over."""
     settings = get_settings()
-    job = session.get(Job, job_id, populate_existing=True)
-    if job is None or job.worker_id != worker_id or job.status != JobStatus.running:
+    now = db_now(session)
+    attempts = session.scalar(select(Job.attempts).where(_owned(job_id, worker_id)))
+    row = None
+    if attempts is not None:
+        retrying = retry and bool(session.scalar(
+            select(Job.attempts < Job.max_attempts).where(Job.id == job_id)))
+        delay = min(settings.job_retry_base_seconds * 2 ** (attempts - 1), settings.job_retry_max_seconds)
+        values: dict[str, Any] = {"last_error": error[-8000:], "updated_at": now, "worker_id": None,
+                                  "lease_until": None}
+        if retrying:
+            values.update(status=JobStatus.queued, run_after=now + timedelta(seconds=delay))
+        else:
+            values.update(status=JobStatus.failed, finished_at=now)
+        row = session.execute(
+            update(Job).where(_owned(job_id, worker_id), Job.attempts == attempts).values(**values)
+            .returning(Job.status).execution_options(synchronize_session=False)
+        ).first()
+    if row is None:
         raise LeaseLost(f"job {job_id} is no longer leased to {worker_id}")
-    now = utcnow()
-    job.last_error = error[-8000:]
-    job.updated_at = now
-    job.worker_id = None
-    job.lease_until = None
-    if retry and job.attempts < job.max_attempts:
-        delay = min(settings.job_retry_base_seconds * 2 ** (job.attempts - 1), settings.job_retry_max_seconds)
-        job.status = JobStatus.queued
-        job.run_after = now + timedelta(seconds=delay)
-    else:
-        job.status = JobStatus.failed
-        job.finished_at = now
-    session.flush()
-    return job.status
+    return str(row[0])
 
 
 def mark_cancelled(session: Session, job_id: int, worker_id: str) -> None:
-    now = utcnow()
+    now = db_now(session)
     session.execute(
         update(Job)
         .where(_owned(job_id, worker_id))
@@ -257,7 +294,7 @@ def request_cancel(session: Session, job_id: int) -> Job:
         raise NotFoundError(f"job {job_id} not found", field="job_id")
     if job.status in TERMINAL:
         raise ConflictError(f"job {job_id} is already {job.status}")
-    now = utcnow()
+    now = db_now(session)
     if job.status == JobStatus.queued:
         job.status = JobStatus.cancelled
         job.finished_at = now
@@ -277,6 +314,8 @@ def counts_by_status(session: Session) -> dict[str, int]:
 
 __all__ = [
     "LeaseLost",
+    "db_now",
+    "hold_lease",
     "on_job_end",
     "enqueue",
     "claim",

@@ -7,6 +7,7 @@ transaction open, then write the outcome (and, for a job, its completion) in one
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from core.settings import get_settings
+from db import queue
 from db import training_runs as db_runs
 from db.models import Dataset
 from db.session import readonly_engine, session_scope
@@ -35,15 +37,26 @@ def execute_run(
     run_id: int,
     *,
     job_id: int | None = None,
+    worker_id: str | None = None,
     progress: ProgressFn | None = None,
     finish: FinishFn | None = None,
 ) -> dict[str, Any]:
     """Train run `run_id`, save its artifacts, score the dataset's pending variants, record everything.
 
-    Raises on failure; the caller records the outcome with `record_end` (it knows cancel from failure).
+    Run as a job (`job_id` and `worker_id`), every write happens only while the worker still holds the job's
+    lease (queue.hold_lease in the write's own transaction), and the artifacts are written aside and moved into
+    place in the final transaction: a worker that lost its job to another stops writing at once, and never
+    touches the new owner's files. Raises on failure; the caller records the outcome with `record_end` (it knows
+    cancel from failure).
     """
     emit = progress or (lambda _e: None)
+
+    def guard(session: Session) -> None:
+        if job_id is not None and worker_id is not None:
+            queue.hold_lease(session, job_id, worker_id)
+
     with session_scope(engine) as session:
+        guard(session)
         run = db_runs.mark_running(session, run_id, job_id)
         dataset = session.get_one(Dataset, run.dataset_id)
         config = TrainConfig.from_dict(run.config)
@@ -63,13 +76,33 @@ def execute_run(
         if event["event"] == "epoch":
             entry = {k: v for k, v in event.items() if k != "event"}
             with session_scope(engine) as s:
+                guard(s)
                 db_runs.record_epoch(s, run_id, entry)
 
     result = train_model(config, data, progress=on_event)
     out_dir = runs_root() / str(run_id)
-    if out_dir.exists():  # a previous attempt of this run
-        shutil.rmtree(out_dir)
-    save_artifacts(result, out_dir)
+    staging = out_dir.with_name(f"{run_id}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        save_artifacts(result, staging)
+        return _score_and_record(engine, run_id, dataset_id, data, config, result, staging, out_dir, guard,
+                                 emit, finish)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # moved into place on success; an abandoned attempt's files
+
+
+def _score_and_record(
+    engine: Engine,
+    run_id: int,
+    dataset_id: int,
+    data: Any,
+    config: TrainConfig,
+    result: Any,
+    staging: Any,
+    out_dir: Any,
+    guard: Callable[[Session], None],
+    emit: ProgressFn,
+    finish: FinishFn | None,
+) -> dict[str, Any]:
 
     emit({"event": "phase", "phase": "scoring pending variants"})
     with session_scope(readonly_engine(engine)) as session:
@@ -86,6 +119,7 @@ def execute_run(
         "variants_scored": 0,
     }
     with session_scope(engine) as session:
+        guard(session)
         db_runs.finish_run(
             session,
             run_id,
@@ -97,6 +131,10 @@ def execute_run(
         summary["variants_scored"] = db_runs.apply_consistency_scores(session, run_id, scores)
         if finish:
             finish(session, summary)
+        # Still inside the transaction that holds the lease: only the job's owner replaces the run's files.
+        if out_dir.exists():  # a previous attempt of this run
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
     emit(
         {
             "event": "finished",
@@ -107,8 +145,19 @@ def execute_run(
     return summary
 
 
-def record_end(engine: Engine, run_id: int, status: str, error: str | None = None) -> None:
+def record_end(
+    engine: Engine,
+    run_id: int,
+    status: str,
+    error: str | None = None,
+    *,
+    job_id: int | None = None,
+    worker_id: str | None = None,
+) -> None:
+    """Record how a run ended; as a job, only while the worker still holds the job (else LeaseLost)."""
     with session_scope(engine) as session:
+        if job_id is not None and worker_id is not None:
+            queue.hold_lease(session, job_id, worker_id)
         db_runs.end_run(session, run_id, status, error[-4000:] if error else None)
 
 

@@ -83,28 +83,30 @@ def _settle_report(engine: Any, report_id: int) -> None:
 def _execute(ctx: JobContext, run_id: int, epochs: int) -> dict[str, Any]:
     from services.run_execution import execute_run, record_end
 
+    owner: dict[str, Any] = {"job_id": ctx.job_id, "worker_id": ctx.worker_id}  # run writes need the lease
     try:
         return execute_run(
             ctx.engine,
             run_id,
             job_id=ctx.job_id,
+            worker_id=ctx.worker_id,
             progress=_progress(ctx, epochs),
             finish=lambda session, result: ctx.complete_in(session, result),
         )
     except JobCancelled:
-        record_end(ctx.engine, run_id, JobStatus.cancelled, "cancelled")
+        record_end(ctx.engine, run_id, JobStatus.cancelled, "cancelled", **owner)
         raise
     except LeaseLost:
         raise  # another worker owns the job (and the run) now
     except (DomainError, TrainerError) as err:  # bad config or data, an encoder that cannot load
-        record_end(ctx.engine, run_id, JobStatus.failed, err.message)
+        record_end(ctx.engine, run_id, JobStatus.failed, err.message, **owner)
         raise PermanentJobError(err.message) from err
     except Exception as err:
         if ctx.retries_left:  # the job runs again: the run waits for it (and an impact report with it)
             record_end(ctx.engine, run_id, JobStatus.queued, f"attempt {ctx.attempt} failed, retrying: "
-                       f"{type(err).__name__}: {err}")
+                       f"{type(err).__name__}: {err}", **owner)
         else:
-            record_end(ctx.engine, run_id, JobStatus.failed, f"{type(err).__name__}: {err}")
+            record_end(ctx.engine, run_id, JobStatus.failed, f"{type(err).__name__}: {err}", **owner)
         raise
 
 

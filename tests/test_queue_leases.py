@@ -1,0 +1,144 @@
+"""Queue edge cases (issue 12, point 5): writes only under the lease, cancellation survives a lost worker, the
+database's clock for leases, and a training job that lost its lease stops writing at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select, update
+
+from db import queue
+from db.models import Job, JobStatus, TrainingRun
+from db.session import session_scope
+from tests.trainer_fixtures import small_csv, tiny_encoder  # noqa: F401
+
+
+def _enqueue(engine: Any, kind: str = "probe") -> int:
+    with session_scope(engine) as s:
+        return queue.enqueue(s, kind, {}).id
+
+
+def _job(engine: Any, job_id: int) -> Job:
+    with session_scope(engine) as s:
+        job = s.get_one(Job, job_id)
+        s.expunge(job)
+        return job
+
+
+@pytest.mark.postgres
+def test_a_worker_that_lost_its_lease_cannot_overwrite_the_new_claim(pg_settings) -> None:
+    """The old worker reports a failure while, between its read and its write, another worker takes the job
+    over (Postgres runs them concurrently; SQLite serialises writers)."""
+    from db.session import get_engine
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    job_id = _enqueue(engine)
+    assert queue.claim(engine, "old", lease_seconds=0.05).id == job_id
+    time.sleep(0.1)
+    state = {"fired": False}
+
+    def take_over(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not state["fired"] and statement.lstrip().upper().startswith("UPDATE JOBS"):
+            state["fired"] = True
+            state["claimed"] = queue.claim(engine, "new", lease_seconds=60)  # another connection, committed
+
+    event.listen(engine, "before_cursor_execute", take_over)
+    try:
+        with pytest.raises(queue.LeaseLost), session_scope(engine) as s:
+            queue.fail(s, job_id, "old", "boom")
+    finally:
+        event.remove(engine, "before_cursor_execute", take_over)
+    assert state["claimed"] is not None and state["claimed"].id == job_id
+    job = _job(engine, job_id)
+    assert (job.status, job.worker_id, job.attempts) == (JobStatus.running, "new", 2), \
+        "the old worker's failure overwrote the new worker's claim"
+
+
+def test_a_cancelled_job_whose_worker_died_is_cancelled_not_run_again(any_engine) -> None:
+    job_id = _enqueue(any_engine)
+    assert queue.claim(any_engine, "dying", lease_seconds=0.05).id == job_id
+    with session_scope(any_engine) as s:
+        assert queue.request_cancel(s, job_id).status == JobStatus.running  # asked; the worker never heard
+    time.sleep(0.1)
+    assert queue.claim(any_engine, "other") is None, "the cancelled job was handed to another worker"
+    job = _job(any_engine, job_id)
+    assert job.status == JobStatus.cancelled and job.finished_at is not None and "cancelled" in job.last_error
+
+
+def test_leases_follow_the_database_clock_not_the_hosts(any_engine, monkeypatch) -> None:
+    """A worker whose host clock runs an hour behind must not hold a lease that ends an hour early (or, ahead,
+    one that never ends): run_after and lease_until come from the database server."""
+    import db.models
+
+    skewed = datetime.now(UTC) - timedelta(hours=1)
+    monkeypatch.setattr(db.models, "utcnow", lambda: skewed)
+    monkeypatch.setattr(queue, "utcnow", lambda: skewed, raising=False)  # where the queue read the host clock
+    monkeypatch.setattr(queue, "datetime", _SkewedDatetime(skewed), raising=False)
+    job_id = _enqueue(any_engine)
+    claimed = queue.claim(any_engine, "w", lease_seconds=60)
+    assert claimed is not None and claimed.id == job_id, "a job enqueued by a skewed host must be runnable now"
+    real_now = datetime.now(UTC)
+    assert abs((claimed.lease_until - real_now).total_seconds() - 60) < 10, claimed.lease_until
+    assert abs((_job(any_engine, job_id).run_after - real_now).total_seconds()) < 10
+
+
+class _SkewedDatetime:
+    """Stands in for the datetime class in db.queue: now() returns the skewed host time."""
+
+    def __init__(self, value: datetime) -> None:
+        self.value = value
+
+    def now(self, tz: Any = None) -> datetime:
+        return self.value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(datetime, name)
+
+
+@pytest.mark.slow
+def test_a_training_job_that_lost_its_lease_stops_writing_at_once(settings, engine, tiny_encoder: str) -> None:  # noqa: F811
+    """The job is taken from the worker after its first epoch; its heartbeat would notice only ~20 s later. No
+    further epoch, no artifact and no outcome of the stale worker may reach the database or the run's folder."""
+    from services.importing import ImportSpec, import_file
+    from services.training import create_training_runs, default_config, runs_root
+    from workers.main import Worker
+
+    with session_scope(engine) as s:
+        result = import_file(s, small_csv(n_train=160, n_val=24, n_test=24),
+                             ImportSpec(dataset="small", tasks=["bias", "message"]), filename="small.csv")
+        from db.datasets import get_dataset
+
+        dataset = get_dataset(s, result.dataset)
+        (run,) = create_training_runs(s, dataset, default_config({
+            "encoder": tiny_encoder, "epochs": 8, "patience": 0, "max_length": 32, "batch_size": 8,
+            "grad_accum": 1, "head_hidden": 32, "num_threads": 1, "warmup_ratio": 0.0, "rdrop_alpha": 0.0,
+        }), [3])
+        job = queue.enqueue(s, "train", {"run_id": run.id, "dataset": "small"}, progress_total=8, max_attempts=2)
+        run.job_id = job.id
+        run_id, job_id = run.id, job.id
+    worker = Worker(engine, kinds=["train"], lease_seconds=60, poll_seconds=0.05)
+    thread = threading.Thread(target=lambda: worker.run(max_jobs=1), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    stolen_at = None
+    while time.monotonic() < deadline and stolen_at is None:
+        with session_scope(engine) as s:
+            curve = s.scalar(select(TrainingRun.curve).where(TrainingRun.id == run_id)) or []
+            if curve:
+                s.execute(update(Job).where(Job.id == job_id).values(worker_id="thief"))
+                stolen_at = len(curve)
+        time.sleep(0.01)
+    assert stolen_at is not None, "the run never recorded an epoch"
+    thread.join(120)
+    assert not thread.is_alive()
+    with session_scope(engine) as s:
+        run = s.get_one(TrainingRun, run_id)
+        assert len(run.curve) == stolen_at, f"{len(run.curve) - stolen_at} epoch(s) written after the lease was lost"
+        assert run.status == JobStatus.running and not run.metrics and run.artifact_dir is None
+    assert worker.stats.lost == 1 and worker.stats.succeeded == 0
+    assert not (runs_root() / str(run_id)).exists(), "the stale worker wrote the run's artifacts"
+    assert list(runs_root().glob(f"{run_id}.partial-*")) == [], "the stale worker's staging files were left"
