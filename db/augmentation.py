@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy import insert as sa_insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.models import AugmentationPlan, Dataset, Origin, ReviewStatus, Sample, SampleLabel, Split
@@ -69,7 +71,9 @@ def insert_variants(
     session: Session, dataset_id: int, job_id: int, variants: Sequence[NewVariant]
 ) -> tuple[list[int], int]:
     """Insert pending variants with their parents' current labels and split. Returns (ids, skipped): a variant
-    whose text appeared in the dataset meanwhile, or whose parent was deleted, is skipped, not an error."""
+    whose text is in the dataset already (stored meanwhile by another job, even one committing concurrently:
+    the unique index decides, with ON CONFLICT DO NOTHING), or whose parent was deleted, is skipped, not an
+    error."""
     parents = {v.parent_id for v in variants}
     parent_split = (
         dict(
@@ -83,35 +87,38 @@ def insert_variants(
         else {}
     )
     labels = labels_of(session, sorted(parent_split))
-    taken = dataset_hashes(session, dataset_id)
-    new: list[Sample] = []
-    skipped = 0
+    rows: dict[str, dict[str, Any]] = {}
     for v in variants:
-        if v.parent_id not in parent_split or v.content_hash in taken:
-            skipped += 1
-            continue
-        taken.add(v.content_hash)
-        sample = Sample(
-            dataset_id=dataset_id,
-            text=v.text,
-            split=parent_split[v.parent_id],
-            origin=Origin.augmented,
-            content_hash=v.content_hash,
-            parent_id=v.parent_id,
-            method=v.method,
-            method_params=v.method_params,
-            model_name=v.model_name,
-            seed=v.seed,
-            job_id=job_id,
-            scores=v.scores,
-            similarity=v.similarity,
-            review_status=ReviewStatus.pending,
-        )
-        sample.labels_rows = [SampleLabel(task=t, label=y) for t, y in labels[v.parent_id].items()]
-        new.append(sample)
-    session.add_all(new)
+        if v.parent_id in parent_split and v.content_hash not in rows:
+            rows[v.content_hash] = {
+                "dataset_id": dataset_id, "text": v.text, "split": parent_split[v.parent_id],
+                "origin": Origin.augmented, "content_hash": v.content_hash, "parent_id": v.parent_id,
+                "method": v.method, "method_params": v.method_params, "model_name": v.model_name,
+                "seed": v.seed, "job_id": job_id, "scores": v.scores, "similarity": v.similarity,
+                "review_status": ReviewStatus.pending,
+            }
+    if not rows:
+        return [], len(variants)
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(Sample)
+        .on_conflict_do_nothing(index_elements=[Sample.dataset_id, Sample.content_hash])
+        .returning(Sample.id, Sample.content_hash)
+    )
+    inserted = dict(
+        (digest, sid) for sid, digest in session.execute(statement, list(rows.values())).tuples()
+    )
+    label_rows = [
+        {"sample_id": sid, "task": task, "label": label}
+        for digest, sid in inserted.items()
+        for task, label in labels[rows[digest]["parent_id"]].items()
+    ]
+    if label_rows:
+        session.execute(sa_insert(SampleLabel), label_rows)
     session.flush()
-    return [s.id for s in new], skipped
+    ids = [inserted[v.content_hash] for v in variants if v.content_hash in inserted]
+    return list(dict.fromkeys(ids)), len(variants) - len(inserted)
 
 
 def train_label_rows(session: Session, dataset: Dataset) -> list[tuple[int, dict[str, str]]]:

@@ -136,6 +136,9 @@ def generate_variants(
 
     with session_scope(engine) as session:
         ids, raced = insert_variants(session, dataset.id, job_id, kept)
+        dropped = candidate_filter.counts()
+        # Stored meanwhile (another job, a concurrent commit): the unique index skipped them, a duplicate like any.
+        dropped["duplicate"] = dropped.get("duplicate", 0) + raced
         result = {
             "dataset": dataset.name,
             "methods": methods,
@@ -144,11 +147,8 @@ def generate_variants(
             "generated": total - not_generated,
             "kept": len(ids),
             "inserted": len(ids),
-            "dropped": {
-                **candidate_filter.counts(),
-                "no_candidate": not_generated,
-                "duplicate_at_insert": raced,
-            },
+            "dropped": {**dropped, "no_candidate": not_generated},
+            "duplicate_at_insert": raced,
             "per_method": per_method,
             "variant_ids": ids[:1000],
             "plan_id": params.get("plan_id"),

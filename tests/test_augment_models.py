@@ -92,6 +92,28 @@ def test_mlm_replaces_whole_words_and_keeps_the_rest(mlm) -> None:
     assert n > 60
 
 
+def test_mlm_source_texts_holding_special_tokens(mlm) -> None:
+    """A post that contains "[MASK]", "<mask>" or "[SEP]" literally is augmented like any other: the model sees
+    exactly the masks chosen for it, and the variant keeps the literal text."""
+    from workers.augment.params import MaskedLMParams
+
+    texts = [
+        "Type [MASK] in the search box and vote for the farm bill today",
+        "The <mask> mandate [SEP] is a tax on working families [CLS] again",
+        "Nothing special about this school budget vote \ue000 tonight",
+    ]
+    params = MaskedLMParams(min_prob=0.0, aug_p=0.5)
+    batches = mlm.prepare(texts, [2] * len(texts), seed=1, language="en", params=params)
+    for batch in batches:
+        for i, row in enumerate(batch.rows):
+            masks = int((batch.input_ids[i] == mlm.mask_id).sum())
+            assert masks == len(row.words), "a literal special token became a mask"
+            assert int((batch.input_ids[i] == mlm.tokenizer.sep_token_id).sum()) == 1
+    result = mlm.augment(texts, [2] * len(texts), seed=1, language="en", params=params)
+    assert all(len(v) == 2 for v in result)
+    assert all("[MASK]" in v.text for v in result[0]) and all("[SEP]" in v.text for v in result[1])
+
+
 def test_mlm_determinism_is_independent_of_batching(mlm, tiny_mlm_dir) -> None:
     from workers.augment.masked_lm import MaskedLMAugmenter
     from workers.augment.params import MaskedLMParams

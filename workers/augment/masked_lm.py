@@ -83,6 +83,9 @@ def whole_word_vocab(tokenizer: Any, size: int) -> tuple[list[str], torch.Tensor
     return words, bias
 
 
+_MASK_SLOT = "\ue000"  # a private-use character: where a mask goes, until the source's specials are defused
+
+
 class MaskedLMAugmenter:
     method = "mlm"
 
@@ -99,6 +102,9 @@ class MaskedLMAugmenter:
                 "AUGLOOP_MLM_MODEL to a fill-mask model"
             )
         self.mask_id = int(self.tokenizer.mask_token_id)
+        # Longest first, so that "[MASK]" is broken up before a shorter special token inside it could be.
+        specials = {t for t in self.tokenizer.all_special_tokens if len(t) > 1}
+        self._specials = sorted(specials, key=len, reverse=True)
         self.pad_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
         self.base, self.head = _split_head(self.model)
         size = int(self.model.get_output_embeddings().weight.shape[0])
@@ -117,7 +123,6 @@ class MaskedLMAugmenter:
         params: P.MaskedLMParams,
     ) -> list[Batch]:
         rows: list[Row] = []
-        mask = self.tokenizer.mask_token
         for index, (text, count) in enumerate(zip(texts, counts, strict=True)):
             words = (
                 candidates(text, language, protect_capitalized=params.protect_capitalized) if count else []
@@ -129,8 +134,9 @@ class MaskedLMAugmenter:
                 rng = random.Random(derive_seed(seed, self.method, source_key, v))
                 k = max(1, min(params.max_words, round(params.aug_p * len(words)), len(words)))
                 chosen = [words[i] for i in sorted(rng.sample(range(len(words)), k))]
-                masked = apply_edits(text, [(w.start, w.end, mask) for w in chosen])
-                rows.append(Row(index, v, masked, chosen, rng))
+                # (a source holding the slot character itself gets U+FFFD there: same length, same spans)
+                masked = apply_edits(text.replace(_MASK_SLOT, "\ufffd"), [(w.start, w.end, _MASK_SLOT) for w in chosen])
+                rows.append(Row(index, v, self._model_input(masked), chosen, rng))
         if not rows:
             return []
         encoded = self.tokenizer(
@@ -143,6 +149,16 @@ class MaskedLMAugmenter:
         for row, ids in zip(rows, encoded, strict=True):
             row.input_ids = ids
         return self._batches(rows)
+
+    def _model_input(self, masked: str) -> str:
+        """The text the model reads: the chosen words become the mask token, and a special token that the source
+        itself contains (a literal "[MASK]", "<mask>", "[SEP]" in a post) is broken up so that the tokenizer
+        reads it as plain characters: otherwise it would add masks (or segment breaks) nobody chose. Only the
+        model's input changes; the variant is spliced into the untouched source."""
+        for special in self._specials:
+            if special in masked:
+                masked = masked.replace(special, special[0] + " " + special[1:])
+        return masked.replace(_MASK_SLOT, self.tokenizer.mask_token)
 
     def _batches(self, rows: list[Row]) -> list[Batch]:
         """Length-sorted batches whose padded size (rows × longest) stays within the token budget."""
