@@ -105,7 +105,7 @@ class QueueFilterBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    origin: list[Literal["augmented", "pseudo_label"]] | None = None
+    origin: list[Literal["augmented", "pseudo_label", "submitted"]] | None = None
     task: str | None = None
     label: str | None = None
     method: list[str] | None = None

@@ -68,7 +68,7 @@ def reference_texts(session: Session, dataset_id: int) -> list[str]:
 
 
 def insert_variants(
-    session: Session, dataset_id: int, job_id: int, variants: Sequence[NewVariant]
+    session: Session, dataset_id: int, job_id: int, variants: Sequence[NewVariant], created_by: int | None = None
 ) -> tuple[list[int], int]:
     """Insert pending variants with their parents' current labels and split. Returns (ids, skipped): a variant
     whose text is in the dataset already (stored meanwhile by another job, even one committing concurrently:
@@ -95,7 +95,7 @@ def insert_variants(
                 "origin": Origin.augmented, "content_hash": v.content_hash, "parent_id": v.parent_id,
                 "method": v.method, "method_params": v.method_params, "model_name": v.model_name,
                 "seed": v.seed, "job_id": job_id, "scores": v.scores, "similarity": v.similarity,
-                "review_status": ReviewStatus.pending,
+                "review_status": ReviewStatus.pending, "created_by": created_by,
             }
     if not rows:
         return [], len(variants)

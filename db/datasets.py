@@ -6,8 +6,8 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, exists, func, select
+from sqlalchemy.orm import Session, aliased
 
 from core.errors import NotFoundError, ValidationFailed
 from db.models import Dataset, Origin, ReviewStatus, Sample, SampleLabel
@@ -107,13 +107,24 @@ def parse_include(include: str | list[str]) -> set[str]:
 
 def samples_for_view(session: Session, dataset: Dataset, include: set[str], splits: set[str] | None = None,
                      batch: int = 2000) -> Iterator[Sample]:
-    """Originals and/or variants by review status, in id order, streamed in batches."""
+    """Originals and/or reviewed samples (variants, pseudo-labels, submitted texts) by review status, in id
+    order, streamed in batches. An approved variant of a submitted text counts as approved only once that text
+    is approved too: its labels are the submitter's until a reviewer has seen them."""
     conditions = []
     if "original" in include:
         conditions.append(Sample.origin == Origin.original)
     statuses = [s for s in ("approved", "pending", "rejected") if s in include]
     if statuses:
-        conditions.append((Sample.origin != Origin.original) & Sample.review_status.in_(statuses))
+        reviewed = (Sample.origin != Origin.original) & Sample.review_status.in_(statuses)
+        if "approved" in statuses:
+            source = aliased(Sample)
+            unreviewed_source = exists().where(
+                source.id == Sample.parent_id,
+                source.origin == Origin.submitted,
+                source.review_status != ReviewStatus.approved,
+            )
+            reviewed = reviewed & ((Sample.review_status != ReviewStatus.approved) | ~unreviewed_source)
+        conditions.append(reviewed)
     from sqlalchemy import or_
 
     query = select(Sample).where(Sample.dataset_id == dataset.id, or_(*conditions))

@@ -73,9 +73,14 @@ class Split(StrEnum):
 
 
 class Origin(StrEnum):
-    original = "original"
+    original = "original"  # imported by an admin: trusted, trains as it is
+    submitted = "submitted"  # a text sent through the augmentation API: trains once approved in review
     augmented = "augmented"
     pseudo_label = "pseudo_label"
+
+
+# What waits for review before it may train: everything but an admin's import.
+REVIEWABLE_ORIGINS = (Origin.augmented.value, Origin.pseudo_label.value, Origin.submitted.value)
 
 
 class ReviewStatus(StrEnum):
@@ -187,6 +192,8 @@ class Sample(Base):
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
     generated_text: Mapped[str | None] = mapped_column(Text, default=None)  # kept when an annotator edits
     scores: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Who put it into the dataset: the admin who imported it, the user who submitted it, the job's creator.
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     similarity: Mapped[float | None] = mapped_column(Float, default=None)  # to the source text, 0..1
     label_consistency: Mapped[float | None] = mapped_column(Float, default=None)  # model p(intended labels)
     label_flag: Mapped[bool | None] = mapped_column(Boolean, default=None)  # model predicts another label

@@ -19,9 +19,17 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
 
 from core.errors import NotFoundError, ValidationFailed
-from db.models import Dataset, Decision, Origin, Review, ReviewStatus, Sample, SampleLabel, User
+from db.models import (
+    REVIEWABLE_ORIGINS,
+    Dataset,
+    Decision,
+    Review,
+    ReviewStatus,
+    Sample,
+    SampleLabel,
+    User,
+)
 
-REVIEWABLE_ORIGINS = (Origin.augmented.value, Origin.pseudo_label.value)
 SORTS = ("age", "-age", "family", "similarity", "-similarity", "label_consistency", "-label_consistency")
 APPROVING = (Decision.approve.value, Decision.edit.value)
 

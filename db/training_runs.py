@@ -259,6 +259,7 @@ def add_pseudo_labels(
     model_name: str,
     threshold: float,
     job_id: int | None,
+    created_by: int | None = None,
 ) -> int:
     """Insert pending pseudo-label samples; a text labelled meanwhile (by a concurrent job) is skipped."""
     for item in items:
@@ -288,6 +289,7 @@ def add_pseudo_labels(
             method_params={"model_id": model_id, "threshold": threshold},
             model_name=model_name,
             job_id=job_id,
+            created_by=created_by,
             scores={"label_model": {"run_id": model_id, "probs": item.probs}},
             label_consistency=item.confidence,
             label_flag=False,

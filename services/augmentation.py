@@ -27,7 +27,7 @@ from db.augmentation import (
     train_label_rows,
     variant_counts,
 )
-from db.models import AugmentationPlan, Dataset, Job, Origin, Sample, SampleLabel, Split
+from db.models import AugmentationPlan, Dataset, Job, Origin, ReviewStatus, Sample, SampleLabel, Split
 from workers.augment.catalog import validate_request
 from workers.augment.planner import PlanTarget, SourceSample, make_plan
 
@@ -37,50 +37,58 @@ SEED_LIMIT = 2**31  # the seed column is a 32-bit integer on Postgres
 
 
 def load_sources(session: Session, dataset: Dataset, sample_ids: Sequence[int]) -> list[SourceRow]:
-    """The given samples as augmentation sources. Only train-split originals qualify: augmenting a val/test
-    text would leak it into training, and augmenting a variant compounds its drift."""
+    """The given samples as augmentation sources. Only train-split originals and submitted texts not rejected
+    in review qualify: augmenting a val/test text would leak it into training, and augmenting a variant
+    compounds its drift. (A submitted text's variants train only once the text itself is approved.)"""
     ids = list(dict.fromkeys(sample_ids))
-    rows: dict[int, tuple[str, str, str, int]] = {}
+    rows: dict[int, tuple[str, str, str, int, str | None]] = {}
     for start in range(0, len(ids), 900):
         chunk = ids[start : start + 900]
-        for sid, text, split, origin, ds in session.execute(
-            select(Sample.id, Sample.text, Sample.split, Sample.origin, Sample.dataset_id).where(
-                Sample.id.in_(chunk)
-            )
+        for sid, text, split, origin, ds, status in session.execute(
+            select(Sample.id, Sample.text, Sample.split, Sample.origin, Sample.dataset_id,
+                   Sample.review_status).where(Sample.id.in_(chunk))
         ):
-            rows[sid] = (text, split, origin, ds)
+            rows[sid] = (text, split, origin, ds, status)
     missing = [sid for sid in ids if sid not in rows or rows[sid][3] != dataset.id]
     if missing:
         raise NotFoundError(
             f"sample(s) {missing[:10]} not found in dataset {dataset.name!r}", field="sample_ids"
         )
-    wrong = [sid for sid in ids if rows[sid][1] != Split.train or rows[sid][2] != Origin.original]
+    wrong = [sid for sid in ids if not _augmentable(rows[sid][1], rows[sid][2], rows[sid][4])]
     if wrong:
         raise ValidationFailed(
-            f"sample(s) {wrong[:10]} are not train-split originals: only those are augmented "
-            "(val/test texts would leak into training)",
+            f"sample(s) {wrong[:10]} are not train-split originals or submitted texts: only those are "
+            "augmented (val/test texts would leak into training; a rejected text does not train)",
             field="sample_ids",
         )
     labels = labels_of(session, ids)
     return [SourceRow(sid, rows[sid][0], rows[sid][1], labels[sid]) for sid in ids]
 
 
-def import_free_texts(
-    session: Session, dataset: Dataset, items: Sequence[tuple[str, dict[str, str]]]
+def _augmentable(split: str, origin: str, status: str | None) -> bool:
+    if split != Split.train:
+        return False
+    return origin == Origin.original or (origin == Origin.submitted and status != ReviewStatus.rejected)
+
+
+def submit_texts(
+    session: Session, dataset: Dataset, items: Sequence[tuple[str, dict[str, str]]], created_by: int | None
 ) -> list[int]:
-    """Sample ids for free texts sent to POST /augment: an existing train original with the same normalised
-    text is reused; a new text becomes a train-split original with its labels."""
+    """Sample ids for free texts sent to POST /augment. An existing train original, or a submitted text not
+    rejected, with the same normalised text (and labels) is reused; a new text is stored as a *submitted*
+    train sample, pending review like a variant and recording who sent it: whoever sends it, only an admin's
+    import creates trusted originals, and only reviewed text trains."""
     tasks = {t["name"]: list(t["labels"]) for t in dataset.tasks}
     hashes = [content_hash(text) for text, _ in items]
-    existing: dict[str, tuple[int, str, str]] = {}
+    existing: dict[str, tuple[int, str, str, str | None]] = {}
     for start in range(0, len(hashes), 900):
         chunk = hashes[start : start + 900]
-        for sid, digest, split, origin in session.execute(
-            select(Sample.id, Sample.content_hash, Sample.split, Sample.origin).where(
+        for sid, digest, split, origin, status in session.execute(
+            select(Sample.id, Sample.content_hash, Sample.split, Sample.origin, Sample.review_status).where(
                 Sample.dataset_id == dataset.id, Sample.content_hash.in_(chunk)
             )
         ):
-            existing[digest] = (sid, split, origin)
+            existing[digest] = (sid, split, origin, status)
     ids: list[int] = []
     created: dict[str, int] = {}
     found_labels = labels_of(session, [e[0] for e in existing.values()])
@@ -106,11 +114,11 @@ def import_free_texts(
             ids.append(created[digest])
             continue
         if digest in existing:
-            sid, split, origin = existing[digest]
-            if split != Split.train or origin != Origin.original:
+            sid, split, origin, status = existing[digest]
+            if not _augmentable(split, origin, status):
                 raise ValidationFailed(
-                    f"texts[{i}] is already sample {sid} ({origin}, split {split}): only "
-                    "train-split originals are augmented",
+                    f"texts[{i}] is already sample {sid} ({origin}{', ' + status if status else ''}, split "
+                    f"{split}): only train-split originals and submitted texts not rejected are augmented",
                     field=f"texts.{i}.text",
                 )
             stored = found_labels.get(sid, {})
@@ -130,7 +138,8 @@ def import_free_texts(
                 field=f"texts.{i}.labels",
             )
         sample = Sample(
-            dataset_id=dataset.id, text=text, split=Split.train, origin=Origin.original, content_hash=digest
+            dataset_id=dataset.id, text=text, split=Split.train, origin=Origin.submitted, content_hash=digest,
+            review_status=ReviewStatus.pending, created_by=created_by,
         )
         sample.labels_rows = [SampleLabel(task=t, label=y) for t, y in labels.items()]
         session.add(sample)
@@ -191,7 +200,7 @@ def enqueue_request(
     else:
         if not request.texts:
             raise ValidationFailed("texts is empty", field="texts")
-        ids = list(dict.fromkeys(import_free_texts(session, dataset, request.texts)))
+        ids = list(dict.fromkeys(submit_texts(session, dataset, request.texts, user_id)))
     total = len(ids) * request.n_per_text * len(checked["methods"])
     if total > MAX_VARIANTS_PER_JOB:
         raise TooLargeError(

@@ -45,8 +45,10 @@ def class_balance(session: Session, name: str) -> dict[str, Any]:
     return dataset_stats(session, dataset_named(session, name))
 
 
-def import_upload(session: Session, data: bytes, spec: ImportSpec, filename: str | None) -> ImportResult:
-    return import_file(session, data, spec, filename=filename)
+def import_upload(
+    session: Session, data: bytes, spec: ImportSpec, filename: str | None, created_by: int | None = None
+) -> ImportResult:
+    return import_file(session, data, spec, filename=filename, created_by=created_by)
 
 
 @dataclass

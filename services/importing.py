@@ -241,8 +241,9 @@ def stratified_split(rows: list[Row], stratify_task: str | None, seed: int,
 
 
 def import_file(session: Session, data: bytes, spec: ImportSpec, *, filename: str | None = None,
-                fmt: str | None = None) -> ImportResult:
-    """Validate the whole file, then add it to the dataset (created if new) in the caller's transaction."""
+                fmt: str | None = None, created_by: int | None = None) -> ImportResult:
+    """Validate the whole file, then add it to the dataset (created if new) in the caller's transaction. Its
+    rows become trusted originals: importing is an admin's (or the operator's, from the CLI) act."""
     if not spec.tasks:
         raise ValidationFailed("declare at least one task (a label column)", field="task")
     records = read_records(data, fmt or detect_format(filename, data))
@@ -296,7 +297,7 @@ def import_file(session: Session, data: bytes, spec: ImportSpec, *, filename: st
             continue
         first_line_of[digest] = row.line
         sample = Sample(dataset_id=dataset.id, text=row.text, split=row.split, origin=Origin.original,
-                        content_hash=digest, external_id=row.external_id)
+                        content_hash=digest, external_id=row.external_id, created_by=created_by)
         sample.labels_rows = [SampleLabel(task=t, label=v) for t, v in row.labels.items()]
         new_samples.append(sample)
         split_counts[row.split or ""] += 1

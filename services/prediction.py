@@ -146,6 +146,7 @@ def execute_pseudo_labels(
     threshold: float,
     *,
     job_id: int | None = None,
+    created_by: int | None = None,
     progress: ProgressFn | None = None,
     finish: FinishFn | None = None,
 ) -> dict[str, Any]:
@@ -193,6 +194,7 @@ def execute_pseudo_labels(
             model_name=f"augloop-run:{model_id}",
             threshold=threshold,
             job_id=job_id,
+            created_by=created_by,
         )
         result = {
             "dataset": dataset_name,

@@ -57,7 +57,13 @@ def _read_phase(
 
 
 def generate_variants(
-    engine: Engine, job_id: int, params: dict[str, Any], *, report: ReportFn, finish: FinishFn
+    engine: Engine,
+    job_id: int,
+    params: dict[str, Any],
+    *,
+    report: ReportFn,
+    finish: FinishFn,
+    created_by: int | None = None,
 ) -> dict[str, Any]:
     """Run one augment job: `report(done=, total=, **counters)` per batch; `finish(session, result)` inside
     the transaction that inserts the kept variants. Raises BadJobParams, DomainError or ModelUnavailable for
@@ -135,7 +141,7 @@ def generate_variants(
         per_method[method] = {"generated": generated, "kept": len(kept) - kept_before}
 
     with session_scope(engine) as session:
-        ids, raced = insert_variants(session, dataset.id, job_id, kept)
+        ids, raced = insert_variants(session, dataset.id, job_id, kept, created_by)
         dropped = candidate_filter.counts()
         # Stored meanwhile (another job, a concurrent commit): the unique index skipped them, a duplicate like any.
         dropped["duplicate"] = dropped.get("duplicate", 0) + raced

@@ -145,9 +145,11 @@ def test_mlm_and_backtranslation_through_the_queue(annotator, engine, mini_datas
     assert job["result"]["per_method"]["mlm"]["kept"] == len(by_method["mlm"])
 
 
-def test_free_texts_become_train_originals(annotator, engine, mini_dataset) -> None:
-    from db.datasets import get_dataset
-    from db.models import Sample
+def test_free_texts_wait_for_review_like_variants(annotator, engine, mini_dataset) -> None:
+    """Texts sent to POST /augment are submissions, not trusted originals: pending in the review queue, with
+    who sent them, kept out of training (with their variants) until a reviewer approves them."""
+    from db.datasets import get_dataset, training_samples
+    from db.models import Sample, User
     from db.session import session_scope
     from services.augmentation import load_sources
 
@@ -166,11 +168,24 @@ def test_free_texts_become_train_originals(annotator, engine, mini_dataset) -> N
     (item,) = r.json()["params"]["items"]
     with session_scope(engine) as s:
         sample = s.get(Sample, item["sample_id"])
-        assert sample.origin == "original" and sample.split == "train" and sample.labels == labels
+        assert (sample.origin, sample.review_status, sample.split) == ("submitted", "pending", "train")
+        assert sample.labels == labels and s.get(User, sample.created_by).name == "bob-annotator"
         assert load_sources(s, get_dataset(s, "mini"), [sample.id])[0].text == text
     run_worker(engine)
     variants = _variants(engine, r.json()["id"])
     assert variants and all(v.parent_id == item["sample_id"] and v.labels == labels for v in variants)
+    queue = annotator.get("/api/v1/datasets/mini/review-queue", params={"origin": "submitted"}).json()
+    assert [i["id"] for i in queue["items"]] == [item["sample_id"]], "the submission waits in the review queue"
+
+    def trains() -> set[int]:
+        with session_scope(engine) as s:
+            return {x.id for x in training_samples(s, get_dataset(s, "mini"))}
+
+    first = variants[0]
+    annotator.post(f"/api/v1/samples/{first.id}/decision", json={"decision": "approve", "version": first.version})
+    assert item["sample_id"] not in trains() and first.id not in trains(), "unreviewed submission trained"
+    annotator.post(f"/api/v1/samples/{item['sample_id']}/decision", json={"decision": "approve", "version": 1})
+    assert {item["sample_id"], first.id} <= trains()
     # The same text again reuses the sample; other labels for it are a conflict.
     again = annotator.post(
         "/api/v1/augment",
@@ -186,6 +201,20 @@ def test_free_texts_become_train_originals(annotator, engine, mini_dataset) -> N
         },
     )
     assert clash.status_code == 409 and clash.json()["field"] == "texts.0.labels"
+
+
+def test_a_cancelled_submission_job_leaves_nothing_to_train(annotator, engine, mini_dataset) -> None:
+    from db.datasets import get_dataset, training_samples
+    from db.session import session_scope
+
+    r = annotator.post("/api/v1/augment", json={
+        "dataset": "mini", "methods": ["wordnet"],
+        "texts": [{"text": f"A brand new post about rural water number {i}", "labels": {"bias": "neutral"}}
+                  for i in range(5)]})
+    assert annotator.post(f"/api/v1/jobs/{r.json()['id']}/cancel").json()["status"] == "cancelled"
+    submitted = {i["sample_id"] for i in r.json()["params"]["items"]}
+    with session_scope(engine) as s:
+        assert not submitted & {x.id for x in training_samples(s, get_dataset(s, "mini"))}
 
 
 @pytest.mark.parametrize(

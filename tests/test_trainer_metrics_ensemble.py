@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.errors import TrainerError
 from trainer.ensemble import apply_temperature, average_probs, build_ensemble, fit_temperature, nll
+from trainer.errors import TrainerError
 from trainer.examples import IGNORE, TaskSpec
 from trainer.metrics import evaluate_probs, task_metrics
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.errors import TrainerError
 from tests.trainer_fixtures import tiny_encoder  # noqa: F401 (fixture)
 from trainer.config import TrainConfig, parse_set_option
+from trainer.errors import TrainerError
 from trainer.examples import TaskSpec
 from trainer.model import build_model
 from trainer.optim import build_optimizer, llrd_param_groups, warmup_linear_schedule

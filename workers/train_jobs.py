@@ -124,6 +124,7 @@ def run_pseudo_label(ctx: JobContext) -> dict[str, Any]:
             int(ctx.params["model_id"]),
             float(ctx.params["threshold"]),
             job_id=ctx.job_id,
+            created_by=ctx.created_by,
             progress=on_event,
             finish=lambda session, result: ctx.complete_in(session, result),
         )

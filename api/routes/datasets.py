@@ -61,7 +61,7 @@ async def import_dataset(
     name: str,
     session: SessionDep,
     settings: SettingsDep,
-    _admin: AdminUser,
+    admin: AdminUser,
     file: Annotated[UploadFile, File(description="CSV, JSONL or Parquet, UTF-8")],
     task: Annotated[list[str], Form(description="A label column; repeat for several tasks")],
     text_col: Annotated[str, Form()] = "text",
@@ -80,7 +80,7 @@ async def import_dataset(
     spec = ImportSpec(dataset=name, tasks=tasks, text_col=text_col, split_col=split_col or None,
                       id_col=id_col or None, language=language, label_order=_parse_labels(labels),
                       split_seed=split_seed)
-    return dataset_service.import_upload(session, data, spec, file.filename).as_dict()
+    return dataset_service.import_upload(session, data, spec, file.filename, admin.id).as_dict()
 
 
 @router.get("/{name}/stats")

@@ -16,11 +16,9 @@ from api.review_schemas import (
     SampleFamily,
     SampleRead,
 )
-from db.models import Origin
+from db.models import REVIEWABLE_ORIGINS
 from services import review
 from services.review import SORTS, BulkSelection
-
-REVIEWABLE_ORIGINS = (Origin.augmented.value, Origin.pseudo_label.value)
 
 router = APIRouter(tags=["reviews"])
 
@@ -52,7 +50,7 @@ def queue(
     settings: SettingsDep,
     user: CurrentUser,
     status: Annotated[str, Query(description="pending, approved, rejected (comma-separated)")] = "pending",
-    origin: Annotated[str, Query(description="augmented, pseudo_label")] = ",".join(REVIEWABLE_ORIGINS),
+    origin: Annotated[str, Query(description="augmented, pseudo_label, submitted")] = ",".join(REVIEWABLE_ORIGINS),
     task: str | None = None,
     label: Annotated[
         str | None, Query(description="Variants carrying this label (of `task` when given)")
