@@ -40,6 +40,11 @@ class ImportResultRead(BaseModel):
     duplicates: list[dict[str, Any]]
     split_counts: dict[str, int]
     split_info: dict[str, Any]
+    near_duplicate_groups_across_splits: int = Field(
+        description="Groups of near-duplicate rows (character 5-gram Jaccard or containment ≥ 0.8) whose members "
+        "the file's split column puts in different splits: a leak of val/test into train. A split augloop draws "
+        "keeps each group in one split.")
+    near_duplicates_across_splits: list[dict[str, Any]] = Field(description="The first 1,000: lines and splits")
 
 
 class JobRead(BaseModel):

@@ -16,7 +16,7 @@ from augloop.cli_report import report_app
 from augloop.cli_runs import runs_app
 from augloop.cli_tokens import token_app
 from augloop.cli_train import train_app
-from augloop.console import ErrorMappingGroup, console, engine, fail
+from augloop.console import ErrorMappingGroup, console, engine, err_console, fail
 from core.settings import get_settings
 
 app = typer.Typer(help="augloop: augment minority classes, review variants, train on approved data.",
@@ -71,6 +71,13 @@ def import_cmd(
     console.print(f"imported {result.imported} samples into [bold]{result.dataset}[/]"
                   f"{' (new dataset)' if result.created_dataset else ''}; "
                   f"splits {result.split_counts}; {len(result.duplicates)} duplicate(s) skipped", highlight=False)
+    if result.near_duplicates_across_splits:
+        err_console.print(
+            f"[bold yellow]warning:[/] {len(result.near_duplicates_across_splits)} group(s) of near-duplicate texts "
+            "span splits (val/test text leaks into train); their lines and splits:", highlight=False)
+        for group in result.near_duplicates_across_splits[:20]:
+            err_console.print("  " + ", ".join(f"line {n} ({s})" for n, s in zip(group["lines"], group["splits"],
+                                                                                 strict=True)), highlight=False)
     for dup in result.duplicates[:20]:
         other = dup.get("duplicate_of_line") or f"sample {dup.get('duplicate_of_sample')}"
         console.print(f"  duplicate: line {dup['line']} repeats {'line ' if 'duplicate_of_line' in dup else ''}{other}")

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import TooLargeError, ValidationFailed
+from core.ngrams import near_duplicate_groups
 from core.settings import get_settings
 from core.textnorm import content_hash
 from db.models import Dataset, Origin, Sample, SampleLabel, Split
@@ -62,6 +63,8 @@ class ImportResult:
     duplicates: list[dict[str, Any]]
     split_counts: dict[str, int]
     split_info: dict[str, Any]
+    # Near-duplicate groups (core/ngrams.py) whose members sit in different splits: [{"lines", "splits"}]
+    near_duplicates_across_splits: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +75,8 @@ class ImportResult:
             "duplicates": self.duplicates[:1000],
             "split_counts": self.split_counts,
             "split_info": self.split_info,
+            "near_duplicate_groups_across_splits": len(self.near_duplicates_across_splits),
+            "near_duplicates_across_splits": self.near_duplicates_across_splits[:1000],
         }
 
 
@@ -224,20 +229,27 @@ def validate_rows(records: list[tuple[int, dict[str, Any]]], spec: ImportSpec, k
 
 
 def stratified_split(rows: list[Row], stratify_task: str | None, seed: int,
-                     fractions: tuple[float, float, float]) -> None:
-    """Assign train/val/test in place, stratified by one task's label, reproducible under `seed`."""
-    groups: dict[str, list[Row]] = defaultdict(list)
-    for row in rows:
-        groups[row.labels.get(stratify_task, "") if stratify_task else ""].append(row)
+                     fractions: tuple[float, float, float],
+                     together: list[list[int]] | None = None) -> None:
+    """Assign train/val/test in place, stratified by one task's label, reproducible under `seed`. Each group of
+    `together` (indices into `rows`: near-duplicates) is drawn as one unit, by its first member's label, and all
+    its members get that unit's split: a retweet never sits in train while its tweet is in test."""
+    follower_of = {i: members[0] for members in together or [] for i in members[1:]}
+    strata: dict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        if i not in follower_of:
+            strata[row.labels.get(stratify_task, "") if stratify_task else ""].append(i)
     rng = random.Random(seed)
-    for key in sorted(groups):
-        members = groups[key]
+    for key in sorted(strata):
+        members = strata[key]
         rng.shuffle(members)
         n = len(members)
         n_val = round(n * fractions[1])
         n_test = round(n * fractions[2])
-        for i, row in enumerate(members):
-            row.split = Split.val if i < n_val else Split.test if i < n_val + n_test else Split.train
+        for k, i in enumerate(members):
+            rows[i].split = Split.val if k < n_val else Split.test if k < n_val + n_test else Split.train
+    for i, first in follower_of.items():
+        rows[i].split = rows[first].split
 
 
 def import_file(session: Session, data: bytes, spec: ImportSpec, *, filename: str | None = None,
@@ -257,15 +269,21 @@ def import_file(session: Session, data: bytes, spec: ImportSpec, *, filename: st
             )
         known = {t: dataset.labels_of(t) for t in spec.tasks}
     rows = validate_rows(records, spec, known)
+    groups = near_duplicate_groups([r.text for r in rows])
 
     split_info: dict[str, Any]
     if all(r.split is not None for r in rows):
         split_info = {"source": "column", "column": spec.split_col}
     else:
         stratify = spec.tasks[0]
-        stratified_split(rows, stratify, spec.split_seed, spec.split_fractions)
+        stratified_split(rows, stratify, spec.split_seed, spec.split_fractions, together=groups)
         split_info = {"source": "stratified", "seed": spec.split_seed, "stratified_by": stratify,
-                      "fractions": list(spec.split_fractions)}
+                      "fractions": list(spec.split_fractions), "near_duplicates_kept_together": len(groups)}
+    across = [
+        {"lines": [rows[i].line for i in members], "splits": [rows[i].split for i in members]}
+        for members in groups
+        if len({rows[i].split for i in members}) > 1
+    ]
 
     created = dataset is None
     if dataset is None:
@@ -304,4 +322,5 @@ def import_file(session: Session, data: bytes, spec: ImportSpec, *, filename: st
     session.add_all(new_samples)
     session.flush()
     return ImportResult(dataset=dataset.name, created_dataset=created, imported=len(new_samples),
-                        duplicates=duplicates, split_counts=dict(split_counts), split_info=split_info)
+                        duplicates=duplicates, split_counts=dict(split_counts), split_info=split_info,
+                        near_duplicates_across_splits=across)

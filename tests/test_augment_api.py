@@ -318,7 +318,7 @@ def test_leakage_guard_drops_variants_close_to_test_texts(annotator, engine, min
             "n_per_text": 5,
             "methods": ["wordnet"],
             "params": one_word,
-            "filters": {"leakage_threshold": 0.99},
+            "filters": {"leakage_threshold": 0.99, "leakage_containment": 0.99},
         },
     )
     run_worker(engine)

@@ -153,7 +153,7 @@ def test_every_filter_drops_what_it_should_and_counts_it() -> None:
 
 
 def test_leakage_index_matches_brute_force_jaccard() -> None:
-    from workers.augment.filters import NgramIndex
+    from core.ngrams import MIN_SHARED, NgramIndex
 
     with EXAMPLE_CSV.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -164,8 +164,11 @@ def test_leakage_index_matches_brute_force_jaccard() -> None:
     ref_sets = [_shingles(r) for r in refs]
     for q, b, w in zip(queries, best, where, strict=True):
         qs = _shingles(q)
-        exact = max(len(qs & r) / len(qs | r) if qs | r else 0.0 for r in ref_sets)
-        assert b == pytest.approx(exact, abs=0.02)  # hashed n-grams: a rare collision may add a shared n-gram
+        exact, shared = max((len(qs & r) / len(qs | r), len(qs & r)) if qs | r else (0.0, 0) for r in ref_sets)
+        if shared >= MIN_SHARED:  # fewer shared n-grams are incidental overlaps, not reported
+            assert b == pytest.approx(exact, abs=0.02)  # hashed n-grams: a rare collision may add one
+        else:
+            assert b <= exact + 0.02
     assert list(best[-5:]) == [1.0] * 5 and list(where[-5:]) == [0, 1, 2, 3, 4]
 
 

@@ -113,7 +113,7 @@ def test_stratified_split_is_drawn_with_a_fixed_seed_and_recorded(engine, tmp_pa
     first = run_import(engine, data, dataset="a", tasks=["label"])
     second = run_import(engine, data, dataset="b", tasks=["label"])
     assert first.split_info == {"source": "stratified", "seed": 42, "stratified_by": "label",
-                                "fractions": [0.8, 0.1, 0.1]}
+                                "fractions": [0.8, 0.1, 0.1], "near_duplicates_kept_together": 0}
     with session_scope(engine) as s:
         by_ds = {}
         for name in ("a", "b"):

@@ -7,13 +7,14 @@ In order (a candidate is counted once, by the first filter it fails):
   of a candidate already kept in this job;
 - `length_ratio`: characters(variant) / characters(source) outside [min, max];
 - `leakage`: a near-duplicate of a val or test text — Jaccard similarity of character n-gram sets at or above
-  the threshold. Variants inherit their source's split (train), so a variant close to a test text would leak
-  it into training;
+  `leakage_threshold`, or containment (one text's n-grams found in the other, core/ngrams.py) at or above
+  `leakage_containment`. Variants inherit their source's split (train), so a variant close to a test text
+  would leak it into training;
 - `low_similarity`: Jaccard with its own source below `min_similarity` (off by default).
 
-Similarity uses binary hashed character n-grams (scikit-learn's HashingVectorizer, 2^20 buckets) and sparse
-matrix products: the val/test matrix is built once per job, and a batch of candidates is compared against all
-of it in one product, which `bench/augment_throughput.py` measures against a pure-Python set comparison.
+Similarity uses binary hashed character n-grams (core/ngrams.py) and sparse matrix products: the val/test
+matrix is built once per job, and a batch of candidates is compared against all of it in one product, which
+`bench/augment_throughput.py` measures against a pure-Python set comparison.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from core.ngrams import NgramIndex, pairwise_jaccard
 from core.textnorm import content_hash, normalize_text
 from workers.augment.params import FilterParams
 
@@ -41,67 +41,6 @@ class Verdict:
     @property
     def similarity(self) -> float | None:
         return self.scores.get("similarity")
-
-
-class NgramIndex:
-    """Character n-gram sets of reference texts, for Jaccard similarity against batches of candidates."""
-
-    def __init__(self, n: int) -> None:
-        from sklearn.feature_extraction.text import HashingVectorizer
-
-        self.n = n
-        self.vectorizer = HashingVectorizer(
-            analyzer="char",
-            ngram_range=(n, n),
-            n_features=2**20,
-            alternate_sign=False,
-            norm=None,
-            binary=True,
-            lowercase=False,
-            preprocessor=normalize_text,
-            dtype=np.float32,
-        )
-        self.matrix: Any = None
-        self.sizes: np.ndarray = np.zeros(0)
-
-    def vectors(self, texts: Sequence[str]) -> tuple[Any, np.ndarray]:
-        matrix = self.vectorizer.transform(list(texts)).tocsr()
-        return matrix, np.asarray(matrix.sum(axis=1)).ravel()
-
-    def fit(self, texts: Sequence[str]) -> NgramIndex:
-        if texts:
-            matrix, self.sizes = self.vectors(texts)
-            self.matrix = matrix.T.tocsr()  # features × references: one sparse product per batch
-        return self
-
-    def max_jaccard(self, candidates: Any, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per candidate row: the highest Jaccard similarity with any reference, and which reference."""
-        if self.matrix is None or candidates.shape[0] == 0:
-            return np.zeros(candidates.shape[0]), np.full(candidates.shape[0], -1)
-        shared = (candidates @ self.matrix).tocsr()  # candidates × references: shared n-gram counts
-        n_rows = candidates.shape[0]
-        best = np.zeros(n_rows)
-        where = np.full(n_rows, -1)
-        if shared.nnz == 0:
-            return best, where
-        per_row = np.diff(shared.indptr)
-        rows = np.repeat(np.arange(n_rows), per_row)
-        inter = shared.data.astype(np.float64)
-        jaccard = inter / (sizes[rows] + self.sizes[shared.indices] - inter)
-        # Sort by (row, jaccard) and take each row's last entry: its maximum, without a Python loop.
-        order = np.lexsort((jaccard, rows))
-        last = np.cumsum(per_row)[per_row > 0] - 1
-        top = order[last]
-        best[rows[top]] = jaccard[top]
-        where[rows[top]] = shared.indices[top]
-        return best, where
-
-
-def pairwise_jaccard(a: Any, a_sizes: np.ndarray, b: Any, b_sizes: np.ndarray) -> np.ndarray:
-    """Jaccard similarity of row i of `a` with row i of `b` (same shapes)."""
-    inter = np.asarray(a.multiply(b).sum(axis=1)).ravel()
-    union = a_sizes + b_sizes - inter
-    return np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
 
 
 class CandidateFilter:
@@ -126,7 +65,7 @@ class CandidateFilter:
         cand_vec, cand_sizes = self.index.vectors(texts)
         src_vec, src_sizes = self.index.vectors(sources)
         similarity = pairwise_jaccard(cand_vec, cand_sizes, src_vec, src_sizes)
-        leakage, leak_ref = self.index.max_jaccard(cand_vec, cand_sizes)
+        leaks = self.index.best(cand_vec, cand_sizes)
         verdicts = []
         p = self.params
         for i, (source, text) in enumerate(pairs):
@@ -136,7 +75,8 @@ class CandidateFilter:
             scores = {
                 "similarity": round(float(similarity[i]), 4),
                 "length_ratio": round(ratio, 4),
-                "leakage": round(float(leakage[i]), 4),
+                "leakage": round(float(leaks.jaccard[i]), 4),
+                "containment": round(float(leaks.containment[i]), 4),
             }
             if norm_len == 0:
                 reason: str | None = "empty"
@@ -146,9 +86,12 @@ class CandidateFilter:
                 reason = "duplicate"
             elif not p.min_length_ratio <= ratio <= p.max_length_ratio:
                 reason = "length_ratio"
-            elif leakage[i] >= p.leakage_threshold:
+            elif leaks.jaccard[i] >= p.leakage_threshold:
                 reason = "leakage"
-                scores["leakage_ref"] = int(leak_ref[i])
+                scores["leakage_ref"] = int(leaks.jaccard_ref[i])
+            elif leaks.containment[i] >= p.leakage_containment:
+                reason = "leakage"
+                scores["leakage_ref"] = int(leaks.containment_ref[i])
             elif similarity[i] < p.min_similarity:
                 reason = "low_similarity"
             else:
