@@ -50,7 +50,7 @@ class TrainConfig(BaseModel):
     curriculum: StrictBool = False  # easy → hard: start with the easiest fraction, grow to all data
     curriculum_start: float = Field(0.5, ge=0.01, le=1)
     curriculum_epochs: int = Field(3, ge=1)
-    variants: Literal["approved", "none"] = "approved"  # which variants join the train view ("none": originals)
+    variants: Literal["approved", "none"] = "approved"  # variants in the train view; "none": originals only
     exclude_methods: list[Name] = Field(default_factory=list)  # approved variants of these methods stay out
 
     # Loss
