@@ -30,52 +30,57 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
 
     # Model
-    encoder: str = Field("bert-base-multilingual-cased", pattern=r"\S")  # a hub name or a local directory
+    encoder: str = Field(default="bert-base-multilingual-cased", pattern=r"\S")  # hub name or directory
     pooling: Literal["last4_mean", "cls", "mean"] = "last4_mean"
-    head_layers: int = Field(3, ge=1)
-    head_hidden: int = Field(768, ge=1)
-    head_dropout: float = Field(0.25, ge=0, le=0.95)
-    tasks: list[Name] | None = Field(None, min_length=1)  # None: every task of the dataset
+    head_layers: int = Field(default=3, ge=1)
+    head_hidden: int = Field(default=768, ge=1)
+    head_dropout: float = Field(default=0.25, ge=0, le=0.95)
+    tasks: list[Name] | None = Field(default=None, min_length=1)  # None: every task of the dataset
 
     # Data
-    max_length: int = Field(320, ge=8, le=4096)
-    batch_size: int = Field(12, ge=1)
-    grad_accum: int = Field(4, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
+    max_length: int = Field(default=320, ge=8, le=4096)
+    batch_size: int = Field(default=12, ge=1)
+    grad_accum: int = Field(default=4, ge=1)
+    eval_batch_size: int = Field(default=64, ge=1)
     group_by_length: StrictBool = True  # length-grouped batches + dynamic padding; False pads to max_length
-    max_train_samples: int | None = Field(None, ge=1)  # a seeded subset of the training view (quick runs)
+    # a seeded subset of the training view (quick runs, demos)
+    max_train_samples: int | None = Field(default=None, ge=1)
     oversample: StrictBool = False  # repeat examples of rare classes within an epoch
-    oversample_power: float = Field(0.5, ge=0)  # repeat factor = (largest class / example's class) ** power
-    oversample_max: int = Field(4, ge=1)
+    # repeat factor = (largest class / example's class) ** power
+    oversample_power: float = Field(default=0.5, ge=0)
+    oversample_max: int = Field(default=4, ge=1)
     curriculum: StrictBool = False  # easy → hard: start with the easiest fraction, grow to all data
-    curriculum_start: float = Field(0.5, ge=0.01, le=1)
-    curriculum_epochs: int = Field(3, ge=1)
+    curriculum_start: float = Field(default=0.5, ge=0.01, le=1)
+    curriculum_epochs: int = Field(default=3, ge=1)
     variants: Literal["approved", "none"] = "approved"  # variants in the train view; "none": originals only
     exclude_methods: list[Name] = Field(default_factory=list)  # approved variants of these methods stay out
 
     # Loss
-    focal_gamma: float = Field(2.0, ge=0)
+    focal_gamma: float = Field(default=2.0, ge=0)
     label_smoothing: Smoothing = 0.05
     class_label_smoothing: dict[str, dict[str, Smoothing]] = Field(default_factory=dict)  # task → label → eps
     class_weights: StrictBool = True  # inverse class frequency in the training view
     task_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)  # task → weight (1)
-    rdrop_alpha: float = Field(1.0, ge=0)  # 0 disables R-Drop (one forward pass instead of two)
+    rdrop_alpha: float = Field(default=1.0, ge=0)  # 0 disables R-Drop (one forward pass instead of two)
 
     # Optimisation
-    lr: float = Field(2.5e-5, gt=0, lt=1)
-    head_lr: float | None = Field(None, gt=0, lt=1)  # None: the same as lr (the top of the LLRD ladder)
-    llrd_decay: float = Field(0.9, ge=0.05, le=1)  # each encoder layer below the top gets lr × decay^depth
-    weight_decay: float = Field(0.03, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, le=0.9)
-    max_grad_norm: float = Field(1.0, ge=0)
-    epochs: int = Field(20, ge=1)
-    patience: int = Field(8, ge=0)  # epochs without a better mean val macro-F1 before stopping; 0: never stop
+    lr: float = Field(default=2.5e-5, gt=0, lt=1)
+    # None: the same as lr (the top of the LLRD ladder)
+    head_lr: float | None = Field(default=None, gt=0, lt=1)
+    # each encoder layer below the top gets lr × decay^depth
+    llrd_decay: float = Field(default=0.9, ge=0.05, le=1)
+    weight_decay: float = Field(default=0.03, ge=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, le=0.9)
+    max_grad_norm: float = Field(default=1.0, ge=0)
+    epochs: int = Field(default=20, ge=1)
+    # epochs without a better mean val macro-F1 before stopping; 0: never stop early
+    patience: int = Field(default=8, ge=0)
 
     # Runtime
-    seed: int = Field(42, ge=0, le=2**32 - 1)  # numpy's seed range
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy's seed range
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA where supported, else fp16
-    num_threads: int | None = Field(None, ge=1)  # CPU only; None: the cores this process may use
+    num_threads: int | None = Field(default=None, ge=1)  # CPU only; None: the cores this process may use
 
     # Serialisation -----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from core.errors import ValidationFailed
 from core.settings import Settings
-from workers.augment.params import METHOD_PARAMS, FilterParams, ParamError, parse
+from workers.augment.params import METHOD_PARAMS, BackTranslationParams, FilterParams, ParamError, parse
 
 METHODS = ("backtranslation", "mlm", "wordnet")
 
@@ -129,7 +129,7 @@ def validate_request(
             parsed = parse(METHOD_PARAMS[method], raw)
         except ParamError as err:
             raise _failed(f"params.{method}", err) from None
-        if method == "backtranslation" and parsed.pivots:
+        if isinstance(parsed, BackTranslationParams) and parsed.pivots:
             available = {base_language(r["pivot"]) for r in bt_routes(settings, language)}
             missing = sorted({base_language(p) for p in parsed.pivots} - available)
             if missing:

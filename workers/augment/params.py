@@ -24,42 +24,49 @@ class _Params(BaseModel):
 
 
 class MaskedLMParams(_Params):
-    aug_p: float = Field(0.15, gt=0, le=1)  # share of the candidate words masked in one variant
-    max_words: int = Field(6, ge=1, le=64)  # at most this many words replaced per variant
-    top_k: int = Field(20, ge=1, le=1000)  # sample the replacement among the k most probable whole words ...
-    min_prob: float = Field(0.01, ge=0, le=1)  # ... whose probability is at least this (random models: 0)
-    temperature: float = Field(1.0, ge=0.05, le=10)
-    max_length: int = Field(256, ge=8, le=4096)  # tokens per row; masks beyond it are left unreplaced
+    aug_p: float = Field(default=0.15, gt=0, le=1)  # share of the candidate words masked in one variant
+    max_words: int = Field(default=6, ge=1, le=64)  # at most this many words replaced per variant
+    # sample the replacement among the k most probable whole words ...
+    top_k: int = Field(default=20, ge=1, le=1000)
+    # ... whose probability is at least this (random test models need 0)
+    min_prob: float = Field(default=0.01, ge=0, le=1)
+    temperature: float = Field(default=1.0, ge=0.05, le=10)
+    max_length: int = Field(default=256, ge=8, le=4096)  # tokens per row; masks beyond it are left unreplaced
     protect_capitalized: bool = True
 
 
 class BackTranslationParams(_Params):
     # None: every pivot configured for the dataset's language
-    pivots: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+    pivots: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
     decoding: Literal["sample", "beam"] = "sample"  # how the first leg diversifies the k variants
     sample_back: bool = False  # sample the way back too (more diverse, less faithful); default greedy/beam
-    temperature: float = Field(0.9, ge=0.05, le=10)
-    top_p: float = Field(0.95, gt=0, le=1)
-    num_beams: int = Field(4, ge=1, le=32)
-    max_new_tokens: int = Field(128, ge=1, le=1024)  # cap per leg: a model that never emits EOS stops here
-    length_factor: float = Field(2.0, ge=0.5, le=10)  # per-batch cap: factor × longest source + 8, ≤ max_new
-    max_source_tokens: int = Field(256, ge=8, le=1024)
+    temperature: float = Field(default=0.9, ge=0.05, le=10)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    num_beams: int = Field(default=4, ge=1, le=32)
+    # hard cap per leg: a model that never emits EOS stops here
+    max_new_tokens: int = Field(default=128, ge=1, le=1024)
+    # per-batch cap: length_factor × longest source + 8, at most max_new_tokens
+    length_factor: float = Field(default=2.0, ge=0.5, le=10)
+    max_source_tokens: int = Field(default=256, ge=8, le=1024)
 
 
 class WordNetParams(_Params):
-    aug_p: float = Field(0.3, gt=0, le=1)  # share of the replaceable words replaced in one variant
-    max_words: int = Field(6, ge=1, le=64)
-    max_senses: int = Field(3, ge=1, le=50)  # synonyms of the word's most frequent senses only: keeps meaning
+    aug_p: float = Field(default=0.3, gt=0, le=1)  # share of the replaceable words replaced in one variant
+    max_words: int = Field(default=6, ge=1, le=64)
+    # synonyms from the word's most frequent senses only: keeps the meaning
+    max_senses: int = Field(default=3, ge=1, le=50)
     use_pos: bool = True  # POS-tag first (needs the tagger from `make nltk-data`)
     protect_capitalized: bool = True
 
 
 class FilterParams(_Params):
-    min_length_ratio: float = Field(0.5, ge=0, le=1)  # variant chars / source chars
-    max_length_ratio: float = Field(2.0, ge=1, le=100)
-    leakage_threshold: float = Field(0.8, gt=0, le=1)  # Jaccard of char n-gram sets with any val/test text
-    leakage_ngram: int = Field(5, ge=2, le=12)
-    min_similarity: float = Field(0.0, ge=0, le=1)  # to the source (same n-gram Jaccard); 0 keeps everything
+    min_length_ratio: float = Field(default=0.5, ge=0, le=1)  # variant chars / source chars
+    max_length_ratio: float = Field(default=2.0, ge=1, le=100)
+    # Jaccard of character n-gram sets with any val/test text
+    leakage_threshold: float = Field(default=0.8, gt=0, le=1)
+    leakage_ngram: int = Field(default=5, ge=2, le=12)
+    # to the source (same n-gram Jaccard); 0 keeps everything
+    min_similarity: float = Field(default=0.0, ge=0, le=1)
 
 
 class MethodParams(_Params):
