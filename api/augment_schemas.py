@@ -8,19 +8,19 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import MAX_ID
+from api.schemas import RequestBody
+from services.augmentation import FilterParams, MethodParams
 
 SampleId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
-class TextItem(BaseModel):
+class TextItem(RequestBody):
     text: str = Field(min_length=1, max_length=20_000)
     labels: dict[str, str] = Field(default_factory=dict, description="task → label; copied to every variant")
 
 
-class AugmentCreate(BaseModel):
+class AugmentCreate(RequestBody):
     """Give either `texts` or `sample_ids`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     dataset: str = Field(min_length=1, max_length=200)
     texts: list[TextItem] | None = Field(default=None, max_length=10_000)
@@ -33,13 +33,10 @@ class AugmentCreate(BaseModel):
     )
     n_per_text: int = Field(default=3, ge=1, le=50, description="variants per source text and method")
     seed: int = Field(default=0, ge=0, lt=2**31)
-    params: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description='per method, e.g. {"mlm": {"top_k": 10}}'
+    params: MethodParams = Field(
+        default_factory=MethodParams, description='per method, e.g. {"mlm": {"top_k": 10}}; omitted: defaults'
     )
-    filters: dict[str, Any] = Field(
-        default_factory=dict,
-        description="min_length_ratio, max_length_ratio, leakage_threshold, leakage_ngram, min_similarity",
-    )
+    filters: FilterParams = Field(default_factory=FilterParams, description="what drops a candidate variant")
     priority: int = Field(default=0, ge=-100, le=100)
 
     @model_validator(mode="after")
@@ -49,14 +46,12 @@ class AugmentCreate(BaseModel):
         return self
 
 
-class PlanTargetBody(BaseModel):
+class PlanTargetBody(RequestBody):
     min_fraction_of_largest: float = Field(default=0.4, gt=0, le=1)
     max_multiplier: float = Field(default=10.0, ge=1, le=1000)
 
 
-class PlanCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PlanCreate(RequestBody):
     target: PlanTargetBody = Field(default_factory=PlanTargetBody)
     methods: list[str] = Field(default_factory=lambda: ["wordnet"], min_length=1, max_length=3)
     tasks: list[str] | None = Field(
@@ -67,8 +62,8 @@ class PlanCreate(BaseModel):
     count_pending: bool = Field(default=True, description="count pending variants as if approved")
     job_size: int = Field(default=2000, ge=1, le=50_000, description="variants per job at most")
     seed: int = Field(default=0, ge=0, lt=2**31)
-    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    filters: dict[str, Any] = Field(default_factory=dict)
+    params: MethodParams = Field(default_factory=MethodParams)
+    filters: FilterParams = Field(default_factory=FilterParams)
     enqueue: bool = Field(default=False, description="also enqueue the jobs (else: a dry run, stored)")
 
 

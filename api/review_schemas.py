@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.schemas import RequestBody
 from db.models import RejectReason
 
 
@@ -92,7 +93,7 @@ class SampleFamily(BaseModel):
     reviews: list[ReviewRead] = Field(description="This sample's decisions, oldest first")
 
 
-class DecisionCreate(BaseModel):
+class DecisionCreate(RequestBody):
     decision: Literal["approve", "reject", "edit"]
     version: int = Field(ge=1, description="The version you saw; a stale one gets 409 with the current state")
     reason: RejectReason | None = Field(default=None, description="Required with reject")
@@ -100,10 +101,8 @@ class DecisionCreate(BaseModel):
     note: str | None = Field(default=None, max_length=2_000)
 
 
-class QueueFilterBody(BaseModel):
+class QueueFilterBody(RequestBody):
     """The queue filter as the UI sends it for 'everything matching'."""
-
-    model_config = ConfigDict(extra="forbid")
 
     origin: list[Literal["augmented", "pseudo_label", "submitted"]] | None = None
     task: str | None = None
@@ -118,7 +117,7 @@ class QueueFilterBody(BaseModel):
     job_id: int | None = None
 
 
-class BulkDecisionCreate(BaseModel):
+class BulkDecisionCreate(RequestBody):
     decision: Literal["approve", "reject"]
     reason: RejectReason | None = None
     sample_ids: list[int] | None = Field(default=None, max_length=200_000)

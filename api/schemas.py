@@ -8,6 +8,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class RequestBody(BaseModel):
+    """Every request body: an unknown key is a mistake to report, not to drop, and no NaN or ±Infinity
+    (Python's JSON reader accepts `NaN`, `Infinity` and `1e309`; a NaN compares false with every bound)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
 class TaskDef(BaseModel):
     name: str
     labels: list[str]
@@ -26,7 +33,7 @@ class DatasetRead(BaseModel):
     created_at: datetime
 
 
-class DatasetUpdate(BaseModel):
+class DatasetUpdate(RequestBody):
     reviews_required: int | None = Field(default=None, ge=1, le=15)
     guidelines: str | None = Field(default=None, max_length=100_000)
     language: str | None = Field(default=None, min_length=2, max_length=16)
@@ -76,12 +83,12 @@ class JobList(BaseModel):
     total: int
 
 
-class ExportJobCreate(BaseModel):
+class ExportJobCreate(RequestBody):
     format: Literal["csv", "jsonl"] = "csv"
     include: str = "original,approved"
 
 
-class TokenCreate(BaseModel):
+class TokenCreate(RequestBody):
     name: str = Field(min_length=1, max_length=120)
     role: Literal["annotator", "admin"]
     expires_in_days: float | None = Field(default=None, gt=0, le=3650)

@@ -7,19 +7,20 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from api.schemas import JobRead, TaskDef
+from api.schemas import JobRead, RequestBody, TaskDef
+from trainer.config import TrainConfig
 
 # Ids beyond a signed 64-bit integer cannot exist; refusing them here keeps them from reaching the database.
 RowId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
-class TrainingRunCreate(BaseModel):
+class TrainingRunCreate(RequestBody):
     dataset: str = Field(min_length=1, max_length=200)
-    config: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Overrides of the trainer config (see trainer/config.py), e.g. "
-        '{"encoder": "xlm-roberta-base", "epochs": 10}',
+    config: TrainConfig = Field(
+        default_factory=TrainConfig,
+        description="Overrides of the trainer config: only the keys given, e.g. "
+        '{"encoder": "xlm-roberta-base", "epochs": 10}; the others keep their defaults',
     )
     seeds: list[Seed] = Field(
         default_factory=list,
@@ -66,14 +67,14 @@ class TrainingRunsCreated(BaseModel):
     jobs: list[JobRead]
 
 
-class EnsembleCreate(BaseModel):
+class EnsembleCreate(RequestBody):
     run_ids: list[RowId] = Field(min_length=2, max_length=32)
     weighted: bool = Field(default=True, description="Weight members by their val macro-F1")
     temperature: bool = Field(default=True, description="Fit one temperature per task on val")
     name: str = Field(default="", max_length=150)
 
 
-class PredictRequest(BaseModel):
+class PredictRequest(RequestBody):
     texts: list[str] = Field(min_length=1, description="At most AUGLOOP_TRAINER_PREDICT_MAX_TEXTS texts")
 
 
@@ -87,7 +88,7 @@ class PredictResponse(BaseModel):
     )
 
 
-class PseudoLabelCreate(BaseModel):
+class PseudoLabelCreate(RequestBody):
     model_id: RowId = Field(description="A finished run or ensemble of this dataset")
     threshold: float = Field(
         default=0.9, gt=0, le=1, description="Minimum over tasks of the top probability for a text to be kept"

@@ -29,6 +29,7 @@ from db.augmentation import (
 )
 from db.models import AugmentationPlan, Dataset, Job, Origin, ReviewStatus, Sample, SampleLabel, Split
 from workers.augment.catalog import validate_request
+from workers.augment.params import FilterParams, MethodParams  # noqa: F401 - the API's request schema
 from workers.augment.planner import PlanTarget, SourceSample, make_plan
 
 JOB_KIND = "augment"
@@ -151,6 +152,9 @@ def submit_texts(
 
 @dataclass
 class AugmentRequest:
+    """`params` and `filters` take the shapes of MethodParams and FilterParams (the API's schema of them), as
+    JSON: validate_request checks them here, against the dataset's language too, for the API and the CLI."""
+
     methods: list[str]
     n_per_text: int = 3
     seed: int = 0

@@ -184,3 +184,72 @@ def test_dataset_settings_and_delete(admin, annotator):
 def test_openapi_docs_are_served(client):
     assert client.get("/docs").status_code == 200
     assert "/api/v1/datasets/{name}/import" in client.get("/openapi.json").json()["paths"]
+
+
+def test_every_request_body_refuses_unknown_keys_and_nan(admin):
+    """An unknown key is a typo to report, not to drop; NaN (which Python's JSON reader accepts, as it does
+    Infinity and 1e309) compares false with every bound, so an unbounded filter used to take it silently."""
+    spec = admin.get("/openapi.json").json()
+    bodies = [
+        op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+        for methods in spec["paths"].values()
+        for op in methods.values()
+        if "application/json" in op.get("requestBody", {}).get("content", {})
+    ]
+    assert len(bodies) >= 10
+    for name in bodies:
+        assert spec["components"]["schemas"][name]["additionalProperties"] is False, name
+
+    assert upload(admin).status_code == 201
+    r = admin.post(f"{API}/tokens", json={"name": "x", "role": "annotator", "scope": "all"})
+    assert r.status_code == 422 and r.json()["field"] == "scope"
+    for literal in ("NaN", "Infinity", "1e309"):
+        text = '{"decision": "approve", "filter": {"min_similarity": %s}}' % literal
+        r = admin.post(f"{API}/datasets/psm/bulk-decisions", content=text,
+                       headers={"Content-Type": "application/json"})
+        assert r.status_code == 422 and r.json()["field"] == "filter.min_similarity", (literal, r.text)
+    for value in ("nan", "inf", "-inf"):
+        r = admin.get(f"{API}/datasets/psm/review-queue", params={"max_consistency": value})
+        assert r.status_code == 422 and r.json()["field"] == "max_consistency", (value, r.text)
+
+
+def test_openapi_schema_names_the_fields_of_params_filters_and_config_with_their_bounds(client):
+    """A client (and schemathesis) sees what `params`, `filters` and `config` take, not an opaque object."""
+    from trainer.config import TrainConfig
+
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+
+    def resolve(node: dict) -> dict:
+        if "anyOf" in node:  # `X | None`
+            (node,) = [n for n in node["anyOf"] if n.get("type") != "null"]
+        return schemas[node["$ref"].rsplit("/", 1)[1]] if "$ref" in node else node
+
+    for body in ("AugmentCreate", "PlanCreate"):
+        params = resolve(schemas[body]["properties"]["params"])
+        assert set(params["properties"]) == {"backtranslation", "mlm", "wordnet"}
+        mlm = resolve(params["properties"]["mlm"])
+        assert mlm["properties"]["aug_p"] | {"exclusiveMinimum": 0, "maximum": 1} == mlm["properties"]["aug_p"]
+        assert mlm["properties"]["top_k"]["minimum"] == 1 and mlm["properties"]["top_k"]["maximum"] == 1000
+        wordnet = resolve(params["properties"]["wordnet"])
+        assert wordnet["properties"]["max_senses"]["maximum"] == 50
+        bt = resolve(params["properties"]["backtranslation"])
+        assert bt["properties"]["decoding"]["enum"] == ["sample", "beam"]
+        filters = resolve(schemas[body]["properties"]["filters"])
+        assert set(filters["properties"]) == {
+            "min_length_ratio", "max_length_ratio", "leakage_threshold", "leakage_containment", "leakage_ngram",
+            "min_similarity",
+        }
+        threshold = filters["properties"]["leakage_threshold"]
+        assert threshold["type"] == "number" and threshold["exclusiveMinimum"] == 0 and threshold["maximum"] == 1
+        for model in (params, mlm, wordnet, bt, filters):
+            assert model["additionalProperties"] is False
+    for body in ("TrainingRunCreate", "ImpactReportCreate"):
+        config = resolve(schemas[body]["properties"]["config"])
+        assert set(config["properties"]) == set(TrainConfig.model_fields)
+        assert not config.get("required") and config["additionalProperties"] is False  # all optional overrides
+        lr, smoothing = config["properties"]["lr"], config["properties"]["label_smoothing"]
+        assert lr["exclusiveMinimum"] == 0 and lr["exclusiveMaximum"] == 1
+        assert smoothing["minimum"] == 0 and smoothing["maximum"] == 0.5
+        assert config["properties"]["pooling"]["enum"] == ["last4_mean", "cls", "mean"]
+        per_class = config["properties"]["class_label_smoothing"]["additionalProperties"]["additionalProperties"]
+        assert per_class["maximum"] == 0.5

@@ -254,6 +254,84 @@ def test_bad_requests_are_refused_with_the_field(
         assert s.scalar(select(Job.id)) is None  # nothing enqueued
 
 
+# What a client can send for a number that is not finite: Python's JSON reader (and so FastAPI's) takes the
+# literals NaN, Infinity and -Infinity, and reads 1e309 as Infinity; "NaN" is a string a lax parser takes.
+NOT_FINITE = ("NaN", "Infinity", "-Infinity", "1e309", '"NaN"', '"Infinity"')
+
+
+def _post_with_number(client, path: str, body: dict, literal: str):  # type: ignore[no-untyped-def]
+    """POST `body` with its placeholder "X" replaced by the raw JSON text `literal`."""
+    text = json.dumps(body).replace('"X"', literal)
+    return client.post(path, content=text, headers={"Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        (
+            "/api/v1/augment",
+            {"methods": ["wordnet"], "filters": {"leakage_threshold": "X"}},
+            "filters.leakage_threshold",
+        ),
+        ("/api/v1/augment", {"methods": ["mlm"], "params": {"mlm": {"aug_p": "X"}}}, "params.mlm.aug_p"),
+        (
+            "/api/v1/augment",
+            {"methods": ["wordnet"], "params": {"wordnet": {"aug_p": "X"}}},
+            "params.wordnet.aug_p",
+        ),
+        (
+            "/api/v1/datasets/mini/augmentation-plans",
+            {"methods": ["wordnet"], "filters": {"leakage_threshold": "X"}},
+            "filters.leakage_threshold",
+        ),
+    ],
+)
+def test_nan_and_infinity_are_refused_naming_the_field(
+    annotator, engine, mini_dataset, path, body, field
+) -> None:
+    """A NaN leakage threshold used to switch the leak filter off (NaN compares false with every bound), and
+    a NaN aug_p to crash the worker on every attempt: both are a 422 now, and nothing is queued."""
+    from db.models import AugmentationPlan, Job
+    from db.session import session_scope
+
+    if path == "/api/v1/augment":
+        body = {"dataset": "mini", "sample_ids": train_ids(engine, mini_dataset, limit=2), **body}
+    for literal in NOT_FINITE:
+        r = _post_with_number(annotator, path, body, literal)
+        assert r.status_code == 422, (literal, r.text)
+        assert r.json()["field"] == field, (literal, r.json())
+    with session_scope(engine) as s:
+        assert s.scalar(select(Job.id)) is None and s.scalar(select(AugmentationPlan.id)) is None
+
+
+def test_a_stored_job_with_a_nan_parameter_fails_once_with_the_field(engine, mini_dataset) -> None:
+    """A job queued before its parameters were checked for NaN (or written by hand) fails at once, naming the
+    parameter, instead of crashing the worker on every attempt."""
+    from db import queue
+    from db.models import Job
+    from db.session import session_scope
+
+    ids = train_ids(engine, mini_dataset, limit=2)
+    params = {
+        "dataset": "mini",
+        "language": "en",
+        "items": [{"sample_id": i, "n": 2} for i in ids],
+        "methods": ["wordnet"],
+        "seed": 0,
+        "params": {"wordnet": {"aug_p": float("nan")}},
+        "filters": {},
+        "plan_id": None,
+    }
+    with session_scope(engine) as s:
+        job_id = queue.enqueue(s, "augment", params, max_attempts=3).id
+    stats = run_worker(engine)
+    with session_scope(engine) as s:  # read directly: the API cannot serialise the NaN in the job's params
+        job = s.get_one(Job, job_id)
+        assert stats.failed == 1 and job.status == "failed" and job.attempts == 1
+        assert "params.wordnet.aug_p" in (job.last_error or "")
+    assert _variants(engine, job_id) == []
+
+
 def test_val_and_test_samples_are_never_sources(annotator, engine, mini_dataset) -> None:
     from db.models import Sample
     from db.session import session_scope

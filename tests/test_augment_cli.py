@@ -120,6 +120,8 @@ def test_run_without_plan_and_wait(settings, engine, mini_dataset) -> None:
         (["augment", "plan", "mini", "--min-fraction", "1.5"], "min_fraction_of_largest"),
         (["augment", "plan", "nope"], "not found"),
         (["augment", "run", "mini", "--params", "{bad"], "--params must be JSON"),
+        (["augment", "run", "mini", "-m", "mlm", "--params", '{"mlm": {"aug_p": NaN}}'], "params.mlm.aug_p"),
+        (["augment", "plan", "mini", "--params", '{"wordnet": {"aug_p": Infinity}}'], "params.wordnet.aug_p"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(mini_dataset, args, message) -> None:

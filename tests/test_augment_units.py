@@ -67,6 +67,42 @@ def test_params_reject_unknown_keys_wrong_types_and_ranges() -> None:
         assert err.value.field == field
 
 
+def test_params_refuse_nan_and_infinity_naming_the_key(settings) -> None:
+    """NaN compares false with every bound: a NaN leakage threshold used to pass and switch the leak filter off,
+    a NaN aug_p to pass and crash the augmenter."""
+    from core.errors import ValidationFailed
+    from workers.augment.catalog import validate_request
+    from workers.augment.params import (
+        BackTranslationParams,
+        FilterParams,
+        MaskedLMParams,
+        ParamError,
+        WordNetParams,
+        parse,
+    )
+
+    for cls, key in (
+        (MaskedLMParams, "aug_p"),
+        (MaskedLMParams, "temperature"),
+        (WordNetParams, "aug_p"),
+        (BackTranslationParams, "top_p"),
+        (FilterParams, "leakage_threshold"),
+        (FilterParams, "min_similarity"),
+    ):
+        for value in (math.nan, math.inf, -math.inf, "NaN"):
+            with pytest.raises(ParamError) as err:
+                parse(cls, {key: value})
+            assert err.value.field == key, (cls, key, value)
+    for method_params, filters, field in (
+        (None, {"leakage_threshold": math.nan}, "filters.leakage_threshold"),
+        ({"mlm": {"aug_p": math.nan}}, None, "params.mlm.aug_p"),
+        ({"wordnet": {"aug_p": math.inf}}, None, "params.wordnet.aug_p"),
+    ):
+        with pytest.raises(ValidationFailed) as failed:
+            validate_request(list(method_params or ["wordnet"]), "en", method_params, filters, settings)
+        assert failed.value.field == field and field in failed.value.message
+
+
 def test_language_decides_the_valid_methods(settings) -> None:
     from core.errors import ValidationFailed
     from workers.augment.catalog import valid_methods, validate_request

@@ -47,6 +47,8 @@ def test_report_cli_bad_input(engine) -> None:
         ["report", "impact", name, "--seeds", "1,1"],
         ["report", "impact", name, "--methods", "nope"],
         ["report", "impact", name, "--set", "variants=all"],
+        ["report", "impact", name, "--set", "lr=nan"],
+        ["report", "impact", name, "--set", "label_smoothing=.inf"],
         ["report", "show", "99"],
     ):
         result = runner.invoke(app, args)

@@ -3,6 +3,7 @@ pseudo-labels; and the errors a client gets for bad input."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -180,6 +181,29 @@ def test_bad_requests_get_clear_errors(annotator, client, engine) -> None:
     r = annotator.post(f"/api/v1/models/{queued}/predict", json={"texts": ["x"] * 1000})
     assert r.status_code == 413
     assert client.get("/api/v1/training-runs").status_code == 401
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e309", '"NaN"'])
+def test_nan_and_infinity_in_a_config_are_refused_naming_the_key(annotator, engine, literal: str) -> None:
+    """Python's JSON reader (FastAPI's) takes NaN, Infinity and 1e309; the config refuses them, for a training
+    run and an impact report alike, and nothing is queued."""
+    from db.models import Job, TrainingRun
+    from db.session import session_scope
+
+    name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
+    for path, key in (
+        ("/api/v1/training-runs", "lr"),
+        ("/api/v1/training-runs", "label_smoothing"),
+        (f"/api/v1/datasets/{name}/impact-reports", "lr"),
+        (f"/api/v1/datasets/{name}/impact-reports", "label_smoothing"),
+    ):
+        body = {"config": {key: "X"}, **({"dataset": name} if path.endswith("training-runs") else {})}
+        text = json.dumps(body).replace('"X"', literal)
+        r = annotator.post(path, content=text, headers={"Content-Type": "application/json"})
+        assert r.status_code == 422, (path, key, r.text)
+        assert r.json()["field"] == f"config.{key}", (path, key, r.json())
+    with session_scope(engine) as s:
+        assert s.scalar(select(Job.id)) is None and s.scalar(select(TrainingRun.id)) is None
 
 
 def test_a_cancelled_training_job_marks_its_run_cancelled(annotator, engine, tiny_encoder: str) -> None:  # noqa: F811

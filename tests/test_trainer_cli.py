@@ -55,6 +55,10 @@ def test_bad_input_exits_with_code_2(engine, tmp_path) -> None:  # type: ignore[
         (["ensemble", "1"], "at least two"),
         (["ensemble", "x", "y"], "integers"),
         (["runs", "show", "42"], "not found"),
+        (["train", name, "--set", "lr=nan"], "config.lr"),
+        (["train", name, "--set", "lr=1e309"], "config.lr"),
+        (["train", name, "--set", "label_smoothing=.inf"], "config.label_smoothing"),
+        (["train", name, "--set", "label_smoothing=-.inf"], "config.label_smoothing"),
     ]:
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)

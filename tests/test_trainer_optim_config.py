@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,30 @@ def test_config_rejects_bad_values_naming_the_field(overrides: dict, field: str)
     with pytest.raises(TrainerError) as err:
         TrainConfig.from_dict(overrides)
     assert err.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        *(({"lr": value}, "config.lr") for value in (math.nan, math.inf, -math.inf, "NaN", "1e309", ".inf")),
+        *(({"label_smoothing": value}, "config.label_smoothing") for value in (math.nan, "nan", math.inf)),
+        ({"head_lr": math.nan}, "config.head_lr"),
+        ({"focal_gamma": math.inf}, "config.focal_gamma"),
+        ({"task_weights": {"message": math.nan}}, "config.task_weights"),
+        ({"class_label_smoothing": {"message": {"other": math.nan}}}, "config.class_label_smoothing"),
+    ],
+)
+def test_config_refuses_nan_and_infinity_naming_the_key(overrides: dict, field: str) -> None:
+    with pytest.raises(TrainerError) as err:
+        TrainConfig.from_dict(overrides)
+    assert err.value.field == field and field in err.value.message
+
+
+def test_config_file_with_nan_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "nan.yaml").write_text("lr: .nan\n")  # YAML's own NaN
+    with pytest.raises(TrainerError) as err:
+        TrainConfig.load(tmp_path / "nan.yaml")
+    assert err.value.field == "config.lr"
 
 
 def test_config_yaml_round_trip_and_coercion(tmp_path: Path) -> None:

@@ -29,8 +29,8 @@ def augment(body: AugmentCreate, session: SessionDep, settings: SettingsDep, use
         seed=body.seed,
         sample_ids=body.sample_ids,
         texts=[(t.text.strip(), t.labels) for t in body.texts] if body.texts is not None else None,
-        params=body.params,
-        filters=body.filters,
+        params=body.params.model_dump(exclude_unset=True),
+        filters=body.filters.model_dump(exclude_unset=True),
         priority=body.priority,
     )
     return augmentation.request_variants(session, body.dataset, request, settings, user.id)
@@ -52,8 +52,8 @@ def create_plan(
         count_pending=body.count_pending,
         job_size=body.job_size,
         seed=body.seed,
-        params=body.params,
-        filters=body.filters,
+        params=body.params.model_dump(exclude_unset=True),
+        filters=body.filters.model_dump(exclude_unset=True),
         enqueue=body.enqueue,
     )
     return augmentation.make_plan_for(session, name, request, settings, user.id)

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.deps import CurrentUser, EngineDep, ResourceId, SessionDep
-from api.schemas import JobRead
+from api.schemas import JobRead, RequestBody
 from services import impact
+from trainer.config import TrainConfig
 
 router = APIRouter(tags=["impact"])
 
@@ -18,10 +19,11 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 Method = Annotated[str, Field(min_length=1, max_length=100)]
 
 
-class ImpactReportCreate(BaseModel):
+class ImpactReportCreate(RequestBody):
     seeds: list[Seed] = Field(default=[42, 43, 44], min_length=1, max_length=10)
-    config: dict[str, Any] = Field(
-        default_factory=dict, description="Overrides of the trainer config shared by every arm"
+    config: TrainConfig = Field(
+        default_factory=TrainConfig,
+        description="Overrides of the trainer config shared by every arm: only the keys given",
     )
     methods: list[Method] | None = Field(
         default=None, max_length=20, description="Leave-one-out arms; default: every approved method"
@@ -51,7 +53,12 @@ def start_report(
 ) -> dict[str, Any]:
     """Queue the trainer on originals only, all approved variants, and each method left out, × seeds."""
     report, jobs = impact.start_report(
-        session, name, seeds=body.seeds, config_overrides=body.config, methods=body.methods, created_by=user.id
+        session,
+        name,
+        seeds=body.seeds,
+        config_overrides=body.config.model_dump(exclude_unset=True),
+        methods=body.methods,
+        created_by=user.id,
     )
     return {"report": report, "jobs": jobs}
 

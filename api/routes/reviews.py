@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import FiniteFloat
 
 from api.deps import CurrentUser, ResourceId, SessionDep, SettingsDep
 from api.review_schemas import (
@@ -56,10 +57,10 @@ def queue(
         str | None, Query(description="Variants carrying this label (of `task` when given)")
     ] = None,
     method: Annotated[str | None, Query(description="Augmentation methods (comma-separated)")] = None,
-    min_similarity: float | None = None,
-    max_similarity: float | None = None,
-    min_consistency: float | None = None,
-    max_consistency: float | None = None,
+    min_similarity: FiniteFloat | None = None,
+    max_similarity: FiniteFloat | None = None,
+    min_consistency: FiniteFloat | None = None,
+    max_consistency: FiniteFloat | None = None,
     q: Annotated[str | None, Query(description="Free-text search in the variant text")] = None,
     flagged: Annotated[bool | None, Query(description="Only (or no) variants the label model flags")] = None,
     parent_id: int | None = None,

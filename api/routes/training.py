@@ -28,8 +28,9 @@ router = APIRouter(tags=["training"])
 @router.post("/training-runs", response_model=TrainingRunsCreated, status_code=202)
 def start_training(body: TrainingRunCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """Queue a training run per seed (annotators may start them); follow with GET /training-runs/{id}."""
+    overrides = body.config.model_dump(exclude_unset=True)  # the keys given; the deployment's defaults fill in
     started = training.start_training(
-        session, body.dataset, body.config, body.seeds, name=body.name, created_by=user.id
+        session, body.dataset, overrides, body.seeds, name=body.name, created_by=user.id
     )
     return {
         "runs": [training.run_details(run, body.dataset, job) for run, job in started],

@@ -120,7 +120,7 @@ class BackTranslationAugmenter:
             seed,
             ("backward", pivot),
         )
-        effective = {**P.as_dict(params), "pivot": pivot}
+        effective = {**params.model_dump(), "pivot": pivot}
         model_name = f"{route['forward']} → {route['backward']}"
         for (i, j, pivot_text), outs in zip(flat, back, strict=True):
             text = outs[0].strip()

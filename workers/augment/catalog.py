@@ -10,7 +10,7 @@ from typing import Any
 
 from core.errors import ValidationFailed
 from core.settings import Settings
-from workers.augment.params import METHOD_PARAMS, FilterParams, ParamError, as_dict, parse
+from workers.augment.params import METHOD_PARAMS, BackTranslationParams, FilterParams, ParamError, parse
 
 METHODS = ("backtranslation", "mlm", "wordnet")
 
@@ -128,8 +128,8 @@ def validate_request(
         try:
             parsed = parse(METHOD_PARAMS[method], raw)
         except ParamError as err:
-            raise ValidationFailed(f"params.{method}: {err}", field=f"params.{method}.{err.field}") from None
-        if method == "backtranslation" and parsed.pivots:
+            raise _failed(f"params.{method}", err) from None
+        if isinstance(parsed, BackTranslationParams) and parsed.pivots:
             available = {base_language(r["pivot"]) for r in bt_routes(settings, language)}
             missing = sorted({base_language(p) for p in parsed.pivots} - available)
             if missing:
@@ -138,9 +138,16 @@ def validate_request(
                     f"configured pivots: {sorted(available)} (AUGLOOP_BT_ROUTES)",
                     field="params.backtranslation.pivots",
                 )
-        params[method] = as_dict(parsed)
+        params[method] = parsed.model_dump()
     try:
         filter_params = parse(FilterParams, filters)
     except ParamError as err:
-        raise ValidationFailed(f"filters: {err}", field=f"filters.{err.field}") from None
-    return {"methods": chosen, "params": params, "filters": as_dict(filter_params), "language": language}
+        raise _failed("filters", err) from None
+    return {"methods": chosen, "params": params, "filters": filter_params.model_dump(), "language": language}
+
+
+def _failed(prefix: str, err: ParamError) -> ValidationFailed:
+    """`params.mlm.aug_p: Input should be a finite number`, field `params.mlm.aug_p`."""
+    if not err.field:
+        return ValidationFailed(f"{prefix}: {err}", field=prefix)
+    return ValidationFailed(f"{prefix}.{err}", field=f"{prefix}.{err.field}")

@@ -220,7 +220,7 @@ class MaskedLMAugmenter:
         params: P.MaskedLMParams | None = None,
     ) -> list[list[Variant]]:
         params = params or P.MaskedLMParams()
-        effective = P.as_dict(params)
+        effective = params.model_dump()
         out: list[list[Variant]] = [[] for _ in texts]
         for batch in self.prepare(texts, counts, seed=seed, language=language, params=params):
             top_p, top_i = self.top_candidates(batch, params)

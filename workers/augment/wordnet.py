@@ -139,7 +139,7 @@ class WordNetAugmenter:
             raise ModelUnavailable(f"WordNet synonyms are English only; got language {language!r}")
         params = params or P.WordNetParams()
         effective = {
-            **P.as_dict(params),
+            **params.model_dump(),
             "pos_tagger": "perceptron" if self.tagger and params.use_pos else None,
         }
         out: list[list[Variant]] = []
