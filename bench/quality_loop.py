@@ -53,7 +53,7 @@ from quality_stats import (  # noqa: E402
     aligned_gold,
     aligned_preds,
     chart,
-    paired_bootstrap,
+    overall_delta,
     records,
     summarize,
 )
@@ -273,7 +273,7 @@ def run_study(profile: Profile, tmp: Path) -> dict[str, Any]:
              "ensemble_minus_plain": ("ensemble", "plain"), "ensemble_minus_tfidf": ("ensemble", "tfidf"),
              "ensemble_minus_tfidf_full_train": ("ensemble", "tfidf_full_train"),
              "plain_minus_tfidf": ("plain", "tfidf")}
-    deltas = {name: paired_bootstrap(preds[a], preds[b], gold, sizes, profile.bootstrap)
+    deltas = {name: overall_delta(preds[a], preds[b], gold, sizes, profile.bootstrap)
               for name, (a, b) in pairs.items()}
     arms = {arm: summarize([r.metrics["test"] for r in rs]) for arm, rs in results.items()}
     arms["ensemble"] = summarize([ensemble["test"]])
