@@ -19,6 +19,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
 
 from core.errors import NotFoundError, ValidationFailed
+from db.chunks import chunked
 from db.models import Dataset, Decision, Origin, Review, ReviewStatus, Sample, SampleLabel, User
 
 REVIEWABLE_ORIGINS = (Origin.augmented.value, Origin.pseudo_label.value)
@@ -382,8 +383,7 @@ def families_of(session: Session, variants: list[Sample]) -> list[dict[str, Any]
 def latest_votes(session: Session, sample_ids: list[int]) -> dict[int, dict[int, str]]:
     """sample id → {user id → that user's latest decision}: a user who changes their mind has one vote."""
     votes: dict[int, dict[int, str]] = {}
-    for start in range(0, len(sample_ids), 500):
-        chunk = sample_ids[start : start + 500]
+    for chunk in chunked(sample_ids):
         rows = session.execute(
             select(Review.sample_id, Review.user_id, Review.decision)
             .where(Review.sample_id.in_(chunk))

@@ -27,6 +27,7 @@ from db.augmentation import (
     train_label_rows,
     variant_counts,
 )
+from db.chunks import chunked
 from db.models import AugmentationPlan, Dataset, Job, Origin, Sample, SampleLabel, Split
 from workers.augment.catalog import validate_request
 from workers.augment.planner import PlanTarget, SourceSample, make_plan
@@ -41,8 +42,7 @@ def load_sources(session: Session, dataset: Dataset, sample_ids: Sequence[int]) 
     text would leak it into training, and augmenting a variant compounds its drift."""
     ids = list(dict.fromkeys(sample_ids))
     rows: dict[int, tuple[str, str, str, int]] = {}
-    for start in range(0, len(ids), 900):
-        chunk = ids[start : start + 900]
+    for chunk in chunked(ids):
         for sid, text, split, origin, ds in session.execute(
             select(Sample.id, Sample.text, Sample.split, Sample.origin, Sample.dataset_id).where(
                 Sample.id.in_(chunk)
@@ -73,8 +73,7 @@ def import_free_texts(
     tasks = {t["name"]: list(t["labels"]) for t in dataset.tasks}
     hashes = [content_hash(text) for text, _ in items]
     existing: dict[str, tuple[int, str, str]] = {}
-    for start in range(0, len(hashes), 900):
-        chunk = hashes[start : start + 900]
+    for chunk in chunked(hashes):
         for sid, digest, split, origin in session.execute(
             select(Sample.id, Sample.content_hash, Sample.split, Sample.origin).where(
                 Sample.dataset_id == dataset.id, Sample.content_hash.in_(chunk)

@@ -18,6 +18,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from db.chunks import chunked
 from db.models import AugmentationPlan, Dataset, Origin, Review, Sample, SampleLabel, User
 from db.reviews import APPROVING
 
@@ -115,8 +116,7 @@ def agreement(session: Session, dataset: Dataset) -> dict[str, Any]:
         by_method[method_of[sample_id]][sample_id] = unit
     by_class: dict[str, dict[str, Units]] = defaultdict(lambda: defaultdict(dict))
     reviewed = sorted(units)
-    for start in range(0, len(reviewed), 500):  # by primary key: only the reviewed variants' labels
-        chunk = reviewed[start : start + 500]
+    for chunk in chunked(reviewed):  # by primary key: only the reviewed variants' labels
         rows = session.execute(
             select(SampleLabel.sample_id, SampleLabel.task, SampleLabel.label).where(
                 SampleLabel.sample_id.in_(chunk)
