@@ -394,13 +394,19 @@ def latest_votes(session: Session, sample_ids: list[int]) -> dict[int, dict[int,
     return votes
 
 
+def vote_counts(votes: dict[int, str]) -> tuple[int, int]:
+    """(approve, reject) over {user id → latest decision}: an edit keeps the variant, so it approves."""
+    approve = sum(1 for d in votes.values() if d in APPROVING)
+    return approve, len(votes) - approve
+
+
 def votes_on(session: Session, sample_ids: list[int], viewer_id: int | None) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
     for sample_id, by_user in latest_votes(session, sample_ids).items():
-        approve = sum(1 for d in by_user.values() if d in APPROVING)
+        approve, reject = vote_counts(by_user)
         out[sample_id] = {
             "approve": approve,
-            "reject": len(by_user) - approve,
+            "reject": reject,
             "mine": by_user.get(viewer_id) if viewer_id is not None else None,
         }
     return out

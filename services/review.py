@@ -19,7 +19,6 @@ from core.textnorm import content_hash
 from db.chunks import chunked
 from db.models import Dataset, Decision, Origin, RejectReason, Review, ReviewStatus, Sample, User, utcnow
 from db.reviews import (
-    APPROVING,
     REVIEWABLE_ORIGINS,
     SORTS,
     QueueFilter,
@@ -33,12 +32,12 @@ from db.reviews import (
     review_queue,
     sample_family,
     sample_state,
+    vote_counts,
 )
 
 
 def status_from_votes(votes: dict[int, str], reviews_required: int) -> str:
-    approve = sum(1 for d in votes.values() if d in APPROVING)
-    reject = len(votes) - approve
+    approve, reject = vote_counts(votes)
     majority = reviews_required // 2 + 1
     if approve >= majority and approve > reject:
         return ReviewStatus.approved.value
