@@ -39,13 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# On a shared CPU, spinning OpenMP threads stall each other (see bench/train_throughput.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from bench_env import offline_cpu
+
+ROOT = offline_cpu()  # before torch: offline hubs, passive OpenMP (see bench_env.py)
 
 import numpy as np  # noqa: E402
 from quality_stats import (  # noqa: E402
