@@ -121,6 +121,32 @@ def alternate(ours, theirs, rounds: int) -> tuple[float, float, list[float], lis
     return min(t_ours), min(t_theirs), t_ours, t_theirs
 
 
+def race(method: str, run_ours, nlpaug, texts: list[str], rounds: int, digits: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Our augmenter's runs (`run_ours` returns its seconds) alternated with nlpaug's on the same texts;
+    prints every run and returns the best time of each."""
+    t_ours, t_nl, all_ours, all_nl = alternate(
+        run_ours, lambda: timed(lambda: nlpaug.augment(texts))[1], rounds
+    )
+    print(
+        f"  {method} runs: ours {[round(t, digits) for t in all_ours]} s, "
+        f"nlpaug {[round(t, digits) for t in all_nl]} s"
+    )
+    return t_ours, t_nl
+
+
+def rates(
+    texts: list[str], out: list[list], t_ours: float, t_nl: float, hashes: set[str], refs: list[str]
+) -> tuple[dict[str, float], float]:
+    """Variants per second (ours, nlpaug's), ours kept by the filter per second of both; the filter's time."""
+    kept, t_filter = kept_after_filter(texts, out, hashes, refs)
+    produced = sum(len(v) for v in out)
+    return {
+        "ours": produced / t_ours,
+        "nlpaug": len(texts) / t_nl,
+        "kept": kept / (t_ours + t_filter),
+    }, t_filter
+
+
 def kept_after_filter(
     texts: list[str], variants: list[list], hashes: set[str], refs: list[str]
 ) -> tuple[int, float]:
@@ -181,9 +207,7 @@ def bench_mlm(args, texts, hashes, refs, models: Path) -> dict[str, float]:  # t
         batch_size=32,
     )
     nl.augment(texts[:1])  # warm-up
-    # nlpaug takes ~20× longer here (minutes per run): one round.
-    t_ours, t_nl, all_ours, all_nl = alternate(run_ours, lambda: timed(lambda: nl.augment(texts))[1], 1)
-    print(f"  mlm runs: ours {[round(t, 1) for t in all_ours]} s, nlpaug {[round(t, 1) for t in all_nl]} s")
+    t_ours, t_nl = race("mlm", run_ours, nl, texts, 1, 1)  # nlpaug takes ~20× longer here: one round
     _, share, out = min(runs, key=lambda r: r[0])
     ours.masked_logits = forward
     batches = ours.prepare(texts, counts, seed=0, language="en", params=params)
@@ -196,15 +220,12 @@ def bench_mlm(args, texts, hashes, refs, models: Path) -> dict[str, float]:  # t
                 torch.cuda.synchronize()
 
     t_bare = min(timed(bare)[1], timed(bare)[1])
-    kept, t_filter = kept_after_filter(texts, out, hashes, refs)
-    produced = sum(len(v) for v in out)
+    speeds, _t_filter = rates(texts, out, t_ours, t_nl, hashes, refs)
     return {
-        "ours": produced / t_ours,
-        "nlpaug": len(texts) / t_nl,
+        **speeds,
         "share": share,
         "bare": rows / t_bare,
-        "kept": kept / (t_ours + t_filter),
-        "words_changed": sum(len(v.edits) for vs in out for v in vs) / produced,
+        "words_changed": sum(len(v.edits) for vs in out for v in vs) / sum(len(v) for v in out),
         "batches": len(batches),
     }
 
@@ -249,20 +270,8 @@ def bench_bt(args, texts, hashes, refs, models: Path) -> dict[str, float]:  # ty
         outputs.append(out)
         return seconds
 
-    t_ours, t_nl, all_ours, all_nl = alternate(
-        run_ours, lambda: timed(lambda: nl.augment(texts))[1], args.rounds
-    )
-    print(
-        f"  backtranslation runs: ours {[round(t, 1) for t in all_ours]} s, "
-        f"nlpaug {[round(t, 1) for t in all_nl]} s"
-    )
-    out = outputs[0]
-    kept, t_filter = kept_after_filter(texts, out, hashes, refs)
-    return {
-        "ours": sum(len(v) for v in out) / t_ours,
-        "nlpaug": len(texts) / t_nl,
-        "kept": kept / (t_ours + t_filter),
-    }
+    t_ours, t_nl = race("backtranslation", run_ours, nl, texts, args.rounds, 1)
+    return rates(texts, outputs[0], t_ours, t_nl, hashes, refs)[0]
 
 
 def bench_wordnet(args, texts, warm, hashes, refs) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -288,19 +297,12 @@ def bench_wordnet(args, texts, warm, hashes, refs) -> dict[str, float]:  # type:
         outputs.append(out)
         return seconds
 
-    t_ours, t_nl, all_ours, all_nl = alternate(
-        run_ours, lambda: timed(lambda: nl.augment(texts))[1], args.rounds
-    )
-    print(
-        f"  wordnet runs: ours {[round(t, 2) for t in all_ours]} s, nlpaug {[round(t, 2) for t in all_nl]} s"
-    )
+    t_ours, t_nl = race("wordnet", run_ours, nl, texts, args.rounds, 2)
     out = outputs[0]
-    kept, t_filter = kept_after_filter(texts, out, hashes, refs)
+    speeds, t_filter = rates(texts, out, t_ours, t_nl, hashes, refs)
     pairs = [(texts[v.source_index], v.text) for vs in out for v in vs]
     return {
-        "ours": sum(len(v) for v in out) / t_ours,
-        "nlpaug": len(texts) / t_nl,
-        "kept": kept / (t_ours + t_filter),
+        **speeds,
         "filter": len(pairs) / t_filter,
         "filter_python": python_filter_rate(pairs[: max(50, len(pairs) // 10)], refs),
     }
