@@ -75,7 +75,9 @@ def insert_variants(
         parent_split.update(
             session.execute(
                 select(Sample.id, Sample.split).where(Sample.id.in_(chunk), Sample.dataset_id == dataset_id)
-            ).tuples()
+            )
+            .tuples()
+            .all()
         )
     labels = labels_of(session, sorted(parent_split))
     taken = dataset_hashes(session, dataset_id)
