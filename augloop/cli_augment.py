@@ -40,44 +40,37 @@ def _params(raw: str | None) -> dict[str, Any]:
     return value
 
 
-def _plan_request(
-    methods: str,
-    min_fraction: float,
-    max_multiplier: float,
-    per_source_cap: int,
-    tasks: list[str] | None,
-    seed: int,
-    count_pending: bool,
-    job_size: int,
-    params: str | None,
-    enqueue: bool,
-):  # type: ignore[no-untyped-def]
+def _plan_request(options: dict[str, Any], *, count_pending: bool, enqueue: bool):  # type: ignore[no-untyped-def]
+    """The plan options `augment plan` and `augment run --plan` share, read from the command's parameters
+    (click's ctx.params: one reading of the options for both commands, not two ten-argument calls)."""
     from services.augmentation import PlanRequest
 
-    chosen = [t.strip() for item in tasks or [] for t in item.split(",") if t.strip()]
+    chosen = [t.strip() for item in options["tasks"] or [] for t in item.split(",") if t.strip()]
     return PlanRequest(
-        methods=_methods(methods),
-        min_fraction_of_largest=min_fraction,
-        max_multiplier=max_multiplier,
-        per_source_cap=per_source_cap,
+        methods=_methods(options["methods"]),
+        min_fraction_of_largest=options["min_fraction"],
+        max_multiplier=options["max_multiplier"],
+        per_source_cap=options["per_source_cap"],
         tasks=chosen or None,
         count_pending=count_pending,
-        job_size=job_size,
-        seed=seed,
-        params=_params(params),
+        job_size=options["job_size"],
+        seed=options["seed"],
+        params=_params(options["params"]),
         enqueue=enqueue,
+    )
+
+
+def _plan_table(title: str) -> Table:
+    return Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
     )
 
 
 def print_plan(dataset: str, plan: dict[str, Any]) -> None:
     target = plan["target"]
-    table = Table(
-        title=f"{dataset} · plan: each class ≥ {target['min_fraction_of_largest']:.0%} of its task's "
-        f"largest, ≤ {target['max_multiplier']:g}× its originals (train split)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
+    table = _plan_table(
+        f"{dataset} · plan: each class ≥ {target['min_fraction_of_largest']:.0%} of its task's "
+        f"largest, ≤ {target['max_multiplier']:g}× its originals (train split)"
     )
     table.add_column("task", no_wrap=True)
     table.add_column("label", no_wrap=True)
@@ -98,13 +91,7 @@ def print_plan(dataset: str, plan: dict[str, Any]) -> None:
             style=style,
         )
     console.print(table)
-    combos = Table(
-        title="joint label combinations used (a variant carries all its source's labels)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-    )
+    combos = _plan_table("joint label combinations used (a variant carries all its source's labels)")
     tasks = list(dict.fromkeys(c["task"] for c in plan["classes"]))
     combos.add_column(" / ".join(tasks), no_wrap=True)
     for col in ("sources", "variants", "≤/source"):
@@ -127,6 +114,7 @@ def print_plan(dataset: str, plan: dict[str, Any]) -> None:
 
 @augment_app.command("plan")
 def plan_cmd(
+    ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="Dataset name")],
     methods: MethodsOpt = "wordnet",
     min_fraction: Annotated[
@@ -142,19 +130,7 @@ def plan_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")] = False,
 ) -> None:
     """Show what a plan would generate, per task × class and joint label combination (nothing is stored)."""
-    request = _plan_request(
-        methods,
-        min_fraction,
-        max_multiplier,
-        per_source_cap,
-        tasks,
-        seed,
-        count_pending,
-        job_size,
-        params,
-        enqueue=False,
-    )
-
+    request = _plan_request(ctx.params, count_pending=count_pending, enqueue=False)
     with session_scope(engine()) as session:
         plan = augmentation.preview_plan(session, dataset, request, get_settings())
     if as_json:
@@ -179,6 +155,7 @@ def _wanted_labels(where: list[str]) -> dict[str, str]:
 
 @augment_app.command("run")
 def run_cmd(
+    ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="Dataset name")],
     methods: MethodsOpt = "wordnet",
     use_plan: Annotated[
@@ -212,18 +189,7 @@ def run_cmd(
     def run() -> tuple[list[int], dict[str, Any] | None]:
         with session_scope(engine()) as session:
             if use_plan:
-                request = _plan_request(
-                    methods,
-                    min_fraction,
-                    max_multiplier,
-                    per_source_cap,
-                    tasks,
-                    seed,
-                    True,
-                    job_size,
-                    params,
-                    enqueue=True,
-                )
+                request = _plan_request(ctx.params, count_pending=True, enqueue=True)
                 view = augmentation.make_plan_for(session, dataset, request, settings, None)
                 return list(view["job_ids"]), {**view["plan"], "id": view["id"]}
             ids = list(sample_ids or []) or augmentation.train_originals_with(
