@@ -22,6 +22,15 @@ MethodsOpt = Annotated[
     str, typer.Option("--methods", "-m", help="Comma-separated: wordnet, mlm, backtranslation")
 ]
 SeedOpt = Annotated[int, typer.Option(help="Seed: the same job with the same seed gives the same variants")]
+ParamsOpt = Annotated[str | None, typer.Option(help="Method parameters, JSON keyed by method")]
+# The planner's options, shared by `augment plan` and `augment run --plan`.
+MinFractionOpt = Annotated[
+    float, typer.Option(help="Planner: each class ≥ this fraction of its task's largest")
+]
+MaxMultiplierOpt = Annotated[float, typer.Option(help="Planner: … but ≤ this multiple of its own originals")]
+PerSourceCapOpt = Annotated[int, typer.Option(help="Planner: at most this many variants per source text")]
+TasksOpt = Annotated[list[str] | None, typer.Option("--task", help="Planner: tasks to balance (default all)")]
+JobSizeOpt = Annotated[int, typer.Option(help="Planner: variants per job at most")]
 
 
 def _methods(raw: str) -> list[str]:
@@ -117,16 +126,14 @@ def plan_cmd(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="Dataset name")],
     methods: MethodsOpt = "wordnet",
-    min_fraction: Annotated[
-        float, typer.Option(help="Each class ≥ this fraction of its task's largest")
-    ] = 0.4,
-    max_multiplier: Annotated[float, typer.Option(help="… but ≤ this multiple of its own originals")] = 10.0,
-    per_source_cap: Annotated[int, typer.Option(help="At most this many variants per source text")] = 5,
-    tasks: Annotated[list[str] | None, typer.Option("--task", help="Tasks to balance (default all)")] = None,
+    min_fraction: MinFractionOpt = 0.4,
+    max_multiplier: MaxMultiplierOpt = 10.0,
+    per_source_cap: PerSourceCapOpt = 5,
+    tasks: TasksOpt = None,
     count_pending: Annotated[bool, typer.Option(help="Count pending variants as if approved")] = True,
-    job_size: Annotated[int, typer.Option(help="Variants per job at most")] = 2000,
+    job_size: JobSizeOpt = 2000,
     seed: SeedOpt = 0,
-    params: Annotated[str | None, typer.Option(help="Method parameters, JSON keyed by method")] = None,
+    params: ParamsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")] = False,
 ) -> None:
     """Show what a plan would generate, per task × class and joint label combination (nothing is stored)."""
@@ -170,15 +177,13 @@ def run_cmd(
     where: Annotated[
         list[str] | None, typer.Option(help="--no-plan: train originals with TASK=LABEL")
     ] = None,
-    min_fraction: Annotated[
-        float, typer.Option(help="Plan: each class ≥ this fraction of the largest")
-    ] = 0.4,
-    max_multiplier: Annotated[float, typer.Option(help="Plan: ≤ this multiple of its originals")] = 10.0,
-    per_source_cap: Annotated[int, typer.Option(help="Plan: at most this many variants per source")] = 5,
-    tasks: Annotated[list[str] | None, typer.Option("--task", help="Plan: tasks to balance")] = None,
-    job_size: Annotated[int, typer.Option(help="Plan: variants per job at most")] = 2000,
+    min_fraction: MinFractionOpt = 0.4,
+    max_multiplier: MaxMultiplierOpt = 10.0,
+    per_source_cap: PerSourceCapOpt = 5,
+    tasks: TasksOpt = None,
+    job_size: JobSizeOpt = 2000,
     seed: SeedOpt = 0,
-    params: Annotated[str | None, typer.Option(help="Method parameters, JSON keyed by method")] = None,
+    params: ParamsOpt = None,
     wait: Annotated[
         bool, typer.Option(help="Show progress until the jobs finish (a worker must run)")
     ] = False,
