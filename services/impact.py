@@ -67,7 +67,7 @@ def create_impact_report(
     `config` is shared by every arm; each arm then sets its own `variants`/`exclude_methods` and each run its
     `seed`, so those keys of the caller's overrides do not survive.
     """
-    from services.training import create_training_runs
+    from services.training import create_training_runs, queue_runs
 
     seeds = list(DEFAULT_SEEDS if seeds is None else seeds)
     if not seeds:
@@ -103,20 +103,11 @@ def create_impact_report(
             created_by=created_by,
         )
         run_ids[arm] = [r.id for r in runs]
-        for run in runs:
-            # A failed attempt that will be retried leaves its run queued (workers/train_jobs.py), so the
-            # report waits for the retry; a worker lost past its last attempt fails the run (db/queue.py).
-            job = queue.enqueue(
-                session,
-                "train",
-                {"run_id": run.id, "dataset": dataset.name, "impact_report_id": report.id},
-                dataset_id=dataset.id,
-                created_by=created_by,
-                progress_total=config.epochs,
-                max_attempts=2,
-            )
-            run.job_id = job.id
-            jobs.append(job)
+        # A failed attempt that will be retried leaves its run queued (workers/train_jobs.py), so the report
+        # waits for the retry; a worker lost past its last attempt fails the run (db/queue.py).
+        jobs += queue_runs(
+            session, dataset, runs, config, created_by=created_by, payload={"impact_report_id": report.id}
+        )
     report.run_ids = run_ids
     session.flush()
     return report, jobs
