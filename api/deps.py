@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from core.settings import Settings
 from db.models import Role, User
-from db.session import readonly_engine
+from db.session import readonly_engine, session_scope
 from services.tokens import authenticate
 
 
@@ -39,15 +39,8 @@ def get_session(request: Request) -> Iterator[Session]:
     engine = request.app.state.engine
     if request.method in ("GET", "HEAD"):
         engine = readonly_engine(engine)
-    session = Session(bind=engine, expire_on_commit=False)
-    try:
+    with session_scope(engine) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

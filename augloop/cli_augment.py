@@ -22,6 +22,15 @@ MethodsOpt = Annotated[
     str, typer.Option("--methods", "-m", help="Comma-separated: wordnet, mlm, backtranslation")
 ]
 SeedOpt = Annotated[int, typer.Option(help="Seed: the same job with the same seed gives the same variants")]
+ParamsOpt = Annotated[str | None, typer.Option(help="Method parameters, JSON keyed by method")]
+# The planner's options, shared by `augment plan` and `augment run --plan`.
+MinFractionOpt = Annotated[
+    float, typer.Option(help="Planner: each class ≥ this fraction of its task's largest")
+]
+MaxMultiplierOpt = Annotated[float, typer.Option(help="Planner: … but ≤ this multiple of its own originals")]
+PerSourceCapOpt = Annotated[int, typer.Option(help="Planner: at most this many variants per source text")]
+TasksOpt = Annotated[list[str] | None, typer.Option("--task", help="Planner: tasks to balance (default all)")]
+JobSizeOpt = Annotated[int, typer.Option(help="Planner: variants per job at most")]
 
 
 def _methods(raw: str) -> list[str]:
@@ -40,44 +49,37 @@ def _params(raw: str | None) -> dict[str, Any]:
     return value
 
 
-def _plan_request(
-    methods: str,
-    min_fraction: float,
-    max_multiplier: float,
-    per_source_cap: int,
-    tasks: list[str] | None,
-    seed: int,
-    count_pending: bool,
-    job_size: int,
-    params: str | None,
-    enqueue: bool,
-):  # type: ignore[no-untyped-def]
+def _plan_request(options: dict[str, Any], *, count_pending: bool, enqueue: bool):  # type: ignore[no-untyped-def]
+    """The plan options `augment plan` and `augment run --plan` share, read from the command's parameters
+    (click's ctx.params: one reading of the options for both commands, not two ten-argument calls)."""
     from services.augmentation import PlanRequest
 
-    chosen = [t.strip() for item in tasks or [] for t in item.split(",") if t.strip()]
+    chosen = [t.strip() for item in options["tasks"] or [] for t in item.split(",") if t.strip()]
     return PlanRequest(
-        methods=_methods(methods),
-        min_fraction_of_largest=min_fraction,
-        max_multiplier=max_multiplier,
-        per_source_cap=per_source_cap,
+        methods=_methods(options["methods"]),
+        min_fraction_of_largest=options["min_fraction"],
+        max_multiplier=options["max_multiplier"],
+        per_source_cap=options["per_source_cap"],
         tasks=chosen or None,
         count_pending=count_pending,
-        job_size=job_size,
-        seed=seed,
-        params=_params(params),
+        job_size=options["job_size"],
+        seed=options["seed"],
+        params=_params(options["params"]),
         enqueue=enqueue,
+    )
+
+
+def _plan_table(title: str) -> Table:
+    return Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
     )
 
 
 def print_plan(dataset: str, plan: dict[str, Any]) -> None:
     target = plan["target"]
-    table = Table(
-        title=f"{dataset} · plan: each class ≥ {target['min_fraction_of_largest']:.0%} of its task's "
-        f"largest, ≤ {target['max_multiplier']:g}× its originals (train split)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
+    table = _plan_table(
+        f"{dataset} · plan: each class ≥ {target['min_fraction_of_largest']:.0%} of its task's "
+        f"largest, ≤ {target['max_multiplier']:g}× its originals (train split)"
     )
     table.add_column("task", no_wrap=True)
     table.add_column("label", no_wrap=True)
@@ -98,13 +100,7 @@ def print_plan(dataset: str, plan: dict[str, Any]) -> None:
             style=style,
         )
     console.print(table)
-    combos = Table(
-        title="joint label combinations used (a variant carries all its source's labels)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-    )
+    combos = _plan_table("joint label combinations used (a variant carries all its source's labels)")
     tasks = list(dict.fromkeys(c["task"] for c in plan["classes"]))
     combos.add_column(" / ".join(tasks), no_wrap=True)
     for col in ("sources", "variants", "≤/source"):
@@ -127,34 +123,21 @@ def print_plan(dataset: str, plan: dict[str, Any]) -> None:
 
 @augment_app.command("plan")
 def plan_cmd(
+    ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="Dataset name")],
     methods: MethodsOpt = "wordnet",
-    min_fraction: Annotated[
-        float, typer.Option(help="Each class ≥ this fraction of its task's largest")
-    ] = 0.4,
-    max_multiplier: Annotated[float, typer.Option(help="… but ≤ this multiple of its own originals")] = 10.0,
-    per_source_cap: Annotated[int, typer.Option(help="At most this many variants per source text")] = 5,
-    tasks: Annotated[list[str] | None, typer.Option("--task", help="Tasks to balance (default all)")] = None,
+    min_fraction: MinFractionOpt = 0.4,
+    max_multiplier: MaxMultiplierOpt = 10.0,
+    per_source_cap: PerSourceCapOpt = 5,
+    tasks: TasksOpt = None,
     count_pending: Annotated[bool, typer.Option(help="Count pending variants as if approved")] = True,
-    job_size: Annotated[int, typer.Option(help="Variants per job at most")] = 2000,
+    job_size: JobSizeOpt = 2000,
     seed: SeedOpt = 0,
-    params: Annotated[str | None, typer.Option(help="Method parameters, JSON keyed by method")] = None,
+    params: ParamsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")] = False,
 ) -> None:
     """Show what a plan would generate, per task × class and joint label combination (nothing is stored)."""
-    request = _plan_request(
-        methods,
-        min_fraction,
-        max_multiplier,
-        per_source_cap,
-        tasks,
-        seed,
-        count_pending,
-        job_size,
-        params,
-        enqueue=False,
-    )
-
+    request = _plan_request(ctx.params, count_pending=count_pending, enqueue=False)
     with session_scope(engine()) as session:
         plan = augmentation.preview_plan(session, dataset, request, get_settings())
     if as_json:
@@ -179,6 +162,7 @@ def _wanted_labels(where: list[str]) -> dict[str, str]:
 
 @augment_app.command("run")
 def run_cmd(
+    ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="Dataset name")],
     methods: MethodsOpt = "wordnet",
     use_plan: Annotated[
@@ -193,15 +177,13 @@ def run_cmd(
     where: Annotated[
         list[str] | None, typer.Option(help="--no-plan: train originals with TASK=LABEL")
     ] = None,
-    min_fraction: Annotated[
-        float, typer.Option(help="Plan: each class ≥ this fraction of the largest")
-    ] = 0.4,
-    max_multiplier: Annotated[float, typer.Option(help="Plan: ≤ this multiple of its originals")] = 10.0,
-    per_source_cap: Annotated[int, typer.Option(help="Plan: at most this many variants per source")] = 5,
-    tasks: Annotated[list[str] | None, typer.Option("--task", help="Plan: tasks to balance")] = None,
-    job_size: Annotated[int, typer.Option(help="Plan: variants per job at most")] = 2000,
+    min_fraction: MinFractionOpt = 0.4,
+    max_multiplier: MaxMultiplierOpt = 10.0,
+    per_source_cap: PerSourceCapOpt = 5,
+    tasks: TasksOpt = None,
+    job_size: JobSizeOpt = 2000,
     seed: SeedOpt = 0,
-    params: Annotated[str | None, typer.Option(help="Method parameters, JSON keyed by method")] = None,
+    params: ParamsOpt = None,
     wait: Annotated[
         bool, typer.Option(help="Show progress until the jobs finish (a worker must run)")
     ] = False,
@@ -212,18 +194,7 @@ def run_cmd(
     def run() -> tuple[list[int], dict[str, Any] | None]:
         with session_scope(engine()) as session:
             if use_plan:
-                request = _plan_request(
-                    methods,
-                    min_fraction,
-                    max_multiplier,
-                    per_source_cap,
-                    tasks,
-                    seed,
-                    True,
-                    job_size,
-                    params,
-                    enqueue=True,
-                )
+                request = _plan_request(ctx.params, count_pending=True, enqueue=True)
                 view = augmentation.make_plan_for(session, dataset, request, settings, None)
                 return list(view["job_ids"]), {**view["plan"], "id": view["id"]}
             ids = list(sample_ids or []) or augmentation.train_originals_with(

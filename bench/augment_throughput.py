@@ -25,25 +25,27 @@ import csv
 import json
 import os
 import random
-import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Spinning OpenMP threads wait on a preempted vCPU on shared machines: with the default (active) policy the same
-# opus-mt generate call took 0.26-11.4 s with 2 threads; passive waiting made it a steady 0.40 s. Set before torch.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from bench_env import offline_cpu
+
+ROOT = offline_cpu()  # before torch: offline hubs, passive OpenMP (see bench_env.py)
 warnings.filterwarnings("ignore")
 
 EXAMPLE_CSV = ROOT / "examples" / "political_social_media.csv"
 RESULTS = ROOT / "bench" / "results" / "augment_throughput.json"
 MBERT_VOCAB = 119_547
 OPUS_VOCAB = 58_101
+
+
+def metric(
+    name: str, value: float, unit: str, *, target: float | None = None, **extra: Any
+) -> dict[str, Any]:
+    """One record of bench/results/augment_throughput.json."""
+    return {"metric": name, "value": value, "target": target, "unit": unit, **extra}
 
 
 def load_rows() -> list[dict[str, str]]:
@@ -119,6 +121,32 @@ def alternate(ours, theirs, rounds: int) -> tuple[float, float, list[float], lis
     return min(t_ours), min(t_theirs), t_ours, t_theirs
 
 
+def race(method: str, run_ours, nlpaug, texts: list[str], rounds: int, digits: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Our augmenter's runs (`run_ours` returns its seconds) alternated with nlpaug's on the same texts;
+    prints every run and returns the best time of each."""
+    t_ours, t_nl, all_ours, all_nl = alternate(
+        run_ours, lambda: timed(lambda: nlpaug.augment(texts))[1], rounds
+    )
+    print(
+        f"  {method} runs: ours {[round(t, digits) for t in all_ours]} s, "
+        f"nlpaug {[round(t, digits) for t in all_nl]} s"
+    )
+    return t_ours, t_nl
+
+
+def rates(
+    texts: list[str], out: list[list], t_ours: float, t_nl: float, hashes: set[str], refs: list[str]
+) -> tuple[dict[str, float], float]:
+    """Variants per second (ours, nlpaug's), ours kept by the filter per second of both; the filter's time."""
+    kept, t_filter = kept_after_filter(texts, out, hashes, refs)
+    produced = sum(len(v) for v in out)
+    return {
+        "ours": produced / t_ours,
+        "nlpaug": len(texts) / t_nl,
+        "kept": kept / (t_ours + t_filter),
+    }, t_filter
+
+
 def kept_after_filter(
     texts: list[str], variants: list[list], hashes: set[str], refs: list[str]
 ) -> tuple[int, float]:
@@ -179,9 +207,7 @@ def bench_mlm(args, texts, hashes, refs, models: Path) -> dict[str, float]:  # t
         batch_size=32,
     )
     nl.augment(texts[:1])  # warm-up
-    # nlpaug takes ~20× longer here (minutes per run): one round.
-    t_ours, t_nl, all_ours, all_nl = alternate(run_ours, lambda: timed(lambda: nl.augment(texts))[1], 1)
-    print(f"  mlm runs: ours {[round(t, 1) for t in all_ours]} s, nlpaug {[round(t, 1) for t in all_nl]} s")
+    t_ours, t_nl = race("mlm", run_ours, nl, texts, 1, 1)  # nlpaug takes ~20× longer here: one round
     _, share, out = min(runs, key=lambda r: r[0])
     ours.masked_logits = forward
     batches = ours.prepare(texts, counts, seed=0, language="en", params=params)
@@ -194,15 +220,12 @@ def bench_mlm(args, texts, hashes, refs, models: Path) -> dict[str, float]:  # t
                 torch.cuda.synchronize()
 
     t_bare = min(timed(bare)[1], timed(bare)[1])
-    kept, t_filter = kept_after_filter(texts, out, hashes, refs)
-    produced = sum(len(v) for v in out)
+    speeds, _t_filter = rates(texts, out, t_ours, t_nl, hashes, refs)
     return {
-        "ours": produced / t_ours,
-        "nlpaug": len(texts) / t_nl,
+        **speeds,
         "share": share,
         "bare": rows / t_bare,
-        "kept": kept / (t_ours + t_filter),
-        "words_changed": sum(len(v.edits) for vs in out for v in vs) / produced,
+        "words_changed": sum(len(v.edits) for vs in out for v in vs) / sum(len(v) for v in out),
         "batches": len(batches),
     }
 
@@ -247,20 +270,8 @@ def bench_bt(args, texts, hashes, refs, models: Path) -> dict[str, float]:  # ty
         outputs.append(out)
         return seconds
 
-    t_ours, t_nl, all_ours, all_nl = alternate(
-        run_ours, lambda: timed(lambda: nl.augment(texts))[1], args.rounds
-    )
-    print(
-        f"  backtranslation runs: ours {[round(t, 1) for t in all_ours]} s, "
-        f"nlpaug {[round(t, 1) for t in all_nl]} s"
-    )
-    out = outputs[0]
-    kept, t_filter = kept_after_filter(texts, out, hashes, refs)
-    return {
-        "ours": sum(len(v) for v in out) / t_ours,
-        "nlpaug": len(texts) / t_nl,
-        "kept": kept / (t_ours + t_filter),
-    }
+    t_ours, t_nl = race("backtranslation", run_ours, nl, texts, args.rounds, 1)
+    return rates(texts, outputs[0], t_ours, t_nl, hashes, refs)[0]
 
 
 def bench_wordnet(args, texts, warm, hashes, refs) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -286,19 +297,12 @@ def bench_wordnet(args, texts, warm, hashes, refs) -> dict[str, float]:  # type:
         outputs.append(out)
         return seconds
 
-    t_ours, t_nl, all_ours, all_nl = alternate(
-        run_ours, lambda: timed(lambda: nl.augment(texts))[1], args.rounds
-    )
-    print(
-        f"  wordnet runs: ours {[round(t, 2) for t in all_ours]} s, nlpaug {[round(t, 2) for t in all_nl]} s"
-    )
+    t_ours, t_nl = race("wordnet", run_ours, nl, texts, args.rounds, 2)
     out = outputs[0]
-    kept, t_filter = kept_after_filter(texts, out, hashes, refs)
+    speeds, t_filter = rates(texts, out, t_ours, t_nl, hashes, refs)
     pairs = [(texts[v.source_index], v.text) for vs in out for v in vs]
     return {
-        "ours": sum(len(v) for v in out) / t_ours,
-        "nlpaug": len(texts) / t_nl,
-        "kept": kept / (t_ours + t_filter),
+        **speeds,
         "filter": len(pairs) / t_filter,
         "filter_python": python_filter_rate(pairs[: max(50, len(pairs) // 10)], refs),
     }
@@ -381,102 +385,29 @@ def main() -> int:
         flush=True,
     )
     load_after = os.getloadavg()[0]
-    unit = "variants/s"
     results = [
-        {
-            "metric": "mlm_speedup_vs_nlpaug",
-            "value": round(mlm["ours"] / mlm["nlpaug"], 2),
-            "target": 3,
-            "unit": "x",
-        },
-        {
-            "metric": "backtranslation_speedup_vs_nlpaug",
-            "value": round(bt["ours"] / bt["nlpaug"], 2),
-            "target": 1.5,
-            "unit": "x",
-        },
-        {
-            "metric": "wordnet_speedup_vs_nlpaug",
-            "value": round(wn["ours"] / wn["nlpaug"], 2),
-            "target": 1.0,
-            "unit": "x",
-        },
-        {
-            "metric": "mlm_fraction_of_bare_forward",
-            "value": round(mlm["share"], 3),
-            "target": 0.6,
-            "unit": "fraction",
-        },
-        {
-            "metric": "mlm_bare_forward_rows_per_s",
-            "value": round(mlm["bare"], 2),
-            "target": None,
-            "unit": "rows/s",
-        },
-        {"metric": "mlm_variants_per_s", "value": round(mlm["ours"], 2), "target": None, "unit": unit},
-        {
-            "metric": "mlm_nlpaug_variants_per_s",
-            "value": round(mlm["nlpaug"], 2),
-            "target": None,
-            "unit": unit,
-        },
-        {
-            "metric": "mlm_kept_after_filter_per_s",
-            "value": round(mlm["kept"], 2),
-            "target": None,
-            "unit": unit,
-        },
-        {
-            "metric": "backtranslation_variants_per_s",
-            "value": round(bt["ours"], 2),
-            "target": None,
-            "unit": unit,
-        },
-        {
-            "metric": "backtranslation_nlpaug_variants_per_s",
-            "value": round(bt["nlpaug"], 2),
-            "target": None,
-            "unit": unit,
-        },
-        {
-            "metric": "backtranslation_kept_after_filter_per_s",
-            "value": round(bt["kept"], 2),
-            "target": None,
-            "unit": unit,
-        },
-        {"metric": "wordnet_variants_per_s", "value": round(wn["ours"], 1), "target": None, "unit": unit},
-        {
-            "metric": "wordnet_nlpaug_variants_per_s",
-            "value": round(wn["nlpaug"], 1),
-            "target": None,
-            "unit": unit,
-        },
-        {
-            "metric": "wordnet_kept_after_filter_per_s",
-            "value": round(wn["kept"], 1),
-            "target": None,
-            "unit": unit,
-        },
-        {
-            "metric": "filter_candidates_per_s",
-            "value": round(wn["filter"], 1),
-            "target": None,
-            "unit": "candidates/s",
-        },
-        {
-            "metric": "filter_speedup_vs_python_sets",
-            "value": round(wn["filter"] / wn["filter_python"], 1),
-            "target": None,
-            "unit": "x",
-        },
-        {"metric": "torch_threads", "value": args.threads, "target": None, "unit": "threads"},
-        {
-            "metric": "cpu_load_average_during_run",
-            "value": round((load_before + load_after) / 2, 2),
-            "target": None,
-            "unit": "load",
-            "lower_is_better": True,
-        },
+        metric("mlm_speedup_vs_nlpaug", round(mlm["ours"] / mlm["nlpaug"], 2), "x", target=3),
+        metric("backtranslation_speedup_vs_nlpaug", round(bt["ours"] / bt["nlpaug"], 2), "x", target=1.5),
+        metric("wordnet_speedup_vs_nlpaug", round(wn["ours"] / wn["nlpaug"], 2), "x", target=1.0),
+        metric("mlm_fraction_of_bare_forward", round(mlm["share"], 3), "fraction", target=0.6),
+        metric("mlm_bare_forward_rows_per_s", round(mlm["bare"], 2), "rows/s"),
+    ]
+    for method, rates, digits in (("mlm", mlm, 2), ("backtranslation", bt, 2), ("wordnet", wn, 1)):
+        results += [
+            metric(f"{method}_variants_per_s", round(rates["ours"], digits), "variants/s"),
+            metric(f"{method}_nlpaug_variants_per_s", round(rates["nlpaug"], digits), "variants/s"),
+            metric(f"{method}_kept_after_filter_per_s", round(rates["kept"], digits), "variants/s"),
+        ]
+    results += [
+        metric("filter_candidates_per_s", round(wn["filter"], 1), "candidates/s"),
+        metric("filter_speedup_vs_python_sets", round(wn["filter"] / wn["filter_python"], 1), "x"),
+        metric("torch_threads", args.threads, "threads"),
+        metric(
+            "cpu_load_average_during_run",
+            round((load_before + load_after) / 2, 2),
+            "load",
+            lower_is_better=True,
+        ),
     ]
     for r in results[4:]:
         print(f"  {r['metric']}: {r['value']} {r['unit']}")

@@ -39,13 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# On a shared CPU, spinning OpenMP threads stall each other (see bench/train_throughput.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from bench_env import offline_cpu
+
+ROOT = offline_cpu()  # before torch: offline hubs, passive OpenMP (see bench_env.py)
 
 import numpy as np  # noqa: E402
 from quality_stats import (  # noqa: E402
@@ -53,7 +49,7 @@ from quality_stats import (  # noqa: E402
     aligned_gold,
     aligned_preds,
     chart,
-    paired_bootstrap,
+    overall_delta,
     records,
     summarize,
 )
@@ -273,7 +269,7 @@ def run_study(profile: Profile, tmp: Path) -> dict[str, Any]:
              "ensemble_minus_plain": ("ensemble", "plain"), "ensemble_minus_tfidf": ("ensemble", "tfidf"),
              "ensemble_minus_tfidf_full_train": ("ensemble", "tfidf_full_train"),
              "plain_minus_tfidf": ("plain", "tfidf")}
-    deltas = {name: paired_bootstrap(preds[a], preds[b], gold, sizes, profile.bootstrap)
+    deltas = {name: overall_delta(preds[a], preds[b], gold, sizes, profile.bootstrap)
               for name, (a, b) in pairs.items()}
     arms = {arm: summarize([r.metrics["test"] for r in rs]) for arm, rs in results.items()}
     arms["ensemble"] = summarize([ensemble["test"]])

@@ -1,5 +1,5 @@
-"""Statistics and outputs of the quality study (bench/quality_loop.py): fast macro-F1, the paired bootstrap
-over test examples, per-arm summaries, the result records and the per-class chart."""
+"""Statistics and outputs of the quality study (bench/quality_loop.py): the paired bootstrap of overall
+macro-F1 over test examples (trainer.bootstrap), per-arm summaries, the result records and the per-class chart."""
 
 from __future__ import annotations
 
@@ -8,23 +8,19 @@ from typing import Any
 
 import numpy as np
 
+from trainer.bootstrap import paired_bootstrap
+from trainer.metrics import f1_per_class
+
 TASKS = ["bias", "message"]
-
-
-def macro_f1(gold: np.ndarray, pred: np.ndarray, k: int) -> float:
-    """trainer.metrics' macro-F1 (over classes in gold or predictions), vectorised for the bootstrap."""
-    cm = np.bincount(gold * k + pred, minlength=k * k).reshape(k, k)
-    tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
-    present = (support + predicted) > 0
-    f1 = np.divide(2 * tp, support + predicted, out=np.zeros(k), where=present)
-    return float(f1[present].mean())
 
 
 Preds = dict[str, np.ndarray]  # task → predicted class per test example
 
 
-def overall(preds: Preds, gold: Preds, sizes: dict[str, int], idx: Any) -> float:
-    return float(np.mean([macro_f1(gold[t][idx], preds[t][idx], sizes[t]) for t in TASKS]))
+def overall_scores(gold: np.ndarray, pred: np.ndarray, sizes: list[int], idx: np.ndarray) -> np.ndarray:
+    """(draws, 1): overall macro-F1 (the mean of the tasks' macro-F1s) of (n, tasks) predictions per resample."""
+    per_task = [f1_per_class(gold[idx, j], pred[idx, j], k)[1] for j, k in enumerate(sizes)]
+    return np.mean(per_task, axis=0)[:, None]
 
 
 def aligned_preds(dump: dict[str, Any], ids: list[int]) -> dict[str, np.ndarray]:
@@ -33,20 +29,18 @@ def aligned_preds(dump: dict[str, Any], ids: list[int]) -> dict[str, np.ndarray]
     return {t: np.asarray(dump["tasks"][t]["probs"]).reshape(len(pos), -1)[rows].argmax(1) for t in TASKS}
 
 
-def paired_bootstrap(a: list[Preds], b: list[Preds], gold: Preds,
-                     sizes: dict[str, int], n_boot: int) -> dict[str, float]:
+def overall_delta(a: list[Preds], b: list[Preds], gold: Preds,
+                  sizes: dict[str, int], n_boot: int) -> dict[str, float]:
     """Delta (a − b) in points of overall macro-F1; each arm is the mean over its members (seeds)."""
-    n = len(gold[TASKS[0]])
+    def by_task(p: Preds) -> np.ndarray:
+        return np.stack([p[t] for t in TASKS], axis=1)
 
-    def delta(idx: Any) -> float:
-        return 100 * (np.mean([overall(p, gold, sizes, idx) for p in a])
-                      - np.mean([overall(p, gold, sizes, idx) for p in b]))
-
-    rng = np.random.default_rng(0)
-    boots = np.array([delta(rng.integers(0, n, n)) for _ in range(n_boot)])
-    return {"delta": round(delta(slice(None)), 2), "ci95_low": round(float(np.percentile(boots, 2.5)), 2),
-            "ci95_high": round(float(np.percentile(boots, 97.5)), 2),
-            "p_le_0": round(float((boots <= 0).mean()), 4)}
+    boot = paired_bootstrap(by_task(gold), [by_task(p) for p in a], [by_task(p) for p in b],
+                            [sizes[t] for t in TASKS], n_boot, score=overall_scores)
+    points = {key: 100 * boot[key][0] for key in ("delta", "low", "high")}
+    return {"delta": round(float(points["delta"]), 2), "ci95_low": round(float(points["low"]), 2),
+            "ci95_high": round(float(points["high"]), 2),
+            "p_le_0": round(float((boot["samples"][:, 0] <= 0).mean()), 4)}
 
 
 def summarize(metrics: list[dict[str, Any]]) -> dict[str, Any]:

@@ -24,23 +24,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import platform
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# On a CPU shared with other jobs, OpenMP threads that spin at barriers while a sibling is descheduled made
-# every parallel region stall (measured here: 2 threads 3-8x slower than 1). Passive waiting avoids that; it
-# must be set before torch starts its OpenMP runtime.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from bench_env import offline_cpu
+
+ROOT = offline_cpu()  # before torch: offline hubs, passive OpenMP (see bench_env.py)
 
 EXAMPLE_CSV = ROOT / "examples" / "political_social_media.csv"
 RESULTS = ROOT / "bench" / "results" / "train_throughput.json"

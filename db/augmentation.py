@@ -15,6 +15,7 @@ from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from db.chunks import chunked
 from db.models import AugmentationPlan, Dataset, Origin, ReviewStatus, Sample, SampleLabel, Split
 
 
@@ -41,8 +42,7 @@ class NewVariant:
 
 def labels_of(session: Session, sample_ids: Sequence[int]) -> dict[int, dict[str, str]]:
     labels: dict[int, dict[str, str]] = {sid: {} for sid in sample_ids}
-    for start in range(0, len(sample_ids), 900):  # stay under SQLite's bound-parameter limit
-        chunk = list(sample_ids[start : start + 900])
+    for chunk in chunked(sample_ids):
         for sid, task, label in session.execute(
             select(SampleLabel.sample_id, SampleLabel.task, SampleLabel.label).where(
                 SampleLabel.sample_id.in_(chunk)
@@ -74,18 +74,15 @@ def insert_variants(
     whose text is in the dataset already (stored meanwhile by another job, even one committing concurrently:
     the unique index decides, with ON CONFLICT DO NOTHING), or whose parent was deleted, is skipped, not an
     error."""
-    parents = {v.parent_id for v in variants}
-    parent_split = (
-        dict(
+    parent_split: dict[int, str] = {}
+    for chunk in chunked(sorted({v.parent_id for v in variants})):
+        parent_split.update(
             session.execute(
-                select(Sample.id, Sample.split).where(Sample.id.in_(parents), Sample.dataset_id == dataset_id)
+                select(Sample.id, Sample.split).where(Sample.id.in_(chunk), Sample.dataset_id == dataset_id)
             )
             .tuples()
             .all()
         )
-        if parents
-        else {}
-    )
     labels = labels_of(session, sorted(parent_split))
     rows: dict[str, dict[str, Any]] = {}
     for v in variants:

@@ -19,6 +19,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
 
 from core.errors import NotFoundError, ValidationFailed
+from db.chunks import chunked
 from db.models import (
     REVIEWABLE_ORIGINS,
     Dataset,
@@ -390,8 +391,7 @@ def families_of(session: Session, variants: list[Sample]) -> list[dict[str, Any]
 def latest_votes(session: Session, sample_ids: list[int]) -> dict[int, dict[int, str]]:
     """sample id → {user id → that user's latest decision}: a user who changes their mind has one vote."""
     votes: dict[int, dict[int, str]] = {}
-    for start in range(0, len(sample_ids), 500):
-        chunk = sample_ids[start : start + 500]
+    for chunk in chunked(sample_ids):
         rows = session.execute(
             select(Review.sample_id, Review.user_id, Review.decision)
             .where(Review.sample_id.in_(chunk))
@@ -402,13 +402,19 @@ def latest_votes(session: Session, sample_ids: list[int]) -> dict[int, dict[int,
     return votes
 
 
+def vote_counts(votes: dict[int, str]) -> tuple[int, int]:
+    """(approve, reject) over {user id → latest decision}: an edit keeps the variant, so it approves."""
+    approve = sum(1 for d in votes.values() if d in APPROVING)
+    return approve, len(votes) - approve
+
+
 def votes_on(session: Session, sample_ids: list[int], viewer_id: int | None) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
     for sample_id, by_user in latest_votes(session, sample_ids).items():
-        approve = sum(1 for d in by_user.values() if d in APPROVING)
+        approve, reject = vote_counts(by_user)
         out[sample_id] = {
             "approve": approve,
-            "reject": len(by_user) - approve,
+            "reject": reject,
             "mine": by_user.get(viewer_id) if viewer_id is not None else None,
         }
     return out

@@ -21,6 +21,7 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, aliased
 
 from core.errors import NotFoundError, ValidationFailed
+from db.chunks import chunked
 from db.models import (
     Dataset,
     JobStatus,
@@ -267,13 +268,15 @@ def add_pseudo_labels(
             if label not in dataset.labels_of(task):
                 raise ValidationFailed(f"label {label!r} is not in task {task!r}", field="labels")
     hashes = [pseudo_label_hash(i.parent_hash) for i in items]
-    taken = set(
-        session.scalars(
-            select(Sample.content_hash).where(
-                Sample.dataset_id == dataset.id, Sample.content_hash.in_(hashes)
+    taken: set[str] = set()
+    for chunk in chunked(hashes):
+        taken.update(
+            session.scalars(
+                select(Sample.content_hash).where(
+                    Sample.dataset_id == dataset.id, Sample.content_hash.in_(chunk)
+                )
             )
         )
-    )
     created = 0
     for item, digest in zip(items, hashes, strict=True):
         if digest in taken:

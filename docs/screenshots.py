@@ -29,18 +29,11 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages and the browser helpers of tests/
+from tests.browser_stack import open_page, wait_http  # noqa: E402
+
 EXAMPLE = ROOT / "examples" / "political_social_media.csv"
 DATASET = "political_social_media"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 
 def free_port() -> int:
@@ -59,18 +52,6 @@ def augloop(env: dict[str, str], *args: str) -> str:
         text=True,
     )
     return done.stdout
-
-
-def wait_http(url: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"{url} did not come up")
 
 
 def decide_some(api: httpx.Client) -> None:
@@ -132,13 +113,6 @@ def run_impact_report(api: httpx.Client, env: dict[str, str]) -> None:
         raise SystemExit(f"impact report {report_id} ended {status}")
 
 
-def browser_page(pw, height: int):  # type: ignore[no-untyped-def]
-    browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-    page = browser.new_page(viewport={"width": 1440, "height": height})
-    page.set_default_timeout(120_000)
-    return browser, page
-
-
 def sign_in(page, ui: str, token: str) -> None:  # type: ignore[no-untyped-def]
     from playwright.sync_api import expect
 
@@ -189,7 +163,7 @@ def photograph(ui: str, token: str, shot: str, out: Path) -> None:
     expect.set_options(timeout=120_000)  # a loaded machine renders slowly; the default is 5 s
     _name, height, steps = SHOTS[shot]
     with sync_playwright() as pw:
-        browser, page = browser_page(pw, height)
+        browser, page = open_page(pw, height=height, timeout_ms=120_000)
         sign_in(page, ui, token)
         steps(page, ui)
         page.wait_for_timeout(2500)
@@ -229,8 +203,8 @@ def make(shot: str, out: Path) -> None:
         if shot == "augment":  # a live worker publishes which augmenters it can load
             procs.append(subprocess.Popen([sys.executable, "-m", "augloop", "worker", "--kinds", "augment"], **quiet))
         try:
-            wait_http(f"http://127.0.0.1:{api_port}/healthz")
-            wait_http(f"http://127.0.0.1:{ui_port}/_stcore/health")
+            wait_http(f"http://127.0.0.1:{api_port}/healthz", procs[0])
+            wait_http(f"http://127.0.0.1:{ui_port}/_stcore/health", procs[1])
             with httpx.Client(
                 base_url=f"http://127.0.0.1:{api_port}/api/v1",
                 headers={"Authorization": f"Bearer {token}"},

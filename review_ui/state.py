@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import streamlit as st
 
 from review_ui.client import ApiClient, ApiError
+from review_ui.render import plain
 
 T = TypeVar("T")
 
@@ -45,12 +46,37 @@ def show_flash() -> None:
 
 
 def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
-    """Run an API call; on failure show the API's message and return None."""
+    """Run an API call; on failure show the API's message (as text) and return None."""
     try:
         return fn(*args, **kwargs)
     except ApiError as err:
-        st.error(str(err))
+        st.error(plain(str(err)))
         return None
+
+
+def call_and_flash(success: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """`call` for a button's callback: the API's error, or `success`, is shown on the next run."""
+    try:
+        result = fn(*args, **kwargs)
+    except ApiError as err:
+        flash("error", plain(str(err)))
+        return None
+    flash("success", success)
+    return result
+
+
+def fetch_or_stop(missing: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """An API read the page cannot go on without. An API server without the endpoint (404/405 that names no
+    field) gets `missing` as information; any other error the API's message; the page stops either way."""
+    try:
+        return fn(*args, **kwargs)
+    except ApiError as err:
+        if err.status in (404, 405) and not err.body.get("field"):
+            st.info(missing)
+        else:
+            st.error(plain(str(err)))
+        st.stop()
+        raise  # st.stop() raises; this only tells type checkers so
 
 
 def datasets() -> list[dict[str, Any]]:
@@ -71,7 +97,28 @@ def pick_dataset(where: Any = None, key: str = "dataset") -> dict[str, Any] | No
     return items[names.index(chosen)]
 
 
-def parse_run_inputs(seeds: str, config: str) -> tuple[list[int], dict[str, Any]]:
-    """The seeds ("1, 2, 3") and trainer-config overrides (JSON) typed into a start form; ValueError if bad."""
-    overrides = json.loads(config or "{}")
-    return [int(s) for s in seeds.replace(" ", "").split(",") if s], overrides
+def page_with_dataset(title: str) -> dict[str, Any] | None:
+    """A page's title, the messages its previous run left, and the dataset chooser (None: no dataset yet)."""
+    st.title(title)
+    show_flash()
+    return pick_dataset()
+
+
+def submitted_run_inputs(
+    seeds: str, label: str, example: str, button: str
+) -> tuple[list[int], dict[str, Any]] | None:
+    """The end of a start form (inside `st.form`): the trainer-config overrides box and the submit button.
+    Once submitted, the parsed seeds and overrides (`run_inputs`); None before, or when they do not parse."""
+    config = st.text_area(label, value="{}", height=100, help=f"e.g. {example}")
+    return run_inputs(seeds, config) if st.form_submit_button(button, type="primary") else None
+
+
+def run_inputs(seeds: str, config: str) -> tuple[list[int], dict[str, Any]] | None:
+    """The seeds ("1, 2, 3") and trainer-config overrides (JSON) typed into a start form; None, with the
+    reason shown, if they do not parse."""
+    try:
+        overrides = json.loads(config or "{}")
+        return [int(s) for s in seeds.replace(" ", "").split(",") if s], overrides
+    except ValueError as err:
+        st.error(plain(f"Config must be a JSON object and seeds whole numbers: {err}"))
+        return None

@@ -27,6 +27,7 @@ from db.augmentation import (
     train_label_rows,
     variant_counts,
 )
+from db.chunks import chunked
 from db.models import AugmentationPlan, Dataset, Job, Origin, ReviewStatus, Sample, SampleLabel, Split
 from workers.augment.catalog import validate_request
 from workers.augment.params import FilterParams, MethodParams  # noqa: F401 - the API's request schema
@@ -43,8 +44,7 @@ def load_sources(session: Session, dataset: Dataset, sample_ids: Sequence[int]) 
     compounds its drift. (A submitted text's variants train only once the text itself is approved.)"""
     ids = list(dict.fromkeys(sample_ids))
     rows: dict[int, tuple[str, str, str, int, str | None]] = {}
-    for start in range(0, len(ids), 900):
-        chunk = ids[start : start + 900]
+    for chunk in chunked(ids):
         for sid, text, split, origin, ds, status in session.execute(
             select(Sample.id, Sample.text, Sample.split, Sample.origin, Sample.dataset_id,
                    Sample.review_status).where(Sample.id.in_(chunk))
@@ -82,8 +82,7 @@ def submit_texts(
     tasks = {t["name"]: list(t["labels"]) for t in dataset.tasks}
     hashes = [content_hash(text) for text, _ in items]
     existing: dict[str, tuple[int, str, str, str | None]] = {}
-    for start in range(0, len(hashes), 900):
-        chunk = hashes[start : start + 900]
+    for chunk in chunked(hashes):
         for sid, digest, split, origin, status in session.execute(
             select(Sample.id, Sample.content_hash, Sample.split, Sample.origin, Sample.review_status).where(
                 Sample.dataset_id == dataset.id, Sample.content_hash.in_(chunk)

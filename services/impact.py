@@ -31,17 +31,16 @@ from db import impact_reports as db_reports
 from db import queue
 from db.models import Dataset, ImpactReport, Job, JobStatus
 from db.session import session_scope
+from trainer.bootstrap import CONFIDENCE, DRAWS, paired_bootstrap, seed_mean_scores
 from trainer.config import TrainConfig
+from trainer.examples import IGNORE, read_predictions
 
 log = logging.getLogger("augloop.impact")
-from trainer.examples import IGNORE, read_predictions
 
 BASELINE = "originals"
 ALL = "all_approved"
 WITHOUT = "without:"
 DEFAULT_SEEDS = [42, 43, 44]
-DRAWS = 1000
-CONFIDENCE = 0.95
 
 
 def arm_overrides(methods: list[str]) -> dict[str, dict[str, Any]]:
@@ -68,7 +67,7 @@ def create_impact_report(
     `config` is shared by every arm; each arm then sets its own `variants`/`exclude_methods` and each run its
     `seed`, so those keys of the caller's overrides do not survive.
     """
-    from services.training import create_training_runs
+    from services.training import create_training_runs, queue_runs
 
     seeds = list(DEFAULT_SEEDS if seeds is None else seeds)
     if not seeds:
@@ -104,20 +103,11 @@ def create_impact_report(
             created_by=created_by,
         )
         run_ids[arm] = [r.id for r in runs]
-        for run in runs:
-            # A failed attempt that will be retried leaves its run queued (workers/train_jobs.py), so the
-            # report waits for the retry; a worker lost past its last attempt fails the run (db/queue.py).
-            job = queue.enqueue(
-                session,
-                "train",
-                {"run_id": run.id, "dataset": dataset.name, "impact_report_id": report.id},
-                dataset_id=dataset.id,
-                created_by=created_by,
-                progress_total=config.epochs,
-                max_attempts=2,
-            )
-            run.job_id = job.id
-            jobs.append(job)
+        # A failed attempt that will be retried leaves its run queued (workers/train_jobs.py), so the report
+        # waits for the retry; a worker lost past its last attempt fails the run (db/queue.py).
+        jobs += queue_runs(
+            session, dataset, runs, config, created_by=created_by, payload={"impact_report_id": report.id}
+        )
     report.run_ids = run_ids
     session.flush()
     return report, jobs
@@ -282,58 +272,6 @@ def report_details(session: Session, engine: Engine, report_id: int) -> dict[str
         report = db_reports.get_report(session, report_id)
     dataset = session.get_one(Dataset, report.dataset_id)
     return report_view(session, report, dataset.name)
-
-
-# The statistics ------------------------------------------------------------------------------------
-
-
-def f1_per_class(gold: np.ndarray, pred: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class F1 (…, k) and macro-F1 (…) over the last axis; macro over the classes present in gold or
-    predictions, as in trainer.metrics (scikit-learn's default)."""
-    f1 = np.zeros((*gold.shape[:-1], k))
-    present = np.zeros((*gold.shape[:-1], k), dtype=bool)
-    for c in range(k):
-        g, p = gold == c, pred == c
-        tp = (g & p).sum(-1)
-        wrong = (g ^ p).sum(-1)
-        denom = 2 * tp + wrong
-        f1[..., c] = np.divide(2 * tp, denom, out=np.zeros(denom.shape), where=denom > 0)
-        present[..., c] = denom > 0
-    macro = np.divide(
-        (f1 * present).sum(-1), present.sum(-1), out=np.zeros(f1.shape[:-1]), where=present.sum(-1) > 0
-    )
-    return f1, macro
-
-
-def seed_mean_scores(gold: np.ndarray, preds: list[np.ndarray], k: int, idx: np.ndarray | None) -> np.ndarray:
-    """(draws, k + 1): per-class F1 and macro-F1 (last column), averaged over seeds, per resample."""
-    out = []
-    for pred in preds:
-        g, p = (gold[idx], pred[idx]) if idx is not None else (gold[None, :], pred[None, :])
-        f1, macro = f1_per_class(g, p, k)
-        out.append(np.concatenate([f1, macro[:, None]], axis=1))
-    return np.mean(out, axis=0)
-
-
-def paired_bootstrap(
-    gold: np.ndarray,
-    arm: list[np.ndarray],
-    base: list[np.ndarray],
-    k: int,
-    draws: int = DRAWS,
-    seed: int = 0,
-) -> dict[str, np.ndarray]:
-    """Delta (arm − base) per class and macro (k + 1 values) with its percentile CI over resampled test sets."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(gold), size=(draws, len(gold)))
-    delta = seed_mean_scores(gold, arm, k, None)[0] - seed_mean_scores(gold, base, k, None)[0]
-    sampled = seed_mean_scores(gold, arm, k, idx) - seed_mean_scores(gold, base, k, idx)
-    tail = (1 - CONFIDENCE) / 2 * 100
-    return {
-        "delta": delta,
-        "low": np.percentile(sampled, tail, axis=0),
-        "high": np.percentile(sampled, 100 - tail, axis=0),
-    }
 
 
 def compute_result(

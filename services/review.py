@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, TooLargeError, ValidationFailed
 from core.textnorm import content_hash
+from db.chunks import chunked
 from db.models import Dataset, Decision, Origin, RejectReason, Review, ReviewStatus, Sample, User, utcnow
 from db.reviews import (
-    APPROVING,
     REVIEWABLE_ORIGINS,
     SORTS,
     QueueFilter,
@@ -32,16 +32,12 @@ from db.reviews import (
     review_queue,
     sample_family,
     sample_state,
-)
-
-CHUNK = (
-    500  # ids per statement: well under SQLite's bound-parameter limit, big enough to amortise round trips
+    vote_counts,
 )
 
 
 def status_from_votes(votes: dict[int, str], reviews_required: int) -> str:
-    approve = sum(1 for d in votes.values() if d in APPROVING)
-    reject = len(votes) - approve
+    approve, reject = vote_counts(votes)
     majority = reviews_required // 2 + 1
     if approve >= majority and approve > reject:
         return ReviewStatus.approved.value
@@ -198,12 +194,8 @@ def bulk_targets(session: Session, dataset: Dataset, user: User, selection: Bulk
         )
     ids = sorted(set(selection.sample_ids or []))
     found: list[int] = []
-    for start in range(0, len(ids), CHUNK):
-        found.extend(
-            session.scalars(
-                select(Sample.id).where(*base, Sample.id.in_(ids[start : start + CHUNK]), not_voted)
-            )
-        )
+    for chunk in chunked(ids):
+        found.extend(session.scalars(select(Sample.id).where(*base, Sample.id.in_(chunk), not_voted)))
     return sorted(found)
 
 
@@ -219,7 +211,7 @@ def bulk_decide(
     expected_count: int | None = None,
     max_items: int = 50_000,
 ) -> dict[str, Any]:
-    """Count (confirm=False) or apply one decision to every target; set-based, CHUNK ids per statement."""
+    """Count (confirm=False) or apply one decision to every target; set-based, a chunk of ids per statement."""
     decision, reason, _ = _check_decision(decision, reason, None, bulk=True)
     targets = bulk_targets(session, dataset, user, selection)
     result: dict[str, Any] = {
@@ -244,8 +236,7 @@ def bulk_decide(
         )
     now = utcnow()
     statuses: dict[str, int] = {}
-    for start in range(0, len(targets), CHUNK):
-        chunk = targets[start : start + CHUNK]
+    for chunk in chunked(targets):
         # FOR UPDATE pins these rows on Postgres until commit; SQLite holds the write lock (BEGIN IMMEDIATE).
         rows = (
             session.execute(

@@ -15,9 +15,11 @@ from itertools import combinations
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import cohen_kappa_score
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from db.chunks import chunked
 from db.models import AugmentationPlan, Dataset, Origin, Review, Sample, SampleLabel, User
 from db.reviews import APPROVING
 
@@ -25,16 +27,12 @@ Units = dict[int, dict[int, int]]  # sample id → {user id → 1 keep / 0 drop}
 
 
 def cohen_kappa(a: list[int], b: list[int]) -> float | None:
-    """Kappa of two raters over the same items; None where chance agreement is total (kappa is undefined)."""
-    n = len(a)
-    if n == 0:
+    """Kappa of two raters over the same items; None where it is undefined: no items, or chance agreement is
+    total (both raters gave one and the same answer throughout)."""
+    labels = sorted(set(a) | set(b))
+    if len(labels) < 2:
         return None
-    observed = sum(1 for x, y in zip(a, b, strict=True) if x == y) / n
-    categories = set(a) | set(b)
-    expected = sum((a.count(c) / n) * (b.count(c) / n) for c in categories)
-    if expected >= 1.0:
-        return None
-    return (observed - expected) / (1.0 - expected)
+    return float(cohen_kappa_score(a, b, labels=labels))
 
 
 def krippendorff_alpha(units: Units) -> float | None:
@@ -115,8 +113,7 @@ def agreement(session: Session, dataset: Dataset) -> dict[str, Any]:
         by_method[method_of[sample_id]][sample_id] = unit
     by_class: dict[str, dict[str, Units]] = defaultdict(lambda: defaultdict(dict))
     reviewed = sorted(units)
-    for start in range(0, len(reviewed), 500):  # by primary key: only the reviewed variants' labels
-        chunk = reviewed[start : start + 500]
+    for chunk in chunked(reviewed):  # by primary key: only the reviewed variants' labels
         rows = session.execute(
             select(SampleLabel.sample_id, SampleLabel.task, SampleLabel.label).where(
                 SampleLabel.sample_id.in_(chunk)

@@ -186,21 +186,34 @@ def start_training(
     dataset = dataset_named(session, dataset_name, field="dataset")
     config = default_config(overrides)
     runs = create_training_runs(session, dataset, config, seeds, name=name, created_by=created_by)
-    out = []
+    return list(zip(runs, queue_runs(session, dataset, runs, config, created_by=created_by), strict=True))
+
+
+def queue_runs(
+    session: Session,
+    dataset: Dataset,
+    runs: list[TrainingRun],
+    config: TrainConfig,
+    *,
+    created_by: int | None,
+    payload: dict[str, Any] | None = None,
+) -> list[Job]:
+    """A `train` job per run (2 attempts), recorded on the run; `payload` adds to each job's payload."""
+    jobs = []
     for run in runs:
         job = queue.enqueue(
             session,
             "train",
-            {"run_id": run.id, "dataset": dataset.name},
+            {"run_id": run.id, "dataset": dataset.name, **(payload or {})},
             dataset_id=dataset.id,
             created_by=created_by,
             progress_total=config.epochs,
             max_attempts=2,
         )
         run.job_id = job.id
-        out.append((run, job))
+        jobs.append(job)
     session.flush()
-    return out
+    return jobs
 
 
 def run_summary(run: TrainingRun, dataset_name: str, job: Job | None) -> dict[str, Any]:

@@ -115,7 +115,7 @@ def test_load_split_data_honours_variants_and_exclusions(engine) -> None:
 def test_f1_matches_scikit_learn() -> None:
     from sklearn.metrics import f1_score
 
-    from services.impact import f1_per_class
+    from trainer.metrics import f1_per_class
 
     rng = np.random.default_rng(3)
     gold, pred = rng.integers(0, 3, 50), rng.integers(0, 3, 50)
@@ -125,7 +125,7 @@ def test_f1_matches_scikit_learn() -> None:
 
 
 def test_paired_bootstrap_on_a_hand_made_example() -> None:
-    from services.impact import paired_bootstrap, seed_mean_scores
+    from trainer.bootstrap import paired_bootstrap, seed_mean_scores
 
     gold = np.array([0] * 60 + [1] * 40)
     base = gold.copy()

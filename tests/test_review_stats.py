@@ -165,3 +165,12 @@ def test_cohen_kappa_agrees_with_scikit_learn() -> None:
     b = [1, 0, 0, 1, 0, 1, 1, 0, 1, 0]
     assert cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b))
     assert cohen_kappa([1, 1], [1, 1]) is None
+
+
+def test_cohen_kappa_when_undefined_or_without_agreement() -> None:
+    from services.review_stats import cohen_kappa
+
+    assert cohen_kappa([], []) is None
+    assert cohen_kappa([0, 0, 0], [0, 0, 0]) is None  # chance agreement is total
+    assert cohen_kappa([1, 1], [0, 0]) == pytest.approx(0.0)  # never agree, but each always says the same
+    assert cohen_kappa([1, 0, 1, 0], [0, 1, 0, 1]) == pytest.approx(-1.0)

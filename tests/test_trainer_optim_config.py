@@ -65,7 +65,7 @@ def test_warmup_then_linear_decay() -> None:
         rates.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert rates == pytest.approx([1 / 3, 2 / 3, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8])
+    assert rates == pytest.approx([0.0, 1 / 2, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8])
 
 
 def test_config_defaults_follow_the_recipe() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.batching import length_buckets
 from trainer.examples import IGNORE, Example, TaskSpec
 
 SORT_CHUNK_BATCHES = 50  # length-sort within chunks of this many batches, so batch order stays random
@@ -88,8 +89,8 @@ def length_grouped_batches(
     chunk = batch_size * SORT_CHUNK_BATCHES
     batches: list[list[int]] = []
     for start in range(0, len(order), chunk):
-        part = sorted(order[start : start + chunk], key=lambda i: -int(lengths[i]))
-        batches.extend(part[k : k + batch_size] for k in range(0, len(part), batch_size))
+        part = order[start : start + chunk]
+        batches.extend(length_buckets(part, lengths, max_rows=batch_size, longest_first=True))
     rng.shuffle(batches)
     return batches
 

@@ -3,6 +3,9 @@
 Macro-F1 averages over the classes that occur in the gold labels or the predictions (scikit-learn's default):
 a class absent from a small evaluation split and never predicted says nothing about the model.
 Samples without a label for a task (IGNORE) are left out of that task's metrics.
+
+`task_metrics` asks scikit-learn once per evaluation; `f1_per_class` computes the same F1s for a whole stack of
+resampled test sets at once (trainer.bootstrap scores thousands), which a call per resample would make slow.
 """
 
 from __future__ import annotations
@@ -47,6 +50,30 @@ def task_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> d
         "per_class": per_class,
         "confusion": {"labels": labels, "matrix": matrix.tolist()},
     }
+
+
+def f1_per_class(gold: np.ndarray, pred: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class F1 (…, k) and macro-F1 (…) of class ids in [0, k) along the last axis, for any leading shape.
+
+    Equal to scikit-learn's `f1_score(average=None)` and `f1_score(average="macro")` over the classes present
+    in gold or predictions (`task_metrics`' macro-F1); 0 where no class is present (an empty last axis).
+    """
+    gold, pred = np.asarray(gold), np.asarray(pred)
+    for name, ids in (("gold", gold), ("pred", pred)):
+        if ids.size and (ids.min() < 0 or ids.max() >= k):  # IGNORE or a stray id: no class would count it
+            raise ValueError(f"{name} holds class ids outside [0, {k})")
+    # A pass per class over boolean masks: faster than one bincount over all rows at the few classes of a
+    # task (measured at 1000 resamples × 1000 examples: 3.5 ms against 44 ms at k = 2, on par at k = 9).
+    f1 = np.zeros((*gold.shape[:-1], k))
+    present = np.zeros((*gold.shape[:-1], k), dtype=bool)
+    for c in range(k):
+        g, p = gold == c, pred == c
+        denom = g.sum(-1) + p.sum(-1)  # support + predicted = 2·tp + fp + fn
+        f1[..., c] = np.divide(2 * (g & p).sum(-1), denom, out=np.zeros(denom.shape), where=denom > 0)
+        present[..., c] = denom > 0
+    n_present = present.sum(-1)
+    macro = np.divide(f1.sum(-1), n_present, out=np.zeros(n_present.shape), where=n_present > 0)
+    return f1, macro
 
 
 def evaluate_probs(probs: dict[str, np.ndarray], gold: np.ndarray, tasks: list[TaskSpec]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""AdamW with layer-wise learning-rate decay (LLRD) and a warmup + linear-decay schedule.
+"""AdamW with layer-wise learning-rate decay (LLRD) and transformers' warmup + linear-decay schedule.
 
 LLRD: the heads and the encoder's top layer learn at `lr`; each layer below gets another factor `decay`, and
 the embeddings get the smallest rate: lower layers hold general language knowledge that a small dataset should
@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import get_linear_schedule_with_warmup
 
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|block|blocks|h)\.(\d+)\.")
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight")
@@ -88,13 +89,7 @@ def build_optimizer(
 def warmup_linear_schedule(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup over `warmup_ratio` of the steps, then linear decay to 0 at `total_steps`."""
+    """transformers' schedule: linear warm-up from 0 over `warmup_ratio` of the steps, then linear decay to 0 at
+    `total_steps`."""
     total = max(1, total_steps)
-    warmup = int(round(total * warmup_ratio))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return get_linear_schedule_with_warmup(optimizer, round(total * warmup_ratio), total)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import set_seed
 
 from trainer.config import TrainConfig
 from trainer.data import Encoded, TrainBatches, encode, pad_batch, subsample
@@ -43,12 +43,6 @@ class TrainResult:
     seconds: float
     stopped_early: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def set_cpu_threads(config: TrainConfig, device: torch.device) -> int:
@@ -196,7 +190,7 @@ def prepare(config: TrainConfig, data: SplitData) -> Prepared:
     device = resolve_device(config.device)
     threads = set_cpu_threads(config, device)
     dtype = amp_dtype(config.amp, device)
-    seed_everything(config.seed)
+    set_seed(config.seed)  # random, numpy, torch (every device)
     data = SplitData(
         data.tasks,
         subsample(data.train, config.max_train_samples, config.seed),

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from review_ui.render import plain
-from review_ui.state import call, client, flash, pick_dataset, show_flash
+from review_ui.state import call, client, flash, page_with_dataset
 
 STATE_TEXT = {
     "ready": "ready",
@@ -140,9 +140,7 @@ def show_plans(name: str) -> None:
                 )
 
 
-st.title("Augment")
-show_flash()
-chosen = pick_dataset()
+chosen = page_with_dataset("Augment")
 if chosen:
     found = show_augmenters(chosen["name"])
     if found:

@@ -10,7 +10,7 @@ import streamlit as st
 
 from review_ui.client import ApiError
 from review_ui.render import plain
-from review_ui.state import call, client, flash, is_admin, pick_dataset, show_flash
+from review_ui.state import call, client, flash, is_admin, page_with_dataset
 
 BEFORE, AFTER = "train originals", "train + approved variants"
 
@@ -155,9 +155,7 @@ def admin_tools(dataset: dict[str, Any] | None) -> None:
                     st.rerun()
 
 
-st.title("Datasets")
-show_flash()
-chosen = pick_dataset()
+chosen = page_with_dataset("Datasets")
 if chosen:
     show_balance(chosen["name"])
 if is_admin():

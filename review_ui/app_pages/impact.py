@@ -8,9 +8,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from review_ui.client import ApiError
 from review_ui.render import plain
-from review_ui.state import client, parse_run_inputs, pick_dataset, show_flash
+from review_ui.state import call, client, fetch_or_stop, page_with_dataset, submitted_run_inputs
 
 
 def ci_text(entry: dict[str, Any]) -> str:
@@ -65,27 +64,19 @@ def start_form(dataset: str) -> None:
     with st.form("start_impact"):
         seeds = st.text_input("Seeds (each arm trains once per seed)", value="42, 43, 44")
         methods = st.text_input("Methods to leave out in turn", placeholder="empty: every approved method")
-        config = st.text_area(
+        inputs = submitted_run_inputs(
+            seeds,
             "Trainer config overrides (JSON, shared by every arm)",
-            value="{}",
-            height=100,
-            help='e.g. {"epochs": 5, "max_length": 128}',
+            '{"epochs": 5, "max_length": 128}',
+            "Start impact report",
         )
-        go = st.form_submit_button("Start impact report", type="primary")
-    if not go:
+    if inputs is None:
         return
-    try:
-        seed_list, overrides = parse_run_inputs(seeds, config)
-    except ValueError as err:
-        st.error(plain(f"Config must be a JSON object and seeds whole numbers: {err}"))
-        return
-    body: dict[str, Any] = {"seeds": seed_list, "config": overrides}
+    body: dict[str, Any] = {"seeds": inputs[0], "config": inputs[1]}
     if methods.strip():
         body["methods"] = [m.strip() for m in methods.split(",") if m.strip()]
-    try:
-        created = client().start_impact_report(dataset, body)
-    except ApiError as err:
-        st.error(plain(str(err)))
+    created = call(client().start_impact_report, dataset, body)
+    if created is None:
         return
     report = created["report"]
     st.success(f"Queued impact report #{report['id']}: {report['progress']['total']} training runs.")
@@ -123,19 +114,12 @@ def show_report(report: dict[str, Any]) -> None:
         st.dataframe(contrib, hide_index=True, width="stretch")
 
 
-st.title("Augmentation impact")
-show_flash()
-chosen = pick_dataset()
+chosen = page_with_dataset("Augmentation impact")
 if chosen is None:
     st.stop()
-try:
-    reports = client().impact_reports(chosen["name"])
-except ApiError as err:
-    if err.status in (404, 405) and not err.body.get("field"):
-        st.info("This API server has no impact-report endpoints.")
-        st.stop()
-    st.error(plain(str(err)))
-    st.stop()
+reports = fetch_or_stop(
+    "This API server has no impact-report endpoints.", client().impact_reports, chosen["name"]
+)
 st.subheader(plain(f"Measure what augmentation did for {chosen['name']}"))
 st.caption(
     "Trains on originals only, on originals + all approved variants, and with each augmenter's variants left "

@@ -7,20 +7,15 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from review_ui.client import ApiError
-from review_ui.render import plain, small_html
-from review_ui.state import call, client, flash, show_flash
+from review_ui.render import small_html
+from review_ui.state import call, call_and_flash, client, show_flash
 
 STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 def cancel(job_id: int) -> None:
-    try:
-        client().cancel_job(job_id)
-    except ApiError as err:
-        flash("error", plain(str(err)))
-    else:
-        flash("success", f"Asked job #{job_id} to stop (a running job stops at its next progress report).")
+    stopping = f"Asked job #{job_id} to stop (a running job stops at its next progress report)."
+    call_and_flash(stopping, client().cancel_job, job_id)
 
 
 def counters(info: dict[str, Any]) -> pd.DataFrame | None:

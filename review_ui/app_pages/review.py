@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -147,6 +148,33 @@ def show_agreement(dataset: str) -> None:
             st.dataframe(pd.DataFrame(per_method), hide_index=True)
 
 
+def decision_buttons(
+    places: tuple[Any, Any],
+    labels: tuple[str, str],
+    key: str,
+    on_click: Callable[..., None],
+    args: Callable[[str], tuple[Any, ...]],
+    *,
+    primary: bool = False,
+    shortcuts: tuple[str | None, str | None] = (None, None),
+    **options: Any,
+) -> None:
+    """An Approve and a Reject button, alike but for the decision: `key` has a {} for "ok" / "no", `args`
+    gives the click's arguments for "approve" / "reject"; `primary` marks the approving one."""
+    for place, label, decision, tag, shortcut in zip(
+        places, labels, ("approve", "reject"), ("ok", "no"), shortcuts, strict=True
+    ):
+        place.button(
+            label,
+            key=key.format(tag),
+            type="primary" if primary and decision == "approve" else "secondary",
+            on_click=on_click,
+            args=args(decision),
+            shortcut=shortcut,
+            **options,
+        )
+
+
 def bulk_bar(dataset: str, params: dict[str, Any], page_ids: list[int], reasons: list[str]) -> None:
     with st.container(border=True, key="bulk"):
         st.markdown("**Bulk decisions**")
@@ -157,20 +185,13 @@ def bulk_bar(dataset: str, params: dict[str, Any], page_ids: list[int], reasons:
             format_func=lambda r: r.replace("_", " "),
         )
         selected = [i for i in page_ids if st.session_state.get(f"sel_{i}")]
-        c1, c2 = st.columns(2)
-        c1.button(
-            f"Approve selected ({len(selected)})",
-            key="bulk_sel_ok",
+        decision_buttons(
+            st.columns(2),
+            (f"Approve selected ({len(selected)})", f"Reject selected ({len(selected)})"),
+            "bulk_sel_{}",
+            act.bulk_selected,
+            lambda decision: (dataset, page_ids, decision),
             disabled=not selected,
-            on_click=act.bulk_selected,
-            args=(dataset, page_ids, "approve"),
-        )
-        c2.button(
-            f"Reject selected ({len(selected)})",
-            key="bulk_sel_no",
-            disabled=not selected,
-            on_click=act.bulk_selected,
-            args=(dataset, page_ids, "reject"),
         )
         if params["status"] != "pending":
             return
@@ -188,21 +209,14 @@ def bulk_bar(dataset: str, params: dict[str, Any], page_ids: list[int], reasons:
             st.write(f"{n} pending variants match this filter (leaving out those you already voted on).")
             if n:
                 sure = st.checkbox(f"I confirm a decision on all {n}", key="bulk_confirm")
-                c1, c2 = st.columns(2)
-                c1.button(
-                    f"Approve all {n}",
-                    key="bulk_all_ok",
+                decision_buttons(
+                    st.columns(2),
+                    (f"Approve all {n}", f"Reject all {n}"),
+                    "bulk_all_{}",
+                    act.bulk,
+                    lambda decision: (dataset, {"filter": body}, decision, n),
+                    primary=True,
                     disabled=not sure,
-                    type="primary",
-                    on_click=act.bulk,
-                    args=(dataset, {"filter": body}, "approve", n),
-                )
-                c2.button(
-                    f"Reject all {n}",
-                    key="bulk_all_no",
-                    disabled=not sure,
-                    on_click=act.bulk,
-                    args=(dataset, {"filter": body}, "reject", n),
                 )
 
 
@@ -225,22 +239,14 @@ def variant_card(
                     state += f" (yours: {votes['mine']})"
             st.html(small_html(state))
         with actions:
-            a, r = st.columns(2)
-            a.button(
-                "Approve",
-                key=f"ok_{vid}_{version}",
-                type="primary",
-                on_click=act.decide,
-                args=(vid, version, "approve"),
-                shortcut="A" if focus else None,
-                width="stretch",
-            )
-            r.button(
-                "Reject",
-                key=f"no_{vid}_{version}",
-                on_click=act.decide,
-                args=(vid, version, "reject"),
-                shortcut="X" if focus else None,
+            decision_buttons(
+                st.columns(2),
+                ("Approve", "Reject"),
+                f"{{}}_{vid}_{version}",
+                act.decide,
+                lambda decision: (vid, version, decision),
+                primary=True,
+                shortcuts=("A", "X") if focus else (None, None),
                 width="stretch",
             )
             st.selectbox(
@@ -276,19 +282,13 @@ def family_block(
             head.html(source_html(family))
             n = family["pending_variants"]
             if n:
-                buttons.button(
-                    f"Approve family ({n})",
-                    key=f"fam_ok_{family['id']}",
+                decision_buttons(
+                    (buttons, buttons),
+                    (f"Approve family ({n})", f"Reject family ({n})"),
+                    f"fam_{{}}_{family['id']}",
+                    act.bulk,
+                    lambda decision: (dataset, {"parent_id": family["id"]}, decision, n),
                     width="stretch",
-                    on_click=act.bulk,
-                    args=(dataset, {"parent_id": family["id"]}, "approve", n),
-                )
-                buttons.button(
-                    f"Reject family ({n})",
-                    key=f"fam_no_{family['id']}",
-                    width="stretch",
-                    on_click=act.bulk,
-                    args=(dataset, {"parent_id": family["id"]}, "reject", n),
                 )
         for v in variants:
             variant_card(family["text"] if family else None, v, reasons, v["id"] == focus_id, required)

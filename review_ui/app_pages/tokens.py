@@ -5,19 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from review_ui.client import ApiError
 from review_ui.render import plain
-from review_ui.state import call, client, flash, is_admin, show_flash
+from review_ui.state import call, call_and_flash, client, is_admin, show_flash
 
 
 def revoke() -> None:
     token_id = st.session_state["revoke_pick"]  # read at click time: the choice may have changed since render
-    try:
-        client().revoke_token(token_id)
-    except ApiError as err:
-        flash("error", plain(str(err)))
-    else:
-        flash("success", f"Revoked token {token_id}.")
+    call_and_flash(f"Revoked token {token_id}.", client().revoke_token, token_id)
 
 
 st.title("Tokens")
@@ -30,16 +24,10 @@ with st.form("new_token", clear_on_submit=True):
     role = st.selectbox("Role", ["annotator", "admin"])
     days = st.number_input("Expires after (days, 0: never)", min_value=0.0, max_value=3650.0, value=0.0)
     go = st.form_submit_button("Create token", type="primary")
-if go:
-    try:
-        issued = client().create_token(name.strip(), role, days or None)
-    except ApiError as err:
-        st.error(str(err))
-    else:
-        st.success(
-            plain(f"Token for {issued['name']} ({issued['role']}). Copy it now: it is not shown again.")
-        )
-        st.code(issued["token"], language=None)
+issued = call(client().create_token, name.strip(), role, days or None) if go else None
+if issued is not None:
+    st.success(plain(f"Token for {issued['name']} ({issued['role']}). Copy it now: it is not shown again."))
+    st.code(issued["token"], language=None)
 tokens = call(client().tokens) or []
 if tokens:
     frame = pd.DataFrame(tokens)

@@ -9,7 +9,7 @@ import streamlit as st
 
 from review_ui.client import ApiError
 from review_ui.render import plain
-from review_ui.state import client, parse_run_inputs, pick_dataset, show_flash
+from review_ui.state import call, client, fetch_or_stop, page_with_dataset, submitted_run_inputs
 
 COLUMNS = [
     "id",
@@ -31,26 +31,18 @@ def start_form(dataset: str) -> None:
         seeds = st.text_input(
             "Seeds (one run each, comma-separated)", placeholder="e.g. 1, 2, 3; empty: one run"
         )
-        config = st.text_area(
+        inputs = submitted_run_inputs(
+            seeds,
             "Config overrides (JSON)",
-            value="{}",
-            height=100,
-            help='e.g. {"epochs": 5, "encoder": "bert-base-multilingual-cased"}',
+            '{"epochs": 5, "encoder": "bert-base-multilingual-cased"}',
+            "Start training",
         )
-        go = st.form_submit_button("Start training", type="primary")
-    if not go:
+    if inputs is None:
         return
-    try:
-        seed_list, overrides = parse_run_inputs(seeds, config)
-    except ValueError as err:
-        st.error(f"Config must be a JSON object and seeds whole numbers: {err}")
-        return
-    try:
-        created = client().start_training(
-            {"dataset": dataset, "name": name, "config": overrides, "seeds": seed_list}
-        )
-    except ApiError as err:
-        st.error(str(err))
+    created = call(
+        client().start_training, {"dataset": dataset, "name": name, "config": inputs[1], "seeds": inputs[0]}
+    )
+    if created is None:
         return
     ids = ", ".join(f"#{r['id']}" for r in created.get("runs", []))
     st.success(f"Queued training run(s) {ids}; a worker picks them up.")
@@ -125,19 +117,14 @@ def show_run(run: dict[str, Any]) -> None:
         st.code(run["error"], language=None)
 
 
-st.title("Training")
-show_flash()
-chosen = pick_dataset()
+chosen = page_with_dataset("Training")
 if chosen is None:
     st.stop()
-try:
-    runs = client().training_runs(dataset=chosen["name"])
-except ApiError as err:
-    if err.status in (404, 405):
-        st.info("This API server has no training endpoints yet (they arrive with the trainer).")
-        st.stop()
-    st.error(str(err))
-    st.stop()
+runs = fetch_or_stop(
+    "This API server has no training endpoints yet (they arrive with the trainer).",
+    client().training_runs,
+    dataset=chosen["name"],
+)
 st.subheader(plain(f"Start a run on {chosen['name']}"))
 st.caption("Trains on train-split originals plus approved variants only.")
 start_form(chosen["name"])

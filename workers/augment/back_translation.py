@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from core.batching import length_buckets
 from core.textnorm import content_hash
 from workers.augment import params as P
 from workers.augment.base import Variant, derive_seed
@@ -24,6 +25,11 @@ from workers.augment.catalog import base_language
 from workers.augment.models import LoadedModel, ModelUnavailable
 
 MAX_ROWS_PER_BATCH = 128
+
+
+def new_token_cap(source_tokens: int, params: P.BackTranslationParams) -> int:
+    """Tokens generated at most for a source this long: more would fail the length-ratio filter anyway."""
+    return min(params.max_new_tokens, math.ceil(params.length_factor * source_tokens) + 8)
 
 
 class BackTranslationAugmenter:
@@ -156,11 +162,9 @@ class BackTranslationAugmenter:
         encoded = tokenizer(
             sources, truncation=True, max_length=params.max_source_tokens, return_attention_mask=False
         )["input_ids"]
-        order = sorted(range(len(sources)), key=lambda i: len(encoded[i]))
         results: list[list[str]] = [[] for _ in sources]
-        for batch in self._batches(order, encoded, k, params):
-            longest = max(len(encoded[i]) for i in batch)
-            cap = min(params.max_new_tokens, math.ceil(params.length_factor * longest) + 8)
+        for batch in self._batches(list(range(len(sources))), encoded, k, params):
+            cap = new_token_cap(max(len(encoded[i]) for i in batch), params)
             padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
             inputs = {name: tensor.to(loaded.device) for name, tensor in padded.items()}
             batch_seed = derive_seed(seed, self.method, leg, [content_hash(sources[i]) for i in batch])
@@ -176,22 +180,13 @@ class BackTranslationAugmenter:
         return results
 
     def _batches(
-        self, order: list[int], encoded: list[list[int]], k: int, params: P.BackTranslationParams
+        self, indices: list[int], encoded: list[list[int]], k: int, params: P.BackTranslationParams
     ) -> list[list[int]]:
-        """Cut the length-sorted sources so that rows × k × (source + output budget) stays within budget."""
-        batches: list[list[int]] = []
-        current: list[int] = []
-        for i in order:
-            longest = len(encoded[i])
-            per_row = k * (
-                longest + min(params.max_new_tokens, math.ceil(params.length_factor * longest) + 8)
-            )
-            if current and (
-                (len(current) + 1) * per_row > self.batch_tokens or len(current) >= MAX_ROWS_PER_BATCH
-            ):
-                batches.append(current)
-                current = []
-            current.append(i)
-        if current:
-            batches.append(current)
-        return batches
+        """Length-sorted sources cut so that rows × k × (source + output budget) stays within budget."""
+        return length_buckets(
+            indices,
+            [len(ids) for ids in encoded],
+            max_rows=MAX_ROWS_PER_BATCH,
+            token_budget=self.batch_tokens,
+            row_cost=lambda longest: k * (longest + new_token_cap(longest, params)),
+        )

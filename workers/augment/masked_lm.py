@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from core.batching import length_buckets
 from core.textnorm import content_hash
 from workers.augment import params as P
 from workers.augment.base import Variant, apply_edits, derive_seed, match_case
@@ -162,20 +163,13 @@ class MaskedLMAugmenter:
 
     def _batches(self, rows: list[Row]) -> list[Batch]:
         """Length-sorted batches whose padded size (rows × longest) stays within the token budget."""
-        rows = sorted(rows, key=lambda r: len(r.input_ids))
-        batches: list[Batch] = []
-        current: list[Row] = []
-        for row in rows:
-            longest = len(row.input_ids)  # sorted: the newest row is the longest
-            if current and (
-                (len(current) + 1) * longest > self.batch_tokens or len(current) >= MAX_ROWS_PER_BATCH
-            ):
-                batches.append(self._pad(current))
-                current = []
-            current.append(row)
-        if current:
-            batches.append(self._pad(current))
-        return batches
+        buckets = length_buckets(
+            range(len(rows)),
+            [len(r.input_ids) for r in rows],
+            max_rows=MAX_ROWS_PER_BATCH,
+            token_budget=self.batch_tokens,
+        )
+        return [self._pad([rows[i] for i in bucket]) for bucket in buckets]
 
     def _pad(self, rows: list[Row]) -> Batch:
         width = max(len(r.input_ids) for r in rows)
