@@ -33,6 +33,13 @@ class DatasetRead(BaseModel):
     created_at: datetime
 
 
+class DatasetUpdated(DatasetRead):
+    status_changes: dict[str, int] = Field(
+        default_factory=dict,
+        description="A new reviews_required re-evaluates every reviewed variant: how many moved, by transition "
+        '(e.g. "approved→pending": 12). Empty when reviews_required did not change.')
+
+
 class DatasetUpdate(RequestBody):
     reviews_required: int | None = Field(default=None, ge=1, le=15)
     guidelines: str | None = Field(default=None, max_length=100_000)

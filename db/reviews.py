@@ -389,7 +389,9 @@ def families_of(session: Session, variants: list[Sample]) -> list[dict[str, Any]
 
 
 def latest_votes(session: Session, sample_ids: list[int]) -> dict[int, dict[int, str]]:
-    """sample id → {user id → that user's latest decision}: a user who changes their mind has one vote."""
+    """sample id → {user id → that user's latest decision on the variant's current text}, the most recent vote
+    last. A user who changes their mind has one vote; an edit changes the text, so it withdraws every vote cast
+    before it (the editor's edit counts as their approval of the new text)."""
     votes: dict[int, dict[int, str]] = {}
     for chunk in chunked(sample_ids):
         rows = session.execute(
@@ -398,7 +400,16 @@ def latest_votes(session: Session, sample_ids: list[int]) -> dict[int, dict[int,
             .order_by(Review.id)
         ).tuples()
         for sample_id, user_id, decision in rows:
-            votes.setdefault(sample_id, {})[user_id] = decision
+            cast(votes.setdefault(sample_id, {}), user_id, decision)
+    return votes
+
+
+def cast(votes: dict[int, str], user_id: int, decision: str) -> dict[int, str]:
+    """Add one decision to {user id → vote} (most recent last), in place."""
+    if decision == Decision.edit:
+        votes.clear()
+    votes.pop(user_id, None)
+    votes[user_id] = decision
     return votes
 
 

@@ -28,13 +28,19 @@ def all_datasets(session: Session) -> list[Dataset]:
     return list_datasets(session)
 
 
-def update_settings(session: Session, name: str, changes: dict[str, Any]) -> Dataset:
-    """Change review settings (reviews required, guidelines, language); `changes` holds only given keys."""
+def update_settings(session: Session, name: str, changes: dict[str, Any]) -> tuple[Dataset, dict[str, int]]:
+    """Change review settings (reviews required, guidelines, language); `changes` holds only given keys. A new
+    reviews_required re-evaluates every reviewed variant in the same transaction: returns the status changes
+    by transition (empty when k did not change)."""
+    from services.review import reevaluate
+
     dataset = dataset_named(session, name)
+    k_before = dataset.reviews_required
     for key, value in changes.items():
         setattr(dataset, key, value)
     session.flush()
-    return dataset
+    moved = reevaluate(session, dataset) if dataset.reviews_required != k_before else {}
+    return dataset, moved
 
 
 def remove(session: Session, name: str) -> None:

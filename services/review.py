@@ -1,9 +1,14 @@
 """Review decisions: one at a time with optimistic locking, or in bulk with set-based writes.
 
-A decision is an append-only `reviews` row; the variant's status follows from the latest vote of each user:
-with k reviews required, a side wins once it holds a majority of k (k // 2 + 1 votes) and more votes than the
-other side. k = 1 is the common case (one vote decides); k = 2 needs both to agree, and a split waits for a
-third.
+A decision is an append-only `reviews` row (the audit trail); the variant's status follows from each user's
+latest vote on its current text:
+- k = 1 reviews required (the common case): the latest decision decides. A second reviewer who disagrees
+  overrules the first, visibly in the trail; the variant never falls back to pending on a 1–1 split.
+- k ≥ 2: a side wins once it holds a majority of k (k // 2 + 1 votes) and more votes than the other side; k = 2
+  needs both to agree, and a split waits for a third.
+- An edit changes the text, so it withdraws the votes cast on the old text: the editor's edit is the one vote
+  on the new text, and with k ≥ 2 the others must vote again.
+- Changing k re-evaluates every variant under the new k, in one transaction (`reevaluate`).
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from core.textnorm import content_hash
 from db.chunks import chunked
 from db.models import Dataset, Decision, Origin, RejectReason, Review, ReviewStatus, Sample, User, utcnow
 from db.reviews import (
+    APPROVING,
     REVIEWABLE_ORIGINS,
     SORTS,
     QueueFilter,
     QueuePage,
+    cast,
     conditions,
     get_sample,
     latest_votes,
@@ -37,6 +44,12 @@ from db.reviews import (
 
 
 def status_from_votes(votes: dict[int, str], reviews_required: int) -> str:
+    """The status {user id → latest vote} (most recent last) gives under k reviews required."""
+    if not votes:
+        return ReviewStatus.pending.value
+    if reviews_required == 1:
+        latest = next(reversed(votes.values()))
+        return (ReviewStatus.approved if latest in APPROVING else ReviewStatus.rejected).value
     approve, reject = vote_counts(votes)
     majority = reviews_required // 2 + 1
     if approve >= majority and approve > reject:
@@ -95,8 +108,7 @@ def decide(
     if sample.version != version:
         raise _stale(session, sample, version)
     dataset = session.get_one(Dataset, sample.dataset_id)
-    votes = latest_votes(session, [sample.id]).get(sample.id, {})
-    votes[user.id] = decision
+    votes = cast(latest_votes(session, [sample.id]).get(sample.id, {}), user.id, decision)
     values: dict[str, Any] = {
         "review_status": status_from_votes(votes, dataset.reviews_required),
         "review_count": len(votes),
@@ -159,6 +171,39 @@ def _stale(session: Session, sample: Sample, seen: int) -> ConflictError:
         field="version",
         extra={"current": current},
     )
+
+
+def reevaluate(session: Session, dataset: Dataset) -> dict[str, int]:
+    """Recompute every reviewed variant's status under the dataset's current reviews_required, in the caller's
+    transaction; returns how many moved, by transition ("approved→pending": 12, ...). Raising k from 1 to 3
+    sends single-vote approvals back to pending, so they leave training until two more people agree."""
+    reviewed = list(session.scalars(
+        select(Sample.id).where(
+            Sample.dataset_id == dataset.id, Sample.origin.in_(REVIEWABLE_ORIGINS), Sample.review_count > 0
+        ).order_by(Sample.id)
+    ))
+    changes: dict[str, int] = {}
+    now = utcnow()
+    for chunk in chunked(reviewed):
+        current = dict(session.execute(
+            select(Sample.id, Sample.review_status).where(Sample.id.in_(chunk)).with_for_update()
+        ).tuples().all())
+        votes = latest_votes(session, chunk)
+        moved: dict[str, list[int]] = {}
+        for sample_id, status in current.items():
+            new = status_from_votes(votes.get(sample_id, {}), dataset.reviews_required)
+            if new != status:
+                moved.setdefault(new, []).append(sample_id)
+                changes[f"{status}→{new}"] = changes.get(f"{status}→{new}", 0) + 1
+        for status, ids in moved.items():
+            session.execute(
+                update(Sample).where(Sample.id.in_(ids))
+                .values(review_status=status, version=Sample.version + 1, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+    session.flush()
+    session.expire_all()
+    return changes
 
 
 @dataclass
@@ -250,8 +295,8 @@ def bulk_decide(
         votes = latest_votes(session, [r[0] for r in rows])
         groups: dict[tuple[str, int], list[int]] = {}
         for sample_id, _version, _text in rows:
-            cast = {**votes.get(sample_id, {}), user.id: decision}
-            groups.setdefault((status_from_votes(cast, dataset.reviews_required), len(cast)), []).append(
+            now_cast = cast(votes.get(sample_id, {}), user.id, decision)
+            groups.setdefault((status_from_votes(now_cast, dataset.reviews_required), len(now_cast)), []).append(
                 sample_id
             )
         for (status, count), ids in groups.items():

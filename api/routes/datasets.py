@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
 from api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
-from api.schemas import DatasetRead, DatasetUpdate, ExportJobCreate, ImportResultRead, JobRead
+from api.schemas import DatasetRead, DatasetUpdate, DatasetUpdated, ExportJobCreate, ImportResultRead, JobRead
 from core.errors import TooLargeError, ValidationFailed
 from services import datasets as dataset_service
 from services.importing import ImportSpec
@@ -29,10 +29,12 @@ def dataset(name: str, session: SessionDep, _user: CurrentUser):  # type: ignore
     return dataset_service.dataset_named(session, name)
 
 
-@router.patch("/{name}", response_model=DatasetRead)
+@router.patch("/{name}", response_model=DatasetUpdated)
 def update_dataset(name: str, body: DatasetUpdate, session: SessionDep, _admin: AdminUser):  # type: ignore[no-untyped-def]
-    """Change a dataset's review settings (reviews required per variant, guidelines, language)."""
-    return dataset_service.update_settings(session, name, body.model_dump(exclude_none=True))
+    """Change a dataset's review settings (reviews required per variant, guidelines, language). A new
+    reviews_required re-evaluates every reviewed variant at once and says how many changed status."""
+    dataset, moved = dataset_service.update_settings(session, name, body.model_dump(exclude_none=True))
+    return {**DatasetRead.model_validate(dataset).model_dump(), "status_changes": moved}
 
 
 @router.delete("/{name}", status_code=204)
