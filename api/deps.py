@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -54,33 +54,70 @@ bearer = HTTPBearer(auto_error=False, description="An API token from `augloop to
 
 
 class AuthFailureLimiter:
-    """Failed authentications per client address in a sliding minute; past the limit, 429."""
+    """Failed authentications in a sliding minute, counted per client address and per presented token prefix;
+    past the limit on either key, 429.
 
-    def __init__(self, per_minute: int) -> None:
+    Two keys, so that neither can be turned against other people: many users behind one address (the review
+    UI's server, an office NAT) are not locked out by one person's typos when the UI passes on its browser's
+    address (trusted only from AUGLOOP_TRUSTED_PROXIES), and rotating addresses does not buy more guesses at
+    one token. Memory is bounded: at most `max_keys` keys, the least recently failed ones dropped first."""
+
+    def __init__(self, per_minute: int, max_keys: int = 10_000) -> None:
         self.per_minute = per_minute
-        self.failures: dict[str, deque[float]] = defaultdict(deque)
+        self.max_keys = max_keys
+        self.failures: OrderedDict[str, deque[float]] = OrderedDict()
         self.lock = threading.Lock()
 
-    def _prune(self, key: str, now: float) -> deque[float]:
-        q = self.failures[key]
+    def _recent(self, key: str, now: float) -> deque[float] | None:
+        q = self.failures.get(key)
+        if q is None:
+            return None
         while q and now - q[0] > 60:
             q.popleft()
+        if not q:
+            del self.failures[key]
+            return None
         return q
 
-    def blocked(self, key: str) -> bool:
+    def blocked(self, *keys: str) -> bool:
+        now = time.monotonic()
         with self.lock:
-            return len(self._prune(key, time.monotonic())) >= self.per_minute
+            return any(len(self._recent(k, now) or ()) >= self.per_minute for k in keys)
 
-    def record(self, key: str) -> None:
+    def record(self, *keys: str) -> None:
+        now = time.monotonic()
         with self.lock:
-            self._prune(key, time.monotonic()).append(time.monotonic())
+            for key in keys:
+                q = self._recent(key, now) or deque()
+                q.append(now)
+                self.failures[key] = q
+                self.failures.move_to_end(key)
+            while len(self.failures) > self.max_keys:
+                self.failures.popitem(last=False)
+
+
+def client_address(request: Request, trusted_proxies: list[str]) -> str:
+    """The caller's address: the peer's, or, when the peer is a trusted proxy (the review UI's server, a load
+    balancer), the right-most address of X-Forwarded-For that is not itself a trusted proxy. A header from
+    anyone else is ignored: it would let a client choose which address its failures count against."""
+    peer = request.client.host if request.client else "unknown"
+    if peer not in trusted_proxies:
+        return peer
+    forwarded = [a.strip() for a in request.headers.get("x-forwarded-for", "").split(",") if a.strip()]
+    for address in reversed(forwarded):
+        if address not in trusted_proxies:
+            return address
+    return peer
 
 
 def current_user(request: Request, session: SessionDep,
                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> User:
     limiter: AuthFailureLimiter = request.app.state.auth_limiter
-    client = request.client.host if request.client else "unknown"
-    if limiter.blocked(client):
+    settings: Settings = request.app.state.settings
+    client = "client:" + client_address(request, settings.trusted_proxies)
+    presented = credentials.credentials if credentials is not None else ""
+    keys = (client, "token:" + presented[:10]) if presented else (client,)
+    if limiter.blocked(*keys):
         raise HTTPException(429, "too many failed authentications; wait a minute",
                             headers={"Retry-After": "60"})
     if credentials is None or credentials.scheme.lower() != "bearer":
@@ -88,7 +125,7 @@ def current_user(request: Request, session: SessionDep,
                             headers={"WWW-Authenticate": "Bearer"})
     user = authenticate(session, credentials.credentials)
     if user is None:
-        limiter.record(client)
+        limiter.record(*keys)
         raise HTTPException(401, "invalid, expired or revoked token", headers={"WWW-Authenticate": "Bearer"})
     return user
 

@@ -127,13 +127,34 @@ def install_error_schema(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def install_local_docs(app: FastAPI) -> None:
+    """/docs with Swagger UI's files served by the API itself (swagger-ui-bundle), so the page works on a
+    machine without internet. Like /openapi.json it needs no token: it describes the API, it holds no data."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Any:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="augloop API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
         title="augloop",
         version=__version__,
         description="Augment minority classes, review the variants, train on approved data.",
-        docs_url="/docs",
+        docs_url=None,  # served below with local assets: the default page loads Swagger UI from a CDN
+        redoc_url=None,
         responses={code: {"model": ErrorRead, "description": text} for code, text in ERROR_RESPONSES.items()},
     )
     install_error_schema(app)
@@ -141,6 +162,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine or get_engine(settings.resolved_database_url)
     app.state.auth_limiter = AuthFailureLimiter(settings.auth_failures_per_minute)
     install_error_handlers(app)
+    install_local_docs(app)
     app.include_router(health.router)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)

@@ -114,10 +114,15 @@ class TokenRead(BaseModel):
     name: str
     role: str
     prefix: str
+    state: Literal["active", "expired", "revoked"]
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
-    last_used_at: datetime | None
+    last_used_at: datetime | None = Field(description="Recorded at most once a minute per token")
+
+
+class UserRoleUpdate(RequestBody):
+    role: Literal["annotator", "admin"]
 
 
 class UserRead(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,7 +15,7 @@ from rich.table import Table
 from augloop.cli_augment import augment_app
 from augloop.cli_report import report_app
 from augloop.cli_runs import runs_app
-from augloop.cli_tokens import token_app
+from augloop.cli_tokens import token_app, user_app
 from augloop.cli_train import train_app
 from augloop.console import ErrorMappingGroup, console, engine, err_console, fail
 from core.settings import get_settings
@@ -22,7 +23,17 @@ from core.settings import get_settings
 app = typer.Typer(help="augloop: augment minority classes, review variants, train on approved data.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   cls=ErrorMappingGroup)
+
+
+@app.callback()
+def private_files() -> None:
+    """Everything augloop writes (the database and its WAL, exports, run folders, caches) is readable by its
+    owner only: 0600 files, 0700 folders, whatever the shell's umask."""
+    os.umask(0o077)
+
+
 app.add_typer(token_app, name="token")
+app.add_typer(user_app, name="user")
 app.add_typer(train_app)  # train, ensemble
 app.add_typer(runs_app, name="runs")
 app.add_typer(augment_app, name="augment")
@@ -152,8 +163,10 @@ def serve(
 
     settings = get_settings()
     engine()  # migrate before accepting requests
+    # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1, letting anyone on the
+    # host pick the address their failed sign-ins count against; api/deps.py believes AUGLOOP_TRUSTED_PROXIES.
     uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port,
-                log_level="info")
+                log_level="info", proxy_headers=False)
 
 
 @app.command()

@@ -29,13 +29,13 @@ def token_create(
 
 @token_app.command("list")
 def token_list() -> None:
-    """List tokens (id, user, role, prefix, state)."""
+    """List tokens (id, user, role, prefix, state: active, expired or revoked; when last used)."""
     with session_scope(engine()) as session:
-        table = Table("id", "user", "role", "prefix", "created", "expires", "state")
+        table = Table("id", "user", "role", "prefix", "created", "expires", "state", "last used")
         for t in tokens.all_tokens(session):
-            state = "revoked" if t.revoked_at else "active"
             table.add_row(str(t.id), t.user.name, t.user.role, t.prefix + "…", f"{t.created_at:%Y-%m-%d %H:%M}",
-                          f"{t.expires_at:%Y-%m-%d}" if t.expires_at else "-", state)
+                          f"{t.expires_at:%Y-%m-%d}" if t.expires_at else "-", tokens.token_state(t),
+                          f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "-")
     console.print(table)
 
 
@@ -48,3 +48,17 @@ def token_revoke(
     with session_scope(engine()) as session:
         n = tokens.revoke(session, token_id, user_name=user)
     console.print(f"revoked {n} token(s)")
+
+
+user_app = typer.Typer(help="Change a user's role.", no_args_is_help=True)
+
+
+@user_app.command("role")
+def user_role(
+    name: Annotated[str, typer.Argument(help="User name")],
+    role: Annotated[str, typer.Argument(help="annotator or admin")],
+) -> None:
+    """Change a user's role; their tokens keep working under the new role."""
+    with session_scope(engine()) as session:
+        user = tokens.change_role(session, name, role)
+        console.print(f"{user.name} is now {user.role}")

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     max_upload_rows: int = 500_000
     max_text_chars: int = 20_000
     auth_failures_per_minute: int = 20
+    # Addresses whose X-Forwarded-For is believed (the review UI's server, a reverse proxy); nobody's by default.
+    trusted_proxies: list[str] = Field(default_factory=list)
 
     # Queue and workers
     job_lease_seconds: float = 60.0

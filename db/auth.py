@@ -42,7 +42,8 @@ def get_or_create_user(session: Session, name: str, role: str) -> User:
         session.flush()
     elif user.role != role:
         raise ValidationFailed(
-            f"user {name!r} exists with role {user.role!r}; revoke and recreate to change it", field="role"
+            f"user {name!r} exists with role {user.role!r}; change it with `augloop user role {name} {role}` "
+            "or PATCH /api/v1/users/{name}", field="role"
         )
     return user
 
@@ -58,6 +59,12 @@ def create_token(session: Session, name: str, role: str, expires_at: datetime | 
 
 def authenticate(session: Session, token: str) -> User | None:
     """The user behind a valid (not revoked, not expired) token, or None."""
+    row = valid_token(session, token)
+    return row.user if row is not None else None
+
+
+def valid_token(session: Session, token: str) -> APIToken | None:
+    """The token's row when the token is valid (not revoked, not expired), else None."""
     if not token:
         return None
     digest = hash_token(token)
@@ -65,10 +72,34 @@ def authenticate(session: Session, token: str) -> User | None:
     # The lookup is by hash (a timing leak reveals nothing about the token); compare again in constant time.
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         return None
-    now = utcnow()
-    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+    if token_state(row) != "active":
         return None
-    return row.user
+    return row
+
+
+def token_state(row: APIToken, now: datetime | None = None) -> str:
+    """active, expired or revoked (revoked wins: it was a deliberate act)."""
+    if row.revoked_at is not None:
+        return "revoked"
+    if row.expires_at is not None and row.expires_at <= (now or utcnow()):
+        return "expired"
+    return "active"
+
+
+def mark_used(session: Session, token_id: int, when: datetime) -> None:
+    session.execute(update(APIToken).where(APIToken.id == token_id).values(last_used_at=when)
+                    .execution_options(synchronize_session=False))
+
+
+def set_role(session: Session, name: str, role: str) -> User:
+    if role not in Role.__members__:
+        raise ValidationFailed(f"role must be one of {', '.join(Role)}; got {role!r}", field="role")
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise NotFoundError(f"user {name!r} not found", field="name")
+    user.role = role
+    session.flush()
+    return user
 
 
 def list_tokens(session: Session) -> list[APIToken]:

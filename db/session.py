@@ -22,7 +22,8 @@ def make_engine(url: str, settings: Settings | None = None) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # Private even when created by a library caller that did not set a umask (the CLI sets 077).
+            Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         engine = create_engine(url, connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000})
         busy_ms = settings.sqlite_busy_timeout_ms
 
@@ -38,6 +39,8 @@ def make_engine(url: str, settings: Settings | None = None) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA mmap_size=268435456")  # full scans of a big review queue ran ~20% faster
             cur.close()
+            if path and path != ":memory:" and Path(path).exists():
+                _owner_only(Path(path))
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
@@ -48,6 +51,16 @@ def make_engine(url: str, settings: Settings | None = None) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _owner_only(db_file: Path) -> None:
+    """0600 for the database, its WAL and shared-memory files (SQLite creates those with the file's mode)."""
+    for f in (db_file, db_file.with_name(db_file.name + "-wal"), db_file.with_name(db_file.name + "-shm")):
+        try:
+            if f.exists() and f.stat().st_mode & 0o077:
+                f.chmod(0o600)
+        except OSError:  # not ours to change (a shared volume): leave it
+            pass
 
 
 def get_engine(url: str | None = None, *, migrate: bool = True) -> Engine:

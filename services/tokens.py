@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from core.errors import ValidationFailed
 from db import auth
 from db.models import APIToken, User, utcnow
+from db.session import session_scope
 
 
 def issue(session: Session, name: str, role: str, expires_in_days: float | None = None) -> auth.IssuedToken:
-    """A token for a (new or existing) user."""
+    """A token for a (new or existing) user; an expiry, when given, lies in the future."""
+    if expires_in_days is not None and not 0 < expires_in_days <= 3650:
+        raise ValidationFailed(f"expires_in_days must be in (0, 3650]; got {expires_in_days}", field="expires_in_days")
     expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     return auth.create_token(session, name, role, expires)
 
@@ -25,5 +32,50 @@ def revoke(session: Session, token_id: int | None = None, *, user_name: str | No
 
 
 def authenticate(session: Session, token: str) -> User | None:
-    """The user behind a valid (not revoked, not expired) token, or None."""
-    return auth.authenticate(session, token)
+    """The user behind a valid (not revoked, not expired) token, or None. Records when the token was last used,
+    at most once a minute per token and in a write of its own: a read request stays a read."""
+    row = auth.valid_token(session, token)
+    if row is None:
+        return None
+    _note_use(session, row.id)
+    return row.user
+
+
+_USE_EVERY_SECONDS = 60.0
+_last_noted: dict[tuple[str, int], float] = {}  # (database, token id) → when its use was last written
+_last_noted_lock = threading.Lock()
+
+
+def _note_use(session: Session, token_id: int) -> None:
+    now = time.monotonic()
+    engine = session.get_bind().execution_options(readonly=False)
+    key = (str(engine.url), token_id)
+    with _last_noted_lock:
+        if now - _last_noted.get(key, -_USE_EVERY_SECONDS) < _USE_EVERY_SECONDS:
+            return
+        _last_noted[key] = now
+        if len(_last_noted) > 100_000:  # bounded: forget the oldest half
+            for key in sorted(_last_noted, key=_last_noted.__getitem__)[: len(_last_noted) // 2]:
+                del _last_noted[key]
+    # Written beside the request, never in it: a GET must not take the write lock, and no request should wait
+    # behind a long write (a bulk decision) for this.
+    when = utcnow()
+
+    def write() -> None:
+        try:
+            with session_scope(engine) as own:
+                auth.mark_used(own, token_id, when)
+        except OperationalError:  # busy or gone: the next use (a minute on) records it
+            with _last_noted_lock:
+                _last_noted.pop(key, None)
+
+    threading.Thread(target=write, name=f"token-{token_id}-used", daemon=True).start()
+
+
+def token_state(row: APIToken) -> str:
+    return auth.token_state(row)
+
+
+def change_role(session: Session, name: str, role: str) -> User:
+    """A user's role, changed (admins); their tokens keep working under the new role."""
+    return auth.set_role(session, name, role)

@@ -19,13 +19,27 @@ def compose_config() -> dict:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("docker-compose missing in CI: `make test` should have installed it")
         pytest.skip("docker-compose not installed (run `make system-deps`)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUGLOOP_")}
     r = subprocess.run([exe, "-f", str(REPO_ROOT / "docker-compose.yml"), "config"], capture_output=True, text=True,
-                       timeout=60, cwd=REPO_ROOT)
+                       timeout=60, cwd=REPO_ROOT, env={**env, "AUGLOOP_DB_PASSWORD": "from-the-env-file"})
     assert r.returncode == 0, r.stderr
     return yaml.safe_load(r.stdout)
 
 
+def test_the_database_password_comes_from_the_environment_not_the_file() -> None:
+    text = (REPO_ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    assert "POSTGRES_PASSWORD: augloop" not in text and "augloop:augloop@" not in text
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("docker-compose not installed")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUGLOOP_")}
+    r = subprocess.run([exe, "-f", str(REPO_ROOT / "docker-compose.yml"), "config"], capture_output=True,
+                       text=True, timeout=60, cwd=REPO_ROOT, env=env)
+    assert r.returncode != 0 and "AUGLOOP_DB_PASSWORD" in r.stderr, "compose must refuse to start without it"
+
+
 def test_services_and_their_order(compose_config):
+    assert compose_config["services"]["db"]["environment"]["POSTGRES_PASSWORD"] == "from-the-env-file"
     services = compose_config["services"]
     assert set(services) == {"db", "migrate", "api", "worker", "ui"}
     assert services["db"]["image"] == "postgres:16"

@@ -18,6 +18,7 @@ ADMIN_ONLY = {
     ("POST", "/api/v1/tokens"),
     ("POST", "/api/v1/tokens/{token_id}/revoke"),
     ("GET", "/api/v1/workers"),
+    ("PATCH", "/api/v1/users/{name}"),
 }
 PUBLIC = {("GET", "/healthz")}
 

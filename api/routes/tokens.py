@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import AdminUser, CurrentUser, ResourceId, SessionDep
-from api.schemas import TokenCreate, TokenIssued, TokenRead, UserRead
+from api.schemas import TokenCreate, TokenIssued, TokenRead, UserRead, UserRoleUpdate
 from services import tokens as token_service
 
 router = APIRouter(tags=["tokens"])
@@ -20,8 +20,9 @@ def me(user: CurrentUser) -> UserRead:
 @router.get("/tokens", response_model=list[TokenRead])
 def list_tokens(session: SessionDep, _admin: AdminUser) -> list[TokenRead]:
     """Every token, without the token itself (never stored)."""
-    return [TokenRead(id=t.id, name=t.user.name, role=t.user.role, prefix=t.prefix, created_at=t.created_at,
-                      expires_at=t.expires_at, revoked_at=t.revoked_at, last_used_at=t.last_used_at)
+    return [TokenRead(id=t.id, name=t.user.name, role=t.user.role, prefix=t.prefix,
+                      state=token_service.token_state(t), created_at=t.created_at, expires_at=t.expires_at,
+                      revoked_at=t.revoked_at, last_used_at=t.last_used_at)
             for t in token_service.all_tokens(session)]
 
 
@@ -37,3 +38,10 @@ def create_token(body: TokenCreate, session: SessionDep, _admin: AdminUser) -> T
 def revoke_token(token_id: ResourceId, session: SessionDep, _admin: AdminUser) -> dict:
     """Revoke a token; requests with it get 401 from now on."""
     return {"revoked": token_service.revoke(session, token_id)}
+
+
+@router.patch("/users/{name}", response_model=UserRead)
+def change_role(name: str, body: UserRoleUpdate, session: SessionDep, _admin: AdminUser) -> UserRead:
+    """Change a user's role; their tokens keep working under the new role."""
+    user = token_service.change_role(session, name, body.role)
+    return UserRead(id=user.id, name=user.name, role=user.role)

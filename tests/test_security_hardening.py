@@ -1,0 +1,158 @@
+"""Hardening found by an outsider's attempt (issue 13): a sign-in limiter nobody can turn against other users,
+token states and use, role changes, private files, and API docs that work offline."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from tests.conftest import EXAMPLE_CSV, REPO_ROOT
+
+
+def _client(app, address: str, token: str | None = None, forwarded: str | None = None) -> TestClient:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if forwarded:
+        headers["X-Forwarded-For"] = forwarded
+    return TestClient(app, client=(address, 50000), headers=headers)
+
+
+def test_wrong_tokens_typed_into_the_ui_lock_out_only_their_browser(app, settings, annotator_token) -> None:
+    """All UI traffic reaches the API from the UI server's address; the UI passes on each browser's address,
+    which the API believes from that address only."""
+    app.state.settings = settings.model_copy(update={"trusted_proxies": ["10.0.0.5"]})
+    app.state.auth_limiter.per_minute = 20
+    attacker = _client(app, "10.0.0.5", "aug_wrongwrongwrong", forwarded="203.0.113.7")
+    assert [attacker.get("/api/v1/me").status_code for _ in range(21)][-2:] == [401, 429]
+    colleague = _client(app, "10.0.0.5", annotator_token, forwarded="198.51.100.20")
+    assert colleague.get("/api/v1/me").status_code == 200, "one browser's typos locked out every UI user"
+
+
+def test_forwarded_addresses_from_untrusted_peers_are_ignored(app, settings, annotator_token) -> None:
+    app.state.auth_limiter.per_minute = 5
+    for i in range(6):  # rotating the header buys no extra guesses
+        r = _client(app, "192.0.2.9", f"aug_guess{i:03d}xxxx", forwarded=f"198.51.100.{i}").get("/api/v1/me")
+    assert r.status_code == 429
+    # …and cannot lock out the address it names
+    victim = _client(app, "198.51.100.1", annotator_token)
+    assert victim.get("/api/v1/me").status_code == 200
+
+
+def test_guesses_at_one_token_are_limited_across_addresses(app) -> None:
+    app.state.auth_limiter.per_minute = 5
+    codes = [_client(app, f"192.0.2.{i}", "aug_SAMEPREFIX-but-wrong").get("/api/v1/me").status_code
+             for i in range(7)]
+    assert codes[-1] == 429
+
+
+def test_the_limiters_memory_is_bounded() -> None:
+    from api.deps import AuthFailureLimiter
+
+    limiter = AuthFailureLimiter(per_minute=3, max_keys=100)
+    for i in range(5000):
+        limiter.record(f"client:{i}", f"token:{i}")
+    assert len(limiter.failures) == 100
+
+
+def test_token_states_last_use_and_expiry_bounds(admin, client, engine, annotator_token) -> None:
+    from db.models import APIToken, utcnow
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        token = s.query(APIToken).filter(APIToken.prefix == annotator_token[:10]).one()
+        token.expires_at = utcnow() - timedelta(days=1)
+        token_id = token.id
+    listed = {t["id"]: t for t in admin.get("/api/v1/tokens").json()}
+    assert listed[token_id]["state"] == "expired", "an expired token was listed as active"
+    me = admin.get("/api/v1/me")
+    assert me.status_code == 200
+    admin_id = next(t["id"] for t in listed.values() if t["name"] == "alice-admin")
+
+    def last_used() -> str | None:
+        return {t["id"]: t for t in admin.get("/api/v1/tokens").json()}[admin_id]["last_used_at"]
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and last_used() is None:
+        time.sleep(0.05)
+    first = last_used()
+    assert first is not None, "last_used_at was never written"
+    for _ in range(5):
+        admin.get("/api/v1/me")
+    time.sleep(0.3)
+    assert last_used() == first, "written more than once a minute"
+    assert admin.post(f"/api/v1/tokens/{admin_id}/revoke").status_code == 200
+    from tests.conftest import _issue
+
+    other = _issue(engine, "ops", "admin")
+    states = {t["id"]: t["state"] for t in client.get("/api/v1/tokens",
+                                                       headers={"Authorization": f"Bearer {other}"}).json()}
+    assert states[admin_id] == "revoked" and states[token_id] == "expired"
+
+
+def test_cli_refuses_a_negative_expiry_and_changes_roles(settings, engine) -> None:
+    from augloop.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["token", "create", "--name", "eve", "--expires-days", "-5"])
+    assert bad.exit_code == 2 and "expires_in_days" in bad.output
+    assert runner.invoke(app, ["token", "create", "--name", "eve"]).exit_code == 0
+    assert runner.invoke(app, ["user", "role", "eve", "admin"]).exit_code == 0
+    listed = runner.invoke(app, ["token", "list"], env={"COLUMNS": "200"})
+    assert "eve" in listed.output and "admin" in listed.output
+    assert runner.invoke(app, ["user", "role", "nobody", "admin"]).exit_code == 2
+
+
+def test_admins_change_a_users_role_over_the_api(admin, annotator, annotator_token) -> None:
+    assert annotator.get("/api/v1/tokens").status_code == 403
+    r = admin.patch("/api/v1/users/bob-annotator", json={"role": "admin"})
+    assert r.status_code == 200 and r.json()["role"] == "admin"
+    assert annotator.get("/api/v1/tokens").status_code == 200, "the role change did not take effect"
+    assert admin.patch("/api/v1/users/nobody", json={"role": "admin"}).status_code == 404
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_everything_under_the_data_directory_is_private(tmp_path) -> None:
+    data = tmp_path / "data"
+    env = {**os.environ, "AUGLOOP_DATA_DIR": str(data), "AUGLOOP_DATABASE_URL": f"sqlite:///{data}/augloop.db"}
+    old = os.umask(0o022)  # a permissive shell
+    try:
+        for args in (["import", str(EXAMPLE_CSV), "--dataset", "psm", "--task", "bias"],
+                     ["export", "psm", "-o", str(data / "exports" / "psm.csv")]):
+            r = subprocess.run([sys.executable, "-m", "augloop", *args], cwd=REPO_ROOT, env=env,
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stderr
+    finally:
+        os.umask(old)
+    assert _mode(data) == 0o700
+    assert _mode(data / "augloop.db") == 0o600
+    assert _mode(data / "exports") == 0o700 and _mode(data / "exports" / "psm.csv") == 0o600
+    wal = data / "augloop.db-wal"
+    if wal.exists():
+        assert _mode(wal) == 0o600
+
+
+def test_api_docs_work_without_internet(client) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn.jsdelivr" not in page.text and "unpkg" not in page.text
+    assert "/docs-assets/swagger-ui-bundle.js" in page.text
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/docs", "/openapi.json"])
+def test_docs_are_public_but_hold_no_data(client, path) -> None:
+    """SECURITY.md says so: the schema describes the API; every route that returns data needs a token."""
+    assert client.get(path).status_code == 200
+    assert client.get("/api/v1/datasets").status_code == 401
