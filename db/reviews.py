@@ -14,12 +14,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
 
 from core.errors import NotFoundError, ValidationFailed
-from db.models import Dataset, Decision, Origin, Review, ReviewStatus, Sample, SampleLabel, User
+from db.models import UNDO, Dataset, Decision, Origin, Review, ReviewStatus, Sample, SampleLabel, User
 
 REVIEWABLE_ORIGINS = (Origin.augmented.value, Origin.pseudo_label.value)
 SORTS = ("age", "-age", "family", "similarity", "-similarity", "label_consistency", "-label_consistency")
@@ -136,10 +136,17 @@ def _label_rows(session: Session, f: QueueFilter) -> int | None:
 
 
 def not_voted_by(session: Session, user_id: int) -> ColumnElement[bool]:
-    """The variant has no review by this user. Reviews are looked up by sample (a handful per variant): SQLite
-    would otherwise pick ix_reviews_user_id and scan all of a prolific annotator's reviews for every row."""
+    """The variant has no vote by this user: no review, or their latest one is an undo. Reviews are looked up
+    by sample (a handful per variant): SQLite would otherwise pick ix_reviews_user_id and scan all of a
+    prolific annotator's reviews for every row."""
     voter = _noindex(Review.user_id) if session.get_bind().dialect.name == "sqlite" else Review.user_id
-    return ~exists().where(Review.sample_id == Sample.id, voter == user_id)
+    later = aliased(Review)
+    return ~exists().where(
+        Review.sample_id == Sample.id,
+        voter == user_id,
+        Review.decision != UNDO,
+        ~exists().where(later.sample_id == Review.sample_id, later.user_id == Review.user_id, later.id > Review.id),
+    )
 
 
 def _sparse(
@@ -390,7 +397,10 @@ def latest_votes(session: Session, sample_ids: list[int]) -> dict[int, dict[int,
             .order_by(Review.id)
         ).tuples()
         for sample_id, user_id, decision in rows:
-            votes.setdefault(sample_id, {})[user_id] = decision
+            if decision == UNDO:  # the user withdrew their vote
+                votes.setdefault(sample_id, {}).pop(user_id, None)
+            else:
+                votes.setdefault(sample_id, {})[user_id] = decision
     return votes
 
 
@@ -489,3 +499,27 @@ def pending_variant_condition(dataset: Dataset) -> ColumnElement[bool]:
         Sample.origin.in_(REVIEWABLE_ORIGINS),
         Sample.review_status == ReviewStatus.pending,
     )
+
+
+def latest_reviews(session: Session, sample_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """sample id → its latest review (who, decision, reason, when): what a decided card shows as stored."""
+    out: dict[int, dict[str, Any]] = {}
+    for start in range(0, len(sample_ids), 500):
+        chunk = sample_ids[start : start + 500]
+        newest = (
+            select(func.max(Review.id)).where(Review.sample_id.in_(chunk)).group_by(Review.sample_id)
+        ).scalar_subquery()
+        rows = session.execute(
+            select(Review.id, Review.sample_id, User.name, Review.decision, Review.reason, Review.created_at)
+            .join(User, User.id == Review.user_id)
+            .where(Review.id.in_(newest))
+        ).tuples()
+        for review_id, sample_id, name, decision, reason, created_at in rows:
+            out[sample_id] = {
+                "id": review_id,
+                "user": name,
+                "decision": decision,
+                "reason": reason,
+                "created_at": created_at,
+            }
+    return out
