@@ -39,6 +39,9 @@ class TrainingRunSummary(BaseModel):
     member_ids: list[int]
     encoder: str | None
     seed: int | None
+    variants: str | None = Field(
+        default=None, description="approved (originals + approved variants) or none (originals only)"
+    )
     val_macro_f1: float | None
     test_macro_f1: float | None
     best_epoch: int | None

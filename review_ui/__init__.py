@@ -2,4 +2,10 @@
 
 from pathlib import Path
 
-APP_PATH = Path(__file__).parent / "app.py"
+APP_PATH = Path(__file__).parent / "app.py"  # the pages (what AppTest runs)
+SERVER_PATH = Path(__file__).parent / "server.py"  # the pages plus the session-cookie route (what `augloop ui` runs)
+STREAMLIT_FLAGS = [
+    "--server.headless=true",
+    "--browser.gatherUsageStats=false",
+    "--client.toolbarMode=viewer",
+]

@@ -35,3 +35,24 @@ def undo_card(session: Session, sample_id: int, user: User, version: int) -> dic
     sample = undo_decision(session, sample_id, user, version)
     review_assignments.lease_again(session, sample, user)
     return card(session, sample, user)
+
+
+def cards_of(session: Session, sample_ids: list[int], viewer: User) -> list[dict[str, Any]]:
+    """Several variants as cards, in the order asked; ids that are not variants are left out."""
+    from sqlalchemy import select
+
+    from db.models import Origin
+
+    found = {
+        s.id: s
+        for s in session.scalars(
+            select(Sample).where(Sample.id.in_(sample_ids), Sample.origin != Origin.original)
+        )
+    }
+    ids = [i for i in dict.fromkeys(sample_ids) if i in found]
+    votes = votes_on(session, ids, viewer.id)
+    stored = latest_reviews(session, ids)
+    empty = {"approve": 0, "reject": 0, "mine": None}
+    return [
+        {"sample": found[i], "votes": votes.get(i, empty), "last_review": stored.get(i)} for i in ids
+    ]

@@ -3,9 +3,9 @@ that scores the queue."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from api.deps import CurrentUser, SessionDep
 from api.review_schemas import (
@@ -15,15 +15,29 @@ from api.review_schemas import (
     LabelModelChoice,
     LeaseRelease,
     LeaseRenewal,
+    QueueItem,
     SampleRead,
 )
-from api.routes.reviews import filter_from_body
+from api.routes.reviews import card_fields, filter_from_body
 from api.schemas import JobRead
 from db.models import Job
 from services import label_model, review_assignments, review_cards
 from services.review_work import annotators_of
 
 router = APIRouter(tags=["reviews"])
+
+
+def parse_ids(raw: str) -> list[int]:
+    """"1,2,3" → [1, 2, 3]; anything else is a 422 naming `ids`."""
+    from core.errors import ValidationFailed
+
+    try:
+        ids = [int(p) for p in raw.split(",") if p.strip()]
+    except ValueError:
+        raise ValidationFailed("ids must be comma-separated integers", field="ids") from None
+    if not ids or len(ids) > 200 or any(not 1 <= i <= 2**63 - 1 for i in ids):
+        raise ValidationFailed("give 1 to 200 positive sample ids", field="ids")
+    return ids
 
 
 @router.post("/datasets/{name}/assignments", response_model=AssignedQueue)
@@ -49,6 +63,17 @@ def next_batch(name: str, body: AssignmentRequest, session: SessionDep, user: Cu
         "not_reviewed_by_me": True,
         "leased_until": until,
     }
+
+
+@router.get("/review-cards", response_model=list[QueueItem])
+def cards(
+    session: SessionDep,
+    user: CurrentUser,
+    ids: Annotated[str, Query(description="Sample ids, comma-separated (at most 200)", max_length=4000)],
+) -> list[dict[str, Any]]:
+    """Variants as the review cards show them: the sample, the votes on it (yours among them), its latest
+    review; ids that are not variants are left out."""
+    return [card_fields(card) for card in review_cards.cards_of(session, parse_ids(ids), user)]
 
 
 @router.post("/datasets/{name}/assignments/renew", response_model=LeaseRenewal)

@@ -134,7 +134,7 @@ def decision(
 ) -> dict[str, Any]:
     """Approve, reject (with a reason) or edit-then-approve a variant, at the version you saw; answers with
     the variant as stored, the votes on it and the review just recorded."""
-    return _card(review_cards.decide_card(
+    return card_fields(review_cards.decide_card(
         session,
         sample_id,
         user,
@@ -147,7 +147,7 @@ def decision(
     ))
 
 
-def _card(card: dict[str, Any]) -> dict[str, Any]:
+def card_fields(card: dict[str, Any]) -> dict[str, Any]:
     return {
         **SampleRead.model_validate(card["sample"]).model_dump(),
         "votes": card["votes"],
@@ -163,7 +163,7 @@ def _card(card: dict[str, Any]) -> dict[str, Any]:
 def undo(sample_id: ResourceId, body: UndoCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """Withdraw your latest vote on a variant (recorded as an `undo` review); its status follows the votes
     that remain. Refused with 409 and the current state once someone else has decided it since."""
-    return _card(review_cards.undo_card(session, sample_id, user, body.version))
+    return card_fields(review_cards.undo_card(session, sample_id, user, body.version))
 
 
 @router.post(
