@@ -80,23 +80,27 @@ ARM_JS = """
     return settled(n) && n.dataset.status !== 'pending' && root.dataset.focus !== id;
   }
   return new Promise((resolve) => {
-    let start = null, focusAt = null;
+    let start = null, focusAt = null, finished = false;
     const onKey = (e) => { if (start === null && e.key === KEY) start = e.timeStamp; };
     document.addEventListener('keydown', onKey, true);
-    const tick = () => {
-      if (start !== null && focusAt === null && (root.dataset.focus !== id) !== (kind === 'undo')) focusAt = performance.now();
-      if (start !== null && done()) {
-        requestAnimationFrame(() => {
-          const end = performance.now();
-          document.removeEventListener('keydown', onKey, true);
-          resolve({ms: end - start, focus_ms: focusAt === null ? null : focusAt - start, id: id, focus: root.dataset.focus});
-        });
-        return;
-      }
-      requestAnimationFrame(tick);
-    };
-    requestAnimationFrame(tick);
-    setTimeout(() => resolve({ms: null, id: id, timeout: true}), 20000);
+    // Watch the DOM instead of polling every frame: the measurement should not keep the browser busy.
+    const observer = new MutationObserver(check);
+    observer.observe(root, {subtree: true, childList: true, attributes: true});
+    function check() {
+      if (finished || start === null) return;
+      if (focusAt === null && (root.dataset.focus !== id) !== (kind === 'undo')) focusAt = performance.now();
+      if (!done()) return;
+      finished = true;
+      observer.disconnect();
+      // two frames on: the frame that painted the change has been drawn
+      requestAnimationFrame(() => requestAnimationFrame(() => {
+        const end = performance.now();
+        document.removeEventListener('keydown', onKey, true);
+        resolve({ms: end - start, focus_ms: focusAt === null ? null : focusAt - start, id: id, focus: root.dataset.focus});
+      }));
+    }
+    document.addEventListener('keyup', () => setTimeout(check, 0), {capture: true, once: true});
+    setTimeout(() => { if (!finished) resolve({ms: null, id: id, timeout: true}); }, 20000);
   });
 }
 """
@@ -218,9 +222,7 @@ def settle(page) -> None:  # type: ignore[no-untyped-def]
 def next_page(page) -> None:  # type: ignore[no-untyped-def]
     before = page.get_attribute(".rv-card", "data-id")
     settle(page)
-    # during a rerun the previous run's copy of the button can still be on the page beside the new one
-    page.wait_for_function("document.querySelectorAll('.st-key-next_batch button').length === 1")
-    page.locator(".st-key-next_batch button").click()
+    page.locator(".st-key-next_batch button").first.click()
     page.wait_for_function(
         f"document.querySelector('.rv-card') && document.querySelector('.rv-card').dataset.id !== '{before}' "
         f"&& document.querySelectorAll('.rv-card').length === {PAGE}"
@@ -283,7 +285,7 @@ def run_arm(page, name: str, decisions: int, busy: int) -> list[dict]:  # type: 
                     continue
             result = timed(page, kind, last_decided if kind == "undo" else None)
             if result.get("ms") is None:
-                raise SystemExit(f"{name}: a {kind} did not show within 20 s (card {result.get('id')})")
+                raise RuntimeError(f"{name}: a {kind} did not show within 20 s (card {result.get('id')})")
             result.update(kind=kind, arm=name)
             samples.append(result)
             last_decided = None if kind in ("undo", "family") else result["id"]
@@ -335,9 +337,18 @@ def main() -> None:
                 cards = page.locator(".rv-card").count()
                 for _ in range(3):  # warm-up: first reruns import and cache; not timed
                     timed(page, "approve")
-                for name, busy in arms:
-                    print(f"arm {name}: {decisions} decisions, {busy} busy process(es) beside", flush=True)
-                    samples += run_arm(page, name, decisions, busy)
+                try:
+                    for name, busy in arms:
+                        print(f"arm {name}: {decisions} decisions, {busy} busy process(es) beside", flush=True)
+                        samples += run_arm(page, name, decisions, busy)
+                except Exception:
+                    shot = Path(tempfile.gettempdir()) / "review_ui_latency_failure.png"
+                    page.screenshot(path=str(shot), full_page=True)
+                    print(f"failed; the page as it was: {shot}; logs: {tmp}", flush=True)
+                    (Path(tempfile.gettempdir()) / "review_ui_latency_failure.log").write_text(
+                        (tmp / "ui.log").read_text() + "\n----\n" + (tmp / "api.log").read_text()[-5000:]
+                    )
+                    raise
                 browser.close()
         finally:
             for proc in procs:

@@ -8,4 +8,7 @@ STREAMLIT_FLAGS = [
     "--server.headless=true",
     "--browser.gatherUsageStats=false",
     "--client.toolbarMode=viewer",
+    # Streamlit runs gc.collect(2) after every script run, holding the GIL while the decision's answer waits
+    # to be sent: most of a review keystroke's server time (py-spy). Python's own GC still runs as usual.
+    "--runner.postScriptGC=false",
 ]

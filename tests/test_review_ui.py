@@ -58,7 +58,7 @@ def cards_data(at: AppTest) -> dict[str, Any]:
     import json
 
     [component] = [c for c in at.get("bidi_component") if c.proto.component_name == "augloop_review_cards"]
-    return json.loads(component.proto.json)
+    return json.loads(json.loads(component.proto.json))  # the page sends the cards as one JSON string
 
 
 def test_family_view_renders_user_text_literally(live_api, annotator_token, review_data) -> None:

@@ -41,7 +41,8 @@ function signature(card, extra) {
 }
 
 export default function (component) {
-  const { data, parentElement, setStateValue } = component;
+  const { parentElement, setStateValue } = component;
+  const data = typeof component.data === "string" ? JSON.parse(component.data) : component.data;
   let s = parentElement.__review;
   if (!s) {
     s = parentElement.__review = {
@@ -151,10 +152,12 @@ function moveFocus(s, step, toPending) {
   if (i < 0) i = step > 0 ? -1 : cards.length;
   let j = i + step;
   if (toPending) {
-    while (j >= 0 && j < cards.length && (cards[j].status !== "pending" || s.saving[cards[j].id])) j += step;
+    // the next card still to decide: below, else from the top (one left unsure earlier); none: stay
+    const open = (k) => cards[k].status === "pending" && !s.saving[cards[k].id];
+    while (j >= 0 && j < cards.length && !open(j)) j += step;
     if (j < 0 || j >= cards.length) {
-      // nothing pending below: stay on the decided card rather than jump back up
-      j = i;
+      j = cards.findIndex((c, k) => open(k));
+      if (j < 0) j = i;
     }
   }
   j = Math.max(0, Math.min(cards.length - 1, j));
