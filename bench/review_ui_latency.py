@@ -324,6 +324,7 @@ def main() -> None:
         token = seed(db_url, args.variants)
         procs, _api_url, ui_url = start_stack(tmp, db_url)
         samples: list[dict] = []
+        loads: dict[str, float] = {}
         try:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -340,6 +341,7 @@ def main() -> None:
                 try:
                     for name, busy in arms:
                         print(f"arm {name}: {decisions} decisions, {busy} busy process(es) beside", flush=True)
+                        loads[name] = os.getloadavg()[0]  # before our spinner: the other work on the machine
                         samples += run_arm(page, name, decisions, busy)
                 except Exception:
                     shot = Path(tempfile.gettempdir()) / "review_ui_latency_failure.png"
@@ -376,6 +378,8 @@ def main() -> None:
              "target": TARGET_MS, "unit": "ms", "lower_is_better": True, "count": len(values)},
             {"metric": f"{arm}_decision_visible_max_ms", "value": round(max(values), 1), "target": None,
              "unit": "ms", "lower_is_better": True},
+            {"metric": f"{arm}_load_average_1m_at_start", "value": round(loads.get(arm, 0.0), 2), "target": None,
+             "unit": "runnable processes", "lower_is_better": True},
             {"metric": f"{arm}_next_card_focused_p95_ms", "value": round(pct(focus, 0.95), 1) if focus else None,
              "target": None, "unit": "ms", "lower_is_better": True},
         ]
