@@ -301,8 +301,10 @@ def run_arm(page, name: str, decisions: int, busy: int) -> list[dict]:  # type: 
 
 
 def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q * (len(ordered) - 1)))))]
+    """The q-quantile (numpy's linear interpolation between the closest ranks)."""
+    import numpy as np
+
+    return float(np.percentile(values, q * 100))
 
 
 def main() -> None:

@@ -30,11 +30,7 @@ st.set_option("client.toolbarMode", "viewer")  # no "Deploy" and developer menu 
 
 def resume_session() -> None:
     """After a reload: the session named by the cookie, if it lives and its token still works."""
-    try:
-        cookie = st.context.cookies.get(sessions.COOKIE)
-    except Exception:  # no request context (AppTest): nothing to resume
-        cookie = None
-    found = sessions.resume(cookie)
+    found = sessions.resume(st.context.cookies.get(sessions.COOKIE))
     if found is None:
         return
     sid, session = found
@@ -53,13 +49,11 @@ def resume_session() -> None:
 
 
 def sign_out() -> None:
-    from review_ui.client import ApiError as _ApiError
-
     token, dataset = st.session_state.get("token"), st.session_state.get("current_dataset")
     if token and dataset:
         try:  # give back any variants leased to you, so others can take them now
             ApiClient(token).release_leases(dataset)
-        except _ApiError:
+        except ApiError:
             pass
     sessions.close(st.session_state.get("_sid"))
     for key in list(st.session_state.keys()):

@@ -17,7 +17,7 @@ def label_model_of(engine: Any, sample_id: int) -> dict[str, Any]:
         return dict(s.get_one(Sample, sample_id).scores["label_model"])
 
 
-def test_scores_follow_the_better_run_or_a_persons_choice(annotator, engine, tiny_encoder: str) -> None:  # noqa: F811
+def test_scores_follow_the_better_run_or_a_persons_choice(annotator, engine, tiny_encoder: str) -> None:
     from sqlalchemy import update
 
     from db.models import Sample

@@ -51,6 +51,24 @@ def test_sign_in_keeps_the_token_out_of_the_url(live_api, annotator_token, revie
     assert at.session_state["user"]["role"] == "annotator"
     assert dict(at.query_params) == {}
     assert annotator_token not in htmls(at) and all(annotator_token not in m.value for m in at.markdown)
+    # The browser gets a one-time ticket to trade for the session cookie (review_ui/server.py), not the token.
+    from review_ui import sessions
+
+    ticket = cookie_component(at)["ticket"]
+    assert annotator_token not in ticket
+    found = sessions.resume(sessions.redeem_ticket(ticket))
+    assert found is not None and found[1].token == annotator_token
+    at.button(key="sign_out").click().run()
+    assert at.title[0].value == "augloop review" and "token" not in at.session_state
+    assert cookie_component(at)["sign_out"] is True  # the browser is told to drop the cookie
+    assert sessions.resume(sessions._signer.sign(found[0]).decode()) is None  # and the session is gone
+
+
+def cookie_component(at: AppTest) -> dict[str, Any]:
+    import json
+
+    [component] = [c for c in at.get("bidi_component") if c.proto.component_name == "augloop_session_cookie"]
+    return json.loads(component.proto.json)
 
 
 def cards_data(at: AppTest) -> dict[str, Any]:
@@ -300,11 +318,19 @@ def test_datasets_page_chart_moves_with_approvals(
     assert [h for h in admin.header if h.value == "Manage"]
     admin.text_area(key="ds_guidelines").input("Reject anything that changes the **stance**.")
     admin.number_input(key="ds_k").set_value(2)
+    admin.toggle(key="ds_distribute").set_value(True)
+    admin.number_input(key="ds_lease").set_value(30)
     admin.button[[b.label for b in admin.button].index("Save review settings")].click().run()
     no_errors(admin)
     with api(live_api, admin_token) as c:
         ds = c.get("/datasets/rev").json()
     assert ds["reviews_required"] == 2 and "stance" in ds["guidelines"]
+    assert ds["distribute_work"] is True and ds["lease_minutes"] == 30
+    # The Datasets page shows the same live progress as the Review page: toward the plan, per annotator.
+    assert any(h.value == "Review progress toward the plan" for h in admin.subheader)
+    people = next(f.value for f in admin.dataframe if "annotator" in f.value.columns)
+    assert people.loc[people["annotator"] == "bob-annotator", "decisions today"].iloc[0] == 3
+    assert all("+0.0" not in (m.proto.delta or "") for m in admin.metric)  # no arrow for "no change"
 
 
 def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, annotator_token, engine) -> None:
@@ -323,7 +349,8 @@ def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, annotato
     at.switch_page("app_pages/jobs.py").run()
     no_errors(at)
     assert at.get("progress")[0].proto.value == 25  # 30 of 120
-    assert "kept 25" in htmls(at)
+    assert "kept 25 · dropped 5 (duplicate 2, similarity 3)" in htmls(at)  # a sentence, not a Python dict
+    assert "{" not in htmls(at)
     assert at.code[0].value == "boom <b>not html</b>"
     table = at.dataframe[0].value
     assert dict(zip(table["counter"], table["value"], strict=True))["dropped.similarity"] == "3"

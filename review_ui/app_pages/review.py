@@ -129,9 +129,9 @@ def bulk_by_filter(dataset: str, params: dict[str, Any], reasons: list[str]) -> 
 def live_panel(name: str, distributing: bool) -> None:
     """Per-class and per-annotator progress, refreshed every LIVE_SECONDS; keeps this annotator's leases."""
     api = client()
-    if distributing and time.monotonic() - st.session_state.get("_renewed_at", 0.0) > RENEW_SECONDS:
-        if call(api.renew_leases, name) is not None:
-            st.session_state["_renewed_at"] = time.monotonic()
+    renew_due = time.monotonic() - st.session_state.get("_renewed_at", 0.0) > RENEW_SECONDS
+    if distributing and renew_due and call(api.renew_leases, name) is not None:
+        st.session_state["_renewed_at"] = time.monotonic()
     progress = call(api.progress, name)
     st.session_state["_progress"] = progress
     st.subheader("Progress toward the plan")

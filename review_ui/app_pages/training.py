@@ -36,7 +36,7 @@ ACTIVE = ("queued", "running")
 
 
 def duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 90:
         return f"{seconds} s"
     minutes = seconds // 60
