@@ -10,11 +10,12 @@ import pandas as pd
 import streamlit as st
 
 ROW = (
-    "<div style='display:flex;align-items:center;gap:10px;margin:4px 0'>"
-    "<div style='width:9.5em;overflow:hidden;text-overflow:ellipsis;white-space:nowrap'>{label}</div>"
-    "<div style='flex:1;background:#e6eaee;border-radius:7px;height:20px;min-width:60px'>"
+    "<div style='margin:6px 0 8px'>"
+    "<div style='display:flex;justify-content:space-between;gap:8px'>"
+    "<span style='overflow-wrap:anywhere'>{label}</span><span style='font-weight:700'>{numbers}</span></div>"
+    "<div style='background:#e6eaee;border-radius:7px;height:16px;margin-top:2px'>"
     "<div style='width:{pct:.1f}%;background:{color};height:100%;border-radius:7px'></div></div>"
-    "<div style='min-width:9.5em;text-align:right;font-weight:700'>{numbers}</div></div>"
+    "<div style='color:#555;font-size:0.85rem'>{details}</div></div>"
 )
 
 
@@ -33,12 +34,11 @@ def class_progress_html(progress: dict[str, Any]) -> str:
                     pct=100 * share,
                     color="#2e8b57" if share >= 1 else "#3b7dd8",
                     numbers=escape(f"{e['approved']} / {e['needed']} approved"),
+                    details=escape(
+                        f"{e['pending']} pending · {e['rejected']} rejected · "
+                        f"{max(0, e['needed'] - e['approved'])} to go"
+                    ),
                 )
-            )
-            parts.append(
-                "<div style='margin:-2px 0 4px 10.2em;color:#555;font-size:0.85rem'>"
-                + escape(f"{e['pending']} pending · {e['rejected']} rejected · {max(0, e['needed'] - e['approved'])} to go")
-                + "</div>"
             )
         others = [(label, e) for label, e in classes.items() if not e.get("needed") and (e["approved"] or e["pending"])]
         if others:
@@ -58,44 +58,87 @@ def show_class_progress(progress: dict[str, Any] | None) -> None:
     st.html(class_progress_html(progress))
 
 
-def annotator_frame(data: dict[str, Any]) -> pd.DataFrame:
-    rows = [
-        {
+def annotator_frame(data: dict[str, Any], compact: bool = False) -> pd.DataFrame:
+    rows = []
+    for r in data.get("annotators", []):
+        row = {
             "annotator": r["user"],
             "decisions today": r["decisions_today"],
             "per hour": r["per_hour"],
             "agreement with majority": r["agreement_with_majority"],
-            "compared": r["compared_with_majority"],
-            "undone today": r["undone_today"],
             "leased now": r["leased"],
         }
-        for r in data.get("annotators", [])
-    ]
+        if not compact:
+            row.update({"compared": r["compared_with_majority"], "undone today": r["undone_today"]})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
-def show_annotators(data: dict[str, Any] | None) -> None:
+def annotators_html(data: dict[str, Any]) -> str:
+    """A narrow table for the Review page's side column (a data grid there scrolls sideways)."""
+    head = ("annotator", "today", "per hour", "agrees", "leased")
+    cells = "".join(
+        "<tr>"
+        + "".join(
+            f"<td style='padding:3px 6px;text-align:{'left' if i == 0 else 'right'}'>{escape(str(v))}</td>"
+            for i, v in enumerate(
+                (
+                    r["user"],
+                    r["decisions_today"],
+                    "—" if r["per_hour"] is None else f"{r['per_hour']:.0f}",
+                    "—" if r["agreement_with_majority"] is None else f"{100 * r['agreement_with_majority']:.0f}%",
+                    r["leased"],
+                )
+            )
+        )
+        + "</tr>"
+        for r in data.get("annotators", [])
+    )
+    header = "".join(
+        f"<th style='padding:3px 6px;text-align:{'left' if i == 0 else 'right'};color:#555;font-weight:600'>{h}</th>"
+        for i, h in enumerate(head)
+    )
+    return (
+        "<table style='width:100%;border-collapse:collapse;font-size:0.95rem'>"
+        f"<thead><tr>{header}</tr></thead><tbody>{cells}</tbody></table>"
+        "<div style='color:#666;font-size:0.8rem;margin-top:4px'>per hour: while active today (after 2 min of "
+        "work) · agrees: with the majority of the other voters, on variants with 2+ votes</div>"
+    )
+
+
+def show_annotators(data: dict[str, Any] | None, compact: bool = False) -> None:
+    """Per annotator; `compact` (the Review page's side column) is a plain table that fits its width."""
     if not data:
         return
-    frame = annotator_frame(data)
-    if frame.empty:
+    if not data.get("annotators"):
         st.caption("No decisions yet.")
         return
+    if compact:
+        st.html(annotators_html(data))
+        return
+    frame = annotator_frame(data, compact)
     st.dataframe(
         frame,
         hide_index=True,
         width="stretch",
         column_config={
+            "annotator": st.column_config.TextColumn("annotator", width="small"),
+            "decisions today": st.column_config.NumberColumn("today", width="small", help="Decisions since 00:00 UTC"),
             "per hour": st.column_config.NumberColumn(
-                "per hour", format="%.0f", help="Decisions per hour of active time today (pauses over 5 min left out)"
+                "per hour",
+                format="%.0f",
+                width="small",
+                help="Decisions per hour of active time today (pauses over 5 min left out; shown after 2 min)",
             ),
             "agreement with majority": st.column_config.ProgressColumn(
-                "agrees with majority",
+                "agrees",
                 min_value=0.0,
                 max_value=1.0,
                 format="percent",
-                help="Votes matching the majority of the other voters, on variants with 2+ votes",
+                width="small",
+                help="Agreement with the majority: votes matching most of the other voters, on variants with 2+ votes",
             ),
+            "leased now": st.column_config.NumberColumn("leased", width="small", help="Variants leased to them now"),
             "compared": st.column_config.NumberColumn("compared", help="Variants behind the agreement figure"),
         },
     )

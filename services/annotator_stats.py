@@ -2,7 +2,8 @@
 
 - *Decisions today*: approve, reject and edit reviews since midnight UTC (undos counted apart).
 - *Rate*: decisions per hour of active time today, where a pause longer than `PAUSE` between two decisions
-  counts as a break, not as work: "120/h" means the pace while reviewing, not over the whole day.
+  counts as a break, not as work: "120/h" means the pace while reviewing, not over the whole day. Under
+  `MIN_ACTIVE` of work there is no rate yet (null).
 - *Agreement with the majority*: on variants with standing votes from at least two annotators, how often this
   annotator's keep (approve or edit) / drop (reject) matches the majority of the *other* voters on that
   variant (ties among the others are left out). With one review per variant there is nothing to compare, and
@@ -22,6 +23,7 @@ from db.reviews import APPROVING, latest_votes
 
 PAUSE = timedelta(minutes=5)  # a longer gap between two decisions is a break
 FIRST = timedelta(seconds=30)  # the reading time credited to the first decision of a stretch
+MIN_ACTIVE = timedelta(minutes=2)  # a rate over less work than this says more about luck than pace
 
 
 def active_seconds(times: list[datetime]) -> float:
@@ -31,6 +33,12 @@ def active_seconds(times: list[datetime]) -> float:
         gap = at - times[i - 1] if i else None
         total += (gap if gap is not None and gap <= PAUSE else FIRST).total_seconds()
     return total
+
+
+def rate_per_hour(times: list[datetime]) -> float | None:
+    """Decisions per hour of active work, once there are MIN_ACTIVE of it."""
+    seconds = active_seconds(times)
+    return round(len(times) / (seconds / 3600), 1) if seconds >= MIN_ACTIVE.total_seconds() else None
 
 
 def majority_agreement(votes: dict[int, dict[int, str]]) -> dict[int, tuple[int, int]]:
@@ -99,7 +107,7 @@ def annotator_progress(
                 "decisions_today": len(stamps),
                 "undone_today": undone.get(user_id, 0),
                 "active_minutes_today": round(seconds / 60, 1),
-                "per_hour": round(len(stamps) / (seconds / 3600), 1) if seconds else None,
+                "per_hour": rate_per_hour(stamps),
                 "last_decision_at": stamps[-1] if stamps else None,
                 "agreement_with_majority": round(agree / compared, 3) if compared else None,
                 "compared_with_majority": compared,

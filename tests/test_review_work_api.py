@@ -165,7 +165,7 @@ def test_progress_per_annotator(admin, annotator, carol, review_data) -> None:
     rows = {r["user"]: r for r in body["annotators"]}
     bob = rows["bob-annotator"]
     assert bob["decisions_today"] == 3 and bob["undone_today"] == 1
-    assert bob["per_hour"] > 0 and bob["active_minutes_today"] > 0
+    assert bob["active_minutes_today"] > 0 and bob["per_hour"] is None  # seconds of work: no rate yet
     # bob agreed with the others on a, not on b
     assert bob["compared_with_majority"] == 2 and bob["agreement_with_majority"] == 0.5
     assert rows["carol"]["agreement_with_majority"] is None or rows["carol"]["compared_with_majority"] == 1
@@ -175,11 +175,13 @@ def test_progress_per_annotator(admin, annotator, carol, review_data) -> None:
 def test_active_time_and_majority_rules() -> None:
     from datetime import UTC, datetime
 
-    from services.annotator_stats import active_seconds, majority_agreement
+    from services.annotator_stats import active_seconds, majority_agreement, rate_per_hour
 
     t0 = datetime(2026, 1, 1, 9, tzinfo=UTC)
     minutes = [0, 1, 2, 60, 61]  # two stretches with an hour's break between
     assert active_seconds([t0 + timedelta(minutes=m) for m in minutes]) == 30 + 60 + 60 + 30 + 60
+    assert rate_per_hour([t0 + timedelta(minutes=m) for m in minutes]) == round(5 / (240 / 3600), 1)  # 75/h
+    assert rate_per_hour([t0, t0 + timedelta(seconds=20)]) is None  # 50 s of work
     votes = {
         1: {10: "approve", 11: "approve", 12: "edit", 13: "reject"},  # 13 alone against the others' keep
         2: {10: "approve", 11: "reject"},  # one against one

@@ -137,7 +137,7 @@ def live_panel(name: str, distributing: bool) -> None:
     st.subheader("Progress toward the plan")
     show_class_progress(progress)
     st.subheader("Annotators")
-    show_annotators(call(api.annotators, name))
+    show_annotators(call(api.annotators, name), compact=True)
     st.caption(f"Updated every {LIVE_SECONDS} s.")
 
 

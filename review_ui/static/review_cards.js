@@ -71,6 +71,9 @@ export default function (component) {
     s.bar.append(s.notice, s.selection, s.help);
     root.append(s.bar, s.list);
     parentElement.appendChild(root);
+    // keep the bar (messages, keys) in view below Streamlit's own fixed header
+    const header = document.querySelector('header[data-testid="stHeader"]');
+    s.bar.style.top = (header ? header.getBoundingClientRect().height : 0) + "px";
     s.root = root;
     s.onKey = (event) => onKey(s, event);
     document.addEventListener("keydown", s.onKey);
