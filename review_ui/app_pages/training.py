@@ -266,10 +266,27 @@ def show_run(run: dict[str, Any], dataset: str, runs: list[dict[str, Any]]) -> N
         st.code(run["error"], language=None)
 
 
+def scorers_caption(dataset: str) -> None:
+    """Which models scored the review queue: the cards' label-model flags are only as good as these."""
+    summary = call(client().label_model, dataset)
+    scorers = [s for s in (summary or {}).get("scorers", []) if s.get("run_id")]
+    if not scorers:
+        return
+    parts = [
+        f"{'ensemble' if s.get('kind') == 'ensemble' else 'run'} #{s['run_id']}"
+        + (f" (val macro-F1 {s['val_macro_f1']:.2f})" if s.get("val_macro_f1") is not None else "")
+        + f": {s['pending']:,} pending variants, {s['flagged']:,} flagged"
+        for s in scorers
+    ]
+    st.caption(plain("The review queue's label model: " + "; ".join(parts) + ". A finished run replaces these "
+                     "scores only where its val macro-F1 is better; the button under a run replaces them all."))
+
+
 def runs_section(dataset: str) -> None:
     runs = call(client().training_runs, dataset=dataset)
     if runs is None:
         return
+    scorers_caption(dataset)
     active = any(r["status"] in ACTIVE for r in runs)
 
     @st.fragment(run_every=LIVE_SECONDS if active else None)
