@@ -17,7 +17,7 @@ Arms: `idle` (nothing else of ours running) and `busy` (one extra process spinni
 as when a worker trains beside the UI on this 2-core machine). The headline is the p95 over all timed
 decisions of the busy arm, against the issue's target of 500 ms.
 
-    .venv/bin/python bench/review_ui_latency.py           # 2 arms × 150 decisions, ~4 min; writes the JSON
+    .venv/bin/python bench/review_ui_latency.py           # 2 arms × 150 decisions, 2–3 min; writes the JSON
     .venv/bin/python bench/review_ui_latency.py --quick   # 1 arm (busy) × 20 decisions, under a minute
 """
 
