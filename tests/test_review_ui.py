@@ -104,6 +104,30 @@ def test_family_view_renders_user_text_literally(live_api, annotator_token, revi
     assert "innerHTML" not in js and "insertAdjacentHTML" not in js
 
 
+def test_a_card_says_what_the_label_model_predicts_and_which_model(live_api, annotator_token, engine,
+                                                                   review_data) -> None:
+    from sqlalchemy import update
+
+    from db.models import Sample
+    from db.session import session_scope
+
+    v = review_data.variants[review_data.sources[3]][0]  # intended: bias partisan, message attack
+    probs = {"bias": {"neutral": 0.2, "partisan": 0.8}, "message": {"attack": 0.3, "policy": 0.6, "media": 0.1}}
+    with session_scope(engine) as s:
+        s.execute(update(Sample).where(Sample.id == v).values(
+            label_flag=True,
+            scores={"label_model": {"run_id": 7, "kind": "ensemble", "val_macro_f1": 0.412, "chosen": True,
+                                    "probs": probs}},
+        ))
+    at = signed_in(annotator_token, "annotator")
+    card = next(c for c in cards_data(at)["cards"] if c["id"] == v)
+    assert card["label_model"] == {
+        "who": "Label model: ensemble #7 (val macro-F1 0.41), chosen by a person",
+        "tasks": [["bias", "partisan", "partisan", "0.80"], ["message", "policy", "attack", "0.60"]],
+        "disagrees": True,
+    }
+
+
 REVIEW_UI = __import__("pathlib").Path(__file__).resolve().parent.parent / "review_ui"
 
 
