@@ -47,8 +47,19 @@ class Votes(BaseModel):
     mine: str | None = Field(default=None, description="Your latest decision on this variant, if any")
 
 
+class LastReview(BaseModel):
+    id: int
+    user: str
+    decision: str = Field(description="approve, reject, edit, or undo (a withdrawn vote)")
+    reason: str | None
+    created_at: datetime
+
+
 class QueueItem(SampleRead):
     votes: Votes = Field(default_factory=Votes)
+    last_review: LastReview | None = Field(
+        default=None, description="The variant's latest review as stored (decision, reason, who)"
+    )
 
 
 class FamilySource(BaseModel):
@@ -139,3 +150,54 @@ class BulkDecisionResult(BaseModel):
     applied: int
     confirmed: bool
     statuses: dict[str, int] = Field(description="How many variants ended in each status")
+
+
+class UndoCreate(RequestBody):
+    version: int = Field(ge=1, description="The version you hold (from your decision's answer)")
+
+
+class AssignmentRequest(RequestBody):
+    """Ask for your share of the work: your leased variants matching the filter, topped up to `size`."""
+
+    filter: QueueFilterBody = Field(default_factory=QueueFilterBody)
+    sort: str = "age"
+    size: int = Field(default=50, ge=1, le=200)
+
+
+class AssignedQueue(ReviewQueue):
+    leased_until: datetime = Field(description="When your leases end unless you keep working")
+
+
+class LeaseRenewal(BaseModel):
+    renewed: int
+    leased_until: datetime
+
+
+class LeaseRelease(BaseModel):
+    released: int
+
+
+class AnnotatorRow(BaseModel):
+    user: str
+    decisions_today: int
+    undone_today: int
+    active_minutes_today: float
+    per_hour: float | None = Field(description="Decisions per hour of active time today (pauses > 5 min left out)")
+    last_decision_at: datetime | None
+    agreement_with_majority: float | None = Field(
+        description="Share of votes matching the majority of the other voters (variants with 2+ votes)"
+    )
+    compared_with_majority: int
+    leased: int = Field(description="Variants leased to this annotator now")
+
+
+class AnnotatorProgress(BaseModel):
+    dataset: str
+    day_started_at: datetime
+    reviews_required: int
+    distribute_work: bool
+    annotators: list[AnnotatorRow]
+
+
+class LabelModelChoice(RequestBody):
+    model_id: int = Field(ge=1, le=2**63 - 1, description="A finished run or ensemble of this dataset")

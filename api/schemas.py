@@ -30,6 +30,8 @@ class DatasetRead(BaseModel):
     split_info: dict[str, Any]
     reviews_required: int
     guidelines: str
+    distribute_work: bool = Field(description="Pending variants are leased to annotators who ask for work")
+    lease_minutes: int = Field(description="How long a lease lasts without activity")
     created_at: datetime
 
 
@@ -44,6 +46,8 @@ class DatasetUpdate(RequestBody):
     reviews_required: int | None = Field(default=None, ge=1, le=15)
     guidelines: str | None = Field(default=None, max_length=100_000)
     language: str | None = Field(default=None, min_length=2, max_length=16)
+    distribute_work: bool | None = None
+    lease_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
 
 
 class ImportResultRead(BaseModel):

@@ -40,6 +40,9 @@ class TrainingRunSummary(BaseModel):
     member_ids: list[int]
     encoder: str | None
     seed: int | None
+    variants: str | None = Field(
+        default=None, description="approved (originals + approved variants) or none (originals only)"
+    )
     val_macro_f1: float | None
     test_macro_f1: float | None
     best_epoch: int | None
@@ -93,3 +96,19 @@ class PseudoLabelCreate(RequestBody):
     threshold: float = Field(
         default=0.9, gt=0, le=1, description="Minimum over tasks of the top probability for a text to be kept"
     )
+
+
+class TrainingEstimate(BaseModel):
+    dataset: str
+    config: dict[str, Any] = Field(description="The full config each run would get (defaults filled in)")
+    runs: int
+    train_examples: int = Field(description="Train originals plus the variants this config trains on")
+    eval_examples: int = Field(description="Val and test originals, evaluated each epoch and at the end")
+    pending_to_score: int = Field(description="Pending variants the finished run scores for the review queue")
+    tokens_per_text: float
+    samples_per_second: float
+    seconds_per_epoch: float
+    seconds_per_run: float
+    seconds_total: float = Field(description="All runs one after the other on one worker")
+    basis: str = Field(description="Where the rate comes from: a measured run, or the reference CPU rate")
+    note: str

@@ -196,12 +196,11 @@ def ui(port: Annotated[Optional[int], typer.Option(help="Port")] = None) -> None
     """Run the review UI (Streamlit); it talks to the API at AUGLOOP_API_URL."""
     import os
 
-    from review_ui import APP_PATH
+    from review_ui import SERVER_PATH, STREAMLIT_FLAGS
 
     settings = get_settings()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP_PATH), "--server.headless=true",
-           f"--server.port={port or settings.ui_port}", f"--server.address={settings.ui_host}",
-           "--browser.gatherUsageStats=false"]
+    cmd = [sys.executable, "-m", "streamlit", "run", str(SERVER_PATH), *STREAMLIT_FLAGS,
+           f"--server.port={port or settings.ui_port}", f"--server.address={settings.ui_host}"]
     sys.stdout.flush()
     os.execv(sys.executable, cmd)  # become Streamlit: signals (Ctrl-C, SIGTERM) reach it directly
 

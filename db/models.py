@@ -95,6 +95,11 @@ class Decision(StrEnum):
     edit = "edit"  # edit then approve
 
 
+# A `reviews` row with this decision withdraws its author's latest vote on the sample (an audited undo). It is
+# not a Decision: no request can cast it as a vote.
+UNDO = "undo"
+
+
 class RejectReason(StrEnum):
     label_changed = "label_changed"
     meaning_changed = "meaning_changed"
@@ -102,6 +107,7 @@ class RejectReason(StrEnum):
     wrong_language = "wrong_language"
     near_duplicate = "near_duplicate"
     other = "other"
+    unspecified = "unspecified"  # a rejection whose reviewer chose no reason (never shown as a choice)
 
 
 class JobStatus(StrEnum):
@@ -152,6 +158,9 @@ class Dataset(Base):
     split_info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     reviews_required: Mapped[int] = mapped_column(Integer, default=1)  # k reviews decide a variant by majority
     guidelines: Mapped[str] = mapped_column(Text, default="")
+    # Work sharing: pending variants are leased to the annotators who ask for work, `lease_minutes` at a time
+    distribute_work: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    lease_minutes: Mapped[int] = mapped_column(Integer, default=15, server_default="15")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     def task_names(self) -> list[str]:
@@ -241,6 +250,23 @@ class Review(Base):
     text_before: Mapped[str] = mapped_column(Text)
     text_after: Mapped[str] = mapped_column(Text)
     version_seen: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReviewAssignment(Base):
+    """A variant leased to an annotator: theirs to review until `leased_until` (renewed while they work)."""
+
+    __tablename__ = "review_assignments"
+    __table_args__ = (
+        UniqueConstraint("sample_id", "user_id"),
+        Index("ix_review_assignments_dataset_user", "dataset_id", "user_id", "leased_until"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    leased_until: Mapped[datetime] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
 
@@ -22,6 +22,7 @@ from core.errors import NotFoundError, ValidationFailed
 from db.chunks import chunked
 from db.models import (
     REVIEWABLE_ORIGINS,
+    UNDO,
     Dataset,
     Decision,
     Review,
@@ -145,10 +146,17 @@ def _label_rows(session: Session, f: QueueFilter) -> int | None:
 
 
 def not_voted_by(session: Session, user_id: int) -> ColumnElement[bool]:
-    """The variant has no review by this user. Reviews are looked up by sample (a handful per variant): SQLite
-    would otherwise pick ix_reviews_user_id and scan all of a prolific annotator's reviews for every row."""
+    """The variant has no vote by this user: no review, or their latest one is an undo. Reviews are looked up
+    by sample (a handful per variant): SQLite would otherwise pick ix_reviews_user_id and scan all of a
+    prolific annotator's reviews for every row."""
     voter = _noindex(Review.user_id) if session.get_bind().dialect.name == "sqlite" else Review.user_id
-    return ~exists().where(Review.sample_id == Sample.id, voter == user_id)
+    later = aliased(Review)
+    return ~exists().where(
+        Review.sample_id == Sample.id,
+        voter == user_id,
+        Review.decision != UNDO,
+        ~exists().where(later.sample_id == Review.sample_id, later.user_id == Review.user_id, later.id > Review.id),
+    )
 
 
 def _sparse(
@@ -390,9 +398,8 @@ def families_of(session: Session, variants: list[Sample]) -> list[dict[str, Any]
 
 def latest_votes(session: Session, sample_ids: list[int]) -> dict[int, dict[int, str]]:
     """sample id → {user id → that user's latest decision on the variant's current text}, the most recent vote
-    last. A user who changes their mind has one vote; an edit changes the text, so it withdraws every vote cast
-    before it (the editor's edit counts as their approval of the new text)."""
-    votes: dict[int, dict[int, str]] = {}
+    last (see `replay`)."""
+    decisions: dict[int, list[tuple[int, str]]] = {}
     for chunk in chunked(sample_ids):
         rows = session.execute(
             select(Review.sample_id, Review.user_id, Review.decision)
@@ -400,16 +407,43 @@ def latest_votes(session: Session, sample_ids: list[int]) -> dict[int, dict[int,
             .order_by(Review.id)
         ).tuples()
         for sample_id, user_id, decision in rows:
-            cast(votes.setdefault(sample_id, {}), user_id, decision)
+            decisions.setdefault(sample_id, []).append((user_id, decision))
+    return {sample_id: replay(trail) for sample_id, trail in decisions.items()}
+
+
+def replay(trail: list[tuple[int, str]]) -> dict[int, str]:
+    """The votes a decision trail [(user id, decision), ...] leaves, most recent last:
+    - a user who changes their mind has one vote;
+    - an edit changes the text, so it withdraws every vote cast before it (the editor's edit counts as their
+      approval of the new text);
+    - an undo withdraws the user's vote; undoing an edit restores the text, and with it the votes cast on that
+      text before the edit."""
+    votes: dict[int, str] = {}
+    before_edits: list[tuple[int, dict[int, str]]] = []
+    for user_id, decision in trail:
+        if decision == UNDO and votes.get(user_id) == Decision.edit and before_edits \
+                and before_edits[-1][0] == user_id:
+            votes = before_edits.pop()[1]
+            continue
+        if decision == Decision.edit:
+            before_edits.append((user_id, dict(votes)))
+        cast(votes, user_id, decision)
     return votes
 
 
+def decision_trail(session: Session, sample_id: int) -> list[tuple[int, str]]:
+    return list(session.execute(
+        select(Review.user_id, Review.decision).where(Review.sample_id == sample_id).order_by(Review.id)
+    ).tuples())
+
+
 def cast(votes: dict[int, str], user_id: int, decision: str) -> dict[int, str]:
-    """Add one decision to {user id → vote} (most recent last), in place."""
+    """Add one decision to {user id → vote} (most recent last), in place. An undo withdraws the user's vote."""
     if decision == Decision.edit:
         votes.clear()
     votes.pop(user_id, None)
-    votes[user_id] = decision
+    if decision != UNDO:
+        votes[user_id] = decision
     return votes
 
 
@@ -514,3 +548,27 @@ def pending_variant_condition(dataset: Dataset) -> ColumnElement[bool]:
         Sample.origin.in_(REVIEWABLE_ORIGINS),
         Sample.review_status == ReviewStatus.pending,
     )
+
+
+def latest_reviews(session: Session, sample_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """sample id → its latest review (who, decision, reason, when): what a decided card shows as stored."""
+    out: dict[int, dict[str, Any]] = {}
+    for start in range(0, len(sample_ids), 500):
+        chunk = sample_ids[start : start + 500]
+        newest = (
+            select(func.max(Review.id)).where(Review.sample_id.in_(chunk)).group_by(Review.sample_id)
+        ).scalar_subquery()
+        rows = session.execute(
+            select(Review.id, Review.sample_id, User.name, Review.decision, Review.reason, Review.created_at)
+            .join(User, User.id == Review.user_id)
+            .where(Review.id.in_(newest))
+        ).tuples()
+        for review_id, sample_id, name, decision, reason, created_at in rows:
+            out[sample_id] = {
+                "id": review_id,
+                "user": name,
+                "decision": decision,
+                "reason": reason,
+                "created_at": created_at,
+            }
+    return out

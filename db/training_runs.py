@@ -13,6 +13,7 @@ one pseudo-label per unlabelled text. Only train-split texts are pseudo-labelled
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -180,9 +181,18 @@ class ConsistencyScore:
     probs: dict[str, dict[str, float]]
 
 
-def apply_consistency_scores(session: Session, run_id: int, scores: list[ConsistencyScore]) -> int:
+def apply_consistency_scores(
+    session: Session,
+    run_id: int,
+    scores: list[ConsistencyScore],
+    *,
+    scorer: dict[str, Any] | None = None,
+    replace_if: Callable[[dict[str, Any] | None], bool] | None = None,
+) -> int:
     """Write scores to variants still pending at the version that was scored (an edit since then changed the
-    text, so its score would be stale). Other keys of `scores` (similarity details...) are kept."""
+    text, so its score would be stale). `scorer` describes the model (stored beside the probabilities);
+    `replace_if(current label_model entry or None)` says whether a variant's existing score may be replaced.
+    Other keys of `scores` (similarity details...) are kept."""
     written = 0
     for score in scores:
         current = session.execute(
@@ -194,7 +204,10 @@ def apply_consistency_scores(session: Session, run_id: int, scores: list[Consist
         ).first()
         if current is None:
             continue
-        merged = {**(current[0] or {}), "label_model": {"run_id": run_id, "probs": score.probs}}
+        if replace_if is not None and not replace_if((current[0] or {}).get("label_model")):
+            continue
+        label_model = {"run_id": run_id, **(scorer or {}), "probs": score.probs}
+        merged = {**(current[0] or {}), "label_model": label_model}
         written += (
             session.execute(
                 update(Sample)

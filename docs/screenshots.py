@@ -4,7 +4,8 @@ Each shot runs in a temporary directory: import the example dataset, plan and ge
 the `message` task (`augloop augment run` + `augloop worker --burst`), start `augloop serve`, a worker and the
 UI, then photograph a page in headless Chromium (Debian's /usr/bin/chromium; never a browser download).
 
-- `review`: docs/review_page.png, the Review page after a few decisions through the API;
+- `review`: docs/review_page.png, the Review page after two annotators' decisions through the API, then three
+  keys pressed in the browser (approve, reject with a reason, pick a reason for the card in focus);
 - `augment`: docs/augment_page.png, the Augment page as on an offline laptop (WordNet ready; the hub models
   of the masked LM and back-translation missing, with the setting to change) with a plan preview;
 - `impact`: docs/impact_report.png, the Impact page with a finished report on the example dataset's first
@@ -30,6 +31,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages and the browser helpers of tests/
+from review_ui import SERVER_PATH, STREAMLIT_FLAGS  # noqa: E402
 from tests.browser_stack import open_page, wait_http  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "political_social_media.csv"
@@ -54,10 +56,10 @@ def augloop(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def decide_some(api: httpx.Client) -> None:
-    """A morning's work on the `other` class, so that the progress table has something to show."""
-    queue = api.get(f"/datasets/{DATASET}/review-queue", params={"task": "message", "label": "other"}).json()
-    for i, v in enumerate(queue["items"][:30]):
+def decide_some(api: httpx.Client, label: str = "other", count: int = 30) -> None:
+    """A morning's work on one class, so that the progress panels have something to show."""
+    queue = api.get(f"/datasets/{DATASET}/review-queue", params={"task": "message", "label": label}).json()
+    for i, v in enumerate(queue["items"][:count]):
         body = (
             {"decision": "reject", "version": v["version"], "reason": "meaning_changed"}
             if i % 4 == 0
@@ -123,14 +125,29 @@ def sign_in(page, ui: str, token: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def shoot_review(page, ui: str) -> None:  # type: ignore[no-untyped-def]
+    """One minority class, then the keyboard: A approves the card in focus, 2 then X rejects the next with
+    "meaning changed", 3 picks a reason on the card now in focus; the cards show what was stored."""
     from playwright.sync_api import expect
 
-    expect(page.get_by_text("Source #").first).to_be_visible()
+    expect(page.locator(".rv-card").first).to_be_visible()
     for key, option in (("f_task", "message"), ("f_label", "attack")):  # one minority class at a time
+        page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]')
         page.locator(f".st-key-{key}").get_by_role("combobox").click()
         page.get_by_role("option", name=option, exact=True).click()
         page.wait_for_timeout(800)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]')
     expect(page.get_by_text("variants match").first).to_be_visible()
+    page.get_by_role("heading", name="Review").click()  # the page has the keyboard, not a filter box
+    first = page.get_attribute(".rv-root", "data-focus")
+    page.keyboard.press("a")
+    expect(page.locator(f'#rv-card-{first}[data-status="approved"]:not([data-saving])')).to_have_count(1)
+    second = page.get_attribute(".rv-root", "data-focus")
+    page.keyboard.press("2")
+    page.keyboard.press("x")
+    expect(page.locator(f'#rv-card-{second}[data-status="rejected"]:not([data-saving])')).to_have_count(1)
+    page.keyboard.press("3")
+    # back to the top of the page: the filters' caption, the first family, the progress panels
+    page.evaluate("document.querySelector('[data-testid=stMain]').scrollTo(0, 0)")
 
 
 def shoot_augment(page, ui: str) -> None:  # type: ignore[no-untyped-def]
@@ -151,7 +168,7 @@ def shoot_impact(page, ui: str) -> None:  # type: ignore[no-untyped-def]
 
 
 SHOTS = {
-    "review": ("review_page.png", 1250, shoot_review),
+    "review": ("review_page.png", 1500, shoot_review),
     "augment": ("augment_page.png", 1300, shoot_augment),
     "impact": ("impact_report.png", 2600, shoot_impact),
 }
@@ -194,9 +211,8 @@ def make(shot: str, out: Path) -> None:
         procs = [
             subprocess.Popen([sys.executable, "-m", "augloop", "serve", "--port", str(api_port)], **quiet),
             subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", str(ROOT / "review_ui" / "app.py"),
-                 "--server.headless=true", f"--server.port={ui_port}", "--server.address=127.0.0.1",
-                 "--browser.gatherUsageStats=false", "--client.toolbarMode=viewer"],
+                [sys.executable, "-m", "streamlit", "run", str(SERVER_PATH), *STREAMLIT_FLAGS,
+                 f"--server.port={ui_port}", "--server.address=127.0.0.1"],
                 **quiet,
             ),
         ]
@@ -212,6 +228,10 @@ def make(shot: str, out: Path) -> None:
             ) as api:
                 if shot == "review":
                     decide_some(api)
+                    colleague = augloop(env, "token", "create", "--name", "li").strip().splitlines()[-1]
+                    with httpx.Client(base_url=api.base_url, timeout=120,
+                                      headers={"Authorization": f"Bearer {colleague}"}) as li:
+                        decide_some(li, label="mobilization", count=18)
                 if shot == "impact":
                     print(f"approved {approve_everything(api)} variants in bulk", flush=True)
                     run_impact_report(api, env)

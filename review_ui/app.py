@@ -1,7 +1,8 @@
 """The review UI: sign in with an API token, then the pages your role allows. Run with `augloop ui`.
 
-The token is kept in this browser session's state only (never in the URL, never on disk); every page talks to
-the API through review_ui/client.py.
+The token lives in this UI server's memory only (never in the URL, never on disk). A reload keeps you signed in
+through an HttpOnly session cookie that holds a signed random id, not the token (review_ui/sessions.py), and
+restores your filters. Every page talks to the API through review_ui/client.py.
 """
 
 from __future__ import annotations
@@ -16,17 +17,56 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from review_ui import sessions  # noqa: E402
+from review_ui.client import ApiClient, ApiError  # noqa: E402
+from review_ui.components import session_cookie  # noqa: E402
 from review_ui.state import user  # noqa: E402
 
 PAGES = Path(__file__).parent / "app_pages"
 
 st.set_page_config(page_title="augloop review", page_icon=":material/fact_check:", layout="wide")
+st.set_option("client.toolbarMode", "viewer")  # no "Deploy" and developer menu for annotators
+
+
+def resume_session() -> None:
+    """After a reload: the session named by the cookie, if it lives and its token still works."""
+    found = sessions.resume(st.context.cookies.get(sessions.COOKIE))
+    if found is None:
+        return
+    sid, session = found
+    try:
+        me = ApiClient(session.token).me()
+    except ApiError:  # revoked or expired meanwhile, or the API is down: sign in again
+        sessions.close(sid)
+        return
+    st.session_state.update(token=session.token, user=me, _sid=sid)
+    remembered = session.remembered
+    if remembered.get("current_dataset"):
+        st.session_state["current_dataset"] = remembered["current_dataset"]
+    for key, value in (remembered.get("filters") or {}).items():
+        if value is not None:
+            st.session_state[key] = value
 
 
 def sign_out() -> None:
+    token, dataset = st.session_state.get("token"), st.session_state.get("current_dataset")
+    if token and dataset:
+        try:  # give back any variants leased to you, so others can take them now
+            ApiClient(token).release_leases(dataset)
+        except ApiError:
+            pass
+    sessions.close(st.session_state.get("_sid"))
     for key in list(st.session_state.keys()):
         del st.session_state[key]
+    st.session_state["_cookie_action"] = {"sign_out": True, "nonce": sessions.new_nonce()}
 
+
+if not st.session_state.get("token"):
+    resume_session()
+cookie_action = st.session_state.pop("_cookie_action", None)
+if cookie_action:
+    with st.sidebar:
+        session_cookie(key="session_cookie", data=cookie_action, height=0)
 
 if not st.session_state.get("token"):
     page = st.navigation([st.Page(PAGES / "signin.py", title="Sign in", icon=":material/key:", default=True)])

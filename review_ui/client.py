@@ -114,6 +114,30 @@ class ApiClient:
             body["text"] = text
         return self.post(f"/samples/{sample_id}/decision", body)
 
+    def undo(self, sample_id: int, version: int) -> dict[str, Any]:
+        return self.post(f"/samples/{sample_id}/undo", {"version": version})
+
+    def cards(self, sample_ids: list[int]) -> list[dict[str, Any]]:
+        return self.get("/review-cards", ids=",".join(map(str, sample_ids)))
+
+    def next_batch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post(f"/datasets/{name}/assignments", body)
+
+    def renew_leases(self, name: str) -> dict[str, Any]:
+        return self.post(f"/datasets/{name}/assignments/renew")
+
+    def release_leases(self, name: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/datasets/{name}/assignments")
+
+    def annotators(self, name: str) -> dict[str, Any]:
+        return self.get(f"/datasets/{name}/annotators")
+
+    def label_model(self, name: str) -> dict[str, Any]:
+        return self.get(f"/datasets/{name}/label-model")
+
+    def choose_label_model(self, name: str, model_id: int) -> dict[str, Any]:
+        return self.post(f"/datasets/{name}/label-model", {"model_id": model_id})
+
     def bulk(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.post(f"/datasets/{name}/bulk-decisions", body)
 
@@ -148,6 +172,9 @@ class ApiClient:
 
     def start_training(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.post("/training-runs", body)
+
+    def training_estimate(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post("/training-estimates", body)
 
     def impact_reports(self, dataset: str) -> list[dict[str, Any]]:
         return self.get(f"/datasets/{dataset}/impact-reports")

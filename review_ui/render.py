@@ -24,21 +24,29 @@ def _words(text: str) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2)) for m in _TOKEN.finditer(text)]
 
 
-def diff_html(source: str, variant: str) -> str:
-    """The variant with the words it added or changed highlighted, and the source words it dropped struck."""
+def diff_segments(source: str, variant: str) -> list[tuple[str, str]]:
+    """The variant as (op, text) pieces against its source: "eq" kept, "ins" added or changed words, "del" the
+    source words it dropped. Joined, the "eq" and "ins" pieces give the variant with its own spacing."""
     old, new = _words(source), _words(variant)
     matcher = difflib.SequenceMatcher(a=[w for w, _ in old], b=[w for w, _ in new], autojunk=False)
-    parts: list[str] = []
+    parts: list[tuple[str, str]] = []
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag in ("replace", "delete"):
-            parts.append(DEL.format(escape(" ".join(w for w, _ in old[i1:i2]))) + " ")
+            parts.append(("del", " ".join(w for w, _ in old[i1:i2])))
+            parts.append(("eq", " "))
         if tag == "equal":
-            parts.extend(escape(w + sp) for w, sp in new[j1:j2])
+            parts.append(("eq", "".join(w + sp for w, sp in new[j1:j2])))
         elif tag in ("replace", "insert"):
             words = new[j1:j2]
-            parts.append(INS.format(escape("".join(w + sp for w, sp in words[:-1]) + words[-1][0])))
-            parts.append(escape(words[-1][1]))
-    return BOX.format("".join(parts))
+            parts.append(("ins", "".join(w + sp for w, sp in words[:-1]) + words[-1][0]))
+            parts.append(("eq", words[-1][1]))
+    return [(op, text) for op, text in parts if text]
+
+
+def diff_html(source: str, variant: str) -> str:
+    """The variant with the words it added or changed highlighted, and the source words it dropped struck."""
+    pieces = {"eq": "{}", "ins": INS, "del": DEL}
+    return BOX.format("".join(pieces[op].format(escape(text)) for op, text in diff_segments(source, variant)))
 
 
 def text_html(text: str) -> str:

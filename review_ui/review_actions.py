@@ -1,5 +1,6 @@
-"""What the Review page's buttons do. They run as Streamlit callbacks, before the page re-renders, so the
-queue the annotator sees next already reflects the decision; the outcome is reported through `flash`."""
+"""What the Review page's Streamlit buttons do (bulk by filter, paging); the cards' own keys and buttons are
+handled by review_ui/review_flow.py. These run as callbacks, before the page re-renders; the outcome is
+reported through `flash`."""
 
 from __future__ import annotations
 
@@ -10,35 +11,6 @@ import streamlit as st
 from review_ui.client import ApiError
 from review_ui.render import plain
 from review_ui.state import client, flash
-
-DONE = {"approve": "approved", "reject": "rejected", "edit": "edited and approved"}
-
-
-def _conflict_message(sample_id: int, err: ApiError) -> str:
-    current = err.body.get("current") or {}
-    last = current.get("last_review") or {}
-    who = f" by {plain(str(last.get('user')))}" if last.get("user") else ""
-    return (
-        f"Someone else decided first: variant #{sample_id} is now **{current.get('review_status')}**{who} "
-        f"(version {current.get('version')}). The queue below shows its current state; decide again if "
-        f"you still disagree."
-    )
-
-
-def decide(sample_id: int, version: int, decision: str) -> None:
-    reason = st.session_state.get(f"reason_{sample_id}") if decision == "reject" else None
-    text = st.session_state.get(f"edit_{sample_id}_{version}") if decision == "edit" else None
-    try:
-        result = client().decide(sample_id, decision, version, reason=reason, text=text)
-    except ApiError as err:
-        if err.status == 409 and "current" in err.body:
-            flash("warning", _conflict_message(sample_id, err))
-        else:
-            flash("error", plain(str(err)))
-        return
-    waiting = " (waiting for more reviews)" if result.get("review_status") == "pending" else ""
-    flash("success", f"Variant #{sample_id} {DONE[decision]}{waiting}.")
-    st.session_state.pop(f"sel_{sample_id}", None)
 
 
 def bulk(dataset: str, selection: dict[str, Any], decision: str, expected: int) -> None:
@@ -61,20 +33,9 @@ def bulk(dataset: str, selection: dict[str, Any], decision: str, expected: int) 
         return
     statuses = ", ".join(f"{n} {status}" for status, n in sorted(result.get("statuses", {}).items()))
     flash("success", f"Bulk {decision}: {result['applied']} variants ({statuses or 'none changed'}).")
-    for sample_id in selection.get("sample_ids") or []:
-        st.session_state.pop(f"sel_{sample_id}", None)
     st.session_state.pop("bulk_count", None)
     st.session_state.pop("bulk_confirm", None)
-    st.session_state["progress_refresh"] = (
-        st.session_state.get("progress_refresh", 0) + 1
-    )  # numbers moved a lot
-
-
-def bulk_selected(dataset: str, page_ids: list[int], decision: str) -> None:
-    """The variants ticked on this page, read when the button is pressed."""
-    selected = [i for i in page_ids if st.session_state.get(f"sel_{i}")]
-    if selected:
-        bulk(dataset, {"sample_ids": selected}, decision, len(selected))
+    reload_view()  # the cards on screen changed a lot
 
 
 def count_matching(dataset: str, filter_body: dict[str, Any], signature: str) -> None:
@@ -89,3 +50,8 @@ def count_matching(dataset: str, filter_body: dict[str, Any], signature: str) ->
 
 def set_page(page: int) -> None:
     st.session_state["page"] = max(1, page)
+
+
+def reload_view() -> None:
+    """Fetch the cards again (a new batch when work is shared out, the current page otherwise)."""
+    st.session_state["review_reload"] = st.session_state.get("review_reload", 0) + 1

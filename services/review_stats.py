@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.chunks import chunked
-from db.models import AugmentationPlan, Dataset, Origin, Review, Sample, SampleLabel, User
+from db.models import UNDO, AugmentationPlan, Dataset, Origin, Review, Sample, SampleLabel, User
 from db.reviews import APPROVING
 
 Units = dict[int, dict[int, int]]  # sample id → {user id → 1 keep / 0 drop}
@@ -95,8 +95,12 @@ def agreement(session: Session, dataset: Dataset) -> dict[str, Any]:
     units: Units = {}
     method_of: dict[int, str] = {}
     for sample_id, user_id, decision, method in rows:
-        units.setdefault(sample_id, {})[user_id] = 1 if decision in APPROVING else 0  # latest vote wins
+        if decision == UNDO:  # a withdrawn vote counts for nothing
+            units.get(sample_id, {}).pop(user_id, None)
+        else:
+            units.setdefault(sample_id, {})[user_id] = 1 if decision in APPROVING else 0  # latest vote wins
         method_of[sample_id] = method or "unknown"
+    units = {sample_id: unit for sample_id, unit in units.items() if unit}
     names = (
         dict(
             session.execute(

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -20,12 +19,13 @@ from db import queue
 from db import training_runs as db_runs
 from db.models import Dataset
 from db.session import readonly_engine, session_scope
+from services import label_model
 from services.training import runs_root
 from services.training_data import load_split_data
 from trainer.config import TrainConfig
 from trainer.examples import TaskSpec
 from trainer.metrics import summary_line
-from trainer.predict import predict_texts, probs_to_json
+from trainer.predict import predict_texts
 from trainer.train import save_artifacts, train_model
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -120,7 +120,7 @@ def _score_and_record(
     }
     with session_scope(engine) as session:
         guard(session)
-        db_runs.finish_run(
+        run = db_runs.finish_run(
             session,
             run_id,
             metrics=result.metrics,
@@ -128,7 +128,12 @@ def _score_and_record(
             snapshot=result.snapshot,
             artifact_dir=str(out_dir),
         )
-        summary["variants_scored"] = db_runs.apply_consistency_scores(session, run_id, scores)
+        # A run replaces earlier label-model scores only where its val macro-F1 is better (services.label_model).
+        scorer = label_model.scorer_of(run)
+        summary["variants_scored"] = db_runs.apply_consistency_scores(
+            session, run_id, scores, scorer=scorer, replace_if=label_model.automatic_rule(scorer)
+        )
+        summary["variants_not_rescored"] = len(scores) - summary["variants_scored"]  # better scores kept, or decided
         if finish:
             finish(session, summary)
         # Still inside the transaction that holds the lease: only the job's owner replaces the run's files.
@@ -179,27 +184,7 @@ def consistency_scores(
         max_length=max_length,
         on_batch=lambda d, t: emit({"event": "scoring", "done": d, "total": t}),
     )
-    as_json = probs_to_json(tasks, probs)
-    out = []
-    for i, variant in enumerate(variants):
-        intended, flag = [], False
-        for t in tasks:
-            label = variant.labels.get(t.name)
-            if label is None or label not in t.labels:
-                continue
-            k = t.labels.index(label)
-            intended.append(float(probs[t.name][i, k]))
-            flag = flag or int(np.argmax(probs[t.name][i])) != k
-        out.append(
-            db_runs.ConsistencyScore(
-                variant.id,
-                variant.version,
-                min(intended) if intended else None,
-                flag if intended else None,
-                as_json[i],
-            )
-        )
-    return out
+    return label_model.consistency_from_probs(tasks, variants, probs)
 
 
 def planned_epochs(engine: Engine, run_id: int) -> int:

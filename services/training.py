@@ -229,6 +229,7 @@ def run_summary(run: TrainingRun, dataset_name: str, job: Job | None) -> dict[st
         "member_ids": list(run.member_ids or []),
         "encoder": (run.config or {}).get("encoder"),
         "seed": (run.config or {}).get("seed"),
+        "variants": (run.config or {}).get("variants", "approved") if run.kind == "single" else None,
         "val_macro_f1": (metrics.get("val") or {}).get("overall_macro_f1"),
         "test_macro_f1": (metrics.get("test") or {}).get("overall_macro_f1"),
         "best_epoch": metrics.get("best_epoch"),

@@ -1,7 +1,9 @@
-"""A real browser on the real stack: `augloop serve` and `streamlit run` as subprocesses on loopback, a seeded
-SQLite file, headless Chromium driven by Playwright. Sign in, approve, reject with a reason, edit then
-approve, bulk-approve a family, approve with the keyboard, check that hostile text renders literally, then
-check the database through the API.
+"""A real browser on the real stack: `augloop serve` and the UI as `augloop ui` runs it (`streamlit run
+review_ui/server.py`) as subprocesses on loopback, a seeded SQLite file, headless Chromium driven by Playwright.
+Sign in; move the focus with J/K and the arrows; approve, reject with a chosen reason and without one, edit,
+approve a family and undo (U and Backspace) from the keyboard; check that hostile text renders literally, that
+a decided card shows the stored reason, that a reload keeps the session (an HttpOnly cookie, never the token)
+and the filters, and that signing out ends it; then check the database through the API.
 
 Set AUGLOOP_SCREENSHOT_DIR to keep a screenshot of the review page (docs/review_page.png is made this way).
 """
@@ -18,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser_stack import CHROMIUM, open_page, wait_http
+from review_ui import SERVER_PATH, STREAMLIT_FLAGS
+from tests.browser_stack import CHROMIUM, CHROMIUM_ARGS, wait_http
 from tests.review_fixtures import free_port, issue_token, seed_review_data
 
 pytestmark = pytest.mark.browser
@@ -63,11 +66,10 @@ def stack(tmp_path: Path) -> Iterator[dict]:
                 "-m",
                 "streamlit",
                 "run",
-                str(ROOT / "review_ui" / "app.py"),
-                "--server.headless=true",
+                str(SERVER_PATH),
+                *STREAMLIT_FLAGS,
                 f"--server.port={ui_port}",
                 "--server.address=127.0.0.1",
-                "--browser.gatherUsageStats=false",
                 "--server.fileWatcherType=none",
             ],
             cwd=ROOT,
@@ -129,6 +131,21 @@ def choose(page, selector: str, option: str) -> None:  # type: ignore[no-untyped
                 raise
 
 
+def focus(page) -> str:  # type: ignore[no-untyped-def]
+    return page.get_attribute(".rv-root", "data-focus")
+
+
+def card(page, sample_id: int):  # type: ignore[no-untyped-def]
+    return page.locator(f"#rv-card-{sample_id}")
+
+
+def stored(page, sample_id: int, status: str) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the card shows the state the API stored (not the optimistic "saving…")."""
+    from playwright.sync_api import expect
+
+    expect(page.locator(f'#rv-card-{sample_id}[data-status="{status}"]:not([data-saving])')).to_have_count(1)
+
+
 def test_review_in_a_real_browser(stack: dict) -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (make system-deps installs it)")
@@ -137,21 +154,31 @@ def test_review_in_a_real_browser(stack: dict) -> None:
     expect.set_options(timeout=60_000)  # a loaded machine renders slowly; the default is 5 s
 
     data = stack["data"]
-    family = data.sources
-    v_ok, v_no, v_edit = data.variants[family[0]]
-    bulk_family = family[2]
+    # Family order (the default sort): newest source first, newest variant first.
+    birthday = data.variants[data.sources[5]]  # three variants, then the hostile one
+    interview = data.variants[data.sources[4]]
+    attack = data.variants[data.sources[3]]
+    a, b, c = birthday[:3]
     dialogs: list[str] = []
     with sync_playwright() as pw:
-        browser, page = open_page(pw, height=1100, timeout_ms=TIMEOUT_MS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1440, "height": 1100})
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         page.goto(stack["ui"])
 
-        # Sign in; the token never shows up in the URL.
+        # Sign in; the token never shows up in the URL, the page's cookies or its storage.
         page.get_by_label("API token").fill(stack["token"])
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_role("heading", name="Review")).to_be_visible()
-        expect(page.get_by_text("Source #", exact=False).first).to_be_visible()
+        expect(page.locator(".rv-card")).to_have_count(19)
         assert stack["token"] not in page.url
+        cookies = {c["name"]: c for c in context.cookies()}
+        session = cookies["augloop_session"]
+        assert session["httpOnly"] and session["sameSite"] == "Strict" and stack["token"] not in session["value"]
+        visible_to_scripts = page.evaluate("document.cookie + JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
+        assert "augloop_session" not in visible_to_scripts and stack["token"] not in visible_to_scripts
         settle(page)
         if os.environ.get("AUGLOOP_SCREENSHOT_DIR"):
             out = Path(os.environ["AUGLOOP_SCREENSHOT_DIR"])
@@ -160,47 +187,88 @@ def test_review_in_a_real_browser(stack: dict) -> None:
             page.screenshot(path=str(out / "review_page.png"))
 
         # Hostile text renders as characters: no script ran, no link, no image.
-        hostile = one(page, f".st-key-variant-{data.hostile}")
-        hostile.scroll_into_view_if_needed()
+        hostile = card(page, data.hostile)
         text = hostile.inner_text()
         assert "<script>alert(1)</script>" in text
         assert "[click me](http://evil.example)" in text and "![pic](http://evil.example/x.png)" in text
         assert page.locator("a[href*='evil.example']").count() == 0
         assert page.locator("img[src*='evil.example']").count() == 0
 
-        # Approve one.
-        # (Streamlit gives every keyed widget a `st-key-<key>` class: cards and buttons are found by key.)
-        settle(page)
-        one(page, f".st-key-ok_{v_ok}_1 button").click()
-        expect(page.get_by_text(f"Variant #{v_ok} approved")).to_be_visible()
+        # One card in focus; J/K and the arrows move it.
+        assert focus(page) == str(data.hostile)
+        expect(hostile).to_have_attribute("data-focused", "true")
+        page.keyboard.press("j")
+        assert focus(page) == str(c)
+        page.keyboard.press("ArrowDown")
+        assert focus(page) == str(b)
+        page.keyboard.press("k")
+        assert focus(page) == str(c)
 
-        # Reject one with a reason.
-        choose(page, f".st-key-reason_{v_no}", "label changed")
-        settle(page)
-        one(page, f".st-key-no_{v_no}_1 button").click()
-        expect(page.get_by_text(f"Variant #{v_no} rejected")).to_be_visible()
-
-        # Edit then approve.
-        settle(page)
-        one(page, f".st-key-pop_{v_edit} button").click()
-        box = one(page, f".st-key-edit_{v_edit}_1 textarea")
-        box.fill("We must protect Social Security for every senior.")
-        one(page, f".st-key-save_{v_edit}_1 button").click()
-        expect(page.get_by_text(f"Variant #{v_edit} edited and approved")).to_be_visible()
-
-        # Bulk-approve a whole family.
-        settle(page)
-        button = one(page, f".st-key-fam_ok_{bulk_family} button")
-        expect(button).to_have_text("Approve family (3)")
-        button.click()
-        expect(page.get_by_text("Bulk approve: 3 variants (3 approved)")).to_be_visible()
-
-        # Keyboard: A approves the first variant of the page.
-        first = data.variants[family[-1]][-1]  # family order: newest source, newest variant first
-        settle(page)
-        page.get_by_role("heading", name="Review").click()  # focus the page, not an input
+        # A approves the card in focus (not the first of the page); the focus moves on at once.
         page.keyboard.press("a")
-        expect(page.get_by_text(f"Variant #{first} approved")).to_be_visible()
+        assert focus(page) == str(b)
+        stored(page, c, "approved")
+        expect(card(page, c).locator(".rv-status")).to_contain_text("approved by erin")
+        assert card(page, data.hostile).get_attribute("data-status") == "pending"
+
+        # 3 picks a reason, X rejects with it; the card shows the stored reason.
+        page.keyboard.press("3")
+        expect(card(page, b).locator('[data-reason="ungrammatical"]')).to_have_attribute("aria-pressed", "true")
+        page.keyboard.press("x")
+        stored(page, b, "rejected")
+        expect(card(page, b).locator(".rv-status")).to_contain_text("reason: ungrammatical")
+
+        # X without a reason is stored as "unspecified", and says so.
+        assert focus(page) == str(a)
+        page.keyboard.press("x")
+        stored(page, a, "rejected")
+        expect(card(page, a).locator(".rv-status")).to_contain_text("reason: unspecified")
+
+        # U undoes the last decision (an audited reversal): pending again, back in focus.
+        page.keyboard.press("u")
+        stored(page, a, "pending")
+        expect(page.locator(".rv-root")).to_have_attribute("data-focus", str(a))
+        expect(page.locator(".rv-notice")).to_contain_text("withdrawn")
+        # ... and Backspace too.
+        page.keyboard.press("a")
+        stored(page, a, "approved")
+        page.keyboard.press("Backspace")
+        stored(page, a, "pending")
+
+        # E edits the card in focus; Ctrl+Enter saves and approves.
+        page.locator(f"#rv-card-{interview[2]}").click()
+        assert focus(page) == str(interview[2])
+        page.keyboard.press("e")
+        box = card(page, interview[2]).locator("textarea")
+        expect(box).to_be_focused()
+        box.fill("Watch my consultation on CNN this evening.")
+        box.press("Control+Enter")
+        stored(page, interview[2], "approved")
+        expect(card(page, interview[2]).locator(".rv-status")).to_contain_text("edited and approved")
+
+        # F approves the family of the card in focus.
+        card(page, attack[0]).click()
+        page.keyboard.press("f")
+        for variant in attack:
+            stored(page, variant, "approved")
+
+        # The Rejected view shows what was stored; a reload keeps the session and the filter.
+        choose(page, ".st-key-f_status", "rejected")
+        expect(page.locator(".rv-card")).to_have_count(1)
+        expect(card(page, b).locator(".rv-status")).to_contain_text("reason: ungrammatical")
+        settle(page)
+        page.reload()
+        expect(page.locator(".rv-card")).to_have_count(1)
+        expect(card(page, b).locator(".rv-status")).to_contain_text("reason: ungrammatical")
+        expect(one(page, ".st-key-f_status").get_by_role("combobox")).to_have_value("rejected")
+        assert page.get_by_label("API token").count() == 0
+
+        # Signing out ends the session: a reload shows the sign-in page.
+        settle(page)
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_label("API token")).to_be_visible()
+        page.reload()
+        expect(page.get_by_label("API token")).to_be_visible()
         browser.close()
     assert dialogs == []
 
@@ -208,22 +276,20 @@ def test_review_in_a_real_browser(stack: dict) -> None:
         base_url=stack["api"] + "/api/v1", headers={"Authorization": f"Bearer {stack['token']}"}
     ) as api:
 
-        def sample(i: int) -> dict:
-            return api.get(f"/samples/{i}").json()
+        def history(i: int) -> list[tuple[str, str | None]]:
+            return [(r["decision"], r["reason"]) for r in api.get(f"/samples/{i}").json()["reviews"]]
 
-        assert sample(v_ok)["sample"]["review_status"] == "approved"
-        rejected = sample(v_no)
-        assert rejected["sample"]["review_status"] == "rejected"
-        assert (
-            rejected["reviews"][0]["reason"] == "label_changed" and rejected["reviews"][0]["user"] == "erin"
-        )
-        edited = sample(v_edit)["sample"]
-        assert edited["review_status"] == "approved"
-        assert edited["text"] == "We must protect Social Security for every senior."
-        assert edited["generated_text"] == "We must protect Social Security for our elderly."
-        assert all(sample(v)["sample"]["review_status"] == "approved" for v in data.variants[bulk_family])
-        assert sample(first)["sample"]["review_status"] == "approved"
+        def status(i: int) -> str:
+            return api.get(f"/samples/{i}").json()["sample"]["review_status"]
+
+        assert history(c) == [("approve", None)]
+        assert history(b) == [("reject", "ungrammatical")]
+        assert history(a) == [("reject", "unspecified"), ("undo", None), ("approve", None), ("undo", None)]
+        assert status(a) == "pending" and status(data.hostile) == "pending"
+        edited = api.get(f"/samples/{interview[2]}").json()["sample"]
+        assert edited["text"] == "Watch my consultation on CNN this evening." and edited["review_status"] == "approved"
+        assert all(status(v) == "approved" for v in attack)
         left = api.get("/datasets/rev/review-queue").json()["total"]
-        assert left == 19 - 3 - 3 - 1
+        assert left == 19 - 1 - 1 - 1 - 3
     if os.environ.get("AUGLOOP_SCREENSHOT_DIR"):
         shutil.copy(stack["logs"] / "ui.log", Path(os.environ["AUGLOOP_SCREENSHOT_DIR"]) / "ui.log")

@@ -22,8 +22,9 @@ def pg_api(pg_settings, monkeypatch) -> Iterator[dict]:
     engine = get_engine(pg_settings.resolved_database_url)
     data = seed_review_data(engine)
     tokens = [issue_token(engine, name) for name in ("bob", "carol", "dave", "erin")]
+    admin = issue_token(engine, "root", "admin")
     with serve(create_app(pg_settings, engine), monkeypatch) as url:
-        yield {"url": url + "/api/v1", "tokens": tokens, "data": data}
+        yield {"url": url + "/api/v1", "tokens": tokens, "data": data, "admin": admin}
 
 
 def client(pg_api: dict, i: int) -> httpx.Client:
@@ -92,3 +93,33 @@ def test_decisions_bulk_and_queue_on_postgres(pg_api) -> None:
         assert agreement["overall"]["units"] == 7
         progress = carol.get("/datasets/rev/review-progress").json()
         assert progress["totals"] == {"pending": 12, "approved": 7, "rejected": 0}
+
+
+def test_shared_work_and_undo_on_postgres(pg_api) -> None:
+    """Four annotators ask for their share at the same moment: every pending variant goes to exactly one of
+    them (k = 1), and an undo on Postgres withdraws the vote and leaves an audit row."""
+    with httpx.Client(base_url=pg_api["url"], headers={"Authorization": f"Bearer {pg_api['admin']}"}) as admin:
+        assert admin.patch("/datasets/rev", json={"distribute_work": True}).status_code == 200
+    barrier = threading.Barrier(4)
+    shares: list[list[int]] = [[] for _ in range(4)]
+
+    def claim(i: int) -> None:
+        with client(pg_api, i) as c:
+            barrier.wait()
+            r = c.post("/datasets/rev/assignments", json={"size": 5})
+            assert r.status_code == 200, r.text
+            shares[i] = [item["id"] for item in r.json()["items"]]
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everyone = [v for share in shares for v in share]
+    assert len(everyone) == len(set(everyone)) == 19, shares  # 19 pending variants, none handed out twice
+    v = shares[0][0]
+    with client(pg_api, 0) as c:
+        decided = c.post(f"/samples/{v}/decision", json={"decision": "approve", "version": 1}).json()
+        undone = c.post(f"/samples/{v}/undo", json={"version": decided["version"]}).json()
+        assert undone["review_status"] == "pending" and undone["last_review"]["decision"] == "undo"
+        assert v in {i["id"] for i in c.post("/datasets/rev/assignments", json={"size": 5}).json()["items"]}

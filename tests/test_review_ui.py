@@ -51,82 +51,168 @@ def test_sign_in_keeps_the_token_out_of_the_url(live_api, annotator_token, revie
     assert at.session_state["user"]["role"] == "annotator"
     assert dict(at.query_params) == {}
     assert annotator_token not in htmls(at) and all(annotator_token not in m.value for m in at.markdown)
+    # The browser gets a one-time ticket to trade for the session cookie (review_ui/server.py), not the token.
+    from review_ui import sessions
+
+    ticket = cookie_component(at)["ticket"]
+    assert annotator_token not in ticket
+    found = sessions.resume(sessions.redeem_ticket(ticket))
+    assert found is not None and found[1].token == annotator_token
+    at.button(key="sign_out").click().run()
+    assert at.title[0].value == "augloop review" and "token" not in at.session_state
+    assert cookie_component(at)["sign_out"] is True  # the browser is told to drop the cookie
+    assert sessions.resume(sessions._signer.sign(found[0]).decode()) is None  # and the session is gone
+
+
+def cookie_component(at: AppTest) -> dict[str, Any]:
+    import json
+
+    [component] = [c for c in at.get("bidi_component") if c.proto.component_name == "augloop_session_cookie"]
+    return json.loads(component.proto.json)
+
+
+def cards_data(at: AppTest) -> dict[str, Any]:
+    """The data the review-card component got (what the browser draws; tests/test_review_browser.py drives it)."""
+    import json
+
+    [component] = [c for c in at.get("bidi_component") if c.proto.component_name == "augloop_review_cards"]
+    return json.loads(json.loads(component.proto.json))  # the page sends the cards as one JSON string
 
 
 def test_family_view_renders_user_text_literally(live_api, annotator_token, review_data) -> None:
     at = signed_in(annotator_token, "annotator")
     no_errors(at)
-    body = htmls(at)
-    # Every source text appears once as a family header, each variant as a word diff with its provenance.
-    assert body.count("Source #") == len(review_data.sources)
-    assert "<ins " in body and "<del " in body
-    assert "backtranslation · pivot de · model Helsinki-NLP/opus-mt-en-de · seed 0" in body
-    # Hostile text: escaped inside our template, so the browser shows it as characters.
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "<script" not in body
-    assert "[click me](http://evil.example)" in body and "![pic](http://evil.example/x.png)" in body
-    assert "<a " not in body and "<img" not in body
-    assert all("evil.example" not in m.value for m in [*at.markdown, *at.caption])  # never through markdown
+    data = cards_data(at)
+    # Every source once as a family header, with its labels; each variant as a word diff with its provenance.
+    assert set(data["families"]) == {str(s) for s in review_data.sources}
+    first = data["families"][str(review_data.sources[0])]
+    assert first["labels"] == [["bias", "partisan"], ["message", "policy"]]
+    by_id = {c["id"]: c for c in data["cards"]}
+    v = by_id[review_data.variants[review_data.sources[0]][0]]
+    assert ["ins", "have to"] in v["segments"] and ["del", "must"] in v["segments"]
+    assert v["provenance"].startswith("backtranslation · pivot de · model Helsinki-NLP/opus-mt-en-de · seed 0")
+    assert [r[0] for r in data["reasons"]] == [
+        "label_changed", "meaning_changed", "ungrammatical", "wrong_language", "near_duplicate", "other"
+    ]
+    # Hostile text goes to the component as data, which sets it with textContent (never HTML), and never
+    # through Streamlit's markdown.
+    assert by_id[review_data.hostile]["text"] == HOSTILE_TEXT
+    assert all("evil.example" not in m.value for m in [*at.markdown, *at.caption])
+    assert "evil.example" not in htmls(at)
     assert "**Keep** the label." in [m.value for m in at.markdown]  # the guidelines are markdown on purpose
+    js = (REVIEW_UI / "static" / "review_cards.js").read_text()
+    assert "innerHTML" not in js and "insertAdjacentHTML" not in js
 
 
-def test_approve_reject_and_edit_from_the_cards(live_api, annotator_token, review_data) -> None:
+def test_a_card_says_what_the_label_model_predicts_and_which_model(live_api, annotator_token, engine,
+                                                                   review_data) -> None:
+    from sqlalchemy import update
+
+    from db.models import Sample
+    from db.session import session_scope
+
+    v = review_data.variants[review_data.sources[3]][0]  # intended: bias partisan, message attack
+    probs = {"bias": {"neutral": 0.2, "partisan": 0.8}, "message": {"attack": 0.3, "policy": 0.6, "media": 0.1}}
+    with session_scope(engine) as s:
+        s.execute(update(Sample).where(Sample.id == v).values(
+            label_flag=True,
+            scores={"label_model": {"run_id": 7, "kind": "ensemble", "val_macro_f1": 0.412, "chosen": True,
+                                    "probs": probs}},
+        ))
     at = signed_in(annotator_token, "annotator")
+    card = next(c for c in cards_data(at)["cards"] if c["id"] == v)
+    assert card["label_model"] == {
+        "who": "Label model: ensemble #7 (val macro-F1 0.41), chosen by a person",
+        "tasks": [["bias", "partisan", "partisan", "0.80"], ["message", "policy", "attack", "0.60"]],
+        "disagrees": True,
+    }
+
+
+REVIEW_UI = __import__("pathlib").Path(__file__).resolve().parent.parent / "review_ui"
+
+
+def flow(live_api: str, token: str, dataset: str = "rev", **params: Any):  # type: ignore[no-untyped-def]
+    """The review page's card logic (review_ui/review_flow.py) against the live API, without a browser."""
+    from review_ui.client import ApiClient
+    from review_ui.review_flow import load_view
+
+    client = ApiClient(token, base_url=live_api)
+    query = {"status": "pending", "sort": "family", **params}
+    return client, load_view(client, dataset, "sig", query, 1, 50)
+
+
+def test_card_actions_decide_undo_and_report_what_was_stored(live_api, annotator_token, review_data) -> None:
+    from review_ui.review_flow import apply_action, payload
+
+    client, view = flow(live_api, annotator_token)
     v1, v2, v3 = review_data.variants[review_data.sources[0]]
-    at.button(key=f"ok_{v1}_1").click().run()
-    no_errors(at)
-    assert f"Variant #{v1} approved" in at.success[0].value
-    at.selectbox(key=f"reason_{v2}").set_value("label_changed")
-    at.button(key=f"no_{v2}_1").click().run()
-    at.text_area(key=f"edit_{v3}_1").input("We must protect Social Security for all seniors.")
-    at.button(key=f"save_{v3}_1").click().run()
-    no_errors(at)
-    first, second, third = (status_of(live_api, annotator_token, v) for v in (v1, v2, v3))
-    assert first["sample"]["review_status"] == "approved"
-    assert (
-        second["sample"]["review_status"] == "rejected" and second["reviews"][0]["reason"] == "label_changed"
-    )
-    assert third["sample"]["text"] == "We must protect Social Security for all seniors."
-    assert third["sample"]["generated_text"] != third["sample"]["text"]
-    # Decided variants leave the pending queue; the family's other variants stay.
-    keys = {b.key for b in at.button}
-    assert not {f"ok_{v}_{n}" for v in (v1, v2, v3) for n in (1, 2)} & keys
-    assert f"ok_{review_data.variants[review_data.sources[1]][0]}_1" in keys
+
+    def act(op: str, sample_id: int | None = None, **extra: Any) -> None:
+        action = {"op": op, **extra}
+        if sample_id is not None:
+            action.update(id=sample_id, version=view.items[sample_id]["version"])
+        apply_action(view, client, action)
+
+    act("approve", v1)
+    assert view.items[v1]["review_status"] == "approved" and "approved" in view.notice["text"]
+    act("reject", v2)  # no reason chosen
+    card = next(c for c in payload(view, "")["cards"] if c["id"] == v2)
+    assert card["status"] == "rejected" and card["last_review"]["reason"] == "unspecified"
+    act("reject", v3, reason="meaning_changed")
+    card = next(c for c in payload(view, "")["cards"] if c["id"] == v3)
+    assert card["last_review"]["reason_label"] == "meaning changed" and card["mine"]
+    # U undoes the last decision first, then the one before.
+    act("undo")
+    assert view.items[v3]["review_status"] == "pending" and view.focus_request["id"] == v3
+    act("undo")
+    assert view.items[v2]["review_status"] == "pending"
+    assert status_of(live_api, annotator_token, v2)["reviews"][-1]["decision"] == "undo"
+    act("edit", v2, text="We must guard Social Security for our seniors.")
+    assert view.items[v2]["text"] == "We must guard Social Security for our seniors."
+    assert "edited and approved" in view.notice["text"]
+    act("undo", v1)  # an explicit card, out of order
+    assert view.items[v1]["review_status"] == "pending" and view.undo_stack == [[v2]]
+    decided = status_of(live_api, annotator_token, v2)["sample"]
+    assert decided["review_status"] == "approved" and decided["generated_text"] != decided["text"]
 
 
 def test_a_stale_card_says_someone_else_decided_first(live_api, annotator_token, engine, review_data) -> None:
-    at = signed_in(annotator_token, "annotator")
+    from review_ui.review_flow import apply_action
+
+    client, view = flow(live_api, annotator_token)
     v = review_data.variants[review_data.sources[1]][0]
-    other = issue_token(engine, "carol")
-    with api(live_api, other) as c:
-        assert (
-            c.post(
-                f"/samples/{v}/decision", json={"decision": "reject", "version": 1, "reason": "ungrammatical"}
-            ).status_code
-            == 200
-        )
-    at.button(key=f"ok_{v}_1").click().run()
-    no_errors(at)
-    warning = at.warning[0].value
-    assert "Someone else decided first" in warning and "rejected" in warning and "carol" in warning
+    with api(live_api, issue_token(engine, "carol")) as c:
+        assert c.post(f"/samples/{v}/decision",
+                      json={"decision": "reject", "version": 1, "reason": "ungrammatical"}).status_code == 200
+    apply_action(view, client, {"op": "approve", "id": v, "version": 1})
+    assert view.notice["kind"] == "warning"
+    assert "Someone else decided first" in view.notice["text"] and "carol" in view.notice["text"]
+    assert view.items[v]["review_status"] == "rejected"  # the card shows the state as it is now
+    assert view.items[v]["last_review"]["user"] == "carol"
     state = status_of(live_api, annotator_token, v)
-    assert (
-        state["sample"]["review_status"] == "rejected" and len(state["reviews"]) == 1
-    )  # nothing overwritten
+    assert state["sample"]["review_status"] == "rejected" and len(state["reviews"]) == 1  # nothing overwritten
 
 
-def test_bulk_selected_family_and_filter(live_api, annotator_token, review_data) -> None:
-    at = signed_in(annotator_token, "annotator")
-    a, b, _ = review_data.variants[review_data.sources[2]]
-    at.checkbox(key=f"sel_{a}").check()
-    at.checkbox(key=f"sel_{b}").check().run()
-    assert at.button(key="bulk_sel_ok").label == "Approve selected (2)"
-    at.button(key="bulk_sel_ok").click().run()
-    no_errors(at)
-    assert "Bulk approve: 2 variants (2 approved)" in at.success[0].value
+def test_family_and_selection_from_the_cards_and_bulk_by_filter(live_api, annotator_token, review_data) -> None:
+    from review_ui.review_flow import apply_action
+
+    client, view = flow(live_api, annotator_token)
     family = review_data.sources[3]
-    at.button(key=f"fam_ok_{family}").click().run()
-    assert "Bulk approve: 3 variants" in at.success[0].value
-    # Everything matching a filter: count, confirm, apply.
+    apply_action(view, client, {"op": "family", "parent_id": family, "expected": 3})
+    assert all(view.items[v]["review_status"] == "approved" for v in review_data.variants[family])
+    assert view.families[family]["pending_variants"] == 0 and "3 variants" in view.notice["text"]
+    a, b, _ = review_data.variants[review_data.sources[2]]
+    apply_action(view, client, {"op": "selected", "decision": "reject", "ids": [a, b]})
+    assert {view.items[a]["review_status"], view.items[b]["review_status"]} == {"rejected"}
+    apply_action(view, client, {"op": "undo"})  # the selection comes back as one step
+    assert {view.items[a]["review_status"], view.items[b]["review_status"]} == {"pending"}
+    # A family count that no longer holds: nothing happens, and the page says why.
+    other = review_data.sources[4]
+    apply_action(view, client, {"op": "family", "parent_id": other, "expected": 5})
+    assert "nothing was changed" in view.notice["text"]
+    assert all(view.items[v]["review_status"] == "pending" for v in review_data.variants[other])
+    # Everything matching a filter: count, confirm, apply (the Streamlit part of the page).
+    at = signed_in(annotator_token, "annotator")
     at.selectbox(key="f_task").set_value("message").run()
     at.selectbox(key="f_label").set_value("personal").run()
     at.button(key="bulk_count_btn").click().run()
@@ -137,14 +223,14 @@ def test_bulk_selected_family_and_filter(live_api, annotator_token, review_data)
     at.button(key="bulk_all_no").click().run()
     no_errors(at)
     assert "Bulk reject: 4 variants (4 rejected)" in at.success[0].value
+    assert "Nothing to review with these filters" in at.info[0].value  # the cards were fetched again
     with api(live_api, annotator_token) as c:
-        left = c.get("/datasets/rev/review-queue").json()
-        assert left["total"] == 19 - 2 - 3 - 4
+        assert c.get("/datasets/rev/review-queue").json()["total"] == 19 - 3 - 4
         hostile = c.get(f"/samples/{review_data.hostile}").json()
     assert hostile["reviews"][0]["reason"] == "near_duplicate"
 
 
-def test_filters_and_server_side_pages(live_api, annotator_token, engine) -> None:
+def test_filters_batches_and_pages(live_api, annotator_token, engine) -> None:
     from db.session import session_scope
     from tests.review_fixtures import add_variant, make_dataset
 
@@ -154,14 +240,77 @@ def test_filters_and_server_side_pages(live_api, annotator_token, engine) -> Non
             add_variant(s, sources[i % 2], f"text number {i}", method="wordnet" if i % 7 else "mlm")
     at = signed_in(annotator_token, "annotator")
     assert "70 variants match" in at.caption[0].value
-    assert len([h for h in at.html if "#" in h.proto.body and "pending · version" in h.proto.body]) == 50
-    at.button(key="next_top").click().run()
-    assert at.session_state["page"] == 2
-    assert len([h for h in at.html if "pending · version" in h.proto.body]) == 20
+    assert len(cards_data(at)["cards"]) == 50
+    with api(live_api, annotator_token) as c:  # someone decides 30 of them elsewhere
+        ids = [i["id"] for i in c.get("/datasets/many/review-queue", params={"page_size": 30}).json()["items"]]
+        c.post("/datasets/many/bulk-decisions", json={"decision": "approve", "sample_ids": ids, "confirm": True})
+    at.button(key="next_batch").click().run()  # the pending queue moves up: the next batch is what is left
+    assert "40 variants match" in at.caption[0].value and len(cards_data(at)["cards"]) == 40
+    at.selectbox(key="f_status").set_value("approved").run()  # a decided view pages as usual
+    assert "30 variants match · page 1" in at.caption[0].value
     at.multiselect(key="f_method").select("mlm").run()
-    assert at.session_state["page"] == 1 and "10 variants match" in at.caption[0].value
-    at.text_input(key="f_q").input("number 14").run()
+    at.selectbox(key="f_status").set_value("pending").run()
+    assert at.session_state["page"] == 1 and "5 variants match" in at.caption[0].value  # 10 mlm, 5 approved
+    at.text_input(key="f_q").input("number 42").run()
     assert "1 variants match" in at.caption[0].value
+    assert [c["text"] for c in cards_data(at)["cards"]] == ["text number 42"]
+
+
+def test_an_empty_review_page_points_to_augment(live_api, annotator_token, engine) -> None:
+    from db.session import session_scope
+    from tests.review_fixtures import make_dataset
+
+    with session_scope(engine) as s:
+        make_dataset(s, "fresh")
+    at = signed_in(annotator_token, "annotator")
+    no_errors(at)
+    assert "Generate some on the Augment page" in at.info[0].value
+    assert not at.get("bidi_component") or not [
+        c for c in at.get("bidi_component") if c.proto.component_name == "augloop_review_cards"
+    ]
+
+
+def test_review_page_shows_live_progress_and_shares_work(live_api, annotator_token, admin_token, engine,
+                                                        review_data) -> None:
+    from db.models import AugmentationPlan, Dataset
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        ds = s.query(Dataset).filter_by(name="rev").one()
+        s.add(AugmentationPlan(dataset_id=ds.id, plan={"classes": [
+            {"task": "message", "label": "attack", "target": 10, "deficit": 4, "planned": 4}]}))
+    with api(live_api, admin_token) as c:
+        c.post("/datasets/rev/bulk-decisions", json={"decision": "approve", "parent_id": review_data.sources[3],
+                                                      "confirm": True})
+        c.patch("/datasets/rev", json={"distribute_work": True})
+    at = signed_in(annotator_token, "annotator")
+    no_errors(at)
+    body = htmls(at)
+    assert "3 / 4 approved" in body and "attack" in body and "1 to go" in body
+    assert "<td style='padding:3px 6px;text-align:left'>alice-admin</td><td style='padding:3px 6px;text-align:right'>3</td>" in body
+    # Work is shared out: the caption says what is leased to this annotator, and the cards are that share.
+    assert "Your share: 16 variants leased to you" in at.caption[0].value
+    assert len(cards_data(at)["cards"]) == 16
+    with api(live_api, admin_token) as c:
+        assert c.get("/datasets/rev/annotators").json()["annotators"][0]["leased"] in (0, 16)
+        assert c.post("/datasets/rev/assignments", json={"size": 50}).json()["items"] == []  # all leased
+
+
+def test_sessions_keep_the_token_in_server_memory_only() -> None:
+    from review_ui import sessions
+
+    sid, ticket = sessions.open_session("aug_secret-token", {"name": "erin", "role": "annotator"})
+    cookie = sessions.redeem_ticket(ticket)
+    assert cookie and "aug_secret-token" not in cookie and sid in cookie  # the id, signed; not the token
+    assert sessions.redeem_ticket(ticket) is None  # one use only
+    found = sessions.resume(cookie)
+    assert found is not None and found[1].token == "aug_secret-token"
+    sessions.remember(sid, filters={"f_status": "rejected"})
+    assert sessions.resume(cookie)[1].remembered["filters"] == {"f_status": "rejected"}
+    assert sessions.resume(cookie[:-2] + "xx") is None  # a forged signature
+    assert sessions.resume(cookie, hours=-1) is None  # too old
+    sessions.close(sid)
+    assert sessions.resume(cookie) is None  # signed out: the cookie names nothing any more
 
 
 def test_datasets_page_chart_moves_with_approvals(
@@ -174,7 +323,8 @@ def test_datasets_page_chart_moves_with_approvals(
     assert not [h for h in at.header if h.value == "Manage"]  # annotators do not manage datasets
 
     def attack_after(app: AppTest) -> int:
-        frame = app.dataframe[1].value  # task message
+        balances = [f.value for f in app.dataframe if "train + approved variants" in f.value.columns]
+        frame = balances[1]  # task message
         return int(frame.loc[frame["class"] == "attack", "train + approved variants"].iloc[0])
 
     assert attack_after(at) == 1
@@ -190,11 +340,19 @@ def test_datasets_page_chart_moves_with_approvals(
     assert [h for h in admin.header if h.value == "Manage"]
     admin.text_area(key="ds_guidelines").input("Reject anything that changes the **stance**.")
     admin.number_input(key="ds_k").set_value(2)
+    admin.toggle(key="ds_distribute").set_value(True)
+    admin.number_input(key="ds_lease").set_value(30)
     admin.button[[b.label for b in admin.button].index("Save review settings")].click().run()
     no_errors(admin)
     with api(live_api, admin_token) as c:
         ds = c.get("/datasets/rev").json()
     assert ds["reviews_required"] == 2 and "stance" in ds["guidelines"]
+    assert ds["distribute_work"] is True and ds["lease_minutes"] == 30
+    # The Datasets page shows the same live progress as the Review page: toward the plan, per annotator.
+    assert any(h.value == "Review progress toward the plan" for h in admin.subheader)
+    people = next(f.value for f in admin.dataframe if "annotator" in f.value.columns)
+    assert people.loc[people["annotator"] == "bob-annotator", "decisions today"].iloc[0] == 3
+    assert all("+0.0" not in (m.proto.delta or "") for m in admin.metric)  # no arrow for "no change"
 
 
 def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, annotator_token, engine) -> None:
@@ -213,7 +371,8 @@ def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, annotato
     at.switch_page("app_pages/jobs.py").run()
     no_errors(at)
     assert at.get("progress")[0].proto.value == 25  # 30 of 120
-    assert "kept 25" in htmls(at)
+    assert "kept 25 · dropped 5 (duplicate 2, similarity 3)" in htmls(at)  # a sentence, not a Python dict
+    assert "{" not in htmls(at)
     assert at.code[0].value == "boom <b>not html</b>"
     table = at.dataframe[0].value
     assert dict(zip(table["counter"], table["value"], strict=True))["dropped.similarity"] == "3"
@@ -224,7 +383,7 @@ def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, annotato
 
 
 def test_training_page_lists_runs_and_starts_one(live_api, annotator_token, engine, review_data) -> None:
-    from db.models import Dataset, TrainingRun
+    from db.models import Dataset, Job, TrainingRun
     from db.session import session_scope
 
     with session_scope(engine) as s:
@@ -234,9 +393,12 @@ def test_training_page_lists_runs_and_starts_one(live_api, annotator_token, engi
                 dataset_id=ds.id,
                 name="baseline",
                 status="succeeded",
+                config={"encoder": "enc", "max_length": 64, "epochs": 2},
                 curve=[
-                    {"epoch": 1, "loss": 0.9, "val_macro_f1": 0.4},
-                    {"epoch": 2, "loss": 0.6, "val_macro_f1": 0.5},
+                    {"epoch": 1, "train_loss": 0.9, "val_macro_f1": 0.4, "lr": 2e-5, "samples_per_s": 20.0,
+                     "val_task_macro_f1": {"bias": 0.5, "message": 0.3}},
+                    {"epoch": 2, "train_loss": 0.6, "val_macro_f1": 0.5, "lr": 1e-5, "samples_per_s": 22.0,
+                     "val_task_macro_f1": {"bias": 0.6, "message": 0.4}},
                 ],
                 metrics={"val": {"overall_macro_f1": 0.5}, "best_epoch": 2},
             )
@@ -245,8 +407,57 @@ def test_training_page_lists_runs_and_starts_one(live_api, annotator_token, engi
     at.switch_page("app_pages/training.py").run()
     no_errors(at)
     assert at.dataframe[0].value["name"].tolist() == ["baseline"]
-    assert len(at.get("vega_lite_chart")) == 1  # the curve
-    assert next(m for m in at.metric if m.label == "val macro f1").value == "0.500"
+    assert len(at.get("vega_lite_chart")) == 3  # loss, val macro-F1, learning rate: one axis each
+    assert next(m for m in at.metric if m.label == "val macro-F1").value == "0.500"
+    # Before starting: the defaults in the fields, and an estimate of the time.
+    assert at.number_input(key="tr_epochs").value == 20 and at.number_input(key="tr_max_length").value == 320
+    assert any("Estimated time: about" in m.value for m in at.markdown)
+    at.text_input(key="tr_encoder").input("enc")
+    at.number_input(key="tr_epochs").set_value(3)
+    at.number_input(key="tr_max_length").set_value(64).run()
+    assert any("Basis: run" in c.value and "same encoder" in c.value for c in at.caption)  # measured on baseline
+    at.text_input(key="tr_seeds").input("1, 2").run()
+    at.button(key="tr_start").click().run()
+    no_errors(at)
+    assert "Queued training run(s)" in at.success[0].value
+    with session_scope(engine) as s:
+        runs = s.query(TrainingRun).order_by(TrainingRun.id).all()
+        assert [(r.config["seed"], r.config["epochs"], r.config["max_length"]) for r in runs[1:]] == [
+            (1, 3, 64), (2, 3, 64)]
+        job = s.get(Job, runs[1].job_id)
+        job.status, job.progress_done, job.progress_total = "running", 1, 3
+        job.progress_info = {"epoch": 2, "batch": 30, "batches": 60, "loss": 0.71234, "val_macro_f1": 0.41}
+        runs[1].status = "running"
+    at.selectbox(key="run_pick").set_value(runs[1].id).run()
+    no_errors(at)
+    [bar] = at.get("progress")
+    assert bar.proto.value == 50  # (1 epoch + 30/60 of the second) of 3
+    assert "epoch 2 of 3 · batch 30 of 60 · loss 0.712" in bar.proto.text
+    # The new runs are listed without a manual refresh (a fragment reruns every few seconds while one is active).
+    assert len(at.dataframe[0].value) == 3
+
+
+def test_training_page_compares_with_the_originals_only_run(live_api, annotator_token, engine,
+                                                           review_data) -> None:
+    from db.models import Dataset, TrainingRun
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        ds = s.query(Dataset).filter_by(name="rev").one()
+        for name, variants, f1 in (("plain", "none", 0.25), ("augmented", "approved", 0.75)):
+            test = {"overall_macro_f1": 0.5, "tasks": {
+                "bias": _task_metrics({"neutral": 0.5, "partisan": f1}, [[3, 1], [2, 2]])}}
+            s.add(TrainingRun(dataset_id=ds.id, name=name, status="succeeded", config={"variants": variants},
+                              metrics={"val": test, "test": test}))
+    at = signed_in(annotator_token, "annotator")
+    at.switch_page("app_pages/training.py").run()
+    no_errors(at)
+    assert [h.value for h in at.subheader if "originals-only" in h.value] == ["Against the originals-only run #1"]
+    table = next(f.value for f in at.dataframe if "#2 − #1" in f.value.columns)
+    assert abs(table[table["class"] == "partisan"].iloc[0]["#2 − #1"] - 0.5) < 1e-9
+    assert at.button(key="label_model_2").label == "Use run #2 to score the pending variants"
+    at.button(key="label_model_2").click().run()  # this run kept no model: the API says so, nothing queued
+    assert "saved model of run 2 is missing" in at.error[0].value
 
 
 def _task_metrics(f1s: dict[str, float], matrix: list[list[int]]) -> dict:

@@ -72,7 +72,10 @@ def test_training_run_through_api_and_worker(annotator, engine, tiny_encoder: st
     listed = annotator.get("/api/v1/training-runs", params={"dataset": name}).json()
     assert sorted(r["id"] for r in listed) == sorted(run_ids) and listed[0]["test_macro_f1"] is not None
 
-    # The pending variant was scored by the last run; the rejected one was not.
+    # The pending variant was scored by the first run, and again by the second only if its val macro-F1 is
+    # better (services/label_model.py); the rejected variant was not scored.
+    f1 = [annotator.get(f"/api/v1/training-runs/{i}").json()["val_macro_f1"] for i in run_ids]
+    scorer = run_ids[1] if f1[1] > f1[0] else run_ids[0]
     with session_scope(engine) as s:
         variant = s.get_one(Sample, pending)
         consistency, flag, scores, labels = (
@@ -82,9 +85,10 @@ def test_training_run_through_api_and_worker(annotator, engine, tiny_encoder: st
             variant.labels,
         )
         assert s.get_one(Sample, rejected).label_consistency is None
-    assert scores["label_model"]["run_id"] == run_ids[1] and isinstance(flag, bool)
+    assert scores["label_model"]["run_id"] == scorer and isinstance(flag, bool)
+    assert scores["label_model"]["val_macro_f1"] == f1[run_ids.index(scorer)]
     predicted = annotator.post(
-        f"/api/v1/models/{run_ids[1]}/predict",
+        f"/api/v1/models/{scorer}/predict",
         json={"texts": ["a pending variant about the budget vote today"]},
     )
     assert predicted.status_code == 200, predicted.text

@@ -1,4 +1,5 @@
-"""Job kinds of the trainer: `train` (one training run), `pseudo_label` (label unlabelled texts with a model).
+"""Job kinds of the trainer: `train` (one training run), `pseudo_label` (label unlabelled texts with a model),
+`label_scores` (rescore the pending variants with a model a person chose).
 
 Ensembles need no job: they combine the probabilities that finished runs saved (milliseconds of numpy), so
 the API builds them in the request.
@@ -125,6 +126,26 @@ def run_pseudo_label(ctx: JobContext) -> dict[str, Any]:
             float(ctx.params["threshold"]),
             job_id=ctx.job_id,
             created_by=ctx.created_by,
+            progress=on_event,
+            finish=lambda session, result: ctx.complete_in(session, result),
+        )
+    except (DomainError, TrainerError) as err:
+        raise PermanentJobError(err.message) from err
+
+
+@handler("label_scores")
+def run_label_scores(ctx: JobContext) -> dict[str, Any]:
+    """Rescore every pending variant with the run or ensemble a person chose (services.label_model)."""
+    from services.label_model import execute_rescoring
+
+    def on_event(event: dict[str, Any]) -> None:
+        ctx.report(done=event.get("done"), total=event.get("total"), phase="scoring pending variants")
+
+    try:
+        return execute_rescoring(
+            ctx.engine,
+            ctx.params["dataset"],
+            int(ctx.params["model_id"]),
             progress=on_event,
             finish=lambda session, result: ctx.complete_in(session, result),
         )

@@ -13,12 +13,14 @@ from api.review_schemas import (
     BulkDecisionResult,
     DecisionCreate,
     QueueFilterBody,
+    QueueItem,
     ReviewQueue,
     SampleFamily,
     SampleRead,
+    UndoCreate,
 )
 from db.models import REVIEWABLE_ORIGINS
-from services import review
+from services import review, review_cards
 from services.review import SORTS, BulkSelection
 
 router = APIRouter(tags=["reviews"])
@@ -28,7 +30,7 @@ def _split(raw: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in (raw or "").split(",") if p.strip())
 
 
-def _filter(body: QueueFilterBody):  # type: ignore[no-untyped-def]
+def filter_from_body(body: QueueFilterBody):  # type: ignore[no-untyped-def]
     return review.queue_filter(
         origins=tuple(body.origin or REVIEWABLE_ORIGINS),
         task=body.task,
@@ -94,8 +96,13 @@ def queue(
         page_size=page_size or settings.review_page_size, count_ahead=settings.review_count_ahead,
     )
     result = view.page
+    stored = review_cards.stored_reviews(session, [s.id for s in result.items])
     items = [
-        {**SampleRead.model_validate(s).model_dump(), "votes": result.votes.get(s.id, {})}
+        {
+            **SampleRead.model_validate(s).model_dump(),
+            "votes": result.votes.get(s.id, {}),
+            "last_review": stored.get(s.id),
+        }
         for s in result.items
     ]
     return {
@@ -118,14 +125,15 @@ def sample(sample_id: ResourceId, session: SessionDep, _user: CurrentUser) -> di
 
 @router.post(
     "/samples/{sample_id}/decision",
-    response_model=SampleRead,
+    response_model=QueueItem,
     responses={409: {"description": "Stale version (body: detail, current) or duplicate edited text"}},
 )
 def decision(
     sample_id: ResourceId, body: DecisionCreate, session: SessionDep, settings: SettingsDep, user: CurrentUser
-):  # type: ignore[no-untyped-def]
-    """Approve, reject (with a reason) or edit-then-approve a variant, at the version you saw."""
-    return review.decide(
+) -> dict[str, Any]:
+    """Approve, reject (with a reason) or edit-then-approve a variant, at the version you saw; answers with
+    the variant as stored, the votes on it and the review just recorded."""
+    return card_fields(review_cards.decide_card(
         session,
         sample_id,
         user,
@@ -135,7 +143,26 @@ def decision(
         text=body.text,
         note=body.note,
         max_chars=settings.max_text_chars,
-    )
+    ))
+
+
+def card_fields(card: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **SampleRead.model_validate(card["sample"]).model_dump(),
+        "votes": card["votes"],
+        "last_review": card["last_review"],
+    }
+
+
+@router.post(
+    "/samples/{sample_id}/undo",
+    response_model=QueueItem,
+    responses={409: {"description": "Nothing of yours to undo, someone else decided since, or a stale version"}},
+)
+def undo(sample_id: ResourceId, body: UndoCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    """Withdraw your latest vote on a variant (recorded as an `undo` review); its status follows the votes
+    that remain. Refused with 409 and the current state once someone else has decided it since."""
+    return card_fields(review_cards.undo_card(session, sample_id, user, body.version))
 
 
 @router.post(
@@ -154,7 +181,7 @@ def bulk_decisions(
     selection = BulkSelection(
         sample_ids=body.sample_ids,
         parent_id=body.parent_id,
-        filter=_filter(body.filter) if body.filter is not None else None,
+        filter=filter_from_body(body.filter) if body.filter is not None else None,
     )
     return review.bulk_decide_in(
         session,

@@ -14,13 +14,14 @@ from api.training_schemas import (
     PredictRequest,
     PredictResponse,
     PseudoLabelCreate,
+    TrainingEstimate,
     TrainingRunCreate,
     TrainingRunRead,
     TrainingRunsCreated,
     TrainingRunSummary,
 )
 from db.models import Job
-from services import prediction, training
+from services import prediction, training, training_estimate
 
 router = APIRouter(tags=["training"])
 
@@ -36,6 +37,13 @@ def start_training(body: TrainingRunCreate, session: SessionDep, user: CurrentUs
         "runs": [training.run_details(run, body.dataset, job) for run, job in started],
         "jobs": [job for _run, job in started],
     }
+
+
+@router.post("/training-estimates", response_model=TrainingEstimate)
+def estimate_training(body: TrainingRunCreate, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+    """What starting these runs would train with (the full config with its defaults), on how many texts, and
+    about how long it would take; nothing is queued."""
+    return training_estimate.training_plan(session, body.dataset, body.config.model_dump(exclude_unset=True), body.seeds)
 
 
 @router.get("/training-runs", response_model=list[TrainingRunSummary])

@@ -9,10 +9,12 @@ import pandas as pd
 import streamlit as st
 
 from review_ui.client import ApiError
+from review_ui.progress import show_annotators, show_class_progress
 from review_ui.render import plain
 from review_ui.state import call, client, flash, is_admin, page_with_dataset
 
 BEFORE, AFTER = "train originals", "train + approved variants"
+LIVE_SECONDS = 15
 
 
 def balance_frame(info: dict[str, Any]) -> pd.DataFrame:
@@ -57,19 +59,27 @@ def show_balance(name: str) -> None:
             before, after = info.get("imbalance_ratio"), info.get("imbalance_ratio_with_approved")
             a, b = st.columns(2)
             a.metric("Imbalance (largest / smallest)", f"{before:.1f}×" if before else "n/a")
+            change = round(after - before, 1) if before and after else 0.0
             b.metric(
                 "With approved variants",
                 f"{after:.1f}×" if after else "n/a",
-                delta=f"{after - before:+.1f}×" if before and after else None,
+                # no arrow for "no change": a red "↑ +0.0×" reads as a regression that did not happen
+                delta=f"{change:+.1f}×" if change else None,
                 delta_color="inverse",
             )
-            st.dataframe(frame, hide_index=True, width="stretch")
+        # Full width below the chart: eight columns in the side column were cut off on the right.
+        st.dataframe(frame, hide_index=True, width="stretch")
         if info.get("missing_label"):
             st.caption(f"{info['missing_label']} samples have no {plain(task)} label")
 
 
 def save_settings(name: str) -> None:
-    fields = {"guidelines": st.session_state["ds_guidelines"], "reviews_required": st.session_state["ds_k"]}
+    fields = {
+        "guidelines": st.session_state["ds_guidelines"],
+        "reviews_required": st.session_state["ds_k"],
+        "distribute_work": st.session_state["ds_distribute"],
+        "lease_minutes": st.session_state["ds_lease"],
+    }
     if call(client().update_dataset, name, **fields) is not None:
         flash("success", "Saved the review settings.")
 
@@ -109,6 +119,20 @@ def admin_tools(dataset: dict[str, Any] | None) -> None:
                 15,
                 value=int(dataset["reviews_required"]),
                 key="ds_k",
+            )
+            st.toggle(
+                "Share out the pending variants: each annotator gets their own (leased) variants",
+                value=bool(dataset.get("distribute_work")),
+                key="ds_distribute",
+                help="With k reviews per variant, a variant goes to k different annotators. A lease not renewed "
+                "(the annotator left) frees their share for the others.",
+            )
+            st.number_input(
+                "Lease length (minutes without activity before a share goes back)",
+                1,
+                24 * 60,
+                value=int(dataset.get("lease_minutes") or 15),
+                key="ds_lease",
             )
             st.text_area(
                 "Guidelines (markdown, shown beside the review queue)",
@@ -155,8 +179,22 @@ def admin_tools(dataset: dict[str, Any] | None) -> None:
                     st.rerun()
 
 
+@st.fragment(run_every=LIVE_SECONDS)
+def review_progress(name: str) -> None:
+    """Review progress toward the plan and per annotator, refreshed while the page is open."""
+    left, right = st.columns([0.55, 0.45], gap="medium")
+    with left:
+        st.subheader("Review progress toward the plan")
+        show_class_progress(call(client().progress, name))
+    with right:
+        st.subheader("Annotators")
+        show_annotators(call(client().annotators, name))
+        st.caption(f"Updated every {LIVE_SECONDS} s.")
+
+
 chosen = page_with_dataset("Datasets")
 if chosen:
+    review_progress(chosen["name"])
     show_balance(chosen["name"])
 if is_admin():
     admin_tools(chosen)

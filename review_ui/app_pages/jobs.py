@@ -18,6 +18,37 @@ def cancel(job_id: int) -> None:
     call_and_flash(stopping, client().cancel_job, job_id)
 
 
+def counts_line(info: dict[str, Any]) -> str:
+    """"generated 120 · kept 100 · dropped 20 (duplicate 15, leakage 5)": read as a sentence, not a dict."""
+    bits = []
+    for key in ("generated", "kept", "dropped"):
+        value = info.get(key)
+        if isinstance(value, dict):
+            parts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(value.items()) if v)
+            total = sum(v for v in value.values() if isinstance(v, int | float))
+            bits.append(f"{key} {total}" + (f" ({parts})" if parts else ""))
+        elif value is not None:
+            bits.append(f"{key} {value}")
+    return " · ".join(bits)
+
+
+def result_frame(result: dict[str, Any]) -> pd.DataFrame:
+    """A job's result as a two-column table (nested values flattened into dotted names)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, list):
+            flat[prefix] = ", ".join(map(str, value)) if len(value) <= 20 else f"{len(value)} items"
+        else:
+            flat[prefix] = value
+
+    walk("", result)
+    return pd.DataFrame({"field": list(flat), "value": [str(v) for v in flat.values()]})
+
+
 def counters(info: dict[str, Any]) -> pd.DataFrame | None:
     """A handler's live counters (kept, dropped per filter, epoch, loss...) as a two-column table."""
     flat = {}
@@ -49,18 +80,18 @@ def job_card(job: dict[str, Any]) -> None:
         elif job["status"] == "running":
             st.progress(0.0, text="starting")
         info = job.get("progress_info") or {}
-        kept = {k: v for k, v in info.items() if k in ("kept", "dropped", "generated")}
-        if kept:
-            st.html(small_html(" · ".join(f"{k} {v}" for k, v in kept.items())))
+        line = counts_line(info)
+        if line:
+            st.html(small_html(line))
         table = counters(info)
         if table is not None:
             with st.expander("Counters"):
-                st.dataframe(table, hide_index=True)
+                st.dataframe(table, hide_index=True, width="stretch")
         if job.get("last_error"):
             st.code(job["last_error"], language=None)
         if job.get("result"):
             with st.expander("Result"):
-                st.json(job["result"])
+                st.dataframe(result_frame(job["result"]), hide_index=True, width="stretch")
 
 
 st.title("Jobs")

@@ -1,21 +1,27 @@
-"""Review: pending variants family by family; approve, reject with a reason, or edit then approve; in bulk.
+"""Review: one card in focus, decided from the keyboard, redrawn alone.
 
-Keys: A approves and X rejects the first variant of the page (with the reason chosen beside it), N and P turn
-pages. User texts are rendered as text only (review_ui/render.py); the guidelines are admin-written markdown.
+Keys: J/K or arrows move, A approves, X rejects (with the reason 1–6 picked, else stored as "unspecified"),
+E edits, F approves the family, U or Backspace undoes your last decision, S selects. The cards are a component
+(review_ui/static/review_cards.js) inside an st.fragment: a decision reruns only that fragment and the
+component redraws only the card that changed. User texts are set as text, never as HTML or markdown; the
+guidelines are admin-written markdown.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import time
 from typing import Any
 
-import pandas as pd
 import streamlit as st
 
 from review_ui import review_actions as act
-from review_ui.render import plain, small_html, source_html, variant_html
+from review_ui import sessions
+from review_ui.client import ApiError
+from review_ui.components import review_cards
+from review_ui.progress import show_annotators, show_class_progress
+from review_ui.review_flow import COMPONENT_KEY, VIEW_KEY, ReviewView, handle_outbox, load_view, payload
 from review_ui.state import call, client, pick_dataset, show_flash
 
 SORTS = {
@@ -30,12 +36,9 @@ SORTS = {
 METHODS = ["backtranslation", "mlm", "wordnet"]  # workers/augment/catalog.py; others found in the data join
 ANY = "(any)"
 PAGE_SIZE = 50
-
-
-@st.cache_data(ttl=15, show_spinner=False)
-def progress_of(dataset: str, refresh: int) -> dict[str, Any] | None:
-    """Per-class progress (the same for every user), kept 15 s: at 200k variants it takes most of a second."""
-    return call(client().progress, dataset)
+FILTER_KEYS = ("f_status", "f_task", "f_label", "f_method", "f_sim", "f_cons", "f_flag", "f_q", "f_sort")
+LIVE_SECONDS = 15  # how often the progress panel refreshes itself
+RENEW_SECONDS = 60  # how often leases are renewed while the page is open
 
 
 def sidebar_filters(dataset: dict[str, Any], methods: list[str]) -> dict[str, Any]:
@@ -49,8 +52,11 @@ def sidebar_filters(dataset: dict[str, Any], methods: list[str]) -> dict[str, An
         labels = sorted({lab for t in dataset["tasks"] for lab in t["labels"]})
     label = sb.selectbox("Class", [ANY, *labels], key="f_label")
     chosen_methods = sb.multiselect("Method", methods, key="f_method")
-    similarity = sb.slider("Similarity to the source", 0.0, 1.0, (0.0, 1.0), 0.05, key="f_sim")
-    consistency = sb.slider("Label consistency", 0.0, 1.0, (0.0, 1.0), 0.05, key="f_cons")
+    # Ranges start whole; a value restored after a reload (review_ui/sessions.py) is already in the state.
+    st.session_state.setdefault("f_sim", (0.0, 1.0))
+    st.session_state.setdefault("f_cons", (0.0, 1.0))
+    similarity = sb.slider("Similarity to the source", 0.0, 1.0, step=0.05, key="f_sim")
+    consistency = sb.slider("Label consistency", 0.0, 1.0, step=0.05, key="f_cons")
     flagged = sb.selectbox("Label model", ["any", "flagged only", "not flagged"], key="f_flag")
     q = sb.text_input("Search text", key="f_q").strip()
     sort = sb.selectbox("Sort", list(SORTS), format_func=SORTS.get, key="f_sort")
@@ -73,15 +79,7 @@ def filter_body(params: dict[str, Any]) -> dict[str, Any]:
     """The same filter in the bulk endpoint's JSON form (status aside: bulk acts on pending variants)."""
     body = {
         k: params[k]
-        for k in (
-            "task",
-            "label",
-            "min_similarity",
-            "max_similarity",
-            "min_consistency",
-            "max_consistency",
-            "q",
-        )
+        for k in ("task", "label", "min_similarity", "max_similarity", "min_consistency", "max_consistency", "q")
         if params.get(k) is not None
     }
     if params.get("method"):
@@ -91,43 +89,8 @@ def filter_body(params: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def show_progress(data: dict[str, Any] | None) -> None:
-    if not data:
-        return
-    t = data["totals"]
-    st.caption(f"Variants: {t['pending']} pending · {t['approved']} approved · {t['rejected']} rejected")
-    for task, classes in data["classes"].items():
-        rows = [
-            {
-                "class": label,
-                "pending": e["pending"],
-                "approved": e["approved"],
-                "of plan": min(1.0, e["approved"] / e["needed"]) if e.get("needed") else None,
-            }
-            for label, e in classes.items()
-        ]
-        st.dataframe(
-            pd.DataFrame(rows),
-            hide_index=True,
-            width="stretch",
-            column_config={
-                "class": st.column_config.TextColumn(task),  # the task names the column
-                "of plan": st.column_config.ProgressColumn(
-                    "of plan",
-                    min_value=0.0,
-                    max_value=1.0,
-                    format="percent",
-                    help="Approved variants against what the latest augmentation plan found missing",
-                ),
-            },
-        )
-    if st.button("Refresh progress", key="progress_btn"):
-        st.session_state["progress_refresh"] = st.session_state.get("progress_refresh", 0) + 1
-        st.rerun()
-
-
 def show_agreement(dataset: str) -> None:
-    box = st.expander("Agreement between annotators", key="agreement_open", on_change="rerun")
+    box = st.expander("Agreement between annotators (kappa, alpha)", key="agreement_open", on_change="rerun")
     with box:
         if not box.open:
             return
@@ -139,180 +102,65 @@ def show_agreement(dataset: str) -> None:
         st.metric("Krippendorff's alpha (keep vs drop)", "n/a" if alpha is None else f"{alpha:.2f}")
         st.caption(f"{overall['units_multi']} variants with 2+ reviews, {overall['ratings']} reviews in all")
         if overall["pairs"]:
-            st.dataframe(pd.DataFrame(overall["pairs"]), hide_index=True)
-        per_method = [
-            {"method": m, "alpha": v["alpha"], "variants": v["units_multi"]}
-            for m, v in data["by_method"].items()
-        ]
-        if per_method:
-            st.dataframe(pd.DataFrame(per_method), hide_index=True)
+            st.dataframe(overall["pairs"], hide_index=True, width="stretch")
 
 
-def decision_buttons(
-    places: tuple[Any, Any],
-    labels: tuple[str, str],
-    key: str,
-    on_click: Callable[..., None],
-    args: Callable[[str], tuple[Any, ...]],
-    *,
-    primary: bool = False,
-    shortcuts: tuple[str | None, str | None] = (None, None),
-    **options: Any,
-) -> None:
-    """An Approve and a Reject button, alike but for the decision: `key` has a {} for "ok" / "no", `args`
-    gives the click's arguments for "approve" / "reject"; `primary` marks the approving one."""
-    for place, label, decision, tag, shortcut in zip(
-        places, labels, ("approve", "reject"), ("ok", "no"), shortcuts, strict=True
-    ):
-        place.button(
-            label,
-            key=key.format(tag),
-            type="primary" if primary and decision == "approve" else "secondary",
-            on_click=on_click,
-            args=args(decision),
-            shortcut=shortcut,
-            **options,
-        )
-
-
-def bulk_bar(dataset: str, params: dict[str, Any], page_ids: list[int], reasons: list[str]) -> None:
-    with st.container(border=True, key="bulk"):
-        st.markdown("**Bulk decisions**")
-        st.selectbox(
-            "Reason for bulk rejections",
-            reasons,
-            key="bulk_reason",
-            format_func=lambda r: r.replace("_", " "),
-        )
-        selected = [i for i in page_ids if st.session_state.get(f"sel_{i}")]
-        decision_buttons(
-            st.columns(2),
-            (f"Approve selected ({len(selected)})", f"Reject selected ({len(selected)})"),
-            "bulk_sel_{}",
-            act.bulk_selected,
-            lambda decision: (dataset, page_ids, decision),
-            disabled=not selected,
-        )
-        if params["status"] != "pending":
-            return
+def bulk_by_filter(dataset: str, params: dict[str, Any], reasons: list[str]) -> None:
+    with st.expander("Bulk: decide everything matching this filter", key="bulk_open"):
+        st.selectbox("Reason for a bulk rejection", reasons, key="bulk_reason", format_func=lambda r: r.replace("_", " "))
         body = filter_body(params)
         signature = hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
-        st.button(
-            "Count everything matching this filter",
-            key="bulk_count_btn",
-            on_click=act.count_matching,
-            args=(dataset, body, signature),
-        )
+        st.button("Count everything matching this filter", key="bulk_count_btn", on_click=act.count_matching,
+                  args=(dataset, body, signature))
         counted = st.session_state.get("bulk_count")
         if counted and counted[0] == signature:
             n = counted[1]
             st.write(f"{n} pending variants match this filter (leaving out those you already voted on).")
             if n:
                 sure = st.checkbox(f"I confirm a decision on all {n}", key="bulk_confirm")
-                decision_buttons(
-                    st.columns(2),
-                    (f"Approve all {n}", f"Reject all {n}"),
-                    "bulk_all_{}",
-                    act.bulk,
-                    lambda decision: (dataset, {"filter": body}, decision, n),
-                    primary=True,
-                    disabled=not sure,
-                )
+                c1, c2 = st.columns(2)
+                c1.button(f"Approve all {n}", key="bulk_all_ok", disabled=not sure, type="primary",
+                          on_click=act.bulk, args=(dataset, {"filter": body}, "approve", n))
+                c2.button(f"Reject all {n}", key="bulk_all_no", disabled=not sure,
+                          on_click=act.bulk, args=(dataset, {"filter": body}, "reject", n))
 
 
-def variant_card(
-    family_text: str | None, v: dict[str, Any], reasons: list[str], focus: bool, required: int
-) -> None:
-    vid, version = v["id"], v["version"]
-    with st.container(border=True, key=f"variant-{vid}"):
-        pick, body, actions = st.columns([0.04, 0.56, 0.40], vertical_alignment="top")
-        pick.checkbox("Select", key=f"sel_{vid}", label_visibility="collapsed")
-        with body:
-            st.html(variant_html(family_text, v))
-            votes = v.get("votes") or {}
-            state = f"#{vid} · {v['review_status']} · version {version}"
-            if required > 1 or votes.get("approve") or votes.get("reject"):
-                state += (
-                    f" · votes: {votes.get('approve', 0)} keep, {votes.get('reject', 0)} drop of {required}"
-                )
-                if votes.get("mine"):
-                    state += f" (yours: {votes['mine']})"
-            st.html(small_html(state))
-        with actions:
-            decision_buttons(
-                st.columns(2),
-                ("Approve", "Reject"),
-                f"{{}}_{vid}_{version}",
-                act.decide,
-                lambda decision: (vid, version, decision),
-                primary=True,
-                shortcuts=("A", "X") if focus else (None, None),
-                width="stretch",
-            )
-            st.selectbox(
-                "Reason",
-                reasons,
-                key=f"reason_{vid}",
-                label_visibility="collapsed",
-                format_func=lambda x: x.replace("_", " "),
-            )
-            with st.popover("Edit then approve", width="stretch", key=f"pop_{vid}"):
-                st.text_area("Edited text", value=v["text"], key=f"edit_{vid}_{version}", height=120)
-                st.button(
-                    "Save and approve",
-                    key=f"save_{vid}_{version}",
-                    type="primary",
-                    on_click=act.decide,
-                    args=(vid, version, "edit"),
-                )
+@st.fragment(run_every=LIVE_SECONDS)
+def live_panel(name: str, distributing: bool) -> None:
+    """Per-class and per-annotator progress, refreshed every LIVE_SECONDS; keeps this annotator's leases."""
+    api = client()
+    renew_due = time.monotonic() - st.session_state.get("_renewed_at", 0.0) > RENEW_SECONDS
+    if distributing and renew_due and call(api.renew_leases, name) is not None:
+        st.session_state["_renewed_at"] = time.monotonic()
+    progress = call(api.progress, name)
+    st.session_state["_progress"] = progress
+    st.subheader("Progress toward the plan")
+    show_class_progress(progress)
+    st.subheader("Annotators")
+    show_annotators(call(api.annotators, name), compact=True)
+    st.caption(f"Updated every {LIVE_SECONDS} s.")
 
 
-def family_block(
-    dataset: str,
-    key: str,
-    family: dict[str, Any] | None,
-    variants: list[dict[str, Any]],
-    reasons: list[str],
-    focus_id: int | None,
-    required: int,
-) -> None:
-    with st.container(border=True, key=f"family-{key}"):
-        if family is not None:
-            head, buttons = st.columns([0.7, 0.3])
-            head.html(source_html(family))
-            n = family["pending_variants"]
-            if n:
-                decision_buttons(
-                    (buttons, buttons),
-                    (f"Approve family ({n})", f"Reject family ({n})"),
-                    f"fam_{{}}_{family['id']}",
-                    act.bulk,
-                    lambda decision: (dataset, {"parent_id": family["id"]}, decision, n),
-                    width="stretch",
-                )
-        for v in variants:
-            variant_card(family["text"] if family else None, v, reasons, v["id"] == focus_id, required)
+@st.fragment
+def cards(empty: str) -> None:
+    """The review cards: a decision reruns this fragment only (handle_outbox runs first, as its callback)."""
+    view: ReviewView = st.session_state[VIEW_KEY]
+    # As a JSON string: Streamlit walks a dict's every value looking for dataframes (18 ms for 50 cards)
+    data = json.dumps(payload(view, empty), separators=(",", ":"))
+    review_cards(key=COMPONENT_KEY, data=data, on_outbox_change=handle_outbox)
 
 
-def pager(page: int, pages: int, more: bool, where: str) -> None:
-    left, mid, right = st.columns([1, 2, 1])
-    left.button(
-        "◀ Previous",
-        key=f"prev_{where}",
-        disabled=page <= 1,
-        on_click=act.set_page,
-        args=(page - 1,),
-        shortcut="P" if where == "top" else None,
-    )
-    mid.caption(f"Page {page} of {pages}{'+' if more else ''}")
-    right.button(
-        "Next ▶",
-        key=f"next_{where}",
-        disabled=page >= pages and not more,
-        on_click=act.set_page,
-        args=(page + 1,),
-        shortcut="N" if where == "top" else None,
-    )
+def page_caption(view: ReviewView, base: str, page: int, distributing: bool) -> str:
+    if distributing:
+        until = (view.leased_until or "")[11:16]
+        return (f"Your share: {len(view.order)} variants leased to you until {until} UTC (renewed while you work); "
+                f"{view.reviews_required} review(s) decide a variant.")
+    if page == 1:
+        matched = f"{view.total}+" if view.total_capped else str(view.total)
+        st.session_state.setdefault("_first_total", {})[base] = matched
+    else:  # as counted on the first page: counting ahead from each page would change it from page to page
+        matched = st.session_state.setdefault("_first_total", {}).get(base) or "more"
+    return f"{matched} variants match · page {page} · {view.reviews_required} review(s) decide a variant"
 
 
 st.title("Review")
@@ -322,60 +170,58 @@ dataset = pick_dataset(st.sidebar)
 if dataset is None:
     st.stop()
 name = dataset["name"]
-progress = progress_of(name, st.session_state.get("progress_refresh", 0))
-methods = sorted(set(METHODS) | set((progress or {}).get("by_method", {})) - {"unknown"})
+methods = sorted(set(METHODS) | set((st.session_state.get("_progress") or {}).get("by_method", {})) - {"unknown"})
 params = sidebar_filters(dataset, methods)
-signature = json.dumps([name, params], sort_keys=True)
-if st.session_state.get("_filter_sig") != signature:  # a new filter starts at its first page
-    st.session_state["_filter_sig"] = signature
+sessions.remember(st.session_state.get("_sid"), filters={k: st.session_state.get(k) for k in FILTER_KEYS},
+                  current_dataset=name)
+distributing = bool(dataset.get("distribute_work")) and params["status"] == "pending"
+base = json.dumps([name, params, distributing], sort_keys=True)
+if st.session_state.get("_filter_sig") != base:  # a new filter starts at its first page
+    st.session_state["_filter_sig"] = base
     st.session_state["page"] = 1
 page = st.session_state.get("page", 1)
-queue = call(api.review_queue, name, page=page, page_size=PAGE_SIZE, **params)
-if queue is None:
-    st.stop()
+signature = f"{base}|{page}|{st.session_state.get('review_reload', 0)}"
+view: ReviewView | None = st.session_state.get(VIEW_KEY)
+if view is None or view.signature != signature:
+    share = {"filter": filter_body(params), "sort": params["sort"], "size": PAGE_SIZE} if distributing else None
+    try:
+        fresh = load_view(api, name, signature, params, page, PAGE_SIZE, share=share)
+    except ApiError as err:
+        st.error(str(err))
+        st.stop()
+    # The component keeps its outbox across views: what the last view acknowledged stays acknowledged.
+    fresh.acked = view.acked if view is not None else 0
+    st.session_state[VIEW_KEY] = view = fresh
 
-main, side = st.columns([0.64, 0.36], gap="medium")
+main, side = st.columns([0.66, 0.34], gap="medium")
 with side:
+    live_panel(name, distributing)
     st.subheader("Guidelines")
-    st.markdown(
-        dataset.get("guidelines") or "_No guidelines yet: an admin writes them on the Datasets page._"
-    )
-    st.subheader("Progress per class")
-    show_progress(progress)
+    st.markdown(dataset.get("guidelines") or "_No guidelines yet: an admin writes them on the Datasets page._")
     show_agreement(name)
 
 with main:
-    total = queue["total"]
-    pages = max(1, -(-total // PAGE_SIZE))
-    required = queue["reviews_required"]
-    st.caption(
-        f"{total}{'+' if queue['total_capped'] else ''} variants match · {required} review(s) decide a "
-        f"variant"
-        + (" · showing only variants you have not voted on" if queue["not_reviewed_by_me"] else "")
-        + " · keys: A approve, X reject the first variant; N/P next/previous page"
-    )
-    items = queue["items"]
-    if not items:
-        st.info("Nothing to review with these filters.")
+    st.caption(page_caption(view, base, page, distributing))
+    if not view.order:
+        totals = (st.session_state.get("_progress") or {}).get("totals") or {}
+        if not any(totals.values()):
+            st.info("No variants to review yet. Generate some on the Augment page: pick a method, preview the "
+                    "plan and queue it; the worker's variants land here.")
+            st.page_link("app_pages/augment.py", label="Go to Augment", icon=":material/auto_awesome:")
+        else:
+            st.info("Nothing to review with these filters." if not distributing else
+                    "Nothing left to hand out with these filters: every pending variant is decided or leased.")
         if page > 1:
             st.button("Back to the first page", on_click=act.set_page, args=(1,))
-        st.stop()
-    bulk_bar(name, params, [v["id"] for v in items], queue["reject_reasons"])
-    pager(page, pages, queue["total_capped"], "top")
-    families = {f["id"]: f for f in queue["families"]}
-    groups: dict[int | None, list[dict[str, Any]]] = {}
-    for v in items:
-        groups.setdefault(v["parent_id"], []).append(v)
-    focus = items[0]["id"]
-    for parent_id, variants in groups.items():
-        family_block(
-            name,
-            str(parent_id),
-            families.get(parent_id) if parent_id is not None else None,
-            variants,
-            queue["reject_reasons"],
-            focus,
-            required,
-        )
-    pager(page, pages, queue["total_capped"], "bottom")
-    st.caption(plain(f"{len(items)} variants on this page"))
+    else:
+        left, mid, right = st.columns([1, 2, 1])
+        if params["status"] == "pending":
+            # Decided variants leave the pending queue, so "the next page" would skip as many pending ones:
+            # the next batch is this page fetched again (what is still pending stays, new variants fill in).
+            mid.button("Next batch ▶", key="next_batch", on_click=act.reload_view)
+        else:
+            left.button("◀ Previous", key="prev_top", disabled=page <= 1, on_click=act.set_page, args=(page - 1,))
+            more = len(view.order) == PAGE_SIZE and (view.total_capped or view.total > page * PAGE_SIZE)
+            right.button("Next ▶", key="next_top", disabled=not more, on_click=act.set_page, args=(page + 1,))
+        cards("Nothing to review here.")
+    bulk_by_filter(name, params, view.reasons + ["unspecified"])

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
+from review_ui import sessions
 from review_ui.client import ApiClient, ApiError, api_url
 
 st.title("augloop review")
-st.write("Sign in with your API token. It stays in this browser session only.")
+st.write(
+    "Sign in with your API token. It stays in the UI server's memory: never in the URL, never on disk. "
+    "A reload keeps you signed in (an HttpOnly session cookie), until you sign out or the session expires."
+)
 with st.form("signin"):
     token = st.text_input("API token", type="password", key="token_input")
     submitted = st.form_submit_button("Sign in", type="primary")
@@ -24,5 +28,8 @@ if submitted:
         else:
             st.session_state["token"] = token.strip()
             st.session_state["user"] = me
+            sid, ticket = sessions.open_session(token.strip(), me)
+            st.session_state["_sid"] = sid
+            st.session_state["_cookie_action"] = {"ticket": ticket}  # the browser trades it for the cookie
             st.rerun()
 st.caption(f"API: {api_url()}")

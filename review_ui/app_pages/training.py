@@ -1,7 +1,14 @@
-"""Training: start a run on the approved data and follow it (curve, metrics)."""
+"""Training: see the defaults and the estimated time, start runs, follow them live, and read what they give.
+
+The start form shows the full config a run would get and an estimate of its duration before anything is
+queued; the runs list and the run being followed refresh themselves while a run is queued or running (epoch,
+batch, loss, without a manual refresh); loss, val macro-F1 and learning rate each get their own chart; a
+finished run is compared automatically with the dataset's originals-only run when there is one.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
@@ -9,7 +16,7 @@ import streamlit as st
 
 from review_ui.client import ApiError
 from review_ui.render import plain
-from review_ui.state import call, client, fetch_or_stop, page_with_dataset, submitted_run_inputs
+from review_ui.state import call, client, flash, pick_dataset, show_flash
 
 COLUMNS = [
     "id",
@@ -18,39 +25,110 @@ COLUMNS = [
     "status",
     "encoder",
     "seed",
+    "variants",
     "epochs_done",
     "val_macro_f1",
     "test_macro_f1",
     "created_at",
 ]
+LIVE_SECONDS = 3
+ACTIVE = ("queued", "running")
+
+
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 90:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 90:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def form_request(dataset: str) -> tuple[dict[str, Any], str | None]:
+    """The start request the fields describe, or an error naming the field at fault."""
+    ss = st.session_state
+    config: dict[str, Any] = {"epochs": int(ss["tr_epochs"]), "max_length": int(ss["tr_max_length"])}
+    if ss.get("tr_encoder", "").strip():
+        config["encoder"] = ss["tr_encoder"].strip()
+    if ss.get("tr_originals_only"):
+        config["variants"] = "none"
+    try:
+        extra = json.loads(ss.get("tr_extra") or "{}")
+    except ValueError as err:
+        return {}, f"More settings must be a JSON object: {err}"
+    if not isinstance(extra, dict):
+        return {}, "More settings must be a JSON object, e.g. {\"rdrop_alpha\": 0}"
+    try:
+        seeds = [int(s) for s in (ss.get("tr_seeds") or "").replace(" ", "").split(",") if s]
+    except ValueError:
+        return {}, "Seeds are whole numbers separated by commas, e.g. 1, 2, 3"
+    return {"dataset": dataset, "name": ss.get("tr_name", ""), "config": {**extra, **config}, "seeds": seeds}, None
+
+
+def start(body: dict[str, Any]) -> None:
+    try:
+        created = client().start_training(body)
+    except ApiError as err:
+        flash("error", plain(str(err)))
+        return
+    ids = [r["id"] for r in created.get("runs", [])]
+    flash("success", f"Queued training run(s) {', '.join(f'#{i}' for i in ids)}; a worker picks them up.")
+    if ids:
+        st.session_state["run_pick"] = ids[0]
 
 
 def start_form(dataset: str) -> None:
-    with st.form("start_training"):
-        name = st.text_input("Run name", placeholder="optional")
-        seeds = st.text_input(
-            "Seeds (one run each, comma-separated)", placeholder="e.g. 1, 2, 3; empty: one run"
-        )
-        inputs = submitted_run_inputs(
-            seeds,
-            "Config overrides (JSON)",
-            '{"epochs": 5, "encoder": "bert-base-multilingual-cased"}',
-            "Start training",
-        )
-    if inputs is None:
+    defaults = call(client().training_estimate, {"dataset": dataset, "config": {}}) if "tr_epochs" not in st.session_state else None
+    if defaults:  # first visit: the fields start at the deployment's defaults
+        config = defaults["config"]
+        st.session_state.update(tr_encoder=config["encoder"], tr_epochs=config["epochs"],
+                                tr_max_length=config["max_length"], tr_seeds=str(config["seed"]))
+    left, right = st.columns(2)
+    left.text_input("Encoder (hub name or local directory)", key="tr_encoder")
+    left.text_input("Seeds (one run each, comma-separated)", key="tr_seeds")
+    left.text_input("Run name", key="tr_name", placeholder="optional")
+    right.number_input("Epochs", min_value=1, max_value=200, key="tr_epochs")
+    right.number_input("Max length (tokens per text)", min_value=8, max_value=4096, step=16, key="tr_max_length")
+    right.checkbox("Originals only (no variants): the baseline to compare with", key="tr_originals_only")
+    with st.expander("More settings (JSON overrides of the trainer config)"):
+        st.text_area("Overrides", value="{}", height=90, key="tr_extra",
+                     help='Any key of the config below, e.g. {"rdrop_alpha": 0, "oversample": true}')
+    body, problem = form_request(dataset)
+    if problem:
+        st.error(problem)
         return
-    created = call(
-        client().start_training, {"dataset": dataset, "name": name, "config": inputs[1], "seeds": inputs[0]}
+    try:
+        estimate = client().training_estimate(body)
+    except ApiError as err:
+        st.error(plain(str(err)))
+        return
+    runs = estimate["runs"]
+    headline = f"Estimated time: about **{duration(estimate['seconds_per_run'])}** per run"
+    if runs > 1:
+        headline += f", **{duration(estimate['seconds_total'])}** for the {runs} runs on one worker"
+    st.markdown(headline)
+    st.caption(
+        plain(
+            f"{estimate['train_examples']:,} training texts × {estimate['config']['epochs']} epochs at about "
+            f"{estimate['samples_per_second']:.1f} texts/s ({estimate['tokens_per_text']:.0f} tokens per text), "
+            f"{estimate['eval_examples']:,} val/test texts, then {estimate['pending_to_score']:,} pending "
+            f"variants scored. Basis: {estimate['basis']}; {estimate['note']}."
+        )
     )
-    if created is None:
-        return
-    ids = ", ".join(f"#{r['id']}" for r in created.get("runs", []))
-    st.success(f"Queued training run(s) {ids}; a worker picks them up.")
+    if estimate["seconds_per_run"] > 3600:
+        st.warning("That is long for this machine: fewer epochs or a shorter max length cut it down.")
+    with st.expander("The full config each run gets (defaults filled in)"):
+        st.json(estimate["config"])
+    st.button("Start training", type="primary", key="tr_start", on_click=start, args=(body,))
 
 
 def per_class_frame(task_metrics: dict[str, Any]) -> pd.DataFrame:
-    rows = [{"class": str(label), "f1": v.get("f1"), "precision": v.get("precision"), "recall": v.get("recall"),
-             "support": v.get("support")} for label, v in (task_metrics.get("per_class") or {}).items()]
+    rows = [
+        {"class": str(label), "f1": v.get("f1"), "precision": v.get("precision"), "recall": v.get("recall"),
+         "support": v.get("support")}
+        for label, v in (task_metrics.get("per_class") or {}).items()
+    ]
     return pd.DataFrame(rows)
 
 
@@ -60,7 +138,7 @@ def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> pd.DataFrame:
     tasks_a = ((a.get("metrics") or {}).get(split) or {}).get("tasks") or {}
     tasks_b = ((b.get("metrics") or {}).get(split) or {}).get("tasks") or {}
     rows = []
-    for task in tasks_a.keys() & tasks_b.keys():
+    for task in sorted(tasks_a.keys() & tasks_b.keys()):
         ma, mb = tasks_a[task], tasks_b[task]
         rows.append({"task": task, "class": "(macro-F1)", f"#{a['id']}": ma.get("macro_f1"),
                      f"#{b['id']}": mb.get("macro_f1")})
@@ -74,23 +152,54 @@ def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> pd.DataFrame:
     return frame
 
 
-def show_run(run: dict[str, Any]) -> None:
-    cols = st.columns(4)
-    cols[0].metric("Status", run["status"])
-    cols[1].metric("Epochs done", run.get("epochs_done", 0))
-    for col, key in ((cols[2], "val_macro_f1"), (cols[3], "test_macro_f1")):
-        value = run.get(key)
-        col.metric(key.replace("_", " "), "n/a" if value is None else f"{value:.3f}")
+def live_progress(run: dict[str, Any]) -> None:
+    """Where a queued or running run is: epoch, batch within it, loss, val macro-F1 so far."""
     progress = run.get("progress") or {}
-    if progress.get("total"):
-        st.progress(
-            min(1.0, progress.get("done", 0) / progress["total"]),
-            text=f"epoch {progress.get('done', 0)} / {progress['total']}",
-        )
-    curve = pd.DataFrame(run.get("curve") or [])
-    numeric = [c for c in curve.columns if c != "epoch" and pd.api.types.is_numeric_dtype(curve[c])]
-    if numeric:
-        st.line_chart(curve, x="epoch" if "epoch" in curve.columns else None, y=numeric)
+    total = progress.get("total") or (run.get("config") or {}).get("epochs") or 0
+    if run["status"] == "queued":
+        st.info("Queued: waiting for a worker that takes `train` jobs (`augloop worker`).")
+        return
+    if run["status"] != "running":
+        return
+    epoch, batches, batch = progress.get("epoch") or 0, progress.get("batches") or 0, progress.get("batch") or 0
+    done = progress.get("done") or 0
+    fraction = (done + (batch / batches if batches and epoch > done else 0)) / total if total else 0.0
+    bits = [f"epoch {max(epoch, done)} of {total}"]
+    if batches and epoch > done:
+        bits.append(f"batch {batch} of {batches}")
+    if progress.get("loss") is not None:
+        bits.append(f"loss {progress['loss']:.3f}")
+    if progress.get("val_macro_f1") is not None:
+        bits.append(f"val macro-F1 {progress['val_macro_f1']:.3f} after epoch {done}")
+    if progress.get("phase") and progress["phase"] != "training":
+        bits.append(str(progress["phase"]))
+    st.progress(min(1.0, fraction), text=" · ".join(bits))
+
+
+def curve_charts(curve: list[dict[str, Any]]) -> None:
+    """Loss, val macro-F1 and learning rate per epoch, each on its own axis."""
+    if not curve:
+        return
+    frame = pd.DataFrame(curve)
+    charts = st.columns(3)
+    with charts[0]:
+        st.caption("Training loss")
+        if "train_loss" in frame:
+            st.line_chart(frame, x="epoch", y="train_loss", y_label="loss", height=220)
+    with charts[1]:
+        st.caption("Val macro-F1 (overall and per task)")
+        f1 = frame[["epoch", "val_macro_f1"]].rename(columns={"val_macro_f1": "overall"}) if "val_macro_f1" in frame else None
+        if f1 is not None:
+            per_task = pd.DataFrame([e.get("val_task_macro_f1") or {} for e in curve])
+            f1 = pd.concat([f1, per_task], axis=1)
+            st.line_chart(f1, x="epoch", y=[c for c in f1.columns if c != "epoch"], y_label="macro-F1", height=220)
+    with charts[2]:
+        st.caption("Learning rate (end of epoch)")
+        if "lr" in frame:
+            st.line_chart(frame, x="epoch", y="lr", y_label="learning rate", height=220)
+
+
+def show_metrics(run: dict[str, Any]) -> None:
     metrics = run.get("metrics") or {}
     split = "test" if metrics.get("test") else "val"
     evaluation = metrics.get(split) or {}
@@ -101,62 +210,138 @@ def show_run(run: dict[str, Any]) -> None:
         per_class = per_class_frame(m)
         if not per_class.empty:
             left.bar_chart(per_class.set_index("class")["f1"], horizontal=True)
-            left.dataframe(per_class, hide_index=True)
+            left.dataframe(per_class, hide_index=True, width="stretch")
         confusion = m.get("confusion") or {}
         if confusion.get("matrix"):
             labels = [str(x) for x in confusion["labels"]]
             right.caption("Confusion matrix (rows: gold, columns: predicted)")
-            right.dataframe(pd.DataFrame(confusion["matrix"], index=labels, columns=labels))
-    if metrics:
-        with st.expander("All metrics (JSON)"):
-            st.json(metrics)
+            right.dataframe(pd.DataFrame(confusion["matrix"], index=labels, columns=labels), width="stretch")
+
+
+def use_as_label_model(dataset: str, run_id: int) -> None:
+    try:
+        job = client().choose_label_model(dataset, run_id)
+    except ApiError as err:
+        flash("error", plain(str(err)))
+        return
+    flash("success", f"Job #{job['id']} rescores every pending variant with run #{run_id}; the review cards "
+          "show its predictions once it is done.")
+
+
+def show_run(run: dict[str, Any], dataset: str, runs: list[dict[str, Any]]) -> None:
+    cols = st.columns(4)
+    cols[0].metric("Status", run["status"])
+    cols[1].metric("Epochs done", run.get("epochs_done", 0))
+    for col, key, label in ((cols[2], "val_macro_f1", "val macro-F1"), (cols[3], "test_macro_f1", "test macro-F1")):
+        value = run.get(key)
+        col.metric(label, "n/a" if value is None else f"{value:.3f}")
+    live_progress(run)
+    curve_charts(run.get("curve") or [])
+    show_metrics(run)
+    if run["status"] == "succeeded":
+        st.button(
+            f"Use run #{run['id']} to score the pending variants",
+            key=f"label_model_{run['id']}",
+            on_click=use_as_label_model,
+            args=(dataset, run["id"]),
+            help="A finished run rescores the queue only when its val macro-F1 beats the scorer's; this replaces "
+            "the scores whatever they were.",
+        )
+        baseline = next(
+            (r for r in runs if r.get("variants") == "none" and r["status"] == "succeeded" and r["id"] != run["id"]),
+            None,
+        )
+        if baseline is not None and run.get("variants") != "none":
+            other = call(client().training_run, baseline["id"])
+            if other:
+                st.subheader(f"Against the originals-only run #{baseline['id']}")
+                st.dataframe(compare_runs(other, run), hide_index=True, width="stretch")
     if run.get("config"):
         with st.expander("Config"):
             st.json(run["config"])
+    if run.get("metrics"):
+        with st.expander("All metrics (JSON)"):
+            st.json(run["metrics"])
     if run.get("error"):
         st.code(run["error"], language=None)
 
 
-chosen = page_with_dataset("Training")
+def scorers_caption(dataset: str) -> None:
+    """Which models scored the review queue: the cards' label-model flags are only as good as these."""
+    summary = call(client().label_model, dataset)
+    scorers = [s for s in (summary or {}).get("scorers", []) if s.get("run_id")]
+    if not scorers:
+        return
+    parts = [
+        f"{'ensemble' if s.get('kind') == 'ensemble' else 'run'} #{s['run_id']}"
+        + (f" (val macro-F1 {s['val_macro_f1']:.2f})" if s.get("val_macro_f1") is not None else "")
+        + f": {s['pending']:,} pending variants, {s['flagged']:,} flagged"
+        for s in scorers
+    ]
+    st.caption(plain("The review queue's label model: " + "; ".join(parts) + ". A finished run replaces these "
+                     "scores only where its val macro-F1 is better; the button under a run replaces them all."))
+
+
+def runs_section(dataset: str) -> None:
+    runs = call(client().training_runs, dataset=dataset)
+    if runs is None:
+        return
+    scorers_caption(dataset)
+    active = any(r["status"] in ACTIVE for r in runs)
+
+    @st.fragment(run_every=LIVE_SECONDS if active else None)
+    def live() -> None:
+        current = call(client().training_runs, dataset=dataset) or []
+        st.subheader("Runs")
+        if not current:
+            st.info("No training runs yet.")
+            return
+        frame = pd.DataFrame(current)
+        st.dataframe(frame[[c for c in COLUMNS if c in frame.columns]], hide_index=True, width="stretch")
+        ids = [r["id"] for r in current]
+        if st.session_state.get("run_pick") not in ids:
+            st.session_state["run_pick"] = ids[0]
+        run_id = st.selectbox(
+            "Follow run",
+            ids,
+            key="run_pick",
+            format_func=lambda i: f"#{i} {next((r['name'] for r in current if r['id'] == i), '')}",
+        )
+        detail = call(client().training_run, run_id)
+        if detail:
+            show_run(detail, dataset, current)
+        if active and not any(r["status"] in ACTIVE for r in current):
+            st.rerun()  # the last run ended: redraw once without the timer
+
+    live()
+    finished = [r["id"] for r in runs if r.get("status") == "succeeded"]
+    if len(finished) >= 2:
+        st.subheader("Compare two runs")
+        left, right = st.columns(2)
+        first = left.selectbox("Run A", finished, index=1, key="cmp_a")
+        second = right.selectbox("Run B", finished, index=0, key="cmp_b")
+        try:
+            table = compare_runs(client().training_run(first), client().training_run(second))
+        except ApiError as err:
+            st.error(str(err))
+        else:
+            st.dataframe(table, hide_index=True, width="stretch")
+
+
+st.title("Training")
+show_flash()
+chosen = pick_dataset()
 if chosen is None:
     st.stop()
-runs = fetch_or_stop(
-    "This API server has no training endpoints yet (they arrive with the trainer).",
-    client().training_runs,
-    dataset=chosen["name"],
-)
-st.subheader(plain(f"Start a run on {chosen['name']}"))
-st.caption("Trains on train-split originals plus approved variants only.")
-start_form(chosen["name"])
-st.subheader("Runs")
-if not runs:
-    st.info("No training runs yet.")
-    st.stop()
-st.dataframe(pd.DataFrame(runs)[[c for c in COLUMNS if c in runs[0]]], hide_index=True, width="stretch")
-run_id = st.selectbox(
-    "Follow run",
-    [r["id"] for r in runs],
-    key="run_pick",
-    format_func=lambda i: f"#{i} {next((r['name'] for r in runs if r['id'] == i), '')}",
-)
-detail = None
 try:
-    detail = client().training_run(run_id)
+    client().training_runs(dataset=chosen["name"])
 except ApiError as err:
+    if err.status in (404, 405):
+        st.info("This API server has no training endpoints yet (they arrive with the trainer).")
+        st.stop()
     st.error(str(err))
-if detail:
-    show_run(detail)
-    if detail["status"] in ("queued", "running") and st.button("Refresh"):
-        st.rerun()
-finished = [r["id"] for r in runs if r.get("status") == "succeeded"]
-if len(finished) >= 2:
-    st.subheader("Compare two runs")
-    left, right = st.columns(2)
-    first = left.selectbox("Run A", finished, index=1, key="cmp_a")
-    second = right.selectbox("Run B", finished, index=0, key="cmp_b")
-    try:
-        table = compare_runs(client().training_run(first), client().training_run(second))
-    except ApiError as err:
-        st.error(str(err))
-    else:
-        st.dataframe(table, hide_index=True, width="stretch")
+    st.stop()
+st.subheader(plain(f"Start a run on {chosen['name']}"))
+st.caption("Trains on train-split originals plus approved variants (or originals only, when ticked).")
+start_form(chosen["name"])
+runs_section(chosen["name"])

@@ -1,0 +1,143 @@
+"""Leases of pending variants to annotators (review_assignments): data access only; the rules are in
+services/review_assignments.py. Functions flush; the caller owns the transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, exists, func, insert, select, update
+from sqlalchemy.orm import Session, aliased
+
+from db.models import UNDO, Review, ReviewAssignment, Sample
+
+
+def standing_vote(user_column: Any, sample_column: Any) -> ColumnElement[bool]:
+    """The user has a vote on the sample: a review of theirs that is their latest and not an undo."""
+    later = aliased(Review)
+    return exists().where(
+        Review.sample_id == sample_column,
+        Review.user_id == user_column,
+        Review.decision != UNDO,
+        ~exists().where(later.sample_id == Review.sample_id, later.user_id == Review.user_id, later.id > Review.id),
+    )
+
+
+def purge(session: Session, dataset_id: int, now: datetime) -> int:
+    """Drop the dataset's expired leases and those whose holder has voted since (their work there is done)."""
+    done = session.execute(
+        delete(ReviewAssignment)
+        .where(
+            ReviewAssignment.dataset_id == dataset_id,
+            (ReviewAssignment.leased_until < now)
+            | standing_vote(ReviewAssignment.user_id, ReviewAssignment.sample_id),
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return done or 0
+
+
+def renew(session: Session, dataset_id: int, user_id: int, now: datetime, until: datetime) -> int:
+    """Extend the user's live leases in the dataset; returns how many."""
+    renewed = session.execute(
+        update(ReviewAssignment)
+        .where(
+            ReviewAssignment.dataset_id == dataset_id,
+            ReviewAssignment.user_id == user_id,
+            ReviewAssignment.leased_until >= now,
+        )
+        .values(leased_until=until)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return renewed or 0
+
+
+def leased_ids(session: Session, dataset_id: int, user_id: int, now: datetime) -> list[int]:
+    return list(
+        session.scalars(
+            select(ReviewAssignment.sample_id).where(
+                ReviewAssignment.dataset_id == dataset_id,
+                ReviewAssignment.user_id == user_id,
+                ReviewAssignment.leased_until >= now,
+            )
+        )
+    )
+
+
+def others_leasing(user_id: int, now: datetime) -> Any:
+    """How many other annotators hold a live lease on the row's sample (a correlated scalar subquery)."""
+    return (
+        select(func.count())
+        .where(
+            ReviewAssignment.sample_id == Sample.id,
+            ReviewAssignment.user_id != user_id,
+            ReviewAssignment.leased_until >= now,
+        )
+        .scalar_subquery()
+    )
+
+
+def claim_candidates(
+    session: Session,
+    where: list[ColumnElement[bool]],
+    order: list[Any],
+    user_id: int,
+    reviews_required: int,
+    now: datetime,
+    exclude: list[int],
+    limit: int,
+) -> list[int]:
+    """Ids of up to `limit` variants matching `where` that still need a reviewer: votes plus other
+    annotators' live leases fall short of the reviews required. Rows another transaction is claiming are
+    skipped (Postgres; SQLite serialises writers)."""
+    query = (
+        select(Sample.id)
+        .where(*where, Sample.review_count + others_leasing(user_id, now) < reviews_required)
+        .order_by(*order)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=Sample)
+    )
+    if exclude:
+        query = query.where(Sample.id.not_in(exclude))
+    return list(session.scalars(query))
+
+
+def add_leases(
+    session: Session, dataset_id: int, user_id: int, sample_ids: list[int], now: datetime, until: datetime
+) -> None:
+    if sample_ids:
+        session.execute(
+            insert(ReviewAssignment),
+            [
+                {
+                    "dataset_id": dataset_id,
+                    "sample_id": sample_id,
+                    "user_id": user_id,
+                    "leased_until": until,
+                    "created_at": now,
+                }
+                for sample_id in sample_ids
+            ],
+        )
+
+
+def release(session: Session, dataset_id: int, user_id: int, sample_ids: list[int] | None = None) -> int:
+    query = delete(ReviewAssignment).where(
+        ReviewAssignment.dataset_id == dataset_id, ReviewAssignment.user_id == user_id
+    )
+    if sample_ids is not None:
+        query = query.where(ReviewAssignment.sample_id.in_(sample_ids))
+    return session.execute(query.execution_options(synchronize_session=False)).rowcount or 0
+
+
+def lease_counts(session: Session, dataset_id: int, now: datetime) -> dict[int, int]:
+    """user id → live leases in the dataset."""
+    return dict(
+        session.execute(
+            select(ReviewAssignment.user_id, func.count())
+            .where(ReviewAssignment.dataset_id == dataset_id, ReviewAssignment.leased_until >= now)
+            .group_by(ReviewAssignment.user_id)
+        )
+        .tuples()
+        .all()
+    )

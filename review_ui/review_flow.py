@@ -1,0 +1,337 @@
+"""The Review page's focused flow, Python half: the cards on screen and what the keys and buttons do.
+
+The list of cards is fetched once per dataset, filter and page, then kept in this session's state and patched
+card by card: a decision changes the one card it touched (from the API's answer), and the component
+(review_ui/static/review_cards.js) redraws only the cards whose data changed. It runs inside an `st.fragment`,
+so a decision reruns that fragment alone, never the page.
+
+The component sends its actions as an outbox (every action not yet acknowledged, each with a sequence number);
+`handle_outbox` applies the new ones in order and acknowledges them, so no action is lost when two are sent
+before the server has answered the first.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import streamlit as st
+
+from review_ui.client import ApiClient, ApiError
+from review_ui.render import diff_segments, provenance
+
+COMPONENT_KEY = "review_cards"
+VIEW_KEY = "_review_view"
+REASON_KEYS = 6  # keys 1–6 pick these; "unspecified" is what a rejection without a choice stores
+DONE = {"approve": "approved", "reject": "rejected", "edit": "edited and approved"}
+_notices = itertools.count(1)
+
+
+def reason_label(reason: str | None) -> str | None:
+    return reason.replace("_", " ") if reason else None
+
+
+@dataclass
+class ReviewView:
+    """The cards on screen for one dataset, filter and page, as the API last described each of them."""
+
+    signature: str
+    dataset: str
+    epoch: int
+    order: list[int]
+    items: dict[int, dict[str, Any]]
+    families: dict[int, dict[str, Any]]
+    reasons: list[str]
+    reviews_required: int
+    family_actions: bool
+    total: int = 0
+    total_capped: bool = False
+    leased_until: str | None = None
+    acked: int = 0
+    notice: dict[str, Any] | None = None
+    focus_request: dict[str, Any] | None = None
+    undo_stack: list[list[int]] = field(default_factory=list)
+    built: dict[int, tuple[int, str, dict[str, Any]]] = field(default_factory=dict)  # id → (version, …, card)
+
+    def say(self, kind: str, text: str) -> None:
+        self.notice = {"seq": next(_notices), "kind": kind, "text": text}
+
+    def focus(self, sample_id: int) -> None:
+        self.focus_request = {"seq": next(_notices), "id": sample_id}
+
+
+def load_view(
+    api: ApiClient,
+    dataset: str,
+    signature: str,
+    params: dict[str, Any],
+    page: int,
+    page_size: int,
+    *,
+    share: dict[str, Any] | None = None,
+) -> ReviewView:
+    """Fetch a page of the queue (or, for a dataset that shares out work, the caller's leased batch)."""
+    if share is not None:
+        queue = api.next_batch(dataset, share)
+    else:
+        queue = api.review_queue(dataset, page=page, page_size=page_size, **params)
+    items = {item["id"]: item for item in queue["items"]}
+    reasons = [r for r in queue["reject_reasons"] if r != "unspecified"][:REASON_KEYS]
+    return ReviewView(
+        signature=signature,
+        dataset=dataset,
+        epoch=next(_notices),
+        order=list(items),
+        items=items,
+        families={f["id"]: f for f in queue["families"]},
+        reasons=reasons,
+        reviews_required=queue["reviews_required"],
+        family_actions=params.get("status", "pending") == "pending",
+        total=queue["total"],
+        total_capped=queue["total_capped"],
+        leased_until=queue.get("leased_until"),
+    )
+
+
+# The component's data -----------------------------------------------------------------------------------
+
+
+def label_model_view(item: dict[str, Any]) -> dict[str, Any] | None:
+    """Which labels the label model predicts per task, against the intended ones, and which model said so."""
+    scored = (item.get("scores") or {}).get("label_model") or {}
+    probs = scored.get("probs") or {}
+    tasks = []
+    for task, by_label in sorted(probs.items()):
+        intended = (item.get("labels") or {}).get(task)
+        if intended is None or not by_label:
+            continue
+        predicted = max(by_label, key=by_label.get)
+        tasks.append([task, predicted, intended, f"{by_label[predicted]:.2f}"])
+    if not tasks:
+        return None
+    who = f"Label model: {'ensemble' if scored.get('kind') == 'ensemble' else 'run'} #{scored.get('run_id', '?')}"
+    if scored.get("val_macro_f1") is not None:
+        who += f" (val macro-F1 {scored['val_macro_f1']:.2f})"
+    if scored.get("chosen"):
+        who += ", chosen by a person"
+    return {"who": who, "tasks": tasks, "disagrees": any(t[1] != t[2] for t in tasks)}
+
+
+def build_card(item: dict[str, Any], family: dict[str, Any] | None, reviews_required: int) -> dict[str, Any]:
+    votes = item.get("votes") or {}
+    last = item.get("last_review")
+    votes_text = None
+    if reviews_required > 1 or votes.get("approve") or votes.get("reject"):
+        votes_text = f"votes: {votes.get('approve', 0)} keep, {votes.get('reject', 0)} drop of {reviews_required}"
+        if votes.get("mine"):
+            votes_text += f" (yours: {votes['mine']})"
+    generated = item.get("generated_text")
+    return {
+        "id": item["id"],
+        "version": item["version"],
+        "status": item["review_status"],
+        "parent_id": item["parent_id"],
+        "text": item["text"],
+        "segments": diff_segments(family["text"], item["text"]) if family else [("eq", item["text"])],
+        "provenance": provenance(item),
+        "edited_from": generated if generated and generated != item["text"] else None,
+        "label_model": label_model_view(item),
+        "last_review": None
+        if not last
+        else {
+            "decision": last["decision"],
+            "reason": last.get("reason"),
+            "reason_label": reason_label(last.get("reason")),
+            "user": last["user"],
+        },
+        "votes_text": votes_text,
+        "mine": bool(votes.get("mine")),
+    }
+
+
+def payload(view: ReviewView, empty: str) -> dict[str, Any]:
+    cards = []
+    for sample_id in view.order:
+        item = view.items[sample_id]
+        key = repr((item["version"], item["review_status"], item.get("votes"), item.get("last_review")))
+        cached = view.built.get(sample_id)
+        if cached is None or cached[1] != key:
+            family = view.families.get(item["parent_id"]) if item["parent_id"] is not None else None
+            cached = (item["version"], key, build_card(item, family, view.reviews_required))
+            view.built[sample_id] = cached
+        cards.append(cached[2])
+    return {
+        "epoch": view.epoch,
+        "cards": cards,
+        "families": {
+            str(pid): {
+                "id": f["id"],
+                "text": f["text"],
+                "split": f["split"],
+                "labels": sorted((f.get("labels") or {}).items()),
+                "pending": f.get("pending_variants", 0),
+            }
+            for pid, f in view.families.items()
+        },
+        "reasons": [[r, reason_label(r)] for r in view.reasons],
+        "family_actions": view.family_actions,
+        "acked": view.acked,
+        "notice": view.notice,
+        "focus_request": view.focus_request,
+        "empty": empty,
+    }
+
+
+# Actions ------------------------------------------------------------------------------------------------
+
+
+def _replace(view: ReviewView, item: dict[str, Any]) -> None:
+    """Take the API's new description of a card; keep the family's pending count in step."""
+    old = view.items.get(item["id"])
+    if old is None:
+        return
+    family = view.families.get(item["parent_id"]) if item["parent_id"] is not None else None
+    if family is not None and old["review_status"] != item["review_status"]:
+        change = (item["review_status"] == "pending") - (old["review_status"] == "pending")
+        family["pending_variants"] = max(0, family.get("pending_variants", 0) + change)
+    view.items[item["id"]] = {**old, **item}
+
+
+def _refresh(view: ReviewView, api: ApiClient, ids: list[int]) -> None:
+    for item in api.cards(ids) if ids else []:
+        _replace(view, item)
+
+
+def _conflict(view: ReviewView, api: ApiClient, sample_id: int, err: ApiError, doing: str) -> None:
+    current = err.body.get("current") or {}
+    last = current.get("last_review") or {}
+    who = f" by {last['user']}" if last.get("user") else ""
+    _refresh(view, api, [sample_id])
+    view.say(
+        "warning",
+        f"Someone else decided first: variant #{sample_id} is now {current.get('review_status')}{who}; "
+        f"{doing} was not applied. The card shows its current state."
+        if err.status == 409 and "current" in err.body and "undo" not in doing
+        else f"Could not {doing} variant #{sample_id}: {err.detail}",
+    )
+
+
+def apply_action(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> None:
+    """One action from the component: decide, approve a family or a selection, or undo."""
+    op = action.get("op")
+    if op in ("approve", "reject", "edit"):
+        sample_id = int(action["id"])
+        if sample_id not in view.items:
+            return
+        reason = (action.get("reason") or "unspecified") if op == "reject" else None
+        try:
+            item = api.decide(sample_id, op, int(action["version"]), reason=reason, text=action.get("text"))
+        except ApiError as err:
+            if err.status == 409 and err.body.get("duplicate_of"):
+                view.say("error", f"The edited text duplicates sample #{err.body['duplicate_of']}; not saved.")
+            else:
+                _conflict(view, api, sample_id, err, op)
+            return
+        _replace(view, item)
+        view.undo_stack.append([sample_id])
+        waiting = " (waiting for more reviews)" if item["review_status"] == "pending" else ""
+        stored = f", reason: {reason_label(reason)}" if op == "reject" else ""
+        view.say("success", f"Variant #{sample_id} {DONE[op]}{stored}{waiting}. U undoes it.")
+    elif op in ("family", "selected"):
+        _bulk(view, api, action)
+    elif op == "undo":
+        _undo(view, api, action)
+
+
+def _bulk(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> None:
+    if action["op"] == "family":
+        parent_id = int(action["parent_id"])
+        ids = [i for i in view.order if view.items[i]["parent_id"] == parent_id]
+        body: dict[str, Any] = {"decision": "approve", "parent_id": parent_id, "confirm": True}
+        if view.reviews_required == 1 and action.get("expected") is not None:
+            body["expected_count"] = int(action["expected"])  # the count the button showed
+        what = f"the family of source #{parent_id}"
+    else:
+        ids = [int(i) for i in action.get("ids") or [] if int(i) in view.items]
+        decision = "reject" if action.get("decision") == "reject" else "approve"
+        body = {"decision": decision, "sample_ids": ids, "confirm": True}
+        if decision == "reject":
+            body["reason"] = "unspecified"
+        what = f"{len(ids)} selected variants"
+    try:
+        result = api.bulk(view.dataset, body)
+    except ApiError as err:
+        if err.status == 409 and "matched" in err.body:
+            view.say(
+                "warning",
+                f"The family changed: it now has {err.body['matched']} pending variants you have not voted on, "
+                f"not {action.get('expected')}; nothing was changed.",
+            )
+        else:
+            view.say("error", f"Could not decide {what}: {err.detail}")
+        _refresh(view, api, ids)
+        return
+    _refresh(view, api, ids)
+    mine = [i for i in ids if (view.items[i].get("votes") or {}).get("mine")]
+    if mine:
+        view.undo_stack.append(mine)
+    statuses = ", ".join(f"{n} {status}" for status, n in sorted(result.get("statuses", {}).items()))
+    view.say("success", f"{DONE[body['decision']].capitalize()} {what}: {result['applied']} variants "
+             f"({statuses or 'none changed'}). U undoes it.")
+
+
+def _undo(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> None:
+    if action.get("id") is not None:
+        ids = [int(action["id"])]
+        for entry in view.undo_stack:
+            if ids[0] in entry:
+                entry.remove(ids[0])
+        view.undo_stack = [e for e in view.undo_stack if e]
+    elif view.undo_stack:
+        ids = view.undo_stack.pop()
+    else:  # after a reload: your latest decision among the cards on screen
+        mine = [
+            view.items[i] for i in view.order
+            if (view.items[i].get("votes") or {}).get("mine") and view.items[i].get("last_review")
+        ]
+        if not mine:
+            view.say("warning", "Nothing of yours to undo on this page.")
+            return
+        ids = [max(mine, key=lambda it: it["last_review"]["created_at"])["id"]]
+    undone = []
+    for sample_id in ids:
+        if sample_id not in view.items:
+            continue
+        try:
+            item = api.undo(sample_id, view.items[sample_id]["version"])
+        except ApiError as err:
+            _conflict(view, api, sample_id, err, "undo your decision on")
+            continue
+        _replace(view, item)
+        undone.append(sample_id)
+    if undone:
+        view.focus(undone[0])
+        cards = ", ".join(f"#{i}" for i in undone)
+        view.say("success", f"Undone: your vote on {cards} is withdrawn (recorded as an undo); "
+                 f"{'it is' if len(undone) == 1 else 'they are'} {view.items[undone[0]]['review_status']} again.")
+
+
+def handle_outbox() -> None:
+    """The component's callback: apply the actions it has not had acknowledged yet, in order."""
+    from review_ui.state import client
+
+    view: ReviewView | None = st.session_state.get(VIEW_KEY)
+    state = st.session_state.get(COMPONENT_KEY) or {}
+    if view is None:
+        return
+    api = client()
+    for action in sorted(state.get("outbox") or [], key=lambda a: a.get("seq", 0)):
+        seq = int(action.get("seq", 0))
+        if seq <= view.acked:
+            continue
+        try:
+            apply_action(view, api, action)
+        except ApiError as err:  # the API is unreachable or refused something unexpected
+            view.say("error", str(err))
+        view.acked = seq

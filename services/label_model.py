@@ -1,0 +1,174 @@
+"""Label-model flags worth trusting: which run scored a variant, and when a new run may replace those scores.
+
+Every finished run scores the dataset's pending variants (services/run_execution.py), and the review queue
+sorts and flags by those scores. A weak run (one epoch, val macro-F1 0.2) flags almost everything, so a run
+replaces a variant's existing scores only when its val macro-F1 is better than that of the run that scored
+it. A person can still choose any finished run or ensemble: `POST /datasets/{name}/label-model` queues a
+`label_scores` job that rescores every pending variant with it, whatever its val macro-F1.
+
+Each score records its scorer in `scores.label_model`: run id, kind (single or ensemble), name, val macro-F1,
+whether a person chose it, and the per-task probabilities (from which the card shows the predicted labels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from core.errors import ValidationFailed
+from db import queue
+from db import training_runs as db_runs
+from db.models import Dataset, Job, Origin, ReviewStatus, Sample, TrainingRun
+from db.session import readonly_engine, session_scope
+
+ProgressFn = Callable[[dict[str, Any]], None]
+FinishFn = Callable[[Session, dict[str, Any]], None]
+
+
+def scorer_of(run: TrainingRun, *, chosen: bool = False) -> dict[str, Any]:
+    """What a score says about the model behind it."""
+    return {
+        "run_id": run.id,
+        "kind": run.kind,
+        "name": run.name,
+        "val_macro_f1": ((run.metrics or {}).get("val") or {}).get("overall_macro_f1"),
+        "chosen": chosen,
+    }
+
+
+def replaces(current: dict[str, Any] | None, new_f1: float | None) -> bool:
+    """Whether a run with val macro-F1 `new_f1` may overwrite a variant's label-model score `current`."""
+    if not current:
+        return True  # nothing to protect
+    old_f1 = current.get("val_macro_f1")
+    if old_f1 is None:
+        return new_f1 is not None  # a score of unknown quality gives way to a measured one
+    return new_f1 is not None and new_f1 > old_f1
+
+
+def automatic_rule(scorer: dict[str, Any]) -> Callable[[dict[str, Any] | None], bool]:
+    f1 = scorer.get("val_macro_f1")
+    return lambda current: replaces(current, f1)
+
+
+def consistency_from_probs(
+    tasks: list[Any], variants: list[db_runs.PendingVariant], probs: dict[str, np.ndarray]
+) -> list[db_runs.ConsistencyScore]:
+    """Per variant: p(intended label) per task; consistency = the minimum over tasks; flag = another argmax."""
+    from trainer.predict import probs_to_json
+
+    as_json = probs_to_json(tasks, probs) if variants else []
+    out = []
+    for i, variant in enumerate(variants):
+        intended, flag = [], False
+        for t in tasks:
+            label = variant.labels.get(t.name)
+            if label is None or label not in t.labels:
+                continue
+            k = t.labels.index(label)
+            intended.append(float(probs[t.name][i, k]))
+            flag = flag or int(np.argmax(probs[t.name][i])) != k
+        out.append(
+            db_runs.ConsistencyScore(
+                variant.id,
+                variant.version,
+                min(intended) if intended else None,
+                flag if intended else None,
+                as_json[i],
+            )
+        )
+    return out
+
+
+# A person's choice ---------------------------------------------------------------------------------
+
+
+def choose_label_model(session: Session, dataset_name: str, model_id: int, user_id: int | None) -> Job:
+    """Queue a `label_scores` job: rescore every pending variant with run or ensemble `model_id`."""
+    from services.datasets import dataset_named
+    from services.prediction import model_spec
+
+    dataset = dataset_named(session, dataset_name)
+    spec = model_spec(session, model_id)
+    if spec.dataset_id != dataset.id:
+        raise ValidationFailed(f"run {model_id} was trained on another dataset", field="model_id")
+    return queue.enqueue(
+        session,
+        "label_scores",
+        {"dataset": dataset.name, "model_id": model_id},
+        dataset_id=dataset.id,
+        created_by=user_id,
+        max_attempts=2,
+    )
+
+
+def execute_rescoring(
+    engine: Engine,
+    dataset_name: str,
+    model_id: int,
+    *,
+    progress: ProgressFn | None = None,
+    finish: FinishFn | None = None,
+) -> dict[str, Any]:
+    """Score the dataset's pending variants with a chosen model; its scores replace whatever was there."""
+    from db.datasets import get_dataset
+    from services.prediction import load_predictor, model_spec
+
+    emit = progress or (lambda _e: None)
+    with session_scope(readonly_engine(engine)) as session:
+        dataset = get_dataset(session, dataset_name)
+        spec = model_spec(session, model_id)
+        if spec.dataset_id != dataset.id:
+            raise ValidationFailed(f"run {model_id} was trained on another dataset", field="model_id")
+        scorer = scorer_of(db_runs.get_run(session, model_id), chosen=True)
+        variants = db_runs.pending_variants(session, dataset.id)
+    predictor = load_predictor(spec)
+    probs = predictor.predict_proba(
+        [v.text for v in variants], on_batch=lambda d, n: emit({"event": "scoring", "done": d, "total": n})
+    )
+    scores = consistency_from_probs(predictor.tasks, variants, probs)
+    with session_scope(engine) as session:
+        written = db_runs.apply_consistency_scores(session, model_id, scores, scorer=scorer)
+        result = {"dataset": dataset_name, "model_id": model_id, "pending": len(variants), "scored": written}
+        if finish:
+            finish(session, result)
+    return result
+
+
+# What scored the queue -----------------------------------------------------------------------------
+
+
+def label_model_summary(session: Session, dataset_name: str) -> dict[str, Any]:
+    """Which runs scored the dataset's pending variants (how many each, flagged how often), best first."""
+    from services.datasets import dataset_named
+
+    dataset: Dataset = dataset_named(session, dataset_name)
+    run_of = Sample.scores["label_model"]["run_id"].as_integer()
+    rows = session.execute(
+        select(run_of, Sample.label_flag, func.count())
+        .where(
+            Sample.dataset_id == dataset.id,
+            Sample.origin != Origin.original,
+            Sample.review_status == ReviewStatus.pending,
+        )
+        .group_by(run_of, Sample.label_flag)
+    ).tuples()
+    counts: dict[int | None, dict[str, int]] = {}
+    for run_id, flag, n in rows:
+        entry = counts.setdefault(run_id, {"pending": 0, "flagged": 0})
+        entry["pending"] += n
+        entry["flagged"] += n if flag else 0
+    runs = {
+        r.id: r
+        for r in session.scalars(select(TrainingRun).where(TrainingRun.id.in_([i for i in counts if i])))
+    }
+    scorers = []
+    for run_id, entry in counts.items():
+        run = runs.get(run_id) if run_id else None
+        scorers.append({**(scorer_of(run) if run else {"run_id": run_id, "val_macro_f1": None}), **entry})
+    scorers.sort(key=lambda s: (s["run_id"] is None, -(s.get("val_macro_f1") or -1)))
+    return {"dataset": dataset.name, "scorers": scorers}

@@ -1,0 +1,58 @@
+"""What a review card needs from one request: the decision (or undo) applied, then the variant as stored, with
+the votes on it and its latest review, so the card can show exactly what was recorded (e.g. the reason)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from db.models import Sample, User
+from db.reviews import latest_reviews, votes_on
+from services import review, review_assignments
+from services.review_undo import undo_decision
+
+
+def stored_reviews(session: Session, sample_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """sample id → its latest review (who, decision, reason, when)."""
+    return latest_reviews(session, sample_ids)
+
+
+def card(session: Session, sample: Sample, viewer: User) -> dict[str, Any]:
+    """The sample with the votes on it (the viewer's own among them) and its latest stored review."""
+    return {
+        "sample": sample,
+        "votes": votes_on(session, [sample.id], viewer.id).get(sample.id, {"approve": 0, "reject": 0, "mine": None}),
+        "last_review": latest_reviews(session, [sample.id]).get(sample.id),
+    }
+
+
+def decide_card(session: Session, sample_id: int, user: User, decision: str, version: int, **options: Any) -> dict[str, Any]:
+    return card(session, review.decide(session, sample_id, user, decision, version, **options), user)
+
+
+def undo_card(session: Session, sample_id: int, user: User, version: int) -> dict[str, Any]:
+    sample = undo_decision(session, sample_id, user, version)
+    review_assignments.lease_again(session, sample, user)
+    return card(session, sample, user)
+
+
+def cards_of(session: Session, sample_ids: list[int], viewer: User) -> list[dict[str, Any]]:
+    """Several variants as cards, in the order asked; ids that are not variants are left out."""
+    from sqlalchemy import select
+
+    from db.models import Origin
+
+    found = {
+        s.id: s
+        for s in session.scalars(
+            select(Sample).where(Sample.id.in_(sample_ids), Sample.origin != Origin.original)
+        )
+    }
+    ids = [i for i in dict.fromkeys(sample_ids) if i in found]
+    votes = votes_on(session, ids, viewer.id)
+    stored = latest_reviews(session, ids)
+    empty = {"approve": 0, "reject": 0, "mine": None}
+    return [
+        {"sample": found[i], "votes": votes.get(i, empty), "last_review": stored.get(i)} for i in ids
+    ]

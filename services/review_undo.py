@@ -1,0 +1,107 @@
+"""Undo: a reviewer withdraws their own latest vote on a variant, as a new audited `reviews` row.
+
+Nothing is deleted: the `undo` row records who withdrew which review and when, and the variant's status is
+recomputed from the votes that remain (services.review.status_from_votes). An undo is refused (409 with the
+variant's current state) when the reviewer has no vote to withdraw, or when anyone else has decided the variant
+since their vote: then it is no longer theirs alone to take back. Undoing an edit restores the text it
+replaced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from core.errors import ConflictError, ValidationFailed
+from core.textnorm import content_hash
+from db.models import UNDO, Dataset, Decision, Origin, Review, Sample, User, utcnow
+from db.reviews import decision_trail, get_sample, replay, sample_state
+from services.review import status_from_votes
+
+
+def _refuse(session: Session, sample: Sample, why: str) -> ConflictError:
+    return ConflictError(why, field="version", extra={"current": sample_state(session, sample)})
+
+
+def undo_decision(session: Session, sample_id: int, user: User, version: int) -> Sample:
+    """Withdraw `user`'s latest vote on the variant they last saw at `version`."""
+    sample = get_sample(session, sample_id)
+    if sample.origin == Origin.original:
+        raise ValidationFailed(f"sample {sample_id} is an original; it has no decisions", field="sample_id")
+    latest = session.scalars(
+        select(Review)
+        .where(Review.sample_id == sample.id, Review.user_id == user.id)
+        .order_by(Review.id.desc())
+        .limit(1)
+    ).first()
+    if latest is None or latest.decision == UNDO:
+        raise _refuse(session, sample, f"you have no decision on sample {sample_id} to undo")
+    decided_since = session.scalar(
+        select(Review.id).where(
+            Review.sample_id == sample.id,
+            Review.user_id != user.id,
+            Review.id > latest.id,
+            Review.decision != UNDO,
+        ).limit(1)
+    )
+    if decided_since is not None:
+        raise _refuse(session, sample, f"someone else decided sample {sample_id} after you; undo refused")
+    if sample.version != version:
+        raise _refuse(
+            session,
+            sample,
+            f"sample {sample_id} changed since you saw it (version {version}, now {sample.version})",
+        )
+    dataset = session.get_one(Dataset, sample.dataset_id)
+    votes = replay([*decision_trail(session, sample.id), (user.id, UNDO)])
+    values: dict[str, Any] = {
+        "review_status": status_from_votes(votes, dataset.reviews_required),
+        "review_count": len(votes),
+        "version": Sample.version + 1,
+        "updated_at": utcnow(),
+    }
+    text_before = sample.text
+    text_after = sample.text
+    if latest.decision == Decision.edit and latest.text_before != latest.text_after:
+        text_after = latest.text_before
+        restored_hash = content_hash(text_after)
+        duplicate = session.scalar(
+            select(Sample.id).where(
+                Sample.dataset_id == sample.dataset_id,
+                Sample.content_hash == restored_hash,
+                Sample.id != sample.id,
+            )
+        )
+        if duplicate is not None:
+            raise ConflictError(
+                f"the text before your edit now duplicates sample {duplicate}; undo refused",
+                field="text",
+                extra={"duplicate_of": duplicate},
+            )
+        values.update(text=text_after, content_hash=restored_hash)
+    claimed = session.execute(
+        update(Sample)
+        .where(Sample.id == sample.id, Sample.version == version)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if claimed != 1:
+        raise _refuse(session, sample, f"sample {sample_id} changed while undoing; undo refused")
+    session.add(
+        Review(
+            sample_id=sample.id,
+            user_id=user.id,
+            decision=UNDO,
+            reason=None,
+            note=f"withdraws review {latest.id} ({latest.decision})",
+            text_before=text_before,
+            text_after=text_after,
+            version_seen=version,
+            created_at=utcnow(),
+        )
+    )
+    session.flush()
+    session.refresh(sample)
+    return sample

@@ -1,0 +1,154 @@
+"""Before starting a run: the config it would train with and about how long it would take.
+
+The estimate is a cost model, not a promise. Time per epoch = training texts / samples per second, where the
+rate comes from, in order of preference:
+
+1. a finished run of this deployment with the same encoder: its measured samples/s (median over epochs),
+   scaled by the tokens per text the new max length allows against the old one (batches are padded to their
+   own longest text, so a text shorter than either limit costs the same under both);
+2. otherwise a reference rate measured on a 2-core CPU (README, Training > Speed: all-MiniLM-L6-v2, 6 layers
+   × 384, 12.9 samples/s at max length 64 with R-Drop), scaled by the encoder's size (layers × hidden², read
+   from its local config.json when there is one; else bert-base's 12 × 768), by the tokens per text, by R-Drop
+   (two forward passes) and by the CPU threads.
+
+Validation runs every epoch (forward only: about a third of a training step per text); the finished run also
+scores the pending variants once.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from db.models import Dataset, JobStatus, Origin, ReviewStatus, Sample, SampleLabel, TrainingRun
+from services.training import check_config_against, default_config
+
+REFERENCE = {"samples_per_s": 12.9, "layers": 6, "hidden": 384, "tokens": 48.0, "rdrop": True, "threads": 2}
+BERT_BASE = (12, 768)
+CHARS_PER_TOKEN = 4.0  # English subword tokenizers: about 4 characters per token
+FORWARD_SHARE = 1 / 3  # a forward-only pass costs about a third of a training step
+
+
+def encoder_size(encoder: str) -> tuple[int, int, str]:
+    """(layers, hidden, where it was read) of an encoder: its local config.json, else bert-base's."""
+    config = Path(encoder) / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+        return int(data["num_hidden_layers"]), int(data["hidden_size"]), str(config)
+    except (OSError, ValueError, KeyError, TypeError):
+        return (*BERT_BASE, "assumed bert-base size (no local config.json)")
+
+
+def mean_tokens(lengths: list[int], max_length: int) -> float:
+    """Tokens per text once truncated at max_length, estimated from character counts."""
+    if not lengths:
+        return float(min(max_length, REFERENCE["tokens"]))
+    return statistics.fmean(min(max_length, 2 + n / CHARS_PER_TOKEN) for n in lengths)
+
+
+def measured_rate(session: Session, encoder: str) -> tuple[float, int, int] | None:
+    """(samples/s, max_length, run id) of the newest finished single run with this encoder, if any."""
+    runs = session.scalars(
+        select(TrainingRun)
+        .where(TrainingRun.kind == "single", TrainingRun.status == JobStatus.succeeded)
+        .order_by(TrainingRun.id.desc())
+        .limit(50)
+    )
+    for run in runs:
+        if (run.config or {}).get("encoder") != encoder:
+            continue
+        rates = [e["samples_per_s"] for e in run.curve or [] if isinstance(e.get("samples_per_s"), int | float)]
+        if rates:
+            return statistics.median(rates), int(run.config.get("max_length", 320)), run.id
+    return None
+
+
+def joins_training(config: Any) -> Any:
+    """Originals, plus approved variants unless the config trains on originals only (or leaves methods out)."""
+    if config.variants == "none":
+        return Sample.origin == Origin.original
+    approved = Sample.review_status == ReviewStatus.approved
+    if config.exclude_methods:
+        approved = approved & Sample.method.not_in(config.exclude_methods)
+    return or_(Sample.origin == Origin.original, approved)
+
+
+def training_plan(session: Session, dataset_name: str, overrides: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
+    """The full config a run would get, the data it would see, and the estimated time."""
+    from services.datasets import dataset_named
+
+    dataset: Dataset = dataset_named(session, dataset_name, field="dataset")
+    config = default_config(overrides)
+    check_config_against(dataset, config)
+    train_lengths = list(
+        session.scalars(
+            select(func.length(Sample.text)).where(
+                Sample.dataset_id == dataset.id,
+                Sample.split == "train",
+                joins_training(config),
+                Sample.id.in_(select(SampleLabel.sample_id)),
+            )
+        )
+    )
+    if config.max_train_samples:
+        train_lengths = train_lengths[: config.max_train_samples]
+    evaluation = session.scalar(
+        select(func.count()).where(
+            Sample.dataset_id == dataset.id, Sample.origin == Origin.original, Sample.split.in_(("val", "test"))
+        )
+    ) or 0
+    pending = session.scalar(
+        select(func.count()).where(
+            Sample.dataset_id == dataset.id,
+            Sample.origin != Origin.original,
+            Sample.review_status == ReviewStatus.pending,
+        )
+    ) or 0
+    tokens = mean_tokens(train_lengths, config.max_length)
+    measured = measured_rate(session, config.encoder)
+    if measured is not None:
+        rate, old_length, run_id = measured
+        rate *= mean_tokens(train_lengths, old_length) / tokens
+        basis = (
+            f"run #{run_id} with the same encoder trained at {measured[0]:.1f} samples/s "
+            f"(max length {old_length}); scaled to max length {config.max_length}"
+        )
+    else:
+        layers, hidden, source = encoder_size(config.encoder)
+        size = (REFERENCE["layers"] * REFERENCE["hidden"] ** 2) / (layers * hidden**2)
+        threads = config.num_threads or REFERENCE["threads"]
+        rdrop = (2.0 if REFERENCE["rdrop"] else 1.0) / (2.0 if config.rdrop_alpha > 0 else 1.0)
+        rate = REFERENCE["samples_per_s"] * size * (REFERENCE["tokens"] / tokens) * rdrop
+        rate *= min(threads, 8) / REFERENCE["threads"] if threads > REFERENCE["threads"] else 1.0
+        basis = (
+            f"reference CPU rate ({REFERENCE['samples_per_s']} samples/s for a 6 × 384 encoder at "
+            f"{REFERENCE['tokens']:.0f} tokens per text on 2 cores), scaled to {layers} × {hidden} ({source}) "
+            f"and {tokens:.0f} tokens per text; no finished run with this encoder to measure from"
+        )
+    rdrop_passes = 2.0 if config.rdrop_alpha > 0 else 1.0
+    eval_rate = rate * rdrop_passes / FORWARD_SHARE
+    train_seconds = len(train_lengths) / rate
+    eval_seconds = evaluation / eval_rate
+    per_epoch = train_seconds + eval_seconds
+    per_run = config.epochs * per_epoch + pending / eval_rate
+    runs = max(1, len(seeds))
+    return {
+        "dataset": dataset.name,
+        "config": config.to_dict(),
+        "runs": runs,
+        "train_examples": len(train_lengths),
+        "eval_examples": evaluation,
+        "pending_to_score": pending,
+        "tokens_per_text": round(tokens, 1),
+        "samples_per_second": round(rate, 2),
+        "seconds_per_epoch": round(per_epoch, 1),
+        "seconds_per_run": round(per_run, 1),
+        "seconds_total": round(per_run * runs, 1),
+        "basis": basis,
+        "note": "a run may stop early (patience); runs queued together share the workers",
+    }

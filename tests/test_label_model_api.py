@@ -1,0 +1,103 @@
+"""Label-model scores through real (tiny) training runs on a worker: a run replaces earlier scores only with a
+better val macro-F1, a person's choice replaces them anyway; and the training estimate before a run starts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.test_trainer_api import drain, fast
+from tests.trainer_fixtures import add_variant, import_small, tiny_encoder  # noqa: F401 (fixture)
+
+
+def label_model_of(engine: Any, sample_id: int) -> dict[str, Any]:
+    from db.models import Sample
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        return dict(s.get_one(Sample, sample_id).scores["label_model"])
+
+
+def test_scores_follow_the_better_run_or_a_persons_choice(annotator, engine, tiny_encoder: str) -> None:
+    from sqlalchemy import update
+
+    from db.models import Sample
+    from db.session import session_scope
+
+    name = import_small(engine, n_train=40, n_val=16, n_test=16, n_unlabelled=0)
+    variant = add_variant(engine, name, "train", "pending", "a pending variant about the budget vote today")
+
+    def train(seed: int) -> int:
+        r = annotator.post(
+            "/api/v1/training-runs", json={"dataset": name, "seeds": [seed], "config": fast(tiny_encoder)}
+        )
+        assert r.status_code == 202, r.text
+        assert drain(engine, ["train"]).succeeded == 1
+        return r.json()["runs"][0]["id"]
+
+    first = train(1)
+    scored = label_model_of(engine, variant)
+    run = annotator.get(f"/api/v1/training-runs/{first}").json()
+    assert scored["run_id"] == first and scored["kind"] == "single" and scored["chosen"] is False
+    assert scored["val_macro_f1"] == run["val_macro_f1"] and set(scored["probs"]) == {"bias", "message"}
+    summary = annotator.get(f"/api/v1/datasets/{name}/label-model").json()
+    assert [(s["run_id"], s["pending"]) for s in summary["scorers"]] == [(first, 1)]
+
+    # Pretend the first run was excellent: a second, ordinary run must leave its scores alone.
+    with session_scope(engine) as s:
+        s.execute(
+            update(Sample)
+            .where(Sample.id == variant)
+            .values(scores={"label_model": {**scored, "val_macro_f1": 0.99}})
+        )
+    second = train(2)
+    assert label_model_of(engine, variant)["run_id"] == first
+    job = annotator.get("/api/v1/jobs", params={"kind": "train"}).json()["items"][0]
+    assert job["result"]["variants_scored"] == 0 and job["result"]["variants_not_rescored"] == 1
+
+    # A person chooses the second run: its scores replace the "better" ones.
+    chosen = annotator.post(f"/api/v1/datasets/{name}/label-model", json={"model_id": second})
+    assert chosen.status_code == 202 and chosen.json()["kind"] == "label_scores"
+    assert drain(engine, ["label_scores"]).succeeded == 1
+    after = label_model_of(engine, variant)
+    assert after["run_id"] == second and after["chosen"] is True
+    # ... and so can an ensemble.
+    ensemble = annotator.post("/api/v1/ensembles", json={"run_ids": [first, second]}).json()
+    annotator.post(f"/api/v1/datasets/{name}/label-model", json={"model_id": ensemble["id"]})
+    assert drain(engine, ["label_scores"]).succeeded == 1
+    after = label_model_of(engine, variant)
+    assert after["run_id"] == ensemble["id"] and after["kind"] == "ensemble"
+    assert after["val_macro_f1"] == ensemble["val_macro_f1"]
+
+    bad = annotator.post(f"/api/v1/datasets/{name}/label-model", json={"model_id": 999_999})
+    assert bad.status_code == 404 and bad.json()["field"] == "model_id"
+
+    # The estimate before the next run: measured on the runs above, scaled to the new length.
+    estimate = annotator.post(
+        "/api/v1/training-estimates",
+        json={"dataset": name, "seeds": [1, 2], "config": {**fast(tiny_encoder), "max_length": 64}},
+    ).json()
+    assert estimate["config"]["max_length"] == 64 and estimate["config"]["focal_gamma"] == 2.0
+    assert estimate["train_examples"] == 40 and estimate["eval_examples"] == 32 and estimate["runs"] == 2
+    assert f"run #{second}" in estimate["basis"] and estimate["seconds_total"] > estimate["seconds_per_run"] > 0
+
+
+def test_estimate_without_a_measured_run(annotator, engine, tmp_path) -> None:
+    import json
+
+    name = import_small(engine, n_train=40, n_val=16, n_test=16, n_unlabelled=0)
+    encoder = tmp_path / "enc"
+    encoder.mkdir()
+    (encoder / "config.json").write_text(json.dumps({"num_hidden_layers": 6, "hidden_size": 384}))
+
+    def estimate(**config: Any) -> dict[str, Any]:
+        r = annotator.post("/api/v1/training-estimates", json={"dataset": name, "config": config})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    small = estimate(encoder=str(encoder), epochs=4, max_length=64)
+    assert "6 × 384" in small["basis"] and small["config"]["epochs"] == 4
+    big = estimate(encoder="bert-base-multilingual-cased", epochs=4, max_length=64)
+    assert "assumed bert-base size" in big["basis"] and big["seconds_per_run"] > 4 * small["seconds_per_run"]
+    assert estimate(encoder=str(encoder), epochs=8, max_length=64)["seconds_per_run"] > small["seconds_per_run"]
+    bad = annotator.post("/api/v1/training-estimates", json={"dataset": name, "config": {"epochs": 0}})
+    assert bad.status_code == 422 and bad.json()["field"] == "config.epochs"

@@ -1,0 +1,236 @@
+"""The review flow's API: undo as an audited reversal, stored reasons on cards, work shared out with leases,
+progress per annotator, and the rule for replacing label-model scores."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.review_fixtures import carol, review_data  # noqa: F401
+from tests.test_review_api import decide, queue
+
+
+def undo(client, sample_id: int, version: int):  # type: ignore[no-untyped-def]
+    return client.post(f"/api/v1/samples/{sample_id}/undo", json={"version": version})
+
+
+def reviews_of(client, sample_id: int) -> list[dict]:  # type: ignore[no-untyped-def]
+    return client.get(f"/api/v1/samples/{sample_id}").json()["reviews"]
+
+
+def test_a_decision_answers_with_what_was_stored(annotator, review_data) -> None:
+    v1, v2 = review_data.variants[review_data.sources[0]][:2]
+    body = decide(annotator, v1, "reject", 1, reason="meaning_changed").json()
+    assert body["review_status"] == "rejected" and body["votes"] == {"approve": 0, "reject": 1, "mine": "reject"}
+    assert body["last_review"]["reason"] == "meaning_changed" and body["last_review"]["user"] == "bob-annotator"
+    # A rejection without a chosen reason is stored as such, never as a reason nobody chose.
+    assert decide(annotator, v2, "reject", 1, reason="unspecified").json()["last_review"]["reason"] == "unspecified"
+    rejected = {i["id"]: i for i in queue(annotator, status="rejected")["items"]}
+    assert rejected[v1]["last_review"]["reason"] == "meaning_changed"
+    assert rejected[v2]["last_review"]["reason"] == "unspecified"
+    assert queue(annotator)["items"][0]["last_review"] is None  # pending, never decided
+
+
+def test_undo_withdraws_my_vote_with_an_audit_row(annotator, review_data) -> None:
+    v = review_data.variants[review_data.sources[0]][0]
+    assert decide(annotator, v, "approve", 1).json()["version"] == 2
+    r = undo(annotator, v, 2)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["review_status"] == "pending" and body["version"] == 3 and body["review_count"] == 0
+    assert body["votes"]["mine"] is None and body["last_review"]["decision"] == "undo"
+    assert [(x["decision"], x["user"]) for x in reviews_of(annotator, v)] == [
+        ("approve", "bob-annotator"),
+        ("undo", "bob-annotator"),
+    ]
+    assert v in {i["id"] for i in queue(annotator)["items"]}  # back in the pending queue
+    again = undo(annotator, v, 3)  # nothing left to undo
+    assert again.status_code == 409 and again.json()["current"]["review_status"] == "pending"
+    assert decide(annotator, v, "reject", 3, reason="other").json()["review_status"] == "rejected"
+
+
+def test_undo_is_refused_once_someone_else_decided(admin, annotator, carol, review_data) -> None:
+    admin.patch("/api/v1/datasets/rev", json={"reviews_required": 2})
+    v = review_data.variants[review_data.sources[1]][0]
+    assert decide(annotator, v, "approve", 1).json()["review_status"] == "pending"
+    assert decide(carol, v, "approve", 2).json()["review_status"] == "approved"
+    refused = undo(annotator, v, 2)
+    assert refused.status_code == 409 and "someone else decided" in refused.json()["detail"]
+    assert refused.json()["current"]["review_status"] == "approved" and refused.json()["current"]["version"] == 3
+    stale = undo(carol, v, 2)  # carol's own, but with a version she no longer holds
+    assert stale.status_code == 409 and stale.json()["field"] == "version"
+    body = undo(carol, v, 3).json()  # the vote that decided it: the status follows bob's vote alone
+    assert body["review_status"] == "pending" and body["votes"] == {"approve": 1, "reject": 0, "mine": None}
+    # With k = 2 the queue hides what you voted on; after undoing, carol sees the variant again.
+    assert v in {i["id"] for i in queue(carol)["items"]}
+    assert v not in {i["id"] for i in queue(annotator)["items"]}
+    # Agreement counts standing votes only: bob's approve alone, nothing to compare.
+    assert annotator.get("/api/v1/datasets/rev/agreement").json()["overall"]["units"] == 1
+
+
+def test_undo_of_an_edit_restores_the_text(annotator, review_data) -> None:
+    v = review_data.variants[review_data.sources[2]][0]
+    before = annotator.get(f"/api/v1/samples/{v}").json()["sample"]["text"]
+    edited = decide(annotator, v, "edit", 1, text="Join us at the rally this Sunday!").json()
+    assert edited["text"] == "Join us at the rally this Sunday!"
+    body = undo(annotator, v, edited["version"]).json()
+    assert body["text"] == before and body["review_status"] == "pending"
+    last = reviews_of(annotator, v)[-1]
+    assert (last["decision"], last["text_before"], last["text_after"]) == ("undo", edited["text"], before)
+
+
+def test_undo_input_errors(annotator, review_data) -> None:
+    assert undo(annotator, review_data.sources[0], 1).json()["field"] == "sample_id"  # an original
+    assert undo(annotator, 999_999, 1).status_code == 404
+    assert undo(annotator, review_data.variants[review_data.sources[0]][0], 0).status_code == 422
+    # "undo" is not a decision anyone can cast
+    assert decide(annotator, review_data.variants[review_data.sources[0]][0], "undo", 1).status_code == 422
+
+
+def claim(client, size: int = 5, **body):  # type: ignore[no-untyped-def]
+    return client.post("/api/v1/datasets/rev/assignments", json={"size": size, **body})
+
+
+def test_work_is_shared_out_with_leases(admin, annotator, carol, engine, review_data) -> None:
+    from sqlalchemy import update
+
+    from db.models import ReviewAssignment, utcnow
+    from db.session import session_scope
+
+    assert claim(annotator).json()["field"] == "name"  # the dataset does not share out work yet
+    r = admin.patch("/api/v1/datasets/rev", json={"distribute_work": True, "lease_minutes": 10})
+    assert r.json()["distribute_work"] and r.json()["lease_minutes"] == 10
+    bob = claim(annotator).json()
+    bob_ids = [i["id"] for i in bob["items"]]
+    assert len(bob_ids) == 5 and bob_ids == sorted(bob_ids) and bob["leased_until"]
+    assert claim(annotator).json()["items"] == bob["items"]  # asking again: the same share, renewed
+    carol_ids = [i["id"] for i in claim(carol).json()["items"]]
+    assert len(carol_ids) == 5 and not set(carol_ids) & set(bob_ids)  # nobody gets someone else's share
+    # A filter narrows both what you hold and what you are given.
+    attack = claim(carol, filter={"task": "message", "label": "attack"}).json()["items"]
+    assert {i["parent_id"] for i in attack} == {review_data.sources[3]}
+    # Deciding ends the lease; the next batch tops up with fresh variants.
+    for item in bob["items"][:2]:
+        assert decide(annotator, item["id"], "approve", item["version"]).status_code == 200
+    refill = [i["id"] for i in claim(annotator).json()["items"]]
+    assert len(refill) == 5 and set(bob_ids[2:]) <= set(refill) and not set(refill) & set(bob_ids[:2])
+    # Bob leaves: once his leases run out (here: pushed into the past), his share goes to others.
+    with session_scope(engine) as s:
+        s.execute(update(ReviewAssignment).values(leased_until=utcnow() - timedelta(minutes=1)))
+    taken = [i["id"] for i in claim(carol, size=50).json()["items"]]
+    assert set(refill) <= set(taken)
+    assert len(taken) == 19 - 2  # everything still pending
+    # Giving work back (signing out) frees it at once.
+    assert annotator.delete("/api/v1/datasets/rev/assignments").json() == {"released": 0}
+    assert carol.delete("/api/v1/datasets/rev/assignments").json() == {"released": 17}
+    assert len(claim(annotator, size=50).json()["items"]) == 17
+
+
+def test_with_two_reviews_a_variant_goes_to_two_annotators(admin, annotator, carol, review_data) -> None:
+    admin.patch("/api/v1/datasets/rev", json={"distribute_work": True, "reviews_required": 2})
+    bob = [i["id"] for i in claim(annotator, size=3).json()["items"]]
+    assert [i["id"] for i in claim(carol, size=3).json()["items"]] == bob  # each still needs two voters
+    third = [i["id"] for i in claim(admin, size=3).json()["items"]]
+    assert not set(third) & set(bob)  # two annotators hold them: the third gets others
+    first = annotator.get(f"/api/v1/samples/{bob[0]}").json()["sample"]
+    decide(annotator, bob[0], "approve", first["version"])
+    assert bob[0] not in {i["id"] for i in claim(annotator, size=3).json()["items"]}  # voted: never again
+    assert bob[0] in {i["id"] for i in claim(carol, size=3).json()["items"]}
+    r = annotator.post("/api/v1/datasets/rev/assignments/renew").json()
+    assert r["renewed"] == 3 and r["leased_until"]
+
+
+def test_assignment_input_errors(admin, annotator, review_data) -> None:
+    admin.patch("/api/v1/datasets/rev", json={"distribute_work": True})
+    assert claim(annotator, size=0).status_code == 422
+    assert claim(annotator, sort="random").json()["field"] == "sort"
+    assert claim(annotator, filter={"task": "nope"}).json()["field"] == "task"
+    assert admin.patch("/api/v1/datasets/rev", json={"lease_minutes": 0}).status_code == 422
+    assert annotator.post("/api/v1/datasets/nope/assignments", json={}).status_code == 404
+
+
+def test_progress_per_annotator(admin, annotator, carol, review_data) -> None:
+    admin.patch("/api/v1/datasets/rev", json={"reviews_required": 3})
+    a, b, c = review_data.variants[review_data.sources[0]]
+    # a: bob, carol and admin approve; b: bob approves, carol and admin reject; c: bob approves then undoes.
+    for client, decision in ((annotator, "approve"), (carol, "approve"), (admin, "approve")):
+        decide(client, a, decision, reason=None if decision == "approve" else "other")
+    decide(annotator, b, "approve")
+    decide(carol, b, "reject", reason="other")
+    decide(admin, b, "reject", reason="other")
+    v = decide(annotator, c, "approve").json()["version"]
+    undo(annotator, c, v)
+    body = annotator.get("/api/v1/datasets/rev/annotators").json()
+    rows = {r["user"]: r for r in body["annotators"]}
+    bob = rows["bob-annotator"]
+    assert bob["decisions_today"] == 3 and bob["undone_today"] == 1
+    assert bob["active_minutes_today"] > 0 and bob["per_hour"] is None  # seconds of work: no rate yet
+    # bob agreed with the others on a, not on b
+    assert bob["compared_with_majority"] == 2 and bob["agreement_with_majority"] == 0.5
+    assert rows["carol"]["agreement_with_majority"] is None or rows["carol"]["compared_with_majority"] == 1
+    assert rows["alice-admin"]["decisions_today"] == 2
+
+
+def test_active_time_and_majority_rules() -> None:
+    from datetime import UTC, datetime
+
+    from services.annotator_stats import active_seconds, majority_agreement, rate_per_hour
+
+    t0 = datetime(2026, 1, 1, 9, tzinfo=UTC)
+    minutes = [0, 1, 2, 60, 61]  # two stretches with an hour's break between
+    assert active_seconds([t0 + timedelta(minutes=m) for m in minutes]) == 30 + 60 + 60 + 30 + 60
+    assert rate_per_hour([t0 + timedelta(minutes=m) for m in minutes]) == round(5 / (240 / 3600), 1)  # 75/h
+    assert rate_per_hour([t0, t0 + timedelta(seconds=20)]) is None  # 50 s of work
+    votes = {
+        1: {10: "approve", 11: "approve", 12: "edit", 13: "reject"},  # 13 alone against the others' keep
+        2: {10: "approve", 11: "reject"},  # one against one
+        3: {10: "approve", 11: "approve", 13: "reject"},  # 10 and 11 each face a tie among the others
+    }
+    assert majority_agreement(votes) == {10: (1, 2), 11: (1, 2), 12: (1, 1), 13: (0, 2)}
+
+
+@pytest.mark.parametrize(
+    ("current", "new_f1", "expected"),
+    [
+        (None, 0.1, True),  # nothing scored yet
+        ({"run_id": 1, "val_macro_f1": 0.45}, 0.20, False),  # a weak run never overrides a better one
+        ({"run_id": 1, "val_macro_f1": 0.45}, 0.50, True),
+        ({"run_id": 1, "val_macro_f1": 0.45}, 0.45, False),
+        ({"run_id": 1}, 0.3, True),  # a score of unknown quality gives way to a measured one
+        ({"run_id": 1, "val_macro_f1": 0.45}, None, False),
+    ],
+)
+def test_a_run_replaces_scores_only_when_better(current, new_f1, expected) -> None:
+    from services.label_model import replaces
+
+    assert replaces(current, new_f1) is expected
+
+
+def test_scores_record_their_run_and_keep_better_ones(engine, review_data) -> None:
+    from db import training_runs as db_runs
+    from db.models import Sample
+    from db.session import session_scope
+    from services.label_model import automatic_rule
+
+    v = review_data.variants[review_data.sources[0]][0]
+    probs = {"bias": {"neutral": 0.9, "partisan": 0.1}, "message": {"policy": 0.2, "attack": 0.8}}
+
+    def score(run_id: int, f1: float, flag: bool, chosen: bool = False) -> int:
+        scorer = {"run_id": run_id, "kind": "single", "name": f"run {run_id}", "val_macro_f1": f1, "chosen": chosen}
+        with session_scope(engine) as s:
+            return db_runs.apply_consistency_scores(
+                s, run_id, [db_runs.ConsistencyScore(v, 1, 0.1 if flag else 0.9, flag, probs)],
+                scorer=scorer, replace_if=None if chosen else automatic_rule(scorer),
+            )
+
+    assert score(1, 0.45, False) == 1
+    assert score(2, 0.20, True) == 0  # the weak run left the better scores alone
+    with session_scope(engine) as s:
+        sample = s.get(Sample, v)
+        assert sample.label_flag is False and sample.scores["label_model"]["run_id"] == 1
+        assert sample.scores["label_model"]["val_macro_f1"] == 0.45 and sample.scores["similarity"] == 0.5
+    assert score(3, 0.20, True, chosen=True) == 1  # a person's choice replaces them anyway
+    with session_scope(engine) as s:
+        label_model = s.get(Sample, v).scores["label_model"]
+        assert label_model["run_id"] == 3 and label_model["chosen"] is True
