@@ -12,7 +12,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import AuthFailureLimiter
 from api.errors import install_error_handlers
-from api.routes import augment, datasets, health, impact, jobs, review_work, reviews, tokens, training
+from api.routes import (
+    augment,
+    datasets,
+    health,
+    impact,
+    jobs,
+    projects,
+    review_work,
+    reviews,
+    tokens,
+    training,
+)
 from api.schemas import ErrorRead
 from core import __version__
 from core.settings import Settings, get_settings
@@ -20,7 +31,7 @@ from db.session import get_engine
 
 API_PREFIX = "/api/v1"
 ROUTERS: list[Any] = [
-    datasets.router, jobs.router, tokens.router, reviews.router, review_work.router, training.router, augment.router,
+    projects.router, datasets.router, jobs.router, tokens.router, reviews.router, review_work.router, training.router, augment.router,
     impact.router,
 ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 
 class RequestBody(BaseModel):
@@ -25,6 +25,9 @@ class DatasetRead(BaseModel):
 
     id: int
     name: str
+    display_name: str
+    project: str = Field(validation_alias=AliasChoices("project_name", "project"),
+                         description="The project the dataset belongs to")
     language: str
     tasks: list[TaskDef]
     split_info: dict[str, Any]

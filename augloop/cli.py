@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from augloop.cli_augment import augment_app
+from augloop.cli_projects import project_app
 from augloop.cli_report import report_app
 from augloop.cli_runs import runs_app
 from augloop.cli_tokens import token_app, user_app
@@ -33,6 +34,7 @@ def private_files() -> None:
 
 
 app.add_typer(token_app, name="token")
+app.add_typer(project_app, name="project")
 app.add_typer(user_app, name="user")
 app.add_typer(train_app)  # train, ensemble
 app.add_typer(runs_app, name="runs")
@@ -58,6 +60,8 @@ def import_cmd(
     language: Annotated[str, typer.Option(help="Language code of the texts")] = "en",
     labels: Annotated[Optional[list[str]], typer.Option(help="Ordered label set, TASK=a,b,c (repeatable)")] = None,
     split_seed: Annotated[int, typer.Option(help="Seed of the stratified split")] = 42,
+    project: Annotated[str, typer.Option(help="The project a new dataset goes into")] = "default",
+    display_name: Annotated[Optional[str], typer.Option(help="A new dataset's name for people")] = None,
 ) -> None:
     """Import a file into a dataset: all rows or none."""
     from db.session import session_scope
@@ -74,7 +78,8 @@ def import_cmd(
         order[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
     tasks = [t.strip() for item in task for t in item.split(",") if t.strip()]
     spec = ImportSpec(dataset=dataset, tasks=tasks, text_col=text_col, split_col=split_col or None,
-                      id_col=id_col or None, language=language, label_order=order, split_seed=split_seed)
+                      id_col=id_col or None, language=language, label_order=order, split_seed=split_seed,
+                      project=project, display_name=display_name)
     data = file.read_bytes()
 
     with console.status(f"importing {file} ..."), session_scope(engine()) as session:

@@ -146,11 +146,39 @@ class APIToken(Base):
     user: Mapped[User] = relationship(back_populates="tokens")
 
 
+class ProjectRole(StrEnum):
+    annotator = "annotator"  # reads the project's datasets and reviews them
+    lead = "lead"  # also changes its datasets' settings and guidelines, starts augmentation and training
+
+
+class Project(Base):
+    """A team's space: its datasets, and the users who are its members."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)  # a slug
+    display_name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProjectMember(Base):
+    __tablename__ = "project_members"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    role: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Dataset(Base):
     __tablename__ = "datasets"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)  # the URL's slug (new names: see core.names)
+    display_name: Mapped[str] = mapped_column(String(200))
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="RESTRICT"), index=True)
+    project: Mapped[Project] = relationship(lazy="joined")
     language: Mapped[str] = mapped_column(String(16), default="en")
     # [{"name": "bias", "labels": ["neutral", "partisan"]}, ...]: N tasks, each with its ordered label set
     tasks: Mapped[list[Any]] = mapped_column(JSON)
@@ -162,6 +190,10 @@ class Dataset(Base):
     distribute_work: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     lease_minutes: Mapped[int] = mapped_column(Integer, default=15, server_default="15")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def project_name(self) -> str:
+        return self.project.name
 
     def task_names(self) -> list[str]:
         return [t["name"] for t in self.tasks]

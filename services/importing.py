@@ -17,11 +17,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.errors import TooLargeError, ValidationFailed
+from core.errors import NotFoundError, TooLargeError, ValidationFailed
+from core.names import check_display_name, check_slug
 from core.ngrams import near_duplicate_groups
 from core.settings import get_settings
 from core.textnorm import content_hash
-from db.models import Dataset, Origin, Sample, SampleLabel, Split
+from db.models import Dataset, Origin, Project, Sample, SampleLabel, Split
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "dev": "val", "test": "test", "testing": "test"}
@@ -53,6 +54,8 @@ class ImportSpec:
     label_order: dict[str, list[str]] = field(default_factory=dict)  # optional explicit ordered label sets
     split_seed: int = 42
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    project: str = "default"  # where a new dataset goes (an existing one stays in its project)
+    display_name: str | None = None  # a new dataset's name for people; default: its slug
 
 
 @dataclass
@@ -292,7 +295,13 @@ def import_file(session: Session, data: bytes, spec: ImportSpec, *, filename: st
             seen = sorted({r.labels[task] for r in rows if task in r.labels})
             order = spec.label_order.get(task) or seen
             task_defs.append({"name": task, "labels": list(order)})
-        dataset = Dataset(name=spec.dataset, language=spec.language, tasks=task_defs, split_info=split_info)
+        check_slug(spec.dataset, field="name", what="a dataset name")
+        project = session.scalar(select(Project).where(Project.name == spec.project))
+        if project is None:
+            raise NotFoundError(f"project {spec.project!r} not found", field="project")
+        display = check_display_name(spec.display_name or spec.dataset, field="display_name")
+        dataset = Dataset(name=spec.dataset, display_name=display, project_id=project.id, language=spec.language,
+                          tasks=task_defs, split_info=split_info)
         session.add(dataset)
         session.flush()
         existing: dict[str, int] = {}

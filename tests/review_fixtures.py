@@ -74,6 +74,8 @@ def make_dataset(session: Any, name: str = "rev", reviews_required: int = 1) -> 
 
     ds = Dataset(
         name=name,
+        display_name=name,
+        project_id=1,  # the default project the migration creates
         language="en",
         reviews_required=reviews_required,
         guidelines="**Keep** the label.",

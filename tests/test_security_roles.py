@@ -19,6 +19,10 @@ ADMIN_ONLY = {
     ("POST", "/api/v1/tokens/{token_id}/revoke"),
     ("GET", "/api/v1/workers"),
     ("PATCH", "/api/v1/users/{name}"),
+    ("POST", "/api/v1/projects"),
+    ("GET", "/api/v1/projects/{name}/members"),
+    ("PUT", "/api/v1/projects/{name}/members"),
+    ("DELETE", "/api/v1/projects/{name}/members/{user}"),
 }
 PUBLIC = {("GET", "/healthz")}
 

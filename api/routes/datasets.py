@@ -73,6 +73,8 @@ async def import_dataset(
     labels: Annotated[str | None, Form(description='Ordered label sets, JSON: {"bias": ["neutral", "partisan"]}')]
     = None,
     split_seed: Annotated[int, Form()] = 42,
+    project: Annotated[str, Form(description="The project a new dataset goes into")] = "default",
+    display_name: Annotated[str | None, Form(description="A new dataset's name for people")] = None,
 ) -> dict:
     """Import a file into a dataset (created if new). All rows or none: a bad row rejects the file (422)."""
     data = await file.read(settings.max_request_bytes + 1)
@@ -81,7 +83,7 @@ async def import_dataset(
     tasks = [t.strip() for item in task for t in item.split(",") if t.strip()]
     spec = ImportSpec(dataset=name, tasks=tasks, text_col=text_col, split_col=split_col or None,
                       id_col=id_col or None, language=language, label_order=_parse_labels(labels),
-                      split_seed=split_seed)
+                      split_seed=split_seed, project=project, display_name=display_name)
     return dataset_service.import_upload(session, data, spec, file.filename, admin.id).as_dict()
 
 

@@ -1,0 +1,36 @@
+"""Names that appear in URLs, file names and CSV headers: project and dataset slugs.
+
+A slug is 1–64 characters of lower-case ASCII letters, digits, `_` and `-`, starting with a letter or digit.
+Anything else (right-to-left overrides, spaces, 300-character names, path separators) is refused with a
+message that says so; the human-readable name goes in the separate display name (up to 200 characters).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from core.errors import ValidationFailed
+
+SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+DISPLAY_MAX = 200
+
+
+def check_slug(name: str, *, field: str, what: str = "name") -> str:
+    if not isinstance(name, str) or not SLUG.fullmatch(name):
+        raise ValidationFailed(
+            f"{what} must be 1-64 lower-case letters, digits, '_' or '-', starting with a letter or digit "
+            f"(a display name may say more); got {name[:80]!r}", field=field)
+    return name
+
+
+def check_display_name(name: str, *, field: str) -> str:
+    """Free text for people, but printable: no control or format characters (U+202E would reverse a line)."""
+    name = name.strip()
+    if not name or len(name) > DISPLAY_MAX:
+        raise ValidationFailed(f"a display name is 1-{DISPLAY_MAX} characters", field=field)
+    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co")]
+    if bad:
+        raise ValidationFailed(f"a display name may not contain control or format characters ({bad[0]!r})",
+                               field=field)
+    return name

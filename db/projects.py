@@ -1,0 +1,55 @@
+"""Projects and memberships: data access."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from core.errors import NotFoundError
+from db.models import Project, ProjectMember, User
+
+
+def get_project(session: Session, name: str, *, field: str = "project") -> Project:
+    project = session.scalar(select(Project).where(Project.name == name))
+    if project is None:
+        raise NotFoundError(f"project {name!r} not found", field=field)
+    return project
+
+
+def list_projects(session: Session, ids: set[int] | None = None) -> list[Project]:
+    query = select(Project).order_by(Project.name)
+    if ids is not None:
+        query = query.where(Project.id.in_(ids))
+    return list(session.scalars(query))
+
+
+def role_in(session: Session, project_id: int, user_id: int) -> str | None:
+    return session.scalar(select(ProjectMember.role).where(ProjectMember.project_id == project_id,
+                                                           ProjectMember.user_id == user_id))
+
+
+def memberships(session: Session, user_id: int) -> dict[int, str]:
+    """project id → the user's role there."""
+    return dict(session.execute(select(ProjectMember.project_id, ProjectMember.role)
+                                .where(ProjectMember.user_id == user_id)).tuples().all())
+
+
+def members(session: Session, project_id: int) -> list[tuple[User, str]]:
+    return list(session.execute(
+        select(User, ProjectMember.role).join(ProjectMember, ProjectMember.user_id == User.id)
+        .where(ProjectMember.project_id == project_id).order_by(User.name)
+    ).tuples())
+
+
+def set_member(session: Session, project_id: int, user_id: int, role: str) -> None:
+    row = session.get(ProjectMember, (project_id, user_id))
+    if row is None:
+        session.add(ProjectMember(project_id=project_id, user_id=user_id, role=role))
+    else:
+        row.role = role
+    session.flush()
+
+
+def remove_member(session: Session, project_id: int, user_id: int) -> int:
+    return session.execute(delete(ProjectMember).where(ProjectMember.project_id == project_id,
+                                                       ProjectMember.user_id == user_id)).rowcount or 0

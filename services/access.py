@@ -1,0 +1,56 @@
+"""Who may do what, by project membership: the one place the service layer asks.
+
+Users are members of projects, as annotators or leads; admins may do everything. A dataset (and everything in
+it: samples, jobs, runs, reports) belongs to one project:
+- a member reads it and reviews it (Need.member);
+- a lead also changes its settings and guidelines and starts augmentation and training (Need.lead);
+- to anyone else it does not exist: the answer is the same 404 a missing dataset gets, so that nobody can probe
+  which datasets exist outside their projects.
+`user=None` is the operator at the command line (or a job already authorized when it was queued): no check.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from sqlalchemy.orm import Session
+
+from core.errors import NotFoundError, PermissionDenied
+from db import projects as db_projects
+from db.models import Dataset, ProjectRole, Role, User
+
+
+class Need(StrEnum):
+    member = "member"
+    lead = "lead"
+    admin = "admin"
+
+
+def is_admin(user: User | None) -> bool:
+    return user is None or user.role == Role.admin
+
+
+def visible_project_ids(session: Session, user: User | None) -> set[int] | None:
+    """The projects whose datasets `user` sees; None: all of them."""
+    if is_admin(user):
+        return None
+    assert user is not None
+    return set(db_projects.memberships(session, user.id))
+
+
+def check_dataset(session: Session, dataset: Dataset, user: User | None, need: Need = Need.member,
+                  *, field: str = "name", what: str | None = None) -> Dataset:
+    """`dataset` when `user` may act on it with `need`; else a 404 (not a member: it does not exist for them)
+    or a 403 (a member without the role)."""
+    if is_admin(user):
+        return dataset
+    assert user is not None
+    role = db_projects.role_in(session, dataset.project_id, user.id)
+    if role is None:
+        raise NotFoundError(what or f"dataset {dataset.name!r} not found", field=field)
+    if need == Need.admin:
+        raise PermissionDenied("this needs the admin role", field=field)
+    if need == Need.lead and role != ProjectRole.lead:
+        raise PermissionDenied(f"this needs the lead role in the dataset's project; you are an {role}",
+                               field=field)
+    return dataset
