@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -169,6 +170,17 @@ class Sample(Base):
         Index("ix_samples_queue_family", "dataset_id", "review_status", "parent_id", "id"),
         Index("ix_samples_queue_similarity", "dataset_id", "review_status", "similarity"),
         Index("ix_samples_queue_consistency", "dataset_id", "review_status", "label_consistency"),
+        # Flagged variants by consistency: the flag goes with a low score, so along the index above they come
+        # all together at one end. Partial: only the flagged rows (a fifth of them in the benchmark).
+        Index(
+            "ix_samples_queue_flagged",
+            "dataset_id",
+            "review_status",
+            "label_flag",
+            "label_consistency",
+            sqlite_where=text("label_flag IS 1"),
+            postgresql_where=text("label_flag IS true"),
+        ),
         Index("ix_samples_dataset_split", "dataset_id", "split", "origin"),
     )
 

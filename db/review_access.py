@@ -8,8 +8,8 @@ page combinations over 200,000 variants had a p95 of 158 ms and pages of up to 1
 - a selective driver when there is one (a family, a job, a search with few trigram matches, a rare label),
   whose rows are then sorted;
 - otherwise the index that yields the sort order, a (dataset, status) range of `ix_samples_queue` (age),
-  `_family`, `_similarity` or `_consistency`, every other predicate checked row by row (`+column` hides its
-  index from the planner);
+  `_family`, `_similarity` or `_consistency` (`_flagged` for flagged variants), every other predicate checked
+  row by row (`+column` hides its index from the planner);
 - unless a probe finds those checks too sparse along that order: then one pass over the status's rows in id
   order, and a sort.
 
@@ -125,6 +125,9 @@ def access_path(
         driver, usable = "text", set()
     elif label_rows is not None and label_rows <= SELECTIVE_LABEL_ROWS:
         driver, usable = "labels", set()
+    elif key == "label_consistency" and f.flagged:
+        # ix_samples_queue_flagged: along ix_samples_queue_consistency the flagged variants lie at the low end.
+        driver, usable = "flagged", {"dataset_id", "review_status", "label_flag", key}
     elif key == "age":
         driver, usable = "queue", queue_range
     elif key == "family":
@@ -133,7 +136,7 @@ def access_path(
         driver, usable = key, {"dataset_id", "review_status", key}
     walk, checks = _terms(session, dataset, f, origins, narrows, hinted, driver, usable)
     order = _order(sort, hinted, usable)
-    ordered_walk = driver in ("family", "similarity", "label_consistency")
+    ordered_walk = driver in ("family", "similarity", "label_consistency", "flagged")
     if hinted and ordered_walk and checks and _sparse(session, walk, checks, order):
         driver, usable = "bounded", queue_range
         walk, checks = _terms(session, dataset, f, origins, narrows, hinted, driver, usable)

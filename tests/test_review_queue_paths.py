@@ -174,3 +174,43 @@ def walk_every_path(db_session: Any, queue_db: dict[str, Any]) -> None:
             assert got == want, (spec, sort)
     past_end = reviews.review_queue(db_session, dataset, QueueFilter(), page=99, page_size=7)
     assert past_end.items == [] and past_end.total == len(expected_ids(db_session, QueueFilter(), "age"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "sort", "index"),
+    [
+        ({}, "age", "ix_samples_queue"),
+        ({}, "-age", "ix_samples_queue"),
+        ({}, "family", "ix_samples_queue_family"),
+        ({"statuses": ("rejected",)}, "family", "ix_samples_queue_family"),
+        ({}, "-similarity", "ix_samples_queue_similarity"),
+        ({"min_similarity": 0.5}, "similarity", "ix_samples_queue_similarity"),
+        ({"min_similarity": 0.5}, "label_consistency", "ix_samples_queue_consistency"),
+        ({"flagged": True}, "-label_consistency", "ix_samples_queue_flagged"),
+        ({"flagged": True, "methods": ("mlm",)}, "label_consistency", "ix_samples_queue_flagged"),
+    ],
+)
+def test_a_page_reads_its_sort_index_in_order(engine, spec, sort, index) -> None:
+    """SQLite: without a selective filter, a page walks the index of its order and never sorts the queue."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from db.datasets import get_dataset
+    from db.models import Sample
+    from db.review_access import access_path
+    from db.review_filter import QueueFilter
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        sources = make_dataset(s, "plans")
+        add_variant(s, sources[0], "a variant")
+    with Session(bind=engine) as s:
+        dataset = get_dataset(s, "plans")
+        where, order = access_path(s, dataset, QueueFilter(**spec).validated(dataset), sort)
+        statement = select(Sample.id).where(*where).order_by(*order).limit(300)
+        sql = str(statement.compile(engine, compile_kwargs={"literal_binds": True}))
+        plan = [row[3] for row in s.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
+    assert plan[0].startswith(f"SEARCH samples USING COVERING INDEX {index} (") or plan[0].startswith(
+        f"SEARCH samples USING INDEX {index} ("
+    ), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan

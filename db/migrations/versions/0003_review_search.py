@@ -1,4 +1,4 @@
-"""review search: a trigram index over samples.text, a queue index for the family order, votes by user
+"""review search: a trigram index over samples.text; queue indexes for the family order and flagged variants
 
 Revision ID: 0003
 Revises: 0002
@@ -13,9 +13,12 @@ old table and must create them again.
 
 The family order (the review page's default) gets its own index by dataset and status, as the score orders have:
 a page of one status is then one index range read in order, however many datasets and statuses the table holds.
+Flagged variants get a partial index in consistency order: the flag goes with a low score, so along the
+consistency index they all sit at one end and a page of them sorted by consistency read most of the queue.
 Reviews are looked up by (sample_id, user_id): "has this user voted on this variant" is one index probe.
 """
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
@@ -34,6 +37,13 @@ def upgrade() -> None:
     with op.batch_alter_table("samples", schema=None) as batch_op:
         batch_op.create_index(
             "ix_samples_queue_family", ["dataset_id", "review_status", "parent_id", "id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_samples_queue_flagged",
+            ["dataset_id", "review_status", "label_flag", "label_consistency"],
+            unique=False,
+            sqlite_where=sa.text("label_flag IS 1"),
+            postgresql_where=sa.text("label_flag IS true"),
         )
     with op.batch_alter_table("reviews", schema=None) as batch_op:
         batch_op.drop_index("ix_reviews_sample_id")
@@ -83,4 +93,5 @@ def downgrade() -> None:
         batch_op.drop_index("ix_reviews_sample_id_user_id")
         batch_op.create_index(batch_op.f("ix_reviews_sample_id"), ["sample_id"], unique=False)
     with op.batch_alter_table("samples", schema=None) as batch_op:
+        batch_op.drop_index("ix_samples_queue_flagged")
         batch_op.drop_index("ix_samples_queue_family")
