@@ -88,8 +88,8 @@ def _sparse(
     order: list[Any],
 ) -> bool:
     """Whether fewer than 1% of the first PROBE_ROWS rows of the ordered walk pass the row-by-row checks. Then
-    the walk would visit nearly every row at random (flagged variants at the end of a descending consistency
-    walk; a narrow score range; contradictory filters), and one pass in id order plus a sort is cheaper."""
+    the walk would visit nearly every row at random (a narrow score range; a common word with a common class;
+    contradictory filters), and one pass in id order plus a sort is cheaper."""
     probe = PROBE_ROWS
     walked = select(Sample.id).where(*walk).order_by(*order).limit(probe)
     if (session.scalar(select(func.count()).select_from(walked.subquery())) or 0) < probe:
