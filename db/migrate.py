@@ -9,6 +9,19 @@ from alembic.config import Config
 from sqlalchemy import Engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# The text search's index (migration 0006) is SQL the models cannot state: SQLite's FTS5 table with its shadow
+# tables, and Postgres' pg_trgm index. Autogenerate and the schema comparison leave them alone.
+TEXT_SEARCH_TABLE = "samples_text_fts"
+TEXT_SEARCH_INDEX = "ix_samples_text_trgm"
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's `include_name` hook: whether a reflected table or index is one the models describe."""
+    if type_ == "table":
+        return not (name or "").startswith(TEXT_SEARCH_TABLE)
+    if type_ == "index":
+        return name != TEXT_SEARCH_INDEX
+    return True
 
 
 def alembic_config(url: str | None = None) -> Config:

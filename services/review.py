@@ -23,17 +23,14 @@ from core.errors import ConflictError, TooLargeError, ValidationFailed
 from core.textnorm import content_hash
 from db.chunks import chunked
 from db.models import Dataset, Decision, Origin, RejectReason, Review, ReviewStatus, Sample, User, utcnow
+from db.review_access import conditions, not_voted_by
+from db.review_filter import REVIEWABLE_ORIGINS, SORTS, QueueFilter
 from db.reviews import (
     APPROVING,
-    REVIEWABLE_ORIGINS,
-    SORTS,
-    QueueFilter,
     QueuePage,
     cast,
-    conditions,
     get_sample,
     latest_votes,
-    not_voted_by,
     pending_only,
     pending_variant_condition,
     review_queue,
@@ -227,7 +224,7 @@ def bulk_targets(session: Session, dataset: Dataset, user: User, selection: Bulk
         where = conditions(session, dataset, pending_only(dataset, selection.filter, user.id))
         return list(session.scalars(select(Sample.id).where(*where).order_by(Sample.id)))
     base = [pending_variant_condition(dataset)]
-    not_voted = not_voted_by(session, user.id)
+    not_voted = not_voted_by(user.id)
     if selection.parent_id is not None:
         get_sample(session, selection.parent_id)
         return list(

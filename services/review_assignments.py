@@ -19,7 +19,9 @@ from sqlalchemy.orm import Session
 from core.errors import ValidationFailed
 from db import review_assignments as leases
 from db.models import Dataset, ReviewStatus, Sample, User, utcnow
-from db.reviews import SORTS, QueueFilter, QueuePage, access_path, families_of, votes_on
+from db.review_access import access_path
+from db.review_filter import SORTS, QueueFilter
+from db.reviews import QueuePage, families_of, votes_on
 from services.datasets import dataset_named
 
 MAX_BATCH = 200

@@ -67,11 +67,14 @@ def test_migrations_match_the_models(settings):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
+    from db.migrate import include_name
     from db.models import Base
     from db.session import get_engine
 
     with get_engine(settings.resolved_database_url).connect() as conn:
-        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        assert compare_metadata(
+            MigrationContext.configure(conn, opts={"include_name": include_name}), Base.metadata
+        ) == []
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(engine):

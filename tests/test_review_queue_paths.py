@@ -1,5 +1,5 @@
-"""The queue's access paths (db/reviews.py `access_path`) change how SQLite finds rows, never which rows or in
-what order: every filter × sort, walked page by page, equals a plain Python filter-and-sort of the data."""
+"""The queue's access paths (db/review_access.py `access_path`) change how SQLite finds rows, never which rows or
+in what order: every filter × sort, walked page by page, equals a plain Python filter-and-sort of the data."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ FILTERS: list[dict[str, Any]] = [
     {"search": "VARIANT"},
     {"search": "variant 7 "},
     {"search": "tax", "statuses": ("approved",)},
+    {"search": "ta"},  # under three characters: no trigram, LIKE alone
+    {"search": "7"},
+    {"search": "health", "task": "bias", "label": "neutral"},
     {"statuses": ("approved",)},
     {"statuses": ("pending", "rejected")},
     {"origins": ("pseudo_label",)},
@@ -120,24 +123,23 @@ def expected_ids(session: Any, f: Any, sort: str) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("selective_labels", "probe_rows"),
+    ("selective", "probe_rows"),
     [(True, 2000), (False, 2000), (False, 12)],
-    ids=["label-driven", "label-checked", "sparse-probed"],
+    ids=["label-and-text-driven", "label-and-text-checked", "sparse-probed"],
 )
-def test_every_access_path_returns_the_reference_rows(
-    queue_db, monkeypatch, selective_labels, probe_rows
-) -> None:
+def test_every_access_path_returns_the_reference_rows(queue_db, monkeypatch, selective, probe_rows) -> None:
     """On SQLite (hinted access paths) and on Postgres (its own planner): the same rows, in the same order."""
     from sqlalchemy.orm import Session
 
-    from db import reviews
+    from db import review_access
 
-    if not selective_labels:
-        monkeypatch.setattr(reviews, "SELECTIVE_LABEL_ROWS", 0)
-    monkeypatch.setattr(reviews, "PROBE_ROWS", probe_rows)  # 12: small data looks sparse to the probe
+    if not selective:  # every label and every search is checked row by row
+        monkeypatch.setattr(review_access, "SELECTIVE_LABEL_ROWS", 0)
+        monkeypatch.setattr(review_access, "SELECTIVE_TEXT_ROWS", 0)
+    monkeypatch.setattr(review_access, "PROBE_ROWS", probe_rows)  # 12: small data looks sparse to the probe
     verdicts: list[bool] = []
-    probe = reviews._sparse
-    monkeypatch.setattr(reviews, "_sparse", lambda *a: verdicts.append(probe(*a)) or verdicts[-1])
+    probe = review_access._sparse
+    monkeypatch.setattr(review_access, "_sparse", lambda *a: verdicts.append(probe(*a)) or verdicts[-1])
     with Session(bind=queue_db["engine"], expire_on_commit=False) as db_session:
         walk_every_path(db_session, queue_db)
     if queue_db["engine"].dialect.name == "sqlite":  # both plans ran where the probe decides
@@ -147,10 +149,11 @@ def test_every_access_path_returns_the_reference_rows(
 def walk_every_path(db_session: Any, queue_db: dict[str, Any]) -> None:
     from db import reviews
     from db.datasets import get_dataset
+    from db.review_filter import QueueFilter
 
     dataset = get_dataset(db_session, queue_db["dataset"])
     for spec in FILTERS:
-        f = reviews.QueueFilter(**{k: queue_db["user_id"] if v == "USER" else v for k, v in spec.items()})
+        f = QueueFilter(**{k: queue_db["user_id"] if v == "USER" else v for k, v in spec.items()})
         for sort in SORTS:
             want = expected_ids(db_session, f, sort)
             got: list[int] = []
@@ -169,7 +172,45 @@ def walk_every_path(db_session: Any, queue_db: dict[str, Any]) -> None:
                     break
                 page += 1
             assert got == want, (spec, sort)
-    past_end = reviews.review_queue(db_session, dataset, reviews.QueueFilter(), page=99, page_size=7)
-    assert past_end.items == [] and past_end.total == len(
-        expected_ids(db_session, reviews.QueueFilter(), "age")
-    )
+    past_end = reviews.review_queue(db_session, dataset, QueueFilter(), page=99, page_size=7)
+    assert past_end.items == [] and past_end.total == len(expected_ids(db_session, QueueFilter(), "age"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "sort", "index"),
+    [
+        ({}, "age", "ix_samples_queue"),
+        ({}, "-age", "ix_samples_queue"),
+        ({}, "family", "ix_samples_queue_family"),
+        ({"statuses": ("rejected",)}, "family", "ix_samples_queue_family"),
+        ({}, "-similarity", "ix_samples_queue_similarity"),
+        ({"min_similarity": 0.5}, "similarity", "ix_samples_queue_similarity"),
+        ({"min_similarity": 0.5}, "label_consistency", "ix_samples_queue_consistency"),
+        ({"flagged": True}, "-label_consistency", "ix_samples_queue_flagged"),
+        ({"flagged": True, "methods": ("mlm",)}, "label_consistency", "ix_samples_queue_flagged"),
+    ],
+)
+def test_a_page_reads_its_sort_index_in_order(engine, spec, sort, index) -> None:
+    """SQLite: without a selective filter, a page walks the index of its order and never sorts the queue."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from db.datasets import get_dataset
+    from db.models import Sample
+    from db.review_access import access_path
+    from db.review_filter import QueueFilter
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        sources = make_dataset(s, "plans")
+        add_variant(s, sources[0], "a variant")
+    with Session(bind=engine) as s:
+        dataset = get_dataset(s, "plans")
+        where, order = access_path(s, dataset, QueueFilter(**spec).validated(dataset), sort)
+        statement = select(Sample.id).where(*where).order_by(*order).limit(300)
+        sql = str(statement.compile(engine, compile_kwargs={"literal_binds": True}))
+        plan = [row[3] for row in s.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
+    assert plan[0].startswith(f"SEARCH samples USING COVERING INDEX {index} (") or plan[0].startswith(
+        f"SEARCH samples USING INDEX {index} ("
+    ), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan
