@@ -91,9 +91,10 @@ def create_training_runs(
             )
         )
     if classical:
+        first_seed = config.with_overrides({"seed": (seeds or [config.seed])[0]})
         runs.append(
             db_runs.create_run(
-                session, dataset, classical_config(config).model_dump(), name=f"{name or 'tf-idf'} member",
+                session, dataset, classical_config(first_seed).model_dump(), name=f"{name or 'tf-idf'} member",
                 kind="tfidf", created_by=created_by,
             )
         )

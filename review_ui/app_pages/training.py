@@ -31,6 +31,13 @@ def start_form(dataset: str) -> None:
         seeds = st.text_input(
             "Seeds (one run each, comma-separated)", placeholder="e.g. 1, 2, 3; empty: one run"
         )
+        budget = st.number_input(
+            "Minutes of training per run (0: the configured epochs, however long)", min_value=0.0,
+            max_value=7 * 24 * 60.0, value=0.0, step=5.0,
+            help="Steps, learning rate and regularisers are planned to fit; the learning rate is checked "
+            "on val first when the budget allows",
+        )
+        classical = st.checkbox("Also train the TF-IDF member (to ensemble with the seeds)", value=True)
         inputs = submitted_run_inputs(
             seeds,
             "Config overrides (JSON)",
@@ -39,8 +46,10 @@ def start_form(dataset: str) -> None:
         )
     if inputs is None:
         return
+    config = {**inputs[1], **({"budget_minutes": budget} if budget > 0 else {})}
     created = call(
-        client().start_training, {"dataset": dataset, "name": name, "config": inputs[1], "seeds": inputs[0]}
+        client().start_training,
+        {"dataset": dataset, "name": name, "config": config, "seeds": inputs[0], "classical": classical},
     )
     if created is None:
         return
@@ -107,6 +116,19 @@ def show_run(run: dict[str, Any]) -> None:
             labels = [str(x) for x in confusion["labels"]]
             right.caption("Confusion matrix (rows: gold, columns: predicted)")
             right.dataframe(pd.DataFrame(confusion["matrix"], index=labels, columns=labels))
+    selection = run.get("lr_selection_detail") or {}
+    if selection:
+        with st.expander(plain(f"Learning-rate selection: {selection.get('status')} "
+                               f"{selection.get('reason') or ''}")):
+            trials = pd.DataFrame(selection.get("trials") or [])
+            if not trials.empty:
+                st.dataframe(trials, hide_index=True)
+    plan = metrics.get("plan") or {}
+    if plan:
+        with st.expander(plain(f"Plan: {plan.get('steps_done')} steps of batch {plan.get('batch_size')} × "
+                               f"{plan.get('grad_accum')}, LR {plan.get('lr', 0):.3g}")):
+            for reason in plan.get("reasons") or []:
+                st.text(reason)
     if metrics:
         with st.expander("All metrics (JSON)"):
             st.json(metrics)
