@@ -33,7 +33,7 @@ def start_form(dataset: str) -> None:
         )
         budget = st.number_input(
             "Minutes of training per run (0: the configured epochs, however long)", min_value=0.0,
-            max_value=7 * 24 * 60.0, value=0.0, step=5.0,
+            max_value=7 * 24 * 60.0, value=0.0, step=5.0, key="train_budget",
             help="Steps, learning rate and regularisers are planned to fit; the learning rate is checked "
             "on val first when the budget allows",
         )
