@@ -275,7 +275,7 @@ def run_summary(r: dict[str, Any]) -> dict[str, Any]:
 def probe(tmp: Path, profile: Profile) -> None:
     """Measure what the first batches cost (as a budgeted run does) and estimate the full study's time."""
     from trainer.config import TrainConfig
-    from trainer.train import measure_throughput, prepare
+    from trainer.steps import measure_throughput, prepare
 
     engine = setup_database(tmp, profile.train_subset, profile.eval_subset)
     originals = load_data(engine)

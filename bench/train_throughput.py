@@ -70,7 +70,7 @@ def interleaved(encoder: str, tasks: list, subset: list, threads: int) -> dict[s
     """One epoch per arm on the same texts, alternating the arms every optimizer step (A-B, B-A, A-B, ...)."""
     from trainer.config import TrainConfig
     from trainer.examples import SplitData
-    from trainer.train import Stepper, prepare
+    from trainer.steps import Stepper, prepare
 
     data = SplitData(tasks, subset, subset[:1], [], "political_social_media")
     arms = {}

@@ -27,7 +27,8 @@ from trainer.config import TrainConfig
 from trainer.errors import TrainerError
 from trainer.examples import SplitData
 from trainer.plan import shortened
-from trainer.train import Stepper, measure_throughput, prepare, run_loop
+from trainer.steps import Stepper, measure_throughput, prepare
+from trainer.train import run_loop
 
 SEARCH_SHARE = 0.25
 MIN_TRIAL_STEPS = 50
