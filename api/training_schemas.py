@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -20,7 +20,8 @@ class TrainingRunCreate(RequestBody):
     config: TrainConfig = Field(
         default_factory=TrainConfig,
         description="Overrides of the trainer config: only the keys given, e.g. "
-        '{"encoder": "xlm-roberta-base", "epochs": 10}; the others keep their defaults',
+        '{"encoder": "xlm-roberta-base", "budget_minutes": 20}; the others keep their defaults (keys left '
+        "unset that the plan decides, such as lr and grad_accum, are planned for the run's length)",
     )
     seeds: list[Seed] = Field(
         default_factory=list,
@@ -28,6 +29,11 @@ class TrainingRunCreate(RequestBody):
         description="One run per seed (a seed ensemble); empty: one run with config.seed",
     )
     name: str = Field(default="", max_length=150)
+    classical: bool = Field(
+        default=False,
+        description="Also train the TF-IDF + class-balanced logistic-regression member (a run of kind tfidf) "
+        "on the same training view, to combine with the seeds in an ensemble",
+    )
 
 
 class TrainingRunSummary(BaseModel):
@@ -42,6 +48,10 @@ class TrainingRunSummary(BaseModel):
     seed: int | None
     variants: str | None = Field(
         default=None, description="approved (originals + approved variants) or none (originals only)"
+    )
+    budget_minutes: float | None = Field(default=None, description="The run's training budget, if any")
+    lr_selection: dict[str, Any] | None = Field(
+        default=None, description="Learning-rate selection: status, reason, chosen scale and LR"
     )
     val_macro_f1: float | None
     test_macro_f1: float | None
@@ -59,7 +69,12 @@ class TrainingRunRead(TrainingRunSummary):
     config: dict[str, Any]
     curve: list[dict[str, Any]]
     metrics: dict[str, Any] = Field(
-        description="val and test: per task macro-F1, per-class P/R/F1, confusion"
+        description="val and test: per task macro-F1, per-class P/R/F1, confusion (test under the decision "
+        "rule; test_argmax without it); decision: the rule per task; plan: the run's steps, batch, LR, "
+        "regularisers and why"
+    )
+    lr_selection_detail: dict[str, Any] | None = Field(
+        default=None, description="Learning-rate selection in full: every trial (scale, LR, steps, val macro-F1)"
     )
     snapshot_size: int
     artifact_dir: str | None
@@ -71,9 +86,18 @@ class TrainingRunsCreated(BaseModel):
 
 
 class EnsembleCreate(RequestBody):
-    run_ids: list[RowId] = Field(min_length=2, max_length=32)
-    weighted: bool = Field(default=True, description="Weight members by their val macro-F1")
-    temperature: bool = Field(default=True, description="Fit one temperature per task on val")
+    run_ids: list[RowId] = Field(
+        min_length=2, max_length=32, description="Finished runs of one dataset: transformer runs, TF-IDF members"
+    )
+    weighted: bool = Field(
+        default=True,
+        description="Fit per-task weights on val (minimum NLL; seeds of one configuration share a weight); "
+        "false: equal weights",
+    )
+    temperature: bool = Field(default=True, description="Fit temperatures per task on val")
+    decision: Literal["prior", "none"] = Field(
+        default="prior", description="Fit a prior-correction decision rule per task on val for macro-F1"
+    )
     name: str = Field(default="", max_length=150)
 
 
@@ -85,7 +109,9 @@ class PredictResponse(BaseModel):
     model_id: int
     kind: str
     tasks: list[TaskDef]
-    labels: list[dict[str, str]] = Field(description="Per text: the most probable label per task")
+    labels: list[dict[str, str]] = Field(
+        description="Per text: the model's label per task (its decision rule's; the most probable without one)"
+    )
     probabilities: list[dict[str, dict[str, float]]] = Field(
         description="Per text: task → label → probability"
     )
@@ -106,7 +132,9 @@ class TrainingEstimate(BaseModel):
     eval_examples: int = Field(description="Val and test originals, evaluated each epoch and at the end")
     pending_to_score: int = Field(description="Pending variants the finished run scores for the review queue")
     tokens_per_text: float
-    samples_per_second: float
+    samples_per_second: float = Field(description="Training texts per second, one pass (R-Drop feeds each twice)")
+    plan: dict[str, Any] = Field(description="The trainer's plan at that rate: steps, accumulation, LR, R-Drop, why")
+    epochs: float = Field(description="Epochs the plan affords (the config's epochs, or fewer within a budget)")
     seconds_per_epoch: float
     seconds_per_run: float
     seconds_total: float = Field(description="All runs one after the other on one worker")

@@ -47,7 +47,8 @@ def print_report(state: dict[str, Any]) -> None:
         console.print(f"[red]{escape(str(result['error']))}[/]", highlight=False)
     for task, info in (result.get("tasks") or {}).items():
         table = Table(
-            title=f"{task}: F1 ×100, mean ± sd over seeds {result.get('seeds')}; Δ vs originals [95% CI]",
+            title=f"{task}: F1 ×100, mean ± sd over seeds {result.get('seeds')}; Δ vs originals (ensemble arms: "
+            "vs ensemble:originals) [95% CI]",
             title_justify="left",
         )
         for col in ("class", "arm", "F1", "Δ [95% CI]"):
@@ -86,6 +87,9 @@ def impact(
     methods: Annotated[
         str | None, typer.Option(help="Methods to leave out in turn (default: every approved method)")
     ] = None,
+    classical: Annotated[
+        bool, typer.Option("--classical/--no-classical", help="Also report each arm's ensemble with TF-IDF")
+    ] = True,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the runs, then print the report")] = False,
     poll: Annotated[float, typer.Option(help="Seconds between checks with --wait", min=0.05)] = 2.0,
 ) -> None:
@@ -102,19 +106,20 @@ def impact(
     overrides = parse_set_option(set_ or [])
     with session_scope(engine()) as session:
         report, jobs = impact_service.start_report(
-            session, dataset, seeds=seed_list, config_overrides=overrides, methods=method_list, created_by=None
+            session, dataset, seeds=seed_list, config_overrides=overrides, methods=method_list, created_by=None,
+            classical=classical,
         )
         report_id, arms = report["id"], list(report["run_ids"])
     console.print(
-        f"impact report {report_id}: queued {len(jobs)} training jobs ({len(arms)} arms × {len(seed_list)} "
-        f"seeds: {', '.join(arms)}); follow with `augloop report show {report_id}`",
+        f"impact report {report_id}: queued {len(jobs)} jobs ({', '.join(arms)}; {len(seed_list)} seeds per "
+        f"arm); follow with `augloop report show {report_id}`",
         highlight=False,
     )
     if not wait:
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("runs ended", total=len(jobs))
+        task = bar.add_task("runs ended", total=_state(report_id)["progress"]["total"])
         while True:
             state = _state(report_id)
             bar.update(task, completed=state["progress"]["done"])

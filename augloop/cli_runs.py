@@ -57,30 +57,40 @@ def load_run(run_id: int) -> dict[str, Any]:
 
 
 def ensemble_cmd(
-    run_ids: Annotated[list[str], typer.Argument(help="Finished run ids (two or more)")],
-    unweighted: Annotated[bool, typer.Option("--unweighted", help="Equal weights, not val macro-F1")] = False,
+    run_ids: Annotated[list[str], typer.Argument(help="Finished run ids (two or more; TF-IDF members too)")],
+    unweighted: Annotated[bool, typer.Option("--unweighted", help="Equal weights, not fitted on val")] = False,
     no_temperature: Annotated[
         bool, typer.Option("--no-temperature", help="Skip temperature scaling")
     ] = False,
+    decision: Annotated[
+        str, typer.Option(help="Decision rule fitted on val: prior (for macro-F1) or none (argmax)")
+    ] = "prior",
     name: Annotated[str, typer.Option(help="Ensemble name")] = "",
 ) -> None:
-    """Combine finished runs (seeds or architectures): average probabilities, temperature-scale per task."""
+    """Combine finished runs (seeds, architectures, the TF-IDF member): weights, temperatures and decision rule
+    fitted on val."""
+    from services import ensembles
+
     try:
         ids = [int(r) for r in run_ids]
     except ValueError:
         fail(f"run ids must be integers; got {run_ids}")
+    if decision not in ("prior", "none"):
+        fail(f"--decision takes prior or none; got {decision!r}")
     with session_scope(engine()) as session:
-        run = training.create_ensemble(
-            session, ids, weighted=not unweighted, temperature=not no_temperature, name=name
+        run = ensembles.create_ensemble(
+            session, ids, weighted=not unweighted, temperature=not no_temperature, decision=decision, name=name
         )
         run_id, metrics, config = run.id, run.metrics, run.config
     members = ", ".join(
-        f"run {k}: test {v['test']:.4f}" for k, v in metrics["members"].items() if v.get("test") is not None
+        f"run {k} ({v['kind']}, weight {config['weights'][k]:.2f}): test {v['test']:.4f}"
+        for k, v in metrics["members"].items() if v.get("test") is not None
     )
     temps = ", ".join(f"{t} T={v:.2f}" for t, v in config["temperatures"].items())
+    rules = ", ".join(f"{t} α={r['alpha']:g}" for t, r in (config.get("decision") or {}).items())
     console.print(
-        f"ensemble {run_id} of runs {ids} ({'weighted by val macro-F1' if not unweighted else 'equal'}"
-        f" weights; {temps}); members: {members}",
+        f"ensemble {run_id} of runs {ids} ({'weights fitted on val' if not unweighted else 'equal weights'}; "
+        f"{temps}; decision {rules or 'argmax'}); members: {members}",
         highlight=False,
     )
     print_metrics(metrics.get("test"), f"ensemble {run_id} test")
@@ -134,6 +144,30 @@ def runs_show(
             f"· {run['snapshot_size']} training samples",
             highlight=False,
         )
+        plan = run["metrics"].get("plan")
+        if plan:
+            console.print(
+                f"plan: {plan['steps_done']} of {plan['planned_steps_final']} steps made, batch "
+                f"{plan['batch_size']} × {plan['grad_accum']}, LR {plan['lr']:.3g}, R-Drop {plan['rdrop_alpha']}, "
+                f"LLRD {plan['llrd_decay']}" + (f", budget {plan['budget_seconds'] / 60:g} min"
+                                                 if plan.get("budget_seconds") else ""),
+                highlight=False,
+            )
+            for reason in plan.get("reasons") or []:
+                console.print(f"  · {reason}", highlight=False)
+        selection = run.get("lr_selection_detail") or {}
+        if selection:
+            console.print(f"LR selection: {selection.get('status')}: {selection.get('reason', '')}",
+                          highlight=False)
+            for trial in selection.get("trials") or []:
+                console.print(
+                    f"  trial {trial['scale']:g} × planned LR ({trial['lr']:.3g}), {trial['steps']} steps: "
+                    f"val macro-F1 {trial['val_macro_f1']:.4f}",
+                    highlight=False,
+                )
+    elif run["kind"] == "tfidf":
+        console.print(f"TF-IDF member · C per task {run['metrics'].get('chosen_c')} · "
+                      f"{run['snapshot_size']} training samples", highlight=False)
     else:
         console.print(
             f"members {run['member_ids']} · weights {run['config'].get('weights')} · temperatures "

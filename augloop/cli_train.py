@@ -1,7 +1,9 @@
 """`augloop train`: the trainer from the command line (`augloop ensemble` and `runs` are in cli_runs.py).
 
 `train` runs in this process with a progress bar (or, with --queue, enqueues jobs for the workers); either way
-each seed is a TrainingRun row, so `runs show`, the API and the UI see CLI runs too.
+each seed is a TrainingRun row, so `runs show`, the API and the UI see CLI runs too. In process it does what the
+jobs do, in order: the seeds' learning-rate selection when it applies, each seed, the TF-IDF member, then the
+ensemble of all of them (weights, temperatures and decision rule fitted on val).
 """
 
 from __future__ import annotations
@@ -51,12 +53,30 @@ class _Bar:
         p = self.progress
         if kind == "start":
             p.update(self.epochs, total=event["epochs"], completed=0)
+            plan = event.get("plan") or {}
             p.console.print(
                 f"{self.label}: {event['train_samples']} train / {event['val_samples']} val / "
                 f"{event['test_samples']} test samples on {event['device']} "
-                f"({event['threads']} threads, amp {event['amp']})",
+                f"({event['threads']} threads, amp {event['amp']}); plan: {plan.get('steps')} steps "
+                f"({plan.get('epochs')} epochs) of batch {plan.get('batch_size')} × {plan.get('grad_accum')}, "
+                f"LR {plan.get('lr', 0):.3g}, R-Drop {plan.get('rdrop_alpha')}, LLRD {plan.get('llrd_decay')}",
                 highlight=False,
             )
+        elif kind == "trial_batch":
+            p.update(
+                self.batches,
+                total=event["batches"],
+                completed=event["batch"],
+                description=f"LR trial {event['trial']}/{event['trials']} · loss {event['loss']:.4f}",
+            )
+        elif kind == "trial":
+            p.console.print(
+                f"  LR trial {event['trial']}: {event['scale']:g} × planned LR ({event['lr']:.3g}), "
+                f"{event['steps']} steps: val macro-F1 {event['val_macro_f1']:.4f}",
+                highlight=False,
+            )
+        elif kind == "phase":
+            p.update(self.batches, description=event["phase"])
         elif kind == "batch":
             p.update(
                 self.batches,
@@ -92,6 +112,13 @@ def train(
     max_train_samples: Annotated[
         Optional[int], typer.Option(help="Train on a seeded subset of this size")
     ] = None,
+    budget_minutes: Annotated[
+        Optional[float],
+        typer.Option(help="Minutes of training per run: steps, LR and regularisers are planned to fit"),
+    ] = None,
+    classical: Annotated[
+        bool, typer.Option("--classical/--no-classical", help="Also train the TF-IDF member and ensemble it")
+    ] = True,
     config: Annotated[Optional[Path], typer.Option("--config", help="A YAML file of config keys")] = None,
     set_: Annotated[
         Optional[list[str]], typer.Option("--set", help="key=value config override (repeatable)")
@@ -124,35 +151,80 @@ def train(
         ("epochs", epochs),
         ("max_length", max_length),
         ("max_train_samples", max_train_samples),
+        ("budget_minutes", budget_minutes),
     ):
         if value is not None:
             overrides[key] = value
     seed_list = _parse_seeds(seeds)
-    run_ids = _create_runs(dataset, overrides, seed_list, name, queue_)
+    runs = _create_runs(dataset, overrides, seed_list, name, queue_, classical)
     if queue_:
         return
-    finished = [rid for rid in run_ids if _train_in_process(rid)]
+    transformer = [rid for rid, kind, _ in runs if kind == "single"]
+    # LR selection applies: its trials first, for all seeds at once
+    if runs and runs[0][2] and not _select_in_process(transformer):
+        raise typer.Exit(1)
+    finished = [rid for rid, _kind, _ in runs if _train_in_process(rid)]
     if len(finished) >= 2:
-        ensemble_cmd([str(r) for r in finished], unweighted=False, no_temperature=False, name="")
-    if len(finished) < len(run_ids):
+        ensemble_cmd([str(r) for r in finished], unweighted=False, no_temperature=False, decision="prior",
+                     name="")
+    if len(finished) < len(runs):
         raise typer.Exit(1)
 
 
 def _create_runs(
-    dataset: str, overrides: dict[str, Any], seeds: list[int], name: str, enqueue: bool
-) -> list[int]:
+    dataset: str, overrides: dict[str, Any], seeds: list[int], name: str, enqueue: bool, classical: bool
+) -> list[tuple[int, str, bool]]:
+    """(run id, kind, whether LR selection applies) per run created."""
     from services import training
+    from trainer.plan import search_wanted
 
     with session_scope(engine()) as session:
         if not enqueue:
-            return [r.id for r in training.create_runs_for(session, dataset, overrides, seeds, name=name)]
-        started = training.start_training(session, dataset, overrides, seeds, name=name)
-        for run, job in started:
+            runs = training.create_runs_for(session, dataset, overrides, seeds, name=name, classical=classical)
+            wanted = search_wanted(training.default_config(overrides))
+            return [(r.id, r.kind, wanted and r.kind == "single") for r in runs]
+        runs, jobs = training.start_training(session, dataset, overrides, seeds, name=name, classical=classical)
+        by_id = {job.id: job for job in jobs}
+        for run in runs:
+            job = by_id.get(run.job_id or -1)
+            what = f"job {job.id} ({job.kind})" if job else "a job"
             console.print(
-                f"queued run {run.id} ({run.name}) as job {job.id}; follow with `augloop runs show {run.id}`",
+                f"queued run {run.id} ({run.name}) behind {what}; follow with `augloop runs show {run.id}`",
                 highlight=False,
             )
-        return [run.id for run, _job in started]
+        return [(r.id, r.kind, False) for r in runs]
+
+
+def _select_in_process(run_ids: list[int]) -> bool:
+    """The seeds' learning-rate selection in this process (what the `lr_select` job does)."""
+    from core.errors import DomainError
+    from db.models import JobStatus
+    from services.lr_selection import execute_selection
+    from services.run_execution import record_end
+    from trainer.errors import TrainerError
+
+    db = engine()
+    columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn()]
+    try:
+        with Progress(*columns, console=console, transient=True) as progress:
+            summary = execute_selection(db, run_ids, enqueue_training=False,
+                                        progress=_Bar(progress, f"LR selection for runs {run_ids}"))
+    except KeyboardInterrupt:
+        for run_id in run_ids:
+            record_end(db, run_id, JobStatus.cancelled, "interrupted during learning-rate selection")
+        raise typer.Exit(130) from None
+    except (DomainError, TrainerError) as err:
+        for run_id in run_ids:
+            record_end(db, run_id, JobStatus.failed, f"learning-rate selection: {err.message}")
+        raise
+    except Exception as err:
+        for run_id in run_ids:
+            record_end(db, run_id, JobStatus.failed, f"learning-rate selection: {type(err).__name__}: {err}")
+        err_console.print(f"[bold red]learning-rate selection failed:[/] {type(err).__name__}: {err}")
+        return False
+    console.print(f"learning-rate selection: {summary['status']}: {summary['reason']}", highlight=False)
+    return True
 
 
 def _train_in_process(run_id: int) -> bool:
@@ -184,12 +256,19 @@ def _train_in_process(run_id: int) -> bool:
         err_console.print(f"[bold red]run {run_id} failed:[/] {type(err).__name__}: {err}")
         return False
     run = load_run(run_id)
-    console.print(
-        f"run {run_id} finished: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
-        f"{summary['train_samples']} training samples, {summary['variants_scored']} pending variants "
-        f"scored; artifacts in {summary['artifact_dir']}",
-        highlight=False,
-    )
+    if run["kind"] == "tfidf":
+        console.print(
+            f"run {run_id} (TF-IDF member) finished: {summary['train_samples']} training samples, C per task "
+            f"{run['metrics'].get('chosen_c')}; artifacts in {summary['artifact_dir']}",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"run {run_id} finished: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
+            f"{summary['train_samples']} training samples, {summary['variants_scored']} pending variants "
+            f"scored; artifacts in {summary['artifact_dir']}",
+            highlight=False,
+        )
     print_metrics(run["metrics"].get("test"), f"run {run_id} test")
     return True
 

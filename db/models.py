@@ -373,13 +373,15 @@ class TrainingRun(Base):
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), default=None)
     name: Mapped[str] = mapped_column(String(200), default="")
-    kind: Mapped[str] = mapped_column(String(16), default="single")  # single | ensemble
+    kind: Mapped[str] = mapped_column(String(16), default="single")  # single | tfidf | ensemble
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued)
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     member_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)  # ensembles: the runs combined
     snapshot: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [[sample_id, content_hash], ...]
     curve: Mapped[list[Any]] = mapped_column(JSON, default=list)  # per epoch: loss, val metrics
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # learning-rate selection shared by the runs of one request: status, trials on val, the chosen lr_scale
+    lr_selection: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     artifact_dir: Mapped[str | None] = mapped_column(String(500), default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)

@@ -35,7 +35,7 @@ from db.models import (
     utcnow,
 )
 
-RUN_KINDS = ("single", "ensemble")
+RUN_KINDS = ("single", "tfidf", "ensemble")
 
 
 def get_run(session: Session, run_id: int, *, field: str = "run_id") -> TrainingRun:

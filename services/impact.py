@@ -10,7 +10,12 @@ that augmenter's). When the last run ends the report is computed from the test p
   averaged over seeds (arm) minus the same for the baseline. Averaging F1 over seeds (rather than averaging
   probabilities into one ensemble) keeps the point delta equal to the difference of the reported means, so the
   CI is about the quantity shown next to it;
-* contribution of a method = `all_approved` − `without:<method>`, with the same bootstrap.
+* contribution of a method = `all_approved` − `without:<method>`, with the same bootstrap;
+* with `classical` (the default), each arm also trains the TF-IDF member on the arm's own training view
+  (`tfidf:<arm>` in run_ids), and the report adds the arm `ensemble:<arm>`: the arm's seeds and its TF-IDF
+  member combined as the product combines them (services.ensembles: weights, temperatures and decision rule
+  fitted on val). Its delta is against `ensemble:originals`: does augmentation help the model one would ship?
+  Every arm is scored on the labels its models predict (their decision rules), not on the raw argmax.
 
 Settling is idempotent: `settle` may run after every run of the report ends (in the worker) and on reads;
 db.impact_reports.finish_report lets only the first outcome land.
@@ -31,8 +36,11 @@ from db import impact_reports as db_reports
 from db import queue
 from db.models import Dataset, ImpactReport, Job, JobStatus
 from db.session import session_scope
+from services.ensembles import member_group
 from trainer.bootstrap import CONFIDENCE, DRAWS, paired_bootstrap, seed_mean_scores
 from trainer.config import TrainConfig
+from trainer.ensemble import build_ensemble
+from trainer.errors import TrainerError
 from trainer.examples import IGNORE, read_predictions
 
 log = logging.getLogger("augloop.impact")
@@ -40,7 +48,13 @@ log = logging.getLogger("augloop.impact")
 BASELINE = "originals"
 ALL = "all_approved"
 WITHOUT = "without:"
+CLASSICAL = "tfidf:"  # run_ids key of an arm's TF-IDF member
+ENSEMBLE = "ensemble:"  # a derived arm: the arm's seeds + its TF-IDF member
 DEFAULT_SEEDS = [42, 43, 44]
+
+
+def baseline_of(arm: str) -> str:
+    return ENSEMBLE + BASELINE if arm.startswith(ENSEMBLE) else BASELINE
 
 
 def arm_overrides(methods: list[str]) -> dict[str, dict[str, Any]]:
@@ -61,8 +75,10 @@ def create_impact_report(
     seeds: list[int] | None = None,
     methods: list[str] | None = None,
     created_by: int | None = None,
+    classical: bool = True,
 ) -> tuple[ImpactReport, list[Job]]:
-    """Store the report and queue one `train` job per arm × seed (through the ordinary run-creation path).
+    """Store the report and queue one `train` job per arm × seed (through the ordinary run-creation path: each
+    arm's seeds share their LR selection when it applies), and with `classical` one TF-IDF member per arm.
 
     `config` is shared by every arm; each arm then sets its own `variants`/`exclude_methods` and each run its
     `seed`, so those keys of the caller's overrides do not survive.
@@ -89,7 +105,7 @@ def create_impact_report(
             f"methods must be distinct and among the approved variants' methods {available}; got {chosen}",
             field="methods",
         )
-    params = {"seeds": seeds, "methods": chosen, "config": config.to_dict()}
+    params = {"seeds": seeds, "methods": chosen, "config": config.to_dict(), "classical": classical}
     report = db_reports.create_report(session, dataset, params, created_by)
     run_ids: dict[str, list[int]] = {}
     jobs = []
@@ -101,12 +117,16 @@ def create_impact_report(
             seeds,
             name=f"impact {report.id} {arm}",
             created_by=created_by,
+            classical=classical,
         )
-        run_ids[arm] = [r.id for r in runs]
+        run_ids[arm] = [r.id for r in runs if r.kind == "single"]
+        if classical:
+            run_ids[CLASSICAL + arm] = [r.id for r in runs if r.kind == "tfidf"]
         # A failed attempt that will be retried leaves its run queued (workers/train_jobs.py), so the report
         # waits for the retry; a worker lost past its last attempt fails the run (db/queue.py).
         jobs += queue_runs(
-            session, dataset, runs, config, created_by=created_by, payload={"impact_report_id": report.id}
+            session, dataset, runs, config.with_overrides(overrides), created_by=created_by,
+            payload={"impact_report_id": report.id},
         )
     report.run_ids = run_ids
     session.flush()
@@ -152,19 +172,14 @@ def settle(engine: Engine, report_id: int) -> str:
             if ended or any(r.status == JobStatus.running for rs in arms.values() for r in rs):
                 db_reports.mark_running(session, report_id)
             return JobStatus.running
-        dirs = {
-            arm: [(int(r.config.get("seed", 0)), r.artifact_dir or "") for r in rs]
-            for arm, rs in arms.items()
-        }
+        members = {arm: [(r.id, r.kind, r.artifact_dir or "", member_group(r)) for r in rs]
+                   for arm, rs in arms.items()}
         seeds = list(report.params.get("seeds") or [])
+        decision = (report.params.get("config") or {}).get("decision", "prior")
     try:  # numpy over saved predictions, with no transaction open
-        dumps = {
-            arm: [read_predictions(Path(d) / "predictions_test.json") for _s, d in members]
-            for arm, members in dirs.items()
-        }
-        result = compute_result(dumps, seeds)
+        result = compute_result(arm_dumps(members, decision), seeds)
         status = JobStatus.succeeded
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, TrainerError) as err:
         result, status = (
             {"error": f"cannot compute the report: {type(err).__name__}: {err}"},
             JobStatus.failed,
@@ -172,6 +187,30 @@ def settle(engine: Engine, report_id: int) -> str:
     with session_scope(engine) as session:
         db_reports.finish_report(session, report_id, status, result)
         return db_reports.get_report(session, report_id).status
+
+
+def arm_dumps(
+    members: dict[str, list[tuple[int, str, str, str]]], decision: str
+) -> dict[str, list[dict[str, Any]]]:
+    """Test prediction dumps per arm: each data arm's seeds, and per arm with a TF-IDF member the derived
+    `ensemble:<arm>` (its seeds and member combined on val, one dump)."""
+    dumps: dict[str, list[dict[str, Any]]] = {}
+    for arm, runs in members.items():
+        if arm.startswith(CLASSICAL):
+            continue
+        dumps[arm] = [read_predictions(Path(d) / "predictions_test.json") for _i, _k, d, _g in runs]
+    for arm in list(dumps):
+        classical = members.get(CLASSICAL + arm) or []
+        if not classical:
+            continue
+        inputs = [
+            {"id": run_id, "group": group,
+             "predictions": {s: read_predictions(Path(d) / f"predictions_{s}.json") for s in ("val", "test")}}
+            for run_id, _kind, d, group in [*members[arm], *classical]
+        ]
+        combined = build_ensemble(inputs, weighted=True, temperature=True, decision=decision)
+        dumps[ENSEMBLE + arm] = [combined["predictions"]["test"]]
+    return dumps
 
 
 def mark_report_running(engine: Engine, report_id: int) -> None:
@@ -238,8 +277,10 @@ def start_report(
     config_overrides: dict[str, Any],
     methods: list[str] | None,
     created_by: int | None,
+    classical: bool = True,
 ) -> tuple[dict[str, Any], list[Job]]:
-    """Queue the trainer on originals only, all approved variants, and each method left out, × seeds."""
+    """Queue the trainer on originals only, all approved variants, and each method left out, × seeds (and
+    the TF-IDF member per arm with `classical`)."""
     from services.datasets import dataset_named
     from services.training import default_config
 
@@ -248,7 +289,7 @@ def start_report(
         raise ValidationFailed("seeds must be distinct", field="seeds")
     config = default_config(config_overrides)
     report, jobs = create_impact_report(
-        session, dataset, config, seeds=seeds, methods=methods, created_by=created_by
+        session, dataset, config, seeds=seeds, methods=methods, created_by=created_by, classical=classical
     )
     return report_view(session, report, dataset.name), jobs
 
@@ -274,16 +315,25 @@ def report_details(session: Session, engine: Engine, report_id: int) -> dict[str
     return report_view(session, report, dataset.name)
 
 
+def predicted(dump: dict[str, Any], task: str) -> np.ndarray:
+    entry = dump["tasks"][task]
+    if "pred" in entry:
+        return np.asarray(entry["pred"], dtype=np.int64)
+    return np.asarray(entry["probs"]).argmax(axis=1)
+
+
 def compute_result(
     dumps: dict[str, list[dict[str, Any]]], seeds: list[int], draws: int = DRAWS
 ) -> dict[str, Any]:
-    """`dumps[arm]` are the test prediction dumps of the arm's runs (trainer.train.prediction_dump)."""
+    """`dumps[arm]` are the test prediction dumps of the arm's runs (trainer.train.prediction_dump); an arm's
+    models are scored on the labels they predict (`pred`, their decision rule's; the argmax in older dumps)."""
     reference = dumps[BASELINE][0]
     for arm, members in dumps.items():
         for dump in members:
             if dump["sample_ids"] != reference["sample_ids"]:
                 raise ValueError(f"arm {arm!r} was tested on other samples than {BASELINE!r}")
     methods = [a[len(WITHOUT) :] for a in dumps if a.startswith(WITHOUT)]
+    prefixes = ["", *([ENSEMBLE] if ENSEMBLE + BASELINE in dumps else [])]
     tasks: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     for task, spec in reference["tasks"].items():
@@ -294,14 +344,12 @@ def compute_result(
         if gold.size == 0:
             continue
         names = [*labels, "macro"]
-        preds = {
-            arm: [np.asarray(d["tasks"][task]["probs"])[keep].argmax(axis=1) for d in members]
-            for arm, members in dumps.items()
-        }
+        preds = {arm: [predicted(d, task)[keep] for d in members] for arm, members in dumps.items()}
         per_class: dict[str, dict[str, Any]] = {n: {} for n in names}
         for arm, arm_preds in preds.items():
             per_seed = np.stack([seed_mean_scores(gold, [p], k, None)[0] for p in arm_preds])
-            boot = paired_bootstrap(gold, arm_preds, preds[BASELINE], k, draws) if arm != BASELINE else None
+            base = baseline_of(arm)
+            boot = paired_bootstrap(gold, arm_preds, preds[base], k, draws) if arm != base else None
             for j, name in enumerate(names):
                 entry = {
                     "mean": float(per_seed[:, j].mean()),
@@ -309,17 +357,21 @@ def compute_result(
                     "per_seed": [float(v) for v in per_seed[:, j]],
                     "delta": float(boot["delta"][j]) if boot else None,
                     "ci": [float(boot["low"][j]), float(boot["high"][j])] if boot else None,
+                    "baseline": base if boot else None,
                 }
                 per_class[name][arm] = entry
                 rows.append({"arm": arm, "task": task, "class": name, **entry})
         contributions: dict[str, dict[str, Any]] = {n: {} for n in names}
-        for method in methods:
-            boot = paired_bootstrap(gold, preds[ALL], preds[WITHOUT + method], k, draws)
-            for j, name in enumerate(names):
-                contributions[name][method] = {
-                    "delta": float(boot["delta"][j]),
-                    "ci": [float(boot["low"][j]), float(boot["high"][j])],
-                }
+        for prefix in prefixes:
+            for method in methods:
+                if prefix + WITHOUT + method not in preds:
+                    continue
+                boot = paired_bootstrap(gold, preds[prefix + ALL], preds[prefix + WITHOUT + method], k, draws)
+                for j, name in enumerate(names):
+                    contributions[name][prefix + method] = {
+                        "delta": float(boot["delta"][j]),
+                        "ci": [float(boot["low"][j]), float(boot["high"][j])],
+                    }
         support = {label: int((gold == c).sum()) for c, label in enumerate(labels)}
         tasks[task] = {
             "n_test": int(gold.size),

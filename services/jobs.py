@@ -1,7 +1,8 @@
 """Jobs: listing, status, cancellation and artifacts; and what the queue does when it ends a job by itself.
 
 The queue (db/queue.py) knows jobs only. A job kind whose job owns other rows registers here what must happen
-when the queue ends one of its jobs with no handler left to record it: the train kind ends its training run.
+when the queue ends one of its jobs with no handler left to record it: the train kind ends its training run,
+the lr_select kind the runs that wait for it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from db.models import Job
 
 
 @queue.on_job_end("train")
+@queue.on_job_end("lr_select")  # the runs waiting for their LR selection point at its job
 def end_training_runs(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> None:
     db_runs.end_runs_of_jobs(session, job_ids, status, error, now)
 

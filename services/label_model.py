@@ -56,9 +56,14 @@ def automatic_rule(scorer: dict[str, Any]) -> Callable[[dict[str, Any] | None], 
 
 
 def consistency_from_probs(
-    tasks: list[Any], variants: list[db_runs.PendingVariant], probs: dict[str, np.ndarray]
+    tasks: list[Any],
+    variants: list[db_runs.PendingVariant],
+    probs: dict[str, np.ndarray],
+    predicted: dict[str, np.ndarray] | None = None,
 ) -> list[db_runs.ConsistencyScore]:
-    """Per variant: p(intended label) per task; consistency = the minimum over tasks; flag = another argmax."""
+    """Per variant: p(intended label) per task; consistency = the minimum over tasks; flag = the model gives
+    another label for some task (`predicted`: the label index per task under the model's decision rule;
+    default the argmax)."""
     from trainer.predict import probs_to_json
 
     as_json = probs_to_json(tasks, probs) if variants else []
@@ -71,7 +76,8 @@ def consistency_from_probs(
                 continue
             k = t.labels.index(label)
             intended.append(float(probs[t.name][i, k]))
-            flag = flag or int(np.argmax(probs[t.name][i])) != k
+            top = int(predicted[t.name][i]) if predicted is not None else int(np.argmax(probs[t.name][i]))
+            flag = flag or top != k
         out.append(
             db_runs.ConsistencyScore(
                 variant.id,
@@ -130,7 +136,7 @@ def execute_rescoring(
     probs = predictor.predict_proba(
         [v.text for v in variants], on_batch=lambda d, n: emit({"event": "scoring", "done": d, "total": n})
     )
-    scores = consistency_from_probs(predictor.tasks, variants, probs)
+    scores = consistency_from_probs(predictor.tasks, variants, probs, predictor.decide(probs) if variants else None)
     with session_scope(engine) as session:
         written = db_runs.apply_consistency_scores(session, model_id, scores, scorer=scorer)
         result = {"dataset": dataset_name, "model_id": model_id, "pending": len(variants), "scored": written}

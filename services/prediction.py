@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -31,11 +30,11 @@ FinishFn = Callable[[Session, dict[str, Any]], None]
 @dataclass
 class ModelSpec:
     id: int
-    kind: str
+    kind: str  # single | tfidf | ensemble
     dataset_id: int
     model_dirs: list[str]
-    weights: list[float] = field(default_factory=list)
-    temperatures: dict[str, float] = field(default_factory=dict)
+    member_kinds: list[str] = field(default_factory=list)  # per model dir: single | tfidf
+    ensemble: dict[str, Any] = field(default_factory=dict)  # an ensemble's fitted parameters (its config)
     finished_at: str = ""
 
     @property
@@ -51,11 +50,11 @@ def model_spec(session: Session, model_id: int, *, field_name: str = "model_id")
         )
     if run.kind == "ensemble":
         members = [db_runs.get_run(session, int(m), field=field_name) for m in run.member_ids]
-        weights = [float(run.config.get("weights", {}).get(str(m.id), 1.0)) for m in members]
-        dirs = [str(Path(m.artifact_dir or "") / "model") for m in members]
-        temps = {k: float(v) for k, v in run.config.get("temperatures", {}).items()}
+        params = dict(run.config)
+        params.setdefault("members", [str(m.id) for m in members])  # ensembles saved before it was recorded
     else:
-        dirs, weights, temps = [str(Path(run.artifact_dir or "") / "model")], [1.0], {}
+        members, params = [run], {}
+    dirs = [str(Path(m.artifact_dir or "") / "model") for m in members]
     for d in dirs:
         if not (Path(d) / "model.json").is_file():
             raise ValidationFailed(f"the saved model of run {model_id} is missing ({d})", field=field_name)
@@ -64,8 +63,8 @@ def model_spec(session: Session, model_id: int, *, field_name: str = "model_id")
         run.kind,
         run.dataset_id,
         dirs,
-        weights,
-        temps,
+        [m.kind for m in members],
+        params,
         run.finished_at.isoformat() if run.finished_at else "",
     )
 
@@ -73,6 +72,7 @@ def model_spec(session: Session, model_id: int, *, field_name: str = "model_id")
 def load_predictor(spec: ModelSpec) -> Any:
     """A RunPredictor or EnsemblePredictor for `spec`, loaded once per process (an LRU cache)."""
     # The ML stack loads on first use: the API serves everything else without importing torch.
+    from trainer.classical import ClassicalPredictor
     from trainer.predict import EnsemblePredictor, RunPredictor, cached_predictor
 
     settings = get_settings()
@@ -82,9 +82,12 @@ def load_predictor(spec: ModelSpec) -> Any:
             import torch
 
             torch.set_num_threads(settings.trainer_threads)
-        members = [RunPredictor(Path(d)) for d in spec.model_dirs]
+        members = [
+            ClassicalPredictor(Path(d)) if kind == "tfidf" else RunPredictor(Path(d))
+            for d, kind in zip(spec.model_dirs, spec.member_kinds, strict=True)
+        ]
         if spec.kind == "ensemble":
-            return EnsemblePredictor(members, spec.weights, spec.temperatures)
+            return EnsemblePredictor(members, spec.ensemble)
         return members[0]
 
     return cached_predictor(spec.cache_key, build, capacity=settings.trainer_model_cache)
@@ -106,7 +109,8 @@ def predict(session: Session, model_id: int, texts: list[str], settings: Setting
     predictor = load_predictor(spec)
     probs = predictor.predict_proba(texts)
     tasks = predictor.tasks
-    labels = [{t.name: t.labels[int(probs[t.name][i].argmax())] for t in tasks} for i in range(len(texts))]
+    decided = predictor.decide(probs)
+    labels = [{t.name: t.labels[int(decided[t.name][i])] for t in tasks} for i in range(len(texts))]
     return {
         "model_id": model_id,
         "kind": spec.kind,
@@ -152,7 +156,8 @@ def execute_pseudo_labels(
 ) -> dict[str, Any]:
     """Label the dataset's unlabelled train texts with a run or ensemble; confident ones become pending.
 
-    Confidence of a text = the minimum over tasks of the top probability: every label it gets must be sure.
+    Each text gets the model's labels (its decision rule's); its confidence = the minimum over tasks of the
+    probability of the label it gets: every label must be sure.
     """
     emit = progress or (lambda _e: None)
     with session_scope(readonly_engine(engine)) as session:
@@ -169,9 +174,10 @@ def execute_pseudo_labels(
         [t.text for t in texts], on_batch=lambda d, n: emit({"event": "predict", "done": d, "total": n})
     )
     as_json = probs_to_json(predictor.tasks, probs) if texts else []
+    decided = predictor.decide(probs) if texts else {}
     items = []
     for i, text in enumerate(texts):
-        top = {t.name: int(np.argmax(probs[t.name][i])) for t in predictor.tasks}
+        top = {t.name: int(decided[t.name][i]) for t in predictor.tasks}
         confidence = min(float(probs[t.name][i, top[t.name]]) for t in predictor.tasks)
         if confidence >= threshold:
             items.append(

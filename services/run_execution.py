@@ -22,7 +22,9 @@ from db.session import readonly_engine, session_scope
 from services import label_model
 from services.training import runs_root
 from services.training_data import load_split_data
+from trainer.classical import ClassicalConfig, save_classical, train_classical
 from trainer.config import TrainConfig
+from trainer.decision import decide
 from trainer.examples import TaskSpec
 from trainer.metrics import summary_line
 from trainer.predict import predict_texts
@@ -59,7 +61,7 @@ def execute_run(
         guard(session)
         run = db_runs.mark_running(session, run_id, job_id)
         dataset = session.get_one(Dataset, run.dataset_id)
-        config = TrainConfig.from_dict(run.config)
+        config: Any = (ClassicalConfig if run.kind == "tfidf" else TrainConfig).from_dict(run.config)
         data = load_split_data(
             session,
             dataset,
@@ -68,6 +70,8 @@ def execute_run(
             exclude_methods=config.exclude_methods,
         )
         dataset_id = dataset.id
+    if isinstance(config, ClassicalConfig):
+        return _execute_classical(engine, run_id, config, data, guard, emit, finish)
     if config.num_threads is None and get_settings().trainer_threads > 0:
         config = config.with_overrides({"num_threads": get_settings().trainer_threads})
 
@@ -90,6 +94,48 @@ def execute_run(
         shutil.rmtree(staging, ignore_errors=True)  # moved into place on success; an abandoned attempt's files
 
 
+def _execute_classical(
+    engine: Engine,
+    run_id: int,
+    config: ClassicalConfig,
+    data: Any,
+    guard: Callable[[Session], None],
+    emit: ProgressFn,
+    finish: FinishFn | None,
+) -> dict[str, Any]:
+    """A TF-IDF member run: fit, save aside, record and move into place under the lease (as a transformer's)."""
+    emit({"event": "phase", "phase": "training the TF-IDF member"})
+    result = train_classical(config, data, progress=emit)
+    out_dir = runs_root() / str(run_id)
+    staging = out_dir.with_name(f"{run_id}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        save_classical(result, staging)
+        summary = {
+            "run_id": run_id,
+            "artifact_dir": str(out_dir),
+            "best_epoch": None,
+            "epochs_run": 0,
+            "train_samples": len(result.snapshot),
+            "val_macro_f1": result.metrics["val"]["overall_macro_f1"],
+            "test_macro_f1": (result.metrics["test"] or {}).get("overall_macro_f1"),
+            "variants_scored": 0,
+        }
+        with session_scope(engine) as session:
+            guard(session)
+            db_runs.finish_run(session, run_id, metrics=result.metrics, curve=[], snapshot=result.snapshot,
+                               artifact_dir=str(out_dir))
+            if finish:
+                finish(session, summary)
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    emit({"event": "finished", **summary,
+          "summary": summary_line(result.metrics["test"] or result.metrics["val"])})
+    return summary
+
+
 def _score_and_record(
     engine: Engine,
     run_id: int,
@@ -107,7 +153,9 @@ def _score_and_record(
     emit({"event": "phase", "phase": "scoring pending variants"})
     with session_scope(readonly_engine(engine)) as session:
         variants = db_runs.pending_variants(session, dataset_id)
-    scores = consistency_scores(result.model, result.tokenizer, data.tasks, variants, config.max_length, emit)
+    scores = consistency_scores(
+        result.model, result.tokenizer, data.tasks, variants, config.max_length, emit, result.decision
+    )
     summary = {
         "run_id": run_id,
         "artifact_dir": str(out_dir),
@@ -173,8 +221,10 @@ def consistency_scores(
     variants: list[db_runs.PendingVariant],
     max_length: int,
     emit: ProgressFn,
+    rules: dict[str, Any] | None = None,
 ) -> list[db_runs.ConsistencyScore]:
-    """Per variant: p(intended label) per task; consistency = minimum over tasks; flag = another argmax."""
+    """Per variant: p(intended label) per task; consistency = minimum over tasks; flag = the model predicts
+    another label (under its decision rule) for some task."""
     if not variants:
         return []
     probs = predict_texts(
@@ -184,11 +234,12 @@ def consistency_scores(
         max_length=max_length,
         on_batch=lambda d, t: emit({"event": "scoring", "done": d, "total": t}),
     )
-    return label_model.consistency_from_probs(tasks, variants, probs)
+    return label_model.consistency_from_probs(tasks, variants, probs, decide(probs, rules))
 
 
 def planned_epochs(engine: Engine, run_id: int) -> int:
-    """The epochs run `run_id` is configured for (its job's progress total); NotFoundError when it is gone."""
+    """The epochs run `run_id` may train (its job's first progress total; the plan refines it when training
+    starts); NotFoundError when it is gone."""
     with session_scope(readonly_engine(engine)) as session:
         run = db_runs.get_run(session, run_id)
-        return int(run.config.get("epochs", 1))
+        return int(run.config.get("epochs", 1)) if run.kind == "single" else 1

@@ -1,9 +1,9 @@
-"""Training: configs checked against the dataset, runs queued (one per seed), followed, combined into
-ensembles. Executing a run is services.run_execution; serving a model is services.prediction."""
+"""Training: configs checked against the dataset, runs queued (one per seed, a TF-IDF member on request, the
+seeds' learning-rate selection first when it applies), followed. Ensembles are services.ensembles; executing a
+run is services.run_execution, LR selection services.lr_selection; serving a model is services.prediction."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,10 @@ from core.errors import ValidationFailed
 from core.settings import get_settings
 from db import queue
 from db import training_runs as db_runs
-from db.models import Dataset, Job, JobStatus, TrainingRun, utcnow
+from db.models import Dataset, Job, TrainingRun
+from trainer.classical import ClassicalConfig
 from trainer.config import TrainConfig
-from trainer.ensemble import build_ensemble
-from trainer.examples import read_predictions
+from trainer.plan import search_wanted
 
 
 def runs_root() -> Path:
@@ -55,6 +55,17 @@ def check_config_against(dataset: Dataset, config: TrainConfig) -> None:
             )
 
 
+def classical_config(config: TrainConfig) -> ClassicalConfig:
+    """The TF-IDF member's config: the same training view (tasks, variants, exclusions) and decision rule."""
+    return ClassicalConfig(
+        tasks=config.tasks,
+        variants=config.variants,
+        exclude_methods=config.exclude_methods,
+        seed=config.seed,
+        decision=config.decision,
+    )
+
+
 def create_training_runs(
     session: Session,
     dataset: Dataset,
@@ -63,109 +74,31 @@ def create_training_runs(
     *,
     name: str = "",
     created_by: int | None = None,
+    classical: bool = False,
 ) -> list[TrainingRun]:
-    """One run per seed (a seed ensemble when several), each with the full config it will train with."""
+    """One run per seed (a seed ensemble when several), each with the full config it will train with; with
+    `classical`, one TF-IDF member run (kind `tfidf`) on the same training view, last."""
     check_config_against(dataset, config)
     if len(set(seeds)) != len(seeds):
         raise ValidationFailed("seeds must be distinct", field="seeds")
     runs = []
+    label = name or "/".join(Path(config.encoder).parts[-2:])  # hub "org/name", or a directory's last two
     for seed in seeds or [config.seed]:
         run_config = config.with_overrides({"seed": seed}).to_dict()
-        label = name or "/".join(Path(config.encoder).parts[-2:])  # hub "org/name", or a directory's last two
         runs.append(
             db_runs.create_run(
                 session, dataset, run_config, name=f"{label} seed {seed}", created_by=created_by
             )
         )
-    return runs
-
-
-# Ensembles -----------------------------------------------------------------------------------------
-
-
-def create_ensemble(
-    session: Session,
-    run_ids: list[int],
-    *,
-    weighted: bool = True,
-    temperature: bool = True,
-    name: str = "",
-    created_by: int | None = None,
-) -> TrainingRun:
-    """Combine finished runs of one dataset from their saved val/test probabilities (no model is loaded)."""
-    ids = list(dict.fromkeys(run_ids))
-    if len(ids) < 2:
-        raise ValidationFailed("give at least two distinct run ids", field="run_ids")
-    runs = [db_runs.get_run(session, i, field="run_ids") for i in ids]
-    for run in runs:
-        if run.kind != "single":
-            raise ValidationFailed(f"run {run.id} is an ensemble; combine single runs", field="run_ids")
-        if run.status != JobStatus.succeeded or not run.artifact_dir:
-            raise ValidationFailed(
-                f"run {run.id} is {run.status}; only finished runs combine", field="run_ids"
+    if classical:
+        first_seed = config.with_overrides({"seed": (seeds or [config.seed])[0]})
+        runs.append(
+            db_runs.create_run(
+                session, dataset, classical_config(first_seed).model_dump(), name=f"{name or 'tf-idf'} member",
+                kind="tfidf", created_by=created_by,
             )
-    if len({r.dataset_id for r in runs}) != 1:
-        raise ValidationFailed("ensemble members must be runs of the same dataset", field="run_ids")
-    members = []
-    for run in runs:
-        root = Path(run.artifact_dir or "")
-        try:
-            preds = {s: read_predictions(root / f"predictions_{s}.json") for s in ("val", "test")}
-        except FileNotFoundError:
-            raise ValidationFailed(
-                f"the saved predictions of run {run.id} are missing", field="run_ids"
-            ) from None
-        members.append(
-            {
-                "id": run.id,
-                "val_macro_f1": (run.metrics.get("val") or {}).get("overall_macro_f1"),
-                "predictions": preds,
-            }
         )
-    combined = build_ensemble(members, weighted=weighted, temperature=temperature)
-    dataset = session.get_one(Dataset, runs[0].dataset_id)
-    config = {
-        "members": ids,
-        "weighted": weighted,
-        "temperature": temperature,
-        "weights": combined["weights"],
-        "temperatures": combined["temperatures"],
-        "encoders": {str(r.id): r.config.get("encoder") for r in runs},
-    }
-    run = db_runs.create_run(
-        session,
-        dataset,
-        config,
-        name=name or f"ensemble of {', '.join(map(str, ids))}",
-        kind="ensemble",
-        member_ids=ids,
-        created_by=created_by,
-        status=JobStatus.succeeded,
-    )
-    out_dir = runs_root() / str(run.id)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for split, dump in combined["predictions"].items():
-        (out_dir / f"predictions_{split}.json").write_text(json.dumps(dump), encoding="utf-8")
-    member_scores = {
-        str(r.id): {
-            "val": (r.metrics.get("val") or {}).get("overall_macro_f1"),
-            "test": (r.metrics.get("test") or {}).get("overall_macro_f1"),
-        }
-        for r in runs
-    }
-    run.metrics = {
-        "val": combined["val"],
-        "test": combined["test"],
-        "calibration": combined["calibration"],
-        "members": member_scores,
-    }
-    (out_dir / "metrics.json").write_text(
-        json.dumps({**run.metrics, "config": config}, indent=2), encoding="utf-8"
-    )
-    run.artifact_dir = str(out_dir)
-    run.finished_at = utcnow()
-    session.flush()
-    return run
+    return runs
 
 
 # Requests ------------------------------------------------------------------------------------------
@@ -179,14 +112,18 @@ def start_training(
     *,
     name: str = "",
     created_by: int | None = None,
-) -> list[tuple[TrainingRun, Job]]:
-    """Queue a training run per seed, each as a `train` job (2 attempts)."""
+    classical: bool = False,
+) -> tuple[list[TrainingRun], list[Job]]:
+    """Queue a training run per seed (and a TF-IDF member with `classical`): their LR selection first when it
+    applies (one `lr_select` job for the seeds), else a `train` job each."""
     from services.datasets import dataset_named
 
     dataset = dataset_named(session, dataset_name, field="dataset")
     config = default_config(overrides)
-    runs = create_training_runs(session, dataset, config, seeds, name=name, created_by=created_by)
-    return list(zip(runs, queue_runs(session, dataset, runs, config, created_by=created_by), strict=True))
+    runs = create_training_runs(
+        session, dataset, config, seeds, name=name, created_by=created_by, classical=classical
+    )
+    return runs, queue_runs(session, dataset, runs, config, created_by=created_by)
 
 
 def queue_runs(
@@ -198,16 +135,52 @@ def queue_runs(
     created_by: int | None,
     payload: dict[str, Any] | None = None,
 ) -> list[Job]:
+    """Jobs for the runs of one request. The transformer runs share one `lr_select` job when LR selection may
+    apply (it queues their `train` jobs when it is done, `payload` included); otherwise each run, and always the
+    TF-IDF member, gets its `train` job (2 attempts). The job is recorded on its runs."""
+    transformer = [r for r in runs if r.kind == "single"]
+    jobs: list[Job] = []
+    if transformer and search_wanted(config):
+        job = queue.enqueue(
+            session,
+            "lr_select",
+            {"run_ids": [r.id for r in transformer], "dataset": dataset.name, "trials": config.lr_trials,
+             "train_payload": payload or {}},
+            dataset_id=dataset.id,
+            created_by=created_by,
+            progress_total=config.lr_trials,
+            max_attempts=2,
+        )
+        for run in transformer:
+            run.job_id = job.id
+            run.lr_selection = {"status": "queued", "job_id": job.id}
+        jobs.append(job)
+        rest = [r for r in runs if r.kind != "single"]
+    else:
+        rest = runs
+    jobs += enqueue_train_jobs(session, dataset.id, dataset.name, rest, created_by=created_by, payload=payload)
+    return jobs
+
+
+def enqueue_train_jobs(
+    session: Session,
+    dataset_id: int,
+    dataset_name: str,
+    runs: list[TrainingRun],
+    *,
+    created_by: int | None,
+    payload: dict[str, Any] | None = None,
+) -> list[Job]:
     """A `train` job per run (2 attempts), recorded on the run; `payload` adds to each job's payload."""
     jobs = []
     for run in runs:
         job = queue.enqueue(
             session,
             "train",
-            {"run_id": run.id, "dataset": dataset.name, **(payload or {})},
-            dataset_id=dataset.id,
+            {"run_id": run.id, "dataset": dataset_name, **(payload or {})},
+            dataset_id=dataset_id,
             created_by=created_by,
-            progress_total=config.epochs,
+            progress_total=int((run.config or {}).get("epochs", 1)) if run.kind == "single" else 1,
             max_attempts=2,
         )
         run.job_id = job.id
@@ -227,9 +200,11 @@ def run_summary(run: TrainingRun, dataset_name: str, job: Job | None) -> dict[st
         "status": run.status,
         "job_id": run.job_id,
         "member_ids": list(run.member_ids or []),
-        "encoder": (run.config or {}).get("encoder"),
+        "encoder": (run.config or {}).get("encoder") or (run.config or {}).get("model"),
         "seed": (run.config or {}).get("seed"),
         "variants": (run.config or {}).get("variants", "approved") if run.kind == "single" else None,
+        "budget_minutes": (run.config or {}).get("budget_minutes"),
+        "lr_selection": _selection_summary(run.lr_selection),
         "val_macro_f1": (metrics.get("val") or {}).get("overall_macro_f1"),
         "test_macro_f1": (metrics.get("test") or {}).get("overall_macro_f1"),
         "best_epoch": metrics.get("best_epoch"),
@@ -250,10 +225,19 @@ def run_summary(run: TrainingRun, dataset_name: str, job: Job | None) -> dict[st
     }
 
 
+def _selection_summary(selection: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not selection:
+        return None
+    keep = ("status", "reason", "scale", "lr", "trial_steps", "budget_minutes_after")
+    return {k: selection.get(k) for k in keep if k in selection}
+
+
 def run_details(run: TrainingRun, dataset_name: str, job: Job | None) -> dict[str, Any]:
-    """A run in full: config, curve, metrics per task and class, artifact location."""
+    """A run in full: config, curve, metrics per task and class (with the plan and the decision rule), how
+    its learning rate was chosen (every trial), artifact location."""
     return {
         **run_summary(run, dataset_name, job),
+        "lr_selection_detail": run.lr_selection,
         "config": run.config or {},
         "curve": run.curve or [],
         "metrics": run.metrics or {},
@@ -310,10 +294,11 @@ def create_runs_for(
     *,
     name: str = "",
     created_by: int | None = None,
+    classical: bool = False,
 ) -> list[TrainingRun]:
-    """Runs (one per seed) for in-process training, without jobs."""
+    """Runs (one per seed, and the TF-IDF member with `classical`) for in-process training, without jobs."""
     from services.datasets import dataset_named
 
     dataset = dataset_named(session, dataset_name, field="dataset")
     return create_training_runs(session, dataset, default_config(overrides), seeds, name=name,
-                                created_by=created_by)
+                                created_by=created_by, classical=classical)

@@ -18,6 +18,7 @@ scores the pending variants once.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Dataset, JobStatus, Origin, ReviewStatus, Sample, SampleLabel, TrainingRun
 from services.training import check_config_against, default_config
+from trainer.plan import RDROP_COST, Throughput, plan_run
 
 REFERENCE = {"samples_per_s": 12.9, "layers": 6, "hidden": 384, "tokens": 48.0, "rdrop": True, "threads": 2}
 BERT_BASE = (12, 768)
@@ -52,7 +54,8 @@ def mean_tokens(lengths: list[int], max_length: int) -> float:
 
 
 def measured_rate(session: Session, encoder: str) -> tuple[float, int, int] | None:
-    """(samples/s, max_length, run id) of the newest finished single run with this encoder, if any."""
+    """(samples/s of one training pass, max_length, run id) of the newest finished single run with this
+    encoder, if any; a run that trained with R-Drop fed each batch twice, so its rate is doubled back."""
     runs = session.scalars(
         select(TrainingRun)
         .where(TrainingRun.kind == "single", TrainingRun.status == JobStatus.succeeded)
@@ -64,7 +67,10 @@ def measured_rate(session: Session, encoder: str) -> tuple[float, int, int] | No
             continue
         rates = [e["samples_per_s"] for e in run.curve or [] if isinstance(e.get("samples_per_s"), int | float)]
         if rates:
-            return statistics.median(rates), int(run.config.get("max_length", 320)), run.id
+            plan = (run.metrics or {}).get("plan") or {}
+            rdrop = plan.get("rdrop_alpha", run.config.get("rdrop_alpha"))
+            passes = RDROP_COST if isinstance(rdrop, int | float) and rdrop > 0 else 1.0
+            return statistics.median(rates) * passes, int(run.config.get("max_length", 320)), run.id
     return None
 
 
@@ -122,30 +128,41 @@ def training_plan(session: Session, dataset_name: str, overrides: dict[str, Any]
         layers, hidden, source = encoder_size(config.encoder)
         size = (REFERENCE["layers"] * REFERENCE["hidden"] ** 2) / (layers * hidden**2)
         threads = config.num_threads or REFERENCE["threads"]
-        rdrop = (2.0 if REFERENCE["rdrop"] else 1.0) / (2.0 if config.rdrop_alpha > 0 else 1.0)
-        rate = REFERENCE["samples_per_s"] * size * (REFERENCE["tokens"] / tokens) * rdrop
+        passes = RDROP_COST if REFERENCE["rdrop"] else 1.0  # the reference fed each batch twice
+        rate = REFERENCE["samples_per_s"] * size * (REFERENCE["tokens"] / tokens) * passes
         rate *= min(threads, 8) / REFERENCE["threads"] if threads > REFERENCE["threads"] else 1.0
         basis = (
             f"reference CPU rate ({REFERENCE['samples_per_s']} samples/s for a 6 × 384 encoder at "
             f"{REFERENCE['tokens']:.0f} tokens per text on 2 cores), scaled to {layers} × {hidden} ({source}) "
             f"and {tokens:.0f} tokens per text; no finished run with this encoder to measure from"
         )
-    rdrop_passes = 2.0 if config.rdrop_alpha > 0 else 1.0
-    eval_rate = rate * rdrop_passes / FORWARD_SHARE
-    train_seconds = len(train_lengths) / rate
+    # `rate`: one training pass (no R-Drop); the plan decides R-Drop, accumulation and the steps a budget
+    # affords from the same throughput the trainer measures (trainer/plan.py).
+    eval_rate = rate / FORWARD_SHARE
     eval_seconds = evaluation / eval_rate
-    per_epoch = train_seconds + eval_seconds
-    per_run = config.epochs * per_epoch + pending / eval_rate
+    n_train = max(1, len(train_lengths))
+    plan = plan_run(
+        config,
+        n_train=n_train,
+        batches_per_epoch=math.ceil(n_train / config.batch_size),
+        encoder_width=encoder_size(config.encoder)[1],
+        throughput=Throughput(seconds_per_sample=1 / rate, eval_seconds=eval_seconds),
+    )
+    passes = RDROP_COST if plan.rdrop_alpha > 0 else 1.0
+    per_epoch = len(train_lengths) * passes / rate + eval_seconds
+    per_run = (plan.estimated_seconds or 0.0) + pending / eval_rate
     runs = max(1, len(seeds))
     return {
         "dataset": dataset.name,
         "config": config.to_dict(),
+        "plan": plan.to_dict(),
         "runs": runs,
         "train_examples": len(train_lengths),
         "eval_examples": evaluation,
         "pending_to_score": pending,
         "tokens_per_text": round(tokens, 1),
         "samples_per_second": round(rate, 2),
+        "epochs": round(plan.epochs, 2),
         "seconds_per_epoch": round(per_epoch, 1),
         "seconds_per_run": round(per_run, 1),
         "seconds_total": round(per_run * runs, 1),

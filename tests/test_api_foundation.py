@@ -248,7 +248,11 @@ def test_openapi_schema_names_the_fields_of_params_filters_and_config_with_their
         assert set(config["properties"]) == set(TrainConfig.model_fields)
         assert not config.get("required") and config["additionalProperties"] is False  # all optional overrides
         lr, smoothing = config["properties"]["lr"], config["properties"]["label_smoothing"]
-        assert lr["exclusiveMinimum"] == 0 and lr["exclusiveMaximum"] == 1
+        # null: planned for the run's length (trainer/plan.py); a number: within (0, 1)
+        assert {"exclusiveMaximum": 1, "exclusiveMinimum": 0, "type": "number"} in lr["anyOf"]
+        assert {"type": "null"} in lr["anyOf"]
+        budget = next(b for b in config["properties"]["budget_minutes"]["anyOf"] if b.get("type") == "number")
+        assert budget["exclusiveMinimum"] == 0 and budget["maximum"] == 7 * 24 * 60
         assert smoothing["minimum"] == 0 and smoothing["maximum"] == 0.5
         assert config["properties"]["pooling"]["enum"] == ["last4_mean", "cls", "mean"]
         per_class = config["properties"]["class_label_smoothing"]["additionalProperties"]["additionalProperties"]

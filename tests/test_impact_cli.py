@@ -30,12 +30,15 @@ def test_report_impact_waits_for_a_worker_then_prints(engine, tiny_encoder: str)
         thread.join(timeout=60)
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "queued 6 training jobs (3 arms × 2 seeds: originals, all_approved, without:wordnet)" in out
-    assert "impact report 1: succeeded (6/6 runs ended)" in out
+    # FAST leaves the LR to the plan: each arm's two seeds share one lr_select job (the training worker takes
+    # those too), which queues their train jobs; the TF-IDF members get theirs at once
+    assert "queued 6 jobs (originals, tfidf:originals, all_approved, tfidf:all_approved, without:wordnet" in out
+    assert "impact report 1: succeeded (9/9 runs ended)" in out
     assert "partisan" in out and "all_approved" in out and "contribution" in out
+    assert "ensemble:all_approved" in out
 
     shown = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["report", "show", "1"])
-    assert shown.exit_code == 0 and "succeeded (6/6 runs ended)" in shown.output
+    assert shown.exit_code == 0 and "succeeded (9/9 runs ended)" in shown.output
 
 
 def test_report_cli_bad_input(engine) -> None:

@@ -158,28 +158,25 @@ def test_impact_report_through_api_and_worker(annotator, engine, tiny_encoder: s
     assert created.status_code == 202, created.text
     body = created.json()
     report = body["report"]
-    assert report["status"] == "queued" and report["progress"] == {"done": 0, "total": 8}
-    assert report["params"]["methods"] == ["backtranslation", "wordnet"]
-    assert set(report["run_ids"]) == {
-        "originals",
-        "all_approved",
-        "without:backtranslation",
-        "without:wordnet",
-    }
-    assert [j["kind"] for j in body["jobs"]] == ["train"] * 8
+    # 4 arms × 2 seeds, and (classical, the default) a TF-IDF member per arm
+    assert report["status"] == "queued" and report["progress"] == {"done": 0, "total": 12}
+    assert report["params"]["methods"] == ["backtranslation", "wordnet"] and report["params"]["classical"]
+    data_arms = ["originals", "all_approved", "without:backtranslation", "without:wordnet"]
+    assert set(report["run_ids"]) == {*data_arms, *(f"tfidf:{a}" for a in data_arms)}
+    assert [j["kind"] for j in body["jobs"]] == ["train"] * 12
 
     from workers.main import Worker
 
     one = Worker(engine, kinds=["train"], poll_seconds=0.05, lease_seconds=30).run(burst=True, max_jobs=1)
     assert one.succeeded == 1
     partial = annotator.get(f"/api/v1/impact-reports/{report['id']}").json()
-    assert partial["status"] == "running" and partial["progress"] == {"done": 1, "total": 8}
+    assert partial["status"] == "running" and partial["progress"] == {"done": 1, "total": 12}
     assert partial["result"] is None
     stats = drain(engine)
-    assert stats.succeeded == 7, stats
+    assert stats.succeeded == 11, stats
 
     got = annotator.get(f"/api/v1/impact-reports/{report['id']}").json()
-    assert got["status"] == "succeeded" and got["progress"] == {"done": 8, "total": 8}
+    assert got["status"] == "succeeded" and got["progress"] == {"done": 12, "total": 12}
     originals = train_originals(engine, name)
     expected = {
         "originals": originals,
@@ -191,24 +188,39 @@ def test_impact_report_through_api_and_worker(annotator, engine, tiny_encoder: s
         for arm, run_ids in got["run_ids"].items():
             for run_id in run_ids:
                 run = s.get_one(TrainingRun, run_id)
-                assert {sid for sid, _ in run.snapshot} == expected[arm], arm
+                assert run.kind == ("tfidf" if arm.startswith("tfidf:") else "single")
+                # the TF-IDF member trains on its arm's own training view
+                assert {sid for sid, _ in run.snapshot} == expected[arm.removeprefix("tfidf:")], arm
         finished_at = s.get_one(ImpactReport, report["id"]).finished_at
 
     result = got["result"]
+    ensemble_arms = [f"ensemble:{a}" for a in data_arms]
     assert result["arms"][0] == "originals" and result["seeds"] == [1, 2]
+    assert sorted(result["arms"]) == sorted([*data_arms, *ensemble_arms])
     assert set(result["tasks"]) == {"bias", "message"}
     bias = result["tasks"]["bias"]
     assert set(bias["classes"]) == {"neutral", "partisan", "macro"}
-    for arm, run_ids in got["run_ids"].items():
+    for arm in data_arms:
         entry = bias["classes"]["macro"][arm]
         assert len(entry["per_seed"]) == 2 and entry["mean"] == pytest.approx(np.mean(entry["per_seed"]))
         if arm == "originals":
             assert entry["delta"] is None
         else:
             base = bias["classes"]["macro"]["originals"]["mean"]
-            assert entry["delta"] == pytest.approx(entry["mean"] - base)
+            assert entry["baseline"] == "originals" and entry["delta"] == pytest.approx(entry["mean"] - base)
             assert entry["ci"][0] <= entry["delta"] <= entry["ci"][1]
-    # The per-seed F1s are the runs' own test macro-F1s (the report recomputes them from the predictions).
+    # An arm's ensemble (its seeds + its TF-IDF member, one model) is compared with the originals' ensemble.
+    for arm in ensemble_arms:
+        entry = bias["classes"]["macro"][arm]
+        assert len(entry["per_seed"]) == 1
+        if arm == "ensemble:originals":
+            assert entry["delta"] is None
+        else:
+            base = bias["classes"]["macro"]["ensemble:originals"]["mean"]
+            assert entry["baseline"] == "ensemble:originals"
+            assert entry["delta"] == pytest.approx(entry["mean"] - base)
+    # The per-seed F1s are the runs' own test macro-F1s (the report recomputes them from the predictions, with
+    # the labels the models predict under their decision rules).
     with session_scope(engine) as s:
         run = s.get_one(TrainingRun, got["run_ids"]["originals"][0])
         assert bias["classes"]["macro"]["originals"]["per_seed"][0] == pytest.approx(
@@ -219,9 +231,10 @@ def test_impact_report_through_api_and_worker(annotator, engine, tiny_encoder: s
     assert contribution["delta"] == pytest.approx(
         all_mean - bias["classes"]["macro"]["without:wordnet"]["mean"]
     )
+    assert "ensemble:wordnet" in bias["contributions"]["macro"]
     classes = sum(len(t["classes"]) for t in result["tasks"].values())  # each task's labels + macro
     assert (
-        len(result["rows"]) == 4 * classes and classes == 3 + len(result["tasks"]["message"]["support"]) + 1
+        len(result["rows"]) == 8 * classes and classes == 3 + len(result["tasks"]["message"]["support"]) + 1
     )
 
     # Settling again (a late or concurrent finisher) changes nothing.
@@ -253,7 +266,7 @@ def test_a_failed_run_fails_the_report(annotator, engine, tmp_path) -> None:
     missing = str(tmp_path / "no-such-encoder")
     created = annotator.post(
         f"/api/v1/datasets/{name}/impact-reports",
-        json={"seeds": [1], "methods": ["wordnet"], "config": fast(missing)},
+        json={"seeds": [1], "methods": ["wordnet"], "config": fast(missing), "classical": False},
     )
     assert created.status_code == 202, created.text
     report_id = created.json()["report"]["id"]
@@ -307,7 +320,7 @@ def test_a_report_left_unsettled_by_a_dead_worker_settles_on_read(
     name, _ = dataset_with_variants(engine)
     created = annotator.post(
         f"/api/v1/datasets/{name}/impact-reports",
-        json={"seeds": [1], "methods": ["wordnet"], "config": fast(tiny_encoder)},
+        json={"seeds": [1], "methods": ["wordnet"], "config": fast(tiny_encoder), "classical": False},
     )
     report_id = created.json()["report"]["id"]
     monkeypatch.setattr(workers.train_jobs, "_settle_report", lambda engine, report_id: None)
@@ -341,7 +354,7 @@ def test_a_run_that_fails_once_is_retried_and_the_report_completes(
     name, _ = dataset_with_variants(engine)
     created = annotator.post(
         f"/api/v1/datasets/{name}/impact-reports",
-        json={"seeds": [1], "methods": ["wordnet"], "config": fast(tiny_encoder)},
+        json={"seeds": [1], "methods": ["wordnet"], "config": fast(tiny_encoder), "classical": False},
     )
     report_id = created.json()["report"]["id"]
     stats = drain(engine)
@@ -362,7 +375,7 @@ def test_a_run_whose_worker_is_lost_on_its_last_attempt_fails_with_its_report(
     name, _ = dataset_with_variants(engine)
     created = annotator.post(
         f"/api/v1/datasets/{name}/impact-reports",
-        json={"seeds": [1], "methods": ["wordnet"], "config": fast(tiny_encoder)},
+        json={"seeds": [1], "methods": ["wordnet"], "config": fast(tiny_encoder), "classical": False},
     )
     report_id = created.json()["report"]["id"]
     run_id = created.json()["report"]["run_ids"]["originals"][0]
@@ -381,7 +394,7 @@ def test_cancelling_a_queued_run_ends_it_and_the_report(annotator, engine, tiny_
     name, _ = dataset_with_variants(engine)
     created = annotator.post(
         f"/api/v1/datasets/{name}/impact-reports",
-        json={"seeds": [1], "methods": ["wordnet"], "config": fast(tiny_encoder)},
+        json={"seeds": [1], "methods": ["wordnet"], "config": fast(tiny_encoder), "classical": False},
     ).json()
     job_id = created["jobs"][0]["id"]
     assert annotator.post(f"/api/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"

@@ -36,20 +36,24 @@ def test_impact_page_starts_and_shows_a_report(
     at.text_area[0].set_value(json.dumps(fast(tiny_encoder)))
     at.button[0].click().run()
     no_errors(at)
-    assert "Queued impact report #1: 8 training runs." in at.success[0].value
+    # 4 arms × 2 seeds, and a TF-IDF member per arm (the API's default)
+    assert "Queued impact report #1: 12 training runs." in at.success[0].value
 
-    assert drain(engine).succeeded == 8
+    assert drain(engine).succeeded == 12
     at.run()
     no_errors(at)
     assert next(m for m in at.metric if m.label == "Status").value == "succeeded"
     frame = at.dataframe[0].value
-    assert set(frame["arm"]) == {"originals", "all_approved", "without:backtranslation", f"without:{HOSTILE}"}
+    arms = {"originals", "all_approved", "without:backtranslation", f"without:{HOSTILE}"}
+    assert set(frame["arm"]) == arms | {f"ensemble:{arm}" for arm in arms}
     assert set(frame["task"]) == {"bias", "message"} and "macro" in set(frame["class"])
     originals = frame[frame["arm"] == "originals"]
     assert (originals["Δ vs originals [95% CI]"] == "—").all()
     assert frame[frame["arm"] == "all_approved"]["Δ vs originals [95% CI]"].str.contains(r"\[").all()
     assert len(at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")) == 1
-    assert set(at.dataframe[1].value["method"]) == {"backtranslation", HOSTILE}
+    # each method's contribution, for the seeds alone and for the ensemble with the TF-IDF member
+    assert set(at.dataframe[1].value["method"]) == {"backtranslation", HOSTILE} | {
+        f"ensemble:{m}" for m in ("backtranslation", HOSTILE)}
 
 
 def test_impact_page_shows_api_errors(live_api, annotator_token, engine) -> None:

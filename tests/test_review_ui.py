@@ -417,6 +417,7 @@ def test_training_page_lists_runs_and_starts_one(live_api, annotator_token, engi
     at.number_input(key="tr_max_length").set_value(64).run()
     assert any("Basis: run" in c.value and "same encoder" in c.value for c in at.caption)  # measured on baseline
     at.text_input(key="tr_seeds").input("1, 2").run()
+    at.checkbox(key="tr_classical").uncheck().run()  # transformer runs only (the TF-IDF member is on by default)
     at.button(key="tr_start").click().run()
     no_errors(at)
     assert "Queued training run(s)" in at.success[0].value
@@ -458,6 +459,45 @@ def test_training_page_compares_with_the_originals_only_run(live_api, annotator_
     assert at.button(key="label_model_2").label == "Use run #2 to score the pending variants"
     at.button(key="label_model_2").click().run()  # this run kept no model: the API says so, nothing queued
     assert "saved model of run 2 is missing" in at.error[0].value
+
+
+def test_training_page_starts_a_budgeted_run_and_shows_its_plan_and_lr_trials(
+    live_api, annotator_token, engine, review_data
+) -> None:
+    from sqlalchemy import select
+
+    from db.models import Dataset, TrainingRun
+    from db.session import session_scope
+
+    trials = [{"scale": 1.0, "lr": 2.5e-5, "steps": 120, "val_macro_f1": 0.41, "seconds": 30.0},
+              {"scale": 2.0, "lr": 5e-5, "steps": 120, "val_macro_f1": 0.44, "seconds": 31.0}]
+    with session_scope(engine) as s:
+        ds = s.query(Dataset).filter_by(name="rev").one()
+        s.add(TrainingRun(
+            dataset_id=ds.id, name="budgeted", status="succeeded",
+            lr_selection={"status": "done", "reason": "best val macro-F1 0.4400 at 2 × the planned LR",
+                          "scale": 2.0, "trials": trials},
+            metrics={"val": {"overall_macro_f1": 0.44}, "plan": {
+                "steps_done": 900, "batch_size": 12, "grad_accum": 1, "lr": 5e-5,
+                "reasons": ["R-Drop off: the run affords 1.9 epochs with it (< 10)"]}},
+        ))
+    at = signed_in(annotator_token, "annotator")
+    at.switch_page("app_pages/training.py").run()
+    no_errors(at)
+    labels = [e.label.replace("\\", "") for e in at.expander]  # user-visible text is escaped, never markdown
+    assert any(label.startswith("Learning-rate selection: done") for label in labels)
+    assert any(label.startswith("Plan: 900 steps of batch 12 × 1") for label in labels)
+    trial_frame = next(f.value for f in at.dataframe if "scale" in f.value.columns)
+    assert trial_frame["scale"].tolist() == [1.0, 2.0]
+    assert "R-Drop off: the run affords 1.9 epochs with it (< 10)" in [t.value for t in at.text]
+
+    at.number_input(key="train_budget").set_value(12.0).run()  # a change reruns the page (the estimate)
+    at.button[[b.label for b in at.button].index("Start training")].click().run()
+    no_errors(at)
+    with session_scope(engine) as s:
+        runs = list(s.scalars(select(TrainingRun).where(TrainingRun.name != "budgeted")))
+        assert sorted(r.kind for r in runs) == ["single", "tfidf"]  # the TF-IDF member is on by default
+        assert next(r for r in runs if r.kind == "single").config["budget_minutes"] == 12.0
 
 
 def _task_metrics(f1s: dict[str, float], matrix: list[list[int]]) -> dict:

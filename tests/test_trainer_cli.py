@@ -33,12 +33,16 @@ def test_train_seeds_then_ensemble_and_show(engine, tiny_encoder: str) -> None: 
     out = result.output
     assert "run 1 test: overall macro-F1" in out and "run 2 test" in out
     assert "partisan" in out and "mobilization" in out  # per-class rows of both tasks
-    assert "ensemble 3 of runs [1, 2]" in out and "ensemble 3 test" in out
+    # the TF-IDF member (run 3) trains on the same data, then joins the ensemble with weights fitted on val
+    assert "run 3 (TF-IDF member) finished" in out and "run 3 test" in out
+    assert "ensemble 4 of runs [1, 2, 3] (weights fitted on val" in out and "ensemble 4 test" in out
+    assert "run 3 (tfidf, weight" in out and "decision bias α=" in out
 
     listed = runner.invoke(app, ["runs", "list", "--dataset", name])
     assert listed.exit_code == 0 and "ensemble" in listed.output and "succeeded" in listed.output
     shown = runner.invoke(app, ["runs", "show", "1"])
     assert shown.exit_code == 0 and "confusion" in shown.output and "epoch 2" in shown.output
+    assert "plan: 8 of 8 steps made, batch 8 × 1" in shown.output  # 30 texts / 8 → 4 steps × 2 epochs
     assert runner.invoke(app, ["runs", "show", "1", "--json"]).exit_code == 0
 
 
@@ -65,18 +69,33 @@ def test_bad_input_exits_with_code_2(engine, tmp_path) -> None:  # type: ignore[
         assert message in result.output, (args, result.output)
 
 
-def test_queue_enqueues_a_train_job_per_seed(engine) -> None:  # type: ignore[no-untyped-def]
+def test_queue_enqueues_the_lr_selection_or_a_train_job_per_seed(engine) -> None:  # type: ignore[no-untyped-def]
     from sqlalchemy import select
 
     from db.models import Job, TrainingRun
     from db.session import session_scope
 
     name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
-    result = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["train", name, "--seeds", "1,2", "--queue"])
+    runner = CliRunner(env={"COLUMNS": "200"})
+    # The default plans the LR: the seeds share one lr_select job (it queues their train jobs when done);
+    # the TF-IDF member needs no LR and gets its train job at once.
+    result = runner.invoke(app, ["train", name, "--seeds", "1,2", "--queue", "--budget-minutes", "5"])
     assert result.exit_code == 0, result.output
     with session_scope(engine) as s:
-        jobs = list(s.scalars(select(Job).where(Job.kind == "train")))
-        runs = list(s.scalars(select(TrainingRun)))
-        assert len(jobs) == 2 and sorted(r.job_id for r in runs) == sorted(j.id for j in jobs)
-        assert {j.params["run_id"] for j in jobs} == {r.id for r in runs}
+        (select_job,) = s.scalars(select(Job).where(Job.kind == "lr_select"))
+        (member_job,) = s.scalars(select(Job).where(Job.kind == "train"))
+        runs = list(s.scalars(select(TrainingRun).order_by(TrainingRun.id)))
+        assert [r.kind for r in runs] == ["single", "single", "tfidf"]
+        assert [r.job_id for r in runs] == [select_job.id, select_job.id, member_job.id]
+        assert select_job.params["run_ids"] == [runs[0].id, runs[1].id]
+        assert member_job.params["run_id"] == runs[2].id
+        assert runs[0].config["budget_minutes"] == 5 and runs[0].lr_selection["status"] == "queued"
         assert all(r.status == "queued" for r in runs)
+    # A learning rate given: nothing to select, a train job per seed.
+    result = runner.invoke(app, ["train", name, "--seeds", "3,4", "--queue", "--no-classical", "--set", "lr=3e-5"])
+    assert result.exit_code == 0, result.output
+    with session_scope(engine) as s:
+        runs = list(s.scalars(select(TrainingRun).where(TrainingRun.id > 3)))
+        jobs = {j.id: j for j in s.scalars(select(Job).where(Job.kind == "train", Job.id > member_job.id))}
+        assert len(runs) == 2 and sorted(r.job_id for r in runs) == sorted(jobs)
+        assert {j.params["run_id"] for j in jobs.values()} == {r.id for r in runs}

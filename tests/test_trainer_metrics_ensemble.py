@@ -1,11 +1,11 @@
-"""Metrics by hand; ensemble averaging, alignment by sample id, temperature scaling."""
+"""Metrics by hand; ensemble combination, alignment by sample id, temperature scaling."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from trainer.ensemble import apply_temperature, average_probs, build_ensemble, fit_temperature, nll
+from trainer.ensemble import apply_temperature, build_ensemble, combine, fit_temperature, nll
 from trainer.errors import TrainerError
 from trainer.examples import IGNORE, TaskSpec
 from trainer.metrics import evaluate_probs, task_metrics
@@ -34,13 +34,16 @@ def test_overall_is_mean_of_task_macro_f1() -> None:
     assert out["overall_macro_f1"] == pytest.approx((1.0 + 1 / 3) / 2)
 
 
-def test_average_probs_weighted_by_hand() -> None:
-    a = {"t": np.array([[0.8, 0.2]])}
-    b = {"t": np.array([[0.2, 0.8]])}
-    assert np.allclose(average_probs([a, b])["t"], [[0.5, 0.5]])
-    assert np.allclose(average_probs([a, b], [3.0, 1.0])["t"], [[0.65, 0.35]])
-    with pytest.raises(TrainerError):
-        average_probs([a, b], [0.0, 0.0])
+def test_combine_weights_per_task_by_hand() -> None:
+    a = {"t": np.array([[0.8, 0.2]]), "u": np.array([[0.8, 0.2]])}
+    b = {"t": np.array([[0.2, 0.8]]), "u": np.array([[0.2, 0.8]])}
+    params = {"members": ["1", "2"], "task_weights": {"t": {"1": 0.5, "2": 0.5}, "u": {"1": 0.75, "2": 0.25}},
+              "temperatures": {}}
+    out = combine([a, b], params)
+    assert np.allclose(out["t"], [[0.5, 0.5]]) and np.allclose(out["u"], [[0.65, 0.35]])
+    # an ensemble saved before per-task weights: one weight per member for every task
+    old = combine([a, b], {"members": ["1", "2"], "weights": {"1": 0.75, "2": 0.25}, "temperatures": {"t": 1.0}})
+    assert np.allclose(old["t"], [[0.65, 0.35]]) and np.allclose(old["u"], [[0.65, 0.35]])
 
 
 def test_temperature_scaling_recovers_the_overconfidence() -> None:
@@ -79,13 +82,14 @@ def test_build_ensemble_aligns_members_by_sample_id() -> None:
             "test": _dump([21, 20], [[0.1, 0.9], [0.4, 0.6]], [1, 0]),
         },
     }
-    out = build_ensemble([m1, m2], weighted=True, temperature=False)
-    assert out["weights"] == {"1": pytest.approx(0.75), "2": pytest.approx(0.25)}
+    out = build_ensemble([m1, m2], weighted=False, temperature=False, decision="none")
+    assert out["weights"] == {"1": pytest.approx(0.5), "2": pytest.approx(0.5)}
     val = out["predictions"]["val"]
     assert val["sample_ids"] == [10, 11, 12]
-    assert np.allclose(val["tasks"]["t"]["probs"], [[0.85, 0.15], [0.5, 0.5], [0.35, 0.65]])
+    assert np.allclose(val["tasks"]["t"]["probs"], [[0.8, 0.2], [0.6, 0.4], [0.4, 0.6]])
     test = out["predictions"]["test"]["tasks"]["t"]["probs"]
-    assert np.allclose(test, [[0.55, 0.45], [0.325, 0.675]])
+    assert np.allclose(test, [[0.5, 0.5], [0.25, 0.75]])
+    assert out["predictions"]["test"]["tasks"]["t"]["pred"] == [0, 1]
     assert out["test"]["tasks"]["t"]["macro_f1"] == 1.0
     unweighted = build_ensemble([m1, m2], weighted=False, temperature=True)
     assert unweighted["weights"] == {"1": 0.5, "2": 0.5}

@@ -7,7 +7,10 @@ be true or false.
 
 Defaults follow the recipe that first reached 63% macro-F1 on a ~7k-text two-task dataset (sentiment +
 polarization): mBERT, last-4-layer mean pooling, 3-layer MLP heads, focal loss with label smoothing, R-Drop,
-LLRD, AdamW (wd 0.03, LR 2.5e-5), batch 12 × accumulation 4, max length 320, early stopping (patience 8).
+LLRD, AdamW (wd 0.03, LR 2.5e-5), batch 12 × accumulation 4, max length 320, early stopping (patience 8), 20
+epochs on a GPU. The keys that depend on how long a run can train (`lr`, `grad_accum`, `rdrop_alpha`,
+`llrd_decay`) default to None: planned (trainer/plan.py), which gives exactly the recipe to a run that affords
+the recipe's training and scales them for a shorter one (a CPU, a `budget_minutes`). A value set is used as given.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ class TrainConfig(BaseModel):
     # Data
     max_length: int = Field(default=320, ge=8, le=4096)
     batch_size: int = Field(default=12, ge=1)
-    grad_accum: int = Field(default=4, ge=1)
+    grad_accum: int | None = Field(default=None, ge=1)  # None: planned (the recipe's 4, less in a short run)
     eval_batch_size: int = Field(default=64, ge=1)
     group_by_length: StrictBool = True  # length-grouped batches + dynamic padding; False pads to max_length
     # a seeded subset of the training view (quick runs, demos)
@@ -61,20 +64,30 @@ class TrainConfig(BaseModel):
     class_label_smoothing: dict[str, dict[str, Smoothing]] = Field(default_factory=dict)  # task → label → eps
     class_weights: StrictBool = True  # inverse class frequency in the training view
     task_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)  # task → weight (1)
-    rdrop_alpha: float = Field(default=1.0, ge=0)  # 0 disables R-Drop (one forward pass instead of two)
+    # 0 disables R-Drop (one forward pass instead of two); None: planned (1 in a long run, else 0)
+    rdrop_alpha: float | None = Field(default=None, ge=0)
 
     # Optimisation
-    lr: float = Field(default=2.5e-5, gt=0, lt=1)
+    # None: planned from the recipe's 2.5e-5 (effective batch, steps, encoder width, lr_scale); a value: as given
+    lr: float | None = Field(default=None, gt=0, lt=1)
+    lr_scale: float = Field(default=1.0, gt=0, le=100)  # × the planned LR; learning-rate selection sets it
+    lr_search: Literal["auto", "on", "off"] = "auto"  # auto: when the plan scaled the LR and the budget allows
+    lr_trials: int = Field(default=4, ge=2, le=8)  # trials of LR selection
     # None: the same as lr (the top of the LLRD ladder)
     head_lr: float | None = Field(default=None, gt=0, lt=1)
-    # each encoder layer below the top gets lr × decay^depth
-    llrd_decay: float = Field(default=0.9, ge=0.05, le=1)
+    # each encoder layer below the top gets lr × decay^depth; None: planned (0.9 in a long run, else 1)
+    llrd_decay: float | None = Field(default=None, ge=0.05, le=1)
     weight_decay: float = Field(default=0.03, ge=0)
     warmup_ratio: float = Field(default=0.1, ge=0, le=0.9)
     max_grad_norm: float = Field(default=1.0, ge=0)
-    epochs: int = Field(default=20, ge=1)
+    epochs: int = Field(default=20, ge=1)  # at most; a budget may plan fewer
+    # wall-clock minutes of training (steps and validation); None: `epochs` epochs, however long they take
+    budget_minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
     # epochs without a better mean val macro-F1 before stopping; 0: never stop early
     patience: int = Field(default=8, ge=0)
+    # how labels are read from probabilities: "prior" fits a prior correction per task on val for macro-F1
+    # (trainer/decision.py); "none": the most probable label
+    decision: Literal["prior", "none"] = "prior"
 
     # Runtime
     seed: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy's seed range

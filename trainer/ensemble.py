@@ -1,10 +1,21 @@
-"""Ensembles: average the members' probabilities per task (optionally weighted by val macro-F1), then fit one
-temperature per task on val.
+"""Ensembles: members' probabilities combined per task by weights fitted on val, temperature-scaled, and read
+through a decision rule fitted on val.
 
 Members are combined from the val/test probabilities each run saved, aligned by sample id, so building an
-ensemble needs no model in memory. Temperature scaling divides log-probabilities by T and renormalises: it
-leaves every argmax (hence F1) unchanged and only calibrates confidence, which the pseudo-label threshold and
-the label-consistency scores rely on.
+ensemble needs no model in memory, and any run that saved them can join: transformer seeds, other encoders, the
+TF-IDF member (trainer/classical.py). With `weighted`, per task:
+
+1. each member is temperature-scaled on val, so that members compare on calibrated probabilities (a
+   class-balanced logistic regression and a focal-loss transformer are confident in different ways);
+2. members of one group (the seeds of one configuration) share their group's weight equally, and the groups'
+   weights are those minimising the mixture's val negative log-likelihood on the simplex: a few numbers, fitted
+   on smooth NLL rather than on a jagged val F1, so a weak member's weight goes to ~0 instead of being assumed;
+3. the mixture gets one more temperature (step 1 and 2 do not make it calibrated by themselves);
+4. the decision rule (trainer/decision.py) is fitted on the mixture's val probabilities.
+
+Unweighted, every member counts the same and only steps 3 and 4 apply. Temperature scaling divides
+log-probabilities by T and renormalises: it leaves every argmax unchanged and only calibrates confidence, which
+the weights, the pseudo-label threshold and the label-consistency scores rely on.
 """
 
 from __future__ import annotations
@@ -12,8 +23,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 
+from trainer.decision import decide, fit_rules
 from trainer.errors import TrainerError
 from trainer.examples import IGNORE, TaskSpec
 from trainer.metrics import evaluate_probs
@@ -28,19 +40,6 @@ def check_same_tasks(task_lists: list[list[TaskSpec]]) -> None:
             raise TrainerError(
                 "ensemble members must have the same tasks and label sets", field="run_ids"
             )
-
-
-def average_probs(
-    outputs: list[dict[str, np.ndarray]], weights: list[float] | None = None
-) -> dict[str, np.ndarray]:
-    w = np.asarray(weights if weights is not None else [1.0] * len(outputs), dtype=np.float64)
-    if len(w) != len(outputs) or (w < 0).any() or w.sum() <= 0:
-        raise TrainerError("ensemble weights must be ≥ 0, one per member, not all 0", field="weights")
-    w = w / w.sum()
-    return {
-        task: sum(wk * np.asarray(out[task], dtype=np.float64) for wk, out in zip(w, outputs, strict=True))
-        for task in outputs[0]
-    }
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -88,12 +87,6 @@ def fit_temperature(probs: np.ndarray, gold: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
-def member_weights(val_f1: list[float | None], weighted: bool) -> list[float]:
-    if not weighted:
-        return [1.0] * len(val_f1)
-    return [max(float(f or 0.0), 1e-6) for f in val_f1]
-
-
 def _aligned(dumps: list[dict[str, Any]]) -> tuple[list[int], list[dict[str, np.ndarray]], np.ndarray]:
     """The samples every member predicted (first member's order), each member's probs, the gold labels."""
     common = set(dumps[0]["sample_ids"])
@@ -120,8 +113,90 @@ def _aligned(dumps: list[dict[str, Any]]) -> tuple[list[int], list[dict[str, np.
     return ids, member_probs, gold
 
 
-def build_ensemble(members: list[dict[str, Any]], *, weighted: bool, temperature: bool) -> dict[str, Any]:
-    """`members`: [{"id", "val_macro_f1", "predictions": {"val": dump, "test": dump}}, ...] (finished)."""
+def fit_group_weights(group_probs: list[np.ndarray], gold: np.ndarray) -> np.ndarray:
+    """Weights on the simplex minimising val NLL of Σ w_g p_g (convex in w); equal when nothing is labelled."""
+    n_groups = len(group_probs)
+    keep = gold != IGNORE
+    if n_groups == 1 or not keep.any():
+        return np.full(n_groups, 1.0 / n_groups)
+    picked = np.stack([p[keep, gold[keep]] for p in group_probs], axis=1)  # (n, groups): p_g(gold)
+
+    def loss(z: np.ndarray) -> tuple[float, np.ndarray]:
+        w = np.exp(z - z.max())
+        w /= w.sum()
+        mix = np.clip(picked @ w, _EPS, None)
+        grad_w = -(picked / mix[:, None]).mean(axis=0)
+        return float(-np.log(mix).mean()), w * (grad_w - w @ grad_w)  # chain rule through the softmax
+
+    result = minimize(loss, np.zeros(n_groups), jac=True, method="L-BFGS-B")
+    w = np.exp(result.x - result.x.max())
+    return w / w.sum()
+
+
+def combine(
+    member_probs: list[dict[str, np.ndarray]], params: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """Apply fitted ensemble parameters to members' probabilities (the same order as `params["members"]`):
+    member temperatures, per-task member weights, the mixture's temperature. Shared with the predictor."""
+    out = {}
+    for task in member_probs[0]:
+        # ensembles saved before per-task weights hold one weight per member for every task
+        weights = (params.get("task_weights") or {}).get(task) or params["weights"]
+        temps = params.get("member_temperatures") or {}
+        mix = np.sum(
+            [
+                float(weights[m]) * apply_temperature(probs[task], float((temps.get(m) or {}).get(task, 1.0)))
+                for m, probs in zip(params["members"], member_probs, strict=True)
+            ],
+            axis=0,
+        )
+        out[task] = apply_temperature(mix, float(params["temperatures"].get(task, 1.0)))
+    return out
+
+
+def fit_ensemble(
+    member_probs: list[dict[str, np.ndarray]],
+    gold: np.ndarray,
+    tasks: list[TaskSpec],
+    members: list[str],
+    groups: list[str],
+    *,
+    weighted: bool,
+    temperature: bool,
+    decision: str,
+) -> dict[str, Any]:
+    """The ensemble's parameters, fitted on val (see the module's docstring)."""
+    params: dict[str, Any] = {"members": members, "task_weights": {}, "member_temperatures": {m: {} for m in members},
+                              "temperatures": {}}
+    group_names = list(dict.fromkeys(groups))
+    for j, t in enumerate(tasks):
+        y = gold[:, j]
+        if weighted:
+            for m, probs in zip(members, member_probs, strict=True):
+                params["member_temperatures"][m][t.name] = fit_temperature(probs[t.name], y) if temperature else 1.0
+            scaled = [apply_temperature(p[t.name], params["member_temperatures"][m][t.name])
+                      for m, p in zip(members, member_probs, strict=True)]
+            group_means = [np.mean([s for s, g in zip(scaled, groups, strict=True) if g == name], axis=0)
+                           for name in group_names]
+            group_w = dict(zip(group_names, fit_group_weights(group_means, y), strict=True))
+            size = {name: groups.count(name) for name in group_names}
+            params["task_weights"][t.name] = {m: float(group_w[g] / size[g]) for m, g in zip(members, groups, strict=True)}
+        else:
+            params["task_weights"][t.name] = {m: 1.0 / len(members) for m in members}
+        params["temperatures"][t.name] = 1.0
+    mixed = combine(member_probs, params)
+    if temperature:
+        params["temperatures"] = {t.name: fit_temperature(mixed[t.name], gold[:, j]) for j, t in enumerate(tasks)}
+    params["decision"] = fit_rules(combine(member_probs, params), gold, tasks, decision)
+    return params
+
+
+def build_ensemble(
+    members: list[dict[str, Any]], *, weighted: bool, temperature: bool, decision: str = "prior"
+) -> dict[str, Any]:
+    """`members`: [{"id", "group" (optional; seeds of one configuration share one), "predictions": {"val": dump,
+    "test": dump}}, ...] (finished runs). Returns the fitted parameters, val/test metrics (test with the decision
+    rule), calibration before/after temperature, and the ensemble's prediction dumps."""
     if len(members) < 2:
         raise TrainerError("an ensemble needs at least two runs", field="run_ids")
     task_lists = [
@@ -130,37 +205,46 @@ def build_ensemble(members: list[dict[str, Any]], *, weighted: bool, temperature
     ]
     check_same_tasks(task_lists)
     tasks = task_lists[0]
-    weights = member_weights([m.get("val_macro_f1") for m in members], weighted)
+    names = [str(m["id"]) for m in members]
+    groups = [str(m.get("group") or m["id"]) for m in members]
+    val_ids, val_probs, val_gold = _aligned([m["predictions"]["val"] for m in members])
+    if not val_ids:
+        raise TrainerError("the runs share no val samples (trained on different datasets?)", field="run_ids")
+    params = fit_ensemble(val_probs, val_gold, tasks, names, groups, weighted=weighted,
+                          temperature=temperature, decision=decision)
     out: dict[str, Any] = {
-        "weights": {str(m["id"]): w / sum(weights) for m, w in zip(members, weights, strict=True)}
+        **params,
+        "weights": {m: float(np.mean([params["task_weights"][t.name][m] for t in tasks])) for m in names},
+        "groups": dict(zip(names, groups, strict=True)),
     }
     predictions: dict[str, Any] = {}
-    temperatures = {t.name: 1.0 for t in tasks}
     calibration: dict[str, dict[str, float | None]] = {t.name: {} for t in tasks}
+    unscaled = {**params, "temperatures": {t.name: 1.0 for t in tasks}}
     for split in ("val", "test"):
         dumps = [m["predictions"][split] for m in members]
         if not dumps[0]["sample_ids"]:
             out[split] = None
             continue
-        ids, member_probs, gold = _aligned(dumps)
+        ids, member_probs, gold = (val_ids, val_probs, val_gold) if split == "val" else _aligned(dumps)
         if not ids:
             raise TrainerError(
                 f"the runs share no {split} samples (trained on different datasets?)", field="run_ids"
             )
-        mean = average_probs(member_probs, weights)
-        if split == "val" and temperature:
-            temperatures = {t.name: fit_temperature(mean[t.name], gold[:, j]) for j, t in enumerate(tasks)}
-        scaled = {t.name: apply_temperature(mean[t.name], temperatures[t.name]) for t in tasks}
+        raw, scaled = combine(member_probs, unscaled), combine(member_probs, params)
         for j, t in enumerate(tasks):
             calibration[t.name].update(
                 {
-                    f"{split}_nll_before": nll(mean[t.name], gold[:, j]),
+                    f"{split}_nll_before": nll(raw[t.name], gold[:, j]),
                     f"{split}_nll_after": nll(scaled[t.name], gold[:, j]),
-                    f"{split}_ece_before": ece(mean[t.name], gold[:, j]),
+                    f"{split}_ece_before": ece(raw[t.name], gold[:, j]),
                     f"{split}_ece_after": ece(scaled[t.name], gold[:, j]),
                 }
             )
-        out[split] = evaluate_probs(scaled, gold, tasks)
+        labels = decide(scaled, params["decision"])
+        # val is scored without the rule (the rule was fitted on it); test with it, as the model predicts
+        out[split] = evaluate_probs(scaled, gold, tasks, labels if split == "test" else None)
+        if split == "test" and params["decision"]:
+            out["test_argmax"] = evaluate_probs(scaled, gold, tasks)
         predictions[split] = {
             "sample_ids": ids,
             "tasks": {
@@ -168,11 +252,11 @@ def build_ensemble(members: list[dict[str, Any]], *, weighted: bool, temperature
                     "labels": t.labels,
                     "gold": gold[:, j].tolist(),
                     "probs": np.round(scaled[t.name], 6).tolist(),
+                    "pred": labels[t.name].tolist(),
                 }
                 for j, t in enumerate(tasks)
             },
         }
-    out["temperatures"] = temperatures
     out["calibration"] = calibration
     out["predictions"] = predictions
     return out

@@ -76,11 +76,18 @@ def f1_per_class(gold: np.ndarray, pred: np.ndarray, k: int) -> tuple[np.ndarray
     return f1, macro
 
 
-def evaluate_probs(probs: dict[str, np.ndarray], gold: np.ndarray, tasks: list[TaskSpec]) -> dict[str, Any]:
-    """`probs[task]` is (N, K); `gold` is (N, tasks) with IGNORE for missing labels."""
+def evaluate_probs(
+    probs: dict[str, np.ndarray],
+    gold: np.ndarray,
+    tasks: list[TaskSpec],
+    labels: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """`probs[task]` is (N, K); `gold` is (N, tasks) with IGNORE for missing labels. The predicted label is the
+    most probable one, or `labels[task]` where given (a decision rule's, trainer.decision)."""
     out: dict[str, Any] = {}
     for j, task in enumerate(tasks):
-        out[task.name] = task_metrics(gold[:, j], probs[task.name].argmax(axis=1), task.labels)
+        pred = labels[task.name] if labels is not None else probs[task.name].argmax(axis=1)
+        out[task.name] = task_metrics(gold[:, j], pred, task.labels)
     scored = [m["macro_f1"] for m in out.values() if m["macro_f1"] is not None]
     return {"overall_macro_f1": float(np.mean(scored)) if scored else None, "tasks": out}
 

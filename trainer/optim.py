@@ -87,9 +87,16 @@ def build_optimizer(
 
 
 def warmup_linear_schedule(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_ratio: float | None = None,
+    *,
+    warmup_steps: int | None = None,
+    steps_done: int = 0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """transformers' schedule: linear warm-up from 0 over `warmup_ratio` of the steps, then linear decay to 0 at
-    `total_steps`."""
+    """transformers' schedule: linear warm-up from 0 over `warmup_steps` (or `warmup_ratio` of the steps), then
+    linear decay to 0 at `total_steps`. `steps_done` > 0 re-aims a running schedule: the rates continue from
+    that step toward the new end (the optimizer's groups keep their `initial_lr` from the first schedule)."""
     total = max(1, total_steps)
-    return get_linear_schedule_with_warmup(optimizer, round(total * warmup_ratio), total)
+    warmup = warmup_steps if warmup_steps is not None else round(total * (warmup_ratio or 0.0))
+    return get_linear_schedule_with_warmup(optimizer, warmup, total, last_epoch=steps_done - 1)

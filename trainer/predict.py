@@ -104,9 +104,11 @@ def predict_texts(
 
 
 class RunPredictor:
-    """A saved run loaded for inference."""
+    """A saved run loaded for inference, with its decision rule (`decision.json`, when the run fitted one)."""
 
     def __init__(self, model_dir: Path, device: str = "auto") -> None:
+        import json
+
         from trainer.model import load_model
 
         self.device = resolve_device(device)
@@ -114,6 +116,8 @@ class RunPredictor:
         self.model.to(self.device)
         self.tasks = [TaskSpec(t["name"], list(t["labels"])) for t in self.meta["tasks"]]
         self.dtype = amp_dtype("auto", self.device)
+        decision = Path(model_dir) / "decision.json"
+        self.decision = json.loads(decision.read_text(encoding="utf-8")) if decision.is_file() else None
 
     def predict_proba(
         self, texts: list[str], batch_size: int = 64, on_batch: Callable[[int, int], None] | None = None
@@ -128,32 +132,39 @@ class RunPredictor:
             on_batch=on_batch,
         )
 
+    def decide(self, probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from trainer.decision import decide
+
+        return decide(probs, self.decision)
+
 
 class EnsemblePredictor:
-    """Members' probabilities averaged per task (with weights), then per-task temperature scaling."""
+    """Members' probabilities combined with the ensemble's fitted parameters (trainer.ensemble.combine: member
+    temperatures, per-task weights, the mixture's temperature), read through its decision rule."""
 
-    def __init__(
-        self, members: list[RunPredictor], weights: list[float], temperatures: dict[str, float]
-    ) -> None:
+    def __init__(self, members: list[Any], params: dict[str, Any]) -> None:
         from trainer.ensemble import check_same_tasks
 
         check_same_tasks([m.tasks for m in members])
         self.members = members
-        self.weights = weights
-        self.temperatures = temperatures
+        self.params = params
         self.tasks = members[0].tasks
 
     def predict_proba(
         self, texts: list[str], batch_size: int = 64, on_batch: Callable[[int, int], None] | None = None
     ) -> dict[str, np.ndarray]:
-        from trainer.ensemble import apply_temperature, average_probs
+        from trainer.ensemble import combine
 
         outputs = []
         for k, member in enumerate(self.members):
             report = (lambda d, t, k=k: on_batch(k * t + d, t * len(self.members))) if on_batch else None
             outputs.append(member.predict_proba(texts, batch_size, on_batch=report))
-        mean = average_probs(outputs, self.weights)
-        return {task: apply_temperature(p, self.temperatures.get(task, 1.0)) for task, p in mean.items()}
+        return combine(outputs, self.params)
+
+    def decide(self, probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from trainer.decision import decide
+
+        return decide(probs, self.params.get("decision"))
 
 
 def probs_to_json(tasks: list[TaskSpec], probs: dict[str, np.ndarray]) -> list[dict[str, dict[str, float]]]:

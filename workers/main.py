@@ -24,7 +24,7 @@ from db import queue, worker_presence
 from db.models import Job, JobStatus, utcnow
 from db.session import session_scope
 from services import jobs as _job_hooks  # noqa: F401 - the queue's end hooks (a lost train job ends its run)
-from workers.registry import JobCancelled, JobContext, PermanentJobError, load_handlers
+from workers.registry import JobCancelled, JobContext, PermanentJobError, load_handlers, with_companions
 
 log = logging.getLogger("augloop.worker")
 
@@ -52,7 +52,7 @@ class Worker:
         unknown = [k for k in kinds or [] if k not in self.handlers]
         if unknown:
             raise ValueError(f"unknown job kind(s) {unknown}; known: {sorted(self.handlers)}")
-        self.kinds = kinds or sorted(self.handlers)
+        self.kinds = with_companions(kinds or sorted(self.handlers))
         self.worker_id = worker_id or new_worker_id()
         self.lease_seconds = lease_seconds or settings.job_lease_seconds
         self.poll_seconds = poll_seconds if poll_seconds is not None else settings.worker_poll_seconds

@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 HANDLERS: dict[str, Callable[[JobContext], dict[str, Any] | None]] = {}
+# kind → kinds a worker taking it must take too (jobs of those kinds stand before its jobs in a pipeline)
+COMPANIONS: dict[str, list[str]] = {}
 # Modules whose import registers the built-in kinds (imported lazily: the ML stacks are heavy).
 BUILTIN_MODULES = ["workers.handlers", "workers.train_jobs", "workers.augment_jobs"]
 
@@ -23,12 +25,24 @@ class PermanentJobError(Exception):
     """A failure that a retry cannot fix (missing model, bad parameters): fail the job at once."""
 
 
-def handler(kind: str) -> Callable:
+def handler(kind: str, *, companion_of: str | None = None) -> Callable:
+    """Register a job kind. `companion_of`: a worker that takes that kind takes this one too (the `train` jobs
+    of a request are queued by its `lr_select` job: a training worker that skipped it would wait forever)."""
+
     def register(fn: Callable[[JobContext], dict[str, Any] | None]) -> Callable:
         HANDLERS[kind] = fn
+        if companion_of:
+            COMPANIONS.setdefault(companion_of, []).append(kind)
         return fn
 
     return register
+
+
+def with_companions(kinds: list[str]) -> list[str]:
+    out = list(kinds)
+    for kind in kinds:
+        out += [c for c in COMPANIONS.get(kind, []) if c not in out]
+    return out
 
 
 def load_handlers(extra_modules: list[str] | None = None) -> dict[str, Callable]:

@@ -1,5 +1,7 @@
-"""Job kinds of the trainer: `train` (one training run), `pseudo_label` (label unlabelled texts with a model),
-`label_scores` (rescore the pending variants with a model a person chose).
+"""Job kinds of the trainer: `train` (one training run: a transformer or the TF-IDF member), `lr_select`
+(learning-rate trials on val for the seeds of one request, which then queues their `train` jobs),
+`pseudo_label` (label unlabelled texts with a model), `label_scores` (rescore the pending variants with a model
+a person chose).
 
 Ensembles need no job: they combine the probabilities that finished runs saved (milliseconds of numpy), so
 the API builds them in the request.
@@ -22,10 +24,11 @@ def _progress(ctx: JobContext, epochs: int) -> Any:
         if kind == "start":
             ctx.report(
                 done=0,
-                total=epochs,
+                total=event.get("epochs", epochs),
                 phase="training",
                 train_samples=event["train_samples"],
                 device=event["device"],
+                planned_steps=event.get("steps"),
             )
         elif kind == "batch":
             ctx.report(
@@ -109,6 +112,79 @@ def _execute(ctx: JobContext, run_id: int, epochs: int) -> dict[str, Any]:
         else:
             record_end(ctx.engine, run_id, JobStatus.failed, f"{type(err).__name__}: {err}", **owner)
         raise
+
+
+def _selection_progress(ctx: JobContext, trials: int) -> Any:
+    def on_event(event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "trial_batch":
+            ctx.report(phase=f"LR trial {event['trial']}/{event['trials']}", epoch=event["epoch"],
+                       batch=event["batch"], batches=event["batches"], loss=event["loss"])
+        elif kind == "trial":
+            ctx.report(done=event["trial"], total=trials, last_scale=event["scale"],
+                       last_val_macro_f1=event["val_macro_f1"])
+        elif kind == "phase":
+            ctx.report(phase=event["phase"])
+        else:
+            ctx.check_cancelled()
+
+    return on_event
+
+
+@handler("lr_select", companion_of="train")
+def run_lr_select(ctx: JobContext) -> dict[str, Any]:
+    """Trials on val for the runs of one request, then their `train` jobs (services.lr_selection)."""
+    from services.impact import mark_report_running
+    from services.lr_selection import execute_selection
+    from services.run_execution import record_end
+
+    run_ids = [int(i) for i in ctx.params["run_ids"]]
+    train_payload = dict(ctx.params.get("train_payload") or {})
+    report_id = train_payload.get("impact_report_id")
+    owner: dict[str, Any] = {"job_id": ctx.job_id, "worker_id": ctx.worker_id}
+
+    def end_runs(status: str, error: str) -> None:
+        for run_id in run_ids:
+            try:
+                record_end(ctx.engine, run_id, status, error, **owner)
+            except DomainError:  # a run deleted meanwhile
+                continue
+
+    if report_id:
+        mark_report_running(ctx.engine, int(report_id))
+    settle = False
+    try:
+        return execute_selection(
+            ctx.engine,
+            run_ids,
+            job_id=ctx.job_id,
+            worker_id=ctx.worker_id,
+            train_payload=train_payload,
+            created_by=ctx.created_by,
+            progress=_selection_progress(ctx, int(ctx.params.get("trials") or 0) or 1),
+            finish=lambda session, result: ctx.complete_in(session, result),
+        )
+    except JobCancelled:
+        end_runs(JobStatus.cancelled, "cancelled during learning-rate selection")
+        settle = True
+        raise
+    except LeaseLost:
+        raise
+    except (DomainError, TrainerError) as err:
+        end_runs(JobStatus.failed, f"learning-rate selection: {err.message}")
+        settle = True
+        raise PermanentJobError(err.message) from err
+    except Exception as err:
+        if ctx.retries_left:
+            end_runs(JobStatus.queued, f"LR selection attempt {ctx.attempt} failed, retrying: "
+                     f"{type(err).__name__}: {err}")
+        else:
+            end_runs(JobStatus.failed, f"learning-rate selection: {type(err).__name__}: {err}")
+            settle = True
+        raise
+    finally:
+        if report_id and settle:
+            _settle_report(ctx.engine, int(report_id))
 
 
 @handler("pseudo_label")

@@ -28,6 +28,11 @@ class ImpactReportCreate(RequestBody):
     methods: list[Method] | None = Field(
         default=None, max_length=20, description="Leave-one-out arms; default: every approved method"
     )
+    classical: bool = Field(
+        default=True,
+        description="Also train the TF-IDF member on each arm's data and report the arm's ensemble "
+        "(seeds + member, fitted on val) as the arm ensemble:<arm>",
+    )
 
 
 class ImpactReportRead(BaseModel):
@@ -59,6 +64,7 @@ def start_report(
         config_overrides=body.config.model_dump(exclude_unset=True),
         methods=body.methods,
         created_by=user.id,
+        classical=body.classical,
     )
     return {"report": report, "jobs": jobs}
 

@@ -21,21 +21,24 @@ from api.training_schemas import (
     TrainingRunSummary,
 )
 from db.models import Job
-from services import prediction, training, training_estimate
+from services import ensembles, prediction, training, training_estimate
 
 router = APIRouter(tags=["training"])
 
 
 @router.post("/training-runs", response_model=TrainingRunsCreated, status_code=202)
 def start_training(body: TrainingRunCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
-    """Queue a training run per seed (annotators may start them); follow with GET /training-runs/{id}."""
+    """Queue a training run per seed, their LR selection first (annotators may start them); follow with GET
+    /training-runs/{id}."""
     overrides = body.config.model_dump(exclude_unset=True)  # the keys given; the deployment's defaults fill in
-    started = training.start_training(
-        session, body.dataset, overrides, body.seeds, name=body.name, created_by=user.id
+    runs, jobs = training.start_training(
+        session, body.dataset, overrides, body.seeds, name=body.name, created_by=user.id,
+        classical=body.classical,
     )
+    by_id = {job.id: job for job in jobs}
     return {
-        "runs": [training.run_details(run, body.dataset, job) for run, job in started],
-        "jobs": [job for _run, job in started],
+        "runs": [training.run_details(run, body.dataset, by_id.get(run.job_id or -1)) for run in runs],
+        "jobs": jobs,
     }
 
 
@@ -51,7 +54,7 @@ def list_training_runs(
     session: SessionDep,
     _user: CurrentUser,
     dataset: str | None = None,
-    kind: str | None = Query(None, pattern="^(single|ensemble)$"),
+    kind: str | None = Query(None, pattern="^(single|tfidf|ensemble)$"),
     status: str | None = None,
     limit: int = Query(100, ge=1, le=500),
     offset: int = Query(0, ge=0),
@@ -76,10 +79,10 @@ def get_snapshot(run_id: ResourceId, session: SessionDep, _user: CurrentUser) ->
 
 @router.post("/ensembles", response_model=TrainingRunRead, status_code=201)
 def create_ensemble(body: EnsembleCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
-    """Combine finished runs: probabilities averaged per task (weighted by val macro-F1), temperature."""
-    run = training.create_ensemble(
-        session, body.run_ids, weighted=body.weighted, temperature=body.temperature, name=body.name,
-        created_by=user.id,
+    """Combine finished runs (transformer seeds, TF-IDF members): weights, temperatures, decision rule on val."""
+    run = ensembles.create_ensemble(
+        session, body.run_ids, weighted=body.weighted, temperature=body.temperature, decision=body.decision,
+        name=body.name, created_by=user.id,
     )
     return training.ensemble_details(session, run)
 

@@ -53,6 +53,8 @@ def form_request(dataset: str) -> tuple[dict[str, Any], str | None]:
         config["encoder"] = ss["tr_encoder"].strip()
     if ss.get("tr_originals_only"):
         config["variants"] = "none"
+    if float(ss.get("train_budget") or 0) > 0:
+        config["budget_minutes"] = float(ss["train_budget"])
     try:
         extra = json.loads(ss.get("tr_extra") or "{}")
     except ValueError as err:
@@ -68,7 +70,7 @@ def form_request(dataset: str) -> tuple[dict[str, Any], str | None]:
 
 def start(body: dict[str, Any]) -> None:
     try:
-        created = client().start_training(body)
+        created = client().start_training({**body, "classical": bool(st.session_state.get("tr_classical", True))})
     except ApiError as err:
         flash("error", plain(str(err)))
         return
@@ -90,7 +92,14 @@ def start_form(dataset: str) -> None:
     left.text_input("Run name", key="tr_name", placeholder="optional")
     right.number_input("Epochs", min_value=1, max_value=200, key="tr_epochs")
     right.number_input("Max length (tokens per text)", min_value=8, max_value=4096, step=16, key="tr_max_length")
+    right.number_input(
+        "Minutes of training per run (0: the configured epochs, however long)", min_value=0.0,
+        max_value=7 * 24 * 60.0, value=0.0, step=5.0, key="train_budget",
+        help="Steps, learning rate and regularisers are planned to fit; the learning rate is checked "
+        "on val first when the budget allows",
+    )
     right.checkbox("Originals only (no variants): the baseline to compare with", key="tr_originals_only")
+    left.checkbox("Also train the TF-IDF member (to ensemble with the seeds)", value=True, key="tr_classical")
     with st.expander("More settings (JSON overrides of the trainer config)"):
         st.text_area("Overrides", value="{}", height=90, key="tr_extra",
                      help='Any key of the config below, e.g. {"rdrop_alpha": 0, "oversample": true}')
@@ -110,7 +119,7 @@ def start_form(dataset: str) -> None:
     st.markdown(headline)
     st.caption(
         plain(
-            f"{estimate['train_examples']:,} training texts × {estimate['config']['epochs']} epochs at about "
+            f"{estimate['train_examples']:,} training texts × {estimate['epochs']:g} epochs at about "
             f"{estimate['samples_per_second']:.1f} texts/s ({estimate['tokens_per_text']:.0f} tokens per text), "
             f"{estimate['eval_examples']:,} val/test texts, then {estimate['pending_to_score']:,} pending "
             f"variants scored. Basis: {estimate['basis']}; {estimate['note']}."
@@ -216,6 +225,19 @@ def show_metrics(run: dict[str, Any]) -> None:
             labels = [str(x) for x in confusion["labels"]]
             right.caption("Confusion matrix (rows: gold, columns: predicted)")
             right.dataframe(pd.DataFrame(confusion["matrix"], index=labels, columns=labels), width="stretch")
+    selection = run.get("lr_selection_detail") or {}
+    if selection:
+        with st.expander(plain(f"Learning-rate selection: {selection.get('status')} "
+                               f"{selection.get('reason') or ''}")):
+            trials = pd.DataFrame(selection.get("trials") or [])
+            if not trials.empty:
+                st.dataframe(trials, hide_index=True)
+    plan = metrics.get("plan") or {}
+    if plan:
+        with st.expander(plain(f"Plan: {plan.get('steps_done')} steps of batch {plan.get('batch_size')} × "
+                               f"{plan.get('grad_accum')}, LR {plan.get('lr', 0):.3g}")):
+            for reason in plan.get("reasons") or []:
+                st.text(reason)
 
 
 def use_as_label_model(dataset: str, run_id: int) -> None:

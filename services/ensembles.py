@@ -1,0 +1,127 @@
+"""Ensembles: finished runs of one dataset (transformer seeds or encoders, the TF-IDF member) combined from
+their saved val/test probabilities by weights fitted on val, temperature-scaled, with a decision rule fitted on
+val (trainer.ensemble). No model is loaded: this is numpy over the saved predictions, fast enough for a request.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from core.errors import ValidationFailed
+from db import training_runs as db_runs
+from db.models import Dataset, JobStatus, TrainingRun, utcnow
+from services.training import runs_root
+from trainer.ensemble import build_ensemble
+from trainer.examples import read_predictions
+
+MEMBER_KINDS = ("single", "tfidf")
+
+
+def member_group(run: TrainingRun) -> str:
+    """Runs that differ by their seed only are one group: they share one weight (trainer.ensemble)."""
+    config = {k: v for k, v in (run.config or {}).items() if k != "seed"}
+    return f"{run.kind}:{json.dumps(config, sort_keys=True, default=str)}"
+
+
+def ensemble_members(session: Session, run_ids: list[int]) -> list[TrainingRun]:
+    ids = list(dict.fromkeys(run_ids))
+    if len(ids) < 2:
+        raise ValidationFailed("give at least two distinct run ids", field="run_ids")
+    runs = [db_runs.get_run(session, i, field="run_ids") for i in ids]
+    for run in runs:
+        if run.kind not in MEMBER_KINDS:
+            raise ValidationFailed(f"run {run.id} is an ensemble; combine single runs", field="run_ids")
+        if run.status != JobStatus.succeeded or not run.artifact_dir:
+            raise ValidationFailed(
+                f"run {run.id} is {run.status}; only finished runs combine", field="run_ids"
+            )
+    if len({r.dataset_id for r in runs}) != 1:
+        raise ValidationFailed("ensemble members must be runs of the same dataset", field="run_ids")
+    return runs
+
+
+def member_inputs(runs: list[TrainingRun]) -> list[dict[str, Any]]:
+    members = []
+    for run in runs:
+        root = Path(run.artifact_dir or "")
+        try:
+            preds = {s: read_predictions(root / f"predictions_{s}.json") for s in ("val", "test")}
+        except FileNotFoundError:
+            raise ValidationFailed(
+                f"the saved predictions of run {run.id} are missing", field="run_ids"
+            ) from None
+        members.append({"id": run.id, "group": member_group(run), "predictions": preds})
+    return members
+
+
+def create_ensemble(
+    session: Session,
+    run_ids: list[int],
+    *,
+    weighted: bool = True,
+    temperature: bool = True,
+    decision: str = "prior",
+    name: str = "",
+    created_by: int | None = None,
+) -> TrainingRun:
+    """Combine finished runs of one dataset (transformer runs and TF-IDF members alike)."""
+    runs = ensemble_members(session, run_ids)
+    ids = [r.id for r in runs]
+    combined = build_ensemble(member_inputs(runs), weighted=weighted, temperature=temperature, decision=decision)
+    dataset = session.get_one(Dataset, runs[0].dataset_id)
+    snapshots = {json.dumps(sorted(map(tuple, r.snapshot or []))) for r in runs}
+    config = {
+        "members": [str(i) for i in ids],
+        "weighted": weighted,
+        "temperature": temperature,
+        "weights": combined["weights"],
+        "task_weights": combined["task_weights"],
+        "member_temperatures": combined["member_temperatures"],
+        "temperatures": combined["temperatures"],
+        "decision": combined["decision"],
+        "groups": combined["groups"],
+        "kinds": {str(r.id): r.kind for r in runs},
+        "encoders": {str(r.id): r.config.get("encoder") or r.config.get("model") for r in runs},
+        "same_snapshot": len(snapshots) == 1,
+    }
+    run = db_runs.create_run(
+        session,
+        dataset,
+        config,
+        name=name or f"ensemble of {', '.join(map(str, ids))}",
+        kind="ensemble",
+        member_ids=ids,
+        created_by=created_by,
+        status=JobStatus.succeeded,
+    )
+    out_dir = runs_root() / str(run.id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for split, dump in combined["predictions"].items():
+        (out_dir / f"predictions_{split}.json").write_text(json.dumps(dump), encoding="utf-8")
+    member_scores = {
+        str(r.id): {
+            "kind": r.kind,
+            "val": (r.metrics.get("val") or {}).get("overall_macro_f1"),
+            "test": (r.metrics.get("test") or {}).get("overall_macro_f1"),
+        }
+        for r in runs
+    }
+    run.metrics = {
+        "val": combined["val"],
+        "test": combined["test"],
+        "test_argmax": combined.get("test_argmax"),
+        "decision": combined["decision"],
+        "calibration": combined["calibration"],
+        "members": member_scores,
+    }
+    (out_dir / "metrics.json").write_text(
+        json.dumps({**run.metrics, "config": config}, indent=2), encoding="utf-8"
+    )
+    run.artifact_dir = str(out_dir)
+    run.finished_at = utcnow()
+    session.flush()
+    return run

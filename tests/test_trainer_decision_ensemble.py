@@ -1,0 +1,107 @@
+"""Decision rules fitted on val (prior correction for macro-F1), ensemble weights fitted on val (a weak member
+gets ~0, seeds share a weight), and the TF-IDF member trained, saved and loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainer.decision import ALPHAS, decide, fit_prior_correction, fit_rules
+from trainer.ensemble import build_ensemble, fit_group_weights
+from trainer.examples import IGNORE, TaskSpec
+from trainer.metrics import f1_per_class
+
+
+def skewed(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A 3-class task where class 2 is rare (10%) and the model under-rates it: its probability is shrunk."""
+    rng = np.random.default_rng(seed)
+    gold = rng.choice(3, size=n, p=[0.6, 0.3, 0.1])
+    logits = rng.normal(0, 1, size=(n, 3))
+    logits[np.arange(n), gold] += 2.0
+    logits[:, 2] -= 1.5  # the frequent classes win most close calls
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return probs, gold
+
+
+def test_prior_correction_fitted_on_val_raises_macro_f1_on_test() -> None:
+    val_p, val_y = skewed(600, 0)
+    test_p, test_y = skewed(600, 1)
+    rule = fit_prior_correction(val_p, val_y)
+    assert rule["alpha"] > 0 and rule["val_macro_f1_after"] > rule["val_macro_f1_before"]
+    # kept because it also helps out of fold (α chosen on four folds of val, the fifth predicted with it)
+    assert rule["cv_macro_f1_after"] > rule["cv_macro_f1_before"] and rule["alpha"] == rule["alpha_on_val"]
+    before = f1_per_class(test_y, test_p.argmax(1), 3)[1]
+    after = f1_per_class(test_y, decide({"t": test_p}, {"t": rule})["t"], 3)[1]
+    assert after > before + 0.02  # the rare class is predicted where it should be
+    assert (decide({"t": test_p}, {"t": rule})["t"] == 2).sum() > (test_p.argmax(1) == 2).sum()
+
+
+def test_prior_correction_stays_at_argmax_when_argmax_is_best_and_ignores_missing_labels() -> None:
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6]] * 10)
+    gold = np.array([0, 1, 0, 1] * 10)
+    rule = fit_prior_correction(probs, gold)
+    # every α near 0 is already perfect: the tie goes to 0 exactly
+    assert rule["alpha"] == 0.0 and rule["val_macro_f1_after"] == 1.0
+    assert np.array_equal(decide({"t": probs}, {"t": rule})["t"], probs.argmax(1))
+    nothing = fit_prior_correction(probs, np.full(40, IGNORE))
+    assert nothing["alpha"] == 0.0 and nothing["val_macro_f1_before"] is None
+    assert 0.0 in ALPHAS and ALPHAS.min() < 0 < ALPHAS.max()
+    assert fit_rules({"t": probs}, gold[:, None], [TaskSpec("t", ["a", "b"])], "none") is None
+
+
+def test_ensemble_weights_fitted_on_val_drop_a_useless_member_and_seeds_share_one() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    gold = rng.choice(3, size=n)
+
+    def member(noise: float, seed: int) -> np.ndarray:
+        r = np.random.default_rng(seed)
+        logits = r.normal(0, noise, size=(n, 3))
+        logits[np.arange(n), gold] += 1.5
+        return np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+
+    good = member(1.0, 1)
+    useless = np.random.default_rng(2).dirichlet(np.ones(3), size=n)
+    w = fit_group_weights([good, useless], gold)
+    assert w.sum() == pytest.approx(1.0) and w[1] < 0.1
+
+    def dump(probs: np.ndarray, ids: range) -> dict:
+        return {"sample_ids": list(ids), "tasks": {"t": {"labels": ["a", "b", "c"],
+                                                         "gold": gold[: len(ids)].tolist(),
+                                                         "probs": probs[: len(ids)].tolist()}}}
+
+    seeds = [member(1.0, s) for s in (3, 4)]
+    members = [
+        {"id": 1, "group": "transformer", "predictions": {"val": dump(seeds[0], range(n)),
+                                                           "test": dump(seeds[0], range(50))}},
+        {"id": 2, "group": "transformer", "predictions": {"val": dump(seeds[1], range(n)),
+                                                           "test": dump(seeds[1], range(50))}},
+        {"id": 3, "group": "tfidf", "predictions": {"val": dump(useless, range(n)),
+                                                     "test": dump(useless, range(50))}},
+    ]
+    out = build_ensemble(members, weighted=True, temperature=True)
+    weights = out["task_weights"]["t"]
+    assert weights["1"] == pytest.approx(weights["2"]) and weights["3"] < 0.1
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert set(out["member_temperatures"]) == {"1", "2", "3"} and out["decision"]["t"]["alpha"] is not None
+    test = out["predictions"]["test"]["tasks"]["t"]
+    assert test["pred"] == decide({"t": np.asarray(test["probs"])}, out["decision"])["t"].tolist()
+
+
+def test_the_tfidf_member_trains_saves_and_predicts_the_same(tmp_path: Path) -> None:
+    from tests.trainer_fixtures import synthetic_split
+    from trainer.classical import ClassicalConfig, ClassicalPredictor, save_classical, train_classical
+
+    data = synthetic_split(60, 24, 24)
+    result = train_classical(ClassicalConfig(c_grid=[1.0, 4.0]), data)
+    assert result.metrics["val"]["tasks"]["color"]["macro_f1"] == 1.0  # the colour is a word of the text
+    assert set(result.chosen_c) == {"color", "size"} and set(result.chosen_c.values()) <= {1.0, 4.0}
+    assert result.predictions["test"]["sample_ids"] == [e.sample_id for e in data.test]
+    save_classical(result, tmp_path / "run")
+    loaded = ClassicalPredictor(tmp_path / "run" / "model")
+    probs = loaded.predict_proba([e.text for e in data.test])
+    saved = np.asarray(result.predictions["test"]["tasks"]["size"]["probs"])
+    assert np.allclose(probs["size"], saved, atol=1e-6)
+    assert loaded.decide(probs)["size"].tolist() == result.predictions["test"]["tasks"]["size"]["pred"]

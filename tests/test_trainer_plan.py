@@ -1,0 +1,136 @@
+"""The planning rule (trainer/plan.py): steps, LR and warm-up scaling, accumulation, which regularisers a short
+budget keeps, re-planning a budgeted run; and the settings a GPU run gets (the seed recipe, unchanged)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from trainer.config import TrainConfig
+from trainer.errors import TrainerError
+from trainer.plan import (
+    BUDGET_USE,
+    ENOUGH_UPDATES,
+    RECIPE,
+    Throughput,
+    plan_run,
+    replanned_steps,
+    search_wanted,
+)
+
+# The recipe's own setting: ~7,000 texts (584 batches of 12), mBERT (hidden 768).
+RECIPE_DATA = {"n_train": 7000, "batches_per_epoch": 584, "encoder_width": 768}
+# An H200-class GPU on mBERT at length 320 with AMP: ~300 samples/s one pass; a val pass of 900 texts in ~2 s.
+GPU = Throughput(seconds_per_sample=1 / 300, eval_seconds=2.0)
+# This 2-core CPU on all-MiniLM-L6-v2 at length 64: ~25 samples/s one pass; 500 val texts in ~8 s.
+CPU_MINILM = Throughput(seconds_per_sample=1 / 25, eval_seconds=8.0)
+
+
+def test_a_gpu_run_gets_the_seed_recipe() -> None:
+    """The defaults, on a GPU, with or without a budget that affords the recipe: 20 epochs of batch 12 × 4
+    at LR 2.5e-5, warm-up 10%, R-Drop, LLRD 0.9, patience 8, and no LR selection (the recipe's LR stands)."""
+    config = TrainConfig()  # mBERT, max length 320
+    for budget in (None, 180):
+        plan = plan_run(config.with_overrides({"budget_minutes": budget}), **RECIPE_DATA,
+                        throughput=GPU if budget else None)
+        assert (plan.batch_size, plan.grad_accum, plan.effective_batch) == (12, 4, 48)
+        assert plan.lr == pytest.approx(2.5e-5) and plan.head_lr == plan.lr
+        assert (plan.rdrop_alpha, plan.llrd_decay, plan.patience) == (1.0, 0.9, 8)
+        assert plan.steps == 20 * math.ceil(584 / 4) == 2920 and plan.epochs == 20
+        assert plan.warmup_steps == 292
+        assert not plan.lr_scaled  # so `lr_search: auto` runs no trials
+    assert plan.estimated_seconds is not None and plan.estimated_seconds < 180 * 60 * BUDGET_USE
+
+
+def test_a_short_cpu_budget_drops_the_regularisers_and_takes_more_smaller_updates() -> None:
+    """all-MiniLM-L6-v2 on this CPU, 15 minutes, 4,000 originals + 1,400 variants: under 4 epochs fit."""
+    config = TrainConfig(encoder="minilm", max_length=64, budget_minutes=15)
+    plan = plan_run(config, n_train=5400, batches_per_epoch=450, encoder_width=384, throughput=CPU_MINILM)
+    # with R-Drop the budget would buy 1.9 epochs, without 3.8: both < 10, so neither R-Drop nor LLRD
+    assert plan.rdrop_alpha == 0.0 and plan.llrd_decay == 1.0
+    epochs = (15 * 60 * BUDGET_USE - 2 * 8) / (5400 / 25 + 8)
+    assert plan.epochs == pytest.approx(epochs, abs=1 / 450)
+    assert plan.grad_accum == 1 and plan.steps == math.floor(epochs * 450) == 1685  # ≥ 1,000 only without accum
+    # √(12/48) for the smaller batch, ×2 for half the recipe encoder's width; enough steps: no step factor
+    assert plan.lr == pytest.approx(2.5e-5 * 0.5 * 2.0) and plan.lr_scaled
+    assert plan.warmup_steps == round(0.1 * plan.steps)
+    assert plan.estimated_seconds <= 15 * 60 * BUDGET_USE + 1
+    assert any("R-Drop off" in r for r in plan.reasons)
+
+
+def test_accumulation_shrinks_until_the_run_makes_enough_updates() -> None:
+    # 6 epochs of 584 batches: 3,504 batches → accum 4 gives 876 steps (< 1,000), accum 3 gives 1,168
+    plan = plan_run(TrainConfig(epochs=6), **RECIPE_DATA)
+    assert plan.grad_accum == 3 and plan.steps == 6 * math.ceil(584 / 3) >= ENOUGH_UPDATES
+    # the issue's run: 4 epochs of ~2,600 texts: even accumulation 1 gives only 868 steps
+    small = plan_run(TrainConfig(epochs=4), n_train=2600, batches_per_epoch=217, encoder_width=768)
+    assert small.grad_accum == 1 and small.steps == 868
+    # fewer steps than ENOUGH_UPDATES: each moves further (√(1000/868)), at the √ batch rule
+    assert small.lr == pytest.approx(2.5e-5 * math.sqrt(12 / 48) * math.sqrt(1000 / 868))
+    # a set accumulation is used as given
+    assert plan_run(TrainConfig(epochs=4, grad_accum=4), n_train=2600, batches_per_epoch=217,
+                    encoder_width=768).steps == 4 * 55
+
+
+def test_lr_rules_are_capped_and_a_given_lr_is_used_as_given() -> None:
+    tiny = plan_run(TrainConfig(epochs=1), n_train=120, batches_per_epoch=10, encoder_width=64)
+    # 10 steps: the step factor stops at 2; width 64 would say ×12: capped at ×4
+    assert tiny.lr == pytest.approx(2.5e-5 * math.sqrt(12 / 48) * 2 * 4)
+    large = plan_run(TrainConfig(), n_train=7000, batches_per_epoch=584, encoder_width=1024)
+    assert large.lr == pytest.approx(2.5e-5 * 768 / 1024) and large.lr_scaled
+    scaled = plan_run(TrainConfig(lr_scale=2.0), **RECIPE_DATA)
+    assert scaled.lr == pytest.approx(5e-5) and not scaled.lr_scaled  # LR selection's factor, not a rule
+    given = plan_run(TrainConfig(epochs=1, lr=3e-4, lr_scale=7.0), n_train=120, batches_per_epoch=10,
+                     encoder_width=64)
+    assert given.lr == 3e-4 and not given.lr_scaled and not search_wanted(TrainConfig(lr=3e-4))
+    assert search_wanted(TrainConfig()) and not search_wanted(TrainConfig(lr_search="off"))
+    # factors that cancel (√(12/48) × width 2) still mark the run as outside the recipe's regime
+    cancel = plan_run(TrainConfig(epochs=20, grad_accum=1), n_train=7000, batches_per_epoch=584,
+                      encoder_width=384)
+    assert cancel.lr == pytest.approx(RECIPE.lr) and cancel.lr_scaled
+
+
+def test_regularisers_are_kept_exactly_when_the_budget_affords_ten_epochs_with_them() -> None:
+    def plan(seconds: float, **extra: object) -> object:
+        return plan_run(TrainConfig(budget_minutes=seconds / 60 / BUDGET_USE, **extra), n_train=1000,
+                        batches_per_epoch=84, encoder_width=768,
+                        throughput=Throughput(seconds_per_sample=0.01, eval_seconds=1.0))
+
+    # an R-Drop epoch costs 1000 × 0.01 × 2 + 1 (val) = 21 s; ten need 10 × 21 + 2 = 212 s of 95% of the budget
+    long, short = plan(213), plan(205)
+    assert (long.rdrop_alpha, long.llrd_decay) == (1.0, 0.9) and long.epochs >= 10
+    # without R-Drop 205 s buy 18 epochs: long enough for LLRD (free), not for R-Drop (it would halve them)
+    assert (short.rdrop_alpha, short.llrd_decay) == (0.0, 0.9) and short.epochs > 10
+    very_short = plan(95)  # 8.4 epochs even without R-Drop: neither
+    assert (very_short.rdrop_alpha, very_short.llrd_decay) == (0.0, 1.0)
+    forced = plan(205, rdrop_alpha=1.0, llrd_decay=0.8)
+    assert (forced.rdrop_alpha, forced.llrd_decay) == (1.0, 0.8) and forced.epochs < 10
+    assert plan_run(TrainConfig(epochs=8), **RECIPE_DATA).rdrop_alpha == 0.0  # 8 epochs: short even on a GPU
+
+
+def test_a_budget_that_affords_almost_nothing_is_refused_naming_the_key() -> None:
+    with pytest.raises(TrainerError) as err:
+        plan_run(TrainConfig(budget_minutes=0.05), n_train=5400, batches_per_epoch=450, encoder_width=384,
+                 throughput=CPU_MINILM)
+    assert err.value.field == "config.budget_minutes"
+    with pytest.raises(ValueError):
+        plan_run(TrainConfig(budget_minutes=5), **RECIPE_DATA)  # a budget needs a measured throughput
+
+
+def test_a_budgeted_run_replans_its_steps_from_the_time_its_epochs_really_took() -> None:
+    config = TrainConfig(budget_minutes=10, epochs=20)
+    plan = plan_run(config, n_train=1200, batches_per_epoch=100, encoder_width=768,
+                    throughput=Throughput(seconds_per_sample=0.1, eval_seconds=5.0))
+    assert plan.grad_accum == 1 and plan.steps_per_epoch == 100
+    # the first epoch ran twice as slowly as measured: the rest shrinks to what the budget still holds
+    slow = replanned_steps(plan, steps_done=100, epochs_done=1, seconds_used=245.0, eval_seconds=5.0)
+    per_step = 2.4
+    assert slow < plan.steps and (slow - 100) * per_step + 5 * math.ceil((slow - 100) / 100) <= 600 * BUDGET_USE - 245
+    # twice as fast: more steps, never more than `epochs` epochs
+    fast = replanned_steps(plan, steps_done=100, epochs_done=1, seconds_used=65.0, eval_seconds=5.0)
+    assert plan.steps < fast <= 20 * 100
+    # out of time: no further step
+    assert replanned_steps(plan, steps_done=100, epochs_done=1, seconds_used=600.0, eval_seconds=5.0) == 100
+    unbudgeted = plan_run(TrainConfig(epochs=3), **RECIPE_DATA)
+    assert replanned_steps(unbudgeted, steps_done=10, epochs_done=1, seconds_used=1e6, eval_seconds=1) == unbudgeted.steps

@@ -1,0 +1,169 @@
+"""Through the API and a worker: learning-rate selection as a queued job (every trial recorded with the runs,
+the chosen scale in their configs), the TF-IDF member in an ensemble, decision rules applied to predictions;
+and LR selection in the trainer alone, on the tiny encoder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.trainer_fixtures import fast_config, import_small, synthetic_split, tiny_encoder  # noqa: F401
+
+
+def fast(encoder: str, **extra: Any) -> dict[str, Any]:
+    return {"encoder": encoder, "epochs": 2, "max_length": 32, "batch_size": 8, "head_hidden": 32,
+            "num_threads": 1, **extra}
+
+
+def drain(engine: Any) -> Any:
+    from workers.main import Worker
+
+    return Worker(engine, kinds=["train"], poll_seconds=0.05, lease_seconds=30).run(burst=True)
+
+
+def test_lr_selection_records_every_trial_and_picks_the_best_on_val(tiny_encoder: str) -> None:
+    from trainer.lr_search import select_learning_rate
+
+    data = synthetic_split(48, 24, 12)
+    config = fast_config(tiny_encoder, lr=None, grad_accum=None, epochs=2, lr_search="on", lr_trials=4)
+    events: list[dict[str, Any]] = []
+    seen: list[int] = []
+    selection = select_learning_rate(config, data, n_runs=2, progress=events.append,
+                                     on_trial=lambda s: seen.append(len(s.trials)))
+    assert selection.status == "done" and seen == [1, 2, 3, 4]
+    scales = [t["scale"] for t in selection.trials]
+    assert scales[:3] == [1.0, 2.0, 0.5] and len(set(scales)) == 4
+    best = max(selection.trials, key=lambda t: t["val_macro_f1"])
+    assert selection.scale == best["scale"]
+    # each trial trains the run's plan at its scale × the LR the rules give for the trial's length
+    base = selection.trials[0]["lr"]
+    for trial in selection.trials:
+        assert trial["lr"] == pytest.approx(base * trial["scale"]) and trial["steps"] == selection.trial_steps
+    assert [e["trial"] for e in events if e["event"] == "trial"] == [1, 2, 3, 4]
+    # a given LR needs no selection; `auto` skips a run too short for informative trials
+    assert select_learning_rate(config.with_overrides({"lr": 1e-3}), data).status == "skipped"
+    auto = select_learning_rate(config.with_overrides({"lr_search": "auto"}), data, n_runs=1)
+    assert auto.status == "skipped" and "does not allow" in auto.reason and auto.trials == []
+
+
+def test_lr_selection_as_a_queued_job_then_the_seeds_train_with_its_choice(
+    annotator, engine, tiny_encoder: str
+) -> None:
+    name = import_small(engine, n_train=40, n_val=24, n_test=16, n_unlabelled=0)
+    created = annotator.post(
+        "/api/v1/training-runs",
+        json={"dataset": name, "seeds": [1, 2], "config": fast(tiny_encoder, lr_search="on", lr_trials=3)},
+    )
+    assert created.status_code == 202, created.text
+    body = created.json()
+    assert [j["kind"] for j in body["jobs"]] == ["lr_select"]
+    run_ids = [r["id"] for r in body["runs"]]
+    assert all(r["lr_selection"]["status"] == "queued" for r in body["runs"])
+
+    stats = drain(engine)  # a training worker takes the lr_select job too, then the train jobs it queued
+    assert stats.succeeded == 3, stats
+    runs = [annotator.get(f"/api/v1/training-runs/{i}").json() for i in run_ids]
+    selection = runs[0]["lr_selection_detail"]
+    assert selection["status"] == "done" and len(selection["trials"]) == 3
+    assert {t["scale"] for t in selection["trials"]} == {1.0, 2.0, 0.5}
+    assert all(t["val_macro_f1"] is not None and t["steps"] > 0 for t in selection["trials"])
+    assert runs[1]["lr_selection_detail"]["trials"] == selection["trials"]  # recorded with every seed
+    assert runs[0]["lr_selection"]["scale"] == selection["scale"]
+    for run in runs:
+        assert run["status"] == "succeeded" and run["config"]["lr_scale"] == selection["scale"]
+        assert run["job_id"] != body["jobs"][0]["id"]  # now their own train job
+        plan = run["metrics"]["plan"]
+        # the run's plan applies the chosen scale to the LR the rules give
+        assert plan["lr"] == pytest.approx(selection["trials"][0]["lr"] / 1.0 * selection["scale"]
+                                           * plan_ratio(plan, selection["trial_steps"]))
+    jobs = annotator.get("/api/v1/jobs", params={"kind": "lr_select"}).json()["items"]
+    assert jobs[0]["status"] == "succeeded" and jobs[0]["result"]["scale"] == selection["scale"]
+
+
+def plan_ratio(plan: dict[str, Any], trial_steps: int) -> float:
+    """The step factor of the run's plan over the trial's (trainer.plan.step_factor)."""
+    from trainer.plan import step_factor
+
+    return step_factor(plan["steps"]) / step_factor(trial_steps)
+
+
+def test_a_cancelled_lr_selection_cancels_the_runs_waiting_for_it(annotator, engine, tiny_encoder: str) -> None:
+    name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
+    body = annotator.post(
+        "/api/v1/training-runs", json={"dataset": name, "seeds": [1, 2], "config": fast(tiny_encoder)}
+    ).json()
+    (job,) = body["jobs"]
+    assert annotator.post(f"/api/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+    statuses = [annotator.get(f"/api/v1/training-runs/{r['id']}").json()["status"] for r in body["runs"]]
+    assert statuses == ["cancelled", "cancelled"]
+
+
+def test_tfidf_member_in_an_ensemble_and_decision_rules_in_predictions(
+    annotator, engine, tiny_encoder: str
+) -> None:
+    name = import_small(engine, n_train=40, n_val=24, n_test=16, n_unlabelled=0)
+    created = annotator.post(
+        "/api/v1/training-runs",
+        json={"dataset": name, "seeds": [1], "classical": True, "config": fast(tiny_encoder, lr=1e-3)},
+    ).json()
+    assert [j["kind"] for j in created["jobs"]] == ["train", "train"]
+    transformer_id, member_id = [r["id"] for r in created["runs"]]
+    assert drain(engine).succeeded == 2
+    member = annotator.get(f"/api/v1/training-runs/{member_id}").json()
+    assert member["kind"] == "tfidf" and member["status"] == "succeeded" and member["encoder"] == "tfidf_logreg"
+    assert member["snapshot_size"] == 40 and set(member["metrics"]["chosen_c"]) == {"bias", "message"}
+    listed = annotator.get("/api/v1/training-runs", params={"kind": "tfidf"}).json()
+    assert [r["id"] for r in listed] == [member_id]
+
+    ens = annotator.post("/api/v1/ensembles", json={"run_ids": [transformer_id, member_id]})
+    assert ens.status_code == 201, ens.text
+    ens_body = ens.json()
+    config = ens_body["config"]
+    assert config["kinds"] == {str(transformer_id): "single", str(member_id): "tfidf"}
+    assert config["same_snapshot"] is True
+    for task in ("bias", "message"):
+        weights = config["task_weights"][task]
+        assert sum(weights.values()) == pytest.approx(1.0) and all(w >= 0 for w in weights.values())
+        assert set(config["decision"][task]) >= {"alpha", "log_prior"}
+    assert ens_body["metrics"]["test"]["overall_macro_f1"] is not None
+
+    # Predictions: the probabilities combined as fitted, the labels from the stored decision rule.
+    texts = ["vote for me today", "read the new report on health care", "thank you veterans"]
+    for model_id, rules in ((ens_body["id"], config["decision"]),
+                            (member_id, member["metrics"]["decision"])):
+        out = annotator.post(f"/api/v1/models/{model_id}/predict", json={"texts": texts})
+        assert out.status_code == 200, out.text
+        got = out.json()
+        for i, labels in enumerate(got["labels"]):
+            for task in ("bias", "message"):
+                names = list(got["probabilities"][i][task])
+                probs = np.array([got["probabilities"][i][task][n] for n in names])
+                rule = rules[task]
+                score = np.log(np.clip(probs, 1e-12, 1)) - rule["alpha"] * np.array(rule["log_prior"])
+                assert labels[task] == names[int(score.argmax())]
+
+
+def test_a_run_saves_its_decision_rule_and_serving_applies_it(tmp_path: Path, tiny_encoder: str) -> None:
+    from trainer.decision import decide
+    from trainer.predict import RunPredictor
+    from trainer.train import save_artifacts, train_model
+
+    data = synthetic_split(36, 12, 12)
+    result = train_model(fast_config(tiny_encoder, epochs=1), data)
+    assert set(result.decision) == {"color", "size"} and result.metrics["decision"] == result.decision
+    test_dump = result.predictions["test"]["tasks"]["size"]
+    assert test_dump["pred"] == decide({"size": np.asarray(test_dump["probs"])}, result.decision)["size"].tolist()
+    save_artifacts(result, tmp_path / "run")
+    stored = json.loads((tmp_path / "run" / "model" / "decision.json").read_text())
+    assert stored == json.loads(json.dumps(result.decision))
+    # a rule that leans hard toward "huge" changes what serving predicts, exactly as the rule says
+    stored["size"] = {"alpha": 2.0, "log_prior": [0.0, 0.0, -50.0]}
+    (tmp_path / "run" / "model" / "decision.json").write_text(json.dumps(stored))
+    predictor = RunPredictor(tmp_path / "run" / "model")
+    probs = predictor.predict_proba([e.text for e in data.test])
+    assert predictor.decide(probs)["size"].tolist() == [2] * len(data.test)
+    assert predictor.decide(probs)["color"].tolist() == decide(probs, stored)["color"].tolist()

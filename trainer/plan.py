@@ -1,0 +1,287 @@
+"""Planning a run in optimizer steps: how long it trains, at which effective batch and learning rate, and which
+regularisers it keeps, from the data size, the epochs or time budget, and the measured throughput.
+
+The reference is the seed recipe (trainer/config.py): mBERT (hidden 768), batch 12 × accumulation 4 (effective
+48), LR 2.5e-5, warm-up over 10% of the steps, R-Drop (α 1), layer-wise LR decay 0.9, up to 20 epochs with
+patience 8, on a GPU, on ~7k texts: about 2,900 optimizer steps. A run that affords that much training gets
+exactly the recipe. A run that does not (a CPU, a budget of minutes, a small dataset) is planned by these rules,
+each applied only to the keys the config leaves unset (None); a key set in the config is used as given:
+
+1. **Regularisers** are for long runs (at least LONG_RUN_EPOCHS epochs): they fight overfitting late in a long
+   run, while a short run underfits. R-Drop is kept when the run affords LONG_RUN_EPOCHS epochs *with it* (it
+   feeds every batch twice, halving the epochs a budget buys; in a short run that second pass is better spent
+   on more updates). Layer-wise LR decay costs no time, so it is kept when the run as planned trains
+   LONG_RUN_EPOCHS epochs; in a shorter one its near-frozen lower layers would barely learn at all.
+2. **Accumulation.** The recipe's 4, lowered (down to 1) while the run would make fewer than ENOUGH_UPDATES
+   optimizer steps: a small dataset or a short budget gets more, smaller updates instead of a handful of big ones.
+3. **Learning rate.** lr = 2.5e-5 × √(effective batch / 48) (the square-root scaling rule for Adam)
+   × min(2, √(ENOUGH_UPDATES / steps)) when fewer steps remain (fewer updates must each move further)
+   × 768 / encoder width, within [0.5, 4] (smaller encoders take larger rates: ELECTRA's published rates are
+   3e-4 small, 1e-4 base, 5e-5 large) × `lr_scale` (what learning-rate selection chose on val; 1 without it).
+   These rules are approximate: when they move the LR away from the recipe's own, LR selection
+   (trainer/lr_search.py) checks the factor on val.
+4. **Warm-up** covers `warmup_ratio` (the recipe's 10%) of the planned steps.
+5. **Length.** Without a budget: `epochs` epochs. With `budget_minutes`: the epochs the budget affords at the
+   throughput measured on the first batches (`measure_throughput`), at most `epochs`; the validation pass after
+   each epoch is part of the budget. The loop re-plans its remaining steps after each epoch from the time the
+   epochs really took, and stops at DEADLINE_SLACK × the budget whatever happens.
+
+Early stopping reads val only (`patience` epochs without a better val macro-F1), as in the recipe.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from trainer.config import TrainConfig
+from trainer.errors import TrainerError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    batch_size: int = 12
+    grad_accum: int = 4
+    lr: float = 2.5e-5
+    width: int = 768
+    rdrop_alpha: float = 1.0
+    llrd_decay: float = 0.9
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch_size * self.grad_accum
+
+
+RECIPE = Recipe()
+ENOUGH_UPDATES = 1000  # optimizer steps a run should make before accumulation may grow
+LONG_RUN_EPOCHS = 10  # a run of at least this many epochs keeps R-Drop and LLRD
+MAX_STEP_FACTOR = 2.0  # the most a short run's LR is raised for having few steps
+WIDTH_FACTOR_RANGE = (0.5, 4.0)
+RDROP_COST = 2.0  # an R-Drop step feeds its batch twice
+BUDGET_USE = 0.95  # of the budget planned for steps and evaluations; the rest absorbs noise
+DEADLINE_SLACK = 1.15  # the loop stops at this multiple of the budget, even mid-epoch
+MIN_BUDGET_STEPS = 10  # a budget that affords fewer optimizer steps is refused
+FORWARD_SHARE = 1 / 3  # an evaluation pass costs about a third of a training pass (no backward)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """What the first training batches cost, measured (or, in tests, given)."""
+
+    seconds_per_sample: float  # one forward + backward pass of one training sample, at the data's lengths
+    eval_seconds: float  # one validation pass
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(v, 6) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: int  # optimizer steps the run makes
+    steps_per_epoch: int
+    max_epochs: int  # epochs the loop may start (the last one may stop at `steps`)
+    epoch_cap: int  # config.epochs: a re-planned budgeted run never trains longer
+    batch_size: int
+    grad_accum: int
+    lr: float
+    head_lr: float
+    warmup_steps: int
+    rdrop_alpha: float
+    llrd_decay: float
+    patience: int
+    lr_scaled: bool  # a planning rule applied to the LR: outside the recipe's regime (LR selection may check it)
+    budget_seconds: float | None = None
+    estimated_seconds: float | None = None  # steps + evaluations at the measured throughput
+    throughput: dict[str, float] | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch_size * self.grad_accum
+
+    @property
+    def epochs(self) -> float:
+        return self.steps / self.steps_per_epoch
+
+    @property
+    def deadline_seconds(self) -> float | None:
+        return self.budget_seconds * DEADLINE_SLACK if self.budget_seconds is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(effective_batch=self.effective_batch, epochs=round(self.epochs, 3))
+        return out
+
+
+def width_factor(width: int) -> float:
+    low, high = WIDTH_FACTOR_RANGE
+    return min(high, max(low, RECIPE.width / max(1, width)))
+
+
+def step_factor(steps: int) -> float:
+    return min(MAX_STEP_FACTOR, math.sqrt(ENOUGH_UPDATES / steps)) if steps < ENOUGH_UPDATES else 1.0
+
+
+def planned_lr(config: TrainConfig, effective_batch: int, steps: int, width: int) -> tuple[float, bool]:
+    """The LR the rules give (times config.lr_scale), and whether any rule applied (the run is outside the
+    recipe's regime, where its LR was tuned, even when the factors happen to cancel out)."""
+    if config.lr is not None:
+        return config.lr, False
+    factors = (math.sqrt(effective_batch / RECIPE.effective_batch), step_factor(steps), width_factor(width))
+    return RECIPE.lr * math.prod(factors) * config.lr_scale, any(abs(f - 1.0) > 1e-9 for f in factors)
+
+
+def plan_run(
+    config: TrainConfig,
+    *,
+    n_train: int,
+    batches_per_epoch: int,
+    encoder_width: int,
+    throughput: Throughput | None = None,
+) -> Plan:
+    """The plan of one run. `n_train`: samples per epoch (after oversampling); `batches_per_epoch`: micro-batches
+    of `config.batch_size`; `throughput` is needed when the config has a budget."""
+    budget = config.budget_minutes * 60 if config.budget_minutes is not None else None
+    if budget is not None and throughput is None:
+        raise ValueError("a budgeted plan needs the measured throughput")
+    reasons: list[str] = []
+
+    def affordable_epochs(rdrop: bool) -> float:
+        if budget is None or throughput is None:
+            return float(config.epochs)
+        per_epoch = n_train * throughput.seconds_per_sample * (RDROP_COST if rdrop else 1.0)
+        # a validation pass per epoch, one more at a stop mid-epoch and one after reloading the best epoch
+        spare = budget * BUDGET_USE - 2 * throughput.eval_seconds
+        return max(0.0, spare / (per_epoch + throughput.eval_seconds))
+
+    if config.rdrop_alpha is None:
+        long_with_rdrop = min(config.epochs, affordable_epochs(True)) >= LONG_RUN_EPOCHS
+        rdrop = RECIPE.rdrop_alpha if long_with_rdrop else 0.0
+        reasons.append(
+            f"R-Drop {'kept' if rdrop else 'off'}: the run affords "
+            f"{min(config.epochs, affordable_epochs(True)):.1f} epochs with it "
+            f"({'≥' if rdrop else '<'} {LONG_RUN_EPOCHS})"
+        )
+    else:
+        rdrop = config.rdrop_alpha
+    epochs = min(float(config.epochs), affordable_epochs(rdrop > 0))
+    if budget is not None:
+        reasons.append(f"{epochs:.2f} epochs: what {config.budget_minutes:g} min afford (at most {config.epochs})")
+    long_run = epochs >= LONG_RUN_EPOCHS
+    if config.llrd_decay is None:
+        llrd = RECIPE.llrd_decay if long_run else 1.0
+        reasons.append(f"layer-wise LR decay {'kept' if long_run else 'off'} ({epochs:.1f} epochs)")
+    else:
+        llrd = config.llrd_decay
+
+    micro_batches = epochs * batches_per_epoch
+    if config.grad_accum is None:
+        accum = RECIPE.grad_accum
+        while accum > 1 and micro_batches / accum < ENOUGH_UPDATES:
+            accum -= 1
+        reasons.append(
+            f"accumulation {accum}: {micro_batches / accum:.0f} optimizer steps "
+            f"({'≥' if micro_batches / accum >= ENOUGH_UPDATES else '<'} {ENOUGH_UPDATES})"
+        )
+    else:
+        accum = config.grad_accum
+    steps_per_epoch = math.ceil(batches_per_epoch / accum)
+    steps = math.floor(epochs * steps_per_epoch + 1e-9)
+    if budget is not None and steps < MIN_BUDGET_STEPS:
+        raise TrainerError(
+            f"config.budget_minutes: {config.budget_minutes:g} min afford {steps} optimizer steps at the "
+            f"measured throughput; give at least {MIN_BUDGET_STEPS} steps' worth",
+            field="config.budget_minutes",
+        )
+    steps = max(1, steps)
+    lr, scaled = planned_lr(config, config.batch_size * accum, steps, encoder_width)
+    if config.lr is None:
+        reasons.append(
+            f"LR {lr:.3g}: recipe {RECIPE.lr:g} × √({config.batch_size * accum}/{RECIPE.effective_batch}) "
+            f"× step factor {step_factor(steps):.2f} × width factor {width_factor(encoder_width):.2f} "
+            f"× lr_scale {config.lr_scale:g}"
+        )
+    estimated = None
+    if throughput is not None:
+        cost = RDROP_COST if rdrop > 0 else 1.0
+        samples = steps * config.batch_size * accum
+        estimated = samples * throughput.seconds_per_sample * cost + (math.ceil(epochs) + 1) * throughput.eval_seconds
+    return Plan(
+        steps=steps,
+        steps_per_epoch=steps_per_epoch,
+        max_epochs=max(1, math.ceil(steps / steps_per_epoch - 1e-9)),
+        epoch_cap=config.epochs,
+        batch_size=config.batch_size,
+        grad_accum=accum,
+        lr=lr,
+        head_lr=config.head_lr if config.head_lr is not None else lr,
+        warmup_steps=round(config.warmup_ratio * steps),
+        rdrop_alpha=rdrop,
+        llrd_decay=llrd,
+        patience=config.patience,
+        lr_scaled=scaled,
+        budget_seconds=budget,
+        estimated_seconds=round(estimated, 1) if estimated is not None else None,
+        throughput=throughput.to_dict() if throughput is not None else None,
+        reasons=reasons,
+    )
+
+
+def shortened(plan: Plan, config: TrainConfig, steps: int, encoder_width: int) -> Plan:
+    """The same plan (batch, accumulation, regularisers) over fewer steps, its LR re-planned for them: what an
+    LR-selection trial trains."""
+    lr, scaled = planned_lr(config, plan.effective_batch, steps, encoder_width)
+    return replace(
+        plan,
+        steps=steps,
+        max_epochs=max(1, math.ceil(steps / plan.steps_per_epoch - 1e-9)),
+        lr=lr,
+        head_lr=config.head_lr if config.head_lr is not None else lr,
+        warmup_steps=round(config.warmup_ratio * steps),
+        lr_scaled=scaled,
+        budget_seconds=None,
+        estimated_seconds=None,
+        patience=0,
+        reasons=[*plan.reasons, f"LR-selection trial: {steps} steps"],
+    )
+
+
+def replanned_steps(
+    plan: Plan, *, steps_done: int, epochs_done: int, seconds_used: float, eval_seconds: float
+) -> int:
+    """After an epoch of a budgeted run: the total steps that end the run within the budget at the pace the run
+    has really had (its steps and its validation passes so far), at most `epoch_cap` epochs. Equal to
+    `steps_done` when no further step fits: the run stops."""
+    if plan.budget_seconds is None or steps_done == 0 or epochs_done == 0:
+        return plan.steps
+    per_step = max(1e-9, seconds_used - eval_seconds) / steps_done
+    per_eval = eval_seconds / epochs_done
+    left = plan.budget_seconds * BUDGET_USE - seconds_used
+
+    def cost(more: int) -> float:  # the steps, and a validation pass at each epoch end and at the stop
+        evals = math.ceil((steps_done + more) / plan.steps_per_epoch - 1e-9) - epochs_done if more else 0
+        return more * per_step + max(1, evals) * per_eval * (more > 0)
+
+    low, high = 0, max(0, plan.epoch_cap * plan.steps_per_epoch - steps_done)
+    while low < high:  # the most steps whose cost fits what is left (cost grows with the steps)
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if cost(mid) <= left else (low, mid - 1)
+    return steps_done + low
+
+
+def search_wanted(config: TrainConfig) -> bool:
+    """Whether a request should queue LR selection at all (trainer/lr_search.py; it may still skip once it has
+    measured the run it would tune)."""
+    return config.lr is None and config.lr_search != "off"
+
+
+class Clock:
+    """Wall time since the run's training began (the budget's clock)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started

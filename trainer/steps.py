@@ -1,0 +1,258 @@
+"""Everything before a run's first optimizer step, and the step itself: the model and its tokenised splits
+(`prepare`), the throughput a budget plans with (`measure_throughput`), one batch forward and backward with the
+optimizer step every `grad_accum` batches (`Stepper`). The loop that drives them is trainer/train.py."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import set_seed
+
+from trainer.config import TrainConfig
+from trainer.data import Encoded, TrainBatches, encode, pad_batch, subsample
+from trainer.examples import SplitData
+from trainer.losses import MultiTaskLoss, inverse_frequency_weights, smoothing_vector
+from trainer.model import MultiTaskModel, build_model
+from trainer.optim import build_optimizer, warmup_linear_schedule
+from trainer.plan import FORWARD_SHARE, Plan, Throughput, plan_run
+from trainer.predict import amp_dtype, autocast, available_cpus, predict_encoded, resolve_device
+
+CALIBRATION_BATCHES = 6  # batches timed (after one untimed) to measure the throughput a budget plans with
+
+
+def set_cpu_threads(config: TrainConfig, device: torch.device) -> int:
+    """On CPU, intra-op threads = the cores this process may use (or the configured number): more threads
+    than cores only adds contention, and torch's default ignores CPU affinity limits (containers)."""
+    if device.type != "cpu":
+        return torch.get_num_threads()
+    threads = config.num_threads or available_cpus()
+    torch.set_num_threads(threads)
+    return threads
+
+
+def build_loss(config: TrainConfig, data: SplitData, train: Encoded, rdrop_alpha: float) -> MultiTaskLoss:
+    smoothing = {
+        t.name: smoothing_vector(t, config.label_smoothing, config.class_label_smoothing.get(t.name))
+        for t in data.tasks
+    }
+    weights = (
+        {
+            t.name: inverse_frequency_weights(train.labels[:, j], len(t.labels))
+            for j, t in enumerate(data.tasks)
+        }
+        if config.class_weights
+        else None
+    )
+    return MultiTaskLoss(
+        data.tasks,
+        gamma=config.focal_gamma,
+        smoothing=smoothing,
+        class_weights=weights,
+        task_weights=config.task_weights,
+        rdrop_alpha=rdrop_alpha,
+    )
+
+
+@dataclass
+class Prepared:
+    """A model, its tokenised splits and the epoch batcher: everything before the plan and the first step."""
+
+    config: TrainConfig
+    data: SplitData
+    model: MultiTaskModel
+    tokenizer: Any
+    pad_id: int
+    train: Encoded
+    val: Encoded
+    test: Encoded
+    batches: TrainBatches
+    device: torch.device
+    dtype: torch.dtype | None
+    threads: int
+
+    @property
+    def encoder_width(self) -> int:
+        return int(self.model.encoder.config.hidden_size)  # type: ignore[union-attr,arg-type]
+
+    def plan(self, throughput: Throughput | None = None, config: TrainConfig | None = None) -> Plan:
+        return plan_run(
+            config or self.config,
+            n_train=len(self.batches.pool),
+            batches_per_epoch=self.batches.max_batches_per_epoch(),
+            encoder_width=self.encoder_width,
+            throughput=throughput,
+        )
+
+    def predict(self, encoded: Encoded) -> dict[str, np.ndarray]:
+        return predict_encoded(
+            self.model, encoded, self.pad_id, batch_size=self.config.eval_batch_size, device=self.device,
+            dtype=self.dtype,
+        )
+
+
+@dataclass
+class Stepper:
+    """One training batch at a time: forward (both R-Drop passes), loss, backward; every `grad_accum`
+    batches, clipping, an optimizer step and a scheduler step. Shared by the loop and the benchmark."""
+
+    model: MultiTaskModel
+    loss_fn: MultiTaskLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: Any
+    plan: Plan
+    config: TrainConfig
+    encoded: Encoded
+    pad_id: int
+    device: torch.device
+    dtype: torch.dtype | None
+
+    @classmethod
+    def build(cls, run: Prepared, plan: Plan) -> Stepper:
+        config, model = run.config, run.model
+        loss_fn = build_loss(config, run.data, run.train, plan.rdrop_alpha).to(run.device)
+        optimizer = build_optimizer(
+            model,
+            lr=plan.lr,
+            head_lr=plan.head_lr,
+            decay=plan.llrd_decay,
+            weight_decay=config.weight_decay,
+            device=run.device,
+        )
+        scheduler = warmup_linear_schedule(optimizer, plan.steps, warmup_steps=plan.warmup_steps)
+        scaler = torch.amp.GradScaler("cuda") if run.dtype == torch.float16 else None
+        optimizer.zero_grad(set_to_none=True)
+        return cls(
+            model, loss_fn, optimizer, scheduler, scaler, plan, config, run.train, run.pad_id, run.device,
+            run.dtype,
+        )
+
+    def retarget(self, total_steps: int, steps_done: int) -> None:
+        """The same warm-up, its linear decay re-aimed to end at `total_steps` (a re-planned budgeted run)."""
+        self.scheduler = warmup_linear_schedule(
+            self.optimizer, total_steps, warmup_steps=self.plan.warmup_steps, steps_done=steps_done
+        )
+
+    def batch(self, idx: list[int], *, step: bool) -> tuple[float, dict[str, float]]:
+        config, model, plan = self.config, self.model, self.plan
+        fixed_width = None if config.group_by_length else config.max_length
+        batch = pad_batch([self.encoded.input_ids[i] for i in idx], self.pad_id, fixed_width)
+        ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+        labels = self.encoded.labels[idx].to(self.device)
+        with autocast(self.device, self.dtype):
+            if plan.rdrop_alpha > 0:
+                # Two dropout passes as one doubled batch: the same cost, better kernel use.
+                both = model(torch.cat([ids, ids]), torch.cat([mask, mask]))
+                first = {k: v[: len(idx)] for k, v in both.items()}
+                second = {k: v[len(idx) :] for k, v in both.items()}
+                loss, parts = self.loss_fn(first, labels, second)
+            else:
+                loss, parts = self.loss_fn(model(ids, mask), labels)
+        scaled = loss / plan.grad_accum
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        if step:
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach()), parts
+
+
+def prepare(config: TrainConfig, data: SplitData) -> Prepared:
+    """Seed, subsample, load the encoder and build the heads, tokenise once, set up the epoch batcher."""
+    device = resolve_device(config.device)
+    threads = set_cpu_threads(config, device)
+    dtype = amp_dtype(config.amp, device)
+    set_seed(config.seed)  # random, numpy, torch (every device)
+    data = SplitData(
+        data.tasks,
+        subsample(data.train, config.max_train_samples, config.seed),
+        data.val,
+        data.test,
+        data.dataset,
+    )
+    model, tokenizer = build_model(
+        config.encoder,
+        data.tasks,
+        pooling=config.pooling,
+        head_layers=config.head_layers,
+        head_hidden=config.head_hidden,
+        head_dropout=config.head_dropout,
+    )
+    model.to(device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    train = encode(tokenizer, data.train, data.tasks, config.max_length)
+    val = encode(tokenizer, data.val, data.tasks, config.max_length)
+    test = encode(tokenizer, data.test, data.tasks, config.max_length)
+    batches = TrainBatches(
+        train,
+        data.train,
+        batch_size=config.batch_size,
+        group_by_length=config.group_by_length,
+        seed=config.seed,
+        oversample=config.oversample,
+        oversample_power=config.oversample_power,
+        oversample_max=config.oversample_max,
+        curriculum=config.curriculum,
+        curriculum_start=config.curriculum_start,
+        curriculum_epochs=config.curriculum_epochs,
+    )
+    return Prepared(config, data, model, tokenizer, pad_id, train, val, test, batches, device, dtype, threads)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_throughput(run: Prepared) -> Throughput:
+    """Time forward + backward (one pass, no optimizer step, gradients dropped) on the first batches of the
+    first epoch, the first untimed (start-up costs); per padded token, then scaled to the epoch's padded
+    tokens per sample. An evaluation pass is estimated at FORWARD_SHARE of a training pass of its tokens."""
+    model, batches = run.model, run.batches.epoch(0)
+    width = None if run.config.group_by_length else run.config.max_length
+    lengths = run.train.lengths
+    chosen = batches[:CALIBRATION_BATCHES]
+    model.train()
+    seconds, tokens = 0.0, 0
+    for k, idx in enumerate(chosen):
+        batch = pad_batch([run.train.input_ids[i] for i in idx], run.pad_id, width)
+        ids, mask = batch["input_ids"].to(run.device), batch["attention_mask"].to(run.device)
+        _sync(run.device)
+        t0 = time.perf_counter()
+        with autocast(run.device, run.dtype):
+            out = model(ids, mask)
+            surrogate = sum(v.float().logsumexp(dim=-1).mean() for v in out.values())
+        surrogate.backward()  # type: ignore[union-attr]
+        _sync(run.device)
+        if k > 0 or len(chosen) == 1:
+            seconds += time.perf_counter() - t0
+            tokens += ids.numel()
+    model.zero_grad(set_to_none=True)
+    per_token = seconds / max(1, tokens)
+
+    def padded(idx: list[int]) -> int:
+        return len(idx) * (width or int(lengths[idx].max()))
+
+    epoch_tokens = sum(padded(b) for b in batches)
+    epoch_samples = sum(len(b) for b in batches)
+    order = np.argsort(-run.val.lengths, kind="stable")
+    size = run.config.eval_batch_size
+    val_tokens = sum(
+        len(chunk) * int(run.val.lengths[chunk].max())
+        for chunk in (order[s : s + size] for s in range(0, len(order), size))
+    )
+    return Throughput(
+        seconds_per_sample=per_token * epoch_tokens / max(1, epoch_samples),
+        eval_seconds=per_token * val_tokens * FORWARD_SHARE,
+    )
