@@ -8,7 +8,8 @@ import csv
 import io
 import random
 
-from core.ngrams import NgramIndex, near_duplicate_groups
+from core.near_duplicates import near_duplicate_groups
+from core.ngrams import NgramIndex
 from tests.conftest import EXAMPLE_CSV
 
 
