@@ -37,11 +37,16 @@ def record(sample: Sample, dataset: Dataset) -> dict[str, Any]:
     return out
 
 
-def iter_export(session: Session, dataset: Dataset, include: set[str], fmt: str,
-                counter: list[int] | None = None) -> Iterator[str]:
-    """The export file as text chunks (streamed by the API, written by the CLI and the export job)."""
+def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise ValidationFailed(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}", field="format")
+
+
+def iter_export(session: Session, dataset: Dataset, include: set[str], fmt: str,
+                counter: list[int] | None = None) -> Iterator[str]:
+    """The export file as text chunks of 500 rows (streamed by the API, written by the CLI and the export
+    job); samples are read in batches, so memory holds one batch whatever the size of the dataset."""
+    check_format(fmt)
     cols = columns(dataset)
     if fmt == "csv":
         buf = io.StringIO()
