@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select, update
 
+from services.run_snapshots import snapshot_pairs
 from tests.trainer_fixtures import add_variant, import_small, tiny_encoder  # noqa: F401 (fixture)
 
 
@@ -191,7 +192,7 @@ def test_impact_report_through_api_and_worker(annotator, engine, tiny_encoder: s
         for arm, run_ids in got["run_ids"].items():
             for run_id in run_ids:
                 run = s.get_one(TrainingRun, run_id)
-                assert {sid for sid, _ in run.snapshot} == expected[arm], arm
+                assert {sid for sid, _ in snapshot_pairs(run)} == expected[arm], arm
         finished_at = s.get_one(ImpactReport, report["id"]).finished_at
 
     result = got["result"]
