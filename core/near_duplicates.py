@@ -53,7 +53,11 @@ SLACK = 0.1
 MARGIN = 3
 HITS = 3  # prefix anchors a candidate pair must meet: 1 is the classic prefix filter; 3 probes two anchors
 # further and leaves ~4× fewer pairs to score, at the same recall on those pairs
-MAX_POSTINGS = 256  # texts read per probed anchor
+MAX_POSTINGS = 64  # texts read per probed anchor
+# Pairs scored per text: those meeting the most probed anchors. A file of a million templated texts ("Thanks
+# for your order #1234") makes every text a near-duplicate of every other; a group needs only a few links per
+# member to be found whole, and this bounds the scoring at MAX_PARTNERS per text.
+MAX_PARTNERS = 8
 _PRIME = np.uint64(1_000_003)
 _MASK32 = np.uint64(0xFFFFFFFF)
 
@@ -238,15 +242,22 @@ def prefix_mask(indptr: np.ndarray, df: np.ndarray, anchors: np.ndarray, thresho
     return rank < (sizes - least_shared(sizes, threshold) + HITS)[row]
 
 
-def _pairs_with_hits(rows: np.ndarray, docs: np.ndarray, needed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _pairs_with_hits(rows: np.ndarray, docs: np.ndarray, needed: np.ndarray,
+                     top: int = MAX_PARTNERS) -> tuple[np.ndarray, np.ndarray]:
     """The distinct (row, doc) pairs found at least `needed` times (`needed` is per occurrence, the same for
-    every occurrence of a pair)."""
+    every occurrence of a pair); per row, the `top` found most often (ties: lowest doc)."""
     packed = _pack(rows, docs)
     order = np.argsort(packed, kind="stable")
     packed, needed = packed[order], needed[order]
     first = np.flatnonzero(np.r_[True, packed[1:] != packed[:-1]]) if len(packed) else np.zeros(0, np.int64)
     hits = np.diff(np.r_[first, len(packed)])
-    return _unpack(packed[first[hits >= needed[first]]])
+    keep = hits >= needed[first]
+    row, doc = _unpack(packed[first[keep]])
+    hits = hits[keep]
+    by_row = np.lexsort((doc, -hits, row))
+    rank = np.arange(len(by_row)) - np.searchsorted(row[by_row], row[by_row])
+    chosen = np.sort(by_row[rank < top])
+    return row[chosen], doc[chosen]
 
 
 class ReferenceIndex:
@@ -365,7 +376,7 @@ class NearDuplicateFinder:
         keep = found.overlap(a, found, b) >= least_shared(np.minimum(sizes[a], sizes[b]), t)
         return a[keep], b[keep]
 
-    def groups(self, texts_of: Callable[[np.ndarray], Sequence[str]], batch: int = 20_000) -> list[list[int]]:
+    def groups(self, texts_of: Callable[[np.ndarray], Sequence[str]], batch: int = 100_000) -> list[list[int]]:
         """Groups (indices in the order added, each sorted; groups in order of their first member) linked by
         Jaccard ≥ `jaccard` or containment ≥ `containment`, transitively; singletons left out. Only texts of
         at least MIN_CONTAINED n-grams link: short ones ("Thank you!") differ by a word without one copying the
