@@ -242,6 +242,28 @@ def prefix_mask(indptr: np.ndarray, df: np.ndarray, anchors: np.ndarray, thresho
     return rank < (sizes - least_shared(sizes, threshold) + HITS)[row]
 
 
+def document_prefixes(postings: Postings, sizes: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(document, key index) of every document's prefix anchors (prefix_mask's, by the posting lists), sorted by
+    document. A posting's frequency is its list's length, so one sort of packed (document, log2 frequency, key
+    index) orders every document's anchors rarest first without a search per anchor: the same prefix filter,
+    its order within a power of two by anchor value (any fixed order keeps the filter exact)."""
+    counts = np.diff(postings.starts)
+    if not len(counts):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rarity = np.minimum(np.log2(counts).astype(np.uint64), np.uint64(31))
+    per_key = (rarity << np.uint64(32)) | np.arange(len(counts), dtype=np.uint64)
+    packed = np.repeat(per_key, counts)
+    packed |= postings.docs.astype(np.uint64) << np.uint64(37)  # 2^27 documents at most
+    packed.sort()
+    docs = (packed >> np.uint64(37)).astype(np.int64)
+    keys = (packed & _MASK32).astype(np.int64)
+    del packed
+    indptr = np.r_[0, np.cumsum(sizes)]
+    rank = np.arange(len(docs)) - np.repeat(indptr[:-1], sizes)
+    keep = rank < (sizes - least_shared(sizes, threshold) + HITS)[docs]
+    return docs[keep], keys[keep]
+
+
 def _pairs_with_hits(rows: np.ndarray, docs: np.ndarray, needed: np.ndarray,
                      top: int = MAX_PARTNERS) -> tuple[np.ndarray, np.ndarray]:
     """The distinct (row, doc) pairs found at least `needed` times (`needed` is per occurrence, the same for
@@ -286,22 +308,13 @@ class ReferenceIndex:
             self.add(batch)
         return self.finish()
 
-    def finish(self, block: int = 100_000) -> ReferenceIndex:
+    def finish(self) -> ReferenceIndex:
         """Build the posting lists of every anchor and of the references' prefixes."""
         self.anchors = Anchors.concat(self._parts)
         self._parts = []
         self.postings = Postings.build(self.anchors.anchors, self.anchors.rows())
-        prefix_anchors, prefix_docs = [], []
-        for start in range(0, len(self.anchors), block):
-            stop = min(start + block, len(self.anchors))
-            lo, hi = self.anchors.indptr[start], self.anchors.indptr[stop]
-            anchors = self.anchors.anchors[lo:hi]
-            keep = prefix_mask(self.anchors.indptr[start : stop + 1], self.postings.lookup(anchors)[1], anchors,
-                               self.threshold)
-            prefix_anchors.append(anchors[keep])
-            prefix_docs.append(self.anchors.rows(start, stop)[keep])
-        self.prefixes = Postings.build(np.concatenate([np.zeros(0, np.uint32), *prefix_anchors]),
-                                       np.concatenate([np.zeros(0, np.int64), *prefix_docs]))
+        docs, keys = document_prefixes(self.postings, self.anchors.sizes, self.threshold)
+        self.prefixes = Postings.build(self.postings.keys[keys], docs)
         return self
 
     def __len__(self) -> int:
@@ -355,23 +368,28 @@ class NearDuplicateFinder:
         self._parts.append(Anchors.of(texts, anchor_length(self.n), self.window))
         self.count += len(texts)
 
-    def candidate_pairs(self, block: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+    def candidate_pairs(self, block: int = 250_000) -> tuple[np.ndarray, np.ndarray]:
         """(a, b) with a < b, each once: pairs whose smaller text's prefix meets the other's anchors and that
-        share enough anchors in all. Works through blocks of texts: memory stays that of the anchors."""
+        share enough anchors in all. Probes `block` prefix anchors at a time, whole texts each time: the working
+        memory stays near that of the anchors."""
         found = Anchors.concat(self._parts)
         self._parts = []
         sizes, t = found.sizes, min(self.jaccard, self.containment)
         postings = Postings.build(found.anchors, found.rows())
+        docs, keys = document_prefixes(postings, sizes, t)
+        probe = np.diff(postings.starts)[keys] > 1  # held by the text alone: nothing to find
+        docs, keys = docs[probe], keys[probe]
         pairs: list[np.ndarray] = []
-        for start in range(0, len(found), block):
-            stop = min(start + block, len(found))
-            anchors = found.anchors[found.indptr[start] : found.indptr[stop]]
-            at, df = postings.lookup(anchors)
-            probe = prefix_mask(found.indptr[start : stop + 1], df, anchors, t) & (df > 1)  # 1: itself only
-            a, b = postings.expand(found.rows(start, stop)[probe], at[probe])
+        start = 0
+        while start < len(docs):
+            stop = min(start + block, len(docs))
+            stop = len(docs) if stop == len(docs) else int(np.searchsorted(docs, docs[stop], "left"))
+            stop = stop if stop > start else int(np.searchsorted(docs, docs[start], "right"))
+            a, b = postings.expand(docs[start:stop], keys[start:stop])
             keep = (a != b) & (sizes[b] >= least_shared(sizes[a], t))
             a, b = _pairs_with_hits(a[keep], b[keep], required_hits(sizes[a[keep]], t))
             pairs.append(np.unique(_pack(np.minimum(a, b), np.maximum(a, b))))
+            start = stop
         a, b = _unpack(np.unique(np.concatenate([np.zeros(0, np.uint64), *pairs])))
         keep = found.overlap(a, found, b) >= least_shared(np.minimum(sizes[a], sizes[b]), t)
         return a[keep], b[keep]
