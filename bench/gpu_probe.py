@@ -79,10 +79,9 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_augment(args: argparse.Namespace) -> None:
+    import augment_throughput as bench
     import torch
     import transformers
-
-    import augment_throughput as bench
 
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
@@ -112,11 +111,11 @@ def cmd_augment(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     import torch
+    from train_throughput import load_split
 
     from trainer.config import TrainConfig
     from trainer.examples import SplitData
     from trainer.train import prepare
-    from train_throughput import load_split
 
     torch.set_num_threads(args.threads)
     tasks, train = load_split()

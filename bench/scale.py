@@ -112,9 +112,10 @@ def _one_word_changed(text: str, rng: random.Random) -> str:
 def child_leak(task: dict[str, Any]) -> dict[str, Any]:
     from itertools import islice
 
+    from synthetic import posts
+
     from core.near_duplicates import ReferenceIndex
     from core.ngrams import NgramIndex, pair_scores
-    from synthetic import posts
 
     n_refs, n_candidates = task["refs"], task["candidates"]
     rng = random.Random(7)
@@ -160,7 +161,7 @@ CHILDREN = {"import": child_import, "augment": child_augment, "leak": child_leak
 def run_child(task: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one measurement in a fresh process; its JSON line back."""
     done = subprocess.run([sys.executable, __file__, "--child", json.dumps(task)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=ROOT, timeout=3600)
+                          check=False, env={**os.environ, **(env or {})}, cwd=ROOT, timeout=3600)
     if done.returncode != 0:
         raise RuntimeError(f"{task['task']} failed:\n{done.stderr[-4000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])

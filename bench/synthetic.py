@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import random
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +35,7 @@ def posts(n: int, seed: int = 0) -> Iterator[str]:
     starts = [words[0] for words in corpus if words]
     following: dict[str, list[str]] = {}
     for words in corpus:
-        for a, b in zip(words, words[1:], strict=False):
+        for a, b in pairwise(words):
             following.setdefault(a, []).append(b)
     vocab = ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4))) for _ in range(300_000)]
     recent: list[str] = []

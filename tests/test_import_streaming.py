@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from core.errors import ValidationFailed
-from db.models import Dataset, Job, Sample, SampleLabel
+from db.models import Dataset, Sample, SampleLabel
 from db.session import session_scope
 from services.importing import ImportSpec, import_path
 

@@ -17,7 +17,7 @@ def fast(encoder: str) -> dict[str, Any]:
             "head_hidden": 32, "lr": 1e-3, "num_threads": 1, "rdrop_alpha": 0.0}
 
 
-def test_a_run_keeps_its_snapshot_in_a_file_and_scores_variants_in_batches(annotator, engine, tiny_encoder,  # noqa: F811
+def test_a_run_keeps_its_snapshot_in_a_file_and_scores_variants_in_batches(annotator, engine, tiny_encoder,
                                                                           monkeypatch) -> None:
     import pyarrow.parquet as pq
 
