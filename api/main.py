@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from fastapi import FastAPI
@@ -36,20 +37,28 @@ ROUTERS: list[Any] = [
 ]
 
 
+# Import jobs take files of any size (AUGLOOP_MAX_UPLOAD_BYTES): the upload streams to disk, and the job reads it
+# in chunks. Every other body is read into memory and keeps the ordinary limit.
+IMPORT_JOB_PATH = re.compile(rf"^{API_PREFIX}/datasets/[^/]+/imports$")
+
+
 class BodySizeLimit:
     """Refuse bodies over the limit with 413 before reading them (Content-Length) or while streaming them."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_max_bytes: int | None = None) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_max_bytes = max_bytes
+        self.upload_max_bytes = upload_max_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = IMPORT_JOB_PATH.match(scope.get("path", "")) is not None
+        max_bytes = self.upload_max_bytes if upload else self.default_max_bytes
         for key, value in scope.get("headers", []):
-            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._reject(send)
+            if key == b"content-length" and value.isdigit() and int(value) > max_bytes:
+                await self._reject(send, max_bytes)
                 return
         seen = 0
         too_big = False
@@ -59,7 +68,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     too_big = True
                     raise _TooLarge
             return message
@@ -73,18 +82,18 @@ class BodySizeLimit:
                 await send(message)
             elif not rejected:
                 rejected = True
-                await self._reject(send)
+                await self._reject(send, max_bytes)
 
         try:
             await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
             if not rejected:
-                await self._reject(send)
+                await self._reject(send, max_bytes)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send, max_bytes: int) -> None:
         import json
 
-        body = json.dumps({"detail": f"request body exceeds {self.max_bytes} bytes", "field": "body"}).encode()
+        body = json.dumps({"detail": f"request body exceeds {max_bytes} bytes", "field": "body"}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
@@ -100,14 +109,16 @@ class SQLiteWriteQueue:
     SQLite admits one writer anyway (every write transaction begins with BEGIN IMMEDIATE). Without this, under
     load every thread of the pool ends up blocked in SQLite's busy wait while the request holding the lock waits
     for a free thread to commit: a starvation that lasted until the 30 s busy timeout (measured with
-    bench/load.py). Reads (GET) pass straight through: they never take the write lock."""
+    bench/load.py). Reads (GET) pass straight through: they never take the write lock, and so do import-job
+    uploads, which may take minutes to arrive and write one short enqueue at the end."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.lock = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+        if (scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS")
+                or IMPORT_JOB_PATH.match(scope.get("path", ""))):
             await self.app(scope, receive, send)
             return
         async with self.lock:
@@ -185,5 +196,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                            allow_headers=["Authorization", "Content-Type"])
     if app.state.engine.dialect.name == "sqlite":
         app.add_middleware(SQLiteWriteQueue)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes,
+                       upload_max_bytes=settings.max_upload_bytes)
     return app

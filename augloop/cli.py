@@ -63,10 +63,10 @@ def import_cmd(
     project: Annotated[str, typer.Option(help="The project a new dataset goes into")] = "default",
     display_name: Annotated[Optional[str], typer.Option(help="A new dataset's name for people")] = None,
 ) -> None:
-    """Import a file into a dataset: all rows or none."""
-    from db.session import session_scope
-    from services.datasets import import_upload
-    from services.importing import ImportSpec
+    """Import a file into a dataset: all rows or none, any size (read in chunks, with a progress bar)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from services.importing import ImportSpec, import_path
 
     if not file.is_file():
         fail(f"file not found: {file}")
@@ -80,16 +80,24 @@ def import_cmd(
     spec = ImportSpec(dataset=dataset, tasks=tasks, text_col=text_col, split_col=split_col or None,
                       id_col=id_col or None, language=language, label_order=order, split_seed=split_seed,
                       project=project, display_name=display_name)
-    data = file.read_bytes()
 
-    with console.status(f"importing {file} ..."), session_scope(engine()) as session:
-        result = import_upload(session, data, spec, file.name)
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[rows]}"),
+                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        reading = bar.add_task(f"reading {file.name}", total=file.stat().st_size, rows="")
+
+        def progress(phase: str, done: int, total: int, rows: int) -> None:
+            if phase == "reading":
+                bar.update(reading, completed=done, rows=f"{rows:,} rows")
+            else:
+                bar.update(reading, description=f"{phase} ({rows:,} rows)", completed=total, total=total)
+
+        result = import_path(engine(), file, spec, progress=progress)
     console.print(f"imported {result.imported} samples into [bold]{result.dataset}[/]"
                   f"{' (new dataset)' if result.created_dataset else ''}; "
-                  f"splits {result.split_counts}; {len(result.duplicates)} duplicate(s) skipped", highlight=False)
+                  f"splits {result.split_counts}; {result.duplicates_skipped} duplicate(s) skipped", highlight=False)
     if result.near_duplicates_across_splits:
         err_console.print(
-            f"[bold yellow]warning:[/] {len(result.near_duplicates_across_splits)} group(s) of near-duplicate texts "
+            f"[bold yellow]warning:[/] {result.near_duplicate_groups_across_splits} group(s) of near-duplicate texts "
             "span splits (val/test text leaks into train); their lines and splits:", highlight=False)
         for group in result.near_duplicates_across_splits[:20]:
             err_console.print("  " + ", ".join(f"line {n} ({s})" for n, s in zip(group["lines"], group["splits"],

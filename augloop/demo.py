@@ -34,8 +34,9 @@ def import_example() -> None:
         if any(d.name == EXAMPLE_NAME for d in all_datasets(session)):
             console.print(f"dataset {EXAMPLE_NAME} already imported")
             return
-        result = import_upload(session, EXAMPLE.read_bytes(), ImportSpec(dataset=EXAMPLE_NAME, tasks=EXAMPLE_TASKS),
-                               EXAMPLE.name)
+        with EXAMPLE.open("rb") as upload:
+            result = import_upload(session, upload, ImportSpec(dataset=EXAMPLE_NAME, tasks=EXAMPLE_TASKS),
+                                   EXAMPLE.name)
     console.print(f"imported {result.imported} samples into {EXAMPLE_NAME} (splits {result.split_counts})")
 
 

@@ -75,10 +75,17 @@ def build_mbert_size(out: Path) -> Path:
     vocab = list(wp.get_vocab().items())
     tokens = [t for t, _ in sorted(vocab, key=lambda kv: kv[1])]
     seen = set(tokens)
+    from workers.augment.models import ModelUnavailable
     from workers.augment.wordnet import load_wordnet
     from workers.augment.wordnet_data import nltk_data_dir
 
-    for lemma in sorted(load_wordnet(nltk_data_dir()).all_lemma_names()):
+    try:
+        lemmas = sorted(load_wordnet(nltk_data_dir()).all_lemma_names())
+    except (ModelUnavailable, LookupError, OSError) as err:  # no WordNet: a GPU machine without nltk-data
+        print(f"  (WordNet unavailable, {err.__class__.__name__}: the vocabulary is filled with placeholders "
+              "instead of lemmas; the model's size and cost are the same)", flush=True)
+        lemmas = []
+    for lemma in lemmas:
         if len(tokens) >= MBERT_VOCAB:
             break
         if lemma.isalpha() and lemma not in seen:

@@ -22,8 +22,9 @@ class Settings(BaseSettings):
     api_port: int = 8000
     api_url: str = "http://127.0.0.1:8000"  # where the UI and the CLI client reach the API
     cors_origins: list[str] = Field(default_factory=list)  # closed by default
-    max_request_bytes: int = 50 * 1024 * 1024
-    max_upload_rows: int = 500_000
+    max_request_bytes: int = 50 * 1024 * 1024  # any request body; a file imported now (POST .../import)
+    max_upload_bytes: int = 16 * 1024**3  # a file imported as a job (POST .../imports), streamed to disk
+    max_upload_rows: int = 50_000_000  # rows of one import: it streams, memory does not grow with the file
     max_text_chars: int = 20_000
     auth_failures_per_minute: int = 20
     # Addresses whose X-Forwarded-For is believed (the review UI's server, a reverse proxy); nobody's by default.

@@ -6,7 +6,7 @@ Functions flush only: the caller owns the transaction.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,19 +52,32 @@ def labels_of(session: Session, sample_ids: Sequence[int]) -> dict[int, dict[str
     return labels
 
 
-def dataset_hashes(session: Session, dataset_id: int) -> set[str]:
-    return set(session.scalars(select(Sample.content_hash).where(Sample.dataset_id == dataset_id)))
+def existing_hashes(session: Session, dataset_id: int, digests: Sequence[str]) -> set[str]:
+    """Which of these content hashes the dataset holds: one indexed IN-list query per 900 (the unique index on
+    (dataset_id, content_hash) answers it), instead of every hash of the dataset in memory."""
+    found: set[str] = set()
+    for chunk in chunked(list(digests)):
+        found.update(session.scalars(
+            select(Sample.content_hash).where(Sample.dataset_id == dataset_id, Sample.content_hash.in_(chunk))
+        ))
+    return found
 
 
-def reference_texts(session: Session, dataset_id: int) -> list[str]:
-    """Val and test texts: what the leakage guard keeps variants away from."""
-    return list(
-        session.scalars(
-            select(Sample.text)
-            .where(Sample.dataset_id == dataset_id, Sample.split.in_([Split.val, Split.test]))
+def reference_texts(session: Session, dataset_id: int, batch: int = 5000) -> Iterator[str]:
+    """Val and test texts, in id order, read `batch` at a time: what the leakage guard keeps variants away
+    from."""
+    last_id = 0
+    while True:
+        rows = session.execute(
+            select(Sample.id, Sample.text)
+            .where(Sample.dataset_id == dataset_id, Sample.split.in_([Split.val, Split.test]), Sample.id > last_id)
             .order_by(Sample.id)
-        )
-    )
+            .limit(batch)
+        ).tuples().all()
+        if not rows:
+            return
+        yield from (text for _id, text in rows)
+        last_id = rows[-1][0]
 
 
 def insert_variants(

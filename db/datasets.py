@@ -6,10 +6,11 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import delete, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from core.errors import NotFoundError, ValidationFailed
+from db.chunks import chunked
 from db.models import Dataset, Origin, ReviewStatus, Sample, SampleLabel
 
 INCLUDE_CHOICES = {"original", "approved", "pending", "rejected"}
@@ -105,11 +106,10 @@ def parse_include(include: str | list[str]) -> set[str]:
     return chosen
 
 
-def samples_for_view(session: Session, dataset: Dataset, include: set[str], splits: set[str] | None = None,
-                     batch: int = 2000) -> Iterator[Sample]:
-    """Originals and/or reviewed samples (variants, pseudo-labels, submitted texts) by review status, in id
-    order, streamed in batches. An approved variant of a submitted text counts as approved only once that text
-    is approved too: its labels are the submitter's until a reviewer has seen them."""
+def _in_view(dataset: Dataset, include: set[str], splits: set[str] | None) -> list[Any]:
+    """WHERE clauses of a view: originals and/or reviewed samples (variants, pseudo-labels, submitted texts) by
+    review status. An approved variant of a submitted text counts as approved only once that text is approved
+    too: its labels are the submitter's until a reviewer has seen them."""
     conditions = []
     if "original" in include:
         conditions.append(Sample.origin == Origin.original)
@@ -125,11 +125,16 @@ def samples_for_view(session: Session, dataset: Dataset, include: set[str], spli
             )
             reviewed = reviewed & ((Sample.review_status != ReviewStatus.approved) | ~unreviewed_source)
         conditions.append(reviewed)
-    from sqlalchemy import or_
-
-    query = select(Sample).where(Sample.dataset_id == dataset.id, or_(*conditions))
+    where = [Sample.dataset_id == dataset.id, or_(*conditions)]
     if splits:
-        query = query.where(Sample.split.in_(splits))
+        where.append(Sample.split.in_(splits))
+    return where
+
+
+def samples_for_view(session: Session, dataset: Dataset, include: set[str], splits: set[str] | None = None,
+                     batch: int = 2000) -> Iterator[Sample]:
+    """The view's samples (see _in_view) in id order, streamed in batches."""
+    query = select(Sample).where(*_in_view(dataset, include, splits))
     last_id = 0
     while True:
         chunk = list(session.scalars(query.where(Sample.id > last_id).order_by(Sample.id).limit(batch)))
@@ -137,6 +142,35 @@ def samples_for_view(session: Session, dataset: Dataset, include: set[str], spli
             return
         yield from chunk
         last_id = chunk[-1].id
+
+
+VIEW_COLUMNS = ("id", "external_id", "text", "split", "origin", "review_status", "parent_id", "method",
+                "method_params", "model_name", "seed", "similarity", "label_consistency", "generated_text",
+                "job_id")
+
+
+def view_rows(session: Session, dataset: Dataset, include: set[str], batch: int = 2000
+              ) -> Iterator[dict[str, Any]]:
+    """The view as plain rows (VIEW_COLUMNS and "labels": {task: label}) in id order, read `batch` at a time
+    with their labels: what an export streams, without building an ORM object per sample."""
+    columns = [getattr(Sample, name) for name in VIEW_COLUMNS]
+    where = _in_view(dataset, include, None)
+    last_id = 0
+    while True:
+        rows = session.execute(
+            select(*columns).where(*where, Sample.id > last_id).order_by(Sample.id).limit(batch)
+        ).all()
+        if not rows:
+            return
+        labels: dict[int, dict[str, str]] = defaultdict(dict)
+        for ids in chunked([row.id for row in rows]):
+            for sid, task, label in session.execute(
+                select(SampleLabel.sample_id, SampleLabel.task, SampleLabel.label).where(SampleLabel.sample_id.in_(ids))
+            ):
+                labels[sid][task] = label
+        for row in rows:
+            yield {**row._asdict(), "labels": labels.get(row.id, {})}
+        last_id = rows[-1].id
 
 
 def training_samples(session: Session, dataset: Dataset) -> list[Sample]:

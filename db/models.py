@@ -377,7 +377,11 @@ class TrainingRun(Base):
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued)
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     member_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)  # ensembles: the runs combined
-    snapshot: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [[sample_id, content_hash], ...]
+    # What the run trained on, [[sample_id, content_hash], ...]: a Parquet file beside its artifacts
+    # (snapshot_path); runs recorded before migration 0200 hold the list in `snapshot` instead.
+    snapshot: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    snapshot_path: Mapped[str | None] = mapped_column(String(500), default=None)
+    snapshot_size: Mapped[int | None] = mapped_column(Integer, default=None)
     curve: Mapped[list[Any]] = mapped_column(JSON, default=list)  # per epoch: loss, val metrics
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # learning-rate selection shared by the runs of one request: status, trials on val, the chosen lr_scale

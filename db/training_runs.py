@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import bindparam, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from core.errors import NotFoundError, ValidationFailed
+from db.augmentation import labels_of
 from db.chunks import chunked
 from db.models import (
     Dataset,
@@ -113,14 +114,17 @@ def finish_run(
     *,
     metrics: dict[str, Any],
     curve: list[Any],
-    snapshot: list[Any],
+    snapshot_path: str,
+    snapshot_size: int,
     artifact_dir: str,
 ) -> TrainingRun:
     run = get_run(session, run_id)
     run.status = JobStatus.succeeded
     run.metrics = metrics
     run.curve = curve
-    run.snapshot = snapshot
+    run.snapshot = []
+    run.snapshot_path = snapshot_path
+    run.snapshot_size = snapshot_size
     run.artifact_dir = artifact_dir
     run.error = None
     run.finished_at = utcnow()
@@ -159,17 +163,22 @@ class PendingVariant:
     labels: dict[str, str]
 
 
-def pending_variants(session: Session, dataset_id: int) -> list[PendingVariant]:
-    rows = session.scalars(
-        select(Sample)
-        .where(
-            Sample.dataset_id == dataset_id,
-            Sample.origin != Origin.original,
-            Sample.review_status == ReviewStatus.pending,
-        )
-        .order_by(Sample.id)
-    )
-    return [PendingVariant(s.id, s.version, s.text, s.labels) for s in rows]
+def count_pending_variants(session: Session, dataset_id: int) -> int:
+    return session.scalar(select(func.count()).select_from(Sample).where(*_pending(dataset_id))) or 0
+
+
+def _pending(dataset_id: int) -> tuple[Any, ...]:
+    return (Sample.dataset_id == dataset_id, Sample.origin != Origin.original,
+            Sample.review_status == ReviewStatus.pending)
+
+
+def pending_variants(session: Session, dataset_id: int, *, after_id: int = 0, limit: int | None = None
+                     ) -> list[PendingVariant]:
+    """Pending variants (and pseudo-labels, submissions) in id order after `after_id`: a page of them."""
+    query = select(Sample.id, Sample.version, Sample.text).where(*_pending(dataset_id), Sample.id > after_id)
+    rows = session.execute(query.order_by(Sample.id).limit(limit)).tuples().all()
+    labels = labels_of(session, [sid for sid, _v, _t in rows])
+    return [PendingVariant(sid, version, text, labels[sid]) for sid, version, text in rows]
 
 
 @dataclass
@@ -190,35 +199,37 @@ def apply_consistency_scores(
     replace_if: Callable[[dict[str, Any] | None], bool] | None = None,
 ) -> int:
     """Write scores to variants still pending at the version that was scored (an edit since then changed the
-    text, so its score would be stale). `scorer` describes the model (stored beside the probabilities);
-    `replace_if(current label_model entry or None)` says whether a variant's existing score may be replaced.
-    Other keys of `scores` (similarity details...) are kept."""
-    written = 0
-    for score in scores:
-        current = session.execute(
-            select(Sample.scores).where(
-                Sample.id == score.sample_id,
-                Sample.version == score.version,
-                Sample.review_status == ReviewStatus.pending,
-            )
-        ).first()
-        if current is None:
-            continue
-        if replace_if is not None and not replace_if((current[0] or {}).get("label_model")):
-            continue
-        label_model = {"run_id": run_id, **(scorer or {}), "probs": score.probs}
-        merged = {**(current[0] or {}), "label_model": label_model}
-        written += (
-            session.execute(
-                update(Sample)
-                .where(Sample.id == score.sample_id, Sample.version == score.version)
-                .values(label_consistency=score.consistency, label_flag=score.flag, scores=merged)
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            or 0
-        )
-    session.flush()
-    return written
+    text, so its score would be stale); other keys of `scores` (similarity details...) are kept. `scorer`
+    describes the model (stored beside the probabilities); `replace_if(current label_model entry or None)` says
+    whether a variant's existing score may be replaced. Set-based: one SELECT per chunk of ids and one
+    executemany UPDATE, so a caller that commits batch by batch holds the write lock for milliseconds at a
+    time. Returns how many variants were written."""
+    current: dict[int, tuple[int, dict[str, Any] | None]] = {}
+    for chunk in chunked([score.sample_id for score in scores]):
+        for sid, version, held in session.execute(
+            select(Sample.id, Sample.version, Sample.scores).where(
+                Sample.id.in_(chunk), Sample.review_status == ReviewStatus.pending)
+        ):
+            current[sid] = (version, held)
+    rows = [
+        {"sid": score.sample_id, "seen": score.version, "consistency": score.consistency, "flag": score.flag,
+         "merged": {**(current[score.sample_id][1] or {}),
+                    "label_model": {"run_id": run_id, **(scorer or {}), "probs": score.probs}}}
+        for score in scores
+        if score.sample_id in current and current[score.sample_id][0] == score.version
+        and (replace_if is None or replace_if((current[score.sample_id][1] or {}).get("label_model")))
+    ]
+    if not rows:
+        return 0
+    table = Sample.__table__
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("sid"), table.c.version == bindparam("seen"),
+               table.c.review_status == ReviewStatus.pending.value)
+        .values(label_consistency=bindparam("consistency"), label_flag=bindparam("flag"),
+                scores=bindparam("merged", type_=table.c.scores.type))
+    )
+    return session.connection().execute(statement, rows).rowcount or 0
 
 
 # Pseudo-labels ------------------------------------------------------------------------------------

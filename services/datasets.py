@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from core.errors import NotFoundError
+from core.errors import DomainError, NotFoundError
+from core.settings import get_settings
 from db import queue
 from db.datasets import dataset_stats, delete_dataset, get_dataset, list_datasets, parse_include
 from db.models import Dataset, Job
-from services.exporting import iter_export
-from services.importing import ImportResult, ImportSpec, import_file
+from db.session import readonly_engine, session_scope
+from services.exporting import check_format, iter_export
+from services.importing import FinishFn, ImportResult, ImportSpec, import_path, import_stream
 
 
 def dataset_named(session: Session, name: str, *, field: str = "name") -> Dataset:
@@ -52,25 +59,74 @@ def class_balance(session: Session, name: str) -> dict[str, Any]:
 
 
 def import_upload(
-    session: Session, data: bytes, spec: ImportSpec, filename: str | None, created_by: int | None = None
+    session: Session, upload: BinaryIO, spec: ImportSpec, filename: str | None, created_by: int | None = None
 ) -> ImportResult:
-    return import_file(session, data, spec, filename=filename, created_by=created_by)
+    """Import an uploaded file now, in the request's transaction."""
+    return import_stream(session, upload, spec, filename=filename, created_by=created_by)
+
+
+def queue_import(session: Session, upload: BinaryIO, spec: ImportSpec, filename: str | None, user_id: int) -> Job:
+    """Keep the upload under <data_dir>/imports and queue an `import` job for it (any size; progress in the
+    job). The file goes once the job is done with it."""
+    existing = session.scalar(select(Dataset.id).where(Dataset.name == spec.dataset))
+    folder = get_settings().data_dir.resolve() / "imports"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{uuid.uuid4().hex}{Path(filename or '').suffix.lower()[:16]}"
+    with path.open("wb") as out:
+        shutil.copyfileobj(upload, out, 1 << 20)
+    params = {"path": str(path), "filename": filename, "spec": dataclasses.asdict(spec)}
+    return queue.enqueue(session, "import", params, dataset_id=existing, created_by=user_id)
+
+
+def import_queued(engine: Engine, params: dict[str, Any], *, created_by: int | None,
+                  report: Callable[..., None], finish: FinishFn) -> dict[str, Any]:
+    """The `import` job's work: the uploaded file imported in transactions of its own (import_path); the job
+    completes inside the switch. Progress: KiB read of the file (a Postgres integer holds 2 TB of them), then
+    the phase. The upload is deleted once imported, or once rejected (a retry cannot mend a bad row)."""
+    path = Path(params["path"])
+    raw = params["spec"]
+    spec = ImportSpec(**{**raw, "split_fractions": tuple(raw["split_fractions"])})
+    if not path.is_file():
+        raise NotFoundError(f"the uploaded file of this import is gone ({path.name})", field="file")
+
+    def progress(phase: str, done: int, total: int, rows: int) -> None:
+        report(done=done // 1024 if phase == "reading" else done, total=total // 1024 if phase == "reading"
+               else total, phase=phase, rows=rows, unit="KiB" if phase == "reading" else "rows")
+
+    try:
+        result = import_path(engine, path, spec, filename=params.get("filename"), created_by=created_by,
+                             progress=progress, finish=finish)
+    except DomainError:
+        path.unlink(missing_ok=True)
+        raise
+    path.unlink(missing_ok=True)
+    return result.as_dict()
 
 
 @dataclass
 class Export:
-    body: str
+    chunks: Iterator[str]
     filename: str
     media_type: str
 
 
-def export_now(session: Session, name: str, fmt: str, include: str) -> Export:
-    """The training view (or the chosen origins and statuses) as one CSV or JSONL body."""
+def export_stream(session: Session, engine: Engine, name: str, fmt: str, include: str) -> Export:
+    """The training view (or the chosen origins and statuses) as CSV or JSONL text chunks. The request is
+    checked now; the rows are read while the response streams, in a read-only session of their own (the
+    request's session ends when the route returns), so memory holds one batch whatever the dataset's size."""
     dataset = dataset_named(session, name)
     chosen = parse_include(include)
-    body = "".join(iter_export(session, dataset, chosen, fmt))
+    check_format(fmt)
+    dataset_id = dataset.id
+
+    def chunks() -> Iterator[str]:
+        with session_scope(readonly_engine(engine)) as reading:
+            current = reading.get(Dataset, dataset_id)
+            if current is not None:  # deleted meanwhile: an empty body rather than a broken stream
+                yield from iter_export(reading, current, chosen, fmt)
+
     media = "text/csv" if fmt == "csv" else "application/x-ndjson"
-    return Export(body, f"{dataset.name}.{fmt}".replace('"', ""), media)
+    return Export(chunks(), f"{dataset.name}.{fmt}".replace('"', ""), media)
 
 
 def queue_export(session: Session, name: str, fmt: str, include: str, user_id: int) -> Job:

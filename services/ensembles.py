@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from core.errors import ValidationFailed
 from db import training_runs as db_runs
 from db.models import Dataset, JobStatus, TrainingRun, utcnow
+from services.run_snapshots import snapshot_digest
 from services.training import runs_root
 from trainer.ensemble import build_ensemble
 from trainer.examples import read_predictions
@@ -73,7 +74,7 @@ def create_ensemble(
     ids = [r.id for r in runs]
     combined = build_ensemble(member_inputs(runs), weighted=weighted, temperature=temperature, decision=decision)
     dataset = session.get_one(Dataset, runs[0].dataset_id)
-    snapshots = {json.dumps(sorted(map(tuple, r.snapshot or []))) for r in runs}
+    snapshots = {snapshot_digest(r) for r in runs}
     config = {
         "members": [str(i) for i in ids],
         "weighted": weighted,

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from core.errors import ValidationFailed
 from core.settings import get_settings
-from db.datasets import samples_for_view
-from db.models import Dataset, Sample
+from db.datasets import view_rows
+from db.models import Dataset
 
 FORMATS = ("csv", "jsonl")
 PROVENANCE = ["origin", "review_status", "parent_id", "method", "method_params", "model_name", "seed",
@@ -26,28 +26,33 @@ def columns(dataset: Dataset) -> list[str]:
     return ["id", "external_id", "text", "split", *dataset.task_names(), *PROVENANCE]
 
 
-def record(sample: Sample, dataset: Dataset) -> dict[str, Any]:
-    labels = sample.labels
-    out: dict[str, Any] = {"id": sample.id, "external_id": sample.external_id, "text": sample.text,
-                           "split": sample.split}
+def record(row: dict[str, Any], dataset: Dataset) -> dict[str, Any]:
+    """One exported row from a view row (db.datasets.view_rows): its columns, then one column per task."""
+    out: dict[str, Any] = {"id": row["id"], "external_id": row["external_id"], "text": row["text"],
+                           "split": row["split"]}
     for task in dataset.task_names():
-        out[task] = labels.get(task)
+        out[task] = row["labels"].get(task)
     for key in PROVENANCE:
-        out[key] = getattr(sample, key)
+        out[key] = row[key]
     return out
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValidationFailed(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}", field="format")
 
 
 def iter_export(session: Session, dataset: Dataset, include: set[str], fmt: str,
                 counter: list[int] | None = None) -> Iterator[str]:
-    """The export file as text chunks (streamed by the API, written by the CLI and the export job)."""
-    if fmt not in FORMATS:
-        raise ValidationFailed(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}", field="format")
+    """The export file as text chunks of 500 rows (streamed by the API, written by the CLI and the export
+    job); samples are read in batches, so memory holds one batch whatever the size of the dataset."""
+    check_format(fmt)
     cols = columns(dataset)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
         writer.writeheader()
-        for i, sample in enumerate(samples_for_view(session, dataset, include), start=1):
+        for i, sample in enumerate(view_rows(session, dataset, include), start=1):
             if counter is not None:
                 counter[0] += 1
             rec = record(sample, dataset)
@@ -61,7 +66,7 @@ def iter_export(session: Session, dataset: Dataset, include: set[str], fmt: str,
         yield buf.getvalue()
     else:
         lines = []
-        for sample in samples_for_view(session, dataset, include):
+        for sample in view_rows(session, dataset, include):
             if counter is not None:
                 counter[0] += 1
             lines.append(json.dumps(record(sample, dataset), ensure_ascii=False))

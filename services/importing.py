@@ -1,61 +1,58 @@
-"""Dataset import from CSV, JSONL or Parquet: parse and validate everything first, then write in one transaction.
+"""Dataset import from CSV, JSONL or Parquet, of any size: all rows or none, in memory that does not grow with
+the file.
 
-Any bad row rejects the whole file with an error naming the line and the problem, and nothing is written.
-Exact (normalised) duplicates are reported and skipped.
+The file is read and validated in chunks (services/import_reading.py) and each chunk is written to staging
+tables (db/import_staging.py: temporary tables, COPY on Postgres, executemany on SQLite); then the split is
+drawn, and one switch moves every new row into `samples` with its labels. Nothing is visible before the switch
+commits, and a bad row, an error or a killed process before it leaves nothing: temporary tables die with their
+connection.
+
+Why a staging table and one switch rather than one long transaction: on SQLite a writing transaction holds the
+database's only write lock from its first statement, so reading, validating and splitting a million rows inside
+it would stop every annotator's decision for minutes. Staging writes touch the connection's private temporary
+tables only and take no lock on the shared database; the write lock is held for the switch alone (two
+INSERT … SELECT statements). On Postgres either would do (MVCC hides the rows until commit and takes no table
+lock); the same path serves both.
+
+Exact (normalised) duplicates are reported and skipped. Near-duplicate groups (core/near_duplicates.py) that span
+splits are reported, and kept in one split when augloop draws the split.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import random
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
-from sqlalchemy import select
+import numpy as np
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session
 
-from core.errors import NotFoundError, TooLargeError, ValidationFailed
+from core.errors import ConflictError, NotFoundError, ValidationFailed
 from core.names import check_display_name, check_slug
-from core.ngrams import near_duplicate_groups
-from core.settings import get_settings
+from core.near_duplicates import NearDuplicateFinder
 from core.textnorm import content_hash
-from db.models import Dataset, Origin, Project, Sample, SampleLabel, Split
+from db import import_staging as staging
+from db.models import Dataset, Project, Split, utcnow
+from services.import_reading import (
+    ImportRejected,
+    ImportSpec,
+    RowValidator,
+    detect_format,
+    record_chunks,
+)
 
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                 "dev": "val", "test": "test", "testing": "test"}
+__all__ = ["ImportRejected", "ImportResult", "ImportSpec", "import_file", "import_path", "import_stream"]
 
+REPORTED = 1000  # duplicates and near-duplicate groups listed in a result (all are counted)
+SPLITS = (Split.train.value, Split.val.value, Split.test.value)
 
-class ImportRejected(ValidationFailed):
-    def __init__(self, line: int, problem: str, field: str | None = None) -> None:
-        super().__init__(f"line {line}: {problem}", field=field or "file", extra={"line": line, "problem": problem})
-        self.line = line
-
-
-@dataclass
-class Row:
-    line: int
-    text: str
-    labels: dict[str, str]
-    split: str | None
-    external_id: str | None
-
-
-@dataclass
-class ImportSpec:
-    dataset: str
-    tasks: list[str]
-    text_col: str = "text"
-    split_col: str | None = "split"  # used when present in the file
-    id_col: str | None = "id"
-    language: str = "en"
-    label_order: dict[str, list[str]] = field(default_factory=dict)  # optional explicit ordered label sets
-    split_seed: int = 42
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    project: str = "default"  # where a new dataset goes (an existing one stays in its project)
-    display_name: str | None = None  # a new dataset's name for people; default: its slug
+ProgressFn = Callable[..., None]  # progress(phase=, done=, total=, rows=)
+FinishFn = Callable[[Session, dict[str, Any]], None]
 
 
 @dataclass
@@ -63,273 +60,273 @@ class ImportResult:
     dataset: str
     created_dataset: bool
     imported: int
-    duplicates: list[dict[str, Any]]
+    duplicates: list[dict[str, Any]]  # the first REPORTED
     split_counts: dict[str, int]
     split_info: dict[str, Any]
-    # Near-duplicate groups (core/ngrams.py) whose members sit in different splits: [{"lines", "splits"}]
-    near_duplicates_across_splits: list[dict[str, Any]] = field(default_factory=list)
+    duplicates_skipped: int = 0
+    # Near-duplicate groups (core/near_duplicates.py) whose members sit in different splits: [{"lines", "splits"}]
+    near_duplicates_across_splits: list[dict[str, Any]] = field(default_factory=list)  # the first REPORTED
+    near_duplicate_groups_across_splits: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
             "created_dataset": self.created_dataset,
             "imported": self.imported,
-            "duplicates_skipped": len(self.duplicates),
-            "duplicates": self.duplicates[:1000],
+            "duplicates_skipped": self.duplicates_skipped,
+            "duplicates": self.duplicates[:REPORTED],
             "split_counts": self.split_counts,
             "split_info": self.split_info,
-            "near_duplicate_groups_across_splits": len(self.near_duplicates_across_splits),
-            "near_duplicates_across_splits": self.near_duplicates_across_splits[:1000],
+            "near_duplicate_groups_across_splits": self.near_duplicate_groups_across_splits,
+            "near_duplicates_across_splits": self.near_duplicates_across_splits[:REPORTED],
         }
 
 
-def detect_format(filename: str | None, data: bytes) -> str:
-    name = (filename or "").lower()
-    if name.endswith((".jsonl", ".ndjson", ".json")):
-        return "jsonl"
-    if name.endswith(".parquet") or data[:4] == b"PAR1":
-        return "parquet"
-    return "csv"
-
-
-def _decode(data: bytes) -> str:
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise ImportRejected(line, f"invalid UTF-8 (byte {data[err.start]:#04x} at offset {err.start})") from None
-    if "\x00" in text:
-        line = text[: text.index("\x00")].count("\n") + 1
-        raise ImportRejected(line, "NUL character in the file (is it a binary file?)")
-    return text
-
-
-def _records_csv(data: bytes) -> list[tuple[int, dict[str, Any]]]:
-    text = _decode(data)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    records: list[tuple[int, dict[str, Any]]] = []
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise ImportRejected(1, "the file is empty") from None
-    except csv.Error as err:
-        raise ImportRejected(reader.line_num or 1, f"malformed CSV header: {err}") from None
-    header = [h.strip() for h in header]
-    if len(set(header)) != len(header):
-        raise ImportRejected(1, f"duplicate column names in the header: {header}")
-    while True:
-        start = reader.line_num + 1
-        try:
-            values = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:
-            raise ImportRejected(start, f"malformed CSV: {err}") from None
-        if not values or values == [""]:
-            continue
-        if len(values) != len(header):
-            raise ImportRejected(start, f"expected {len(header)} fields, found {len(values)}")
-        records.append((start, dict(zip(header, values, strict=True))))
-    return records
-
-
-def _records_jsonl(data: bytes) -> list[tuple[int, dict[str, Any]]]:
-    text = _decode(data)
-    records = []
-    for n, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise ImportRejected(n, f"invalid JSON: {err.msg}") from None
-        if not isinstance(obj, dict):
-            raise ImportRejected(n, "each line must be a JSON object")
-        records.append((n, obj))
-    return records
-
-
-def _records_parquet(data: bytes) -> list[tuple[int, dict[str, Any]]]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:  # pragma: no cover - pyarrow comes with streamlit
-        raise ImportRejected(1, "Parquet needs pyarrow installed") from None
-    try:
-        table = pq.read_table(io.BytesIO(data))
-    except Exception as err:  # pyarrow raises several types for a corrupt file
-        raise ImportRejected(1, f"unreadable Parquet file: {err}") from None
-    # A Parquet "line" is the row number, counting the header as line 1 as in a CSV file.
-    return [(i + 2, row) for i, row in enumerate(table.to_pylist())]
-
-
-def read_records(data: bytes, fmt: str) -> list[tuple[int, dict[str, Any]]]:
-    settings = get_settings()
-    if len(data) > settings.max_request_bytes:
-        raise TooLargeError(f"file is {len(data)} bytes; the limit is {settings.max_request_bytes}", field="file")
-    reader = {"csv": _records_csv, "jsonl": _records_jsonl, "parquet": _records_parquet}.get(fmt)
-    if reader is None:
-        raise ValidationFailed(f"unknown format {fmt!r}: use csv, jsonl or parquet", field="format")
-    records = reader(data)
-    if len(records) > settings.max_upload_rows:
-        raise TooLargeError(f"file has {len(records)} rows; the limit is {settings.max_upload_rows}", field="file")
-    return records
-
-
-def _cell(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, float) and value != value:  # NaN from Parquet
-        return None
-    value = str(value).strip()
-    return value or None
-
-
-def validate_rows(records: list[tuple[int, dict[str, Any]]], spec: ImportSpec, known: dict[str, list[str]] | None
-                  ) -> list[Row]:
-    """Check every record; `known` holds an existing dataset's label sets (unknown labels are then errors)."""
-    if not records:
-        raise ImportRejected(1, "no data rows")
-    max_chars = get_settings().max_text_chars
-    first_line, first = records[0]
-    columns = set(first)
-    for col in [spec.text_col, *spec.tasks]:
-        if col not in columns:
-            raise ImportRejected(first_line, f"column {col!r} not found (columns: {', '.join(sorted(columns))})",
-                                 field="text_col" if col == spec.text_col else "task")
-    use_split = bool(spec.split_col) and spec.split_col in columns
-    rows: list[Row] = []
-    for line, rec in records:
-        raw_text = rec.get(spec.text_col)
-        if raw_text is None or (isinstance(raw_text, str) and not raw_text.strip()):
-            raise ImportRejected(line, f"missing text in column {spec.text_col!r}")
-        if not isinstance(raw_text, str):
-            raise ImportRejected(line, f"text in column {spec.text_col!r} must be a string")
-        text = raw_text.strip()
-        if len(text) > max_chars:
-            raise ImportRejected(line, f"text is {len(text)} characters; the maximum is {max_chars} "
-                                       "(AUGLOOP_MAX_TEXT_CHARS)")
-        labels: dict[str, str] = {}
-        for task in spec.tasks:
-            value = _cell(rec.get(task))
-            if value is None:
-                continue
-            allowed = (known or {}).get(task) or spec.label_order.get(task)
-            if allowed is not None and value not in allowed:
-                raise ImportRejected(line, f"unknown label {value!r} for task {task!r} (known: {', '.join(allowed)})",
-                                     field="task")
-            labels[task] = value
-        split = None
-        if use_split:
-            value = _cell(rec.get(spec.split_col))
-            if value is None:
-                raise ImportRejected(line, f"missing split in column {spec.split_col!r}")
-            split = SPLIT_ALIASES.get(value.lower())
-            if split is None:
-                raise ImportRejected(line, f"unknown split {value!r} (use train, val or test)")
-        external_id = _cell(rec.get(spec.id_col)) if spec.id_col else None
-        rows.append(Row(line=line, text=text, labels=labels, split=split, external_id=external_id))
-    return rows
-
-
-def stratified_split(rows: list[Row], stratify_task: str | None, seed: int,
-                     fractions: tuple[float, float, float],
-                     together: list[list[int]] | None = None) -> None:
-    """Assign train/val/test in place, stratified by one task's label, reproducible under `seed`. Each group of
-    `together` (indices into `rows`: near-duplicates) is drawn as one unit, by its first member's label, and all
-    its members get that unit's split: a retweet never sits in train while its tweet is in test."""
+def stratified_split(strata: Sequence[str], seed: int, fractions: tuple[float, float, float],
+                     together: list[list[int]] | None = None) -> list[str]:
+    """A split per row, stratified by `strata` (one task's label per row, "" when missing), reproducible under
+    `seed`. Each group of `together` (row indices: near-duplicates) is drawn as one unit, by its first member's
+    stratum, and all its members get that unit's split: a retweet never sits in train while its tweet is in
+    test."""
     follower_of = {i: members[0] for members in together or [] for i in members[1:]}
-    strata: dict[str, list[int]] = defaultdict(list)
-    for i, row in enumerate(rows):
+    by_stratum: dict[str, list[int]] = defaultdict(list)
+    for i, key in enumerate(strata):
         if i not in follower_of:
-            strata[row.labels.get(stratify_task, "") if stratify_task else ""].append(i)
+            by_stratum[key].append(i)
+    split: list[str] = [Split.train.value] * len(strata)
     rng = random.Random(seed)
-    for key in sorted(strata):
-        members = strata[key]
+    for key in sorted(by_stratum):
+        members = by_stratum[key]
         rng.shuffle(members)
-        n = len(members)
-        n_val = round(n * fractions[1])
-        n_test = round(n * fractions[2])
-        for k, i in enumerate(members):
-            rows[i].split = Split.val if k < n_val else Split.test if k < n_val + n_test else Split.train
+        n_val = round(len(members) * fractions[1])
+        n_test = round(len(members) * fractions[2])
+        for k, i in enumerate(members[: n_val + n_test]):
+            split[i] = Split.val.value if k < n_val else Split.test.value
     for i, first in follower_of.items():
-        rows[i].split = rows[first].split
+        split[i] = split[first]
+    return split
+
+
+class _Staged:
+    """One import on one connection: its rows in the staging tables, and per row what the split needs (line,
+    stratum, split from the file), in compact arrays."""
+
+    def __init__(self, conn: Connection, spec: ImportSpec, known: dict[str, list[str]] | None,
+                 batch: Callable[[], AbstractContextManager[Any]], progress: ProgressFn) -> None:
+        self.conn = conn
+        self.spec = spec
+        self.batch = batch
+        self.progress = progress
+        self.validator = RowValidator(spec, known)
+        self.finder = NearDuplicateFinder()
+        self.lines: list[np.ndarray] = []
+        self.strata: list[str] = []  # the first task's label per row, "" when missing (few distinct strings)
+        self.file_splits: list[str | None] = []
+        self.count = 0
+
+    def read(self, stream: BinaryIO, fmt: str, total_bytes: int) -> None:
+        stratify = self.spec.tasks[0]
+        interned: dict[str, str] = {}
+        for records in record_chunks(stream, fmt):
+            rows = self.validator.validate(records)
+            start = self.count
+            with self.batch():
+                staging.add_rows(
+                    self.conn,
+                    [(start + i, r.line, r.text, content_hash(r.text), r.external_id, r.split)
+                     for i, r in enumerate(rows)],
+                    [(start + i, task, label) for i, r in enumerate(rows) for task, label in r.labels.items()],
+                )
+            self.finder.add([r.text for r in rows])
+            self.lines.append(np.fromiter((r.line for r in rows), dtype=np.int64, count=len(rows)))
+            label = (r.labels.get(stratify, "") for r in rows)
+            self.strata.extend(interned.setdefault(v, v) for v in label)
+            self.file_splits.extend(r.split for r in rows)  # the few constant strings of SPLIT_ALIASES
+            self.count += len(rows)
+            self.progress(phase="reading", done=_position(stream, total_bytes), total=total_bytes, rows=self.count)
+        if not self.count:
+            raise ImportRejected(1, "no data rows")
+
+    def plan_split(self) -> tuple[list[str], dict[str, Any], list[dict[str, Any]], int]:
+        """The split of every row, how it was obtained, and the near-duplicate groups that span splits."""
+        self.progress(phase="near-duplicates", done=0, total=self.count, rows=self.count)
+        with self.batch():
+            groups = self.finder.groups(lambda ids: staging.texts_of(self.conn, ids.tolist()))
+        splits: list[str]
+        if self.validator.use_split:
+            splits = [s or "" for s in self.file_splits]
+            info: dict[str, Any] = {"source": "column", "column": self.spec.split_col}
+        else:
+            splits = stratified_split(self.strata, self.spec.split_seed, self.spec.split_fractions, together=groups)
+            info = {"source": "stratified", "seed": self.spec.split_seed, "stratified_by": self.spec.tasks[0],
+                    "fractions": list(self.spec.split_fractions), "near_duplicates_kept_together": len(groups)}
+            with self.batch():
+                staging.add_splits(self.conn, range(self.count), splits)
+        lines = np.concatenate(self.lines)
+        across = [{"lines": lines[members].tolist(), "splits": [splits[i] for i in members]}
+                  for members in groups if len({splits[i] for i in members}) > 1]
+        with self.batch():
+            staging.link_duplicates(self.conn)
+        return splits, info, across[:REPORTED], len(across)
+
+    def switch(self, session: Session, dataset: Dataset | None, split_info: dict[str, Any],
+               created_by: int | None) -> tuple[Dataset, ImportResult]:
+        """Inside the caller's transaction: create the dataset if new, move the new rows into it."""
+        self.progress(phase="writing", done=0, total=self.count, rows=self.count)
+        created = dataset is None
+        if dataset is None:
+            seen = staging.label_sets(self.conn)
+            tasks = [{"name": t, "labels": list(self.spec.label_order.get(t) or seen.get(t, []))}
+                     for t in self.spec.tasks]
+            display = check_display_name(self.spec.display_name or self.spec.dataset, field="display_name")
+            dataset = Dataset(name=self.spec.dataset, display_name=display, project_id=_project_id(session, self.spec),
+                              language=self.spec.language, tasks=tasks, split_info=split_info)
+            session.add(dataset)
+            session.flush()
+        else:
+            staging.link_existing(self.conn, dataset.id)
+        skipped, duplicates = staging.duplicates(self.conn, REPORTED)
+        split_counts = staging.split_counts(self.conn)
+        imported = staging.insert_samples(self.conn, dataset.id, created_by, utcnow())
+        self.progress(phase="writing", done=self.count, total=self.count, rows=self.count)
+        result = ImportResult(dataset=dataset.name, created_dataset=created, imported=imported,
+                              duplicates=duplicates, duplicates_skipped=skipped, split_counts=split_counts,
+                              split_info=split_info)
+        return dataset, result
+
+
+def _position(stream: BinaryIO, total: int) -> int:
+    try:
+        return min(stream.tell(), total)
+    except (OSError, ValueError):
+        return 0
+
+
+def _size(stream: BinaryIO) -> int:
+    try:
+        here = stream.tell()
+        end = stream.seek(0, 2)
+        stream.seek(here)
+        return int(end)
+    except (OSError, ValueError):
+        return 0
+
+
+def _format_of(stream: BinaryIO, filename: str | None, fmt: str | None) -> str:
+    if fmt:
+        return fmt
+    here = stream.tell()
+    head = stream.read(4)
+    stream.seek(here)
+    return detect_format(filename, head)
+
+
+def _existing(session: Session, spec: ImportSpec) -> tuple[Dataset | None, dict[str, list[str]] | None]:
+    """The dataset the file goes into (None: a new one) and its label sets, once the file's tasks fit it."""
+    if not spec.tasks:
+        raise ValidationFailed("declare at least one task (a label column)", field="task")
+    dataset = session.scalar(select(Dataset).where(Dataset.name == spec.dataset))
+    if dataset is None:  # a new dataset: its names and project are checked before the file is read
+        check_slug(spec.dataset, field="name", what="a dataset name")
+        check_display_name(spec.display_name or spec.dataset, field="display_name")
+        _project_id(session, spec)
+        return None, None
+    unknown = [t for t in spec.tasks if t not in dataset.task_names()]
+    if unknown:
+        raise ValidationFailed(
+            f"dataset {spec.dataset!r} has tasks {dataset.task_names()}; unknown task(s) {unknown}", field="task"
+        )
+    return dataset, {t: dataset.labels_of(t) for t in spec.tasks}
+
+
+def _project_id(session: Session, spec: ImportSpec) -> int:
+    project_id = session.scalar(select(Project.id).where(Project.name == spec.project))
+    if project_id is None:
+        raise NotFoundError(f"project {spec.project!r} not found", field="project")
+    return project_id
+
+
+def _unchanged(session: Session, spec: ImportSpec, before: tuple[int, Any] | None) -> Dataset | None:
+    """The dataset as the switch finds it: the one the file was validated against (id, tasks), or still none."""
+    now = session.scalar(select(Dataset).where(Dataset.name == spec.dataset))
+    if (None if now is None else (now.id, now.tasks)) != before:
+        raise ConflictError(f"dataset {spec.dataset!r} was created, deleted or changed while the file was being "
+                            "imported; nothing was imported: import it again", field="name")
+    return now
+
+
+def _quiet(**_progress: Any) -> None:
+    return None
+
+
+def import_stream(session: Session, stream: BinaryIO, spec: ImportSpec, *, filename: str | None = None,
+                  fmt: str | None = None, created_by: int | None = None,
+                  progress: ProgressFn | None = None) -> ImportResult:
+    """Import a file in the caller's transaction (the caller commits; on SQLite it holds the write lock
+    throughout: for large files use import_path). Rows become trusted originals: importing is an admin's (or the
+    operator's, from the CLI) act."""
+    report = progress or _quiet
+    dataset, known = _existing(session, spec)
+    fmt = _format_of(stream, filename, fmt)
+    conn = session.connection()
+    staging.create(conn)
+    run = _Staged(conn, spec, known, nullcontext, report)
+    run.read(stream, fmt, _size(stream))
+    _, split_info, across, n_across = run.plan_split()
+    _, result = run.switch(session, dataset, split_info, created_by)
+    staging.drop(conn)
+    result.near_duplicates_across_splits, result.near_duplicate_groups_across_splits = across, n_across
+    session.flush()
+    return result
 
 
 def import_file(session: Session, data: bytes, spec: ImportSpec, *, filename: str | None = None,
                 fmt: str | None = None, created_by: int | None = None) -> ImportResult:
-    """Validate the whole file, then add it to the dataset (created if new) in the caller's transaction. Its
-    rows become trusted originals: importing is an admin's (or the operator's, from the CLI) act."""
-    if not spec.tasks:
-        raise ValidationFailed("declare at least one task (a label column)", field="task")
-    records = read_records(data, fmt or detect_format(filename, data))
-    dataset = session.scalar(select(Dataset).where(Dataset.name == spec.dataset))
-    known = None
-    if dataset is not None:
-        unknown = [t for t in spec.tasks if t not in dataset.task_names()]
-        if unknown:
-            raise ValidationFailed(
-                f"dataset {spec.dataset!r} has tasks {dataset.task_names()}; unknown task(s) {unknown}", field="task"
-            )
-        known = {t: dataset.labels_of(t) for t in spec.tasks}
-    rows = validate_rows(records, spec, known)
-    groups = near_duplicate_groups([r.text for r in rows])
+    """import_stream over bytes held in memory (small files: tests, the demo)."""
+    import io
 
-    split_info: dict[str, Any]
-    if all(r.split is not None for r in rows):
-        split_info = {"source": "column", "column": spec.split_col}
-    else:
-        stratify = spec.tasks[0]
-        stratified_split(rows, stratify, spec.split_seed, spec.split_fractions, together=groups)
-        split_info = {"source": "stratified", "seed": spec.split_seed, "stratified_by": stratify,
-                      "fractions": list(spec.split_fractions), "near_duplicates_kept_together": len(groups)}
-    across = [
-        {"lines": [rows[i].line for i in members], "splits": [rows[i].split for i in members]}
-        for members in groups
-        if len({rows[i].split for i in members}) > 1
-    ]
+    return import_stream(session, io.BytesIO(data), spec, filename=filename, fmt=fmt, created_by=created_by)
 
-    created = dataset is None
-    if dataset is None:
-        task_defs = []
-        for task in spec.tasks:
-            seen = sorted({r.labels[task] for r in rows if task in r.labels})
-            order = spec.label_order.get(task) or seen
-            task_defs.append({"name": task, "labels": list(order)})
-        check_slug(spec.dataset, field="name", what="a dataset name")
-        project = session.scalar(select(Project).where(Project.name == spec.project))
-        if project is None:
-            raise NotFoundError(f"project {spec.project!r} not found", field="project")
-        display = check_display_name(spec.display_name or spec.dataset, field="display_name")
-        dataset = Dataset(name=spec.dataset, display_name=display, project_id=project.id, language=spec.language,
-                          tasks=task_defs, split_info=split_info)
-        session.add(dataset)
-        session.flush()
-        existing: dict[str, int] = {}
-    else:
-        existing = dict(session.execute(
-            select(Sample.content_hash, Sample.id).where(Sample.dataset_id == dataset.id)
-        ).tuples().all())
 
-    first_line_of: dict[str, int] = {}
-    duplicates: list[dict[str, Any]] = []
-    new_samples: list[Sample] = []
-    split_counts: dict[str, int] = defaultdict(int)
-    for row in rows:
-        digest = content_hash(row.text)
-        if digest in existing:
-            duplicates.append({"line": row.line, "duplicate_of_sample": existing[digest]})
-            continue
-        if digest in first_line_of:
-            duplicates.append({"line": row.line, "duplicate_of_line": first_line_of[digest]})
-            continue
-        first_line_of[digest] = row.line
-        sample = Sample(dataset_id=dataset.id, text=row.text, split=row.split, origin=Origin.original,
-                        content_hash=digest, external_id=row.external_id, created_by=created_by)
-        sample.labels_rows = [SampleLabel(task=t, label=v) for t, v in row.labels.items()]
-        new_samples.append(sample)
-        split_counts[row.split or ""] += 1
-    session.add_all(new_samples)
-    session.flush()
-    return ImportResult(dataset=dataset.name, created_dataset=created, imported=len(new_samples),
-                        duplicates=duplicates, split_counts=dict(split_counts), split_info=split_info,
-                        near_duplicates_across_splits=across)
+@contextmanager
+def _own_connection(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as conn:
+        # Staging transactions begin deferred on SQLite (db/session.py): they write TEMP tables only.
+        conn.execution_options(readonly=True)
+        try:
+            yield conn
+        finally:
+            try:
+                if conn.in_transaction():
+                    conn.rollback()
+                with conn.begin():
+                    staging.drop(conn)
+            except Exception:  # a broken connection: discard it, its temporary tables go with it
+                conn.invalidate()
+
+
+def import_path(engine: Engine, path: Path, spec: ImportSpec, *, filename: str | None = None,
+                fmt: str | None = None, created_by: int | None = None, progress: ProgressFn | None = None,
+                finish: FinishFn | None = None) -> ImportResult:
+    """Import a file of any size in transactions of its own: staging in short transactions that take no lock
+    on the shared database, then the switch in one transaction, which also runs `finish(session, result)` (the
+    import job completes there). `progress(phase=, done=, total=, rows=)` reports bytes read while reading."""
+    report = progress or _quiet
+    with _own_connection(engine) as conn:
+        with conn.begin(), Session(bind=conn) as reading:
+            dataset, known = _existing(reading, spec)
+            before = None if dataset is None else (dataset.id, dataset.tasks)
+            staging.create(conn)
+        with path.open("rb") as stream:
+            fmt = _format_of(stream, filename or path.name, fmt)
+            run = _Staged(conn, spec, known, conn.begin, report)
+            run.read(stream, fmt, path.stat().st_size)
+        _, split_info, across, n_across = run.plan_split()
+        conn.execution_options(readonly=False)  # the switch writes: BEGIN IMMEDIATE on SQLite
+        with Session(bind=conn, expire_on_commit=False) as session, session.begin():
+            current = _unchanged(session, spec, before)
+            _, result = run.switch(session, current, split_info, created_by)
+            result.near_duplicates_across_splits, result.near_duplicate_groups_across_splits = across, n_across
+            if finish is not None:
+                finish(session, result.as_dict())
+    return result

@@ -29,13 +29,15 @@ ProgressFn = Callable[[dict[str, Any]], None]
 FinishFn = Callable[[Session, dict[str, Any]], None]
 
 
-def scorer_of(run: TrainingRun, *, chosen: bool = False) -> dict[str, Any]:
-    """What a score says about the model behind it."""
+def scorer_of(run: TrainingRun, *, chosen: bool = False, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a score says about the model behind it (`metrics`: the run's, when it is not finished yet)."""
     return {
         "run_id": run.id,
         "kind": run.kind,
         "name": run.name,
-        "val_macro_f1": ((run.metrics or {}).get("val") or {}).get("overall_macro_f1"),
+        "val_macro_f1": (((run.metrics if metrics is None else metrics) or {}).get("val") or {}).get(
+            "overall_macro_f1"
+        ),
         "chosen": chosen,
     }
 
@@ -51,8 +53,10 @@ def replaces(current: dict[str, Any] | None, new_f1: float | None) -> bool:
 
 
 def automatic_rule(scorer: dict[str, Any]) -> Callable[[dict[str, Any] | None], bool]:
-    f1 = scorer.get("val_macro_f1")
-    return lambda current: replaces(current, f1)
+    """Whether a finished run's score replaces `current`: a better val macro-F1, or the same run's own earlier
+    score (an attempt that failed after writing some batches, retried)."""
+    f1, run_id = scorer.get("val_macro_f1"), scorer.get("run_id")
+    return lambda current: bool(current and current.get("run_id") == run_id) or replaces(current, f1)
 
 
 def consistency_from_probs(

@@ -1,7 +1,9 @@
 """Executing a training run (the `train` job's work, and the CLI's in-process run).
 
 Every database step is a short transaction of its own: read the data, then train or predict with no
-transaction open, then write the outcome (and, for a job, its completion) in one final transaction.
+transaction open; score the pending variants page by page, writing the scores in batches of their own; then
+write the outcome (and, for a job, its completion) in one final transaction. The run's snapshot goes to a
+Parquet file among its artifacts (services/run_snapshots.py), referenced from the run.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from sqlalchemy.orm import Session
 from core.settings import get_settings
 from db import queue
 from db import training_runs as db_runs
+from db.chunks import chunked
 from db.models import Dataset
 from db.session import readonly_engine, session_scope
 from services import label_model
+from services.run_snapshots import SNAPSHOT_FILE, write_snapshot
 from services.training import runs_root
 from services.training_data import load_split_data
 from trainer.classical import ClassicalConfig, save_classical, train_classical
@@ -110,6 +114,7 @@ def _execute_classical(
     staging = out_dir.with_name(f"{run_id}.partial-{uuid.uuid4().hex[:8]}")
     try:
         save_classical(result, staging)
+        train_samples = write_snapshot(result.snapshot, staging / SNAPSHOT_FILE)
         summary = {
             "run_id": run_id,
             "artifact_dir": str(out_dir),
@@ -122,7 +127,8 @@ def _execute_classical(
         }
         with session_scope(engine) as session:
             guard(session)
-            db_runs.finish_run(session, run_id, metrics=result.metrics, curve=[], snapshot=result.snapshot,
+            db_runs.finish_run(session, run_id, metrics=result.metrics, curve=[],
+                               snapshot_path=str(out_dir / SNAPSHOT_FILE), snapshot_size=train_samples,
                                artifact_dir=str(out_dir))
             if finish:
                 finish(session, summary)
@@ -152,36 +158,33 @@ def _score_and_record(
 
     emit({"event": "phase", "phase": "scoring pending variants"})
     with session_scope(readonly_engine(engine)) as session:
-        variants = db_runs.pending_variants(session, dataset_id)
-    scores = consistency_scores(
-        result.model, result.tokenizer, data.tasks, variants, config.max_length, emit, result.decision
-    )
+        # A run replaces earlier label-model scores only where its val macro-F1 is better (services.label_model).
+        scorer = label_model.scorer_of(db_runs.get_run(session, run_id), metrics=result.metrics)
+    scored, seen = score_pending_variants(engine, run_id, dataset_id, result.model, result.tokenizer, data.tasks,
+                                          config.max_length, emit, guard, scorer=scorer, rules=result.decision)
+    train_samples = write_snapshot(result.snapshot, staging / SNAPSHOT_FILE)
     summary = {
         "run_id": run_id,
         "artifact_dir": str(out_dir),
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.curve),
-        "train_samples": len(result.snapshot),
+        "train_samples": train_samples,
         "val_macro_f1": result.metrics["val"]["overall_macro_f1"],
         "test_macro_f1": (result.metrics["test"] or {}).get("overall_macro_f1"),
-        "variants_scored": 0,
+        "variants_scored": scored,
+        "variants_not_rescored": seen - scored,  # better scores kept, or decided meanwhile
     }
     with session_scope(engine) as session:
         guard(session)
-        run = db_runs.finish_run(
+        db_runs.finish_run(
             session,
             run_id,
             metrics=result.metrics,
             curve=result.curve,
-            snapshot=result.snapshot,
+            snapshot_path=str(out_dir / SNAPSHOT_FILE),
+            snapshot_size=train_samples,
             artifact_dir=str(out_dir),
         )
-        # A run replaces earlier label-model scores only where its val macro-F1 is better (services.label_model).
-        scorer = label_model.scorer_of(run)
-        summary["variants_scored"] = db_runs.apply_consistency_scores(
-            session, run_id, scores, scorer=scorer, replace_if=label_model.automatic_rule(scorer)
-        )
-        summary["variants_not_rescored"] = len(scores) - summary["variants_scored"]  # better scores kept, or decided
         if finish:
             finish(session, summary)
         # Still inside the transaction that holds the lease: only the job's owner replaces the run's files.
@@ -212,6 +215,53 @@ def record_end(
         if job_id is not None and worker_id is not None:
             queue.hold_lease(session, job_id, worker_id)
         db_runs.end_run(session, run_id, status, error[-4000:] if error else None)
+
+
+SCORING_PAGE = 2048  # pending variants predicted at a time
+SCORE_WRITE_BATCH = 500  # scores written per transaction
+
+
+def score_pending_variants(
+    engine: Engine,
+    run_id: int,
+    dataset_id: int,
+    model: Any,
+    tokenizer: Any,
+    tasks: list[TaskSpec],
+    max_length: int,
+    emit: ProgressFn,
+    guard: Callable[[Session], None],
+    *,
+    scorer: dict[str, Any] | None = None,
+    rules: dict[str, Any] | None = None,
+) -> tuple[int, int]:
+    """Score the dataset's pending variants with the run's model, a page at a time (memory holds one page),
+    and write the scores in set-based batches, each its own short transaction under the job's lease: on SQLite
+    the write lock is held for milliseconds per batch, never across the whole scoring. Scores written before an
+    attempt fails stay, tagged with this run; the retry overwrites them. Returns (written, scored): a score is
+    not written where the variant was decided or edited meanwhile, or a better model's score stands."""
+    reading = readonly_engine(engine)
+    with session_scope(reading) as session:
+        total = db_runs.count_pending_variants(session, dataset_id)
+    written = done = last_id = 0
+    while True:
+        with session_scope(reading) as session:
+            page = db_runs.pending_variants(session, dataset_id, after_id=last_id, limit=SCORING_PAGE)
+        if not page:
+            return written, done
+
+        def page_progress(event: dict[str, Any], offset: int = done) -> None:
+            emit({**event, "done": offset + event["done"], "total": max(total, offset + event["total"])})
+
+        scores = consistency_scores(model, tokenizer, tasks, page, max_length, page_progress, rules)
+        replace_if = label_model.automatic_rule(scorer) if scorer is not None else None
+        for batch in chunked(scores, SCORE_WRITE_BATCH):
+            with session_scope(engine) as session:
+                guard(session)
+                written += db_runs.apply_consistency_scores(session, run_id, batch, scorer=scorer,
+                                                            replace_if=replace_if)
+        done += len(page)
+        last_id = page[-1].id
 
 
 def consistency_scores(

@@ -4,17 +4,20 @@ run is services.run_execution, LR selection services.lr_selection; serving a mod
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.errors import ValidationFailed
+from core.errors import NotFoundError, ValidationFailed
 from core.settings import get_settings
 from db import queue
 from db import training_runs as db_runs
-from db.models import Dataset, Job, TrainingRun
+from db.models import Dataset, Job, JobStatus, TrainingRun, utcnow
+from services.run_snapshots import snapshot_json, snapshot_size
 from trainer.classical import ClassicalConfig
 from trainer.config import TrainConfig
 from trainer.plan import search_wanted
@@ -241,7 +244,7 @@ def run_details(run: TrainingRun, dataset_name: str, job: Job | None) -> dict[st
         "config": run.config or {},
         "curve": run.curve or [],
         "metrics": run.metrics or {},
-        "snapshot_size": len(run.snapshot or []),
+        "snapshot_size": snapshot_size(run),
         "artifact_dir": run.artifact_dir,
     }
 
@@ -276,10 +279,13 @@ def training_run(session: Session, run_id: int) -> dict[str, Any]:
     return run_details(run, dataset.name, session.get(Job, run.job_id) if run.job_id else None)
 
 
-def run_snapshot(session: Session, run_id: int) -> dict[str, Any]:
-    """The [sample_id, content_hash] pairs the run trained on."""
+def run_snapshot(session: Session, run_id: int) -> Iterator[str]:
+    """The [sample_id, content_hash] pairs the run trained on, as JSON text chunks read from its snapshot file
+    batch by batch (or from the row, for runs recorded before snapshot files)."""
     run = db_runs.get_run(session, run_id)
-    return {"run_id": run.id, "size": len(run.snapshot or []), "snapshot": run.snapshot or []}
+    if run.snapshot_path is not None and not Path(run.snapshot_path).is_file():
+        raise NotFoundError(f"the snapshot file of run {run_id} is gone ({run.snapshot_path})", field="run_id")
+    return snapshot_json(run)
 
 
 def ensemble_details(session: Session, run: TrainingRun) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """Generating variants (the `augment` job's work): for train-split sources, filter them, store them as pending.
 
-Three phases, so that no database transaction is open while a model runs: read the sources, the dataset's
-hashes and the val/test texts (a short read-only session); generate and filter in batches, reporting progress
-(done/total, kept, dropped per filter); then insert the kept variants and mark the job succeeded in one
-transaction (the caller's `finish`), so a crash or a lost lease leaves no half-written output.
+Three phases, so that no database transaction is open while a model runs: read the sources and index the
+val/test texts (read-only sessions; the texts stream through the index, which keeps their anchors); generate
+and filter in batches, reporting progress (done/total, kept, dropped per filter), each batch's content hashes
+looked up in the database (a short read-only session per batch, never the dataset's every hash in memory);
+then insert the kept variants and mark the job succeeded in one transaction (the caller's `finish`), so a crash
+or a lost lease leaves no half-written output.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from core.settings import get_settings
 from db.augmentation import (
     NewVariant,
     SourceRow,
-    dataset_hashes,
+    existing_hashes,
     insert_variants,
     reference_texts,
 )
@@ -47,13 +49,24 @@ ReportFn = Callable[..., None]
 FinishFn = Callable[[Session, dict[str, Any]], None]
 
 
-def _read_phase(
-    engine: Engine, dataset_name: str, items: list[dict[str, int]]
-) -> tuple[Any, list[SourceRow], set[str], list[str]]:
+def _read_phase(engine: Engine, dataset_name: str, items: list[dict[str, int]]) -> tuple[Any, list[SourceRow]]:
     with Session(bind=readonly_engine(engine), expire_on_commit=False) as session, session.begin():
         dataset = get_dataset(session, dataset_name)
         sources = load_sources(session, dataset, [int(item["sample_id"]) for item in items])
-        return dataset, sources, dataset_hashes(session, dataset.id), reference_texts(session, dataset.id)
+        return dataset, sources
+
+
+def _filter_for(engine: Engine, dataset_id: int, params: FilterParams) -> CandidateFilter:
+    """The job's filter: the val/test texts streamed once into its leak index, the dataset's hashes asked for
+    batch by batch."""
+    reading = readonly_engine(engine)
+
+    def known(digests: Sequence[str]) -> set[str]:
+        with Session(bind=reading) as session, session.begin():
+            return existing_hashes(session, dataset_id, digests)
+
+    with Session(bind=reading) as session, session.begin():
+        return CandidateFilter(known, reference_texts(session, dataset_id), params)
 
 
 def generate_variants(
@@ -74,7 +87,7 @@ def generate_variants(
         if not items or any(not 1 <= i["n"] <= 1000 for i in items):
             raise ValueError("items must name sources with 1 to 1000 variants each")
         seed = int(params.get("seed", 0))
-        dataset, sources, hashes, references = _read_phase(engine, params["dataset"], items)
+        dataset, sources = _read_phase(engine, params["dataset"], items)
         checked = validate_request(
             list(params["methods"]), dataset.language, params.get("params"), params.get("filters"), settings
         )
@@ -85,7 +98,7 @@ def generate_variants(
     counts = {item["sample_id"]: item["n"] for item in items}
     methods: list[str] = checked["methods"]
     total = sum(counts.values()) * len(methods)
-    candidate_filter = CandidateFilter(hashes, references, parse(FilterParams, checked["filters"]))
+    candidate_filter = _filter_for(engine, dataset.id, parse(FilterParams, checked["filters"]))
     not_generated = 0
     done = 0
     kept: list[NewVariant] = []

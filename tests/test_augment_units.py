@@ -188,6 +188,30 @@ def test_every_filter_drops_what_it_should_and_counts_it() -> None:
     assert verdicts[4].scores["leakage_ref"] == 0 and verdicts[4].scores["leakage"] >= 0.5
 
 
+def test_dataset_duplicates_are_asked_for_batch_by_batch() -> None:
+    """The filter holds no hash of the dataset: each check asks which of its batch's hashes the dataset holds,
+    once, and remembers only what the job itself kept."""
+    from core.textnorm import content_hash
+    from workers.augment.filters import CandidateFilter
+    from workers.augment.params import FilterParams
+
+    stored = content_hash("The county fair opens at noon with music for everyone.")
+    asked: list[list[str]] = []
+
+    def known(batch):  # type: ignore[no-untyped-def]
+        asked.append(list(batch))
+        return {h for h in batch if h == stored}
+
+    guard = CandidateFilter(known, ["an unrelated test text about the harbour"], FilterParams())
+    source = "The county fair opens at noon with music for all."
+    first = ["The county fair opens at noon with music for everyone.", "The county fair starts at noon with music for all.",
+             "The county fair starts at noon with music for all."]
+    second = ["The county fair opens at twelve with music for all.", "The county fair starts at noon with music for all."]
+    assert [v.reason for v in guard.check([(source, c) for c in first])] == ["duplicate", None, "duplicate"]
+    assert [v.reason for v in guard.check([(source, c) for c in second])] == [None, "duplicate"]
+    assert asked == [sorted({content_hash(c) for c in first}), sorted({content_hash(c) for c in second})]
+
+
 def test_leakage_index_matches_brute_force_jaccard() -> None:
     from core.ngrams import MIN_SHARED, NgramIndex
 

@@ -1,4 +1,5 @@
-"""Faults against real processes on loopback: a Postgres restart under four workers, the API killed mid-import."""
+"""Faults against real processes on loopback: a Postgres restart under four workers, the API killed mid-import,
+a worker killed mid-import-job."""
 
 from __future__ import annotations
 
@@ -67,8 +68,9 @@ def start_api(settings, **extra_env: str) -> tuple[subprocess.Popen, str]:
 
 
 def _big_csv(rows: int) -> bytes:
-    lines = ["text,label"] + [f"synthetic post number {i} about policy {i % 97},{'a' if i % 7 else 'b'}"
-                              for i in range(rows)]
+    from tests.test_import_streaming import posts
+
+    lines = ["text,label"] + [f"{text},{'a' if i % 7 else 'b'}" for i, text in enumerate(posts(rows))]
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -76,14 +78,14 @@ def _big_csv(rows: int) -> bytes:
 def test_api_killed_mid_import_leaves_all_or_nothing(settings, engine, admin_token):
     api, base = start_api(settings)
     try:
-        data = _big_csv(60_000)
+        data = _big_csv(150_000)
         outcome: dict = {}
 
         def post() -> None:
             try:
                 outcome["response"] = httpx.post(
                     f"{base}/api/v1/datasets/big/import", files={"file": ("big.csv", data)}, data={"task": ["label"]},
-                    headers={"Authorization": f"Bearer {admin_token}"}, timeout=120)
+                    headers={"Authorization": f"Bearer {admin_token}"}, timeout=300)
             except httpx.HTTPError as err:
                 outcome["error"] = err
 
@@ -91,8 +93,9 @@ def test_api_killed_mid_import_leaves_all_or_nothing(settings, engine, admin_tok
         baseline = wal.stat().st_size if wal.exists() else 0
         t = threading.Thread(target=post)
         t.start()
-        # Kill once the uncommitted transaction is spilling rows into the WAL: mid-write, not before it.
-        deadline = time.monotonic() + 60
+        # The rows are staged in temporary tables (no WAL); the WAL grows once the switch moves them into
+        # `samples`, in the one transaction that makes them visible: kill there, mid-write.
+        deadline = time.monotonic() + 240
         while time.monotonic() < deadline and (wal.stat().st_size if wal.exists() else 0) < baseline + 1_000_000:
             time.sleep(0.01)
         spilled = (wal.stat().st_size if wal.exists() else 0) - baseline
@@ -108,6 +111,49 @@ def test_api_killed_mid_import_leaves_all_or_nothing(settings, engine, admin_tok
     assert spilled >= 1_000_000, "the kill came before the import started writing"
     assert "error" in outcome, "the import finished before the kill: the test did not exercise a crash"
     assert (datasets, samples) == (0, 0), "a killed import left a partial dataset"
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_import_job_leaves_nothing_and_the_retry_imports_all(settings, engine, admin_token):
+    """An import job's worker is SIGKILLed while it stages the file: nothing is visible, no staging is left (its
+    temporary tables died with its connection), and the next worker imports the whole file from the start."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from tests.test_queue import _spawn_worker
+
+    rows = 300_000
+    with TestClient(create_app(settings, engine), headers={"Authorization": f"Bearer {admin_token}"}) as client:
+        r = client.post("/api/v1/datasets/big/imports", files={"file": ("big.csv", _big_csv(rows))},
+                        data={"task": ["label"]})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    worker = _spawn_worker(settings, lease=2, kinds="import")
+    deadline = time.monotonic() + 120
+    staged = None
+    while time.monotonic() < deadline:
+        with session_scope(engine) as s:
+            job = s.get_one(Job, job_id)
+            if job.status == JobStatus.running and job.progress_info.get("phase") == "reading" \
+                    and job.progress_info.get("rows", 0) >= 20_000:
+                staged = job.progress_info["rows"]
+                break
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    assert staged is not None and staged < rows, "the kill came mid-reading"
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Dataset)) == 0
+        assert s.scalar(select(func.count()).select_from(Sample)) == 0
+    rescuer = _spawn_worker(settings, lease=2, kinds="import")
+    output = rescuer.communicate(timeout=600)[0]
+    assert rescuer.returncode == 0, output
+    with session_scope(engine) as s:
+        job = s.get_one(Job, job_id)
+        assert job.status == JobStatus.succeeded and job.attempts == 2, (job.status, job.last_error)
+        assert job.result["imported"] == rows
+        assert s.scalar(select(func.count()).select_from(Sample)) == rows
+    assert not any((settings.data_dir / "imports").iterdir()), "the upload is removed once imported"
 
 
 @pytest.mark.slow

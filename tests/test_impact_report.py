@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select, update
 
+from services.run_snapshots import snapshot_pairs
 from tests.trainer_fixtures import add_variant, import_small, tiny_encoder  # noqa: F401 (fixture)
 
 
@@ -190,7 +191,7 @@ def test_impact_report_through_api_and_worker(annotator, engine, tiny_encoder: s
                 run = s.get_one(TrainingRun, run_id)
                 assert run.kind == ("tfidf" if arm.startswith("tfidf:") else "single")
                 # the TF-IDF member trains on its arm's own training view
-                assert {sid for sid, _ in run.snapshot} == expected[arm.removeprefix("tfidf:")], arm
+                assert {sid for sid, _ in snapshot_pairs(run)} == expected[arm.removeprefix("tfidf:")], arm
         finished_at = s.get_one(ImpactReport, report["id"]).finished_at
 
     result = got["result"]

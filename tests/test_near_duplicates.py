@@ -8,7 +8,8 @@ import csv
 import io
 import random
 
-from core.ngrams import NgramIndex, near_duplicate_groups
+from core.near_duplicates import near_duplicate_groups
+from core.ngrams import NgramIndex
 from tests.conftest import EXAMPLE_CSV
 
 
@@ -111,3 +112,54 @@ def test_a_split_drawn_by_augloop_keeps_each_near_duplicate_group_together(admin
     assert {split_of[t] for t, _c in pairs} >= {"train", "val"} or {split_of[t] for t, _c in pairs} >= {"train", "test"}
     groups = near_duplicate_groups([text for text, _b, _s in rows])
     assert all(len({split_of[rows[i][0]] for i in g}) == 1 for g in groups)
+
+
+def test_the_anchor_leak_guard_flags_what_the_exact_guard_flags_on_the_example_dataset() -> None:
+    """The leak guard scores a candidate against the few val/test texts that share anchors with it
+    (core/near_duplicates.py); the exact guard scores it against every one (NgramIndex, one sparse product).
+    Candidates: a one-word variant of every train post of the example dataset, and retweets, quotes and
+    truncations of its val/test posts. Every candidate the exact guard flags, the anchor guard flags with the
+    same reference and the same scores, and it flags nothing more; the one difference allowed is containment by
+    accident: a short text whose n-grams turn up one by one in a post ten times its size, with no shared passage
+    (on this data: one train post of 8,000 characters that "contains" an unrelated 100-character test tweet)."""
+    from core.near_duplicates import ReferenceIndex
+    from workers.augment.filters import CandidateFilter
+    from workers.augment.params import FilterParams
+
+    rows = _example()
+    refs = [r["text"] for r in rows if r["split"] != "train"]
+    rng = random.Random(3)
+    pairs = [(r["text"], _one_word_changed(r["text"], rng)) for r in rows if r["split"] == "train"]
+    pairs += [(copy, _one_word_changed(copy, rng)) for _t, copy in _copies(refs, rng)]
+    pairs += [(t, t[: len(t) * 3 // 4]) for t in refs]
+    queries = [candidate for _source, candidate in pairs]
+    p = FilterParams()
+    exact_index = NgramIndex(5).fit(refs)
+    vectors, sizes = exact_index.vectors(queries)
+    exact = exact_index.best(vectors, sizes)
+    anchored = ReferenceIndex(min(p.leakage_threshold, p.leakage_containment)).fit(refs).best(queries, vectors, sizes)
+
+    def flagged(m, i: int) -> int | None:  # type: ignore[no-untyped-def]
+        if m.jaccard[i] >= p.leakage_threshold:
+            return int(m.jaccard_ref[i])
+        return int(m.containment_ref[i]) if m.containment[i] >= p.leakage_containment else None
+
+    ref_sizes = exact_index.sizes
+    by_accident, same = [], 0
+    for i in range(len(queries)):
+        want, got = flagged(exact, i), flagged(anchored, i)
+        if want is not None and got is None and max(sizes[i], ref_sizes[want]) >= 10 * min(sizes[i], ref_sizes[want]):
+            by_accident.append(i)
+            continue
+        assert got == want, (queries[i][:80], want, got)
+        if want is not None:
+            same += 1
+            assert (anchored.jaccard[i], anchored.containment[i]) == (exact.jaccard[i], exact.containment[i])
+    assert same > 1000 and len(by_accident) <= 2, (same, by_accident)
+    # The filter drops for leakage on the same verdicts, naming the same val/test text.
+    verdicts = CandidateFilter(set(), refs, p).check(pairs)
+    leaks = [i for i, v in enumerate(verdicts) if v.reason == "leakage"]
+    assert {i for i in leaks} >= {i for i in range(len(queries)) if flagged(exact, i) is not None} - set(by_accident) \
+        - {i for i, v in enumerate(verdicts) if v.reason in ("empty", "identical_to_source", "duplicate",
+                                                              "length_ratio")}
+    assert all(verdicts[i].scores["leakage_ref"] == flagged(exact, i) for i in leaks)

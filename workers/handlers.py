@@ -1,10 +1,12 @@
-"""Built-in job kinds of the foundation: `export` writes a dataset's training view to a file."""
+"""Built-in job kinds of the foundation: `export` writes a dataset's training view to a file, `import` reads one
+into a dataset."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from core.errors import DomainError
+from services.datasets import import_queued
 from services.exporting import export_to_file
 from workers.registry import JobContext, PermanentJobError, handler
 
@@ -20,3 +22,12 @@ def run_export(ctx: JobContext) -> dict[str, Any]:
         raise PermanentJobError(err.message) from err
     ctx.report(done=result["rows"], total=result["rows"], rows=result["rows"])
     return result
+
+
+@handler("import")
+def run_import(ctx: JobContext) -> dict[str, Any]:
+    try:
+        return import_queued(ctx.engine, ctx.params, created_by=ctx.created_by, report=ctx.report,
+                             finish=ctx.complete_in)
+    except DomainError as err:  # a bad row, a changed dataset: the same file fails the same way again
+        raise PermanentJobError(err.message) from err

@@ -1,4 +1,4 @@
-"""Datasets: list, inspect, import (multipart), class balance, export."""
+"""Datasets: list, inspect, import (multipart, now or as a job), class balance, export (streamed or as a job)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
-from api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
+from api.deps import AdminUser, CurrentUser, EngineDep, SessionDep, SettingsDep
 from api.schemas import DatasetRead, DatasetUpdate, DatasetUpdated, ExportJobCreate, ImportResultRead, JobRead
 from core.errors import TooLargeError, ValidationFailed
 from services import datasets as dataset_service
@@ -58,33 +58,65 @@ def _parse_labels(raw: str | None) -> dict[str, list[str]]:
     return value
 
 
+ImportFile = Annotated[UploadFile, File(description="CSV, JSONL or Parquet, UTF-8")]
+ImportTasks = Annotated[list[str], Form(description="A label column; repeat for several tasks")]
+ImportLabels = Annotated[str | None, Form(description='Ordered label sets, JSON: {"bias": ["neutral", "partisan"]}')]
+
+
+def _spec(name: str, task: list[str], text_col: str, split_col: str, id_col: str, language: str,
+          labels: str | None, split_seed: int, project: str, display_name: str | None) -> ImportSpec:
+    tasks = [t.strip() for item in task for t in item.split(",") if t.strip()]
+    return ImportSpec(dataset=name, tasks=tasks, text_col=text_col, split_col=split_col or None,
+                      id_col=id_col or None, language=language, label_order=_parse_labels(labels),
+                      split_seed=split_seed, project=project, display_name=display_name)
+
+
 @router.post("/{name}/import", response_model=ImportResultRead, status_code=201)
-async def import_dataset(
+def import_dataset(
     name: str,
     session: SessionDep,
     settings: SettingsDep,
     admin: AdminUser,
-    file: Annotated[UploadFile, File(description="CSV, JSONL or Parquet, UTF-8")],
-    task: Annotated[list[str], Form(description="A label column; repeat for several tasks")],
+    file: ImportFile,
+    task: ImportTasks,
     text_col: Annotated[str, Form()] = "text",
     split_col: Annotated[str, Form()] = "split",
     id_col: Annotated[str, Form()] = "id",
     language: Annotated[str, Form()] = "en",
-    labels: Annotated[str | None, Form(description='Ordered label sets, JSON: {"bias": ["neutral", "partisan"]}')]
-    = None,
+    labels: ImportLabels = None,
     split_seed: Annotated[int, Form()] = 42,
     project: Annotated[str, Form(description="The project a new dataset goes into")] = "default",
     display_name: Annotated[str | None, Form(description="A new dataset's name for people")] = None,
 ) -> dict:
-    """Import a file into a dataset (created if new). All rows or none: a bad row rejects the file (422)."""
-    data = await file.read(settings.max_request_bytes + 1)
-    if len(data) > settings.max_request_bytes:
-        raise TooLargeError(f"file exceeds {settings.max_request_bytes} bytes", field="file")
-    tasks = [t.strip() for item in task for t in item.split(",") if t.strip()]
-    spec = ImportSpec(dataset=name, tasks=tasks, text_col=text_col, split_col=split_col or None,
-                      id_col=id_col or None, language=language, label_order=_parse_labels(labels),
-                      split_seed=split_seed, project=project, display_name=display_name)
-    return dataset_service.import_upload(session, data, spec, file.filename, admin.id).as_dict()
+    """Import a file into a dataset (created if new), now. All rows or none: a bad row rejects the file (422).
+    Up to AUGLOOP_MAX_REQUEST_BYTES; larger files go through POST /datasets/{name}/imports (a job)."""
+    if file.size is not None and file.size > settings.max_request_bytes:
+        raise TooLargeError(f"file exceeds {settings.max_request_bytes} bytes; import it as a job "
+                            "(POST /datasets/{name}/imports)", field="file")
+    spec = _spec(name, task, text_col, split_col, id_col, language, labels, split_seed, project, display_name)
+    return dataset_service.import_upload(session, file.file, spec, file.filename, admin.id).as_dict()
+
+
+@router.post("/{name}/imports", response_model=JobRead, status_code=202)
+def import_job(
+    name: str,
+    session: SessionDep,
+    admin: AdminUser,
+    file: ImportFile,
+    task: ImportTasks,
+    text_col: Annotated[str, Form()] = "text",
+    split_col: Annotated[str, Form()] = "split",
+    id_col: Annotated[str, Form()] = "id",
+    language: Annotated[str, Form()] = "en",
+    labels: ImportLabels = None,
+    split_seed: Annotated[int, Form()] = 42,
+    project: Annotated[str, Form(description="The project a new dataset goes into")] = "default",
+    display_name: Annotated[str | None, Form(description="A new dataset's name for people")] = None,
+):  # type: ignore[no-untyped-def]
+    """Import a file of any size (up to AUGLOOP_MAX_UPLOAD_BYTES) as a job: 202 with the job; GET /jobs/{id}
+    shows bytes read, rows and phase, then the same result as POST /import, or the bad line as its error."""
+    spec = _spec(name, task, text_col, split_col, id_col, language, labels, split_seed, project, display_name)
+    return dataset_service.queue_import(session, file.file, spec, file.filename, admin.id)
 
 
 @router.get("/{name}/stats")
@@ -97,14 +129,14 @@ def stats(name: str, session: SessionDep, _user: CurrentUser) -> dict:
 def export(
     name: str,
     session: SessionDep,
+    engine: EngineDep,
     _user: CurrentUser,
     format: Literal["csv", "jsonl"] = "csv",
     include: Annotated[str, Query(description="original, approved, pending, rejected")] = "original,approved",
 ) -> StreamingResponse:
     """The training view (originals + approved variants by default) with provenance columns, streamed."""
-    # Materialised before the session closes (the request's session ends when the route returns).
-    out = dataset_service.export_now(session, name, format, include)
-    return StreamingResponse(iter([out.body]), media_type=out.media_type,
+    out = dataset_service.export_stream(session, engine, name, format, include)
+    return StreamingResponse(out.chunks, media_type=out.media_type,
                              headers={"Content-Disposition": f'attachment; filename="{out.filename}"'})
 
 

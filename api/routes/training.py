@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 
 from api.deps import CurrentUser, ResourceId, SessionDep, SettingsDep
 from api.schemas import JobRead
@@ -71,10 +72,13 @@ def get_training_run(run_id: ResourceId, session: SessionDep, _user: CurrentUser
     return training.training_run(session, run_id)
 
 
-@router.get("/training-runs/{run_id}/snapshot")
-def get_snapshot(run_id: ResourceId, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
-    """The [sample_id, content_hash] pairs the run trained on (to compare or reproduce runs)."""
-    return training.run_snapshot(session, run_id)
+@router.get("/training-runs/{run_id}/snapshot", response_class=StreamingResponse,
+            responses={200: {"content": {"application/json": {}},
+                             "description": '{"run_id", "size", "snapshot": [[sample_id, content_hash], ...]}'}})
+def get_snapshot(run_id: ResourceId, session: SessionDep, _user: CurrentUser) -> StreamingResponse:
+    """The [sample_id, content_hash] pairs the run trained on (to compare or reproduce runs), streamed from the
+    run's snapshot file."""
+    return StreamingResponse(training.run_snapshot(session, run_id), media_type="application/json")
 
 
 @router.post("/ensembles", response_model=TrainingRunRead, status_code=201)

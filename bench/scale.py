@@ -1,0 +1,274 @@
+"""Scale: an import of a million rows, an augment job over a million-row dataset, the leak guard at a million
+references (issue 17). Each measurement runs in a process of its own, whose peak RSS is the figure.
+
+- import: 1,000,000 synthetic posts (bench/synthetic.py: example-like text, 1% retweets/quotes, three tasks, no
+  split column, so augloop draws a 90/5/5 split and keeps near-duplicate groups together), through
+  services.importing.import_path (what `augloop import` and import jobs run), into SQLite and into Postgres (a
+  throwaway cluster as the tests start it: tests/pg_server.py, fsync off). Wall time, peak RSS of the importing
+  process (target ≤ 2 GB), and on SQLite how long the switch held the write lock;
+- augment job: 2,000 train posts × 2 WordNet variants, queued as the API queues it and run by an in-process
+  worker, over the SQLite dataset just imported (1,000,000 rows, 100,000 val/test): peak RSS and kept variants
+  per second of the job's wall time (reading, indexing val/test, generating, filtering, inserting);
+- leak guard: ReferenceIndex.best (anchors, lookups, exact scores of the candidates) for 5,000 candidates
+  (one-word variants of unseen posts, and 100 retweets of references that it must find), at 10k, 100k and 1M
+  references: µs per candidate (target at 1M ≤ 3× at 10k), beside the exact sparse product at 10k and 100k.
+
+A 2-process DDP loss comparison belongs here too; it comes with the distributed trainer (not measured yet).
+
+    .venv/bin/python bench/scale.py            # ~15 min on 2 shared cores; writes bench/results/scale.json
+    .venv/bin/python bench/scale.py --quick    # 20k rows, 1k-20k references: under a minute, writes nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+RESULTS = ROOT / "bench" / "results" / "scale.json"
+TASKS = ["bias", "message", "audience"]
+FRACTIONS = (0.9, 0.05, 0.05)
+RSS_TARGET_MB = 2048
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+# Children: one measurement each, printing one JSON line --------------------------------------------------------
+
+
+def child_import(task: dict[str, Any]) -> dict[str, Any]:
+    from db.session import get_engine
+    from services.importing import ImportSpec, import_path
+
+    engine = get_engine(task["db"])
+    started = time.monotonic()
+    phases: dict[str, float] = {}
+
+    def progress(phase: str, done: int, total: int, rows: int) -> None:
+        phases.setdefault(phase, time.monotonic() - started)
+
+    result = import_path(engine, Path(task["file"]), ImportSpec(dataset="scale", tasks=TASKS, split_fractions=FRACTIONS),
+                         progress=progress)
+    seconds = time.monotonic() - started
+    return {"seconds": round(seconds, 1), "phases": {k: round(v, 1) for k, v in phases.items()},
+            "switch_seconds": round(seconds - phases["writing"], 1), "imported": result.imported,
+            "near_duplicate_groups": result.split_info.get("near_duplicates_kept_together"),
+            "split_counts": result.split_counts, "peak_rss_mb": peak_rss_mb()}
+
+
+def child_augment(task: dict[str, Any]) -> dict[str, Any]:
+    from sqlalchemy import func, select
+
+    from core.settings import get_settings
+    from db.models import Job, Sample
+    from db.session import get_engine, session_scope
+    from services.augmentation import AugmentRequest, enqueue_request
+    from services.datasets import dataset_named
+    from workers.main import Worker
+
+    engine = get_engine(task["db"])
+    with session_scope(engine) as s:
+        dataset = dataset_named(s, "scale")
+        ids = list(s.scalars(select(Sample.id).where(Sample.dataset_id == dataset.id, Sample.split == "train")
+                             .order_by(Sample.id).limit(task["sources"])))
+        references = s.scalar(select(func.count()).select_from(Sample).where(
+            Sample.dataset_id == dataset.id, Sample.split.in_(["val", "test"])))
+        rows = s.scalar(select(func.count()).select_from(Sample).where(Sample.dataset_id == dataset.id))
+        job_id = enqueue_request(s, dataset, AugmentRequest(methods=["wordnet"], n_per_text=2, seed=1,
+                                                            sample_ids=ids), get_settings(), None).id
+    started = time.monotonic()
+    stats = Worker(engine, kinds=["augment"], poll_seconds=0.05, lease_seconds=120).run(burst=True)
+    seconds = time.monotonic() - started
+    with session_scope(engine) as s:
+        job = s.get_one(Job, job_id)
+        result, status, error = job.result or {}, job.status, job.last_error
+    if stats.succeeded != 1:
+        raise RuntimeError(f"augment job {status}: {error}")
+    return {"seconds": round(seconds, 1), "kept": result["kept"], "dropped": result["dropped"],
+            "kept_per_s": round(result["kept"] / seconds, 1), "dataset_rows": rows, "references": references,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def _one_word_changed(text: str, rng: random.Random) -> str:
+    words = text.split()
+    words[rng.randrange(len(words))] = "tremendous"
+    return " ".join(words)
+
+
+def child_leak(task: dict[str, Any]) -> dict[str, Any]:
+    from itertools import islice
+
+    from synthetic import posts
+
+    from core.near_duplicates import ReferenceIndex
+    from core.ngrams import NgramIndex, pair_scores
+
+    n_refs, n_candidates = task["refs"], task["candidates"]
+    rng = random.Random(7)
+    refs = list(posts(n_refs, seed=1))
+    planted = rng.sample(range(n_refs), 100)
+    candidates = [_one_word_changed(p, rng) for p in islice(posts(n_candidates - 100, seed=2), n_candidates - 100)]
+    candidates += [_one_word_changed(f"RT @someone: {refs[i]}", rng) for i in planted]
+    started = time.monotonic()
+    index = ReferenceIndex(0.7).fit(refs)
+    build = time.monotonic() - started
+    ngrams = NgramIndex(5)
+    batches = [candidates[i : i + 320] for i in range(0, len(candidates), 320)]  # a job's batch of candidates
+    vectors = [ngrams.vectors(b) for b in batches]
+    found, took = [], 0.0
+    for batch, (vec, sizes) in zip(batches, vectors, strict=True):
+        t = time.monotonic()
+        matches = index.best(batch, vec, sizes)
+        took += time.monotonic() - t
+        found.extend(matches.containment.tolist())
+    # The planted retweets that are leaks by the exact measure (a word changed in a short post can take it
+    # under the threshold), and how many of them the guard drops (naming that reference, or another that
+    # holds the same text: the synthetic references include retweets of each other).
+    vec, sizes = ngrams.vectors(candidates[-100:])
+    ref_vec, ref_sizes = ngrams.vectors([refs[i] for i in planted])
+    rows = list(range(100))
+    _, containment, _ = pair_scores(vec, sizes, rows, ref_vec, ref_sizes, rows)
+    leaks = [k for k in rows if containment[k] >= 0.7]
+    hits = sum(1 for k in leaks if found[n_candidates - 100 + k] >= containment[k] - 1e-9)
+    out = {"refs": n_refs, "build_seconds": round(build, 1), "us_per_candidate": round(took / n_candidates * 1e6, 1),
+           "planted_leaks": len(leaks), "planted_found": hits, "peak_rss_mb": peak_rss_mb()}
+    if task.get("exact"):
+        exact = NgramIndex(5).fit(refs)
+        t = time.monotonic()
+        for vec, sizes in vectors:
+            exact.best(vec, sizes)
+        out["exact_us_per_candidate"] = round((time.monotonic() - t) / n_candidates * 1e6, 1)
+    return out
+
+
+CHILDREN = {"import": child_import, "augment": child_augment, "leak": child_leak}
+
+
+def run_child(task: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one measurement in a fresh process; its JSON line back."""
+    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(task)], capture_output=True, text=True,
+                          check=False, env={**os.environ, **(env or {})}, cwd=ROOT, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{task['task']} failed:\n{done.stderr[-4000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"  {task['task']}: {result}", flush=True)
+    return result
+
+
+# The run ---------------------------------------------------------------------------------------------------------
+
+
+def record(metric: str, value: float, target: float | None, unit: str, lower_is_better: bool | None = True
+           ) -> dict[str, Any]:
+    out: dict[str, Any] = {"metric": metric, "value": value, "target": target, "unit": unit}
+    if lower_is_better is not None:
+        out["lower_is_better"] = lower_is_better
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="20k rows, 1k/5k/20k references (under a minute)")
+    parser.add_argument("--rows", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        task = json.loads(args.child)
+        print(json.dumps(CHILDREN[task["task"]](task)))
+        return
+
+    from synthetic import write_csv
+
+    rows = args.rows or (20_000 if args.quick else 1_000_000)
+    ref_sizes = (1_000, 5_000, 20_000) if args.quick else (10_000, 100_000, 1_000_000)
+    sources = 100 if args.quick else 2_000
+    load_before = os.getloadavg()[0]
+    tmp = Path(tempfile.mkdtemp(prefix="augloop-scale-"))
+    print(f"{rows:,} synthetic rows → {tmp}", flush=True)
+    started = time.monotonic()
+    csv_path = write_csv(tmp / "synthetic.csv", rows)
+    print(f"  written in {time.monotonic() - started:.0f} s ({csv_path.stat().st_size / 1e6:.0f} MB)", flush=True)
+    records: list[dict[str, Any]] = []
+
+    sqlite_url = f"sqlite:///{tmp / 'scale.db'}"
+    env = {"AUGLOOP_DATA_DIR": str(tmp), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "OMP_WAIT_POLICY": "PASSIVE"}
+    sqlite = run_child({"task": "import", "db": sqlite_url, "file": str(csv_path)}, env)
+
+    from tests.pg_server import PostgresServer, pg_bin
+
+    postgres = None
+    if pg_bin() is not None:
+        server = PostgresServer().start()
+        try:
+            postgres = run_child({"task": "import", "db": server.create_database("scale"), "file": str(csv_path)},
+                                 env)
+        finally:
+            server.stop()
+    else:
+        print("  postgres: server binaries not installed (make system-deps); skipped", flush=True)
+
+    augment = run_child({"task": "augment", "db": sqlite_url, "sources": sources}, env)
+    candidates = 2_000 if args.quick else 5_000
+    leak = [run_child({"task": "leak", "refs": n, "candidates": candidates, "exact": n <= 100_000}, env)
+            for n in ref_sizes]
+    load_after = os.getloadavg()[0]
+
+    label = f"{rows // 1000}k" if rows < 1_000_000 else f"{rows // 1_000_000}m"
+    records += [
+        record(f"import_sqlite_{label}_seconds", sqlite["seconds"], None, "s"),
+        record(f"import_sqlite_{label}_switch_seconds", sqlite["switch_seconds"], None, "s"),
+    ]
+    if postgres:
+        records += [record(f"import_postgres_{label}_seconds", postgres["seconds"], None, "s"),
+                    record(f"import_postgres_{label}_peak_rss_mb", postgres["peak_rss_mb"], RSS_TARGET_MB, "MB")]
+    records += [
+        record("near_duplicate_groups_kept_together", sqlite["near_duplicate_groups"], None, "groups", None),
+        record("augment_job_peak_rss_mb", augment["peak_rss_mb"], RSS_TARGET_MB, "MB"),
+        record("augment_job_kept_variants_per_s", augment["kept_per_s"], None, "variants/s", False),
+        record("augment_job_dataset_rows", augment["dataset_rows"], None, "rows", None),
+        record("augment_job_val_test_references", augment["references"], None, "texts", None),
+    ]
+    for result in leak:
+        n = f"{result['refs'] // 1000}k" if result["refs"] < 1_000_000 else "1m"
+        records.append(record(f"leak_guard_us_per_candidate_{n}", result["us_per_candidate"], None, "µs"))
+        records.append(record(f"leak_guard_index_build_seconds_{n}", result["build_seconds"], None, "s"))
+        records.append(record(f"leak_guard_index_peak_rss_mb_{n}", result["peak_rss_mb"], None, "MB"))
+        records.append(record(f"leak_guard_planted_leaks_found_{n}", result["planted_found"],
+                              result["planted_leaks"], f"of {result['planted_leaks']}", False))
+        if "exact_us_per_candidate" in result:
+            records.append(record(f"exact_guard_us_per_candidate_{n}", result["exact_us_per_candidate"], None, "µs"))
+    ratio = round(leak[-1]["us_per_candidate"] / leak[0]["us_per_candidate"], 2)
+    records += [
+        record("leak_guard_cost_largest_over_smallest", ratio, 3.0, "×"),
+        record("load_average_1m_before", round(load_before, 2), None, "", None),
+        record("load_average_1m_after", round(load_after, 2), None, "", None),
+        record("cpu_count", os.cpu_count() or 0, None, "cores", None),
+        record(f"import_sqlite_{label}_peak_rss_mb", sqlite["peak_rss_mb"], RSS_TARGET_MB, "MB"),  # headline
+    ]
+    width = max(len(r["metric"]) for r in records)
+    for r in records:
+        target = f"  (target {r['target']})" if r["target"] is not None else ""
+        print(f"{r['metric']:<{width}}  {r['value']} {r['unit']}{target}")
+    if not args.quick and args.rows is None:
+        args.out.write_text(json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"written to {args.out} ({platform.node()})")
+
+
+if __name__ == "__main__":
+    main()

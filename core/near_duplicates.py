@@ -1,0 +1,431 @@
+"""Near-duplicates at scale: winnowed anchors, a prefix filter by document frequency, exact scores.
+
+Comparing every text with every reference (core/ngrams.py NgramIndex: one sparse product per batch) costs
+candidates × references, and common n-grams (" the ", "https") make that product nearly dense at millions of
+references. Here each text is reduced to a few *anchors*, and only pairs that share enough of them are scored,
+exactly:
+
+- Anchors are winnowed k-grams (Schleimer, Wilkerson & Aiken 2003, the fingerprints of MOSS): the smallest
+  k-gram hash in every window of WINDOW consecutive k-grams of the normalised text, k = n + ANCHOR_EXTRA
+  characters. They depend on the text around them only, so two texts that share a passage of WINDOW + k − 1
+  characters share an anchor wherever it sits: a retweet, a quote inside a longer post, a text with a word
+  changed. About 2 / (WINDOW + 1) of the positions give one, and 8-character grams are rare enough that the
+  texts holding one stay few (5-grams such as "tion " are in every other text).
+- Prefix filter (Chaudhuri et al. 2006; Bayardo et al. 2007): if at least s of a text's |A| anchors are in the
+  other text, any |A| − s + h of them contain h that are; so each text probes only its |A| − s + HITS *rarest*
+  anchors (held by the fewest texts), whose posting lists are short, and a pair must meet HITS of them.
+  Jaccard ≥ j and containment ≥ c both put at least min(j, c) of the smaller text's n-grams in the other, and
+  the smaller text is the one that probes: the references' prefixes are indexed for references that sit inside
+  a query, a query's prefix probes every reference's anchors for queries that sit inside one. Survivors must
+  share s anchors in all (Anchors.overlap), then the exact Jaccard and containment (hashed n-gram sets, as
+  NgramIndex computes them) decide: nothing is reported on its anchors alone.
+
+Anchors are not n-grams: a shared passage loses the anchors of the windows that straddle its ends, so s is
+taken with a relative SLACK and an absolute MARGIN below the n-gram threshold. What may still be missed: a pair
+whose shared n-grams are scattered in pieces shorter than WINDOW + k − 1 characters (a short text whose n-grams
+all turn up, one by one, somewhere in a post a hundred times longer: containment by accident rather than by
+copy), and a query whose probed anchors are each held by more than MAX_POSTINGS texts (pure boilerplate), which
+is compared with the first MAX_POSTINGS of them. Measured on the example dataset (tests/test_near_duplicates.py)
+and at 10k, 100k and 1M references (bench/scale.py). MinHash LSH (datasketch) was measured first and set aside:
+README "Scale" says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from itertools import islice
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from core.ngrams import MIN_CONTAINED, Matches, NgramIndex, best_per_row, pair_scores
+from core.textnorm import normalize_text
+
+ANCHOR_EXTRA = 3  # anchor grams are n + 3 characters long (8 for the default 5-grams)
+WINDOW = 8  # grams per winnowing window
+# The anchors a qualifying pair is required to share: ⌈(threshold − SLACK)·|A|⌉ − MARGIN of the smaller text's.
+# A shared passage loses about (WINDOW + ANCHOR_EXTRA − 1) · 2 / (WINDOW + 1) ≈ 2 anchors at its two ends.
+# Chosen on the example dataset's tweets, their retweets, quotes, truncations, word swaps and excerpts (every
+# pair the exact guard flags found, except containment by accident, above), at the lowest cost that did so.
+SLACK = 0.1
+MARGIN = 3
+HITS = 3  # prefix anchors a candidate pair must meet: 1 is the classic prefix filter; 3 probes two anchors
+# further and leaves ~4× fewer pairs to score, at the same recall on those pairs
+MAX_POSTINGS = 64  # texts read per probed anchor
+# Pairs scored per text: those meeting the most probed anchors. A file of a million templated texts ("Thanks
+# for your order #1234") makes every text a near-duplicate of every other; a group needs only a few links per
+# member to be found whole, and this bounds the scoring at MAX_PARTNERS per text.
+MAX_PARTNERS = 8
+_PRIME = np.uint64(1_000_003)
+_MASK32 = np.uint64(0xFFFFFFFF)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: the polynomial hash's bits spread over all 64 (numpy wraps uint64 on overflow)."""
+    with np.errstate(over="ignore"):
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return h ^ (h >> np.uint64(31))
+
+
+def anchor_length(n: int) -> int:
+    """Characters per anchor gram when texts are compared by n-grams."""
+    return n + ANCHOR_EXTRA
+
+
+def _sliding_min(values: np.ndarray, window: int) -> np.ndarray:
+    """The minimum of every run of `window` consecutive values, in O(n) (van Herk / Gil-Werman): within blocks
+    of `window`, a window's minimum is that of the suffix of its first block and the prefix of the next."""
+    size = len(values)
+    padded = np.concatenate([values, np.full(-size % window, np.iinfo(values.dtype).max, values.dtype)])
+    blocks = padded.reshape(-1, window)
+    prefix = np.minimum.accumulate(blocks, axis=1).ravel()
+    suffix = np.minimum.accumulate(blocks[:, ::-1], axis=1)[:, ::-1].ravel()
+    return np.minimum(suffix[: size - window + 1], prefix[window - 1 : size])
+
+
+def text_anchors(texts: Sequence[str], n: int = 5 + ANCHOR_EXTRA, window: int = WINDOW
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Each text's anchors as CSR arrays (indptr int64, anchors uint32 — the upper half of a 64-bit hash —
+    sorted and unique per text), computed over the normalised text (core.textnorm) for the whole batch at once.
+    A text shorter than `window` n-grams keeps its smallest n-gram; one shorter than n characters has none."""
+    normalised = [normalize_text(t) for t in texts]
+    lengths = np.fromiter((len(t) for t in normalised), dtype=np.int64, count=len(normalised))
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    codes = np.frombuffer("".join(normalised).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    n_grams = np.maximum(lengths - n + 1, 0)
+    if len(codes) < n or not n_grams.any():
+        return np.zeros(len(texts) + 1, dtype=np.int64), np.zeros(0, dtype=np.uint32)
+    with np.errstate(over="ignore"):
+        h = np.zeros(len(codes) - n + 1, dtype=np.uint64)
+        for k in range(n):
+            h = h * _PRIME + codes[k : len(codes) - n + 1 + k]
+    h = _mix(h)
+    owner = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)[: len(h)]  # text of each n-gram start
+    picked_text: list[np.ndarray] = []
+    picked_hash: list[np.ndarray] = []
+    if len(h) >= window:
+        # Winnow: each window of `window` n-grams that lies inside one text keeps its smallest hash.
+        first = np.flatnonzero(np.arange(len(h) - window + 1) + window + n - 1 <= ends[owner[: len(h) - window + 1]])
+        picked_text.append(owner[first])
+        picked_hash.append(_sliding_min(h, window)[first])
+    short = np.flatnonzero((n_grams > 0) & (n_grams < window))
+    if short.size:  # texts with too few n-grams for one window: their smallest n-gram
+        grams = np.concatenate([np.arange(s, s + g) for s, g in zip(starts[short], n_grams[short], strict=True)])
+        segment = np.r_[0, np.cumsum(n_grams[short])[:-1]]
+        picked_text.append(short)
+        picked_hash.append(np.minimum.reduceat(h[grams], segment))
+    keys = _pack(np.concatenate(picked_text), np.concatenate(picked_hash) >> np.uint64(32))
+    keys.sort()
+    keys = keys[np.r_[True, keys[1:] != keys[:-1]]]
+    doc = (keys >> np.uint64(32)).astype(np.int64)
+    indptr = np.searchsorted(doc, np.arange(len(texts) + 1))
+    return indptr.astype(np.int64), (keys & _MASK32).astype(np.uint32)
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The concatenation of arange(starts[i], starts[i] + lengths[i])."""
+    total = int(lengths.sum())
+    return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
+
+
+def _pack(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    return (high.astype(np.uint64) << np.uint64(32)) | low.astype(np.uint64)
+
+
+def _unpack(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return (packed >> np.uint64(32)).astype(np.int64), (packed & _MASK32).astype(np.int64)
+
+
+@dataclass
+class Anchors:
+    """The anchors of a collection of texts: text i holds anchors[indptr[i] : indptr[i + 1]], sorted."""
+
+    indptr: np.ndarray
+    anchors: np.ndarray
+
+    @classmethod
+    def of(cls, texts: Sequence[str], n: int, window: int) -> Anchors:
+        return cls(*text_anchors(texts, n, window))
+
+    @classmethod
+    def concat(cls, parts: Sequence[Anchors]) -> Anchors:
+        offsets = np.cumsum([0, *(len(p.anchors) for p in parts)])
+        indptr = np.concatenate([np.zeros(1, np.int64), *(p.indptr[1:] + o for p, o in zip(parts, offsets,
+                                                                                          strict=False))])
+        return cls(indptr, np.concatenate([np.zeros(0, np.uint32), *(p.anchors for p in parts)]))
+
+    def __len__(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def rows(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The text of each anchor of texts start..stop."""
+        stop = len(self) if stop is None else stop
+        return np.repeat(np.arange(start, stop, dtype=np.int64), np.diff(self.indptr[start : stop + 1]))
+
+    def overlap(self, a: np.ndarray, other: Anchors, b: np.ndarray) -> np.ndarray:
+        """|anchors of self's text a[i] ∩ anchors of other's text b[i]|, for every i."""
+        out = np.zeros(len(a), dtype=np.int64)
+        for start in range(0, len(a), 50_000):  # bounded working memory
+            pa, pb = a[start : start + 50_000], b[start : start + 50_000]
+            la, lb = self.sizes[pa], other.sizes[pb]
+            pair_a = np.repeat(np.arange(len(pa)), la)
+            ka = _pack(pair_a, self.anchors[_ranges(self.indptr[pa], la)])
+            kb = _pack(np.repeat(np.arange(len(pb)), lb), other.anchors[_ranges(other.indptr[pb], lb)])
+            # kb is sorted: pairs in order, each text's anchors sorted
+            at = np.minimum(np.searchsorted(kb, ka), max(len(kb) - 1, 0))
+            found = kb[at] == ka if len(kb) else np.zeros(len(ka), bool)
+            out[start : start + len(pa)] = np.bincount(pair_a[found], minlength=len(pa))
+        return out
+
+
+@dataclass
+class Postings:
+    """anchor → the texts that hold it: sorted unique `keys`, `starts` into `docs` (one more than keys)."""
+
+    keys: np.ndarray
+    starts: np.ndarray
+    docs: np.ndarray
+
+    @classmethod
+    def build(cls, anchors: np.ndarray, docs: np.ndarray) -> Postings:
+        packed = _pack(anchors, docs)
+        packed.sort()  # in place: one 8-byte array is the whole working set
+        sorted_anchors = (packed >> np.uint64(32)).astype(np.uint32)
+        sorted_docs = (packed & _MASK32).astype(np.int32)
+        del packed
+        first = np.flatnonzero(np.r_[True, sorted_anchors[1:] != sorted_anchors[:-1]]) if len(docs) else \
+            np.zeros(0, dtype=np.int64)
+        return cls(sorted_anchors[first], np.r_[first, len(sorted_docs)].astype(np.int64), sorted_docs)
+
+    def lookup(self, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(key index, document frequency) of each anchor; frequency 0 where no text holds it."""
+        if not len(self.keys):
+            return np.zeros(len(anchors), dtype=np.int64), np.zeros(len(anchors), dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.keys, anchors), len(self.keys) - 1)
+        df = np.where(self.keys[at] == anchors, self.starts[at + 1] - self.starts[at], 0)
+        return at, df
+
+    def expand(self, rows: np.ndarray, at: np.ndarray, cap: int = MAX_POSTINGS) -> tuple[np.ndarray, np.ndarray]:
+        """(row, text) for the first `cap` texts of key `at[i]`, for every i."""
+        counts = np.minimum(self.starts[at + 1] - self.starts[at], cap)
+        return np.repeat(rows, counts), self.docs[_ranges(self.starts[at], counts)].astype(np.int64)
+
+
+def least_shared(sizes: np.ndarray, threshold: float) -> np.ndarray:
+    """The anchors a text of |A| anchors shares with any text it qualifies with, as the smaller text of the
+    pair: max(1, ⌈(threshold − SLACK)·|A|⌉ − MARGIN)."""
+    return np.maximum(1, np.ceil((threshold - SLACK) * sizes).astype(np.int64) - MARGIN)
+
+
+def required_hits(sizes: np.ndarray, threshold: float) -> np.ndarray:
+    """Of the prefix of a text of |A| anchors, at least this many are in any text it qualifies with: at most
+    |A| − s of its anchors are not (pigeonhole)."""
+    return np.minimum(least_shared(sizes, threshold), HITS)
+
+
+def prefix_mask(indptr: np.ndarray, df: np.ndarray, anchors: np.ndarray, threshold: float) -> np.ndarray:
+    """Which anchors (CSR order) belong to their text's prefix: the |A| − s + HITS with the lowest frequency
+    (ties by anchor value), s = least_shared(|A|); a qualifying pair meets required_hits() of them."""
+    sizes = np.diff(indptr)
+    row = np.repeat(np.arange(len(sizes)), sizes)
+    order = np.lexsort((anchors, df, row))  # by text, then rarest first
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order)) - np.repeat(indptr[:-1] - indptr[0], sizes)
+    return rank < (sizes - least_shared(sizes, threshold) + HITS)[row]
+
+
+def document_prefixes(postings: Postings, sizes: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(document, key index) of every document's prefix anchors (prefix_mask's, by the posting lists), sorted by
+    document. A posting's frequency is its list's length, so one sort of packed (document, log2 frequency, key
+    index) orders every document's anchors rarest first without a search per anchor: the same prefix filter,
+    its order within a power of two by anchor value (any fixed order keeps the filter exact)."""
+    counts = np.diff(postings.starts)
+    if not len(counts):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rarity = np.minimum(np.log2(counts).astype(np.uint64), np.uint64(31))
+    per_key = (rarity << np.uint64(32)) | np.arange(len(counts), dtype=np.uint64)
+    packed = np.repeat(per_key, counts)
+    packed |= postings.docs.astype(np.uint64) << np.uint64(37)  # 2^27 documents at most
+    packed.sort()
+    docs = (packed >> np.uint64(37)).astype(np.int64)
+    keys = (packed & _MASK32).astype(np.int64)
+    del packed
+    indptr = np.r_[0, np.cumsum(sizes)]
+    rank = np.arange(len(docs)) - np.repeat(indptr[:-1], sizes)
+    keep = rank < (sizes - least_shared(sizes, threshold) + HITS)[docs]
+    return docs[keep], keys[keep]
+
+
+def _pairs_with_hits(rows: np.ndarray, docs: np.ndarray, needed: np.ndarray,
+                     top: int = MAX_PARTNERS) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (row, doc) pairs found at least `needed` times (`needed` is per occurrence, the same for
+    every occurrence of a pair); per row, the `top` found most often (ties: lowest doc)."""
+    packed = _pack(rows, docs)
+    order = np.argsort(packed, kind="stable")
+    packed, needed = packed[order], needed[order]
+    first = np.flatnonzero(np.r_[True, packed[1:] != packed[:-1]]) if len(packed) else np.zeros(0, np.int64)
+    hits = np.diff(np.r_[first, len(packed)])
+    keep = hits >= needed[first]
+    row, doc = _unpack(packed[first[keep]])
+    hits = hits[keep]
+    by_row = np.lexsort((doc, -hits, row))
+    rank = np.arange(len(by_row)) - np.searchsorted(row[by_row], row[by_row])
+    chosen = np.sort(by_row[rank < top])
+    return row[chosen], doc[chosen]
+
+
+class ReferenceIndex:
+    """Anchors of reference texts (val/test), built in chunks; `best` scores a batch of queries against the few
+    references that can qualify. `threshold`: the lowest of the Jaccard and containment thresholds in use."""
+
+    def __init__(self, threshold: float, n: int = 5, window: int = WINDOW) -> None:
+        self.threshold = threshold
+        self.n = n
+        self.window = window
+        self.ngrams = NgramIndex(n)
+        self.texts: list[str] = []
+        self._parts: list[Anchors] = []
+        self.anchors = Anchors(np.zeros(1, np.int64), np.zeros(0, np.uint32))
+        self.postings = Postings.build(np.zeros(0, np.uint32), np.zeros(0, np.int32))
+        self.prefixes = self.postings
+
+    def add(self, texts: Sequence[str]) -> None:
+        self._parts.append(Anchors.of(texts, anchor_length(self.n), self.window))
+        self.texts.extend(texts)
+
+    def fit(self, texts: Iterable[str], chunk: int = 10_000) -> ReferenceIndex:
+        """Index `texts`, read once, `chunk` at a time."""
+        stream = iter(texts)
+        while batch := list(islice(stream, chunk)):
+            self.add(batch)
+        return self.finish()
+
+    def finish(self) -> ReferenceIndex:
+        """Build the posting lists of every anchor and of the references' prefixes."""
+        self.anchors = Anchors.concat(self._parts)
+        self._parts = []
+        self.postings = Postings.build(self.anchors.anchors, self.anchors.rows())
+        docs, keys = document_prefixes(self.postings, self.anchors.sizes, self.threshold)
+        self.prefixes = Postings.build(self.postings.keys[keys], docs)
+        return self
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def candidates(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(query row, reference) pairs that may qualify, each once."""
+        query = Anchors.of(texts, anchor_length(self.n), self.window)
+        sizes, rows, t = query.sizes, query.rows(), self.threshold
+        at, df = self.postings.lookup(query.anchors)
+        # The query is the smaller text: its prefix against every reference's anchors. Anchors no reference
+        # holds sort first and use up prefix places: a query mostly made of new text probes nothing.
+        probe = prefix_mask(query.indptr, df, query.anchors, t) & (df > 0)
+        q, r = self.postings.expand(rows[probe], at[probe])
+        keep = self.anchors.sizes[r] >= least_shared(sizes[q], t)  # the reference has room for them
+        inside = _pairs_with_hits(q[keep], r[keep], required_hits(sizes[q[keep]], t))
+        # The reference is the smaller text: every query anchor against the references' prefixes.
+        at, df = self.prefixes.lookup(query.anchors)
+        q, r = self.prefixes.expand(rows[df > 0], at[df > 0])
+        keep = sizes[q] >= least_shared(self.anchors.sizes[r], t)
+        around = _pairs_with_hits(q[keep], r[keep], required_hits(self.anchors.sizes[r[keep]], t))
+        q, r = _unpack(np.unique(_pack(np.r_[inside[0], around[0]], np.r_[inside[1], around[1]])))
+        # Whichever is smaller, a qualifying pair shares least_shared(smaller) anchors in all.
+        keep = query.overlap(q, self.anchors, r) >= least_shared(np.minimum(sizes[q], self.anchors.sizes[r]), t)
+        return q[keep], r[keep]
+
+    def best(self, texts: Sequence[str], vectors: object, sizes: np.ndarray) -> Matches:
+        """Per query: the best Jaccard and containment over its candidate references, and which reference
+        (-1: none). `vectors`/`sizes` are the queries' n-gram vectors (NgramIndex.vectors of the same n)."""
+        rows, refs = self.candidates(texts) if len(self.texts) else (np.zeros(0, int), np.zeros(0, int))
+        if not len(rows):
+            return best_per_row(len(texts), rows, refs, np.zeros(0), np.zeros(0))
+        unique_refs, ref_rows = np.unique(refs, return_inverse=True)
+        ref_vectors, ref_sizes = self.ngrams.vectors([self.texts[i] for i in unique_refs])
+        jaccard, containment, keep = pair_scores(vectors, sizes, rows, ref_vectors, ref_sizes, ref_rows)
+        return best_per_row(len(texts), rows[keep], refs[keep], jaccard[keep], containment[keep])
+
+
+class NearDuplicateFinder:
+    """Groups of near-duplicate texts within one collection, fed in chunks (the importer streams its file)."""
+
+    def __init__(self, *, n: int = 5, jaccard: float = 0.8, containment: float = 0.8, window: int = WINDOW):
+        self.n = n
+        self.window = window
+        self.jaccard = jaccard
+        self.containment = containment
+        self.count = 0
+        self._parts: list[Anchors] = []
+
+    def add(self, texts: Sequence[str]) -> None:
+        self._parts.append(Anchors.of(texts, anchor_length(self.n), self.window))
+        self.count += len(texts)
+
+    def candidate_pairs(self, block: int = 250_000) -> tuple[np.ndarray, np.ndarray]:
+        """(a, b) with a < b, each once: pairs whose smaller text's prefix meets the other's anchors and that
+        share enough anchors in all. Probes `block` prefix anchors at a time, whole texts each time: the working
+        memory stays near that of the anchors."""
+        found = Anchors.concat(self._parts)
+        self._parts = []
+        sizes, t = found.sizes, min(self.jaccard, self.containment)
+        postings = Postings.build(found.anchors, found.rows())
+        docs, keys = document_prefixes(postings, sizes, t)
+        probe = np.diff(postings.starts)[keys] > 1  # held by the text alone: nothing to find
+        docs, keys = docs[probe], keys[probe]
+        pairs: list[np.ndarray] = []
+        start = 0
+        while start < len(docs):
+            stop = min(start + block, len(docs))
+            stop = len(docs) if stop == len(docs) else int(np.searchsorted(docs, docs[stop], "left"))
+            stop = stop if stop > start else int(np.searchsorted(docs, docs[start], "right"))
+            a, b = postings.expand(docs[start:stop], keys[start:stop])
+            keep = (a != b) & (sizes[b] >= least_shared(sizes[a], t))
+            a, b = _pairs_with_hits(a[keep], b[keep], required_hits(sizes[a[keep]], t))
+            pairs.append(np.unique(_pack(np.minimum(a, b), np.maximum(a, b))))
+            start = stop
+        a, b = _unpack(np.unique(np.concatenate([np.zeros(0, np.uint64), *pairs])))
+        keep = found.overlap(a, found, b) >= least_shared(np.minimum(sizes[a], sizes[b]), t)
+        return a[keep], b[keep]
+
+    def groups(self, texts_of: Callable[[np.ndarray], Sequence[str]], batch: int = 100_000) -> list[list[int]]:
+        """Groups (indices in the order added, each sorted; groups in order of their first member) linked by
+        Jaccard ≥ `jaccard` or containment ≥ `containment`, transitively; singletons left out. Only texts of
+        at least MIN_CONTAINED n-grams link: short ones ("Thank you!") differ by a word without one copying the
+        other, and exact copies are the content hash's job. `texts_of(ids)` returns the texts of sorted ids."""
+        a, b = self.candidate_pairs()
+        linked: list[np.ndarray] = []
+        ngrams = NgramIndex(self.n)
+        for start in range(0, len(a), batch):
+            pa, pb = a[start : start + batch], b[start : start + batch]
+            ids, inverse = np.unique(np.r_[pa, pb], return_inverse=True)
+            vectors, sizes = ngrams.vectors(list(texts_of(ids)))
+            left, right = inverse[: len(pa)], inverse[len(pa) :]
+            jaccard, containment, _ = pair_scores(vectors, sizes, left, vectors, sizes, right, min_shared=1)
+            smaller = np.minimum(sizes[left], sizes[right])
+            link = (smaller >= MIN_CONTAINED) & ((jaccard >= self.jaccard) | (containment >= self.containment))
+            linked.append(_pack(pa[link], pb[link]))
+        ea, eb = _unpack(np.concatenate([np.zeros(0, np.uint64), *linked]))
+        if not len(ea):
+            return []
+        graph = coo_matrix((np.ones(len(ea), dtype=np.int8), (ea, eb)), shape=(self.count, self.count))
+        _, label = connected_components(graph, directed=False)
+        by_label: dict[int, list[int]] = {}
+        for i in np.unique(np.r_[ea, eb]).tolist():
+            by_label.setdefault(int(label[i]), []).append(i)
+        return sorted(by_label.values(), key=lambda g: g[0])
+
+
+def near_duplicate_groups(texts: Sequence[str], *, n: int = 5, jaccard: float = 0.8,
+                          containment: float = 0.8) -> list[list[int]]:
+    """NearDuplicateFinder over texts held in memory."""
+    finder = NearDuplicateFinder(n=n, jaccard=jaccard, containment=containment)
+    for start in range(0, len(texts), 10_000):
+        finder.add(texts[start : start + 10_000])
+    return finder.groups(lambda ids: [texts[i] for i in ids])

@@ -1,0 +1,165 @@
+"""Staging tables of an import: the file's validated rows land here in batches, then move into `samples` in one
+statement pair (the switch).
+
+They are TEMPORARY tables, private to the connection that stages: nothing else sees them, writing them takes no
+lock on the shared database (on SQLite, a deferred transaction that writes only TEMP tables leaves the write lock
+free for everyone else), and a process killed mid-import leaves nothing behind: the database drops a
+connection's temporary tables with the connection. Rows are written with COPY on Postgres and executemany on
+SQLite. Functions run on the caller's connection and transaction; the caller commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, text
+
+from db.chunks import chunked
+from db.models import UTCDateTime
+
+ROWS = "import_rows"
+LABELS = "import_labels"
+SPLITS = "import_splits"
+
+_CREATE = (
+    (f"CREATE TEMPORARY TABLE {ROWS} (seq INTEGER PRIMARY KEY, line BIGINT NOT NULL, text TEXT NOT NULL, "
+     "content_hash VARCHAR(64) NOT NULL, external_id VARCHAR(200), split VARCHAR(8), first_seq INTEGER NOT NULL, "
+     "existing_id INTEGER)"),
+    f"CREATE TEMPORARY TABLE {LABELS} (seq INTEGER NOT NULL, task VARCHAR(100) NOT NULL, label VARCHAR(100) NOT NULL)",
+    f"CREATE TEMPORARY TABLE {SPLITS} (seq INTEGER PRIMARY KEY, split VARCHAR(8) NOT NULL)",
+)
+
+
+# SQLite's page cache per connection, in KiB, while it stages and switches: its 2 MB default thrashes on the
+# indexes of a million rows (the staging phase ran ~1.5× longer with it). Given back by drop().
+SQLITE_CACHE_KIB = 131_072
+
+
+def create(conn: Connection) -> None:
+    """Empty staging tables on this connection (left over ones from an earlier import on it are dropped)."""
+    drop(conn)
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"PRAGMA main.cache_size = -{SQLITE_CACHE_KIB}")
+        conn.exec_driver_sql(f"PRAGMA temp.cache_size = -{SQLITE_CACHE_KIB}")
+    for statement in _CREATE:
+        conn.exec_driver_sql(statement)
+
+
+def drop(conn: Connection) -> None:
+    for table in (ROWS, LABELS, SPLITS):
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("PRAGMA main.cache_size = -2000")
+        conn.exec_driver_sql("PRAGMA temp.cache_size = -2000")
+
+
+def _copy(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        with conn.connection.dbapi_connection.cursor() as cursor, cursor.copy(  # type: ignore[union-attr]
+            f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                copy.write_row(row)
+    else:
+        marks = ", ".join("?" for _ in columns)
+        conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", list(map(tuple, rows)))
+
+
+def add_rows(conn: Connection, rows: Sequence[tuple[int, int, str, str, str | None, str | None]],
+             labels: Sequence[tuple[int, str, str]]) -> None:
+    """rows: (seq, line, text, content_hash, external_id, split); labels: (seq, task, label)."""
+    _copy(conn, ROWS, ("seq", "line", "text", "content_hash", "external_id", "split", "first_seq"),
+          [(*row, row[0]) for row in rows])
+    _copy(conn, LABELS, ("seq", "task", "label"), labels)
+
+
+def add_splits(conn: Connection, seqs: Sequence[int], splits: Sequence[str]) -> None:
+    """Splits drawn by augloop (they take precedence over import_rows.split)."""
+    _copy(conn, SPLITS, ("seq", "split"), list(zip(seqs, splits, strict=True)))
+
+
+def link_duplicates(conn: Connection) -> None:
+    """first_seq: the first row of the file with the same content hash (the row itself when it is the first)."""
+    conn.exec_driver_sql(f"CREATE INDEX ix_{ROWS}_hash ON {ROWS} (content_hash, seq)")
+    conn.exec_driver_sql(
+        f"UPDATE {ROWS} SET first_seq = (SELECT MIN(r2.seq) FROM {ROWS} r2 WHERE r2.content_hash = {ROWS}.content_hash) "
+        f"WHERE content_hash IN (SELECT content_hash FROM {ROWS} GROUP BY content_hash HAVING COUNT(*) > 1)"
+    )
+
+
+def link_existing(conn: Connection, dataset_id: int) -> None:
+    """existing_id: the dataset's sample with the same content hash, if any."""
+    conn.execute(
+        text(f"UPDATE {ROWS} SET existing_id = (SELECT s.id FROM samples s WHERE s.dataset_id = :ds "
+             f"AND s.content_hash = {ROWS}.content_hash) WHERE EXISTS (SELECT 1 FROM samples s "
+             f"WHERE s.dataset_id = :ds AND s.content_hash = {ROWS}.content_hash)"),
+        {"ds": dataset_id},
+    )
+
+
+def texts_of(conn: Connection, seqs: Sequence[int]) -> list[str]:
+    """The staged texts of `seqs` (sorted, distinct), in that order."""
+    found: dict[int, str] = {}
+    for chunk in chunked(seqs):
+        marks = ", ".join(str(int(s)) for s in chunk)  # integers from numpy: safe to inline
+        found.update(conn.exec_driver_sql(f"SELECT seq, text FROM {ROWS} WHERE seq IN ({marks})").tuples().all())
+    return [found[int(s)] for s in seqs]
+
+
+def label_sets(conn: Connection) -> dict[str, list[str]]:
+    """Every label seen per task, sorted."""
+    out: dict[str, list[str]] = {}
+    for task, label in conn.exec_driver_sql(
+        f"SELECT DISTINCT task, label FROM {LABELS} ORDER BY task, label"
+    ).tuples():
+        out.setdefault(task, []).append(label)
+    return out
+
+
+_NEW = "r.seq = r.first_seq AND r.existing_id IS NULL"
+_SPLIT = "COALESCE(d.split, r.split)"
+_FROM = f"{ROWS} r LEFT JOIN {SPLITS} d ON d.seq = r.seq"
+
+
+def duplicates(conn: Connection, limit: int) -> tuple[int, list[dict[str, int]]]:
+    """How many rows are skipped as duplicates, and the first `limit` of them: a row whose text the dataset
+    already holds names that sample, a repeat within the file names the first line."""
+    where = "r.existing_id IS NOT NULL OR r.seq <> r.first_seq"
+    count = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {ROWS} r WHERE {where}").scalar_one()
+    listed = []
+    for line, existing, first_line in conn.exec_driver_sql(
+        f"SELECT r.line, r.existing_id, f.line FROM {ROWS} r JOIN {ROWS} f ON f.seq = r.first_seq "
+        f"WHERE {where} ORDER BY r.seq LIMIT {int(limit)}"
+    ).tuples():
+        listed.append({"line": line, "duplicate_of_sample": existing} if existing is not None
+                      else {"line": line, "duplicate_of_line": first_line})
+    return int(count), listed
+
+
+def split_counts(conn: Connection) -> dict[str, int]:
+    """Rows that will be inserted, per split."""
+    return dict(conn.exec_driver_sql(
+        f"SELECT {_SPLIT}, COUNT(*) FROM {_FROM} WHERE {_NEW} GROUP BY {_SPLIT}"
+    ).tuples().all())
+
+
+def insert_samples(conn: Connection, dataset_id: int, created_by: int | None, now: datetime) -> int:
+    """The switch: every new row (first in the file, not in the dataset yet) becomes an original sample, with
+    its labels, in two statements. Returns how many samples were inserted."""
+    params = {"ds": dataset_id, "by": created_by, "now": now}
+    inserted = conn.execute(text(
+        "INSERT INTO samples (dataset_id, external_id, text, split, origin, content_hash, created_by, "
+        "review_count, version, created_at, updated_at) "
+        f"SELECT :ds, r.external_id, r.text, {_SPLIT}, 'original', r.content_hash, :by, 0, 1, :now, :now "
+        f"FROM {_FROM} WHERE {_NEW} ORDER BY r.seq"
+    ).bindparams(bindparam("now", type_=UTCDateTime())), params).rowcount
+    conn.execute(text(
+        "INSERT INTO sample_labels (sample_id, task, label) "
+        f"SELECT s.id, l.task, l.label FROM {LABELS} l JOIN {ROWS} r ON r.seq = l.seq "
+        f"JOIN samples s ON s.dataset_id = :ds AND s.content_hash = r.content_hash WHERE {_NEW}"
+    ), {"ds": dataset_id})
+    return int(inserted)

@@ -1,0 +1,245 @@
+"""Reading an import file in chunks: CSV, JSONL or Parquet parsed from a binary stream and validated row by row.
+
+Nothing here holds more than one chunk: CSV and JSONL are decoded 1 MB at a time (invalid UTF-8 and NUL are
+refused naming their line, as the whole-file reader did), Parquet is read by record batches. A bad row raises
+ImportRejected naming its line and the problem; the caller has written nothing visible yet.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from core.errors import TooLargeError, ValidationFailed
+from core.settings import get_settings
+
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "dev": "val", "test": "test", "testing": "test"}
+READ_BYTES = 1 << 20
+CHUNK_ROWS = 10_000
+
+Record = tuple[int, dict[str, Any]]  # (line, the row's fields)
+
+
+class ImportRejected(ValidationFailed):
+    def __init__(self, line: int, problem: str, field: str | None = None) -> None:
+        super().__init__(f"line {line}: {problem}", field=field or "file", extra={"line": line, "problem": problem})
+        self.line = line
+
+
+@dataclass
+class Row:
+    line: int
+    text: str
+    labels: dict[str, str]
+    split: str | None
+    external_id: str | None
+
+
+@dataclass
+class ImportSpec:
+    dataset: str
+    tasks: list[str]
+    text_col: str = "text"
+    split_col: str | None = "split"  # used when present in the file
+    id_col: str | None = "id"
+    language: str = "en"
+    label_order: dict[str, list[str]] = field(default_factory=dict)  # optional explicit ordered label sets
+    split_seed: int = 42
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    project: str = "default"  # where a new dataset goes (an existing one stays in its project)
+    display_name: str | None = None  # a new dataset's name for people; default: its slug
+
+
+def detect_format(filename: str | None, head: bytes) -> str:
+    name = (filename or "").lower()
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    if name.endswith(".parquet") or head[:4] == b"PAR1":
+        return "parquet"
+    return "csv"
+
+
+def _lines(stream: BinaryIO) -> Iterator[str]:
+    """The stream's lines, decoded, with their line endings (\\n, \\r\\n or \\r, as csv expects them)."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")("strict")
+    consumed = 0  # bytes before the current chunk
+    newlines = 0  # line feeds before the current chunk
+    carry = ""
+    while True:
+        chunk = stream.read(READ_BYTES)
+        final = not chunk
+        try:
+            decoded = decoder.decode(chunk, final)
+        except UnicodeDecodeError as err:
+            # err.object is what the decoder held back from the previous chunk (never a line feed: an
+            # incomplete multi-byte character) followed by this chunk, less a byte-order mark.
+            line = newlines + err.object[: err.start].count(b"\n") + 1
+            offset = consumed + len(chunk) - len(err.object) + err.start
+            raise ImportRejected(line, f"invalid UTF-8 (byte {err.object[err.start]:#04x} at offset {offset})") \
+                from None
+        if "\x00" in decoded:
+            line = newlines + decoded[: decoded.index("\x00")].count("\n") + 1
+            raise ImportRejected(line, "NUL character in the file (is it a binary file?)")
+        consumed += len(chunk)
+        newlines += decoded.count("\n")
+        pending = carry + decoded
+        if not pending:
+            if final:
+                return
+            continue
+        lines = list(io.StringIO(pending, newline=""))
+        # The last line may continue in the next chunk (a "\r" may be half of "\r\n"): keep it back.
+        carry = "" if final or lines[-1].endswith("\n") else lines.pop()
+        yield from lines
+        if final:
+            return
+
+
+def _csv_records(stream: BinaryIO) -> Iterator[Record]:
+    reader = csv.reader(_lines(stream), strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ImportRejected(1, "the file is empty") from None
+    except csv.Error as err:
+        raise ImportRejected(reader.line_num or 1, f"malformed CSV header: {err}") from None
+    header = [h.strip() for h in header]
+    if len(set(header)) != len(header):
+        raise ImportRejected(1, f"duplicate column names in the header: {header}")
+    while True:
+        start = reader.line_num + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise ImportRejected(start, f"malformed CSV: {err}") from None
+        if not values or values == [""]:
+            continue
+        if len(values) != len(header):
+            raise ImportRejected(start, f"expected {len(header)} fields, found {len(values)}")
+        yield start, dict(zip(header, values, strict=True))
+
+
+def _jsonl_records(stream: BinaryIO) -> Iterator[Record]:
+    for n, raw in enumerate(_lines(stream), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise ImportRejected(n, f"invalid JSON: {err.msg}") from None
+        if not isinstance(obj, dict):
+            raise ImportRejected(n, "each line must be a JSON object")
+        yield n, obj
+
+
+def _parquet_records(stream: BinaryIO) -> Iterator[Record]:
+    import pyarrow.parquet as pq
+
+    try:
+        batches = pq.ParquetFile(stream).iter_batches(batch_size=CHUNK_ROWS)
+        line = 2  # a Parquet "line" is the row number, counting the header as line 1 as in a CSV file
+        for batch in batches:
+            for row in batch.to_pylist():
+                yield line, row
+                line += 1
+    except ImportRejected:
+        raise
+    except Exception as err:  # pyarrow raises several types for a corrupt file
+        raise ImportRejected(1, f"unreadable Parquet file: {err}") from None
+
+
+def record_chunks(stream: BinaryIO, fmt: str, rows: int = CHUNK_ROWS) -> Iterator[list[Record]]:
+    """The file's records in chunks of `rows`; past AUGLOOP_MAX_UPLOAD_ROWS records, TooLargeError."""
+    reader = {"csv": _csv_records, "jsonl": _jsonl_records, "parquet": _parquet_records}.get(fmt)
+    if reader is None:
+        raise ValidationFailed(f"unknown format {fmt!r}: use csv, jsonl or parquet", field="format")
+    limit = get_settings().max_upload_rows
+    chunk: list[Record] = []
+    for seen, record in enumerate(reader(stream), start=1):
+        if seen > limit:
+            raise TooLargeError(f"file has more than {limit} rows (AUGLOOP_MAX_UPLOAD_ROWS)", field="file")
+        chunk.append(record)
+        if len(chunk) >= rows:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _cell(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value != value:  # NaN from Parquet
+        return None
+    value = str(value).strip()
+    return value or None
+
+
+class RowValidator:
+    """Checks records chunk by chunk; `known` holds an existing dataset's label sets (unknown labels are then
+    errors). The first record fixes the columns."""
+
+    def __init__(self, spec: ImportSpec, known: dict[str, list[str]] | None) -> None:
+        self.spec = spec
+        self.shown = {task: order for task in spec.tasks
+                      if (order := (known or {}).get(task) or spec.label_order.get(task)) is not None}
+        self.allowed = {task: set(order) for task, order in self.shown.items()}
+        self.max_chars = get_settings().max_text_chars
+        self.use_split: bool | None = None  # decided by the first record's columns
+        self.rows = 0
+
+    def _columns(self, line: int, record: dict[str, Any]) -> None:
+        spec = self.spec
+        columns = set(record)
+        for col in [spec.text_col, *spec.tasks]:
+            if col not in columns:
+                raise ImportRejected(line, f"column {col!r} not found (columns: {', '.join(sorted(columns))})",
+                                     field="text_col" if col == spec.text_col else "task")
+        self.use_split = bool(spec.split_col) and spec.split_col in columns
+
+    def validate(self, records: list[Record]) -> list[Row]:
+        spec = self.spec
+        if self.use_split is None and records:
+            self._columns(*records[0])
+        rows: list[Row] = []
+        for line, rec in records:
+            raw_text = rec.get(spec.text_col)
+            if raw_text is None or (isinstance(raw_text, str) and not raw_text.strip()):
+                raise ImportRejected(line, f"missing text in column {spec.text_col!r}")
+            if not isinstance(raw_text, str):
+                raise ImportRejected(line, f"text in column {spec.text_col!r} must be a string")
+            text = raw_text.strip()
+            if len(text) > self.max_chars:
+                raise ImportRejected(line, f"text is {len(text)} characters; the maximum is {self.max_chars} "
+                                           "(AUGLOOP_MAX_TEXT_CHARS)")
+            labels: dict[str, str] = {}
+            for task in spec.tasks:
+                value = _cell(rec.get(task))
+                if value is None:
+                    continue
+                allowed = self.allowed.get(task)
+                if allowed is not None and value not in allowed:
+                    raise ImportRejected(
+                        line, f"unknown label {value!r} for task {task!r} (known: {', '.join(self.shown[task])})",
+                        field="task")
+                labels[task] = value
+            split = None
+            if self.use_split:
+                value = _cell(rec.get(spec.split_col))
+                if value is None:
+                    raise ImportRejected(line, f"missing split in column {spec.split_col!r}")
+                split = SPLIT_ALIASES.get(value.lower())
+                if split is None:
+                    raise ImportRejected(line, f"unknown split {value!r} (use train, val or test)")
+            external_id = _cell(rec.get(spec.id_col)) if spec.id_col else None
+            rows.append(Row(line=line, text=text, labels=labels, split=split, external_id=external_id))
+        self.rows += len(rows)
+        return rows

@@ -1,0 +1,252 @@
+"""Imports that do not fit in memory (issue 17, point 3): files read and validated in chunks, staged in temporary
+tables, then switched in at once: all rows or none at any size; import jobs with their progress; exports
+streamed in bounded memory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import sqlite3
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from core.errors import ValidationFailed
+from db.models import Dataset, Sample, SampleLabel
+from db.session import session_scope
+from services.importing import ImportSpec, import_path
+
+LABELS = ["neutral", "partisan"]
+SYLLABLES = ["ba", "ce", "di", "fo", "gu", "ha", "je", "ki", "lo", "mu", "na", "pe", "ri", "so", "tu", "va"]
+
+
+def posts(n: int, seed: int = 0) -> list[str]:
+    """n distinct made-up posts of 6 to 14 words from a 20,000-word vocabulary (no two near-duplicates)."""
+    rng = random.Random(seed)
+    vocab = ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4))) for _ in range(20_000)]
+    return [f"{i} " + " ".join(rng.choices(vocab, k=rng.randint(6, 14))) for i in range(n)]
+
+
+def write_csv(path: Path, rows: int, *, bad_line: int | None = None, split: bool = True) -> Path:
+    """`rows` data rows (the header is line 1); line `bad_line` names a split that does not exist."""
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "text", "bias", "split"] if split else ["id", "text", "bias"])
+        for i, post in enumerate(posts(rows)):
+            line = i + 2
+            row = [f"r{i}", post, LABELS[i % 7 == 0]]
+            if split:
+                row.append("holdout" if line == bad_line else ("train", "val", "test")[i % 10 // 8 + (i % 10 == 9)])
+            writer.writerow(row)
+    return path
+
+
+def counts(engine) -> tuple[int, int, int]:
+    with session_scope(engine) as s:
+        return (s.scalar(select(func.count()).select_from(Dataset)) or 0,
+                s.scalar(select(func.count()).select_from(Sample)) or 0,
+                s.scalar(select(func.count()).select_from(SampleLabel)) or 0)
+
+
+def no_staging_left(engine) -> bool:
+    """No connection holds a staging table any more (SQLite: the pooled one the import used; Postgres: any)."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            names = conn.exec_driver_sql("SELECT name FROM sqlite_temp_master WHERE type = 'table'").scalars().all()
+        else:
+            names = conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname LIKE :temp"),
+                                 {"temp": "pg_temp%"}).scalars().all()
+    return not any(n.startswith("import_") for n in names)
+
+
+@pytest.mark.slow
+def test_a_bad_row_at_line_900000_leaves_nothing(engine, tmp_path) -> None:
+    path = write_csv(tmp_path / "big.csv", 900_000, bad_line=900_000)
+    with pytest.raises(ValidationFailed) as err:
+        import_path(engine, path, ImportSpec(dataset="big", tasks=["bias"]))
+    assert err.value.extra["line"] == 900_000 and "unknown split 'holdout'" in err.value.message
+    assert counts(engine) == (0, 0, 0)
+    assert no_staging_left(engine)
+
+
+def test_a_bad_last_row_leaves_nothing_and_a_good_file_imports_whole(any_engine, tmp_path) -> None:
+    bad = write_csv(tmp_path / "bad.csv", 25_000, bad_line=25_001)
+    with pytest.raises(ValidationFailed, match="line 25001: unknown split"):
+        import_path(any_engine, bad, ImportSpec(dataset="d", tasks=["bias"]))
+    assert counts(any_engine) == (0, 0, 0) and no_staging_left(any_engine)
+
+    good = write_csv(tmp_path / "good.csv", 25_000)
+    result = import_path(any_engine, good, ImportSpec(dataset="d", tasks=["bias"]))
+    assert result.imported == 25_000 and result.split_counts == {"train": 20_000, "val": 2_500, "test": 2_500}
+    assert counts(any_engine) == (1, 25_000, 25_000) and no_staging_left(any_engine)
+    # Again, on top: every row is now a duplicate of a stored sample, and nothing is added.
+    again = import_path(any_engine, good, ImportSpec(dataset="d", tasks=["bias"]))
+    assert again.imported == 0 and again.duplicates_skipped == 25_000
+    assert again.duplicates[0] == {"line": 2, "duplicate_of_sample": again.duplicates[0]["duplicate_of_sample"]}
+    assert len(again.as_dict()["duplicates"]) == 1000 and counts(any_engine) == (1, 25_000, 25_000)
+
+
+def test_staging_leaves_the_sqlite_write_lock_free(engine, settings, tmp_path) -> None:
+    """While a file is read and staged, other connections write at once: only the switch takes the lock."""
+    path = write_csv(tmp_path / "f.csv", 30_000)
+    waits = []
+
+    def write_meanwhile(phase: str, done: int, total: int, rows: int) -> None:
+        if phase == "reading":
+            other = sqlite3.connect(settings.data_dir / "augloop.db", timeout=5, isolation_level=None)
+            started = time.monotonic()
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO users (name, role, created_at) VALUES (?, 'annotator', '2026-01-01')",
+                          (f"user-{rows}",))
+            other.execute("COMMIT")
+            waits.append(time.monotonic() - started)
+            other.close()
+
+    import_path(engine, path, ImportSpec(dataset="d", tasks=["bias"]), progress=write_meanwhile)
+    assert len(waits) == 3 and max(waits) < 1, waits
+    assert counts(engine)[1] == 30_000
+
+
+def test_progress_goes_through_reading_near_duplicates_and_writing(engine, tmp_path) -> None:
+    path = write_csv(tmp_path / "f.csv", 35_000, split=False)
+    seen: list[tuple[str, int, int, int]] = []
+    result = import_path(engine, path, ImportSpec(dataset="d", tasks=["bias"]),
+                         progress=lambda **p: seen.append((p["phase"], p["done"], p["total"], p["rows"])))
+    reading = [s for s in seen if s[0] == "reading"]
+    assert len(reading) == 4, "one report per chunk of 10,000 rows"
+    assert [r[1] for r in reading] == sorted(r[1] for r in reading) and reading[-1][1] == path.stat().st_size
+    assert [r[3] for r in reading] == [10_000, 20_000, 30_000, 35_000]
+    assert [p for p, *_ in seen if p != "reading"][:2] == ["near-duplicates", "writing"]
+    assert seen[-1] == ("writing", 35_000, 35_000, 35_000) and result.imported == 35_000
+    assert result.split_info["source"] == "stratified"
+
+
+def test_jsonl_and_parquet_stream_in_chunks(engine, tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = posts(23_000)
+    jsonl = tmp_path / "f.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"text": t, "bias": LABELS[i % 2]}) for i, t in enumerate(texts)) + "\n")
+    assert import_path(engine, jsonl, ImportSpec(dataset="j", tasks=["bias"])).imported == 23_000
+    parquet = tmp_path / "f.parquet"
+    pq.write_table(pa.table({"text": texts, "bias": [LABELS[i % 2] for i in range(len(texts))]}), parquet,
+                   row_group_size=4_000)
+    assert import_path(engine, parquet, ImportSpec(dataset="p", tasks=["bias"])).imported == 23_000
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"text": [*texts[:12_000], "   "], "bias": ["neutral"] * 12_001}), bad)
+    with pytest.raises(ValidationFailed, match="line 12002: missing text"):
+        import_path(engine, bad, ImportSpec(dataset="b", tasks=["bias"]))
+    assert counts(engine)[0] == 2
+
+
+def test_a_line_split_across_read_chunks_keeps_its_crlf_and_its_line_number(engine, monkeypatch) -> None:
+    from services import import_reading
+    from services.importing import import_stream
+
+    monkeypatch.setattr(import_reading, "READ_BYTES", 7)  # every line ends up cut across chunks
+    data = "text,bias\r\n\"multi\r\nline, quoted\",neutral\r\nsecond,partisan\r\nbad \xe9,\r\n".encode()
+    with session_scope(engine) as s:
+        result = import_stream(s, io.BytesIO(data), ImportSpec(dataset="c", tasks=["bias"]), filename="c.csv")
+    assert result.imported == 3
+    with session_scope(engine) as s:
+        assert set(s.scalars(select(Sample.text))) == {"multi\r\nline, quoted", "second", "bad é"}
+    broken = b"text,bias\nok,neutral\nfine,neutral\nbad \xe9\xff bytes,neutral\n"
+    with pytest.raises(ValidationFailed, match="line 4: invalid UTF-8 \\(byte 0xe9 at offset 38\\)"), \
+            session_scope(engine) as s:
+        import_stream(s, io.BytesIO(broken), ImportSpec(dataset="e", tasks=["bias"]), filename="e.csv")
+
+
+def test_an_import_job_reports_its_progress_and_its_result(admin, engine, tmp_path, settings) -> None:
+    from workers.main import Worker
+
+    path = write_csv(tmp_path / "job.csv", 12_000)
+    r = admin.post("/api/v1/datasets/jobbed/imports", files={"file": ("job.csv", path.read_bytes())},
+                   data={"task": ["bias"]})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["kind"] == "import" and job["status"] == "queued"
+    uploads = list((settings.data_dir / "imports").iterdir())
+    assert len(uploads) == 1 and uploads[0].stat().st_size == path.stat().st_size
+
+    assert Worker(engine, kinds=["import"], poll_seconds=0.05, lease_seconds=30).run(burst=True).succeeded == 1
+    done = admin.get(f"/api/v1/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded", done
+    assert done["result"]["imported"] == 12_000 and done["result"]["split_counts"]["train"] == 9_600
+    assert done["progress_info"]["phase"] == "writing" and done["progress_info"]["rows"] == 12_000
+    assert not uploads[0].exists(), "the upload is removed once imported"
+    assert admin.get("/api/v1/datasets/jobbed/stats").json()["samples"] == 12_000
+
+    bad = write_csv(tmp_path / "bad.csv", 12_000, bad_line=11_000)
+    r = admin.post("/api/v1/datasets/other/imports", files={"file": ("bad.csv", bad.read_bytes())},
+                   data={"task": ["bias"]})
+    Worker(engine, kinds=["import"], poll_seconds=0.05, lease_seconds=30).run(burst=True)
+    failed = admin.get(f"/api/v1/jobs/{r.json()['id']}").json()
+    assert failed["status"] == "failed" and failed["attempts"] == 1, "a bad row is not retried"
+    assert "line 11000: unknown split 'holdout'" in failed["last_error"]
+    assert admin.get("/api/v1/datasets/other").status_code == 404
+    assert list((settings.data_dir / "imports").iterdir()) == []
+
+
+def test_import_jobs_take_files_past_the_request_limit(admin, engine, tmp_path, monkeypatch) -> None:
+    path = write_csv(tmp_path / "f.csv", 2_000)
+    app = admin.app
+    limit = next(m for m in app.user_middleware if m.cls.__name__ == "BodySizeLimit")
+    monkeypatch.setitem(limit.kwargs, "max_bytes", 10_000)
+    app.middleware_stack = app.build_middleware_stack()
+    assert admin.post("/api/v1/datasets/d/import", files={"file": ("f.csv", path.read_bytes())},
+                      data={"task": ["bias"]}).status_code == 413
+    r = admin.post("/api/v1/datasets/d/imports", files={"file": ("f.csv", path.read_bytes())},
+                   data={"task": ["bias"]})
+    assert r.status_code == 202, r.text
+
+
+def _export_peak(engine, name: str) -> tuple[int, int]:
+    """(bytes exported, peak bytes allocated while exporting) of a CSV export of dataset `name`."""
+    from services.datasets import export_stream
+
+    size = 0
+    tracemalloc.start()
+    try:
+        with session_scope(engine) as s:
+            chunks = export_stream(s, engine, name, "csv", "original").chunks
+        for chunk in chunks:
+            size += len(chunk)
+        return size, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_export_streams_in_bounded_memory(admin, engine, tmp_path) -> None:
+    import_path(engine, write_csv(tmp_path / "small.csv", 10_000), ImportSpec(dataset="small", tasks=["bias"]))
+    import_path(engine, write_csv(tmp_path / "big.csv", 60_000), ImportSpec(dataset="big", tasks=["bias"]))
+    _export_peak(engine, "small")  # compiled statements, caches: once
+    small, small_peak = _export_peak(engine, "small")
+    big, big_peak = _export_peak(engine, "big")
+    assert big > 5 * small and big > 6_000_000
+    assert big_peak < 1.5 * small_peak, f"peak {small_peak:,} → {big_peak:,} bytes for {small:,} → {big:,}"
+    # Through the API: the same body, as a stream, and the read happens after the request's session closed.
+    body = admin.get("/api/v1/datasets/big/export", params={"include": "original"})
+    assert body.status_code == 200 and len(body.text) == big
+    rows = list(csv.DictReader(io.StringIO(body.text)))
+    assert len(rows) == 60_000 and rows[0]["external_id"] == "r0" and rows[0]["bias"] == "partisan"
+    assert admin.get("/api/v1/datasets/nope/export").status_code == 404
+    assert admin.get("/api/v1/datasets/big/export", params={"include": "bogus"}).status_code == 422
+
+
+def test_export_reads_in_its_own_session(engine, tmp_path) -> None:
+    """The chunks are produced after the request's session ended: nothing of it is needed any more."""
+    from services.datasets import export_stream
+
+    import_path(engine, write_csv(tmp_path / "f.csv", 1_000), ImportSpec(dataset="x", tasks=["bias"]))
+    with session_scope(engine) as s:
+        out = export_stream(s, engine, "x", "jsonl", "original")
+    lines = "".join(out.chunks).splitlines()
+    assert len(lines) == 1_000 and json.loads(lines[0])["text"].startswith("0 ")
+    with engine.connect() as conn:  # and the reading connection went back to the pool idle
+        assert conn.execute(text("SELECT 1")).scalar() == 1
