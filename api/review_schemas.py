@@ -83,6 +83,7 @@ class ReviewRead(BaseModel):
     text_before: str
     text_after: str
     version_seen: int
+    automatic: bool = Field(default=False, description="Signed by the automatic reviewer; never a vote")
     created_at: datetime
 
 

@@ -391,12 +391,13 @@ def families_of(session: Session, variants: list[Sample]) -> list[dict[str, Any]
 def latest_votes(session: Session, sample_ids: list[int]) -> dict[int, dict[int, str]]:
     """sample id → {user id → that user's latest decision on the variant's current text}, the most recent vote
     last. A user who changes their mind has one vote; an edit changes the text, so it withdraws every vote cast
-    before it (the editor's edit counts as their approval of the new text)."""
+    before it (the editor's edit counts as their approval of the new text). Automatic decisions are in the
+    audit trail but are no votes: once a person decides, people's votes alone give the status."""
     votes: dict[int, dict[int, str]] = {}
     for chunk in chunked(sample_ids):
         rows = session.execute(
             select(Review.sample_id, Review.user_id, Review.decision)
-            .where(Review.sample_id.in_(chunk))
+            .where(Review.sample_id.in_(chunk), Review.automatic.is_(False))
             .order_by(Review.id)
         ).tuples()
         for sample_id, user_id, decision in rows:
@@ -456,6 +457,7 @@ def review_history(session: Session, sample_id: int) -> list[dict[str, Any]]:
             "text_before": r.text_before,
             "text_after": r.text_after,
             "version_seen": r.version_seen,
+            "automatic": r.automatic,
             "created_at": r.created_at,
         }
         for r, name in rows

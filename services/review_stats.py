@@ -89,7 +89,7 @@ def agreement(session: Session, dataset: Dataset) -> dict[str, Any]:
     rows = session.execute(
         select(Review.sample_id, Review.user_id, Review.decision, Sample.method)
         .join(Sample, Sample.id == Review.sample_id)
-        .where(Sample.dataset_id == dataset.id)
+        .where(Sample.dataset_id == dataset.id, Review.automatic.is_(False))  # people's agreement only
         .order_by(Review.id)
     ).tuples()
     units: Units = {}
