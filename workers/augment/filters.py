@@ -10,7 +10,15 @@ In order (a candidate is counted once, by the first filter it fails):
   `leakage_threshold`, or containment (one text's n-grams found in the other, core/ngrams.py) at or above
   `leakage_containment`. Variants inherit their source's split (train), so a variant close to a test text
   would leak it into training;
-- `low_similarity`: Jaccard with its own source below `min_similarity` (off by default).
+- `low_similarity`: Jaccard with its own source below `min_similarity` (off by default);
+- `low_semantic_similarity`: sentence-encoder cosine with its source (workers/augment/encoder.py) below
+  `min_semantic_similarity` (off by default). It runs last, on the candidates every other filter kept, in one
+  batch: the encoder is the only costly filter.
+
+Every candidate also gets, for review: `semantic_similarity` (when an encoder is given) and `novelty`, what it
+adds to training: 1 − its highest character n-gram Jaccard with any training text (the train originals and the
+approved variants when the job started) or its own source. A variant that changes one word of its source has
+novelty near 0.
 
 Similarity uses binary hashed character n-grams (core/ngrams.py) and sparse matrix products: the val/test
 matrix is built once per job, and a batch of candidates is compared against all of it in one product, which
@@ -28,7 +36,15 @@ from core.ngrams import NgramIndex, pairwise_jaccard
 from core.textnorm import content_hash, normalize_text
 from workers.augment.params import FilterParams
 
-FILTER_NAMES = ("empty", "identical_to_source", "duplicate", "length_ratio", "leakage", "low_similarity")
+FILTER_NAMES = (
+    "empty",
+    "identical_to_source",
+    "duplicate",
+    "length_ratio",
+    "leakage",
+    "low_similarity",
+    "low_semantic_similarity",
+)
 
 
 @dataclass
@@ -42,22 +58,43 @@ class Verdict:
     def similarity(self) -> float | None:
         return self.scores.get("similarity")
 
+    @property
+    def semantic_similarity(self) -> float | None:
+        return self.scores.get("semantic_similarity")
+
+    @property
+    def novelty(self) -> float | None:
+        return self.scores.get("novelty")
+
 
 class CandidateFilter:
-    """Holds the dataset's hashes and the val/test index for one job; `check` judges a batch of candidates."""
+    """Holds the dataset's hashes, the val/test index and the training texts' index for one job; `check`
+    judges a batch of candidates. `encoder` (a SentenceEncoder) scores meaning; without one, candidates get
+    no semantic similarity, and `min_semantic_similarity` above 0 is the caller's error to refuse."""
 
     def __init__(
-        self, dataset_hashes: set[str], reference_texts: Sequence[str], params: FilterParams
+        self,
+        dataset_hashes: set[str],
+        reference_texts: Sequence[str],
+        params: FilterParams,
+        *,
+        training_texts: Sequence[str] = (),
+        encoder: Any = None,
     ) -> None:
         self.params = params
         self.hashes = set(dataset_hashes)
         self.index = NgramIndex(params.leakage_ngram).fit(reference_texts)
+        self.training = NgramIndex(params.leakage_ngram).fit(training_texts)
+        self.encoder = encoder
         self.dropped: Counter[str] = Counter({name: 0 for name in FILTER_NAMES})
         self.kept = 0
 
-    def check(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
-        """`pairs` are (source text, candidate text). Kept candidates' hashes join the seen set at once, so a
-        later duplicate in the same job is dropped."""
+    def check(
+        self, pairs: Sequence[tuple[str, str]], known_semantic: Sequence[float | None] | None = None
+    ) -> list[Verdict]:
+        """`pairs` are (source text, candidate text); `known_semantic` holds the semantic similarities an
+        augmenter already computed with the same encoder (None where it did not). Kept candidates' hashes join
+        the seen set at once, so a later duplicate in the same job is dropped."""
         if not pairs:
             return []
         sources = [s for s, _ in pairs]
@@ -66,6 +103,7 @@ class CandidateFilter:
         src_vec, src_sizes = self.index.vectors(sources)
         similarity = pairwise_jaccard(cand_vec, cand_sizes, src_vec, src_sizes)
         leaks = self.index.best(cand_vec, cand_sizes)
+        closest_training = self.training.best(cand_vec, cand_sizes).jaccard
         verdicts = []
         p = self.params
         for i, (source, text) in enumerate(pairs):
@@ -77,6 +115,7 @@ class CandidateFilter:
                 "length_ratio": round(ratio, 4),
                 "leakage": round(float(leaks.jaccard[i]), 4),
                 "containment": round(float(leaks.containment[i]), 4),
+                "novelty": round(1.0 - max(float(similarity[i]), float(closest_training[i])), 4),
             }
             if norm_len == 0:
                 reason: str | None = "empty"
@@ -98,11 +137,36 @@ class CandidateFilter:
                 reason = None
             if reason is None:
                 self.hashes.add(digest)
+            verdicts.append(Verdict(keep=reason is None, reason=reason, content_hash=digest, scores=scores))
+        self._semantic(pairs, verdicts, known_semantic)
+        for verdict in verdicts:
+            if verdict.keep:
                 self.kept += 1
             else:
-                self.dropped[reason] += 1
-            verdicts.append(Verdict(keep=reason is None, reason=reason, content_hash=digest, scores=scores))
+                self.dropped[verdict.reason or "empty"] += 1
         return verdicts
+
+    def _semantic(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        verdicts: list[Verdict],
+        known: Sequence[float | None] | None,
+    ) -> None:
+        """Semantic similarity of the candidates every other filter kept, in one batch; then the threshold. A
+        candidate dropped here leaves the seen set again (a later copy of it is judged afresh)."""
+        if self.encoder is None:
+            return
+        known = known or [None] * len(pairs)
+        todo = [i for i, v in enumerate(verdicts) if v.keep and known[i] is None]
+        computed = dict(zip(todo, self.encoder.similarities([pairs[i] for i in todo]), strict=True))
+        for i, verdict in enumerate(verdicts):
+            if not verdict.keep:
+                continue
+            value = known[i] if known[i] is not None else computed[i]
+            verdict.scores["semantic_similarity"] = round(float(value), 4)
+            if value < self.params.min_semantic_similarity:
+                verdict.keep, verdict.reason = False, "low_semantic_similarity"
+                self.hashes.discard(verdict.content_hash)
 
     def counts(self) -> dict[str, int]:
         return dict(self.dropped)
