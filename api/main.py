@@ -12,14 +12,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import AuthFailureLimiter
 from api.errors import install_error_handlers
-from api.routes import augment, datasets, health, impact, jobs, reviews, tokens, training
+from api.routes import augment, datasets, health, impact, jobs, reviews, tokens, training, variants
 from api.schemas import ErrorRead
 from core import __version__
 from core.settings import Settings, get_settings
 from db.session import get_engine
 
 API_PREFIX = "/api/v1"
-ROUTERS: list[Any] = [datasets.router, jobs.router, tokens.router, reviews.router, training.router, augment.router, impact.router]
+ROUTERS: list[Any] = [
+    datasets.router, jobs.router, tokens.router, reviews.router, training.router, augment.router, impact.router,
+    variants.router,
+]
 
 
 class BodySizeLimit:

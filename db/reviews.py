@@ -31,7 +31,21 @@ from db.models import (
     User,
 )
 
-SORTS = ("age", "-age", "family", "similarity", "-similarity", "label_consistency", "-label_consistency")
+SORTS = (
+    "age",
+    "-age",
+    "family",
+    "similarity",
+    "-similarity",
+    "label_consistency",
+    "-label_consistency",
+    "semantic_similarity",
+    "-semantic_similarity",
+    "expected_value",
+    "-expected_value",
+)
+# A class no longer short of variants still orders its variants by novelty × preservation.
+NEED_FLOOR = 0.01
 APPROVING = (Decision.approve.value, Decision.edit.value)
 
 
@@ -48,6 +62,8 @@ class QueueFilter:
     max_similarity: float | None = None
     min_consistency: float | None = None
     max_consistency: float | None = None
+    min_semantic: float | None = None
+    max_semantic: float | None = None
     search: str | None = None
     flagged: bool | None = None  # the label-consistency model predicts another label
     parent_id: int | None = None
@@ -85,6 +101,7 @@ class QueueFilter:
         for name, lo, hi in (
             ("similarity", self.min_similarity, self.max_similarity),
             ("consistency", self.min_consistency, self.max_consistency),
+            ("semantic_similarity", self.min_semantic, self.max_semantic),
         ):
             for bound in (lo, hi):
                 if bound is not None and not 0.0 <= bound <= 1.0:
@@ -168,11 +185,34 @@ def _sparse(
     return (hits or 0) < max(1, probe // 100)
 
 
+def expected_value(needs: dict[tuple[str, str], float]) -> ColumnElement[float]:
+    """A variant's expected value to training: how much its neediest class still needs variants (0..1, the
+    largest over its labels, at least NEED_FLOOR) × its novelty against the training texts (1 − n-gram
+    similarity to its source where it was made before novelty was stored) × the label model's predicted
+    preservation (its consistency; 1 where no model scored it)."""
+    from sqlalchemy import Float, case, literal
+
+    cases = [
+        ((SampleLabel.task == task) & (SampleLabel.label == label), literal(max(need, NEED_FLOOR), Float))
+        for (task, label), need in sorted(needs.items())
+    ]
+    need = (
+        select(func.max(case(*cases, else_=literal(NEED_FLOOR, Float)) if cases else literal(NEED_FLOOR, Float)))
+        .where(SampleLabel.sample_id == Sample.id)
+        .correlate(Sample)
+        .scalar_subquery()
+    )
+    novelty = func.coalesce(Sample.novelty, literal(1.0, Float) - Sample.similarity, literal(0.5, Float))
+    preservation = func.coalesce(Sample.label_consistency, literal(1.0, Float))
+    return func.coalesce(need, literal(NEED_FLOOR, Float)) * novelty * preservation
+
+
 def access_path(
     session: Session,
     dataset: Dataset,
     f: QueueFilter,
     sort: str = "age",
+    needs: dict[tuple[str, str], float] | None = None,
 ) -> tuple[list[ColumnElement[bool]], list[Any]]:
     """WHERE and ORDER BY for a filter and a sort, shaped so that a page reads one index range and stops.
 
@@ -199,11 +239,18 @@ def access_path(
         driver, usable = "queue", queue_range
     elif key == "family":
         driver, usable = "family", {"parent_id"}
+    elif key == "expected_value":
+        # A product of scores and the class's need, which no index holds: the matches are read and sorted.
+        driver, usable = "bounded", queue_range
     else:
         driver, usable = key, {"dataset_id", "review_status", key}
     walk, checks = _terms(session, dataset, f, origins, narrows, hinted, driver, usable)
+    if key == "expected_value":
+        value = expected_value(needs or {})
+        desc = sort.startswith("-")
+        return walk + checks, [value.desc(), Sample.id.desc()] if desc else [value, Sample.id]
     order = _order(sort, driver, hinted, usable)
-    ordered_walk = driver in ("family", "similarity", "label_consistency")
+    ordered_walk = driver in ("family", "similarity", "label_consistency", "semantic_similarity")
     if hinted and ordered_walk and checks and _sparse(session, walk, checks, order):
         driver, usable = "bounded", queue_range
         walk, checks = _terms(session, dataset, f, origins, narrows, hinted, driver, usable)
@@ -252,6 +299,7 @@ def _terms(
     for name, lo, hi in (
         ("similarity", f.min_similarity, f.max_similarity),
         ("label_consistency", f.min_consistency, f.max_consistency),
+        ("semantic_similarity", f.min_semantic, f.max_semantic),
     ):
         if lo is not None:
             add(name, col(name) >= lo)
@@ -310,12 +358,14 @@ def review_queue(
     page_size: int = 50,
     count_ahead: int = 250,
     viewer_id: int | None = None,
+    needs: dict[tuple[str, str], float] | None = None,
 ) -> QueuePage:
-    """One page of the queue, the families (source texts) of its variants, and the votes cast on them."""
+    """One page of the queue, the families (source texts) of its variants, and the votes cast on them.
+    `needs` (task, label) → 0..1 is what the expected-value sort weighs classes by."""
     if page < 1:
         raise ValidationFailed("page starts at 1", field="page")
     f = f.validated(dataset)
-    where, order = access_path(session, dataset, f, sort)
+    where, order = access_path(session, dataset, f, sort, needs)
     offset = (page - 1) * page_size
     # Ids first, and `count_ahead` more than the page: one index walk yields the page and a bounded total, and
     # sort carries integers rather than whole rows with their texts and JSON.

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -25,7 +24,8 @@ from services.training_data import load_split_data
 from trainer.config import TrainConfig
 from trainer.examples import TaskSpec
 from trainer.metrics import summary_line
-from trainer.predict import predict_texts, probs_to_json
+from services.variant_scoring import label_scores
+from trainer.predict import predict_texts
 from trainer.train import save_artifacts, train_model
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -179,27 +179,10 @@ def consistency_scores(
         max_length=max_length,
         on_batch=lambda d, t: emit({"event": "scoring", "done": d, "total": t}),
     )
-    as_json = probs_to_json(tasks, probs)
-    out = []
-    for i, variant in enumerate(variants):
-        intended, flag = [], False
-        for t in tasks:
-            label = variant.labels.get(t.name)
-            if label is None or label not in t.labels:
-                continue
-            k = t.labels.index(label)
-            intended.append(float(probs[t.name][i, k]))
-            flag = flag or int(np.argmax(probs[t.name][i])) != k
-        out.append(
-            db_runs.ConsistencyScore(
-                variant.id,
-                variant.version,
-                min(intended) if intended else None,
-                flag if intended else None,
-                as_json[i],
-            )
-        )
-    return out
+    return [
+        db_runs.ConsistencyScore(variant.id, variant.version, score.consistency, score.flag, score.probs)
+        for variant, score in zip(variants, label_scores(tasks, probs, [v.labels for v in variants]), strict=True)
+    ]
 
 
 def planned_epochs(engine: Engine, run_id: int) -> int:

@@ -222,7 +222,7 @@ def test_a_cancelled_submission_job_leaves_nothing_to_train(annotator, engine, m
     [
         ({"methods": ["wordnet"]}, 422, None),  # neither texts nor sample_ids
         ({"methods": ["wordnet"], "sample_ids": [1], "texts": [{"text": "x"}]}, 422, None),  # both
-        ({"methods": ["paraphrase"], "sample_ids": [1]}, 422, "methods"),
+        ({"methods": ["summarize"], "sample_ids": [1]}, 422, "methods"),
         (
             {"methods": ["wordnet"], "texts": [{"text": "new text", "labels": {"bias": "loud"}}]},
             422,

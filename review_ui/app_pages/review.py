@@ -27,7 +27,7 @@ SORTS = {
     "label_consistency": "Least label-consistent first",
     "-label_consistency": "Most label-consistent first",
 }
-METHODS = ["backtranslation", "mlm", "wordnet"]  # workers/augment/catalog.py; others found in the data join
+METHODS = ["backtranslation", "mlm", "wordnet", "paraphrase"]  # workers/augment/catalog.py; others found in the data join
 ANY = "(any)"
 PAGE_SIZE = 50
 
