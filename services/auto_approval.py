@@ -124,8 +124,10 @@ class ApprovalModel:
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
 
-        with np.errstate(all="ignore"):
-            medians = np.where(np.all(np.isnan(x), axis=0), 0.0, np.nanmedian(x, axis=0))
+        empty = np.all(np.isnan(x), axis=0)  # a score nobody has yet (no label model): imputed as 0
+        medians = np.zeros(x.shape[1])
+        if (~empty).any():
+            medians[~empty] = np.nanmedian(x[:, ~empty], axis=0)
         indicators = [j for j in range(x.shape[1]) if np.isnan(x[:, j]).any()]
         design = cls.design(x, medians, indicators)
         scaler = StandardScaler().fit(design)
