@@ -66,6 +66,9 @@ class WordNetParams(_Params):
     # tail") and no word frequency can tell them from idioms: one word by default ("co-workers" is one); never
     # one holding the replaced word itself ("morning time", "right fields").
     max_phrase_words: int = Field(default=1, ge=1, le=8)
+    # Re-tag the variant and undo each replacement the tagger reads as another part of speech or inflection
+    # than the word it replaced (needs use_pos and the tagger).
+    check_pos: bool = True
     # Senses in context: draw `context_alternatives` choices of synonyms for the same words and keep the one
     # whose sentence reads most like the source (sentence-encoder cosine). "auto": when the encoder runs on a
     # GPU; on a CPU it costs up to that many encoder passes per variant, so it runs there only when asked.

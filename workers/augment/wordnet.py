@@ -8,6 +8,8 @@ lookups per (word, tag) — which also makes it faster. A replacement reads like
   "picks" → "chooses", "bigger" → "larger", via lemminflect) and capitalisation;
 - it is a word people use: a floor on its frequency (wordfreq), absolute and relative to the replaced word,
   keeps out "workfellows", "juridical", "Watchings";
+- the tagger, reading the variant, gives the replacement the replaced word's tag (else it is undone):
+  "talk" → "talking", "Come" → "Gotten", "thoroughly" → "good" never reach review;
 - its sense fits the sentence: WordNet's senses are weighted by how often the word is used in each (SemCor),
   and, in context, several draws of synonyms for the same words are compared by how close the sentence with
   them in place stays to the source (sentence-encoder cosine), and the closest one is kept.
@@ -75,17 +77,17 @@ def form_tag(word: str, lemma: str, pos: str, tagged: str) -> str | None:
     """The Penn tag under which `lemma` (of WordNet POS `pos`) takes the form `word`: the tagger's own when it
     fits, else the only other one of that part of speech that does, else None (an inflection lemminflect
     cannot rebuild: better no synonym than a wrong form)."""
-    from lemminflect import getAllInflections, getAllInflectionsOOV
-
-    upos = {"n": "NOUN", "v": "VERB", "a": "ADJ", "r": "ADV"}[pos]
-    forms = getAllInflections(lemma, upos=upos) or getAllInflectionsOOV(lemma, upos=upos)
-    forms.setdefault("NN" if pos == "n" else "VB" if pos == "v" else "JJ" if pos == "a" else "RB", (lemma,))
-    if pos == "v":
-        forms.setdefault("VBP", forms.get("VB", (lemma,)))
+    # Tag by tag: lemminflect's getAllInflections leaves out a VBN that equals the VBD ("selected").
+    forms = {tag: _inflections(lemma, tag) for tag in _TAGS_OF[pos]}
     fitting = [t for t in _TAGS_OF[pos] if word in forms.get(t, ())]
     if tagged in fitting:
         return tagged
     return fitting[0] if len(fitting) == 1 else None
+
+
+def same_form(a: str, b: str) -> bool:
+    """Two Penn tags of one form: equal, or VB and VBP (both the base form of a verb)."""
+    return a == b or {a, b} == {"VB", "VBP"}
 
 
 def inflect(phrase: str, tag: str) -> str | None:
@@ -94,17 +96,24 @@ def inflect(phrase: str, tag: str) -> str | None:
     business" → "small businesses"); a comparative or superlative of a phrase ("more X") is not attempted."""
     if tag in _BASE_TAGS:
         return phrase
-    from lemminflect import getInflection
-
     parts = phrase.split(" ")
     if len(parts) > 1 and tag in ("JJR", "JJS", "RBR", "RBS"):
         return None
     at = 0 if tag.startswith("VB") else len(parts) - 1
-    forms = getInflection(parts[at], tag=tag)
+    forms = _inflections(parts[at], tag)
     if not forms:
         return None
     parts[at] = forms[0]
     return " ".join(parts)
+
+
+@lru_cache(maxsize=200_000)
+def _inflections(lemma: str, tag: str) -> tuple[str, ...]:
+    """lemminflect's forms of `lemma` under `tag` (its rules for words outside its lexicon), cached: it
+    deep-copies its tables on every call."""
+    from lemminflect import getInflection
+
+    return tuple(getInflection(lemma, tag=tag))
 
 
 @lru_cache(maxsize=200_000)
@@ -163,6 +172,16 @@ Edit = tuple[int, int, str]
 
 
 @dataclass
+class _Tagged:
+    """A source's tags: in token order (up to its last candidate word) and by the token's first character."""
+
+    tags: list[str]
+    by_start: dict[int, str]
+    starts: list[int]  # each tagged token's first character
+    lengths: list[int]
+
+
+@dataclass
 class _Draft:
     """One variant before its synonyms are final: its words (each with its options) and the drawn choices."""
 
@@ -194,6 +213,7 @@ class WordNetAugmenter:
         self._lock = threading.Lock()
         self._encoder_loader = encoder
         self.context_by_default = context_by_default
+        self.pos_check = {"checked": 0, "undone": 0}  # replacements the tagger re-read, and those it undid
 
     def encoder_for(self, params: P.WordNetParams) -> Any:
         """The sentence encoder when synonyms are chosen in context, else None. Asked for explicitly
@@ -237,7 +257,7 @@ class WordNetAugmenter:
         protected = hints.protected if hints else None
         drafts: list[_Draft] = []
         for index, (text, count) in enumerate(zip(texts, counts, strict=True)):
-            slots = self._slots(text, params, protected) if count > 0 else []
+            slots, tagged = self._slots(text, params, protected) if count > 0 else ([], None)
             source_key = content_hash(text)
             for v in range(count if slots else 0):
                 rng = random.Random(derive_seed(seed, self.method, source_key, v))
@@ -255,10 +275,14 @@ class WordNetAugmenter:
                 if not chosen:
                     continue
                 drawn = [
-                    tuple((w.start, w.end, match_case(w.text, _weighted(rng, options))) for w, options in chosen)
+                    tuple(sorted((w.start, w.end, match_case(w.text, _weighted(rng, options))) for w, options in chosen))
                     for _ in range(alternatives)
                 ]
-                drafts.append(_Draft(index, v, list(dict.fromkeys(drawn))))
+                if params.check_pos and tagged is not None:
+                    drawn = [self.keep_form(text, edits, tagged) for edits in drawn]
+                drawn = [edits for edits in dict.fromkeys(drawn) if edits]
+                if drawn:
+                    drafts.append(_Draft(index, v, drawn))
         if encoder is not None:
             self._choose_in_context(encoder, texts, drafts)
         out: list[list[Variant]] = [[] for _ in texts]
@@ -282,6 +306,51 @@ class WordNetAugmenter:
                 )
             )
         return out
+
+    def keep_form(self, text: str, edits: tuple[Edit, ...], tagged: _Tagged) -> tuple[Edit, ...]:
+        """The edits whose replacement the tagger, reading the variant, tags as it tagged the replaced word
+        (the head word of a phrase): "talk" → "talking", "Come" → "Gotten", "thoroughly" → "good" are undone.
+        VB and VBP count as one (the same base form). The variant is the source up to its first change, so the
+        tagger starts two tokens before it, from the source's tags there, and stops at the last change."""
+        variant = apply_edits(text, edits)
+        spans = []
+        shift = 0
+        for start, end, new in edits:  # sorted by start
+            spans.append((start, end, new, start + shift, start + shift + len(new)))
+            shift += len(new) - (end - start)
+        # Tokens from two before the first change (the source's, found by their offsets) to two past the last.
+        first = next((i for i, st in enumerate(tagged.starts) if st + tagged.lengths[i] > spans[0][0]),
+                     len(tagged.starts))
+        begin = max(0, first - 2)
+        w0 = max(0, begin - 2)
+        tokens = []
+        past = 0
+        for m in _TAG_TOKEN.finditer(variant, tagged.starts[w0] if w0 < len(tagged.starts) else spans[0][3]):
+            tokens.append(m)
+            if m.start() >= spans[-1][4]:
+                past += 1
+                if past > 2:
+                    break
+        last = max((i for i, m in enumerate(tokens) if m.start() < spans[-1][4]), default=0)
+        history = None
+        if begin > 0:
+            history = (tagged.tags[begin - 2] if begin >= 2 else "-START-", tagged.tags[begin - 1])
+        assert self.tagger is not None
+        tags = self.tagger.tag([m.group() for m in tokens], upto=last, start=begin - w0, history=history)
+        tokens = tokens[begin - w0 :]
+        kept = []
+        for start, end, new, new_start, new_end in spans:
+            inside = [t for m, t in zip(tokens, tags, strict=False)
+                      if m.start() < new_end and m.end() > new_start and m.group().isalpha()]
+            if not inside:
+                continue
+            want = tagged.by_start[start]
+            head = inside[0] if want.startswith("VB") else inside[-1]
+            if same_form(head, want):
+                kept.append((start, end, new))
+        self.pos_check["checked"] += len(spans)
+        self.pos_check["undone"] += len(spans) - len(kept)
+        return tuple(kept)
 
     @staticmethod
     def _choose_in_context(encoder: Any, texts: Sequence[str], drafts: list[_Draft]) -> None:
@@ -308,22 +377,25 @@ class WordNetAugmenter:
 
     def _slots(
         self, text: str, params: P.WordNetParams, protected: ProtectedTerms | None = None
-    ) -> list[tuple[Word, str]]:
-        """Candidate words with their POS tag ("*" without the tagger); proper nouns and the like drop out."""
+    ) -> tuple[list[tuple[Word, str]], _Tagged | None]:
+        """Candidate words with their POS tag ("*" without the tagger), and the source's tags; proper nouns and
+        the like drop out."""
         words = candidates(text, "en", protect_capitalized=params.protect_capitalized, protected=protected)
         if not words:
-            return []
+            return [], None
         if not params.use_pos or self.tagger is None:
-            return [(word, "*") for word in words]
-        tags = self._tags(text, words[-1].start)
-        return [(word, tags[word.start]) for word in words if tags.get(word.start) in _POS]
+            return [(word, "*") for word in words], None
+        tagged = self._tags(text, words[-1].start)
+        return [(word, tagged.by_start[word.start]) for word in words if tagged.by_start.get(word.start) in _POS], tagged
 
-    def _tags(self, text: str, last_start: int) -> dict[int, str]:
+    def _tags(self, text: str, last_start: int) -> _Tagged:
         tokens = list(_TAG_TOKEN.finditer(text))
         upto = max((i for i, m in enumerate(tokens) if m.start() <= last_start), default=0)
         assert self.tagger is not None
-        tagged = self.tagger.tag([m.group() for m in tokens], upto=upto)
-        return {m.start(): tag for m, tag in zip(tokens, tagged, strict=False)}
+        tags = self.tagger.tag([m.group() for m in tokens], upto=upto)
+        tokens = tokens[: len(tags)]
+        return _Tagged(tags, {m.start(): tag for m, tag in zip(tokens, tags, strict=True)},
+                       [m.start() for m in tokens], [len(m.group()) for m in tokens])
 
     def synonyms(self, word: str, tag: str, params: P.WordNetParams | int) -> list[tuple[str, float]]:
         """(replacement, weight) for `word` tagged `tag` ("*": any part of speech), cached per process.
