@@ -71,6 +71,7 @@ _TAGS_OF = {
     "r": ("RB", "RBR", "RBS"),
 }
 _CACHE_LIMIT = 200_000
+DRAWS = 3  # tries per variant when the tagger undoes every replacement or the draw repeats an earlier variant
 
 
 def form_tag(word: str, lemma: str, pos: str, tagged: str) -> str | None:
@@ -259,6 +260,7 @@ class WordNetAugmenter:
         for index, (text, count) in enumerate(zip(texts, counts, strict=True)):
             slots, tagged = self._slots(text, params, protected) if count > 0 else ([], None)
             source_key = content_hash(text)
+            made: set[tuple[Edit, ...]] = set()  # this source's variants so far: a repeat is drawn again
             for v in range(count if slots else 0):
                 rng = random.Random(derive_seed(seed, self.method, source_key, v))
                 k = max(1, min(params.max_words, round(params.aug_p * len(slots))))
@@ -274,15 +276,21 @@ class WordNetAugmenter:
                             break
                 if not chosen:
                     continue
-                drawn = [
-                    tuple(sorted((w.start, w.end, match_case(w.text, _weighted(rng, options))) for w, options in chosen))
-                    for _ in range(alternatives)
-                ]
-                if params.check_pos and tagged is not None:
-                    drawn = [self.keep_form(text, edits, tagged) for edits in drawn]
-                drawn = [edits for edits in dict.fromkeys(drawn) if edits]
-                if drawn:
-                    drafts.append(_Draft(index, v, drawn))
+                # A draw whose replacements the tagger undid, or that repeats an earlier variant of the same
+                # source (the duplicate filter would drop it), is drawn again, a few times at most.
+                for _ in range(DRAWS):
+                    drawn = [
+                        tuple(sorted((w.start, w.end, match_case(w.text, _weighted(rng, options)))
+                                     for w, options in chosen))
+                        for _ in range(alternatives)
+                    ]
+                    if params.check_pos and tagged is not None:
+                        drawn = [self.keep_form(text, edits, tagged) for edits in drawn]
+                    drawn = [edits for edits in dict.fromkeys(drawn) if edits and edits not in made]
+                    if drawn:
+                        drafts.append(_Draft(index, v, drawn))
+                        made.update(drawn)
+                        break
         if encoder is not None:
             self._choose_in_context(encoder, texts, drafts)
         out: list[list[Variant]] = [[] for _ in texts]
