@@ -164,14 +164,14 @@ def inserted_ids(session: Session, dataset_id: int, job_id: int, hashes: Sequenc
     """content hash → sample id, for the given hashes that job `job_id` stored in the dataset."""
     found: dict[str, int] = {}
     for chunk in chunked(list(hashes)):
-        found.update(
-            (digest, sid)
+        found.update({
+            digest: sid
             for sid, digest in session.execute(
                 select(Sample.id, Sample.content_hash).where(
                     Sample.dataset_id == dataset_id, Sample.job_id == job_id, Sample.content_hash.in_(chunk)
                 )
             ).tuples()
-        )
+        })
     return found
 
 

@@ -21,10 +21,10 @@ from db.models import Dataset
 from db.session import readonly_engine, session_scope
 from services.training import runs_root
 from services.training_data import load_split_data
+from services.variant_scoring import label_scores
 from trainer.config import TrainConfig
 from trainer.examples import TaskSpec
 from trainer.metrics import summary_line
-from services.variant_scoring import label_scores
 from trainer.predict import predict_texts
 from trainer.train import save_artifacts, train_model
 

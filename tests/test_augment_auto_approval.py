@@ -145,8 +145,8 @@ def test_switching_on_applying_auditing_and_measuring_agreement(annotator, admin
     assert applied.status_code == 200, applied.text
     counts = applied.json()
     with session_scope(engine) as s:
-        from services.variant_settings import variant_settings
         from db.datasets import get_dataset
+        from services.variant_settings import variant_settings
 
         model = ApprovalModel(variant_settings(get_dataset(s, "mini")).auto_approval["model"])
         pending = s.scalars(select(Sample).where(Sample.text.like("pending variant %"))).all()

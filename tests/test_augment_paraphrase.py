@@ -54,8 +54,8 @@ def _hints(**extra):  # type: ignore[no-untyped-def]
 
 
 def test_the_prompt_carries_text_labels_guidelines_and_protected_terms() -> None:
-    from workers.augment.paraphrase import build_messages, clean
     from workers.augment.params import ParaphraseParams
+    from workers.augment.paraphrase import build_messages, clean
 
     messages = build_messages(TEXTS[0], LABELS[0], _hints(), ParaphraseParams())
     assert [m["role"] for m in messages] == ["system", "user"]
@@ -94,7 +94,7 @@ def test_local_generate_gives_k_rewrites_with_provenance_and_seeds(local_paraphr
             assert v.params["max_new_tokens"] == 12 and v.source_index == i
     again = local_paraphraser.augment(TEXTS, [3, 2], seed=5, language="en", params=params, hints=_hints())
     other = local_paraphraser.augment(TEXTS, [3, 2], seed=6, language="en", params=params, hints=_hints())
-    as_text = lambda r: [[v.text for v in vs] for vs in r]  # noqa: E731
+    as_text = lambda r: [[v.text for v in vs] for vs in r]
     assert as_text(out) == as_text(again) and as_text(out) != as_text(other)
     assert len({v.text for v in out[0]}) > 1  # k sampled rewrites, not one repeated
 
@@ -103,8 +103,8 @@ def test_the_endpoint_path_against_a_loopback_server_running_the_model(tiny_caus
     from core.settings import Settings
     from workers.augment.availability import method_status
     from workers.augment.models import ModelUnavailable
-    from workers.augment.paraphrase import EndpointGenerator, ParaphraseAugmenter
     from workers.augment.params import ParaphraseParams
+    from workers.augment.paraphrase import EndpointGenerator, ParaphraseAugmenter
 
     params = ParaphraseParams(max_new_tokens=10, temperature=0.9)
     with LoopbackServer(make_app(tiny_causal_dir, "tiny-instruct")) as server:

@@ -33,7 +33,7 @@ FAR = "Quilts, kites and lemonade: the county fair opens at noon with music for 
 
 def test_semantic_similarity_sees_meaning_and_is_batch_independent(sentence_encoder) -> None:
     sims = sentence_encoder.similarities([(SOURCE, CLOSE), (SOURCE, FAR), (SOURCE, SOURCE)])
-    assert sims[0] > 0.8 > 0.3 > sims[1] and sims[2] == pytest.approx(1.0, abs=1e-5)
+    assert sims[0] > 0.8 and sims[1] < 0.3 and sims[2] == pytest.approx(1.0, abs=1e-5)
     vectors = sentence_encoder.embed(example_texts(40))
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     # A text's embedding does not depend on what it was batched (and padded) with.
@@ -249,7 +249,7 @@ def test_protected_terms_are_seeded_on_first_augmentation_and_edited_by_admins(
     assert annotator.post("/api/v1/datasets/mini/protected-terms", json={"add": ["x"]}).status_code == 403
     bad = admin.post("/api/v1/datasets/mini/protected-terms", json={"add": ["fine", "no#tag"]})
     assert bad.status_code == 422 and bad.json()["field"] == "add.1"
-    some = sorted(terms)[0]
+    some = min(terms)
     edited = admin.post("/api/v1/datasets/mini/protected-terms",
                         json={"add": ["Health Care", "veterans"], "remove": [some]}).json()
     now = {t["term"]: t for t in edited["terms"]}

@@ -162,8 +162,9 @@ class CandidateFilter:
         for i, verdict in enumerate(verdicts):
             if not verdict.keep:
                 continue
-            value = known[i] if known[i] is not None else computed[i]
-            verdict.scores["semantic_similarity"] = round(float(value), 4)
+            given = known[i]
+            value = float(given if given is not None else computed[i])
+            verdict.scores["semantic_similarity"] = round(value, 4)
             if value < self.params.min_semantic_similarity:
                 verdict.keep, verdict.reason = False, "low_semantic_similarity"
                 self.hashes.discard(verdict.content_hash)

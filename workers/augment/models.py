@@ -208,7 +208,7 @@ def _build(method: str, language: str, settings: Settings):  # type: ignore[no-u
             batch_tokens=settings.augment_batch_tokens,
         )
     if method == "paraphrase":
-        from workers.augment.paraphrase import endpoint_generator, local_generator, ParaphraseAugmenter
+        from workers.augment.paraphrase import ParaphraseAugmenter, endpoint_generator, local_generator
 
         if settings.paraphrase_api_url:
             return ParaphraseAugmenter(endpoint_generator(settings))

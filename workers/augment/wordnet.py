@@ -428,7 +428,7 @@ class WordNetAugmenter:
     def _reading(self, word: str, pos: str, tag: str) -> tuple[str, str] | None:
         """(lemma, the tag its synonyms take) of `word` as a `pos`, or None. WordNet may list an inflected form
         as a lemma of its own ("costs"): the lemma whose inflection matches the tagger's tag wins."""
-        lemmas = self.wordnet._morphy(word, pos)  # noqa: SLF001 - every base form, not only the first
+        lemmas = self.wordnet._morphy(word, pos)
         if tag == "*":  # no tagger: only uninflected words, whose inflection needs no guess
             return (word, "*") if word in lemmas else None
         fallback = None
