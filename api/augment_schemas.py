@@ -28,8 +28,8 @@ class AugmentCreate(RequestBody):
     methods: list[str] = Field(
         default_factory=lambda: ["wordnet"],
         min_length=1,
-        max_length=3,
-        description="backtranslation, mlm, wordnet",
+        max_length=4,
+        description="backtranslation, mlm, wordnet, paraphrase",
     )
     n_per_text: int = Field(default=3, ge=1, le=50, description="variants per source text and method")
     seed: int = Field(default=0, ge=0, lt=2**31)
@@ -53,7 +53,7 @@ class PlanTargetBody(RequestBody):
 
 class PlanCreate(RequestBody):
     target: PlanTargetBody = Field(default_factory=PlanTargetBody)
-    methods: list[str] = Field(default_factory=lambda: ["wordnet"], min_length=1, max_length=3)
+    methods: list[str] = Field(default_factory=lambda: ["wordnet"], min_length=1, max_length=4)
     tasks: list[str] | None = Field(
         default=None,
         description="tasks to balance (default: all); every task's classes are still accounted for",

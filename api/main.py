@@ -24,6 +24,7 @@ from api.routes import (
     reviews,
     tokens,
     training,
+    variants,
 )
 from api.schemas import ErrorRead
 from core import __version__
@@ -33,7 +34,7 @@ from db.session import get_engine
 API_PREFIX = "/api/v1"
 ROUTERS: list[Any] = [
     projects.router, datasets.router, jobs.router, tokens.router, reviews.router, review_work.router, training.router, augment.router,
-    impact.router,
+    impact.router, variants.router,
 ]
 
 

@@ -31,8 +31,13 @@ class SampleRead(BaseModel):
     job_id: int | None
     scores: dict[str, Any] | None
     similarity: float | None
+    semantic_similarity: float | None = Field(default=None, description="Sentence-encoder cosine with the source")
+    novelty: float | None = Field(default=None, description="1 − its closest training text's n-gram similarity")
     label_consistency: float | None
     label_flag: bool | None
+    auto_decision: str | None = Field(
+        default=None, description="What the automatic step did: approved, rejected, or audit (left to people)"
+    )
     review_status: str | None
     review_count: int
     version: int = Field(description="Send it back with a decision (optimistic locking)")
@@ -94,6 +99,7 @@ class ReviewRead(BaseModel):
     text_before: str
     text_after: str
     version_seen: int
+    automatic: bool = Field(default=False, description="Signed by the automatic reviewer; never a vote")
     created_at: datetime
 
 
@@ -123,6 +129,8 @@ class QueueFilterBody(RequestBody):
     max_similarity: float | None = None
     min_consistency: float | None = None
     max_consistency: float | None = None
+    min_semantic_similarity: float | None = None
+    max_semantic_similarity: float | None = None
     q: str | None = None
     flagged: bool | None = None
     job_id: int | None = None

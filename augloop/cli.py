@@ -16,6 +16,7 @@ from augloop.cli_augment import augment_app
 from augloop.cli_projects import project_app
 from augloop.cli_report import report_app
 from augloop.cli_runs import runs_app
+from augloop.cli_terms import terms_app
 from augloop.cli_tokens import token_app, user_app
 from augloop.cli_train import train_app
 from augloop.console import ErrorMappingGroup, console, engine, err_console, fail
@@ -40,6 +41,7 @@ app.add_typer(train_app)  # train, ensemble
 app.add_typer(runs_app, name="runs")
 app.add_typer(augment_app, name="augment")
 app.add_typer(report_app, name="report")
+app.add_typer(terms_app, name="terms")
 
 
 @app.command("migrate")

@@ -19,7 +19,7 @@ from services import augmentation
 augment_app = typer.Typer(help="Plan and run augmentation of minority classes.", no_args_is_help=True)
 
 MethodsOpt = Annotated[
-    str, typer.Option("--methods", "-m", help="Comma-separated: wordnet, mlm, backtranslation")
+    str, typer.Option("--methods", "-m", help="Comma-separated: wordnet, mlm, backtranslation, paraphrase")
 ]
 SeedOpt = Annotated[int, typer.Option(help="Seed: the same job with the same seed gives the same variants")]
 ParamsOpt = Annotated[str | None, typer.Option(help="Method parameters, JSON keyed by method")]

@@ -68,6 +68,19 @@ class Settings(BaseSettings):
     augment_torch_threads: int = 0  # 0 keeps torch's default
     augment_batch_tokens: int = 8192  # token budget of one padded batch (rows × longest row)
     nltk_data: Path | None = None  # WordNet + POS tagger (`make nltk-data`); None: <sys.prefix>/nltk_data
+    # Semantic similarity of a variant to its source (workers/augment/encoder.py): a Hugging Face encoder.
+    # Empty: the trainer's default encoder, else the offline all-MiniLM-L6-v2 package, else the recipe's.
+    similarity_model: str = ""
+    # Paraphrasing (workers/augment/paraphrase.py): an instruction-tuned causal LM through transformers
+    # `generate` (hub id or local directory), or, when paraphrase_api_url is set, any OpenAI-compatible
+    # chat-completions endpoint (vLLM, TGI, llama.cpp server...): base URL such as http://vllm:8000/v1.
+    paraphrase_model: str = "Qwen/Qwen2.5-1.5B-Instruct"
+    paraphrase_api_url: str = ""
+    paraphrase_api_model: str = ""  # the served model's name; empty: paraphrase_model
+    paraphrase_api_key: str = ""  # sent as a bearer token when set
+    paraphrase_api_timeout: float = 120.0  # seconds per request
+    paraphrase_api_concurrency: int = 8  # requests in flight at once
+    paraphrase_languages: list[str] = Field(default_factory=lambda: ["*"])  # "*": any language
 
     @property
     def resolved_database_url(self) -> str:

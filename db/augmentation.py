@@ -10,13 +10,23 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.chunks import chunked
-from db.models import AugmentationPlan, Dataset, Origin, ReviewStatus, Sample, SampleLabel, Split
+from db.models import (
+    AugmentationPlan,
+    Dataset,
+    Origin,
+    Review,
+    ReviewStatus,
+    Sample,
+    SampleLabel,
+    Split,
+    utcnow,
+)
 
 
 @dataclass
@@ -38,6 +48,21 @@ class NewVariant:
     seed: int
     similarity: float | None
     scores: dict[str, Any] = field(default_factory=dict)
+    semantic_similarity: float | None = None
+    novelty: float | None = None
+    label_consistency: float | None = None
+    label_flag: bool | None = None
+
+
+@dataclass
+class AutomaticDecision:
+    """What the automatic step did to a variant: `outcome` "approved" or "rejected" (a status and an automatic
+    review row), or "audit" (stays pending, marked, no review row)."""
+
+    sample_id: int
+    outcome: str
+    reason: str | None = None
+    note: str | None = None
 
 
 def labels_of(session: Session, sample_ids: Sequence[int]) -> dict[int, dict[str, str]]:
@@ -63,16 +88,29 @@ def existing_hashes(session: Session, dataset_id: int, digests: Sequence[str]) -
     return found
 
 
+def training_texts(session: Session, dataset_id: int, batch: int = 5000) -> Iterator[str]:
+    """What a trainer would learn from now: train-split originals and approved variants (novelty's reference),
+    in id order, read `batch` at a time."""
+    return _texts_by_id(
+        session,
+        batch,
+        Sample.dataset_id == dataset_id,
+        Sample.split == Split.train,
+        (Sample.origin == Origin.original) | (Sample.review_status == ReviewStatus.approved),
+    )
+
+
 def reference_texts(session: Session, dataset_id: int, batch: int = 5000) -> Iterator[str]:
     """Val and test texts, in id order, read `batch` at a time: what the leakage guard keeps variants away
     from."""
+    return _texts_by_id(session, batch, Sample.dataset_id == dataset_id, Sample.split.in_([Split.val, Split.test]))
+
+
+def _texts_by_id(session: Session, batch: int, *where: Any) -> Iterator[str]:
     last_id = 0
     while True:
         rows = session.execute(
-            select(Sample.id, Sample.text)
-            .where(Sample.dataset_id == dataset_id, Sample.split.in_([Split.val, Split.test]), Sample.id > last_id)
-            .order_by(Sample.id)
-            .limit(batch)
+            select(Sample.id, Sample.text).where(*where, Sample.id > last_id).order_by(Sample.id).limit(batch)
         ).tuples().all()
         if not rows:
             return
@@ -105,6 +143,8 @@ def insert_variants(
                 "origin": Origin.augmented, "content_hash": v.content_hash, "parent_id": v.parent_id,
                 "method": v.method, "method_params": v.method_params, "model_name": v.model_name,
                 "seed": v.seed, "job_id": job_id, "scores": v.scores, "similarity": v.similarity,
+                "semantic_similarity": v.semantic_similarity, "novelty": v.novelty,
+                "label_consistency": v.label_consistency, "label_flag": v.label_flag,
                 "review_status": ReviewStatus.pending, "created_by": created_by,
             }
     if not rows:
@@ -129,6 +169,68 @@ def insert_variants(
     session.flush()
     ids = [inserted[v.content_hash] for v in variants if v.content_hash in inserted]
     return list(dict.fromkeys(ids)), len(variants) - len(inserted)
+
+
+def inserted_ids(session: Session, dataset_id: int, job_id: int, hashes: Sequence[str]) -> dict[str, int]:
+    """content hash → sample id, for the given hashes that job `job_id` stored in the dataset."""
+    found: dict[str, int] = {}
+    for chunk in chunked(list(hashes)):
+        found.update({
+            digest: sid
+            for sid, digest in session.execute(
+                select(Sample.id, Sample.content_hash).where(
+                    Sample.dataset_id == dataset_id, Sample.job_id == job_id, Sample.content_hash.in_(chunk)
+                )
+            ).tuples()
+        })
+    return found
+
+
+def record_automatic_decisions(session: Session, reviewer_id: int, decisions: Sequence[AutomaticDecision]) -> None:
+    """Apply automatic outcomes to pending variants nobody voted on yet: the status moves (approved, rejected)
+    with an automatic review row signed by `reviewer_id`, or the variant is marked for audit. A variant a
+    person decided meanwhile keeps that decision (the update matches pending rows without votes only)."""
+    now = utcnow()
+    by_outcome: dict[str, list[AutomaticDecision]] = {}
+    for d in decisions:
+        by_outcome.setdefault(d.outcome, []).append(d)
+    for outcome, group in by_outcome.items():
+        for chunk in chunked(group):
+            ids = [d.sample_id for d in chunk]
+            rows = dict(
+                session.execute(
+                    select(Sample.id, Sample.version).where(
+                        Sample.id.in_(ids), Sample.review_status == ReviewStatus.pending, Sample.review_count == 0
+                    ).with_for_update()
+                ).tuples().all()
+            )
+            if not rows:
+                continue
+            values: dict[str, Any] = {"auto_decision": outcome, "updated_at": now}
+            if outcome != "audit":
+                values.update(review_status=outcome, version=Sample.version + 1)
+            session.execute(
+                update(Sample).where(Sample.id.in_(list(rows))).values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if outcome == "audit":
+                continue
+            texts = dict(session.execute(select(Sample.id, Sample.text).where(Sample.id.in_(list(rows)))).tuples().all())
+            session.execute(
+                sa_insert(Review),
+                [
+                    {
+                        "sample_id": d.sample_id, "user_id": reviewer_id,
+                        "decision": "approve" if outcome == "approved" else "reject",
+                        "reason": d.reason, "note": d.note, "text_before": texts[d.sample_id],
+                        "text_after": texts[d.sample_id], "version_seen": rows[d.sample_id], "automatic": True,
+                        "created_at": now,
+                    }
+                    for d in chunk
+                    if d.sample_id in rows
+                ],
+            )
+    session.flush()
 
 
 def train_label_rows(session: Session, dataset: Dataset) -> list[tuple[int, dict[str, str]]]:

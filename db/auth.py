@@ -11,10 +11,11 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.errors import NotFoundError, ValidationFailed
-from db.models import APIToken, Role, User, utcnow
+from core.errors import ConflictError, NotFoundError, ValidationFailed
+from db.models import TOKEN_ROLES, APIToken, Role, User, utcnow
 
 TOKEN_PREFIX = "aug_"
+AUTO_REVIEWER = "auto"  # signs automatic decisions (role `system`)
 
 
 def hash_token(token: str) -> str:
@@ -33,8 +34,10 @@ def get_or_create_user(session: Session, name: str, role: str) -> User:
     name = name.strip()
     if not name:
         raise ValidationFailed("user name must not be empty", field="name")
-    if role not in Role.__members__:
-        raise ValidationFailed(f"role must be one of {', '.join(Role)}; got {role!r}", field="role")
+    if name == AUTO_REVIEWER:
+        raise ValidationFailed(f"the name {AUTO_REVIEWER!r} is reserved for automatic decisions", field="name")
+    if role not in TOKEN_ROLES:
+        raise ValidationFailed(f"role must be one of {', '.join(TOKEN_ROLES)}; got {role!r}", field="role")
     user = session.scalar(select(User).where(User.name == name))
     if user is None:
         user = User(name=name, role=role)
@@ -44,6 +47,22 @@ def get_or_create_user(session: Session, name: str, role: str) -> User:
         raise ValidationFailed(
             f"user {name!r} exists with role {user.role!r}; change it with `augloop user role {name} {role}` "
             "or PATCH /api/v1/users/{name}", field="role"
+        )
+    return user
+
+
+def automatic_reviewer(session: Session) -> User:
+    """The user that signs automatic decisions (role `system`: no token can be issued for it)."""
+    user = session.scalar(select(User).where(User.name == AUTO_REVIEWER))
+    if user is None:
+        user = User(name=AUTO_REVIEWER, role=Role.system.value)
+        session.add(user)
+        session.flush()
+    elif user.role != Role.system:
+        raise ConflictError(
+            f"a {user.role} named {AUTO_REVIEWER!r} exists; automatic decisions are signed by that name: "
+            "revoke that user's tokens and rename it",
+            field="name",
         )
     return user
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -65,6 +66,11 @@ class Base(DeclarativeBase):
 class Role(StrEnum):
     annotator = "annotator"
     admin = "admin"
+    system = "system"  # the automatic reviewer ("auto"): holds no token, signs automatic decisions
+
+
+# Roles a person (a token) may hold; `system` is the automatic reviewer's alone.
+TOKEN_ROLES = (Role.annotator.value, Role.admin.value)
 
 
 class Split(StrEnum):
@@ -190,6 +196,9 @@ class Dataset(Base):
     # Work sharing: pending variants are leased to the annotators who ask for work, `lease_minutes` at a time
     distribute_work: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     lease_minutes: Mapped[int] = mapped_column(Integer, default=15, server_default="15")
+    # What happens to new variants (services/variant_settings.py): automatic rejection of label changes,
+    # the calibrated auto-approval rule, when the protected terms were seeded.
+    variant_settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     @property
@@ -227,6 +236,7 @@ class Sample(Base):
             sqlite_where=text("label_flag IS 1"),
             postgresql_where=text("label_flag IS true"),
         ),
+        Index("ix_samples_queue_semantic", "dataset_id", "review_status", "semantic_similarity"),
         Index("ix_samples_dataset_split", "dataset_id", "split", "origin"),
     )
 
@@ -250,6 +260,13 @@ class Sample(Base):
     # Who put it into the dataset: the admin who imported it, the user who submitted it, the job's creator.
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     similarity: Mapped[float | None] = mapped_column(Float, default=None)  # to the source text, 0..1
+    # Sentence-encoder cosine with the source text (the meaning kept), and 1 − the closest training text's
+    # character n-gram Jaccard when the variant was made (what it adds to training).
+    semantic_similarity: Mapped[float | None] = mapped_column(Float, default=None)
+    novelty: Mapped[float | None] = mapped_column(Float, default=None)
+    # What the automatic step did at creation: "approved", "rejected", or "audit" (it would have approved,
+    # and left the variant to people to measure how often they agree).
+    auto_decision: Mapped[str | None] = mapped_column(String(16), default=None)
     label_consistency: Mapped[float | None] = mapped_column(Float, default=None)  # model p(intended labels)
     label_flag: Mapped[bool | None] = mapped_column(Boolean, default=None)  # model predicts another label
     review_status: Mapped[str | None] = mapped_column(String(16), default=None)  # None for originals
@@ -298,6 +315,26 @@ class Review(Base):
     text_before: Mapped[str] = mapped_column(Text)
     text_after: Mapped[str] = mapped_column(Text)
     version_seen: Mapped[int] = mapped_column(Integer)
+    # Signed by the automatic reviewer: part of the audit trail, never a vote (the status follows people's).
+    automatic: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProtectedTerm(Base):
+    """A word augmenters never replace in a dataset's texts (its topic words: "abortion" must not become
+    "miscarriage"). Seeded with the words most associated with each class, edited by admins."""
+
+    __tablename__ = "protected_terms"
+    __table_args__ = (UniqueConstraint("dataset_id", "term"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    term: Mapped[str] = mapped_column(String(100))
+    origin: Mapped[str] = mapped_column(String(16))  # seeded | manual
+    task: Mapped[str | None] = mapped_column(String(100), default=None)  # seeded: the class it marks
+    label: Mapped[str | None] = mapped_column(String(100), default=None)
+    score: Mapped[float | None] = mapped_column(Float, default=None)  # seeded: its chi² with that class
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

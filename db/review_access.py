@@ -105,13 +105,41 @@ def _sparse(
     return (hits or 0) < max(1, probe // 100)
 
 
+# A class no longer short of variants still orders its variants by novelty × preservation.
+NEED_FLOOR = 0.01
+
+
+def expected_value(needs: dict[tuple[str, str], float]) -> ColumnElement[float]:
+    """A variant's expected value to training: how much its neediest class still needs variants (0..1, the
+    largest over its labels, at least NEED_FLOOR) × its novelty against the training texts (1 − n-gram
+    similarity to its source where it was made before novelty was stored) × the label model's predicted
+    preservation (its consistency; 1 where no model scored it)."""
+    from sqlalchemy import Float, case, literal
+
+    cases = [
+        ((SampleLabel.task == task) & (SampleLabel.label == label), literal(max(need, NEED_FLOOR), Float))
+        for (task, label), need in sorted(needs.items())
+    ]
+    need = (
+        select(func.max(case(*cases, else_=literal(NEED_FLOOR, Float)) if cases else literal(NEED_FLOOR, Float)))
+        .where(SampleLabel.sample_id == Sample.id)
+        .correlate(Sample)
+        .scalar_subquery()
+    )
+    novelty = func.coalesce(Sample.novelty, literal(1.0, Float) - Sample.similarity, literal(0.5, Float))
+    preservation = func.coalesce(Sample.label_consistency, literal(1.0, Float))
+    return func.coalesce(need, literal(NEED_FLOOR, Float)) * novelty * preservation
+
+
 def access_path(
     session: Session,
     dataset: Dataset,
     f: QueueFilter,
     sort: str = "age",
+    needs: dict[tuple[str, str], float] | None = None,
 ) -> tuple[list[ColumnElement[bool]], list[Any]]:
-    """WHERE and ORDER BY for a validated filter and a sort (see the module's note)."""
+    """WHERE and ORDER BY for a validated filter and a sort (see the module's note). `needs` (task, label) →
+    0..1 is what the expected-value sort weighs classes by."""
     if sort not in SORTS:  # services.review checks the request's sort first
         raise ValidationFailed(f"sort must be one of {', '.join(SORTS)}; got {sort!r}", field="sort")
     key = sort.lstrip("-")
@@ -139,11 +167,18 @@ def access_path(
         driver, usable = "queue", queue_range
     elif key == "family":
         driver, usable = "family", family_range | {"parent_id"}
+    elif key == "expected_value":
+        # A product of scores and the class's need, which no index holds: the matches are read and sorted.
+        driver, usable = "bounded", queue_range
     else:
         driver, usable = key, {"dataset_id", "review_status", key}
     walk, checks = _terms(session, dataset, f, origins, narrows, hinted, driver, usable)
+    if key == "expected_value":
+        value = expected_value(needs or {})
+        desc = sort.startswith("-")
+        return walk + checks, [value.desc(), Sample.id.desc()] if desc else [value, Sample.id]
     order = _order(sort, hinted, usable)
-    ordered_walk = driver in ("family", "similarity", "label_consistency", "flagged")
+    ordered_walk = driver in ("family", "similarity", "label_consistency", "semantic_similarity", "flagged")
     if hinted and ordered_walk and checks and _sparse(session, walk, checks, order):
         driver, usable = "bounded", queue_range
         walk, checks = _terms(session, dataset, f, origins, narrows, hinted, driver, usable)
@@ -191,6 +226,7 @@ def _terms(
     for name, lo, hi in (
         ("similarity", f.min_similarity, f.max_similarity),
         ("label_consistency", f.min_consistency, f.max_consistency),
+        ("semantic_similarity", f.min_semantic, f.max_semantic),
     ):
         if lo is not None:
             add(name, col(name) >= lo)

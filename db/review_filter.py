@@ -6,7 +6,20 @@ from dataclasses import dataclass, replace
 
 from core.errors import ValidationFailed
 from db.models import REVIEWABLE_ORIGINS, Dataset, ReviewStatus
-SORTS = ("age", "-age", "family", "similarity", "-similarity", "label_consistency", "-label_consistency")
+
+SORTS = (
+    "age",
+    "-age",
+    "family",
+    "similarity",
+    "-similarity",
+    "label_consistency",
+    "-label_consistency",
+    "semantic_similarity",
+    "-semantic_similarity",
+    "expected_value",
+    "-expected_value",
+)
 
 
 @dataclass(frozen=True)
@@ -22,6 +35,8 @@ class QueueFilter:
     max_similarity: float | None = None
     min_consistency: float | None = None
     max_consistency: float | None = None
+    min_semantic: float | None = None
+    max_semantic: float | None = None
     search: str | None = None
     flagged: bool | None = None  # the label-consistency model predicts another label
     parent_id: int | None = None
@@ -59,6 +74,7 @@ class QueueFilter:
         for name, lo, hi in (
             ("similarity", self.min_similarity, self.max_similarity),
             ("consistency", self.min_consistency, self.max_consistency),
+            ("semantic_similarity", self.min_semantic, self.max_semantic),
         ):
             for bound in (lo, hi):
                 if bound is not None and not 0.0 <= bound <= 1.0:

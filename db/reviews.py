@@ -43,12 +43,14 @@ def review_queue(
     page_size: int = 50,
     count_ahead: int = 250,
     viewer_id: int | None = None,
+    needs: dict[tuple[str, str], float] | None = None,
 ) -> QueuePage:
-    """One page of the queue, the families (source texts) of its variants, and the votes cast on them."""
+    """One page of the queue, the families (source texts) of its variants, and the votes cast on them.
+    `needs` (task, label) → 0..1 is what the expected-value sort weighs classes by."""
     if page < 1:
         raise ValidationFailed("page starts at 1", field="page")
     f = f.validated(dataset)
-    where, order = access_path(session, dataset, f, sort)
+    where, order = access_path(session, dataset, f, sort, needs)
     offset = (page - 1) * page_size
     # Ids first, and `count_ahead` more than the page: one index walk yields the page and a bounded total, and
     # sort carries integers rather than whole rows with their texts and JSON.
@@ -129,7 +131,7 @@ def latest_votes(session: Session, sample_ids: list[int]) -> dict[int, dict[int,
     for chunk in chunked(sample_ids):
         rows = session.execute(
             select(Review.sample_id, Review.user_id, Review.decision)
-            .where(Review.sample_id.in_(chunk))
+            .where(Review.sample_id.in_(chunk), Review.automatic.is_(False))
             .order_by(Review.id)
         ).tuples()
         for sample_id, user_id, decision in rows:
@@ -216,6 +218,7 @@ def review_history(session: Session, sample_id: int) -> list[dict[str, Any]]:
             "text_before": r.text_before,
             "text_after": r.text_after,
             "version_seen": r.version_seen,
+            "automatic": r.automatic,
             "created_at": r.created_at,
         }
         for r, name in rows

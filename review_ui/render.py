@@ -80,11 +80,19 @@ def provenance(variant: dict[str, Any]) -> str:
         bits.append(f"model {variant['model_name']}")
     if variant.get("seed") is not None:
         bits.append(f"seed {variant['seed']}")
-    for key, name in (("similarity", "similarity"), ("label_consistency", "label consistency")):
+    for key, name in (
+        ("similarity", "similarity"),
+        ("semantic_similarity", "meaning kept"),
+        ("novelty", "novelty"),
+        ("label_consistency", "label consistency"),
+    ):
         if variant.get(key) is not None:
             bits.append(f"{name} {variant[key]:.2f}")
     if variant.get("label_flag"):
         bits.append("⚑ the label model predicts another label")
+    if variant.get("auto_decision"):
+        bits.append({"approved": "auto-approved", "rejected": "auto-rejected (label changed, model)",
+                     "audit": "audit: the rule would approve it"}.get(variant["auto_decision"], variant["auto_decision"]))
     if variant.get("origin") == "pseudo_label":
         bits.append("pseudo-label")
     return " · ".join(bits)

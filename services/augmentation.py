@@ -29,6 +29,7 @@ from db.augmentation import (
 )
 from db.chunks import chunked
 from db.models import AugmentationPlan, Dataset, Job, Origin, ReviewStatus, Sample, SampleLabel, Split
+from services.protected_terms import ensure_seeded
 from workers.augment.catalog import validate_request
 from workers.augment.params import FilterParams, MethodParams  # noqa: F401 - the API's request schema
 from workers.augment.planner import PlanTarget, SourceSample, make_plan
@@ -212,6 +213,7 @@ def enqueue_request(
             field="texts",
         )
     items = [{"sample_id": sid, "n": request.n_per_text} for sid in ids]
+    ensure_seeded(session, dataset)
     return queue.enqueue(
         session,
         JOB_KIND,
@@ -306,6 +308,7 @@ def create_and_enqueue_plan(
     plan["jobs"] = [{k: v for k, v in job.items() if k != "items"} for job in jobs]
     row = create_plan(session, dataset, request.as_params(), plan, user_id)
     if request.enqueue:
+        ensure_seeded(session, dataset)
         ids = []
         for job in jobs:
             method_checked = {

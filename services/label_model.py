@@ -67,31 +67,14 @@ def consistency_from_probs(
 ) -> list[db_runs.ConsistencyScore]:
     """Per variant: p(intended label) per task; consistency = the minimum over tasks; flag = the model gives
     another label for some task (`predicted`: the label index per task under the model's decision rule;
-    default the argmax)."""
-    from trainer.predict import probs_to_json
+    default the argmax). services.variant_scoring.label_scores does the arithmetic."""
+    from services.variant_scoring import label_scores
 
-    as_json = probs_to_json(tasks, probs) if variants else []
-    out = []
-    for i, variant in enumerate(variants):
-        intended, flag = [], False
-        for t in tasks:
-            label = variant.labels.get(t.name)
-            if label is None or label not in t.labels:
-                continue
-            k = t.labels.index(label)
-            intended.append(float(probs[t.name][i, k]))
-            top = int(predicted[t.name][i]) if predicted is not None else int(np.argmax(probs[t.name][i]))
-            flag = flag or top != k
-        out.append(
-            db_runs.ConsistencyScore(
-                variant.id,
-                variant.version,
-                min(intended) if intended else None,
-                flag if intended else None,
-                as_json[i],
-            )
-        )
-    return out
+    scores = label_scores(tasks, probs, [v.labels for v in variants], predicted=predicted) if variants else []
+    return [
+        db_runs.ConsistencyScore(variant.id, variant.version, score.consistency, score.flag, score.probs)
+        for variant, score in zip(variants, scores, strict=True)
+    ]
 
 
 # A person's choice ---------------------------------------------------------------------------------

@@ -343,6 +343,8 @@ def queue_filter(
     max_similarity: float | None = None,
     min_consistency: float | None = None,
     max_consistency: float | None = None,
+    min_semantic: float | None = None,
+    max_semantic: float | None = None,
     search: str | None = None,
     flagged: bool | None = None,
     parent_id: int | None = None,
@@ -359,6 +361,8 @@ def queue_filter(
         max_similarity=max_similarity,
         min_consistency=min_consistency,
         max_consistency=max_consistency,
+        min_semantic=min_semantic,
+        max_semantic=max_semantic,
         search=search,
         flagged=flagged,
         parent_id=parent_id,
@@ -396,9 +400,14 @@ def queue_page(
     if unreviewed is None:
         unreviewed = dataset.reviews_required > 1 and ReviewStatus.pending.value in f.statuses
     f = replace(f, not_reviewed_by=viewer.id if unreviewed else None)
+    needs = None
+    if sort.lstrip("-") == "expected_value":
+        from services.review_stats import class_needs
+
+        needs = class_needs(session, dataset)
     result = review_queue(
         session, dataset, f, sort=sort, page=page, page_size=page_size, count_ahead=count_ahead,
-        viewer_id=viewer.id,
+        viewer_id=viewer.id, needs=needs,
     )
     return QueueView(result, dataset, unreviewed)
 

@@ -53,7 +53,12 @@ def next_batch(
     leases.renew(session, dataset.id, user.id, now, until)
     mine = leases.leased_ids(session, dataset.id, user.id, now)
     pending = replace(f, statuses=(ReviewStatus.pending.value,), not_reviewed_by=user.id).validated(dataset)
-    where, order = access_path(session, dataset, pending, sort)
+    needs = None
+    if sort.lstrip("-") == "expected_value":
+        from services.review_stats import class_needs
+
+        needs = class_needs(session, dataset)
+    where, order = access_path(session, dataset, pending, sort, needs)
     held = list(session.scalars(select(Sample.id).where(*where, Sample.id.in_(mine)))) if mine else []
     if len(held) < size:
         fresh = leases.claim_candidates(

@@ -89,7 +89,7 @@ def agreement(session: Session, dataset: Dataset) -> dict[str, Any]:
     rows = session.execute(
         select(Review.sample_id, Review.user_id, Review.decision, Sample.method)
         .join(Sample, Sample.id == Review.sample_id)
-        .where(Sample.dataset_id == dataset.id)
+        .where(Sample.dataset_id == dataset.id, Review.automatic.is_(False))  # people's agreement only
         .order_by(Review.id)
     ).tuples()
     units: Units = {}
@@ -239,3 +239,28 @@ def review_progress(session: Session, dataset: Dataset) -> dict[str, Any]:
         "classes": classes,
         "reviews_required": dataset.reviews_required,
     }
+
+
+def class_needs(session: Session, dataset: Dataset) -> dict[tuple[str, str], float]:
+    """How much each task × class still needs variants, 0..1: (target − train originals − approved variants)
+    / target. The target is the latest augmentation plan's; without a plan, the planner's default rule (40%
+    of the task's largest class, at most 10× the class's own originals: workers/augment/planner.py)."""
+    import math
+
+    from workers.augment.planner import PlanTarget
+
+    progress = review_progress(session, dataset)
+    default = PlanTarget()
+    out: dict[tuple[str, str], float] = {}
+    for task, labels in progress["classes"].items():
+        have = {label: e["train_originals"] + e["approved"] for label, e in labels.items()}
+        largest = max(have.values(), default=0)
+        for label, entry in labels.items():
+            target = entry.get("target")
+            if target is None:
+                target = min(
+                    math.ceil(default.min_fraction_of_largest * largest),
+                    math.floor(default.max_multiplier * entry["train_originals"]),
+                )
+            out[(task, label)] = max(0.0, target - have[label]) / target if target > 0 else 0.0
+    return out

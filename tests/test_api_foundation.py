@@ -226,22 +226,25 @@ def test_openapi_schema_names_the_fields_of_params_filters_and_config_with_their
 
     for body in ("AugmentCreate", "PlanCreate"):
         params = resolve(schemas[body]["properties"]["params"])
-        assert set(params["properties"]) == {"backtranslation", "mlm", "wordnet"}
+        assert set(params["properties"]) == {"backtranslation", "mlm", "wordnet", "paraphrase"}
         mlm = resolve(params["properties"]["mlm"])
         assert mlm["properties"]["aug_p"] | {"exclusiveMinimum": 0, "maximum": 1} == mlm["properties"]["aug_p"]
         assert mlm["properties"]["top_k"]["minimum"] == 1 and mlm["properties"]["top_k"]["maximum"] == 1000
         wordnet = resolve(params["properties"]["wordnet"])
         assert wordnet["properties"]["max_senses"]["maximum"] == 50
+        assert wordnet["properties"]["context"]["enum"] == ["auto", "encoder", "off"]
+        paraphrase = resolve(params["properties"]["paraphrase"])
+        assert paraphrase["properties"]["max_new_tokens"]["maximum"] == 4096
         bt = resolve(params["properties"]["backtranslation"])
         assert bt["properties"]["decoding"]["enum"] == ["sample", "beam"]
         filters = resolve(schemas[body]["properties"]["filters"])
         assert set(filters["properties"]) == {
             "min_length_ratio", "max_length_ratio", "leakage_threshold", "leakage_containment", "leakage_ngram",
-            "min_similarity",
+            "min_similarity", "min_semantic_similarity",
         }
         threshold = filters["properties"]["leakage_threshold"]
         assert threshold["type"] == "number" and threshold["exclusiveMinimum"] == 0 and threshold["maximum"] == 1
-        for model in (params, mlm, wordnet, bt, filters):
+        for model in (params, mlm, wordnet, bt, paraphrase, filters):
             assert model["additionalProperties"] is False
     for body in ("TrainingRunCreate", "ImpactReportCreate"):
         config = resolve(schemas[body]["properties"]["config"])

@@ -115,7 +115,7 @@ def test_run_without_plan_and_wait(settings, engine, mini_dataset) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["augment", "run", "mini", "--methods", "paraphrase"], "unknown method"),
+        (["augment", "run", "mini", "--methods", "summarize"], "unknown method"),
         (["augment", "run", "mini", "--no-plan"], "--sample-id"),
         (["augment", "plan", "mini", "--min-fraction", "1.5"], "min_fraction_of_largest"),
         (["augment", "plan", "nope"], "not found"),

@@ -107,11 +107,14 @@ def test_language_decides_the_valid_methods(settings) -> None:
     from core.errors import ValidationFailed
     from workers.augment.catalog import valid_methods, validate_request
 
-    assert valid_methods("en-US", settings) == ["backtranslation", "mlm", "wordnet"]
-    assert valid_methods("de", settings) == [
-        "mlm"
-    ]  # mBERT covers German; no de→x→de route; WordNet is English
-    assert valid_methods("zu", settings) == []  # Zulu: not among mBERT's languages
+    assert valid_methods("en-US", settings) == ["backtranslation", "mlm", "wordnet", "paraphrase"]
+    # mBERT covers German; no de→x→de route; WordNet is English; the paraphraser covers any language by default
+    assert valid_methods("de", settings) == ["mlm", "paraphrase"]
+    assert valid_methods("zu", settings) == ["paraphrase"]  # Zulu: not among mBERT's languages
+    narrowed = settings.model_copy(update={"paraphrase_languages": ["en", "fr"]})
+    assert valid_methods("zu", narrowed) == []
+    with pytest.raises(ValidationFailed, match="AUGLOOP_PARAPHRASE_LANGUAGES"):
+        validate_request(["paraphrase"], "de", None, None, narrowed)
     with pytest.raises(ValidationFailed, match="English only") as err:
         validate_request(["wordnet"], "de", None, None, settings)
     assert err.value.field == "methods"
@@ -178,6 +181,7 @@ def test_every_filter_drops_what_it_should_and_counts_it() -> None:
         "length_ratio": 1,
         "leakage": 1,
         "low_similarity": 1,
+        "low_semantic_similarity": 0,  # no encoder given: meaning is not judged
     }
     assert f.kept == 1
     kept = verdicts[6]

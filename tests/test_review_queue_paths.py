@@ -35,8 +35,15 @@ FILTERS: list[dict[str, Any]] = [
     {"origins": ("augmented",), "flagged": True},
     {"task": "bias", "label": "partisan", "min_consistency": 0.3},
     {"not_reviewed_by": "USER"},
+    {"min_semantic": 0.3, "max_semantic": 0.8},
+    {"min_semantic": 0.5, "task": "message", "label": "attack"},
 ]
-SORTS = ["age", "-age", "family", "similarity", "-similarity", "label_consistency", "-label_consistency"]
+SORTS = [
+    "age", "-age", "family", "similarity", "-similarity", "label_consistency", "-label_consistency",
+    "semantic_similarity", "-semantic_similarity", "expected_value", "-expected_value",
+]
+# What the expected-value sort weighs classes by (services.review_stats.class_needs computes them from the data).
+NEEDS = {("message", "attack"): 0.6, ("message", "policy"): 0.0, ("bias", "neutral"): 0.25}
 
 
 @pytest.fixture
@@ -60,6 +67,8 @@ def queue_db(any_engine) -> dict[str, Any]:
                 consistency=rng.choice([None, round(rng.random(), 2), 0.5]),
                 origin=rng.choice(["augmented"] * 5 + ["pseudo_label"]),
                 flag=rng.random() < 0.3,
+                semantic=rng.choice([None, round(rng.random(), 2)]),
+                novelty=rng.choice([None, round(rng.random(), 2), 0.25]),
             )
             v = s.get(Sample, vid)
             v.review_status = rng.choice(["pending"] * 3 + ["approved", "rejected"])
@@ -102,6 +111,8 @@ def expected_ids(session: Any, f: Any, sort: str) -> list[int]:
                 f.min_consistency is None
                 or (v.label_consistency is not None and v.label_consistency >= f.min_consistency)
             )
+            and (f.min_semantic is None or (v.semantic_similarity is not None and v.semantic_similarity >= f.min_semantic))
+            and (f.max_semantic is None or (v.semantic_similarity is not None and v.semantic_similarity <= f.max_semantic))
             and (f.flagged is None or bool(v.label_flag) == f.flagged)
             and (f.search is None or f.search.strip().lower() in v.text.lower())
             and v.id not in reviewed
@@ -114,11 +125,23 @@ def expected_ids(session: Any, f: Any, sort: str) -> list[int]:
     elif key == "family":
         # Newest source first (no source last), each family's newest variant first.
         return [v.id for v in sorted(rows, key=lambda v: (v.parent_id is None, -(v.parent_id or 0), -v.id))]
+    elif key == "expected_value":
+        rows.sort(key=lambda v: (expected_value(v), v.id))
     else:
         # Unscored first when ascending (SQLite's NULL order, asked of Postgres); descending is the reverse.
         rows.sort(key=lambda v: (getattr(v, key) is not None, getattr(v, key) or 0.0, v.id))
     ids = [v.id for v in rows]
     return ids[::-1] if sort.startswith("-") else ids
+
+
+def expected_value(v: Any) -> float:
+    """The sort's definition, in Python: the neediest class × novelty × predicted label preservation."""
+    from db.reviews import NEED_FLOOR
+
+    need = max((max(NEEDS.get((t, y), NEED_FLOOR), NEED_FLOOR) for t, y in v.labels.items()), default=NEED_FLOOR)
+    novelty = v.novelty if v.novelty is not None else (1.0 - v.similarity if v.similarity is not None else 0.5)
+    preservation = v.label_consistency if v.label_consistency is not None else 1.0
+    return need * novelty * preservation
 
 
 @pytest.mark.slow
@@ -160,7 +183,7 @@ def walk_every_path(db_session: Any, queue_db: dict[str, Any]) -> None:
             page = 1
             while True:
                 result = reviews.review_queue(
-                    db_session, dataset, f, sort=sort, page=page, page_size=7, count_ahead=10
+                    db_session, dataset, f, sort=sort, page=page, page_size=7, count_ahead=10, needs=NEEDS
                 )
                 got.extend(s.id for s in result.items)
                 assert result.total <= len(want) and (result.total_capped or result.total == len(want)), (

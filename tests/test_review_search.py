@@ -239,15 +239,21 @@ def test_upgrading_an_existing_database_indexes_its_texts(tmp_path) -> None:
             step(cfg, revision)
             connection.commit()
 
-    migrate(command.upgrade, "0005")
+    def fts_tables() -> set[str]:
+        with engine.connect() as conn:
+            return set(conn.scalars(text("SELECT name FROM sqlite_master WHERE name LIKE 'samples_text_fts%'")))
+
+    # The rows are written with today's models (at head), then the schema goes back to before 0006: a
+    # database that holds samples but no text index, which is what upgrading an existing database meets.
+    migrate(command.upgrade, "head")
     with session_scope(engine) as s:
         sources = make_dataset(s, "old")
         variant = add_variant(s, sources[2], "Join us at the big rally on Saturday!")
+    migrate(command.downgrade, "0005")
+    assert fts_tables() == set()
     migrate(command.upgrade, "head")
     with Session(bind=engine) as s:
         assert searched(s, get_dataset(s, "old"), "BIG RALLY") == [variant]
     migrate(command.downgrade, "0005")
-    with engine.connect() as conn:
-        names = set(conn.scalars(text("SELECT name FROM sqlite_master WHERE name LIKE 'samples_text_fts%'")))
-        assert names == set()
+    assert fts_tables() == set()
     engine.dispose()

@@ -117,3 +117,41 @@ def build_tiny_marian_pair(out_dir: Path, *, spm_vocab: int = 1000, d_model: int
         MarianMTModel(config).save_pretrained(target)
         dirs.append(target)
     return dirs[0], dirs[1]
+
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_causal_lm(out_dir: Path, *, vocab_size: int = 2000, hidden: int = 64, layers: int = 2,
+                         heads: int = 2, seed: int = 0) -> Path:
+    """An instruction-tuned causal LM's shape, tiny and random: a byte-level BPE tokenizer trained on the example
+    texts with ChatML's special tokens and chat template (what Qwen2.5-Instruct uses), and a random
+    Qwen2ForCausalLM, saved to `out_dir`."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(example_texts(), vocab_size=vocab_size, min_frequency=2, special_tokens=specials)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"], model_max_length=2048,
+        model_input_names=["input_ids", "attention_mask"],  # a causal LM takes no token types
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.save_pretrained(out_dir)
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=2048,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(out_dir)
+    return out_dir

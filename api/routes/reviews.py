@@ -40,6 +40,8 @@ def filter_from_body(body: QueueFilterBody):  # type: ignore[no-untyped-def]
         max_similarity=body.max_similarity,
         min_consistency=body.min_consistency,
         max_consistency=body.max_consistency,
+        min_semantic=body.min_semantic_similarity,
+        max_semantic=body.max_semantic_similarity,
         search=body.q,
         flagged=body.flagged,
         job_id=body.job_id,
@@ -63,6 +65,10 @@ def queue(
     max_similarity: FiniteFloat | None = None,
     min_consistency: FiniteFloat | None = None,
     max_consistency: FiniteFloat | None = None,
+    min_semantic_similarity: Annotated[
+        FiniteFloat | None, Query(description="Sentence-encoder cosine with the source, at least")
+    ] = None,
+    max_semantic_similarity: FiniteFloat | None = None,
     q: Annotated[str | None, Query(description="Free-text search in the variant text")] = None,
     flagged: Annotated[bool | None, Query(description="Only (or no) variants the label model flags")] = None,
     parent_id: int | None = None,
@@ -71,7 +77,11 @@ def queue(
         bool | None,
         Query(description="Hide variants you voted on; default: when the dataset needs more than one review"),
     ] = None,
-    sort: Annotated[str, Query(description=", ".join(SORTS))] = "age",
+    sort: Annotated[
+        str,
+        Query(description=", ".join(SORTS) + ". -expected_value: most useful first (the class's need × novelty × "
+              "predicted label preservation)"),
+    ] = "age",
     page: Annotated[int, Query(ge=1)] = 1,
     page_size: Annotated[int | None, Query(ge=1, le=200)] = None,
 ) -> dict[str, Any]:
@@ -86,6 +96,8 @@ def queue(
         max_similarity=max_similarity,
         min_consistency=min_consistency,
         max_consistency=max_consistency,
+        min_semantic=min_semantic_similarity,
+        max_semantic=max_semantic_similarity,
         search=q,
         flagged=flagged,
         parent_id=parent_id,

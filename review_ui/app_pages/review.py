@@ -26,14 +26,17 @@ from review_ui.state import call, client, pick_dataset, show_flash
 
 SORTS = {
     "family": "Family by family",
+    "-expected_value": "Most useful first",
     "age": "Oldest first",
     "-age": "Newest first",
     "-similarity": "Most similar first",
     "similarity": "Least similar first",
     "label_consistency": "Least label-consistent first",
     "-label_consistency": "Most label-consistent first",
+    "-semantic_similarity": "Closest in meaning first",
+    "semantic_similarity": "Furthest in meaning first",
 }
-METHODS = ["backtranslation", "mlm", "wordnet"]  # workers/augment/catalog.py; others found in the data join
+METHODS = ["backtranslation", "mlm", "wordnet", "paraphrase"]  # workers/augment/catalog.py; others found in the data join
 ANY = "(any)"
 PAGE_SIZE = 50
 FILTER_KEYS = ("f_status", "f_task", "f_label", "f_method", "f_sim", "f_cons", "f_flag", "f_q", "f_sort")

@@ -80,7 +80,32 @@ def method_status(method: str, settings: Settings) -> dict[str, Any]:
                            "model": " → ".join(str(route.get(leg, "")) for leg in ("forward", "backward"))})
         best = min(routes, key=lambda r: _STATE_ORDER[r["state"]])
         return {**best, "routes": routes}
+    if method == "paraphrase":
+        if settings.paraphrase_api_url:
+            return endpoint_status(settings)
+        return model_status(settings.paraphrase_model, "AUGLOOP_PARAPHRASE_MODEL")
     raise ValueError(f"unknown augmentation method {method!r}")
+
+
+def endpoint_status(settings: Settings) -> dict[str, Any]:
+    """An OpenAI-compatible endpoint, asked once for its models (GET {url}/models, a few seconds at most)."""
+    import httpx
+
+    url = settings.paraphrase_api_url.rstrip("/")
+    model = settings.paraphrase_api_model or settings.paraphrase_model
+    headers = {"Authorization": f"Bearer {settings.paraphrase_api_key}"} if settings.paraphrase_api_key else {}
+    try:
+        response = httpx.get(f"{url}/models", headers=headers, timeout=3.0)
+        response.raise_for_status()
+        served = [str(m.get("id")) for m in response.json().get("data", [])]
+    except (httpx.HTTPError, ValueError) as err:
+        return {"state": UNAVAILABLE, "model": model, "setting": "AUGLOOP_PARAPHRASE_API_URL",
+                "reason": f"the paraphrase endpoint {url} did not answer GET /models when this worker started "
+                          f"({type(err).__name__}); start it, or correct AUGLOOP_PARAPHRASE_API_URL"}
+    if served and model not in served:
+        return {"state": UNAVAILABLE, "model": model, "setting": "AUGLOOP_PARAPHRASE_API_MODEL",
+                "reason": f"{url} serves {served[:5]}, not {model!r}; set AUGLOOP_PARAPHRASE_API_MODEL"}
+    return {"state": READY, "model": model, "source": url}
 
 
 def capabilities(settings: Settings | None = None) -> dict[str, dict[str, Any]]:
@@ -112,7 +137,8 @@ def for_dataset(
                                  "model": None, "note": None}
         why_not = unsupported_reason(method, language, settings)
         if why_not:
-            setting = {"mlm": "AUGLOOP_MLM_MODEL", "backtranslation": "AUGLOOP_BT_ROUTES"}.get(method)
+            setting = {"mlm": "AUGLOOP_MLM_MODEL", "backtranslation": "AUGLOOP_BT_ROUTES",
+                       "paraphrase": "AUGLOOP_PARAPHRASE_LANGUAGES"}.get(method)
             out.append({**entry, "state": UNAVAILABLE, "available": False, "reason": why_not, "setting": setting})
             continue
         statuses = []

@@ -20,7 +20,7 @@ import torch
 from core.batching import length_buckets
 from core.textnorm import content_hash
 from workers.augment import params as P
-from workers.augment.base import Variant, derive_seed
+from workers.augment.base import SourceHints, Variant, derive_seed
 from workers.augment.catalog import base_language
 from workers.augment.models import LoadedModel, ModelUnavailable
 
@@ -51,6 +51,7 @@ class BackTranslationAugmenter:
         seed: int,
         language: str,
         params: P.BackTranslationParams | None = None,
+        hints: SourceHints | None = None,  # nothing to protect: a translation rewrites every word
     ) -> list[list[Variant]]:
         params = params or P.BackTranslationParams()
         pivots = [base_language(p) for p in params.pivots] if params.pivots else list(self.routes)

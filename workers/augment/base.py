@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from workers.augment.textspans import ProtectedTerms
 
 
 @dataclass
@@ -24,12 +27,30 @@ class Variant:
     details: dict[str, Any] = field(default_factory=dict)  # method-specific, e.g. the pivot-language text
 
 
+@dataclass(frozen=True)
+class SourceHints:
+    """What an augmenter may know about the sources beyond their text: the dataset's protected terms (words no
+    augmenter replaces), its annotation guidelines, and each text's labels (task → label). Word-substituting
+    augmenters use the terms; the paraphraser puts all three into its prompt."""
+
+    protected: ProtectedTerms | None = None
+    guidelines: str = ""
+    labels: Sequence[dict[str, str]] | None = None  # per text, in the order of `texts`
+    tasks: Sequence[dict[str, Any]] = ()  # the dataset's tasks: [{"name": ..., "labels": [...]}]
+
+
 class Augmenter(Protocol):
     method: str
     model_name: str | None
 
     def augment(
-        self, texts: Sequence[str], counts: Sequence[int], *, seed: int, language: str
+        self,
+        texts: Sequence[str],
+        counts: Sequence[int],
+        *,
+        seed: int,
+        language: str,
+        hints: SourceHints | None = None,
     ) -> list[list[Variant]]:
         """For texts[i], up to counts[i] variants (fewer when the text offers nothing to change)."""
         ...

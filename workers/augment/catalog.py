@@ -1,7 +1,9 @@
 """Which augmentation methods a dataset's language allows, and validation of an augmentation request.
 
 WordNet is English only. The masked LM covers the languages of its model (AUGLOOP_MLM_LANGUAGES, or the table
-below for known models). Back-translation covers the source languages of AUGLOOP_BT_ROUTES.
+below for known models). Back-translation covers the source languages of AUGLOOP_BT_ROUTES. Paraphrasing covers
+AUGLOOP_PARAPHRASE_LANGUAGES (any language by default: instruction-tuned LMs are multilingual, and the
+prompt asks for the text's own language).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from core.errors import ValidationFailed
 from core.settings import Settings
 from workers.augment.params import METHOD_PARAMS, BackTranslationParams, FilterParams, ParamError, parse
 
-METHODS = ("backtranslation", "mlm", "wordnet")
+METHODS = ("backtranslation", "mlm", "wordnet", "paraphrase")
 
 # The 104 Wikipedia languages mBERT was trained on (ISO 639-1 where one exists).
 _MBERT_TEXT = """
@@ -88,6 +90,14 @@ def unsupported_reason(method: str, language: str, settings: Settings) -> str | 
         return (
             f"no back-translation route for language {language!r} (configured sources: {sources}); "
             "add one to AUGLOOP_BT_ROUTES"
+        )
+    if method == "paraphrase":
+        declared = {base_language(x) for x in settings.paraphrase_languages}
+        if "*" in declared or language in declared:
+            return None
+        return (
+            f"the paraphrase model covers {sorted(declared)}, not {language!r} "
+            "(set AUGLOOP_PARAPHRASE_LANGUAGES, and AUGLOOP_PARAPHRASE_MODEL to a model that covers it)"
         )
     return f"unknown method {method!r}; choose from {list(METHODS)}"
 

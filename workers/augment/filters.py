@@ -11,7 +11,16 @@ In order (a candidate is counted once, by the first filter it fails):
   `leakage_threshold`, or containment (one text's n-grams found in the other, core/ngrams.py) at or above
   `leakage_containment`. Variants inherit their source's split (train), so a variant close to a test text
   would leak it into training;
-- `low_similarity`: Jaccard with its own source below `min_similarity` (off by default).
+- `low_similarity`: Jaccard with its own source below `min_similarity` (off by default);
+- `low_semantic_similarity`: sentence-encoder cosine with its source (workers/augment/encoder.py) below
+  `min_semantic_similarity` (off by default). It runs last, on the candidates every other filter kept, in one
+  batch: the encoder is the only costly filter.
+
+Every candidate also gets, for review: `semantic_similarity` (when an encoder is given) and `novelty`, what it
+adds to training: 1 − its highest character n-gram Jaccard with any training text found by the anchors (those at
+least NOVELTY_FLOOR alike; the train originals and the
+approved variants when the job started) or its own source. A variant that changes one word of its source has
+novelty near 0.
 
 Similarity uses binary hashed character n-grams (core/ngrams.py). The leak guard does not compare a candidate
 with every val/test text: core/near_duplicates.py indexes their anchors once per job and scores each candidate
@@ -32,7 +41,15 @@ from core.ngrams import NgramIndex, pairwise_jaccard
 from core.textnorm import content_hash, normalize_text
 from workers.augment.params import FilterParams
 
-FILTER_NAMES = ("empty", "identical_to_source", "duplicate", "length_ratio", "leakage", "low_similarity")
+FILTER_NAMES = (
+    "empty",
+    "identical_to_source",
+    "duplicate",
+    "length_ratio",
+    "leakage",
+    "low_similarity",
+    "low_semantic_similarity",
+)
 
 
 @dataclass
@@ -46,18 +63,37 @@ class Verdict:
     def similarity(self) -> float | None:
         return self.scores.get("similarity")
 
+    @property
+    def semantic_similarity(self) -> float | None:
+        return self.scores.get("semantic_similarity")
 
+    @property
+    def novelty(self) -> float | None:
+        return self.scores.get("novelty")
+
+
+NOVELTY_FLOOR = 0.3  # training texts closer than this (Jaccard) to a candidate are found for its novelty
 KnownHashes = Callable[[Sequence[str]], set[str]]  # which of these content hashes the dataset holds
 
 
 class CandidateFilter:
-    """The val/test index and the hashes kept so far for one job; `check` judges a batch of candidates.
+    """The val/test index, the training texts' index and the hashes kept so far for one job; `check` judges a
+    batch of candidates.
 
     `known_hashes` answers which of a batch's hashes the dataset already holds (or is a fixed set of them);
-    `reference_texts` are the val/test texts, read once (a stream from the database will do)."""
+    `reference_texts` are the val/test texts and `training_texts` what a trainer learns from now, each read
+    once (a stream from the database will do). `encoder` (a SentenceEncoder) scores meaning; without one,
+    candidates get no semantic similarity, and `min_semantic_similarity` above 0 is the caller's error to
+    refuse."""
 
     def __init__(
-        self, known_hashes: KnownHashes | set[str], reference_texts: Iterable[str], params: FilterParams
+        self,
+        known_hashes: KnownHashes | set[str],
+        reference_texts: Iterable[str],
+        params: FilterParams,
+        *,
+        training_texts: Iterable[str] = (),
+        encoder: Any = None,
     ) -> None:
         self.params = params
         self.known = (lambda batch, held=known_hashes: {h for h in batch if h in held}) if isinstance(
@@ -66,12 +102,19 @@ class CandidateFilter:
         self.vectors = NgramIndex(params.leakage_ngram)
         self.index = ReferenceIndex(min(params.leakage_threshold, params.leakage_containment),
                                     n=params.leakage_ngram).fit(reference_texts)
+        # Novelty needs the closest training text where it is close; anchors find those without a candidates ×
+        # training texts product (a text under NOVELTY_FLOOR Jaccard of every training text counts as novel).
+        self.training = ReferenceIndex(NOVELTY_FLOOR, n=params.leakage_ngram).fit(training_texts)
+        self.encoder = encoder
         self.dropped: Counter[str] = Counter({name: 0 for name in FILTER_NAMES})
         self.kept = 0
 
-    def check(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
-        """`pairs` are (source text, candidate text). Kept candidates' hashes join the seen set at once, so a
-        later duplicate in the same job is dropped."""
+    def check(
+        self, pairs: Sequence[tuple[str, str]], known_semantic: Sequence[float | None] | None = None
+    ) -> list[Verdict]:
+        """`pairs` are (source text, candidate text); `known_semantic` holds the semantic similarities an
+        augmenter already computed with the same encoder (None where it did not). Kept candidates' hashes join
+        the seen set at once, so a later duplicate in the same job is dropped."""
         if not pairs:
             return []
         sources = [s for s, _ in pairs]
@@ -80,6 +123,7 @@ class CandidateFilter:
         src_vec, src_sizes = self.vectors.vectors(sources)
         similarity = pairwise_jaccard(cand_vec, cand_sizes, src_vec, src_sizes)
         leaks = self.index.best(texts, cand_vec, cand_sizes)
+        closest_training = self.training.best(texts, cand_vec, cand_sizes).jaccard
         digests = [content_hash(text) for text in texts]
         in_dataset = self.known(sorted(set(digests)))
         verdicts = []
@@ -93,6 +137,7 @@ class CandidateFilter:
                 "length_ratio": round(ratio, 4),
                 "leakage": round(float(leaks.jaccard[i]), 4),
                 "containment": round(float(leaks.containment[i]), 4),
+                "novelty": round(1.0 - max(float(similarity[i]), float(closest_training[i])), 4),
             }
             if norm_len == 0:
                 reason: str | None = "empty"
@@ -114,11 +159,37 @@ class CandidateFilter:
                 reason = None
             if reason is None:
                 self.hashes.add(digest)
+            verdicts.append(Verdict(keep=reason is None, reason=reason, content_hash=digest, scores=scores))
+        self._semantic(pairs, verdicts, known_semantic)
+        for verdict in verdicts:
+            if verdict.keep:
                 self.kept += 1
             else:
-                self.dropped[reason] += 1
-            verdicts.append(Verdict(keep=reason is None, reason=reason, content_hash=digest, scores=scores))
+                self.dropped[verdict.reason or "empty"] += 1
         return verdicts
+
+    def _semantic(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        verdicts: list[Verdict],
+        known: Sequence[float | None] | None,
+    ) -> None:
+        """Semantic similarity of the candidates every other filter kept, in one batch; then the threshold. A
+        candidate dropped here leaves the seen set again (a later copy of it is judged afresh)."""
+        if self.encoder is None:
+            return
+        known = known or [None] * len(pairs)
+        todo = [i for i, v in enumerate(verdicts) if v.keep and known[i] is None]
+        computed = dict(zip(todo, self.encoder.similarities([pairs[i] for i in todo]), strict=True))
+        for i, verdict in enumerate(verdicts):
+            if not verdict.keep:
+                continue
+            given = known[i]
+            value = float(given if given is not None else computed[i])
+            verdict.scores["semantic_similarity"] = round(value, 4)
+            if value < self.params.min_semantic_similarity:
+                verdict.keep, verdict.reason = False, "low_semantic_similarity"
+                self.hashes.discard(verdict.content_hash)
 
     def counts(self) -> dict[str, int]:
         return dict(self.dropped)

@@ -20,9 +20,9 @@ import torch
 from core.batching import length_buckets
 from core.textnorm import content_hash
 from workers.augment import params as P
-from workers.augment.base import Variant, apply_edits, derive_seed, match_case
+from workers.augment.base import SourceHints, Variant, apply_edits, derive_seed, match_case
 from workers.augment.models import LoadedModel, ModelUnavailable
-from workers.augment.textspans import Word, candidates
+from workers.augment.textspans import ProtectedTerms, Word, candidates
 
 MAX_ROWS_PER_BATCH = 256
 
@@ -122,11 +122,14 @@ class MaskedLMAugmenter:
         seed: int,
         language: str,
         params: P.MaskedLMParams,
+        protected: ProtectedTerms | None = None,
     ) -> list[Batch]:
         rows: list[Row] = []
         for index, (text, count) in enumerate(zip(texts, counts, strict=True)):
             words = (
-                candidates(text, language, protect_capitalized=params.protect_capitalized) if count else []
+                candidates(text, language, protect_capitalized=params.protect_capitalized, protected=protected)
+                if count
+                else []
             )
             if not words:
                 continue
@@ -212,11 +215,15 @@ class MaskedLMAugmenter:
         seed: int,
         language: str,
         params: P.MaskedLMParams | None = None,
+        hints: SourceHints | None = None,
     ) -> list[list[Variant]]:
         params = params or P.MaskedLMParams()
         effective = params.model_dump()
+        protected = hints.protected if hints else None
         out: list[list[Variant]] = [[] for _ in texts]
-        for batch in self.prepare(texts, counts, seed=seed, language=language, params=params):
+        for batch in self.prepare(
+            texts, counts, seed=seed, language=language, params=params, protected=protected
+        ):
             top_p, top_i = self.top_candidates(batch, params)
             at = 0
             for row in batch.rows:

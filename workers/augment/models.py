@@ -46,7 +46,9 @@ def resolve_device(settings: Settings | None = None):  # type: ignore[no-untyped
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_dtype(device, settings: Settings | None = None):  # type: ignore[no-untyped-def]
+def resolve_dtype(device, settings: Settings | None = None, *, prefer_fp16: bool = False):  # type: ignore[no-untyped-def]
+    """The weights' dtype; `prefer_fp16` takes float16 over bfloat16 on a GPU under `auto` (the sentence
+    encoder: its cosines need float16's longer mantissa)."""
     import torch
 
     settings = settings or get_settings()
@@ -59,7 +61,7 @@ def resolve_dtype(device, settings: Settings | None = None):  # type: ignore[no-
                 f"AUGLOOP_AUGMENT_DTYPE={settings.augment_dtype!r}: use auto, float32, float16 or bfloat16"
             ) from None
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() and not prefer_fp16 else torch.float16
     return torch.float32
 
 
@@ -73,19 +75,32 @@ def _configure_threads(settings: Settings) -> None:
 
 
 def _load(kind: str, name: str, setting: str, settings: Settings) -> LoadedModel:
-    from transformers import AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import (
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoModelForSeq2SeqLM,
+        AutoTokenizer,
+    )
 
     _configure_threads(settings)
     device = resolve_device(settings)
-    dtype = resolve_dtype(device, settings)
+    dtype = resolve_dtype(device, settings, prefer_fp16=kind == "encoder")
     key = (kind, name, str(device), str(dtype))
     with _lock:
         cached = _models.get(key)
         if cached is not None:
             return cached
-        auto = AutoModelForMaskedLM if kind == "mlm" else AutoModelForSeq2SeqLM
+        auto = {
+            "mlm": AutoModelForMaskedLM,
+            "seq2seq": AutoModelForSeq2SeqLM,
+            "causal": AutoModelForCausalLM,
+            "encoder": AutoModel,
+        }[kind]
         try:
-            tokenizer = AutoTokenizer.from_pretrained(name)
+            # A causal LM pads on the left, so that every row of a batch generates right after its prompt.
+            extra = {"padding_side": "left"} if kind == "causal" else {}
+            tokenizer = AutoTokenizer.from_pretrained(name, **extra)
             model = auto.from_pretrained(name, dtype=dtype)
         except (OSError, ValueError) as err:
             # OSError: not a local directory and not on the hub (or offline). ValueError: an invalid repo
@@ -112,6 +127,27 @@ def load_seq2seq(name: str, settings: Settings | None = None) -> LoadedModel:
     return _load("seq2seq", name, "AUGLOOP_BT_ROUTES", settings or get_settings())
 
 
+def load_causal_lm(name: str, settings: Settings | None = None) -> LoadedModel:
+    return _load("causal", name, "AUGLOOP_PARAPHRASE_MODEL", settings or get_settings())
+
+
+def get_sentence_encoder(settings: Settings | None = None):  # type: ignore[no-untyped-def]
+    """The sentence encoder of semantic similarity (workers/augment/encoder.py), loaded once per process."""
+    from workers.augment.encoder import SentenceEncoder, similarity_model_name
+
+    settings = settings or get_settings()
+    name = similarity_model_name(settings)
+    key: tuple[Any, ...] = ("encoder", name, settings.augment_device, settings.augment_dtype,
+                            settings.augment_batch_tokens)
+    with _lock:
+        encoder = _augmenters.get(key)
+        if encoder is None:
+            loaded = _load("encoder", name, "AUGLOOP_SIMILARITY_MODEL", settings)
+            encoder = SentenceEncoder(loaded, batch_tokens=settings.augment_batch_tokens)
+            _augmenters[key] = encoder
+        return encoder
+
+
 def get_augmenter(method: str, language: str, settings: Settings | None = None):  # type: ignore[no-untyped-def]
     """The augmenter for `method`, built once per process for the current settings."""
     settings = settings or get_settings()
@@ -134,6 +170,16 @@ def get_augmenter(method: str, language: str, settings: Settings | None = None):
         )
     elif method == "wordnet":
         key = (method, str(settings.nltk_data))
+    elif method == "paraphrase":
+        key = (
+            method,
+            settings.paraphrase_model,
+            settings.paraphrase_api_url,
+            settings.paraphrase_api_model,
+            settings.augment_device,
+            settings.augment_dtype,
+            settings.augment_batch_tokens,
+        )
     else:
         raise ModelUnavailable(f"unknown augmentation method {method!r}")
     with _lock:
@@ -161,10 +207,23 @@ def _build(method: str, language: str, settings: Settings):  # type: ignore[no-u
             lambda name: load_seq2seq(name, settings),
             batch_tokens=settings.augment_batch_tokens,
         )
+    if method == "paraphrase":
+        from workers.augment.paraphrase import ParaphraseAugmenter, endpoint_generator, local_generator
+
+        if settings.paraphrase_api_url:
+            return ParaphraseAugmenter(endpoint_generator(settings))
+        return ParaphraseAugmenter(
+            local_generator(load_causal_lm(settings.paraphrase_model, settings), settings.augment_batch_tokens)
+        )
     from workers.augment.wordnet import WordNetAugmenter
     from workers.augment.wordnet_data import nltk_data_dir
 
-    return WordNetAugmenter(nltk_data_dir(settings))
+    # The sentence encoder loads on the first job that reads synonyms in context, not before.
+    return WordNetAugmenter(
+        nltk_data_dir(settings),
+        encoder=lambda: get_sentence_encoder(settings),
+        context_by_default=resolve_device(settings).type == "cuda",
+    )
 
 
 def clear_cache() -> None:

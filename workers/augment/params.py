@@ -57,6 +57,35 @@ class WordNetParams(_Params):
     max_senses: int = Field(default=3, ge=1, le=50)
     use_pos: bool = True  # POS-tag first (needs the tagger from `make nltk-data`)
     protect_capitalized: bool = True
+    # Frequency floor (wordfreq's Zipf scale: 3 ≈ once per million words): a synonym rarer than `min_zipf`,
+    # or more than `max_zipf_drop` below the word it replaces, is archaic or technical ("workfellows",
+    # "juridical", "forenoon" for "morning") and never offered.
+    min_zipf: float = Field(default=3.0, ge=0, le=8)
+    max_zipf_drop: float = Field(default=2.0, ge=0, le=8)
+    # WordNet's multi-word lemmas are mostly glosses ("adult females" for "women", "work forces", "turning
+    # tail") and no word frequency can tell them from idioms: one word by default ("co-workers" is one); never
+    # one holding the replaced word itself ("morning time", "right fields").
+    max_phrase_words: int = Field(default=1, ge=1, le=8)
+    # Re-tag the variant and undo each replacement the tagger reads as another part of speech or inflection
+    # than the word it replaced (needs use_pos and the tagger).
+    check_pos: bool = True
+    # Senses in context: draw `context_alternatives` choices of synonyms for the same words and keep the one
+    # whose sentence reads most like the source (sentence-encoder cosine). "auto": when the encoder runs on a
+    # GPU; on a CPU it costs up to that many encoder passes per variant, so it runs there only when asked.
+    context: Literal["auto", "encoder", "off"] = "auto"
+    context_alternatives: int = Field(default=4, ge=2, le=16)
+
+
+class ParaphraseParams(_Params):
+    temperature: float = Field(default=0.8, ge=0.05, le=5)  # sampling: k rewrites of one text differ
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    # hard cap per rewrite: a model that never stops (a random test model, a repetition loop) stops here
+    max_new_tokens: int = Field(default=192, ge=1, le=4096)
+    # per-batch cap: length_factor × the longest source's tokens + 16, at most max_new_tokens
+    length_factor: float = Field(default=2.0, ge=0.5, le=10)
+    max_source_tokens: int = Field(default=512, ge=8, le=8192)  # a longer source is cut in the prompt
+    include_guidelines: bool = True  # the dataset's annotation guidelines go into the prompt
+    max_guideline_chars: int = Field(default=2000, ge=0, le=50_000)
 
 
 class FilterParams(_Params):
@@ -70,6 +99,9 @@ class FilterParams(_Params):
     leakage_ngram: int = Field(default=5, ge=2, le=12)
     # to the source (same n-gram Jaccard); 0 keeps everything
     min_similarity: float = Field(default=0.0, ge=0, le=1)
+    # Sentence-encoder cosine with the source (workers/augment/encoder.py); 0 keeps everything. Above 0 the
+    # job needs the encoder: it fails at once, naming AUGLOOP_SIMILARITY_MODEL, where it cannot load.
+    min_semantic_similarity: float = Field(default=0.0, ge=0, le=1)
 
 
 class MethodParams(_Params):
@@ -78,12 +110,14 @@ class MethodParams(_Params):
     backtranslation: BackTranslationParams | None = None
     mlm: MaskedLMParams | None = None
     wordnet: WordNetParams | None = None
+    paraphrase: ParaphraseParams | None = None
 
 
 METHOD_PARAMS: dict[str, type[_Params]] = {
     "mlm": MaskedLMParams,
     "backtranslation": BackTranslationParams,
     "wordnet": WordNetParams,
+    "paraphrase": ParaphraseParams,
 }
 
 P = TypeVar("P", bound=BaseModel)

@@ -49,21 +49,37 @@ class FastPerceptronTagger:
         )
         return cls(weights, tagdict, classes)
 
-    def tag(self, tokens: list[str], upto: int | None = None) -> list[str]:
-        """Tags of tokens[0..upto] (all by default). Tagging is greedy left to right, so stopping early leaves
-        the earlier tags exactly as a full pass would (the features look ahead at words, never at tags)."""
-        context = START + [_normalize(w) for w in tokens] + END
+    def tag(
+        self,
+        tokens: list[str],
+        upto: int | None = None,
+        *,
+        start: int = 0,
+        history: tuple[str, str] | None = None,
+    ) -> list[str]:
+        """Tags of tokens[start..upto] (all by default). Tagging is greedy left to right, so stopping early
+        leaves the earlier tags exactly as a full pass would (the features look ahead at words, never at tags);
+        and starting at `start` with `history` = (tag of token start-2, of token start-1; "-START-" stands
+        before token 0) gives the tags a full pass would (what WordNet's check of a variant uses: the text before its first change is the source's)."""
+        last = len(tokens) if upto is None else min(len(tokens), upto + 1)
+        if start < 0 or (start > 0 and history is None):
+            raise ValueError("a tagging that starts inside the text needs the two tags before it")
+        # Features read two words either side: normalise only the window they reach.
+        lo = max(0, start - 2)
+        window = [_normalize(w) for w in tokens[lo : last + 2]]
+        pad_left = START[-(2 - (start - lo)) :] if start - lo < 2 else []
+        context = pad_left + window[: last + 2 - lo] + END
+        offset = len(pad_left) + (start - lo) - start - 2  # context[i + 2 + offset] is token i's
         index = self.feature_index
         matrix = self.matrix
         classes = self.classes
-        last = len(tokens) if upto is None else min(len(tokens), upto + 1)
         tags: list[str] = []
-        prev, prev2 = START
-        for i in range(last):
+        prev2, prev = history if history is not None else (START[1], START[0])  # NLTK: prev, prev2 = START
+        for i in range(start, last):
             word = tokens[i]
             tag = self.tagdict.get(word)
             if not tag:
-                c = i + 2
+                c = i + 2 + offset
                 feats = (
                     "bias",
                     "i suffix " + word[-3:],

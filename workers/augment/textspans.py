@@ -8,6 +8,7 @@ intact: nlpaug's tokenise-then-join turns `RT @nowthisnews: ... https://t.co/x` 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -32,7 +33,7 @@ they've this those through to too under until up ve very was wasn wasn't we we'd
 were weren weren't what when where which while who whom why will with won won't wouldn wouldn't y
 you you'd you'll you're you've your yours yourself yourselves also us let let's get got would could
 may might must shall rt via amp pm am mr mrs ms dr rep sen gov st jr sr ok yes oh im dont thats lets
-today tonight tomorrow yesterday
+today tonight tomorrow yesterday please thank thanks
 """
 _STOP_EN = frozenset(_STOP_EN_TEXT.split())
 
@@ -106,5 +107,44 @@ def _sentence_initial(text: str, start: int) -> bool:
     return text[i] == "." and not _ABBREVIATION.search(text[max(0, i - 8) : i + 1])
 
 
-def candidates(text: str, language: str, *, protect_capitalized: bool = True) -> list[Word]:
-    return [w for w in words(text) if w.is_candidate(language, protect_capitalized=protect_capitalized)]
+class ProtectedTerms:
+    """A dataset's topic words, matched in any inflection: protecting "abortion" protects "abortions",
+    "vote" protects "voted" and "votes". A phrase protects each of its words. Matching is by the word's
+    case-folded form and its lemmas (lemminflect's lexicon, any part of speech), so no tagger is needed."""
+
+    def __init__(self, terms: Iterable[str]) -> None:
+        self.terms = sorted({t.strip().casefold() for t in terms if t.strip()})
+        forms: set[str] = set()
+        for term in self.terms:
+            for word in _WORD.findall(term):
+                forms.add(word)
+                forms.update(_lemmas(word))
+        self._forms = frozenset(forms)
+
+    def __bool__(self) -> bool:
+        return bool(self._forms)
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+    def covers(self, word: str) -> bool:
+        lowered = word.casefold()
+        return lowered in self._forms or any(lemma in self._forms for lemma in _lemmas(lowered))
+
+
+@lru_cache(maxsize=100_000)
+def _lemmas(word: str) -> frozenset[str]:
+    from lemminflect import getAllLemmas
+
+    return frozenset(lemma.casefold() for forms in getAllLemmas(word).values() for lemma in forms)
+
+
+def candidates(
+    text: str, language: str, *, protect_capitalized: bool = True, protected: ProtectedTerms | None = None
+) -> list[Word]:
+    return [
+        w
+        for w in words(text)
+        if w.is_candidate(language, protect_capitalized=protect_capitalized)
+        and not (protected and protected.covers(w.text))
+    ]

@@ -1,9 +1,18 @@
 """WordNet synonym substitution (English), part-of-speech aware, on character spans of the original text.
 
 Unlike nlpaug's SynonymAug it never re-joins tokens (spacing, URLs, @mentions and #hashtags survive), skips
-proper nouns, pronouns, stop words and capitalised names (no "He" → "Helium", no "Boston" → "Capital of
-Massachusetts"), takes synonyms from a word's most frequent senses only, re-inflects plural nouns and
-third-person verbs, and caches lookups per (word, tag) — which also makes it faster.
+proper nouns, pronouns, stop words, capitalised names (no "He" → "Helium", no "Boston" → "Capital of
+Massachusetts") and the dataset's protected topic words ("abortion" never becomes "miscarriage"), and caches
+lookups per (word, tag) — which also makes it faster. A replacement reads like the source:
+- it takes the replaced word's inflection (number, tense, person, comparative: "voted" → "elected",
+  "picks" → "chooses", "bigger" → "larger", via lemminflect) and capitalisation;
+- it is a word people use: a floor on its frequency (wordfreq), absolute and relative to the replaced word,
+  keeps out "workfellows", "juridical", "Watchings";
+- the tagger, reading the variant, gives the replacement the replaced word's tag (else it is undone):
+  "talk" → "talking", "Come" → "Gotten", "thoroughly" → "good" never reach review;
+- its sense fits the sentence: WordNet's senses are weighted by how often the word is used in each (SemCor),
+  and, in context, several draws of synonyms for the same words are compared by how close the sentence with
+  them in place stays to the source (sentence-encoder cosine), and the closest one is kept.
 """
 
 from __future__ import annotations
@@ -12,16 +21,18 @@ import random
 import re
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from core.textnorm import content_hash
 from workers.augment import params as P
-from workers.augment.base import Variant, apply_edits, derive_seed, match_case
+from workers.augment.base import SourceHints, Variant, apply_edits, derive_seed, match_case
 from workers.augment.models import ModelUnavailable
 from workers.augment.pos_tagger import FastPerceptronTagger
-from workers.augment.textspans import Word, candidates
+from workers.augment.textspans import ProtectedTerms, Word, candidates
 from workers.augment.wordnet_data import (
     INSTALL_HINT,
     TAGGER_DIR,
@@ -48,26 +59,70 @@ _POS = {
     "RBR": "r",
     "RBS": "r",
 }
-# Inflected forms we can rebuild on a synonym; other inflections (past tense, -ing, comparatives) stay.
-_PLURALISABLE = {"NNS", "VBZ"}
+# Tags whose word is the lemma itself: its synonyms go in as WordNet lists them. Every other tag is an
+# inflection (number, tense, person, comparative) that the synonym takes on through lemminflect.
+_BASE_TAGS = {"NN", "VB", "VBP", "JJ", "RB"}
+# The Penn tags of each WordNet part of speech, to read a word's inflection off its form when the tagger's
+# tag does not produce it ("slams" tagged VBD is a VBZ: its synonyms become "bangs", not "banged").
+_TAGS_OF = {
+    "n": ("NN", "NNS"),
+    "v": ("VB", "VBP", "VBZ", "VBD", "VBN", "VBG"),
+    "a": ("JJ", "JJR", "JJS"),
+    "r": ("RB", "RBR", "RBS"),
+}
 _CACHE_LIMIT = 200_000
+DRAWS = 3  # tries per variant when the tagger undoes every replacement or the draw repeats an earlier variant
 
 
-def _add_s(word: str) -> str:
-    if re.search(r"(s|x|z|ch|sh)$", word):
-        return word + "es"
-    if re.search(r"[^aeiou]y$", word):
-        return word[:-1] + "ies"
-    return word + "s"
+def form_tag(word: str, lemma: str, pos: str, tagged: str) -> str | None:
+    """The Penn tag under which `lemma` (of WordNet POS `pos`) takes the form `word`: the tagger's own when it
+    fits, else the only other one of that part of speech that does, else None (an inflection lemminflect
+    cannot rebuild: better no synonym than a wrong form)."""
+    # Tag by tag: lemminflect's getAllInflections leaves out a VBN that equals the VBD ("selected").
+    forms = {tag: _inflections(lemma, tag) for tag in _TAGS_OF[pos]}
+    fitting = [t for t in _TAGS_OF[pos] if word in forms.get(t, ())]
+    if tagged in fitting:
+        return tagged
+    return fitting[0] if len(fitting) == 1 else None
 
 
-def inflect(phrase: str, tag: str) -> str:
-    """Plural noun (NNS): the last word takes the -s ("small business" → "small businesses");
-    third-person verb (VBZ): the first word does ("get up" → "gets up")."""
+def same_form(a: str, b: str) -> bool:
+    """Two Penn tags of one form: equal, or VB and VBP (both the base form of a verb)."""
+    return a == b or {a, b} == {"VB", "VBP"}
+
+
+def inflect(phrase: str, tag: str) -> str | None:
+    """`phrase` (a WordNet lemma, words joined by spaces) in the inflection of Penn `tag`, or None when it has
+    none. The head word inflects: the first of a verb ("get up" → "got up"), the last of a noun ("small
+    business" → "small businesses"); a comparative or superlative of a phrase ("more X") is not attempted."""
+    if tag in _BASE_TAGS:
+        return phrase
     parts = phrase.split(" ")
-    at = 0 if tag == "VBZ" else len(parts) - 1
-    parts[at] = _add_s(parts[at])
+    if len(parts) > 1 and tag in ("JJR", "JJS", "RBR", "RBS"):
+        return None
+    at = 0 if tag.startswith("VB") else len(parts) - 1
+    forms = _inflections(parts[at], tag)
+    if not forms:
+        return None
+    parts[at] = forms[0]
     return " ".join(parts)
+
+
+@lru_cache(maxsize=200_000)
+def _inflections(lemma: str, tag: str) -> tuple[str, ...]:
+    """lemminflect's forms of `lemma` under `tag` (its rules for words outside its lexicon), cached: it
+    deep-copies its tables on every call."""
+    from lemminflect import getInflection
+
+    return tuple(getInflection(lemma, tag=tag))
+
+
+@lru_cache(maxsize=200_000)
+def zipf(form: str) -> float:
+    """wordfreq's Zipf frequency of an English word or phrase (log10 per billion words; 0: unseen)."""
+    from wordfreq import zipf_frequency
+
+    return float(zipf_frequency(form, "en"))
 
 
 def load_wordnet(root: Path):  # type: ignore[no-untyped-def]
@@ -114,17 +169,70 @@ def _sense_counts(root: Path) -> dict[str, int]:
     return counts
 
 
+Edit = tuple[int, int, str]
+
+
+@dataclass
+class _Tagged:
+    """A source's tags: in token order (up to its last candidate word) and by the token's first character."""
+
+    tags: list[str]
+    by_start: dict[int, str]
+    starts: list[int]  # each tagged token's first character
+    lengths: list[int]
+
+
+@dataclass
+class _Draft:
+    """One variant before its synonyms are final: its words (each with its options) and the drawn choices."""
+
+    source_index: int
+    variant_index: int
+    alternatives: list[tuple[Edit, ...]]
+    chosen: tuple[Edit, ...] = ()
+    similarity: float | None = None
+
+
 class WordNetAugmenter:
     method = "wordnet"
     model_name = "wordnet-3.0"
 
-    def __init__(self, nltk_root: Path) -> None:
+    def __init__(
+        self,
+        nltk_root: Path,
+        *,
+        encoder: Callable[[], Any] | None = None,
+        context_by_default: bool = False,
+    ) -> None:
+        """`encoder` loads the sentence encoder (workers/augment/encoder.py) on first use in context;
+        `context_by_default` is what `context: "auto"` means here (True where the encoder runs on a GPU)."""
         self.root = Path(nltk_root)
         self.wordnet = load_wordnet(self.root)
         self.tagger = load_tagger(self.root)
         self._counts = _sense_counts(self.root)
-        self._synonyms: dict[tuple[str, str, int], list[tuple[str, float]]] = {}
+        self._synonyms: dict[tuple[Any, ...], list[tuple[str, float]]] = {}
         self._lock = threading.Lock()
+        self._encoder_loader = encoder
+        self.context_by_default = context_by_default
+        self.pos_check = {"checked": 0, "undone": 0}  # replacements the tagger re-read, and those it undid
+
+    def encoder_for(self, params: P.WordNetParams) -> Any:
+        """The sentence encoder when synonyms are chosen in context, else None. Asked for explicitly
+        (`context: "encoder"`), an encoder that cannot load fails the job; under "auto" WordNet goes on
+        without it."""
+        wanted = params.context == "encoder" or (params.context == "auto" and self.context_by_default)
+        if not wanted:
+            return None
+        if self._encoder_loader is None:
+            if params.context == "encoder":
+                raise ModelUnavailable("WordNet in context needs a sentence encoder; none is configured")
+            return None
+        try:
+            return self._encoder_loader()
+        except ModelUnavailable:
+            if params.context == "encoder":
+                raise
+            return None
 
     def augment(
         self,
@@ -134,101 +242,218 @@ class WordNetAugmenter:
         seed: int,
         language: str,
         params: P.WordNetParams | None = None,
+        hints: SourceHints | None = None,
     ) -> list[list[Variant]]:
         if language != "en":
             raise ModelUnavailable(f"WordNet synonyms are English only; got language {language!r}")
         params = params or P.WordNetParams()
+        encoder = self.encoder_for(params)
         effective = {
             **params.model_dump(),
             "pos_tagger": "perceptron" if self.tagger and params.use_pos else None,
+            "context": "encoder" if encoder is not None else "off",
+            "context_model": getattr(encoder, "name", None),
         }
-        out: list[list[Variant]] = []
+        alternatives = params.context_alternatives if encoder is not None else 1
+        protected = hints.protected if hints else None
+        drafts: list[_Draft] = []
         for index, (text, count) in enumerate(zip(texts, counts, strict=True)):
-            slots = self._slots(text, params) if count > 0 else []
-            variants: list[Variant] = []
+            slots, tagged = self._slots(text, params, protected) if count > 0 else ([], None)
             source_key = content_hash(text)
+            made: set[tuple[Edit, ...]] = set()  # this source's variants so far: a repeat is drawn again
             for v in range(count if slots else 0):
                 rng = random.Random(derive_seed(seed, self.method, source_key, v))
                 k = max(1, min(params.max_words, round(params.aug_p * len(slots))))
                 # Visit the words in a random order and look synonyms up only until k words have one: on text
                 # with unseen words the lookups are most of the cost, and nlpaug's SynonymAug skips them too.
-                edits = []
+                chosen: list[tuple[Word, list[tuple[str, float]]]] = []
                 for i in rng.sample(range(len(slots)), len(slots)):
                     word, tag = slots[i]
-                    synonyms = self.synonyms(word.text.lower(), tag, params.max_senses)
-                    if synonyms:
-                        edits.append((word.start, word.end, match_case(word.text, _weighted(rng, synonyms))))
-                        if len(edits) == k:
+                    options = self.synonyms(word.text.lower(), tag, params)
+                    if options:
+                        chosen.append((word, options))
+                        if len(chosen) == k:
                             break
-                if not edits:
+                if not chosen:
                     continue
-                variants.append(
-                    Variant(
-                        text=apply_edits(text, edits),
-                        source_index=index,
-                        variant_index=v,
-                        method=self.method,
-                        params=effective,
-                        model_name=self.model_name,
-                        seed=seed,
-                        edits=[
-                            {"start": s, "end": e, "from": text[s:e], "to": new}
-                            for s, e, new in sorted(edits)
-                        ],
-                    )
+                # A draw whose replacements the tagger undid, or that repeats an earlier variant of the same
+                # source (the duplicate filter would drop it), is drawn again, a few times at most.
+                for _ in range(DRAWS):
+                    drawn = [
+                        tuple(sorted((w.start, w.end, match_case(w.text, _weighted(rng, options)))
+                                     for w, options in chosen))
+                        for _ in range(alternatives)
+                    ]
+                    if params.check_pos and tagged is not None:
+                        drawn = [self.keep_form(text, edits, tagged) for edits in drawn]
+                    drawn = [edits for edits in dict.fromkeys(drawn) if edits and edits not in made]
+                    if drawn:
+                        drafts.append(_Draft(index, v, drawn))
+                        made.update(drawn)
+                        break
+        if encoder is not None:
+            self._choose_in_context(encoder, texts, drafts)
+        out: list[list[Variant]] = [[] for _ in texts]
+        for draft in drafts:
+            text = texts[draft.source_index]
+            edits = draft.chosen or draft.alternatives[0]
+            details: dict[str, Any] = {}
+            if draft.similarity is not None:
+                details = {"semantic_similarity": draft.similarity, "alternatives": len(draft.alternatives)}
+            out[draft.source_index].append(
+                Variant(
+                    text=apply_edits(text, edits),
+                    source_index=draft.source_index,
+                    variant_index=draft.variant_index,
+                    method=self.method,
+                    params=effective,
+                    model_name=self.model_name,
+                    seed=seed,
+                    edits=[{"start": s, "end": e, "from": text[s:e], "to": new} for s, e, new in sorted(edits)],
+                    details=details,
                 )
-            out.append(variants)
+            )
         return out
 
-    def _slots(self, text: str, params: P.WordNetParams) -> list[tuple[Word, str]]:
-        """Candidate words with their POS tag ("*" without the tagger); proper nouns and the like drop out."""
-        words = candidates(text, "en", protect_capitalized=params.protect_capitalized)
-        if not words:
-            return []
-        if not params.use_pos or self.tagger is None:
-            return [(word, "*") for word in words]
-        tags = self._tags(text, words[-1].start)
-        return [(word, tags[word.start]) for word in words if tags.get(word.start) in _POS]
+    def keep_form(self, text: str, edits: tuple[Edit, ...], tagged: _Tagged) -> tuple[Edit, ...]:
+        """The edits whose replacement the tagger, reading the variant, tags as it tagged the replaced word
+        (the head word of a phrase): "talk" → "talking", "Come" → "Gotten", "thoroughly" → "good" are undone.
+        VB and VBP count as one (the same base form). The variant is the source up to its first change, so the
+        tagger starts two tokens before it, from the source's tags there, and stops at the last change."""
+        variant = apply_edits(text, edits)
+        spans = []
+        shift = 0
+        for start, end, new in edits:  # sorted by start
+            spans.append((start, end, new, start + shift, start + shift + len(new)))
+            shift += len(new) - (end - start)
+        # Tokens from two before the first change (the source's, found by their offsets) to two past the last.
+        first = next((i for i, st in enumerate(tagged.starts) if st + tagged.lengths[i] > spans[0][0]),
+                     len(tagged.starts))
+        begin = max(0, first - 2)
+        w0 = max(0, begin - 2)
+        tokens = []
+        past = 0
+        for m in _TAG_TOKEN.finditer(variant, tagged.starts[w0] if w0 < len(tagged.starts) else spans[0][3]):
+            tokens.append(m)
+            if m.start() >= spans[-1][4]:
+                past += 1
+                if past > 2:
+                    break
+        last = max((i for i, m in enumerate(tokens) if m.start() < spans[-1][4]), default=0)
+        history = None
+        if begin > 0:
+            history = (tagged.tags[begin - 2] if begin >= 2 else "-START-", tagged.tags[begin - 1])
+        assert self.tagger is not None
+        tags = self.tagger.tag([m.group() for m in tokens], upto=last, start=begin - w0, history=history)
+        tokens = tokens[begin - w0 :]
+        kept = []
+        for start, end, new, new_start, new_end in spans:
+            inside = [t for m, t in zip(tokens, tags, strict=False)
+                      if m.start() < new_end and m.end() > new_start and m.group().isalpha()]
+            if not inside:
+                continue
+            want = tagged.by_start[start]
+            head = inside[0] if want.startswith("VB") else inside[-1]
+            if same_form(head, want):
+                kept.append((start, end, new))
+        self.pos_check["checked"] += len(spans)
+        self.pos_check["undone"] += len(spans) - len(kept)
+        return tuple(kept)
 
-    def _tags(self, text: str, last_start: int) -> dict[int, str]:
+    @staticmethod
+    def _choose_in_context(encoder: Any, texts: Sequence[str], drafts: list[_Draft]) -> None:
+        """Keep, per variant, the draw of synonyms whose sentence is closest to the source (one batched encoder
+        call for the whole batch). A variant with a single distinct draw keeps it: nothing to compare."""
+        pairs: list[tuple[str, str]] = []
+        owners: list[tuple[int, int]] = []
+        for d, draft in enumerate(drafts):
+            if len(draft.alternatives) < 2:
+                continue
+            text = texts[draft.source_index]
+            for a, edits in enumerate(draft.alternatives):
+                pairs.append((text, apply_edits(text, edits)))
+                owners.append((d, a))
+        if not pairs:
+            return
+        best: dict[int, tuple[float, int]] = {}
+        for (d, a), sim in zip(owners, encoder.similarities(pairs), strict=True):
+            if d not in best or sim > best[d][0]:
+                best[d] = (float(sim), a)
+        for d, (sim, a) in best.items():
+            drafts[d].chosen = drafts[d].alternatives[a]
+            drafts[d].similarity = round(sim, 4)
+
+    def _slots(
+        self, text: str, params: P.WordNetParams, protected: ProtectedTerms | None = None
+    ) -> tuple[list[tuple[Word, str]], _Tagged | None]:
+        """Candidate words with their POS tag ("*" without the tagger), and the source's tags; proper nouns and
+        the like drop out."""
+        words = candidates(text, "en", protect_capitalized=params.protect_capitalized, protected=protected)
+        if not words:
+            return [], None
+        if not params.use_pos or self.tagger is None:
+            return [(word, "*") for word in words], None
+        tagged = self._tags(text, words[-1].start)
+        return [(word, tagged.by_start[word.start]) for word in words if tagged.by_start.get(word.start) in _POS], tagged
+
+    def _tags(self, text: str, last_start: int) -> _Tagged:
         tokens = list(_TAG_TOKEN.finditer(text))
         upto = max((i for i, m in enumerate(tokens) if m.start() <= last_start), default=0)
         assert self.tagger is not None
-        tagged = self.tagger.tag([m.group() for m in tokens], upto=upto)
-        return {m.start(): tag for m, tag in zip(tokens, tagged, strict=False)}
+        tags = self.tagger.tag([m.group() for m in tokens], upto=upto)
+        tokens = tokens[: len(tags)]
+        return _Tagged(tags, {m.start(): tag for m, tag in zip(tokens, tags, strict=True)},
+                       [m.start() for m in tokens], [len(m.group()) for m in tokens])
 
-    def synonyms(self, word: str, tag: str, max_senses: int) -> list[tuple[str, float]]:
+    def synonyms(self, word: str, tag: str, params: P.WordNetParams | int) -> list[tuple[str, float]]:
         """(replacement, weight) for `word` tagged `tag` ("*": any part of speech), cached per process.
+        `params` may be a bare max_senses (the other settings at their defaults).
 
         Weight: P(sense | word) × P(synonym | sense), both from SemCor counts (+1), so "morning" mostly
         becomes "morn" or "forenoon" (the sense it is used in) and rarely "cockcrow" (a lemma of its "dawn"
-        sense)."""
-        key = (word, tag, max_senses)
+        sense) — and then the frequency floor keeps out all three."""
+        if isinstance(params, int):
+            params = P.WordNetParams(max_senses=params)
+        key = (word, tag, params.max_senses, params.min_zipf, params.max_zipf_drop)
         cached = self._synonyms.get(key)
         if cached is not None:
             return cached
-        found = self._lookup(word, tag, max_senses)
+        found = self._lookup(word, tag, params)
         with self._lock:
             if len(self._synonyms) >= _CACHE_LIMIT:
                 self._synonyms.clear()
             self._synonyms[key] = found
         return found
 
-    def _lookup(self, word: str, tag: str, max_senses: int) -> list[tuple[str, float]]:
+    def _reading(self, word: str, pos: str, tag: str) -> tuple[str, str] | None:
+        """(lemma, the tag its synonyms take) of `word` as a `pos`, or None. WordNet may list an inflected form
+        as a lemma of its own ("costs"): the lemma whose inflection matches the tagger's tag wins."""
+        lemmas = self.wordnet._morphy(word, pos)
+        if tag == "*":  # no tagger: only uninflected words, whose inflection needs no guess
+            return (word, "*") if word in lemmas else None
+        fallback = None
+        for lemma in lemmas:
+            found = form_tag(word, lemma, pos, tag)
+            if found == tag:
+                return lemma, found
+            if found is not None and fallback is None:
+                fallback = (lemma, found)
+        return fallback
+
+    def _lookup(self, word: str, tag: str, params: P.WordNetParams) -> list[tuple[str, float]]:
         wn = self.wordnet
         poses = [_POS[tag]] if tag != "*" else ["n", "v", "a", "r"]
+        floor = max(params.min_zipf, zipf(word) - params.max_zipf_drop)
         result: dict[str, float] = {}
         for pos in poses:
-            lemma = wn.morphy(word, pos)
-            if lemma is None:
+            reading = self._reading(word, pos, tag)
+            if reading is None:
                 continue
-            inflected = lemma != word
-            if inflected and tag not in _PLURALISABLE:
-                continue  # "voted" → "elected" would need a past tense we cannot build reliably
+            lemma, form_as = reading
             synsets: list[Any] = wn.synsets(lemma, pos)
             if pos == "a":
                 synsets = synsets + [s for s in wn.synsets(lemma, "s") if s not in synsets]
-            senses = synsets[:max_senses]
+            senses = synsets[: params.max_senses]
             # P(sense | word): how often the source word was seen in each sense (SemCor counts, +1 smoothing).
             sense_weights = [
                 1.0 + sum(self._counts.get(e.key(), 0) for e in syn.lemmas() if e.name() == lemma)
@@ -244,16 +469,21 @@ class WordNetAugmenter:
                     phrase = name.replace("_", " ")
                     if phrase == lemma or "'" in phrase:
                         continue
-                    options.append(
-                        (
-                            inflect(phrase, tag) if inflected else phrase,
-                            1.0 + self._counts.get(entry.key(), 0),
-                        )
-                    )
+                    words = phrase.split(" ")
+                    if (
+                        len(words) > params.max_phrase_words
+                        or lemma in words
+                        or word in words
+                        or max(w.count("-") for w in words) > 1
+                    ):
+                        continue  # "adult females" for "women", "morning time", "full-of-the-moon"
+                    form = inflect(phrase, form_as) if form_as != "*" else phrase
+                    if form is None or form == word or zipf(form) < floor:
+                        continue
+                    options.append((form, 1.0 + self._counts.get(entry.key(), 0)))
                 within = sum(w for _, w in options)
                 for form, weight in options:  # then the synonym by its own frequency within the sense
-                    if form != word:
-                        result[form] = result.get(form, 0.0) + sense_weight / total * weight / within
+                    result[form] = result.get(form, 0.0) + sense_weight / total * weight / within
             if tag == "*" and result:
                 break
         return list(result.items())

@@ -1,0 +1,83 @@
+"""A dataset's variants before review: protected terms, variant settings, calibrated auto-approval."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.deps import AdminUser, CurrentUser, SessionDep
+from api.variant_schemas import (
+    AutoApprovalApplied,
+    AutoApprovalStatus,
+    AutoApprovalUpdate,
+    ProtectedTerms,
+    ProtectedTermsEdit,
+    ProtectedTermsSeed,
+    VariantSettingsRead,
+    VariantSettingsUpdate,
+)
+from services import auto_approval, protected_terms, variant_settings
+
+router = APIRouter(prefix="/datasets", tags=["variants"])
+
+
+@router.get("/{name}/protected-terms", response_model=ProtectedTerms)
+def terms(name: str, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+    """The words no augmenter replaces in this dataset (its topic words), seeded and added by hand."""
+    return protected_terms.terms_of(session, name)
+
+
+@router.post("/{name}/protected-terms", response_model=ProtectedTerms)
+def edit_terms(name: str, body: ProtectedTermsEdit, session: SessionDep, admin: AdminUser) -> dict[str, Any]:
+    """Add and remove protected terms (a word protects all its inflections; a phrase, each of its words)."""
+    return protected_terms.edit_terms(session, name, body.add, body.remove, admin.id)
+
+
+@router.post("/{name}/protected-terms/seed", response_model=ProtectedTerms)
+def seed_terms(name: str, body: ProtectedTermsSeed, session: SessionDep, admin: AdminUser) -> dict[str, Any]:
+    """Replace the seeded terms with the words most associated with each class now (hand-added ones stay)."""
+    return protected_terms.seed_terms(session, name, body.per_class, admin.id)
+
+
+@router.get("/{name}/variant-settings", response_model=VariantSettingsRead)
+def settings(name: str, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+    """What happens to a new variant before review: label-model scoring, automatic rejection, auto-approval."""
+    return variant_settings.settings_view(session, name)
+
+
+@router.patch("/{name}/variant-settings", response_model=VariantSettingsRead)
+def update_settings(
+    name: str, body: VariantSettingsUpdate, session: SessionDep, _admin: AdminUser
+) -> dict[str, Any]:
+    """Send confident label changes to rejection (or not), set how confident, pin the label model."""
+    return variant_settings.update_named(session, name, body.model_dump(exclude_unset=True))
+
+
+@router.get("/{name}/auto-approval", response_model=AutoApprovalStatus)
+def approval(name: str, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+    """The auto-approval rule and its numbers, what the reviewed variants support now, and how often people
+    agreed with it on the audited variants."""
+    return auto_approval.status_of(session, name)
+
+
+@router.put(
+    "/{name}/auto-approval",
+    response_model=AutoApprovalStatus,
+    responses={409: {"description": "Not enough reviewed variants for a rule: the numbers say why"}},
+)
+def configure_approval(
+    name: str, body: AutoApprovalUpdate, session: SessionDep, admin: AdminUser
+) -> dict[str, Any]:
+    """Switch auto-approval on (calibrating its threshold on the variants people reviewed) or off."""
+    return auto_approval.configure_named(session, name, auto_approval.AutoApprovalRequest(**body.model_dump()), admin)
+
+
+@router.post(
+    "/{name}/auto-approval/apply",
+    response_model=AutoApprovalApplied,
+    responses={409: {"description": "Auto-approval is off"}},
+)
+def apply_approval(name: str, session: SessionDep, _admin: AdminUser) -> dict[str, Any]:
+    """Run the active rule over the pending variants made before it was switched on."""
+    return auto_approval.apply_named(session, name)

@@ -1,0 +1,414 @@
+"""Calibrated auto-approval: approve a new variant without a person when the variants people already reviewed
+say that at least a target share of variants like it would have been approved.
+
+The rule, computed when a lead switches it on (and shown there with its numbers):
+1. Every augmented variant that people decided (approved, edited or rejected by a person) is a training row:
+   its scores at creation (semantic similarity, n-gram similarity, novelty, length ratio, the label model's
+   consistency and flag, the method) → approved or not. A logistic regression turns them into an approval
+   score (missing scores imputed by the median, with a missing-indicator column).
+2. The threshold is chosen on held-out scores (5-fold cross-validation: no variant scores itself): the lowest
+   threshold such that, among reviewed variants at or above it, the one-sided Clopper–Pearson lower bound
+   (confidence 95% by default) of the approved share is at least the target (95% by default), with at least
+   `min_selected` variants above it. No such threshold, or fewer than `min_reviewed` reviewed variants: the
+   rule cannot be switched on, and the answer says why with the numbers.
+3. New variants scoring at or above it are approved by the reviewer "auto" (an automatic review row, never a
+   vote), except a random `audit_share` of them, which stay pending for people (marked `audit`): their
+   decisions measure how often people agree with the rule, reported beside it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.errors import ConflictError
+from db.models import Dataset, Origin, ReviewStatus, Sample, User, utcnow
+from services.variant_settings import store, variant_settings
+from workers.augment.base import derive_seed
+from workers.augment.catalog import METHODS
+
+SCORE_FEATURES = ("semantic_similarity", "similarity", "novelty", "length_ratio", "label_consistency", "label_flag")
+
+
+class AutoApprovalRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    enabled: bool = True
+    target: float = Field(default=0.95, ge=0.5, le=0.999, description="share of auto-approvals people approve")
+    confidence: float = Field(default=0.95, ge=0.5, le=0.999, description="of the one-sided lower bound")
+    audit_share: float = Field(default=0.1, ge=0.0, le=1.0, description="auto-approvals left to people")
+    min_reviewed: int = Field(default=200, ge=20, le=1_000_000, description="reviewed variants needed")
+    min_selected: int = Field(default=30, ge=5, le=1_000_000, description="reviewed variants above the threshold")
+
+
+@dataclass
+class VariantFeatures:
+    semantic_similarity: float | None
+    similarity: float | None
+    novelty: float | None
+    length_ratio: float | None
+    label_consistency: float | None
+    label_flag: bool | None
+    method: str | None
+
+    @classmethod
+    def of(cls, sample: Any) -> VariantFeatures:
+        scores = sample.scores or {}
+        return cls(
+            sample.semantic_similarity,
+            sample.similarity,
+            sample.novelty,
+            scores.get("length_ratio"),
+            sample.label_consistency,
+            sample.label_flag,
+            sample.method,
+        )
+
+    def row(self) -> list[float]:
+        values = [getattr(self, name) for name in SCORE_FEATURES]
+        numbers = [math.nan if v is None else float(v) for v in values]
+        return numbers + [1.0 if self.method == m else 0.0 for m in METHODS]
+
+
+def feature_names() -> list[str]:
+    return [*SCORE_FEATURES, *(f"method={m}" for m in METHODS)]
+
+
+def lower_bound(approved: int, n: int, confidence: float) -> float:
+    """One-sided Clopper–Pearson lower bound of a binomial share (0 when n is 0)."""
+    from scipy.stats import beta
+
+    if n == 0 or approved == 0:
+        return 0.0
+    return float(beta.ppf(1.0 - confidence, approved, n - approved + 1))
+
+
+def interval(approved: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Two-sided Clopper–Pearson interval (scipy's exact binomial test)."""
+    from scipy.stats import binomtest
+
+    if n == 0:
+        return None
+    ci = binomtest(approved, n).proportion_ci(confidence_level=confidence, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+class ApprovalModel:
+    """Median imputation with missing indicators, standardisation and a logistic regression, kept as plain
+    numbers (JSON in the dataset's settings), so that scoring needs neither pickles nor scikit-learn."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+        self.medians = np.asarray(params["medians"], dtype=float)
+        self.indicators = list(params["indicators"])
+        self.mean = np.asarray(params["mean"], dtype=float)
+        self.scale = np.asarray(params["scale"], dtype=float)
+        self.coef = np.asarray(params["coef"], dtype=float)
+        self.intercept = float(params["intercept"])
+
+    @staticmethod
+    def design(x: np.ndarray, medians: np.ndarray, indicators: Sequence[int]) -> np.ndarray:
+        missing = np.isnan(x)
+        filled = np.where(missing, medians, x)
+        return np.hstack([filled, missing[:, list(indicators)].astype(float)])
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, seed: int = 0) -> ApprovalModel:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        empty = np.all(np.isnan(x), axis=0)  # a score nobody has yet (no label model): imputed as 0
+        medians = np.zeros(x.shape[1])
+        if (~empty).any():
+            medians[~empty] = np.nanmedian(x[:, ~empty], axis=0)
+        indicators = [j for j in range(x.shape[1]) if np.isnan(x[:, j]).any()]
+        design = cls.design(x, medians, indicators)
+        scaler = StandardScaler().fit(design)
+        scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+        if len(set(y.tolist())) < 2:  # everyone approved (or rejected) everything: a constant score
+            coef, intercept = np.zeros(design.shape[1]), (10.0 if y.all() else -10.0)
+        else:
+            lr = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit((design - scaler.mean_) / scale, y)
+            coef, intercept = lr.coef_[0], float(lr.intercept_[0])
+        return cls(
+            {
+                "features": feature_names(),
+                "medians": medians.tolist(),
+                "indicators": indicators,
+                "mean": scaler.mean_.tolist(),
+                "scale": scale.tolist(),
+                "coef": np.asarray(coef).tolist(),
+                "intercept": intercept,
+            }
+        )
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[0] == 0:
+            return np.zeros(0)
+        z = (self.design(x, self.medians, self.indicators) - self.mean) / self.scale
+        return 1.0 / (1.0 + np.exp(-(z @ self.coef + self.intercept)))
+
+
+def held_out_scores(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each reviewed variant scored by a model fitted without it (stratified k-fold)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    out = np.zeros(len(y))
+    n_splits = min(folds, int(min(np.bincount(y.astype(int), minlength=2))))
+    if n_splits < 2:  # one class (or nearly): the constant model scores everyone alike
+        return np.full(len(y), ApprovalModel.fit(x, y, seed).score(x[:1])[0] if len(y) else 0.0)
+    for train, test in StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(x, y):
+        out[test] = ApprovalModel.fit(x[train], y[train], seed).score(x[test])
+    return out
+
+
+def choose_threshold(
+    scores: np.ndarray, approved: np.ndarray, *, target: float, confidence: float, min_selected: int
+) -> dict[str, Any] | None:
+    """The lowest threshold whose selection (scores ≥ it) keeps the lower bound of its approved share at or
+    above the target, with at least `min_selected` variants; None if there is none."""
+    from scipy.stats import beta
+
+    order = np.argsort(-scores, kind="stable")
+    s, a = scores[order], approved[order].astype(int)
+    sizes = np.arange(1, len(s) + 1)
+    hits = np.cumsum(a)
+    # A threshold takes every variant with its score: only the last of a run of equal scores is a cut.
+    cut = np.r_[s[1:] != s[:-1], True] & (sizes >= min_selected) & (hits > 0)
+    if not cut.any():
+        return None
+    bound = np.zeros(len(s))
+    bound[cut] = beta.ppf(1.0 - confidence, hits[cut], sizes[cut] - hits[cut] + 1)
+    ok = np.flatnonzero(cut & (bound >= target))
+    if ok.size == 0:
+        return None
+    m = int(ok[-1])  # the largest selection that keeps the bound: the lowest threshold
+    return {
+        "threshold": float(s[m]),
+        "selected": m + 1,
+        "selected_approved": int(hits[m]),
+        "precision": float(hits[m] / (m + 1)),
+        "lower_bound": float(bound[m]),
+    }
+
+
+def reviewed_rows(session: Session, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(features, approved) of the augmented variants people decided."""
+    rows = session.scalars(
+        select(Sample).where(
+            Sample.dataset_id == dataset.id,
+            Sample.origin == Origin.augmented,
+            Sample.review_count > 0,
+            Sample.review_status.in_([ReviewStatus.approved, ReviewStatus.rejected]),
+        )
+    ).all()
+    x = np.array([VariantFeatures.of(s).row() for s in rows], dtype=float).reshape(len(rows), len(feature_names()))
+    y = np.array([s.review_status == ReviewStatus.approved for s in rows], dtype=int)
+    return x, y
+
+
+def calibrate(session: Session, dataset: Dataset, request: AutoApprovalRequest, seed: int = 0) -> dict[str, Any]:
+    """The rule the reviewed variants support now, with its numbers (`ready` False with a reason if none)."""
+    x, y = reviewed_rows(session, dataset)
+    n, k = len(y), int(y.sum())
+    numbers: dict[str, Any] = {
+        "reviewed": n,
+        "approved": k,
+        "approved_share": k / n if n else None,
+        "target": request.target,
+        "confidence": request.confidence,
+        "min_reviewed": request.min_reviewed,
+        "min_selected": request.min_selected,
+        "audit_share": request.audit_share,
+    }
+    if n < request.min_reviewed:
+        return {**numbers, "ready": False,
+                "reason": f"{n} reviewed variants; auto-approval needs at least {request.min_reviewed}"}
+    held = held_out_scores(x, y, folds=5, seed=seed)
+    chosen = choose_threshold(held, y, target=request.target, confidence=request.confidence,
+                              min_selected=request.min_selected)
+    if chosen is None:
+        return {**numbers, "ready": False,
+                "reason": f"no threshold keeps the {request.confidence:.0%} lower bound of the approved share at "
+                          f"{request.target:.0%} with at least {request.min_selected} reviewed variants above it"}
+    model = ApprovalModel.fit(x, y, seed)
+    return {
+        **numbers,
+        "ready": True,
+        "reason": None,
+        **chosen,
+        "coverage": chosen["selected"] / n,
+        "model": model.params,
+        "rule": (
+            f"approve when the approval score is ≥ {chosen['threshold']:.3f}: on held-out reviewed variants, "
+            f"{chosen['selected_approved']} of {chosen['selected']} above it were approved by people "
+            f"({chosen['precision']:.1%}; {request.confidence:.0%} lower bound {chosen['lower_bound']:.1%} ≥ "
+            f"{request.target:.0%}); {request.audit_share:.0%} of them still go to people as an audit"
+        ),
+    }
+
+
+def configure(
+    session: Session, dataset: Dataset, request: AutoApprovalRequest, user: User | None
+) -> dict[str, Any]:
+    """Switch auto-approval on (calibrating the rule now) or off. On: 409 with the numbers when the reviewed
+    variants do not support a rule yet."""
+    settings = variant_settings(dataset)
+    previous = settings.auto_approval or {}
+    if not request.enabled:
+        settings.auto_approval = {**previous, "enabled": False} if previous else None
+        store(session, dataset, settings)
+        return status(session, dataset)
+    calibration = calibrate(session, dataset, request)
+    if not calibration["ready"]:
+        raise ConflictError(
+            f"auto-approval stays off: {calibration['reason']}", field="enabled",
+            extra={"calibration": {k: v for k, v in calibration.items() if k != "model"}},
+        )
+    settings.auto_approval = {
+        **calibration,
+        "enabled": True,
+        "version": int(previous.get("version", 0)) + 1,
+        "created_at": utcnow().isoformat(),
+        "created_by": user.name if user else None,
+    }
+    store(session, dataset, settings)
+    return status(session, dataset)
+
+
+def active_rule(dataset: Dataset) -> dict[str, Any] | None:
+    rule = variant_settings(dataset).auto_approval
+    return rule if rule and rule.get("enabled") else None
+
+
+def decide(rule: dict[str, Any], features: Sequence[VariantFeatures], hashes: Sequence[str]) -> list[str | None]:
+    """Per variant: "approved", "audit" (it qualifies; left to people) or None (below the threshold)."""
+    if not features:
+        return []
+    x = np.array([f.row() for f in features], dtype=float)
+    scores = ApprovalModel(rule["model"]).score(x)
+    out: list[str | None] = []
+    for score, digest in zip(scores, hashes, strict=True):
+        if score < rule["threshold"]:
+            out.append(None)
+            continue
+        draw = derive_seed(int(rule.get("version", 1)), "audit", digest) / 2**63
+        out.append("audit" if draw < float(rule.get("audit_share", 0.0)) else "approved")
+    return out
+
+
+def apply_to_pending(session: Session, dataset: Dataset) -> dict[str, int]:
+    """Run the active rule over the pending augmented variants nobody has voted on and no automatic step has
+    touched yet (made before the rule was switched on)."""
+    from db.augmentation import AutomaticDecision, record_automatic_decisions
+    from db.auth import automatic_reviewer
+
+    rule = active_rule(dataset)
+    if rule is None:
+        raise ConflictError("auto-approval is off for this dataset; switch it on first", field="enabled")
+    rows = session.scalars(
+        select(Sample).where(
+            Sample.dataset_id == dataset.id,
+            Sample.origin == Origin.augmented,
+            Sample.review_status == ReviewStatus.pending,
+            Sample.review_count == 0,
+            Sample.auto_decision.is_(None),
+        ).order_by(Sample.id)
+    ).all()
+    verdicts = decide(rule, [VariantFeatures.of(s) for s in rows], [s.content_hash for s in rows])
+    decisions = [
+        AutomaticDecision(s.id, verdict, note=approval_note(rule))
+        for s, verdict in zip(rows, verdicts, strict=True)
+        if verdict is not None
+    ]
+    record_automatic_decisions(session, automatic_reviewer(session).id, decisions)
+    return {"considered": len(rows), "approved": sum(1 for d in decisions if d.outcome == "approved"),
+            "audit": sum(1 for d in decisions if d.outcome == "audit")}
+
+
+def approval_note(rule: dict[str, Any]) -> str:
+    return f"auto-approved: approval score ≥ {rule['threshold']:.3f} (rule v{rule.get('version', 1)})"
+
+
+def agreement(session: Session, dataset: Dataset) -> dict[str, Any]:
+    """How often people agreed with the rule: on the audited variants they decided (the unbiased measure),
+    and how many auto-approved variants a person later rejected."""
+    decided = (Sample.review_count > 0) & Sample.review_status.in_([ReviewStatus.approved, ReviewStatus.rejected])
+    counts = dict(
+        session.execute(
+            select(Sample.auto_decision, func.count())
+            .where(Sample.dataset_id == dataset.id, Sample.auto_decision.isnot(None))
+            .group_by(Sample.auto_decision)
+        ).tuples().all()
+    )
+    audit_decided = session.scalar(
+        select(func.count()).where(Sample.dataset_id == dataset.id, Sample.auto_decision == "audit", decided)
+    ) or 0
+    audit_approved = session.scalar(
+        select(func.count()).where(
+            Sample.dataset_id == dataset.id, Sample.auto_decision == "audit", decided,
+            Sample.review_status == ReviewStatus.approved,
+        )
+    ) or 0
+    overruled = session.scalar(
+        select(func.count()).where(
+            Sample.dataset_id == dataset.id, Sample.auto_decision == "approved",
+            Sample.review_status == ReviewStatus.rejected,
+        )
+    ) or 0
+    return {
+        "auto_approved": counts.get("approved", 0),
+        "auto_rejected": counts.get("rejected", 0),
+        "audit_total": counts.get("audit", 0),
+        "audit_decided": audit_decided,
+        "audit_approved": audit_approved,
+        "agreement": audit_approved / audit_decided if audit_decided else None,
+        "agreement_ci95": interval(audit_approved, audit_decided),
+        "auto_approved_later_rejected": overruled,
+    }
+
+
+def status(session: Session, dataset: Dataset, request: AutoApprovalRequest | None = None) -> dict[str, Any]:
+    """The stored rule, what the reviewed variants support now (a preview), and the measured agreement."""
+    stored = variant_settings(dataset).auto_approval
+    base = request or AutoApprovalRequest(
+        **{k: stored[k] for k in ("target", "confidence", "audit_share", "min_reviewed", "min_selected")
+           if stored and k in stored}
+    )
+    preview = calibrate(session, dataset, base)
+    strip = lambda d: {k: v for k, v in d.items() if k != "model"} if d else None
+    return {
+        "dataset": dataset.name,
+        "enabled": bool(stored and stored.get("enabled")),
+        "rule": strip(stored),
+        "preview": strip(preview),
+        "agreement": agreement(session, dataset),
+    }
+
+
+# The doors name datasets -------------------------------------------------------------------------------
+
+
+def status_of(session: Session, name: str) -> dict[str, Any]:
+    from services.datasets import dataset_named
+
+    return status(session, dataset_named(session, name))
+
+
+def configure_named(session: Session, name: str, request: AutoApprovalRequest, user: User) -> dict[str, Any]:
+    from services.datasets import dataset_named
+
+    return configure(session, dataset_named(session, name), request, user)
+
+
+def apply_named(session: Session, name: str) -> dict[str, int]:
+    from services.datasets import dataset_named
+
+    return apply_to_pending(session, dataset_named(session, name))

@@ -1,0 +1,113 @@
+"""Label preservation before review: a trained model's view of whether a variant keeps its source's labels.
+
+When a run or an ensemble has finished for a dataset, each new variant is scored as it is made (the augment
+job), and each pending variant again when a run finishes (services/run_execution.py), with one definition:
+- `consistency`: the minimum over tasks of the model's probability for the variant's intended label;
+- `flag`: the model's most probable label differs from the intended one in some task;
+- `changed`: that other label is at least `confidence` probable in some task: the model is confident the
+  variant changed a label (what a dataset may send straight to rejection, services/variant_settings.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from db import training_runs as db_runs
+from db.models import Dataset
+
+
+@dataclass
+class LabelScore:
+    consistency: float | None
+    flag: bool | None
+    changed: dict[str, str] = field(default_factory=dict)  # task → the label the model is confident of
+    probs: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def label_scores(
+    tasks: Sequence[Any],
+    probs: dict[str, np.ndarray],
+    labels: Sequence[dict[str, str]],
+    *,
+    confidence: float = 1.0,
+    predicted: dict[str, np.ndarray] | None = None,
+) -> list[LabelScore]:
+    """Per text: consistency (the lowest probability of an intended label), flag (the model gives another label
+    for some task) and confident changes, from per-task probabilities (N, K) and each text's intended labels.
+    `predicted`: the label index per task and text under the model's decision rule (default: the argmax).
+    Tasks the model does not know, or labels it lacks, are left out."""
+    out = []
+    for i, wanted in enumerate(labels):
+        intended: list[float] = []
+        flag = False
+        changed: dict[str, str] = {}
+        for t in tasks:
+            label = wanted.get(t.name)
+            if label is None or label not in t.labels:
+                continue
+            k = t.labels.index(label)
+            row = probs[t.name][i]
+            intended.append(float(row[k]))
+            top = int(predicted[t.name][i]) if predicted is not None else int(np.argmax(row))
+            if top != k:
+                flag = True
+                if float(row[top]) >= confidence:
+                    changed[t.name] = t.labels[top]
+        as_json = {
+            t.name: {name: round(float(probs[t.name][i, j]), 6) for j, name in enumerate(t.labels)} for t in tasks
+        }
+        out.append(
+            LabelScore(min(intended) if intended else None, flag if intended else None, changed, as_json)
+        )
+    return out
+
+
+@dataclass
+class LabelModel:
+    """A finished run or ensemble, ready to score texts (its predictor loads on first use, once per process)."""
+
+    spec: Any  # services.prediction.ModelSpec
+
+    @property
+    def id(self) -> int:
+        return int(self.spec.id)
+
+    def score(
+        self,
+        texts: list[str],
+        labels: Sequence[dict[str, str]],
+        *,
+        confidence: float,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> list[LabelScore]:
+        from services.prediction import load_predictor
+
+        if not texts:
+            return []
+        predictor = load_predictor(self.spec)
+        probs = predictor.predict_proba(texts, on_batch=on_batch)
+        return label_scores(predictor.tasks, probs, labels, confidence=confidence, predicted=predictor.decide(probs))
+
+
+def label_model_for(session: Session, dataset: Dataset, pinned: int | None = None) -> LabelModel | None:
+    """The model that scores the dataset's new variants: the pinned run (variant settings), else its latest
+    finished run or ensemble; None when none has finished. A pinned model that is gone is an error to show,
+    not a reason to score with another."""
+    from services.prediction import model_spec
+
+    if pinned:
+        return LabelModel(model_spec(session, pinned, field_name="label_model_id"))
+    from core.errors import ValidationFailed
+
+    run = db_runs.latest_finished_run(session, dataset.id)
+    if run is None:
+        return None
+    try:
+        return LabelModel(model_spec(session, run.id))
+    except ValidationFailed:  # its saved model was removed: as if none had finished
+        return None

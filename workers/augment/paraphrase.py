@@ -1,0 +1,241 @@
+"""Paraphrasing with an instruction-tuned causal LM: the model rewrites each source k times.
+
+The prompt carries the text, its labels (task = label, for every task the text has) and the dataset's
+guidelines, and asks for one rewrite with the same meaning and the same labels, in the text's language, with
+names, numbers, URLs, @mentions, #hashtags and the dataset's protected terms kept as they are. Two ways to run
+the same prompt:
+- locally, through transformers `generate` (a hub id or a local directory; AUGLOOP_PARAPHRASE_MODEL): the
+  tokenizer's chat template when it has one, prompts sorted by length and cut into batches under the token
+  budget, k sampled rewrites per prompt (`num_return_sequences`), seeded per batch, always `max_new_tokens`;
+- through any OpenAI-compatible chat-completions endpoint (AUGLOOP_PARAPHRASE_API_URL; a vLLM server for
+  throughput at scale): one request per source asking for `n` = k choices, seeded per source, several requests
+  in flight.
+Either way the rewrites go through the job's filters like every other method's variants.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from core.batching import length_buckets
+from core.settings import Settings
+from core.textnorm import content_hash
+from workers.augment import params as P
+from workers.augment.base import SourceHints, Variant, derive_seed
+from workers.augment.models import LoadedModel, ModelUnavailable
+
+PROMPT_VERSION = 1
+MAX_ROWS_PER_BATCH = 64
+SYSTEM_PROMPT = (
+    "You rewrite texts for a labelled text-classification dataset. Write one paraphrase of the user's text: "
+    "the same meaning and the same labels, in the same language, with different wording. Keep names, "
+    "numbers, URLs, @mentions and #hashtags exactly as they are. Reply with the paraphrase only."
+)
+# What models put around an answer despite the instruction: a label, quotes, a list marker.
+_PREAMBLE = re.compile(r"^\s*(?:paraphrase|rewrite|rewritten text|here is[^:]*)\s*:\s*", re.IGNORECASE)
+_QUOTES = ('"', "“", "”", "'")
+
+
+def build_messages(text: str, labels: dict[str, str], hints: SourceHints, params: P.ParaphraseParams) -> list[dict]:
+    """The chat messages for one source."""
+    parts = []
+    if labels:
+        parts.append("Labels: " + "; ".join(f"{task} = {label}" for task, label in labels.items()))
+    guidelines = hints.guidelines.strip() if params.include_guidelines else ""
+    if guidelines and params.max_guideline_chars:
+        parts.append("Annotation guidelines:\n" + guidelines[: params.max_guideline_chars])
+    protected = [t for t in (hints.protected.terms if hints.protected else []) if t.casefold() in text.casefold()]
+    if protected:
+        parts.append("Keep these words: " + ", ".join(protected))
+    parts.append("Text:\n" + text)
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+def clean(output: str) -> str:
+    """The rewrite without a preamble ("Paraphrase:") or quotes around the whole of it."""
+    text = _PREAMBLE.sub("", output.strip()).strip()
+    if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
+        text = text[1:-1].strip()
+    return text
+
+
+class Generator(Protocol):
+    model_name: str
+    source: str  # "local" or the endpoint's URL
+
+    def generate(
+        self, conversations: list[list[dict]], counts: list[int], *, seed: int, keys: list[str],
+        params: P.ParaphraseParams,
+    ) -> list[list[str]]:
+        """counts[i] sampled completions of conversations[i]; keys[i] identifies it for seeding."""
+        ...
+
+
+class LocalGenerator:
+    """transformers `generate` on a loaded causal LM (left padding, so every row continues its own prompt)."""
+
+    source = "local"
+
+    def __init__(self, loaded: LoadedModel, batch_tokens: int = 8192) -> None:
+        self.loaded = loaded
+        self.model_name = loaded.name
+        self.batch_tokens = batch_tokens
+        tokenizer = loaded.tokenizer
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        tokenizer.padding_side = "left"
+
+    def render(self, conversation: list[dict]) -> str:
+        tokenizer = self.loaded.tokenizer
+        if getattr(tokenizer, "chat_template", None):
+            return str(tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True))
+        # A base model: the same content as plain text, ending where the answer starts.
+        return "\n\n".join(m["content"] for m in conversation) + "\n\nParaphrase:"
+
+    def generate(
+        self, conversations: list[list[dict]], counts: list[int], *, seed: int, keys: list[str],
+        params: P.ParaphraseParams,
+    ) -> list[list[str]]:
+        import torch
+
+        tokenizer, model, device = self.loaded.tokenizer, self.loaded.model, self.loaded.device
+        prompts = [self.render(c) for c in conversations]
+        encoded = tokenizer(
+            prompts, truncation=True, max_length=params.max_source_tokens + 512, add_special_tokens=False,
+            return_attention_mask=False,
+        )["input_ids"]
+        # The answer's budget follows the source's length (the prompt's last part), not the whole prompt's.
+        source_tokens = [len(tokenizer(c[-1]["content"], add_special_tokens=False)["input_ids"]) for c in conversations]
+        results: list[list[str]] = [[] for _ in prompts]
+        rows = [i for i, n in enumerate(counts) if n > 0]
+
+        def cap(i: int) -> int:
+            return min(params.max_new_tokens, int(params.length_factor * source_tokens[i]) + 16)
+
+        for batch in length_buckets(
+            rows, [len(x) for x in encoded], max_rows=MAX_ROWS_PER_BATCH, token_budget=self.batch_tokens,
+            row_cost=lambda longest: longest + params.max_new_tokens,
+        ):
+            k = max(counts[i] for i in batch)
+            padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+            inputs = {name: tensor.to(device) for name, tensor in padded.items()}
+            batch_seed = derive_seed(seed, "paraphrase", [keys[i] for i in batch])
+            devices = [device.index or 0] if device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices), torch.inference_mode():
+                torch.manual_seed(batch_seed)
+                generated = model.generate(
+                    **inputs, do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0,
+                    max_new_tokens=max(cap(i) for i in batch), num_return_sequences=k,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            width = inputs["input_ids"].shape[1]
+            decoded = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
+            for row, i in enumerate(batch):
+                results[i] = decoded[row * k : row * k + counts[i]]
+        return results
+
+
+class EndpointGenerator:
+    """An OpenAI-compatible chat-completions endpoint (vLLM, TGI, llama.cpp's server...)."""
+
+    def __init__(self, url: str, model: str, *, api_key: str = "", timeout: float = 120.0, concurrency: int = 8) -> None:
+        self.source = url.rstrip("/")
+        self.model_name = model
+        self.api_key = api_key
+        self.timeout = timeout
+        self.concurrency = max(1, concurrency)
+
+    def _complete(self, conversation: list[dict], n: int, seed: int, params: P.ParaphraseParams, cap: int) -> list[str]:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        body = {
+            "model": self.model_name, "messages": conversation, "n": n, "temperature": params.temperature,
+            "top_p": params.top_p, "max_tokens": cap, "seed": seed,
+        }
+        try:
+            response = httpx.post(f"{self.source}/chat/completions", json=body, headers=headers, timeout=self.timeout)
+        except httpx.TransportError as err:  # not listening, timed out: the job is retried with backoff
+            raise ConnectionError(f"paraphrase endpoint {self.source} unreachable: {err}") from err
+        if response.status_code in (400, 401, 403, 404, 422):
+            # A wrong model name, key or URL: no retry can fix it.
+            raise ModelUnavailable(
+                f"paraphrase endpoint {self.source} refused the request ({response.status_code}: "
+                f"{response.text[:300]}); check AUGLOOP_PARAPHRASE_API_URL, AUGLOOP_PARAPHRASE_API_MODEL and "
+                "AUGLOOP_PARAPHRASE_API_KEY"
+            )
+        response.raise_for_status()
+        choices = sorted(response.json().get("choices", []), key=lambda c: c.get("index", 0))
+        return [str((c.get("message") or {}).get("content") or "") for c in choices][:n]
+
+    def generate(
+        self, conversations: list[list[dict]], counts: list[int], *, seed: int, keys: list[str],
+        params: P.ParaphraseParams,
+    ) -> list[list[str]]:
+        def one(i: int) -> list[str]:
+            if counts[i] <= 0:
+                return []
+            # Words × 2 stands in for the source's tokens: the server tokenises, we do not load its tokenizer.
+            cap = min(params.max_new_tokens, int(params.length_factor * 2 * len(conversations[i][-1]["content"].split())) + 16)
+            source_seed = derive_seed(seed, "paraphrase", keys[i]) % 2**31  # servers take 32-bit seeds
+            return self._complete(conversations[i], counts[i], source_seed, params, cap)
+
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(one, range(len(conversations))))
+
+
+def endpoint_generator(settings: Settings) -> EndpointGenerator:
+    return EndpointGenerator(
+        settings.paraphrase_api_url,
+        settings.paraphrase_api_model or settings.paraphrase_model,
+        api_key=settings.paraphrase_api_key,
+        timeout=settings.paraphrase_api_timeout,
+        concurrency=settings.paraphrase_api_concurrency,
+    )
+
+
+def local_generator(loaded: LoadedModel, batch_tokens: int) -> LocalGenerator:
+    return LocalGenerator(loaded, batch_tokens)
+
+
+class ParaphraseAugmenter:
+    method = "paraphrase"
+
+    def __init__(self, generator: Any) -> None:
+        self.generator = generator
+        self.model_name = generator.model_name
+
+    def augment(
+        self,
+        texts: Sequence[str],
+        counts: Sequence[int],
+        *,
+        seed: int,
+        language: str,
+        params: P.ParaphraseParams | None = None,
+        hints: SourceHints | None = None,
+    ) -> list[list[Variant]]:
+        params = params or P.ParaphraseParams()
+        hints = hints or SourceHints()
+        labels = list(hints.labels) if hints.labels is not None else [{} for _ in texts]
+        chosen = [i for i, (t, n) in enumerate(zip(texts, counts, strict=True)) if n > 0 and t.strip()]
+        conversations = [build_messages(texts[i], labels[i], hints, params) for i in chosen]
+        outputs = self.generator.generate(
+            conversations, [counts[i] for i in chosen], seed=seed, keys=[content_hash(texts[i]) for i in chosen],
+            params=params,
+        )
+        effective = {**params.model_dump(), "prompt_version": PROMPT_VERSION, "via": self.generator.source,
+                     "language": language}
+        out: list[list[Variant]] = [[] for _ in texts]
+        for i, rewrites in zip(chosen, outputs, strict=True):
+            for v, raw in enumerate(rewrites):
+                text = clean(raw)
+                if text:
+                    out[i].append(
+                        Variant(text=text, source_index=i, variant_index=v, method=self.method, params=effective,
+                                model_name=self.model_name, seed=seed)
+                    )
+        return out
