@@ -25,7 +25,8 @@ def test_existing_hashes_answers_in_chunks_of_the_in_list_limit(any_engine) -> N
     from db.models import Dataset, Sample
 
     with session_scope(any_engine) as s:
-        ids = [s.execute(insert(Dataset).values(name=n, tasks=[], split_info={}).returning(Dataset.id)).scalar_one()
+        ids = [s.execute(insert(Dataset).values(name=n, display_name=n, project_id=1, tasks=[], split_info={})
+                         .returning(Dataset.id)).scalar_one()
                for n in ("a", "b")]
         s.execute(insert(Sample), [
             {"dataset_id": ids[i % 2], "text": f"t{i}", "split": "train", "content_hash": content_hash(f"t{i}"),
