@@ -31,7 +31,7 @@ def import_example() -> None:
     from services.importing import ImportSpec
 
     with session_scope(get_engine()) as session:
-        if any(d.name == EXAMPLE_NAME for d in all_datasets(session)):
+        if any(d.name == EXAMPLE_NAME for d in all_datasets(session, None)):
             console.print(f"dataset {EXAMPLE_NAME} already imported")
             return
         with EXAMPLE.open("rb") as upload:
@@ -93,7 +93,7 @@ def run_demo(serve: bool = True) -> int:
     console.print(f"database: {settings.resolved_database_url}")
     import_example()
     with session_scope(get_engine()) as session:
-        print_stats(class_balance(session, EXAMPLE_NAME))
+        print_stats(class_balance(session, EXAMPLE_NAME, None))
     tokens = issue_tokens()
     if not serve:
         console.print(f"annotator token: {tokens['annotator']}")

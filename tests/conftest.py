@@ -65,12 +65,23 @@ def db_session(engine) -> Iterator:
         yield session
 
 
-def _issue(engine, name: str, role: str) -> str:
+def join_project(session, user_name: str, project: str = "default", role: str = "annotator") -> None:
+    """Make a user a member of a project (the datasets the fixtures import go into "default")."""
+    from services.projects import add_member
+
+    add_member(session, project, user_name, role)
+
+
+def _issue(engine, name: str, role: str, project_role: str | None = "annotator") -> str:
+    """A token for a new user; a non-admin also joins the default project (with `project_role`; None: not)."""
     from db.auth import create_token
     from db.session import session_scope
 
     with session_scope(engine) as s:
-        return create_token(s, name, role).token
+        token = create_token(s, name, role).token
+        if role != "admin" and project_role is not None:
+            join_project(s, name, role=project_role)
+        return token
 
 
 @pytest.fixture
@@ -80,7 +91,14 @@ def admin_token(engine) -> str:
 
 @pytest.fixture
 def annotator_token(engine) -> str:
+    """An annotator of the default project (where the fixtures' datasets are)."""
     return _issue(engine, "bob-annotator", "annotator")
+
+
+@pytest.fixture
+def lead_token(engine) -> str:
+    """A lead of the default project: changes its datasets' settings, starts augmentation and training."""
+    return _issue(engine, "lena-lead", "annotator", project_role="lead")
 
 
 @pytest.fixture
@@ -110,6 +128,14 @@ def annotator(app, annotator_token) -> Iterator:
     from fastapi.testclient import TestClient
 
     with TestClient(app, headers={"Authorization": f"Bearer {annotator_token}"}) as c:
+        yield c
+
+
+@pytest.fixture
+def lead(app, lead_token) -> Iterator:
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, headers={"Authorization": f"Bearer {lead_token}"}) as c:
         yield c
 
 

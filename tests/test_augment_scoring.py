@@ -191,7 +191,7 @@ def test_a_finished_model_scores_new_variants_and_may_reject_confident_label_cha
     result = job["result"]
     assert result["label_model_id"] == run_id
     with session_scope(engine) as s:
-        predictor = load_predictor(model_spec(s, run_id))
+        predictor = load_predictor(model_spec(s, run_id, None))
     with session_scope(engine) as s:
         variants = s.scalars(select(Sample).where(Sample.origin == "augmented").order_by(Sample.id)).all()
         assert variants and all(v.label_consistency is not None and v.scores["label_model"]["run_id"] == run_id
