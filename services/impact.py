@@ -37,6 +37,7 @@ from db import queue
 from db.models import Dataset, ImpactReport, Job, JobStatus, User
 from db.session import session_scope
 from services.access import Need, check_dataset_id
+from services.compute_bounds import check_capacity, check_config
 from services.ensembles import member_group
 from trainer.bootstrap import CONFIDENCE, DRAWS, paired_bootstrap, seed_mean_scores
 from trainer.config import TrainConfig
@@ -290,9 +291,11 @@ def start_report(
     if len(set(seeds)) != len(seeds):
         raise ValidationFailed("seeds must be distinct", field="seeds")
     config = default_config(config_overrides)
+    check_config(config, seeds, user)
     report, jobs = create_impact_report(
         session, dataset, config, seeds=seeds, methods=methods, created_by=created_by, classical=classical
     )
+    check_capacity(session, dataset, user)
     return report_view(session, report, dataset.name), jobs
 
 

@@ -18,6 +18,7 @@ from db import queue
 from db import training_runs as db_runs
 from db.models import Dataset, Job, JobStatus, TrainingRun, User, utcnow
 from services.access import Need, visible_project_ids, visible_run
+from services.compute_bounds import check_capacity, check_config
 from services.run_snapshots import snapshot_json, snapshot_size
 from trainer.classical import ClassicalConfig
 from trainer.config import TrainConfig
@@ -126,10 +127,13 @@ def start_training(
     dataset = dataset_named(session, dataset_name, user, Need.lead, field="dataset")
     created_by = user.id if user else None
     config = default_config(overrides)
+    check_config(config, seeds, user)
     runs = create_training_runs(
         session, dataset, config, seeds, name=name, created_by=created_by, classical=classical
     )
-    return runs, queue_runs(session, dataset, runs, config, created_by=created_by)
+    jobs = queue_runs(session, dataset, runs, config, created_by=created_by)
+    check_capacity(session, dataset, user)
+    return runs, jobs
 
 
 def queue_runs(

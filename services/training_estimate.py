@@ -27,6 +27,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from db.models import Dataset, JobStatus, Origin, ReviewStatus, Sample, SampleLabel, TrainingRun, User
+from services.compute_bounds import check_config
 from services.training import check_config_against, default_config
 from trainer.plan import RDROP_COST, Throughput, plan_run
 
@@ -92,6 +93,7 @@ def training_plan(session: Session, dataset_name: str, overrides: dict[str, Any]
 
     dataset: Dataset = dataset_named(session, dataset_name, user, field="dataset")
     config = default_config(overrides)
+    check_config(config, seeds, user)  # before encoder_size reads the encoder's config.json from disk
     check_config_against(dataset, config)
     train_lengths = list(
         session.scalars(

@@ -31,8 +31,10 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_template: Path):
-    """Settings pointing at a fresh database and data directory for this test."""
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_template: Path,
+             tmp_path_factory: pytest.TempPathFactory):
+    """Settings pointing at a fresh database and data directory for this test; the tiny models the tests build
+    (under pytest's temporary directory) are in the allowed models directory."""
     from core import settings as settings_mod
     from db import session as session_mod
 
@@ -43,6 +45,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_template:
     monkeypatch.setenv("AUGLOOP_DATA_DIR", str(data_dir))
     monkeypatch.setenv("AUGLOOP_DATABASE_URL", f"sqlite:///{db_path}")
     monkeypatch.setenv("AUGLOOP_JOB_RETRY_BASE_SECONDS", "0")
+    monkeypatch.setenv("AUGLOOP_MODELS_DIR", str(tmp_path_factory.getbasetemp()))
     settings_mod.get_settings.cache_clear()
     session_mod.dispose_all()
     yield settings_mod.get_settings()
@@ -169,7 +172,8 @@ _pg_counter = 0
 
 
 @pytest.fixture
-def pg_settings(postgres_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def pg_settings(postgres_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                tmp_path_factory: pytest.TempPathFactory):
     """Settings pointing at a fresh Postgres database (migrated by Alembic on first use) for this test."""
     global _pg_counter
     from core import settings as settings_mod
@@ -182,6 +186,7 @@ def pg_settings(postgres_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("AUGLOOP_DATA_DIR", str(data_dir))
     monkeypatch.setenv("AUGLOOP_DATABASE_URL", url)
     monkeypatch.setenv("AUGLOOP_JOB_RETRY_BASE_SECONDS", "0")
+    monkeypatch.setenv("AUGLOOP_MODELS_DIR", str(tmp_path_factory.getbasetemp()))
     settings_mod.get_settings.cache_clear()
     session_mod.dispose_all()
     yield settings_mod.get_settings()

@@ -140,7 +140,7 @@ def test_a_run_that_cannot_load_its_encoder_fails_at_once(annotator, engine, tmp
     stats = drain(engine, ["train"])
     assert stats.failed == 1 and stats.retried == 0
     run = annotator.get(f"/api/v1/training-runs/{run_id}").json()
-    assert run["status"] == "failed" and "does not exist" in run["error"]
+    assert run["status"] == "failed" and "cannot load encoder" in run["error"]
 
 
 def test_bad_requests_get_clear_errors(annotator, client, engine) -> None:
