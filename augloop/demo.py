@@ -100,7 +100,9 @@ def run_demo(serve: bool = True) -> int:
         return 0
 
     env = {**os.environ, "AUGLOOP_API_URL": f"http://{settings.api_host}:{settings.api_port}",
-           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+           # the UI runs here: the API believes its X-Forwarded-For (each browser's address) from loopback
+           "AUGLOOP_TRUSTED_PROXIES": os.environ.get("AUGLOOP_TRUSTED_PROXIES", '["127.0.0.1"]')}
     encoder = local_encoder()
     if encoder and not settings.trainer_default_encoder:
         env["AUGLOOP_TRAINER_DEFAULT_ENCODER"] = encoder

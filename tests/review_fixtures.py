@@ -230,7 +230,9 @@ def serve(app: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     from core import settings as settings_mod
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    # proxy_headers off, as `augloop serve` runs it: the API decides whom to believe (AUGLOOP_TRUSTED_PROXIES)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           proxy_headers=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
