@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     # symlink out of it). None: <data_dir>/models.
     models_dir: Path | None = None
     # Training jobs (train, lr_select) queued or running per project at once, for non-admins.
-    max_training_jobs_per_project: int = Field(default=8, ge=1)
+    max_training_jobs_per_project: int = Field(default=24, ge=1)  # an impact report queues arms × seeds
 
     @property
     def resolved_models_dir(self) -> Path:
