@@ -47,6 +47,14 @@ def is_admin() -> bool:
     return user().get("role") == "admin"
 
 
+def role_in_project_of(dataset: str) -> str | None:
+    """The signed-in user's role (annotator, lead) in the project that holds `dataset`; None: not a member."""
+    for project in call(client().projects) or []:
+        if dataset in project["datasets"]:
+            return project["my_role"]
+    return None
+
+
 def flash(kind: str, message: str) -> None:
     """A message for the next run (callbacks run before the page, which then shows it)."""
     st.session_state.setdefault("_flash", []).append((kind, message))

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.review_fixtures import issue_token, live_api  # noqa: F401
+from tests.review_fixtures import issue_token, live_api, review_data  # noqa: F401
 
 APP = "../review_ui/app.py"
 
@@ -87,3 +87,22 @@ def test_admins_manage_projects_and_members_in_the_ui(live_api, engine, admin_to
     no_errors(at)
     with httpx.Client(base_url=live_api + "/api/v1", headers=headers) as c:
         assert c.get("/projects/team-x/members").json() == []
+
+
+def test_a_lead_manages_the_review_settings_and_an_annotator_does_not_see_them(live_api, lead_token,
+                                                                                annotator_token,
+                                                                                review_data) -> None:
+    annotator = signed_in(annotator_token, "annotator")
+    annotator.switch_page("app_pages/datasets.py").run()
+    no_errors(annotator)
+    assert not [h for h in annotator.header if h.value == "Manage"]
+    lead = signed_in(lead_token, "annotator")
+    lead.switch_page("app_pages/datasets.py").run()
+    no_errors(lead)
+    assert [h for h in lead.header if h.value == "Manage"]
+    assert "Delete dataset" not in [b.label for b in lead.button]  # importing and deleting stay the admins'
+    lead.text_area(key="ds_guidelines").input("Keep the **stance**.")
+    lead.button[[b.label for b in lead.button].index("Save review settings")].click().run()
+    no_errors(lead)
+    with httpx.Client(base_url=live_api + "/api/v1", headers={"Authorization": f"Bearer {lead_token}"}) as c:
+        assert "stance" in c.get(f"/datasets/{review_data.dataset}").json()["guidelines"]
