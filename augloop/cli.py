@@ -143,7 +143,7 @@ def stats(
     from services.datasets import class_balance
 
     with session_scope(engine()) as session:
-        result = class_balance(session, dataset)
+        result = class_balance(session, dataset, None)
     if as_json:
         print(json.dumps(result, indent=2))
     else:

@@ -25,7 +25,7 @@ def _state(report_id: int) -> dict[str, Any]:
     """The report as it is now (a decided report settles on this read, as in the API)."""
     db = engine()
     with session_scope(db) as session:
-        return impact_service.report_details(session, db, report_id)
+        return impact_service.report_details(session, db, report_id, None)
 
 
 def _fmt_ci(entry: dict[str, Any]) -> str:
@@ -106,7 +106,7 @@ def impact(
     overrides = parse_set_option(set_ or [])
     with session_scope(engine()) as session:
         report, jobs = impact_service.start_report(
-            session, dataset, seeds=seed_list, config_overrides=overrides, methods=method_list, created_by=None,
+            session, dataset, seeds=seed_list, config_overrides=overrides, methods=method_list, user=None,
             classical=classical,
         )
         report_id, arms = report["id"], list(report["run_ids"])

@@ -53,7 +53,7 @@ def print_metrics(metrics: dict[str, Any] | None, title: str, *, confusion: bool
 
 def load_run(run_id: int) -> dict[str, Any]:
     with session_scope(engine()) as session:
-        return training.training_run(session, run_id)
+        return training.training_run(session, run_id, None)
 
 
 def ensemble_cmd(
@@ -79,8 +79,8 @@ def ensemble_cmd(
         fail(f"--decision takes prior or none; got {decision!r}")
     with session_scope(engine()) as session:
         run = ensembles.create_ensemble(
-            session, ids, weighted=not unweighted, temperature=not no_temperature, decision=decision, name=name
-        )
+            session, ids, weighted=not unweighted, temperature=not no_temperature, decision=decision, name=name,
+            user=None)
         run_id, metrics, config = run.id, run.metrics, run.config
     members = ", ".join(
         f"run {k} ({v['kind']}, weight {config['weights'][k]:.2f}): test {v['test']:.4f}"
@@ -104,7 +104,7 @@ def runs_list(
 ) -> None:
     """Runs and ensembles with their status and headline scores."""
     with session_scope(engine()) as session:
-        runs = training.list_training_runs(session, dataset=dataset, kind=kind, limit=limit)
+        runs = training.list_training_runs(session, dataset=dataset, kind=kind, limit=limit, user=None)
     table = Table("id", "dataset", "name", "kind", "status", "epochs", "val F1", "test F1", "created")
     for r in runs:
         val, test = r["val_macro_f1"], r["test_macro_f1"]

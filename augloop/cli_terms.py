@@ -33,7 +33,7 @@ def _print(view: dict[str, Any]) -> None:
 def list_cmd(dataset: DatasetArg) -> None:
     """Show the protected terms, with the class each seeded one marks."""
     with session_scope(engine()) as session:
-        _print(protected_terms.terms_of(session, dataset))
+        _print(protected_terms.terms_of(session, dataset, None))
 
 
 @terms_app.command("add")

@@ -183,7 +183,8 @@ def _create_runs(
             runs = training.create_runs_for(session, dataset, overrides, seeds, name=name, classical=classical)
             wanted = search_wanted(training.default_config(overrides))
             return [(r.id, r.kind, wanted and r.kind == "single") for r in runs]
-        runs, jobs = training.start_training(session, dataset, overrides, seeds, name=name, classical=classical)
+        runs, jobs = training.start_training(session, dataset, overrides, seeds, name=name, user=None,
+                                              classical=classical)
         by_id = {job.id: job for job in jobs}
         for run in runs:
             job = by_id.get(run.job_id or -1)

@@ -31,7 +31,7 @@ def import_example() -> None:
     from services.importing import ImportSpec
 
     with session_scope(get_engine()) as session:
-        if any(d.name == EXAMPLE_NAME for d in all_datasets(session)):
+        if any(d.name == EXAMPLE_NAME for d in all_datasets(session, None)):
             console.print(f"dataset {EXAMPLE_NAME} already imported")
             return
         with EXAMPLE.open("rb") as upload:
@@ -93,14 +93,16 @@ def run_demo(serve: bool = True) -> int:
     console.print(f"database: {settings.resolved_database_url}")
     import_example()
     with session_scope(get_engine()) as session:
-        print_stats(class_balance(session, EXAMPLE_NAME))
+        print_stats(class_balance(session, EXAMPLE_NAME, None))
     tokens = issue_tokens()
     if not serve:
         console.print(f"annotator token: {tokens['annotator']}")
         return 0
 
     env = {**os.environ, "AUGLOOP_API_URL": f"http://{settings.api_host}:{settings.api_port}",
-           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+           # the UI runs here: the API believes its X-Forwarded-For (each browser's address) from loopback
+           "AUGLOOP_TRUSTED_PROXIES": os.environ.get("AUGLOOP_TRUSTED_PROXIES", '["127.0.0.1"]')}
     encoder = local_encoder()
     if encoder and not settings.trainer_default_encoder:
         env["AUGLOOP_TRAINER_DEFAULT_ENCODER"] = encoder

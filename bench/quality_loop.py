@@ -132,7 +132,7 @@ def run_requests(engine: Any, profile: Profile, ablation: bool) -> dict[str, lis
     with session_scope(engine) as s:
         for arm, (overrides, classical) in arm_requests(profile, ablation).items():
             runs, jobs = start_training(s, "quality", overrides, list(profile.seeds), name=arm,
-                                        classical=classical)
+                                        user=None, classical=classical)
             ids[arm] = [r.id for r in runs]
             log(f"queued {arm}: runs {ids[arm]}, jobs {[(j.id, j.kind) for j in jobs]}")
     stop = threading.Event()
@@ -156,7 +156,7 @@ def read_runs(engine: Any, ids: dict[str, list[int]]) -> dict[str, list[dict[str
         for arm, run_ids in ids.items():
             out[arm] = []
             for run_id in run_ids:
-                run = training_run(s, run_id)
+                run = training_run(s, run_id, None)
                 if run["status"] != "succeeded":
                     raise SystemExit(f"run {run_id} ({arm}) {run['status']}: {run['error']}")
                 run["test_dump"] = read_predictions(Path(run["artifact_dir"]) / "predictions_test.json")
@@ -172,7 +172,7 @@ def ensemble(engine: Any, run_ids: list[int], decision: str) -> dict[str, Any]:
     from trainer.examples import read_predictions
 
     with session_scope(engine) as s:
-        run = create_ensemble(s, run_ids, weighted=True, temperature=True, decision=decision)
+        run = create_ensemble(s, run_ids, weighted=True, temperature=True, decision=decision, user=None)
         details = ensemble_details(s, run)
     details["test_dump"] = read_predictions(Path(details["artifact_dir"]) / "predictions_test.json")
     return details

@@ -82,7 +82,7 @@ def child_augment(task: dict[str, Any]) -> dict[str, Any]:
 
     engine = get_engine(task["db"])
     with session_scope(engine) as s:
-        dataset = dataset_named(s, "scale")
+        dataset = dataset_named(s, "scale", None)
         ids = list(s.scalars(select(Sample.id).where(Sample.dataset_id == dataset.id, Sample.split == "train")
                              .order_by(Sample.id).limit(task["sources"])))
         references = s.scalar(select(func.count()).select_from(Sample).where(

@@ -35,3 +35,9 @@ class TooLargeError(DomainError):
 
 class PermissionDenied(DomainError):
     status_code = 403
+
+
+class QuotaExceeded(DomainError):
+    """A per-project limit on work in flight (queued and running training jobs): retry once some finish."""
+
+    status_code = 429

@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     trainer_threads: int = 0  # CPU threads for training and prediction; 0: the cores this process may use
     trainer_model_cache: int = 2  # models (runs or ensembles) kept loaded per process for predict
     trainer_predict_max_texts: int = 256  # texts per predict request
+    # Encoders a non-admin may train with: hub ids, or directories under this one (resolved: no `..` or
+    # symlink out of it). None: <data_dir>/models.
+    models_dir: Path | None = None
+    # Training jobs (train, lr_select) queued or running per project at once, for non-admins.
+    max_training_jobs_per_project: int = Field(default=24, ge=1)  # an impact report queues arms × seeds
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return (self.models_dir or self.data_dir / "models").expanduser().resolve()
 
     # Review (db/reviews.py, services/review.py)
     review_page_size: int = 50

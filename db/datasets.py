@@ -23,8 +23,12 @@ def get_dataset(session: Session, name: str) -> Dataset:
     return dataset
 
 
-def list_datasets(session: Session) -> list[Dataset]:
-    return list(session.scalars(select(Dataset).order_by(Dataset.name)))
+def list_datasets(session: Session, project_ids: set[int] | None = None) -> list[Dataset]:
+    """All datasets, or those of the given projects."""
+    query = select(Dataset).order_by(Dataset.name)
+    if project_ids is not None:
+        query = query.where(Dataset.project_id.in_(project_ids))
+    return list(session.scalars(query))
 
 
 def delete_dataset(session: Session, name: str) -> None:

@@ -53,8 +53,11 @@ def list_runs(
     status: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    project_ids: set[int] | None = None,
 ) -> list[TrainingRun]:
     query = select(TrainingRun)
+    if project_ids is not None:
+        query = query.where(TrainingRun.dataset_id.in_(select(Dataset.id).where(Dataset.project_id.in_(project_ids))))
     if dataset is not None:
         query = query.where(TrainingRun.dataset_id == dataset.id)
     if kind:

@@ -18,9 +18,9 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from review_ui import sessions  # noqa: E402
-from review_ui.client import ApiClient, ApiError  # noqa: E402
+from review_ui.client import ApiError  # noqa: E402
 from review_ui.components import session_cookie  # noqa: E402
-from review_ui.state import user  # noqa: E402
+from review_ui.state import api_client, user  # noqa: E402
 
 PAGES = Path(__file__).parent / "app_pages"
 
@@ -35,7 +35,7 @@ def resume_session() -> None:
         return
     sid, session = found
     try:
-        me = ApiClient(session.token).me()
+        me = api_client(session.token).me()
     except ApiError:  # revoked or expired meanwhile, or the API is down: sign in again
         sessions.close(sid)
         return
@@ -52,7 +52,7 @@ def sign_out() -> None:
     token, dataset = st.session_state.get("token"), st.session_state.get("current_dataset")
     if token and dataset:
         try:  # give back any variants leased to you, so others can take them now
-            ApiClient(token).release_leases(dataset)
+            api_client(token).release_leases(dataset)
         except ApiError:
             pass
     sessions.close(st.session_state.get("_sid"))
@@ -81,7 +81,8 @@ else:
         st.Page(PAGES / "impact.py", title="Impact", icon=":material/insights:"),
     ]
     admin = (
-        [st.Page(PAGES / "tokens.py", title="Tokens", icon=":material/key:")]
+        [st.Page(PAGES / "tokens.py", title="Tokens", icon=":material/key:"),
+         st.Page(PAGES / "projects.py", title="Projects", icon=":material/group:")]
         if who.get("role") == "admin"
         else []
     )

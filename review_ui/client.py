@@ -30,12 +30,17 @@ def api_url() -> str:
 
 
 class ApiClient:
-    def __init__(self, token: str, base_url: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(self, token: str, base_url: str | None = None, timeout: float = 60.0,
+                 browser_address: str | None = None) -> None:
         self.base_url = base_url or api_url()
         # The token travels in a header only: never in a URL, never in the page.
-        self.http = httpx.Client(
-            base_url=self.base_url + "/api/v1", timeout=timeout, headers={"Authorization": f"Bearer {token}"}
-        )
+        headers = {"Authorization": f"Bearer {token}"}
+        if browser_address:
+            # Every UI request reaches the API from this server's address; passing on the browser's lets the
+            # API's sign-in limiter count one browser's wrong tokens against that browser, not against every
+            # UI user. The API believes it only from AUGLOOP_TRUSTED_PROXIES (this server).
+            headers["X-Forwarded-For"] = browser_address
+        self.http = httpx.Client(base_url=self.base_url + "/api/v1", timeout=timeout, headers=headers)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -193,3 +198,19 @@ class ApiClient:
 
     def revoke_token(self, token_id: int) -> dict[str, Any]:
         return self.post(f"/tokens/{token_id}/revoke")
+
+    # Projects and their members (admins manage them)
+    def projects(self) -> list[dict[str, Any]]:
+        return self.get("/projects")
+
+    def create_project(self, name: str, display_name: str | None = None) -> dict[str, Any]:
+        return self.post("/projects", {"name": name, **({"display_name": display_name} if display_name else {})})
+
+    def members(self, project: str) -> list[dict[str, Any]]:
+        return self.get(f"/projects/{project}/members")
+
+    def set_member(self, project: str, user: str, role: str) -> dict[str, Any]:
+        return self.request("PUT", f"/projects/{project}/members", json={"user": user, "role": role})
+
+    def remove_member(self, project: str, user: str) -> None:
+        return self.request("DELETE", f"/projects/{project}/members/{user}")

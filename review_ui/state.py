@@ -15,6 +15,18 @@ from review_ui.render import plain
 T = TypeVar("T")
 
 
+def browser_address() -> str | None:
+    """The address of this session's browser as the UI server sees it (None on localhost, and where no
+    browser is connected: Streamlit's test harness)."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) else None
+
+
+def api_client(token: str) -> ApiClient:
+    """A client for `token` that passes on the browser's address (see ApiClient)."""
+    return ApiClient(token, browser_address=browser_address())
+
+
 def client() -> ApiClient:
     """The API client of the signed-in user; the token lives only in this session's state."""
     token = st.session_state.get("token")
@@ -22,7 +34,7 @@ def client() -> ApiClient:
         st.stop()
     cached = st.session_state.get("_client")
     if cached is None or cached[0] != token:
-        cached = (token, ApiClient(token))
+        cached = (token, api_client(token))
         st.session_state["_client"] = cached
     return cached[1]
 
@@ -33,6 +45,14 @@ def user() -> dict[str, Any]:
 
 def is_admin() -> bool:
     return user().get("role") == "admin"
+
+
+def role_in_project_of(dataset: str) -> str | None:
+    """The signed-in user's role (annotator, lead) in the project that holds `dataset`; None: not a member."""
+    for project in call(client().projects) or []:
+        if dataset in project["datasets"]:
+            return project["my_role"]
+    return None
 
 
 def flash(kind: str, message: str) -> None:

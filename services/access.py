@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError, PermissionDenied
 from db import projects as db_projects
-from db.models import Dataset, ProjectRole, Role, User
+from db import training_runs as db_runs
+from db.models import Dataset, ProjectRole, Role, TrainingRun, User
 
 
 class Need(StrEnum):
@@ -54,3 +55,25 @@ def check_dataset(session: Session, dataset: Dataset, user: User | None, need: N
         raise PermissionDenied(f"this needs the lead role in the dataset's project; you are an {role}",
                                field=field)
     return dataset
+
+
+def check_dataset_id(session: Session, dataset_id: int | None, user: User | None, need: Need = Need.member, *,
+                     missing: str, field: str) -> Dataset | None:
+    """The dataset a row (a job, a run, a report, a sample) belongs to, when `user` may act on it with `need`.
+    A non-member gets `missing`, the same 404 as a row that does not exist. A row with no dataset (a job that
+    imports a new one) is an admin's: others get the 404."""
+    dataset = session.get(Dataset, dataset_id) if dataset_id is not None else None
+    if dataset is None:
+        if is_admin(user):
+            return None
+        raise NotFoundError(missing, field=field)
+    return check_dataset(session, dataset, user, need, field=field, what=missing)
+
+
+def visible_run(session: Session, run_id: int, user: User | None, need: Need = Need.member, *,
+                field: str = "run_id") -> TrainingRun:
+    """A training run or ensemble of a dataset the user may see (with `need`); to anyone else it does not
+    exist."""
+    run = db_runs.get_run(session, run_id, field=field)
+    check_dataset_id(session, run.dataset_id, user, need, missing=f"training run {run_id} not found", field=field)
+    return run

@@ -28,7 +28,8 @@ from db.augmentation import (
     variant_counts,
 )
 from db.chunks import chunked
-from db.models import AugmentationPlan, Dataset, Job, Origin, ReviewStatus, Sample, SampleLabel, Split
+from db.models import AugmentationPlan, Dataset, Job, Origin, ReviewStatus, Sample, SampleLabel, Split, User
+from services.access import Need
 from services.protected_terms import ensure_seeded
 from workers.augment.catalog import validate_request
 from workers.augment.params import FilterParams, MethodParams  # noqa: F401 - the API's request schema
@@ -335,12 +336,13 @@ def create_and_enqueue_plan(
 
 
 def request_variants(
-    session: Session, dataset_name: str, request: AugmentRequest, settings: Settings, user_id: int | None
+    session: Session, dataset_name: str, request: AugmentRequest, settings: Settings, user: User | None
 ) -> Job:
+    """The project's leads (None: the operator)."""
     from services.datasets import dataset_named
 
-    return enqueue_request(session, dataset_named(session, dataset_name, field="dataset"), request, settings,
-                           user_id)
+    return enqueue_request(session, dataset_named(session, dataset_name, user, Need.lead, field="dataset"),
+                           request, settings, user.id if user else None)
 
 
 def plan_view(row: AugmentationPlan, dataset: Dataset, progress: list[dict[str, Any]] | None = None) -> dict:
@@ -356,20 +358,22 @@ def plan_view(row: AugmentationPlan, dataset: Dataset, progress: list[dict[str, 
 
 
 def make_plan_for(
-    session: Session, dataset_name: str, request: PlanRequest, settings: Settings, user_id: int | None
+    session: Session, dataset_name: str, request: PlanRequest, settings: Settings, user: User | None
 ) -> dict:
+    """The project's leads (None: the operator)."""
     from services.datasets import dataset_named
 
-    dataset = dataset_named(session, dataset_name)
-    return plan_view(create_and_enqueue_plan(session, dataset, request, settings, user_id), dataset)
+    dataset = dataset_named(session, dataset_name, user, Need.lead)
+    return plan_view(create_and_enqueue_plan(session, dataset, request, settings, user.id if user else None),
+                     dataset)
 
 
-def plans_with_progress(session: Session, dataset_name: str, limit: int = 20) -> list[dict]:
+def plans_with_progress(session: Session, dataset_name: str, user: User | None, limit: int = 20) -> list[dict]:
     """Stored plans, newest first, each with the classes' progress now (approved and pending vs target)."""
     from db.datasets import dataset_stats
     from services.datasets import dataset_named
 
-    dataset = dataset_named(session, dataset_name)
+    dataset = dataset_named(session, dataset_name, user)
     counts = variant_counts(session, dataset)
     stats = dataset_stats(session, dataset)["tasks"]
     out = []
@@ -404,13 +408,13 @@ def live_workers(session: Session) -> list[Any]:
     return live(session)
 
 
-def augmenters_for(session: Session, dataset_name: str, settings: Settings) -> list[dict]:
+def augmenters_for(session: Session, dataset_name: str, settings: Settings, user: User | None) -> list[dict]:
     """Which augmentation methods can run for this dataset now: its language must be covered and a live
     worker must be able to load the method's model or data; the others say why and name the setting."""
     from services.datasets import dataset_named
     from workers.augment.availability import for_dataset
 
-    dataset = dataset_named(session, dataset_name)
+    dataset = dataset_named(session, dataset_name, user)
     caps = [w.capabilities for w in live_workers(session) if "augment" in (w.kinds or [])]
     return for_dataset(dataset.language, caps, settings)
 
@@ -419,14 +423,14 @@ def preview_plan(session: Session, dataset_name: str, request: PlanRequest, sett
     """What a plan would generate now; nothing is stored."""
     from services.datasets import dataset_named
 
-    return build_plan(session, dataset_named(session, dataset_name), request, settings)[0]
+    return build_plan(session, dataset_named(session, dataset_name, None), request, settings)[0]
 
 
 def train_originals_with(session: Session, dataset_name: str, wanted: dict[str, str]) -> list[int]:
-    """Ids of the train-split originals whose labels include every TASK=LABEL of `wanted`."""
+    """Ids of the train-split originals whose labels include every TASK=LABEL of `wanted` (the CLI's)."""
     from services.datasets import dataset_named
 
-    dataset = dataset_named(session, dataset_name)
+    dataset = dataset_named(session, dataset_name, None)
     return [
         sid
         for sid, labels in train_label_rows(session, dataset)

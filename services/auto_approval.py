@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import ConflictError
 from db.models import Dataset, Origin, ReviewStatus, Sample, User, utcnow
+from services.access import Need
 from services.variant_settings import store, variant_settings
 from workers.augment.base import derive_seed
 from workers.augment.catalog import METHODS
@@ -396,19 +397,21 @@ def status(session: Session, dataset: Dataset, request: AutoApprovalRequest | No
 # The doors name datasets -------------------------------------------------------------------------------
 
 
-def status_of(session: Session, name: str) -> dict[str, Any]:
+def status_of(session: Session, name: str, user: User | None) -> dict[str, Any]:
     from services.datasets import dataset_named
 
-    return status(session, dataset_named(session, name))
+    return status(session, dataset_named(session, name, user))
 
 
 def configure_named(session: Session, name: str, request: AutoApprovalRequest, user: User) -> dict[str, Any]:
+    """The project's leads."""
     from services.datasets import dataset_named
 
-    return configure(session, dataset_named(session, name), request, user)
+    return configure(session, dataset_named(session, name, user, Need.lead), request, user)
 
 
-def apply_named(session: Session, name: str) -> dict[str, int]:
+def apply_named(session: Session, name: str, user: User | None) -> dict[str, int]:
+    """The project's leads."""
     from services.datasets import dataset_named
 
-    return apply_to_pending(session, dataset_named(session, name))
+    return apply_to_pending(session, dataset_named(session, name, user, Need.lead))

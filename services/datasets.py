@@ -17,31 +17,37 @@ from core.errors import DomainError, NotFoundError
 from core.settings import get_settings
 from db import queue
 from db.datasets import dataset_stats, delete_dataset, get_dataset, list_datasets, parse_include
-from db.models import Dataset, Job
+from db.models import Dataset, Job, User
 from db.session import readonly_engine, session_scope
+from services.access import Need, check_dataset, visible_project_ids
 from services.exporting import check_format, iter_export
 from services.importing import FinishFn, ImportResult, ImportSpec, import_path, import_stream
 
 
-def dataset_named(session: Session, name: str, *, field: str = "name") -> Dataset:
-    """The dataset called `name`; a 404 names `field`, the request field that held the name."""
+def dataset_named(session: Session, name: str, user: User | None, need: Need = Need.member, *,
+                  field: str = "name") -> Dataset:
+    """The dataset called `name`, when `user` may act on it with `need` (None: the operator at the command
+    line); a 404 (missing, or not the user's) names `field`, the request field that held the name."""
     try:
-        return get_dataset(session, name)
+        dataset = get_dataset(session, name)
     except NotFoundError as err:
         raise NotFoundError(err.message, field=field) from None
+    return check_dataset(session, dataset, user, need, field=field)
 
 
-def all_datasets(session: Session) -> list[Dataset]:
-    return list_datasets(session)
+def all_datasets(session: Session, user: User | None) -> list[Dataset]:
+    """The datasets of the user's projects (admins: all)."""
+    return list_datasets(session, visible_project_ids(session, user))
 
 
-def update_settings(session: Session, name: str, changes: dict[str, Any]) -> tuple[Dataset, dict[str, int]]:
+def update_settings(session: Session, name: str, changes: dict[str, Any], user: User | None
+                    ) -> tuple[Dataset, dict[str, int]]:
     """Change review settings (reviews required, guidelines, language); `changes` holds only given keys. A new
     reviews_required re-evaluates every reviewed variant in the same transaction: returns the status changes
     by transition (empty when k did not change)."""
     from services.review import reevaluate
 
-    dataset = dataset_named(session, name)
+    dataset = dataset_named(session, name, user, Need.lead)
     k_before = dataset.reviews_required
     for key, value in changes.items():
         setattr(dataset, key, value)
@@ -54,8 +60,8 @@ def remove(session: Session, name: str) -> None:
     delete_dataset(session, name)
 
 
-def class_balance(session: Session, name: str) -> dict[str, Any]:
-    return dataset_stats(session, dataset_named(session, name))
+def class_balance(session: Session, name: str, user: User | None) -> dict[str, Any]:
+    return dataset_stats(session, dataset_named(session, name, user))
 
 
 def import_upload(
@@ -110,11 +116,11 @@ class Export:
     media_type: str
 
 
-def export_stream(session: Session, engine: Engine, name: str, fmt: str, include: str) -> Export:
+def export_stream(session: Session, engine: Engine, name: str, fmt: str, include: str, user: User | None) -> Export:
     """The training view (or the chosen origins and statuses) as CSV or JSONL text chunks. The request is
     checked now; the rows are read while the response streams, in a read-only session of their own (the
     request's session ends when the route returns), so memory holds one batch whatever the dataset's size."""
-    dataset = dataset_named(session, name)
+    dataset = dataset_named(session, name, user)
     chosen = parse_include(include)
     check_format(fmt)
     dataset_id = dataset.id
@@ -129,18 +135,18 @@ def export_stream(session: Session, engine: Engine, name: str, fmt: str, include
     return Export(chunks(), f"{dataset.name}.{fmt}".replace('"', ""), media)
 
 
-def queue_export(session: Session, name: str, fmt: str, include: str, user_id: int) -> Job:
-    dataset = dataset_named(session, name)
+def queue_export(session: Session, name: str, fmt: str, include: str, user: User) -> Job:
+    dataset = dataset_named(session, name, user)
     parse_include(include)
     return queue.enqueue(
         session, "export", {"dataset": dataset.name, "format": fmt, "include": include},
-        dataset_id=dataset.id, created_by=user_id,
+        dataset_id=dataset.id, created_by=user.id,
     )
 
 
 def export_to(session: Session, name: str, fmt: str, include: str, path: Path) -> int:
-    """Write the chosen view to `path` (atomically); returns the number of rows."""
+    """Write the chosen view to `path` (atomically); returns the number of rows. The operator's (CLI)."""
     from services.exporting import write_export
 
     chosen = parse_include(include)
-    return write_export(session, dataset_named(session, name), chosen, fmt, path)
+    return write_export(session, dataset_named(session, name, None), chosen, fmt, path)

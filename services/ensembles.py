@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from core.errors import ValidationFailed
 from db import training_runs as db_runs
-from db.models import Dataset, JobStatus, TrainingRun, utcnow
+from db.models import Dataset, JobStatus, TrainingRun, User, utcnow
+from services.access import Need, visible_run
 from services.run_snapshots import snapshot_digest
 from services.training import runs_root
 from trainer.ensemble import build_ensemble
@@ -28,11 +29,12 @@ def member_group(run: TrainingRun) -> str:
     return f"{run.kind}:{json.dumps(config, sort_keys=True, default=str)}"
 
 
-def ensemble_members(session: Session, run_ids: list[int]) -> list[TrainingRun]:
+def ensemble_members(session: Session, run_ids: list[int], user: User | None = None) -> list[TrainingRun]:
+    """Finished single runs of one dataset; a lead of its project combines them (None: the operator)."""
     ids = list(dict.fromkeys(run_ids))
     if len(ids) < 2:
         raise ValidationFailed("give at least two distinct run ids", field="run_ids")
-    runs = [db_runs.get_run(session, i, field="run_ids") for i in ids]
+    runs = [visible_run(session, i, user, Need.lead, field="run_ids") for i in ids]
     for run in runs:
         if run.kind not in MEMBER_KINDS:
             raise ValidationFailed(f"run {run.id} is an ensemble; combine single runs", field="run_ids")
@@ -67,10 +69,12 @@ def create_ensemble(
     temperature: bool = True,
     decision: str = "prior",
     name: str = "",
-    created_by: int | None = None,
+    user: User | None,
 ) -> TrainingRun:
-    """Combine finished runs of one dataset (transformer runs and TF-IDF members alike)."""
-    runs = ensemble_members(session, run_ids)
+    """Combine finished runs of one dataset (transformer runs and TF-IDF members alike); the project's leads
+    (None: the operator)."""
+    created_by = user.id if user else None
+    runs = ensemble_members(session, run_ids, user)
     ids = [r.id for r in runs]
     combined = build_ensemble(member_inputs(runs), weighted=weighted, temperature=temperature, decision=decision)
     dataset = session.get_one(Dataset, runs[0].dataset_id)

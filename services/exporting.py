@@ -37,6 +37,19 @@ def record(row: dict[str, Any], dataset: Dataset) -> dict[str, Any]:
     return out
 
 
+# OWASP's rule against formula injection (CSV injection): a cell that begins with one of these is read by a
+# spreadsheet as a formula (or, past a tab or carriage return, still as one); a leading ' makes it text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: strings that begin like a formula get a leading '. Numbers stay
+    numbers (a negative similarity is not a formula). JSONL exports are left exact."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise ValidationFailed(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}", field="format")
@@ -51,14 +64,14 @@ def iter_export(session: Session, dataset: Dataset, include: set[str], fmt: str,
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-        writer.writeheader()
+        csv.writer(buf, lineterminator="\n").writerow([spreadsheet_safe(c) for c in cols])  # task names too
         for i, sample in enumerate(view_rows(session, dataset, include), start=1):
             if counter is not None:
                 counter[0] += 1
             rec = record(sample, dataset)
             if rec["method_params"] is not None:
                 rec["method_params"] = json.dumps(rec["method_params"], sort_keys=True)
-            writer.writerow(rec)
+            writer.writerow({key: spreadsheet_safe(value) for key, value in rec.items()})
             if i % 500 == 0:
                 yield buf.getvalue()
                 buf.seek(0)

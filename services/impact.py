@@ -34,8 +34,10 @@ from sqlalchemy.orm import Session
 from core.errors import ConflictError, NotFoundError, ValidationFailed
 from db import impact_reports as db_reports
 from db import queue
-from db.models import Dataset, ImpactReport, Job, JobStatus
+from db.models import Dataset, ImpactReport, Job, JobStatus, User
 from db.session import session_scope
+from services.access import Need, check_dataset_id
+from services.compute_bounds import check_capacity, check_config
 from services.ensembles import member_group
 from trainer.bootstrap import CONFIDENCE, DRAWS, paired_bootstrap, seed_mean_scores
 from trainer.config import TrainConfig
@@ -227,7 +229,7 @@ def stop_open_runs(session: Session, runs: list[Any]) -> None:
         if run.status in queue.TERMINAL or run.job_id is None:
             continue
         try:
-            job = cancel_job(session, run.job_id)
+            job = cancel_job(session, run.job_id, None)
         except (ConflictError, NotFoundError):
             continue
         if job.status == JobStatus.cancelled:  # it never started: no handler will record the run's end
@@ -276,39 +278,44 @@ def start_report(
     seeds: list[int],
     config_overrides: dict[str, Any],
     methods: list[str] | None,
-    created_by: int | None,
+    user: User | None,
     classical: bool = True,
 ) -> tuple[dict[str, Any], list[Job]]:
     """Queue the trainer on originals only, all approved variants, and each method left out, × seeds (and
-    the TF-IDF member per arm with `classical`)."""
+    the TF-IDF member per arm with `classical`); the project's leads (None: the operator)."""
     from services.datasets import dataset_named
     from services.training import default_config
 
-    dataset = dataset_named(session, dataset_name)
+    dataset = dataset_named(session, dataset_name, user, Need.lead)
+    created_by = user.id if user else None
     if len(set(seeds)) != len(seeds):
         raise ValidationFailed("seeds must be distinct", field="seeds")
     config = default_config(config_overrides)
+    check_config(config, seeds, user)
     report, jobs = create_impact_report(
         session, dataset, config, seeds=seeds, methods=methods, created_by=created_by, classical=classical
     )
+    check_capacity(session, dataset, user)
     return report_view(session, report, dataset.name), jobs
 
 
 def list_report_views(
-    session: Session, engine: Engine, dataset_name: str, limit: int = 50, offset: int = 0
+    session: Session, engine: Engine, dataset_name: str, user: User | None, limit: int = 50, offset: int = 0
 ) -> list[dict[str, Any]]:
     from services.datasets import dataset_named
 
-    dataset = dataset_named(session, dataset_name)
+    dataset = dataset_named(session, dataset_name, user)
     reports = db_reports.list_reports(session, dataset, limit, offset)
     if settle_decided(session, engine, reports):
         reports = db_reports.list_reports(session, dataset, limit, offset)
     return [report_view(session, r, dataset.name) for r in reports]
 
 
-def report_details(session: Session, engine: Engine, report_id: int) -> dict[str, Any]:
+def report_details(session: Session, engine: Engine, report_id: int, user: User | None) -> dict[str, Any]:
     """Status, progress (ended runs / all runs) and, once every run has ended, the result."""
     report = db_reports.get_report(session, report_id)
+    check_dataset_id(session, report.dataset_id, user, missing=f"impact report {report_id} not found",
+                     field="report_id")
     if settle_decided(session, engine, [report]):
         report = db_reports.get_report(session, report_id)
     dataset = session.get_one(Dataset, report.dataset_id)

@@ -216,7 +216,9 @@ class RowValidator:
                 raise ImportRejected(line, f"missing text in column {spec.text_col!r}")
             if not isinstance(raw_text, str):
                 raise ImportRejected(line, f"text in column {spec.text_col!r} must be a string")
-            text = raw_text.strip()
+            # Leading whitespace is kept: it is part of the text, and stripping it would turn "\t=1+1" into
+            # the formula "=1+1" (a spreadsheet runs it when the text is exported and opened).
+            text = raw_text.rstrip()
             if len(text) > self.max_chars:
                 raise ImportRejected(line, f"text is {len(text)} characters; the maximum is {self.max_chars} "
                                            "(AUGLOOP_MAX_TEXT_CHARS)")

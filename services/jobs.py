@@ -18,7 +18,8 @@ from core.settings import Settings
 from db import queue
 from db import training_runs as db_runs
 from db.datasets import get_dataset
-from db.models import Job
+from db.models import Dataset, Job, User
+from services.access import Need, check_dataset, check_dataset_id, visible_project_ids
 
 
 @queue.on_job_end("train")
@@ -35,35 +36,45 @@ def list_jobs(
     dataset: str | None = None,
     limit: int = 50,
     offset: int = 0,
+    user: User | None,
 ) -> tuple[list[Job], int]:
-    """Jobs, newest first, filtered by status, kind or dataset (comma-separated lists), and their total."""
+    """Jobs, newest first, filtered by status, kind or dataset (comma-separated lists), and their total; only
+    the jobs of the user's projects' datasets (admins: all, with the imports of new datasets)."""
     query = select(Job)
+    projects = visible_project_ids(session, user)
+    if projects is not None:
+        query = query.where(Job.dataset_id.in_(select(Dataset.id).where(Dataset.project_id.in_(projects))))
     if status:
         query = query.where(Job.status.in_(status.split(",")))
     if kind:
         query = query.where(Job.kind.in_(kind.split(",")))
     if dataset:
-        query = query.where(Job.dataset_id == get_dataset(session, dataset).id)
+        query = query.where(Job.dataset_id == check_dataset(session, get_dataset(session, dataset), user,
+                                                            field="dataset").id)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     items = list(session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)))
     return items, total
 
 
-def get_job(session: Session, job_id: int) -> Job:
+def get_job(session: Session, job_id: int, user: User | None, need: Need = Need.member) -> Job:
+    """A job of a dataset the user may see (with `need`); to anyone else it does not exist."""
+    missing = f"job {job_id} not found"
     job = session.get(Job, job_id)
     if job is None:
-        raise NotFoundError(f"job {job_id} not found", field="job_id")
+        raise NotFoundError(missing, field="job_id")
+    check_dataset_id(session, job.dataset_id, user, need, missing=missing, field="job_id")
     return job
 
 
-def cancel_job(session: Session, job_id: int) -> Job:
-    """Cancel a queued job now (its kind's end hook runs), or ask a running one to stop."""
+def cancel_job(session: Session, job_id: int, user: User | None) -> Job:
+    """Cancel a queued job now (its kind's end hook runs), or ask a running one to stop; the project's leads."""
+    get_job(session, job_id, user, Need.lead)
     return queue.request_cancel(session, job_id)
 
 
-def artifact_path(session: Session, job_id: int, settings: Settings) -> Path:
+def artifact_path(session: Session, job_id: int, settings: Settings, user: User | None) -> Path:
     """The file a finished export job wrote; only files under the data directory are served."""
-    job = get_job(session, job_id)
+    job = get_job(session, job_id, user)
     path_str = (job.result or {}).get("path")
     if job.status != "succeeded" or not path_str:
         raise NotFoundError(f"job {job_id} has no artifact (status {job.status})", field="job_id")

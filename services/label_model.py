@@ -22,8 +22,9 @@ from sqlalchemy.orm import Session
 from core.errors import ValidationFailed
 from db import queue
 from db import training_runs as db_runs
-from db.models import Dataset, Job, Origin, ReviewStatus, Sample, TrainingRun
+from db.models import Dataset, Job, Origin, ReviewStatus, Sample, TrainingRun, User
 from db.session import readonly_engine, session_scope
+from services.access import Need
 
 ProgressFn = Callable[[dict[str, Any]], None]
 FinishFn = Callable[[Session, dict[str, Any]], None]
@@ -80,13 +81,15 @@ def consistency_from_probs(
 # A person's choice ---------------------------------------------------------------------------------
 
 
-def choose_label_model(session: Session, dataset_name: str, model_id: int, user_id: int | None) -> Job:
-    """Queue a `label_scores` job: rescore every pending variant with run or ensemble `model_id`."""
+def choose_label_model(session: Session, dataset_name: str, model_id: int, user: User | None) -> Job:
+    """Queue a `label_scores` job: rescore every pending variant with run or ensemble `model_id`; the
+    project's leads."""
     from services.datasets import dataset_named
     from services.prediction import model_spec
 
-    dataset = dataset_named(session, dataset_name)
-    spec = model_spec(session, model_id)
+    dataset = dataset_named(session, dataset_name, user, Need.lead)
+    spec = model_spec(session, model_id, user)
+    user_id = user.id if user else None
     if spec.dataset_id != dataset.id:
         raise ValidationFailed(f"run {model_id} was trained on another dataset", field="model_id")
     return queue.enqueue(
@@ -114,7 +117,7 @@ def execute_rescoring(
     emit = progress or (lambda _e: None)
     with session_scope(readonly_engine(engine)) as session:
         dataset = get_dataset(session, dataset_name)
-        spec = model_spec(session, model_id)
+        spec = model_spec(session, model_id, None)
         if spec.dataset_id != dataset.id:
             raise ValidationFailed(f"run {model_id} was trained on another dataset", field="model_id")
         scorer = scorer_of(db_runs.get_run(session, model_id), chosen=True)
@@ -135,11 +138,11 @@ def execute_rescoring(
 # What scored the queue -----------------------------------------------------------------------------
 
 
-def label_model_summary(session: Session, dataset_name: str) -> dict[str, Any]:
+def label_model_summary(session: Session, dataset_name: str, user: User | None) -> dict[str, Any]:
     """Which runs scored the dataset's pending variants (how many each, flagged how often), best first."""
     from services.datasets import dataset_named
 
-    dataset: Dataset = dataset_named(session, dataset_name)
+    dataset: Dataset = dataset_named(session, dataset_name, user)
     run_of = Sample.scores["label_model"]["run_id"].as_integer()
     rows = session.execute(
         select(run_of, Sample.label_flag, func.count())

@@ -18,8 +18,9 @@ from core.settings import Settings, get_settings
 from db import queue
 from db import training_runs as db_runs
 from db.datasets import get_dataset
-from db.models import Dataset, Job, JobStatus
+from db.models import Dataset, Job, JobStatus, User
 from db.session import readonly_engine, session_scope
+from services.access import Need, visible_run
 
 ProgressFn = Callable[[dict[str, Any]], None]
 FinishFn = Callable[[Session, dict[str, Any]], None]
@@ -42,8 +43,9 @@ class ModelSpec:
         return f"{self.id}@{self.finished_at}:{'|'.join(self.model_dirs)}"
 
 
-def model_spec(session: Session, model_id: int, *, field_name: str = "model_id") -> ModelSpec:
-    run = db_runs.get_run(session, model_id, field=field_name)
+def model_spec(session: Session, model_id: int, user: User | None, *, field_name: str = "model_id") -> ModelSpec:
+    """What loads run or ensemble `model_id`, when `user` may see it (None: a job, authorized when queued)."""
+    run = visible_run(session, model_id, user, field=field_name)
     if run.status != JobStatus.succeeded:
         raise ValidationFailed(
             f"run {model_id} is {run.status}; only finished runs predict", field=field_name
@@ -57,7 +59,7 @@ def model_spec(session: Session, model_id: int, *, field_name: str = "model_id")
     dirs = [str(Path(m.artifact_dir or "") / "model") for m in members]
     for d in dirs:
         if not (Path(d) / "model.json").is_file():
-            raise ValidationFailed(f"the saved model of run {model_id} is missing ({d})", field=field_name)
+            raise ValidationFailed(f"the saved model of run {model_id} is missing", field=field_name)
     return ModelSpec(
         run.id,
         run.kind,
@@ -93,7 +95,7 @@ def load_predictor(spec: ModelSpec) -> Any:
     return cached_predictor(spec.cache_key, build, capacity=settings.trainer_model_cache)
 
 
-def predict(session: Session, model_id: int, texts: list[str], settings: Settings) -> dict[str, Any]:
+def predict(session: Session, model_id: int, texts: list[str], settings: Settings, user: User | None) -> dict[str, Any]:
     """Per-task labels and probabilities for texts. Ends the caller's transaction before the model runs."""
     from trainer.predict import probs_to_json
 
@@ -104,7 +106,7 @@ def predict(session: Session, model_id: int, texts: list[str], settings: Setting
             raise ValidationFailed(f"texts[{i}] is empty", field=f"texts.{i}")
         if len(text) > settings.max_text_chars:
             raise TooLargeError(f"texts[{i}] exceeds {settings.max_text_chars} characters", field=f"texts.{i}")
-    spec = model_spec(session, model_id)
+    spec = model_spec(session, model_id, user)
     session.commit()  # no transaction may stay open while a model runs
     predictor = load_predictor(spec)
     probs = predictor.predict_proba(texts)
@@ -121,13 +123,15 @@ def predict(session: Session, model_id: int, texts: list[str], settings: Setting
 
 
 def queue_pseudo_labels(
-    session: Session, dataset_name: str, model_id: int, threshold: float, user_id: int | None
+    session: Session, dataset_name: str, model_id: int, threshold: float, user: User | None
 ) -> Job:
-    """A `pseudo_label` job: label the dataset's unlabelled train texts; confident ones wait for review."""
+    """A `pseudo_label` job: label the dataset's unlabelled train texts; confident ones wait for review. The
+    project's leads."""
     from services.datasets import dataset_named
 
-    dataset = dataset_named(session, dataset_name)
-    spec = model_spec(session, model_id)
+    dataset = dataset_named(session, dataset_name, user, Need.lead)
+    spec = model_spec(session, model_id, user)
+    user_id = user.id if user else None
     if spec.dataset_id != dataset.id:
         raise ValidationFailed(f"run {model_id} was trained on another dataset", field="model_id")
     return queue.enqueue(
@@ -162,7 +166,7 @@ def execute_pseudo_labels(
     emit = progress or (lambda _e: None)
     with session_scope(readonly_engine(engine)) as session:
         dataset = get_dataset(session, dataset_name)
-        spec = model_spec(session, model_id)
+        spec = model_spec(session, model_id, None)
         if spec.dataset_id != dataset.id:
             raise ValidationFailed(f"run {model_id} was trained on another dataset", field="model_id")
         texts = db_runs.unlabelled_texts(session, dataset.id)

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 from core.errors import ValidationFailed
 from db import protected_terms as db_terms
 from db.augmentation import train_label_rows
-from db.models import Dataset, Origin, Sample, Split, utcnow
+from db.models import Dataset, Origin, Sample, Split, User, utcnow
+from services.access import Need
 from services.variant_settings import store, variant_settings
 from workers.augment.textspans import ProtectedTerms, words
 
@@ -142,19 +143,22 @@ def protected_for(session: Session, dataset: Dataset) -> ProtectedTerms:
 # The doors name datasets -------------------------------------------------------------------------------
 
 
-def terms_of(session: Session, name: str) -> dict[str, Any]:
+def terms_of(session: Session, name: str, user: User | None) -> dict[str, Any]:
     from services.datasets import dataset_named
 
-    return terms_view(session, dataset_named(session, name))
+    return terms_view(session, dataset_named(session, name, user))
 
 
-def edit_terms(session: Session, name: str, add: Sequence[str], remove: Sequence[str], user_id: int | None) -> dict:
+def edit_terms(session: Session, name: str, add: Sequence[str], remove: Sequence[str], user: User | None) -> dict:
+    """The project's leads (None: the operator)."""
     from services.datasets import dataset_named
 
-    return edit(session, dataset_named(session, name), add, remove, user_id)
+    return edit(session, dataset_named(session, name, user, Need.lead), add, remove, user.id if user else None)
 
 
-def seed_terms(session: Session, name: str, per_class: int, user_id: int | None) -> dict[str, Any]:
+def seed_terms(session: Session, name: str, per_class: int, user: User | None) -> dict[str, Any]:
+    """The project's leads (None: the operator)."""
     from services.datasets import dataset_named
 
-    return seed(session, dataset_named(session, name), per_class=per_class, created_by=user_id)
+    return seed(session, dataset_named(session, name, user, Need.lead), per_class=per_class,
+                created_by=user.id if user else None)

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from core.errors import ConflictError, TooLargeError, ValidationFailed
+from core.errors import ConflictError, NotFoundError, TooLargeError, ValidationFailed
 from core.textnorm import content_hash
 from db.chunks import chunked
 from db.models import Dataset, Decision, Origin, RejectReason, Review, ReviewStatus, Sample, User, utcnow
@@ -38,6 +38,7 @@ from db.reviews import (
     sample_state,
     vote_counts,
 )
+from services.access import Need, check_dataset_id
 
 
 def status_from_votes(votes: dict[int, str], reviews_required: int) -> str:
@@ -97,7 +98,7 @@ def decide(
 ) -> Sample:
     """Record one user's decision on a variant they saw at `version`; a stale version raises ConflictError."""
     decision, reason, text = _check_decision(decision, reason, text, max_chars=max_chars)
-    sample = get_sample(session, sample_id)
+    sample = visible_sample(session, sample_id, user)
     if sample.origin == Origin.original:
         raise ValidationFailed(
             f"sample {sample_id} is an original; only variants are reviewed", field="sample_id"
@@ -226,7 +227,8 @@ def bulk_targets(session: Session, dataset: Dataset, user: User, selection: Bulk
     base = [pending_variant_condition(dataset)]
     not_voted = not_voted_by(user.id)
     if selection.parent_id is not None:
-        get_sample(session, selection.parent_id)
+        if get_sample(session, selection.parent_id).dataset_id != dataset.id:
+            raise NotFoundError(f"sample {selection.parent_id} not found in this dataset", field="parent_id")
         return list(
             session.scalars(
                 select(Sample.id)
@@ -394,7 +396,7 @@ def queue_page(
     what the viewer already voted on unless they ask otherwise."""
     from services.datasets import dataset_named
 
-    dataset = dataset_named(session, dataset_name)
+    dataset = dataset_named(session, dataset_name, viewer)
     if sort not in SORTS:
         raise ValidationFailed(f"sort must be one of {', '.join(SORTS)}; got {sort!r}", field="sort")
     if unreviewed is None:
@@ -412,8 +414,17 @@ def queue_page(
     return QueueView(result, dataset, unreviewed)
 
 
-def family(session: Session, sample_id: int) -> dict[str, Any]:
+def visible_sample(session: Session, sample_id: int, user: User | None, need: Need = Need.member) -> Sample:
+    """A sample of a dataset the user may see; to anyone else it does not exist."""
+    sample = get_sample(session, sample_id)
+    check_dataset_id(session, sample.dataset_id, user, need, missing=f"sample {sample_id} not found",
+                     field="sample_id")
+    return sample
+
+
+def family(session: Session, sample_id: int, user: User | None) -> dict[str, Any]:
     """A sample with its family (source and every variant of it) and its review history."""
+    visible_sample(session, sample_id, user)
     return sample_family(session, sample_id)
 
 
@@ -427,18 +438,18 @@ def bulk_decide_in(
 ) -> dict[str, Any]:
     from services.datasets import dataset_named
 
-    return bulk_decide(session, dataset_named(session, dataset_name), user, decision, selection, **options)
+    return bulk_decide(session, dataset_named(session, dataset_name, user), user, decision, selection, **options)
 
 
-def dataset_agreement(session: Session, dataset_name: str) -> dict[str, Any]:
+def dataset_agreement(session: Session, dataset_name: str, user: User | None) -> dict[str, Any]:
     from services.datasets import dataset_named
     from services.review_stats import agreement
 
-    return agreement(session, dataset_named(session, dataset_name))
+    return agreement(session, dataset_named(session, dataset_name, user))
 
 
-def dataset_progress(session: Session, dataset_name: str) -> dict[str, Any]:
+def dataset_progress(session: Session, dataset_name: str, user: User | None) -> dict[str, Any]:
     from services.datasets import dataset_named
     from services.review_stats import review_progress
 
-    return review_progress(session, dataset_named(session, dataset_name))
+    return review_progress(session, dataset_named(session, dataset_name, user))

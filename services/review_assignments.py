@@ -27,8 +27,8 @@ from services.datasets import dataset_named
 MAX_BATCH = 200
 
 
-def _distributing(session: Session, dataset_name: str) -> Dataset:
-    dataset = dataset_named(session, dataset_name)
+def _distributing(session: Session, dataset_name: str, user: User) -> Dataset:
+    dataset = dataset_named(session, dataset_name, user)
     if not dataset.distribute_work:
         raise ValidationFailed(
             f"dataset {dataset.name!r} does not share out work (an admin turns on distribute_work)",
@@ -42,7 +42,7 @@ def next_batch(
 ) -> tuple[QueuePage, Dataset, Any]:
     """The user's leased pending variants matching the filter, topped up to `size` with new leases; every
     live lease of theirs in the dataset is renewed. Returns the page, the dataset and the leases' end."""
-    dataset = _distributing(session, dataset_name)
+    dataset = _distributing(session, dataset_name, user)
     if sort not in SORTS:
         raise ValidationFailed(f"sort must be one of {', '.join(SORTS)}; got {sort!r}", field="sort")
     if not 1 <= size <= MAX_BATCH:
@@ -79,7 +79,7 @@ def next_batch(
 
 def renew_mine(session: Session, dataset_name: str, user: User) -> dict[str, Any]:
     """Keep the user's leases alive (the review page calls this while the annotator works)."""
-    dataset = _distributing(session, dataset_name)
+    dataset = _distributing(session, dataset_name, user)
     now = utcnow()
     until = now + timedelta(minutes=dataset.lease_minutes)
     return {"renewed": leases.renew(session, dataset.id, user.id, now, until), "leased_until": until}
@@ -87,7 +87,7 @@ def renew_mine(session: Session, dataset_name: str, user: User) -> dict[str, Any
 
 def release_mine(session: Session, dataset_name: str, user: User) -> dict[str, Any]:
     """Give back every variant leased to the user in the dataset (they stop reviewing)."""
-    dataset = dataset_named(session, dataset_name)
+    dataset = dataset_named(session, dataset_name, user)
     return {"released": leases.release(session, dataset.id, user.id)}
 
 

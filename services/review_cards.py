@@ -38,17 +38,18 @@ def undo_card(session: Session, sample_id: int, user: User, version: int) -> dic
 
 
 def cards_of(session: Session, sample_ids: list[int], viewer: User) -> list[dict[str, Any]]:
-    """Several variants as cards, in the order asked; ids that are not variants are left out."""
+    """Several variants as cards, in the order asked; ids that are not variants (or not the viewer's to see)
+    are left out."""
     from sqlalchemy import select
 
-    from db.models import Origin
+    from db.models import Dataset, Origin
+    from services.access import visible_project_ids
 
-    found = {
-        s.id: s
-        for s in session.scalars(
-            select(Sample).where(Sample.id.in_(sample_ids), Sample.origin != Origin.original)
-        )
-    }
+    query = select(Sample).where(Sample.id.in_(sample_ids), Sample.origin != Origin.original)
+    projects = visible_project_ids(session, viewer)
+    if projects is not None:  # another project's variants are not found, like missing ones
+        query = query.where(Sample.dataset_id.in_(select(Dataset.id).where(Dataset.project_id.in_(projects))))
+    found = {s.id: s for s in session.scalars(query)}
     ids = [i for i in dict.fromkeys(sample_ids) if i in found]
     votes = votes_on(session, ids, viewer.id)
     stored = latest_reviews(session, ids)

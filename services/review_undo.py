@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from core.errors import ConflictError, ValidationFailed
 from core.textnorm import content_hash
 from db.models import UNDO, Dataset, Decision, Origin, Review, Sample, User, utcnow
-from db.reviews import decision_trail, get_sample, replay, sample_state
+from db.reviews import decision_trail, replay, sample_state
 from services.review import status_from_votes
 
 
@@ -27,7 +27,9 @@ def _refuse(session: Session, sample: Sample, why: str) -> ConflictError:
 
 def undo_decision(session: Session, sample_id: int, user: User, version: int) -> Sample:
     """Withdraw `user`'s latest vote on the variant they last saw at `version`."""
-    sample = get_sample(session, sample_id)
+    from services.review import visible_sample
+
+    sample = visible_sample(session, sample_id, user)
     if sample.origin == Origin.original:
         raise ValidationFailed(f"sample {sample_id} is an original; it has no decisions", field="sample_id")
     latest = session.scalars(

@@ -16,7 +16,9 @@ from core.errors import NotFoundError, ValidationFailed
 from core.settings import get_settings
 from db import queue
 from db import training_runs as db_runs
-from db.models import Dataset, Job, JobStatus, TrainingRun, utcnow
+from db.models import Dataset, Job, JobStatus, TrainingRun, User, utcnow
+from services.access import Need, visible_project_ids, visible_run
+from services.compute_bounds import check_capacity, check_config
 from services.run_snapshots import snapshot_json, snapshot_size
 from trainer.classical import ClassicalConfig
 from trainer.config import TrainConfig
@@ -114,19 +116,24 @@ def start_training(
     seeds: list[int],
     *,
     name: str = "",
-    created_by: int | None = None,
+    user: User | None,
     classical: bool = False,
 ) -> tuple[list[TrainingRun], list[Job]]:
     """Queue a training run per seed (and a TF-IDF member with `classical`): their LR selection first when it
-    applies (one `lr_select` job for the seeds), else a `train` job each."""
+    applies (one `lr_select` job for the seeds), else a `train` job each. The project's leads (None: the
+    operator)."""
     from services.datasets import dataset_named
 
-    dataset = dataset_named(session, dataset_name, field="dataset")
+    dataset = dataset_named(session, dataset_name, user, Need.lead, field="dataset")
+    created_by = user.id if user else None
     config = default_config(overrides)
+    check_config(config, seeds, user)
     runs = create_training_runs(
         session, dataset, config, seeds, name=name, created_by=created_by, classical=classical
     )
-    return runs, queue_runs(session, dataset, runs, config, created_by=created_by)
+    jobs = queue_runs(session, dataset, runs, config, created_by=created_by)
+    check_capacity(session, dataset, user)
+    return runs, jobs
 
 
 def queue_runs(
@@ -262,29 +269,31 @@ def list_training_runs(
     status: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    user: User | None,
 ) -> list[dict[str, Any]]:
-    """Runs and ensembles, newest first, with their headline scores and live progress."""
+    """Runs and ensembles, newest first, with their headline scores and live progress; those of the user's
+    projects (admins: all)."""
     from services.datasets import dataset_named
 
-    ds = dataset_named(session, dataset, field="dataset") if dataset else None
-    runs = db_runs.list_runs(session, ds, kind, status, limit, offset)
+    ds = dataset_named(session, dataset, user, field="dataset") if dataset else None
+    runs = db_runs.list_runs(session, ds, kind, status, limit, offset, visible_project_ids(session, user))
     names = dict(session.execute(select(Dataset.id, Dataset.name)).tuples().all())
     jobs = _jobs_of(session, runs)
     return [run_summary(r, names.get(r.dataset_id, ""), jobs.get(r.job_id or -1)) for r in runs]
 
 
-def training_run(session: Session, run_id: int) -> dict[str, Any]:
-    run = db_runs.get_run(session, run_id)
+def training_run(session: Session, run_id: int, user: User | None) -> dict[str, Any]:
+    run = visible_run(session, run_id, user)
     dataset = session.get_one(Dataset, run.dataset_id)
     return run_details(run, dataset.name, session.get(Job, run.job_id) if run.job_id else None)
 
 
-def run_snapshot(session: Session, run_id: int) -> Iterator[str]:
+def run_snapshot(session: Session, run_id: int, user: User | None) -> Iterator[str]:
     """The [sample_id, content_hash] pairs the run trained on, as JSON text chunks read from its snapshot file
     batch by batch (or from the row, for runs recorded before snapshot files)."""
-    run = db_runs.get_run(session, run_id)
+    run = visible_run(session, run_id, user)
     if run.snapshot_path is not None and not Path(run.snapshot_path).is_file():
-        raise NotFoundError(f"the snapshot file of run {run_id} is gone ({run.snapshot_path})", field="run_id")
+        raise NotFoundError(f"the snapshot file of run {run_id} is gone", field="run_id")
     return snapshot_json(run)
 
 
@@ -302,9 +311,10 @@ def create_runs_for(
     created_by: int | None = None,
     classical: bool = False,
 ) -> list[TrainingRun]:
-    """Runs (one per seed, and the TF-IDF member with `classical`) for in-process training, without jobs."""
+    """Runs (one per seed, and the TF-IDF member with `classical`) for in-process training, without jobs (the
+    operator's, at the command line)."""
     from services.datasets import dataset_named
 
-    dataset = dataset_named(session, dataset_name, field="dataset")
+    dataset = dataset_named(session, dataset_name, None, field="dataset")
     return create_training_runs(session, dataset, default_config(overrides), seeds, name=name,
                                 created_by=created_by, classical=classical)

@@ -26,7 +26,8 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from db.models import Dataset, JobStatus, Origin, ReviewStatus, Sample, SampleLabel, TrainingRun
+from db.models import Dataset, JobStatus, Origin, ReviewStatus, Sample, SampleLabel, TrainingRun, User
+from services.compute_bounds import check_config
 from services.training import check_config_against, default_config
 from trainer.plan import RDROP_COST, Throughput, plan_run
 
@@ -84,12 +85,15 @@ def joins_training(config: Any) -> Any:
     return or_(Sample.origin == Origin.original, approved)
 
 
-def training_plan(session: Session, dataset_name: str, overrides: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
-    """The full config a run would get, the data it would see, and the estimated time."""
+def training_plan(session: Session, dataset_name: str, overrides: dict[str, Any], seeds: list[int],
+                  user: User | None) -> dict[str, Any]:
+    """The full config a run would get, the data it would see, and the estimated time (the project's members
+    may ask)."""
     from services.datasets import dataset_named
 
-    dataset: Dataset = dataset_named(session, dataset_name, field="dataset")
+    dataset: Dataset = dataset_named(session, dataset_name, user, field="dataset")
     config = default_config(overrides)
+    check_config(config, seeds, user)  # before encoder_size reads the encoder's config.json from disk
     check_config_against(dataset, config)
     train_lengths = list(
         session.scalars(

@@ -101,13 +101,13 @@ def label_model_for(session: Session, dataset: Dataset, pinned: int | None = Non
     from services.prediction import model_spec
 
     if pinned:
-        return LabelModel(model_spec(session, pinned, field_name="label_model_id"))
+        return LabelModel(model_spec(session, pinned, None, field_name="label_model_id"))
     from core.errors import ValidationFailed
 
     run = db_runs.latest_finished_run(session, dataset.id)
     if run is None:
         return None
     try:
-        return LabelModel(model_spec(session, run.id))
+        return LabelModel(model_spec(session, run.id, None))
     except ValidationFailed:  # its saved model was removed: as if none had finished
         return None

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from core.errors import ValidationFailed
-from db.models import Dataset
+from db.models import Dataset, User
+from services.access import Need
 
 AUTO_REJECT_REASON = "label changed (model)"
 
@@ -54,7 +55,8 @@ def store(session: Session, dataset: Dataset, settings: VariantSettings) -> Vari
     return settings
 
 
-def update_variant_settings(session: Session, dataset: Dataset, changes: dict[str, Any]) -> VariantSettings:
+def update_variant_settings(session: Session, dataset: Dataset, changes: dict[str, Any],
+                            user: User | None = None) -> VariantSettings:
     """Apply the given keys; a pinned label model must be a finished run or ensemble of this dataset."""
     current = variant_settings(dataset)
     updated = current.model_copy(update={k: v for k, v in changes.items() if v is not None})
@@ -63,7 +65,7 @@ def update_variant_settings(session: Session, dataset: Dataset, changes: dict[st
     elif changes.get("label_model_id"):
         from services.prediction import model_spec
 
-        spec = model_spec(session, int(changes["label_model_id"]), field_name="label_model_id")
+        spec = model_spec(session, int(changes["label_model_id"]), user, field_name="label_model_id")
         if spec.dataset_id != dataset.id:
             raise ValidationFailed(
                 f"run {spec.id} was trained on another dataset", field="label_model_id"
@@ -71,11 +73,11 @@ def update_variant_settings(session: Session, dataset: Dataset, changes: dict[st
     return store(session, dataset, updated)
 
 
-def settings_view(session: Session, name: str) -> dict[str, Any]:
+def settings_view(session: Session, name: str, user: User | None) -> dict[str, Any]:
     from services.datasets import dataset_named
     from services.variant_scoring import label_model_for
 
-    dataset = dataset_named(session, name)
+    dataset = dataset_named(session, name, user)
     current = variant_settings(dataset)
     model = label_model_for(session, dataset, current.label_model_id)
     return {
@@ -88,8 +90,9 @@ def settings_view(session: Session, name: str) -> dict[str, Any]:
     }
 
 
-def update_named(session: Session, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+def update_named(session: Session, name: str, changes: dict[str, Any], user: User | None) -> dict[str, Any]:
+    """The project's leads."""
     from services.datasets import dataset_named
 
-    update_variant_settings(session, dataset_named(session, name), changes)
-    return settings_view(session, name)
+    update_variant_settings(session, dataset_named(session, name, user, Need.lead), changes, user)
+    return settings_view(session, name, user)

@@ -31,8 +31,10 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_template: Path):
-    """Settings pointing at a fresh database and data directory for this test."""
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_template: Path,
+             tmp_path_factory: pytest.TempPathFactory):
+    """Settings pointing at a fresh database and data directory for this test; the tiny models the tests build
+    (under pytest's temporary directory) are in the allowed models directory."""
     from core import settings as settings_mod
     from db import session as session_mod
 
@@ -43,6 +45,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_template:
     monkeypatch.setenv("AUGLOOP_DATA_DIR", str(data_dir))
     monkeypatch.setenv("AUGLOOP_DATABASE_URL", f"sqlite:///{db_path}")
     monkeypatch.setenv("AUGLOOP_JOB_RETRY_BASE_SECONDS", "0")
+    monkeypatch.setenv("AUGLOOP_MODELS_DIR", str(tmp_path_factory.getbasetemp()))
     settings_mod.get_settings.cache_clear()
     session_mod.dispose_all()
     yield settings_mod.get_settings()
@@ -65,12 +68,23 @@ def db_session(engine) -> Iterator:
         yield session
 
 
-def _issue(engine, name: str, role: str) -> str:
+def join_project(session, user_name: str, project: str = "default", role: str = "annotator") -> None:
+    """Make a user a member of a project (the datasets the fixtures import go into "default")."""
+    from services.projects import add_member
+
+    add_member(session, project, user_name, role)
+
+
+def _issue(engine, name: str, role: str, project_role: str | None = "annotator") -> str:
+    """A token for a new user; a non-admin also joins the default project (with `project_role`; None: not)."""
     from db.auth import create_token
     from db.session import session_scope
 
     with session_scope(engine) as s:
-        return create_token(s, name, role).token
+        token = create_token(s, name, role).token
+        if role != "admin" and project_role is not None:
+            join_project(s, name, role=project_role)
+        return token
 
 
 @pytest.fixture
@@ -80,7 +94,14 @@ def admin_token(engine) -> str:
 
 @pytest.fixture
 def annotator_token(engine) -> str:
+    """An annotator of the default project (where the fixtures' datasets are)."""
     return _issue(engine, "bob-annotator", "annotator")
+
+
+@pytest.fixture
+def lead_token(engine) -> str:
+    """A lead of the default project: changes its datasets' settings, starts augmentation and training."""
+    return _issue(engine, "lena-lead", "annotator", project_role="lead")
 
 
 @pytest.fixture
@@ -114,6 +135,14 @@ def annotator(app, annotator_token) -> Iterator:
 
 
 @pytest.fixture
+def lead(app, lead_token) -> Iterator:
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, headers={"Authorization": f"Bearer {lead_token}"}) as c:
+        yield c
+
+
+@pytest.fixture
 def example_dataset(engine) -> str:
     """The bundled example dataset imported with its three tasks."""
     from db.session import session_scope
@@ -143,7 +172,8 @@ _pg_counter = 0
 
 
 @pytest.fixture
-def pg_settings(postgres_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def pg_settings(postgres_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                tmp_path_factory: pytest.TempPathFactory):
     """Settings pointing at a fresh Postgres database (migrated by Alembic on first use) for this test."""
     global _pg_counter
     from core import settings as settings_mod
@@ -156,6 +186,7 @@ def pg_settings(postgres_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("AUGLOOP_DATA_DIR", str(data_dir))
     monkeypatch.setenv("AUGLOOP_DATABASE_URL", url)
     monkeypatch.setenv("AUGLOOP_JOB_RETRY_BASE_SECONDS", "0")
+    monkeypatch.setenv("AUGLOOP_MODELS_DIR", str(tmp_path_factory.getbasetemp()))
     settings_mod.get_settings.cache_clear()
     session_mod.dispose_all()
     yield settings_mod.get_settings()

@@ -189,12 +189,17 @@ def seed_review_data(
     return data
 
 
-def issue_token(engine: Any, name: str, role: str = "annotator") -> str:
+def issue_token(engine: Any, name: str, role: str = "annotator", project_role: str = "annotator") -> str:
+    """A token for a new user; a non-admin joins the default project (where the review data is)."""
     from db.auth import create_token
     from db.session import session_scope
+    from services.projects import add_member
 
     with session_scope(engine) as s:
-        return create_token(s, name, role).token
+        token = create_token(s, name, role).token
+        if role != "admin":
+            add_member(s, "default", name, project_role)
+        return token
 
 
 @pytest.fixture
@@ -225,7 +230,9 @@ def serve(app: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     from core import settings as settings_mod
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    # proxy_headers off, as `augloop serve` runs it: the API decides whom to believe (AUGLOOP_TRUSTED_PROXIES)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           proxy_headers=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

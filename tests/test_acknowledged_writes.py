@@ -64,7 +64,7 @@ def _writes(w: dict[str, Any]) -> list[tuple[str, str, str, str, dict[str, Any],
         ("token creation", "admin", "POST", "/api/v1/tokens", {"json": {"name": "newcomer", "role": "annotator"}},
          lambda s: s.scalar(select(func.count()).select_from(APIToken).join(User)
                             .where(User.name == "newcomer")) == 1),
-        ("training-run request", "annotator", "POST", "/api/v1/training-runs",
+        ("training-run request", "admin", "POST", "/api/v1/training-runs",
          {"json": {"dataset": "psm", "seeds": [1], "config": {"epochs": 1}}},
          lambda s: s.scalar(select(func.count()).select_from(TrainingRun)) == 1),
     ]

@@ -36,13 +36,13 @@ def _variants(engine, job_id: int) -> list:  # type: ignore[no-untyped-def]
         return list(s.scalars(select(Sample).where(Sample.job_id == job_id).order_by(Sample.id)))
 
 
-def test_wordnet_job_lands_pending_variants_with_provenance(annotator, engine, mini_dataset) -> None:
+def test_wordnet_job_lands_pending_variants_with_provenance(lead, engine, mini_dataset) -> None:
     from sqlalchemy.orm import Session
 
     from db.models import Sample
 
     sources = train_ids(engine, mini_dataset, limit=40)
-    r = annotator.post(
+    r = lead.post(
         "/api/v1/augment",
         json={"dataset": "mini", "sample_ids": sources, "methods": ["wordnet"], "n_per_text": 2, "seed": 9},
     )
@@ -51,7 +51,7 @@ def test_wordnet_job_lands_pending_variants_with_provenance(annotator, engine, m
     assert job["kind"] == "augment" and job["status"] == "queued" and job["progress_total"] == 80
     stats = run_worker(engine)
     assert stats.succeeded == 1
-    done = _job(annotator, job["id"])
+    done = _job(lead, job["id"])
     assert done["status"] == "succeeded" and done["progress_done"] == done["progress_total"] == 80
     info = done["progress_info"]
     dropped = info["dropped"]
@@ -82,7 +82,7 @@ def test_wordnet_job_lands_pending_variants_with_provenance(annotator, engine, m
             assert v.text != parent.text
 
 
-def test_same_job_same_seed_same_variants(annotator, engine, mini_dataset) -> None:
+def test_same_job_same_seed_same_variants(lead, engine, mini_dataset) -> None:
     from db.models import Sample
     from db.session import session_scope
 
@@ -94,28 +94,28 @@ def test_same_job_same_seed_same_variants(annotator, engine, mini_dataset) -> No
         "seed": 3,
         "params": {"mlm": {"min_prob": 0.0}},
     }
-    first = annotator.post("/api/v1/augment", json=body).json()["id"]
+    first = lead.post("/api/v1/augment", json=body).json()["id"]
     run_worker(engine)
     texts = [(v.parent_id, v.method, v.text) for v in _variants(engine, first)]
     assert {m for _, m, _ in texts} == {"wordnet", "mlm"}
     with session_scope(engine) as s:  # forget them (as if rejected and purged), then run the same job again
         s.execute(delete(Sample).where(Sample.job_id == first))
-    second = annotator.post("/api/v1/augment", json=body).json()["id"]
+    second = lead.post("/api/v1/augment", json=body).json()["id"]
     run_worker(engine)
     assert [(v.parent_id, v.method, v.text) for v in _variants(engine, second)] == texts
     # The rerun with everything already present keeps nothing: duplicates of the dataset.
-    third = annotator.post("/api/v1/augment", json=body).json()["id"]
+    third = lead.post("/api/v1/augment", json=body).json()["id"]
     run_worker(engine)
-    result = _job(annotator, third)["result"]
+    result = _job(lead, third)["result"]
     assert result["kept"] == 0 and result["dropped"]["duplicate"] >= len(texts)
 
 
-def test_mlm_and_backtranslation_through_the_queue(annotator, engine, mini_dataset, tiny_mlm_dir) -> None:
-    assert annotator.app.state.settings.mlm_model == str(
+def test_mlm_and_backtranslation_through_the_queue(lead, engine, mini_dataset, tiny_mlm_dir) -> None:
+    assert lead.app.state.settings.mlm_model == str(
         tiny_mlm_dir
     )  # the app validates with the tiny models
     sources = train_ids(engine, mini_dataset, limit=12)
-    r = annotator.post(
+    r = lead.post(
         "/api/v1/augment",
         json={
             "dataset": "mini",
@@ -133,7 +133,7 @@ def test_mlm_and_backtranslation_through_the_queue(annotator, engine, mini_datas
     )
     assert r.status_code == 202, r.text
     run_worker(engine)
-    job = _job(annotator, r.json()["id"])
+    job = _job(lead, r.json()["id"])
     assert job["status"] == "succeeded", job["last_error"]
     variants = _variants(engine, job["id"])
     by_method = {m: [v for v in variants if v.method == m] for m in ("mlm", "backtranslation")}
@@ -145,7 +145,7 @@ def test_mlm_and_backtranslation_through_the_queue(annotator, engine, mini_datas
     assert job["result"]["per_method"]["mlm"]["kept"] == len(by_method["mlm"])
 
 
-def test_free_texts_wait_for_review_like_variants(annotator, engine, mini_dataset) -> None:
+def test_free_texts_wait_for_review_like_variants(lead, engine, mini_dataset) -> None:
     """Texts sent to POST /augment are submissions, not trusted originals: pending in the review queue, with
     who sent them, kept out of training (with their variants) until a reviewer approves them."""
     from db.datasets import get_dataset, training_samples
@@ -155,7 +155,7 @@ def test_free_texts_wait_for_review_like_variants(annotator, engine, mini_datase
 
     text = "Proud to vote for the farm bill today: it helps rural families and protects our water."
     labels = {"bias": "neutral", "message": "policy", "audience": "constituency"}
-    r = annotator.post(
+    r = lead.post(
         "/api/v1/augment",
         json={
             "dataset": "mini",
@@ -169,12 +169,12 @@ def test_free_texts_wait_for_review_like_variants(annotator, engine, mini_datase
     with session_scope(engine) as s:
         sample = s.get(Sample, item["sample_id"])
         assert (sample.origin, sample.review_status, sample.split) == ("submitted", "pending", "train")
-        assert sample.labels == labels and s.get(User, sample.created_by).name == "bob-annotator"
+        assert sample.labels == labels and s.get(User, sample.created_by).name == "lena-lead"
         assert load_sources(s, get_dataset(s, "mini"), [sample.id])[0].text == text
     run_worker(engine)
     variants = _variants(engine, r.json()["id"])
     assert variants and all(v.parent_id == item["sample_id"] and v.labels == labels for v in variants)
-    queue = annotator.get("/api/v1/datasets/mini/review-queue", params={"origin": "submitted"}).json()
+    queue = lead.get("/api/v1/datasets/mini/review-queue", params={"origin": "submitted"}).json()
     assert [i["id"] for i in queue["items"]] == [item["sample_id"]], "the submission waits in the review queue"
 
     def trains() -> set[int]:
@@ -182,17 +182,17 @@ def test_free_texts_wait_for_review_like_variants(annotator, engine, mini_datase
             return {x.id for x in training_samples(s, get_dataset(s, "mini"))}
 
     first = variants[0]
-    annotator.post(f"/api/v1/samples/{first.id}/decision", json={"decision": "approve", "version": first.version})
+    lead.post(f"/api/v1/samples/{first.id}/decision", json={"decision": "approve", "version": first.version})
     assert item["sample_id"] not in trains() and first.id not in trains(), "unreviewed submission trained"
-    annotator.post(f"/api/v1/samples/{item['sample_id']}/decision", json={"decision": "approve", "version": 1})
+    lead.post(f"/api/v1/samples/{item['sample_id']}/decision", json={"decision": "approve", "version": 1})
     assert {item["sample_id"], first.id} <= trains()
     # The same text again reuses the sample; other labels for it are a conflict.
-    again = annotator.post(
+    again = lead.post(
         "/api/v1/augment",
         json={"dataset": "mini", "texts": [{"text": text, "labels": labels}], "methods": ["wordnet"]},
     )
     assert again.json()["params"]["items"][0]["sample_id"] == item["sample_id"]
-    clash = annotator.post(
+    clash = lead.post(
         "/api/v1/augment",
         json={
             "dataset": "mini",
@@ -203,15 +203,15 @@ def test_free_texts_wait_for_review_like_variants(annotator, engine, mini_datase
     assert clash.status_code == 409 and clash.json()["field"] == "texts.0.labels"
 
 
-def test_a_cancelled_submission_job_leaves_nothing_to_train(annotator, engine, mini_dataset) -> None:
+def test_a_cancelled_submission_job_leaves_nothing_to_train(lead, engine, mini_dataset) -> None:
     from db.datasets import get_dataset, training_samples
     from db.session import session_scope
 
-    r = annotator.post("/api/v1/augment", json={
+    r = lead.post("/api/v1/augment", json={
         "dataset": "mini", "methods": ["wordnet"],
         "texts": [{"text": f"A brand new post about rural water number {i}", "labels": {"bias": "neutral"}}
                   for i in range(5)]})
-    assert annotator.post(f"/api/v1/jobs/{r.json()['id']}/cancel").json()["status"] == "cancelled"
+    assert lead.post(f"/api/v1/jobs/{r.json()['id']}/cancel").json()["status"] == "cancelled"
     submitted = {i["sample_id"] for i in r.json()["params"]["items"]}
     with session_scope(engine) as s:
         assert not submitted & {x.id for x in training_samples(s, get_dataset(s, "mini"))}
@@ -241,12 +241,12 @@ def test_a_cancelled_submission_job_leaves_nothing_to_train(annotator, engine, m
     ],
 )
 def test_bad_requests_are_refused_with_the_field(
-    annotator, engine, mini_dataset, body, status, field
+    lead, engine, mini_dataset, body, status, field
 ) -> None:
     from db.models import Job
     from db.session import session_scope
 
-    r = annotator.post("/api/v1/augment", json={"dataset": "mini", **body})
+    r = lead.post("/api/v1/augment", json={"dataset": "mini", **body})
     assert r.status_code == status, r.text
     if field:
         assert r.json()["field"] == field
@@ -287,7 +287,7 @@ def _post_with_number(client, path: str, body: dict, literal: str):  # type: ign
     ],
 )
 def test_nan_and_infinity_are_refused_naming_the_field(
-    annotator, engine, mini_dataset, path, body, field
+    lead, engine, mini_dataset, path, body, field
 ) -> None:
     """A NaN leakage threshold used to switch the leak filter off (NaN compares false with every bound), and
     a NaN aug_p to crash the worker on every attempt: both are a 422 now, and nothing is queued."""
@@ -297,7 +297,7 @@ def test_nan_and_infinity_are_refused_naming_the_field(
     if path == "/api/v1/augment":
         body = {"dataset": "mini", "sample_ids": train_ids(engine, mini_dataset, limit=2), **body}
     for literal in NOT_FINITE:
-        r = _post_with_number(annotator, path, body, literal)
+        r = _post_with_number(lead, path, body, literal)
         assert r.status_code == 422, (literal, r.text)
         assert r.json()["field"] == field, (literal, r.json())
     with session_scope(engine) as s:
@@ -332,17 +332,17 @@ def test_a_stored_job_with_a_nan_parameter_fails_once_with_the_field(engine, min
     assert _variants(engine, job_id) == []
 
 
-def test_val_and_test_samples_are_never_sources(annotator, engine, mini_dataset) -> None:
+def test_val_and_test_samples_are_never_sources(lead, engine, mini_dataset) -> None:
     from db.models import Sample
     from db.session import session_scope
 
     with session_scope(engine) as s:
         val_id, val_text = s.execute(select(Sample.id, Sample.text).where(Sample.split == "val")).first()
-    r = annotator.post(
+    r = lead.post(
         "/api/v1/augment", json={"dataset": "mini", "sample_ids": [val_id], "methods": ["wordnet"]}
     )
     assert r.status_code == 422 and "train-split originals" in r.json()["detail"]
-    r = annotator.post(
+    r = lead.post(
         "/api/v1/augment",
         json={
             "dataset": "mini",
@@ -353,7 +353,7 @@ def test_val_and_test_samples_are_never_sources(annotator, engine, mini_dataset)
     assert r.status_code == 422 and r.json()["field"] == "texts.0.text"
 
 
-def test_leakage_guard_drops_variants_close_to_test_texts(annotator, engine, mini_dataset) -> None:
+def test_leakage_guard_drops_variants_close_to_test_texts(lead, engine, mini_dataset) -> None:
     from core.textnorm import content_hash
     from db.models import Sample, SampleLabel
     from db.session import session_scope
@@ -374,7 +374,7 @@ def test_leakage_guard_drops_variants_close_to_test_texts(annotator, engine, min
         source = train.id
     # One word swapped: the variant is a near-copy of the test text (Jaccard of 5-grams ≈ 0.85).
     one_word = {"wordnet": {"max_words": 1}}
-    r = annotator.post(
+    r = lead.post(
         "/api/v1/augment",
         json={
             "dataset": "mini",
@@ -385,12 +385,12 @@ def test_leakage_guard_drops_variants_close_to_test_texts(annotator, engine, min
         },
     )
     run_worker(engine)
-    job = _job(annotator, r.json()["id"])
+    job = _job(lead, r.json()["id"])
     # Every variant made (each a distinct one-word change: WordNet draws again rather than repeat one) leaks.
     assert job["result"]["generated"] >= 3 and job["result"]["kept"] == 0
     assert job["result"]["dropped"]["leakage"] == job["result"]["generated"]
     assert job["progress_info"]["dropped"]["leakage"] == job["result"]["dropped"]["leakage"]
-    relaxed = annotator.post(
+    relaxed = lead.post(
         "/api/v1/augment",
         json={
             "dataset": "mini",
@@ -402,74 +402,74 @@ def test_leakage_guard_drops_variants_close_to_test_texts(annotator, engine, min
         },
     )
     run_worker(engine)
-    result = _job(annotator, relaxed.json()["id"])["result"]
+    result = _job(lead, relaxed.json()["id"])["result"]
     assert result["dropped"]["leakage"] == 0 and result["kept"] == result["generated"] >= 3
 
 
-def test_language_decides_methods_with_a_422(admin, annotator, engine, mini_dataset, monkeypatch) -> None:
+def test_language_decides_methods_with_a_422(admin, lead, engine, mini_dataset, monkeypatch) -> None:
     assert admin.patch("/api/v1/datasets/mini", json={"language": "de"}).status_code == 200
     ids = train_ids(engine, mini_dataset, limit=2)
-    r = annotator.post("/api/v1/augment", json={"dataset": "mini", "sample_ids": ids, "methods": ["wordnet"]})
+    r = lead.post("/api/v1/augment", json={"dataset": "mini", "sample_ids": ids, "methods": ["wordnet"]})
     assert r.status_code == 422 and "English only" in r.json()["detail"] and r.json()["field"] == "methods"
-    r = annotator.post(
+    r = lead.post(
         "/api/v1/augment", json={"dataset": "mini", "sample_ids": ids, "methods": ["backtranslation"]}
     )
     assert r.status_code == 422 and "no back-translation route for language 'de'" in r.json()["detail"]
-    r = annotator.post("/api/v1/datasets/mini/augmentation-plans", json={"methods": ["wordnet"]})
+    r = lead.post("/api/v1/datasets/mini/augmentation-plans", json={"methods": ["wordnet"]})
     assert r.status_code == 422
 
 
 def test_missing_model_fails_the_job_once_with_a_clear_message(
-    annotator, engine, mini_dataset, monkeypatch, tmp_path
+    lead, engine, mini_dataset, monkeypatch, tmp_path
 ) -> None:
     from core import settings as settings_mod
 
     monkeypatch.setenv("AUGLOOP_MLM_MODEL", str(tmp_path / "mbert-gone"))
     settings_mod.get_settings.cache_clear()
-    r = annotator.post(
+    r = lead.post(
         "/api/v1/augment",
         json={"dataset": "mini", "sample_ids": train_ids(engine, mini_dataset, 3), "methods": ["mlm"]},
     )
     assert r.status_code == 202
     stats = run_worker(engine)
-    job = _job(annotator, r.json()["id"])
+    job = _job(lead, r.json()["id"])
     assert stats.failed == 1 and job["status"] == "failed" and job["attempts"] == 1  # permanent: no retries
     assert "mbert-gone" in job["last_error"] and "AUGLOOP_MLM_MODEL" in job["last_error"]
     assert "Traceback" not in job["last_error"] and _variants(engine, job["id"]) == []
 
 
 def test_missing_wordnet_corpus_fails_the_job_with_install_hint(
-    annotator, engine, mini_dataset, monkeypatch, tmp_path
+    lead, engine, mini_dataset, monkeypatch, tmp_path
 ) -> None:
     from core import settings as settings_mod
 
     monkeypatch.setenv("AUGLOOP_NLTK_DATA", str(tmp_path / "empty"))
     settings_mod.get_settings.cache_clear()
-    r = annotator.post(
+    r = lead.post(
         "/api/v1/augment",
         json={"dataset": "mini", "sample_ids": train_ids(engine, mini_dataset, 3), "methods": ["wordnet"]},
     )
     run_worker(engine)
-    job = _job(annotator, r.json()["id"])
+    job = _job(lead, r.json()["id"])
     assert job["status"] == "failed" and job["attempts"] == 1
     assert "WordNet corpus not found" in job["last_error"] and "make nltk-data" in job["last_error"]
 
 
-def test_cancelled_job_writes_nothing(annotator, engine, mini_dataset) -> None:
-    r = annotator.post(
+def test_cancelled_job_writes_nothing(lead, engine, mini_dataset) -> None:
+    r = lead.post(
         "/api/v1/augment",
         json={"dataset": "mini", "methods": ["wordnet"], "sample_ids": train_ids(engine, mini_dataset, 5)},
     )
-    assert annotator.post(f"/api/v1/jobs/{r.json()['id']}/cancel").json()["status"] == "cancelled"
+    assert lead.post(f"/api/v1/jobs/{r.json()['id']}/cancel").json()["status"] == "cancelled"
     run_worker(engine)
     assert _variants(engine, r.json()["id"]) == []
 
 
-def test_plans_are_computed_stored_enqueued_and_listed(annotator, engine, example_dataset) -> None:
+def test_plans_are_computed_stored_enqueued_and_listed(lead, engine, example_dataset) -> None:
     from db.models import Job
     from db.session import session_scope
 
-    dry = annotator.post(
+    dry = lead.post(
         f"/api/v1/datasets/{example_dataset}/augmentation-plans",
         json={
             "target": {"min_fraction_of_largest": 0.4, "max_multiplier": 10},
@@ -494,7 +494,7 @@ def test_plans_are_computed_stored_enqueued_and_listed(annotator, engine, exampl
     assert plan["plan"]["methods"] == {"wordnet": 790, "mlm": 789}
     with session_scope(engine) as s:
         assert s.scalar(select(Job.id)) is None  # a dry run enqueues nothing
-    run = annotator.post(
+    run = lead.post(
         f"/api/v1/datasets/{example_dataset}/augmentation-plans",
         json={"methods": ["wordnet", "mlm"], "enqueue": True, "job_size": 500, "tasks": ["message"]},
     )
@@ -506,7 +506,7 @@ def test_plans_are_computed_stored_enqueued_and_listed(annotator, engine, exampl
         assert sum(j.progress_total for j in jobs) == body["plan"]["total_variants"]
         assert all(j.params["plan_id"] == body["id"] and len(j.params["methods"]) == 1 for j in jobs)
         assert all(sum(i["n"] for i in j.params["items"]) <= 500 for j in jobs)
-    listed = annotator.get(f"/api/v1/datasets/{example_dataset}/augmentation-plans")
+    listed = lead.get(f"/api/v1/datasets/{example_dataset}/augmentation-plans")
     assert listed.status_code == 200 and [p["id"] for p in listed.json()] == [body["id"], plan["id"]]
     progress = {(c["task"], c["label"]): c for c in listed.json()[0]["progress"]}
     assert progress["message", "other"] == {
@@ -516,13 +516,13 @@ def test_plans_are_computed_stored_enqueued_and_listed(annotator, engine, exampl
         "pending": 0,
         "remaining": 353,
     }
-    bad = annotator.post(f"/api/v1/datasets/{example_dataset}/augmentation-plans", json={"tasks": ["tone"]})
+    bad = lead.post(f"/api/v1/datasets/{example_dataset}/augmentation-plans", json={"tasks": ["tone"]})
     assert bad.status_code == 422 and bad.json()["field"] == "tasks"
 
 
-def test_job_progress_is_visible_while_running(annotator, engine, mini_dataset) -> None:
+def test_job_progress_is_visible_while_running(lead, engine, mini_dataset) -> None:
     """The handler reports per batch; the heartbeat writes it: after the run the final counters are stored."""
-    r = annotator.post(
+    r = lead.post(
         "/api/v1/augment",
         json={
             "dataset": "mini",
@@ -532,5 +532,5 @@ def test_job_progress_is_visible_while_running(annotator, engine, mini_dataset) 
         },
     )
     run_worker(engine)
-    job = _job(annotator, r.json()["id"])
+    job = _job(lead, r.json()["id"])
     assert job["progress_done"] == 130 and json.dumps(job["progress_info"]).count("dropped") == 1

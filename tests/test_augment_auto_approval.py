@@ -107,7 +107,7 @@ def _reviewed_variants(engine, n: int, seed: int = 0) -> None:  # type: ignore[n
                          version_seen=1))
 
 
-def test_switching_on_applying_auditing_and_measuring_agreement(annotator, admin, engine, mini_dataset) -> None:
+def test_switching_on_applying_auditing_and_measuring_agreement(lead, annotator, admin, engine, mini_dataset) -> None:
     from sqlalchemy import select
 
     from db.models import Review, Sample
@@ -115,7 +115,7 @@ def test_switching_on_applying_auditing_and_measuring_agreement(annotator, admin
     from services.auto_approval import ApprovalModel, VariantFeatures
 
     _reviewed_variants(engine, 150)
-    off = annotator.get("/api/v1/datasets/mini/auto-approval").json()
+    off = lead.get("/api/v1/datasets/mini/auto-approval").json()
     assert off["enabled"] is False and off["preview"]["ready"] is False and "200" in off["preview"]["reason"]
     refused = admin.put("/api/v1/datasets/mini/auto-approval", json={"enabled": True})
     assert refused.status_code == 409 and refused.json()["field"] == "enabled"
@@ -164,11 +164,11 @@ def test_switching_on_applying_auditing_and_measuring_agreement(annotator, admin
 
     # People decide the audited variants: the agreement is measured on them.
     for i, sid in enumerate(audit_ids):
-        version = annotator.get(f"/api/v1/samples/{sid}").json()["sample"]["version"]
+        version = lead.get(f"/api/v1/samples/{sid}").json()["sample"]["version"]
         body = {"decision": "approve", "version": version} if i else {
             "decision": "reject", "version": version, "reason": "meaning_changed"}
-        assert annotator.post(f"/api/v1/samples/{sid}/decision", json=body).status_code == 200
-    measured = annotator.get("/api/v1/datasets/mini/auto-approval").json()["agreement"]
+        assert lead.post(f"/api/v1/samples/{sid}/decision", json=body).status_code == 200
+    measured = lead.get("/api/v1/datasets/mini/auto-approval").json()["agreement"]
     assert measured["audit_decided"] == len(audit_ids) and measured["audit_approved"] == len(audit_ids) - 1
     assert measured["agreement"] == pytest.approx((len(audit_ids) - 1) / len(audit_ids))
     low, high = measured["agreement_ci95"]
@@ -176,11 +176,11 @@ def test_switching_on_applying_auditing_and_measuring_agreement(annotator, admin
     assert measured["auto_approved"] == len(approved)
 
     # New variants from a job meet the rule at creation.
-    r = annotator.post("/api/v1/augment", json={"dataset": "mini", "methods": ["wordnet"],
+    r = lead.post("/api/v1/augment", json={"dataset": "mini", "methods": ["wordnet"],
                                                  "sample_ids": train_ids(engine, "mini", limit=30)})
     run_worker(engine)
     for _ in range(100):
-        job = annotator.get(f"/api/v1/jobs/{r.json()['id']}").json()
+        job = lead.get(f"/api/v1/jobs/{r.json()['id']}").json()
         if job["status"] == "succeeded":
             break
         time.sleep(0.05)

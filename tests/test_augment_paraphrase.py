@@ -135,9 +135,9 @@ def test_the_endpoint_path_against_a_loopback_server_running_the_model(tiny_caus
 pytestmark = pytest.mark.usefixtures("augment_env")
 
 
-def _wait_job(annotator, job_id: int) -> dict:  # type: ignore[no-untyped-def]
+def _wait_job(lead, job_id: int) -> dict:  # type: ignore[no-untyped-def]
     for _ in range(200):
-        job = annotator.get(f"/api/v1/jobs/{job_id}").json()
+        job = lead.get(f"/api/v1/jobs/{job_id}").json()
         if job["status"] in ("succeeded", "failed", "cancelled"):
             return job
         time.sleep(0.05)
@@ -146,7 +146,7 @@ def _wait_job(annotator, job_id: int) -> dict:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("via", ["local", "endpoint"])
 def test_a_paraphrase_job_through_the_queue(
-    via, annotator, engine, mini_dataset, tiny_causal_dir, monkeypatch
+    via, lead, engine, mini_dataset, tiny_causal_dir, monkeypatch
 ) -> None:
     """Same filters, provenance and storage as the other methods, locally and through the endpoint."""
     from core import settings as settings_mod
@@ -170,10 +170,10 @@ def test_a_paraphrase_job_through_the_queue(
             monkeypatch.setenv("AUGLOOP_PARAPHRASE_API_URL", server.url)
             monkeypatch.setenv("AUGLOOP_PARAPHRASE_API_MODEL", "tiny-instruct")
         settings_mod.get_settings.cache_clear()
-        r = annotator.post("/api/v1/augment", json=body)
+        r = lead.post("/api/v1/augment", json=body)
         assert r.status_code == 202, r.text
         run_worker(engine)
-        job = _wait_job(annotator, r.json()["id"])
+        job = _wait_job(lead, r.json()["id"])
         assert (len(app.state.requests) > 0) == (via == "endpoint")
     clear_cache()
     assert job["status"] == "succeeded", job["last_error"]
@@ -192,8 +192,8 @@ def test_a_paraphrase_job_through_the_queue(
     json.dumps(result)  # the stored result is plain JSON
 
 
-def test_the_planner_shares_classes_with_paraphrase(annotator, mini_dataset) -> None:
-    r = annotator.post(
+def test_the_planner_shares_classes_with_paraphrase(lead, mini_dataset) -> None:
+    r = lead.post(
         "/api/v1/datasets/mini/augmentation-plans",
         json={"methods": ["wordnet", "paraphrase"], "target": {"min_fraction_of_largest": 0.5}},
     )

@@ -26,8 +26,7 @@ def test_existing_hashes_answers_in_chunks_of_the_in_list_limit(any_engine) -> N
 
     with session_scope(any_engine) as s:
         ids = [s.execute(insert(Dataset).values(name=n, display_name=n, project_id=1, tasks=[], split_info={})
-                         .returning(Dataset.id)).scalar_one()
-               for n in ("a", "b")]
+                         .returning(Dataset.id)).scalar_one() for n in ("a", "b")]
         s.execute(insert(Sample), [
             {"dataset_id": ids[i % 2], "text": f"t{i}", "split": "train", "content_hash": content_hash(f"t{i}"),
              "review_count": 0, "version": 1}
@@ -40,7 +39,7 @@ def test_existing_hashes_answers_in_chunks_of_the_in_list_limit(any_engine) -> N
 
 
 @pytest.mark.usefixtures("augment_env")
-def test_an_augment_job_asks_for_its_batches_hashes_only(annotator, engine, mini_dataset, monkeypatch) -> None:
+def test_an_augment_job_asks_for_its_batches_hashes_only(lead, engine, mini_dataset, monkeypatch) -> None:
     import services.variant_generation as generation
 
     batches: list[int] = []
@@ -52,17 +51,17 @@ def test_an_augment_job_asks_for_its_batches_hashes_only(annotator, engine, mini
 
     monkeypatch.setattr(generation, "existing_hashes", spy)
     sources = train_ids(engine, mini_dataset, limit=100)
-    r = annotator.post("/api/v1/augment", json={"dataset": "mini", "sample_ids": sources, "methods": ["wordnet"],
+    r = lead.post("/api/v1/augment", json={"dataset": "mini", "sample_ids": sources, "methods": ["wordnet"],
                                                 "n_per_text": 2, "seed": 4})
     assert r.status_code == 202, r.text
     assert run_worker(engine).succeeded == 1
-    result = annotator.get(f"/api/v1/jobs/{r.json()['id']}").json()["result"]
+    result = lead.get(f"/api/v1/jobs/{r.json()['id']}").json()["result"]
     assert result["kept"] > 50
     # One question per augmenter call (64 sources × 2 variants at most), never the dataset's 300 hashes at once.
     assert len(batches) == 2 and all(0 < n <= 128 for n in batches), batches
     # Candidates identical to a stored sample of the dataset are still dropped as duplicates.
-    again = annotator.post("/api/v1/augment", json={"dataset": "mini", "sample_ids": sources,
+    again = lead.post("/api/v1/augment", json={"dataset": "mini", "sample_ids": sources,
                                                     "methods": ["wordnet"], "n_per_text": 2, "seed": 4})
     assert run_worker(engine).succeeded == 1
-    repeat = annotator.get(f"/api/v1/jobs/{again.json()['id']}").json()["result"]
+    repeat = lead.get(f"/api/v1/jobs/{again.json()['id']}").json()["result"]
     assert repeat["kept"] == 0 and repeat["dropped"]["duplicate"] >= result["kept"]

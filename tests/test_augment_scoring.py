@@ -102,23 +102,23 @@ def test_auto_context_needs_no_encoder_and_an_explicit_one_must_load(augment_nlt
 pytestmark = pytest.mark.usefixtures("augment_env")
 
 
-def _job(annotator, engine, body: dict[str, Any]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    r = annotator.post("/api/v1/augment", json={"dataset": "mini", **body})
+def _job(lead, engine, body: dict[str, Any]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    r = lead.post("/api/v1/augment", json={"dataset": "mini", **body})
     assert r.status_code == 202, r.text
     run_worker(engine)
     for _ in range(100):
-        job = annotator.get(f"/api/v1/jobs/{r.json()['id']}").json()
+        job = lead.get(f"/api/v1/jobs/{r.json()['id']}").json()
         if job["status"] in ("succeeded", "failed"):
             return job
         time.sleep(0.05)
     raise AssertionError("job did not end")
 
 
-def test_every_kept_variant_gets_semantic_similarity_and_novelty(annotator, engine, mini_dataset, tiny_mlm_dir) -> None:
+def test_every_kept_variant_gets_semantic_similarity_and_novelty(lead, engine, mini_dataset, tiny_mlm_dir) -> None:
     from db.models import Sample
     from db.session import session_scope
 
-    job = _job(annotator, engine, {"sample_ids": train_ids(engine, "mini", limit=30), "methods": ["wordnet"]})
+    job = _job(lead, engine, {"sample_ids": train_ids(engine, "mini", limit=30), "methods": ["wordnet"]})
     assert job["status"] == "succeeded", job["last_error"]
     assert job["result"]["semantic_similarity"] == {"model": str(tiny_mlm_dir), "unavailable": None}
     assert job["result"]["label_model_id"] is None  # no run has finished for this dataset
@@ -128,13 +128,13 @@ def test_every_kept_variant_gets_semantic_similarity_and_novelty(annotator, engi
         for v in variants:
             assert -1 <= v.semantic_similarity <= 1 and v.scores["semantic_similarity"] == v.semantic_similarity
             assert 0 <= v.novelty <= 1 - v.similarity + 1e-6 and v.label_consistency is None
-    page = annotator.get("/api/v1/datasets/mini/review-queue", params={"sort": "-semantic_similarity"}).json()
+    page = lead.get("/api/v1/datasets/mini/review-queue", params={"sort": "-semantic_similarity"}).json()
     values = [i["semantic_similarity"] for i in page["items"]]
     assert values == sorted(values, reverse=True) and all("novelty" in i for i in page["items"])
 
 
 def test_a_semantic_filter_without_an_encoder_fails_the_job_naming_the_setting(
-    annotator, engine, mini_dataset, monkeypatch
+    lead, engine, mini_dataset, monkeypatch
 ) -> None:
     from core import settings as settings_mod
     from workers.augment.models import clear_cache
@@ -143,23 +143,23 @@ def test_a_semantic_filter_without_an_encoder_fails_the_job_naming_the_setting(
     settings_mod.get_settings.cache_clear()
     clear_cache()
     ids = train_ids(engine, "mini", limit=5)
-    failed = _job(annotator, engine, {"sample_ids": ids, "methods": ["wordnet"],
+    failed = _job(lead, engine, {"sample_ids": ids, "methods": ["wordnet"],
                                       "filters": {"min_semantic_similarity": 0.5}})
     assert failed["status"] == "failed" and failed["attempts"] == 1
     assert "AUGLOOP_SIMILARITY_MODEL" in failed["last_error"]
     # Without the filter the job runs, and says why its variants have no semantic similarity.
-    done = _job(annotator, engine, {"sample_ids": ids, "methods": ["wordnet"]})
+    done = _job(lead, engine, {"sample_ids": ids, "methods": ["wordnet"]})
     assert done["status"] == "succeeded"
     assert "AUGLOOP_SIMILARITY_MODEL" in done["result"]["semantic_similarity"]["unavailable"]
     clear_cache()
 
 
-def _train_run(annotator, engine, encoder: str) -> int:  # type: ignore[no-untyped-def]
+def _train_run(lead, engine, encoder: str) -> int:  # type: ignore[no-untyped-def]
     from workers.main import Worker
 
     config = {"encoder": encoder, "epochs": 1, "max_length": 32, "batch_size": 16, "grad_accum": 1,
               "head_hidden": 32, "lr": 1e-3, "num_threads": 1, "rdrop_alpha": 0.0}
-    r = annotator.post("/api/v1/training-runs", json={"dataset": "mini", "seeds": [1], "config": config})
+    r = lead.post("/api/v1/training-runs", json={"dataset": "mini", "seeds": [1], "config": config})
     assert r.status_code == 202, r.text
     stats = Worker(engine, kinds=["train"], poll_seconds=0.05, lease_seconds=60).run(burst=True)
     assert stats.succeeded == 1, stats
@@ -167,7 +167,7 @@ def _train_run(annotator, engine, encoder: str) -> int:  # type: ignore[no-untyp
 
 
 def test_a_finished_model_scores_new_variants_and_may_reject_confident_label_changes(
-    annotator, admin, engine, mini_dataset, tiny_mlm_dir
+    lead, annotator, admin, engine, mini_dataset, tiny_mlm_dir
 ) -> None:
     from sqlalchemy import select
 
@@ -176,7 +176,7 @@ def test_a_finished_model_scores_new_variants_and_may_reject_confident_label_cha
     from services.prediction import load_predictor, model_spec
     from services.variant_scoring import label_scores
 
-    run_id = _train_run(annotator, engine, str(tiny_mlm_dir))
+    run_id = _train_run(lead, engine, str(tiny_mlm_dir))
     settings = admin.patch("/api/v1/datasets/mini/variant-settings",
                            json={"auto_reject_label_changed": True, "label_change_confidence": 0.5})
     assert settings.status_code == 200, settings.text
@@ -185,13 +185,13 @@ def test_a_finished_model_scores_new_variants_and_may_reject_confident_label_cha
     bad = admin.patch("/api/v1/datasets/mini/variant-settings", json={"label_change_confidence": 0.2})
     assert bad.status_code == 422 and bad.json()["field"].endswith("label_change_confidence")
 
-    job = _job(annotator, engine, {"sample_ids": train_ids(engine, "mini", limit=40), "methods": ["wordnet"],
+    job = _job(lead, engine, {"sample_ids": train_ids(engine, "mini", limit=40), "methods": ["wordnet"],
                                    "n_per_text": 2})
     assert job["status"] == "succeeded", job["last_error"]
     result = job["result"]
     assert result["label_model_id"] == run_id
     with session_scope(engine) as s:
-        predictor = load_predictor(model_spec(s, run_id))
+        predictor = load_predictor(model_spec(s, run_id, None))
     with session_scope(engine) as s:
         variants = s.scalars(select(Sample).where(Sample.origin == "augmented").order_by(Sample.id)).all()
         assert variants and all(v.label_consistency is not None and v.scores["label_model"]["run_id"] == run_id
@@ -214,11 +214,11 @@ def test_a_finished_model_scores_new_variants_and_may_reject_confident_label_cha
                    for r, name in reviews)
         assert all(v.review_count == 0 for v in variants)  # an automatic decision is no vote
         one = next(iter(changed))
-    family = annotator.get(f"/api/v1/samples/{one}").json()
+    family = lead.get(f"/api/v1/samples/{one}").json()
     assert family["reviews"][0]["user"] == "auto" and family["reviews"][0]["automatic"] is True
     # A person who disagrees decides: their vote alone gives the status.
     current = family["sample"]["version"]
-    r = annotator.post(f"/api/v1/samples/{one}/decision", json={"decision": "approve", "version": current})
+    r = lead.post(f"/api/v1/samples/{one}/decision", json={"decision": "approve", "version": current})
     assert r.status_code == 200 and r.json()["review_status"] == "approved" and r.json()["review_count"] == 1
 
 
@@ -231,15 +231,15 @@ def test_the_reviewer_auto_cannot_hold_a_token(admin) -> None:
 
 
 def test_protected_terms_are_seeded_on_first_augmentation_and_edited_by_admins(
-    annotator, admin, engine, mini_dataset
+    lead, annotator, admin, engine, mini_dataset
 ) -> None:
     from db.models import Sample
     from db.session import session_scope
 
-    empty = annotator.get("/api/v1/datasets/mini/protected-terms").json()
+    empty = lead.get("/api/v1/datasets/mini/protected-terms").json()
     assert empty["terms"] == [] and empty["seeded_at"] is None
-    job = _job(annotator, engine, {"sample_ids": train_ids(engine, "mini", limit=60), "methods": ["wordnet"]})
-    seeded = annotator.get("/api/v1/datasets/mini/protected-terms").json()
+    job = _job(lead, engine, {"sample_ids": train_ids(engine, "mini", limit=60), "methods": ["wordnet"]})
+    seeded = lead.get("/api/v1/datasets/mini/protected-terms").json()
     assert seeded["seeded_at"] and seeded["terms"]
     assert all(t["origin"] == "seeded" and t["task"] and t["score"] > 0 for t in seeded["terms"])
     terms = {t["term"] for t in seeded["terms"]}

@@ -39,9 +39,9 @@ def announce_offline_worker(engine, tmp_path, monkeypatch) -> None:  # type: ign
 
 
 def test_augment_page_names_the_missing_models_and_queues_a_plan(
-    live_api, annotator_token, engine, example_dataset, tmp_path, monkeypatch
+    live_api, lead_token, engine, example_dataset, tmp_path, monkeypatch
 ) -> None:
-    at = signed_in(annotator_token, "annotator")
+    at = signed_in(lead_token, "annotator")
     at.switch_page("app_pages/augment.py").run()
     no_errors(at)
     statuses = at.dataframe[0].value

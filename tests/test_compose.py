@@ -53,6 +53,18 @@ def test_services_and_their_order(compose_config):
     assert services["ui"]["environment"]["AUGLOOP_API_URL"] == "http://api:8000"
 
 
+def test_the_api_believes_forwarded_addresses_from_the_ui_only(compose_config):
+    """The UI passes on each browser's address (the sign-in limiter counts per browser); the API believes the
+    header from the UI's fixed address and from nobody else."""
+    import json
+
+    services = compose_config["services"]
+    ui_address = services["ui"]["networks"]["default"]["ipv4_address"]
+    assert json.loads(services["api"]["environment"]["AUGLOOP_TRUSTED_PROXIES"]) == [ui_address]
+    subnet = compose_config["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ui_address.rsplit(".", 1)[0] == subnet.rsplit(".", 1)[0]
+
+
 def test_worker_reserves_one_nvidia_gpu_and_scales(compose_config):
     worker = compose_config["services"]["worker"]
     devices = worker["deploy"]["resources"]["reservations"]["devices"]

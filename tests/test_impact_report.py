@@ -147,13 +147,13 @@ def test_paired_bootstrap_on_a_hand_made_example() -> None:
 # Through the API and a worker ----------------------------------------------------------------------
 
 
-def test_impact_report_through_api_and_worker(annotator, engine, tiny_encoder: str) -> None:
+def test_impact_report_through_api_and_worker(lead, engine, tiny_encoder: str) -> None:
     from db.models import ImpactReport, TrainingRun
     from db.session import session_scope
     from services.impact import settle
 
     name, ids = dataset_with_variants(engine)
-    created = annotator.post(
+    created = lead.post(
         f"/api/v1/datasets/{name}/impact-reports", json={"seeds": [1, 2], "config": fast(tiny_encoder)}
     )
     assert created.status_code == 202, created.text
@@ -170,13 +170,13 @@ def test_impact_report_through_api_and_worker(annotator, engine, tiny_encoder: s
 
     one = Worker(engine, kinds=["train"], poll_seconds=0.05, lease_seconds=30).run(burst=True, max_jobs=1)
     assert one.succeeded == 1
-    partial = annotator.get(f"/api/v1/impact-reports/{report['id']}").json()
+    partial = lead.get(f"/api/v1/impact-reports/{report['id']}").json()
     assert partial["status"] == "running" and partial["progress"] == {"done": 1, "total": 12}
     assert partial["result"] is None
     stats = drain(engine)
     assert stats.succeeded == 11, stats
 
-    got = annotator.get(f"/api/v1/impact-reports/{report['id']}").json()
+    got = lead.get(f"/api/v1/impact-reports/{report['id']}").json()
     assert got["status"] == "succeeded" and got["progress"] == {"done": 12, "total": 12}
     originals = train_originals(engine, name)
     expected = {
@@ -242,7 +242,7 @@ def test_impact_report_through_api_and_worker(annotator, engine, tiny_encoder: s
     assert settle(engine, report["id"]) == "succeeded"
     with session_scope(engine) as s:
         assert s.get_one(ImpactReport, report["id"]).finished_at == finished_at
-    listed = annotator.get(f"/api/v1/datasets/{name}/impact-reports").json()
+    listed = lead.get(f"/api/v1/datasets/{name}/impact-reports").json()
     assert [r["id"] for r in listed] == [report["id"]]
 
 
@@ -262,10 +262,10 @@ def test_only_the_first_outcome_lands(engine) -> None:
         assert db_reports.get_report(s, report_id).result == {"first": True}
 
 
-def test_a_failed_run_fails_the_report(annotator, engine, tmp_path) -> None:
+def test_a_failed_run_fails_the_report(lead, engine, tmp_path) -> None:
     name, _ = dataset_with_variants(engine)
     missing = str(tmp_path / "no-such-encoder")
-    created = annotator.post(
+    created = lead.post(
         f"/api/v1/datasets/{name}/impact-reports",
         json={"seeds": [1], "methods": ["wordnet"], "config": fast(missing), "classical": False},
     )
@@ -274,44 +274,44 @@ def test_a_failed_run_fails_the_report(annotator, engine, tmp_path) -> None:
     stats = drain(engine)
     # The first run fails and fails the report, which cancels the two runs still queued.
     assert stats.failed == 1 and stats.succeeded == 0, stats
-    got = annotator.get(f"/api/v1/impact-reports/{report_id}").json()
+    got = lead.get(f"/api/v1/impact-reports/{report_id}").json()
     assert got["status"] == "failed" and got["progress"] == {"done": 3, "total": 3}
     assert "failed" in got["result"]["error"] and "no-such-encoder" in got["result"]["error"]
     run_ids = [i for ids in got["run_ids"].values() for i in ids]
-    statuses = [annotator.get(f"/api/v1/training-runs/{i}").json()["status"] for i in run_ids]
+    statuses = [lead.get(f"/api/v1/training-runs/{i}").json()["status"] for i in run_ids]
     assert sorted(statuses) == ["cancelled", "cancelled", "failed"]
 
 
-def test_api_errors(annotator, engine, tiny_encoder: str) -> None:
+def test_api_errors(lead, engine, tiny_encoder: str) -> None:
     name, _ = dataset_with_variants(engine)
     url = f"/api/v1/datasets/{name}/impact-reports"
-    assert annotator.post("/api/v1/datasets/nope/impact-reports", json={}).status_code == 404
-    assert annotator.get("/api/v1/datasets/nope/impact-reports").status_code == 404
-    assert annotator.get("/api/v1/impact-reports/999").status_code == 404
-    assert annotator.get("/api/v1/impact-reports/0").status_code == 422
+    assert lead.post("/api/v1/datasets/nope/impact-reports", json={}).status_code == 404
+    assert lead.get("/api/v1/datasets/nope/impact-reports").status_code == 404
+    assert lead.get("/api/v1/impact-reports/999").status_code == 404
+    assert lead.get("/api/v1/impact-reports/0").status_code == 422
     for body, field in (
         ({"methods": ["nope"]}, "methods"),
         ({"seeds": [1, 1]}, "seeds"),
         ({"config": {"no_such_key": 1}}, "config.no_such_key"),
         ({"config": {"variants": "all"}}, "config.variants"),
     ):
-        response = annotator.post(url, json={"config": {"encoder": tiny_encoder}, **body})
+        response = lead.post(url, json={"config": {"encoder": tiny_encoder}, **body})
         assert response.status_code == 422, body
         if field:
             assert response.json().get("field") == field, response.json()
-    assert annotator.post(url, json={"seeds": []}).status_code == 422
+    assert lead.post(url, json={"seeds": []}).status_code == 422
     empty = import_small(engine, name="plain", n_train=8, n_val=4, n_test=4, n_unlabelled=0)
-    response = annotator.post(f"/api/v1/datasets/{empty}/impact-reports", json={})
+    response = lead.post(f"/api/v1/datasets/{empty}/impact-reports", json={})
     assert response.status_code == 422 and response.json()["field"] == "dataset"
     untested = import_small(engine, name="untested", n_train=8, n_val=4, n_test=0, n_unlabelled=0)
     variant(engine, untested, "wordnet", "an approved variant of a dataset without a test split")
-    response = annotator.post(f"/api/v1/datasets/{untested}/impact-reports", json={})
+    response = lead.post(f"/api/v1/datasets/{untested}/impact-reports", json={})
     assert response.status_code == 422 and "test" in response.json()["detail"]
-    assert annotator.get(url).json() == []  # nothing half-written by the refused requests
+    assert lead.get(url).json() == []  # nothing half-written by the refused requests
 
 
 def test_a_report_left_unsettled_by_a_dead_worker_settles_on_read(
-    annotator, engine, tiny_encoder: str, monkeypatch  # noqa: F811
+    lead, engine, tiny_encoder: str, monkeypatch  # noqa: F811
 ) -> None:
     """The worker ending the last run died before settling: the report must not stay "running" forever."""
     import workers.train_jobs
@@ -319,7 +319,7 @@ def test_a_report_left_unsettled_by_a_dead_worker_settles_on_read(
     from db.session import session_scope
 
     name, _ = dataset_with_variants(engine)
-    created = annotator.post(
+    created = lead.post(
         f"/api/v1/datasets/{name}/impact-reports",
         json={"seeds": [1], "methods": ["wordnet"], "config": fast(tiny_encoder), "classical": False},
     )
@@ -328,15 +328,15 @@ def test_a_report_left_unsettled_by_a_dead_worker_settles_on_read(
     assert drain(engine).succeeded == 3
     with session_scope(engine) as s:
         assert s.get_one(ImpactReport, report_id).status in ("queued", "running")
-    listed = annotator.get(f"/api/v1/datasets/{name}/impact-reports").json()
+    listed = lead.get(f"/api/v1/datasets/{name}/impact-reports").json()
     assert [(r["id"], r["status"]) for r in listed] == [(report_id, "succeeded")]
     assert listed[0]["result"]["arms"] == ["originals", "all_approved", "without:wordnet"]
-    got = annotator.get(f"/api/v1/impact-reports/{report_id}").json()
+    got = lead.get(f"/api/v1/impact-reports/{report_id}").json()
     assert got["status"] == "succeeded" and got["result"] == listed[0]["result"]
 
 
 def test_a_run_that_fails_once_is_retried_and_the_report_completes(
-    annotator, engine, tiny_encoder: str, monkeypatch  # noqa: F811
+    lead, engine, tiny_encoder: str, monkeypatch  # noqa: F811
 ) -> None:
     """A transient failure (out of memory, a lost connection) must not fail the whole report: the run waits
     queued for its retry, and the report settles when the retry ends."""
@@ -353,28 +353,28 @@ def test_a_run_that_fails_once_is_retried_and_the_report_completes(
 
     monkeypatch.setattr(services.run_execution, "train_model", flaky)
     name, _ = dataset_with_variants(engine)
-    created = annotator.post(
+    created = lead.post(
         f"/api/v1/datasets/{name}/impact-reports",
         json={"seeds": [1], "methods": ["wordnet"], "config": fast(tiny_encoder), "classical": False},
     )
     report_id = created.json()["report"]["id"]
     stats = drain(engine)
     assert stats.retried == 1 and stats.succeeded == 3, stats
-    got = annotator.get(f"/api/v1/impact-reports/{report_id}").json()
+    got = lead.get(f"/api/v1/impact-reports/{report_id}").json()
     assert got["status"] == "succeeded", got["result"]
     first = got["run_ids"]["originals"][0]
-    assert annotator.get(f"/api/v1/training-runs/{first}").json()["status"] == "succeeded"
+    assert lead.get(f"/api/v1/training-runs/{first}").json()["status"] == "succeeded"
 
 
 def test_a_run_whose_worker_is_lost_on_its_last_attempt_fails_with_its_report(
-    annotator, engine, tiny_encoder: str  # noqa: F811
+    lead, engine, tiny_encoder: str  # noqa: F811
 ) -> None:
     import time
 
     from db import queue
 
     name, _ = dataset_with_variants(engine)
-    created = annotator.post(
+    created = lead.post(
         f"/api/v1/datasets/{name}/impact-reports",
         json={"seeds": [1], "methods": ["wordnet"], "config": fast(tiny_encoder), "classical": False},
     )
@@ -385,24 +385,24 @@ def test_a_run_whose_worker_is_lost_on_its_last_attempt_fails_with_its_report(
         assert job is not None and job.params["run_id"] == run_id
         time.sleep(0.1)
     assert queue.claim(engine, "other", ["probe"]) is None  # any claim reaps expired leases
-    run = annotator.get(f"/api/v1/training-runs/{run_id}").json()
+    run = lead.get(f"/api/v1/training-runs/{run_id}").json()
     assert run["status"] == "failed" and "lease expired" in run["error"]
-    got = annotator.get(f"/api/v1/impact-reports/{report_id}").json()
+    got = lead.get(f"/api/v1/impact-reports/{report_id}").json()
     assert got["status"] == "failed" and str(run_id) in got["result"]["error"]
 
 
-def test_cancelling_a_queued_run_ends_it_and_the_report(annotator, engine, tiny_encoder: str) -> None:  # noqa: F811
+def test_cancelling_a_queued_run_ends_it_and_the_report(lead, engine, tiny_encoder: str) -> None:  # noqa: F811
     name, _ = dataset_with_variants(engine)
-    created = annotator.post(
+    created = lead.post(
         f"/api/v1/datasets/{name}/impact-reports",
         json={"seeds": [1], "methods": ["wordnet"], "config": fast(tiny_encoder), "classical": False},
     ).json()
     job_id = created["jobs"][0]["id"]
-    assert annotator.post(f"/api/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    assert lead.post(f"/api/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
     run_id = created["report"]["run_ids"]["originals"][0]
-    assert annotator.get(f"/api/v1/training-runs/{run_id}").json()["status"] == "cancelled"
-    got = annotator.get(f"/api/v1/impact-reports/{created['report']['id']}").json()
+    assert lead.get(f"/api/v1/training-runs/{run_id}").json()["status"] == "cancelled"
+    got = lead.get(f"/api/v1/impact-reports/{created['report']['id']}").json()
     assert got["status"] == "failed" and "cancelled" in got["result"]["error"]
-    statuses = {annotator.get(f"/api/v1/training-runs/{i}").json()["status"]
+    statuses = {lead.get(f"/api/v1/training-runs/{i}").json()["status"]
                 for ids in got["run_ids"].values() for i in ids}
     assert statuses == {"cancelled"}, "the report's other queued runs were stopped with it"

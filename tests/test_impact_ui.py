@@ -17,7 +17,7 @@ HOSTILE = "**wn** <b>x</b>"
 
 def test_impact_page_starts_and_shows_a_report(
     live_api,
-    annotator_token,
+    lead_token,
     engine,
     tiny_encoder: str,
 ) -> None:
@@ -28,7 +28,7 @@ def test_impact_page_starts_and_shows_a_report(
     with session_scope(engine) as s:  # a method name is user data: it must render as text
         s.execute(update(Sample).where(Sample.id.in_(ids["wordnet"])).values(method=HOSTILE))
 
-    at = signed_in(annotator_token, "annotator")
+    at = signed_in(lead_token, "annotator")
     at.switch_page("app_pages/impact.py").run()
     no_errors(at)
     assert any("No impact report yet" in i.value for i in at.info)
@@ -56,9 +56,9 @@ def test_impact_page_starts_and_shows_a_report(
         f"ensemble:{m}" for m in ("backtranslation", HOSTILE)}
 
 
-def test_impact_page_shows_api_errors(live_api, annotator_token, engine) -> None:
+def test_impact_page_shows_api_errors(live_api, lead_token, engine) -> None:
     dataset_with_variants(engine)
-    at = signed_in(annotator_token, "annotator")
+    at = signed_in(lead_token, "annotator")
     at.switch_page("app_pages/impact.py").run()
     at.text_input[1].set_value("nope")
     at.button[0].click().run()

@@ -214,7 +214,7 @@ def _export_peak(engine, name: str) -> tuple[int, int]:
     tracemalloc.start()
     try:
         with session_scope(engine) as s:
-            chunks = export_stream(s, engine, name, "csv", "original").chunks
+            chunks = export_stream(s, engine, name, "csv", "original", None).chunks
         for chunk in chunks:
             size += len(chunk)
         return size, tracemalloc.get_traced_memory()[1]
@@ -245,7 +245,7 @@ def test_export_reads_in_its_own_session(engine, tmp_path) -> None:
 
     import_path(engine, write_csv(tmp_path / "f.csv", 1_000), ImportSpec(dataset="x", tasks=["bias"]))
     with session_scope(engine) as s:
-        out = export_stream(s, engine, "x", "jsonl", "original")
+        out = export_stream(s, engine, "x", "jsonl", "original", None)
     lines = "".join(out.chunks).splitlines()
     assert len(lines) == 1_000 and json.loads(lines[0])["text"].startswith("0 ")
     with engine.connect() as conn:  # and the reading connection went back to the pool idle

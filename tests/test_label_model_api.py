@@ -17,7 +17,7 @@ def label_model_of(engine: Any, sample_id: int) -> dict[str, Any]:
         return dict(s.get_one(Sample, sample_id).scores["label_model"])
 
 
-def test_scores_follow_the_better_run_or_a_persons_choice(annotator, engine, tiny_encoder: str) -> None:
+def test_scores_follow_the_better_run_or_a_persons_choice(lead, engine, tiny_encoder: str) -> None:
     from sqlalchemy import update
 
     from db.models import Sample
@@ -27,7 +27,7 @@ def test_scores_follow_the_better_run_or_a_persons_choice(annotator, engine, tin
     variant = add_variant(engine, name, "train", "pending", "a pending variant about the budget vote today")
 
     def train(seed: int) -> int:
-        r = annotator.post(
+        r = lead.post(
             "/api/v1/training-runs", json={"dataset": name, "seeds": [seed], "config": fast(tiny_encoder)}
         )
         assert r.status_code == 202, r.text
@@ -36,10 +36,10 @@ def test_scores_follow_the_better_run_or_a_persons_choice(annotator, engine, tin
 
     first = train(1)
     scored = label_model_of(engine, variant)
-    run = annotator.get(f"/api/v1/training-runs/{first}").json()
+    run = lead.get(f"/api/v1/training-runs/{first}").json()
     assert scored["run_id"] == first and scored["kind"] == "single" and scored["chosen"] is False
     assert scored["val_macro_f1"] == run["val_macro_f1"] and set(scored["probs"]) == {"bias", "message"}
-    summary = annotator.get(f"/api/v1/datasets/{name}/label-model").json()
+    summary = lead.get(f"/api/v1/datasets/{name}/label-model").json()
     assert [(s["run_id"], s["pending"]) for s in summary["scorers"]] == [(first, 1)]
 
     # Pretend the first run was excellent: a second, ordinary run must leave its scores alone.
@@ -51,28 +51,28 @@ def test_scores_follow_the_better_run_or_a_persons_choice(annotator, engine, tin
         )
     second = train(2)
     assert label_model_of(engine, variant)["run_id"] == first
-    job = annotator.get("/api/v1/jobs", params={"kind": "train"}).json()["items"][0]
+    job = lead.get("/api/v1/jobs", params={"kind": "train"}).json()["items"][0]
     assert job["result"]["variants_scored"] == 0 and job["result"]["variants_not_rescored"] == 1
 
     # A person chooses the second run: its scores replace the "better" ones.
-    chosen = annotator.post(f"/api/v1/datasets/{name}/label-model", json={"model_id": second})
+    chosen = lead.post(f"/api/v1/datasets/{name}/label-model", json={"model_id": second})
     assert chosen.status_code == 202 and chosen.json()["kind"] == "label_scores"
     assert drain(engine, ["label_scores"]).succeeded == 1
     after = label_model_of(engine, variant)
     assert after["run_id"] == second and after["chosen"] is True
     # ... and so can an ensemble.
-    ensemble = annotator.post("/api/v1/ensembles", json={"run_ids": [first, second]}).json()
-    annotator.post(f"/api/v1/datasets/{name}/label-model", json={"model_id": ensemble["id"]})
+    ensemble = lead.post("/api/v1/ensembles", json={"run_ids": [first, second]}).json()
+    lead.post(f"/api/v1/datasets/{name}/label-model", json={"model_id": ensemble["id"]})
     assert drain(engine, ["label_scores"]).succeeded == 1
     after = label_model_of(engine, variant)
     assert after["run_id"] == ensemble["id"] and after["kind"] == "ensemble"
     assert after["val_macro_f1"] == ensemble["val_macro_f1"]
 
-    bad = annotator.post(f"/api/v1/datasets/{name}/label-model", json={"model_id": 999_999})
+    bad = lead.post(f"/api/v1/datasets/{name}/label-model", json={"model_id": 999_999})
     assert bad.status_code == 404 and bad.json()["field"] == "model_id"
 
     # The estimate before the next run: measured on the runs above, scaled to the new length.
-    estimate = annotator.post(
+    estimate = lead.post(
         "/api/v1/training-estimates",
         json={"dataset": name, "seeds": [1, 2], "config": {**fast(tiny_encoder), "max_length": 64}},
     ).json()
@@ -81,7 +81,7 @@ def test_scores_follow_the_better_run_or_a_persons_choice(annotator, engine, tin
     assert f"run #{second}" in estimate["basis"] and estimate["seconds_total"] > estimate["seconds_per_run"] > 0
 
 
-def test_estimate_without_a_measured_run(annotator, engine, tmp_path) -> None:
+def test_estimate_without_a_measured_run(lead, engine, tmp_path) -> None:
     import json
 
     name = import_small(engine, n_train=40, n_val=16, n_test=16, n_unlabelled=0)
@@ -90,7 +90,7 @@ def test_estimate_without_a_measured_run(annotator, engine, tmp_path) -> None:
     (encoder / "config.json").write_text(json.dumps({"num_hidden_layers": 6, "hidden_size": 384}))
 
     def estimate(**config: Any) -> dict[str, Any]:
-        r = annotator.post("/api/v1/training-estimates", json={"dataset": name, "config": config})
+        r = lead.post("/api/v1/training-estimates", json={"dataset": name, "config": config})
         assert r.status_code == 200, r.text
         return r.json()
 
@@ -99,5 +99,5 @@ def test_estimate_without_a_measured_run(annotator, engine, tmp_path) -> None:
     big = estimate(encoder="bert-base-multilingual-cased", epochs=4, max_length=64)
     assert "assumed bert-base size" in big["basis"] and big["seconds_per_run"] > 4 * small["seconds_per_run"]
     assert estimate(encoder=str(encoder), epochs=8, max_length=64)["seconds_per_run"] > small["seconds_per_run"]
-    bad = annotator.post("/api/v1/training-estimates", json={"dataset": name, "config": {"epochs": 0}})
+    bad = lead.post("/api/v1/training-estimates", json={"dataset": name, "config": {"epochs": 0}})
     assert bad.status_code == 422 and bad.json()["field"] == "config.epochs"

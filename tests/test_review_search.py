@@ -203,13 +203,19 @@ def test_the_index_follows_inserts_edits_and_deletes(search_db) -> None:
     from db.models import Sample
     from db.session import session_scope
     from services.review import decide
+    from tests.conftest import join_project
+
+    def member(s, name):  # type: ignore[no-untyped-def]
+        user = get_or_create_user(s, name, "annotator")
+        join_project(s, name)  # the search dataset is in the default project
+        return user
 
     engine = search_db["engine"]
     with session_scope(engine) as s:
         dataset = get_dataset(s, search_db["dataset"])
         (target,) = searched(s, dataset, "1000 votes")
         decide(
-            s, target, get_or_create_user(s, "ed", "annotator"), "edit", 1, text="A thousand ballots counted"
+            s, target, member(s, "ed"), "edit", 1, text="A thousand ballots counted"
         )
         gone = s.scalar(select(Sample.id).where(Sample.text == "a syntax error"))
         s.delete(s.get_one(Sample, gone))

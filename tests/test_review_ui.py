@@ -355,19 +355,22 @@ def test_datasets_page_chart_moves_with_approvals(
     assert all("+0.0" not in (m.proto.delta or "") for m in admin.metric)  # no arrow for "no change"
 
 
-def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, annotator_token, engine) -> None:
+def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, lead_token, engine,
+                                                              example_dataset) -> None:
     from db import queue
+    from db.datasets import get_dataset
     from db.models import Job
     from db.session import session_scope
 
-    with session_scope(engine) as s:
-        running = queue.enqueue(s, "augment", {"method": "wordnet"})
+    with session_scope(engine) as s:  # jobs of a dataset in the lead's project (others' are not shown)
+        dataset_id = get_dataset(s, example_dataset).id
+        running = queue.enqueue(s, "augment", {"method": "wordnet"}, dataset_id=dataset_id)
         running.status, running.progress_done, running.progress_total = "running", 30, 120
         running.progress_info = {"kept": 25, "dropped": {"similarity": 3, "duplicate": 2}}
-        failed = queue.enqueue(s, "export", {})
+        failed = queue.enqueue(s, "export", {}, dataset_id=dataset_id)
         failed.status, failed.last_error = "failed", "boom <b>not html</b>"
         ids = (running.id, failed.id)
-    at = signed_in(annotator_token, "annotator")
+    at = signed_in(lead_token, "annotator")
     at.switch_page("app_pages/jobs.py").run()
     no_errors(at)
     assert at.get("progress")[0].proto.value == 25  # 30 of 120
@@ -382,7 +385,7 @@ def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, annotato
     assert f"cancel_{ids[1]}" not in {b.key for b in at.button}  # a failed job has nothing to cancel
 
 
-def test_training_page_lists_runs_and_starts_one(live_api, annotator_token, engine, review_data) -> None:
+def test_training_page_lists_runs_and_starts_one(live_api, lead_token, engine, review_data) -> None:
     from db.models import Dataset, Job, TrainingRun
     from db.session import session_scope
 
@@ -403,7 +406,7 @@ def test_training_page_lists_runs_and_starts_one(live_api, annotator_token, engi
                 metrics={"val": {"overall_macro_f1": 0.5}, "best_epoch": 2},
             )
         )
-    at = signed_in(annotator_token, "annotator")
+    at = signed_in(lead_token, "annotator")
     at.switch_page("app_pages/training.py").run()
     no_errors(at)
     assert at.dataframe[0].value["name"].tolist() == ["baseline"]
@@ -438,7 +441,7 @@ def test_training_page_lists_runs_and_starts_one(live_api, annotator_token, engi
     assert len(at.dataframe[0].value) == 3
 
 
-def test_training_page_compares_with_the_originals_only_run(live_api, annotator_token, engine,
+def test_training_page_compares_with_the_originals_only_run(live_api, lead_token, engine,
                                                            review_data) -> None:
     from db.models import Dataset, TrainingRun
     from db.session import session_scope
@@ -450,7 +453,7 @@ def test_training_page_compares_with_the_originals_only_run(live_api, annotator_
                 "bias": _task_metrics({"neutral": 0.5, "partisan": f1}, [[3, 1], [2, 2]])}}
             s.add(TrainingRun(dataset_id=ds.id, name=name, status="succeeded", config={"variants": variants},
                               metrics={"val": test, "test": test}))
-    at = signed_in(annotator_token, "annotator")
+    at = signed_in(lead_token, "annotator")
     at.switch_page("app_pages/training.py").run()
     no_errors(at)
     assert [h.value for h in at.subheader if "originals-only" in h.value] == ["Against the originals-only run #1"]
@@ -462,7 +465,7 @@ def test_training_page_compares_with_the_originals_only_run(live_api, annotator_
 
 
 def test_training_page_starts_a_budgeted_run_and_shows_its_plan_and_lr_trials(
-    live_api, annotator_token, engine, review_data
+    live_api, lead_token, engine, review_data
 ) -> None:
     from sqlalchemy import select
 
@@ -481,7 +484,7 @@ def test_training_page_starts_a_budgeted_run_and_shows_its_plan_and_lr_trials(
                 "steps_done": 900, "batch_size": 12, "grad_accum": 1, "lr": 5e-5,
                 "reasons": ["R-Drop off: the run affords 1.9 epochs with it (< 10)"]}},
         ))
-    at = signed_in(annotator_token, "annotator")
+    at = signed_in(lead_token, "annotator")
     at.switch_page("app_pages/training.py").run()
     no_errors(at)
     labels = [e.label.replace("\\", "") for e in at.expander]  # user-visible text is escaped, never markdown

@@ -33,7 +33,7 @@ def drain(engine: Any, kinds: list[str]) -> Any:
     return Worker(engine, kinds=kinds, poll_seconds=0.05, lease_seconds=30).run(burst=True)
 
 
-def test_training_run_through_api_and_worker(annotator, engine, tiny_encoder: str) -> None:  # noqa: F811
+def test_training_run_through_api_and_worker(lead, engine, tiny_encoder: str) -> None:  # noqa: F811
     from db.models import Origin, Sample
     from db.session import session_scope
 
@@ -41,7 +41,7 @@ def test_training_run_through_api_and_worker(annotator, engine, tiny_encoder: st
     pending = add_variant(engine, name, "train", "pending", "a pending variant about the budget vote today")
     rejected = add_variant(engine, name, "train", "rejected", "a rejected variant about the budget")
 
-    created = annotator.post(
+    created = lead.post(
         "/api/v1/training-runs",
         json={"dataset": name, "seeds": [1, 2], "name": "tiny", "config": fast(tiny_encoder)},
     )
@@ -55,7 +55,7 @@ def test_training_run_through_api_and_worker(annotator, engine, tiny_encoder: st
     stats = drain(engine, ["train"])
     assert stats.succeeded == 2, stats
 
-    run = annotator.get(f"/api/v1/training-runs/{run_ids[0]}").json()
+    run = lead.get(f"/api/v1/training-runs/{run_ids[0]}").json()
     assert run["status"] == "succeeded" and run["epochs_done"] == 2 and len(run["curve"]) == 2
     assert {"train_loss", "val_macro_f1", "val_task_macro_f1"} <= set(run["curve"][0])
     assert run["progress"]["done"] == 2 and run["progress"]["status"] == "succeeded"
@@ -67,14 +67,14 @@ def test_training_run_through_api_and_worker(annotator, engine, tiny_encoder: st
         (test["tasks"]["bias"]["macro_f1"] + test["tasks"]["message"]["macro_f1"]) / 2
     )
     assert run["snapshot_size"] == 40  # labelled train originals; no pending/rejected variant, no val/test
-    snapshot = annotator.get(f"/api/v1/training-runs/{run_ids[0]}/snapshot").json()["snapshot"]
+    snapshot = lead.get(f"/api/v1/training-runs/{run_ids[0]}/snapshot").json()["snapshot"]
     assert pending not in {sid for sid, _ in snapshot} and rejected not in {sid for sid, _ in snapshot}
-    listed = annotator.get("/api/v1/training-runs", params={"dataset": name}).json()
+    listed = lead.get("/api/v1/training-runs", params={"dataset": name}).json()
     assert sorted(r["id"] for r in listed) == sorted(run_ids) and listed[0]["test_macro_f1"] is not None
 
     # The pending variant was scored by the first run, and again by the second only if its val macro-F1 is
     # better (services/label_model.py); the rejected variant was not scored.
-    f1 = [annotator.get(f"/api/v1/training-runs/{i}").json()["val_macro_f1"] for i in run_ids]
+    f1 = [lead.get(f"/api/v1/training-runs/{i}").json()["val_macro_f1"] for i in run_ids]
     scorer = run_ids[1] if f1[1] > f1[0] else run_ids[0]
     with session_scope(engine) as s:
         variant = s.get_one(Sample, pending)
@@ -87,7 +87,7 @@ def test_training_run_through_api_and_worker(annotator, engine, tiny_encoder: st
         assert s.get_one(Sample, rejected).label_consistency is None
     assert scores["label_model"]["run_id"] == scorer and isinstance(flag, bool)
     assert scores["label_model"]["val_macro_f1"] == f1[run_ids.index(scorer)]
-    predicted = annotator.post(
+    predicted = lead.post(
         f"/api/v1/models/{scorer}/predict",
         json={"texts": ["a pending variant about the budget vote today"]},
     )
@@ -97,7 +97,7 @@ def test_training_run_through_api_and_worker(annotator, engine, tiny_encoder: st
     assert flag == any(predicted.json()["labels"][0][t] != labels[t] for t in ("bias", "message"))
 
     # An ensemble of the two seeds: a run row of kind ensemble with metrics, and it predicts.
-    ens = annotator.post(
+    ens = lead.post(
         "/api/v1/ensembles", json={"run_ids": run_ids, "weighted": True, "temperature": True}
     )
     assert ens.status_code == 201, ens.text
@@ -105,19 +105,19 @@ def test_training_run_through_api_and_worker(annotator, engine, tiny_encoder: st
     assert ens_body["kind"] == "ensemble" and ens_body["member_ids"] == run_ids
     assert set(ens_body["config"]["temperatures"]) == {"bias", "message"}
     assert ens_body["metrics"]["test"]["overall_macro_f1"] is not None
-    out = annotator.post(
+    out = lead.post(
         f"/api/v1/models/{ens_body['id']}/predict", json={"texts": ["one", "two texts"]}
     ).json()
     assert out["kind"] == "ensemble" and len(out["probabilities"]) == 2
     assert sum(out["probabilities"][0]["message"].values()) == pytest.approx(1.0, abs=1e-4)
 
     # Pseudo-labels: the 5 unlabelled train texts become pending pseudo_label children; originals stay.
-    job = annotator.post(
+    job = lead.post(
         f"/api/v1/datasets/{name}/pseudo-labels", json={"model_id": ens_body["id"], "threshold": 0.0001}
     )
     assert job.status_code == 202, job.text
     assert drain(engine, ["pseudo_label"]).succeeded == 1
-    assert annotator.get(f"/api/v1/jobs/{job.json()['id']}").json()["result"]["created"] == 5
+    assert lead.get(f"/api/v1/jobs/{job.json()['id']}").json()["result"]["created"] == 5
     with session_scope(engine) as s:
         children = list(s.scalars(select(Sample).where(Sample.origin == Origin.pseudo_label)))
         assert len(children) == 5
@@ -126,24 +126,24 @@ def test_training_run_through_api_and_worker(annotator, engine, tiny_encoder: st
             assert parent.origin == Origin.original and parent.labels == {} and parent.text == child.text
             assert child.review_status == "pending" and child.split == "train"
             assert set(child.labels) == {"bias", "message"} and child.method == "pseudo_label"
-    again = annotator.post(
+    again = lead.post(
         f"/api/v1/datasets/{name}/pseudo-labels", json={"model_id": run_ids[0], "threshold": 0.0001}
     )
     drain(engine, ["pseudo_label"])
-    assert annotator.get(f"/api/v1/jobs/{again.json()['id']}").json()["result"]["created"] == 0
+    assert lead.get(f"/api/v1/jobs/{again.json()['id']}").json()["result"]["created"] == 0
 
 
-def test_a_run_that_cannot_load_its_encoder_fails_at_once(annotator, engine, tmp_path) -> None:
+def test_a_run_that_cannot_load_its_encoder_fails_at_once(lead, engine, tmp_path) -> None:
     name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
     body = {"dataset": name, "config": fast(str(tmp_path / "no-such-encoder"))}
-    run_id = annotator.post("/api/v1/training-runs", json=body).json()["runs"][0]["id"]
+    run_id = lead.post("/api/v1/training-runs", json=body).json()["runs"][0]["id"]
     stats = drain(engine, ["train"])
     assert stats.failed == 1 and stats.retried == 0
-    run = annotator.get(f"/api/v1/training-runs/{run_id}").json()
-    assert run["status"] == "failed" and "does not exist" in run["error"]
+    run = lead.get(f"/api/v1/training-runs/{run_id}").json()
+    assert run["status"] == "failed" and "cannot load encoder" in run["error"]
 
 
-def test_bad_requests_get_clear_errors(annotator, client, engine) -> None:
+def test_bad_requests_get_clear_errors(lead, client, engine) -> None:
     name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
     cases = [
         ("/api/v1/training-runs", {"dataset": "nope"}, 404, "dataset"),
@@ -176,19 +176,19 @@ def test_bad_requests_get_clear_errors(annotator, client, engine) -> None:
         (f"/api/v1/datasets/{name}/pseudo-labels", {"model_id": 1, "threshold": 2}, 422, "threshold"),
     ]
     for path, payload, status, field in cases:
-        r = annotator.post(path, json=payload)
+        r = lead.post(path, json=payload)
         assert r.status_code == status, (path, payload, r.text)
         assert r.json()["field"] == field, (path, payload, r.json())
-    queued = annotator.post("/api/v1/training-runs", json={"dataset": name}).json()["runs"][0]["id"]
-    r = annotator.post(f"/api/v1/models/{queued}/predict", json={"texts": ["x"]})
+    queued = lead.post("/api/v1/training-runs", json={"dataset": name}).json()["runs"][0]["id"]
+    r = lead.post(f"/api/v1/models/{queued}/predict", json={"texts": ["x"]})
     assert r.status_code == 422 and "queued" in r.json()["detail"]
-    r = annotator.post(f"/api/v1/models/{queued}/predict", json={"texts": ["x"] * 1000})
+    r = lead.post(f"/api/v1/models/{queued}/predict", json={"texts": ["x"] * 1000})
     assert r.status_code == 413
     assert client.get("/api/v1/training-runs").status_code == 401
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e309", '"NaN"'])
-def test_nan_and_infinity_in_a_config_are_refused_naming_the_key(annotator, engine, literal: str) -> None:
+def test_nan_and_infinity_in_a_config_are_refused_naming_the_key(lead, engine, literal: str) -> None:
     """Python's JSON reader (FastAPI's) takes NaN, Infinity and 1e309; the config refuses them, for a training
     run and an impact report alike, and nothing is queued."""
     from db.models import Job, TrainingRun
@@ -203,20 +203,20 @@ def test_nan_and_infinity_in_a_config_are_refused_naming_the_key(annotator, engi
     ):
         body = {"config": {key: "X"}, **({"dataset": name} if path.endswith("training-runs") else {})}
         text = json.dumps(body).replace('"X"', literal)
-        r = annotator.post(path, content=text, headers={"Content-Type": "application/json"})
+        r = lead.post(path, content=text, headers={"Content-Type": "application/json"})
         assert r.status_code == 422, (path, key, r.text)
         assert r.json()["field"] == f"config.{key}", (path, key, r.json())
     with session_scope(engine) as s:
         assert s.scalar(select(Job.id)) is None and s.scalar(select(TrainingRun.id)) is None
 
 
-def test_a_cancelled_training_job_marks_its_run_cancelled(annotator, engine, tiny_encoder: str) -> None:  # noqa: F811
+def test_a_cancelled_training_job_marks_its_run_cancelled(lead, engine, tiny_encoder: str) -> None:  # noqa: F811
     from db import queue
     from workers.registry import JobCancelled, JobContext
     from workers.train_jobs import run_train
 
     name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
-    run_id = annotator.post(
+    run_id = lead.post(
         "/api/v1/training-runs", json={"dataset": name, "config": fast(tiny_encoder)}
     ).json()["runs"][0]["id"]
     job = queue.claim(engine, "w-test", ["train"])
@@ -227,5 +227,5 @@ def test_a_cancelled_training_job_marks_its_run_cancelled(annotator, engine, tin
     ctx.cancelled.set()  # what the heartbeat does once the API asked to cancel
     with pytest.raises(JobCancelled):
         run_train(ctx)
-    run = annotator.get(f"/api/v1/training-runs/{run_id}").json()
+    run = lead.get(f"/api/v1/training-runs/{run_id}").json()
     assert run["status"] == "cancelled" and run["finished_at"] is not None

@@ -55,7 +55,7 @@ def test_bad_input_exits_with_code_2(engine, tmp_path) -> None:  # type: ignore[
         (["train", name, "--set", "epochs"], "key=value"),
         (["train", name, "--seeds", "a,b"], "--seeds"),
         (["train", name, "--config", str(tmp_path / "missing.yaml")], "config file not found"),
-        (["train", name, "--encoder", str(tmp_path / "no-model"), "--epochs", "1"], "encoder directory"),
+        (["train", name, "--encoder", str(tmp_path / "no-model"), "--epochs", "1"], "cannot load encoder"),
         (["ensemble", "1"], "at least two"),
         (["ensemble", "x", "y"], "integers"),
         (["runs", "show", "42"], "not found"),

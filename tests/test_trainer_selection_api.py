@@ -51,10 +51,10 @@ def test_lr_selection_records_every_trial_and_picks_the_best_on_val(tiny_encoder
 
 
 def test_lr_selection_as_a_queued_job_then_the_seeds_train_with_its_choice(
-    annotator, engine, tiny_encoder: str
+    lead, engine, tiny_encoder: str
 ) -> None:
     name = import_small(engine, n_train=40, n_val=24, n_test=16, n_unlabelled=0)
-    created = annotator.post(
+    created = lead.post(
         "/api/v1/training-runs",
         json={"dataset": name, "seeds": [1, 2], "config": fast(tiny_encoder, lr_search="on", lr_trials=3)},
     )
@@ -66,7 +66,7 @@ def test_lr_selection_as_a_queued_job_then_the_seeds_train_with_its_choice(
 
     stats = drain(engine)  # a training worker takes the lr_select job too, then the train jobs it queued
     assert stats.succeeded == 3, stats
-    runs = [annotator.get(f"/api/v1/training-runs/{i}").json() for i in run_ids]
+    runs = [lead.get(f"/api/v1/training-runs/{i}").json() for i in run_ids]
     selection = runs[0]["lr_selection_detail"]
     assert selection["status"] == "done" and len(selection["trials"]) == 3
     assert {t["scale"] for t in selection["trials"]} == {1.0, 2.0, 0.5}
@@ -80,7 +80,7 @@ def test_lr_selection_as_a_queued_job_then_the_seeds_train_with_its_choice(
         # the run's plan applies the chosen scale to the LR the rules give
         assert plan["lr"] == pytest.approx(selection["trials"][0]["lr"] / 1.0 * selection["scale"]
                                            * plan_ratio(plan, selection["trial_steps"]))
-    jobs = annotator.get("/api/v1/jobs", params={"kind": "lr_select"}).json()["items"]
+    jobs = lead.get("/api/v1/jobs", params={"kind": "lr_select"}).json()["items"]
     assert jobs[0]["status"] == "succeeded" and jobs[0]["result"]["scale"] == selection["scale"]
 
 
@@ -91,35 +91,35 @@ def plan_ratio(plan: dict[str, Any], trial_steps: int) -> float:
     return step_factor(plan["steps"]) / step_factor(trial_steps)
 
 
-def test_a_cancelled_lr_selection_cancels_the_runs_waiting_for_it(annotator, engine, tiny_encoder: str) -> None:
+def test_a_cancelled_lr_selection_cancels_the_runs_waiting_for_it(lead, engine, tiny_encoder: str) -> None:
     name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
-    body = annotator.post(
+    body = lead.post(
         "/api/v1/training-runs", json={"dataset": name, "seeds": [1, 2], "config": fast(tiny_encoder)}
     ).json()
     (job,) = body["jobs"]
-    assert annotator.post(f"/api/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
-    statuses = [annotator.get(f"/api/v1/training-runs/{r['id']}").json()["status"] for r in body["runs"]]
+    assert lead.post(f"/api/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+    statuses = [lead.get(f"/api/v1/training-runs/{r['id']}").json()["status"] for r in body["runs"]]
     assert statuses == ["cancelled", "cancelled"]
 
 
 def test_tfidf_member_in_an_ensemble_and_decision_rules_in_predictions(
-    annotator, engine, tiny_encoder: str
+    lead, engine, tiny_encoder: str
 ) -> None:
     name = import_small(engine, n_train=40, n_val=24, n_test=16, n_unlabelled=0)
-    created = annotator.post(
+    created = lead.post(
         "/api/v1/training-runs",
         json={"dataset": name, "seeds": [1], "classical": True, "config": fast(tiny_encoder, lr=1e-3)},
     ).json()
     assert [j["kind"] for j in created["jobs"]] == ["train", "train"]
     transformer_id, member_id = [r["id"] for r in created["runs"]]
     assert drain(engine).succeeded == 2
-    member = annotator.get(f"/api/v1/training-runs/{member_id}").json()
+    member = lead.get(f"/api/v1/training-runs/{member_id}").json()
     assert member["kind"] == "tfidf" and member["status"] == "succeeded" and member["encoder"] == "tfidf_logreg"
     assert member["snapshot_size"] == 40 and set(member["metrics"]["chosen_c"]) == {"bias", "message"}
-    listed = annotator.get("/api/v1/training-runs", params={"kind": "tfidf"}).json()
+    listed = lead.get("/api/v1/training-runs", params={"kind": "tfidf"}).json()
     assert [r["id"] for r in listed] == [member_id]
 
-    ens = annotator.post("/api/v1/ensembles", json={"run_ids": [transformer_id, member_id]})
+    ens = lead.post("/api/v1/ensembles", json={"run_ids": [transformer_id, member_id]})
     assert ens.status_code == 201, ens.text
     ens_body = ens.json()
     config = ens_body["config"]
@@ -135,7 +135,7 @@ def test_tfidf_member_in_an_ensemble_and_decision_rules_in_predictions(
     texts = ["vote for me today", "read the new report on health care", "thank you veterans"]
     for model_id, rules in ((ens_body["id"], config["decision"]),
                             (member_id, member["metrics"]["decision"])):
-        out = annotator.post(f"/api/v1/models/{model_id}/predict", json={"texts": texts})
+        out = lead.post(f"/api/v1/models/{model_id}/predict", json={"texts": texts})
         assert out.status_code == 200, out.text
         got = out.json()
         for i, labels in enumerate(got["labels"]):

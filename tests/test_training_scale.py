@@ -17,7 +17,7 @@ def fast(encoder: str) -> dict[str, Any]:
             "head_hidden": 32, "lr": 1e-3, "num_threads": 1, "rdrop_alpha": 0.0}
 
 
-def test_a_run_keeps_its_snapshot_in_a_file_and_scores_variants_in_batches(annotator, engine, tiny_encoder,
+def test_a_run_keeps_its_snapshot_in_a_file_and_scores_variants_in_batches(lead, engine, tiny_encoder,
                                                                           monkeypatch) -> None:
     import pyarrow.parquet as pq
 
@@ -39,7 +39,7 @@ def test_a_run_keeps_its_snapshot_in_a_file_and_scores_variants_in_batches(annot
         return real(session, run_id, scores, **kwargs)
 
     monkeypatch.setattr(db_runs, "apply_consistency_scores", one_transaction_each)
-    r = annotator.post("/api/v1/training-runs", json={"dataset": name, "seeds": [3], "config": fast(tiny_encoder)})
+    r = lead.post("/api/v1/training-runs", json={"dataset": name, "seeds": [3], "config": fast(tiny_encoder)})
     assert r.status_code == 202, r.text
     run_id = r.json()["runs"][0]["id"]
     assert Worker(engine, kinds=["train"], poll_seconds=0.05, lease_seconds=30).run(burst=True).succeeded == 1
@@ -56,17 +56,17 @@ def test_a_run_keeps_its_snapshot_in_a_file_and_scores_variants_in_batches(annot
     table = pq.read_table(path)
     assert table.column_names == ["sample_id", "content_hash"]
     assert sorted(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True)) == expected
-    body = annotator.get(f"/api/v1/training-runs/{run_id}/snapshot")
+    body = lead.get(f"/api/v1/training-runs/{run_id}/snapshot")
     assert body.status_code == 200 and body.headers["content-type"] == "application/json"
     assert body.json()["size"] == 40 and sorted(map(tuple, body.json()["snapshot"])) == expected
-    assert annotator.get(f"/api/v1/training-runs/{run_id}").json()["snapshot_size"] == 40
+    assert lead.get(f"/api/v1/training-runs/{run_id}").json()["snapshot_size"] == 40
     # Five pending variants, pages of two, one score per transaction.
     assert writes == [1, 1, 1, 1, 1] and scored == {v: run_id for v in pending}
-    job = annotator.get(f"/api/v1/jobs/{r.json()['jobs'][0]['id']}").json()
+    job = lead.get(f"/api/v1/jobs/{r.json()['jobs'][0]['id']}").json()
     assert job["result"]["variants_scored"] == 5 and job["result"]["train_samples"] == 40
 
 
-def test_runs_recorded_before_snapshot_files_read_theirs_from_the_row(annotator, engine) -> None:
+def test_runs_recorded_before_snapshot_files_read_theirs_from_the_row(lead, engine) -> None:
     from db.datasets import get_dataset
     from db.models import JobStatus, TrainingRun
 
@@ -77,12 +77,12 @@ def test_runs_recorded_before_snapshot_files_read_theirs_from_the_row(annotator,
         s.add(run)
         s.flush()
         run_id = run.id
-    body = annotator.get(f"/api/v1/training-runs/{run_id}/snapshot").json()
+    body = lead.get(f"/api/v1/training-runs/{run_id}/snapshot").json()
     assert body["size"] == 70_000 and body["snapshot"][69_999] == [69_999, "hash69999"]
-    assert annotator.get(f"/api/v1/training-runs/{run_id}").json()["snapshot_size"] == 70_000
+    assert lead.get(f"/api/v1/training-runs/{run_id}").json()["snapshot_size"] == 70_000
     with session_scope(engine) as s:  # a snapshot file that is gone is a 404, not a broken stream
         s.get_one(TrainingRun, run_id).snapshot_path = "/nonexistent/snapshot.parquet"
-    missing = annotator.get(f"/api/v1/training-runs/{run_id}/snapshot")
+    missing = lead.get(f"/api/v1/training-runs/{run_id}/snapshot")
     assert missing.status_code == 404 and missing.json()["field"] == "run_id"
 
 

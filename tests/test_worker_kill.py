@@ -143,6 +143,6 @@ def test_worker_killed_mid_training_job(any_settings, any_engine, tiny_encoder: 
         # Restarted from scratch: one curve of `epochs` epochs, not the killed attempt's epochs plus these.
         assert run.status == JobStatus.succeeded and [e["epoch"] for e in run.curve] == list(range(1, epochs + 1))
         assert run.metrics["test"]["overall_macro_f1"] is not None and run.error is None
-        spec = model_spec(s, run_id)
+        spec = model_spec(s, run_id, None)
     probabilities = RunPredictor(Path(spec.model_dirs[0]), device="cpu").predict_proba(["a budget vote"])
     assert set(probabilities) == {"bias", "message"} and probabilities["bias"].shape == (1, 2)

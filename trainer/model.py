@@ -9,6 +9,7 @@ Layout of a saved model directory:
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import torch
 from torch import nn
 
 from trainer.examples import TaskSpec
+
+log = logging.getLogger(__name__)
 
 
 class TaskHead(nn.Sequential):
@@ -111,15 +114,20 @@ def load_encoder(name_or_path: str | Path) -> tuple[nn.Module, Any]:
     from trainer.errors import TrainerError
 
     name_or_path = str(name_or_path)  # a Path works too
+    # One message for every cause (a missing path, a directory without a model, a file, the hub unreachable):
+    # the error is stored on the run and shown to its project, and must not tell what exists on this disk.
+    # The cause goes to this process's log, for whoever runs the worker.
+    failure = TrainerError(f"cannot load encoder {name_or_path!r}: not a model directory this worker may read, "
+                           "nor a model on the hub (or the hub is unreachable)", field="config.encoder")
     if name_or_path.startswith(("/", "./", "../", "~")) and not Path(name_or_path).expanduser().is_dir():
-        raise TrainerError(f"encoder directory {name_or_path!r} does not exist", field="config.encoder")
+        log.warning("encoder %r: no such directory", name_or_path)
+        raise failure
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         encoder = AutoModel.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:  # not a directory, not on the hub, hub unreachable, not an encoder
-        raise TrainerError(
-            f"cannot load encoder {name_or_path!r}: {err}", field="config.encoder"
-        ) from err
+        log.warning("encoder %r cannot load: %s", name_or_path, err)
+        raise failure from err
     return encoder, tokenizer
 
 

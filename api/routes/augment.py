@@ -33,7 +33,7 @@ def augment(body: AugmentCreate, session: SessionDep, settings: SettingsDep, use
         filters=body.filters.model_dump(exclude_unset=True),
         priority=body.priority,
     )
-    return augmentation.request_variants(session, body.dataset, request, settings, user.id)
+    return augmentation.request_variants(session, body.dataset, request, settings, user)
 
 
 @router.post("/datasets/{name}/augmentation-plans", response_model=PlanRead, status_code=201)
@@ -56,23 +56,23 @@ def create_plan(
         filters=body.filters.model_dump(exclude_unset=True),
         enqueue=body.enqueue,
     )
-    return augmentation.make_plan_for(session, name, request, settings, user.id)
+    return augmentation.make_plan_for(session, name, request, settings, user)
 
 
 @router.get("/datasets/{name}/augmentation-plans", response_model=list[PlanRead])
 def plans(
-    name: str, session: SessionDep, _user: CurrentUser, limit: int = Query(20, ge=1, le=200)
+    name: str, session: SessionDep, user: CurrentUser, limit: int = Query(20, ge=1, le=200)
 ) -> list[dict]:
     """Stored plans, newest first, each with the classes' progress now (approved and pending vs target)."""
-    return augmentation.plans_with_progress(session, name, limit)
+    return augmentation.plans_with_progress(session, name, user, limit)
 
 
 @router.get("/datasets/{name}/augmenters", response_model=list[AugmenterStatus])
-def augmenters(name: str, session: SessionDep, settings: SettingsDep, _user: CurrentUser) -> list[dict]:
+def augmenters(name: str, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> list[dict]:
     """Which augmentation methods can run for this dataset now: its language must be covered and a live
     worker must be able to load the method's model or data. Every method that cannot run says why and names
     the setting to change."""
-    return augmentation.augmenters_for(session, name, settings)
+    return augmentation.augmenters_for(session, name, settings, user)
 
 
 @router.get("/workers", response_model=list[WorkerRead])

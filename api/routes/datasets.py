@@ -18,22 +18,22 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
 @router.get("", response_model=list[DatasetRead])
-def datasets(session: SessionDep, _user: CurrentUser) -> list:
-    """All datasets with their tasks and label sets."""
-    return dataset_service.all_datasets(session)
+def datasets(session: SessionDep, user: CurrentUser) -> list:
+    """The datasets of your projects (admins: all) with their tasks and label sets."""
+    return dataset_service.all_datasets(session, user)
 
 
 @router.get("/{name}", response_model=DatasetRead)
-def dataset(name: str, session: SessionDep, _user: CurrentUser):  # type: ignore[no-untyped-def]
+def dataset(name: str, session: SessionDep, user: CurrentUser):  # type: ignore[no-untyped-def]
     """One dataset."""
-    return dataset_service.dataset_named(session, name)
+    return dataset_service.dataset_named(session, name, user)
 
 
 @router.patch("/{name}", response_model=DatasetUpdated)
-def update_dataset(name: str, body: DatasetUpdate, session: SessionDep, _admin: AdminUser):  # type: ignore[no-untyped-def]
-    """Change a dataset's review settings (reviews required per variant, guidelines, language). A new
-    reviews_required re-evaluates every reviewed variant at once and says how many changed status."""
-    dataset, moved = dataset_service.update_settings(session, name, body.model_dump(exclude_none=True))
+def update_dataset(name: str, body: DatasetUpdate, session: SessionDep, user: CurrentUser):  # type: ignore[no-untyped-def]
+    """Change a dataset's review settings (reviews required per variant, guidelines, language); the project's
+    leads. A new reviews_required re-evaluates every reviewed variant at once and says how many changed status."""
+    dataset, moved = dataset_service.update_settings(session, name, body.model_dump(exclude_none=True), user)
     return {**DatasetRead.model_validate(dataset).model_dump(), "status_changes": moved}
 
 
@@ -120,9 +120,9 @@ def import_job(
 
 
 @router.get("/{name}/stats")
-def stats(name: str, session: SessionDep, _user: CurrentUser) -> dict:
+def stats(name: str, session: SessionDep, user: CurrentUser) -> dict:
     """Counts per task × label × split, by origin and review status, and the imbalance ratio per task."""
-    return dataset_service.class_balance(session, name)
+    return dataset_service.class_balance(session, name, user)
 
 
 @router.get("/{name}/export", responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}})
@@ -130,12 +130,12 @@ def export(
     name: str,
     session: SessionDep,
     engine: EngineDep,
-    _user: CurrentUser,
+    user: CurrentUser,
     format: Literal["csv", "jsonl"] = "csv",
     include: Annotated[str, Query(description="original, approved, pending, rejected")] = "original,approved",
 ) -> StreamingResponse:
     """The training view (originals + approved variants by default) with provenance columns, streamed."""
-    out = dataset_service.export_stream(session, engine, name, format, include)
+    out = dataset_service.export_stream(session, engine, name, format, include, user)
     return StreamingResponse(out.chunks, media_type=out.media_type,
                              headers={"Content-Disposition": f'attachment; filename="{out.filename}"'})
 
@@ -143,4 +143,4 @@ def export(
 @router.post("/{name}/exports", response_model=JobRead, status_code=202)
 def export_job(name: str, body: ExportJobCreate, session: SessionDep, user: CurrentUser):  # type: ignore[no-untyped-def]
     """Export as a background job (large datasets); download with GET /jobs/{id}/artifact."""
-    return dataset_service.queue_export(session, name, body.format, body.include, user.id)
+    return dataset_service.queue_export(session, name, body.format, body.include, user)

@@ -56,14 +56,15 @@ class ImpactReportCreated(BaseModel):
 def start_report(
     name: str, body: ImpactReportCreate, session: SessionDep, user: CurrentUser
 ) -> dict[str, Any]:
-    """Queue the trainer on originals only, all approved variants, and each method left out, × seeds."""
+    """Queue the trainer on originals only, all approved variants, and each method left out, × seeds (the
+    project's leads)."""
     report, jobs = impact.start_report(
         session,
         name,
         seeds=body.seeds,
         config_overrides=body.config.model_dump(exclude_unset=True),
         methods=body.methods,
-        created_by=user.id,
+        user=user,
         classical=body.classical,
     )
     return {"report": report, "jobs": jobs}
@@ -74,17 +75,17 @@ def list_reports(
     name: str,
     session: SessionDep,
     engine: EngineDep,
-    _user: CurrentUser,
+    user: CurrentUser,
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0),
 ) -> list[dict[str, Any]]:
     """A dataset's reports, newest first; decided reports settle on read."""
-    return impact.list_report_views(session, engine, name, limit, offset)
+    return impact.list_report_views(session, engine, name, user, limit, offset)
 
 
 @router.get("/impact-reports/{report_id}", response_model=ImpactReportRead)
 def get_report(
-    report_id: ResourceId, session: SessionDep, engine: EngineDep, _user: CurrentUser
+    report_id: ResourceId, session: SessionDep, engine: EngineDep, user: CurrentUser
 ) -> dict[str, Any]:
     """Status, progress (ended runs / all runs) and, once every run has ended, the result."""
-    return impact.report_details(session, engine, report_id)
+    return impact.report_details(session, engine, report_id, user)

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 @router.get("", response_model=JobList)
 def list_jobs(
     session: SessionDep,
-    _user: CurrentUser,
+    user: CurrentUser,
     status: str | None = None,
     kind: str | None = None,
     dataset: str | None = None,
@@ -25,25 +25,25 @@ def list_jobs(
 ) -> dict:
     """Jobs, newest first, filtered by status, kind or dataset."""
     items, total = job_service.list_jobs(
-        session, status=status, kind=kind, dataset=dataset, limit=limit, offset=offset
+        session, status=status, kind=kind, dataset=dataset, limit=limit, offset=offset, user=user
     )
     return {"items": items, "total": total}
 
 
 @router.get("/{job_id}", response_model=JobRead)
-def get_job(job_id: ResourceId, session: SessionDep, _user: CurrentUser) -> Job:
+def get_job(job_id: ResourceId, session: SessionDep, user: CurrentUser) -> Job:
     """A job's status, progress (done/total and per-kind counters), result or error."""
-    return job_service.get_job(session, job_id)
+    return job_service.get_job(session, job_id, user)
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead)
-def cancel_job(job_id: ResourceId, session: SessionDep, _user: CurrentUser) -> Job:
-    """Cancel a queued job now, or a running one at its next progress report."""
-    return job_service.cancel_job(session, job_id)
+def cancel_job(job_id: ResourceId, session: SessionDep, user: CurrentUser) -> Job:
+    """Cancel a queued job now, or a running one at its next progress report (the project's leads)."""
+    return job_service.cancel_job(session, job_id, user)
 
 
 @router.get("/{job_id}/artifact", response_class=FileResponse)
-def job_artifact(job_id: ResourceId, session: SessionDep, settings: SettingsDep, _user: CurrentUser) -> FileResponse:
+def job_artifact(job_id: ResourceId, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> FileResponse:
     """The file a finished export job wrote."""
-    path = job_service.artifact_path(session, job_id, settings)
+    path = job_service.artifact_path(session, job_id, settings, user)
     return FileResponse(path, filename=path.name)

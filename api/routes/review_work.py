@@ -89,19 +89,20 @@ def release(name: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]
 
 
 @router.get("/datasets/{name}/annotators", response_model=AnnotatorProgress)
-def annotators(name: str, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+def annotators(name: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """Per annotator: decisions today, rate while active, agreement with the majority, variants leased now."""
-    return annotators_of(session, name)
+    return annotators_of(session, name, user)
 
 
 @router.get("/datasets/{name}/label-model")
-def label_model_summary(name: str, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+def label_model_summary(name: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """Which runs or ensembles scored the pending variants (how many each, how many flagged), best first."""
-    return label_model.label_model_summary(session, name)
+    return label_model.label_model_summary(session, name, user)
 
 
 @router.post("/datasets/{name}/label-model", response_model=JobRead, status_code=202)
 def choose_label_model(name: str, body: LabelModelChoice, session: SessionDep, user: CurrentUser) -> Job:
     """Rescore every pending variant with the run or ensemble you choose (a `label_scores` job), whatever
-    its val macro-F1; automatic rescoring after a run only replaces scores from a worse run."""
-    return label_model.choose_label_model(session, name, body.model_id, user.id)
+    its val macro-F1; automatic rescoring after a run only replaces scores from a worse run. The project's
+    leads."""
+    return label_model.choose_label_model(session, name, body.model_id, user)

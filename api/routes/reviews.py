@@ -130,9 +130,9 @@ def queue(
 
 
 @router.get("/samples/{sample_id}", response_model=SampleFamily)
-def sample(sample_id: ResourceId, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+def sample(sample_id: ResourceId, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """A sample with its family (source and every variant of it) and its review history."""
-    return review.family(session, sample_id)
+    return review.family(session, sample_id, user)
 
 
 @router.post(
@@ -209,12 +209,12 @@ def bulk_decisions(
 
 
 @router.get("/datasets/{name}/agreement")
-def dataset_agreement(name: str, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+def dataset_agreement(name: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """Cohen's kappa per annotator pair and Krippendorff's alpha, overall, per method and per class."""
-    return review.dataset_agreement(session, name)
+    return review.dataset_agreement(session, name, user)
 
 
 @router.get("/datasets/{name}/review-progress")
-def progress(name: str, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+def progress(name: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """Per class: variants pending / approved / rejected, and approved against the latest plan's target."""
-    return review.dataset_progress(session, name)
+    return review.dataset_progress(session, name, user)

@@ -29,11 +29,11 @@ router = APIRouter(tags=["training"])
 
 @router.post("/training-runs", response_model=TrainingRunsCreated, status_code=202)
 def start_training(body: TrainingRunCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
-    """Queue a training run per seed, their LR selection first (annotators may start them); follow with GET
+    """Queue a training run per seed, their LR selection first (the project's leads); follow with GET
     /training-runs/{id}."""
     overrides = body.config.model_dump(exclude_unset=True)  # the keys given; the deployment's defaults fill in
     runs, jobs = training.start_training(
-        session, body.dataset, overrides, body.seeds, name=body.name, created_by=user.id,
+        session, body.dataset, overrides, body.seeds, name=body.name, user=user,
         classical=body.classical,
     )
     by_id = {job.id: job for job in jobs}
@@ -44,16 +44,17 @@ def start_training(body: TrainingRunCreate, session: SessionDep, user: CurrentUs
 
 
 @router.post("/training-estimates", response_model=TrainingEstimate)
-def estimate_training(body: TrainingRunCreate, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+def estimate_training(body: TrainingRunCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """What starting these runs would train with (the full config with its defaults), on how many texts, and
     about how long it would take; nothing is queued."""
-    return training_estimate.training_plan(session, body.dataset, body.config.model_dump(exclude_unset=True), body.seeds)
+    return training_estimate.training_plan(session, body.dataset, body.config.model_dump(exclude_unset=True),
+                                           body.seeds, user)
 
 
 @router.get("/training-runs", response_model=list[TrainingRunSummary])
 def list_training_runs(
     session: SessionDep,
-    _user: CurrentUser,
+    user: CurrentUser,
     dataset: str | None = None,
     kind: str | None = Query(None, pattern="^(single|tfidf|ensemble)$"),
     status: str | None = None,
@@ -62,23 +63,23 @@ def list_training_runs(
 ) -> list[dict[str, Any]]:
     """Runs and ensembles, newest first, with their headline scores and live progress."""
     return training.list_training_runs(
-        session, dataset=dataset, kind=kind, status=status, limit=limit, offset=offset
+        session, dataset=dataset, kind=kind, status=status, limit=limit, offset=offset, user=user
     )
 
 
 @router.get("/training-runs/{run_id}", response_model=TrainingRunRead)
-def get_training_run(run_id: ResourceId, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+def get_training_run(run_id: ResourceId, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """A run: config, status, progress, per-epoch curve, val/test metrics per task and class, confusions."""
-    return training.training_run(session, run_id)
+    return training.training_run(session, run_id, user)
 
 
 @router.get("/training-runs/{run_id}/snapshot", response_class=StreamingResponse,
             responses={200: {"content": {"application/json": {}},
                              "description": '{"run_id", "size", "snapshot": [[sample_id, content_hash], ...]}'}})
-def get_snapshot(run_id: ResourceId, session: SessionDep, _user: CurrentUser) -> StreamingResponse:
+def get_snapshot(run_id: ResourceId, session: SessionDep, user: CurrentUser) -> StreamingResponse:
     """The [sample_id, content_hash] pairs the run trained on (to compare or reproduce runs), streamed from the
     run's snapshot file."""
-    return StreamingResponse(training.run_snapshot(session, run_id), media_type="application/json")
+    return StreamingResponse(training.run_snapshot(session, run_id, user), media_type="application/json")
 
 
 @router.post("/ensembles", response_model=TrainingRunRead, status_code=201)
@@ -86,20 +87,21 @@ def create_ensemble(body: EnsembleCreate, session: SessionDep, user: CurrentUser
     """Combine finished runs (transformer seeds, TF-IDF members): weights, temperatures, decision rule on val."""
     run = ensembles.create_ensemble(
         session, body.run_ids, weighted=body.weighted, temperature=body.temperature, decision=body.decision,
-        name=body.name, created_by=user.id,
+        name=body.name, user=user,
     )
     return training.ensemble_details(session, run)
 
 
 @router.post("/models/{model_id}/predict", response_model=PredictResponse)
 def predict(
-    model_id: ResourceId, body: PredictRequest, session: SessionDep, settings: SettingsDep, _user: CurrentUser
+    model_id: ResourceId, body: PredictRequest, session: SessionDep, settings: SettingsDep, user: CurrentUser
 ) -> dict[str, Any]:
     """Per-task probabilities for texts from a finished run or ensemble."""
-    return prediction.predict(session, model_id, body.texts, settings)
+    return prediction.predict(session, model_id, body.texts, settings, user)
 
 
 @router.post("/datasets/{name}/pseudo-labels", response_model=JobRead, status_code=202)
 def pseudo_labels(name: str, body: PseudoLabelCreate, session: SessionDep, user: CurrentUser) -> Job:
-    """Label the dataset's unlabelled train texts with a model; confident ones enter the review queue."""
-    return prediction.queue_pseudo_labels(session, name, body.model_id, body.threshold, user.id)
+    """Label the dataset's unlabelled train texts with a model; confident ones enter the review queue (the
+    project's leads)."""
+    return prediction.queue_pseudo_labels(session, name, body.model_id, body.threshold, user)

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.deps import AdminUser, CurrentUser, SessionDep
+from api.deps import CurrentUser, SessionDep
 from api.variant_schemas import (
     AutoApprovalApplied,
     AutoApprovalStatus,
@@ -23,42 +23,45 @@ router = APIRouter(prefix="/datasets", tags=["variants"])
 
 
 @router.get("/{name}/protected-terms", response_model=ProtectedTerms)
-def terms(name: str, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+def terms(name: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """The words no augmenter replaces in this dataset (its topic words), seeded and added by hand."""
-    return protected_terms.terms_of(session, name)
+    return protected_terms.terms_of(session, name, user)
 
 
 @router.post("/{name}/protected-terms", response_model=ProtectedTerms)
-def edit_terms(name: str, body: ProtectedTermsEdit, session: SessionDep, admin: AdminUser) -> dict[str, Any]:
-    """Add and remove protected terms (a word protects all its inflections; a phrase, each of its words)."""
-    return protected_terms.edit_terms(session, name, body.add, body.remove, admin.id)
+def edit_terms(name: str, body: ProtectedTermsEdit, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    """Add and remove protected terms (a word protects all its inflections; a phrase, each of its words);
+    the project's leads."""
+    return protected_terms.edit_terms(session, name, body.add, body.remove, user)
 
 
 @router.post("/{name}/protected-terms/seed", response_model=ProtectedTerms)
-def seed_terms(name: str, body: ProtectedTermsSeed, session: SessionDep, admin: AdminUser) -> dict[str, Any]:
-    """Replace the seeded terms with the words most associated with each class now (hand-added ones stay)."""
-    return protected_terms.seed_terms(session, name, body.per_class, admin.id)
+def seed_terms(name: str, body: ProtectedTermsSeed, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    """Replace the seeded terms with the words most associated with each class now (hand-added ones stay);
+    the project's leads."""
+    return protected_terms.seed_terms(session, name, body.per_class, user)
 
 
 @router.get("/{name}/variant-settings", response_model=VariantSettingsRead)
-def settings(name: str, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+def settings(name: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """What happens to a new variant before review: label-model scoring, automatic rejection, auto-approval."""
-    return variant_settings.settings_view(session, name)
+    return variant_settings.settings_view(session, name, user)
 
 
 @router.patch("/{name}/variant-settings", response_model=VariantSettingsRead)
 def update_settings(
-    name: str, body: VariantSettingsUpdate, session: SessionDep, _admin: AdminUser
+    name: str, body: VariantSettingsUpdate, session: SessionDep, user: CurrentUser
 ) -> dict[str, Any]:
-    """Send confident label changes to rejection (or not), set how confident, pin the label model."""
-    return variant_settings.update_named(session, name, body.model_dump(exclude_unset=True))
+    """Send confident label changes to rejection (or not), set how confident, pin the label model (the
+    project's leads)."""
+    return variant_settings.update_named(session, name, body.model_dump(exclude_unset=True), user)
 
 
 @router.get("/{name}/auto-approval", response_model=AutoApprovalStatus)
-def approval(name: str, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+def approval(name: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """The auto-approval rule and its numbers, what the reviewed variants support now, and how often people
     agreed with it on the audited variants."""
-    return auto_approval.status_of(session, name)
+    return auto_approval.status_of(session, name, user)
 
 
 @router.put(
@@ -67,10 +70,11 @@ def approval(name: str, session: SessionDep, _user: CurrentUser) -> dict[str, An
     responses={409: {"description": "Not enough reviewed variants for a rule: the numbers say why"}},
 )
 def configure_approval(
-    name: str, body: AutoApprovalUpdate, session: SessionDep, admin: AdminUser
+    name: str, body: AutoApprovalUpdate, session: SessionDep, user: CurrentUser
 ) -> dict[str, Any]:
-    """Switch auto-approval on (calibrating its threshold on the variants people reviewed) or off."""
-    return auto_approval.configure_named(session, name, auto_approval.AutoApprovalRequest(**body.model_dump()), admin)
+    """Switch auto-approval on (calibrating its threshold on the variants people reviewed) or off; the
+    project's leads."""
+    return auto_approval.configure_named(session, name, auto_approval.AutoApprovalRequest(**body.model_dump()), user)
 
 
 @router.post(
@@ -78,6 +82,6 @@ def configure_approval(
     response_model=AutoApprovalApplied,
     responses={409: {"description": "Auto-approval is off"}},
 )
-def apply_approval(name: str, session: SessionDep, _admin: AdminUser) -> dict[str, Any]:
-    """Run the active rule over the pending variants made before it was switched on."""
-    return auto_approval.apply_named(session, name)
+def apply_approval(name: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    """Run the active rule over the pending variants made before it was switched on (the project's leads)."""
+    return auto_approval.apply_named(session, name, user)

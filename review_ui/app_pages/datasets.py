@@ -1,5 +1,5 @@
-"""Datasets: class balance per task before and after approved augmentation; admins import, export, delete and
-set the review rules (reviews per variant, guidelines)."""
+"""Datasets: class balance per task before and after approved augmentation; the project's leads (and admins)
+set the review rules (reviews per variant, guidelines) and export; admins also import and delete."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import streamlit as st
 from review_ui.client import ApiError
 from review_ui.progress import show_annotators, show_class_progress
 from review_ui.render import plain
-from review_ui.state import call, client, flash, is_admin, page_with_dataset
+from review_ui.state import call, client, flash, is_admin, page_with_dataset, role_in_project_of
 
 BEFORE, AFTER = "train originals", "train + approved variants"
 LIVE_SECONDS = 15
@@ -106,12 +106,15 @@ def import_form(current: str | None) -> None:
             st.json(result["split_counts"])
 
 
-def admin_tools(dataset: dict[str, Any] | None) -> None:
+def manage_tools(dataset: dict[str, Any] | None, admin: bool) -> None:
+    """Admins: every tab; a lead of the dataset's project: its review settings and exports (the API decides
+    either way: these tabs only spare the others requests that would be refused)."""
     st.divider()
     st.header("Manage")
-    tabs = st.tabs(["Review settings", "Import", "Export", "Delete"])
+    names = ["Review settings", "Import", "Export", "Delete"] if admin else ["Review settings", "Export"]
+    tabs = dict(zip(names, st.tabs(names), strict=True))
     name = dataset["name"] if dataset else None
-    with tabs[0]:
+    with tabs["Review settings"]:
         if dataset:
             st.number_input(
                 "Reviews per variant (a majority of them decides)",
@@ -141,9 +144,10 @@ def admin_tools(dataset: dict[str, Any] | None) -> None:
                 key="ds_guidelines",
             )
             st.button("Save review settings", on_click=save_settings, args=(name,), type="primary")
-    with tabs[1]:
-        import_form(name)
-    with tabs[2]:
+    if "Import" in tabs:
+        with tabs["Import"]:
+            import_form(name)
+    with tabs["Export"]:
         if dataset:
             fmt = st.radio("Format", ["csv", "jsonl"], horizontal=True, key="exp_fmt")
             include = st.multiselect(
@@ -163,7 +167,9 @@ def admin_tools(dataset: dict[str, Any] | None) -> None:
                     ready[2],
                     file_name=f"{name}.{ready[1]}",
                 )
-    with tabs[3]:
+    if "Delete" not in tabs:
+        return
+    with tabs["Delete"]:
         if dataset:
             typed = st.text_input(
                 "Type the dataset's name to delete it with its samples, reviews and jobs", key="del_confirm"
@@ -196,5 +202,5 @@ chosen = page_with_dataset("Datasets")
 if chosen:
     review_progress(chosen["name"])
     show_balance(chosen["name"])
-if is_admin():
-    admin_tools(chosen)
+if is_admin() or (chosen is not None and role_in_project_of(chosen["name"]) == "lead"):
+    manage_tools(chosen, admin=is_admin())

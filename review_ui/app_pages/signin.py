@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from review_ui import sessions
-from review_ui.client import ApiClient, ApiError, api_url
+from review_ui.client import ApiError, api_url
+from review_ui.state import api_client
 
 st.title("augloop review")
 st.write(
@@ -20,7 +21,7 @@ if submitted:
         st.error("Paste your token first.")
     else:
         try:
-            me = ApiClient(token.strip()).me()
+            me = api_client(token.strip()).me()
         except ApiError as err:
             st.error(
                 "That token was refused (invalid, expired or revoked)." if err.status == 401 else str(err)

@@ -30,14 +30,13 @@ if issued is not None:
     st.code(issued["token"], language=None)
 tokens = call(client().tokens) or []
 if tokens:
-    frame = pd.DataFrame(tokens)
-    frame["state"] = ["revoked" if t["revoked_at"] else "active" for t in tokens]
+    frame = pd.DataFrame(tokens)  # state: active, expired or revoked, as the API decides it
     st.dataframe(
         frame[["id", "name", "role", "prefix", "state", "created_at", "expires_at", "last_used_at"]],
         hide_index=True,
         width="stretch",
     )
-    active = [t for t in tokens if not t["revoked_at"]]
+    active = [t for t in tokens if t["state"] != "revoked"]
     if active:
         pick = st.selectbox(
             "Token to revoke",

@@ -1,0 +1,58 @@
+"""Projects (admins): every dataset belongs to one; its members are annotators (read and review) or leads
+(also settings, augmentation and training). Nobody else sees its datasets."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from review_ui.render import plain
+from review_ui.state import call, call_and_flash, client, is_admin, show_flash
+
+ROLES = ["annotator", "lead"]
+
+
+def add_member() -> None:
+    project, name, role = (st.session_state["member_project"], st.session_state["member_name"].strip(),
+                           st.session_state["member_role"])  # read at click time
+    if name:
+        call_and_flash(f"{name} is now {role} of {project}.", client().set_member, project, name, role)
+
+
+def remove_member() -> None:
+    project, name = st.session_state["member_project"], st.session_state["remove_pick"]
+    call_and_flash(f"Removed {name} from {project}.", client().remove_member, project, name)
+
+
+st.title("Projects")
+if not is_admin():
+    st.error("This page is for admins.")
+    st.stop()
+show_flash()
+with st.form("new_project", clear_on_submit=True):
+    slug = st.text_input("Project name (a slug: lower-case letters, digits, -)")
+    display = st.text_input("Display name (optional)")
+    go = st.form_submit_button("Create project", type="primary")
+if go:
+    made = call(client().create_project, slug.strip(), display.strip() or None)
+    if made is not None:
+        st.success(plain(f"Created project {made['name']}."))
+projects = call(client().projects) or []
+if projects:
+    st.dataframe(pd.DataFrame(projects)[["name", "display_name", "members", "datasets", "created_at"]],
+                 hide_index=True, width="stretch")
+    project = st.selectbox("Members of", [p["name"] for p in projects], key="member_project")
+    members = call(client().members, project) or []
+    if members:
+        st.dataframe(pd.DataFrame(members)[["user", "role", "global_role"]], hide_index=True, width="stretch")
+    else:
+        st.caption("No members yet: only admins see this project's datasets.")
+    left, right = st.columns(2)
+    with left:
+        st.text_input("User name", key="member_name")
+        st.selectbox("Role in the project", ROLES, key="member_role")
+        st.button("Add or change member", on_click=add_member, key="add_member_btn")
+    with right:
+        if members:
+            pick = st.selectbox("Member to remove", [m["user"] for m in members], key="remove_pick")
+            st.button(f"Remove {pick}", on_click=remove_member, key="remove_member_btn")

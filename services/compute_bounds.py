@@ -1,0 +1,101 @@
+"""What a non-admin may ask the trainer for: bounded configs, few seeds, a cap on a project's training jobs in
+flight, and encoders only from the hub or the models directory.
+
+A training request is checked here before anything is queued (services.training, services.impact and the
+estimate). Admins and the operator at the command line (user None) are not bound, except that nothing tells
+anyone what exists on a worker's disk: an encoder refused here gets the same message whether or not the path
+exists, and a worker that cannot load an encoder says so without the reason (trainer.model.load_encoder).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.errors import QuotaExceeded, ValidationFailed
+from core.settings import get_settings
+from db.models import Dataset, Job, JobStatus, User
+from services.access import is_admin
+from trainer.config import TrainConfig
+
+# Ceilings on the config keys whose value multiplies a run's time or memory. Each is well above the recipe's
+# value (epochs 20, head 3 × 768, batch 12 × 4, max length 320), so no sensible run hits one; past them a
+# request is a mistake or an attempt to hold the workers.
+CONFIG_LIMITS: dict[str, float] = {
+    "epochs": 50,
+    "head_layers": 4,
+    "head_hidden": 4096,
+    "batch_size": 256,
+    "eval_batch_size": 512,
+    "grad_accum": 64,
+    "max_length": 512,
+    "budget_minutes": 24 * 60,
+    "oversample_max": 16,
+    "curriculum_epochs": 50,
+    "patience": 50,
+    "num_threads": 64,
+}
+MAX_SEEDS = 5
+TRAINING_KINDS = ("train", "lr_select")
+
+# A hub id: "name" or "org/name"; every part starts with a letter or digit (no ".", "..", "/" or "~" lead).
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+ENCODER_RULE = ("config.encoder must be a hub id (name or org/name) or a directory under the models directory "
+                "(AUGLOOP_MODELS_DIR)")
+
+
+def check_encoder(encoder: str, user: User | None) -> None:
+    """Non-admins: a hub id, or an absolute path that stays under the models directory once resolved (no `..`,
+    no symlink out). The refusal is the same whether the path exists or not."""
+    if is_admin(user):
+        return
+    if HUB_ID.fullmatch(encoder) and ".." not in encoder:
+        return
+    path = Path(encoder)
+    if path.is_absolute() and ".." not in path.parts:
+        root = get_settings().resolved_models_dir
+        if path.resolve().is_relative_to(root):
+            return
+    raise ValidationFailed(ENCODER_RULE, field="config.encoder")
+
+
+def check_config(config: TrainConfig, seeds: list[int], user: User | None) -> None:
+    """The config keys within CONFIG_LIMITS, at most MAX_SEEDS seeds, and an allowed encoder (non-admins)."""
+    if is_admin(user):
+        return
+    for key, ceiling in CONFIG_LIMITS.items():
+        value = getattr(config, key)
+        if value is not None and value > ceiling:
+            raise ValidationFailed(f"config.{key} may be at most {ceiling:g} (an admin can start larger runs); "
+                                   f"got {value:g}", field=f"config.{key}")
+    if len(seeds) > MAX_SEEDS:
+        raise ValidationFailed(f"at most {MAX_SEEDS} seeds per request; got {len(seeds)}", field="seeds")
+    check_encoder(config.encoder, user)
+
+
+def training_jobs_in_flight(session: Session, project_id: int) -> int:
+    return session.scalar(
+        select(func.count()).select_from(Job).join(Dataset, Dataset.id == Job.dataset_id).where(
+            Dataset.project_id == project_id, Job.kind.in_(TRAINING_KINDS),
+            Job.status.in_((JobStatus.queued, JobStatus.running)),
+        )
+    ) or 0
+
+
+def check_capacity(session: Session, dataset: Dataset, user: User | None) -> None:
+    """Called once a request's jobs are queued (flushed, not committed): for non-admins, the project's queued
+    and running training jobs, these included, stay within AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT. Past it,
+    429, and the caller's transaction rolls the request back."""
+    if is_admin(user):
+        return
+    cap = get_settings().max_training_jobs_per_project
+    in_flight = training_jobs_in_flight(session, dataset.project_id)
+    if in_flight > cap:
+        raise QuotaExceeded(
+            f"this request would make {in_flight} training jobs queued or running in the project; at most {cap} "
+            "at once (AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT): retry with fewer seeds, or when some have finished",
+            field="seeds", extra={"in_flight": in_flight, "limit": cap},
+        )

@@ -1,0 +1,92 @@
+"""Compute within bounds (issue 13): a non-admin cannot queue runs of any size, any number of seeds, past the
+project's cap on training jobs in flight, or with an encoder read from anywhere on a worker's disk; and no
+error tells what exists there. Nothing trains here: queueing is what is bounded."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.compute_bounds import CONFIG_LIMITS, ENCODER_RULE, MAX_SEEDS
+
+RUNS = "/api/v1/training-runs"
+
+
+def body(**config) -> dict:
+    return {"dataset": "psm", "config": {"lr_search": "off", **config}}
+
+
+@pytest.mark.parametrize("key", sorted(CONFIG_LIMITS))
+def test_every_bounded_config_key_is_refused_past_its_ceiling(lead, example_dataset, key) -> None:
+    ceiling = CONFIG_LIMITS[key]
+    too_much = ceiling * 2 if key == "budget_minutes" else int(ceiling) + 1
+    r = lead.post(RUNS, json=body(**{key: too_much}))
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == f"config.{key}"
+    assert lead.post("/api/v1/training-estimates", json=body(**{key: too_much})).status_code == 422
+
+
+def test_the_outsiders_attempt_is_refused_and_an_admin_is_not_bound(lead, admin, example_dataset) -> None:
+    huge = {"epochs": 10**9, "head_hidden": 10**9, "head_layers": 10**9, "batch_size": 10**9}
+    r = lead.post(RUNS, json=body(**huge))
+    assert r.status_code == 422 and r.json()["field"].startswith("config.")
+    seeds = lead.post(RUNS, json={**body(), "seeds": list(range(MAX_SEEDS + 1))})
+    assert seeds.status_code == 422 and seeds.json()["field"] == "seeds"
+    assert lead.post(RUNS, json={**body(), "seeds": list(range(MAX_SEEDS))}).status_code == 202
+    assert admin.post(RUNS, json={**body(epochs=200), "seeds": list(range(16))}).status_code == 202
+
+
+def test_a_projects_training_jobs_in_flight_are_capped(lead, admin, example_dataset, monkeypatch) -> None:
+    from core.settings import get_settings
+
+    monkeypatch.setenv("AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT", "3")
+    get_settings.cache_clear()
+    assert lead.post(RUNS, json={**body(), "seeds": [1, 2]}).status_code == 202
+    over = lead.post(RUNS, json={**body(), "seeds": [3, 4]})
+    assert over.status_code == 429, over.text
+    assert over.json()["field"] == "seeds" and over.json()["limit"] == 3 and over.json()["in_flight"] == 4
+    assert len(lead.get(RUNS).json()) == 2, "the refused request left runs behind"
+    assert lead.post(RUNS, json={**body(), "seeds": [3]}).status_code == 202  # within the cap
+    assert lead.post(RUNS, json={**body(), "seeds": [4]}).status_code == 429
+    # a job that ended (here: cancelled) no longer counts
+    job_id = next(r["job_id"] for r in lead.get(RUNS).json() if r["seed"] == 1)
+    assert lead.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
+    assert lead.post(RUNS, json={**body(), "seeds": [4]}).status_code == 202
+    assert admin.post(RUNS, json={**body(), "seeds": [5, 6]}).status_code == 202  # admins are not capped
+    get_settings.cache_clear()
+
+
+def test_encoders_come_from_the_hub_or_the_models_directory(lead, admin, example_dataset, settings,
+                                                            tmp_path) -> None:
+    models = settings.resolved_models_dir
+    inside = tmp_path / "my-encoder"  # tmp_path lies under pytest's base directory, the tests' models dir
+    assert inside.resolve().is_relative_to(models)
+    escape = tmp_path / "escape"
+    escape.symlink_to("/etc")
+    for ok in ("bert-base-multilingual-cased", "FacebookAI/xlm-roberta-base", str(inside)):
+        assert lead.post(RUNS, json=body(encoder=ok)).status_code == 202, ok
+    refused = {}
+    for bad in ("/root/.ssh", "/no/such/directory", "/etc", str(escape), f"{inside}/../../..", "../x", "./x",
+                "~/models", "org/../x", "a/b/c", ".ssh"):
+        r = lead.post(RUNS, json=body(encoder=bad))
+        assert r.status_code == 422, bad
+        refused[bad] = r.json()
+    # the answer is the same whether the path exists (/etc, /root/.ssh) or not: it names the rule, not the disk
+    assert all(v == {"detail": ENCODER_RULE, "field": "config.encoder"} for v in refused.values()), refused
+    # the estimate reads an encoder's config.json: refused before it looks
+    assert lead.post("/api/v1/training-estimates", json=body(encoder="/etc")).status_code == 422
+    assert admin.post(RUNS, json=body(encoder="/opt/models/custom")).status_code == 202  # admins are not bound
+
+
+def test_a_workers_encoder_error_does_not_tell_what_exists(tmp_path) -> None:
+    from trainer.errors import TrainerError
+    from trainer.model import load_encoder
+
+    (tmp_path / "not-a-model").mkdir()
+    (tmp_path / "a-file").write_text("secret", encoding="utf-8")
+    messages = []
+    for path in (tmp_path / "missing", tmp_path / "not-a-model", tmp_path / "a-file"):
+        with pytest.raises(TrainerError) as err:
+            load_encoder(path)
+        messages.append(err.value.message.replace(str(path), "PATH"))
+    assert len(set(messages)) == 1, messages
+    assert "exist" not in messages[0] and "config.json" not in messages[0]

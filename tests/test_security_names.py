@@ -1,0 +1,64 @@
+"""Names (issue 13): dataset and project names are slugs (they reach URLs, file names and CSV headers), with a
+separate display name for people; and the CLI manages projects and members like the API."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+CSV = b"text,label\nfirst text,a\nsecond text,b\n"
+
+
+def _import(admin, name: str, **form):
+    return admin.post(f"/api/v1/datasets/{name}/import", files={"file": ("x.csv", CSV, "text/csv")},
+                      data={"task": "label", **form})
+
+
+@pytest.mark.parametrize("name", ["memos\u202egpj.exe", "x" * 300, "Memos", "two words", "-lead", "a.b"])
+def test_dataset_names_are_slugs(admin, name) -> None:
+    r = _import(admin, name)
+    assert r.status_code in (404, 422), r.text  # a name with "/" or "." may not even reach the route
+    if r.status_code == 422:
+        assert r.json()["field"] == "name"
+    assert admin.get("/api/v1/datasets").json() == []
+
+
+def test_a_display_name_says_more_but_stays_printable(admin) -> None:
+    bad = _import(admin, "memos", display_name="Memos \u202eFDP.exe")
+    assert bad.status_code == 422 and bad.json()["field"] == "display_name"
+    assert _import(admin, "memos", display_name="x" * 201).status_code == 422
+    ok = _import(admin, "memos", display_name="Confidential memos (2026)")
+    assert ok.status_code == 201, ok.text
+    dataset = admin.get("/api/v1/datasets/memos").json()
+    assert dataset["display_name"] == "Confidential memos (2026)"
+    export = admin.get("/api/v1/datasets/memos/export")
+    assert export.status_code == 200 and 'filename="memos.csv"' in export.headers["content-disposition"]
+
+
+def test_the_cli_manages_projects_and_members(settings, engine, example_dataset) -> None:
+    from augloop.cli import app
+    from db.auth import create_token
+    from db.session import session_scope
+    from services.datasets import dataset_named
+
+    with session_scope(engine) as s:
+        create_token(s, "carla", "annotator")
+    runner = CliRunner()
+    assert runner.invoke(app, ["project", "create", "Bad Name"]).exit_code == 2
+    assert runner.invoke(app, ["project", "create", "team-c", "--display-name", "Team C"]).exit_code == 0
+    assert runner.invoke(app, ["project", "add-member", "default", "carla", "--role", "lead"]).exit_code == 0
+    assert runner.invoke(app, ["project", "add-member", "default", "carla", "--role", "owner"]).exit_code == 2
+    listed = runner.invoke(app, ["project", "members", "default"])
+    assert "carla" in listed.output and "lead" in listed.output
+    with session_scope(engine) as s:
+        from db.models import User
+
+        carla = s.query(User).filter(User.name == "carla").one()
+        assert dataset_named(s, example_dataset, carla).name == example_dataset
+    assert runner.invoke(app, ["project", "remove-member", "default", "carla"]).exit_code == 0
+    with session_scope(engine) as s:
+        from core.errors import NotFoundError
+
+        carla = s.query(User).filter(User.name == "carla").one()
+        with pytest.raises(NotFoundError):
+            dataset_named(s, example_dataset, carla)

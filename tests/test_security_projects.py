@@ -1,0 +1,294 @@
+"""The role table with projects: every OpenAPI operation × {admin, lead of A, annotator of A, annotator of B
+only, a user of no project}, on a dataset of project A and the things under it (samples, jobs, runs, reports).
+
+- to a non-member, a dataset and everything in it do not exist: 404, the answer a missing one gets;
+- an annotator of A reads and reviews, and gets 403 on what needs the lead role;
+- a lead of A and an admin are never refused (their answer may still be 409/422: the request itself);
+- the global admin-only operations answer 403 to everyone else;
+- the operations that are not about one dataset (lists, who am I) answer everyone, with only their own things.
+
+Every operation of the app must be classified below: a new route fails `test_every_operation_is_classified`
+until it is added to one of the sets.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from tests.conftest import _issue
+from tests.review_fixtures import add_variant
+
+PUBLIC = {("GET", "/healthz")}
+
+ADMIN_ONLY = {
+    ("POST", "/api/v1/datasets/{name}/import"),
+    ("POST", "/api/v1/datasets/{name}/imports"),
+    ("DELETE", "/api/v1/datasets/{name}"),
+    ("GET", "/api/v1/tokens"),
+    ("POST", "/api/v1/tokens"),
+    ("POST", "/api/v1/tokens/{token_id}/revoke"),
+    ("GET", "/api/v1/workers"),
+    ("PATCH", "/api/v1/users/{name}"),
+    ("POST", "/api/v1/projects"),
+    ("GET", "/api/v1/projects/{name}/members"),
+    ("PUT", "/api/v1/projects/{name}/members"),
+    ("DELETE", "/api/v1/projects/{name}/members/{user}"),
+}
+
+# The project's leads (and admins): settings, guidelines, augmentation, training, label models, cancelling.
+LEAD_ONLY = {
+    ("PATCH", "/api/v1/datasets/{name}"),
+    ("POST", "/api/v1/jobs/{job_id}/cancel"),
+    ("POST", "/api/v1/datasets/{name}/label-model"),
+    ("POST", "/api/v1/training-runs"),
+    ("POST", "/api/v1/ensembles"),
+    ("POST", "/api/v1/datasets/{name}/pseudo-labels"),
+    ("POST", "/api/v1/augment"),
+    ("POST", "/api/v1/datasets/{name}/augmentation-plans"),
+    ("POST", "/api/v1/datasets/{name}/impact-reports"),
+    ("POST", "/api/v1/datasets/{name}/protected-terms"),
+    ("POST", "/api/v1/datasets/{name}/protected-terms/seed"),
+    ("PATCH", "/api/v1/datasets/{name}/variant-settings"),
+    ("PUT", "/api/v1/datasets/{name}/auto-approval"),
+    ("POST", "/api/v1/datasets/{name}/auto-approval/apply"),
+}
+
+# Any member of the dataset's project: reading, exporting, reviewing, statistics, jobs and runs.
+MEMBER = {
+    ("GET", "/api/v1/datasets/{name}"),
+    ("GET", "/api/v1/datasets/{name}/stats"),
+    ("GET", "/api/v1/datasets/{name}/export"),
+    ("POST", "/api/v1/datasets/{name}/exports"),
+    ("GET", "/api/v1/jobs/{job_id}"),
+    ("GET", "/api/v1/jobs/{job_id}/artifact"),
+    ("GET", "/api/v1/datasets/{name}/review-queue"),
+    ("GET", "/api/v1/samples/{sample_id}"),
+    ("POST", "/api/v1/samples/{sample_id}/decision"),
+    ("POST", "/api/v1/samples/{sample_id}/undo"),
+    ("POST", "/api/v1/datasets/{name}/bulk-decisions"),
+    ("GET", "/api/v1/datasets/{name}/agreement"),
+    ("GET", "/api/v1/datasets/{name}/review-progress"),
+    ("POST", "/api/v1/datasets/{name}/assignments"),
+    ("DELETE", "/api/v1/datasets/{name}/assignments"),
+    ("POST", "/api/v1/datasets/{name}/assignments/renew"),
+    ("GET", "/api/v1/datasets/{name}/annotators"),
+    ("GET", "/api/v1/datasets/{name}/label-model"),
+    ("POST", "/api/v1/training-estimates"),
+    ("GET", "/api/v1/training-runs/{run_id}"),
+    ("GET", "/api/v1/training-runs/{run_id}/snapshot"),
+    ("POST", "/api/v1/models/{model_id}/predict"),
+    ("GET", "/api/v1/datasets/{name}/augmentation-plans"),
+    ("GET", "/api/v1/datasets/{name}/augmenters"),
+    ("GET", "/api/v1/datasets/{name}/impact-reports"),
+    ("GET", "/api/v1/impact-reports/{report_id}"),
+    ("GET", "/api/v1/datasets/{name}/protected-terms"),
+    ("GET", "/api/v1/datasets/{name}/variant-settings"),
+    ("GET", "/api/v1/datasets/{name}/auto-approval"),
+}
+
+# Not about one dataset: everyone signed in, each seeing only their own projects' things (checked below).
+ANY_USER = {
+    ("GET", "/api/v1/me"),
+    ("GET", "/api/v1/projects"),
+    ("GET", "/api/v1/datasets"),
+    ("GET", "/api/v1/jobs"),
+    ("GET", "/api/v1/training-runs"),
+    ("GET", "/api/v1/review-cards"),
+}
+
+CALLERS = ("nobody", "outsider", "annotator", "lead", "admin")  # the order each operation is called in
+
+
+def operations(app) -> list[tuple[str, str]]:
+    ops = sorted((m.upper(), p) for p, methods in app.openapi()["paths"].items() for m in methods)
+    # deleting the dataset goes last: every other operation needs it
+    return sorted(ops, key=lambda op: op == ("DELETE", "/api/v1/datasets/{name}"))
+
+
+@pytest.fixture
+def world(settings, engine, example_dataset, admin_token) -> dict[str, Any]:
+    """Project A ("default", where psm is) with a lead and an annotator; project B with its own annotator and
+    dataset; a user of no project; a variant, a finished export job, a queued job, two runs and a report in
+    psm; a spare user for the admin operations that change people."""
+    from db import impact_reports as db_reports
+    from db import queue
+    from db.datasets import get_dataset
+    from db.models import APIToken, Job, Sample, User
+    from db.session import session_scope
+    from services import projects
+    from services.training import create_training_runs, default_config
+    from tests.conftest import join_project
+
+    tokens = {
+        "admin": admin_token,
+        "lead": _issue(engine, "lena-lead", "annotator", project_role="lead"),
+        "annotator": _issue(engine, "anna-a", "annotator"),
+        "outsider": _issue(engine, "otto-b", "annotator", project_role=None),
+        "nobody": _issue(engine, "nina-none", "annotator", project_role=None),
+    }
+    _issue(engine, "spare-user", "annotator")
+    with session_scope(engine) as s:
+        projects.create(s, "team-b")
+        join_project(s, "otto-b", "team-b", "annotator")
+        dataset = get_dataset(s, example_dataset)
+        source = s.query(Sample).filter(Sample.dataset_id == dataset.id, Sample.split == "train").first()
+        variant = add_variant(s, source.id, "a reworded text about policy", method="wordnet")
+        done = queue.enqueue(s, "export", {"dataset": dataset.name, "format": "csv", "include": "original"},
+                             dataset_id=dataset.id)
+        queued = queue.enqueue(s, "export", {"dataset": dataset.name, "format": "csv", "include": "original"},
+                               dataset_id=dataset.id)
+        runs = create_training_runs(s, dataset, default_config({}), [1, 2])
+        report = db_reports.create_report(s, dataset, {"seeds": [1], "methods": ["wordnet"]}, None)
+        ids = {"variant": variant, "done": done.id, "queued": queued.id, "runs": [r.id for r in runs],
+               "report": report.id}
+    artifact = settings.data_dir / "exports" / f"job{ids['done']}.csv"
+    artifact.parent.mkdir(exist_ok=True)
+    artifact.write_text("id,text\n", encoding="utf-8")
+    with session_scope(engine) as s:
+        job = s.get(Job, ids["done"])
+        job.status, job.result = "succeeded", {"path": str(artifact)}
+        spare_token_id = s.scalar(select(APIToken.id).join(User).where(User.name == "spare-user"))
+    return {"tokens": tokens, "spare_token_id": spare_token_id, **ids}
+
+
+def path_for(method: str, path: str, world: dict[str, Any]) -> str:
+    values = {
+        "name": "psm", "sample_id": world["variant"], "run_id": world["runs"][0], "model_id": world["runs"][0],
+        "report_id": world["report"], "token_id": world["spare_token_id"], "user": "spare-user",
+        "job_id": world["queued"] if path.endswith("/cancel") else world["done"],
+    }
+    if path.startswith("/api/v1/projects/"):
+        values["name"] = "default"
+    if path == "/api/v1/users/{name}":
+        values["name"] = "spare-user"
+    if path.endswith("/import") or path.endswith("/imports"):
+        values["name"] = "new-" + ("now" if path.endswith("/import") else "job")
+    return re.sub(r"\{([^}]+)\}", lambda m: str(values[m.group(1)]), path)
+
+
+def request_for(method: str, path: str, world: dict[str, Any], version: int) -> dict[str, Any]:
+    """The smallest valid request for each operation with a body (and the query some GETs need)."""
+    run, other = world["runs"]
+    bodies: dict[tuple[str, str], Any] = {
+        ("POST", "/api/v1/projects"): {"name": "made-by-test"},
+        ("PUT", "/api/v1/projects/{name}/members"): {"user": "spare-user", "role": "annotator"},
+        ("PATCH", "/api/v1/datasets/{name}"): {"guidelines": "Keep the label."},
+        ("POST", "/api/v1/datasets/{name}/exports"): {"format": "csv"},
+        ("POST", "/api/v1/tokens"): {"name": "new-person", "role": "annotator"},
+        ("PATCH", "/api/v1/users/{name}"): {"role": "annotator"},
+        ("POST", "/api/v1/samples/{sample_id}/decision"): {"decision": "approve", "version": version},
+        ("POST", "/api/v1/samples/{sample_id}/undo"): {"version": version},
+        ("POST", "/api/v1/datasets/{name}/bulk-decisions"): {"decision": "approve",
+                                                             "sample_ids": [world["variant"]]},
+        ("POST", "/api/v1/datasets/{name}/assignments"): {},
+        ("POST", "/api/v1/datasets/{name}/label-model"): {"model_id": run},
+        ("POST", "/api/v1/training-runs"): {"dataset": "psm", "seeds": [3]},
+        ("POST", "/api/v1/training-estimates"): {"dataset": "psm", "seeds": [3]},
+        ("POST", "/api/v1/ensembles"): {"run_ids": [run, other]},
+        ("POST", "/api/v1/models/{model_id}/predict"): {"texts": ["a text"]},
+        ("POST", "/api/v1/datasets/{name}/pseudo-labels"): {"model_id": run},
+        ("POST", "/api/v1/augment"): {"dataset": "psm", "texts": [{"text": "a new text",
+                                                                    "labels": {"bias": "neutral",
+                                                                               "message": "policy",
+                                                                               "audience": "national"}}]},
+        ("POST", "/api/v1/datasets/{name}/augmentation-plans"): {},
+        ("POST", "/api/v1/datasets/{name}/impact-reports"): {"seeds": [1]},
+        ("POST", "/api/v1/datasets/{name}/protected-terms"): {"add": ["senate"]},
+        ("POST", "/api/v1/datasets/{name}/protected-terms/seed"): {},
+        ("PATCH", "/api/v1/datasets/{name}/variant-settings"): {"auto_reject_label_changed": False},
+        ("PUT", "/api/v1/datasets/{name}/auto-approval"): {"enabled": False},
+    }
+    if (method, path) in bodies:
+        return {"json": bodies[(method, path)]}
+    if path.endswith("/import") or path.endswith("/imports"):
+        return {"files": {"file": ("x.csv", b"text,label\nfirst text,a\nsecond text,b\n", "text/csv")},
+                "data": {"task": "label"}}
+    if path == "/api/v1/review-cards":
+        return {"params": {"ids": str(world["variant"])}}
+    if method in ("POST", "PATCH", "PUT"):
+        return {"json": {}}
+    return {}
+
+
+def expected(op: tuple[str, str], who: str, code: int) -> bool:
+    if code >= 500 or code == 401:
+        return False
+    if op in PUBLIC or op in ANY_USER:
+        return code not in (403, 404)
+    if op in ADMIN_ONLY:
+        return code == 403 if who != "admin" else code not in (403, 404)
+    if who in ("nobody", "outsider"):
+        return code == 404
+    if who == "annotator" and op in LEAD_ONLY:
+        return code == 403
+    return code not in (403, 404)
+
+
+def test_every_operation_is_classified(app) -> None:
+    classified = PUBLIC | ADMIN_ONLY | LEAD_ONLY | MEMBER | ANY_USER
+    ops = set(operations(app))
+    assert ops <= classified, f"classify these operations in tests/test_security_projects.py: {ops - classified}"
+    assert classified <= ops, f"no longer served: {classified - ops}"
+    sets = [PUBLIC, ADMIN_ONLY, LEAD_ONLY, MEMBER, ANY_USER]
+    assert sum(len(s) for s in sets) == len(classified), "an operation is in two sets"
+
+
+def test_every_operation_by_project_membership(app, engine, world) -> None:
+    from db.models import Sample
+    from db.session import session_scope
+
+    clients = {who: TestClient(app, headers={"Authorization": f"Bearer {token}"})
+               for who, token in world["tokens"].items()}
+    problems = []
+    for method, path in operations(app):
+        for who in CALLERS:
+            with session_scope(engine) as s:
+                version = s.get(Sample, world["variant"]).version
+            response = clients[who].request(method, path_for(method, path, world),
+                                            **request_for(method, path, world, version))
+            if not expected((method, path), who, response.status_code):
+                problems.append(f"{method} {path} as {who}: {response.status_code} {response.text[:160]}")
+    assert not problems, "\n".join(problems)
+
+
+def test_lists_show_only_the_callers_projects(app, world) -> None:
+    """Outside project A, its dataset, jobs, runs, variants and projects are absent from every list."""
+    outsider = TestClient(app, headers={"Authorization": f"Bearer {world['tokens']['outsider']}"})
+    member = TestClient(app, headers={"Authorization": f"Bearer {world['tokens']['annotator']}"})
+    assert [d["name"] for d in outsider.get("/api/v1/datasets").json()] == []
+    assert [p["name"] for p in outsider.get("/api/v1/projects").json()] == ["team-b"]
+    assert outsider.get("/api/v1/jobs").json()["total"] == 0
+    assert outsider.get("/api/v1/training-runs").json() == []
+    assert outsider.get("/api/v1/review-cards", params={"ids": str(world["variant"])}).json() == []
+    assert outsider.get("/api/v1/jobs", params={"dataset": "psm"}).status_code == 404
+    assert outsider.get("/api/v1/training-runs", params={"dataset": "psm"}).status_code == 404
+    # …while a member sees them all
+    assert [d["name"] for d in member.get("/api/v1/datasets").json()] == ["psm"]
+    assert member.get("/api/v1/jobs").json()["total"] == 2
+    assert len(member.get("/api/v1/training-runs").json()) == 2
+    assert [c["id"] for c in member.get("/api/v1/review-cards", params={"ids": str(world["variant"])}).json()] \
+        == [world["variant"]]
+
+
+def test_a_non_member_gets_the_answer_of_a_missing_dataset(app, world) -> None:
+    """The 404 body is the same as for a name that does not exist: nothing tells the dataset exists."""
+    outsider = TestClient(app, headers={"Authorization": f"Bearer {world['tokens']['outsider']}"})
+    hidden = outsider.get("/api/v1/datasets/psm/export")
+    missing = outsider.get("/api/v1/datasets/no-such-dataset/export")
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.json()["detail"].replace("psm", "X") == missing.json()["detail"].replace("no-such-dataset", "X")
+    hidden_job = outsider.get(f"/api/v1/jobs/{world['done']}")
+    assert hidden_job.json() == {"detail": f"job {world['done']} not found", "field": "job_id"}
+
+
+def test_removing_a_member_takes_their_access_away(app, world, admin) -> None:
+    annotator = TestClient(app, headers={"Authorization": f"Bearer {world['tokens']['annotator']}"})
+    assert annotator.get("/api/v1/datasets/psm").status_code == 200
+    assert admin.delete("/api/v1/projects/default/members/anna-a").status_code == 204
+    assert annotator.get("/api/v1/datasets/psm").status_code == 404
+    assert annotator.get(f"/api/v1/samples/{world['variant']}").status_code == 404
