@@ -71,12 +71,24 @@ ARM_JS = """
   const family = node0 ? [...document.querySelectorAll('.rv-card')]
       .filter(n => familyOf(n) === familyOf(node0)).map(n => n.dataset.id) : [];
   const KEY = {approve: 'a', reason_reject: 'x', reject: 'x', family: 'f', undo: 'u', edit: 'Enter'}[kind];
-  function familyOf(n) { let p = n.previousElementSibling; while (p && !p.classList.contains('rv-family')) p = p.previousElementSibling; return p ? p.dataset.family : null; }
+  function familyOf(n) {
+    let p = n.previousElementSibling;
+    while (p && !p.classList.contains('rv-family')) p = p.previousElementSibling;
+    return p ? p.dataset.family : null;
+  }
   function settled(n) { return n && !n.dataset.saving; }
   function done() {
     const n = document.getElementById('rv-card-' + id);
-    if (kind === 'undo') return settled(n) && n.dataset.status === 'pending' && n.dataset.version !== version0 && root.dataset.focus === id;
-    if (kind === 'family') return family.every(f => { const m = document.getElementById('rv-card-' + f); return settled(m) && m.dataset.status !== 'pending'; }) && !family.includes(root.dataset.focus);
+    if (kind === 'undo') {
+      return settled(n) && n.dataset.status === 'pending' && n.dataset.version !== version0
+        && root.dataset.focus === id;
+    }
+    if (kind === 'family') {
+      return family.every(f => {
+        const m = document.getElementById('rv-card-' + f);
+        return settled(m) && m.dataset.status !== 'pending';
+      }) && !family.includes(root.dataset.focus);
+    }
     return settled(n) && n.dataset.status !== 'pending' && root.dataset.focus !== id;
   }
   return new Promise((resolve) => {
@@ -96,7 +108,8 @@ ARM_JS = """
       requestAnimationFrame(() => requestAnimationFrame(() => {
         const end = performance.now();
         document.removeEventListener('keydown', onKey, true);
-        resolve({ms: end - start, focus_ms: focusAt === null ? null : focusAt - start, id: id, focus: root.dataset.focus});
+        resolve({ms: end - start, focus_ms: focusAt === null ? null : focusAt - start, id: id,
+                 focus: root.dataset.focus});
       }));
     }
     document.addEventListener('keyup', () => setTimeout(check, 0), {capture: true, once: true});
@@ -275,10 +288,13 @@ def run_arm(page, name: str, decisions: int, busy: int) -> list[dict]:  # type: 
             if kind == "family":
                 # approve a family only when every card of it on the page is still pending
                 family_ok = page.evaluate(
-                    """() => { const n = document.querySelector('.rv-card.rv-focused'); let p = n.previousElementSibling;
+                    """() => { const n = document.querySelector('.rv-card.rv-focused');
+                    let p = n.previousElementSibling;
                     while (p && !p.classList.contains('rv-family')) p = p.previousElementSibling;
                     if (!p) return false; const out = []; let q = p.nextElementSibling;
-                    while (q && q.classList.contains('rv-card')) { out.push(q.dataset.status); q = q.nextElementSibling; }
+                    while (q && q.classList.contains('rv-card')) {
+                      out.push(q.dataset.status); q = q.nextElementSibling;
+                    }
                     return out.every(s => s === 'pending'); }"""
                 )
                 if not family_ok:

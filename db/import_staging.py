@@ -86,7 +86,8 @@ def link_duplicates(conn: Connection) -> None:
     """first_seq: the first row of the file with the same content hash (the row itself when it is the first)."""
     conn.exec_driver_sql(f"CREATE INDEX ix_{ROWS}_hash ON {ROWS} (content_hash, seq)")
     conn.exec_driver_sql(
-        f"UPDATE {ROWS} SET first_seq = (SELECT MIN(r2.seq) FROM {ROWS} r2 WHERE r2.content_hash = {ROWS}.content_hash) "
+        f"UPDATE {ROWS} SET first_seq = "
+        f"(SELECT MIN(r2.seq) FROM {ROWS} r2 WHERE r2.content_hash = {ROWS}.content_hash) "
         f"WHERE content_hash IN (SELECT content_hash FROM {ROWS} GROUP BY content_hash HAVING COUNT(*) > 1)"
     )
 

@@ -135,7 +135,9 @@ def requeue_expired(session: Session, now: datetime | None = None) -> int:
     return ended + (requeued or 0)
 
 
-def claim(engine: Engine, worker_id: str, kinds: list[str] | None = None, lease_seconds: float | None = None) -> Job | None:
+def claim(
+    engine: Engine, worker_id: str, kinds: list[str] | None = None, lease_seconds: float | None = None
+) -> Job | None:
     """Atomically take the next runnable job (highest priority, then oldest) and lease it to `worker_id`."""
     lease_seconds = lease_seconds or get_settings().job_lease_seconds
     with Session(bind=engine, expire_on_commit=False) as session, session.begin():
@@ -309,21 +311,21 @@ def counts_by_status(session: Session) -> dict[str, int]:
     from sqlalchemy import func
 
     rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
-    return {status: n for status, n in rows}
+    return dict(rows)
 
 
 __all__ = [
     "LeaseLost",
-    "db_now",
-    "hold_lease",
-    "on_job_end",
-    "enqueue",
     "claim",
-    "heartbeat",
     "complete",
+    "counts_by_status",
+    "db_now",
+    "enqueue",
     "fail",
+    "heartbeat",
+    "hold_lease",
     "mark_cancelled",
+    "on_job_end",
     "request_cancel",
     "requeue_expired",
-    "counts_by_status",
 ]

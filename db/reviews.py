@@ -19,6 +19,7 @@ from db.chunks import chunked
 from db.models import UNDO, Dataset, Decision, Review, ReviewStatus, Sample, SampleLabel, User
 from db.review_access import access_path
 from db.review_filter import REVIEWABLE_ORIGINS, QueueFilter
+
 APPROVING = (Decision.approve.value, Decision.edit.value)
 
 

@@ -383,7 +383,10 @@ def status(session: Session, dataset: Dataset, request: AutoApprovalRequest | No
            if stored and k in stored}
     )
     preview = calibrate(session, dataset, base)
-    strip = lambda d: {k: v for k, v in d.items() if k != "model"} if d else None
+
+    def strip(d: dict[str, Any] | None) -> dict[str, Any] | None:
+        return {k: v for k, v in d.items() if k != "model"} if d else None
+
     return {
         "dataset": dataset.name,
         "enabled": bool(stored and stored.get("enabled")),

@@ -263,7 +263,7 @@ def settle_decided(session: Session, engine: Engine, reports: list[ImpactReport]
     for report_id in stuck:
         try:
             settle(engine, report_id)
-        except Exception:  # noqa: BLE001 - busy database, report gone: show it unsettled; the next read retries
+        except Exception:  # busy database, report gone: show it unsettled; the next read retries
             log.warning("settling impact report %s on read failed", report_id, exc_info=True)
     session.expire_all()
     return True

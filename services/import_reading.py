@@ -152,7 +152,7 @@ def _parquet_records(stream: BinaryIO) -> Iterator[Record]:
                 line += 1
     except ImportRejected:
         raise
-    except Exception as err:  # pyarrow raises several types for a corrupt file
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
         raise ImportRejected(1, f"unreadable Parquet file: {err}") from None
 
 

@@ -20,6 +20,7 @@ the weights, the pseudo-label threshold and the label-consistency scores rely on
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -65,7 +66,7 @@ def ece(probs: np.ndarray, gold: np.ndarray, bins: int = 15) -> float | None:
     conf, correct = p.max(axis=1), (p.argmax(axis=1) == y).astype(float)
     edges = np.linspace(0, 1, bins + 1)
     total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         inside = (conf > lo) & (conf <= hi)
         if inside.any():
             total += inside.mean() * abs(conf[inside].mean() - correct[inside].mean())
@@ -180,7 +181,9 @@ def fit_ensemble(
                            for name in group_names]
             group_w = dict(zip(group_names, fit_group_weights(group_means, y), strict=True))
             size = {name: groups.count(name) for name in group_names}
-            params["task_weights"][t.name] = {m: float(group_w[g] / size[g]) for m, g in zip(members, groups, strict=True)}
+            params["task_weights"][t.name] = {
+                m: float(group_w[g] / size[g]) for m, g in zip(members, groups, strict=True)
+            }
         else:
             params["task_weights"][t.name] = {m: 1.0 / len(members) for m in members}
         params["temperatures"][t.name] = 1.0

@@ -47,7 +47,9 @@ def start_training(body: TrainingRunCreate, session: SessionDep, user: CurrentUs
 def estimate_training(body: TrainingRunCreate, session: SessionDep, _user: CurrentUser) -> dict[str, Any]:
     """What starting these runs would train with (the full config with its defaults), on how many texts, and
     about how long it would take; nothing is queued."""
-    return training_estimate.training_plan(session, body.dataset, body.config.model_dump(exclude_unset=True), body.seeds)
+    return training_estimate.training_plan(
+        session, body.dataset, body.config.model_dump(exclude_unset=True), body.seeds
+    )
 
 
 @router.get("/training-runs", response_model=list[TrainingRunSummary])

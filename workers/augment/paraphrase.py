@@ -141,7 +141,9 @@ class LocalGenerator:
 class EndpointGenerator:
     """An OpenAI-compatible chat-completions endpoint (vLLM, TGI, llama.cpp's server...)."""
 
-    def __init__(self, url: str, model: str, *, api_key: str = "", timeout: float = 120.0, concurrency: int = 8) -> None:
+    def __init__(
+        self, url: str, model: str, *, api_key: str = "", timeout: float = 120.0, concurrency: int = 8
+    ) -> None:
         self.source = url.rstrip("/")
         self.model_name = model
         self.api_key = api_key
@@ -179,7 +181,9 @@ class EndpointGenerator:
             if counts[i] <= 0:
                 return []
             # Words × 2 stands in for the source's tokens: the server tokenises, we do not load its tokenizer.
-            cap = min(params.max_new_tokens, int(params.length_factor * 2 * len(conversations[i][-1]["content"].split())) + 16)
+            cap = min(
+                params.max_new_tokens, int(params.length_factor * 2 * len(conversations[i][-1]["content"].split())) + 16
+            )
             source_seed = derive_seed(seed, "paraphrase", keys[i]) % 2**31  # servers take 32-bit seeds
             return self._complete(conversations[i], counts[i], source_seed, params, cap)
 
