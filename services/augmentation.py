@@ -263,7 +263,7 @@ class PlanRequest:
 
 def build_plan(
     session: Session, dataset: Dataset, request: PlanRequest, settings: Settings
-) -> tuple[dict, dict]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(plan, validated method parameters) for the dataset as it is now; nothing is written."""
     checked = validate_request(request.methods, dataset.language, request.params, request.filters, settings)
     _check_seed(request.seed)
@@ -343,7 +343,7 @@ def request_variants(
                            user_id)
 
 
-def plan_view(row: AugmentationPlan, dataset: Dataset, progress: list[dict[str, Any]] | None = None) -> dict:
+def plan_view(row: AugmentationPlan, dataset: Dataset, progress: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "id": row.id,
         "dataset": dataset.name,
@@ -357,14 +357,14 @@ def plan_view(row: AugmentationPlan, dataset: Dataset, progress: list[dict[str, 
 
 def make_plan_for(
     session: Session, dataset_name: str, request: PlanRequest, settings: Settings, user_id: int | None
-) -> dict:
+) -> dict[str, Any]:
     from services.datasets import dataset_named
 
     dataset = dataset_named(session, dataset_name)
     return plan_view(create_and_enqueue_plan(session, dataset, request, settings, user_id), dataset)
 
 
-def plans_with_progress(session: Session, dataset_name: str, limit: int = 20) -> list[dict]:
+def plans_with_progress(session: Session, dataset_name: str, limit: int = 20) -> list[dict[str, Any]]:
     """Stored plans, newest first, each with the classes' progress now (approved and pending vs target)."""
     from db.datasets import dataset_stats
     from services.datasets import dataset_named
@@ -404,7 +404,7 @@ def live_workers(session: Session) -> list[Any]:
     return live(session)
 
 
-def augmenters_for(session: Session, dataset_name: str, settings: Settings) -> list[dict]:
+def augmenters_for(session: Session, dataset_name: str, settings: Settings) -> list[dict[str, Any]]:
     """Which augmentation methods can run for this dataset now: its language must be covered and a live
     worker must be able to load the method's model or data; the others say why and name the setting."""
     from services.datasets import dataset_named
@@ -415,7 +415,7 @@ def augmenters_for(session: Session, dataset_name: str, settings: Settings) -> l
     return for_dataset(dataset.language, caps, settings)
 
 
-def preview_plan(session: Session, dataset_name: str, request: PlanRequest, settings: Settings) -> dict:
+def preview_plan(session: Session, dataset_name: str, request: PlanRequest, settings: Settings) -> dict[str, Any]:
     """What a plan would generate now; nothing is stored."""
     from services.datasets import dataset_named
 

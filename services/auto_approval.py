@@ -153,7 +153,8 @@ class ApprovalModel:
         if x.shape[0] == 0:
             return np.zeros(0)
         z = (self.design(x, self.medians, self.indicators) - self.mean) / self.scale
-        return 1.0 / (1.0 + np.exp(-(z @ self.coef + self.intercept)))
+        probability: np.ndarray = 1.0 / (1.0 + np.exp(-(z @ self.coef + self.intercept)))
+        return probability
 
 
 def held_out_scores(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np.ndarray:

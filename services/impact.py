@@ -319,7 +319,8 @@ def predicted(dump: dict[str, Any], task: str) -> np.ndarray:
     entry = dump["tasks"][task]
     if "pred" in entry:
         return np.asarray(entry["pred"], dtype=np.int64)
-    return np.asarray(entry["probs"]).argmax(axis=1)
+    decided: np.ndarray = np.asarray(entry["probs"]).argmax(axis=1)
+    return decided
 
 
 def compute_result(

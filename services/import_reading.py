@@ -232,7 +232,7 @@ class RowValidator:
                         field="task")
                 labels[task] = value
             split = None
-            if self.use_split:
+            if self.use_split and spec.split_col:
                 value = _cell(rec.get(spec.split_col))
                 if value is None:
                     raise ImportRejected(line, f"missing split in column {spec.split_col!r}")

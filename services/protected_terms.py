@@ -148,7 +148,9 @@ def terms_of(session: Session, name: str) -> dict[str, Any]:
     return terms_view(session, dataset_named(session, name))
 
 
-def edit_terms(session: Session, name: str, add: Sequence[str], remove: Sequence[str], user_id: int | None) -> dict:
+def edit_terms(
+    session: Session, name: str, add: Sequence[str], remove: Sequence[str], user_id: int | None
+) -> dict[str, Any]:
     from services.datasets import dataset_named
 
     return edit(session, dataset_named(session, name), add, remove, user_id)
