@@ -47,7 +47,8 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     logits = np.log(np.clip(probs, _EPS, 1.0)) / temperature
     logits -= logits.max(axis=1, keepdims=True)
     e = np.exp(logits)
-    return e / e.sum(axis=1, keepdims=True)
+    calibrated: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return calibrated
 
 
 def nll(probs: np.ndarray, gold: np.ndarray) -> float | None:
@@ -131,7 +132,8 @@ def fit_group_weights(group_probs: list[np.ndarray], gold: np.ndarray) -> np.nda
 
     result = minimize(loss, np.zeros(n_groups), jac=True, method="L-BFGS-B")
     w = np.exp(result.x - result.x.max())
-    return w / w.sum()
+    weights: np.ndarray = w / w.sum()
+    return weights
 
 
 def combine(

@@ -18,7 +18,7 @@ from core.settings import Settings, get_settings
 log = logging.getLogger("augloop.augment")
 
 _lock = threading.RLock()
-_models: dict[tuple[str, str, str, str], Any] = {}
+_models: dict[tuple[str, str, str, str], LoadedModel] = {}
 _augmenters: dict[tuple[Any, ...], Any] = {}
 _threads_set = False
 

@@ -39,7 +39,9 @@ _PREAMBLE = re.compile(r"^\s*(?:paraphrase|rewrite|rewritten text|here is[^:]*)\
 _QUOTES = ('"', "“", "”", "'")
 
 
-def build_messages(text: str, labels: dict[str, str], hints: SourceHints, params: P.ParaphraseParams) -> list[dict]:
+def build_messages(
+    text: str, labels: dict[str, str], hints: SourceHints, params: P.ParaphraseParams
+) -> list[dict[str, str]]:
     """The chat messages for one source."""
     parts = []
     if labels:
@@ -67,7 +69,7 @@ class Generator(Protocol):
     source: str  # "local" or the endpoint's URL
 
     def generate(
-        self, conversations: list[list[dict]], counts: list[int], *, seed: int, keys: list[str],
+        self, conversations: list[list[dict[str, str]]], counts: list[int], *, seed: int, keys: list[str],
         params: P.ParaphraseParams,
     ) -> list[list[str]]:
         """counts[i] sampled completions of conversations[i]; keys[i] identifies it for seeding."""
@@ -88,7 +90,7 @@ class LocalGenerator:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         tokenizer.padding_side = "left"
 
-    def render(self, conversation: list[dict]) -> str:
+    def render(self, conversation: list[dict[str, str]]) -> str:
         tokenizer = self.loaded.tokenizer
         if getattr(tokenizer, "chat_template", None):
             return str(tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True))
@@ -96,7 +98,7 @@ class LocalGenerator:
         return "\n\n".join(m["content"] for m in conversation) + "\n\nParaphrase:"
 
     def generate(
-        self, conversations: list[list[dict]], counts: list[int], *, seed: int, keys: list[str],
+        self, conversations: list[list[dict[str, str]]], counts: list[int], *, seed: int, keys: list[str],
         params: P.ParaphraseParams,
     ) -> list[list[str]]:
         import torch
@@ -150,7 +152,9 @@ class EndpointGenerator:
         self.timeout = timeout
         self.concurrency = max(1, concurrency)
 
-    def _complete(self, conversation: list[dict], n: int, seed: int, params: P.ParaphraseParams, cap: int) -> list[str]:
+    def _complete(
+        self, conversation: list[dict[str, str]], n: int, seed: int, params: P.ParaphraseParams, cap: int
+    ) -> list[str]:
         import httpx
 
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -174,7 +178,7 @@ class EndpointGenerator:
         return [str((c.get("message") or {}).get("content") or "") for c in choices][:n]
 
     def generate(
-        self, conversations: list[list[dict]], counts: list[int], *, seed: int, keys: list[str],
+        self, conversations: list[list[dict[str, str]]], counts: list[int], *, seed: int, keys: list[str],
         params: P.ParaphraseParams,
     ) -> list[list[str]]:
         def one(i: int) -> list[str]:

@@ -155,7 +155,7 @@ def make_plan(
                     "task": task,
                     "label": y,
                     "original": original[task][y],
-                    "variants": variants.get(task, {}).get(y, 0),
+                    "variants": variants.get(task, Counter[str]())[y],
                     "current": current[task][y],
                     "target": goals[task][y],
                     "deficit": max(0, goals[task][y] - current[task][y]),
