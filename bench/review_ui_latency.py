@@ -216,12 +216,30 @@ def start_stack(tmp: Path, db_url: str) -> tuple[list[subprocess.Popen], str, st
            "AUGLOOP_API_URL": f"http://127.0.0.1:{api_port}", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PYTHONPATH": str(ROOT)}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "augloop", "serve", "--port", str(api_port)], cwd=ROOT, env=env,
-                         stdout=open(tmp / "api.log", "w"), stderr=subprocess.STDOUT),  # noqa: SIM115
-        subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(SERVER_PATH), *STREAMLIT_FLAGS,
-                          f"--server.port={ui_port}", "--server.address=127.0.0.1",
-                          "--server.fileWatcherType=none"], cwd=ROOT, env=env,
-                         stdout=open(tmp / "ui.log", "w"), stderr=subprocess.STDOUT),  # noqa: SIM115
+        subprocess.Popen(
+            [sys.executable, "-m", "augloop", "serve", "--port", str(api_port)],
+            cwd=ROOT,
+            env=env,
+            stdout=open(tmp / "api.log", "w"),  # noqa: SIM115 - open for the life of the process
+            stderr=subprocess.STDOUT,
+        ),
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                str(SERVER_PATH),
+                *STREAMLIT_FLAGS,
+                f"--server.port={ui_port}",
+                "--server.address=127.0.0.1",
+                "--server.fileWatcherType=none",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=open(tmp / "ui.log", "w"),  # noqa: SIM115 - open for the life of the process
+            stderr=subprocess.STDOUT,
+        ),
     ]
     wait_http(f"http://127.0.0.1:{api_port}/healthz")
     wait_http(f"http://127.0.0.1:{ui_port}/_stcore/health")
