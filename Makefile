@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # torch's OpenMP threads stall one another on a CPU shared with other work when they spin while waiting
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install system-deps nltk-data demo test test-fast bench clean
+.PHONY: install system-deps nltk-data demo lint test test-fast bench clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,7 +34,14 @@ demo: install
 	$(MAKE) nltk-data
 	$(PY) -m augloop demo
 
-test: install system-deps nltk-data
+# Static checks, first in `make test` so that they cannot rot: ruff's lint rules, ruff's formatting, and mypy
+# --strict over core/, db/, services/ and trainer/ (configured in pyproject.toml).
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+test: lint system-deps nltk-data
 	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
 

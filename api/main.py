@@ -33,8 +33,16 @@ from db.session import get_engine
 
 API_PREFIX = "/api/v1"
 ROUTERS: list[Any] = [
-    projects.router, datasets.router, jobs.router, tokens.router, reviews.router, review_work.router, training.router, augment.router,
-    impact.router, variants.router,
+    projects.router,
+    datasets.router,
+    jobs.router,
+    tokens.router,
+    reviews.router,
+    review_work.router,
+    training.router,
+    augment.router,
+    impact.router,
+    variants.router,
 ]
 
 

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -60,10 +60,10 @@ def import_cmd(
     split_col: Annotated[str, typer.Option(help="Split column (train/val/test); absent: stratified split")] = "split",
     id_col: Annotated[str, typer.Option(help="Id column kept as external id")] = "id",
     language: Annotated[str, typer.Option(help="Language code of the texts")] = "en",
-    labels: Annotated[Optional[list[str]], typer.Option(help="Ordered label set, TASK=a,b,c (repeatable)")] = None,
+    labels: Annotated[list[str] | None, typer.Option(help="Ordered label set, TASK=a,b,c (repeatable)")] = None,
     split_seed: Annotated[int, typer.Option(help="Seed of the stratified split")] = 42,
     project: Annotated[str, typer.Option(help="The project a new dataset goes into")] = "default",
-    display_name: Annotated[Optional[str], typer.Option(help="A new dataset's name for people")] = None,
+    display_name: Annotated[str | None, typer.Option(help="A new dataset's name for people")] = None,
 ) -> None:
     """Import a file into a dataset: all rows or none, any size (read in chunks, with a progress bar)."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
@@ -120,11 +120,10 @@ def print_stats(stats: dict) -> None:
         for col in ("train", "val", "test", "pend", "appr", "rej", "train+appr"):
             table.add_column(col, justify="right", no_wrap=True)
         for label, e in info["labels"].items():
-            by_origin = e["by_origin"]
-            def variants(status: str) -> int:
-                return sum(n for k, n in by_origin.items() if k.endswith(f":{status}"))
+            variants = {status: sum(n for k, n in e["by_origin"].items() if k.endswith(f":{status}"))
+                        for status in ("pending", "approved", "rejected")}
             table.add_row(label, str(e["by_split"]["train"]), str(e["by_split"]["val"]), str(e["by_split"]["test"]),
-                          str(variants("pending")), str(variants("approved")), str(variants("rejected")),
+                          str(variants["pending"]), str(variants["approved"]), str(variants["rejected"]),
                           str(e["train_with_approved"]))
         console.print(table)
         if ratio_aug and ratio and ratio_aug != ratio:
@@ -168,8 +167,8 @@ def export(
 
 @app.command()
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="Bind address")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="Port")] = None,
 ) -> None:
     """Run the API (OpenAPI docs at /docs)."""
     import uvicorn
@@ -186,10 +185,10 @@ def serve(
 
 @app.command()
 def worker(
-    kinds: Annotated[Optional[list[str]], typer.Option("--kinds", "-k", help="Job kinds to run (default all)")]
+    kinds: Annotated[list[str] | None, typer.Option("--kinds", "-k", help="Job kinds to run (default all)")]
     = None,
     burst: Annotated[bool, typer.Option(help="Drain the queue, then exit")] = False,
-    lease_seconds: Annotated[Optional[float], typer.Option(help="Job lease length")] = None,
+    lease_seconds: Annotated[float | None, typer.Option(help="Job lease length")] = None,
 ) -> None:
     """Run jobs from the queue; SIGTERM finishes the current job and exits."""
     from workers.main import Worker
@@ -207,7 +206,7 @@ def worker(
 
 
 @app.command()
-def ui(port: Annotated[Optional[int], typer.Option(help="Port")] = None) -> None:
+def ui(port: Annotated[int | None, typer.Option(help="Port")] = None) -> None:
     """Run the review UI (Streamlit); it talks to the API at AUGLOOP_API_URL."""
     import os
 

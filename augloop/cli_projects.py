@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -17,7 +17,7 @@ project_app = typer.Typer(help="Projects and their members (annotators and leads
 @project_app.command("create")
 def create(
     name: Annotated[str, typer.Argument(help="A slug: lower-case letters, digits, _ and -")],
-    display_name: Annotated[Optional[str], typer.Option(help="The name people see")] = None,
+    display_name: Annotated[str | None, typer.Option(help="The name people see")] = None,
 ) -> None:
     """Create an empty project."""
     with session_scope(engine()) as session:

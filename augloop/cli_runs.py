@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -98,8 +98,8 @@ def ensemble_cmd(
 
 @runs_app.command("list")
 def runs_list(
-    dataset: Annotated[Optional[str], typer.Option(help="Only this dataset")] = None,
-    kind: Annotated[Optional[str], typer.Option(help="single or ensemble")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset")] = None,
+    kind: Annotated[str | None, typer.Option(help="single or ensemble")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first")] = 50,
 ) -> None:
     """Runs and ensembles with their status and headline scores."""

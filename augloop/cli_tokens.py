@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -18,7 +18,7 @@ token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_h
 def token_create(
     name: Annotated[str, typer.Option(help="User name")],
     role: Annotated[str, typer.Option(help="annotator or admin")] = "annotator",
-    expires_days: Annotated[Optional[float], typer.Option(help="Expire after this many days")] = None,
+    expires_days: Annotated[float | None, typer.Option(help="Expire after this many days")] = None,
 ) -> None:
     """Create a token and print it once (only its hash is stored)."""
     with session_scope(engine()) as session:
@@ -41,8 +41,8 @@ def token_list() -> None:
 
 @token_app.command("revoke")
 def token_revoke(
-    token_id: Annotated[Optional[int], typer.Argument(help="Token id (from `augloop token list`)")] = None,
-    user: Annotated[Optional[str], typer.Option(help="Revoke every token of this user")] = None,
+    token_id: Annotated[int | None, typer.Argument(help="Token id (from `augloop token list`)")] = None,
+    user: Annotated[str | None, typer.Option(help="Revoke every token of this user")] = None,
 ) -> None:
     """Revoke a token, or all of a user's tokens."""
     with session_scope(engine()) as session:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.progress import (
@@ -102,26 +102,26 @@ class _Bar:
 def train(
     dataset: Annotated[str, typer.Argument(help="Dataset name")],
     encoder: Annotated[
-        Optional[str], typer.Option(help="Hugging Face encoder name or local directory")
+        str | None, typer.Option(help="Hugging Face encoder name or local directory")
     ] = None,
     seeds: Annotated[
-        Optional[str], typer.Option(help="Seeds, e.g. 42,43,44: one run each, then an ensemble")
+        str | None, typer.Option(help="Seeds, e.g. 42,43,44: one run each, then an ensemble")
     ] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs")] = None,
-    max_length: Annotated[Optional[int], typer.Option(help="Maximum tokens per text")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Maximum tokens per text")] = None,
     max_train_samples: Annotated[
-        Optional[int], typer.Option(help="Train on a seeded subset of this size")
+        int | None, typer.Option(help="Train on a seeded subset of this size")
     ] = None,
     budget_minutes: Annotated[
-        Optional[float],
+        float | None,
         typer.Option(help="Minutes of training per run: steps, LR and regularisers are planned to fit"),
     ] = None,
     classical: Annotated[
         bool, typer.Option("--classical/--no-classical", help="Also train the TF-IDF member and ensemble it")
     ] = True,
-    config: Annotated[Optional[Path], typer.Option("--config", help="A YAML file of config keys")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="A YAML file of config keys")] = None,
     set_: Annotated[
-        Optional[list[str]], typer.Option("--set", help="key=value config override (repeatable)")
+        list[str] | None, typer.Option("--set", help="key=value config override (repeatable)")
     ] = None,
     name: Annotated[str, typer.Option(help="Run name")] = "",
     queue_: Annotated[bool, typer.Option("--queue", help="Enqueue jobs for the workers instead")] = False,
@@ -219,7 +219,7 @@ def _select_in_process(run_ids: list[int]) -> bool:
         for run_id in run_ids:
             record_end(db, run_id, JobStatus.failed, f"learning-rate selection: {err.message}")
         raise
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any failure ends the runs as failed, with its message
         for run_id in run_ids:
             record_end(db, run_id, JobStatus.failed, f"learning-rate selection: {type(err).__name__}: {err}")
         err_console.print(f"[bold red]learning-rate selection failed:[/] {type(err).__name__}: {err}")
@@ -252,7 +252,7 @@ def _train_in_process(run_id: int) -> bool:
     except (DomainError, TrainerError) as err:
         record_end(db, run_id, JobStatus.failed, err.message)
         raise
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any failure ends the run as failed, with its message
         record_end(db, run_id, JobStatus.failed, f"{type(err).__name__}: {err}")
         err_console.print(f"[bold red]run {run_id} failed:[/] {type(err).__name__}: {err}")
         return False

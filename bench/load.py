@@ -255,8 +255,10 @@ def main() -> None:
          "backends": results}, indent=2) + "\n")
     acknowledged = sum(r["acknowledged_decisions"] for r in results)
     rates = ", ".join(f"{r['backend']} {r['requests_per_s']} req/s" for r in results)
-    print(f"\nload: {rates}; "
-          f"{acknowledged} acknowledged decisions, lost or duplicated: {metrics[0]['value']}; 5xx: {metrics[1]['value']}")
+    print(
+        f"\nload: {rates}; "
+        f"{acknowledged} acknowledged decisions, lost or duplicated: {metrics[0]['value']}; 5xx: {metrics[1]['value']}"
+    )
 
 
 if __name__ == "__main__":

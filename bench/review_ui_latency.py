@@ -71,12 +71,24 @@ ARM_JS = """
   const family = node0 ? [...document.querySelectorAll('.rv-card')]
       .filter(n => familyOf(n) === familyOf(node0)).map(n => n.dataset.id) : [];
   const KEY = {approve: 'a', reason_reject: 'x', reject: 'x', family: 'f', undo: 'u', edit: 'Enter'}[kind];
-  function familyOf(n) { let p = n.previousElementSibling; while (p && !p.classList.contains('rv-family')) p = p.previousElementSibling; return p ? p.dataset.family : null; }
+  function familyOf(n) {
+    let p = n.previousElementSibling;
+    while (p && !p.classList.contains('rv-family')) p = p.previousElementSibling;
+    return p ? p.dataset.family : null;
+  }
   function settled(n) { return n && !n.dataset.saving; }
   function done() {
     const n = document.getElementById('rv-card-' + id);
-    if (kind === 'undo') return settled(n) && n.dataset.status === 'pending' && n.dataset.version !== version0 && root.dataset.focus === id;
-    if (kind === 'family') return family.every(f => { const m = document.getElementById('rv-card-' + f); return settled(m) && m.dataset.status !== 'pending'; }) && !family.includes(root.dataset.focus);
+    if (kind === 'undo') {
+      return settled(n) && n.dataset.status === 'pending' && n.dataset.version !== version0
+        && root.dataset.focus === id;
+    }
+    if (kind === 'family') {
+      return family.every(f => {
+        const m = document.getElementById('rv-card-' + f);
+        return settled(m) && m.dataset.status !== 'pending';
+      }) && !family.includes(root.dataset.focus);
+    }
     return settled(n) && n.dataset.status !== 'pending' && root.dataset.focus !== id;
   }
   return new Promise((resolve) => {
@@ -96,7 +108,8 @@ ARM_JS = """
       requestAnimationFrame(() => requestAnimationFrame(() => {
         const end = performance.now();
         document.removeEventListener('keydown', onKey, true);
-        resolve({ms: end - start, focus_ms: focusAt === null ? null : focusAt - start, id: id, focus: root.dataset.focus});
+        resolve({ms: end - start, focus_ms: focusAt === null ? null : focusAt - start, id: id,
+                 focus: root.dataset.focus});
       }));
     }
     document.addEventListener('keyup', () => setTimeout(check, 0), {capture: true, once: true});
@@ -203,12 +216,30 @@ def start_stack(tmp: Path, db_url: str) -> tuple[list[subprocess.Popen], str, st
            "AUGLOOP_API_URL": f"http://127.0.0.1:{api_port}", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PYTHONPATH": str(ROOT)}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "augloop", "serve", "--port", str(api_port)], cwd=ROOT, env=env,
-                         stdout=open(tmp / "api.log", "w"), stderr=subprocess.STDOUT),  # noqa: SIM115
-        subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(SERVER_PATH), *STREAMLIT_FLAGS,
-                          f"--server.port={ui_port}", "--server.address=127.0.0.1",
-                          "--server.fileWatcherType=none"], cwd=ROOT, env=env,
-                         stdout=open(tmp / "ui.log", "w"), stderr=subprocess.STDOUT),  # noqa: SIM115
+        subprocess.Popen(
+            [sys.executable, "-m", "augloop", "serve", "--port", str(api_port)],
+            cwd=ROOT,
+            env=env,
+            stdout=open(tmp / "api.log", "w"),  # noqa: SIM115 - open for the life of the process
+            stderr=subprocess.STDOUT,
+        ),
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                str(SERVER_PATH),
+                *STREAMLIT_FLAGS,
+                f"--server.port={ui_port}",
+                "--server.address=127.0.0.1",
+                "--server.fileWatcherType=none",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=open(tmp / "ui.log", "w"),  # noqa: SIM115 - open for the life of the process
+            stderr=subprocess.STDOUT,
+        ),
     ]
     wait_http(f"http://127.0.0.1:{api_port}/healthz")
     wait_http(f"http://127.0.0.1:{ui_port}/_stcore/health")
@@ -275,10 +306,13 @@ def run_arm(page, name: str, decisions: int, busy: int) -> list[dict]:  # type: 
             if kind == "family":
                 # approve a family only when every card of it on the page is still pending
                 family_ok = page.evaluate(
-                    """() => { const n = document.querySelector('.rv-card.rv-focused'); let p = n.previousElementSibling;
+                    """() => { const n = document.querySelector('.rv-card.rv-focused');
+                    let p = n.previousElementSibling;
                     while (p && !p.classList.contains('rv-family')) p = p.previousElementSibling;
                     if (!p) return false; const out = []; let q = p.nextElementSibling;
-                    while (q && q.classList.contains('rv-card')) { out.push(q.dataset.status); q = q.nextElementSibling; }
+                    while (q && q.classList.contains('rv-card')) {
+                      out.push(q.dataset.status); q = q.nextElementSibling;
+                    }
                     return out.every(s => s === 'pending'); }"""
                 )
                 if not family_ok:

@@ -61,8 +61,12 @@ def child_import(task: dict[str, Any]) -> dict[str, Any]:
     def progress(phase: str, done: int, total: int, rows: int) -> None:
         phases.setdefault(phase, time.monotonic() - started)
 
-    result = import_path(engine, Path(task["file"]), ImportSpec(dataset="scale", tasks=TASKS, split_fractions=FRACTIONS),
-                         progress=progress)
+    result = import_path(
+        engine,
+        Path(task["file"]),
+        ImportSpec(dataset="scale", tasks=TASKS, split_fractions=FRACTIONS),
+        progress=progress,
+    )
     seconds = time.monotonic() - started
     return {"seconds": round(seconds, 1), "phases": {k: round(v, 1) for k, v in phases.items()},
             "switch_seconds": round(seconds - phases["writing"], 1), "imported": result.imported,

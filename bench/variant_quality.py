@@ -144,7 +144,7 @@ def tfidf_flags(rows: list[dict[str, str]], texts: list[str], labels: list[dict[
     return {"flag": np.array(flag), "confident": np.array(confident)}
 
 
-def main() -> int:  # noqa: PLR0915 - one study, read top to bottom
+def main() -> int:  # one study, read top to bottom
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="25 sources, a smaller label model: under a minute")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved throughput runs per arm (3; quick: 1)")
@@ -258,16 +258,33 @@ def main() -> int:  # noqa: PLR0915 - one study, read top to bottom
         s = summary[arm]
         suffix = "" if arm == "after" else f"_{arm}"
         results += [
-            metric(f"wordnet_pos_or_inflection_change_share{suffix}", round(s["pos_or_inflection_change_share"], 4),
-                   "fraction", lower_is_better=True, kept=s["kept"],
-                   target=None if arm == "before" else round(0.5 * summary["before"]["pos_or_inflection_change_share"], 4)),
-            metric(f"wordnet_mean_semantic_similarity{suffix}", round(s["mean_semantic_similarity"], 4), "cosine",
-                   target=None if arm == "before" else round(summary["before"]["mean_semantic_similarity"], 4)),
-            metric(f"wordnet_label_flag_share{suffix}", round(s["label_flag_share"], 4), "fraction",
-                   lower_is_better=True,
-                   target=None if arm == "before" else round(summary["before"]["label_flag_share"], 4)),
-            metric(f"wordnet_label_confident_change_share{suffix}", round(s["label_confident_change_share"], 4),
-                   "fraction", lower_is_better=True),
+            metric(
+                f"wordnet_pos_or_inflection_change_share{suffix}",
+                round(s["pos_or_inflection_change_share"], 4),
+                "fraction",
+                lower_is_better=True,
+                kept=s["kept"],
+                target=None if arm == "before" else round(0.5 * summary["before"]["pos_or_inflection_change_share"], 4),
+            ),
+            metric(
+                f"wordnet_mean_semantic_similarity{suffix}",
+                round(s["mean_semantic_similarity"], 4),
+                "cosine",
+                target=None if arm == "before" else round(summary["before"]["mean_semantic_similarity"], 4),
+            ),
+            metric(
+                f"wordnet_label_flag_share{suffix}",
+                round(s["label_flag_share"], 4),
+                "fraction",
+                lower_is_better=True,
+                target=None if arm == "before" else round(summary["before"]["label_flag_share"], 4),
+            ),
+            metric(
+                f"wordnet_label_confident_change_share{suffix}",
+                round(s["label_confident_change_share"], 4),
+                "fraction",
+                lower_is_better=True,
+            ),
         ]
     results += [
         metric("wordnet_edits_undone_by_pos_check", round(pos_check["undone"] / max(1, pos_check["checked"]), 4),
@@ -294,7 +311,9 @@ def main() -> int:  # noqa: PLR0915 - one study, read top to bottom
     detail.write_text(json.dumps({"summary": summary, "examples": examples}, indent=1, default=str) + "\n",
                       encoding="utf-8")
     for r in results:
-        print(f"{r['metric']}: {r['value']} {r['unit']}" + (f" (target {r['target']})" if r["target"] is not None else ""))
+        print(
+            f"{r['metric']}: {r['value']} {r['unit']}" + (f" (target {r['target']})" if r["target"] is not None else "")
+        )
     print(f"wrote {out.relative_to(ROOT)} in {time.perf_counter() - started:.0f} s")
     return 0
 

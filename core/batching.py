@@ -9,12 +9,15 @@ batches, longest first, within shuffled chunks of its epoch.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import SupportsInt
+from typing import TYPE_CHECKING, SupportsInt
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def length_buckets(
     items: Sequence[int],
-    lengths: Sequence[SupportsInt],
+    lengths: Sequence[SupportsInt] | np.ndarray,
     *,
     max_rows: int,
     token_budget: int | None = None,

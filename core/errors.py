@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DomainError(Exception):
     status_code = 400
 
-    def __init__(self, message: str, *, field: str | None = None, extra: dict | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field

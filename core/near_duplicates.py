@@ -67,7 +67,8 @@ def _mix(h: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return h ^ (h >> np.uint64(31))
+        mixed: np.ndarray = h ^ (h >> np.uint64(31))
+        return mixed
 
 
 def anchor_length(n: int) -> int:
@@ -222,13 +223,15 @@ class Postings:
 def least_shared(sizes: np.ndarray, threshold: float) -> np.ndarray:
     """The anchors a text of |A| anchors shares with any text it qualifies with, as the smaller text of the
     pair: max(1, ⌈(threshold − SLACK)·|A|⌉ − MARGIN)."""
-    return np.maximum(1, np.ceil((threshold - SLACK) * sizes).astype(np.int64) - MARGIN)
+    shared: np.ndarray = np.maximum(1, np.ceil((threshold - SLACK) * sizes).astype(np.int64) - MARGIN)
+    return shared
 
 
 def required_hits(sizes: np.ndarray, threshold: float) -> np.ndarray:
     """Of the prefix of a text of |A| anchors, at least this many are in any text it qualifies with: at most
     |A| − s of its anchors are not (pigeonhole)."""
-    return np.minimum(least_shared(sizes, threshold), HITS)
+    hits: np.ndarray = np.minimum(least_shared(sizes, threshold), HITS)
+    return hits
 
 
 def prefix_mask(indptr: np.ndarray, df: np.ndarray, anchors: np.ndarray, threshold: float) -> np.ndarray:
@@ -239,7 +242,8 @@ def prefix_mask(indptr: np.ndarray, df: np.ndarray, anchors: np.ndarray, thresho
     order = np.lexsort((anchors, df, row))  # by text, then rarest first
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order)) - np.repeat(indptr[:-1] - indptr[0], sizes)
-    return rank < (sizes - least_shared(sizes, threshold) + HITS)[row]
+    in_prefix: np.ndarray = rank < (sizes - least_shared(sizes, threshold) + HITS)[row]
+    return in_prefix
 
 
 def document_prefixes(postings: Postings, sizes: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:

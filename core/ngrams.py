@@ -132,4 +132,5 @@ def pairwise_jaccard(a: Any, a_sizes: np.ndarray, b: Any, b_sizes: np.ndarray) -
     """Jaccard similarity of row i of `a` with row i of `b` (same shapes)."""
     inter = np.asarray(a.multiply(b).sum(axis=1)).ravel()
     union = a_sizes + b_sizes - inter
-    return np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
+    jaccard: np.ndarray = np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
+    return jaccard

@@ -156,9 +156,9 @@ def insert_variants(
         .on_conflict_do_nothing(index_elements=[Sample.dataset_id, Sample.content_hash])
         .returning(Sample.id, Sample.content_hash)
     )
-    inserted = dict(
-        (digest, sid) for sid, digest in session.execute(statement, list(rows.values())).tuples()
-    )
+    inserted = {
+        digest: sid for sid, digest in session.execute(statement, list(rows.values())).tuples()
+    }
     label_rows = [
         {"sample_id": sid, "task": task, "label": label}
         for digest, sid in inserted.items()
@@ -215,7 +215,9 @@ def record_automatic_decisions(session: Session, reviewer_id: int, decisions: Se
             )
             if outcome == "audit":
                 continue
-            texts = dict(session.execute(select(Sample.id, Sample.text).where(Sample.id.in_(list(rows)))).tuples().all())
+            texts = dict(
+                session.execute(select(Sample.id, Sample.text).where(Sample.id.in_(list(rows)))).tuples().all()
+            )
             session.execute(
                 sa_insert(Review),
                 [

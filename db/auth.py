@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, NotFoundError, ValidationFailed
 from db.models import TOKEN_ROLES, APIToken, Role, User, utcnow
+from db.session import affected_rows
 
 TOKEN_PREFIX = "aug_"
 AUTO_REVIEWER = "auto"  # signs automatic decisions (role `system`)
@@ -137,7 +138,7 @@ def revoke_token(session: Session, token_id: int | None = None, *, user_name: st
         stmt = stmt.where(APIToken.user_id == user.id)
     else:
         raise ValidationFailed("give a token id or a user name", field="token_id")
-    n = session.execute(stmt.values(revoked_at=utcnow()).execution_options(synchronize_session=False)).rowcount
+    n = affected_rows(session.execute(stmt.values(revoked_at=utcnow()).execution_options(synchronize_session=False)))
     if not n and token_id is not None and session.get(APIToken, token_id) is None:
         raise NotFoundError(f"token {token_id} not found", field="token_id")
     return n or 0

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
 from db.models import Dataset, ImpactReport, JobStatus, Origin, ReviewStatus, Sample, TrainingRun, utcnow
+from db.session import affected_rows
 
 OPEN = (JobStatus.queued, JobStatus.running)
 
@@ -95,11 +96,11 @@ def mark_running(session: Session, report_id: int) -> None:
 
 def finish_report(session: Session, report_id: int, status: str, result: dict[str, Any]) -> bool:
     """Record the outcome unless another worker already did; True when this call's write landed."""
-    written = session.execute(
+    written = affected_rows(session.execute(
         update(ImpactReport)
         .where(ImpactReport.id == report_id, ImpactReport.status.in_(OPEN))
         .values(status=status, result=result, finished_at=utcnow())
         .execution_options(synchronize_session=False)
-    ).rowcount
+    ))
     session.flush()
     return bool(written)

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, bindparam, text
 
 from db.chunks import chunked
 from db.models import UTCDateTime
+
+if TYPE_CHECKING:
+    import psycopg
 
 ROWS = "import_rows"
 LABELS = "import_labels"
@@ -59,9 +62,8 @@ def _copy(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[S
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        with conn.connection.dbapi_connection.cursor() as cursor, cursor.copy(  # type: ignore[union-attr]
-            f"COPY {table} ({', '.join(columns)}) FROM STDIN"
-        ) as copy:
+        driver = cast("psycopg.Connection[Any]", conn.connection.driver_connection)  # Postgres: always psycopg 3
+        with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
     else:
@@ -86,7 +88,8 @@ def link_duplicates(conn: Connection) -> None:
     """first_seq: the first row of the file with the same content hash (the row itself when it is the first)."""
     conn.exec_driver_sql(f"CREATE INDEX ix_{ROWS}_hash ON {ROWS} (content_hash, seq)")
     conn.exec_driver_sql(
-        f"UPDATE {ROWS} SET first_seq = (SELECT MIN(r2.seq) FROM {ROWS} r2 WHERE r2.content_hash = {ROWS}.content_hash) "
+        f"UPDATE {ROWS} SET first_seq = "
+        f"(SELECT MIN(r2.seq) FROM {ROWS} r2 WHERE r2.content_hash = {ROWS}.content_hash) "
         f"WHERE content_hash IN (SELECT content_hash FROM {ROWS} GROUP BY content_hash HAVING COUNT(*) > 1)"
     )
 

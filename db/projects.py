@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
 from db.models import Project, ProjectMember, User
+from db.session import affected_rows
 
 
 def get_project(session: Session, name: str, *, field: str = "project") -> Project:
@@ -51,5 +52,5 @@ def set_member(session: Session, project_id: int, user_id: int, role: str) -> No
 
 
 def remove_member(session: Session, project_id: int, user_id: int) -> int:
-    return session.execute(delete(ProjectMember).where(ProjectMember.project_id == project_id,
-                                                       ProjectMember.user_id == user_id)).rowcount or 0
+    return affected_rows(session.execute(delete(ProjectMember).where(ProjectMember.project_id == project_id,
+                                                                     ProjectMember.user_id == user_id))) or 0

@@ -9,6 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from db.models import ProtectedTerm
+from db.session import affected_rows
 
 
 @dataclass
@@ -49,9 +50,9 @@ def add_terms(
 def remove_terms(session: Session, dataset_id: int, terms: Sequence[str]) -> int:
     if not terms:
         return 0
-    removed = session.execute(
+    removed = affected_rows(session.execute(
         delete(ProtectedTerm).where(ProtectedTerm.dataset_id == dataset_id, ProtectedTerm.term.in_(list(terms)))
-    ).rowcount
+    ))
     session.flush()
     return removed or 0
 

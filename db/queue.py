@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from core.errors import ConflictError, NotFoundError
 from core.settings import get_settings
 from db.models import Job, JobStatus
+from db.session import affected_rows
 
 TERMINAL = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 
@@ -59,7 +60,7 @@ def _ended(session: Session, jobs: list[tuple[int, str]], status: str, error: st
 def db_now(session: Session) -> datetime:
     """The database server's current time (UTC): the one clock every host of a deployment shares."""
     if session.get_bind().dialect.name == "postgresql":
-        value = session.scalar(text("SELECT clock_timestamp()"))
+        value: datetime = session.scalar(text("SELECT clock_timestamp()"))
     else:  # SQLite's clock is the host's, but there is only one host writing the file
         raw = session.scalar(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"))
         value = datetime.fromisoformat(raw).replace(tzinfo=UTC)
@@ -119,7 +120,7 @@ def requeue_expired(session: Session, now: datetime | None = None) -> int:
         )]
         _ended(session, rows, status, why, now)
         ended += len(rows)
-    requeued = session.execute(
+    requeued = affected_rows(session.execute(
         update(Job)
         .where(expired)
         .values(
@@ -131,11 +132,13 @@ def requeue_expired(session: Session, now: datetime | None = None) -> int:
             last_error="worker lost (lease expired); re-queued",
         )
         .execution_options(synchronize_session=False)
-    ).rowcount
+    ))
     return ended + (requeued or 0)
 
 
-def claim(engine: Engine, worker_id: str, kinds: list[str] | None = None, lease_seconds: float | None = None) -> Job | None:
+def claim(
+    engine: Engine, worker_id: str, kinds: list[str] | None = None, lease_seconds: float | None = None
+) -> Job | None:
     """Atomically take the next runnable job (highest priority, then oldest) and lease it to `worker_id`."""
     lease_seconds = lease_seconds or get_settings().job_lease_seconds
     with Session(bind=engine, expire_on_commit=False) as session, session.begin():
@@ -243,9 +246,9 @@ def complete(session: Session, job_id: int, worker_id: str, result: dict[str, An
     if progress is not None:
         done, total, info = progress
         values.update(progress_done=done, progress_total=total, progress_info=info)
-    n = session.execute(
+    n = affected_rows(session.execute(
         update(Job).where(_owned(job_id, worker_id)).values(**values).execution_options(synchronize_session=False)
-    ).rowcount
+    ))
     if not n:
         raise LeaseLost(f"job {job_id} is no longer leased to {worker_id}; its output is discarded")
 
@@ -309,21 +312,21 @@ def counts_by_status(session: Session) -> dict[str, int]:
     from sqlalchemy import func
 
     rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
-    return {status: n for status, n in rows}
+    return dict(rows)
 
 
 __all__ = [
     "LeaseLost",
-    "db_now",
-    "hold_lease",
-    "on_job_end",
-    "enqueue",
     "claim",
-    "heartbeat",
     "complete",
+    "counts_by_status",
+    "db_now",
+    "enqueue",
     "fail",
+    "heartbeat",
+    "hold_lease",
     "mark_cancelled",
+    "on_job_end",
     "request_cancel",
     "requeue_expired",
-    "counts_by_status",
 ]

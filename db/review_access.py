@@ -27,8 +27,8 @@ from sqlalchemy.sql.elements import UnaryExpression
 
 from core.errors import ValidationFailed
 from db import text_search
-from db.models import UNDO, Dataset, Review, Sample, SampleLabel
-from db.review_filter import REVIEWABLE_ORIGINS, SORTS, QueueFilter
+from db.models import REVIEWABLE_ORIGINS, UNDO, Dataset, Review, Sample, SampleLabel
+from db.review_filter import SORTS, QueueFilter
 
 # A label or a search drives the query (its index gives the matching ids, which are then sorted) when it matches
 # at most this many rows; a commoner one is checked row by row while walking the sort's index.
@@ -43,7 +43,8 @@ def _noindex(column: Any) -> Any:
 
 
 def _one_of(column: Any, values: tuple[str, ...]) -> ColumnElement[bool]:
-    return column == values[0] if len(values) == 1 else column.in_(values)
+    condition: ColumnElement[bool] = column == values[0] if len(values) == 1 else column.in_(values)
+    return condition
 
 
 def not_voted_by(user_id: int) -> ColumnElement[bool]:

@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, delete, exists, func, insert, select, upda
 from sqlalchemy.orm import Session, aliased
 
 from db.models import UNDO, Review, ReviewAssignment, Sample
+from db.session import affected_rows
 
 
 def standing_vote(user_column: Any, sample_column: Any) -> ColumnElement[bool]:
@@ -25,7 +26,7 @@ def standing_vote(user_column: Any, sample_column: Any) -> ColumnElement[bool]:
 
 def purge(session: Session, dataset_id: int, now: datetime) -> int:
     """Drop the dataset's expired leases and those whose holder has voted since (their work there is done)."""
-    done = session.execute(
+    done = affected_rows(session.execute(
         delete(ReviewAssignment)
         .where(
             ReviewAssignment.dataset_id == dataset_id,
@@ -33,13 +34,13 @@ def purge(session: Session, dataset_id: int, now: datetime) -> int:
             | standing_vote(ReviewAssignment.user_id, ReviewAssignment.sample_id),
         )
         .execution_options(synchronize_session=False)
-    ).rowcount
+    ))
     return done or 0
 
 
 def renew(session: Session, dataset_id: int, user_id: int, now: datetime, until: datetime) -> int:
     """Extend the user's live leases in the dataset; returns how many."""
-    renewed = session.execute(
+    renewed = affected_rows(session.execute(
         update(ReviewAssignment)
         .where(
             ReviewAssignment.dataset_id == dataset_id,
@@ -48,7 +49,7 @@ def renew(session: Session, dataset_id: int, user_id: int, now: datetime, until:
         )
         .values(leased_until=until)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    ))
     return renewed or 0
 
 
@@ -127,7 +128,7 @@ def release(session: Session, dataset_id: int, user_id: int, sample_ids: list[in
     )
     if sample_ids is not None:
         query = query.where(ReviewAssignment.sample_id.in_(sample_ids))
-    return session.execute(query.execution_options(synchronize_session=False)).rowcount or 0
+    return affected_rows(session.execute(query.execution_options(synchronize_session=False))) or 0
 
 
 def lease_counts(session: Session, dataset_id: int, now: datetime) -> dict[int, int]:

@@ -16,9 +16,10 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError, ValidationFailed
 from db.chunks import chunked
-from db.models import UNDO, Dataset, Decision, Review, ReviewStatus, Sample, SampleLabel, User
+from db.models import REVIEWABLE_ORIGINS, UNDO, Dataset, Decision, Review, ReviewStatus, Sample, SampleLabel, User
 from db.review_access import access_path
-from db.review_filter import REVIEWABLE_ORIGINS, QueueFilter
+from db.review_filter import QueueFilter
+
 APPROVING = (Decision.approve.value, Decision.edit.value)
 
 

@@ -6,8 +6,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings, get_settings
@@ -98,7 +99,13 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 
 def readonly_engine(engine: Engine) -> Engine:
     """The same pool, for read-only sessions: on SQLite they begin without taking the write lock."""
-    return engine.execution_options(readonly=True)  # type: ignore[return-value]
+    return engine.execution_options(readonly=True)
+
+
+def affected_rows(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE without RETURNING matched. Session.execute returns a CursorResult for those,
+    though its signature promises only a Result (sqlalchemy#12913)."""
+    return cast("CursorResult[Any]", result).rowcount
 
 
 def dispose_all() -> None:

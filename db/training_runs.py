@@ -16,9 +16,9 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, exists, func, select, update
+from sqlalchemy import Table, bindparam, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from core.errors import NotFoundError, ValidationFailed
@@ -234,7 +234,7 @@ def apply_consistency_scores(
     ]
     if not rows:
         return 0
-    table = Sample.__table__
+    table = cast("Table", Sample.__table__)  # declared as a FromClause; a mapped class over one table
     statement = (
         update(table)
         .where(table.c.id == bindparam("sid"), table.c.version == bindparam("seen"),

@@ -11,6 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from db.models import WorkerPresence, utcnow
+from db.session import affected_rows
 
 STALE_AFTER = timedelta(days=1)  # rows of dead workers are deleted after this long
 
@@ -66,4 +67,4 @@ def live_workers(session: Session) -> list[WorkerPresence]:
 def forget_stale(session: Session) -> int:
     """Delete the rows of workers not seen for a day (dead ones); returns how many."""
     cutoff = utcnow() - STALE_AFTER
-    return session.execute(delete(WorkerPresence).where(WorkerPresence.last_seen_at < cutoff)).rowcount or 0
+    return affected_rows(session.execute(delete(WorkerPresence).where(WorkerPresence.last_seen_at < cutoff))) or 0

@@ -7,6 +7,7 @@ restores your filters. Every page talks to the API through review_ui/client.py.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -51,10 +52,8 @@ def resume_session() -> None:
 def sign_out() -> None:
     token, dataset = st.session_state.get("token"), st.session_state.get("current_dataset")
     if token and dataset:
-        try:  # give back any variants leased to you, so others can take them now
+        with contextlib.suppress(ApiError):  # give back any variants leased to you, so others can take them now
             api_client(token).release_leases(dataset)
-        except ApiError:
-            pass
     sessions.close(st.session_state.get("_sid"))
     for key in list(st.session_state.keys()):
         del st.session_state[key]

@@ -43,7 +43,9 @@ def class_progress_html(progress: dict[str, Any]) -> str:
         others = [(label, e) for label, e in classes.items() if not e.get("needed") and (e["approved"] or e["pending"])]
         if others:
             text = " · ".join(f"{label} {e['approved']} approved, {e['pending']} pending" for label, e in others)
-            parts.append(f"<div style='color:#555;font-size:0.85rem;margin:2px 0'>{escape('Not in the plan: ' + text)}</div>")
+            parts.append(
+                f"<div style='color:#555;font-size:0.85rem;margin:2px 0'>{escape('Not in the plan: ' + text)}</div>"
+            )
     parts.append("</div>")
     return "".join(parts)
 

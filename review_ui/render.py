@@ -91,8 +91,13 @@ def provenance(variant: dict[str, Any]) -> str:
     if variant.get("label_flag"):
         bits.append("⚑ the label model predicts another label")
     if variant.get("auto_decision"):
-        bits.append({"approved": "auto-approved", "rejected": "auto-rejected (label changed, model)",
-                     "audit": "audit: the rule would approve it"}.get(variant["auto_decision"], variant["auto_decision"]))
+        bits.append(
+            {
+                "approved": "auto-approved",
+                "rejected": "auto-rejected (label changed, model)",
+                "audit": "audit: the rule would approve it",
+            }.get(variant["auto_decision"], variant["auto_decision"])
+        )
     if variant.get("origin") == "pseudo_label":
         bits.append("pseudo-label")
     return " · ".join(bits)

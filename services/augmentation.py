@@ -264,7 +264,7 @@ class PlanRequest:
 
 def build_plan(
     session: Session, dataset: Dataset, request: PlanRequest, settings: Settings
-) -> tuple[dict, dict]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(plan, validated method parameters) for the dataset as it is now; nothing is written."""
     checked = validate_request(request.methods, dataset.language, request.params, request.filters, settings)
     _check_seed(request.seed)
@@ -345,7 +345,7 @@ def request_variants(
                            request, settings, user.id if user else None)
 
 
-def plan_view(row: AugmentationPlan, dataset: Dataset, progress: list[dict[str, Any]] | None = None) -> dict:
+def plan_view(row: AugmentationPlan, dataset: Dataset, progress: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "id": row.id,
         "dataset": dataset.name,
@@ -359,7 +359,7 @@ def plan_view(row: AugmentationPlan, dataset: Dataset, progress: list[dict[str, 
 
 def make_plan_for(
     session: Session, dataset_name: str, request: PlanRequest, settings: Settings, user: User | None
-) -> dict:
+) -> dict[str, Any]:
     """The project's leads (None: the operator)."""
     from services.datasets import dataset_named
 
@@ -368,7 +368,7 @@ def make_plan_for(
                      dataset)
 
 
-def plans_with_progress(session: Session, dataset_name: str, user: User | None, limit: int = 20) -> list[dict]:
+def plans_with_progress(session: Session, dataset_name: str, user: User | None, limit: int = 20) -> list[dict[str, Any]]:
     """Stored plans, newest first, each with the classes' progress now (approved and pending vs target)."""
     from db.datasets import dataset_stats
     from services.datasets import dataset_named
@@ -408,7 +408,7 @@ def live_workers(session: Session) -> list[Any]:
     return live(session)
 
 
-def augmenters_for(session: Session, dataset_name: str, settings: Settings, user: User | None) -> list[dict]:
+def augmenters_for(session: Session, dataset_name: str, settings: Settings, user: User | None) -> list[dict[str, Any]]:
     """Which augmentation methods can run for this dataset now: its language must be covered and a live
     worker must be able to load the method's model or data; the others say why and name the setting."""
     from services.datasets import dataset_named
@@ -419,7 +419,7 @@ def augmenters_for(session: Session, dataset_name: str, settings: Settings, user
     return for_dataset(dataset.language, caps, settings)
 
 
-def preview_plan(session: Session, dataset_name: str, request: PlanRequest, settings: Settings) -> dict:
+def preview_plan(session: Session, dataset_name: str, request: PlanRequest, settings: Settings) -> dict[str, Any]:
     """What a plan would generate now; nothing is stored."""
     from services.datasets import dataset_named
 

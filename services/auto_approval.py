@@ -154,7 +154,8 @@ class ApprovalModel:
         if x.shape[0] == 0:
             return np.zeros(0)
         z = (self.design(x, self.medians, self.indicators) - self.mean) / self.scale
-        return 1.0 / (1.0 + np.exp(-(z @ self.coef + self.intercept)))
+        probability: np.ndarray = 1.0 / (1.0 + np.exp(-(z @ self.coef + self.intercept)))
+        return probability
 
 
 def held_out_scores(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -384,7 +385,10 @@ def status(session: Session, dataset: Dataset, request: AutoApprovalRequest | No
            if stored and k in stored}
     )
     preview = calibrate(session, dataset, base)
-    strip = lambda d: {k: v for k, v in d.items() if k != "model"} if d else None
+
+    def strip(d: dict[str, Any] | None) -> dict[str, Any] | None:
+        return {k: v for k, v in d.items() if k != "model"} if d else None
+
     return {
         "dataset": dataset.name,
         "enabled": bool(stored and stored.get("enabled")),

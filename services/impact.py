@@ -265,7 +265,7 @@ def settle_decided(session: Session, engine: Engine, reports: list[ImpactReport]
     for report_id in stuck:
         try:
             settle(engine, report_id)
-        except Exception:  # noqa: BLE001 - busy database, report gone: show it unsettled; the next read retries
+        except Exception:  # busy database, report gone: show it unsettled; the next read retries
             log.warning("settling impact report %s on read failed", report_id, exc_info=True)
     session.expire_all()
     return True
@@ -326,7 +326,8 @@ def predicted(dump: dict[str, Any], task: str) -> np.ndarray:
     entry = dump["tasks"][task]
     if "pred" in entry:
         return np.asarray(entry["pred"], dtype=np.int64)
-    return np.asarray(entry["probs"]).argmax(axis=1)
+    decided: np.ndarray = np.asarray(entry["probs"]).argmax(axis=1)
+    return decided
 
 
 def compute_result(

@@ -152,7 +152,7 @@ def _parquet_records(stream: BinaryIO) -> Iterator[Record]:
                 line += 1
     except ImportRejected:
         raise
-    except Exception as err:  # pyarrow raises several types for a corrupt file
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
         raise ImportRejected(1, f"unreadable Parquet file: {err}") from None
 
 
@@ -234,7 +234,7 @@ class RowValidator:
                         field="task")
                 labels[task] = value
             split = None
-            if self.use_split:
+            if self.use_split and spec.split_col:
                 value = _cell(rec.get(spec.split_col))
                 if value is None:
                     raise ImportRejected(line, f"missing split in column {spec.split_col!r}")

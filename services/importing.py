@@ -301,7 +301,7 @@ def _own_connection(engine: Engine) -> Iterator[Connection]:
                     conn.rollback()
                 with conn.begin():
                     staging.drop(conn)
-            except Exception:  # a broken connection: discard it, its temporary tables go with it
+            except Exception:  # noqa: BLE001 - a broken connection: discard it, its temporary tables go with it
                 conn.invalidate()
 
 

@@ -149,7 +149,7 @@ def terms_of(session: Session, name: str, user: User | None) -> dict[str, Any]:
     return terms_view(session, dataset_named(session, name, user))
 
 
-def edit_terms(session: Session, name: str, add: Sequence[str], remove: Sequence[str], user: User | None) -> dict:
+def edit_terms(session: Session, name: str, add: Sequence[str], remove: Sequence[str], user: User | None) -> dict[str, Any]:
     """The project's leads (None: the operator)."""
     from services.datasets import dataset_named
 

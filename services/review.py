@@ -22,9 +22,20 @@ from sqlalchemy.orm import Session
 from core.errors import ConflictError, NotFoundError, TooLargeError, ValidationFailed
 from core.textnorm import content_hash
 from db.chunks import chunked
-from db.models import Dataset, Decision, Origin, RejectReason, Review, ReviewStatus, Sample, User, utcnow
+from db.models import (
+    REVIEWABLE_ORIGINS,
+    Dataset,
+    Decision,
+    Origin,
+    RejectReason,
+    Review,
+    ReviewStatus,
+    Sample,
+    User,
+    utcnow,
+)
 from db.review_access import conditions, not_voted_by
-from db.review_filter import REVIEWABLE_ORIGINS, SORTS, QueueFilter
+from db.review_filter import SORTS, QueueFilter
 from db.reviews import (
     APPROVING,
     QueuePage,
@@ -38,6 +49,7 @@ from db.reviews import (
     sample_state,
     vote_counts,
 )
+from db.session import affected_rows
 from services.access import Need, check_dataset_id
 
 
@@ -135,12 +147,12 @@ def decide(
         values.update(
             text=text, content_hash=new_hash, generated_text=func.coalesce(Sample.generated_text, Sample.text)
         )
-    claimed = session.execute(
+    claimed = affected_rows(session.execute(
         update(Sample)
         .where(Sample.id == sample.id, Sample.version == version)
         .values(**values)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    ))
     if claimed != 1:
         raise _stale(session, sample, version)  # another request took this version between our read and write
     session.add(

@@ -27,7 +27,9 @@ def card(session: Session, sample: Sample, viewer: User) -> dict[str, Any]:
     }
 
 
-def decide_card(session: Session, sample_id: int, user: User, decision: str, version: int, **options: Any) -> dict[str, Any]:
+def decide_card(
+    session: Session, sample_id: int, user: User, decision: str, version: int, **options: Any
+) -> dict[str, Any]:
     return card(session, review.decide(session, sample_id, user, decision, version, **options), user)
 
 

@@ -50,10 +50,10 @@ def krippendorff_alpha(units: Units) -> float | None:
             data[index[user], j] = value
     if len({v for u in rated for v in u.values()}) < 2:
         return None  # everyone always gave the same answer: expected disagreement is zero
-    value = float(
+    alpha = float(
         krippendorff.alpha(reliability_data=data, level_of_measurement="nominal", value_domain=[0, 1])
     )
-    return None if math.isnan(value) else value
+    return None if math.isnan(alpha) else alpha
 
 
 def agreement_summary(units: Units, names: dict[int, str]) -> dict[str, Any]:
@@ -118,12 +118,12 @@ def agreement(session: Session, dataset: Dataset) -> dict[str, Any]:
     by_class: dict[str, dict[str, Units]] = defaultdict(lambda: defaultdict(dict))
     reviewed = sorted(units)
     for chunk in chunked(reviewed):  # by primary key: only the reviewed variants' labels
-        rows = session.execute(
+        label_rows = session.execute(
             select(SampleLabel.sample_id, SampleLabel.task, SampleLabel.label).where(
                 SampleLabel.sample_id.in_(chunk)
             )
         ).tuples()
-        for sample_id, task, label in rows:
+        for sample_id, task, label in label_rows:
             by_class[task][label][sample_id] = units[sample_id]
     return {
         "dataset": dataset.name,

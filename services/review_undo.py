@@ -18,6 +18,7 @@ from core.errors import ConflictError, ValidationFailed
 from core.textnorm import content_hash
 from db.models import UNDO, Dataset, Decision, Origin, Review, Sample, User, utcnow
 from db.reviews import decision_trail, replay, sample_state
+from db.session import affected_rows
 from services.review import status_from_votes
 
 
@@ -83,12 +84,12 @@ def undo_decision(session: Session, sample_id: int, user: User, version: int) ->
                 extra={"duplicate_of": duplicate},
             )
         values.update(text=text_after, content_hash=restored_hash)
-    claimed = session.execute(
+    claimed = affected_rows(session.execute(
         update(Sample)
         .where(Sample.id == sample.id, Sample.version == version)
         .values(**values)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    ))
     if claimed != 1:
         raise _refuse(session, sample, f"sample {sample_id} changed while undoing; undo refused")
     session.add(

@@ -31,7 +31,9 @@ def write_snapshot(pairs: Sequence[Sequence[Any]], path: Path) -> int:
 
 
 def snapshot_size(run: TrainingRun) -> int:
-    return run.snapshot_size if run.snapshot_path is not None else len(run.snapshot or [])
+    if run.snapshot_path is not None and run.snapshot_size is not None:  # written together when a run succeeds
+        return run.snapshot_size
+    return len(run.snapshot or [])
 
 
 def snapshot_batches(run: TrainingRun) -> Iterator[list[list[Any]]]:

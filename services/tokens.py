@@ -48,7 +48,7 @@ _last_noted_lock = threading.Lock()
 
 def _note_use(session: Session, token_id: int) -> None:
     now = time.monotonic()
-    engine = session.get_bind().execution_options(readonly=False)
+    engine = session.get_bind().engine.execution_options(readonly=False)  # the engine: a thread writes with it
     key = (str(engine.url), token_id)
     with _last_noted_lock:
         if now - _last_noted.get(key, -_USE_EVERY_SECONDS) < _USE_EVERY_SECONDS:

@@ -4,7 +4,6 @@ run is services.run_execution, LR selection services.lr_selection; serving a mod
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from core.errors import NotFoundError, ValidationFailed
 from core.settings import get_settings
 from db import queue
 from db import training_runs as db_runs
-from db.models import Dataset, Job, JobStatus, TrainingRun, User, utcnow
+from db.models import Dataset, Job, TrainingRun, User
 from services.access import Need, visible_project_ids, visible_run
 from services.compute_bounds import check_capacity, check_config
 from services.run_snapshots import snapshot_json, snapshot_size

@@ -123,12 +123,27 @@ def test_every_acknowledged_write_survives_a_kill_as_the_answer_arrives(world) -
         pending = s.scalar(select(func.count()).select_from(Sample).where(Sample.review_status == "pending"))
     assert pending > 20_000
     writes = _writes(world)
-    writes.insert(2, ("bulk decision over 20,000+", "annotator", "POST", f"/api/v1/datasets/{bench.DATASET}/bulk-decisions",
-                      {"json": {"decision": "approve", "filter": {}, "confirm": True}},
-                      lambda s: s.scalar(select(func.count()).select_from(Sample)
-                                         .where(Sample.review_status == "pending",
-                                                Sample.dataset_id == s.scalar(select(Dataset.id).where(
-                                                    Dataset.name == bench.DATASET)))) == 0))
+    writes.insert(
+        2,
+        (
+            "bulk decision over 20,000+",
+            "annotator",
+            "POST",
+            f"/api/v1/datasets/{bench.DATASET}/bulk-decisions",
+            {"json": {"decision": "approve", "filter": {}, "confirm": True}},
+            lambda s: (
+                s.scalar(
+                    select(func.count())
+                    .select_from(Sample)
+                    .where(
+                        Sample.review_status == "pending",
+                        Sample.dataset_id == s.scalar(select(Dataset.id).where(Dataset.name == bench.DATASET)),
+                    )
+                )
+                == 0
+            ),
+        ),
+    )
     for name, who, method, path, kwargs, stored in writes:
         api, base = start_api(world["settings"])
         try:

@@ -132,7 +132,9 @@ def test_oversize_body_is_413(settings, engine, admin_token):
         assert r.status_code == 413 and "exceeds" in r.json()["detail"]
         head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n\r\n'
         chunks = iter([head] + [b"y" * 1000] * 20)  # chunked, no Content-Length: caught while streaming
-        r = c.post(f"{API}/datasets/psm/import", content=chunks, headers={"Content-Type": "multipart/form-data; boundary=b"})
+        r = c.post(
+            f"{API}/datasets/psm/import", content=chunks, headers={"Content-Type": "multipart/form-data; boundary=b"}
+        )
         assert r.status_code == 413
         assert c.get(f"{API}/datasets").json() == []
 
@@ -204,7 +206,7 @@ def test_every_request_body_refuses_unknown_keys_and_nan(admin):
     r = admin.post(f"{API}/tokens", json={"name": "x", "role": "annotator", "scope": "all"})
     assert r.status_code == 422 and r.json()["field"] == "scope"
     for literal in ("NaN", "Infinity", "1e309"):
-        text = '{"decision": "approve", "filter": {"min_similarity": %s}}' % literal
+        text = '{"decision": "approve", "filter": {"min_similarity": ' + literal + "}}"
         r = admin.post(f"{API}/datasets/psm/bulk-decisions", content=text,
                        headers={"Content-Type": "application/json"})
         assert r.status_code == 422 and r.json()["field"] == "filter.min_similarity", (literal, r.text)

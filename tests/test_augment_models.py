@@ -9,6 +9,7 @@ import pytest
 
 from tests.augment_fixtures import bt_routes, one_torch_thread, tiny_marian_dirs, tiny_mlm_dir  # noqa: F401
 from tests.tiny_models import example_texts
+from workers.augment.base import Variant
 
 PROTECTED = re.compile(r"https?://\S+|@\w+|#\w+|\d+")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -124,7 +125,10 @@ def test_mlm_determinism_is_independent_of_batching(mlm, tiny_mlm_dir) -> None:
     a = mlm.augment(texts, [2] * len(texts), seed=11, language="en", params=params)
     b = small.augment(texts, [2] * len(texts), seed=11, language="en", params=params)
     c = mlm.augment(texts, [2] * len(texts), seed=12, language="en", params=params)
-    as_text = lambda r: [[v.text for v in vs] for vs in r]
+
+    def as_text(r: list[list[Variant]]) -> list[list[str]]:
+        return [[v.text for v in vs] for vs in r]
+
     assert len(small.prepare(texts, [2] * len(texts), seed=11, language="en", params=params)) > len(
         mlm.prepare(texts, [2] * len(texts), seed=11, language="en", params=params)
     )
@@ -177,7 +181,10 @@ def test_backtranslation_k_variants_over_pivots_with_a_length_cap(bt) -> None:
             assert v.method == "backtranslation" and "→" in v.model_name and v.details["pivot_text"]
     again = bt.augment(texts, [3] * len(texts), seed=4, language="en", params=params)
     other = bt.augment(texts, [3] * len(texts), seed=5, language="en", params=params)
-    as_text = lambda r: [[v.text for v in vs] for vs in r]
+
+    def as_text(r: list[list[Variant]]) -> list[list[str]]:
+        return [[v.text for v in vs] for vs in r]
+
     assert as_text(result) == as_text(again) and as_text(result) != as_text(other)
 
 

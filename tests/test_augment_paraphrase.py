@@ -22,6 +22,7 @@ from tests.augment_fixtures import (  # noqa: F401
 )
 from tests.openai_server import LoopbackServer, make_app
 from tests.tiny_models import build_tiny_causal_lm
+from workers.augment.base import Variant
 
 TEXTS = ["We passed the farm bill today to help rural families.", "Join me at the town hall on Friday!"]
 LABELS = [{"bias": "neutral", "message": "policy"}, {"message": "mobilization"}]
@@ -94,7 +95,10 @@ def test_local_generate_gives_k_rewrites_with_provenance_and_seeds(local_paraphr
             assert v.params["max_new_tokens"] == 12 and v.source_index == i
     again = local_paraphraser.augment(TEXTS, [3, 2], seed=5, language="en", params=params, hints=_hints())
     other = local_paraphraser.augment(TEXTS, [3, 2], seed=6, language="en", params=params, hints=_hints())
-    as_text = lambda r: [[v.text for v in vs] for vs in r]
+
+    def as_text(r: list[list[Variant]]) -> list[list[str]]:
+        return [[v.text for v in vs] for vs in r]
+
     assert as_text(out) == as_text(again) and as_text(out) != as_text(other)
     assert len({v.text for v in out[0]}) > 1  # k sampled rewrites, not one repeated
 

@@ -75,7 +75,7 @@ def test_wordnet_in_context_keeps_meaning_better_than_the_dictionary_alone(augme
     off_sim = sentence_encoder.similarities(pairs_off)
     on_sim = sentence_encoder.similarities(pairs_on)
     assert on_sim.mean() > off_sim.mean()
-    for (_, text), sim, v in zip(pairs_on, on_sim, [v for vs in on for v in vs], strict=True):
+    for (_, _text), sim, v in zip(pairs_on, on_sim, [v for vs in on for v in vs], strict=True):
         assert v.params["context"] == "encoder" and v.params["context_model"] == sentence_encoder.name
         if v.details:  # it chose among several draws: the cosine it recorded is the variant's own
             assert v.details["semantic_similarity"] == pytest.approx(sim, abs=1e-3)
@@ -245,7 +245,9 @@ def test_protected_terms_are_seeded_on_first_augmentation_and_edited_by_admins(
     terms = {t["term"] for t in seeded["terms"]}
     assert job["status"] == "succeeded"
     with session_scope(engine) as s:
-        changed = {e["from"].lower() for v in s.query(Sample).filter(Sample.origin == "augmented") for e in v.scores["edits"]}
+        changed = {
+            e["from"].lower() for v in s.query(Sample).filter(Sample.origin == "augmented") for e in v.scores["edits"]
+        }
     assert changed and not changed & terms  # no variant replaced a topic word
 
     assert annotator.post("/api/v1/datasets/mini/protected-terms", json={"add": ["x"]}).status_code == 403

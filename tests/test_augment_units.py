@@ -208,9 +208,15 @@ def test_dataset_duplicates_are_asked_for_batch_by_batch() -> None:
 
     guard = CandidateFilter(known, ["an unrelated test text about the harbour"], FilterParams())
     source = "The county fair opens at noon with music for all."
-    first = ["The county fair opens at noon with music for everyone.", "The county fair starts at noon with music for all.",
-             "The county fair starts at noon with music for all."]
-    second = ["The county fair opens at twelve with music for all.", "The county fair starts at noon with music for all."]
+    first = [
+        "The county fair opens at noon with music for everyone.",
+        "The county fair starts at noon with music for all.",
+        "The county fair starts at noon with music for all.",
+    ]
+    second = [
+        "The county fair opens at twelve with music for all.",
+        "The county fair starts at noon with music for all.",
+    ]
     assert [v.reason for v in guard.check([(source, c) for c in first])] == ["duplicate", None, "duplicate"]
     assert [v.reason for v in guard.check([(source, c) for c in second])] == [None, "duplicate"]
     assert asked == [sorted({content_hash(c) for c in first}), sorted({content_hash(c) for c in second})]
@@ -226,7 +232,7 @@ def test_leakage_index_matches_brute_force_jaccard() -> None:
     index = NgramIndex(5).fit(refs)
     best, where = index.max_jaccard(*index.vectors(queries))
     ref_sets = [_shingles(r) for r in refs]
-    for q, b, w in zip(queries, best, where, strict=True):
+    for q, b, _w in zip(queries, best, where, strict=True):
         qs = _shingles(q)
         exact, shared = max((len(qs & r) / len(qs | r), len(qs & r)) if qs | r else (0.0, 0) for r in ref_sets)
         if shared >= MIN_SHARED:  # fewer shared n-grams are incidental overlaps, not reported

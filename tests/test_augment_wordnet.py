@@ -11,6 +11,7 @@ import pytest
 
 from tests.augment_fixtures import augment_nltk_dir  # noqa: F401
 from tests.tiny_models import example_texts
+from workers.augment.base import Variant
 
 TWEET = "RT @nowthisnews: Rep. Trey Radel (R- #FL) slams #Obamacare. #politics https://t.co/zvywMG8yIH"
 PROTECTED = re.compile(r"https?://\S+|@\w+|#\w+|\d+")
@@ -83,7 +84,7 @@ def test_fast_tagger_gives_nltks_tags(augment_nltk_dir, wordnet_augmenter) -> No
 
 
 def test_variants_change_only_plain_words_and_keep_everything_else(wordnet_augmenter) -> None:
-    texts = [TWEET] + example_texts(300)
+    texts = [TWEET, *example_texts(300)]
     results = wordnet_augmenter.augment(texts, [2] * len(texts), seed=7, language="en")
     produced = 0
     for text, variants in zip(texts, results, strict=True):
@@ -142,7 +143,10 @@ def test_a_replacement_the_tagger_reads_as_another_form_is_undone(wordnet_augmen
     def changed_tags(text, variant):  # type: ignore[no-untyped-def]
         def tagged(t):  # type: ignore[no-untyped-def]
             tokens = list(_TAG_TOKEN.finditer(t))
-            return {m.start(): tag for m, tag in zip(tokens, wordnet_augmenter.tagger.tag([m.group() for m in tokens]), strict=True)}
+            return {
+                m.start(): tag
+                for m, tag in zip(tokens, wordnet_augmenter.tagger.tag([m.group() for m in tokens]), strict=True)
+            }
 
         src, var, shift, out = tagged(text), tagged(variant.text), 0, 0
         for e in sorted(variant.edits, key=lambda e: e["start"]):
@@ -206,7 +210,10 @@ def test_same_seed_same_variants_other_seed_others(wordnet_augmenter) -> None:
     a = wordnet_augmenter.augment(texts, [3] * len(texts), seed=1, language="en")
     b = wordnet_augmenter.augment(texts[::-1], [3] * len(texts), seed=1, language="en")[::-1]
     c = wordnet_augmenter.augment(texts, [3] * len(texts), seed=2, language="en")
-    as_text = lambda r: [[v.text for v in vs] for vs in r]
+
+    def as_text(r: list[list[Variant]]) -> list[list[str]]:
+        return [[v.text for v in vs] for vs in r]
+
     assert as_text(a) == as_text(b)  # independent of batch order
     assert as_text(a) != as_text(c)
 

@@ -26,7 +26,7 @@ def test_every_item_once_sorted_and_within_the_budget() -> None:
     assert all(cost <= 400 for cost in padded(batches, lengths))
     # Greedy: each batch closed only because its next item would have broken the budget or the row cap.
     for batch, following in itertools.pairwise(batches):
-        grown = batch + [following[0]]
+        grown = [*batch, following[0]]
         assert len(grown) > 32 or padded([grown], lengths)[0] > 400
 
 

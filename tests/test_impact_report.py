@@ -311,7 +311,7 @@ def test_api_errors(lead, engine, tiny_encoder: str) -> None:
 
 
 def test_a_report_left_unsettled_by_a_dead_worker_settles_on_read(
-    lead, engine, tiny_encoder: str, monkeypatch  # noqa: F811
+    lead, engine, tiny_encoder: str, monkeypatch
 ) -> None:
     """The worker ending the last run died before settling: the report must not stay "running" forever."""
     import workers.train_jobs
@@ -336,7 +336,7 @@ def test_a_report_left_unsettled_by_a_dead_worker_settles_on_read(
 
 
 def test_a_run_that_fails_once_is_retried_and_the_report_completes(
-    lead, engine, tiny_encoder: str, monkeypatch  # noqa: F811
+    lead, engine, tiny_encoder: str, monkeypatch
 ) -> None:
     """A transient failure (out of memory, a lost connection) must not fail the whole report: the run waits
     queued for its retry, and the report settles when the retry ends."""
@@ -367,7 +367,7 @@ def test_a_run_that_fails_once_is_retried_and_the_report_completes(
 
 
 def test_a_run_whose_worker_is_lost_on_its_last_attempt_fails_with_its_report(
-    lead, engine, tiny_encoder: str  # noqa: F811
+    lead, engine, tiny_encoder: str
 ) -> None:
     import time
 
@@ -391,7 +391,7 @@ def test_a_run_whose_worker_is_lost_on_its_last_attempt_fails_with_its_report(
     assert got["status"] == "failed" and str(run_id) in got["result"]["error"]
 
 
-def test_cancelling_a_queued_run_ends_it_and_the_report(lead, engine, tiny_encoder: str) -> None:  # noqa: F811
+def test_cancelling_a_queued_run_ends_it_and_the_report(lead, engine, tiny_encoder: str) -> None:
     name, _ = dataset_with_variants(engine)
     created = lead.post(
         f"/api/v1/datasets/{name}/impact-reports",

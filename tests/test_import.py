@@ -111,7 +111,7 @@ def test_stratified_split_is_drawn_with_a_fixed_seed_and_recorded(engine, tmp_pa
     rows = ["text,label"] + [f"text number {i},{'rare' if i % 10 == 0 else 'common'}" for i in range(200)]
     data = ("\n".join(rows) + "\n").encode()
     first = run_import(engine, data, dataset="a", tasks=["label"])
-    second = run_import(engine, data, dataset="b", tasks=["label"])
+    run_import(engine, data, dataset="b", tasks=["label"])
     assert first.split_info == {"source": "stratified", "seed": 42, "stratified_by": "label",
                                 "fractions": [0.8, 0.1, 0.1], "near_duplicates_kept_together": 0}
     with session_scope(engine) as s:
@@ -127,7 +127,10 @@ def test_stratified_split_is_drawn_with_a_fixed_seed_and_recorded(engine, tmp_pa
 
 
 def test_jsonl_and_bom_and_crlf(engine):
-    lines = [json.dumps({"text": "héllo wörld", "sentiment": "positive"}), json.dumps({"text": "x", "sentiment": "negative"})]
+    lines = [
+        json.dumps({"text": "héllo wörld", "sentiment": "positive"}),
+        json.dumps({"text": "x", "sentiment": "negative"}),
+    ]
     result = run_import(engine, ("\r\n".join(lines)).encode(), filename="d.jsonl")
     assert result.imported == 2
     result = run_import(engine, "\ufefftext,sentiment\r\nbom text,positive\r\n".encode(), dataset="bom")

@@ -159,7 +159,7 @@ def test_the_anchor_leak_guard_flags_what_the_exact_guard_flags_on_the_example_d
     # The filter drops for leakage on the same verdicts, naming the same val/test text.
     verdicts = CandidateFilter(set(), refs, p).check(pairs)
     leaks = [i for i, v in enumerate(verdicts) if v.reason == "leakage"]
-    assert {i for i in leaks} >= {i for i in range(len(queries)) if flagged(exact, i) is not None} - set(by_accident) \
+    assert set(leaks) >= {i for i in range(len(queries)) if flagged(exact, i) is not None} - set(by_accident) \
         - {i for i, v in enumerate(verdicts) if v.reason in ("empty", "identical_to_source", "duplicate",
                                                               "length_ratio")}
     assert all(verdicts[i].scores["leakage_ref"] == flagged(exact, i) for i in leaks)

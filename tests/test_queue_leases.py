@@ -100,7 +100,7 @@ class _SkewedDatetime:
 
 
 @pytest.mark.slow
-def test_a_training_job_that_lost_its_lease_stops_writing_at_once(settings, engine, tiny_encoder: str) -> None:  # noqa: F811
+def test_a_training_job_that_lost_its_lease_stops_writing_at_once(settings, engine, tiny_encoder: str) -> None:
     """The job is taken from the worker after its first epoch; its heartbeat would notice only ~20 s later. No
     further epoch, no artifact and no outcome of the stale worker may reach the database or the run's folder."""
     from services.importing import ImportSpec, import_file

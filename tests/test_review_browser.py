@@ -177,7 +177,9 @@ def test_review_in_a_real_browser(stack: dict) -> None:
         cookies = {c["name"]: c for c in context.cookies()}
         session = cookies["augloop_session"]
         assert session["httpOnly"] and session["sameSite"] == "Strict" and stack["token"] not in session["value"]
-        visible_to_scripts = page.evaluate("document.cookie + JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
+        visible_to_scripts = page.evaluate(
+            "document.cookie + JSON.stringify(localStorage) + JSON.stringify(sessionStorage)"
+        )
         assert "augloop_session" not in visible_to_scripts and stack["token"] not in visible_to_scripts
         settle(page)
         if os.environ.get("AUGLOOP_SCREENSHOT_DIR"):

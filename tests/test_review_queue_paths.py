@@ -111,8 +111,14 @@ def expected_ids(session: Any, f: Any, sort: str) -> list[int]:
                 f.min_consistency is None
                 or (v.label_consistency is not None and v.label_consistency >= f.min_consistency)
             )
-            and (f.min_semantic is None or (v.semantic_similarity is not None and v.semantic_similarity >= f.min_semantic))
-            and (f.max_semantic is None or (v.semantic_similarity is not None and v.semantic_similarity <= f.max_semantic))
+            and (
+                f.min_semantic is None
+                or (v.semantic_similarity is not None and v.semantic_similarity >= f.min_semantic)
+            )
+            and (
+                f.max_semantic is None
+                or (v.semantic_similarity is not None and v.semantic_similarity <= f.max_semantic)
+            )
             and (f.flagged is None or bool(v.label_flag) == f.flagged)
             and (f.search is None or f.search.strip().lower() in v.text.lower())
             and v.id not in reviewed

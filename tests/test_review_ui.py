@@ -287,7 +287,11 @@ def test_review_page_shows_live_progress_and_shares_work(live_api, annotator_tok
     no_errors(at)
     body = htmls(at)
     assert "3 / 4 approved" in body and "attack" in body and "1 to go" in body
-    assert "<td style='padding:3px 6px;text-align:left'>alice-admin</td><td style='padding:3px 6px;text-align:right'>3</td>" in body
+    assert (
+        "<td style='padding:3px 6px;text-align:left'>alice-admin</td>"
+        "<td style='padding:3px 6px;text-align:right'>3</td>"
+        in body
+    )
     # Work is shared out: the caption says what is leased to this annotator, and the cards are that share.
     assert "Your share: 16 variants leased to you" in at.caption[0].value
     assert len(cards_data(at)["cards"]) == 16

@@ -24,7 +24,7 @@ def _decide(client: TestClient, sample_id: int, decision: str, **extra: Any) -> 
     return r.json()
 
 
-def test_an_edit_needs_fresh_votes_from_the_others(admin, annotator, carol, dave, review_data) -> None:  # noqa: F811
+def test_an_edit_needs_fresh_votes_from_the_others(admin, annotator, carol, dave, review_data) -> None:
     assert admin.patch(f"/api/v1/datasets/{review_data.dataset}", json={"reviews_required": 3}).status_code == 200
     variant = review_data.variants[review_data.sources[0]][0]
     _decide(annotator, variant, "approve")
@@ -38,7 +38,7 @@ def test_an_edit_needs_fresh_votes_from_the_others(admin, annotator, carol, dave
     assert _decide(annotator, variant, "approve")["review_status"] == "approved"  # edit + 1: two who saw Y
 
 
-def test_raising_reviews_required_re_evaluates_every_variant(admin, annotator, engine, review_data) -> None:  # noqa: F811
+def test_raising_reviews_required_re_evaluates_every_variant(admin, annotator, engine, review_data) -> None:
     from db.datasets import get_dataset, training_samples
     from db.session import session_scope
 
@@ -66,7 +66,7 @@ def test_raising_reviews_required_re_evaluates_every_variant(admin, annotator, e
     assert same.json()["status_changes"] == {}
 
 
-def test_with_one_review_required_the_latest_decision_wins(annotator, carol, review_data) -> None:  # noqa: F811
+def test_with_one_review_required_the_latest_decision_wins(annotator, carol, review_data) -> None:
     variant = review_data.variants[review_data.sources[2]][0]
     assert _decide(annotator, variant, "approve")["review_status"] == "approved"
     assert _decide(carol, variant, "reject", reason="label_changed")["review_status"] == "rejected"

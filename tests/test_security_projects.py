@@ -166,7 +166,7 @@ def path_for(method: str, path: str, world: dict[str, Any]) -> str:
         values["name"] = "default"
     if path == "/api/v1/users/{name}":
         values["name"] = "spare-user"
-    if path.endswith("/import") or path.endswith("/imports"):
+    if path.endswith(("/import", "/imports")):
         values["name"] = "new-" + ("now" if path.endswith("/import") else "job")
     return re.sub(r"\{([^}]+)\}", lambda m: str(values[m.group(1)]), path)
 
@@ -205,7 +205,7 @@ def request_for(method: str, path: str, world: dict[str, Any], version: int) -> 
     }
     if (method, path) in bodies:
         return {"json": bodies[(method, path)]}
-    if path.endswith("/import") or path.endswith("/imports"):
+    if path.endswith(("/import", "/imports")):
         return {"files": {"file": ("x.csv", b"text,label\nfirst text,a\nsecond text,b\n", "text/csv")},
                 "data": {"task": "label"}}
     if path == "/api/v1/review-cards":

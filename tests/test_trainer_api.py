@@ -33,7 +33,7 @@ def drain(engine: Any, kinds: list[str]) -> Any:
     return Worker(engine, kinds=kinds, poll_seconds=0.05, lease_seconds=30).run(burst=True)
 
 
-def test_training_run_through_api_and_worker(lead, engine, tiny_encoder: str) -> None:  # noqa: F811
+def test_training_run_through_api_and_worker(lead, engine, tiny_encoder: str) -> None:
     from db.models import Origin, Sample
     from db.session import session_scope
 
@@ -210,7 +210,7 @@ def test_nan_and_infinity_in_a_config_are_refused_naming_the_key(lead, engine, l
         assert s.scalar(select(Job.id)) is None and s.scalar(select(TrainingRun.id)) is None
 
 
-def test_a_cancelled_training_job_marks_its_run_cancelled(lead, engine, tiny_encoder: str) -> None:  # noqa: F811
+def test_a_cancelled_training_job_marks_its_run_cancelled(lead, engine, tiny_encoder: str) -> None:
     from db import queue
     from workers.registry import JobCancelled, JobContext
     from workers.train_jobs import run_train

@@ -25,7 +25,7 @@ FAST = [
 ]
 
 
-def test_train_seeds_then_ensemble_and_show(engine, tiny_encoder: str) -> None:  # noqa: F811
+def test_train_seeds_then_ensemble_and_show(engine, tiny_encoder: str) -> None:
     name = import_small(engine, n_train=30, n_val=12, n_test=12, n_unlabelled=0)
     runner = CliRunner(env={"COLUMNS": "200"})
     result = runner.invoke(app, ["train", name, "--encoder", tiny_encoder, "--seeds", "7,8", *FAST])

@@ -16,7 +16,7 @@ from trainer.model import build_model
 from trainer.optim import build_optimizer, llrd_param_groups, warmup_linear_schedule
 
 
-def test_llrd_groups_by_hand(tiny_encoder: str) -> None:  # noqa: F811
+def test_llrd_groups_by_hand(tiny_encoder: str) -> None:
     model, _tok = build_model(
         tiny_encoder,
         [TaskSpec("a", ["x", "y"]), TaskSpec("b", ["p", "q", "r"])],

@@ -133,4 +133,6 @@ def test_a_budgeted_run_replans_its_steps_from_the_time_its_epochs_really_took()
     # out of time: no further step
     assert replanned_steps(plan, steps_done=100, epochs_done=1, seconds_used=600.0, eval_seconds=5.0) == 100
     unbudgeted = plan_run(TrainConfig(epochs=3), **RECIPE_DATA)
-    assert replanned_steps(unbudgeted, steps_done=10, epochs_done=1, seconds_used=1e6, eval_seconds=1) == unbudgeted.steps
+    assert (
+        replanned_steps(unbudgeted, steps_done=10, epochs_done=1, seconds_used=1e6, eval_seconds=1) == unbudgeted.steps
+    )

@@ -16,7 +16,7 @@ from trainer.train import TrainResult, save_artifacts, train_model
 
 
 @pytest.fixture(scope="module")
-def overfit(tiny_encoder: str) -> TrainResult:  # noqa: F811
+def overfit(tiny_encoder: str) -> TrainResult:
     """Two heads trained on 36 texts until they fit them (the recipe's loss: focal, R-Drop, LLRD)."""
     config = fast_config(tiny_encoder, epochs=16, head_dropout=0.0, label_smoothing=0.0, rdrop_alpha=1.0)
     data = synthetic_split()
@@ -79,7 +79,7 @@ def test_dynamic_padding_predicts_like_fixed_padding(overfit: TrainResult) -> No
         np.testing.assert_allclose(probs, torch.softmax(fixed[task], -1).numpy(), atol=1e-5)
 
 
-def test_early_stopping_keeps_the_best_epoch(tiny_encoder: str) -> None:  # noqa: F811
+def test_early_stopping_keeps_the_best_epoch(tiny_encoder: str) -> None:
     # A learning rate of ~0 leaves val macro-F1 flat: no epoch beats the first, so patience 2 stops at 3.
     config = fast_config(tiny_encoder, epochs=10, patience=2, lr=1e-12, rdrop_alpha=0.0)
     result = train_model(config, synthetic_split())
@@ -88,14 +88,14 @@ def test_early_stopping_keeps_the_best_epoch(tiny_encoder: str) -> None:  # noqa
     assert result.metrics["val"]["overall_macro_f1"] == pytest.approx(result.curve[0]["val_macro_f1"])
 
 
-def test_task_weights_must_name_tasks(tiny_encoder: str) -> None:  # noqa: F811
+def test_task_weights_must_name_tasks(tiny_encoder: str) -> None:
     from trainer.errors import TrainerError
 
     with pytest.raises(TrainerError):
         train_model(fast_config(tiny_encoder, task_weights={"nope": 1.0}), synthetic_split())
 
 
-def test_oversampling_and_curriculum_shape_each_epoch(tiny_encoder: str) -> None:  # noqa: F811
+def test_oversampling_and_curriculum_shape_each_epoch(tiny_encoder: str) -> None:
     data = synthetic_split()
     for i, example in enumerate(data.train):
         example.labels["color"] = "blue" if i < 6 else "red"  # 6 blue vs 30 red

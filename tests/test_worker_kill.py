@@ -112,7 +112,7 @@ def test_worker_killed_mid_augmentation_job(any_settings, any_engine) -> None:
     assert duplicated == [], "a variant was stored twice"
 
 
-def test_worker_killed_mid_training_job(any_settings, any_engine, tiny_encoder: str) -> None:  # noqa: F811
+def test_worker_killed_mid_training_job(any_settings, any_engine, tiny_encoder: str) -> None:
     from db import queue
     from services.prediction import model_spec
     from services.training import create_training_runs, default_config

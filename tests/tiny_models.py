@@ -51,7 +51,7 @@ def gettext_pairs(limit: int | None = None) -> list[tuple[str, str]]:
                 catalog = gettext.GNUTranslations(fh)
         except (OSError, UnicodeDecodeError, ValueError):
             continue  # a catalog that is not UTF-8
-        for source, target in catalog._catalog.items():  # noqa: SLF001 - the only way to list a catalog
+        for source, target in catalog._catalog.items():  # the only way to list a catalog
             if isinstance(source, str) and source.strip() and isinstance(target, str) and target.strip():
                 pairs.append((source.strip(), target.strip()))
     return pairs[:limit] if limit else pairs

@@ -56,19 +56,19 @@ def fast_config(encoder: str, **overrides: Any) -> Any:
     """A config for tiny models: small heads, no warm-up, few epochs, one thread."""
     from trainer.config import TrainConfig
 
-    base = dict(
-        encoder=encoder,
-        epochs=3,
-        batch_size=8,
-        grad_accum=1,
-        max_length=32,
-        head_hidden=64,
-        lr=3e-3,
-        warmup_ratio=0.0,
-        patience=0,
-        num_threads=1,
-        eval_batch_size=32,
-    )
+    base = {
+        "encoder": encoder,
+        "epochs": 3,
+        "batch_size": 8,
+        "grad_accum": 1,
+        "max_length": 32,
+        "head_hidden": 64,
+        "lr": 3e-3,
+        "warmup_ratio": 0.0,
+        "patience": 0,
+        "num_threads": 1,
+        "eval_batch_size": 32,
+    }
     return TrainConfig.from_dict({**base, **overrides})
 
 

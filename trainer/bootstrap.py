@@ -36,7 +36,8 @@ def seed_mean_scores(
     """(draws, m): `score` averaged over an arm's members (seeds) per resample; idx None: the test set as is
     (one row)."""
     rows = np.arange(len(gold))[None, :] if idx is None else idx
-    return np.mean([score(gold, pred, k, rows) for pred in preds], axis=0)
+    mean: np.ndarray = np.mean([score(gold, pred, k, rows) for pred in preds], axis=0)
+    return mean
 
 
 def paired_bootstrap(
@@ -62,7 +63,8 @@ def paired_bootstrap(
 
     def resampled_delta(idx: np.ndarray, axis: int = -1) -> np.ndarray:
         # scipy hands over the resampled indices (draws, n) and wants the statistics with draws last
-        return (seed_mean_scores(gold, arm, k, idx, score) - seed_mean_scores(gold, base, k, idx, score)).T
+        delta: np.ndarray = seed_mean_scores(gold, arm, k, idx, score) - seed_mean_scores(gold, base, k, idx, score)
+        return delta.T
 
     result = stats.bootstrap(
         (np.arange(n),),

@@ -2,7 +2,8 @@
 
 The app reads the examples (trainer.examples) from its database; the trainer only sees them. Texts are
 tokenised once without padding; each batch is padded to its own longest member, and batches are formed from
-length-sorted chunks so that members have similar lengths: on short social-media posts this is where most of the CPU time of "pad everything to 320" goes.
+length-sorted chunks so that members have similar lengths: on short social-media posts this is where most of
+the CPU time of "pad everything to 320" goes.
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ def decide_task(probs: np.ndarray, rule: dict[str, Any] | None) -> np.ndarray:
     probs = np.asarray(probs)
     if probs.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
-    return adjusted_scores(probs, rule).argmax(axis=1)
+    decided: np.ndarray = adjusted_scores(probs, rule).argmax(axis=1)
+    return decided
 
 
 def decide(probs: dict[str, np.ndarray], rules: dict[str, Any] | None) -> dict[str, np.ndarray]:

@@ -20,6 +20,7 @@ the weights, the pseudo-label threshold and the label-consistency scores rely on
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,8 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     logits = np.log(np.clip(probs, _EPS, 1.0)) / temperature
     logits -= logits.max(axis=1, keepdims=True)
     e = np.exp(logits)
-    return e / e.sum(axis=1, keepdims=True)
+    calibrated: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return calibrated
 
 
 def nll(probs: np.ndarray, gold: np.ndarray) -> float | None:
@@ -65,7 +67,7 @@ def ece(probs: np.ndarray, gold: np.ndarray, bins: int = 15) -> float | None:
     conf, correct = p.max(axis=1), (p.argmax(axis=1) == y).astype(float)
     edges = np.linspace(0, 1, bins + 1)
     total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         inside = (conf > lo) & (conf <= hi)
         if inside.any():
             total += inside.mean() * abs(conf[inside].mean() - correct[inside].mean())
@@ -130,7 +132,8 @@ def fit_group_weights(group_probs: list[np.ndarray], gold: np.ndarray) -> np.nda
 
     result = minimize(loss, np.zeros(n_groups), jac=True, method="L-BFGS-B")
     w = np.exp(result.x - result.x.max())
-    return w / w.sum()
+    weights: np.ndarray = w / w.sum()
+    return weights
 
 
 def combine(
@@ -180,7 +183,9 @@ def fit_ensemble(
                            for name in group_names]
             group_w = dict(zip(group_names, fit_group_weights(group_means, y), strict=True))
             size = {name: groups.count(name) for name in group_names}
-            params["task_weights"][t.name] = {m: float(group_w[g] / size[g]) for m, g in zip(members, groups, strict=True)}
+            params["task_weights"][t.name] = {
+                m: float(group_w[g] / size[g]) for m, g in zip(members, groups, strict=True)
+            }
         else:
             params["task_weights"][t.name] = {m: 1.0 / len(members) for m in members}
         params["temperatures"][t.name] = 1.0

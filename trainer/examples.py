@@ -42,4 +42,5 @@ class SplitData:
 
 def read_predictions(path: Path) -> dict[str, Any]:
     """A prediction dump a run saved (trainer.train.prediction_dump)."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    dump: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    return dump

@@ -64,7 +64,7 @@ def next_scale(trials: list[dict[str, Any]]) -> float | None:
     for scale in FIRST_SCALES:
         if not any(math.isclose(scale, s) for s in tried):
             return scale
-    best = best_trial(trials)["scale"]
+    best: float = best_trial(trials)["scale"]
     if math.isclose(best, tried[-1]):
         return best * 2
     if math.isclose(best, tried[0]):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -19,6 +19,8 @@ from torch import nn
 from trainer.examples import TaskSpec
 
 log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 class TaskHead(nn.Sequential):
@@ -43,7 +45,7 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class MultiTaskModel(nn.Module):
     def __init__(
         self,
-        encoder: nn.Module,
+        encoder: PreTrainedModel,
         tasks: list[TaskSpec],
         *,
         pooling: str = "last4_mean",
@@ -74,7 +76,8 @@ class MultiTaskModel(nn.Module):
             return_dict=True,
         )
         if self.pooling == "cls":
-            return out.last_hidden_state[:, 0]
+            first_token: torch.Tensor = out.last_hidden_state[:, 0]
+            return first_token
         if self.pooling == "mean":
             return masked_mean(out.last_hidden_state, attention_mask)
         # Mean of the last four layers (fewer when the encoder is shallower), then a masked mean over tokens.
@@ -107,7 +110,7 @@ class MultiTaskModel(nn.Module):
         (out_dir / "model.json").write_text(json.dumps(self.meta(max_length), indent=2), encoding="utf-8")
 
 
-def load_encoder(name_or_path: str | Path) -> tuple[nn.Module, Any]:
+def load_encoder(name_or_path: str | Path) -> tuple[PreTrainedModel, Any]:
     """The encoder and its tokenizer, by hub name or local directory (one path for real and tiny models)."""
     from transformers import AutoModel, AutoTokenizer
 

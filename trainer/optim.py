@@ -99,4 +99,7 @@ def warmup_linear_schedule(
     that step toward the new end (the optimizer's groups keep their `initial_lr` from the first schedule)."""
     total = max(1, total_steps)
     warmup = warmup_steps if warmup_steps is not None else round(total * (warmup_ratio or 0.0))
-    return get_linear_schedule_with_warmup(optimizer, warmup, total, last_epoch=steps_done - 1)
+    schedule: torch.optim.lr_scheduler.LambdaLR = get_linear_schedule_with_warmup(
+        optimizer, warmup, total, last_epoch=steps_done - 1
+    )
+    return schedule

@@ -11,13 +11,16 @@ from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from trainer.data import Encoded, pad_batch, tokenize
 from trainer.examples import TaskSpec
+
+if TYPE_CHECKING:
+    from trainer.model import MultiTaskModel
 
 
 def available_cpus() -> int:
@@ -51,7 +54,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
 
 @torch.no_grad()
 def predict_encoded(
-    model: torch.nn.Module,
+    model: MultiTaskModel,
     encoded: Encoded,
     pad_id: int,
     *,
@@ -65,7 +68,7 @@ def predict_encoded(
     model.eval()
     n = len(encoded)
     if n == 0:
-        return {t.name: np.zeros((0, len(t.labels)), dtype=np.float32) for t in model.tasks}  # type: ignore[attr-defined]
+        return {t.name: np.zeros((0, len(t.labels)), dtype=np.float32) for t in model.tasks}
     order = np.argsort(-encoded.lengths, kind="stable")
     chunks: dict[str, list[np.ndarray]] = {}
     for start in range(0, n, batch_size):
@@ -87,7 +90,7 @@ def predict_encoded(
 
 
 def predict_texts(
-    model: torch.nn.Module,
+    model: MultiTaskModel,
     tokenizer: Any,
     texts: list[str],
     *,

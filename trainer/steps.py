@@ -76,7 +76,7 @@ class Prepared:
 
     @property
     def encoder_width(self) -> int:
-        return int(self.model.encoder.config.hidden_size)  # type: ignore[union-attr,arg-type]
+        return int(self.model.encoder.config.hidden_size)
 
     def plan(self, throughput: Throughput | None = None, config: TrainConfig | None = None) -> Plan:
         return plan_run(
@@ -233,7 +233,7 @@ def measure_throughput(run: Prepared) -> Throughput:
         with autocast(run.device, run.dtype):
             out = model(ids, mask)
             surrogate = sum(v.float().logsumexp(dim=-1).mean() for v in out.values())
-        surrogate.backward()  # type: ignore[union-attr]
+        surrogate.backward()
         _sync(run.device)
         if k > 0 or len(chosen) == 1:
             seconds += time.perf_counter() - t0

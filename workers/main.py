@@ -148,7 +148,7 @@ class Worker:
             beat.join()
             self.stats.lost += 1
             log.warning("job %s: %s", job.id, err)
-        except Exception as err:  # a handler failure is recorded on the job, never crashes the worker
+        except Exception as err:  # noqa: BLE001 - a handler failure is recorded on the job, never crashes the worker
             beat_stop.set()
             beat.join()
             permanent = isinstance(err, PermanentJobError)
@@ -199,7 +199,7 @@ class Worker:
             except queue.LeaseLost:
                 ctx.lease_lost.set()
                 return
-            except Exception as err:  # database briefly unreachable: keep trying until the lease runs out
+            except Exception as err:  # noqa: BLE001 - database briefly unreachable: keep trying until the lease runs out
                 log.warning("heartbeat for job %s failed: %s", ctx.job_id, err)
                 continue
             if hb.cancel_requested:

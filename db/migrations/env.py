@@ -27,6 +27,7 @@ def sqlite_foreign_keys_off(connection: Connection) -> Iterator[None]:
     if connection.in_transaction():
         connection.commit()
     raw = connection.connection.driver_connection
+    assert raw is not None, "an open connection has its driver's connection"
     raw.execute("PRAGMA foreign_keys=OFF")
     try:
         yield

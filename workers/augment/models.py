@@ -2,7 +2,8 @@
 
 Device: AUGLOOP_AUGMENT_DEVICE, else cuda when available, else cpu. On cuda the weights load in bfloat16 (or
 float16 where bf16 is unsupported); on cpu in float32. A model that cannot be found locally or on the hub
-raises ModelUnavailable (the job fails permanently) with a message naming the model and the setting to change (a retry cannot fix it).
+raises ModelUnavailable (the job fails permanently) with a message naming the model and the setting to change
+(a retry cannot fix it).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from core.settings import Settings, get_settings
 log = logging.getLogger("augloop.augment")
 
 _lock = threading.RLock()
-_models: dict[tuple[str, str, str, str], Any] = {}
+_models: dict[tuple[str, str, str, str], LoadedModel] = {}
 _augmenters: dict[tuple[Any, ...], Any] = {}
 _threads_set = False
 

@@ -39,7 +39,9 @@ _PREAMBLE = re.compile(r"^\s*(?:paraphrase|rewrite|rewritten text|here is[^:]*)\
 _QUOTES = ('"', "“", "”", "'")
 
 
-def build_messages(text: str, labels: dict[str, str], hints: SourceHints, params: P.ParaphraseParams) -> list[dict]:
+def build_messages(
+    text: str, labels: dict[str, str], hints: SourceHints, params: P.ParaphraseParams
+) -> list[dict[str, str]]:
     """The chat messages for one source."""
     parts = []
     if labels:
@@ -67,7 +69,7 @@ class Generator(Protocol):
     source: str  # "local" or the endpoint's URL
 
     def generate(
-        self, conversations: list[list[dict]], counts: list[int], *, seed: int, keys: list[str],
+        self, conversations: list[list[dict[str, str]]], counts: list[int], *, seed: int, keys: list[str],
         params: P.ParaphraseParams,
     ) -> list[list[str]]:
         """counts[i] sampled completions of conversations[i]; keys[i] identifies it for seeding."""
@@ -88,7 +90,7 @@ class LocalGenerator:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         tokenizer.padding_side = "left"
 
-    def render(self, conversation: list[dict]) -> str:
+    def render(self, conversation: list[dict[str, str]]) -> str:
         tokenizer = self.loaded.tokenizer
         if getattr(tokenizer, "chat_template", None):
             return str(tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True))
@@ -96,7 +98,7 @@ class LocalGenerator:
         return "\n\n".join(m["content"] for m in conversation) + "\n\nParaphrase:"
 
     def generate(
-        self, conversations: list[list[dict]], counts: list[int], *, seed: int, keys: list[str],
+        self, conversations: list[list[dict[str, str]]], counts: list[int], *, seed: int, keys: list[str],
         params: P.ParaphraseParams,
     ) -> list[list[str]]:
         import torch
@@ -141,14 +143,18 @@ class LocalGenerator:
 class EndpointGenerator:
     """An OpenAI-compatible chat-completions endpoint (vLLM, TGI, llama.cpp's server...)."""
 
-    def __init__(self, url: str, model: str, *, api_key: str = "", timeout: float = 120.0, concurrency: int = 8) -> None:
+    def __init__(
+        self, url: str, model: str, *, api_key: str = "", timeout: float = 120.0, concurrency: int = 8
+    ) -> None:
         self.source = url.rstrip("/")
         self.model_name = model
         self.api_key = api_key
         self.timeout = timeout
         self.concurrency = max(1, concurrency)
 
-    def _complete(self, conversation: list[dict], n: int, seed: int, params: P.ParaphraseParams, cap: int) -> list[str]:
+    def _complete(
+        self, conversation: list[dict[str, str]], n: int, seed: int, params: P.ParaphraseParams, cap: int
+    ) -> list[str]:
         import httpx
 
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -172,14 +178,16 @@ class EndpointGenerator:
         return [str((c.get("message") or {}).get("content") or "") for c in choices][:n]
 
     def generate(
-        self, conversations: list[list[dict]], counts: list[int], *, seed: int, keys: list[str],
+        self, conversations: list[list[dict[str, str]]], counts: list[int], *, seed: int, keys: list[str],
         params: P.ParaphraseParams,
     ) -> list[list[str]]:
         def one(i: int) -> list[str]:
             if counts[i] <= 0:
                 return []
             # Words × 2 stands in for the source's tokens: the server tokenises, we do not load its tokenizer.
-            cap = min(params.max_new_tokens, int(params.length_factor * 2 * len(conversations[i][-1]["content"].split())) + 16)
+            cap = min(
+                params.max_new_tokens, int(params.length_factor * 2 * len(conversations[i][-1]["content"].split())) + 16
+            )
             source_seed = derive_seed(seed, "paraphrase", keys[i]) % 2**31  # servers take 32-bit seeds
             return self._complete(conversations[i], counts[i], source_seed, params, cap)
 

@@ -72,7 +72,7 @@ def allocate(
     largest = {t: max(1, max((current[t][y] for y in labels), default=1)) for t, labels in tasks}
     remaining = {t: {y: goals[t][y] - current[t][y] for y in goals[t]} for t in names}
     planned = {t: Counter[str]() for t in names}
-    alloc = {c: 0 for c in combos}
+    alloc = dict.fromkeys(combos, 0)
     order = sorted(combos, key=lambda c: tuple(x or "" for x in c))  # deterministic tie-breaks
     while True:
         best: Combo | None = None
@@ -155,7 +155,7 @@ def make_plan(
                     "task": task,
                     "label": y,
                     "original": original[task][y],
-                    "variants": variants.get(task, {}).get(y, 0),
+                    "variants": variants.get(task, Counter[str]())[y],
                     "current": current[task][y],
                     "target": goals[task][y],
                     "deficit": max(0, goals[task][y] - current[task][y]),

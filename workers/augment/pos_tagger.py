@@ -60,7 +60,8 @@ class FastPerceptronTagger:
         """Tags of tokens[start..upto] (all by default). Tagging is greedy left to right, so stopping early
         leaves the earlier tags exactly as a full pass would (the features look ahead at words, never at tags);
         and starting at `start` with `history` = (tag of token start-2, of token start-1; "-START-" stands
-        before token 0) gives the tags a full pass would (what WordNet's check of a variant uses: the text before its first change is the source's)."""
+        before token 0) gives the tags a full pass would (what WordNet's check of a variant uses: the text before
+        its first change is the source's)."""
         last = len(tokens) if upto is None else min(len(tokens), upto + 1)
         if start < 0 or (start > 0 and history is None):
             raise ValueError("a tagging that starts inside the text needs the two tags before it")

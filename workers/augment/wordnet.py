@@ -394,7 +394,9 @@ class WordNetAugmenter:
         if not params.use_pos or self.tagger is None:
             return [(word, "*") for word in words], None
         tagged = self._tags(text, words[-1].start)
-        return [(word, tagged.by_start[word.start]) for word in words if tagged.by_start.get(word.start) in _POS], tagged
+        return [
+            (word, tagged.by_start[word.start]) for word in words if tagged.by_start.get(word.start) in _POS
+        ], tagged
 
     def _tags(self, text: str, last_start: int) -> _Tagged:
         tokens = list(_TAG_TOKEN.finditer(text))
