@@ -19,12 +19,10 @@ import numpy as np
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from core.errors import ValidationFailed
 from db import queue
 from db import training_runs as db_runs
 from db.models import Dataset, Job, Origin, ReviewStatus, Sample, TrainingRun, User
 from db.session import readonly_engine, session_scope
-from services.access import Need
 
 ProgressFn = Callable[[dict[str, Any]], None]
 FinishFn = Callable[[Session, dict[str, Any]], None]
@@ -84,14 +82,10 @@ def consistency_from_probs(
 def choose_label_model(session: Session, dataset_name: str, model_id: int, user: User | None) -> Job:
     """Queue a `label_scores` job: rescore every pending variant with run or ensemble `model_id`; the
     project's leads."""
-    from services.datasets import dataset_named
-    from services.prediction import model_spec
+    from services.prediction import dataset_and_model
 
-    dataset = dataset_named(session, dataset_name, user, Need.lead)
-    spec = model_spec(session, model_id, user)
+    dataset, _spec = dataset_and_model(session, dataset_name, model_id, user)
     user_id = user.id if user else None
-    if spec.dataset_id != dataset.id:
-        raise ValidationFailed(f"run {model_id} was trained on another dataset", field="model_id")
     return queue.enqueue(
         session,
         "label_scores",
@@ -111,15 +105,11 @@ def execute_rescoring(
     finish: FinishFn | None = None,
 ) -> dict[str, Any]:
     """Score the dataset's pending variants with a chosen model; its scores replace whatever was there."""
-    from db.datasets import get_dataset
-    from services.prediction import load_predictor, model_spec
+    from services.prediction import dataset_and_model, load_predictor
 
     emit = progress or (lambda _e: None)
     with session_scope(readonly_engine(engine)) as session:
-        dataset = get_dataset(session, dataset_name)
-        spec = model_spec(session, model_id, None)
-        if spec.dataset_id != dataset.id:
-            raise ValidationFailed(f"run {model_id} was trained on another dataset", field="model_id")
+        dataset, spec = dataset_and_model(session, dataset_name, model_id, None)
         scorer = scorer_of(db_runs.get_run(session, model_id), chosen=True)
         variants = db_runs.pending_variants(session, dataset.id)
     predictor = load_predictor(spec)

@@ -122,18 +122,28 @@ def predict(session: Session, model_id: int, texts: list[str], settings: Setting
     }
 
 
+def dataset_and_model(
+    session: Session, dataset_name: str, model_id: int, user: User | None, need: Need = Need.lead
+) -> tuple[Dataset, ModelSpec]:
+    """A dataset `user` may act on (`need`; None: a job, authorized when queued) and a finished run or ensemble
+    trained on it: what labelling or scoring the dataset's texts with a model starts from."""
+    from services.datasets import dataset_named
+
+    dataset = dataset_named(session, dataset_name, user, need) if user is not None else get_dataset(
+        session, dataset_name)
+    spec = model_spec(session, model_id, user)
+    if spec.dataset_id != dataset.id:
+        raise ValidationFailed(f"run {model_id} was trained on another dataset", field="model_id")
+    return dataset, spec
+
+
 def queue_pseudo_labels(
     session: Session, dataset_name: str, model_id: int, threshold: float, user: User | None
 ) -> Job:
     """A `pseudo_label` job: label the dataset's unlabelled train texts; confident ones wait for review. The
     project's leads."""
-    from services.datasets import dataset_named
-
-    dataset = dataset_named(session, dataset_name, user, Need.lead)
-    spec = model_spec(session, model_id, user)
+    dataset, _spec = dataset_and_model(session, dataset_name, model_id, user)
     user_id = user.id if user else None
-    if spec.dataset_id != dataset.id:
-        raise ValidationFailed(f"run {model_id} was trained on another dataset", field="model_id")
     return queue.enqueue(
         session,
         "pseudo_label",
@@ -165,10 +175,7 @@ def execute_pseudo_labels(
     """
     emit = progress or (lambda _e: None)
     with session_scope(readonly_engine(engine)) as session:
-        dataset = get_dataset(session, dataset_name)
-        spec = model_spec(session, model_id, None)
-        if spec.dataset_id != dataset.id:
-            raise ValidationFailed(f"run {model_id} was trained on another dataset", field="model_id")
+        dataset, spec = dataset_and_model(session, dataset_name, model_id, None)
         texts = db_runs.unlabelled_texts(session, dataset.id)
         dataset_id = dataset.id
     from trainer.predict import probs_to_json

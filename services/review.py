@@ -13,6 +13,7 @@ latest vote on its current text:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -147,6 +148,25 @@ def decide(
         values.update(
             text=text, content_hash=new_hash, generated_text=func.coalesce(Sample.generated_text, Sample.text)
         )
+    return apply_and_record(
+        session, sample, version, values,
+        {"user_id": user.id, "decision": decision, "reason": reason, "note": note, "text_before": text_before,
+         "text_after": text_after},
+        # another request took this version between our read and write
+        lambda: _stale(session, sample, version),
+    )
+
+
+def apply_and_record(
+    session: Session,
+    sample: Sample,
+    version: int,
+    values: dict[str, Any],
+    review: dict[str, Any],
+    conflict: Callable[[], Exception],
+) -> Sample:
+    """Write `values` to the sample only while it is still at `version` (else raise `conflict()`), and record
+    the decision that did it (`review`: the Review row's fields) in the same transaction."""
     claimed = affected_rows(session.execute(
         update(Sample)
         .where(Sample.id == sample.id, Sample.version == version)
@@ -154,20 +174,8 @@ def decide(
         .execution_options(synchronize_session=False)
     ))
     if claimed != 1:
-        raise _stale(session, sample, version)  # another request took this version between our read and write
-    session.add(
-        Review(
-            sample_id=sample.id,
-            user_id=user.id,
-            decision=decision,
-            reason=reason,
-            note=note,
-            text_before=text_before,
-            text_after=text_after,
-            version_seen=version,
-            created_at=utcnow(),
-        )
-    )
+        raise conflict()
+    session.add(Review(sample_id=sample.id, version_seen=version, created_at=utcnow(), **review))
     session.flush()
     session.refresh(sample)
     return sample

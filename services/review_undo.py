@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, ValidationFailed
 from core.textnorm import content_hash
 from db.models import UNDO, Dataset, Decision, Origin, Review, Sample, User, utcnow
 from db.reviews import decision_trail, replay, sample_state
-from db.session import affected_rows
-from services.review import status_from_votes
+from services.review import apply_and_record, status_from_votes
 
 
 def _refuse(session: Session, sample: Sample, why: str) -> ConflictError:
@@ -84,27 +83,10 @@ def undo_decision(session: Session, sample_id: int, user: User, version: int) ->
                 extra={"duplicate_of": duplicate},
             )
         values.update(text=text_after, content_hash=restored_hash)
-    claimed = affected_rows(session.execute(
-        update(Sample)
-        .where(Sample.id == sample.id, Sample.version == version)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    ))
-    if claimed != 1:
-        raise _refuse(session, sample, f"sample {sample_id} changed while undoing; undo refused")
-    session.add(
-        Review(
-            sample_id=sample.id,
-            user_id=user.id,
-            decision=UNDO,
-            reason=None,
-            note=f"withdraws review {latest.id} ({latest.decision})",
-            text_before=text_before,
-            text_after=text_after,
-            version_seen=version,
-            created_at=utcnow(),
-        )
+    return apply_and_record(
+        session, sample, version, values,
+        {"user_id": user.id, "decision": UNDO, "reason": None,
+         "note": f"withdraws review {latest.id} ({latest.decision})", "text_before": text_before,
+         "text_after": text_after},
+        lambda: _refuse(session, sample, f"sample {sample_id} changed while undoing; undo refused"),
     )
-    session.flush()
-    session.refresh(sample)
-    return sample
