@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
 from api.deps import AdminUser, CurrentUser, EngineDep, SessionDep, SettingsDep
 from api.schemas import DatasetRead, DatasetUpdate, DatasetUpdated, ExportJobCreate, ImportResultRead, JobRead
 from core.errors import TooLargeError, ValidationFailed
+from db.models import Job
 from services import datasets as dataset_service
 from services.importing import ImportSpec
 
@@ -63,59 +64,44 @@ ImportTasks = Annotated[list[str], Form(description="A label column; repeat for 
 ImportLabels = Annotated[str | None, Form(description='Ordered label sets, JSON: {"bias": ["neutral", "partisan"]}')]
 
 
-def _spec(name: str, task: list[str], text_col: str, split_col: str, id_col: str, language: str,
-          labels: str | None, split_seed: int, project: str, display_name: str | None) -> ImportSpec:
+def import_spec(
+    name: str,
+    task: ImportTasks,
+    text_col: Annotated[str, Form()] = "text",
+    split_col: Annotated[str, Form()] = "split",
+    id_col: Annotated[str, Form()] = "id",
+    language: Annotated[str, Form()] = "en",
+    labels: ImportLabels = None,
+    split_seed: Annotated[int, Form()] = 42,
+    project: Annotated[str, Form(description="The project a new dataset goes into")] = "default",
+    display_name: Annotated[str | None, Form(description="A new dataset's name for people")] = None,
+) -> ImportSpec:
+    """The form fields of an import, now or as a job (one dependency, so both routes take the same fields)."""
     tasks = [t.strip() for item in task for t in item.split(",") if t.strip()]
     return ImportSpec(dataset=name, tasks=tasks, text_col=text_col, split_col=split_col or None,
                       id_col=id_col or None, language=language, label_order=_parse_labels(labels),
                       split_seed=split_seed, project=project, display_name=display_name)
 
 
+ImportSpecDep = Annotated[ImportSpec, Depends(import_spec)]
+
+
 @router.post("/{name}/import", response_model=ImportResultRead, status_code=201)
 def import_dataset(
-    name: str,
-    session: SessionDep,
-    settings: SettingsDep,
-    admin: AdminUser,
-    file: ImportFile,
-    task: ImportTasks,
-    text_col: Annotated[str, Form()] = "text",
-    split_col: Annotated[str, Form()] = "split",
-    id_col: Annotated[str, Form()] = "id",
-    language: Annotated[str, Form()] = "en",
-    labels: ImportLabels = None,
-    split_seed: Annotated[int, Form()] = 42,
-    project: Annotated[str, Form(description="The project a new dataset goes into")] = "default",
-    display_name: Annotated[str | None, Form(description="A new dataset's name for people")] = None,
-) -> dict:
+    session: SessionDep, settings: SettingsDep, admin: AdminUser, file: ImportFile, spec: ImportSpecDep
+) -> dict[str, Any]:
     """Import a file into a dataset (created if new), now. All rows or none: a bad row rejects the file (422).
     Up to AUGLOOP_MAX_REQUEST_BYTES; larger files go through POST /datasets/{name}/imports (a job)."""
     if file.size is not None and file.size > settings.max_request_bytes:
         raise TooLargeError(f"file exceeds {settings.max_request_bytes} bytes; import it as a job "
                             "(POST /datasets/{name}/imports)", field="file")
-    spec = _spec(name, task, text_col, split_col, id_col, language, labels, split_seed, project, display_name)
     return dataset_service.import_upload(session, file.file, spec, file.filename, admin.id).as_dict()
 
 
 @router.post("/{name}/imports", response_model=JobRead, status_code=202)
-def import_job(
-    name: str,
-    session: SessionDep,
-    admin: AdminUser,
-    file: ImportFile,
-    task: ImportTasks,
-    text_col: Annotated[str, Form()] = "text",
-    split_col: Annotated[str, Form()] = "split",
-    id_col: Annotated[str, Form()] = "id",
-    language: Annotated[str, Form()] = "en",
-    labels: ImportLabels = None,
-    split_seed: Annotated[int, Form()] = 42,
-    project: Annotated[str, Form(description="The project a new dataset goes into")] = "default",
-    display_name: Annotated[str | None, Form(description="A new dataset's name for people")] = None,
-):  # type: ignore[no-untyped-def]
+def import_job(session: SessionDep, admin: AdminUser, file: ImportFile, spec: ImportSpecDep) -> Job:
     """Import a file of any size (up to AUGLOOP_MAX_UPLOAD_BYTES) as a job: 202 with the job; GET /jobs/{id}
     shows bytes read, rows and phase, then the same result as POST /import, or the bad line as its error."""
-    spec = _spec(name, task, text_col, split_col, id_col, language, labels, split_seed, project, display_name)
     return dataset_service.queue_import(session, file.file, spec, file.filename, admin.id)
 
 
