@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.predict import available_cpus
     from trainer.train import LoopControl, save_artifacts, train_process
 
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     job_dir: Path = args.job_dir
     report = Reporter(job_dir / PROGRESS_FILE) if rank == 0 else None
     try:

@@ -153,7 +153,8 @@ def run_loop(run: Prepared, plan: Plan, stepper: Stepper, emit: ProgressFn, *,
     control = control or LoopControl()
     group = control.group
     model, data, batches = run.model, run.data, run.batches
-    st = resume.loop if resume else LoopState(total=plan.steps)
+    resumed_from_step = resume.loop.steps_done if resume else None
+    st = replace(resume.loop, curve=list(resume.loop.curve)) if resume else LoopState(total=plan.steps)
     if resume and not group.is_main:  # the epoch's sums so far are rank 0's to carry
         st.seen, st.loss_sum, st.task_sums = 0, 0.0, {k: 0.0 for k in st.task_sums}
     best_state = resume.best_state if resume and group.is_main else None
@@ -260,7 +261,7 @@ def run_loop(run: Prepared, plan: Plan, stepper: Stepper, emit: ProgressFn, *,
         emit({"event": "epoch", **entry, "best_epoch": st.best_epoch, "best_val_macro_f1": st.best_f1})
     return LoopOutcome(st.curve, st.best_epoch, st.best_f1, best_state, st.steps_done, st.total,
                        st.stopped == "early", st.stopped == "deadline", clock.elapsed(),
-                       resumed_from_step=resume.loop.steps_done if resume else None)
+                       resumed_from_step=resumed_from_step)
 
 
 def train_model(config: TrainConfig, data: SplitData, *, progress: ProgressFn | None = None,
