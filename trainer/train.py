@@ -411,3 +411,29 @@ def save_artifacts(result: TrainResult, out_dir: Path) -> Path:
     (out_dir / "snapshot.json").write_text(json.dumps(result.snapshot), encoding="utf-8")
     (out_dir / "model" / "decision.json").write_text(json.dumps(result.decision), encoding="utf-8")
     return out_dir
+
+
+def load_result(out_dir: Path, config: TrainConfig) -> TrainResult:
+    """A run saved by save_artifacts, read back (a distributed run's rank 0 saved it in another process)."""
+    from trainer.model import load_model
+
+    out_dir = Path(out_dir)
+    model, tokenizer, _meta = load_model(out_dir / "model")
+    saved = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
+    curve = saved.pop("curve")
+    return TrainResult(
+        model=model,
+        tokenizer=tokenizer,
+        config=config,
+        curve=curve,
+        best_epoch=int(saved["best_epoch"]),
+        metrics=saved,
+        predictions={
+            split: json.loads((out_dir / f"predictions_{split}.json").read_text(encoding="utf-8"))
+            for split in ("val", "test")
+        },
+        snapshot=json.loads((out_dir / "snapshot.json").read_text(encoding="utf-8")),
+        seconds=float(saved.get("seconds", 0.0)),
+        stopped_early=bool(saved.get("stopped_early")),
+        decision=json.loads((out_dir / "model" / "decision.json").read_text(encoding="utf-8")),
+    )
