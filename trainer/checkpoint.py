@@ -29,6 +29,7 @@ from trainer.config import TrainConfig
 from trainer.examples import SplitData
 
 CHECKPOINT_FILE = "checkpoint.pt"
+RUNTIME_KEYS = {"checkpoint_every_steps", "num_threads", "device"}
 
 
 @dataclass
@@ -56,10 +57,11 @@ class LoopState:
 
 
 def fingerprint(config: TrainConfig, data: SplitData) -> str:
-    """What a checkpoint may be resumed with: the same config (but `checkpoint_every_steps`, which changes no
-    result) and the same examples in every split."""
+    """What a checkpoint may be resumed with: the same config and the same examples in every split. Keys of
+    the machine rather than the run (threads, which device, how often to checkpoint) may differ: a run stopped
+    on one worker resumes on another."""
     digest = hashlib.sha256()
-    settings = {k: v for k, v in config.to_dict().items() if k != "checkpoint_every_steps"}
+    settings = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_KEYS}
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     digest.update(json.dumps([[t.name, t.labels] for t in data.tasks]).encode())
     for split in (data.train, data.val, data.test):
