@@ -22,16 +22,38 @@ from trainer.train import train_model
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 9])
 @pytest.mark.parametrize("world", [2, 3])
-def test_shards_split_each_global_batch_once_with_weights_that_average_to_one(size: int, world: int) -> None:
+def test_shards_split_each_global_batch_once_in_order(size: int, world: int) -> None:
     batch = list(range(100, 100 + size))
     parts = [Group(rank, world).shard(batch) for rank in range(world)]
-    kept = [i for part, weight in parts if weight > 0 for i in part]
-    assert kept == batch  # contiguous slices, in order: length buckets stay together
-    # DDP averages the ranks' gradients, Σ_r weight_r · ∇mean_r / world: each slice's mean counts by its share
-    for part, weight in parts:
-        assert weight / world == pytest.approx(len(part) / size if weight else 0.0)
-    assert sum(weight for _, weight in parts) / world == pytest.approx(1.0)
+    assert [i for part, active in parts if active for i in part] == batch  # contiguous: length buckets stay
     assert all(len(part) >= 1 for part, _ in parts)  # every rank runs a backward pass
+    assert max(len(p) for p, a in parts if a) - min(len(p) for p, a in parts if a) <= 1
+
+
+def test_slices_losses_add_up_to_the_global_batch_loss() -> None:
+    """Class weights, a task with missing labels, R-Drop: normalised over the global batch, the slices' losses
+    sum to the loss of the whole batch (each slice's own mean would not)."""
+    import torch
+
+    from trainer.examples import IGNORE, TaskSpec
+    from trainer.losses import MultiTaskLoss
+
+    torch.manual_seed(0)
+    tasks = [TaskSpec("a", ["x", "y", "z"]), TaskSpec("b", ["p", "q"])]
+    labels = torch.tensor([[0, 1], [0, IGNORE], [2, 0], [0, IGNORE], [1, 1]])
+    first = {"a": torch.randn(5, 3), "b": torch.randn(5, 2)}
+    second = {"a": torch.randn(5, 3), "b": torch.randn(5, 2)}
+    loss_fn = MultiTaskLoss(tasks, gamma=2.0, smoothing={"a": torch.full((3,), 0.05), "b": torch.zeros(2)},
+                            class_weights={"a": torch.tensor([0.5, 2.0, 1.5]), "b": torch.tensor([1.0, 3.0])},
+                            task_weights={"b": 0.5}, rdrop_alpha=1.0)
+    whole, _ = loss_fn(first, labels, second)
+    norms = loss_fn.denominators(labels)
+    total = 0.0
+    for part in ([0, 1, 2], [3, 4]):
+        sliced, _ = loss_fn({k: v[part] for k, v in first.items()}, labels[part],
+                            {k: v[part] for k, v in second.items()}, norms)
+        total += float(sliced)
+    assert total == pytest.approx(float(whole), rel=1e-6)
 
 
 def test_config_takes_cuda_n_and_nproc() -> None:
@@ -59,7 +81,8 @@ def test_two_gloo_processes_follow_one_process_with_the_same_global_batch(
     no_dropout_encoder: str, tmp_path: Path
 ) -> None:
     data = synthetic_split(n_train=45)  # 45 texts: the last global batch of 8 splits unevenly (3 + 2)
-    same: dict[str, Any] = {"epochs": 3, "head_dropout": 0.0, "class_weights": False, "grad_accum": 2}
+    # class weights on (the default): the slices' losses are normalised over the global batch
+    same: dict[str, Any] = {"epochs": 3, "head_dropout": 0.0, "grad_accum": 2}
     one = train_model(fast_config(no_dropout_encoder, batch_size=8, **same), data)
 
     job = tmp_path / "job"

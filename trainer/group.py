@@ -30,16 +30,16 @@ class Group:
     def distributed(self) -> bool:
         return self.world > 1
 
-    def shard(self, batch: list[int]) -> tuple[list[int], float]:
-        """This rank's slice of a global batch and its loss weight (its share × the world size). A rank left
-        without a text (a batch smaller than the world) still runs one, at weight 0: DDP needs every rank's
-        backward pass to reduce the gradients."""
+    def shard(self, batch: list[int]) -> tuple[list[int], bool]:
+        """This rank's slice of a global batch, and whether it is one. A rank left without a text (a batch
+        smaller than the world) still runs one, counted for nothing: DDP needs every rank's backward pass to
+        reduce the gradients."""
         size, extra = divmod(len(batch), self.world)
         start = self.rank * size + min(self.rank, extra)
         part = batch[start : start + size + (self.rank < extra)]
         if not part:
-            return batch[:1], 0.0
-        return part, self.world * len(part) / len(batch)
+            return batch[:1], False
+        return part, True
 
     def flags(self, *flags: bool) -> list[bool]:
         """Each flag: whether any rank raised it (a stop request, a deadline), so every rank acts alike."""

@@ -142,13 +142,18 @@ class Stepper:
             self.optimizer, total_steps, warmup_steps=self.plan.warmup_steps, steps_done=steps_done
         )
 
-    def batch(self, idx: list[int], *, step: bool, weight: float = 1.0) -> tuple[float, dict[str, float]]:
-        """`weight`: this process's share of a distributed global batch (trainer/group.py); 1 alone."""
+    def batch(self, idx: list[int], *, step: bool, whole: list[int] | None = None, world: int = 1,
+              active: bool = True) -> tuple[float, dict[str, float]]:
+        """One micro-batch. A distributed process passes its slice as `idx`, the global batch as `whole`: its
+        loss is then its part of the global batch's loss (normalised over `whole`, trainer/losses.py), scaled
+        by `world` against DDP's gradient average; `active` False: a stand-in text, counted for nothing."""
         config, model = self.config, self.model
+        denominators = self.loss_fn.denominators(self.encoded.labels[whole]) if whole is not None else None
+        scale = (world if active else 0.0) if whole is not None else 1.0
         # DDP: reduce gradients once per optimizer step, not after every accumulated micro-batch
         sync = nullcontext() if step or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
-            loss, parts = self._forward_backward(idx, weight)
+            loss, parts = self._forward_backward(idx, scale, denominators)
         if step:
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)
@@ -162,7 +167,8 @@ class Stepper:
             self.optimizer.zero_grad(set_to_none=True)
         return loss, parts
 
-    def _forward_backward(self, idx: list[int], weight: float) -> tuple[float, dict[str, float]]:
+    def _forward_backward(self, idx: list[int], scale: float,
+                          denominators: dict[str, float] | None) -> tuple[float, dict[str, float]]:
         config, model, plan = self.config, self.model, self.plan
         fixed_width = None if config.group_by_length else config.max_length
         batch = pad_batch([self.encoded.input_ids[i] for i in idx], self.pad_id, fixed_width)
@@ -174,10 +180,10 @@ class Stepper:
                 both = model(torch.cat([ids, ids]), torch.cat([mask, mask]))
                 first = {k: v[: len(idx)] for k, v in both.items()}
                 second = {k: v[len(idx) :] for k, v in both.items()}
-                loss, parts = self.loss_fn(first, labels, second)
+                loss, parts = self.loss_fn(first, labels, second, denominators)
             else:
-                loss, parts = self.loss_fn(model(ids, mask), labels)
-        scaled = loss * weight / plan.grad_accum
+                loss, parts = self.loss_fn(model(ids, mask), labels, denominators=denominators)
+        scaled = loss * scale / plan.grad_accum
         (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         return float(loss.detach()), parts
 

@@ -172,15 +172,20 @@ def run_loop(run: Prepared, plan: Plan, stepper: Stepper, emit: ProgressFn, *,
         for b in range(st.batch, len(epoch_batches)):
             idx = epoch_batches[b]
             step = (b + 1) % plan.grad_accum == 0 or b + 1 == len(epoch_batches)
-            part, weight = group.shard(idx)
-            loss, parts = stepper.batch(part, step=step, weight=weight)
-            if weight > 0:
+            if group.distributed:
+                part, active = group.shard(idx)
+                # this rank's part of the global batch's loss: the ranks' parts add up to it
+                loss, parts = stepper.batch(part, step=step, whole=idx, world=group.world, active=active)
+            else:
+                part, active = idx, True
+                loss, parts = stepper.batch(idx, step=step)
+            if active:
                 st.seen += len(part)
-                st.loss_sum += loss * len(part)
+                st.loss_sum += loss * len(idx)
                 for name, value in parts.items():
-                    st.task_sums[name] += value * len(part)
+                    st.task_sums[name] += value * len(idx)
             emit({"event": "batch", "epoch": st.epoch + 1, "batch": b + 1, "batches": len(epoch_batches),
-                  "loss": loss})
+                  "loss": loss * group.world})  # rank 0's part × the ranks: an estimate of the batch's loss
             if not step:
                 continue
             st.steps_done += 1
