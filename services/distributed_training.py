@@ -107,7 +107,7 @@ def train_distributed(
 
 def _complete_lines(fh: Any) -> list[str]:
     """The whole lines appended since the last read (a line being written is read next time)."""
-    lines = []
+    lines: list[str] = []
     while True:
         pos = fh.tell()
         line = fh.readline()
