@@ -6,7 +6,7 @@ The processes get their examples from a file written here (the trainer reads no 
 progress.jsonl, which is tailed every POLL_SECONDS: each event goes to the same progress callback as an
 in-process run's, so the job's progress, its lease and its cancellation work as for one process. A stop request
 (the worker's SIGTERM) becomes the `stop` file: the processes checkpoint at their next optimizer step and exit.
-Cancellation or a lost lease ends the processes at once (their process group is killed).
+Cancellation or a lost lease ends the processes at once (torchrun is told to stop them).
 """
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ from typing import Any
 from trainer.config import TrainConfig
 from trainer.distributed import (
     ARTIFACTS_DIR,
-    BAD_INPUT_EXIT,
     PROGRESS_FILE,
     STOP_FILE,
-    STOPPED_EXIT,
     launch_command,
     write_request,
 )
@@ -35,6 +33,7 @@ from trainer.examples import SplitData
 from trainer.train import TrainResult, load_result
 
 POLL_SECONDS = 0.5
+KILL_GRACE_SECONDS = 30
 LOG_FILE = "torchrun.log"
 RELAYED_BY_LAUNCHER = {"stopped", "error", "saved"}  # outcomes read here, not progress for the job
 
@@ -94,12 +93,12 @@ def train_distributed(
         except BaseException:
             _kill(proc)
             raise
-    code = proc.returncode
+    code = proc.returncode  # torchrun's: 1 when any process failed, whatever its own status
     if code == 0 and "saved" in outcome:
         return load_result(job_dir / ARTIFACTS_DIR, config), job_dir / ARTIFACTS_DIR
-    if code == STOPPED_EXIT and "stopped" in outcome:
+    if code == 0 and "stopped" in outcome:
         raise TrainingStopped(int(outcome["stopped"]["steps_done"]), saved=bool(outcome["stopped"]["saved"]))
-    if code == BAD_INPUT_EXIT and "error" in outcome:
+    if "error" in outcome:  # the trainer refused the config or data (BAD_INPUT_EXIT)
         raise TrainerError(outcome["error"]["message"], field=outcome["error"].get("field"))
     tail = (job_dir / LOG_FILE).read_bytes()[-3000:].decode("utf-8", "replace")
     raise RuntimeError(f"the distributed training processes exited with status {code}:\n{tail}")
@@ -120,9 +119,12 @@ def _complete_lines(fh: Any) -> list[str]:
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """End torchrun and its processes now. torchrun starts each process in a session of its own, so the signal
+    goes to torchrun, whose shutdown SIGTERMs them and waits; SIGKILL if it has not ended within the grace."""
     if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            proc.wait(timeout=KILL_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     proc.wait()

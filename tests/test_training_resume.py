@@ -53,7 +53,7 @@ def _job(engine: Any, job_id: int) -> Job:
     return job
 
 
-def test_sigterm_checkpoints_the_run_and_the_next_worker_resumes_it(settings, engine, tiny_encoder: str) -> None:  # noqa: F811
+def test_sigterm_checkpoints_the_run_and_the_next_worker_resumes_it(settings, engine, tiny_encoder: str) -> None:
     from services.run_execution import checkpoint_dir
     from trainer.checkpoint import CHECKPOINT_FILE
 
@@ -100,7 +100,7 @@ def test_sigterm_checkpoints_the_run_and_the_next_worker_resumes_it(settings, en
     assert not checkpoint_dir(run_id).exists()  # the finished run's checkpoint is gone
 
 
-def test_a_two_process_run_is_launched_by_the_worker_and_recorded_by_rank_0(settings, engine, tiny_encoder: str) -> None:  # noqa: F811
+def test_a_two_process_run_is_launched_by_the_worker_and_recorded_by_rank_0(settings, engine, tiny_encoder: str) -> None:
     from services.prediction import model_spec
     from trainer.predict import RunPredictor
     from workers.main import Worker
@@ -119,3 +119,28 @@ def test_a_two_process_run_is_launched_by_the_worker_and_recorded_by_rank_0(sett
         spec = model_spec(s, run_id)
     probabilities = RunPredictor(spec.model_dirs[0], device="cpu").predict_proba(["a budget vote"])
     assert set(probabilities) == {"bias", "message"}
+
+
+def test_a_two_process_run_stops_on_request_and_resumes_from_its_checkpoint(tiny_encoder: str, tmp_path) -> None:
+    """The stop reaches both ranks at the same step (rank 0 saves), and a new launch resumes with both."""
+    from services.distributed_training import train_distributed
+    from tests.trainer_fixtures import fast_config, synthetic_split
+    from trainer.errors import TrainingStopped
+
+    config = fast_config(tiny_encoder, nproc=2, batch_size=4, epochs=3)
+    events: list[dict[str, Any]] = []
+
+    def stop_in_epoch_two() -> bool:
+        return any(e["event"] == "batch" and e["epoch"] == 2 for e in events)
+
+    with pytest.raises(TrainingStopped) as stopped:
+        train_distributed(config, synthetic_split(), job_dir=tmp_path / "first", checkpoint_dir=tmp_path / "ckpt",
+                          progress=events.append, should_stop=stop_in_epoch_two)
+    assert stopped.value.saved and stopped.value.steps_done > 5  # 36 texts / global batch 8: 5 steps an epoch
+    events.clear()
+    result, _ = train_distributed(config, synthetic_split(), job_dir=tmp_path / "second",
+                                  checkpoint_dir=tmp_path / "ckpt", progress=events.append, should_stop=lambda: False)
+    start = next(e for e in events if e["event"] == "start")
+    assert start["resumed_from_step"] == stopped.value.steps_done and start["resumed_at_epoch"] == 2
+    assert [e["epoch"] for e in result.curve] == [1, 2, 3] and result.metrics["resumed_from_step"] > 5
+    assert result.metrics["plan"]["steps_done"] == 15

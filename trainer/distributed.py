@@ -9,8 +9,9 @@ The job directory holds what the launcher prepared and what the processes report
     stop             created by the launcher to ask the run to checkpoint and stop at its next optimizer step
     artifacts/       rank 0's saved run (trainer.train.save_artifacts), when the run finishes
 
-Exit status: 0 finished, STOPPED_EXIT stopped on request (checkpointed), BAD_INPUT_EXIT the trainer refused the
-config or data (the `error` event says why), anything else a crash. One process per GPU (NCCL) when the config
+Each process exits 0 when the run finished or stopped on request (progress.jsonl then ends with a `stopped`
+event: checkpointed), BAD_INPUT_EXIT when the trainer refused the config or data (the `error` event says why).
+torchrun itself exits 1 when any process failed, so the launcher reads the outcome from the events. One process per GPU (NCCL) when the config
 asks for CUDA and GPUs are visible; otherwise CPU processes on the gloo backend, each with its share of the
 cores. Rank 0 alone writes progress, the checkpoint and the artifacts.
 
@@ -32,7 +33,6 @@ REQUEST_FILE = "request.json"
 PROGRESS_FILE = "progress.jsonl"
 STOP_FILE = "stop"
 ARTIFACTS_DIR = "artifacts"
-STOPPED_EXIT = 75  # EX_TEMPFAIL: try again later (from the checkpoint)
 BAD_INPUT_EXIT = 3
 
 
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as stopped:
         if report:
             report({"event": "stopped", "steps_done": stopped.steps_done, "saved": stopped.saved})
-        return STOPPED_EXIT
+        return 0  # not a failure: torchrun must not report the run as failed
     except TrainerError as err:
         if report:
             report({"event": "error", "message": err.message, "field": err.field})
