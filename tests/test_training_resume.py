@@ -53,9 +53,13 @@ def _job(engine: Any, job_id: int) -> Job:
     return job
 
 
-def test_sigterm_checkpoints_the_run_and_the_next_worker_resumes_it(settings, engine, tiny_encoder: str) -> None:
+def test_sigterm_checkpoints_the_run_and_the_next_worker_resumes_it(
+    any_settings, any_engine, tiny_encoder: str
+) -> None:
     from services.run_execution import checkpoint_dir
     from trainer.checkpoint import CHECKPOINT_FILE
+
+    settings, engine = any_settings, any_engine
 
     epochs = 12
     dataset = _import(engine, "small", 160)
