@@ -118,3 +118,15 @@ def test_steps_checkpoints_and_a_changed_dataset_starts_from_scratch(
     assert start["resumed_from_step"] == 8 and start["resumed_at_epoch"] == 2
     first_batch = next(e for e in events if e["event"] == "batch")
     assert (first_batch["epoch"], first_batch["batch"]) == (2, 4)
+
+
+def test_a_stop_asked_at_the_last_step_lets_the_run_finish(tiny_encoder: str, tmp_path: Path) -> None:
+    asked = {"n": 0}
+
+    def stop_at_the_end() -> bool:
+        asked["n"] += 1
+        return asked["n"] == 20  # 4 epochs × 5 steps
+
+    result = train_model(config(tiny_encoder), synthetic_split(),
+                         control=LoopControl(checkpoint_dir=tmp_path / "ckpt", should_stop=stop_at_the_end))
+    assert [e["epoch"] for e in result.curve] == [1, 2, 3, 4] and result.metrics["plan"]["steps_done"] == 20

@@ -192,7 +192,7 @@ def run_loop(run: Prepared, plan: Plan, stepper: Stepper, emit: ProgressFn, *,
             st.batch = b + 1
             late = deadline is not None and clock.elapsed() > deadline and group.is_main
             late, stop = group.flags(late, control.should_stop())  # every rank stops at the same step
-            if stop:
+            if stop and st.steps_done < st.total:  # (at the last step, finishing beats stopping)
                 st.epoch_seconds, st.epoch_cpu_seconds = time.monotonic() - t0, time.process_time() - cpu0
                 st.seconds_used = clock.elapsed()
                 if saver is not None:
