@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,9 @@ import torch
 
 from trainer.config import TrainConfig
 from trainer.examples import SplitData
+from trainer.group import Group
+from trainer.plan import Throughput
+from trainer.steps import Prepared, Stepper
 
 CHECKPOINT_FILE = "checkpoint.pt"
 RUNTIME_KEYS = {"checkpoint_every_steps", "num_threads", "device"}
@@ -144,3 +147,58 @@ def load(directory: Path | None, expected_fingerprint: str) -> tuple[Checkpoint 
         ),
         None,
     )
+
+
+class Checkpointer:
+    """Saves the loop's state (rank 0 writes; every rank takes part, to gather the generators' states)."""
+
+    def __init__(self, directory: Path | None, group: Group, stepper: Stepper, model: torch.nn.Module, fp: str,
+                 throughput: Throughput | None, every_steps: int | None) -> None:
+        self.directory, self.group, self.stepper, self.model, self.fp = directory, group, stepper, model, fp
+        self.throughput = throughput
+        self.every_steps = every_steps
+
+    @property
+    def enabled(self) -> bool:
+        return self.directory is not None
+
+    def due(self, steps_done: int) -> bool:
+        every = self.every_steps
+        return self.enabled and every is not None and steps_done % every == 0
+
+    def save(self, state: LoopState, best_state: dict[str, torch.Tensor] | None) -> None:
+        if not self.enabled:
+            return
+        group = self.group
+        rngs = group.gather(rng_state())
+        # the half-finished epoch's sums over every rank (rank 0 carries them on resume)
+        seen, loss_sum, *task_values = group.sum([state.seen, state.loss_sum, *state.task_sums.values()])
+        if not group.is_main:
+            return
+        assert self.directory is not None
+        scaler = self.stepper.scaler
+        save(
+            self.directory,
+            Checkpoint(
+                fingerprint=self.fp,
+                loop=replace(state, curve=list(state.curve), seen=int(seen), loss_sum=loss_sum,
+                             task_sums=dict(zip(state.task_sums, task_values, strict=True)),
+                             throughput=self.throughput.to_dict() if self.throughput else None),
+                model={k: v.detach().to("cpu") for k, v in self.model.state_dict().items()},
+                optimizer=self.stepper.optimizer.state_dict(),
+                scaler=scaler.state_dict() if scaler is not None else None,
+                rng=rngs,
+                best_state=best_state,
+            ),
+        )
+
+
+def restore(resume: Checkpoint, run: Prepared, stepper: Stepper, group: Group) -> None:
+    """Model, optimizer, scaler, schedule position and this rank's generators from a checkpoint."""
+    run.model.load_state_dict(resume.model)
+    stepper.optimizer.load_state_dict(resume.optimizer)
+    if stepper.scaler is not None and resume.scaler is not None:
+        stepper.scaler.load_state_dict(resume.scaler)
+    if resume.loop.steps_done:
+        stepper.retarget(resume.loop.total, resume.loop.steps_done)
+    set_rng_state(resume.rng[group.rank])

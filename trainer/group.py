@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,12 @@ class Group:
 
 
 SINGLE = Group()
+
+
+def wrap_ddp(model: nn.Module, device: torch.device) -> Any:
+    from torch.nn.parallel import DistributedDataParallel
+
+    # find_unused_parameters: the encoder's pooler (and a task head whose slice has no label) get no gradient
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+    )

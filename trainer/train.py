@@ -19,13 +19,13 @@ import torch
 from transformers import set_seed
 
 from trainer import checkpoint
-from trainer.checkpoint import LoopState
+from trainer.checkpoint import Checkpointer, LoopState, restore
 from trainer.config import TrainConfig
 from trainer.data import Encoded
 from trainer.decision import decide, fit_rules
 from trainer.errors import TrainerError, TrainingStopped
 from trainer.examples import SplitData
-from trainer.group import SINGLE, Group
+from trainer.group import SINGLE, Group, wrap_ddp
 from trainer.metrics import evaluate_probs
 from trainer.model import MultiTaskModel
 from trainer.plan import Clock, Plan, Throughput, replanned_steps
@@ -98,50 +98,6 @@ class LoopOutcome:
     stopped_at_deadline: bool
     seconds: float
     resumed_from_step: int | None = None
-
-
-class Checkpointer:
-    """Saves the loop's state (rank 0 writes; every rank takes part, to gather the generators' states)."""
-
-    def __init__(self, control: LoopControl, stepper: Stepper, model: MultiTaskModel, fp: str,
-                 throughput: Throughput | None, every_steps: int | None) -> None:
-        self.control, self.stepper, self.model, self.fp = control, stepper, model, fp
-        self.throughput = throughput
-        self.every_steps = control.every_steps or every_steps
-
-    @property
-    def enabled(self) -> bool:
-        return self.control.checkpoint_dir is not None
-
-    def due(self, steps_done: int) -> bool:
-        every = self.every_steps
-        return self.enabled and every is not None and steps_done % every == 0
-
-    def save(self, state: LoopState, best_state: dict[str, torch.Tensor] | None) -> None:
-        if not self.enabled:
-            return
-        group = self.control.group
-        rngs = group.gather(checkpoint.rng_state())
-        # the half-finished epoch's sums over every rank (rank 0 carries them on resume)
-        seen, loss_sum, *task_values = group.sum([state.seen, state.loss_sum, *state.task_sums.values()])
-        if not group.is_main:
-            return
-        assert self.control.checkpoint_dir is not None
-        scaler = self.stepper.scaler
-        checkpoint.save(
-            self.control.checkpoint_dir,
-            checkpoint.Checkpoint(
-                fingerprint=self.fp,
-                loop=replace(state, curve=list(state.curve), seen=int(seen), loss_sum=loss_sum,
-                             task_sums=dict(zip(state.task_sums, task_values, strict=True)),
-                             throughput=self.throughput.to_dict() if self.throughput else None),
-                model={k: v.detach().to("cpu") for k, v in self.model.state_dict().items()},
-                optimizer=self.stepper.optimizer.state_dict(),
-                scaler=scaler.state_dict() if scaler is not None else None,
-                rng=rngs,
-                best_state=best_state,
-            ),
-        )
 
 
 def run_loop(run: Prepared, plan: Plan, stepper: Stepper, emit: ProgressFn, *,
@@ -312,7 +268,7 @@ def train_process(config: TrainConfig, data: SplitData, *, progress: ProgressFn 
     if why_not:
         emit({"event": "phase", "phase": why_not})
     if resume is not None:
-        restore(resume, run, stepper, plan, group)
+        restore(resume, run, stepper, group)
     emit(
         {
             "event": "start",
@@ -330,7 +286,8 @@ def train_process(config: TrainConfig, data: SplitData, *, progress: ProgressFn 
                 "curve": resume.loop.curve} if resume else {}),
         }
     )
-    saver = Checkpointer(control, stepper, run.model, fp, throughput, config.checkpoint_every_steps)
+    saver = Checkpointer(control.checkpoint_dir, control.group, stepper, run.model, fp, throughput,
+                         control.every_steps or config.checkpoint_every_steps)
     loop = run_loop(run, plan, stepper, emit, control=control, saver=saver, resume=resume)
     if not group.is_main:
         return None
@@ -380,26 +337,6 @@ def train_process(config: TrainConfig, data: SplitData, *, progress: ProgressFn 
     metrics["seconds"] = round(result.seconds, 2)
     emit({"event": "done", "metrics": metrics})
     return result
-
-
-def wrap_ddp(model: MultiTaskModel, device: torch.device) -> Any:
-    from torch.nn.parallel import DistributedDataParallel
-
-    # find_unused_parameters: the encoder's pooler (and a task head whose slice has no label) get no gradient
-    return DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-    )
-
-
-def restore(resume: checkpoint.Checkpoint, run: Prepared, stepper: Stepper, plan: Plan, group: Group) -> None:
-    """Model, optimizer, scaler, schedule position and this rank's generators from a checkpoint."""
-    run.model.load_state_dict(resume.model)
-    stepper.optimizer.load_state_dict(resume.optimizer)
-    if stepper.scaler is not None and resume.scaler is not None:
-        stepper.scaler.load_state_dict(resume.scaler)
-    if resume.loop.steps_done:
-        stepper.retarget(resume.loop.total, resume.loop.steps_done)
-    checkpoint.set_rng_state(resume.rng[group.rank])
 
 
 def save_artifacts(result: TrainResult, out_dir: Path) -> Path:
