@@ -189,8 +189,25 @@ def worker(
     = None,
     burst: Annotated[bool, typer.Option(help="Drain the queue, then exit")] = False,
     lease_seconds: Annotated[float | None, typer.Option(help="Job lease length")] = None,
+    gpu: Annotated[int | None, typer.Option(help="Pin this worker (and its processes) to GPU N")] = None,
+    gpus: Annotated[str | None, typer.Option(help="'all': one worker per visible GPU")] = None,
 ) -> None:
-    """Run jobs from the queue; SIGTERM finishes the current job and exits."""
+    """Run jobs from the queue; SIGTERM finishes the current job (a training run: checkpoints it and hands it
+    back to the queue) and exits."""
+    from augloop import gpu_workers
+
+    if gpus is not None:
+        if gpus != "all":
+            fail(f"--gpus takes 'all'; got {gpus!r} (use --gpu N for one GPU)")
+        if gpu is not None:
+            fail("--gpu and --gpus are exclusive")
+        passed = [arg for item in kinds or [] for arg in ("--kinds", item)]
+        passed += ["--burst"] if burst else []
+        passed += ["--lease-seconds", str(lease_seconds)] if lease_seconds is not None else []
+        raise typer.Exit(gpu_workers.run_one_per_gpu(passed))
+    if gpu is not None:
+        gpu_workers.pin(gpu)  # before anything initialises CUDA
+
     from workers.main import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -202,7 +219,7 @@ def worker(
     w.install_signal_handlers()
     stats = w.run(burst=burst, announce=True)
     console.print(f"worker {w.worker_id} stopped: {stats.succeeded} succeeded, {stats.failed} failed, "
-                  f"{stats.retried} to retry, {stats.cancelled} cancelled", highlight=False)
+                  f"{stats.retried} to retry, {stats.cancelled} cancelled, {stats.released} handed back", highlight=False)
 
 
 @app.command()

@@ -115,7 +115,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     from trainer.config import TrainConfig
     from trainer.examples import SplitData
-    from trainer.train import prepare
+    from trainer.steps import Stepper, prepare
 
     torch.set_num_threads(args.threads)
     tasks, train = load_split()
@@ -128,10 +128,11 @@ def cmd_train(args: argparse.Namespace) -> None:
                              grad_accum=1, amp=amp, device=args.device, rdrop_alpha=0.0, patience=0, seed=42,
                              num_threads=args.threads if args.device == "cpu" else None)
         run = prepare(config, data)
+        stepper = Stepper.build(run, run.plan())
         run.model.train()
         batches = run.batches.epoch(0)
-        run.stepper.batch(batches[0], step=True)  # warm-up: allocator, kernels, the scaler's first step
-        arms[amp] = {"run": run, "batches": batches[1:], "seconds": 0.0, "samples": 0}
+        stepper.batch(batches[0], step=True)  # warm-up: allocator, kernels, the scaler's first step
+        arms[amp] = {"run": run, "stepper": stepper, "batches": batches[1:], "seconds": 0.0, "samples": 0}
     device = next(iter(arms.values()))["run"].model.parameters().__next__().device
     steps = min(len(a["batches"]) for a in arms.values())
     for k in range(steps):  # interleaved, so that a load that comes and goes hits every arm alike
@@ -139,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             arm = arms[amp]
             sync(device)
             started = time.perf_counter()
-            arm["run"].stepper.batch(arm["batches"][k], step=True)
+            arm["stepper"].batch(arm["batches"][k], step=True)
             sync(device)
             arm["seconds"] += time.perf_counter() - started
             arm["samples"] += len(arm["batches"][k])

@@ -13,10 +13,15 @@ references (issue 17). Each measurement runs in a process of its own, whose peak
   (one-word variants of unseen posts, and 100 retweets of references that it must find), at 10k, 100k and 1M
   references: µs per candidate (target at 1M ≤ 3× at 10k), beside the exact sparse product at 10k and 100k.
 
-A 2-process DDP loss comparison belongs here too; it comes with the distributed trainer (not measured yet).
+- DDP: the same run (a tiny random BERT, 800 example posts, two tasks, 4 epochs) trained by one process at
+  batch 16 and by two gloo processes at batch 8 each (trainer/distributed.py under torchrun): the largest gap
+  between their per-epoch training losses, and their final val macro-F1; without dropout (the arithmetic:
+  the curves must agree to rounding) and with it (each rank draws its own dropout masks, so the runs differ
+  as two runs with different masks do).
 
     .venv/bin/python bench/scale.py            # ~15 min on 2 shared cores; writes bench/results/scale.json
     .venv/bin/python bench/scale.py --quick    # 20k rows, 1k-20k references: under a minute, writes nothing
+    .venv/bin/python bench/scale.py --only ddp # the DDP comparison alone (~2 min), merged into scale.json
 """
 
 from __future__ import annotations
@@ -159,7 +164,87 @@ def child_leak(task: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-CHILDREN = {"import": child_import, "augment": child_augment, "leak": child_leak}
+def child_ddp(task: dict[str, Any]) -> dict[str, Any]:
+    import csv
+
+    from tests.tiny_models import EXAMPLE_CSV, build_tiny_bert_mlm
+    from trainer.config import TrainConfig
+    from trainer.distributed import PROGRESS_FILE, launch_command, write_request
+    from trainer.examples import Example, SplitData, TaskSpec
+    from trainer.train import train_model
+
+    tmp = Path(tempfile.mkdtemp(prefix="augloop-ddp-"))
+    encoder = str(build_tiny_bert_mlm(tmp / "encoder"))
+    if not task["dropout"]:  # no random masks: one process and two must agree to rounding
+        config_path = tmp / "encoder" / "config.json"
+        encoder_config = json.loads(config_path.read_text())
+        encoder_config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        config_path.write_text(json.dumps(encoder_config))
+    with EXAMPLE_CSV.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    tasks = [TaskSpec("bias", sorted({r["bias"] for r in rows})), TaskSpec("message", sorted({r["message"] for r in rows}))]
+
+    def examples(split: str, n: int) -> list[Example]:
+        chosen = [r for r in rows if r["split"] == split][:n]
+        return [Example(r["text"], {"bias": r["bias"], "message": r["message"]}, i, r["id"])
+                for i, r in enumerate(chosen)]
+
+    data = SplitData(tasks, examples("train", task["train"]), examples("val", 200), examples("test", 200), "ddp")
+    base = {"encoder": encoder, "epochs": 4, "max_length": 64, "head_hidden": 64, "grad_accum": 1, "lr": 3e-3,
+            "warmup_ratio": 0.1, "patience": 0, "rdrop_alpha": 0.0, "eval_batch_size": 64,
+            **({} if task["dropout"] else {"head_dropout": 0.0})}
+    started = time.monotonic()
+    one = train_model(TrainConfig.from_dict({**base, "batch_size": 16, "num_threads": 2}), data)
+    one_seconds = time.monotonic() - started
+    job = tmp / "job"
+    write_request(job, TrainConfig.from_dict({**base, "batch_size": 8, "nproc": 2}).to_dict(), data)
+    started = time.monotonic()
+    done = subprocess.run(launch_command(job, 2), capture_output=True, text=True, check=False, timeout=900)
+    two_seconds = time.monotonic() - started
+    if done.returncode != 0:
+        raise RuntimeError(done.stdout[-2000:] + done.stderr[-3000:])
+    events = [json.loads(line) for line in (job / PROGRESS_FILE).read_text().splitlines()]
+    two = [e for e in events if e["event"] == "epoch"]
+    gaps = [abs(a["train_loss"] - b["train_loss"]) for a, b in zip(one.curve, two, strict=True)]
+    return {
+        "single_loss": [round(e["train_loss"], 4) for e in one.curve],
+        "ddp_loss": [round(e["train_loss"], 4) for e in two],
+        "max_loss_gap": round(max(gaps), 4),
+        "max_relative_loss_gap": round(max(g / a["train_loss"] for g, a in zip(gaps, one.curve, strict=True)), 4),
+        "single_val_macro_f1": round(one.curve[-1]["val_macro_f1"], 4),
+        "ddp_val_macro_f1": round(two[-1]["val_macro_f1"], 4),
+        "single_seconds": round(one_seconds, 1),
+        "ddp_seconds_with_startup": round(two_seconds, 1),
+    }
+
+
+CHILDREN = {"import": child_import, "augment": child_augment, "leak": child_leak, "ddp": child_ddp}
+DDP_TRAIN_TEXTS = 800
+
+
+def ddp_records(env: dict[str, str]) -> list[dict[str, Any]]:
+    exact = run_child({"task": "ddp", "train": DDP_TRAIN_TEXTS, "dropout": False}, env)
+    ddp = run_child({"task": "ddp", "train": DDP_TRAIN_TEXTS, "dropout": True}, env)
+    return [
+        record("ddp_2proc_no_dropout_train_loss_max_relative_gap_vs_single", exact["max_relative_loss_gap"],
+               1e-3, "×"),
+        record("ddp_2proc_no_dropout_final_val_macro_f1_gap",
+               round(abs(exact["ddp_val_macro_f1"] - exact["single_val_macro_f1"]), 4), None, "F1"),
+        record("ddp_2proc_train_loss_max_gap_vs_single", ddp["max_loss_gap"], None, "loss"),
+        record("ddp_2proc_train_loss_max_relative_gap_vs_single", ddp["max_relative_loss_gap"], None, "×"),
+        record("ddp_2proc_final_val_macro_f1", ddp["ddp_val_macro_f1"], None, "F1", None),
+        record("ddp_single_process_final_val_macro_f1", ddp["single_val_macro_f1"], None, "F1", None),
+        record("ddp_2proc_seconds_with_startup", ddp["ddp_seconds_with_startup"], None, "s"),
+        record("ddp_single_process_seconds", ddp["single_seconds"], None, "s"),
+    ]
+
+
+def merge_into(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The committed records with `new` in place of same-named ones, before the headline (the last record)."""
+    old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    names = {r["metric"] for r in new}
+    kept = [r for r in old if r["metric"] not in names]
+    return [*kept[:-1], *new, *kept[-1:]] if kept else new
 
 
 def run_child(task: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -189,11 +274,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20k rows, 1k/5k/20k references (under a minute)")
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--only", choices=["ddp"], help="one measurement, merged into the committed results")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         task = json.loads(args.child)
         print(json.dumps(CHILDREN[task["task"]](task)))
+        return
+    bench_env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE",
+                 "TOKENIZERS_PARALLELISM": "false"}
+    if args.only == "ddp":
+        load_before = os.getloadavg()[0]
+        new = ddp_records(bench_env)
+        new.append(record("ddp_load_average_1m_before", round(load_before, 2), None, "", None))
+        args.out.write_text(json.dumps(merge_into(args.out, new), indent=2, ensure_ascii=False) + "\n",
+                            encoding="utf-8")
+        print(f"merged into {args.out} ({platform.node()})")
         return
 
     from synthetic import write_csv
@@ -231,6 +327,7 @@ def main() -> None:
     candidates = 2_000 if args.quick else 5_000
     leak = [run_child({"task": "leak", "refs": n, "candidates": candidates, "exact": n <= 100_000}, env)
             for n in ref_sizes]
+    ddp = ddp_records(bench_env)
     load_after = os.getloadavg()[0]
 
     label = f"{rows // 1000}k" if rows < 1_000_000 else f"{rows // 1_000_000}m"
@@ -258,6 +355,7 @@ def main() -> None:
         if "exact_us_per_candidate" in result:
             records.append(record(f"exact_guard_us_per_candidate_{n}", result["exact_us_per_candidate"], None, "µs"))
     ratio = round(leak[-1]["us_per_candidate"] / leak[0]["us_per_candidate"], 2)
+    records += ddp
     records += [
         record("leak_guard_cost_largest_over_smallest", ratio, 3.0, "×"),
         record("load_average_1m_before", round(load_before, 2), None, "", None),

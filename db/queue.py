@@ -280,6 +280,24 @@ def fail(session: Session, job_id: int, worker_id: str, error: str, *, retry: bo
     return str(row[0])
 
 
+def release(session: Session, job_id: int, worker_id: str, note: str) -> None:
+    """Hand a job back to the queue at once, if we still hold it: its worker is shutting down and the job
+    saved where it stopped (a training checkpoint). The claim's attempt is given back: the attempt did not
+    fail, and a job stopped by redeploys should not run out of attempts for it. No back-off: any worker may
+    take it up now."""
+    now = db_now(session)
+    row = session.execute(
+        update(Job)
+        .where(_owned(job_id, worker_id))
+        .values(status=JobStatus.queued, worker_id=None, lease_until=None, run_after=now, updated_at=now,
+                attempts=Job.attempts - 1, last_error=note[-8000:])
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        raise LeaseLost(f"job {job_id} is no longer leased to {worker_id}")
+
+
 def mark_cancelled(session: Session, job_id: int, worker_id: str) -> None:
     now = db_now(session)
     session.execute(
@@ -327,6 +345,7 @@ __all__ = [
     "hold_lease",
     "mark_cancelled",
     "on_job_end",
+    "release",
     "request_cancel",
     "requeue_expired",
 ]

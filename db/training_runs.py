@@ -121,6 +121,13 @@ def record_epoch(session: Session, run_id: int, entry: dict[str, Any]) -> None:
     session.flush()
 
 
+def restore_curve(session: Session, run_id: int, curve: list[dict[str, Any]]) -> None:
+    """A resumed run's epochs so far (from its checkpoint), in place of what this attempt recorded."""
+    run = get_run(session, run_id)
+    run.curve = list(curve)
+    session.flush()
+
+
 def finish_run(
     session: Session,
     run_id: int,

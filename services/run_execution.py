@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -23,6 +24,7 @@ from db.chunks import chunked
 from db.models import Dataset
 from db.session import readonly_engine, session_scope
 from services import label_model
+from services.distributed_training import train_distributed
 from services.run_snapshots import SNAPSHOT_FILE, write_snapshot
 from services.training import runs_root
 from services.training_data import load_split_data
@@ -32,10 +34,20 @@ from trainer.decision import decide
 from trainer.examples import TaskSpec
 from trainer.metrics import summary_line
 from trainer.predict import predict_texts
-from trainer.train import save_artifacts, train_model
+from trainer.train import LoopControl, save_artifacts, train_model
 
 ProgressFn = Callable[[dict[str, Any]], None]
 FinishFn = Callable[[Session, dict[str, Any]], None]
+
+
+def checkpoint_dir(run_id: int) -> Path:
+    """Where run `run_id` keeps its training checkpoint between attempts (its staging area in the data dir)."""
+    return runs_root() / f"{run_id}.checkpoint"
+
+
+def discard_checkpoint(run_id: int) -> None:
+    """The run ended for good (finished, cancelled, failed past retrying): nothing will resume it."""
+    shutil.rmtree(checkpoint_dir(run_id), ignore_errors=True)
 
 
 def execute_run(
@@ -46,6 +58,7 @@ def execute_run(
     worker_id: str | None = None,
     progress: ProgressFn | None = None,
     finish: FinishFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Train run `run_id`, save its artifacts, score the dataset's pending variants, record everything.
 
@@ -54,6 +67,11 @@ def execute_run(
     place in the final transaction: a worker that lost its job to another stops writing at once, and never
     touches the new owner's files. Raises on failure; the caller records the outcome with `record_end` (it knows
     cancel from failure).
+
+    Training checkpoints every epoch (and every `checkpoint_every_steps`) into `checkpoint_dir(run_id)`; an
+    attempt that finds a checkpoint of the same config and data resumes from it. `should_stop` (the worker's
+    shutdown) makes training checkpoint at its next optimizer step and raise TrainingStopped. A run with
+    `nproc` > 1 trains in torchrun's processes (services/distributed_training.py).
     """
     emit = progress or (lambda _e: None)
 
@@ -86,16 +104,29 @@ def execute_run(
             with session_scope(engine) as s:
                 guard(s)
                 db_runs.record_epoch(s, run_id, entry)
+        elif event["event"] == "start" and event.get("curve"):  # resumed: the epochs trained before
+            with session_scope(engine) as s:
+                guard(s)
+                db_runs.restore_curve(s, run_id, event["curve"])
 
-    result = train_model(config, data, progress=on_event)
     out_dir = runs_root() / str(run_id)
-    staging = out_dir.with_name(f"{run_id}.partial-{uuid.uuid4().hex[:8]}")
+    work = out_dir.with_name(f"{run_id}.partial-{uuid.uuid4().hex[:8]}")
+    stop = should_stop or (lambda: False)
     try:
-        save_artifacts(result, staging)
-        return _score_and_record(engine, run_id, dataset_id, data, config, result, staging, out_dir, guard,
-                                 emit, finish)
+        if config.nproc > 1:
+            result, staging = train_distributed(config, data, job_dir=work, checkpoint_dir=checkpoint_dir(run_id),
+                                                progress=on_event, should_stop=stop)
+        else:
+            control = LoopControl(checkpoint_dir=checkpoint_dir(run_id), should_stop=stop)
+            result = train_model(config, data, progress=on_event, control=control)
+            staging = work
+            save_artifacts(result, staging)
+        summary = _score_and_record(engine, run_id, dataset_id, data, config, result, staging, out_dir, guard,
+                                    emit, finish)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)  # moved into place on success; an abandoned attempt's files
+        shutil.rmtree(work, ignore_errors=True)  # moved into place on success; an abandoned attempt's files
+    discard_checkpoint(run_id)
+    return summary
 
 
 def _execute_classical(

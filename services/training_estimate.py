@@ -142,13 +142,18 @@ def training_plan(session: Session, dataset_name: str, overrides: dict[str, Any]
         )
     # `rate`: one training pass (no R-Drop); the plan decides R-Drop, accumulation and the steps a budget
     # affords from the same throughput the trainer measures (trainer/plan.py).
-    eval_rate = rate / FORWARD_SHARE
+    eval_rate = rate / FORWARD_SHARE  # validation runs on one process (rank 0)
     eval_seconds = evaluation / eval_rate
     n_train = max(1, len(train_lengths))
+    planned = config
+    if config.nproc > 1:  # a DDP run: the plan of one process at the global batch; training at best nproc × rate
+        planned = config.model_copy(update={"batch_size": config.global_batch, "nproc": 1})
+        rate *= config.nproc
+        basis += f"; × {config.nproc} processes (DDP, perfect scaling assumed)"
     plan = plan_run(
-        config,
+        planned,
         n_train=n_train,
-        batches_per_epoch=math.ceil(n_train / config.batch_size),
+        batches_per_epoch=math.ceil(n_train / planned.batch_size),
         encoder_width=encoder_size(config.encoder)[1],
         throughput=Throughput(seconds_per_sample=1 / rate, eval_seconds=eval_seconds),
     )

@@ -142,3 +142,19 @@ def test_a_training_job_that_lost_its_lease_stops_writing_at_once(settings, engi
     assert worker.stats.lost == 1 and worker.stats.succeeded == 0
     assert not (runs_root() / str(run_id)).exists(), "the stale worker wrote the run's artifacts"
     assert list(runs_root().glob(f"{run_id}.partial-*")) == [], "the stale worker's staging files were left"
+
+
+def test_release_hands_the_job_back_at_once_with_its_attempt(any_engine) -> None:
+    """A worker shutting down hands its (checkpointed) job back: queued now, the claim's attempt given back, and
+    only by the worker that holds it."""
+    job_id = _enqueue(any_engine)
+    assert queue.claim(any_engine, "stopping", lease_seconds=30).id == job_id
+    with session_scope(any_engine) as s, pytest.raises(queue.LeaseLost):
+        queue.release(s, job_id, "someone-else", "not mine")
+    with session_scope(any_engine) as s:
+        queue.release(s, job_id, "stopping", "the worker stopped; resumes from the checkpoint at step 40")
+    job = _job(any_engine, job_id)
+    assert job.status == JobStatus.queued and job.worker_id is None and job.lease_until is None
+    assert job.attempts == 0 and "step 40" in (job.last_error or "")
+    again = queue.claim(any_engine, "next", lease_seconds=30)  # due at once: no back-off
+    assert again is not None and again.id == job_id and again.attempts == 1

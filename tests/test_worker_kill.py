@@ -140,8 +140,10 @@ def test_worker_killed_mid_training_job(any_settings, any_engine, tiny_encoder: 
     _rescue(any_settings, any_engine, job_id, "train")
     with session_scope(any_engine) as s:
         run = s.get_one(TrainingRun, run_id)
-        # Restarted from scratch: one curve of `epochs` epochs, not the killed attempt's epochs plus these.
+        # Resumed from the killed attempt's last epoch checkpoint: one curve of `epochs` epochs, not the killed
+        # attempt's epochs plus these, and the epochs before the checkpoint were not trained again.
         assert run.status == JobStatus.succeeded and [e["epoch"] for e in run.curve] == list(range(1, epochs + 1))
+        assert run.metrics["resumed_from_step"] >= seen.progress_done * 20  # 160 texts / batch 8 per epoch
         assert run.metrics["test"]["overall_macro_f1"] is not None and run.error is None
         spec = model_spec(s, run_id, None)
     probabilities = RunPredictor(Path(spec.model_dirs[0]), device="cpu").predict_proba(["a budget vote"])

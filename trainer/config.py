@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from trainer.errors import TrainerError
 
@@ -91,9 +99,28 @@ class TrainConfig(BaseModel):
 
     # Runtime
     seed: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy's seed range
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # "cuda:N" pins one GPU (as the worker sees them: after CUDA_VISIBLE_DEVICES)
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d{1,3})?)$")
+    # processes of a distributed (DDP) run, one per GPU (or CPU processes on the gloo backend); each trains
+    # `batch_size` texts per micro-batch, so the global batch is batch_size × nproc × grad_accum
+    nproc: int = Field(default=1, ge=1, le=64)
+    # a checkpoint (model, optimizer, schedule, RNG, loop state) after every epoch, and every N optimizer steps
+    # when set: a retried or interrupted run resumes from the last one
+    checkpoint_every_steps: int | None = Field(default=None, ge=1)
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA where supported, else fp16
     num_threads: int | None = Field(default=None, ge=1)  # CPU only; None: the cores this process may use
+
+    @field_validator("nproc")
+    @classmethod
+    def _one_device_per_process(cls, nproc: int, info: ValidationInfo) -> int:
+        if nproc > 1 and str(info.data.get("device", "")).startswith("cuda:"):
+            raise ValueError("a distributed run (nproc > 1) takes one GPU per process: use device 'cuda' or 'auto'")
+        return nproc
+
+    @property
+    def global_batch(self) -> int:
+        """Texts per micro-batch over all processes (× grad_accum per optimizer step)."""
+        return self.batch_size * self.nproc
 
     # Serialisation -----------------------------------------------------------------------------
 

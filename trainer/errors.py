@@ -13,3 +13,14 @@ class TrainerError(ValueError):
         super().__init__(message)
         self.message = message
         self.field = field
+
+
+class TrainingStopped(Exception):
+    """The run stopped on request (its worker is shutting down) at an optimizer-step boundary, after saving a
+    checkpoint when it has somewhere to save one: not a failure, and not the trainer's input's fault."""
+
+    def __init__(self, steps_done: int, *, saved: bool) -> None:
+        super().__init__(f"training stopped on request after {steps_done} optimizer steps"
+                         f"{' (checkpoint saved)' if saved else ''}")
+        self.steps_done = steps_done
+        self.saved = saved

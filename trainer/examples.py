@@ -44,3 +44,32 @@ def read_predictions(path: Path) -> dict[str, Any]:
     """A prediction dump a run saved (trainer.train.prediction_dump)."""
     dump: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
     return dump
+
+
+def split_to_dict(data: SplitData) -> dict[str, Any]:
+    """Plain JSON for a trainer in another process (trainer/distributed.py)."""
+
+    def rows(examples: list[Example]) -> list[list[Any]]:
+        return [[e.text, e.labels, e.sample_id, e.content_hash, e.difficulty] for e in examples]
+
+    return {
+        "tasks": [[t.name, t.labels] for t in data.tasks],
+        "train": rows(data.train),
+        "val": rows(data.val),
+        "test": rows(data.test),
+        "dataset": data.dataset,
+    }
+
+
+def split_from_dict(raw: dict[str, Any]) -> SplitData:
+    def examples(rows: list[list[Any]]) -> list[Example]:
+        return [Example(text, dict(labels), sample_id, content_hash, difficulty)
+                for text, labels, sample_id, content_hash, difficulty in rows]
+
+    return SplitData(
+        [TaskSpec(name, list(labels)) for name, labels in raw["tasks"]],
+        examples(raw["train"]),
+        examples(raw["val"]),
+        examples(raw["test"]),
+        raw.get("dataset", ""),
+    )

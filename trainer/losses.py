@@ -41,8 +41,11 @@ def focal_loss(
     gamma: float = 0.0,
     smoothing: torch.Tensor | float = 0.0,
     class_weights: torch.Tensor | None = None,
+    denominator: float | None = None,
 ) -> torch.Tensor:
-    """Mean focal loss over samples whose target is not IGNORE; 0 (with a graph) when none is labelled."""
+    """Mean focal loss over samples whose target is not IGNORE; 0 (with a graph) when none is labelled.
+    `denominator`: divide the (weighted) sum by this instead of this batch's own Σ w (a distributed process's
+    slice of a global batch: the global batch's, so that the slices' losses add up to the global loss)."""
     mask = targets != IGNORE
     if not bool(mask.any()):
         return logits.sum() * 0.0
@@ -59,12 +62,20 @@ def focal_loss(
     modulator = (1 - log_p.exp()).clamp(min=0).pow(gamma) if gamma else 1.0
     per_sample = -(q * modulator * log_p).sum(dim=-1)
     if class_weights is None:
-        return per_sample.mean()
+        return per_sample.mean() if denominator is None else per_sample.sum() / denominator
     w = class_weights.to(logits)[y]
-    return (per_sample * w).sum() / w.sum()
+    return (per_sample * w).sum() / (w.sum() if denominator is None else denominator)
 
 
-def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+def loss_denominator(targets: torch.Tensor, class_weights: torch.Tensor | None) -> float:
+    """What focal_loss divides by for these targets: Σ w_y over the labelled ones (their count unweighted)."""
+    y = targets[targets != IGNORE]
+    if class_weights is None:
+        return float(y.numel())
+    return float(class_weights[y.to(class_weights.device)].sum())
+
+
+def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor, count: int | None = None) -> torch.Tensor:
     """R-Drop's regulariser: ½ (KL(p_a‖p_b) + KL(p_b‖p_a)), summed over classes, mean over samples.
 
     It needs no label, so it also regularises samples whose label is missing for this task.
@@ -73,7 +84,8 @@ def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor
     log_b = F.log_softmax(logits_b.float(), dim=-1)
     kl_ab = (log_a.exp() * (log_a - log_b)).sum(dim=-1)
     kl_ba = (log_b.exp() * (log_b - log_a)).sum(dim=-1)
-    return (0.5 * (kl_ab + kl_ba)).mean()
+    both = 0.5 * (kl_ab + kl_ba)
+    return both.mean() if count is None else both.sum() / count
 
 
 class MultiTaskLoss:
@@ -101,30 +113,47 @@ class MultiTaskLoss:
         self.class_weights = {k: v.to(device) for k, v in self.class_weights.items()}
         return self
 
-    def task_loss(self, name: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def task_loss(self, name: str, logits: torch.Tensor, targets: torch.Tensor,
+                  denominator: float | None = None) -> torch.Tensor:
         return focal_loss(
             logits,
             targets,
             gamma=self.gamma,
             smoothing=self.smoothing[name],
             class_weights=self.class_weights.get(name),
+            denominator=denominator,
         )
+
+    def denominators(self, labels: torch.Tensor) -> dict[str, float]:
+        """A global batch's normalisers (its labels: every process holds them): per task, the focal loss's;
+        under "": the sample count R-Drop's KL averages over. With them each process's slice gives its share
+        of the global batch's loss, exactly, whatever the classes and missing labels in the slice."""
+        out = {t.name: loss_denominator(labels[:, j], self.class_weights.get(t.name)) for j, t in
+               enumerate(self.tasks)}
+        out[""] = float(labels.shape[0])
+        return out
 
     def __call__(
         self,
         outputs: dict[str, torch.Tensor],
         labels: torch.Tensor,
         second: dict[str, torch.Tensor] | None = None,
+        denominators: dict[str, float] | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         total = torch.zeros((), device=labels.device)
         parts: dict[str, float] = {}
+        norm = denominators or {}
         for j, task in enumerate(self.tasks):
             targets = labels[:, j]
-            loss = self.task_loss(task.name, outputs[task.name], targets)
+            denominator = norm.get(task.name)
+            if denominator == 0.0:  # no labelled text for this task in the whole global batch
+                denominator = None
+            loss = self.task_loss(task.name, outputs[task.name], targets, denominator)
             if second is not None:
-                loss = 0.5 * (loss + self.task_loss(task.name, second[task.name], targets))
+                loss = 0.5 * (loss + self.task_loss(task.name, second[task.name], targets, denominator))
                 if self.rdrop_alpha:
-                    loss = loss + self.rdrop_alpha * symmetric_kl(outputs[task.name], second[task.name])
+                    count = int(norm[""]) if "" in norm else None
+                    loss = loss + self.rdrop_alpha * symmetric_kl(outputs[task.name], second[task.name], count)
             parts[task.name] = float(loss.detach())
             total = total + self.task_weights[task.name] * loss
         return total, parts

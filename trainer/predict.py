@@ -33,9 +33,12 @@ def available_cpus() -> int:
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config.device is 'cuda' but no CUDA device is available")
-    return torch.device(device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"config.device is {device!r} but no CUDA device is available")
+    chosen = torch.device(device)
+    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        raise RuntimeError(f"config.device is {device!r} but this process sees {torch.cuda.device_count()} GPU(s)")
+    return chosen
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:

@@ -5,6 +5,7 @@ optimizer step every `grad_accum` batches (`Stepper`). The loop that drives them
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,8 +80,12 @@ class Prepared:
         return int(self.model.encoder.config.hidden_size)
 
     def plan(self, throughput: Throughput | None = None, config: TrainConfig | None = None) -> Plan:
+        """The plan of the single-process run with the same global batch (a DDP run's is that run's)."""
+        config = config or self.config
+        if config.nproc > 1:
+            config = config.model_copy(update={"batch_size": config.global_batch, "nproc": 1})
         return plan_run(
-            config or self.config,
+            config,
             n_train=len(self.batches.pool),
             batches_per_epoch=self.batches.max_batches_per_epoch(),
             encoder_width=self.encoder_width,
@@ -99,7 +104,7 @@ class Stepper:
     """One training batch at a time: forward (both R-Drop passes), loss, backward; every `grad_accum`
     batches, clipping, an optimizer step and a scheduler step. Shared by the loop and the benchmark."""
 
-    model: MultiTaskModel
+    model: Any  # the MultiTaskModel, or its DistributedDataParallel wrapper
     loss_fn: MultiTaskLoss
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -137,23 +142,18 @@ class Stepper:
             self.optimizer, total_steps, warmup_steps=self.plan.warmup_steps, steps_done=steps_done
         )
 
-    def batch(self, idx: list[int], *, step: bool) -> tuple[float, dict[str, float]]:
-        config, model, plan = self.config, self.model, self.plan
-        fixed_width = None if config.group_by_length else config.max_length
-        batch = pad_batch([self.encoded.input_ids[i] for i in idx], self.pad_id, fixed_width)
-        ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
-        labels = self.encoded.labels[idx].to(self.device)
-        with autocast(self.device, self.dtype):
-            if plan.rdrop_alpha > 0:
-                # Two dropout passes as one doubled batch: the same cost, better kernel use.
-                both = model(torch.cat([ids, ids]), torch.cat([mask, mask]))
-                first = {k: v[: len(idx)] for k, v in both.items()}
-                second = {k: v[len(idx) :] for k, v in both.items()}
-                loss, parts = self.loss_fn(first, labels, second)
-            else:
-                loss, parts = self.loss_fn(model(ids, mask), labels)
-        scaled = loss / plan.grad_accum
-        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+    def batch(self, idx: list[int], *, step: bool, whole: list[int] | None = None, world: int = 1,
+              active: bool = True) -> tuple[float, dict[str, float]]:
+        """One micro-batch. A distributed process passes its slice as `idx`, the global batch as `whole`: its
+        loss is then its part of the global batch's loss (normalised over `whole`, trainer/losses.py), scaled
+        by `world` against DDP's gradient average; `active` False: a stand-in text, counted for nothing."""
+        config, model = self.config, self.model
+        denominators = self.loss_fn.denominators(self.encoded.labels[whole]) if whole is not None else None
+        scale = (world if active else 0.0) if whole is not None else 1.0
+        # DDP: reduce gradients once per optimizer step, not after every accumulated micro-batch
+        sync = nullcontext() if step or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            loss, parts = self._forward_backward(idx, scale, denominators)
         if step:
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)
@@ -165,12 +165,34 @@ class Stepper:
                 self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
+        return loss, parts
+
+    def _forward_backward(self, idx: list[int], scale: float,
+                          denominators: dict[str, float] | None) -> tuple[float, dict[str, float]]:
+        config, model, plan = self.config, self.model, self.plan
+        fixed_width = None if config.group_by_length else config.max_length
+        batch = pad_batch([self.encoded.input_ids[i] for i in idx], self.pad_id, fixed_width)
+        ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+        labels = self.encoded.labels[idx].to(self.device)
+        with autocast(self.device, self.dtype):
+            if plan.rdrop_alpha > 0:
+                # Two dropout passes as one doubled batch: the same cost, better kernel use.
+                both = model(torch.cat([ids, ids]), torch.cat([mask, mask]))
+                first = {k: v[: len(idx)] for k, v in both.items()}
+                second = {k: v[len(idx) :] for k, v in both.items()}
+                loss, parts = self.loss_fn(first, labels, second, denominators)
+            else:
+                loss, parts = self.loss_fn(model(ids, mask), labels, denominators=denominators)
+        scaled = loss * scale / plan.grad_accum
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         return float(loss.detach()), parts
 
 
-def prepare(config: TrainConfig, data: SplitData) -> Prepared:
-    """Seed, subsample, load the encoder and build the heads, tokenise once, set up the epoch batcher."""
-    device = resolve_device(config.device)
+def prepare(config: TrainConfig, data: SplitData, device: torch.device | None = None) -> Prepared:
+    """Seed, subsample, load the encoder and build the heads, tokenise once, set up the epoch batcher (of
+    global batches: a distributed run's processes each take a slice of every one). `device`: a distributed
+    process's own GPU, instead of config.device."""
+    device = device or resolve_device(config.device)
     threads = set_cpu_threads(config, device)
     dtype = amp_dtype(config.amp, device)
     set_seed(config.seed)  # random, numpy, torch (every device)
@@ -197,7 +219,7 @@ def prepare(config: TrainConfig, data: SplitData) -> Prepared:
     batches = TrainBatches(
         train,
         data.train,
-        batch_size=config.batch_size,
+        batch_size=config.global_batch,
         group_by_length=config.group_by_length,
         seed=config.seed,
         oversample=config.oversample,

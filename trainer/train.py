@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +18,17 @@ import numpy as np
 import torch
 from transformers import set_seed
 
+from trainer import checkpoint
+from trainer.checkpoint import Checkpointer, LoopState, restore
 from trainer.config import TrainConfig
 from trainer.data import Encoded
 from trainer.decision import decide, fit_rules
-from trainer.errors import TrainerError
+from trainer.errors import TrainerError, TrainingStopped
 from trainer.examples import SplitData
+from trainer.group import SINGLE, Group, wrap_ddp
 from trainer.metrics import evaluate_probs
 from trainer.model import MultiTaskModel
-from trainer.plan import Clock, Plan, replanned_steps
+from trainer.plan import Clock, Plan, Throughput, replanned_steps
 from trainer.steps import Prepared, Stepper, measure_throughput, prepare
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -69,6 +72,21 @@ def prediction_dump(
 
 
 @dataclass
+class LoopControl:
+    """How a run is checkpointed, stopped and coordinated (all optional: a plain run needs none of it).
+
+    `checkpoint_dir`: where the loop saves its state after every epoch (and every `every_steps` optimizer
+    steps); a checkpoint found there for the same config and data is resumed. `should_stop`: asked at every
+    optimizer step; when it says yes the loop checkpoints and raises TrainingStopped (a worker shutting down).
+    `group`: the processes of a distributed run (trainer/group.py)."""
+
+    checkpoint_dir: Path | None = None
+    every_steps: int | None = None
+    should_stop: Callable[[], bool] = lambda: False
+    group: Group = SINGLE
+
+
+@dataclass
 class LoopOutcome:
     curve: list[dict[str, Any]]
     best_epoch: int
@@ -79,103 +97,178 @@ class LoopOutcome:
     stopped_early: bool
     stopped_at_deadline: bool
     seconds: float
+    resumed_from_step: int | None = None
 
 
-def run_loop(run: Prepared, plan: Plan, stepper: Stepper, emit: ProgressFn) -> LoopOutcome:
+def run_loop(run: Prepared, plan: Plan, stepper: Stepper, emit: ProgressFn, *,
+             control: LoopControl | None = None, saver: Checkpointer | None = None,
+             resume: checkpoint.Checkpoint | None = None) -> LoopOutcome:
     """Epochs of batches until the plan's steps are made (a budgeted run re-plans them after each epoch),
-    validation after each epoch and at the stop, the best epoch's weights kept, early stopping on val."""
+    validation after each epoch and at the stop, the best epoch's weights kept, early stopping on val.
+    With `resume`, the loop continues from the checkpoint's epoch, batch and step."""
+    control = control or LoopControl()
+    group = control.group
     model, data, batches = run.model, run.data, run.batches
+    resumed_from_step = resume.loop.steps_done if resume else None
+    st = replace(resume.loop, curve=list(resume.loop.curve)) if resume else LoopState(total=plan.steps)
+    if resume and not group.is_main:  # the epoch's sums so far are rank 0's to carry
+        st.seen, st.loss_sum, st.task_sums = 0, 0.0, dict.fromkeys(st.task_sums, 0.0)
+    best_state = resume.best_state if resume and group.is_main else None
     clock = Clock()
-    total, steps_done, eval_seconds = plan.steps, 0, 0.0
+    clock.started -= st.seconds_used  # a resumed budget's clock continues where the attempt stopped
     deadline = plan.deadline_seconds
-    curve: list[dict[str, Any]] = []
-    best_f1, best_epoch, best_state, stale = -1.0, 0, None, 0
-    stopped_early = at_deadline = False
-    epoch = 0
-    while steps_done < total and epoch < (plan.epoch_cap if plan.budget_seconds else plan.max_epochs):
-        model.train()
-        epoch_batches = batches.epoch(epoch)
-        t0, cpu0 = time.monotonic(), time.process_time()
-        seen, loss_sum, task_sums = 0, 0.0, {t.name: 0.0 for t in data.tasks}
-        for b, idx in enumerate(epoch_batches):
+    at_deadline = False
+    while (st.stopped is None and st.steps_done < st.total
+           and st.epoch < (plan.epoch_cap if plan.budget_seconds else plan.max_epochs)):
+        stepper.model.train()
+        epoch_batches = batches.epoch(st.epoch)
+        t0, cpu0 = time.monotonic() - st.epoch_seconds, time.process_time() - st.epoch_cpu_seconds
+        if st.batch == 0:
+            st.seen, st.loss_sum, st.task_sums = 0, 0.0, {t.name: 0.0 for t in data.tasks}
+        for b in range(st.batch, len(epoch_batches)):
+            idx = epoch_batches[b]
             step = (b + 1) % plan.grad_accum == 0 or b + 1 == len(epoch_batches)
-            loss, parts = stepper.batch(idx, step=step)
-            seen += len(idx)
-            loss_sum += loss * len(idx)
-            for name, value in parts.items():
-                task_sums[name] += value * len(idx)
-            emit({"event": "batch", "epoch": epoch + 1, "batch": b + 1, "batches": len(epoch_batches),
-                  "loss": loss})
-            if step:
-                steps_done += 1
-                if deadline is not None and clock.elapsed() > deadline:
-                    at_deadline = True
-                    break
-                if steps_done >= total:
-                    break
+            if group.distributed:
+                part, active = group.shard(idx)
+                # this rank's part of the global batch's loss: the ranks' parts add up to it
+                loss, parts = stepper.batch(part, step=step, whole=idx, world=group.world, active=active)
+            else:
+                part, active = idx, True
+                loss, parts = stepper.batch(idx, step=step)
+            if active:
+                st.seen += len(part)
+                st.loss_sum += loss * len(idx)
+                for name, value in parts.items():
+                    st.task_sums[name] += value * len(idx)
+            emit({"event": "batch", "epoch": st.epoch + 1, "batch": b + 1, "batches": len(epoch_batches),
+                  "loss": loss * group.world})  # rank 0's part × the ranks: an estimate of the batch's loss
+            if not step:
+                continue
+            st.steps_done += 1
+            st.batch = b + 1
+            late = deadline is not None and clock.elapsed() > deadline and group.is_main
+            late, stop = group.flags(late, control.should_stop())  # every rank stops at the same step
+            if stop and st.steps_done < st.total:  # (at the last step, finishing beats stopping)
+                st.epoch_seconds, st.epoch_cpu_seconds = time.monotonic() - t0, time.process_time() - cpu0
+                st.seconds_used = clock.elapsed()
+                if saver is not None:
+                    saver.save(st, best_state)
+                raise TrainingStopped(st.steps_done, saved=saver is not None and saver.enabled)
+            if late:
+                at_deadline = True
+                break
+            if st.steps_done >= st.total:
+                break
+            if saver is not None and saver.due(st.steps_done) and b + 1 < len(epoch_batches):
+                st.epoch_seconds, st.epoch_cpu_seconds = time.monotonic() - t0, time.process_time() - cpu0
+                st.seconds_used = clock.elapsed()
+                saver.save(st, best_state)
         train_seconds = time.monotonic() - t0
         # CPU time of this process: on a shared machine, less sensitive than wall time to other jobs' load.
         train_cpu_seconds = time.process_time() - cpu0
-        e0 = time.monotonic()
-        val_probs = run.predict(run.val)
-        eval_seconds += time.monotonic() - e0
-        val_metrics = evaluate_probs(val_probs, run.val.labels.numpy(), data.tasks)
-        val_f1 = val_metrics["overall_macro_f1"] or 0.0
-        epoch += 1
+        seen, loss_sum, *task_values = group.sum([st.seen, st.loss_sum, *st.task_sums.values()])
+        task_sums = dict(zip(st.task_sums, task_values, strict=True))
+        verdict: dict[str, Any] | None = None
+        if group.is_main:
+            e0 = time.monotonic()
+            val_probs = run.predict(run.val)
+            st.eval_seconds += time.monotonic() - e0
+            val_metrics = evaluate_probs(val_probs, run.val.labels.numpy(), data.tasks)
+            verdict = {"val_f1": val_metrics["overall_macro_f1"] or 0.0,
+                       "val_tasks": {k: m["macro_f1"] for k, m in val_metrics["tasks"].items()},
+                       "elapsed": clock.elapsed(), "eval_seconds": st.eval_seconds}
+        verdict = group.broadcast(verdict)  # rank 0 decides: every rank keeps the same best epoch and stop
+        assert verdict is not None
+        val_f1 = verdict["val_f1"]
+        st.epoch += 1
+        st.batch, st.epoch_seconds, st.epoch_cpu_seconds = 0, 0.0, 0.0
         entry = {
-            "epoch": epoch,
+            "epoch": st.epoch,
             "train_loss": loss_sum / max(seen, 1),
             "task_loss": {k: v / max(seen, 1) for k, v in task_sums.items()},
             "val_macro_f1": val_f1,
-            "val_task_macro_f1": {k: m["macro_f1"] for k, m in val_metrics["tasks"].items()},
+            "val_task_macro_f1": verdict["val_tasks"],
             "lr": max(stepper.scheduler.get_last_lr()),
-            "steps": steps_done,
-            "train_samples": seen,
+            "steps": st.steps_done,
+            "train_samples": int(seen),
             "train_seconds": round(train_seconds, 3),
             "train_cpu_seconds": round(train_cpu_seconds, 3),
             "samples_per_s": round(seen / train_seconds, 3) if train_seconds > 0 else None,
         }
-        if val_f1 > best_f1 + 1e-9:
-            best_f1, best_epoch, stale = val_f1, epoch, 0
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if val_f1 > st.best_f1 + 1e-9:
+            st.best_f1, st.best_epoch, st.stale = val_f1, st.epoch, 0
+            if group.is_main:
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
-            stale += 1
-        if plan.budget_seconds is not None and not at_deadline and steps_done < total:
+            st.stale += 1
+        if plan.budget_seconds is not None and not at_deadline and st.steps_done < st.total:
             replanned = replanned_steps(
-                plan, steps_done=steps_done, epochs_done=epoch, seconds_used=clock.elapsed(),
-                eval_seconds=eval_seconds,
+                plan, steps_done=st.steps_done, epochs_done=st.epoch, seconds_used=verdict["elapsed"],
+                eval_seconds=verdict["eval_seconds"],
             )
-            if replanned != total:
-                total = replanned
-                if total > steps_done:
-                    stepper.retarget(total, steps_done)
-        entry["planned_steps"] = total
-        curve.append(entry)
-        emit({"event": "epoch", **entry, "best_epoch": best_epoch, "best_val_macro_f1": best_f1})
+            if replanned != st.total:
+                st.total = replanned
+                if st.total > st.steps_done:
+                    stepper.retarget(st.total, st.steps_done)
+        entry["planned_steps"] = st.total
+        st.curve.append(entry)
+        st.seconds_used = clock.elapsed()
         if at_deadline:
-            break
-        if plan.patience and stale >= plan.patience and steps_done < total:
-            stopped_early = True
-            break
-    return LoopOutcome(curve, best_epoch, best_f1, best_state, steps_done, total, stopped_early, at_deadline,
-                       clock.elapsed())
+            st.stopped = "deadline"
+        elif plan.patience and st.stale >= plan.patience and st.steps_done < st.total:
+            st.stopped = "early"
+        if saver is not None:  # before the epoch is reported: a failure while reporting it loses nothing
+            saver.save(st, best_state)
+        emit({"event": "epoch", **entry, "best_epoch": st.best_epoch, "best_val_macro_f1": st.best_f1})
+    return LoopOutcome(st.curve, st.best_epoch, st.best_f1, best_state, st.steps_done, st.total,
+                       st.stopped == "early", st.stopped == "deadline", clock.elapsed(),
+                       resumed_from_step=resumed_from_step)
 
 
-def train_model(config: TrainConfig, data: SplitData, *, progress: ProgressFn | None = None) -> TrainResult:
+def train_model(config: TrainConfig, data: SplitData, *, progress: ProgressFn | None = None,
+                control: LoopControl | None = None) -> TrainResult:
     """Plan (measuring the throughput when there is a budget), train on data.train, select the epoch by mean
     val macro-F1, fit the decision rule on val, evaluate on data.test once."""
+    result = train_process(config, data, progress=progress, control=control)
+    assert result is not None  # one process: it is rank 0
+    return result
+
+
+def train_process(config: TrainConfig, data: SplitData, *, progress: ProgressFn | None = None,
+                  control: LoopControl | None = None, device: torch.device | None = None) -> TrainResult | None:
+    """One process's part of a run: the whole run alone, or (DDP, trainer/distributed.py) one rank of it;
+    rank 0 alone reports progress, evaluates and returns the result, the other ranks return None."""
     started = time.monotonic()
+    control = control or LoopControl()
+    group = control.group
     unknown = sorted(set(config.task_weights) - {t.name for t in data.tasks})
     if unknown:
         raise TrainerError(
             f"config.task_weights names unknown task(s) {unknown}", field="config.task_weights"
         )
-    run = prepare(config, data)
-    throughput = measure_throughput(run) if config.budget_minutes is not None else None
+    fp = checkpoint.fingerprint(config, data)
+    resume, why_not = checkpoint.load(control.checkpoint_dir, fp)
+    run = prepare(config, data, device)
+    throughput = None
+    if config.budget_minutes is not None:
+        if resume is not None and resume.loop.throughput is not None:
+            throughput = Throughput(**resume.loop.throughput)  # the same plan as the interrupted attempt's
+        else:
+            measured = measure_throughput(run)
+            # every rank measures whole global batches; the processes share each one
+            throughput = group.broadcast(Throughput(measured.seconds_per_sample / group.world,
+                                                    measured.eval_seconds))
     plan = run.plan(throughput)
     set_seed(config.seed)  # the measurement drew dropout masks: start from the same state as an unmeasured run
     stepper = Stepper.build(run, plan)
-    emit = progress or (lambda _event: None)
+    if group.distributed:
+        stepper.model = wrap_ddp(run.model, run.device)
+        torch.manual_seed(config.seed + group.rank)  # each rank its own dropout masks, as one process draws
+    emit = (progress or (lambda _event: None)) if group.is_main else (lambda _event: None)
+    if why_not:
+        emit({"event": "phase", "phase": why_not})
+    if resume is not None:
+        restore(resume, run, stepper, group)
     emit(
         {
             "event": "start",
@@ -186,11 +279,18 @@ def train_model(config: TrainConfig, data: SplitData, *, progress: ProgressFn | 
             "val_samples": len(run.val),
             "test_samples": len(run.test),
             "device": str(run.device),
+            "processes": group.world,
             "threads": run.threads,
             "amp": str(run.dtype),
+            **({"resumed_from_step": resume.loop.steps_done, "resumed_at_epoch": resume.loop.epoch + 1,
+                "curve": resume.loop.curve} if resume else {}),
         }
     )
-    loop = run_loop(run, plan, stepper, emit)
+    saver = Checkpointer(control.checkpoint_dir, control.group, stepper, run.model, fp, throughput,
+                         control.every_steps or config.checkpoint_every_steps)
+    loop = run_loop(run, plan, stepper, emit, control=control, saver=saver, resume=resume)
+    if not group.is_main:
+        return None
     if loop.best_state is not None:
         run.model.load_state_dict(loop.best_state)
     val_probs, test_probs = run.predict(run.val), run.predict(run.test)
@@ -211,9 +311,12 @@ def train_model(config: TrainConfig, data: SplitData, *, progress: ProgressFn | 
         "stopped_at_deadline": loop.stopped_at_deadline,
         "train_samples": len(run.train),
         "device": str(run.device),
+        "processes": group.world,
         "amp": str(run.dtype) if run.dtype else None,
         "threads": run.threads,
     }
+    if loop.resumed_from_step is not None:
+        metrics["resumed_from_step"] = loop.resumed_from_step
     result = TrainResult(
         model=run.model,
         tokenizer=run.tokenizer,
@@ -250,3 +353,29 @@ def save_artifacts(result: TrainResult, out_dir: Path) -> Path:
     (out_dir / "snapshot.json").write_text(json.dumps(result.snapshot), encoding="utf-8")
     (out_dir / "model" / "decision.json").write_text(json.dumps(result.decision), encoding="utf-8")
     return out_dir
+
+
+def load_result(out_dir: Path, config: TrainConfig) -> TrainResult:
+    """A run saved by save_artifacts, read back (a distributed run's rank 0 saved it in another process)."""
+    from trainer.model import load_model
+
+    out_dir = Path(out_dir)
+    model, tokenizer, _meta = load_model(out_dir / "model")
+    saved = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
+    curve = saved.pop("curve")
+    return TrainResult(
+        model=model,
+        tokenizer=tokenizer,
+        config=config,
+        curve=curve,
+        best_epoch=int(saved["best_epoch"]),
+        metrics=saved,
+        predictions={
+            split: json.loads((out_dir / f"predictions_{split}.json").read_text(encoding="utf-8"))
+            for split in ("val", "test")
+        },
+        snapshot=json.loads((out_dir / "snapshot.json").read_text(encoding="utf-8")),
+        seconds=float(saved.get("seconds", 0.0)),
+        stopped_early=bool(saved.get("stopped_early")),
+        decision=json.loads((out_dir / "model" / "decision.json").read_text(encoding="utf-8")),
+    )

@@ -1,6 +1,7 @@
 """The worker loop: claim a job, run its handler with a heartbeat, record the outcome; repeat.
 
-SIGTERM/SIGINT finish the current job and exit. `burst=True` drains the queue and returns.
+SIGTERM/SIGINT finish the current job and exit; a training job instead checkpoints at its next optimizer step
+and goes back to the queue (JobReleased), to be resumed by the next worker. `burst=True` drains the queue and returns.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from db import queue, worker_presence
 from db.models import Job, JobStatus, utcnow
 from db.session import session_scope
 from services import jobs as _job_hooks  # noqa: F401 - the queue's end hooks (a lost train job ends its run)
-from workers.registry import JobCancelled, JobContext, PermanentJobError, load_handlers, with_companions
+from workers.registry import (
+    JobCancelled,
+    JobContext,
+    JobReleased,
+    PermanentJobError,
+    load_handlers,
+    with_companions,
+)
 
 log = logging.getLogger("augloop.worker")
 
@@ -40,6 +48,7 @@ class WorkerStats:
     retried: int = 0
     cancelled: int = 0
     lost: int = 0
+    released: int = 0  # handed back unfinished at a shutdown (a training run, from its checkpoint)
     job_ids: list[int] = field(default_factory=list)
 
 
@@ -61,7 +70,8 @@ class Worker:
 
     def install_signal_handlers(self) -> None:
         def on_signal(signum, _frame):  # type: ignore[no-untyped-def]
-            log.info("signal %s: finishing the current job, then exiting", signum)
+            log.info("signal %s: finishing the current job (a training run: checkpointing it), then exiting",
+                     signum)
             self.stop_requested.set()
 
         signal.signal(signal.SIGTERM, on_signal)
@@ -122,7 +132,7 @@ class Worker:
         ctx = JobContext(job_id=job.id, kind=job.kind, params=dict(job.params or {}), engine=self.engine,
                          worker_id=self.worker_id, attempt=job.attempts, max_attempts=job.max_attempts,
                          dataset_id=job.dataset_id,
-                         created_by=job.created_by, total=job.progress_total)
+                         created_by=job.created_by, total=job.progress_total, stopping=self.stop_requested)
         self.stats.job_ids.append(job.id)
         beat_stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat_loop, args=(ctx, beat_stop), daemon=True)
@@ -143,6 +153,17 @@ class Worker:
             self._retrying_db(lambda: self._in_transaction(queue.mark_cancelled, job.id, self.worker_id))
             self.stats.cancelled += 1
             log.info("job %s cancelled", job.id)
+        except JobReleased as err:
+            beat_stop.set()
+            beat.join()
+            note = str(err)
+            try:
+                self._retrying_db(lambda: self._in_transaction(queue.release, job.id, self.worker_id, note))
+            except queue.LeaseLost:
+                self.stats.lost += 1
+                return
+            self.stats.released += 1
+            log.info("job %s handed back to the queue: %s", job.id, err)
         except queue.LeaseLost as err:
             beat_stop.set()
             beat.join()

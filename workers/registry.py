@@ -21,6 +21,11 @@ class JobCancelled(Exception):
     """Raised inside a handler when the job was cancelled through the API."""
 
 
+class JobReleased(Exception):
+    """Raised by a handler that stopped because its worker is shutting down, after saving where it was (a
+    training checkpoint): the job goes back to the queue for any worker to continue (queue.release)."""
+
+
 class PermanentJobError(Exception):
     """A failure that a retry cannot fix (missing model, bad parameters): fail the job at once."""
 
@@ -74,6 +79,8 @@ class JobContext:
     info: dict[str, Any] = field(default_factory=dict)
     cancelled: threading.Event = field(default_factory=threading.Event)
     lease_lost: threading.Event = field(default_factory=threading.Event)
+    # set when the worker was asked to stop (SIGTERM): a handler that can save its place stops early
+    stopping: threading.Event = field(default_factory=threading.Event)
     completed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

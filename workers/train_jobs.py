@@ -14,21 +14,24 @@ from typing import Any
 from core.errors import DomainError
 from db.models import JobStatus
 from db.queue import LeaseLost
-from trainer.errors import TrainerError
-from workers.registry import JobCancelled, JobContext, PermanentJobError, handler
+from trainer.errors import TrainerError, TrainingStopped
+from workers.registry import JobCancelled, JobContext, JobReleased, PermanentJobError, handler
 
 
 def _progress(ctx: JobContext, epochs: int) -> Any:
     def on_event(event: dict[str, Any]) -> None:
         kind = event["event"]
         if kind == "start":
+            resumed = event.get("resumed_from_step")
             ctx.report(
-                done=0,
+                done=len(event.get("curve") or []),
                 total=event.get("epochs", epochs),
-                phase="training",
+                phase="training" if resumed is None else f"training (resumed from step {resumed})",
                 train_samples=event["train_samples"],
                 device=event["device"],
+                processes=event.get("processes", 1),
                 planned_steps=event.get("steps"),
+                resumed_from_step=resumed,
             )
         elif kind == "batch":
             ctx.report(
@@ -85,7 +88,7 @@ def _settle_report(engine: Any, report_id: int) -> None:
 
 
 def _execute(ctx: JobContext, run_id: int, epochs: int) -> dict[str, Any]:
-    from services.run_execution import execute_run, record_end
+    from services.run_execution import discard_checkpoint, execute_run, record_end
 
     owner: dict[str, Any] = {"job_id": ctx.job_id, "worker_id": ctx.worker_id}  # run writes need the lease
     try:
@@ -96,21 +99,30 @@ def _execute(ctx: JobContext, run_id: int, epochs: int) -> dict[str, Any]:
             worker_id=ctx.worker_id,
             progress=_progress(ctx, epochs),
             finish=lambda session, result: ctx.complete_in(session, result),
+            should_stop=ctx.stopping.is_set,
         )
+    except TrainingStopped as stopped:  # the worker is shutting down: the next worker resumes the run
+        note = f"the worker stopped; resumes from the checkpoint at step {stopped.steps_done}" if stopped.saved \
+            else f"the worker stopped after {stopped.steps_done} steps; restarts"
+        record_end(ctx.engine, run_id, JobStatus.queued, note, **owner)
+        raise JobReleased(note) from stopped
     except JobCancelled:
         record_end(ctx.engine, run_id, JobStatus.cancelled, "cancelled", **owner)
+        discard_checkpoint(run_id)
         raise
     except LeaseLost:
-        raise  # another worker owns the job (and the run) now
+        raise  # another worker owns the job (and the run, and its checkpoint) now
     except (DomainError, TrainerError) as err:  # bad config or data, an encoder that cannot load
         record_end(ctx.engine, run_id, JobStatus.failed, err.message, **owner)
+        discard_checkpoint(run_id)
         raise PermanentJobError(err.message) from err
     except Exception as err:
-        if ctx.retries_left:  # the job runs again: the run waits for it (and an impact report with it)
+        if ctx.retries_left:  # the job runs again (from the checkpoint): the run waits for it
             record_end(ctx.engine, run_id, JobStatus.queued, f"attempt {ctx.attempt} failed, retrying: "
                        f"{type(err).__name__}: {err}", **owner)
         else:
             record_end(ctx.engine, run_id, JobStatus.failed, f"{type(err).__name__}: {err}", **owner)
+            discard_checkpoint(run_id)
         raise
 
 

@@ -1,0 +1,130 @@
+"""A distributed training run launched by the worker that claimed it: torchrun starts `config.nproc` processes
+of trainer/distributed.py on this node (one per GPU, or gloo CPU processes), and this module relays rank 0's
+progress to the job while they train.
+
+The processes get their examples from a file written here (the trainer reads no database) and report through
+progress.jsonl, which is tailed every POLL_SECONDS: each event goes to the same progress callback as an
+in-process run's, so the job's progress, its lease and its cancellation work as for one process. A stop request
+(the worker's SIGTERM) becomes the `stop` file: the processes checkpoint at their next optimizer step and exit.
+Cancellation or a lost lease ends the processes at once (torchrun is told to stop them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trainer.config import TrainConfig
+from trainer.distributed import (
+    ARTIFACTS_DIR,
+    PROGRESS_FILE,
+    STOP_FILE,
+    launch_command,
+    write_request,
+)
+from trainer.errors import TrainerError, TrainingStopped
+from trainer.examples import SplitData
+from trainer.train import TrainResult, load_result
+
+POLL_SECONDS = 0.5
+KILL_GRACE_SECONDS = 30
+LOG_FILE = "torchrun.log"
+RELAYED_BY_LAUNCHER = {"stopped", "error", "saved"}  # outcomes read here, not progress for the job
+
+
+def check_devices(config: TrainConfig) -> None:
+    """A run on GPUs needs `nproc` of them visible to this worker (after CUDA_VISIBLE_DEVICES, `--gpu`)."""
+    import torch
+
+    if config.device == "cpu":
+        return
+    if not torch.cuda.is_available():
+        if config.device == "cuda":
+            raise RuntimeError("config.device is 'cuda' but no CUDA device is available to this worker")
+        return  # auto: CPU processes on the gloo backend
+    visible = torch.cuda.device_count()
+    if config.nproc > visible:
+        raise TrainerError(
+            f"config.nproc: the run asks for {config.nproc} GPUs, and the worker that took it sees {visible} "
+            "(a worker pinned with --gpu sees one; run multi-GPU jobs on an unpinned worker)",
+            field="config.nproc",
+        )
+
+
+def train_distributed(
+    config: TrainConfig,
+    data: SplitData,
+    *,
+    job_dir: Path,
+    checkpoint_dir: Path | None,
+    progress: Callable[[dict[str, Any]], None],
+    should_stop: Callable[[], bool],
+) -> tuple[TrainResult, Path]:
+    """Train with `config.nproc` processes; returns the result and the directory rank 0 saved it in."""
+    check_devices(config)
+    write_request(job_dir, config.to_dict(), data)
+    (job_dir / PROGRESS_FILE).touch()
+    with (job_dir / LOG_FILE).open("wb") as log:
+        # A session of its own: a terminal's Ctrl-C reaches the worker, which decides how the processes stop.
+        proc = subprocess.Popen(launch_command(job_dir, config.nproc, checkpoint_dir), stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ})
+        outcome: dict[str, Any] = {}
+        try:
+            with (job_dir / PROGRESS_FILE).open(encoding="utf-8") as events:
+                while True:
+                    finished = proc.poll() is not None
+                    for line in _complete_lines(events):
+                        event = json.loads(line)
+                        if event["event"] in RELAYED_BY_LAUNCHER:
+                            outcome[event["event"]] = event
+                        else:
+                            progress(event)  # raises when the job was cancelled or its lease lost
+                    if finished:
+                        break
+                    if should_stop() and not (job_dir / STOP_FILE).exists():
+                        (job_dir / STOP_FILE).touch()
+                    time.sleep(POLL_SECONDS)
+        except BaseException:
+            _kill(proc)
+            raise
+    code = proc.returncode  # torchrun's: 1 when any process failed, whatever its own status
+    if code == 0 and "saved" in outcome:
+        return load_result(job_dir / ARTIFACTS_DIR, config), job_dir / ARTIFACTS_DIR
+    if code == 0 and "stopped" in outcome:
+        raise TrainingStopped(int(outcome["stopped"]["steps_done"]), saved=bool(outcome["stopped"]["saved"]))
+    if "error" in outcome:  # the trainer refused the config or data (BAD_INPUT_EXIT)
+        raise TrainerError(outcome["error"]["message"], field=outcome["error"].get("field"))
+    tail = (job_dir / LOG_FILE).read_bytes()[-3000:].decode("utf-8", "replace")
+    raise RuntimeError(f"the distributed training processes exited with status {code}:\n{tail}")
+
+
+def _complete_lines(fh: Any) -> list[str]:
+    """The whole lines appended since the last read (a line being written is read next time)."""
+    lines: list[str] = []
+    while True:
+        pos = fh.tell()
+        line = fh.readline()
+        if not line:
+            return lines
+        if not line.endswith("\n"):
+            fh.seek(pos)
+            return lines
+        lines.append(line)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """End torchrun and its processes now. torchrun starts each process in a session of its own, so the signal
+    goes to torchrun, whose shutdown SIGTERMs them and waits; SIGKILL if it has not ended within the grace."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=KILL_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait()

@@ -1,0 +1,132 @@
+"""Checkpoints and resume in the training loop: a run interrupted after an epoch, or stopped mid-epoch on request,
+continues from its checkpoint and ends where an uninterrupted run with the same seed ends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.trainer_fixtures import fast_config, synthetic_split, tiny_encoder  # noqa: F401 (fixture)
+from trainer.checkpoint import CHECKPOINT_FILE
+from trainer.errors import TrainingStopped
+from trainer.train import LoopControl, TrainResult, train_model
+
+
+class Crash(Exception):
+    pass
+
+
+def config(encoder: str, **overrides: Any) -> Any:
+    # dropout on, R-Drop on, class weights on: the generators and every piece of state must be restored
+    return fast_config(encoder, epochs=4, rdrop_alpha=1.0, **overrides)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_encoder: str) -> TrainResult:
+    return train_model(config(tiny_encoder), synthetic_split())
+
+
+def same_run(a: TrainResult, b: TrainResult) -> None:
+    assert [e["epoch"] for e in a.curve] == [e["epoch"] for e in b.curve]
+    np.testing.assert_allclose([e["train_loss"] for e in a.curve], [e["train_loss"] for e in b.curve],
+                               rtol=1e-5)
+    np.testing.assert_allclose([e["val_macro_f1"] for e in a.curve], [e["val_macro_f1"] for e in b.curve],
+                               atol=1e-9)
+    assert a.best_epoch == b.best_epoch
+    assert a.metrics["test"]["overall_macro_f1"] == pytest.approx(b.metrics["test"]["overall_macro_f1"], abs=1e-9)
+    np.testing.assert_allclose(a.predictions["test"]["tasks"]["size"]["probs"],
+                               b.predictions["test"]["tasks"]["size"]["probs"], atol=1e-5)
+
+
+def test_a_retry_resumes_after_the_last_epoch_and_ends_like_an_uninterrupted_run(
+    tiny_encoder: str, uninterrupted: TrainResult, tmp_path: Path
+) -> None:
+    control = LoopControl(checkpoint_dir=tmp_path / "ckpt")
+
+    def crash_after_epoch_one(event: dict[str, Any]) -> None:
+        if event["event"] == "epoch" and event["epoch"] == 1:
+            raise Crash("the worker died")
+
+    with pytest.raises(Crash):
+        train_model(config(tiny_encoder), synthetic_split(), progress=crash_after_epoch_one, control=control)
+    assert (tmp_path / "ckpt" / CHECKPOINT_FILE).is_file()
+
+    events: list[dict[str, Any]] = []
+    resumed = train_model(config(tiny_encoder), synthetic_split(), progress=events.append, control=control)
+    start = next(e for e in events if e["event"] == "start")
+    assert start["resumed_from_step"] == uninterrupted.curve[0]["steps"] and start["resumed_at_epoch"] == 2
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2, 3, 4]  # epoch 1 is not trained again
+    assert resumed.metrics["resumed_from_step"] == start["resumed_from_step"]
+    same_run(resumed, uninterrupted)
+
+
+def test_a_stop_request_checkpoints_mid_epoch_and_the_next_attempt_finishes_the_run(
+    tiny_encoder: str, uninterrupted: TrainResult, tmp_path: Path
+) -> None:
+    asked = {"n": 0}
+
+    def stop_at_step_7() -> bool:  # asked once per optimizer step; epochs have 5 steps here
+        asked["n"] += 1
+        return asked["n"] == 7
+
+    control = LoopControl(checkpoint_dir=tmp_path / "ckpt", should_stop=stop_at_step_7)
+    with pytest.raises(TrainingStopped) as stopped:
+        train_model(config(tiny_encoder), synthetic_split(), control=control)
+    assert stopped.value.steps_done == 7 and stopped.value.saved
+
+    events: list[dict[str, Any]] = []
+    resumed = train_model(config(tiny_encoder), synthetic_split(), progress=events.append,
+                          control=LoopControl(checkpoint_dir=tmp_path / "ckpt"))
+    start = next(e for e in events if e["event"] == "start")
+    assert start["resumed_from_step"] == 7 and start["resumed_at_epoch"] == 2
+    first_batch = next(e for e in events if e["event"] == "batch")
+    assert (first_batch["epoch"], first_batch["batch"]) == (2, 3)  # the batches before the stop are not redone
+    same_run(resumed, uninterrupted)
+
+
+def test_steps_checkpoints_and_a_changed_dataset_starts_from_scratch(
+    tiny_encoder: str, tmp_path: Path
+) -> None:
+    control = LoopControl(checkpoint_dir=tmp_path / "ckpt")
+
+    def crash_mid_epoch_two(event: dict[str, Any]) -> None:
+        if event["event"] == "batch" and event["epoch"] == 2 and event["batch"] == 4:
+            raise Crash("killed")
+
+    with pytest.raises(Crash):
+        train_model(config(tiny_encoder, checkpoint_every_steps=2), synthetic_split(),
+                    progress=crash_mid_epoch_two, control=control)
+    events: list[dict[str, Any]] = []
+    changed = synthetic_split()
+    changed.train = changed.train[:-1]  # a text left the training view between attempts
+    train_model(config(tiny_encoder, checkpoint_every_steps=2), changed, progress=events.append, control=control)
+    assert "changed since the checkpoint" in next(e["phase"] for e in events if e["event"] == "phase")
+    start = next(e for e in events if e["event"] == "start")
+    assert "resumed_from_step" not in start
+
+    # the same data resumes from the last every-2-steps checkpoint: step 8, epoch 2's third batch
+    with pytest.raises(Crash):
+        train_model(config(tiny_encoder, checkpoint_every_steps=2), synthetic_split(),
+                    progress=crash_mid_epoch_two, control=LoopControl(checkpoint_dir=tmp_path / "c2"))
+    events.clear()
+    train_model(config(tiny_encoder, checkpoint_every_steps=2), synthetic_split(), progress=events.append,
+                control=LoopControl(checkpoint_dir=tmp_path / "c2"))
+    start = next(e for e in events if e["event"] == "start")
+    assert start["resumed_from_step"] == 8 and start["resumed_at_epoch"] == 2
+    first_batch = next(e for e in events if e["event"] == "batch")
+    assert (first_batch["epoch"], first_batch["batch"]) == (2, 4)
+
+
+def test_a_stop_asked_at_the_last_step_lets_the_run_finish(tiny_encoder: str, tmp_path: Path) -> None:
+    asked = {"n": 0}
+
+    def stop_at_the_end() -> bool:
+        asked["n"] += 1
+        return asked["n"] == 20  # 4 epochs × 5 steps
+
+    result = train_model(config(tiny_encoder), synthetic_split(),
+                         control=LoopControl(checkpoint_dir=tmp_path / "ckpt", should_stop=stop_at_the_end))
+    assert [e["epoch"] for e in result.curve] == [1, 2, 3, 4] and result.metrics["plan"]["steps_done"] == 20

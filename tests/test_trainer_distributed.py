@@ -1,0 +1,104 @@
+"""Distributed (DDP) training: two gloo processes launched by torchrun follow the loss curve of one process with
+the same global batch; sharding keeps every text of every global batch exactly once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.trainer_fixtures import fast_config, synthetic_split, tiny_encoder  # noqa: F401 (fixture)
+from trainer.config import TrainConfig
+from trainer.distributed import ARTIFACTS_DIR, PROGRESS_FILE, launch_command, write_request
+from trainer.errors import TrainerError
+from trainer.group import Group
+from trainer.train import train_model
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 9])
+@pytest.mark.parametrize("world", [2, 3])
+def test_shards_split_each_global_batch_once_in_order(size: int, world: int) -> None:
+    batch = list(range(100, 100 + size))
+    parts = [Group(rank, world).shard(batch) for rank in range(world)]
+    assert [i for part, active in parts if active for i in part] == batch  # contiguous: length buckets stay
+    assert all(len(part) >= 1 for part, _ in parts)  # every rank runs a backward pass
+    assert max(len(p) for p, a in parts if a) - min(len(p) for p, a in parts if a) <= 1
+
+
+def test_slices_losses_add_up_to_the_global_batch_loss() -> None:
+    """Class weights, a task with missing labels, R-Drop: normalised over the global batch, the slices' losses
+    sum to the loss of the whole batch (each slice's own mean would not)."""
+    import torch
+
+    from trainer.examples import IGNORE, TaskSpec
+    from trainer.losses import MultiTaskLoss
+
+    torch.manual_seed(0)
+    tasks = [TaskSpec("a", ["x", "y", "z"]), TaskSpec("b", ["p", "q"])]
+    labels = torch.tensor([[0, 1], [0, IGNORE], [2, 0], [0, IGNORE], [1, 1]])
+    first = {"a": torch.randn(5, 3), "b": torch.randn(5, 2)}
+    second = {"a": torch.randn(5, 3), "b": torch.randn(5, 2)}
+    loss_fn = MultiTaskLoss(tasks, gamma=2.0, smoothing={"a": torch.full((3,), 0.05), "b": torch.zeros(2)},
+                            class_weights={"a": torch.tensor([0.5, 2.0, 1.5]), "b": torch.tensor([1.0, 3.0])},
+                            task_weights={"b": 0.5}, rdrop_alpha=1.0)
+    whole, _ = loss_fn(first, labels, second)
+    norms = loss_fn.denominators(labels)
+    total = 0.0
+    for part in ([0, 1, 2], [3, 4]):
+        sliced, _ = loss_fn({k: v[part] for k, v in first.items()}, labels[part],
+                            {k: v[part] for k, v in second.items()}, norms)
+        total += float(sliced)
+    assert total == pytest.approx(float(whole), rel=1e-6)
+
+
+def test_config_takes_cuda_n_and_nproc() -> None:
+    assert TrainConfig.from_dict({"device": "cuda:3"}).device == "cuda:3"
+    assert TrainConfig.from_dict({"nproc": 4, "batch_size": 6}).global_batch == 24
+    for bad, field in (({"device": "gpu0"}, "config.device"), ({"nproc": 0}, "config.nproc"),
+                       ({"device": "cuda:1", "nproc": 2}, "config.nproc")):
+        with pytest.raises(TrainerError) as err:
+            TrainConfig.from_dict(bad)
+        assert err.value.field == field
+
+
+@pytest.fixture(scope="module")
+def no_dropout_encoder(tiny_encoder: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny encoder without dropout: with no random masks, one process and two must agree to rounding."""
+    out = tmp_path_factory.mktemp("tiny_bert_no_dropout") / "encoder"
+    shutil.copytree(tiny_encoder, out)
+    config = json.loads((out / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (out / "config.json").write_text(json.dumps(config))
+    return str(out)
+
+
+def test_two_gloo_processes_follow_one_process_with_the_same_global_batch(
+    no_dropout_encoder: str, tmp_path: Path
+) -> None:
+    data = synthetic_split(n_train=45)  # 45 texts: the last global batch of 8 splits unevenly (3 + 2)
+    # class weights on (the default): the slices' losses are normalised over the global batch
+    same: dict[str, Any] = {"epochs": 3, "head_dropout": 0.0, "grad_accum": 2}
+    one = train_model(fast_config(no_dropout_encoder, batch_size=8, **same), data)
+
+    job = tmp_path / "job"
+    write_request(job, fast_config(no_dropout_encoder, batch_size=4, nproc=2, **same).to_dict(), data)
+    done = subprocess.run(launch_command(job, 2), capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    events: list[dict[str, Any]] = [json.loads(line) for line in (job / PROGRESS_FILE).read_text().splitlines()]
+    start = next(e for e in events if e["event"] == "start")
+    assert start["processes"] == 2 and start["plan"]["effective_batch"] == one.plan.effective_batch  # type: ignore[union-attr]
+    assert start["plan"]["lr"] == pytest.approx(one.plan.lr) and start["steps"] == one.plan.steps  # type: ignore[union-attr]
+    curve = [e for e in events if e["event"] == "epoch"]
+    assert [e["train_samples"] for e in curve] == [45, 45, 45]  # every text once per epoch, over both ranks
+    np.testing.assert_allclose([e["train_loss"] for e in curve], [e["train_loss"] for e in one.curve], rtol=1e-4)
+    np.testing.assert_allclose([e["lr"] for e in curve], [e["lr"] for e in one.curve], rtol=1e-9)
+    np.testing.assert_allclose([e["val_macro_f1"] for e in curve], [e["val_macro_f1"] for e in one.curve],
+                               atol=1e-6)
+    metrics = json.loads((job / ARTIFACTS_DIR / "metrics.json").read_text())  # rank 0 saved the run
+    assert metrics["processes"] == 2
+    assert metrics["test"]["overall_macro_f1"] == pytest.approx(one.metrics["test"]["overall_macro_f1"], abs=1e-6)

@@ -1,0 +1,152 @@
+"""Training jobs across worker shutdowns and processes: SIGTERM makes a worker checkpoint its training run and hand
+the job back to the queue (the attempt given back); the next worker resumes the run from the checkpoint. A run
+asking for two processes is trained by torchrun's processes, launched by the worker that claimed it."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from db.models import Job, JobStatus, TrainingRun
+from db.session import session_scope
+from tests.test_queue import _spawn_worker
+from tests.trainer_fixtures import small_csv, tiny_encoder  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.slow
+
+
+def _import(engine: Any, name: str, n_train: int) -> Any:
+    from db.datasets import get_dataset
+    from services.importing import ImportSpec, import_file
+
+    with session_scope(engine) as s:
+        import_file(s, small_csv(n_train=n_train, n_val=24, n_test=24),
+                    ImportSpec(dataset=name, tasks=["bias", "message"]), filename=f"{name}.csv")
+    with session_scope(engine) as s:
+        return get_dataset(s, name)
+
+
+def _queue_run(engine: Any, dataset: Any, encoder: str, epochs: int, **overrides: Any) -> tuple[int, int]:
+    from db import queue
+    from services.training import create_training_runs, default_config
+
+    config = default_config({
+        "encoder": encoder, "epochs": epochs, "patience": 0, "max_length": 32, "batch_size": 8,
+        "grad_accum": 1, "head_hidden": 32, "num_threads": 1, "warmup_ratio": 0.0, "rdrop_alpha": 0.0,
+        **overrides,
+    })
+    with session_scope(engine) as s:
+        (run,) = create_training_runs(s, s.merge(dataset), config, [7])
+        job = queue.enqueue(s, "train", {"run_id": run.id, "dataset": dataset.name}, progress_total=epochs,
+                            max_attempts=2)
+        run.job_id = job.id
+        return run.id, job.id
+
+
+def _job(engine: Any, job_id: int) -> Job:
+    with session_scope(engine) as s:
+        job = s.get_one(Job, job_id)
+        s.expunge(job)
+    return job
+
+
+def test_sigterm_checkpoints_the_run_and_the_next_worker_resumes_it(
+    any_settings, any_engine, tiny_encoder: str
+) -> None:
+    from services.run_execution import checkpoint_dir
+    from trainer.checkpoint import CHECKPOINT_FILE
+
+    settings, engine = any_settings, any_engine
+
+    epochs = 12
+    dataset = _import(engine, "small", 160)
+    run_id, job_id = _queue_run(engine, dataset, tiny_encoder, epochs)
+    # a short lease: the heartbeat (every third of it) reports the epochs done while the test watches
+    worker = _spawn_worker(settings, lease=1.5, burst=False, kinds="train")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # one epoch done, more to go: ask the worker to stop
+        job = _job(engine, job_id)
+        if job.status == JobStatus.running and 1 <= job.progress_done < epochs - 3:
+            break
+        assert job.status in (JobStatus.queued, JobStatus.running), job.last_error
+        time.sleep(0.05)
+    else:
+        worker.kill()
+        pytest.fail(worker.communicate()[0][-3000:])
+    worker.send_signal(signal.SIGTERM)
+    out = worker.communicate(timeout=120)[0]
+    assert worker.returncode == 0, out[-3000:]  # it stopped by itself, at a step boundary
+    assert "1 handed back" in out
+
+    stopped = _job(engine, job_id)
+    assert stopped.status == JobStatus.queued and stopped.worker_id is None
+    assert stopped.attempts == 0  # the interrupted attempt is given back: a redeploy costs no attempt
+    assert "resumes from the checkpoint at step" in (stopped.last_error or "")
+    assert (checkpoint_dir(run_id) / CHECKPOINT_FILE).is_file()
+    with session_scope(engine) as s:
+        run = s.get_one(TrainingRun, run_id)
+        assert run.status == JobStatus.queued and not run.metrics
+
+    rescuer = _spawn_worker(settings, burst=True, kinds="train")
+    out = rescuer.communicate(timeout=300)[0]
+    assert rescuer.returncode == 0, out[-3000:]
+    done = _job(engine, job_id)
+    assert done.status == JobStatus.succeeded and done.attempts == 1, (done.status, done.last_error)
+    resumed_from = int(done.progress_info["resumed_from_step"])
+    assert resumed_from >= 20  # 160 texts / 8: at least epoch 1's 20 steps were not trained again
+    with session_scope(engine) as s:
+        run = s.get_one(TrainingRun, run_id)
+        assert run.status == JobStatus.succeeded and [e["epoch"] for e in run.curve] == list(range(1, epochs + 1))
+        assert run.metrics["resumed_from_step"] == resumed_from and run.metrics["plan"]["steps_done"] == epochs * 20
+    assert not checkpoint_dir(run_id).exists()  # the finished run's checkpoint is gone
+
+
+def test_a_two_process_run_is_launched_by_the_worker_and_recorded_by_rank_0(settings, engine, tiny_encoder: str) -> None:
+    from services.prediction import model_spec
+    from trainer.predict import RunPredictor
+    from workers.main import Worker
+
+    dataset = _import(engine, "small", 48)
+    run_id, job_id = _queue_run(engine, dataset, tiny_encoder, 2, nproc=2, batch_size=4)
+    stats = Worker(engine, ["train"], lease_seconds=30, poll_seconds=0.1).run(burst=True)
+    job = _job(engine, job_id)
+    assert stats.succeeded == 1, job.last_error
+    assert job.progress_info["processes"] == 2 and job.progress_done == 2
+    with session_scope(engine) as s:
+        run = s.get_one(TrainingRun, run_id)
+        assert run.status == JobStatus.succeeded and [e["epoch"] for e in run.curve] == [1, 2]
+        assert run.metrics["processes"] == 2 and run.metrics["plan"]["effective_batch"] == 8
+        assert [e["train_samples"] for e in run.curve] == [48, 48]
+        spec = model_spec(s, run_id)
+    probabilities = RunPredictor(spec.model_dirs[0], device="cpu").predict_proba(["a budget vote"])
+    assert set(probabilities) == {"bias", "message"}
+
+
+def test_a_two_process_run_stops_on_request_and_resumes_from_its_checkpoint(tiny_encoder: str, tmp_path) -> None:
+    """The stop reaches both ranks at the same step (rank 0 saves), and a new launch resumes with both."""
+    from services.distributed_training import train_distributed
+    from tests.trainer_fixtures import fast_config, synthetic_split
+    from trainer.errors import TrainingStopped
+
+    epochs = 20  # room for the stop to land mid-run however slowly the launcher's poll sees epoch 2 begin
+    config = fast_config(tiny_encoder, nproc=2, batch_size=4, epochs=epochs)
+    events: list[dict[str, Any]] = []
+
+    def stop_in_epoch_two() -> bool:
+        return any(e["event"] == "batch" and e["epoch"] == 2 for e in events)
+
+    with pytest.raises(TrainingStopped) as stopped:
+        train_distributed(config, synthetic_split(), job_dir=tmp_path / "first", checkpoint_dir=tmp_path / "ckpt",
+                          progress=events.append, should_stop=stop_in_epoch_two)
+    assert stopped.value.saved and stopped.value.steps_done > 5  # 36 texts / global batch 8: 5 steps an epoch
+    events.clear()
+    result, _ = train_distributed(config, synthetic_split(), job_dir=tmp_path / "second",
+                                  checkpoint_dir=tmp_path / "ckpt", progress=events.append, should_stop=lambda: False)
+    start = next(e for e in events if e["event"] == "start")
+    assert start["resumed_from_step"] == stopped.value.steps_done
+    assert start["resumed_at_epoch"] == (stopped.value.steps_done - 1) // 5 + 1  # its last step's epoch
+    assert [e["epoch"] for e in result.curve] == list(range(1, epochs + 1))
+    assert result.metrics["plan"]["steps_done"] == epochs * 5

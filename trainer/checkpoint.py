@@ -1,0 +1,204 @@
+"""Training checkpoints: everything a run needs to continue exactly where it stopped.
+
+A checkpoint holds the model, the optimizer, the LR schedule's position, the loss scaler, the random number
+generators of every process, and the loop's own state (epoch, batch within the epoch, steps made, the curve,
+the best epoch's weights, early-stopping patience used, the half-finished epoch's loss sums). The epoch batches
+are drawn from `seed` and the epoch number (trainer/data.py), so with the generators restored a resumed run
+makes the same steps as one never interrupted.
+
+A checkpoint is taken only at an optimizer-step boundary (no half-accumulated gradient to lose) and written
+atomically (a temporary file, then a rename): a process killed while writing leaves the previous checkpoint.
+It is bound to the run's configuration and data by a fingerprint; a retry whose data changed meanwhile (a
+variant approved between attempts) starts from scratch rather than continue a different run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainer.config import TrainConfig
+from trainer.examples import SplitData
+from trainer.group import Group
+from trainer.plan import Throughput
+from trainer.steps import Prepared, Stepper
+
+CHECKPOINT_FILE = "checkpoint.pt"
+RUNTIME_KEYS = {"checkpoint_every_steps", "num_threads", "device"}
+
+
+@dataclass
+class LoopState:
+    """Where the loop is: `epoch` epochs complete, `batch` batches of the next one done."""
+
+    epoch: int = 0
+    batch: int = 0
+    steps_done: int = 0
+    total: int = 0
+    eval_seconds: float = 0.0
+    seconds_used: float = 0.0  # training wall time before this attempt (a budget's clock continues)
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    best_f1: float = -1.0
+    best_epoch: int = 0
+    stale: int = 0
+    # the current epoch's sums so far (a checkpoint within an epoch)
+    seen: int = 0
+    loss_sum: float = 0.0
+    task_sums: dict[str, float] = field(default_factory=dict)
+    epoch_seconds: float = 0.0
+    epoch_cpu_seconds: float = 0.0
+    stopped: str | None = None  # "early" (patience) or "deadline" (budget): the loop is over
+    throughput: dict[str, float] | None = None  # a budgeted run's measurement: a resumed run keeps its plan
+
+
+def fingerprint(config: TrainConfig, data: SplitData) -> str:
+    """What a checkpoint may be resumed with: the same config and the same examples in every split. Keys of
+    the machine rather than the run (threads, which device, how often to checkpoint) may differ: a run stopped
+    on one worker resumes on another."""
+    digest = hashlib.sha256()
+    settings = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_KEYS}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update(json.dumps([[t.name, t.labels] for t in data.tasks]).encode())
+    for split in (data.train, data.val, data.test):
+        for e in split:
+            digest.update(json.dumps([e.sample_id, e.content_hash, e.text, sorted(e.labels.items())]).encode())
+        digest.update(b"|")
+    return digest.hexdigest()
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class Checkpoint:
+    fingerprint: str
+    loop: LoopState
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any] | None
+    rng: list[dict[str, Any]]  # one per process (rank order)
+    best_state: dict[str, torch.Tensor] | None
+
+
+def save(directory: Path, ckpt: Checkpoint) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CHECKPOINT_FILE
+    tmp = directory / f".{CHECKPOINT_FILE}.{os.getpid()}.tmp"
+    torch.save(
+        {
+            "fingerprint": ckpt.fingerprint,
+            "loop": asdict(ckpt.loop),
+            "model": ckpt.model,
+            "optimizer": ckpt.optimizer,
+            "scaler": ckpt.scaler,
+            "rng": ckpt.rng,
+            "best_state": ckpt.best_state,
+        },
+        tmp,
+    )
+    os.replace(tmp, path)  # atomic: a reader sees the previous checkpoint or this one, never half of one
+    return path
+
+
+def load(directory: Path | None, expected_fingerprint: str) -> tuple[Checkpoint | None, str | None]:
+    """The directory's checkpoint, when there is one for this config and data; else (None, why not)."""
+    if directory is None:
+        return None, None
+    path = Path(directory) / CHECKPOINT_FILE
+    if not path.is_file():
+        return None, None
+    # Our own file, written by save() above (RNG states are numpy/Python objects, not tensors only).
+    raw = torch.load(path, map_location="cpu", weights_only=False)
+    if raw.get("fingerprint") != expected_fingerprint:
+        return None, "the run's config or data changed since the checkpoint: training from the start"
+    return (
+        Checkpoint(
+            fingerprint=raw["fingerprint"],
+            loop=LoopState(**raw["loop"]),
+            model=raw["model"],
+            optimizer=raw["optimizer"],
+            scaler=raw["scaler"],
+            rng=raw["rng"],
+            best_state=raw["best_state"],
+        ),
+        None,
+    )
+
+
+class Checkpointer:
+    """Saves the loop's state (rank 0 writes; every rank takes part, to gather the generators' states)."""
+
+    def __init__(self, directory: Path | None, group: Group, stepper: Stepper, model: torch.nn.Module, fp: str,
+                 throughput: Throughput | None, every_steps: int | None) -> None:
+        self.directory, self.group, self.stepper, self.model, self.fp = directory, group, stepper, model, fp
+        self.throughput = throughput
+        self.every_steps = every_steps
+
+    @property
+    def enabled(self) -> bool:
+        return self.directory is not None
+
+    def due(self, steps_done: int) -> bool:
+        every = self.every_steps
+        return self.enabled and every is not None and steps_done % every == 0
+
+    def save(self, state: LoopState, best_state: dict[str, torch.Tensor] | None) -> None:
+        if not self.enabled:
+            return
+        group = self.group
+        rngs = group.gather(rng_state())
+        # the half-finished epoch's sums over every rank (rank 0 carries them on resume)
+        seen, loss_sum, *task_values = group.sum([state.seen, state.loss_sum, *state.task_sums.values()])
+        if not group.is_main:
+            return
+        assert self.directory is not None
+        scaler = self.stepper.scaler
+        save(
+            self.directory,
+            Checkpoint(
+                fingerprint=self.fp,
+                loop=replace(state, curve=list(state.curve), seen=int(seen), loss_sum=loss_sum,
+                             task_sums=dict(zip(state.task_sums, task_values, strict=True)),
+                             throughput=self.throughput.to_dict() if self.throughput else None),
+                model={k: v.detach().to("cpu") for k, v in self.model.state_dict().items()},
+                optimizer=self.stepper.optimizer.state_dict(),
+                scaler=scaler.state_dict() if scaler is not None else None,
+                rng=rngs,
+                best_state=best_state,
+            ),
+        )
+
+
+def restore(resume: Checkpoint, run: Prepared, stepper: Stepper, group: Group) -> None:
+    """Model, optimizer, scaler, schedule position and this rank's generators from a checkpoint."""
+    run.model.load_state_dict(resume.model)
+    stepper.optimizer.load_state_dict(resume.optimizer)
+    if stepper.scaler is not None and resume.scaler is not None:
+        stepper.scaler.load_state_dict(resume.scaler)
+    if resume.loop.steps_done:
+        stepper.retarget(resume.loop.total, resume.loop.steps_done)
+    set_rng_state(resume.rng[group.rank])

@@ -1,0 +1,147 @@
+"""A distributed (DDP) training run: the entry point that torchrun starts once per process, and the launch.
+
+    python -m torch.distributed.run --standalone --nproc-per-node N -m trainer.distributed --job-dir DIR
+
+The job directory holds what the launcher prepared and what the processes report back:
+
+    request.json     the config and the examples (trainer.examples.split_to_dict), written by the launcher
+    progress.jsonl   rank 0's progress events, one JSON object a line (appended and flushed as they happen)
+    stop             created by the launcher to ask the run to checkpoint and stop at its next optimizer step
+    artifacts/       rank 0's saved run (trainer.train.save_artifacts), when the run finishes
+
+Each process exits 0 when the run finished or stopped on request (progress.jsonl then ends with a `stopped`
+event: checkpointed), BAD_INPUT_EXIT when the trainer refused the config or data (the `error` event says why).
+torchrun itself exits 1 when any process failed, so the launcher reads the outcome from the events. One process per GPU (NCCL) when the config
+asks for CUDA and GPUs are visible; otherwise CPU processes on the gloo backend, each with its share of the
+cores. Rank 0 alone writes progress, the checkpoint and the artifacts.
+
+The trainer stands alone: this module imports nothing of the app, and works the same under an operator's own
+torchrun across several nodes (README: distributed training) as under the worker's single-node launch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+REQUEST_FILE = "request.json"
+PROGRESS_FILE = "progress.jsonl"
+STOP_FILE = "stop"
+ARTIFACTS_DIR = "artifacts"
+BAD_INPUT_EXIT = 3
+
+
+def write_request(job_dir: Path, config: dict[str, Any], data: Any) -> None:
+    from trainer.examples import split_to_dict
+
+    job_dir.mkdir(parents=True, exist_ok=True)
+    tmp = job_dir / f".{REQUEST_FILE}.tmp"
+    tmp.write_text(json.dumps({"config": config, "data": split_to_dict(data)}), encoding="utf-8")
+    tmp.replace(job_dir / REQUEST_FILE)
+
+
+def launch_command(job_dir: Path, nproc: int, checkpoint_dir: Path | None = None) -> list[str]:
+    """torchrun (as `python -m torch.distributed.run`, the same interpreter) on this node: `nproc` processes
+    and a local rendezvous on a free port."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+        "--max-restarts=0", "-m", "trainer.distributed", "--job-dir", str(job_dir),
+    ]
+    if checkpoint_dir is not None:
+        command += ["--checkpoint-dir", str(checkpoint_dir)]
+    return command
+
+
+def _device_and_backend(config: Any, local_rank: int) -> tuple[Any, str]:
+    import torch
+
+    wants_cuda = config.device in ("auto", "cuda") and torch.cuda.is_available()
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"config.device is {config.device!r} but no CUDA device is available")
+    if wants_cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(f"process {local_rank} has no GPU: this node sees {torch.cuda.device_count()}")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank), "nccl"
+    return torch.device("cpu"), "gloo"
+
+
+class Reporter:
+    """Rank 0's progress events, appended to progress.jsonl and flushed at once (the launcher tails it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.fh = path.open("a", encoding="utf-8")
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.fh.write(json.dumps(event, default=str) + "\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.distributed", description=__doc__.split("\n")[0])
+    parser.add_argument("--job-dir", required=True, type=Path)
+    parser.add_argument("--checkpoint-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    import torch.distributed as dist
+
+    from trainer.config import TrainConfig
+    from trainer.errors import TrainerError, TrainingStopped
+    from trainer.examples import split_from_dict
+    from trainer.group import Group
+    from trainer.predict import available_cpus
+    from trainer.train import LoopControl, save_artifacts, train_process
+
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    job_dir: Path = args.job_dir
+    report = Reporter(job_dir / PROGRESS_FILE) if rank == 0 else None
+    try:
+        request = json.loads((job_dir / REQUEST_FILE).read_text(encoding="utf-8"))
+        config = TrainConfig.from_dict(request["config"])
+        if config.nproc != world:
+            raise TrainerError(f"config.nproc is {config.nproc} but torchrun started {world} processes",
+                               field="config.nproc")
+        data = split_from_dict(request["data"])
+        device, backend = _device_and_backend(config, local_rank)
+        if device.type == "cpu" and config.num_threads is None:  # the node's cores, shared by its processes
+            config = config.with_overrides({"num_threads": max(1, available_cpus() // local_world)})
+        if world > 1:
+            dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+        group = Group(rank, world, str(device) if device.type == "cuda" else "cpu")
+        stop_file = job_dir / STOP_FILE
+        control = LoopControl(checkpoint_dir=args.checkpoint_dir, should_stop=stop_file.exists, group=group)
+        result = train_process(config, data, progress=report, control=control, device=device)
+        if result is not None:
+            save_artifacts(result, job_dir / ARTIFACTS_DIR)
+            assert report is not None
+            report({"event": "saved", "artifacts": str(job_dir / ARTIFACTS_DIR)})
+        if world > 1:
+            dist.barrier()
+        return 0
+    except TrainingStopped as stopped:
+        if report:
+            report({"event": "stopped", "steps_done": stopped.steps_done, "saved": stopped.saved})
+        return 0  # not a failure: torchrun must not report the run as failed
+    except TrainerError as err:
+        if report:
+            report({"event": "error", "message": err.message, "field": err.field})
+        return BAD_INPUT_EXIT
+    finally:
+        if report:
+            report.close()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
