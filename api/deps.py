@@ -110,19 +110,20 @@ def client_address(request: Request, trusted_proxies: list[str]) -> str:
     return peer
 
 
-def current_user(request: Request, session: SessionDep,
-                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> User:
+def current_user(
+    request: Request, session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> User:
     limiter: AuthFailureLimiter = request.app.state.auth_limiter
     settings: Settings = request.app.state.settings
     client = "client:" + client_address(request, settings.trusted_proxies)
     presented = credentials.credentials if credentials is not None else ""
     keys = (client, "token:" + presented[:10]) if presented else (client,)
     if limiter.blocked(*keys):
-        raise HTTPException(429, "too many failed authentications; wait a minute",
-                            headers={"Retry-After": "60"})
+        raise HTTPException(429, "too many failed authentications; wait a minute", headers={"Retry-After": "60"})
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "missing bearer token (Authorization: Bearer <token>)", headers={"WWW-Authenticate": "Bearer"}
+        )
     user = authenticate(session, credentials.credentials)
     if user is None:
         limiter.record(*keys)

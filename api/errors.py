@@ -32,16 +32,22 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IntegrityError)
     async def integrity_error(_request: Request, err: IntegrityError) -> JSONResponse:
         # A unique constraint raced past our own checks (two requests at once): a conflict, not a crash.
-        return JSONResponse({"detail": "conflicts with existing data (it changed concurrently); retry"},
-                            status_code=409)
+        return JSONResponse(
+            {"detail": "conflicts with existing data (it changed concurrently); retry"}, status_code=409
+        )
 
     @app.exception_handler(OperationalError)
     async def operational_error(_request: Request, err: OperationalError) -> JSONResponse:
         # The database failed the statement or the commit (locked past the busy timeout, disk full, connection
         # lost): the transaction was rolled back, so nothing of the request was stored. Say so; a retry may work.
-        return JSONResponse({"detail": "the database did not complete the request, so nothing was saved; retry: "
-                                       f"{str(err.orig).splitlines()[0] if err.orig else type(err).__name__}"},
-                            status_code=503, headers={"Retry-After": "5"})
+        return JSONResponse(
+            {
+                "detail": "the database did not complete the request, so nothing was saved; retry: "
+                f"{str(err.orig).splitlines()[0] if err.orig else type(err).__name__}"
+            },
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(OverflowError)
     async def overflow_error(_request: Request, err: OverflowError) -> JSONResponse:
@@ -61,8 +67,11 @@ def install_error_handlers(app: FastAPI) -> None:
         field = ".".join(loc) or None
         message = f"{field}: {first.get('msg', 'invalid')}" if field else first.get("msg", "invalid request")
         return JSONResponse(
-            {"detail": message, "field": field,
-             "errors": [{"loc": list(e.get("loc", [])), "msg": e.get("msg"), "type": e.get("type")} for e in errors]},
+            {
+                "detail": message,
+                "field": field,
+                "errors": [{"loc": list(e.get("loc", [])), "msg": e.get("msg"), "type": e.get("type")} for e in errors],
+            },
             status_code=422,
         )
 

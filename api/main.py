@@ -103,8 +103,13 @@ class BodySizeLimit:
         import json
 
         body = json.dumps({"detail": f"request body exceeds {max_bytes} bytes", "field": "body"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -126,8 +131,11 @@ class SQLiteWriteQueue:
         self.lock = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS")
-                or IMPORT_JOB_PATH.match(scope.get("path", ""))):
+        if (
+            scope["type"] != "http"
+            or scope.get("method") in ("GET", "HEAD", "OPTIONS")
+            or IMPORT_JOB_PATH.match(scope.get("path", ""))
+        ):
             await self.app(scope, receive, send)
             return
         async with self.lock:
@@ -201,10 +209,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
-                           allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     if app.state.engine.dialect.name == "sqlite":
         app.add_middleware(SQLiteWriteQueue)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes,
-                       upload_max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, upload_max_bytes=settings.max_upload_bytes)
     return app

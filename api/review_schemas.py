@@ -18,9 +18,7 @@ class SampleRead(BaseModel):
     dataset_id: int
     external_id: str | None
     text: str
-    generated_text: str | None = Field(
-        description="What the augmenter produced, kept once an annotator edits"
-    )
+    generated_text: str | None = Field(description="What the augmenter produced, kept once an annotator edits")
     split: str
     origin: str
     parent_id: int | None
@@ -140,12 +138,8 @@ class BulkDecisionCreate(RequestBody):
     decision: Literal["approve", "reject"]
     reason: RejectReason | None = None
     sample_ids: list[int] | None = Field(default=None, max_length=200_000)
-    parent_id: int | None = Field(
-        default=None, description="A whole family: every pending variant of this source"
-    )
-    filter: QueueFilterBody | None = Field(
-        default=None, description="Every pending variant matching this filter"
-    )
+    parent_id: int | None = Field(default=None, description="A whole family: every pending variant of this source")
+    filter: QueueFilterBody | None = Field(default=None, description="Every pending variant matching this filter")
     confirm: bool = Field(default=False, description="False: only count what would be decided")
     expected_count: int | None = Field(
         default=None, ge=0, description="The count you confirmed; if it changed, 409 and nothing done"

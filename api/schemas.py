@@ -26,8 +26,9 @@ class DatasetRead(BaseModel):
     id: int
     name: str
     display_name: str
-    project: str = Field(validation_alias=AliasChoices("project_name", "project"),
-                         description="The project the dataset belongs to")
+    project: str = Field(
+        validation_alias=AliasChoices("project_name", "project"), description="The project the dataset belongs to"
+    )
     language: str
     tasks: list[TaskDef]
     split_info: dict[str, Any]
@@ -42,7 +43,8 @@ class DatasetUpdated(DatasetRead):
     status_changes: dict[str, int] = Field(
         default_factory=dict,
         description="A new reviews_required re-evaluates every reviewed variant: how many moved, by transition "
-        '(e.g. "approved→pending": 12). Empty when reviews_required did not change.')
+        '(e.g. "approved→pending": 12). Empty when reviews_required did not change.',
+    )
 
 
 class DatasetUpdate(RequestBody):
@@ -64,7 +66,8 @@ class ImportResultRead(BaseModel):
     near_duplicate_groups_across_splits: int = Field(
         description="Groups of near-duplicate rows (character 5-gram Jaccard or containment ≥ 0.8) whose members "
         "the file's split column puts in different splits: a leak of val/test into train. A split augloop draws "
-        "keeps each group in one split.")
+        "keeps each group in one split."
+    )
     near_duplicates_across_splits: list[dict[str, Any]] = Field(description="The first 1,000: lines and splits")
 
 

@@ -57,9 +57,7 @@ class TrainingRunSummary(BaseModel):
     test_macro_f1: float | None
     best_epoch: int | None
     epochs_done: int
-    progress: dict[str, Any] | None = Field(
-        description="The job's live counters: epoch, loss, val_macro_f1..."
-    )
+    progress: dict[str, Any] | None = Field(description="The job's live counters: epoch, loss, val_macro_f1...")
     error: str | None
     created_at: datetime
     finished_at: datetime | None
@@ -112,9 +110,7 @@ class PredictResponse(BaseModel):
     labels: list[dict[str, str]] = Field(
         description="Per text: the model's label per task (its decision rule's; the most probable without one)"
     )
-    probabilities: list[dict[str, dict[str, float]]] = Field(
-        description="Per text: task → label → probability"
-    )
+    probabilities: list[dict[str, dict[str, float]]] = Field(description="Per text: task → label → probability")
 
 
 class PseudoLabelCreate(RequestBody):

@@ -22,9 +22,13 @@ from augloop.cli_train import train_app
 from augloop.console import ErrorMappingGroup, console, engine, err_console, fail
 from core.settings import get_settings
 
-app = typer.Typer(help="augloop: augment minority classes, review variants, train on approved data.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  cls=ErrorMappingGroup)
+app = typer.Typer(
+    help="augloop: augment minority classes, review variants, train on approved data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    cls=ErrorMappingGroup,
+)
 
 
 @app.callback()
@@ -79,12 +83,28 @@ def import_cmd(
         key, values = item.split("=", 1)
         order[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
     tasks = [t.strip() for item in task for t in item.split(",") if t.strip()]
-    spec = ImportSpec(dataset=dataset, tasks=tasks, text_col=text_col, split_col=split_col or None,
-                      id_col=id_col or None, language=language, label_order=order, split_seed=split_seed,
-                      project=project, display_name=display_name)
+    spec = ImportSpec(
+        dataset=dataset,
+        tasks=tasks,
+        text_col=text_col,
+        split_col=split_col or None,
+        id_col=id_col or None,
+        language=language,
+        label_order=order,
+        split_seed=split_seed,
+        project=project,
+        display_name=display_name,
+    )
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[rows]}"),
-                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[rows]}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
         reading = bar.add_task(f"reading {file.name}", total=file.stat().st_size, rows="")
 
         def progress(phase: str, done: int, total: int, rows: int) -> None:
@@ -94,16 +114,23 @@ def import_cmd(
                 bar.update(reading, description=f"{phase} ({rows:,} rows)", completed=total, total=total)
 
         result = import_path(engine(), file, spec, progress=progress)
-    console.print(f"imported {result.imported} samples into [bold]{result.dataset}[/]"
-                  f"{' (new dataset)' if result.created_dataset else ''}; "
-                  f"splits {result.split_counts}; {result.duplicates_skipped} duplicate(s) skipped", highlight=False)
+    console.print(
+        f"imported {result.imported} samples into [bold]{result.dataset}[/]"
+        f"{' (new dataset)' if result.created_dataset else ''}; "
+        f"splits {result.split_counts}; {result.duplicates_skipped} duplicate(s) skipped",
+        highlight=False,
+    )
     if result.near_duplicates_across_splits:
         err_console.print(
             f"[bold yellow]warning:[/] {result.near_duplicate_groups_across_splits} group(s) of near-duplicate texts "
-            "span splits (val/test text leaks into train); their lines and splits:", highlight=False)
+            "span splits (val/test text leaks into train); their lines and splits:",
+            highlight=False,
+        )
         for group in result.near_duplicates_across_splits[:20]:
-            err_console.print("  " + ", ".join(f"line {n} ({s})" for n, s in zip(group["lines"], group["splits"],
-                                                                                 strict=True)), highlight=False)
+            err_console.print(
+                "  " + ", ".join(f"line {n} ({s})" for n, s in zip(group["lines"], group["splits"], strict=True)),
+                highlight=False,
+            )
     for dup in result.duplicates[:20]:
         other = dup.get("duplicate_of_line") or f"sample {dup.get('duplicate_of_sample')}"
         console.print(f"  duplicate: line {dup['line']} repeats {'line ' if 'duplicate_of_line' in dup else ''}{other}")
@@ -113,18 +140,31 @@ def print_stats(stats: dict) -> None:
     for task, info in stats["tasks"].items():
         ratio = info["imbalance_ratio"]
         ratio_aug = info["imbalance_ratio_with_approved"]
-        table = Table(title=f"{stats['dataset']} · task {task} · imbalance {ratio:.1f}×" if ratio else
-                      f"{stats['dataset']} · task {task}", title_justify="left")
+        table = Table(
+            title=f"{stats['dataset']} · task {task} · imbalance {ratio:.1f}×"
+            if ratio
+            else f"{stats['dataset']} · task {task}",
+            title_justify="left",
+        )
         width = max(len(label) for label in info["labels"]) if info["labels"] else 5
         table.add_column("label", min_width=width, no_wrap=True)
         for col in ("train", "val", "test", "pend", "appr", "rej", "train+appr"):
             table.add_column(col, justify="right", no_wrap=True)
         for label, e in info["labels"].items():
-            variants = {status: sum(n for k, n in e["by_origin"].items() if k.endswith(f":{status}"))
-                        for status in ("pending", "approved", "rejected")}
-            table.add_row(label, str(e["by_split"]["train"]), str(e["by_split"]["val"]), str(e["by_split"]["test"]),
-                          str(variants["pending"]), str(variants["approved"]), str(variants["rejected"]),
-                          str(e["train_with_approved"]))
+            variants = {
+                status: sum(n for k, n in e["by_origin"].items() if k.endswith(f":{status}"))
+                for status in ("pending", "approved", "rejected")
+            }
+            table.add_row(
+                label,
+                str(e["by_split"]["train"]),
+                str(e["by_split"]["val"]),
+                str(e["by_split"]["test"]),
+                str(variants["pending"]),
+                str(variants["approved"]),
+                str(variants["rejected"]),
+                str(e["train_with_approved"]),
+            )
         console.print(table)
         if ratio_aug and ratio and ratio_aug != ratio:
             console.print(f"  imbalance with approved variants: {ratio_aug:.1f}×")
@@ -179,14 +219,18 @@ def serve(
     engine()  # migrate before accepting requests
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1, letting anyone on the
     # host pick the address their failed sign-ins count against; api/deps.py believes AUGLOOP_TRUSTED_PROXIES.
-    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port,
-                log_level="info", proxy_headers=False)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level="info",
+        proxy_headers=False,
+    )
 
 
 @app.command()
 def worker(
-    kinds: Annotated[list[str] | None, typer.Option("--kinds", "-k", help="Job kinds to run (default all)")]
-    = None,
+    kinds: Annotated[list[str] | None, typer.Option("--kinds", "-k", help="Job kinds to run (default all)")] = None,
     burst: Annotated[bool, typer.Option(help="Drain the queue, then exit")] = False,
     lease_seconds: Annotated[float | None, typer.Option(help="Job lease length")] = None,
     gpu: Annotated[int | None, typer.Option(help="Pin this worker (and its processes) to GPU N")] = None,
@@ -218,8 +262,11 @@ def worker(
         fail(str(err))
     w.install_signal_handlers()
     stats = w.run(burst=burst, announce=True)
-    console.print(f"worker {w.worker_id} stopped: {stats.succeeded} succeeded, {stats.failed} failed, "
-                  f"{stats.retried} to retry, {stats.cancelled} cancelled, {stats.released} handed back", highlight=False)
+    console.print(
+        f"worker {w.worker_id} stopped: {stats.succeeded} succeeded, {stats.failed} failed, "
+        f"{stats.retried} to retry, {stats.cancelled} cancelled, {stats.released} handed back",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -230,8 +277,16 @@ def ui(port: Annotated[int | None, typer.Option(help="Port")] = None) -> None:
     from review_ui import SERVER_PATH, STREAMLIT_FLAGS
 
     settings = get_settings()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(SERVER_PATH), *STREAMLIT_FLAGS,
-           f"--server.port={port or settings.ui_port}", f"--server.address={settings.ui_host}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(SERVER_PATH),
+        *STREAMLIT_FLAGS,
+        f"--server.port={port or settings.ui_port}",
+        f"--server.address={settings.ui_host}",
+    ]
     sys.stdout.flush()
     os.execv(sys.executable, cmd)  # become Streamlit: signals (Ctrl-C, SIGTERM) reach it directly
 

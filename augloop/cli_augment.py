@@ -24,9 +24,7 @@ MethodsOpt = Annotated[
 SeedOpt = Annotated[int, typer.Option(help="Seed: the same job with the same seed gives the same variants")]
 ParamsOpt = Annotated[str | None, typer.Option(help="Method parameters, JSON keyed by method")]
 # The planner's options, shared by `augment plan` and `augment run --plan`.
-MinFractionOpt = Annotated[
-    float, typer.Option(help="Planner: each class ≥ this fraction of its task's largest")
-]
+MinFractionOpt = Annotated[float, typer.Option(help="Planner: each class ≥ this fraction of its task's largest")]
 MaxMultiplierOpt = Annotated[float, typer.Option(help="Planner: … but ≤ this multiple of its own originals")]
 PerSourceCapOpt = Annotated[int, typer.Option(help="Planner: at most this many variants per source text")]
 TasksOpt = Annotated[list[str] | None, typer.Option("--task", help="Planner: tasks to balance (default all)")]
@@ -70,9 +68,7 @@ def _plan_request(options: dict[str, Any], *, count_pending: bool, enqueue: bool
 
 
 def _plan_table(title: str) -> Table:
-    return Table(
-        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
-    )
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
 
 
 def print_plan(dataset: str, plan: dict[str, Any]) -> None:
@@ -174,9 +170,7 @@ def run_cmd(
     ] = True,
     n_per_text: Annotated[int, typer.Option(help="--no-plan: variants per source and method")] = 3,
     sample_ids: Annotated[list[int] | None, typer.Option("--sample-id", help="--no-plan: a source")] = None,
-    where: Annotated[
-        list[str] | None, typer.Option(help="--no-plan: train originals with TASK=LABEL")
-    ] = None,
+    where: Annotated[list[str] | None, typer.Option(help="--no-plan: train originals with TASK=LABEL")] = None,
     min_fraction: MinFractionOpt = 0.4,
     max_multiplier: MaxMultiplierOpt = 10.0,
     per_source_cap: PerSourceCapOpt = 5,
@@ -184,9 +178,7 @@ def run_cmd(
     job_size: JobSizeOpt = 2000,
     seed: SeedOpt = 0,
     params: ParamsOpt = None,
-    wait: Annotated[
-        bool, typer.Option(help="Show progress until the jobs finish (a worker must run)")
-    ] = False,
+    wait: Annotated[bool, typer.Option(help="Show progress until the jobs finish (a worker must run)")] = False,
 ) -> None:
     """Enqueue augmentation jobs; `augloop worker` runs them and the variants land as pending."""
     settings = get_settings()

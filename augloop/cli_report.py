@@ -38,8 +38,7 @@ def _fmt_ci(entry: dict[str, Any]) -> str:
 def print_report(state: dict[str, Any]) -> None:
     progress = state["progress"]
     console.print(
-        f"[bold]impact report {state['id']}[/]: {state['status']} "
-        f"({progress['done']}/{progress['total']} runs ended)",
+        f"[bold]impact report {state['id']}[/]: {state['status']} ({progress['done']}/{progress['total']} runs ended)",
         highlight=False,
     )
     result = state.get("result") or {}
@@ -64,9 +63,7 @@ def print_report(state: dict[str, Any]) -> None:
         console.print(table)
         contributions = info.get("contributions") or {}
         if any(contributions.values()):
-            ctable = Table(
-                title=f"{task}: contribution = all approved − without the method", title_justify="left"
-            )
+            ctable = Table(title=f"{task}: contribution = all approved − without the method", title_justify="left")
             for col in ("class", "method", "Δ [95% CI]"):
                 ctable.add_column(col, justify="right" if col.startswith("Δ") else "left")
             for name, methods in contributions.items():
@@ -78,9 +75,7 @@ def print_report(state: dict[str, Any]) -> None:
 @report_app.command("impact")
 def impact(
     dataset: Annotated[str, typer.Argument(help="Dataset name")],
-    seeds: Annotated[
-        str, typer.Option(help="Seeds, comma-separated: each arm trains once per seed")
-    ] = "42,43,44",
+    seeds: Annotated[str, typer.Option(help="Seeds, comma-separated: each arm trains once per seed")] = "42,43,44",
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="key=value trainer config override (repeatable)")
     ] = None,
@@ -106,7 +101,12 @@ def impact(
     overrides = parse_set_option(set_ or [])
     with session_scope(engine()) as session:
         report, jobs = impact_service.start_report(
-            session, dataset, seeds=seed_list, config_overrides=overrides, methods=method_list, user=None,
+            session,
+            dataset,
+            seeds=seed_list,
+            config_overrides=overrides,
+            methods=method_list,
+            user=None,
             classical=classical,
         )
         report_id, arms = report["id"], list(report["run_ids"])

@@ -21,9 +21,7 @@ def print_metrics(metrics: dict[str, Any] | None, title: str, *, confusion: bool
         return
     overall = metrics.get("overall_macro_f1")
     console.print(
-        f"[bold]{title}[/]: overall macro-F1 (mean of tasks) {overall:.4f}"
-        if overall is not None
-        else f"{title}: -",
+        f"[bold]{title}[/]: overall macro-F1 (mean of tasks) {overall:.4f}" if overall is not None else f"{title}: -",
         highlight=False,
     )
     for task, m in metrics["tasks"].items():
@@ -36,9 +34,7 @@ def print_metrics(metrics: dict[str, Any] | None, title: str, *, confusion: bool
         for col in ("class", "precision", "recall", "F1", "support"):
             table.add_column(col, justify="left" if col == "class" else "right")
         for label, c in m["per_class"].items():
-            table.add_row(
-                label, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"])
-            )
+            table.add_row(label, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"]))
         console.print(table)
         if confusion:
             labels = m["confusion"]["labels"]
@@ -59,9 +55,7 @@ def load_run(run_id: int) -> dict[str, Any]:
 def ensemble_cmd(
     run_ids: Annotated[list[str], typer.Argument(help="Finished run ids (two or more; TF-IDF members too)")],
     unweighted: Annotated[bool, typer.Option("--unweighted", help="Equal weights, not fitted on val")] = False,
-    no_temperature: Annotated[
-        bool, typer.Option("--no-temperature", help="Skip temperature scaling")
-    ] = False,
+    no_temperature: Annotated[bool, typer.Option("--no-temperature", help="Skip temperature scaling")] = False,
     decision: Annotated[
         str, typer.Option(help="Decision rule fitted on val: prior (for macro-F1) or none (argmax)")
     ] = "prior",
@@ -79,12 +73,19 @@ def ensemble_cmd(
         fail(f"--decision takes prior or none; got {decision!r}")
     with session_scope(engine()) as session:
         run = ensembles.create_ensemble(
-            session, ids, weighted=not unweighted, temperature=not no_temperature, decision=decision, name=name,
-            user=None)
+            session,
+            ids,
+            weighted=not unweighted,
+            temperature=not no_temperature,
+            decision=decision,
+            name=name,
+            user=None,
+        )
         run_id, metrics, config = run.id, run.metrics, run.config
     members = ", ".join(
         f"run {k} ({v['kind']}, weight {config['weights'][k]:.2f}): test {v['test']:.4f}"
-        for k, v in metrics["members"].items() if v.get("test") is not None
+        for k, v in metrics["members"].items()
+        if v.get("test") is not None
     )
     temps = ", ".join(f"{t} T={v:.2f}" for t, v in config["temperatures"].items())
     rules = ", ".join(f"{t} α={r['alpha']:g}" for t, r in (config.get("decision") or {}).items())
@@ -149,16 +150,15 @@ def runs_show(
             console.print(
                 f"plan: {plan['steps_done']} of {plan['planned_steps_final']} steps made, batch "
                 f"{plan['batch_size']} × {plan['grad_accum']}, LR {plan['lr']:.3g}, R-Drop {plan['rdrop_alpha']}, "
-                f"LLRD {plan['llrd_decay']}" + (f", budget {plan['budget_seconds'] / 60:g} min"
-                                                 if plan.get("budget_seconds") else ""),
+                f"LLRD {plan['llrd_decay']}"
+                + (f", budget {plan['budget_seconds'] / 60:g} min" if plan.get("budget_seconds") else ""),
                 highlight=False,
             )
             for reason in plan.get("reasons") or []:
                 console.print(f"  · {reason}", highlight=False)
         selection = run.get("lr_selection_detail") or {}
         if selection:
-            console.print(f"LR selection: {selection.get('status')}: {selection.get('reason', '')}",
-                          highlight=False)
+            console.print(f"LR selection: {selection.get('status')}: {selection.get('reason', '')}", highlight=False)
             for trial in selection.get("trials") or []:
                 console.print(
                     f"  trial {trial['scale']:g} × planned LR ({trial['lr']:.3g}), {trial['steps']} steps: "
@@ -166,8 +166,10 @@ def runs_show(
                     highlight=False,
                 )
     elif run["kind"] == "tfidf":
-        console.print(f"TF-IDF member · C per task {run['metrics'].get('chosen_c')} · "
-                      f"{run['snapshot_size']} training samples", highlight=False)
+        console.print(
+            f"TF-IDF member · C per task {run['metrics'].get('chosen_c')} · {run['snapshot_size']} training samples",
+            highlight=False,
+        )
     else:
         console.print(
             f"members {run['member_ids']} · weights {run['config'].get('weights')} · temperatures "
@@ -176,8 +178,7 @@ def runs_show(
         )
     for entry in run["curve"]:
         console.print(
-            f"  epoch {entry['epoch']}: loss {entry['train_loss']:.4f} · val macro-F1 "
-            f"{entry['val_macro_f1']:.4f}",
+            f"  epoch {entry['epoch']}: loss {entry['train_loss']:.4f} · val macro-F1 {entry['val_macro_f1']:.4f}",
             highlight=False,
         )
     print_metrics(run["metrics"].get("val"), "val")

@@ -11,16 +11,23 @@ from augloop.console import console, engine
 from db.session import session_scope
 from services import protected_terms
 
-terms_app = typer.Typer(help="Protected terms: a dataset's topic words, never replaced by augmenters.",
-                        no_args_is_help=True)
+terms_app = typer.Typer(
+    help="Protected terms: a dataset's topic words, never replaced by augmenters.", no_args_is_help=True
+)
 
 DatasetArg = Annotated[str, typer.Argument(help="Dataset name")]
 TermsArg = Annotated[list[str], typer.Argument(help="Words or phrases (a word covers its inflections)")]
 
 
 def _print(view: dict[str, Any]) -> None:
-    table = Table("term", "origin", "class", "chi²", title=f"{view['dataset']}: {len(view['terms'])} protected terms",
-                  title_justify="left")
+    table = Table(
+        "term",
+        "origin",
+        "class",
+        "chi²",
+        title=f"{view['dataset']}: {len(view['terms'])} protected terms",
+        title_justify="left",
+    )
     for t in view["terms"]:
         cls = f"{t['task']}: {t['label']}" if t["task"] else "-"
         table.add_row(t["term"], t["origin"], cls, f"{t['score']:.1f}" if t["score"] is not None else "-")

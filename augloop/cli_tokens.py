@@ -33,9 +33,16 @@ def token_list() -> None:
     with session_scope(engine()) as session:
         table = Table("id", "user", "role", "prefix", "created", "expires", "state", "last used")
         for t in tokens.all_tokens(session):
-            table.add_row(str(t.id), t.user.name, t.user.role, t.prefix + "…", f"{t.created_at:%Y-%m-%d %H:%M}",
-                          f"{t.expires_at:%Y-%m-%d}" if t.expires_at else "-", tokens.token_state(t),
-                          f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "-")
+            table.add_row(
+                str(t.id),
+                t.user.name,
+                t.user.role,
+                t.prefix + "…",
+                f"{t.created_at:%Y-%m-%d %H:%M}",
+                f"{t.expires_at:%Y-%m-%d}" if t.expires_at else "-",
+                tokens.token_state(t),
+                f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "-",
+            )
     console.print(table)
 
 

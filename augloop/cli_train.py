@@ -93,25 +93,17 @@ class _Bar:
                 highlight=False,
             )
         elif kind == "scoring":
-            p.update(
-                self.batches, total=event["total"], completed=event["done"], description="scoring variants"
-            )
+            p.update(self.batches, total=event["total"], completed=event["done"], description="scoring variants")
 
 
 @train_app.command("train")
 def train(
     dataset: Annotated[str, typer.Argument(help="Dataset name")],
-    encoder: Annotated[
-        str | None, typer.Option(help="Hugging Face encoder name or local directory")
-    ] = None,
-    seeds: Annotated[
-        str | None, typer.Option(help="Seeds, e.g. 42,43,44: one run each, then an ensemble")
-    ] = None,
+    encoder: Annotated[str | None, typer.Option(help="Hugging Face encoder name or local directory")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Seeds, e.g. 42,43,44: one run each, then an ensemble")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs")] = None,
     max_length: Annotated[int | None, typer.Option(help="Maximum tokens per text")] = None,
-    max_train_samples: Annotated[
-        int | None, typer.Option(help="Train on a seeded subset of this size")
-    ] = None,
+    max_train_samples: Annotated[int | None, typer.Option(help="Train on a seeded subset of this size")] = None,
     budget_minutes: Annotated[
         float | None,
         typer.Option(help="Minutes of training per run: steps, LR and regularisers are planned to fit"),
@@ -120,9 +112,7 @@ def train(
         bool, typer.Option("--classical/--no-classical", help="Also train the TF-IDF member and ensemble it")
     ] = True,
     config: Annotated[Path | None, typer.Option("--config", help="A YAML file of config keys")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="key=value config override (repeatable)")
-    ] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="key=value config override (repeatable)")] = None,
     name: Annotated[str, typer.Option(help="Run name")] = "",
     queue_: Annotated[bool, typer.Option("--queue", help="Enqueue jobs for the workers instead")] = False,
 ) -> None:
@@ -165,8 +155,7 @@ def train(
         raise typer.Exit(1)
     finished = [rid for rid, _kind, _ in runs if _train_in_process(rid)]
     if len(finished) >= 2:
-        ensemble_cmd([str(r) for r in finished], unweighted=False, no_temperature=False, decision="prior",
-                     name="")
+        ensemble_cmd([str(r) for r in finished], unweighted=False, no_temperature=False, decision="prior", name="")
     if len(finished) < len(runs):
         raise typer.Exit(1)
 
@@ -183,8 +172,9 @@ def _create_runs(
             runs = training.create_runs_for(session, dataset, overrides, seeds, name=name, classical=classical)
             wanted = search_wanted(training.default_config(overrides))
             return [(r.id, r.kind, wanted and r.kind == "single") for r in runs]
-        runs, jobs = training.start_training(session, dataset, overrides, seeds, name=name, user=None,
-                                              classical=classical)
+        runs, jobs = training.start_training(
+            session, dataset, overrides, seeds, name=name, user=None, classical=classical
+        )
         by_id = {job.id: job for job in jobs}
         for run in runs:
             job = by_id.get(run.job_id or -1)
@@ -205,12 +195,17 @@ def _select_in_process(run_ids: list[int]) -> bool:
     from trainer.errors import TrainerError
 
     db = engine()
-    columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn()]
+    columns = [
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
     try:
         with Progress(*columns, console=console, transient=True) as progress:
-            summary = execute_selection(db, run_ids, enqueue_training=False,
-                                        progress=_Bar(progress, f"LR selection for runs {run_ids}"))
+            summary = execute_selection(
+                db, run_ids, enqueue_training=False, progress=_Bar(progress, f"LR selection for runs {run_ids}")
+            )
     except KeyboardInterrupt:
         for run_id in run_ids:
             record_end(db, run_id, JobStatus.cancelled, "interrupted during learning-rate selection")
@@ -272,5 +267,3 @@ def _train_in_process(run_id: int) -> bool:
         )
     print_metrics(run["metrics"].get("test"), f"run {run_id} test")
     return True
-
-

@@ -35,8 +35,7 @@ def import_example() -> None:
             console.print(f"dataset {EXAMPLE_NAME} already imported")
             return
         with EXAMPLE.open("rb") as upload:
-            result = import_upload(session, upload, ImportSpec(dataset=EXAMPLE_NAME, tasks=EXAMPLE_TASKS),
-                                   EXAMPLE.name)
+            result = import_upload(session, upload, ImportSpec(dataset=EXAMPLE_NAME, tasks=EXAMPLE_TASKS), EXAMPLE.name)
     console.print(f"imported {result.imported} samples into {EXAMPLE_NAME} (splits {result.split_counts})")
 
 
@@ -99,10 +98,13 @@ def run_demo(serve: bool = True) -> int:
         console.print(f"annotator token: {tokens['annotator']}")
         return 0
 
-    env = {**os.environ, "AUGLOOP_API_URL": f"http://{settings.api_host}:{settings.api_port}",
-           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
-           # the UI runs here: the API believes its X-Forwarded-For (each browser's address) from loopback
-           "AUGLOOP_TRUSTED_PROXIES": os.environ.get("AUGLOOP_TRUSTED_PROXIES", '["127.0.0.1"]')}
+    env = {
+        **os.environ,
+        "AUGLOOP_API_URL": f"http://{settings.api_host}:{settings.api_port}",
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+        # the UI runs here: the API believes its X-Forwarded-For (each browser's address) from loopback
+        "AUGLOOP_TRUSTED_PROXIES": os.environ.get("AUGLOOP_TRUSTED_PROXIES", '["127.0.0.1"]'),
+    }
     encoder = local_encoder()
     if encoder and not settings.trainer_default_encoder:
         env["AUGLOOP_TRAINER_DEFAULT_ENCODER"] = encoder
@@ -137,9 +139,12 @@ def run_demo(serve: bool = True) -> int:
         if env.get("AUGLOOP_TRAINER_DEFAULT_ENCODER"):
             console.print(f"training encoder: {env['AUGLOOP_TRAINER_DEFAULT_ENCODER']} (offline all-MiniLM-L6-v2)")
         show_augmenters()
-        console.print("The loop in the UI: Augment (plan and queue variants for the rare classes) → Review "
-                      "(approve, edit, reject) → Training (a run on originals + approved variants) → Impact "
-                      "(did augmentation help, per class).", highlight=False)
+        console.print(
+            "The loop in the UI: Augment (plan and queue variants for the rare classes) → Review "
+            "(approve, edit, reject) → Training (a run on originals + approved variants) → Impact "
+            "(did augmentation help, per class).",
+            highlight=False,
+        )
         console.print("Ctrl-C stops everything.")
         while not stopping:
             for child in children:

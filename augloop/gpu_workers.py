@@ -37,8 +37,10 @@ def pin(gpu: int) -> None:
     """Pin this process, before anything touches CUDA, to one GPU; fail when it is not there."""
     os.environ["CUDA_VISIBLE_DEVICES"] = pinned_devices(gpu, os.environ.get("CUDA_VISIBLE_DEVICES"))
     if visible_gpus() < 1:
-        fail(f"--gpu {gpu}: no such GPU is visible (CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}, "
-             "CUDA available: no)")
+        fail(
+            f"--gpu {gpu}: no such GPU is visible (CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}, "
+            "CUDA available: no)"
+        )
 
 
 def run_one_per_gpu(worker_args: list[str]) -> int:
@@ -46,8 +48,10 @@ def run_one_per_gpu(worker_args: list[str]) -> int:
     (each checkpoints its training job); the exit status is the worst of theirs."""
     count = visible_gpus()
     if count == 0:
-        fail("--gpus all: no GPU is visible (CUDA is not available on this machine); run `augloop worker` "
-             "without --gpus to work on the CPU")
+        fail(
+            "--gpus all: no GPU is visible (CUDA is not available on this machine); run `augloop worker` "
+            "without --gpus to work on the CPU"
+        )
     children = [
         subprocess.Popen([sys.executable, "-m", "augloop", "worker", "--gpu", str(i), *worker_args])
         for i in range(count)

@@ -41,9 +41,7 @@ MBERT_VOCAB = 119_547
 OPUS_VOCAB = 58_101
 
 
-def metric(
-    name: str, value: float, unit: str, *, target: float | None = None, **extra: Any
-) -> dict[str, Any]:
+def metric(name: str, value: float, unit: str, *, target: float | None = None, **extra: Any) -> dict[str, Any]:
     """One record of bench/results/augment_throughput.json."""
     return {"metric": name, "value": value, "target": target, "unit": unit, **extra}
 
@@ -82,8 +80,11 @@ def build_mbert_size(out: Path) -> Path:
     try:
         lemmas = sorted(load_wordnet(nltk_data_dir()).all_lemma_names())
     except (ModelUnavailable, LookupError, OSError) as err:  # no WordNet: a GPU machine without nltk-data
-        print(f"  (WordNet unavailable, {err.__class__.__name__}: the vocabulary is filled with placeholders "
-              "instead of lemmas; the model's size and cost are the same)", flush=True)
+        print(
+            f"  (WordNet unavailable, {err.__class__.__name__}: the vocabulary is filled with placeholders "
+            "instead of lemmas; the model's size and cost are the same)",
+            flush=True,
+        )
         lemmas = []
     for lemma in lemmas:
         if len(tokens) >= MBERT_VOCAB:
@@ -93,9 +94,7 @@ def build_mbert_size(out: Path) -> Path:
             seen.add(lemma)
     tokens += [f"[unused{i}]" for i in range(MBERT_VOCAB - len(tokens))]
     (out / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    BertTokenizerFast(
-        vocab_file=str(out / "vocab.txt"), do_lower_case=False, model_max_length=512
-    ).save_pretrained(out)
+    BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=False, model_max_length=512).save_pretrained(out)
     torch.manual_seed(0)
     BertForMaskedLM(BertConfig(vocab_size=MBERT_VOCAB)).save_pretrained(out)
     return out
@@ -131,12 +130,9 @@ def alternate(ours, theirs, rounds: int) -> tuple[float, float, list[float], lis
 def race(method: str, run_ours, nlpaug, texts: list[str], rounds: int, digits: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """Our augmenter's runs (`run_ours` returns its seconds) alternated with nlpaug's on the same texts;
     prints every run and returns the best time of each."""
-    t_ours, t_nl, all_ours, all_nl = alternate(
-        run_ours, lambda: timed(lambda: nlpaug.augment(texts))[1], rounds
-    )
+    t_ours, t_nl, all_ours, all_nl = alternate(run_ours, lambda: timed(lambda: nlpaug.augment(texts))[1], rounds)
     print(
-        f"  {method} runs: ours {[round(t, digits) for t in all_ours]} s, "
-        f"nlpaug {[round(t, digits) for t in all_nl]} s"
+        f"  {method} runs: ours {[round(t, digits) for t in all_ours]} s, nlpaug {[round(t, digits) for t in all_nl]} s"
     )
     return t_ours, t_nl
 
@@ -154,9 +150,7 @@ def rates(
     }, t_filter
 
 
-def kept_after_filter(
-    texts: list[str], variants: list[list], hashes: set[str], refs: list[str]
-) -> tuple[int, float]:
+def kept_after_filter(texts: list[str], variants: list[list], hashes: set[str], refs: list[str]) -> tuple[int, float]:
     from workers.augment.filters import CandidateFilter
     from workers.augment.params import FilterParams
 
@@ -337,12 +331,8 @@ def python_filter_rate(pairs: list[tuple[str, str]], refs: list[str]) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="few texts (< 1 minute once the models are built)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="few texts (< 1 minute once the models are built)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
@@ -352,12 +342,8 @@ def main() -> int:
         help="where the random real-size models are built once and reused",
     )
     parser.add_argument("--batch-tokens", type=int, default=8192)
-    parser.add_argument(
-        "--bt-tokens", type=int, default=48, help="generation budget per leg (nlpaug max_length)"
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="interleaved runs of each arm (best one counts)"
-    )
+    parser.add_argument("--bt-tokens", type=int, default=48, help="generation budget per leg (nlpaug max_length)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of each arm (best one counts)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     import torch

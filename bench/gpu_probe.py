@@ -93,20 +93,24 @@ def cmd_augment(args: argparse.Namespace) -> None:
 
     hashes = {content_hash(r["text"]) for r in rows}
     sample = random.Random(0).sample(train, len(train))
-    ns = argparse.Namespace(device=args.device, batch_tokens=8192, bt_tokens=args.bt_tokens, rounds=1,
-                            threads=args.threads)
+    ns = argparse.Namespace(
+        device=args.device, batch_tokens=8192, bt_tokens=args.bt_tokens, rounds=1, threads=args.threads
+    )
     mlm = bench.bench_mlm(ns, sample[: args.mlm_texts], hashes, refs, args.models)
     bt = bench.bench_bt(ns, sample[: args.bt_texts], hashes, refs, args.models)
     tag = f"{args.device}_{dtype}"
-    write(args.out, [
-        record(f"mlm_variants_per_s_{tag}", round(mlm["ours"], 2), "variants/s"),
-        record(f"mlm_nlpaug_variants_per_s_{tag}", round(mlm["nlpaug"], 2), "variants/s"),
-        record(f"mlm_speedup_vs_nlpaug_{tag}", round(mlm["ours"] / mlm["nlpaug"], 2), "x", 3),
-        record(f"mlm_fraction_of_bare_forward_{tag}", round(mlm["share"], 3), "fraction", 0.6),
-        record(f"backtranslation_variants_per_s_{tag}", round(bt["ours"], 2), "variants/s"),
-        record(f"backtranslation_nlpaug_variants_per_s_{tag}", round(bt["nlpaug"], 2), "variants/s"),
-        record(f"backtranslation_speedup_vs_nlpaug_{tag}", round(bt["ours"] / bt["nlpaug"], 2), "x", 1.5),
-    ])
+    write(
+        args.out,
+        [
+            record(f"mlm_variants_per_s_{tag}", round(mlm["ours"], 2), "variants/s"),
+            record(f"mlm_nlpaug_variants_per_s_{tag}", round(mlm["nlpaug"], 2), "variants/s"),
+            record(f"mlm_speedup_vs_nlpaug_{tag}", round(mlm["ours"] / mlm["nlpaug"], 2), "x", 3),
+            record(f"mlm_fraction_of_bare_forward_{tag}", round(mlm["share"], 3), "fraction", 0.6),
+            record(f"backtranslation_variants_per_s_{tag}", round(bt["ours"], 2), "variants/s"),
+            record(f"backtranslation_nlpaug_variants_per_s_{tag}", round(bt["nlpaug"], 2), "variants/s"),
+            record(f"backtranslation_speedup_vs_nlpaug_{tag}", round(bt["ours"] / bt["nlpaug"], 2), "x", 1.5),
+        ],
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -124,9 +128,19 @@ def cmd_train(args: argparse.Namespace) -> None:
     encoder = encoder_dir(args.models, args.tiny)
     arms = {}
     for amp in args.amp.split(","):
-        config = TrainConfig(encoder=str(encoder), epochs=1, max_length=args.max_length, batch_size=args.batch,
-                             grad_accum=1, amp=amp, device=args.device, rdrop_alpha=0.0, patience=0, seed=42,
-                             num_threads=args.threads if args.device == "cpu" else None)
+        config = TrainConfig(
+            encoder=str(encoder),
+            epochs=1,
+            max_length=args.max_length,
+            batch_size=args.batch,
+            grad_accum=1,
+            amp=amp,
+            device=args.device,
+            rdrop_alpha=0.0,
+            patience=0,
+            seed=42,
+            num_threads=args.threads if args.device == "cpu" else None,
+        )
         run = prepare(config, data)
         stepper = Stepper.build(run, run.plan())
         run.model.train()
@@ -146,14 +160,25 @@ def cmd_train(args: argparse.Namespace) -> None:
             arm["samples"] += len(arm["batches"][k])
     records = []
     for amp, arm in arms.items():
-        records.append(record(f"train_samples_per_s_{args.device}_amp_{amp}", round(arm["samples"] / arm["seconds"], 1),
-                              "samples/s", note=f"{steps} steps of batch {args.batch}, max length {args.max_length}"))
+        records.append(
+            record(
+                f"train_samples_per_s_{args.device}_amp_{amp}",
+                round(arm["samples"] / arm["seconds"], 1),
+                "samples/s",
+                note=f"{steps} steps of batch {args.batch}, max length {args.max_length}",
+            )
+        )
     if "off" in arms:
         base = arms["off"]["samples"] / arms["off"]["seconds"]
         for amp, arm in arms.items():
             if amp != "off":
-                records.append(record(f"train_amp_{amp}_speedup_vs_fp32_{args.device}",
-                                      round(arm["samples"] / arm["seconds"] / base, 2), "x"))
+                records.append(
+                    record(
+                        f"train_amp_{amp}_speedup_vs_fp32_{args.device}",
+                        round(arm["samples"] / arm["seconds"] / base, 2),
+                        "x",
+                    )
+                )
     write(args.out, records)
 
 
@@ -216,12 +241,19 @@ def cmd_ddp(args: argparse.Namespace) -> None:
     dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
     if rank == 0:
         samples = args.steps * args.batch * world
-        write(args.out, [
-            record(f"ddp_{world}proc_samples_per_s_{args.device}", round(samples / float(elapsed), 1), "samples/s",
-                   note=f"bert-base + head, batch {args.batch} per process × {world}, length {args.max_length}, "
-                        f"{'bf16 autocast' if dtype else 'fp32'}, {args.steps} steps"),
-            record(f"ddp_{world}proc_replica_weight_spread_{args.device}", spread, "sum of weights", 0.0),
-        ])
+        write(
+            args.out,
+            [
+                record(
+                    f"ddp_{world}proc_samples_per_s_{args.device}",
+                    round(samples / float(elapsed), 1),
+                    "samples/s",
+                    note=f"bert-base + head, batch {args.batch} per process × {world}, length {args.max_length}, "
+                    f"{'bf16 autocast' if dtype else 'fp32'}, {args.steps} steps",
+                ),
+                record(f"ddp_{world}proc_replica_weight_spread_{args.device}", spread, "sum of weights", 0.0),
+            ],
+        )
     dist.destroy_process_group()
 
 

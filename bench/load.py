@@ -71,10 +71,19 @@ def seed_backend(url: str, n_variants: int, n_users: int) -> dict[str, Any]:
 
 
 def start_api(url: str, data_dir: str, port: int) -> subprocess.Popen:
-    env = {**os.environ, "AUGLOOP_DATABASE_URL": url, "AUGLOOP_DATA_DIR": data_dir,
-           "AUGLOOP_AUTH_FAILURES_PER_MINUTE": "1000"}
-    proc = subprocess.Popen([sys.executable, "-m", "augloop", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "AUGLOOP_DATABASE_URL": url,
+        "AUGLOOP_DATA_DIR": data_dir,
+        "AUGLOOP_AUTH_FAILURES_PER_MINUTE": "1000",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "augloop", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -98,8 +107,9 @@ class Recorder:
         self.status[(route, response.status_code)] += 1
 
 
-async def client_loop(i: int, base: str, token: str, originals: list[int], deadline: float, rec: Recorder,
-                      rng: random.Random) -> None:
+async def client_loop(
+    i: int, base: str, token: str, originals: list[int], deadline: float, rec: Recorder, rng: random.Random
+) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     queue_url = f"/api/v1/datasets/{DATASET}/review-queue"
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as http:
@@ -110,8 +120,14 @@ async def client_loop(i: int, base: str, token: str, originals: list[int], deadl
             try:
                 if op == "decide":
                     t0 = time.perf_counter()
-                    page = await http.get(queue_url, params={"status": "pending", "page": rng.randint(1, 20),
-                                                             "sort": rng.choice(["family", "age", "-similarity"])})
+                    page = await http.get(
+                        queue_url,
+                        params={
+                            "status": "pending",
+                            "page": rng.randint(1, 20),
+                            "sort": rng.choice(["family", "age", "-similarity"]),
+                        },
+                    )
                     rec.add("GET review-queue", t0, page)
                     items = page.json().get("items", []) if page.status_code == 200 else []
                     if not items:
@@ -132,15 +148,27 @@ async def client_loop(i: int, base: str, token: str, originals: list[int], deadl
                         r = await http.get("/api/v1/jobs", params={"limit": 20})
                         rec.add("GET jobs", t0, r)
                     else:
-                        r = await http.get(queue_url, params={
-                            "status": "pending", "task": "message",
-                            "label": rng.choice(["attack", "other", "mobilization", "media"])})
+                        r = await http.get(
+                            queue_url,
+                            params={
+                                "status": "pending",
+                                "task": "message",
+                                "label": rng.choice(["attack", "other", "mobilization", "media"]),
+                            },
+                        )
                         rec.add("GET review-queue (class)", t0, r)
                 else:
                     t0 = time.perf_counter()
-                    r = await http.post("/api/v1/augment", json={
-                        "dataset": DATASET, "sample_ids": rng.sample(originals, 2), "methods": ["wordnet"],
-                        "n_per_text": 2, "seed": rng.randint(0, 10**6)})
+                    r = await http.post(
+                        "/api/v1/augment",
+                        json={
+                            "dataset": DATASET,
+                            "sample_ids": rng.sample(originals, 2),
+                            "methods": ["wordnet"],
+                            "n_per_text": 2,
+                            "seed": rng.randint(0, 10**6),
+                        },
+                    )
                     rec.add("POST augment", t0, r)
             except httpx.HTTPError as err:
                 rec.errors[type(err).__name__] += 1
@@ -157,9 +185,13 @@ def audit(url: str, rec: Recorder, tokens: list[str]) -> dict[str, int]:
     with engine.connect() as conn:
         user_of = dict(conn.execute(select(APIToken.token_hash, APIToken.user_id)).all())
         rows = Counter(
-            (s, u, v) for s, u, v, n in conn.execute(
-                select(Review.sample_id, Review.user_id, Review.version_seen, func.count())
-                .group_by(Review.sample_id, Review.user_id, Review.version_seen)).all() for _ in range(n)
+            (s, u, v)
+            for s, u, v, n in conn.execute(
+                select(Review.sample_id, Review.user_id, Review.version_seen, func.count()).group_by(
+                    Review.sample_id, Review.user_id, Review.version_seen
+                )
+            ).all()
+            for _ in range(n)
         )
     engine.dispose()
     lost = duplicated = 0
@@ -167,8 +199,7 @@ def audit(url: str, rec: Recorder, tokens: list[str]) -> dict[str, int]:
         n = rows.get((sample_id, user_of[hash_token(token)], version), 0)
         lost += n == 0
         duplicated += n > 1
-    return {"acknowledged_decisions": len(rec.decisions), "lost_decisions": lost,
-            "duplicated_decisions": duplicated}
+    return {"acknowledged_decisions": len(rec.decisions), "lost_decisions": lost, "duplicated_decisions": duplicated}
 
 
 def run_backend(name: str, url: str, data_dir: str, clients: int, seconds: float, variants: int) -> dict[str, Any]:
@@ -183,9 +214,20 @@ def run_backend(name: str, url: str, data_dir: str, clients: int, seconds: float
         started = time.perf_counter()
 
         async def all_clients() -> None:
-            await asyncio.gather(*(
-                client_loop(i, f"http://127.0.0.1:{port}", seeded["tokens"][i], seeded["originals"], deadline, rec,
-                            random.Random(i)) for i in range(clients)))
+            await asyncio.gather(
+                *(
+                    client_loop(
+                        i,
+                        f"http://127.0.0.1:{port}",
+                        seeded["tokens"][i],
+                        seeded["originals"],
+                        deadline,
+                        rec,
+                        random.Random(i),
+                    )
+                    for i in range(clients)
+                )
+            )
 
         asyncio.run(all_clients())
         elapsed = time.perf_counter() - started
@@ -194,16 +236,31 @@ def run_backend(name: str, url: str, data_dir: str, clients: int, seconds: float
         api.wait(30)
     total = sum(rec.status.values())
     five_xx = sum(n for (_route, code), n in rec.status.items() if code >= 500)
-    routes = {route: {"requests": len(ms), "p50_ms": round(statistics.median(ms), 1),
-                      "p99_ms": round(statistics.quantiles(ms, n=100)[-1], 1) if len(ms) > 1 else round(ms[0], 1)}
-              for route, ms in sorted(rec.latency.items())}
-    result = {"backend": name, "clients": clients, "seconds": round(elapsed, 1), "requests": total,
-              "requests_per_s": round(total / elapsed, 1), "http_5xx": five_xx, "transport_errors": dict(rec.errors),
-              "status": {f"{route} {code}": n for (route, code), n in sorted(rec.status.items())}, "routes": routes,
-              **audit(url, rec, seeded["tokens"])}
-    print(f"\n{name}: {total} requests in {elapsed:.0f} s = {result['requests_per_s']} req/s; "
-          f"5xx {five_xx}; decisions acknowledged {result['acknowledged_decisions']}, lost "
-          f"{result['lost_decisions']}, duplicated {result['duplicated_decisions']}")
+    routes = {
+        route: {
+            "requests": len(ms),
+            "p50_ms": round(statistics.median(ms), 1),
+            "p99_ms": round(statistics.quantiles(ms, n=100)[-1], 1) if len(ms) > 1 else round(ms[0], 1),
+        }
+        for route, ms in sorted(rec.latency.items())
+    }
+    result = {
+        "backend": name,
+        "clients": clients,
+        "seconds": round(elapsed, 1),
+        "requests": total,
+        "requests_per_s": round(total / elapsed, 1),
+        "http_5xx": five_xx,
+        "transport_errors": dict(rec.errors),
+        "status": {f"{route} {code}": n for (route, code), n in sorted(rec.status.items())},
+        "routes": routes,
+        **audit(url, rec, seeded["tokens"]),
+    }
+    print(
+        f"\n{name}: {total} requests in {elapsed:.0f} s = {result['requests_per_s']} req/s; "
+        f"5xx {five_xx}; decisions acknowledged {result['acknowledged_decisions']}, lost "
+        f"{result['lost_decisions']}, duplicated {result['duplicated_decisions']}"
+    )
     for route, r in routes.items():
         print(f"  {route:28s} {r['requests']:6d} req  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms")
     return result
@@ -234,25 +291,60 @@ def main() -> None:
             finally:
                 server.stop()
     metrics: list[dict[str, Any]] = [
-        {"metric": "lost_decisions", "value": sum(r["lost_decisions"] + r["duplicated_decisions"] for r in results),
-         "target": 0, "unit": "decisions", "lower_is_better": True},
-        {"metric": "http_5xx", "value": sum(r["http_5xx"] for r in results), "target": 0, "unit": "responses",
-         "lower_is_better": True},
+        {
+            "metric": "lost_decisions",
+            "value": sum(r["lost_decisions"] + r["duplicated_decisions"] for r in results),
+            "target": 0,
+            "unit": "decisions",
+            "lower_is_better": True,
+        },
+        {
+            "metric": "http_5xx",
+            "value": sum(r["http_5xx"] for r in results),
+            "target": 0,
+            "unit": "responses",
+            "lower_is_better": True,
+        },
     ]
     for r in results:
-        metrics.append({"metric": f"{r['backend']}_requests_per_s", "value": r["requests_per_s"], "target": None,
-                        "unit": "req/s"})
+        metrics.append(
+            {"metric": f"{r['backend']}_requests_per_s", "value": r["requests_per_s"], "target": None, "unit": "req/s"}
+        )
         for route, v in r["routes"].items():
             key = route.lower().replace(" ", "_").replace("(", "").replace(")", "").replace("-", "_")
-            metrics.append({"metric": f"{r['backend']}_{key}_p50_ms", "value": v["p50_ms"], "target": None,
-                            "unit": "ms", "lower_is_better": True})
-            metrics.append({"metric": f"{r['backend']}_{key}_p99_ms", "value": v["p99_ms"], "target": None,
-                            "unit": "ms", "lower_is_better": True})
+            metrics.append(
+                {
+                    "metric": f"{r['backend']}_{key}_p50_ms",
+                    "value": v["p50_ms"],
+                    "target": None,
+                    "unit": "ms",
+                    "lower_is_better": True,
+                }
+            )
+            metrics.append(
+                {
+                    "metric": f"{r['backend']}_{key}_p99_ms",
+                    "value": v["p99_ms"],
+                    "target": None,
+                    "unit": "ms",
+                    "lower_is_better": True,
+                }
+            )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(metrics, indent=2) + "\n")
-    (RESULTS.parent / "load_detail.json").write_text(json.dumps(
-        {"clients": clients, "seconds": seconds, "variants": args.variants, "load_average_at_end": os.getloadavg(),
-         "backends": results}, indent=2) + "\n")
+    (RESULTS.parent / "load_detail.json").write_text(
+        json.dumps(
+            {
+                "clients": clients,
+                "seconds": seconds,
+                "variants": args.variants,
+                "load_average_at_end": os.getloadavg(),
+                "backends": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     acknowledged = sum(r["acknowledged_decisions"] for r in results)
     rates = ", ".join(f"{r['backend']} {r['requests_per_s']} req/s" for r in results)
     print(

@@ -65,8 +65,12 @@ def setup_database(tmp: Path, train_subset: int | None, eval_subset: int | None)
     get_settings.cache_clear()
     engine = get_engine()
     with session_scope(engine) as s:
-        result = import_file(s, study_csv(train_subset, eval_subset), ImportSpec(dataset="quality", tasks=TASKS),
-                             filename=EXAMPLE_CSV.name)
+        result = import_file(
+            s,
+            study_csv(train_subset, eval_subset),
+            ImportSpec(dataset="quality", tasks=TASKS),
+            filename=EXAMPLE_CSV.name,
+        )
     log(f"imported {result.imported} texts, splits {result.split_counts}")
     return engine
 
@@ -110,13 +114,22 @@ def augment_and_approve(engine: Any) -> dict[str, Any]:
         job_results = [j.result for j in jobs]
         dataset = get_dataset(s, "quality")
         bot = get_or_create_user(s, "quality-loop-bot", "admin")
-        pending = list(s.scalars(select(Sample.id).where(
-            Sample.dataset_id == dataset.id, Sample.parent_id.is_not(None), Sample.review_status == "pending"
-        )))
-        decided = bulk_decide(s, dataset, bot, "approve", BulkSelection(sample_ids=pending), confirm=True,
-                              expected_count=len(pending))
+        pending = list(
+            s.scalars(
+                select(Sample.id).where(
+                    Sample.dataset_id == dataset.id, Sample.parent_id.is_not(None), Sample.review_status == "pending"
+                )
+            )
+        )
+        decided = bulk_decide(
+            s, dataset, bot, "approve", BulkSelection(sample_ids=pending), confirm=True, expected_count=len(pending)
+        )
         s.execute(update(Review).where(Review.user_id == bot.id).values(note=NOTE))
-    out = {"plan": plan_summary, "jobs": job_results, "approved": decided["statuses"].get("approved", 0),
-           "seconds": round(time.monotonic() - started, 1)}
+    out = {
+        "plan": plan_summary,
+        "jobs": job_results,
+        "approved": decided["statuses"].get("approved", 0),
+        "seconds": round(time.monotonic() - started, 1),
+    }
     log(f"augmentation: {decided['applied']} variants kept by the filters and {NOTE} ({out['seconds']} s)")
     return out

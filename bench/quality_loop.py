@@ -72,14 +72,43 @@ class Profile:
     loop_extra: tuple[tuple[str, Any], ...] = ()
 
 
-FULL = Profile(train_subset=None, eval_subset=None, max_length=64, budget_minutes=18.0, plain_epochs=3,
-               seeds=(0, 1, 2), bootstrap=1000)
-QUICK = Profile(train_subset=80, eval_subset=120, max_length=32, budget_minutes=0.5, plain_epochs=1,
-                seeds=(0, 1), bootstrap=200, loop_extra=(("lr_search", "on"), ("lr_trials", 2)))
+FULL = Profile(
+    train_subset=None,
+    eval_subset=None,
+    max_length=64,
+    budget_minutes=18.0,
+    plain_epochs=3,
+    seeds=(0, 1, 2),
+    bootstrap=1000,
+)
+QUICK = Profile(
+    train_subset=80,
+    eval_subset=120,
+    max_length=32,
+    budget_minutes=0.5,
+    plain_epochs=1,
+    seeds=(0, 1),
+    bootstrap=200,
+    loop_extra=(("lr_search", "on"), ("lr_trials", 2)),
+)
 
-PLAIN = {"lr": 5e-5, "lr_search": "off", "batch_size": 16, "grad_accum": 1, "warmup_ratio": 0.0,
-         "focal_gamma": 0.0, "label_smoothing": 0.0, "class_weights": False, "rdrop_alpha": 0.0, "llrd_decay": 1.0,
-         "pooling": "mean", "head_layers": 1, "decision": "none", "patience": 0, "variants": "none"}
+PLAIN = {
+    "lr": 5e-5,
+    "lr_search": "off",
+    "batch_size": 16,
+    "grad_accum": 1,
+    "warmup_ratio": 0.0,
+    "focal_gamma": 0.0,
+    "label_smoothing": 0.0,
+    "class_weights": False,
+    "rdrop_alpha": 0.0,
+    "llrd_decay": 1.0,
+    "pooling": "mean",
+    "head_layers": 1,
+    "decision": "none",
+    "patience": 0,
+    "variants": "none",
+}
 
 
 def encoder() -> str:
@@ -92,8 +121,7 @@ def encoder() -> str:
 
 def common(profile: Profile) -> dict[str, Any]:
     """What a user of this machine sets for every request: encoder, tasks, max length, CPU threads."""
-    return {"encoder": encoder(), "tasks": TASKS, "max_length": profile.max_length, "device": "cpu",
-            "num_threads": 2}
+    return {"encoder": encoder(), "tasks": TASKS, "max_length": profile.max_length, "device": "cpu", "num_threads": 2}
 
 
 def arm_requests(profile: Profile, ablation: bool) -> dict[str, tuple[dict[str, Any], bool]]:
@@ -117,9 +145,11 @@ def watch(engine: Any, stop: threading.Event, every: float = 60.0) -> None:
         with session_scope(engine) as s:
             for job in s.scalars(select(Job).where(Job.status == "running")):
                 info = job.progress_info or {}
-                log(f"  job {job.id} ({job.kind}): {job.progress_done}/{job.progress_total} "
+                log(
+                    f"  job {job.id} ({job.kind}): {job.progress_done}/{job.progress_total} "
                     f"{info.get('phase', '')} loss {info.get('loss', float('nan')):.3f} "
-                    f"val {info.get('val_macro_f1', info.get('last_val_macro_f1', float('nan'))):.3f}")
+                    f"val {info.get('val_macro_f1', info.get('last_val_macro_f1', float('nan'))):.3f}"
+                )
 
 
 def run_requests(engine: Any, profile: Profile, ablation: bool) -> dict[str, list[int]]:
@@ -131,8 +161,9 @@ def run_requests(engine: Any, profile: Profile, ablation: bool) -> dict[str, lis
     ids: dict[str, list[int]] = {}
     with session_scope(engine) as s:
         for arm, (overrides, classical) in arm_requests(profile, ablation).items():
-            runs, jobs = start_training(s, "quality", overrides, list(profile.seeds), name=arm,
-                                        user=None, classical=classical)
+            runs, jobs = start_training(
+                s, "quality", overrides, list(profile.seeds), name=arm, user=None, classical=classical
+            )
             ids[arm] = [r.id for r in runs]
             log(f"queued {arm}: runs {ids[arm]}, jobs {[(j.id, j.kind) for j in jobs]}")
     stop = threading.Event()
@@ -184,8 +215,12 @@ def tfidf_baseline(data: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     from trainer.metrics import evaluate_probs
 
     gold = label_matrix(data.test, data.tasks).numpy()
-    probs = tfidf_logreg_probs([e.text for e in data.train], label_matrix(data.train, data.tasks).numpy(),
-                               [e.text for e in data.test], data.tasks)
+    probs = tfidf_logreg_probs(
+        [e.text for e in data.train],
+        label_matrix(data.train, data.tasks).numpy(),
+        [e.text for e in data.test],
+        data.tasks,
+    )
     return evaluate_probs(probs, gold, data.tasks), {t: probs[t].argmax(1) for t in TASKS}
 
 
@@ -201,9 +236,11 @@ def run_study(profile: Profile, tmp: Path, ablation: bool) -> dict[str, Any]:
     loop = [r for r in runs["loop"] if r["kind"] == "single"]
     (member,) = [r for r in runs["loop"] if r["kind"] == "tfidf"]
     loop_ids = [r["id"] for r in loop]
-    ens = {"loop_seeds": ensemble(engine, loop_ids, "prior"),
-           "full_loop": ensemble(engine, [*loop_ids, member["id"]], "prior"),
-           "full_loop_argmax": ensemble(engine, [*loop_ids, member["id"]], "none")}
+    ens = {
+        "loop_seeds": ensemble(engine, loop_ids, "prior"),
+        "full_loop": ensemble(engine, [*loop_ids, member["id"]], "prior"),
+        "full_loop_argmax": ensemble(engine, [*loop_ids, member["id"]], "none"),
+    }
     t0 = time.monotonic()
     tfidf_metrics, tfidf_preds = tfidf_baseline(originals)
     tfidf_seconds = time.monotonic() - t0
@@ -243,33 +280,65 @@ def run_study(profile: Profile, tmp: Path, ablation: bool) -> dict[str, Any]:
         preds["loop_originals"] = [aligned_preds(r["test_dump"], ids) for r in originals_loop]
         arms["loop_originals"] = summarize([r["metrics"]["test"] for r in originals_loop])
         pairs["loop_minus_loop_originals"] = ("loop", "loop_originals")
-    deltas = {name: overall_delta(preds[a], preds[b], gold, sizes, profile.bootstrap)
-              for name, (a, b) in pairs.items()}
+    deltas = {name: overall_delta(preds[a], preds[b], gold, sizes, profile.bootstrap) for name, (a, b) in pairs.items()}
     return {
-        "arms": arms, "deltas": deltas, "augmentation": augmentation,
+        "arms": arms,
+        "deltas": deltas,
+        "augmentation": augmentation,
         "message_class_floor": class_floor(arms["full_loop"], "message"),
-        "ensembles": {name: {k: e["config"].get(k) for k in ("task_weights", "temperatures", "decision",
-                                                                "member_temperatures", "kinds")}
-                      for name, e in ens.items()},
+        "ensembles": {
+            name: {
+                k: e["config"].get(k)
+                for k in ("task_weights", "temperatures", "decision", "member_temperatures", "kinds")
+            }
+            for name, e in ens.items()
+        },
         "lr_selection": loop[0].get("lr_selection_detail"),
         "runs": {arm: [run_summary(r) for r in rs] for arm, rs in runs.items()},
-        "training_minutes": round(training_minutes, 1), "tfidf_baseline_seconds": round(tfidf_seconds, 1),
-        "train_originals": len(originals.train), "train_with_variants": len(augmented.train),
-        "val": len(originals.val), "test": len(originals.test),
+        "training_minutes": round(training_minutes, 1),
+        "tfidf_baseline_seconds": round(tfidf_seconds, 1),
+        "train_originals": len(originals.train),
+        "train_with_variants": len(augmented.train),
+        "val": len(originals.val),
+        "test": len(originals.test),
     }
 
 
 def run_summary(r: dict[str, Any]) -> dict[str, Any]:
     metrics = r["metrics"]
     plan = metrics.get("plan") or {}
-    return {"id": r["id"], "kind": r["kind"], "seed": r["seed"], "best_epoch": r["best_epoch"],
-            "seconds": metrics.get("seconds"), "train_samples": metrics.get("train_samples"),
-            "test_macro_f1": r["test_macro_f1"], "val_macro_f1": r["val_macro_f1"],
-            "plan": {k: plan.get(k) for k in ("steps", "steps_done", "planned_steps_final", "epochs", "batch_size",
-                                               "grad_accum", "lr", "warmup_steps", "rdrop_alpha", "llrd_decay",
-                                               "budget_seconds", "training_seconds", "reasons")},
-            "decision": {t: (rule or {}).get("alpha") for t, rule in (metrics.get("decision") or {}).items()},
-            "chosen_c": metrics.get("chosen_c"), "curve": r["curve"], "config": r["config"]}
+    return {
+        "id": r["id"],
+        "kind": r["kind"],
+        "seed": r["seed"],
+        "best_epoch": r["best_epoch"],
+        "seconds": metrics.get("seconds"),
+        "train_samples": metrics.get("train_samples"),
+        "test_macro_f1": r["test_macro_f1"],
+        "val_macro_f1": r["val_macro_f1"],
+        "plan": {
+            k: plan.get(k)
+            for k in (
+                "steps",
+                "steps_done",
+                "planned_steps_final",
+                "epochs",
+                "batch_size",
+                "grad_accum",
+                "lr",
+                "warmup_steps",
+                "rdrop_alpha",
+                "llrd_decay",
+                "budget_seconds",
+                "training_seconds",
+                "reasons",
+            )
+        },
+        "decision": {t: (rule or {}).get("alpha") for t, rule in (metrics.get("decision") or {}).items()},
+        "chosen_c": metrics.get("chosen_c"),
+        "curve": r["curve"],
+        "config": r["config"],
+    }
 
 
 def probe(tmp: Path, profile: Profile) -> None:
@@ -288,16 +357,23 @@ def probe(tmp: Path, profile: Profile) -> None:
     loop_run = prepare(loop_config, augmented)
     loop_plan = loop_run.plan(measure_throughput(loop_run))
     n = len(originals.train)
-    plain_s = len(profile.seeds) * (profile.plain_epochs * (n * plain_tp.seconds_per_sample + plain_tp.eval_seconds)
-                                    + 2 * plain_tp.eval_seconds + 20)
+    plain_s = len(profile.seeds) * (
+        profile.plain_epochs * (n * plain_tp.seconds_per_sample + plain_tp.eval_seconds)
+        + 2 * plain_tp.eval_seconds
+        + 20
+    )
     loop_s = len(profile.seeds) * (profile.budget_minutes * 60 + 30)  # trials are paid out of the budgets
     member_s = 120  # the TF-IDF member with its C grid, and the baseline
     total = augmentation["seconds"] + plain_s + loop_s + member_s + 60
-    log(f"plain: {1 / plain_tp.seconds_per_sample:.1f} samples/s → {plain_s / 60:.1f} min for "
-        f"{len(profile.seeds)} × {profile.plain_epochs} epochs of {n}")
-    log(f"loop ({len(augmented.train)} texts, {profile.budget_minutes:g} min per run): plan "
+    log(
+        f"plain: {1 / plain_tp.seconds_per_sample:.1f} samples/s → {plain_s / 60:.1f} min for "
+        f"{len(profile.seeds)} × {profile.plain_epochs} epochs of {n}"
+    )
+    log(
+        f"loop ({len(augmented.train)} texts, {profile.budget_minutes:g} min per run): plan "
         f"{loop_plan.steps} steps ({loop_plan.epochs:.2f} epochs) of batch {loop_plan.batch_size} × "
-        f"{loop_plan.grad_accum}, LR {loop_plan.lr:.3g}, R-Drop {loop_plan.rdrop_alpha}, LLRD {loop_plan.llrd_decay}")
+        f"{loop_plan.grad_accum}, LR {loop_plan.lr:.3g}, R-Drop {loop_plan.rdrop_alpha}, LLRD {loop_plan.llrd_decay}"
+    )
     log(f"estimate for the full study: {total / 60:.0f} min (target ≤ 90; load average {os.getloadavg()})")
 
 
@@ -306,10 +382,17 @@ def main() -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="a smoke run (a few minutes); not a result")
     mode.add_argument("--probe", action="store_true", help="measure the throughput; estimate the full run")
-    parser.add_argument("--budget-minutes", type=float, metavar="M",
-                        help=f"training budget per loop run (default {FULL.budget_minutes:g})")
-    parser.add_argument("--ablation", action="store_true",
-                        help="also train the loop on originals only (what the variants bring; ~1 h more)")
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        metavar="M",
+        help=f"training budget per loop run (default {FULL.budget_minutes:g})",
+    )
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also train the loop on originals only (what the variants bring; ~1 h more)",
+    )
     args = parser.parse_args()
     if args.budget_minutes is not None and not 0.2 <= args.budget_minutes <= 600:
         parser.error("--budget-minutes must be between 0.2 and 600")
@@ -326,11 +409,20 @@ def main() -> None:
             probe(Path(tmp), profile)
             return
         detail = run_study(profile, Path(tmp), args.ablation)
-    detail.update(quick=args.quick, profile=profile.__dict__, seconds=round(time.monotonic() - started, 1),
-                  load_average={"start": load_before, "end": os.getloadavg()},
-                  encoder="all-MiniLM-L6-v2", augment_methods={"used": ["wordnet"], "unavailable_offline": {
-                      "mlm": "needs a pretrained masked-LM from the hub", "backtranslation":
-                      "needs Marian translation models from the hub"}})
+    detail.update(
+        quick=args.quick,
+        profile=profile.__dict__,
+        seconds=round(time.monotonic() - started, 1),
+        load_average={"start": load_before, "end": os.getloadavg()},
+        encoder="all-MiniLM-L6-v2",
+        augment_methods={
+            "used": ["wordnet"],
+            "unavailable_offline": {
+                "mlm": "needs a pretrained masked-LM from the hub",
+                "backtranslation": "needs Marian translation models from the hub",
+            },
+        },
+    )
     suffix = ".quick" if args.quick else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = records(detail)
@@ -349,12 +441,16 @@ def main() -> None:
         print(f"  {name:34s} {d['delta']:+6.2f}  [95% CI {d['ci95_low']:+.2f}, {d['ci95_high']:+.2f}]")
     floor = detail["message_class_floor"]
     print(f"  full loop's weakest message class: {floor['class']} {floor['f1']:.1f} (target > 25)")
-    print(f"  total {detail['seconds'] / 60:.1f} min (target ≤ 90); load average at start {load_before}, "
-          f"at end {detail['load_average']['end']}; results in {RESULTS / f'quality_loop{suffix}.json'}")
+    print(
+        f"  total {detail['seconds'] / 60:.1f} min (target ≤ 90); load average at start {load_before}, "
+        f"at end {detail['load_average']['end']}; results in {RESULTS / f'quality_loop{suffix}.json'}"
+    )
     for name, target in (("full_loop_minus_tfidf", 3), ("full_loop_minus_plain", 8)):
         d = detail["deltas"][name]
-        print(f"{tag}{name}_macro_f1: {d['delta']:+.2f} points [95% CI {d['ci95_low']:+.2f}, "
-              f"{d['ci95_high']:+.2f}] (target ≥ +{target})")
+        print(
+            f"{tag}{name}_macro_f1: {d['delta']:+.2f} points [95% CI {d['ci95_low']:+.2f}, "
+            f"{d['ci95_high']:+.2f}] (target ≥ +{target})"
+        )
 
 
 if __name__ == "__main__":

@@ -38,28 +38,39 @@ def aligned_preds(dump: dict[str, Any], ids: list[int], rule: bool = True) -> di
     return out
 
 
-def overall_delta(a: list[Preds], b: list[Preds], gold: Preds,
-                  sizes: dict[str, int], n_boot: int) -> dict[str, float]:
+def overall_delta(a: list[Preds], b: list[Preds], gold: Preds, sizes: dict[str, int], n_boot: int) -> dict[str, float]:
     """Delta (a − b) in points of overall macro-F1; each arm is the mean over its members (seeds)."""
+
     def by_task(p: Preds) -> np.ndarray:
         return np.stack([p[t] for t in TASKS], axis=1)
 
-    boot = paired_bootstrap(by_task(gold), [by_task(p) for p in a], [by_task(p) for p in b],
-                            [sizes[t] for t in TASKS], n_boot, score=overall_scores)
+    boot = paired_bootstrap(
+        by_task(gold),
+        [by_task(p) for p in a],
+        [by_task(p) for p in b],
+        [sizes[t] for t in TASKS],
+        n_boot,
+        score=overall_scores,
+    )
     points = {key: 100 * boot[key][0] for key in ("delta", "low", "high")}
-    return {"delta": round(float(points["delta"]), 2), "ci95_low": round(float(points["low"]), 2),
-            "ci95_high": round(float(points["high"]), 2),
-            "p_le_0": round(float((boot["samples"][:, 0] <= 0).mean()), 4)}
+    return {
+        "delta": round(float(points["delta"]), 2),
+        "ci95_low": round(float(points["low"]), 2),
+        "ci95_high": round(float(points["high"]), 2),
+        "p_le_0": round(float((boot["samples"][:, 0] <= 0).mean()), 4),
+    }
 
 
 def summarize(metrics: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean ± sd over seeds of overall and per-task macro-F1, and mean per-class F1."""
-    def ms(values: list[float]) -> dict[str, float]:
-        return {"mean": round(100 * float(np.mean(values)), 2),
-                "sd": round(100 * float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, 2)}
 
-    out: dict[str, Any] = {"overall": ms([m["overall_macro_f1"] for m in metrics]), "tasks": {},
-                           "per_class": {}}
+    def ms(values: list[float]) -> dict[str, float]:
+        return {
+            "mean": round(100 * float(np.mean(values)), 2),
+            "sd": round(100 * float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, 2),
+        }
+
+    out: dict[str, Any] = {"overall": ms([m["overall_macro_f1"] for m in metrics]), "tasks": {}, "per_class": {}}
     for t in TASKS:
         out["tasks"][t] = ms([m["tasks"][t]["macro_f1"] for m in metrics])
         out["per_class"][t] = {
@@ -93,8 +104,12 @@ def chart(detail: dict[str, Any], path: Path, title: str) -> None:
         classes = list(detail["arms"]["plain"]["per_class"][task])
         x, width = np.arange(len(classes)), 0.8 / len(arms)
         for i, arm in enumerate(arms):
-            ax.bar(x + (i - len(arms) / 2 + 0.5) * width,
-                   [detail["arms"][arm]["per_class"][task][c] for c in classes], width, label=arm)
+            ax.bar(
+                x + (i - len(arms) / 2 + 0.5) * width,
+                [detail["arms"][arm]["per_class"][task][c] for c in classes],
+                width,
+                label=arm,
+            )
         ax.set_xticks(x, classes, rotation=30, ha="right")
         ax.set_title(f"{task} (test per-class F1)")
         ax.set_ylim(0, 100)
@@ -109,20 +124,43 @@ def chart(detail: dict[str, Any], path: Path, title: str) -> None:
 
 def records(detail: dict[str, Any]) -> list[dict[str, Any]]:
     d, a = detail["deltas"], detail["arms"]
-    out = [{"metric": f"{name}_macro_f1", "value": d[name]["delta"], "target": None, "unit": "points"}
-           for name in d if name not in ("full_loop_minus_tfidf", "full_loop_minus_plain")]
+    out = [
+        {"metric": f"{name}_macro_f1", "value": d[name]["delta"], "target": None, "unit": "points"}
+        for name in d
+        if name not in ("full_loop_minus_tfidf", "full_loop_minus_plain")
+    ]
     for arm in a:
-        out.append({"metric": f"{arm}_macro_f1", "value": a[arm]["overall"]["mean"], "target": None,
-                    "unit": "points"})
-        out += [{"metric": f"{arm}_{t}_macro_f1", "value": a[arm]["tasks"][t]["mean"], "target": None,
-                 "unit": "points"} for t in TASKS]
+        out.append({"metric": f"{arm}_macro_f1", "value": a[arm]["overall"]["mean"], "target": None, "unit": "points"})
+        out += [
+            {"metric": f"{arm}_{t}_macro_f1", "value": a[arm]["tasks"][t]["mean"], "target": None, "unit": "points"}
+            for t in TASKS
+        ]
     floor = detail["message_class_floor"]
-    out.append({"metric": "full_loop_min_message_class_f1", "value": floor["f1"], "target": 25, "unit": "points",
-                "class": floor["class"]})
+    out.append(
+        {
+            "metric": "full_loop_min_message_class_f1",
+            "value": floor["f1"],
+            "target": 25,
+            "unit": "points",
+            "class": floor["class"],
+        }
+    )
     out.append({"metric": "minutes", "value": round(detail["seconds"] / 60, 1), "target": 90, "unit": "min"})
     # the headlines, last
-    out.append({"metric": "full_loop_minus_plain_macro_f1", "value": d["full_loop_minus_plain"]["delta"],
-                "target": 8, "unit": "points"})
-    out.append({"metric": "full_loop_minus_tfidf_macro_f1", "value": d["full_loop_minus_tfidf"]["delta"],
-                "target": 3, "unit": "points"})
+    out.append(
+        {
+            "metric": "full_loop_minus_plain_macro_f1",
+            "value": d["full_loop_minus_plain"]["delta"],
+            "target": 8,
+            "unit": "points",
+        }
+    )
+    out.append(
+        {
+            "metric": "full_loop_minus_tfidf_macro_f1",
+            "value": d["full_loop_minus_tfidf"]["delta"],
+            "target": 3,
+            "unit": "points",
+        }
+    )
     return out

@@ -59,13 +59,9 @@ def seed(engine: Any, n_variants: int, rng: random.Random) -> dict[str, Any]:
         token = create_token(s, "bench-annotator", "annotator").token
         other = create_token(s, "bench-other", "annotator").user.id
     with engine.begin() as conn:
-        parents = conn.execute(
-            select(Sample.id, Sample.dataset_id, Sample.text).where(Sample.split == "train")
-        ).all()
+        parents = conn.execute(select(Sample.id, Sample.dataset_id, Sample.text).where(Sample.split == "train")).all()
         labels: dict[int, list[tuple[str, str]]] = {}
-        for sid, task, label in conn.execute(
-            select(SampleLabel.sample_id, SampleLabel.task, SampleLabel.label)
-        ):
+        for sid, task, label in conn.execute(select(SampleLabel.sample_id, SampleLabel.task, SampleLabel.label)):
             labels.setdefault(sid, []).append((task, label))
         next_id = (conn.execute(select(Sample.id).order_by(Sample.id.desc()).limit(1)).scalar() or 0) + 1
         now = utcnow()
@@ -107,9 +103,7 @@ def seed(engine: Any, n_variants: int, rng: random.Random) -> dict[str, Any]:
                         "updated_at": now,
                     }
                 )
-                label_rows.extend(
-                    {"sample_id": sid, "task": t, "label": lab} for t, lab in labels.get(pid, [])
-                )
+                label_rows.extend({"sample_id": sid, "task": t, "label": lab} for t, lab in labels.get(pid, []))
                 if status != "pending":
                     reviews.append(
                         {
@@ -143,9 +137,7 @@ def random_filter(rng: random.Random) -> dict[str, Any]:
         )[0],
     }
     kinds = ["label", "method", "similarity", "consistency", "search", "flagged"]
-    for kind in rng.choices(
-        kinds, [0.4, 0.2, 0.1, 0.1, 0.1, 0.1], k=rng.choices([0, 1, 2], [0.35, 0.45, 0.2])[0]
-    ):
+    for kind in rng.choices(kinds, [0.4, 0.2, 0.1, 0.1, 0.1, 0.1], k=rng.choices([0, 1, 2], [0.35, 0.45, 0.2])[0]):
         if kind == "label":
             params.update(
                 rng.choice(

@@ -57,8 +57,16 @@ TARGET_MS = 500
 PAGE = 50
 MIX = ["approve", "reason_reject", "approve", "reject", "edit", "approve", "family", "undo"]
 SWAPS = {
-    "great": "excellent", "today": "this day", "proud": "pleased", "support": "back", "people": "folks",
-    "work": "labor", "bill": "measure", "new": "fresh", "help": "assist", "thank": "thanks",
+    "great": "excellent",
+    "today": "this day",
+    "proud": "pleased",
+    "support": "back",
+    "people": "folks",
+    "work": "labor",
+    "bill": "measure",
+    "new": "fresh",
+    "help": "assist",
+    "thank": "thanks",
 }
 
 # Installed in the page: resolves with the milliseconds from the next keydown to the frame after `done` holds.
@@ -167,8 +175,12 @@ def seed(db_url: str, n_variants: int) -> str:
     upgrade_to_head(engine)
     rng = random.Random(7)
     with session_scope(engine) as s:
-        import_file(s, EXAMPLE.read_bytes(), ImportSpec(dataset="psm", tasks=["bias", "message", "audience"]),
-                    filename=EXAMPLE.name)
+        import_file(
+            s,
+            EXAMPLE.read_bytes(),
+            ImportSpec(dataset="psm", tasks=["bias", "message", "audience"]),
+            filename=EXAMPLE.name,
+        )
     with session_scope(engine) as s:
         originals = list(s.scalars(select(Sample).where(Sample.split == "train").order_by(Sample.id).limit(800)))
         made = 0
@@ -183,12 +195,22 @@ def seed(db_url: str, n_variants: int) -> str:
                 probs = {task: {label: (0.7 if label == labels.get(task) else 0.1)} for task, label in labels.items()}
                 scored = made % 2 == 0
                 v = Sample(
-                    dataset_id=parent.dataset_id, text=text, split="train", origin="augmented",
-                    content_hash=content_hash(text), parent_id=parent.id, method="wordnet", seed=k,
-                    method_params={}, generated_text=text, similarity=0.9,
+                    dataset_id=parent.dataset_id,
+                    text=text,
+                    split="train",
+                    origin="augmented",
+                    content_hash=content_hash(text),
+                    parent_id=parent.id,
+                    method="wordnet",
+                    seed=k,
+                    method_params={},
+                    generated_text=text,
+                    similarity=0.9,
                     scores={"label_model": {"run_id": 1, "kind": "single", "val_macro_f1": 0.41, "probs": probs}}
-                    if scored else {},
-                    label_consistency=0.7 if scored else None, label_flag=False if scored else None,
+                    if scored
+                    else {},
+                    label_consistency=0.7 if scored else None,
+                    label_flag=False if scored else None,
                     review_status="pending",
                 )
                 v.labels_rows = [SampleLabel(task=t, label=lab) for t, lab in labels.items()]
@@ -212,9 +234,15 @@ def start_stack(tmp: Path, db_url: str) -> tuple[list[subprocess.Popen], str, st
     from review_ui import SERVER_PATH, STREAMLIT_FLAGS
 
     api_port, ui_port = free_port(), free_port()
-    env = {**os.environ, "AUGLOOP_DATABASE_URL": db_url, "AUGLOOP_DATA_DIR": str(tmp),
-           "AUGLOOP_API_URL": f"http://127.0.0.1:{api_port}", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "AUGLOOP_DATABASE_URL": db_url,
+        "AUGLOOP_DATA_DIR": str(tmp),
+        "AUGLOOP_API_URL": f"http://127.0.0.1:{api_port}",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+    }
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "augloop", "serve", "--port", str(api_port)],
@@ -403,38 +431,94 @@ def main() -> None:
         by_arm.setdefault(sample["arm"], []).append(sample["ms"])
     headline_arm = "busy" if "busy" in by_arm else next(iter(by_arm))
     headline = pct(by_arm[headline_arm], 0.95)
-    results.append({"metric": "decision_visible_p95_ms", "value": round(headline, 1), "target": TARGET_MS,
-                    "unit": "ms", "lower_is_better": True, "arm": headline_arm, "count": len(by_arm[headline_arm])})
+    results.append(
+        {
+            "metric": "decision_visible_p95_ms",
+            "value": round(headline, 1),
+            "target": TARGET_MS,
+            "unit": "ms",
+            "lower_is_better": True,
+            "arm": headline_arm,
+            "count": len(by_arm[headline_arm]),
+        }
+    )
     for arm, values in by_arm.items():
         focus = [s["focus_ms"] for s in samples if s["arm"] == arm and s.get("focus_ms") is not None]
         results += [
-            {"metric": f"{arm}_decision_visible_p50_ms", "value": round(pct(values, 0.5), 1), "target": None,
-             "unit": "ms", "lower_is_better": True},
-            {"metric": f"{arm}_decision_visible_p95_ms", "value": round(pct(values, 0.95), 1),
-             "target": TARGET_MS, "unit": "ms", "lower_is_better": True, "count": len(values)},
-            {"metric": f"{arm}_decision_visible_max_ms", "value": round(max(values), 1), "target": None,
-             "unit": "ms", "lower_is_better": True},
-            {"metric": f"{arm}_load_average_1m_at_start", "value": round(loads.get(arm, 0.0), 2), "target": None,
-             "unit": "runnable processes", "lower_is_better": True},
-            {"metric": f"{arm}_next_card_focused_p95_ms", "value": round(pct(focus, 0.95), 1) if focus else None,
-             "target": None, "unit": "ms", "lower_is_better": True},
+            {
+                "metric": f"{arm}_decision_visible_p50_ms",
+                "value": round(pct(values, 0.5), 1),
+                "target": None,
+                "unit": "ms",
+                "lower_is_better": True,
+            },
+            {
+                "metric": f"{arm}_decision_visible_p95_ms",
+                "value": round(pct(values, 0.95), 1),
+                "target": TARGET_MS,
+                "unit": "ms",
+                "lower_is_better": True,
+                "count": len(values),
+            },
+            {
+                "metric": f"{arm}_decision_visible_max_ms",
+                "value": round(max(values), 1),
+                "target": None,
+                "unit": "ms",
+                "lower_is_better": True,
+            },
+            {
+                "metric": f"{arm}_load_average_1m_at_start",
+                "value": round(loads.get(arm, 0.0), 2),
+                "target": None,
+                "unit": "runnable processes",
+                "lower_is_better": True,
+            },
+            {
+                "metric": f"{arm}_next_card_focused_p95_ms",
+                "value": round(pct(focus, 0.95), 1) if focus else None,
+                "target": None,
+                "unit": "ms",
+                "lower_is_better": True,
+            },
         ]
         for kind in MIX:
             kind_values = [s["ms"] for s in samples if s["arm"] == arm and s["kind"] == kind]
             if kind_values and not any(r["metric"] == f"{arm}_{kind}_p95_ms" for r in results):
-                results.append({"metric": f"{arm}_{kind}_p95_ms", "value": round(pct(kind_values, 0.95), 1),
-                                "target": None, "unit": "ms", "lower_is_better": True, "count": len(kind_values)})
+                results.append(
+                    {
+                        "metric": f"{arm}_{kind}_p95_ms",
+                        "value": round(pct(kind_values, 0.95), 1),
+                        "target": None,
+                        "unit": "ms",
+                        "lower_is_better": True,
+                        "count": len(kind_values),
+                    }
+                )
     results += [
         {"metric": "cards_on_page", "value": cards, "target": PAGE, "unit": "cards", "lower_is_better": False},
-        {"metric": "load_average_1m", "value": round(load, 2), "target": None, "unit": "runnable processes",
-         "lower_is_better": True},
+        {
+            "metric": "load_average_1m",
+            "value": round(load, 2),
+            "target": None,
+            "unit": "runnable processes",
+            "lower_is_better": True,
+        },
         {"metric": "cpu_count", "value": os.cpu_count(), "target": None, "unit": "cores", "lower_is_better": False},
-        {"metric": "bench_seconds", "value": round(time.monotonic() - started, 1), "target": None, "unit": "s",
-         "lower_is_better": True},
+        {
+            "metric": "bench_seconds",
+            "value": round(time.monotonic() - started, 1),
+            "target": None,
+            "unit": "s",
+            "lower_is_better": True,
+        },
     ]
     for arm, values in by_arm.items():
-        print(f"  {arm}: p50 {pct(values, 0.5):.0f} ms · p95 {pct(values, 0.95):.0f} ms · max {max(values):.0f} ms "
-              f"over {len(values)} decisions", flush=True)
+        print(
+            f"  {arm}: p50 {pct(values, 0.5):.0f} ms · p95 {pct(values, 0.95):.0f} ms · max {max(values):.0f} ms "
+            f"over {len(values)} decisions",
+            flush=True,
+        )
     if not args.quick and args.decisions is None:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")

@@ -73,10 +73,15 @@ def child_import(task: dict[str, Any]) -> dict[str, Any]:
         progress=progress,
     )
     seconds = time.monotonic() - started
-    return {"seconds": round(seconds, 1), "phases": {k: round(v, 1) for k, v in phases.items()},
-            "switch_seconds": round(seconds - phases["writing"], 1), "imported": result.imported,
-            "near_duplicate_groups": result.split_info.get("near_duplicates_kept_together"),
-            "split_counts": result.split_counts, "peak_rss_mb": peak_rss_mb()}
+    return {
+        "seconds": round(seconds, 1),
+        "phases": {k: round(v, 1) for k, v in phases.items()},
+        "switch_seconds": round(seconds - phases["writing"], 1),
+        "imported": result.imported,
+        "near_duplicate_groups": result.split_info.get("near_duplicates_kept_together"),
+        "split_counts": result.split_counts,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def child_augment(task: dict[str, Any]) -> dict[str, Any]:
@@ -92,13 +97,23 @@ def child_augment(task: dict[str, Any]) -> dict[str, Any]:
     engine = get_engine(task["db"])
     with session_scope(engine) as s:
         dataset = dataset_named(s, "scale", None)
-        ids = list(s.scalars(select(Sample.id).where(Sample.dataset_id == dataset.id, Sample.split == "train")
-                             .order_by(Sample.id).limit(task["sources"])))
-        references = s.scalar(select(func.count()).select_from(Sample).where(
-            Sample.dataset_id == dataset.id, Sample.split.in_(["val", "test"])))
+        ids = list(
+            s.scalars(
+                select(Sample.id)
+                .where(Sample.dataset_id == dataset.id, Sample.split == "train")
+                .order_by(Sample.id)
+                .limit(task["sources"])
+            )
+        )
+        references = s.scalar(
+            select(func.count())
+            .select_from(Sample)
+            .where(Sample.dataset_id == dataset.id, Sample.split.in_(["val", "test"]))
+        )
         rows = s.scalar(select(func.count()).select_from(Sample).where(Sample.dataset_id == dataset.id))
-        job_id = enqueue_request(s, dataset, AugmentRequest(methods=["wordnet"], n_per_text=2, seed=1,
-                                                            sample_ids=ids), get_settings(), None).id
+        job_id = enqueue_request(
+            s, dataset, AugmentRequest(methods=["wordnet"], n_per_text=2, seed=1, sample_ids=ids), get_settings(), None
+        ).id
     started = time.monotonic()
     stats = Worker(engine, kinds=["augment"], poll_seconds=0.05, lease_seconds=120).run(burst=True)
     seconds = time.monotonic() - started
@@ -107,9 +122,15 @@ def child_augment(task: dict[str, Any]) -> dict[str, Any]:
         result, status, error = job.result or {}, job.status, job.last_error
     if stats.succeeded != 1:
         raise RuntimeError(f"augment job {status}: {error}")
-    return {"seconds": round(seconds, 1), "kept": result["kept"], "dropped": result["dropped"],
-            "kept_per_s": round(result["kept"] / seconds, 1), "dataset_rows": rows, "references": references,
-            "peak_rss_mb": peak_rss_mb()}
+    return {
+        "seconds": round(seconds, 1),
+        "kept": result["kept"],
+        "dropped": result["dropped"],
+        "kept_per_s": round(result["kept"] / seconds, 1),
+        "dataset_rows": rows,
+        "references": references,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def _one_word_changed(text: str, rng: random.Random) -> str:
@@ -153,8 +174,14 @@ def child_leak(task: dict[str, Any]) -> dict[str, Any]:
     _, containment, _ = pair_scores(vec, sizes, rows, ref_vec, ref_sizes, rows)
     leaks = [k for k in rows if containment[k] >= 0.7]
     hits = sum(1 for k in leaks if found[n_candidates - 100 + k] >= containment[k] - 1e-9)
-    out = {"refs": n_refs, "build_seconds": round(build, 1), "us_per_candidate": round(took / n_candidates * 1e6, 1),
-           "planted_leaks": len(leaks), "planted_found": hits, "peak_rss_mb": peak_rss_mb()}
+    out = {
+        "refs": n_refs,
+        "build_seconds": round(build, 1),
+        "us_per_candidate": round(took / n_candidates * 1e6, 1),
+        "planted_leaks": len(leaks),
+        "planted_found": hits,
+        "peak_rss_mb": peak_rss_mb(),
+    }
     if task.get("exact"):
         exact = NgramIndex(5).fit(refs)
         t = time.monotonic()
@@ -182,17 +209,31 @@ def child_ddp(task: dict[str, Any]) -> dict[str, Any]:
         config_path.write_text(json.dumps(encoder_config))
     with EXAMPLE_CSV.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    tasks = [TaskSpec("bias", sorted({r["bias"] for r in rows})), TaskSpec("message", sorted({r["message"] for r in rows}))]
+    tasks = [
+        TaskSpec("bias", sorted({r["bias"] for r in rows})),
+        TaskSpec("message", sorted({r["message"] for r in rows})),
+    ]
 
     def examples(split: str, n: int) -> list[Example]:
         chosen = [r for r in rows if r["split"] == split][:n]
-        return [Example(r["text"], {"bias": r["bias"], "message": r["message"]}, i, r["id"])
-                for i, r in enumerate(chosen)]
+        return [
+            Example(r["text"], {"bias": r["bias"], "message": r["message"]}, i, r["id"]) for i, r in enumerate(chosen)
+        ]
 
     data = SplitData(tasks, examples("train", task["train"]), examples("val", 200), examples("test", 200), "ddp")
-    base = {"encoder": encoder, "epochs": 4, "max_length": 64, "head_hidden": 64, "grad_accum": 1, "lr": 3e-3,
-            "warmup_ratio": 0.1, "patience": 0, "rdrop_alpha": 0.0, "eval_batch_size": 64,
-            **({} if task["dropout"] else {"head_dropout": 0.0})}
+    base = {
+        "encoder": encoder,
+        "epochs": 4,
+        "max_length": 64,
+        "head_hidden": 64,
+        "grad_accum": 1,
+        "lr": 3e-3,
+        "warmup_ratio": 0.1,
+        "patience": 0,
+        "rdrop_alpha": 0.0,
+        "eval_batch_size": 64,
+        **({} if task["dropout"] else {"head_dropout": 0.0}),
+    }
     started = time.monotonic()
     one = train_model(TrainConfig.from_dict({**base, "batch_size": 16, "num_threads": 2}), data)
     one_seconds = time.monotonic() - started
@@ -226,10 +267,13 @@ def ddp_records(env: dict[str, str]) -> list[dict[str, Any]]:
     exact = run_child({"task": "ddp", "train": DDP_TRAIN_TEXTS, "dropout": False}, env)
     ddp = run_child({"task": "ddp", "train": DDP_TRAIN_TEXTS, "dropout": True}, env)
     return [
-        record("ddp_2proc_no_dropout_train_loss_max_relative_gap_vs_single", exact["max_relative_loss_gap"],
-               1e-3, "×"),
-        record("ddp_2proc_no_dropout_final_val_macro_f1_gap",
-               round(abs(exact["ddp_val_macro_f1"] - exact["single_val_macro_f1"]), 4), None, "F1"),
+        record("ddp_2proc_no_dropout_train_loss_max_relative_gap_vs_single", exact["max_relative_loss_gap"], 1e-3, "×"),
+        record(
+            "ddp_2proc_no_dropout_final_val_macro_f1_gap",
+            round(abs(exact["ddp_val_macro_f1"] - exact["single_val_macro_f1"]), 4),
+            None,
+            "F1",
+        ),
         record("ddp_2proc_train_loss_max_gap_vs_single", ddp["max_loss_gap"], None, "loss"),
         record("ddp_2proc_train_loss_max_relative_gap_vs_single", ddp["max_relative_loss_gap"], None, "×"),
         record("ddp_2proc_final_val_macro_f1", ddp["ddp_val_macro_f1"], None, "F1", None),
@@ -249,8 +293,15 @@ def merge_into(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def run_child(task: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one measurement in a fresh process; its JSON line back."""
-    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(task)], capture_output=True, text=True,
-                          check=False, env={**os.environ, **(env or {})}, cwd=ROOT, timeout=3600)
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(task)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        timeout=3600,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{task['task']} failed:\n{done.stderr[-4000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -261,8 +312,9 @@ def run_child(task: dict[str, Any], env: dict[str, str] | None = None) -> dict[s
 # The run ---------------------------------------------------------------------------------------------------------
 
 
-def record(metric: str, value: float, target: float | None, unit: str, lower_is_better: bool | None = True
-           ) -> dict[str, Any]:
+def record(
+    metric: str, value: float, target: float | None, unit: str, lower_is_better: bool | None = True
+) -> dict[str, Any]:
     out: dict[str, Any] = {"metric": metric, "value": value, "target": target, "unit": unit}
     if lower_is_better is not None:
         out["lower_is_better"] = lower_is_better
@@ -281,14 +333,19 @@ def main() -> None:
         task = json.loads(args.child)
         print(json.dumps(CHILDREN[task["task"]](task)))
         return
-    bench_env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE",
-                 "TOKENIZERS_PARALLELISM": "false"}
+    bench_env = {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     if args.only == "ddp":
         load_before = os.getloadavg()[0]
         new = ddp_records(bench_env)
         new.append(record("ddp_load_average_1m_before", round(load_before, 2), None, "", None))
-        args.out.write_text(json.dumps(merge_into(args.out, new), indent=2, ensure_ascii=False) + "\n",
-                            encoding="utf-8")
+        args.out.write_text(
+            json.dumps(merge_into(args.out, new), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         print(f"merged into {args.out} ({platform.node()})")
         return
 
@@ -306,8 +363,12 @@ def main() -> None:
     records: list[dict[str, Any]] = []
 
     sqlite_url = f"sqlite:///{tmp / 'scale.db'}"
-    env = {"AUGLOOP_DATA_DIR": str(tmp), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {
+        "AUGLOOP_DATA_DIR": str(tmp),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
     sqlite = run_child({"task": "import", "db": sqlite_url, "file": str(csv_path)}, env)
 
     from tests.pg_server import PostgresServer, pg_bin
@@ -316,8 +377,7 @@ def main() -> None:
     if pg_bin() is not None:
         server = PostgresServer().start()
         try:
-            postgres = run_child({"task": "import", "db": server.create_database("scale"), "file": str(csv_path)},
-                                 env)
+            postgres = run_child({"task": "import", "db": server.create_database("scale"), "file": str(csv_path)}, env)
         finally:
             server.stop()
     else:
@@ -325,8 +385,9 @@ def main() -> None:
 
     augment = run_child({"task": "augment", "db": sqlite_url, "sources": sources}, env)
     candidates = 2_000 if args.quick else 5_000
-    leak = [run_child({"task": "leak", "refs": n, "candidates": candidates, "exact": n <= 100_000}, env)
-            for n in ref_sizes]
+    leak = [
+        run_child({"task": "leak", "refs": n, "candidates": candidates, "exact": n <= 100_000}, env) for n in ref_sizes
+    ]
     ddp = ddp_records(bench_env)
     load_after = os.getloadavg()[0]
 
@@ -336,8 +397,10 @@ def main() -> None:
         record(f"import_sqlite_{label}_switch_seconds", sqlite["switch_seconds"], None, "s"),
     ]
     if postgres:
-        records += [record(f"import_postgres_{label}_seconds", postgres["seconds"], None, "s"),
-                    record(f"import_postgres_{label}_peak_rss_mb", postgres["peak_rss_mb"], RSS_TARGET_MB, "MB")]
+        records += [
+            record(f"import_postgres_{label}_seconds", postgres["seconds"], None, "s"),
+            record(f"import_postgres_{label}_peak_rss_mb", postgres["peak_rss_mb"], RSS_TARGET_MB, "MB"),
+        ]
     records += [
         record("near_duplicate_groups_kept_together", sqlite["near_duplicate_groups"], None, "groups", None),
         record("augment_job_peak_rss_mb", augment["peak_rss_mb"], RSS_TARGET_MB, "MB"),
@@ -350,8 +413,15 @@ def main() -> None:
         records.append(record(f"leak_guard_us_per_candidate_{n}", result["us_per_candidate"], None, "µs"))
         records.append(record(f"leak_guard_index_build_seconds_{n}", result["build_seconds"], None, "s"))
         records.append(record(f"leak_guard_index_peak_rss_mb_{n}", result["peak_rss_mb"], None, "MB"))
-        records.append(record(f"leak_guard_planted_leaks_found_{n}", result["planted_found"],
-                              result["planted_leaks"], f"of {result['planted_leaks']}", False))
+        records.append(
+            record(
+                f"leak_guard_planted_leaks_found_{n}",
+                result["planted_found"],
+                result["planted_leaks"],
+                f"of {result['planted_leaks']}",
+                False,
+            )
+        )
         if "exact_us_per_candidate" in result:
             records.append(record(f"exact_guard_us_per_candidate_{n}", result["exact_us_per_candidate"], None, "µs"))
     ratio = round(leak[-1]["us_per_candidate"] / leak[0]["us_per_candidate"], 2)

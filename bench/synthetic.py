@@ -18,12 +18,44 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "political_social_media.csv"
-SYLLABLES = ["ba", "ce", "di", "fo", "gu", "ha", "je", "ki", "lo", "mu", "na", "pe", "ri", "so", "tu", "va", "we",
-             "xi", "yo", "za", "an", "er", "in", "on", "ur", "st", "tr", "pl", "ch", "sh"]
+SYLLABLES = [
+    "ba",
+    "ce",
+    "di",
+    "fo",
+    "gu",
+    "ha",
+    "je",
+    "ki",
+    "lo",
+    "mu",
+    "na",
+    "pe",
+    "ri",
+    "so",
+    "tu",
+    "va",
+    "we",
+    "xi",
+    "yo",
+    "za",
+    "an",
+    "er",
+    "in",
+    "on",
+    "ur",
+    "st",
+    "tr",
+    "pl",
+    "ch",
+    "sh",
+]
 TASKS = {
     "bias": (["neutral", "partisan"], [3, 1]),
-    "message": (["policy", "personal", "support", "information", "attack", "media", "constituency", "mobilization",
-                 "other"], [30, 15, 15, 12, 8, 8, 5, 4, 3]),
+    "message": (
+        ["policy", "personal", "support", "information", "attack", "media", "constituency", "mobilization", "other"],
+        [30, 15, 15, 12, 8, 8, 5, 4, 3],
+    ),
     "audience": (["national", "constituency"], [3, 1]),
 }
 
@@ -42,8 +74,11 @@ def posts(n: int, seed: int = 0) -> Iterator[str]:
     for i in range(n):
         if recent and rng.random() < 0.01:
             source = rng.choice(recent)
-            post = (f"RT @user{rng.randrange(10**6)}: {source}" if rng.random() < 0.5
-                    else f'"{source}" Proud to stand with my colleagues on this.')
+            post = (
+                f"RT @user{rng.randrange(10**6)}: {source}"
+                if rng.random() < 0.5
+                else f'"{source}" Proud to stand with my colleagues on this.'
+            )
         else:
             words = [rng.choice(starts)]
             length = rng.randint(6, 30)

@@ -93,8 +93,7 @@ def interleaved(encoder: str, tasks: list, subset: list, threads: int) -> dict[s
         run.model.train()
         batches = run.batches.epoch(0)
         accum = stepper.plan.grad_accum
-        arms[arm] = {"stepper": stepper,
-                     "groups": [batches[k : k + accum] for k in range(0, len(batches), accum)]}
+        arms[arm] = {"stepper": stepper, "groups": [batches[k : k + accum] for k in range(0, len(batches), accum)]}
         # Untimed warm-up (one batch forward and backward, gradients dropped, no step): the process's first
         # passes pay one-time start-up costs (allocator, kernel selection) that belong to neither arm.
         stepper.batch(batches[0], step=False)
@@ -150,9 +149,7 @@ def padding_stats(encoder: str, train: list, batch_size: int = 12) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="24 texts per arm (about a minute)")
-    parser.add_argument(
-        "--subset", type=int, default=None, help="texts per arm (default 240; full split 4000)"
-    )
+    parser.add_argument("--subset", type=int, default=None, help="texts per arm (default 240; full split 4000)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     args = parser.parse_args()
 

@@ -33,10 +33,23 @@ from variant_quality import load_before  # noqa: E402
 EXAMPLE_CSV = ROOT / "examples" / "political_social_media.csv"
 RESULTS = ROOT / "bench" / "results"
 TASKS = ("bias", "message")
-RECIPE = {"focal_gamma": 2.0, "label_smoothing": 0.05, "class_weights": True, "rdrop_alpha": 1.0,
-          "llrd_decay": 0.9, "pooling": "last4_mean", "batch_size": 16, "grad_accum": 2, "lr": 5e-5,
-          "head_lr": 2e-4, "head_hidden": 384, "eval_batch_size": 64, "patience": 0, "device": "cpu",
-          "num_threads": 2}
+RECIPE = {
+    "focal_gamma": 2.0,
+    "label_smoothing": 0.05,
+    "class_weights": True,
+    "rdrop_alpha": 1.0,
+    "llrd_decay": 0.9,
+    "pooling": "last4_mean",
+    "batch_size": 16,
+    "grad_accum": 2,
+    "lr": 5e-5,
+    "head_lr": 2e-4,
+    "head_hidden": 384,
+    "eval_batch_size": 64,
+    "patience": 0,
+    "device": "cpu",
+    "num_threads": 2,
+}
 
 
 def log(msg: str) -> None:
@@ -68,20 +81,32 @@ def variants(train: list[dict[str, str]], rows: list[dict[str, str]]) -> dict[st
     from workers.augment.wordnet_data import nltk_data_dir
 
     labels = {t: sorted({r[t] for r in rows}) for t in TASKS}
-    plan = make_plan([(t, labels[t]) for t in TASKS], [SourceSample(i, {t: r[t] for t in TASKS})
-                                                        for i, r in enumerate(train)],
-                     {t: Counter() for t in TASKS}, target=PlanTarget(), methods=["wordnet"],
-                     per_source_cap=5, seed=0)
+    plan = make_plan(
+        [(t, labels[t]) for t in TASKS],
+        [SourceSample(i, {t: r[t] for t in TASKS}) for i, r in enumerate(train)],
+        {t: Counter() for t in TASKS},
+        target=PlanTarget(),
+        methods=["wordnet"],
+        per_source_cap=5,
+        seed=0,
+    )
     items = [(item["sample_id"], item["n"]) for job in plan["jobs"] for item in job["items"]]
     texts, counts = [train[i]["text"] for i, _ in items], [n for _, n in items]
-    protected = ProtectedTerms(t.term for t in class_terms(
-        [r["text"] for r in train], [{t: r[t] for t in TASKS} for r in train],
-        [{"name": t, "labels": labels[t]} for t in TASKS], "en"))
+    protected = ProtectedTerms(
+        t.term
+        for t in class_terms(
+            [r["text"] for r in train],
+            [{t: r[t] for t in TASKS} for r in train],
+            [{"name": t, "labels": labels[t]} for t in TASKS],
+            "en",
+        )
+    )
     root = nltk_data_dir()
     made = {
         "before": load_before(root).augment(texts, counts, seed=0, language="en"),
-        "after": WordNetAugmenter(root).augment(texts, counts, seed=0, language="en",
-                                                hints=SourceHints(protected=protected)),
+        "after": WordNetAugmenter(root).augment(
+            texts, counts, seed=0, language="en", hints=SourceHints(protected=protected)
+        ),
     }
     hashes = {content_hash(r["text"]) for r in rows}
     refs = [r["text"] for r in rows if r["split"] in ("val", "test")]
@@ -126,8 +151,10 @@ def main() -> int:
     test = [example(r, 200_000 + i) for i, r in enumerate(x for x in rows if x["split"] == "test")]
     data = {
         "recipe": originals,
-        **{arm: originals + [example(train[i], 300_000 + k, text) for k, (i, text) in enumerate(pairs)]
-           for arm, pairs in kept.items()},
+        **{
+            arm: originals + [example(train[i], 300_000 + k, text) for k, (i, text) in enumerate(pairs)]
+            for arm, pairs in kept.items()
+        },
     }
     encoder = str(get_model_path())
     preds: dict[str, list[np.ndarray]] = {arm: [] for arm in data}
@@ -135,19 +162,33 @@ def main() -> int:
     gold = None
     for seed in args.seeds:
         for arm, train_examples in data.items():
-            config = TrainConfig.from_dict({**RECIPE, "encoder": encoder, "tasks": list(TASKS), "seed": seed,
-                                            "epochs": args.epochs, "max_length": args.max_length})
+            config = TrainConfig.from_dict(
+                {
+                    **RECIPE,
+                    "encoder": encoder,
+                    "tasks": list(TASKS),
+                    "seed": seed,
+                    "epochs": args.epochs,
+                    "max_length": args.max_length,
+                }
+            )
             result = train_model(config, SplitData(tasks, train_examples, val, test, "gain"))
             dump = result.predictions["test"]
             pos = {sid: k for k, sid in enumerate(dump["sample_ids"])}
             order = [pos[e.sample_id] for e in test]
-            preds[arm].append(np.stack([np.asarray(dump["tasks"][t]["probs"]).reshape(len(pos), -1)[order].argmax(1)
-                                        for t in TASKS], axis=1))
+            preds[arm].append(
+                np.stack(
+                    [np.asarray(dump["tasks"][t]["probs"]).reshape(len(pos), -1)[order].argmax(1) for t in TASKS],
+                    axis=1,
+                )
+            )
             if gold is None:
                 gold = np.stack([np.asarray(dump["tasks"][t]["gold"])[order] for t in TASKS], axis=1)
             scores[arm].append(100 * result.metrics["test"]["overall_macro_f1"])
-            log(f"{arm} seed {seed}: test macro-F1 {scores[arm][-1]:.2f} ({result.seconds:.0f} s, "
-                f"{len(train_examples)} train texts)")
+            log(
+                f"{arm} seed {seed}: test macro-F1 {scores[arm][-1]:.2f} ({result.seconds:.0f} s, "
+                f"{len(train_examples)} train texts)"
+            )
     assert gold is not None
     sizes = [len(t.labels) for t in tasks]
 
@@ -160,18 +201,46 @@ def main() -> int:
 
     out = []
     for arm, train_examples in data.items():
-        out.append({"metric": f"test_macro_f1_{arm}", "value": round(float(np.mean(scores[arm])), 2),
-                    "target": None, "unit": "points", "lower_is_better": False,
-                    "per_seed": [round(s, 2) for s in scores[arm]], "train_texts": len(train_examples)})
-    for name, (a, b), target in (("before_minus_recipe", ("before", "recipe"), None),
-                                 ("after_minus_before", ("after", "before"), None),
-                                 ("after_minus_recipe", ("after", "recipe"), 3.0)):
+        out.append(
+            {
+                "metric": f"test_macro_f1_{arm}",
+                "value": round(float(np.mean(scores[arm])), 2),
+                "target": None,
+                "unit": "points",
+                "lower_is_better": False,
+                "per_seed": [round(s, 2) for s in scores[arm]],
+                "train_texts": len(train_examples),
+            }
+        )
+    for name, (a, b), target in (
+        ("before_minus_recipe", ("before", "recipe"), None),
+        ("after_minus_before", ("after", "before"), None),
+        ("after_minus_recipe", ("after", "recipe"), 3.0),
+    ):
         d = delta(a, b)
-        out.append({"metric": f"gain_{name}", "value": d["delta"], "target": target, "unit": "points",
-                    "lower_is_better": False, "ci95": [d["low"], d["high"]]})
-    out.append({"metric": "seconds", "value": round(time.perf_counter() - started), "target": None, "unit": "s",
-                "lower_is_better": True, "subset": args.subset, "epochs": args.epochs,
-                "max_length": args.max_length, "seeds": args.seeds})
+        out.append(
+            {
+                "metric": f"gain_{name}",
+                "value": d["delta"],
+                "target": target,
+                "unit": "points",
+                "lower_is_better": False,
+                "ci95": [d["low"], d["high"]],
+            }
+        )
+    out.append(
+        {
+            "metric": "seconds",
+            "value": round(time.perf_counter() - started),
+            "target": None,
+            "unit": "s",
+            "lower_is_better": True,
+            "subset": args.subset,
+            "epochs": args.epochs,
+            "max_length": args.max_length,
+            "seeds": args.seeds,
+        }
+    )
     headline = next(r for r in out if r["metric"] == "gain_after_minus_recipe")
     out = [r for r in out if r is not headline] + [headline]
     path = RESULTS / "variant_gain.json"

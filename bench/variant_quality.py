@@ -52,17 +52,21 @@ TASKS = ("bias", "message", "audience")
 BEFORE_COMMIT = "3600404"  # main before issue 15: WordNet with SemCor weights, plural/3rd-person inflection only
 
 
-def metric(name: str, value: float, unit: str, *, target: float | None = None, lower_is_better: bool = False,
-           **extra: Any) -> dict[str, Any]:
-    return {"metric": name, "value": value, "target": target, "unit": unit, "lower_is_better": lower_is_better,
-            **extra}
+def metric(
+    name: str, value: float, unit: str, *, target: float | None = None, lower_is_better: bool = False, **extra: Any
+) -> dict[str, Any]:
+    return {"metric": name, "value": value, "target": target, "unit": unit, "lower_is_better": lower_is_better, **extra}
 
 
 def load_before(root: Path, wordnet: Any = None) -> Any:
     """workers/augment/wordnet.py as it was at BEFORE_COMMIT, as a module of its own (sharing `wordnet`, an
     already loaded corpus reader, when given: loading one takes seconds)."""
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{BEFORE_COMMIT}:workers/augment/wordnet.py"],
-                            capture_output=True, text=True, check=True).stdout
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{BEFORE_COMMIT}:workers/augment/wordnet.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     path = Path(tempfile.mkdtemp()) / "wordnet_before.py"
     path.write_text(source, encoding="utf-8")
     spec = importlib.util.spec_from_file_location("wordnet_before", path)
@@ -87,8 +91,15 @@ def planned_items(rows: list[dict[str, str]]) -> list[tuple[int, int]]:
 
     labels = {t: sorted({r[t] for r in rows}) for t in TASKS}
     sources = [SourceSample(i, {t: r[t] for t in TASKS}) for i, r in enumerate(rows) if r["split"] == "train"]
-    plan = make_plan([(t, labels[t]) for t in TASKS], sources, {t: C() for t in TASKS}, target=PlanTarget(),
-                     methods=["wordnet"], per_source_cap=5, seed=0)
+    plan = make_plan(
+        [(t, labels[t]) for t in TASKS],
+        sources,
+        {t: C() for t in TASKS},
+        target=PlanTarget(),
+        methods=["wordnet"],
+        per_source_cap=5,
+        seed=0,
+    )
     return [(item["sample_id"], item["n"]) for job in plan["jobs"] for item in job["items"]]
 
 
@@ -175,9 +186,15 @@ def main() -> int:  # one study, read top to bottom
     counts = [n for _, n in items]
     labels = [{t: rows[i][t] for t in TASKS} for i, _ in items]
     train_rows = [r for r in rows if r["split"] == "train"]
-    protected = ProtectedTerms(t.term for t in class_terms(
-        [r["text"] for r in train_rows], [{t: r[t] for t in TASKS} for r in train_rows],
-        [{"name": t, "labels": sorted({r[t] for r in rows})} for t in TASKS], "en"))
+    protected = ProtectedTerms(
+        t.term
+        for t in class_terms(
+            [r["text"] for r in train_rows],
+            [{t: r[t] for t in TASKS} for r in train_rows],
+            [{"name": t, "labels": sorted({r[t] for r in rows})} for t in TASKS],
+            "en",
+        )
+    )
     print(f"protected terms seeded: {len(protected)}", flush=True)
 
     root = nltk_data_dir()
@@ -204,8 +221,12 @@ def main() -> int:  # one study, read top to bottom
     t0 = time.perf_counter()
     arms["in_context"] = after_aug.augment(texts, counts, seed=0, language="en", params=in_context, hints=hints)
     seconds["in_context"] = time.perf_counter() - t0
-    print(f"[{time.perf_counter() - started:.0f} s]", {k: round(v, 1) for k, v in seconds.items()}, "s to generate",
-          flush=True)
+    print(
+        f"[{time.perf_counter() - started:.0f} s]",
+        {k: round(v, 1) for k, v in seconds.items()},
+        "s to generate",
+        flush=True,
+    )
 
     hashes = {content_hash(r["text"]) for r in rows}
     refs = [r["text"] for r in rows if r["split"] in ("val", "test")]
@@ -218,8 +239,12 @@ def main() -> int:  # one study, read top to bottom
         print(f"{arm}: {len(pairs)} generated, {len(kept[arm])} kept", flush=True)
 
     tagger = after_aug.tagger
-    flags = tfidf_flags(rows, [v.text for arm in kept for _, v in kept[arm]] + texts,
-                        [labels[i] for arm in kept for i, _ in kept[arm]] + labels, 600 if args.quick else None)
+    flags = tfidf_flags(
+        rows,
+        [v.text for arm in kept for _, v in kept[arm]] + texts,
+        [labels[i] for arm in kept for i, _ in kept[arm]] + labels,
+        600 if args.quick else None,
+    )
     results: list[dict[str, Any]] = []
     summary: dict[str, dict[str, Any]] = {}
     offset = 0
@@ -236,8 +261,8 @@ def main() -> int:  # one study, read top to bottom
             "edit_change_share": len(changed_edits) / max(1, edits),
             "pos_class_change_share_of_edits": pos_class / max(1, edits),
             "mean_semantic_similarity": float(sims.mean()),
-            "label_flag_share": float(flags["flag"][offset: offset + n].mean()),
-            "label_confident_change_share": float(flags["confident"][offset: offset + n].mean()),
+            "label_flag_share": float(flags["flag"][offset : offset + n].mean()),
+            "label_confident_change_share": float(flags["confident"][offset : offset + n].mean()),
             "words_changed_per_variant": edits / n,
             "top_changes": Counter(changed_edits).most_common(8),
         }
@@ -287,29 +312,56 @@ def main() -> int:  # one study, read top to bottom
             ),
         ]
     results += [
-        metric("wordnet_edits_undone_by_pos_check", round(pos_check["undone"] / max(1, pos_check["checked"]), 4),
-               "fraction", lower_is_better=True, checked=pos_check["checked"],
-               note="replacements the tagger read as another tag while generating (after), undone there"),
-        metric("source_label_flag_share", round(source_flag, 4), "fraction", lower_is_better=True,
-               note="the same model on the sources themselves: the floor of the flag share"),
+        metric(
+            "wordnet_edits_undone_by_pos_check",
+            round(pos_check["undone"] / max(1, pos_check["checked"]), 4),
+            "fraction",
+            lower_is_better=True,
+            checked=pos_check["checked"],
+            note="replacements the tagger read as another tag while generating (after), undone there",
+        ),
+        metric(
+            "source_label_flag_share",
+            round(source_flag, 4),
+            "fraction",
+            lower_is_better=True,
+            note="the same model on the sources themselves: the floor of the flag share",
+        ),
         metric("wordnet_variants_per_s", round(speed["ours"], 1), "variants/s"),
         metric("wordnet_nlpaug_variants_per_s", round(speed["nlpaug"], 1), "variants/s"),
         metric("wordnet_before_variants_per_s", round(speed["before"], 1), "variants/s"),
-        metric("wordnet_in_context_variants_per_s", round(context_rate, 1), "variants/s",
-               note="CPU, 2 threads: up to 4 sentence-encoder passes per variant"),
+        metric(
+            "wordnet_in_context_variants_per_s",
+            round(context_rate, 1),
+            "variants/s",
+            note="CPU, 2 threads: up to 4 sentence-encoder passes per variant",
+        ),
         metric("wordnet_speedup_vs_nlpaug", round(speed["ours"] / speed["nlpaug"], 2), "x", target=1.0),
-        metric("seconds", round(time.perf_counter() - started, 1), "s", lower_is_better=True,
-               quick=args.quick, sources=len(items), torch_threads=torch.get_num_threads()),
+        metric(
+            "seconds",
+            round(time.perf_counter() - started, 1),
+            "s",
+            lower_is_better=True,
+            quick=args.quick,
+            sources=len(items),
+            torch_threads=torch.get_num_threads(),
+        ),
     ]
     headline = next(r for r in results if r["metric"] == "wordnet_pos_or_inflection_change_share")
     results = [r for r in results if r is not headline] + [headline]  # headline last
     out = RESULTS / ("variant_quality.quick.json" if args.quick else "variant_quality.json")
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     detail = RESULTS / ("variant_quality_detail.quick.json" if args.quick else "variant_quality_detail.json")
-    examples = {arm: [{"source": texts[i], "variant": v.text, "edits": [(e["from"], e["to"]) for e in v.edits]}
-                      for i, v in kept[arm][:40]] for arm in kept}
-    detail.write_text(json.dumps({"summary": summary, "examples": examples}, indent=1, default=str) + "\n",
-                      encoding="utf-8")
+    examples = {
+        arm: [
+            {"source": texts[i], "variant": v.text, "edits": [(e["from"], e["to"]) for e in v.edits]}
+            for i, v in kept[arm][:40]
+        ]
+        for arm in kept
+    }
+    detail.write_text(
+        json.dumps({"summary": summary, "examples": examples}, indent=1, default=str) + "\n", encoding="utf-8"
+    )
     for r in results:
         print(
             f"{r['metric']}: {r['value']} {r['unit']}" + (f" (target {r['target']})" if r["target"] is not None else "")
@@ -362,8 +414,11 @@ def throughput(
     print("throughput runs (s):", {k: [round(t, 2) for t in v] for k, v in times.items()}, flush=True)
     produced = sum(len(v) for v in ours.augment(texts, [1] * len(texts), seed=0, language="en", hints=hints))
     produced_before = sum(len(v) for v in before.augment(texts, [1] * len(texts), seed=0, language="en"))
-    return {"ours": produced / min(times["ours"]), "before": produced_before / min(times["before"]),
-            "nlpaug": len(texts) / min(times["nlpaug"])}
+    return {
+        "ours": produced / min(times["ours"]),
+        "before": produced_before / min(times["before"]),
+        "nlpaug": len(texts) / min(times["nlpaug"]),
+    }
 
 
 if __name__ == "__main__":

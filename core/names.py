@@ -20,7 +20,9 @@ def check_slug(name: str, *, field: str, what: str = "name") -> str:
     if not isinstance(name, str) or not SLUG.fullmatch(name):
         raise ValidationFailed(
             f"{what} must be 1-64 lower-case letters, digits, '_' or '-', starting with a letter or digit "
-            f"(a display name may say more); got {name[:80]!r}", field=field)
+            f"(a display name may say more); got {name[:80]!r}",
+            field=field,
+        )
     return name
 
 
@@ -31,6 +33,5 @@ def check_display_name(name: str, *, field: str) -> str:
         raise ValidationFailed(f"a display name is 1-{DISPLAY_MAX} characters", field=field)
     bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co")]
     if bad:
-        raise ValidationFailed(f"a display name may not contain control or format characters ({bad[0]!r})",
-                               field=field)
+        raise ValidationFailed(f"a display name may not contain control or format characters ({bad[0]!r})", field=field)
     return name

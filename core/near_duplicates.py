@@ -87,8 +87,9 @@ def _sliding_min(values: np.ndarray, window: int) -> np.ndarray:
     return np.minimum(suffix[: size - window + 1], prefix[window - 1 : size])
 
 
-def text_anchors(texts: Sequence[str], n: int = 5 + ANCHOR_EXTRA, window: int = WINDOW
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def text_anchors(
+    texts: Sequence[str], n: int = 5 + ANCHOR_EXTRA, window: int = WINDOW
+) -> tuple[np.ndarray, np.ndarray]:
     """Each text's anchors as CSR arrays (indptr int64, anchors uint32 — the upper half of a 64-bit hash —
     sorted and unique per text), computed over the normalised text (core.textnorm) for the whole batch at once.
     A text shorter than `window` n-grams keeps its smallest n-gram; one shorter than n characters has none."""
@@ -155,8 +156,9 @@ class Anchors:
     @classmethod
     def concat(cls, parts: Sequence[Anchors]) -> Anchors:
         offsets = np.cumsum([0, *(len(p.anchors) for p in parts)])
-        indptr = np.concatenate([np.zeros(1, np.int64), *(p.indptr[1:] + o for p, o in zip(parts, offsets,
-                                                                                          strict=False))])
+        indptr = np.concatenate(
+            [np.zeros(1, np.int64), *(p.indptr[1:] + o for p, o in zip(parts, offsets, strict=False))]
+        )
         return cls(indptr, np.concatenate([np.zeros(0, np.uint32), *(p.anchors for p in parts)]))
 
     def __len__(self) -> int:
@@ -202,8 +204,11 @@ class Postings:
         sorted_anchors = (packed >> np.uint64(32)).astype(np.uint32)
         sorted_docs = (packed & _MASK32).astype(np.int32)
         del packed
-        first = np.flatnonzero(np.r_[True, sorted_anchors[1:] != sorted_anchors[:-1]]) if len(docs) else \
-            np.zeros(0, dtype=np.int64)
+        first = (
+            np.flatnonzero(np.r_[True, sorted_anchors[1:] != sorted_anchors[:-1]])
+            if len(docs)
+            else np.zeros(0, dtype=np.int64)
+        )
         return cls(sorted_anchors[first], np.r_[first, len(sorted_docs)].astype(np.int64), sorted_docs)
 
     def lookup(self, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -268,8 +273,9 @@ def document_prefixes(postings: Postings, sizes: np.ndarray, threshold: float) -
     return docs[keep], keys[keep]
 
 
-def _pairs_with_hits(rows: np.ndarray, docs: np.ndarray, needed: np.ndarray,
-                     top: int = MAX_PARTNERS) -> tuple[np.ndarray, np.ndarray]:
+def _pairs_with_hits(
+    rows: np.ndarray, docs: np.ndarray, needed: np.ndarray, top: int = MAX_PARTNERS
+) -> tuple[np.ndarray, np.ndarray]:
     """The distinct (row, doc) pairs found at least `needed` times (`needed` is per occurrence, the same for
     every occurrence of a pair); per row, the `top` found most often (ties: lowest doc)."""
     packed = _pack(rows, docs)
@@ -426,8 +432,9 @@ class NearDuplicateFinder:
         return sorted(by_label.values(), key=lambda g: g[0])
 
 
-def near_duplicate_groups(texts: Sequence[str], *, n: int = 5, jaccard: float = 0.8,
-                          containment: float = 0.8) -> list[list[int]]:
+def near_duplicate_groups(
+    texts: Sequence[str], *, n: int = 5, jaccard: float = 0.8, containment: float = 0.8
+) -> list[list[int]]:
     """NearDuplicateFinder over texts held in memory."""
     finder = NearDuplicateFinder(n=n, jaccard=jaccard, containment=containment)
     for start in range(0, len(texts), 10_000):

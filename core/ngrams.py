@@ -97,8 +97,15 @@ def _scores(inter: np.ndarray, a_sizes: np.ndarray, b_sizes: np.ndarray) -> tupl
     return jaccard, containment
 
 
-def pair_scores(a: Any, a_sizes: np.ndarray, a_rows: np.ndarray, b: Any, b_sizes: np.ndarray, b_rows: np.ndarray,
-                min_shared: int = MIN_SHARED) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pair_scores(
+    a: Any,
+    a_sizes: np.ndarray,
+    a_rows: np.ndarray,
+    b: Any,
+    b_sizes: np.ndarray,
+    b_rows: np.ndarray,
+    min_shared: int = MIN_SHARED,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Jaccard and containment of row a_rows[i] of `a` with row b_rows[i] of `b`, and whether the pair shares
     at least `min_shared` n-grams (fewer: an incidental overlap, never reported)."""
     if not len(a_rows):
@@ -109,12 +116,15 @@ def pair_scores(a: Any, a_sizes: np.ndarray, a_rows: np.ndarray, b: Any, b_sizes
     return jaccard, containment, inter >= min_shared
 
 
-def best_per_row(n_rows: int, rows: np.ndarray, refs: np.ndarray, jaccard: np.ndarray,
-                 containment: np.ndarray) -> Matches:
+def best_per_row(
+    n_rows: int, rows: np.ndarray, refs: np.ndarray, jaccard: np.ndarray, containment: np.ndarray
+) -> Matches:
     """Per row: its best Jaccard and containment among the given (row, reference) pairs, and which reference."""
     out = Matches(np.zeros(n_rows), np.full(n_rows, -1), np.zeros(n_rows), np.full(n_rows, -1))
-    for score, best, where in ((jaccard, out.jaccard, out.jaccard_ref),
-                               (containment, out.containment, out.containment_ref)):
+    for score, best, where in (
+        (jaccard, out.jaccard, out.jaccard_ref),
+        (containment, out.containment, out.containment_ref),
+    ):
         if score.size == 0:
             continue
         # Sort by (row, score, -reference) and take each row's last entry: its maximum, the first reference

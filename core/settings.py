@@ -68,10 +68,16 @@ class Settings(BaseSettings):
     # Languages the MLM covers ("*": any); empty: known models' coverage (workers/augment/catalog.py), else any.
     mlm_languages: list[str] = Field(default_factory=list)
     # Back-translation routes: source language → pivot and back, each leg a MarianMT-style model.
-    bt_routes: list[dict[str, str]] = Field(default_factory=lambda: [
-        {"source": "en", "pivot": "de", "forward": "Helsinki-NLP/opus-mt-en-de",
-         "backward": "Helsinki-NLP/opus-mt-de-en"},
-    ])
+    bt_routes: list[dict[str, str]] = Field(
+        default_factory=lambda: [
+            {
+                "source": "en",
+                "pivot": "de",
+                "forward": "Helsinki-NLP/opus-mt-en-de",
+                "backward": "Helsinki-NLP/opus-mt-de-en",
+            },
+        ]
+    )
     augment_device: str = ""  # "" picks cuda when available, else cpu
     augment_dtype: str = "auto"  # auto: bfloat16/float16 on cuda, float32 on cpu
     augment_torch_threads: int = 0  # 0 keeps torch's default

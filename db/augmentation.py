@@ -69,9 +69,7 @@ def labels_of(session: Session, sample_ids: Sequence[int]) -> dict[int, dict[str
     labels: dict[int, dict[str, str]] = {sid: {} for sid in sample_ids}
     for chunk in chunked(sample_ids):
         for sid, task, label in session.execute(
-            select(SampleLabel.sample_id, SampleLabel.task, SampleLabel.label).where(
-                SampleLabel.sample_id.in_(chunk)
-            )
+            select(SampleLabel.sample_id, SampleLabel.task, SampleLabel.label).where(SampleLabel.sample_id.in_(chunk))
         ):
             labels[sid][task] = label
     return labels
@@ -82,9 +80,11 @@ def existing_hashes(session: Session, dataset_id: int, digests: Sequence[str]) -
     (dataset_id, content_hash) answers it), instead of every hash of the dataset in memory."""
     found: set[str] = set()
     for chunk in chunked(list(digests)):
-        found.update(session.scalars(
-            select(Sample.content_hash).where(Sample.dataset_id == dataset_id, Sample.content_hash.in_(chunk))
-        ))
+        found.update(
+            session.scalars(
+                select(Sample.content_hash).where(Sample.dataset_id == dataset_id, Sample.content_hash.in_(chunk))
+            )
+        )
     return found
 
 
@@ -109,9 +109,13 @@ def reference_texts(session: Session, dataset_id: int, batch: int = 5000) -> Ite
 def _texts_by_id(session: Session, batch: int, *where: Any) -> Iterator[str]:
     last_id = 0
     while True:
-        rows = session.execute(
-            select(Sample.id, Sample.text).where(*where, Sample.id > last_id).order_by(Sample.id).limit(batch)
-        ).tuples().all()
+        rows = (
+            session.execute(
+                select(Sample.id, Sample.text).where(*where, Sample.id > last_id).order_by(Sample.id).limit(batch)
+            )
+            .tuples()
+            .all()
+        )
         if not rows:
             return
         yield from (text for _id, text in rows)
@@ -139,13 +143,25 @@ def insert_variants(
     for v in variants:
         if v.parent_id in parent_split and v.content_hash not in rows:
             rows[v.content_hash] = {
-                "dataset_id": dataset_id, "text": v.text, "split": parent_split[v.parent_id],
-                "origin": Origin.augmented, "content_hash": v.content_hash, "parent_id": v.parent_id,
-                "method": v.method, "method_params": v.method_params, "model_name": v.model_name,
-                "seed": v.seed, "job_id": job_id, "scores": v.scores, "similarity": v.similarity,
-                "semantic_similarity": v.semantic_similarity, "novelty": v.novelty,
-                "label_consistency": v.label_consistency, "label_flag": v.label_flag,
-                "review_status": ReviewStatus.pending, "created_by": created_by,
+                "dataset_id": dataset_id,
+                "text": v.text,
+                "split": parent_split[v.parent_id],
+                "origin": Origin.augmented,
+                "content_hash": v.content_hash,
+                "parent_id": v.parent_id,
+                "method": v.method,
+                "method_params": v.method_params,
+                "model_name": v.model_name,
+                "seed": v.seed,
+                "job_id": job_id,
+                "scores": v.scores,
+                "similarity": v.similarity,
+                "semantic_similarity": v.semantic_similarity,
+                "novelty": v.novelty,
+                "label_consistency": v.label_consistency,
+                "label_flag": v.label_flag,
+                "review_status": ReviewStatus.pending,
+                "created_by": created_by,
             }
     if not rows:
         return [], len(variants)
@@ -156,9 +172,7 @@ def insert_variants(
         .on_conflict_do_nothing(index_elements=[Sample.dataset_id, Sample.content_hash])
         .returning(Sample.id, Sample.content_hash)
     )
-    inserted = {
-        digest: sid for sid, digest in session.execute(statement, list(rows.values())).tuples()
-    }
+    inserted = {digest: sid for sid, digest in session.execute(statement, list(rows.values())).tuples()}
     label_rows = [
         {"sample_id": sid, "task": task, "label": label}
         for digest, sid in inserted.items()
@@ -175,14 +189,16 @@ def inserted_ids(session: Session, dataset_id: int, job_id: int, hashes: Sequenc
     """content hash → sample id, for the given hashes that job `job_id` stored in the dataset."""
     found: dict[str, int] = {}
     for chunk in chunked(list(hashes)):
-        found.update({
-            digest: sid
-            for sid, digest in session.execute(
-                select(Sample.id, Sample.content_hash).where(
-                    Sample.dataset_id == dataset_id, Sample.job_id == job_id, Sample.content_hash.in_(chunk)
-                )
-            ).tuples()
-        })
+        found.update(
+            {
+                digest: sid
+                for sid, digest in session.execute(
+                    select(Sample.id, Sample.content_hash).where(
+                        Sample.dataset_id == dataset_id, Sample.job_id == job_id, Sample.content_hash.in_(chunk)
+                    )
+                ).tuples()
+            }
+        )
     return found
 
 
@@ -199,10 +215,12 @@ def record_automatic_decisions(session: Session, reviewer_id: int, decisions: Se
             ids = [d.sample_id for d in chunk]
             rows = dict(
                 session.execute(
-                    select(Sample.id, Sample.version).where(
-                        Sample.id.in_(ids), Sample.review_status == ReviewStatus.pending, Sample.review_count == 0
-                    ).with_for_update()
-                ).tuples().all()
+                    select(Sample.id, Sample.version)
+                    .where(Sample.id.in_(ids), Sample.review_status == ReviewStatus.pending, Sample.review_count == 0)
+                    .with_for_update()
+                )
+                .tuples()
+                .all()
             )
             if not rows:
                 continue
@@ -210,7 +228,9 @@ def record_automatic_decisions(session: Session, reviewer_id: int, decisions: Se
             if outcome != "audit":
                 values.update(review_status=outcome, version=Sample.version + 1)
             session.execute(
-                update(Sample).where(Sample.id.in_(list(rows))).values(**values)
+                update(Sample)
+                .where(Sample.id.in_(list(rows)))
+                .values(**values)
                 .execution_options(synchronize_session=False)
             )
             if outcome == "audit":
@@ -222,10 +242,15 @@ def record_automatic_decisions(session: Session, reviewer_id: int, decisions: Se
                 sa_insert(Review),
                 [
                     {
-                        "sample_id": d.sample_id, "user_id": reviewer_id,
+                        "sample_id": d.sample_id,
+                        "user_id": reviewer_id,
                         "decision": "approve" if outcome == "approved" else "reject",
-                        "reason": d.reason, "note": d.note, "text_before": texts[d.sample_id],
-                        "text_after": texts[d.sample_id], "version_seen": rows[d.sample_id], "automatic": True,
+                        "reason": d.reason,
+                        "note": d.note,
+                        "text_before": texts[d.sample_id],
+                        "text_after": texts[d.sample_id],
+                        "version_seen": rows[d.sample_id],
+                        "automatic": True,
                         "created_at": now,
                     }
                     for d in chunk
@@ -260,9 +285,7 @@ def variant_counts(session: Session, dataset: Dataset) -> dict[str, dict[str, di
     return out
 
 
-def counted_variants(
-    counts: dict[str, dict[str, dict[str, int]]], include_pending: bool
-) -> dict[str, Counter[str]]:
+def counted_variants(counts: dict[str, dict[str, dict[str, int]]], include_pending: bool) -> dict[str, Counter[str]]:
     statuses = {ReviewStatus.approved, ReviewStatus.pending} if include_pending else {ReviewStatus.approved}
     return {
         task: Counter({label: sum(n for s, n in by.items() if s in statuses) for label, by in labels.items()})

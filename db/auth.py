@@ -47,7 +47,8 @@ def get_or_create_user(session: Session, name: str, role: str) -> User:
     elif user.role != role:
         raise ValidationFailed(
             f"user {name!r} exists with role {user.role!r}; change it with `augloop user role {name} {role}` "
-            "or PATCH /api/v1/users/{name}", field="role"
+            "or PATCH /api/v1/users/{name}",
+            field="role",
         )
     return user
 
@@ -107,8 +108,12 @@ def token_state(row: APIToken, now: datetime | None = None) -> str:
 
 
 def mark_used(session: Session, token_id: int, when: datetime) -> None:
-    session.execute(update(APIToken).where(APIToken.id == token_id).values(last_used_at=when)
-                    .execution_options(synchronize_session=False))
+    session.execute(
+        update(APIToken)
+        .where(APIToken.id == token_id)
+        .values(last_used_at=when)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def set_role(session: Session, name: str, role: str) -> User:

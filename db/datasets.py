@@ -59,8 +59,12 @@ def dataset_stats(session: Session, dataset: Dataset) -> dict[str, Any]:
         name = task["name"]
         tasks[name] = {
             "labels": {
-                label: {"by_split": {"train": 0, "val": 0, "test": 0}, "by_origin": defaultdict(int),
-                        "train_original": 0, "train_with_approved": 0}
+                label: {
+                    "by_split": {"train": 0, "val": 0, "test": 0},
+                    "by_origin": defaultdict(int),
+                    "train_original": 0,
+                    "train_with_approved": 0,
+                }
                 for label in task["labels"]
             },
             "missing_label": 0,
@@ -79,8 +83,10 @@ def dataset_stats(session: Session, dataset: Dataset) -> dict[str, Any]:
     originals = sum(n for _s, origin, _st, n in totals if origin == Origin.original)
     for task in dataset.tasks:
         name = task["name"]
-        labelled = sum(e["by_split"]["train"] + e["by_split"]["val"] + e["by_split"]["test"]
-                       for e in tasks[name]["labels"].values())
+        labelled = sum(
+            e["by_split"]["train"] + e["by_split"]["val"] + e["by_split"]["test"]
+            for e in tasks[name]["labels"].values()
+        )
         tasks[name]["missing_label"] = originals - labelled
         for key in ("train_original", "train_with_approved"):
             counts = [e[key] for e in tasks[name]["labels"].values()]
@@ -105,8 +111,9 @@ def parse_include(include: str | list[str]) -> set[str]:
     chosen = {p.strip() for p in parts if p.strip()}
     bad = chosen - INCLUDE_CHOICES
     if bad or not chosen:
-        raise ValidationFailed(f"include must name some of {sorted(INCLUDE_CHOICES)}; got {sorted(bad) or 'nothing'}",
-                               field="include")
+        raise ValidationFailed(
+            f"include must name some of {sorted(INCLUDE_CHOICES)}; got {sorted(bad) or 'nothing'}", field="include"
+        )
     return chosen
 
 
@@ -135,8 +142,9 @@ def _in_view(dataset: Dataset, include: set[str], splits: set[str] | None) -> li
     return where
 
 
-def samples_for_view(session: Session, dataset: Dataset, include: set[str], splits: set[str] | None = None,
-                     batch: int = 2000) -> Iterator[Sample]:
+def samples_for_view(
+    session: Session, dataset: Dataset, include: set[str], splits: set[str] | None = None, batch: int = 2000
+) -> Iterator[Sample]:
     """The view's samples (see _in_view) in id order, streamed in batches."""
     query = select(Sample).where(*_in_view(dataset, include, splits))
     last_id = 0
@@ -148,13 +156,26 @@ def samples_for_view(session: Session, dataset: Dataset, include: set[str], spli
         last_id = chunk[-1].id
 
 
-VIEW_COLUMNS = ("id", "external_id", "text", "split", "origin", "review_status", "parent_id", "method",
-                "method_params", "model_name", "seed", "similarity", "label_consistency", "generated_text",
-                "job_id")
+VIEW_COLUMNS = (
+    "id",
+    "external_id",
+    "text",
+    "split",
+    "origin",
+    "review_status",
+    "parent_id",
+    "method",
+    "method_params",
+    "model_name",
+    "seed",
+    "similarity",
+    "label_consistency",
+    "generated_text",
+    "job_id",
+)
 
 
-def view_rows(session: Session, dataset: Dataset, include: set[str], batch: int = 2000
-              ) -> Iterator[dict[str, Any]]:
+def view_rows(session: Session, dataset: Dataset, include: set[str], batch: int = 2000) -> Iterator[dict[str, Any]]:
     """The view as plain rows (VIEW_COLUMNS and "labels": {task: label}) in id order, read `batch` at a time
     with their labels: what an export streams, without building an ORM object per sample."""
     columns = [getattr(Sample, name) for name in VIEW_COLUMNS]

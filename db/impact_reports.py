@@ -50,9 +50,7 @@ def has_test_split(session: Session, dataset: Dataset) -> bool:
     )
 
 
-def create_report(
-    session: Session, dataset: Dataset, params: dict[str, Any], created_by: int | None
-) -> ImpactReport:
+def create_report(session: Session, dataset: Dataset, params: dict[str, Any], created_by: int | None) -> ImpactReport:
     report = ImpactReport(
         dataset_id=dataset.id,
         status=JobStatus.queued,
@@ -96,11 +94,13 @@ def mark_running(session: Session, report_id: int) -> None:
 
 def finish_report(session: Session, report_id: int, status: str, result: dict[str, Any]) -> bool:
     """Record the outcome unless another worker already did; True when this call's write landed."""
-    written = affected_rows(session.execute(
-        update(ImpactReport)
-        .where(ImpactReport.id == report_id, ImpactReport.status.in_(OPEN))
-        .values(status=status, result=result, finished_at=utcnow())
-        .execution_options(synchronize_session=False)
-    ))
+    written = affected_rows(
+        session.execute(
+            update(ImpactReport)
+            .where(ImpactReport.id == report_id, ImpactReport.status.in_(OPEN))
+            .values(status=status, result=result, finished_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    )
     session.flush()
     return bool(written)

@@ -27,9 +27,11 @@ LABELS = "import_labels"
 SPLITS = "import_splits"
 
 _CREATE = (
-    (f"CREATE TEMPORARY TABLE {ROWS} (seq INTEGER PRIMARY KEY, line BIGINT NOT NULL, text TEXT NOT NULL, "
-     "content_hash VARCHAR(64) NOT NULL, external_id VARCHAR(200), split VARCHAR(8), first_seq INTEGER NOT NULL, "
-     "existing_id INTEGER)"),
+    (
+        f"CREATE TEMPORARY TABLE {ROWS} (seq INTEGER PRIMARY KEY, line BIGINT NOT NULL, text TEXT NOT NULL, "
+        "content_hash VARCHAR(64) NOT NULL, external_id VARCHAR(200), split VARCHAR(8), first_seq INTEGER NOT NULL, "
+        "existing_id INTEGER)"
+    ),
     f"CREATE TEMPORARY TABLE {LABELS} (seq INTEGER NOT NULL, task VARCHAR(100) NOT NULL, label VARCHAR(100) NOT NULL)",
     f"CREATE TEMPORARY TABLE {SPLITS} (seq INTEGER PRIMARY KEY, split VARCHAR(8) NOT NULL)",
 )
@@ -71,11 +73,18 @@ def _copy(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[S
         conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", list(map(tuple, rows)))
 
 
-def add_rows(conn: Connection, rows: Sequence[tuple[int, int, str, str, str | None, str | None]],
-             labels: Sequence[tuple[int, str, str]]) -> None:
+def add_rows(
+    conn: Connection,
+    rows: Sequence[tuple[int, int, str, str, str | None, str | None]],
+    labels: Sequence[tuple[int, str, str]],
+) -> None:
     """rows: (seq, line, text, content_hash, external_id, split); labels: (seq, task, label)."""
-    _copy(conn, ROWS, ("seq", "line", "text", "content_hash", "external_id", "split", "first_seq"),
-          [(*row, row[0]) for row in rows])
+    _copy(
+        conn,
+        ROWS,
+        ("seq", "line", "text", "content_hash", "external_id", "split", "first_seq"),
+        [(*row, row[0]) for row in rows],
+    )
     _copy(conn, LABELS, ("seq", "task", "label"), labels)
 
 
@@ -97,9 +106,11 @@ def link_duplicates(conn: Connection) -> None:
 def link_existing(conn: Connection, dataset_id: int) -> None:
     """existing_id: the dataset's sample with the same content hash, if any."""
     conn.execute(
-        text(f"UPDATE {ROWS} SET existing_id = (SELECT s.id FROM samples s WHERE s.dataset_id = :ds "
-             f"AND s.content_hash = {ROWS}.content_hash) WHERE EXISTS (SELECT 1 FROM samples s "
-             f"WHERE s.dataset_id = :ds AND s.content_hash = {ROWS}.content_hash)"),
+        text(
+            f"UPDATE {ROWS} SET existing_id = (SELECT s.id FROM samples s WHERE s.dataset_id = :ds "
+            f"AND s.content_hash = {ROWS}.content_hash) WHERE EXISTS (SELECT 1 FROM samples s "
+            f"WHERE s.dataset_id = :ds AND s.content_hash = {ROWS}.content_hash)"
+        ),
         {"ds": dataset_id},
     )
 
@@ -116,9 +127,7 @@ def texts_of(conn: Connection, seqs: Sequence[int]) -> list[str]:
 def label_sets(conn: Connection) -> dict[str, list[str]]:
     """Every label seen per task, sorted."""
     out: dict[str, list[str]] = {}
-    for task, label in conn.exec_driver_sql(
-        f"SELECT DISTINCT task, label FROM {LABELS} ORDER BY task, label"
-    ).tuples():
+    for task, label in conn.exec_driver_sql(f"SELECT DISTINCT task, label FROM {LABELS} ORDER BY task, label").tuples():
         out.setdefault(task, []).append(label)
     return out
 
@@ -138,31 +147,40 @@ def duplicates(conn: Connection, limit: int) -> tuple[int, list[dict[str, int]]]
         f"SELECT r.line, r.existing_id, f.line FROM {ROWS} r JOIN {ROWS} f ON f.seq = r.first_seq "
         f"WHERE {where} ORDER BY r.seq LIMIT {int(limit)}"
     ).tuples():
-        listed.append({"line": line, "duplicate_of_sample": existing} if existing is not None
-                      else {"line": line, "duplicate_of_line": first_line})
+        listed.append(
+            {"line": line, "duplicate_of_sample": existing}
+            if existing is not None
+            else {"line": line, "duplicate_of_line": first_line}
+        )
     return int(count), listed
 
 
 def split_counts(conn: Connection) -> dict[str, int]:
     """Rows that will be inserted, per split."""
-    return dict(conn.exec_driver_sql(
-        f"SELECT {_SPLIT}, COUNT(*) FROM {_FROM} WHERE {_NEW} GROUP BY {_SPLIT}"
-    ).tuples().all())
+    return dict(
+        conn.exec_driver_sql(f"SELECT {_SPLIT}, COUNT(*) FROM {_FROM} WHERE {_NEW} GROUP BY {_SPLIT}").tuples().all()
+    )
 
 
 def insert_samples(conn: Connection, dataset_id: int, created_by: int | None, now: datetime) -> int:
     """The switch: every new row (first in the file, not in the dataset yet) becomes an original sample, with
     its labels, in two statements. Returns how many samples were inserted."""
     params = {"ds": dataset_id, "by": created_by, "now": now}
-    inserted = conn.execute(text(
-        "INSERT INTO samples (dataset_id, external_id, text, split, origin, content_hash, created_by, "
-        "review_count, version, created_at, updated_at) "
-        f"SELECT :ds, r.external_id, r.text, {_SPLIT}, 'original', r.content_hash, :by, 0, 1, :now, :now "
-        f"FROM {_FROM} WHERE {_NEW} ORDER BY r.seq"
-    ).bindparams(bindparam("now", type_=UTCDateTime())), params).rowcount
-    conn.execute(text(
-        "INSERT INTO sample_labels (sample_id, task, label) "
-        f"SELECT s.id, l.task, l.label FROM {LABELS} l JOIN {ROWS} r ON r.seq = l.seq "
-        f"JOIN samples s ON s.dataset_id = :ds AND s.content_hash = r.content_hash WHERE {_NEW}"
-    ), {"ds": dataset_id})
+    inserted = conn.execute(
+        text(
+            "INSERT INTO samples (dataset_id, external_id, text, split, origin, content_hash, created_by, "
+            "review_count, version, created_at, updated_at) "
+            f"SELECT :ds, r.external_id, r.text, {_SPLIT}, 'original', r.content_hash, :by, 0, 1, :now, :now "
+            f"FROM {_FROM} WHERE {_NEW} ORDER BY r.seq"
+        ).bindparams(bindparam("now", type_=UTCDateTime())),
+        params,
+    ).rowcount
+    conn.execute(
+        text(
+            "INSERT INTO sample_labels (sample_id, task, label) "
+            f"SELECT s.id, l.task, l.label FROM {LABELS} l JOIN {ROWS} r ON r.seq = l.seq "
+            f"JOIN samples s ON s.dataset_id = :ds AND s.content_hash = r.content_hash WHERE {_NEW}"
+        ),
+        {"ds": dataset_id},
+    )
     return int(inserted)

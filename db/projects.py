@@ -25,21 +25,29 @@ def list_projects(session: Session, ids: set[int] | None = None) -> list[Project
 
 
 def role_in(session: Session, project_id: int, user_id: int) -> str | None:
-    return session.scalar(select(ProjectMember.role).where(ProjectMember.project_id == project_id,
-                                                           ProjectMember.user_id == user_id))
+    return session.scalar(
+        select(ProjectMember.role).where(ProjectMember.project_id == project_id, ProjectMember.user_id == user_id)
+    )
 
 
 def memberships(session: Session, user_id: int) -> dict[int, str]:
     """project id → the user's role there."""
-    return dict(session.execute(select(ProjectMember.project_id, ProjectMember.role)
-                                .where(ProjectMember.user_id == user_id)).tuples().all())
+    return dict(
+        session.execute(select(ProjectMember.project_id, ProjectMember.role).where(ProjectMember.user_id == user_id))
+        .tuples()
+        .all()
+    )
 
 
 def members(session: Session, project_id: int) -> list[tuple[User, str]]:
-    return list(session.execute(
-        select(User, ProjectMember.role).join(ProjectMember, ProjectMember.user_id == User.id)
-        .where(ProjectMember.project_id == project_id).order_by(User.name)
-    ).tuples())
+    return list(
+        session.execute(
+            select(User, ProjectMember.role)
+            .join(ProjectMember, ProjectMember.user_id == User.id)
+            .where(ProjectMember.project_id == project_id)
+            .order_by(User.name)
+        ).tuples()
+    )
 
 
 def set_member(session: Session, project_id: int, user_id: int, role: str) -> None:
@@ -52,5 +60,11 @@ def set_member(session: Session, project_id: int, user_id: int, role: str) -> No
 
 
 def remove_member(session: Session, project_id: int, user_id: int) -> int:
-    return affected_rows(session.execute(delete(ProjectMember).where(ProjectMember.project_id == project_id,
-                                                                     ProjectMember.user_id == user_id))) or 0
+    return (
+        affected_rows(
+            session.execute(
+                delete(ProjectMember).where(ProjectMember.project_id == project_id, ProjectMember.user_id == user_id)
+            )
+        )
+        or 0
+    )

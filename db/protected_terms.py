@@ -29,20 +29,14 @@ def list_terms(session: Session, dataset_id: int) -> list[ProtectedTerm]:
 
 
 def term_strings(session: Session, dataset_id: int) -> list[str]:
-    return list(
-        session.scalars(select(ProtectedTerm.term).where(ProtectedTerm.dataset_id == dataset_id))
-    )
+    return list(session.scalars(select(ProtectedTerm.term).where(ProtectedTerm.dataset_id == dataset_id)))
 
 
-def add_terms(
-    session: Session, dataset_id: int, terms: Sequence[str], origin: str, created_by: int | None
-) -> int:
+def add_terms(session: Session, dataset_id: int, terms: Sequence[str], origin: str, created_by: int | None) -> int:
     """Add terms not present yet; returns how many were new."""
     present = set(term_strings(session, dataset_id))
     new = [t for t in dict.fromkeys(terms) if t not in present]
-    session.add_all(
-        ProtectedTerm(dataset_id=dataset_id, term=t, origin=origin, created_by=created_by) for t in new
-    )
+    session.add_all(ProtectedTerm(dataset_id=dataset_id, term=t, origin=origin, created_by=created_by) for t in new)
     session.flush()
     return len(new)
 
@@ -50,9 +44,11 @@ def add_terms(
 def remove_terms(session: Session, dataset_id: int, terms: Sequence[str]) -> int:
     if not terms:
         return 0
-    removed = affected_rows(session.execute(
-        delete(ProtectedTerm).where(ProtectedTerm.dataset_id == dataset_id, ProtectedTerm.term.in_(list(terms)))
-    ))
+    removed = affected_rows(
+        session.execute(
+            delete(ProtectedTerm).where(ProtectedTerm.dataset_id == dataset_id, ProtectedTerm.term.in_(list(terms)))
+        )
+    )
     session.flush()
     return removed or 0
 
@@ -64,8 +60,15 @@ def replace_seeded(session: Session, dataset_id: int, seeded: Sequence[SeededTer
     )
     present = set(term_strings(session, dataset_id))
     rows = [
-        ProtectedTerm(dataset_id=dataset_id, term=s.term, origin="seeded", task=s.task, label=s.label,
-                      score=s.score, created_by=created_by)
+        ProtectedTerm(
+            dataset_id=dataset_id,
+            term=s.term,
+            origin="seeded",
+            task=s.task,
+            label=s.label,
+            score=s.score,
+            created_by=created_by,
+        )
         for s in seeded
         if s.term not in present
     ]

@@ -103,36 +103,48 @@ def requeue_expired(session: Session, now: datetime | None = None) -> int:
     expired = and_(Job.status == JobStatus.running, Job.lease_until < now)
     ended = 0
     for condition, status, error, why in (
-        (Job.cancel_requested.is_(True), JobStatus.cancelled,
-         "cancelled: the worker running it stopped (lease expired) before it could stop the job",
-         "cancelled: the worker running it stopped (lease expired) before it could stop the job"),
-        (Job.attempts >= Job.max_attempts, JobStatus.failed,
-         "worker lost (lease expired) and no attempts left",
-         "the worker running it stopped (lease expired) and no attempts were left"),
+        (
+            Job.cancel_requested.is_(True),
+            JobStatus.cancelled,
+            "cancelled: the worker running it stopped (lease expired) before it could stop the job",
+            "cancelled: the worker running it stopped (lease expired) before it could stop the job",
+        ),
+        (
+            Job.attempts >= Job.max_attempts,
+            JobStatus.failed,
+            "worker lost (lease expired) and no attempts left",
+            "the worker running it stopped (lease expired) and no attempts were left",
+        ),
     ):
-        rows = [(row[0], row[1]) for row in session.execute(
-            update(Job)
-            .where(expired, condition)
-            .values(status=status, finished_at=now, updated_at=now, worker_id=None, lease_until=None,
-                    last_error=error)
-            .returning(Job.id, Job.kind)
-            .execution_options(synchronize_session=False)
-        )]
+        rows = [
+            (row[0], row[1])
+            for row in session.execute(
+                update(Job)
+                .where(expired, condition)
+                .values(
+                    status=status, finished_at=now, updated_at=now, worker_id=None, lease_until=None, last_error=error
+                )
+                .returning(Job.id, Job.kind)
+                .execution_options(synchronize_session=False)
+            )
+        ]
         _ended(session, rows, status, why, now)
         ended += len(rows)
-    requeued = affected_rows(session.execute(
-        update(Job)
-        .where(expired)
-        .values(
-            status=JobStatus.queued,
-            worker_id=None,
-            lease_until=None,
-            run_after=now,
-            updated_at=now,
-            last_error="worker lost (lease expired); re-queued",
+    requeued = affected_rows(
+        session.execute(
+            update(Job)
+            .where(expired)
+            .values(
+                status=JobStatus.queued,
+                worker_id=None,
+                lease_until=None,
+                run_after=now,
+                updated_at=now,
+                last_error="worker lost (lease expired); re-queued",
+            )
+            .execution_options(synchronize_session=False)
         )
-        .execution_options(synchronize_session=False)
-    ))
+    )
     return ended + (requeued or 0)
 
 
@@ -224,15 +236,23 @@ def hold_lease(session: Session, job_id: int, worker_id: str) -> None:
     of every write it makes, so a worker whose lease ran out writes nothing more, at once, instead of at its
     next heartbeat."""
     held = session.execute(
-        update(Job).where(_owned(job_id, worker_id)).values(updated_at=db_now(session))
-        .returning(Job.id).execution_options(synchronize_session=False)
+        update(Job)
+        .where(_owned(job_id, worker_id))
+        .values(updated_at=db_now(session))
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
     ).first()
     if held is None:
         raise LeaseLost(f"job {job_id} is no longer leased to {worker_id}")
 
 
-def complete(session: Session, job_id: int, worker_id: str, result: dict[str, Any] | None = None,
-             progress: tuple[int, int, dict[str, Any]] | None = None) -> None:
+def complete(
+    session: Session,
+    job_id: int,
+    worker_id: str,
+    result: dict[str, Any] | None = None,
+    progress: tuple[int, int, dict[str, Any]] | None = None,
+) -> None:
     """Mark the job succeeded, in the caller's transaction (with the job's output), if we still own it."""
     now = db_now(session)
     values: dict[str, Any] = {
@@ -246,9 +266,11 @@ def complete(session: Session, job_id: int, worker_id: str, result: dict[str, An
     if progress is not None:
         done, total, info = progress
         values.update(progress_done=done, progress_total=total, progress_info=info)
-    n = affected_rows(session.execute(
-        update(Job).where(_owned(job_id, worker_id)).values(**values).execution_options(synchronize_session=False)
-    ))
+    n = affected_rows(
+        session.execute(
+            update(Job).where(_owned(job_id, worker_id)).values(**values).execution_options(synchronize_session=False)
+        )
+    )
     if not n:
         raise LeaseLost(f"job {job_id} is no longer leased to {worker_id}; its output is discarded")
 
@@ -262,18 +284,24 @@ def fail(session: Session, job_id: int, worker_id: str, error: str, *, retry: bo
     attempts = session.scalar(select(Job.attempts).where(_owned(job_id, worker_id)))
     row = None
     if attempts is not None:
-        retrying = retry and bool(session.scalar(
-            select(Job.attempts < Job.max_attempts).where(Job.id == job_id)))
+        retrying = retry and bool(session.scalar(select(Job.attempts < Job.max_attempts).where(Job.id == job_id)))
         delay = min(settings.job_retry_base_seconds * 2 ** (attempts - 1), settings.job_retry_max_seconds)
-        values: dict[str, Any] = {"last_error": error[-8000:], "updated_at": now, "worker_id": None,
-                                  "lease_until": None}
+        values: dict[str, Any] = {
+            "last_error": error[-8000:],
+            "updated_at": now,
+            "worker_id": None,
+            "lease_until": None,
+        }
         if retrying:
             values.update(status=JobStatus.queued, run_after=now + timedelta(seconds=delay))
         else:
             values.update(status=JobStatus.failed, finished_at=now)
         row = session.execute(
-            update(Job).where(_owned(job_id, worker_id), Job.attempts == attempts).values(**values)
-            .returning(Job.status).execution_options(synchronize_session=False)
+            update(Job)
+            .where(_owned(job_id, worker_id), Job.attempts == attempts)
+            .values(**values)
+            .returning(Job.status)
+            .execution_options(synchronize_session=False)
         ).first()
     if row is None:
         raise LeaseLost(f"job {job_id} is no longer leased to {worker_id}")
@@ -289,8 +317,15 @@ def release(session: Session, job_id: int, worker_id: str, note: str) -> None:
     row = session.execute(
         update(Job)
         .where(_owned(job_id, worker_id))
-        .values(status=JobStatus.queued, worker_id=None, lease_until=None, run_after=now, updated_at=now,
-                attempts=Job.attempts - 1, last_error=note[-8000:])
+        .values(
+            status=JobStatus.queued,
+            worker_id=None,
+            lease_until=None,
+            run_after=now,
+            updated_at=now,
+            attempts=Job.attempts - 1,
+            last_error=note[-8000:],
+        )
         .returning(Job.id)
         .execution_options(synchronize_session=False)
     ).first()

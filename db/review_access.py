@@ -65,9 +65,7 @@ def _origins(session: Session, dataset: Dataset, wanted: tuple[str, ...]) -> tup
     present = [
         o
         for o in REVIEWABLE_ORIGINS
-        if session.scalar(
-            select(Sample.id).where(Sample.dataset_id == dataset.id, Sample.origin == o).limit(1)
-        )
+        if session.scalar(select(Sample.id).where(Sample.dataset_id == dataset.id, Sample.origin == o).limit(1))
         is not None
     ]
     chosen = [o for o in present if o in wanted]

@@ -26,30 +26,34 @@ def standing_vote(user_column: Any, sample_column: Any) -> ColumnElement[bool]:
 
 def purge(session: Session, dataset_id: int, now: datetime) -> int:
     """Drop the dataset's expired leases and those whose holder has voted since (their work there is done)."""
-    done = affected_rows(session.execute(
-        delete(ReviewAssignment)
-        .where(
-            ReviewAssignment.dataset_id == dataset_id,
-            (ReviewAssignment.leased_until < now)
-            | standing_vote(ReviewAssignment.user_id, ReviewAssignment.sample_id),
+    done = affected_rows(
+        session.execute(
+            delete(ReviewAssignment)
+            .where(
+                ReviewAssignment.dataset_id == dataset_id,
+                (ReviewAssignment.leased_until < now)
+                | standing_vote(ReviewAssignment.user_id, ReviewAssignment.sample_id),
+            )
+            .execution_options(synchronize_session=False)
         )
-        .execution_options(synchronize_session=False)
-    ))
+    )
     return done or 0
 
 
 def renew(session: Session, dataset_id: int, user_id: int, now: datetime, until: datetime) -> int:
     """Extend the user's live leases in the dataset; returns how many."""
-    renewed = affected_rows(session.execute(
-        update(ReviewAssignment)
-        .where(
-            ReviewAssignment.dataset_id == dataset_id,
-            ReviewAssignment.user_id == user_id,
-            ReviewAssignment.leased_until >= now,
+    renewed = affected_rows(
+        session.execute(
+            update(ReviewAssignment)
+            .where(
+                ReviewAssignment.dataset_id == dataset_id,
+                ReviewAssignment.user_id == user_id,
+                ReviewAssignment.leased_until >= now,
+            )
+            .values(leased_until=until)
+            .execution_options(synchronize_session=False)
         )
-        .values(leased_until=until)
-        .execution_options(synchronize_session=False)
-    ))
+    )
     return renewed or 0
 
 

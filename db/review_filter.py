@@ -61,11 +61,7 @@ class QueueFilter:
                 f"unknown task {self.task!r}; the dataset has {', '.join(dataset.task_names())}", field="task"
             )
         if self.label is not None:
-            known = (
-                dataset.labels_of(self.task)
-                if self.task
-                else [lab for t in dataset.tasks for lab in t["labels"]]
-            )
+            known = dataset.labels_of(self.task) if self.task else [lab for t in dataset.tasks for lab in t["labels"]]
             if self.label not in known:
                 raise ValidationFailed(
                     f"unknown label {self.label!r}" + (f" for task {self.task!r}" if self.task else ""),
@@ -78,9 +74,7 @@ class QueueFilter:
         ):
             for bound in (lo, hi):
                 if bound is not None and not 0.0 <= bound <= 1.0:
-                    raise ValidationFailed(
-                        f"{name} bounds must lie in [0, 1]; got {bound}", field=f"min_{name}"
-                    )
+                    raise ValidationFailed(f"{name} bounds must lie in [0, 1]; got {bound}", field=f"min_{name}")
             if lo is not None and hi is not None and lo > hi:
                 raise ValidationFailed(f"min_{name} {lo} exceeds max_{name} {hi}", field=f"min_{name}")
         search = (self.search or "").strip() or None

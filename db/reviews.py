@@ -59,9 +59,7 @@ def review_queue(
     # count only one page ahead there.
     lookahead = min(count_ahead, page_size) if f.search else count_ahead
     ids = list(
-        session.scalars(
-            select(Sample.id).where(*where).order_by(*order).offset(offset).limit(page_size + lookahead)
-        )
+        session.scalars(select(Sample.id).where(*where).order_by(*order).offset(offset).limit(page_size + lookahead))
     )
     capped = len(ids) == page_size + lookahead
     total = offset + len(ids)
@@ -96,9 +94,7 @@ def families_of(session: Session, variants: list[Sample]) -> list[dict[str, Any]
     }
     labels: dict[int, dict[str, str]] = {}
     for sample_id, task, label in session.execute(
-        select(SampleLabel.sample_id, SampleLabel.task, SampleLabel.label).where(
-            SampleLabel.sample_id.in_(parent_ids)
-        )
+        select(SampleLabel.sample_id, SampleLabel.task, SampleLabel.label).where(SampleLabel.sample_id.in_(parent_ids))
     ).tuples():
         labels.setdefault(sample_id, {})[task] = label
     pending = dict(
@@ -150,8 +146,7 @@ def replay(trail: list[tuple[int, str]]) -> dict[int, str]:
     votes: dict[int, str] = {}
     before_edits: list[tuple[int, dict[int, str]]] = []
     for user_id, decision in trail:
-        if decision == UNDO and votes.get(user_id) == Decision.edit and before_edits \
-                and before_edits[-1][0] == user_id:
+        if decision == UNDO and votes.get(user_id) == Decision.edit and before_edits and before_edits[-1][0] == user_id:
             votes = before_edits.pop()[1]
             continue
         if decision == Decision.edit:
@@ -161,9 +156,11 @@ def replay(trail: list[tuple[int, str]]) -> dict[int, str]:
 
 
 def decision_trail(session: Session, sample_id: int) -> list[tuple[int, str]]:
-    return list(session.execute(
-        select(Review.user_id, Review.decision).where(Review.sample_id == sample_id).order_by(Review.id)
-    ).tuples())
+    return list(
+        session.execute(
+            select(Review.user_id, Review.decision).where(Review.sample_id == sample_id).order_by(Review.id)
+        ).tuples()
+    )
 
 
 def cast(votes: dict[int, str], user_id: int, decision: str) -> dict[int, str]:
@@ -232,9 +229,7 @@ def sample_family(session: Session, sample_id: int, max_siblings: int = 500) -> 
     parent = session.get(Sample, sample.parent_id) if sample.parent_id is not None else None
     root = parent or sample
     siblings = list(
-        session.scalars(
-            select(Sample).where(Sample.parent_id == root.id).order_by(Sample.id).limit(max_siblings)
-        )
+        session.scalars(select(Sample).where(Sample.parent_id == root.id).order_by(Sample.id).limit(max_siblings))
     )
     return {
         "sample": sample,

@@ -188,12 +188,16 @@ def count_pending_variants(session: Session, dataset_id: int) -> int:
 
 
 def _pending(dataset_id: int) -> tuple[Any, ...]:
-    return (Sample.dataset_id == dataset_id, Sample.origin != Origin.original,
-            Sample.review_status == ReviewStatus.pending)
+    return (
+        Sample.dataset_id == dataset_id,
+        Sample.origin != Origin.original,
+        Sample.review_status == ReviewStatus.pending,
+    )
 
 
-def pending_variants(session: Session, dataset_id: int, *, after_id: int = 0, limit: int | None = None
-                     ) -> list[PendingVariant]:
+def pending_variants(
+    session: Session, dataset_id: int, *, after_id: int = 0, limit: int | None = None
+) -> list[PendingVariant]:
     """Pending variants (and pseudo-labels, submissions) in id order after `after_id`: a page of them."""
     query = select(Sample.id, Sample.version, Sample.text).where(*_pending(dataset_id), Sample.id > after_id)
     rows = session.execute(query.order_by(Sample.id).limit(limit)).tuples().all()
@@ -228,15 +232,24 @@ def apply_consistency_scores(
     for chunk in chunked([score.sample_id for score in scores]):
         for sid, version, held in session.execute(
             select(Sample.id, Sample.version, Sample.scores).where(
-                Sample.id.in_(chunk), Sample.review_status == ReviewStatus.pending)
+                Sample.id.in_(chunk), Sample.review_status == ReviewStatus.pending
+            )
         ):
             current[sid] = (version, held)
     rows = [
-        {"sid": score.sample_id, "seen": score.version, "consistency": score.consistency, "flag": score.flag,
-         "merged": {**(current[score.sample_id][1] or {}),
-                    "label_model": {"run_id": run_id, **(scorer or {}), "probs": score.probs}}}
+        {
+            "sid": score.sample_id,
+            "seen": score.version,
+            "consistency": score.consistency,
+            "flag": score.flag,
+            "merged": {
+                **(current[score.sample_id][1] or {}),
+                "label_model": {"run_id": run_id, **(scorer or {}), "probs": score.probs},
+            },
+        }
         for score in scores
-        if score.sample_id in current and current[score.sample_id][0] == score.version
+        if score.sample_id in current
+        and current[score.sample_id][0] == score.version
         and (replace_if is None or replace_if((current[score.sample_id][1] or {}).get("label_model")))
     ]
     if not rows:
@@ -244,10 +257,16 @@ def apply_consistency_scores(
     table = cast("Table", Sample.__table__)  # declared as a FromClause; a mapped class over one table
     statement = (
         update(table)
-        .where(table.c.id == bindparam("sid"), table.c.version == bindparam("seen"),
-               table.c.review_status == ReviewStatus.pending.value)
-        .values(label_consistency=bindparam("consistency"), label_flag=bindparam("flag"),
-                scores=bindparam("merged", type_=table.c.scores.type))
+        .where(
+            table.c.id == bindparam("sid"),
+            table.c.version == bindparam("seen"),
+            table.c.review_status == ReviewStatus.pending.value,
+        )
+        .values(
+            label_consistency=bindparam("consistency"),
+            label_flag=bindparam("flag"),
+            scores=bindparam("merged", type_=table.c.scores.type),
+        )
     )
     return session.connection().execute(statement, rows).rowcount or 0
 
@@ -316,9 +335,7 @@ def add_pseudo_labels(
     for chunk in chunked(hashes):
         taken.update(
             session.scalars(
-                select(Sample.content_hash).where(
-                    Sample.dataset_id == dataset.id, Sample.content_hash.in_(chunk)
-                )
+                select(Sample.content_hash).where(Sample.dataset_id == dataset.id, Sample.content_hash.in_(chunk))
             )
         )
     created = 0

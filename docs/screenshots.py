@@ -211,8 +211,16 @@ def make(shot: str, out: Path) -> None:
         procs = [
             subprocess.Popen([sys.executable, "-m", "augloop", "serve", "--port", str(api_port)], **quiet),
             subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", str(SERVER_PATH), *STREAMLIT_FLAGS,
-                 f"--server.port={ui_port}", "--server.address=127.0.0.1"],
+                [
+                    sys.executable,
+                    "-m",
+                    "streamlit",
+                    "run",
+                    str(SERVER_PATH),
+                    *STREAMLIT_FLAGS,
+                    f"--server.port={ui_port}",
+                    "--server.address=127.0.0.1",
+                ],
                 **quiet,
             ),
         ]
@@ -229,8 +237,9 @@ def make(shot: str, out: Path) -> None:
                 if shot == "review":
                     decide_some(api)
                     colleague = augloop(env, "token", "create", "--name", "li").strip().splitlines()[-1]
-                    with httpx.Client(base_url=api.base_url, timeout=120,
-                                      headers={"Authorization": f"Bearer {colleague}"}) as li:
+                    with httpx.Client(
+                        base_url=api.base_url, timeout=120, headers={"Authorization": f"Bearer {colleague}"}
+                    ) as li:
                         decide_some(li, label="mobilization", count=18)
                 if shot == "impact":
                     print(f"approved {approve_everything(api)} variants in bulk", flush=True)

@@ -80,8 +80,10 @@ else:
         st.Page(PAGES / "impact.py", title="Impact", icon=":material/insights:"),
     ]
     admin = (
-        [st.Page(PAGES / "tokens.py", title="Tokens", icon=":material/key:"),
-         st.Page(PAGES / "projects.py", title="Projects", icon=":material/group:")]
+        [
+            st.Page(PAGES / "tokens.py", title="Tokens", icon=":material/key:"),
+            st.Page(PAGES / "projects.py", title="Projects", icon=":material/group:"),
+        ]
         if who.get("role") == "admin"
         else []
     )

@@ -30,8 +30,9 @@ def api_url() -> str:
 
 
 class ApiClient:
-    def __init__(self, token: str, base_url: str | None = None, timeout: float = 60.0,
-                 browser_address: str | None = None) -> None:
+    def __init__(
+        self, token: str, base_url: str | None = None, timeout: float = 60.0, browser_address: str | None = None
+    ) -> None:
         self.base_url = base_url or api_url()
         # The token travels in a header only: never in a URL, never in the page.
         headers = {"Authorization": f"Bearer {token}"}
@@ -98,9 +99,7 @@ class ApiClient:
         return self.request("POST", f"/datasets/{name}/import", files=files, data=form)
 
     def export(self, name: str, fmt: str, include: list[str]) -> bytes:
-        return self.request(
-            "GET", f"/datasets/{name}/export", params={"format": fmt, "include": ",".join(include)}
-        )
+        return self.request("GET", f"/datasets/{name}/export", params={"format": fmt, "include": ",".join(include)})
 
     # Review
     def review_queue(self, name: str, **params: Any) -> dict[str, Any]:

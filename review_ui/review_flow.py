@@ -277,8 +277,11 @@ def _bulk(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> None:
     if mine:
         view.undo_stack.append(mine)
     statuses = ", ".join(f"{n} {status}" for status, n in sorted(result.get("statuses", {}).items()))
-    view.say("success", f"{DONE[body['decision']].capitalize()} {what}: {result['applied']} variants "
-             f"({statuses or 'none changed'}). U undoes it.")
+    view.say(
+        "success",
+        f"{DONE[body['decision']].capitalize()} {what}: {result['applied']} variants "
+        f"({statuses or 'none changed'}). U undoes it.",
+    )
 
 
 def _undo(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> None:
@@ -292,7 +295,8 @@ def _undo(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> None:
         ids = view.undo_stack.pop()
     else:  # after a reload: your latest decision among the cards on screen
         mine = [
-            view.items[i] for i in view.order
+            view.items[i]
+            for i in view.order
             if (view.items[i].get("votes") or {}).get("mine") and view.items[i].get("last_review")
         ]
         if not mine:
@@ -313,8 +317,11 @@ def _undo(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> None:
     if undone:
         view.focus(undone[0])
         cards = ", ".join(f"#{i}" for i in undone)
-        view.say("success", f"Undone: your vote on {cards} is withdrawn (recorded as an undo); "
-                 f"{'it is' if len(undone) == 1 else 'they are'} {view.items[undone[0]]['review_status']} again.")
+        view.say(
+            "success",
+            f"Undone: your vote on {cards} is withdrawn (recorded as an undo); "
+            f"{'it is' if len(undone) == 1 else 'they are'} {view.items[undone[0]]['review_status']} again.",
+        )
 
 
 def handle_outbox() -> None:

@@ -124,9 +124,7 @@ def page_with_dataset(title: str) -> dict[str, Any] | None:
     return pick_dataset()
 
 
-def submitted_run_inputs(
-    seeds: str, label: str, example: str, button: str
-) -> tuple[list[int], dict[str, Any]] | None:
+def submitted_run_inputs(seeds: str, label: str, example: str, button: str) -> tuple[list[int], dict[str, Any]] | None:
     """The end of a start form (inside `st.form`): the trainer-config overrides box and the submit button.
     Once submitted, the parsed seeds and overrides (`run_inputs`); None before, or when they do not parse."""
     config = st.text_area(label, value="{}", height=100, help=f"e.g. {example}")

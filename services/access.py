@@ -39,8 +39,15 @@ def visible_project_ids(session: Session, user: User | None) -> set[int] | None:
     return set(db_projects.memberships(session, user.id))
 
 
-def check_dataset(session: Session, dataset: Dataset, user: User | None, need: Need = Need.member,
-                  *, field: str = "name", what: str | None = None) -> Dataset:
+def check_dataset(
+    session: Session,
+    dataset: Dataset,
+    user: User | None,
+    need: Need = Need.member,
+    *,
+    field: str = "name",
+    what: str | None = None,
+) -> Dataset:
     """`dataset` when `user` may act on it with `need`; else a 404 (not a member: it does not exist for them)
     or a 403 (a member without the role)."""
     if is_admin(user):
@@ -52,13 +59,13 @@ def check_dataset(session: Session, dataset: Dataset, user: User | None, need: N
     if need == Need.admin:
         raise PermissionDenied("this needs the admin role", field=field)
     if need == Need.lead and role != ProjectRole.lead:
-        raise PermissionDenied(f"this needs the lead role in the dataset's project; you are an {role}",
-                               field=field)
+        raise PermissionDenied(f"this needs the lead role in the dataset's project; you are an {role}", field=field)
     return dataset
 
 
-def check_dataset_id(session: Session, dataset_id: int | None, user: User | None, need: Need = Need.member, *,
-                     missing: str, field: str) -> Dataset | None:
+def check_dataset_id(
+    session: Session, dataset_id: int | None, user: User | None, need: Need = Need.member, *, missing: str, field: str
+) -> Dataset | None:
     """The dataset a row (a job, a run, a report, a sample) belongs to, when `user` may act on it with `need`.
     A non-member gets `missing`, the same 404 as a row that does not exist. A row with no dataset (a job that
     imports a new one) is an admin's: others get the 404."""
@@ -70,8 +77,9 @@ def check_dataset_id(session: Session, dataset_id: int | None, user: User | None
     return check_dataset(session, dataset, user, need, field=field, what=missing)
 
 
-def visible_run(session: Session, run_id: int, user: User | None, need: Need = Need.member, *,
-                field: str = "run_id") -> TrainingRun:
+def visible_run(
+    session: Session, run_id: int, user: User | None, need: Need = Need.member, *, field: str = "run_id"
+) -> TrainingRun:
     """A training run or ensemble of a dataset the user may see (with `need`); to anyone else it does not
     exist."""
     run = db_runs.get_run(session, run_id, field=field)

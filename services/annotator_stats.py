@@ -79,9 +79,7 @@ def annotator_progress(
         else:
             times.setdefault(user_id, []).append(created_at)
     # Only variants with two or more standing votes can show agreement (review_count counts them).
-    shared = list(
-        session.scalars(select(Sample.id).where(Sample.dataset_id == dataset.id, Sample.review_count >= 2))
-    )
+    shared = list(session.scalars(select(Sample.id).where(Sample.dataset_id == dataset.id, Sample.review_count >= 2)))
     agreement = majority_agreement(latest_votes(session, shared))
     voters = (
         session.execute(

@@ -48,15 +48,14 @@ def load_sources(session: Session, dataset: Dataset, sample_ids: Sequence[int]) 
     rows: dict[int, tuple[str, str, str, int, str | None]] = {}
     for chunk in chunked(ids):
         for sid, text, split, origin, ds, status in session.execute(
-            select(Sample.id, Sample.text, Sample.split, Sample.origin, Sample.dataset_id,
-                   Sample.review_status).where(Sample.id.in_(chunk))
+            select(Sample.id, Sample.text, Sample.split, Sample.origin, Sample.dataset_id, Sample.review_status).where(
+                Sample.id.in_(chunk)
+            )
         ):
             rows[sid] = (text, split, origin, ds, status)
     missing = [sid for sid in ids if sid not in rows or rows[sid][3] != dataset.id]
     if missing:
-        raise NotFoundError(
-            f"sample(s) {missing[:10]} not found in dataset {dataset.name!r}", field="sample_ids"
-        )
+        raise NotFoundError(f"sample(s) {missing[:10]} not found in dataset {dataset.name!r}", field="sample_ids")
     wrong = [sid for sid in ids if not _augmentable(rows[sid][1], rows[sid][2], rows[sid][4])]
     if wrong:
         raise ValidationFailed(
@@ -140,8 +139,13 @@ def submit_texts(
                 field=f"texts.{i}.labels",
             )
         sample = Sample(
-            dataset_id=dataset.id, text=text, split=Split.train, origin=Origin.submitted, content_hash=digest,
-            review_status=ReviewStatus.pending, created_by=created_by,
+            dataset_id=dataset.id,
+            text=text,
+            split=Split.train,
+            origin=Origin.submitted,
+            content_hash=digest,
+            review_status=ReviewStatus.pending,
+            created_by=created_by,
         )
         sample.labels_rows = [SampleLabel(task=t, label=y) for t, y in labels.items()]
         session.add(sample)
@@ -273,9 +277,7 @@ def build_plan(
     if unknown:
         raise ValidationFailed(f"unknown task(s) {unknown}; the dataset's tasks: {names}", field="tasks")
     if not 0 < request.target.min_fraction_of_largest <= 1:
-        raise ValidationFailed(
-            "min_fraction_of_largest must be in (0, 1]", field="target.min_fraction_of_largest"
-        )
+        raise ValidationFailed("min_fraction_of_largest must be in (0, 1]", field="target.min_fraction_of_largest")
     if request.target.max_multiplier < 1:
         raise ValidationFailed("max_multiplier must be at least 1", field="target.max_multiplier")
     if not 1 <= request.per_source_cap <= 1000:
@@ -283,9 +285,7 @@ def build_plan(
     if not 1 <= request.job_size <= MAX_VARIANTS_PER_JOB:
         raise ValidationFailed(f"job_size must be in [1, {MAX_VARIANTS_PER_JOB}]", field="job_size")
     sources = [SourceSample(sid, labels) for sid, labels in train_label_rows(session, dataset)]
-    variants: dict[str, Counter[str]] = counted_variants(
-        variant_counts(session, dataset), request.count_pending
-    )
+    variants: dict[str, Counter[str]] = counted_variants(variant_counts(session, dataset), request.count_pending)
     plan = make_plan(
         [(t["name"], list(t["labels"])) for t in dataset.tasks],
         sources,
@@ -341,8 +341,13 @@ def request_variants(
     """The project's leads (None: the operator)."""
     from services.datasets import dataset_named
 
-    return enqueue_request(session, dataset_named(session, dataset_name, user, Need.lead, field="dataset"),
-                           request, settings, user.id if user else None)
+    return enqueue_request(
+        session,
+        dataset_named(session, dataset_name, user, Need.lead, field="dataset"),
+        request,
+        settings,
+        user.id if user else None,
+    )
 
 
 def plan_view(row: AugmentationPlan, dataset: Dataset, progress: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -364,11 +369,12 @@ def make_plan_for(
     from services.datasets import dataset_named
 
     dataset = dataset_named(session, dataset_name, user, Need.lead)
-    return plan_view(create_and_enqueue_plan(session, dataset, request, settings, user.id if user else None),
-                     dataset)
+    return plan_view(create_and_enqueue_plan(session, dataset, request, settings, user.id if user else None), dataset)
 
 
-def plans_with_progress(session: Session, dataset_name: str, user: User | None, limit: int = 20) -> list[dict[str, Any]]:
+def plans_with_progress(
+    session: Session, dataset_name: str, user: User | None, limit: int = 20
+) -> list[dict[str, Any]]:
     """Stored plans, newest first, each with the classes' progress now (approved and pending vs target)."""
     from db.datasets import dataset_stats
     from services.datasets import dataset_named
@@ -432,7 +438,5 @@ def train_originals_with(session: Session, dataset_name: str, wanted: dict[str, 
 
     dataset = dataset_named(session, dataset_name, None)
     return [
-        sid
-        for sid, labels in train_label_rows(session, dataset)
-        if all(labels.get(t) == y for t, y in wanted.items())
+        sid for sid, labels in train_label_rows(session, dataset) if all(labels.get(t) == y for t, y in wanted.items())
     ]

@@ -231,15 +231,22 @@ def calibrate(session: Session, dataset: Dataset, request: AutoApprovalRequest, 
         "audit_share": request.audit_share,
     }
     if n < request.min_reviewed:
-        return {**numbers, "ready": False,
-                "reason": f"{n} reviewed variants; auto-approval needs at least {request.min_reviewed}"}
+        return {
+            **numbers,
+            "ready": False,
+            "reason": f"{n} reviewed variants; auto-approval needs at least {request.min_reviewed}",
+        }
     held = held_out_scores(x, y, folds=5, seed=seed)
-    chosen = choose_threshold(held, y, target=request.target, confidence=request.confidence,
-                              min_selected=request.min_selected)
+    chosen = choose_threshold(
+        held, y, target=request.target, confidence=request.confidence, min_selected=request.min_selected
+    )
     if chosen is None:
-        return {**numbers, "ready": False,
-                "reason": f"no threshold keeps the {request.confidence:.0%} lower bound of the approved share at "
-                          f"{request.target:.0%} with at least {request.min_selected} reviewed variants above it"}
+        return {
+            **numbers,
+            "ready": False,
+            "reason": f"no threshold keeps the {request.confidence:.0%} lower bound of the approved share at "
+            f"{request.target:.0%} with at least {request.min_selected} reviewed variants above it",
+        }
     model = ApprovalModel.fit(x, y, seed)
     return {
         **numbers,
@@ -257,9 +264,7 @@ def calibrate(session: Session, dataset: Dataset, request: AutoApprovalRequest, 
     }
 
 
-def configure(
-    session: Session, dataset: Dataset, request: AutoApprovalRequest, user: User | None
-) -> dict[str, Any]:
+def configure(session: Session, dataset: Dataset, request: AutoApprovalRequest, user: User | None) -> dict[str, Any]:
     """Switch auto-approval on (calibrating the rule now) or off. On: 409 with the numbers when the reviewed
     variants do not support a rule yet."""
     settings = variant_settings(dataset)
@@ -271,7 +276,8 @@ def configure(
     calibration = calibrate(session, dataset, request)
     if not calibration["ready"]:
         raise ConflictError(
-            f"auto-approval stays off: {calibration['reason']}", field="enabled",
+            f"auto-approval stays off: {calibration['reason']}",
+            field="enabled",
             extra={"calibration": {k: v for k, v in calibration.items() if k != "model"}},
         )
     settings.auto_approval = {
@@ -316,13 +322,15 @@ def apply_to_pending(session: Session, dataset: Dataset) -> dict[str, int]:
     if rule is None:
         raise ConflictError("auto-approval is off for this dataset; switch it on first", field="enabled")
     rows = session.scalars(
-        select(Sample).where(
+        select(Sample)
+        .where(
             Sample.dataset_id == dataset.id,
             Sample.origin == Origin.augmented,
             Sample.review_status == ReviewStatus.pending,
             Sample.review_count == 0,
             Sample.auto_decision.is_(None),
-        ).order_by(Sample.id)
+        )
+        .order_by(Sample.id)
     ).all()
     verdicts = decide(rule, [VariantFeatures.of(s) for s in rows], [s.content_hash for s in rows])
     decisions = [
@@ -331,8 +339,11 @@ def apply_to_pending(session: Session, dataset: Dataset) -> dict[str, int]:
         if verdict is not None
     ]
     record_automatic_decisions(session, automatic_reviewer(session).id, decisions)
-    return {"considered": len(rows), "approved": sum(1 for d in decisions if d.outcome == "approved"),
-            "audit": sum(1 for d in decisions if d.outcome == "audit")}
+    return {
+        "considered": len(rows),
+        "approved": sum(1 for d in decisions if d.outcome == "approved"),
+        "audit": sum(1 for d in decisions if d.outcome == "audit"),
+    }
 
 
 def approval_note(rule: dict[str, Any]) -> str:
@@ -348,23 +359,37 @@ def agreement(session: Session, dataset: Dataset) -> dict[str, Any]:
             select(Sample.auto_decision, func.count())
             .where(Sample.dataset_id == dataset.id, Sample.auto_decision.isnot(None))
             .group_by(Sample.auto_decision)
-        ).tuples().all()
+        )
+        .tuples()
+        .all()
     )
-    audit_decided = session.scalar(
-        select(func.count()).where(Sample.dataset_id == dataset.id, Sample.auto_decision == "audit", decided)
-    ) or 0
-    audit_approved = session.scalar(
-        select(func.count()).where(
-            Sample.dataset_id == dataset.id, Sample.auto_decision == "audit", decided,
-            Sample.review_status == ReviewStatus.approved,
+    audit_decided = (
+        session.scalar(
+            select(func.count()).where(Sample.dataset_id == dataset.id, Sample.auto_decision == "audit", decided)
         )
-    ) or 0
-    overruled = session.scalar(
-        select(func.count()).where(
-            Sample.dataset_id == dataset.id, Sample.auto_decision == "approved",
-            Sample.review_status == ReviewStatus.rejected,
+        or 0
+    )
+    audit_approved = (
+        session.scalar(
+            select(func.count()).where(
+                Sample.dataset_id == dataset.id,
+                Sample.auto_decision == "audit",
+                decided,
+                Sample.review_status == ReviewStatus.approved,
+            )
         )
-    ) or 0
+        or 0
+    )
+    overruled = (
+        session.scalar(
+            select(func.count()).where(
+                Sample.dataset_id == dataset.id,
+                Sample.auto_decision == "approved",
+                Sample.review_status == ReviewStatus.rejected,
+            )
+        )
+        or 0
+    )
     return {
         "auto_approved": counts.get("approved", 0),
         "auto_rejected": counts.get("rejected", 0),
@@ -381,8 +406,11 @@ def status(session: Session, dataset: Dataset, request: AutoApprovalRequest | No
     """The stored rule, what the reviewed variants support now (a preview), and the measured agreement."""
     stored = variant_settings(dataset).auto_approval
     base = request or AutoApprovalRequest(
-        **{k: stored[k] for k in ("target", "confidence", "audit_share", "min_reviewed", "min_selected")
-           if stored and k in stored}
+        **{
+            k: stored[k]
+            for k in ("target", "confidence", "audit_share", "min_reviewed", "min_selected")
+            if stored and k in stored
+        }
     )
     preview = calibrate(session, dataset, base)
 

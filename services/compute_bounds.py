@@ -43,8 +43,9 @@ TRAINING_KINDS = ("train", "lr_select")
 
 # A hub id: "name" or "org/name"; every part starts with a letter or digit (no ".", "..", "/" or "~" lead).
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-ENCODER_RULE = ("config.encoder must be a hub id (name or org/name) or a directory under the models directory "
-                "(AUGLOOP_MODELS_DIR)")
+ENCODER_RULE = (
+    "config.encoder must be a hub id (name or org/name) or a directory under the models directory (AUGLOOP_MODELS_DIR)"
+)
 
 
 def check_encoder(encoder: str, user: User | None) -> None:
@@ -69,20 +70,29 @@ def check_config(config: TrainConfig, seeds: list[int], user: User | None) -> No
     for key, ceiling in CONFIG_LIMITS.items():
         value = getattr(config, key)
         if value is not None and value > ceiling:
-            raise ValidationFailed(f"config.{key} may be at most {ceiling:g} (an admin can start larger runs); "
-                                   f"got {value:g}", field=f"config.{key}")
+            raise ValidationFailed(
+                f"config.{key} may be at most {ceiling:g} (an admin can start larger runs); got {value:g}",
+                field=f"config.{key}",
+            )
     if len(seeds) > MAX_SEEDS:
         raise ValidationFailed(f"at most {MAX_SEEDS} seeds per request; got {len(seeds)}", field="seeds")
     check_encoder(config.encoder, user)
 
 
 def training_jobs_in_flight(session: Session, project_id: int) -> int:
-    return session.scalar(
-        select(func.count()).select_from(Job).join(Dataset, Dataset.id == Job.dataset_id).where(
-            Dataset.project_id == project_id, Job.kind.in_(TRAINING_KINDS),
-            Job.status.in_((JobStatus.queued, JobStatus.running)),
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .join(Dataset, Dataset.id == Job.dataset_id)
+            .where(
+                Dataset.project_id == project_id,
+                Job.kind.in_(TRAINING_KINDS),
+                Job.status.in_((JobStatus.queued, JobStatus.running)),
+            )
         )
-    ) or 0
+        or 0
+    )
 
 
 def check_capacity(session: Session, dataset: Dataset, user: User | None) -> None:
@@ -97,5 +107,6 @@ def check_capacity(session: Session, dataset: Dataset, user: User | None) -> Non
         raise QuotaExceeded(
             f"this request would make {in_flight} training jobs queued or running in the project; at most {cap} "
             "at once (AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT): retry with fewer seeds, or when some have finished",
-            field="seeds", extra={"in_flight": in_flight, "limit": cap},
+            field="seeds",
+            extra={"in_flight": in_flight, "limit": cap},
         )

@@ -24,8 +24,9 @@ from services.exporting import check_format, iter_export
 from services.importing import FinishFn, ImportResult, ImportSpec, import_path, import_stream
 
 
-def dataset_named(session: Session, name: str, user: User | None, need: Need = Need.member, *,
-                  field: str = "name") -> Dataset:
+def dataset_named(
+    session: Session, name: str, user: User | None, need: Need = Need.member, *, field: str = "name"
+) -> Dataset:
     """The dataset called `name`, when `user` may act on it with `need` (None: the operator at the command
     line); a 404 (missing, or not the user's) names `field`, the request field that held the name."""
     try:
@@ -40,8 +41,9 @@ def all_datasets(session: Session, user: User | None) -> list[Dataset]:
     return list_datasets(session, visible_project_ids(session, user))
 
 
-def update_settings(session: Session, name: str, changes: dict[str, Any], user: User | None
-                    ) -> tuple[Dataset, dict[str, int]]:
+def update_settings(
+    session: Session, name: str, changes: dict[str, Any], user: User | None
+) -> tuple[Dataset, dict[str, int]]:
     """Change review settings (reviews required, guidelines, language); `changes` holds only given keys. A new
     reviews_required re-evaluates every reviewed variant in the same transaction: returns the status changes
     by transition (empty when k did not change)."""
@@ -84,8 +86,9 @@ def queue_import(session: Session, upload: BinaryIO, spec: ImportSpec, filename:
     return queue.enqueue(session, "import", params, dataset_id=existing, created_by=user_id)
 
 
-def import_queued(engine: Engine, params: dict[str, Any], *, created_by: int | None,
-                  report: Callable[..., None], finish: FinishFn) -> dict[str, Any]:
+def import_queued(
+    engine: Engine, params: dict[str, Any], *, created_by: int | None, report: Callable[..., None], finish: FinishFn
+) -> dict[str, Any]:
     """The `import` job's work: the uploaded file imported in transactions of its own (import_path); the job
     completes inside the switch. Progress: KiB read of the file (a Postgres integer holds 2 TB of them), then
     the phase. The upload is deleted once imported, or once rejected (a retry cannot mend a bad row)."""
@@ -96,12 +99,18 @@ def import_queued(engine: Engine, params: dict[str, Any], *, created_by: int | N
         raise NotFoundError(f"the uploaded file of this import is gone ({path.name})", field="file")
 
     def progress(phase: str, done: int, total: int, rows: int) -> None:
-        report(done=done // 1024 if phase == "reading" else done, total=total // 1024 if phase == "reading"
-               else total, phase=phase, rows=rows, unit="KiB" if phase == "reading" else "rows")
+        report(
+            done=done // 1024 if phase == "reading" else done,
+            total=total // 1024 if phase == "reading" else total,
+            phase=phase,
+            rows=rows,
+            unit="KiB" if phase == "reading" else "rows",
+        )
 
     try:
-        result = import_path(engine, path, spec, filename=params.get("filename"), created_by=created_by,
-                             progress=progress, finish=finish)
+        result = import_path(
+            engine, path, spec, filename=params.get("filename"), created_by=created_by, progress=progress, finish=finish
+        )
     except DomainError:
         path.unlink(missing_ok=True)
         raise
@@ -139,8 +148,11 @@ def queue_export(session: Session, name: str, fmt: str, include: str, user: User
     dataset = dataset_named(session, name, user)
     parse_include(include)
     return queue.enqueue(
-        session, "export", {"dataset": dataset.name, "format": fmt, "include": include},
-        dataset_id=dataset.id, created_by=user.id,
+        session,
+        "export",
+        {"dataset": dataset.name, "format": fmt, "include": include},
+        dataset_id=dataset.id,
+        created_by=user.id,
     )
 
 

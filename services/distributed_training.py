@@ -72,8 +72,13 @@ def train_distributed(
     (job_dir / PROGRESS_FILE).touch()
     with (job_dir / LOG_FILE).open("wb") as log:
         # A session of its own: a terminal's Ctrl-C reaches the worker, which decides how the processes stop.
-        proc = subprocess.Popen(launch_command(job_dir, config.nproc, checkpoint_dir), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ})
+        proc = subprocess.Popen(
+            launch_command(job_dir, config.nproc, checkpoint_dir),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ},
+        )
         outcome: dict[str, Any] = {}
         try:
             with (job_dir / PROGRESS_FILE).open(encoding="utf-8") as events:

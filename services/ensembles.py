@@ -39,9 +39,7 @@ def ensemble_members(session: Session, run_ids: list[int], user: User | None = N
         if run.kind not in MEMBER_KINDS:
             raise ValidationFailed(f"run {run.id} is an ensemble; combine single runs", field="run_ids")
         if run.status != JobStatus.succeeded or not run.artifact_dir:
-            raise ValidationFailed(
-                f"run {run.id} is {run.status}; only finished runs combine", field="run_ids"
-            )
+            raise ValidationFailed(f"run {run.id} is {run.status}; only finished runs combine", field="run_ids")
     if len({r.dataset_id for r in runs}) != 1:
         raise ValidationFailed("ensemble members must be runs of the same dataset", field="run_ids")
     return runs
@@ -54,9 +52,7 @@ def member_inputs(runs: list[TrainingRun]) -> list[dict[str, Any]]:
         try:
             preds = {s: read_predictions(root / f"predictions_{s}.json") for s in ("val", "test")}
         except FileNotFoundError:
-            raise ValidationFailed(
-                f"the saved predictions of run {run.id} are missing", field="run_ids"
-            ) from None
+            raise ValidationFailed(f"the saved predictions of run {run.id} are missing", field="run_ids") from None
         members.append({"id": run.id, "group": member_group(run), "predictions": preds})
     return members
 
@@ -123,9 +119,7 @@ def create_ensemble(
         "calibration": combined["calibration"],
         "members": member_scores,
     }
-    (out_dir / "metrics.json").write_text(
-        json.dumps({**run.metrics, "config": config}, indent=2), encoding="utf-8"
-    )
+    (out_dir / "metrics.json").write_text(json.dumps({**run.metrics, "config": config}, indent=2), encoding="utf-8")
     run.artifact_dir = str(out_dir)
     run.finished_at = utcnow()
     session.flush()

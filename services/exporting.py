@@ -18,8 +18,19 @@ from db.datasets import view_rows
 from db.models import Dataset
 
 FORMATS = ("csv", "jsonl")
-PROVENANCE = ["origin", "review_status", "parent_id", "method", "method_params", "model_name", "seed",
-              "similarity", "label_consistency", "generated_text", "job_id"]
+PROVENANCE = [
+    "origin",
+    "review_status",
+    "parent_id",
+    "method",
+    "method_params",
+    "model_name",
+    "seed",
+    "similarity",
+    "label_consistency",
+    "generated_text",
+    "job_id",
+]
 
 
 def columns(dataset: Dataset) -> list[str]:
@@ -28,8 +39,12 @@ def columns(dataset: Dataset) -> list[str]:
 
 def record(row: dict[str, Any], dataset: Dataset) -> dict[str, Any]:
     """One exported row from a view row (db.datasets.view_rows): its columns, then one column per task."""
-    out: dict[str, Any] = {"id": row["id"], "external_id": row["external_id"], "text": row["text"],
-                           "split": row["split"]}
+    out: dict[str, Any] = {
+        "id": row["id"],
+        "external_id": row["external_id"],
+        "text": row["text"],
+        "split": row["split"],
+    }
     for task in dataset.task_names():
         out[task] = row["labels"].get(task)
     for key in PROVENANCE:
@@ -55,8 +70,9 @@ def check_format(fmt: str) -> None:
         raise ValidationFailed(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}", field="format")
 
 
-def iter_export(session: Session, dataset: Dataset, include: set[str], fmt: str,
-                counter: list[int] | None = None) -> Iterator[str]:
+def iter_export(
+    session: Session, dataset: Dataset, include: set[str], fmt: str, counter: list[int] | None = None
+) -> Iterator[str]:
     """The export file as text chunks of 500 rows (streamed by the API, written by the CLI and the export
     job); samples are read in batches, so memory holds one batch whatever the size of the dataset."""
     check_format(fmt)

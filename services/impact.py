@@ -127,7 +127,11 @@ def create_impact_report(
         # A failed attempt that will be retried leaves its run queued (workers/train_jobs.py), so the report
         # waits for the retry; a worker lost past its last attempt fails the run (db/queue.py).
         jobs += queue_runs(
-            session, dataset, runs, config.with_overrides(overrides), created_by=created_by,
+            session,
+            dataset,
+            runs,
+            config.with_overrides(overrides),
+            created_by=created_by,
             payload={"impact_report_id": report.id},
         )
     report.run_ids = run_ids
@@ -174,8 +178,7 @@ def settle(engine: Engine, report_id: int) -> str:
             if ended or any(r.status == JobStatus.running for rs in arms.values() for r in rs):
                 db_reports.mark_running(session, report_id)
             return JobStatus.running
-        members = {arm: [(r.id, r.kind, r.artifact_dir or "", member_group(r)) for r in rs]
-                   for arm, rs in arms.items()}
+        members = {arm: [(r.id, r.kind, r.artifact_dir or "", member_group(r)) for r in rs] for arm, rs in arms.items()}
         seeds = list(report.params.get("seeds") or [])
         decision = (report.params.get("config") or {}).get("decision", "prior")
     try:  # numpy over saved predictions, with no transaction open
@@ -191,9 +194,7 @@ def settle(engine: Engine, report_id: int) -> str:
         return db_reports.get_report(session, report_id).status
 
 
-def arm_dumps(
-    members: dict[str, list[tuple[int, str, str, str]]], decision: str
-) -> dict[str, list[dict[str, Any]]]:
+def arm_dumps(members: dict[str, list[tuple[int, str, str, str]]], decision: str) -> dict[str, list[dict[str, Any]]]:
     """Test prediction dumps per arm: each data arm's seeds, and per arm with a TF-IDF member the derived
     `ensemble:<arm>` (its seeds and member combined on val, one dump)."""
     dumps: dict[str, list[dict[str, Any]]] = {}
@@ -206,8 +207,11 @@ def arm_dumps(
         if not classical:
             continue
         inputs = [
-            {"id": run_id, "group": group,
-             "predictions": {s: read_predictions(Path(d) / f"predictions_{s}.json") for s in ("val", "test")}}
+            {
+                "id": run_id,
+                "group": group,
+                "predictions": {s: read_predictions(Path(d) / f"predictions_{s}.json") for s in ("val", "test")},
+            }
             for run_id, _kind, d, group in [*members[arm], *classical]
         ]
         combined = build_ensemble(inputs, weighted=True, temperature=True, decision=decision)
@@ -314,8 +318,9 @@ def list_report_views(
 def report_details(session: Session, engine: Engine, report_id: int, user: User | None) -> dict[str, Any]:
     """Status, progress (ended runs / all runs) and, once every run has ended, the result."""
     report = db_reports.get_report(session, report_id)
-    check_dataset_id(session, report.dataset_id, user, missing=f"impact report {report_id} not found",
-                     field="report_id")
+    check_dataset_id(
+        session, report.dataset_id, user, missing=f"impact report {report_id} not found", field="report_id"
+    )
     if settle_decided(session, engine, [report]):
         report = db_reports.get_report(session, report_id)
     dataset = session.get_one(Dataset, report.dataset_id)
@@ -330,9 +335,7 @@ def predicted(dump: dict[str, Any], task: str) -> np.ndarray:
     return decided
 
 
-def compute_result(
-    dumps: dict[str, list[dict[str, Any]]], seeds: list[int], draws: int = DRAWS
-) -> dict[str, Any]:
+def compute_result(dumps: dict[str, list[dict[str, Any]]], seeds: list[int], draws: int = DRAWS) -> dict[str, Any]:
     """`dumps[arm]` are the test prediction dumps of the arm's runs (trainer.train.prediction_dump); an arm's
     models are scored on the labels they predict (`pred`, their decision rule's; the argmax in older dumps)."""
     reference = dumps[BASELINE][0]

@@ -18,8 +18,16 @@ from typing import Any, BinaryIO
 from core.errors import TooLargeError, ValidationFailed
 from core.settings import get_settings
 
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                 "dev": "val", "test": "test", "testing": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
 READ_BYTES = 1 << 20
 CHUNK_ROWS = 10_000
 
@@ -81,8 +89,9 @@ def _lines(stream: BinaryIO) -> Iterator[str]:
             # incomplete multi-byte character) followed by this chunk, less a byte-order mark.
             line = newlines + err.object[: err.start].count(b"\n") + 1
             offset = consumed + len(chunk) - len(err.object) + err.start
-            raise ImportRejected(line, f"invalid UTF-8 (byte {err.object[err.start]:#04x} at offset {offset})") \
-                from None
+            raise ImportRejected(
+                line, f"invalid UTF-8 (byte {err.object[err.start]:#04x} at offset {offset})"
+            ) from None
         if "\x00" in decoded:
             line = newlines + decoded[: decoded.index("\x00")].count("\n") + 1
             raise ImportRejected(line, "NUL character in the file (is it a binary file?)")
@@ -189,8 +198,11 @@ class RowValidator:
 
     def __init__(self, spec: ImportSpec, known: dict[str, list[str]] | None) -> None:
         self.spec = spec
-        self.shown = {task: order for task in spec.tasks
-                      if (order := (known or {}).get(task) or spec.label_order.get(task)) is not None}
+        self.shown = {
+            task: order
+            for task in spec.tasks
+            if (order := (known or {}).get(task) or spec.label_order.get(task)) is not None
+        }
         self.allowed = {task: set(order) for task, order in self.shown.items()}
         self.max_chars = get_settings().max_text_chars
         self.use_split: bool | None = None  # decided by the first record's columns
@@ -201,8 +213,11 @@ class RowValidator:
         columns = set(record)
         for col in [spec.text_col, *spec.tasks]:
             if col not in columns:
-                raise ImportRejected(line, f"column {col!r} not found (columns: {', '.join(sorted(columns))})",
-                                     field="text_col" if col == spec.text_col else "task")
+                raise ImportRejected(
+                    line,
+                    f"column {col!r} not found (columns: {', '.join(sorted(columns))})",
+                    field="text_col" if col == spec.text_col else "task",
+                )
         self.use_split = bool(spec.split_col) and spec.split_col in columns
 
     def validate(self, records: list[Record]) -> list[Row]:
@@ -220,8 +235,9 @@ class RowValidator:
             # the formula "=1+1" (a spreadsheet runs it when the text is exported and opened).
             text = raw_text.rstrip()
             if len(text) > self.max_chars:
-                raise ImportRejected(line, f"text is {len(text)} characters; the maximum is {self.max_chars} "
-                                           "(AUGLOOP_MAX_TEXT_CHARS)")
+                raise ImportRejected(
+                    line, f"text is {len(text)} characters; the maximum is {self.max_chars} (AUGLOOP_MAX_TEXT_CHARS)"
+                )
             labels: dict[str, str] = {}
             for task in spec.tasks:
                 value = _cell(rec.get(task))
@@ -230,8 +246,10 @@ class RowValidator:
                 allowed = self.allowed.get(task)
                 if allowed is not None and value not in allowed:
                     raise ImportRejected(
-                        line, f"unknown label {value!r} for task {task!r} (known: {', '.join(self.shown[task])})",
-                        field="task")
+                        line,
+                        f"unknown label {value!r} for task {task!r} (known: {', '.join(self.shown[task])})",
+                        field="task",
+                    )
                 labels[task] = value
             split = None
             if self.use_split and spec.split_col:

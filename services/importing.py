@@ -82,8 +82,9 @@ class ImportResult:
         }
 
 
-def stratified_split(strata: Sequence[str], seed: int, fractions: tuple[float, float, float],
-                     together: list[list[int]] | None = None) -> list[str]:
+def stratified_split(
+    strata: Sequence[str], seed: int, fractions: tuple[float, float, float], together: list[list[int]] | None = None
+) -> list[str]:
     """A split per row, stratified by `strata` (one task's label per row, "" when missing), reproducible under
     `seed`. Each group of `together` (row indices: near-duplicates) is drawn as one unit, by its first member's
     stratum, and all its members get that unit's split: a retweet never sits in train while its tweet is in
@@ -111,8 +112,14 @@ class _Staged:
     """One import on one connection: its rows in the staging tables, and per row what the split needs (line,
     stratum, split from the file), in compact arrays."""
 
-    def __init__(self, conn: Connection, spec: ImportSpec, known: dict[str, list[str]] | None,
-                 batch: Callable[[], AbstractContextManager[Any]], progress: ProgressFn) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        spec: ImportSpec,
+        known: dict[str, list[str]] | None,
+        batch: Callable[[], AbstractContextManager[Any]],
+        progress: ProgressFn,
+    ) -> None:
         self.conn = conn
         self.spec = spec
         self.batch = batch
@@ -133,8 +140,10 @@ class _Staged:
             with self.batch():
                 staging.add_rows(
                     self.conn,
-                    [(start + i, r.line, r.text, content_hash(r.text), r.external_id, r.split)
-                     for i, r in enumerate(rows)],
+                    [
+                        (start + i, r.line, r.text, content_hash(r.text), r.external_id, r.split)
+                        for i, r in enumerate(rows)
+                    ],
                     [(start + i, task, label) for i, r in enumerate(rows) for task, label in r.labels.items()],
                 )
             self.finder.add([r.text for r in rows])
@@ -158,29 +167,45 @@ class _Staged:
             info: dict[str, Any] = {"source": "column", "column": self.spec.split_col}
         else:
             splits = stratified_split(self.strata, self.spec.split_seed, self.spec.split_fractions, together=groups)
-            info = {"source": "stratified", "seed": self.spec.split_seed, "stratified_by": self.spec.tasks[0],
-                    "fractions": list(self.spec.split_fractions), "near_duplicates_kept_together": len(groups)}
+            info = {
+                "source": "stratified",
+                "seed": self.spec.split_seed,
+                "stratified_by": self.spec.tasks[0],
+                "fractions": list(self.spec.split_fractions),
+                "near_duplicates_kept_together": len(groups),
+            }
             with self.batch():
                 staging.add_splits(self.conn, range(self.count), splits)
         lines = np.concatenate(self.lines)
-        across = [{"lines": lines[members].tolist(), "splits": [splits[i] for i in members]}
-                  for members in groups if len({splits[i] for i in members}) > 1]
+        across = [
+            {"lines": lines[members].tolist(), "splits": [splits[i] for i in members]}
+            for members in groups
+            if len({splits[i] for i in members}) > 1
+        ]
         with self.batch():
             staging.link_duplicates(self.conn)
         return splits, info, across[:REPORTED], len(across)
 
-    def switch(self, session: Session, dataset: Dataset | None, split_info: dict[str, Any],
-               created_by: int | None) -> tuple[Dataset, ImportResult]:
+    def switch(
+        self, session: Session, dataset: Dataset | None, split_info: dict[str, Any], created_by: int | None
+    ) -> tuple[Dataset, ImportResult]:
         """Inside the caller's transaction: create the dataset if new, move the new rows into it."""
         self.progress(phase="writing", done=0, total=self.count, rows=self.count)
         created = dataset is None
         if dataset is None:
             seen = staging.label_sets(self.conn)
-            tasks = [{"name": t, "labels": list(self.spec.label_order.get(t) or seen.get(t, []))}
-                     for t in self.spec.tasks]
+            tasks = [
+                {"name": t, "labels": list(self.spec.label_order.get(t) or seen.get(t, []))} for t in self.spec.tasks
+            ]
             display = check_display_name(self.spec.display_name or self.spec.dataset, field="display_name")
-            dataset = Dataset(name=self.spec.dataset, display_name=display, project_id=_project_id(session, self.spec),
-                              language=self.spec.language, tasks=tasks, split_info=split_info)
+            dataset = Dataset(
+                name=self.spec.dataset,
+                display_name=display,
+                project_id=_project_id(session, self.spec),
+                language=self.spec.language,
+                tasks=tasks,
+                split_info=split_info,
+            )
             session.add(dataset)
             session.flush()
         else:
@@ -189,9 +214,15 @@ class _Staged:
         split_counts = staging.split_counts(self.conn)
         imported = staging.insert_samples(self.conn, dataset.id, created_by, utcnow())
         self.progress(phase="writing", done=self.count, total=self.count, rows=self.count)
-        result = ImportResult(dataset=dataset.name, created_dataset=created, imported=imported,
-                              duplicates=duplicates, duplicates_skipped=skipped, split_counts=split_counts,
-                              split_info=split_info)
+        result = ImportResult(
+            dataset=dataset.name,
+            created_dataset=created,
+            imported=imported,
+            duplicates=duplicates,
+            duplicates_skipped=skipped,
+            split_counts=split_counts,
+            split_info=split_info,
+        )
         return dataset, result
 
 
@@ -250,8 +281,11 @@ def _unchanged(session: Session, spec: ImportSpec, before: tuple[int, Any] | Non
     """The dataset as the switch finds it: the one the file was validated against (id, tasks), or still none."""
     now = session.scalar(select(Dataset).where(Dataset.name == spec.dataset))
     if (None if now is None else (now.id, now.tasks)) != before:
-        raise ConflictError(f"dataset {spec.dataset!r} was created, deleted or changed while the file was being "
-                            "imported; nothing was imported: import it again", field="name")
+        raise ConflictError(
+            f"dataset {spec.dataset!r} was created, deleted or changed while the file was being "
+            "imported; nothing was imported: import it again",
+            field="name",
+        )
     return now
 
 
@@ -259,9 +293,16 @@ def _quiet(**_progress: Any) -> None:
     return None
 
 
-def import_stream(session: Session, stream: BinaryIO, spec: ImportSpec, *, filename: str | None = None,
-                  fmt: str | None = None, created_by: int | None = None,
-                  progress: ProgressFn | None = None) -> ImportResult:
+def import_stream(
+    session: Session,
+    stream: BinaryIO,
+    spec: ImportSpec,
+    *,
+    filename: str | None = None,
+    fmt: str | None = None,
+    created_by: int | None = None,
+    progress: ProgressFn | None = None,
+) -> ImportResult:
     """Import a file in the caller's transaction (the caller commits; on SQLite it holds the write lock
     throughout: for large files use import_path). Rows become trusted originals: importing is an admin's (or the
     operator's, from the CLI) act."""
@@ -280,8 +321,15 @@ def import_stream(session: Session, stream: BinaryIO, spec: ImportSpec, *, filen
     return result
 
 
-def import_file(session: Session, data: bytes, spec: ImportSpec, *, filename: str | None = None,
-                fmt: str | None = None, created_by: int | None = None) -> ImportResult:
+def import_file(
+    session: Session,
+    data: bytes,
+    spec: ImportSpec,
+    *,
+    filename: str | None = None,
+    fmt: str | None = None,
+    created_by: int | None = None,
+) -> ImportResult:
     """import_stream over bytes held in memory (small files: tests, the demo)."""
     import io
 
@@ -305,9 +353,17 @@ def _own_connection(engine: Engine) -> Iterator[Connection]:
                 conn.invalidate()
 
 
-def import_path(engine: Engine, path: Path, spec: ImportSpec, *, filename: str | None = None,
-                fmt: str | None = None, created_by: int | None = None, progress: ProgressFn | None = None,
-                finish: FinishFn | None = None) -> ImportResult:
+def import_path(
+    engine: Engine,
+    path: Path,
+    spec: ImportSpec,
+    *,
+    filename: str | None = None,
+    fmt: str | None = None,
+    created_by: int | None = None,
+    progress: ProgressFn | None = None,
+    finish: FinishFn | None = None,
+) -> ImportResult:
     """Import a file of any size in transactions of its own: staging in short transactions that take no lock
     on the shared database, then the switch in one transaction, which also runs `finish(session, result)` (the
     import job completes there). `progress(phase=, done=, total=, rows=)` reports bytes read while reading."""

@@ -49,8 +49,9 @@ def list_jobs(
     if kind:
         query = query.where(Job.kind.in_(kind.split(",")))
     if dataset:
-        query = query.where(Job.dataset_id == check_dataset(session, get_dataset(session, dataset), user,
-                                                            field="dataset").id)
+        query = query.where(
+            Job.dataset_id == check_dataset(session, get_dataset(session, dataset), user, field="dataset").id
+        )
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     items = list(session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)))
     return items, total

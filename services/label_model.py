@@ -148,10 +148,7 @@ def label_model_summary(session: Session, dataset_name: str, user: User | None) 
         entry = counts.setdefault(run_id, {"pending": 0, "flagged": 0})
         entry["pending"] += n
         entry["flagged"] += n if flag else 0
-    runs = {
-        r.id: r
-        for r in session.scalars(select(TrainingRun).where(TrainingRun.id.in_([i for i in counts if i])))
-    }
+    runs = {r.id: r for r in session.scalars(select(TrainingRun).where(TrainingRun.id.in_([i for i in counts if i])))}
     scorers = []
     for run_id, entry in counts.items():
         run = runs.get(run_id) if run_id else None

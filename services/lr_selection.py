@@ -89,8 +89,12 @@ def execute_selection(
             }
         if enqueue_training:
             jobs = enqueue_train_jobs(
-                session, dataset_id, dataset_name, [r for r in runs if r.status == JobStatus.queued],
-                created_by=created_by, payload=train_payload,
+                session,
+                dataset_id,
+                dataset_name,
+                [r for r in runs if r.status == JobStatus.queued],
+                created_by=created_by,
+                payload=train_payload,
             )
             summary["train_job_ids"] = [j.id for j in jobs]
         if finish:

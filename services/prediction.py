@@ -47,9 +47,7 @@ def model_spec(session: Session, model_id: int, user: User | None, *, field_name
     """What loads run or ensemble `model_id`, when `user` may see it (None: a job, authorized when queued)."""
     run = visible_run(session, model_id, user, field=field_name)
     if run.status != JobStatus.succeeded:
-        raise ValidationFailed(
-            f"run {model_id} is {run.status}; only finished runs predict", field=field_name
-        )
+        raise ValidationFailed(f"run {model_id} is {run.status}; only finished runs predict", field=field_name)
     if run.kind == "ensemble":
         members = [db_runs.get_run(session, int(m), field=field_name) for m in run.member_ids]
         params = dict(run.config)
@@ -129,17 +127,16 @@ def dataset_and_model(
     trained on it: what labelling or scoring the dataset's texts with a model starts from."""
     from services.datasets import dataset_named
 
-    dataset = dataset_named(session, dataset_name, user, need) if user is not None else get_dataset(
-        session, dataset_name)
+    dataset = (
+        dataset_named(session, dataset_name, user, need) if user is not None else get_dataset(session, dataset_name)
+    )
     spec = model_spec(session, model_id, user)
     if spec.dataset_id != dataset.id:
         raise ValidationFailed(f"run {model_id} was trained on another dataset", field="model_id")
     return dataset, spec
 
 
-def queue_pseudo_labels(
-    session: Session, dataset_name: str, model_id: int, threshold: float, user: User | None
-) -> Job:
+def queue_pseudo_labels(session: Session, dataset_name: str, model_id: int, threshold: float, user: User | None) -> Job:
     """A `pseudo_label` job: label the dataset's unlabelled train texts; confident ones wait for review. The
     project's leads."""
     dataset, _spec = dataset_and_model(session, dataset_name, model_id, user)

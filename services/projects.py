@@ -25,13 +25,22 @@ def create(session: Session, name: str, display_name: str | None = None) -> Proj
 
 
 def view(session: Session, project: Project, user: User | None) -> dict[str, Any]:
-    datasets = list(session.scalars(select(Dataset.name).where(Dataset.project_id == project.id)
-                                    .order_by(Dataset.name)))
+    datasets = list(
+        session.scalars(select(Dataset.name).where(Dataset.project_id == project.id).order_by(Dataset.name))
+    )
     role = None if user is None else db_projects.role_in(session, project.id, user.id)
-    return {"id": project.id, "name": project.name, "display_name": project.display_name,
-            "created_at": project.created_at, "datasets": datasets, "my_role": role,
-            "members": session.scalar(select(func.count()).select_from(ProjectMember)
-                                      .where(ProjectMember.project_id == project.id)) or 0}
+    return {
+        "id": project.id,
+        "name": project.name,
+        "display_name": project.display_name,
+        "created_at": project.created_at,
+        "datasets": datasets,
+        "my_role": role,
+        "members": session.scalar(
+            select(func.count()).select_from(ProjectMember).where(ProjectMember.project_id == project.id)
+        )
+        or 0,
+    }
 
 
 def listing(session: Session, user: User | None) -> list[dict[str, Any]]:
@@ -41,8 +50,9 @@ def listing(session: Session, user: User | None) -> list[dict[str, Any]]:
 
 def members(session: Session, project_name: str) -> list[dict[str, Any]]:
     project = db_projects.get_project(session, project_name, field="name")
-    return [{"user": u.name, "role": role, "global_role": u.role}
-            for u, role in db_projects.members(session, project.id)]
+    return [
+        {"user": u.name, "role": role, "global_role": u.role} for u, role in db_projects.members(session, project.id)
+    ]
 
 
 def _user(session: Session, name: str) -> User:

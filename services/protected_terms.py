@@ -40,8 +40,14 @@ def normalise_term(raw: str, field: str) -> str:
 
 
 def class_terms(
-    texts: Sequence[str], labels: Sequence[dict[str, str]], tasks: Sequence[dict[str, Any]], language: str,
-    *, per_class: int = 10, min_docs: int = 3, max_p: float = 0.001,
+    texts: Sequence[str],
+    labels: Sequence[dict[str, str]],
+    tasks: Sequence[dict[str, Any]],
+    language: str,
+    *,
+    per_class: int = 10,
+    min_docs: int = 3,
+    max_p: float = 0.001,
 ) -> list[db_terms.SeededTerm]:
     """The words most associated with each class (see the module docstring), strongest first per class."""
     import numpy as np
@@ -51,8 +57,10 @@ def class_terms(
     from workers.augment.textspans import stop_words
 
     stops = stop_words(language)
-    docs = [sorted({w.text.casefold() for w in words(t) if w.text.casefold() not in stops and len(w.text) > 2})
-            for t in texts]
+    docs = [
+        sorted({w.text.casefold() for w in words(t) if w.text.casefold() not in stops and len(w.text) > 2})
+        for t in texts
+    ]
     if not docs:
         return []
     vectorizer = CountVectorizer(analyzer=lambda d: d, binary=True, min_df=min_docs)
@@ -78,9 +86,7 @@ def class_terms(
     return out
 
 
-def seed(
-    session: Session, dataset: Dataset, *, per_class: int = 10, created_by: int | None = None
-) -> dict[str, Any]:
+def seed(session: Session, dataset: Dataset, *, per_class: int = 10, created_by: int | None = None) -> dict[str, Any]:
     """Replace the dataset's seeded terms with the words most associated with its classes now."""
     if not 1 <= per_class <= 200:
         raise ValidationFailed("per_class must be in [1, 200]", field="per_class")
@@ -92,7 +98,10 @@ def seed(
         .all()
     )
     seeded = class_terms(
-        [texts_by_id[i] for i in ids], [lab for _, lab in rows], dataset.tasks, dataset.language,
+        [texts_by_id[i] for i in ids],
+        [lab for _, lab in rows],
+        dataset.tasks,
+        dataset.language,
         per_class=per_class,
     )
     best: dict[str, db_terms.SeededTerm] = {}
@@ -129,8 +138,14 @@ def terms_view(session: Session, dataset: Dataset) -> dict[str, Any]:
         "dataset": dataset.name,
         "seeded_at": variant_settings(dataset).protected_terms_seeded_at,
         "terms": [
-            {"term": t.term, "origin": t.origin, "task": t.task, "label": t.label, "score": t.score,
-             "created_at": t.created_at}
+            {
+                "term": t.term,
+                "origin": t.origin,
+                "task": t.task,
+                "label": t.label,
+                "score": t.score,
+                "created_at": t.created_at,
+            }
             for t in db_terms.list_terms(session, dataset.id)
         ],
     }
@@ -149,7 +164,9 @@ def terms_of(session: Session, name: str, user: User | None) -> dict[str, Any]:
     return terms_view(session, dataset_named(session, name, user))
 
 
-def edit_terms(session: Session, name: str, add: Sequence[str], remove: Sequence[str], user: User | None) -> dict[str, Any]:
+def edit_terms(
+    session: Session, name: str, add: Sequence[str], remove: Sequence[str], user: User | None
+) -> dict[str, Any]:
     """The project's leads (None: the operator)."""
     from services.datasets import dataset_named
 
@@ -160,5 +177,9 @@ def seed_terms(session: Session, name: str, per_class: int, user: User | None) -
     """The project's leads (None: the operator)."""
     from services.datasets import dataset_named
 
-    return seed(session, dataset_named(session, name, user, Need.lead), per_class=per_class,
-                created_by=user.id if user else None)
+    return seed(
+        session,
+        dataset_named(session, name, user, Need.lead),
+        per_class=per_class,
+        created_by=user.id if user else None,
+    )

@@ -75,9 +75,7 @@ def _check_decision(
 ) -> tuple[str, str | None, str | None]:
     allowed = [Decision.approve.value, Decision.reject.value] if bulk else [d.value for d in Decision]
     if decision not in allowed:
-        raise ValidationFailed(
-            f"decision must be one of {', '.join(allowed)}; got {decision!r}", field="decision"
-        )
+        raise ValidationFailed(f"decision must be one of {', '.join(allowed)}; got {decision!r}", field="decision")
     if decision == Decision.reject:
         if reason not in RejectReason.__members__:
             raise ValidationFailed(
@@ -113,9 +111,7 @@ def decide(
     decision, reason, text = _check_decision(decision, reason, text, max_chars=max_chars)
     sample = visible_sample(session, sample_id, user)
     if sample.origin == Origin.original:
-        raise ValidationFailed(
-            f"sample {sample_id} is an original; only variants are reviewed", field="sample_id"
-        )
+        raise ValidationFailed(f"sample {sample_id} is an original; only variants are reviewed", field="sample_id")
     if sample.version != version:
         raise _stale(session, sample, version)
     dataset = session.get_one(Dataset, sample.dataset_id)
@@ -133,9 +129,7 @@ def decide(
         new_hash = content_hash(text)
         if new_hash != sample.content_hash:
             duplicate = session.scalar(
-                select(Sample.id).where(
-                    Sample.dataset_id == sample.dataset_id, Sample.content_hash == new_hash
-                )
+                select(Sample.id).where(Sample.dataset_id == sample.dataset_id, Sample.content_hash == new_hash)
             )
             if duplicate is not None:
                 raise ConflictError(
@@ -149,9 +143,18 @@ def decide(
             text=text, content_hash=new_hash, generated_text=func.coalesce(Sample.generated_text, Sample.text)
         )
     return apply_and_record(
-        session, sample, version, values,
-        {"user_id": user.id, "decision": decision, "reason": reason, "note": note, "text_before": text_before,
-         "text_after": text_after},
+        session,
+        sample,
+        version,
+        values,
+        {
+            "user_id": user.id,
+            "decision": decision,
+            "reason": reason,
+            "note": note,
+            "text_before": text_before,
+            "text_after": text_after,
+        },
         # another request took this version between our read and write
         lambda: _stale(session, sample, version),
     )
@@ -167,12 +170,14 @@ def apply_and_record(
 ) -> Sample:
     """Write `values` to the sample only while it is still at `version` (else raise `conflict()`), and record
     the decision that did it (`review`: the Review row's fields) in the same transaction."""
-    claimed = affected_rows(session.execute(
-        update(Sample)
-        .where(Sample.id == sample.id, Sample.version == version)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    ))
+    claimed = affected_rows(
+        session.execute(
+            update(Sample)
+            .where(Sample.id == sample.id, Sample.version == version)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+    )
     if claimed != 1:
         raise conflict()
     session.add(Review(sample_id=sample.id, version_seen=version, created_at=utcnow(), **review))
@@ -195,17 +200,21 @@ def reevaluate(session: Session, dataset: Dataset) -> dict[str, int]:
     """Recompute every reviewed variant's status under the dataset's current reviews_required, in the caller's
     transaction; returns how many moved, by transition ("approved→pending": 12, ...). Raising k from 1 to 3
     sends single-vote approvals back to pending, so they leave training until two more people agree."""
-    reviewed = list(session.scalars(
-        select(Sample.id).where(
-            Sample.dataset_id == dataset.id, Sample.origin.in_(REVIEWABLE_ORIGINS), Sample.review_count > 0
-        ).order_by(Sample.id)
-    ))
+    reviewed = list(
+        session.scalars(
+            select(Sample.id)
+            .where(Sample.dataset_id == dataset.id, Sample.origin.in_(REVIEWABLE_ORIGINS), Sample.review_count > 0)
+            .order_by(Sample.id)
+        )
+    )
     changes: dict[str, int] = {}
     now = utcnow()
     for chunk in chunked(reviewed):
-        current = dict(session.execute(
-            select(Sample.id, Sample.review_status).where(Sample.id.in_(chunk)).with_for_update()
-        ).tuples().all())
+        current = dict(
+            session.execute(select(Sample.id, Sample.review_status).where(Sample.id.in_(chunk)).with_for_update())
+            .tuples()
+            .all()
+        )
         votes = latest_votes(session, chunk)
         moved: dict[str, list[int]] = {}
         for sample_id, status in current.items():
@@ -215,7 +224,8 @@ def reevaluate(session: Session, dataset: Dataset) -> dict[str, int]:
                 changes[f"{status}→{new}"] = changes.get(f"{status}→{new}", 0) + 1
         for status, ids in moved.items():
             session.execute(
-                update(Sample).where(Sample.id.in_(ids))
+                update(Sample)
+                .where(Sample.id.in_(ids))
                 .values(review_status=status, version=Sample.version + 1, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
@@ -251,9 +261,7 @@ def bulk_targets(session: Session, dataset: Dataset, user: User, selection: Bulk
             raise NotFoundError(f"sample {selection.parent_id} not found in this dataset", field="parent_id")
         return list(
             session.scalars(
-                select(Sample.id)
-                .where(*base, Sample.parent_id == selection.parent_id, not_voted)
-                .order_by(Sample.id)
+                select(Sample.id).where(*base, Sample.parent_id == selection.parent_id, not_voted).order_by(Sample.id)
             )
         )
     ids = sorted(set(selection.sample_ids or []))
@@ -428,8 +436,15 @@ def queue_page(
 
         needs = class_needs(session, dataset)
     result = review_queue(
-        session, dataset, f, sort=sort, page=page, page_size=page_size, count_ahead=count_ahead,
-        viewer_id=viewer.id, needs=needs,
+        session,
+        dataset,
+        f,
+        sort=sort,
+        page=page,
+        page_size=page_size,
+        count_ahead=count_ahead,
+        viewer_id=viewer.id,
+        needs=needs,
     )
     return QueueView(result, dataset, unreviewed)
 
@@ -437,8 +452,7 @@ def queue_page(
 def visible_sample(session: Session, sample_id: int, user: User | None, need: Need = Need.member) -> Sample:
     """A sample of a dataset the user may see; to anyone else it does not exist."""
     sample = get_sample(session, sample_id)
-    check_dataset_id(session, sample.dataset_id, user, need, missing=f"sample {sample_id} not found",
-                     field="sample_id")
+    check_dataset_id(session, sample.dataset_id, user, need, missing=f"sample {sample_id} not found", field="sample_id")
     return sample
 
 

@@ -98,9 +98,7 @@ def lease_again(session: Session, sample: Sample, user: User) -> None:
         return
     now = utcnow()
     leases.release(session, dataset.id, user.id, [sample.id])
-    leases.add_leases(
-        session, dataset.id, user.id, [sample.id], now, now + timedelta(minutes=dataset.lease_minutes)
-    )
+    leases.add_leases(session, dataset.id, user.id, [sample.id], now, now + timedelta(minutes=dataset.lease_minutes))
 
 
 def leases_by_user(session: Session, dataset: Dataset) -> dict[int, int]:

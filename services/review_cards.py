@@ -56,6 +56,4 @@ def cards_of(session: Session, sample_ids: list[int], viewer: User) -> list[dict
     votes = votes_on(session, ids, viewer.id)
     stored = latest_reviews(session, ids)
     empty = {"approve": 0, "reject": 0, "mine": None}
-    return [
-        {"sample": found[i], "votes": votes.get(i, empty), "last_review": stored.get(i)} for i in ids
-    ]
+    return [{"sample": found[i], "votes": votes.get(i, empty), "last_review": stored.get(i)} for i in ids]

@@ -50,9 +50,7 @@ def krippendorff_alpha(units: Units) -> float | None:
             data[index[user], j] = value
     if len({v for u in rated for v in u.values()}) < 2:
         return None  # everyone always gave the same answer: expected disagreement is zero
-    alpha = float(
-        krippendorff.alpha(reliability_data=data, level_of_measurement="nominal", value_domain=[0, 1])
-    )
+    alpha = float(krippendorff.alpha(reliability_data=data, level_of_measurement="nominal", value_domain=[0, 1]))
     return None if math.isnan(alpha) else alpha
 
 
@@ -103,9 +101,7 @@ def agreement(session: Session, dataset: Dataset) -> dict[str, Any]:
     units = {sample_id: unit for sample_id, unit in units.items() if unit}
     names = (
         dict(
-            session.execute(
-                select(User.id, User.name).where(User.id.in_({u for unit in units.values() for u in unit}))
-            )
+            session.execute(select(User.id, User.name).where(User.id.in_({u for unit in units.values() for u in unit})))
             .tuples()
             .all()
         )
@@ -119,9 +115,7 @@ def agreement(session: Session, dataset: Dataset) -> dict[str, Any]:
     reviewed = sorted(units)
     for chunk in chunked(reviewed):  # by primary key: only the reviewed variants' labels
         label_rows = session.execute(
-            select(SampleLabel.sample_id, SampleLabel.task, SampleLabel.label).where(
-                SampleLabel.sample_id.in_(chunk)
-            )
+            select(SampleLabel.sample_id, SampleLabel.task, SampleLabel.label).where(SampleLabel.sample_id.in_(chunk))
         ).tuples()
         for sample_id, task, label in label_rows:
             by_class[task][label][sample_id] = units[sample_id]
@@ -208,8 +202,7 @@ def review_progress(session: Session, dataset: Dataset) -> dict[str, Any]:
     )
     targets = plan_targets(plan.plan if plan else None)
     classes: dict[str, dict[str, dict[str, Any]]] = {
-        t["name"]: {label: {"pending": 0, "approved": 0, "rejected": 0} for label in t["labels"]}
-        for t in dataset.tasks
+        t["name"]: {label: {"pending": 0, "approved": 0, "rejected": 0} for label in t["labels"]} for t in dataset.tasks
     }
     for task, label, status, n in counts:
         entry = classes.setdefault(task, {}).setdefault(label, {"pending": 0, "approved": 0, "rejected": 0})
@@ -222,9 +215,7 @@ def review_progress(session: Session, dataset: Dataset) -> dict[str, Any]:
             entry["train_originals"] = train.get((task, label), 0)
             goal = targets.get((task, label), {})
             entry["target"] = goal.get("target")  # the class size the plan aims at
-            entry["needed"] = goal.get(
-                "needed"
-            )  # variants the plan found missing: approved counts against it
+            entry["needed"] = goal.get("needed")  # variants the plan found missing: approved counts against it
             entry["planned"] = goal.get("planned")
     by_method: dict[str, dict[str, int]] = defaultdict(lambda: {"pending": 0, "approved": 0, "rejected": 0})
     for method, status, n in methods:

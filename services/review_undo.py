@@ -41,12 +41,14 @@ def undo_decision(session: Session, sample_id: int, user: User, version: int) ->
     if latest is None or latest.decision == UNDO:
         raise _refuse(session, sample, f"you have no decision on sample {sample_id} to undo")
     decided_since = session.scalar(
-        select(Review.id).where(
+        select(Review.id)
+        .where(
             Review.sample_id == sample.id,
             Review.user_id != user.id,
             Review.id > latest.id,
             Review.decision != UNDO,
-        ).limit(1)
+        )
+        .limit(1)
     )
     if decided_since is not None:
         raise _refuse(session, sample, f"someone else decided sample {sample_id} after you; undo refused")
@@ -84,9 +86,17 @@ def undo_decision(session: Session, sample_id: int, user: User, version: int) ->
             )
         values.update(text=text_after, content_hash=restored_hash)
     return apply_and_record(
-        session, sample, version, values,
-        {"user_id": user.id, "decision": UNDO, "reason": None,
-         "note": f"withdraws review {latest.id} ({latest.decision})", "text_before": text_before,
-         "text_after": text_after},
+        session,
+        sample,
+        version,
+        values,
+        {
+            "user_id": user.id,
+            "decision": UNDO,
+            "reason": None,
+            "note": f"withdraws review {latest.id} ({latest.decision})",
+            "text_before": text_before,
+            "text_after": text_after,
+        },
         lambda: _refuse(session, sample, f"sample {sample_id} changed while undoing; undo refused"),
     )

@@ -114,15 +114,17 @@ def execute_run(
     stop = should_stop or (lambda: False)
     try:
         if config.nproc > 1:
-            result, staging = train_distributed(config, data, job_dir=work, checkpoint_dir=checkpoint_dir(run_id),
-                                                progress=on_event, should_stop=stop)
+            result, staging = train_distributed(
+                config, data, job_dir=work, checkpoint_dir=checkpoint_dir(run_id), progress=on_event, should_stop=stop
+            )
         else:
             control = LoopControl(checkpoint_dir=checkpoint_dir(run_id), should_stop=stop)
             result = train_model(config, data, progress=on_event, control=control)
             staging = work
             save_artifacts(result, staging)
-        summary = _score_and_record(engine, run_id, dataset_id, data, config, result, staging, out_dir, guard,
-                                    emit, finish)
+        summary = _score_and_record(
+            engine, run_id, dataset_id, data, config, result, staging, out_dir, guard, emit, finish
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)  # moved into place on success; an abandoned attempt's files
     discard_checkpoint(run_id)
@@ -158,9 +160,15 @@ def _execute_classical(
         }
         with session_scope(engine) as session:
             guard(session)
-            db_runs.finish_run(session, run_id, metrics=result.metrics, curve=[],
-                               snapshot_path=str(out_dir / SNAPSHOT_FILE), snapshot_size=train_samples,
-                               artifact_dir=str(out_dir))
+            db_runs.finish_run(
+                session,
+                run_id,
+                metrics=result.metrics,
+                curve=[],
+                snapshot_path=str(out_dir / SNAPSHOT_FILE),
+                snapshot_size=train_samples,
+                artifact_dir=str(out_dir),
+            )
             if finish:
                 finish(session, summary)
             if out_dir.exists():
@@ -168,8 +176,7 @@ def _execute_classical(
             staging.rename(out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    emit({"event": "finished", **summary,
-          "summary": summary_line(result.metrics["test"] or result.metrics["val"])})
+    emit({"event": "finished", **summary, "summary": summary_line(result.metrics["test"] or result.metrics["val"])})
     return summary
 
 
@@ -191,8 +198,19 @@ def _score_and_record(
     with session_scope(readonly_engine(engine)) as session:
         # A run replaces earlier label-model scores only where its val macro-F1 is better (services.label_model).
         scorer = label_model.scorer_of(db_runs.get_run(session, run_id), metrics=result.metrics)
-    scored, seen = score_pending_variants(engine, run_id, dataset_id, result.model, result.tokenizer, data.tasks,
-                                          config.max_length, emit, guard, scorer=scorer, rules=result.decision)
+    scored, seen = score_pending_variants(
+        engine,
+        run_id,
+        dataset_id,
+        result.model,
+        result.tokenizer,
+        data.tasks,
+        config.max_length,
+        emit,
+        guard,
+        scorer=scorer,
+        rules=result.decision,
+    )
     train_samples = write_snapshot(result.snapshot, staging / SNAPSHOT_FILE)
     summary = {
         "run_id": run_id,
@@ -289,8 +307,9 @@ def score_pending_variants(
         for batch in chunked(scores, SCORE_WRITE_BATCH):
             with session_scope(engine) as session:
                 guard(session)
-                written += db_runs.apply_consistency_scores(session, run_id, batch, scorer=scorer,
-                                                            replace_if=replace_if)
+                written += db_runs.apply_consistency_scores(
+                    session, run_id, batch, scorer=scorer, replace_if=replace_if
+                )
         done += len(page)
         last_id = page[-1].id
 

@@ -25,8 +25,11 @@ def write_snapshot(pairs: Sequence[Sequence[Any]], path: Path) -> int:
     with pq.ParquetWriter(path, schema) as writer:
         for start in range(0, len(pairs), BATCH_ROWS):
             chunk = pairs[start : start + BATCH_ROWS]
-            writer.write_table(pa.table({"sample_id": [int(p[0]) for p in chunk],
-                                         "content_hash": [str(p[1]) for p in chunk]}, schema=schema))
+            writer.write_table(
+                pa.table(
+                    {"sample_id": [int(p[0]) for p in chunk], "content_hash": [str(p[1]) for p in chunk]}, schema=schema
+                )
+            )
     return len(pairs)
 
 

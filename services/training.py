@@ -31,9 +31,7 @@ def runs_root() -> Path:
 def default_config(overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The recipe's defaults, with the deployment's default encoder (AUGLOOP_TRAINER_DEFAULT_ENCODER)."""
     settings = get_settings()
-    base: dict[str, Any] = (
-        {"encoder": settings.trainer_default_encoder} if settings.trainer_default_encoder else {}
-    )
+    base: dict[str, Any] = {"encoder": settings.trainer_default_encoder} if settings.trainer_default_encoder else {}
     return TrainConfig.from_dict({**base, **(overrides or {})})
 
 
@@ -90,16 +88,18 @@ def create_training_runs(
     for seed in seeds or [config.seed]:
         run_config = config.with_overrides({"seed": seed}).to_dict()
         runs.append(
-            db_runs.create_run(
-                session, dataset, run_config, name=f"{label} seed {seed}", created_by=created_by
-            )
+            db_runs.create_run(session, dataset, run_config, name=f"{label} seed {seed}", created_by=created_by)
         )
     if classical:
         first_seed = config.with_overrides({"seed": (seeds or [config.seed])[0]})
         runs.append(
             db_runs.create_run(
-                session, dataset, classical_config(first_seed).model_dump(), name=f"{name or 'tf-idf'} member",
-                kind="tfidf", created_by=created_by,
+                session,
+                dataset,
+                classical_config(first_seed).model_dump(),
+                name=f"{name or 'tf-idf'} member",
+                kind="tfidf",
+                created_by=created_by,
             )
         )
     return runs
@@ -127,9 +127,7 @@ def start_training(
     created_by = user.id if user else None
     config = default_config(overrides)
     check_config(config, seeds, user)
-    runs = create_training_runs(
-        session, dataset, config, seeds, name=name, created_by=created_by, classical=classical
-    )
+    runs = create_training_runs(session, dataset, config, seeds, name=name, created_by=created_by, classical=classical)
     jobs = queue_runs(session, dataset, runs, config, created_by=created_by)
     check_capacity(session, dataset, user)
     return runs, jobs
@@ -153,8 +151,12 @@ def queue_runs(
         job = queue.enqueue(
             session,
             "lr_select",
-            {"run_ids": [r.id for r in transformer], "dataset": dataset.name, "trials": config.lr_trials,
-             "train_payload": payload or {}},
+            {
+                "run_ids": [r.id for r in transformer],
+                "dataset": dataset.name,
+                "trials": config.lr_trials,
+                "train_payload": payload or {},
+            },
             dataset_id=dataset.id,
             created_by=created_by,
             progress_total=config.lr_trials,
@@ -315,5 +317,6 @@ def create_runs_for(
     from services.datasets import dataset_named
 
     dataset = dataset_named(session, dataset_name, None, field="dataset")
-    return create_training_runs(session, dataset, default_config(overrides), seeds, name=name,
-                                created_by=created_by, classical=classical)
+    return create_training_runs(
+        session, dataset, default_config(overrides), seeds, name=name, created_by=created_by, classical=classical
+    )

@@ -30,9 +30,7 @@ def load_split_data(
     chosen = tasks or known
     unknown = [t for t in chosen if t not in known]
     if unknown:
-        raise ValidationFailed(
-            f"dataset {dataset.name!r} has tasks {known}; unknown: {unknown}", field="config.tasks"
-        )
+        raise ValidationFailed(f"dataset {dataset.name!r} has tasks {known}; unknown: {unknown}", field="config.tasks")
     specs = [TaskSpec(t, dataset.labels_of(t)) for t in chosen]
 
     def convert(samples: Any) -> list[Example]:

@@ -85,8 +85,9 @@ def joins_training(config: Any) -> Any:
     return or_(Sample.origin == Origin.original, approved)
 
 
-def training_plan(session: Session, dataset_name: str, overrides: dict[str, Any], seeds: list[int],
-                  user: User | None) -> dict[str, Any]:
+def training_plan(
+    session: Session, dataset_name: str, overrides: dict[str, Any], seeds: list[int], user: User | None
+) -> dict[str, Any]:
     """The full config a run would get, the data it would see, and the estimated time (the project's members
     may ask)."""
     from services.datasets import dataset_named
@@ -107,18 +108,24 @@ def training_plan(session: Session, dataset_name: str, overrides: dict[str, Any]
     )
     if config.max_train_samples:
         train_lengths = train_lengths[: config.max_train_samples]
-    evaluation = session.scalar(
-        select(func.count()).where(
-            Sample.dataset_id == dataset.id, Sample.origin == Origin.original, Sample.split.in_(("val", "test"))
+    evaluation = (
+        session.scalar(
+            select(func.count()).where(
+                Sample.dataset_id == dataset.id, Sample.origin == Origin.original, Sample.split.in_(("val", "test"))
+            )
         )
-    ) or 0
-    pending = session.scalar(
-        select(func.count()).where(
-            Sample.dataset_id == dataset.id,
-            Sample.origin != Origin.original,
-            Sample.review_status == ReviewStatus.pending,
+        or 0
+    )
+    pending = (
+        session.scalar(
+            select(func.count()).where(
+                Sample.dataset_id == dataset.id,
+                Sample.origin != Origin.original,
+                Sample.review_status == ReviewStatus.pending,
+            )
         )
-    ) or 0
+        or 0
+    )
     tokens = mean_tokens(train_lengths, config.max_length)
     measured = measured_rate(session, config.encoder)
     if measured is not None:

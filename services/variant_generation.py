@@ -87,8 +87,11 @@ def _read_phase(engine: Engine, dataset_name: str, items: list[dict[str, int]]) 
         return JobInputs(
             dataset=dataset,
             sources=sources,
-            hints={"protected": protected_for(session, dataset), "guidelines": dataset.guidelines or "",
-                   "tasks": list(dataset.tasks)},
+            hints={
+                "protected": protected_for(session, dataset),
+                "guidelines": dataset.guidelines or "",
+                "tasks": list(dataset.tasks),
+            },
             settings=settings,
             label_model=label_model_for(session, dataset, settings.label_model_id),
             rule=auto_approval.active_rule(dataset),
@@ -117,8 +120,13 @@ def _filter_for(engine: Engine, dataset_id: int, params: FilterParams, encoder: 
             return existing_hashes(session, dataset_id, digests)
 
     with Session(bind=reading) as session, session.begin():
-        return CandidateFilter(known, reference_texts(session, dataset_id), params,
-                               training_texts=training_texts(session, dataset_id), encoder=encoder)
+        return CandidateFilter(
+            known,
+            reference_texts(session, dataset_id),
+            params,
+            training_texts=training_texts(session, dataset_id),
+            encoder=encoder,
+        )
 
 
 def generate_variants(
@@ -141,7 +149,10 @@ def generate_variants(
         seed = int(params.get("seed", 0))
         inputs = _read_phase(engine, params["dataset"], items)
         checked = validate_request(
-            list(params["methods"]), inputs.dataset.language, params.get("params"), params.get("filters"),
+            list(params["methods"]),
+            inputs.dataset.language,
+            params.get("params"),
+            params.get("filters"),
             settings,
         )
     except (KeyError, TypeError, ValueError) as err:
@@ -185,15 +196,15 @@ def generate_variants(
                 [s.text for s in chunk], wanted, seed=seed, language=language, params=method_params, hints=hints
             )
             pairs = [
-                (source, variant)
-                for source, variants in zip(chunk, produced, strict=True)
-                for variant in variants
+                (source, variant) for source, variants in zip(chunk, produced, strict=True) for variant in variants
             ]
             verdicts = candidate_filter.check(
                 [(source.text, variant.text) for source, variant in pairs],
                 # The same encoder chose WordNet's synonyms in context: its cosines need no second pass.
-                [variant.details.pop("semantic_similarity", None) if encoder is not None else None
-                 for _, variant in pairs],
+                [
+                    variant.details.pop("semantic_similarity", None) if encoder is not None else None
+                    for _, variant in pairs
+                ],
             )
             for (source, variant), verdict in zip(pairs, verdicts, strict=True):
                 if verdict.keep:
@@ -271,19 +282,27 @@ def _score_labels(
     progress(phase="label model")
     settings = inputs.settings
     scores = inputs.label_model.score(
-        [v.text for v in kept], labels, confidence=settings.label_change_confidence,
+        [v.text for v in kept],
+        labels,
+        confidence=settings.label_change_confidence,
         on_batch=lambda d, t: progress(phase="label model", scored=d),
     )
     rejected = []
     for variant, score in zip(kept, scores, strict=True):
         variant.label_consistency = score.consistency
         variant.label_flag = score.flag
-        variant.scores["label_model"] = {"run_id": inputs.label_model.id, "probs": score.probs,
-                                         "changed": score.changed}
+        variant.scores["label_model"] = {
+            "run_id": inputs.label_model.id,
+            "probs": score.probs,
+            "changed": score.changed,
+        }
         if score.changed and settings.auto_reject_label_changed:
             changes = ", ".join(f"{task} → {label}" for task, label in sorted(score.changed.items()))
-            rejected.append(_Pending(variant, "rejected", AUTO_REJECT_REASON,
-                                     f"model {inputs.label_model.id} is confident: {changes}"))
+            rejected.append(
+                _Pending(
+                    variant, "rejected", AUTO_REJECT_REASON, f"model {inputs.label_model.id} is confident: {changes}"
+                )
+            )
     return rejected
 
 
@@ -293,8 +312,13 @@ def _auto_approve(inputs: JobInputs, kept: list[NewVariant], decided: set[int]) 
     open_ = [v for v in kept if id(v) not in decided]
     features = [
         auto_approval.VariantFeatures(
-            v.semantic_similarity, v.similarity, v.novelty, v.scores.get("length_ratio"), v.label_consistency,
-            v.label_flag, v.method,
+            v.semantic_similarity,
+            v.similarity,
+            v.novelty,
+            v.scores.get("length_ratio"),
+            v.label_consistency,
+            v.label_flag,
+            v.method,
         )
         for v in open_
     ]

@@ -61,9 +61,7 @@ def label_scores(
         as_json = {
             t.name: {name: round(float(probs[t.name][i, j]), 6) for j, name in enumerate(t.labels)} for t in tasks
         }
-        out.append(
-            LabelScore(min(intended) if intended else None, flag if intended else None, changed, as_json)
-        )
+        out.append(LabelScore(min(intended) if intended else None, flag if intended else None, changed, as_json))
     return out
 
 

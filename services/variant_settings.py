@@ -55,8 +55,9 @@ def store(session: Session, dataset: Dataset, settings: VariantSettings) -> Vari
     return settings
 
 
-def update_variant_settings(session: Session, dataset: Dataset, changes: dict[str, Any],
-                            user: User | None = None) -> VariantSettings:
+def update_variant_settings(
+    session: Session, dataset: Dataset, changes: dict[str, Any], user: User | None = None
+) -> VariantSettings:
     """Apply the given keys; a pinned label model must be a finished run or ensemble of this dataset."""
     current = variant_settings(dataset)
     updated = current.model_copy(update={k: v for k, v in changes.items() if v is not None})
@@ -67,9 +68,7 @@ def update_variant_settings(session: Session, dataset: Dataset, changes: dict[st
 
         spec = model_spec(session, int(changes["label_model_id"]), user, field_name="label_model_id")
         if spec.dataset_id != dataset.id:
-            raise ValidationFailed(
-                f"run {spec.id} was trained on another dataset", field="label_model_id"
-            )
+            raise ValidationFailed(f"run {spec.id} was trained on another dataset", field="label_model_id")
     return store(session, dataset, updated)
 
 

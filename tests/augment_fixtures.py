@@ -59,8 +59,9 @@ def sentence_encoder(minilm_dir: Path):  # type: ignore[no-untyped-def]
     from workers.augment.models import LoadedModel
 
     model = AutoModel.from_pretrained(minilm_dir).eval()
-    loaded = LoadedModel(str(minilm_dir), AutoTokenizer.from_pretrained(minilm_dir), model, torch.device("cpu"),
-                         torch.float32)
+    loaded = LoadedModel(
+        str(minilm_dir), AutoTokenizer.from_pretrained(minilm_dir), model, torch.device("cpu"), torch.float32
+    )
     return SentenceEncoder(loaded)
 
 

@@ -31,8 +31,9 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_template: Path,
-             tmp_path_factory: pytest.TempPathFactory):
+def settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_template: Path, tmp_path_factory: pytest.TempPathFactory
+):
     """Settings pointing at a fresh database and data directory for this test; the tiny models the tests build
     (under pytest's temporary directory) are in the allowed models directory."""
     from core import settings as settings_mod
@@ -149,8 +150,12 @@ def example_dataset(engine) -> str:
     from services.importing import ImportSpec, import_file
 
     with session_scope(engine) as s:
-        import_file(s, EXAMPLE_CSV.read_bytes(), ImportSpec(dataset="psm", tasks=["bias", "message", "audience"]),
-                    filename=EXAMPLE_CSV.name)
+        import_file(
+            s,
+            EXAMPLE_CSV.read_bytes(),
+            ImportSpec(dataset="psm", tasks=["bias", "message", "audience"]),
+            filename=EXAMPLE_CSV.name,
+        )
     return "psm"
 
 
@@ -172,8 +177,9 @@ _pg_counter = 0
 
 
 @pytest.fixture
-def pg_settings(postgres_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                tmp_path_factory: pytest.TempPathFactory):
+def pg_settings(
+    postgres_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+):
     """Settings pointing at a fresh Postgres database (migrated by Alembic on first use) for this test."""
     global _pg_counter
     from core import settings as settings_mod

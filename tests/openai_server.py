@@ -38,15 +38,24 @@ def make_app(model_dir: Path, served_name: str) -> Any:
         with lock, torch.inference_mode():
             torch.manual_seed(int(body.get("seed") or 0))
             out = model.generate(
-                **inputs, do_sample=True, temperature=float(body.get("temperature", 1.0)),
-                top_p=float(body.get("top_p", 1.0)), top_k=0, max_new_tokens=int(body.get("max_tokens", 16)),
-                num_return_sequences=n, pad_token_id=tokenizer.pad_token_id,
+                **inputs,
+                do_sample=True,
+                temperature=float(body.get("temperature", 1.0)),
+                top_p=float(body.get("top_p", 1.0)),
+                top_k=0,
+                max_new_tokens=int(body.get("max_tokens", 16)),
+                num_return_sequences=n,
+                pad_token_id=tokenizer.pad_token_id,
             )
-        texts = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        texts = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         return {
-            "id": f"chatcmpl-{len(app.state.requests)}", "object": "chat.completion", "model": served_name,
-            "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "length"}
-                        for i, t in enumerate(texts)],
+            "id": f"chatcmpl-{len(app.state.requests)}",
+            "object": "chat.completion",
+            "model": served_name,
+            "choices": [
+                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "length"}
+                for i, t in enumerate(texts)
+            ],
         }
 
     return app

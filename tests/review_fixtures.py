@@ -55,9 +55,7 @@ VARIANTS = [
         "Happy natal day to my wonderful wife.",
     ],
 ]
-HOSTILE_TEXT = (
-    "<script>alert(1)</script> see [click me](http://evil.example) ![pic](http://evil.example/x.png)"
-)
+HOSTILE_TEXT = "<script>alert(1)</script> see [click me](http://evil.example) ![pic](http://evil.example/x.png)"
 
 
 @dataclass
@@ -231,8 +229,7 @@ def serve(app: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
     port = free_port()
     # proxy_headers off, as `augloop serve` runs it: the API decides whom to believe (AUGLOOP_TRUSTED_PROXIES)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           proxy_headers=False))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -30,10 +30,16 @@ def world(any_settings):
     engine = get_engine(any_settings.resolved_database_url)
     data = seed_review_data(engine, hostile=False)
     with session_scope(engine) as s:
-        import_file(s, EXAMPLE_CSV.read_bytes(), ImportSpec(dataset="psm", tasks=["bias", "message"]),
-                    filename=EXAMPLE_CSV.name)
-    return {"settings": any_settings, "engine": engine, "data": data,
-            "admin": _issue(engine, "ada-admin", "admin"), "annotator": _issue(engine, "ann", "annotator")}
+        import_file(
+            s, EXAMPLE_CSV.read_bytes(), ImportSpec(dataset="psm", tasks=["bias", "message"]), filename=EXAMPLE_CSV.name
+        )
+    return {
+        "settings": any_settings,
+        "engine": engine,
+        "data": data,
+        "admin": _issue(engine, "ada-admin", "admin"),
+        "annotator": _issue(engine, "ann", "annotator"),
+    }
 
 
 def _csv() -> bytes:
@@ -54,25 +60,55 @@ def _writes(w: dict[str, Any]) -> list[tuple[str, str, str, str, dict[str, Any],
         return set(rows) == {ReviewStatus.approved}
 
     return [
-        ("single decision", "annotator", "POST", f"/api/v1/samples/{first}/decision",
-         {"json": {"decision": "approve", "version": 1}}, decided),
-        ("bulk decision", "annotator", "POST", f"/api/v1/datasets/{data.dataset}/bulk-decisions",
-         {"json": {"decision": "approve", "parent_id": data.sources[1], "confirm": True}}, bulk),
-        ("import", "admin", "POST", "/api/v1/datasets/fresh/import",
-         {"files": {"file": ("fresh.csv", _csv())}, "data": {"task": ["label"]}},
-         lambda s: s.scalar(select(func.count()).select_from(Dataset).where(Dataset.name == "fresh")) == 1),
-        ("token creation", "admin", "POST", "/api/v1/tokens", {"json": {"name": "newcomer", "role": "annotator"}},
-         lambda s: s.scalar(select(func.count()).select_from(APIToken).join(User)
-                            .where(User.name == "newcomer")) == 1),
-        ("training-run request", "admin", "POST", "/api/v1/training-runs",
-         {"json": {"dataset": "psm", "seeds": [1], "config": {"epochs": 1}}},
-         lambda s: s.scalar(select(func.count()).select_from(TrainingRun)) == 1),
+        (
+            "single decision",
+            "annotator",
+            "POST",
+            f"/api/v1/samples/{first}/decision",
+            {"json": {"decision": "approve", "version": 1}},
+            decided,
+        ),
+        (
+            "bulk decision",
+            "annotator",
+            "POST",
+            f"/api/v1/datasets/{data.dataset}/bulk-decisions",
+            {"json": {"decision": "approve", "parent_id": data.sources[1], "confirm": True}},
+            bulk,
+        ),
+        (
+            "import",
+            "admin",
+            "POST",
+            "/api/v1/datasets/fresh/import",
+            {"files": {"file": ("fresh.csv", _csv())}, "data": {"task": ["label"]}},
+            lambda s: s.scalar(select(func.count()).select_from(Dataset).where(Dataset.name == "fresh")) == 1,
+        ),
+        (
+            "token creation",
+            "admin",
+            "POST",
+            "/api/v1/tokens",
+            {"json": {"name": "newcomer", "role": "annotator"}},
+            lambda s: (
+                s.scalar(select(func.count()).select_from(APIToken).join(User).where(User.name == "newcomer")) == 1
+            ),
+        ),
+        (
+            "training-run request",
+            "admin",
+            "POST",
+            "/api/v1/training-runs",
+            {"json": {"dataset": "psm", "seeds": [1], "config": {"epochs": 1}}},
+            lambda s: s.scalar(select(func.count()).select_from(TrainingRun)) == 1,
+        ),
     ]
 
 
 @contextmanager
 def failing_commits(engine: Any) -> Iterator[None]:
     """Every COMMIT on this engine fails, the way a full disk or a lost connection fails it."""
+
     def refuse(_conn: Any) -> None:
         raise OperationalError("COMMIT", {}, Exception("disk I/O error (simulated)"))
 
@@ -91,8 +127,7 @@ def test_a_failed_commit_reaches_the_client_and_nothing_is_stored(world) -> None
     engine = world["engine"]
     app = create_app(world["settings"], engine)
     for name, who, method, path, kwargs, stored in _writes(world):
-        with TestClient(app, raise_server_exceptions=False,
-                        headers={"Authorization": f"Bearer {world[who]}"}) as http:
+        with TestClient(app, raise_server_exceptions=False, headers={"Authorization": f"Bearer {world[who]}"}) as http:
             with failing_commits(engine):
                 r = http.request(method, path, **kwargs)
             assert r.status_code == 503, f"{name}: a write whose commit failed answered {r.status_code} {r.text}"

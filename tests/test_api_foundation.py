@@ -140,8 +140,7 @@ def test_oversize_body_is_413(settings, engine, admin_token):
 
 
 def test_unknown_things_are_404_and_validation_is_422(annotator, admin):
-    assert annotator.get(f"{API}/datasets/nope/stats").json() == {"detail": "dataset 'nope' not found",
-                                                                 "field": "name"}
+    assert annotator.get(f"{API}/datasets/nope/stats").json() == {"detail": "dataset 'nope' not found", "field": "name"}
     assert annotator.get(f"{API}/jobs/999").status_code == 404
     r = annotator.get(f"{API}/jobs", params={"limit": 0})
     assert r.status_code == 422 and r.json()["field"] == "limit"
@@ -207,8 +206,7 @@ def test_every_request_body_refuses_unknown_keys_and_nan(admin):
     assert r.status_code == 422 and r.json()["field"] == "scope"
     for literal in ("NaN", "Infinity", "1e309"):
         text = '{"decision": "approve", "filter": {"min_similarity": ' + literal + "}}"
-        r = admin.post(f"{API}/datasets/psm/bulk-decisions", content=text,
-                       headers={"Content-Type": "application/json"})
+        r = admin.post(f"{API}/datasets/psm/bulk-decisions", content=text, headers={"Content-Type": "application/json"})
         assert r.status_code == 422 and r.json()["field"] == "filter.min_similarity", (literal, r.text)
     for value in ("nan", "inf", "-inf"):
         r = admin.get(f"{API}/datasets/psm/review-queue", params={"max_consistency": value})
@@ -241,8 +239,13 @@ def test_openapi_schema_names_the_fields_of_params_filters_and_config_with_their
         assert bt["properties"]["decoding"]["enum"] == ["sample", "beam"]
         filters = resolve(schemas[body]["properties"]["filters"])
         assert set(filters["properties"]) == {
-            "min_length_ratio", "max_length_ratio", "leakage_threshold", "leakage_containment", "leakage_ngram",
-            "min_similarity", "min_semantic_similarity",
+            "min_length_ratio",
+            "max_length_ratio",
+            "leakage_threshold",
+            "leakage_containment",
+            "leakage_ngram",
+            "min_similarity",
+            "min_semantic_similarity",
         }
         threshold = filters["properties"]["leakage_threshold"]
         assert threshold["type"] == "number" and threshold["exclusiveMinimum"] == 0 and threshold["maximum"] == 1

@@ -31,8 +31,9 @@ def test_every_operation_conforms_to_the_schema(app, admin_token, example_datase
         if operation.method.upper() == "DELETE":
             continue  # deleting the dataset would leave the other operations nothing to work on
 
-        @hsettings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-                   suppress_health_check=list(HealthCheck))
+        @hsettings(
+            max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         @given(case=operation.as_strategy())
         def check(case):
             if "revoke" in case.path:

@@ -59,8 +59,7 @@ def test_wordnet_job_lands_pending_variants_with_provenance(lead, engine, mini_d
     assert info["kept"] == done["result"]["kept"] > 30
     assert done["result"]["generated"] == 80 - dropped["no_candidate"]
     assert (
-        done["result"]["kept"]
-        + sum(v for k, v in dropped.items() if k not in ("no_candidate", "duplicate_at_insert"))
+        done["result"]["kept"] + sum(v for k, v in dropped.items() if k not in ("no_candidate", "duplicate_at_insert"))
         == done["result"]["generated"]
     )
     variants = _variants(engine, job["id"])
@@ -70,12 +69,7 @@ def test_wordnet_job_lands_pending_variants_with_provenance(lead, engine, mini_d
             parent = s.get(Sample, v.parent_id)
             assert parent.id in sources and parent.split == "train"
             assert v.origin == "augmented" and v.review_status == "pending" and v.split == "train"
-            assert (
-                v.method == "wordnet"
-                and v.model_name == "wordnet-3.0"
-                and v.seed == 9
-                and v.job_id == job["id"]
-            )
+            assert v.method == "wordnet" and v.model_name == "wordnet-3.0" and v.seed == 9 and v.job_id == job["id"]
             assert v.method_params["aug_p"] == 0.3 and v.method_params["variant_index"] in (0, 1)
             assert 0 < v.similarity < 1 and v.scores["similarity"] == v.similarity and v.scores["edits"]
             assert v.labels == parent.labels and len(v.labels) == 3
@@ -111,9 +105,7 @@ def test_same_job_same_seed_same_variants(lead, engine, mini_dataset) -> None:
 
 
 def test_mlm_and_backtranslation_through_the_queue(lead, engine, mini_dataset, tiny_mlm_dir) -> None:
-    assert lead.app.state.settings.mlm_model == str(
-        tiny_mlm_dir
-    )  # the app validates with the tiny models
+    assert lead.app.state.settings.mlm_model == str(tiny_mlm_dir)  # the app validates with the tiny models
     sources = train_ids(engine, mini_dataset, limit=12)
     r = lead.post(
         "/api/v1/augment",
@@ -207,10 +199,17 @@ def test_a_cancelled_submission_job_leaves_nothing_to_train(lead, engine, mini_d
     from db.datasets import get_dataset, training_samples
     from db.session import session_scope
 
-    r = lead.post("/api/v1/augment", json={
-        "dataset": "mini", "methods": ["wordnet"],
-        "texts": [{"text": f"A brand new post about rural water number {i}", "labels": {"bias": "neutral"}}
-                  for i in range(5)]})
+    r = lead.post(
+        "/api/v1/augment",
+        json={
+            "dataset": "mini",
+            "methods": ["wordnet"],
+            "texts": [
+                {"text": f"A brand new post about rural water number {i}", "labels": {"bias": "neutral"}}
+                for i in range(5)
+            ],
+        },
+    )
     assert lead.post(f"/api/v1/jobs/{r.json()['id']}/cancel").json()["status"] == "cancelled"
     submitted = {i["sample_id"] for i in r.json()["params"]["items"]}
     with session_scope(engine) as s:
@@ -240,9 +239,7 @@ def test_a_cancelled_submission_job_leaves_nothing_to_train(lead, engine, mini_d
         ({"methods": ["wordnet"], "sample_ids": [1], "n_per_text": 0}, 422, "n_per_text"),
     ],
 )
-def test_bad_requests_are_refused_with_the_field(
-    lead, engine, mini_dataset, body, status, field
-) -> None:
+def test_bad_requests_are_refused_with_the_field(lead, engine, mini_dataset, body, status, field) -> None:
     from db.models import Job
     from db.session import session_scope
 
@@ -286,9 +283,7 @@ def _post_with_number(client, path: str, body: dict, literal: str):  # type: ign
         ),
     ],
 )
-def test_nan_and_infinity_are_refused_naming_the_field(
-    lead, engine, mini_dataset, path, body, field
-) -> None:
+def test_nan_and_infinity_are_refused_naming_the_field(lead, engine, mini_dataset, path, body, field) -> None:
     """A NaN leakage threshold used to switch the leak filter off (NaN compares false with every bound), and
     a NaN aug_p to crash the worker on every attempt: both are a 422 now, and nothing is queued."""
     from db.models import AugmentationPlan, Job
@@ -338,9 +333,7 @@ def test_val_and_test_samples_are_never_sources(lead, engine, mini_dataset) -> N
 
     with session_scope(engine) as s:
         val_id, val_text = s.execute(select(Sample.id, Sample.text).where(Sample.split == "val")).first()
-    r = lead.post(
-        "/api/v1/augment", json={"dataset": "mini", "sample_ids": [val_id], "methods": ["wordnet"]}
-    )
+    r = lead.post("/api/v1/augment", json={"dataset": "mini", "sample_ids": [val_id], "methods": ["wordnet"]})
     assert r.status_code == 422 and "train-split originals" in r.json()["detail"]
     r = lead.post(
         "/api/v1/augment",
@@ -411,9 +404,7 @@ def test_language_decides_methods_with_a_422(admin, lead, engine, mini_dataset, 
     ids = train_ids(engine, mini_dataset, limit=2)
     r = lead.post("/api/v1/augment", json={"dataset": "mini", "sample_ids": ids, "methods": ["wordnet"]})
     assert r.status_code == 422 and "English only" in r.json()["detail"] and r.json()["field"] == "methods"
-    r = lead.post(
-        "/api/v1/augment", json={"dataset": "mini", "sample_ids": ids, "methods": ["backtranslation"]}
-    )
+    r = lead.post("/api/v1/augment", json={"dataset": "mini", "sample_ids": ids, "methods": ["backtranslation"]})
     assert r.status_code == 422 and "no back-translation route for language 'de'" in r.json()["detail"]
     r = lead.post("/api/v1/datasets/mini/augmentation-plans", json={"methods": ["wordnet"]})
     assert r.status_code == 422

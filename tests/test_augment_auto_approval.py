@@ -66,7 +66,8 @@ def test_the_stored_model_scores_like_scikit_learns_pipeline() -> None:
     y = (np.nan_to_num(x[:, 0], nan=0.5) + rng.normal(0, 0.2, 300) > 0.5).astype(int)
     ours = ApprovalModel.fit(x, y)
     theirs = make_pipeline(
-        SimpleImputer(strategy="median", add_indicator=True), StandardScaler(),
+        SimpleImputer(strategy="median", add_indicator=True),
+        StandardScaler(),
         LogisticRegression(C=1.0, max_iter=2000, random_state=0),
     ).fit(x, y)
     probe = rng.random((50, 5))
@@ -96,15 +97,30 @@ def _reviewed_variants(engine, n: int, seed: int = 0) -> None:  # type: ignore[n
         person = get_or_create_user(s, "carol", "annotator")
         for i in range(n):
             semantic = rng.random()
-            vid = add_variant(s, rng.choice(parents), f"reviewed variant {seed}-{i}", similarity=rng.random(),
-                              consistency=None, semantic=semantic, novelty=rng.random())
+            vid = add_variant(
+                s,
+                rng.choice(parents),
+                f"reviewed variant {seed}-{i}",
+                similarity=rng.random(),
+                consistency=None,
+                semantic=semantic,
+                novelty=rng.random(),
+            )
             keep = (semantic > 0.5) != (rng.random() < 0.005)
             v = s.get(Sample, vid)
             v.review_status, v.review_count = ("approved" if keep else "rejected"), 1
             v.scores = {**v.scores, "length_ratio": 1.0}
-            s.add(Review(sample_id=vid, user_id=person.id, decision="approve" if keep else "reject",
-                         reason=None if keep else "meaning_changed", text_before=v.text, text_after=v.text,
-                         version_seen=1))
+            s.add(
+                Review(
+                    sample_id=vid,
+                    user_id=person.id,
+                    decision="approve" if keep else "reject",
+                    reason=None if keep else "meaning_changed",
+                    text_before=v.text,
+                    text_after=v.text,
+                    version_seen=1,
+                )
+            )
 
 
 def test_switching_on_applying_auditing_and_measuring_agreement(lead, annotator, admin, engine, mini_dataset) -> None:
@@ -137,8 +153,15 @@ def test_switching_on_applying_auditing_and_measuring_agreement(lead, annotator,
     parents = train_ids(engine, "mini")
     with session_scope(engine) as s:
         for i in range(120):
-            vid = add_variant(s, rng.choice(parents), f"pending variant {i}", similarity=0.5,
-                              consistency=None, semantic=rng.random(), novelty=0.3)
+            vid = add_variant(
+                s,
+                rng.choice(parents),
+                f"pending variant {i}",
+                similarity=0.5,
+                consistency=None,
+                semantic=rng.random(),
+                novelty=0.3,
+            )
             v = s.get(Sample, vid)
             v.scores = {**v.scores, "length_ratio": 1.0}
     applied = admin.post("/api/v1/datasets/mini/auto-approval/apply")
@@ -165,8 +188,11 @@ def test_switching_on_applying_auditing_and_measuring_agreement(lead, annotator,
     # People decide the audited variants: the agreement is measured on them.
     for i, sid in enumerate(audit_ids):
         version = lead.get(f"/api/v1/samples/{sid}").json()["sample"]["version"]
-        body = {"decision": "approve", "version": version} if i else {
-            "decision": "reject", "version": version, "reason": "meaning_changed"}
+        body = (
+            {"decision": "approve", "version": version}
+            if i
+            else {"decision": "reject", "version": version, "reason": "meaning_changed"}
+        )
         assert lead.post(f"/api/v1/samples/{sid}/decision", json=body).status_code == 200
     measured = lead.get("/api/v1/datasets/mini/auto-approval").json()["agreement"]
     assert measured["audit_decided"] == len(audit_ids) and measured["audit_approved"] == len(audit_ids) - 1
@@ -176,8 +202,10 @@ def test_switching_on_applying_auditing_and_measuring_agreement(lead, annotator,
     assert measured["auto_approved"] == len(approved)
 
     # New variants from a job meet the rule at creation.
-    r = lead.post("/api/v1/augment", json={"dataset": "mini", "methods": ["wordnet"],
-                                                 "sample_ids": train_ids(engine, "mini", limit=30)})
+    r = lead.post(
+        "/api/v1/augment",
+        json={"dataset": "mini", "methods": ["wordnet"], "sample_ids": train_ids(engine, "mini", limit=30)},
+    )
     run_worker(engine)
     for _ in range(100):
         job = lead.get(f"/api/v1/jobs/{r.json()['id']}").json()

@@ -50,9 +50,7 @@ def test_plan_run_worker_leaves_pending_variants(settings, engine, example_datas
 
     plan = augloop(settings, "augment", "plan", example_dataset)
     assert plan.returncode == 0, plan.stderr
-    lines = {
-        tuple(line.split()[:2]): line.split() for line in plan.stdout.splitlines() if len(line.split()) >= 8
-    }
+    lines = {tuple(line.split()[:2]): line.split() for line in plan.stdout.splitlines() if len(line.split()) >= 8}
     assert lines["message", "other"][2:6] == ["99", "0", "452", "353"]
     assert lines["bias", "partisan"][2:6] == ["1049", "0", "1181", "132"]
     assert "1579 variants from" in plan.stdout

@@ -21,9 +21,7 @@ def mlm(tiny_mlm_dir):  # type: ignore[no-untyped-def]
     from workers.augment.masked_lm import MaskedLMAugmenter
     from workers.augment.models import load_masked_lm
 
-    return MaskedLMAugmenter(
-        load_masked_lm(str(tiny_mlm_dir), Settings(augment_device="cpu")), batch_tokens=2048
-    )
+    return MaskedLMAugmenter(load_masked_lm(str(tiny_mlm_dir), Settings(augment_device="cpu")), batch_tokens=2048)
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +140,7 @@ def test_mlm_probability_floor(mlm) -> None:
     texts = example_texts(30)
     # A random model spreads its probability thinly: with a floor of 0.5 nothing qualifies, so no variant.
     assert all(
-        v == []
-        for v in mlm.augment(texts, [2] * 30, seed=0, language="en", params=MaskedLMParams(min_prob=0.5))
+        v == [] for v in mlm.augment(texts, [2] * 30, seed=0, language="en", params=MaskedLMParams(min_prob=0.5))
     )
 
 
@@ -171,9 +168,7 @@ def test_backtranslation_k_variants_over_pivots_with_a_length_cap(bt) -> None:
         for model in models:
             del model.generate
     # max_new_tokens is always passed and binds: a random model never emits EOS, so it runs to the cap.
-    assert seen and all(
-        cap <= 12 and length == cap + 1 for cap, length in seen
-    )  # +1: the decoder start token
+    assert seen and all(cap <= 12 and length == cap + 1 for cap, length in seen)  # +1: the decoder start token
     for variants in result:
         assert [v.variant_index for v in variants] == [0, 1, 2]
         assert [v.params["pivot"] for v in variants] == ["de", "fr", "de"]  # round-robin over the pivots

@@ -149,9 +149,7 @@ def _wait_job(lead, job_id: int) -> dict:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("via", ["local", "endpoint"])
-def test_a_paraphrase_job_through_the_queue(
-    via, lead, engine, mini_dataset, tiny_causal_dir, monkeypatch
-) -> None:
+def test_a_paraphrase_job_through_the_queue(via, lead, engine, mini_dataset, tiny_causal_dir, monkeypatch) -> None:
     """Same filters, provenance and storage as the other methods, locally and through the endpoint."""
     from core import settings as settings_mod
     from db.models import Sample
@@ -162,7 +160,11 @@ def test_a_paraphrase_job_through_the_queue(
     monkeypatch.setenv("AUGLOOP_PARAPHRASE_MODEL", str(tiny_causal_dir))
     ids = train_ids(engine, "mini", limit=6)
     body = {
-        "dataset": "mini", "sample_ids": ids, "methods": ["paraphrase"], "n_per_text": 2, "seed": 3,
+        "dataset": "mini",
+        "sample_ids": ids,
+        "methods": ["paraphrase"],
+        "n_per_text": 2,
+        "seed": 3,
         "params": {"paraphrase": {"max_new_tokens": 24}},
         # a random model writes noise: open the length filter so that some of it is stored and can be checked
         "filters": {"min_length_ratio": 0.0, "max_length_ratio": 100.0},

@@ -143,8 +143,9 @@ def test_a_semantic_filter_without_an_encoder_fails_the_job_naming_the_setting(
     settings_mod.get_settings.cache_clear()
     clear_cache()
     ids = train_ids(engine, "mini", limit=5)
-    failed = _job(lead, engine, {"sample_ids": ids, "methods": ["wordnet"],
-                                      "filters": {"min_semantic_similarity": 0.5}})
+    failed = _job(
+        lead, engine, {"sample_ids": ids, "methods": ["wordnet"], "filters": {"min_semantic_similarity": 0.5}}
+    )
     assert failed["status"] == "failed" and failed["attempts"] == 1
     assert "AUGLOOP_SIMILARITY_MODEL" in failed["last_error"]
     # Without the filter the job runs, and says why its variants have no semantic similarity.
@@ -157,8 +158,17 @@ def test_a_semantic_filter_without_an_encoder_fails_the_job_naming_the_setting(
 def _train_run(lead, engine, encoder: str) -> int:  # type: ignore[no-untyped-def]
     from workers.main import Worker
 
-    config = {"encoder": encoder, "epochs": 1, "max_length": 32, "batch_size": 16, "grad_accum": 1,
-              "head_hidden": 32, "lr": 1e-3, "num_threads": 1, "rdrop_alpha": 0.0}
+    config = {
+        "encoder": encoder,
+        "epochs": 1,
+        "max_length": 32,
+        "batch_size": 16,
+        "grad_accum": 1,
+        "head_hidden": 32,
+        "lr": 1e-3,
+        "num_threads": 1,
+        "rdrop_alpha": 0.0,
+    }
     r = lead.post("/api/v1/training-runs", json={"dataset": "mini", "seeds": [1], "config": config})
     assert r.status_code == 202, r.text
     stats = Worker(engine, kinds=["train"], poll_seconds=0.05, lease_seconds=60).run(burst=True)
@@ -177,16 +187,19 @@ def test_a_finished_model_scores_new_variants_and_may_reject_confident_label_cha
     from services.variant_scoring import label_scores
 
     run_id = _train_run(lead, engine, str(tiny_mlm_dir))
-    settings = admin.patch("/api/v1/datasets/mini/variant-settings",
-                           json={"auto_reject_label_changed": True, "label_change_confidence": 0.5})
+    settings = admin.patch(
+        "/api/v1/datasets/mini/variant-settings",
+        json={"auto_reject_label_changed": True, "label_change_confidence": 0.5},
+    )
     assert settings.status_code == 200, settings.text
     assert settings.json()["label_model_in_use"] == run_id and settings.json()["auto_reject_label_changed"]
     assert annotator.patch("/api/v1/datasets/mini/variant-settings", json={}).status_code == 403
     bad = admin.patch("/api/v1/datasets/mini/variant-settings", json={"label_change_confidence": 0.2})
     assert bad.status_code == 422 and bad.json()["field"].endswith("label_change_confidence")
 
-    job = _job(lead, engine, {"sample_ids": train_ids(engine, "mini", limit=40), "methods": ["wordnet"],
-                                   "n_per_text": 2})
+    job = _job(
+        lead, engine, {"sample_ids": train_ids(engine, "mini", limit=40), "methods": ["wordnet"], "n_per_text": 2}
+    )
     assert job["status"] == "succeeded", job["last_error"]
     result = job["result"]
     assert result["label_model_id"] == run_id
@@ -194,13 +207,15 @@ def test_a_finished_model_scores_new_variants_and_may_reject_confident_label_cha
         predictor = load_predictor(model_spec(s, run_id, None))
     with session_scope(engine) as s:
         variants = s.scalars(select(Sample).where(Sample.origin == "augmented").order_by(Sample.id)).all()
-        assert variants and all(v.label_consistency is not None and v.scores["label_model"]["run_id"] == run_id
-                                for v in variants)
+        assert variants and all(
+            v.label_consistency is not None and v.scores["label_model"]["run_id"] == run_id for v in variants
+        )
         # The same model, asked independently: which variants it is confident change a label.
         probs = predictor.predict_proba([v.text for v in variants])
         # (the labels it gives are its decision rule's, as for every prediction of a run)
-        expected = label_scores(predictor.tasks, probs, [v.labels for v in variants], confidence=0.5,
-                                predicted=predictor.decide(probs))
+        expected = label_scores(
+            predictor.tasks, probs, [v.labels for v in variants], confidence=0.5, predicted=predictor.decide(probs)
+        )
         changed = {v.id for v, e in zip(variants, expected, strict=True) if e.changed}
         assert changed, "the random tiny model disagrees with some labels"
         rejected = {v.id for v in variants if v.review_status == "rejected"}
@@ -210,8 +225,10 @@ def test_a_finished_model_scores_new_variants_and_may_reject_confident_label_cha
             assert v.label_flag == e.flag and (v.auto_decision == "rejected") == bool(e.changed)
         reviews = s.execute(select(Review, User.name).join(User, User.id == Review.user_id)).all()
         assert {r.sample_id for r, _ in reviews} == changed
-        assert all(name == "auto" and r.automatic and r.decision == "reject" and r.reason == "label changed (model)"
-                   for r, name in reviews)
+        assert all(
+            name == "auto" and r.automatic and r.decision == "reject" and r.reason == "label changed (model)"
+            for r, name in reviews
+        )
         assert all(v.review_count == 0 for v in variants)  # an automatic decision is no vote
         one = next(iter(changed))
     family = lead.get(f"/api/v1/samples/{one}").json()
@@ -254,8 +271,9 @@ def test_protected_terms_are_seeded_on_first_augmentation_and_edited_by_admins(
     bad = admin.post("/api/v1/datasets/mini/protected-terms", json={"add": ["fine", "no#tag"]})
     assert bad.status_code == 422 and bad.json()["field"] == "add.1"
     some = min(terms)
-    edited = admin.post("/api/v1/datasets/mini/protected-terms",
-                        json={"add": ["Health Care", "veterans"], "remove": [some]}).json()
+    edited = admin.post(
+        "/api/v1/datasets/mini/protected-terms", json={"add": ["Health Care", "veterans"], "remove": [some]}
+    ).json()
     now = {t["term"]: t for t in edited["terms"]}
     assert some not in now and now["health care"]["origin"] == "manual"
     reseeded = admin.post("/api/v1/datasets/mini/protected-terms/seed", json={"per_class": 1}).json()

@@ -34,8 +34,15 @@ def announce_offline_worker(engine, tmp_path, monkeypatch) -> None:  # type: ign
         bt_routes=Settings.model_fields["bt_routes"].default_factory(),  # type: ignore[misc]
     )
     with session_scope(engine) as s:
-        announce(s, "laptop:1:abc", hostname="laptop", pid=1, kinds=["augment", "train"],
-                 capabilities=capabilities(defaults), refresh_seconds=60)
+        announce(
+            s,
+            "laptop:1:abc",
+            hostname="laptop",
+            pid=1,
+            kinds=["augment", "train"],
+            capabilities=capabilities(defaults),
+            refresh_seconds=60,
+        )
 
 
 def test_augment_page_names_the_missing_models_and_queues_a_plan(

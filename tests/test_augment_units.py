@@ -20,10 +20,7 @@ def test_candidates_skip_mentions_hashtags_urls_numbers_names_and_stop_words() -
     from workers.augment.textspans import candidates
 
     assert [w.text for w in candidates(TWEET, "en")] == ["slams"]
-    text = (
-        "Proud to support the U.S. Senate bill. Great news for 2014 families! "
-        "Visit www.house.gov and he said."
-    )
+    text = "Proud to support the U.S. Senate bill. Great news for 2014 families! Visit www.house.gov and he said."
     words = [w.text for w in candidates(text, "en")]
     assert words == ["Proud", "support", "bill", "Great", "news", "families", "Visit", "said"]
     # "Senate" follows the abbreviation "U.S.", so it is inside a sentence: a name, protected.
@@ -185,9 +182,7 @@ def test_every_filter_drops_what_it_should_and_counts_it() -> None:
     }
     assert f.kept == 1
     kept = verdicts[6]
-    expected = len(_shingles(source) & _shingles(candidates[6])) / len(
-        _shingles(source) | _shingles(candidates[6])
-    )
+    expected = len(_shingles(source) & _shingles(candidates[6])) / len(_shingles(source) | _shingles(candidates[6]))
     assert kept.similarity == pytest.approx(expected, abs=1e-3)
     assert verdicts[4].scores["leakage_ref"] == 0 and verdicts[4].scores["leakage"] >= 0.5
 
@@ -251,9 +246,7 @@ def _example_plan(**kwargs):  # type: ignore[no-untyped-def]
     with EXAMPLE_CSV.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     tasks = [(t, sorted({r[t] for r in rows})) for t in ("bias", "message", "audience")]
-    sources = [
-        SourceSample(i, {t: r[t] for t, _ in tasks}) for i, r in enumerate(rows) if r["split"] == "train"
-    ]
+    sources = [SourceSample(i, {t: r[t] for t, _ in tasks}) for i, r in enumerate(rows) if r["split"] == "train"]
     defaults = {"target": PlanTarget(0.4, 10.0), "methods": ["wordnet", "mlm"], "per_source_cap": 5}
     return tasks, sources, make_plan(tasks, sources, {}, **{**defaults, **kwargs})
 
@@ -287,12 +280,8 @@ def test_plan_arithmetic_on_the_example_dataset() -> None:
     )
     # ... and the largest classes grow less than the minorities they come with: each task's imbalance shrinks.
     for task, labels in tasks:
-        before = max(classes[task, y]["original"] for y in labels) / min(
-            classes[task, y]["original"] for y in labels
-        )
-        after = max(classes[task, y]["expected"] for y in labels) / min(
-            classes[task, y]["expected"] for y in labels
-        )
+        before = max(classes[task, y]["original"] for y in labels) / min(classes[task, y]["original"] for y in labels)
+        after = max(classes[task, y]["expected"] for y in labels) / min(classes[task, y]["expected"] for y in labels)
         assert after < before
     # Methods share the work evenly; jobs hold exactly the planned variants, sources spread within the cap.
     assert plan["methods"]["wordnet"] + plan["methods"]["mlm"] == plan["total_variants"]

@@ -36,18 +36,12 @@ def test_install_copies_wordnet_with_lexnames_and_converts_the_tagger(augment_nl
     # The command line: `check` fails on an empty directory and passes after `install`.
     cmd = [sys.executable, "-m", "workers.augment.wordnet_data"]
     target = tmp_path / "nltk"
-    assert (
-        subprocess.run([*cmd, "check", "--dest", str(target)], capture_output=True, check=False).returncode
-        == 1
-    )
+    assert subprocess.run([*cmd, "check", "--dest", str(target)], capture_output=True, check=False).returncode == 1
     done = subprocess.run(
         [*cmd, "install", "--dest", str(target), "--no-tagger"], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert (
-        subprocess.run([*cmd, "check", "--dest", str(target)], capture_output=True, check=False).returncode
-        == 0
-    )
+    assert subprocess.run([*cmd, "check", "--dest", str(target)], capture_output=True, check=False).returncode == 0
     missing_source = subprocess.run(
         [*cmd, "install", "--dest", str(tmp_path / "x"), "--source", str(tmp_path)],
         capture_output=True,
@@ -78,9 +72,7 @@ def test_fast_tagger_gives_nltks_tags(augment_nltk_dir, wordnet_augmenter) -> No
             if 0 < start < len(tokens):
                 history = (expected[start - 2] if start >= 2 else "-START-", expected[start - 1])
                 assert wordnet_augmenter.tagger.tag(tokens, start=start, history=history) == expected[start:]
-    assert (
-        reference.tag(["The", "quick", "brown", "fox", "jumps"])[1][1] == "JJ"
-    )  # the converted model is a real one
+    assert reference.tag(["The", "quick", "brown", "fox", "jumps"])[1][1] == "JJ"  # the converted model is a real one
 
 
 def test_variants_change_only_plain_words_and_keep_everything_else(wordnet_augmenter) -> None:
@@ -157,8 +149,9 @@ def test_a_replacement_the_tagger_reads_as_another_form_is_undone(wordnet_augmen
         return out
 
     texts = example_texts(400)[200:400]
-    unchecked = wordnet_augmenter.augment(texts, [2] * len(texts), seed=3, language="en",
-                                          params=WordNetParams(check_pos=False))
+    unchecked = wordnet_augmenter.augment(
+        texts, [2] * len(texts), seed=3, language="en", params=WordNetParams(check_pos=False)
+    )
     checked = wordnet_augmenter.augment(texts, [2] * len(texts), seed=3, language="en")
     before = sum(changed_tags(t, v) for t, vs in zip(texts, unchecked, strict=True) for v in vs)
     after = sum(changed_tags(t, v) for t, vs in zip(texts, checked, strict=True) for v in vs)

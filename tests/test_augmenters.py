@@ -85,13 +85,33 @@ def test_a_running_worker_publishes_its_augmenters(admin, annotator, settings, e
 
     assert {s["state"] for s in augmenters().values()} == {"no_worker"}
     # The worker's back-translation legs are hub models missing from an empty cache, with the hub offline.
-    env = {**os.environ, "AUGLOOP_DATABASE_URL": settings.resolved_database_url,
-           "AUGLOOP_DATA_DIR": str(settings.data_dir), "AUGLOOP_WORKER_PRESENCE_SECONDS": "0.2",
-           "AUGLOOP_WORKER_POLL_SECONDS": "0.2", "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
-           "AUGLOOP_BT_ROUTES": json.dumps([{"source": "en", "pivot": "de", "forward": "Helsinki-NLP/opus-mt-en-de",
-                                             "backward": "Helsinki-NLP/opus-mt-de-en"}])}
-    worker = subprocess.Popen([sys.executable, "-m", "augloop", "worker"], cwd=REPO_ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "AUGLOOP_DATABASE_URL": settings.resolved_database_url,
+        "AUGLOOP_DATA_DIR": str(settings.data_dir),
+        "AUGLOOP_WORKER_PRESENCE_SECONDS": "0.2",
+        "AUGLOOP_WORKER_POLL_SECONDS": "0.2",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "AUGLOOP_BT_ROUTES": json.dumps(
+            [
+                {
+                    "source": "en",
+                    "pivot": "de",
+                    "forward": "Helsinki-NLP/opus-mt-en-de",
+                    "backward": "Helsinki-NLP/opus-mt-de-en",
+                }
+            ]
+        ),
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "augloop", "worker"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         seen = _wait(lambda: (s := augmenters())["wordnet"]["state"] != "no_worker" and s)
         assert seen["wordnet"]["state"] == "ready" and seen["wordnet"]["available"]
@@ -114,8 +134,12 @@ def test_a_worker_without_a_route_for_the_language_cannot_back_translate() -> No
     from core.settings import get_settings
     from workers.augment.availability import for_dataset
 
-    worker = {"backtranslation": {"state": "ready", "routes": [
-        {"source": "de", "pivot": "en", "state": "ready", "model": "a → b"}]}}
+    worker = {
+        "backtranslation": {
+            "state": "ready",
+            "routes": [{"source": "de", "pivot": "en", "state": "ready", "model": "a → b"}],
+        }
+    }
     (bt,) = [s for s in for_dataset("en", [worker], get_settings()) if s["method"] == "backtranslation"]
     assert bt["state"] == "unavailable" and bt["setting"] == "AUGLOOP_BT_ROUTES" and "'en'" in bt["reason"]
 

@@ -10,10 +10,21 @@ from tests.conftest import EXAMPLE_CSV, REPO_ROOT
 
 
 def augloop(settings, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "AUGLOOP_DATABASE_URL": settings.resolved_database_url,
-           "AUGLOOP_DATA_DIR": str(settings.data_dir), "COLUMNS": "160"}
-    return subprocess.run([sys.executable, "-m", "augloop", *args], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=120, input=input)
+    env = {
+        **os.environ,
+        "AUGLOOP_DATABASE_URL": settings.resolved_database_url,
+        "AUGLOOP_DATA_DIR": str(settings.data_dir),
+        "COLUMNS": "160",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "augloop", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        input=input,
+    )
 
 
 def test_help_lists_the_subcommands(settings):
@@ -30,8 +41,19 @@ def test_every_command_works_against_a_fresh_database_url(tmp_path, settings):
 
 
 def test_import_stats_export_round_trip(settings, tmp_path):
-    r = augloop(settings, "import", str(EXAMPLE_CSV), "--dataset", "political_social_media",
-                "--task", "bias", "--task", "message", "--task", "audience")
+    r = augloop(
+        settings,
+        "import",
+        str(EXAMPLE_CSV),
+        "--dataset",
+        "political_social_media",
+        "--task",
+        "bias",
+        "--task",
+        "message",
+        "--task",
+        "audience",
+    )
     assert r.returncode == 0, r.stderr
     assert "imported 5000 samples" in r.stdout
     stats = augloop(settings, "stats", "political_social_media")
@@ -72,9 +94,9 @@ def test_migrations_match_the_models(settings):
     from db.session import get_engine
 
     with get_engine(settings.resolved_database_url).connect() as conn:
-        assert compare_metadata(
-            MigrationContext.configure(conn, opts={"include_name": include_name}), Base.metadata
-        ) == []
+        assert (
+            compare_metadata(MigrationContext.configure(conn, opts={"include_name": include_name}), Base.metadata) == []
+        )
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(engine):

@@ -20,8 +20,14 @@ def compose_config() -> dict:
             pytest.fail("docker-compose missing in CI: `make test` should have installed it")
         pytest.skip("docker-compose not installed (run `make system-deps`)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUGLOOP_")}
-    r = subprocess.run([exe, "-f", str(REPO_ROOT / "docker-compose.yml"), "config"], capture_output=True, text=True,
-                       timeout=60, cwd=REPO_ROOT, env={**env, "AUGLOOP_DB_PASSWORD": "from-the-env-file"})
+    r = subprocess.run(
+        [exe, "-f", str(REPO_ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        env={**env, "AUGLOOP_DB_PASSWORD": "from-the-env-file"},
+    )
     assert r.returncode == 0, r.stderr
     return yaml.safe_load(r.stdout)
 
@@ -33,8 +39,14 @@ def test_the_database_password_comes_from_the_environment_not_the_file() -> None
     if exe is None:
         pytest.skip("docker-compose not installed")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUGLOOP_")}
-    r = subprocess.run([exe, "-f", str(REPO_ROOT / "docker-compose.yml"), "config"], capture_output=True,
-                       text=True, timeout=60, cwd=REPO_ROOT, env=env)
+    r = subprocess.run(
+        [exe, "-f", str(REPO_ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        env=env,
+    )
     assert r.returncode != 0 and "AUGLOOP_DB_PASSWORD" in r.stderr, "compose must refuse to start without it"
 
 
@@ -44,8 +56,10 @@ def test_services_and_their_order(compose_config):
     assert set(services) == {"db", "migrate", "api", "worker", "ui"}
     assert services["db"]["image"] == "postgres:16"
     assert "pg_isready" in " ".join(services["db"]["healthcheck"]["test"])
-    assert any(str(v).endswith("/var/lib/postgresql/data:rw") or str(v).endswith("/var/lib/postgresql/data")
-               for v in services["db"]["volumes"]), services["db"]["volumes"]
+    assert any(
+        str(v).endswith("/var/lib/postgresql/data:rw") or str(v).endswith("/var/lib/postgresql/data")
+        for v in services["db"]["volumes"]
+    ), services["db"]["volumes"]
     assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
     assert services["migrate"]["command"] == ["augloop", "migrate"]
     for name in ("api", "worker"):

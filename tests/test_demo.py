@@ -39,14 +39,27 @@ def alive(pid: int) -> bool:
 @pytest.mark.slow
 def test_demo_serves_the_loop_and_ctrl_c_stops_everything(tmp_path):
     api_port, ui_port = free_port(), free_port()
-    env = {**os.environ, "AUGLOOP_DATA_DIR": str(tmp_path / "var"), "AUGLOOP_API_PORT": str(api_port),
-           "AUGLOOP_UI_PORT": str(ui_port), "AUGLOOP_API_URL": f"http://127.0.0.1:{api_port}", "COLUMNS": "120",
-           # offline, with no hub model cached: as on a fresh laptop without internet
-           "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-hub-cache"),
-           "AUGLOOP_WORKER_PRESENCE_SECONDS": "0.5"}
+    env = {
+        **os.environ,
+        "AUGLOOP_DATA_DIR": str(tmp_path / "var"),
+        "AUGLOOP_API_PORT": str(api_port),
+        "AUGLOOP_UI_PORT": str(ui_port),
+        "AUGLOOP_API_URL": f"http://127.0.0.1:{api_port}",
+        "COLUMNS": "120",
+        # offline, with no hub model cached: as on a fresh laptop without internet
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path / "empty-hub-cache"),
+        "AUGLOOP_WORKER_PRESENCE_SECONDS": "0.5",
+    }
     env.pop("AUGLOOP_DATABASE_URL", None)
-    demo = subprocess.Popen([sys.executable, "-m", "augloop", "demo"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "augloop", "demo"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 120
@@ -62,16 +75,22 @@ def test_demo_serves_the_loop_and_ctrl_c_stops_everything(tmp_path):
         token = next(ln.split()[-1] for ln in lines if ln.startswith("annotator token:"))
         me = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/me", headers={"Authorization": f"Bearer {token}"})
         assert me.json()["role"] == "annotator"
-        stats = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/datasets/political_social_media/stats",
-                          headers={"Authorization": f"Bearer {token}"}).json()
+        stats = httpx.get(
+            f"http://127.0.0.1:{api_port}/api/v1/datasets/political_social_media/stats",
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()
         assert stats["tasks"]["message"]["labels"]["other"]["train_original"] == 99
         # The console and the API (from the demo's worker) say which augmenters run, and what to set for the others.
         assert "augmenter wordnet         ready" in out and "AUGLOOP_MLM_MODEL" in out, out
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            augmenters = {s["method"]: s for s in httpx.get(
-                f"http://127.0.0.1:{api_port}/api/v1/datasets/political_social_media/augmenters",
-                headers={"Authorization": f"Bearer {token}"}).json()}
+            augmenters = {
+                s["method"]: s
+                for s in httpx.get(
+                    f"http://127.0.0.1:{api_port}/api/v1/datasets/political_social_media/augmenters",
+                    headers={"Authorization": f"Bearer {token}"},
+                ).json()
+            }
             if augmenters["wordnet"]["state"] != "no_worker":
                 break
             time.sleep(0.3)

@@ -51,10 +51,19 @@ def test_workers_survive_a_postgres_restart_and_run_every_job_once(pg_settings, 
 def start_api(settings, **extra_env: str) -> tuple[subprocess.Popen, str]:
     """`augloop serve` on a free loopback port, once it answers /healthz."""
     port = free_port()
-    env = {**os.environ, "AUGLOOP_DATABASE_URL": settings.resolved_database_url,
-           "AUGLOOP_DATA_DIR": str(settings.data_dir), **extra_env}
-    api = subprocess.Popen([sys.executable, "-m", "augloop", "serve", "--port", str(port)], cwd=REPO_ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "AUGLOOP_DATABASE_URL": settings.resolved_database_url,
+        "AUGLOOP_DATA_DIR": str(settings.data_dir),
+        **extra_env,
+    }
+    api = subprocess.Popen(
+        [sys.executable, "-m", "augloop", "serve", "--port", str(port)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -84,8 +93,12 @@ def test_api_killed_mid_import_leaves_all_or_nothing(settings, engine, admin_tok
         def post() -> None:
             try:
                 outcome["response"] = httpx.post(
-                    f"{base}/api/v1/datasets/big/import", files={"file": ("big.csv", data)}, data={"task": ["label"]},
-                    headers={"Authorization": f"Bearer {admin_token}"}, timeout=300)
+                    f"{base}/api/v1/datasets/big/import",
+                    files={"file": ("big.csv", data)},
+                    data={"task": ["label"]},
+                    headers={"Authorization": f"Bearer {admin_token}"},
+                    timeout=300,
+                )
             except httpx.HTTPError as err:
                 outcome["error"] = err
 
@@ -124,8 +137,9 @@ def test_worker_killed_mid_import_job_leaves_nothing_and_the_retry_imports_all(s
 
     rows = 300_000
     with TestClient(create_app(settings, engine), headers={"Authorization": f"Bearer {admin_token}"}) as client:
-        r = client.post("/api/v1/datasets/big/imports", files={"file": ("big.csv", _big_csv(rows))},
-                        data={"task": ["label"]})
+        r = client.post(
+            "/api/v1/datasets/big/imports", files={"file": ("big.csv", _big_csv(rows))}, data={"task": ["label"]}
+        )
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
     worker = _spawn_worker(settings, lease=2, kinds="import")
@@ -134,8 +148,11 @@ def test_worker_killed_mid_import_job_leaves_nothing_and_the_retry_imports_all(s
     while time.monotonic() < deadline:
         with session_scope(engine) as s:
             job = s.get_one(Job, job_id)
-            if job.status == JobStatus.running and job.progress_info.get("phase") == "reading" \
-                    and job.progress_info.get("rows", 0) >= 20_000:
+            if (
+                job.status == JobStatus.running
+                and job.progress_info.get("phase") == "reading"
+                and job.progress_info.get("rows", 0) >= 20_000
+            ):
                 staged = job.progress_info["rows"]
                 break
         time.sleep(0.05)
@@ -165,11 +182,14 @@ def test_many_concurrent_writers_on_sqlite_neither_starve_nor_fail(settings, eng
     try:
 
         async def burst() -> list[int]:
-            async with httpx.AsyncClient(base_url=base, timeout=60,
-                                         headers={"Authorization": f"Bearer {admin_token}"}) as http:
+            async with httpx.AsyncClient(
+                base_url=base, timeout=60, headers={"Authorization": f"Bearer {admin_token}"}
+            ) as http:
+
                 async def one(i: int) -> int:
                     r = await http.post(f"/api/v1/datasets/{example_dataset}/exports", json={"format": "csv"})
                     return r.status_code
+
                 return await asyncio.gather(*(one(i) for i in range(120)))
 
         started = time.monotonic()

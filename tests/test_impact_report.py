@@ -47,12 +47,9 @@ def variant(engine: Any, name: str, method: str, text: str, status: str = "appro
 def dataset_with_variants(engine: Any) -> tuple[str, dict[str, list[int]]]:
     name = import_small(engine, n_train=24, n_val=8, n_test=12, n_unlabelled=0)
     ids = {
-        "wordnet": [
-            variant(engine, name, "wordnet", f"a wordnet variant number {i} on taxes") for i in range(2)
-        ],
+        "wordnet": [variant(engine, name, "wordnet", f"a wordnet variant number {i} on taxes") for i in range(2)],
         "backtranslation": [
-            variant(engine, name, "backtranslation", f"a back-translated variant {i} on votes")
-            for i in range(2)
+            variant(engine, name, "backtranslation", f"a back-translated variant {i} on votes") for i in range(2)
         ],
         "pending": [variant(engine, name, "wordnet", "a pending variant that never trains", "pending")],
     }
@@ -153,9 +150,7 @@ def test_impact_report_through_api_and_worker(lead, engine, tiny_encoder: str) -
     from services.impact import settle
 
     name, ids = dataset_with_variants(engine)
-    created = lead.post(
-        f"/api/v1/datasets/{name}/impact-reports", json={"seeds": [1, 2], "config": fast(tiny_encoder)}
-    )
+    created = lead.post(f"/api/v1/datasets/{name}/impact-reports", json={"seeds": [1, 2], "config": fast(tiny_encoder)})
     assert created.status_code == 202, created.text
     body = created.json()
     report = body["report"]
@@ -229,14 +224,10 @@ def test_impact_report_through_api_and_worker(lead, engine, tiny_encoder: str) -
         )
     contribution = bias["contributions"]["macro"]["wordnet"]
     all_mean = bias["classes"]["macro"]["all_approved"]["mean"]
-    assert contribution["delta"] == pytest.approx(
-        all_mean - bias["classes"]["macro"]["without:wordnet"]["mean"]
-    )
+    assert contribution["delta"] == pytest.approx(all_mean - bias["classes"]["macro"]["without:wordnet"]["mean"])
     assert "ensemble:wordnet" in bias["contributions"]["macro"]
     classes = sum(len(t["classes"]) for t in result["tasks"].values())  # each task's labels + macro
-    assert (
-        len(result["rows"]) == 8 * classes and classes == 3 + len(result["tasks"]["message"]["support"]) + 1
-    )
+    assert len(result["rows"]) == 8 * classes and classes == 3 + len(result["tasks"]["message"]["support"]) + 1
 
     # Settling again (a late or concurrent finisher) changes nothing.
     assert settle(engine, report["id"]) == "succeeded"
@@ -310,9 +301,7 @@ def test_api_errors(lead, engine, tiny_encoder: str) -> None:
     assert lead.get(url).json() == []  # nothing half-written by the refused requests
 
 
-def test_a_report_left_unsettled_by_a_dead_worker_settles_on_read(
-    lead, engine, tiny_encoder: str, monkeypatch
-) -> None:
+def test_a_report_left_unsettled_by_a_dead_worker_settles_on_read(lead, engine, tiny_encoder: str, monkeypatch) -> None:
     """The worker ending the last run died before settling: the report must not stay "running" forever."""
     import workers.train_jobs
     from db.models import ImpactReport
@@ -366,9 +355,7 @@ def test_a_run_that_fails_once_is_retried_and_the_report_completes(
     assert lead.get(f"/api/v1/training-runs/{first}").json()["status"] == "succeeded"
 
 
-def test_a_run_whose_worker_is_lost_on_its_last_attempt_fails_with_its_report(
-    lead, engine, tiny_encoder: str
-) -> None:
+def test_a_run_whose_worker_is_lost_on_its_last_attempt_fails_with_its_report(lead, engine, tiny_encoder: str) -> None:
     import time
 
     from db import queue
@@ -403,6 +390,5 @@ def test_cancelling_a_queued_run_ends_it_and_the_report(lead, engine, tiny_encod
     assert lead.get(f"/api/v1/training-runs/{run_id}").json()["status"] == "cancelled"
     got = lead.get(f"/api/v1/impact-reports/{created['report']['id']}").json()
     assert got["status"] == "failed" and "cancelled" in got["result"]["error"]
-    statuses = {lead.get(f"/api/v1/training-runs/{i}").json()["status"]
-                for ids in got["run_ids"].values() for i in ids}
+    statuses = {lead.get(f"/api/v1/training-runs/{i}").json()["status"] for ids in got["run_ids"].values() for i in ids}
     assert statuses == {"cancelled"}, "the report's other queued runs were stopped with it"

@@ -53,7 +53,8 @@ def test_impact_page_starts_and_shows_a_report(
     assert len(at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")) == 1
     # each method's contribution, for the seeds alone and for the ensemble with the TF-IDF member
     assert set(at.dataframe[1].value["method"]) == {"backtranslation", HOSTILE} | {
-        f"ensemble:{m}" for m in ("backtranslation", HOSTILE)}
+        f"ensemble:{m}" for m in ("backtranslation", HOSTILE)
+    }
 
 
 def test_impact_page_shows_api_errors(live_api, lead_token, engine) -> None:

@@ -112,17 +112,31 @@ def test_stratified_split_is_drawn_with_a_fixed_seed_and_recorded(engine, tmp_pa
     data = ("\n".join(rows) + "\n").encode()
     first = run_import(engine, data, dataset="a", tasks=["label"])
     run_import(engine, data, dataset="b", tasks=["label"])
-    assert first.split_info == {"source": "stratified", "seed": 42, "stratified_by": "label",
-                                "fractions": [0.8, 0.1, 0.1], "near_duplicates_kept_together": 0}
+    assert first.split_info == {
+        "source": "stratified",
+        "seed": 42,
+        "stratified_by": "label",
+        "fractions": [0.8, 0.1, 0.1],
+        "near_duplicates_kept_together": 0,
+    }
     with session_scope(engine) as s:
         by_ds = {}
         for name in ("a", "b"):
-            rows_ = s.execute(select(Sample.external_id, Sample.text, Sample.split).join(Dataset)
-                              .where(Dataset.name == name).order_by(Sample.text)).all()
+            rows_ = s.execute(
+                select(Sample.external_id, Sample.text, Sample.split)
+                .join(Dataset)
+                .where(Dataset.name == name)
+                .order_by(Sample.text)
+            ).all()
             by_ds[name] = [(t, sp) for _e, t, sp in rows_]
         assert by_ds["a"] == by_ds["b"], "same seed, same split"
-        rare = s.execute(select(Sample.split, func.count()).join(SampleLabel).join(Dataset)
-                         .where(Dataset.name == "a", SampleLabel.label == "rare").group_by(Sample.split)).all()
+        rare = s.execute(
+            select(Sample.split, func.count())
+            .join(SampleLabel)
+            .join(Dataset)
+            .where(Dataset.name == "a", SampleLabel.label == "rare")
+            .group_by(Sample.split)
+        ).all()
     assert dict(rare) == {"train": 16, "val": 2, "test": 2}, "each class split 80/10/10"
 
 

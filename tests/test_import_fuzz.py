@@ -17,12 +17,28 @@ from db.session import session_scope
 from services.importing import ImportSpec, import_file
 
 LABELS = ["neg", "pos"]
-TRICKY = ["\ufeff", "\u200b", "\u200f", "\u202e", "\r\n", "\r", "\n", '"', ",", "\x00", "\ud7ff", "é", "🙂",
-          "שלום", "\t", "  "]
+TRICKY = [
+    "\ufeff",
+    "\u200b",
+    "\u200f",
+    "\u202e",
+    "\r\n",
+    "\r",
+    "\n",
+    '"',
+    ",",
+    "\x00",
+    "\ud7ff",
+    "é",
+    "🙂",
+    "שלום",
+    "\t",
+    "  ",
+]
 
-text_st = st.lists(
-    st.one_of(st.characters(blacklist_categories=("Cs",)), st.sampled_from(TRICKY)), max_size=30
-).map("".join)
+text_st = st.lists(st.one_of(st.characters(blacklist_categories=("Cs",)), st.sampled_from(TRICKY)), max_size=30).map(
+    "".join
+)
 row_st = st.tuples(text_st, st.one_of(st.sampled_from(LABELS), st.sampled_from(["", "unknown", "POS"])))
 
 
@@ -62,8 +78,7 @@ def test_arbitrary_bytes(engine, data):
 
 
 @FUZZ
-@given(rows=st.lists(row_st, min_size=1, max_size=12), bom=st.booleans(),
-       newline=st.sampled_from(["\n", "\r\n", "\r"]))
+@given(rows=st.lists(row_st, min_size=1, max_size=12), bom=st.booleans(), newline=st.sampled_from(["\n", "\r\n", "\r"]))
 def test_generated_csv_imports_completely_or_names_the_bad_line(engine, rows, bom, newline):
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator=newline)

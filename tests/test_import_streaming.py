@@ -48,9 +48,11 @@ def write_csv(path: Path, rows: int, *, bad_line: int | None = None, split: bool
 
 def counts(engine) -> tuple[int, int, int]:
     with session_scope(engine) as s:
-        return (s.scalar(select(func.count()).select_from(Dataset)) or 0,
-                s.scalar(select(func.count()).select_from(Sample)) or 0,
-                s.scalar(select(func.count()).select_from(SampleLabel)) or 0)
+        return (
+            s.scalar(select(func.count()).select_from(Dataset)) or 0,
+            s.scalar(select(func.count()).select_from(Sample)) or 0,
+            s.scalar(select(func.count()).select_from(SampleLabel)) or 0,
+        )
 
 
 def no_staging_left(engine) -> bool:
@@ -59,8 +61,11 @@ def no_staging_left(engine) -> bool:
         if conn.dialect.name == "sqlite":
             names = conn.exec_driver_sql("SELECT name FROM sqlite_temp_master WHERE type = 'table'").scalars().all()
         else:
-            names = conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname LIKE :temp"),
-                                 {"temp": "pg_temp%"}).scalars().all()
+            names = (
+                conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname LIKE :temp"), {"temp": "pg_temp%"})
+                .scalars()
+                .all()
+            )
     return not any(n.startswith("import_") for n in names)
 
 
@@ -101,8 +106,9 @@ def test_staging_leaves_the_sqlite_write_lock_free(engine, settings, tmp_path) -
             other = sqlite3.connect(settings.data_dir / "augloop.db", timeout=5, isolation_level=None)
             started = time.monotonic()
             other.execute("BEGIN IMMEDIATE")
-            other.execute("INSERT INTO users (name, role, created_at) VALUES (?, 'annotator', '2026-01-01')",
-                          (f"user-{rows}",))
+            other.execute(
+                "INSERT INTO users (name, role, created_at) VALUES (?, 'annotator', '2026-01-01')", (f"user-{rows}",)
+            )
             other.execute("COMMIT")
             waits.append(time.monotonic() - started)
             other.close()
@@ -115,8 +121,12 @@ def test_staging_leaves_the_sqlite_write_lock_free(engine, settings, tmp_path) -
 def test_progress_goes_through_reading_near_duplicates_and_writing(engine, tmp_path) -> None:
     path = write_csv(tmp_path / "f.csv", 35_000, split=False)
     seen: list[tuple[str, int, int, int]] = []
-    result = import_path(engine, path, ImportSpec(dataset="d", tasks=["bias"]),
-                         progress=lambda **p: seen.append((p["phase"], p["done"], p["total"], p["rows"])))
+    result = import_path(
+        engine,
+        path,
+        ImportSpec(dataset="d", tasks=["bias"]),
+        progress=lambda **p: seen.append((p["phase"], p["done"], p["total"], p["rows"])),
+    )
     reading = [s for s in seen if s[0] == "reading"]
     assert len(reading) == 4, "one report per chunk of 10,000 rows"
     assert [r[1] for r in reading] == sorted(r[1] for r in reading) and reading[-1][1] == path.stat().st_size
@@ -135,8 +145,9 @@ def test_jsonl_and_parquet_stream_in_chunks(engine, tmp_path) -> None:
     jsonl.write_text("\n".join(json.dumps({"text": t, "bias": LABELS[i % 2]}) for i, t in enumerate(texts)) + "\n")
     assert import_path(engine, jsonl, ImportSpec(dataset="j", tasks=["bias"])).imported == 23_000
     parquet = tmp_path / "f.parquet"
-    pq.write_table(pa.table({"text": texts, "bias": [LABELS[i % 2] for i in range(len(texts))]}), parquet,
-                   row_group_size=4_000)
+    pq.write_table(
+        pa.table({"text": texts, "bias": [LABELS[i % 2] for i in range(len(texts))]}), parquet, row_group_size=4_000
+    )
     assert import_path(engine, parquet, ImportSpec(dataset="p", tasks=["bias"])).imported == 23_000
     bad = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"text": [*texts[:12_000], "   "], "bias": ["neutral"] * 12_001}), bad)
@@ -150,15 +161,17 @@ def test_a_line_split_across_read_chunks_keeps_its_crlf_and_its_line_number(engi
     from services.importing import import_stream
 
     monkeypatch.setattr(import_reading, "READ_BYTES", 7)  # every line ends up cut across chunks
-    data = "text,bias\r\n\"multi\r\nline, quoted\",neutral\r\nsecond,partisan\r\nbad \xe9,\r\n".encode()
+    data = 'text,bias\r\n"multi\r\nline, quoted",neutral\r\nsecond,partisan\r\nbad \xe9,\r\n'.encode()
     with session_scope(engine) as s:
         result = import_stream(s, io.BytesIO(data), ImportSpec(dataset="c", tasks=["bias"]), filename="c.csv")
     assert result.imported == 3
     with session_scope(engine) as s:
         assert set(s.scalars(select(Sample.text))) == {"multi\r\nline, quoted", "second", "bad é"}
     broken = b"text,bias\nok,neutral\nfine,neutral\nbad \xe9\xff bytes,neutral\n"
-    with pytest.raises(ValidationFailed, match="line 4: invalid UTF-8 \\(byte 0xe9 at offset 38\\)"), \
-            session_scope(engine) as s:
+    with (
+        pytest.raises(ValidationFailed, match="line 4: invalid UTF-8 \\(byte 0xe9 at offset 38\\)"),
+        session_scope(engine) as s,
+    ):
         import_stream(s, io.BytesIO(broken), ImportSpec(dataset="e", tasks=["bias"]), filename="e.csv")
 
 
@@ -166,8 +179,9 @@ def test_an_import_job_reports_its_progress_and_its_result(admin, engine, tmp_pa
     from workers.main import Worker
 
     path = write_csv(tmp_path / "job.csv", 12_000)
-    r = admin.post("/api/v1/datasets/jobbed/imports", files={"file": ("job.csv", path.read_bytes())},
-                   data={"task": ["bias"]})
+    r = admin.post(
+        "/api/v1/datasets/jobbed/imports", files={"file": ("job.csv", path.read_bytes())}, data={"task": ["bias"]}
+    )
     assert r.status_code == 202, r.text
     job = r.json()
     assert job["kind"] == "import" and job["status"] == "queued"
@@ -183,8 +197,9 @@ def test_an_import_job_reports_its_progress_and_its_result(admin, engine, tmp_pa
     assert admin.get("/api/v1/datasets/jobbed/stats").json()["samples"] == 12_000
 
     bad = write_csv(tmp_path / "bad.csv", 12_000, bad_line=11_000)
-    r = admin.post("/api/v1/datasets/other/imports", files={"file": ("bad.csv", bad.read_bytes())},
-                   data={"task": ["bias"]})
+    r = admin.post(
+        "/api/v1/datasets/other/imports", files={"file": ("bad.csv", bad.read_bytes())}, data={"task": ["bias"]}
+    )
     Worker(engine, kinds=["import"], poll_seconds=0.05, lease_seconds=30).run(burst=True)
     failed = admin.get(f"/api/v1/jobs/{r.json()['id']}").json()
     assert failed["status"] == "failed" and failed["attempts"] == 1, "a bad row is not retried"
@@ -199,10 +214,13 @@ def test_import_jobs_take_files_past_the_request_limit(admin, engine, tmp_path, 
     limit = next(m for m in app.user_middleware if m.cls.__name__ == "BodySizeLimit")
     monkeypatch.setitem(limit.kwargs, "max_bytes", 10_000)
     app.middleware_stack = app.build_middleware_stack()
-    assert admin.post("/api/v1/datasets/d/import", files={"file": ("f.csv", path.read_bytes())},
-                      data={"task": ["bias"]}).status_code == 413
-    r = admin.post("/api/v1/datasets/d/imports", files={"file": ("f.csv", path.read_bytes())},
-                   data={"task": ["bias"]})
+    assert (
+        admin.post(
+            "/api/v1/datasets/d/import", files={"file": ("f.csv", path.read_bytes())}, data={"task": ["bias"]}
+        ).status_code
+        == 413
+    )
+    r = admin.post("/api/v1/datasets/d/imports", files={"file": ("f.csv", path.read_bytes())}, data={"task": ["bias"]})
     assert r.status_code == 202, r.text
 
 

@@ -27,9 +27,7 @@ def test_scores_follow_the_better_run_or_a_persons_choice(lead, engine, tiny_enc
     variant = add_variant(engine, name, "train", "pending", "a pending variant about the budget vote today")
 
     def train(seed: int) -> int:
-        r = lead.post(
-            "/api/v1/training-runs", json={"dataset": name, "seeds": [seed], "config": fast(tiny_encoder)}
-        )
+        r = lead.post("/api/v1/training-runs", json={"dataset": name, "seeds": [seed], "config": fast(tiny_encoder)})
         assert r.status_code == 202, r.text
         assert drain(engine, ["train"]).succeeded == 1
         return r.json()["runs"][0]["id"]
@@ -45,9 +43,7 @@ def test_scores_follow_the_better_run_or_a_persons_choice(lead, engine, tiny_enc
     # Pretend the first run was excellent: a second, ordinary run must leave its scores alone.
     with session_scope(engine) as s:
         s.execute(
-            update(Sample)
-            .where(Sample.id == variant)
-            .values(scores={"label_model": {**scored, "val_macro_f1": 0.99}})
+            update(Sample).where(Sample.id == variant).values(scores={"label_model": {**scored, "val_macro_f1": 0.99}})
         )
     second = train(2)
     assert label_model_of(engine, variant)["run_id"] == first

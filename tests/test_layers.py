@@ -59,9 +59,12 @@ def imports_of(path: Path) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.append((node.lineno, node.module))
             # `from db import queue` imports the module db.queue
-            found.extend((node.lineno, f"{node.module}.{alias.name}") for alias in node.names
-                         if rung(node.module) is not None and (ROOT / node.module.replace(".", "/") /
-                                                               f"{alias.name}.py").is_file())
+            found.extend(
+                (node.lineno, f"{node.module}.{alias.name}")
+                for alias in node.names
+                if rung(node.module) is not None
+                and (ROOT / node.module.replace(".", "/") / f"{alias.name}.py").is_file()
+            )
     return found
 
 
@@ -84,8 +87,10 @@ def violations() -> list[str]:
             elif there == "db" and here in DOOR_DB_MODULES and target.count(".") >= 1:
                 module = ".".join(target.split(".")[:2])
                 if module not in DOOR_DB_MODULES[here]:
-                    out.append(f"{where}: a door takes only {sorted(DOOR_DB_MODULES[here])} from db/; "
-                               "put the use case in services/")
+                    out.append(
+                        f"{where}: a door takes only {sorted(DOOR_DB_MODULES[here])} from db/; "
+                        "put the use case in services/"
+                    )
     return out
 
 
@@ -94,11 +99,14 @@ def test_every_import_goes_down_the_ladder() -> None:
     assert not found, "imports that climb the ladder:\n" + "\n".join(found)
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("from services.review import decide\n", "db may not import services"),
-    ("import api.main\n", "db may not import api"),
-    ("from db import reviews\n", None),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from services.review import decide\n", "db may not import services"),
+        ("import api.main\n", "db may not import api"),
+        ("from db import reviews\n", None),
+    ],
+)
 def test_the_checker_catches_a_climbing_import(tmp_path: Path, monkeypatch, source: str, expected) -> None:
     """The check itself can fail: a db module that imports a service is reported."""
     probe = ROOT / "db" / "_ladder_probe.py"

@@ -24,8 +24,12 @@ def _load_bench():  # type: ignore[no-untyped-def]
 def test_no_acknowledged_decision_is_lost_under_concurrent_load(any_settings, capsys) -> None:
     load = _load_bench()
     result = load.run_backend(
-        "under-test", any_settings.resolved_database_url, str(any_settings.data_dir),
-        clients=12, seconds=6, variants=1500,
+        "under-test",
+        any_settings.resolved_database_url,
+        str(any_settings.data_dir),
+        clients=12,
+        seconds=6,
+        variants=1500,
     )
     assert result["http_5xx"] == 0, result["status"]
     assert result["acknowledged_decisions"] >= 20, result

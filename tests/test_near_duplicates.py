@@ -80,8 +80,7 @@ def test_import_reports_near_duplicates_across_splits(admin, engine) -> None:
     pairs = _copies(_long_test_texts(6), rng)
     rows = [(r["text"], r["bias"], r["split"]) for r in example[:300]]
     rows += [(t, "neutral", "test") for t, _c in pairs] + [(c, "neutral", "train") for _t, c in pairs]
-    r = admin.post("/api/v1/datasets/leaky/import", files={"file": ("leaky.csv", _csv(rows))},
-                   data={"task": ["bias"]})
+    r = admin.post("/api/v1/datasets/leaky/import", files={"file": ("leaky.csv", _csv(rows))}, data={"task": ["bias"]})
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["near_duplicate_groups_across_splits"] >= 6
@@ -101,8 +100,7 @@ def test_a_split_drawn_by_augloop_keeps_each_near_duplicate_group_together(admin
     pairs = _copies(_long_test_texts(30), rng)
     rows = [(r["text"], r["bias"], None) for r in example[:600]]
     rows += [(t, "neutral", None) for t, _c in pairs] + [(c, "neutral", None) for _t, c in pairs]
-    r = admin.post("/api/v1/datasets/drawn/import", files={"file": ("drawn.csv", _csv(rows))},
-                   data={"task": ["bias"]})
+    r = admin.post("/api/v1/datasets/drawn/import", files={"file": ("drawn.csv", _csv(rows))}, data={"task": ["bias"]})
     assert r.status_code == 201, r.text
     assert r.json()["near_duplicate_groups_across_splits"] == 0
     assert r.json()["split_info"]["near_duplicates_kept_together"] >= 30
@@ -159,7 +157,7 @@ def test_the_anchor_leak_guard_flags_what_the_exact_guard_flags_on_the_example_d
     # The filter drops for leakage on the same verdicts, naming the same val/test text.
     verdicts = CandidateFilter(set(), refs, p).check(pairs)
     leaks = [i for i, v in enumerate(verdicts) if v.reason == "leakage"]
-    assert set(leaks) >= {i for i in range(len(queries)) if flagged(exact, i) is not None} - set(by_accident) \
-        - {i for i, v in enumerate(verdicts) if v.reason in ("empty", "identical_to_source", "duplicate",
-                                                              "length_ratio")}
+    assert set(leaks) >= {i for i in range(len(queries)) if flagged(exact, i) is not None} - set(by_accident) - {
+        i for i, v in enumerate(verdicts) if v.reason in ("empty", "identical_to_source", "duplicate", "length_ratio")
+    }
     assert all(verdicts[i].scores["leakage_ref"] == flagged(exact, i) for i in leaks)

@@ -16,9 +16,9 @@ def test_migrations_match_the_models_on_postgres(pg_settings):
     from db.session import get_engine
 
     with get_engine(pg_settings.resolved_database_url).connect() as conn:
-        assert compare_metadata(
-            MigrationContext.configure(conn, opts={"include_name": include_name}), Base.metadata
-        ) == []
+        assert (
+            compare_metadata(MigrationContext.configure(conn, opts={"include_name": include_name}), Base.metadata) == []
+        )
 
 
 def test_import_and_stats_over_http_on_postgres(pg_settings, tmp_path):
@@ -33,12 +33,18 @@ def test_import_and_stats_over_http_on_postgres(pg_settings, tmp_path):
     with session_scope(engine) as s:
         token = create_token(s, "pg-admin", "admin").token
     with TestClient(create_app(pg_settings, engine), headers={"Authorization": f"Bearer {token}"}) as c:
-        bad = c.post("/api/v1/datasets/psm/import", files={"file": ("x.csv", b"text,bias\nok,neutral\nbad \xff,x\n")},
-                     data={"task": ["bias"]})
+        bad = c.post(
+            "/api/v1/datasets/psm/import",
+            files={"file": ("x.csv", b"text,bias\nok,neutral\nbad \xff,x\n")},
+            data={"task": ["bias"]},
+        )
         assert bad.status_code == 422 and bad.json()["line"] == 3
         assert c.get("/api/v1/datasets").json() == []
-        r = c.post("/api/v1/datasets/psm/import", files={"file": ("psm.csv", EXAMPLE_CSV.read_bytes())},
-                   data={"task": ["bias", "message"]})
+        r = c.post(
+            "/api/v1/datasets/psm/import",
+            files={"file": ("psm.csv", EXAMPLE_CSV.read_bytes())},
+            data={"task": ["bias", "message"]},
+        )
         assert r.status_code == 201 and r.json()["imported"] == 5000
         stats = c.get("/api/v1/datasets/psm/stats").json()
         assert stats["tasks"]["bias"]["labels"]["partisan"]["by_split"] == {"train": 1049, "val": 131, "test": 131}

@@ -140,8 +140,14 @@ def _worker_env(settings, lease: float = 30) -> dict[str, str]:
 
 def _spawn_worker(settings, lease: float = 30, burst: bool = True, kinds: str = "probe") -> subprocess.Popen:
     args = [sys.executable, "-m", "augloop", "worker", "--kinds", kinds] + (["--burst"] if burst else [])
-    return subprocess.Popen(args, cwd=REPO_ROOT, env=_worker_env(settings, lease),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        args,
+        cwd=REPO_ROOT,
+        env=_worker_env(settings, lease),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.mark.slow

@@ -54,8 +54,9 @@ def test_a_worker_that_lost_its_lease_cannot_overwrite_the_new_claim(pg_settings
         event.remove(engine, "before_cursor_execute", take_over)
     assert state["claimed"] is not None and state["claimed"].id == job_id
     job = _job(engine, job_id)
-    assert (job.status, job.worker_id, job.attempts) == (JobStatus.running, "new", 2), \
+    assert (job.status, job.worker_id, job.attempts) == (JobStatus.running, "new", 2), (
         "the old worker's failure overwrote the new worker's claim"
+    )
 
 
 def test_a_cancelled_job_whose_worker_died_is_cancelled_not_run_again(any_engine) -> None:
@@ -108,15 +109,34 @@ def test_a_training_job_that_lost_its_lease_stops_writing_at_once(settings, engi
     from workers.main import Worker
 
     with session_scope(engine) as s:
-        result = import_file(s, small_csv(n_train=160, n_val=24, n_test=24),
-                             ImportSpec(dataset="small", tasks=["bias", "message"]), filename="small.csv")
+        result = import_file(
+            s,
+            small_csv(n_train=160, n_val=24, n_test=24),
+            ImportSpec(dataset="small", tasks=["bias", "message"]),
+            filename="small.csv",
+        )
         from db.datasets import get_dataset
 
         dataset = get_dataset(s, result.dataset)
-        (run,) = create_training_runs(s, dataset, default_config({
-            "encoder": tiny_encoder, "epochs": 8, "patience": 0, "max_length": 32, "batch_size": 8,
-            "grad_accum": 1, "head_hidden": 32, "num_threads": 1, "warmup_ratio": 0.0, "rdrop_alpha": 0.0,
-        }), [3])
+        (run,) = create_training_runs(
+            s,
+            dataset,
+            default_config(
+                {
+                    "encoder": tiny_encoder,
+                    "epochs": 8,
+                    "patience": 0,
+                    "max_length": 32,
+                    "batch_size": 8,
+                    "grad_accum": 1,
+                    "head_hidden": 32,
+                    "num_threads": 1,
+                    "warmup_ratio": 0.0,
+                    "rdrop_alpha": 0.0,
+                }
+            ),
+            [3],
+        )
         job = queue.enqueue(s, "train", {"run_id": run.id, "dataset": "small"}, progress_total=8, max_attempts=2)
         run.job_id = job.id
         run_id, job_id = run.id, job.id

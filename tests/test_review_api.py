@@ -102,9 +102,7 @@ def test_approve_and_reject_append_reviews(annotator, review_data) -> None:
     v1, v2 = review_data.variants[review_data.sources[0]][:2]
     r = decide(annotator, v1, "approve", 1)
     assert r.status_code == 200, r.text
-    assert (
-        r.json()["review_status"] == "approved" and r.json()["version"] == 2 and r.json()["review_count"] == 1
-    )
+    assert r.json()["review_status"] == "approved" and r.json()["version"] == 2 and r.json()["review_count"] == 1
     assert decide(annotator, v2, "reject", 1).json()["field"] == "reason"
     r = decide(annotator, v2, "reject", 1, reason="meaning_changed", note="lost the negation")
     assert r.json()["review_status"] == "rejected"
@@ -139,10 +137,7 @@ def test_edit_keeps_the_generated_text_and_refuses_duplicates(annotator, review_
     r = decide(annotator, v, "edit", 1, text="Proud to meet with Iowa farmers in Ames today.")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert (
-        body["text"] == "Proud to meet with Iowa farmers in Ames today."
-        and body["generated_text"] == generated
-    )
+    assert body["text"] == "Proud to meet with Iowa farmers in Ames today." and body["generated_text"] == generated
     assert body["review_status"] == "approved"
     review = annotator.get(f"/api/v1/samples/{v}").json()["reviews"][0]
     assert (review["decision"], review["text_before"], review["text_after"]) == (
@@ -163,9 +158,7 @@ def test_stale_version_gets_409_with_the_current_state(annotator, carol, review_
     assert body["field"] == "version" and "someone else decided first" in body["detail"]
     current = body["current"]
     assert current["review_status"] == "approved" and current["version"] == 2
-    assert (
-        current["last_review"]["user"] == "bob-annotator" and current["last_review"]["decision"] == "approve"
-    )
+    assert current["last_review"]["user"] == "bob-annotator" and current["last_review"]["decision"] == "approve"
     # Nothing lost: bob's review stands, and carol can decide again on what she now sees.
     assert [x["user"] for x in annotator.get(f"/api/v1/samples/{v}").json()["reviews"]] == ["bob-annotator"]
     assert decide(carol, v, "reject", 2, reason="ungrammatical").status_code == 200
@@ -278,9 +271,7 @@ def test_bulk_ids_and_filter(annotator, carol, review_data) -> None:
         sample_ids=[*ids, ids[1], 999_999],
         confirm=True,
     )
-    assert r.json()["applied"] == 5 and r.json()["statuses"] == {
-        "rejected": 5
-    }  # decided, unknown, repeats skipped
+    assert r.json()["applied"] == 5 and r.json()["statuses"] == {"rejected": 5}  # decided, unknown, repeats skipped
     assert bulk(annotator, decision="reject", sample_ids=ids).json()["field"] == "reason"
     assert bulk(annotator, decision="edit", sample_ids=ids).status_code == 422
     assert bulk(annotator, decision="approve").json()["field"] == "sample_ids"
@@ -313,9 +304,7 @@ def test_bulk_over_many_chunks(annotator, engine) -> None:
 def test_bulk_respects_k_reviews(admin, annotator, carol, review_data) -> None:
     admin.patch("/api/v1/datasets/rev", json={"reviews_required": 2})
     src = review_data.sources[3]
-    assert bulk(annotator, decision="approve", parent_id=src, confirm=True).json()["statuses"] == {
-        "pending": 3
-    }
+    assert bulk(annotator, decision="approve", parent_id=src, confirm=True).json()["statuses"] == {"pending": 3}
     assert bulk(annotator, decision="approve", parent_id=src).json()["matched"] == 0  # already voted
     r = bulk(carol, decision="approve", parent_id=src, confirm=True).json()
     assert r["statuses"] == {"approved": 3}

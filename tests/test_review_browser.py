@@ -274,9 +274,7 @@ def test_review_in_a_real_browser(stack: dict) -> None:
         browser.close()
     assert dialogs == []
 
-    with httpx.Client(
-        base_url=stack["api"] + "/api/v1", headers={"Authorization": f"Bearer {stack['token']}"}
-    ) as api:
+    with httpx.Client(base_url=stack["api"] + "/api/v1", headers={"Authorization": f"Bearer {stack['token']}"}) as api:
 
         def history(i: int) -> list[tuple[str, str | None]]:
             return [(r["decision"], r["reason"]) for r in api.get(f"/samples/{i}").json()["reviews"]]

@@ -66,9 +66,7 @@ def test_decisions_bulk_and_queue_on_postgres(pg_api) -> None:
         dup = bob.get(f"/samples/{data.variants[data.sources[1]][1]}").json()["sample"]["text"]
         r = bob.post(f"/samples/{v}/decision", json={"decision": "edit", "version": 1, "text": dup.upper()})
         assert r.status_code == 409 and r.json()["field"] == "text"
-        r = bob.post(
-            f"/samples/{v}/decision", json={"decision": "edit", "version": 1, "text": "Brand new text."}
-        )
+        r = bob.post(f"/samples/{v}/decision", json={"decision": "edit", "version": 1, "text": "Brand new text."})
         assert r.json()["generated_text"] == "Proud to have met local farmers in Ames today."
         count = bob.post(
             "/datasets/rev/bulk-decisions", json={"decision": "approve", "filter": {"method": ["wordnet"]}}

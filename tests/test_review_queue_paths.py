@@ -39,8 +39,17 @@ FILTERS: list[dict[str, Any]] = [
     {"min_semantic": 0.5, "task": "message", "label": "attack"},
 ]
 SORTS = [
-    "age", "-age", "family", "similarity", "-similarity", "label_consistency", "-label_consistency",
-    "semantic_similarity", "-semantic_similarity", "expected_value", "-expected_value",
+    "age",
+    "-age",
+    "family",
+    "similarity",
+    "-similarity",
+    "label_consistency",
+    "-label_consistency",
+    "semantic_similarity",
+    "-semantic_similarity",
+    "expected_value",
+    "-expected_value",
 ]
 # What the expected-value sort weighs classes by (services.review_stats.class_needs computes them from the data).
 NEEDS = {("message", "attack"): 0.6, ("message", "policy"): 0.0, ("bias", "neutral"): 0.25}

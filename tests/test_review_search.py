@@ -122,9 +122,7 @@ def searched(session: Session, dataset: Any, query: str) -> list[int]:
     from db.reviews import review_queue
 
     every_status = ("pending", "approved", "rejected")
-    page = review_queue(
-        session, dataset, QueueFilter(search=query, statuses=every_status), sort="age", page_size=100
-    )
+    page = review_queue(session, dataset, QueueFilter(search=query, statuses=every_status), sort="age", page_size=100)
     return [s.id for s in page.items]
 
 
@@ -191,9 +189,7 @@ def test_postgres_serves_the_search_from_the_trigram_index(pg_settings) -> None:
         s.execute(text("SET LOCAL enable_seqscan = off"))
         for query in ("senator", "se"):
             compiled = select(Sample.id).where(contains_text("postgresql", query)).compile(engine)
-            plan = "\n".join(
-                s.connection().exec_driver_sql("EXPLAIN " + str(compiled), compiled.params).scalars()
-            )
+            plan = "\n".join(s.connection().exec_driver_sql("EXPLAIN " + str(compiled), compiled.params).scalars())
             assert "ix_samples_text_trgm" in plan, plan
 
 
@@ -214,9 +210,7 @@ def test_the_index_follows_inserts_edits_and_deletes(search_db) -> None:
     with session_scope(engine) as s:
         dataset = get_dataset(s, search_db["dataset"])
         (target,) = searched(s, dataset, "1000 votes")
-        decide(
-            s, target, member(s, "ed"), "edit", 1, text="A thousand ballots counted"
-        )
+        decide(s, target, member(s, "ed"), "edit", 1, text="A thousand ballots counted")
         gone = s.scalar(select(Sample.id).where(Sample.text == "a syntax error"))
         s.delete(s.get_one(Sample, gone))
     with Session(bind=engine) as s:

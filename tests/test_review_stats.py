@@ -50,9 +50,7 @@ def test_kappa_and_alpha_match_hand_computation(admin, annotator, carol, engine,
     assert overall["alpha"] == pytest.approx(0.4)
     pairs = {(p["a"], p["b"]): p for p in overall["pairs"]}
     assert pairs[("bob-annotator", "carol")]["kappa"] == pytest.approx(1 / 6)
-    assert (
-        pairs[("bob-annotator", "carol")]["n"] == 5 and pairs[("bob-annotator", "carol")]["agreement"] == 0.6
-    )
+    assert pairs[("bob-annotator", "carol")]["n"] == 5 and pairs[("bob-annotator", "carol")]["agreement"] == 0.6
     assert pairs[("bob-annotator", "dave")]["kappa"] == pytest.approx(1.0)
     assert pairs[("carol", "dave")]["kappa"] == pytest.approx(0.4)
     # Percent agreement over all pairs within units: u1 3/3, u2 1/3, u3 3/3, u4 1/1, u5 0/1 → 8/11.
@@ -71,9 +69,7 @@ def test_kappa_and_alpha_match_hand_computation(admin, annotator, carol, engine,
 
 def test_agreement_without_reviews_is_empty_not_an_error(annotator, review_data) -> None:
     body = annotator.get("/api/v1/datasets/rev/agreement").json()
-    assert (
-        body["overall"]["units"] == 0 and body["overall"]["alpha"] is None and body["overall"]["pairs"] == []
-    )
+    assert body["overall"]["units"] == 0 and body["overall"]["alpha"] is None and body["overall"]["pairs"] == []
 
 
 def test_progress_per_class_against_the_plan(annotator, engine, review_data) -> None:
@@ -83,9 +79,7 @@ def test_progress_per_class_against_the_plan(annotator, engine, review_data) -> 
     with session_scope(engine) as s:
         ds = s.query(Dataset).filter_by(name="rev").one()
         s.add(
-            AugmentationPlan(
-                dataset_id=ds.id, plan={"targets": [{"task": "message", "label": "attack", "target": 40}]}
-            )
+            AugmentationPlan(dataset_id=ds.id, plan={"targets": [{"task": "message", "label": "attack", "target": 40}]})
         )
         s.add(
             AugmentationPlan(

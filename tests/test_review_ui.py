@@ -92,7 +92,12 @@ def test_family_view_renders_user_text_literally(live_api, annotator_token, revi
     assert ["ins", "have to"] in v["segments"] and ["del", "must"] in v["segments"]
     assert v["provenance"].startswith("backtranslation · pivot de · model Helsinki-NLP/opus-mt-en-de · seed 0")
     assert [r[0] for r in data["reasons"]] == [
-        "label_changed", "meaning_changed", "ungrammatical", "wrong_language", "near_duplicate", "other"
+        "label_changed",
+        "meaning_changed",
+        "ungrammatical",
+        "wrong_language",
+        "near_duplicate",
+        "other",
     ]
     # Hostile text goes to the component as data, which sets it with textContent (never HTML), and never
     # through Streamlit's markdown.
@@ -104,8 +109,9 @@ def test_family_view_renders_user_text_literally(live_api, annotator_token, revi
     assert "innerHTML" not in js and "insertAdjacentHTML" not in js
 
 
-def test_a_card_says_what_the_label_model_predicts_and_which_model(live_api, annotator_token, engine,
-                                                                   review_data) -> None:
+def test_a_card_says_what_the_label_model_predicts_and_which_model(
+    live_api, annotator_token, engine, review_data
+) -> None:
     from sqlalchemy import update
 
     from db.models import Sample
@@ -114,11 +120,22 @@ def test_a_card_says_what_the_label_model_predicts_and_which_model(live_api, ann
     v = review_data.variants[review_data.sources[3]][0]  # intended: bias partisan, message attack
     probs = {"bias": {"neutral": 0.2, "partisan": 0.8}, "message": {"attack": 0.3, "policy": 0.6, "media": 0.1}}
     with session_scope(engine) as s:
-        s.execute(update(Sample).where(Sample.id == v).values(
-            label_flag=True,
-            scores={"label_model": {"run_id": 7, "kind": "ensemble", "val_macro_f1": 0.412, "chosen": True,
-                                    "probs": probs}},
-        ))
+        s.execute(
+            update(Sample)
+            .where(Sample.id == v)
+            .values(
+                label_flag=True,
+                scores={
+                    "label_model": {
+                        "run_id": 7,
+                        "kind": "ensemble",
+                        "val_macro_f1": 0.412,
+                        "chosen": True,
+                        "probs": probs,
+                    }
+                },
+            )
+        )
     at = signed_in(annotator_token, "annotator")
     card = next(c for c in cards_data(at)["cards"] if c["id"] == v)
     assert card["label_model"] == {
@@ -182,8 +199,12 @@ def test_a_stale_card_says_someone_else_decided_first(live_api, annotator_token,
     client, view = flow(live_api, annotator_token)
     v = review_data.variants[review_data.sources[1]][0]
     with api(live_api, issue_token(engine, "carol")) as c:
-        assert c.post(f"/samples/{v}/decision",
-                      json={"decision": "reject", "version": 1, "reason": "ungrammatical"}).status_code == 200
+        assert (
+            c.post(
+                f"/samples/{v}/decision", json={"decision": "reject", "version": 1, "reason": "ungrammatical"}
+            ).status_code
+            == 200
+        )
     apply_action(view, client, {"op": "approve", "id": v, "version": 1})
     assert view.notice["kind"] == "warning"
     assert "Someone else decided first" in view.notice["text"] and "carol" in view.notice["text"]
@@ -270,18 +291,25 @@ def test_an_empty_review_page_points_to_augment(live_api, annotator_token, engin
     ]
 
 
-def test_review_page_shows_live_progress_and_shares_work(live_api, annotator_token, admin_token, engine,
-                                                        review_data) -> None:
+def test_review_page_shows_live_progress_and_shares_work(
+    live_api, annotator_token, admin_token, engine, review_data
+) -> None:
     from db.models import AugmentationPlan, Dataset
     from db.session import session_scope
 
     with session_scope(engine) as s:
         ds = s.query(Dataset).filter_by(name="rev").one()
-        s.add(AugmentationPlan(dataset_id=ds.id, plan={"classes": [
-            {"task": "message", "label": "attack", "target": 10, "deficit": 4, "planned": 4}]}))
+        s.add(
+            AugmentationPlan(
+                dataset_id=ds.id,
+                plan={"classes": [{"task": "message", "label": "attack", "target": 10, "deficit": 4, "planned": 4}]},
+            )
+        )
     with api(live_api, admin_token) as c:
-        c.post("/datasets/rev/bulk-decisions", json={"decision": "approve", "parent_id": review_data.sources[3],
-                                                      "confirm": True})
+        c.post(
+            "/datasets/rev/bulk-decisions",
+            json={"decision": "approve", "parent_id": review_data.sources[3], "confirm": True},
+        )
         c.patch("/datasets/rev", json={"distribute_work": True})
     at = signed_in(annotator_token, "annotator")
     no_errors(at)
@@ -289,8 +317,7 @@ def test_review_page_shows_live_progress_and_shares_work(live_api, annotator_tok
     assert "3 / 4 approved" in body and "attack" in body and "1 to go" in body
     assert (
         "<td style='padding:3px 6px;text-align:left'>alice-admin</td>"
-        "<td style='padding:3px 6px;text-align:right'>3</td>"
-        in body
+        "<td style='padding:3px 6px;text-align:right'>3</td>" in body
     )
     # Work is shared out: the caption says what is leased to this annotator, and the cards are that share.
     assert "Your share: 16 variants leased to you" in at.caption[0].value
@@ -317,9 +344,7 @@ def test_sessions_keep_the_token_in_server_memory_only() -> None:
     assert sessions.resume(cookie) is None  # signed out: the cookie names nothing any more
 
 
-def test_datasets_page_chart_moves_with_approvals(
-    live_api, annotator_token, admin_token, review_data
-) -> None:
+def test_datasets_page_chart_moves_with_approvals(live_api, annotator_token, admin_token, review_data) -> None:
     at = signed_in(annotator_token, "annotator")
     at.switch_page("app_pages/datasets.py").run()
     no_errors(at)
@@ -359,8 +384,7 @@ def test_datasets_page_chart_moves_with_approvals(
     assert all("+0.0" not in (m.proto.delta or "") for m in admin.metric)  # no arrow for "no change"
 
 
-def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, lead_token, engine,
-                                                              example_dataset) -> None:
+def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, lead_token, engine, example_dataset) -> None:
     from db import queue
     from db.datasets import get_dataset
     from db.models import Job
@@ -402,10 +426,22 @@ def test_training_page_lists_runs_and_starts_one(live_api, lead_token, engine, r
                 status="succeeded",
                 config={"encoder": "enc", "max_length": 64, "epochs": 2},
                 curve=[
-                    {"epoch": 1, "train_loss": 0.9, "val_macro_f1": 0.4, "lr": 2e-5, "samples_per_s": 20.0,
-                     "val_task_macro_f1": {"bias": 0.5, "message": 0.3}},
-                    {"epoch": 2, "train_loss": 0.6, "val_macro_f1": 0.5, "lr": 1e-5, "samples_per_s": 22.0,
-                     "val_task_macro_f1": {"bias": 0.6, "message": 0.4}},
+                    {
+                        "epoch": 1,
+                        "train_loss": 0.9,
+                        "val_macro_f1": 0.4,
+                        "lr": 2e-5,
+                        "samples_per_s": 20.0,
+                        "val_task_macro_f1": {"bias": 0.5, "message": 0.3},
+                    },
+                    {
+                        "epoch": 2,
+                        "train_loss": 0.6,
+                        "val_macro_f1": 0.5,
+                        "lr": 1e-5,
+                        "samples_per_s": 22.0,
+                        "val_task_macro_f1": {"bias": 0.6, "message": 0.4},
+                    },
                 ],
                 metrics={"val": {"overall_macro_f1": 0.5}, "best_epoch": 2},
             )
@@ -431,7 +467,9 @@ def test_training_page_lists_runs_and_starts_one(live_api, lead_token, engine, r
     with session_scope(engine) as s:
         runs = s.query(TrainingRun).order_by(TrainingRun.id).all()
         assert [(r.config["seed"], r.config["epochs"], r.config["max_length"]) for r in runs[1:]] == [
-            (1, 3, 64), (2, 3, 64)]
+            (1, 3, 64),
+            (2, 3, 64),
+        ]
         job = s.get(Job, runs[1].job_id)
         job.status, job.progress_done, job.progress_total = "running", 1, 3
         job.progress_info = {"epoch": 2, "batch": 30, "batches": 60, "loss": 0.71234, "val_macro_f1": 0.41}
@@ -445,18 +483,26 @@ def test_training_page_lists_runs_and_starts_one(live_api, lead_token, engine, r
     assert len(at.dataframe[0].value) == 3
 
 
-def test_training_page_compares_with_the_originals_only_run(live_api, lead_token, engine,
-                                                           review_data) -> None:
+def test_training_page_compares_with_the_originals_only_run(live_api, lead_token, engine, review_data) -> None:
     from db.models import Dataset, TrainingRun
     from db.session import session_scope
 
     with session_scope(engine) as s:
         ds = s.query(Dataset).filter_by(name="rev").one()
         for name, variants, f1 in (("plain", "none", 0.25), ("augmented", "approved", 0.75)):
-            test = {"overall_macro_f1": 0.5, "tasks": {
-                "bias": _task_metrics({"neutral": 0.5, "partisan": f1}, [[3, 1], [2, 2]])}}
-            s.add(TrainingRun(dataset_id=ds.id, name=name, status="succeeded", config={"variants": variants},
-                              metrics={"val": test, "test": test}))
+            test = {
+                "overall_macro_f1": 0.5,
+                "tasks": {"bias": _task_metrics({"neutral": 0.5, "partisan": f1}, [[3, 1], [2, 2]])},
+            }
+            s.add(
+                TrainingRun(
+                    dataset_id=ds.id,
+                    name=name,
+                    status="succeeded",
+                    config={"variants": variants},
+                    metrics={"val": test, "test": test},
+                )
+            )
     at = signed_in(lead_token, "annotator")
     at.switch_page("app_pages/training.py").run()
     no_errors(at)
@@ -476,18 +522,35 @@ def test_training_page_starts_a_budgeted_run_and_shows_its_plan_and_lr_trials(
     from db.models import Dataset, TrainingRun
     from db.session import session_scope
 
-    trials = [{"scale": 1.0, "lr": 2.5e-5, "steps": 120, "val_macro_f1": 0.41, "seconds": 30.0},
-              {"scale": 2.0, "lr": 5e-5, "steps": 120, "val_macro_f1": 0.44, "seconds": 31.0}]
+    trials = [
+        {"scale": 1.0, "lr": 2.5e-5, "steps": 120, "val_macro_f1": 0.41, "seconds": 30.0},
+        {"scale": 2.0, "lr": 5e-5, "steps": 120, "val_macro_f1": 0.44, "seconds": 31.0},
+    ]
     with session_scope(engine) as s:
         ds = s.query(Dataset).filter_by(name="rev").one()
-        s.add(TrainingRun(
-            dataset_id=ds.id, name="budgeted", status="succeeded",
-            lr_selection={"status": "done", "reason": "best val macro-F1 0.4400 at 2 × the planned LR",
-                          "scale": 2.0, "trials": trials},
-            metrics={"val": {"overall_macro_f1": 0.44}, "plan": {
-                "steps_done": 900, "batch_size": 12, "grad_accum": 1, "lr": 5e-5,
-                "reasons": ["R-Drop off: the run affords 1.9 epochs with it (< 10)"]}},
-        ))
+        s.add(
+            TrainingRun(
+                dataset_id=ds.id,
+                name="budgeted",
+                status="succeeded",
+                lr_selection={
+                    "status": "done",
+                    "reason": "best val macro-F1 0.4400 at 2 × the planned LR",
+                    "scale": 2.0,
+                    "trials": trials,
+                },
+                metrics={
+                    "val": {"overall_macro_f1": 0.44},
+                    "plan": {
+                        "steps_done": 900,
+                        "batch_size": 12,
+                        "grad_accum": 1,
+                        "lr": 5e-5,
+                        "reasons": ["R-Drop off: the run affords 1.9 epochs with it (< 10)"],
+                    },
+                },
+            )
+        )
     at = signed_in(lead_token, "annotator")
     at.switch_page("app_pages/training.py").run()
     no_errors(at)
@@ -508,21 +571,28 @@ def test_training_page_starts_a_budgeted_run_and_shows_its_plan_and_lr_trials(
 
 
 def _task_metrics(f1s: dict[str, float], matrix: list[list[int]]) -> dict:
-    return {"macro_f1": sum(f1s.values()) / len(f1s), "accuracy": 0.5, "n": sum(map(sum, matrix)),
-            "per_class": {k: {"f1": v, "precision": v, "recall": v, "support": 2} for k, v in f1s.items()},
-            "confusion": {"labels": list(f1s), "matrix": matrix}}
+    return {
+        "macro_f1": sum(f1s.values()) / len(f1s),
+        "accuracy": 0.5,
+        "n": sum(map(sum, matrix)),
+        "per_class": {k: {"f1": v, "precision": v, "recall": v, "support": 2} for k, v in f1s.items()},
+        "confusion": {"labels": list(f1s), "matrix": matrix},
+    }
 
 
-def test_training_page_shows_per_class_f1_confusion_and_compares_runs(live_api, annotator_token, engine,
-                                                                     review_data) -> None:
+def test_training_page_shows_per_class_f1_confusion_and_compares_runs(
+    live_api, annotator_token, engine, review_data
+) -> None:
     from db.models import Dataset, TrainingRun
     from db.session import session_scope
 
     with session_scope(engine) as s:
         ds = s.query(Dataset).filter_by(name="rev").one()
         for name, f1 in (("originals", 0.25), ("augmented", 0.75)):
-            test = {"overall_macro_f1": 0.5, "tasks": {
-                "bias": _task_metrics({"neutral": 0.5, "partisan": f1}, [[3, 1], [2, 2]])}}
+            test = {
+                "overall_macro_f1": 0.5,
+                "tasks": {"bias": _task_metrics({"neutral": 0.5, "partisan": f1}, [[3, 1], [2, 2]])},
+            }
             s.add(TrainingRun(dataset_id=ds.id, name=name, status="succeeded", metrics={"val": test, "test": test}))
     at = signed_in(annotator_token, "annotator")
     at.switch_page("app_pages/training.py").run()

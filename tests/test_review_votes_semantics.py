@@ -31,8 +31,7 @@ def test_an_edit_needs_fresh_votes_from_the_others(admin, annotator, carol, dave
     assert _decide(carol, variant, "approve")["review_status"] == "approved"  # 2 of 3: a majority
     edited = _decide(dave, variant, "edit", text="We must protect Social Security for all older Americans.")
     assert edited["review_status"] == "pending", "two approvals of the old text approved a text they never saw"
-    queue = annotator.get(f"/api/v1/datasets/{review_data.dataset}/review-queue",
-                          params={"unreviewed": False}).json()
+    queue = annotator.get(f"/api/v1/datasets/{review_data.dataset}/review-queue", params={"unreviewed": False}).json()
     (item,) = [i for i in queue["items"] if i["id"] == variant]
     assert item["votes"]["approve"] == 1 and item["votes"]["mine"] is None, "the old votes still count"
     assert _decide(annotator, variant, "approve")["review_status"] == "approved"  # edit + 1: two who saw Y
@@ -57,8 +56,9 @@ def test_raising_reviews_required_re_evaluates_every_variant(admin, annotator, e
     assert r.status_code == 200 and r.json()["reviews_required"] == 3
     assert r.json()["status_changes"] == {"approved→pending": 4, "rejected→pending": 1}
     assert not set(approved) & trains(), "single-vote approvals stayed in training under k = 3"
-    statuses = {i: annotator.get(f"/api/v1/samples/{i}").json()["sample"]["review_status"]
-                for i in [*approved, rejected]}
+    statuses = {
+        i: annotator.get(f"/api/v1/samples/{i}").json()["sample"]["review_status"] for i in [*approved, rejected]
+    }
     assert set(statuses.values()) == {"pending"}
     back = admin.patch(f"/api/v1/datasets/{review_data.dataset}", json={"reviews_required": 1})
     assert back.json()["status_changes"] == {"pending→approved": 4, "pending→rejected": 1}
@@ -73,4 +73,7 @@ def test_with_one_review_required_the_latest_decision_wins(annotator, carol, rev
     assert _decide(annotator, variant, "approve")["review_status"] == "approved"
     history = annotator.get(f"/api/v1/samples/{variant}").json()["reviews"]
     assert [(h["user"], h["decision"]) for h in history] == [
-        ("bob-annotator", "approve"), ("carol", "reject"), ("bob-annotator", "approve")], "every decision audited"
+        ("bob-annotator", "approve"),
+        ("carol", "reject"),
+        ("bob-annotator", "approve"),
+    ], "every decision audited"

@@ -220,8 +220,11 @@ def test_scores_record_their_run_and_keep_better_ones(engine, review_data) -> No
         scorer = {"run_id": run_id, "kind": "single", "name": f"run {run_id}", "val_macro_f1": f1, "chosen": chosen}
         with session_scope(engine) as s:
             return db_runs.apply_consistency_scores(
-                s, run_id, [db_runs.ConsistencyScore(v, 1, 0.1 if flag else 0.9, flag, probs)],
-                scorer=scorer, replace_if=None if chosen else automatic_rule(scorer),
+                s,
+                run_id,
+                [db_runs.ConsistencyScore(v, 1, 0.1 if flag else 0.9, flag, probs)],
+                scorer=scorer,
+                replace_if=None if chosen else automatic_rule(scorer),
             )
 
     assert score(1, 0.45, False) == 1

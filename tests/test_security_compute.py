@@ -55,8 +55,7 @@ def test_a_projects_training_jobs_in_flight_are_capped(lead, admin, example_data
     get_settings.cache_clear()
 
 
-def test_encoders_come_from_the_hub_or_the_models_directory(lead, admin, example_dataset, settings,
-                                                            tmp_path) -> None:
+def test_encoders_come_from_the_hub_or_the_models_directory(lead, admin, example_dataset, settings, tmp_path) -> None:
     models = settings.resolved_models_dir
     inside = tmp_path / "my-encoder"  # tmp_path lies under pytest's base directory, the tests' models dir
     assert inside.resolve().is_relative_to(models)
@@ -65,8 +64,19 @@ def test_encoders_come_from_the_hub_or_the_models_directory(lead, admin, example
     for ok in ("bert-base-multilingual-cased", "FacebookAI/xlm-roberta-base", str(inside)):
         assert lead.post(RUNS, json=body(encoder=ok)).status_code == 202, ok
     refused = {}
-    for bad in ("/root/.ssh", "/no/such/directory", "/etc", str(escape), f"{inside}/../../..", "../x", "./x",
-                "~/models", "org/../x", "a/b/c", ".ssh"):
+    for bad in (
+        "/root/.ssh",
+        "/no/such/directory",
+        "/etc",
+        str(escape),
+        f"{inside}/../../..",
+        "../x",
+        "./x",
+        "~/models",
+        "org/../x",
+        "a/b/c",
+        ".ssh",
+    ):
         r = lead.post(RUNS, json=body(encoder=bad))
         assert r.status_code == 422, bad
         refused[bad] = r.json()

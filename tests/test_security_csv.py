@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-HOSTILE = ["=HYPERLINK(\"http://evil.example\",\"x\")", "+1+1", "-2+3", "@SUM(A1:A9)", "\t=1+1", "\r=1+1"]
+HOSTILE = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1:A9)", "\t=1+1", "\r=1+1"]
 
 
 def _import(admin, name: str, texts: list[str]) -> None:
@@ -18,8 +18,11 @@ def _import(admin, name: str, texts: list[str]) -> None:
     w.writerow(["text", "label", "split"])
     for i, text in enumerate(texts):
         w.writerow([text, "=cmd|' /C calc'!A0" if i == 0 else "b", "train"])
-    r = admin.post(f"/api/v1/datasets/{name}/import", files={"file": ("x.csv", buf.getvalue().encode(), "text/csv")},
-                   data={"task": "label"})
+    r = admin.post(
+        f"/api/v1/datasets/{name}/import",
+        files={"file": ("x.csv", buf.getvalue().encode(), "text/csv")},
+        data={"task": "label"},
+    )
     assert r.status_code == 201, r.text
 
 
@@ -61,5 +64,5 @@ def test_every_csv_export_is_spreadsheet_safe(admin, engine, settings, tmp_path,
         for key, value in row.items():
             assert not value.startswith(dangerous), f"{key}={value!r} reaches a spreadsheet as a formula"
     texts = {r["text"] for r in rows}
-    assert "'=HYPERLINK(\"http://evil.example\",\"x\")" in texts and "'\t=1+1" in texts and "'-2+3" in texts
+    assert '\'=HYPERLINK("http://evil.example","x")' in texts and "'\t=1+1" in texts and "'-2+3" in texts
     assert {r["label"] for r in rows} == {"'=cmd|' /C calc'!A0", "b"}

@@ -48,8 +48,7 @@ def test_forwarded_addresses_from_untrusted_peers_are_ignored(app, settings, ann
 
 def test_guesses_at_one_token_are_limited_across_addresses(app) -> None:
     app.state.auth_limiter.per_minute = 5
-    codes = [_client(app, f"192.0.2.{i}", "aug_SAMEPREFIX-but-wrong").get("/api/v1/me").status_code
-             for i in range(7)]
+    codes = [_client(app, f"192.0.2.{i}", "aug_SAMEPREFIX-but-wrong").get("/api/v1/me").status_code for i in range(7)]
     assert codes[-1] == 429
 
 
@@ -92,8 +91,9 @@ def test_token_states_last_use_and_expiry_bounds(admin, client, engine, annotato
     from tests.conftest import _issue
 
     other = _issue(engine, "ops", "admin")
-    states = {t["id"]: t["state"] for t in client.get("/api/v1/tokens",
-                                                       headers={"Authorization": f"Bearer {other}"}).json()}
+    states = {
+        t["id"]: t["state"] for t in client.get("/api/v1/tokens", headers={"Authorization": f"Bearer {other}"}).json()
+    }
     assert states[admin_id] == "revoked" and states[token_id] == "expired"
 
 
@@ -127,10 +127,18 @@ def test_everything_under_the_data_directory_is_private(tmp_path) -> None:
     env = {**os.environ, "AUGLOOP_DATA_DIR": str(data), "AUGLOOP_DATABASE_URL": f"sqlite:///{data}/augloop.db"}
     old = os.umask(0o022)  # a permissive shell
     try:
-        for args in (["import", str(EXAMPLE_CSV), "--dataset", "psm", "--task", "bias"],
-                     ["export", "psm", "-o", str(data / "exports" / "psm.csv")]):
-            r = subprocess.run([sys.executable, "-m", "augloop", *args], cwd=REPO_ROOT, env=env,
-                               capture_output=True, text=True, timeout=120)
+        for args in (
+            ["import", str(EXAMPLE_CSV), "--dataset", "psm", "--task", "bias"],
+            ["export", "psm", "-o", str(data / "exports" / "psm.csv")],
+        ):
+            r = subprocess.run(
+                [sys.executable, "-m", "augloop", *args],
+                cwd=REPO_ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert r.returncode == 0, r.stderr
     finally:
         os.umask(old)

@@ -10,8 +10,9 @@ CSV = b"text,label\nfirst text,a\nsecond text,b\n"
 
 
 def _import(admin, name: str, **form):
-    return admin.post(f"/api/v1/datasets/{name}/import", files={"file": ("x.csv", CSV, "text/csv")},
-                      data={"task": "label", **form})
+    return admin.post(
+        f"/api/v1/datasets/{name}/import", files={"file": ("x.csv", CSV, "text/csv")}, data={"task": "label", **form}
+    )
 
 
 @pytest.mark.parametrize("name", ["memos\u202egpj.exe", "x" * 300, "Memos", "two words", "-lead", "a.b"])

@@ -138,14 +138,21 @@ def world(settings, engine, example_dataset, admin_token) -> dict[str, Any]:
         dataset = get_dataset(s, example_dataset)
         source = s.query(Sample).filter(Sample.dataset_id == dataset.id, Sample.split == "train").first()
         variant = add_variant(s, source.id, "a reworded text about policy", method="wordnet")
-        done = queue.enqueue(s, "export", {"dataset": dataset.name, "format": "csv", "include": "original"},
-                             dataset_id=dataset.id)
-        queued = queue.enqueue(s, "export", {"dataset": dataset.name, "format": "csv", "include": "original"},
-                               dataset_id=dataset.id)
+        done = queue.enqueue(
+            s, "export", {"dataset": dataset.name, "format": "csv", "include": "original"}, dataset_id=dataset.id
+        )
+        queued = queue.enqueue(
+            s, "export", {"dataset": dataset.name, "format": "csv", "include": "original"}, dataset_id=dataset.id
+        )
         runs = create_training_runs(s, dataset, default_config({}), [1, 2])
         report = db_reports.create_report(s, dataset, {"seeds": [1], "methods": ["wordnet"]}, None)
-        ids = {"variant": variant, "done": done.id, "queued": queued.id, "runs": [r.id for r in runs],
-               "report": report.id}
+        ids = {
+            "variant": variant,
+            "done": done.id,
+            "queued": queued.id,
+            "runs": [r.id for r in runs],
+            "report": report.id,
+        }
     artifact = settings.data_dir / "exports" / f"job{ids['done']}.csv"
     artifact.parent.mkdir(exist_ok=True)
     artifact.write_text("id,text\n", encoding="utf-8")
@@ -158,8 +165,13 @@ def world(settings, engine, example_dataset, admin_token) -> dict[str, Any]:
 
 def path_for(method: str, path: str, world: dict[str, Any]) -> str:
     values = {
-        "name": "psm", "sample_id": world["variant"], "run_id": world["runs"][0], "model_id": world["runs"][0],
-        "report_id": world["report"], "token_id": world["spare_token_id"], "user": "spare-user",
+        "name": "psm",
+        "sample_id": world["variant"],
+        "run_id": world["runs"][0],
+        "model_id": world["runs"][0],
+        "report_id": world["report"],
+        "token_id": world["spare_token_id"],
+        "user": "spare-user",
         "job_id": world["queued"] if path.endswith("/cancel") else world["done"],
     }
     if path.startswith("/api/v1/projects/"):
@@ -183,8 +195,7 @@ def request_for(method: str, path: str, world: dict[str, Any], version: int) -> 
         ("PATCH", "/api/v1/users/{name}"): {"role": "annotator"},
         ("POST", "/api/v1/samples/{sample_id}/decision"): {"decision": "approve", "version": version},
         ("POST", "/api/v1/samples/{sample_id}/undo"): {"version": version},
-        ("POST", "/api/v1/datasets/{name}/bulk-decisions"): {"decision": "approve",
-                                                             "sample_ids": [world["variant"]]},
+        ("POST", "/api/v1/datasets/{name}/bulk-decisions"): {"decision": "approve", "sample_ids": [world["variant"]]},
         ("POST", "/api/v1/datasets/{name}/assignments"): {},
         ("POST", "/api/v1/datasets/{name}/label-model"): {"model_id": run},
         ("POST", "/api/v1/training-runs"): {"dataset": "psm", "seeds": [3]},
@@ -192,10 +203,12 @@ def request_for(method: str, path: str, world: dict[str, Any], version: int) -> 
         ("POST", "/api/v1/ensembles"): {"run_ids": [run, other]},
         ("POST", "/api/v1/models/{model_id}/predict"): {"texts": ["a text"]},
         ("POST", "/api/v1/datasets/{name}/pseudo-labels"): {"model_id": run},
-        ("POST", "/api/v1/augment"): {"dataset": "psm", "texts": [{"text": "a new text",
-                                                                    "labels": {"bias": "neutral",
-                                                                               "message": "policy",
-                                                                               "audience": "national"}}]},
+        ("POST", "/api/v1/augment"): {
+            "dataset": "psm",
+            "texts": [
+                {"text": "a new text", "labels": {"bias": "neutral", "message": "policy", "audience": "national"}}
+            ],
+        },
         ("POST", "/api/v1/datasets/{name}/augmentation-plans"): {},
         ("POST", "/api/v1/datasets/{name}/impact-reports"): {"seeds": [1]},
         ("POST", "/api/v1/datasets/{name}/protected-terms"): {"add": ["senate"]},
@@ -206,8 +219,10 @@ def request_for(method: str, path: str, world: dict[str, Any], version: int) -> 
     if (method, path) in bodies:
         return {"json": bodies[(method, path)]}
     if path.endswith(("/import", "/imports")):
-        return {"files": {"file": ("x.csv", b"text,label\nfirst text,a\nsecond text,b\n", "text/csv")},
-                "data": {"task": "label"}}
+        return {
+            "files": {"file": ("x.csv", b"text,label\nfirst text,a\nsecond text,b\n", "text/csv")},
+            "data": {"task": "label"},
+        }
     if path == "/api/v1/review-cards":
         return {"params": {"ids": str(world["variant"])}}
     if method in ("POST", "PATCH", "PUT"):
@@ -242,15 +257,17 @@ def test_every_operation_by_project_membership(app, engine, world) -> None:
     from db.models import Sample
     from db.session import session_scope
 
-    clients = {who: TestClient(app, headers={"Authorization": f"Bearer {token}"})
-               for who, token in world["tokens"].items()}
+    clients = {
+        who: TestClient(app, headers={"Authorization": f"Bearer {token}"}) for who, token in world["tokens"].items()
+    }
     problems = []
     for method, path in operations(app):
         for who in CALLERS:
             with session_scope(engine) as s:
                 version = s.get(Sample, world["variant"]).version
-            response = clients[who].request(method, path_for(method, path, world),
-                                            **request_for(method, path, world, version))
+            response = clients[who].request(
+                method, path_for(method, path, world), **request_for(method, path, world, version)
+            )
             if not expected((method, path), who, response.status_code):
                 problems.append(f"{method} {path} as {who}: {response.status_code} {response.text[:160]}")
     assert not problems, "\n".join(problems)
@@ -271,8 +288,9 @@ def test_lists_show_only_the_callers_projects(app, world) -> None:
     assert [d["name"] for d in member.get("/api/v1/datasets").json()] == ["psm"]
     assert member.get("/api/v1/jobs").json()["total"] == 2
     assert len(member.get("/api/v1/training-runs").json()) == 2
-    assert [c["id"] for c in member.get("/api/v1/review-cards", params={"ids": str(world["variant"])}).json()] \
-        == [world["variant"]]
+    assert [c["id"] for c in member.get("/api/v1/review-cards", params={"ids": str(world["variant"])}).json()] == [
+        world["variant"]
+    ]
 
 
 def test_a_non_member_gets_the_answer_of_a_missing_dataset(app, world) -> None:

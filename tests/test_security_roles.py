@@ -39,8 +39,13 @@ def tokens(engine, admin_token, annotator_token):
     with session_scope(engine) as s:
         revoked = create_token(s, "revoked-user", "admin")
         revoke_token(s, revoked.token_id)
-    return {"admin": admin_token, "annotator": annotator_token, "revoked": revoked.token, "bad": "aug_not-a-token",
-            "none": None}
+    return {
+        "admin": admin_token,
+        "annotator": annotator_token,
+        "revoked": revoked.token,
+        "bad": "aug_not-a-token",
+        "none": None,
+    }
 
 
 def test_the_table_names_only_existing_routes(app):

@@ -26,8 +26,9 @@ def no_errors(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
-def test_wrong_tokens_from_one_browser_do_not_lock_out_the_others(app, settings, live_api, annotator_token,
-                                                                   monkeypatch) -> None:
+def test_wrong_tokens_from_one_browser_do_not_lock_out_the_others(
+    app, settings, live_api, annotator_token, monkeypatch
+) -> None:
     """The UI server reaches the API from 127.0.0.1 for everyone; the API believes its X-Forwarded-For."""
     from review_ui import state
     from review_ui.client import ApiClient, ApiError
@@ -80,8 +81,9 @@ def test_admins_manage_projects_and_members_in_the_ui(live_api, engine, admin_to
     no_errors(at)
     headers = {"Authorization": f"Bearer {admin_token}"}
     with httpx.Client(base_url=live_api + "/api/v1", headers=headers) as c:
-        assert c.get("/projects/team-x/members").json() == [{"user": "dora", "role": "lead",
-                                                             "global_role": "annotator"}]
+        assert c.get("/projects/team-x/members").json() == [
+            {"user": "dora", "role": "lead", "global_role": "annotator"}
+        ]
     at.selectbox(key="remove_pick").set_value("dora")
     at.button(key="remove_member_btn").click().run()
     no_errors(at)
@@ -89,9 +91,9 @@ def test_admins_manage_projects_and_members_in_the_ui(live_api, engine, admin_to
         assert c.get("/projects/team-x/members").json() == []
 
 
-def test_a_lead_manages_the_review_settings_and_an_annotator_does_not_see_them(live_api, lead_token,
-                                                                                annotator_token,
-                                                                                review_data) -> None:
+def test_a_lead_manages_the_review_settings_and_an_annotator_does_not_see_them(
+    live_api, lead_token, annotator_token, review_data
+) -> None:
     annotator = signed_in(annotator_token, "annotator")
     annotator.switch_page("app_pages/datasets.py").run()
     no_errors(annotator)

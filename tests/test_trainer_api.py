@@ -97,24 +97,18 @@ def test_training_run_through_api_and_worker(lead, engine, tiny_encoder: str) ->
     assert flag == any(predicted.json()["labels"][0][t] != labels[t] for t in ("bias", "message"))
 
     # An ensemble of the two seeds: a run row of kind ensemble with metrics, and it predicts.
-    ens = lead.post(
-        "/api/v1/ensembles", json={"run_ids": run_ids, "weighted": True, "temperature": True}
-    )
+    ens = lead.post("/api/v1/ensembles", json={"run_ids": run_ids, "weighted": True, "temperature": True})
     assert ens.status_code == 201, ens.text
     ens_body = ens.json()
     assert ens_body["kind"] == "ensemble" and ens_body["member_ids"] == run_ids
     assert set(ens_body["config"]["temperatures"]) == {"bias", "message"}
     assert ens_body["metrics"]["test"]["overall_macro_f1"] is not None
-    out = lead.post(
-        f"/api/v1/models/{ens_body['id']}/predict", json={"texts": ["one", "two texts"]}
-    ).json()
+    out = lead.post(f"/api/v1/models/{ens_body['id']}/predict", json={"texts": ["one", "two texts"]}).json()
     assert out["kind"] == "ensemble" and len(out["probabilities"]) == 2
     assert sum(out["probabilities"][0]["message"].values()) == pytest.approx(1.0, abs=1e-4)
 
     # Pseudo-labels: the 5 unlabelled train texts become pending pseudo_label children; originals stay.
-    job = lead.post(
-        f"/api/v1/datasets/{name}/pseudo-labels", json={"model_id": ens_body["id"], "threshold": 0.0001}
-    )
+    job = lead.post(f"/api/v1/datasets/{name}/pseudo-labels", json={"model_id": ens_body["id"], "threshold": 0.0001})
     assert job.status_code == 202, job.text
     assert drain(engine, ["pseudo_label"]).succeeded == 1
     assert lead.get(f"/api/v1/jobs/{job.json()['id']}").json()["result"]["created"] == 5
@@ -126,9 +120,7 @@ def test_training_run_through_api_and_worker(lead, engine, tiny_encoder: str) ->
             assert parent.origin == Origin.original and parent.labels == {} and parent.text == child.text
             assert child.review_status == "pending" and child.split == "train"
             assert set(child.labels) == {"bias", "message"} and child.method == "pseudo_label"
-    again = lead.post(
-        f"/api/v1/datasets/{name}/pseudo-labels", json={"model_id": run_ids[0], "threshold": 0.0001}
-    )
+    again = lead.post(f"/api/v1/datasets/{name}/pseudo-labels", json={"model_id": run_ids[0], "threshold": 0.0001})
     drain(engine, ["pseudo_label"])
     assert lead.get(f"/api/v1/jobs/{again.json()['id']}").json()["result"]["created"] == 0
 
@@ -216,14 +208,12 @@ def test_a_cancelled_training_job_marks_its_run_cancelled(lead, engine, tiny_enc
     from workers.train_jobs import run_train
 
     name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
-    run_id = lead.post(
-        "/api/v1/training-runs", json={"dataset": name, "config": fast(tiny_encoder)}
-    ).json()["runs"][0]["id"]
+    run_id = lead.post("/api/v1/training-runs", json={"dataset": name, "config": fast(tiny_encoder)}).json()["runs"][0][
+        "id"
+    ]
     job = queue.claim(engine, "w-test", ["train"])
     assert job is not None
-    ctx = JobContext(
-        job_id=job.id, kind="train", params=job.params, engine=engine, worker_id="w-test", attempt=1
-    )
+    ctx = JobContext(job_id=job.id, kind="train", params=job.params, engine=engine, worker_id="w-test", attempt=1)
     ctx.cancelled.set()  # what the heartbeat does once the API asked to cancel
     with pytest.raises(JobCancelled):
         run_train(ctx)

@@ -31,14 +31,13 @@ def uninterrupted(tiny_encoder: str) -> TrainResult:
 
 def same_run(a: TrainResult, b: TrainResult) -> None:
     assert [e["epoch"] for e in a.curve] == [e["epoch"] for e in b.curve]
-    np.testing.assert_allclose([e["train_loss"] for e in a.curve], [e["train_loss"] for e in b.curve],
-                               rtol=1e-5)
-    np.testing.assert_allclose([e["val_macro_f1"] for e in a.curve], [e["val_macro_f1"] for e in b.curve],
-                               atol=1e-9)
+    np.testing.assert_allclose([e["train_loss"] for e in a.curve], [e["train_loss"] for e in b.curve], rtol=1e-5)
+    np.testing.assert_allclose([e["val_macro_f1"] for e in a.curve], [e["val_macro_f1"] for e in b.curve], atol=1e-9)
     assert a.best_epoch == b.best_epoch
     assert a.metrics["test"]["overall_macro_f1"] == pytest.approx(b.metrics["test"]["overall_macro_f1"], abs=1e-9)
-    np.testing.assert_allclose(a.predictions["test"]["tasks"]["size"]["probs"],
-                               b.predictions["test"]["tasks"]["size"]["probs"], atol=1e-5)
+    np.testing.assert_allclose(
+        a.predictions["test"]["tasks"]["size"]["probs"], b.predictions["test"]["tasks"]["size"]["probs"], atol=1e-5
+    )
 
 
 def test_a_retry_resumes_after_the_last_epoch_and_ends_like_an_uninterrupted_run(
@@ -78,8 +77,12 @@ def test_a_stop_request_checkpoints_mid_epoch_and_the_next_attempt_finishes_the_
     assert stopped.value.steps_done == 7 and stopped.value.saved
 
     events: list[dict[str, Any]] = []
-    resumed = train_model(config(tiny_encoder), synthetic_split(), progress=events.append,
-                          control=LoopControl(checkpoint_dir=tmp_path / "ckpt"))
+    resumed = train_model(
+        config(tiny_encoder),
+        synthetic_split(),
+        progress=events.append,
+        control=LoopControl(checkpoint_dir=tmp_path / "ckpt"),
+    )
     start = next(e for e in events if e["event"] == "start")
     assert start["resumed_from_step"] == 7 and start["resumed_at_epoch"] == 2
     first_batch = next(e for e in events if e["event"] == "batch")
@@ -87,9 +90,7 @@ def test_a_stop_request_checkpoints_mid_epoch_and_the_next_attempt_finishes_the_
     same_run(resumed, uninterrupted)
 
 
-def test_steps_checkpoints_and_a_changed_dataset_starts_from_scratch(
-    tiny_encoder: str, tmp_path: Path
-) -> None:
+def test_steps_checkpoints_and_a_changed_dataset_starts_from_scratch(tiny_encoder: str, tmp_path: Path) -> None:
     control = LoopControl(checkpoint_dir=tmp_path / "ckpt")
 
     def crash_mid_epoch_two(event: dict[str, Any]) -> None:
@@ -97,8 +98,12 @@ def test_steps_checkpoints_and_a_changed_dataset_starts_from_scratch(
             raise Crash("killed")
 
     with pytest.raises(Crash):
-        train_model(config(tiny_encoder, checkpoint_every_steps=2), synthetic_split(),
-                    progress=crash_mid_epoch_two, control=control)
+        train_model(
+            config(tiny_encoder, checkpoint_every_steps=2),
+            synthetic_split(),
+            progress=crash_mid_epoch_two,
+            control=control,
+        )
     events: list[dict[str, Any]] = []
     changed = synthetic_split()
     changed.train = changed.train[:-1]  # a text left the training view between attempts
@@ -109,11 +114,19 @@ def test_steps_checkpoints_and_a_changed_dataset_starts_from_scratch(
 
     # the same data resumes from the last every-2-steps checkpoint: step 8, epoch 2's third batch
     with pytest.raises(Crash):
-        train_model(config(tiny_encoder, checkpoint_every_steps=2), synthetic_split(),
-                    progress=crash_mid_epoch_two, control=LoopControl(checkpoint_dir=tmp_path / "c2"))
+        train_model(
+            config(tiny_encoder, checkpoint_every_steps=2),
+            synthetic_split(),
+            progress=crash_mid_epoch_two,
+            control=LoopControl(checkpoint_dir=tmp_path / "c2"),
+        )
     events.clear()
-    train_model(config(tiny_encoder, checkpoint_every_steps=2), synthetic_split(), progress=events.append,
-                control=LoopControl(checkpoint_dir=tmp_path / "c2"))
+    train_model(
+        config(tiny_encoder, checkpoint_every_steps=2),
+        synthetic_split(),
+        progress=events.append,
+        control=LoopControl(checkpoint_dir=tmp_path / "c2"),
+    )
     start = next(e for e in events if e["event"] == "start")
     assert start["resumed_from_step"] == 8 and start["resumed_at_epoch"] == 2
     first_batch = next(e for e in events if e["event"] == "batch")
@@ -127,6 +140,9 @@ def test_a_stop_asked_at_the_last_step_lets_the_run_finish(tiny_encoder: str, tm
         asked["n"] += 1
         return asked["n"] == 20  # 4 epochs × 5 steps
 
-    result = train_model(config(tiny_encoder), synthetic_split(),
-                         control=LoopControl(checkpoint_dir=tmp_path / "ckpt", should_stop=stop_at_the_end))
+    result = train_model(
+        config(tiny_encoder),
+        synthetic_split(),
+        control=LoopControl(checkpoint_dir=tmp_path / "ckpt", should_stop=stop_at_the_end),
+    )
     assert [e["epoch"] for e in result.curve] == [1, 2, 3, 4] and result.metrics["plan"]["steps_done"] == 20

@@ -33,9 +33,7 @@ def test_pad_batch_dynamic_and_fixed() -> None:
 
 def test_length_grouped_batches_cover_everything_once_and_pad_far_less() -> None:
     rng = np.random.default_rng(0)
-    lengths = np.concatenate(
-        [rng.integers(5, 40, 900), rng.integers(100, 320, 100)]
-    )  # short posts, a long tail
+    lengths = np.concatenate([rng.integers(5, 40, 900), rng.integers(100, 320, 100)])  # short posts, a long tail
     indices = list(range(len(lengths)))
     grouped = length_grouped_batches(indices, lengths, 12, random.Random(1))
     flat = sorted(i for b in grouped for i in b)

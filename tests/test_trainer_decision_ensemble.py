@@ -68,18 +68,26 @@ def test_ensemble_weights_fitted_on_val_drop_a_useless_member_and_seeds_share_on
     assert w.sum() == pytest.approx(1.0) and w[1] < 0.1
 
     def dump(probs: np.ndarray, ids: range) -> dict:
-        return {"sample_ids": list(ids), "tasks": {"t": {"labels": ["a", "b", "c"],
-                                                         "gold": gold[: len(ids)].tolist(),
-                                                         "probs": probs[: len(ids)].tolist()}}}
+        return {
+            "sample_ids": list(ids),
+            "tasks": {
+                "t": {"labels": ["a", "b", "c"], "gold": gold[: len(ids)].tolist(), "probs": probs[: len(ids)].tolist()}
+            },
+        }
 
     seeds = [member(1.0, s) for s in (3, 4)]
     members = [
-        {"id": 1, "group": "transformer", "predictions": {"val": dump(seeds[0], range(n)),
-                                                           "test": dump(seeds[0], range(50))}},
-        {"id": 2, "group": "transformer", "predictions": {"val": dump(seeds[1], range(n)),
-                                                           "test": dump(seeds[1], range(50))}},
-        {"id": 3, "group": "tfidf", "predictions": {"val": dump(useless, range(n)),
-                                                     "test": dump(useless, range(50))}},
+        {
+            "id": 1,
+            "group": "transformer",
+            "predictions": {"val": dump(seeds[0], range(n)), "test": dump(seeds[0], range(50))},
+        },
+        {
+            "id": 2,
+            "group": "transformer",
+            "predictions": {"val": dump(seeds[1], range(n)), "test": dump(seeds[1], range(50))},
+        },
+        {"id": 3, "group": "tfidf", "predictions": {"val": dump(useless, range(n)), "test": dump(useless, range(50))}},
     ]
     out = build_ensemble(members, weighted=True, temperature=True)
     weights = out["task_weights"]["t"]

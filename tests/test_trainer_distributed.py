@@ -43,15 +43,21 @@ def test_slices_losses_add_up_to_the_global_batch_loss() -> None:
     labels = torch.tensor([[0, 1], [0, IGNORE], [2, 0], [0, IGNORE], [1, 1]])
     first = {"a": torch.randn(5, 3), "b": torch.randn(5, 2)}
     second = {"a": torch.randn(5, 3), "b": torch.randn(5, 2)}
-    loss_fn = MultiTaskLoss(tasks, gamma=2.0, smoothing={"a": torch.full((3,), 0.05), "b": torch.zeros(2)},
-                            class_weights={"a": torch.tensor([0.5, 2.0, 1.5]), "b": torch.tensor([1.0, 3.0])},
-                            task_weights={"b": 0.5}, rdrop_alpha=1.0)
+    loss_fn = MultiTaskLoss(
+        tasks,
+        gamma=2.0,
+        smoothing={"a": torch.full((3,), 0.05), "b": torch.zeros(2)},
+        class_weights={"a": torch.tensor([0.5, 2.0, 1.5]), "b": torch.tensor([1.0, 3.0])},
+        task_weights={"b": 0.5},
+        rdrop_alpha=1.0,
+    )
     whole, _ = loss_fn(first, labels, second)
     norms = loss_fn.denominators(labels)
     total = 0.0
     for part in ([0, 1, 2], [3, 4]):
-        sliced, _ = loss_fn({k: v[part] for k, v in first.items()}, labels[part],
-                            {k: v[part] for k, v in second.items()}, norms)
+        sliced, _ = loss_fn(
+            {k: v[part] for k, v in first.items()}, labels[part], {k: v[part] for k, v in second.items()}, norms
+        )
         total += float(sliced)
     assert total == pytest.approx(float(whole), rel=1e-6)
 
@@ -59,8 +65,11 @@ def test_slices_losses_add_up_to_the_global_batch_loss() -> None:
 def test_config_takes_cuda_n_and_nproc() -> None:
     assert TrainConfig.from_dict({"device": "cuda:3"}).device == "cuda:3"
     assert TrainConfig.from_dict({"nproc": 4, "batch_size": 6}).global_batch == 24
-    for bad, field in (({"device": "gpu0"}, "config.device"), ({"nproc": 0}, "config.nproc"),
-                       ({"device": "cuda:1", "nproc": 2}, "config.nproc")):
+    for bad, field in (
+        ({"device": "gpu0"}, "config.device"),
+        ({"nproc": 0}, "config.nproc"),
+        ({"device": "cuda:1", "nproc": 2}, "config.nproc"),
+    ):
         with pytest.raises(TrainerError) as err:
             TrainConfig.from_dict(bad)
         assert err.value.field == field
@@ -97,8 +106,7 @@ def test_two_gloo_processes_follow_one_process_with_the_same_global_batch(
     assert [e["train_samples"] for e in curve] == [45, 45, 45]  # every text once per epoch, over both ranks
     np.testing.assert_allclose([e["train_loss"] for e in curve], [e["train_loss"] for e in one.curve], rtol=1e-4)
     np.testing.assert_allclose([e["lr"] for e in curve], [e["lr"] for e in one.curve], rtol=1e-9)
-    np.testing.assert_allclose([e["val_macro_f1"] for e in curve], [e["val_macro_f1"] for e in one.curve],
-                               atol=1e-6)
+    np.testing.assert_allclose([e["val_macro_f1"] for e in curve], [e["val_macro_f1"] for e in one.curve], atol=1e-6)
     metrics = json.loads((job / ARTIFACTS_DIR / "metrics.json").read_text())  # rank 0 saved the run
     assert metrics["processes"] == 2
     assert metrics["test"]["overall_macro_f1"] == pytest.approx(one.metrics["test"]["overall_macro_f1"], abs=1e-6)

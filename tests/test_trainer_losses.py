@@ -115,8 +115,7 @@ def test_multitask_loss_combines_tasks_with_weights_and_rdrop() -> None:
     expected = 0.0
     for j, (task, weight) in enumerate((("x", 1.0), ("y", 0.5))):
         ce = 0.5 * (
-            focal_loss(first[task], labels[:, j], gamma=1.0)
-            + focal_loss(second[task], labels[:, j], gamma=1.0)
+            focal_loss(first[task], labels[:, j], gamma=1.0) + focal_loss(second[task], labels[:, j], gamma=1.0)
         )
         part = ce + 2.0 * symmetric_kl(first[task], second[task])
         assert parts[task] == pytest.approx(float(part), rel=1e-6)

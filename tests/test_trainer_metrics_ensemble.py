@@ -37,8 +37,11 @@ def test_overall_is_mean_of_task_macro_f1() -> None:
 def test_combine_weights_per_task_by_hand() -> None:
     a = {"t": np.array([[0.8, 0.2]]), "u": np.array([[0.8, 0.2]])}
     b = {"t": np.array([[0.2, 0.8]]), "u": np.array([[0.2, 0.8]])}
-    params = {"members": ["1", "2"], "task_weights": {"t": {"1": 0.5, "2": 0.5}, "u": {"1": 0.75, "2": 0.25}},
-              "temperatures": {}}
+    params = {
+        "members": ["1", "2"],
+        "task_weights": {"t": {"1": 0.5, "2": 0.5}, "u": {"1": 0.75, "2": 0.25}},
+        "temperatures": {},
+    }
     out = combine([a, b], params)
     assert np.allclose(out["t"], [[0.5, 0.5]]) and np.allclose(out["u"], [[0.65, 0.35]])
     # an ensemble saved before per-task weights: one weight per member for every task

@@ -49,9 +49,7 @@ def test_llrd_groups_by_hand(tiny_encoder: str) -> None:
     # Every trainable parameter is in exactly one group.
     ids = [id(p) for g in groups for p in g["params"]]
     assert len(ids) == len(set(ids)) == sum(1 for p in model.parameters() if p.requires_grad)
-    optimizer = build_optimizer(
-        model, lr=lr, head_lr=None, decay=decay, weight_decay=0.03, device=torch.device("cpu")
-    )
+    optimizer = build_optimizer(model, lr=lr, head_lr=None, decay=decay, weight_decay=0.03, device=torch.device("cpu"))
     head_group = next(g for g in optimizer.param_groups if g["group"] == "heads")
     assert head_group["lr"] == lr  # head_lr None: heads learn at the top rate
 

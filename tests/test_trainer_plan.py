@@ -32,8 +32,9 @@ def test_a_gpu_run_gets_the_seed_recipe() -> None:
     at LR 2.5e-5, warm-up 10%, R-Drop, LLRD 0.9, patience 8, and no LR selection (the recipe's LR stands)."""
     config = TrainConfig()  # mBERT, max length 320
     for budget in (None, 180):
-        plan = plan_run(config.with_overrides({"budget_minutes": budget}), **RECIPE_DATA,
-                        throughput=GPU if budget else None)
+        plan = plan_run(
+            config.with_overrides({"budget_minutes": budget}), **RECIPE_DATA, throughput=GPU if budget else None
+        )
         assert (plan.batch_size, plan.grad_accum, plan.effective_batch) == (12, 4, 48)
         assert plan.lr == pytest.approx(2.5e-5) and plan.head_lr == plan.lr
         assert (plan.rdrop_alpha, plan.llrd_decay, plan.patience) == (1.0, 0.9, 8)
@@ -69,8 +70,10 @@ def test_accumulation_shrinks_until_the_run_makes_enough_updates() -> None:
     # fewer steps than ENOUGH_UPDATES: each moves further (√(1000/868)), at the √ batch rule
     assert small.lr == pytest.approx(2.5e-5 * math.sqrt(12 / 48) * math.sqrt(1000 / 868))
     # a set accumulation is used as given
-    assert plan_run(TrainConfig(epochs=4, grad_accum=4), n_train=2600, batches_per_epoch=217,
-                    encoder_width=768).steps == 4 * 55
+    assert (
+        plan_run(TrainConfig(epochs=4, grad_accum=4), n_train=2600, batches_per_epoch=217, encoder_width=768).steps
+        == 4 * 55
+    )
 
 
 def test_lr_rules_are_capped_and_a_given_lr_is_used_as_given() -> None:
@@ -81,21 +84,23 @@ def test_lr_rules_are_capped_and_a_given_lr_is_used_as_given() -> None:
     assert large.lr == pytest.approx(2.5e-5 * 768 / 1024) and large.lr_scaled
     scaled = plan_run(TrainConfig(lr_scale=2.0), **RECIPE_DATA)
     assert scaled.lr == pytest.approx(5e-5) and not scaled.lr_scaled  # LR selection's factor, not a rule
-    given = plan_run(TrainConfig(epochs=1, lr=3e-4, lr_scale=7.0), n_train=120, batches_per_epoch=10,
-                     encoder_width=64)
+    given = plan_run(TrainConfig(epochs=1, lr=3e-4, lr_scale=7.0), n_train=120, batches_per_epoch=10, encoder_width=64)
     assert given.lr == 3e-4 and not given.lr_scaled and not search_wanted(TrainConfig(lr=3e-4))
     assert search_wanted(TrainConfig()) and not search_wanted(TrainConfig(lr_search="off"))
     # factors that cancel (√(12/48) × width 2) still mark the run as outside the recipe's regime
-    cancel = plan_run(TrainConfig(epochs=20, grad_accum=1), n_train=7000, batches_per_epoch=584,
-                      encoder_width=384)
+    cancel = plan_run(TrainConfig(epochs=20, grad_accum=1), n_train=7000, batches_per_epoch=584, encoder_width=384)
     assert cancel.lr == pytest.approx(RECIPE.lr) and cancel.lr_scaled
 
 
 def test_regularisers_are_kept_exactly_when_the_budget_affords_ten_epochs_with_them() -> None:
     def plan(seconds: float, **extra: object) -> object:
-        return plan_run(TrainConfig(budget_minutes=seconds / 60 / BUDGET_USE, **extra), n_train=1000,
-                        batches_per_epoch=84, encoder_width=768,
-                        throughput=Throughput(seconds_per_sample=0.01, eval_seconds=1.0))
+        return plan_run(
+            TrainConfig(budget_minutes=seconds / 60 / BUDGET_USE, **extra),
+            n_train=1000,
+            batches_per_epoch=84,
+            encoder_width=768,
+            throughput=Throughput(seconds_per_sample=0.01, eval_seconds=1.0),
+        )
 
     # an R-Drop epoch costs 1000 × 0.01 × 2 + 1 (val) = 21 s; ten need 10 × 21 + 2 = 212 s of 95% of the budget
     long, short = plan(213), plan(205)
@@ -111,8 +116,13 @@ def test_regularisers_are_kept_exactly_when_the_budget_affords_ten_epochs_with_t
 
 def test_a_budget_that_affords_almost_nothing_is_refused_naming_the_key() -> None:
     with pytest.raises(TrainerError) as err:
-        plan_run(TrainConfig(budget_minutes=0.05), n_train=5400, batches_per_epoch=450, encoder_width=384,
-                 throughput=CPU_MINILM)
+        plan_run(
+            TrainConfig(budget_minutes=0.05),
+            n_train=5400,
+            batches_per_epoch=450,
+            encoder_width=384,
+            throughput=CPU_MINILM,
+        )
     assert err.value.field == "config.budget_minutes"
     with pytest.raises(ValueError):
         plan_run(TrainConfig(budget_minutes=5), **RECIPE_DATA)  # a budget needs a measured throughput
@@ -120,8 +130,13 @@ def test_a_budget_that_affords_almost_nothing_is_refused_naming_the_key() -> Non
 
 def test_a_budgeted_run_replans_its_steps_from_the_time_its_epochs_really_took() -> None:
     config = TrainConfig(budget_minutes=10, epochs=20)
-    plan = plan_run(config, n_train=1200, batches_per_epoch=100, encoder_width=768,
-                    throughput=Throughput(seconds_per_sample=0.1, eval_seconds=5.0))
+    plan = plan_run(
+        config,
+        n_train=1200,
+        batches_per_epoch=100,
+        encoder_width=768,
+        throughput=Throughput(seconds_per_sample=0.1, eval_seconds=5.0),
+    )
     assert plan.grad_accum == 1 and plan.steps_per_epoch == 100
     # the first epoch ran twice as slowly as measured: the rest shrinks to what the budget still holds
     slow = replanned_steps(plan, steps_done=100, epochs_done=1, seconds_used=245.0, eval_seconds=5.0)

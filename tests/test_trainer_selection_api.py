@@ -15,8 +15,15 @@ from tests.trainer_fixtures import fast_config, import_small, synthetic_split, t
 
 
 def fast(encoder: str, **extra: Any) -> dict[str, Any]:
-    return {"encoder": encoder, "epochs": 2, "max_length": 32, "batch_size": 8, "head_hidden": 32,
-            "num_threads": 1, **extra}
+    return {
+        "encoder": encoder,
+        "epochs": 2,
+        "max_length": 32,
+        "batch_size": 8,
+        "head_hidden": 32,
+        "num_threads": 1,
+        **extra,
+    }
 
 
 def drain(engine: Any) -> Any:
@@ -32,8 +39,9 @@ def test_lr_selection_records_every_trial_and_picks_the_best_on_val(tiny_encoder
     config = fast_config(tiny_encoder, lr=None, grad_accum=None, epochs=2, lr_search="on", lr_trials=4)
     events: list[dict[str, Any]] = []
     seen: list[int] = []
-    selection = select_learning_rate(config, data, n_runs=2, progress=events.append,
-                                     on_trial=lambda s: seen.append(len(s.trials)))
+    selection = select_learning_rate(
+        config, data, n_runs=2, progress=events.append, on_trial=lambda s: seen.append(len(s.trials))
+    )
     assert selection.status == "done" and seen == [1, 2, 3, 4]
     scales = [t["scale"] for t in selection.trials]
     assert scales[:3] == [1.0, 2.0, 0.5] and len(set(scales)) == 4
@@ -50,9 +58,7 @@ def test_lr_selection_records_every_trial_and_picks_the_best_on_val(tiny_encoder
     assert auto.status == "skipped" and "does not allow" in auto.reason and auto.trials == []
 
 
-def test_lr_selection_as_a_queued_job_then_the_seeds_train_with_its_choice(
-    lead, engine, tiny_encoder: str
-) -> None:
+def test_lr_selection_as_a_queued_job_then_the_seeds_train_with_its_choice(lead, engine, tiny_encoder: str) -> None:
     name = import_small(engine, n_train=40, n_val=24, n_test=16, n_unlabelled=0)
     created = lead.post(
         "/api/v1/training-runs",
@@ -78,8 +84,9 @@ def test_lr_selection_as_a_queued_job_then_the_seeds_train_with_its_choice(
         assert run["job_id"] != body["jobs"][0]["id"]  # now their own train job
         plan = run["metrics"]["plan"]
         # the run's plan applies the chosen scale to the LR the rules give
-        assert plan["lr"] == pytest.approx(selection["trials"][0]["lr"] / 1.0 * selection["scale"]
-                                           * plan_ratio(plan, selection["trial_steps"]))
+        assert plan["lr"] == pytest.approx(
+            selection["trials"][0]["lr"] / 1.0 * selection["scale"] * plan_ratio(plan, selection["trial_steps"])
+        )
     jobs = lead.get("/api/v1/jobs", params={"kind": "lr_select"}).json()["items"]
     assert jobs[0]["status"] == "succeeded" and jobs[0]["result"]["scale"] == selection["scale"]
 
@@ -102,9 +109,7 @@ def test_a_cancelled_lr_selection_cancels_the_runs_waiting_for_it(lead, engine, 
     assert statuses == ["cancelled", "cancelled"]
 
 
-def test_tfidf_member_in_an_ensemble_and_decision_rules_in_predictions(
-    lead, engine, tiny_encoder: str
-) -> None:
+def test_tfidf_member_in_an_ensemble_and_decision_rules_in_predictions(lead, engine, tiny_encoder: str) -> None:
     name = import_small(engine, n_train=40, n_val=24, n_test=16, n_unlabelled=0)
     created = lead.post(
         "/api/v1/training-runs",
@@ -133,8 +138,7 @@ def test_tfidf_member_in_an_ensemble_and_decision_rules_in_predictions(
 
     # Predictions: the probabilities combined as fitted, the labels from the stored decision rule.
     texts = ["vote for me today", "read the new report on health care", "thank you veterans"]
-    for model_id, rules in ((ens_body["id"], config["decision"]),
-                            (member_id, member["metrics"]["decision"])):
+    for model_id, rules in ((ens_body["id"], config["decision"]), (member_id, member["metrics"]["decision"])):
         out = lead.post(f"/api/v1/models/{model_id}/predict", json={"texts": texts})
         assert out.status_code == 200, out.text
         got = out.json()

@@ -23,8 +23,12 @@ def _import(engine: Any, name: str, n_train: int) -> Any:
     from services.importing import ImportSpec, import_file
 
     with session_scope(engine) as s:
-        import_file(s, small_csv(n_train=n_train, n_val=24, n_test=24),
-                    ImportSpec(dataset=name, tasks=["bias", "message"]), filename=f"{name}.csv")
+        import_file(
+            s,
+            small_csv(n_train=n_train, n_val=24, n_test=24),
+            ImportSpec(dataset=name, tasks=["bias", "message"]),
+            filename=f"{name}.csv",
+        )
     with session_scope(engine) as s:
         return get_dataset(s, name)
 
@@ -33,15 +37,26 @@ def _queue_run(engine: Any, dataset: Any, encoder: str, epochs: int, **overrides
     from db import queue
     from services.training import create_training_runs, default_config
 
-    config = default_config({
-        "encoder": encoder, "epochs": epochs, "patience": 0, "max_length": 32, "batch_size": 8,
-        "grad_accum": 1, "head_hidden": 32, "num_threads": 1, "warmup_ratio": 0.0, "rdrop_alpha": 0.0,
-        **overrides,
-    })
+    config = default_config(
+        {
+            "encoder": encoder,
+            "epochs": epochs,
+            "patience": 0,
+            "max_length": 32,
+            "batch_size": 8,
+            "grad_accum": 1,
+            "head_hidden": 32,
+            "num_threads": 1,
+            "warmup_ratio": 0.0,
+            "rdrop_alpha": 0.0,
+            **overrides,
+        }
+    )
     with session_scope(engine) as s:
         (run,) = create_training_runs(s, s.merge(dataset), config, [7])
-        job = queue.enqueue(s, "train", {"run_id": run.id, "dataset": dataset.name}, progress_total=epochs,
-                            max_attempts=2)
+        job = queue.enqueue(
+            s, "train", {"run_id": run.id, "dataset": dataset.name}, progress_total=epochs, max_attempts=2
+        )
         run.job_id = job.id
         return run.id, job.id
 
@@ -104,7 +119,9 @@ def test_sigterm_checkpoints_the_run_and_the_next_worker_resumes_it(
     assert not checkpoint_dir(run_id).exists()  # the finished run's checkpoint is gone
 
 
-def test_a_two_process_run_is_launched_by_the_worker_and_recorded_by_rank_0(settings, engine, tiny_encoder: str) -> None:
+def test_a_two_process_run_is_launched_by_the_worker_and_recorded_by_rank_0(
+    settings, engine, tiny_encoder: str
+) -> None:
     from services.prediction import model_spec
     from trainer.predict import RunPredictor
     from workers.main import Worker
@@ -139,12 +156,24 @@ def test_a_two_process_run_stops_on_request_and_resumes_from_its_checkpoint(tiny
         return any(e["event"] == "batch" and e["epoch"] == 2 for e in events)
 
     with pytest.raises(TrainingStopped) as stopped:
-        train_distributed(config, synthetic_split(), job_dir=tmp_path / "first", checkpoint_dir=tmp_path / "ckpt",
-                          progress=events.append, should_stop=stop_in_epoch_two)
+        train_distributed(
+            config,
+            synthetic_split(),
+            job_dir=tmp_path / "first",
+            checkpoint_dir=tmp_path / "ckpt",
+            progress=events.append,
+            should_stop=stop_in_epoch_two,
+        )
     assert stopped.value.saved and stopped.value.steps_done > 5  # 36 texts / global batch 8: 5 steps an epoch
     events.clear()
-    result, _ = train_distributed(config, synthetic_split(), job_dir=tmp_path / "second",
-                                  checkpoint_dir=tmp_path / "ckpt", progress=events.append, should_stop=lambda: False)
+    result, _ = train_distributed(
+        config,
+        synthetic_split(),
+        job_dir=tmp_path / "second",
+        checkpoint_dir=tmp_path / "ckpt",
+        progress=events.append,
+        should_stop=lambda: False,
+    )
     start = next(e for e in events if e["event"] == "start")
     assert start["resumed_from_step"] == stopped.value.steps_done
     assert start["resumed_at_epoch"] == (stopped.value.steps_done - 1) // 5 + 1  # its last step's epoch

@@ -13,12 +13,22 @@ from tests.trainer_fixtures import add_variant, import_small, tiny_encoder  # no
 
 
 def fast(encoder: str) -> dict[str, Any]:
-    return {"encoder": encoder, "epochs": 1, "max_length": 32, "batch_size": 8, "grad_accum": 1,
-            "head_hidden": 32, "lr": 1e-3, "num_threads": 1, "rdrop_alpha": 0.0}
+    return {
+        "encoder": encoder,
+        "epochs": 1,
+        "max_length": 32,
+        "batch_size": 8,
+        "grad_accum": 1,
+        "head_hidden": 32,
+        "lr": 1e-3,
+        "num_threads": 1,
+        "rdrop_alpha": 0.0,
+    }
 
 
-def test_a_run_keeps_its_snapshot_in_a_file_and_scores_variants_in_batches(lead, engine, tiny_encoder,
-                                                                          monkeypatch) -> None:
+def test_a_run_keeps_its_snapshot_in_a_file_and_scores_variants_in_batches(
+    lead, engine, tiny_encoder, monkeypatch
+) -> None:
     import pyarrow.parquet as pq
 
     import services.run_execution as execution
@@ -27,8 +37,9 @@ def test_a_run_keeps_its_snapshot_in_a_file_and_scores_variants_in_batches(lead,
     from workers.main import Worker
 
     name = import_small(engine, n_train=40, n_val=12, n_test=12, n_unlabelled=0)
-    pending = [add_variant(engine, name, "train", "pending", f"a pending variant number {i} about the vote")
-               for i in range(5)]
+    pending = [
+        add_variant(engine, name, "train", "pending", f"a pending variant number {i} about the vote") for i in range(5)
+    ]
     monkeypatch.setattr(execution, "SCORING_PAGE", 2)
     monkeypatch.setattr(execution, "SCORE_WRITE_BATCH", 1)
     writes: list[int] = []
@@ -48,10 +59,16 @@ def test_a_run_keeps_its_snapshot_in_a_file_and_scores_variants_in_batches(lead,
         run = s.get_one(TrainingRun, run_id)
         assert run.snapshot == [] and run.snapshot_size == 40
         path, artifacts = run.snapshot_path, run.artifact_dir
-        expected = sorted(s.execute(select(Sample.id, Sample.content_hash).where(
-            Sample.origin == "original", Sample.split == "train")).tuples().all())
-        scored = {v.id: v.scores["label_model"]["run_id"] for v in s.scalars(select(Sample).where(
-            Sample.id.in_(pending)))}
+        expected = sorted(
+            s.execute(
+                select(Sample.id, Sample.content_hash).where(Sample.origin == "original", Sample.split == "train")
+            )
+            .tuples()
+            .all()
+        )
+        scored = {
+            v.id: v.scores["label_model"]["run_id"] for v in s.scalars(select(Sample).where(Sample.id.in_(pending)))
+        }
     assert path == f"{artifacts}/snapshot.parquet"
     table = pq.read_table(path)
     assert table.column_names == ["sample_id", "content_hash"]
@@ -72,8 +89,12 @@ def test_runs_recorded_before_snapshot_files_read_theirs_from_the_row(lead, engi
 
     name = import_small(engine, n_train=8, n_val=4, n_test=4, n_unlabelled=0)
     with session_scope(engine) as s:
-        run = TrainingRun(dataset_id=get_dataset(s, name).id, status=JobStatus.succeeded, config={},
-                          snapshot=[[i, f"hash{i}"] for i in range(70_000)])
+        run = TrainingRun(
+            dataset_id=get_dataset(s, name).id,
+            status=JobStatus.succeeded,
+            config={},
+            snapshot=[[i, f"hash{i}"] for i in range(70_000)],
+        )
         s.add(run)
         s.flush()
         run_id = run.id

@@ -17,8 +17,17 @@ from tests.review_fixtures import make_dataset
 
 
 def _variant(parent: int, text: str) -> NewVariant:
-    return NewVariant(parent_id=parent, text=text, content_hash=content_hash(text), method="wordnet",
-                      method_params={}, model_name=None, seed=0, similarity=0.9, scores={})
+    return NewVariant(
+        parent_id=parent,
+        text=text,
+        content_hash=content_hash(text),
+        method="wordnet",
+        method_params={},
+        model_name=None,
+        seed=0,
+        similarity=0.9,
+        scores={},
+    )
 
 
 def test_two_jobs_storing_the_same_text_concurrently(any_engine) -> None:
@@ -28,15 +37,17 @@ def test_two_jobs_storing_the_same_text_concurrently(any_engine) -> None:
         job = queue.enqueue(s, "augment", {}).id
     same = "We must protect Social Security for our elders."
     first = Session(bind=any_engine)
-    ids_a, skipped_a = insert_variants(first, dataset_id, job, [_variant(sources[0], same),
-                                                             _variant(sources[0], "A text only job A makes.")])
+    ids_a, skipped_a = insert_variants(
+        first, dataset_id, job, [_variant(sources[0], same), _variant(sources[0], "A text only job A makes.")]
+    )
     outcome: dict = {}
 
     def second_job() -> None:  # its transaction overlaps the first one's: on Postgres it waits on the index
         try:
             with session_scope(any_engine) as s2:
-                outcome["result"] = insert_variants(s2, dataset_id, job, [_variant(sources[0], same),
-                                                                        _variant(sources[1], "Only B's.")])
+                outcome["result"] = insert_variants(
+                    s2, dataset_id, job, [_variant(sources[0], same), _variant(sources[1], "Only B's.")]
+                )
         except Exception as err:  # noqa: BLE001 - the test reports it
             outcome["error"] = err
 

@@ -24,8 +24,15 @@ def test_pinning_picks_the_nth_of_the_gpus_visible_now() -> None:
 
 
 def _worker(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "augloop", "worker", *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "augloop", "worker", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_gpu_options_fail_clearly_without_a_gpu(settings) -> None:
@@ -35,8 +42,12 @@ def test_gpu_options_fail_clearly_without_a_gpu(settings) -> None:
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    env = {**os.environ, "AUGLOOP_DATABASE_URL": settings.resolved_database_url,
-           "AUGLOOP_DATA_DIR": str(settings.data_dir), "PYTHONPATH": str(REPO_ROOT)}
+    env = {
+        **os.environ,
+        "AUGLOOP_DATABASE_URL": settings.resolved_database_url,
+        "AUGLOOP_DATA_DIR": str(settings.data_dir),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
     every = _worker("--gpus", "all", env=env)
     assert every.returncode == 2 and "no GPU is visible" in every.stderr
     one = _worker("--gpu", "0", "--burst", env=env)

@@ -82,12 +82,13 @@ def test_worker_killed_mid_augmentation_job(any_settings, any_engine) -> None:
 
     dataset = _import(any_engine, "mini", example_slice(300), ["bias", "message"])
     with session_scope(any_engine) as s:
-        sources = list(
-            s.scalars(select(Sample.id).where(Sample.dataset_id == dataset.id, Sample.split == "train"))
-        )
+        sources = list(s.scalars(select(Sample.id).where(Sample.dataset_id == dataset.id, Sample.split == "train")))
         job = enqueue_request(
-            s, dataset, AugmentRequest(methods=["wordnet", "mlm"], n_per_text=4, seed=3, sample_ids=sources),
-            get_settings(), None,
+            s,
+            dataset,
+            AugmentRequest(methods=["wordnet", "mlm"], n_per_text=4, seed=3, sample_ids=sources),
+            get_settings(),
+            None,
         )
         job_id, total = job.id, job.progress_total
     victim = _spawn_worker(any_settings, lease=LEASE, burst=False, kinds="augment")
@@ -120,14 +121,23 @@ def test_worker_killed_mid_training_job(any_settings, any_engine, tiny_encoder: 
 
     epochs = 6
     dataset = _import(any_engine, "small", small_csv(n_train=160, n_val=24, n_test=24), ["bias", "message"])
-    config = default_config({
-        "encoder": tiny_encoder, "epochs": epochs, "patience": 0, "max_length": 32, "batch_size": 8,
-        "grad_accum": 1, "head_hidden": 32, "num_threads": 1, "warmup_ratio": 0.0, "rdrop_alpha": 0.0,
-    })
+    config = default_config(
+        {
+            "encoder": tiny_encoder,
+            "epochs": epochs,
+            "patience": 0,
+            "max_length": 32,
+            "batch_size": 8,
+            "grad_accum": 1,
+            "head_hidden": 32,
+            "num_threads": 1,
+            "warmup_ratio": 0.0,
+            "rdrop_alpha": 0.0,
+        }
+    )
     with session_scope(any_engine) as s:
         (run,) = create_training_runs(s, s.merge(dataset), config, [7])
-        job = queue.enqueue(s, "train", {"run_id": run.id, "dataset": "small"}, progress_total=epochs,
-                            max_attempts=2)
+        job = queue.enqueue(s, "train", {"run_id": run.id, "dataset": "small"}, progress_total=epochs, max_attempts=2)
         run.job_id = job.id
         run_id, job_id = run.id, job.id
     victim = _spawn_worker(any_settings, lease=LEASE, burst=False, kinds="train")

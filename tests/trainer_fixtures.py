@@ -102,9 +102,7 @@ def import_small(engine: Any, name: str = "small", **kwargs: Any) -> str:
     from services.importing import ImportSpec, import_file
 
     with session_scope(engine) as s:
-        import_file(
-            s, small_csv(**kwargs), ImportSpec(dataset=name, tasks=["bias", "message"]), filename="s.csv"
-        )
+        import_file(s, small_csv(**kwargs), ImportSpec(dataset=name, tasks=["bias", "message"]), filename="s.csv")
     return name
 
 

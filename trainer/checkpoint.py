@@ -152,8 +152,16 @@ def load(directory: Path | None, expected_fingerprint: str) -> tuple[Checkpoint 
 class Checkpointer:
     """Saves the loop's state (rank 0 writes; every rank takes part, to gather the generators' states)."""
 
-    def __init__(self, directory: Path | None, group: Group, stepper: Stepper, model: torch.nn.Module, fp: str,
-                 throughput: Throughput | None, every_steps: int | None) -> None:
+    def __init__(
+        self,
+        directory: Path | None,
+        group: Group,
+        stepper: Stepper,
+        model: torch.nn.Module,
+        fp: str,
+        throughput: Throughput | None,
+        every_steps: int | None,
+    ) -> None:
         self.directory, self.group, self.stepper, self.model, self.fp = directory, group, stepper, model, fp
         self.throughput = throughput
         self.every_steps = every_steps
@@ -181,9 +189,14 @@ class Checkpointer:
             self.directory,
             Checkpoint(
                 fingerprint=self.fp,
-                loop=replace(state, curve=list(state.curve), seen=int(seen), loss_sum=loss_sum,
-                             task_sums=dict(zip(state.task_sums, task_values, strict=True)),
-                             throughput=self.throughput.to_dict() if self.throughput else None),
+                loop=replace(
+                    state,
+                    curve=list(state.curve),
+                    seen=int(seen),
+                    loss_sum=loss_sum,
+                    task_sums=dict(zip(state.task_sums, task_values, strict=True)),
+                    throughput=self.throughput.to_dict() if self.throughput else None,
+                ),
                 model={k: v.detach().to("cpu") for k, v in self.model.state_dict().items()},
                 optimizer=self.stepper.optimizer.state_dict(),
                 scaler=scaler.state_dict() if scaler is not None else None,

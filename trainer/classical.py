@@ -70,9 +70,7 @@ def _proba(model: Any, texts: list[str], k: int) -> np.ndarray:
     return out
 
 
-def train_classical(
-    config: ClassicalConfig, data: SplitData, progress: Any = None
-) -> ClassicalResult:
+def train_classical(config: ClassicalConfig, data: SplitData, progress: Any = None) -> ClassicalResult:
     """Fit one pipeline per task (C chosen on val macro-F1), fit the decision rule on val, score test."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
@@ -102,7 +100,8 @@ def train_classical(
             clf.fit(x_train[keep], train_gold[keep, j])
             score = (
                 f1_score(val_gold[val_keep, j], clf.predict(x_val[val_keep]), average="macro")
-                if val_keep.any() else 0.0
+                if val_keep.any()
+                else 0.0
             )
             if best is None or score > best[0] + 1e-12:
                 best = (float(score), c, clf)
@@ -123,13 +122,18 @@ def train_classical(
         "train_samples": len(train_texts),
     }
 
-    def dump(examples: list[Any], probs: dict[str, np.ndarray], gold: np.ndarray,
-             labels: dict[str, np.ndarray]) -> dict[str, Any]:
+    def dump(
+        examples: list[Any], probs: dict[str, np.ndarray], gold: np.ndarray, labels: dict[str, np.ndarray]
+    ) -> dict[str, Any]:
         return {
             "sample_ids": [e.sample_id for e in examples],
             "tasks": {
-                t.name: {"labels": t.labels, "gold": gold[:, j].tolist(),
-                         "probs": np.round(probs[t.name], 6).tolist(), "pred": labels[t.name].tolist()}
+                t.name: {
+                    "labels": t.labels,
+                    "gold": gold[:, j].tolist(),
+                    "probs": np.round(probs[t.name], 6).tolist(),
+                    "pred": labels[t.name].tolist(),
+                }
                 for j, t in enumerate(data.tasks)
             },
         }
@@ -142,8 +146,10 @@ def train_classical(
         config=config,
         chosen_c=chosen,
         metrics=metrics,
-        predictions={"val": dump(data.val, val_probs, val_gold, val_labels),
-                     "test": dump(data.test, test_probs, test_gold, test_labels)},
+        predictions={
+            "val": dump(data.val, val_probs, val_gold, val_labels),
+            "test": dump(data.test, test_probs, test_gold, test_labels),
+        },
         snapshot=data.snapshot(),
         decision=rules,
         seconds=seconds,
@@ -157,12 +163,14 @@ def save_classical(result: ClassicalResult, out_dir: Path) -> Path:
     model_dir = out_dir / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     joblib.dump(result.models, model_dir / "model.joblib")
-    meta = {"kind": "tfidf", "tasks": [{"name": t.name, "labels": t.labels} for t in result.tasks],
-            "chosen_c": result.chosen_c}
+    meta = {
+        "kind": "tfidf",
+        "tasks": [{"name": t.name, "labels": t.labels} for t in result.tasks],
+        "chosen_c": result.chosen_c,
+    }
     (model_dir / "model.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     (model_dir / "decision.json").write_text(json.dumps(result.decision), encoding="utf-8")
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(result.config.model_dump(), sort_keys=False),
-                                         encoding="utf-8")
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(result.config.model_dump(), sort_keys=False), encoding="utf-8")
     (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2), encoding="utf-8")
     for split, dump in result.predictions.items():
         (out_dir / f"predictions_{split}.json").write_text(json.dumps(dump), encoding="utf-8")
@@ -183,9 +191,7 @@ class ClassicalPredictor:
         decision = model_dir / "decision.json"
         self.decision = json.loads(decision.read_text(encoding="utf-8")) if decision.is_file() else None
 
-    def predict_proba(
-        self, texts: list[str], batch_size: int = 64, on_batch: Any = None
-    ) -> dict[str, np.ndarray]:
+    def predict_proba(self, texts: list[str], batch_size: int = 64, on_batch: Any = None) -> dict[str, np.ndarray]:
         out = {t.name: _proba(self.models[t.name], texts, len(t.labels)) for t in self.tasks}
         if on_batch:
             on_batch(len(texts), len(texts))

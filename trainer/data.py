@@ -156,9 +156,7 @@ class TrainBatches:
         self.curriculum_start = curriculum_start
         self.curriculum_epochs = curriculum_epochs
         factors = (
-            oversample_factors(encoded.labels, oversample_power, oversample_max)
-            if oversample
-            else [1] * len(encoded)
+            oversample_factors(encoded.labels, oversample_power, oversample_max) if oversample else [1] * len(encoded)
         )
         self.pool = [i for i, f in enumerate(factors) for _ in range(f)]
         self.easy_order = np.argsort(difficulty_scores(examples, encoded.lengths), kind="stable")

@@ -71,8 +71,14 @@ def fit_prior_correction(probs: np.ndarray, gold: np.ndarray, seed: int = 0) -> 
     p, y = np.asarray(probs, dtype=np.float64)[keep], np.asarray(gold)[keep]
     k = p.shape[1] if p.ndim == 2 else 0
     if y.size == 0 or k < 2:
-        return {"alpha": 0.0, "log_prior": [0.0] * k, "val_macro_f1_before": None, "val_macro_f1_after": None,
-                "cv_macro_f1_before": None, "cv_macro_f1_after": None}
+        return {
+            "alpha": 0.0,
+            "log_prior": [0.0] * k,
+            "val_macro_f1_before": None,
+            "val_macro_f1_after": None,
+            "cv_macro_f1_before": None,
+            "cv_macro_f1_after": None,
+        }
     logp = np.log(np.clip(p, _EPS, 1.0))
     log_prior = np.log(np.clip(p.mean(axis=0), _EPS, 1.0))
     pick, macro = _best_alpha(_grid_predictions(logp, log_prior), y, k)

@@ -11,9 +11,9 @@ The job directory holds what the launcher prepared and what the processes report
 
 Each process exits 0 when the run finished or stopped on request (progress.jsonl then ends with a `stopped`
 event: checkpointed), BAD_INPUT_EXIT when the trainer refused the config or data (the `error` event says why).
-torchrun itself exits 1 when any process failed, so the launcher reads the outcome from the events. One process per GPU (NCCL) when the config
-asks for CUDA and GPUs are visible; otherwise CPU processes on the gloo backend, each with its share of the
-cores. Rank 0 alone writes progress, the checkpoint and the artifacts.
+torchrun itself exits 1 when any process failed, so the launcher reads the outcome from the events. One process
+per GPU (NCCL) when the config asks for CUDA and GPUs are visible; otherwise CPU processes on the gloo backend,
+each with its share of the cores. Rank 0 alone writes progress, the checkpoint and the artifacts.
 
 The trainer stands alone: this module imports nothing of the app, and works the same under an operator's own
 torchrun across several nodes (README: distributed training) as under the worker's single-node launch.
@@ -49,8 +49,16 @@ def launch_command(job_dir: Path, nproc: int, checkpoint_dir: Path | None = None
     """torchrun (as `python -m torch.distributed.run`, the same interpreter) on this node: `nproc` processes
     and a local rendezvous on a free port."""
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-        "--max-restarts=0", "-m", "trainer.distributed", "--job-dir", str(job_dir),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "--max-restarts=0",
+        "-m",
+        "trainer.distributed",
+        "--job-dir",
+        str(job_dir),
     ]
     if checkpoint_dir is not None:
         command += ["--checkpoint-dir", str(checkpoint_dir)]
@@ -109,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         request = json.loads((job_dir / REQUEST_FILE).read_text(encoding="utf-8"))
         config = TrainConfig.from_dict(request["config"])
         if config.nproc != world:
-            raise TrainerError(f"config.nproc is {config.nproc} but torchrun started {world} processes",
-                               field="config.nproc")
+            raise TrainerError(
+                f"config.nproc is {config.nproc} but torchrun started {world} processes", field="config.nproc"
+            )
         data = split_from_dict(request["data"])
         device, backend = _device_and_backend(config, local_rank)
         if device.type == "cpu" and config.num_threads is None:  # the node's cores, shared by its processes

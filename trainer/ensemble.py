@@ -38,9 +38,7 @@ def check_same_tasks(task_lists: list[list[TaskSpec]]) -> None:
     first = [(t.name, list(t.labels)) for t in task_lists[0]]
     for other in task_lists[1:]:
         if [(t.name, list(t.labels)) for t in other] != first:
-            raise TrainerError(
-                "ensemble members must have the same tasks and label sets", field="run_ids"
-            )
+            raise TrainerError("ensemble members must have the same tasks and label sets", field="run_ids")
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -102,16 +100,14 @@ def _aligned(dumps: list[dict[str, Any]]) -> tuple[list[int], list[dict[str, np.
         rows = [pos[i] for i in ids]
         member_probs.append(
             {
-                t: np.asarray(d["tasks"][t]["probs"], dtype=np.float64).reshape(
-                    -1, len(d["tasks"][t]["labels"])
-                )[rows]
+                t: np.asarray(d["tasks"][t]["probs"], dtype=np.float64).reshape(-1, len(d["tasks"][t]["labels"]))[rows]
                 for t in tasks
             }
         )
     first_pos = {sid: k for k, sid in enumerate(dumps[0]["sample_ids"])}
-    gold = np.array(
-        [[dumps[0]["tasks"][t]["gold"][first_pos[i]] for t in tasks] for i in ids], dtype=np.int64
-    ).reshape(len(ids), len(tasks))
+    gold = np.array([[dumps[0]["tasks"][t]["gold"][first_pos[i]] for t in tasks] for i in ids], dtype=np.int64).reshape(
+        len(ids), len(tasks)
+    )
     return ids, member_probs, gold
 
 
@@ -136,9 +132,7 @@ def fit_group_weights(group_probs: list[np.ndarray], gold: np.ndarray) -> np.nda
     return weights
 
 
-def combine(
-    member_probs: list[dict[str, np.ndarray]], params: dict[str, Any]
-) -> dict[str, np.ndarray]:
+def combine(member_probs: list[dict[str, np.ndarray]], params: dict[str, Any]) -> dict[str, np.ndarray]:
     """Apply fitted ensemble parameters to members' probabilities (the same order as `params["members"]`):
     member temperatures, per-task member weights, the mixture's temperature. Shared with the predictor."""
     out = {}
@@ -169,18 +163,25 @@ def fit_ensemble(
     decision: str,
 ) -> dict[str, Any]:
     """The ensemble's parameters, fitted on val (see the module's docstring)."""
-    params: dict[str, Any] = {"members": members, "task_weights": {}, "member_temperatures": {m: {} for m in members},
-                              "temperatures": {}}
+    params: dict[str, Any] = {
+        "members": members,
+        "task_weights": {},
+        "member_temperatures": {m: {} for m in members},
+        "temperatures": {},
+    }
     group_names = list(dict.fromkeys(groups))
     for j, t in enumerate(tasks):
         y = gold[:, j]
         if weighted:
             for m, probs in zip(members, member_probs, strict=True):
                 params["member_temperatures"][m][t.name] = fit_temperature(probs[t.name], y) if temperature else 1.0
-            scaled = [apply_temperature(p[t.name], params["member_temperatures"][m][t.name])
-                      for m, p in zip(members, member_probs, strict=True)]
-            group_means = [np.mean([s for s, g in zip(scaled, groups, strict=True) if g == name], axis=0)
-                           for name in group_names]
+            scaled = [
+                apply_temperature(p[t.name], params["member_temperatures"][m][t.name])
+                for m, p in zip(members, member_probs, strict=True)
+            ]
+            group_means = [
+                np.mean([s for s, g in zip(scaled, groups, strict=True) if g == name], axis=0) for name in group_names
+            ]
             group_w = dict(zip(group_names, fit_group_weights(group_means, y), strict=True))
             size = {name: groups.count(name) for name in group_names}
             params["task_weights"][t.name] = {
@@ -205,8 +206,7 @@ def build_ensemble(
     if len(members) < 2:
         raise TrainerError("an ensemble needs at least two runs", field="run_ids")
     task_lists = [
-        [TaskSpec(name, list(v["labels"])) for name, v in m["predictions"]["val"]["tasks"].items()]
-        for m in members
+        [TaskSpec(name, list(v["labels"])) for name, v in m["predictions"]["val"]["tasks"].items()] for m in members
     ]
     check_same_tasks(task_lists)
     tasks = task_lists[0]
@@ -215,8 +215,9 @@ def build_ensemble(
     val_ids, val_probs, val_gold = _aligned([m["predictions"]["val"] for m in members])
     if not val_ids:
         raise TrainerError("the runs share no val samples (trained on different datasets?)", field="run_ids")
-    params = fit_ensemble(val_probs, val_gold, tasks, names, groups, weighted=weighted,
-                          temperature=temperature, decision=decision)
+    params = fit_ensemble(
+        val_probs, val_gold, tasks, names, groups, weighted=weighted, temperature=temperature, decision=decision
+    )
     out: dict[str, Any] = {
         **params,
         "weights": {m: float(np.mean([params["task_weights"][t.name][m] for t in tasks])) for m in names},
@@ -232,9 +233,7 @@ def build_ensemble(
             continue
         ids, member_probs, gold = (val_ids, val_probs, val_gold) if split == "val" else _aligned(dumps)
         if not ids:
-            raise TrainerError(
-                f"the runs share no {split} samples (trained on different datasets?)", field="run_ids"
-            )
+            raise TrainerError(f"the runs share no {split} samples (trained on different datasets?)", field="run_ids")
         raw, scaled = combine(member_probs, unscaled), combine(member_probs, params)
         for j, t in enumerate(tasks):
             calibration[t.name].update(

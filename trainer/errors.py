@@ -20,7 +20,8 @@ class TrainingStopped(Exception):
     checkpoint when it has somewhere to save one: not a failure, and not the trainer's input's fault."""
 
     def __init__(self, steps_done: int, *, saved: bool) -> None:
-        super().__init__(f"training stopped on request after {steps_done} optimizer steps"
-                         f"{' (checkpoint saved)' if saved else ''}")
+        super().__init__(
+            f"training stopped on request after {steps_done} optimizer steps{' (checkpoint saved)' if saved else ''}"
+        )
         self.steps_done = steps_done
         self.saved = saved

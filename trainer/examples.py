@@ -63,8 +63,10 @@ def split_to_dict(data: SplitData) -> dict[str, Any]:
 
 def split_from_dict(raw: dict[str, Any]) -> SplitData:
     def examples(rows: list[list[Any]]) -> list[Example]:
-        return [Example(text, dict(labels), sample_id, content_hash, difficulty)
-                for text, labels, sample_id, content_hash, difficulty in rows]
+        return [
+            Example(text, dict(labels), sample_id, content_hash, difficulty)
+            for text, labels, sample_id, content_hash, difficulty in rows
+        ]
 
     return SplitData(
         [TaskSpec(name, list(labels)) for name, labels in raw["tasks"]],

@@ -26,9 +26,7 @@ def inverse_frequency_weights(labels: torch.Tensor, n_classes: int) -> torch.Ten
     return weights
 
 
-def smoothing_vector(
-    task: TaskSpec, global_eps: float, per_class: Mapping[str, float] | None
-) -> torch.Tensor:
+def smoothing_vector(task: TaskSpec, global_eps: float, per_class: Mapping[str, float] | None) -> torch.Tensor:
     """ε per true class: the global value unless the config names the class (e.g. noisy `other`: more)."""
     per_class = per_class or {}
     return torch.tensor([float(per_class.get(label, global_eps)) for label in task.labels])
@@ -113,8 +111,9 @@ class MultiTaskLoss:
         self.class_weights = {k: v.to(device) for k, v in self.class_weights.items()}
         return self
 
-    def task_loss(self, name: str, logits: torch.Tensor, targets: torch.Tensor,
-                  denominator: float | None = None) -> torch.Tensor:
+    def task_loss(
+        self, name: str, logits: torch.Tensor, targets: torch.Tensor, denominator: float | None = None
+    ) -> torch.Tensor:
         return focal_loss(
             logits,
             targets,
@@ -128,8 +127,7 @@ class MultiTaskLoss:
         """A global batch's normalisers (its labels: every process holds them): per task, the focal loss's;
         under "": the sample count R-Drop's KL averages over. With them each process's slice gives its share
         of the global batch's loss, exactly, whatever the classes and missing labels in the slice."""
-        out = {t.name: loss_denominator(labels[:, j], self.class_weights.get(t.name)) for j, t in
-               enumerate(self.tasks)}
+        out = {t.name: loss_denominator(labels[:, j], self.class_weights.get(t.name)) for j, t in enumerate(self.tasks)}
         out[""] = float(labels.shape[0])
         return out
 

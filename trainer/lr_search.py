@@ -99,9 +99,14 @@ def select_learning_rate(
     plan = run.plan(throughput)
     budget_left = config.budget_minutes
     if config.lr_search == "auto" and not plan.lr_scaled:
-        return Selection("skipped", "the run trains in the recipe's regime: its LR stands",
-                         lr=plan.lr, run_plan=plan.to_dict(), budget_minutes_after=budget_left,
-                         seconds=round(time.monotonic() - started, 1))
+        return Selection(
+            "skipped",
+            "the run trains in the recipe's regime: its LR stands",
+            lr=plan.lr,
+            run_plan=plan.to_dict(),
+            budget_minutes_after=budget_left,
+            seconds=round(time.monotonic() - started, 1),
+        )
     trial_steps = min(plan.steps, math.floor(SEARCH_SHARE * n_runs * plan.steps / config.lr_trials))
     if trial_steps < MIN_TRIAL_STEPS:
         if config.lr_search == "auto":
@@ -109,7 +114,9 @@ def select_learning_rate(
                 "skipped",
                 f"the budget does not allow it: {config.lr_trials} trials in {SEARCH_SHARE:.0%} of the training "
                 f"time of {n_runs} run(s) get {trial_steps} steps each (< {MIN_TRIAL_STEPS})",
-                lr=plan.lr, run_plan=plan.to_dict(), budget_minutes_after=budget_left,
+                lr=plan.lr,
+                run_plan=plan.to_dict(),
+                budget_minutes_after=budget_left,
                 seconds=round(time.monotonic() - started, 1),
             )
         trial_steps = min(plan.steps, MIN_TRIAL_STEPS)

@@ -93,8 +93,6 @@ def evaluate_probs(
 
 
 def summary_line(metrics: dict[str, Any]) -> str:
-    parts = [
-        f"{name} {m['macro_f1']:.3f}" for name, m in metrics["tasks"].items() if m["macro_f1"] is not None
-    ]
+    parts = [f"{name} {m['macro_f1']:.3f}" for name, m in metrics["tasks"].items() if m["macro_f1"] is not None]
     overall = metrics.get("overall_macro_f1")
     return f"macro-F1 {overall:.3f} ({', '.join(parts)})" if overall is not None else "no labelled samples"

@@ -120,8 +120,11 @@ def load_encoder(name_or_path: str | Path) -> tuple[PreTrainedModel, Any]:
     # One message for every cause (a missing path, a directory without a model, a file, the hub unreachable):
     # the error is stored on the run and shown to its project, and must not tell what exists on this disk.
     # The cause goes to this process's log, for whoever runs the worker.
-    failure = TrainerError(f"cannot load encoder {name_or_path!r}: not a model directory this worker may read, "
-                           "nor a model on the hub (or the hub is unreachable)", field="config.encoder")
+    failure = TrainerError(
+        f"cannot load encoder {name_or_path!r}: not a model directory this worker may read, "
+        "nor a model on the hub (or the hub is unreachable)",
+        field="config.encoder",
+    )
     if name_or_path.startswith(("/", "./", "../", "~")) and not Path(name_or_path).expanduser().is_dir():
         log.warning("encoder %r: no such directory", name_or_path)
         raise failure

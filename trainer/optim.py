@@ -24,12 +24,7 @@ def encoder_depth(encoder: nn.Module) -> int:
 
 def layer_of(param_name: str, n_layers: int) -> int:
     """0 for embeddings, i + 1 for transformer layer i, n_layers + 1 for what is above (pooler, norms)."""
-    if (
-        "embeddings" in param_name
-        or "embed_tokens" in param_name
-        or "wte" in param_name
-        or "wpe" in param_name
-    ):
+    if "embeddings" in param_name or "embed_tokens" in param_name or "wte" in param_name or "wpe" in param_name:
         return 0
     match = _LAYER.search(param_name)
     if match:

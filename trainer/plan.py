@@ -248,9 +248,7 @@ def shortened(plan: Plan, config: TrainConfig, steps: int, encoder_width: int) -
     )
 
 
-def replanned_steps(
-    plan: Plan, *, steps_done: int, epochs_done: int, seconds_used: float, eval_seconds: float
-) -> int:
+def replanned_steps(plan: Plan, *, steps_done: int, epochs_done: int, seconds_used: float, eval_seconds: float) -> int:
     """After an epoch of a budgeted run: the total steps that end the run within the budget at the pace the run
     has really had (its steps and its validation passes so far), at most `epoch_cap` epochs. Equal to
     `steps_done` when no further step fits: the run stops."""

@@ -176,10 +176,7 @@ class EnsemblePredictor:
 def probs_to_json(tasks: list[TaskSpec], probs: dict[str, np.ndarray]) -> list[dict[str, dict[str, float]]]:
     n = len(next(iter(probs.values()))) if probs else 0
     return [
-        {
-            t.name: {label: round(float(probs[t.name][i, k]), 6) for k, label in enumerate(t.labels)}
-            for t in tasks
-        }
+        {t.name: {label: round(float(probs[t.name][i, k]), 6) for k, label in enumerate(t.labels)} for t in tasks}
         for i in range(n)
     ]
 

@@ -41,10 +41,7 @@ def build_loss(config: TrainConfig, data: SplitData, train: Encoded, rdrop_alpha
         for t in data.tasks
     }
     weights = (
-        {
-            t.name: inverse_frequency_weights(train.labels[:, j], len(t.labels))
-            for j, t in enumerate(data.tasks)
-        }
+        {t.name: inverse_frequency_weights(train.labels[:, j], len(t.labels)) for j, t in enumerate(data.tasks)}
         if config.class_weights
         else None
     )
@@ -94,7 +91,11 @@ class Prepared:
 
     def predict(self, encoded: Encoded) -> dict[str, np.ndarray]:
         return predict_encoded(
-            self.model, encoded, self.pad_id, batch_size=self.config.eval_batch_size, device=self.device,
+            self.model,
+            encoded,
+            self.pad_id,
+            batch_size=self.config.eval_batch_size,
+            device=self.device,
             dtype=self.dtype,
         )
 
@@ -132,7 +133,16 @@ class Stepper:
         scaler = torch.amp.GradScaler("cuda") if run.dtype == torch.float16 else None
         optimizer.zero_grad(set_to_none=True)
         return cls(
-            model, loss_fn, optimizer, scheduler, scaler, plan, config, run.train, run.pad_id, run.device,
+            model,
+            loss_fn,
+            optimizer,
+            scheduler,
+            scaler,
+            plan,
+            config,
+            run.train,
+            run.pad_id,
+            run.device,
             run.dtype,
         )
 
@@ -142,8 +152,9 @@ class Stepper:
             self.optimizer, total_steps, warmup_steps=self.plan.warmup_steps, steps_done=steps_done
         )
 
-    def batch(self, idx: list[int], *, step: bool, whole: list[int] | None = None, world: int = 1,
-              active: bool = True) -> tuple[float, dict[str, float]]:
+    def batch(
+        self, idx: list[int], *, step: bool, whole: list[int] | None = None, world: int = 1, active: bool = True
+    ) -> tuple[float, dict[str, float]]:
         """One micro-batch. A distributed process passes its slice as `idx`, the global batch as `whole`: its
         loss is then its part of the global batch's loss (normalised over `whole`, trainer/losses.py), scaled
         by `world` against DDP's gradient average; `active` False: a stand-in text, counted for nothing."""
@@ -167,8 +178,9 @@ class Stepper:
             self.optimizer.zero_grad(set_to_none=True)
         return loss, parts
 
-    def _forward_backward(self, idx: list[int], scale: float,
-                          denominators: dict[str, float] | None) -> tuple[float, dict[str, float]]:
+    def _forward_backward(
+        self, idx: list[int], scale: float, denominators: dict[str, float] | None
+    ) -> tuple[float, dict[str, float]]:
         config, model, plan = self.config, self.model, self.plan
         fixed_width = None if config.group_by_length else config.max_length
         batch = pad_batch([self.encoded.input_ids[i] for i in idx], self.pad_id, fixed_width)

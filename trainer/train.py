@@ -100,9 +100,16 @@ class LoopOutcome:
     resumed_from_step: int | None = None
 
 
-def run_loop(run: Prepared, plan: Plan, stepper: Stepper, emit: ProgressFn, *,
-             control: LoopControl | None = None, saver: Checkpointer | None = None,
-             resume: checkpoint.Checkpoint | None = None) -> LoopOutcome:
+def run_loop(
+    run: Prepared,
+    plan: Plan,
+    stepper: Stepper,
+    emit: ProgressFn,
+    *,
+    control: LoopControl | None = None,
+    saver: Checkpointer | None = None,
+    resume: checkpoint.Checkpoint | None = None,
+) -> LoopOutcome:
     """Epochs of batches until the plan's steps are made (a budgeted run re-plans them after each epoch),
     validation after each epoch and at the stop, the best epoch's weights kept, early stopping on val.
     With `resume`, the loop continues from the checkpoint's epoch, batch and step."""
@@ -118,8 +125,11 @@ def run_loop(run: Prepared, plan: Plan, stepper: Stepper, emit: ProgressFn, *,
     clock.started -= st.seconds_used  # a resumed budget's clock continues where the attempt stopped
     deadline = plan.deadline_seconds
     at_deadline = False
-    while (st.stopped is None and st.steps_done < st.total
-           and st.epoch < (plan.epoch_cap if plan.budget_seconds else plan.max_epochs)):
+    while (
+        st.stopped is None
+        and st.steps_done < st.total
+        and st.epoch < (plan.epoch_cap if plan.budget_seconds else plan.max_epochs)
+    ):
         stepper.model.train()
         epoch_batches = batches.epoch(st.epoch)
         t0, cpu0 = time.monotonic() - st.epoch_seconds, time.process_time() - st.epoch_cpu_seconds
@@ -140,8 +150,15 @@ def run_loop(run: Prepared, plan: Plan, stepper: Stepper, emit: ProgressFn, *,
                 st.loss_sum += loss * len(idx)
                 for name, value in parts.items():
                     st.task_sums[name] += value * len(idx)
-            emit({"event": "batch", "epoch": st.epoch + 1, "batch": b + 1, "batches": len(epoch_batches),
-                  "loss": loss * group.world})  # rank 0's part × the ranks: an estimate of the batch's loss
+            emit(
+                {
+                    "event": "batch",
+                    "epoch": st.epoch + 1,
+                    "batch": b + 1,
+                    "batches": len(epoch_batches),
+                    "loss": loss * group.world,
+                }
+            )  # rank 0's part × the ranks: an estimate of the batch's loss
             if not step:
                 continue
             st.steps_done += 1
@@ -174,9 +191,12 @@ def run_loop(run: Prepared, plan: Plan, stepper: Stepper, emit: ProgressFn, *,
             val_probs = run.predict(run.val)
             st.eval_seconds += time.monotonic() - e0
             val_metrics = evaluate_probs(val_probs, run.val.labels.numpy(), data.tasks)
-            verdict = {"val_f1": val_metrics["overall_macro_f1"] or 0.0,
-                       "val_tasks": {k: m["macro_f1"] for k, m in val_metrics["tasks"].items()},
-                       "elapsed": clock.elapsed(), "eval_seconds": st.eval_seconds}
+            verdict = {
+                "val_f1": val_metrics["overall_macro_f1"] or 0.0,
+                "val_tasks": {k: m["macro_f1"] for k, m in val_metrics["tasks"].items()},
+                "elapsed": clock.elapsed(),
+                "eval_seconds": st.eval_seconds,
+            }
         verdict = group.broadcast(verdict)  # rank 0 decides: every rank keeps the same best epoch and stop
         assert verdict is not None
         val_f1 = verdict["val_f1"]
@@ -203,7 +223,10 @@ def run_loop(run: Prepared, plan: Plan, stepper: Stepper, emit: ProgressFn, *,
             st.stale += 1
         if plan.budget_seconds is not None and not at_deadline and st.steps_done < st.total:
             replanned = replanned_steps(
-                plan, steps_done=st.steps_done, epochs_done=st.epoch, seconds_used=verdict["elapsed"],
+                plan,
+                steps_done=st.steps_done,
+                epochs_done=st.epoch,
+                seconds_used=verdict["elapsed"],
                 eval_seconds=verdict["eval_seconds"],
             )
             if replanned != st.total:
@@ -220,13 +243,23 @@ def run_loop(run: Prepared, plan: Plan, stepper: Stepper, emit: ProgressFn, *,
         if saver is not None:  # before the epoch is reported: a failure while reporting it loses nothing
             saver.save(st, best_state)
         emit({"event": "epoch", **entry, "best_epoch": st.best_epoch, "best_val_macro_f1": st.best_f1})
-    return LoopOutcome(st.curve, st.best_epoch, st.best_f1, best_state, st.steps_done, st.total,
-                       st.stopped == "early", st.stopped == "deadline", clock.elapsed(),
-                       resumed_from_step=resumed_from_step)
+    return LoopOutcome(
+        st.curve,
+        st.best_epoch,
+        st.best_f1,
+        best_state,
+        st.steps_done,
+        st.total,
+        st.stopped == "early",
+        st.stopped == "deadline",
+        clock.elapsed(),
+        resumed_from_step=resumed_from_step,
+    )
 
 
-def train_model(config: TrainConfig, data: SplitData, *, progress: ProgressFn | None = None,
-                control: LoopControl | None = None) -> TrainResult:
+def train_model(
+    config: TrainConfig, data: SplitData, *, progress: ProgressFn | None = None, control: LoopControl | None = None
+) -> TrainResult:
     """Plan (measuring the throughput when there is a budget), train on data.train, select the epoch by mean
     val macro-F1, fit the decision rule on val, evaluate on data.test once."""
     result = train_process(config, data, progress=progress, control=control)
@@ -234,8 +267,14 @@ def train_model(config: TrainConfig, data: SplitData, *, progress: ProgressFn | 
     return result
 
 
-def train_process(config: TrainConfig, data: SplitData, *, progress: ProgressFn | None = None,
-                  control: LoopControl | None = None, device: torch.device | None = None) -> TrainResult | None:
+def train_process(
+    config: TrainConfig,
+    data: SplitData,
+    *,
+    progress: ProgressFn | None = None,
+    control: LoopControl | None = None,
+    device: torch.device | None = None,
+) -> TrainResult | None:
     """One process's part of a run: the whole run alone, or (DDP, trainer/distributed.py) one rank of it;
     rank 0 alone reports progress, evaluates and returns the result, the other ranks return None."""
     started = time.monotonic()
@@ -243,9 +282,7 @@ def train_process(config: TrainConfig, data: SplitData, *, progress: ProgressFn 
     group = control.group
     unknown = sorted(set(config.task_weights) - {t.name for t in data.tasks})
     if unknown:
-        raise TrainerError(
-            f"config.task_weights names unknown task(s) {unknown}", field="config.task_weights"
-        )
+        raise TrainerError(f"config.task_weights names unknown task(s) {unknown}", field="config.task_weights")
     fp = checkpoint.fingerprint(config, data)
     resume, why_not = checkpoint.load(control.checkpoint_dir, fp)
     run = prepare(config, data, device)
@@ -256,8 +293,7 @@ def train_process(config: TrainConfig, data: SplitData, *, progress: ProgressFn 
         else:
             measured = measure_throughput(run)
             # every rank measures whole global batches; the processes share each one
-            throughput = group.broadcast(Throughput(measured.seconds_per_sample / group.world,
-                                                    measured.eval_seconds))
+            throughput = group.broadcast(Throughput(measured.seconds_per_sample / group.world, measured.eval_seconds))
     plan = run.plan(throughput)
     set_seed(config.seed)  # the measurement drew dropout masks: start from the same state as an unmeasured run
     stepper = Stepper.build(run, plan)
@@ -282,12 +318,26 @@ def train_process(config: TrainConfig, data: SplitData, *, progress: ProgressFn 
             "processes": group.world,
             "threads": run.threads,
             "amp": str(run.dtype),
-            **({"resumed_from_step": resume.loop.steps_done, "resumed_at_epoch": resume.loop.epoch + 1,
-                "curve": resume.loop.curve} if resume else {}),
+            **(
+                {
+                    "resumed_from_step": resume.loop.steps_done,
+                    "resumed_at_epoch": resume.loop.epoch + 1,
+                    "curve": resume.loop.curve,
+                }
+                if resume
+                else {}
+            ),
         }
     )
-    saver = Checkpointer(control.checkpoint_dir, control.group, stepper, run.model, fp, throughput,
-                         control.every_steps or config.checkpoint_every_steps)
+    saver = Checkpointer(
+        control.checkpoint_dir,
+        control.group,
+        stepper,
+        run.model,
+        fp,
+        throughput,
+        control.every_steps or config.checkpoint_every_steps,
+    )
     loop = run_loop(run, plan, stepper, emit, control=control, saver=saver, resume=resume)
     if not group.is_main:
         return None
@@ -303,8 +353,12 @@ def train_process(config: TrainConfig, data: SplitData, *, progress: ProgressFn 
         "test": evaluate_probs(test_probs, test_gold, tasks, test_labels) if len(run.test) else None,
         "test_argmax": evaluate_probs(test_probs, test_gold, tasks) if len(run.test) and rules else None,
         "decision": rules,
-        "plan": {**plan.to_dict(), "steps_done": loop.steps_done, "planned_steps_final": loop.planned_steps,
-                 "training_seconds": round(loop.seconds, 1)},
+        "plan": {
+            **plan.to_dict(),
+            "steps_done": loop.steps_done,
+            "planned_steps_final": loop.planned_steps,
+            "training_seconds": round(loop.seconds, 1),
+        },
         "best_epoch": loop.best_epoch,
         "epochs_run": len(loop.curve),
         "stopped_early": loop.stopped_early,

@@ -14,8 +14,12 @@ from workers.registry import JobContext, PermanentJobError, handler
 def run_augment(ctx: JobContext) -> dict[str, Any]:
     try:
         return generate_variants(
-            ctx.engine, ctx.job_id, ctx.params, report=ctx.report,
-            finish=lambda session, result: ctx.complete_in(session, result), created_by=ctx.created_by,
+            ctx.engine,
+            ctx.job_id,
+            ctx.params,
+            report=ctx.report,
+            finish=lambda session, result: ctx.complete_in(session, result),
+            created_by=ctx.created_by,
         )
     except DomainError as err:  # dataset or samples gone, method no longer valid: a retry cannot help
         raise PermanentJobError(err.message) from err

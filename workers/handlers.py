@@ -15,8 +15,11 @@ from workers.registry import JobContext, PermanentJobError, handler
 def run_export(ctx: JobContext) -> dict[str, Any]:
     try:
         result = export_to_file(
-            ctx.engine, ctx.params["dataset"], ctx.params.get("format", "csv"),
-            ctx.params.get("include", "original,approved"), ctx.job_id,
+            ctx.engine,
+            ctx.params["dataset"],
+            ctx.params.get("format", "csv"),
+            ctx.params.get("include", "original,approved"),
+            ctx.job_id,
         )
     except DomainError as err:
         raise PermanentJobError(err.message) from err
@@ -27,7 +30,8 @@ def run_export(ctx: JobContext) -> dict[str, Any]:
 @handler("import")
 def run_import(ctx: JobContext) -> dict[str, Any]:
     try:
-        return import_queued(ctx.engine, ctx.params, created_by=ctx.created_by, report=ctx.report,
-                             finish=ctx.complete_in)
+        return import_queued(
+            ctx.engine, ctx.params, created_by=ctx.created_by, report=ctx.report, finish=ctx.complete_in
+        )
     except DomainError as err:  # a bad row, a changed dataset: the same file fails the same way again
         raise PermanentJobError(err.message) from err

@@ -53,8 +53,14 @@ class WorkerStats:
 
 
 class Worker:
-    def __init__(self, engine: Engine, kinds: list[str] | None = None, worker_id: str | None = None,
-                 lease_seconds: float | None = None, poll_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        kinds: list[str] | None = None,
+        worker_id: str | None = None,
+        lease_seconds: float | None = None,
+        poll_seconds: float | None = None,
+    ) -> None:
         settings = get_settings()
         self.engine = engine
         self.handlers = load_handlers(settings.worker_plugins)
@@ -70,8 +76,7 @@ class Worker:
 
     def install_signal_handlers(self) -> None:
         def on_signal(signum, _frame):  # type: ignore[no-untyped-def]
-            log.info("signal %s: finishing the current job (a training run: checkpointing it), then exiting",
-                     signum)
+            log.info("signal %s: finishing the current job (a training run: checkpointing it), then exiting", signum)
             self.stop_requested.set()
 
         signal.signal(signal.SIGTERM, on_signal)
@@ -129,10 +134,19 @@ class Worker:
         return bool(running)
 
     def run_job(self, job: Job) -> None:
-        ctx = JobContext(job_id=job.id, kind=job.kind, params=dict(job.params or {}), engine=self.engine,
-                         worker_id=self.worker_id, attempt=job.attempts, max_attempts=job.max_attempts,
-                         dataset_id=job.dataset_id,
-                         created_by=job.created_by, total=job.progress_total, stopping=self.stop_requested)
+        ctx = JobContext(
+            job_id=job.id,
+            kind=job.kind,
+            params=dict(job.params or {}),
+            engine=self.engine,
+            worker_id=self.worker_id,
+            attempt=job.attempts,
+            max_attempts=job.max_attempts,
+            dataset_id=job.dataset_id,
+            created_by=job.created_by,
+            total=job.progress_total,
+            stopping=self.stop_requested,
+        )
         self.stats.job_ids.append(job.id)
         beat_stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat_loop, args=(ctx, beat_stop), daemon=True)
@@ -215,8 +229,15 @@ class Worker:
         while not stop.wait(interval):
             done, total, info = ctx.snapshot()
             try:
-                hb = queue.heartbeat(self.engine, ctx.job_id, self.worker_id, lease_seconds=self.lease_seconds,
-                                     done=done, total=total, info=info)
+                hb = queue.heartbeat(
+                    self.engine,
+                    ctx.job_id,
+                    self.worker_id,
+                    lease_seconds=self.lease_seconds,
+                    done=done,
+                    total=total,
+                    info=info,
+                )
             except queue.LeaseLost:
                 ctx.lease_lost.set()
                 return
@@ -254,8 +275,15 @@ class Presence:
 
         caps = capabilities() if "augment" in self.worker.kinds else {}
         with session_scope(self.worker.engine) as s:
-            worker_presence.announce(s, self.worker.worker_id, hostname=socket.gethostname(), pid=os.getpid(),
-                                     kinds=self.worker.kinds, capabilities=caps, refresh_seconds=self.interval)
+            worker_presence.announce(
+                s,
+                self.worker.worker_id,
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                kinds=self.worker.kinds,
+                capabilities=caps,
+                refresh_seconds=self.interval,
+            )
             worker_presence.forget_stale(s)
 
     def _loop(self) -> None:

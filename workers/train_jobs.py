@@ -34,9 +34,7 @@ def _progress(ctx: JobContext, epochs: int) -> Any:
                 resumed_from_step=resumed,
             )
         elif kind == "batch":
-            ctx.report(
-                epoch=event["epoch"], batch=event["batch"], batches=event["batches"], loss=event["loss"]
-            )
+            ctx.report(epoch=event["epoch"], batch=event["batch"], batches=event["batches"], loss=event["loss"])
         elif kind == "epoch":
             ctx.report(
                 done=event["epoch"],
@@ -102,8 +100,11 @@ def _execute(ctx: JobContext, run_id: int, epochs: int) -> dict[str, Any]:
             should_stop=ctx.stopping.is_set,
         )
     except TrainingStopped as stopped:  # the worker is shutting down: the next worker resumes the run
-        note = f"the worker stopped; resumes from the checkpoint at step {stopped.steps_done}" if stopped.saved \
+        note = (
+            f"the worker stopped; resumes from the checkpoint at step {stopped.steps_done}"
+            if stopped.saved
             else f"the worker stopped after {stopped.steps_done} steps; restarts"
+        )
         record_end(ctx.engine, run_id, JobStatus.queued, note, **owner)
         raise JobReleased(note) from stopped
     except JobCancelled:
@@ -118,8 +119,13 @@ def _execute(ctx: JobContext, run_id: int, epochs: int) -> dict[str, Any]:
         raise PermanentJobError(err.message) from err
     except Exception as err:
         if ctx.retries_left:  # the job runs again (from the checkpoint): the run waits for it
-            record_end(ctx.engine, run_id, JobStatus.queued, f"attempt {ctx.attempt} failed, retrying: "
-                       f"{type(err).__name__}: {err}", **owner)
+            record_end(
+                ctx.engine,
+                run_id,
+                JobStatus.queued,
+                f"attempt {ctx.attempt} failed, retrying: {type(err).__name__}: {err}",
+                **owner,
+            )
         else:
             record_end(ctx.engine, run_id, JobStatus.failed, f"{type(err).__name__}: {err}", **owner)
             discard_checkpoint(run_id)
@@ -130,11 +136,17 @@ def _selection_progress(ctx: JobContext, trials: int) -> Any:
     def on_event(event: dict[str, Any]) -> None:
         kind = event["event"]
         if kind == "trial_batch":
-            ctx.report(phase=f"LR trial {event['trial']}/{event['trials']}", epoch=event["epoch"],
-                       batch=event["batch"], batches=event["batches"], loss=event["loss"])
+            ctx.report(
+                phase=f"LR trial {event['trial']}/{event['trials']}",
+                epoch=event["epoch"],
+                batch=event["batch"],
+                batches=event["batches"],
+                loss=event["loss"],
+            )
         elif kind == "trial":
-            ctx.report(done=event["trial"], total=trials, last_scale=event["scale"],
-                       last_val_macro_f1=event["val_macro_f1"])
+            ctx.report(
+                done=event["trial"], total=trials, last_scale=event["scale"], last_val_macro_f1=event["val_macro_f1"]
+            )
         elif kind == "phase":
             ctx.report(phase=event["phase"])
         else:
@@ -188,8 +200,9 @@ def run_lr_select(ctx: JobContext) -> dict[str, Any]:
         raise PermanentJobError(err.message) from err
     except Exception as err:
         if ctx.retries_left:
-            end_runs(JobStatus.queued, f"LR selection attempt {ctx.attempt} failed, retrying: "
-                     f"{type(err).__name__}: {err}")
+            end_runs(
+                JobStatus.queued, f"LR selection attempt {ctx.attempt} failed, retrying: {type(err).__name__}: {err}"
+            )
         else:
             end_runs(JobStatus.failed, f"learning-rate selection: {type(err).__name__}: {err}")
             settle = True

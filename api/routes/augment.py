@@ -37,9 +37,7 @@ def augment(body: AugmentCreate, session: SessionDep, settings: SettingsDep, use
 
 
 @router.post("/datasets/{name}/augmentation-plans", response_model=PlanRead, status_code=201)
-def create_plan(
-    name: str, body: PlanCreate, session: SessionDep, settings: SettingsDep, user: CurrentUser
-) -> dict:
+def create_plan(name: str, body: PlanCreate, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> dict:
     """Compute (and store) a plan that brings every class to the target: deficits per task × class, the joint
     label combinations that fill them, variants per method; with `enqueue`, also its jobs (their ids are in
     `job_ids`)."""
@@ -60,9 +58,7 @@ def create_plan(
 
 
 @router.get("/datasets/{name}/augmentation-plans", response_model=list[PlanRead])
-def plans(
-    name: str, session: SessionDep, user: CurrentUser, limit: int = Query(20, ge=1, le=200)
-) -> list[dict]:
+def plans(name: str, session: SessionDep, user: CurrentUser, limit: int = Query(20, ge=1, le=200)) -> list[dict]:
     """Stored plans, newest first, each with the classes' progress now (approved and pending vs target)."""
     return augmentation.plans_with_progress(session, name, user, limit)
 

@@ -50,8 +50,7 @@ def _parse_labels(raw: str | None) -> dict[str, list[str]]:
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as err:
-        raise ValidationFailed(f"labels must be JSON like {{\"task\": [\"a\", \"b\"]}}: {err.msg}",
-                               field="labels") from None
+        raise ValidationFailed(f'labels must be JSON like {{"task": ["a", "b"]}}: {err.msg}', field="labels") from None
     if not isinstance(value, dict) or not all(
         isinstance(v, list) and all(isinstance(x, str) for x in v) for v in value.values()
     ):
@@ -78,9 +77,18 @@ def import_spec(
 ) -> ImportSpec:
     """The form fields of an import, now or as a job (one dependency, so both routes take the same fields)."""
     tasks = [t.strip() for item in task for t in item.split(",") if t.strip()]
-    return ImportSpec(dataset=name, tasks=tasks, text_col=text_col, split_col=split_col or None,
-                      id_col=id_col or None, language=language, label_order=_parse_labels(labels),
-                      split_seed=split_seed, project=project, display_name=display_name)
+    return ImportSpec(
+        dataset=name,
+        tasks=tasks,
+        text_col=text_col,
+        split_col=split_col or None,
+        id_col=id_col or None,
+        language=language,
+        label_order=_parse_labels(labels),
+        split_seed=split_seed,
+        project=project,
+        display_name=display_name,
+    )
 
 
 ImportSpecDep = Annotated[ImportSpec, Depends(import_spec)]
@@ -93,8 +101,10 @@ def import_dataset(
     """Import a file into a dataset (created if new), now. All rows or none: a bad row rejects the file (422).
     Up to AUGLOOP_MAX_REQUEST_BYTES; larger files go through POST /datasets/{name}/imports (a job)."""
     if file.size is not None and file.size > settings.max_request_bytes:
-        raise TooLargeError(f"file exceeds {settings.max_request_bytes} bytes; import it as a job "
-                            "(POST /datasets/{name}/imports)", field="file")
+        raise TooLargeError(
+            f"file exceeds {settings.max_request_bytes} bytes; import it as a job (POST /datasets/{{name}}/imports)",
+            field="file",
+        )
     return dataset_service.import_upload(session, file.file, spec, file.filename, admin.id).as_dict()
 
 
@@ -122,8 +132,9 @@ def export(
 ) -> StreamingResponse:
     """The training view (originals + approved variants by default) with provenance columns, streamed."""
     out = dataset_service.export_stream(session, engine, name, format, include, user)
-    return StreamingResponse(out.chunks, media_type=out.media_type,
-                             headers={"Content-Disposition": f'attachment; filename="{out.filename}"'})
+    return StreamingResponse(
+        out.chunks, media_type=out.media_type, headers={"Content-Disposition": f'attachment; filename="{out.filename}"'}
+    )
 
 
 @router.post("/{name}/exports", response_model=JobRead, status_code=202)

@@ -53,9 +53,7 @@ class ImpactReportCreated(BaseModel):
 
 
 @router.post("/datasets/{name}/impact-reports", response_model=ImpactReportCreated, status_code=202)
-def start_report(
-    name: str, body: ImpactReportCreate, session: SessionDep, user: CurrentUser
-) -> dict[str, Any]:
+def start_report(name: str, body: ImpactReportCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """Queue the trainer on originals only, all approved variants, and each method left out, × seeds (the
     project's leads)."""
     report, jobs = impact.start_report(
@@ -84,8 +82,6 @@ def list_reports(
 
 
 @router.get("/impact-reports/{report_id}", response_model=ImpactReportRead)
-def get_report(
-    report_id: ResourceId, session: SessionDep, engine: EngineDep, user: CurrentUser
-) -> dict[str, Any]:
+def get_report(report_id: ResourceId, session: SessionDep, engine: EngineDep, user: CurrentUser) -> dict[str, Any]:
     """Status, progress (ended runs / all runs) and, once every run has ended, the result."""
     return impact.report_details(session, engine, report_id, user)

@@ -28,7 +28,7 @@ router = APIRouter(tags=["reviews"])
 
 
 def parse_ids(raw: str) -> list[int]:
-    """"1,2,3" → [1, 2, 3]; anything else is a 422 naming `ids`."""
+    """ "1,2,3" → [1, 2, 3]; anything else is a 422 naming `ids`."""
     from core.errors import ValidationFailed
 
     try:
@@ -50,8 +50,11 @@ def next_batch(name: str, body: AssignmentRequest, session: SessionDep, user: Cu
     stored = review_cards.stored_reviews(session, [s.id for s in page.items])
     return {
         "items": [
-            {**SampleRead.model_validate(s).model_dump(), "votes": page.votes.get(s.id, {}),
-             "last_review": stored.get(s.id)}
+            {
+                **SampleRead.model_validate(s).model_dump(),
+                "votes": page.votes.get(s.id, {}),
+                "last_review": stored.get(s.id),
+            }
             for s in page.items
         ],
         "families": page.families,

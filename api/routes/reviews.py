@@ -57,9 +57,7 @@ def queue(
     status: Annotated[str, Query(description="pending, approved, rejected (comma-separated)")] = "pending",
     origin: Annotated[str, Query(description="augmented, pseudo_label, submitted")] = ",".join(REVIEWABLE_ORIGINS),
     task: str | None = None,
-    label: Annotated[
-        str | None, Query(description="Variants carrying this label (of `task` when given)")
-    ] = None,
+    label: Annotated[str | None, Query(description="Variants carrying this label (of `task` when given)")] = None,
     method: Annotated[str | None, Query(description="Augmentation methods (comma-separated)")] = None,
     min_similarity: FiniteFloat | None = None,
     max_similarity: FiniteFloat | None = None,
@@ -79,8 +77,10 @@ def queue(
     ] = None,
     sort: Annotated[
         str,
-        Query(description=", ".join(SORTS) + ". -expected_value: most useful first (the class's need × novelty × "
-              "predicted label preservation)"),
+        Query(
+            description=", ".join(SORTS) + ". -expected_value: most useful first (the class's need × novelty × "
+            "predicted label preservation)"
+        ),
     ] = "age",
     page: Annotated[int, Query(ge=1)] = 1,
     page_size: Annotated[int | None, Query(ge=1, le=200)] = None,
@@ -104,8 +104,15 @@ def queue(
         job_id=job_id,
     )
     view = review.queue_page(
-        session, name, user, f, unreviewed=unreviewed, sort=sort, page=page,
-        page_size=page_size or settings.review_page_size, count_ahead=settings.review_count_ahead,
+        session,
+        name,
+        user,
+        f,
+        unreviewed=unreviewed,
+        sort=sort,
+        page=page,
+        page_size=page_size or settings.review_page_size,
+        count_ahead=settings.review_count_ahead,
     )
     result = view.page
     stored = review_cards.stored_reviews(session, [s.id for s in result.items])
@@ -145,17 +152,19 @@ def decision(
 ) -> dict[str, Any]:
     """Approve, reject (with a reason) or edit-then-approve a variant, at the version you saw; answers with
     the variant as stored, the votes on it and the review just recorded."""
-    return card_fields(review_cards.decide_card(
-        session,
-        sample_id,
-        user,
-        body.decision,
-        body.version,
-        reason=body.reason.value if body.reason else None,
-        text=body.text,
-        note=body.note,
-        max_chars=settings.max_text_chars,
-    ))
+    return card_fields(
+        review_cards.decide_card(
+            session,
+            sample_id,
+            user,
+            body.decision,
+            body.version,
+            reason=body.reason.value if body.reason else None,
+            text=body.text,
+            note=body.note,
+            max_chars=settings.max_text_chars,
+        )
+    )
 
 
 def card_fields(card: dict[str, Any]) -> dict[str, Any]:

@@ -20,18 +20,33 @@ def me(user: CurrentUser) -> UserRead:
 @router.get("/tokens", response_model=list[TokenRead])
 def list_tokens(session: SessionDep, _admin: AdminUser) -> list[TokenRead]:
     """Every token, without the token itself (never stored)."""
-    return [TokenRead(id=t.id, name=t.user.name, role=t.user.role, prefix=t.prefix,
-                      state=token_service.token_state(t), created_at=t.created_at, expires_at=t.expires_at,
-                      revoked_at=t.revoked_at, last_used_at=t.last_used_at)
-            for t in token_service.all_tokens(session)]
+    return [
+        TokenRead(
+            id=t.id,
+            name=t.user.name,
+            role=t.user.role,
+            prefix=t.prefix,
+            state=token_service.token_state(t),
+            created_at=t.created_at,
+            expires_at=t.expires_at,
+            revoked_at=t.revoked_at,
+            last_used_at=t.last_used_at,
+        )
+        for t in token_service.all_tokens(session)
+    ]
 
 
 @router.post("/tokens", response_model=TokenIssued, status_code=201)
 def create_token(body: TokenCreate, session: SessionDep, _admin: AdminUser) -> TokenIssued:
     """Issue a token for a (new or existing) user; the response is the only time it is shown."""
     issued = token_service.issue(session, body.name, body.role, body.expires_in_days)
-    return TokenIssued(id=issued.token_id, name=issued.user.name, role=issued.user.role, token=issued.token,
-                       expires_at=issued.expires_at)
+    return TokenIssued(
+        id=issued.token_id,
+        name=issued.user.name,
+        role=issued.user.role,
+        token=issued.token,
+        expires_at=issued.expires_at,
+    )
 
 
 @router.post("/tokens/{token_id}/revoke", response_model=dict)

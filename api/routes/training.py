@@ -33,7 +33,12 @@ def start_training(body: TrainingRunCreate, session: SessionDep, user: CurrentUs
     /training-runs/{id}."""
     overrides = body.config.model_dump(exclude_unset=True)  # the keys given; the deployment's defaults fill in
     runs, jobs = training.start_training(
-        session, body.dataset, overrides, body.seeds, name=body.name, user=user,
+        session,
+        body.dataset,
+        overrides,
+        body.seeds,
+        name=body.name,
+        user=user,
         classical=body.classical,
     )
     by_id = {job.id: job for job in jobs}
@@ -47,8 +52,9 @@ def start_training(body: TrainingRunCreate, session: SessionDep, user: CurrentUs
 def estimate_training(body: TrainingRunCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """What starting these runs would train with (the full config with its defaults), on how many texts, and
     about how long it would take; nothing is queued."""
-    return training_estimate.training_plan(session, body.dataset, body.config.model_dump(exclude_unset=True),
-                                           body.seeds, user)
+    return training_estimate.training_plan(
+        session, body.dataset, body.config.model_dump(exclude_unset=True), body.seeds, user
+    )
 
 
 @router.get("/training-runs", response_model=list[TrainingRunSummary])
@@ -73,9 +79,16 @@ def get_training_run(run_id: ResourceId, session: SessionDep, user: CurrentUser)
     return training.training_run(session, run_id, user)
 
 
-@router.get("/training-runs/{run_id}/snapshot", response_class=StreamingResponse,
-            responses={200: {"content": {"application/json": {}},
-                             "description": '{"run_id", "size", "snapshot": [[sample_id, content_hash], ...]}'}})
+@router.get(
+    "/training-runs/{run_id}/snapshot",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"application/json": {}},
+            "description": '{"run_id", "size", "snapshot": [[sample_id, content_hash], ...]}',
+        }
+    },
+)
 def get_snapshot(run_id: ResourceId, session: SessionDep, user: CurrentUser) -> StreamingResponse:
     """The [sample_id, content_hash] pairs the run trained on (to compare or reproduce runs), streamed from the
     run's snapshot file."""
@@ -86,8 +99,13 @@ def get_snapshot(run_id: ResourceId, session: SessionDep, user: CurrentUser) -> 
 def create_ensemble(body: EnsembleCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """Combine finished runs (transformer seeds, TF-IDF members): weights, temperatures, decision rule on val."""
     run = ensembles.create_ensemble(
-        session, body.run_ids, weighted=body.weighted, temperature=body.temperature, decision=body.decision,
-        name=body.name, user=user,
+        session,
+        body.run_ids,
+        weighted=body.weighted,
+        temperature=body.temperature,
+        decision=body.decision,
+        name=body.name,
+        user=user,
     )
     return training.ensemble_details(session, run)
 

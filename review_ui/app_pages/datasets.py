@@ -96,13 +96,9 @@ def import_form(current: str | None) -> None:
         if upload is None or not target.strip() or not names:
             st.error("Choose a file, a dataset name and at least one label column.")
             return
-        result = call(
-            client().import_dataset, target.strip(), upload.name, upload.getvalue(), names, language
-        )
+        result = call(client().import_dataset, target.strip(), upload.name, upload.getvalue(), names, language)
         if result:
-            st.success(
-                f"Imported {result['imported']} samples ({result['duplicates_skipped']} duplicates skipped)."
-            )
+            st.success(f"Imported {result['imported']} samples ({result['duplicates_skipped']} duplicates skipped).")
             st.json(result["split_counts"])
 
 

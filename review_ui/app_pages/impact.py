@@ -41,10 +41,7 @@ def deltas(result: dict[str, Any]) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame(
-        [
-            {"class": f"{r['task']} / {r['class']}", "arm": r["arm"], "Δ F1 (points)": r["delta"] * 100}
-            for r in rows
-        ]
+        [{"class": f"{r['task']} / {r['class']}", "arm": r["arm"], "Δ F1 (points)": r["delta"] * 100} for r in rows]
     )
     return frame.pivot(index="class", columns="arm", values="Δ F1 (points)")
 
@@ -117,9 +114,7 @@ def show_report(report: dict[str, Any]) -> None:
 chosen = page_with_dataset("Augmentation impact")
 if chosen is None:
     st.stop()
-reports = fetch_or_stop(
-    "This API server has no impact-report endpoints.", client().impact_reports, chosen["name"]
-)
+reports = fetch_or_stop("This API server has no impact-report endpoints.", client().impact_reports, chosen["name"])
 st.subheader(plain(f"Measure what augmentation did for {chosen['name']}"))
 st.caption(
     "Trains on originals only, on originals + all approved variants, and with each augmenter's variants left "

@@ -19,7 +19,7 @@ def cancel(job_id: int) -> None:
 
 
 def counts_line(info: dict[str, Any]) -> str:
-    """"generated 120 · kept 100 · dropped 20 (duplicate 15, leakage 5)": read as a sentence, not a dict."""
+    """ "generated 120 · kept 100 · dropped 20 (duplicate 15, leakage 5)": read as a sentence, not a dict."""
     bits = []
     for key in ("generated", "kept", "dropped"):
         value = info.get(key)

@@ -13,8 +13,11 @@ ROLES = ["annotator", "lead"]
 
 
 def add_member() -> None:
-    project, name, role = (st.session_state["member_project"], st.session_state["member_name"].strip(),
-                           st.session_state["member_role"])  # read at click time
+    project, name, role = (
+        st.session_state["member_project"],
+        st.session_state["member_name"].strip(),
+        st.session_state["member_role"],
+    )  # read at click time
     if name:
         call_and_flash(f"{name} is now {role} of {project}.", client().set_member, project, name, role)
 
@@ -39,8 +42,11 @@ if go:
         st.success(plain(f"Created project {made['name']}."))
 projects = call(client().projects) or []
 if projects:
-    st.dataframe(pd.DataFrame(projects)[["name", "display_name", "members", "datasets", "created_at"]],
-                 hide_index=True, width="stretch")
+    st.dataframe(
+        pd.DataFrame(projects)[["name", "display_name", "members", "datasets", "created_at"]],
+        hide_index=True,
+        width="stretch",
+    )
     project = st.selectbox("Members of", [p["name"] for p in projects], key="member_project")
     members = call(client().members, project) or []
     if members:

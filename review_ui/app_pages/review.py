@@ -120,8 +120,12 @@ def bulk_by_filter(dataset: str, params: dict[str, Any], reasons: list[str]) -> 
         )
         body = filter_body(params)
         signature = hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
-        st.button("Count everything matching this filter", key="bulk_count_btn", on_click=act.count_matching,
-                  args=(dataset, body, signature))
+        st.button(
+            "Count everything matching this filter",
+            key="bulk_count_btn",
+            on_click=act.count_matching,
+            args=(dataset, body, signature),
+        )
         counted = st.session_state.get("bulk_count")
         if counted and counted[0] == signature:
             n = counted[1]
@@ -129,10 +133,21 @@ def bulk_by_filter(dataset: str, params: dict[str, Any], reasons: list[str]) -> 
             if n:
                 sure = st.checkbox(f"I confirm a decision on all {n}", key="bulk_confirm")
                 c1, c2 = st.columns(2)
-                c1.button(f"Approve all {n}", key="bulk_all_ok", disabled=not sure, type="primary",
-                          on_click=act.bulk, args=(dataset, {"filter": body}, "approve", n))
-                c2.button(f"Reject all {n}", key="bulk_all_no", disabled=not sure,
-                          on_click=act.bulk, args=(dataset, {"filter": body}, "reject", n))
+                c1.button(
+                    f"Approve all {n}",
+                    key="bulk_all_ok",
+                    disabled=not sure,
+                    type="primary",
+                    on_click=act.bulk,
+                    args=(dataset, {"filter": body}, "approve", n),
+                )
+                c2.button(
+                    f"Reject all {n}",
+                    key="bulk_all_no",
+                    disabled=not sure,
+                    on_click=act.bulk,
+                    args=(dataset, {"filter": body}, "reject", n),
+                )
 
 
 @st.fragment(run_every=LIVE_SECONDS)
@@ -163,8 +178,10 @@ def cards(empty: str) -> None:
 def page_caption(view: ReviewView, base: str, page: int, distributing: bool) -> str:
     if distributing:
         until = (view.leased_until or "")[11:16]
-        return (f"Your share: {len(view.order)} variants leased to you until {until} UTC (renewed while you work); "
-                f"{view.reviews_required} review(s) decide a variant.")
+        return (
+            f"Your share: {len(view.order)} variants leased to you until {until} UTC (renewed while you work); "
+            f"{view.reviews_required} review(s) decide a variant."
+        )
     if page == 1:
         matched = f"{view.total}+" if view.total_capped else str(view.total)
         st.session_state.setdefault("_first_total", {})[base] = matched
@@ -182,8 +199,9 @@ if dataset is None:
 name = dataset["name"]
 methods = sorted(set(METHODS) | set((st.session_state.get("_progress") or {}).get("by_method", {})) - {"unknown"})
 params = sidebar_filters(dataset, methods)
-sessions.remember(st.session_state.get("_sid"), filters={k: st.session_state.get(k) for k in FILTER_KEYS},
-                  current_dataset=name)
+sessions.remember(
+    st.session_state.get("_sid"), filters={k: st.session_state.get(k) for k in FILTER_KEYS}, current_dataset=name
+)
 distributing = bool(dataset.get("distribute_work")) and params["status"] == "pending"
 base = json.dumps([name, params, distributing], sort_keys=True)
 if st.session_state.get("_filter_sig") != base:  # a new filter starts at its first page
@@ -215,12 +233,17 @@ with main:
     if not view.order:
         totals = (st.session_state.get("_progress") or {}).get("totals") or {}
         if not any(totals.values()):
-            st.info("No variants to review yet. Generate some on the Augment page: pick a method, preview the "
-                    "plan and queue it; the worker's variants land here.")
+            st.info(
+                "No variants to review yet. Generate some on the Augment page: pick a method, preview the "
+                "plan and queue it; the worker's variants land here."
+            )
             st.page_link("app_pages/augment.py", label="Go to Augment", icon=":material/auto_awesome:")
         else:
-            st.info("Nothing to review with these filters." if not distributing else
-                    "Nothing left to hand out with these filters: every pending variant is decided or leased.")
+            st.info(
+                "Nothing to review with these filters."
+                if not distributing
+                else "Nothing left to hand out with these filters: every pending variant is decided or leased."
+            )
         if page > 1:
             st.button("Back to the first page", on_click=act.set_page, args=(1,))
     else:

@@ -23,9 +23,7 @@ if submitted:
         try:
             me = api_client(token.strip()).me()
         except ApiError as err:
-            st.error(
-                "That token was refused (invalid, expired or revoked)." if err.status == 401 else str(err)
-            )
+            st.error("That token was refused (invalid, expired or revoked)." if err.status == 401 else str(err))
         else:
             st.session_state["token"] = token.strip()
             st.session_state["user"] = me

@@ -42,8 +42,6 @@ if tokens:
             "Token to revoke",
             [t["id"] for t in active],
             key="revoke_pick",
-            format_func=lambda i: next(
-                f"{t['id']} · {t['name']} · {t['prefix']}…" for t in active if t["id"] == i
-            ),
+            format_func=lambda i: next(f"{t['id']} · {t['name']} · {t['prefix']}…" for t in active if t["id"] == i),
         )
         st.button(f"Revoke token {pick}", on_click=revoke, key="revoke_btn")

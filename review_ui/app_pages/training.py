@@ -60,7 +60,7 @@ def form_request(dataset: str) -> tuple[dict[str, Any], str | None]:
     except ValueError as err:
         return {}, f"More settings must be a JSON object: {err}"
     if not isinstance(extra, dict):
-        return {}, "More settings must be a JSON object, e.g. {\"rdrop_alpha\": 0}"
+        return {}, 'More settings must be a JSON object, e.g. {"rdrop_alpha": 0}'
     try:
         seeds = [int(s) for s in (ss.get("tr_seeds") or "").replace(" ", "").split(",") if s]
     except ValueError:
@@ -88,8 +88,12 @@ def start_form(dataset: str) -> None:
     )
     if defaults:  # first visit: the fields start at the deployment's defaults
         config = defaults["config"]
-        st.session_state.update(tr_encoder=config["encoder"], tr_epochs=config["epochs"],
-                                tr_max_length=config["max_length"], tr_seeds=str(config["seed"]))
+        st.session_state.update(
+            tr_encoder=config["encoder"],
+            tr_epochs=config["epochs"],
+            tr_max_length=config["max_length"],
+            tr_seeds=str(config["seed"]),
+        )
     left, right = st.columns(2)
     left.text_input("Encoder (hub name or local directory)", key="tr_encoder")
     left.text_input("Seeds (one run each, comma-separated)", key="tr_seeds")
@@ -97,16 +101,25 @@ def start_form(dataset: str) -> None:
     right.number_input("Epochs", min_value=1, max_value=200, key="tr_epochs")
     right.number_input("Max length (tokens per text)", min_value=8, max_value=4096, step=16, key="tr_max_length")
     right.number_input(
-        "Minutes of training per run (0: the configured epochs, however long)", min_value=0.0,
-        max_value=7 * 24 * 60.0, value=0.0, step=5.0, key="train_budget",
+        "Minutes of training per run (0: the configured epochs, however long)",
+        min_value=0.0,
+        max_value=7 * 24 * 60.0,
+        value=0.0,
+        step=5.0,
+        key="train_budget",
         help="Steps, learning rate and regularisers are planned to fit; the learning rate is checked "
         "on val first when the budget allows",
     )
     right.checkbox("Originals only (no variants): the baseline to compare with", key="tr_originals_only")
     left.checkbox("Also train the TF-IDF member (to ensemble with the seeds)", value=True, key="tr_classical")
     with st.expander("More settings (JSON overrides of the trainer config)"):
-        st.text_area("Overrides", value="{}", height=90, key="tr_extra",
-                     help='Any key of the config below, e.g. {"rdrop_alpha": 0, "oversample": true}')
+        st.text_area(
+            "Overrides",
+            value="{}",
+            height=90,
+            key="tr_extra",
+            help='Any key of the config below, e.g. {"rdrop_alpha": 0, "oversample": true}',
+        )
     body, problem = form_request(dataset)
     if problem:
         st.error(problem)
@@ -138,8 +151,13 @@ def start_form(dataset: str) -> None:
 
 def per_class_frame(task_metrics: dict[str, Any]) -> pd.DataFrame:
     rows = [
-        {"class": str(label), "f1": v.get("f1"), "precision": v.get("precision"), "recall": v.get("recall"),
-         "support": v.get("support")}
+        {
+            "class": str(label),
+            "f1": v.get("f1"),
+            "precision": v.get("precision"),
+            "recall": v.get("recall"),
+            "support": v.get("support"),
+        }
         for label, v in (task_metrics.get("per_class") or {}).items()
     ]
     return pd.DataFrame(rows)
@@ -153,11 +171,18 @@ def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for task in sorted(tasks_a.keys() & tasks_b.keys()):
         ma, mb = tasks_a[task], tasks_b[task]
-        rows.append({"task": task, "class": "(macro-F1)", f"#{a['id']}": ma.get("macro_f1"),
-                     f"#{b['id']}": mb.get("macro_f1")})
+        rows.append(
+            {"task": task, "class": "(macro-F1)", f"#{a['id']}": ma.get("macro_f1"), f"#{b['id']}": mb.get("macro_f1")}
+        )
         for label in ma.get("per_class") or {}:
-            rows.append({"task": task, "class": str(label), f"#{a['id']}": ma["per_class"][label].get("f1"),
-                         f"#{b['id']}": ((mb.get("per_class") or {}).get(label) or {}).get("f1")})
+            rows.append(
+                {
+                    "task": task,
+                    "class": str(label),
+                    f"#{a['id']}": ma["per_class"][label].get("f1"),
+                    f"#{b['id']}": ((mb.get("per_class") or {}).get(label) or {}).get("f1"),
+                }
+            )
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame[f"#{b['id']} − #{a['id']}"] = frame[f"#{b['id']}"] - frame[f"#{a['id']}"]
@@ -221,8 +246,10 @@ def show_metrics(run: dict[str, Any]) -> None:
     split = "test" if metrics.get("test") else "val"
     evaluation = metrics.get(split) or {}
     for task, m in (evaluation.get("tasks") or {}).items():
-        st.markdown(f"**{plain(task)}** · {split} macro-F1 "
-                    f"{'n/a' if m.get('macro_f1') is None else format(m['macro_f1'], '.3f')}")
+        st.markdown(
+            f"**{plain(task)}** · {split} macro-F1 "
+            f"{'n/a' if m.get('macro_f1') is None else format(m['macro_f1'], '.3f')}"
+        )
         left, right = st.columns(2)
         per_class = per_class_frame(m)
         if not per_class.empty:
@@ -235,15 +262,18 @@ def show_metrics(run: dict[str, Any]) -> None:
             right.dataframe(pd.DataFrame(confusion["matrix"], index=labels, columns=labels), width="stretch")
     selection = run.get("lr_selection_detail") or {}
     if selection:
-        with st.expander(plain(f"Learning-rate selection: {selection.get('status')} "
-                               f"{selection.get('reason') or ''}")):
+        with st.expander(plain(f"Learning-rate selection: {selection.get('status')} {selection.get('reason') or ''}")):
             trials = pd.DataFrame(selection.get("trials") or [])
             if not trials.empty:
                 st.dataframe(trials, hide_index=True)
     plan = metrics.get("plan") or {}
     if plan:
-        with st.expander(plain(f"Plan: {plan.get('steps_done')} steps of batch {plan.get('batch_size')} × "
-                               f"{plan.get('grad_accum')}, LR {plan.get('lr', 0):.3g}")):
+        with st.expander(
+            plain(
+                f"Plan: {plan.get('steps_done')} steps of batch {plan.get('batch_size')} × "
+                f"{plan.get('grad_accum')}, LR {plan.get('lr', 0):.3g}"
+            )
+        ):
             for reason in plan.get("reasons") or []:
                 st.text(reason)
 
@@ -254,8 +284,11 @@ def use_as_label_model(dataset: str, run_id: int) -> None:
     except ApiError as err:
         flash("error", plain(str(err)))
         return
-    flash("success", f"Job #{job['id']} rescores every pending variant with run #{run_id}; the review cards "
-          "show its predictions once it is done.")
+    flash(
+        "success",
+        f"Job #{job['id']} rescores every pending variant with run #{run_id}; the review cards "
+        "show its predictions once it is done.",
+    )
 
 
 def show_run(run: dict[str, Any], dataset: str, runs: list[dict[str, Any]]) -> None:
@@ -308,8 +341,12 @@ def scorers_caption(dataset: str) -> None:
         + f": {s['pending']:,} pending variants, {s['flagged']:,} flagged"
         for s in scorers
     ]
-    st.caption(plain("The review queue's label model: " + "; ".join(parts) + ". A finished run replaces these "
-                     "scores only where its val macro-F1 is better; the button under a run replaces them all."))
+    st.caption(
+        plain(
+            "The review queue's label model: " + "; ".join(parts) + ". A finished run replaces these "
+            "scores only where its val macro-F1 is better; the button under a run replaces them all."
+        )
+    )
 
 
 def runs_section(dataset: str) -> None:

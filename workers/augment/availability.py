@@ -21,8 +21,10 @@ _STATE_ORDER = {READY: 0, DOWNLOAD: 1, UNAVAILABLE: 2}
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def model_status(name: str, setting: str) -> dict[str, Any]:
@@ -33,8 +35,12 @@ def model_status(name: str, setting: str) -> dict[str, Any]:
         if (path / "config.json").is_file():
             return {"state": READY, "model": name, "source": "local directory"}
         problem = "does not exist" if not path.exists() else "has no config.json (not written by save_pretrained)"
-        return {"state": UNAVAILABLE, "model": name, "setting": setting,
-                "reason": f"the directory {name} {problem}; set {setting} to a model directory or a hub id"}
+        return {
+            "state": UNAVAILABLE,
+            "model": name,
+            "setting": setting,
+            "reason": f"the directory {name} {problem}; set {setting} to a model directory or a hub id",
+        }
     from huggingface_hub import try_to_load_from_cache
 
     try:
@@ -44,12 +50,20 @@ def model_status(name: str, setting: str) -> dict[str, Any]:
     if isinstance(cached, str):
         return {"state": READY, "model": name, "source": "Hugging Face cache"}
     if _offline():
-        return {"state": UNAVAILABLE, "model": name, "setting": setting,
-                "reason": f"{name} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; set {setting} "
-                          "to a local model directory, or unset HF_HUB_OFFLINE on a machine with internet "
-                          "so the worker downloads it"}
-    return {"state": DOWNLOAD, "model": name, "source": "Hugging Face hub",
-            "note": f"{name} downloads on the first job (needs internet)"}
+        return {
+            "state": UNAVAILABLE,
+            "model": name,
+            "setting": setting,
+            "reason": f"{name} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; set {setting} "
+            "to a local model directory, or unset HF_HUB_OFFLINE on a machine with internet "
+            "so the worker downloads it",
+        }
+    return {
+        "state": DOWNLOAD,
+        "model": name,
+        "source": "Hugging Face hub",
+        "note": f"{name} downloads on the first job (needs internet)",
+    }
 
 
 def _worst(statuses: list[dict[str, Any]]) -> dict[str, Any]:
@@ -63,21 +77,35 @@ def method_status(method: str, settings: Settings) -> dict[str, Any]:
         root = nltk_data_dir(settings)
         missing = missing_wordnet_files(root)
         if missing:
-            return {"state": UNAVAILABLE, "model": "wordnet-3.0", "setting": "AUGLOOP_NLTK_DATA",
-                    "reason": f"WordNet is missing from {root} ({', '.join(missing[:3])}…): {INSTALL_HINT}"}
+            return {
+                "state": UNAVAILABLE,
+                "model": "wordnet-3.0",
+                "setting": "AUGLOOP_NLTK_DATA",
+                "reason": f"WordNet is missing from {root} ({', '.join(missing[:3])}…): {INSTALL_HINT}",
+            }
         return {"state": READY, "model": "wordnet-3.0", "source": str(root)}
     if method == "mlm":
         return model_status(settings.mlm_model, "AUGLOOP_MLM_MODEL")
     if method == "backtranslation":
         if not settings.bt_routes:
-            return {"state": UNAVAILABLE, "model": "", "setting": "AUGLOOP_BT_ROUTES",
-                    "reason": "no back-translation route is configured; set AUGLOOP_BT_ROUTES"}
+            return {
+                "state": UNAVAILABLE,
+                "model": "",
+                "setting": "AUGLOOP_BT_ROUTES",
+                "reason": "no back-translation route is configured; set AUGLOOP_BT_ROUTES",
+            }
         routes = []
         for route in settings.bt_routes:
             legs = [model_status(str(route.get(leg, "")), "AUGLOOP_BT_ROUTES") for leg in ("forward", "backward")]
             worst = _worst(legs)
-            routes.append({"source": route.get("source"), "pivot": route.get("pivot"), **worst,
-                           "model": " → ".join(str(route.get(leg, "")) for leg in ("forward", "backward"))})
+            routes.append(
+                {
+                    "source": route.get("source"),
+                    "pivot": route.get("pivot"),
+                    **worst,
+                    "model": " → ".join(str(route.get(leg, "")) for leg in ("forward", "backward")),
+                }
+            )
         best = min(routes, key=lambda r: _STATE_ORDER[r["state"]])
         return {**best, "routes": routes}
     if method == "paraphrase":
@@ -99,12 +127,20 @@ def endpoint_status(settings: Settings) -> dict[str, Any]:
         response.raise_for_status()
         served = [str(m.get("id")) for m in response.json().get("data", [])]
     except (httpx.HTTPError, ValueError) as err:
-        return {"state": UNAVAILABLE, "model": model, "setting": "AUGLOOP_PARAPHRASE_API_URL",
-                "reason": f"the paraphrase endpoint {url} did not answer GET /models when this worker started "
-                          f"({type(err).__name__}); start it, or correct AUGLOOP_PARAPHRASE_API_URL"}
+        return {
+            "state": UNAVAILABLE,
+            "model": model,
+            "setting": "AUGLOOP_PARAPHRASE_API_URL",
+            "reason": f"the paraphrase endpoint {url} did not answer GET /models when this worker started "
+            f"({type(err).__name__}); start it, or correct AUGLOOP_PARAPHRASE_API_URL",
+        }
     if served and model not in served:
-        return {"state": UNAVAILABLE, "model": model, "setting": "AUGLOOP_PARAPHRASE_API_MODEL",
-                "reason": f"{url} serves {served[:5]}, not {model!r}; set AUGLOOP_PARAPHRASE_API_MODEL"}
+        return {
+            "state": UNAVAILABLE,
+            "model": model,
+            "setting": "AUGLOOP_PARAPHRASE_API_MODEL",
+            "reason": f"{url} serves {served[:5]}, not {model!r}; set AUGLOOP_PARAPHRASE_API_MODEL",
+        }
     return {"state": READY, "model": model, "source": url}
 
 
@@ -133,12 +169,21 @@ def for_dataset(
     language = base_language(language)
     out = []
     for method in METHODS:
-        entry: dict[str, Any] = {"method": method, "workers_ready": 0, "reason": None, "setting": None,
-                                 "model": None, "note": None}
+        entry: dict[str, Any] = {
+            "method": method,
+            "workers_ready": 0,
+            "reason": None,
+            "setting": None,
+            "model": None,
+            "note": None,
+        }
         why_not = unsupported_reason(method, language, settings)
         if why_not:
-            setting = {"mlm": "AUGLOOP_MLM_MODEL", "backtranslation": "AUGLOOP_BT_ROUTES",
-                       "paraphrase": "AUGLOOP_PARAPHRASE_LANGUAGES"}.get(method)
+            setting = {
+                "mlm": "AUGLOOP_MLM_MODEL",
+                "backtranslation": "AUGLOOP_BT_ROUTES",
+                "paraphrase": "AUGLOOP_PARAPHRASE_LANGUAGES",
+            }.get(method)
             out.append({**entry, "state": UNAVAILABLE, "available": False, "reason": why_not, "setting": setting})
             continue
         statuses = []
@@ -151,24 +196,35 @@ def for_dataset(
                 if routes:
                     status = min(routes, key=lambda r: _STATE_ORDER.get(r["state"], 2))
                 else:  # this worker's settings differ from the API's: it has no route for the language
-                    status = {"state": UNAVAILABLE, "setting": "AUGLOOP_BT_ROUTES",
-                              "reason": f"a worker has no back-translation route from {language!r}; add one to "
-                                        "its AUGLOOP_BT_ROUTES"}
+                    status = {
+                        "state": UNAVAILABLE,
+                        "setting": "AUGLOOP_BT_ROUTES",
+                        "reason": f"a worker has no back-translation route from {language!r}; add one to "
+                        "its AUGLOOP_BT_ROUTES",
+                    }
             statuses.append(status)
         if not statuses:
-            out.append({**entry, "state": NO_WORKER, "available": False,
-                        "reason": "no worker that runs augment jobs is running; jobs wait in the queue until one "
-                                  "starts (`augloop worker`)"})
+            out.append(
+                {
+                    **entry,
+                    "state": NO_WORKER,
+                    "available": False,
+                    "reason": "no worker that runs augment jobs is running; jobs wait in the queue until one "
+                    "starts (`augloop worker`)",
+                }
+            )
             continue
         best = min(statuses, key=lambda s: _STATE_ORDER.get(s["state"], 2))
-        out.append({
-            **entry,
-            "state": best["state"],
-            "available": best["state"] in (READY, DOWNLOAD),
-            "workers_ready": sum(1 for s in statuses if s["state"] in (READY, DOWNLOAD)),
-            "model": best.get("model"),
-            "reason": best.get("reason"),
-            "setting": best.get("setting"),
-            "note": best.get("note") or best.get("source"),
-        })
+        out.append(
+            {
+                **entry,
+                "state": best["state"],
+                "available": best["state"] in (READY, DOWNLOAD),
+                "workers_ready": sum(1 for s in statuses if s["state"] in (READY, DOWNLOAD)),
+                "model": best.get("model"),
+                "reason": best.get("reason"),
+                "setting": best.get("setting"),
+                "note": best.get("note") or best.get("source"),
+            }
+        )
     return out

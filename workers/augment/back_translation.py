@@ -57,15 +57,11 @@ class BackTranslationAugmenter:
         pivots = [base_language(p) for p in params.pivots] if params.pivots else list(self.routes)
         unknown = [p for p in pivots if p not in self.routes]
         if unknown:
-            raise ModelUnavailable(
-                f"no back-translation route {language}→{unknown[0]}→{language} (AUGLOOP_BT_ROUTES)"
-            )
+            raise ModelUnavailable(f"no back-translation route {language}→{unknown[0]}→{language} (AUGLOOP_BT_ROUTES)")
         out: list[list[Variant]] = [[] for _ in texts]
         for p_index, pivot in enumerate(pivots):
             # Variant v of a text goes through pivots[v % len(pivots)]: k variants spread over the pivots.
-            wanted: dict[int, list[int]] = defaultdict(
-                list
-            )  # variants via this pivot → texts asking for them
+            wanted: dict[int, list[int]] = defaultdict(list)  # variants via this pivot → texts asking for them
             for i, count in enumerate(counts):
                 mine = [v for v in range(count) if v % len(pivots) == p_index]
                 if mine and texts[i].strip():
@@ -160,9 +156,9 @@ class BackTranslationAugmenter:
         if not sources:
             return []
         tokenizer = loaded.tokenizer
-        encoded = tokenizer(
-            sources, truncation=True, max_length=params.max_source_tokens, return_attention_mask=False
-        )["input_ids"]
+        encoded = tokenizer(sources, truncation=True, max_length=params.max_source_tokens, return_attention_mask=False)[
+            "input_ids"
+        ]
         results: list[list[str]] = [[] for _ in sources]
         for batch in self._batches(list(range(len(sources))), encoded, k, params):
             cap = new_token_cap(max(len(encoded[i]) for i in batch), params)
@@ -172,9 +168,7 @@ class BackTranslationAugmenter:
             devices = [loaded.device.index or 0] if loaded.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices), torch.inference_mode():
                 torch.manual_seed(batch_seed)
-                generated = loaded.model.generate(
-                    **inputs, max_new_tokens=cap, num_return_sequences=k, **decoding
-                )
+                generated = loaded.model.generate(**inputs, max_new_tokens=cap, num_return_sequences=k, **decoding)
             decoded = tokenizer.batch_decode(generated, skip_special_tokens=True)
             for row, i in enumerate(batch):
                 results[i] = decoded[row * k : (row + 1) * k]

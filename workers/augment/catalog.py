@@ -58,8 +58,7 @@ def bt_routes(settings: Settings, language: str) -> list[dict[str, str]]:
         missing = ROUTE_KEYS - set(route)
         if missing:
             raise ValidationFailed(
-                f"AUGLOOP_BT_ROUTES[{i}] lacks {sorted(missing)}; each route needs "
-                "source, pivot, forward and backward",
+                f"AUGLOOP_BT_ROUTES[{i}] lacks {sorted(missing)}; each route needs source, pivot, forward and backward",
                 field="methods",
             )
         if base_language(route["source"]) == language:
@@ -71,9 +70,7 @@ def unsupported_reason(method: str, language: str, settings: Settings) -> str | 
     """Why `method` cannot augment texts in `language`, or None when it can."""
     if method == "wordnet":
         return (
-            None
-            if language == "en"
-            else f"WordNet synonyms are English only; the dataset's language is {language!r}"
+            None if language == "en" else f"WordNet synonyms are English only; the dataset's language is {language!r}"
         )
     if method == "mlm":
         covered = mlm_languages(settings)
@@ -127,9 +124,7 @@ def validate_request(
     method_params = dict(method_params or {})
     stray = sorted(set(method_params) - set(chosen))
     if stray:
-        raise ValidationFailed(
-            f"parameters given for method(s) {stray} that the request does not run", field="params"
-        )
+        raise ValidationFailed(f"parameters given for method(s) {stray} that the request does not run", field="params")
     params: dict[str, Any] = {}
     for method in chosen:
         raw = method_params.get(method) or {}

@@ -39,12 +39,7 @@ def offline_minilm_path() -> str | None:
 def similarity_model_name(settings: Settings) -> str:
     """AUGLOOP_SIMILARITY_MODEL; else the trainer's default encoder (AUGLOOP_TRAINER_DEFAULT_ENCODER); else the
     offline all-MiniLM-L6-v2 where its package is installed; else the recipe's encoder."""
-    return (
-        settings.similarity_model
-        or settings.trainer_default_encoder
-        or offline_minilm_path()
-        or RECIPE_ENCODER
-    )
+    return settings.similarity_model or settings.trainer_default_encoder or offline_minilm_path() or RECIPE_ENCODER
 
 
 class SentenceEncoder:
@@ -86,7 +81,10 @@ class SentenceEncoder:
         import torch
 
         ids = self.tokenizer(
-            texts, truncation=True, max_length=self.max_length, return_attention_mask=False,
+            texts,
+            truncation=True,
+            max_length=self.max_length,
+            return_attention_mask=False,
             return_token_type_ids=False,
         )["input_ids"]
         pad = int(self.tokenizer.pad_token_id or 0)

@@ -96,12 +96,16 @@ class CandidateFilter:
         encoder: Any = None,
     ) -> None:
         self.params = params
-        self.known = (lambda batch, held=known_hashes: {h for h in batch if h in held}) if isinstance(
-            known_hashes, set | frozenset) else known_hashes
+        self.known = (
+            (lambda batch, held=known_hashes: {h for h in batch if h in held})
+            if isinstance(known_hashes, set | frozenset)
+            else known_hashes
+        )
         self.hashes: set[str] = set()  # kept by this job
         self.vectors = NgramIndex(params.leakage_ngram)
-        self.index = ReferenceIndex(min(params.leakage_threshold, params.leakage_containment),
-                                    n=params.leakage_ngram).fit(reference_texts)
+        self.index = ReferenceIndex(
+            min(params.leakage_threshold, params.leakage_containment), n=params.leakage_ngram
+        ).fit(reference_texts)
         # Novelty needs the closest training text where it is close; anchors find those without a candidates ×
         # training texts product (a text under NOVELTY_FLOOR Jaccard of every training text counts as novel).
         self.training = ReferenceIndex(NOVELTY_FLOOR, n=params.leakage_ngram).fit(training_texts)

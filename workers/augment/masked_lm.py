@@ -198,9 +198,7 @@ class MaskedLMAugmenter:
             at_masks = logits[ids == self.mask_id].float()
             return at_masks
 
-    def top_candidates(
-        self, batch: Batch, params: P.MaskedLMParams
-    ) -> tuple[list[list[float]], list[list[int]]]:
+    def top_candidates(self, batch: Batch, params: P.MaskedLMParams) -> tuple[list[list[float]], list[list[int]]]:
         with torch.inference_mode():
             logits = self.masked_logits(batch)
             probs = torch.softmax(logits / params.temperature + self.bias, dim=-1)
@@ -223,9 +221,7 @@ class MaskedLMAugmenter:
         effective = params.model_dump()
         protected = hints.protected if hints else None
         out: list[list[Variant]] = [[] for _ in texts]
-        for batch in self.prepare(
-            texts, counts, seed=seed, language=language, params=params, protected=protected
-        ):
+        for batch in self.prepare(texts, counts, seed=seed, language=language, params=params, protected=protected):
             top_p, top_i = self.top_candidates(batch, params)
             at = 0
             for row in batch.rows:

@@ -138,8 +138,13 @@ def get_sentence_encoder(settings: Settings | None = None):  # type: ignore[no-u
 
     settings = settings or get_settings()
     name = similarity_model_name(settings)
-    key: tuple[Any, ...] = ("encoder", name, settings.augment_device, settings.augment_dtype,
-                            settings.augment_batch_tokens)
+    key: tuple[Any, ...] = (
+        "encoder",
+        name,
+        settings.augment_device,
+        settings.augment_dtype,
+        settings.augment_batch_tokens,
+    )
     with _lock:
         encoder = _augmenters.get(key)
         if encoder is None:

@@ -69,7 +69,12 @@ class Generator(Protocol):
     source: str  # "local" or the endpoint's URL
 
     def generate(
-        self, conversations: list[list[dict[str, str]]], counts: list[int], *, seed: int, keys: list[str],
+        self,
+        conversations: list[list[dict[str, str]]],
+        counts: list[int],
+        *,
+        seed: int,
+        keys: list[str],
         params: P.ParaphraseParams,
     ) -> list[list[str]]:
         """counts[i] sampled completions of conversations[i]; keys[i] identifies it for seeding."""
@@ -98,7 +103,12 @@ class LocalGenerator:
         return "\n\n".join(m["content"] for m in conversation) + "\n\nParaphrase:"
 
     def generate(
-        self, conversations: list[list[dict[str, str]]], counts: list[int], *, seed: int, keys: list[str],
+        self,
+        conversations: list[list[dict[str, str]]],
+        counts: list[int],
+        *,
+        seed: int,
+        keys: list[str],
         params: P.ParaphraseParams,
     ) -> list[list[str]]:
         import torch
@@ -106,7 +116,10 @@ class LocalGenerator:
         tokenizer, model, device = self.loaded.tokenizer, self.loaded.model, self.loaded.device
         prompts = [self.render(c) for c in conversations]
         encoded = tokenizer(
-            prompts, truncation=True, max_length=params.max_source_tokens + 512, add_special_tokens=False,
+            prompts,
+            truncation=True,
+            max_length=params.max_source_tokens + 512,
+            add_special_tokens=False,
             return_attention_mask=False,
         )["input_ids"]
         # The answer's budget follows the source's length (the prompt's last part), not the whole prompt's.
@@ -118,7 +131,10 @@ class LocalGenerator:
             return min(params.max_new_tokens, int(params.length_factor * source_tokens[i]) + 16)
 
         for batch in length_buckets(
-            rows, [len(x) for x in encoded], max_rows=MAX_ROWS_PER_BATCH, token_budget=self.batch_tokens,
+            rows,
+            [len(x) for x in encoded],
+            max_rows=MAX_ROWS_PER_BATCH,
+            token_budget=self.batch_tokens,
             row_cost=lambda longest: longest + params.max_new_tokens,
         ):
             k = max(counts[i] for i in batch)
@@ -129,8 +145,13 @@ class LocalGenerator:
             with torch.random.fork_rng(devices=devices), torch.inference_mode():
                 torch.manual_seed(batch_seed)
                 generated = model.generate(
-                    **inputs, do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0,
-                    max_new_tokens=max(cap(i) for i in batch), num_return_sequences=k,
+                    **inputs,
+                    do_sample=True,
+                    temperature=params.temperature,
+                    top_p=params.top_p,
+                    top_k=0,
+                    max_new_tokens=max(cap(i) for i in batch),
+                    num_return_sequences=k,
                     pad_token_id=tokenizer.pad_token_id,
                 )
             width = inputs["input_ids"].shape[1]
@@ -159,8 +180,13 @@ class EndpointGenerator:
 
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         body = {
-            "model": self.model_name, "messages": conversation, "n": n, "temperature": params.temperature,
-            "top_p": params.top_p, "max_tokens": cap, "seed": seed,
+            "model": self.model_name,
+            "messages": conversation,
+            "n": n,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": cap,
+            "seed": seed,
         }
         try:
             response = httpx.post(f"{self.source}/chat/completions", json=body, headers=headers, timeout=self.timeout)
@@ -178,7 +204,12 @@ class EndpointGenerator:
         return [str((c.get("message") or {}).get("content") or "") for c in choices][:n]
 
     def generate(
-        self, conversations: list[list[dict[str, str]]], counts: list[int], *, seed: int, keys: list[str],
+        self,
+        conversations: list[list[dict[str, str]]],
+        counts: list[int],
+        *,
+        seed: int,
+        keys: list[str],
         params: P.ParaphraseParams,
     ) -> list[list[str]]:
         def one(i: int) -> list[str]:
@@ -232,18 +263,32 @@ class ParaphraseAugmenter:
         chosen = [i for i, (t, n) in enumerate(zip(texts, counts, strict=True)) if n > 0 and t.strip()]
         conversations = [build_messages(texts[i], labels[i], hints, params) for i in chosen]
         outputs = self.generator.generate(
-            conversations, [counts[i] for i in chosen], seed=seed, keys=[content_hash(texts[i]) for i in chosen],
+            conversations,
+            [counts[i] for i in chosen],
+            seed=seed,
+            keys=[content_hash(texts[i]) for i in chosen],
             params=params,
         )
-        effective = {**params.model_dump(), "prompt_version": PROMPT_VERSION, "via": self.generator.source,
-                     "language": language}
+        effective = {
+            **params.model_dump(),
+            "prompt_version": PROMPT_VERSION,
+            "via": self.generator.source,
+            "language": language,
+        }
         out: list[list[Variant]] = [[] for _ in texts]
         for i, rewrites in zip(chosen, outputs, strict=True):
             for v, raw in enumerate(rewrites):
                 text = clean(raw)
                 if text:
                     out[i].append(
-                        Variant(text=text, source_index=i, variant_index=v, method=self.method, params=effective,
-                                model_name=self.model_name, seed=seed)
+                        Variant(
+                            text=text,
+                            source_index=i,
+                            variant_index=v,
+                            method=self.method,
+                            params=effective,
+                            model_name=self.model_name,
+                            seed=seed,
+                        )
                     )
         return out

@@ -110,9 +110,7 @@ def spread(sources: Sequence[SourceSample], count: int, seed: int, key: object) 
     ids = sorted(s.sample_id for s in sources)
     random.Random(derive_seed(seed, "spread", key)).shuffle(ids)
     base, extra = divmod(count, len(ids)) if ids else (0, 0)
-    return [
-        (sid, base + (1 if i < extra else 0)) for i, sid in enumerate(ids) if base + (1 if i < extra else 0)
-    ]
+    return [(sid, base + (1 if i < extra else 0)) for i, sid in enumerate(ids) if base + (1 if i < extra else 0)]
 
 
 def make_plan(

@@ -28,9 +28,7 @@ def _normalize(word: str) -> str:
 
 
 class FastPerceptronTagger:
-    def __init__(
-        self, weights: dict[str, dict[str, float]], tagdict: dict[str, str], classes: list[str]
-    ) -> None:
+    def __init__(self, weights: dict[str, dict[str, float]], tagdict: dict[str, str], classes: list[str]) -> None:
         self.tagdict = tagdict
         self.classes = sorted(classes, reverse=True)
         column = {label: i for i, label in enumerate(self.classes)}
@@ -44,9 +42,7 @@ class FastPerceptronTagger:
 
     @classmethod
     def from_json_dir(cls, folder: Path, files: list[str]) -> FastPerceptronTagger:
-        weights, tagdict, classes = (
-            json.loads((folder / name).read_text(encoding="utf-8")) for name in files
-        )
+        weights, tagdict, classes = (json.loads((folder / name).read_text(encoding="utf-8")) for name in files)
         return cls(weights, tagdict, classes)
 
     def tag(

@@ -14,9 +14,7 @@ from functools import lru_cache
 
 _TOKEN = re.compile(r"\S+")
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
-_URLISH = re.compile(
-    r"^(?:[a-z][a-z0-9+.-]*://|www\.)|\.(?:com|org|net|gov|edu|ly|co|io)(?:/|$)", re.IGNORECASE
-)
+_URLISH = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|www\.)|\.(?:com|org|net|gov|edu|ly|co|io)(?:/|$)", re.IGNORECASE)
 
 # English function words (the NLTK list, which is not installable offline) and social-media tokens that carry
 # no meaning to swap. scikit-learn's list is not used: it also holds content words (bill, fire, system, show).
@@ -66,9 +64,7 @@ class Word:
             return False
         if not stops and len(word) <= 3:
             return False
-        return not (
-            protect_capitalized and (word.isupper() or (word[0].isupper() and not self.sentence_initial))
-        )
+        return not (protect_capitalized and (word.isupper() or (word[0].isupper() and not self.sentence_initial)))
 
 
 def _protected_token(token: str) -> bool:
@@ -88,9 +84,7 @@ def words(text: str) -> list[Word]:
             continue
         for inner in _WORD.finditer(token):
             start = match.start() + inner.start()
-            found.append(
-                Word(start, match.start() + inner.end(), inner.group(), _sentence_initial(text, start))
-            )
+            found.append(Word(start, match.start() + inner.end(), inner.group(), _sentence_initial(text, start)))
     return found
 
 

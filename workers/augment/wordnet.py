@@ -280,8 +280,11 @@ class WordNetAugmenter:
                 # source (the duplicate filter would drop it), is drawn again, a few times at most.
                 for _ in range(DRAWS):
                     drawn = [
-                        tuple(sorted((w.start, w.end, match_case(w.text, _weighted(rng, options)))
-                                     for w, options in chosen))
+                        tuple(
+                            sorted(
+                                (w.start, w.end, match_case(w.text, _weighted(rng, options))) for w, options in chosen
+                            )
+                        )
                         for _ in range(alternatives)
                     ]
                     if params.check_pos and tagged is not None:
@@ -327,8 +330,9 @@ class WordNetAugmenter:
             spans.append((start, end, new, start + shift, start + shift + len(new)))
             shift += len(new) - (end - start)
         # Tokens from two before the first change (the source's, found by their offsets) to two past the last.
-        first = next((i for i, st in enumerate(tagged.starts) if st + tagged.lengths[i] > spans[0][0]),
-                     len(tagged.starts))
+        first = next(
+            (i for i, st in enumerate(tagged.starts) if st + tagged.lengths[i] > spans[0][0]), len(tagged.starts)
+        )
         begin = max(0, first - 2)
         w0 = max(0, begin - 2)
         tokens = []
@@ -348,8 +352,11 @@ class WordNetAugmenter:
         tokens = tokens[begin - w0 :]
         kept = []
         for start, end, new, new_start, new_end in spans:
-            inside = [t for m, t in zip(tokens, tags, strict=False)
-                      if m.start() < new_end and m.end() > new_start and m.group().isalpha()]
+            inside = [
+                t
+                for m, t in zip(tokens, tags, strict=False)
+                if m.start() < new_end and m.end() > new_start and m.group().isalpha()
+            ]
             if not inside:
                 continue
             want = tagged.by_start[start]
@@ -404,8 +411,12 @@ class WordNetAugmenter:
         assert self.tagger is not None
         tags = self.tagger.tag([m.group() for m in tokens], upto=upto)
         tokens = tokens[: len(tags)]
-        return _Tagged(tags, {m.start(): tag for m, tag in zip(tokens, tags, strict=True)},
-                       [m.start() for m in tokens], [len(m.group()) for m in tokens])
+        return _Tagged(
+            tags,
+            {m.start(): tag for m, tag in zip(tokens, tags, strict=True)},
+            [m.start() for m in tokens],
+            [len(m.group()) for m in tokens],
+        )
 
     def synonyms(self, word: str, tag: str, params: P.WordNetParams | int) -> list[tuple[str, float]]:
         """(replacement, weight) for `word` tagged `tag` ("*": any part of speech), cached per process.
@@ -458,8 +469,7 @@ class WordNetAugmenter:
             senses = synsets[: params.max_senses]
             # P(sense | word): how often the source word was seen in each sense (SemCor counts, +1 smoothing).
             sense_weights = [
-                1.0 + sum(self._counts.get(e.key(), 0) for e in syn.lemmas() if e.name() == lemma)
-                for syn in senses
+                1.0 + sum(self._counts.get(e.key(), 0) for e in syn.lemmas() if e.name() == lemma) for syn in senses
             ]
             total = sum(sense_weights)
             for synset, sense_weight in zip(senses, sense_weights, strict=True):

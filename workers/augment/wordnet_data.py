@@ -146,9 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, PermissionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    note = (
-        "" if result["tagger"] or args.no_tagger else " (no POS tagger: textblob-aptagger is not installed)"
-    )
+    note = "" if result["tagger"] or args.no_tagger else " (no POS tagger: textblob-aptagger is not installed)"
     print(
         f"NLTK data in {dest}: WordNet ready ({result['wordnet_files_copied']} file(s) copied), "
         f"POS tagger {'ready' if result['tagger'] else 'skipped'}{note}"

@@ -17,8 +17,9 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("samples", schema=None) as batch_op:
         batch_op.add_column(sa.Column("created_by", sa.Integer(), nullable=True))
-        batch_op.create_foreign_key(batch_op.f("fk_samples_created_by_users"), "users", ["created_by"], ["id"],
-                                    ondelete="SET NULL")
+        batch_op.create_foreign_key(
+            batch_op.f("fk_samples_created_by_users"), "users", ["created_by"], ["id"], ondelete="SET NULL"
+        )
 
 
 def downgrade() -> None:

@@ -27,11 +27,15 @@ def upgrade() -> None:
         sa.Column("leased_until", sa.DateTime(timezone=True), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["dataset_id"], ["datasets.id"], name=op.f("fk_review_assignments_dataset_id_datasets"),
+            ["dataset_id"],
+            ["datasets.id"],
+            name=op.f("fk_review_assignments_dataset_id_datasets"),
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["sample_id"], ["samples.id"], name=op.f("fk_review_assignments_sample_id_samples"),
+            ["sample_id"],
+            ["samples.id"],
+            name=op.f("fk_review_assignments_sample_id_samples"),
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(

@@ -26,9 +26,7 @@ def upgrade() -> None:
     with op.batch_alter_table("reviews", schema=None) as batch_op:
         batch_op.add_column(sa.Column("automatic", sa.Boolean(), nullable=False, server_default=sa.false()))
     with op.batch_alter_table("datasets", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("variant_settings", sa.JSON(), nullable=False, server_default=sa.text("'{}'"))
-        )
+        batch_op.add_column(sa.Column("variant_settings", sa.JSON(), nullable=False, server_default=sa.text("'{}'")))
     op.create_table(
         "protected_terms",
         sa.Column("id", sa.Integer(), nullable=False),
