@@ -230,6 +230,17 @@ def _owned(job_id: int, worker_id: str):  # type: ignore[no-untyped-def]
     return and_(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.running)
 
 
+def lease_guard(job_id: int | None, worker_id: str | None) -> Callable[[Session], None]:
+    """`hold_lease` for this job, to call in each write transaction; a no-op outside a job (no job or worker:
+    the CLI running a step in-process)."""
+
+    def guard(session: Session) -> None:
+        if job_id is not None and worker_id is not None:
+            hold_lease(session, job_id, worker_id)
+
+    return guard
+
+
 def hold_lease(session: Session, job_id: int, worker_id: str) -> None:
     """Raise LeaseLost unless `worker_id` still holds the job, and keep the job's row locked (Postgres; SQLite
     holds the write lock anyway) until the caller's transaction ends: a handler calls this in the transaction
@@ -378,6 +389,7 @@ __all__ = [
     "fail",
     "heartbeat",
     "hold_lease",
+    "lease_guard",
     "mark_cancelled",
     "on_job_end",
     "release",

@@ -14,23 +14,12 @@ from sqlalchemy.orm import Session
 
 from core.errors import ValidationFailed
 from core.settings import get_settings
-from db.datasets import view_rows
+from db.datasets import VIEW_COLUMNS, view_rows
 from db.models import Dataset
 
 FORMATS = ("csv", "jsonl")
-PROVENANCE = [
-    "origin",
-    "review_status",
-    "parent_id",
-    "method",
-    "method_params",
-    "model_name",
-    "seed",
-    "similarity",
-    "label_consistency",
-    "generated_text",
-    "job_id",
-]
+# What a row says about where it came from: the view's columns after its identity and text (db.datasets).
+PROVENANCE = list(VIEW_COLUMNS[VIEW_COLUMNS.index("origin") :])
 
 
 def columns(dataset: Dataset) -> list[str]:

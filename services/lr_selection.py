@@ -47,9 +47,7 @@ def execute_selection(
 
     emit = progress or (lambda _e: None)
 
-    def guard(session: Session) -> None:
-        if job_id is not None and worker_id is not None:
-            queue.hold_lease(session, job_id, worker_id)
+    guard = queue.lease_guard(job_id, worker_id)
 
     with session_scope(engine) as session:
         guard(session)

@@ -75,9 +75,7 @@ def execute_run(
     """
     emit = progress or (lambda _e: None)
 
-    def guard(session: Session) -> None:
-        if job_id is not None and worker_id is not None:
-            queue.hold_lease(session, job_id, worker_id)
+    guard = queue.lease_guard(job_id, worker_id)
 
     with session_scope(engine) as session:
         guard(session)
@@ -261,8 +259,7 @@ def record_end(
 ) -> None:
     """Record how a run ended; as a job, only while the worker still holds the job (else LeaseLost)."""
     with session_scope(engine) as session:
-        if job_id is not None and worker_id is not None:
-            queue.hold_lease(session, job_id, worker_id)
+        queue.lease_guard(job_id, worker_id)(session)
         db_runs.end_run(session, run_id, status, error[-4000:] if error else None)
 
 
