@@ -95,6 +95,11 @@ def enqueue(
     return job
 
 
+def _back_in_queue(now: datetime) -> dict[str, Any]:
+    """A job's row once no worker holds it and it may be claimed at once."""
+    return {"status": JobStatus.queued, "worker_id": None, "lease_until": None, "run_after": now, "updated_at": now}
+
+
 def requeue_expired(session: Session, now: datetime | None = None) -> int:
     """Hand jobs whose worker stopped heart-beating back to the queue; cancel those whose cancellation was asked
     (their worker can no longer stop them); fail those out of attempts. Each kind's end hook runs for the jobs
@@ -134,14 +139,7 @@ def requeue_expired(session: Session, now: datetime | None = None) -> int:
         session.execute(
             update(Job)
             .where(expired)
-            .values(
-                status=JobStatus.queued,
-                worker_id=None,
-                lease_until=None,
-                run_after=now,
-                updated_at=now,
-                last_error="worker lost (lease expired); re-queued",
-            )
+            .values(**_back_in_queue(now), last_error="worker lost (lease expired); re-queued")
             .execution_options(synchronize_session=False)
         )
     )
@@ -328,15 +326,7 @@ def release(session: Session, job_id: int, worker_id: str, note: str) -> None:
     row = session.execute(
         update(Job)
         .where(_owned(job_id, worker_id))
-        .values(
-            status=JobStatus.queued,
-            worker_id=None,
-            lease_until=None,
-            run_after=now,
-            updated_at=now,
-            attempts=Job.attempts - 1,
-            last_error=note[-8000:],
-        )
+        .values(**_back_in_queue(now), attempts=Job.attempts - 1, last_error=note[-8000:])
         .returning(Job.id)
         .execution_options(synchronize_session=False)
     ).first()

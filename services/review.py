@@ -114,14 +114,8 @@ def decide(
         raise ValidationFailed(f"sample {sample_id} is an original; only variants are reviewed", field="sample_id")
     if sample.version != version:
         raise _stale(session, sample, version)
-    dataset = session.get_one(Dataset, sample.dataset_id)
     votes = cast(latest_votes(session, [sample.id]).get(sample.id, {}), user.id, decision)
-    values: dict[str, Any] = {
-        "review_status": status_from_votes(votes, dataset.reviews_required),
-        "review_count": len(votes),
-        "version": Sample.version + 1,
-        "updated_at": utcnow(),
-    }
+    values = status_values(session, sample, votes)
     text_before = sample.text
     text_after = text_before
     if decision == Decision.edit:
@@ -158,6 +152,18 @@ def decide(
         # another request took this version between our read and write
         lambda: _stale(session, sample, version),
     )
+
+
+def status_values(session: Session, sample: Sample, votes: dict[int, str]) -> dict[str, Any]:
+    """What a sample's row gets when its votes become `votes`: the status they give under its dataset's rule,
+    their count, and the next version."""
+    dataset = session.get_one(Dataset, sample.dataset_id)
+    return {
+        "review_status": status_from_votes(votes, dataset.reviews_required),
+        "review_count": len(votes),
+        "version": Sample.version + 1,
+        "updated_at": utcnow(),
+    }
 
 
 def apply_and_record(

@@ -9,16 +9,14 @@ replaced.
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, ValidationFailed
 from core.textnorm import content_hash
-from db.models import UNDO, Dataset, Decision, Origin, Review, Sample, User, utcnow
+from db.models import UNDO, Decision, Origin, Review, Sample, User
 from db.reviews import decision_trail, replay, sample_state
-from services.review import apply_and_record, status_from_votes
+from services.review import apply_and_record, status_values
 
 
 def _refuse(session: Session, sample: Sample, why: str) -> ConflictError:
@@ -58,14 +56,8 @@ def undo_decision(session: Session, sample_id: int, user: User, version: int) ->
             sample,
             f"sample {sample_id} changed since you saw it (version {version}, now {sample.version})",
         )
-    dataset = session.get_one(Dataset, sample.dataset_id)
     votes = replay([*decision_trail(session, sample.id), (user.id, UNDO)])
-    values: dict[str, Any] = {
-        "review_status": status_from_votes(votes, dataset.reviews_required),
-        "review_count": len(votes),
-        "version": Sample.version + 1,
-        "updated_at": utcnow(),
-    }
+    values = status_values(session, sample, votes)
     text_before = sample.text
     text_after = sample.text
     if latest.decision == Decision.edit and latest.text_before != latest.text_after:
