@@ -22,6 +22,7 @@ references (issue 17). Each measurement runs in a process of its own, whose peak
     .venv/bin/python bench/scale.py            # ~15 min on 2 shared cores; writes bench/results/scale.json
     .venv/bin/python bench/scale.py --quick    # 20k rows, 1k-20k references: under a minute, writes nothing
     .venv/bin/python bench/scale.py --only ddp # the DDP comparison alone (~2 min), merged into scale.json
+    .venv/bin/python bench/scale.py --only leak # the leak guard at 10k/100k/1M references alone (~5 min), merged
 """
 
 from __future__ import annotations
@@ -159,11 +160,12 @@ def child_leak(task: dict[str, Any]) -> dict[str, Any]:
     ngrams = NgramIndex(5)
     batches = [candidates[i : i + 320] for i in range(0, len(candidates), 320)]  # a job's batch of candidates
     vectors = [ngrams.vectors(b) for b in batches]
-    found, took = [], 0.0
+    found, took, cpu = [], 0.0, 0.0
     for batch, (vec, sizes) in zip(batches, vectors, strict=True):
-        t = time.monotonic()
+        t, c = time.monotonic(), time.process_time()
         matches = index.best(batch, vec, sizes)
         took += time.monotonic() - t
+        cpu += time.process_time() - c
         found.extend(matches.containment.tolist())
     # The planted retweets that are leaks by the exact measure (a word changed in a short post can take it
     # under the threshold), and how many of them the guard drops (naming that reference, or another that
@@ -178,6 +180,7 @@ def child_leak(task: dict[str, Any]) -> dict[str, Any]:
         "refs": n_refs,
         "build_seconds": round(build, 1),
         "us_per_candidate": round(took / n_candidates * 1e6, 1),
+        "cpu_us_per_candidate": round(cpu / n_candidates * 1e6, 1),
         "planted_leaks": len(leaks),
         "planted_found": hits,
         "peak_rss_mb": peak_rss_mb(),
@@ -283,6 +286,29 @@ def ddp_records(env: dict[str, str]) -> list[dict[str, Any]]:
     ]
 
 
+def leak_records(leak: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per reference count: the guard's cost per candidate (wall and CPU time), its index, what it found; then
+    how its cost grows from the fewest references to the most (CPU time: on a shared machine the wall clock
+    also counts the other jobs)."""
+    out: list[dict[str, Any]] = []
+    for result in leak:
+        n = f"{result['refs'] // 1000}k" if result["refs"] < 1_000_000 else "1m"
+        out.append(record(f"leak_guard_us_per_candidate_{n}", result["us_per_candidate"], None, "µs"))
+        if "cpu_us_per_candidate" in result:
+            out.append(record(f"leak_guard_cpu_us_per_candidate_{n}", result["cpu_us_per_candidate"], None, "µs"))
+        out.append(record(f"leak_guard_index_build_seconds_{n}", result["build_seconds"], None, "s"))
+        out.append(record(f"leak_guard_index_peak_rss_mb_{n}", result["peak_rss_mb"], None, "MB"))
+        found, planted = result["planted_found"], result["planted_leaks"]
+        out.append(record(f"leak_guard_planted_leaks_found_{n}", found, planted, f"of {planted}", False))
+        if "exact_us_per_candidate" in result:
+            out.append(record(f"exact_guard_us_per_candidate_{n}", result["exact_us_per_candidate"], None, "µs"))
+    key = "cpu_us_per_candidate" if all("cpu_us_per_candidate" in r for r in leak) else "us_per_candidate"
+    out.append(record("leak_guard_cost_largest_over_smallest", round(leak[-1][key] / leak[0][key], 2), 3.0, "×"))
+    wall = round(leak[-1]["us_per_candidate"] / leak[0]["us_per_candidate"], 2)
+    out.append(record("leak_guard_wall_cost_largest_over_smallest", wall, None, "×"))
+    return out
+
+
 def merge_into(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The committed records with `new` in place of same-named ones, before the headline (the last record)."""
     old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
@@ -326,7 +352,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20k rows, 1k/5k/20k references (under a minute)")
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--only", choices=["ddp"], help="one measurement, merged into the committed results")
+    parser.add_argument("--only", choices=["ddp", "leak"], help="one measurement, merged into the committed results")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -339,10 +365,21 @@ def main() -> None:
         "OMP_WAIT_POLICY": "PASSIVE",
         "TOKENIZERS_PARALLELISM": "false",
     }
-    if args.only == "ddp":
+    if args.only:
         load_before = os.getloadavg()[0]
-        new = ddp_records(bench_env)
-        new.append(record("ddp_load_average_1m_before", round(load_before, 2), None, "", None))
+        if args.only == "ddp":
+            new = ddp_records(bench_env)
+        else:
+            new = leak_records(
+                [
+                    run_child({"task": "leak", "refs": n, "candidates": 5_000, "exact": n <= 100_000}, bench_env)
+                    for n in (10_000, 100_000, 1_000_000)
+                ]
+            )
+        new.append(record(f"{args.only}_load_average_1m_before", round(load_before, 2), None, "", None))
+        new.append(record(f"{args.only}_load_average_1m_after", round(os.getloadavg()[0], 2), None, "", None))
+        for r in new:
+            print(f"{r['metric']}  {r['value']} {r['unit']}" + (f"  (target {r['target']})" if r["target"] else ""))
         args.out.write_text(
             json.dumps(merge_into(args.out, new), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
@@ -408,26 +445,9 @@ def main() -> None:
         record("augment_job_dataset_rows", augment["dataset_rows"], None, "rows", None),
         record("augment_job_val_test_references", augment["references"], None, "texts", None),
     ]
-    for result in leak:
-        n = f"{result['refs'] // 1000}k" if result["refs"] < 1_000_000 else "1m"
-        records.append(record(f"leak_guard_us_per_candidate_{n}", result["us_per_candidate"], None, "µs"))
-        records.append(record(f"leak_guard_index_build_seconds_{n}", result["build_seconds"], None, "s"))
-        records.append(record(f"leak_guard_index_peak_rss_mb_{n}", result["peak_rss_mb"], None, "MB"))
-        records.append(
-            record(
-                f"leak_guard_planted_leaks_found_{n}",
-                result["planted_found"],
-                result["planted_leaks"],
-                f"of {result['planted_leaks']}",
-                False,
-            )
-        )
-        if "exact_us_per_candidate" in result:
-            records.append(record(f"exact_guard_us_per_candidate_{n}", result["exact_us_per_candidate"], None, "µs"))
-    ratio = round(leak[-1]["us_per_candidate"] / leak[0]["us_per_candidate"], 2)
+    records += leak_records(leak)
     records += ddp
     records += [
-        record("leak_guard_cost_largest_over_smallest", ratio, 3.0, "×"),
         record("load_average_1m_before", round(load_before, 2), None, "", None),
         record("load_average_1m_after", round(load_after, 2), None, "", None),
         record("cpu_count", os.cpu_count() or 0, None, "cores", None),
