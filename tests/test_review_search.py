@@ -239,6 +239,10 @@ def test_upgrading_an_existing_database_indexes_its_texts(tmp_path) -> None:
             step(cfg, revision)
             connection.commit()
 
+    def foreign_keys_on() -> bool:  # the pooled connection that migrated is handed out again
+        with engine.connect() as conn:
+            return bool(conn.exec_driver_sql("PRAGMA foreign_keys").scalar())
+
     def fts_tables() -> set[str]:
         with engine.connect() as conn:
             return set(conn.scalars(text("SELECT name FROM sqlite_master WHERE name LIKE 'samples_text_fts%'")))
@@ -250,10 +254,21 @@ def test_upgrading_an_existing_database_indexes_its_texts(tmp_path) -> None:
         sources = make_dataset(s, "old")
         variant = add_variant(s, sources[2], "Join us at the big rally on Saturday!")
     migrate(command.downgrade, "0005")
-    assert fts_tables() == set()
+    assert fts_tables() == set() and foreign_keys_on()
     migrate(command.upgrade, "head")
+    assert foreign_keys_on()
     with Session(bind=engine) as s:
         assert searched(s, get_dataset(s, "old"), "BIG RALLY") == [variant]
+    # A later migration that rebuilds `samples` (0009's downgrade) must leave the index following the texts.
+    migrate(command.downgrade, "0008")
+    migrate(command.upgrade, "head")
+    with session_scope(engine) as s:
+        s.execute(
+            text("UPDATE samples SET text = 'Meet us at the town hall on Sunday' WHERE id = :id"), {"id": variant}
+        )
+    with Session(bind=engine) as s:
+        dataset = get_dataset(s, "old")
+        assert searched(s, dataset, "TOWN HALL") == [variant] and searched(s, dataset, "BIG RALLY") == []
     migrate(command.downgrade, "0005")
     assert fts_tables() == set()
     engine.dispose()

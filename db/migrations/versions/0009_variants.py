@@ -6,6 +6,9 @@ Revises: 0008
 Create Date: 2026-12-02
 """
 
+import importlib.util
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -60,3 +63,21 @@ def downgrade() -> None:
         batch_op.drop_column("auto_decision")
         batch_op.drop_column("novelty")
         batch_op.drop_column("semantic_similarity")
+    if op.get_bind().dialect.name == "sqlite":
+        _restore_text_search()
+
+
+def _restore_text_search() -> None:
+    """The rebuild of `samples` above (batch mode: copy, drop, rename) dropped migration 0006's triggers with
+    the old table: the text index would stop following the texts. Made again by 0006's own code, with the index
+    rebuilt from the rows."""
+    spec = importlib.util.spec_from_file_location(
+        "review_search_0006", Path(__file__).with_name("0006_review_search.py")
+    )
+    assert spec is not None and spec.loader is not None
+    review_search = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(review_search)
+    for trigger in ("insert", "delete", "update"):
+        op.execute(f"DROP TRIGGER IF EXISTS {review_search.FTS_TABLE}_{trigger}")
+    op.execute(f"DROP TABLE IF EXISTS {review_search.FTS_TABLE}")
+    review_search._create_sqlite_fts()
