@@ -66,7 +66,9 @@ def import_cmd(
     language: Annotated[str, typer.Option(help="Language code of the texts")] = "en",
     labels: Annotated[list[str] | None, typer.Option(help="Ordered label set, TASK=a,b,c (repeatable)")] = None,
     split_seed: Annotated[int, typer.Option(help="Seed of the stratified split")] = 42,
-    project: Annotated[str, typer.Option(help="The project a new dataset goes into")] = "default",
+    project: Annotated[
+        str | None, typer.Option(help="The project a new dataset goes into (default: 'default'); an existing one stays")
+    ] = None,
     display_name: Annotated[str | None, typer.Option(help="A new dataset's name for people")] = None,
 ) -> None:
     """Import a file into a dataset: all rows or none, any size (read in chunks, with a progress bar)."""

@@ -158,6 +158,9 @@ class ProjectRole(StrEnum):
     lead = "lead"  # also changes its datasets' settings and guidelines, starts augmentation and training
 
 
+DEFAULT_PROJECT = "default"  # made by migration 0005 for the datasets that existed; where a new one goes unless named
+
+
 class Project(Base):
     """A team's space: its datasets, and the users who are its members."""
 

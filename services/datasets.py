@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from core.errors import DomainError, NotFoundError
@@ -76,14 +76,21 @@ def import_upload(
 def queue_import(session: Session, upload: BinaryIO, spec: ImportSpec, filename: str | None, user_id: int) -> Job:
     """Keep the upload under <data_dir>/imports and queue an `import` job for it (any size; progress in the
     job). The file goes once the job is done with it."""
-    existing = session.scalar(select(Dataset.id).where(Dataset.name == spec.dataset))
-    folder = get_settings().data_dir.resolve() / "imports"
+    from services.importing import check_target
+
+    existing, _labels = check_target(session, spec)  # what /import refuses at once, refused before the upload is kept
+    folder = uploads_folder()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{uuid.uuid4().hex}{Path(filename or '').suffix.lower()[:16]}"
-    with path.open("wb") as out:
+    upload_name = f"{uuid.uuid4().hex}{Path(filename or '').suffix.lower()[:16]}"
+    with (folder / upload_name).open("wb") as out:
         shutil.copyfileobj(upload, out, 1 << 20)
-    params = {"path": str(path), "filename": filename, "spec": dataclasses.asdict(spec)}
-    return queue.enqueue(session, "import", params, dataset_id=existing, created_by=user_id)
+    # The job names its upload inside the data directory, never by the server's path (job params are shown).
+    params = {"upload": upload_name, "filename": filename, "spec": dataclasses.asdict(spec)}
+    return queue.enqueue(session, "import", params, dataset_id=existing.id if existing else None, created_by=user_id)
+
+
+def uploads_folder() -> Path:
+    return get_settings().data_dir.resolve() / "imports"
 
 
 def import_queued(
@@ -92,7 +99,7 @@ def import_queued(
     """The `import` job's work: the uploaded file imported in transactions of its own (import_path); the job
     completes inside the switch. Progress: KiB read of the file (a Postgres integer holds 2 TB of them), then
     the phase. The upload is deleted once imported, or once rejected (a retry cannot mend a bad row)."""
-    path = Path(params["path"])
+    path = uploads_folder() / Path(params["upload"]).name if "upload" in params else Path(params["path"])
     raw = params["spec"]
     spec = ImportSpec(**{**raw, "split_fractions": tuple(raw["split_fractions"])})
     if not path.is_file():

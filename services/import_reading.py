@@ -60,7 +60,7 @@ class ImportSpec:
     label_order: dict[str, list[str]] = field(default_factory=dict)  # optional explicit ordered label sets
     split_seed: int = 42
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    project: str = "default"  # where a new dataset goes (an existing one stays in its project)
+    project: str | None = None  # where a new dataset goes (None: the default project); an existing one stays put
     display_name: str | None = None  # a new dataset's name for people; default: its slug
 
 

@@ -37,7 +37,7 @@ from core.names import check_display_name, check_slug
 from core.near_duplicates import NearDuplicateFinder
 from core.textnorm import content_hash
 from db import import_staging as staging
-from db.models import Dataset, Project, Split, utcnow
+from db.models import DEFAULT_PROJECT, Dataset, Project, Split, utcnow
 from services.import_reading import (
     ImportRejected,
     ImportSpec,
@@ -252,8 +252,9 @@ def _format_of(stream: BinaryIO, filename: str | None, fmt: str | None) -> str:
     return detect_format(filename, head)
 
 
-def _existing(session: Session, spec: ImportSpec) -> tuple[Dataset | None, dict[str, list[str]] | None]:
-    """The dataset the file goes into (None: a new one) and its label sets, once the file's tasks fit it."""
+def check_target(session: Session, spec: ImportSpec) -> tuple[Dataset | None, dict[str, list[str]] | None]:
+    """The dataset the file goes into (None: a new one, whose names and project are valid) and its label sets,
+    once the file's tasks fit it: what an import checks before it reads a byte of the file."""
     if not spec.tasks:
         raise ValidationFailed("declare at least one task (a label column)", field="task")
     dataset = session.scalar(select(Dataset).where(Dataset.name == spec.dataset))
@@ -262,6 +263,12 @@ def _existing(session: Session, spec: ImportSpec) -> tuple[Dataset | None, dict[
         check_display_name(spec.display_name or spec.dataset, field="display_name")
         _project_id(session, spec)
         return None, None
+    if spec.project is not None and spec.project != dataset.project.name:
+        raise ValidationFailed(
+            f"dataset {spec.dataset!r} is in project {dataset.project.name!r}, not {spec.project!r}; an import "
+            "adds to a dataset where it is (leave the project out)",
+            field="project",
+        )
     unknown = [t for t in spec.tasks if t not in dataset.task_names()]
     if unknown:
         raise ValidationFailed(
@@ -271,9 +278,10 @@ def _existing(session: Session, spec: ImportSpec) -> tuple[Dataset | None, dict[
 
 
 def _project_id(session: Session, spec: ImportSpec) -> int:
-    project_id = session.scalar(select(Project.id).where(Project.name == spec.project))
+    name = spec.project or DEFAULT_PROJECT
+    project_id = session.scalar(select(Project.id).where(Project.name == name))
     if project_id is None:
-        raise NotFoundError(f"project {spec.project!r} not found", field="project")
+        raise NotFoundError(f"project {name!r} not found", field="project")
     return project_id
 
 
@@ -307,7 +315,7 @@ def import_stream(
     throughout: for large files use import_path). Rows become trusted originals: importing is an admin's (or the
     operator's, from the CLI) act."""
     report = progress or _quiet
-    dataset, known = _existing(session, spec)
+    dataset, known = check_target(session, spec)
     fmt = _format_of(stream, filename, fmt)
     conn = session.connection()
     staging.create(conn)
@@ -370,7 +378,7 @@ def import_path(
     report = progress or _quiet
     with _own_connection(engine) as conn:
         with conn.begin(), Session(bind=conn) as reading:
-            dataset, known = _existing(reading, spec)
+            dataset, known = check_target(reading, spec)
             before = None if dataset is None else (dataset.id, dataset.tasks)
             staging.create(conn)
         with path.open("rb") as stream:

@@ -208,6 +208,31 @@ def test_an_import_job_reports_its_progress_and_its_result(admin, engine, tmp_pa
     assert list((settings.data_dir / "imports").iterdir()) == []
 
 
+def test_an_import_job_refuses_at_once_what_an_import_refuses_and_keeps_nothing(admin, tmp_path, settings) -> None:
+    data = write_csv(tmp_path / "f.csv", 50).read_bytes()
+    cases = [
+        ("newds", {"task": "bias", "project": "nope"}, 404, "project"),
+        ("newds", {"task": "bias", "display_name": "x" * 5000}, 422, "display_name"),
+        ("newds", {"task": ""}, 422, "task"),
+        ("Bad Name!", {"task": "bias"}, 422, "name"),
+    ]
+    for name, form, status, field in cases:
+        for route in ("import", "imports"):
+            r = admin.post(f"/api/v1/datasets/{name}/{route}", data=form, files={"file": ("f.csv", data)})
+            assert (r.status_code, r.json()["field"]) == (status, field), (route, form, r.text)
+    assert not (settings.data_dir / "imports").exists() or list((settings.data_dir / "imports").iterdir()) == []
+
+    # Into an existing dataset: it stays in its project; naming another is an error, not a silent choice.
+    assert admin.post("/api/v1/projects", json={"name": "other"}).status_code == 201
+    assert admin.post("/api/v1/datasets/kept/import", data={"task": "bias"}, files={"file": ("f.csv", data)}).is_success
+    r = admin.post(
+        "/api/v1/datasets/kept/imports", data={"task": "bias", "project": "other"}, files={"file": ("f.csv", data)}
+    )
+    assert (r.status_code, r.json()["field"]) == (422, "project")
+    job = admin.post("/api/v1/datasets/kept/imports", data={"task": "bias"}, files={"file": ("f.csv", data)}).json()
+    assert str(settings.data_dir) not in json.dumps(job["params"]), "the job does not show the server's paths"
+
+
 def test_import_jobs_take_files_past_the_request_limit(admin, engine, tmp_path, monkeypatch) -> None:
     path = write_csv(tmp_path / "f.csv", 2_000)
     app = admin.app

@@ -72,7 +72,9 @@ def import_spec(
     language: Annotated[str, Form()] = "en",
     labels: ImportLabels = None,
     split_seed: Annotated[int, Form()] = 42,
-    project: Annotated[str, Form(description="The project a new dataset goes into")] = "default",
+    project: Annotated[
+        str | None, Form(description="The project a new dataset goes into (default: 'default'); an existing one stays")
+    ] = None,
     display_name: Annotated[str | None, Form(description="A new dataset's name for people")] = None,
 ) -> ImportSpec:
     """The form fields of an import, now or as a job (one dependency, so both routes take the same fields)."""
