@@ -292,6 +292,7 @@ def _score_labels(
         variant.label_consistency = score.consistency
         variant.label_flag = score.flag
         variant.scores["label_model"] = {
+            **inputs.label_model.scorer,
             "run_id": inputs.label_model.id,
             "probs": score.probs,
             "changed": score.changed,

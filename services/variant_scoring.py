@@ -70,6 +70,9 @@ class LabelModel:
     """A finished run or ensemble, ready to score texts (its predictor loads on first use, once per process)."""
 
     spec: Any  # services.prediction.ModelSpec
+    # What its scores say about it (services.label_model.scorer_of: kind, name, val macro-F1, chosen by a
+    # person): a later run replaces them only where it is better.
+    scorer: dict[str, Any] = field(default_factory=dict)
 
     @property
     def id(self) -> int:
@@ -96,16 +99,18 @@ def label_model_for(session: Session, dataset: Dataset, pinned: int | None = Non
     """The model that scores the dataset's new variants: the pinned run (variant settings), else its latest
     finished run or ensemble; None when none has finished. A pinned model that is gone is an error to show,
     not a reason to score with another."""
+    from services.label_model import scorer_of
     from services.prediction import model_spec
 
     if pinned:
-        return LabelModel(model_spec(session, pinned, None, field_name="label_model_id"))
+        spec = model_spec(session, pinned, None, field_name="label_model_id")
+        return LabelModel(spec, scorer_of(db_runs.get_run(session, pinned), chosen=True))
     from core.errors import ValidationFailed
 
     run = db_runs.latest_finished_run(session, dataset.id)
     if run is None:
         return None
     try:
-        return LabelModel(model_spec(session, run.id, None))
+        return LabelModel(model_spec(session, run.id, None), scorer_of(run))
     except ValidationFailed:  # its saved model was removed: as if none had finished
         return None

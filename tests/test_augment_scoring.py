@@ -181,7 +181,7 @@ def test_a_finished_model_scores_new_variants_and_may_reject_confident_label_cha
 ) -> None:
     from sqlalchemy import select
 
-    from db.models import Review, Sample, User
+    from db.models import Review, Sample, TrainingRun, User
     from db.session import session_scope
     from services.prediction import load_predictor, model_spec
     from services.variant_scoring import label_scores
@@ -209,6 +209,12 @@ def test_a_finished_model_scores_new_variants_and_may_reject_confident_label_cha
         variants = s.scalars(select(Sample).where(Sample.origin == "augmented").order_by(Sample.id)).all()
         assert variants and all(
             v.label_consistency is not None and v.scores["label_model"]["run_id"] == run_id for v in variants
+        )
+        # The scorer is recorded as a finished run's is, so that only a better run replaces these scores.
+        trained = s.get_one(TrainingRun, run_id).metrics["val"]["overall_macro_f1"]
+        assert all(
+            v.scores["label_model"]["val_macro_f1"] == trained and v.scores["label_model"]["kind"] == "single"
+            for v in variants
         )
         # The same model, asked independently: which variants it is confident change a label.
         probs = predictor.predict_proba([v.text for v in variants])
