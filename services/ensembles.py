@@ -74,7 +74,13 @@ def create_ensemble(
     ids = [r.id for r in runs]
     combined = build_ensemble(member_inputs(runs), weighted=weighted, temperature=temperature, decision=decision)
     dataset = session.get_one(Dataset, runs[0].dataset_id)
-    snapshots = {snapshot_digest(r) for r in runs}
+    try:
+        snapshots = {snapshot_digest(r) for r in runs}
+    except FileNotFoundError:
+        raise ValidationFailed(
+            "a member's training snapshot file is gone (its run directory was removed); choose other runs",
+            field="run_ids",
+        ) from None
     config = {
         "members": [str(i) for i in ids],
         "weighted": weighted,

@@ -127,6 +127,12 @@ def start_training(
     created_by = user.id if user else None
     config = default_config(overrides)
     check_config(config, seeds, user)
+    if config.budget_minutes is not None:
+        # A budget the estimate finds too short for any training is refused now (422 on budget_minutes), not
+        # after the worker has spent LR trials on it; the worker plans again from the throughput it measures.
+        from services.training_estimate import training_plan
+
+        training_plan(session, dataset_name, overrides, seeds, user)
     runs = create_training_runs(session, dataset, config, seeds, name=name, created_by=created_by, classical=classical)
     jobs = queue_runs(session, dataset, runs, config, created_by=created_by)
     check_capacity(session, dataset, user)

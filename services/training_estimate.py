@@ -54,9 +54,10 @@ def mean_tokens(lengths: list[int], max_length: int) -> float:
     return statistics.fmean(min(max_length, 2 + n / CHARS_PER_TOKEN) for n in lengths)
 
 
-def measured_rate(session: Session, encoder: str) -> tuple[float, int, int] | None:
-    """(samples/s of one training pass, max_length, run id) of the newest finished single run with this
-    encoder, if any; a run that trained with R-Drop fed each batch twice, so its rate is doubled back."""
+def measured_rate(session: Session, encoder: str, device: str = "auto") -> tuple[float, int, int] | None:
+    """(samples/s of one training pass in one process, max_length, run id) of the newest finished single run
+    with this encoder on the same kind of device, if any; a run that trained with R-Drop fed each batch twice,
+    so its rate is doubled back; a DDP run's rate (all its processes together) is shared among them."""
     runs = session.scalars(
         select(TrainingRun)
         .where(TrainingRun.kind == "single", TrainingRun.status == JobStatus.succeeded)
@@ -64,15 +65,21 @@ def measured_rate(session: Session, encoder: str) -> tuple[float, int, int] | No
         .limit(50)
     )
     for run in runs:
-        if (run.config or {}).get("encoder") != encoder:
+        config = run.config or {}
+        if config.get("encoder") != encoder or _device_kind(config.get("device", "auto")) != _device_kind(device):
             continue
         rates = [e["samples_per_s"] for e in run.curve or [] if isinstance(e.get("samples_per_s"), int | float)]
         if rates:
             plan = (run.metrics or {}).get("plan") or {}
             rdrop = plan.get("rdrop_alpha", run.config.get("rdrop_alpha"))
             passes = RDROP_COST if isinstance(rdrop, int | float) and rdrop > 0 else 1.0
-            return statistics.median(rates) * passes, int(run.config.get("max_length", 320)), run.id
+            processes = max(1, int(config.get("nproc") or 1))
+            return statistics.median(rates) * passes / processes, int(config.get("max_length", 320)), run.id
     return None
+
+
+def _device_kind(device: str) -> str:
+    return "cuda" if str(device).startswith("cuda") else str(device)
 
 
 def joins_training(config: Any) -> Any:
@@ -127,12 +134,12 @@ def training_plan(
         or 0
     )
     tokens = mean_tokens(train_lengths, config.max_length)
-    measured = measured_rate(session, config.encoder)
+    measured = measured_rate(session, config.encoder, config.device)
     if measured is not None:
         rate, old_length, run_id = measured
         rate *= mean_tokens(train_lengths, old_length) / tokens
         basis = (
-            f"run #{run_id} with the same encoder trained at {measured[0]:.1f} samples/s "
+            f"run #{run_id} with the same encoder trained at {measured[0]:.1f} samples/s per process "
             f"(max length {old_length}); scaled to max length {config.max_length}"
         )
     else:

@@ -171,3 +171,48 @@ def test_a_run_saves_its_decision_rule_and_serving_applies_it(tmp_path: Path, ti
     probs = predictor.predict_proba([e.text for e in data.test])
     assert predictor.decide(probs)["size"].tolist() == [2] * len(data.test)
     assert predictor.decide(probs)["color"].tolist() == decide(probs, stored)["color"].tolist()
+
+
+def test_a_budget_too_short_to_train_is_refused_when_asked_not_after_lr_trials(lead, engine, tmp_path) -> None:
+    from db.models import Job, TrainingRun
+    from db.session import session_scope
+
+    name = import_small(engine, n_train=40, n_val=16, n_test=16, n_unlabelled=0)
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    (encoder / "config.json").write_text(json.dumps({"num_hidden_layers": 6, "hidden_size": 384}))
+    body = {"dataset": name, "config": {"encoder": str(encoder), "budget_minutes": 0.0001}}
+    for route in ("/api/v1/training-estimates", "/api/v1/training-runs"):
+        r = lead.post(route, json=body)
+        assert (r.status_code, r.json()["field"]) == (422, "config.budget_minutes"), (route, r.text)
+    with session_scope(engine) as s:
+        assert s.query(Job).count() == 0 and s.query(TrainingRun).count() == 0
+
+
+def test_the_estimate_reads_a_ddp_runs_rate_per_process(lead, engine, tmp_path) -> None:
+    from db.datasets import get_dataset
+    from db.models import TrainingRun
+    from db.session import session_scope
+
+    name = import_small(engine, n_train=40, n_val=16, n_test=16, n_unlabelled=0)
+    encoder = str(tmp_path / "encoder")
+    with session_scope(engine) as s:
+        s.add(
+            TrainingRun(
+                dataset_id=get_dataset(s, name).id,
+                name="ddp",
+                kind="single",
+                status="succeeded",
+                config={"encoder": encoder, "nproc": 4, "max_length": 320, "rdrop_alpha": 0.0},
+                curve=[{"samples_per_s": 400.0}],
+                metrics={},
+            )
+        )
+    rates = {}
+    for nproc in (1, 4):
+        config = {"encoder": encoder, "nproc": nproc, "rdrop_alpha": 0.0}
+        r = lead.post("/api/v1/training-estimates", json={"dataset": name, "config": config})
+        assert r.status_code == 200, r.text
+        rates[nproc] = r.json()["samples_per_second"]
+    # 4 processes together trained 400 texts/s: 100 each (scaled by the texts' lengths, the same for both)
+    assert rates[4] == pytest.approx(4 * rates[1]) and rates[1] == pytest.approx(100.0, rel=0.05)
