@@ -40,12 +40,16 @@ def import_example() -> None:
 
 
 def issue_tokens() -> dict[str, str]:
+    from db.models import DEFAULT_PROJECT
     from db.session import get_engine, session_scope
+    from services.projects import add_member
     from services.tokens import issue
 
     with session_scope(get_engine()) as session:
         admin = issue(session, "demo-admin", "admin").token
         annotator = issue(session, "demo-annotator", "annotator").token
+        # The example dataset is in the default project: its annotator is one of that project's annotators.
+        add_member(session, DEFAULT_PROJECT, "demo-annotator", "annotator")
     return {"admin": admin, "annotator": annotator}
 
 
