@@ -53,8 +53,9 @@ def seed_backend(url: str, n_variants: int, n_users: int) -> dict[str, Any]:
     from sqlalchemy import select, text
 
     from db.auth import create_token
-    from db.models import Sample
+    from db.models import DEFAULT_PROJECT, Sample
     from db.session import dispose_all, get_engine, session_scope
+    from services.projects import add_member
 
     engine = get_engine(url)
     _seed_module().seed(engine, n_variants, random.Random(11))
@@ -65,6 +66,8 @@ def seed_backend(url: str, n_variants: int, n_users: int) -> dict[str, Any]:
             conn.execute(text("ANALYZE"))  # what autovacuum does after a bulk load, before the planner guesses
     with session_scope(engine) as s:
         tokens = [create_token(s, f"load-user-{i}", "annotator").token for i in range(n_users)]
+        for i in range(n_users):  # annotators of the project the dataset is in (the default one)
+            add_member(s, DEFAULT_PROJECT, f"load-user-{i}", "annotator")
         originals = list(s.scalars(select(Sample.id).where(Sample.origin == "original", Sample.split == "train")))
     dispose_all()
     return {"tokens": tokens, "originals": originals}

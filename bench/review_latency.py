@@ -45,9 +45,10 @@ def seed(engine: Any, n_variants: int, rng: random.Random) -> dict[str, Any]:
 
     from core.textnorm import content_hash
     from db.auth import create_token
-    from db.models import Review, Sample, SampleLabel, User, utcnow
+    from db.models import DEFAULT_PROJECT, Review, Sample, SampleLabel, User, utcnow
     from db.session import session_scope
     from services.importing import ImportSpec, import_file
+    from services.projects import add_member
 
     with session_scope(engine) as s:
         import_file(
@@ -58,6 +59,8 @@ def seed(engine: Any, n_variants: int, rng: random.Random) -> dict[str, Any]:
         )
         token = create_token(s, "bench-annotator", "annotator").token
         other = create_token(s, "bench-other", "annotator").user.id
+        for name in ("bench-annotator", "bench-other"):  # annotators of the dataset's (default) project
+            add_member(s, DEFAULT_PROJECT, name, "annotator")
     with engine.begin() as conn:
         parents = conn.execute(select(Sample.id, Sample.dataset_id, Sample.text).where(Sample.split == "train")).all()
         labels: dict[int, list[tuple[str, str]]] = {}

@@ -167,9 +167,10 @@ def seed(db_url: str, n_variants: int) -> str:
     from core.textnorm import content_hash
     from db.auth import create_token
     from db.migrate import upgrade_to_head
-    from db.models import Sample, SampleLabel
+    from db.models import DEFAULT_PROJECT, Sample, SampleLabel
     from db.session import make_engine, session_scope
     from services.importing import ImportSpec, import_file
+    from services.projects import add_member
 
     engine = make_engine(db_url)
     upgrade_to_head(engine)
@@ -220,6 +221,7 @@ def seed(db_url: str, n_variants: int) -> str:
                 break
     with session_scope(engine) as s:
         token = create_token(s, "bench-annotator", "annotator").token
+        add_member(s, DEFAULT_PROJECT, "bench-annotator", "annotator")  # of the dataset's (default) project
     engine.dispose()
     return token
 
