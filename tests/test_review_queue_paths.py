@@ -151,7 +151,7 @@ def expected_ids(session: Any, f: Any, sort: str) -> list[int]:
 
 def expected_value(v: Any) -> float:
     """The sort's definition, in Python: the neediest class × novelty × predicted label preservation."""
-    from db.reviews import NEED_FLOOR
+    from db.review_access import NEED_FLOOR
 
     need = max((max(NEEDS.get((t, y), NEED_FLOOR), NEED_FLOOR) for t, y in v.labels.items()), default=NEED_FLOOR)
     novelty = v.novelty if v.novelty is not None else (1.0 - v.similarity if v.similarity is not None else 0.5)
