@@ -137,7 +137,7 @@ def test_a_two_process_run_is_launched_by_the_worker_and_recorded_by_rank_0(
         assert run.status == JobStatus.succeeded and [e["epoch"] for e in run.curve] == [1, 2]
         assert run.metrics["processes"] == 2 and run.metrics["plan"]["effective_batch"] == 8
         assert [e["train_samples"] for e in run.curve] == [48, 48]
-        spec = model_spec(s, run_id)
+        spec = model_spec(s, run_id, None)
     probabilities = RunPredictor(spec.model_dirs[0], device="cpu").predict_proba(["a budget vote"])
     assert set(probabilities) == {"bias", "message"}
 
