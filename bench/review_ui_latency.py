@@ -42,17 +42,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "review_ui_latency.json"
 EXAMPLE = ROOT / "examples" / "political_social_media.csv"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+from tests.browser_stack import CHROMIUM, CHROMIUM_ARGS  # noqa: E402 - the browser the tests drive
+
 TARGET_MS = 500
 PAGE = 50
 MIX = ["approve", "reason_reject", "approve", "reject", "edit", "approve", "family", "undo"]

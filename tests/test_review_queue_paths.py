@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from db.review_filter import SORTS  # every sort the queue offers, walked in turn
 from tests.review_fixtures import add_variant, make_dataset
 
 FILTERS: list[dict[str, Any]] = [
@@ -38,19 +39,7 @@ FILTERS: list[dict[str, Any]] = [
     {"min_semantic": 0.3, "max_semantic": 0.8},
     {"min_semantic": 0.5, "task": "message", "label": "attack"},
 ]
-SORTS = [
-    "age",
-    "-age",
-    "family",
-    "similarity",
-    "-similarity",
-    "label_consistency",
-    "-label_consistency",
-    "semantic_similarity",
-    "-semantic_similarity",
-    "expected_value",
-    "-expected_value",
-]
+
 # What the expected-value sort weighs classes by (services.review_stats.class_needs computes them from the data).
 NEEDS = {("message", "attack"): 0.6, ("message", "policy"): 0.0, ("bias", "neutral"): 0.25}
 
