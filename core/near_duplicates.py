@@ -19,6 +19,10 @@ exactly:
   a query, a query's prefix probes every reference's anchors for queries that sit inside one. Survivors must
   share s anchors in all (Anchors.overlap), then the exact Jaccard and containment (hashed n-gram sets, as
   NgramIndex computes them) decide: nothing is reported on its anchors alone.
+- A bound before the exact scores (the leak guard, ReferenceIndex.gram_bound): each reference keeps a 1,024-bit
+  mask of its n-grams, and a pair whose masks cannot share enough n-grams to reach the threshold is dropped
+  without reading the reference. At a million references a short text meets hundreds of others through a
+  common phrase (its few anchors ask for one or two shared); the bound leaves about one pair in twenty.
 
 Anchors are not n-grams: a shared passage loses the anchors of the windows that straddle its ends, so s is
 taken with a relative SLACK and an absolute MARGIN below the n-gram threshold. What may still be missed: a pair
@@ -34,13 +38,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import islice
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from core.ngrams import MIN_CONTAINED, Matches, NgramIndex, best_per_row, pair_scores
+from core.ngrams import MIN_CONTAINED, MIN_SHARED, Matches, NgramIndex, best_per_row, pair_scores
 from core.textnorm import normalize_text
 
 ANCHOR_EXTRA = 3  # anchor grams are n + 3 characters long (8 for the default 5-grams)
@@ -58,6 +63,7 @@ MAX_POSTINGS = 64  # texts read per probed anchor
 # for your order #1234") makes every text a near-duplicate of every other; a group needs only a few links per
 # member to be found whole, and this bounds the scoring at MAX_PARTNERS per text.
 MAX_PARTNERS = 8
+GRAM_MASK_BITS = 1024  # per reference: a mask of its n-grams that bounds a pair's scores (ReferenceIndex)
 _PRIME = np.uint64(1_000_003)
 _MASK32 = np.uint64(0xFFFFFFFF)
 
@@ -93,17 +99,38 @@ def text_anchors(
     """Each text's anchors as CSR arrays (indptr int64, anchors uint32 — the upper half of a 64-bit hash —
     sorted and unique per text), computed over the normalised text (core.textnorm) for the whole batch at once.
     A text shorter than `window` n-grams keeps its smallest n-gram; one shorter than n characters has none."""
+    return _hashed(texts, n, window)[0]
+
+
+def _hashed(
+    texts: Sequence[str], n: int, window: int, grams: int = 0
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """text_anchors' CSR arrays and, when `grams` > 0, every `grams`-character gram of each text (CSR: indptr,
+    uint32 hashes in text order, repeats kept): the second comes out of the same rolling hash, `grams` ≤ n."""
     normalised = [normalize_text(t) for t in texts]
     lengths = np.fromiter((len(t) for t in normalised), dtype=np.int64, count=len(normalised))
     ends = np.cumsum(lengths)
     starts = ends - lengths
     codes = np.frombuffer("".join(normalised).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     n_grams = np.maximum(lengths - n + 1, 0)
-    if len(codes) < n or not n_grams.any():
-        return np.zeros(len(texts) + 1, dtype=np.int64), np.zeros(0, dtype=np.uint32)
+    no_grams = (np.zeros(len(texts) + 1, dtype=np.int64), np.zeros(0, dtype=np.uint32))
+    gram_csr = no_grams
     with np.errstate(over="ignore"):
-        h = np.zeros(len(codes) - n + 1, dtype=np.uint64)
-        for k in range(n):
+        done, h = 0, np.zeros(max(len(codes) - (grams or n) + 1, 0), dtype=np.uint64)
+        if grams and len(h):
+            for k in range(grams):  # the same recurrence as the anchors', stopped after `grams` characters
+                h = h * _PRIME + codes[k : len(codes) - grams + 1 + k]
+            per_text = np.maximum(lengths - grams + 1, 0)
+            at = _ranges(starts, per_text)
+            gram_csr = (
+                np.r_[0, np.cumsum(per_text)].astype(np.int64),
+                (_mix(h[at]) >> np.uint64(32)).astype(np.uint32),
+            )
+            done = grams
+        if len(codes) < n or not n_grams.any():
+            return no_grams, gram_csr
+        h = h[: len(codes) - n + 1]
+        for k in range(done, n):
             h = h * _PRIME + codes[k : len(codes) - n + 1 + k]
     h = _mix(h)
     owner = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)[: len(h)]  # text of each n-gram start
@@ -116,16 +143,16 @@ def text_anchors(
         picked_hash.append(_sliding_min(h, window)[first])
     short = np.flatnonzero((n_grams > 0) & (n_grams < window))
     if short.size:  # texts with too few n-grams for one window: their smallest n-gram
-        grams = np.concatenate([np.arange(s, s + g) for s, g in zip(starts[short], n_grams[short], strict=True)])
+        grams_at = np.concatenate([np.arange(s, s + g) for s, g in zip(starts[short], n_grams[short], strict=True)])
         segment = np.r_[0, np.cumsum(n_grams[short])[:-1]]
         picked_text.append(short)
-        picked_hash.append(np.minimum.reduceat(h[grams], segment))
+        picked_hash.append(np.minimum.reduceat(h[grams_at], segment))
     keys = _pack(np.concatenate(picked_text), np.concatenate(picked_hash) >> np.uint64(32))
     keys.sort()
     keys = keys[np.r_[True, keys[1:] != keys[:-1]]]
     doc = (keys >> np.uint64(32)).astype(np.int64)
     indptr = np.searchsorted(doc, np.arange(len(texts) + 1))
-    return indptr.astype(np.int64), (keys & _MASK32).astype(np.uint32)
+    return (indptr.astype(np.int64), (keys & _MASK32).astype(np.uint32)), gram_csr
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -136,6 +163,14 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 def _pack(high: np.ndarray, low: np.ndarray) -> np.ndarray:
     return (high.astype(np.uint64) << np.uint64(32)) | low.astype(np.uint64)
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique of a 1-d array by one sort (numpy ≥ 2.3's np.unique hashes unsorted integers: ten times
+    slower on these packed pairs)."""
+    values = np.sort(values)
+    unique: np.ndarray = values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
+    return unique
 
 
 def _unpack(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -164,9 +199,9 @@ class Anchors:
     def __len__(self) -> int:
         return len(self.indptr) - 1
 
-    @property
-    def sizes(self) -> np.ndarray:
-        return np.diff(self.indptr)
+    @cached_property
+    def sizes(self) -> np.ndarray:  # read per candidate pair: computed once, not per read (a million texts)
+        return np.diff(self.indptr).astype(np.int32)
 
     def rows(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """The text of each anchor of texts start..stop."""
@@ -215,14 +250,26 @@ class Postings:
         """(key index, document frequency) of each anchor; frequency 0 where no text holds it."""
         if not len(self.keys):
             return np.zeros(len(anchors), dtype=np.int64), np.zeros(len(anchors), dtype=np.int64)
-        at = np.minimum(np.searchsorted(self.keys, anchors), len(self.keys) - 1)
+        # Searched in sorted order: numpy's binary search narrows each search by the last, and the probes walk
+        # the keys forwards instead of jumping over millions of them (6× faster at a million references).
+        order = np.argsort(anchors, kind="stable")
+        at = np.empty(len(anchors), dtype=np.int64)
+        at[order] = np.minimum(np.searchsorted(self.keys, anchors[order]), len(self.keys) - 1)
         df = np.where(self.keys[at] == anchors, self.starts[at + 1] - self.starts[at], 0)
         return at, df
+
+    def sublists(self, key_index: np.ndarray, docs: np.ndarray) -> Postings:
+        """Posting lists of a subset of the (key, document) pairs, indexed like these (by key index): one
+        lookup here serves both."""
+        packed = np.sort(_pack(key_index, docs))
+        keys = (packed >> np.uint64(32)).astype(np.int64)
+        starts = np.searchsorted(keys, np.arange(len(self.keys) + 1)).astype(np.int64)
+        return Postings(self.keys, starts, (packed & _MASK32).astype(np.int32))
 
     def expand(self, rows: np.ndarray, at: np.ndarray, cap: int = MAX_POSTINGS) -> tuple[np.ndarray, np.ndarray]:
         """(row, text) for the first `cap` texts of key `at[i]`, for every i."""
         counts = np.minimum(self.starts[at + 1] - self.starts[at], cap)
-        return np.repeat(rows, counts), self.docs[_ranges(self.starts[at], counts)].astype(np.int64)
+        return np.repeat(rows, counts), self.docs[_ranges(self.starts[at], counts)]  # int32: half the traffic
 
 
 def least_shared(sizes: np.ndarray, threshold: float) -> np.ndarray:
@@ -274,18 +321,23 @@ def document_prefixes(postings: Postings, sizes: np.ndarray, threshold: float) -
 
 
 def _pairs_with_hits(
-    rows: np.ndarray, docs: np.ndarray, needed: np.ndarray, top: int = MAX_PARTNERS
+    rows: np.ndarray,
+    docs: np.ndarray,
+    needed_of: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    top: int = MAX_PARTNERS,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct (row, doc) pairs found at least `needed` times (`needed` is per occurrence, the same for
-    every occurrence of a pair); per row, the `top` found most often (ties: lowest doc)."""
-    packed = _pack(rows, docs)
-    order = np.argsort(packed, kind="stable")
-    packed, needed = packed[order], needed[order]
-    first = np.flatnonzero(np.r_[True, packed[1:] != packed[:-1]]) if len(packed) else np.zeros(0, np.int64)
+    """The distinct (row, doc) pairs found at least needed_of(row, doc) times; per row, the `top` found most
+    often (ties: lowest doc). One plain sort of the packed pairs counts them (a stable argsort of the same
+    array is ten times slower, and this is the step whose input grows with the posting lists)."""
+    packed = np.sort(_pack(rows, docs))
+    if not len(packed):
+        empty = np.zeros(0, np.int64)
+        return empty, empty
+    first = np.flatnonzero(np.r_[True, packed[1:] != packed[:-1]])
     hits = np.diff(np.r_[first, len(packed)])
-    keep = hits >= needed[first]
-    row, doc = _unpack(packed[first[keep]])
-    hits = hits[keep]
+    row, doc = _unpack(packed[first])
+    keep = hits >= needed_of(row, doc)
+    row, doc, hits = row[keep], doc[keep], hits[keep]
     by_row = np.lexsort((doc, -hits, row))
     rank = np.arange(len(by_row)) - np.searchsorted(row[by_row], row[by_row])
     chosen = np.sort(by_row[rank < top])
@@ -294,7 +346,14 @@ def _pairs_with_hits(
 
 class ReferenceIndex:
     """Anchors of reference texts (val/test), built in chunks; `best` scores a batch of queries against the few
-    references that can qualify. `threshold`: the lowest of the Jaccard and containment thresholds in use."""
+    references that can qualify. `threshold`: the lowest of the Jaccard and containment thresholds in use.
+
+    Besides the anchors, each reference keeps a GRAM_MASK_BITS-bit mask of its n-grams (a one-hash Bloom
+    filter: 128 bytes a text) and its n-gram count. The pairs the anchors propose are bounded with them before
+    any text is read: the query n-grams whose bit is set in the reference's mask are at least the n-grams the
+    two share, which bounds Jaccard and containment from above. Short texts make this matter: a text of six
+    anchors qualifies on one shared anchor (least_shared), so at a million references it meets hundreds of
+    others through a common phrase; the bound leaves about one pair in twenty to be scored exactly."""
 
     def __init__(self, threshold: float, n: int = 5, window: int = WINDOW) -> None:
         self.threshold = threshold
@@ -303,12 +362,25 @@ class ReferenceIndex:
         self.ngrams = NgramIndex(n)
         self.texts: list[str] = []
         self._parts: list[Anchors] = []
+        self._masks: list[np.ndarray] = []
+        self._gram_counts: list[np.ndarray] = []
+        self._mask_counts: list[np.ndarray] = []
         self.anchors = Anchors(np.zeros(1, np.int64), np.zeros(0, np.uint32))
         self.postings = Postings.build(np.zeros(0, np.uint32), np.zeros(0, np.int32))
         self.prefixes = self.postings
+        self.least_shared = np.zeros(0, np.int32)
+        self.required_hits = np.zeros(0, np.int32)
+        self.masks = np.zeros((0, GRAM_MASK_BITS // 8), np.uint8)
+        self.gram_counts = np.zeros(0, np.int32)  # n-gram positions: at least the exact measure's count
+        self.mask_counts = np.zeros(0, np.int32)  # bits set: at most the exact measure's count (see gram_bound)
 
     def add(self, texts: Sequence[str]) -> None:
-        self._parts.append(Anchors.of(texts, anchor_length(self.n), self.window))
+        anchors, grams = _hashed(texts, anchor_length(self.n), self.window, grams=self.n)
+        self._parts.append(Anchors(*anchors))
+        masks = GramMasks.of(*grams)
+        self._masks.append(masks.masks)
+        self._mask_counts.append(masks.bits_set)
+        self._gram_counts.append(np.diff(grams[0]).astype(np.int32))
         self.texts.extend(texts)
 
     def fit(self, texts: Iterable[str], chunk: int = 10_000) -> ReferenceIndex:
@@ -321,46 +393,122 @@ class ReferenceIndex:
     def finish(self) -> ReferenceIndex:
         """Build the posting lists of every anchor and of the references' prefixes."""
         self.anchors = Anchors.concat(self._parts)
-        self._parts = []
+        self.masks = np.concatenate([self.masks, *self._masks])
+        self.gram_counts = np.concatenate([self.gram_counts, *self._gram_counts])
+        self.mask_counts = np.concatenate([self.mask_counts, *self._mask_counts])
+        self._parts, self._masks, self._gram_counts, self._mask_counts = [], [], [], []
         self.postings = Postings.build(self.anchors.anchors, self.anchors.rows())
         docs, keys = document_prefixes(self.postings, self.anchors.sizes, self.threshold)
-        self.prefixes = Postings.build(self.postings.keys[keys], docs)
+        self.prefixes = self.postings.sublists(keys, docs)
+        # Per reference, once: read for every pair the anchors propose.
+        self.least_shared = least_shared(self.anchors.sizes, self.threshold).astype(np.int32)
+        self.required_hits = required_hits(self.anchors.sizes, self.threshold).astype(np.int32)
         return self
 
     def __len__(self) -> int:
         return len(self.texts)
 
-    def candidates(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(query row, reference) pairs that may qualify, each once."""
-        query = Anchors.of(texts, anchor_length(self.n), self.window)
-        sizes, rows, t = query.sizes, query.rows(), self.threshold
+    def candidates(self, texts: Sequence[str], sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(query row, reference) pairs that may qualify, each once. `sizes`: the queries' n-gram counts as
+        the exact measure counts them (NgramIndex.vectors)."""
+        anchors, grams = _hashed(texts, anchor_length(self.n), self.window, grams=self.n)
+        query = Anchors(*anchors)
+        counts, rows, t = query.sizes, query.rows(), self.threshold
         at, df = self.postings.lookup(query.anchors)
         # The query is the smaller text: its prefix against every reference's anchors. Anchors no reference
         # holds sort first and use up prefix places: a query mostly made of new text probes nothing.
         probe = prefix_mask(query.indptr, df, query.anchors, t) & (df > 0)
         q, r = self.postings.expand(rows[probe], at[probe])
-        keep = self.anchors.sizes[r] >= least_shared(sizes[q], t)  # the reference has room for them
-        inside = _pairs_with_hits(q[keep], r[keep], required_hits(sizes[q[keep]], t))
-        # The reference is the smaller text: every query anchor against the references' prefixes.
-        at, df = self.prefixes.lookup(query.anchors)
-        q, r = self.prefixes.expand(rows[df > 0], at[df > 0])
-        keep = sizes[q] >= least_shared(self.anchors.sizes[r], t)
-        around = _pairs_with_hits(q[keep], r[keep], required_hits(self.anchors.sizes[r[keep]], t))
-        q, r = _unpack(np.unique(_pack(np.r_[inside[0], around[0]], np.r_[inside[1], around[1]])))
+        keep = self.anchors.sizes[r] >= least_shared(counts, t)[q]  # the reference has room for them
+        hits_of_query = required_hits(counts, t)
+        inside = _pairs_with_hits(q[keep], r[keep], lambda row, _doc: hits_of_query[row])
+        # The reference is the smaller text: every query anchor against the references' prefixes (the same
+        # key indices: one lookup).
+        held = (df > 0) & (self.prefixes.starts[at + 1] > self.prefixes.starts[at])
+        q, r = self.prefixes.expand(rows[held], at[held])
+        keep = counts[q] >= self.least_shared[r]
+        around = _pairs_with_hits(q[keep], r[keep], lambda _row, doc: self.required_hits[doc])
+        q, r = _unpack(_sorted_unique(_pack(np.r_[inside[0], around[0]], np.r_[inside[1], around[1]])))
+        keep = self.gram_bound(q, r, GramMasks.of(*grams), _distinct(*grams), np.asarray(sizes)) >= t
+        q, r = q[keep], r[keep]
         # Whichever is smaller, a qualifying pair shares least_shared(smaller) anchors in all.
-        keep = query.overlap(q, self.anchors, r) >= least_shared(np.minimum(sizes[q], self.anchors.sizes[r]), t)
+        keep = query.overlap(q, self.anchors, r) >= least_shared(np.minimum(counts[q], self.anchors.sizes[r]), t)
         return q[keep], r[keep]
+
+    def gram_bound(
+        self, q: np.ndarray, r: np.ndarray, query: GramMasks, query_grams: tuple[np.ndarray, np.ndarray], a: np.ndarray
+    ) -> np.ndarray:
+        """An upper bound of max(Jaccard, containment) of each pair (query q[i], reference r[i]) as
+        core.ngrams scores it, from the query's n-grams and the reference's mask and counts.
+
+        U, the query's distinct n-grams whose bit is set in the reference's mask, is at least the n-grams the two
+        share. It is bounded first by the bits the two masks share plus the query's own bit collisions
+        (distinct − bits set: one AND and popcount a pair), then, for the pairs that pass, counted n-gram by
+        n-gram. The exact measure counts shared buckets of its own 2^20-bucket hash, which exceed the shared
+        n-grams only where two different n-grams collide there (about one pair in a hundred, one n-gram): 2
+        is added. The reference's size b lies in [bits set − 1, n-gram positions] (bits collide in 1024 far
+        more often than buckets in 2^20). With a the query's size and u = min(U, a): Jaccard ≤ u / (a +
+        max(b_lo, u) − u), and containment (counted only where the smaller text has MIN_CONTAINED n-grams)
+        ≤ U / min(a, b_lo)."""
+        both = np.bitwise_count(query.masks[q].view(np.uint64) & self.masks[r].view(np.uint64))
+        shared = both.sum(axis=1, dtype=np.int64) + (query.distinct - query.bits_set)[q] + 2
+        bound = self._bound(shared, a[q], r)
+        close = np.flatnonzero(bound >= self.threshold)
+        indptr, hashes = query_grams
+        per_pair = np.diff(indptr)[q[close]]
+        pair = np.repeat(np.arange(len(close)), per_pair)
+        bit = hashes[_ranges(indptr[q[close]], per_pair)] & np.uint32(GRAM_MASK_BITS - 1)
+        byte = self.masks[r[close]][pair, bit >> np.uint32(3)]  # one gather of the pairs' masks, then local
+        present = (byte >> (np.uint32(7) - (bit & np.uint32(7))).astype(np.uint8)) & np.uint8(1)
+        shared = np.bincount(pair, weights=present, minlength=len(close)).astype(np.int64) + 2
+        bound[close] = self._bound(shared, a[q[close]], r[close])
+        return bound
+
+    def _bound(self, shared: np.ndarray, a: np.ndarray, r: np.ndarray) -> np.ndarray:
+        a = a.astype(np.float64)
+        b_lo = np.maximum(self.mask_counts[r] - 1, 0).astype(np.float64)
+        u = np.minimum(shared, a)
+        jaccard = u / np.maximum(a + np.maximum(b_lo, u) - u, 1)
+        contained = np.minimum(a, self.gram_counts[r]) >= MIN_CONTAINED
+        containment = np.where(contained, shared / np.maximum(np.minimum(a, b_lo), 1), 0.0)
+        bound: np.ndarray = np.where(shared >= MIN_SHARED, np.maximum(jaccard, containment), 0.0)
+        return bound
 
     def best(self, texts: Sequence[str], vectors: object, sizes: np.ndarray) -> Matches:
         """Per query: the best Jaccard and containment over its candidate references, and which reference
         (-1: none). `vectors`/`sizes` are the queries' n-gram vectors (NgramIndex.vectors of the same n)."""
-        rows, refs = self.candidates(texts) if len(self.texts) else (np.zeros(0, int), np.zeros(0, int))
+        rows, refs = self.candidates(texts, sizes) if len(self.texts) else (np.zeros(0, int), np.zeros(0, int))
         if not len(rows):
             return best_per_row(len(texts), rows, refs, np.zeros(0), np.zeros(0))
         unique_refs, ref_rows = np.unique(refs, return_inverse=True)
         ref_vectors, ref_sizes = self.ngrams.vectors([self.texts[i] for i in unique_refs])
         jaccard, containment, keep = pair_scores(vectors, sizes, rows, ref_vectors, ref_sizes, ref_rows)
         return best_per_row(len(texts), rows[keep], refs[keep], jaccard[keep], containment[keep])
+
+
+def _distinct(indptr: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR arrays with each text's repeated hashes dropped (sorted per text)."""
+    text, value = _unpack(_sorted_unique(_pack(np.repeat(np.arange(len(indptr) - 1), np.diff(indptr)), hashes)))
+    return np.searchsorted(text, np.arange(len(indptr))).astype(np.int64), value.astype(np.uint32)
+
+
+@dataclass
+class GramMasks:
+    """Per text: a GRAM_MASK_BITS-bit mask of its n-gram hashes (packed bytes, one row a text), how many bits
+    are set, and how many distinct n-gram hashes it has."""
+
+    masks: np.ndarray
+    bits_set: np.ndarray
+    distinct: np.ndarray
+
+    @classmethod
+    def of(cls, indptr: np.ndarray, hashes: np.ndarray) -> GramMasks:
+        texts = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+        bits = np.zeros((len(indptr) - 1, GRAM_MASK_BITS), dtype=bool)
+        bits[texts, hashes & np.uint32(GRAM_MASK_BITS - 1)] = True
+        text = _unpack(_sorted_unique(_pack(texts, hashes)))[0]
+        distinct = np.bincount(text, minlength=len(indptr) - 1).astype(np.int32)
+        return cls(np.packbits(bits, axis=1), bits.sum(axis=1, dtype=np.int32), distinct)
 
 
 class NearDuplicateFinder:
@@ -397,10 +545,10 @@ class NearDuplicateFinder:
             stop = stop if stop > start else int(np.searchsorted(docs, docs[start], "right"))
             a, b = postings.expand(docs[start:stop], keys[start:stop])
             keep = (a != b) & (sizes[b] >= least_shared(sizes[a], t))
-            a, b = _pairs_with_hits(a[keep], b[keep], required_hits(sizes[a[keep]], t))
-            pairs.append(np.unique(_pack(np.minimum(a, b), np.maximum(a, b))))
+            a, b = _pairs_with_hits(a[keep], b[keep], lambda row, _doc: required_hits(sizes[row], t))
+            pairs.append(_sorted_unique(_pack(np.minimum(a, b), np.maximum(a, b))))
             start = stop
-        a, b = _unpack(np.unique(np.concatenate([np.zeros(0, np.uint64), *pairs])))
+        a, b = _unpack(_sorted_unique(np.concatenate([np.zeros(0, np.uint64), *pairs])))
         keep = found.overlap(a, found, b) >= least_shared(np.minimum(sizes[a], sizes[b]), t)
         return a[keep], b[keep]
 

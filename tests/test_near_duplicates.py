@@ -161,3 +161,33 @@ def test_the_anchor_leak_guard_flags_what_the_exact_guard_flags_on_the_example_d
         i for i, v in enumerate(verdicts) if v.reason in ("empty", "identical_to_source", "duplicate", "length_ratio")
     }
     assert all(verdicts[i].scores["leakage_ref"] == flagged(exact, i) for i in leaks)
+
+
+def test_the_n_gram_mask_bound_is_never_below_the_exact_score() -> None:
+    """The leak guard drops a pair the anchors propose when the bound from the two texts' n-gram masks says it
+    cannot reach the threshold, before reading the reference (ReferenceIndex.gram_bound). A bound below the
+    exact score would let a leak through: on every pair of 400 example posts and their one-word variants,
+    retweets and truncations (near-copies, unrelated posts, short and long), the bound is at least the exact
+    Jaccard and containment that core.ngrams computes, and it rules out most unrelated pairs."""
+    import numpy as np
+
+    from core.near_duplicates import GramMasks, ReferenceIndex, _distinct, _hashed, anchor_length
+    from core.ngrams import pair_scores
+
+    rng = random.Random(5)
+    refs = [r["text"] for r in _example()[:400]]
+    queries = [_one_word_changed(t, rng) for t in refs[:100]] + [f"RT @x: {t}" for t in refs[100:150]]
+    queries += [t[: len(t) // 2] for t in refs[150:200]] + [r["text"] for r in _example()[400:500]]
+    index = ReferenceIndex(0.7).fit(refs)  # pairs under 0.7 by the popcount keep that bound; others are counted
+    exact = NgramIndex(5)
+    vectors, sizes = exact.vectors(queries)
+    ref_vectors, ref_sizes = exact.vectors(refs)
+    q = np.repeat(np.arange(len(queries)), len(refs))
+    r = np.tile(np.arange(len(refs)), len(queries))
+    grams = _hashed(queries, anchor_length(5), index.window, grams=5)[1]
+    bound = index.gram_bound(q, r, GramMasks.of(*grams), _distinct(*grams), sizes)
+    jaccard, containment, enough = pair_scores(vectors, sizes, q, ref_vectors, ref_sizes, r)
+    score = np.where(enough, np.maximum(jaccard, containment), 0.0)
+    assert (bound >= score - 1e-12).all(), np.flatnonzero(bound < score)[:5]
+    assert (score >= 0.7).sum() >= 150  # the near-copies are there to be bounded
+    assert (bound[score < 0.2] < 0.7).mean() > 0.9  # and unrelated pairs are ruled out
