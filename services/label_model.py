@@ -53,9 +53,17 @@ def replaces(current: dict[str, Any] | None, new_f1: float | None) -> bool:
 
 def automatic_rule(scorer: dict[str, Any]) -> Callable[[dict[str, Any] | None], bool]:
     """Whether a finished run's score replaces `current`: a better val macro-F1, or the same run's own earlier
-    score (an attempt that failed after writing some batches, retried)."""
+    score (an attempt that failed after writing some batches, retried, whatever its val macro-F1 now). The
+    exception covers only what this run wrote: another run's score stays unless this one is better, and
+    db.training_runs.apply_consistency_scores decides on the row as locked, so a score another run wrote after
+    this one read the row is judged, not overwritten."""
     f1, run_id = scorer.get("val_macro_f1"), scorer.get("run_id")
-    return lambda current: bool(current and current.get("run_id") == run_id) or replaces(current, f1)
+
+    def rule(current: dict[str, Any] | None) -> bool:
+        own = run_id is not None and current is not None and current.get("run_id") == run_id
+        return own or replaces(current, f1)
+
+    return rule
 
 
 def consistency_from_probs(
@@ -71,7 +79,7 @@ def consistency_from_probs(
 
     scores = label_scores(tasks, probs, [v.labels for v in variants], predicted=predicted) if variants else []
     return [
-        db_runs.ConsistencyScore(variant.id, variant.version, score.consistency, score.flag, score.probs)
+        db_runs.ConsistencyScore(variant.id, variant.text, score.consistency, score.flag, score.probs)
         for variant, score in zip(variants, scores, strict=True)
     ]
 
