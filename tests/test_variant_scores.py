@@ -187,3 +187,73 @@ def test_a_vote_does_not_make_a_running_scorer_skip_a_variant_but_an_edit_does(e
         changed = s.get_one(Sample, edited)
         assert changed.review_status == "pending" and "label_model" not in changed.scores
         assert changed.label_consistency is None
+
+
+def test_an_edit_and_an_undo_restoring_other_text_clear_the_old_texts_model_scores(engine) -> None:
+    from db import training_runs as db_runs
+    from db.models import Sample
+    from services.auto_approval import VariantFeatures
+
+    generated = "We must protect Social Security for our elderly."
+    with session_scope(engine) as s:
+        sources = make_dataset(s, reviews_required=2)
+        sample_id = add_variant(s, sources[0], generated, semantic=0.91, flag=True, consistency=0.35)
+        voted_only = add_variant(s, sources[1], "Proud to have met local farmers in Ames today.", consistency=0.6)
+        for sid in (sample_id, voted_only):
+            sample = s.get_one(Sample, sid)
+            sample.generated_text = None  # as the augmenters store a variant: set at its first edit
+            sample.scores = {
+                "similarity": 0.8,
+                "length_ratio": 1.0,
+                "semantic_similarity": 0.91,
+                "label_model": {"run_id": 1, "val_macro_f1": 0.5, "probs": PROBS},
+            }
+    users(engine, "ann", "ed")
+
+    def model_scores(sid: int) -> tuple[Any, ...]:
+        with session_scope(engine) as s:
+            sample = s.get_one(Sample, sid)
+            held = sample.scores or {}
+            return (
+                sample.semantic_similarity,
+                sample.label_consistency,
+                sample.label_flag,
+                held.get("semantic_similarity"),
+                (held.get("label_model") or {}).get("run_id"),
+            )
+
+    # A vote, and its undo, leave the text and so its scores.
+    decide_as(engine, "ann", voted_only, "approve")
+    undo_as(engine, "ann", voted_only)
+    assert model_scores(voted_only) == (None, 0.6, False, 0.91, 1)
+
+    decide_as(engine, "ann", sample_id, "approve")
+    assert model_scores(sample_id) == (0.91, 0.35, True, 0.91, 1)
+    decide_as(engine, "ed", sample_id, "edit", text="We must protect Social Security for every retiree.")
+    assert model_scores(sample_id) == (None, None, None, None, None)
+    with session_scope(engine) as s:
+        sample = s.get_one(Sample, sample_id)
+        assert sample.review_status == "pending" and sample.generated_text == generated
+        assert sample.scores["similarity"] == 0.8 and sample.scores["length_ratio"] == 1.0
+        # What people judged was the generated text: auto-approval still learns from its scores.
+        assert sample.scores["generated_text"] == {
+            "semantic_similarity": 0.91,
+            "label_consistency": 0.35,
+            "label_flag": True,
+        }
+        features = VariantFeatures.of(sample)
+        assert (features.semantic_similarity, features.label_consistency, features.label_flag) == (0.91, 0.35, True)
+        edited_text = sample.text
+
+    # The next run scores the edited text; undoing the edit restores the generated text, and clears them again.
+    with session_scope(engine) as s:
+        written = db_runs.apply_consistency_scores(
+            s, 6, [db_runs.ConsistencyScore(sample_id, edited_text, 0.8, False, PROBS)]
+        )
+        assert written == 1
+    assert model_scores(sample_id) == (None, 0.8, False, None, 6)
+    undo_as(engine, "ed", sample_id)
+    assert model_scores(sample_id) == (None, None, None, None, None)
+    with session_scope(engine) as s:
+        sample = s.get_one(Sample, sample_id)
+        assert sample.text == generated and sample.scores["generated_text"]["label_consistency"] == 0.35
