@@ -136,6 +136,7 @@ def finish_run(
     curve: list[Any],
     snapshot_path: str,
     snapshot_size: int,
+    snapshot_digest: str | None = None,
     artifact_dir: str,
 ) -> TrainingRun:
     run = get_run(session, run_id)
@@ -145,6 +146,7 @@ def finish_run(
     run.snapshot = []
     run.snapshot_path = snapshot_path
     run.snapshot_size = snapshot_size
+    run.snapshot_digest = snapshot_digest
     run.artifact_dir = artifact_dir
     run.error = None
     run.finished_at = utcnow()

@@ -25,7 +25,7 @@ from db.models import Dataset
 from db.session import readonly_engine, session_scope
 from services import label_model
 from services.distributed_training import train_distributed
-from services.run_snapshots import SNAPSHOT_FILE, write_snapshot
+from services.run_snapshots import SNAPSHOT_FILE, pairs_digest, write_snapshot
 from services.training import runs_root
 from services.training_data import load_split_data
 from trainer.classical import ClassicalConfig, save_classical, train_classical
@@ -146,6 +146,7 @@ def _execute_classical(
     try:
         save_classical(result, staging)
         train_samples = write_snapshot(result.snapshot, staging / SNAPSHOT_FILE)
+        digest = pairs_digest(result.snapshot)  # here, not in every ensemble request
         summary = {
             "run_id": run_id,
             "artifact_dir": str(out_dir),
@@ -165,6 +166,7 @@ def _execute_classical(
                 curve=[],
                 snapshot_path=str(out_dir / SNAPSHOT_FILE),
                 snapshot_size=train_samples,
+                snapshot_digest=digest,
                 artifact_dir=str(out_dir),
             )
             if finish:
@@ -210,6 +212,7 @@ def _score_and_record(
         rules=result.decision,
     )
     train_samples = write_snapshot(result.snapshot, staging / SNAPSHOT_FILE)
+    digest = pairs_digest(result.snapshot)  # here, not in every ensemble request
     summary = {
         "run_id": run_id,
         "artifact_dir": str(out_dir),
@@ -230,6 +233,7 @@ def _score_and_record(
             curve=result.curve,
             snapshot_path=str(out_dir / SNAPSHOT_FILE),
             snapshot_size=train_samples,
+            snapshot_digest=digest,
             artifact_dir=str(out_dir),
         )
         if finish:
