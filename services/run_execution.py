@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from core.settings import get_settings
 from db import queue
 from db import training_runs as db_runs
-from db.chunks import chunked
 from db.models import Dataset
 from db.session import readonly_engine, session_scope
 from services import label_model
@@ -268,7 +267,7 @@ def record_end(
 
 
 SCORING_PAGE = 2048  # pending variants predicted at a time
-SCORE_WRITE_BATCH = 500  # scores written per transaction
+SCORE_WRITE_BATCH = label_model.SCORE_WRITE_BATCH  # scores written per transaction
 
 
 def score_pending_variants(
@@ -305,12 +304,9 @@ def score_pending_variants(
 
         scores = consistency_scores(model, tokenizer, tasks, page, max_length, page_progress, rules)
         replace_if = label_model.automatic_rule(scorer) if scorer is not None else None
-        for batch in chunked(scores, SCORE_WRITE_BATCH):
-            with session_scope(engine) as session:
-                guard(session)
-                written += db_runs.apply_consistency_scores(
-                    session, run_id, batch, scorer=scorer, replace_if=replace_if
-                )
+        written += label_model.write_scores(
+            engine, run_id, scores, scorer=scorer, replace_if=replace_if, guard=guard, batch=SCORE_WRITE_BATCH
+        )
         done += len(page)
         last_id = page[-1].id
 
