@@ -21,7 +21,9 @@ from db import training_runs as db_runs
 from db.models import Dataset
 
 # What a model computed on a variant's text: columns, and their details in `scores`. When the text changes (an
-# edit, an undo that restores other text) they no longer describe it; the next finished run scores it again.
+# edit, an undo that restores other text) they no longer describe it and are cleared: the next finished run (or
+# a chosen label model) scores the label consistency again; the semantic similarity, computed by the augment
+# job only, stays empty.
 MODEL_SCORE_COLUMNS = ("semantic_similarity", "label_consistency", "label_flag")
 MODEL_SCORE_KEYS = ("semantic_similarity", "label_model")
 GENERATED_TEXT_SCORES = "generated_text"  # the generated text's model scores, kept in `scores` at the first edit
