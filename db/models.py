@@ -422,6 +422,9 @@ class TrainingRun(Base):
     snapshot: Mapped[list[Any]] = mapped_column(JSON, default=list)
     snapshot_path: Mapped[str | None] = mapped_column(String(500), default=None)
     snapshot_size: Mapped[int | None] = mapped_column(Integer, default=None)
+    # sha256 of its sorted pairs (services.run_snapshots.pairs_digest): runs with equal digests trained on the
+    # same texts. Stored when the run finishes (migration 0010); older runs are digested when first combined.
+    snapshot_digest: Mapped[str | None] = mapped_column(String(64), default=None)
     curve: Mapped[list[Any]] = mapped_column(JSON, default=list)  # per epoch: loss, val metrics
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # learning-rate selection shared by the runs of one request: status, trials on val, the chosen lr_scale

@@ -136,6 +136,7 @@ def finish_run(
     curve: list[Any],
     snapshot_path: str,
     snapshot_size: int,
+    snapshot_digest: str | None = None,
     artifact_dir: str,
 ) -> TrainingRun:
     run = get_run(session, run_id)
@@ -145,6 +146,7 @@ def finish_run(
     run.snapshot = []
     run.snapshot_path = snapshot_path
     run.snapshot_size = snapshot_size
+    run.snapshot_digest = snapshot_digest
     run.artifact_dir = artifact_dir
     run.error = None
     run.finished_at = utcnow()
@@ -178,7 +180,6 @@ def end_runs_of_jobs(session: Session, job_ids: list[int], status: str, error: s
 @dataclass
 class PendingVariant:
     id: int
-    version: int
     text: str
     labels: dict[str, str]
 
@@ -199,16 +200,16 @@ def pending_variants(
     session: Session, dataset_id: int, *, after_id: int = 0, limit: int | None = None
 ) -> list[PendingVariant]:
     """Pending variants (and pseudo-labels, submissions) in id order after `after_id`: a page of them."""
-    query = select(Sample.id, Sample.version, Sample.text).where(*_pending(dataset_id), Sample.id > after_id)
+    query = select(Sample.id, Sample.text).where(*_pending(dataset_id), Sample.id > after_id)
     rows = session.execute(query.order_by(Sample.id).limit(limit)).tuples().all()
-    labels = labels_of(session, [sid for sid, _v, _t in rows])
-    return [PendingVariant(sid, version, text, labels[sid]) for sid, version, text in rows]
+    labels = labels_of(session, [sid for sid, _t in rows])
+    return [PendingVariant(sid, text, labels[sid]) for sid, text in rows]
 
 
 @dataclass
 class ConsistencyScore:
     sample_id: int
-    version: int
+    text: str  # the text that was scored
     consistency: float | None
     flag: bool | None
     probs: dict[str, dict[str, float]]
@@ -222,35 +223,39 @@ def apply_consistency_scores(
     scorer: dict[str, Any] | None = None,
     replace_if: Callable[[dict[str, Any] | None], bool] | None = None,
 ) -> int:
-    """Write scores to variants still pending at the version that was scored (an edit since then changed the
-    text, so its score would be stale); other keys of `scores` (similarity details...) are kept. `scorer`
-    describes the model (stored beside the probabilities); `replace_if(current label_model entry or None)` says
-    whether a variant's existing score may be replaced. Set-based: one SELECT per chunk of ids and one
-    executemany UPDATE, so a caller that commits batch by batch holds the write lock for milliseconds at a
-    time. Returns how many variants were written."""
-    current: dict[int, tuple[int, dict[str, Any] | None]] = {}
-    for chunk in chunked([score.sample_id for score in scores]):
-        for sid, version, held in session.execute(
-            select(Sample.id, Sample.version, Sample.scores).where(
-                Sample.id.in_(chunk), Sample.review_status == ReviewStatus.pending
-            )
+    """Write scores to variants still pending with the text that was scored (an edit since then made the score
+    stale; a vote did not); other keys of `scores` (similarity details...) are kept. `scorer` describes the
+    model (stored beside the probabilities); `replace_if(current label_model entry or None)` says whether a
+    variant's existing score may be replaced. Returns how many variants were written.
+
+    The rows are locked (FOR UPDATE, in id order; SQLite's BEGIN IMMEDIATE already holds the write lock) from
+    the read of their current scores to the write, so two scorers finishing together decide one after the
+    other, each on what the other committed: a better score is never overwritten by one that read the row
+    before it was written. Set-based: one locking SELECT per chunk of ids and one executemany UPDATE, so a
+    caller that commits batch by batch holds the locks for milliseconds at a time."""
+    current: dict[int, dict[str, Any] | None] = {}
+    for chunk in chunked(sorted({score.sample_id for score in scores})):
+        for sid, held in session.execute(
+            select(Sample.id, Sample.scores)
+            .where(Sample.id.in_(chunk), Sample.review_status == ReviewStatus.pending)
+            .order_by(Sample.id)
+            .with_for_update()
         ):
-            current[sid] = (version, held)
+            current[sid] = held
     rows = [
         {
             "sid": score.sample_id,
-            "seen": score.version,
+            "scored_text": score.text,
             "consistency": score.consistency,
             "flag": score.flag,
             "merged": {
-                **(current[score.sample_id][1] or {}),
+                **(current[score.sample_id] or {}),
                 "label_model": {"run_id": run_id, **(scorer or {}), "probs": score.probs},
             },
         }
         for score in scores
         if score.sample_id in current
-        and current[score.sample_id][0] == score.version
-        and (replace_if is None or replace_if((current[score.sample_id][1] or {}).get("label_model")))
+        and (replace_if is None or replace_if((current[score.sample_id] or {}).get("label_model")))
     ]
     if not rows:
         return 0
@@ -259,7 +264,7 @@ def apply_consistency_scores(
         update(table)
         .where(
             table.c.id == bindparam("sid"),
-            table.c.version == bindparam("seen"),
+            table.c.text == bindparam("scored_text"),
             table.c.review_status == ReviewStatus.pending.value,
         )
         .values(

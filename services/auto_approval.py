@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from core.errors import ConflictError
 from db.models import Dataset, Origin, ReviewStatus, Sample, User, utcnow
 from services.access import Need
+from services.variant_scoring import GENERATED_TEXT_SCORES, MODEL_SCORE_COLUMNS
 from services.variant_settings import store, variant_settings
 from workers.augment.base import derive_seed
 from workers.augment.catalog import METHODS
@@ -61,14 +62,17 @@ class VariantFeatures:
 
     @classmethod
     def of(cls, sample: Any) -> VariantFeatures:
+        """The generated text's scores: an edited variant keeps its model scores from before the first edit
+        (services.variant_scoring.text_changed_values), as what people judged was that text."""
         scores = sample.scores or {}
+        model = scores.get(GENERATED_TEXT_SCORES) or {name: getattr(sample, name) for name in MODEL_SCORE_COLUMNS}
         return cls(
-            sample.semantic_similarity,
+            model.get("semantic_similarity"),
             sample.similarity,
             sample.novelty,
             scores.get("length_ratio"),
-            sample.label_consistency,
-            sample.label_flag,
+            model.get("label_consistency"),
+            model.get("label_flag"),
             sample.method,
         )
 

@@ -75,7 +75,9 @@ def create_ensemble(
     combined = build_ensemble(member_inputs(runs), weighted=weighted, temperature=temperature, decision=decision)
     dataset = session.get_one(Dataset, runs[0].dataset_id)
     try:
-        snapshots = {snapshot_digest(r) for r in runs}
+        for r in runs:  # stored when the run finished; a run recorded before that is digested once, and keeps it
+            if r.snapshot_digest is None:
+                r.snapshot_digest = snapshot_digest(r)
     except FileNotFoundError:
         raise ValidationFailed(
             "a member's training snapshot file is gone (its run directory was removed); choose other runs",
@@ -93,7 +95,7 @@ def create_ensemble(
         "groups": combined["groups"],
         "kinds": {str(r.id): r.kind for r in runs},
         "encoders": {str(r.id): r.config.get("encoder") or r.config.get("model") for r in runs},
-        "same_snapshot": len(snapshots) == 1,
+        "same_snapshot": len({r.snapshot_digest for r in runs}) == 1,
     }
     run = db_runs.create_run(
         session,

@@ -53,9 +53,17 @@ def replaces(current: dict[str, Any] | None, new_f1: float | None) -> bool:
 
 def automatic_rule(scorer: dict[str, Any]) -> Callable[[dict[str, Any] | None], bool]:
     """Whether a finished run's score replaces `current`: a better val macro-F1, or the same run's own earlier
-    score (an attempt that failed after writing some batches, retried)."""
+    score (an attempt that failed after writing some batches, retried, whatever its val macro-F1 now). The
+    exception covers only what this run wrote: another run's score stays unless this one is better, and
+    db.training_runs.apply_consistency_scores decides on the row as locked, so a score another run wrote after
+    this one read the row is judged, not overwritten."""
     f1, run_id = scorer.get("val_macro_f1"), scorer.get("run_id")
-    return lambda current: bool(current and current.get("run_id") == run_id) or replaces(current, f1)
+
+    def rule(current: dict[str, Any] | None) -> bool:
+        own = run_id is not None and current is not None and current.get("run_id") == run_id
+        return own or replaces(current, f1)
+
+    return rule
 
 
 def consistency_from_probs(
@@ -71,9 +79,35 @@ def consistency_from_probs(
 
     scores = label_scores(tasks, probs, [v.labels for v in variants], predicted=predicted) if variants else []
     return [
-        db_runs.ConsistencyScore(variant.id, variant.version, score.consistency, score.flag, score.probs)
+        db_runs.ConsistencyScore(variant.id, variant.text, score.consistency, score.flag, score.probs)
         for variant, score in zip(variants, scores, strict=True)
     ]
+
+
+SCORE_WRITE_BATCH = 500  # scores written per transaction
+
+
+def write_scores(
+    engine: Engine,
+    run_id: int,
+    scores: list[db_runs.ConsistencyScore],
+    *,
+    scorer: dict[str, Any] | None,
+    replace_if: Callable[[dict[str, Any] | None], bool] | None,
+    guard: Callable[[Session], None] = lambda _s: None,
+    batch: int = SCORE_WRITE_BATCH,
+) -> int:
+    """Write scores in set-based batches, each its own short transaction under `guard` (a job's lease): the
+    rows a batch writes are locked (the write lock, on SQLite) for milliseconds, never across the whole
+    scoring. Scores written before a failure stay, tagged with their run; a retry overwrites them."""
+    written = 0
+    for start in range(0, len(scores), batch):
+        with session_scope(engine) as session:
+            guard(session)
+            written += db_runs.apply_consistency_scores(
+                session, run_id, scores[start : start + batch], scorer=scorer, replace_if=replace_if
+            )
+    return written
 
 
 # A person's choice ---------------------------------------------------------------------------------
@@ -101,13 +135,17 @@ def execute_rescoring(
     dataset_name: str,
     model_id: int,
     *,
+    job_id: int | None = None,
+    worker_id: str | None = None,
     progress: ProgressFn | None = None,
     finish: FinishFn | None = None,
 ) -> dict[str, Any]:
-    """Score the dataset's pending variants with a chosen model; its scores replace whatever was there."""
+    """Score the dataset's pending variants with a chosen model; its scores replace whatever was there. As a job
+    (`job_id`, `worker_id`), each batch is written only while the worker holds the job."""
     from services.prediction import dataset_and_model, load_predictor
 
     emit = progress or (lambda _e: None)
+    guard = queue.lease_guard(job_id, worker_id)
     with session_scope(readonly_engine(engine)) as session:
         dataset, spec = dataset_and_model(session, dataset_name, model_id, None)
         scorer = scorer_of(db_runs.get_run(session, model_id), chosen=True)
@@ -117,9 +155,9 @@ def execute_rescoring(
         [v.text for v in variants], on_batch=lambda d, n: emit({"event": "scoring", "done": d, "total": n})
     )
     scores = consistency_from_probs(predictor.tasks, variants, probs, predictor.decide(probs) if variants else None)
+    written = write_scores(engine, model_id, scores, scorer=scorer, replace_if=None, guard=guard)
+    result = {"dataset": dataset_name, "model_id": model_id, "pending": len(variants), "scored": written}
     with session_scope(engine) as session:
-        written = db_runs.apply_consistency_scores(session, model_id, scores, scorer=scorer)
-        result = {"dataset": dataset_name, "model_id": model_id, "pending": len(variants), "scored": written}
         if finish:
             finish(session, result)
     return result

@@ -52,6 +52,7 @@ from db.reviews import (
 )
 from db.session import affected_rows
 from services.access import Need, check_dataset_id
+from services.variant_scoring import text_changed_values
 
 
 def status_from_votes(votes: dict[int, str], reviews_required: int) -> str:
@@ -133,6 +134,8 @@ def decide(
                 )
         text_after = text
         # SET expressions read the row as it was, so the first edit keeps what the augmenter generated.
+        if text != text_before:
+            values.update(text_changed_values(sample))
         values.update(
             text=text, content_hash=new_hash, generated_text=func.coalesce(Sample.generated_text, Sample.text)
         )

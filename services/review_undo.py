@@ -17,6 +17,7 @@ from core.textnorm import content_hash
 from db.models import UNDO, Decision, Origin, Review, Sample, User
 from db.reviews import decision_trail, replay, sample_state
 from services.review import apply_and_record, status_values
+from services.variant_scoring import text_changed_values
 
 
 def _refuse(session: Session, sample: Sample, why: str) -> ConflictError:
@@ -76,7 +77,7 @@ def undo_decision(session: Session, sample_id: int, user: User, version: int) ->
                 field="text",
                 extra={"duplicate_of": duplicate},
             )
-        values.update(text=text_after, content_hash=restored_hash)
+        values.update(text_changed_values(sample), text=text_after, content_hash=restored_hash)
     return apply_and_record(
         session,
         sample,

@@ -20,12 +20,11 @@ from sqlalchemy.orm import Session
 from core.settings import get_settings
 from db import queue
 from db import training_runs as db_runs
-from db.chunks import chunked
 from db.models import Dataset
 from db.session import readonly_engine, session_scope
 from services import label_model
 from services.distributed_training import train_distributed
-from services.run_snapshots import SNAPSHOT_FILE, write_snapshot
+from services.run_snapshots import SNAPSHOT_FILE, pairs_digest, write_snapshot
 from services.training import runs_root
 from services.training_data import load_split_data
 from trainer.classical import ClassicalConfig, save_classical, train_classical
@@ -146,6 +145,7 @@ def _execute_classical(
     try:
         save_classical(result, staging)
         train_samples = write_snapshot(result.snapshot, staging / SNAPSHOT_FILE)
+        digest = pairs_digest(result.snapshot)  # here, not in every ensemble request
         summary = {
             "run_id": run_id,
             "artifact_dir": str(out_dir),
@@ -165,6 +165,7 @@ def _execute_classical(
                 curve=[],
                 snapshot_path=str(out_dir / SNAPSHOT_FILE),
                 snapshot_size=train_samples,
+                snapshot_digest=digest,
                 artifact_dir=str(out_dir),
             )
             if finish:
@@ -210,6 +211,7 @@ def _score_and_record(
         rules=result.decision,
     )
     train_samples = write_snapshot(result.snapshot, staging / SNAPSHOT_FILE)
+    digest = pairs_digest(result.snapshot)  # here, not in every ensemble request
     summary = {
         "run_id": run_id,
         "artifact_dir": str(out_dir),
@@ -230,6 +232,7 @@ def _score_and_record(
             curve=result.curve,
             snapshot_path=str(out_dir / SNAPSHOT_FILE),
             snapshot_size=train_samples,
+            snapshot_digest=digest,
             artifact_dir=str(out_dir),
         )
         if finish:
@@ -264,7 +267,7 @@ def record_end(
 
 
 SCORING_PAGE = 2048  # pending variants predicted at a time
-SCORE_WRITE_BATCH = 500  # scores written per transaction
+SCORE_WRITE_BATCH = label_model.SCORE_WRITE_BATCH  # scores written per transaction
 
 
 def score_pending_variants(
@@ -301,12 +304,9 @@ def score_pending_variants(
 
         scores = consistency_scores(model, tokenizer, tasks, page, max_length, page_progress, rules)
         replace_if = label_model.automatic_rule(scorer) if scorer is not None else None
-        for batch in chunked(scores, SCORE_WRITE_BATCH):
-            with session_scope(engine) as session:
-                guard(session)
-                written += db_runs.apply_consistency_scores(
-                    session, run_id, batch, scorer=scorer, replace_if=replace_if
-                )
+        written += label_model.write_scores(
+            engine, run_id, scores, scorer=scorer, replace_if=replace_if, guard=guard, batch=SCORE_WRITE_BATCH
+        )
         done += len(page)
         last_id = page[-1].id
 

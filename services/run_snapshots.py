@@ -5,8 +5,9 @@ training_runs.snapshot, and read the same way."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,15 +61,21 @@ def snapshot_pairs(run: TrainingRun) -> Iterator[list[Any]]:
         yield from batch
 
 
-def snapshot_digest(run: TrainingRun) -> str:
-    """A digest of the run's training set (its (sample_id, content_hash) pairs, in any order): runs with equal
-    digests trained on the same texts."""
-    import hashlib
-
+def pairs_digest(pairs: Iterable[Sequence[Any]]) -> str:
+    """A digest of a training set, its (sample_id, content_hash) pairs in any order: equal digests, same texts."""
     digest = hashlib.sha256()
-    for sample_id, content in sorted((int(i), str(h)) for i, h in snapshot_pairs(run)):
+    for sample_id, content in sorted((int(i), str(h)) for i, h in pairs):
         digest.update(f"{sample_id}:{content}\n".encode())
     return digest.hexdigest()
+
+
+def snapshot_digest(run: TrainingRun) -> str:
+    """The run's training-set digest: stored when it finished, or (a run recorded before migration 0010) read
+    and sorted from its snapshot, which takes seconds for a million pairs. A file that is gone raises
+    FileNotFoundError."""
+    if run.snapshot_digest is not None:
+        return run.snapshot_digest
+    return pairs_digest(snapshot_pairs(run))
 
 
 def snapshot_json(run: TrainingRun) -> Iterator[str]:

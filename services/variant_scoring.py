@@ -20,6 +20,28 @@ from sqlalchemy.orm import Session
 from db import training_runs as db_runs
 from db.models import Dataset
 
+# What a model computed on a variant's text: columns, and their details in `scores`. When the text changes (an
+# edit, an undo that restores other text) they no longer describe it and are cleared: the next finished run (or
+# a chosen label model) scores the label consistency again; the semantic similarity, computed by the augment
+# job only, stays empty.
+MODEL_SCORE_COLUMNS = ("semantic_similarity", "label_consistency", "label_flag")
+MODEL_SCORE_KEYS = ("semantic_similarity", "label_model")
+GENERATED_TEXT_SCORES = "generated_text"  # the generated text's model scores, kept in `scores` at the first edit
+
+
+def text_changed_values(sample: Any) -> dict[str, Any]:
+    """What a variant's row gets besides its new text: its model scores cleared, so that the queue never shows
+    (or sorts by) a score computed on another text, and a running scorer's result for the old text is refused
+    (db.training_runs.apply_consistency_scores compares the text). The first edit keeps the generated text's
+    scores under scores["generated_text"]: what people decided about the generated text is what auto-approval
+    learns from (services.auto_approval.VariantFeatures)."""
+    held = dict(sample.scores or {})
+    if sample.generated_text is None and GENERATED_TEXT_SCORES not in held:
+        held[GENERATED_TEXT_SCORES] = {name: getattr(sample, name) for name in MODEL_SCORE_COLUMNS}
+    for key in MODEL_SCORE_KEYS:
+        held.pop(key, None)
+    return {**dict.fromkeys(MODEL_SCORE_COLUMNS), "scores": held}
+
 
 @dataclass
 class LabelScore:

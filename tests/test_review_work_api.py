@@ -214,6 +214,8 @@ def test_scores_record_their_run_and_keep_better_ones(engine, review_data) -> No
     from services.label_model import automatic_rule
 
     v = review_data.variants[review_data.sources[0]][0]
+    with session_scope(engine) as s:
+        text = s.get_one(Sample, v).text
     probs = {"bias": {"neutral": 0.9, "partisan": 0.1}, "message": {"policy": 0.2, "attack": 0.8}}
 
     def score(run_id: int, f1: float, flag: bool, chosen: bool = False) -> int:
@@ -222,7 +224,7 @@ def test_scores_record_their_run_and_keep_better_ones(engine, review_data) -> No
             return db_runs.apply_consistency_scores(
                 s,
                 run_id,
-                [db_runs.ConsistencyScore(v, 1, 0.1 if flag else 0.9, flag, probs)],
+                [db_runs.ConsistencyScore(v, text, 0.1 if flag else 0.9, flag, probs)],
                 scorer=scorer,
                 replace_if=None if chosen else automatic_rule(scorer),
             )

@@ -124,12 +124,30 @@ def test_tfidf_member_in_an_ensemble_and_decision_rules_in_predictions(lead, eng
     listed = lead.get("/api/v1/training-runs", params={"kind": "tfidf"}).json()
     assert [r["id"] for r in listed] == [member_id]
 
+    # Each run stored its training-set digest when it finished: the ensemble request compares those instead of
+    # reading and sorting every member's snapshot (seconds per million pairs). A run recorded before the digest
+    # was stored (none) is digested in the request, once.
+    from db.models import TrainingRun
+    from db.session import session_scope
+    from services.run_snapshots import pairs_digest, snapshot_pairs
+
+    with session_scope(engine) as s:
+        transformer, tfidf = s.get_one(TrainingRun, transformer_id), s.get_one(TrainingRun, member_id)
+        assert transformer.snapshot_digest == pairs_digest(snapshot_pairs(transformer))
+        assert tfidf.snapshot_digest == transformer.snapshot_digest  # both trained on the same 40 texts
+        stored, snapshot_file = transformer.snapshot_digest, Path(transformer.snapshot_path or "")
+        tfidf.snapshot_digest = None
+    snapshot_file.rename(snapshot_file.with_suffix(".away"))  # the request must not need it
+
     ens = lead.post("/api/v1/ensembles", json={"run_ids": [transformer_id, member_id]})
     assert ens.status_code == 201, ens.text
     ens_body = ens.json()
     config = ens_body["config"]
     assert config["kinds"] == {str(transformer_id): "single", str(member_id): "tfidf"}
     assert config["same_snapshot"] is True
+    with session_scope(engine) as s:
+        assert s.get_one(TrainingRun, member_id).snapshot_digest == stored
+    snapshot_file.with_suffix(".away").rename(snapshot_file)
     for task in ("bias", "message"):
         weights = config["task_weights"][task]
         assert sum(weights.values()) == pytest.approx(1.0) and all(w >= 0 for w in weights.values())

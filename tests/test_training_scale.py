@@ -107,20 +107,21 @@ def test_runs_recorded_before_snapshot_files_read_theirs_from_the_row(lead, engi
     assert missing.status_code == 404 and missing.json()["field"] == "run_id"
 
 
-def test_consistency_scores_are_written_set_based_and_skip_stale_versions(any_engine) -> None:
+def test_consistency_scores_are_written_set_based_and_skip_stale_texts(any_engine) -> None:
     from sqlalchemy import update
 
     from db import training_runs as db_runs
     from db.models import Sample
 
     name = import_small(any_engine, n_train=8, n_val=4, n_test=4, n_unlabelled=0)
-    ids = [add_variant(any_engine, name, "train", "pending", f"variant {i} of the budget post") for i in range(4)]
+    texts = [f"variant {i} of the budget post" for i in range(4)]
+    ids = [add_variant(any_engine, name, "train", "pending", text) for text in texts]
     with session_scope(any_engine) as s:
-        s.execute(update(Sample).where(Sample.id == ids[0]).values(scores={"similarity": 0.5}))
-        s.execute(update(Sample).where(Sample.id == ids[1]).values(version=2))  # edited since it was scored
+        s.execute(update(Sample).where(Sample.id == ids[0]).values(scores={"similarity": 0.5}, version=3))  # votes
+        s.execute(update(Sample).where(Sample.id == ids[1]).values(text="Variant 1 of the budget post"))  # edited
         s.execute(update(Sample).where(Sample.id == ids[2]).values(review_status="approved"))
     probs = {"bias": {"neutral": 0.25, "partisan": 0.75}}
-    scores = [db_runs.ConsistencyScore(sid, 1, 0.25 * (i + 1), i % 2 == 0, probs) for i, sid in enumerate(ids)]
+    scores = [db_runs.ConsistencyScore(sid, texts[i], 0.25 * (i + 1), i % 2 == 0, probs) for i, sid in enumerate(ids)]
     with session_scope(any_engine) as s:
         assert db_runs.apply_consistency_scores(s, 7, scores) == 2
     with session_scope(any_engine) as s:

@@ -247,6 +247,8 @@ def run_label_scores(ctx: JobContext) -> dict[str, Any]:
             ctx.engine,
             ctx.params["dataset"],
             int(ctx.params["model_id"]),
+            job_id=ctx.job_id,
+            worker_id=ctx.worker_id,
             progress=on_event,
             finish=lambda session, result: ctx.complete_in(session, result),
         )

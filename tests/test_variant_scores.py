@@ -1,0 +1,259 @@
+"""Label-model scores on pending variants: which scorer's score stands when two runs write at once (or a run is
+retried), that a vote does not make a running scorer skip a variant while an edit does, and that a change of
+text clears the model scores computed for the old one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import pytest
+
+from db.session import session_scope
+from tests.review_fixtures import add_variant, make_dataset
+
+PROBS = {"bias": {"neutral": 0.3, "partisan": 0.7}}
+
+
+def scorer(run_id: int, f1: float) -> dict[str, Any]:
+    return {"run_id": run_id, "kind": "single", "name": f"run {run_id}", "val_macro_f1": f1, "chosen": False}
+
+
+def write_score(
+    engine: Any, sample_id: int, text: str, run_id: int, f1: float, meanwhile: Callable[[], None] | None = None
+) -> int:
+    """What a finished run writes for one variant (its val macro-F1 doubles as the consistency, to tell the
+    scores apart); `meanwhile` runs after it has read the variant's current score and before it writes."""
+    from db import training_runs as db_runs
+    from services.label_model import automatic_rule
+
+    rule = automatic_rule(scorer(run_id, f1))
+
+    def deciding(current: dict[str, Any] | None) -> bool:
+        verdict = rule(current)
+        if meanwhile is not None:
+            meanwhile()
+        return verdict
+
+    with session_scope(engine) as s:
+        return db_runs.apply_consistency_scores(
+            s,
+            run_id,
+            [db_runs.ConsistencyScore(sample_id, text, f1, False, PROBS)],
+            scorer=scorer(run_id, f1),
+            replace_if=deciding,
+        )
+
+
+class OtherScorer:
+    """Another run writing the same variant from its own thread (its own connection), started between the
+    first scorer's read and its write. It gets a second: a write that does not wait for the first scorer's
+    transaction lands in between; one that waits (the rows are locked) lands after it."""
+
+    def __init__(self, engine: Any, sample_id: int, text: str, run_id: int, f1: float) -> None:
+        self.args = (engine, sample_id, text, run_id, f1)
+        self.pool = ThreadPoolExecutor(max_workers=1)
+        self.future: Future[int] | None = None
+
+    def start_and_wait_a_little(self) -> None:
+        self.future = self.pool.submit(write_score, *self.args)
+        wait([self.future], timeout=1.0)
+
+    def join(self) -> int:
+        assert self.future is not None
+        try:
+            return self.future.result(timeout=60)  # its error, if any, raised here
+        finally:
+            self.pool.shutdown()
+
+
+def one_variant(engine: Any, reviews_required: int = 1) -> tuple[int, str]:
+    text = "We have to protect Social Security for our older people."
+    with session_scope(engine) as s:
+        sources = make_dataset(s, reviews_required=reviews_required)
+        return add_variant(s, sources[0], text), text
+
+
+def stored_score(engine: Any, sample_id: int) -> tuple[int, float, float]:
+    from db.models import Sample
+
+    with session_scope(engine) as s:
+        sample = s.get_one(Sample, sample_id)
+        label_model = sample.scores["label_model"]
+        return label_model["run_id"], label_model["val_macro_f1"], sample.label_consistency
+
+
+def test_two_runs_scoring_at_once_keep_the_better_score(any_engine) -> None:
+    """Run B (val macro-F1 0.6) reads the variant (no score yet: it may write); run C (0.7) writes and commits
+    meanwhile. Without the rows locked from read to write, B then overwrote C's better score."""
+    sample_id, text = one_variant(any_engine)
+    other = OtherScorer(any_engine, sample_id, text, run_id=3, f1=0.7)
+    assert write_score(any_engine, sample_id, text, 2, 0.6, meanwhile=other.start_and_wait_a_little) == 1
+    assert other.join() == 1
+    assert stored_score(any_engine, sample_id) == (3, 0.7, 0.7)
+    # And the other way round: the better score written first stays.
+    assert write_score(any_engine, sample_id, text, 2, 0.6) == 0
+    assert stored_score(any_engine, sample_id) == (3, 0.7, 0.7)
+
+
+def test_a_retried_run_replaces_only_its_own_scores(any_engine) -> None:
+    """Run A's first attempt scored the variant (0.5) and failed; its retry trains worse (0.4). The retry may
+    replace what A wrote, never what another run wrote: not C's score written before the retry reads the
+    variant, nor one C commits between the retry's read and its write."""
+    sample_id, text = one_variant(any_engine)
+    assert write_score(any_engine, sample_id, text, 1, 0.5) == 1
+    assert write_score(any_engine, sample_id, text, 1, 0.4) == 1  # its own score, retried
+    assert stored_score(any_engine, sample_id) == (1, 0.4, 0.4)
+
+    other = OtherScorer(any_engine, sample_id, text, run_id=3, f1=0.7)
+    assert write_score(any_engine, sample_id, text, 1, 0.4, meanwhile=other.start_and_wait_a_little) == 1
+    assert other.join() == 1
+    assert stored_score(any_engine, sample_id) == (3, 0.7, 0.7)
+    assert write_score(any_engine, sample_id, text, 1, 0.4) == 0
+    assert stored_score(any_engine, sample_id) == (3, 0.7, 0.7)
+
+
+@pytest.mark.parametrize(
+    ("current", "expected"),
+    [
+        ({"run_id": 1, "val_macro_f1": 0.9}, True),  # the run's own score, whatever its F1
+        ({"run_id": 2, "val_macro_f1": 0.9}, False),
+        ({"val_macro_f1": 0.9}, False),  # a score without a run is not "its own" for a scorer without one
+    ],
+)
+def test_only_a_runs_own_score_escapes_the_f1_rule(current, expected) -> None:
+    from services.label_model import automatic_rule
+
+    scorer_without_id = {"val_macro_f1": 0.1}
+    own = automatic_rule(scorer(1, 0.1))(current)
+    assert own is expected
+    assert automatic_rule(scorer_without_id)(current) is False
+
+
+def users(engine: Any, *names: str) -> None:
+    from db.auth import get_or_create_user
+    from tests.conftest import join_project
+
+    with session_scope(engine) as s:
+        for name in names:
+            get_or_create_user(s, name, "annotator")
+            join_project(s, name)
+
+
+def decide_as(engine: Any, name: str, sample_id: int, decision: str, **kwargs: Any) -> None:
+    from db.auth import get_or_create_user
+    from db.models import Sample
+    from services.review import decide
+
+    with session_scope(engine) as s:
+        version = s.get_one(Sample, sample_id).version
+        decide(s, sample_id, get_or_create_user(s, name, "annotator"), decision, version, **kwargs)
+
+
+def undo_as(engine: Any, name: str, sample_id: int) -> None:
+    from db.auth import get_or_create_user
+    from db.models import Sample
+    from services.review_undo import undo_decision
+
+    with session_scope(engine) as s:
+        version = s.get_one(Sample, sample_id).version
+        undo_decision(s, sample_id, get_or_create_user(s, name, "annotator"), version)
+
+
+def test_a_vote_does_not_make_a_running_scorer_skip_a_variant_but_an_edit_does(engine) -> None:
+    """k = 2: a first vote leaves the variant pending with a new version, and its text unchanged, so the score a
+    run computed meanwhile still describes it; an edit changed the text, so the score is refused."""
+    from db import training_runs as db_runs
+    from db.models import Sample
+
+    with session_scope(engine) as s:
+        sources = make_dataset(s, reviews_required=2)
+        voted = add_variant(s, sources[0], "We must defend Social Security for our seniors.")
+        edited = add_variant(s, sources[1], "Proud to meet with local growers in Ames today.")
+        dataset_id = s.get_one(Sample, voted).dataset_id
+    users(engine, "ann", "ed")
+    with session_scope(engine) as s:
+        page = db_runs.pending_variants(s, dataset_id)  # what a finishing run reads, then predicts on
+    decide_as(engine, "ann", voted, "approve")
+    decide_as(engine, "ed", edited, "edit", text="Proud to meet with the farmers of Ames today.")
+    scores = [db_runs.ConsistencyScore(v.id, v.text, 0.9, False, PROBS) for v in page]
+    with session_scope(engine) as s:
+        assert db_runs.apply_consistency_scores(s, 4, scores) == 1
+    with session_scope(engine) as s:
+        kept = s.get_one(Sample, voted)
+        assert kept.review_status == "pending" and kept.version == 2
+        assert kept.label_consistency == 0.9 and kept.scores["label_model"]["run_id"] == 4
+        changed = s.get_one(Sample, edited)
+        assert changed.review_status == "pending" and "label_model" not in changed.scores
+        assert changed.label_consistency is None
+
+
+def test_an_edit_and_an_undo_restoring_other_text_clear_the_old_texts_model_scores(engine) -> None:
+    from db import training_runs as db_runs
+    from db.models import Sample
+    from services.auto_approval import VariantFeatures
+
+    generated = "We must protect Social Security for our elderly."
+    with session_scope(engine) as s:
+        sources = make_dataset(s, reviews_required=2)
+        sample_id = add_variant(s, sources[0], generated, semantic=0.91, flag=True, consistency=0.35)
+        voted_only = add_variant(s, sources[1], "Proud to have met local farmers in Ames today.", consistency=0.6)
+        for sid in (sample_id, voted_only):
+            sample = s.get_one(Sample, sid)
+            sample.generated_text = None  # as the augmenters store a variant: set at its first edit
+            sample.scores = {
+                "similarity": 0.8,
+                "length_ratio": 1.0,
+                "semantic_similarity": 0.91,
+                "label_model": {"run_id": 1, "val_macro_f1": 0.5, "probs": PROBS},
+            }
+    users(engine, "ann", "ed")
+
+    def model_scores(sid: int) -> tuple[Any, ...]:
+        with session_scope(engine) as s:
+            sample = s.get_one(Sample, sid)
+            held = sample.scores or {}
+            return (
+                sample.semantic_similarity,
+                sample.label_consistency,
+                sample.label_flag,
+                held.get("semantic_similarity"),
+                (held.get("label_model") or {}).get("run_id"),
+            )
+
+    # A vote, and its undo, leave the text and so its scores.
+    decide_as(engine, "ann", voted_only, "approve")
+    undo_as(engine, "ann", voted_only)
+    assert model_scores(voted_only) == (None, 0.6, False, 0.91, 1)
+
+    decide_as(engine, "ann", sample_id, "approve")
+    assert model_scores(sample_id) == (0.91, 0.35, True, 0.91, 1)
+    decide_as(engine, "ed", sample_id, "edit", text="We must protect Social Security for every retiree.")
+    assert model_scores(sample_id) == (None, None, None, None, None)
+    with session_scope(engine) as s:
+        sample = s.get_one(Sample, sample_id)
+        assert sample.review_status == "pending" and sample.generated_text == generated
+        assert sample.scores["similarity"] == 0.8 and sample.scores["length_ratio"] == 1.0
+        # What people judged was the generated text: auto-approval still learns from its scores.
+        assert sample.scores["generated_text"] == {
+            "semantic_similarity": 0.91,
+            "label_consistency": 0.35,
+            "label_flag": True,
+        }
+        features = VariantFeatures.of(sample)
+        assert (features.semantic_similarity, features.label_consistency, features.label_flag) == (0.91, 0.35, True)
+        edited_text = sample.text
+
+    # The next run scores the edited text; undoing the edit restores the generated text, and clears them again.
+    with session_scope(engine) as s:
+        written = db_runs.apply_consistency_scores(
+            s, 6, [db_runs.ConsistencyScore(sample_id, edited_text, 0.8, False, PROBS)]
+        )
+        assert written == 1
+    assert model_scores(sample_id) == (None, 0.8, False, None, 6)
+    undo_as(engine, "ed", sample_id)
+    assert model_scores(sample_id) == (None, None, None, None, None)
+    with session_scope(engine) as s:
+        sample = s.get_one(Sample, sample_id)
+        assert sample.text == generated and sample.scores["generated_text"]["label_consistency"] == 0.35
