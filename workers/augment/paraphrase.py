@@ -16,7 +16,6 @@ Either way the rewrites go through the job's filters like every other method's v
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,7 +24,7 @@ from core.batching import length_buckets
 from core.settings import Settings
 from core.textnorm import content_hash
 from workers.augment import params as P
-from workers.augment.base import SourceHints, Variant, derive_seed
+from workers.augment.base import Augmenter, AugmentRequest, SourceHints, Variant, derive_seed
 from workers.augment.models import LoadedModel, ModelUnavailable
 
 PROMPT_VERSION = 1
@@ -231,25 +230,16 @@ def local_generator(loaded: LoadedModel, batch_tokens: int) -> LocalGenerator:
     return LocalGenerator(loaded, batch_tokens)
 
 
-class ParaphraseAugmenter:
+class ParaphraseAugmenter(Augmenter[P.ParaphraseParams]):
     method = "paraphrase"
+    params_type = P.ParaphraseParams
 
     def __init__(self, generator: Any) -> None:
         self.generator = generator
         self.model_name = generator.model_name
 
-    def augment(
-        self,
-        texts: Sequence[str],
-        counts: Sequence[int],
-        *,
-        seed: int,
-        language: str,
-        params: P.ParaphraseParams | None = None,
-        hints: SourceHints | None = None,
-    ) -> list[list[Variant]]:
-        params = params or P.ParaphraseParams()
-        hints = hints or SourceHints()
+    def run(self, request: AugmentRequest[P.ParaphraseParams]) -> list[list[Variant]]:
+        texts, counts, params, hints = request.texts, request.counts, request.params, request.hints
         labels = list(hints.labels) if hints.labels is not None else [{} for _ in texts]
         chosen = [i for i, (t, n) in enumerate(zip(texts, counts, strict=True)) if n > 0 and t.strip()]
         outputs = self.generator.generate(
@@ -257,7 +247,7 @@ class ParaphraseAugmenter:
                 conversations=[build_messages(texts[i], labels[i], hints, params) for i in chosen],
                 counts=[counts[i] for i in chosen],
                 keys=[content_hash(texts[i]) for i in chosen],
-                seed=seed,
+                seed=request.seed,
                 params=params,
             )
         )
@@ -265,22 +255,12 @@ class ParaphraseAugmenter:
             **params.model_dump(),
             "prompt_version": PROMPT_VERSION,
             "via": self.generator.source,
-            "language": language,
+            "language": request.language,
         }
         out: list[list[Variant]] = [[] for _ in texts]
         for i, rewrites in zip(chosen, outputs, strict=True):
             for v, raw in enumerate(rewrites):
                 text = clean(raw)
                 if text:
-                    out[i].append(
-                        Variant(
-                            text=text,
-                            source_index=i,
-                            variant_index=v,
-                            method=self.method,
-                            params=effective,
-                            model_name=self.model_name,
-                            seed=seed,
-                        )
-                    )
+                    out[i].append(self.variant(request, i, v, text, effective))
         return out
