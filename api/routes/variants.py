@@ -16,6 +16,8 @@ from api.variant_schemas import (
     VariantSettingsRead,
 )
 from services import auto_approval, protected_terms, variant_settings
+from services.auto_approval import AutoApprovalRequest
+from services.variant_settings import VariantSettingsUpdate
 
 router = APIRouter(prefix="/datasets", tags=["variants"])
 
@@ -47,9 +49,7 @@ def settings(name: str, session: SessionDep, user: CurrentUser) -> dict[str, Any
 
 
 @router.patch("/{name}/variant-settings", response_model=VariantSettingsRead)
-def update_settings(
-    name: str, body: variant_settings.VariantSettingsUpdate, session: SessionDep, user: CurrentUser
-) -> dict[str, Any]:
+def update_settings(name: str, body: VariantSettingsUpdate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """Send confident label changes to rejection (or not), set how confident, pin the label model (the
     project's leads)."""
     return variant_settings.update_named(session, name, body.model_dump(exclude_unset=True), user)
@@ -67,9 +67,7 @@ def approval(name: str, session: SessionDep, user: CurrentUser) -> dict[str, Any
     response_model=AutoApprovalStatus,
     responses={409: {"description": "Not enough reviewed variants for a rule: the numbers say why"}},
 )
-def configure_approval(
-    name: str, body: auto_approval.AutoApprovalRequest, session: SessionDep, user: CurrentUser
-) -> dict[str, Any]:
+def configure_approval(name: str, body: AutoApprovalRequest, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """Switch auto-approval on (calibrating its threshold on the variants people reviewed) or off; the
     project's leads."""
     return auto_approval.configure_named(session, name, body, user)
