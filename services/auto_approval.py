@@ -363,33 +363,13 @@ def agreement(session: Session, dataset: Dataset) -> dict[str, Any]:
         .tuples()
         .all()
     )
-    audit_decided = (
-        session.scalar(
-            select(func.count()).where(Sample.dataset_id == dataset.id, Sample.auto_decision == "audit", decided)
-        )
-        or 0
-    )
-    audit_approved = (
-        session.scalar(
-            select(func.count()).where(
-                Sample.dataset_id == dataset.id,
-                Sample.auto_decision == "audit",
-                decided,
-                Sample.review_status == ReviewStatus.approved,
-            )
-        )
-        or 0
-    )
-    overruled = (
-        session.scalar(
-            select(func.count()).where(
-                Sample.dataset_id == dataset.id,
-                Sample.auto_decision == "approved",
-                Sample.review_status == ReviewStatus.rejected,
-            )
-        )
-        or 0
-    )
+
+    def count(*conditions: Any) -> int:
+        return session.scalar(select(func.count()).where(Sample.dataset_id == dataset.id, *conditions)) or 0
+
+    audit_decided = count(Sample.auto_decision == "audit", decided)
+    audit_approved = count(Sample.auto_decision == "audit", decided, Sample.review_status == ReviewStatus.approved)
+    overruled = count(Sample.auto_decision == "approved", Sample.review_status == ReviewStatus.rejected)
     return {
         "auto_approved": counts.get("approved", 0),
         "auto_rejected": counts.get("rejected", 0),
