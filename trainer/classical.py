@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
-from trainer.config import Name, config_error
+from trainer.config import ConfigModel, Name
 from trainer.decision import decide, fit_rules
 from trainer.examples import IGNORE, SplitData, TaskSpec
 from trainer.metrics import evaluate_probs, prediction_dump
@@ -29,7 +29,7 @@ from trainer.metrics import evaluate_probs, prediction_dump
 C_GRID = (0.5, 2.0, 8.0)
 
 
-class ClassicalConfig(BaseModel):
+class ClassicalConfig(ConfigModel):
     """What a TF-IDF member run trains on and how (the data keys mirror TrainConfig's)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -41,13 +41,6 @@ class ClassicalConfig(BaseModel):
     c_grid: list[float] = Field(default_factory=lambda: list(C_GRID), min_length=1, max_length=8)
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
     decision: Literal["prior", "none"] = "prior"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> ClassicalConfig:
-        try:
-            return cls.model_validate(data or {})
-        except ValidationError as err:
-            raise config_error(err) from None
 
 
 @dataclass
