@@ -13,6 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# The augmentation fixtures (tiny models, NLTK data, augment_env...), for every test module that names one.
+pytest_plugins = ["tests.augment_fixtures"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CSV = REPO_ROOT / "examples" / "political_social_media.csv"
 

@@ -10,15 +10,7 @@ import sys
 import pytest
 from sqlalchemy import func, select
 
-from tests.augment_fixtures import (  # noqa: F401
-    augment_env,
-    augment_nltk_dir,
-    mini_dataset,
-    one_torch_thread,
-    run_worker,
-    tiny_marian_dirs,
-    tiny_mlm_dir,
-)
+from tests.augment_fixtures import run_worker
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.usefixtures("augment_env")

@@ -19,14 +19,7 @@ from sqlalchemy import func, select
 
 from db.models import Job, JobStatus, Sample, TrainingRun
 from db.session import session_scope
-from tests.augment_fixtures import (  # noqa: F401
-    augment_env,
-    augment_nltk_dir,
-    example_slice,
-    one_torch_thread,
-    tiny_marian_dirs,
-    tiny_mlm_dir,
-)
+from tests.augment_fixtures import example_slice
 from tests.test_queue import _spawn_worker
 from tests.trainer_fixtures import small_csv, tiny_encoder  # noqa: F401
 
