@@ -19,7 +19,6 @@ UI, then photograph a page in headless Chromium (Debian's /usr/bin/chromium; nev
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,20 +29,15 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages and the browser helpers of tests/
 from tests.browser_stack import Stack, open_page  # noqa: E402
+from tests.cli_process import run_augloop  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "political_social_media.csv"
 DATASET = "political_social_media"
 
 
 def augloop(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "augloop", *args],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    done = run_augloop(*args, env=env, timeout=None)
+    done.check_returncode()
     return done.stdout
 
 
