@@ -45,21 +45,6 @@ class VariantSettingsRead(BaseModel):
     protected_terms_seeded_at: str | None
 
 
-class VariantSettingsUpdate(RequestBody):
-    auto_reject_label_changed: bool | None = None
-    label_change_confidence: float | None = Field(default=None, ge=0.5, le=1.0)
-    label_model_id: int | None = Field(default=None, ge=0, description="0 clears the pin (the latest model)")
-
-
-class AutoApprovalUpdate(RequestBody):
-    enabled: bool = True
-    target: float = Field(default=0.95, ge=0.5, le=0.999, description="share of auto-approvals people approve")
-    confidence: float = Field(default=0.95, ge=0.5, le=0.999, description="of the one-sided lower bound")
-    audit_share: float = Field(default=0.1, ge=0.0, le=1.0, description="auto-approvals still left to people")
-    min_reviewed: int = Field(default=200, ge=20, le=1_000_000, description="reviewed variants needed first")
-    min_selected: int = Field(default=30, ge=5, le=1_000_000, description="reviewed variants above the threshold")
-
-
 class AutoApprovalAgreement(BaseModel):
     auto_approved: int
     auto_rejected: int

@@ -12,6 +12,8 @@ from db.session import session_scope
 from services import projects
 
 project_app = typer.Typer(help="Projects and their members (annotators and leads).", no_args_is_help=True)
+ProjectName = Annotated[str, typer.Argument(help="Project")]
+MemberName = Annotated[str, typer.Argument(help="User name (from `augloop token create --name`)")]
 
 
 @project_app.command("create")
@@ -37,7 +39,7 @@ def list_cmd() -> None:
 
 
 @project_app.command("members")
-def members(name: Annotated[str, typer.Argument(help="Project")]) -> None:
+def members(name: ProjectName) -> None:
     """Who is in the project, with which role."""
     with session_scope(engine()) as session:
         rows = projects.members(session, name)
@@ -49,9 +51,7 @@ def members(name: Annotated[str, typer.Argument(help="Project")]) -> None:
 
 @project_app.command("add-member")
 def add_member(
-    name: Annotated[str, typer.Argument(help="Project")],
-    user: Annotated[str, typer.Argument(help="User name (from `augloop token create --name`)")],
-    role: Annotated[str, typer.Option(help="annotator or lead")] = "annotator",
+    name: ProjectName, user: MemberName, role: Annotated[str, typer.Option(help="annotator or lead")] = "annotator"
 ) -> None:
     """Add a user to a project, or change their role in it."""
     with session_scope(engine()) as session:
@@ -60,10 +60,7 @@ def add_member(
 
 
 @project_app.command("remove-member")
-def remove_member(
-    name: Annotated[str, typer.Argument(help="Project")],
-    user: Annotated[str, typer.Argument(help="User name")],
-) -> None:
+def remove_member(name: ProjectName, user: MemberName) -> None:
     """Remove a user from a project."""
     with session_scope(engine()) as session:
         n = projects.remove_member(session, name, user)

@@ -17,6 +17,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -39,6 +40,12 @@ def _parse_seeds(raw: str | None) -> list[int]:
         fail(f"--seeds takes integers separated by commas, e.g. 42,43,44; got {raw!r}")
 
 
+def _progress(*more: ProgressColumn) -> Progress:
+    """A transient display on the console: what runs, a bar, done of total, time so far (and `more`)."""
+    columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn()]
+    return Progress(*columns, TimeElapsedColumn(), *more, console=console, transient=True)
+
+
 class _Bar:
     """Turns trainer events into a rich progress display: epochs overall, batches of the current epoch."""
 
@@ -48,52 +55,46 @@ class _Bar:
         self.epochs = progress.add_task(f"{label} epochs", total=None)
         self.batches = progress.add_task("batches", total=None)
 
+    def _batches(self, total: int, completed: int, description: str) -> None:
+        self.progress.update(self.batches, total=total, completed=completed, description=description)
+
+    def _say(self, line: str) -> None:
+        self.progress.console.print(line, highlight=False)
+
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["event"]
         p = self.progress
         if kind == "start":
             p.update(self.epochs, total=event["epochs"], completed=0)
             plan = event.get("plan") or {}
-            p.console.print(
+            self._say(
                 f"{self.label}: {event['train_samples']} train / {event['val_samples']} val / "
                 f"{event['test_samples']} test samples on {event['device']} "
                 f"({event['threads']} threads, amp {event['amp']}); plan: {plan.get('steps')} steps "
                 f"({plan.get('epochs')} epochs) of batch {plan.get('batch_size')} × {plan.get('grad_accum')}, "
-                f"LR {plan.get('lr', 0):.3g}, R-Drop {plan.get('rdrop_alpha')}, LLRD {plan.get('llrd_decay')}",
-                highlight=False,
+                f"LR {plan.get('lr', 0):.3g}, R-Drop {plan.get('rdrop_alpha')}, LLRD {plan.get('llrd_decay')}"
             )
         elif kind == "trial_batch":
-            p.update(
-                self.batches,
-                total=event["batches"],
-                completed=event["batch"],
-                description=f"LR trial {event['trial']}/{event['trials']} · loss {event['loss']:.4f}",
-            )
+            trial = f"LR trial {event['trial']}/{event['trials']} · loss {event['loss']:.4f}"
+            self._batches(event["batches"], event["batch"], trial)
         elif kind == "trial":
-            p.console.print(
+            self._say(
                 f"  LR trial {event['trial']}: {event['scale']:g} × planned LR ({event['lr']:.3g}), "
-                f"{event['steps']} steps: val macro-F1 {event['val_macro_f1']:.4f}",
-                highlight=False,
+                f"{event['steps']} steps: val macro-F1 {event['val_macro_f1']:.4f}"
             )
         elif kind == "phase":
             p.update(self.batches, description=event["phase"])
         elif kind == "batch":
-            p.update(
-                self.batches,
-                total=event["batches"],
-                completed=event["batch"],
-                description=f"epoch {event['epoch']} · loss {event['loss']:.4f}",
-            )
+            self._batches(event["batches"], event["batch"], f"epoch {event['epoch']} · loss {event['loss']:.4f}")
         elif kind == "epoch":
             p.update(self.epochs, completed=event["epoch"])
-            p.console.print(
+            self._say(
                 f"  epoch {event['epoch']}: train loss {event['train_loss']:.4f} · val macro-F1 "
                 f"{event['val_macro_f1']:.4f} (best {event['best_val_macro_f1']:.4f} at epoch "
-                f"{event['best_epoch']}) · {event['samples_per_s'] or 0:.1f} samples/s",
-                highlight=False,
+                f"{event['best_epoch']}) · {event['samples_per_s'] or 0:.1f} samples/s"
             )
         elif kind == "scoring":
-            p.update(self.batches, total=event["total"], completed=event["done"], description="scoring variants")
+            self._batches(event["total"], event["done"], "scoring variants")
 
 
 @train_app.command("train")
@@ -195,14 +196,8 @@ def _select_in_process(run_ids: list[int]) -> bool:
     from trainer.errors import TrainerError
 
     db = engine()
-    columns = [
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    ]
     try:
-        with Progress(*columns, console=console, transient=True) as progress:
+        with _progress() as progress:
             summary = execute_selection(
                 db, run_ids, enqueue_training=False, progress=_Bar(progress, f"LR selection for runs {run_ids}")
             )
@@ -230,15 +225,8 @@ def _train_in_process(run_id: int) -> bool:
     from trainer.errors import TrainerError
 
     db = engine()
-    columns = [
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
     try:
-        with Progress(*columns, console=console, transient=True) as progress:
+        with _progress(TimeRemainingColumn()) as progress:
             summary = execute_run(db, run_id, progress=_Bar(progress, f"run {run_id}"))
     except KeyboardInterrupt:
         record_end(db, run_id, JobStatus.cancelled, "interrupted")

@@ -25,28 +25,28 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def stratified(rows: list[dict[str, str]], n: int, rng: random.Random) -> list[dict[str, str]]:
+    """About `n` of the rows, stratified by `message`: each class keeps its share, and at least 2."""
+    by_class: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for r in rows:
+        by_class[r["message"]].append(r)
+    picked = []
+    for members in by_class.values():
+        rng.shuffle(members)
+        picked.extend(members[: max(2, round(n * len(members) / len(rows)))])
+    return picked
+
+
 def study_csv(train_subset: int | None, eval_subset: int | None, seed: int = 0) -> bytes:
     """The example CSV restricted to a stratified (by message) seeded subset; the file's own split is kept."""
     with EXAMPLE_CSV.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     rng = random.Random(seed)
-
-    def stratified(split_rows: list[dict[str, str]], n: int | None) -> list[dict[str, str]]:
-        if n is None or n >= len(split_rows):
-            return split_rows
-        by_class: dict[str, list[dict[str, str]]] = defaultdict(list)
-        for r in split_rows:
-            by_class[r["message"]].append(r)
-        picked = []
-        for members in by_class.values():
-            rng.shuffle(members)
-            picked.extend(members[: max(2, round(n * len(members) / len(split_rows)))])
-        return picked
-
     keep = []
     sizes = {"train": train_subset, "val": eval_subset, "test": eval_subset}
     for split, n in sizes.items():
-        keep += stratified([r for r in rows if r["split"] == split], n)
+        split_rows = [r for r in rows if r["split"] == split]
+        keep += split_rows if n is None or n >= len(split_rows) else stratified(split_rows, n, rng)
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]))
     writer.writeheader()

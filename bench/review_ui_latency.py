@@ -28,21 +28,17 @@ import json
 import multiprocessing
 import os
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "review_ui_latency.json"
 EXAMPLE = ROOT / "examples" / "political_social_media.csv"
-from tests.browser_stack import CHROMIUM, CHROMIUM_ARGS  # noqa: E402 - the browser the tests drive
+from tests.browser_stack import CHROMIUM, Stack, open_page  # noqa: E402 - the stack and browser the tests drive
 
 TARGET_MS = 500
 PAGE = 50
@@ -116,24 +112,6 @@ ARM_JS = """
   });
 }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"{url} did not come up")
 
 
 def variant_text(text: str, k: int, rng: random.Random) -> str | None:
@@ -221,50 +199,6 @@ def spin() -> None:
     """Another job on the machine: one process that keeps a core busy."""
     while True:
         pass
-
-
-def start_stack(tmp: Path, db_url: str) -> tuple[list[subprocess.Popen], str, str]:
-    from review_ui import SERVER_PATH, STREAMLIT_FLAGS
-
-    api_port, ui_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "AUGLOOP_DATABASE_URL": db_url,
-        "AUGLOOP_DATA_DIR": str(tmp),
-        "AUGLOOP_API_URL": f"http://127.0.0.1:{api_port}",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "PYTHONPATH": str(ROOT),
-    }
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "augloop", "serve", "--port", str(api_port)],
-            cwd=ROOT,
-            env=env,
-            stdout=open(tmp / "api.log", "w"),  # noqa: SIM115 - open for the life of the process
-            stderr=subprocess.STDOUT,
-        ),
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                str(SERVER_PATH),
-                *STREAMLIT_FLAGS,
-                f"--server.port={ui_port}",
-                "--server.address=127.0.0.1",
-                "--server.fileWatcherType=none",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=open(tmp / "ui.log", "w"),  # noqa: SIM115 - open for the life of the process
-            stderr=subprocess.STDOUT,
-        ),
-    ]
-    wait_http(f"http://127.0.0.1:{api_port}/healthz")
-    wait_http(f"http://127.0.0.1:{ui_port}/_stcore/health")
-    return procs, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ui_port}"
 
 
 def settle(page) -> None:  # type: ignore[no-untyped-def]
@@ -379,44 +313,32 @@ def main() -> None:
         tmp = Path(tmpdir)
         db_url = f"sqlite:///{tmp / 'augloop.db'}"
         token = seed(db_url, args.variants)
-        procs, _api_url, ui_url = start_stack(tmp, db_url)
         samples: list[dict] = []
         loads: dict[str, float] = {}
-        try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1440, "height": 1000})
-                page.set_default_timeout(60_000)
-                page.goto(ui_url)
-                page.get_by_label("API token").fill(token)
-                page.get_by_role("button", name="Sign in").click()
-                page.wait_for_function(f"document.querySelectorAll('.rv-card').length === {PAGE}")
-                settle(page)
-                cards = page.locator(".rv-card").count()
-                for _ in range(3):  # warm-up: first reruns import and cache; not timed
-                    timed(page, "approve")
-                try:
-                    for name, busy in arms:
-                        print(f"arm {name}: {decisions} decisions, {busy} busy process(es) beside", flush=True)
-                        loads[name] = os.getloadavg()[0]  # before our spinner: the other work on the machine
-                        samples += run_arm(page, name, decisions, busy)
-                except Exception:
-                    shot = Path(tempfile.gettempdir()) / "review_ui_latency_failure.png"
-                    page.screenshot(path=str(shot), full_page=True)
-                    print(f"failed; the page as it was: {shot}; logs: {tmp}", flush=True)
-                    (Path(tempfile.gettempdir()) / "review_ui_latency_failure.log").write_text(
-                        (tmp / "ui.log").read_text() + "\n----\n" + (tmp / "api.log").read_text()[-5000:]
-                    )
-                    raise
-                browser.close()
-        finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        with Stack(db_url, tmp, logs=tmp) as stack, sync_playwright() as pw:
+            browser, page = open_page(pw, height=1000, timeout_ms=60_000)
+            page.goto(stack.ui)
+            page.get_by_label("API token").fill(token)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_function(f"document.querySelectorAll('.rv-card').length === {PAGE}")
+            settle(page)
+            cards = page.locator(".rv-card").count()
+            for _ in range(3):  # warm-up: first reruns import and cache; not timed
+                timed(page, "approve")
+            try:
+                for name, busy in arms:
+                    print(f"arm {name}: {decisions} decisions, {busy} busy process(es) beside", flush=True)
+                    loads[name] = os.getloadavg()[0]  # before our spinner: the other work on the machine
+                    samples += run_arm(page, name, decisions, busy)
+            except Exception:
+                shot = Path(tempfile.gettempdir()) / "review_ui_latency_failure.png"
+                page.screenshot(path=str(shot), full_page=True)
+                print(f"failed; the page as it was: {shot}; logs: {tmp}", flush=True)
+                (Path(tempfile.gettempdir()) / "review_ui_latency_failure.log").write_text(
+                    (tmp / "ui.log").read_text() + "\n----\n" + (tmp / "api.log").read_text()[-5000:]
+                )
+                raise
+            browser.close()
     load = os.getloadavg()[0]
     results: list[dict] = []
     by_arm: dict[str, list[float]] = {}

@@ -21,13 +21,14 @@ import csv
 import json
 import random
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 
 from bench_env import offline_cpu
 
 ROOT = offline_cpu()  # before torch: offline hubs, passive OpenMP (see bench_env.py)
 
 import numpy as np  # noqa: E402
+from quality_data import log, stratified  # noqa: E402
 from variant_quality import load_before  # noqa: E402
 
 EXAMPLE_CSV = ROOT / "examples" / "political_social_media.csv"
@@ -50,22 +51,6 @@ RECIPE = {
     "device": "cpu",
     "num_threads": 2,
 }
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def stratified(rows: list[dict[str, str]], n: int, seed: int = 0) -> list[dict[str, str]]:
-    rng = random.Random(seed)
-    by_class: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for r in rows:
-        by_class[r["message"]].append(r)
-    picked = []
-    for members in by_class.values():
-        rng.shuffle(members)
-        picked.extend(members[: max(2, round(n * len(members) / len(rows)))])
-    return picked
 
 
 def variants(train: list[dict[str, str]], rows: list[dict[str, str]]) -> dict[str, list[tuple[int, str]]]:
@@ -139,7 +124,7 @@ def main() -> int:
 
     with EXAMPLE_CSV.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    train = stratified([r for r in rows if r["split"] == "train"], args.subset)
+    train = stratified([r for r in rows if r["split"] == "train"], args.subset, random.Random(0))
     kept = variants(train, rows)
     tasks = [TaskSpec(t, sorted({r[t] for r in rows})) for t in TASKS]
 

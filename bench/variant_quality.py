@@ -279,38 +279,22 @@ def main() -> int:  # one study, read top to bottom
     produced = after_aug.augment(texts[:n_ctx], counts[:n_ctx], seed=1, language="en", params=in_context, hints=hints)
     context_rate = sum(len(v) for v in produced) / (time.perf_counter() - t0)
 
+    # Per arm: (summary key, unit, lower is better, target as a multiple of the before arm's value or None).
+    per_arm = [
+        ("pos_or_inflection_change_share", "fraction", True, 0.5),
+        ("mean_semantic_similarity", "cosine", False, 1.0),
+        ("label_flag_share", "fraction", True, 1.0),
+        ("label_confident_change_share", "fraction", True, None),
+    ]
     for arm in ("before", "after", "in_context"):
         s = summary[arm]
         suffix = "" if arm == "after" else f"_{arm}"
-        results += [
-            metric(
-                f"wordnet_pos_or_inflection_change_share{suffix}",
-                round(s["pos_or_inflection_change_share"], 4),
-                "fraction",
-                lower_is_better=True,
-                kept=s["kept"],
-                target=None if arm == "before" else round(0.5 * summary["before"]["pos_or_inflection_change_share"], 4),
-            ),
-            metric(
-                f"wordnet_mean_semantic_similarity{suffix}",
-                round(s["mean_semantic_similarity"], 4),
-                "cosine",
-                target=None if arm == "before" else round(summary["before"]["mean_semantic_similarity"], 4),
-            ),
-            metric(
-                f"wordnet_label_flag_share{suffix}",
-                round(s["label_flag_share"], 4),
-                "fraction",
-                lower_is_better=True,
-                target=None if arm == "before" else round(summary["before"]["label_flag_share"], 4),
-            ),
-            metric(
-                f"wordnet_label_confident_change_share{suffix}",
-                round(s["label_confident_change_share"], 4),
-                "fraction",
-                lower_is_better=True,
-            ),
-        ]
+        for key, unit, lower, of_before in per_arm:
+            target = None if arm == "before" or of_before is None else round(of_before * summary["before"][key], 4)
+            extra = {"kept": s["kept"]} if key == "pos_or_inflection_change_share" else {}
+            results.append(
+                metric(f"wordnet_{key}{suffix}", round(s[key], 4), unit, lower_is_better=lower, target=target, **extra)
+            )
     results += [
         metric(
             "wordnet_edits_undone_by_pos_check",

@@ -212,20 +212,29 @@ def heartbeat(
             values["progress_total"] = total
         if info is not None:
             values["progress_info"] = info
-        row = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.running)
-            .values(**values)
-            .returning(Job.cancel_requested)
-            .execution_options(synchronize_session=False)
-        ).first()
-    if row is None:
-        raise LeaseLost(f"job {job_id} is no longer leased to {worker_id}")
-    return Heartbeat(cancel_requested=bool(row[0]))
+        cancel_requested = _update_owned(session, job_id, worker_id, values, Job.cancel_requested)
+    return Heartbeat(cancel_requested=bool(cancel_requested))
 
 
 def _owned(job_id: int, worker_id: str):  # type: ignore[no-untyped-def]
     return and_(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.running)
+
+
+def _update_owned(
+    session: Session, job_id: int, worker_id: str, values: dict[str, Any], returning: Any, *conditions: Any
+) -> Any:
+    """One conditional UPDATE of the job, made only while `worker_id` holds it (and `conditions` are true):
+    the updated row's `returning`. Raises LeaseLost when the job is no longer ours."""
+    row = session.execute(
+        update(Job)
+        .where(_owned(job_id, worker_id), *conditions)
+        .values(**values)
+        .returning(returning)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        raise LeaseLost(f"job {job_id} is no longer leased to {worker_id}")
+    return row[0]
 
 
 def lease_guard(job_id: int | None, worker_id: str | None) -> Callable[[Session], None]:
@@ -244,15 +253,7 @@ def hold_lease(session: Session, job_id: int, worker_id: str) -> None:
     holds the write lock anyway) until the caller's transaction ends: a handler calls this in the transaction
     of every write it makes, so a worker whose lease ran out writes nothing more, at once, instead of at its
     next heartbeat."""
-    held = session.execute(
-        update(Job)
-        .where(_owned(job_id, worker_id))
-        .values(updated_at=db_now(session))
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
-    ).first()
-    if held is None:
-        raise LeaseLost(f"job {job_id} is no longer leased to {worker_id}")
+    _update_owned(session, job_id, worker_id, {"updated_at": db_now(session)}, Job.id)
 
 
 def complete(
@@ -291,30 +292,21 @@ def fail(session: Session, job_id: int, worker_id: str, error: str, *, retry: bo
     settings = get_settings()
     now = db_now(session)
     attempts = session.scalar(select(Job.attempts).where(_owned(job_id, worker_id)))
-    row = None
-    if attempts is not None:
-        retrying = retry and bool(session.scalar(select(Job.attempts < Job.max_attempts).where(Job.id == job_id)))
-        delay = min(settings.job_retry_base_seconds * 2 ** (attempts - 1), settings.job_retry_max_seconds)
-        values: dict[str, Any] = {
-            "last_error": error[-8000:],
-            "updated_at": now,
-            "worker_id": None,
-            "lease_until": None,
-        }
-        if retrying:
-            values.update(status=JobStatus.queued, run_after=now + timedelta(seconds=delay))
-        else:
-            values.update(status=JobStatus.failed, finished_at=now)
-        row = session.execute(
-            update(Job)
-            .where(_owned(job_id, worker_id), Job.attempts == attempts)
-            .values(**values)
-            .returning(Job.status)
-            .execution_options(synchronize_session=False)
-        ).first()
-    if row is None:
+    if attempts is None:
         raise LeaseLost(f"job {job_id} is no longer leased to {worker_id}")
-    return str(row[0])
+    retrying = retry and bool(session.scalar(select(Job.attempts < Job.max_attempts).where(Job.id == job_id)))
+    delay = min(settings.job_retry_base_seconds * 2 ** (attempts - 1), settings.job_retry_max_seconds)
+    values: dict[str, Any] = {
+        "last_error": error[-8000:],
+        "updated_at": now,
+        "worker_id": None,
+        "lease_until": None,
+    }
+    if retrying:
+        values.update(status=JobStatus.queued, run_after=now + timedelta(seconds=delay))
+    else:
+        values.update(status=JobStatus.failed, finished_at=now)
+    return str(_update_owned(session, job_id, worker_id, values, Job.status, Job.attempts == attempts))
 
 
 def release(session: Session, job_id: int, worker_id: str, note: str) -> None:
@@ -323,15 +315,8 @@ def release(session: Session, job_id: int, worker_id: str, note: str) -> None:
     fail, and a job stopped by redeploys should not run out of attempts for it. No back-off: any worker may
     take it up now."""
     now = db_now(session)
-    row = session.execute(
-        update(Job)
-        .where(_owned(job_id, worker_id))
-        .values(**_back_in_queue(now), attempts=Job.attempts - 1, last_error=note[-8000:])
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
-    ).first()
-    if row is None:
-        raise LeaseLost(f"job {job_id} is no longer leased to {worker_id}")
+    values = {**_back_in_queue(now), "attempts": Job.attempts - 1, "last_error": note[-8000:]}
+    _update_owned(session, job_id, worker_id, values, Job.id)
 
 
 def mark_cancelled(session: Session, job_id: int, worker_id: str) -> None:

@@ -19,9 +19,6 @@ UI, then photograph a page in headless Chromium (Debian's /usr/bin/chromium; nev
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,28 +28,16 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages and the browser helpers of tests/
-from review_ui import SERVER_PATH, STREAMLIT_FLAGS  # noqa: E402
-from tests.browser_stack import open_page, wait_http  # noqa: E402
+from tests.browser_stack import Stack, open_page  # noqa: E402
+from tests.cli_process import run_augloop  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "political_social_media.csv"
 DATASET = "political_social_media"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def augloop(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "augloop", *args],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    done = run_augloop(*args, env=env, timeout=None)
+    done.check_returncode()
     return done.stdout
 
 
@@ -191,48 +176,23 @@ def photograph(ui: str, token: str, shot: str, out: Path) -> None:
 
 def make(shot: str, out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="augloop-shot-") as tmp:
-        api_port, ui_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "AUGLOOP_DATA_DIR": tmp,
-            "AUGLOOP_DATABASE_URL": f"sqlite:///{tmp}/augloop.db",
-            "AUGLOOP_API_URL": f"http://127.0.0.1:{api_port}",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "HF_HUB_CACHE": f"{tmp}/hf-cache",  # as on a fresh laptop: no hub model cached
-            "OMP_WAIT_POLICY": "PASSIVE",
-        }
+        stack = Stack(
+            f"sqlite:///{tmp}/augloop.db",
+            tmp,
+            # as on a fresh laptop: no hub model cached
+            more_env={"HF_HUB_CACHE": f"{tmp}/hf-cache", "OMP_WAIT_POLICY": "PASSIVE"},
+        )
+        env = stack.env
         source = EXAMPLE if shot != "impact" else train_slice(EXAMPLE, IMPACT_TRAIN_ROWS, Path(tmp) / "slice.csv")
         augloop(env, "import", str(source), "-d", DATASET, "-t", "bias", "-t", "message", "-t", "audience")
         augloop(env, "augment", "run", DATASET, "--methods", "wordnet", "--task", "message")
         augloop(env, "worker", "--burst", "--kinds", "augment")
         token = augloop(env, "token", "create", "--name", "maria").strip().splitlines()[-1]
-        quiet = {"cwd": ROOT, "env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        procs = [
-            subprocess.Popen([sys.executable, "-m", "augloop", "serve", "--port", str(api_port)], **quiet),
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "streamlit",
-                    "run",
-                    str(SERVER_PATH),
-                    *STREAMLIT_FLAGS,
-                    f"--server.port={ui_port}",
-                    "--server.address=127.0.0.1",
-                ],
-                **quiet,
-            ),
-        ]
-        if shot == "augment":  # a live worker publishes which augmenters it can load
-            procs.append(subprocess.Popen([sys.executable, "-m", "augloop", "worker", "--kinds", "augment"], **quiet))
-        try:
-            wait_http(f"http://127.0.0.1:{api_port}/healthz", procs[0])
-            wait_http(f"http://127.0.0.1:{ui_port}/_stcore/health", procs[1])
+        with stack:
+            if shot == "augment":  # a live worker publishes which augmenters it can load
+                stack.spawn("worker", ["-m", "augloop", "worker", "--kinds", "augment"])
             with httpx.Client(
-                base_url=f"http://127.0.0.1:{api_port}/api/v1",
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=120,
+                base_url=f"{stack.api}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=120
             ) as api:
                 if shot == "review":
                     decide_some(api)
@@ -246,12 +206,7 @@ def make(shot: str, out: Path) -> None:
                     run_impact_report(api, env)
                 if shot == "augment":
                     time.sleep(3)  # the worker's first presence row
-            photograph(f"http://127.0.0.1:{ui_port}", token, shot, out)
-        finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.wait(30)
+            photograph(stack.ui, token, shot, out)
     print(f"wrote {out}")
 
 

@@ -47,6 +47,16 @@ def is_admin() -> bool:
     return user().get("role") == "admin"
 
 
+def admin_page(title: str) -> None:
+    """The top of a page for admins only: its title, then (for anyone else) a refusal that ends the script
+    run, else the messages the last action left."""
+    st.title(title)
+    if not is_admin():
+        st.error("This page is for admins.")
+        st.stop()
+    show_flash()
+
+
 def role_in_project_of(dataset: str) -> str | None:
     """The signed-in user's role (annotator, lead) in the project that holds `dataset`; None: not a member."""
     for project in call(client().projects) or []:

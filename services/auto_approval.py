@@ -45,8 +45,8 @@ class AutoApprovalRequest(BaseModel):
     enabled: bool = True
     target: float = Field(default=0.95, ge=0.5, le=0.999, description="share of auto-approvals people approve")
     confidence: float = Field(default=0.95, ge=0.5, le=0.999, description="of the one-sided lower bound")
-    audit_share: float = Field(default=0.1, ge=0.0, le=1.0, description="auto-approvals left to people")
-    min_reviewed: int = Field(default=200, ge=20, le=1_000_000, description="reviewed variants needed")
+    audit_share: float = Field(default=0.1, ge=0.0, le=1.0, description="auto-approvals still left to people")
+    min_reviewed: int = Field(default=200, ge=20, le=1_000_000, description="reviewed variants needed first")
     min_selected: int = Field(default=30, ge=5, le=1_000_000, description="reviewed variants above the threshold")
 
 
@@ -367,33 +367,13 @@ def agreement(session: Session, dataset: Dataset) -> dict[str, Any]:
         .tuples()
         .all()
     )
-    audit_decided = (
-        session.scalar(
-            select(func.count()).where(Sample.dataset_id == dataset.id, Sample.auto_decision == "audit", decided)
-        )
-        or 0
-    )
-    audit_approved = (
-        session.scalar(
-            select(func.count()).where(
-                Sample.dataset_id == dataset.id,
-                Sample.auto_decision == "audit",
-                decided,
-                Sample.review_status == ReviewStatus.approved,
-            )
-        )
-        or 0
-    )
-    overruled = (
-        session.scalar(
-            select(func.count()).where(
-                Sample.dataset_id == dataset.id,
-                Sample.auto_decision == "approved",
-                Sample.review_status == ReviewStatus.rejected,
-            )
-        )
-        or 0
-    )
+
+    def count(*conditions: Any) -> int:
+        return session.scalar(select(func.count()).where(Sample.dataset_id == dataset.id, *conditions)) or 0
+
+    audit_decided = count(Sample.auto_decision == "audit", decided)
+    audit_approved = count(Sample.auto_decision == "audit", decided, Sample.review_status == ReviewStatus.approved)
+    overruled = count(Sample.auto_decision == "approved", Sample.review_status == ReviewStatus.rejected)
     return {
         "auto_approved": counts.get("approved", 0),
         "auto_rejected": counts.get("rejected", 0),

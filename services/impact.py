@@ -336,7 +336,7 @@ def predicted(dump: dict[str, Any], task: str) -> np.ndarray:
 
 
 def compute_result(dumps: dict[str, list[dict[str, Any]]], seeds: list[int], draws: int = DRAWS) -> dict[str, Any]:
-    """`dumps[arm]` are the test prediction dumps of the arm's runs (trainer.train.prediction_dump); an arm's
+    """`dumps[arm]` are the test prediction dumps of the arm's runs (trainer.metrics.prediction_dump); an arm's
     models are scored on the labels they predict (`pred`, their decision rule's; the argmax in older dumps)."""
     reference = dumps[BASELINE][0]
     for arm, members in dumps.items():

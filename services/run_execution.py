@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,68 @@ from trainer.train import LoopControl, save_artifacts, train_model
 
 ProgressFn = Callable[[dict[str, Any]], None]
 FinishFn = Callable[[Session, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One attempt at run `run_id`: every write checks the job's lease (`guard`, in the write's transaction);
+    progress goes to `emit`, the job's completion to `finish` (None in the CLI)."""
+
+    engine: Engine
+    run_id: int
+    guard: Callable[[Session], None]
+    emit: ProgressFn
+    finish: FinishFn | None
+
+    @property
+    def out_dir(self) -> Path:
+        return runs_root() / str(self.run_id)
+
+    def aside(self) -> Path:
+        """A directory of this attempt's own beside `out_dir`, where it writes until the run is recorded."""
+        return self.out_dir.with_name(f"{self.run_id}.partial-{uuid.uuid4().hex[:8]}")
+
+    def record(
+        self, result: Any, staging: Path, *, best_epoch: int | None, curve: list[Any], variants_scored: int, **more: Any
+    ) -> dict[str, Any]:
+        """Write the run's snapshot among its artifacts in `staging`; then, in one transaction under the lease,
+        record the run (and through `finish` the job) finished and move the artifacts into place."""
+        out_dir = self.out_dir
+        train_samples = write_snapshot(result.snapshot, staging / SNAPSHOT_FILE)
+        digest = pairs_digest(result.snapshot)  # here, not in every ensemble request
+        summary = {
+            "run_id": self.run_id,
+            "artifact_dir": str(out_dir),
+            "best_epoch": best_epoch,
+            "epochs_run": len(curve),
+            "train_samples": train_samples,
+            "val_macro_f1": result.metrics["val"]["overall_macro_f1"],
+            "test_macro_f1": (result.metrics["test"] or {}).get("overall_macro_f1"),
+            "variants_scored": variants_scored,
+            **more,
+        }
+        with session_scope(self.engine) as session:
+            self.guard(session)
+            db_runs.finish_run(
+                session,
+                self.run_id,
+                metrics=result.metrics,
+                curve=curve,
+                snapshot_path=str(out_dir / SNAPSHOT_FILE),
+                snapshot_size=train_samples,
+                snapshot_digest=digest,
+                artifact_dir=str(out_dir),
+            )
+            if self.finish:
+                self.finish(session, summary)
+            # Still inside the transaction that holds the lease: only the job's owner replaces the run's files.
+            if out_dir.exists():  # a previous attempt of this run
+                shutil.rmtree(out_dir)
+            staging.rename(out_dir)
+        self.emit(
+            {"event": "finished", **summary, "summary": summary_line(result.metrics["test"] or result.metrics["val"])}
+        )
+        return summary
 
 
 def checkpoint_dir(run_id: int) -> Path:
@@ -89,8 +152,9 @@ def execute_run(
             exclude_methods=config.exclude_methods,
         )
         dataset_id = dataset.id
+    attempt = _Attempt(engine, run_id, guard, emit, finish)
     if isinstance(config, ClassicalConfig):
-        return _execute_classical(engine, run_id, config, data, guard, emit, finish)
+        return _execute_classical(attempt, config, data)
     if config.num_threads is None and get_settings().trainer_threads > 0:
         config = config.with_overrides({"num_threads": get_settings().trainer_threads})
 
@@ -106,8 +170,7 @@ def execute_run(
                 guard(s)
                 db_runs.restore_curve(s, run_id, event["curve"])
 
-    out_dir = runs_root() / str(run_id)
-    work = out_dir.with_name(f"{run_id}.partial-{uuid.uuid4().hex[:8]}")
+    work = attempt.aside()
     stop = should_stop or (lambda: False)
     try:
         if config.nproc > 1:
@@ -119,136 +182,53 @@ def execute_run(
             result = train_model(config, data, progress=on_event, control=control)
             staging = work
             save_artifacts(result, staging)
-        summary = _score_and_record(
-            engine, run_id, dataset_id, data, config, result, staging, out_dir, guard, emit, finish
-        )
+        summary = _score_and_record(attempt, dataset_id, data, config, result, staging)
     finally:
         shutil.rmtree(work, ignore_errors=True)  # moved into place on success; an abandoned attempt's files
     discard_checkpoint(run_id)
     return summary
 
 
-def _execute_classical(
-    engine: Engine,
-    run_id: int,
-    config: ClassicalConfig,
-    data: Any,
-    guard: Callable[[Session], None],
-    emit: ProgressFn,
-    finish: FinishFn | None,
-) -> dict[str, Any]:
+def _execute_classical(attempt: _Attempt, config: ClassicalConfig, data: Any) -> dict[str, Any]:
     """A TF-IDF member run: fit, save aside, record and move into place under the lease (as a transformer's)."""
-    emit({"event": "phase", "phase": "training the TF-IDF member"})
-    result = train_classical(config, data, progress=emit)
-    out_dir = runs_root() / str(run_id)
-    staging = out_dir.with_name(f"{run_id}.partial-{uuid.uuid4().hex[:8]}")
+    attempt.emit({"event": "phase", "phase": "training the TF-IDF member"})
+    result = train_classical(config, data, progress=attempt.emit)
+    staging = attempt.aside()
     try:
         save_classical(result, staging)
-        train_samples = write_snapshot(result.snapshot, staging / SNAPSHOT_FILE)
-        digest = pairs_digest(result.snapshot)  # here, not in every ensemble request
-        summary = {
-            "run_id": run_id,
-            "artifact_dir": str(out_dir),
-            "best_epoch": None,
-            "epochs_run": 0,
-            "train_samples": len(result.snapshot),
-            "val_macro_f1": result.metrics["val"]["overall_macro_f1"],
-            "test_macro_f1": (result.metrics["test"] or {}).get("overall_macro_f1"),
-            "variants_scored": 0,
-        }
-        with session_scope(engine) as session:
-            guard(session)
-            db_runs.finish_run(
-                session,
-                run_id,
-                metrics=result.metrics,
-                curve=[],
-                snapshot_path=str(out_dir / SNAPSHOT_FILE),
-                snapshot_size=train_samples,
-                snapshot_digest=digest,
-                artifact_dir=str(out_dir),
-            )
-            if finish:
-                finish(session, summary)
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            staging.rename(out_dir)
+        return attempt.record(result, staging, best_epoch=None, curve=[], variants_scored=0)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    emit({"event": "finished", **summary, "summary": summary_line(result.metrics["test"] or result.metrics["val"])})
-    return summary
 
 
 def _score_and_record(
-    engine: Engine,
-    run_id: int,
-    dataset_id: int,
-    data: Any,
-    config: TrainConfig,
-    result: Any,
-    staging: Any,
-    out_dir: Any,
-    guard: Callable[[Session], None],
-    emit: ProgressFn,
-    finish: FinishFn | None,
+    attempt: _Attempt, dataset_id: int, data: Any, config: TrainConfig, result: Any, staging: Path
 ) -> dict[str, Any]:
-
-    emit({"event": "phase", "phase": "scoring pending variants"})
-    with session_scope(readonly_engine(engine)) as session:
+    attempt.emit({"event": "phase", "phase": "scoring pending variants"})
+    with session_scope(readonly_engine(attempt.engine)) as session:
         # A run replaces earlier label-model scores only where its val macro-F1 is better (services.label_model).
-        scorer = label_model.scorer_of(db_runs.get_run(session, run_id), metrics=result.metrics)
+        scorer = label_model.scorer_of(db_runs.get_run(session, attempt.run_id), metrics=result.metrics)
     scored, seen = score_pending_variants(
-        engine,
-        run_id,
+        attempt.engine,
+        attempt.run_id,
         dataset_id,
         result.model,
         result.tokenizer,
         data.tasks,
         config.max_length,
-        emit,
-        guard,
+        attempt.emit,
+        attempt.guard,
         scorer=scorer,
         rules=result.decision,
     )
-    train_samples = write_snapshot(result.snapshot, staging / SNAPSHOT_FILE)
-    digest = pairs_digest(result.snapshot)  # here, not in every ensemble request
-    summary = {
-        "run_id": run_id,
-        "artifact_dir": str(out_dir),
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.curve),
-        "train_samples": train_samples,
-        "val_macro_f1": result.metrics["val"]["overall_macro_f1"],
-        "test_macro_f1": (result.metrics["test"] or {}).get("overall_macro_f1"),
-        "variants_scored": scored,
-        "variants_not_rescored": seen - scored,  # better scores kept, or decided meanwhile
-    }
-    with session_scope(engine) as session:
-        guard(session)
-        db_runs.finish_run(
-            session,
-            run_id,
-            metrics=result.metrics,
-            curve=result.curve,
-            snapshot_path=str(out_dir / SNAPSHOT_FILE),
-            snapshot_size=train_samples,
-            snapshot_digest=digest,
-            artifact_dir=str(out_dir),
-        )
-        if finish:
-            finish(session, summary)
-        # Still inside the transaction that holds the lease: only the job's owner replaces the run's files.
-        if out_dir.exists():  # a previous attempt of this run
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    emit(
-        {
-            "event": "finished",
-            **summary,
-            "summary": summary_line(result.metrics["test"] or result.metrics["val"]),
-        }
+    return attempt.record(
+        result,
+        staging,
+        best_epoch=result.best_epoch,
+        curve=result.curve,
+        variants_scored=scored,
+        variants_not_rescored=seen - scored,  # better scores kept, or decided meanwhile
     )
-    return summary
 
 
 def record_end(

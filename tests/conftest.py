@@ -6,12 +6,16 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# The augmentation fixtures (tiny models, NLTK data, augment_env...), for every test module that names one.
+pytest_plugins = ["tests.augment_fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CSV = REPO_ROOT / "examples" / "political_social_media.csv"
@@ -36,15 +40,24 @@ def settings(
 ):
     """Settings pointing at a fresh database and data directory for this test; the tiny models the tests build
     (under pytest's temporary directory) are in the allowed models directory."""
-    from core import settings as settings_mod
-    from db import session as session_mod
-
     data_dir = tmp_path / "var"
     data_dir.mkdir()
     db_path = data_dir / "augloop.db"
     shutil.copy(migrated_template, db_path)
+    yield from _settings_on(f"sqlite:///{db_path}", data_dir, monkeypatch, tmp_path_factory)
+
+
+def _settings_on(
+    database_url: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """The settings of a test on `database_url` with `data_dir`, no retry back-off, and the tiny models the tests
+    build (under pytest's temporary directory) in the allowed models directory; cached settings and engines are
+    dropped before and after."""
+    from core import settings as settings_mod
+    from db import session as session_mod
+
     monkeypatch.setenv("AUGLOOP_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("AUGLOOP_DATABASE_URL", f"sqlite:///{db_path}")
+    monkeypatch.setenv("AUGLOOP_DATABASE_URL", database_url)
     monkeypatch.setenv("AUGLOOP_JOB_RETRY_BASE_SECONDS", "0")
     monkeypatch.setenv("AUGLOOP_MODELS_DIR", str(tmp_path_factory.getbasetemp()))
     settings_mod.get_settings.cache_clear()
@@ -182,22 +195,11 @@ def pg_settings(
 ):
     """Settings pointing at a fresh Postgres database (migrated by Alembic on first use) for this test."""
     global _pg_counter
-    from core import settings as settings_mod
-    from db import session as session_mod
-
     _pg_counter += 1
     url = postgres_server.create_database(f"t{os.getpid()}_{_pg_counter}")
     data_dir = tmp_path / "var"
     data_dir.mkdir()
-    monkeypatch.setenv("AUGLOOP_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("AUGLOOP_DATABASE_URL", url)
-    monkeypatch.setenv("AUGLOOP_JOB_RETRY_BASE_SECONDS", "0")
-    monkeypatch.setenv("AUGLOOP_MODELS_DIR", str(tmp_path_factory.getbasetemp()))
-    settings_mod.get_settings.cache_clear()
-    session_mod.dispose_all()
-    yield settings_mod.get_settings()
-    session_mod.dispose_all()
-    settings_mod.get_settings.cache_clear()
+    yield from _settings_on(url, data_dir, monkeypatch, tmp_path_factory)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

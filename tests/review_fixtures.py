@@ -3,7 +3,6 @@ annotators, and a live API server on a loopback port for the Streamlit tests."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
+from tests.pg_server import free_port
 
 SOURCES = [
     ("We must protect Social Security for our seniors.", {"bias": "partisan", "message": "policy"}),
@@ -212,12 +213,6 @@ def carol(app, engine) -> Iterator:
 
     with TestClient(app, headers={"Authorization": f"Bearer {issue_token(engine, 'carol')}"}) as c:
         yield c
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

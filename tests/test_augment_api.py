@@ -7,16 +7,7 @@ import json
 import pytest
 from sqlalchemy import delete, select
 
-from tests.augment_fixtures import (  # noqa: F401
-    augment_env,
-    augment_nltk_dir,
-    mini_dataset,
-    one_torch_thread,
-    run_worker,
-    tiny_marian_dirs,
-    tiny_mlm_dir,
-    train_ids,
-)
+from tests.augment_fixtures import run_worker, train_ids
 
 pytestmark = pytest.mark.usefixtures("augment_env")
 

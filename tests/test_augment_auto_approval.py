@@ -9,16 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.augment_fixtures import (  # noqa: F401
-    augment_env,
-    augment_nltk_dir,
-    mini_dataset,
-    one_torch_thread,
-    run_worker,
-    tiny_marian_dirs,
-    tiny_mlm_dir,
-    train_ids,
-)
+from tests.augment_fixtures import run_worker, train_ids
 
 
 def test_the_lower_bound_is_the_exact_one_sided_clopper_pearson_bound() -> None:

@@ -3,44 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 from sqlalchemy import func, select
 
-from tests.augment_fixtures import (  # noqa: F401
-    augment_env,
-    augment_nltk_dir,
-    mini_dataset,
-    one_torch_thread,
-    run_worker,
-    tiny_marian_dirs,
-    tiny_mlm_dir,
-)
-from tests.conftest import REPO_ROOT
+from tests.augment_fixtures import run_worker
+from tests.cli_process import cli_env, run_augloop
 
 pytestmark = pytest.mark.usefixtures("augment_env")
 
 
 def augloop(settings, *args: str) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
-    env = {
-        **os.environ,
-        "AUGLOOP_DATABASE_URL": settings.resolved_database_url,
-        "AUGLOOP_DATA_DIR": str(settings.data_dir),
-        "COLUMNS": "160",
-        "AUGLOOP_AUGMENT_TORCH_THREADS": "1",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "augloop", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_augloop(*args, env=cli_env(settings, AUGLOOP_AUGMENT_TORCH_THREADS="1"), timeout=300)
 
 
 def test_plan_run_worker_leaves_pending_variants(settings, engine, example_dataset) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.augment_fixtures import bt_routes, one_torch_thread, tiny_marian_dirs, tiny_mlm_dir  # noqa: F401
+from tests.augment_fixtures import bt_routes
 from tests.tiny_models import example_texts
 from workers.augment.base import Variant
 

@@ -10,16 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.augment_fixtures import (  # noqa: F401
-    augment_env,
-    augment_nltk_dir,
-    mini_dataset,
-    one_torch_thread,
-    run_worker,
-    tiny_marian_dirs,
-    tiny_mlm_dir,
-    train_ids,
-)
+from tests.augment_fixtures import run_worker, train_ids
 from tests.openai_server import LoopbackServer, make_app
 from tests.tiny_models import build_tiny_causal_lm
 from workers.augment.base import Variant

@@ -7,16 +7,7 @@ import pytest
 from sqlalchemy import insert
 
 from db.session import session_scope
-from tests.augment_fixtures import (  # noqa: F401
-    augment_env,
-    augment_nltk_dir,
-    mini_dataset,
-    one_torch_thread,
-    run_worker,
-    tiny_marian_dirs,
-    tiny_mlm_dir,
-    train_ids,
-)
+from tests.augment_fixtures import run_worker, train_ids
 
 
 def test_existing_hashes_answers_in_chunks_of_the_in_list_limit(any_engine) -> None:

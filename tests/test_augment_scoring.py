@@ -9,18 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.augment_fixtures import (  # noqa: F401
-    augment_env,
-    augment_nltk_dir,
-    mini_dataset,
-    minilm_dir,
-    one_torch_thread,
-    run_worker,
-    sentence_encoder,
-    tiny_marian_dirs,
-    tiny_mlm_dir,
-    train_ids,
-)
+from tests.augment_fixtures import run_worker, train_ids
 from tests.tiny_models import example_texts
 
 SOURCE = "We passed the farm bill today to help rural families across the state."

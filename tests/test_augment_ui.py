@@ -6,14 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.augment_fixtures import (  # noqa: F401
-    augment_env,
-    augment_nltk_dir,
-    one_torch_thread,
-    run_worker,
-    tiny_marian_dirs,
-    tiny_mlm_dir,
-)
+from tests.augment_fixtures import run_worker
 from tests.review_fixtures import live_api  # noqa: F401 (fixture)
 from tests.test_review_ui import no_errors, signed_in
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.augment_fixtures import augment_nltk_dir  # noqa: F401
 from tests.tiny_models import example_texts
 from workers.augment.base import Variant
 

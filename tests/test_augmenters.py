@@ -11,13 +11,6 @@ import time
 
 import pytest
 
-from tests.augment_fixtures import (  # noqa: F401
-    augment_env,
-    augment_nltk_dir,
-    one_torch_thread,
-    tiny_marian_dirs,
-    tiny_mlm_dir,
-)
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.usefixtures("augment_env")

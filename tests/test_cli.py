@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
-from tests.conftest import EXAMPLE_CSV, REPO_ROOT
+from tests.cli_process import cli_env, run_augloop
+from tests.conftest import EXAMPLE_CSV
 
 
 def augloop(settings, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "AUGLOOP_DATABASE_URL": settings.resolved_database_url,
-        "AUGLOOP_DATA_DIR": str(settings.data_dir),
-        "COLUMNS": "160",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "augloop", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        input=input,
-    )
+    return run_augloop(*args, env=cli_env(settings), input=input)
 
 
 def test_help_lists_the_subcommands(settings):

@@ -12,6 +12,19 @@ import yaml
 from tests.conftest import REPO_ROOT
 
 
+def _compose_config(exe: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`docker-compose config` on the repository's file, with `env` and none of the shell's AUGLOOP_ variables."""
+    outside = {k: v for k, v in os.environ.items() if not k.startswith("AUGLOOP_")}
+    return subprocess.run(
+        [exe, "-f", str(REPO_ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        env={**outside, **env},
+    )
+
+
 @pytest.fixture(scope="module")
 def compose_config() -> dict:
     exe = shutil.which("docker-compose")
@@ -19,15 +32,7 @@ def compose_config() -> dict:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("docker-compose missing in CI: `make test` should have installed it")
         pytest.skip("docker-compose not installed (run `make system-deps`)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUGLOOP_")}
-    r = subprocess.run(
-        [exe, "-f", str(REPO_ROOT / "docker-compose.yml"), "config"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO_ROOT,
-        env={**env, "AUGLOOP_DB_PASSWORD": "from-the-env-file"},
-    )
+    r = _compose_config(exe, AUGLOOP_DB_PASSWORD="from-the-env-file")
     assert r.returncode == 0, r.stderr
     return yaml.safe_load(r.stdout)
 
@@ -38,15 +43,7 @@ def test_the_database_password_comes_from_the_environment_not_the_file() -> None
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.skip("docker-compose not installed")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUGLOOP_")}
-    r = subprocess.run(
-        [exe, "-f", str(REPO_ROOT / "docker-compose.yml"), "config"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO_ROOT,
-        env=env,
-    )
+    r = _compose_config(exe)
     assert r.returncode != 0 and "AUGLOOP_DB_PASSWORD" in r.stderr, "compose must refuse to start without it"
 
 

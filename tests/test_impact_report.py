@@ -10,22 +10,11 @@ import pytest
 from sqlalchemy import select, update
 
 from services.run_snapshots import snapshot_pairs
-from tests.trainer_fixtures import add_variant, import_small, tiny_encoder  # noqa: F401 (fixture)
+from tests.trainer_fixtures import add_variant, import_small, tiny_encoder, tiny_keys  # noqa: F401 (fixture)
 
 
 def fast(encoder: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "encoder": encoder,
-        "epochs": 1,
-        "max_length": 32,
-        "batch_size": 8,
-        "grad_accum": 1,
-        "head_hidden": 32,
-        "lr": 1e-3,
-        "num_threads": 1,
-        "rdrop_alpha": 0.0,
-        **extra,
-    }
+    return tiny_keys(encoder, epochs=1, grad_accum=1, lr=1e-3, rdrop_alpha=0.0, **extra)
 
 
 def drain(engine: Any) -> Any:

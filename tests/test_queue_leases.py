@@ -14,7 +14,7 @@ from sqlalchemy import event, select, update
 from db import queue
 from db.models import Job, JobStatus, TrainingRun
 from db.session import session_scope
-from tests.trainer_fixtures import small_csv, tiny_encoder  # noqa: F401
+from tests.trainer_fixtures import small_csv, tiny_encoder, tiny_keys  # noqa: F401
 
 
 def _enqueue(engine: Any, kind: str = "probe") -> int:
@@ -122,18 +122,7 @@ def test_a_training_job_that_lost_its_lease_stops_writing_at_once(settings, engi
             s,
             dataset,
             default_config(
-                {
-                    "encoder": tiny_encoder,
-                    "epochs": 8,
-                    "patience": 0,
-                    "max_length": 32,
-                    "batch_size": 8,
-                    "grad_accum": 1,
-                    "head_hidden": 32,
-                    "num_threads": 1,
-                    "warmup_ratio": 0.0,
-                    "rdrop_alpha": 0.0,
-                }
+                tiny_keys(tiny_encoder, epochs=8, patience=0, grad_accum=1, warmup_ratio=0.0, rdrop_alpha=0.0)
             ),
             [3],
         )

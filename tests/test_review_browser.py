@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from review_ui import SERVER_PATH, STREAMLIT_FLAGS
-from tests.browser_stack import CHROMIUM, CHROMIUM_ARGS, wait_http
-from tests.review_fixtures import free_port, issue_token, seed_review_data
+from tests.browser_stack import CHROMIUM, CHROMIUM_ARGS, Stack
+from tests.review_fixtures import issue_token, seed_review_data
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_MS = 60_000
 
 
@@ -36,69 +32,14 @@ def stack(tmp_path: Path) -> Iterator[dict]:
     from db.migrate import upgrade_to_head
     from db.session import make_engine
 
-    db_path = tmp_path / "augloop.db"
-    engine = make_engine(f"sqlite:///{db_path}")
+    db_url = f"sqlite:///{tmp_path / 'augloop.db'}"
+    engine = make_engine(db_url)
     upgrade_to_head(engine)
     data = seed_review_data(engine)
     token = issue_token(engine, "erin", "annotator")
     engine.dispose()
-    api_port, ui_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "AUGLOOP_DATABASE_URL": f"sqlite:///{db_path}",
-        "AUGLOOP_DATA_DIR": str(tmp_path),
-        "AUGLOOP_API_URL": f"http://127.0.0.1:{api_port}",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-    }
-    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("api", "ui")}  # noqa: SIM115
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "augloop", "serve", "--port", str(api_port)],
-            cwd=ROOT,
-            env=env,
-            stdout=logs["api"],
-            stderr=subprocess.STDOUT,
-        ),
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                str(SERVER_PATH),
-                *STREAMLIT_FLAGS,
-                f"--server.port={ui_port}",
-                "--server.address=127.0.0.1",
-                "--server.fileWatcherType=none",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=logs["ui"],
-            stderr=subprocess.STDOUT,
-        ),
-    ]
-    try:
-        wait_http(f"http://127.0.0.1:{api_port}/healthz", procs[0])
-        wait_http(f"http://127.0.0.1:{ui_port}/_stcore/health", procs[1])
-        yield {
-            "api": f"http://127.0.0.1:{api_port}",
-            "ui": f"http://127.0.0.1:{ui_port}",
-            "token": token,
-            "data": data,
-            "logs": tmp_path,
-        }
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for log in logs.values():
-            log.close()
+    with Stack(db_url, tmp_path, logs=tmp_path) as running:
+        yield {"api": running.api, "ui": running.ui, "token": token, "data": data, "logs": tmp_path}
 
 
 def one(page, selector: str):  # type: ignore[no-untyped-def]

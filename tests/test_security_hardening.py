@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from tests.conftest import EXAMPLE_CSV, REPO_ROOT
+from tests.cli_process import run_augloop
+from tests.conftest import EXAMPLE_CSV
 
 
 def _client(app, address: str, token: str | None = None, forwarded: str | None = None) -> TestClient:
@@ -131,14 +130,7 @@ def test_everything_under_the_data_directory_is_private(tmp_path) -> None:
             ["import", str(EXAMPLE_CSV), "--dataset", "psm", "--task", "bias"],
             ["export", "psm", "-o", str(data / "exports" / "psm.csv")],
         ):
-            r = subprocess.run(
-                [sys.executable, "-m", "augloop", *args],
-                cwd=REPO_ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            r = run_augloop(*args, env=env)
             assert r.returncode == 0, r.stderr
     finally:
         os.umask(old)

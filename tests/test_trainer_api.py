@@ -9,22 +9,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.trainer_fixtures import add_variant, import_small, tiny_encoder  # noqa: F401 (fixture)
+from tests.trainer_fixtures import add_variant, import_small, tiny_encoder, tiny_keys  # noqa: F401 (fixture)
 
 
 def fast(encoder: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "encoder": encoder,
-        "epochs": 2,
-        "max_length": 32,
-        "batch_size": 8,
-        "grad_accum": 1,
-        "head_hidden": 32,
-        "lr": 1e-3,
-        "num_threads": 1,
-        "rdrop_alpha": 0.5,
-        **extra,
-    }
+    return tiny_keys(encoder, epochs=2, grad_accum=1, lr=1e-3, rdrop_alpha=0.5, **extra)
 
 
 def drain(engine: Any, kinds: list[str]) -> Any:

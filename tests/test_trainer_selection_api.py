@@ -11,19 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.trainer_fixtures import fast_config, import_small, synthetic_split, tiny_encoder  # noqa: F401
+from tests.trainer_fixtures import fast_config, import_small, synthetic_split, tiny_encoder, tiny_keys  # noqa: F401
 
 
 def fast(encoder: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "encoder": encoder,
-        "epochs": 2,
-        "max_length": 32,
-        "batch_size": 8,
-        "head_hidden": 32,
-        "num_threads": 1,
-        **extra,
-    }
+    return tiny_keys(encoder, epochs=2, **extra)
 
 
 def drain(engine: Any) -> Any:

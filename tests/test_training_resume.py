@@ -13,7 +13,7 @@ import pytest
 from db.models import Job, JobStatus, TrainingRun
 from db.session import session_scope
 from tests.test_queue import _spawn_worker
-from tests.trainer_fixtures import small_csv, tiny_encoder  # noqa: F401 (fixture)
+from tests.trainer_fixtures import small_csv, tiny_encoder, tiny_keys  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -37,21 +37,8 @@ def _queue_run(engine: Any, dataset: Any, encoder: str, epochs: int, **overrides
     from db import queue
     from services.training import create_training_runs, default_config
 
-    config = default_config(
-        {
-            "encoder": encoder,
-            "epochs": epochs,
-            "patience": 0,
-            "max_length": 32,
-            "batch_size": 8,
-            "grad_accum": 1,
-            "head_hidden": 32,
-            "num_threads": 1,
-            "warmup_ratio": 0.0,
-            "rdrop_alpha": 0.0,
-            **overrides,
-        }
-    )
+    keys = tiny_keys(encoder, epochs=epochs, patience=0, grad_accum=1, warmup_ratio=0.0, rdrop_alpha=0.0)
+    config = default_config({**keys, **overrides})
     with session_scope(engine) as s:
         (run,) = create_training_runs(s, s.merge(dataset), config, [7])
         job = queue.enqueue(

@@ -9,21 +9,11 @@ from typing import Any
 from sqlalchemy import select
 
 from db.session import session_scope
-from tests.trainer_fixtures import add_variant, import_small, tiny_encoder  # noqa: F401 (fixture)
+from tests.trainer_fixtures import add_variant, import_small, tiny_encoder, tiny_keys  # noqa: F401 (fixture)
 
 
 def fast(encoder: str) -> dict[str, Any]:
-    return {
-        "encoder": encoder,
-        "epochs": 1,
-        "max_length": 32,
-        "batch_size": 8,
-        "grad_accum": 1,
-        "head_hidden": 32,
-        "lr": 1e-3,
-        "num_threads": 1,
-        "rdrop_alpha": 0.0,
-    }
+    return tiny_keys(encoder, epochs=1, grad_accum=1, lr=1e-3, rdrop_alpha=0.0)
 
 
 def test_a_run_keeps_its_snapshot_in_a_file_and_scores_variants_in_batches(

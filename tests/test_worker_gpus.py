@@ -4,12 +4,12 @@ CUDA_VISIBLE_DEVICES) without the GPU asked for."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 import typer
 
 from augloop.gpu_workers import pinned_devices
+from tests.cli_process import run_augloop
 from tests.tiny_models import REPO_ROOT
 
 
@@ -24,15 +24,7 @@ def test_pinning_picks_the_nth_of_the_gpus_visible_now() -> None:
 
 
 def _worker(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "augloop", "worker", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_augloop("worker", *args, env=env)
 
 
 def test_gpu_options_fail_clearly_without_a_gpu(settings) -> None:

@@ -19,16 +19,9 @@ from sqlalchemy import func, select
 
 from db.models import Job, JobStatus, Sample, TrainingRun
 from db.session import session_scope
-from tests.augment_fixtures import (  # noqa: F401
-    augment_env,
-    augment_nltk_dir,
-    example_slice,
-    one_torch_thread,
-    tiny_marian_dirs,
-    tiny_mlm_dir,
-)
+from tests.augment_fixtures import example_slice
 from tests.test_queue import _spawn_worker
-from tests.trainer_fixtures import small_csv, tiny_encoder  # noqa: F401
+from tests.trainer_fixtures import small_csv, tiny_encoder, tiny_keys  # noqa: F401
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("augment_env")]
 
@@ -122,18 +115,7 @@ def test_worker_killed_mid_training_job(any_settings, any_engine, tiny_encoder: 
     epochs = 6
     dataset = _import(any_engine, "small", small_csv(n_train=160, n_val=24, n_test=24), ["bias", "message"])
     config = default_config(
-        {
-            "encoder": tiny_encoder,
-            "epochs": epochs,
-            "patience": 0,
-            "max_length": 32,
-            "batch_size": 8,
-            "grad_accum": 1,
-            "head_hidden": 32,
-            "num_threads": 1,
-            "warmup_ratio": 0.0,
-            "rdrop_alpha": 0.0,
-        }
+        tiny_keys(tiny_encoder, epochs=epochs, patience=0, grad_accum=1, warmup_ratio=0.0, rdrop_alpha=0.0)
     )
     with session_scope(any_engine) as s:
         (run,) = create_training_runs(s, s.merge(dataset), config, [7])

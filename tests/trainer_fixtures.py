@@ -52,6 +52,11 @@ def synthetic_split(n_train: int = 36, n_val: int = 12, n_test: int = 12) -> Any
     )
 
 
+def tiny_keys(encoder: str, **overrides: Any) -> dict[str, Any]:
+    """Config keys for the tiny encoder: short texts, small batches and heads, one thread; `overrides` on top."""
+    return {"encoder": encoder, "max_length": 32, "batch_size": 8, "head_hidden": 32, "num_threads": 1, **overrides}
+
+
 def fast_config(encoder: str, **overrides: Any) -> Any:
     """A config for tiny models: small heads, no warm-up, few epochs, one thread."""
     from trainer.config import TrainConfig

@@ -19,17 +19,17 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
-from trainer.config import Name, config_error
+from trainer.config import ConfigModel, Name
 from trainer.decision import decide, fit_rules
 from trainer.examples import IGNORE, SplitData, TaskSpec
-from trainer.metrics import evaluate_probs
+from trainer.metrics import evaluate_probs, prediction_dump
 
 C_GRID = (0.5, 2.0, 8.0)
 
 
-class ClassicalConfig(BaseModel):
+class ClassicalConfig(ConfigModel):
     """What a TF-IDF member run trains on and how (the data keys mirror TrainConfig's)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -41,13 +41,6 @@ class ClassicalConfig(BaseModel):
     c_grid: list[float] = Field(default_factory=lambda: list(C_GRID), min_length=1, max_length=8)
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
     decision: Literal["prior", "none"] = "prior"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> ClassicalConfig:
-        try:
-            return cls.model_validate(data or {})
-        except ValidationError as err:
-            raise config_error(err) from None
 
 
 @dataclass
@@ -122,22 +115,6 @@ def train_classical(config: ClassicalConfig, data: SplitData, progress: Any = No
         "train_samples": len(train_texts),
     }
 
-    def dump(
-        examples: list[Any], probs: dict[str, np.ndarray], gold: np.ndarray, labels: dict[str, np.ndarray]
-    ) -> dict[str, Any]:
-        return {
-            "sample_ids": [e.sample_id for e in examples],
-            "tasks": {
-                t.name: {
-                    "labels": t.labels,
-                    "gold": gold[:, j].tolist(),
-                    "probs": np.round(probs[t.name], 6).tolist(),
-                    "pred": labels[t.name].tolist(),
-                }
-                for j, t in enumerate(data.tasks)
-            },
-        }
-
     seconds = time.monotonic() - started
     metrics["seconds"] = round(seconds, 2)
     return ClassicalResult(
@@ -147,8 +124,8 @@ def train_classical(config: ClassicalConfig, data: SplitData, progress: Any = No
         chosen_c=chosen,
         metrics=metrics,
         predictions={
-            "val": dump(data.val, val_probs, val_gold, val_labels),
-            "test": dump(data.test, test_probs, test_gold, test_labels),
+            "val": prediction_dump([e.sample_id for e in data.val], data.tasks, val_gold, val_probs, val_labels),
+            "test": prediction_dump([e.sample_id for e in data.test], data.tasks, test_gold, test_probs, test_labels),
         },
         snapshot=data.snapshot(),
         decision=rules,

@@ -16,7 +16,7 @@ the recipe's training and scales them for a shorter one (a CPU, a `budget_minute
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
@@ -35,7 +35,19 @@ Name = Annotated[str, Field(min_length=1)]
 Smoothing = Annotated[float, Field(ge=0, le=0.5)]
 
 
-class TrainConfig(BaseModel):
+class ConfigModel(BaseModel):
+    """A configuration that comes from outside data through `from_dict`."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Self:
+        """Build from a (partial) mapping; unknown keys are an error naming the key, not silently ignored."""
+        try:
+            return cls.model_validate(data or {})
+        except ValidationError as err:
+            raise config_error(err) from None
+
+
+class TrainConfig(ConfigModel):
     """The trainer's configuration; every key has a default (the recipe above)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
@@ -126,14 +138,6 @@ class TrainConfig(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> TrainConfig:
-        """Build from a (partial) mapping; unknown keys are an error naming the key, not silently ignored."""
-        try:
-            return cls.model_validate(data or {})
-        except ValidationError as err:
-            raise config_error(err) from None
 
     def with_overrides(self, overrides: dict[str, Any]) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **overrides})

@@ -29,7 +29,7 @@ from scipy.optimize import minimize, minimize_scalar
 from trainer.decision import decide, fit_rules
 from trainer.errors import TrainerError
 from trainer.examples import IGNORE, TaskSpec
-from trainer.metrics import evaluate_probs
+from trainer.metrics import evaluate_probs, prediction_dump
 
 _EPS = 1e-12
 
@@ -249,18 +249,7 @@ def build_ensemble(
         out[split] = evaluate_probs(scaled, gold, tasks, labels if split == "test" else None)
         if split == "test" and params["decision"]:
             out["test_argmax"] = evaluate_probs(scaled, gold, tasks)
-        predictions[split] = {
-            "sample_ids": ids,
-            "tasks": {
-                t.name: {
-                    "labels": t.labels,
-                    "gold": gold[:, j].tolist(),
-                    "probs": np.round(scaled[t.name], 6).tolist(),
-                    "pred": labels[t.name].tolist(),
-                }
-                for j, t in enumerate(tasks)
-            },
-        }
+        predictions[split] = prediction_dump(ids, tasks, gold, scaled, labels)
     out["calibration"] = calibration
     out["predictions"] = predictions
     return out

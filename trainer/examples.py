@@ -41,7 +41,7 @@ class SplitData:
 
 
 def read_predictions(path: Path) -> dict[str, Any]:
-    """A prediction dump a run saved (trainer.train.prediction_dump)."""
+    """A prediction dump a run saved (trainer.metrics.prediction_dump)."""
     dump: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
     return dump
 

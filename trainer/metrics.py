@@ -10,6 +10,7 @@ resampled test sets at once (trainer.bootstrap scores thousands), which a call p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -96,3 +97,26 @@ def summary_line(metrics: dict[str, Any]) -> str:
     parts = [f"{name} {m['macro_f1']:.3f}" for name, m in metrics["tasks"].items() if m["macro_f1"] is not None]
     overall = metrics.get("overall_macro_f1")
     return f"macro-F1 {overall:.3f} ({', '.join(parts)})" if overall is not None else "no labelled samples"
+
+
+def prediction_dump(
+    sample_ids: Sequence[int | None],
+    tasks: Sequence[TaskSpec],
+    gold: np.ndarray,
+    probs: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """What a run keeps of its predictions on a split, per task: label names, gold ids, probabilities, and
+    `pred`, the label ids the model predicts (its decision rule's; the argmax without one)."""
+    return {
+        "sample_ids": list(sample_ids),
+        "tasks": {
+            t.name: {
+                "labels": t.labels,
+                "gold": gold[:, j].tolist(),
+                "probs": np.round(probs[t.name], 6).tolist(),
+                "pred": np.asarray(labels[t.name], dtype=np.int64).tolist(),
+            }
+            for j, t in enumerate(tasks)
+        },
+    }

@@ -14,19 +14,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import set_seed
 
 from trainer import checkpoint
 from trainer.checkpoint import Checkpointer, LoopState, restore
 from trainer.config import TrainConfig
-from trainer.data import Encoded
 from trainer.decision import decide, fit_rules
 from trainer.errors import TrainerError, TrainingStopped
 from trainer.examples import SplitData
 from trainer.group import SINGLE, Group, wrap_ddp
-from trainer.metrics import evaluate_probs
+from trainer.metrics import evaluate_probs, prediction_dump
 from trainer.model import MultiTaskModel
 from trainer.plan import Clock, Plan, Throughput, replanned_steps
 from trainer.steps import Prepared, Stepper, measure_throughput, prepare
@@ -49,26 +47,6 @@ class TrainResult:
     plan: Plan | None = None
     decision: dict[str, Any] | None = None  # the decision rule per task (trainer.decision), None: argmax
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def prediction_dump(
-    encoded: Encoded, probs: dict[str, np.ndarray], data: SplitData, labels: dict[str, np.ndarray]
-) -> dict[str, Any]:
-    """Per task: label names, gold ids, probabilities, and `pred`, the label ids the model predicts (its
-    decision rule's; the argmax without one)."""
-    gold = encoded.labels.numpy()
-    return {
-        "sample_ids": list(encoded.sample_ids),
-        "tasks": {
-            t.name: {
-                "labels": t.labels,
-                "gold": gold[:, j].tolist(),
-                "probs": np.round(probs[t.name], 6).tolist(),
-                "pred": np.asarray(labels[t.name], dtype=np.int64).tolist(),
-            }
-            for j, t in enumerate(data.tasks)
-        },
-    }
 
 
 @dataclass
@@ -379,8 +357,12 @@ def train_process(
         best_epoch=loop.best_epoch,
         metrics=metrics,
         predictions={
-            "val": prediction_dump(run.val, val_probs, run.data, decide(val_probs, rules)),
-            "test": prediction_dump(run.test, test_probs, run.data, test_labels),
+            "val": prediction_dump(
+                run.val.sample_ids, run.data.tasks, run.val.labels.numpy(), val_probs, decide(val_probs, rules)
+            ),
+            "test": prediction_dump(
+                run.test.sample_ids, run.data.tasks, run.test.labels.numpy(), test_probs, test_labels
+            ),
         },
         snapshot=run.data.snapshot(),
         seconds=time.monotonic() - started,

@@ -9,6 +9,8 @@ the API builds them in the request.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from core.errors import DomainError
@@ -57,10 +59,8 @@ def run_train(ctx: JobContext) -> dict[str, Any]:
     from services.run_execution import planned_epochs
 
     run_id = int(ctx.params["run_id"])
-    try:
+    with _permanent_on_domain_errors():
         epochs = planned_epochs(ctx.engine, run_id)
-    except (DomainError, TrainerError) as err:
-        raise PermanentJobError(err.message) from err
     report_id = ctx.params.get("impact_report_id")
     if report_id:
         mark_report_running(ctx.engine, int(report_id))
@@ -96,7 +96,7 @@ def _execute(ctx: JobContext, run_id: int, epochs: int) -> dict[str, Any]:
             job_id=ctx.job_id,
             worker_id=ctx.worker_id,
             progress=_progress(ctx, epochs),
-            finish=lambda session, result: ctx.complete_in(session, result),
+            finish=ctx.complete_in,
             should_stop=ctx.stopping.is_set,
         )
     except TrainingStopped as stopped:  # the worker is shutting down: the next worker resumes the run
@@ -186,7 +186,7 @@ def run_lr_select(ctx: JobContext) -> dict[str, Any]:
             train_payload=train_payload,
             created_by=ctx.created_by,
             progress=_selection_progress(ctx, int(ctx.params.get("trials") or 0) or 1),
-            finish=lambda session, result: ctx.complete_in(session, result),
+            finish=ctx.complete_in,
         )
     except JobCancelled:
         end_runs(JobStatus.cancelled, "cancelled during learning-rate selection")
@@ -212,26 +212,45 @@ def run_lr_select(ctx: JobContext) -> dict[str, Any]:
             _settle_report(ctx.engine, int(report_id))
 
 
+def _apply_model(
+    ctx: JobContext, execute: Callable[..., dict[str, Any]], phase: str, *args: Any, **kwargs: Any
+) -> dict[str, Any]:
+    """A job that applies a model (`model_id`) to a dataset's texts: `execute(engine, dataset, model_id, *args,
+    **kwargs)`, reporting each event's done and total under `phase`; bad input or a model that cannot load is
+    permanent (no retry can fix it)."""
+
+    def on_event(event: dict[str, Any]) -> None:
+        ctx.report(done=event.get("done"), total=event.get("total"), phase=phase)
+
+    with _permanent_on_domain_errors():
+        return execute(
+            ctx.engine,
+            ctx.params["dataset"],
+            int(ctx.params["model_id"]),
+            *args,
+            progress=on_event,
+            finish=ctx.complete_in,
+            **kwargs,
+        )
+
+
+@contextmanager
+def _permanent_on_domain_errors() -> Iterator[None]:
+    """Bad input, a model that cannot load: no retry can fix it."""
+    try:
+        yield
+    except (DomainError, TrainerError) as err:
+        raise PermanentJobError(err.message) from err
+
+
 @handler("pseudo_label")
 def run_pseudo_label(ctx: JobContext) -> dict[str, Any]:
     from services.prediction import execute_pseudo_labels
 
-    def on_event(event: dict[str, Any]) -> None:
-        ctx.report(done=event.get("done"), total=event.get("total"), phase="predicting")
-
-    try:
-        return execute_pseudo_labels(
-            ctx.engine,
-            ctx.params["dataset"],
-            int(ctx.params["model_id"]),
-            float(ctx.params["threshold"]),
-            job_id=ctx.job_id,
-            created_by=ctx.created_by,
-            progress=on_event,
-            finish=lambda session, result: ctx.complete_in(session, result),
-        )
-    except (DomainError, TrainerError) as err:
-        raise PermanentJobError(err.message) from err
+    threshold = float(ctx.params["threshold"])
+    return _apply_model(
+        ctx, execute_pseudo_labels, "predicting", threshold, job_id=ctx.job_id, created_by=ctx.created_by
+    )
 
 
 @handler("label_scores")
@@ -239,18 +258,4 @@ def run_label_scores(ctx: JobContext) -> dict[str, Any]:
     """Rescore every pending variant with the run or ensemble a person chose (services.label_model)."""
     from services.label_model import execute_rescoring
 
-    def on_event(event: dict[str, Any]) -> None:
-        ctx.report(done=event.get("done"), total=event.get("total"), phase="scoring pending variants")
-
-    try:
-        return execute_rescoring(
-            ctx.engine,
-            ctx.params["dataset"],
-            int(ctx.params["model_id"]),
-            job_id=ctx.job_id,
-            worker_id=ctx.worker_id,
-            progress=on_event,
-            finish=lambda session, result: ctx.complete_in(session, result),
-        )
-    except (DomainError, TrainerError) as err:
-        raise PermanentJobError(err.message) from err
+    return _apply_model(ctx, execute_rescoring, "scoring pending variants", job_id=ctx.job_id, worker_id=ctx.worker_id)

@@ -10,14 +10,14 @@ from api.deps import CurrentUser, SessionDep
 from api.variant_schemas import (
     AutoApprovalApplied,
     AutoApprovalStatus,
-    AutoApprovalUpdate,
     ProtectedTerms,
     ProtectedTermsEdit,
     ProtectedTermsSeed,
     VariantSettingsRead,
-    VariantSettingsUpdate,
 )
 from services import auto_approval, protected_terms, variant_settings
+from services.auto_approval import AutoApprovalRequest
+from services.variant_settings import VariantSettingsUpdate
 
 router = APIRouter(prefix="/datasets", tags=["variants"])
 
@@ -67,10 +67,10 @@ def approval(name: str, session: SessionDep, user: CurrentUser) -> dict[str, Any
     response_model=AutoApprovalStatus,
     responses={409: {"description": "Not enough reviewed variants for a rule: the numbers say why"}},
 )
-def configure_approval(name: str, body: AutoApprovalUpdate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+def configure_approval(name: str, body: AutoApprovalRequest, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """Switch auto-approval on (calibrating its threshold on the variants people reviewed) or off; the
     project's leads."""
-    return auto_approval.configure_named(session, name, auto_approval.AutoApprovalRequest(**body.model_dump()), user)
+    return auto_approval.configure_named(session, name, body, user)
 
 
 @router.post(

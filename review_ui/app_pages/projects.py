@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from review_ui.render import plain
-from review_ui.state import call, call_and_flash, client, is_admin, show_flash
+from review_ui.state import admin_page, call, call_and_flash, client
 
 ROLES = ["annotator", "lead"]
 
@@ -27,11 +27,7 @@ def remove_member() -> None:
     call_and_flash(f"Removed {name} from {project}.", client().remove_member, project, name)
 
 
-st.title("Projects")
-if not is_admin():
-    st.error("This page is for admins.")
-    st.stop()
-show_flash()
+admin_page("Projects")
 with st.form("new_project", clear_on_submit=True):
     slug = st.text_input("Project name (a slug: lower-case letters, digits, -)")
     display = st.text_input("Display name (optional)")

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from review_ui.render import plain
-from review_ui.state import call, call_and_flash, client, is_admin, show_flash
+from review_ui.state import admin_page, call, call_and_flash, client
 
 
 def revoke() -> None:
@@ -14,11 +14,7 @@ def revoke() -> None:
     call_and_flash(f"Revoked token {token_id}.", client().revoke_token, token_id)
 
 
-st.title("Tokens")
-if not is_admin():
-    st.error("This page is for admins.")
-    st.stop()
-show_flash()
+admin_page("Tokens")
 with st.form("new_token", clear_on_submit=True):
     name = st.text_input("User name")
     role = st.selectbox("Role", ["annotator", "admin"])

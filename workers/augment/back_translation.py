@@ -20,7 +20,7 @@ import torch
 from core.batching import length_buckets
 from core.textnorm import content_hash
 from workers.augment import params as P
-from workers.augment.base import SourceHints, Variant, derive_seed
+from workers.augment.base import Augmenter, AugmentRequest, Variant, derive_seed
 from workers.augment.catalog import base_language
 from workers.augment.models import LoadedModel, ModelUnavailable
 
@@ -32,8 +32,9 @@ def new_token_cap(source_tokens: int, params: P.BackTranslationParams) -> int:
     return min(params.max_new_tokens, math.ceil(params.length_factor * source_tokens) + 8)
 
 
-class BackTranslationAugmenter:
+class BackTranslationAugmenter(Augmenter[P.BackTranslationParams]):
     method = "backtranslation"
+    params_type = P.BackTranslationParams
 
     def __init__(
         self, routes: list[dict[str, str]], loader: Callable[[str], LoadedModel], *, batch_tokens: int = 8192
@@ -43,31 +44,24 @@ class BackTranslationAugmenter:
         self.batch_tokens = batch_tokens
         self.model_name = "; ".join(f"{r['forward']} → {r['backward']}" for r in routes)
 
-    def augment(
-        self,
-        texts: Sequence[str],
-        counts: Sequence[int],
-        *,
-        seed: int,
-        language: str,
-        params: P.BackTranslationParams | None = None,
-        hints: SourceHints | None = None,  # nothing to protect: a translation rewrites every word
-    ) -> list[list[Variant]]:
-        params = params or P.BackTranslationParams()
+    def run(self, request: AugmentRequest[P.BackTranslationParams]) -> list[list[Variant]]:
+        # request.hints go unused: nothing to protect, a translation rewrites every word
+        texts, params = request.texts, request.params
         pivots = [base_language(p) for p in params.pivots] if params.pivots else list(self.routes)
         unknown = [p for p in pivots if p not in self.routes]
         if unknown:
+            language = request.language
             raise ModelUnavailable(f"no back-translation route {language}→{unknown[0]}→{language} (AUGLOOP_BT_ROUTES)")
         out: list[list[Variant]] = [[] for _ in texts]
         for p_index, pivot in enumerate(pivots):
             # Variant v of a text goes through pivots[v % len(pivots)]: k variants spread over the pivots.
             wanted: dict[int, list[int]] = defaultdict(list)  # variants via this pivot → texts asking for them
-            for i, count in enumerate(counts):
+            for i, count in enumerate(request.counts):
                 mine = [v for v in range(count) if v % len(pivots) == p_index]
                 if mine and texts[i].strip():
                     wanted[len(mine)].append(i)
             for k, indices in sorted(wanted.items()):
-                self._through_pivot(texts, indices, k, pivot, p_index, len(pivots), seed, params, out)
+                self._through_pivot(texts, indices, k, pivot, p_index, len(pivots), request.seed, params, out)
         for variants in out:
             variants.sort(key=lambda v: v.variant_index)
         return out

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from workers.augment.textspans import ProtectedTerms
@@ -39,9 +41,29 @@ class SourceHints:
     tasks: Sequence[dict[str, Any]] = ()  # the dataset's tasks: [{"name": ..., "labels": [...]}]
 
 
-class Augmenter(Protocol):
+ParamsT = TypeVar("ParamsT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class AugmentRequest(Generic[ParamsT]):
+    """One call of an augmenter: up to counts[i] variants of texts[i], with the method's parameters (defaults
+    filled in) and what it may know about the sources."""
+
+    texts: Sequence[str]
+    counts: Sequence[int]
+    seed: int
+    language: str
+    params: ParamsT
+    hints: SourceHints
+
+
+class Augmenter(Generic[ParamsT]):
+    """What every augmenter shares: the call (`augment`, its defaults) and how an edited variant is recorded.
+    A method implements `run`."""
+
     method: str
     model_name: str | None
+    params_type: type[ParamsT]
 
     def augment(
         self,
@@ -50,10 +72,63 @@ class Augmenter(Protocol):
         *,
         seed: int,
         language: str,
+        params: ParamsT | None = None,
         hints: SourceHints | None = None,
     ) -> list[list[Variant]]:
         """For texts[i], up to counts[i] variants (fewer when the text offers nothing to change)."""
-        ...
+        return self.run(
+            AugmentRequest(texts, counts, seed, language, params or self.params_type(), hints or SourceHints())
+        )
+
+    def run(self, request: AugmentRequest[ParamsT]) -> list[list[Variant]]:
+        raise NotImplementedError
+
+    def variant(
+        self,
+        request: AugmentRequest[ParamsT],
+        source_index: int,
+        variant_index: int,
+        text: str,
+        effective: dict[str, Any],
+        *,
+        edits: list[dict[str, Any]] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> Variant:
+        """Variant `variant_index` of texts[source_index], made by this augmenter with the parameters
+        `effective` (the request's, with what the method decided filled in)."""
+        return Variant(
+            text=text,
+            source_index=source_index,
+            variant_index=variant_index,
+            method=self.method,
+            params=effective,
+            model_name=self.model_name,
+            seed=request.seed,
+            edits=edits or [],
+            details=details or {},
+        )
+
+    def edited(
+        self,
+        request: AugmentRequest[ParamsT],
+        source_index: int,
+        variant_index: int,
+        edits: Sequence[tuple[int, int, str]],
+        effective: dict[str, Any],
+        details: dict[str, Any] | None = None,
+    ) -> Variant:
+        """The variant that replaces character spans (start, end, new) of texts[source_index]; the spans are
+        recorded (in the order given) for highlighting in review."""
+        source = request.texts[source_index]
+        return self.variant(
+            request,
+            source_index,
+            variant_index,
+            apply_edits(source, edits),
+            effective,
+            edits=[{"start": s, "end": e, "from": source[s:e], "to": new} for s, e, new in edits],
+            details=details,
+        )
 
 
 def derive_seed(seed: int, *parts: object) -> int:

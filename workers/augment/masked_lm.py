@@ -20,7 +20,7 @@ import torch
 from core.batching import length_buckets
 from core.textnorm import content_hash
 from workers.augment import params as P
-from workers.augment.base import SourceHints, Variant, apply_edits, derive_seed, match_case
+from workers.augment.base import Augmenter, AugmentRequest, Variant, apply_edits, derive_seed, match_case
 from workers.augment.models import LoadedModel, ModelUnavailable
 from workers.augment.textspans import ProtectedTerms, Word, candidates
 
@@ -87,8 +87,9 @@ def whole_word_vocab(tokenizer: Any, size: int) -> tuple[list[str], torch.Tensor
 _MASK_SLOT = "\ue000"  # a private-use character: where a mask goes, until the source's specials are defused
 
 
-class MaskedLMAugmenter:
+class MaskedLMAugmenter(Augmenter[P.MaskedLMParams]):
     method = "mlm"
+    params_type = P.MaskedLMParams
 
     def __init__(self, loaded: LoadedModel, *, batch_tokens: int = 8192) -> None:
         self.loaded = loaded
@@ -207,21 +208,18 @@ class MaskedLMAugmenter:
 
     # -- sampling and splicing -----------------------------------------------------------------------------
 
-    def augment(
-        self,
-        texts: Sequence[str],
-        counts: Sequence[int],
-        *,
-        seed: int,
-        language: str,
-        params: P.MaskedLMParams | None = None,
-        hints: SourceHints | None = None,
-    ) -> list[list[Variant]]:
-        params = params or P.MaskedLMParams()
+    def run(self, request: AugmentRequest[P.MaskedLMParams]) -> list[list[Variant]]:
+        params = request.params
         effective = params.model_dump()
-        protected = hints.protected if hints else None
-        out: list[list[Variant]] = [[] for _ in texts]
-        for batch in self.prepare(texts, counts, seed=seed, language=language, params=params, protected=protected):
+        out: list[list[Variant]] = [[] for _ in request.texts]
+        for batch in self.prepare(
+            request.texts,
+            request.counts,
+            seed=request.seed,
+            language=request.language,
+            params=params,
+            protected=request.hints.protected,
+        ):
             top_p, top_i = self.top_candidates(batch, params)
             at = 0
             for row in batch.rows:
@@ -234,21 +232,10 @@ class MaskedLMAugmenter:
                     if replacement is not None:
                         edits.append((word.start, word.end, replacement))
                 at += n_masks
-                if not edits:
-                    continue
-                source = texts[row.source_index]
-                out[row.source_index].append(
-                    Variant(
-                        text=apply_edits(source, edits),
-                        source_index=row.source_index,
-                        variant_index=row.variant_index,
-                        method=self.method,
-                        params=effective,
-                        model_name=self.model_name,
-                        seed=seed,
-                        edits=[{"start": s, "end": e, "from": source[s:e], "to": new} for s, e, new in edits],
+                if edits:
+                    out[row.source_index].append(
+                        self.edited(request, row.source_index, row.variant_index, edits, effective)
                     )
-                )
         for variants in out:
             variants.sort(key=lambda v: v.variant_index)
         return out

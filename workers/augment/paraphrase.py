@@ -16,15 +16,15 @@ Either way the rewrites go through the job's filters like every other method's v
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.batching import length_buckets
 from core.settings import Settings
 from core.textnorm import content_hash
 from workers.augment import params as P
-from workers.augment.base import SourceHints, Variant, derive_seed
+from workers.augment.base import Augmenter, AugmentRequest, SourceHints, Variant, derive_seed
 from workers.augment.models import LoadedModel, ModelUnavailable
 
 PROMPT_VERSION = 1
@@ -64,20 +64,24 @@ def clean(output: str) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class Prompts:
+    """What a generator is asked for: counts[i] sampled completions of conversations[i]; keys[i] (the
+    source's content hash) and `seed` seed them."""
+
+    conversations: list[list[dict[str, str]]]
+    counts: list[int]
+    keys: list[str]
+    seed: int
+    params: P.ParaphraseParams
+
+
 class Generator(Protocol):
     model_name: str
     source: str  # "local" or the endpoint's URL
 
-    def generate(
-        self,
-        conversations: list[list[dict[str, str]]],
-        counts: list[int],
-        *,
-        seed: int,
-        keys: list[str],
-        params: P.ParaphraseParams,
-    ) -> list[list[str]]:
-        """counts[i] sampled completions of conversations[i]; keys[i] identifies it for seeding."""
+    def generate(self, prompts: Prompts) -> list[list[str]]:
+        """prompts.counts[i] completions of prompts.conversations[i]."""
         ...
 
 
@@ -102,21 +106,13 @@ class LocalGenerator:
         # A base model: the same content as plain text, ending where the answer starts.
         return "\n\n".join(m["content"] for m in conversation) + "\n\nParaphrase:"
 
-    def generate(
-        self,
-        conversations: list[list[dict[str, str]]],
-        counts: list[int],
-        *,
-        seed: int,
-        keys: list[str],
-        params: P.ParaphraseParams,
-    ) -> list[list[str]]:
+    def generate(self, prompts: Prompts) -> list[list[str]]:
         import torch
 
+        conversations, counts, keys, params = prompts.conversations, prompts.counts, prompts.keys, prompts.params
         tokenizer, model, device = self.loaded.tokenizer, self.loaded.model, self.loaded.device
-        prompts = [self.render(c) for c in conversations]
         encoded = tokenizer(
-            prompts,
+            [self.render(c) for c in conversations],
             truncation=True,
             max_length=params.max_source_tokens + 512,
             add_special_tokens=False,
@@ -124,7 +120,7 @@ class LocalGenerator:
         )["input_ids"]
         # The answer's budget follows the source's length (the prompt's last part), not the whole prompt's.
         source_tokens = [len(tokenizer(c[-1]["content"], add_special_tokens=False)["input_ids"]) for c in conversations]
-        results: list[list[str]] = [[] for _ in prompts]
+        results: list[list[str]] = [[] for _ in conversations]
         rows = [i for i, n in enumerate(counts) if n > 0]
 
         def cap(i: int) -> int:
@@ -140,7 +136,7 @@ class LocalGenerator:
             k = max(counts[i] for i in batch)
             padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
             inputs = {name: tensor.to(device) for name, tensor in padded.items()}
-            batch_seed = derive_seed(seed, "paraphrase", [keys[i] for i in batch])
+            batch_seed = derive_seed(prompts.seed, "paraphrase", [keys[i] for i in batch])
             devices = [device.index or 0] if device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices), torch.inference_mode():
                 torch.manual_seed(batch_seed)
@@ -203,15 +199,9 @@ class EndpointGenerator:
         choices = sorted(response.json().get("choices", []), key=lambda c: c.get("index", 0))
         return [str((c.get("message") or {}).get("content") or "") for c in choices][:n]
 
-    def generate(
-        self,
-        conversations: list[list[dict[str, str]]],
-        counts: list[int],
-        *,
-        seed: int,
-        keys: list[str],
-        params: P.ParaphraseParams,
-    ) -> list[list[str]]:
+    def generate(self, prompts: Prompts) -> list[list[str]]:
+        conversations, counts, params = prompts.conversations, prompts.counts, prompts.params
+
         def one(i: int) -> list[str]:
             if counts[i] <= 0:
                 return []
@@ -219,7 +209,7 @@ class EndpointGenerator:
             cap = min(
                 params.max_new_tokens, int(params.length_factor * 2 * len(conversations[i][-1]["content"].split())) + 16
             )
-            source_seed = derive_seed(seed, "paraphrase", keys[i]) % 2**31  # servers take 32-bit seeds
+            source_seed = derive_seed(prompts.seed, "paraphrase", prompts.keys[i]) % 2**31  # servers take 32-bit seeds
             return self._complete(conversations[i], counts[i], source_seed, params, cap)
 
         with ThreadPoolExecutor(self.concurrency) as pool:
@@ -240,55 +230,37 @@ def local_generator(loaded: LoadedModel, batch_tokens: int) -> LocalGenerator:
     return LocalGenerator(loaded, batch_tokens)
 
 
-class ParaphraseAugmenter:
+class ParaphraseAugmenter(Augmenter[P.ParaphraseParams]):
     method = "paraphrase"
+    params_type = P.ParaphraseParams
 
     def __init__(self, generator: Any) -> None:
         self.generator = generator
         self.model_name = generator.model_name
 
-    def augment(
-        self,
-        texts: Sequence[str],
-        counts: Sequence[int],
-        *,
-        seed: int,
-        language: str,
-        params: P.ParaphraseParams | None = None,
-        hints: SourceHints | None = None,
-    ) -> list[list[Variant]]:
-        params = params or P.ParaphraseParams()
-        hints = hints or SourceHints()
+    def run(self, request: AugmentRequest[P.ParaphraseParams]) -> list[list[Variant]]:
+        texts, counts, params, hints = request.texts, request.counts, request.params, request.hints
         labels = list(hints.labels) if hints.labels is not None else [{} for _ in texts]
         chosen = [i for i, (t, n) in enumerate(zip(texts, counts, strict=True)) if n > 0 and t.strip()]
-        conversations = [build_messages(texts[i], labels[i], hints, params) for i in chosen]
         outputs = self.generator.generate(
-            conversations,
-            [counts[i] for i in chosen],
-            seed=seed,
-            keys=[content_hash(texts[i]) for i in chosen],
-            params=params,
+            Prompts(
+                conversations=[build_messages(texts[i], labels[i], hints, params) for i in chosen],
+                counts=[counts[i] for i in chosen],
+                keys=[content_hash(texts[i]) for i in chosen],
+                seed=request.seed,
+                params=params,
+            )
         )
         effective = {
             **params.model_dump(),
             "prompt_version": PROMPT_VERSION,
             "via": self.generator.source,
-            "language": language,
+            "language": request.language,
         }
         out: list[list[Variant]] = [[] for _ in texts]
         for i, rewrites in zip(chosen, outputs, strict=True):
             for v, raw in enumerate(rewrites):
                 text = clean(raw)
                 if text:
-                    out[i].append(
-                        Variant(
-                            text=text,
-                            source_index=i,
-                            variant_index=v,
-                            method=self.method,
-                            params=effective,
-                            model_name=self.model_name,
-                            seed=seed,
-                        )
-                    )
+                    out[i].append(self.variant(request, i, v, text, effective))
         return out

@@ -29,7 +29,7 @@ from typing import Any
 
 from core.textnorm import content_hash
 from workers.augment import params as P
-from workers.augment.base import SourceHints, Variant, apply_edits, derive_seed, match_case
+from workers.augment.base import Augmenter, AugmentRequest, Variant, apply_edits, derive_seed, match_case
 from workers.augment.models import ModelUnavailable
 from workers.augment.pos_tagger import FastPerceptronTagger
 from workers.augment.textspans import ProtectedTerms, Word, candidates
@@ -193,9 +193,10 @@ class _Draft:
     similarity: float | None = None
 
 
-class WordNetAugmenter:
+class WordNetAugmenter(Augmenter[P.WordNetParams]):
     method = "wordnet"
     model_name = "wordnet-3.0"
+    params_type = P.WordNetParams
 
     def __init__(
         self,
@@ -234,19 +235,10 @@ class WordNetAugmenter:
                 raise
             return None
 
-    def augment(
-        self,
-        texts: Sequence[str],
-        counts: Sequence[int],
-        *,
-        seed: int,
-        language: str,
-        params: P.WordNetParams | None = None,
-        hints: SourceHints | None = None,
-    ) -> list[list[Variant]]:
-        if language != "en":
-            raise ModelUnavailable(f"WordNet synonyms are English only; got language {language!r}")
-        params = params or P.WordNetParams()
+    def run(self, request: AugmentRequest[P.WordNetParams]) -> list[list[Variant]]:
+        if request.language != "en":
+            raise ModelUnavailable(f"WordNet synonyms are English only; got language {request.language!r}")
+        texts, seed, params = request.texts, request.seed, request.params
         encoder = self.encoder_for(params)
         effective = {
             **params.model_dump(),
@@ -255,10 +247,9 @@ class WordNetAugmenter:
             "context_model": getattr(encoder, "name", None),
         }
         alternatives = params.context_alternatives if encoder is not None else 1
-        protected = hints.protected if hints else None
         drafts: list[_Draft] = []
-        for index, (text, count) in enumerate(zip(texts, counts, strict=True)):
-            slots, tagged = self._slots(text, params, protected) if count > 0 else ([], None)
+        for index, (text, count) in enumerate(zip(texts, request.counts, strict=True)):
+            slots, tagged = self._slots(text, params, request.hints.protected) if count > 0 else ([], None)
             source_key = content_hash(text)
             made: set[tuple[Edit, ...]] = set()  # this source's variants so far: a repeat is drawn again
             for v in range(count if slots else 0):
@@ -298,23 +289,12 @@ class WordNetAugmenter:
             self._choose_in_context(encoder, texts, drafts)
         out: list[list[Variant]] = [[] for _ in texts]
         for draft in drafts:
-            text = texts[draft.source_index]
             edits = draft.chosen or draft.alternatives[0]
             details: dict[str, Any] = {}
             if draft.similarity is not None:
                 details = {"semantic_similarity": draft.similarity, "alternatives": len(draft.alternatives)}
             out[draft.source_index].append(
-                Variant(
-                    text=apply_edits(text, edits),
-                    source_index=draft.source_index,
-                    variant_index=draft.variant_index,
-                    method=self.method,
-                    params=effective,
-                    model_name=self.model_name,
-                    seed=seed,
-                    edits=[{"start": s, "end": e, "from": text[s:e], "to": new} for s, e, new in sorted(edits)],
-                    details=details,
-                )
+                self.edited(request, draft.source_index, draft.variant_index, sorted(edits), effective, details)
             )
         return out
 
