@@ -36,6 +36,7 @@ README "Scale" says why.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -162,7 +163,21 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def _pack(high: np.ndarray, low: np.ndarray) -> np.ndarray:
-    return (high.astype(np.uint64) << np.uint64(32)) | low.astype(np.uint64)
+    """high << 32 | low as uint64, built in place: one array of the result's size (tens of millions of
+    postings at a million references), no temporaries."""
+    packed = high.astype(np.uint64)
+    packed <<= np.uint64(32)
+    packed |= low.astype(np.uint32, copy=False)
+    return packed
+
+
+def _halves(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The high and low 32 bits of packed uint64 values, as uint32 views (no copy) where the machine is
+    little-endian."""
+    if sys.byteorder == "little":
+        words = packed.view(np.uint32).reshape(-1, 2)
+        return words[:, 1], words[:, 0]
+    return (packed >> np.uint64(32)).astype(np.uint32), (packed & _MASK32).astype(np.uint32)
 
 
 def _sorted_unique(values: np.ndarray) -> np.ndarray:
@@ -206,7 +221,7 @@ class Anchors:
     def rows(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """The text of each anchor of texts start..stop."""
         stop = len(self) if stop is None else stop
-        return np.repeat(np.arange(start, stop, dtype=np.int64), np.diff(self.indptr[start : stop + 1]))
+        return np.repeat(np.arange(start, stop, dtype=np.int32), np.diff(self.indptr[start : stop + 1]))
 
     def overlap(self, a: np.ndarray, other: Anchors, b: np.ndarray) -> np.ndarray:
         """|anchors of self's text a[i] ∩ anchors of other's text b[i]|, for every i."""
@@ -236,9 +251,9 @@ class Postings:
     def build(cls, anchors: np.ndarray, docs: np.ndarray) -> Postings:
         packed = _pack(anchors, docs)
         packed.sort()  # in place: one 8-byte array is the whole working set
-        sorted_anchors = (packed >> np.uint64(32)).astype(np.uint32)
-        sorted_docs = (packed & _MASK32).astype(np.int32)
-        del packed
+        high, low = _halves(packed)
+        sorted_anchors, sorted_docs = high.copy(), low.astype(np.int32)
+        del packed, high, low
         first = (
             np.flatnonzero(np.r_[True, sorted_anchors[1:] != sorted_anchors[:-1]])
             if len(docs)
@@ -261,10 +276,11 @@ class Postings:
     def sublists(self, key_index: np.ndarray, docs: np.ndarray) -> Postings:
         """Posting lists of a subset of the (key, document) pairs, indexed like these (by key index): one
         lookup here serves both."""
-        packed = np.sort(_pack(key_index, docs))
-        keys = (packed >> np.uint64(32)).astype(np.int64)
-        starts = np.searchsorted(keys, np.arange(len(self.keys) + 1)).astype(np.int64)
-        return Postings(self.keys, starts, (packed & _MASK32).astype(np.int32))
+        packed = _pack(key_index, docs)
+        packed.sort()
+        high, low = _halves(packed)
+        starts = np.searchsorted(np.ascontiguousarray(high), np.arange(len(self.keys) + 1)).astype(np.int64)
+        return Postings(self.keys, starts, low.astype(np.int32))
 
     def expand(self, rows: np.ndarray, at: np.ndarray, cap: int = MAX_POSTINGS) -> tuple[np.ndarray, np.ndarray]:
         """(row, text) for the first `cap` texts of key `at[i]`, for every i."""
@@ -307,17 +323,22 @@ def document_prefixes(postings: Postings, sizes: np.ndarray, threshold: float) -
     if not len(counts):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     rarity = np.minimum(np.log2(counts).astype(np.uint64), np.uint64(31))
-    per_key = (rarity << np.uint64(32)) | np.arange(len(counts), dtype=np.uint64)
-    packed = np.repeat(per_key, counts)
-    packed |= postings.docs.astype(np.uint64) << np.uint64(37)  # 2^27 documents at most
+    packed = np.repeat((rarity << np.uint64(32)) | np.arange(len(counts), dtype=np.uint64), counts)
+    for start in range(0, len(packed), 1 << 22):  # in slices: no second array of the postings' size
+        shifted = postings.docs[start : start + (1 << 22)].astype(np.uint64)
+        shifted <<= np.uint64(37)  # 2^27 documents at most
+        packed[start : start + (1 << 22)] |= shifted
     packed.sort()
-    docs = (packed >> np.uint64(37)).astype(np.int64)
-    keys = (packed & _MASK32).astype(np.int64)
-    del packed
-    indptr = np.r_[0, np.cumsum(sizes)]
-    rank = np.arange(len(docs)) - np.repeat(indptr[:-1], sizes)
-    keep = rank < (sizes - least_shared(sizes, threshold) + HITS)[docs]
-    return docs[keep], keys[keep]
+    # int32 and views throughout: at a million references these arrays hold tens of millions of postings.
+    high, low = _halves(packed)
+    keys = low.astype(np.int32)
+    docs = high >> np.uint32(5)
+    del packed, high, low
+    first = np.r_[0, np.cumsum(sizes)][:-1].astype(np.int32)
+    rank = np.arange(len(docs), dtype=np.int32)
+    rank -= first[docs]
+    keep = rank < (sizes - least_shared(sizes, threshold) + HITS).astype(np.int32)[docs]
+    return docs[keep].astype(np.int32), keys[keep]
 
 
 def _pairs_with_hits(
@@ -355,12 +376,24 @@ class ReferenceIndex:
     anchors qualifies on one shared anchor (least_shared), so at a million references it meets hundreds of
     others through a common phrase; the bound leaves about one pair in twenty to be scored exactly."""
 
-    def __init__(self, threshold: float, n: int = 5, window: int = WINDOW) -> None:
+    def __init__(
+        self,
+        threshold: float,
+        n: int = 5,
+        window: int = WINDOW,
+        texts_of: Callable[[np.ndarray], Sequence[str]] | None = None,
+    ) -> None:
+        """`texts_of(positions)`, where given, returns the texts of the references at these positions (in the
+        order added): the index then keeps none of them, and reads only the few its candidates need (a
+        million training texts stay in the database, not in the job's memory)."""
         self.threshold = threshold
         self.n = n
         self.window = window
         self.ngrams = NgramIndex(n)
         self.texts: list[str] = []
+        self.count = 0
+        self.texts_of = texts_of or (lambda positions: [self.texts[i] for i in positions])
+        self._keep_texts = texts_of is None
         self._parts: list[Anchors] = []
         self._masks: list[np.ndarray] = []
         self._gram_counts: list[np.ndarray] = []
@@ -381,7 +414,9 @@ class ReferenceIndex:
         self._masks.append(masks.masks)
         self._mask_counts.append(masks.bits_set)
         self._gram_counts.append(np.diff(grams[0]).astype(np.int32))
-        self.texts.extend(texts)
+        self.count += len(texts)
+        if self._keep_texts:
+            self.texts.extend(texts)
 
     def fit(self, texts: Iterable[str], chunk: int = 10_000) -> ReferenceIndex:
         """Index `texts`, read once, `chunk` at a time."""
@@ -406,7 +441,7 @@ class ReferenceIndex:
         return self
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return self.count
 
     def candidates(self, texts: Sequence[str], sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query row, reference) pairs that may qualify, each once. `sizes`: the queries' n-gram counts as
@@ -477,11 +512,11 @@ class ReferenceIndex:
     def best(self, texts: Sequence[str], vectors: object, sizes: np.ndarray) -> Matches:
         """Per query: the best Jaccard and containment over its candidate references, and which reference
         (-1: none). `vectors`/`sizes` are the queries' n-gram vectors (NgramIndex.vectors of the same n)."""
-        rows, refs = self.candidates(texts, sizes) if len(self.texts) else (np.zeros(0, int), np.zeros(0, int))
+        rows, refs = self.candidates(texts, sizes) if self.count else (np.zeros(0, int), np.zeros(0, int))
         if not len(rows):
             return best_per_row(len(texts), rows, refs, np.zeros(0), np.zeros(0))
         unique_refs, ref_rows = np.unique(refs, return_inverse=True)
-        ref_vectors, ref_sizes = self.ngrams.vectors([self.texts[i] for i in unique_refs])
+        ref_vectors, ref_sizes = self.ngrams.vectors(list(self.texts_of(unique_refs)))
         jaccard, containment, keep = pair_scores(vectors, sizes, rows, ref_vectors, ref_sizes, ref_rows)
         return best_per_row(len(texts), rows[keep], refs[keep], jaccard[keep], containment[keep])
 

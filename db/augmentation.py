@@ -88,10 +88,10 @@ def existing_hashes(session: Session, dataset_id: int, digests: Sequence[str]) -
     return found
 
 
-def training_texts(session: Session, dataset_id: int, batch: int = 5000) -> Iterator[str]:
+def training_rows(session: Session, dataset_id: int, batch: int = 5000) -> Iterator[tuple[int, str]]:
     """What a trainer would learn from now: train-split originals and approved variants (novelty's reference),
-    in id order, read `batch` at a time."""
-    return _texts_by_id(
+    as (id, text) in id order, read `batch` at a time."""
+    return _rows_by_id(
         session,
         batch,
         Sample.dataset_id == dataset_id,
@@ -103,10 +103,11 @@ def training_texts(session: Session, dataset_id: int, batch: int = 5000) -> Iter
 def reference_texts(session: Session, dataset_id: int, batch: int = 5000) -> Iterator[str]:
     """Val and test texts, in id order, read `batch` at a time: what the leakage guard keeps variants away
     from."""
-    return _texts_by_id(session, batch, Sample.dataset_id == dataset_id, Sample.split.in_([Split.val, Split.test]))
+    rows = _rows_by_id(session, batch, Sample.dataset_id == dataset_id, Sample.split.in_([Split.val, Split.test]))
+    return (text for _id, text in rows)
 
 
-def _texts_by_id(session: Session, batch: int, *where: Any) -> Iterator[str]:
+def _rows_by_id(session: Session, batch: int, *where: Any) -> Iterator[tuple[int, str]]:
     last_id = 0
     while True:
         rows = (
@@ -118,8 +119,16 @@ def _texts_by_id(session: Session, batch: int, *where: Any) -> Iterator[str]:
         )
         if not rows:
             return
-        yield from (text for _id, text in rows)
+        yield from rows
         last_id = rows[-1][0]
+
+
+def texts_by_id(session: Session, ids: Sequence[int]) -> dict[int, str]:
+    """The current text of each of these samples that still exists."""
+    found: dict[int, str] = {}
+    for chunk in chunked(sorted(set(ids))):
+        found.update(session.execute(select(Sample.id, Sample.text).where(Sample.id.in_(chunk))).tuples().all())
+    return found
 
 
 def insert_variants(

@@ -18,10 +18,12 @@ rule approves (or sets aside for audit) the variants it covers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -35,7 +37,8 @@ from db.augmentation import (
     inserted_ids,
     record_automatic_decisions,
     reference_texts,
-    training_texts,
+    texts_by_id,
+    training_rows,
 )
 from db.auth import automatic_reviewer
 from db.datasets import get_dataset
@@ -119,12 +122,28 @@ def _filter_for(engine: Engine, dataset_id: int, params: FilterParams, encoder: 
         with Session(bind=reading) as session, session.begin():
             return existing_hashes(session, dataset_id, digests)
 
+    # The training texts are indexed as they stream by and not kept: the novelty index reads back by id the
+    # few that candidates come close to (at a million rows, the texts would be the largest thing in memory).
+    training_ids = array("q")
+
+    def training_texts(session: Session) -> Iterator[str]:
+        for sample_id, text in training_rows(session, dataset_id):
+            training_ids.append(sample_id)
+            yield text
+
+    def training_texts_of(positions: np.ndarray) -> list[str]:
+        ids = [training_ids[i] for i in positions.tolist()]
+        with Session(bind=reading) as session, session.begin():
+            found = texts_by_id(session, ids)
+        return [found.get(i, "") for i in ids]  # deleted since: nothing to be close to
+
     with Session(bind=reading) as session, session.begin():
         return CandidateFilter(
             known,
             reference_texts(session, dataset_id),
             params,
-            training_texts=training_texts(session, dataset_id),
+            training_texts=training_texts(session),
+            training_texts_of=training_texts_of,
             encoder=encoder,
         )
 

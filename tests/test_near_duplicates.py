@@ -191,3 +191,31 @@ def test_the_n_gram_mask_bound_is_never_below_the_exact_score() -> None:
     assert (bound >= score - 1e-12).all(), np.flatnonzero(bound < score)[:5]
     assert (score >= 0.7).sum() >= 150  # the near-copies are there to be bounded
     assert (bound[score < 0.2] < 0.7).mean() > 0.9  # and unrelated pairs are ruled out
+
+
+def test_an_index_that_reads_texts_back_finds_the_same_and_reads_only_the_candidates() -> None:
+    """The novelty index of an augment job does not hold the training texts (a million of them would be the
+    job's largest allocation): it reads back, by position, only the texts its candidates come close to, and
+    finds exactly what an index holding them finds."""
+    import numpy as np
+
+    from core.near_duplicates import ReferenceIndex
+
+    rng = random.Random(11)
+    refs = [r["text"] for r in _example()[:2000]]
+    queries = [_one_word_changed(t, rng) for t in refs[:300]] + [r["text"] for r in _example()[2000:2300]]
+    read: list[int] = []
+
+    def texts_of(positions: np.ndarray) -> list[str]:
+        read.extend(positions.tolist())
+        return [refs[i] for i in positions]
+
+    vectors, sizes = NgramIndex(5).vectors(queries)
+    holding = ReferenceIndex(0.3).fit(refs).best(queries, vectors, sizes)
+    reading = ReferenceIndex(0.3, texts_of=texts_of).fit(iter(refs), chunk=700)
+    found = reading.best(queries, vectors, sizes)
+    assert reading.texts == [] and len(reading) == len(refs)
+    for a, b in zip(vars(holding).values(), vars(found).values(), strict=True):
+        assert np.array_equal(a, b)
+    assert (found.jaccard >= 0.7).sum() >= 250  # the one-word variants found their source
+    assert 0 < len(set(read)) < len(refs) / 2

@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from core.near_duplicates import ReferenceIndex
 from core.ngrams import NgramIndex, pairwise_jaccard
 from core.textnorm import content_hash, normalize_text
@@ -93,6 +95,7 @@ class CandidateFilter:
         params: FilterParams,
         *,
         training_texts: Iterable[str] = (),
+        training_texts_of: Callable[[np.ndarray], Sequence[str]] | None = None,
         encoder: Any = None,
     ) -> None:
         self.params = params
@@ -108,7 +111,11 @@ class CandidateFilter:
         ).fit(reference_texts)
         # Novelty needs the closest training text where it is close; anchors find those without a candidates ×
         # training texts product (a text under NOVELTY_FLOOR Jaccard of every training text counts as novel).
-        self.training = ReferenceIndex(NOVELTY_FLOOR, n=params.leakage_ngram).fit(training_texts)
+        # `training_texts_of(positions)`, where given, reads back the few training texts that candidates come
+        # close to, so the index need not hold them all (ReferenceIndex).
+        self.training = ReferenceIndex(NOVELTY_FLOOR, n=params.leakage_ngram, texts_of=training_texts_of).fit(
+            training_texts
+        )
         self.encoder = encoder
         self.dropped: Counter[str] = Counter(dict.fromkeys(FILTER_NAMES, 0))
         self.kept = 0
