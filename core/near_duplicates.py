@@ -424,7 +424,10 @@ class ReferenceIndex:
         inside = _pairs_with_hits(q[keep], r[keep], lambda row, _doc: hits_of_query[row])
         # The reference is the smaller text: every query anchor against the references' prefixes (the same
         # key indices: one lookup).
-        held = (df > 0) & (self.prefixes.starts[at + 1] > self.prefixes.starts[at])
+        # Only where a reference holds the anchor: `at` is a key index there (with no anchor among the
+        # references there are no keys, and starts[at + 1] would be out of range).
+        held = df > 0
+        held[held] = self.prefixes.starts[at[held] + 1] > self.prefixes.starts[at[held]]
         q, r = self.prefixes.expand(rows[held], at[held])
         keep = counts[q] >= self.least_shared[r]
         around = _pairs_with_hits(q[keep], r[keep], lambda _row, doc: self.required_hits[doc])

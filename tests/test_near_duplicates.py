@@ -191,3 +191,17 @@ def test_the_n_gram_mask_bound_is_never_below_the_exact_score() -> None:
     assert (bound >= score - 1e-12).all(), np.flatnonzero(bound < score)[:5]
     assert (score >= 0.7).sum() >= 150  # the near-copies are there to be bounded
     assert (bound[score < 0.2] < 0.7).mean() > 0.9  # and unrelated pairs are ruled out
+
+
+def test_the_leak_guard_checks_candidates_when_no_reference_text_is_long_enough_for_an_anchor() -> None:
+    """Val/test and training texts all shorter than an anchor (8 characters: "yes", "help me", as in an intent
+    dataset) give the references no anchor at all; the guard still judges candidates (it raised IndexError)."""
+    from workers.augment.filters import CandidateFilter
+    from workers.augment.params import FilterParams
+
+    short = ["yes", "help me", "", "no way"]
+    guard = CandidateFilter(set(), short, FilterParams(), training_texts=short)
+    source = "Please help me reset the password of my account today"
+    verdicts = guard.check([(source, "Please help me reset the password of my account now")])
+    assert verdicts[0].reason is None
+    assert verdicts[0].scores["leakage"] == 0.0
