@@ -392,7 +392,8 @@ class ReferenceIndex:
 
     def finish(self) -> ReferenceIndex:
         """Build the posting lists of every anchor and of the references' prefixes."""
-        self.anchors = Anchors.concat(self._parts)
+        # Texts added after an earlier finish() join those already indexed, as the masks and counts below do.
+        self.anchors = Anchors.concat([self.anchors, *self._parts])
         self.masks = np.concatenate([self.masks, *self._masks])
         self.gram_counts = np.concatenate([self.gram_counts, *self._gram_counts])
         self.mask_counts = np.concatenate([self.mask_counts, *self._mask_counts])

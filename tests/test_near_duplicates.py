@@ -205,3 +205,22 @@ def test_the_leak_guard_checks_candidates_when_no_reference_text_is_long_enough_
     verdicts = guard.check([(source, "Please help me reset the password of my account now")])
     assert verdicts[0].reason is None
     assert verdicts[0].scores["leakage"] == 0.0
+
+
+def test_references_added_after_an_earlier_finish_are_found_with_those_before() -> None:
+    """ReferenceIndex is built in chunks: texts added after a finish() join the index (the anchors were
+    replaced by the new chunk's alone while texts and n-gram masks kept both, so earlier texts went unfound
+    and the new ones were reported as the earlier ones)."""
+    from core.near_duplicates import ReferenceIndex
+
+    rows = [r["text"] for r in _example() if len(r["text"]) > 60]
+    first, second = rows[:5], rows[5:10]
+    index = ReferenceIndex(0.7)
+    index.add(first)
+    index.finish()
+    index.add(second)
+    index.finish()
+    queries = [first[1], second[3]]
+    found = index.best(queries, *NgramIndex(5).vectors(queries))
+    assert found.jaccard.tolist() == [1.0, 1.0]
+    assert found.jaccard_ref.tolist() == [1, 8]
