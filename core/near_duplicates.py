@@ -427,7 +427,8 @@ class ReferenceIndex:
 
     def finish(self) -> ReferenceIndex:
         """Build the posting lists of every anchor and of the references' prefixes."""
-        self.anchors = Anchors.concat(self._parts)
+        # Texts added after an earlier finish() join those already indexed, as the masks and counts below do.
+        self.anchors = Anchors.concat([self.anchors, *self._parts])
         self.masks = np.concatenate([self.masks, *self._masks])
         self.gram_counts = np.concatenate([self.gram_counts, *self._gram_counts])
         self.mask_counts = np.concatenate([self.mask_counts, *self._mask_counts])
@@ -459,7 +460,10 @@ class ReferenceIndex:
         inside = _pairs_with_hits(q[keep], r[keep], lambda row, _doc: hits_of_query[row])
         # The reference is the smaller text: every query anchor against the references' prefixes (the same
         # key indices: one lookup).
-        held = (df > 0) & (self.prefixes.starts[at + 1] > self.prefixes.starts[at])
+        # Only where a reference holds the anchor: `at` is a key index there (with no anchor among the
+        # references there are no keys, and starts[at + 1] would be out of range).
+        held = df > 0
+        held[held] = self.prefixes.starts[at[held] + 1] > self.prefixes.starts[at[held]]
         q, r = self.prefixes.expand(rows[held], at[held])
         keep = counts[q] >= self.least_shared[r]
         around = _pairs_with_hits(q[keep], r[keep], lambda _row, doc: self.required_hits[doc])

@@ -219,3 +219,36 @@ def test_an_index_that_reads_texts_back_finds_the_same_and_reads_only_the_candid
         assert np.array_equal(a, b)
     assert (found.jaccard >= 0.7).sum() >= 250  # the one-word variants found their source
     assert 0 < len(set(read)) < len(refs) / 2
+
+
+def test_the_leak_guard_checks_candidates_when_no_reference_text_is_long_enough_for_an_anchor() -> None:
+    """Val/test and training texts all shorter than an anchor (8 characters: "yes", "help me", as in an intent
+    dataset) give the references no anchor at all; the guard still judges candidates (it raised IndexError)."""
+    from workers.augment.filters import CandidateFilter
+    from workers.augment.params import FilterParams
+
+    short = ["yes", "help me", "", "no way"]
+    guard = CandidateFilter(set(), short, FilterParams(), training_texts=short)
+    source = "Please help me reset the password of my account today"
+    verdicts = guard.check([(source, "Please help me reset the password of my account now")])
+    assert verdicts[0].reason is None
+    assert verdicts[0].scores["leakage"] == 0.0
+
+
+def test_references_added_after_an_earlier_finish_are_found_with_those_before() -> None:
+    """ReferenceIndex is built in chunks: texts added after a finish() join the index (the anchors were
+    replaced by the new chunk's alone while texts and n-gram masks kept both, so earlier texts went unfound
+    and the new ones were reported as the earlier ones)."""
+    from core.near_duplicates import ReferenceIndex
+
+    rows = [r["text"] for r in _example() if len(r["text"]) > 60]
+    first, second = rows[:5], rows[5:10]
+    index = ReferenceIndex(0.7)
+    index.add(first)
+    index.finish()
+    index.add(second)
+    index.finish()
+    queries = [first[1], second[3]]
+    found = index.best(queries, *NgramIndex(5).vectors(queries))
+    assert found.jaccard.tolist() == [1.0, 1.0]
+    assert found.jaccard_ref.tolist() == [1, 8]
