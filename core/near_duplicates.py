@@ -248,15 +248,22 @@ class Postings:
     docs: np.ndarray
 
     @classmethod
-    def build(cls, anchors: np.ndarray, docs: np.ndarray) -> Postings:
-        packed = _pack(anchors, docs)
+    def of(cls, texts: Anchors) -> Postings:
+        """The posting lists of every anchor of `texts`."""
+        return cls.build(texts.anchors, texts.rows)
+
+    @classmethod
+    def build(cls, anchors: np.ndarray, docs: np.ndarray | Callable[[], np.ndarray]) -> Postings:
+        """`docs`: the document of each anchor, or a function that makes them (they are then freed as soon as
+        they are packed, before the copies that follow the sort)."""
+        packed = _pack(anchors, docs() if callable(docs) else docs)
         packed.sort()  # in place: one 8-byte array is the whole working set
         high, low = _halves(packed)
         sorted_anchors, sorted_docs = high.copy(), low.astype(np.int32)
         del packed, high, low
         first = (
             np.flatnonzero(np.r_[True, sorted_anchors[1:] != sorted_anchors[:-1]])
-            if len(docs)
+            if len(sorted_docs)
             else np.zeros(0, dtype=np.int64)
         )
         return cls(sorted_anchors[first], np.r_[first, len(sorted_docs)].astype(np.int64), sorted_docs)
@@ -273,10 +280,10 @@ class Postings:
         df = np.where(self.keys[at] == anchors, self.starts[at + 1] - self.starts[at], 0)
         return at, df
 
-    def sublists(self, key_index: np.ndarray, docs: np.ndarray) -> Postings:
-        """Posting lists of a subset of the (key, document) pairs, indexed like these (by key index): one
-        lookup here serves both."""
-        packed = _pack(key_index, docs)
+    def sublists(self, packed: np.ndarray) -> Postings:
+        """Posting lists of a subset of the (key, document) pairs, packed key index << 32 | document (sorted
+        in place: the caller hands the array over), indexed like these (by key index): one lookup here serves
+        both."""
         packed.sort()
         high, low = _halves(packed)
         starts = np.searchsorted(np.ascontiguousarray(high), np.arange(len(self.keys) + 1)).astype(np.int64)
@@ -433,9 +440,11 @@ class ReferenceIndex:
         self.gram_counts = np.concatenate([self.gram_counts, *self._gram_counts])
         self.mask_counts = np.concatenate([self.mask_counts, *self._mask_counts])
         self._parts, self._masks, self._gram_counts, self._mask_counts = [], [], [], []
-        self.postings = Postings.build(self.anchors.anchors, self.anchors.rows())
+        self.postings = Postings.of(self.anchors)
         docs, keys = document_prefixes(self.postings, self.anchors.sizes, self.threshold)
-        self.prefixes = self.postings.sublists(keys, docs)
+        packed = _pack(keys, docs)
+        del docs, keys  # the peak of the build is here: nothing held twice
+        self.prefixes = self.postings.sublists(packed)
         # Per reference, once: read for every pair the anchors propose.
         self.least_shared = least_shared(self.anchors.sizes, self.threshold).astype(np.int32)
         self.required_hits = required_hits(self.anchors.sizes, self.threshold).astype(np.int32)
@@ -578,7 +587,7 @@ class NearDuplicateFinder:
         found = Anchors.concat(self._parts)
         self._parts = []
         sizes, t = found.sizes, min(self.jaccard, self.containment)
-        postings = Postings.build(found.anchors, found.rows())
+        postings = Postings.of(found)
         docs, keys = document_prefixes(postings, sizes, t)
         probe = np.diff(postings.starts)[keys] > 1  # held by the text alone: nothing to find
         docs, keys = docs[probe], keys[probe]
