@@ -41,13 +41,24 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import islice
+from typing import Any
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from core.ngrams import MIN_CONTAINED, MIN_SHARED, Matches, NgramIndex, best_per_row, pair_scores
-from core.textnorm import normalize_text
+from core.ngrams import (
+    MIN_CONTAINED,
+    MIN_SHARED,
+    CodePoints,
+    Matches,
+    NgramIndex,
+    best_per_row,
+    distinct_buckets,
+    pair_scores,
+)
+from core.ngrams import mix64 as _mix
+from core.ngrams import ranges as _ranges
 
 ANCHOR_EXTRA = 3  # anchor grams are n + 3 characters long (8 for the default 5-grams)
 WINDOW = 8  # grams per winnowing window
@@ -65,17 +76,7 @@ MAX_POSTINGS = 64  # texts read per probed anchor
 # member to be found whole, and this bounds the scoring at MAX_PARTNERS per text.
 MAX_PARTNERS = 8
 GRAM_MASK_BITS = 1024  # per reference: a mask of its n-grams that bounds a pair's scores (ReferenceIndex)
-_PRIME = np.uint64(1_000_003)
 _MASK32 = np.uint64(0xFFFFFFFF)
-
-
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: the polynomial hash's bits spread over all 64 (numpy wraps uint64 on overflow)."""
-    with np.errstate(over="ignore"):
-        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        mixed: np.ndarray = h ^ (h >> np.uint64(31))
-        return mixed
 
 
 def anchor_length(n: int) -> int:
@@ -107,32 +108,20 @@ def _hashed(
     texts: Sequence[str], n: int, window: int, grams: int = 0
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """text_anchors' CSR arrays and, when `grams` > 0, every `grams`-character gram of each text (CSR: indptr,
-    uint32 hashes in text order, repeats kept): the second comes out of the same rolling hash, `grams` ≤ n."""
-    normalised = [normalize_text(t) for t in texts]
-    lengths = np.fromiter((len(t) for t in normalised), dtype=np.int64, count=len(normalised))
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
-    codes = np.frombuffer("".join(normalised).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    uint32 hashes in text order, repeats kept, as core.ngrams hashes them): both out of one rolling hash,
+    `grams` ≤ n."""
+    points = CodePoints.of(texts)
+    lengths, starts = points.lengths, points.starts
+    ends = starts + lengths
     n_grams = np.maximum(lengths - n + 1, 0)
     no_grams = (np.zeros(len(texts) + 1, dtype=np.int64), np.zeros(0, dtype=np.uint32))
-    gram_csr = no_grams
-    with np.errstate(over="ignore"):
-        done, h = 0, np.zeros(max(len(codes) - (grams or n) + 1, 0), dtype=np.uint64)
-        if grams and len(h):
-            for k in range(grams):  # the same recurrence as the anchors', stopped after `grams` characters
-                h = h * _PRIME + codes[k : len(codes) - grams + 1 + k]
-            per_text = np.maximum(lengths - grams + 1, 0)
-            at = _ranges(starts, per_text)
-            gram_csr = (
-                np.r_[0, np.cumsum(per_text)].astype(np.int64),
-                (_mix(h[at]) >> np.uint64(32)).astype(np.uint32),
-            )
-            done = grams
-        if len(codes) < n or not n_grams.any():
-            return no_grams, gram_csr
-        h = h[: len(codes) - n + 1]
-        for k in range(done, n):
-            h = h * _PRIME + codes[k : len(codes) - n + 1 + k]
+    gram_csr, h, done = no_grams, None, 0
+    if grams:
+        h = points.rolling(grams)
+        gram_csr, done = points.grams(h, grams), grams
+    if len(points.codes) < n or not n_grams.any():
+        return no_grams, gram_csr
+    h = points.rolling(n, h, done)
     h = _mix(h)
     owner = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)[: len(h)]  # text of each n-gram start
     picked_text: list[np.ndarray] = []
@@ -154,12 +143,6 @@ def _hashed(
     doc = (keys >> np.uint64(32)).astype(np.int64)
     indptr = np.searchsorted(doc, np.arange(len(texts) + 1))
     return (indptr.astype(np.int64), (keys & _MASK32).astype(np.uint32)), gram_csr
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The concatenation of arange(starts[i], starts[i] + lengths[i])."""
-    total = int(lengths.sum())
-    return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
 
 
 def _pack(high: np.ndarray, low: np.ndarray) -> np.ndarray:
@@ -376,10 +359,10 @@ class ReferenceIndex:
     """Anchors of reference texts (val/test), built in chunks; `best` scores a batch of queries against the few
     references that can qualify. `threshold`: the lowest of the Jaccard and containment thresholds in use.
 
-    Besides the anchors, each reference keeps a GRAM_MASK_BITS-bit mask of its n-grams (a one-hash Bloom
-    filter: 128 bytes a text) and its n-gram count. The pairs the anchors propose are bounded with them before
-    any text is read: the query n-grams whose bit is set in the reference's mask are at least the n-grams the
-    two share, which bounds Jaccard and containment from above. Short texts make this matter: a text of six
+    Besides the anchors, each reference keeps a GRAM_MASK_BITS-bit mask of its n-gram buckets (a one-hash
+    Bloom filter: 128 bytes a text) and their number. The pairs the anchors propose are bounded with them before
+    any text is read: the query's buckets whose bit is set in the reference's mask are at least the buckets the
+    two share, which bounds Jaccard and containment from above (gram_bound). Short texts make this matter: a text of six
     anchors qualifies on one shared anchor (least_shared), so at a million references it meets hundreds of
     others through a common phrase; the bound leaves about one pair in twenty to be scored exactly."""
 
@@ -403,24 +386,21 @@ class ReferenceIndex:
         self._keep_texts = texts_of is None
         self._parts: list[Anchors] = []
         self._masks: list[np.ndarray] = []
-        self._gram_counts: list[np.ndarray] = []
-        self._mask_counts: list[np.ndarray] = []
+        self._sizes: list[np.ndarray] = []
         self.anchors = Anchors(np.zeros(1, np.int64), np.zeros(0, np.uint32))
         self.postings = Postings.build(np.zeros(0, np.uint32), np.zeros(0, np.int32))
         self.prefixes = self.postings
         self.least_shared = np.zeros(0, np.int32)
         self.required_hits = np.zeros(0, np.int32)
         self.masks = np.zeros((0, GRAM_MASK_BITS // 8), np.uint8)
-        self.gram_counts = np.zeros(0, np.int32)  # n-gram positions: at least the exact measure's count
-        self.mask_counts = np.zeros(0, np.int32)  # bits set: at most the exact measure's count (see gram_bound)
+        self.sizes = np.zeros(0, np.int32)  # distinct n-gram buckets: the exact measure's size of each text
 
     def add(self, texts: Sequence[str]) -> None:
         anchors, grams = _hashed(texts, anchor_length(self.n), self.window, grams=self.n)
         self._parts.append(Anchors(*anchors))
-        masks = GramMasks.of(*grams)
-        self._masks.append(masks.masks)
-        self._mask_counts.append(masks.bits_set)
-        self._gram_counts.append(np.diff(grams[0]).astype(np.int32))
+        indptr, buckets = distinct_buckets(*grams)
+        self._masks.append(GramMasks.of(indptr, buckets).masks)
+        self._sizes.append(np.diff(indptr).astype(np.int32))
         self.count += len(texts)
         if self._keep_texts:
             self.texts.extend(texts)
@@ -437,9 +417,8 @@ class ReferenceIndex:
         # Texts added after an earlier finish() join those already indexed, as the masks and counts below do.
         self.anchors = Anchors.concat([self.anchors, *self._parts])
         self.masks = np.concatenate([self.masks, *self._masks])
-        self.gram_counts = np.concatenate([self.gram_counts, *self._gram_counts])
-        self.mask_counts = np.concatenate([self.mask_counts, *self._mask_counts])
-        self._parts, self._masks, self._gram_counts, self._mask_counts = [], [], [], []
+        self.sizes = np.concatenate([self.sizes, *self._sizes])
+        self._parts, self._masks, self._sizes = [], [], []
         self.postings = Postings.of(self.anchors)
         docs, keys = document_prefixes(self.postings, self.anchors.sizes, self.threshold)
         packed = _pack(keys, docs)
@@ -453,11 +432,10 @@ class ReferenceIndex:
     def __len__(self) -> int:
         return self.count
 
-    def candidates(self, texts: Sequence[str], sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(query row, reference) pairs that may qualify, each once. `sizes`: the queries' n-gram counts as
-        the exact measure counts them (NgramIndex.vectors)."""
-        anchors, grams = _hashed(texts, anchor_length(self.n), self.window, grams=self.n)
-        query = Anchors(*anchors)
+    def candidates(self, texts: Sequence[str], vectors: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(query row, reference) pairs that may qualify, each once. `vectors`: the queries' n-gram vectors
+        (NgramIndex.vectors, CSR)."""
+        query = Anchors(*_hashed(texts, anchor_length(self.n), self.window)[0])
         counts, rows, t = query.sizes, query.rows(), self.threshold
         at, df = self.postings.lookup(query.anchors)
         # The query is the smaller text: its prefix against every reference's anchors. Anchors no reference
@@ -477,61 +455,52 @@ class ReferenceIndex:
         keep = counts[q] >= self.least_shared[r]
         around = _pairs_with_hits(q[keep], r[keep], lambda _row, doc: self.required_hits[doc])
         q, r = _unpack(_sorted_unique(_pack(np.r_[inside[0], around[0]], np.r_[inside[1], around[1]])))
-        keep = self.gram_bound(q, r, GramMasks.of(*grams), _distinct(*grams), np.asarray(sizes)) >= t
+        keep = self.gram_bound(q, r, vectors.indptr, vectors.indices) >= t
         q, r = q[keep], r[keep]
         # Whichever is smaller, a qualifying pair shares least_shared(smaller) anchors in all.
         keep = query.overlap(q, self.anchors, r) >= least_shared(np.minimum(counts[q], self.anchors.sizes[r]), t)
         return q[keep], r[keep]
 
-    def gram_bound(
-        self, q: np.ndarray, r: np.ndarray, query: GramMasks, query_grams: tuple[np.ndarray, np.ndarray], a: np.ndarray
-    ) -> np.ndarray:
+    def gram_bound(self, q: np.ndarray, r: np.ndarray, indptr: np.ndarray, buckets: np.ndarray) -> np.ndarray:
         """An upper bound of max(Jaccard, containment) of each pair (query q[i], reference r[i]) as
-        core.ngrams scores it, from the query's n-grams and the reference's mask and counts.
+        core.ngrams scores it, from the queries' buckets (CSR `indptr`, `buckets`: NgramIndex.vectors) and the
+        reference's mask and size.
 
-        U, the query's distinct n-grams whose bit is set in the reference's mask, is at least the n-grams the two
-        share. It is bounded first by the bits the two masks share plus the query's own bit collisions
-        (distinct − bits set: one AND and popcount a pair), then, for the pairs that pass, counted n-gram by
-        n-gram. The exact measure counts shared buckets of its own 2^20-bucket hash, which exceed the shared
-        n-grams only where two different n-grams collide there (about one pair in a hundred, one n-gram): 2
-        is added. The reference's size b lies in [bits set − 1, n-gram positions] (bits collide in 1024 far
-        more often than buckets in 2^20). With a the query's size and u = min(U, a): Jaccard ≤ u / (a +
-        max(b_lo, u) − u), and containment (counted only where the smaller text has MIN_CONTAINED n-grams)
-        ≤ U / min(a, b_lo).
-
-        The margins hold for text as people write it (two n-grams of one text in one of 2^20 buckets: about one
-        text in two hundred; the two more the margins would need, about 5e-7), not for text built to collide in
-        scikit-learn's hash: a val/test text of characters chosen so that its n-grams share buckets can make
-        the bound fall below its exact score (one was built: 44 astral-plane characters). Storing each
-        reference's exact size would close that at about 80 µs a reference when the index is built."""
+        The buckets two texts share are at most U, the query's buckets whose bit (bucket mod GRAM_MASK_BITS) is
+        set in the reference's mask. U is bounded first by the bits the two masks share plus the query's
+        buckets that share a bit with another of its own (buckets − bits set: one AND and popcount a pair),
+        then, for the pairs that pass, counted bucket by bucket. With the sizes a and b (distinct buckets, as
+        the exact measure counts them) and u = min(U, a, b): Jaccard ≤ u / (a + b − u), containment (counted
+        where the smaller text has MIN_CONTAINED n-grams) ≤ u / min(a, b), and a pair sharing fewer than
+        MIN_SHARED is not reported. Bits are a function of buckets, so the bound holds for any text."""
+        a = np.diff(indptr).astype(np.int64)
+        query = GramMasks.of(indptr, buckets)
         both = np.bitwise_count(query.masks[q].view(np.uint64) & self.masks[r].view(np.uint64))
-        shared = both.sum(axis=1, dtype=np.int64) + (query.distinct - query.bits_set)[q] + 2
+        shared = both.sum(axis=1, dtype=np.int64) + (a - query.bits_set)[q]
         bound = self._bound(shared, a[q], r)
         close = np.flatnonzero(bound >= self.threshold)
-        indptr, hashes = query_grams
-        per_pair = np.diff(indptr)[q[close]]
+        per_pair = a[q[close]]
         pair = np.repeat(np.arange(len(close)), per_pair)
-        bit = hashes[_ranges(indptr[q[close]], per_pair)] & np.uint32(GRAM_MASK_BITS - 1)
-        byte = self.masks[r[close]][pair, bit >> np.uint32(3)]  # one gather of the pairs' masks, then local
-        present = (byte >> (np.uint32(7) - (bit & np.uint32(7))).astype(np.uint8)) & np.uint8(1)
-        shared = np.bincount(pair, weights=present, minlength=len(close)).astype(np.int64) + 2
+        bit = buckets[_ranges(indptr[q[close]], per_pair)] & (GRAM_MASK_BITS - 1)
+        byte = self.masks[r[close]][pair, bit >> 3]  # one gather of the pairs' masks, then local reads
+        present = (byte >> (7 - (bit & 7)).astype(np.uint8)) & np.uint8(1)
+        shared = np.bincount(pair, weights=present, minlength=len(close)).astype(np.int64)
         bound[close] = self._bound(shared, a[q[close]], r[close])
         return bound
 
     def _bound(self, shared: np.ndarray, a: np.ndarray, r: np.ndarray) -> np.ndarray:
-        a = a.astype(np.float64)
-        b_lo = np.maximum(self.mask_counts[r] - 1, 0).astype(np.float64)
-        u = np.minimum(shared, a)
-        jaccard = u / np.maximum(a + np.maximum(b_lo, u) - u, 1)
-        contained = np.minimum(a, self.gram_counts[r]) >= MIN_CONTAINED
-        containment = np.where(contained, shared / np.maximum(np.minimum(a, b_lo), 1), 0.0)
-        bound: np.ndarray = np.where(shared >= MIN_SHARED, np.maximum(jaccard, containment), 0.0)
+        b = self.sizes[r].astype(np.int64)
+        smaller = np.minimum(a, b)
+        u = np.minimum(shared, smaller)
+        jaccard = u / np.maximum(a + b - u, 1)
+        containment = np.where(smaller >= MIN_CONTAINED, u / np.maximum(smaller, 1), 0.0)
+        bound: np.ndarray = np.where(u >= MIN_SHARED, np.maximum(jaccard, containment), 0.0)
         return bound
 
     def best(self, texts: Sequence[str], vectors: object, sizes: np.ndarray) -> Matches:
         """Per query: the best Jaccard and containment over its candidate references, and which reference
         (-1: none). `vectors`/`sizes` are the queries' n-gram vectors (NgramIndex.vectors of the same n)."""
-        rows, refs = self.candidates(texts, sizes) if self.count else (np.zeros(0, int), np.zeros(0, int))
+        rows, refs = self.candidates(texts, vectors) if self.count else (np.zeros(0, int), np.zeros(0, int))
         if not len(rows):
             return best_per_row(len(texts), rows, refs, np.zeros(0), np.zeros(0))
         unique_refs, ref_rows = np.unique(refs, return_inverse=True)
@@ -540,29 +509,19 @@ class ReferenceIndex:
         return best_per_row(len(texts), rows[keep], refs[keep], jaccard[keep], containment[keep])
 
 
-def _distinct(indptr: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The CSR arrays with each text's repeated hashes dropped (sorted per text)."""
-    text, value = _unpack(_sorted_unique(_pack(np.repeat(np.arange(len(indptr) - 1), np.diff(indptr)), hashes)))
-    return np.searchsorted(text, np.arange(len(indptr))).astype(np.int64), value.astype(np.uint32)
-
-
 @dataclass
 class GramMasks:
-    """Per text: a GRAM_MASK_BITS-bit mask of its n-gram hashes (packed bytes, one row a text), how many bits
-    are set, and how many distinct n-gram hashes it has."""
+    """Per text: a GRAM_MASK_BITS-bit mask of its n-gram buckets (packed bytes, one row a text) and how many
+    bits are set."""
 
     masks: np.ndarray
     bits_set: np.ndarray
-    distinct: np.ndarray
 
     @classmethod
-    def of(cls, indptr: np.ndarray, hashes: np.ndarray) -> GramMasks:
-        texts = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    def of(cls, indptr: np.ndarray, buckets: np.ndarray) -> GramMasks:
         bits = np.zeros((len(indptr) - 1, GRAM_MASK_BITS), dtype=bool)
-        bits[texts, hashes & np.uint32(GRAM_MASK_BITS - 1)] = True
-        text = _unpack(_sorted_unique(_pack(texts, hashes)))[0]
-        distinct = np.bincount(text, minlength=len(indptr) - 1).astype(np.int32)
-        return cls(np.packbits(bits, axis=1), bits.sum(axis=1, dtype=np.int32), distinct)
+        bits[np.repeat(np.arange(len(indptr) - 1), np.diff(indptr)), buckets & (GRAM_MASK_BITS - 1)] = True
+        return cls(np.packbits(bits, axis=1), bits.sum(axis=1, dtype=np.int32))
 
 
 class NearDuplicateFinder:

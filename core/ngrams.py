@@ -1,8 +1,9 @@
 """Near-duplicate detection by character n-grams: Jaccard similarity and containment against a reference set.
 
-Texts are normalised (core.textnorm) and hashed into binary character n-gram vectors (scikit-learn's
-HashingVectorizer, 2^20 buckets); a batch of queries meets every reference in one sparse matrix product. Two
-measures, because they catch different copies:
+Texts are normalised (core.textnorm) and their character n-grams hashed into binary vectors of N_FEATURES
+buckets (a polynomial rolling hash over the code points, mixed by splitmix64's finaliser: the whole batch in a
+few numpy operations, and the same hash the anchors of core/near_duplicates.py are made of); a batch of queries
+meets every reference in one sparse matrix product. Two measures, because they catch different copies:
 - Jaccard (shared / union) is high when two texts are nearly the same text;
 - containment (shared / the smaller text's n-grams, the overlap coefficient) is high when one text lies inside
   the other: a retweet or quote of a test tweet, a test text with a sentence added. Jaccard misses those (a
@@ -38,30 +39,87 @@ class Matches:
     containment_ref: np.ndarray
 
 
+N_FEATURES = 2**20  # buckets of the hashed n-grams
+PRIME = np.uint64(1_000_003)
+
+
+def mix64(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: the polynomial hash's bits spread over all 64 (numpy wraps uint64 on overflow)."""
+    with np.errstate(over="ignore"):
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        mixed: np.ndarray = h ^ (h >> np.uint64(31))
+        return mixed
+
+
+def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The concatenation of arange(starts[i], starts[i] + lengths[i])."""
+    total = int(lengths.sum())
+    return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
+
+
+@dataclass
+class CodePoints:
+    """The normalised texts' code points, concatenated (uint64, for the rolling hash), and where each starts."""
+
+    codes: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def of(cls, texts: Sequence[str]) -> CodePoints:
+        normalised = [normalize_text(t) for t in texts]
+        lengths = np.fromiter((len(t) for t in normalised), dtype=np.int64, count=len(normalised))
+        codes = np.frombuffer("".join(normalised).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+        return cls(codes, np.cumsum(lengths) - lengths, lengths)
+
+    def rolling(self, n: int, h: np.ndarray | None = None, done: int = 0) -> np.ndarray:
+        """The polynomial hash (not yet mixed) of every n consecutive code points, across text boundaries too;
+        `h`, where given, holds that of the first `done` < n of them, to continue from."""
+        m = max(len(self.codes) - n + 1, 0)
+        out = np.zeros(m, dtype=np.uint64) if h is None else h[:m]
+        with np.errstate(over="ignore"):
+            for k in range(done, n):
+                out = out * PRIME + self.codes[k : k + m]
+        return out
+
+    def grams(self, raw: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each text's n-grams from rolling(n): CSR (indptr, 32-bit hashes in text order, repeats kept)."""
+        per_text = np.maximum(self.lengths - n + 1, 0)
+        hashes = (mix64(raw[ranges(self.starts, per_text)]) >> np.uint64(32)).astype(np.uint32)
+        return np.r_[0, np.cumsum(per_text)].astype(np.int64), hashes
+
+
+def distinct_buckets(indptr: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each text's distinct buckets (hash mod N_FEATURES), sorted: the columns of its binary n-gram vector."""
+    packed = np.repeat(np.arange(len(indptr) - 1, dtype=np.uint64), np.diff(indptr))
+    packed <<= np.uint64(32)
+    packed |= hashes & np.uint32(N_FEATURES - 1)
+    packed.sort()
+    if len(packed):
+        packed = packed[np.r_[True, packed[1:] != packed[:-1]]]
+    text = (packed >> np.uint64(32)).astype(np.int64)
+    buckets = (packed & np.uint64(0xFFFFFFFF)).astype(np.int32)
+    return np.searchsorted(text, np.arange(len(indptr))).astype(np.int64), buckets
+
+
 class NgramIndex:
     """Character n-gram sets of reference texts, compared with batches of queries."""
 
     def __init__(self, n: int) -> None:
-        from sklearn.feature_extraction.text import HashingVectorizer
-
         self.n = n
-        self.vectorizer = HashingVectorizer(
-            analyzer="char",
-            ngram_range=(n, n),
-            n_features=2**20,
-            alternate_sign=False,
-            norm=None,
-            binary=True,
-            lowercase=False,
-            preprocessor=normalize_text,
-            dtype=np.float32,
-        )
         self.matrix: Any = None
         self.sizes: np.ndarray = np.zeros(0)
 
     def vectors(self, texts: Sequence[str]) -> tuple[Any, np.ndarray]:
-        matrix = self.vectorizer.transform(list(texts)).tocsr()
-        return matrix, np.asarray(matrix.sum(axis=1)).ravel()
+        """Binary n-gram vectors (CSR, float32, one row a text) and each text's number of distinct buckets."""
+        from scipy.sparse import csr_matrix
+
+        points = CodePoints.of(texts)
+        indptr, buckets = distinct_buckets(*points.grams(points.rolling(self.n), self.n))
+        data = np.ones(len(buckets), dtype=np.float32)
+        matrix = csr_matrix((data, buckets, indptr), shape=(len(indptr) - 1, N_FEATURES))
+        return matrix, np.diff(indptr).astype(np.float64)
 
     def fit(self, texts: Sequence[str]) -> NgramIndex:
         if texts:
