@@ -269,6 +269,17 @@ def record_automatic_decisions(session: Session, reviewer_id: int, decisions: Se
     session.flush()
 
 
+def train_original_ids(session: Session, dataset_id: int) -> list[int]:
+    """The ids of the dataset's train-split originals, in id order."""
+    return list(
+        session.scalars(
+            select(Sample.id)
+            .where(Sample.dataset_id == dataset_id, Sample.split == Split.train, Sample.origin == Origin.original)
+            .order_by(Sample.id)
+        )
+    )
+
+
 def train_label_rows(session: Session, dataset: Dataset) -> list[tuple[int, dict[str, str]]]:
     """(sample id, labels) of every train-split original: the planner's sources."""
     labels: dict[int, dict[str, str]] = {}

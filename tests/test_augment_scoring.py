@@ -292,3 +292,29 @@ def test_the_terms_command(settings, engine, mini_dataset) -> None:
     bad = runner.invoke(app, ["terms", "add", "mini", "#hashtag"])
     assert bad.exit_code == 2 and "not a term" in bad.output
     assert runner.invoke(app, ["terms", "list", "nope"]).exit_code == 2
+
+
+def test_seeding_reads_a_fixed_sample_of_a_large_dataset(engine, mini_dataset, monkeypatch) -> None:
+    """Seeding runs in the first augmentation request; on a dataset of a million texts it reads a sample of
+    SEED_SAMPLE train originals (the same sample each time for the same dataset), not every text."""
+    from db.models import Dataset
+    from db.session import session_scope
+    from services import protected_terms
+
+    seen: list[int] = []
+    real = protected_terms.class_terms
+
+    def spy(texts, labels, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(len(texts))
+        assert len(labels) == len(texts)
+        return real(texts, labels, *args, **kwargs)
+
+    monkeypatch.setattr(protected_terms, "class_terms", spy)
+    monkeypatch.setattr(protected_terms, "SEED_SAMPLE", 120)
+    runs = []
+    for _ in range(2):
+        with session_scope(engine) as s:
+            dataset = s.query(Dataset).filter_by(name=mini_dataset).one()
+            runs.append(sorted(t["term"] for t in protected_terms.seed(s, dataset, per_class=5)["terms"]))
+    assert seen == [120, 120]
+    assert runs[0] == runs[1]
