@@ -234,13 +234,12 @@ class Postings:
     @classmethod
     def of(cls, texts: Anchors) -> Postings:
         """The posting lists of every anchor of `texts`."""
-        return cls.build(texts.anchors, texts.rows)
+        return cls.build(texts.anchors, texts.rows())
 
     @classmethod
-    def build(cls, anchors: np.ndarray, docs: np.ndarray | Callable[[], np.ndarray]) -> Postings:
-        """`docs`: the document of each anchor, or a function that makes them (they are then freed as soon as
-        they are packed, before the copies that follow the sort)."""
-        packed = _pack(anchors, docs() if callable(docs) else docs)
+    def build(cls, anchors: np.ndarray, docs: np.ndarray) -> Postings:
+        """`docs`: the document of each anchor."""
+        packed = _pack(anchors, docs)
         packed.sort()  # in place: one 8-byte array is the whole working set
         high, low = _halves(packed)
         sorted_anchors, sorted_docs = high.copy(), low.astype(np.int32)

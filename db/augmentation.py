@@ -244,9 +244,7 @@ def record_automatic_decisions(session: Session, reviewer_id: int, decisions: Se
             )
             if outcome == "audit":
                 continue
-            texts = dict(
-                session.execute(select(Sample.id, Sample.text).where(Sample.id.in_(list(rows)))).tuples().all()
-            )
+            texts = texts_by_id(session, list(rows))
             session.execute(
                 sa_insert(Review),
                 [
