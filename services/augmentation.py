@@ -29,6 +29,7 @@ from db.augmentation import (
 )
 from db.chunks import chunked
 from db.models import AugmentationPlan, Dataset, Job, Origin, ReviewStatus, Sample, SampleLabel, Split, User
+from services import leak_guard
 from services.access import Need
 from services.protected_terms import ensure_seeded
 from workers.augment.catalog import validate_request
@@ -79,7 +80,8 @@ def submit_texts(
     """Sample ids for free texts sent to POST /augment. An existing train original, or a submitted text not
     rejected, with the same normalised text (and labels) is reused; a new text is stored as a *submitted*
     train sample, pending review like a variant and recording who sent it: whoever sends it, only an admin's
-    import creates trusted originals, and only reviewed text trains."""
+    import creates trusted originals, and only reviewed text trains. A new text that is a near-duplicate of a
+    val/test text is refused (services/leak_guard.py): approved, it would leak that text into training."""
     tasks = {t["name"]: list(t["labels"]) for t in dataset.tasks}
     hashes = [content_hash(text) for text, _ in items]
     existing: dict[str, tuple[int, str, str, str | None]] = {}
@@ -92,6 +94,7 @@ def submit_texts(
             existing[digest] = (sid, split, origin, status)
     ids: list[int] = []
     created: dict[str, int] = {}
+    fresh: list[int] = []  # positions of the texts new to the dataset
     found_labels = labels_of(session, [e[0] for e in existing.values()])
     max_chars = get_settings().max_text_chars
     for i, ((text, labels), digest) in enumerate(zip(items, hashes, strict=True)):
@@ -152,6 +155,13 @@ def submit_texts(
         session.flush()
         created[digest] = sample.id
         ids.append(sample.id)
+        fresh.append(i)
+    # Checked once every text is known valid, in one batch; the caller's transaction rolls the rows back.
+    for i, leak in zip(fresh, leak_guard.leaks(session, dataset, [items[i][0] for i in fresh]), strict=True):
+        if leak is not None:
+            raise ValidationFailed(
+                f"texts[{i}] is {leak.describe()}", field=f"texts.{i}.text", extra={"leak_of": leak.sample_id}
+            )
     return ids
 
 

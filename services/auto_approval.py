@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from core.errors import ConflictError
 from db.models import Dataset, Origin, ReviewStatus, Sample, User, utcnow
 from services.access import Need
-from services.variant_scoring import GENERATED_TEXT_SCORES, MODEL_SCORE_COLUMNS
+from services.variant_scoring import GENERATED_TEXT_SCORES, MODEL_SCORE_COLUMNS, TEXT_SCORE_COLUMNS
 from services.variant_settings import store, variant_settings
 from workers.augment.base import derive_seed
 from workers.augment.catalog import METHODS
@@ -65,14 +65,18 @@ class VariantFeatures:
         """The generated text's scores: an edited variant keeps its model scores from before the first edit
         (services.variant_scoring.text_changed_values), as what people judged was that text."""
         scores = sample.scores or {}
-        model = scores.get(GENERATED_TEXT_SCORES) or {name: getattr(sample, name) for name in MODEL_SCORE_COLUMNS}
+        # Variants edited before the n-gram scores were recomputed at an edit hold only the model scores there:
+        # their columns still describe the generated text.
+        held = scores.get(GENERATED_TEXT_SCORES) or {}
+        current = {name: getattr(sample, name) for name in (*MODEL_SCORE_COLUMNS, *TEXT_SCORE_COLUMNS)}
+        generated = {**current, "length_ratio": scores.get("length_ratio"), **held}
         return cls(
-            model.get("semantic_similarity"),
-            sample.similarity,
-            sample.novelty,
-            scores.get("length_ratio"),
-            model.get("label_consistency"),
-            model.get("label_flag"),
+            generated.get("semantic_similarity"),
+            generated.get("similarity"),
+            generated.get("novelty"),
+            generated.get("length_ratio"),
+            generated.get("label_consistency"),
+            generated.get("label_flag"),
             sample.method,
         )
 

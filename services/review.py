@@ -135,7 +135,7 @@ def decide(
         text_after = text
         # SET expressions read the row as it was, so the first edit keeps what the augmenter generated.
         if text != text_before:
-            values.update(text_changed_values(sample))
+            values.update(text_changed_values(session, sample, text, action="the edited text"))
         values.update(
             text=text, content_hash=new_hash, generated_text=func.coalesce(Sample.generated_text, Sample.text)
         )

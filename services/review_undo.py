@@ -77,7 +77,11 @@ def undo_decision(session: Session, sample_id: int, user: User, version: int) ->
                 field="text",
                 extra={"duplicate_of": duplicate},
             )
-        values.update(text_changed_values(sample), text=text_after, content_hash=restored_hash)
+        values.update(
+            text_changed_values(session, sample, text_after, action="the text before your edit"),
+            text=text_after,
+            content_hash=restored_hash,
+        )
     return apply_and_record(
         session,
         sample,

@@ -17,30 +17,66 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from core.errors import ValidationFailed
+from core.ngrams import NgramIndex, pairwise_jaccard
+from core.textnorm import normalize_text
 from db import training_runs as db_runs
-from db.models import Dataset
+from db.models import Dataset, Sample
+from services import leak_guard
 
-# What a model computed on a variant's text: columns, and their details in `scores`. When the text changes (an
-# edit, an undo that restores other text) they no longer describe it and are cleared: the next finished run (or
-# a chosen label model) scores the label consistency again; the semantic similarity, computed by the augment
-# job only, stays empty.
+# What a model computed on a variant's text: columns, and their details in `scores`. When a person changes the
+# text (an edit, an undo that restores other text) they no longer describe it and are cleared: the next finished
+# run (or a chosen label model) scores the label consistency again; the semantic similarity, computed by the
+# augment job only, stays empty.
 MODEL_SCORE_COLUMNS = ("semantic_similarity", "label_consistency", "label_flag")
 MODEL_SCORE_KEYS = ("semantic_similarity", "label_model")
-GENERATED_TEXT_SCORES = "generated_text"  # the generated text's model scores, kept in `scores` at the first edit
+# What the n-gram measures computed on it: recomputed for the new text (novelty, which needs every training
+# text, is cleared: the review queue's expected-value sort then reads 1 − similarity to the source instead).
+TEXT_SCORE_COLUMNS = ("similarity", "novelty")
+TEXT_SCORE_KEYS = ("similarity", "length_ratio", "leakage", "containment", "novelty")
+GENERATED_TEXT_SCORES = "generated_text"  # the generated text's scores, kept in `scores` at the first edit
 
 
-def text_changed_values(sample: Any) -> dict[str, Any]:
-    """What a variant's row gets besides its new text: its model scores cleared, so that the queue never shows
-    (or sorts by) a score computed on another text, and a running scorer's result for the old text is refused
-    (db.training_runs.apply_consistency_scores compares the text). The first edit keeps the generated text's
+def text_changed_values(session: Session, sample: Any, text: str, *, action: str) -> dict[str, Any]:
+    """What a variant's row gets besides its new `text` when a person writes it (`action`: "the edited text",
+    for the error message). Refused with ValidationFailed (field `text`) when the text is a near-duplicate of a
+    val/test text (services/leak_guard.py): with k = 1 an edit trains at once, and nobody reviews it after.
+
+    The model scores are cleared, so that the queue never shows (or sorts by) a score computed on another
+    text, and a running scorer's result for the old text is refused (db.training_runs.apply_consistency_scores
+    compares the text). The n-gram scores are those of the new text. The first edit keeps the generated text's
     scores under scores["generated_text"]: what people decided about the generated text is what auto-approval
     learns from (services.auto_approval.VariantFeatures)."""
+    dataset = session.get(Dataset, sample.dataset_id)
+    assert dataset is not None  # the sample's foreign key
+    closest = leak_guard.closest(session, dataset, [text])[0]
+    if closest.leak is not None:
+        raise ValidationFailed(
+            f"{action} is {closest.leak.describe()}", field="text", extra={"leak_of": closest.leak.sample_id}
+        )
     held = dict(sample.scores or {})
-    if sample.generated_text is None and GENERATED_TEXT_SCORES not in held:
-        held[GENERATED_TEXT_SCORES] = {name: getattr(sample, name) for name in MODEL_SCORE_COLUMNS}
-    for key in MODEL_SCORE_KEYS:
+    generated = held.get(GENERATED_TEXT_SCORES)
+    if sample.generated_text is None or (generated is not None and "similarity" not in generated):
+        # At the first edit, the row's scores are the generated text's. A variant first edited before the
+        # n-gram scores were recomputed holds only its model scores there, and its n-gram scores are still the
+        # generated text's: they join what is held.
+        current = {
+            **{name: getattr(sample, name) for name in (*MODEL_SCORE_COLUMNS, *TEXT_SCORE_COLUMNS)},
+            **{key: held[key] for key in TEXT_SCORE_KEYS if key in held},
+        }
+        held[GENERATED_TEXT_SCORES] = {**current, **(generated or {})}
+    for key in (*MODEL_SCORE_KEYS, *TEXT_SCORE_KEYS):
         held.pop(key, None)
-    return {**dict.fromkeys(MODEL_SCORE_COLUMNS), "scores": held}
+    held.update(leakage=closest.jaccard, containment=closest.containment)
+    similarity = None
+    parent = session.get(Sample, sample.parent_id) if sample.parent_id is not None else None
+    if parent is not None:
+        ngrams = NgramIndex(leak_guard.NGRAM)
+        (a, a_sizes), (b, b_sizes) = ngrams.vectors([text]), ngrams.vectors([parent.text])
+        similarity = round(float(pairwise_jaccard(a, a_sizes, b, b_sizes)[0]), 4)
+        ratio = len(normalize_text(text)) / max(1, len(normalize_text(parent.text)))
+        held.update(similarity=similarity, length_ratio=round(ratio, 4))
+    return {**dict.fromkeys(MODEL_SCORE_COLUMNS), "similarity": similarity, "novelty": None, "scores": held}
 
 
 @dataclass

@@ -516,3 +516,31 @@ def test_job_progress_is_visible_while_running(lead, engine, mini_dataset) -> No
     run_worker(engine)
     job = _job(lead, r.json()["id"])
     assert job["progress_done"] == 130 and json.dumps(job["progress_info"]).count("dropped") == 1
+
+
+def test_a_submitted_near_copy_of_a_test_text_is_refused_and_nothing_is_stored(lead, engine, mini_dataset) -> None:
+    from sqlalchemy import func
+    from sqlalchemy.orm import Session
+
+    from db.models import Sample
+
+    with Session(engine) as s:
+        test_text, test_id = s.execute(
+            select(Sample.text, Sample.id).where(Sample.split == "test", func.length(Sample.text) > 60).limit(1)
+        ).one()
+        rows = s.scalar(select(func.count()).select_from(Sample))
+    r = lead.post(
+        "/api/v1/augment",
+        json={
+            "dataset": "mini",
+            "methods": ["wordnet"],
+            "texts": [
+                {"text": "A brand new post about rural water and the county budget", "labels": {"bias": "neutral"}},
+                {"text": test_text + " Please share.", "labels": {"bias": "neutral"}},
+            ],
+        },
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "texts.1.text" and r.json()["leak_of"] == test_id
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Sample)) == rows, "the first, valid text was not kept"

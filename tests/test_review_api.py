@@ -308,3 +308,58 @@ def test_bulk_respects_k_reviews(admin, annotator, carol, review_data) -> None:
     assert bulk(annotator, decision="approve", parent_id=src).json()["matched"] == 0  # already voted
     r = bulk(carol, decision="approve", parent_id=src, confirm=True).json()
     assert r["statuses"] == {"approved": 3}
+
+
+def _held_out(engine, dataset: str, split: str, text: str) -> int:  # type: ignore[no-untyped-def]
+    """A val/test original added to a review dataset (the review fixtures hold train texts only)."""
+    from core.textnorm import content_hash
+    from db.datasets import get_dataset
+    from db.models import Sample
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        sample = Sample(
+            dataset_id=get_dataset(s, dataset).id,
+            text=text,
+            split=split,
+            origin="original",
+            content_hash=content_hash(text),
+        )
+        s.add(sample)
+        s.flush()
+        return sample.id
+
+
+TEST_TEXT = "Senator Grassley voted against the farm bill that would have helped rural families across Iowa."
+
+
+def test_an_edit_that_copies_a_test_text_is_refused_naming_it(annotator, engine, review_data) -> None:
+    """With k = 1 an edit trains at once: a near-copy of a test text would leak it, and no reviewer follows."""
+    test_id = _held_out(engine, "rev", "test", TEST_TEXT)
+    v = review_data.variants[review_data.sources[1]][0]
+    before = annotator.get(f"/api/v1/samples/{v}").json()
+    near_copy = TEST_TEXT.replace("rural families", "rural households")  # one word changed
+    r = decide(annotator, v, "edit", 1, text=near_copy)
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["field"] == "text" and body["leak_of"] == test_id
+    assert f"test sample {test_id}" in body["detail"] and "leak" in body["detail"]
+    after = annotator.get(f"/api/v1/samples/{v}").json()
+    assert after["sample"] == before["sample"] and after["reviews"] == [], "nothing was written"
+    # A text that only shares a phrase with it passes, and gets the n-gram scores of what was written.
+    r = decide(annotator, v, "edit", 1, text="Proud to talk about the farm bill with farmers in Ames today.")
+    assert r.status_code == 200, r.text
+    edited = annotator.get(f"/api/v1/samples/{v}").json()["sample"]
+    assert 0 < edited["similarity"] < 0.8 and edited["scores"]["containment"] < 0.7
+
+
+def test_undo_refuses_to_restore_a_text_that_a_later_import_made_a_leak(annotator, engine, review_data) -> None:
+    v = review_data.variants[review_data.sources[1]][0]
+    generated = annotator.get(f"/api/v1/samples/{v}").json()["sample"]["text"]
+    r = decide(annotator, v, "edit", 1, text="Proud to meet with Iowa farmers in Ames today.")
+    assert r.status_code == 200, r.text
+    # The val split grows after the edit: the guard's index for this dataset is rebuilt, not reused.
+    val_id = _held_out(engine, "rev", "val", generated + " #IowaAg")
+    r = annotator.post(f"/api/v1/samples/{v}/undo", json={"version": r.json()["version"]})
+    assert r.status_code == 422 and r.json()["leak_of"] == val_id and r.json()["field"] == "text"
+    assert annotator.get(f"/api/v1/samples/{v}").json()["sample"]["text"].startswith("Proud to meet with Iowa")

@@ -234,15 +234,25 @@ def test_an_edit_and_an_undo_restoring_other_text_clear_the_old_texts_model_scor
     with session_scope(engine) as s:
         sample = s.get_one(Sample, sample_id)
         assert sample.review_status == "pending" and sample.generated_text == generated
-        assert sample.scores["similarity"] == 0.8 and sample.scores["length_ratio"] == 1.0
+        # The n-gram scores are the edited text's: one word of the generated text changed, so it is less alike
+        # its source than the generated text was (0.8); novelty against the training texts is not recomputed.
+        source_text = s.get_one(Sample, sources[0]).text
+        assert 0.0 < sample.similarity < 0.8 and sample.scores["similarity"] == sample.similarity
+        assert sample.scores["length_ratio"] == round(len(sample.text.lower()) / len(source_text.lower()), 4)
+        assert sample.novelty is None and "novelty" not in sample.scores
+        assert sample.scores["leakage"] < 0.8 and sample.scores["containment"] < 0.7
         # What people judged was the generated text: auto-approval still learns from its scores.
         assert sample.scores["generated_text"] == {
             "semantic_similarity": 0.91,
             "label_consistency": 0.35,
             "label_flag": True,
+            "similarity": 0.8,
+            "novelty": None,
+            "length_ratio": 1.0,
         }
         features = VariantFeatures.of(sample)
         assert (features.semantic_similarity, features.label_consistency, features.label_flag) == (0.91, 0.35, True)
+        assert (features.similarity, features.length_ratio) == (0.8, 1.0)
         edited_text = sample.text
 
     # The next run scores the edited text; undoing the edit restores the generated text, and clears them again.

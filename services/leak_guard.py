@@ -1,0 +1,147 @@
+"""The leak guard at the doors people use: a text a person writes into a dataset is checked against its val and
+test texts, as an augmenter's candidate is (workers/augment/filters.py).
+
+Two doors put a person's text into training: an annotator's edit of a variant (the edit is a vote, so with
+k = 1 the edited text trains at once), and a text sent to `POST /augment` (a submitted text, which trains once
+approved). A reviewer cannot be expected to recognise a test text among thousands, and one that trains
+inflates every test figure the trainer reports. So both doors refuse a near-duplicate of a val/test text with
+the augment filter's default thresholds (n-gram Jaccard ≥ 0.8 or containment ≥ 0.7, FilterParams), naming the
+text it is close to; an exact copy is refused already by the dataset's content hashes.
+
+The val/test index (core/near_duplicates.ReferenceIndex) is built once per process and dataset and reused
+while the dataset's val/test rows are the same (their number and largest id: imports only ever add rows, and
+a deleted dataset takes its id with it). It holds no texts: the few a query comes close to are read back by id
+through the caller's session. Building it reads the val/test texts once (about 2 s per 100,000 on one core);
+checking a text afterwards costs milliseconds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.near_duplicates import ReferenceIndex
+from db.augmentation import texts_by_id
+from db.models import Dataset, Sample, Split
+from workers.augment.params import FilterParams
+
+CACHED_DATASETS = 4  # indexes kept per process, least recently used dropped first
+_DEFAULTS = FilterParams()
+JACCARD, CONTAINMENT, NGRAM = _DEFAULTS.leakage_threshold, _DEFAULTS.leakage_containment, _DEFAULTS.leakage_ngram
+
+
+@dataclass(frozen=True)
+class Leak:
+    """The val/test text a written text is closest to, with both scores (0..1)."""
+
+    sample_id: int
+    split: str
+    jaccard: float
+    containment: float
+
+    def describe(self) -> str:
+        return (
+            f"a near-duplicate of {self.split} sample {self.sample_id} (character n-gram Jaccard "
+            f"{self.jaccard:.2f}, containment {self.containment:.2f}; the leak guard's thresholds are "
+            f"{JACCARD} and {CONTAINMENT}): training on it would leak that {self.split} text"
+        )
+
+
+@dataclass(frozen=True)
+class Closest:
+    """Per text: the best scores against any val/test text, and the leak when they reach a threshold."""
+
+    jaccard: float
+    containment: float
+    leak: Leak | None
+
+
+_reading: ContextVar[Session] = ContextVar("leak_guard_session")
+
+
+class _Guard:
+    def __init__(self, session: Session, dataset_id: int) -> None:
+        self.ids: list[int] = []
+        self.splits: list[str] = []
+        self.index = ReferenceIndex(min(JACCARD, CONTAINMENT), n=NGRAM, texts_of=self._texts_of)
+        last = 0
+        while rows := (
+            session.execute(
+                select(Sample.id, Sample.split, Sample.text)
+                .where(Sample.dataset_id == dataset_id, Sample.split.in_([Split.val, Split.test]), Sample.id > last)
+                .order_by(Sample.id)
+                .limit(10_000)
+            )
+            .tuples()
+            .all()
+        ):
+            self.ids.extend(r[0] for r in rows)
+            self.splits.extend(r[1] for r in rows)
+            self.index.add([r[2] for r in rows])
+            last = rows[-1][0]
+        self.index.finish()
+
+    def _texts_of(self, positions: np.ndarray) -> list[str]:
+        ids = [self.ids[i] for i in positions.tolist()]
+        found = texts_by_id(_reading.get(), ids)
+        return [found.get(i, "") for i in ids]
+
+    def closest(self, session: Session, texts: Sequence[str]) -> list[Closest]:
+        vectors, sizes = self.index.ngrams.vectors(list(texts))
+        token = _reading.set(session)
+        try:
+            best = self.index.best(list(texts), vectors, sizes)
+        finally:
+            _reading.reset(token)
+        out = []
+        for i in range(len(texts)):
+            jaccard, containment = float(best.jaccard[i]), float(best.containment[i])
+            leak = None
+            if jaccard >= JACCARD or containment >= CONTAINMENT:
+                ref = int(best.jaccard_ref[i] if jaccard >= JACCARD else best.containment_ref[i])
+                leak = Leak(self.ids[ref], self.splits[ref], round(jaccard, 4), round(containment, 4))
+            out.append(Closest(round(jaccard, 4), round(containment, 4), leak))
+        return out
+
+
+_cache: OrderedDict[tuple[object, ...], _Guard] = OrderedDict()
+_lock = threading.Lock()
+
+
+def _key(session: Session, dataset: Dataset) -> tuple[object, ...]:
+    count, last = session.execute(
+        select(func.count(), func.max(Sample.id)).where(
+            Sample.dataset_id == dataset.id, Sample.split.in_([Split.val, Split.test])
+        )
+    ).one()
+    bind = session.get_bind()
+    return (str(bind.engine.url), dataset.id, dataset.created_at, count, last)
+
+
+def closest(session: Session, dataset: Dataset, texts: Sequence[str]) -> list[Closest]:
+    """For each text, its closest val/test text of the dataset by the leak guard's measure."""
+    if not texts:
+        return []
+    key = _key(session, dataset)
+    with _lock:
+        guard = _cache.get(key)
+        if guard is None:
+            for stale in [k for k in _cache if k[:3] == key[:3]]:
+                del _cache[stale]
+            guard = _cache[key] = _Guard(session, dataset.id)
+            while len(_cache) > CACHED_DATASETS:
+                _cache.popitem(last=False)
+        _cache.move_to_end(key)
+    return guard.closest(session, texts)
+
+
+def leaks(session: Session, dataset: Dataset, texts: Sequence[str]) -> list[Leak | None]:
+    """For each text, the val/test text it would leak into training (None: none close enough)."""
+    return [c.leak for c in closest(session, dataset, texts)]
