@@ -18,6 +18,7 @@ checking a text afterwards costs milliseconds.
 from __future__ import annotations
 
 import threading
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -32,7 +33,11 @@ from db.augmentation import texts_by_id
 from db.models import Dataset, Sample, Split
 from workers.augment.params import FilterParams
 
-CACHED_DATASETS = 4  # indexes kept per process, least recently used dropped first
+# Indexes kept per process, least recently used dropped first: at most this many datasets, and beyond the one in
+# use at most this many val/test texts in all (an index holds about 660 bytes a text: measured at 100,000).
+CACHED_DATASETS = 4
+CACHED_TEXTS = 500_000
+_SPLITS = (Split.val.value, Split.test.value)
 _DEFAULTS = FilterParams()
 JACCARD, CONTAINMENT, NGRAM = _DEFAULTS.leakage_threshold, _DEFAULTS.leakage_containment, _DEFAULTS.leakage_ngram
 
@@ -68,14 +73,14 @@ _reading: ContextVar[Session] = ContextVar("leak_guard_session")
 
 class _Guard:
     def __init__(self, session: Session, dataset_id: int) -> None:
-        self.ids: list[int] = []
-        self.splits: list[str] = []
+        self.ids = array("q")
+        self.splits = bytearray()  # index into _SPLITS
         self.index = ReferenceIndex(min(JACCARD, CONTAINMENT), n=NGRAM, texts_of=self._texts_of)
         last = 0
         while rows := (
             session.execute(
                 select(Sample.id, Sample.split, Sample.text)
-                .where(Sample.dataset_id == dataset_id, Sample.split.in_([Split.val, Split.test]), Sample.id > last)
+                .where(Sample.dataset_id == dataset_id, Sample.split.in_(_SPLITS), Sample.id > last)
                 .order_by(Sample.id)
                 .limit(10_000)
             )
@@ -83,7 +88,7 @@ class _Guard:
             .all()
         ):
             self.ids.extend(r[0] for r in rows)
-            self.splits.extend(r[1] for r in rows)
+            self.splits.extend(_SPLITS.index(r[1]) for r in rows)
             self.index.add([r[2] for r in rows])
             last = rows[-1][0]
         self.index.finish()
@@ -106,7 +111,7 @@ class _Guard:
             leak = None
             if jaccard >= JACCARD or containment >= CONTAINMENT:
                 ref = int(best.jaccard_ref[i] if jaccard >= JACCARD else best.containment_ref[i])
-                leak = Leak(self.ids[ref], self.splits[ref], round(jaccard, 4), round(containment, 4))
+                leak = Leak(self.ids[ref], _SPLITS[self.splits[ref]], round(jaccard, 4), round(containment, 4))
             out.append(Closest(round(jaccard, 4), round(containment, 4), leak))
         return out
 
@@ -117,9 +122,7 @@ _lock = threading.Lock()
 
 def _key(session: Session, dataset: Dataset) -> tuple[object, ...]:
     count, last = session.execute(
-        select(func.count(), func.max(Sample.id)).where(
-            Sample.dataset_id == dataset.id, Sample.split.in_([Split.val, Split.test])
-        )
+        select(func.count(), func.max(Sample.id)).where(Sample.dataset_id == dataset.id, Sample.split.in_(_SPLITS))
     ).one()
     bind = session.get_bind()
     return (str(bind.engine.url), dataset.id, dataset.created_at, count, last)
@@ -136,9 +139,11 @@ def closest(session: Session, dataset: Dataset, texts: Sequence[str]) -> list[Cl
             for stale in [k for k in _cache if k[:3] == key[:3]]:
                 del _cache[stale]
             guard = _cache[key] = _Guard(session, dataset.id)
-            while len(_cache) > CACHED_DATASETS:
-                _cache.popitem(last=False)
         _cache.move_to_end(key)
+        while len(_cache) > 1 and (
+            len(_cache) > CACHED_DATASETS or sum(len(g.ids) for g in _cache.values()) > CACHED_TEXTS
+        ):
+            _cache.popitem(last=False)
     return guard.closest(session, texts)
 
 

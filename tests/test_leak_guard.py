@@ -1,0 +1,65 @@
+"""services/leak_guard.py: the per-process val/test index is reused while a dataset's val/test rows stay the
+same, rebuilt when they change, and bounded in what it keeps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from db.session import session_scope
+from tests.review_fixtures import make_dataset
+
+TEST_TEXT = "Senator Grassley voted against the farm bill that would have helped rural families across Iowa."
+
+
+def _add(session: Any, dataset_id: int, split: str, text: str) -> int:
+    from core.textnorm import content_hash
+    from db.models import Sample
+
+    sample = Sample(dataset_id=dataset_id, text=text, split=split, origin="original", content_hash=content_hash(text))
+    session.add(sample)
+    session.flush()
+    return sample.id
+
+
+def test_the_index_is_reused_rebuilt_when_val_test_change_and_bounded(engine, monkeypatch) -> None:
+    from db.datasets import get_dataset
+    from services import leak_guard
+
+    builds: list[int] = []
+    real = leak_guard._Guard
+
+    class Counting(real):  # type: ignore[misc, valid-type]
+        def __init__(self, session: Any, dataset_id: int) -> None:
+            builds.append(dataset_id)
+            super().__init__(session, dataset_id)
+
+    monkeypatch.setattr(leak_guard, "_Guard", Counting)
+    monkeypatch.setattr(leak_guard, "_cache", type(leak_guard._cache)())
+    near = TEST_TEXT.replace("families", "households")
+    with session_scope(engine) as s:
+        make_dataset(s, "one")
+        make_dataset(s, "two")
+        one, two = get_dataset(s, "one"), get_dataset(s, "two")
+        test_id = _add(s, one.id, "test", TEST_TEXT)
+        _add(s, two.id, "val", "Happy birthday to my wonderful wife, the love of my life.")
+    with session_scope(engine) as s:
+        one = get_dataset(s, "one")
+        leak = leak_guard.leaks(s, one, [near, "Join us at the rally on Saturday!"])
+        assert leak[0] is not None and (leak[0].sample_id, leak[0].split) == (test_id, "test") and leak[1] is None
+        assert leak_guard.leaks(s, one, [near])[0] is not None
+        assert builds == [one.id], "the second check reused the index"
+        # Another dataset's test texts are not this one's.
+        two = get_dataset(s, "two")
+        assert leak_guard.leaks(s, two, [near]) == [None]
+        assert builds == [one.id, two.id]
+    with session_scope(engine) as s:
+        two = get_dataset(s, "two")
+        val_id = _add(s, two.id, "val", TEST_TEXT)
+    with session_scope(engine) as s:
+        found = leak_guard.leaks(s, get_dataset(s, "two"), [near])[0]
+        assert found is not None and (found.sample_id, found.split) == (val_id, "val"), "rebuilt after the change"
+        assert len(leak_guard._cache) == 2
+        # Past the bound on texts kept, the least recently used index goes; the one in use stays.
+        monkeypatch.setattr(leak_guard, "CACHED_TEXTS", 2)
+        leak_guard.leaks(s, get_dataset(s, "one"), [near])
+        assert [key[1] for key in leak_guard._cache] == [get_dataset(s, "one").id]
