@@ -84,6 +84,7 @@ def consistency_from_probs(
     ]
 
 
+SCORING_PAGE = 2048  # pending variants predicted at a time
 SCORE_WRITE_BATCH = 500  # scores written per transaction
 
 
@@ -95,12 +96,13 @@ def write_scores(
     scorer: dict[str, Any] | None,
     replace_if: Callable[[dict[str, Any] | None], bool] | None,
     guard: Callable[[Session], None] = lambda _s: None,
-    batch: int = SCORE_WRITE_BATCH,
+    batch: int | None = None,
 ) -> int:
     """Write scores in set-based batches, each its own short transaction under `guard` (a job's lease): the
     rows a batch writes are locked (the write lock, on SQLite) for milliseconds, never across the whole
     scoring. Scores written before a failure stay, tagged with their run; a retry overwrites them."""
     written = 0
+    batch = batch or SCORE_WRITE_BATCH
     for start in range(0, len(scores), batch):
         with session_scope(engine) as session:
             guard(session)
@@ -108,6 +110,37 @@ def write_scores(
                 session, run_id, scores[start : start + batch], scorer=scorer, replace_if=replace_if
             )
     return written
+
+
+def score_pending(
+    engine: Engine,
+    dataset_id: int,
+    score_page: Callable[[list[db_runs.PendingVariant], ProgressFn], list[db_runs.ConsistencyScore]],
+    write: Callable[[list[db_runs.ConsistencyScore]], int],
+    emit: ProgressFn,
+    page_size: int | None = None,
+) -> tuple[int, int]:
+    """Score the dataset's pending variants a page at a time (memory holds one page) and write each page's
+    scores before the next is predicted (`write`: write_scores under the job's lease), so a long scoring shows
+    its progress and an attempt that dies keeps what it wrote. `score_page(page, progress)` predicts one page,
+    reporting {"done", "total"} within it. Returns (written, scored): a score is not written where the variant
+    was decided or edited meanwhile, or a better model's score stands."""
+    reading = readonly_engine(engine)
+    with session_scope(reading) as session:
+        total = db_runs.count_pending_variants(session, dataset_id)
+    written = done = last_id = 0
+    while True:
+        with session_scope(reading) as session:
+            page = db_runs.pending_variants(session, dataset_id, after_id=last_id, limit=page_size or SCORING_PAGE)
+        if not page:
+            return written, done
+
+        def page_progress(event: dict[str, Any], offset: int = done) -> None:
+            emit({**event, "done": offset + event["done"], "total": max(total, offset + event["total"])})
+
+        written += write(score_page(page, page_progress))
+        done += len(page)
+        last_id = page[-1].id
 
 
 # A person's choice ---------------------------------------------------------------------------------
@@ -144,19 +177,23 @@ def execute_rescoring(
     (`job_id`, `worker_id`), each batch is written only while the worker holds the job."""
     from services.prediction import dataset_and_model, load_predictor
 
-    emit = progress or (lambda _e: None)
     guard = queue.lease_guard(job_id, worker_id)
     with session_scope(readonly_engine(engine)) as session:
         dataset, spec = dataset_and_model(session, dataset_name, model_id, None)
         scorer = scorer_of(db_runs.get_run(session, model_id), chosen=True)
-        variants = db_runs.pending_variants(session, dataset.id)
     predictor = load_predictor(spec)
-    probs = predictor.predict_proba(
-        [v.text for v in variants], on_batch=lambda d, n: emit({"event": "scoring", "done": d, "total": n})
-    )
-    scores = consistency_from_probs(predictor.tasks, variants, probs, predictor.decide(probs) if variants else None)
-    written = write_scores(engine, model_id, scores, scorer=scorer, replace_if=None, guard=guard)
-    result = {"dataset": dataset_name, "model_id": model_id, "pending": len(variants), "scored": written}
+
+    def score_page(page: list[db_runs.PendingVariant], emit: ProgressFn) -> list[db_runs.ConsistencyScore]:
+        probs = predictor.predict_proba(
+            [v.text for v in page], on_batch=lambda d, n: emit({"event": "scoring", "done": d, "total": n})
+        )
+        return consistency_from_probs(predictor.tasks, page, probs, predictor.decide(probs))
+
+    def write(scores: list[db_runs.ConsistencyScore]) -> int:
+        return write_scores(engine, model_id, scores, scorer=scorer, replace_if=None, guard=guard)
+
+    written, seen = score_pending(engine, dataset.id, score_page, write, progress or (lambda _e: None))
+    result = {"dataset": dataset_name, "model_id": model_id, "pending": seen, "scored": written}
     with session_scope(engine) as session:
         if finish:
             finish(session, result)

@@ -246,10 +246,6 @@ def record_end(
         db_runs.end_run(session, run_id, status, error[-4000:] if error else None)
 
 
-SCORING_PAGE = 2048  # pending variants predicted at a time
-SCORE_WRITE_BATCH = label_model.SCORE_WRITE_BATCH  # scores written per transaction
-
-
 def score_pending_variants(
     engine: Engine,
     run_id: int,
@@ -264,31 +260,19 @@ def score_pending_variants(
     scorer: dict[str, Any] | None = None,
     rules: dict[str, Any] | None = None,
 ) -> tuple[int, int]:
-    """Score the dataset's pending variants with the run's model, a page at a time (memory holds one page),
-    and write the scores in set-based batches, each its own short transaction under the job's lease: on SQLite
-    the write lock is held for milliseconds per batch, never across the whole scoring. Scores written before an
-    attempt fails stay, tagged with this run; the retry overwrites them. Returns (written, scored): a score is
-    not written where the variant was decided or edited meanwhile, or a better model's score stands."""
-    reading = readonly_engine(engine)
-    with session_scope(reading) as session:
-        total = db_runs.count_pending_variants(session, dataset_id)
-    written = done = last_id = 0
-    while True:
-        with session_scope(reading) as session:
-            page = db_runs.pending_variants(session, dataset_id, after_id=last_id, limit=SCORING_PAGE)
-        if not page:
-            return written, done
+    """Score the dataset's pending variants with the run's model, a page at a time, each page's scores written
+    in set-based batches, each its own short transaction under the job's lease (services.label_model
+    .score_pending): on SQLite the write lock is held for milliseconds per batch, never across the whole
+    scoring. Scores written before an attempt fails stay, tagged with this run; the retry overwrites them."""
+    replace_if = label_model.automatic_rule(scorer) if scorer is not None else None
 
-        def page_progress(event: dict[str, Any], offset: int = done) -> None:
-            emit({**event, "done": offset + event["done"], "total": max(total, offset + event["total"])})
+    def score_page(page: list[db_runs.PendingVariant], progress: ProgressFn) -> list[db_runs.ConsistencyScore]:
+        return consistency_scores(model, tokenizer, tasks, page, max_length, progress, rules)
 
-        scores = consistency_scores(model, tokenizer, tasks, page, max_length, page_progress, rules)
-        replace_if = label_model.automatic_rule(scorer) if scorer is not None else None
-        written += label_model.write_scores(
-            engine, run_id, scores, scorer=scorer, replace_if=replace_if, guard=guard, batch=SCORE_WRITE_BATCH
-        )
-        done += len(page)
-        last_id = page[-1].id
+    def write(scores: list[db_runs.ConsistencyScore]) -> int:
+        return label_model.write_scores(engine, run_id, scores, scorer=scorer, replace_if=replace_if, guard=guard)
+
+    return label_model.score_pending(engine, dataset_id, score_page, write, emit)
 
 
 def consistency_scores(

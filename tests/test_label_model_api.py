@@ -17,9 +17,10 @@ def label_model_of(engine: Any, sample_id: int) -> dict[str, Any]:
         return dict(s.get_one(Sample, sample_id).scores["label_model"])
 
 
-def test_scores_follow_the_better_run_or_a_persons_choice(lead, engine, tiny_encoder: str) -> None:
+def test_scores_follow_the_better_run_or_a_persons_choice(lead, engine, tiny_encoder: str, monkeypatch) -> None:
     from sqlalchemy import update
 
+    import services.label_model as label_model
     from db.models import Sample
     from db.session import session_scope
 
@@ -50,12 +51,29 @@ def test_scores_follow_the_better_run_or_a_persons_choice(lead, engine, tiny_enc
     job = lead.get("/api/v1/jobs", params={"kind": "train"}).json()["items"][0]
     assert job["result"]["variants_scored"] == 0 and job["result"]["variants_not_rescored"] == 1
 
-    # A person chooses the second run: its scores replace the "better" ones.
-    chosen = lead.post(f"/api/v1/datasets/{name}/label-model", json={"model_id": second})
-    assert chosen.status_code == 202 and chosen.json()["kind"] == "label_scores"
-    assert drain(engine, ["label_scores"]).succeeded == 1
+    # A person chooses the second run: its scores replace the "better" ones. The job predicts a page at a
+    # time and writes each page before the next (a million pending variants are not held at once).
+    other = add_variant(engine, name, "train", "pending", "another pending variant about the county fair")
+    pages: list[list[int]] = []
+    real_write = label_model.write_scores
+
+    def record_page(engine, run_id, scores, **kwargs):  # type: ignore[no-untyped-def]
+        pages.append([x.sample_id for x in scores])
+        return real_write(engine, run_id, scores, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(label_model, "SCORING_PAGE", 1)
+        patched.setattr(label_model, "write_scores", record_page)
+        chosen = lead.post(f"/api/v1/datasets/{name}/label-model", json={"model_id": second})
+        assert chosen.status_code == 202 and chosen.json()["kind"] == "label_scores"
+        assert drain(engine, ["label_scores"]).succeeded == 1
     after = label_model_of(engine, variant)
     assert after["run_id"] == second and after["chosen"] is True
+    assert label_model_of(engine, other)["run_id"] == second
+    assert pages == [[variant], [other]]
+    job = lead.get(f"/api/v1/jobs/{chosen.json()['id']}").json()
+    assert job["result"]["pending"] == job["result"]["scored"] == 2
+    assert job["progress_done"] == job["progress_total"] == 2
     # ... and so can an ensemble.
     ensemble = lead.post("/api/v1/ensembles", json={"run_ids": [first, second]}).json()
     lead.post(f"/api/v1/datasets/{name}/label-model", json={"model_id": ensemble["id"]})

@@ -21,7 +21,7 @@ def test_a_run_keeps_its_snapshot_in_a_file_and_scores_variants_in_batches(
 ) -> None:
     import pyarrow.parquet as pq
 
-    import services.run_execution as execution
+    import services.label_model as label_model
     from db import training_runs as db_runs
     from db.models import Sample, TrainingRun
     from workers.main import Worker
@@ -30,8 +30,8 @@ def test_a_run_keeps_its_snapshot_in_a_file_and_scores_variants_in_batches(
     pending = [
         add_variant(engine, name, "train", "pending", f"a pending variant number {i} about the vote") for i in range(5)
     ]
-    monkeypatch.setattr(execution, "SCORING_PAGE", 2)
-    monkeypatch.setattr(execution, "SCORE_WRITE_BATCH", 1)
+    monkeypatch.setattr(label_model, "SCORING_PAGE", 2)
+    monkeypatch.setattr(label_model, "SCORE_WRITE_BATCH", 1)
     writes: list[int] = []
     real = db_runs.apply_consistency_scores
 
