@@ -147,20 +147,10 @@ def score_pending(
 
 
 def choose_label_model(session: Session, dataset_name: str, model_id: int, user: User | None) -> Job:
-    """Queue a `label_scores` job: rescore every pending variant with run or ensemble `model_id`; the
-    project's leads."""
-    from services.prediction import dataset_and_model
+    """Queue a `label_scores` job: rescore every pending variant with run or ensemble `model_id`."""
+    from services.prediction import queue_model_job
 
-    dataset, _spec = dataset_and_model(session, dataset_name, model_id, user)
-    user_id = user.id if user else None
-    return queue.enqueue(
-        session,
-        "label_scores",
-        {"dataset": dataset.name, "model_id": model_id},
-        dataset_id=dataset.id,
-        created_by=user_id,
-        max_attempts=2,
-    )
+    return queue_model_job(session, "label_scores", dataset_name, model_id, user)
 
 
 def execute_rescoring(

@@ -136,19 +136,25 @@ def dataset_and_model(
     return dataset, spec
 
 
-def queue_pseudo_labels(session: Session, dataset_name: str, model_id: int, threshold: float, user: User | None) -> Job:
-    """A `pseudo_label` job: label the dataset's unlabelled train texts; confident ones wait for review. The
-    project's leads."""
+def queue_model_job(
+    session: Session, kind: str, dataset_name: str, model_id: int, user: User | None, **params: Any
+) -> Job:
+    """A job of `kind` that applies run or ensemble `model_id` to the dataset's texts (`params` join its
+    payload); the project's leads."""
     dataset, _spec = dataset_and_model(session, dataset_name, model_id, user)
-    user_id = user.id if user else None
     return queue.enqueue(
         session,
-        "pseudo_label",
-        {"dataset": dataset.name, "model_id": model_id, "threshold": threshold},
+        kind,
+        {"dataset": dataset.name, "model_id": model_id, **params},
         dataset_id=dataset.id,
-        created_by=user_id,
+        created_by=user.id if user else None,
         max_attempts=2,
     )
+
+
+def queue_pseudo_labels(session: Session, dataset_name: str, model_id: int, threshold: float, user: User | None) -> Job:
+    """A `pseudo_label` job: label the dataset's unlabelled train texts; confident ones wait for review."""
+    return queue_model_job(session, "pseudo_label", dataset_name, model_id, user, threshold=threshold)
 
 
 # Pseudo-labels -------------------------------------------------------------------------------------
