@@ -34,9 +34,10 @@ from db.models import Dataset, Sample, Split
 from workers.augment.params import FilterParams
 
 # Indexes kept per process, least recently used dropped first: at most this many datasets, and beyond the one in
-# use at most this many val/test texts in all (an index holds about 660 bytes a text: measured at 100,000).
+# use at most this many bytes in all. Bytes, not texts: an index holds about 660 bytes a text of tweet length
+# (measured at 100,000) but 5.6 kB a text of 1,000 characters, so 330 MB is 500,000 tweets or 60,000 such texts.
 CACHED_DATASETS = 4
-CACHED_TEXTS = 500_000
+CACHED_BYTES = 330_000_000
 _SPLITS = (Split.val.value, Split.test.value)
 _DEFAULTS = FilterParams()
 JACCARD, CONTAINMENT, NGRAM = _DEFAULTS.leakage_threshold, _DEFAULTS.leakage_containment, _DEFAULTS.leakage_ngram
@@ -92,6 +93,7 @@ class _Guard:
             self.index.add([r[2] for r in rows])
             last = rows[-1][0]
         self.index.finish()
+        self.nbytes = self.index.nbytes + self.ids.itemsize * len(self.ids) + len(self.splits)
 
     def _texts_of(self, positions: np.ndarray) -> list[str]:
         ids = [self.ids[i] for i in positions.tolist()]
@@ -141,7 +143,7 @@ def closest(session: Session, dataset: Dataset, texts: Sequence[str]) -> list[Cl
             guard = _cache[key] = _Guard(session, dataset.id)
         _cache.move_to_end(key)
         while len(_cache) > 1 and (
-            len(_cache) > CACHED_DATASETS or sum(len(g.ids) for g in _cache.values()) > CACHED_TEXTS
+            len(_cache) > CACHED_DATASETS or sum(g.nbytes for g in list(_cache.values())[:-1]) > CACHED_BYTES
         ):
             _cache.popitem(last=False)
     return guard.closest(session, texts)

@@ -59,7 +59,41 @@ def test_the_index_is_reused_rebuilt_when_val_test_change_and_bounded(engine, mo
         found = leak_guard.leaks(s, get_dataset(s, "two"), [near])[0]
         assert found is not None and (found.sample_id, found.split) == (val_id, "val"), "rebuilt after the change"
         assert len(leak_guard._cache) == 2
-        # Past the bound on texts kept, the least recently used index goes; the one in use stays.
-        monkeypatch.setattr(leak_guard, "CACHED_TEXTS", 2)
+        # Past the bound on bytes kept, the least recently used index goes; the one in use stays.
+        monkeypatch.setattr(leak_guard, "CACHED_BYTES", 1)
         leak_guard.leaks(s, get_dataset(s, "one"), [near])
         assert [key[1] for key in leak_guard._cache] == [get_dataset(s, "one").id]
+
+
+def test_the_bound_is_on_the_memory_an_index_holds_not_on_its_number_of_texts(engine, monkeypatch) -> None:
+    """An index holds its texts' anchors, posting lists and masks: about 0.7 kB a text of 100 characters and
+    5.6 kB at 1,000 (20 kB texts are accepted). A bound on the number of texts kept would let a few long-text
+    datasets hold gigabytes; the bound is on bytes."""
+    import random
+
+    from db.datasets import get_dataset
+    from services import leak_guard
+
+    monkeypatch.setattr(leak_guard, "_cache", type(leak_guard._cache)())
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(3000)]
+
+    def text(chars: int) -> str:
+        return " ".join(rng.choice(words) for _ in range(chars // 6))
+
+    with session_scope(engine) as s:
+        for name, chars in (("long", 3000), ("short", 150), ("short2", 150)):
+            make_dataset(s, name)
+            dataset_id = get_dataset(s, name).id
+            for i in range(20):
+                _add(s, dataset_id, "val" if i % 2 else "test", text(chars))
+    with session_scope(engine) as s:
+        for name in ("long", "short"):
+            leak_guard.leaks(s, get_dataset(s, name), [TEST_TEXT])
+        long_guard, short_guard = leak_guard._cache.values()
+        assert len(long_guard.ids) == len(short_guard.ids) == 20
+        assert long_guard.nbytes > 5 * short_guard.nbytes > 0
+        # Room for two short-text indexes beside the one in use, not for the long one.
+        monkeypatch.setattr(leak_guard, "CACHED_BYTES", 2 * short_guard.nbytes)
+        leak_guard.leaks(s, get_dataset(s, "short2"), [TEST_TEXT])
+        assert [key[1] for key in leak_guard._cache] == [get_dataset(s, n).id for n in ("short", "short2")]
