@@ -97,3 +97,63 @@ def test_the_bound_is_on_the_memory_an_index_holds_not_on_its_number_of_texts(en
         monkeypatch.setattr(leak_guard, "CACHED_BYTES", 2 * short_guard.nbytes)
         leak_guard.leaks(s, get_dataset(s, "short2"), [TEST_TEXT])
         assert [key[1] for key in leak_guard._cache] == [get_dataset(s, n).id for n in ("short", "short2")]
+
+
+def test_a_build_holds_up_no_check_on_another_dataset_and_is_done_once(engine, monkeypatch) -> None:
+    """Building an index takes seconds (2 s at 100,000 val/test texts): meanwhile a check on another dataset's
+    index goes ahead, and a second check on the same dataset waits for that build instead of making its own.
+    (Read-only sessions: on SQLite a writing session holds the database's write lock from its first statement.)"""
+    import threading
+
+    from sqlalchemy.orm import Session
+
+    from db.datasets import get_dataset
+    from db.models import Dataset
+    from db.session import readonly_engine
+    from services import leak_guard
+
+    with session_scope(engine) as s:
+        make_dataset(s, "one")
+        make_dataset(s, "two")
+        one_id, two_id = get_dataset(s, "one").id, get_dataset(s, "two").id
+        test_id = _add(s, one_id, "test", TEST_TEXT)
+        val_id = _add(s, two_id, "val", TEST_TEXT)
+    building, release = threading.Event(), threading.Event()
+    builds: list[int] = []
+    real = leak_guard._Guard
+
+    class Slow(real):  # type: ignore[misc, valid-type]
+        def __init__(self, session: Any, dataset_id: int) -> None:
+            builds.append(dataset_id)
+            if dataset_id == one_id:
+                building.set()
+                assert release.wait(30)
+            super().__init__(session, dataset_id)
+
+    monkeypatch.setattr(leak_guard, "_Guard", Slow)
+    monkeypatch.setattr(leak_guard, "_cache", type(leak_guard._cache)())
+    reader = readonly_engine(engine)
+    found: dict[str, Any] = {}
+
+    def check(name: str, dataset_id: int) -> None:
+        with Session(reader) as s:
+            found[name] = leak_guard.leaks(s, s.get_one(Dataset, dataset_id), [TEST_TEXT])[0]
+
+    slow = threading.Thread(target=check, args=("one", one_id))
+    again = threading.Thread(target=check, args=("one again", one_id))
+    other = threading.Thread(target=check, args=("two", two_id))
+    try:
+        slow.start()
+        assert building.wait(30)
+        again.start()
+        other.start()
+        other.join(10)
+        assert not other.is_alive(), "the check on another dataset waited for this build"
+        assert found["two"] is not None and found["two"].sample_id == val_id
+        assert "one again" not in found
+    finally:
+        release.set()
+        slow.join(30)
+        again.join(30)
+    assert found["one"] is not None and found["one again"] is not None and found["one"].sample_id == test_id
+    assert sorted(builds) == sorted([one_id, two_id]), "one build per dataset"
