@@ -21,8 +21,10 @@ def _add(session: Any, dataset_id: int, split: str, text: str) -> int:
     return sample.id
 
 
-def test_the_index_is_reused_rebuilt_when_val_test_change_and_bounded(engine, monkeypatch) -> None:
+def test_the_index_is_reused_rebuilt_when_val_test_change_and_bounded(any_engine, monkeypatch) -> None:
     from db.datasets import get_dataset
+
+    engine = any_engine
     from services import leak_guard
 
     builds: list[int] = []
@@ -157,3 +159,28 @@ def test_a_build_holds_up_no_check_on_another_dataset_and_is_done_once(engine, m
         again.join(30)
     assert found["one"] is not None and found["one again"] is not None and found["one"].sample_id == test_id
     assert sorted(builds) == sorted([one_id, two_id]), "one build per dataset"
+
+
+def test_a_dataset_deleted_and_made_again_under_its_name_gets_a_new_index(any_engine, monkeypatch) -> None:
+    """On SQLite the new dataset takes the deleted one's id, and its first test text the deleted one's sample id:
+    the same number of val/test rows and the same largest id. Only the dataset's creation time tells the two
+    apart; the index of the deleted one's test texts must not answer for the new one."""
+    from db.datasets import delete_dataset, get_dataset
+    from services import leak_guard
+
+    monkeypatch.setattr(leak_guard, "_cache", type(leak_guard._cache)())
+    other = "Happy birthday to my wonderful wife, the love of my life, and the best mother our kids could have."
+    near, near_other = TEST_TEXT.replace("families", "households"), other.replace("wonderful", "amazing")
+    with session_scope(any_engine) as s:
+        make_dataset(s, "one")
+        first = _add(s, get_dataset(s, "one").id, "test", TEST_TEXT)
+    with session_scope(any_engine) as s:
+        found = leak_guard.leaks(s, get_dataset(s, "one"), [near, near_other])
+        assert found[0] is not None and found[0].sample_id == first and found[1] is None
+        delete_dataset(s, "one")
+    with session_scope(any_engine) as s:
+        make_dataset(s, "one")
+        second = _add(s, get_dataset(s, "one").id, "test", other)
+    with session_scope(any_engine) as s:
+        found = leak_guard.leaks(s, get_dataset(s, "one"), [near, near_other])
+        assert found[0] is None and found[1] is not None and found[1].sample_id == second
