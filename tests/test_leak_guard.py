@@ -184,3 +184,33 @@ def test_a_dataset_deleted_and_made_again_under_its_name_gets_a_new_index(any_en
     with session_scope(any_engine) as s:
         found = leak_guard.leaks(s, get_dataset(s, "one"), [near, near_other])
         assert found[0] is None and found[1] is not None and found[1].sample_id == second
+
+
+def test_a_build_that_fails_half_way_leaves_nothing_behind(engine, monkeypatch) -> None:
+    """A build that fails (the database goes away mid-read, memory runs out) keeps no index and no build lock:
+    the next check builds again and answers."""
+    import pytest
+
+    from core.near_duplicates import ReferenceIndex
+    from db.datasets import get_dataset
+    from services import leak_guard
+
+    monkeypatch.setattr(leak_guard, "_cache", type(leak_guard._cache)())
+    with session_scope(engine) as s:
+        make_dataset(s, "one")
+        test_id = _add(s, get_dataset(s, "one").id, "test", TEST_TEXT)
+    real_add = ReferenceIndex.add
+
+    def failing_add(self: ReferenceIndex, texts: Any) -> None:
+        real_add(self, texts)
+        raise MemoryError("half-way")
+
+    monkeypatch.setattr(ReferenceIndex, "add", failing_add)
+    near = TEST_TEXT.replace("families", "households")
+    with session_scope(engine) as s, pytest.raises(MemoryError):
+        leak_guard.leaks(s, get_dataset(s, "one"), [near])
+    assert not leak_guard._cache and not leak_guard._building
+    monkeypatch.setattr(ReferenceIndex, "add", real_add)
+    with session_scope(engine) as s:
+        found = leak_guard.leaks(s, get_dataset(s, "one"), [near])[0]
+    assert found is not None and found.sample_id == test_id
