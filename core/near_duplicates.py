@@ -436,6 +436,27 @@ class ReferenceIndex:
     def __len__(self) -> int:
         return self.count
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the index's arrays hold once finished (the texts it keeps, where it keeps them, not counted):
+        it grows with the texts' length, about 0.7 kB a text of 100 characters and 5.6 kB at 1,000."""
+        arrays = (
+            self.anchors.indptr,
+            self.anchors.anchors,
+            self.anchors.sizes,
+            self.postings.keys,
+            self.postings.starts,
+            self.postings.docs,
+            self.prefixes.starts,
+            self.prefixes.docs,
+            self.least_shared,
+            self.required_hits,
+            self.room,
+            self.masks,
+            self.sizes,
+        )
+        return sum(int(a.nbytes) for a in arrays)
+
     def candidates(self, texts: Sequence[str], vectors: Any) -> tuple[np.ndarray, np.ndarray]:
         """(query row, reference) pairs that may qualify, each once. `vectors`: the queries' n-gram vectors
         (NgramIndex.vectors, CSR)."""

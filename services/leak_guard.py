@@ -34,9 +34,10 @@ from db.models import Dataset, Sample, Split
 from workers.augment.params import FilterParams
 
 # Indexes kept per process, least recently used dropped first: at most this many datasets, and beyond the one in
-# use at most this many val/test texts in all (an index holds about 660 bytes a text: measured at 100,000).
+# use at most this many bytes in all. Bytes, not texts: an index holds about 660 bytes a text of tweet length
+# (measured at 100,000) but 5.6 kB a text of 1,000 characters, so 330 MB is 500,000 tweets or 60,000 such texts.
 CACHED_DATASETS = 4
-CACHED_TEXTS = 500_000
+CACHED_BYTES = 330_000_000
 _SPLITS = (Split.val.value, Split.test.value)
 _DEFAULTS = FilterParams()
 JACCARD, CONTAINMENT, NGRAM = _DEFAULTS.leakage_threshold, _DEFAULTS.leakage_containment, _DEFAULTS.leakage_ngram
@@ -92,6 +93,7 @@ class _Guard:
             self.index.add([r[2] for r in rows])
             last = rows[-1][0]
         self.index.finish()
+        self.nbytes = self.index.nbytes + self.ids.itemsize * len(self.ids) + len(self.splits)
 
     def _texts_of(self, positions: np.ndarray) -> list[str]:
         ids = [self.ids[i] for i in positions.tolist()]
@@ -117,6 +119,10 @@ class _Guard:
 
 
 _cache: OrderedDict[tuple[object, ...], _Guard] = OrderedDict()
+# One lock per index being built: a build takes seconds (2 s at 100,000 val/test texts), and meanwhile the checks
+# on other datasets' indexes go ahead; a second check that needs the same index waits for it. `_lock` guards
+# these two dicts and is never held during a build.
+_building: dict[tuple[object, ...], threading.Lock] = {}
 _lock = threading.Lock()
 
 
@@ -128,22 +134,41 @@ def _key(session: Session, dataset: Dataset) -> tuple[object, ...]:
     return (str(bind.engine.url), dataset.id, dataset.created_at, count, last)
 
 
+def _cached(key: tuple[object, ...], built: _Guard | None = None) -> _Guard | None:
+    """The index kept for `key` (first keeping `built` there, in place of the dataset's older ones), now the most
+    recently used; least recently used ones dropped past the bounds."""
+    with _lock:
+        if built is not None:
+            for stale in [k for k in _cache if k[:3] == key[:3]]:
+                del _cache[stale]
+            _cache[key] = built
+        guard = _cache.get(key)
+        if guard is not None:
+            _cache.move_to_end(key)
+        while len(_cache) > 1 and (
+            len(_cache) > CACHED_DATASETS or sum(g.nbytes for g in list(_cache.values())[:-1]) > CACHED_BYTES
+        ):
+            _cache.popitem(last=False)
+        return guard
+
+
 def closest(session: Session, dataset: Dataset, texts: Sequence[str]) -> list[Closest]:
     """For each text, its closest val/test text of the dataset by the leak guard's measure."""
     if not texts:
         return []
     key = _key(session, dataset)
-    with _lock:
-        guard = _cache.get(key)
-        if guard is None:
-            for stale in [k for k in _cache if k[:3] == key[:3]]:
-                del _cache[stale]
-            guard = _cache[key] = _Guard(session, dataset.id)
-        _cache.move_to_end(key)
-        while len(_cache) > 1 and (
-            len(_cache) > CACHED_DATASETS or sum(len(g.ids) for g in _cache.values()) > CACHED_TEXTS
-        ):
-            _cache.popitem(last=False)
+    guard = _cached(key)
+    if guard is None:
+        with _lock:
+            building = _building.setdefault(key, threading.Lock())
+        try:
+            with building:
+                guard = _cached(key) or _cached(key, _Guard(session, dataset.id))
+        finally:
+            with _lock:
+                if _building.get(key) is building:
+                    del _building[key]
+    assert guard is not None
     return guard.closest(session, texts)
 
 

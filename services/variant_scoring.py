@@ -56,12 +56,16 @@ def text_changed_values(session: Session, sample: Any, text: str, *, action: str
         )
     held = dict(sample.scores or {})
     generated = held.get(GENERATED_TEXT_SCORES)
-    if sample.generated_text is None or (generated is not None and "similarity" not in generated):
+    first_edit = sample.generated_text is None
+    if first_edit or generated is None or "similarity" not in generated:
         # At the first edit, the row's scores are the generated text's. A variant first edited before the
-        # n-gram scores were recomputed holds only its model scores there, and its n-gram scores are still the
-        # generated text's: they join what is held.
+        # n-gram scores were recomputed still has the generated text's n-gram scores on its row: they join what
+        # is held (its model scores, where they were kept apart). One edited before any were kept apart may
+        # have model scores a later run computed on the edited text: unknown, not the generated text's.
+        model = {name: getattr(sample, name) if first_edit else None for name in MODEL_SCORE_COLUMNS}
         current = {
-            **{name: getattr(sample, name) for name in (*MODEL_SCORE_COLUMNS, *TEXT_SCORE_COLUMNS)},
+            **model,
+            **{name: getattr(sample, name) for name in TEXT_SCORE_COLUMNS},
             **{key: held[key] for key in TEXT_SCORE_KEYS if key in held},
         }
         held[GENERATED_TEXT_SCORES] = {**current, **(generated or {})}

@@ -21,8 +21,10 @@ def _add(session: Any, dataset_id: int, split: str, text: str) -> int:
     return sample.id
 
 
-def test_the_index_is_reused_rebuilt_when_val_test_change_and_bounded(engine, monkeypatch) -> None:
+def test_the_index_is_reused_rebuilt_when_val_test_change_and_bounded(any_engine, monkeypatch) -> None:
     from db.datasets import get_dataset
+
+    engine = any_engine
     from services import leak_guard
 
     builds: list[int] = []
@@ -59,7 +61,156 @@ def test_the_index_is_reused_rebuilt_when_val_test_change_and_bounded(engine, mo
         found = leak_guard.leaks(s, get_dataset(s, "two"), [near])[0]
         assert found is not None and (found.sample_id, found.split) == (val_id, "val"), "rebuilt after the change"
         assert len(leak_guard._cache) == 2
-        # Past the bound on texts kept, the least recently used index goes; the one in use stays.
-        monkeypatch.setattr(leak_guard, "CACHED_TEXTS", 2)
+        # Past the bound on bytes kept, the least recently used index goes; the one in use stays.
+        monkeypatch.setattr(leak_guard, "CACHED_BYTES", 1)
         leak_guard.leaks(s, get_dataset(s, "one"), [near])
         assert [key[1] for key in leak_guard._cache] == [get_dataset(s, "one").id]
+
+
+def test_the_bound_is_on_the_memory_an_index_holds_not_on_its_number_of_texts(engine, monkeypatch) -> None:
+    """An index holds its texts' anchors, posting lists and masks: about 0.7 kB a text of 100 characters and
+    5.6 kB at 1,000 (20 kB texts are accepted). A bound on the number of texts kept would let a few long-text
+    datasets hold gigabytes; the bound is on bytes."""
+    import random
+
+    from db.datasets import get_dataset
+    from services import leak_guard
+
+    monkeypatch.setattr(leak_guard, "_cache", type(leak_guard._cache)())
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(3000)]
+
+    def text(chars: int) -> str:
+        return " ".join(rng.choice(words) for _ in range(chars // 6))
+
+    with session_scope(engine) as s:
+        for name, chars in (("long", 3000), ("short", 150), ("short2", 150)):
+            make_dataset(s, name)
+            dataset_id = get_dataset(s, name).id
+            for i in range(20):
+                _add(s, dataset_id, "val" if i % 2 else "test", text(chars))
+    with session_scope(engine) as s:
+        for name in ("long", "short"):
+            leak_guard.leaks(s, get_dataset(s, name), [TEST_TEXT])
+        long_guard, short_guard = leak_guard._cache.values()
+        assert len(long_guard.ids) == len(short_guard.ids) == 20
+        assert long_guard.nbytes > 5 * short_guard.nbytes > 0
+        # Room for two short-text indexes beside the one in use, not for the long one.
+        monkeypatch.setattr(leak_guard, "CACHED_BYTES", 2 * short_guard.nbytes)
+        leak_guard.leaks(s, get_dataset(s, "short2"), [TEST_TEXT])
+        assert [key[1] for key in leak_guard._cache] == [get_dataset(s, n).id for n in ("short", "short2")]
+
+
+def test_a_build_holds_up_no_check_on_another_dataset_and_is_done_once(engine, monkeypatch) -> None:
+    """Building an index takes seconds (2 s at 100,000 val/test texts): meanwhile a check on another dataset's
+    index goes ahead, and a second check on the same dataset waits for that build instead of making its own.
+    (Read-only sessions: on SQLite a writing session holds the database's write lock from its first statement.)"""
+    import threading
+
+    from sqlalchemy.orm import Session
+
+    from db.datasets import get_dataset
+    from db.models import Dataset
+    from db.session import readonly_engine
+    from services import leak_guard
+
+    with session_scope(engine) as s:
+        make_dataset(s, "one")
+        make_dataset(s, "two")
+        one_id, two_id = get_dataset(s, "one").id, get_dataset(s, "two").id
+        test_id = _add(s, one_id, "test", TEST_TEXT)
+        val_id = _add(s, two_id, "val", TEST_TEXT)
+    building, release = threading.Event(), threading.Event()
+    builds: list[int] = []
+    real = leak_guard._Guard
+
+    class Slow(real):  # type: ignore[misc, valid-type]
+        def __init__(self, session: Any, dataset_id: int) -> None:
+            builds.append(dataset_id)
+            if dataset_id == one_id:
+                building.set()
+                assert release.wait(30)
+            super().__init__(session, dataset_id)
+
+    monkeypatch.setattr(leak_guard, "_Guard", Slow)
+    monkeypatch.setattr(leak_guard, "_cache", type(leak_guard._cache)())
+    reader = readonly_engine(engine)
+    found: dict[str, Any] = {}
+
+    def check(name: str, dataset_id: int) -> None:
+        with Session(reader) as s:
+            found[name] = leak_guard.leaks(s, s.get_one(Dataset, dataset_id), [TEST_TEXT])[0]
+
+    slow = threading.Thread(target=check, args=("one", one_id))
+    again = threading.Thread(target=check, args=("one again", one_id))
+    other = threading.Thread(target=check, args=("two", two_id))
+    try:
+        slow.start()
+        assert building.wait(30)
+        again.start()
+        other.start()
+        other.join(10)
+        assert not other.is_alive(), "the check on another dataset waited for this build"
+        assert found["two"] is not None and found["two"].sample_id == val_id
+        assert "one again" not in found
+    finally:
+        release.set()
+        slow.join(30)
+        again.join(30)
+    assert found["one"] is not None and found["one again"] is not None and found["one"].sample_id == test_id
+    assert sorted(builds) == sorted([one_id, two_id]), "one build per dataset"
+
+
+def test_a_dataset_deleted_and_made_again_under_its_name_gets_a_new_index(any_engine, monkeypatch) -> None:
+    """On SQLite the new dataset takes the deleted one's id, and its first test text the deleted one's sample id:
+    the same number of val/test rows and the same largest id. Only the dataset's creation time tells the two
+    apart; the index of the deleted one's test texts must not answer for the new one."""
+    from db.datasets import delete_dataset, get_dataset
+    from services import leak_guard
+
+    monkeypatch.setattr(leak_guard, "_cache", type(leak_guard._cache)())
+    other = "Happy birthday to my wonderful wife, the love of my life, and the best mother our kids could have."
+    near, near_other = TEST_TEXT.replace("families", "households"), other.replace("wonderful", "amazing")
+    with session_scope(any_engine) as s:
+        make_dataset(s, "one")
+        first = _add(s, get_dataset(s, "one").id, "test", TEST_TEXT)
+    with session_scope(any_engine) as s:
+        found = leak_guard.leaks(s, get_dataset(s, "one"), [near, near_other])
+        assert found[0] is not None and found[0].sample_id == first and found[1] is None
+        delete_dataset(s, "one")
+    with session_scope(any_engine) as s:
+        make_dataset(s, "one")
+        second = _add(s, get_dataset(s, "one").id, "test", other)
+    with session_scope(any_engine) as s:
+        found = leak_guard.leaks(s, get_dataset(s, "one"), [near, near_other])
+        assert found[0] is None and found[1] is not None and found[1].sample_id == second
+
+
+def test_a_build_that_fails_half_way_leaves_nothing_behind(engine, monkeypatch) -> None:
+    """A build that fails (the database goes away mid-read, memory runs out) keeps no index and no build lock:
+    the next check builds again and answers."""
+    import pytest
+
+    from core.near_duplicates import ReferenceIndex
+    from db.datasets import get_dataset
+    from services import leak_guard
+
+    monkeypatch.setattr(leak_guard, "_cache", type(leak_guard._cache)())
+    with session_scope(engine) as s:
+        make_dataset(s, "one")
+        test_id = _add(s, get_dataset(s, "one").id, "test", TEST_TEXT)
+    real_add = ReferenceIndex.add
+
+    def failing_add(self: ReferenceIndex, texts: Any) -> None:
+        real_add(self, texts)
+        raise MemoryError("half-way")
+
+    monkeypatch.setattr(ReferenceIndex, "add", failing_add)
+    near = TEST_TEXT.replace("families", "households")
+    with session_scope(engine) as s, pytest.raises(MemoryError):
+        leak_guard.leaks(s, get_dataset(s, "one"), [near])
+    assert not leak_guard._cache and not leak_guard._building
+    monkeypatch.setattr(ReferenceIndex, "add", real_add)
+    with session_scope(engine) as s:
+        found = leak_guard.leaks(s, get_dataset(s, "one"), [near])[0]
+    assert found is not None and found.sample_id == test_id

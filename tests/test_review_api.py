@@ -363,3 +363,28 @@ def test_undo_refuses_to_restore_a_text_that_a_later_import_made_a_leak(annotato
     r = annotator.post(f"/api/v1/samples/{v}/undo", json={"version": r.json()["version"]})
     assert r.status_code == 422 and r.json()["leak_of"] == val_id and r.json()["field"] == "text"
     assert annotator.get(f"/api/v1/samples/{v}").json()["sample"]["text"].startswith("Proud to meet with Iowa")
+
+
+def test_the_leak_guard_answers_no_one_who_may_not_see_or_change_the_dataset(app, annotator, engine, review_data):  # type: ignore[no-untyped-def]
+    """Access is checked before the guard runs: to someone outside the dataset's project a near-copy of one of
+    its test texts is a sample that does not exist (404), and to an annotator, who may not augment, a refusal
+    (403); neither learns of the test sample (`leak_of`)."""
+    from fastapi.testclient import TestClient
+
+    from tests.conftest import _issue
+
+    _held_out(engine, "rev", "test", TEST_TEXT)
+    near_copy = TEST_TEXT.replace("rural families", "rural households")
+    v = review_data.variants[review_data.sources[1]][0]
+    edit = {"decision": "edit", "version": current_version(annotator, v), "text": near_copy}
+    augment = {"dataset": "rev", "methods": ["wordnet"], "texts": [{"text": near_copy, "labels": {"bias": "neutral"}}]}
+    with TestClient(app, headers={"Authorization": f"Bearer {_issue(engine, 'otto', 'annotator', None)}"}) as outsider:
+        for r, status in (
+            (outsider.post(f"/api/v1/samples/{v}/decision", json=edit), 404),
+            (outsider.post("/api/v1/augment", json=augment), 404),
+            (annotator.post("/api/v1/augment", json=augment), 403),
+        ):
+            assert r.status_code == status and "leak_of" not in r.json(), r.text
+    # A member may edit the variant: to them the guard names the test sample.
+    r = annotator.post(f"/api/v1/samples/{v}/decision", json=edit)
+    assert r.status_code == 422 and "leak_of" in r.json(), r.text

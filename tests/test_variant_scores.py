@@ -267,3 +267,45 @@ def test_an_edit_and_an_undo_restoring_other_text_clear_the_old_texts_model_scor
     with session_scope(engine) as s:
         sample = s.get_one(Sample, sample_id)
         assert sample.text == generated and sample.scores["generated_text"]["label_consistency"] == 0.35
+
+
+def test_variants_edited_before_their_scores_were_kept_keep_their_generated_texts_features(engine) -> None:
+    """Auto-approval learns from the generated text's features. Edits before 2 December kept none of its scores
+    apart: their n-gram scores (similarity, novelty, length ratio) were left on the row, still the generated
+    text's; edits since the model scores were kept apart hold those under scores.generated_text, and left the
+    n-gram scores on the row too. Edited again now, a variant of either kind keeps the generated text's n-gram
+    scores; the model scores on a row edited before any were kept apart may be a later run's on the edited
+    text, so they count as unknown rather than as the generated text's."""
+    from db.models import Sample
+    from services.auto_approval import VariantFeatures
+
+    generated = "We must protect Social Security for our elderly."
+    edited_before = "We must protect Social Security for our grandparents."
+    with session_scope(engine) as s:
+        sources = make_dataset(s)
+        oldest = add_variant(s, sources[0], generated, consistency=0.6, novelty=0.4)
+        older = add_variant(s, sources[0], "We have to protect Social Security for our older people.", novelty=0.4)
+        for sid, held in (
+            (oldest, {}),
+            (older, {"generated_text": {"semantic_similarity": 0.91, "label_consistency": 0.35, "label_flag": True}}),
+        ):
+            sample = s.get_one(Sample, sid)
+            sample.generated_text, sample.text = sample.text, f"{edited_before} ({sid})"
+            sample.scores = {"similarity": 0.8, "length_ratio": 1.0, "novelty": 0.4, **held}
+            if held:
+                sample.semantic_similarity = sample.label_consistency = sample.label_flag = None
+    users(engine, "ed")
+
+    def features(sid: int) -> tuple[Any, ...]:
+        with session_scope(engine) as s:
+            f = VariantFeatures.of(s.get_one(Sample, sid))
+            return (f.semantic_similarity, f.similarity, f.novelty, f.length_ratio, f.label_consistency, f.label_flag)
+
+    assert features(older) == (0.91, 0.8, 0.4, 1.0, 0.35, True)
+    for sid in (oldest, older):
+        decide_as(engine, "ed", sid, "edit", text=f"Social Security must be protected for every retiree ({sid}).")
+    assert features(older) == (0.91, 0.8, 0.4, 1.0, 0.35, True)
+    assert features(oldest) == (None, 0.8, 0.4, 1.0, None, None)
+    with session_scope(engine) as s:
+        sample = s.get_one(Sample, oldest)
+        assert sample.similarity is not None and sample.similarity < 0.8 and sample.scores["length_ratio"] != 1.0
