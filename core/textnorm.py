@@ -30,5 +30,16 @@ def normalize_text(text: str) -> str:
     return " ".join(text.casefold().split())  # str.split: the same whitespace as re's \s, 5× faster
 
 
+def text_problem(text: str) -> str | None:
+    """Why a text a person writes cannot be stored, or None: nothing left once normalised (blank, or only
+    zero-width and other format characters, which the duplicate check and the filters drop), or a NUL character
+    (Postgres refuses it in a text column; SQLite would store it)."""
+    if "\x00" in text:
+        return "holds a NUL character"
+    if not normalize_text(text):
+        return "is empty (nothing but blanks and invisible characters)"
+    return None
+
+
 def content_hash(text: str) -> str:
     return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, NotFoundError, TooLargeError, ValidationFailed
 from core.settings import Settings, get_settings
-from core.textnorm import content_hash
+from core.textnorm import content_hash, text_problem
 from db import queue
 from db.augmentation import (
     SourceRow,
@@ -98,8 +98,8 @@ def submit_texts(
     found_labels = labels_of(session, [e[0] for e in existing.values()])
     max_chars = get_settings().max_text_chars
     for i, ((text, labels), digest) in enumerate(zip(items, hashes, strict=True)):
-        if not text.strip():
-            raise ValidationFailed(f"texts[{i}] is empty", field=f"texts.{i}.text")
+        if problem := text_problem(text):
+            raise ValidationFailed(f"texts[{i}] {problem}", field=f"texts.{i}.text")
         if len(text) > max_chars:
             raise ValidationFailed(
                 f"texts[{i}] is {len(text)} characters; the maximum is {max_chars}", field=f"texts.{i}.text"

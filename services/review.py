@@ -21,7 +21,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, NotFoundError, TooLargeError, ValidationFailed
-from core.textnorm import content_hash
+from core.textnorm import content_hash, text_problem
 from db.chunks import chunked
 from db.models import (
     REVIEWABLE_ORIGINS,
@@ -89,6 +89,8 @@ def _check_decision(
         text = (text or "").strip()
         if not text:
             raise ValidationFailed("an edit needs the new text", field="text")
+        if problem := text_problem(text):
+            raise ValidationFailed(f"the edited text {problem}", field="text")
         if len(text) > max_chars:
             raise TooLargeError(f"text exceeds {max_chars} characters", field="text")
     elif text is not None:

@@ -219,6 +219,13 @@ def test_a_cancelled_submission_job_leaves_nothing_to_train(lead, engine, mini_d
             "texts.0.labels",
         ),
         ({"methods": ["wordnet"], "texts": [{"text": "new text without labels"}]}, 422, "texts.0.labels"),
+        # only invisible characters, or a NUL (Postgres refuses it; SQLite would store it)
+        (
+            {"methods": ["wordnet"], "texts": [{"text": "\u200b\u2060 ", "labels": {"bias": "neutral"}}]},
+            422,
+            "texts.0.text",
+        ),
+        ({"methods": ["wordnet"], "texts": [{"text": "a\x00b", "labels": {"bias": "neutral"}}]}, 422, "texts.0.text"),
         ({"methods": ["mlm"], "sample_ids": [1], "params": {"mlm": {"top_k": -1}}}, 422, "params.mlm.top_k"),
         ({"methods": ["mlm"], "sample_ids": [1], "params": {"wordnet": {}}}, 422, "params"),
         (

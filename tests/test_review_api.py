@@ -121,6 +121,8 @@ def test_decision_input_errors(annotator, review_data) -> None:
     assert decide(annotator, v, "approve", 1, reason="other").json()["field"] == "reason"
     assert decide(annotator, v, "approve", 1, text="x").json()["field"] == "text"
     assert decide(annotator, v, "edit", 1, text="   ").json()["field"] == "text"
+    assert decide(annotator, v, "edit", 1, text="\u200b\u200b").json()["field"] == "text"  # invisible only
+    assert decide(annotator, v, "edit", 1, text="a\x00b").json()["field"] == "text"
     assert decide(annotator, v, "reject", 1, reason="boring").status_code == 422
     assert decide(annotator, v, "maybe", 1).status_code == 422
     assert decide(annotator, review_data.sources[0], "approve", 1).json()["field"] == "sample_id"
