@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from db import queue
 from db import training_runs as db_runs
 from db.models import Dataset, JobStatus
-from db.session import session_scope
+from db.session import readonly_engine, session_scope
 from services.training_data import load_split_data
 from trainer.config import TrainConfig
 from trainer.lr_search import Selection, select_learning_rate
@@ -49,17 +49,19 @@ def execute_selection(
 
     guard = queue.lease_guard(job_id, worker_id)
 
-    with session_scope(engine) as session:
-        guard(session)
-        runs = [db_runs.get_run(session, i) for i in run_ids]
-        dataset = session.get_one(Dataset, runs[0].dataset_id)
-        config = TrainConfig.from_dict(runs[0].config)
+    # Read outside the write (as services.run_execution does): the view and its leak check take seconds at scale.
+    with session_scope(readonly_engine(engine)) as session:
+        first = db_runs.get_run(session, run_ids[0])
+        dataset = session.get_one(Dataset, first.dataset_id)
+        config = TrainConfig.from_dict(first.config)
         data = load_split_data(
             session, dataset, config.tasks, variants=config.variants, exclude_methods=config.exclude_methods
         )
-        for run in runs:
-            run.lr_selection = {"status": "running", "job_id": job_id, "trials": []}
         dataset_id, dataset_name = dataset.id, dataset.name
+    with session_scope(engine) as session:
+        guard(session)
+        for run_id in run_ids:
+            db_runs.get_run(session, run_id).lr_selection = {"status": "running", "job_id": job_id, "trials": []}
 
     def record(selection: Selection) -> None:
         emit({"event": "selection", "trials": len(selection.trials)})  # a cancelled job raises here first

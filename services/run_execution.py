@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ class _Attempt:
     guard: Callable[[Session], None]
     emit: ProgressFn
     finish: FinishFn | None
+    left_out: dict[str, list[int]] = field(default_factory=dict)  # what the data's reader kept out of train
 
     @property
     def out_dir(self) -> Path:
@@ -76,6 +77,7 @@ class _Attempt:
             "val_macro_f1": result.metrics["val"]["overall_macro_f1"],
             "test_macro_f1": (result.metrics["test"] or {}).get("overall_macro_f1"),
             "variants_scored": variants_scored,
+            **({"left_out": {reason: len(ids) for reason, ids in self.left_out.items()}} if self.left_out else {}),
             **more,
         }
         with session_scope(self.engine) as session:
@@ -83,7 +85,7 @@ class _Attempt:
             db_runs.finish_run(
                 session,
                 self.run_id,
-                metrics=result.metrics,
+                metrics={**result.metrics, "left_out": self.left_out} if self.left_out else result.metrics,
                 curve=curve,
                 snapshot_path=str(out_dir / SNAPSHOT_FILE),
                 snapshot_size=train_samples,
@@ -100,6 +102,14 @@ class _Attempt:
             {"event": "finished", **summary, "summary": summary_line(result.metrics["test"] or result.metrics["val"])}
         )
         return summary
+
+
+def left_out_line(left_out: dict[str, list[int]]) -> str:
+    reasons = {"near_val_test": "near-duplicates of val/test texts"}
+    return "left out of train: " + "; ".join(
+        f"{len(ids)} reviewed texts, {reasons.get(reason, reason)} (e.g. sample {ids[0]})"
+        for reason, ids in left_out.items()
+    )
 
 
 def checkpoint_dir(run_id: int) -> Path:
@@ -142,17 +152,21 @@ def execute_run(
     with session_scope(engine) as session:
         guard(session)
         run = db_runs.mark_running(session, run_id, job_id)
-        dataset = session.get_one(Dataset, run.dataset_id)
+        dataset_id = run.dataset_id
         config: Any = (ClassicalConfig if run.kind == "tfidf" else TrainConfig).from_dict(run.config)
+    # Read outside the write: on SQLite a write transaction holds the database's one write lock, and reading
+    # the view (and the leak check's index, built once per worker and dataset) takes seconds at scale.
+    with session_scope(readonly_engine(engine)) as session:
         data = load_split_data(
             session,
-            dataset,
+            session.get_one(Dataset, dataset_id),
             config.tasks,
             variants=config.variants,
             exclude_methods=config.exclude_methods,
         )
-        dataset_id = dataset.id
-    attempt = _Attempt(engine, run_id, guard, emit, finish)
+    attempt = _Attempt(engine, run_id, guard, emit, finish, data.left_out)
+    if data.left_out:
+        emit({"event": "phase", "phase": left_out_line(data.left_out)})
     if isinstance(config, ClassicalConfig):
         return _execute_classical(attempt, config, data)
     if config.num_threads is None and get_settings().trainer_threads > 0:

@@ -1,7 +1,11 @@
 """The examples a run trains and is measured on, read from the database.
 
 Train is the training view (train-split originals + approved variants and pseudo-labels, db.datasets.
-training_samples); val and test are originals only, so nothing of them reaches training.
+training_samples); val and test are originals only, so nothing of them reaches training. Nor does a near-copy
+of them: every reviewed text of the view (a variant, a pseudo-label, a submitted text) is checked against the
+val/test texts as they are now, with the leak guard's default thresholds (services/leak_guard.py), and one that
+comes close is left out and reported with the run (`left_out`). The doors check when a text is written, but a
+later import can add the test text it comes close to, and a job may have been run with looser thresholds.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from typing import Any
 
 from core.errors import ValidationFailed
 from db.datasets import samples_for_view, training_samples
+from services import leak_guard
 from trainer.examples import Example, SplitData, TaskSpec
 
 
@@ -44,11 +49,13 @@ def load_split_data(
         return out
 
     excluded = set(exclude_methods or [])
-    train = convert(
+    view = [
         s
         for s in training_samples(session, dataset)
         if s.origin == "original" or (variants != "none" and s.method not in excluded)
-    )
+    ]
+    leaks = near_val_test(session, dataset, [s for s in view if s.origin != "original"])
+    train = convert(s for s in view if s.id not in leaks)
     val = convert(samples_for_view(session, dataset, {"original"}, splits={"val"}))
     test = convert(samples_for_view(session, dataset, {"original"}, splits={"test"}))
     if not train:
@@ -57,4 +64,18 @@ def load_split_data(
         raise ValidationFailed(
             f"dataset {dataset.name!r} has no labelled validation samples (split 'val')", field="dataset"
         )
-    return SplitData(specs, train, val, test, dataset.name)
+    left_out = {"near_val_test": sorted(leaks)} if leaks else {}
+    return SplitData(specs, train, val, test, dataset.name, left_out)
+
+
+LEAK_CHECK_BATCH = 10_000
+
+
+def near_val_test(session: Any, dataset: Any, samples: list[Any]) -> set[int]:
+    """The ids of `samples` whose text is a near-duplicate of one of the dataset's val/test texts."""
+    found: set[int] = set()
+    for start in range(0, len(samples), LEAK_CHECK_BATCH):
+        batch = samples[start : start + LEAK_CHECK_BATCH]
+        leaks = leak_guard.leaks(session, dataset, [s.text for s in batch])
+        found.update(s.id for s, leak in zip(batch, leaks, strict=True) if leak is not None)
+    return found

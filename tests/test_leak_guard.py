@@ -7,6 +7,7 @@ from typing import Any
 
 from db.session import session_scope
 from tests.review_fixtures import make_dataset
+from tests.trainer_fixtures import tiny_encoder  # noqa: F401 (fixture)
 
 TEST_TEXT = "Senator Grassley voted against the farm bill that would have helped rural families across Iowa."
 
@@ -214,3 +215,31 @@ def test_a_build_that_fails_half_way_leaves_nothing_behind(engine, monkeypatch) 
     with session_scope(engine) as s:
         found = leak_guard.leaks(s, get_dataset(s, "one"), [near])[0]
     assert found is not None and found.sample_id == test_id
+
+
+def test_a_reviewed_text_close_to_a_test_text_never_trains(lead, engine, tiny_encoder: str) -> None:
+    """The doors check a text when it is written; training checks again against val/test as they are now (a
+    later import, a job run with looser thresholds): such a text is left out and reported with the run."""
+    from sqlalchemy import select
+
+    from db.models import Sample
+    from tests.test_trainer_api import drain, fast
+    from tests.trainer_fixtures import add_variant, import_small
+
+    name = import_small(engine, n_train=30, n_val=12, n_test=12, n_unlabelled=0)
+    with session_scope(engine) as s:
+        test_text = s.scalars(select(Sample.text).where(Sample.split == "test").order_by(Sample.id)).first()
+    leaky = add_variant(engine, name, "train", "approved", f"RT @someone: {test_text} so true")
+    kept = add_variant(engine, name, "train", "approved", "an approved variant about the county fair and its pies")
+    r = lead.post("/api/v1/training-runs", json={"dataset": name, "seeds": [1], "config": fast(tiny_encoder)})
+    assert r.status_code == 202, r.text
+    run_id = r.json()["runs"][0]["id"]
+    assert drain(engine, ["train"]).succeeded == 1
+    run = lead.get(f"/api/v1/training-runs/{run_id}").json()
+    assert run["metrics"]["left_out"] == {"near_val_test": [leaky]}
+    assert run["snapshot_size"] == 31, "30 originals and the variant that is no leak"
+    pairs = lead.get(f"/api/v1/training-runs/{run_id}/snapshot").json()["snapshot"]
+    snapshot = {sample_id for sample_id, _hash in pairs}
+    assert kept in snapshot and leaky not in snapshot
+    job = lead.get("/api/v1/jobs", params={"kind": "train"}).json()["items"][0]
+    assert job["result"]["left_out"] == {"near_val_test": 1}

@@ -5,7 +5,7 @@ No torch here: the app reads these types (and the saved predictions) without loa
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ class SplitData:
     val: list[Example]
     test: list[Example]
     dataset: str = ""
+    # Sample ids the data's reader kept out of train, by reason (e.g. reviewed texts close to a val/test text):
+    # reported with the run, never trained on.
+    left_out: dict[str, list[int]] = field(default_factory=dict)
 
     def snapshot(self) -> list[list[Any]]:
         """What the run trained on, to compare and reproduce runs: [sample_id, content_hash] per example."""
