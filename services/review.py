@@ -123,24 +123,10 @@ def decide(
     text_after = text_before
     if decision == Decision.edit:
         assert text is not None
-        new_hash = content_hash(text)
-        if new_hash != sample.content_hash:
-            duplicate = session.scalar(
-                select(Sample.id).where(Sample.dataset_id == sample.dataset_id, Sample.content_hash == new_hash)
-            )
-            if duplicate is not None:
-                raise ConflictError(
-                    f"the edited text duplicates sample {duplicate}",
-                    field="text",
-                    extra={"duplicate_of": duplicate},
-                )
         text_after = text
+        values.update(rewritten(session, sample, text, action="the edited text"))
         # SET expressions read the row as it was, so the first edit keeps what the augmenter generated.
-        if text != text_before:
-            values.update(text_changed_values(session, sample, text, action="the edited text"))
-        values.update(
-            text=text, content_hash=new_hash, generated_text=func.coalesce(Sample.generated_text, Sample.text)
-        )
+        values.update(generated_text=func.coalesce(Sample.generated_text, Sample.text))
     return apply_and_record(
         session,
         sample,
@@ -157,6 +143,25 @@ def decide(
         # another request took this version between our read and write
         lambda: _stale(session, sample, version),
     )
+
+
+def rewritten(session: Session, sample: Sample, text: str, *, action: str) -> dict[str, Any]:
+    """What a variant's row gets when a person writes `text` over it (an edit, an undo that restores the text
+    an edit replaced; `action` names it in errors): the text, its hash and its scores
+    (services.variant_scoring.text_changed_values). Refused with 409 when another sample of the dataset has the
+    same normalised text, with 422 when it is a near-copy of a val/test text."""
+    digest = content_hash(text)
+    duplicate = session.scalar(
+        select(Sample.id).where(
+            Sample.dataset_id == sample.dataset_id, Sample.content_hash == digest, Sample.id != sample.id
+        )
+    )
+    if duplicate is not None:
+        raise ConflictError(f"{action} duplicates sample {duplicate}", field="text", extra={"duplicate_of": duplicate})
+    values: dict[str, Any] = {"text": text, "content_hash": digest}
+    if text != sample.text:
+        values.update(text_changed_values(session, sample, text, action=action))
+    return values
 
 
 def status_values(session: Session, sample: Sample, votes: dict[int, str]) -> dict[str, Any]:

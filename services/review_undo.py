@@ -13,11 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, ValidationFailed
-from core.textnorm import content_hash
 from db.models import UNDO, Decision, Origin, Review, Sample, User
 from db.reviews import decision_trail, replay, sample_state
-from services.review import apply_and_record, status_values
-from services.variant_scoring import text_changed_values
+from services.review import apply_and_record, rewritten, status_values
 
 
 def _refuse(session: Session, sample: Sample, why: str) -> ConflictError:
@@ -63,25 +61,7 @@ def undo_decision(session: Session, sample_id: int, user: User, version: int) ->
     text_after = sample.text
     if latest.decision == Decision.edit and latest.text_before != latest.text_after:
         text_after = latest.text_before
-        restored_hash = content_hash(text_after)
-        duplicate = session.scalar(
-            select(Sample.id).where(
-                Sample.dataset_id == sample.dataset_id,
-                Sample.content_hash == restored_hash,
-                Sample.id != sample.id,
-            )
-        )
-        if duplicate is not None:
-            raise ConflictError(
-                f"the text before your edit now duplicates sample {duplicate}; undo refused",
-                field="text",
-                extra={"duplicate_of": duplicate},
-            )
-        values.update(
-            text_changed_values(session, sample, text_after, action="the text before your edit"),
-            text=text_after,
-            content_hash=restored_hash,
-        )
+        values.update(rewritten(session, sample, text_after, action="the text before your edit"))
     return apply_and_record(
         session,
         sample,
