@@ -39,7 +39,7 @@ def test_scores_follow_the_better_run_or_a_persons_choice(lead, engine, tiny_enc
     assert scored["run_id"] == first and scored["kind"] == "single" and scored["chosen"] is False
     assert scored["val_macro_f1"] == run["val_macro_f1"] and set(scored["probs"]) == {"bias", "message"}
     summary = lead.get(f"/api/v1/datasets/{name}/label-model").json()
-    assert [(s["run_id"], s["pending"]) for s in summary["scorers"]] == [(first, 1)]
+    assert [(s["run_id"], s["pending"], s["chosen"]) for s in summary["scorers"]] == [(first, 1, False)]
 
     # Pretend the first run was excellent: a second, ordinary run must leave its scores alone.
     with session_scope(engine) as s:
@@ -70,6 +70,9 @@ def test_scores_follow_the_better_run_or_a_persons_choice(lead, engine, tiny_enc
     after = label_model_of(engine, variant)
     assert after["run_id"] == second and after["chosen"] is True
     assert label_model_of(engine, other)["run_id"] == second
+    # ... and GET says so: the person's choice, not an automatic rescoring.
+    summary = lead.get(f"/api/v1/datasets/{name}/label-model").json()
+    assert [(s["run_id"], s["pending"], s["chosen"]) for s in summary["scorers"]] == [(second, 2, True)]
     assert pages == [[variant], [other]]
     job = lead.get(f"/api/v1/jobs/{chosen.json()['id']}").json()
     assert job["result"]["pending"] == job["result"]["scored"] == 2
