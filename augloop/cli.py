@@ -107,13 +107,14 @@ def import_cmd(
         console=err_console,
         transient=True,
     ) as bar:
-        reading = bar.add_task(f"reading {file.name}", total=file.stat().st_size, rows="")
+        size = file.stat().st_size
+        reading = bar.add_task(f"reading {file.name}", total=size, rows="")
 
         def progress(phase: str, done: int, total: int, rows: int) -> None:
             if phase == "reading":
                 bar.update(reading, completed=done, rows=f"{rows:,} rows")
-            else:
-                bar.update(reading, description=f"{phase} ({rows:,} rows)", completed=total, total=total)
+            else:  # the bar counts bytes: after reading, the phases name themselves and the rows
+                bar.update(reading, description=f"{phase} {file.name}", completed=size, rows=f"{rows:,} rows")
 
         result = import_path(engine(), file, spec, progress=progress)
     console.print(
