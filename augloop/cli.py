@@ -200,11 +200,22 @@ def export(
     include: Annotated[str, typer.Option(help="original,approved (also pending, rejected)")] = "original,approved",
 ) -> None:
     """Write the training view (originals + approved variants) with provenance columns."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from db.session import session_scope
     from services.datasets import export_to
 
-    with session_scope(engine()) as session:
-        rows = export_to(session, dataset, format, include, output)
+    columns = (TextColumn(f"writing {output.name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar, session_scope(engine()) as session:
+        rows_task = bar.add_task("rows", total=None)
+        rows = export_to(
+            session,
+            dataset,
+            format,
+            include,
+            output,
+            lambda done, total: bar.update(rows_task, completed=done, total=total),
+        )
     console.print(f"wrote {rows} rows to {output}")
 
 
