@@ -220,8 +220,7 @@ def label_model_summary(session: Session, dataset_name: str, user: User | None) 
     scorers = []
     for (run_id, chosen), entry in counts.items():
         run = runs.get(run_id) if run_id else None
-        scorers.append(
-            {**(scorer_of(run, chosen=chosen) if run else {"run_id": run_id, "val_macro_f1": None}), **entry}
-        )
+        unknown = {"run_id": run_id, "val_macro_f1": None, "chosen": chosen}  # unscored, or its run deleted
+        scorers.append({**(scorer_of(run, chosen=chosen) if run else unknown), **entry})
     scorers.sort(key=lambda s: (s["run_id"] is None, -(s.get("val_macro_f1") or -1)))
     return {"dataset": dataset.name, "scorers": scorers}

@@ -118,3 +118,30 @@ def test_estimate_without_a_measured_run(lead, engine, tmp_path) -> None:
     assert estimate(encoder=str(encoder), epochs=8, max_length=64)["seconds_per_run"] > small["seconds_per_run"]
     bad = lead.post("/api/v1/training-estimates", json={"dataset": name, "config": {"epochs": 0}})
     assert bad.status_code == 422 and bad.json()["field"] == "config.epochs"
+
+
+def test_the_summary_tells_a_persons_choice_from_an_automatic_rescoring(any_engine) -> None:
+    """GET .../label-model groups the pending variants by the run that scored them and by whether a person chose
+    it (the JSON paths of the scores, on SQLite and on Postgres)."""
+    from sqlalchemy import update
+
+    from db.models import Sample
+    from db.session import session_scope
+    from services.label_model import label_model_summary
+
+    name = import_small(any_engine, n_train=8, n_val=4, n_test=4, n_unlabelled=0)
+    texts = ["a chosen score about the vote", "another chosen score", "an automatic score", "not scored yet"]
+    ids = [add_variant(any_engine, name, "train", "pending", text) for text in texts]
+    scores = [(99, True, True), (99, True, False), (99, False, True)]
+    with session_scope(any_engine) as s:
+        for sample_id, (run_id, chosen, flag) in zip(ids, scores, strict=False):
+            label_model = {"run_id": run_id, "chosen": chosen, "val_macro_f1": 0.5}
+            s.execute(
+                update(Sample)
+                .where(Sample.id == sample_id)
+                .values(scores={"label_model": label_model}, label_flag=flag)
+            )
+    with session_scope(any_engine) as s:
+        summary = label_model_summary(s, name, None)
+    got = {(x["run_id"], x.get("chosen")): (x["pending"], x["flagged"]) for x in summary["scorers"]}
+    assert got == {(99, True): (2, 1), (99, False): (1, 1), (None, False): (1, 0)}
