@@ -461,6 +461,14 @@ def train_originals_with(session: Session, dataset_name: str, wanted: dict[str, 
     from services.datasets import dataset_named
 
     dataset = dataset_named(session, dataset_name, None)
+    label_sets = {t["name"]: list(t["labels"]) for t in dataset.tasks}
+    for task, label in wanted.items():
+        if task not in label_sets:
+            raise ValidationFailed(f"unknown task {task!r}; the dataset's tasks: {list(label_sets)}", field="where")
+        if label not in label_sets[task]:
+            raise ValidationFailed(
+                f"task {task!r} has no label {label!r}; its labels: {label_sets[task]}", field="where"
+            )
     return [
         sid for sid, labels in train_label_rows(session, dataset) if all(labels.get(t) == y for t, y in wanted.items())
     ]
