@@ -107,13 +107,14 @@ def import_cmd(
         console=err_console,
         transient=True,
     ) as bar:
-        reading = bar.add_task(f"reading {file.name}", total=file.stat().st_size, rows="")
+        size = file.stat().st_size
+        reading = bar.add_task(f"reading {file.name}", total=size, rows="")
 
         def progress(phase: str, done: int, total: int, rows: int) -> None:
             if phase == "reading":
                 bar.update(reading, completed=done, rows=f"{rows:,} rows")
-            else:
-                bar.update(reading, description=f"{phase} ({rows:,} rows)", completed=total, total=total)
+            else:  # the bar counts bytes: after reading, the phases name themselves and the rows
+                bar.update(reading, description=f"{phase} {file.name}", completed=size, rows=f"{rows:,} rows")
 
         result = import_path(engine(), file, spec, progress=progress)
     console.print(
@@ -199,11 +200,22 @@ def export(
     include: Annotated[str, typer.Option(help="original,approved (also pending, rejected)")] = "original,approved",
 ) -> None:
     """Write the training view (originals + approved variants) with provenance columns."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from db.session import session_scope
     from services.datasets import export_to
 
-    with session_scope(engine()) as session:
-        rows = export_to(session, dataset, format, include, output)
+    columns = (TextColumn(f"writing {output.name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar, session_scope(engine()) as session:
+        rows_task = bar.add_task("rows", total=None)
+        rows = export_to(
+            session,
+            dataset,
+            format,
+            include,
+            output,
+            lambda done, total: bar.update(rows_task, completed=done, total=total),
+        )
     console.print(f"wrote {rows} rows to {output}")
 
 

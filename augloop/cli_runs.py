@@ -141,8 +141,8 @@ def runs_show(
     if run["kind"] == "single":
         cfg = run["config"]
         console.print(
-            f"encoder {cfg.get('encoder')} · seed {cfg.get('seed')} · max length {cfg.get('max_length')} "
-            f"· {run['snapshot_size']} training samples",
+            f"encoder {cfg.get('encoder')} · seed {cfg.get('seed')} · max length {cfg.get('max_length')}"
+            + (f" · {run['snapshot_size']} training samples" if run["snapshot_size"] else ""),
             highlight=False,
         )
         plan = run["metrics"].get("plan")
@@ -158,7 +158,8 @@ def runs_show(
                 console.print(f"  · {reason}", highlight=False)
         selection = run.get("lr_selection_detail") or {}
         if selection:
-            console.print(f"LR selection: {selection.get('status')}: {selection.get('reason', '')}", highlight=False)
+            why = selection.get("reason")
+            console.print(f"LR selection: {selection.get('status')}" + (f": {why}" if why else ""), highlight=False)
             for trial in selection.get("trials") or []:
                 console.print(
                     f"  trial {trial['scale']:g} × planned LR ({trial['lr']:.3g}), {trial['steps']} steps: "
@@ -167,7 +168,8 @@ def runs_show(
                 )
     elif run["kind"] == "tfidf":
         console.print(
-            f"TF-IDF member · C per task {run['metrics'].get('chosen_c')} · {run['snapshot_size']} training samples",
+            f"TF-IDF member · C per task {run['metrics'].get('chosen_c')}"
+            + (f" · {run['snapshot_size']} training samples" if run["snapshot_size"] else ""),
             highlight=False,
         )
     else:
@@ -181,5 +183,8 @@ def runs_show(
             f"  epoch {entry['epoch']}: loss {entry['train_loss']:.4f} · val macro-F1 {entry['val_macro_f1']:.4f}",
             highlight=False,
         )
+    if run["status"] in ("queued", "running") and not run["metrics"].get("test"):
+        console.print("val and test metrics: once the run has finished", highlight=False)
+        return
     print_metrics(run["metrics"].get("val"), "val")
     print_metrics(run["metrics"].get("test"), "test", confusion=True)

@@ -82,8 +82,9 @@ class _Bar:
                 f"  LR trial {event['trial']}: {event['scale']:g} × planned LR ({event['lr']:.3g}), "
                 f"{event['steps']} steps: val macro-F1 {event['val_macro_f1']:.4f}"
             )
-        elif kind == "phase":
-            p.update(self.batches, description=event["phase"])
+        elif kind == "phase":  # a fresh bar: rich cannot take a total back, and the last epoch's is not the phase's
+            p.remove_task(self.batches)
+            self.batches = p.add_task(event["phase"], total=None)
         elif kind == "batch":
             self._batches(event["batches"], event["batch"], f"epoch {event['epoch']} · loss {event['loss']:.4f}")
         elif kind == "epoch":

@@ -156,6 +156,11 @@ def samples_for_view(
         last_id = chunk[-1].id
 
 
+def count_view(session: Session, dataset: Dataset, include: set[str]) -> int:
+    """How many samples the view (see _in_view) holds."""
+    return session.scalar(select(func.count()).select_from(Sample).where(*_in_view(dataset, include, None))) or 0
+
+
 VIEW_COLUMNS = (
     "id",
     "external_id",

@@ -32,6 +32,7 @@ from db.models import AugmentationPlan, Dataset, Job, Origin, ReviewStatus, Samp
 from services import leak_guard
 from services.access import Need
 from services.protected_terms import ensure_seeded
+from workers.augment.base import derive_seed
 from workers.augment.catalog import validate_request
 from workers.augment.params import FilterParams, MethodParams  # noqa: F401 - the API's request schema
 from workers.augment.planner import PlanTarget, SourceSample, make_plan
@@ -310,6 +311,18 @@ def build_plan(
     return plan, checked
 
 
+def plan_jobs_seed(session: Session, dataset: Dataset, row: AugmentationPlan, seed: int) -> int:
+    """The seed a plan's jobs draw with: the request's for the dataset's first enqueued plan, then one derived from
+    it and the number of plans enqueued before. Variants are drawn per source and variant index from the seed, and
+    a plan that tops up an earlier one picks many of the same sources: with the same seed it would redraw the
+    earlier variants, every one of them then dropped as a duplicate."""
+    earlier = session.scalars(
+        select(AugmentationPlan.job_ids).where(AugmentationPlan.dataset_id == dataset.id, AugmentationPlan.id < row.id)
+    )
+    enqueued_before = sum(1 for job_ids in earlier if job_ids)
+    return seed if enqueued_before == 0 else derive_seed(seed, "plan", enqueued_before) % SEED_LIMIT
+
+
 def create_and_enqueue_plan(
     session: Session, dataset: Dataset, request: PlanRequest, settings: Settings, user_id: int | None
 ) -> AugmentationPlan:
@@ -320,6 +333,7 @@ def create_and_enqueue_plan(
     row = create_plan(session, dataset, request.as_params(), plan, user_id)
     if request.enqueue:
         ensure_seeded(session, dataset)
+        seed = plan_jobs_seed(session, dataset, row, request.seed)
         ids = []
         for job in jobs:
             method_checked = {
@@ -330,14 +344,14 @@ def create_and_enqueue_plan(
             enqueued = queue.enqueue(
                 session,
                 JOB_KIND,
-                job_params(dataset, job["items"], method_checked, request.seed, plan_id=row.id),
+                job_params(dataset, job["items"], method_checked, seed, plan_id=row.id),
                 dataset_id=dataset.id,
                 created_by=user_id,
                 progress_total=job["variants"],
             )
             ids.append(enqueued.id)
         row.job_ids = ids
-        row.plan = {**plan, "jobs": [{**j, "job_id": i} for j, i in zip(plan["jobs"], ids, strict=True)]}
+        row.plan = {**plan, "jobs": [{**j, "job_id": i, "seed": seed} for j, i in zip(plan["jobs"], ids, strict=True)]}
         session.flush()
     return row
 
@@ -447,6 +461,14 @@ def train_originals_with(session: Session, dataset_name: str, wanted: dict[str, 
     from services.datasets import dataset_named
 
     dataset = dataset_named(session, dataset_name, None)
+    label_sets = {t["name"]: list(t["labels"]) for t in dataset.tasks}
+    for task, label in wanted.items():
+        if task not in label_sets:
+            raise ValidationFailed(f"unknown task {task!r}; the dataset's tasks: {list(label_sets)}", field="where")
+        if label not in label_sets[task]:
+            raise ValidationFailed(
+                f"task {task!r} has no label {label!r}; its labels: {label_sets[task]}", field="where"
+            )
     return [
         sid for sid, labels in train_label_rows(session, dataset) if all(labels.get(t) == y for t, y in wanted.items())
     ]

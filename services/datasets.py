@@ -163,9 +163,17 @@ def queue_export(session: Session, name: str, fmt: str, include: str, user: User
     )
 
 
-def export_to(session: Session, name: str, fmt: str, include: str, path: Path) -> int:
-    """Write the chosen view to `path` (atomically); returns the number of rows. The operator's (CLI)."""
+def export_to(
+    session: Session,
+    name: str,
+    fmt: str,
+    include: str,
+    path: Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Write the chosen view to `path` (atomically); returns the number of rows, and reports
+    `progress(written, total)` as it goes. The operator's (CLI)."""
     from services.exporting import write_export
 
     chosen = parse_include(include)
-    return write_export(session, dataset_named(session, name, None), chosen, fmt, path)
+    return write_export(session, dataset_named(session, name, None), chosen, fmt, path, progress)

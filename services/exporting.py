@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import ValidationFailed
 from core.settings import get_settings
-from db.datasets import VIEW_COLUMNS, view_rows
+from db.datasets import VIEW_COLUMNS, count_view, view_rows
 from db.models import Dataset
 
 FORMATS = ("csv", "jsonl")
@@ -95,14 +95,27 @@ def iter_export(
             yield "\n".join(lines) + "\n"
 
 
-def write_export(session: Session, dataset: Dataset, include: set[str], fmt: str, path: Path) -> int:
-    """Write atomically (temporary file, then rename). Returns the number of rows."""
+def write_export(
+    session: Session,
+    dataset: Dataset,
+    include: set[str],
+    fmt: str,
+    path: Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Write atomically (temporary file, then rename). Returns the number of rows. `progress(written, total)`
+    follows it a chunk at a time (a million rows take a while)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".part")
     counter = [0]
+    total = count_view(session, dataset, include) if progress else 0
+    if progress:
+        progress(0, total)
     with tmp.open("w", encoding="utf-8", newline="") as fh:
         for chunk in iter_export(session, dataset, include, fmt, counter):
             fh.write(chunk)
+            if progress:
+                progress(counter[0], max(total, counter[0]))
     tmp.replace(path)
     return counter[0]
 

@@ -194,29 +194,33 @@ def execute_rescoring(
 
 
 def label_model_summary(session: Session, dataset_name: str, user: User | None) -> dict[str, Any]:
-    """Which runs scored the dataset's pending variants (how many each, flagged how often), best first."""
+    """Which runs scored the dataset's pending variants (how many each, flagged how often, and whether a person
+    chose the run: a run that scored some variants by itself and others by choice is listed twice), best first."""
     from services.datasets import dataset_named
 
     dataset: Dataset = dataset_named(session, dataset_name, user)
     run_of = Sample.scores["label_model"]["run_id"].as_integer()
+    chosen_of = Sample.scores["label_model"]["chosen"].as_boolean()
     rows = session.execute(
-        select(run_of, Sample.label_flag, func.count())
+        select(run_of, chosen_of, Sample.label_flag, func.count())
         .where(
             Sample.dataset_id == dataset.id,
             Sample.origin != Origin.original,
             Sample.review_status == ReviewStatus.pending,
         )
-        .group_by(run_of, Sample.label_flag)
+        .group_by(run_of, chosen_of, Sample.label_flag)
     ).tuples()
-    counts: dict[int | None, dict[str, int]] = {}
-    for run_id, flag, n in rows:
-        entry = counts.setdefault(run_id, {"pending": 0, "flagged": 0})
+    counts: dict[tuple[int | None, bool], dict[str, int]] = {}
+    for run_id, chosen, flag, n in rows:
+        entry = counts.setdefault((run_id, bool(chosen)), {"pending": 0, "flagged": 0})
         entry["pending"] += n
         entry["flagged"] += n if flag else 0
-    runs = {r.id: r for r in session.scalars(select(TrainingRun).where(TrainingRun.id.in_([i for i in counts if i])))}
+    run_ids = [i for i, _ in counts if i]
+    runs = {r.id: r for r in session.scalars(select(TrainingRun).where(TrainingRun.id.in_(run_ids)))}
     scorers = []
-    for run_id, entry in counts.items():
+    for (run_id, chosen), entry in counts.items():
         run = runs.get(run_id) if run_id else None
-        scorers.append({**(scorer_of(run) if run else {"run_id": run_id, "val_macro_f1": None}), **entry})
+        unknown = {"run_id": run_id, "val_macro_f1": None, "chosen": chosen}  # unscored, or its run deleted
+        scorers.append({**(scorer_of(run, chosen=chosen) if run else unknown), **entry})
     scorers.sort(key=lambda s: (s["run_id"] is None, -(s.get("val_macro_f1") or -1)))
     return {"dataset": dataset.name, "scorers": scorers}

@@ -509,6 +509,37 @@ def test_plans_are_computed_stored_enqueued_and_listed(lead, engine, example_dat
     assert bad.status_code == 422 and bad.json()["field"] == "tasks"
 
 
+def test_a_second_plan_tops_up_with_fresh_variants_instead_of_redrawing_the_first(lead, engine, mini_dataset) -> None:
+    """A plan's variants are drawn per source and variant index from the seed: a later plan that picks the same
+    sources with the same seed would redraw the earlier plan's variants, and all of them would be dropped as
+    duplicates (on the example dataset, re-running `augloop augment run` kept 0 of 244). The first enqueued plan
+    of a dataset draws with the request's seed; each later one with a seed derived from it."""
+    from db.models import Job
+    from db.session import session_scope
+
+    body = {"methods": ["wordnet"], "enqueue": True, "tasks": ["message"], "per_source_cap": 2}
+    first = lead.post("/api/v1/datasets/mini/augmentation-plans", json=body)
+    assert first.status_code == 201, first.text
+    run_worker(engine)
+    second = lead.post("/api/v1/datasets/mini/augmentation-plans", json=body)
+    assert second.status_code == 201, second.text
+    assert second.json()["job_ids"], "the first plan left classes short: the second one has work"
+    run_worker(engine)
+    with session_scope(engine) as s:
+        first_jobs = list(s.scalars(select(Job).where(Job.id.in_(first.json()["job_ids"]))))
+        second_jobs = list(s.scalars(select(Job).where(Job.id.in_(second.json()["job_ids"]))))
+        assert {j.params["seed"] for j in first_jobs} == {0}
+        assert len({j.params["seed"] for j in second_jobs}) == 1 and second_jobs[0].params["seed"] != 0
+        kept = sum(j.result["kept"] for j in second_jobs)
+        generated = sum(j.result["generated"] for j in second_jobs)
+        duplicates = sum(j.result["dropped"]["duplicate"] for j in second_jobs)
+    # Before, every draw repeated the first plan's (kept 0, 12 duplicates of 12 here); a short text with few
+    # replaceable words may still repeat a variant by chance.
+    assert kept > 0 and duplicates < generated, (kept, duplicates, generated)
+    stored = lead.get("/api/v1/datasets/mini/augmentation-plans").json()
+    assert [p["plan"]["jobs"][0]["seed"] for p in stored] == [second_jobs[0].params["seed"], 0]
+
+
 def test_job_progress_is_visible_while_running(lead, engine, mini_dataset) -> None:
     """The handler reports per batch; the heartbeat writes it: after the run the final counters are stored."""
     r = lead.post(

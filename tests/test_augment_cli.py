@@ -95,6 +95,9 @@ def test_run_without_plan_and_wait(settings, engine, mini_dataset) -> None:
         (["augment", "run", "mini", "--params", "{bad"], "--params must be JSON"),
         (["augment", "run", "mini", "-m", "mlm", "--params", '{"mlm": {"aug_p": NaN}}'], "params.mlm.aug_p"),
         (["augment", "plan", "mini", "--params", '{"wordnet": {"aug_p": Infinity}}'], "params.wordnet.aug_p"),
+        # A typo in --where names what the dataset has, rather than "no train-split original matches".
+        (["augment", "run", "mini", "--no-plan", "--where", "message=atack"], "'attack'"),
+        (["augment", "run", "mini", "--no-plan", "--where", "tone=attack"], "'message'"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(mini_dataset, args, message) -> None:

@@ -89,3 +89,19 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(engine):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() > 0
+
+
+def test_export_reports_rows_written_of_the_total_for_the_progress_bar(engine, example_dataset, tmp_path):
+    """`augloop export` of a large dataset takes a while: the export says how far it is, rows written of the
+    view's total, as it writes (the CLI draws its bar from it)."""
+    from db.session import session_scope
+    from services.datasets import export_to
+
+    seen: list[tuple[int, int]] = []
+    with session_scope(engine) as session:
+        rows = export_to(
+            session, example_dataset, "csv", "original", tmp_path / "out.csv", progress=lambda d, t: seen.append((d, t))
+        )
+    assert rows == 5000 and len((tmp_path / "out.csv").read_text().splitlines()) == 5001
+    assert seen[0] == (0, 5000) and seen[-1] == (5000, 5000) and len(seen) >= 10
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)

@@ -39,7 +39,7 @@ def test_scores_follow_the_better_run_or_a_persons_choice(lead, engine, tiny_enc
     assert scored["run_id"] == first and scored["kind"] == "single" and scored["chosen"] is False
     assert scored["val_macro_f1"] == run["val_macro_f1"] and set(scored["probs"]) == {"bias", "message"}
     summary = lead.get(f"/api/v1/datasets/{name}/label-model").json()
-    assert [(s["run_id"], s["pending"]) for s in summary["scorers"]] == [(first, 1)]
+    assert [(s["run_id"], s["pending"], s["chosen"]) for s in summary["scorers"]] == [(first, 1, False)]
 
     # Pretend the first run was excellent: a second, ordinary run must leave its scores alone.
     with session_scope(engine) as s:
@@ -70,6 +70,9 @@ def test_scores_follow_the_better_run_or_a_persons_choice(lead, engine, tiny_enc
     after = label_model_of(engine, variant)
     assert after["run_id"] == second and after["chosen"] is True
     assert label_model_of(engine, other)["run_id"] == second
+    # ... and GET says so: the person's choice, not an automatic rescoring.
+    summary = lead.get(f"/api/v1/datasets/{name}/label-model").json()
+    assert [(s["run_id"], s["pending"], s["chosen"]) for s in summary["scorers"]] == [(second, 2, True)]
     assert pages == [[variant], [other]]
     job = lead.get(f"/api/v1/jobs/{chosen.json()['id']}").json()
     assert job["result"]["pending"] == job["result"]["scored"] == 2
@@ -115,3 +118,30 @@ def test_estimate_without_a_measured_run(lead, engine, tmp_path) -> None:
     assert estimate(encoder=str(encoder), epochs=8, max_length=64)["seconds_per_run"] > small["seconds_per_run"]
     bad = lead.post("/api/v1/training-estimates", json={"dataset": name, "config": {"epochs": 0}})
     assert bad.status_code == 422 and bad.json()["field"] == "config.epochs"
+
+
+def test_the_summary_tells_a_persons_choice_from_an_automatic_rescoring(any_engine) -> None:
+    """GET .../label-model groups the pending variants by the run that scored them and by whether a person chose
+    it (the JSON paths of the scores, on SQLite and on Postgres)."""
+    from sqlalchemy import update
+
+    from db.models import Sample
+    from db.session import session_scope
+    from services.label_model import label_model_summary
+
+    name = import_small(any_engine, n_train=8, n_val=4, n_test=4, n_unlabelled=0)
+    texts = ["a chosen score about the vote", "another chosen score", "an automatic score", "not scored yet"]
+    ids = [add_variant(any_engine, name, "train", "pending", text) for text in texts]
+    scores = [(99, True, True), (99, True, False), (99, False, True)]
+    with session_scope(any_engine) as s:
+        for sample_id, (run_id, chosen, flag) in zip(ids, scores, strict=False):
+            label_model = {"run_id": run_id, "chosen": chosen, "val_macro_f1": 0.5}
+            s.execute(
+                update(Sample)
+                .where(Sample.id == sample_id)
+                .values(scores={"label_model": label_model}, label_flag=flag)
+            )
+    with session_scope(any_engine) as s:
+        summary = label_model_summary(s, name, None)
+    got = {(x["run_id"], x.get("chosen")): (x["pending"], x["flagged"]) for x in summary["scorers"]}
+    assert got == {(99, True): (2, 1), (99, False): (1, 1), (None, False): (1, 0)}

@@ -91,6 +91,12 @@ def test_queue_enqueues_the_lr_selection_or_a_train_job_per_seed(engine) -> None
         assert member_job.params["run_id"] == runs[2].id
         assert runs[0].config["budget_minutes"] == 5 and runs[0].lr_selection["status"] == "queued"
         assert all(r.status == "queued" for r in runs)
+        first = runs[0].id
+    # A queued run has no metrics yet: `runs show` says so, not "0 training samples" and "no labelled samples".
+    shown = runner.invoke(app, ["runs", "show", str(first)])
+    assert shown.exit_code == 0, shown.output
+    assert "queued" in shown.output and "val and test metrics: once the run has finished" in shown.output
+    assert "no labelled samples" not in shown.output and "0 training samples" not in shown.output
     # A learning rate given: nothing to select, a train job per seed.
     result = runner.invoke(app, ["train", name, "--seeds", "3,4", "--queue", "--no-classical", "--set", "lr=3e-5"])
     assert result.exit_code == 0, result.output

@@ -50,6 +50,17 @@ def test_lr_selection_records_every_trial_and_picks_the_best_on_val(tiny_encoder
     assert auto.status == "skipped" and "does not allow" in auto.reason and auto.trials == []
 
 
+def test_lr_trials_never_leave_a_run_more_budget_than_it_asked_for(tiny_encoder: str) -> None:
+    """The trials' time comes out of each run's budget, leaving it at least half a minute; but a budget of
+    0.25 minutes came back as 0.5 (`augloop train --budget-minutes 0.25` trained for 0.5 minutes)."""
+    from trainer.lr_search import select_learning_rate
+
+    config = fast_config(tiny_encoder, lr=None, grad_accum=None, lr_search="on", lr_trials=3, budget_minutes=0.25)
+    selection = select_learning_rate(config, synthetic_split(48, 24, 12), n_runs=1)
+    assert selection.status == "done" and selection.budget_minutes_after is not None
+    assert 0 < selection.budget_minutes_after <= 0.25
+
+
 def test_lr_selection_as_a_queued_job_then_the_seeds_train_with_its_choice(lead, engine, tiny_encoder: str) -> None:
     name = import_small(engine, n_train=40, n_val=24, n_test=16, n_unlabelled=0)
     created = lead.post(

@@ -159,8 +159,10 @@ def select_learning_rate(
     )
     overrides: dict[str, Any] = {"lr_scale": chosen["scale"]}
     if config.budget_minutes is not None:
-        selection.budget_minutes_after = max(
-            MIN_BUDGET_LEFT_MINUTES, round(config.budget_minutes - selection.seconds / 60 / n_runs, 2)
+        # Each run pays its share of the trials but keeps something to train with; never more than it asked for.
+        selection.budget_minutes_after = min(
+            config.budget_minutes,
+            max(MIN_BUDGET_LEFT_MINUTES, round(config.budget_minutes - selection.seconds / 60 / n_runs, 2)),
         )
         overrides["budget_minutes"] = selection.budget_minutes_after
     try:  # what the run will plan, at the throughput measured here (the run measures its own)
