@@ -203,8 +203,11 @@ def generate_variants(
     progress(method=methods[0])
     from workers.augment.models import get_augmenter  # the ML stack loads in the worker only
 
+    # Every method's augmenter loads before any generates: a model that cannot load fails the job at once,
+    # not after the methods before it spent minutes on variants that its failure throws away.
+    augmenters = {method: get_augmenter(method, language, settings) for method in methods}
     for method in methods:
-        augmenter = get_augmenter(method, language, settings)
+        augmenter = augmenters[method]
         method_params = parse(METHOD_PARAMS[method], checked["params"][method])
         kept_before = len(kept)
         generated = 0

@@ -412,12 +412,21 @@ def test_missing_model_fails_the_job_once_with_a_clear_message(
     lead, engine, mini_dataset, monkeypatch, tmp_path
 ) -> None:
     from core import settings as settings_mod
+    from workers.augment.wordnet import WordNetAugmenter
 
     monkeypatch.setenv("AUGLOOP_MLM_MODEL", str(tmp_path / "mbert-gone"))
     settings_mod.get_settings.cache_clear()
+    wordnet_calls: list[int] = []
+    real_augment = WordNetAugmenter.augment
+
+    def counted(self, texts, *args, **kwargs):  # type: ignore[no-untyped-def]
+        wordnet_calls.append(len(texts))
+        return real_augment(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(WordNetAugmenter, "augment", counted)
     r = lead.post(
         "/api/v1/augment",
-        json={"dataset": "mini", "sample_ids": train_ids(engine, mini_dataset, 3), "methods": ["mlm"]},
+        json={"dataset": "mini", "sample_ids": train_ids(engine, mini_dataset, 3), "methods": ["wordnet", "mlm"]},
     )
     assert r.status_code == 202
     stats = run_worker(engine)
@@ -425,6 +434,8 @@ def test_missing_model_fails_the_job_once_with_a_clear_message(
     assert stats.failed == 1 and job["status"] == "failed" and job["attempts"] == 1  # permanent: no retries
     assert "mbert-gone" in job["last_error"] and "AUGLOOP_MLM_MODEL" in job["last_error"]
     assert "Traceback" not in job["last_error"] and _variants(engine, job["id"]) == []
+    # It failed before WordNet, listed first, generated anything that the failure would throw away.
+    assert wordnet_calls == []
 
 
 def test_missing_wordnet_corpus_fails_the_job_with_install_hint(
