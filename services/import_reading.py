@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 from core.errors import TooLargeError, ValidationFailed
 from core.settings import get_settings
+from core.textnorm import text_problem
 
 SPLIT_ALIASES = {
     "train": "train",
@@ -231,6 +232,11 @@ class RowValidator:
                 raise ImportRejected(line, f"missing text in column {spec.text_col!r}")
             if not isinstance(raw_text, str):
                 raise ImportRejected(line, f"text in column {spec.text_col!r} must be a string")
+            # As for a text a person writes: a NUL can come through JSON's \u0000 escape or Parquet (Postgres
+            # then refuses the whole import naming no line), and a text of only invisible characters hashes as
+            # the empty text.
+            if problem := text_problem(raw_text):
+                raise ImportRejected(line, f"text in column {spec.text_col!r} {problem}")
             # Leading whitespace is kept: it is part of the text, and stripping it would turn "\t=1+1" into
             # the formula "=1+1" (a spreadsheet runs it when the text is exported and opened).
             text = raw_text.rstrip()

@@ -161,3 +161,21 @@ def test_parquet(engine, tmp_path):
     pq.write_table(pa.table({"text": ["one", "two"], "sentiment": ["positive", None]}), path)
     result = run_import(engine, path.read_bytes(), filename="d.parquet")
     assert result.imported == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("\u200b\u200d", "is empty (nothing but blanks and invisible characters)"),  # passes str.strip()
+        ("a NUL\u0000 inside", "holds a NUL character"),  # JSON's \u0000 escape: no NUL byte in the file
+    ],
+)
+def test_an_imported_text_that_cannot_be_stored_is_refused_naming_its_line(engine, text, problem):
+    """As an edit or a submitted text (core.textnorm.text_problem): a text of only invisible characters would
+    hash as the empty text (every such row a duplicate of the first), and Postgres refuses a NUL in a text
+    column, answering with an error that names no line."""
+    lines = [json.dumps({"text": "fine", "sentiment": "positive"}), json.dumps({"text": text, "sentiment": "negative"})]
+    with pytest.raises(ValidationFailed) as err:
+        run_import(engine, "\n".join(lines).encode(), filename="d.jsonl")
+    assert err.value.extra["line"] == 2 and problem in err.value.message and err.value.field == "file"
+    assert count(engine) == 0 and count(engine, Dataset) == 0
