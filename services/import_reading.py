@@ -249,6 +249,8 @@ class RowValidator:
                 value = _cell(rec.get(task))
                 if value is None:
                     continue
+                if "\x00" in value:
+                    raise ImportRejected(line, f"the label in column {task!r} holds a NUL character", field="task")
                 allowed = self.allowed.get(task)
                 if allowed is not None and value not in allowed:
                     raise ImportRejected(
@@ -266,6 +268,8 @@ class RowValidator:
                 if split is None:
                     raise ImportRejected(line, f"unknown split {value!r} (use train, val or test)")
             external_id = _cell(rec.get(spec.id_col)) if spec.id_col else None
+            if external_id is not None and "\x00" in external_id:
+                raise ImportRejected(line, f"the id in column {spec.id_col!r} holds a NUL character", field="id_col")
             rows.append(Row(line=line, text=text, labels=labels, split=split, external_id=external_id))
         self.rows += len(rows)
         return rows

@@ -170,12 +170,28 @@ def test_parquet(engine, tmp_path):
         ("a NUL\u0000 inside", "holds a NUL character"),  # JSON's \u0000 escape: no NUL byte in the file
     ],
 )
-def test_an_imported_text_that_cannot_be_stored_is_refused_naming_its_line(engine, text, problem):
+def test_an_imported_text_that_cannot_be_stored_is_refused_naming_its_line(any_engine, text, problem):
     """As an edit or a submitted text (core.textnorm.text_problem): a text of only invisible characters would
     hash as the empty text (every such row a duplicate of the first), and Postgres refuses a NUL in a text
     column, answering with an error that names no line."""
     lines = [json.dumps({"text": "fine", "sentiment": "positive"}), json.dumps({"text": text, "sentiment": "negative"})]
     with pytest.raises(ValidationFailed) as err:
-        run_import(engine, "\n".join(lines).encode(), filename="d.jsonl")
+        run_import(any_engine, "\n".join(lines).encode(), filename="d.jsonl")
     assert err.value.extra["line"] == 2 and problem in err.value.message and err.value.field == "file"
-    assert count(engine) == 0 and count(engine, Dataset) == 0
+    assert count(any_engine) == 0 and count(any_engine, Dataset) == 0
+
+
+@pytest.mark.parametrize(
+    ("record", "field", "problem"),
+    [
+        ({"text": "fine too", "sentiment": "neg\u0000ative"}, "task", "label in column 'sentiment' holds a NUL"),
+        ({"text": "fine too", "sentiment": "negative", "id": "a\u0000"}, "id_col", "id in column 'id' holds a NUL"),
+    ],
+)
+def test_a_nul_in_an_imported_label_or_id_is_refused_naming_its_line(any_engine, record, field, problem):
+    """A label or an id from JSON's \\u0000 escape: Postgres refuses a NUL in a text column."""
+    lines = [json.dumps({"text": "fine", "sentiment": "positive", "id": "a"}), json.dumps(record)]
+    with pytest.raises(ValidationFailed) as err:
+        run_import(any_engine, "\n".join(lines).encode(), filename="d.jsonl", id_col="id")
+    assert err.value.extra["line"] == 2 and problem in err.value.message and err.value.field == field
+    assert count(any_engine) == 0 and count(any_engine, Dataset) == 0
