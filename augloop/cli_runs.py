@@ -178,6 +178,10 @@ def runs_show(
             f"{run['config'].get('temperatures')}",
             highlight=False,
         )
+    if run["metrics"].get("left_out"):
+        from services.training_data import left_out_line
+
+        console.print(left_out_line(run["metrics"]["left_out"]), highlight=False)
     for entry in run["curve"]:
         console.print(
             f"  epoch {entry['epoch']}: loss {entry['train_loss']:.4f} · val macro-F1 {entry['val_macro_f1']:.4f}",

@@ -223,6 +223,7 @@ def _train_in_process(run_id: int) -> bool:
     from core.errors import DomainError
     from db.models import JobStatus
     from services.run_execution import execute_run, record_end
+    from services.training_data import left_out_line
     from trainer.errors import TrainerError
 
     db = engine()
@@ -254,5 +255,7 @@ def _train_in_process(run_id: int) -> bool:
             f"scored; artifacts in {summary['artifact_dir']}",
             highlight=False,
         )
+    if run["metrics"].get("left_out"):
+        console.print(left_out_line(run["metrics"]["left_out"]), highlight=False)
     print_metrics(run["metrics"].get("test"), f"run {run_id} test")
     return True

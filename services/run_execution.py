@@ -27,7 +27,7 @@ from services import label_model
 from services.distributed_training import train_distributed
 from services.run_snapshots import SNAPSHOT_FILE, pairs_digest, write_snapshot
 from services.training import runs_root
-from services.training_data import load_split_data
+from services.training_data import left_out_line, load_split_data
 from trainer.classical import ClassicalConfig, save_classical, train_classical
 from trainer.config import TrainConfig
 from trainer.decision import decide
@@ -102,14 +102,6 @@ class _Attempt:
             {"event": "finished", **summary, "summary": summary_line(result.metrics["test"] or result.metrics["val"])}
         )
         return summary
-
-
-def left_out_line(left_out: dict[str, list[int]]) -> str:
-    reasons = {"near_val_test": "near-duplicates of val/test texts"}
-    return "left out of train: " + "; ".join(
-        f"{len(ids)} reviewed texts, {reasons.get(reason, reason)} (e.g. sample {ids[0]})"
-        for reason, ids in left_out.items()
-    )
 
 
 def checkpoint_dir(run_id: int) -> Path:

@@ -68,6 +68,15 @@ def load_split_data(
     return SplitData(specs, train, val, test, dataset.name, left_out)
 
 
+def left_out_line(left_out: dict[str, list[int]]) -> str:
+    """What a run's `left_out` (SplitData.left_out, the run's metrics) says, in a line for people."""
+    reasons = {"near_val_test": "near-duplicates of val/test texts"}
+    return "left out of train: " + "; ".join(
+        f"{len(ids)} reviewed texts, {reasons.get(reason, reason)} (e.g. sample {ids[0]})"
+        for reason, ids in left_out.items()
+    )
+
+
 LEAK_CHECK_BATCH = 10_000
 
 

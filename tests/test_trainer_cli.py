@@ -105,3 +105,27 @@ def test_queue_enqueues_the_lr_selection_or_a_train_job_per_seed(engine) -> None
         jobs = {j.id: j for j in s.scalars(select(Job).where(Job.kind == "train", Job.id > member_job.id))}
         assert len(runs) == 2 and sorted(r.job_id for r in runs) == sorted(jobs)
         assert {j.params["run_id"] for j in jobs.values()} == {r.id for r in runs}
+
+
+def test_train_and_runs_show_say_what_was_left_out_of_train(engine, tiny_encoder: str) -> None:
+    """A reviewed text close to a test text is left out of training (services.training_data): the operator is
+    told when the run finishes and by `runs show`, not only by a progress line that the bar then erases."""
+    from sqlalchemy import select
+
+    from db.models import Sample
+    from db.session import session_scope
+    from tests.trainer_fixtures import add_variant
+
+    name = import_small(engine, n_train=30, n_val=12, n_test=12, n_unlabelled=0)
+    with session_scope(engine) as s:
+        test_text = s.scalars(select(Sample.text).where(Sample.split == "test").order_by(Sample.id)).first()
+    leaky = add_variant(engine, name, "train", "approved", f"RT @someone: {test_text} so true")
+    runner = CliRunner(env={"COLUMNS": "200"})
+    result = runner.invoke(
+        app, ["train", name, "--encoder", tiny_encoder, "--seeds", "7", "--no-classical", "--epochs", "1", *FAST[2:]]
+    )
+    assert result.exit_code == 0, result.output
+    line = f"left out of train: 1 reviewed texts, near-duplicates of val/test texts (e.g. sample {leaky})"
+    assert line in result.output
+    shown = runner.invoke(app, ["runs", "show", "1"])
+    assert shown.exit_code == 0 and line in shown.output, shown.output
