@@ -202,11 +202,15 @@ def export(
     """Write the training view (originals + approved variants) with provenance columns."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from db.session import session_scope
+    from db.session import readonly_engine, session_scope
     from services.datasets import export_to
 
     columns = (TextColumn(f"writing {output.name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True) as bar, session_scope(engine()) as session:
+    # Read-only: on SQLite a write transaction would hold the database's one write lock for the whole export.
+    with (
+        Progress(*columns, console=err_console, transient=True) as bar,
+        session_scope(readonly_engine(engine())) as session,
+    ):
         rows_task = bar.add_task("rows", total=None)
         rows = export_to(
             session,

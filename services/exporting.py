@@ -123,11 +123,12 @@ def write_export(
 def export_to_file(engine: Engine, dataset_name: str, fmt: str, include: str, job_id: int) -> dict[str, Any]:
     """The `export` job's work: the chosen view of a dataset, written to <data_dir>/exports/job<id>.<fmt>."""
     from db.datasets import get_dataset, parse_include
-    from db.session import session_scope
+    from db.session import readonly_engine, session_scope
 
     chosen = parse_include(include)
     path = get_settings().data_dir.resolve() / "exports" / f"job{job_id}.{fmt}"
-    with session_scope(engine) as session:
+    # Read-only: on SQLite a write transaction would hold the database's one write lock for the whole export.
+    with session_scope(readonly_engine(engine)) as session:
         dataset = get_dataset(session, dataset_name)
         rows = write_export(session, dataset, chosen, fmt, path)
     return {"path": str(path), "rows": rows, "format": fmt, "dataset": dataset_name}

@@ -293,3 +293,29 @@ def test_export_reads_in_its_own_session(engine, tmp_path) -> None:
     assert len(lines) == 1_000 and json.loads(lines[0])["text"].startswith("0 ")
     with engine.connect() as conn:  # and the reading connection went back to the pool idle
         assert conn.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_an_export_leaves_the_sqlite_write_lock_free(engine, settings, tmp_path, monkeypatch) -> None:
+    """An export job (and `augloop export`) reads a whole view, a million rows taking a minute: meanwhile
+    reviewers' decisions and other writers go ahead. It held SQLite's write lock from its first statement."""
+    from services import exporting
+
+    import_path(engine, write_csv(tmp_path / "f.csv", 3_000), ImportSpec(dataset="x", tasks=["bias"]))
+    waits: list[float] = []
+    real_rows = exporting.view_rows
+
+    def rows_then_write(*args, **kwargs):  # type: ignore[no-untyped-def]
+        for n, row in enumerate(real_rows(*args, **kwargs)):
+            if n == 1_000:  # mid-export, its session open
+                other = sqlite3.connect(settings.data_dir / "augloop.db", timeout=0.5, isolation_level=None)
+                started = time.monotonic()
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("INSERT INTO users (name, role, created_at) VALUES ('u', 'annotator', '2026-01-01')")
+                other.execute("COMMIT")
+                waits.append(time.monotonic() - started)
+                other.close()
+            yield row
+
+    monkeypatch.setattr(exporting, "view_rows", rows_then_write)
+    result = exporting.export_to_file(engine, "x", "csv", "original", job_id=1)
+    assert result["rows"] == 3_000 and len(waits) == 1 and waits[0] < 0.5
