@@ -94,26 +94,31 @@ def training_rows(session: Session, dataset_id: int, batch: int = 5000) -> Itera
     return _rows_by_id(
         session,
         batch,
+        (Sample.id, Sample.text),
         Sample.dataset_id == dataset_id,
         Sample.split == Split.train,
         (Sample.origin == Origin.original) | (Sample.review_status == ReviewStatus.approved),
     )
 
 
+def reference_rows(session: Session, dataset_id: int, batch: int = 5000) -> Iterator[tuple[int, str, str]]:
+    """Val and test samples as (id, split, text), in id order, read `batch` at a time: what the leakage guard
+    keeps variants and written texts away from."""
+    where = (Sample.dataset_id == dataset_id, Sample.split.in_([Split.val, Split.test]))
+    return _rows_by_id(session, batch, (Sample.id, Sample.split, Sample.text), *where)
+
+
 def reference_texts(session: Session, dataset_id: int, batch: int = 5000) -> Iterator[str]:
-    """Val and test texts, in id order, read `batch` at a time: what the leakage guard keeps variants away
-    from."""
-    rows = _rows_by_id(session, batch, Sample.dataset_id == dataset_id, Sample.split.in_([Split.val, Split.test]))
-    return (text for _id, text in rows)
+    """Val and test texts, in id order, read `batch` at a time."""
+    return (text for _id, _split, text in reference_rows(session, dataset_id, batch))
 
 
-def _rows_by_id(session: Session, batch: int, *where: Any) -> Iterator[tuple[int, str]]:
+def _rows_by_id(session: Session, batch: int, columns: tuple[Any, ...], *where: Any) -> Iterator[Any]:
+    """Rows of `columns` (the id first) matching `where`, in id order, `batch` at a time."""
     last_id = 0
     while True:
         rows = (
-            session.execute(
-                select(Sample.id, Sample.text).where(*where, Sample.id > last_id).order_by(Sample.id).limit(batch)
-            )
+            session.execute(select(*columns).where(*where, Sample.id > last_id).order_by(Sample.id).limit(batch))
             .tuples()
             .all()
         )
@@ -129,6 +134,13 @@ def texts_by_id(session: Session, ids: Sequence[int]) -> dict[int, str]:
     for chunk in chunked(sorted(set(ids))):
         found.update(session.execute(select(Sample.id, Sample.text).where(Sample.id.in_(chunk))).tuples().all())
     return found
+
+
+def texts_in_order(session: Session, ids: Sequence[int]) -> list[str]:
+    """The current text of each of these samples, in their order; "" for one deleted since (nothing to be close
+    to): what an index that keeps no texts reads back (core.near_duplicates.ReferenceIndex texts_of)."""
+    found = texts_by_id(session, ids)
+    return [found.get(i, "") for i in ids]
 
 
 def insert_variants(

@@ -96,13 +96,11 @@ def write_scores(
     scorer: dict[str, Any] | None,
     replace_if: Callable[[dict[str, Any] | None], bool] | None,
     guard: Callable[[Session], None] = lambda _s: None,
-    batch: int | None = None,
 ) -> int:
     """Write scores in set-based batches, each its own short transaction under `guard` (a job's lease): the
     rows a batch writes are locked (the write lock, on SQLite) for milliseconds, never across the whole
     scoring. Scores written before a failure stay, tagged with their run; a retry overwrites them."""
-    written = 0
-    batch = batch or SCORE_WRITE_BATCH
+    written, batch = 0, SCORE_WRITE_BATCH
     for start in range(0, len(scores), batch):
         with session_scope(engine) as session:
             guard(session)
@@ -118,7 +116,6 @@ def score_pending(
     score_page: Callable[[list[db_runs.PendingVariant], ProgressFn], list[db_runs.ConsistencyScore]],
     write: Callable[[list[db_runs.ConsistencyScore]], int],
     emit: ProgressFn,
-    page_size: int | None = None,
 ) -> tuple[int, int]:
     """Score the dataset's pending variants a page at a time (memory holds one page) and write each page's
     scores before the next is predicted (`write`: write_scores under the job's lease), so a long scoring shows
@@ -131,7 +128,7 @@ def score_pending(
     written = done = last_id = 0
     while True:
         with session_scope(reading) as session:
-            page = db_runs.pending_variants(session, dataset_id, after_id=last_id, limit=page_size or SCORING_PAGE)
+            page = db_runs.pending_variants(session, dataset_id, after_id=last_id, limit=SCORING_PAGE)
         if not page:
             return written, done
 

@@ -11,8 +11,8 @@ text it is close to; an exact copy is refused already by the dataset's content h
 The val/test index (core/near_duplicates.ReferenceIndex) is built once per process and dataset and reused
 while the dataset's val/test rows are the same (their number and largest id: imports only ever add rows, and
 a deleted dataset takes its id with it). It holds no texts: the few a query comes close to are read back by id
-through the caller's session. Building it reads the val/test texts once (about 2 s per 100,000 on one core);
-checking a text afterwards costs milliseconds.
+through the caller's session. Building it reads the val/test texts once (2.6 s at 100,000, 44 s at a million
+on SQLite); a check afterwards costs 9 ms at 100,000, most of it the freshness count (bench/leak_guard_doors.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from array import array
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -29,16 +29,19 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.near_duplicates import ReferenceIndex
-from db.augmentation import texts_by_id
+from core.ngrams import Matches
+from db.augmentation import reference_rows, texts_in_order
+from db.chunks import chunked
 from db.models import Dataset, Sample, Split
 from workers.augment.params import FilterParams
 
 # Indexes kept per process, least recently used dropped first: at most this many datasets, and beyond the one in
-# use at most this many bytes in all. Bytes, not texts: an index holds about 660 bytes a text of tweet length
-# (measured at 100,000) but 5.6 kB a text of 1,000 characters, so 330 MB is 500,000 tweets or 60,000 such texts.
+# use at most this many bytes in all. Bytes, not texts: an index holds 660 bytes a text of tweet length at 100,000
+# (bench/leak_guard_doors.py) and more for longer texts, so 330 MB is about 500,000 tweets.
 CACHED_DATASETS = 4
 CACHED_BYTES = 330_000_000
 _SPLITS = (Split.val.value, Split.test.value)
+CHECK_BATCH = 10_000  # texts checked at a time (a run's view checks every reviewed text)
 _DEFAULTS = FilterParams()
 JACCARD, CONTAINMENT, NGRAM = _DEFAULTS.leakage_threshold, _DEFAULTS.leakage_containment, _DEFAULTS.leakage_ngram
 
@@ -76,46 +79,38 @@ class _Guard:
     def __init__(self, session: Session, dataset_id: int) -> None:
         self.ids = array("q")
         self.splits = bytearray()  # index into _SPLITS
-        self.index = ReferenceIndex(min(JACCARD, CONTAINMENT), n=NGRAM, texts_of=self._texts_of)
-        last = 0
-        while rows := (
-            session.execute(
-                select(Sample.id, Sample.split, Sample.text)
-                .where(Sample.dataset_id == dataset_id, Sample.split.in_(_SPLITS), Sample.id > last)
-                .order_by(Sample.id)
-                .limit(10_000)
-            )
-            .tuples()
-            .all()
-        ):
-            self.ids.extend(r[0] for r in rows)
-            self.splits.extend(_SPLITS.index(r[1]) for r in rows)
-            self.index.add([r[2] for r in rows])
-            last = rows[-1][0]
-        self.index.finish()
+
+        def texts() -> Iterator[str]:  # indexed as they stream by; the index keeps ids, not texts
+            for sample_id, split, text in reference_rows(session, dataset_id):
+                self.ids.append(sample_id)
+                self.splits.append(_SPLITS.index(split))
+                yield text
+
+        self.index = ReferenceIndex(min(JACCARD, CONTAINMENT), n=NGRAM, texts_of=self._texts_of).fit(texts())
         self.nbytes = self.index.nbytes + self.ids.itemsize * len(self.ids) + len(self.splits)
 
     def _texts_of(self, positions: np.ndarray) -> list[str]:
-        ids = [self.ids[i] for i in positions.tolist()]
-        found = texts_by_id(_reading.get(), ids)
-        return [found.get(i, "") for i in ids]
+        return texts_in_order(_reading.get(), [self.ids[i] for i in positions.tolist()])
 
     def closest(self, session: Session, texts: Sequence[str]) -> list[Closest]:
-        vectors, sizes = self.index.ngrams.vectors(list(texts))
+        out: list[Closest] = []
         token = _reading.set(session)
         try:
-            best = self.index.best(list(texts), vectors, sizes)
+            for chunk in chunked(texts, CHECK_BATCH):  # the n-gram vectors of one chunk at a time
+                vectors, sizes = self.index.ngrams.vectors(chunk)
+                best = self.index.best(chunk, vectors, sizes)
+                out.extend(self._closest(best, i) for i in range(len(chunk)))
         finally:
             _reading.reset(token)
-        out = []
-        for i in range(len(texts)):
-            jaccard, containment = float(best.jaccard[i]), float(best.containment[i])
-            leak = None
-            if jaccard >= JACCARD or containment >= CONTAINMENT:
-                ref = int(best.jaccard_ref[i] if jaccard >= JACCARD else best.containment_ref[i])
-                leak = Leak(self.ids[ref], _SPLITS[self.splits[ref]], round(jaccard, 4), round(containment, 4))
-            out.append(Closest(round(jaccard, 4), round(containment, 4), leak))
         return out
+
+    def _closest(self, best: Matches, i: int) -> Closest:
+        jaccard, containment = float(best.jaccard[i]), float(best.containment[i])
+        leak = None
+        if jaccard >= JACCARD or containment >= CONTAINMENT:
+            ref = int(best.jaccard_ref[i] if jaccard >= JACCARD else best.containment_ref[i])
+            leak = Leak(self.ids[ref], _SPLITS[self.splits[ref]], round(jaccard, 4), round(containment, 4))
+        return Closest(round(jaccard, 4), round(containment, 4), leak)
 
 
 _cache: OrderedDict[tuple[object, ...], _Guard] = OrderedDict()

@@ -51,6 +51,7 @@ from db.reviews import (
     vote_counts,
 )
 from db.session import affected_rows
+from services import leak_guard
 from services.access import Need, check_dataset_id
 from services.variant_scoring import text_changed_values
 
@@ -149,7 +150,7 @@ def rewritten(session: Session, sample: Sample, text: str, *, action: str) -> di
     """What a variant's row gets when a person writes `text` over it (an edit, an undo that restores the text
     an edit replaced; `action` names it in errors): the text, its hash and its scores
     (services.variant_scoring.text_changed_values). Refused with 409 when another sample of the dataset has the
-    same normalised text, with 422 when it is a near-copy of a val/test text."""
+    same normalised text, with 422 (naming the sample in `leak_of`) when it is a near-copy of a val/test text."""
     digest = content_hash(text)
     duplicate = session.scalar(
         select(Sample.id).where(
@@ -160,7 +161,13 @@ def rewritten(session: Session, sample: Sample, text: str, *, action: str) -> di
         raise ConflictError(f"{action} duplicates sample {duplicate}", field="text", extra={"duplicate_of": duplicate})
     values: dict[str, Any] = {"text": text, "content_hash": digest}
     if text != sample.text:
-        values.update(text_changed_values(session, sample, text, action=action))
+        # With k = 1 an edit trains at once, and nobody reviews it after (services/leak_guard.py).
+        closest = leak_guard.closest(session, session.get_one(Dataset, sample.dataset_id), [text])[0]
+        if closest.leak is not None:
+            raise ValidationFailed(
+                f"{action} is {closest.leak.describe()}", field="text", extra={"leak_of": closest.leak.sample_id}
+            )
+        values.update(text_changed_values(session, sample, text, closest))
     return values
 
 

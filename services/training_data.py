@@ -77,14 +77,7 @@ def left_out_line(left_out: dict[str, list[int]]) -> str:
     )
 
 
-LEAK_CHECK_BATCH = 10_000
-
-
 def near_val_test(session: Any, dataset: Any, samples: list[Any]) -> set[int]:
     """The ids of `samples` whose text is a near-duplicate of one of the dataset's val/test texts."""
-    found: set[int] = set()
-    for start in range(0, len(samples), LEAK_CHECK_BATCH):
-        batch = samples[start : start + LEAK_CHECK_BATCH]
-        leaks = leak_guard.leaks(session, dataset, [s.text for s in batch])
-        found.update(s.id for s, leak in zip(batch, leaks, strict=True) if leak is not None)
-    return found
+    leaks = leak_guard.leaks(session, dataset, [s.text for s in samples])
+    return {s.id for s, leak in zip(samples, leaks, strict=True) if leak is not None}

@@ -37,7 +37,7 @@ from db.augmentation import (
     inserted_ids,
     record_automatic_decisions,
     reference_texts,
-    texts_by_id,
+    texts_in_order,
     training_rows,
 )
 from db.auth import automatic_reviewer
@@ -132,10 +132,8 @@ def _filter_for(engine: Engine, dataset_id: int, params: FilterParams, encoder: 
             yield text
 
     def training_texts_of(positions: np.ndarray) -> list[str]:
-        ids = [training_ids[i] for i in positions.tolist()]
         with Session(bind=reading) as session, session.begin():
-            found = texts_by_id(session, ids)
-        return [found.get(i, "") for i in ids]  # deleted since: nothing to be close to
+            return texts_in_order(session, [training_ids[i] for i in positions.tolist()])
 
     with Session(bind=reading) as session, session.begin():
         return CandidateFilter(

@@ -37,23 +37,15 @@ TEXT_SCORE_KEYS = ("similarity", "length_ratio", "leakage", "containment", "nove
 GENERATED_TEXT_SCORES = "generated_text"  # the generated text's scores, kept in `scores` at the first edit
 
 
-def text_changed_values(session: Session, sample: Any, text: str, *, action: str) -> dict[str, Any]:
-    """What a variant's row gets besides its new `text` when a person writes it (`action`: "the edited text",
-    for the error message). Refused with ValidationFailed (field `text`) when the text is a near-duplicate of a
-    val/test text (services/leak_guard.py): with k = 1 an edit trains at once, and nobody reviews it after.
+def text_changed_values(session: Session, sample: Any, text: str, closest: leak_guard.Closest) -> dict[str, Any]:
+    """What a variant's row gets besides its new `text` when a person writes it (services.review.rewritten,
+    which has checked it against val/test: `closest`).
 
     The model scores are cleared, so that the queue never shows (or sorts by) a score computed on another
     text, and a running scorer's result for the old text is refused (db.training_runs.apply_consistency_scores
     compares the text). The n-gram scores are those of the new text. The first edit keeps the generated text's
     scores under scores["generated_text"]: what people decided about the generated text is what auto-approval
     learns from (services.auto_approval.VariantFeatures)."""
-    dataset = session.get(Dataset, sample.dataset_id)
-    assert dataset is not None  # the sample's foreign key
-    closest = leak_guard.closest(session, dataset, [text])[0]
-    if closest.leak is not None:
-        raise ValidationFailed(
-            f"{action} is {closest.leak.describe()}", field="text", extra={"leak_of": closest.leak.sample_id}
-        )
     held = dict(sample.scores or {})
     generated = held.get(GENERATED_TEXT_SCORES)
     first_edit = sample.generated_text is None
@@ -167,7 +159,6 @@ def label_model_for(session: Session, dataset: Dataset, pinned: int | None = Non
     if pinned:
         spec = model_spec(session, pinned, None, field_name="label_model_id")
         return LabelModel(spec, scorer_of(db_runs.get_run(session, pinned), chosen=True))
-    from core.errors import ValidationFailed
 
     run = db_runs.latest_finished_run(session, dataset.id)
     if run is None:
