@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -100,8 +102,6 @@ class BodySizeLimit:
                 await self._reject(send, max_bytes)
 
     async def _reject(self, send: Send, max_bytes: int) -> None:
-        import json
-
         body = json.dumps({"detail": f"request body exceeds {max_bytes} bytes", "field": "body"}).encode()
         await send(
             {
@@ -115,6 +115,41 @@ class BodySizeLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+class NulInUrl:
+    """Refuse a NUL character (%00) in the path or a query parameter with 422 naming it, before any route runs.
+
+    No text in augloop may hold one (core.textnorm.text_problem): Postgres refuses it in a text value, so a search
+    for it (`?q=%00`) or a name holding one reached the database and came back as a 422 naming no field."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            field = None
+            if "\x00" in scope.get("path", ""):
+                field = "path"
+            else:
+                query = scope.get("query_string", b"").decode("latin-1")
+                params = parse_qsl(query, keep_blank_values=True, encoding="utf-8", errors="replace")
+                field = next((name for name, value in params if "\x00" in name + value), None)
+            if field is not None:
+                body = json.dumps({"detail": f"{field}: holds a NUL character", "field": field}).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 422,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 class SQLiteWriteQueue:
@@ -218,4 +253,5 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     if app.state.engine.dialect.name == "sqlite":
         app.add_middleware(SQLiteWriteQueue)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, upload_max_bytes=settings.max_upload_bytes)
+    app.add_middleware(NulInUrl)
     return app

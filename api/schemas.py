@@ -5,14 +5,45 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+
+def _nul_at(value: Any, path: str = "") -> str | None:
+    """Where in a decoded JSON value a string (or a key) holds a NUL character: "" for the value itself, ".k" or
+    ".0" below it; None when none does. Nested request bodies check themselves; other models (a trainer config,
+    augmenter parameters) are looked into."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, RequestBody):
+        return None
+    if isinstance(value, BaseModel):
+        value = value.__dict__
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                return path
+            if (found := _nul_at(item, f"{path}.{key}")) is not None:
+                return found
+    elif isinstance(value, list | tuple | set | frozenset):
+        for i, item in enumerate(value):
+            if (found := _nul_at(item, f"{path}.{i}")) is not None:
+                return found
+    return None
 
 
 class RequestBody(BaseModel):
-    """Every request body: an unknown key is a mistake to report, not to drop, and no NaN or ±Infinity
-    (Python's JSON reader accepts `NaN`, `Infinity` and `1e309`; a NaN compares false with every bound)."""
+    """Every request body: an unknown key is a mistake to report, not to drop, no NaN or ±Infinity (Python's JSON
+    reader accepts `NaN`, `Infinity` and `1e309`; a NaN compares false with every bound), and no NUL character in
+    any string, however deep (no text in augloop may hold one, core.textnorm.text_problem; Postgres refuses it)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if (where := _nul_at(value)) is not None:
+            raise ValueError(f"holds a NUL character{f' (at {where[1:]})' if where else ''}")
+        return value
 
 
 class TaskDef(BaseModel):

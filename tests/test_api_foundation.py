@@ -213,6 +213,40 @@ def test_every_request_body_refuses_unknown_keys_and_nan(admin):
         assert r.status_code == 422 and r.json()["field"] == "max_consistency", (value, r.text)
 
 
+def test_a_nul_character_anywhere_in_a_request_is_refused_naming_where(admin, engine):
+    """No text in augloop may hold a NUL (Postgres refuses one in a text value): a note, a nested config value,
+    a dict key, a query parameter or a path is refused with 422 naming where it is, and nothing is stored."""
+    from sqlalchemy import func, select
+
+    from db.models import Job, Review
+    from db.session import session_scope
+
+    assert upload(admin).status_code == 201
+    r = admin.post(
+        f"{API}/samples/1/decision", json={"decision": "reject", "version": 1, "reason": "other", "note": "a\x00b"}
+    )
+    assert r.status_code == 422 and r.json()["field"] == "note", r.text
+    r = admin.post(f"{API}/training-runs", json={"dataset": "psm", "config": {"encoder": "bert\x00"}})
+    assert r.status_code == 422 and r.json()["field"] == "config", r.text
+    assert "at encoder" in r.json()["detail"]
+    r = admin.post(f"{API}/datasets/psm/protected-terms", json={"add": ["tax", "wa\x00ter"]})
+    assert r.status_code == 422 and r.json()["field"] == "add", r.text
+    r = admin.post(
+        f"{API}/augment",
+        json={"dataset": "psm", "methods": ["wordnet"], "texts": [{"text": "fine", "labels": {"bi\x00as": "x"}}]},
+    )
+    assert r.status_code == 422 and r.json()["field"] == "texts.0.labels", r.text
+    r = admin.get(f"{API}/datasets/psm/review-queue", params={"q": "a\x00"})
+    assert r.status_code == 422 and r.json() == {"detail": "q: holds a NUL character", "field": "q"}
+    r = admin.get(f"{API}/datasets/ps%00m")
+    assert r.status_code == 422 and r.json()["field"] == "path"
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Review)) == 0
+        assert s.scalar(select(func.count()).select_from(Job)) == 0
+    # a string that merely looks like one is fine
+    assert admin.get(f"{API}/datasets/psm/review-queue", params={"q": "\\x00"}).status_code == 200
+
+
 def test_openapi_schema_names_the_fields_of_params_filters_and_config_with_their_bounds(client):
     """A client (and schemathesis) sees what `params`, `filters` and `config` take, not an opaque object."""
     from trainer.config import TrainConfig

@@ -121,3 +121,22 @@ def test_shared_work_and_undo_on_postgres(pg_api) -> None:
         undone = c.post(f"/samples/{v}/undo", json={"version": decided["version"]}).json()
         assert undone["review_status"] == "pending" and undone["last_review"]["decision"] == "undo"
         assert v in {i["id"] for i in c.post("/datasets/rev/assignments", json={"size": 5}).json()["items"]}
+
+
+def test_a_nul_character_is_refused_naming_its_field_on_postgres(pg_api) -> None:
+    """Postgres refuses a NUL in a text value; the API refuses it first, naming the field, and stores nothing
+    (before, a note or a search holding one reached the database and came back naming no field)."""
+    v = pg_api["data"].variants[pg_api["data"].sources[0]][0]
+    with client(pg_api, 0) as bob:
+        r = bob.post(
+            f"/samples/{v}/decision", json={"decision": "reject", "version": 1, "reason": "other", "note": "spam\x00"}
+        )
+        assert r.status_code == 422 and r.json()["field"] == "note", r.text
+        r = bob.get("/datasets/rev/review-queue", params={"q": "\x00"})
+        assert r.status_code == 422 and r.json()["field"] == "q", r.text
+        family = bob.get(f"/samples/{v}").json()
+        assert family["reviews"] == [] and family["sample"]["version"] == 1
+        r = bob.post(
+            f"/samples/{v}/decision", json={"decision": "reject", "version": 1, "reason": "other", "note": "spam"}
+        )
+        assert r.status_code == 200, r.text
