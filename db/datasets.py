@@ -23,6 +23,14 @@ def get_dataset(session: Session, name: str) -> Dataset:
     return dataset
 
 
+def lock_dataset(session: Session, dataset_id: int) -> None:
+    """Hold the dataset's row until the transaction ends, so that two transactions that each count something of
+    the dataset and then add to it take turns (Postgres; SQLite has one writer anyway). FOR NO KEY UPDATE: it does
+    not wait for, or hold up, the transactions that only add rows pointing at the dataset (an import, a job's
+    variants), whose foreign keys take a key-share lock."""
+    session.execute(select(Dataset.id).where(Dataset.id == dataset_id).with_for_update(key_share=True))
+
+
 def list_datasets(session: Session, project_ids: set[int] | None = None) -> list[Dataset]:
     """All datasets, or those of the given projects."""
     query = select(Dataset).order_by(Dataset.name)

@@ -28,6 +28,7 @@ from db.augmentation import (
     variant_counts,
 )
 from db.chunks import chunked
+from db.datasets import lock_dataset
 from db.models import AugmentationPlan, Dataset, Job, Origin, ReviewStatus, Sample, SampleLabel, Split, User
 from services import leak_guard
 from services.access import Need
@@ -313,11 +314,12 @@ def build_plan(
 
 def plan_jobs_seed(session: Session, dataset: Dataset, row: AugmentationPlan, seed: int) -> int:
     """The seed a plan's jobs draw with: the request's for the dataset's first enqueued plan, then one derived from
-    it and the number of plans enqueued before. Variants are drawn per source and variant index from the seed, and
-    a plan that tops up an earlier one picks many of the same sources: with the same seed it would redraw the
-    earlier variants, every one of them then dropped as a duplicate."""
+    it and the number of plans enqueued before (committed ones, whatever their ids). Variants are drawn per source
+    and variant index from the seed, and a plan that tops up an earlier one picks many of the same sources: with
+    the same seed it would redraw the earlier variants, every one of them then dropped as a duplicate. The caller
+    holds the dataset's row (lock_dataset), so of two plans enqueued at once the second one counts the first."""
     earlier = session.scalars(
-        select(AugmentationPlan.job_ids).where(AugmentationPlan.dataset_id == dataset.id, AugmentationPlan.id < row.id)
+        select(AugmentationPlan.job_ids).where(AugmentationPlan.dataset_id == dataset.id, AugmentationPlan.id != row.id)
     )
     enqueued_before = sum(1 for job_ids in earlier if job_ids)
     return seed if enqueued_before == 0 else derive_seed(seed, "plan", enqueued_before) % SEED_LIMIT
@@ -332,6 +334,9 @@ def create_and_enqueue_plan(
     plan["jobs"] = [{k: v for k, v in job.items() if k != "items"} for job in jobs]
     row = create_plan(session, dataset, request.as_params(), plan, user_id)
     if request.enqueue:
+        # Two plans enqueued at once take turns from here to their commits: the first one seeds the dataset's
+        # protected terms and the second one finds them; the second one's seed counts the first plan.
+        lock_dataset(session, dataset.id)
         ensure_seeded(session, dataset)
         seed = plan_jobs_seed(session, dataset, row, request.seed)
         ids = []

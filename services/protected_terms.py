@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from core.errors import ValidationFailed
 from db import protected_terms as db_terms
 from db.augmentation import labels_of, texts_by_id, train_original_ids
+from db.datasets import lock_dataset
 from db.models import Dataset, User, utcnow
 from services.access import Need
 from services.variant_settings import store, variant_settings
@@ -120,7 +121,12 @@ def seed(session: Session, dataset: Dataset, *, per_class: int = 10, created_by:
 
 
 def ensure_seeded(session: Session, dataset: Dataset) -> None:
-    """Seed a dataset's protected terms the first time it is augmented."""
+    """Seed a dataset's protected terms the first time it is augmented. Two first requests at once take turns
+    (the dataset's row is locked until the caller commits), and the second one finds the terms seeded."""
+    if variant_settings(dataset).protected_terms_seeded_at is not None:
+        return
+    lock_dataset(session, dataset.id)
+    session.refresh(dataset, ["variant_settings"])  # as the transaction that held the row committed it
     if variant_settings(dataset).protected_terms_seeded_at is None:
         seed(session, dataset)
 

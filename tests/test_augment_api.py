@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlalchemy import delete, select
 
-from tests.augment_fixtures import run_worker, train_ids
+from tests.augment_fixtures import example_slice, run_worker, train_ids
 
 pytestmark = pytest.mark.usefixtures("augment_env")
 
@@ -593,3 +593,48 @@ def test_a_submitted_near_copy_of_a_test_text_is_refused_and_nothing_is_stored(l
     assert r.json()["field"] == "texts.1.text" and r.json()["leak_of"] == test_id
     with Session(engine) as s:
         assert s.scalar(select(func.count()).select_from(Sample)) == rows, "the first, valid text was not kept"
+
+
+@pytest.mark.postgres
+def test_plans_enqueued_at_once_on_postgres_draw_different_seeds(pg_settings) -> None:
+    """On Postgres two plan requests really run at once: each counted the plans enqueued before it without seeing
+    the other's (not yet committed), so both drew with the request's seed and the second one's variants were
+    all duplicates of the first one's. Now the second waits for the first to commit and counts it."""
+    import threading
+
+    from sqlalchemy.orm import Session
+
+    from db.datasets import get_dataset
+    from db.models import AugmentationPlan
+    from db.session import get_engine, session_scope
+    from services.augmentation import PlanRequest, create_and_enqueue_plan
+    from services.importing import ImportSpec, import_file
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    with session_scope(engine) as s:
+        import_file(s, example_slice(300), ImportSpec(dataset="mini", tasks=["bias", "message"]), filename="m.csv")
+    request = PlanRequest(methods=["wordnet"], tasks=["message"], per_source_cap=2, enqueue=True)
+    first = Session(engine)
+    create_and_enqueue_plan(first, get_dataset(first, "mini"), request, pg_settings, None)
+    failures: list[BaseException] = []
+
+    def second_plan() -> None:
+        try:
+            with session_scope(engine) as s:
+                create_and_enqueue_plan(s, get_dataset(s, "mini"), request, pg_settings, None)
+        except Exception as err:  # noqa: BLE001 (reported below, in the test thread)
+            failures.append(err)
+
+    second = threading.Thread(target=second_plan)
+    second.start()
+    second.join(timeout=1.0)
+    assert second.is_alive(), "the second plan did not wait for the first one's transaction"
+    first.commit()
+    first.close()
+    second.join(timeout=30)
+    assert not second.is_alive() and not failures, failures
+    with session_scope(engine) as s:
+        plans = list(s.scalars(select(AugmentationPlan).order_by(AugmentationPlan.id)))
+        seeds = [{job["seed"] for job in p.plan["jobs"]} for p in plans]
+    assert len(plans) == 2 and all(p.job_ids for p in plans)
+    assert seeds[0] == {0} and len(seeds[1]) == 1 and seeds[1] != {0}, seeds
