@@ -296,6 +296,6 @@ def test_openapi_schema_names_the_fields_of_params_filters_and_config_with_their
         budget = next(b for b in config["properties"]["budget_minutes"]["anyOf"] if b.get("type") == "number")
         assert budget["exclusiveMinimum"] == 0 and budget["maximum"] == 7 * 24 * 60
         assert smoothing["minimum"] == 0 and smoothing["maximum"] == 0.5
-        assert config["properties"]["pooling"]["enum"] == ["last4_mean", "cls", "mean"]
+        assert config["properties"]["pooling"]["enum"] == ["auto", "last4_mean", "cls", "mean"]
         per_class = config["properties"]["class_label_smoothing"]["additionalProperties"]["additionalProperties"]
         assert per_class["maximum"] == 0.5

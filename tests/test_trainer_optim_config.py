@@ -68,10 +68,11 @@ def test_warmup_then_linear_decay() -> None:
 
 def test_config_defaults_follow_the_recipe() -> None:
     c = TrainConfig()
+    # pooling auto: the recipe's last4_mean for mBERT (tests/test_trainer_train.py); the head's depth is planned
     assert (c.encoder, c.pooling, c.head_layers, c.head_hidden, c.head_dropout) == (
         "bert-base-multilingual-cased",
-        "last4_mean",
-        3,
+        "auto",
+        None,
         768,
         0.25,
     )

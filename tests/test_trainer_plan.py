@@ -38,6 +38,7 @@ def test_a_gpu_run_gets_the_seed_recipe() -> None:
         assert (plan.batch_size, plan.grad_accum, plan.effective_batch) == (12, 4, 48)
         assert plan.lr == pytest.approx(2.5e-5) and plan.head_lr == plan.lr
         assert (plan.rdrop_alpha, plan.llrd_decay, plan.patience) == (1.0, 0.9, 8)
+        assert plan.head_layers == 3  # the recipe's MLP heads
         assert plan.steps == 20 * math.ceil(584 / 4) == 2920 and plan.epochs == 20
         assert plan.warmup_steps == 292
         assert not plan.lr_scaled  # so `lr_search: auto` runs no trials
@@ -50,6 +51,7 @@ def test_a_short_cpu_budget_drops_the_regularisers_and_takes_more_smaller_update
     plan = plan_run(config, n_train=5400, batches_per_epoch=450, encoder_width=384, throughput=CPU_MINILM)
     # with R-Drop the budget would buy 1.9 epochs, without 3.8: both < 10, so neither R-Drop nor LLRD
     assert plan.rdrop_alpha == 0.0 and plan.llrd_decay == 1.0
+    assert plan.head_layers == 1 and any(r.startswith("heads: linear") for r in plan.reasons)
     epochs = (15 * 60 * BUDGET_USE - 2 * 8) / (5400 / 25 + 8)
     assert plan.epochs == pytest.approx(epochs, abs=1 / 450)
     assert plan.grad_accum == 1 and plan.steps == math.floor(epochs * 450) == 1685  # ≥ 1,000 only without accum
@@ -112,6 +114,15 @@ def test_regularisers_are_kept_exactly_when_the_budget_affords_ten_epochs_with_t
     forced = plan(205, rdrop_alpha=1.0, llrd_decay=0.8)
     assert (forced.rdrop_alpha, forced.llrd_decay) == (1.0, 0.8) and forced.epochs < 10
     assert plan_run(TrainConfig(epochs=8), **RECIPE_DATA).rdrop_alpha == 0.0  # 8 epochs: short even on a GPU
+
+
+def test_the_head_is_the_recipes_mlp_in_a_long_run_and_linear_in_a_short_one_unless_set() -> None:
+    """Like LLRD, by the epochs the run as planned trains: 10 or more keep the recipe's 3-layer heads."""
+    assert plan_run(TrainConfig(epochs=10), **RECIPE_DATA).head_layers == 3
+    assert plan_run(TrainConfig(epochs=9), **RECIPE_DATA).head_layers == 1
+    for layers in (1, 2, 4):
+        assert plan_run(TrainConfig(epochs=3, head_layers=layers), **RECIPE_DATA).head_layers == layers
+        assert plan_run(TrainConfig(epochs=20, head_layers=layers), **RECIPE_DATA).head_layers == layers
 
 
 def test_a_budget_that_affords_almost_nothing_is_refused_naming_the_key() -> None:

