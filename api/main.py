@@ -243,6 +243,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(health.router)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
+    # The last added runs first: CORS outermost, so that the refusals of the others (413, a NUL's 422) carry its
+    # headers and a browser on another origin can read them.
+    if app.state.engine.dialect.name == "sqlite":
+        app.add_middleware(SQLiteWriteQueue)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, upload_max_bytes=settings.max_upload_bytes)
+    app.add_middleware(NulInUrl)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -250,8 +256,4 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             allow_methods=["*"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    if app.state.engine.dialect.name == "sqlite":
-        app.add_middleware(SQLiteWriteQueue)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, upload_max_bytes=settings.max_upload_bytes)
-    app.add_middleware(NulInUrl)
     return app

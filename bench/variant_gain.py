@@ -41,6 +41,7 @@ RECIPE = {
     "rdrop_alpha": 1.0,
     "llrd_decay": 0.9,
     "pooling": "last4_mean",
+    "head_layers": 3,  # the recipe's heads, as when its figures were measured (the default is planned now)
     "batch_size": 16,
     "grad_accum": 2,
     "lr": 5e-5,

@@ -32,7 +32,7 @@ from core.errors import ConflictError
 from db.models import Dataset, Origin, ReviewStatus, Sample, User, utcnow
 from services.access import Need
 from services.variant_scoring import GENERATED_TEXT_SCORES, MODEL_SCORE_COLUMNS, TEXT_SCORE_COLUMNS
-from services.variant_settings import store, variant_settings
+from services.variant_settings import locked_settings, store, variant_settings
 from workers.augment.base import derive_seed
 from workers.augment.catalog import METHODS
 
@@ -275,13 +275,15 @@ def calibrate(session: Session, dataset: Dataset, request: AutoApprovalRequest, 
 def configure(session: Session, dataset: Dataset, request: AutoApprovalRequest, user: User | None) -> dict[str, Any]:
     """Switch auto-approval on (calibrating the rule now) or off. On: 409 with the numbers when the reviewed
     variants do not support a rule yet."""
-    settings = variant_settings(dataset)
-    previous = settings.auto_approval or {}
     if not request.enabled:
+        settings = locked_settings(session, dataset)
+        previous = settings.auto_approval or {}
         settings.auto_approval = {**previous, "enabled": False} if previous else None
         store(session, dataset, settings)
         return status(session, dataset)
-    calibration = calibrate(session, dataset, request)
+    calibration = calibrate(session, dataset, request)  # reads, before the row is held
+    settings = locked_settings(session, dataset)
+    previous = settings.auto_approval or {}
     if not calibration["ready"]:
         raise ConflictError(
             f"auto-approval stays off: {calibration['reason']}",

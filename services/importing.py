@@ -255,6 +255,7 @@ def _format_of(stream: BinaryIO, filename: str | None, fmt: str | None) -> str:
 def check_target(session: Session, spec: ImportSpec) -> tuple[Dataset | None, dict[str, list[str]] | None]:
     """The dataset the file goes into (None: a new one, whose names and project are valid) and its label sets,
     once the file's tasks fit it: what an import checks before it reads a byte of the file."""
+    _check_spec_strings(spec)
     if not spec.tasks:
         raise ValidationFailed("declare at least one task (a label column)", field="task")
     dataset = session.scalar(select(Dataset).where(Dataset.name == spec.dataset))
@@ -275,6 +276,33 @@ def check_target(session: Session, spec: ImportSpec) -> tuple[Dataset | None, di
             f"dataset {spec.dataset!r} has tasks {dataset.task_names()}; unknown task(s) {unknown}", field="task"
         )
     return dataset, {t: dataset.labels_of(t) for t in spec.tasks}
+
+
+LANGUAGE_MAX_CHARS = 16  # the column's width (db/models.py Dataset.language)
+
+
+def _check_spec_strings(spec: ImportSpec) -> None:
+    """An import's names (form fields, CLI options) hold no NUL (Postgres refuses one, naming no field) and its
+    language fits its column, before anything is read or stored."""
+    named: list[tuple[str, str | None]] = [
+        ("name", spec.dataset),
+        ("text_col", spec.text_col),
+        ("split_col", spec.split_col),
+        ("id_col", spec.id_col),
+        ("language", spec.language),
+        ("project", spec.project),
+        ("display_name", spec.display_name),
+        *(("task", task) for task in spec.tasks),
+        *(("labels", name) for task, names in spec.label_order.items() for name in [task, *names]),
+    ]
+    for name, value in named:
+        if value is not None and "\x00" in value:
+            raise ValidationFailed(f"{name}: holds a NUL character", field=name)
+    if len(spec.language) > LANGUAGE_MAX_CHARS:
+        raise ValidationFailed(
+            f"language: at most {LANGUAGE_MAX_CHARS} characters (a language code such as en or pt-BR)",
+            field="language",
+        )
 
 
 def _project_id(session: Session, spec: ImportSpec) -> int:

@@ -23,7 +23,7 @@ from db.augmentation import labels_of, texts_by_id, train_original_ids
 from db.datasets import lock_dataset
 from db.models import Dataset, User, utcnow
 from services.access import Need
-from services.variant_settings import store, variant_settings
+from services.variant_settings import locked_settings, store, variant_settings
 from workers.augment.textspans import ProtectedTerms, words
 
 _TERM = re.compile(r"^[^\W\d_]+(?:['’ -][^\W\d_]+)*$")
@@ -96,6 +96,9 @@ def seed(session: Session, dataset: Dataset, *, per_class: int = 10, created_by:
     """Replace the dataset's seeded terms with the words most associated with its classes now."""
     if not 1 <= per_class <= 200:
         raise ValidationFailed("per_class must be in [1, 200]", field="per_class")
+    # Held before the terms are written: a first plan seeding at the same moment waits here, rather than each
+    # waiting on the other (its terms' unique index, this one's settings row).
+    settings = locked_settings(session, dataset)
     ids = train_original_ids(session, dataset.id)
     if len(ids) > SEED_SAMPLE:  # a sample, the same for the same dataset: this runs in a request
         ids = sorted(random.Random(dataset.id).sample(ids, SEED_SAMPLE))
@@ -114,7 +117,6 @@ def seed(session: Session, dataset: Dataset, *, per_class: int = 10, created_by:
         if s.term not in best or s.score > best[s.term].score:
             best[s.term] = s
     db_terms.replace_seeded(session, dataset.id, list(best.values()), created_by)
-    settings = variant_settings(dataset)
     settings.protected_terms_seeded_at = utcnow().isoformat()
     store(session, dataset, settings)
     return terms_view(session, dataset)
@@ -125,9 +127,7 @@ def ensure_seeded(session: Session, dataset: Dataset) -> None:
     (the dataset's row is locked until the caller commits), and the second one finds the terms seeded."""
     if variant_settings(dataset).protected_terms_seeded_at is not None:
         return
-    lock_dataset(session, dataset.id)
-    session.refresh(dataset, ["variant_settings"])  # as the transaction that held the row committed it
-    if variant_settings(dataset).protected_terms_seeded_at is None:
+    if locked_settings(session, dataset).protected_terms_seeded_at is None:  # as the row's last holder left it
         seed(session, dataset)
 
 
@@ -136,6 +136,7 @@ def edit(
 ) -> dict[str, Any]:
     to_add = [normalise_term(t, f"add.{i}") for i, t in enumerate(add)]
     to_remove = [normalise_term(t, f"remove.{i}") for i, t in enumerate(remove)]
+    lock_dataset(session, dataset.id)  # a first seeding at the same moment: one after the other
     if len(db_terms.term_strings(session, dataset.id)) + len(to_add) > MAX_TERMS:
         raise ValidationFailed(f"a dataset holds at most {MAX_TERMS} protected terms", field="add")
     db_terms.remove_terms(session, dataset.id, to_remove)

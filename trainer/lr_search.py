@@ -26,6 +26,7 @@ from transformers import set_seed
 from trainer.config import TrainConfig
 from trainer.errors import TrainerError
 from trainer.examples import SplitData
+from trainer.model import with_pooling_resolved
 from trainer.plan import shortened
 from trainer.steps import Stepper, measure_throughput, prepare
 from trainer.train import run_loop
@@ -93,6 +94,7 @@ def select_learning_rate(
     if config.lr_search == "off":
         return Selection("skipped", "config.lr_search is off")
     started = time.monotonic()
+    config, _ = with_pooling_resolved(config)  # the trials pool as the runs will (trainer/model.py)
     run = prepare(config, data)
     emit({"event": "phase", "phase": "measuring throughput"})
     throughput = measure_throughput(run)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from trainer.config import TrainConfig
 from trainer.examples import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,23 @@ def resolve_pooling(pooling: str, encoder_name: str) -> str:
     if len(chosen) == 1:
         return chosen[0]
     return RECIPE_POOLING
+
+
+def with_pooling_resolved(config: TrainConfig) -> tuple[TrainConfig, str | None]:
+    """The config with `auto` pooling replaced by what it resolves to on this machine, and the reason to record
+    with the run's plan (None when the pooling was set). A run resolves once, before anything else: its
+    checkpoints, saved config and model then name the pooling it trained with, and a resumed run that would
+    resolve otherwise (a worker without the hub, where a hub id's sentence-transformers files are missing)
+    does not resume into another pooling."""
+    if config.pooling != "auto":
+        return config, None
+    resolved = resolve_pooling("auto", config.encoder)
+    why = (
+        "the encoder's own (its sentence-transformers pooling config)"
+        if resolved != RECIPE_POOLING
+        else "the recipe's (the encoder declares no pooling of its own)"
+    )
+    return config.model_copy(update={"pooling": resolved}), f"pooling {resolved}: {why}"
 
 
 def _sentence_pooling_config(encoder_name: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from trainer.errors import TrainerError, TrainingStopped
 from trainer.examples import SplitData
 from trainer.group import SINGLE, Group, wrap_ddp
 from trainer.metrics import evaluate_probs, prediction_dump
-from trainer.model import MultiTaskModel
+from trainer.model import MultiTaskModel, with_pooling_resolved
 from trainer.plan import Clock, Plan, Throughput, replanned_steps
 from trainer.steps import Prepared, Stepper, measure_throughput, prepare
 
@@ -261,6 +261,7 @@ def train_process(
     unknown = sorted(set(config.task_weights) - {t.name for t in data.tasks})
     if unknown:
         raise TrainerError(f"config.task_weights names unknown task(s) {unknown}", field="config.task_weights")
+    config, pooling_reason = with_pooling_resolved(config)
     fp = checkpoint.fingerprint(config, data)
     resume, why_not = checkpoint.load(control.checkpoint_dir, fp)
     run = prepare(config, data, device)
@@ -273,6 +274,8 @@ def train_process(
             # every rank measures whole global batches; the processes share each one
             throughput = group.broadcast(Throughput(measured.seconds_per_sample / group.world, measured.eval_seconds))
     plan = run.plan(throughput)
+    if pooling_reason:
+        plan = replace(plan, reasons=[pooling_reason, *plan.reasons])
     set_seed(config.seed)  # the measurement drew dropout masks: start from the same state as an unmeasured run
     stepper = Stepper.build(run, plan)
     if group.distributed:
