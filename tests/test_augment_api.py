@@ -595,45 +595,61 @@ def test_a_submitted_near_copy_of_a_test_text_is_refused_and_nothing_is_stored(l
         assert s.scalar(select(func.count()).select_from(Sample)) == rows, "the first, valid text was not kept"
 
 
-@pytest.mark.postgres
-def test_plans_enqueued_at_once_on_postgres_draw_different_seeds(pg_settings) -> None:
-    """On Postgres two plan requests really run at once: each counted the plans enqueued before it without seeing
-    the other's (not yet committed), so both drew with the request's seed and the second one's variants were
-    all duplicates of the first one's. Now the second waits for the first to commit and counts it."""
+def _plan_at_once():  # type: ignore[no-untyped-def]
+    from services.augmentation import PlanRequest
+
+    return PlanRequest(methods=["wordnet"], tasks=["message"], per_source_cap=2, enqueue=True)
+
+
+def _while_a_first_plan_is_open(pg_settings, other) -> None:  # type: ignore[no-untyped-def]
+    """Import 300 example rows on Postgres, enqueue a first plan in a transaction left open, run
+    `other(session, dataset)` in another thread and transaction, and check that it waits for the plan to commit,
+    then completes without an error."""
     import threading
 
     from sqlalchemy.orm import Session
 
     from db.datasets import get_dataset
-    from db.models import AugmentationPlan
     from db.session import get_engine, session_scope
-    from services.augmentation import PlanRequest, create_and_enqueue_plan
+    from services.augmentation import create_and_enqueue_plan
     from services.importing import ImportSpec, import_file
 
     engine = get_engine(pg_settings.resolved_database_url)
     with session_scope(engine) as s:
         import_file(s, example_slice(300), ImportSpec(dataset="mini", tasks=["bias", "message"]), filename="m.csv")
-    request = PlanRequest(methods=["wordnet"], tasks=["message"], per_source_cap=2, enqueue=True)
     first = Session(engine)
-    create_and_enqueue_plan(first, get_dataset(first, "mini"), request, pg_settings, None)
-    failures: list[BaseException] = []
+    create_and_enqueue_plan(first, get_dataset(first, "mini"), _plan_at_once(), pg_settings, None)
+    failures: list[Exception] = []
 
-    def second_plan() -> None:
+    def run_other() -> None:
         try:
             with session_scope(engine) as s:
-                create_and_enqueue_plan(s, get_dataset(s, "mini"), request, pg_settings, None)
+                other(s, get_dataset(s, "mini"))
         except Exception as err:  # noqa: BLE001 (reported below, in the test thread)
             failures.append(err)
 
-    second = threading.Thread(target=second_plan)
-    second.start()
-    second.join(timeout=1.0)
-    assert second.is_alive(), "the second plan did not wait for the first one's transaction"
+    thread = threading.Thread(target=run_other)
+    thread.start()
+    thread.join(timeout=1.5)
+    assert thread.is_alive(), "it did not wait for the first plan's transaction"
     first.commit()
     first.close()
-    second.join(timeout=30)
-    assert not second.is_alive() and not failures, failures
-    with session_scope(engine) as s:
+    thread.join(timeout=30)
+    assert not thread.is_alive() and not failures, failures
+
+
+@pytest.mark.postgres
+def test_plans_enqueued_at_once_on_postgres_draw_different_seeds(pg_settings) -> None:
+    """On Postgres two plan requests really run at once: each counted the plans enqueued before it without seeing
+    the other's (not yet committed), so both drew with the request's seed and the second one's variants were
+    all duplicates of the first one's. Now the second waits for the first to commit and counts it."""
+    from db.models import AugmentationPlan
+    from db.session import get_engine, session_scope
+    from services.augmentation import create_and_enqueue_plan
+
+    second = _plan_at_once()
+    _while_a_first_plan_is_open(pg_settings, lambda s, d: create_and_enqueue_plan(s, d, second, pg_settings, None))
+    with session_scope(get_engine(pg_settings.resolved_database_url)) as s:
         plans = list(s.scalars(select(AugmentationPlan).order_by(AugmentationPlan.id)))
         seeds = [{job["seed"] for job in p.plan["jobs"]} for p in plans]
     assert len(plans) == 2 and all(p.job_ids for p in plans)
@@ -647,55 +663,30 @@ def test_a_first_plan_and_a_leads_change_at_once_on_postgres_take_turns(pg_setti
     made meanwhile waits for it and then builds on it: a setting no longer writes back the settings it read
     before (which unmarked the seeding, so the next plan re-seeded terms the lead had removed), and a re-seed or
     an edit of the terms no longer deadlocks with the plan (each waited on the other: 503) or conflicts (409)."""
-    import threading
-
-    from sqlalchemy.orm import Session
-
     from db.datasets import get_dataset
     from db.models import ProtectedTerm
     from db.session import get_engine, session_scope
     from services import protected_terms
-    from services.augmentation import PlanRequest, create_and_enqueue_plan
-    from services.importing import ImportSpec, import_file
     from services.variant_settings import update_variant_settings, variant_settings
 
-    engine = get_engine(pg_settings.resolved_database_url)
-    with session_scope(engine) as s:
-        import_file(s, example_slice(300), ImportSpec(dataset="mini", tasks=["bias", "message"]), filename="m.csv")
-    plan = Session(engine)
-    request = PlanRequest(methods=["wordnet"], tasks=["message"], per_source_cap=2, enqueue=True)
-    create_and_enqueue_plan(plan, get_dataset(plan, "mini"), request, pg_settings, None)
-    seeded = {t.term for t in plan.scalars(select(ProtectedTerm))}
-    assert seeded
-    failures: list[Exception] = []
+    seeded: set[str] = set()
 
-    def lead() -> None:
-        try:
-            with session_scope(engine) as s:
-                dataset = get_dataset(s, "mini")
-                if change == "setting":
-                    update_variant_settings(s, dataset, {"auto_reject_label_changed": True})
-                elif change == "reseed":
-                    protected_terms.seed(s, dataset, per_class=3)
-                else:
-                    protected_terms.edit(s, dataset, ["harvest"], [sorted(seeded)[0]], None)
-        except Exception as err:  # noqa: BLE001 (reported below, in the test thread)
-            failures.append(err)
+    def lead(s, dataset) -> None:  # type: ignore[no-untyped-def]
+        if change == "setting":
+            update_variant_settings(s, dataset, {"auto_reject_label_changed": True})
+        elif change == "reseed":
+            protected_terms.seed(s, dataset, per_class=3)
+        else:
+            protected_terms.edit(s, dataset, ["harvest"], ["obama"], None)
+        seeded.update(t.term for t in s.scalars(select(ProtectedTerm).where(ProtectedTerm.origin == "seeded")))
 
-    thread = threading.Thread(target=lead)
-    thread.start()
-    thread.join(timeout=1.5)
-    assert thread.is_alive(), "the lead's change did not wait for the plan's transaction"
-    plan.commit()
-    plan.close()
-    thread.join(timeout=30)
-    assert not thread.is_alive() and not failures, failures
-    with session_scope(engine) as s:
+    _while_a_first_plan_is_open(pg_settings, lead)
+    with session_scope(get_engine(pg_settings.resolved_database_url)) as s:
         dataset = get_dataset(s, "mini")
         settings = variant_settings(dataset)
         terms = {t.term for t in s.scalars(select(ProtectedTerm))}
-    assert settings.protected_terms_seeded_at is not None  # the plan's seeding stands
+    assert settings.protected_terms_seeded_at is not None and seeded  # the plan's seeding stands
     if change == "setting":
         assert settings.auto_reject_label_changed is True and terms == seeded
     elif change == "edit_terms":
-        assert "harvest" in terms and sorted(seeded)[0] not in terms
+        assert "harvest" in terms and "obama" not in terms
