@@ -31,6 +31,14 @@ def lock_dataset(session: Session, dataset_id: int) -> None:
     session.execute(select(Dataset.id).where(Dataset.id == dataset_id).with_for_update(key_share=True))
 
 
+def locked_variant_settings(session: Session, dataset_id: int) -> dict[str, Any] | None:
+    """The dataset's variant settings as last committed, its row held as lock_dataset holds it."""
+    raw: dict[str, Any] | None = session.scalar(
+        select(Dataset.variant_settings).where(Dataset.id == dataset_id).with_for_update(key_share=True)
+    )
+    return raw
+
+
 def list_datasets(session: Session, project_ids: set[int] | None = None) -> list[Dataset]:
     """All datasets, or those of the given projects."""
     query = select(Dataset).order_by(Dataset.name)

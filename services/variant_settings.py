@@ -17,9 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from core.errors import ValidationFailed
-from db.datasets import lock_dataset
+from db.datasets import locked_variant_settings
 from db.models import Dataset, User
 from services.access import Need
 
@@ -54,8 +55,8 @@ def locked_settings(session: Session, dataset: Dataset) -> VariantSettings:
     """The dataset's settings as last committed, its row held until the caller commits: what a change reads
     before it stores, so that two changes at once (a lead's setting, a plan's first seeding of the protected
     terms) take turns and neither writes back what the other replaced."""
-    lock_dataset(session, dataset.id)
-    session.refresh(dataset, ["variant_settings"])
+    raw = locked_variant_settings(session, dataset.id)
+    set_committed_value(dataset, "variant_settings", raw)  # what later reads of this object see, unchanged
     return variant_settings(dataset)
 
 
