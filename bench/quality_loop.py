@@ -17,7 +17,10 @@ path), run by the worker (Worker(engine).run(burst=True)), and the ensemble the 
              same train originals (all 4,000 in the full profile).
   Free by-products, from the same runs' saved predictions: the loop's seeds without the decision rule
   (`loop_argmax`), their transformer-only ensemble (`loop_seeds`), the TF-IDF member alone (`tfidf_member`),
-  the full loop without the decision rule (`full_loop_argmax`). `--ablation` adds the loop on originals only.
+  the full loop without the decision rule (`full_loop_argmax`). `--ablation` adds the loop on originals only
+  (`loop_originals`, with its own TF-IDF member and ensemble `full_loop_originals`): arm 3 − arm 2 of issue 15,
+  what the approved variants add (`loop_minus_loop_originals`). `--ablation-only` runs the loop and the loop on
+  originals only, not the baselines (~1 h 50 min), and writes quality_loop.ablation.json.
 
 Nothing here is chosen for this dataset: the loop's settings are the product's defaults; the study only sets
 what a user sets (encoder, tasks, max length 64, threads, the budget). Paired deltas carry a paired bootstrap CI
@@ -25,7 +28,7 @@ over test examples (bench/quality_stats.py). `--quick` is a smoke run (tiny subs
 forced on so that its path runs); its results go to quality_loop.quick.json and never overwrite the full
 results. `--probe` measures the throughput and prints the estimate of a full run.
 
-    .venv/bin/python bench/quality_loop.py [--quick | --probe] [--budget-minutes 18] [--ablation]
+    .venv/bin/python bench/quality_loop.py [--quick | --probe] [--budget-minutes 18] [--ablation | --ablation-only]
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ ROOT = offline_cpu()  # before torch: offline hubs, passive OpenMP (see bench_en
 import numpy as np  # noqa: E402
 from quality_data import augment_and_approve, load_data, log, setup_database  # noqa: E402
 from quality_stats import (  # noqa: E402
+    HEADLINES,
     TASKS,
     aligned_gold,
     aligned_preds,
@@ -124,13 +128,14 @@ def common(profile: Profile) -> dict[str, Any]:
     return {"encoder": encoder(), "tasks": TASKS, "max_length": profile.max_length, "device": "cpu", "num_threads": 2}
 
 
-def arm_requests(profile: Profile, ablation: bool) -> dict[str, tuple[dict[str, Any], bool]]:
+def arm_requests(profile: Profile, ablation: bool, baselines: bool = True) -> dict[str, tuple[dict[str, Any], bool]]:
     """arm → (config overrides as a request sends them, whether it asks for the TF-IDF member)."""
     loop = {**common(profile), "budget_minutes": profile.budget_minutes, **dict(profile.loop_extra)}
     arms = {"loop": (loop, True)}
     if ablation:
         arms["loop_originals"] = ({**loop, "variants": "none"}, True)
-    arms["plain"] = ({**common(profile), **PLAIN, "epochs": profile.plain_epochs}, False)
+    if baselines:
+        arms["plain"] = ({**common(profile), **PLAIN, "epochs": profile.plain_epochs}, False)
     return arms
 
 
@@ -152,7 +157,7 @@ def watch(engine: Any, stop: threading.Event, every: float = 60.0) -> None:
                 )
 
 
-def run_requests(engine: Any, profile: Profile, ablation: bool) -> dict[str, list[int]]:
+def run_requests(engine: Any, profile: Profile, ablation: bool, baselines: bool) -> dict[str, list[int]]:
     """Queue every arm's request, then run the worker until the queue is empty. Returns arm → run ids."""
     from db.session import session_scope
     from services.training import start_training
@@ -160,7 +165,7 @@ def run_requests(engine: Any, profile: Profile, ablation: bool) -> dict[str, lis
 
     ids: dict[str, list[int]] = {}
     with session_scope(engine) as s:
-        for arm, (overrides, classical) in arm_requests(profile, ablation).items():
+        for arm, (overrides, classical) in arm_requests(profile, ablation, baselines).items():
             runs, jobs = start_training(
                 s, "quality", overrides, list(profile.seeds), name=arm, user=None, classical=classical
             )
@@ -224,14 +229,16 @@ def tfidf_baseline(data: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return evaluate_probs(probs, gold, data.tasks), {t: probs[t].argmax(1) for t in TASKS}
 
 
-def run_study(profile: Profile, tmp: Path, ablation: bool) -> dict[str, Any]:
+def run_study(profile: Profile, tmp: Path, ablation: bool, baselines: bool = True) -> dict[str, Any]:
+    """The arms' runs, ensembles and paired deltas. `baselines=False` (the ablation alone) skips plain fine-tuning
+    and TF-IDF on originals."""
     engine = setup_database(tmp, profile.train_subset, profile.eval_subset)
     originals = load_data(engine)
     augmentation = augment_and_approve(engine)
     augmented = load_data(engine)
     log(f"train view: {len(originals.train)} originals; with approved variants {len(augmented.train)}")
     started = time.monotonic()
-    runs = read_runs(engine, run_requests(engine, profile, ablation))
+    runs = read_runs(engine, run_requests(engine, profile, ablation, baselines))
     training_minutes = (time.monotonic() - started) / 60
     loop = [r for r in runs["loop"] if r["kind"] == "single"]
     (member,) = [r for r in runs["loop"] if r["kind"] == "tfidf"]
@@ -241,44 +248,61 @@ def run_study(profile: Profile, tmp: Path, ablation: bool) -> dict[str, Any]:
         "full_loop": ensemble(engine, [*loop_ids, member["id"]], "prior"),
         "full_loop_argmax": ensemble(engine, [*loop_ids, member["id"]], "none"),
     }
-    t0 = time.monotonic()
-    tfidf_metrics, tfidf_preds = tfidf_baseline(originals)
-    tfidf_seconds = time.monotonic() - t0
+    if ablation:
+        originals_loop = [r for r in runs["loop_originals"] if r["kind"] == "single"]
+        (originals_member,) = [r for r in runs["loop_originals"] if r["kind"] == "tfidf"]
+        ens["full_loop_originals"] = ensemble(
+            engine, [*(r["id"] for r in originals_loop), originals_member["id"]], "prior"
+        )
 
     ids = [e.sample_id for e in originals.test]
     gold = {t: np.asarray(aligned_gold(loop[0]["test_dump"], ids, t)) for t in TASKS}
     sizes = {t.name: len(t.labels) for t in originals.tasks}
     preds = {
-        "plain": [aligned_preds(r["test_dump"], ids) for r in runs["plain"]],
         "loop": [aligned_preds(r["test_dump"], ids) for r in loop],
         "loop_argmax": [aligned_preds(r["test_dump"], ids, rule=False) for r in loop],
         "tfidf_member": [aligned_preds(member["test_dump"], ids)],
-        "tfidf": [tfidf_preds],
         **{name: [aligned_preds(e["test_dump"], ids)] for name, e in ens.items()},
     }
     arms = {
-        "tfidf": summarize([tfidf_metrics]),
-        "plain": summarize([r["metrics"]["test"] for r in runs["plain"]]),
         "loop": summarize([r["metrics"]["test"] for r in loop]),
         "loop_argmax": summarize([r["metrics"]["test_argmax"] or r["metrics"]["test"] for r in loop]),
         "tfidf_member": summarize([member["metrics"]["test"]]),
         **{name: summarize([e["metrics"]["test"]]) for name, e in ens.items()},
     }
     pairs = {
-        "full_loop_minus_tfidf": ("full_loop", "tfidf"),
-        "full_loop_minus_plain": ("full_loop", "plain"),
-        "loop_minus_plain": ("loop", "plain"),
         "loop_minus_loop_argmax": ("loop", "loop_argmax"),
         "loop_seeds_minus_loop": ("loop_seeds", "loop"),
         "full_loop_minus_loop_seeds": ("full_loop", "loop_seeds"),
         "full_loop_minus_full_loop_argmax": ("full_loop", "full_loop_argmax"),
-        "loop_minus_tfidf": ("loop", "tfidf"),
-        "plain_minus_tfidf": ("plain", "tfidf"),
     }
+    tfidf_seconds = None
+    if baselines:
+        t0 = time.monotonic()
+        tfidf_metrics, tfidf_preds = tfidf_baseline(originals)
+        tfidf_seconds = round(time.monotonic() - t0, 1)
+        preds["plain"] = [aligned_preds(r["test_dump"], ids) for r in runs["plain"]]
+        preds["tfidf"] = [tfidf_preds]
+        arms = {
+            "tfidf": summarize([tfidf_metrics]),
+            "plain": summarize([r["metrics"]["test"] for r in runs["plain"]]),
+            **arms,
+        }
+        pairs = {
+            "full_loop_minus_tfidf": ("full_loop", "tfidf"),
+            "full_loop_minus_plain": ("full_loop", "plain"),
+            "loop_minus_plain": ("loop", "plain"),
+            **pairs,
+            "loop_minus_tfidf": ("loop", "tfidf"),
+            "plain_minus_tfidf": ("plain", "tfidf"),
+        }
     if ablation:
-        originals_loop = [r for r in runs["loop_originals"] if r["kind"] == "single"]
         preds["loop_originals"] = [aligned_preds(r["test_dump"], ids) for r in originals_loop]
+        preds["tfidf_member_originals"] = [aligned_preds(originals_member["test_dump"], ids)]
         arms["loop_originals"] = summarize([r["metrics"]["test"] for r in originals_loop])
+        arms["tfidf_member_originals"] = summarize([originals_member["metrics"]["test"]])
+        pairs["full_loop_minus_full_loop_originals"] = ("full_loop", "full_loop_originals")
+        pairs["tfidf_member_minus_tfidf_member_originals"] = ("tfidf_member", "tfidf_member_originals")
         pairs["loop_minus_loop_originals"] = ("loop", "loop_originals")
     deltas = {name: overall_delta(preds[a], preds[b], gold, sizes, profile.bootstrap) for name, (a, b) in pairs.items()}
     return {
@@ -294,9 +318,10 @@ def run_study(profile: Profile, tmp: Path, ablation: bool) -> dict[str, Any]:
             for name, e in ens.items()
         },
         "lr_selection": loop[0].get("lr_selection_detail"),
+        "lr_selection_originals": originals_loop[0].get("lr_selection_detail") if ablation else None,
         "runs": {arm: [run_summary(r) for r in rs] for arm, rs in runs.items()},
         "training_minutes": round(training_minutes, 1),
-        "tfidf_baseline_seconds": round(tfidf_seconds, 1),
+        "tfidf_baseline_seconds": tfidf_seconds,
         "train_originals": len(originals.train),
         "train_with_variants": len(augmented.train),
         "val": len(originals.val),
@@ -388,10 +413,16 @@ def main() -> None:
         metavar="M",
         help=f"training budget per loop run (default {FULL.budget_minutes:g})",
     )
-    parser.add_argument(
+    arms = parser.add_mutually_exclusive_group()
+    arms.add_argument(
         "--ablation",
         action="store_true",
         help="also train the loop on originals only (what the variants bring; ~1 h more)",
+    )
+    arms.add_argument(
+        "--ablation-only",
+        action="store_true",
+        help="only the loop and the loop on originals, not the baselines (writes quality_loop.ablation.json)",
     )
     args = parser.parse_args()
     if args.budget_minutes is not None and not 0.2 <= args.budget_minutes <= 600:
@@ -408,7 +439,7 @@ def main() -> None:
         if args.probe:
             probe(Path(tmp), profile)
             return
-        detail = run_study(profile, Path(tmp), args.ablation)
+        detail = run_study(profile, Path(tmp), args.ablation or args.ablation_only, not args.ablation_only)
     detail.update(
         quick=args.quick,
         profile=profile.__dict__,
@@ -423,7 +454,7 @@ def main() -> None:
             },
         },
     )
-    suffix = ".quick" if args.quick else ""
+    suffix = (".ablation" if args.ablation_only else "") + (".quick" if args.quick else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = records(detail)
     if args.quick:  # a smoke run's figures must never be mistaken for the study's
@@ -441,11 +472,14 @@ def main() -> None:
         print(f"  {name:34s} {d['delta']:+6.2f}  [95% CI {d['ci95_low']:+.2f}, {d['ci95_high']:+.2f}]")
     floor = detail["message_class_floor"]
     print(f"  full loop's weakest message class: {floor['class']} {floor['f1']:.1f} (target > 25)")
+    limit = "" if args.ablation_only else " (target ≤ 90)"
     print(
-        f"  total {detail['seconds'] / 60:.1f} min (target ≤ 90); load average at start {load_before}, "
+        f"  total {detail['seconds'] / 60:.1f} min{limit}; load average at start {load_before}, "
         f"at end {detail['load_average']['end']}; results in {RESULTS / f'quality_loop{suffix}.json'}"
     )
-    for name, target in (("full_loop_minus_tfidf", 3), ("full_loop_minus_plain", 8)):
+    for name, target in reversed(HEADLINES.items()):
+        if name not in detail["deltas"]:
+            continue
         d = detail["deltas"][name]
         print(
             f"{tag}{name}_macro_f1: {d['delta']:+.2f} points [95% CI {d['ci95_low']:+.2f}, "
