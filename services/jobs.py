@@ -9,23 +9,42 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
 from core.settings import Settings
 from db import queue
 from db import training_runs as db_runs
-from db.datasets import get_dataset
 from db.models import Dataset, Job, User
-from services.access import Need, check_dataset, check_dataset_id, visible_project_ids
+from services.access import Need, check_dataset_id, visible_project_ids
+from services.datasets import dataset_named
 
 
 @queue.on_job_end("train")
 @queue.on_job_end("lr_select")  # the runs waiting for their LR selection point at its job
 def end_training_runs(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> None:
     db_runs.end_runs_of_jobs(session, job_ids, status, error, now)
+
+
+LISTED_ENTRIES = 100  # of each list in a listed job's params
+
+
+def listed(job: Job) -> dict[str, Any]:
+    """A job as a listing shows it: each list in its params cut to its first LISTED_ENTRIES entries, with
+    `<key>_count` saying how many it holds (an augment job names up to 50,000 sources: a page of 500 such jobs
+    would be millions of objects); `GET /jobs/{id}` shows them whole. The row itself is not changed."""
+    out = {attr.key: getattr(job, attr.key) for attr in sa_inspect(Job).column_attrs}
+    params = dict(job.params or {})
+    for key, value in job.params.items() if job.params else ():
+        if isinstance(value, list) and len(value) > LISTED_ENTRIES:
+            params[key] = value[:LISTED_ENTRIES]
+            params[f"{key}_count"] = len(value)
+    out["params"] = params
+    return out
 
 
 def list_jobs(
@@ -37,9 +56,10 @@ def list_jobs(
     limit: int = 50,
     offset: int = 0,
     user: User | None,
-) -> tuple[list[Job], int]:
-    """Jobs, newest first, filtered by status, kind or dataset (comma-separated lists), and their total; only
-    the jobs of the user's projects' datasets (admins: all, with the imports of new datasets)."""
+) -> tuple[list[dict[str, Any]], int]:
+    """Jobs as listed (`listed`), newest first, filtered by status, kind or dataset (comma-separated lists), and
+    their total; only the jobs of the user's projects' datasets (admins: all, with the imports of new
+    datasets)."""
     query = select(Job)
     projects = visible_project_ids(session, user)
     if projects is not None:
@@ -49,11 +69,10 @@ def list_jobs(
     if kind:
         query = query.where(Job.kind.in_(kind.split(",")))
     if dataset:
-        query = query.where(
-            Job.dataset_id == check_dataset(session, get_dataset(session, dataset), user, field="dataset").id
-        )
+        # A missing dataset and another project's answer alike, naming the field that held the name.
+        query = query.where(Job.dataset_id == dataset_named(session, dataset, user, field="dataset").id)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    items = list(session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)))
+    items = [listed(job) for job in session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset))]
     return items, total
 
 

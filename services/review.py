@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ColumnElement, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from core.errors import ConflictError, NotFoundError, TooLargeError, ValidationFailed
+from core.errors import ConflictError, NotFoundError, PermissionDenied, TooLargeError, ValidationFailed
 from core.textnorm import content_hash, text_problem
 from db.chunks import chunked
 from db.models import (
@@ -52,8 +52,19 @@ from db.reviews import (
 )
 from db.session import affected_rows
 from services import leak_guard
-from services.access import Need, check_dataset_id
+from services.access import Need, check_dataset_id, is_admin
 from services.variant_scoring import text_changed_values
+
+
+def own_submission(sample: Sample, user: User) -> bool:
+    """A text this non-admin sent through POST /augment: another member approves it, or it would train with no
+    one's review but its author's. Its author may still reject it."""
+    return sample.origin == Origin.submitted and sample.created_by == user.id and not is_admin(user)
+
+
+def _not_own_submission(user: User) -> ColumnElement[bool]:
+    """SQL for `not own_submission(sample, user)` (a sample with no recorded author is no one's)."""
+    return or_(Sample.origin != Origin.submitted, Sample.created_by.is_(None), Sample.created_by != user.id)
 
 
 def status_from_votes(votes: dict[int, str], reviews_required: int) -> str:
@@ -116,6 +127,12 @@ def decide(
     sample = visible_sample(session, sample_id, user)
     if sample.origin == Origin.original:
         raise ValidationFailed(f"sample {sample_id} is an original; only variants are reviewed", field="sample_id")
+    if decision in APPROVING and own_submission(sample, user):
+        raise PermissionDenied(
+            f"sample {sample_id} is a text you submitted: another member of the project approves or edits it "
+            "(you may reject it)",
+            field="sample_id",
+        )
     if sample.version != version:
         raise _stale(session, sample, version)
     votes = cast(latest_votes(session, [sample.id]).get(sample.id, {}), user.id, decision)
@@ -271,16 +288,19 @@ class BulkSelection:
             raise ValidationFailed("give exactly one of sample_ids, parent_id or filter", field="sample_ids")
 
 
-def bulk_targets(session: Session, dataset: Dataset, user: User, selection: BulkSelection) -> list[int]:
-    """Ids of the pending variants a bulk decision would add this user's vote to (never one they voted on)."""
+def bulk_targets(session: Session, dataset: Dataset, user: User, selection: BulkSelection, decision: str) -> list[int]:
+    """Ids of the pending variants a bulk decision would add this user's vote to (never one they voted on, nor,
+    to approve or edit, a text they submitted themselves)."""
     selection.check()
+    mine = [] if decision not in APPROVING or is_admin(user) else [_not_own_submission(user)]
     if selection.filter is not None:
         where = conditions(session, dataset, pending_only(dataset, selection.filter, user.id))
-        return list(session.scalars(select(Sample.id).where(*where).order_by(Sample.id)))
-    base = [pending_variant_condition(dataset)]
+        return list(session.scalars(select(Sample.id).where(*where, *mine).order_by(Sample.id)))
+    base = [pending_variant_condition(dataset), *mine]
     not_voted = not_voted_by(user.id)
     if selection.parent_id is not None:
-        if get_sample(session, selection.parent_id).dataset_id != dataset.id:
+        parent = session.get(Sample, selection.parent_id)  # missing, or another dataset's: the same answer
+        if parent is None or parent.dataset_id != dataset.id:
             raise NotFoundError(f"sample {selection.parent_id} not found in this dataset", field="parent_id")
         return list(
             session.scalars(
@@ -308,7 +328,7 @@ def bulk_decide(
 ) -> dict[str, Any]:
     """Count (confirm=False) or apply one decision to every target; set-based, a chunk of ids per statement."""
     decision, reason, _ = _check_decision(decision, reason, None, bulk=True)
-    targets = bulk_targets(session, dataset, user, selection)
+    targets = bulk_targets(session, dataset, user, selection, decision)
     result: dict[str, Any] = {
         "decision": decision,
         "matched": len(targets),

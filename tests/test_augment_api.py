@@ -128,9 +128,10 @@ def test_mlm_and_backtranslation_through_the_queue(lead, engine, mini_dataset, t
     assert job["result"]["per_method"]["mlm"]["kept"] == len(by_method["mlm"])
 
 
-def test_free_texts_wait_for_review_like_variants(lead, engine, mini_dataset) -> None:
+def test_free_texts_wait_for_review_like_variants(lead, annotator, engine, mini_dataset) -> None:
     """Texts sent to POST /augment are submissions, not trusted originals: pending in the review queue, with
-    who sent them, kept out of training (with their variants) until a reviewer approves them."""
+    who sent them, kept out of training (with their variants) until another member approves them: their
+    author cannot approve or edit them, one by one or in bulk (they may reject them)."""
     from db.datasets import get_dataset, training_samples
     from db.models import Sample, User
     from db.session import session_scope
@@ -167,7 +168,17 @@ def test_free_texts_wait_for_review_like_variants(lead, engine, mini_dataset) ->
     first = variants[0]
     lead.post(f"/api/v1/samples/{first.id}/decision", json={"decision": "approve", "version": first.version})
     assert item["sample_id"] not in trains() and first.id not in trains(), "unreviewed submission trained"
-    lead.post(f"/api/v1/samples/{item['sample_id']}/decision", json={"decision": "approve", "version": 1})
+    for decision in ({"decision": "approve"}, {"decision": "edit", "text": text + " Really."}):
+        own = lead.post(f"/api/v1/samples/{item['sample_id']}/decision", json={**decision, "version": 1})
+        assert own.status_code == 403 and own.json()["field"] == "sample_id", own.text
+    for selection in ({"sample_ids": [item["sample_id"]]}, {"filter": {"origin": ["submitted"]}}):
+        bulk = lead.post(
+            "/api/v1/datasets/mini/bulk-decisions", json={"decision": "approve", "confirm": True, **selection}
+        )
+        assert bulk.status_code == 200 and bulk.json()["applied"] == 0, bulk.text
+    assert item["sample_id"] not in trains(), "its author's own approval trained a submission"
+    ok = annotator.post(f"/api/v1/samples/{item['sample_id']}/decision", json={"decision": "approve", "version": 1})
+    assert ok.status_code == 200, ok.text
     assert {item["sample_id"], first.id} <= trains()
     # The same text again reuses the sample; other labels for it are a conflict.
     again = lead.post(
@@ -690,3 +701,19 @@ def test_a_first_plan_and_a_leads_change_at_once_on_postgres_take_turns(pg_setti
         assert settings.auto_reject_label_changed is True and terms == seeded
     elif change == "edit_terms":
         assert "harvest" in terms and "obama" not in terms
+
+
+def test_the_job_list_cuts_long_params_and_the_job_shows_them_whole(lead, engine, mini_dataset) -> None:
+    """An augment job names every source: the list shows the first 100 with their count (a page of 500 jobs
+    of 50,000 sources each would be millions of objects); the job itself has them all, and nothing is stored
+    cut."""
+    sources = train_ids(engine, mini_dataset, limit=150)
+    assert len(sources) == 150
+    r = lead.post("/api/v1/augment", json={"dataset": "mini", "sample_ids": sources, "methods": ["wordnet"]})
+    assert r.status_code == 202, r.text
+    listed = lead.get("/api/v1/jobs", params={"kind": "augment"}).json()["items"][0]
+    assert listed["id"] == r.json()["id"]
+    assert len(listed["params"]["items"]) == 100 and listed["params"]["items_count"] == 150
+    whole = _job(lead, r.json()["id"])["params"]
+    assert [i["sample_id"] for i in whole["items"]] == [i["sample_id"] for i in r.json()["params"]["items"]]
+    assert len(whole["items"]) == 150 and "items_count" not in whole

@@ -296,10 +296,14 @@ def test_lists_show_only_the_callers_projects(app, world) -> None:
 def test_a_non_member_gets_the_answer_of_a_missing_dataset(app, world) -> None:
     """The 404 body is the same as for a name that does not exist: nothing tells the dataset exists."""
     outsider = TestClient(app, headers={"Authorization": f"Bearer {world['tokens']['outsider']}"})
-    hidden = outsider.get("/api/v1/datasets/psm/export")
-    missing = outsider.get("/api/v1/datasets/no-such-dataset/export")
-    assert hidden.status_code == missing.status_code == 404
-    assert hidden.json()["detail"].replace("psm", "X") == missing.json()["detail"].replace("no-such-dataset", "X")
+    for hidden_url, missing_url in [
+        ("/api/v1/datasets/psm/export", "/api/v1/datasets/no-such-dataset/export"),
+        ("/api/v1/jobs?dataset=psm", "/api/v1/jobs?dataset=no-such-dataset"),
+    ]:
+        hidden, missing = outsider.get(hidden_url), outsider.get(missing_url)
+        assert hidden.status_code == missing.status_code == 404, hidden_url
+        hidden_body = {k: str(v).replace("psm", "X") for k, v in hidden.json().items()}
+        assert hidden_body == {k: str(v).replace("no-such-dataset", "X") for k, v in missing.json().items()}
     hidden_job = outsider.get(f"/api/v1/jobs/{world['done']}")
     assert hidden_job.json() == {"detail": f"job {world['done']} not found", "field": "job_id"}
 

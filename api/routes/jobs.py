@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
-from api.deps import CurrentUser, ResourceId, SessionDep, SettingsDep
+from api.deps import MAX_ID, CurrentUser, ResourceId, SessionDep, SettingsDep
 from api.schemas import JobList, JobRead
 from db.models import Job
 from services import jobs as job_service
@@ -21,9 +21,11 @@ def list_jobs(
     kind: str | None = None,
     dataset: str | None = None,
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_ID),
 ) -> dict:
-    """Jobs, newest first, filtered by status, kind or dataset."""
+    """Jobs, newest first, filtered by status, kind or dataset. Each list in a job's `params` (an augment job's
+    `items`) is cut to its first 100 entries here, with `<key>_count` giving its length; `GET /jobs/{id}`
+    shows it whole."""
     items, total = job_service.list_jobs(
         session, status=status, kind=kind, dataset=dataset, limit=limit, offset=offset, user=user
     )
