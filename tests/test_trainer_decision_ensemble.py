@@ -51,6 +51,19 @@ def test_prior_correction_stays_at_argmax_when_argmax_is_best_and_ignores_missin
     assert fit_rules({"t": probs}, gold[:, None], [TaskSpec("t", ["a", "b"])], "none") is None
 
 
+def test_a_class_absent_from_val_neither_counts_for_nor_against_the_rule() -> None:
+    """Val holds classes 0 and 1 of three; the model predicts class 2 for four class-0 texts. The rule is
+    scored on the classes val holds: a predicted class 2 costs class 0's recall, not an extra 0 in the mean
+    (which would teach α never to predict a class that test may hold). A val of one class fits nothing."""
+    probs = np.array([[0.8, 0.1, 0.1]] * 10 + [[0.1, 0.8, 0.1]] * 10 + [[0.3, 0.3, 0.4]] * 4)
+    gold = np.array([0] * 10 + [1] * 10 + [0] * 4)
+    rule = fit_prior_correction(probs, gold)
+    f1_0, f1_1 = 2 * 10 / (14 + 10), 1.0  # class 0: 10 of 14 found, nothing wrongly called 0
+    assert rule["val_macro_f1_before"] == pytest.approx((f1_0 + f1_1) / 2)
+    single = fit_prior_correction(probs[:10], gold[:10])
+    assert single["alpha"] == 0.0 and single["val_macro_f1_before"] is None
+
+
 def test_ensemble_weights_fitted_on_val_drop_a_useless_member_and_seeds_share_one() -> None:
     rng = np.random.default_rng(0)
     n = 400

@@ -99,3 +99,25 @@ def test_build_ensemble_aligns_members_by_sample_id() -> None:
     assert unweighted["temperatures"]["t"] != 1.0
     with pytest.raises(TrainerError):
         build_ensemble([m1], weighted=False, temperature=False)
+
+
+def test_a_member_with_non_finite_probabilities_is_refused_naming_it() -> None:
+    """A diverged run's NaN would make every row of the mix NaN (NaN × 0 is NaN), predict the first label
+    everywhere and store NaN metrics: the ensemble refuses it and says which run."""
+    good = {
+        "id": 1,
+        "predictions": {
+            "val": _dump([10, 11], [[0.9, 0.1], [0.4, 0.6]], [0, 1]),
+            "test": _dump([20], [[0.6, 0.4]], [0]),
+        },
+    }
+    diverged = {
+        "id": 7,
+        "predictions": {
+            "val": _dump([10, 11], [[0.5, 0.5], [0.5, 0.5]], [0, 1]),
+            "test": _dump([20], [[float("nan"), float("nan")]], [0]),
+        },
+    }
+    with pytest.raises(TrainerError, match="run 7's test probabilities") as err:
+        build_ensemble([good, diverged], weighted=True, temperature=True)
+    assert err.value.field == "run_ids"

@@ -88,6 +88,36 @@ def test_early_stopping_keeps_the_best_epoch(tiny_encoder: str) -> None:
     assert result.metrics["val"]["overall_macro_f1"] == pytest.approx(result.curve[0]["val_macro_f1"])
 
 
+def test_a_run_that_diverges_stops_keeping_its_best_epoch_or_fails_with_none(tiny_encoder: str, monkeypatch) -> None:
+    """A weight that became NaN never recovers: training stops at that epoch and keeps the best one before it;
+    with none before it the run fails, saying what to change. (A weight is made NaN just before the loop's
+    check, as a diverging step leaves it; the check itself is the loop's own.)"""
+    import trainer.train as loop
+    from trainer.errors import TrainerError
+
+    real = loop.finite_weights
+
+    def nan_at(epoch: int):  # type: ignore[no-untyped-def]
+        calls = iter(range(1, 100))
+
+        def check(model: torch.nn.Module) -> bool:
+            if next(calls) == epoch:
+                with torch.no_grad():
+                    next(model.parameters()).view(-1)[0] = float("nan")
+            return real(model)
+
+        return check
+
+    monkeypatch.setattr(loop, "finite_weights", nan_at(2))
+    result = train_model(fast_config(tiny_encoder, epochs=4, rdrop_alpha=0.0), synthetic_split())
+    assert result.metrics["diverged_in_epoch"] == 2 and result.best_epoch == 1 and len(result.curve) == 1
+    assert all(bool(torch.isfinite(p).all()) for p in result.model.parameters())
+    monkeypatch.setattr(loop, "finite_weights", nan_at(1))
+    with pytest.raises(TrainerError, match=r"diverged in epoch 1.*lower the learning rate") as err:
+        train_model(fast_config(tiny_encoder, epochs=4, rdrop_alpha=0.0), synthetic_split())
+    assert err.value.field == "config.lr"
+
+
 def test_task_weights_must_name_tasks(tiny_encoder: str) -> None:
     from trainer.errors import TrainerError
 

@@ -56,9 +56,21 @@ def _grid_predictions(logp: np.ndarray, log_prior: np.ndarray) -> np.ndarray:
     return np.stack([(logp - a * log_prior).argmax(axis=1) for a in ALPHAS])  # (alphas, n)
 
 
+def _gold_macro(y: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
+    """Macro-F1 over the classes val holds, per row of `preds` (one per α): a class absent from val, which test
+    or new texts may hold, counts neither for nor against a rule. (Counting it, as the run's reported macro-F1
+    over gold and predicted classes does, would add a 0 whenever it is predicted, and the fitted α would learn
+    never to predict it.) The rule's val_macro_f1_before/after are this measure; they equal the reported one
+    whenever val holds every class."""
+    f1, _ = f1_per_class(np.broadcast_to(y, preds.shape), preds, k)
+    in_val = np.bincount(y, minlength=k) > 0
+    macro: np.ndarray = f1[..., in_val].mean(-1)
+    return macro
+
+
 def _best_alpha(preds: np.ndarray, y: np.ndarray, k: int) -> tuple[int, np.ndarray]:
     """Index of the α with the best smoothed macro-F1 (ties: nearest 0), and the raw macro-F1 per α."""
-    _, macro = f1_per_class(np.broadcast_to(y, preds.shape), preds, k)
+    macro = _gold_macro(y, preds, k)
     smooth = np.convolve(np.pad(macro, 1, mode="edge"), np.ones(3) / 3, mode="valid")
     candidates = np.flatnonzero(smooth >= smooth.max() - 1e-12)
     return int(candidates[np.argmin(np.abs(ALPHAS[candidates]))]), macro
@@ -70,7 +82,7 @@ def fit_prior_correction(probs: np.ndarray, gold: np.ndarray, seed: int = 0) -> 
     keep = gold != IGNORE
     p, y = np.asarray(probs, dtype=np.float64)[keep], np.asarray(gold)[keep]
     k = p.shape[1] if p.ndim == 2 else 0
-    if y.size == 0 or k < 2:
+    if y.size == 0 or k < 2 or len(np.unique(y)) < 2:  # one class in val: nothing to trade off
         return {
             "alpha": 0.0,
             "log_prior": [0.0] * k,
@@ -92,7 +104,7 @@ def fit_prior_correction(probs: np.ndarray, gold: np.ndarray, seed: int = 0) -> 
             fold_prior = np.log(np.clip(p[inside].mean(axis=0), _EPS, 1.0))
             fold_pick, _ = _best_alpha(_grid_predictions(logp[inside], fold_prior), y[inside], k)
             out_of_fold[held] = (logp[held] - ALPHAS[fold_pick] * fold_prior).argmax(axis=1)
-    cv_after = float(f1_per_class(y, out_of_fold, k)[1])
+    cv_after = float(_gold_macro(y, out_of_fold, k))
     confirmed = cv_after > float(macro[zero]) + 1e-9
     return {
         "alpha": float(ALPHAS[pick]) if confirmed else 0.0,

@@ -209,6 +209,15 @@ def build_ensemble(
         [TaskSpec(name, list(v["labels"])) for name, v in m["predictions"]["val"]["tasks"].items()] for m in members
     ]
     check_same_tasks(task_lists)
+    for m in members:  # a diverged run's NaN would spoil every row of the mix, whatever its weight
+        for split in ("val", "test"):
+            for t, entry in m["predictions"][split]["tasks"].items():
+                if not np.isfinite(np.asarray(entry["probs"], dtype=np.float64)).all():
+                    raise TrainerError(
+                        f"run {m['id']}'s {split} probabilities for task {t!r} are not finite numbers (a run that "
+                        "diverged): leave it out of the ensemble",
+                        field="run_ids",
+                    )
     tasks = task_lists[0]
     names = [str(m["id"]) for m in members]
     groups = [str(m.get("group") or m["id"]) for m in members]

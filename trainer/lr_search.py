@@ -148,6 +148,9 @@ def select_learning_rate(
                 "val_macro_f1": loop.best_val_macro_f1,
                 "last_val_macro_f1": loop.curve[-1]["val_macro_f1"] if loop.curve else None,
                 "seconds": round(time.monotonic() - t0, 1),
+                # a trial whose weights stopped being finite numbers (its val macro-F1 is −1 unless an
+                # epoch before it was kept): it loses to any trial that trained
+                **({"diverged_in_epoch": loop.diverged_in_epoch} if loop.diverged_in_epoch is not None else {}),
             }
         )
         emit({"event": "trial", "trial": k + 1, "trials": config.lr_trials, **selection.trials[-1]})

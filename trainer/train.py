@@ -76,6 +76,22 @@ class LoopOutcome:
     stopped_at_deadline: bool
     seconds: float
     resumed_from_step: int | None = None
+    diverged_in_epoch: int | None = None  # the epoch whose weights were no longer finite (training stopped there)
+
+
+def finite_weights(model: torch.nn.Module) -> bool:
+    """Whether every weight is a finite number. A NaN or infinite weight never recovers (fp16's overflowing
+    steps are skipped by the gradient scaler and never reach the weights): the run has diverged."""
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def diverged_error(epoch: int) -> TrainerError:
+    """What a run that diverged before any epoch it could keep fails with, saying what to change."""
+    return TrainerError(
+        f"training diverged in epoch {epoch}: the model's weights are no longer finite numbers, and no earlier "
+        "epoch was kept; lower the learning rate (config.lr or config.lr_scale) or the weight decay",
+        field="config.lr",
+    )
 
 
 def run_loop(
@@ -163,6 +179,12 @@ def run_loop(
         train_cpu_seconds = time.process_time() - cpu0
         seen, loss_sum, *task_values = group.sum([st.seen, st.loss_sum, *st.task_sums.values()])
         task_sums = dict(zip(st.task_sums, task_values, strict=True))
+        # Diverged for good: stop here, keeping the best epoch so far (the caller fails a run that has none).
+        # Asked of every rank at once (the weights are the same on all), so every rank stops alike.
+        (diverged,) = group.flags(not finite_weights(model))
+        if diverged:
+            st.stopped = "diverged"
+            break
         verdict: dict[str, Any] | None = None
         if group.is_main:
             e0 = time.monotonic()
@@ -232,6 +254,7 @@ def run_loop(
         st.stopped == "deadline",
         clock.elapsed(),
         resumed_from_step=resumed_from_step,
+        diverged_in_epoch=st.epoch + 1 if st.stopped == "diverged" else None,
     )
 
 
@@ -320,6 +343,8 @@ def train_process(
         control.every_steps or config.checkpoint_every_steps,
     )
     loop = run_loop(run, plan, stepper, emit, control=control, saver=saver, resume=resume)
+    if loop.diverged_in_epoch is not None and loop.best_epoch == 0:  # the same on every rank
+        raise diverged_error(loop.diverged_in_epoch)
     if not group.is_main:
         return None
     if loop.best_state is not None:
@@ -352,6 +377,8 @@ def train_process(
     }
     if loop.resumed_from_step is not None:
         metrics["resumed_from_step"] = loop.resumed_from_step
+    if loop.diverged_in_epoch is not None:  # stopped there, keeping the best epoch before it
+        metrics["diverged_in_epoch"] = loop.diverged_in_epoch
     result = TrainResult(
         model=run.model,
         tokenizer=run.tokenizer,
