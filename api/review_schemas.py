@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.deps import MAX_ID
 from api.schemas import RequestBody
 from db.models import RejectReason
 
@@ -131,14 +132,16 @@ class QueueFilterBody(RequestBody):
     max_semantic_similarity: float | None = None
     q: str | None = None
     flagged: bool | None = None
-    job_id: int | None = None
+    job_id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 class BulkDecisionCreate(RequestBody):
     decision: Literal["approve", "reject"]
     reason: RejectReason | None = None
-    sample_ids: list[int] | None = Field(default=None, max_length=200_000)
-    parent_id: int | None = Field(default=None, description="A whole family: every pending variant of this source")
+    sample_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(default=None, max_length=200_000)
+    parent_id: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="A whole family: every pending variant of this source"
+    )
     filter: QueueFilterBody | None = Field(default=None, description="Every pending variant matching this filter")
     confirm: bool = Field(default=False, description="False: only count what would be decided")
     expected_count: int | None = Field(

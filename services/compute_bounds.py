@@ -37,7 +37,10 @@ CONFIG_LIMITS: dict[str, float] = {
     "curriculum_epochs": 50,
     "patience": 50,
     "num_threads": 64,
+    "nproc": 8,  # processes of a distributed run, each holding the encoder and its optimizer state
 }
+# A checkpoint (model, optimizer, schedule) costs seconds: every step would multiply a run's time.
+MIN_CHECKPOINT_EVERY_STEPS = 50
 MAX_SEEDS = 5
 TRAINING_KINDS = ("train", "lr_select")
 
@@ -64,7 +67,8 @@ def check_encoder(encoder: str, user: User | None) -> None:
 
 
 def check_config(config: TrainConfig, seeds: list[int], user: User | None) -> None:
-    """The config keys within CONFIG_LIMITS, at most MAX_SEEDS seeds, and an allowed encoder (non-admins)."""
+    """The config keys within CONFIG_LIMITS, checkpoints no more often than MIN_CHECKPOINT_EVERY_STEPS, at most
+    MAX_SEEDS seeds, and an allowed encoder (non-admins)."""
     if is_admin(user):
         return
     for key, ceiling in CONFIG_LIMITS.items():
@@ -74,6 +78,13 @@ def check_config(config: TrainConfig, seeds: list[int], user: User | None) -> No
                 f"config.{key} may be at most {ceiling:g} (an admin can start larger runs); got {value:g}",
                 field=f"config.{key}",
             )
+    every = config.checkpoint_every_steps
+    if every is not None and every < MIN_CHECKPOINT_EVERY_STEPS:
+        raise ValidationFailed(
+            f"config.checkpoint_every_steps may be no less than {MIN_CHECKPOINT_EVERY_STEPS} (an admin can "
+            f"checkpoint more often); got {every}",
+            field="config.checkpoint_every_steps",
+        )
     if len(seeds) > MAX_SEEDS:
         raise ValidationFailed(f"at most {MAX_SEEDS} seeds per request; got {len(seeds)}", field="seeds")
     check_encoder(config.encoder, user)

@@ -202,7 +202,9 @@ class RowValidator:
         self.shown = {
             task: order
             for task in spec.tasks
-            if (order := (known or {}).get(task) or spec.label_order.get(task)) is not None
+            # an existing dataset's label set, even an empty one (a task imported with no labels), is binding:
+            # a label outside it would be stored and then ignored by training and the statistics
+            if (order := (known or {}).get(task, spec.label_order.get(task))) is not None
         }
         self.allowed = {task: set(order) for task, order in self.shown.items()}
         self.max_chars = get_settings().max_text_chars
@@ -260,6 +262,14 @@ class RowValidator:
                     )
                 labels[task] = value
             split = None
+            if not self.use_split and spec.split_col and _cell(rec.get(spec.split_col)) is not None:
+                # JSONL: the first record had no split, so augloop draws one; a record that gives its own
+                # would silently lose it (a test text could land in train)
+                raise ImportRejected(
+                    line,
+                    f"this record has a {spec.split_col!r} but the first record has none: give every record "
+                    "a split, or none",
+                )
             if self.use_split and spec.split_col:
                 value = _cell(rec.get(spec.split_col))
                 if value is None:

@@ -27,6 +27,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from db.models import Dataset, JobStatus, Origin, ReviewStatus, Sample, SampleLabel, TrainingRun, User
+from services.access import is_admin, visible_project_ids
 from services.compute_bounds import check_config
 from services.training import check_config_against, default_config
 from trainer.plan import RDROP_COST, Throughput, plan_run
@@ -54,16 +55,17 @@ def mean_tokens(lengths: list[int], max_length: int) -> float:
     return statistics.fmean(min(max_length, 2 + n / CHARS_PER_TOKEN) for n in lengths)
 
 
-def measured_rate(session: Session, encoder: str, device: str = "auto") -> tuple[float, int, int] | None:
+def measured_rate(
+    session: Session, encoder: str, device: str = "auto", projects: set[int] | None = None
+) -> tuple[float, int, int] | None:
     """(samples/s of one training pass in one process, max_length, run id) of the newest finished single run
-    with this encoder on the same kind of device, if any; a run that trained with R-Drop fed each batch twice,
-    so its rate is doubled back; a DDP run's rate (all its processes together) is shared among them."""
-    runs = session.scalars(
-        select(TrainingRun)
-        .where(TrainingRun.kind == "single", TrainingRun.status == JobStatus.succeeded)
-        .order_by(TrainingRun.id.desc())
-        .limit(50)
-    )
+    with this encoder on the same kind of device, if any, among the datasets of `projects` (None: all); a run
+    that trained with R-Drop fed each batch twice, so its rate is doubled back; a DDP run's rate (all its
+    processes together) is shared among them."""
+    query = select(TrainingRun).where(TrainingRun.kind == "single", TrainingRun.status == JobStatus.succeeded)
+    if projects is not None:  # another project's runs, ids and settings are not the caller's to see
+        query = query.where(TrainingRun.dataset_id.in_(select(Dataset.id).where(Dataset.project_id.in_(projects))))
+    runs = session.scalars(query.order_by(TrainingRun.id.desc()).limit(50))
     for run in runs:
         config = run.config or {}
         if config.get("encoder") != encoder or _device_kind(config.get("device", "auto")) != _device_kind(device):
@@ -134,7 +136,7 @@ def training_plan(
         or 0
     )
     tokens = mean_tokens(train_lengths, config.max_length)
-    measured = measured_rate(session, config.encoder, config.device)
+    measured = measured_rate(session, config.encoder, config.device, visible_project_ids(session, user))
     if measured is not None:
         rate, old_length, run_id = measured
         rate *= mean_tokens(train_lengths, old_length) / tokens
@@ -144,6 +146,8 @@ def training_plan(
         )
     else:
         layers, hidden, source = encoder_size(config.encoder)
+        if not is_admin(user):  # the worker's paths are not for non-admins to read
+            source = "its config.json" if source.endswith("config.json") else source
         size = (REFERENCE["layers"] * REFERENCE["hidden"] ** 2) / (layers * hidden**2)
         threads = config.num_threads or REFERENCE["threads"]
         passes = RDROP_COST if REFERENCE["rdrop"] else 1.0  # the reference fed each batch twice

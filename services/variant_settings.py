@@ -44,7 +44,9 @@ class VariantSettingsUpdate(BaseModel):
 
     auto_reject_label_changed: bool | None = None
     label_change_confidence: float | None = Field(default=None, ge=0.5, le=1.0)
-    label_model_id: int | None = Field(default=None, ge=0, description="0 clears the pin (the latest model)")
+    label_model_id: int | None = Field(
+        default=None, ge=0, le=2**63 - 1, description="0 clears the pin (the latest model)"
+    )
 
 
 def variant_settings(dataset: Dataset) -> VariantSettings:

@@ -168,6 +168,39 @@ def test_unknown_things_are_404_and_validation_is_422(annotator, admin):
     assert r.status_code == 422 and r.json()["field"] == "include"
 
 
+BIG = 2**63  # one past the largest integer SQLite and Postgres hold
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "payload", "field"),
+    [
+        ("GET", "/datasets/psm/review-queue", {"page": 2**62}, "page"),
+        ("GET", "/datasets/psm/review-queue", {"parent_id": BIG}, "parent_id"),
+        ("GET", "/datasets/psm/review-queue", {"job_id": BIG}, "job_id"),
+        ("GET", "/jobs", {"offset": BIG}, "offset"),
+        ("GET", "/training-runs", {"offset": BIG}, "offset"),
+        ("GET", "/datasets/psm/impact-reports", {"offset": BIG}, "offset"),
+        ("POST", "/datasets/psm/bulk-decisions", {"decision": "approve", "sample_ids": [1, BIG]}, "sample_ids.1"),
+        ("POST", "/datasets/psm/bulk-decisions", {"decision": "approve", "parent_id": BIG}, "parent_id"),
+        ("POST", "/datasets/psm/bulk-decisions", {"decision": "approve", "filter": {"job_id": BIG}}, "filter.job_id"),
+        ("PATCH", "/datasets/psm/variant-settings", {"label_model_id": BIG}, "label_model_id"),
+    ],
+)
+def test_a_number_past_the_databases_integers_is_refused_naming_its_field(admin, method, url, payload, field):
+    upload(admin)
+    if method == "GET":
+        r = admin.get(f"{API}{url}", params=payload)
+    else:
+        r = admin.request(method, f"{API}{url}", json=payload)
+    assert r.status_code == 422 and r.json()["field"] == field, r.text
+
+
+def test_a_bulk_decision_on_a_missing_family_names_parent_id(admin):
+    upload(admin)
+    r = admin.post(f"{API}/datasets/psm/bulk-decisions", json={"decision": "approve", "parent_id": 10**9})
+    assert r.status_code == 404 and r.json()["field"] == "parent_id", r.text
+
+
 def test_export_job_runs_on_a_worker_and_serves_its_file(admin, engine):
     from workers.main import Worker
 

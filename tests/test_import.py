@@ -153,6 +153,30 @@ def test_jsonl_and_bom_and_crlf(engine):
         run_import(engine, b'{"text": "a", "sentiment": "p"}\n{"text": \n', filename="bad.jsonl", dataset="j")
 
 
+def test_a_jsonl_record_with_a_split_after_a_first_without_one_is_refused(engine):
+    """Which rows carry a split is decided by the first record; a later record's own split would be lost (the
+    stratified split could put a test text into train), so the file is refused, naming its line, and nothing
+    is stored."""
+    lines = [
+        json.dumps({"text": "first, no split", "sentiment": "positive"}),
+        json.dumps({"text": "second, meant for test", "sentiment": "negative", "split": "test"}),
+    ]
+    with pytest.raises(ValidationFailed, match=r"line 2: .*'split' but the first record has none"):
+        run_import(engine, "\n".join(lines).encode(), filename="mixed.jsonl")
+    assert count(engine) == 0
+    lines[1] = json.dumps({"text": "second, no split either", "sentiment": "negative", "split": None})
+    assert run_import(engine, "\n".join(lines).encode(), filename="ok.jsonl").imported == 2
+
+
+def test_a_task_imported_without_labels_keeps_its_empty_label_set(engine):
+    """A later import cannot put labels into a task the dataset has no label set for: they would be stored,
+    then ignored by training and the statistics."""
+    assert run_import(engine, b"text,sentiment\nan unlabelled post,\n").imported == 1
+    with pytest.raises(ValidationFailed, match="unknown label 'positive' for task 'sentiment'"):
+        run_import(engine, b"text,sentiment\na labelled post,positive\n")
+    assert count(engine) == 1
+
+
 def test_parquet(engine, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

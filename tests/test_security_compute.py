@@ -25,6 +25,22 @@ def test_every_bounded_config_key_is_refused_past_its_ceiling(lead, example_data
     assert lead.post("/api/v1/training-estimates", json=body(**{key: too_much})).status_code == 422
 
 
+def test_checkpoints_every_few_steps_are_for_admins(lead, admin, example_dataset) -> None:
+    from services.compute_bounds import MIN_CHECKPOINT_EVERY_STEPS
+
+    often = body(checkpoint_every_steps=1)
+    r = lead.post(RUNS, json=often)
+    assert r.status_code == 422 and r.json()["field"] == "config.checkpoint_every_steps", r.text
+    assert lead.post(RUNS, json=body(checkpoint_every_steps=MIN_CHECKPOINT_EVERY_STEPS)).status_code == 202
+    assert admin.post(RUNS, json=often).status_code == 202
+
+
+@pytest.mark.parametrize(("key", "value"), [("weight_decay", 1e6), ("task_weights", {"bias": 1e30})])
+def test_values_that_make_training_diverge_are_refused_for_everyone(admin, example_dataset, key, value) -> None:
+    r = admin.post(RUNS, json=body(**{key: value}))
+    assert r.status_code == 422 and r.json()["field"].startswith(f"config.{key}"), r.text
+
+
 def test_the_outsiders_attempt_is_refused_and_an_admin_is_not_bound(lead, admin, example_dataset) -> None:
     huge = {"epochs": 10**9, "head_hidden": 10**9, "head_layers": 10**9, "batch_size": 10**9}
     r = lead.post(RUNS, json=body(**huge))

@@ -237,3 +237,38 @@ def test_the_estimate_reads_a_ddp_runs_rate_per_process(lead, engine, tmp_path) 
         rates[nproc] = r.json()["samples_per_second"]
     # 4 processes together trained 400 texts/s: 100 each (scaled by the texts' lengths, the same for both)
     assert rates[4] == pytest.approx(4 * rates[1]) and rates[1] == pytest.approx(100.0, rel=0.05)
+
+
+def test_the_estimate_reads_no_other_projects_runs_nor_the_workers_paths(lead, engine, tmp_path) -> None:
+    """A lead's estimate is measured from their own projects' runs: another team's run (its id, its rate, its
+    settings) is not theirs to learn of; and the encoder's config.json is named, not its path on disk."""
+    from db.datasets import get_dataset
+    from db.models import Project, TrainingRun
+    from db.session import session_scope
+
+    mine = import_small(engine, n_train=40, n_val=16, n_test=16, n_unlabelled=0)
+    theirs = import_small(engine, name="theirs", n_train=40, n_val=16, n_test=16, n_unlabelled=0)
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    (encoder / "config.json").write_text(json.dumps({"num_hidden_layers": 6, "hidden_size": 384}))
+    with session_scope(engine) as s:
+        other = Project(name="other-team", display_name="Other team")
+        s.add(other)
+        s.flush()
+        get_dataset(s, theirs).project_id = other.id
+        s.add(
+            TrainingRun(
+                dataset_id=get_dataset(s, theirs).id,
+                name="secret",
+                kind="single",
+                status="succeeded",
+                config={"encoder": str(encoder), "max_length": 320, "rdrop_alpha": 0.0},
+                curve=[{"samples_per_s": 777.0}],
+                metrics={},
+            )
+        )
+    config = {"encoder": str(encoder), "rdrop_alpha": 0.0}
+    r = lead.post("/api/v1/training-estimates", json={"dataset": mine, "config": config})
+    assert r.status_code == 200, r.text
+    assert "run #" not in r.json()["basis"] and "scaled to 6 × 384 (its config.json)" in r.json()["basis"]
+    assert str(tmp_path) not in r.json()["basis"]

@@ -88,7 +88,7 @@ class TrainConfig(ConfigModel):
     label_smoothing: Smoothing = 0.05
     class_label_smoothing: dict[str, dict[str, Smoothing]] = Field(default_factory=dict)  # task → label → eps
     class_weights: StrictBool = True  # inverse class frequency in the training view
-    task_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)  # task → weight (1)
+    task_weights: dict[str, Annotated[float, Field(ge=0, le=100)]] = Field(default_factory=dict)  # task → weight (1)
     # 0 disables R-Drop (one forward pass instead of two); None: planned (1 in a long run, else 0)
     rdrop_alpha: float | None = Field(default=None, ge=0)
 
@@ -102,7 +102,7 @@ class TrainConfig(ConfigModel):
     head_lr: float | None = Field(default=None, gt=0, lt=1)
     # each encoder layer below the top gets lr × decay^depth; None: planned (0.9 in a long run, else 1)
     llrd_decay: float | None = Field(default=None, ge=0.05, le=1)
-    weight_decay: float = Field(default=0.03, ge=0)
+    weight_decay: float = Field(default=0.03, ge=0, le=1)  # AdamW's decoupled decay: past 1 the weights diverge
     warmup_ratio: float = Field(default=0.1, ge=0, le=0.9)
     max_grad_norm: float = Field(default=1.0, ge=0)
     epochs: int = Field(default=20, ge=1)  # at most; a budget may plan fewer

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import CurrentUser, EngineDep, ResourceId, SessionDep
+from api.deps import MAX_ID, CurrentUser, EngineDep, ResourceId, SessionDep
 from api.schemas import JobRead, RequestBody
 from services import impact
 from trainer.config import TrainConfig
@@ -75,7 +75,7 @@ def list_reports(
     engine: EngineDep,
     user: CurrentUser,
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_ID),
 ) -> list[dict[str, Any]]:
     """A dataset's reports, newest first; decided reports settle on read."""
     return impact.list_report_views(session, engine, name, user, limit, offset)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import FiniteFloat
 
-from api.deps import CurrentUser, ResourceId, SessionDep, SettingsDep
+from api.deps import MAX_ID, CurrentUser, ResourceId, SessionDep, SettingsDep
 from api.review_schemas import (
     BulkDecisionCreate,
     BulkDecisionResult,
@@ -69,8 +69,8 @@ def queue(
     max_semantic_similarity: FiniteFloat | None = None,
     q: Annotated[str | None, Query(description="Free-text search in the variant text")] = None,
     flagged: Annotated[bool | None, Query(description="Only (or no) variants the label model flags")] = None,
-    parent_id: int | None = None,
-    job_id: int | None = None,
+    parent_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    job_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     unreviewed: Annotated[
         bool | None,
         Query(description="Hide variants you voted on; default: when the dataset needs more than one review"),
@@ -82,7 +82,7 @@ def queue(
             "predicted label preservation)"
         ),
     ] = "age",
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_ID // 200)] = 1,  # page × page_size within the database's integers
     page_size: Annotated[int | None, Query(ge=1, le=200)] = None,
 ) -> dict[str, Any]:
     """Variants to review, filtered and sorted, one page at a time, with the source text of each family."""

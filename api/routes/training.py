@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import CurrentUser, ResourceId, SessionDep, SettingsDep
+from api.deps import MAX_ID, CurrentUser, ResourceId, SessionDep, SettingsDep
 from api.schemas import JobRead
 from api.training_schemas import (
     EnsembleCreate,
@@ -65,7 +65,7 @@ def list_training_runs(
     kind: str | None = Query(None, pattern="^(single|tfidf|ensemble)$"),
     status: str | None = None,
     limit: int = Query(100, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_ID),
 ) -> list[dict[str, Any]]:
     """Runs and ensembles, newest first, with their headline scores and live progress."""
     return training.list_training_runs(

@@ -3,8 +3,8 @@
 Keys: J/K or arrows move, A approves, X rejects (with the reason 1–6 picked, else stored as "unspecified"),
 E edits, F approves the family, U or Backspace undoes your last decision, S selects. The cards are a component
 (review_ui/static/review_cards.js) inside an st.fragment: a decision reruns only that fragment and the
-component redraws only the card that changed. User texts are set as text, never as HTML or markdown; the
-guidelines are admin-written markdown.
+component redraws only the card that changed. User texts are set as text, never as HTML or markdown, and so
+are the guidelines (a project's leads write them: rendered, a markdown image would load from anywhere).
 """
 
 from __future__ import annotations
@@ -225,7 +225,10 @@ main, side = st.columns([0.66, 0.34], gap="medium")
 with side:
     live_panel(name, distributing)
     st.subheader("Guidelines")
-    st.markdown(dataset.get("guidelines") or "_No guidelines yet: an admin writes them on the Datasets page._")
+    if guidelines := dataset.get("guidelines"):
+        st.text(guidelines)
+    else:
+        st.caption("No guidelines yet: a lead of the project writes them on the Datasets page.")
     show_agreement(name)
 
 with main:
