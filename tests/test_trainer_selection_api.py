@@ -210,25 +210,30 @@ def test_a_budget_too_short_to_train_is_refused_when_asked_not_after_lr_trials(l
         assert s.query(Job).count() == 0 and s.query(TrainingRun).count() == 0
 
 
-def test_the_estimate_reads_a_ddp_runs_rate_per_process(lead, engine, tmp_path) -> None:
+def finished_run(engine, dataset: str, config: dict[str, Any], samples_per_s: float) -> None:  # type: ignore[no-untyped-def]
+    """A finished single run of `dataset` that trained at `samples_per_s` (what an estimate measures from)."""
     from db.datasets import get_dataset
     from db.models import TrainingRun
     from db.session import session_scope
 
-    name = import_small(engine, n_train=40, n_val=16, n_test=16, n_unlabelled=0)
-    encoder = str(tmp_path / "encoder")
     with session_scope(engine) as s:
         s.add(
             TrainingRun(
-                dataset_id=get_dataset(s, name).id,
-                name="ddp",
+                dataset_id=get_dataset(s, dataset).id,
+                name="finished",
                 kind="single",
                 status="succeeded",
-                config={"encoder": encoder, "nproc": 4, "max_length": 320, "rdrop_alpha": 0.0},
-                curve=[{"samples_per_s": 400.0}],
+                config=config,
+                curve=[{"samples_per_s": samples_per_s}],
                 metrics={},
             )
         )
+
+
+def test_the_estimate_reads_a_ddp_runs_rate_per_process(lead, engine, tmp_path) -> None:
+    name = import_small(engine, n_train=40, n_val=16, n_test=16, n_unlabelled=0)
+    encoder = str(tmp_path / "encoder")
+    finished_run(engine, name, {"encoder": encoder, "nproc": 4, "max_length": 320, "rdrop_alpha": 0.0}, 400.0)
     rates = {}
     for nproc in (1, 4):
         config = {"encoder": encoder, "nproc": nproc, "rdrop_alpha": 0.0}
@@ -243,7 +248,7 @@ def test_the_estimate_reads_no_other_projects_runs_nor_the_workers_paths(lead, e
     """A lead's estimate is measured from their own projects' runs: another team's run (its id, its rate, its
     settings) is not theirs to learn of; and the encoder's config.json is named, not its path on disk."""
     from db.datasets import get_dataset
-    from db.models import Project, TrainingRun
+    from db.models import Project
     from db.session import session_scope
 
     mine = import_small(engine, n_train=40, n_val=16, n_test=16, n_unlabelled=0)
@@ -256,17 +261,7 @@ def test_the_estimate_reads_no_other_projects_runs_nor_the_workers_paths(lead, e
         s.add(other)
         s.flush()
         get_dataset(s, theirs).project_id = other.id
-        s.add(
-            TrainingRun(
-                dataset_id=get_dataset(s, theirs).id,
-                name="secret",
-                kind="single",
-                status="succeeded",
-                config={"encoder": str(encoder), "max_length": 320, "rdrop_alpha": 0.0},
-                curve=[{"samples_per_s": 777.0}],
-                metrics={},
-            )
-        )
+    finished_run(engine, theirs, {"encoder": str(encoder), "max_length": 320, "rdrop_alpha": 0.0}, 777.0)
     config = {"encoder": str(encoder), "rdrop_alpha": 0.0}
     r = lead.post("/api/v1/training-estimates", json={"dataset": mine, "config": config})
     assert r.status_code == 200, r.text
