@@ -134,6 +134,19 @@ def import_cmd(
                 "  " + ", ".join(f"line {n} ({s})" for n, s in zip(group["lines"], group["splits"], strict=True)),
                 highlight=False,
             )
+    if result.near_existing_across_splits:
+        err_console.print(
+            f"[bold yellow]warning:[/] {result.near_existing_across_splits_count} new text(s) near a text the "
+            "dataset holds on the other side of the train/eval line:",
+            highlight=False,
+        )
+        for pair in result.near_existing_across_splits[:20]:
+            fate = f"moved to {pair['near_split']}" if pair["moved"] else "kept there: the file gave its split"
+            err_console.print(
+                f"  line {pair['line']} ({pair['split']}) near {pair['near_split']} sample {pair['near_sample']}; "
+                f"{fate}",
+                highlight=False,
+            )
     for dup in result.duplicates[:20]:
         other = dup.get("duplicate_of_line") or f"sample {dup.get('duplicate_of_sample')}"
         console.print(f"  duplicate: line {dup['line']} repeats {'line ' if 'duplicate_of_line' in dup else ''}{other}")

@@ -108,6 +108,13 @@ def reference_rows(session: Session, dataset_id: int, batch: int = 5000) -> Iter
     return _rows_by_id(session, batch, (Sample.id, Sample.split, Sample.text), *where)
 
 
+def train_original_rows(session: Session, dataset_id: int, batch: int = 5000) -> Iterator[tuple[int, str]]:
+    """Train-split originals as (id, text), in id order, read `batch` at a time: what a new val/test text must
+    not be close to (variants are kept from val/test when a run starts)."""
+    where = (Sample.dataset_id == dataset_id, Sample.split == Split.train, Sample.origin == Origin.original)
+    return _rows_by_id(session, batch, (Sample.id, Sample.text), *where)
+
+
 def reference_texts(session: Session, dataset_id: int, batch: int = 5000) -> Iterator[str]:
     """Val and test texts, in id order, read `batch` at a time."""
     return (text for _id, _split, text in reference_rows(session, dataset_id, batch))

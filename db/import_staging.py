@@ -10,7 +10,7 @@ SQLite. Functions run on the caller's connection and transaction; the caller com
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -153,6 +153,33 @@ def duplicates(conn: Connection, limit: int) -> tuple[int, list[dict[str, int]]]
             else {"line": line, "duplicate_of_line": first_line}
         )
     return int(count), listed
+
+
+def new_rows(conn: Connection, batch: int = 10_000) -> Iterator[list[tuple[int, int, str, str]]]:
+    """The rows that will be inserted, as (seq, line, text, split), in seq order, `batch` at a time."""
+    last = -1
+    while True:
+        rows = (
+            conn.exec_driver_sql(
+                f"SELECT r.seq, r.line, r.text, {_SPLIT} FROM {_FROM} WHERE {_NEW} AND r.seq > {int(last)} "
+                f"ORDER BY r.seq LIMIT {int(batch)}"
+            )
+            .tuples()
+            .all()
+        )
+        if not rows:
+            return
+        yield [(int(seq), int(line), text, split) for seq, line, text, split in rows]
+        last = rows[-1][0]
+
+
+def move_splits(conn: Connection, moves: dict[int, str]) -> None:
+    """Rows whose drawn split changes (`add_splits` wrote every row's first)."""
+    for chunk in chunked(sorted(moves)):
+        conn.execute(
+            text(f"UPDATE {SPLITS} SET split = :split WHERE seq = :seq"),
+            [{"split": moves[seq], "seq": seq} for seq in chunk],
+        )
 
 
 def split_counts(conn: Connection) -> dict[str, int]:

@@ -15,7 +15,11 @@ INSERT … SELECT statements). On Postgres either would do (MVCC hides the rows 
 lock); the same path serves both.
 
 Exact (normalised) duplicates are reported and skipped. Near-duplicate groups (core/near_duplicates.py) that span
-splits are reported, and kept in one split when augloop draws the split.
+splits are reported, and kept in one split when augloop draws the split. Into an existing dataset, a new row is
+also checked against the texts already there, by the leak guard's measure and thresholds (services/leak_guard.py):
+a new train row near a val/test text, or a new val/test row near a train original, is reported, and when augloop
+draws the split it takes that text's split (with its near-duplicates of the file), so that a second file's
+retweet of a test text does not train.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -67,6 +72,10 @@ class ImportResult:
     # Near-duplicate groups (core/near_duplicates.py) whose members sit in different splits: [{"lines", "splits"}]
     near_duplicates_across_splits: list[dict[str, Any]] = field(default_factory=list)  # the first REPORTED
     near_duplicate_groups_across_splits: int = 0
+    # New rows near a text the dataset already holds in another split, train against val/test:
+    # [{"line", "split", "near_sample", "near_split", "moved"}]; "moved": the drawn split became near_split
+    near_existing_across_splits: list[dict[str, Any]] = field(default_factory=list)  # the first REPORTED
+    near_existing_across_splits_count: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +88,8 @@ class ImportResult:
             "split_info": self.split_info,
             "near_duplicate_groups_across_splits": self.near_duplicate_groups_across_splits,
             "near_duplicates_across_splits": self.near_duplicates_across_splits[:REPORTED],
+            "near_existing_across_splits_count": self.near_existing_across_splits_count,
+            "near_existing_across_splits": self.near_existing_across_splits[:REPORTED],
         }
 
 
@@ -129,6 +140,8 @@ class _Staged:
         self.lines: list[np.ndarray] = []
         self.strata: list[str] = []  # the first task's label per row, "" when missing (few distinct strings)
         self.file_splits: list[str | None] = []
+        self.groups: list[list[int]] = []  # near-duplicate groups of the file (row seqs)
+        self.drawn = False  # whether augloop drew the split (else the file gave it)
         self.count = 0
 
     def read(self, stream: BinaryIO, fmt: str, total_bytes: int) -> None:
@@ -161,6 +174,8 @@ class _Staged:
         self.progress(phase="near-duplicates", done=0, total=self.count, rows=self.count)
         with self.batch():
             groups = self.finder.groups(lambda ids: staging.texts_of(self.conn, ids.tolist()))
+        self.groups = [[int(i) for i in members] for members in groups]
+        self.drawn = not self.validator.use_split
         splits: list[str]
         if self.validator.use_split:
             splits = [s or "" for s in self.file_splits]
@@ -185,6 +200,65 @@ class _Staged:
         with self.batch():
             staging.link_duplicates(self.conn)
         return splits, info, across[:REPORTED], len(across)
+
+    def near_existing(self, session: Session, dataset: Dataset) -> tuple[list[dict[str, Any]], int]:
+        """New rows near a text `dataset` already holds on the other side of the train/eval line: a new train
+        row near a val/test text, a new val/test row near a train original (the leak guard's measure and
+        thresholds). When augloop drew the split, such a row takes that text's split, and so do its
+        near-duplicates of the file. Returns the first REPORTED pairs and their count."""
+        from core.near_duplicates import ReferenceIndex
+        from db.augmentation import train_original_rows
+        from services import leak_guard
+
+        train = Split.train.value
+        pairs: list[dict[str, Any]] = []
+        moves: dict[int, str] = {}
+        evaluation: list[tuple[int, int, str]] = []  # (seq, line, split) of new val/test rows
+        self.progress(phase="near-duplicates of the dataset", done=0, total=self.count, rows=self.count)
+        for chunk in staging.new_rows(self.conn):
+            new_train = [row for row in chunk if row[3] == train]
+            evaluation.extend((seq, line, split) for seq, line, _, split in chunk if split != train)
+            found = leak_guard.leaks(session, dataset, [text for _, _, text, _ in new_train])
+            for (seq, line, _, split), leak in zip(new_train, found, strict=True):
+                if leak is not None:
+                    pairs.append(
+                        {"line": line, "split": split, "near_sample": leak.sample_id, "near_split": leak.split}
+                    )
+                    moves[seq] = leak.split
+        if evaluation:  # the dataset's train originals against an index of the new val/test rows
+            seqs = [seq for seq, _, _ in evaluation]
+            index = ReferenceIndex(
+                min(leak_guard.JACCARD, leak_guard.CONTAINMENT),
+                n=leak_guard.NGRAM,
+                texts_of=lambda positions: staging.texts_of(self.conn, [seqs[p] for p in positions.tolist()]),
+            ).fit(text for chunk in staging.new_rows(self.conn) for _, _, text, split in chunk if split != train)
+            batch: list[tuple[int, str]] = []
+            for row in chain(train_original_rows(session, dataset.id), [None]):  # None: the last batch's turn
+                if row is not None:
+                    batch.append(row)
+                if batch and (row is None or len(batch) == leak_guard.CHECK_BATCH):
+                    texts = [text for _, text in batch]
+                    vectors, sizes = index.ngrams.vectors(texts)
+                    best = index.best(texts, vectors, sizes)
+                    for i, (sample_id, _) in enumerate(batch):
+                        jaccard, containment = best.jaccard[i], best.containment[i]
+                        if jaccard < leak_guard.JACCARD and containment < leak_guard.CONTAINMENT:
+                            continue
+                        ref = int(best.jaccard_ref[i] if jaccard >= leak_guard.JACCARD else best.containment_ref[i])
+                        seq, line, split = evaluation[ref]
+                        if seq not in moves:
+                            pairs.append({"line": line, "split": split, "near_sample": sample_id, "near_split": train})
+                            moves[seq] = train
+                    batch = []
+        for pair in pairs:
+            pair["moved"] = self.drawn
+        if self.drawn and moves:
+            group_of = {seq: members for members in self.groups for seq in members}
+            staging.move_splits(
+                self.conn, {member: split for seq, split in moves.items() for member in group_of.get(seq, [seq])}
+            )
+        pairs.sort(key=lambda pair: pair["line"])
+        return pairs[:REPORTED], len(pairs)
 
     def switch(
         self, session: Session, dataset: Dataset | None, split_info: dict[str, Any], created_by: int | None
@@ -350,9 +424,11 @@ def import_stream(
     run = _Staged(conn, spec, known, nullcontext, report)
     run.read(stream, fmt, _size(stream))
     _, split_info, across, n_across = run.plan_split()
+    near = run.near_existing(session, dataset) if dataset is not None else ([], 0)
     _, result = run.switch(session, dataset, split_info, created_by)
     staging.drop(conn)
     result.near_duplicates_across_splits, result.near_duplicate_groups_across_splits = across, n_across
+    result.near_existing_across_splits, result.near_existing_across_splits_count = near
     session.flush()
     return result
 
@@ -414,11 +490,18 @@ def import_path(
             run = _Staged(conn, spec, known, conn.begin, report)
             run.read(stream, fmt, path.stat().st_size)
         _, split_info, across, n_across = run.plan_split()
+        near: tuple[list[dict[str, Any]], int] = ([], 0)
+        if before is not None:  # before the switch: the write lock is held for the switch alone
+            with conn.begin(), Session(bind=conn) as reading:
+                existing = reading.get(Dataset, before[0])
+                if existing is not None:  # deleted meanwhile: the switch says so
+                    near = run.near_existing(reading, existing)
         conn.execution_options(readonly=False)  # the switch writes: BEGIN IMMEDIATE on SQLite
         with Session(bind=conn, expire_on_commit=False) as session, session.begin():
             current = _unchanged(session, spec, before)
             _, result = run.switch(session, current, split_info, created_by)
             result.near_duplicates_across_splits, result.near_duplicate_groups_across_splits = across, n_across
+            result.near_existing_across_splits, result.near_existing_across_splits_count = near
             if finish is not None:
                 finish(session, result.as_dict())
     return result

@@ -105,3 +105,15 @@ def test_export_reports_rows_written_of_the_total_for_the_progress_bar(engine, e
     assert rows == 5000 and len((tmp_path / "out.csv").read_text().splitlines()) == 5001
     assert seen[0] == (0, 5000) and seen[-1] == (5000, 5000) and len(seen) >= 10
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_import_warns_of_a_new_text_near_one_on_the_other_side_of_the_split(settings, tmp_path):
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    farm = "Senator Smith voted against the farm bill today, a shameful day for rural families everywhere"
+    first.write_text(f'text,label,split\n"{farm}",a,test\n"an unrelated post about schools",b,train\n')
+    second.write_text(f'text,label\n"RT @farmer: {farm}",a\n')
+    for path in (first, second):
+        r = augloop(settings, "import", str(path), "--dataset", "d", "--task", "label")
+        assert r.returncode == 0, r.stderr
+    assert "1 new text(s) near a text the dataset holds" in r.stderr
+    assert "line 2 (train) near test sample 1; moved to test" in r.stderr

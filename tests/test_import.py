@@ -177,6 +177,56 @@ def test_a_task_imported_without_labels_keeps_its_empty_label_set(engine):
     assert count(engine) == 1
 
 
+FARM = "Senator Smith voted against the farm bill today, a shameful day for rural families everywhere"
+TOWN = "Our town hall meeting on water rights starts at six tonight at the public library downtown"
+BASE = [("I love this new policy on schools", "train"), ("The weather is lovely", "train"), (TOWN, "train")]
+
+
+def _csv(rows: list[tuple[str, str]], split: bool = True) -> bytes:
+    head = "text,sentiment,split\n" if split else "text,sentiment\n"
+    return (head + "".join(f'"{t}",positive{"," + s if split else ""}\n' for t, s in rows)).encode()
+
+
+def _split_of(engine, text: str) -> str:
+    with session_scope(engine) as s:
+        return s.scalar(select(Sample.split).where(Sample.text == text))
+
+
+def test_a_second_file_keeps_near_copies_of_the_datasets_texts_on_their_side_of_the_split(engine, tmp_path):
+    """A retweet of a test text imported later would train and inflate every test figure: a new train row near
+    a val/test text, or a new val/test row near a train original, is reported (the leak guard's measure); when
+    augloop draws the split the row takes that text's split, when the file gives it the file's split stands."""
+    from services.importing import import_path
+
+    run_import(engine, _csv([*BASE, (FARM, "test")]))
+    with session_scope(engine) as s:
+        farm_id = s.scalar(select(Sample.id).where(Sample.text == FARM))
+        town_id = s.scalar(select(Sample.id).where(Sample.text == TOWN))
+    retweet = "RT @farmer: " + FARM
+    drawn = run_import(engine, _csv([(retweet, "")], split=False))  # one row: the draw puts it in train
+    assert drawn.near_existing_across_splits_count == 1
+    assert drawn.near_existing_across_splits == [
+        {"line": 2, "split": "train", "near_sample": farm_id, "near_split": "test", "moved": True}
+    ]
+    assert _split_of(engine, retweet) == "test"
+    given = run_import(engine, _csv([(TOWN + " (updated)", "test")]))
+    assert given.near_existing_across_splits == [
+        {"line": 2, "split": "test", "near_sample": town_id, "near_split": "train", "moved": False}
+    ]
+    assert _split_of(engine, TOWN + " (updated)") == "test", "a split the file gives is the file's"
+    # A val/test row augloop draws near a train original goes to train (here through a file on disk, as the
+    # import job reads it); an unrelated row is left where the draw put it.
+    path = tmp_path / "more.csv"
+    path.write_bytes(
+        _csv([("I love this new policy on schools!!", ""), ("Completely unrelated words here", "")], False)
+    )
+    spec = ImportSpec(dataset="d", tasks=["sentiment"], split_fractions=(0.0, 0.0, 1.0))
+    moved = import_path(engine, path, spec)
+    assert [(p["line"], p["near_split"], p["moved"]) for p in moved.near_existing_across_splits] == [(2, "train", True)]
+    assert _split_of(engine, "I love this new policy on schools!!") == "train"
+    assert _split_of(engine, "Completely unrelated words here") == "test"
+
+
 def test_parquet(engine, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
