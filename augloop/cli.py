@@ -123,33 +123,37 @@ def import_cmd(
         f"splits {result.split_counts}; {result.duplicates_skipped} duplicate(s) skipped",
         highlight=False,
     )
-    if result.near_duplicates_across_splits:
-        err_console.print(
-            f"[bold yellow]warning:[/] {result.near_duplicate_groups_across_splits} group(s) of near-duplicate texts "
-            "span splits (val/test text leaks into train); their lines and splits:",
-            highlight=False,
-        )
-        for group in result.near_duplicates_across_splits[:20]:
-            err_console.print(
-                "  " + ", ".join(f"line {n} ({s})" for n, s in zip(group["lines"], group["splits"], strict=True)),
-                highlight=False,
-            )
-    if result.near_existing_across_splits:
-        err_console.print(
-            f"[bold yellow]warning:[/] {result.near_existing_across_splits_count} new text(s) near a text the "
-            "dataset holds on the other side of the train/eval line:",
-            highlight=False,
-        )
-        for pair in result.near_existing_across_splits[:20]:
-            fate = f"moved to {pair['near_split']}" if pair["moved"] else "kept there: the file gave its split"
-            err_console.print(
-                f"  line {pair['line']} ({pair['split']}) near {pair['near_split']} sample {pair['near_sample']}; "
-                f"{fate}",
-                highlight=False,
-            )
+    groups = [
+        ", ".join(f"line {n} ({s})" for n, s in zip(group["lines"], group["splits"], strict=True))
+        for group in result.near_duplicates_across_splits
+    ]
+    _warn(
+        f"{result.near_duplicate_groups_across_splits} group(s) of near-duplicate texts span splits (val/test text "
+        "leaks into train); their lines and splits:",
+        groups,
+    )
+    pairs = [
+        f"line {p['line']} ({p['split']}) near {p['near_split']} sample {p['near_sample']}; "
+        + (f"moved to {p['near_split']}" if p["moved"] else "kept there: the file gave its split")
+        for p in result.near_existing_across_splits
+    ]
+    _warn(
+        f"{result.near_existing_across_splits_count} new text(s) near a text the dataset holds on the other side "
+        "of the train/eval line:",
+        pairs,
+    )
     for dup in result.duplicates[:20]:
         other = dup.get("duplicate_of_line") or f"sample {dup.get('duplicate_of_sample')}"
         console.print(f"  duplicate: line {dup['line']} repeats {'line ' if 'duplicate_of_line' in dup else ''}{other}")
+
+
+def _warn(header: str, lines: list[str]) -> None:
+    """A warning on stderr with its first 20 lines (none: nothing printed)."""
+    if not lines:
+        return
+    err_console.print(f"[bold yellow]warning:[/] {header}", highlight=False)
+    for line in lines[:20]:
+        err_console.print(f"  {line}", highlight=False)
 
 
 def print_stats(stats: dict) -> None:
