@@ -229,7 +229,7 @@ def export(
         session_scope(readonly_engine(engine())) as session,
     ):
         rows_task = bar.add_task("rows", total=None)
-        rows = export_to(
+        count = export_to(
             session,
             dataset,
             format,
@@ -237,7 +237,13 @@ def export(
             output,
             lambda done, total: bar.update(rows_task, completed=done, total=total),
         )
-    console.print(f"wrote {rows} rows to {output}")
+    console.print(f"wrote {count.rows} rows to {output}")
+    if count.left_out_near_val_test:
+        err_console.print(
+            f"[bold yellow]warning:[/] left out {count.left_out_near_val_test} approved rows whose text is a "
+            "near-duplicate of a val/test text (every training run leaves them out too)",
+            highlight=False,
+        )
 
 
 @app.command()

@@ -20,7 +20,7 @@ from db.datasets import dataset_stats, delete_dataset, get_dataset, list_dataset
 from db.models import Dataset, Job, User
 from db.session import readonly_engine, session_scope
 from services.access import Need, check_dataset, visible_project_ids
-from services.exporting import check_format, iter_export
+from services.exporting import ExportCount, check_format, iter_export
 from services.importing import FinishFn, ImportResult, ImportSpec, import_path, import_stream
 
 
@@ -170,9 +170,9 @@ def export_to(
     include: str,
     path: Path,
     progress: Callable[[int, int], None] | None = None,
-) -> int:
-    """Write the chosen view to `path` (atomically); returns the number of rows, and reports
-    `progress(written, total)` as it goes. The operator's (CLI)."""
+) -> ExportCount:
+    """Write the chosen view to `path` (atomically); returns the rows written and left out (near-duplicates of
+    val/test texts, services.exporting), and reports `progress(read, total)` as it goes. The operator's (CLI)."""
     from services.exporting import write_export
 
     chosen = parse_include(include)

@@ -1,4 +1,11 @@
-"""Export the training view (originals + approved variants by default) as CSV or JSONL, with provenance."""
+"""Export the training view (originals + approved variants by default) as CSV or JSONL, with provenance.
+
+An export of the training view is what an engineer trains on outside augloop, so it holds what the trainer
+learns from: an approved variant (or submitted text, or pseudo-label) whose text is a near-duplicate of a val or
+test text as they are now (the leak guard's measure, services/leak_guard.py) is left out, as every training run
+leaves it out (services/training_data.py), and counted. Every row not an original says so in `near_val_test`;
+pending and rejected rows, which never train, stay in the views that ask for them, flagged.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +23,27 @@ from sqlalchemy.orm import Session
 from core.errors import ValidationFailed
 from core.settings import get_settings
 from db.datasets import VIEW_COLUMNS, count_view, view_rows
-from db.models import Dataset
+from db.models import Dataset, Origin, ReviewStatus
+from services import leak_guard
 
 FORMATS = ("csv", "jsonl")
 # What a row says about where it came from: the view's columns after its identity and text (db.datasets).
 PROVENANCE = list(VIEW_COLUMNS[VIEW_COLUMNS.index("origin") :])
 
 
+LEAK_BATCH = 2000  # rows whose texts are checked against val/test at a time
+
+
+@dataclass
+class ExportCount:
+    """What an export wrote and what it left out, filled in as its chunks are read."""
+
+    rows: int = 0
+    left_out_near_val_test: int = 0
+
+
 def columns(dataset: Dataset) -> list[str]:
-    return ["id", "external_id", "text", "split", *dataset.task_names(), *PROVENANCE]
+    return ["id", "external_id", "text", "split", *dataset.task_names(), *PROVENANCE, "near_val_test"]
 
 
 def record(row: dict[str, Any], dataset: Dataset) -> dict[str, Any]:
@@ -38,7 +58,35 @@ def record(row: dict[str, Any], dataset: Dataset) -> dict[str, Any]:
         out[task] = row["labels"].get(task)
     for key in PROVENANCE:
         out[key] = row[key]
+    out["near_val_test"] = row.get("near_val_test")
     return out
+
+
+def _guarded(
+    session: Session, dataset: Dataset, rows: Iterator[dict[str, Any]], count: ExportCount
+) -> Iterator[dict[str, Any]]:
+    """The view's rows, `LEAK_BATCH` at a time, each row not an original marked `near_val_test` (True or False;
+    None for originals, which imports check), and an approved one that is near left out and counted."""
+    batch: list[dict[str, Any]] = []
+
+    def checked() -> Iterator[dict[str, Any]]:
+        reviewed = [row for row in batch if row["origin"] != Origin.original.value]
+        found = leak_guard.leaks(session, dataset, [row["text"] for row in reviewed]) if reviewed else []
+        for row, leak in zip(reviewed, found, strict=True):
+            row["near_val_test"] = leak is not None
+        for row in batch:
+            if row.get("near_val_test") and row["review_status"] == ReviewStatus.approved.value:
+                count.left_out_near_val_test += 1
+                continue
+            count.rows += 1
+            yield row
+
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= LEAK_BATCH:
+            yield from checked()
+            batch = []
+    yield from checked()
 
 
 # OWASP's rule against formula injection (CSV injection): a cell that begins with one of these is read by a
@@ -60,19 +108,20 @@ def check_format(fmt: str) -> None:
 
 
 def iter_export(
-    session: Session, dataset: Dataset, include: set[str], fmt: str, counter: list[int] | None = None
+    session: Session, dataset: Dataset, include: set[str], fmt: str, count: ExportCount | None = None
 ) -> Iterator[str]:
     """The export file as text chunks of 500 rows (streamed by the API, written by the CLI and the export
-    job); samples are read in batches, so memory holds one batch whatever the size of the dataset."""
+    job); samples are read in batches, so memory holds one batch whatever the size of the dataset. `count`
+    follows the rows written and those left out (see the module's doc)."""
     check_format(fmt)
     cols = columns(dataset)
+    count = count if count is not None else ExportCount()
+    rows = _guarded(session, dataset, view_rows(session, dataset, include), count)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
         csv.writer(buf, lineterminator="\n").writerow([spreadsheet_safe(c) for c in cols])  # task names too
-        for i, sample in enumerate(view_rows(session, dataset, include), start=1):
-            if counter is not None:
-                counter[0] += 1
+        for i, sample in enumerate(rows, start=1):
             rec = record(sample, dataset)
             if rec["method_params"] is not None:
                 rec["method_params"] = json.dumps(rec["method_params"], sort_keys=True)
@@ -84,9 +133,7 @@ def iter_export(
         yield buf.getvalue()
     else:
         lines = []
-        for sample in view_rows(session, dataset, include):
-            if counter is not None:
-                counter[0] += 1
+        for sample in rows:
             lines.append(json.dumps(record(sample, dataset), ensure_ascii=False))
             if len(lines) >= 500:
                 yield "\n".join(lines) + "\n"
@@ -102,22 +149,23 @@ def write_export(
     fmt: str,
     path: Path,
     progress: Callable[[int, int], None] | None = None,
-) -> int:
-    """Write atomically (temporary file, then rename). Returns the number of rows. `progress(written, total)`
-    follows it a chunk at a time (a million rows take a while)."""
+) -> ExportCount:
+    """Write atomically (temporary file, then rename). Returns the rows written and left out.
+    `progress(read, total)` follows the view's rows a chunk at a time (a million rows take a while)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".part")
-    counter = [0]
+    count = ExportCount()
     total = count_view(session, dataset, include) if progress else 0
     if progress:
         progress(0, total)
     with tmp.open("w", encoding="utf-8", newline="") as fh:
-        for chunk in iter_export(session, dataset, include, fmt, counter):
+        for chunk in iter_export(session, dataset, include, fmt, count):
             fh.write(chunk)
             if progress:
-                progress(counter[0], max(total, counter[0]))
+                read = count.rows + count.left_out_near_val_test
+                progress(read, max(total, read))
     tmp.replace(path)
-    return counter[0]
+    return count
 
 
 def export_to_file(engine: Engine, dataset_name: str, fmt: str, include: str, job_id: int) -> dict[str, Any]:
@@ -130,5 +178,11 @@ def export_to_file(engine: Engine, dataset_name: str, fmt: str, include: str, jo
     # Read-only: on SQLite a write transaction would hold the database's one write lock for the whole export.
     with session_scope(readonly_engine(engine)) as session:
         dataset = get_dataset(session, dataset_name)
-        rows = write_export(session, dataset, chosen, fmt, path)
-    return {"path": str(path), "rows": rows, "format": fmt, "dataset": dataset_name}
+        count = write_export(session, dataset, chosen, fmt, path)
+    return {
+        "path": str(path),
+        "rows": count.rows,
+        "left_out_near_val_test": count.left_out_near_val_test,
+        "format": fmt,
+        "dataset": dataset_name,
+    }

@@ -102,7 +102,7 @@ def test_export_reports_rows_written_of_the_total_for_the_progress_bar(engine, e
         rows = export_to(
             session, example_dataset, "csv", "original", tmp_path / "out.csv", progress=lambda d, t: seen.append((d, t))
         )
-    assert rows == 5000 and len((tmp_path / "out.csv").read_text().splitlines()) == 5001
+    assert rows.rows == 5000 and len((tmp_path / "out.csv").read_text().splitlines()) == 5001
     assert seen[0] == (0, 5000) and seen[-1] == (5000, 5000) and len(seen) >= 10
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 

@@ -243,3 +243,63 @@ def test_a_reviewed_text_close_to_a_test_text_never_trains(lead, engine, tiny_en
     assert kept in snapshot and leaky not in snapshot
     job = lead.get("/api/v1/jobs", params={"kind": "train"}).json()["items"][0]
     assert job["result"]["left_out"] == {"near_val_test": 1}
+
+
+def test_an_export_of_the_training_view_leaves_out_what_training_leaves_out(lead, engine, tmp_path) -> None:
+    """An engineer who trains outside augloop on the exported training view must not train on a test text:
+    the approved near-copy of one is left out and counted (API stream, export job, CLI); a pending one, which
+    never trains, stays in the views that ask for it, flagged in `near_val_test`."""
+    import csv
+    import io
+    import json
+
+    from sqlalchemy import select
+
+    from db.models import Sample
+    from services.datasets import export_to
+    from tests.trainer_fixtures import add_variant, import_small
+
+    name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
+    with session_scope(engine) as s:
+        test_text = s.scalars(select(Sample.text).where(Sample.split == "test").order_by(Sample.id)).first()
+    leaky = add_variant(engine, name, "train", "approved", f"RT @someone: {test_text} so true")
+    kept = add_variant(engine, name, "train", "approved", "an approved variant about the county fair and its pies")
+    pending = add_variant(engine, name, "train", "pending", f"{test_text} !!")
+
+    r = lead.get(f"/api/v1/datasets/{name}/export", params={"format": "jsonl"})
+    assert r.status_code == 200, r.text
+    rows = {row["id"]: row for row in map(json.loads, r.text.splitlines())}
+    assert leaky not in rows and rows[kept]["near_val_test"] is False
+    assert len(rows) == 10 + 4 + 4 + 1 and all(rows[i]["near_val_test"] is None for i in rows if i != kept)
+
+    r = lead.get(f"/api/v1/datasets/{name}/export", params={"include": "pending,approved"})
+    flagged = {int(row["id"]): row["near_val_test"] for row in csv.DictReader(io.StringIO(r.text))}
+    assert flagged == {kept: "False", pending: "True"}
+
+    with session_scope(engine) as s:
+        count = export_to(s, name, "csv", "original,approved", tmp_path / "out.csv")
+    assert (count.rows, count.left_out_near_val_test) == (19, 1)
+    assert str(leaky) not in {row["id"] for row in csv.DictReader((tmp_path / "out.csv").open())}
+
+    from workers.main import Worker
+
+    job_id = lead.post(f"/api/v1/datasets/{name}/exports", json={"format": "csv"}).json()["id"]
+    Worker(engine, ["export"]).run(burst=True)
+    result = lead.get(f"/api/v1/jobs/{job_id}").json()["result"]
+    assert (result["rows"], result["left_out_near_val_test"]) == (19, 1)
+
+
+def test_augloop_export_warns_of_what_it_left_out(lead, engine, settings, tmp_path) -> None:
+    from sqlalchemy import select
+
+    from db.models import Sample
+    from tests.cli_process import cli_env, run_augloop
+    from tests.trainer_fixtures import add_variant, import_small
+
+    name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
+    with session_scope(engine) as s:
+        test_text = s.scalars(select(Sample.text).where(Sample.split == "test").order_by(Sample.id)).first()
+    add_variant(engine, name, "train", "approved", f"RT @someone: {test_text} so true")
+    r = run_augloop("export", name, "-o", str(tmp_path / "out.csv"), env=cli_env(settings))
+    assert r.returncode == 0, r.stderr
+    assert "wrote 18 rows" in r.stdout and "left out 1 approved rows" in " ".join(r.stderr.split())
