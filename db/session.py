@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,6 +96,34 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+_UNCOMMITTED_FILES = "augloop_uncommitted_files"
+
+
+def discard_unless_committed(session: Session, path: Path) -> None:
+    """Delete `path` (a file or a folder) if the session's transaction ends without committing: a file written
+    for a row that was never stored (a failed commit, an error after the write) is not left behind, nor found
+    later by the row that takes the same id."""
+    if not session.in_transaction():
+        session.begin()  # no statement yet: without a transaction, a rollback would end nothing and say nothing
+    session.info.setdefault(_UNCOMMITTED_FILES, []).append(path)
+
+
+@event.listens_for(Session, "after_commit")
+def _keep_files(session: Session) -> None:
+    session.info.pop(_UNCOMMITTED_FILES, None)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _discard_files(session: Session, previous_transaction: Any) -> None:
+    if previous_transaction.parent is not None:  # a savepoint: the outer transaction may still commit
+        return
+    for path in session.info.pop(_UNCOMMITTED_FILES, []):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def readonly_engine(engine: Engine) -> Engine:

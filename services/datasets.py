@@ -18,7 +18,7 @@ from core.settings import get_settings
 from db import queue
 from db.datasets import dataset_stats, delete_dataset, get_dataset, list_datasets, parse_include
 from db.models import Dataset, Job, User
-from db.session import readonly_engine, session_scope
+from db.session import discard_unless_committed, readonly_engine, session_scope
 from services.access import Need, check_dataset, visible_project_ids
 from services.exporting import ExportCount, check_format, iter_export
 from services.importing import FinishFn, ImportResult, ImportSpec, import_path, import_stream
@@ -82,6 +82,7 @@ def queue_import(session: Session, upload: BinaryIO, spec: ImportSpec, filename:
     folder = uploads_folder()
     folder.mkdir(parents=True, exist_ok=True)
     upload_name = f"{uuid.uuid4().hex}{Path(filename or '').suffix.lower()[:16]}"
+    discard_unless_committed(session, folder / upload_name)  # a job that never commits leaves no upload behind
     with (folder / upload_name).open("wb") as out:
         shutil.copyfileobj(upload, out, 1 << 20)
     # The job names its upload inside the data directory, never by the server's path (job params are shown).

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from core.errors import ValidationFailed
 from db import training_runs as db_runs
 from db.models import Dataset, JobStatus, TrainingRun, User, utcnow
+from db.session import discard_unless_committed
 from services.access import Need, visible_run
 from services.run_snapshots import snapshot_digest
 from services.training import runs_root
@@ -108,6 +109,8 @@ def create_ensemble(
         status=JobStatus.succeeded,
     )
     out_dir = runs_root() / str(run.id)
+    if not out_dir.exists():  # never another's: a folder the id's row left behind stays as it is
+        discard_unless_committed(session, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, dump in combined["predictions"].items():
         (out_dir / f"predictions_{split}.json").write_text(json.dumps(dump), encoding="utf-8")

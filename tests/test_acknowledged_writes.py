@@ -193,3 +193,44 @@ def test_every_acknowledged_write_survives_a_kill_as_the_answer_arrives(world) -
         engine.dispose()
         with session_scope(engine) as s:
             assert stored(s), f"{name}: answered {r.status_code}, but the write is not in the database"
+
+
+def test_a_queued_import_whose_commit_fails_leaves_no_upload_behind(world) -> None:
+    """The upload is kept on disk for its job; a job that is never stored must not leave the file (a large
+    upload, retried after a 503, would otherwise fill the disk a copy at a time)."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from services.datasets import uploads_folder
+
+    engine = world["engine"]
+    app = create_app(world["settings"], engine)
+    with TestClient(app, raise_server_exceptions=False, headers={"Authorization": f"Bearer {world['admin']}"}) as http:
+        files = {"file": ("fresh.csv", _csv())}
+        with failing_commits(engine):
+            r = http.post("/api/v1/datasets/fresh/imports", files=files, data={"task": ["label"]})
+        assert r.status_code == 503, r.text
+        assert not uploads_folder().exists() or not any(uploads_folder().iterdir())
+        r = http.post("/api/v1/datasets/fresh/imports", files=files, data={"task": ["label"]})
+        assert r.status_code == 202 and len(list(uploads_folder().glob("*"))) == 1
+
+
+def test_files_of_an_uncommitted_transaction_are_discarded(engine, tmp_path) -> None:
+    from db.session import discard_unless_committed
+
+    kept, lost, inner = tmp_path / "kept.txt", tmp_path / "lost", tmp_path / "inner.txt"
+    with session_scope(engine) as s:
+        kept.write_text("x")
+        discard_unless_committed(s, kept)
+    with pytest.raises(RuntimeError), session_scope(engine) as s:
+        lost.mkdir()
+        (lost / "predictions.json").write_text("{}")
+        discard_unless_committed(s, lost)
+        raise RuntimeError("after the write")
+    with session_scope(engine) as s:
+        with s.begin_nested() as savepoint:
+            inner.write_text("x")
+            discard_unless_committed(s, inner)
+            savepoint.rollback()
+        assert inner.exists(), "a savepoint's rollback is not the transaction's"
+    assert kept.exists() and not lost.exists() and inner.exists()

@@ -85,6 +85,15 @@ def test_training_run_through_api_and_worker(lead, engine, tiny_encoder: str) ->
     assert consistency == pytest.approx(min(probs[t][labels[t]] for t in ("bias", "message")), abs=1e-4)
     assert flag == any(predicted.json()["labels"][0][t] != labels[t] for t in ("bias", "message"))
 
+    # An ensemble whose commit fails is not stored, and leaves no folder for the row that takes its id next.
+    from services.training import runs_root
+    from tests.test_acknowledged_writes import failing_commits
+
+    folders = set(runs_root().iterdir())
+    with failing_commits(engine):
+        lost = lead.post("/api/v1/ensembles", json={"run_ids": run_ids})
+    assert lost.status_code == 503 and set(runs_root().iterdir()) == folders
+
     # An ensemble of the two seeds: a run row of kind ensemble with metrics, and it predicts.
     ens = lead.post("/api/v1/ensembles", json={"run_ids": run_ids, "weighted": True, "temperature": True})
     assert ens.status_code == 201, ens.text
