@@ -209,7 +209,7 @@ def ensemble(engine: Any, run_ids: list[int], decision: str) -> dict[str, Any]:
 
     with session_scope(engine) as s:
         run = create_ensemble(s, run_ids, weighted=True, temperature=True, decision=decision, user=None)
-        details = ensemble_details(s, run)
+        details = ensemble_details(s, run, None)
     details["test_dump"] = read_predictions(Path(details["artifact_dir"]) / "predictions_test.json")
     return details
 

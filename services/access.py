@@ -12,10 +12,12 @@ it: samples, jobs, runs, reports) belongs to one project:
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError, PermissionDenied
+from core.settings import get_settings
 from db import projects as db_projects
 from db import training_runs as db_runs
 from db.models import Dataset, ProjectRole, Role, TrainingRun, User
@@ -29,6 +31,16 @@ class Need(StrEnum):
 
 def is_admin(user: User | None) -> bool:
     return user is None or user.role == Role.admin
+
+
+def shown_path(path: str | None, user: User | None) -> str | None:
+    """A server path as `user` may see it: whole to admins and the operator, relative to the data directory to
+    project members (where the server keeps its files is not theirs to know); a path elsewhere, not at all."""
+    if path is None or is_admin(user):
+        return path
+    root = get_settings().data_dir.resolve()
+    full = Path(path).resolve()
+    return str(full.relative_to(root)) if full.is_relative_to(root) else None
 
 
 def visible_project_ids(session: Session, user: User | None) -> set[int] | None:

@@ -180,7 +180,7 @@ def export_to_file(engine: Engine, dataset_name: str, fmt: str, include: str, jo
         dataset = get_dataset(session, dataset_name)
         count = write_export(session, dataset, chosen, fmt, path)
     return {
-        "path": str(path),
+        "path": str(path.relative_to(get_settings().data_dir.resolve())),  # GET /jobs/{id}/artifact serves it
         "rows": count.rows,
         "left_out_near_val_test": count.left_out_near_val_test,
         "format": fmt,

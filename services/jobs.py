@@ -98,8 +98,8 @@ def artifact_path(session: Session, job_id: int, settings: Settings, user: User 
     path_str = (job.result or {}).get("path")
     if job.status != "succeeded" or not path_str:
         raise NotFoundError(f"job {job_id} has no artifact (status {job.status})", field="job_id")
-    path = Path(path_str).resolve()
     root = settings.data_dir.resolve()
+    path = (root / str(path_str)).resolve()  # relative to the data directory (jobs before: absolute)
     if not path.is_relative_to(root) or not path.is_file():
         raise NotFoundError(f"artifact of job {job_id} is gone", field="job_id")
     return path

@@ -16,7 +16,7 @@ from core.settings import get_settings
 from db import queue
 from db import training_runs as db_runs
 from db.models import Dataset, Job, TrainingRun, User
-from services.access import Need, visible_project_ids, visible_run
+from services.access import Need, shown_path, visible_project_ids, visible_run
 from services.compute_bounds import check_capacity, check_config
 from services.run_snapshots import snapshot_json, snapshot_size
 from trainer.classical import ClassicalConfig
@@ -249,9 +249,9 @@ def _selection_summary(selection: dict[str, Any] | None) -> dict[str, Any] | Non
     return {k: selection.get(k) for k in keep if k in selection}
 
 
-def run_details(run: TrainingRun, dataset_name: str, job: Job | None) -> dict[str, Any]:
+def run_details(run: TrainingRun, dataset_name: str, job: Job | None, user: User | None) -> dict[str, Any]:
     """A run in full: config, curve, metrics per task and class (with the plan and the decision rule), how
-    its learning rate was chosen (every trial), artifact location."""
+    its learning rate was chosen (every trial), artifact location (for `user`: access.shown_path)."""
     return {
         **run_summary(run, dataset_name, job),
         "lr_selection_detail": run.lr_selection,
@@ -259,7 +259,7 @@ def run_details(run: TrainingRun, dataset_name: str, job: Job | None) -> dict[st
         "curve": run.curve or [],
         "metrics": run.metrics or {},
         "snapshot_size": snapshot_size(run),
-        "artifact_dir": run.artifact_dir,
+        "artifact_dir": shown_path(run.artifact_dir, user),
     }
 
 
@@ -292,7 +292,7 @@ def list_training_runs(
 def training_run(session: Session, run_id: int, user: User | None) -> dict[str, Any]:
     run = visible_run(session, run_id, user)
     dataset = session.get_one(Dataset, run.dataset_id)
-    return run_details(run, dataset.name, session.get(Job, run.job_id) if run.job_id else None)
+    return run_details(run, dataset.name, session.get(Job, run.job_id) if run.job_id else None, user)
 
 
 def run_snapshot(session: Session, run_id: int, user: User | None) -> Iterator[str]:
@@ -304,8 +304,8 @@ def run_snapshot(session: Session, run_id: int, user: User | None) -> Iterator[s
     return snapshot_json(run)
 
 
-def ensemble_details(session: Session, run: TrainingRun) -> dict[str, Any]:
-    return run_details(run, session.get_one(Dataset, run.dataset_id).name, None)
+def ensemble_details(session: Session, run: TrainingRun, user: User | None) -> dict[str, Any]:
+    return run_details(run, session.get_one(Dataset, run.dataset_id).name, None, user)
 
 
 def create_runs_for(

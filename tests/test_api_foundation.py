@@ -211,6 +211,7 @@ def test_export_job_runs_on_a_worker_and_serves_its_file(admin, engine):
     Worker(engine, ["export"]).run(burst=True)
     job = admin.get(f"{API}/jobs/{job_id}").json()
     assert job["status"] == "succeeded" and job["progress_done"] == job["progress_total"] == 5000
+    assert job["result"]["path"] == f"exports/job{job_id}.jsonl", "inside the data directory, not the server's path"
     artifact = admin.get(f"{API}/jobs/{job_id}/artifact")
     assert artifact.status_code == 200 and len(artifact.text.splitlines()) == 5000
     listing = admin.get(f"{API}/jobs", params={"dataset": "psm", "status": "succeeded"}).json()

@@ -314,3 +314,30 @@ def test_removing_a_member_takes_their_access_away(app, world, admin) -> None:
     assert admin.delete("/api/v1/projects/default/members/anna-a").status_code == 204
     assert annotator.get("/api/v1/datasets/psm").status_code == 404
     assert annotator.get(f"/api/v1/samples/{world['variant']}").status_code == 404
+
+
+def test_members_see_no_server_path(app, engine, world) -> None:
+    """Where the server keeps its files is the operator's: a member sees a run's artifacts inside the data
+    directory (runs/N), an admin the whole path; a path outside the data directory, no member sees."""
+    from db.models import TrainingRun
+    from db.session import session_scope
+    from services.training import runs_root
+
+    run_id = world["runs"][0]
+    with session_scope(engine) as s:
+        s.get_one(TrainingRun, run_id).artifact_dir = str(runs_root() / str(run_id))
+        s.get_one(TrainingRun, world["runs"][1]).artifact_dir = "/opt/elsewhere/models/7"
+    seen = {
+        who: {
+            r["id"]: r["artifact_dir"]
+            for r in (
+                TestClient(app, headers={"Authorization": f"Bearer {world['tokens'][who]}"})
+                .get(f"/api/v1/training-runs/{i}")
+                .json()
+                for i in world["runs"]
+            )
+        }
+        for who in ("admin", "annotator")
+    }
+    assert seen["annotator"] == {run_id: f"runs/{run_id}", world["runs"][1]: None}
+    assert seen["admin"] == {run_id: str(runs_root() / str(run_id)), world["runs"][1]: "/opt/elsewhere/models/7"}

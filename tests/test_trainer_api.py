@@ -99,6 +99,9 @@ def test_training_run_through_api_and_worker(lead, engine, tiny_encoder: str) ->
     assert ens.status_code == 201, ens.text
     ens_body = ens.json()
     assert ens_body["kind"] == "ensemble" and ens_body["member_ids"] == run_ids
+    # A member sees where the artifacts are inside the data directory, not where the server keeps it.
+    assert ens_body["artifact_dir"] == f"runs/{ens_body['id']}"
+    assert (runs_root() / str(ens_body["id"]) / "predictions_test.json").is_file()
     assert set(ens_body["config"]["temperatures"]) == {"bias", "message"}
     assert ens_body["metrics"]["test"]["overall_macro_f1"] is not None
     out = lead.post(f"/api/v1/models/{ens_body['id']}/predict", json={"texts": ["one", "two texts"]}).json()

@@ -43,7 +43,7 @@ def start_training(body: TrainingRunCreate, session: SessionDep, user: CurrentUs
     )
     by_id = {job.id: job for job in jobs}
     return {
-        "runs": [training.run_details(run, body.dataset, by_id.get(run.job_id or -1)) for run in runs],
+        "runs": [training.run_details(run, body.dataset, by_id.get(run.job_id or -1), user) for run in runs],
         "jobs": jobs,
     }
 
@@ -107,7 +107,7 @@ def create_ensemble(body: EnsembleCreate, session: SessionDep, user: CurrentUser
         name=body.name,
         user=user,
     )
-    return training.ensemble_details(session, run)
+    return training.ensemble_details(session, run, user)
 
 
 @router.post("/models/{model_id}/predict", response_model=PredictResponse)
