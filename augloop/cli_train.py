@@ -245,14 +245,14 @@ def _train_in_process(run_id: int) -> bool:
     if run["kind"] == "tfidf":
         console.print(
             f"run {run_id} (TF-IDF member) finished: {summary['train_samples']} training samples, C per task "
-            f"{run['metrics'].get('chosen_c')}; artifacts in {summary['artifact_dir']}",
+            f"{run['metrics'].get('chosen_c')}; artifacts in {run['artifact_dir']}",
             highlight=False,
         )
     else:
         console.print(
             f"run {run_id} finished: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
             f"{summary['train_samples']} training samples, {summary['variants_scored']} pending variants "
-            f"scored; artifacts in {summary['artifact_dir']}",
+            f"scored; artifacts in {run['artifact_dir']}",
             highlight=False,
         )
     if run["metrics"].get("left_out"):

@@ -112,6 +112,8 @@ def discard_unless_committed(session: Session, path: Path) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _keep_files(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint released: the transaction may still roll back
+        return
     session.info.pop(_UNCOMMITTED_FILES, None)
 
 

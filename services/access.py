@@ -39,8 +39,10 @@ def shown_path(path: str | None, user: User | None) -> str | None:
     if path is None or is_admin(user):
         return path
     root = get_settings().data_dir.resolve()
-    full = Path(path).resolve()
-    return str(full.relative_to(root)) if full.is_relative_to(root) else None
+    for candidate in (Path(path), Path(path).resolve()):  # as stored (runs/ may be a link), then as it resolves
+        if candidate.is_relative_to(root):
+            return str(candidate.relative_to(root))
+    return None
 
 
 def visible_project_ids(session: Session, user: User | None) -> set[int] | None:

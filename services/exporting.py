@@ -111,8 +111,9 @@ def iter_export(
     session: Session, dataset: Dataset, include: set[str], fmt: str, count: ExportCount | None = None
 ) -> Iterator[str]:
     """The export file as text chunks of 500 rows (streamed by the API, written by the CLI and the export
-    job); samples are read in batches, so memory holds one batch whatever the size of the dataset. `count`
-    follows the rows written and those left out (see the module's doc)."""
+    job); samples are read in batches, so memory holds one batch whatever the size of the dataset, beside the
+    leak guard's val/test index (built once per process where the view holds rows that are not originals).
+    `count` follows the rows written and those left out (see the module's doc)."""
     check_format(fmt)
     cols = columns(dataset)
     count = count if count is not None else ExportCount()

@@ -185,10 +185,13 @@ def settle(engine: Engine, report_id: int) -> str:
         result = compute_result(arm_dumps(members, decision), seeds)
         status = JobStatus.succeeded
     except (OSError, ValueError, KeyError, TrainerError) as err:
-        result, status = (
-            {"error": f"cannot compute the report: {type(err).__name__}: {err}"},
-            JobStatus.failed,
+        # A missing file is named by its run folder, not its server path (the report is shown to members).
+        cause = (
+            f"{type(err).__name__}: {Path(err.filename).parent.name}/{Path(err.filename).name}"
+            if isinstance(err, OSError) and err.filename
+            else f"{type(err).__name__}: {err}"
         )
+        result, status = ({"error": f"cannot compute the report: {cause}"}, JobStatus.failed)
     with session_scope(engine) as session:
         db_reports.finish_report(session, report_id, status, result)
         return db_reports.get_report(session, report_id).status

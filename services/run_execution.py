@@ -70,7 +70,8 @@ class _Attempt:
         digest = pairs_digest(result.snapshot)  # here, not in every ensemble request
         summary = {
             "run_id": self.run_id,
-            "artifact_dir": str(out_dir),
+            # relative to the data directory: the job's result is shown to the project's members (access.shown_path)
+            "artifact_dir": str(out_dir.relative_to(get_settings().data_dir.resolve())),
             "best_epoch": best_epoch,
             "epochs_run": len(curve),
             "train_samples": train_samples,

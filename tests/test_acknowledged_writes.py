@@ -233,4 +233,11 @@ def test_files_of_an_uncommitted_transaction_are_discarded(engine, tmp_path) -> 
             discard_unless_committed(s, inner)
             savepoint.rollback()
         assert inner.exists(), "a savepoint's rollback is not the transaction's"
-    assert kept.exists() and not lost.exists() and inner.exists()
+    released = tmp_path / "released.txt"
+    with pytest.raises(RuntimeError), session_scope(engine) as s:
+        released.write_text("x")
+        discard_unless_committed(s, released)
+        with s.begin_nested():
+            pass  # a savepoint released is not the transaction committed
+        raise RuntimeError("after the savepoint")
+    assert kept.exists() and not lost.exists() and inner.exists() and not released.exists()

@@ -381,3 +381,31 @@ def test_cancelling_a_queued_run_ends_it_and_the_report(lead, engine, tiny_encod
     assert got["status"] == "failed" and "cancelled" in got["result"]["error"]
     statuses = {lead.get(f"/api/v1/training-runs/{i}").json()["status"] for ids in got["run_ids"].values() for i in ids}
     assert statuses == {"cancelled"}, "the report's other queued runs were stopped with it"
+
+
+def test_a_report_whose_predictions_are_gone_fails_naming_no_server_path(
+    lead, engine, tiny_encoder: str, monkeypatch
+) -> None:
+    """A run's saved predictions deleted before its report settles: the report fails, naming the run's file by
+    its run folder (members read the report; where the server keeps its files is not theirs to know)."""
+    import workers.train_jobs
+    from db.models import ImpactReport, TrainingRun
+    from db.session import session_scope
+    from services.training import runs_root
+
+    name, _ = dataset_with_variants(engine)
+    created = lead.post(
+        f"/api/v1/datasets/{name}/impact-reports",
+        json={"seeds": [1], "methods": ["wordnet"], "config": fast(tiny_encoder), "classical": False},
+    )
+    report_id = created.json()["report"]["id"]
+    monkeypatch.setattr(workers.train_jobs, "_settle_report", lambda engine, report_id: None)
+    assert drain(engine).succeeded == 3
+    with session_scope(engine) as s:
+        run_id = s.get_one(ImpactReport, report_id).run_ids["originals"][0]
+        folder = s.get_one(TrainingRun, run_id).artifact_dir
+    (runs_root() / str(run_id) / "predictions_test.json").unlink()
+    got = lead.get(f"/api/v1/impact-reports/{report_id}").json()
+    assert got["status"] == "failed", got
+    assert got["result"]["error"].endswith(f"FileNotFoundError: {run_id}/predictions_test.json")
+    assert folder not in str(got) and str(runs_root()) not in str(got)

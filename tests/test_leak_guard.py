@@ -243,6 +243,7 @@ def test_a_reviewed_text_close_to_a_test_text_never_trains(lead, engine, tiny_en
     assert kept in snapshot and leaky not in snapshot
     job = lead.get("/api/v1/jobs", params={"kind": "train"}).json()["items"][0]
     assert job["result"]["left_out"] == {"near_val_test": 1}
+    assert job["result"]["artifact_dir"] == f"runs/{run_id}", "a member sees no server path in a job either"
 
 
 def test_an_export_of_the_training_view_leaves_out_what_training_leaves_out(lead, engine, tmp_path) -> None:

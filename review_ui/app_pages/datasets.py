@@ -152,6 +152,11 @@ def manage_tools(dataset: dict[str, Any] | None, admin: bool) -> None:
                 default=["original", "approved"],
                 key="exp_include",
             )
+            st.caption(
+                "Approved rows whose text is a near-duplicate of a val/test text are left out, as every training "
+                "run leaves them out (an export job, or augloop export, counts them); the near_val_test column "
+                "flags the others."
+            )
             if st.button("Prepare export", disabled=not include):
                 data = call(client().export, name, fmt, include)
                 if data is not None:
