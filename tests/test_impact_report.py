@@ -290,11 +290,9 @@ def test_api_errors(lead, engine, tiny_encoder: str) -> None:
     assert lead.get(url).json() == []  # nothing half-written by the refused requests
 
 
-def test_a_report_left_unsettled_by_a_dead_worker_settles_on_read(lead, engine, tiny_encoder: str, monkeypatch) -> None:
-    """The worker ending the last run died before settling: the report must not stay "running" forever."""
+def unsettled_report(lead, engine, tiny_encoder: str, monkeypatch) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+    """A one-seed WordNet report whose 3 runs finished on a worker that died before settling it."""
     import workers.train_jobs
-    from db.models import ImpactReport
-    from db.session import session_scope
 
     name, _ = dataset_with_variants(engine)
     created = lead.post(
@@ -304,6 +302,15 @@ def test_a_report_left_unsettled_by_a_dead_worker_settles_on_read(lead, engine, 
     report_id = created.json()["report"]["id"]
     monkeypatch.setattr(workers.train_jobs, "_settle_report", lambda engine, report_id: None)
     assert drain(engine).succeeded == 3
+    return name, report_id
+
+
+def test_a_report_left_unsettled_by_a_dead_worker_settles_on_read(lead, engine, tiny_encoder: str, monkeypatch) -> None:
+    """The worker ending the last run died before settling: the report must not stay "running" forever."""
+    from db.models import ImpactReport
+    from db.session import session_scope
+
+    name, report_id = unsettled_report(lead, engine, tiny_encoder, monkeypatch)
     with session_scope(engine) as s:
         assert s.get_one(ImpactReport, report_id).status in ("queued", "running")
     listed = lead.get(f"/api/v1/datasets/{name}/impact-reports").json()
@@ -388,19 +395,11 @@ def test_a_report_whose_predictions_are_gone_fails_naming_no_server_path(
 ) -> None:
     """A run's saved predictions deleted before its report settles: the report fails, naming the run's file by
     its run folder (members read the report; where the server keeps its files is not theirs to know)."""
-    import workers.train_jobs
     from db.models import ImpactReport, TrainingRun
     from db.session import session_scope
     from services.training import runs_root
 
-    name, _ = dataset_with_variants(engine)
-    created = lead.post(
-        f"/api/v1/datasets/{name}/impact-reports",
-        json={"seeds": [1], "methods": ["wordnet"], "config": fast(tiny_encoder), "classical": False},
-    )
-    report_id = created.json()["report"]["id"]
-    monkeypatch.setattr(workers.train_jobs, "_settle_report", lambda engine, report_id: None)
-    assert drain(engine).succeeded == 3
+    _name, report_id = unsettled_report(lead, engine, tiny_encoder, monkeypatch)
     with session_scope(engine) as s:
         run_id = s.get_one(ImpactReport, report_id).run_ids["originals"][0]
         folder = s.get_one(TrainingRun, run_id).artifact_dir
