@@ -100,6 +100,18 @@ class ImportResultRead(BaseModel):
         "keeps each group in one split."
     )
     near_duplicates_across_splits: list[dict[str, Any]] = Field(description="The first 1,000: lines and splits")
+    duplicates_of_reviewed_samples: int = Field(
+        description="Of the duplicates skipped, rows whose text the dataset holds as a variant, submitted text or "
+        "pseudo-label (not an original): not imported; that sample's review decides whether the text trains"
+    )
+    near_existing_across_splits_count: int = Field(
+        description="New rows near a text the dataset already holds on the other side of the train/eval line "
+        "(a train row near a val/test text, or a val/test row near a train original)"
+    )
+    near_existing_across_splits: list[dict[str, Any]] = Field(
+        description="The first 1,000: line, split, near_sample, near_split, and moved (a drawn split that took "
+        "near_split)"
+    )
 
 
 class JobRead(BaseModel):

@@ -142,6 +142,16 @@ def import_cmd(
         "of the train/eval line:",
         pairs,
     )
+    _warn(
+        f"{result.duplicates_of_reviewed_samples} row(s) not imported: the dataset holds their text as a sample that "
+        "is not an original (its review decides whether it trains, with its own labels and split):",
+        [
+            f"line {dup['line']}: sample {dup['duplicate_of_sample']}, {dup['origin']} ({dup['review_status']})"
+            for dup in result.duplicates
+            if dup.get("origin") not in (None, "original")
+        ]
+        or ([] if not result.duplicates_of_reviewed_samples else ["(beyond the first duplicates listed)"]),
+    )
     for dup in result.duplicates[:20]:
         other = dup.get("duplicate_of_line") or f"sample {dup.get('duplicate_of_sample')}"
         console.print(f"  duplicate: line {dup['line']} repeats {'line ' if 'duplicate_of_line' in dup else ''}{other}")

@@ -137,22 +137,28 @@ _SPLIT = "COALESCE(d.split, r.split)"
 _FROM = f"{ROWS} r LEFT JOIN {SPLITS} d ON d.seq = r.seq"
 
 
-def duplicates(conn: Connection, limit: int) -> tuple[int, list[dict[str, int]]]:
-    """How many rows are skipped as duplicates, and the first `limit` of them: a row whose text the dataset
-    already holds names that sample, a repeat within the file names the first line."""
+def duplicates(conn: Connection, limit: int) -> tuple[int, int, list[dict[str, Any]]]:
+    """How many rows are skipped as duplicates, how many of those repeat a sample that is not an original (a
+    variant, submitted text or pseudo-label, whatever its review), and the first `limit` of them: a row whose
+    text the dataset already holds names that sample with its origin and review status, a repeat within the
+    file names the first line."""
     where = "r.existing_id IS NOT NULL OR r.seq <> r.first_seq"
     count = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {ROWS} r WHERE {where}").scalar_one()
-    listed = []
-    for line, existing, first_line in conn.exec_driver_sql(
-        f"SELECT r.line, r.existing_id, f.line FROM {ROWS} r JOIN {ROWS} f ON f.seq = r.first_seq "
+    of_reviewed = conn.exec_driver_sql(
+        f"SELECT COUNT(*) FROM {ROWS} r JOIN samples s ON s.id = r.existing_id WHERE s.origin <> 'original'"
+    ).scalar_one()
+    listed: list[dict[str, Any]] = []
+    for line, existing, first_line, origin, status in conn.exec_driver_sql(
+        f"SELECT r.line, r.existing_id, f.line, s.origin, s.review_status FROM {ROWS} r "
+        f"JOIN {ROWS} f ON f.seq = r.first_seq LEFT JOIN samples s ON s.id = r.existing_id "
         f"WHERE {where} ORDER BY r.seq LIMIT {int(limit)}"
     ).tuples():
         listed.append(
-            {"line": line, "duplicate_of_sample": existing}
+            {"line": line, "duplicate_of_sample": existing, "origin": origin, "review_status": status}
             if existing is not None
             else {"line": line, "duplicate_of_line": first_line}
         )
-    return int(count), listed
+    return int(count), int(of_reviewed), listed
 
 
 def new_rows(conn: Connection, batch: int = 10_000) -> Iterator[list[tuple[int, int, str, str]]]:

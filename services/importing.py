@@ -69,6 +69,10 @@ class ImportResult:
     split_counts: dict[str, int]
     split_info: dict[str, Any]
     duplicates_skipped: int = 0
+    # Of those, rows whose text the dataset holds as a variant, submitted text or pseudo-label (pending, approved
+    # or rejected), not as an original: the file's row, split and labels are not imported (the text keeps its
+    # review), which an admin importing trusted data must hear of.
+    duplicates_of_reviewed_samples: int = 0
     # Near-duplicate groups (core/near_duplicates.py) whose members sit in different splits: [{"lines", "splits"}]
     near_duplicates_across_splits: list[dict[str, Any]] = field(default_factory=list)  # the first REPORTED
     near_duplicate_groups_across_splits: int = 0
@@ -83,6 +87,7 @@ class ImportResult:
             "created_dataset": self.created_dataset,
             "imported": self.imported,
             "duplicates_skipped": self.duplicates_skipped,
+            "duplicates_of_reviewed_samples": self.duplicates_of_reviewed_samples,
             "duplicates": self.duplicates[:REPORTED],
             "split_counts": self.split_counts,
             "split_info": self.split_info,
@@ -284,7 +289,7 @@ class _Staged:
             session.flush()
         else:
             staging.link_existing(self.conn, dataset.id)
-        skipped, duplicates = staging.duplicates(self.conn, REPORTED)
+        skipped, of_reviewed, duplicates = staging.duplicates(self.conn, REPORTED)
         split_counts = staging.split_counts(self.conn)
         imported = staging.insert_samples(self.conn, dataset.id, created_by, utcnow())
         self.progress(phase="writing", done=self.count, total=self.count, rows=self.count)
@@ -294,6 +299,7 @@ class _Staged:
             imported=imported,
             duplicates=duplicates,
             duplicates_skipped=skipped,
+            duplicates_of_reviewed_samples=of_reviewed,
             split_counts=split_counts,
             split_info=split_info,
         )

@@ -269,3 +269,49 @@ def test_a_nul_in_an_imported_label_or_id_is_refused_naming_its_line(any_engine,
         run_import(any_engine, "\n".join(lines).encode(), filename="d.jsonl", id_col="id")
     assert err.value.extra["line"] == 2 and problem in err.value.message and err.value.field == field
     assert count(any_engine) == 0 and count(any_engine, Dataset) == 0
+
+
+def test_a_row_whose_text_is_a_reviewed_sample_is_not_imported_and_says_so(admin, engine, settings, tmp_path):
+    """An admin's file is trusted data; a row whose text the dataset holds as a submitted text (here one a
+    reviewer rejected) or a variant is skipped like any duplicate (that sample's review decides whether the text
+    trains), but the admin hears which, in the API's answer, the UI and the CLI; and the API's answer carries
+    the rows that came near a text on the other side of the split."""
+    from core.textnorm import content_hash
+    from tests.cli_process import cli_env, run_augloop
+
+    url = "/api/v1/datasets/d/import"
+    first = admin.post(url, files={"file": ("a.csv", _csv([*BASE, (FARM, "test")]))}, data={"task": ["sentiment"]})
+    assert first.is_success, first.text
+    submitted = "A text someone sent through the API that a reviewer rejected"
+    with session_scope(engine) as s:
+        dataset_id = s.scalar(select(Dataset.id).where(Dataset.name == "d"))
+        sample = Sample(
+            dataset_id=dataset_id,
+            text=submitted,
+            split="train",
+            origin="submitted",
+            review_status="rejected",
+            content_hash=content_hash(submitted),
+        )
+        s.add(sample)
+        s.flush()
+        submitted_id = sample.id
+    rows = [(submitted, "train"), ("RT @farmer: " + FARM, "train"), ("The weather is lovely", "train")]
+    r = admin.post(url, files={"file": ("b.csv", _csv(rows))}, data={"task": ["sentiment"]})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["imported"] == 1 and body["duplicates_skipped"] == 2 and body["duplicates_of_reviewed_samples"] == 1
+    assert body["duplicates"][0] == {
+        "line": 2,
+        "duplicate_of_sample": submitted_id,
+        "origin": "submitted",
+        "review_status": "rejected",
+    }
+    assert body["duplicates"][1]["origin"] == "original"
+    assert body["near_existing_across_splits_count"] == 1 and body["near_existing_across_splits"][0]["line"] == 3
+    path = tmp_path / "c.csv"
+    path.write_bytes(_csv([(submitted, "train")]))
+    out = run_augloop("import", str(path), "--dataset", "d", "--task", "sentiment", env=cli_env(settings))
+    assert out.returncode == 0, out.stderr
+    warning = " ".join(out.stderr.split())
+    assert "1 row(s) not imported" in warning and f"sample {submitted_id}, submitted (rejected)" in warning

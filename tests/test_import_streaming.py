@@ -92,7 +92,13 @@ def test_a_bad_last_row_leaves_nothing_and_a_good_file_imports_whole(any_engine,
     # Again, on top: every row is now a duplicate of a stored sample, and nothing is added.
     again = import_path(any_engine, good, ImportSpec(dataset="d", tasks=["bias"]))
     assert again.imported == 0 and again.duplicates_skipped == 25_000
-    assert again.duplicates[0] == {"line": 2, "duplicate_of_sample": again.duplicates[0]["duplicate_of_sample"]}
+    assert again.duplicates[0] == {
+        "line": 2,
+        "duplicate_of_sample": again.duplicates[0]["duplicate_of_sample"],
+        "origin": "original",
+        "review_status": None,
+    }
+    assert again.duplicates_of_reviewed_samples == 0
     assert len(again.as_dict()["duplicates"]) == 1000 and counts(any_engine) == (1, 25_000, 25_000)
 
 

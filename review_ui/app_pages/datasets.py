@@ -100,6 +100,15 @@ def import_form(current: str | None) -> None:
         if result:
             st.success(f"Imported {result['imported']} samples ({result['duplicates_skipped']} duplicates skipped).")
             st.json(result["split_counts"])
+            warnings = {
+                "near_duplicate_groups_across_splits": "group(s) of near-duplicate rows span splits",
+                "near_existing_across_splits_count": "new row(s) near a text on the other side of the train/eval line",
+                "duplicates_of_reviewed_samples": "row(s) not imported: their text is in the dataset as a sample "
+                "that is not an original (its review decides)",
+            }
+            for key, what in warnings.items():
+                if result.get(key):
+                    st.warning(f"{result[key]} {what}.")
 
 
 def manage_tools(dataset: dict[str, Any] | None, admin: bool) -> None:
