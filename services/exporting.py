@@ -31,9 +31,6 @@ FORMATS = ("csv", "jsonl")
 PROVENANCE = list(VIEW_COLUMNS[VIEW_COLUMNS.index("origin") :])
 
 
-LEAK_BATCH = 2000  # rows whose texts are checked against val/test at a time
-
-
 @dataclass
 class ExportCount:
     """What an export wrote and what it left out, filled in as its chunks are read."""
@@ -65,13 +62,14 @@ def record(row: dict[str, Any], dataset: Dataset) -> dict[str, Any]:
 def _guarded(
     session: Session, dataset: Dataset, rows: Iterator[dict[str, Any]], count: ExportCount
 ) -> Iterator[dict[str, Any]]:
-    """The view's rows, `LEAK_BATCH` at a time, each row not an original marked `near_val_test` (True or False;
-    None for originals, which imports check), and an approved one that is near left out and counted."""
+    """The view's rows, checked a leak guard's batch at a time (leak_guard.CHECK_BATCH: one freshness count of
+    val/test per batch), each row not an original marked `near_val_test` (True or False; None for originals,
+    which imports check), and an approved one that is near left out and counted."""
     batch: list[dict[str, Any]] = []
 
     def checked() -> Iterator[dict[str, Any]]:
         reviewed = [row for row in batch if row["origin"] != Origin.original.value]
-        found = leak_guard.leaks(session, dataset, [row["text"] for row in reviewed]) if reviewed else []
+        found = leak_guard.leaks(session, dataset, [row["text"] for row in reviewed])
         for row, leak in zip(reviewed, found, strict=True):
             row["near_val_test"] = leak is not None
         for row in batch:
@@ -83,7 +81,7 @@ def _guarded(
 
     for row in rows:
         batch.append(row)
-        if len(batch) >= LEAK_BATCH:
+        if len(batch) >= leak_guard.CHECK_BATCH:
             yield from checked()
             batch = []
     yield from checked()
