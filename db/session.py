@@ -102,12 +102,14 @@ _UNCOMMITTED_FILES = "augloop_uncommitted_files"
 
 
 def discard_unless_committed(session: Session, path: Path) -> None:
-    """Delete `path` (a file or a folder) if the session's transaction ends without committing: a file written
-    for a row that was never stored (a failed commit, an error after the write) is not left behind, nor found
-    later by the row that takes the same id."""
+    """Delete `path` (a file or a folder) if the transaction it was written in ends without committing: a file
+    written for a row that was never stored (a failed commit, an error after the write) is not left behind, nor
+    found later by the row that takes the same id. Written inside a savepoint, it goes when that savepoint rolls
+    back (its rows went with it) or the whole transaction does; a savepoint released is not a commit."""
     if not session.in_transaction():
         session.begin()  # no statement yet: without a transaction, a rollback would end nothing and say nothing
-    session.info.setdefault(_UNCOMMITTED_FILES, []).append(path)
+    owner = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_UNCOMMITTED_FILES, []).append((owner, path))
 
 
 @event.listens_for(Session, "after_commit")
@@ -119,13 +121,29 @@ def _keep_files(session: Session) -> None:
 
 @event.listens_for(Session, "after_soft_rollback")
 def _discard_files(session: Session, previous_transaction: Any) -> None:
-    if previous_transaction.parent is not None:  # a savepoint: the outer transaction may still commit
-        return
-    for path in session.info.pop(_UNCOMMITTED_FILES, []):
+    """The files written within the transaction or savepoint that rolled back (or a savepoint inside it) go."""
+    gone: list[Path] = []
+    kept: list[tuple[Any, Path]] = []
+    for owner, path in session.info.pop(_UNCOMMITTED_FILES, []):
+        if _within(owner, previous_transaction):
+            gone.append(path)
+        else:
+            kept.append((owner, path))
+    if kept:
+        session.info[_UNCOMMITTED_FILES] = kept
+    for path in gone:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+
+def _within(transaction: Any, ended: Any) -> bool:
+    while transaction is not None:
+        if transaction is ended:
+            return True
+        transaction = transaction.parent
+    return False
 
 
 def readonly_engine(engine: Engine) -> Engine:

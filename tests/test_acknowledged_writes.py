@@ -227,12 +227,23 @@ def test_files_of_an_uncommitted_transaction_are_discarded(engine, tmp_path) -> 
         (lost / "predictions.json").write_text("{}")
         discard_unless_committed(s, lost)
         raise RuntimeError("after the write")
+    outer, rolled_back, nested = tmp_path / "outer.txt", tmp_path / "rolled_back.txt", tmp_path / "nested"
     with session_scope(engine) as s:
+        outer.write_text("x")
+        discard_unless_committed(s, outer)
         with s.begin_nested() as savepoint:
             inner.write_text("x")
             discard_unless_committed(s, inner)
+        with s.begin_nested() as savepoint:
+            rolled_back.write_text("x")
+            discard_unless_committed(s, rolled_back)
+            with s.begin_nested():
+                nested.mkdir()
+                discard_unless_committed(s, nested)
             savepoint.rollback()
-        assert inner.exists(), "a savepoint's rollback is not the transaction's"
+        assert outer.exists() and inner.exists(), "a savepoint's rollback is not the transaction's, nor a sibling's"
+        assert not rolled_back.exists() and not nested.exists(), "written inside the savepoint that rolled back"
+    assert outer.exists() and inner.exists(), "committed"
     released = tmp_path / "released.txt"
     with pytest.raises(RuntimeError), session_scope(engine) as s:
         released.write_text("x")
