@@ -241,6 +241,10 @@ class Sample(Base):
         ),
         Index("ix_samples_queue_semantic", "dataset_id", "review_status", "semantic_similarity"),
         Index("ix_samples_dataset_split", "dataset_id", "split", "origin"),
+        # A dataset's rows of one split in id order (migration 0011): what the leak guard and the augmenter read
+        # their val/test and training texts by, a batch at a time after the last id, and the largest id per split
+        # that tells the leak guard its index is still fresh, each a seek instead of a scan of the split.
+        Index("ix_samples_split_id", "dataset_id", "split", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -42,6 +42,7 @@ from core.names import check_display_name, check_slug
 from core.near_duplicates import NearDuplicateFinder
 from core.textnorm import content_hash
 from db import import_staging as staging
+from db.datasets import lock_dataset
 from db.models import DEFAULT_PROJECT, Dataset, Project, Split, utcnow
 from services.import_reading import (
     ImportRejected,
@@ -288,6 +289,11 @@ class _Staged:
             session.add(dataset)
             session.flush()
         else:
+            # Two imports into one dataset take turns (Postgres; SQLite has one writer): the second sees the first's
+            # rows as duplicates instead of failing on their content hashes, and its rows get their ids only after
+            # the first committed, so a dataset's ids grow in the order they become visible (the leak guard's
+            # freshness key, the largest val and test id, relies on it).
+            lock_dataset(session, dataset.id)
             staging.link_existing(self.conn, dataset.id)
         skipped, of_reviewed, duplicates = staging.duplicates(self.conn, REPORTED)
         split_counts = staging.split_counts(self.conn)

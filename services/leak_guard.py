@@ -9,10 +9,13 @@ the augment filter's default thresholds (n-gram Jaccard â‰¥ 0.8 or containment â
 text it is close to; an exact copy is refused already by the dataset's content hashes.
 
 The val/test index (core/near_duplicates.ReferenceIndex) is built once per process and dataset and reused
-while the dataset's val/test rows are the same (their number and largest id: imports only ever add rows, and
-a deleted dataset takes its id with it). It holds no texts: the few a query comes close to are read back by id
-through the caller's session. Building it reads the val/test texts once (2.6 s at 100,000, 44 s at a million
-on SQLite); a check afterwards costs 9 ms at 100,000, most of it the freshness count (bench/leak_guard_doors.py).
+while the dataset's val/test rows are the same: while their largest id per split is. Val/test rows are only ever
+added by an import, never edited, moved or deleted but with their dataset (whose id and creation time are part
+of the key), and imports into a dataset take turns, so its ids grow in the order they become visible. The two
+ids are one seek each along ix_samples_split_id: a check no longer counts the val/test rows. The index holds
+no texts: the few a query comes close to are read back by id through the caller's session. Building it reads
+the val/test texts once, a split at a time in id order; bench/leak_guard_doors.py measures the build and a
+check at 100,000 and a million val/test texts.
 """
 
 from __future__ import annotations
@@ -25,14 +28,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.near_duplicates import ReferenceIndex
 from core.ngrams import Matches
-from db.augmentation import reference_rows, texts_in_order
+from db.augmentation import reference_last_ids, reference_rows, texts_in_order
 from db.chunks import chunked
-from db.models import Dataset, Sample, Split
+from db.models import Dataset, Split
 from workers.augment.params import FilterParams
 
 # Indexes kept per process, least recently used dropped first: at most this many datasets, and beyond the one in
@@ -122,11 +124,8 @@ _lock = threading.Lock()
 
 
 def _key(session: Session, dataset: Dataset) -> tuple[object, ...]:
-    count, last = session.execute(
-        select(func.count(), func.max(Sample.id)).where(Sample.dataset_id == dataset.id, Sample.split.in_(_SPLITS))
-    ).one()
     bind = session.get_bind()
-    return (str(bind.engine.url), dataset.id, dataset.created_at, count, last)
+    return (str(bind.engine.url), dataset.id, dataset.created_at, *reference_last_ids(session, dataset.id))
 
 
 def _cached(key: tuple[object, ...], built: _Guard | None = None) -> _Guard | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from db.session import session_scope
 from tests.review_fixtures import make_dataset
 from tests.trainer_fixtures import tiny_encoder  # noqa: F401 (fixture)
@@ -66,6 +68,118 @@ def test_the_index_is_reused_rebuilt_when_val_test_change_and_bounded(any_engine
         monkeypatch.setattr(leak_guard, "CACHED_BYTES", 1)
         leak_guard.leaks(s, get_dataset(s, "one"), [near])
         assert [key[1] for key in leak_guard._cache] == [get_dataset(s, "one").id]
+
+
+def test_val_test_and_training_texts_are_read_by_seeks_along_the_split_index(engine) -> None:
+    """What the leak guard and the augmenter read, a batch at a time after the last id, and the leak guard's
+    freshness key (the largest id per split, asked at every check), each walk ix_samples_split_id from where they
+    start: no scan of a dataset's rows and no sort of what is left of them per batch, which made reading a
+    million val/test texts take about 40 s, and a check count every val/test row."""
+    from sqlalchemy import event
+
+    from db.augmentation import reference_last_ids, reference_rows, training_rows
+    from db.datasets import get_dataset
+
+    with session_scope(engine) as s:
+        make_dataset(s, "plans")
+        dataset_id = get_dataset(s, "plans").id
+        val = [_add(s, dataset_id, "val", f"val text number {i} about the farm bill") for i in range(7)]
+        test = [_add(s, dataset_id, "test", f"test text number {i} about the budget") for i in range(5)]
+    statements: list[tuple[str, Any]] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        with session_scope(engine) as s:
+            rows = list(reference_rows(s, dataset_id, batch=3))
+            last = reference_last_ids(s, dataset_id)
+            trained = list(training_rows(s, dataset_id, batch=3))
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+    assert [row[0] for row in rows] == sorted(val) + sorted(test) and {row[1] for row in rows} == {"val", "test"}
+    assert last == (max(val), max(test))
+    assert trained and all(sample_id not in val + test for sample_id, _ in trained)
+    assert len(statements) >= 8, "several batches per split were read"
+    with engine.connect() as conn:
+        for statement, parameters in statements:
+            plan = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+            steps = [step for step in plan if "samples" in step]
+            assert steps and all("USING" in step and "ix_samples_split_id" in step for step in steps), (statement, plan)
+            assert not any("TEMP B-TREE" in step or step.startswith("SCAN samples") for step in plan), plan
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["apart", "overlapping"])
+def test_two_imports_into_one_dataset_take_turns_and_the_guard_sees_both(any_engine, monkeypatch, overlap) -> None:
+    """An import's val/test rows become visible in the order their ids were given (the freshness key is the
+    largest val and test id): a second import into the dataset waits until the first commits. Without it, on
+    Postgres, the second could commit first, a check in between would keep an index keyed on its larger ids, and
+    the first import's test texts would stay out of the guard once it committed. The second also reports the
+    first's rows as duplicates rather than failing on their content hashes."""
+    import threading
+    import time
+
+    from sqlalchemy.orm import Session
+
+    from db import import_staging
+    from db.datasets import get_dataset
+    from db.session import readonly_engine
+    from services import leak_guard
+    from services.importing import ImportSpec, import_file
+
+    engine = any_engine
+    monkeypatch.setattr(leak_guard, "_cache", type(leak_guard._cache)())
+    first_text = "The first import brings a test post about rural broadband grants for farming towns in Ohio."
+    second_text = "The second import brings a test post about veterans' clinics and their waiting lists in Texas."
+
+    def csv_of(*rows: tuple[str, str]) -> bytes:
+        return ("text,label,split\n" + "".join(f'"{t}",a,{split}\n' for t, split in rows)).encode()
+
+    spec = ImportSpec(dataset="turns", tasks=["label"])
+    with session_scope(engine) as s:
+        import_file(s, csv_of(("a train post to start with", "train"), ("a val post", "val")), spec, filename="0.csv")
+
+    real, inserted, release = import_staging.insert_samples, threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def insert_samples(conn: Any, dataset_id: int, created_by: Any, now: Any) -> int:
+        n = real(conn, dataset_id, created_by, now)
+        order.append(threading.current_thread().name)
+        if threading.current_thread().name == "first":
+            inserted.set()
+            assert release.wait(30), "the test released the first import"
+        return n
+
+    monkeypatch.setattr(import_staging, "insert_samples", insert_samples)
+    results: dict[str, Any] = {}
+
+    def run(name: str, data: bytes) -> None:
+        try:
+            with session_scope(engine) as s:
+                results[name] = import_file(s, data, spec, filename=f"{name}.csv")
+        except Exception as exc:  # noqa: BLE001 (reported by the assertion below)
+            results[name] = exc
+
+    shared = [("a train post both files hold", "train")] if overlap else []
+    first = threading.Thread(target=run, name="first", args=("first", csv_of(*shared, (first_text, "test"))))
+    second = threading.Thread(target=run, name="second", args=("second", csv_of(*shared, (second_text, "test"))))
+    first.start()
+    assert inserted.wait(30), "the first import reached its insert"
+    second.start()
+    second.join(2)  # without turns, the second import commits here
+    with Session(bind=readonly_engine(engine)) as s:  # a check meanwhile, as an editor's would be
+        assert leak_guard.leaks(s, get_dataset(s, "turns"), [first_text]) == [None], "the first is not committed"
+    time.sleep(0.5)
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert order == ["first", "second"], "the second import inserted only after the first committed"
+    assert results["second"].imported == 1 and bool(results["second"].duplicates) == overlap, results
+    with Session(bind=readonly_engine(engine)) as s:
+        found = leak_guard.leaks(s, get_dataset(s, "turns"), [first_text + " Indeed.", second_text + " Indeed."])
+    assert all(leak is not None and leak.split == "test" for leak in found), found
 
 
 def test_the_bound_is_on_the_memory_an_index_holds_not_on_its_number_of_texts(engine, monkeypatch) -> None:
