@@ -23,12 +23,13 @@ def get_dataset(session: Session, name: str) -> Dataset:
     return dataset
 
 
-def lock_dataset(session: Session, dataset_id: int) -> None:
+def lock_dataset(session: Session, dataset_id: int) -> bool:
     """Hold the dataset's row until the transaction ends, so that two transactions that each count something of
     the dataset and then add to it take turns (Postgres; SQLite has one writer anyway). FOR NO KEY UPDATE: it does
     not wait for, or hold up, the transactions that only add rows pointing at the dataset (an import, a job's
-    variants), whose foreign keys take a key-share lock."""
-    session.execute(select(Dataset.id).where(Dataset.id == dataset_id).with_for_update(key_share=True))
+    variants), whose foreign keys take a key-share lock. False: the dataset is gone (deleted while this waited)."""
+    found = session.execute(select(Dataset.id).where(Dataset.id == dataset_id).with_for_update(key_share=True))
+    return found.first() is not None
 
 
 def locked_variant_settings(session: Session, dataset_id: int) -> dict[str, Any] | None:

@@ -121,7 +121,11 @@ def _keep_files(session: Session) -> None:
 
 @event.listens_for(Session, "after_soft_rollback")
 def _discard_files(session: Session, previous_transaction: Any) -> None:
-    """The files written within the transaction or savepoint that rolled back (or a savepoint inside it) go."""
+    """The files written within the transaction or savepoint that rolled back (or a savepoint inside it) go. A
+    failed flush reports the rollback of its own step, not of the savepoint or transaction it runs in, which it
+    nevertheless undoes: it counts as theirs."""
+    while previous_transaction.parent is not None and not previous_transaction.nested:
+        previous_transaction = previous_transaction.parent
     gone: list[Path] = []
     kept: list[tuple[Any, Path]] = []
     for owner, path in session.info.pop(_UNCOMMITTED_FILES, []):

@@ -293,7 +293,12 @@ class _Staged:
             # rows as duplicates instead of failing on their content hashes, and its rows get their ids only after
             # the first committed, so a dataset's ids grow in the order they become visible (the leak guard's
             # freshness key, the largest val and test id, relies on it).
-            lock_dataset(session, dataset.id)
+            if not lock_dataset(session, dataset.id):
+                raise ConflictError(
+                    f"dataset {self.spec.dataset!r} was deleted while the file was being imported; nothing was "
+                    "imported",
+                    field="name",
+                )
             staging.link_existing(self.conn, dataset.id)
         skipped, of_reviewed, duplicates = staging.duplicates(self.conn, REPORTED)
         split_counts = staging.split_counts(self.conn)

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import event, func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from db.models import APIToken, Dataset, Review, ReviewStatus, Sample, TrainingRun, User
+from db.models import APIToken, Dataset, Project, Review, ReviewStatus, Sample, TrainingRun, User
 from db.session import session_scope
 from tests.conftest import EXAMPLE_CSV, REPO_ROOT, _issue
 from tests.review_fixtures import seed_review_data
@@ -244,6 +244,15 @@ def test_files_of_an_uncommitted_transaction_are_discarded(engine, tmp_path) -> 
         assert outer.exists() and inner.exists(), "a savepoint's rollback is not the transaction's, nor a sibling's"
         assert not rolled_back.exists() and not nested.exists(), "written inside the savepoint that rolled back"
     assert outer.exists() and inner.exists(), "committed"
+    flushed = tmp_path / "flushed.txt"
+    with session_scope(engine) as s:
+        with pytest.raises(IntegrityError), s.begin_nested():
+            flushed.write_text("x")
+            discard_unless_committed(s, flushed)
+            s.add_all([Project(name="twice", display_name="t"), Project(name="twice", display_name="t")])
+            s.flush()  # fails: the savepoint's rows are undone, and so is its file
+        assert not flushed.exists(), "a failed flush rolls back the savepoint it runs in"
+    assert outer.exists() and inner.exists()
     released = tmp_path / "released.txt"
     with pytest.raises(RuntimeError), session_scope(engine) as s:
         released.write_text("x")

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from core.errors import ConflictError
 from db.session import session_scope
 from tests.review_fixtures import make_dataset
 from tests.trainer_fixtures import tiny_encoder  # noqa: F401 (fixture)
@@ -180,6 +181,40 @@ def test_two_imports_into_one_dataset_take_turns_and_the_guard_sees_both(any_eng
     with Session(bind=readonly_engine(engine)) as s:
         found = leak_guard.leaks(s, get_dataset(s, "turns"), [first_text + " Indeed.", second_text + " Indeed."])
     assert all(leak is not None and leak.split == "test" for leak in found), found
+
+
+@pytest.mark.postgres
+def test_an_import_into_a_dataset_deleted_while_it_waited_for_its_turn_says_so(pg_settings, monkeypatch) -> None:
+    """The dataset is deleted (and committed) after the import read it and before its turn came: the import
+    answers a conflict naming the dataset, not a foreign-key error, and nothing is imported."""
+    from sqlalchemy import func, select
+
+    from db.datasets import delete_dataset
+    from db.models import Sample
+    from db.session import get_engine
+    from services import importing
+    from services.importing import ImportSpec, import_file
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    spec = ImportSpec(dataset="gone", tasks=["label"])
+    with session_scope(engine) as s:
+        import_file(s, b"text,label,split\na first post,a,train\n", spec, filename="0.csv")
+    real = importing.lock_dataset
+
+    def deleted_first(session: Any, dataset_id: int) -> bool:
+        with session_scope(engine) as other:
+            delete_dataset(other, "gone")
+        return real(session, dataset_id)
+
+    monkeypatch.setattr(importing, "lock_dataset", deleted_first)
+    with (
+        pytest.raises(ConflictError, match="'gone' was deleted while the file was being imported") as err,
+        session_scope(engine) as s,
+    ):
+        import_file(s, b"text,label,split\na second post,a,test\n", spec, filename="1.csv")
+    assert err.value.field == "name"
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Sample)) == 0
 
 
 def test_the_bound_is_on_the_memory_an_index_holds_not_on_its_number_of_texts(engine, monkeypatch) -> None:
