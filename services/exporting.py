@@ -62,8 +62,8 @@ def record(row: dict[str, Any], dataset: Dataset) -> dict[str, Any]:
 def _guarded(
     session: Session, dataset: Dataset, rows: Iterator[dict[str, Any]], count: ExportCount
 ) -> Iterator[dict[str, Any]]:
-    """The view's rows, checked a leak guard's batch at a time (leak_guard.CHECK_BATCH: one freshness count of
-    val/test per batch), each row not an original marked `near_val_test` (True or False; None for originals,
+    """The view's rows, checked a leak guard's batch at a time (leak_guard.CHECK_BATCH: one freshness key read
+    per batch), each row not an original marked `near_val_test` (True or False; None for originals,
     which imports check), and an approved one that is near left out and counted."""
     batch: list[dict[str, Any]] = []
 
