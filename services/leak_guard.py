@@ -32,9 +32,9 @@ from sqlalchemy.orm import Session
 
 from core.near_duplicates import ReferenceIndex
 from core.ngrams import Matches
-from db.augmentation import reference_last_ids, reference_rows, texts_in_order
+from db.augmentation import REFERENCE_SPLITS, reference_last_ids, reference_rows, texts_in_order
 from db.chunks import chunked
-from db.models import Dataset, Split
+from db.models import Dataset
 from workers.augment.params import FilterParams
 
 # Indexes kept per process, least recently used dropped first: at most this many datasets, and beyond the one in
@@ -42,7 +42,7 @@ from workers.augment.params import FilterParams
 # (bench/leak_guard_doors.py) and more for longer texts, so 330 MB is about 500,000 tweets.
 CACHED_DATASETS = 4
 CACHED_BYTES = 330_000_000
-_SPLITS = (Split.val.value, Split.test.value)
+_SPLITS = REFERENCE_SPLITS
 CHECK_BATCH = 10_000  # texts checked at a time (a run's view checks every reviewed text)
 _DEFAULTS = FilterParams()
 JACCARD, CONTAINMENT, NGRAM = _DEFAULTS.leakage_threshold, _DEFAULTS.leakage_containment, _DEFAULTS.leakage_ngram
