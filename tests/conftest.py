@@ -13,11 +13,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # pytest-xdist's workers start with COLUMNS=80 and LINES=24, and rich fixes a console's width from COLUMNS
-    # when the console is made (augloop.console, at import): the CLI tests set the width they read per run.
-    for name in ("COLUMNS", "LINES"):
-        os.environ.pop(name, None)
+# rich fixes a console's width from COLUMNS when the console is made (augloop.console, at import), and
+# pytest-xdist's workers start with COLUMNS=80: the CLI tests set the width they read per run.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 # The augmentation fixtures (tiny models, NLTK data, augment_env...), for every test module that names one.
 pytest_plugins = ["tests.augment_fixtures"]

@@ -8,6 +8,7 @@ anything else they need is a use case in services/.
 from __future__ import annotations
 
 import ast
+import shutil
 from pathlib import Path
 
 import pytest
@@ -42,14 +43,14 @@ def rung(module: str) -> str | None:
     return top if top in PACKAGES else None
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def imports_of(path: Path) -> list[tuple[int, str]]:
+def imports_of(path: Path, root: Path) -> list[tuple[int, str]]:
     """(line, absolute module) of every import in the file, at any depth (lazy imports count too)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found: list[tuple[int, str]] = []
@@ -63,25 +64,25 @@ def imports_of(path: Path) -> list[tuple[int, str]]:
                 (node.lineno, f"{node.module}.{alias.name}")
                 for alias in node.names
                 if rung(node.module) is not None
-                and (ROOT / node.module.replace(".", "/") / f"{alias.name}.py").is_file()
+                and (root / node.module.replace(".", "/") / f"{alias.name}.py").is_file()
             )
     return found
 
 
-def app_files() -> list[Path]:
-    return sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py") if "migrations" not in p.parts)
+def app_files(root: Path) -> list[Path]:
+    return sorted(p for pkg in PACKAGES for p in (root / pkg).rglob("*.py") if "migrations" not in p.parts)
 
 
-def violations() -> list[str]:
+def violations(root: Path = ROOT) -> list[str]:
     out = []
-    for path in app_files():
-        here = rung(module_name(path))
+    for path in app_files(root):
+        here = rung(module_name(path, root))
         assert here is not None
-        for line, target in imports_of(path):
+        for line, target in imports_of(path, root):
             there = rung(target)
             if there is None or there == here:
                 continue
-            where = f"{path.relative_to(ROOT)}:{line} imports {target}"
+            where = f"{path.relative_to(root)}:{line} imports {target}"
             if there not in LADDER[here]:
                 out.append(f"{where}: {here} may not import {there}")
             elif there == "db" and here in DOOR_DB_MODULES and target.count(".") >= 1:
@@ -107,14 +108,13 @@ def test_every_import_goes_down_the_ladder() -> None:
         ("from db import reviews\n", None),
     ],
 )
-def test_the_checker_catches_a_climbing_import(tmp_path: Path, monkeypatch, source: str, expected) -> None:
-    """The check itself can fail: a db module that imports a service is reported."""
-    probe = ROOT / "db" / "_ladder_probe.py"
-    probe.write_text(source, encoding="utf-8")
-    try:
-        found = [v for v in violations() if "_ladder_probe" in v]
-    finally:
-        probe.unlink()
+def test_the_checker_catches_a_climbing_import(tmp_path: Path, source: str, expected) -> None:
+    """The check itself can fail: a db module that imports a service is reported. The probe goes into a copy of
+    the packages, not the tree (tests run in parallel processes, and a killed run would leave it for lint)."""
+    for pkg in PACKAGES:
+        shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (tmp_path / "db" / "_ladder_probe.py").write_text(source, encoding="utf-8")
+    found = [v for v in violations(tmp_path) if "_ladder_probe" in v]
     if expected is None:
         assert found == []
     else:
