@@ -16,10 +16,16 @@ ids are one seek each along ix_samples_split_id: a check no longer counts the va
 no texts: the few a query comes close to are read back by id through the caller's session. Building it reads
 the val/test texts once, a split at a time in id order; bench/leak_guard_doors.py measures the build and a
 check at 100,000 and a million val/test texts.
+
+A build takes seconds (4.5 s at 100,000 val/test texts, 42 s at a million), and the check that needs it runs in
+a writing request: on SQLite that request holds the database's write lock meanwhile, and every other writer
+waits. So reading a review queue, which comes before an edit, starts the build in the background on a read-only
+session (`warm_soon`); the edit then finds the index ready, or waits only for the rest of that build.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from array import array
 from collections import OrderedDict
@@ -28,6 +34,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from core.near_duplicates import ReferenceIndex
@@ -35,7 +42,10 @@ from core.ngrams import Matches
 from db.augmentation import REFERENCE_SPLITS, reference_last_ids, reference_rows, texts_in_order
 from db.chunks import chunked
 from db.models import Dataset
+from db.session import readonly_engine
 from workers.augment.params import FilterParams
+
+log = logging.getLogger("augloop.leak_guard")
 
 # Indexes kept per process, least recently used dropped first: at most this many datasets, and beyond the one in
 # use at most this many bytes in all. Bytes, not texts: an index holds 660 bytes a text of tweet length at 100,000
@@ -146,11 +156,8 @@ def _cached(key: tuple[object, ...], built: _Guard | None = None) -> _Guard | No
         return guard
 
 
-def closest(session: Session, dataset: Dataset, texts: Sequence[str]) -> list[Closest]:
-    """For each text, its closest val/test text of the dataset by the leak guard's measure."""
-    if not texts:
-        return []
-    key = _key(session, dataset)
+def _guard(session: Session, dataset: Dataset, key: tuple[object, ...]) -> _Guard:
+    """The index for `key` (the dataset's val/test texts as `session` sees them), built here if no one has it."""
     guard = _cached(key)
     if guard is None:
         with _lock:
@@ -163,7 +170,58 @@ def closest(session: Session, dataset: Dataset, texts: Sequence[str]) -> list[Cl
                 if _building.get(key) is building:
                     del _building[key]
     assert guard is not None
-    return guard.closest(session, texts)
+    return guard
+
+
+def closest(session: Session, dataset: Dataset, texts: Sequence[str]) -> list[Closest]:
+    """For each text, its closest val/test text of the dataset by the leak guard's measure."""
+    if not texts:
+        return []
+    return _guard(session, dataset, _key(session, dataset)).closest(session, texts)
+
+
+# Background builds under way, by (database, dataset id): one at a time per dataset.
+_warming: dict[tuple[str, int], threading.Thread] = {}
+
+
+def warm_soon(session: Session, dataset: Dataset) -> bool:
+    """Start building the dataset's index in the background unless it is kept already (two index seeks to know)
+    or being built. The build reads through its own read-only session, so it holds no write lock; a check that
+    comes meanwhile waits for it instead of building a second one. Returns whether a build was started."""
+    key = _key(session, dataset)
+    if key[-len(_SPLITS) :] == (None,) * len(_SPLITS) or _cached(key) is not None:
+        return False  # no val/test text (an empty index builds at once), or kept
+    engine = session.get_bind().engine
+    tag = (str(engine.url), dataset.id)
+    with _lock:
+        if tag in _warming or key in _building:
+            return False
+        thread = threading.Thread(target=_warm, args=(engine, dataset.id, tag), name="leak-guard-warm", daemon=True)
+        _warming[tag] = thread
+    thread.start()
+    return True
+
+
+def _warm(engine: Engine, dataset_id: int, tag: tuple[str, int]) -> None:
+    try:
+        with Session(bind=readonly_engine(engine)) as session:
+            dataset = session.get(Dataset, dataset_id)
+            if dataset is not None:  # deleted since: nothing to build
+                _guard(session, dataset, _key(session, dataset))
+    except Exception:  # the check that needs the index builds it then, and reports what fails
+        log.warning("building the leak guard's index of dataset %s in the background failed", dataset_id, exc_info=True)
+    finally:
+        with _lock:
+            _warming.pop(tag, None)
+
+
+def settle(timeout: float | None = None) -> bool:
+    """Wait for the background builds under way (shutting down, tests). Returns whether none is left."""
+    with _lock:
+        threads = list(_warming.values())
+    for thread in threads:
+        thread.join(timeout)
+    return not any(t.is_alive() for t in threads)
 
 
 def leaks(session: Session, dataset: Dataset, texts: Sequence[str]) -> list[Leak | None]:

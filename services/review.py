@@ -470,6 +470,7 @@ def queue_page(
     dataset = dataset_named(session, dataset_name, viewer)
     if sort not in SORTS:
         raise ValidationFailed(f"sort must be one of {', '.join(SORTS)}; got {sort!r}", field="sort")
+    leak_guard.warm_soon(session, dataset)  # an edit checks against val/test: its index is built by then
     if unreviewed is None:
         unreviewed = dataset.reviews_required > 1 and ReviewStatus.pending.value in f.statuses
     f = replace(f, not_reviewed_by=viewer.id if unreviewed else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,19 @@ def example_dataset(engine) -> str:
             filename=EXAMPLE_CSV.name,
         )
     return "psm"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A leak-guard index that a test's queue read started building in the background
+    (services/leak_guard.warm_soon) is done when the test is, before its database goes, and before the next test,
+    whose own counts of builds and kept indexes it would otherwise join."""
+    try:
+        return (yield)
+    finally:
+        guard = sys.modules.get("services.leak_guard")
+        if guard is not None and not guard.settle(60):
+            raise AssertionError("a background leak-guard build outlived its test by a minute")
 
 
 @pytest.fixture(scope="session")

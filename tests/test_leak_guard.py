@@ -453,3 +453,61 @@ def test_augloop_export_warns_of_what_it_left_out(lead, engine, settings, tmp_pa
     r = run_augloop("export", name, "-o", str(tmp_path / "out.csv"), env=cli_env(settings))
     assert r.returncode == 0, r.stderr
     assert "wrote 18 rows" in r.stdout and "left out 1 approved rows" in " ".join(r.stderr.split())
+
+
+def test_reading_the_review_queue_builds_the_index_in_the_background_without_the_write_lock(
+    engine, annotator, monkeypatch
+) -> None:
+    """An edit is checked against val/test inside a writing request, and on SQLite that request holds the write
+    lock while the index builds (42 s at a million val/test texts; every other writer waits). Reading the queue,
+    which comes before an edit, builds it in the background through a read-only session: writers go on
+    meanwhile, a second read starts no second build, and the edit finds the index ready."""
+    import sqlite3
+    import threading
+
+    from db.datasets import get_dataset
+    from services import leak_guard
+    from tests.review_fixtures import add_variant
+
+    with session_scope(engine) as s:
+        sources = make_dataset(s, "rev")
+        dataset_id = get_dataset(s, "rev").id
+        test_id = _add(s, dataset_id, "test", TEST_TEXT)
+        _add(s, dataset_id, "val", "Happy birthday to my wonderful wife, the love of my life.")
+        variant = add_variant(s, sources[0], "Proud to stand with the farmers of Ames at the county fair today.")
+    building, release = threading.Event(), threading.Event()
+    builds: list[str] = []
+    real = leak_guard._Guard
+
+    class Held(real):  # type: ignore[misc, valid-type]
+        def __init__(self, session: Any, dataset_id: int) -> None:
+            builds.append(threading.current_thread().name)
+            building.set()
+            assert release.wait(30)
+            super().__init__(session, dataset_id)
+
+    monkeypatch.setattr(leak_guard, "_Guard", Held)
+    monkeypatch.setattr(leak_guard, "_cache", type(leak_guard._cache)())
+    try:
+        assert annotator.get("/api/v1/datasets/rev/review-queue").status_code == 200
+        assert building.wait(30), "reading the queue started no build"
+        writer = sqlite3.connect(engine.url.database, timeout=0.5, isolation_level=None)
+        try:
+            writer.execute("BEGIN IMMEDIATE")  # fails after 0.5 s if the build held the write lock
+            writer.execute("ROLLBACK")
+        finally:
+            writer.close()
+        assert annotator.get("/api/v1/datasets/rev/review-queue").status_code == 200
+    finally:
+        release.set()
+    assert leak_guard.settle(30)
+    assert builds == ["leak-guard-warm"]
+    version = annotator.get(f"/api/v1/samples/{variant}").json()["sample"]["version"]
+    r = annotator.post(
+        f"/api/v1/samples/{variant}/decision",
+        json={"decision": "edit", "version": version, "text": TEST_TEXT.replace("families", "households")},
+    )
+    assert r.status_code == 422 and r.json()["leak_of"] == test_id, r.text
+    assert builds == ["leak-guard-warm"], "the edit built the index again"
+    assert annotator.get("/api/v1/datasets/rev/review-queue").status_code == 200
+    assert leak_guard.settle(30) and builds == ["leak-guard-warm"], "a kept index is not built again"
