@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -138,16 +139,27 @@ def _key(session: Session, dataset: Dataset) -> tuple[object, ...]:
     return (str(bind.engine.url), dataset.id, dataset.created_at, *reference_last_ids(session, dataset.id))
 
 
-def _cached(key: tuple[object, ...], built: _Guard | None = None) -> _Guard | None:
-    """The index kept for `key` (first keeping `built` there, in place of the dataset's older ones), now the most
-    recently used; least recently used ones dropped past the bounds."""
+def _newer(kept: tuple[object, ...], key: tuple[object, ...]) -> bool:
+    """Whether the kept key holds val/test rows that `key`, of the same dataset, lacks (a larger id of a split)."""
+    return any((a or 0) > (b or 0) for a, b in zip(kept[3:], key[3:], strict=True))  # type: ignore[operator]
+
+
+def _cached(key: tuple[object, ...], built: _Guard | None = None, *, in_use: bool = True) -> _Guard | None:
+    """The index kept for `key`, now the most recently used when `in_use`; least recently used ones dropped past
+    the bounds. With `built`, first keep it there in place of the dataset's older ones, unless a newer one is
+    kept (a build that began before an import, ending after one that began after it). A background build
+    (`in_use` false) is kept as the least recently used: past the bounds it goes first and pushes out nothing."""
     with _lock:
         if built is not None:
-            for stale in [k for k in _cache if k[:3] == key[:3]]:
+            same = [k for k in _cache if k[:3] == key[:3]]
+            if any(_newer(k, key) for k in same):
+                return None
+            for stale in same:
                 del _cache[stale]
             _cache[key] = built
+            _cache.move_to_end(key, last=in_use)
         guard = _cache.get(key)
-        if guard is not None:
+        if guard is not None and in_use:
             _cache.move_to_end(key)
         while len(_cache) > 1 and (
             len(_cache) > CACHED_DATASETS or sum(g.nbytes for g in list(_cache.values())[:-1]) > CACHED_BYTES
@@ -156,20 +168,22 @@ def _cached(key: tuple[object, ...], built: _Guard | None = None) -> _Guard | No
         return guard
 
 
-def _guard(session: Session, dataset: Dataset, key: tuple[object, ...]) -> _Guard:
+def _guard(session: Session, dataset: Dataset, key: tuple[object, ...], *, in_use: bool = True) -> _Guard:
     """The index for `key` (the dataset's val/test texts as `session` sees them), built here if no one has it."""
-    guard = _cached(key)
+    guard = _cached(key, in_use=in_use)
     if guard is None:
         with _lock:
             building = _building.setdefault(key, threading.Lock())
         try:
             with building:
-                guard = _cached(key) or _cached(key, _Guard(session, dataset.id))
+                guard = _cached(key, in_use=in_use)
+                if guard is None:
+                    built = _Guard(session, dataset.id)
+                    guard = _cached(key, built, in_use=in_use) or built
         finally:
             with _lock:
                 if _building.get(key) is building:
                     del _building[key]
-    assert guard is not None
     return guard
 
 
@@ -180,25 +194,35 @@ def closest(session: Session, dataset: Dataset, texts: Sequence[str]) -> list[Cl
     return _guard(session, dataset, _key(session, dataset)).closest(session, texts)
 
 
-# Background builds under way, by (database, dataset id): one at a time per dataset.
+# Background builds under way, by (database, dataset id). One at a time per process: each holds a connection
+# and the index it builds (hundreds of MB at a million val/test texts); a queue read meanwhile starts none, and
+# the next read after it (the review page reads its queue at every step) starts its own.
 _warming: dict[tuple[str, int], threading.Thread] = {}
+WARM_AT_ONCE = 1
 
 
 def warm_soon(session: Session, dataset: Dataset) -> bool:
-    """Start building the dataset's index in the background unless it is kept already (two index seeks to know)
-    or being built. The build reads through its own read-only session, so it holds no write lock; a check that
-    comes meanwhile waits for it instead of building a second one. Returns whether a build was started."""
+    """Start building the dataset's index in the background unless it is kept already (two index seeks to know),
+    being built, or another background build is under way. The build reads through its own read-only session,
+    so it holds no write lock; a check that comes meanwhile waits for it instead of building a second one.
+    Returns whether a build was started."""
     key = _key(session, dataset)
-    if key[-len(_SPLITS) :] == (None,) * len(_SPLITS) or _cached(key) is not None:
-        return False  # no val/test text (an empty index builds at once), or kept
+    if key[-len(_SPLITS) :] == (None,) * len(_SPLITS):
+        return False  # no val/test text: an empty index builds at once
     engine = session.get_bind().engine
     tag = (str(engine.url), dataset.id)
     with _lock:
-        if tag in _warming or key in _building:
+        if key in _cache or key in _building or tag in _warming or len(_warming) >= WARM_AT_ONCE:
             return False
         thread = threading.Thread(target=_warm, args=(engine, dataset.id, tag), name="leak-guard-warm", daemon=True)
         _warming[tag] = thread
-    thread.start()
+    try:
+        thread.start()
+    except RuntimeError:  # no thread to be had: the check that needs the index builds it, as before
+        log.warning("could not start the leak guard's background build for dataset %s", dataset.id, exc_info=True)
+        with _lock:
+            _warming.pop(tag, None)
+        return False
     return True
 
 
@@ -207,7 +231,7 @@ def _warm(engine: Engine, dataset_id: int, tag: tuple[str, int]) -> None:
         with Session(bind=readonly_engine(engine)) as session:
             dataset = session.get(Dataset, dataset_id)
             if dataset is not None:  # deleted since: nothing to build
-                _guard(session, dataset, _key(session, dataset))
+                _guard(session, dataset, _key(session, dataset), in_use=False)
     except Exception:  # the check that needs the index builds it then, and reports what fails
         log.warning("building the leak guard's index of dataset %s in the background failed", dataset_id, exc_info=True)
     finally:
@@ -216,11 +240,13 @@ def _warm(engine: Engine, dataset_id: int, tag: tuple[str, int]) -> None:
 
 
 def settle(timeout: float | None = None) -> bool:
-    """Wait for the background builds under way (shutting down, tests). Returns whether none is left."""
+    """Wait, `timeout` seconds at most in all, for the background builds under way (tests, a shutdown). Returns
+    whether none is left."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     with _lock:
         threads = list(_warming.values())
     for thread in threads:
-        thread.join(timeout)
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
     return not any(t.is_alive() for t in threads)
 
 

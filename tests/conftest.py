@@ -177,17 +177,24 @@ def example_dataset(engine) -> str:
     return "psm"
 
 
+def _settle_background_builds() -> bool:
+    guard = sys.modules.get("services.leak_guard")
+    return guard is None or guard.settle(60)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """A leak-guard index that a test's queue read started building in the background
     (services/leak_guard.warm_soon) is done when the test is, before its database goes, and before the next test,
     whose own counts of builds and kept indexes it would otherwise join."""
     try:
-        return (yield)
-    finally:
-        guard = sys.modules.get("services.leak_guard")
-        if guard is not None and not guard.settle(60):
-            raise AssertionError("a background leak-guard build outlived its test by a minute")
+        result = yield
+    except BaseException:
+        _settle_background_builds()  # the test's own failure is the one to report
+        raise
+    if not _settle_background_builds():
+        raise AssertionError("a background leak-guard build outlived its test by a minute")
+    return result
 
 
 @pytest.fixture(scope="session")

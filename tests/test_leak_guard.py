@@ -511,3 +511,77 @@ def test_reading_the_review_queue_builds_the_index_in_the_background_without_the
     assert builds == ["leak-guard-warm"], "the edit built the index again"
     assert annotator.get("/api/v1/datasets/rev/review-queue").status_code == 200
     assert leak_guard.settle(30) and builds == ["leak-guard-warm"], "a kept index is not built again"
+
+
+def test_background_builds_go_one_at_a_time_and_push_out_no_index_in_use(engine, monkeypatch) -> None:
+    """Queue reads are far more frequent than edits: a read must not make the index an editor uses the least
+    recently used one, a background build is kept only where it evicts nothing, one runs at a time per process,
+    and a build that began before an import never replaces the index built after it."""
+    import threading
+
+    from sqlalchemy.orm import Session
+
+    from db.datasets import get_dataset
+    from db.session import readonly_engine
+    from services import leak_guard
+
+    with session_scope(engine) as s:
+        ids = {}
+        for name in ("one", "two", "three"):
+            make_dataset(s, name)
+            ids[name] = get_dataset(s, name).id
+            _add(s, ids[name], "test", f"{TEST_TEXT} ({name})")
+    monkeypatch.setattr(leak_guard, "_cache", type(leak_guard._cache)())
+    monkeypatch.setattr(leak_guard, "CACHED_DATASETS", 2)
+    reader = readonly_engine(engine)
+
+    def check(name: str) -> None:
+        with Session(reader) as s:
+            leak_guard.leaks(s, s.get_one(Dataset, ids[name]), ["Join us at the rally on Saturday!"])
+
+    def warm(name: str) -> bool:
+        with Session(reader) as s:
+            return leak_guard.warm_soon(s, s.get_one(Dataset, ids[name]))
+
+    from db.models import Dataset
+
+    check("one")
+    check("two")  # in use now: the most recently used
+    assert not warm("one"), "kept already: nothing to build"
+    assert [k[1] for k in leak_guard._cache] == [ids["one"], ids["two"]], "a read reordered the kept indexes"
+    assert warm("three") and leak_guard.settle(30)
+    assert [k[1] for k in leak_guard._cache] == [ids["one"], ids["two"]], "the background build pushed one out"
+
+    monkeypatch.setattr(leak_guard, "CACHED_DATASETS", 4)
+    building, release = threading.Event(), threading.Event()
+    real = leak_guard._Guard
+
+    class Held(real):  # type: ignore[misc, valid-type]
+        def __init__(self, session: Any, dataset_id: int) -> None:
+            building.set()
+            assert release.wait(30)
+            super().__init__(session, dataset_id)
+
+    monkeypatch.setattr(leak_guard, "_Guard", Held)
+    try:
+        assert warm("three") and building.wait(30)
+        leak_guard._cache.pop(next(k for k in leak_guard._cache if k[1] == ids["one"]))
+        assert not warm("one"), "a second background build while one runs"
+    finally:
+        release.set()
+    assert leak_guard.settle(30)
+    assert [k[1] for k in leak_guard._cache] == [ids["three"], ids["two"]], "kept as the least recently used"
+
+    # An index built from the val/test rows as they were before an import does not replace the one after it.
+    monkeypatch.setattr(leak_guard, "_Guard", real)
+    with Session(reader) as s:
+        two = s.get_one(Dataset, ids["two"])
+        old_key = leak_guard._key(s, two)
+        old = real(s, ids["two"])
+    with session_scope(engine) as s:
+        _add(s, ids["two"], "val", "Happy birthday to my wonderful wife, the love of my life.")
+    check("two")
+    new_key = next(k for k in leak_guard._cache if k[1] == ids["two"])
+    assert new_key != old_key
+    assert leak_guard._cached(old_key, old) is None
+    assert leak_guard._cache[new_key] is not old and old_key not in leak_guard._cache
