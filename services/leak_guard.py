@@ -127,6 +127,8 @@ class _Guard:
 
 
 _cache: OrderedDict[tuple[object, ...], _Guard] = OrderedDict()
+# Keys whose background build did not fit beside the index in use (see _placed): not warmed again.
+_unkept: OrderedDict[tuple[object, ...], None] = OrderedDict()
 # One lock per index being built: a build takes seconds (2 s at 100,000 val/test texts), and meanwhile the checks
 # on other datasets' indexes go ahead; a second check that needs the same index waits for it. `_lock` guards
 # these two dicts and is never held during a build.
@@ -144,11 +146,42 @@ def _newer(kept: tuple[object, ...], key: tuple[object, ...]) -> bool:
     return any((a or 0) > (b or 0) for a, b in zip(kept[3:], key[3:], strict=True))  # type: ignore[operator]
 
 
+Entry = tuple[tuple[object, ...], _Guard]
+
+
+def _bounded(entries: list[Entry]) -> list[Entry]:
+    """What the bounds keep of `entries` (least recently used first): the last, the one in use, always; then,
+    newest first, up to CACHED_DATASETS in all and CACHED_BYTES beside it."""
+    kept = list(entries)
+    while len(kept) > 1 and (len(kept) > CACHED_DATASETS or sum(g.nbytes for _, g in kept[:-1]) > CACHED_BYTES):
+        kept.pop(0)
+    return kept
+
+
+def _placed(entries: list[Entry], new: Entry) -> list[Entry]:
+    """Where a background build goes among the kept indexes: beside the one in use, which it never pushes out
+    (it may push out older ones); or, where it does not fit there (a million val/test texts weigh more than
+    CACHED_BYTES), in use itself when the one it displaces still fits beside it; else nowhere, and the dataset is
+    not warmed again until its val/test rows change (`_unkept`): its edit builds, as without the warming."""
+    if not entries:
+        return [new]
+    beside = _bounded([*entries[:-1], new, entries[-1]])
+    if new in beside:
+        return beside
+    instead = _bounded([*entries, new])
+    if entries[-1] in instead:
+        return instead
+    _unkept[new[0]] = None
+    while len(_unkept) > 64:
+        _unkept.popitem(last=False)
+    return entries
+
+
 def _cached(key: tuple[object, ...], built: _Guard | None = None, *, in_use: bool = True) -> _Guard | None:
     """The index kept for `key`, now the most recently used when `in_use`; least recently used ones dropped past
     the bounds. With `built`, first keep it there in place of the dataset's older ones, unless a newer one is
-    kept (a build that began before an import, ending after one that began after it). A background build
-    (`in_use` false) is kept as the least recently used: past the bounds it goes first and pushes out nothing."""
+    kept (a build that began before an import, ending after one that began after it); a background build (not
+    `in_use`) where `_placed` puts it."""
     with _lock:
         if built is not None:
             same = [k for k in _cache if k[:3] == key[:3]]
@@ -156,15 +189,15 @@ def _cached(key: tuple[object, ...], built: _Guard | None = None, *, in_use: boo
                 return None
             for stale in same:
                 del _cache[stale]
-            _cache[key] = built
-            _cache.move_to_end(key, last=in_use)
+            entries = list(_cache.items())
+            order = [*entries, (key, built)] if in_use else _placed(entries, (key, built))
+            _cache.clear()
+            _cache.update(order)
         guard = _cache.get(key)
         if guard is not None and in_use:
             _cache.move_to_end(key)
-        while len(_cache) > 1 and (
-            len(_cache) > CACHED_DATASETS or sum(g.nbytes for g in list(_cache.values())[:-1]) > CACHED_BYTES
-        ):
-            _cache.popitem(last=False)
+        for gone, _ in list(_cache.items())[: len(_cache) - len(_bounded(list(_cache.items())))]:
+            del _cache[gone]
         return guard
 
 
@@ -212,17 +245,16 @@ def warm_soon(session: Session, dataset: Dataset) -> bool:
     engine = session.get_bind().engine
     tag = (str(engine.url), dataset.id)
     with _lock:
-        if key in _cache or key in _building or tag in _warming or len(_warming) >= WARM_AT_ONCE:
+        busy = key in _building or tag in _warming or len(_warming) >= WARM_AT_ONCE
+        if busy or key in _cache or key in _unkept:
             return False
         thread = threading.Thread(target=_warm, args=(engine, dataset.id, tag), name="leak-guard-warm", daemon=True)
+        try:
+            thread.start()  # under the lock: `settle` never sees a thread not yet started (it takes the lock last)
+        except RuntimeError:  # no thread to be had: the check that needs the index builds it, as before
+            log.warning("could not start the leak guard's background build for dataset %s", dataset.id, exc_info=True)
+            return False
         _warming[tag] = thread
-    try:
-        thread.start()
-    except RuntimeError:  # no thread to be had: the check that needs the index builds it, as before
-        log.warning("could not start the leak guard's background build for dataset %s", dataset.id, exc_info=True)
-        with _lock:
-            _warming.pop(tag, None)
-        return False
     return True
 
 
@@ -240,8 +272,8 @@ def _warm(engine: Engine, dataset_id: int, tag: tuple[str, int]) -> None:
 
 
 def settle(timeout: float | None = None) -> bool:
-    """Wait, `timeout` seconds at most in all, for the background builds under way (tests, a shutdown). Returns
-    whether none is left."""
+    """Wait, `timeout` seconds at most in all, for the background builds under way (the tests, between two).
+    Returns whether none is left."""
     deadline = None if timeout is None else time.monotonic() + timeout
     with _lock:
         threads = list(_warming.values())

@@ -515,19 +515,21 @@ def test_reading_the_review_queue_builds_the_index_in_the_background_without_the
 
 def test_background_builds_go_one_at_a_time_and_push_out_no_index_in_use(engine, monkeypatch) -> None:
     """Queue reads are far more frequent than edits: a read must not make the index an editor uses the least
-    recently used one, a background build is kept only where it evicts nothing, one runs at a time per process,
-    and a build that began before an import never replaces the index built after it."""
+    recently used one, a background build goes beside the index in use and never pushes it out, one runs at a
+    time per process, and a build that began before an import never replaces the index built after it."""
     import threading
 
     from sqlalchemy.orm import Session
 
     from db.datasets import get_dataset
+    from db.models import Dataset
     from db.session import readonly_engine
     from services import leak_guard
 
+    names = ("one", "two", "three", "four")
     with session_scope(engine) as s:
         ids = {}
-        for name in ("one", "two", "three"):
+        for name in names:
             make_dataset(s, name)
             ids[name] = get_dataset(s, name).id
             _add(s, ids[name], "test", f"{TEST_TEXT} ({name})")
@@ -543,16 +545,17 @@ def test_background_builds_go_one_at_a_time_and_push_out_no_index_in_use(engine,
         with Session(reader) as s:
             return leak_guard.warm_soon(s, s.get_one(Dataset, ids[name]))
 
-    from db.models import Dataset
+    def kept() -> list[str]:
+        by_id = {v: k for k, v in ids.items()}
+        return [by_id[key[1]] for key in leak_guard._cache]
 
     check("one")
     check("two")  # in use now: the most recently used
     assert not warm("one"), "kept already: nothing to build"
-    assert [k[1] for k in leak_guard._cache] == [ids["one"], ids["two"]], "a read reordered the kept indexes"
+    assert kept() == ["one", "two"], "a read reordered the kept indexes"
     assert warm("three") and leak_guard.settle(30)
-    assert [k[1] for k in leak_guard._cache] == [ids["one"], ids["two"]], "the background build pushed one out"
+    assert kept() == ["three", "two"], "beside the index in use, pushing out the older one"
 
-    monkeypatch.setattr(leak_guard, "CACHED_DATASETS", 4)
     building, release = threading.Event(), threading.Event()
     real = leak_guard._Guard
 
@@ -564,24 +567,40 @@ def test_background_builds_go_one_at_a_time_and_push_out_no_index_in_use(engine,
 
     monkeypatch.setattr(leak_guard, "_Guard", Held)
     try:
-        assert warm("three") and building.wait(30)
-        leak_guard._cache.pop(next(k for k in leak_guard._cache if k[1] == ids["one"]))
+        assert warm("four") and building.wait(30)
         assert not warm("one"), "a second background build while one runs"
     finally:
         release.set()
-    assert leak_guard.settle(30)
-    assert [k[1] for k in leak_guard._cache] == [ids["three"], ids["two"]], "kept as the least recently used"
+    assert leak_guard.settle(30) and kept() == ["four", "two"]
 
     # An index built from the val/test rows as they were before an import does not replace the one after it.
     monkeypatch.setattr(leak_guard, "_Guard", real)
     with Session(reader) as s:
-        two = s.get_one(Dataset, ids["two"])
-        old_key = leak_guard._key(s, two)
+        old_key = leak_guard._key(s, s.get_one(Dataset, ids["two"]))
         old = real(s, ids["two"])
     with session_scope(engine) as s:
         _add(s, ids["two"], "val", "Happy birthday to my wonderful wife, the love of my life.")
     check("two")
     new_key = next(k for k in leak_guard._cache if k[1] == ids["two"])
-    assert new_key != old_key
-    assert leak_guard._cached(old_key, old) is None
+    assert new_key != old_key and leak_guard._cached(old_key, old) is None
     assert leak_guard._cache[new_key] is not old and old_key not in leak_guard._cache
+
+
+def test_a_background_build_too_big_to_keep_beside_the_index_in_use_takes_its_place_or_is_not_repeated(
+    monkeypatch,
+) -> None:
+    """A million val/test texts weigh more than the bytes kept beside the index in use: such a build becomes the
+    one in use when the displaced one still fits beside it; when neither fits, it is not kept, and that dataset
+    is not warmed again (each try would cost a whole build) until its val/test rows change."""
+    from types import SimpleNamespace
+
+    from services import leak_guard
+
+    monkeypatch.setattr(leak_guard, "CACHED_BYTES", 100)
+    monkeypatch.setattr(leak_guard, "CACHED_DATASETS", 4)
+    monkeypatch.setattr(leak_guard, "_unkept", type(leak_guard._unkept)())
+    small_a, small_b, big, big2 = [(("k", n), SimpleNamespace(nbytes=b)) for n, b in enumerate((10, 10, 500, 500))]
+    assert leak_guard._placed([small_a], small_b) == [small_b, small_a], "fits beside the one in use"
+    assert leak_guard._placed([small_a, small_b], big) == [small_a, small_b, big], "in use, the others beside it"
+    assert leak_guard._placed([big], big2) == [big] and big2[0] in leak_guard._unkept
+    assert leak_guard._placed([], big) == [big]
