@@ -17,7 +17,7 @@ no texts: the few a query comes close to are read back by id through the caller'
 the val/test texts once, a split at a time in id order; bench/leak_guard_doors.py measures the build and a
 check at 100,000 and a million val/test texts.
 
-A build takes seconds (4.5 s at 100,000 val/test texts, 42 s at a million), and the check that needs it runs in
+A build takes seconds (4.2 s at 100,000 val/test texts, 42 s at a million), and the check that needs it runs in
 a writing request: on SQLite that request holds the database's write lock meanwhile, and every other writer
 waits. So reading a review queue, which comes before an edit, starts the build in the background on a read-only
 session (`warm_soon`); the edit then finds the index ready, or waits only for the rest of that build.
@@ -129,7 +129,7 @@ class _Guard:
 _cache: OrderedDict[tuple[object, ...], _Guard] = OrderedDict()
 # Keys whose background build did not fit beside the index in use (see _placed): not warmed again.
 _unkept: OrderedDict[tuple[object, ...], None] = OrderedDict()
-# One lock per index being built: a build takes seconds (2 s at 100,000 val/test texts), and meanwhile the checks
+# One lock per index being built: a build takes seconds (4.2 s at 100,000 val/test texts), and meanwhile the checks
 # on other datasets' indexes go ahead; a second check that needs the same index waits for it. `_lock` guards
 # these two dicts and is never held during a build.
 _building: dict[tuple[object, ...], threading.Lock] = {}
@@ -149,11 +149,18 @@ def _newer(kept: tuple[object, ...], key: tuple[object, ...]) -> bool:
 Entry = tuple[tuple[object, ...], _Guard]
 
 
+def _over(entries: list[Entry]) -> bool:
+    """Whether `entries` (least recently used first) exceed the bounds: more than CACHED_DATASETS, or more than
+    CACHED_BYTES beside the last, the one in use, which is always kept."""
+    return len(entries) > 1 and (
+        len(entries) > CACHED_DATASETS or sum(g.nbytes for _, g in entries[:-1]) > CACHED_BYTES
+    )
+
+
 def _bounded(entries: list[Entry]) -> list[Entry]:
-    """What the bounds keep of `entries` (least recently used first): the last, the one in use, always; then,
-    newest first, up to CACHED_DATASETS in all and CACHED_BYTES beside it."""
+    """What the bounds keep of `entries`: the least recently used dropped first."""
     kept = list(entries)
-    while len(kept) > 1 and (len(kept) > CACHED_DATASETS or sum(g.nbytes for _, g in kept[:-1]) > CACHED_BYTES):
+    while _over(kept):
         kept.pop(0)
     return kept
 
@@ -196,8 +203,8 @@ def _cached(key: tuple[object, ...], built: _Guard | None = None, *, in_use: boo
         guard = _cache.get(key)
         if guard is not None and in_use:
             _cache.move_to_end(key)
-        for gone, _ in list(_cache.items())[: len(_cache) - len(_bounded(list(_cache.items())))]:
-            del _cache[gone]
+        while _over(list(_cache.items())):
+            _cache.popitem(last=False)
         return guard
 
 
