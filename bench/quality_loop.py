@@ -20,7 +20,10 @@ path), run by the worker (Worker(engine).run(burst=True)), and the ensemble the 
   the full loop without the decision rule (`full_loop_argmax`). `--ablation` adds the loop on originals only
   (`loop_originals`, with its own TF-IDF member and ensemble `full_loop_originals`): arm 3 − arm 2 of issue 15,
   what the approved variants add (`loop_minus_loop_originals`). `--ablation-only` runs the loop and the loop on
-  originals only, not the baselines (~1 h 50 min), and writes quality_loop.ablation.json.
+  originals only, not the baselines (~1 h 50 min), and writes quality_loop.ablation.json. `--loop-only` runs the
+  loop alone (~1 h; quality_loop.loop.json), and `--variant-sampling one_per_source` has the loop draw one text of
+  each original's family per epoch instead of showing every variant (trainer/data.py TrainBatches); the results
+  of such a run get the suffix `.one_per_source`.
 
 Nothing here is chosen for this dataset: the loop's settings are the product's defaults; the study only sets
 what a user sets (encoder, tasks, max length 64, threads, the budget). Paired deltas carry a paired bootstrap CI
@@ -28,7 +31,8 @@ over test examples (bench/quality_stats.py). `--quick` is a smoke run (tiny subs
 forced on so that its path runs); its results go to quality_loop.quick.json and never overwrite the full
 results. `--probe` measures the throughput and prints the estimate of a full run.
 
-    .venv/bin/python bench/quality_loop.py [--quick | --probe] [--budget-minutes 18] [--ablation | --ablation-only]
+    .venv/bin/python bench/quality_loop.py [--quick | --probe] [--budget-minutes 18]
+        [--ablation | --ablation-only | --loop-only] [--variant-sampling all|one_per_source]
 """
 
 from __future__ import annotations
@@ -424,6 +428,12 @@ def main() -> None:
         action="store_true",
         help="only the loop and the loop on originals, not the baselines (writes quality_loop.ablation.json)",
     )
+    arms.add_argument("--loop-only", action="store_true", help="only the loop (writes quality_loop.loop.json)")
+    parser.add_argument(
+        "--variant-sampling",
+        choices=["all", "one_per_source"],
+        help="the loop's variant_sampling (default: the trainer's); a value other than the default names the results",
+    )
     args = parser.parse_args()
     if args.budget_minutes is not None and not 0.2 <= args.budget_minutes <= 600:
         parser.error("--budget-minutes must be between 0.2 and 600")
@@ -433,19 +443,28 @@ def main() -> None:
     profile = QUICK if args.quick else FULL
     if args.budget_minutes is not None:
         profile = replace(profile, budget_minutes=args.budget_minutes)
+    from trainer.config import TrainConfig
+
+    default_sampling = TrainConfig.model_fields["variant_sampling"].default
+    sampling = args.variant_sampling or default_sampling
+    if sampling != default_sampling:
+        profile = replace(profile, loop_extra=(*profile.loop_extra, ("variant_sampling", sampling)))
     started = time.monotonic()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="quality_loop_") as tmp:
         if args.probe:
             probe(Path(tmp), profile)
             return
-        detail = run_study(profile, Path(tmp), args.ablation or args.ablation_only, not args.ablation_only)
+        detail = run_study(
+            profile, Path(tmp), args.ablation or args.ablation_only, not (args.ablation_only or args.loop_only)
+        )
     detail.update(
         quick=args.quick,
         profile=profile.__dict__,
         seconds=round(time.monotonic() - started, 1),
         load_average={"start": load_before, "end": os.getloadavg()},
         encoder="all-MiniLM-L6-v2",
+        variant_sampling=sampling,
         augment_methods={
             "used": ["wordnet"],
             "unavailable_offline": {
@@ -454,7 +473,11 @@ def main() -> None:
             },
         },
     )
-    suffix = (".ablation" if args.ablation_only else "") + (".quick" if args.quick else "")
+    suffix = (
+        (".ablation" if args.ablation_only else ".loop" if args.loop_only else "")
+        + (f".{sampling}" if sampling != default_sampling else "")
+        + (".quick" if args.quick else "")
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = records(detail)
     if args.quick:  # a smoke run's figures must never be mistaken for the study's
@@ -472,11 +495,15 @@ def main() -> None:
         print(f"  {name:34s} {d['delta']:+6.2f}  [95% CI {d['ci95_low']:+.2f}, {d['ci95_high']:+.2f}]")
     floor = detail["message_class_floor"]
     print(f"  full loop's weakest message class: {floor['class']} {floor['f1']:.1f} (target > 25)")
-    limit = "" if args.ablation_only else " (target ≤ 90)"
+    limit = "" if args.ablation_only or args.loop_only else " (target ≤ 90)"
     print(
         f"  total {detail['seconds'] / 60:.1f} min{limit}; load average at start {load_before}, "
         f"at end {detail['load_average']['end']}; results in {RESULTS / f'quality_loop{suffix}.json'}"
     )
+    if not HEADLINES.keys() & detail["deltas"].keys():  # the loop alone: its own figures are the headline
+        for arm in ("loop", "full_loop"):
+            s = detail["arms"][arm]["overall"]
+            print(f"{tag}{arm}_macro_f1 ({sampling}): {s['mean']:.2f} ± {s['sd']:.2f} points")
     for name, target in reversed(HEADLINES.items()):
         if name not in detail["deltas"]:
             continue

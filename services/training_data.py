@@ -45,7 +45,7 @@ def load_split_data(
             if not labels:  # unlabelled texts wait for pseudo-labelling; they train nothing
                 continue
             difficulty = 1.0 - s.label_consistency if s.label_consistency is not None else None
-            out.append(Example(s.text, labels, s.id, s.content_hash, difficulty))
+            out.append(Example(s.text, labels, s.id, s.content_hash, difficulty, s.parent_id))
         return out
 
     excluded = set(exclude_methods or [])

@@ -12,6 +12,7 @@ from tests.trainer_fixtures import add_variant, import_small
 from trainer.data import (
     Encoded,
     TrainBatches,
+    families_of,
     label_matrix,
     length_grouped_batches,
     oversample_factors,
@@ -88,6 +89,62 @@ def test_curriculum_starts_easy_and_grows() -> None:
     assert sorted(i for b in batches.epoch(2) for i in b) == list(range(n))
 
 
+def _family_examples() -> tuple[list[Example], Encoded]:
+    """Six originals (sample ids 1–6; 1–3 class x, 4–6 class y); three variants of sample 1, one of sample 4."""
+    labels = ["x", "x", "x", "y", "y", "y", "x", "x", "x", "y"]
+    sources = [None] * 6 + [1, 1, 1, 4]
+    examples = [
+        Example(f"t{i}", {"a": y}, i + 1, source_id=src) for i, (y, src) in enumerate(zip(labels, sources, strict=True))
+    ]
+    lengths = np.array([3, 9, 4, 7, 5, 8, 3, 4, 3, 7])
+    tensor = torch.tensor([[0 if y == "x" else 1] for y in labels])
+    return examples, Encoded([[1] * int(k) for k in lengths], tensor, lengths)
+
+
+def test_one_per_source_draws_one_text_of_each_family_per_epoch() -> None:
+    examples, encoded = _family_examples()
+    assert families_of(examples) == [[0, 6, 7, 8], [1], [2], [3, 9], [4], [5]]
+    for by_length in (True, False):
+        batches = TrainBatches(encoded, examples, batch_size=4, group_by_length=by_length, seed=3, one_per_source=True)
+        seen: set[int] = set()
+        for epoch in range(40):
+            shown = sorted(i for b in batches.epoch(epoch) for i in b)
+            assert len(shown) == 6  # as long as an epoch of the originals, not of all ten texts
+            assert sum(i in (0, 6, 7, 8) for i in shown) == 1 and sum(i in (3, 9) for i in shown) == 1
+            assert {1, 2, 4, 5} <= set(shown)
+            seen |= set(shown)
+        assert seen == set(range(10))  # every variant is drawn in some epoch
+        assert batches.max_batches_per_epoch() == 2 and batches.representatives() == [0, 1, 2, 3, 4, 5]
+        assert batches.epoch(5) == batches.epoch(5)  # seeded: every rank of a distributed run draws the same
+    every = TrainBatches(encoded, examples, batch_size=4, group_by_length=True, seed=3)
+    assert sorted(i for b in every.epoch(0) for i in b) == list(range(10)) and every.max_batches_per_epoch() == 3
+    assert every.representatives() == list(range(10))
+
+
+def test_one_per_source_on_originals_alone_gives_the_epochs_of_all() -> None:
+    examples, encoded = _family_examples()
+    examples, encoded = examples[:6], Encoded(encoded.input_ids[:6], encoded.labels[:6], encoded.lengths[:6])
+    for by_length in (True, False):
+        kw = {"batch_size": 4, "group_by_length": by_length, "seed": 7, "oversample": True}
+        drawn, every = TrainBatches(encoded, examples, one_per_source=True, **kw), TrainBatches(encoded, examples, **kw)
+        assert [drawn.epoch(e) for e in range(5)] == [every.epoch(e) for e in range(5)]
+
+
+def test_class_weights_count_families_when_one_text_of_each_is_drawn() -> None:
+    from trainer.config import TrainConfig
+    from trainer.examples import SplitData, TaskSpec
+    from trainer.steps import build_loss
+
+    examples, encoded = _family_examples()
+    data = SplitData([TaskSpec("a", ["x", "y"])], examples, [], [])
+    config = TrainConfig.from_dict({"encoder": "unused", "variant_sampling": "one_per_source"})
+    drawn = TrainBatches(encoded, examples, batch_size=4, group_by_length=True, seed=0, one_per_source=True)
+    weights = build_loss(config, data, encoded, 0.0, drawn.representatives()).class_weights["a"]
+    assert weights.tolist() == [1.0, 1.0]  # 3 families of x, 3 of y: balanced as an epoch shows them
+    every = build_loss(config, data, encoded, 0.0).class_weights["a"]
+    assert every.tolist() == pytest.approx([10 / (2 * 6), 10 / (2 * 4)])  # six texts of x, four of y
+
+
 def test_snapshot_has_train_originals_and_approved_only(engine) -> None:  # type: ignore[no-untyped-def]
     from db.datasets import get_dataset
     from db.models import Sample
@@ -110,6 +167,9 @@ def test_snapshot_has_train_originals_and_approved_only(engine) -> None:  # type
     assert len(ids) == 21  # 20 labelled originals + 1 approved; the 3 unlabelled texts train nothing
     assert {e.sample_id for e in data.val}.isdisjoint(ids) and len(data.val) == 8 and len(data.test) == 8
     assert val_variant not in {e.sample_id for e in data.val}  # evaluation is on originals only
+    by_id = {e.sample_id: e for e in data.train}
+    assert by_id[approved].source_id == samples[approved].parent_id is not None  # one family with its source
+    assert by_id[samples[approved].parent_id].source_id is None
 
 
 def test_unknown_task_is_rejected(engine) -> None:  # type: ignore[no-untyped-def]

@@ -130,8 +130,26 @@ def difficulty_scores(examples: list[Example], lengths: np.ndarray) -> np.ndarra
     return np.array([e.difficulty if e.difficulty is not None else ranks[i] for i, e in enumerate(examples)])
 
 
+def families_of(examples: list[Example]) -> list[list[int]]:
+    """Indices grouped by the text they were made from: an original with its variants (`source_id`), in the
+    order each family first appears. Variants whose source is not here still share one family; an example
+    with neither a source nor a sample id is a family of its own."""
+    by_key: dict[tuple[str, int], list[int]] = {}
+    for i, e in enumerate(examples):
+        root = e.source_id if e.source_id is not None else e.sample_id
+        by_key.setdefault(("sample", root) if root is not None else ("row", i), []).append(i)
+    return list(by_key.values())
+
+
 class TrainBatches:
-    """The batches of each epoch: oversampling repeats, curriculum subset, length-grouped or random order."""
+    """The batches of each epoch: one text per family (`one_per_source`), oversampling repeats, curriculum
+    subset, length-grouped or random order.
+
+    With `one_per_source`, each epoch draws one of every original's family (the original and its approved
+    variants) at random: variants vary what an epoch shows instead of repeating a source's content within it.
+    Added as examples, a class's 99 originals with 3–4 near-copies each are shown 4–5 times an epoch, and the
+    model learns them by heart in two epochs (bench/quality_loop.py, issue 15); drawn, the epoch is as long as
+    on the originals, and class weights count families (`representatives`)."""
 
     def __init__(
         self,
@@ -147,6 +165,7 @@ class TrainBatches:
         curriculum: bool = False,
         curriculum_start: float = 0.5,
         curriculum_epochs: int = 3,
+        one_per_source: bool = False,
     ) -> None:
         self.encoded = encoded
         self.batch_size = batch_size
@@ -158,7 +177,9 @@ class TrainBatches:
         factors = (
             oversample_factors(encoded.labels, oversample_power, oversample_max) if oversample else [1] * len(encoded)
         )
+        self.factors = factors
         self.pool = [i for i, f in enumerate(factors) for _ in range(f)]
+        self.families = families_of(examples) if one_per_source else None
         self.easy_order = np.argsort(difficulty_scores(examples, encoded.lengths), kind="stable")
 
     def fraction(self, epoch: int) -> float:
@@ -170,6 +191,9 @@ class TrainBatches:
     def epoch(self, epoch: int) -> list[list[int]]:
         rng = random.Random(self.seed * 1_000_003 + epoch)
         pool = self.pool
+        if self.families is not None:  # a family of one draws nothing: on originals alone, the epochs of "all"
+            drawn = [f[rng.randrange(len(f))] if len(f) > 1 else f[0] for f in self.families]
+            pool = [i for i in drawn for _ in range(self.factors[i])]
         frac = self.fraction(epoch)
         if frac < 1.0:
             keep = set(self.easy_order[: max(1, math.ceil(frac * len(self.easy_order)))].tolist())
@@ -179,4 +203,13 @@ class TrainBatches:
         return random_batches(pool, self.batch_size, rng)
 
     def max_batches_per_epoch(self) -> int:
+        if self.families is not None:
+            return math.ceil(sum(max(self.factors[i] for i in f) for f in self.families) / self.batch_size)
         return math.ceil(len(self.pool) / self.batch_size)
+
+    def representatives(self) -> list[int]:
+        """One index per family (its first; a variant copies its source's labels), or every index: what class
+        weights count, as an epoch shows it."""
+        if self.families is None:
+            return list(range(len(self.encoded)))
+        return [f[0] for f in self.families]

@@ -25,6 +25,9 @@ class Example:
     sample_id: int | None = None
     content_hash: str | None = None
     difficulty: float | None = None  # curriculum: 0 easy … 1 hard; None falls back to length
+    # the text it was made from (a variant's source sample id): an original and its variants are one family,
+    # of which `variant_sampling="one_per_source"` draws one per epoch; None: a family of its own
+    source_id: int | None = None
 
 
 @dataclass
@@ -53,7 +56,7 @@ def split_to_dict(data: SplitData) -> dict[str, Any]:
     """Plain JSON for a trainer in another process (trainer/distributed.py)."""
 
     def rows(examples: list[Example]) -> list[list[Any]]:
-        return [[e.text, e.labels, e.sample_id, e.content_hash, e.difficulty] for e in examples]
+        return [[e.text, e.labels, e.sample_id, e.content_hash, e.difficulty, e.source_id] for e in examples]
 
     return {
         "tasks": [[t.name, t.labels] for t in data.tasks],
@@ -67,8 +70,8 @@ def split_to_dict(data: SplitData) -> dict[str, Any]:
 def split_from_dict(raw: dict[str, Any]) -> SplitData:
     def examples(rows: list[list[Any]]) -> list[Example]:
         return [
-            Example(text, dict(labels), sample_id, content_hash, difficulty)
-            for text, labels, sample_id, content_hash, difficulty in rows
+            Example(text, dict(labels), sample_id, content_hash, difficulty, source_id)
+            for text, labels, sample_id, content_hash, difficulty, source_id in rows
         ]
 
     return SplitData(

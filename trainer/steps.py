@@ -35,13 +35,20 @@ def set_cpu_threads(config: TrainConfig, device: torch.device) -> int:
     return threads
 
 
-def build_loss(config: TrainConfig, data: SplitData, train: Encoded, rdrop_alpha: float) -> MultiTaskLoss:
+def build_loss(
+    config: TrainConfig, data: SplitData, train: Encoded, rdrop_alpha: float, counted: list[int] | None = None
+) -> MultiTaskLoss:
+    """`counted`: the rows class weights count (TrainBatches.representatives; None: all)."""
     smoothing = {
         t.name: smoothing_vector(t, config.label_smoothing, config.class_label_smoothing.get(t.name))
         for t in data.tasks
     }
     weights = (
-        {t.name: inverse_frequency_weights(train.labels[:, j], len(t.labels)) for j, t in enumerate(data.tasks)}
+        {
+            t.name: inverse_frequency_weights(labels[:, j], len(t.labels))
+            for labels in [train.labels if counted is None else train.labels[counted]]
+            for j, t in enumerate(data.tasks)
+        }
         if config.class_weights
         else None
     )
@@ -123,7 +130,9 @@ class Stepper:
         when it differs from what the model was built with)."""
         config, model = run.config, run.model
         run.model.set_heads(plan.head_layers, config.seed)
-        loss_fn = build_loss(config, run.data, run.train, plan.rdrop_alpha).to(run.device)
+        loss_fn = build_loss(config, run.data, run.train, plan.rdrop_alpha, run.batches.representatives()).to(
+            run.device
+        )
         optimizer = build_optimizer(
             model,
             lr=plan.lr,
@@ -244,6 +253,7 @@ def prepare(config: TrainConfig, data: SplitData, device: torch.device | None = 
         curriculum=config.curriculum,
         curriculum_start=config.curriculum_start,
         curriculum_epochs=config.curriculum_epochs,
+        one_per_source=config.variant_sampling == "one_per_source",
     )
     return Prepared(config, data, model, tokenizer, pad_id, train, val, test, batches, device, dtype, threads)
 
