@@ -124,7 +124,10 @@ class TrainingEstimate(BaseModel):
     dataset: str
     config: dict[str, Any] = Field(description="The full config each run would get (defaults filled in)")
     runs: int
-    train_examples: int = Field(description="Train originals plus the variants this config trains on")
+    train_examples: int = Field(
+        description="The texts an epoch trains on: train originals plus the variants this config trains on "
+        "(with variant_sampling one_per_source, one text of each original's family)"
+    )
     eval_examples: int = Field(description="Val and test originals, evaluated each epoch and at the end")
     pending_to_score: int = Field(description="Pending variants the finished run scores for the review queue")
     tokens_per_text: float

@@ -105,16 +105,20 @@ def training_plan(
     config = default_config(overrides)
     check_config(config, seeds, user)  # before encoder_size reads the encoder's config.json from disk
     check_config_against(dataset, config)
-    train_lengths = list(
-        session.scalars(
-            select(func.length(Sample.text)).where(
+    rows: list[tuple[int, int]] = [
+        (length, family)
+        for length, family in session.execute(
+            select(func.length(Sample.text), func.coalesce(Sample.parent_id, Sample.id)).where(
                 Sample.dataset_id == dataset.id,
                 Sample.split == "train",
                 joins_training(config),
                 Sample.id.in_(select(SampleLabel.sample_id)),
             )
         )
-    )
+    ]
+    if config.variant_sampling == "one_per_source":  # an epoch shows one text of each original's family
+        rows = list({family: (length, family) for length, family in rows}.values())
+    train_lengths = [length for length, _family in rows]
     if config.max_train_samples:
         train_lengths = train_lengths[: config.max_train_samples]
     evaluation = (

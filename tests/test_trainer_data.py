@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.trainer_fixtures import add_variant, import_small
+from tests.trainer_fixtures import add_variant, fast_config, import_small, synthetic_split, tiny_encoder  # noqa: F401
 from trainer.data import (
     Encoded,
     TrainBatches,
@@ -118,7 +118,7 @@ def test_one_per_source_draws_one_text_of_each_family_per_epoch() -> None:
         assert batches.epoch(5) == batches.epoch(5)  # seeded: every rank of a distributed run draws the same
     every = TrainBatches(encoded, examples, batch_size=4, group_by_length=True, seed=3)
     assert sorted(i for b in every.epoch(0) for i in b) == list(range(10)) and every.max_batches_per_epoch() == 3
-    assert every.representatives() == list(range(10))
+    assert every.representatives() is None  # every row counts
 
 
 def test_one_per_source_on_originals_alone_gives_the_epochs_of_all() -> None:
@@ -128,6 +128,54 @@ def test_one_per_source_on_originals_alone_gives_the_epochs_of_all() -> None:
         kw = {"batch_size": 4, "group_by_length": by_length, "seed": 7, "oversample": True}
         drawn, every = TrainBatches(encoded, examples, one_per_source=True, **kw), TrainBatches(encoded, examples, **kw)
         assert [drawn.epoch(e) for e in range(5)] == [every.epoch(e) for e in range(5)]
+
+
+def test_oversampling_counts_families_when_one_text_of_each_is_drawn() -> None:
+    examples, encoded = _family_examples()  # by family 3 of x and 3 of y; by text 6 of x and 4 of y
+    kw = {"batch_size": 4, "group_by_length": True, "seed": 1, "oversample": True, "oversample_power": 1.0}
+    drawn = TrainBatches(encoded, examples, one_per_source=True, **kw)
+    assert drawn.factors == [1] * 10 and drawn.samples_per_epoch() == 6
+    assert all(len([i for b in drawn.epoch(e) for i in b]) == 6 for e in range(5))
+    every = TrainBatches(encoded, examples, **kw)
+    assert every.factors == [1, 1, 1, 2, 2, 2, 1, 1, 1, 2]  # round(6 / 4) for y
+    assert every.samples_per_epoch() == 14 == len([i for b in every.epoch(0) for i in b])
+    rare_x = [  # sample 1's family is the only y
+        Example(e.text, {"a": "y" if 1 in (e.source_id, e.sample_id) else "x"}, e.sample_id, source_id=e.source_id)
+        for e in examples
+    ]
+    labels = torch.tensor([[0 if e.labels["a"] == "x" else 1] for e in rare_x])
+    rare = TrainBatches(Encoded(encoded.input_ids, labels, encoded.lengths), rare_x, one_per_source=True, **kw)
+    assert [rare.factors[i] for i in (0, 6, 7, 8)] == [4, 4, 4, 4]  # one family of y against five of x, capped
+    assert rare.samples_per_epoch() == 5 + 4 and len([i for b in rare.epoch(2) for i in b]) == 9
+
+
+def test_a_budgeted_plan_times_an_epoch_of_one_text_per_family(tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    from trainer.examples import SplitData, split_from_dict, split_to_dict
+    from trainer.plan import Throughput
+    from trainer.steps import prepare
+
+    originals = synthetic_split(n_train=24)
+    variants = [
+        Example(f"{e.text} again {k}", dict(e.labels), 1000 + 10 * e.sample_id + k, source_id=e.sample_id)
+        for e in originals.train[:8]
+        for k in range(3)
+    ]
+    augmented = SplitData(originals.tasks, [*originals.train, *variants], originals.val, originals.test)
+    sources = [e.source_id for e in augmented.train]
+    assert [e.source_id for e in split_from_dict(split_to_dict(augmented)).train] == sources  # to DDP processes
+    pace = Throughput(seconds_per_sample=0.05, eval_seconds=0.5)
+
+    def plan(data: SplitData, sampling: str):  # type: ignore[no-untyped-def]
+        config = fast_config(tiny_encoder, budget_minutes=0.5, epochs=20, variant_sampling=sampling, grad_accum=None)
+        run = prepare(config, data)
+        return run, run.plan(pace)
+
+    drawn, drawn_plan = plan(augmented, "one_per_source")
+    assert drawn.batches.samples_per_epoch() == 24 and len(drawn.data.train) == 48
+    _, originals_plan = plan(originals, "all")
+    _, every_plan = plan(augmented, "all")
+    assert drawn_plan.steps == originals_plan.steps and drawn_plan.epochs == originals_plan.epochs
+    assert every_plan.epochs < drawn_plan.epochs  # every variant, every epoch: twice the texts, half the epochs
 
 
 def test_class_weights_count_families_when_one_text_of_each_is_drawn() -> None:

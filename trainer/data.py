@@ -102,22 +102,22 @@ def random_batches(indices: list[int], batch_size: int, rng: random.Random) -> l
     return [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
 
 
-def oversample_factors(labels: torch.Tensor, power: float, cap: int) -> list[int]:
+def oversample_factors(labels: torch.Tensor, power: float, cap: int, counted: list[int] | None = None) -> list[int]:
     """Repeats per example: (largest class / the example's rarest class) ** power, at most `cap`, at least 1.
 
     An example counts by its rarest label over tasks, so a rare `message` class is repeated even when its
-    `bias` label is common.
+    `bias` label is common. Classes are counted over the rows `counted` (None: all), as an epoch shows them.
     """
     n, n_tasks = labels.shape
     factors = [1.0] * n
     for j in range(n_tasks):
         col = labels[:, j].tolist()
-        counts = Counter(c for c in col if c != IGNORE)
+        counts = Counter(c for c in (col if counted is None else [col[i] for i in counted]) if c != IGNORE)
         if not counts:
             continue
         biggest = max(counts.values())
         for i, c in enumerate(col):
-            if c != IGNORE:
+            if c != IGNORE and counts[c]:
                 factors[i] = max(factors[i], (biggest / counts[c]) ** power)
     return [max(1, min(cap, round(f))) for f in factors]
 
@@ -174,12 +174,14 @@ class TrainBatches:
         self.curriculum = curriculum
         self.curriculum_start = curriculum_start
         self.curriculum_epochs = curriculum_epochs
+        self.families = families_of(examples) if one_per_source else None
         factors = (
-            oversample_factors(encoded.labels, oversample_power, oversample_max) if oversample else [1] * len(encoded)
+            oversample_factors(encoded.labels, oversample_power, oversample_max, self.representatives())
+            if oversample
+            else [1] * len(encoded)
         )
         self.factors = factors
         self.pool = [i for i, f in enumerate(factors) for _ in range(f)]
-        self.families = families_of(examples) if one_per_source else None
         self.easy_order = np.argsort(difficulty_scores(examples, encoded.lengths), kind="stable")
 
     def fraction(self, epoch: int) -> float:
@@ -202,14 +204,19 @@ class TrainBatches:
             return length_grouped_batches(pool, self.encoded.lengths, self.batch_size, rng)
         return random_batches(pool, self.batch_size, rng)
 
-    def max_batches_per_epoch(self) -> int:
+    def samples_per_epoch(self) -> int:
+        """The texts a whole epoch shows (at most: a family counts with its largest repeat factor); what the plan
+        times an epoch by."""
         if self.families is not None:
-            return math.ceil(sum(max(self.factors[i] for i in f) for f in self.families) / self.batch_size)
-        return math.ceil(len(self.pool) / self.batch_size)
+            return sum(max(self.factors[i] for i in f) for f in self.families)
+        return len(self.pool)
 
-    def representatives(self) -> list[int]:
-        """One index per family (its first; a variant copies its source's labels), or every index: what class
-        weights count, as an epoch shows it."""
+    def max_batches_per_epoch(self) -> int:
+        return math.ceil(self.samples_per_epoch() / self.batch_size)
+
+    def representatives(self) -> list[int] | None:
+        """One index per family (its first; a variant copies its source's labels), or None for every index:
+        the rows class weights and oversampling count, as an epoch shows them."""
         if self.families is None:
-            return list(range(len(self.encoded)))
+            return None
         return [f[0] for f in self.families]

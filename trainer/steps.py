@@ -90,7 +90,7 @@ class Prepared:
             config = config.model_copy(update={"batch_size": config.global_batch, "nproc": 1})
         return plan_run(
             config,
-            n_train=len(self.batches.pool),
+            n_train=self.batches.samples_per_epoch(),
             batches_per_epoch=self.batches.max_batches_per_epoch(),
             encoder_width=self.encoder_width,
             throughput=throughput,
