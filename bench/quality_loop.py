@@ -21,9 +21,9 @@ path), run by the worker (Worker(engine).run(burst=True)), and the ensemble the 
   (`loop_originals`, with its own TF-IDF member and ensemble `full_loop_originals`): arm 3 − arm 2 of issue 15,
   what the approved variants add (`loop_minus_loop_originals`). `--ablation-only` runs the loop and the loop on
   originals only, not the baselines (~1 h 50 min), and writes quality_loop.ablation.json. `--loop-only` runs the
-  loop alone (~1 h; quality_loop.loop.json), and `--variant-sampling one_per_source` has the loop draw one text of
-  each original's family per epoch instead of showing every variant (trainer/data.py TrainBatches); the results
-  of such a run get the suffix `.one_per_source`.
+  loop alone (~1 h; quality_loop.loop.json). The loop draws one text of each original's family per epoch (the
+  trainer's default `variant_sampling`, trainer/data.py TrainBatches); `--variant-sampling all` shows it every
+  variant in every epoch instead, and the results of such a run get the suffix `.all`.
 
 Nothing here is chosen for this dataset: the loop's settings are the product's defaults; the study only sets
 what a user sets (encoder, tasks, max length 64, threads, the budget). Paired deltas carry a paired bootstrap CI

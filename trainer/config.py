@@ -82,9 +82,9 @@ class TrainConfig(ConfigModel):
     curriculum_epochs: int = Field(default=3, ge=1)
     variants: Literal["approved", "none"] = "approved"  # variants in the train view; "none": originals only
     exclude_methods: list[Name] = Field(default_factory=list)  # approved variants of these methods stay out
-    # "all": every approved variant is an example of every epoch; "one_per_source": an original and its
-    # variants are one family, and each epoch draws one of them (trainer/data.py TrainBatches)
-    variant_sampling: Literal["all", "one_per_source"] = "all"
+    # "one_per_source": an original and its variants are one family, and each epoch draws one of them
+    # (trainer/data.py TrainBatches); "all": every approved variant is an example of every epoch
+    variant_sampling: Literal["all", "one_per_source"] = "one_per_source"
 
     # Loss
     focal_gamma: float = Field(default=2.0, ge=0)
