@@ -118,8 +118,9 @@ def test_estimate_without_a_measured_run(lead, engine, tmp_path) -> None:
     assert estimate(encoder=str(encoder), epochs=8, max_length=64)["seconds_per_run"] > small["seconds_per_run"]
     for k in range(3):  # three approved variants of one original: an epoch shows all, or one of the family
         add_variant(engine, name, "train", "approved", f"a variant of the first original, number {k}")
-    assert estimate(encoder=str(encoder), epochs=4, max_length=64)["train_examples"] == 43
-    drawn = estimate(encoder=str(encoder), epochs=4, max_length=64, variant_sampling="one_per_source")
+    every = estimate(encoder=str(encoder), epochs=4, max_length=64, variant_sampling="all")
+    assert every["train_examples"] == 43
+    drawn = estimate(encoder=str(encoder), epochs=4, max_length=64)  # the default: one text per family
     assert drawn["train_examples"] == 40 and drawn["config"]["variant_sampling"] == "one_per_source"
     bad = lead.post("/api/v1/training-estimates", json={"dataset": name, "config": {"epochs": 0}})
     assert bad.status_code == 422 and bad.json()["field"] == "config.epochs"
