@@ -112,11 +112,25 @@ def discard_unless_committed(session: Session, path: Path) -> None:
     session.info.setdefault(_UNCOMMITTED_FILES, []).append((owner, path))
 
 
+_FILES_TO_DELETE = "augloop_files_to_delete"
+
+
+def delete_when_committed(session: Session, path: Path) -> None:
+    """Delete `path` (a file or a folder) once the transaction commits: the rows that named it are gone for good.
+    If the transaction (or the savepoint it was asked in) rolls back, the file stays with the rows that name it."""
+    if not session.in_transaction():
+        session.begin()
+    owner = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_FILES_TO_DELETE, []).append((owner, path))
+
+
 @event.listens_for(Session, "after_commit")
 def _keep_files(session: Session) -> None:
     if session.in_nested_transaction():  # a savepoint released: the transaction may still roll back
         return
     session.info.pop(_UNCOMMITTED_FILES, None)
+    for _owner, path in session.info.pop(_FILES_TO_DELETE, []):
+        _delete(path)
 
 
 @event.listens_for(Session, "after_soft_rollback")
@@ -136,10 +150,18 @@ def _discard_files(session: Session, previous_transaction: Any) -> None:
     if kept:
         session.info[_UNCOMMITTED_FILES] = kept
     for path in gone:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        _delete(path)
+    # Deletions asked within it are called off: the rows that name those files are back.
+    still = [(o, p) for o, p in session.info.pop(_FILES_TO_DELETE, []) if not _within(o, previous_transaction)]
+    if still:
+        session.info[_FILES_TO_DELETE] = still
+
+
+def _delete(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _within(transaction: Any, ended: Any) -> bool:
