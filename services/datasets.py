@@ -70,12 +70,11 @@ def remove(session: Session, name: str) -> None:
 def dataset_files(session: Session, dataset: Dataset) -> list[Path]:
     """What a dataset keeps under the data directory: its runs' folders, checkpoints and unfinished attempts
     (training requests hold every training text), its export jobs' files, and its queued imports' uploads."""
-    from services.training import runs_root
+    from services.training import attempt_leftovers, runs_root
 
-    runs = runs_root()
     paths: list[Path] = []
     for run_id in session.scalars(select(TrainingRun.id).where(TrainingRun.dataset_id == dataset.id)):
-        paths += [runs / str(run_id), runs / f"{run_id}.checkpoint", *runs.glob(f"{run_id}.partial-*")]
+        paths += [runs_root() / str(run_id), *attempt_leftovers(run_id)]
     exports = get_settings().data_dir.resolve() / "exports"
     for job_id, kind, params in session.execute(
         select(Job.id, Job.kind, Job.params).where(Job.dataset_id == dataset.id, Job.kind.in_(("export", "import")))

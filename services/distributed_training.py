@@ -73,7 +73,8 @@ def train_distributed(
     with (job_dir / LOG_FILE).open("wb") as log:
         # A session of its own: a terminal's Ctrl-C reaches the worker, which decides how the processes stop.
         proc = subprocess.Popen(
-            launch_command(job_dir, config.nproc, checkpoint_dir),
+            # The processes watch this one: killed, even by SIGKILL, it leaves no run training for no one.
+            launch_command(job_dir, config.nproc, checkpoint_dir, watch_pid=os.getpid()),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -23,12 +23,16 @@ from db.models import Dataset, Job, User
 from db.session import delete_when_committed
 from services.access import Need, check_dataset_id, visible_project_ids
 from services.datasets import dataset_named, upload_of
+from services.training import attempt_leftovers
 
 
 @queue.on_job_end("train")
 @queue.on_job_end("lr_select")  # the runs waiting for their LR selection point at its job
 def end_training_runs(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> None:
-    db_runs.end_runs_of_jobs(session, job_ids, status, error, now)
+    """The runs still open end with their job; what their attempts kept aside goes once that commits."""
+    for run_id in db_runs.end_runs_of_jobs(session, job_ids, status, error, now):
+        for path in attempt_leftovers(run_id):
+            delete_when_committed(session, path)
 
 
 @queue.on_job_end("import")

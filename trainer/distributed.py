@@ -7,6 +7,9 @@ The job directory holds what the launcher prepared and what the processes report
     request.json     the config and the examples (trainer.examples.split_to_dict), written by the launcher
     progress.jsonl   rank 0's progress events, one JSON object a line (appended and flushed as they happen)
     stop             created by the launcher to ask the run to checkpoint and stop at its next optimizer step
+                     (with --watch-pid, the launcher's death asks the same: the processes checkpoint, stop and
+                     remove the job directory, whose request holds every training text, instead of training on
+                     for no one)
     artifacts/       rank 0's saved run (trainer.train.save_artifacts), when the run finishes
 
 Each process exits 0 when the run finished or stopped on request (progress.jsonl then ends with a `stopped`
@@ -45,9 +48,11 @@ def write_request(job_dir: Path, config: dict[str, Any], data: Any) -> None:
     tmp.replace(job_dir / REQUEST_FILE)
 
 
-def launch_command(job_dir: Path, nproc: int, checkpoint_dir: Path | None = None) -> list[str]:
+def launch_command(
+    job_dir: Path, nproc: int, checkpoint_dir: Path | None = None, watch_pid: int | None = None
+) -> list[str]:
     """torchrun (as `python -m torch.distributed.run`, the same interpreter) on this node: `nproc` processes
-    and a local rendezvous on a free port."""
+    and a local rendezvous on a free port; `watch_pid`: the launcher, whose end (even by SIGKILL) stops them."""
     command = [
         sys.executable,
         "-m",
@@ -62,7 +67,24 @@ def launch_command(job_dir: Path, nproc: int, checkpoint_dir: Path | None = None
     ]
     if checkpoint_dir is not None:
         command += ["--checkpoint-dir", str(checkpoint_dir)]
+    if watch_pid is not None:
+        command += ["--watch-pid", str(watch_pid)]
     return command
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` still runs: it exists and (where /proc tells) is not a zombie waiting to be reaped."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process of that id: it exists
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def _device_and_backend(config: Any, local_rank: int) -> tuple[Any, str]:
@@ -97,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.distributed", description=__doc__.split("\n")[0])
     parser.add_argument("--job-dir", required=True, type=Path)
     parser.add_argument("--checkpoint-dir", type=Path, default=None)
+    parser.add_argument("--watch-pid", type=int, default=None, help="stop (checkpointed) when this process ends")
     args = parser.parse_args(argv)
 
     import torch.distributed as dist
@@ -128,7 +151,12 @@ def main(argv: list[str] | None = None) -> int:
             dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
         group = Group(rank, world, str(device) if device.type == "cuda" else "cpu")
         stop_file = job_dir / STOP_FILE
-        control = LoopControl(checkpoint_dir=args.checkpoint_dir, should_stop=stop_file.exists, group=group)
+        watched: int | None = args.watch_pid
+
+        def should_stop() -> bool:  # asked at every optimizer step; the ranks agree on the step (group.flags)
+            return stop_file.exists() or (watched is not None and not alive(watched))
+
+        control = LoopControl(checkpoint_dir=args.checkpoint_dir, should_stop=should_stop, group=group)
         result = train_process(config, data, progress=report, control=control, device=device)
         if result is not None:
             save_artifacts(result, job_dir / ARTIFACTS_DIR)
@@ -140,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as stopped:
         if report:
             report({"event": "stopped", "steps_done": stopped.steps_done, "saved": stopped.saved})
+        if rank == 0 and args.watch_pid is not None and not alive(args.watch_pid):
+            # No one will read this attempt's directory: the next attempt resumes from the checkpoint.
+            import shutil
+
+            shutil.rmtree(job_dir, ignore_errors=True)
         return 0  # not a failure: torchrun must not report the run as failed
     except TrainerError as err:
         if report:
