@@ -23,13 +23,6 @@ from trainer.examples import IGNORE, Example, TaskSpec
 SORT_CHUNK_BATCHES = 50  # length-sort within chunks of this many batches, so batch order stays random
 
 
-def subsample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
-    if n is None or n >= len(examples):
-        return examples
-    picked = sorted(random.Random(seed).sample(range(len(examples)), n))
-    return [examples[i] for i in picked]
-
-
 @dataclass
 class Encoded:
     """Token ids (unpadded) and a (N, tasks) label matrix with IGNORE where a label is missing."""
