@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings, get_settings
+
+log = logging.getLogger("augloop.db")
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
@@ -130,7 +133,18 @@ def _keep_files(session: Session) -> None:
         return
     session.info.pop(_UNCOMMITTED_FILES, None)
     for _owner, path in session.info.pop(_FILES_TO_DELETE, []):
-        _delete(path)
+        try:
+            _delete(path)
+        except OSError as err:  # the rows are gone for good: a file that cannot go now is the operator's to see
+            log.warning("could not delete %s after its rows were deleted: %s", path, err)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_deletions(session: Session, transaction: Any) -> None:
+    """A root transaction ended without a commit or a rollback the session saw (Session.close): the deletions it
+    asked are called off, never carried into the session's next transaction."""
+    if transaction.parent is None and not transaction.nested:
+        session.info.pop(_FILES_TO_DELETE, None)
 
 
 @event.listens_for(Session, "after_soft_rollback")

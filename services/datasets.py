@@ -83,7 +83,7 @@ def dataset_files(session: Session, dataset: Dataset) -> list[Path]:
             paths += exports.glob(f"job{job_id}.*")
         elif upload := upload_of(params or {}):
             paths.append(upload)
-    return [path for path in paths if path.exists()]
+    return paths  # listed whether or not they exist yet: an attempt may write one before the deletion commits
 
 
 def upload_of(params: dict[str, Any]) -> Path | None:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from core.settings import get_settings
 from db import queue
 from db import training_runs as db_runs
-from db.models import Dataset
+from db.models import Dataset, JobStatus, TrainingRun
 from db.session import readonly_engine, session_scope
 from services import label_model
 from services.distributed_training import train_distributed
@@ -103,6 +103,16 @@ class _Attempt:
             {"event": "finished", **summary, "summary": summary_line(result.metrics["test"] or result.metrics["val"])}
         )
         return summary
+
+
+def drop_leftovers_if_ended(engine: Engine, run_id: int) -> None:
+    """After an attempt lost its job: if the run has ended (or is gone with its dataset), nothing resumes it, and
+    what this attempt went on writing after the end's own clean-up (a checkpoint) goes too."""
+    with session_scope(readonly_engine(engine)) as session:
+        run = session.get(TrainingRun, run_id)
+        ended = run is None or run.status not in (JobStatus.queued, JobStatus.running)
+    if ended:
+        discard_checkpoint(run_id)
 
 
 def discard_checkpoint(run_id: int) -> None:

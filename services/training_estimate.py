@@ -106,6 +106,7 @@ def training_plan(
     config = default_config(overrides)
     check_config(config, seeds, user)  # before encoder_size reads the encoder's config.json from disk
     check_config_against(dataset, config)
+    tasks = config.tasks or dataset.task_names()
     rows: list[tuple[int, int]] = [
         (length, family)
         for length, family in session.execute(
@@ -114,14 +115,15 @@ def training_plan(
                 Sample.dataset_id == dataset.id,
                 Sample.split == "train",
                 joins_training(config),
-                Sample.id.in_(select(SampleLabel.sample_id)),
+                # labelled in a chosen task: the trainer drops the others (services.training_data)
+                Sample.id.in_(select(SampleLabel.sample_id).where(SampleLabel.task.in_(tasks))),
             )
             .order_by(Sample.id)
         )
     ]
     # As the trainer does: max_train_samples draws texts first (in the training view's order, by the run's seed),
     # then an epoch shows one text of each family among them (one_per_source).
-    rows = subsample(rows, config.max_train_samples, config.seed)
+    rows = subsample(rows, config.max_train_samples, seeds[0] if seeds else config.seed)
     if config.variant_sampling == "one_per_source":
         rows = list({family: (length, family) for length, family in rows}.values())
     train_lengths = [length for length, _family in rows]

@@ -139,6 +139,9 @@ def test_estimate_without_a_measured_run(lead, engine, tmp_path) -> None:
     for n, seed in ((12, 0), (30, 3), (43, 1)):
         counted = estimate(encoder=str(encoder), epochs=4, max_length=64, max_train_samples=n, seed=seed)
         assert counted["train_examples"] == _families_the_trainer_sees(engine, name, n, seed), (n, seed)
+    config = {"encoder": str(encoder), "epochs": 4, "max_length": 64, "max_train_samples": 30}
+    seeded = lead.post("/api/v1/training-estimates", json={"dataset": name, "config": config, "seeds": [5, 6]})
+    assert seeded.json()["train_examples"] == _families_the_trainer_sees(engine, name, 30, 5)  # the first run's
     bad = lead.post("/api/v1/training-estimates", json={"dataset": name, "config": {"epochs": 0}})
     assert bad.status_code == 422 and bad.json()["field"] == "config.epochs"
 

@@ -139,8 +139,9 @@ def _processes_watching(pid: int) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"trainer.distributed" in cmdline and f"--watch-pid\x00{pid}\x00".encode() in cmdline + b"\x00":
-            found.append(int(entry.name))
+        watching = f"--watch-pid\x00{pid}\x00".encode() in cmdline + b"\x00"
+        if watching and b"trainer.distributed" in cmdline and b"torch.distributed.run" not in cmdline:
+            found.append(int(entry.name))  # a rank (torchrun's own process names the same arguments)
     return found
 
 
@@ -168,6 +169,7 @@ def test_sigkill_of_the_worker_stops_its_two_process_run_which_the_next_worker_r
         pytest.fail(victim.communicate()[0][-3000:])
     ranks = _processes_watching(victim.pid)
     assert len(ranks) == 2 and list(runs_root().glob(f"{run_id}.partial-*"))
+    killed_at = time.time()
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
 
@@ -175,7 +177,8 @@ def test_sigkill_of_the_worker_stops_its_two_process_run_which_the_next_worker_r
     while _processes_watching(victim.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _processes_watching(victim.pid) == [], "the ranks train on after their worker was killed"
-    assert (checkpoint_dir(run_id) / CHECKPOINT_FILE).is_file()
+    saved = checkpoint_dir(run_id) / CHECKPOINT_FILE
+    assert saved.is_file() and saved.stat().st_mtime >= killed_at, "the ranks checkpoint when they stop"
     assert list(runs_root().glob(f"{run_id}.partial-*")) == [], "the killed attempt's training request stays"
 
     rescuer = _spawn_worker(settings, lease=3, burst=True, kinds="train")

@@ -111,7 +111,8 @@ def oversample_factors(labels: torch.Tensor, power: float, cap: int, counted: li
         biggest = max(counts.values())
         for i, c in enumerate(col):
             if c != IGNORE and counts[c]:
-                factors[i] = max(factors[i], (biggest / counts[c]) ** power)
+                # in logs, so that a large power reaches the cap instead of overflowing a float
+                factors[i] = max(factors[i], math.exp(min(power * math.log(biggest / counts[c]), math.log(cap))))
     return [max(1, min(cap, round(f))) for f in factors]
 
 

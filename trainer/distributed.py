@@ -72,19 +72,35 @@ def launch_command(
     return command
 
 
-def alive(pid: int) -> bool:
-    """Whether process `pid` still runs: it exists and (where /proc tells) is not a zombie waiting to be reaped."""
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (state first, start time 20th), where /proc tells."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process of that id: it exists
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
+        return None
+
+
+class Watched:
+    """The launcher, watched by its processes: it runs while its pid does, is not a zombie and (where /proc
+    tells) started when the one we were launched by did, so a pid reused by another process does not count."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        stat = _stat(pid)
+        self.started = stat[19] if stat and len(stat) > 19 else None
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # another user's process of that id: it exists
+            pass
+        stat = _stat(self.pid)
+        if stat is None:
+            return True
+        started = stat[19] if len(stat) > 19 else None
+        return stat[0] not in ("Z", "X") and (self.started is None or started == self.started)
 
 
 def _device_and_backend(config: Any, local_rank: int) -> tuple[Any, str]:
@@ -115,6 +131,15 @@ class Reporter:
         self.fh.close()
 
 
+def _abandoned(job_dir: Path, rank: int, watched: Watched | None) -> None:
+    """Rank 0 removes the job directory when its launcher is gone: no one reads it (the next attempt resumes
+    from the checkpoint), and its request holds every training text."""
+    if rank == 0 and watched is not None and not watched.alive():
+        import shutil
+
+        shutil.rmtree(job_dir, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.distributed", description=__doc__.split("\n")[0])
     parser.add_argument("--job-dir", required=True, type=Path)
@@ -135,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     job_dir: Path = args.job_dir
+    watched = Watched(args.watch_pid) if args.watch_pid is not None else None
     report = Reporter(job_dir / PROGRESS_FILE) if rank == 0 else None
     try:
         request = json.loads((job_dir / REQUEST_FILE).read_text(encoding="utf-8"))
@@ -151,10 +177,9 @@ def main(argv: list[str] | None = None) -> int:
             dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
         group = Group(rank, world, str(device) if device.type == "cuda" else "cpu")
         stop_file = job_dir / STOP_FILE
-        watched: int | None = args.watch_pid
 
         def should_stop() -> bool:  # asked at every optimizer step; the ranks agree on the step (group.flags)
-            return stop_file.exists() or (watched is not None and not alive(watched))
+            return stop_file.exists() or (watched is not None and not watched.alive())
 
         control = LoopControl(checkpoint_dir=args.checkpoint_dir, should_stop=should_stop, group=group)
         result = train_process(config, data, progress=report, control=control, device=device)
@@ -164,15 +189,12 @@ def main(argv: list[str] | None = None) -> int:
             report({"event": "saved", "artifacts": str(job_dir / ARTIFACTS_DIR)})
         if world > 1:
             dist.barrier()
+        _abandoned(job_dir, rank, watched)
         return 0
     except TrainingStopped as stopped:
         if report:
             report({"event": "stopped", "steps_done": stopped.steps_done, "saved": stopped.saved})
-        if rank == 0 and args.watch_pid is not None and not alive(args.watch_pid):
-            # No one will read this attempt's directory: the next attempt resumes from the checkpoint.
-            import shutil
-
-            shutil.rmtree(job_dir, ignore_errors=True)
+        _abandoned(job_dir, rank, watched)
         return 0  # not a failure: torchrun must not report the run as failed
     except TrainerError as err:
         if report:
