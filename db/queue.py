@@ -343,7 +343,9 @@ def mark_cancelled(session: Session, job_id: int, worker_id: str) -> None:
 
 def request_cancel(session: Session, job_id: int) -> Job:
     """Cancel a queued job at once; ask a running one to stop at its next heartbeat."""
-    job = session.get(Job, job_id, populate_existing=True)
+    # Locked (Postgres; SQLite's writers take turns): a claim or a completion cannot land between the status
+    # read here and the write below, which would turn a job already running or done into a cancelled one.
+    job = session.get(Job, job_id, populate_existing=True, with_for_update=True)
     if job is None:
         raise NotFoundError(f"job {job_id} not found", field="job_id")
     if job.status in TERMINAL:
