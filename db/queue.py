@@ -32,9 +32,10 @@ class LeaseLost(Exception):
     """The worker no longer owns the job (its lease expired and another worker may have it)."""
 
 
-# What a job kind needs done when the queue itself ends one of its jobs, with no handler left to do it
-# (lease lost with no attempts left, cancelled before it ran): fn(session, job_ids, status, error, now),
-# run in the same transaction. The train kind ends its training runs there (services/jobs.py).
+# What a job kind needs done when one of its jobs ends without succeeding (failed past retrying, cancelled, lost
+# with no attempts left, cancelled before it ran): fn(session, job_ids, status, error, now), run in the same
+# transaction as the job's status. The train kind ends its training runs there, the import kind deletes its
+# upload (services/jobs.py). A hook may find its work done already by the handler: it acts on what is left.
 EndHook = Callable[[Session, list[int], str, str, datetime], None]
 END_HOOKS: dict[str, EndHook] = {}
 
@@ -306,7 +307,14 @@ def fail(session: Session, job_id: int, worker_id: str, error: str, *, retry: bo
         values.update(status=JobStatus.queued, run_after=now + timedelta(seconds=delay))
     else:
         values.update(status=JobStatus.failed, finished_at=now)
-    return str(_update_owned(session, job_id, worker_id, values, Job.status, Job.attempts == attempts))
+    status = str(_update_owned(session, job_id, worker_id, values, Job.status, Job.attempts == attempts))
+    if status == JobStatus.failed:
+        _ended(session, [(job_id, _kind(session, job_id))], status, error, now)
+    return status
+
+
+def _kind(session: Session, job_id: int) -> str:
+    return str(session.scalar(select(Job.kind).where(Job.id == job_id)))
 
 
 def release(session: Session, job_id: int, worker_id: str, note: str) -> None:
@@ -320,18 +328,24 @@ def release(session: Session, job_id: int, worker_id: str, note: str) -> None:
 
 
 def mark_cancelled(session: Session, job_id: int, worker_id: str) -> None:
+    """The job stopped at its cancellation, if we still hold it (else whoever does decides its end)."""
     now = db_now(session)
-    session.execute(
+    kind = session.execute(
         update(Job)
         .where(_owned(job_id, worker_id))
         .values(status=JobStatus.cancelled, finished_at=now, updated_at=now, lease_until=None)
+        .returning(Job.kind)
         .execution_options(synchronize_session=False)
-    )
+    ).scalar()
+    if kind is not None:
+        _ended(session, [(job_id, kind)], JobStatus.cancelled, "cancelled while it ran", now)
 
 
 def request_cancel(session: Session, job_id: int) -> Job:
     """Cancel a queued job at once; ask a running one to stop at its next heartbeat."""
-    job = session.get(Job, job_id, populate_existing=True)
+    # Locked (Postgres; SQLite's writers take turns): a claim or a completion cannot land between the status
+    # read here and the write below, which would turn a job already running or done into a cancelled one.
+    job = session.get(Job, job_id, populate_existing=True, with_for_update=True)
     if job is None:
         raise NotFoundError(f"job {job_id} not found", field="job_id")
     if job.status in TERMINAL:

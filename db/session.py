@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings, get_settings
+
+log = logging.getLogger("augloop.db")
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
@@ -112,11 +115,36 @@ def discard_unless_committed(session: Session, path: Path) -> None:
     session.info.setdefault(_UNCOMMITTED_FILES, []).append((owner, path))
 
 
+_FILES_TO_DELETE = "augloop_files_to_delete"
+
+
+def delete_when_committed(session: Session, path: Path) -> None:
+    """Delete `path` (a file or a folder) once the transaction commits: the rows that named it are gone for good.
+    If the transaction (or the savepoint it was asked in) rolls back, the file stays with the rows that name it."""
+    if not session.in_transaction():
+        session.begin()
+    owner = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_FILES_TO_DELETE, []).append((owner, path))
+
+
 @event.listens_for(Session, "after_commit")
 def _keep_files(session: Session) -> None:
     if session.in_nested_transaction():  # a savepoint released: the transaction may still roll back
         return
     session.info.pop(_UNCOMMITTED_FILES, None)
+    for _owner, path in session.info.pop(_FILES_TO_DELETE, []):
+        try:
+            _delete(path)
+        except OSError as err:  # the rows are gone for good: a file that cannot go now is the operator's to see
+            log.warning("could not delete %s after its rows were deleted: %s", path, err)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_deletions(session: Session, transaction: Any) -> None:
+    """A root transaction ended without a commit or a rollback the session saw (Session.close): the deletions it
+    asked are called off, never carried into the session's next transaction."""
+    if transaction.parent is None and not transaction.nested:
+        session.info.pop(_FILES_TO_DELETE, None)
 
 
 @event.listens_for(Session, "after_soft_rollback")
@@ -136,10 +164,18 @@ def _discard_files(session: Session, previous_transaction: Any) -> None:
     if kept:
         session.info[_UNCOMMITTED_FILES] = kept
     for path in gone:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        _delete(path)
+    # Deletions asked within it are called off: the rows that name those files are back.
+    still = [(o, p) for o, p in session.info.pop(_FILES_TO_DELETE, []) if not _within(o, previous_transaction)]
+    if still:
+        session.info[_FILES_TO_DELETE] = still
+
+
+def _delete(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _within(transaction: Any, ended: Any) -> bool:

@@ -164,13 +164,16 @@ def end_run(session: Session, run_id: int, status: str, error: str | None = None
     )
 
 
-def end_runs_of_jobs(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> None:
-    """End the still-open runs of these jobs."""
-    session.execute(
-        update(TrainingRun)
-        .where(TrainingRun.job_id.in_(job_ids), TrainingRun.status.in_((JobStatus.queued, JobStatus.running)))
-        .values(status=status, finished_at=now, error=error)
-        .execution_options(synchronize_session=False)
+def end_runs_of_jobs(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> list[int]:
+    """End the still-open runs of these jobs; returns their ids."""
+    return list(
+        session.scalars(
+            update(TrainingRun)
+            .where(TrainingRun.job_id.in_(job_ids), TrainingRun.status.in_((JobStatus.queued, JobStatus.running)))
+            .values(status=status, finished_at=now, error=error)
+            .returning(TrainingRun.id)
+            .execution_options(synchronize_session=False)
+        )
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.errors import ConflictError, NotFoundError, TooLargeError, ValidationFailed
+from core.errors import ConflictError, NotFoundError, PermissionDenied, TooLargeError, ValidationFailed
 from core.settings import Settings, get_settings
 from core.textnorm import content_hash, text_problem
 from db import queue
@@ -31,7 +31,7 @@ from db.chunks import chunked
 from db.datasets import lock_dataset
 from db.models import AugmentationPlan, Dataset, Job, Origin, ReviewStatus, Sample, SampleLabel, Split, User
 from services import leak_guard
-from services.access import Need
+from services.access import Need, is_admin
 from services.protected_terms import ensure_seeded
 from workers.augment.base import derive_seed
 from workers.augment.catalog import validate_request
@@ -367,16 +367,16 @@ def create_and_enqueue_plan(
 def request_variants(
     session: Session, dataset_name: str, request: AugmentRequest, settings: Settings, user: User | None
 ) -> Job:
-    """The project's leads (None: the operator)."""
+    """The project's leads (None: the operator). The queue is shared by every project, so a lead may put their
+    job behind others (priority < 0) but only an admin ahead of them (priority > 0)."""
     from services.datasets import dataset_named
 
-    return enqueue_request(
-        session,
-        dataset_named(session, dataset_name, user, Need.lead, field="dataset"),
-        request,
-        settings,
-        user.id if user else None,
-    )
+    dataset = dataset_named(session, dataset_name, user, Need.lead, field="dataset")
+    if request.priority > 0 and not is_admin(user):
+        raise PermissionDenied(
+            "priority above 0 puts a job ahead of every project's jobs: an admin's to give", field="priority"
+        )
+    return enqueue_request(session, dataset, request, settings, user.id if user else None)
 
 
 def plan_view(row: AugmentationPlan, dataset: Dataset, progress: list[dict[str, Any]] | None = None) -> dict[str, Any]:

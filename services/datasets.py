@@ -10,15 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from core.errors import DomainError, NotFoundError
+from core.errors import NotFoundError
 from core.settings import get_settings
 from db import queue
 from db.datasets import dataset_stats, delete_dataset, get_dataset, list_datasets, parse_include
-from db.models import Dataset, Job, User
-from db.session import discard_unless_committed, readonly_engine, session_scope
+from db.models import Dataset, Job, TrainingRun, User
+from db.session import delete_when_committed, discard_unless_committed, readonly_engine, session_scope
 from services.access import Need, check_dataset, visible_project_ids
 from services.exporting import ExportCount, check_format, iter_export
 from services.importing import FinishFn, ImportResult, ImportSpec, import_path, import_stream
@@ -59,7 +59,37 @@ def update_settings(
 
 
 def remove(session: Session, name: str) -> None:
+    """Delete the dataset with its samples, reviews, jobs and runs, and, once that commits, the files they name
+    under the data directory (`dataset_files`)."""
+    files = dataset_files(session, get_dataset(session, name))
     delete_dataset(session, name)
+    for path in files:
+        delete_when_committed(session, path)
+
+
+def dataset_files(session: Session, dataset: Dataset) -> list[Path]:
+    """What a dataset keeps under the data directory: its runs' folders, checkpoints and unfinished attempts
+    (training requests hold every training text), its export jobs' files, and its queued imports' uploads."""
+    from services.training import attempt_leftovers, runs_root
+
+    paths: list[Path] = []
+    for run_id in session.scalars(select(TrainingRun.id).where(TrainingRun.dataset_id == dataset.id)):
+        paths += [runs_root() / str(run_id), *attempt_leftovers(run_id)]
+    exports = get_settings().data_dir.resolve() / "exports"
+    for job_id, kind, params in session.execute(
+        select(Job.id, Job.kind, Job.params).where(Job.dataset_id == dataset.id, Job.kind.in_(("export", "import")))
+    ):
+        if kind == "export":
+            paths += exports.glob(f"job{job_id}.*")
+        elif upload := upload_of(params or {}):
+            paths.append(upload)
+    return paths  # listed whether or not they exist yet: an attempt may write one before the deletion commits
+
+
+def upload_of(params: dict[str, Any]) -> Path | None:
+    """The upload an import job reads (in the data directory's imports folder), if it names one."""
+    name = params.get("upload")
+    return uploads_folder() / Path(name).name if isinstance(name, str) and name else None
 
 
 def class_balance(session: Session, name: str, user: User | None) -> dict[str, Any]:
@@ -99,8 +129,9 @@ def import_queued(
 ) -> dict[str, Any]:
     """The `import` job's work: the uploaded file imported in transactions of its own (import_path); the job
     completes inside the switch. Progress: KiB read of the file (a Postgres integer holds 2 TB of them), then
-    the phase. The upload is deleted once imported, or once rejected (a retry cannot mend a bad row)."""
-    path = uploads_folder() / Path(params["upload"]).name if "upload" in params else Path(params["path"])
+    the phase. The upload is deleted once imported; when the job ends otherwise (rejected, cancelled, failed past
+    retrying, lost), by the import kind's end hook (services/jobs.py)."""
+    path = upload_of(params) or Path(params["path"])
     raw = params["spec"]
     spec = ImportSpec(**{**raw, "split_fractions": tuple(raw["split_fractions"])})
     if not path.is_file():
@@ -115,13 +146,9 @@ def import_queued(
             unit="KiB" if phase == "reading" else "rows",
         )
 
-    try:
-        result = import_path(
-            engine, path, spec, filename=params.get("filename"), created_by=created_by, progress=progress, finish=finish
-        )
-    except DomainError:
-        path.unlink(missing_ok=True)
-        raise
+    result = import_path(
+        engine, path, spec, filename=params.get("filename"), created_by=created_by, progress=progress, finish=finish
+    )
     path.unlink(missing_ok=True)
     return result.as_dict()
 

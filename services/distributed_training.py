@@ -12,7 +12,9 @@ Cancellation or a lost lease ends the processes at once (torchrun is told to sto
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import time
@@ -31,6 +33,10 @@ from trainer.distributed import (
 from trainer.errors import TrainerError, TrainingStopped
 from trainer.examples import SplitData
 from trainer.train import TrainResult, load_result
+
+logger = logging.getLogger("augloop.distributed")
+RANK_PREFIX = re.compile(r"^\[(?:default)?rank\d+\]:\s*")  # torchrun's prefix on a process's lines
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)(: .*)?$")
 
 POLL_SECONDS = 0.5
 KILL_GRACE_SECONDS = 30
@@ -73,7 +79,8 @@ def train_distributed(
     with (job_dir / LOG_FILE).open("wb") as log:
         # A session of its own: a terminal's Ctrl-C reaches the worker, which decides how the processes stop.
         proc = subprocess.Popen(
-            launch_command(job_dir, config.nproc, checkpoint_dir),
+            # The processes watch this one: killed, even by SIGKILL, it leaves no run training for no one.
+            launch_command(job_dir, config.nproc, checkpoint_dir, watch_pid=os.getpid()),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -106,7 +113,19 @@ def train_distributed(
     if "error" in outcome:  # the trainer refused the config or data (BAD_INPUT_EXIT)
         raise TrainerError(outcome["error"]["message"], field=outcome["error"].get("field"))
     tail = (job_dir / LOG_FILE).read_bytes()[-3000:].decode("utf-8", "replace")
-    raise RuntimeError(f"the distributed training processes exited with status {code}:\n{tail}")
+    # Their output (tracebacks through the server's files) is the operator's: the worker's log. The job's
+    # error, which the project's members read, names the exception.
+    logger.error("the distributed training processes exited with status %s; their output ends:\n%s", code, tail)
+    raise RuntimeError(f"the distributed training processes exited with status {code}: {last_exception(tail)}")
+
+
+def last_exception(output: str) -> str:
+    """The last `SomeError: message` line of the processes' output, or a pointer to the log."""
+    for line in reversed(output.splitlines()):
+        line = RANK_PREFIX.sub("", line.strip())
+        if EXCEPTION_LINE.match(line):
+            return line[:500]
+    return "see the worker's log"
 
 
 def _complete_lines(fh: Any) -> list[str]:

@@ -29,6 +29,9 @@ from services import leak_guard
 FORMATS = ("csv", "jsonl")
 # What a row says about where it came from: the view's columns after its identity and text (db.datasets).
 PROVENANCE = list(VIEW_COLUMNS[VIEW_COLUMNS.index("origin") :])
+# An export's columns beside the tasks' (one column per task, named by the task): a task may not take one of these
+# names, or its labels would be written over (services/importing.py refuses such a task at import).
+RESERVED_COLUMNS = ("id", "external_id", "text", "split", *PROVENANCE, "near_val_test")
 
 
 @dataclass
@@ -40,7 +43,7 @@ class ExportCount:
 
 
 def columns(dataset: Dataset) -> list[str]:
-    return ["id", "external_id", "text", "split", *dataset.task_names(), *PROVENANCE, "near_val_test"]
+    return [*RESERVED_COLUMNS[:4], *dataset.task_names(), *RESERVED_COLUMNS[4:]]
 
 
 def record(row: dict[str, Any], dataset: Dataset) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from core.textnorm import content_hash
 from db import import_staging as staging
 from db.datasets import lock_dataset
 from db.models import DEFAULT_PROJECT, Dataset, Project, Split, utcnow
+from services.exporting import RESERVED_COLUMNS
 from services.import_reading import (
     ImportRejected,
     ImportSpec,
@@ -349,8 +350,10 @@ def check_target(session: Session, spec: ImportSpec) -> tuple[Dataset | None, di
     _check_spec_strings(spec)
     if not spec.tasks:
         raise ValidationFailed("declare at least one task (a label column)", field="task")
+    _check_tasks(spec)
     dataset = session.scalar(select(Dataset).where(Dataset.name == spec.dataset))
     if dataset is None:  # a new dataset: its names and project are checked before the file is read
+        _check_new_tasks(spec)
         check_slug(spec.dataset, field="name", what="a dataset name")
         check_display_name(spec.display_name or spec.dataset, field="display_name")
         _project_id(session, spec)
@@ -367,6 +370,45 @@ def check_target(session: Session, spec: ImportSpec) -> tuple[Dataset | None, di
             f"dataset {spec.dataset!r} has tasks {dataset.task_names()}; unknown task(s) {unknown}", field="task"
         )
     return dataset, {t: dataset.labels_of(t) for t in spec.tasks}
+
+
+def _check_tasks(spec: ImportSpec) -> None:
+    """Each task once, none of them the text, split or id column, and each declared label set (labels=) for a
+    declared task with distinct, non-blank names: a label named twice would become two classes of which only one
+    ever trains, and macro-F1 would average in the other."""
+    seen: set[str] = set()
+    for task in spec.tasks:
+        if task in seen:
+            raise ValidationFailed(f"task {task!r} is declared twice", field="task")
+        seen.add(task)
+    for role, col in (("text", spec.text_col), ("split", spec.split_col), ("id", spec.id_col)):
+        if col in seen:
+            raise ValidationFailed(
+                f"task {col!r} is the file's {role} column ({role}_col); a task is a label column of its own",
+                field="task",
+            )
+    for task, names in spec.label_order.items():
+        if task not in seen:
+            raise ValidationFailed(
+                f"labels: task {task!r} is not among the declared tasks {spec.tasks}", field="labels"
+            )
+        if any(not name.strip() for name in names):
+            raise ValidationFailed(f"labels: task {task!r} has a blank label name", field="labels")
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValidationFailed(f"labels: task {task!r} names {twice} more than once", field="labels")
+
+
+def _check_new_tasks(spec: ImportSpec) -> None:
+    """A new dataset's task names leave the export's own columns free (services/exporting.py): a task called
+    `origin` or `split` would have its labels written over there."""
+    taken = [task for task in spec.tasks if task in RESERVED_COLUMNS]
+    if taken:
+        raise ValidationFailed(
+            f"task name(s) {taken} are taken by the columns augloop adds to an export ({', '.join(RESERVED_COLUMNS)});"
+            " rename the label column in the file",
+            field="task",
+        )
 
 
 LANGUAGE_MAX_CHARS = 16  # the column's width (db/models.py Dataset.language)

@@ -1,8 +1,8 @@
 """Jobs: listing, status, cancellation and artifacts; and what the queue does when it ends a job by itself.
 
-The queue (db/queue.py) knows jobs only. A job kind whose job owns other rows registers here what must happen
-when the queue ends one of its jobs with no handler left to record it: the train kind ends its training run,
-the lr_select kind the runs that wait for it.
+The queue (db/queue.py) knows jobs only. A job kind whose job owns other rows or files registers here what must
+happen when one of its jobs ends without succeeding: the train kind ends its training run, the lr_select kind the
+runs that wait for it, the import kind deletes its upload.
 """
 
 from __future__ import annotations
@@ -20,14 +20,27 @@ from core.settings import Settings
 from db import queue
 from db import training_runs as db_runs
 from db.models import Dataset, Job, User
+from db.session import delete_when_committed
 from services.access import Need, check_dataset_id, visible_project_ids
-from services.datasets import dataset_named
+from services.datasets import dataset_named, upload_of
+from services.training import attempt_leftovers
 
 
 @queue.on_job_end("train")
 @queue.on_job_end("lr_select")  # the runs waiting for their LR selection point at its job
 def end_training_runs(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> None:
-    db_runs.end_runs_of_jobs(session, job_ids, status, error, now)
+    """The runs still open end with their job; what their attempts kept aside goes once that commits."""
+    for run_id in db_runs.end_runs_of_jobs(session, job_ids, status, error, now):
+        for path in attempt_leftovers(run_id):
+            delete_when_committed(session, path)
+
+
+@queue.on_job_end("import")
+def delete_uploads(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> None:
+    """An import that will not run again leaves no upload behind (a file of up to 16 GiB), once its end commits."""
+    for params in session.scalars(select(Job.params).where(Job.id.in_(job_ids))):
+        if upload := upload_of(params or {}):
+            delete_when_committed(session, upload)
 
 
 LISTED_ENTRIES = 100  # of each list in a listed job's params

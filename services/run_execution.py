@@ -21,12 +21,12 @@ from sqlalchemy.orm import Session
 from core.settings import get_settings
 from db import queue
 from db import training_runs as db_runs
-from db.models import Dataset
+from db.models import Dataset, JobStatus, TrainingRun
 from db.session import readonly_engine, session_scope
 from services import label_model
 from services.distributed_training import train_distributed
 from services.run_snapshots import SNAPSHOT_FILE, pairs_digest, write_snapshot
-from services.training import runs_root
+from services.training import attempt_leftovers, checkpoint_dir, runs_root
 from services.training_data import left_out_line, load_split_data
 from trainer.classical import ClassicalConfig, save_classical, train_classical
 from trainer.config import TrainConfig
@@ -105,14 +105,21 @@ class _Attempt:
         return summary
 
 
-def checkpoint_dir(run_id: int) -> Path:
-    """Where run `run_id` keeps its training checkpoint between attempts (its staging area in the data dir)."""
-    return runs_root() / f"{run_id}.checkpoint"
+def drop_leftovers_if_ended(engine: Engine, run_id: int) -> None:
+    """After an attempt lost its job: if the run has ended (or is gone with its dataset), nothing resumes it, and
+    what this attempt went on writing after the end's own clean-up (a checkpoint) goes too."""
+    with session_scope(readonly_engine(engine)) as session:
+        run = session.get(TrainingRun, run_id)
+        ended = run is None or run.status not in (JobStatus.queued, JobStatus.running)
+    if ended:
+        discard_checkpoint(run_id)
 
 
 def discard_checkpoint(run_id: int) -> None:
-    """The run ended for good (finished, cancelled, failed past retrying): nothing will resume it."""
-    shutil.rmtree(checkpoint_dir(run_id), ignore_errors=True)
+    """The run ended for good (finished, cancelled, failed past retrying): nothing will resume it, and no attempt
+    is left to write beside it; its checkpoint goes, with what killed attempts left aside."""
+    for path in attempt_leftovers(run_id):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def execute_run(

@@ -28,6 +28,17 @@ def runs_root() -> Path:
     return get_settings().data_dir.resolve() / "runs"
 
 
+def checkpoint_dir(run_id: int) -> Path:
+    """Where run `run_id` keeps its training checkpoint between attempts (its staging area in the data dir)."""
+    return runs_root() / f"{run_id}.checkpoint"
+
+
+def attempt_leftovers(run_id: int) -> list[Path]:
+    """What run `run_id`'s attempts keep beside its artifacts: the checkpoint, and the directories of attempts
+    that never ended (a worker killed by SIGKILL; their training request holds every training text)."""
+    return [checkpoint_dir(run_id), *runs_root().glob(f"{run_id}.partial-*")]
+
+
 def default_config(overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The recipe's defaults, with the deployment's default encoder (AUGLOOP_TRAINER_DEFAULT_ENCODER)."""
     settings = get_settings()

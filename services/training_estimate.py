@@ -30,6 +30,7 @@ from db.models import Dataset, JobStatus, Origin, ReviewStatus, Sample, SampleLa
 from services.access import is_admin, visible_project_ids
 from services.compute_bounds import check_config
 from services.training import check_config_against, default_config
+from trainer.examples import subsample
 from trainer.plan import RDROP_COST, Throughput, plan_run
 
 REFERENCE = {"samples_per_s": 12.9, "layers": 6, "hidden": 384, "tokens": 48.0, "rdrop": True, "threads": 2}
@@ -105,22 +106,27 @@ def training_plan(
     config = default_config(overrides)
     check_config(config, seeds, user)  # before encoder_size reads the encoder's config.json from disk
     check_config_against(dataset, config)
+    tasks = config.tasks or dataset.task_names()
     rows: list[tuple[int, int]] = [
         (length, family)
         for length, family in session.execute(
-            select(func.length(Sample.text), func.coalesce(Sample.parent_id, Sample.id)).where(
+            select(func.length(Sample.text), func.coalesce(Sample.parent_id, Sample.id))
+            .where(
                 Sample.dataset_id == dataset.id,
                 Sample.split == "train",
                 joins_training(config),
-                Sample.id.in_(select(SampleLabel.sample_id)),
+                # labelled in a chosen task: the trainer drops the others (services.training_data)
+                Sample.id.in_(select(SampleLabel.sample_id).where(SampleLabel.task.in_(tasks))),
             )
+            .order_by(Sample.id)
         )
     ]
-    if config.variant_sampling == "one_per_source":  # an epoch shows one text of each original's family
+    # As the trainer does: max_train_samples draws texts first (in the training view's order, by the run's seed),
+    # then an epoch shows one text of each family among them (one_per_source).
+    rows = subsample(rows, config.max_train_samples, seeds[0] if seeds else config.seed)
+    if config.variant_sampling == "one_per_source":
         rows = list({family: (length, family) for length, family in rows}.values())
     train_lengths = [length for length, _family in rows]
-    if config.max_train_samples:
-        train_lengths = train_lengths[: config.max_train_samples]
     evaluation = (
         session.scalar(
             select(func.count()).where(

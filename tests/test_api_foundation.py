@@ -119,6 +119,11 @@ def test_import_errors_over_http_name_line_and_field(admin):
     assert r.status_code == 422 and r.json()["field"] == "task"
     r = upload(admin, labels="{not json")
     assert r.status_code == 422 and r.json()["field"] == "labels"
+    r = upload(admin, labels='{"bias": ["neutral", "partisan", "neutral"]}')
+    assert r.status_code == 422 and r.json()["field"] == "labels" and "more than once" in r.json()["detail"]
+    r = upload(admin, task=["bias", "bias"])
+    assert r.status_code == 422 and r.json()["field"] == "task" and "declared twice" in r.json()["detail"]
+    assert admin.get(f"{API}/datasets/psm").status_code == 404
 
 
 def test_oversize_body_is_413(settings, engine, admin_token):
@@ -233,6 +238,58 @@ def test_dataset_settings_and_delete(admin, annotator):
     assert admin.patch(f"{API}/datasets/psm", json={"reviews_required": 0}).status_code == 422
     assert admin.delete(f"{API}/datasets/psm").status_code == 204
     assert admin.get(f"{API}/datasets").json() == []
+
+
+def test_deleting_a_dataset_deletes_its_files_once_the_deletion_commits(admin, engine, settings):
+    """A deleted dataset's runs (their folders, checkpoints and unfinished attempts, which hold its texts), export
+    files and queued uploads go with it; another dataset's stay, and a deletion that rolls back deletes nothing."""
+    import pytest
+
+    from db.models import Dataset, TrainingRun
+    from db.session import session_scope
+    from services.datasets import remove
+    from services.training import runs_root
+    from workers.main import Worker
+
+    small = (
+        b"text,bias,message,audience\n"
+        b"We passed the farm bill,partisan,policy,national\nHappy new year,neutral,personal,national\n"
+    )
+    files: dict[str, list] = {}
+    for name in ("gone", "kept"):
+        assert upload(admin, name=name, data=small).status_code == 201
+        export = admin.post(f"{API}/datasets/{name}/exports", json={"format": "csv"}).json()["id"]
+        Worker(engine, ["export"]).run(burst=True)
+        queued = admin.post(
+            f"{API}/datasets/{name}/imports", data=TASKS, files={"file": ("more.csv", small.replace(b"We", b"They"))}
+        )
+        assert queued.status_code == 202
+        with session_scope(engine) as s:
+            dataset_id = s.query(Dataset.id).filter_by(name=name).scalar()
+            run = TrainingRun(dataset_id=dataset_id, name="r")
+            s.add(run)
+            s.flush()
+            run_id = run.id
+        run_files = [
+            runs_root() / str(run_id),
+            runs_root() / f"{run_id}.checkpoint",
+            runs_root() / f"{run_id}.partial-ab12",
+        ]
+        for folder in run_files:
+            (folder / "model").mkdir(parents=True)
+            (folder / "model" / "weights.bin").write_bytes(b"w")
+        upload_file = settings.data_dir / "imports" / queued.json()["params"]["upload"]
+        files[name] = [*run_files, settings.data_dir / "exports" / f"job{export}.csv", upload_file]
+        assert all(path.exists() for path in files[name])
+
+    with pytest.raises(RuntimeError), session_scope(engine) as s:
+        remove(s, "gone")
+        raise RuntimeError("the deletion does not commit")
+    assert all(path.exists() for path in files["gone"]), "a deletion that rolled back keeps every file"
+
+    assert admin.delete(f"{API}/datasets/gone").status_code == 204
+    assert [path for path in files["gone"] if path.exists()] == []
+    assert all(path.exists() for path in files["kept"])
 
 
 def test_openapi_docs_are_served(client):

@@ -246,6 +246,7 @@ def test_a_cancelled_submission_job_leaves_nothing_to_train(lead, engine, mini_d
         ),
         ({"methods": ["wordnet"], "sample_ids": [99999]}, 404, "sample_ids"),
         ({"methods": ["wordnet"], "sample_ids": [1], "n_per_text": 0}, 422, "n_per_text"),
+        ({"methods": ["wordnet"], "sample_ids": [1], "priority": 1}, 403, "priority"),  # ahead of other projects
     ],
 )
 def test_bad_requests_are_refused_with_the_field(lead, engine, mini_dataset, body, status, field) -> None:
@@ -464,6 +465,15 @@ def test_missing_wordnet_corpus_fails_the_job_with_install_hint(
     job = _job(lead, r.json()["id"])
     assert job["status"] == "failed" and job["attempts"] == 1
     assert "WordNet corpus not found" in job["last_error"] and "make nltk-data" in job["last_error"]
+
+
+def test_a_lead_may_lower_a_jobs_priority_and_an_admin_raise_it(admin, lead, engine, mini_dataset) -> None:
+    ids = train_ids(engine, mini_dataset, 2)
+    for client, priority in ((lead, -5), (admin, 50)):
+        r = client.post(
+            "/api/v1/augment", json={"dataset": "mini", "methods": ["wordnet"], "sample_ids": ids, "priority": priority}
+        )
+        assert r.status_code == 202 and r.json()["priority"] == priority, r.text
 
 
 def test_cancelled_job_writes_nothing(lead, engine, mini_dataset) -> None:

@@ -67,6 +67,27 @@ def test_unknown_label_for_a_declared_task(engine):
     assert count(engine) == 3  # the existing dataset is untouched
 
 
+@pytest.mark.parametrize(
+    ("spec", "field", "problem"),
+    [
+        ({"tasks": ["sentiment", "sentiment"]}, "task", "declared twice"),
+        ({"tasks": ["sentiment", "text"]}, "task", "the file's text column"),
+        ({"tasks": ["sentiment"], "id_col": "sentiment"}, "task", "the file's id column"),
+        ({"tasks": ["sentiment", "origin"]}, "task", "taken by the columns augloop adds to an export"),
+        ({"tasks": ["sentiment", "near_val_test"]}, "task", "taken by the columns"),
+        ({"label_order": {"sentiment": ["negative", "positive", "negative"]}}, "labels", "['negative'] more than once"),
+        ({"label_order": {"sentiment": ["negative", " "]}}, "labels", "blank label name"),
+        ({"label_order": {"polarity": ["a", "b"]}}, "labels", "'polarity' is not among the declared tasks"),
+    ],
+)
+def test_task_and_label_names_that_would_break_training_or_export_are_refused(engine, spec, field, problem):
+    data = b"text,sentiment,origin,near_val_test\nI love it,positive,web,x\nI hate it,negative,web,x\n"
+    with pytest.raises(ValidationFailed) as err:
+        run_import(engine, data, **spec)
+    assert err.value.field == field and problem in err.value.message
+    assert count(engine) == 0 and count(engine, Dataset) == 0
+
+
 def test_text_over_the_maximum_length(engine, monkeypatch):
     from core.settings import get_settings
 

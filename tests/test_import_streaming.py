@@ -214,6 +214,66 @@ def test_an_import_job_reports_its_progress_and_its_result(admin, engine, tmp_pa
     assert list((settings.data_dir / "imports").iterdir()) == []
 
 
+def test_an_import_job_that_ends_without_succeeding_leaves_no_upload(admin, engine, tmp_path, settings, monkeypatch):
+    """Cancelled before it ran, cancelled while it runs, or failed on its last attempt: no upload stays behind
+    (each may be gigabytes); while attempts are left, the upload waits for the retry."""
+    import services.datasets as dataset_service
+    from core.settings import get_settings
+    from db.models import Job
+    from workers.main import Worker
+
+    data = write_csv(tmp_path / "f.csv", 50).read_bytes()
+    imports = settings.data_dir / "imports"
+
+    def queued(name: str, max_attempts: int | None = None) -> int:
+        r = admin.post(f"/api/v1/datasets/{name}/imports", data={"task": "bias"}, files={"file": ("f.csv", data)})
+        assert r.status_code == 202, r.text
+        assert len(list(imports.iterdir())) == 1
+        if max_attempts is not None:
+            with session_scope(engine) as s:
+                s.get(Job, r.json()["id"]).max_attempts = max_attempts
+        return r.json()["id"]
+
+    def work() -> None:
+        Worker(engine, kinds=["import"], poll_seconds=0.05, lease_seconds=0.6).run(burst=True)
+
+    job = queued("before")
+    assert admin.post(f"/api/v1/jobs/{job}/cancel").json()["status"] == "cancelled"
+    assert list(imports.iterdir()) == []
+
+    def cancelled_meanwhile(engine_, path, spec, *, progress, **_kw):
+        assert admin.post(f"/api/v1/jobs/{job}/cancel").status_code == 200
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the heartbeat brings the cancellation; the next report raises it
+            progress(phase="reading", done=1024, total=4096, rows=0)
+            time.sleep(0.05)
+        raise AssertionError("the cancellation never reached the job")
+
+    job = queued("during")
+    monkeypatch.setattr(dataset_service, "import_path", cancelled_meanwhile)
+    work()
+    assert admin.get(f"/api/v1/jobs/{job}").json()["status"] == "cancelled"
+    assert list(imports.iterdir()) == []
+
+    def broken(*_args, **_kw):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(dataset_service, "import_path", broken)
+    monkeypatch.setenv("AUGLOOP_JOB_RETRY_BASE_SECONDS", "3600")
+    get_settings.cache_clear()
+    job = queued("retried", max_attempts=2)
+    work()
+    assert admin.get(f"/api/v1/jobs/{job}").json()["status"] == "queued"
+    assert len(list(imports.iterdir())) == 1, "the retry needs its upload"
+    with session_scope(engine) as s:
+        s.get(Job, job).max_attempts = 1
+        s.get(Job, job).run_after = s.get(Job, job).created_at
+    work()
+    ended = admin.get(f"/api/v1/jobs/{job}").json()
+    assert ended["status"] == "failed" and "No space left" in ended["last_error"]
+    assert list(imports.iterdir()) == []
+
+
 def test_an_import_job_refuses_at_once_what_an_import_refuses_and_keeps_nothing(admin, tmp_path, settings) -> None:
     data = write_csv(tmp_path / "f.csv", 50).read_bytes()
     cases = [

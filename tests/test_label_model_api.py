@@ -98,6 +98,19 @@ def test_scores_follow_the_better_run_or_a_persons_choice(lead, engine, tiny_enc
     assert f"run #{second}" in estimate["basis"] and estimate["seconds_total"] > estimate["seconds_per_run"] > 0
 
 
+def _families_the_trainer_sees(engine: Any, name: str, n: int, seed: int) -> int:
+    """The texts of an epoch of a run with max_train_samples n: the trainer's own subsample and families."""
+    from db.datasets import get_dataset
+    from db.session import session_scope
+    from services.training_data import load_split_data
+    from trainer.data import families_of
+    from trainer.examples import subsample
+
+    with session_scope(engine) as s:
+        train = load_split_data(s, get_dataset(s, name)).train
+    return len(families_of(subsample(train, n, seed)))
+
+
 def test_estimate_without_a_measured_run(lead, engine, tmp_path) -> None:
     import json
 
@@ -122,6 +135,13 @@ def test_estimate_without_a_measured_run(lead, engine, tmp_path) -> None:
     assert every["train_examples"] == 43
     drawn = estimate(encoder=str(encoder), epochs=4, max_length=64)  # the default: one text per family
     assert drawn["train_examples"] == 40 and drawn["config"]["variant_sampling"] == "one_per_source"
+    # max_train_samples draws texts before families form, as the trainer does: the estimate counts what it sees
+    for n, seed in ((12, 0), (30, 3), (43, 1)):
+        counted = estimate(encoder=str(encoder), epochs=4, max_length=64, max_train_samples=n, seed=seed)
+        assert counted["train_examples"] == _families_the_trainer_sees(engine, name, n, seed), (n, seed)
+    config = {"encoder": str(encoder), "epochs": 4, "max_length": 64, "max_train_samples": 30}
+    seeded = lead.post("/api/v1/training-estimates", json={"dataset": name, "config": config, "seeds": [5, 6]})
+    assert seeded.json()["train_examples"] == _families_the_trainer_sees(engine, name, 30, 5)  # the first run's
     bad = lead.post("/api/v1/training-estimates", json={"dataset": name, "config": {"epochs": 0}})
     assert bad.status_code == 422 and bad.json()["field"] == "config.epochs"
 

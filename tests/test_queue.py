@@ -219,3 +219,19 @@ def test_handler_failure_is_retried_then_succeeds(settings, engine, tmp_path):
     done = job(engine, job_id)
     assert done.status == JobStatus.succeeded and done.attempts == 2
     assert stats.retried == 1 and stats.succeeded == 1
+
+
+def test_a_failed_jobs_error_names_the_exception_and_leaves_the_traceback_to_the_log(
+    settings, engine, tmp_path, caplog
+):
+    """Members read a job's error: the exception, not a traceback through the server's files."""
+    import tests.queue_probe  # noqa: F401
+    from workers.main import Worker
+
+    job_id = enqueue(engine, record_dir=str(tmp_path), fail_times=5)
+    with caplog.at_level("ERROR", logger="augloop.worker"):
+        Worker(engine, ["probe"]).run(burst=True)
+    failed = job(engine, job_id)
+    assert failed.status == JobStatus.failed
+    assert failed.last_error == f"RuntimeError: planned failure on attempt {failed.attempts}"
+    assert "Traceback" in caplog.text and "queue_probe.py" in caplog.text

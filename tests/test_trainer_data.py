@@ -64,6 +64,7 @@ def test_oversample_factors_by_hand() -> None:
     factors = oversample_factors(labels, power=1.0, cap=3)
     assert factors == [1] * 8 + [3, 3]  # (8 / 2) ** 1 = 4, capped at 3
     assert oversample_factors(labels, power=0.5, cap=10) == [1] * 8 + [2, 2]  # sqrt(4) = 2
+    assert oversample_factors(labels, power=1e6, cap=3) == [1] * 8 + [3, 3]  # 4 ** 1e6 reaches the cap, no overflow
 
 
 def test_curriculum_starts_easy_and_grows() -> None:

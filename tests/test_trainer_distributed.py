@@ -110,3 +110,17 @@ def test_two_gloo_processes_follow_one_process_with_the_same_global_batch(
     metrics = json.loads((job / ARTIFACTS_DIR / "metrics.json").read_text())  # rank 0 saved the run
     assert metrics["processes"] == 2
     assert metrics["test"]["overall_macro_f1"] == pytest.approx(one.metrics["test"]["overall_macro_f1"], abs=1e-6)
+
+
+def test_a_failed_distributed_run_names_the_exception_not_the_processes_output() -> None:
+    """The job's error (members read it) names the ranks' exception; their tracebacks stay in the worker's log."""
+    from services.distributed_training import last_exception
+
+    output = (
+        "[rank1]: Traceback (most recent call last):\n"
+        '[rank1]:   File "/srv/augloop/.venv/lib/python3.11/site-packages/torch/nn/modules/module.py", line 1\n'
+        "[rank1]: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+        "E1203 17:00:00 torch/distributed/elastic/multiprocessing/api.py:869] failed (exitcode: 1)\n"
+    )
+    assert last_exception(output) == "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert last_exception("Killed\n") == "see the worker's log"

@@ -129,6 +129,67 @@ def test_a_two_process_run_is_launched_by_the_worker_and_recorded_by_rank_0(
     assert set(probabilities) == {"bias", "message"}
 
 
+def _processes_watching(pid: int) -> list[int]:
+    """The training processes (torchrun's ranks) launched to watch process `pid`."""
+    from pathlib import Path
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        watching = f"--watch-pid\x00{pid}\x00".encode() in cmdline + b"\x00"
+        if watching and b"trainer.distributed" in cmdline and b"torch.distributed.run" not in cmdline:
+            found.append(int(entry.name))  # a rank (torchrun's own process names the same arguments)
+    return found
+
+
+def test_sigkill_of_the_worker_stops_its_two_process_run_which_the_next_worker_resumes(
+    settings, engine, tiny_encoder: str
+) -> None:
+    """torchrun's ranks watch the worker that launched them: killed by SIGKILL (no handler runs), it leaves no
+    process training for no one, writing the checkpoint that the worker which takes the job over resumes from."""
+    from services.training import checkpoint_dir, runs_root
+    from trainer.checkpoint import CHECKPOINT_FILE
+
+    epochs = 12
+    dataset = _import(engine, "small", 160)
+    run_id, job_id = _queue_run(engine, dataset, tiny_encoder, epochs, nproc=2, batch_size=4)
+    victim = _spawn_worker(settings, lease=3, burst=False, kinds="train")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        job = _job(engine, job_id)
+        if job.status == JobStatus.running and 1 <= job.progress_done < epochs - 3:
+            break
+        assert job.status in (JobStatus.queued, JobStatus.running), job.last_error
+        time.sleep(0.05)
+    else:
+        victim.kill()
+        pytest.fail(victim.communicate()[0][-3000:])
+    ranks = _processes_watching(victim.pid)
+    assert len(ranks) == 2 and list(runs_root().glob(f"{run_id}.partial-*"))
+    killed_at = time.time()
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+
+    deadline = time.monotonic() + 60
+    while _processes_watching(victim.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_watching(victim.pid) == [], "the ranks train on after their worker was killed"
+    saved = checkpoint_dir(run_id) / CHECKPOINT_FILE
+    assert saved.is_file() and saved.stat().st_mtime >= killed_at, "the ranks checkpoint when they stop"
+    assert list(runs_root().glob(f"{run_id}.partial-*")) == [], "the killed attempt's training request stays"
+
+    rescuer = _spawn_worker(settings, lease=3, burst=True, kinds="train")
+    out = rescuer.communicate(timeout=300)[0]
+    assert rescuer.returncode == 0, out[-3000:]
+    done = _job(engine, job_id)
+    assert done.status == JobStatus.succeeded and done.attempts == 2, (done.status, done.last_error)
+    assert int(done.progress_info["resumed_from_step"]) >= 20  # 160 texts / global batch 8: epoch 1's steps
+    assert not checkpoint_dir(run_id).exists()
+
+
 def test_a_two_process_run_stops_on_request_and_resumes_from_its_checkpoint(tiny_encoder: str, tmp_path) -> None:
     """The stop reaches both ranks at the same step (rank 0 saves), and a new launch resumes with both."""
     from services.distributed_training import train_distributed

@@ -75,7 +75,7 @@ class TrainConfig(ConfigModel):
     max_train_samples: int | None = Field(default=None, ge=1)
     oversample: StrictBool = False  # repeat examples of rare classes within an epoch
     # repeat factor = (largest class / example's class) ** power
-    oversample_power: float = Field(default=0.5, ge=0)
+    oversample_power: float = Field(default=0.5, ge=0)  # 1: rare classes as often as the largest (≤ the cap)
     oversample_max: int = Field(default=4, ge=1)
     curriculum: StrictBool = False  # easy → hard: start with the easiest fraction, grow to all data
     curriculum_start: float = Field(default=0.5, ge=0.01, le=1)

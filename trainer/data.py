@@ -23,13 +23,6 @@ from trainer.examples import IGNORE, Example, TaskSpec
 SORT_CHUNK_BATCHES = 50  # length-sort within chunks of this many batches, so batch order stays random
 
 
-def subsample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
-    if n is None or n >= len(examples):
-        return examples
-    picked = sorted(random.Random(seed).sample(range(len(examples)), n))
-    return [examples[i] for i in picked]
-
-
 @dataclass
 class Encoded:
     """Token ids (unpadded) and a (N, tasks) label matrix with IGNORE where a label is missing."""
@@ -118,7 +111,8 @@ def oversample_factors(labels: torch.Tensor, power: float, cap: int, counted: li
         biggest = max(counts.values())
         for i, c in enumerate(col):
             if c != IGNORE and counts[c]:
-                factors[i] = max(factors[i], (biggest / counts[c]) ** power)
+                # in logs, so that a large power reaches the cap instead of overflowing a float
+                factors[i] = max(factors[i], math.exp(min(power * math.log(biggest / counts[c]), math.log(cap))))
     return [max(1, min(cap, round(f))) for f in factors]
 
 

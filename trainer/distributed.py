@@ -7,6 +7,9 @@ The job directory holds what the launcher prepared and what the processes report
     request.json     the config and the examples (trainer.examples.split_to_dict), written by the launcher
     progress.jsonl   rank 0's progress events, one JSON object a line (appended and flushed as they happen)
     stop             created by the launcher to ask the run to checkpoint and stop at its next optimizer step
+                     (with --watch-pid, the launcher's death asks the same: the processes checkpoint, stop and
+                     remove the job directory, whose request holds every training text, instead of training on
+                     for no one)
     artifacts/       rank 0's saved run (trainer.train.save_artifacts), when the run finishes
 
 Each process exits 0 when the run finished or stopped on request (progress.jsonl then ends with a `stopped`
@@ -45,9 +48,11 @@ def write_request(job_dir: Path, config: dict[str, Any], data: Any) -> None:
     tmp.replace(job_dir / REQUEST_FILE)
 
 
-def launch_command(job_dir: Path, nproc: int, checkpoint_dir: Path | None = None) -> list[str]:
+def launch_command(
+    job_dir: Path, nproc: int, checkpoint_dir: Path | None = None, watch_pid: int | None = None
+) -> list[str]:
     """torchrun (as `python -m torch.distributed.run`, the same interpreter) on this node: `nproc` processes
-    and a local rendezvous on a free port."""
+    and a local rendezvous on a free port; `watch_pid`: the launcher, whose end (even by SIGKILL) stops them."""
     command = [
         sys.executable,
         "-m",
@@ -62,7 +67,40 @@ def launch_command(job_dir: Path, nproc: int, checkpoint_dir: Path | None = None
     ]
     if checkpoint_dir is not None:
         command += ["--checkpoint-dir", str(checkpoint_dir)]
+    if watch_pid is not None:
+        command += ["--watch-pid", str(watch_pid)]
     return command
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (state first, start time 20th), where /proc tells."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+class Watched:
+    """The launcher, watched by its processes: it runs while its pid does, is not a zombie and (where /proc
+    tells) started when the one we were launched by did, so a pid reused by another process does not count."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        stat = _stat(pid)
+        self.started = stat[19] if stat and len(stat) > 19 else None
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # another user's process of that id: it exists
+            pass
+        stat = _stat(self.pid)
+        if stat is None:
+            return True
+        started = stat[19] if len(stat) > 19 else None
+        return stat[0] not in ("Z", "X") and (self.started is None or started == self.started)
 
 
 def _device_and_backend(config: Any, local_rank: int) -> tuple[Any, str]:
@@ -93,10 +131,20 @@ class Reporter:
         self.fh.close()
 
 
+def _abandoned(job_dir: Path, rank: int, watched: Watched | None) -> None:
+    """Rank 0 removes the job directory when its launcher is gone: no one reads it (the next attempt resumes
+    from the checkpoint), and its request holds every training text."""
+    if rank == 0 and watched is not None and not watched.alive():
+        import shutil
+
+        shutil.rmtree(job_dir, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.distributed", description=__doc__.split("\n")[0])
     parser.add_argument("--job-dir", required=True, type=Path)
     parser.add_argument("--checkpoint-dir", type=Path, default=None)
+    parser.add_argument("--watch-pid", type=int, default=None, help="stop (checkpointed) when this process ends")
     args = parser.parse_args(argv)
 
     import torch.distributed as dist
@@ -112,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     job_dir: Path = args.job_dir
+    watched = Watched(args.watch_pid) if args.watch_pid is not None else None
     report = Reporter(job_dir / PROGRESS_FILE) if rank == 0 else None
     try:
         request = json.loads((job_dir / REQUEST_FILE).read_text(encoding="utf-8"))
@@ -128,7 +177,11 @@ def main(argv: list[str] | None = None) -> int:
             dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
         group = Group(rank, world, str(device) if device.type == "cuda" else "cpu")
         stop_file = job_dir / STOP_FILE
-        control = LoopControl(checkpoint_dir=args.checkpoint_dir, should_stop=stop_file.exists, group=group)
+
+        def should_stop() -> bool:  # asked at every optimizer step; the ranks agree on the step (group.flags)
+            return stop_file.exists() or (watched is not None and not watched.alive())
+
+        control = LoopControl(checkpoint_dir=args.checkpoint_dir, should_stop=should_stop, group=group)
         result = train_process(config, data, progress=report, control=control, device=device)
         if result is not None:
             save_artifacts(result, job_dir / ARTIFACTS_DIR)
@@ -136,10 +189,12 @@ def main(argv: list[str] | None = None) -> int:
             report({"event": "saved", "artifacts": str(job_dir / ARTIFACTS_DIR)})
         if world > 1:
             dist.barrier()
+        _abandoned(job_dir, rank, watched)
         return 0
     except TrainingStopped as stopped:
         if report:
             report({"event": "stopped", "steps_done": stopped.steps_done, "saved": stopped.saved})
+        _abandoned(job_dir, rank, watched)
         return 0  # not a failure: torchrun must not report the run as failed
     except TrainerError as err:
         if report:

@@ -5,9 +5,12 @@ No torch here: the app reads these types (and the saved predictions) without loa
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 IGNORE = -100  # the label index of "this sample has no label for this task": the head does not train on it
 
@@ -81,3 +84,12 @@ def split_from_dict(raw: dict[str, Any]) -> SplitData:
         examples(raw["test"]),
         raw.get("dataset", ""),
     )
+
+
+def subsample(examples: list[T], n: int | None, seed: int) -> list[T]:
+    """`n` of the examples (all when n is None or not smaller), drawn by `seed`, in their order: a run's
+    `max_train_samples` (and the training estimate, which counts what the run will see)."""
+    if n is None or n >= len(examples):
+        return examples
+    picked = sorted(random.Random(seed).sample(range(len(examples)), n))
+    return [examples[i] for i in picked]

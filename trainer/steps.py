@@ -14,8 +14,8 @@ import torch
 from transformers import set_seed
 
 from trainer.config import TrainConfig
-from trainer.data import Encoded, TrainBatches, encode, pad_batch, subsample
-from trainer.examples import SplitData
+from trainer.data import Encoded, TrainBatches, encode, pad_batch
+from trainer.examples import SplitData, subsample
 from trainer.losses import MultiTaskLoss, inverse_frequency_weights, smoothing_vector
 from trainer.model import MultiTaskModel, build_model
 from trainer.optim import build_optimizer, warmup_linear_schedule

@@ -187,7 +187,11 @@ class Worker:
             beat_stop.set()
             beat.join()
             permanent = isinstance(err, PermanentJobError)
-            message = str(err) if permanent else f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=8)}"
+            # The job shows its error to the project's members: the exception, not a traceback through the
+            # server's paths; the traceback goes to the worker's log, for the operator.
+            message = str(err) if permanent else f"{type(err).__name__}: {err}"
+            if not permanent:
+                log.error("job %s (%s) raised:\n%s", job.id, job.kind, traceback.format_exc(limit=12))
             try:
                 status = self._retrying_db(
                     lambda: self._in_transaction(queue.fail, job.id, self.worker_id, message, retry=not permanent)

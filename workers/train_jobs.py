@@ -86,7 +86,7 @@ def _settle_report(engine: Any, report_id: int) -> None:
 
 
 def _execute(ctx: JobContext, run_id: int, epochs: int) -> dict[str, Any]:
-    from services.run_execution import discard_checkpoint, execute_run, record_end
+    from services.run_execution import discard_checkpoint, drop_leftovers_if_ended, execute_run, record_end
 
     owner: dict[str, Any] = {"job_id": ctx.job_id, "worker_id": ctx.worker_id}  # run writes need the lease
     try:
@@ -112,7 +112,10 @@ def _execute(ctx: JobContext, run_id: int, epochs: int) -> dict[str, Any]:
         discard_checkpoint(run_id)
         raise
     except LeaseLost:
-        raise  # another worker owns the job (and the run, and its checkpoint) now
+        # Another worker owns the job (and the run, and its checkpoint) now; or no one does: the run ended
+        # meanwhile (its lease expired past retrying, its dataset was deleted) and nothing will resume it.
+        drop_leftovers_if_ended(ctx.engine, run_id)
+        raise
     except (DomainError, TrainerError) as err:  # bad config or data, an encoder that cannot load
         record_end(ctx.engine, run_id, JobStatus.failed, err.message, **owner)
         discard_checkpoint(run_id)
