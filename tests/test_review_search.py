@@ -227,17 +227,13 @@ def test_upgrading_an_existing_database_indexes_its_texts(tmp_path) -> None:
     from alembic import command
 
     from db.datasets import get_dataset
-    from db.migrate import alembic_config
     from db.session import make_engine, session_scope
+    from tests.test_migrations import migrate as migrate_engine
 
     engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
 
     def migrate(step: Any, revision: str) -> None:
-        cfg = alembic_config()
-        with engine.connect() as connection:
-            cfg.attributes["connection"] = connection
-            step(cfg, revision)
-            connection.commit()
+        migrate_engine(engine, step, revision)
 
     def foreign_keys_on() -> bool:  # the pooled connection that migrated is handed out again
         with engine.connect() as conn:

@@ -55,6 +55,19 @@ def _job(engine: Any, job_id: int) -> Job:
     return job
 
 
+def _wait_mid_run(engine: Any, job_id: int, worker: Any, epochs: int) -> None:
+    """Until the worker's run has done an epoch and has at least three to go (the worker is killed on failure)."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        job = _job(engine, job_id)
+        if job.status == JobStatus.running and 1 <= job.progress_done < epochs - 3:
+            return
+        assert job.status in (JobStatus.queued, JobStatus.running), job.last_error
+        time.sleep(0.05)
+    worker.kill()
+    pytest.fail(worker.communicate()[0][-3000:])
+
+
 def test_sigterm_checkpoints_the_run_and_the_next_worker_resumes_it(
     any_settings, any_engine, tiny_encoder: str
 ) -> None:
@@ -68,16 +81,7 @@ def test_sigterm_checkpoints_the_run_and_the_next_worker_resumes_it(
     run_id, job_id = _queue_run(engine, dataset, tiny_encoder, epochs)
     # a short lease: the heartbeat (every third of it) reports the epochs done while the test watches
     worker = _spawn_worker(settings, lease=1.5, burst=False, kinds="train")
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:  # one epoch done, more to go: ask the worker to stop
-        job = _job(engine, job_id)
-        if job.status == JobStatus.running and 1 <= job.progress_done < epochs - 3:
-            break
-        assert job.status in (JobStatus.queued, JobStatus.running), job.last_error
-        time.sleep(0.05)
-    else:
-        worker.kill()
-        pytest.fail(worker.communicate()[0][-3000:])
+    _wait_mid_run(engine, job_id, worker, epochs)  # one epoch done, more to go: ask the worker to stop
     worker.send_signal(signal.SIGTERM)
     out = worker.communicate(timeout=120)[0]
     assert worker.returncode == 0, out[-3000:]  # it stopped by itself, at a step boundary
@@ -157,16 +161,7 @@ def test_sigkill_of_the_worker_stops_its_two_process_run_which_the_next_worker_r
     dataset = _import(engine, "small", 160)
     run_id, job_id = _queue_run(engine, dataset, tiny_encoder, epochs, nproc=2, batch_size=4)
     victim = _spawn_worker(settings, lease=3, burst=False, kinds="train")
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        job = _job(engine, job_id)
-        if job.status == JobStatus.running and 1 <= job.progress_done < epochs - 3:
-            break
-        assert job.status in (JobStatus.queued, JobStatus.running), job.last_error
-        time.sleep(0.05)
-    else:
-        victim.kill()
-        pytest.fail(victim.communicate()[0][-3000:])
+    _wait_mid_run(engine, job_id, victim, epochs)
     ranks = _processes_watching(victim.pid)
     assert len(ranks) == 2 and list(runs_root().glob(f"{run_id}.partial-*"))
     killed_at = time.time()
