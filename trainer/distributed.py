@@ -72,10 +72,11 @@ def launch_command(
     return command
 
 
-def _stat(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat's fields after the command name (state first, start time 20th), where /proc tells."""
+def _state_and_start(pid: int) -> tuple[str, str] | None:
+    """Process `pid`'s state and start time (fields 3 and 22 of /proc/<pid>/stat), where /proc tells."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+        return fields[0], fields[19]
     except (OSError, IndexError):
         return None
 
@@ -86,8 +87,8 @@ class Watched:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        stat = _stat(pid)
-        self.started = stat[19] if stat and len(stat) > 19 else None
+        seen = _state_and_start(pid)
+        self.started = seen[1] if seen else None
 
     def alive(self) -> bool:
         try:
@@ -96,11 +97,11 @@ class Watched:
             return False
         except PermissionError:  # another user's process of that id: it exists
             pass
-        stat = _stat(self.pid)
-        if stat is None:
+        seen = _state_and_start(self.pid)
+        if seen is None:
             return True
-        started = stat[19] if len(stat) > 19 else None
-        return stat[0] not in ("Z", "X") and (self.started is None or started == self.started)
+        state, started = seen
+        return state not in ("Z", "X") and self.started in (None, started)
 
 
 def _device_and_backend(config: Any, local_rank: int) -> tuple[Any, str]:
