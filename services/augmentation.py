@@ -94,9 +94,8 @@ def submit_texts(
             )
         ):
             existing[digest] = (sid, split, origin, status)
-    ids: list[int] = []
-    created: dict[str, int] = {}
-    fresh: list[int] = []  # positions of the texts new to the dataset
+    ids: list[int | str] = []  # a sample id, or the digest of a text new to the dataset (stored below)
+    fresh: dict[str, int] = {}  # digest of each text new to the dataset -> its first position
     found_labels = labels_of(session, [e[0] for e in existing.values()])
     max_chars = get_settings().max_text_chars
     for i, ((text, labels), digest) in enumerate(zip(items, hashes, strict=True)):
@@ -116,8 +115,13 @@ def submit_texts(
                     f"texts[{i}]: unknown label {label!r} for task {task!r} (labels: {tasks[task]})",
                     field=f"texts.{i}.labels",
                 )
-        if digest in created:
-            ids.append(created[digest])
+        if digest in fresh:
+            if (first := items[fresh[digest]][1]) != labels:
+                raise ConflictError(
+                    f"texts[{i}] repeats texts[{fresh[digest]}] with other labels ({labels} vs {first})",
+                    field=f"texts.{i}.labels",
+                )
+            ids.append(digest)
             continue
         if digest in existing:
             sid, split, origin, status = existing[digest]
@@ -143,6 +147,18 @@ def submit_texts(
                 "source's labels, so give at least one",
                 field=f"texts.{i}.labels",
             )
+        fresh[digest] = i
+        ids.append(digest)
+    # Checked in one batch once every text is known valid, before any row is written.
+    positions = list(fresh.values())
+    for i, leak in zip(positions, leak_guard.leaks(session, dataset, [items[i][0] for i in positions]), strict=True):
+        if leak is not None:
+            raise ValidationFailed(
+                f"texts[{i}] is {leak.describe()}", field=f"texts.{i}.text", extra={"leak_of": leak.sample_id}
+            )
+    created: dict[str, int] = {}
+    for digest, i in fresh.items():
+        text, labels = items[i]
         sample = Sample(
             dataset_id=dataset.id,
             text=text,
@@ -156,15 +172,7 @@ def submit_texts(
         session.add(sample)
         session.flush()
         created[digest] = sample.id
-        ids.append(sample.id)
-        fresh.append(i)
-    # Checked once every text is known valid, in one batch; the caller's transaction rolls the rows back.
-    for i, leak in zip(fresh, leak_guard.leaks(session, dataset, [items[i][0] for i in fresh]), strict=True):
-        if leak is not None:
-            raise ValidationFailed(
-                f"texts[{i}] is {leak.describe()}", field=f"texts.{i}.text", extra={"leak_of": leak.sample_id}
-            )
-    return ids
+    return [created[x] if isinstance(x, str) else x for x in ids]
 
 
 @dataclass

@@ -616,6 +616,35 @@ def test_a_submitted_near_copy_of_a_test_text_is_refused_and_nothing_is_stored(l
         assert s.scalar(select(func.count()).select_from(Sample)) == rows, "the first, valid text was not kept"
 
 
+def test_a_text_repeated_in_one_request_with_other_labels_is_a_conflict(lead, engine, mini_dataset) -> None:
+    from sqlalchemy import func
+    from sqlalchemy.orm import Session
+
+    from db.models import Sample
+
+    with Session(engine) as s:
+        rows = s.scalar(select(func.count()).select_from(Sample))
+    text = "A brand new post about rural water and the county budget"
+    r = lead.post(
+        "/api/v1/augment",
+        json={
+            "dataset": "mini",
+            "methods": ["wordnet"],
+            "texts": [{"text": text, "labels": {"bias": "neutral"}}, {"text": text, "labels": {"bias": "partisan"}}],
+        },
+    )
+    assert r.status_code == 409, r.text
+    assert r.json()["field"] == "texts.1.labels"
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Sample)) == rows
+    same = lead.post(
+        "/api/v1/augment",
+        json={"dataset": "mini", "methods": ["wordnet"], "texts": [{"text": text, "labels": {"bias": "neutral"}}] * 2},
+    )
+    assert same.status_code == 202, same.text
+    assert len(same.json()["params"]["items"]) == 1
+
+
 def _plan_at_once():  # type: ignore[no-untyped-def]
     from services.augmentation import PlanRequest
 
