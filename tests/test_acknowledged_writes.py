@@ -8,6 +8,7 @@ import random
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -261,3 +262,35 @@ def test_files_of_an_uncommitted_transaction_are_discarded(engine, tmp_path) -> 
             pass  # a savepoint released is not the transaction committed
         raise RuntimeError("after the savepoint")
     assert kept.exists() and not lost.exists() and inner.exists() and not released.exists()
+
+
+def test_files_are_deleted_only_when_the_deletion_that_asked_commits(engine, tmp_path) -> None:
+    from sqlalchemy.orm import Session
+
+    from db.session import delete_when_committed
+
+    def made(name: str) -> Path:
+        path = tmp_path / name
+        path.write_text("x")
+        return path
+
+    committed, rolled_back, in_savepoint, closed = made("a"), made("b"), made("c"), made("d")
+    with session_scope(engine) as s:
+        delete_when_committed(s, committed)
+        assert committed.exists(), "deleted before its rows are gone for good"
+    assert not committed.exists()
+    with pytest.raises(RuntimeError), session_scope(engine) as s:
+        delete_when_committed(s, rolled_back)
+        raise RuntimeError("the deletion rolls back")
+    assert rolled_back.exists()
+    with session_scope(engine) as s, s.begin_nested() as savepoint:
+        delete_when_committed(s, in_savepoint)
+        savepoint.rollback()
+    assert in_savepoint.exists(), "asked in a savepoint that rolled back"
+    with Session(engine) as s:
+        s.begin()
+        delete_when_committed(s, closed)
+        s.close()  # neither committed nor rolled back by the caller: the session is reused for another transaction
+        s.begin()
+        s.commit()
+    assert closed.exists(), "a closed transaction's deletion was carried into the next one's commit"
