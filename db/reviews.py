@@ -156,9 +156,13 @@ def replay(trail: list[tuple[int, str]]) -> dict[int, str]:
 
 
 def decision_trail(session: Session, sample_id: int) -> list[tuple[int, str]]:
+    """People's decisions on the variant, oldest first: what `latest_votes` replays (an automatic decision is
+    audited, but it is no one's vote)."""
     return list(
         session.execute(
-            select(Review.user_id, Review.decision).where(Review.sample_id == sample_id).order_by(Review.id)
+            select(Review.user_id, Review.decision)
+            .where(Review.sample_id == sample_id, Review.automatic.is_(False))
+            .order_by(Review.id)
         ).tuples()
     )
 

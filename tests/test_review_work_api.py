@@ -80,6 +80,46 @@ def test_undo_of_an_edit_restores_the_text(annotator, review_data) -> None:
     assert (last["decision"], last["text_before"], last["text_after"]) == ("undo", edited["text"], before)
 
 
+def test_an_automatic_decision_is_no_ones_vote_when_a_person_undoes(admin, annotator, carol, engine, review_data):  # type: ignore[no-untyped-def]
+    """Undoing the only human vote leaves no vote: pending, as a decision's rule says, never the automatic outcome
+    counted as a vote (which trained a variant with fewer human approvals than the dataset requires)."""
+    from db.augmentation import AutomaticDecision, record_automatic_decisions
+    from db.auth import automatic_reviewer
+    from db.session import session_scope
+
+    auto_approved, auto_rejected, twice = review_data.variants[review_data.sources[3]][:3]
+    with session_scope(engine) as s:
+        record_automatic_decisions(
+            s,
+            automatic_reviewer(s).id,
+            [
+                AutomaticDecision(auto_approved, "approved", note="auto"),
+                AutomaticDecision(auto_rejected, "rejected", reason="label_changed", note="auto"),
+                AutomaticDecision(twice, "approved", note="auto"),
+            ],
+        )
+    rejected = decide(annotator, auto_approved, "reject", reason="meaning_changed").json()
+    body = undo(annotator, auto_approved, rejected["version"]).json()
+    assert (body["review_status"], body["review_count"]) == ("pending", 0)
+    approved = decide(annotator, auto_rejected, "approve").json()
+    body = undo(annotator, auto_rejected, approved["version"]).json()
+    assert (body["review_status"], body["review_count"]) == ("pending", 0)
+    assert {auto_approved, auto_rejected} <= {i["id"] for i in queue(annotator)["items"]}
+    # With k = 2, one human approval left after an undo does not approve.
+    admin.patch("/api/v1/datasets/rev", json={"reviews_required": 2})
+    decide(annotator, twice, "approve")
+    carols = decide(carol, twice, "approve").json()
+    assert carols["review_status"] == "approved"
+    body = undo(carol, twice, carols["version"]).json()
+    assert (body["review_status"], body["review_count"]) == ("pending", 1)
+    # Re-evaluating every reviewed variant agrees with what the undos stored.
+    from db.datasets import get_dataset
+    from services.review import reevaluate
+
+    with session_scope(engine) as s:
+        assert reevaluate(s, get_dataset(s, "rev")) == {}
+
+
 def test_undo_input_errors(annotator, review_data) -> None:
     assert undo(annotator, review_data.sources[0], 1).json()["field"] == "sample_id"  # an original
     assert undo(annotator, 999_999, 1).status_code == 404
