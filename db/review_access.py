@@ -27,7 +27,7 @@ from sqlalchemy.sql.elements import UnaryExpression
 
 from core.errors import ValidationFailed
 from db import text_search
-from db.models import REVIEWABLE_ORIGINS, UNDO, Dataset, Review, Sample, SampleLabel
+from db.models import REVIEWABLE_ORIGINS, UNDO, Dataset, Decision, Review, Sample, SampleLabel
 from db.review_filter import SORTS, QueueFilter
 
 # A label or a search drives the query (its index gives the matching ids, which are then sorted) when it matches
@@ -47,16 +47,76 @@ def _one_of(column: Any, values: tuple[str, ...]) -> ColumnElement[bool]:
     return condition
 
 
-def not_voted_by(user_id: int) -> ColumnElement[bool]:
-    """The variant has no vote by this user: no review, or their latest one is an undo. One probe of
-    ix_reviews_sample_id_user_id per variant."""
-    later = aliased(Review)
-    return ~exists().where(
-        Review.sample_id == Sample.id,
-        Review.user_id == user_id,
-        Review.decision != UNDO,
-        ~exists().where(later.sample_id == Review.sample_id, later.user_id == Review.user_id, later.id > Review.id),
+def _next_or_previous_is(review: Any, decision: str, *, after: bool) -> ColumnElement[bool]:
+    """The same user's next (`after`) or previous review of the same sample has `decision`."""
+    other, between = aliased(Review), aliased(Review)
+    if after:
+        order = [other.id > review.id, between.id > review.id, between.id < other.id]
+    else:
+        order = [other.id < review.id, between.id < review.id, between.id > other.id]
+    something_between = exists().where(
+        between.sample_id == review.sample_id, between.user_id == review.user_id, order[1], order[2]
     )
+    return (
+        exists()
+        .where(
+            other.sample_id == review.sample_id,
+            other.user_id == review.user_id,
+            other.decision == decision,
+            order[0],
+            ~something_between.correlate_except(between),  # SQLAlchemy correlates only one query up by itself
+        )
+        .correlate_except(other)
+    )
+
+
+def _withdrawn_edit(review: Any) -> ColumnElement[bool]:
+    """An edit its author undid next: the text and the votes before it are back, as if it had not been."""
+    return (review.decision == Decision.edit) & _next_or_previous_is(review, UNDO, after=True)
+
+
+def _undo_of_an_edit(review: Any) -> ColumnElement[bool]:
+    return (review.decision == UNDO) & _next_or_previous_is(review, Decision.edit, after=False)
+
+
+def standing_vote(user_column: Any, sample_column: Any) -> ColumnElement[bool]:
+    """The user has a vote on the sample's current text, by the rule db/reviews.replay applies to the trails the
+    API allows (an undo only while no one else has decided since): their latest review, leaving out an edit they
+    undid and that undo, is not an undo, and no one else's edit has come after it, but one its author undid.
+    Automatic decisions are no one's vote. One probe of ix_reviews_sample_id_user_id per variant; the others run
+    only where the user has a review."""
+    later, edit = aliased(Review), aliased(Review)
+    return exists().where(
+        Review.sample_id == sample_column,
+        Review.user_id == user_column,
+        Review.automatic.is_(False),
+        Review.decision != UNDO,
+        ~_withdrawn_edit(Review),
+        ~exists()
+        .where(
+            later.sample_id == Review.sample_id,
+            later.user_id == Review.user_id,
+            later.id > Review.id,
+            ~_withdrawn_edit(later),
+            ~_undo_of_an_edit(later),
+        )
+        .correlate_except(later),
+        ~exists()
+        .where(
+            edit.sample_id == Review.sample_id,
+            edit.id > Review.id,
+            edit.user_id != Review.user_id,
+            edit.automatic.is_(False),
+            edit.decision == Decision.edit,
+            ~_withdrawn_edit(edit),
+        )
+        .correlate_except(edit),
+    )
+
+
+def not_voted_by(user_id: int) -> ColumnElement[bool]:
+    """The variant has no standing vote by this user (see `standing_vote`): it is theirs to decide."""
+    return ~standing_vote(user_id, Sample.id)
 
 
 def _origins(session: Session, dataset: Dataset, wanted: tuple[str, ...]) -> tuple[list[str], bool]:

@@ -6,22 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, exists, func, insert, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy.orm import Session
 
-from db.models import UNDO, Review, ReviewAssignment, Sample
+from db.models import ReviewAssignment, Sample
+from db.review_access import standing_vote
 from db.session import affected_rows
-
-
-def standing_vote(user_column: Any, sample_column: Any) -> ColumnElement[bool]:
-    """The user has a vote on the sample: a review of theirs that is their latest and not an undo."""
-    later = aliased(Review)
-    return exists().where(
-        Review.sample_id == sample_column,
-        Review.user_id == user_column,
-        Review.decision != UNDO,
-        ~exists().where(later.sample_id == Review.sample_id, later.user_id == Review.user_id, later.id > Review.id),
-    )
 
 
 def purge(session: Session, dataset_id: int, now: datetime) -> int:

@@ -120,6 +120,37 @@ def test_an_automatic_decision_is_no_ones_vote_when_a_person_undoes(admin, annot
         assert reevaluate(s, get_dataset(s, "rev")) == {}
 
 
+def test_votes_an_edit_withdrew_are_asked_again(admin, annotator, carol, review_data) -> None:  # type: ignore[no-untyped-def]
+    """With k = 2, an edit withdraws the votes cast on the old text: those reviewers see the variant again in
+    their queue, their bulk selections and their work shares, or a two-person team never settles it."""
+    admin.patch("/api/v1/datasets/rev", json={"reviews_required": 2})
+    v, restored = review_data.variants[review_data.sources[4]][:2]
+
+    def carol_may_decide(sample_id: int) -> bool:
+        in_queue = sample_id in {i["id"] for i in queue(carol, page_size=200)["items"]}
+        bulk = carol.post(
+            "/api/v1/datasets/rev/bulk-decisions", json={"decision": "approve", "sample_ids": [sample_id]}
+        ).json()
+        assert in_queue == (bulk["matched"] == 1), bulk
+        return in_queue
+
+    decide(carol, v, "approve")
+    assert not carol_may_decide(v)
+    edited = decide(annotator, v, "edit", text="Vote them all out in November, every last one.").json()
+    assert edited["votes"] == {"approve": 1, "reject": 0, "mine": "edit"}
+    assert carol_may_decide(v), "carol's vote was withdrawn by the edit, yet she is not asked again"
+    assert decide(carol, v, "approve").json()["review_status"] == "approved"
+    assert not carol_may_decide(v)
+    # An edit its author undoes restores the text and the votes cast on it: nothing to ask again.
+    decide(carol, restored, "approve")
+    edited = decide(annotator, restored, "edit", text="Something entirely unrelated about taxes.").json()
+    assert carol_may_decide(restored)
+    r = undo(annotator, restored, edited["version"])
+    assert r.status_code == 200, r.text
+    assert r.json()["votes"] == {"approve": 1, "reject": 0, "mine": None}, r.json()
+    assert not carol_may_decide(restored)
+
+
 def test_undo_input_errors(annotator, review_data) -> None:
     assert undo(annotator, review_data.sources[0], 1).json()["field"] == "sample_id"  # an original
     assert undo(annotator, 999_999, 1).status_code == 404
