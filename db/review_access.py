@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, select
+from sqlalchemy import ColumnElement, and_, exists, func, select
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
@@ -72,11 +72,11 @@ def _next_or_previous_is(review: Any, decision: str, *, after: bool) -> ColumnEl
 
 def _withdrawn_edit(review: Any) -> ColumnElement[bool]:
     """An edit its author undid next: the text and the votes before it are back, as if it had not been."""
-    return (review.decision == Decision.edit) & _next_or_previous_is(review, UNDO, after=True)
+    return and_(review.decision == Decision.edit, _next_or_previous_is(review, UNDO, after=True))
 
 
 def _undo_of_an_edit(review: Any) -> ColumnElement[bool]:
-    return (review.decision == UNDO) & _next_or_previous_is(review, Decision.edit, after=False)
+    return and_(review.decision == UNDO, _next_or_previous_is(review, Decision.edit, after=False))
 
 
 def standing_vote(user_column: Any, sample_column: Any) -> ColumnElement[bool]:
