@@ -135,6 +135,10 @@ def decide(
         )
     if sample.version != version:
         raise _stale(session, sample, version)
+    if decision == Decision.edit and text == sample.text:
+        # Nothing rewritten (the editor sent the text back, a trailing space at most): an approval of the text,
+        # which withdraws no one's vote as an edit would.
+        decision, text = Decision.approve.value, None
     votes = cast(latest_votes(session, [sample.id]).get(sample.id, {}), user.id, decision)
     values = status_values(session, sample, votes)
     text_before = sample.text

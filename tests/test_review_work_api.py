@@ -151,6 +151,17 @@ def test_votes_an_edit_withdrew_are_asked_again(admin, annotator, carol, review_
     assert not carol_may_decide(restored)
 
 
+def test_an_edit_that_changes_nothing_is_an_approval(admin, annotator, carol, review_data) -> None:  # type: ignore[no-untyped-def]
+    admin.patch("/api/v1/datasets/rev", json={"reviews_required": 2})
+    v = review_data.variants[review_data.sources[5]][0]
+    text = annotator.get(f"/api/v1/samples/{v}").json()["sample"]["text"]
+    decide(carol, v, "approve")
+    body = decide(annotator, v, "edit", text=text + "  \n").json()
+    assert body["review_status"] == "approved", "the unchanged 'edit' withdrew carol's approval"
+    assert body["votes"] == {"approve": 2, "reject": 0, "mine": "approve"} and body["text"] == text
+    assert reviews_of(annotator, v)[-1]["decision"] == "approve"
+
+
 def test_undo_input_errors(annotator, review_data) -> None:
     assert undo(annotator, review_data.sources[0], 1).json()["field"] == "sample_id"  # an original
     assert undo(annotator, 999_999, 1).status_code == 404
