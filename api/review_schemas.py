@@ -147,6 +147,13 @@ class BulkDecisionCreate(RequestBody):
     expected_count: int | None = Field(
         default=None, ge=0, description="The count you confirmed; if it changed, 409 and nothing done"
     )
+    versions: dict[Annotated[int, Field(ge=1, le=MAX_ID)], Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(
+        default=None,
+        max_length=200_000,
+        description="With sample_ids or parent_id: each variant's version as you saw it. A variant changed since "
+        "(someone edited it) or not listed here is left out and named in `changed`: your vote goes only to texts "
+        "you saw",
+    )
 
 
 class BulkDecisionResult(BaseModel):
@@ -155,6 +162,9 @@ class BulkDecisionResult(BaseModel):
     applied: int
     confirmed: bool
     statuses: dict[str, int] = Field(description="How many variants ended in each status")
+    changed: list[int] = Field(
+        default_factory=list, description="Left out: changed since the version you gave, or not given one"
+    )
 
 
 class UndoCreate(RequestBody):

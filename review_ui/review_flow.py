@@ -259,6 +259,8 @@ def _bulk(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> None:
         if decision == "reject":
             body["reason"] = "unspecified"
         what = f"{len(ids)} selected variants"
+    # Your vote goes only to the texts you saw: a variant someone edited since is left out (and said so).
+    body["versions"] = {str(i): int(view.items[i]["version"]) for i in ids}
     try:
         result = api.bulk(view.dataset, body)
     except ApiError as err:
@@ -277,10 +279,17 @@ def _bulk(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> None:
     if mine:
         view.undo_stack.append(mine)
     statuses = ", ".join(f"{n} {status}" for status, n in sorted(result.get("statuses", {}).items()))
+    changed = result.get("changed") or []
+    left_out = (
+        f" Left out, changed since you saw them or not on this page: {', '.join(f'#{i}' for i in changed[:10])}"
+        f"{' …' if len(changed) > 10 else ''}."
+        if changed
+        else ""
+    )
     view.say(
-        "success",
+        "warning" if changed else "success",
         f"{DONE[body['decision']].capitalize()} {what}: {result['applied']} variants "
-        f"({statuses or 'none changed'}). U undoes it.",
+        f"({statuses or 'none changed'}). U undoes it.{left_out}",
     )
 
 

@@ -285,11 +285,18 @@ class BulkSelection:
     sample_ids: list[int] | None = None
     parent_id: int | None = None
     filter: QueueFilter | None = None
+    # With ids or a family: each variant's version as the reviewer saw it; the vote goes to those unchanged only.
+    versions: dict[int, int] | None = None
 
     def check(self) -> None:
         given = [name for name in ("sample_ids", "parent_id", "filter") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValidationFailed("give exactly one of sample_ids, parent_id or filter", field="sample_ids")
+        if self.versions is not None and self.filter is not None:
+            raise ValidationFailed(
+                "versions go with sample_ids or parent_id; a filter's variants are confirmed by expected_count",
+                field="versions",
+            )
 
 
 def bulk_targets(session: Session, dataset: Dataset, user: User, selection: BulkSelection, decision: str) -> list[int]:
@@ -339,6 +346,7 @@ def bulk_decide(
         "applied": 0,
         "confirmed": confirm,
         "statuses": {},
+        "changed": [],
     }
     if not confirm:
         return result
@@ -366,6 +374,9 @@ def bulk_decide(
             .tuples()
             .all()
         )
+        if (seen := selection.versions) is not None:
+            result["changed"] += [r[0] for r in rows if seen.get(r[0]) != r[1]]
+            rows = [r for r in rows if seen.get(r[0]) == r[1]]
         votes = latest_votes(session, [r[0] for r in rows])
         groups: dict[tuple[str, int], list[int]] = {}
         for sample_id, _version, _text in rows:
@@ -403,6 +414,7 @@ def bulk_decide(
     session.flush()
     session.expire_all()  # the identity map holds pre-update copies of some of these rows
     result["statuses"] = statuses
+    result["changed"].sort()
     return result
 
 

@@ -241,6 +241,33 @@ def bulk(client, **body):  # type: ignore[no-untyped-def]
     return client.post("/api/v1/datasets/rev/bulk-decisions", json=body)
 
 
+def test_bulk_votes_go_only_to_the_texts_the_reviewer_saw(admin, annotator, carol, review_data) -> None:  # type: ignore[no-untyped-def]
+    admin.patch("/api/v1/datasets/rev", json={"reviews_required": 2})
+    src = review_data.sources[1]
+    family = review_data.variants[src]
+    seen = {str(v): current_version(carol, v) for v in family}  # what carol's page shows
+    edited = decide(annotator, family[0], "edit", text="Vote them all out in November, every last one.").json()
+    assert edited["review_status"] == "pending"
+    for selection in ({"sample_ids": family}, {"parent_id": src}):
+        r = bulk(
+            carol,
+            decision="approve",
+            confirm=True,
+            versions={k: v for k, v in seen.items() if k != str(family[2])},
+            **selection,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["changed"] == sorted([family[0], family[2]]), "edited since carol saw it, or never shown"
+        assert r.json()["applied"] == 1
+        carol_votes = carol.get(f"/api/v1/samples/{family[0]}").json()
+        assert carol_votes["sample"]["review_status"] == "pending", "approved a text carol never saw"
+        undo = carol.post(f"/api/v1/samples/{family[1]}/undo", json={"version": current_version(carol, family[1])})
+        assert undo.status_code == 200, undo.text
+        seen[str(family[1])] = current_version(carol, family[1])
+    refused = bulk(carol, decision="approve", filter={}, versions=seen)
+    assert refused.status_code == 422 and refused.json()["field"] == "versions"
+
+
 def test_bulk_family_counts_first_then_applies(annotator, review_data) -> None:
     src = review_data.sources[0]
     preview = bulk(annotator, decision="approve", parent_id=src)
@@ -250,6 +277,7 @@ def test_bulk_family_counts_first_then_applies(annotator, review_data) -> None:
         "applied": 0,
         "confirmed": False,
         "statuses": {},
+        "changed": [],
     }
     assert queue(annotator, parent_id=src)["total"] == 3  # counting changed nothing
     stale = bulk(annotator, decision="approve", parent_id=src, confirm=True, expected_count=4)

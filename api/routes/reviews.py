@@ -203,6 +203,7 @@ def bulk_decisions(
         sample_ids=body.sample_ids,
         parent_id=body.parent_id,
         filter=filter_from_body(body.filter) if body.filter is not None else None,
+        versions=body.versions,
     )
     return review.bulk_decide_in(
         session,
