@@ -32,6 +32,22 @@ def lock_dataset(session: Session, dataset_id: int) -> bool:
     return found.first() is not None
 
 
+def reviews_required_now(session: Session, dataset_id: int) -> int:
+    """The dataset's reviews_required as last committed, its row held (FOR KEY SHARE on Postgres) until the
+    transaction ends: a decision that counts votes under k and a change of k (`hold_for_a_new_rule`) take
+    turns, so neither stores a status under a rule the other replaced. Key share: the many decisions at once do
+    not wait for each other, nor for the transactions that add rows pointing at the dataset."""
+    return session.execute(
+        select(Dataset.reviews_required).where(Dataset.id == dataset_id).with_for_update(read=True, key_share=True)
+    ).scalar_one()
+
+
+def hold_for_a_new_rule(session: Session, dataset_id: int) -> None:
+    """Hold the dataset's row FOR UPDATE: waits for the decisions under way (`reviews_required_now`) to end, and
+    holds up those that start, until the transaction ends."""
+    session.execute(select(Dataset.id).where(Dataset.id == dataset_id).with_for_update())
+
+
 def locked_variant_settings(session: Session, dataset_id: int) -> dict[str, Any] | None:
     """The dataset's variant settings as last committed, its row held as lock_dataset holds it."""
     raw: dict[str, Any] | None = session.scalar(

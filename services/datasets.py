@@ -16,7 +16,14 @@ from sqlalchemy.orm import Session
 from core.errors import NotFoundError
 from core.settings import get_settings
 from db import queue
-from db.datasets import dataset_stats, delete_dataset, get_dataset, list_datasets, parse_include
+from db.datasets import (
+    dataset_stats,
+    delete_dataset,
+    get_dataset,
+    hold_for_a_new_rule,
+    list_datasets,
+    parse_include,
+)
 from db.models import Dataset, Job, TrainingRun, User
 from db.session import delete_when_committed, discard_unless_committed, readonly_engine, session_scope
 from services.access import Need, check_dataset, visible_project_ids
@@ -50,6 +57,9 @@ def update_settings(
     from services.review import reevaluate
 
     dataset = dataset_named(session, name, user, Need.lead)
+    if changes.get("reviews_required", dataset.reviews_required) != dataset.reviews_required:
+        # Decisions under way count under the old k: let them end, then re-evaluate what they stored.
+        hold_for_a_new_rule(session, dataset.id)
     k_before = dataset.reviews_required
     for key, value in changes.items():
         setattr(dataset, key, value)

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from core.errors import ConflictError, NotFoundError, PermissionDenied, TooLargeError, ValidationFailed
 from core.textnorm import content_hash, text_problem
 from db.chunks import chunked
+from db.datasets import reviews_required_now
 from db.models import (
     REVIEWABLE_ORIGINS,
     Dataset,
@@ -195,9 +196,8 @@ def rewritten(session: Session, sample: Sample, text: str, *, action: str) -> di
 def status_values(session: Session, sample: Sample, votes: dict[int, str]) -> dict[str, Any]:
     """What a sample's row gets when its votes become `votes`: the status they give under its dataset's rule,
     their count, and the next version."""
-    dataset = session.get_one(Dataset, sample.dataset_id)
     return {
-        "review_status": status_from_votes(votes, dataset.reviews_required),
+        "review_status": status_from_votes(votes, reviews_required_now(session, sample.dataset_id)),
         "review_count": len(votes),
         "version": Sample.version + 1,
         "updated_at": utcnow(),
@@ -363,6 +363,7 @@ def bulk_decide(
         )
     now = utcnow()
     statuses: dict[str, int] = {}
+    k = reviews_required_now(session, dataset.id)
     for chunk in chunked(targets):
         # FOR UPDATE pins these rows on Postgres until commit; SQLite holds the write lock (BEGIN IMMEDIATE).
         rows = (
@@ -381,9 +382,7 @@ def bulk_decide(
         groups: dict[tuple[str, int], list[int]] = {}
         for sample_id, _version, _text in rows:
             now_cast = cast(votes.get(sample_id, {}), user.id, decision)
-            groups.setdefault((status_from_votes(now_cast, dataset.reviews_required), len(now_cast)), []).append(
-                sample_id
-            )
+            groups.setdefault((status_from_votes(now_cast, k), len(now_cast)), []).append(sample_id)
         for (status, count), ids in groups.items():
             session.execute(
                 update(Sample)

@@ -140,3 +140,46 @@ def test_a_nul_character_is_refused_naming_its_field_on_postgres(pg_api) -> None
             f"/samples/{v}/decision", json={"decision": "reject", "version": 1, "reason": "other", "note": "spam"}
         )
         assert r.status_code == 200, r.text
+
+
+def test_a_decision_and_a_new_reviews_required_take_turns(pg_settings) -> None:
+    """A decision counts votes under k; a change of k re-evaluates what is stored. Racing, a decision under the
+    old k committed after the re-evaluation, and stayed approved by one vote where three were required."""
+    from sqlalchemy import select
+
+    from db.models import Sample, User
+    from db.session import get_engine, session_scope
+    from services.datasets import update_settings
+    from services.review import decide
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    data = seed_review_data(engine)
+    issue_token(engine, "bob")
+    variant = data.variants[data.sources[0]][0]
+    decided, release = threading.Event(), threading.Event()
+    moved: list[dict] = []
+
+    def decision() -> None:
+        with session_scope(engine) as s:
+            bob = s.scalars(select(User).where(User.name == "bob")).one()
+            assert decide(s, variant, bob, "approve", 1).review_status == "approved"  # under k = 1
+            decided.set()
+            release.wait(10)
+
+    def new_rule() -> None:
+        with session_scope(engine) as s:
+            moved.append(update_settings(s, data.dataset, {"reviews_required": 3}, None)[1])
+
+    first = threading.Thread(target=decision)
+    first.start()
+    assert decided.wait(10)
+    second = threading.Thread(target=new_rule)
+    second.start()
+    second.join(1.0)
+    assert second.is_alive(), "the new rule did not wait for the decision under way"
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert moved == [{"approved→pending": 1}]
+    with session_scope(engine) as s:
+        assert s.get_one(Sample, variant).review_status == "pending"
