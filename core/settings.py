@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     models_dir: Path | None = None
     # Training jobs (train, lr_select) queued or running per project at once, for non-admins.
     max_training_jobs_per_project: int = Field(default=24, ge=1)  # an impact report queues arms × seeds
+    # Candidates (sources × variants × methods) owed by augment jobs queued or running per project, for
+    # non-admins: the queue is shared, so one project cannot put millions of candidates ahead of the others.
+    max_augment_candidates_per_project: int = Field(default=1_000_000, ge=1)
 
     @property
     def resolved_models_dir(self) -> Path:

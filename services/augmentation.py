@@ -11,10 +11,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.errors import ConflictError, NotFoundError, PermissionDenied, TooLargeError, ValidationFailed
+from core.errors import (
+    ConflictError,
+    NotFoundError,
+    PermissionDenied,
+    QuotaExceeded,
+    TooLargeError,
+    ValidationFailed,
+)
 from core.settings import Settings, get_settings
 from core.textnorm import content_hash, text_problem
 from db import queue
@@ -29,7 +36,18 @@ from db.augmentation import (
 )
 from db.chunks import chunked
 from db.datasets import lock_dataset
-from db.models import AugmentationPlan, Dataset, Job, Origin, ReviewStatus, Sample, SampleLabel, Split, User
+from db.models import (
+    AugmentationPlan,
+    Dataset,
+    Job,
+    JobStatus,
+    Origin,
+    ReviewStatus,
+    Sample,
+    SampleLabel,
+    Split,
+    User,
+)
 from services import leak_guard
 from services.access import Need, is_admin
 from services.protected_terms import ensure_seeded
@@ -337,14 +355,25 @@ def create_and_enqueue_plan(
     session: Session, dataset: Dataset, request: PlanRequest, settings: Settings, user_id: int | None
 ) -> AugmentationPlan:
     """Store the plan; with `enqueue`, also one job per chunk of its work (the jobs' ids go into the plan)."""
+    if request.enqueue:
+        # Two plans enqueued at once take turns from here to their commits: the first one seeds the dataset's
+        # protected terms and the second one finds them; the second one's seed counts the first plan.
+        lock_dataset(session, dataset.id)
+        if waiting := unfinished_plan_jobs(session, dataset):
+            # A plan counts the variants stored, not those its predecessor's jobs still owe: enqueued again (a
+            # client retrying after a lost answer), it would generate the whole gap twice.
+            shown = ", ".join(map(str, waiting[:10])) + (", …" if len(waiting) > 10 else "")
+            raise ConflictError(
+                f"an earlier plan's jobs for this dataset are still queued or running ({shown}): wait for them, "
+                "or cancel them, then plan again",
+                field="enqueue",
+                extra={"job_ids": waiting},
+            )
     plan, checked = build_plan(session, dataset, request, settings)
     jobs = plan.pop("jobs")
     plan["jobs"] = [{k: v for k, v in job.items() if k != "items"} for job in jobs]
     row = create_plan(session, dataset, request.as_params(), plan, user_id)
     if request.enqueue:
-        # Two plans enqueued at once take turns from here to their commits: the first one seeds the dataset's
-        # protected terms and the second one finds them; the second one's seed counts the first plan.
-        lock_dataset(session, dataset.id)
         ensure_seeded(session, dataset)
         seed = plan_jobs_seed(session, dataset, row, request.seed)
         ids = []
@@ -369,6 +398,52 @@ def create_and_enqueue_plan(
     return row
 
 
+def augment_candidates_in_flight(session: Session, project_id: int) -> int:
+    """Candidates the project's queued and running augment jobs owe (their progress totals)."""
+    return (
+        session.scalar(
+            select(func.coalesce(func.sum(Job.progress_total), 0))
+            .join(Dataset, Dataset.id == Job.dataset_id)
+            .where(
+                Dataset.project_id == project_id,
+                Job.kind == JOB_KIND,
+                Job.status.in_((JobStatus.queued, JobStatus.running)),
+            )
+        )
+        or 0
+    )
+
+
+def check_augment_capacity(session: Session, dataset: Dataset, user: User | None, field: str) -> None:
+    """Called once a request's jobs are queued (flushed, not committed): for non-admins, the candidates the
+    project's unfinished augment jobs owe, these included, stay within AUGLOOP_MAX_AUGMENT_CANDIDATES_PER_PROJECT.
+    Past it, 429, and the caller's transaction rolls the request back."""
+    if is_admin(user):
+        return
+    cap = get_settings().max_augment_candidates_per_project
+    owed = augment_candidates_in_flight(session, dataset.project_id)
+    if owed > cap:
+        raise QuotaExceeded(
+            f"this request would make the project's queued and running augment jobs owe {owed:,} candidates; at "
+            f"most {cap:,} at once (AUGLOOP_MAX_AUGMENT_CANDIDATES_PER_PROJECT): ask for fewer, or wait for "
+            "some jobs to finish",
+            field=field,
+            extra={"in_flight": owed, "limit": cap},
+        )
+
+
+def unfinished_plan_jobs(session: Session, dataset: Dataset) -> list[int]:
+    """Ids of the dataset's queued or running augment jobs that a plan enqueued."""
+    rows = session.execute(
+        select(Job.id, Job.params).where(
+            Job.dataset_id == dataset.id,
+            Job.kind == JOB_KIND,
+            Job.status.in_((JobStatus.queued, JobStatus.running)),
+        )
+    ).tuples()
+    return [job_id for job_id, params in rows if isinstance(params, dict) and params.get("plan_id") is not None]
+
+
 # Requests ------------------------------------------------------------------------------------------
 
 
@@ -384,7 +459,9 @@ def request_variants(
         raise PermissionDenied(
             "priority above 0 puts a job ahead of every project's jobs: an admin's to give", field="priority"
         )
-    return enqueue_request(session, dataset, request, settings, user.id if user else None)
+    job = enqueue_request(session, dataset, request, settings, user.id if user else None)
+    check_augment_capacity(session, dataset, user, "n_per_text")
+    return job
 
 
 def plan_view(row: AugmentationPlan, dataset: Dataset, progress: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -406,7 +483,10 @@ def make_plan_for(
     from services.datasets import dataset_named
 
     dataset = dataset_named(session, dataset_name, user, Need.lead)
-    return plan_view(create_and_enqueue_plan(session, dataset, request, settings, user.id if user else None), dataset)
+    row = create_and_enqueue_plan(session, dataset, request, settings, user.id if user else None)
+    if request.enqueue:
+        check_augment_capacity(session, dataset, user, "target")
+    return plan_view(row, dataset)
 
 
 def plans_with_progress(

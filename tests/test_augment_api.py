@@ -572,6 +572,48 @@ def test_a_second_plan_tops_up_with_fresh_variants_instead_of_redrawing_the_firs
     assert [p["plan"]["jobs"][0]["seed"] for p in stored] == [second_jobs[0].params["seed"], 0]
 
 
+def test_a_plan_is_not_enqueued_twice_while_the_first_ones_jobs_are_unfinished(lead, engine, mini_dataset) -> None:
+    """A client that lost the first answer and sends the plan again would have the whole gap generated twice:
+    the planner counts stored variants, not those queued jobs still owe."""
+    body = {"methods": ["wordnet"], "enqueue": True, "tasks": ["message"], "per_source_cap": 2}
+    first = lead.post("/api/v1/datasets/mini/augmentation-plans", json=body)
+    assert first.status_code == 201, first.text
+    again = lead.post("/api/v1/datasets/mini/augmentation-plans", json=body)
+    assert again.status_code == 409 and again.json()["field"] == "enqueue", again.text
+    assert again.json()["job_ids"] == first.json()["job_ids"]
+    assert len(lead.get("/api/v1/datasets/mini/augmentation-plans").json()) == 1, "the refused plan was stored"
+    preview = lead.post("/api/v1/datasets/mini/augmentation-plans", json={**body, "enqueue": False})
+    assert preview.status_code == 201, "a plan not enqueued owes nothing"
+    for job_id in first.json()["job_ids"]:
+        lead.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert lead.post("/api/v1/datasets/mini/augmentation-plans", json=body).status_code == 201
+
+
+def test_a_projects_augment_candidates_in_flight_are_capped(lead, admin, engine, mini_dataset, monkeypatch) -> None:
+    """The queue is shared by every project: one lead's requests cannot put millions of candidates ahead of
+    everyone else's."""
+    from core.settings import get_settings
+
+    monkeypatch.setenv("AUGLOOP_MAX_AUGMENT_CANDIDATES_PER_PROJECT", "100")
+    get_settings.cache_clear()
+    sources = train_ids(engine, mini_dataset, limit=20)
+    ask = {"dataset": "mini", "sample_ids": sources, "methods": ["wordnet"], "n_per_text": 3}
+    first = lead.post("/api/v1/augment", json=ask)
+    assert first.status_code == 202, first.text
+    over = lead.post("/api/v1/augment", json=ask)
+    assert over.status_code == 429 and over.json()["field"] == "n_per_text", over.text
+    assert (over.json()["in_flight"], over.json()["limit"]) == (120, 100)
+    assert lead.get("/api/v1/jobs", params={"kind": "augment"}).json()["total"] == 1, "the refused job was queued"
+    plan = lead.post(
+        "/api/v1/datasets/mini/augmentation-plans", json={"methods": ["wordnet"], "enqueue": True, "tasks": ["message"]}
+    )
+    assert plan.status_code == 429 and plan.json()["field"] == "target", plan.text
+    assert admin.post("/api/v1/augment", json=ask).status_code == 202, "an admin is not bound"
+    lead.post(f"/api/v1/jobs/{first.json()['id']}/cancel")
+    run_worker(engine)  # the admin's job ends: nothing is owed any more
+    assert lead.post("/api/v1/augment", json=ask).status_code == 202
+
+
 def test_job_progress_is_visible_while_running(lead, engine, mini_dataset) -> None:
     """The handler reports per batch; the heartbeat writes it: after the run the final counters are stored."""
     r = lead.post(
@@ -689,21 +731,30 @@ def _while_a_first_plan_is_open(pg_settings, other) -> None:  # type: ignore[no-
 
 
 @pytest.mark.postgres
-def test_plans_enqueued_at_once_on_postgres_draw_different_seeds(pg_settings) -> None:
+def test_a_plan_enqueued_while_another_is_being_enqueued_waits_and_is_refused(pg_settings) -> None:
     """On Postgres two plan requests really run at once: each counted the plans enqueued before it without seeing
     the other's (not yet committed), so both drew with the request's seed and the second one's variants were
-    all duplicates of the first one's. Now the second waits for the first to commit and counts it."""
+    all duplicates of the first one's. Now the second waits for the first to commit, sees its jobs unfinished
+    and is refused: enqueued, it would have generated the whole gap a second time."""
+    from core.errors import ConflictError
     from db.models import AugmentationPlan
     from db.session import get_engine, session_scope
     from services.augmentation import create_and_enqueue_plan
 
-    second = _plan_at_once()
-    _while_a_first_plan_is_open(pg_settings, lambda s, d: create_and_enqueue_plan(s, d, second, pg_settings, None))
+    refused: list[ConflictError] = []
+
+    def second(s, dataset) -> None:  # type: ignore[no-untyped-def]
+        try:
+            create_and_enqueue_plan(s, dataset, _plan_at_once(), pg_settings, None)
+        except ConflictError as err:
+            refused.append(err)
+
+    _while_a_first_plan_is_open(pg_settings, second)
     with session_scope(get_engine(pg_settings.resolved_database_url)) as s:
         plans = list(s.scalars(select(AugmentationPlan).order_by(AugmentationPlan.id)))
-        seeds = [{job["seed"] for job in p.plan["jobs"]} for p in plans]
-    assert len(plans) == 2 and all(p.job_ids for p in plans)
-    assert seeds[0] == {0} and len(seeds[1]) == 1 and seeds[1] != {0}, seeds
+    assert len(plans) == 1 and plans[0].job_ids
+    assert len(refused) == 1 and refused[0].field == "enqueue"
+    assert refused[0].extra["job_ids"] == plans[0].job_ids
 
 
 @pytest.mark.postgres
