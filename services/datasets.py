@@ -86,9 +86,10 @@ def dataset_files(session: Session, dataset: Dataset) -> list[Path]:
     return paths  # listed whether or not they exist yet: an attempt may write one before the deletion commits
 
 
-def upload_of(params: dict[str, Any]) -> Path | None:
-    """The upload an import job reads (in the data directory's imports folder), if it names one."""
-    name = params.get("upload")
+def upload_of(params: Any) -> Path | None:
+    """The upload an import job reads (in the data directory's imports folder), if it names one (params that are
+    not a JSON object, a row of another version or written by hand, name none)."""
+    name = params.get("upload") if isinstance(params, dict) else None
     return uploads_folder() / Path(name).name if isinstance(name, str) and name else None
 
 
