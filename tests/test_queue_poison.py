@@ -63,3 +63,52 @@ def test_an_end_hook_that_raises_is_logged_and_the_queue_goes_on(engine, monkeyp
     ended = job(engine, fragile)
     assert ended.status == JobStatus.failed and "lease expired" in ended.last_error
     assert "a hook's bug" in caplog.text
+
+
+def test_a_job_whose_params_are_not_an_object_fails_at_once_and_the_worker_goes_on(engine) -> None:
+    from workers.main import Worker
+
+    bad = poisoned(engine, "export", ["legacy", "list"])
+    text = poisoned(engine, "export", "a string")
+    with session_scope(engine) as s:
+        after = queue.enqueue(s, "export", {"dataset": "missing"}, max_attempts=1).id
+    stats = Worker(engine, ["export"], poll_seconds=0.05).run(burst=True)
+    assert stats.job_ids == [bad, text, after]
+    for job_id, what in ((bad, "an array"), (text, "a string")):
+        failed = job(engine, job_id)
+        assert failed.status == JobStatus.failed and failed.attempts == 1, "no retry: the same params fail again"
+        assert failed.last_error == f"the job's params must be a JSON object, not {what}"
+    assert job(engine, after).status == JobStatus.failed and "missing" in job(engine, after).last_error
+
+
+def test_params_without_a_key_the_handler_needs_fail_at_once_naming_it(engine) -> None:
+    from workers.main import Worker
+
+    with session_scope(engine) as s:
+        export = queue.enqueue(s, "export", {"format": "csv"}).id
+        train = queue.enqueue(s, "train", {"seed": 1}).id
+    Worker(engine, ["export", "train"], poll_seconds=0.05).run(burst=True)
+    for job_id, key in ((export, "dataset"), (train, "run_id")):
+        failed = job(engine, job_id)
+        assert failed.status == JobStatus.failed and failed.attempts == 1, failed.last_error
+        assert failed.last_error == f"the job's params lack {key!r}"
+
+
+def test_a_claim_that_raises_is_logged_and_the_worker_claims_again(engine, monkeypatch, caplog) -> None:
+    from workers.main import Worker
+
+    with session_scope(engine) as s:
+        job_id = queue.enqueue(s, "export", {"dataset": "missing"}, max_attempts=1).id
+    real_claim, calls = queue.claim, []
+
+    def claim_once_broken(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug met while claiming")
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "claim", claim_once_broken)
+    with caplog.at_level("ERROR", logger="augloop.worker"):
+        stats = Worker(engine, ["export"], poll_seconds=0.05).run(burst=True)
+    assert stats.job_ids == [job_id] and job(engine, job_id).status == JobStatus.failed
+    assert "a bug met while claiming" in caplog.text
