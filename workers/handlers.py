@@ -35,7 +35,12 @@ def run_export(ctx: JobContext) -> dict[str, Any]:
 def run_import(ctx: JobContext) -> dict[str, Any]:
     try:
         return import_queued(
-            ctx.engine, ctx.params, created_by=ctx.created_by, report=ctx.report, finish=ctx.complete_in
+            ctx.engine,
+            ctx.params,
+            created_by=ctx.created_by,
+            report=ctx.report,
+            finish=ctx.complete_in,
+            job_id=ctx.job_id,
         )
     except DomainError as err:  # a bad row, a changed dataset: the same file fails the same way again
         raise PermanentJobError(err.message) from err
