@@ -37,6 +37,8 @@ from workers.registry import (
 
 log = logging.getLogger("augloop.worker")
 
+HEARTBEAT_RETRY_SECONDS = 1.0  # after a failed beat (the database briefly unreachable), the next comes this soon
+
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -238,7 +240,9 @@ class Worker:
 
     def _heartbeat_loop(self, ctx: JobContext, stop: threading.Event) -> None:
         interval = max(self.lease_seconds / 3, 0.05)
-        while not stop.wait(interval):
+        wait = interval
+        while not stop.wait(wait):
+            wait = interval
             done, total, info = ctx.snapshot()
             try:
                 hb = queue.heartbeat(
@@ -255,6 +259,7 @@ class Worker:
                 return
             except Exception as err:  # noqa: BLE001 - database briefly unreachable: keep trying until the lease runs out
                 log.warning("heartbeat for job %s failed: %s", ctx.job_id, err)
+                wait = min(HEARTBEAT_RETRY_SECONDS, interval)  # not a third of the lease more: it may be the last
                 continue
             if hb.cancel_requested:
                 ctx.cancelled.set()
