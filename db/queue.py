@@ -67,7 +67,7 @@ def _ended(session: Session, jobs: list[tuple[int, str]], status: str, error: st
                 hook(session, ids, status, error, now)
         except DBAPIError:
             raise
-        except Exception:  # noqa: BLE001 - one kind's bad job must not stop the queue for every kind
+        except Exception:  # one kind's bad job must not stop the queue for every kind
             log.exception("the end hook of %s jobs %s failed; the jobs end %s without it", kind, ids, status)
 
 

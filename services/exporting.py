@@ -167,7 +167,8 @@ def write_export(
 def part_path(path: Path) -> Path:
     """Where one attempt writes `path` before publishing it: a name of its own (`<name>.<random>.part`), so that
     two attempts at one file (a worker that lost its lease and the one that took the job over) never write into
-    each other's file, nor into the one published. A dataset's deletion finds it by the final name's start (`job<id>.`)."""
+    each other's file, nor into the one published. A dataset's deletion finds it by the final name's start
+    (`job<id>.`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.part")
 

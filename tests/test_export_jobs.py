@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from db import queue
 from sqlalchemy import func, select, update
 
+from db import queue
 from db.models import Dataset, Job, JobStatus, Sample
 from db.session import session_scope
 from services.importing import ImportSpec, import_path

@@ -106,7 +106,7 @@ class Worker:
                 log.warning("claim failed (%s); retrying", str(err).splitlines()[0])
                 self.stop_requested.wait(self.poll_seconds)
                 continue
-            except Exception:  # noqa: BLE001 - a bug met while claiming (a job's end hook): log it, try again later
+            except Exception:  # a bug met while claiming (a job's end hook): log it, try again later
                 log.exception("claim failed; retrying")
                 self.stop_requested.wait(max(self.poll_seconds, 1.0))
                 continue
