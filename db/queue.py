@@ -12,18 +12,22 @@ transaction enqueues nothing when that request rolls back.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, NotFoundError
 from core.settings import get_settings
 from db.models import Job, JobStatus
 from db.session import affected_rows
+
+log = logging.getLogger("augloop.queue")
 
 TERMINAL = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 
@@ -35,7 +39,9 @@ class LeaseLost(Exception):
 # What a job kind needs done when one of its jobs ends without succeeding (failed past retrying, cancelled, lost
 # with no attempts left, cancelled before it ran): fn(session, job_ids, status, error, now), run in the same
 # transaction as the job's status. The train kind ends its training runs there, the import kind deletes its
-# upload (services/jobs.py). A hook may find its work done already by the handler: it acts on what is left.
+# upload (services/jobs.py). A hook may find its work done already by the handler: it acts on what is left. A hook
+# that raises (a job row it cannot read) is logged and its savepoint rolled back: it cannot stop every claim, every
+# re-queue and every cancellation of the queue; a database error still ends the caller's transaction.
 EndHook = Callable[[Session, list[int], str, str, datetime], None]
 END_HOOKS: dict[str, EndHook] = {}
 
@@ -54,8 +60,15 @@ def _ended(session: Session, jobs: list[tuple[int, str]], status: str, error: st
         by_kind.setdefault(kind, []).append(job_id)
     for kind, ids in by_kind.items():
         hook = END_HOOKS.get(kind)
-        if hook is not None:
-            hook(session, ids, status, error, now)
+        if hook is None:
+            continue
+        try:
+            with session.begin_nested():
+                hook(session, ids, status, error, now)
+        except DBAPIError:
+            raise
+        except Exception:  # one kind's bad job must not stop the queue for every kind
+            log.exception("the end hook of %s jobs %s failed; the jobs end %s without it", kind, ids, status)
 
 
 def db_now(session: Session) -> datetime:

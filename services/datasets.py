@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
@@ -96,9 +96,10 @@ def dataset_files(session: Session, dataset: Dataset) -> list[Path]:
     return paths  # listed whether or not they exist yet: an attempt may write one before the deletion commits
 
 
-def upload_of(params: dict[str, Any]) -> Path | None:
-    """The upload an import job reads (in the data directory's imports folder), if it names one."""
-    name = params.get("upload")
+def upload_of(params: Any) -> Path | None:
+    """The upload an import job reads (in the data directory's imports folder), if it names one (params that are
+    not a JSON object, a row of another version or written by hand, name none)."""
+    name = params.get("upload") if isinstance(params, dict) else None
     return uploads_folder() / Path(name).name if isinstance(name, str) and name else None
 
 
@@ -135,12 +136,20 @@ def uploads_folder() -> Path:
 
 
 def import_queued(
-    engine: Engine, params: dict[str, Any], *, created_by: int | None, report: Callable[..., None], finish: FinishFn
+    engine: Engine,
+    params: dict[str, Any],
+    *,
+    created_by: int | None,
+    report: Callable[..., None],
+    finish: FinishFn,
+    job_id: int | None = None,
 ) -> dict[str, Any]:
     """The `import` job's work: the uploaded file imported in transactions of its own (import_path); the job
     completes inside the switch. Progress: KiB read of the file (a Postgres integer holds 2 TB of them), then
-    the phase. The upload is deleted once imported; when the job ends otherwise (rejected, cancelled, failed past
-    retrying, lost), by the import kind's end hook (services/jobs.py)."""
+    the phase. The upload goes once the switch commits (a worker killed the moment after leaves none); when the
+    job ends otherwise (rejected, cancelled, failed past retrying, lost), by the import kind's end hook
+    (services/jobs.py). The job `job_id` then names the dataset it imported into (a new one too): deleting the
+    dataset finds it."""
     path = upload_of(params) or Path(params["path"])
     raw = params["spec"]
     spec = ImportSpec(**{**raw, "split_fractions": tuple(raw["split_fractions"])})
@@ -156,10 +165,16 @@ def import_queued(
             unit="KiB" if phase == "reading" else "rows",
         )
 
+    def switched(session: Session, result: dict[str, Any]) -> None:
+        finish(session, result)
+        if job_id is not None:
+            dataset_id = select(Dataset.id).where(Dataset.name == result["dataset"]).scalar_subquery()
+            session.execute(update(Job).where(Job.id == job_id).values(dataset_id=dataset_id))
+        delete_when_committed(session, path)
+
     result = import_path(
-        engine, path, spec, filename=params.get("filename"), created_by=created_by, progress=progress, finish=finish
+        engine, path, spec, filename=params.get("filename"), created_by=created_by, progress=progress, finish=switched
     )
-    path.unlink(missing_ok=True)
     return result.as_dict()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,10 +153,34 @@ def write_export(
     path: Path,
     progress: Callable[[int, int], None] | None = None,
 ) -> ExportCount:
-    """Write atomically (temporary file, then rename). Returns the rows written and left out.
-    `progress(read, total)` follows the view's rows a chunk at a time (a million rows take a while)."""
+    """Write atomically (a temporary file of this call's own, then rename). Returns the rows written and left
+    out. `progress(read, total)` follows the view's rows a chunk at a time (a million rows take a while)."""
+    tmp = part_path(path)
+    try:
+        count = _write_part(session, dataset, include, fmt, tmp, progress)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+def part_path(path: Path) -> Path:
+    """Where one attempt writes `path` before publishing it: a name of its own (`<name>.<random>.part`), so that
+    two attempts at one file (a worker that lost its lease and the one that took the job over) never write into
+    each other's file, nor into the one published. A dataset's deletion finds it by the final name's start
+    (`job<id>.`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
+    return path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.part")
+
+
+def _write_part(
+    session: Session,
+    dataset: Dataset,
+    include: set[str],
+    fmt: str,
+    tmp: Path,
+    progress: Callable[[int, int], None] | None,
+) -> ExportCount:
     count = ExportCount()
     total = count_view(session, dataset, include) if progress else 0
     if progress:
@@ -166,25 +191,55 @@ def write_export(
             if progress:
                 read = count.rows + count.left_out_near_val_test
                 progress(read, max(total, read))
-    tmp.replace(path)
     return count
 
 
-def export_to_file(engine: Engine, dataset_name: str, fmt: str, include: str, job_id: int) -> dict[str, Any]:
-    """The `export` job's work: the chosen view of a dataset, written to <data_dir>/exports/job<id>.<fmt>."""
+FinishFn = Callable[[Session, dict[str, Any]], None]
+
+
+def export_to_file(
+    engine: Engine,
+    dataset_name: str,
+    fmt: str,
+    include: str,
+    job_id: int,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    finish: FinishFn | None = None,
+) -> dict[str, Any]:
+    """The `export` job's work: the chosen view of a dataset, written to <data_dir>/exports/job<id>.<fmt>.
+
+    The attempt writes a file of its own; `progress(read, total)` is called between chunks (the job's: it raises
+    when the job was cancelled or its lease lost, and the attempt stops there). The file is published in the
+    transaction that runs `finish(session, result)` (the job completes there, if its worker still holds it):
+    renamed into place once the completion stands, and deleted again if that transaction does not commit. A
+    worker that lost its lease, a job cancelled or deleted with its dataset, publishes nothing and leaves nothing.
+    """
     from db.datasets import get_dataset, parse_include
-    from db.session import readonly_engine, session_scope
+    from db.session import discard_unless_committed, readonly_engine, session_scope
 
     chosen = parse_include(include)
     path = get_settings().data_dir.resolve() / "exports" / f"job{job_id}.{fmt}"
-    # Read-only: on SQLite a write transaction would hold the database's one write lock for the whole export.
-    with session_scope(readonly_engine(engine)) as session:
-        dataset = get_dataset(session, dataset_name)
-        count = write_export(session, dataset, chosen, fmt, path)
-    return {
-        "path": str(path.relative_to(get_settings().data_dir.resolve())),  # GET /jobs/{id}/artifact serves it
-        "rows": count.rows,
-        "left_out_near_val_test": count.left_out_near_val_test,
-        "format": fmt,
-        "dataset": dataset_name,
-    }
+    tmp = part_path(path)
+    try:
+        # Read-only: on SQLite a write transaction would hold the database's one write lock for the whole export.
+        with session_scope(readonly_engine(engine)) as session:
+            dataset = get_dataset(session, dataset_name)
+            count = _write_part(session, dataset, chosen, fmt, tmp, progress)
+        result = {
+            "path": str(path.relative_to(get_settings().data_dir.resolve())),  # GET /jobs/{id}/artifact serves it
+            "rows": count.rows,
+            "left_out_near_val_test": count.left_out_near_val_test,
+            "format": fmt,
+            "dataset": dataset_name,
+        }
+        if finish is None:  # no job to complete (a caller in-process)
+            tmp.replace(path)
+            return result
+        with session_scope(engine) as session:
+            finish(session, result)  # raises, publishing nothing, unless the job is still this attempt's
+            tmp.replace(path)
+            discard_unless_committed(session, path)
+        return result
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -39,7 +39,7 @@ def end_training_runs(session: Session, job_ids: list[int], status: str, error: 
 def delete_uploads(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> None:
     """An import that will not run again leaves no upload behind (a file of up to 16 GiB), once its end commits."""
     for params in session.scalars(select(Job.params).where(Job.id.in_(job_ids))):
-        if upload := upload_of(params or {}):
+        if upload := upload_of(params):
             delete_when_committed(session, upload)
 
 

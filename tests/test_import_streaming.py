@@ -214,6 +214,43 @@ def test_an_import_job_reports_its_progress_and_its_result(admin, engine, tmp_pa
     assert list((settings.data_dir / "imports").iterdir()) == []
 
 
+def test_an_import_jobs_upload_goes_with_its_commit_and_the_job_names_the_new_dataset(
+    admin, engine, tmp_path, settings, monkeypatch
+) -> None:
+    """A worker killed the moment the import's switch commits leaves no upload behind (it may be 16 GiB): the
+    upload's deletion is part of that commit. The job names the dataset it created, so that deleting the dataset
+    finds the job."""
+    import services.datasets as dataset_service
+    from db import queue
+    from db.models import Job
+    from workers.handlers import run_import
+    from workers.registry import JobContext, job_params
+
+    class Killed(BaseException):
+        pass
+
+    real_import_path = dataset_service.import_path
+
+    def then_killed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        real_import_path(*args, **kwargs)
+        raise Killed
+
+    data = write_csv(tmp_path / "f.csv", 50).read_bytes()
+    r = admin.post("/api/v1/datasets/fresh/imports", data={"task": "bias"}, files={"file": ("f.csv", data)})
+    assert r.status_code == 202 and r.json()["dataset_id"] is None, r.text
+    claimed = queue.claim(engine, "w", ["import"])
+    assert claimed is not None and claimed.id == r.json()["id"]
+    ctx = JobContext(claimed.id, "import", job_params(claimed.params), engine, "w", attempt=1)
+    monkeypatch.setattr(dataset_service, "import_path", then_killed)
+    with pytest.raises(Killed):
+        run_import(ctx)
+    assert list((settings.data_dir / "imports").iterdir()) == [], "the upload outlived its import's commit"
+    with session_scope(engine) as s:
+        job = s.get(Job, claimed.id)
+        assert job.status == "succeeded"
+        assert job.dataset_id == s.scalar(select(Dataset.id).where(Dataset.name == "fresh"))
+
+
 def test_an_import_job_that_ends_without_succeeding_leaves_no_upload(admin, engine, tmp_path, settings, monkeypatch):
     """Cancelled before it ran, cancelled while it runs, or failed on its last attempt: no upload stays behind
     (each may be gigabytes); while attempts are left, the upload waits for the retry."""

@@ -167,3 +167,28 @@ def test_release_hands_the_job_back_at_once_with_its_attempt(any_engine) -> None
     assert job.attempts == 0 and "step 40" in (job.last_error or "")
     again = queue.claim(any_engine, "next", lease_seconds=30)  # due at once: no back-off
     assert again is not None and again.id == job_id and again.attempts == 1
+
+
+def test_a_failed_heartbeat_is_retried_within_a_second_not_a_third_of_the_lease(engine, monkeypatch) -> None:
+    from workers.main import Worker
+    from workers.registry import JobContext
+
+    beats: list[float] = []
+
+    def flaky(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        beats.append(time.monotonic())
+        if len(beats) == 1:
+            raise OSError("the database is restarting")
+        return queue.Heartbeat(cancel_requested=False)
+
+    monkeypatch.setattr(queue, "heartbeat", flaky)
+    worker = Worker(engine, ["export"], lease_seconds=6)  # a beat every 2 s
+    stop = threading.Event()
+    beating = threading.Thread(target=worker._heartbeat_loop, args=(JobContext(1, "export", {}, engine, "w", 1), stop))
+    started = time.monotonic()
+    beating.start()
+    time.sleep(3.5)
+    stop.set()
+    beating.join()
+    assert len(beats) == 2, [round(b - started, 1) for b in beats]
+    assert 0.8 < beats[1] - beats[0] < 1.4

@@ -13,25 +13,34 @@ from workers.registry import JobContext, PermanentJobError, handler
 
 @handler("export")
 def run_export(ctx: JobContext) -> dict[str, Any]:
+    def finish(session: Any, result: dict[str, Any]) -> None:  # the file is published with the completion
+        ctx.report(done=result["rows"], total=result["rows"], rows=result["rows"])
+        ctx.complete_in(session, result)
+
     try:
-        result = export_to_file(
+        return export_to_file(
             ctx.engine,
             ctx.params["dataset"],
             ctx.params.get("format", "csv"),
             ctx.params.get("include", "original,approved"),
             ctx.job_id,
+            progress=lambda read, total: ctx.report(done=read, total=total),  # stops at a cancellation, a lost lease
+            finish=finish,
         )
     except DomainError as err:
         raise PermanentJobError(err.message) from err
-    ctx.report(done=result["rows"], total=result["rows"], rows=result["rows"])
-    return result
 
 
 @handler("import")
 def run_import(ctx: JobContext) -> dict[str, Any]:
     try:
         return import_queued(
-            ctx.engine, ctx.params, created_by=ctx.created_by, report=ctx.report, finish=ctx.complete_in
+            ctx.engine,
+            ctx.params,
+            created_by=ctx.created_by,
+            report=ctx.report,
+            finish=ctx.complete_in,
+            job_id=ctx.job_id,
         )
     except DomainError as err:  # a bad row, a changed dataset: the same file fails the same way again
         raise PermanentJobError(err.message) from err

@@ -30,11 +30,14 @@ from workers.registry import (
     JobContext,
     JobReleased,
     PermanentJobError,
+    job_params,
     load_handlers,
     with_companions,
 )
 
 log = logging.getLogger("augloop.worker")
+
+HEARTBEAT_RETRY_SECONDS = 1.0  # after a failed beat (the database briefly unreachable), the next comes this soon
 
 
 def new_worker_id() -> str:
@@ -103,6 +106,10 @@ class Worker:
                 log.warning("claim failed (%s); retrying", str(err).splitlines()[0])
                 self.stop_requested.wait(self.poll_seconds)
                 continue
+            except Exception:  # a bug met while claiming (a job's end hook): log it, try again later
+                log.exception("claim failed; retrying")
+                self.stop_requested.wait(max(self.poll_seconds, 1.0))
+                continue
             if job is None:
                 if burst and not self._jobs_pending_soon():
                     break
@@ -134,42 +141,47 @@ class Worker:
         return bool(running)
 
     def run_job(self, job: Job) -> None:
-        ctx = JobContext(
-            job_id=job.id,
-            kind=job.kind,
-            params=dict(job.params or {}),
-            engine=self.engine,
-            worker_id=self.worker_id,
-            attempt=job.attempts,
-            max_attempts=job.max_attempts,
-            dataset_id=job.dataset_id,
-            created_by=job.created_by,
-            total=job.progress_total,
-            stopping=self.stop_requested,
-        )
         self.stats.job_ids.append(job.id)
         beat_stop = threading.Event()
-        beat = threading.Thread(target=self._heartbeat_loop, args=(ctx, beat_stop), daemon=True)
-        beat.start()
+        beat: threading.Thread | None = None  # started once the job's context stands
+
+        def stop_beat() -> None:
+            beat_stop.set()
+            if beat is not None:
+                beat.join()
+
         log.info("job %s (%s) attempt %s started", job.id, job.kind, job.attempts)
         started = time.monotonic()
         try:
+            # Inside the try: params that are not a JSON object fail this job, never the worker.
+            ctx = JobContext(
+                job_id=job.id,
+                kind=job.kind,
+                params=job_params(job.params),
+                engine=self.engine,
+                worker_id=self.worker_id,
+                attempt=job.attempts,
+                max_attempts=job.max_attempts,
+                dataset_id=job.dataset_id,
+                created_by=job.created_by,
+                total=job.progress_total,
+                stopping=self.stop_requested,
+            )
+            beat = threading.Thread(target=self._heartbeat_loop, args=(ctx, beat_stop), daemon=True)
+            beat.start()
             result = self.handlers[job.kind](ctx) or {}
             if not ctx.completed:
                 self._retrying_db(lambda: self._complete(ctx, result))
-            beat_stop.set()
-            beat.join()
+            stop_beat()
             self.stats.succeeded += 1
             log.info("job %s succeeded in %.1fs", job.id, time.monotonic() - started)
         except JobCancelled:
-            beat_stop.set()
-            beat.join()
+            stop_beat()
             self._retrying_db(lambda: self._in_transaction(queue.mark_cancelled, job.id, self.worker_id))
             self.stats.cancelled += 1
             log.info("job %s cancelled", job.id)
         except JobReleased as err:
-            beat_stop.set()
-            beat.join()
+            stop_beat()
             note = str(err)
             try:
                 self._retrying_db(lambda: self._in_transaction(queue.release, job.id, self.worker_id, note))
@@ -179,13 +191,11 @@ class Worker:
             self.stats.released += 1
             log.info("job %s handed back to the queue: %s", job.id, err)
         except queue.LeaseLost as err:
-            beat_stop.set()
-            beat.join()
+            stop_beat()
             self.stats.lost += 1
             log.warning("job %s: %s", job.id, err)
         except Exception as err:  # noqa: BLE001 - a handler failure is recorded on the job, never crashes the worker
-            beat_stop.set()
-            beat.join()
+            stop_beat()
             permanent = isinstance(err, PermanentJobError)
             # The job shows its error to the project's members: the exception, not a traceback through the
             # server's paths; the traceback goes to the worker's log, for the operator.
@@ -230,7 +240,9 @@ class Worker:
 
     def _heartbeat_loop(self, ctx: JobContext, stop: threading.Event) -> None:
         interval = max(self.lease_seconds / 3, 0.05)
-        while not stop.wait(interval):
+        wait = interval
+        while not stop.wait(wait):
+            wait = interval
             done, total, info = ctx.snapshot()
             try:
                 hb = queue.heartbeat(
@@ -247,6 +259,7 @@ class Worker:
                 return
             except Exception as err:  # noqa: BLE001 - database briefly unreachable: keep trying until the lease runs out
                 log.warning("heartbeat for job %s failed: %s", ctx.job_id, err)
+                wait = min(HEARTBEAT_RETRY_SECONDS, interval)  # not a third of the lease more: it may be the last
                 continue
             if hb.cancel_requested:
                 ctx.cancelled.set()

@@ -30,6 +30,35 @@ class PermanentJobError(Exception):
     """A failure that a retry cannot fix (missing model, bad parameters): fail the job at once."""
 
 
+class MissingJobParam(PermanentJobError, KeyError):
+    """A handler read a key its job's params lack: the same params fail the same way again (still a KeyError, for
+    code that asks with one)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class JobParams(dict[str, Any]):
+    """A job's params as its handler reads them: a missing key fails the job at once, naming the key."""
+
+    def __missing__(self, key: str) -> Any:
+        raise MissingJobParam(f"the job's params lack {key!r}")
+
+
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+def job_params(params: Any) -> JobParams:
+    """A stored job's params, which must be a JSON object (None: no params); anything else (a row of another
+    version, written by hand) fails the job at once."""
+    if params is None:
+        return JobParams()
+    if not isinstance(params, dict):
+        kind = _JSON_TYPES.get(type(params), type(params).__name__)
+        raise PermanentJobError(f"the job's params must be a JSON object, not {kind}")
+    return JobParams(params)
+
+
 def handler(kind: str, *, companion_of: str | None = None) -> Callable:
     """Register a job kind. `companion_of`: a worker that takes that kind takes this one too (the `train` jobs
     of a request are queued by its `lr_select` job: a training worker that skipped it would wait forever)."""

@@ -1,0 +1,134 @@
+"""The export job's file: each attempt writes its own, and only the attempt whose completion commits publishes it.
+A worker that lost its lease, a cancelled export and an export whose dataset is deleted meanwhile leave no file
+(or, for the lost worker, leave the published one as it was)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+
+from db import queue
+from db.models import Dataset, Job, JobStatus, Sample
+from db.session import session_scope
+from services.importing import ImportSpec, import_path
+from tests.test_import_streaming import write_csv
+
+
+@pytest.fixture
+def dataset(engine, tmp_path) -> str:
+    import_path(engine, write_csv(tmp_path / "f.csv", 1_600), ImportSpec(dataset="x", tasks=["bias"]))
+    return "x"
+
+
+class SlowExport:
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.delay = 0.4
+
+
+@pytest.fixture
+def slow_export(monkeypatch) -> SlowExport:
+    """Export chunks (500 rows) come `delay` seconds apart in threads named slow*; `started` is set at the first."""
+    from services import exporting
+
+    real = exporting.iter_export
+    slow = SlowExport()
+
+    def slowly(*args, **kwargs):  # type: ignore[no-untyped-def]
+        for chunk in real(*args, **kwargs):
+            if threading.current_thread().name.startswith("slow"):
+                slow.started.set()
+                time.sleep(slow.delay)
+            yield chunk
+
+    monkeypatch.setattr(exporting, "iter_export", slowly)
+    return slow
+
+
+def export_job(engine, name: str) -> int:
+    with session_scope(engine) as s:
+        dataset_id = s.scalar(select(Dataset.id).where(Dataset.name == name))
+        return queue.enqueue(s, "export", {"dataset": name}, dataset_id=dataset_id).id
+
+
+def job(engine, job_id: int) -> Job | None:
+    with session_scope(engine) as s:
+        return s.get(Job, job_id)
+
+
+def exports(settings) -> list[str]:
+    folder = Path(settings.data_dir) / "exports"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_a_worker_that_lost_its_lease_leaves_the_published_export_as_it_was(settings, engine, dataset, slow_export):
+    from workers.main import Worker
+
+    slow_export.delay = 0.7
+    job_id = export_job(engine, dataset)
+    late = Worker(engine, ["export"], worker_id="late", lease_seconds=1)
+    late._heartbeat_loop = lambda ctx, stop: stop.wait()  # type: ignore[method-assign]  # alive, its beats lost
+    thread = threading.Thread(target=late.run, kwargs={"max_jobs": 1}, name="slow-late")
+    thread.start()
+    assert slow_export.started.wait(10)
+    time.sleep(1.2)  # its lease ran out mid-export
+    with session_scope(engine) as s:  # and the dataset changed: the two attempts' files differ
+        s.execute(update(Sample).where(Sample.id == s.scalar(select(func.min(Sample.id)))).values(text="edited " * 40))
+    taker = Worker(engine, ["export"], worker_id="taker", lease_seconds=30)
+    assert taker.run(max_jobs=1).succeeded == 1
+    published = Path(settings.data_dir) / "exports" / f"job{job_id}.csv"
+    served = published.read_bytes()
+    assert served.count(b"\n") == 1_601
+    thread.join(30)
+    assert late.stats.lost == 1 and late.stats.failed == late.stats.retried == 0
+    assert published.read_bytes() == served, "the late attempt wrote into the file a succeeded job serves"
+    assert exports(settings) == [published.name], "no attempt's temporary file is left"
+    assert job(engine, job_id).status == JobStatus.succeeded
+
+
+def test_a_cancelled_export_stops_and_leaves_no_file(settings, engine, dataset, slow_export):
+    from workers.main import Worker
+
+    job_id = export_job(engine, dataset)
+    worker = Worker(engine, ["export"], lease_seconds=0.3)
+    thread = threading.Thread(target=worker.run, kwargs={"max_jobs": 1}, name="slow-worker")
+    started = time.monotonic()
+    thread.start()
+    assert slow_export.started.wait(10)
+    with session_scope(engine) as s:
+        queue.request_cancel(s, job_id)
+    thread.join(30)
+    assert worker.stats.cancelled == 1 and job(engine, job_id).status == JobStatus.cancelled
+    assert time.monotonic() - started < 1.4, "it stopped at its next chunk, not at the end of the export"
+    assert exports(settings) == []
+
+
+def test_an_export_whose_dataset_is_deleted_meanwhile_leaves_no_file(
+    settings, engine, dataset, slow_export, monkeypatch
+):
+    """The deletion lists the job's files before it commits; an attempt that would publish after that listing
+    (the deletion of a large dataset takes a while) finds its job gone and publishes nothing."""
+    from services import datasets
+    from workers.main import Worker
+
+    real_delete = datasets.delete_dataset
+
+    def long_delete(session, name):  # type: ignore[no-untyped-def]
+        real_delete(session, name)
+        time.sleep(3)  # a large dataset's cascade, under the write lock: the export's last chunk is written meanwhile
+
+    monkeypatch.setattr(datasets, "delete_dataset", long_delete)
+    job_id = export_job(engine, dataset)
+    worker = Worker(engine, ["export"])
+    thread = threading.Thread(target=worker.run, kwargs={"max_jobs": 1}, name="slow-worker")
+    thread.start()
+    assert slow_export.started.wait(10)
+    with session_scope(engine) as s:
+        datasets.remove(s, dataset)
+    thread.join(30)
+    assert job(engine, job_id) is None and worker.stats.lost == 1
+    assert exports(settings) == []
