@@ -63,3 +63,16 @@ def test_the_cli_manages_projects_and_members(settings, engine, example_dataset)
         carla = s.query(User).filter(User.name == "carla").one()
         with pytest.raises(NotFoundError):
             dataset_named(s, example_dataset, carla)
+
+
+def test_a_user_name_with_a_slash_is_addressable(admin) -> None:
+    """User names are free text; the routes that name a user in the path take it percent-encoded, "/" too."""
+    from urllib.parse import quote
+
+    name = "root![U](http://evil.example/u.png)"
+    assert admin.post("/api/v1/tokens", json={"name": name, "role": "annotator"}).status_code == 201
+    assert admin.put("/api/v1/projects/default/members", json={"user": name, "role": "lead"}).status_code == 200
+    assert admin.patch(f"/api/v1/users/{quote(name, safe='')}", json={"role": "admin"}).json()["role"] == "admin"
+    assert admin.delete(f"/api/v1/projects/default/members/{quote(name, safe='')}").status_code == 204
+    assert admin.get("/api/v1/projects/default/members").json() == []
+
