@@ -76,3 +76,16 @@ def test_a_user_name_with_a_slash_is_addressable(admin) -> None:
     assert admin.delete(f"/api/v1/projects/default/members/{quote(name, safe='')}").status_code == 204
     assert admin.get("/api/v1/projects/default/members").json() == []
 
+
+@pytest.mark.parametrize("name", ["ann\u202egpj", "ann\x07", "ann\nbob", "\u2066ann", "ann\u200b", " ", "x" * 121])
+def test_user_names_are_printable(admin, name) -> None:
+    r = admin.post("/api/v1/tokens", json={"name": name, "role": "annotator"})
+    assert r.status_code == 422 and r.json()["field"] == "name", r.text
+    assert name not in [t["name"] for t in admin.get("/api/v1/tokens").json()]
+
+
+def test_the_cli_refuses_an_unprintable_user_name(settings, engine) -> None:
+    from augloop.cli import app
+
+    result = CliRunner().invoke(app, ["token", "create", "--name", "ann\u202egpj", "--role", "annotator"])
+    assert result.exit_code == 2 and "name" in result.output
