@@ -13,6 +13,8 @@ import unicodedata
 from core.errors import ValidationFailed
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")  # BCP-47-like: en, pt-BR, zh-Hant-TW
+LANGUAGE_MAX = 16  # datasets.language
 DISPLAY_MAX = 200
 USER_MAX = 120  # users.name
 
@@ -45,3 +47,14 @@ def _printable(name: str, *, field: str, what: str, longest: int) -> str:
     if bad:
         raise ValidationFailed(f"{what} may not contain control or format characters ({bad[0]!r})", field=field)
     return name
+
+
+def check_language(code: str, *, field: str = "language") -> str:
+    """A dataset's language: a BCP-47-like tag (the augmenters compare its base, e.g. en of en-US)."""
+    if not isinstance(code, str) or len(code) > LANGUAGE_MAX or not LANGUAGE.fullmatch(code):
+        raise ValidationFailed(
+            f"language: a language tag such as en or pt-BR (2-3 lower-case letters, then -subtags of 2-8 letters "
+            f"or digits; at most {LANGUAGE_MAX} characters); got {str(code)[:40]!r}",
+            field=field,
+        )
+    return code

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
+from core.names import check_language
 from core.settings import get_settings
 from db import queue
 from db.datasets import dataset_stats, delete_dataset, get_dataset, list_datasets, parse_include
@@ -50,6 +51,8 @@ def update_settings(
     from services.review import reevaluate
 
     dataset = dataset_named(session, name, user, Need.lead)
+    if "language" in changes:
+        check_language(changes["language"], field="language")
     k_before = dataset.reviews_required
     for key, value in changes.items():
         setattr(dataset, key, value)

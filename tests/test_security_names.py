@@ -89,3 +89,24 @@ def test_the_cli_refuses_an_unprintable_user_name(settings, engine) -> None:
 
     result = CliRunner().invoke(app, ["token", "create", "--name", "ann\u202egpj", "--role", "annotator"])
     assert result.exit_code == 2 and "name" in result.output
+
+
+BAD_LANGUAGES = ["../../etc", "en\u202e", "en\n", "EN", "e", "en-", "en_GB", "x" * 17, "en-" + "a" * 9, "1a"]
+
+
+@pytest.mark.parametrize("language", BAD_LANGUAGES)
+def test_an_import_takes_a_language_tag(admin, language) -> None:
+    r = _import(admin, "memos", language=language)
+    assert r.status_code == 422 and r.json()["field"] == "language", r.text
+    assert admin.get("/api/v1/datasets").json() == []
+
+
+def test_a_datasets_language_stays_a_language_tag(admin) -> None:
+    assert _import(admin, "memos", language="pt-BR").status_code == 201
+    for language in BAD_LANGUAGES:
+        r = admin.patch("/api/v1/datasets/memos", json={"language": language})
+        assert r.status_code == 422 and r.json()["field"] == "language", (language, r.text)
+    assert admin.get("/api/v1/datasets/memos").json()["language"] == "pt-BR"
+    for language in ["en", "de", "en-US", "zh-Hant-TW", "gsw"]:
+        r = admin.patch("/api/v1/datasets/memos", json={"language": language})
+        assert r.status_code == 200 and r.json()["language"] == language, r.text
