@@ -5,6 +5,9 @@ learns from: an approved variant (or submitted text, or pseudo-label) whose text
 test text as they are now (the leak guard's measure, services/leak_guard.py) is left out, as every training run
 leaves it out (services/training_data.py), and counted. Every row not an original says so in `near_val_test`;
 pending and rejected rows, which never train, stay in the views that ask for them, flagged.
+
+A JSONL record is one line for any line-based reader: U+2028, U+2029 and U+0085, which JSON allows raw in a
+string but `str.splitlines` (and JavaScript before ES2019) take for line ends, are written as \\u escapes.
 """
 
 from __future__ import annotations
@@ -103,6 +106,16 @@ def spreadsheet_safe(value: Any) -> Any:
     return value
 
 
+# Characters JSON leaves raw in a string that line readers split on (those below U+0020 json.dumps escapes).
+_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085": "\\u0085"})
+
+
+def jsonl_line(rec: dict[str, Any]) -> str:
+    """One JSON record on one line: exact JSON (json.loads gives `rec` back), with no character that any
+    line-based reader takes for a line end."""
+    return json.dumps(rec, ensure_ascii=False).translate(_LINE_BREAKS)
+
+
 def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise ValidationFailed(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}", field="format")
@@ -136,7 +149,7 @@ def iter_export(
     else:
         lines = []
         for sample in rows:
-            lines.append(json.dumps(record(sample, dataset), ensure_ascii=False))
+            lines.append(jsonl_line(record(sample, dataset)))
             if len(lines) >= 500:
                 yield "\n".join(lines) + "\n"
                 lines = []

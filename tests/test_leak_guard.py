@@ -604,3 +604,21 @@ def test_a_background_build_too_big_to_keep_beside_the_index_in_use_takes_its_pl
     assert leak_guard._placed([small_a, small_b], big) == [small_a, small_b, big], "in use, the others beside it"
     assert leak_guard._placed([big], big2) == [big] and big2[0] in leak_guard._unkept
     assert leak_guard._placed([], big) == [big]
+
+
+def test_a_jsonl_export_is_one_line_per_record_whatever_the_texts_hold(lead, engine) -> None:
+    """U+2028, U+2029 and U+0085 are legal raw in a JSON string, but str.splitlines (and other line readers)
+    end a line there: the export escapes them, and each line still parses to the exact text."""
+    import json
+
+    from tests.trainer_fixtures import add_variant, import_small
+
+    name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
+    text = "first part\u2028second part\u2029third \u0085 fourth\x0b\x1c end"
+    variant = add_variant(engine, name, "train", "approved", text)
+    r = lead.get(f"/api/v1/datasets/{name}/export", params={"format": "jsonl", "include": "original,approved"})
+    assert r.status_code == 200, r.text
+    lines = r.text.splitlines()
+    assert len(lines) == len(r.text.split("\n")) - 1 == 10 + 4 + 4 + 1
+    rows = {row["id"]: row for row in map(json.loads, lines)}
+    assert rows[variant]["text"] == text
