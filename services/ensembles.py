@@ -22,11 +22,12 @@ from trainer.ensemble import build_ensemble
 from trainer.examples import read_predictions
 
 MEMBER_KINDS = ("single", "tfidf")
-NAME_MAX = TrainingRun.__table__.c.name.type.length  # training_runs.name: 200
+NAME_MAX = 200  # the width of training_runs.name (db/models.py TrainingRun.name)
 
 
 def default_name(ids: list[int]) -> str:
-    """"ensemble of 3, 4, 7", or as many ids as fit the name's column then "… (32 runs)"."""
+    """The name of an ensemble not given one: `ensemble of 3, 4, 7`, or as many ids as fit the name's column,
+    then `… (32 runs)`."""
     full = f"ensemble of {', '.join(map(str, ids))}"
     if len(full) <= NAME_MAX:
         return full
