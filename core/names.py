@@ -13,7 +13,10 @@ import unicodedata
 from core.errors import ValidationFailed
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")  # BCP-47-like: en, pt-BR, zh-Hant-TW
+LANGUAGE_MAX = 16  # datasets.language
 DISPLAY_MAX = 200
+USER_MAX = 120  # users.name
 
 
 def check_slug(name: str, *, field: str, what: str = "name") -> str:
@@ -28,10 +31,30 @@ def check_slug(name: str, *, field: str, what: str = "name") -> str:
 
 def check_display_name(name: str, *, field: str) -> str:
     """Free text for people, but printable: no control or format characters (U+202E would reverse a line)."""
+    return _printable(name, field=field, what="a display name", longest=DISPLAY_MAX)
+
+
+def check_user_name(name: str, *, field: str = "name") -> str:
+    """A user's name: free text like a display name (it is shown beside every review), as printable."""
+    return _printable(name, field=field, what="a user name", longest=USER_MAX)
+
+
+def _printable(name: str, *, field: str, what: str, longest: int) -> str:
     name = name.strip()
-    if not name or len(name) > DISPLAY_MAX:
-        raise ValidationFailed(f"a display name is 1-{DISPLAY_MAX} characters", field=field)
+    if not name or len(name) > longest:
+        raise ValidationFailed(f"{what} is 1-{longest} characters", field=field)
     bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co")]
     if bad:
-        raise ValidationFailed(f"a display name may not contain control or format characters ({bad[0]!r})", field=field)
+        raise ValidationFailed(f"{what} may not contain control or format characters ({bad[0]!r})", field=field)
     return name
+
+
+def check_language(code: str, *, field: str = "language") -> str:
+    """A dataset's language: a BCP-47-like tag (the augmenters compare its base, e.g. en of en-US)."""
+    if not isinstance(code, str) or len(code) > LANGUAGE_MAX or not LANGUAGE.fullmatch(code):
+        raise ValidationFailed(
+            f"language: a language tag such as en or pt-BR (2-3 lower-case letters, then -subtags of 2-8 letters "
+            f"or digits; at most {LANGUAGE_MAX} characters); got {str(code)[:40]!r}",
+            field=field,
+        )
+    return code

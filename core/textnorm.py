@@ -41,5 +41,23 @@ def text_problem(text: str) -> str | None:
     return None
 
 
+# What a person's text may not hold beyond text_problem's: C0 control characters other than tab, line feed and
+# carriage return (a bell, an escape sequence for a terminal), and the bidi embeddings, overrides and isolates
+# (U+202A-U+202E, U+2066-U+2069), which reorder what a reviewer or an annotator sees.
+_UNWRITABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\u202a-\u202e\u2066-\u2069]")
+
+
+def written_text_problem(text: str) -> str | None:
+    """text_problem, for a text a person writes into augloop (a review edit, a text sent to augment): also no
+    control character but tab and line breaks, no bidi override or isolate. Imported data is not held to this
+    (real texts may carry such characters); a person typing a new text has no need of them."""
+    if problem := text_problem(text):
+        return problem
+    if found := _UNWRITABLE.search(text):
+        what = "a control character" if found.group() < " " else "a bidirectional override or isolate"
+        return f"holds {what} (U+{ord(found.group()):04X})"
+    return None
+
+
 def content_hash(text: str) -> str:
     return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()

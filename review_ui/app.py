@@ -21,6 +21,7 @@ import streamlit as st  # noqa: E402
 from review_ui import sessions  # noqa: E402
 from review_ui.client import ApiError  # noqa: E402
 from review_ui.components import session_cookie  # noqa: E402
+from review_ui.render import plain  # noqa: E402
 from review_ui.state import api_client, user  # noqa: E402
 
 PAGES = Path(__file__).parent / "app_pages"
@@ -89,6 +90,6 @@ else:
     )
     page = st.navigation({"Work": common, **({"Admin": admin} if admin else {})})
     with st.sidebar:
-        st.caption(f"Signed in as {who.get('name', '?')} ({who.get('role', '?')})")
+        st.caption(plain(f"Signed in as {who.get('name', '?')} ({who.get('role', '?')})"))
         st.button("Sign out", on_click=sign_out, key="sign_out")
 page.run()

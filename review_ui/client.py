@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -212,4 +213,4 @@ class ApiClient:
         return self.request("PUT", f"/projects/{project}/members", json={"user": user, "role": role})
 
     def remove_member(self, project: str, user: str) -> None:
-        return self.request("DELETE", f"/projects/{project}/members/{user}")
+        return self.request("DELETE", f"/projects/{project}/members/{quote(user, safe='')}")

@@ -23,7 +23,7 @@ from core.errors import (
     ValidationFailed,
 )
 from core.settings import Settings, get_settings
-from core.textnorm import content_hash, text_problem
+from core.textnorm import content_hash, text_problem, written_text_problem
 from db import queue
 from db.augmentation import (
     SourceRow,
@@ -165,6 +165,8 @@ def submit_texts(
                 "source's labels, so give at least one",
                 field=f"texts.{i}.labels",
             )
+        if problem := written_text_problem(text):  # a text already in the dataset (imported) is taken as it is
+            raise ValidationFailed(f"texts[{i}] {problem}", field=f"texts.{i}.text")
         fresh[digest] = i
         ids.append(digest)
     # Checked in one batch once every text is known valid, before any row is written.

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
+from core.names import check_language
 from core.settings import get_settings
 from db import queue
 from db.datasets import (
@@ -57,6 +58,8 @@ def update_settings(
     from services.review import reevaluate
 
     dataset = dataset_named(session, name, user, Need.lead)
+    if "language" in changes:
+        check_language(changes["language"], field="language")
     if changes.get("reviews_required", dataset.reviews_required) != dataset.reviews_required:
         # Decisions under way count under the old k: let them end, then re-evaluate what they stored.
         hold_for_a_new_rule(session, dataset.id)

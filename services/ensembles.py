@@ -22,6 +22,21 @@ from trainer.ensemble import build_ensemble
 from trainer.examples import read_predictions
 
 MEMBER_KINDS = ("single", "tfidf")
+NAME_MAX = 200  # the width of training_runs.name (db/models.py TrainingRun.name)
+
+
+def default_name(ids: list[int]) -> str:
+    """The name of an ensemble not given one: `ensemble of 3, 4, 7`, or as many ids as fit the name's column,
+    then `… (32 runs)`."""
+    full = f"ensemble of {', '.join(map(str, ids))}"
+    if len(full) <= NAME_MAX:
+        return full
+    shown: list[str] = []
+    for i in ids:
+        if len(f"ensemble of {', '.join([*shown, str(i)])}, … ({len(ids)} runs)") > NAME_MAX:
+            break
+        shown.append(str(i))
+    return f"ensemble of {', '.join(shown)}, … ({len(ids)} runs)"
 
 
 def member_group(run: TrainingRun) -> str:
@@ -70,6 +85,8 @@ def create_ensemble(
 ) -> TrainingRun:
     """Combine finished runs of one dataset (transformer runs and TF-IDF members alike); the project's leads
     (None: the operator)."""
+    if len(name) > NAME_MAX:
+        raise ValidationFailed(f"name: at most {NAME_MAX} characters; got {len(name)}", field="name")
     created_by = user.id if user else None
     runs = ensemble_members(session, run_ids, user)
     ids = [r.id for r in runs]
@@ -102,7 +119,7 @@ def create_ensemble(
         session,
         dataset,
         config,
-        name=name or f"ensemble of {', '.join(map(str, ids))}",
+        name=name or default_name(ids),
         kind="ensemble",
         member_ids=ids,
         created_by=created_by,

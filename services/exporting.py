@@ -4,7 +4,12 @@ An export of the training view is what an engineer trains on outside augloop, so
 learns from: an approved variant (or submitted text, or pseudo-label) whose text is a near-duplicate of a val or
 test text as they are now (the leak guard's measure, services/leak_guard.py) is left out, as every training run
 leaves it out (services/training_data.py), and counted. Every row not an original says so in `near_val_test`;
-pending and rejected rows, which never train, stay in the views that ask for them, flagged.
+pending and rejected rows, which never train, stay in the views that ask for them, flagged. An edited variant's
+`generated_text` (the augmenter's text its reviewer replaced) is checked the same way and left blank when it is a
+near-duplicate of a val or test text: the row stays (its own text is what `near_val_test` is about).
+
+A JSONL record is one line for any line-based reader: U+2028, U+2029 and U+0085, which JSON allows raw in a
+string but `str.splitlines` (and JavaScript before ES2019) take for line ends, are written as \\u escapes.
 """
 
 from __future__ import annotations
@@ -76,6 +81,11 @@ def _guarded(
         found = leak_guard.leaks(session, dataset, [row["text"] for row in reviewed])
         for row, leak in zip(reviewed, found, strict=True):
             row["near_val_test"] = leak is not None
+        edited = [row for row in reviewed if row.get("generated_text") and row["generated_text"] != row["text"]]
+        found = leak_guard.leaks(session, dataset, [row["generated_text"] for row in edited]) if edited else []
+        for row, leak in zip(edited, found, strict=True):
+            if leak is not None:
+                row["generated_text"] = None
         for row in batch:
             if row.get("near_val_test") and row["review_status"] == ReviewStatus.approved.value:
                 count.left_out_near_val_test += 1
@@ -102,6 +112,16 @@ def spreadsheet_safe(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
     return value
+
+
+# Characters JSON leaves raw in a string that line readers split on (those below U+0020 json.dumps escapes).
+_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085": "\\u0085"})
+
+
+def jsonl_line(rec: dict[str, Any]) -> str:
+    """One JSON record on one line: exact JSON (json.loads gives `rec` back), with no character that any
+    line-based reader takes for a line end."""
+    return json.dumps(rec, ensure_ascii=False).translate(_LINE_BREAKS)
 
 
 def check_format(fmt: str) -> None:
@@ -137,7 +157,7 @@ def iter_export(
     else:
         lines = []
         for sample in rows:
-            lines.append(json.dumps(record(sample, dataset), ensure_ascii=False))
+            lines.append(jsonl_line(record(sample, dataset)))
             if len(lines) >= 500:
                 yield "\n".join(lines) + "\n"
                 lines = []

@@ -38,7 +38,7 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, NotFoundError, ValidationFailed
-from core.names import check_display_name, check_slug
+from core.names import check_display_name, check_language, check_slug
 from core.near_duplicates import NearDuplicateFinder
 from core.textnorm import content_hash
 from db import import_staging as staging
@@ -411,12 +411,9 @@ def _check_new_tasks(spec: ImportSpec) -> None:
         )
 
 
-LANGUAGE_MAX_CHARS = 16  # the column's width (db/models.py Dataset.language)
-
-
 def _check_spec_strings(spec: ImportSpec) -> None:
     """An import's names (form fields, CLI options) hold no NUL (Postgres refuses one, naming no field) and its
-    language fits its column, before anything is read or stored."""
+    language is a language tag (core/names), before anything is read or stored."""
     named: list[tuple[str, str | None]] = [
         ("name", spec.dataset),
         ("text_col", spec.text_col),
@@ -431,11 +428,7 @@ def _check_spec_strings(spec: ImportSpec) -> None:
     for name, value in named:
         if value is not None and "\x00" in value:
             raise ValidationFailed(f"{name}: holds a NUL character", field=name)
-    if len(spec.language) > LANGUAGE_MAX_CHARS:
-        raise ValidationFailed(
-            f"language: at most {LANGUAGE_MAX_CHARS} characters (a language code such as en or pt-BR)",
-            field="language",
-        )
+    check_language(spec.language, field="language")
 
 
 def _project_id(session: Session, spec: ImportSpec) -> int:

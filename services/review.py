@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, NotFoundError, PermissionDenied, TooLargeError, ValidationFailed
-from core.textnorm import content_hash, text_problem
+from core.textnorm import content_hash, written_text_problem
 from db.chunks import chunked
 from db.datasets import reviews_required_now
 from db.models import (
@@ -102,7 +102,7 @@ def _check_decision(
         text = (text or "").strip()
         if not text:
             raise ValidationFailed("an edit needs the new text", field="text")
-        if problem := text_problem(text):
+        if problem := written_text_problem(text):
             raise ValidationFailed(f"the edited text {problem}", field="text")
         if len(text) > max_chars:
             raise TooLargeError(f"text exceeds {max_chars} characters", field="text")

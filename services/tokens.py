@@ -10,13 +10,16 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from core.errors import ValidationFailed
+from core.names import check_user_name
 from db import auth
 from db.models import APIToken, User, utcnow
 from db.session import session_scope
 
 
 def issue(session: Session, name: str, role: str, expires_in_days: float | None = None) -> auth.IssuedToken:
-    """A token for a (new or existing) user; an expiry, when given, lies in the future."""
+    """A token for a (new or existing) user; an expiry, when given, lies in the future. A user name is printable
+    text (no control or format characters: U+202E would reverse it wherever it is shown)."""
+    name = check_user_name(name, field="name")
     if expires_in_days is not None and not 0 < expires_in_days <= 3650:
         raise ValidationFailed(f"expires_in_days must be in (0, 3650]; got {expires_in_days}", field="expires_in_days")
     expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None

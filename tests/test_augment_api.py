@@ -237,6 +237,9 @@ def test_a_cancelled_submission_job_leaves_nothing_to_train(lead, engine, mini_d
             "texts.0.text",
         ),
         ({"methods": ["wordnet"], "texts": [{"text": "a\x00b", "labels": {"bias": "neutral"}}]}, 422, "texts.0.text"),
+        # a control character or a bidi override, which a person writing a text has no use for
+        ({"methods": ["wordnet"], "texts": [{"text": "a\x07b", "labels": {"bias": "neutral"}}]}, 422, "texts.0.text"),
+        ({"methods": ["wordnet"], "texts": [{"text": "a\u202eb", "labels": {"bias": "neutral"}}]}, 422, "texts.0.text"),
         ({"methods": ["mlm"], "sample_ids": [1], "params": {"mlm": {"top_k": -1}}}, 422, "params.mlm.top_k"),
         ({"methods": ["mlm"], "sample_ids": [1], "params": {"wordnet": {}}}, 422, "params"),
         (
@@ -807,3 +810,27 @@ def test_the_job_list_cuts_long_params_and_the_job_shows_them_whole(lead, engine
     whole = _job(lead, r.json()["id"])["params"]
     assert [i["sample_id"] for i in whole["items"]] == [i["sample_id"] for i in r.json()["params"]["items"]]
     assert len(whole["items"]) == 150 and "items_count" not in whole
+
+
+def test_imported_texts_keep_their_control_characters_and_can_be_augmented(lead, engine) -> None:
+    """Real data may hold a bell or a bidi override: an import takes it, and the same text sent to POST /augment
+    is that original (only a text new to the dataset is held to what a person may write)."""
+    from db.models import Job, Sample
+    from db.session import session_scope
+    from services.importing import ImportSpec, import_file
+
+    odd = "A post with a bell\x07 and \u202ereversed\u202c words about the farm bill and rural water"
+    rows = [odd, *(f"Another ordinary post number {i} about the county budget" for i in range(9))]
+    csv_text = "text,bias\n" + "".join(f'"{row}",{"neutral" if i % 2 else "partisan"}\n' for i, row in enumerate(rows))
+    with session_scope(engine) as s:
+        import_file(s, csv_text.encode(), ImportSpec(dataset="odd", tasks=["bias"]), filename="odd.csv")
+        original = s.scalar(select(Sample).where(Sample.text == odd))
+        assert original is not None
+        original_id, split = original.id, original.split
+        if split != "train":
+            original.split = "train"
+    r = lead.post("/api/v1/augment", json={"dataset": "odd", "texts": [{"text": odd}], "methods": ["wordnet"]})
+    assert r.status_code == 202, r.text
+    assert [item["sample_id"] for item in r.json()["params"]["items"]] == [original_id]
+    with session_scope(engine) as s:
+        assert s.scalar(select(Job.id)) is not None

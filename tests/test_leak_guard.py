@@ -604,3 +604,51 @@ def test_a_background_build_too_big_to_keep_beside_the_index_in_use_takes_its_pl
     assert leak_guard._placed([small_a, small_b], big) == [small_a, small_b, big], "in use, the others beside it"
     assert leak_guard._placed([big], big2) == [big] and big2[0] in leak_guard._unkept
     assert leak_guard._placed([], big) == [big]
+
+
+def test_an_edited_variants_generated_text_near_a_test_text_is_left_blank(lead, engine) -> None:
+    """The reviewer replaced the augmenter's text, a near-copy of a test text, with one of their own: the row
+    is exported (its text is no leak) but its generated_text is not, in any view and format."""
+    import csv
+    import io
+    import json
+
+    from sqlalchemy import select
+
+    from db.models import Sample
+    from tests.trainer_fixtures import add_variant, import_small
+
+    name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
+    with session_scope(engine) as s:
+        test_text = s.scalars(select(Sample.text).where(Sample.split == "test").order_by(Sample.id)).first()
+    edited = add_variant(engine, name, "train", "approved", "an approved variant about the county fair and its pies")
+    fine = add_variant(engine, name, "train", "approved", "a second variant about the harvest and the tractors")
+    with session_scope(engine) as s:
+        s.get(Sample, edited).generated_text = f"RT @someone: {test_text} so true"
+        s.get(Sample, fine).generated_text = "the augmenter's text about the harvest, nowhere near val or test"
+
+    r = lead.get(f"/api/v1/datasets/{name}/export", params={"format": "jsonl"})
+    rows = {row["id"]: row for row in map(json.loads, r.text.splitlines())}
+    assert rows[edited]["generated_text"] is None and rows[edited]["near_val_test"] is False
+    assert rows[fine]["generated_text"].startswith("the augmenter's text")
+    r = lead.get(f"/api/v1/datasets/{name}/export", params={"include": "approved"})
+    exported = {int(row["id"]): row["generated_text"] for row in csv.DictReader(io.StringIO(r.text))}
+    assert exported[edited] == "" and test_text not in r.text
+
+
+def test_a_jsonl_export_is_one_line_per_record_whatever_the_texts_hold(lead, engine) -> None:
+    """U+2028, U+2029 and U+0085 are legal raw in a JSON string, but str.splitlines (and other line readers)
+    end a line there: the export escapes them, and each line still parses to the exact text."""
+    import json
+
+    from tests.trainer_fixtures import add_variant, import_small
+
+    name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
+    text = "first part\u2028second part\u2029third \u0085 fourth\x0b\x1c end"
+    variant = add_variant(engine, name, "train", "approved", text)
+    r = lead.get(f"/api/v1/datasets/{name}/export", params={"format": "jsonl", "include": "original,approved"})
+    assert r.status_code == 200, r.text
+    lines = r.text.splitlines()
+    assert len(lines) == len(r.text.split("\n")) - 1 == 10 + 4 + 4 + 1
+    rows = {row["id"]: row for row in map(json.loads, lines)}
+    assert rows[variant]["text"] == text

@@ -123,11 +123,15 @@ def test_decision_input_errors(annotator, review_data) -> None:
     assert decide(annotator, v, "edit", 1, text="   ").json()["field"] == "text"
     assert decide(annotator, v, "edit", 1, text="\u200b\u200b").json()["field"] == "text"  # invisible only
     assert decide(annotator, v, "edit", 1, text="a\x00b").json()["field"] == "text"
+    for unwritable in ("a\x07b", "a\x1b[2Jb", "a\u202eb", "a\u2066b\u2069", "a\x0cb"):
+        r = decide(annotator, v, "edit", 1, text=unwritable)
+        assert r.status_code == 422 and r.json()["field"] == "text", (unwritable, r.text)
     assert decide(annotator, v, "reject", 1, reason="boring").status_code == 422
     assert decide(annotator, v, "maybe", 1).status_code == 422
     assert decide(annotator, review_data.sources[0], "approve", 1).json()["field"] == "sample_id"
     assert decide(annotator, 999_999, "approve", 1).status_code == 404
     assert current_version(annotator, v) == 1  # nothing was written
+    assert decide(annotator, v, "edit", 1, text="line one\n\tline two\r\nthree").status_code == 200, "layout stays"
 
 
 def test_edit_keeps_the_generated_text_and_refuses_duplicates(annotator, review_data) -> None:

@@ -63,3 +63,50 @@ def test_the_cli_manages_projects_and_members(settings, engine, example_dataset)
         carla = s.query(User).filter(User.name == "carla").one()
         with pytest.raises(NotFoundError):
             dataset_named(s, example_dataset, carla)
+
+
+def test_a_user_name_with_a_slash_is_addressable(admin) -> None:
+    """User names are free text; the routes that name a user in the path take it percent-encoded, "/" too."""
+    from urllib.parse import quote
+
+    name = "root![U](http://evil.example/u.png)"
+    assert admin.post("/api/v1/tokens", json={"name": name, "role": "annotator"}).status_code == 201
+    assert admin.put("/api/v1/projects/default/members", json={"user": name, "role": "lead"}).status_code == 200
+    assert admin.patch(f"/api/v1/users/{quote(name, safe='')}", json={"role": "admin"}).json()["role"] == "admin"
+    assert admin.delete(f"/api/v1/projects/default/members/{quote(name, safe='')}").status_code == 204
+    assert admin.get("/api/v1/projects/default/members").json() == []
+
+
+@pytest.mark.parametrize("name", ["ann\u202egpj", "ann\x07", "ann\nbob", "\u2066ann", "ann\u200b", " ", "x" * 121])
+def test_user_names_are_printable(admin, name) -> None:
+    r = admin.post("/api/v1/tokens", json={"name": name, "role": "annotator"})
+    assert r.status_code == 422 and r.json()["field"] == "name", r.text
+    assert name not in [t["name"] for t in admin.get("/api/v1/tokens").json()]
+
+
+def test_the_cli_refuses_an_unprintable_user_name(settings, engine) -> None:
+    from augloop.cli import app
+
+    result = CliRunner().invoke(app, ["token", "create", "--name", "ann\u202egpj", "--role", "annotator"])
+    assert result.exit_code == 2 and "name" in result.output
+
+
+BAD_LANGUAGES = ["../../etc", "en\u202e", "en\n", "EN", "e", "en-", "en_GB", "x" * 17, "en-" + "a" * 9, "1a"]
+
+
+@pytest.mark.parametrize("language", BAD_LANGUAGES)
+def test_an_import_takes_a_language_tag(admin, language) -> None:
+    r = _import(admin, "memos", language=language)
+    assert r.status_code == 422 and r.json()["field"] == "language", r.text
+    assert admin.get("/api/v1/datasets").json() == []
+
+
+def test_a_datasets_language_stays_a_language_tag(admin) -> None:
+    assert _import(admin, "memos", language="pt-BR").status_code == 201
+    for language in BAD_LANGUAGES:
+        r = admin.patch("/api/v1/datasets/memos", json={"language": language})
+        assert r.status_code == 422 and r.json()["field"] == "language", (language, r.text)
+    assert admin.get("/api/v1/datasets/memos").json()["language"] == "pt-BR"
+    for language in ["en", "de", "en-US", "zh-Hant-TW", "gsw"]:
+        r = admin.patch("/api/v1/datasets/memos", json={"language": language})
+        assert r.status_code == 200 and r.json()["language"] == language, r.text

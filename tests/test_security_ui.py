@@ -108,3 +108,32 @@ def test_a_lead_manages_the_review_settings_and_an_annotator_does_not_see_them(
     no_errors(lead)
     with httpx.Client(base_url=live_api + "/api/v1", headers={"Authorization": f"Bearer {lead_token}"}) as c:
         assert "stance" in c.get(f"/datasets/{review_data.dataset}").json()["guidelines"]
+
+
+def test_user_names_are_shown_as_text_not_markdown(live_api, engine, admin_token) -> None:
+    """A user name may hold markdown (an image that loads from anywhere, a link): the sidebar, the remove
+    button and the messages that quote it show it literally."""
+    from review_ui.render import plain
+
+    hostile = "root![U](http://evil.example/u.png)"
+    issue_token(engine, hostile)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["token"] = admin_token
+    at.session_state["user"] = {"id": 0, "name": hostile, "role": "admin"}
+    at.run()
+    assert plain(f"Signed in as {hostile} (admin)") in [c.value for c in at.sidebar.caption]
+    at.switch_page("app_pages/projects.py").run()
+    no_errors(at)
+    at.selectbox(key="member_project").set_value("default").run()
+    at.text_input(key="member_name").input(hostile)
+    at.selectbox(key="member_role").set_value("lead")
+    at.button(key="add_member_btn").click().run()
+    no_errors(at)
+    assert [s.value for s in at.success] == [plain(f"{hostile} is now lead of default.")]
+    at.selectbox(key="remove_pick").set_value(hostile).run()
+    assert at.button(key="remove_member_btn").label == plain(f"Remove {hostile}")
+    at.button(key="remove_member_btn").click().run()
+    no_errors(at)
+    assert [s.value for s in at.success] == [plain(f"Removed {hostile} from default.")]
+    shown = [c.value for c in at.sidebar.caption] + [b.label for b in at.button] + [s.value for s in at.success]
+    assert not [v for v in shown if "](http" in v]  # no link or image syntax left unescaped

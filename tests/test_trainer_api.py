@@ -220,3 +220,58 @@ def test_a_cancelled_training_job_marks_its_run_cancelled(lead, engine, tiny_enc
         run_train(ctx)
     run = lead.get(f"/api/v1/training-runs/{run_id}").json()
     assert run["status"] == "cancelled" and run["finished_at"] is not None
+
+
+def _finished_runs(engine: Any, dataset: str, n: int, first_id: int) -> list[int]:
+    """Finished runs with saved val/test predictions (no training), their ids from `first_id` on."""
+    import numpy as np
+
+    from db import training_runs as db_runs
+    from db.datasets import get_dataset
+    from db.models import JobStatus, Sample, TrainingRun, utcnow
+    from db.session import session_scope
+    from services.training import runs_root
+
+    rng = np.random.default_rng(0)
+    with session_scope(engine) as s:
+        ds = get_dataset(s, dataset)
+        s.add(TrainingRun(id=first_id - 1, dataset_id=ds.id, name="spacer", kind="single", status="failed"))
+        s.flush()
+        ids = []
+        for k in range(n):
+            run = db_runs.create_run(s, ds, {"encoder": "x", "seed": k}, name=f"r{k}", status=JobStatus.succeeded)
+            out = runs_root() / str(run.id)
+            out.mkdir(parents=True)
+            for split in ("val", "test"):
+                sids = list(s.scalars(select(Sample.id).where(Sample.dataset_id == ds.id, Sample.split == split)))
+                tasks = {}
+                for t in ds.tasks:
+                    probs = rng.dirichlet(np.ones(len(t["labels"])), size=len(sids))
+                    gold = rng.integers(0, len(t["labels"]), len(sids)).tolist()
+                    tasks[t["name"]] = {"labels": t["labels"], "gold": gold, "probs": probs.round(6).tolist()}
+                    tasks[t["name"]]["pred"] = probs.argmax(1).tolist()
+                (out / f"predictions_{split}.json").write_text(json.dumps({"sample_ids": sids, "tasks": tasks}))
+            run.artifact_dir, run.snapshot_digest, run.finished_at = str(out), "same", utcnow()
+            ids.append(run.id)
+    return ids
+
+
+def test_an_ensembles_name_fits_its_column(lead, engine) -> None:
+    """The default name lists the members' ids while they fit 200 characters; a longer given name is a 422."""
+    from core.errors import ValidationFailed
+    from db.session import session_scope
+    from services.ensembles import create_ensemble
+
+    import_small(engine)
+    ids = _finished_runs(engine, "small", 32, first_id=10_000_000)
+    assert len(f"ensemble of {', '.join(map(str, ids))}") > 200
+    ens = lead.post("/api/v1/ensembles", json={"run_ids": ids})
+    assert ens.status_code == 201, ens.text
+    name = ens.json()["name"]
+    assert len(name) <= 200 and name.startswith(f"ensemble of {ids[0]}, {ids[1]}, ") and name.endswith("(32 runs)")
+    few = lead.post("/api/v1/ensembles", json={"run_ids": ids[:2]}).json()["name"]
+    assert few == f"ensemble of {ids[0]}, {ids[1]}"
+    # the CLI's --name reaches the service unbounded by the API's schema
+    with session_scope(engine) as s, pytest.raises(ValidationFailed) as err:
+        create_ensemble(s, ids[:2], name="x" * 201, user=None)
+    assert err.value.field == "name"

@@ -65,7 +65,7 @@ def set_member(name: str, body: MemberSet, session: SessionDep, _admin: AdminUse
     return projects.add_member(session, name, body.user, body.role)
 
 
-@router.delete("/{name}/members/{user}", status_code=204)
+@router.delete("/{name}/members/{user:path}", status_code=204)  # a user name may hold "/"
 def remove_member(name: str, user: str, session: SessionDep, _admin: AdminUser) -> None:
     """Remove a user from the project."""
     projects.remove_member(session, name, user)

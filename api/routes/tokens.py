@@ -55,7 +55,7 @@ def revoke_token(token_id: ResourceId, session: SessionDep, _admin: AdminUser) -
     return {"revoked": token_service.revoke(session, token_id)}
 
 
-@router.patch("/users/{name}", response_model=UserRead)
+@router.patch("/users/{name:path}", response_model=UserRead)  # a user name may hold "/"
 def change_role(name: str, body: UserRoleUpdate, session: SessionDep, _admin: AdminUser) -> UserRead:
     """Change a user's role; their tokens keep working under the new role."""
     user = token_service.change_role(session, name, body.role)

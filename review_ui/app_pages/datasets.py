@@ -188,7 +188,7 @@ def manage_tools(dataset: dict[str, Any] | None, admin: bool) -> None:
                 try:
                     client().delete_dataset(name)
                 except ApiError as err:
-                    st.error(str(err))
+                    st.error(plain(str(err)))
                 else:
                     flash("success", f"Deleted dataset {plain(name)}.")
                     st.session_state.pop("current_dataset", None)

@@ -19,12 +19,12 @@ def add_member() -> None:
         st.session_state["member_role"],
     )  # read at click time
     if name:
-        call_and_flash(f"{name} is now {role} of {project}.", client().set_member, project, name, role)
+        call_and_flash(plain(f"{name} is now {role} of {project}."), client().set_member, project, name, role)
 
 
 def remove_member() -> None:
     project, name = st.session_state["member_project"], st.session_state["remove_pick"]
-    call_and_flash(f"Removed {name} from {project}.", client().remove_member, project, name)
+    call_and_flash(plain(f"Removed {name} from {project}."), client().remove_member, project, name)
 
 
 admin_page("Projects")
@@ -57,4 +57,4 @@ if projects:
     with right:
         if members:
             pick = st.selectbox("Member to remove", [m["user"] for m in members], key="remove_pick")
-            st.button(f"Remove {pick}", on_click=remove_member, key="remove_member_btn")
+            st.button(plain(f"Remove {pick}"), on_click=remove_member, key="remove_member_btn")

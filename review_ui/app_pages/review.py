@@ -21,6 +21,7 @@ from review_ui import sessions
 from review_ui.client import ApiError
 from review_ui.components import review_cards
 from review_ui.progress import show_annotators, show_class_progress
+from review_ui.render import plain
 from review_ui.review_flow import COMPONENT_KEY, VIEW_KEY, ReviewView, handle_outbox, load_view, payload
 from review_ui.state import call, client, pick_dataset, show_flash
 
@@ -215,7 +216,7 @@ if view is None or view.signature != signature:
     try:
         fresh = load_view(api, name, signature, params, page, PAGE_SIZE, share=share)
     except ApiError as err:
-        st.error(str(err))
+        st.error(plain(str(err)))
         st.stop()
     # The component keeps its outbox across views: what the last view acknowledged stays acknowledged.
     fresh.acked = view.acked if view is not None else 0

@@ -6,6 +6,7 @@ import streamlit as st
 
 from review_ui import sessions
 from review_ui.client import ApiError, api_url
+from review_ui.render import plain
 from review_ui.state import api_client
 
 st.title("augloop review")
@@ -23,7 +24,7 @@ if submitted:
         try:
             me = api_client(token.strip()).me()
         except ApiError as err:
-            st.error("That token was refused (invalid, expired or revoked)." if err.status == 401 else str(err))
+            st.error("That token was refused (invalid, expired or revoked)." if err.status == 401 else plain(str(err)))
         else:
             st.session_state["token"] = token.strip()
             st.session_state["user"] = me

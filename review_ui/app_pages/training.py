@@ -122,7 +122,7 @@ def start_form(dataset: str) -> None:
         )
     body, problem = form_request(dataset)
     if problem:
-        st.error(problem)
+        st.error(plain(problem))
         return
     try:
         estimate = client().training_estimate(body)
@@ -390,7 +390,7 @@ def runs_section(dataset: str) -> None:
         try:
             table = compare_runs(client().training_run(first), client().training_run(second))
         except ApiError as err:
-            st.error(str(err))
+            st.error(plain(str(err)))
         else:
             st.dataframe(table, hide_index=True, width="stretch")
 
@@ -406,7 +406,7 @@ except ApiError as err:
     if err.status in (404, 405):
         st.info("This API server has no training endpoints yet (they arrive with the trainer).")
         st.stop()
-    st.error(str(err))
+    st.error(plain(str(err)))
     st.stop()
 st.subheader(plain(f"Start a run on {chosen['name']}"))
 st.caption("Trains on train-split originals plus approved variants (or originals only, when ticked).")
