@@ -240,6 +240,10 @@ def export_to_file(
 
     chosen = parse_include(include)
     path = get_settings().data_dir.resolve() / "exports" / f"job{job_id}.{fmt}"
+    if finish is not None:
+        # This attempt holds the job: the files of earlier ones (a worker killed mid-write) are no one's now.
+        for stale in path.parent.glob(f"{path.name}.*.part"):
+            stale.unlink(missing_ok=True)
     tmp = part_path(path)
     try:
         # Read-only: on SQLite a write transaction would hold the database's one write lock for the whole export.

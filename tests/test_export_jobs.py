@@ -132,3 +132,22 @@ def test_an_export_whose_dataset_is_deleted_meanwhile_leaves_no_file(
     thread.join(30)
     assert job(engine, job_id) is None and worker.stats.lost == 1
     assert exports(settings) == []
+
+
+def test_an_export_attempt_removes_the_files_of_the_attempts_killed_before_it(settings, engine, dataset):
+    """A worker SIGKILLed mid-export leaves its own file of the job's texts; the attempt that takes the job over
+    holds it now, so that file is no one's."""
+    from workers.main import Worker
+
+    job_id = export_job(engine, dataset)
+    folder = settings.data_dir.resolve() / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    killed = folder / f"job{job_id}.csv.0123456789ab.part"
+    killed.write_text("id,text\n1,half a row")
+    other_job = folder / f"job{job_id + 1}.csv.0123456789ab.part"
+    other_job.write_text("another job's attempt")
+    worker = Worker(engine, ["export"])
+    worker.run(max_jobs=1)
+    assert worker.stats.succeeded == 1
+    assert not killed.exists() and other_job.exists()
+    assert (folder / f"job{job_id}.csv").exists()
