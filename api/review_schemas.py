@@ -151,8 +151,8 @@ class BulkDecisionCreate(RequestBody):
         default=None,
         max_length=200_000,
         description="With sample_ids or parent_id: each variant's version as you saw it. A variant changed since "
-        "(someone edited it) or not listed here is left out and named in `changed`: your vote goes only to texts "
-        "you saw",
+        "(someone edited or decided it) or not listed here is left out and named in `changed`: your vote goes "
+        "only to variants as you saw them",
     )
 
 

@@ -134,7 +134,8 @@ def submit_texts(
                     field=f"texts.{i}.labels",
                 )
         if digest in fresh:
-            if (first := items[fresh[digest]][1]) != labels:
+            first = items[fresh[digest]][1]
+            if any(first.get(t) != y for t, y in labels.items()):  # as for a stored text: each label given agrees
                 raise ConflictError(
                     f"texts[{i}] repeats texts[{fresh[digest]}] with other labels ({labels} vs {first})",
                     field=f"texts.{i}.labels",
@@ -360,7 +361,8 @@ def create_and_enqueue_plan(
     if request.enqueue:
         # Two plans enqueued at once take turns from here to their commits: the first one seeds the dataset's
         # protected terms and the second one finds them; the second one's seed counts the first plan.
-        lock_dataset(session, dataset.id)
+        if not lock_dataset(session, dataset.id):
+            raise NotFoundError(f"dataset {dataset.name!r} not found (deleted meanwhile)", field="name")
         if waiting := unfinished_plan_jobs(session, dataset):
             # A plan counts the variants stored, not those its predecessor's jobs still owe: enqueued again (a
             # client retrying after a lost answer), it would generate the whole gap twice.

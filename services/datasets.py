@@ -60,10 +60,13 @@ def update_settings(
     dataset = dataset_named(session, name, user, Need.lead)
     if "language" in changes:
         check_language(changes["language"], field="language")
-    if changes.get("reviews_required", dataset.reviews_required) != dataset.reviews_required:
-        # Decisions under way count under the old k: let them end, then re-evaluate what they stored.
-        hold_for_a_new_rule(session, dataset.id)
-    k_before = dataset.reviews_required
+    if "reviews_required" in changes:
+        # Decisions under way count under the old k: let them end, then re-evaluate what they stored. The k to
+        # compare with is the one committed once they have (another lead may have changed it meanwhile).
+        k_before = hold_for_a_new_rule(session, dataset.id)
+        dataset.reviews_required = k_before
+    else:
+        k_before = dataset.reviews_required
     for key, value in changes.items():
         setattr(dataset, key, value)
     session.flush()

@@ -124,8 +124,12 @@ def decide(
     max_chars: int = 20_000,
 ) -> Sample:
     """Record one user's decision on a variant they saw at `version`; a stale version raises ConflictError."""
-    decision, reason, text = _check_decision(decision, reason, text, max_chars=max_chars)
     sample = visible_sample(session, sample_id, user)
+    if decision == Decision.edit and text is not None and text.strip() == sample.text.strip():
+        # Nothing rewritten (the editor sent the text back, a trailing space at most): an approval of the text,
+        # which withdraws no one's vote as an edit would.
+        decision, text = Decision.approve.value, None
+    decision, reason, text = _check_decision(decision, reason, text, max_chars=max_chars)
     if sample.origin == Origin.original:
         raise ValidationFailed(f"sample {sample_id} is an original; only variants are reviewed", field="sample_id")
     if decision in APPROVING and own_submission(sample, user):
@@ -136,10 +140,6 @@ def decide(
         )
     if sample.version != version:
         raise _stale(session, sample, version)
-    if decision == Decision.edit and text == sample.text:
-        # Nothing rewritten (the editor sent the text back, a trailing space at most): an approval of the text,
-        # which withdraws no one's vote as an edit would.
-        decision, text = Decision.approve.value, None
     votes = cast(latest_votes(session, [sample.id]).get(sample.id, {}), user.id, decision)
     values = status_values(session, sample, votes)
     text_before = sample.text
@@ -376,7 +376,8 @@ def bulk_decide(
             .all()
         )
         if (seen := selection.versions) is not None:
-            result["changed"] += [r[0] for r in rows if seen.get(r[0]) != r[1]]
+            decided = set(chunk) - {r[0] for r in rows}  # no longer pending since the targets were read
+            result["changed"] += [*decided, *(r[0] for r in rows if seen.get(r[0]) != r[1])]
             rows = [r for r in rows if seen.get(r[0]) == r[1]]
         votes = latest_votes(session, [r[0] for r in rows])
         groups: dict[tuple[str, int], list[int]] = {}

@@ -183,3 +183,68 @@ def test_a_decision_and_a_new_reviews_required_take_turns(pg_settings) -> None:
     assert moved == [{"approved→pending": 1}]
     with session_scope(engine) as s:
         assert s.get_one(Sample, variant).review_status == "pending"
+
+
+def test_a_work_share_claimed_while_k_changes_does_not_deadlock(pg_settings, monkeypatch) -> None:
+    """A claim locks its variants, then inserts its leases (their foreign key takes a key-share lock on the
+    dataset's row); a change of k re-evaluates, locking the reviewed variants. Had the change held the dataset's
+    row, each would have waited for the other: Postgres aborts one (a 500)."""
+    from sqlalchemy import select
+
+    from db import review_assignments as leases
+    from db.datasets import get_dataset
+    from db.models import ReviewAssignment, Sample, User
+    from db.session import get_engine, session_scope
+    from services.datasets import update_settings
+    from services.review import decide, queue_filter
+    from services.review_assignments import next_batch
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    data = seed_review_data(engine, reviews_required=2)
+    issue_token(engine, "bob")
+    issue_token(engine, "carol")
+    with session_scope(engine) as s:
+        get_dataset(s, data.dataset).distribute_work = True
+        bob = s.scalars(select(User).where(User.name == "bob")).one()
+        for variants in data.variants.values():  # reviewed: a change of k re-evaluates (and locks) them all
+            for v in variants:
+                decide(s, v, bob, "approve", s.get_one(Sample, v).version)
+    claimed, release = threading.Event(), threading.Event()
+    real_add = leases.add_leases
+
+    def add_when_released(*args, **kwargs):  # type: ignore[no-untyped-def]
+        claimed.set()
+        release.wait(10)
+        return real_add(*args, **kwargs)
+
+    monkeypatch.setattr(leases, "add_leases", add_when_released)
+    errors: list[BaseException] = []
+
+    def claim() -> None:
+        try:
+            with session_scope(engine) as s:
+                carol = s.scalars(select(User).where(User.name == "carol")).one()
+                next_batch(s, data.dataset, carol, queue_filter(), size=5)
+        except BaseException as err:  # noqa: BLE001 (reported in the test thread)
+            errors.append(err)
+
+    def new_rule() -> None:
+        try:
+            with session_scope(engine) as s:
+                update_settings(s, data.dataset, {"reviews_required": 3}, None)
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    first = threading.Thread(target=claim)
+    first.start()
+    assert claimed.wait(10)
+    second = threading.Thread(target=new_rule)
+    second.start()
+    second.join(1.0)  # re-evaluating, it waits for the variants the claim holds
+    release.set()
+    first.join(20)
+    second.join(20)
+    assert not errors, errors
+    with session_scope(engine) as s:
+        assert s.scalar(select(ReviewAssignment.id).limit(1)) is not None
+        assert get_dataset(s, data.dataset).reviews_required == 3
