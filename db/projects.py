@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from collections.abc import Collection
+from typing import Literal
+
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
-from db.models import Project, ProjectMember, User
+from db.models import Dataset, Job, JobStatus, Project, ProjectMember, User
 from db.session import affected_rows
 
 
@@ -68,3 +71,21 @@ def remove_member(session: Session, project_id: int, user_id: int) -> int:
         )
         or 0
     )
+
+
+def jobs_in_flight(
+    session: Session, project_id: int, kinds: Collection[str], measure: Literal["jobs", "progress_total"]
+) -> int:
+    """The project's queued and running jobs of these kinds: how many, or the sum of their progress totals."""
+    total = func.count() if measure == "jobs" else func.coalesce(func.sum(Job.progress_total), 0)
+    found = session.scalar(
+        select(total)
+        .select_from(Job)
+        .join(Dataset, Dataset.id == Job.dataset_id)
+        .where(
+            Dataset.project_id == project_id,
+            Job.kind.in_(kinds),
+            Job.status.in_((JobStatus.queued, JobStatus.running)),
+        )
+    )
+    return int(found or 0)

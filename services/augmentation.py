@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import (
@@ -48,6 +48,7 @@ from db.models import (
     Split,
     User,
 )
+from db.projects import jobs_in_flight
 from services import leak_guard
 from services.access import Need, is_admin
 from services.protected_terms import ensure_seeded
@@ -402,22 +403,6 @@ def create_and_enqueue_plan(
     return row
 
 
-def augment_candidates_in_flight(session: Session, project_id: int) -> int:
-    """Candidates the project's queued and running augment jobs owe (their progress totals)."""
-    return (
-        session.scalar(
-            select(func.coalesce(func.sum(Job.progress_total), 0))
-            .join(Dataset, Dataset.id == Job.dataset_id)
-            .where(
-                Dataset.project_id == project_id,
-                Job.kind == JOB_KIND,
-                Job.status.in_((JobStatus.queued, JobStatus.running)),
-            )
-        )
-        or 0
-    )
-
-
 def check_augment_capacity(session: Session, dataset: Dataset, user: User | None, field: str) -> None:
     """Called once a request's jobs are queued (flushed, not committed): for non-admins, the candidates the
     project's unfinished augment jobs owe, these included, stay within AUGLOOP_MAX_AUGMENT_CANDIDATES_PER_PROJECT.
@@ -425,7 +410,7 @@ def check_augment_capacity(session: Session, dataset: Dataset, user: User | None
     if is_admin(user):
         return
     cap = get_settings().max_augment_candidates_per_project
-    owed = augment_candidates_in_flight(session, dataset.project_id)
+    owed = jobs_in_flight(session, dataset.project_id, [JOB_KIND], "progress_total")
     if owed > cap:
         raise QuotaExceeded(
             f"this request would make the project's queued and running augment jobs owe {owed:,} candidates; at "

@@ -12,12 +12,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.errors import QuotaExceeded, ValidationFailed
 from core.settings import get_settings
-from db.models import Dataset, Job, JobStatus, User
+from db.models import Dataset, User
+from db.projects import jobs_in_flight
 from services.access import is_admin
 from trainer.config import TrainConfig
 
@@ -90,22 +90,6 @@ def check_config(config: TrainConfig, seeds: list[int], user: User | None) -> No
     check_encoder(config.encoder, user)
 
 
-def training_jobs_in_flight(session: Session, project_id: int) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(Job)
-            .join(Dataset, Dataset.id == Job.dataset_id)
-            .where(
-                Dataset.project_id == project_id,
-                Job.kind.in_(TRAINING_KINDS),
-                Job.status.in_((JobStatus.queued, JobStatus.running)),
-            )
-        )
-        or 0
-    )
-
-
 def check_capacity(session: Session, dataset: Dataset, user: User | None) -> None:
     """Called once a request's jobs are queued (flushed, not committed): for non-admins, the project's queued
     and running training jobs, these included, stay within AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT. Past it,
@@ -113,7 +97,7 @@ def check_capacity(session: Session, dataset: Dataset, user: User | None) -> Non
     if is_admin(user):
         return
     cap = get_settings().max_training_jobs_per_project
-    in_flight = training_jobs_in_flight(session, dataset.project_id)
+    in_flight = jobs_in_flight(session, dataset.project_id, TRAINING_KINDS, "jobs")
     if in_flight > cap:
         raise QuotaExceeded(
             f"this request would make {in_flight} training jobs queued or running in the project; at most {cap} "
