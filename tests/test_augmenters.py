@@ -156,3 +156,18 @@ def test_each_worker_is_judged_live_by_its_own_refresh_interval(engine) -> None:
         assert forget_stale(s) == 1
     with session_scope(engine) as s:
         assert sorted(w.id for w in s.query(WorkerPresence)) == ["fast", "slow"]
+
+
+def test_a_worker_whose_route_loads_can_back_translate(tiny_marian_dirs) -> None:
+    """The route's source language and its models' origin are two things: the models' `source` ("local
+    directory") overwrote the language, so a loadable route read as "no route from 'en'"."""
+    from core.settings import Settings, get_settings
+    from tests.augment_fixtures import bt_routes
+    from workers.augment.availability import for_dataset, method_status
+
+    status = method_status("backtranslation", Settings(bt_routes=bt_routes(*tiny_marian_dirs)))
+    assert status["state"] == "ready" and status["routes"][0]["source"] == "en"
+    (bt,) = [
+        s for s in for_dataset("en", [{"backtranslation": status}], get_settings()) if s["method"] == "backtranslation"
+    ]
+    assert bt["state"] == "ready" and bt["available"] and bt["note"] == "local directory"

@@ -100,9 +100,11 @@ def method_status(method: str, settings: Settings) -> dict[str, Any]:
             worst = _worst(legs)
             routes.append(
                 {
+                    **worst,
+                    # the route's source language: the models' own `source` (where they load from) is the note
                     "source": route.get("source"),
                     "pivot": route.get("pivot"),
-                    **worst,
+                    "note": worst.get("note") or worst.get("source"),
                     "model": " → ".join(str(route.get(leg, "")) for leg in ("forward", "backward")),
                 }
             )
