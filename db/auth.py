@@ -116,12 +116,13 @@ def mark_used(session: Session, token_id: int, when: datetime) -> None:
     )
 
 
-def set_role(session: Session, name: str, role: str) -> User:
-    if role not in Role.__members__:
-        raise ValidationFailed(f"role must be one of {', '.join(Role)}; got {role!r}", field="role")
+def set_role(session: Session, name: str, role: str, *, unless: str | None = None) -> User:
+    """Set the user's role; a user whose role is `unless` is refused (422 naming `name`)."""
     user = session.scalar(select(User).where(User.name == name))
     if user is None:
         raise NotFoundError(f"user {name!r} not found", field="name")
+    if unless is not None and user.role == unless:
+        raise ValidationFailed(f"user {name!r} has role {unless!r}, which does not change", field="name")
     user.role = role
     session.flush()
     return user

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from core.errors import ValidationFailed
 from core.names import check_user_name
 from db import auth
-from db.models import APIToken, User, utcnow
+from db.models import TOKEN_ROLES, APIToken, Role, User, utcnow
 from db.session import session_scope
 
 
@@ -80,5 +80,8 @@ def token_state(row: APIToken) -> str:
 
 
 def change_role(session: Session, name: str, role: str) -> User:
-    """A user's role, changed (admins); their tokens keep working under the new role."""
-    return auth.set_role(session, name, role)
+    """A user's role, changed (admins); their tokens keep working under the new role. A person is an annotator
+    or an admin; `system` is the automatic reviewer's alone, and its role is never changed."""
+    if role not in TOKEN_ROLES:
+        raise ValidationFailed(f"role must be one of {', '.join(TOKEN_ROLES)}; got {role!r}", field="role")
+    return auth.set_role(session, name, role, unless=Role.system.value)

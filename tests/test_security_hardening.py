@@ -107,6 +107,15 @@ def test_cli_refuses_a_negative_expiry_and_changes_roles(settings, engine) -> No
     listed = runner.invoke(app, ["token", "list"], env={"COLUMNS": "200"})
     assert "eve" in listed.output and "admin" in listed.output
     assert runner.invoke(app, ["user", "role", "nobody", "admin"]).exit_code == 2
+    # `system` is the automatic reviewer's alone: no person gets it, and its role does not change.
+    system = runner.invoke(app, ["user", "role", "eve", "system"])
+    assert system.exit_code == 2 and "role must be one of annotator, admin" in system.output
+    from db.auth import automatic_reviewer
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        auto = automatic_reviewer(s).name
+    assert runner.invoke(app, ["user", "role", auto, "admin"]).exit_code == 2
 
 
 def test_admins_change_a_users_role_over_the_api(admin, annotator, annotator_token) -> None:
