@@ -164,6 +164,10 @@ def end_run(session: Session, run_id: int, status: str, error: str | None = None
     )
 
 
+def runs_of_jobs(session: Session, job_ids: list[int]) -> list[TrainingRun]:
+    return list(session.scalars(select(TrainingRun).where(TrainingRun.job_id.in_(job_ids))))
+
+
 def end_runs_of_jobs(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> list[int]:
     """End the still-open runs of these jobs; returns their ids."""
     return list(

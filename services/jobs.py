@@ -29,10 +29,15 @@ from services.training import attempt_leftovers
 @queue.on_job_end("train")
 @queue.on_job_end("lr_select")  # the runs waiting for their LR selection point at its job
 def end_training_runs(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> None:
-    """The runs still open end with their job; what their attempts kept aside goes once that commits."""
+    """The runs still open end with their job; what their attempts kept aside goes once that commits. An LR
+    selection this job was to make (or was making) ends with it, so the run never shows one still under way."""
     for run_id in db_runs.end_runs_of_jobs(session, job_ids, status, error, now):
         for path in attempt_leftovers(run_id):
             delete_when_committed(session, path)
+    for run in db_runs.runs_of_jobs(session, job_ids):
+        selection = run.lr_selection or {}
+        if selection.get("status") in ("queued", "running") and selection.get("job_id") in job_ids:
+            run.lr_selection = {**selection, "status": status}
 
 
 @queue.on_job_end("import")

@@ -94,6 +94,29 @@ def test_lr_selection_as_a_queued_job_then_the_seeds_train_with_its_choice(lead,
     assert jobs[0]["status"] == "succeeded" and jobs[0]["result"]["scale"] == selection["scale"]
 
 
+def test_an_lr_selection_ends_with_its_job(lead, engine, tiny_encoder: str) -> None:
+    """A run whose LR-selection job was cancelled, or failed, no longer shows a selection queued or running."""
+    name = import_small(engine, n_train=40, n_val=24, n_test=16, n_unlabelled=0)
+
+    def queue_runs(encoder: str) -> tuple[int, list[int]]:
+        created = lead.post(
+            "/api/v1/training-runs",
+            json={"dataset": name, "seeds": [1], "config": fast(encoder, lr_search="on", lr_trials=3)},
+        )
+        assert created.status_code == 202, created.text
+        return created.json()["jobs"][0]["id"], [r["id"] for r in created.json()["runs"]]
+
+    job_id, (cancelled,) = queue_runs(tiny_encoder)
+    assert lead.post(f"/api/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    run = lead.get(f"/api/v1/training-runs/{cancelled}").json()
+    assert (run["status"], run["lr_selection"]["status"]) == ("cancelled", "cancelled")
+    broken = tiny_encoder + "-missing"
+    job_id, (failed,) = queue_runs(broken)
+    drain(engine)
+    run = lead.get(f"/api/v1/training-runs/{failed}").json()
+    assert (run["status"], run["lr_selection"]["status"]) == ("failed", "failed"), run["lr_selection"]
+
+
 def plan_ratio(plan: dict[str, Any], trial_steps: int) -> float:
     """The step factor of the run's plan over the trial's (trainer.plan.step_factor)."""
     from trainer.plan import step_factor
