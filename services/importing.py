@@ -44,6 +44,7 @@ from core.textnorm import content_hash
 from db import import_staging as staging
 from db.datasets import lock_dataset
 from db.models import DEFAULT_PROJECT, Dataset, Project, Split, utcnow
+from services import leak_guard
 from services.exporting import RESERVED_COLUMNS
 from services.import_reading import (
     ImportRejected,
@@ -143,7 +144,11 @@ class _Staged:
         self.batch = batch
         self.progress = progress
         self.validator = RowValidator(spec, known)
-        self.finder = NearDuplicateFinder()
+        # The leak guard's measure and thresholds: the groups a file's split must not cut are the near-copies
+        # the augment filter and the training view would call leaks.
+        self.finder = NearDuplicateFinder(
+            n=leak_guard.NGRAM, jaccard=leak_guard.JACCARD, containment=leak_guard.CONTAINMENT
+        )
         self.lines: list[np.ndarray] = []
         self.strata: list[str] = []  # the first task's label per row, "" when missing (few distinct strings)
         self.file_splits: list[str | None] = []

@@ -90,6 +90,21 @@ def test_import_reports_near_duplicates_across_splits(admin, engine) -> None:
         assert tuple(sorted((first_test_line + k, first_test_line + 6 + k))) in lines
 
 
+def test_the_importer_groups_by_the_leak_guards_thresholds(admin, engine) -> None:
+    """A train row that shares 80% of a test row (containment between the leak guard's 0.7 and the finder's own
+    default 0.8) is a leak to the augment filter and the training view: the importer reports it too."""
+    test_text = (
+        "The Senate passed the farm bill today after a long debate on crop insurance, food stamps and rural broadband."
+    )
+    near = test_text[:80] + " Read more about what this means for families in our state."
+    rows = [(r["text"], r["bias"], r["split"]) for r in _example()[:100]]
+    rows += [(test_text, "neutral", "test"), (near, "neutral", "train")]
+    r = admin.post("/api/v1/datasets/leaky/import", files={"file": ("leaky.csv", _csv(rows))}, data={"task": ["bias"]})
+    assert r.status_code == 201, r.text
+    lines = {tuple(sorted(g["lines"])) for g in r.json()["near_duplicates_across_splits"]}
+    assert (102, 103) in lines, r.json()["near_duplicates_across_splits"]
+
+
 def test_a_split_drawn_by_augloop_keeps_each_near_duplicate_group_together(admin, engine) -> None:
     from sqlalchemy import select
 
