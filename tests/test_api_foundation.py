@@ -123,6 +123,14 @@ def test_import_errors_over_http_name_line_and_field(admin):
     assert r.status_code == 422 and r.json()["field"] == "labels" and "more than once" in r.json()["detail"]
     r = upload(admin, task=["bias", "bias"])
     assert r.status_code == 422 and r.json()["field"] == "task" and "declared twice" in r.json()["detail"]
+    r = upload(admin, split_column="split")  # mistyped: the split would have been drawn, the file's ignored
+    assert r.status_code == 422 and r.json()["field"] == "split_column" and "split_col" in r.json()["detail"]
+    r = admin.post(
+        f"{API}/datasets/psm/imports",
+        files={"file": ("a.csv", b"text,bias\nx,neutral\n")},
+        data={**TASKS, "bogus": "1"},
+    )
+    assert r.status_code == 422 and r.json()["field"] == "bogus"
     assert admin.get(f"{API}/datasets/psm").status_code == 404
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
 
 from api.deps import AdminUser, CurrentUser, EngineDep, SessionDep, SettingsDep
@@ -63,7 +63,13 @@ ImportTasks = Annotated[list[str], Form(description="A label column; repeat for 
 ImportLabels = Annotated[str | None, Form(description='Ordered label sets, JSON: {"bias": ["neutral", "partisan"]}')]
 
 
-def import_spec(
+IMPORT_FORM_FIELDS = frozenset(
+    {"file", "task", "text_col", "split_col", "id_col", "language", "labels", "split_seed", "project", "display_name"}
+)
+
+
+async def import_spec(
+    request: Request,
     name: str,
     task: ImportTasks,
     text_col: Annotated[str, Form()] = "text",
@@ -77,7 +83,15 @@ def import_spec(
     ] = None,
     display_name: Annotated[str | None, Form(description="A new dataset's name for people")] = None,
 ) -> ImportSpec:
-    """The form fields of an import, now or as a job (one dependency, so both routes take the same fields)."""
+    """The form fields of an import, now or as a job (one dependency, so both routes take the same fields). An
+    unknown field is refused, as a JSON body's unknown key is: a mistyped `split_column` would otherwise be
+    ignored and the split drawn."""
+    unknown = sorted(set((await request.form()).keys()) - IMPORT_FORM_FIELDS)
+    if unknown:
+        raise ValidationFailed(
+            f"unknown form field {unknown[0]!r}; the fields are {', '.join(sorted(IMPORT_FORM_FIELDS))}",
+            field=unknown[0],
+        )
     tasks = [t.strip() for item in task for t in item.split(",") if t.strip()]
     return ImportSpec(
         dataset=name,
