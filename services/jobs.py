@@ -7,6 +7,7 @@ runs that wait for it, the import kind deletes its upload.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,11 @@ from sqlalchemy import func, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
-from core.errors import NotFoundError
+from core.errors import NotFoundError, ValidationFailed
 from core.settings import Settings
 from db import queue
 from db import training_runs as db_runs
-from db.models import Dataset, Job, User
+from db.models import Dataset, Job, JobStatus, User
 from db.session import delete_when_committed
 from services.access import Need, check_dataset_id, visible_project_ids
 from services.datasets import dataset_named, upload_of
@@ -46,6 +47,19 @@ def delete_uploads(session: Session, job_ids: list[int], status: str, error: str
     for params in session.scalars(select(Job.params).where(Job.id.in_(job_ids))):
         if upload := upload_of(params):
             delete_when_committed(session, upload)
+
+
+# The job kinds the workers run (workers/registry.py; tests/test_queue.py checks that the two agree).
+JOB_KINDS = ("augment", "export", "import", "label_scores", "lr_select", "pseudo_label", "train")
+
+
+def _listed_values(given: str | None, known: Sequence[str], field: str) -> list[str]:
+    """A comma-separated filter's values, each one of `known` (a typo would list nothing and look like an answer)."""
+    values = [v.strip() for v in (given or "").split(",") if v.strip()]
+    for value in values:
+        if value not in known:
+            raise ValidationFailed(f"{field} must be one of {', '.join(known)}; got {value!r}", field=field)
+    return values
 
 
 LISTED_ENTRIES = 100  # of each list in a listed job's params
@@ -78,14 +92,16 @@ def list_jobs(
     """Jobs as listed (`listed`), newest first, filtered by status, kind or dataset (comma-separated lists), and
     their total; only the jobs of the user's projects' datasets (admins: all, with the imports of new
     datasets)."""
+    statuses = _listed_values(status, [s.value for s in JobStatus], "status")
+    kinds = _listed_values(kind, JOB_KINDS, "kind")
     query = select(Job)
     projects = visible_project_ids(session, user)
     if projects is not None:
         query = query.where(Job.dataset_id.in_(select(Dataset.id).where(Dataset.project_id.in_(projects))))
-    if status:
-        query = query.where(Job.status.in_(status.split(",")))
-    if kind:
-        query = query.where(Job.kind.in_(kind.split(",")))
+    if statuses:
+        query = query.where(Job.status.in_(statuses))
+    if kinds:
+        query = query.where(Job.kind.in_(kinds))
     if dataset:
         # A missing dataset and another project's answer alike, naming the field that held the name.
         query = query.where(Job.dataset_id == dataset_named(session, dataset, user, field="dataset").id)

@@ -55,6 +55,7 @@ from db.session import affected_rows
 from services import leak_guard
 from services.access import Need, check_dataset_id, is_admin
 from services.variant_scoring import text_changed_values
+from workers.augment.catalog import METHODS as AUGMENT_METHODS
 
 
 def own_submission(sample: Sample, user: User) -> bool:
@@ -421,6 +422,10 @@ def bulk_decide(
 # The queue, as the doors ask for it ---------------------------------------------------------------
 
 
+# What a reviewed row's `method` may say: the augmenters' methods, and the pseudo-labels' own.
+REVIEWED_METHODS = (*AUGMENT_METHODS, "pseudo_label")
+
+
 def queue_filter(
     *,
     statuses: tuple[str, ...] = (ReviewStatus.pending.value,),
@@ -440,6 +445,13 @@ def queue_filter(
     job_id: int | None = None,
     not_reviewed_by: int | None = None,
 ) -> QueueFilter:
+    """A queue filter from the doors' parameters. A method no variant can have is refused: a typo would show an
+    empty queue that looks like an answer."""
+    for method in methods:
+        if method not in REVIEWED_METHODS:
+            raise ValidationFailed(
+                f"method must be one of {', '.join(REVIEWED_METHODS)}; got {method!r}", field="method"
+            )
     return QueueFilter(
         statuses=statuses or (ReviewStatus.pending.value,),
         origins=origins or REVIEWABLE_ORIGINS,

@@ -235,3 +235,18 @@ def test_a_failed_jobs_error_names_the_exception_and_leaves_the_traceback_to_the
     assert failed.status == JobStatus.failed
     assert failed.last_error == f"RuntimeError: planned failure on attempt {failed.attempts}"
     assert "Traceback" in caplog.text and "queue_probe.py" in caplog.text
+
+
+def test_the_kinds_jobs_are_listed_by_are_the_kinds_workers_run() -> None:
+    from services.jobs import JOB_KINDS
+    from workers.registry import load_handlers
+
+    workers_run = [kind for kind, fn in load_handlers().items() if fn.__module__.startswith("workers.")]
+    assert sorted(JOB_KINDS) == sorted(workers_run)  # (tests register kinds of their own)
+
+
+def test_a_job_listing_filter_with_an_unknown_value_is_refused(admin) -> None:
+    for params, field in (({"status": "bogus"}, "status"), ({"kind": "augment,exprot"}, "kind")):
+        r = admin.get("/api/v1/jobs", params=params)
+        assert r.status_code == 422 and r.json()["field"] == field, r.text
+    assert admin.get("/api/v1/jobs", params={"status": "queued,running", "kind": "export"}).status_code == 200

@@ -49,6 +49,8 @@ def test_queue_filters_sorts_and_pages(annotator, review_data) -> None:
     wordnet = queue(annotator, method="wordnet")
     assert wordnet["total"] == 6 and {i["method"] for i in wordnet["items"]} == {"wordnet"}
     assert queue(annotator, method="wordnet,mlm")["total"] == 13
+    typo = annotator.get("/api/v1/datasets/rev/review-queue", params={"method": "wordnte"})
+    assert typo.status_code == 422 and typo.json()["field"] == "method", "a typo showed an empty queue"
     high = queue(annotator, min_similarity=0.65)
     assert high["total"] == 7 and all(i["similarity"] >= 0.65 for i in high["items"])
     assert queue(annotator, min_consistency=0.75, max_consistency=0.85)["total"] == 3
