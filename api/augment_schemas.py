@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import MAX_ID
 from api.schemas import RequestBody
@@ -39,11 +39,7 @@ class AugmentCreate(RequestBody):
     filters: FilterParams = Field(default_factory=FilterParams, description="what drops a candidate variant")
     priority: int = Field(default=0, ge=-100, le=100)
 
-    @model_validator(mode="after")
-    def _one_source(self) -> AugmentCreate:
-        if (self.texts is None) == (self.sample_ids is None):
-            raise ValueError("give either texts or sample_ids")
-        return self
+    # Exactly one of texts and sample_ids: checked in services/augmentation.py, which names the field.
 
 
 class PlanTargetBody(RequestBody):

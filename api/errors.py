@@ -66,6 +66,12 @@ def install_error_handlers(app: FastAPI) -> None:
         loc = [str(p) for p in first.get("loc", []) if p not in ("body", "query", "path", "header")]
         field = ".".join(loc) or None
         message = f"{field}: {first.get('msg', 'invalid')}" if field else first.get("msg", "invalid request")
+        if first.get("type") == "json_invalid":  # its loc is the byte offset, not a field
+            field, message = "body", f"the body is not valid JSON ({first.get('msg', 'invalid')})"
+        elif field is None and tuple(first.get("loc", ())) == ("body",):
+            field = "body"
+            if first.get("type") == "missing":
+                message = "the request needs a JSON body"
         return JSONResponse(
             {
                 "detail": message,

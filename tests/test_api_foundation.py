@@ -427,3 +427,10 @@ def test_openapi_schema_names_the_fields_of_params_filters_and_config_with_their
         assert config["properties"]["pooling"]["enum"] == ["auto", "last4_mean", "cls", "mean"]
         per_class = config["properties"]["class_label_smoothing"]["additionalProperties"]["additionalProperties"]
         assert per_class["maximum"] == 0.5
+
+
+def test_a_body_that_is_not_json_or_is_missing_names_the_body(lead):
+    r = lead.post(f"{API}/augment", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["field"] == "body" and "not valid JSON" in r.json()["detail"]
+    r = lead.post(f"{API}/samples/1/undo")
+    assert r.status_code == 422 and r.json()["field"] == "body" and "JSON body" in r.json()["detail"]

@@ -221,8 +221,8 @@ def test_a_cancelled_submission_job_leaves_nothing_to_train(lead, engine, mini_d
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [
-        ({"methods": ["wordnet"]}, 422, None),  # neither texts nor sample_ids
-        ({"methods": ["wordnet"], "sample_ids": [1], "texts": [{"text": "x"}]}, 422, None),  # both
+        ({"methods": ["wordnet"]}, 422, "texts"),  # neither texts nor sample_ids
+        ({"methods": ["wordnet"], "sample_ids": [1], "texts": [{"text": "x"}]}, 422, "texts"),  # both
         ({"methods": ["summarize"], "sample_ids": [1]}, 422, "methods"),
         (
             {"methods": ["wordnet"], "texts": [{"text": "new text", "labels": {"bias": "loud"}}]},
