@@ -359,6 +359,7 @@ def create_and_enqueue_plan(
     session: Session, dataset: Dataset, request: PlanRequest, settings: Settings, user_id: int | None
 ) -> AugmentationPlan:
     """Store the plan; with `enqueue`, also one job per chunk of its work (the jobs' ids go into the plan)."""
+    plan, checked = build_plan(session, dataset, request, settings)  # validates the request first
     if request.enqueue:
         # Two plans enqueued at once take turns from here to their commits: the first one seeds the dataset's
         # protected terms and the second one finds them; the second one's seed counts the first plan.
@@ -374,7 +375,6 @@ def create_and_enqueue_plan(
                 field="enqueue",
                 extra={"job_ids": waiting},
             )
-    plan, checked = build_plan(session, dataset, request, settings)
     jobs = plan.pop("jobs")
     plan["jobs"] = [{k: v for k, v in job.items() if k != "items"} for job in jobs]
     row = create_plan(session, dataset, request.as_params(), plan, user_id)

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from core.errors import NotFoundError
+from core.errors import NotFoundError, ValidationFailed
 from core.names import check_language
 from core.settings import get_settings
 from db import queue
@@ -235,4 +235,8 @@ def export_to(
     from services.exporting import write_export
 
     chosen = parse_include(include)
+    if not path.parent.is_dir():  # a mistyped folder is a mistake to say, not a tree to create
+        raise ValidationFailed(f"{path.parent} is not a directory; create it first", field="output")
+    if path.is_dir():
+        raise ValidationFailed(f"{path} is a directory; give a file name", field="output")
     return write_export(session, dataset_named(session, name, None), chosen, fmt, path, progress)

@@ -47,6 +47,9 @@ def test_import_stats_export_round_trip(settings, tmp_path):
     out = tmp_path / "export.jsonl"
     r = augloop(settings, "export", "political_social_media", "-o", str(out), "--format", "jsonl")
     assert r.returncode == 0 and len(out.read_text().splitlines()) == 5000
+    typo = tmp_path / "exprots" / "train.csv"
+    r = augloop(settings, "export", "political_social_media", "-o", str(typo))
+    assert r.returncode == 2 and "is not a directory" in r.stderr and not typo.parent.exists()
 
 
 def test_bad_input_exits_2_with_a_message(settings, tmp_path):
