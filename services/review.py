@@ -140,7 +140,7 @@ def decide(
             field="sample_id",
         )
     if sample.version != version:
-        raise _stale(session, sample, version)
+        raise _stale(session, sample, version, user)
     votes = cast(latest_votes(session, [sample.id]).get(sample.id, {}), user.id, decision)
     values = status_values(session, sample, votes)
     text_before = sample.text
@@ -165,7 +165,7 @@ def decide(
             "text_after": text_after,
         },
         # another request took this version between our read and write
-        lambda: _stale(session, sample, version),
+        lambda: _stale(session, sample, version, user),
     )
 
 
@@ -231,11 +231,16 @@ def apply_and_record(
     return sample
 
 
-def _stale(session: Session, sample: Sample, seen: int) -> ConflictError:
+def _stale(session: Session, sample: Sample, seen: int, user: User) -> ConflictError:
     current = sample_state(session, sample)
+    last = current["last_review"] or {}
+    who = (
+        "you decided it since (in another tab or window)"
+        if last.get("user") == user.name
+        else "someone else decided first"
+    )
     return ConflictError(
-        f"sample {sample.id} changed since you saw it (version {seen}, now {current['version']}):"
-        f" someone else decided first",
+        f"sample {sample.id} changed since you saw it (version {seen}, now {current['version']}): {who}",
         field="version",
         extra={"current": current},
     )

@@ -164,6 +164,8 @@ def test_stale_version_gets_409_with_the_current_state(annotator, carol, review_
     assert r.status_code == 409
     body = r.json()
     assert body["field"] == "version" and "someone else decided first" in body["detail"]
+    again = decide(annotator, v, "approve", 1)  # bob's own decision, from another tab
+    assert again.status_code == 409 and "you decided it since" in again.json()["detail"]
     current = body["current"]
     assert current["review_status"] == "approved" and current["version"] == 2
     assert current["last_review"]["user"] == "bob-annotator" and current["last_review"]["decision"] == "approve"
