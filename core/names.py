@@ -17,6 +17,7 @@ LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")  # BCP-47-like: en, pt-
 LANGUAGE_MAX = 16  # datasets.language
 DISPLAY_MAX = 200
 USER_MAX = 120  # users.name
+JOINERS = ("\u200c", "\u200d")  # zero-width non-joiner and joiner
 
 
 def check_slug(name: str, *, field: str, what: str = "name") -> str:
@@ -35,15 +36,21 @@ def check_display_name(name: str, *, field: str) -> str:
 
 
 def check_user_name(name: str, *, field: str = "name") -> str:
-    """A user's name: free text like a display name (it is shown beside every review), as printable."""
-    return _printable(name, field=field, what="a user name", longest=USER_MAX)
+    """A user's name: free text like a display name (it is shown beside every review), as printable, and never
+    `.` or `..`, which a URL path collapses (the name is a path segment of the member and role routes)."""
+    name = _printable(name, field=field, what="a user name", longest=USER_MAX)
+    if name in (".", ".."):
+        raise ValidationFailed(f"a user name may not be {name!r}", field=field)
+    return name
 
 
 def _printable(name: str, *, field: str, what: str, longest: int) -> str:
     name = name.strip()
     if not name or len(name) > longest:
         raise ValidationFailed(f"{what} is 1-{longest} characters", field=field)
-    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co")]
+    # Format characters reorder or hide text (U+202E), but the zero-width (non-)joiners spell Persian and Indic
+    # names and emoji sequences.
+    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co") and c not in JOINERS]
     if bad:
         raise ValidationFailed(f"{what} may not contain control or format characters ({bad[0]!r})", field=field)
     return name

@@ -96,7 +96,10 @@ def dataset_files(session: Session, dataset: Dataset) -> list[Path]:
         select(Job.id, Job.kind, Job.params).where(Job.dataset_id == dataset.id, Job.kind.in_(("export", "import")))
     ):
         if kind == "export":
-            paths += exports.glob(f"job{job_id}.*")
+            # Its published file by name, whether or not it exists yet (an attempt may publish before the
+            # deletion commits), and its attempts' files as they are now.
+            paths += [exports / f"job{job_id}.{fmt}" for fmt in ("csv", "jsonl")]
+            paths += exports.glob(f"job{job_id}.*.part")
         elif upload := upload_of(params or {}):
             paths.append(upload)
     return paths  # listed whether or not they exist yet: an attempt may write one before the deletion commits

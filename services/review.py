@@ -233,12 +233,15 @@ def apply_and_record(
 
 def _stale(session: Session, sample: Sample, seen: int, user: User) -> ConflictError:
     current = sample_state(session, sample)
-    last = current["last_review"] or {}
-    who = (
-        "you decided it since (in another tab or window)"
-        if last.get("user") == user.name
-        else "someone else decided first"
-    )
+    last = session.execute(
+        select(Review.user_id, Review.version_seen).where(Review.sample_id == sample.id).order_by(Review.id.desc())
+    ).first()
+    if last is None or last.version_seen + 1 != current["version"]:  # no review made this version (a new k did)
+        who = "its review status was re-evaluated"
+    elif last.user_id == user.id:
+        who = "you decided it since (in another tab or window)"
+    else:
+        who = "someone else decided first"
     return ConflictError(
         f"sample {sample.id} changed since you saw it (version {seen}, now {current['version']}): {who}",
         field="version",

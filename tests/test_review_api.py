@@ -157,6 +157,14 @@ def test_edit_keeps_the_generated_text_and_refuses_duplicates(annotator, review_
     assert r.json()["generated_text"] == generated  # a second edit still keeps what the augmenter produced
 
 
+def test_a_decision_made_stale_by_a_new_k_says_so(admin, annotator, carol, review_data) -> None:
+    v = review_data.variants[review_data.sources[3]][0]
+    assert decide(annotator, v, "approve", 1).json()["version"] == 2
+    admin.patch("/api/v1/datasets/rev", json={"reviews_required": 2})  # re-evaluated: pending, version 3
+    r = decide(carol, v, "approve", 2)
+    assert r.status_code == 409 and "re-evaluated" in r.json()["detail"], r.json()["detail"]
+
+
 def test_stale_version_gets_409_with_the_current_state(annotator, carol, review_data) -> None:
     v = review_data.variants[review_data.sources[2]][0]
     assert decide(annotator, v, "approve", 1).status_code == 200

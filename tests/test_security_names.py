@@ -77,11 +77,20 @@ def test_a_user_name_with_a_slash_is_addressable(admin) -> None:
     assert admin.get("/api/v1/projects/default/members").json() == []
 
 
-@pytest.mark.parametrize("name", ["ann\u202egpj", "ann\x07", "ann\nbob", "\u2066ann", "ann\u200b", " ", "x" * 121])
+@pytest.mark.parametrize(
+    "name", ["ann\u202egpj", "ann\x07", "ann\nbob", "\u2066ann", "ann\u200b", " ", "x" * 121, ".", ".."]
+)
 def test_user_names_are_printable(admin, name) -> None:
     r = admin.post("/api/v1/tokens", json={"name": name, "role": "annotator"})
     assert r.status_code == 422 and r.json()["field"] == "name", r.text
     assert name not in [t["name"] for t in admin.get("/api/v1/tokens").json()]
+
+
+def test_names_spelled_with_zero_width_joiners_are_taken(admin) -> None:
+    """U+200C and U+200D are format characters, but Persian and Indic names and emoji sequences need them."""
+    for name in ("\u0639\u0644\u06cc\u200c\u0631\u0636\u0627", "ann \U0001f469\u200d\U0001f4bb"):
+        r = admin.post("/api/v1/tokens", json={"name": name, "role": "annotator"})
+        assert r.status_code == 201, r.text
 
 
 def test_the_cli_refuses_an_unprintable_user_name(settings, engine) -> None:

@@ -73,13 +73,15 @@ def show_balance(name: str) -> None:
             st.caption(f"{info['missing_label']} samples have no {plain(task)} label")
 
 
-def save_settings(name: str) -> None:
+def save_settings(name: str, shown_k: int) -> None:
     fields = {
         "guidelines": st.session_state["ds_guidelines"],
-        "reviews_required": st.session_state["ds_k"],
         "distribute_work": st.session_state["ds_distribute"],
         "lease_minutes": st.session_state["ds_lease"],
     }
+    if st.session_state["ds_k"] != shown_k:
+        # Only a new k is sent: a change of k waits for the decisions under way and re-evaluates every variant.
+        fields["reviews_required"] = st.session_state["ds_k"]
     if call(client().update_dataset, name, **fields) is not None:
         flash("success", "Saved the review settings.")
 
@@ -148,7 +150,12 @@ def manage_tools(dataset: dict[str, Any] | None, admin: bool) -> None:
                 height=200,
                 key="ds_guidelines",
             )
-            st.button("Save review settings", on_click=save_settings, args=(name,), type="primary")
+            st.button(
+                "Save review settings",
+                on_click=save_settings,
+                args=(name, int(dataset["reviews_required"])),
+                type="primary",
+            )
     if "Import" in tabs:
         with tabs["Import"]:
             import_form(name)
