@@ -238,7 +238,8 @@ def export_to(
     from services.exporting import write_export
 
     chosen = parse_include(include)
-    if not path.parent.is_dir():  # a mistyped folder is a mistake to say, not a tree to create
+    inside_data_dir = path.resolve().is_relative_to(get_settings().data_dir.resolve())
+    if not path.parent.is_dir() and not inside_data_dir:  # a mistyped folder is a mistake to say, not to create
         raise ValidationFailed(f"{path.parent} is not a directory; create it first", field="output")
     if path.is_dir():
         raise ValidationFailed(f"{path} is a directory; give a file name", field="output")
