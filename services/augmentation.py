@@ -422,15 +422,20 @@ def check_augment_capacity(session: Session, dataset: Dataset, user: User | None
 
 
 def unfinished_plan_jobs(session: Session, dataset: Dataset) -> list[int]:
-    """Ids of the dataset's queued or running augment jobs that a plan enqueued."""
-    rows = session.execute(
-        select(Job.id, Job.params).where(
-            Job.dataset_id == dataset.id,
-            Job.kind == JOB_KIND,
-            Job.status.in_((JobStatus.queued, JobStatus.running)),
+    """Ids of the dataset's queued or running augment jobs that a plan enqueued (read from the plans' job ids:
+    the jobs' own params hold every source they augment)."""
+    planned = [
+        i
+        for ids in session.scalars(select(AugmentationPlan.job_ids).where(AugmentationPlan.dataset_id == dataset.id))
+        if ids
+        for i in ids
+    ]
+    unfinished: list[int] = []
+    for chunk in chunked(sorted(set(planned))):
+        unfinished += session.scalars(
+            select(Job.id).where(Job.id.in_(chunk), Job.status.in_((JobStatus.queued, JobStatus.running)))
         )
-    ).tuples()
-    return [job_id for job_id, params in rows if isinstance(params, dict) and params.get("plan_id") is not None]
+    return sorted(unfinished)
 
 
 # Requests ------------------------------------------------------------------------------------------
