@@ -306,6 +306,7 @@ def worker(
     from workers.main import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check's ten "setup plugin" lines say nothing
     chosen = [k.strip() for item in kinds or [] for k in item.split(",") if k.strip()]
     try:
         w = Worker(engine(), chosen or None, lease_seconds=lease_seconds)
