@@ -74,10 +74,12 @@ def remove_member(session: Session, project_id: int, user_id: int) -> int:
 
 
 def jobs_in_flight(
-    session: Session, project_id: int, kinds: Collection[str], measure: Literal["jobs", "progress_total"]
+    session: Session, project_id: int, kinds: Collection[str], measure: Literal["jobs", "work_left"]
 ) -> int:
-    """The project's queued and running jobs of these kinds: how many, or the sum of their progress totals."""
-    total = func.count() if measure == "jobs" else func.coalesce(func.sum(Job.progress_total), 0)
+    """The project's queued and running jobs of these kinds: how many, or the work they have left (progress
+    total less done)."""
+    left = func.sum(Job.progress_total - Job.progress_done)
+    total = func.count() if measure == "jobs" else func.coalesce(left, 0)
     found = session.scalar(
         select(total)
         .select_from(Job)

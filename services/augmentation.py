@@ -405,12 +405,12 @@ def create_and_enqueue_plan(
 
 def check_augment_capacity(session: Session, dataset: Dataset, user: User | None, field: str) -> None:
     """Called once a request's jobs are queued (flushed, not committed): for non-admins, the candidates the
-    project's unfinished augment jobs owe, these included, stay within AUGLOOP_MAX_AUGMENT_CANDIDATES_PER_PROJECT.
+    project's unfinished augment jobs still owe, these included, stay within AUGLOOP_MAX_AUGMENT_CANDIDATES_PER_PROJECT.
     Past it, 429, and the caller's transaction rolls the request back."""
     if is_admin(user):
         return
     cap = get_settings().max_augment_candidates_per_project
-    owed = jobs_in_flight(session, dataset.project_id, [JOB_KIND], "progress_total")
+    owed = jobs_in_flight(session, dataset.project_id, [JOB_KIND], "work_left")
     if owed > cap:
         raise QuotaExceeded(
             f"this request would make the project's queued and running augment jobs owe {owed:,} candidates; at "
