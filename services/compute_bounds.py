@@ -52,11 +52,14 @@ ENCODER_RULE = (
 
 
 def check_encoder(encoder: str, user: User | None) -> None:
-    """Non-admins: a hub id, or an absolute path that stays under the models directory once resolved (no `..`,
-    no symlink out). The refusal is the same whether the path exists or not."""
+    """Non-admins: a hub id, the server's default encoder, or an absolute path that stays under the models
+    directory once resolved (no `..`, no symlink out). The refusal is the same whether the path exists or not."""
     if is_admin(user):
         return
     if HUB_ID.fullmatch(encoder) and ".." not in encoder:
+        return
+    default = get_settings().trainer_default_encoder
+    if default and encoder == default:  # the operator's own choice (AUGLOOP_TRAINER_DEFAULT_ENCODER), wherever it is
         return
     path = Path(encoder)
     if path.is_absolute() and ".." not in path.parts:
