@@ -375,6 +375,8 @@ def test_datasets_page_chart_moves_with_approvals(live_api, annotator_token, adm
     admin.number_input(key="ds_lease").set_value(30)
     admin.button[[b.label for b in admin.button].index("Save review settings")].click().run()
     no_errors(admin)
+    saved = " ".join(str(m.value) for m in admin.success)
+    assert "re-evaluated the reviewed variants" in saved and "approved→pending" in saved, saved
     with api(live_api, admin_token) as c:
         ds = c.get("/datasets/rev").json()
     assert ds["reviews_required"] == 2 and "stance" in ds["guidelines"]

@@ -86,7 +86,9 @@ def plan_form(name: str, statuses: list[dict[str, Any]]) -> None:
     runnable = [s["method"] for s in statuses if s["available"]]
     offered = [s["method"] for s in statuses if s["state"] != "unavailable"]
     with st.form("plan"):
-        methods = st.multiselect("Methods", offered, default=runnable or offered[:1])
+        # With no worker to ask, WordNet: it needs no model, so a worker that starts can run it.
+        fallback = ["wordnet"] if "wordnet" in offered else offered[:1]
+        methods = st.multiselect("Methods", offered, default=runnable or fallback)
         fraction = st.slider(
             "Target: every class to at least this fraction of its task's largest class", 0.05, 1.0, 0.4, 0.05
         )

@@ -82,8 +82,15 @@ def save_settings(name: str, shown_k: int) -> None:
     if st.session_state["ds_k"] != shown_k:
         # Only a new k is sent: a change of k waits for the decisions under way and re-evaluates every variant.
         fields["reviews_required"] = st.session_state["ds_k"]
-    if call(client().update_dataset, name, **fields) is not None:
-        flash("success", "Saved the review settings.")
+    saved = call(client().update_dataset, name, **fields)
+    if saved is not None:
+        moved = saved.get("status_changes") or {}
+        changes = ", ".join(f"{n:,} {transition}" for transition, n in sorted(moved.items()))
+        flash(
+            "success",
+            "Saved the review settings."
+            + (f" The new rule re-evaluated the reviewed variants: {changes}." if changes else ""),
+        )
 
 
 def import_form(current: str | None) -> None:
@@ -145,7 +152,7 @@ def manage_tools(dataset: dict[str, Any] | None, admin: bool) -> None:
                 key="ds_lease",
             )
             st.text_area(
-                "Guidelines (markdown, shown beside the review queue)",
+                "Guidelines (plain text, shown beside the review queue)",
                 value=dataset["guidelines"],
                 height=200,
                 key="ds_guidelines",
