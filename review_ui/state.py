@@ -57,6 +57,17 @@ def admin_page(title: str) -> None:
     show_flash()
 
 
+def leads(dataset: str) -> bool:
+    """Whether the signed-in user may do a lead's work on `dataset` (an admin may): the pages offer those actions
+    only then, rather than a button the API refuses."""
+    return is_admin() or role_in_project_of(dataset) == "lead"
+
+
+def leads_any() -> bool:
+    """Whether the signed-in user is an admin or a lead of some project."""
+    return is_admin() or any(p.get("my_role") == "lead" for p in call(client().projects) or [])
+
+
 def role_in_project_of(dataset: str) -> str | None:
     """The signed-in user's role (annotator, lead) in the project that holds `dataset`; None: not a member."""
     for project in call(client().projects) or []:

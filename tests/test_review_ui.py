@@ -417,6 +417,29 @@ def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, lead_tok
     assert f"cancel_{ids[1]}" not in {b.key for b in at.button}  # a failed job has nothing to cancel
 
 
+def test_an_annotator_is_not_offered_a_leads_actions(live_api, annotator_token, engine, review_data) -> None:
+    """Planning, training, impact reports and cancelling are a lead's: an annotator saw the forms and met 403s."""
+    from db import queue
+    from db.datasets import get_dataset
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        job = queue.enqueue(s, "augment", {"method": "wordnet"}, dataset_id=get_dataset(s, "rev").id)
+    at = signed_in(annotator_token, "annotator")
+    at.switch_page("app_pages/jobs.py").run()
+    no_errors(at)
+    assert f"cancel_{job.id}" not in {b.key for b in at.button}
+    for page, lead_only in (
+        ("app_pages/augment.py", "Preview the plan"),
+        ("app_pages/training.py", "Start training"),
+        ("app_pages/impact.py", "Start impact report"),
+    ):
+        at.switch_page(page).run()
+        no_errors(at)
+        assert lead_only not in [b.label for b in at.button], page
+        assert any("A lead of the dataset's project" in str(c.value) for c in at.caption), page
+
+
 def test_training_page_lists_runs_and_starts_one(live_api, lead_token, engine, review_data) -> None:
     from db.models import Dataset, Job, TrainingRun
     from db.session import session_scope

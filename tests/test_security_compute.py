@@ -103,7 +103,6 @@ def test_encoders_come_from_the_hub_or_the_models_directory(lead, admin, example
     assert admin.post(RUNS, json=body(encoder="/opt/models/custom")).status_code == 202  # admins are not bound
 
 
-
 def test_the_servers_default_encoder_is_a_leads_to_train_with(lead, example_dataset, monkeypatch) -> None:
     """`augloop demo` points AUGLOOP_TRAINER_DEFAULT_ENCODER at a directory outside the models directory: the
     operator's choice is every member's default, so a lead may train with it (and with nothing else there)."""
@@ -115,6 +114,7 @@ def test_the_servers_default_encoder_is_a_leads_to_train_with(lead, example_data
     assert lead.post("/api/v1/training-estimates", json=body(encoder=chosen)).status_code == 200
     assert lead.post(RUNS, json=body(encoder=chosen)).status_code == 202
     assert lead.post(RUNS, json=body(encoder="/srv/encoders/other")).status_code == 422
+
 
 def test_a_workers_encoder_error_does_not_tell_what_exists(tmp_path) -> None:
     from trainer.errors import TrainerError

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from review_ui.render import plain
-from review_ui.state import call, client, flash, page_with_dataset
+from review_ui.state import call, client, flash, leads, page_with_dataset
 
 STATE_TEXT = {
     "ready": "ready",
@@ -145,6 +145,8 @@ def show_plans(name: str) -> None:
 chosen = page_with_dataset("Augment")
 if chosen:
     found = show_augmenters(chosen["name"])
-    if found:
+    if found and leads(chosen["name"]):
         plan_form(chosen["name"], found)
+    elif found:
+        st.caption("A lead of the dataset's project plans and queues augmentation; you see its plans below.")
     show_plans(chosen["name"])

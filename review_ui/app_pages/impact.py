@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from review_ui.render import plain
-from review_ui.state import call, client, fetch_or_stop, page_with_dataset, submitted_run_inputs
+from review_ui.state import call, client, fetch_or_stop, leads, page_with_dataset, submitted_run_inputs
 
 
 def ci_text(entry: dict[str, Any]) -> str:
@@ -120,7 +120,10 @@ st.caption(
     "Trains on originals only, on originals + all approved variants, and with each augmenter's variants left "
     "out in turn; every arm once per seed."
 )
-start_form(chosen["name"])
+if leads(chosen["name"]):
+    start_form(chosen["name"])
+else:
+    st.caption("A lead of the dataset's project starts impact reports; you see them below.")
 st.subheader("Reports")
 if not reports:
     st.info("No impact report yet.")

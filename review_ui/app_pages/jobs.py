@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from review_ui.render import small_html
-from review_ui.state import call, call_and_flash, client, show_flash
+from review_ui.state import call, call_and_flash, client, leads_any, show_flash
 
 STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -62,7 +62,7 @@ def counters(info: dict[str, Any]) -> pd.DataFrame | None:
     return pd.DataFrame({"counter": list(flat), "value": [str(v) for v in flat.values()]})
 
 
-def job_card(job: dict[str, Any]) -> None:
+def job_card(job: dict[str, Any], may_cancel: bool) -> None:
     with st.container(border=True, key=f"job-{job['id']}"):
         head, action = st.columns([0.8, 0.2])
         head.html(
@@ -72,7 +72,7 @@ def job_card(job: dict[str, Any]) -> None:
                 + (" · cancel requested" if job["cancel_requested"] else "")
             )
         )
-        if job["status"] in ("queued", "running") and not job["cancel_requested"]:
+        if job["status"] in ("queued", "running") and not job["cancel_requested"] and may_cancel:
             action.button("Cancel", key=f"cancel_{job['id']}", on_click=cancel, args=(job["id"],))
         done, total = job["progress_done"], job["progress_total"]
         if total:
@@ -102,6 +102,7 @@ auto = st.toggle("Refresh every 5 seconds", key="jobs_auto")
 
 @st.fragment(run_every=5 if auto else None)
 def job_list() -> None:
+    show_flash()  # a Cancel in here reruns this part of the page only: its message shows here
     data = call(client().jobs, status=",".join(statuses) or None, limit=100)
     if data is None:
         return
@@ -109,8 +110,9 @@ def job_list() -> None:
     st.caption(f"{data['total']} jobs · {running} running · newest first")
     if not data["items"]:
         st.info("No jobs yet.")
+    may_cancel = leads_any()  # an annotator's Cancel would only meet the API's 403
     for job in data["items"]:
-        job_card(job)
+        job_card(job, may_cancel)
 
 
 job_list()

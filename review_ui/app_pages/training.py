@@ -16,7 +16,7 @@ import streamlit as st
 
 from review_ui.client import ApiError
 from review_ui.render import plain
-from review_ui.state import call, client, flash, pick_dataset, show_flash
+from review_ui.state import call, client, flash, leads, pick_dataset, show_flash
 
 COLUMNS = [
     "id",
@@ -301,7 +301,7 @@ def show_run(run: dict[str, Any], dataset: str, runs: list[dict[str, Any]]) -> N
     live_progress(run)
     curve_charts(run.get("curve") or [])
     show_metrics(run)
-    if run["status"] == "succeeded":
+    if run["status"] == "succeeded" and leads(dataset):
         st.button(
             f"Use run #{run['id']} to score the pending variants",
             key=f"label_model_{run['id']}",
@@ -358,6 +358,7 @@ def runs_section(dataset: str) -> None:
 
     @st.fragment(run_every=LIVE_SECONDS if active else None)
     def live() -> None:
+        show_flash()  # a button in here reruns this part of the page only: its message shows here
         current = call(client().training_runs, dataset=dataset) or []
         st.subheader("Runs")
         if not current:
@@ -410,5 +411,8 @@ except ApiError as err:
     st.stop()
 st.subheader(plain(f"Start a run on {chosen['name']}"))
 st.caption("Trains on train-split originals plus approved variants (or originals only, when ticked).")
-start_form(chosen["name"])
+if leads(chosen["name"]):
+    start_form(chosen["name"])
+else:
+    st.caption("A lead of the dataset's project starts training; you see the runs below.")
 runs_section(chosen["name"])
