@@ -90,6 +90,8 @@ else:
     )
     page = st.navigation({"Work": common, **({"Admin": admin} if admin else {})})
     with st.sidebar:
-        st.caption(plain(f"Signed in as {who.get('name', '?')} ({who.get('role', '?')})"))
+        # A person's role is per project (annotator or lead, on the pages that need it); only admin is global.
+        role = " (admin)" if who.get("role") == "admin" else ""
+        st.caption(plain(f"Signed in as {who.get('name', '?')}{role}"))
         st.button("Sign out", on_click=sign_out, key="sign_out")
 page.run()

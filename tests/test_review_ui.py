@@ -426,6 +426,8 @@ def test_an_annotator_is_not_offered_a_leads_actions(live_api, annotator_token, 
     with session_scope(engine) as s:
         job = queue.enqueue(s, "augment", {"method": "wordnet"}, dataset_id=get_dataset(s, "rev").id)
     at = signed_in(annotator_token, "annotator")
+    # The role is per project: the sidebar names only the global one, admin (a lead read "(annotator)" there).
+    assert "Signed in as someone" in [c.value for c in at.sidebar.caption]
     at.switch_page("app_pages/jobs.py").run()
     no_errors(at)
     assert f"cancel_{job.id}" not in {b.key for b in at.button}
