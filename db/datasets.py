@@ -44,19 +44,19 @@ def reviews_required_now(session: Session, dataset_id: int) -> int:
     rule lock until the transaction ends: a decision that counts votes under k and a change of k
     (`hold_for_a_new_rule`) take turns, so neither stores a status under a rule the other replaced. Decisions
     share the lock: they do not wait for each other. SQLite has one writer at a time anyway."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            text("SELECT pg_advisory_xact_lock_shared(:ns, :id)"), {"ns": REVIEW_RULE_LOCK, "id": dataset_id}
-        )
-    return session.execute(select(Dataset.reviews_required).where(Dataset.id == dataset_id)).scalar_one()
+    return _reviews_required_under(session, dataset_id, "pg_advisory_xact_lock_shared")
 
 
 def hold_for_a_new_rule(session: Session, dataset_id: int) -> int:
     """Take the dataset's review rule lock exclusively until the transaction ends: waits for the decisions under
     way (`reviews_required_now`) to end and holds up those that start. Returns reviews_required as last committed,
     read once the lock is held."""
+    return _reviews_required_under(session, dataset_id, "pg_advisory_xact_lock")
+
+
+def _reviews_required_under(session: Session, dataset_id: int, lock: str) -> int:
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:ns, :id)"), {"ns": REVIEW_RULE_LOCK, "id": dataset_id})
+        session.execute(text(f"SELECT {lock}(:ns, :id)"), {"ns": REVIEW_RULE_LOCK, "id": dataset_id})
     return session.execute(select(Dataset.reviews_required).where(Dataset.id == dataset_id)).scalar_one()
 
 

@@ -13,10 +13,18 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
-from db.models import Dataset, ImpactReport, JobStatus, Origin, ReviewStatus, Sample, TrainingRun, utcnow
+from db.models import (
+    OPEN_JOB_STATUSES,
+    Dataset,
+    ImpactReport,
+    JobStatus,
+    Origin,
+    ReviewStatus,
+    Sample,
+    TrainingRun,
+    utcnow,
+)
 from db.session import affected_rows
-
-OPEN = (JobStatus.queued, JobStatus.running)
 
 
 def approved_methods(session: Session, dataset: Dataset) -> list[str]:
@@ -97,7 +105,7 @@ def finish_report(session: Session, report_id: int, status: str, result: dict[st
     written = affected_rows(
         session.execute(
             update(ImpactReport)
-            .where(ImpactReport.id == report_id, ImpactReport.status.in_(OPEN))
+            .where(ImpactReport.id == report_id, ImpactReport.status.in_(OPEN_JOB_STATUSES))
             .values(status=status, result=result, finished_at=utcnow())
             .execution_options(synchronize_session=False)
         )

@@ -125,6 +125,9 @@ class JobStatus(StrEnum):
     cancelled = "cancelled"
 
 
+OPEN_JOB_STATUSES = (JobStatus.queued, JobStatus.running)  # a job (or a run, an impact report) not yet ended
+
+
 class User(Base):
     __tablename__ = "users"
 

@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
-from db.models import Dataset, Job, JobStatus, Project, ProjectMember, User
+from db.models import OPEN_JOB_STATUSES, Dataset, Job, Project, ProjectMember, User
 from db.session import affected_rows
 
 
@@ -87,7 +87,7 @@ def jobs_in_flight(
         .where(
             Dataset.project_id == project_id,
             Job.kind.in_(kinds),
-            Job.status.in_((JobStatus.queued, JobStatus.running)),
+            Job.status.in_(OPEN_JOB_STATUSES),
         )
     )
     return int(found or 0)

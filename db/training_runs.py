@@ -25,6 +25,7 @@ from core.errors import NotFoundError, ValidationFailed
 from db.augmentation import labels_of
 from db.chunks import chunked
 from db.models import (
+    OPEN_JOB_STATUSES,
     Dataset,
     JobStatus,
     Origin,
@@ -173,7 +174,7 @@ def end_runs_of_jobs(session: Session, job_ids: list[int], status: str, error: s
     return list(
         session.scalars(
             update(TrainingRun)
-            .where(TrainingRun.job_id.in_(job_ids), TrainingRun.status.in_((JobStatus.queued, JobStatus.running)))
+            .where(TrainingRun.job_id.in_(job_ids), TrainingRun.status.in_(OPEN_JOB_STATUSES))
             .values(status=status, finished_at=now, error=error)
             .returning(TrainingRun.id)
             .execution_options(synchronize_session=False)

@@ -37,10 +37,10 @@ from db.augmentation import (
 from db.chunks import chunked
 from db.datasets import lock_dataset
 from db.models import (
+    OPEN_JOB_STATUSES,
     AugmentationPlan,
     Dataset,
     Job,
-    JobStatus,
     Origin,
     ReviewStatus,
     Sample,
@@ -432,9 +432,7 @@ def unfinished_plan_jobs(session: Session, dataset: Dataset) -> list[int]:
     ]
     unfinished: list[int] = []
     for chunk in chunked(sorted(set(planned))):
-        unfinished += session.scalars(
-            select(Job.id).where(Job.id.in_(chunk), Job.status.in_((JobStatus.queued, JobStatus.running)))
-        )
+        unfinished += session.scalars(select(Job.id).where(Job.id.in_(chunk), Job.status.in_(OPEN_JOB_STATUSES)))
     return sorted(unfinished)
 
 

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from core.errors import ConflictError, NotFoundError, ValidationFailed
 from db import impact_reports as db_reports
 from db import queue
-from db.models import Dataset, ImpactReport, Job, JobStatus, User
+from db.models import OPEN_JOB_STATUSES, Dataset, ImpactReport, Job, JobStatus, User
 from db.session import session_scope
 from services.access import Need, check_dataset_id
 from services.compute_bounds import check_capacity, check_config
@@ -157,7 +157,7 @@ def settle(engine: Engine, report_id: int) -> str:
     """Compute (or fail) the report once all its runs have ended; returns the report's status."""
     with session_scope(engine) as session:
         report = db_reports.get_report(session, report_id)
-        if report.status not in db_reports.OPEN:
+        if report.status not in OPEN_JOB_STATUSES:
             return report.status
         runs = db_reports.report_runs(session, report)
         arms = {arm: [runs[i] for i in ids if i in runs] for arm, ids in (report.run_ids or {}).items()}
@@ -264,7 +264,7 @@ def settle_decided(session: Session, engine: Engine, reports: list[ImpactReport]
     stuck = [
         report.id
         for report in reports
-        if report.status in db_reports.OPEN and decided(report, db_reports.report_runs(session, report))
+        if report.status in OPEN_JOB_STATUSES and decided(report, db_reports.report_runs(session, report))
     ]
     if not stuck:
         return False

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from core.settings import get_settings
 from db import queue
 from db import training_runs as db_runs
-from db.models import Dataset, JobStatus, TrainingRun
+from db.models import OPEN_JOB_STATUSES, Dataset, TrainingRun
 from db.session import readonly_engine, session_scope
 from services import label_model
 from services.distributed_training import train_distributed
@@ -110,7 +110,7 @@ def drop_leftovers_if_ended(engine: Engine, run_id: int) -> None:
     what this attempt went on writing after the end's own clean-up (a checkpoint) goes too."""
     with session_scope(readonly_engine(engine)) as session:
         run = session.get(TrainingRun, run_id)
-        ended = run is None or run.status not in (JobStatus.queued, JobStatus.running)
+        ended = run is None or run.status not in OPEN_JOB_STATUSES
     if ended:
         discard_checkpoint(run_id)
 
