@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Annotated, Any, Literal
 
@@ -63,11 +64,6 @@ ImportTasks = Annotated[list[str], Form(description="A label column; repeat for 
 ImportLabels = Annotated[str | None, Form(description='Ordered label sets, JSON: {"bias": ["neutral", "partisan"]}')]
 
 
-IMPORT_FORM_FIELDS = frozenset(
-    {"file", "task", "text_col", "split_col", "id_col", "language", "labels", "split_seed", "project", "display_name"}
-)
-
-
 async def import_spec(
     request: Request,
     name: str,
@@ -107,6 +103,8 @@ async def import_spec(
     )
 
 
+# The form's fields: the file, and import_spec's own (read from its signature, so a field added there is known).
+IMPORT_FORM_FIELDS = frozenset({"file", *inspect.signature(import_spec).parameters} - {"request", "name"})
 ImportSpecDep = Annotated[ImportSpec, Depends(import_spec)]
 
 

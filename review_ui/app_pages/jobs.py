@@ -98,6 +98,7 @@ st.title("Jobs")
 show_flash()
 statuses = st.multiselect("Status", STATUSES, default=[], key="jobs_status", placeholder="any status")
 auto = st.toggle("Refresh every 5 seconds", key="jobs_auto")
+may_cancel = leads_any()  # an annotator's Cancel would only meet the API's 403; asked once, not at every refresh
 
 
 @st.fragment(run_every=5 if auto else None)
@@ -110,7 +111,6 @@ def job_list() -> None:
     st.caption(f"{data['total']} jobs · {running} running · newest first")
     if not data["items"]:
         st.info("No jobs yet.")
-    may_cancel = leads_any()  # an annotator's Cancel would only meet the API's 403
     for job in data["items"]:
         job_card(job, may_cancel)
 

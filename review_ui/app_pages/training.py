@@ -291,7 +291,7 @@ def use_as_label_model(dataset: str, run_id: int) -> None:
     )
 
 
-def show_run(run: dict[str, Any], dataset: str, runs: list[dict[str, Any]]) -> None:
+def show_run(run: dict[str, Any], dataset: str, runs: list[dict[str, Any]], may_lead: bool) -> None:
     cols = st.columns(4)
     cols[0].metric("Status", run["status"])
     cols[1].metric("Epochs done", run.get("epochs_done", 0))
@@ -301,7 +301,7 @@ def show_run(run: dict[str, Any], dataset: str, runs: list[dict[str, Any]]) -> N
     live_progress(run)
     curve_charts(run.get("curve") or [])
     show_metrics(run)
-    if run["status"] == "succeeded" and leads(dataset):
+    if run["status"] == "succeeded" and may_lead:
         st.button(
             f"Use run #{run['id']} to score the pending variants",
             key=f"label_model_{run['id']}",
@@ -355,6 +355,7 @@ def runs_section(dataset: str) -> None:
         return
     scorers_caption(dataset)
     active = any(r["status"] in ACTIVE for r in runs)
+    may_lead = leads(dataset)  # asked once, not at every refresh of the part below
 
     @st.fragment(run_every=LIVE_SECONDS if active else None)
     def live() -> None:
@@ -377,7 +378,7 @@ def runs_section(dataset: str) -> None:
         )
         detail = call(client().training_run, run_id)
         if detail:
-            show_run(detail, dataset, current)
+            show_run(detail, dataset, current, may_lead)
         if active and not any(r["status"] in ACTIVE for r in current):
             st.rerun()  # the last run ended: redraw once without the timer
 
