@@ -112,10 +112,14 @@ def test_worker_killed_mid_training_job(any_settings, any_engine, tiny_encoder: 
     from services.training import create_training_runs, default_config
     from trainer.predict import RunPredictor
 
-    epochs = 6
-    dataset = _import(any_engine, "small", small_csv(n_train=160, n_val=24, n_test=24), ["bias", "message"])
+    # Epochs long enough (80 steps of batch 8) that the poller, even on a loaded CI machine, sees the job between
+    # its first and its last epoch: with 20 steps an epoch the run once finished before it was looked at.
+    epochs, n_train, batch = 6, 640, 8
+    dataset = _import(any_engine, "small", small_csv(n_train=n_train, n_val=24, n_test=24), ["bias", "message"])
     config = default_config(
-        tiny_keys(tiny_encoder, epochs=epochs, patience=0, grad_accum=1, warmup_ratio=0.0, rdrop_alpha=0.0)
+        tiny_keys(
+            tiny_encoder, epochs=epochs, batch_size=batch, patience=0, grad_accum=1, warmup_ratio=0.0, rdrop_alpha=0.0
+        )
     )
     with session_scope(any_engine) as s:
         (run,) = create_training_runs(s, s.merge(dataset), config, [7])
@@ -135,7 +139,7 @@ def test_worker_killed_mid_training_job(any_settings, any_engine, tiny_encoder: 
         # Resumed from the killed attempt's last epoch checkpoint: one curve of `epochs` epochs, not the killed
         # attempt's epochs plus these, and the epochs before the checkpoint were not trained again.
         assert run.status == JobStatus.succeeded and [e["epoch"] for e in run.curve] == list(range(1, epochs + 1))
-        assert run.metrics["resumed_from_step"] >= seen.progress_done * 20  # 160 texts / batch 8 per epoch
+        assert run.metrics["resumed_from_step"] >= seen.progress_done * (n_train // batch)
         assert run.metrics["test"]["overall_macro_f1"] is not None and run.error is None
         spec = model_spec(s, run_id, None)
     probabilities = RunPredictor(Path(spec.model_dirs[0]), device="cpu").predict_proba(["a budget vote"])
