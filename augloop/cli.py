@@ -84,13 +84,12 @@ def import_cmd(
             fail(f"--labels takes TASK=a,b,c; got {item!r}")
         key, values = item.split("=", 1)
         order[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
-    tasks = [t.strip() for item in task for t in item.split(",") if t.strip()]
     spec = ImportSpec(
         dataset=dataset,
-        tasks=tasks,
+        tasks=task,
         text_col=text_col,
-        split_col=split_col or None,
-        id_col=id_col or None,
+        split_col=split_col,
+        id_col=id_col,
         language=language,
         label_order=order,
         split_seed=split_seed,

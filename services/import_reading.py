@@ -64,6 +64,12 @@ class ImportSpec:
     project: str | None = None  # where a new dataset goes (None: the default project); an existing one stays put
     display_name: str | None = None  # a new dataset's name for people; default: its slug
 
+    def __post_init__(self) -> None:
+        # As every door takes them: a task may be given as "bias,message", and an empty column name means none.
+        self.tasks = [t.strip() for item in self.tasks for t in item.split(",") if t.strip()]
+        self.split_col = self.split_col or None
+        self.id_col = self.id_col or None
+
 
 def detect_format(filename: str | None, head: bytes) -> str:
     name = (filename or "").lower()

@@ -336,3 +336,14 @@ def test_a_row_whose_text_is_a_reviewed_sample_is_not_imported_and_says_so(admin
     assert out.returncode == 0, out.stderr
     warning = " ".join(out.stderr.split())
     assert "1 row(s) not imported" in warning and f"sample {submitted_id}, submitted (rejected)" in warning
+
+
+def test_tasks_given_as_comma_lists_and_empty_column_names_mean_the_same_at_every_door(engine):
+    """The CLI's `-t bias,message`, the API's repeated or comma-joined `task` fields and an empty `split_col` or
+    `id_col` (none: draw the split, no ids) are read by the spec itself, so every door imports alike."""
+    spec = ImportSpec(dataset="d", tasks=[" sentiment , ", "topic"], split_col="", id_col="")
+    assert (spec.tasks, spec.split_col, spec.id_col) == (["sentiment", "topic"], None, None)
+    data = b"text,sentiment,topic,split\n" + b"".join(b"text %d,pos,a,bogus\n" % i for i in range(20))
+    result = run_import(engine, data, tasks=["sentiment,topic"], split_col="")
+    # No split column read: the split is drawn, so the "bogus" values are not refused as unknown splits.
+    assert result.imported == 20 and sum(result.split_counts.values()) == 20

@@ -88,13 +88,12 @@ async def import_spec(
             f"unknown form field {unknown[0]!r}; the fields are {', '.join(sorted(IMPORT_FORM_FIELDS))}",
             field=unknown[0],
         )
-    tasks = [t.strip() for item in task for t in item.split(",") if t.strip()]
     return ImportSpec(
         dataset=name,
-        tasks=tasks,
+        tasks=task,
         text_col=text_col,
-        split_col=split_col or None,
-        id_col=id_col or None,
+        split_col=split_col,
+        id_col=id_col,
         language=language,
         label_order=_parse_labels(labels),
         split_seed=split_seed,
