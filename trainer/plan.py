@@ -222,25 +222,32 @@ def plan_run(
         samples = steps * config.batch_size * accum
         estimated = samples * throughput.seconds_per_sample * cost + (math.ceil(epochs) + 1) * throughput.eval_seconds
     return Plan(
-        steps=steps,
+        **_over_steps(config, steps, steps_per_epoch, lr, scaled),
         steps_per_epoch=steps_per_epoch,
-        max_epochs=max(1, math.ceil(steps / steps_per_epoch - 1e-9)),
         epoch_cap=config.epochs,
         batch_size=config.batch_size,
         grad_accum=accum,
-        lr=lr,
-        head_lr=config.head_lr if config.head_lr is not None else lr,
-        warmup_steps=round(config.warmup_ratio * steps),
         rdrop_alpha=rdrop,
         llrd_decay=llrd,
         head_layers=head_layers,
         patience=config.patience,
-        lr_scaled=scaled,
         budget_seconds=budget,
         estimated_seconds=round(estimated, 1) if estimated is not None else None,
         throughput=throughput.to_dict() if throughput is not None else None,
         reasons=reasons,
     )
+
+
+def _over_steps(config: TrainConfig, steps: int, steps_per_epoch: int, lr: float, scaled: bool) -> dict[str, Any]:
+    """What follows from the number of optimizer steps: the epochs they span, the LR (the heads' too), the warm-up."""
+    return {
+        "steps": steps,
+        "max_epochs": max(1, math.ceil(steps / steps_per_epoch - 1e-9)),
+        "lr": lr,
+        "head_lr": config.head_lr if config.head_lr is not None else lr,
+        "warmup_steps": round(config.warmup_ratio * steps),
+        "lr_scaled": scaled,
+    }
 
 
 def shortened(plan: Plan, config: TrainConfig, steps: int, encoder_width: int) -> Plan:
@@ -249,12 +256,7 @@ def shortened(plan: Plan, config: TrainConfig, steps: int, encoder_width: int) -
     lr, scaled = planned_lr(config, plan.effective_batch, steps, encoder_width)
     return replace(
         plan,
-        steps=steps,
-        max_epochs=max(1, math.ceil(steps / plan.steps_per_epoch - 1e-9)),
-        lr=lr,
-        head_lr=config.head_lr if config.head_lr is not None else lr,
-        warmup_steps=round(config.warmup_ratio * steps),
-        lr_scaled=scaled,
+        **_over_steps(config, steps, plan.steps_per_epoch, lr, scaled),
         budget_seconds=None,
         estimated_seconds=None,
         patience=0,
