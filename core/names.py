@@ -17,6 +17,7 @@ LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")  # BCP-47-like: en, pt-
 LANGUAGE_MAX = 16  # datasets.language
 DISPLAY_MAX = 200
 USER_MAX = 120  # users.name
+LABEL_MAX = 100  # sample_labels.task and .label: a task (label column) name and a label name
 JOINERS = ("\u200c", "\u200d")  # zero-width non-joiner and joiner
 
 
@@ -48,12 +49,26 @@ def _printable(name: str, *, field: str, what: str, longest: int) -> str:
     name = name.strip()
     if not name or len(name) > longest:
         raise ValidationFailed(f"{what} is 1-{longest} characters", field=field)
-    # Format characters reorder or hide text (U+202E), but the zero-width (non-)joiners spell Persian and Indic
-    # names and emoji sequences.
-    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co") and c not in JOINERS]
-    if bad:
-        raise ValidationFailed(f"{what} may not contain control or format characters ({bad[0]!r})", field=field)
+    if (bad := _unprintable(name)) is not None:
+        raise ValidationFailed(f"{what} may not contain control or format characters ({bad!r})", field=field)
     return name
+
+
+def _unprintable(name: str) -> str | None:
+    """The first control or format character. Format characters reorder or hide text (U+202E), but the
+    zero-width (non-)joiners spell Persian and Indic names and emoji sequences."""
+    return next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co") and c not in JOINERS), None)
+
+
+def label_name_problem(name: str) -> str | None:
+    """What is wrong with a task or label name (None: nothing), for a message that names where it stands. Such
+    names are classes and column headers: a zero-width space would make a second "policy" class that looks like
+    the first, a line break a broken header, and over LABEL_MAX characters Postgres refuses the whole import."""
+    if len(name) > LABEL_MAX:
+        return f"is {len(name)} characters; the most is {LABEL_MAX}"
+    if (bad := _unprintable(name)) is not None:
+        return f"holds a control or format character ({bad!r})"
+    return None
 
 
 def check_language(code: str, *, field: str = "language") -> str:

@@ -11,11 +11,13 @@ import codecs
 import csv
 import io
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from core.errors import TooLargeError, ValidationFailed
+from core.names import label_name_problem
 from core.settings import get_settings
 from core.textnorm import text_problem
 
@@ -31,6 +33,7 @@ SPLIT_ALIASES = {
 }
 READ_BYTES = 1 << 20
 CHUNK_ROWS = 10_000
+EXTERNAL_ID_MAX = 200  # samples.external_id
 
 Record = tuple[int, dict[str, Any]]  # (line, the row's fields)
 
@@ -191,12 +194,26 @@ def record_chunks(stream: BinaryIO, fmt: str, rows: int = CHUNK_ROWS) -> Iterato
 
 
 def _cell(value: Any) -> str | None:
-    if value is None:
+    """A label, split or id cell as text; None for an empty one. JSONL and Parquet cells may be numbers or
+    booleans (a 0/1 label column): `1` reads "1", `true` reads "true" as JSON spells it; NaN is pandas' empty
+    cell. An object, a list or an infinite number is no label: ValueError."""
+    if value is None or (isinstance(value, float) and value != value):  # NaN from Parquet or pandas' JSONL
         return None
-    if isinstance(value, float) and value != value:  # NaN from Parquet
-        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value in (math.inf, -math.inf):
+        raise ValueError("an infinite number")
+    if not isinstance(value, str | int | float):
+        raise ValueError(f"a {type(value).__name__}, not a string or number")
     value = str(value).strip()
     return value or None
+
+
+def _cell_at(line: int, record: dict[str, Any], column: str, what: str, field: str) -> str | None:
+    try:
+        return _cell(record.get(column))
+    except ValueError as err:
+        raise ImportRejected(line, f"the {what} in column {column!r} is {err}", field=field) from None
 
 
 class RowValidator:
@@ -254,11 +271,13 @@ class RowValidator:
                 )
             labels: dict[str, str] = {}
             for task in spec.tasks:
-                value = _cell(rec.get(task))
+                value = _cell_at(line, rec, task, "label", "task")
                 if value is None:
                     continue
                 if "\x00" in value:
                     raise ImportRejected(line, f"the label in column {task!r} holds a NUL character", field="task")
+                if problem := label_name_problem(value):
+                    raise ImportRejected(line, f"the label {value[:60]!r} in column {task!r} {problem}", field="task")
                 allowed = self.allowed.get(task)
                 if allowed is not None and value not in allowed:
                     raise ImportRejected(
@@ -268,7 +287,7 @@ class RowValidator:
                     )
                 labels[task] = value
             split = None
-            if not self.use_split and spec.split_col and _cell(rec.get(spec.split_col)) is not None:
+            if not self.use_split and spec.split_col and _cell_at(line, rec, spec.split_col, "split", "file"):
                 # JSONL: the first record had no split, so augloop draws one; a record that gives its own
                 # would silently lose it (a test text could land in train)
                 raise ImportRejected(
@@ -277,15 +296,21 @@ class RowValidator:
                     "a split, or none",
                 )
             if self.use_split and spec.split_col:
-                value = _cell(rec.get(spec.split_col))
+                value = _cell_at(line, rec, spec.split_col, "split", "file")
                 if value is None:
                     raise ImportRejected(line, f"missing split in column {spec.split_col!r}")
                 split = SPLIT_ALIASES.get(value.lower())
                 if split is None:
                     raise ImportRejected(line, f"unknown split {value!r} (use train, val or test)")
-            external_id = _cell(rec.get(spec.id_col)) if spec.id_col else None
+            external_id = _cell_at(line, rec, spec.id_col, "id", "id_col") if spec.id_col else None
             if external_id is not None and "\x00" in external_id:
                 raise ImportRejected(line, f"the id in column {spec.id_col!r} holds a NUL character", field="id_col")
+            if external_id is not None and len(external_id) > EXTERNAL_ID_MAX:
+                raise ImportRejected(
+                    line,
+                    f"the id in column {spec.id_col!r} is {len(external_id)} characters; the most is {EXTERNAL_ID_MAX}",
+                    field="id_col",
+                )
             rows.append(Row(line=line, text=text, labels=labels, split=split, external_id=external_id))
         self.rows += len(rows)
         return rows

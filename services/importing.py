@@ -38,7 +38,7 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, NotFoundError, ValidationFailed
-from core.names import check_display_name, check_language, check_slug
+from core.names import check_display_name, check_language, check_slug, label_name_problem
 from core.near_duplicates import NearDuplicateFinder
 from core.textnorm import content_hash
 from db import import_staging as staging
@@ -433,6 +433,9 @@ def _check_spec_strings(spec: ImportSpec) -> None:
     for name, value in named:
         if value is not None and "\x00" in value:
             raise ValidationFailed(f"{name}: holds a NUL character", field=name)
+    for name, value in named:
+        if name in ("task", "labels") and value is not None and (problem := label_name_problem(value)):
+            raise ValidationFailed(f"{name}: {value[:60]!r} {problem}", field=name)
     check_language(spec.language, field="language")
 
 

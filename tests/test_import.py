@@ -281,10 +281,27 @@ def test_an_imported_text_that_cannot_be_stored_is_refused_naming_its_line(any_e
     [
         ({"text": "fine too", "sentiment": "neg\u0000ative"}, "task", "label in column 'sentiment' holds a NUL"),
         ({"text": "fine too", "sentiment": "negative", "id": "a\u0000"}, "id_col", "id in column 'id' holds a NUL"),
+        # Over the columns' lengths (sample_labels.label 100, samples.external_id 200): Postgres refused the
+        # whole import with a 500 naming nothing; SQLite stored them.
+        ({"text": "fine too", "sentiment": "n" * 101}, "task", "is 101 characters; the most is 100"),
+        (
+            {"text": "fine too", "sentiment": "negative", "id": "i" * 201},
+            "id_col",
+            "is 201 characters; the most is 200",
+        ),
+        # A class that looks like another (a zero-width space), reverses its line (U+202E) or breaks a header
+        ({"text": "fine too", "sentiment": "\u200bpositive"}, "task", "control or format character ('\\u200b')"),
+        ({"text": "fine too", "sentiment": "\u202epositive"}, "task", "control or format character"),
+        ({"text": "fine too", "sentiment": "line\nbreak"}, "task", "control or format character ('\\n')"),
+        # JSON values that are no label
+        ({"text": "fine too", "sentiment": {"a": 1}}, "task", "label in column 'sentiment' is a dict"),
+        ({"text": "fine too", "sentiment": ["x"]}, "task", "label in column 'sentiment' is a list"),
+        ({"text": "fine too", "sentiment": float("inf")}, "task", "is an infinite number"),
     ],
 )
-def test_a_nul_in_an_imported_label_or_id_is_refused_naming_its_line(any_engine, record, field, problem):
-    """A label or an id from JSON's \\u0000 escape: Postgres refuses a NUL in a text column."""
+def test_a_label_or_id_that_cannot_be_stored_as_written_is_refused_naming_its_line(any_engine, record, field, problem):
+    """A label or an id from JSON's \\u0000 escape: Postgres refuses a NUL in a text column; likewise for a
+    label or an id too long for its column, or a label no one could tell from another or print."""
     lines = [json.dumps({"text": "fine", "sentiment": "positive", "id": "a"}), json.dumps(record)]
     with pytest.raises(ValidationFailed) as err:
         run_import(any_engine, "\n".join(lines).encode(), filename="d.jsonl", id_col="id")
@@ -347,3 +364,43 @@ def test_tasks_given_as_comma_lists_and_empty_column_names_mean_the_same_at_ever
     result = run_import(engine, data, tasks=["sentiment,topic"], split_col="")
     # No split column read: the split is drawn, so the "bogus" values are not refused as unknown splits.
     assert result.imported == 20 and sum(result.split_counts.values()) == 20
+
+
+def test_numbers_and_booleans_in_jsonl_label_columns_are_labels_and_nan_is_an_empty_cell(engine):
+    """A 0/1 or true/false label column as pandas writes it to JSONL: `1` is the label "1", `true` is "true" (as
+    JSON spells it, not Python's "True"), and NaN, pandas' empty cell, leaves the task unlabelled."""
+    records = [
+        {"text": "one", "stance": 1, "sarcastic": True},
+        {"text": "two", "stance": 0, "sarcastic": False},
+        {"text": "three", "stance": float("nan"), "sarcastic": True},
+    ]
+    data = "\n".join(json.dumps(r) for r in records).encode()
+    run_import(engine, data, filename="d.jsonl", tasks=["stance", "sarcastic"])
+    with session_scope(engine) as s:
+        ds = s.scalar(select(Dataset))
+        assert ds.labels_of("stance") == ["0", "1"] and ds.labels_of("sarcastic") == ["false", "true"]
+        labels = s.execute(select(SampleLabel.task, SampleLabel.label)).all()
+    assert sorted(labels) == [
+        ("sarcastic", "false"),
+        ("sarcastic", "true"),
+        ("sarcastic", "true"),
+        ("stance", "0"),
+        ("stance", "1"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "problem"),
+    [
+        ({"tasks": ["t" * 101]}, "task", "is 101 characters; the most is 100"),
+        ({"tasks": ["sentiment\u202e"]}, "task", "control or format character"),
+        ({"label_order": {"sentiment": ["positive", "negative\u200b"]}}, "labels", "control or format character"),
+    ],
+)
+def test_task_and_declared_label_names_too_long_or_unprintable_are_refused_before_reading(
+    any_engine, spec, field, problem
+):
+    with pytest.raises(ValidationFailed) as err:
+        run_import(any_engine, GOOD, **spec)
+    assert err.value.field == field and problem in err.value.message
+    assert count(any_engine) == 0 and count(any_engine, Dataset) == 0
