@@ -54,13 +54,14 @@ bearer = HTTPBearer(auto_error=False, description="An API token from `augloop to
 
 
 class AuthFailureLimiter:
-    """Failed authentications in a sliding minute, counted per client address and per presented token prefix;
-    past the limit on either key, 429.
+    """Failed authentications in a sliding minute, counted per client address; past the limit, 429.
 
-    Two keys, so that neither can be turned against other people: many users behind one address (the review
-    UI's server, an office NAT) are not locked out by one person's typos when the UI passes on its browser's
-    address (trusted only from AUGLOOP_TRUSTED_PROXIES), and rotating addresses does not buy more guesses at
-    one token. Memory is bounded: at most `max_keys` keys, the least recently failed ones dropped first."""
+    Per address, so that many users behind one address (the review UI's server, an office NAT) are not locked
+    out by one person's typos when the UI passes on its browser's address (trusted only from
+    AUGLOOP_TRUSTED_PROXIES). Not per token: a token's secret is 256 random bits (db/auth.py), so no rate of
+    guessing from any number of addresses comes near it, while its first characters are public (token lists
+    show them): a count keyed on them let anyone lock a token's owner out by sending wrong tokens that start
+    alike. Memory is bounded: at most `max_keys` keys, the least recently failed ones dropped first."""
 
     def __init__(self, per_minute: int, max_keys: int = 10_000) -> None:
         self.per_minute = per_minute
@@ -116,9 +117,7 @@ def current_user(
     limiter: AuthFailureLimiter = request.app.state.auth_limiter
     settings: Settings = request.app.state.settings
     client = "client:" + client_address(request, settings.trusted_proxies)
-    presented = credentials.credentials if credentials is not None else ""
-    keys = (client, "token:" + presented[:10]) if presented else (client,)
-    if limiter.blocked(*keys):
+    if limiter.blocked(client):
         raise HTTPException(429, "too many failed authentications; wait a minute", headers={"Retry-After": "60"})
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(
@@ -126,7 +125,7 @@ def current_user(
         )
     user = authenticate(session, credentials.credentials)
     if user is None:
-        limiter.record(*keys)
+        limiter.record(client)
         raise HTTPException(401, "invalid, expired or revoked token", headers={"WWW-Authenticate": "Bearer"})
     return user
 
