@@ -13,7 +13,7 @@ one pseudo-label per unlabelled text. Only train-split texts are pseudo-labelled
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -51,7 +51,7 @@ def list_runs(
     session: Session,
     dataset: Dataset | None = None,
     kind: str | None = None,
-    status: str | None = None,
+    statuses: Sequence[str] = (),
     limit: int = 100,
     offset: int = 0,
     project_ids: set[int] | None = None,
@@ -63,8 +63,8 @@ def list_runs(
         query = query.where(TrainingRun.dataset_id == dataset.id)
     if kind:
         query = query.where(TrainingRun.kind == kind)
-    if status:
-        query = query.where(TrainingRun.status.in_(status.split(",")))
+    if statuses:
+        query = query.where(TrainingRun.status.in_(statuses))
     return list(session.scalars(query.order_by(TrainingRun.id.desc()).limit(limit).offset(offset)))
 
 

@@ -56,6 +56,7 @@ from services.import_reading import (
 
 __all__ = ["ImportRejected", "ImportResult", "ImportSpec", "import_file", "import_path", "import_stream"]
 
+SEED_MAX = 2**32 - 1  # as every seed the API takes (numpy seeds are 32-bit)
 REPORTED = 1000  # duplicates and near-duplicate groups listed in a result (all are counted)
 SPLITS = (Split.train.value, Split.val.value, Split.test.value)
 
@@ -437,6 +438,10 @@ def _check_spec_strings(spec: ImportSpec) -> None:
         if name in ("task", "labels") and value is not None and (problem := label_name_problem(value)):
             raise ValidationFailed(f"{name}: {value[:60]!r} {problem}", field=name)
     check_language(spec.language, field="language")
+    if not 0 <= spec.split_seed <= SEED_MAX:
+        raise ValidationFailed(
+            f"split_seed must be 0 to {SEED_MAX} (as every seed); got {spec.split_seed}", field="split_seed"
+        )
 
 
 def _project_id(session: Session, spec: ImportSpec) -> int:

@@ -7,7 +7,6 @@ runs that wait for it, the import kind deletes its upload.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
-from core.errors import NotFoundError, ValidationFailed
+from core.errors import NotFoundError
 from core.settings import Settings
 from db import queue
 from db import training_runs as db_runs
@@ -24,6 +23,7 @@ from db.models import Dataset, Job, JobStatus, User
 from db.session import delete_when_committed
 from services.access import Need, check_dataset_id, visible_project_ids
 from services.datasets import dataset_named, upload_of
+from services.listing import listed_values
 from services.training import attempt_leftovers
 
 
@@ -51,15 +51,6 @@ def delete_uploads(session: Session, job_ids: list[int], status: str, error: str
 
 # The job kinds the workers run (workers/registry.py; tests/test_queue.py checks that the two agree).
 JOB_KINDS = ("augment", "export", "import", "label_scores", "lr_select", "pseudo_label", "train")
-
-
-def _listed_values(given: str | None, known: Sequence[str], field: str) -> list[str]:
-    """A comma-separated filter's values, each one of `known` (a typo would list nothing and look like an answer)."""
-    values = [v.strip() for v in (given or "").split(",") if v.strip()]
-    for value in values:
-        if value not in known:
-            raise ValidationFailed(f"{field} must be one of {', '.join(known)}; got {value!r}", field=field)
-    return values
 
 
 LISTED_ENTRIES = 100  # of each list in a listed job's params
@@ -92,8 +83,8 @@ def list_jobs(
     """Jobs as listed (`listed`), newest first, filtered by status, kind or dataset (comma-separated lists), and
     their total; only the jobs of the user's projects' datasets (admins: all, with the imports of new
     datasets)."""
-    statuses = _listed_values(status, [s.value for s in JobStatus], "status")
-    kinds = _listed_values(kind, JOB_KINDS, "kind")
+    statuses = listed_values(status, [s.value for s in JobStatus], "status")
+    kinds = listed_values(kind, JOB_KINDS, "kind")
     query = select(Job)
     projects = visible_project_ids(session, user)
     if projects is not None:

@@ -15,9 +15,10 @@ from core.errors import NotFoundError, ValidationFailed
 from core.settings import get_settings
 from db import queue
 from db import training_runs as db_runs
-from db.models import Dataset, Job, TrainingRun, User
+from db.models import Dataset, Job, JobStatus, TrainingRun, User
 from services.access import Need, shown_path, visible_project_ids, visible_run
 from services.compute_bounds import check_capacity, check_config
+from services.listing import listed_values
 from services.run_snapshots import snapshot_json, snapshot_size
 from trainer.classical import ClassicalConfig
 from trainer.config import TrainConfig
@@ -293,8 +294,9 @@ def list_training_runs(
     projects (admins: all)."""
     from services.datasets import dataset_named
 
+    statuses = listed_values(status, [s.value for s in JobStatus], "status")
     ds = dataset_named(session, dataset, user, field="dataset") if dataset else None
-    runs = db_runs.list_runs(session, ds, kind, status, limit, offset, visible_project_ids(session, user))
+    runs = db_runs.list_runs(session, ds, kind, statuses, limit, offset, visible_project_ids(session, user))
     names = dict(session.execute(select(Dataset.id, Dataset.name)).tuples().all())
     jobs = _jobs_of(session, runs)
     return [run_summary(r, names.get(r.dataset_id, ""), jobs.get(r.job_id or -1)) for r in runs]

@@ -250,3 +250,7 @@ def test_a_job_listing_filter_with_an_unknown_value_is_refused(admin) -> None:
         r = admin.get("/api/v1/jobs", params=params)
         assert r.status_code == 422 and r.json()["field"] == field, r.text
     assert admin.get("/api/v1/jobs", params={"status": "queued,running", "kind": "export"}).status_code == 200
+    # Training runs take the same status values (an unknown one answered an empty list, as if there were none)
+    r = admin.get("/api/v1/training-runs", params={"status": "succeded"})
+    assert r.status_code == 422 and r.json()["field"] == "status" and "succeeded" in r.json()["detail"], r.text
+    assert admin.get("/api/v1/training-runs", params={"status": "queued,succeeded"}).status_code == 200

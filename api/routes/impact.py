@@ -10,12 +10,12 @@ from pydantic import BaseModel, Field
 
 from api.deps import MAX_ID, CurrentUser, EngineDep, ResourceId, SessionDep
 from api.schemas import JobRead, RequestBody
+from api.training_schemas import Seed
 from services import impact
 from trainer.config import TrainConfig
 
 router = APIRouter(tags=["impact"])
 
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 Method = Annotated[str, Field(min_length=1, max_length=100)]
 
 
