@@ -58,6 +58,12 @@ NAMING = {
 }
 
 
+# SQLite's AUTOINCREMENT (migration 0013): a deleted dataset's largest job, sample and run ids are not handed out
+# again, so a client following job 5 or deciding on sample 7 at version 1 never meets another one. Postgres'
+# sequences never go back.
+NEVER_REUSED_IDS: dict[str, Any] = {"sqlite_autoincrement": True}
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
@@ -248,6 +254,7 @@ class Sample(Base):
         # their val/test and training texts by, a batch at a time after the last id, and the largest id per split
         # that tells the leak guard its index is still fresh, each a seek instead of a scan of the split.
         Index("ix_samples_split_id", "dataset_id", "split", "id"),
+        NEVER_REUSED_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -370,6 +377,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_claim", "status", "priority", "id"),
         Index("ix_jobs_lease", "status", "lease_until"),
+        NEVER_REUSED_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -415,6 +423,7 @@ class TrainingRun(Base):
     """A trainer run (or an ensemble of runs): config, data snapshot, metrics, curve and artifact location."""
 
     __tablename__ = "training_runs"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
@@ -447,6 +456,7 @@ class ImpactReport(Base):
     """Originals-only vs. with-augmentation vs. leave-one-method-out, over several seeds."""
 
     __tablename__ = "impact_reports"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)

@@ -404,3 +404,26 @@ def test_task_and_declared_label_names_too_long_or_unprintable_are_refused_befor
         run_import(any_engine, GOOD, **spec)
     assert err.value.field == field and problem in err.value.message
     assert count(any_engine) == 0 and count(any_engine, Dataset) == 0
+
+
+def test_ids_of_a_deleted_datasets_rows_and_jobs_are_never_handed_out_again(any_engine):
+    """SQLite gave a new row the table's largest id plus one, so a deleted dataset's ids came back with the next
+    import: a client following job 2 or deciding on sample 7 at version 1 would meet another one."""
+    from db import queue
+    from services.datasets import remove
+
+    run_import(any_engine, GOOD, dataset="keep")
+    run_import(any_engine, GOOD, dataset="gone")
+    with session_scope(any_engine) as s:
+        gone = s.scalar(select(Dataset).where(Dataset.name == "gone"))
+        job = queue.enqueue(s, "export", {"dataset": "gone"}, dataset_id=gone.id)
+        last_sample = s.scalar(select(func.max(Sample.id)))
+        last_job = job.id
+    with session_scope(any_engine) as s:
+        remove(s, "gone")
+    run_import(any_engine, GOOD, dataset="next")
+    with session_scope(any_engine) as s:
+        new = s.scalar(select(Dataset).where(Dataset.name == "next"))
+        first_new_sample = s.scalar(select(func.min(Sample.id)).where(Sample.dataset_id == new.id))
+        new_job = queue.enqueue(s, "export", {"dataset": "next"}, dataset_id=new.id)
+    assert first_new_sample > last_sample and new_job.id > last_job
