@@ -36,6 +36,11 @@ class LeaseLost(Exception):
     """The worker no longer owns the job (its lease expired and another worker may have it)."""
 
 
+class CancelRequested(Exception):
+    """The job's cancellation was asked for before its output could commit (`complete(..., cancellable=True)`):
+    the caller's transaction must roll back, output and all."""
+
+
 # What a job kind needs done when one of its jobs ends without succeeding (failed past retrying, cancelled, lost
 # with no attempts left, cancelled before it ran): fn(session, job_ids, status, error, now), run in the same
 # transaction as the job's status. The train kind ends its training runs there, the import kind deletes its
@@ -276,8 +281,14 @@ def complete(
     worker_id: str,
     result: dict[str, Any] | None = None,
     progress: tuple[int, int, dict[str, Any]] | None = None,
+    *,
+    cancellable: bool = False,
 ) -> None:
-    """Mark the job succeeded, in the caller's transaction (with the job's output), if we still own it."""
+    """Mark the job succeeded, in the caller's transaction (with the job's output), if we still own it. With
+    `cancellable` (the output is in this transaction, not committed yet), a cancellation asked for meanwhile
+    wins: CancelRequested. The worker sees a cancellation only at its next heartbeat (a third of the lease), so
+    a job shorter than that, or one that ends just after the request, would otherwise succeed although the API
+    answered that its cancellation was recorded."""
     now = db_now(session)
     values: dict[str, Any] = {
         "status": JobStatus.succeeded,
@@ -290,12 +301,18 @@ def complete(
     if progress is not None:
         done, total, info = progress
         values.update(progress_done=done, progress_total=total, progress_info=info)
+    not_cancelled = [Job.cancel_requested.is_(False)] if cancellable else []
     n = affected_rows(
         session.execute(
-            update(Job).where(_owned(job_id, worker_id)).values(**values).execution_options(synchronize_session=False)
+            update(Job)
+            .where(_owned(job_id, worker_id), *not_cancelled)
+            .values(**values)
+            .execution_options(synchronize_session=False)
         )
     )
     if not n:
+        if cancellable and session.scalar(select(Job.cancel_requested).where(_owned(job_id, worker_id))):
+            raise CancelRequested(f"job {job_id} was cancelled; its output is discarded")
         raise LeaseLost(f"job {job_id} is no longer leased to {worker_id}; its output is discarded")
 
 

@@ -28,7 +28,7 @@ from db.datasets import (
 from db.models import Dataset, Job, TrainingRun, User
 from db.session import delete_when_committed, discard_unless_committed, readonly_engine, session_scope
 from services.access import Need, check_dataset, visible_project_ids
-from services.exporting import ExportCount, check_format, iter_export
+from services.exporting import ExportCount, check_format, export_job_parts, iter_export
 from services.importing import FinishFn, ImportResult, ImportSpec, import_path, import_stream
 
 
@@ -99,7 +99,7 @@ def dataset_files(session: Session, dataset: Dataset) -> list[Path]:
             # Its published file by name, whether or not it exists yet (an attempt may publish before the
             # deletion commits), and its attempts' files as they are now.
             paths += [exports / f"job{job_id}.{fmt}" for fmt in ("csv", "jsonl")]
-            paths += exports.glob(f"job{job_id}.*.part")
+            paths += export_job_parts(job_id)
         elif upload := upload_of(params or {}):
             paths.append(upload)
     return paths  # listed whether or not they exist yet: an attempt may write one before the deletion commits

@@ -184,6 +184,11 @@ def write_export(
     return count
 
 
+def export_job_parts(job_id: int) -> list[Path]:
+    """The files export job `job_id`'s attempts are writing or left behind (a worker killed mid-write)."""
+    return sorted((get_settings().data_dir.resolve() / "exports").glob(f"job{job_id}.*.part"))
+
+
 def part_path(path: Path) -> Path:
     """Where one attempt writes `path` before publishing it: a name of its own (`<name>.<random>.part`), so that
     two attempts at one file (a worker that lost its lease and the one that took the job over) never write into

@@ -23,6 +23,7 @@ from db.models import Dataset, Job, JobStatus, User
 from db.session import delete_when_committed
 from services.access import Need, check_dataset_id, visible_project_ids
 from services.datasets import dataset_named, upload_of
+from services.exporting import export_job_parts
 from services.listing import listed_values
 from services.training import attempt_leftovers
 
@@ -47,6 +48,15 @@ def delete_uploads(session: Session, job_ids: list[int], status: str, error: str
     for params in session.scalars(select(Job.params).where(Job.id.in_(job_ids))):
         if upload := upload_of(params):
             delete_when_committed(session, upload)
+
+
+@queue.on_job_end("export")
+def delete_export_parts(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> None:
+    """An export that will not run again leaves no attempt's file behind (a worker killed mid-write leaves one
+    of up to the dataset's size; only a later attempt of the same job, or the dataset's deletion, removed it)."""
+    for job_id in job_ids:
+        for path in export_job_parts(job_id):
+            delete_when_committed(session, path)
 
 
 # The job kinds the workers run (workers/registry.py; tests/test_queue.py checks that the two agree).

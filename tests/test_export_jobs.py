@@ -107,6 +107,27 @@ def test_a_cancelled_export_stops_and_leaves_no_file(settings, engine, dataset, 
     assert exports(settings) == []
 
 
+def test_a_cancellation_its_worker_has_not_heard_of_yet_still_wins_over_the_completion(
+    settings, engine, dataset, slow_export
+):
+    """The worker hears of a cancellation at its next heartbeat, a third of the lease (20 s by default): a job
+    that ends sooner succeeded and published its file, although the API had answered that the cancellation was
+    recorded. The completion itself now checks."""
+    from workers.main import Worker
+
+    slow_export.delay = 0.1
+    job_id = export_job(engine, dataset)
+    worker = Worker(engine, ["export"], lease_seconds=600)  # no heartbeat before the export ends
+    thread = threading.Thread(target=worker.run, kwargs={"max_jobs": 1}, name="slow-worker")
+    thread.start()
+    assert slow_export.started.wait(10)
+    with session_scope(engine) as s:
+        assert queue.request_cancel(s, job_id).cancel_requested
+    thread.join(30)
+    assert worker.stats.cancelled == 1 and worker.stats.succeeded == 0
+    assert job(engine, job_id).status == JobStatus.cancelled and exports(settings) == []
+
+
 def test_an_export_whose_dataset_is_deleted_meanwhile_leaves_no_file(
     settings, engine, dataset, slow_export, monkeypatch
 ):
@@ -151,3 +172,20 @@ def test_an_export_attempt_removes_the_files_of_the_attempts_killed_before_it(se
     assert worker.stats.succeeded == 1
     assert not killed.exists() and other_job.exists()
     assert (folder / f"job{job_id}.csv").exists()
+
+
+def test_an_export_cancelled_after_its_worker_was_killed_leaves_no_file(settings, engine, dataset):
+    """Its killed attempt's file went only with a later attempt of the same job, or the dataset: a job that
+    ends without one (cancelled, failed, lost) kept up to a dataset's size of texts in the data directory."""
+    job_id = export_job(engine, dataset)
+    assert queue.claim(engine, "killed", ["export"], lease_seconds=0.2).id == job_id
+    folder = settings.data_dir.resolve() / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    killed = folder / f"job{job_id}.csv.0123456789ab.part"
+    killed.write_text("id,text\n1,half a row")
+    with session_scope(engine) as s:
+        queue.request_cancel(s, job_id)
+    time.sleep(0.4)  # the lease runs out; the next claim ends the job
+    assert queue.claim(engine, "next", ["export"]) is None
+    assert job(engine, job_id).status == JobStatus.cancelled
+    assert not killed.exists()

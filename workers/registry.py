@@ -132,7 +132,11 @@ class JobContext:
         from db import queue
 
         self.check_cancelled()
-        queue.complete(session, self.job_id, self.worker_id, result, progress=self.snapshot())
+        try:
+            queue.complete(session, self.job_id, self.worker_id, result, progress=self.snapshot(), cancellable=True)
+        except queue.CancelRequested as err:
+            self.cancelled.set()
+            raise JobCancelled(str(err)) from None
         self.completed = True
 
     def check_cancelled(self) -> None:
