@@ -238,9 +238,18 @@ def export_to(
     from services.exporting import write_export
 
     chosen = parse_include(include)
-    inside_data_dir = path.resolve().is_relative_to(get_settings().data_dir.resolve())
-    if not path.parent.is_dir() and not inside_data_dir:  # a mistyped folder is a mistake to say, not to create
+    # Through a link, the file it points at is written (the link stays); the file is replaced by a rename, so
+    # a device, a pipe or a socket would be replaced too (as root, /dev/full or /dev/stdout): refused.
+    target = path.resolve()
+    inside_data_dir = target.is_relative_to(get_settings().data_dir.resolve())
+    if not target.parent.is_dir() and not inside_data_dir:  # a mistyped folder is a mistake to say, not to create
         raise ValidationFailed(f"{path.parent} is not a directory; create it first", field="output")
-    if path.is_dir():
+    if target.is_dir():
         raise ValidationFailed(f"{path} is a directory; give a file name", field="output")
-    return write_export(session, dataset_named(session, name, None), chosen, fmt, path, progress)
+    if target.exists() and not target.is_file():
+        raise ValidationFailed(
+            f"{path} is not a regular file (a device, a pipe or a socket): the export replaces the file it "
+            "writes; give a file name",
+            field="output",
+        )
+    return write_export(session, dataset_named(session, name, None), chosen, fmt, target, progress)

@@ -110,6 +110,32 @@ def test_export_reports_rows_written_of_the_total_for_the_progress_bar(engine, e
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
+def test_export_writes_through_a_link_and_refuses_a_pipe_it_would_replace(engine, example_dataset, tmp_path):
+    """The export is renamed into place: over a link it replaced the link (its file unchanged), over a pipe or a
+    device the node itself (as root, /dev/full)."""
+    import os
+
+    import pytest
+
+    from core.errors import ValidationFailed
+    from db.session import session_scope
+    from services.datasets import export_to
+
+    out = tmp_path / "out"
+    out.mkdir()
+    target, link, pipe = out / "target.csv", out / "link.csv", out / "pipe.csv"
+    target.write_text("old")
+    link.symlink_to(target)
+    os.mkfifo(pipe)
+    with session_scope(engine) as session:
+        export_to(session, example_dataset, "csv", "original", link)
+        with pytest.raises(ValidationFailed, match="not a regular file") as err:
+            export_to(session, example_dataset, "csv", "original", pipe)
+    assert link.is_symlink() and len(target.read_text().splitlines()) == 5001
+    assert err.value.field == "output" and pipe.is_fifo()
+    assert sorted(p.name for p in out.iterdir()) == ["link.csv", "pipe.csv", "target.csv"]
+
+
 def test_import_warns_of_a_new_text_near_one_on_the_other_side_of_the_split(settings, tmp_path):
     first, second = tmp_path / "first.csv", tmp_path / "second.csv"
     farm = "Senator Smith voted against the farm bill today, a shameful day for rural families everywhere"
