@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import MAX_ID
 from api.schemas import RequestBody
-from services.augmentation import FilterParams, MethodParams
+from services.augmentation import MAX_MULTIPLIER, FilterParams, MethodParams
 
 SampleId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
@@ -44,7 +44,7 @@ class AugmentCreate(RequestBody):
 
 class PlanTargetBody(RequestBody):
     min_fraction_of_largest: float = Field(default=0.4, gt=0, le=1)
-    max_multiplier: float = Field(default=10.0, ge=1, le=1000)
+    max_multiplier: float = Field(default=10.0, ge=1, le=MAX_MULTIPLIER)
 
 
 class PlanCreate(RequestBody):

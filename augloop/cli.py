@@ -76,6 +76,8 @@ def import_cmd(
 
     from services.importing import ImportSpec, import_path
 
+    if file.is_dir():
+        fail(f"{file} is a directory; give a CSV, JSONL or Parquet file")
     if not file.is_file():
         fail(f"file not found: {file}")
     order: dict[str, list[str]] = {}

@@ -150,6 +150,9 @@ def _wanted_labels(where: list[str]) -> dict[str, str]:
         if "=" not in item:
             fail(f"--where takes TASK=LABEL; got {item!r}")
         task, label = (x.strip() for x in item.split("=", 1))
+        if task in wanted and wanted[task] != label:
+            # The conditions are all met by each source (AND): the last would silently replace the first.
+            fail(f"--where names task {task!r} twice ({wanted[task]!r}, {label!r}); a source matches every --where")
         wanted[task] = label
     if not wanted:
         fail("--no-plan needs sources: --sample-id ID (repeatable) or --where TASK=LABEL (repeatable)")

@@ -138,6 +138,8 @@ def train(
         overrides.update(parse_set_option(set_ or []))
     except yaml.YAMLError as err:
         fail(f"{config}: not valid YAML: {err}")
+    except UnicodeDecodeError as err:
+        fail(f"{config}: not UTF-8 text ({err.reason} at byte {err.start})")
     for key, value in (
         ("encoder", encoder),
         ("epochs", epochs),

@@ -3,6 +3,10 @@ errors become exit code 2 with a message (ErrorMappingGroup)."""
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import typer
@@ -19,18 +23,59 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (`timeout`, `kill`, a closed terminal), raised where the command is, as Ctrl-C is: every
+    cleanup an interrupt runs (an export's temporary file, an import's staging, a run recorded as cancelled)
+    runs for them too, instead of the process dying with its files half-written and its runs left queued."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise Terminated(signum)
+
+
+@contextmanager
+def terminations_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Terminated while the command runs, where nothing else handles them (the worker,
+    the API server and the demo install their own handlers, which replace these)."""
+    previous = {}
+    if threading.current_thread() is not threading.main_thread():  # handlers are set from the main thread only
+        yield
+        return
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            previous[signum] = signal.signal(signum, _terminate)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 class ErrorMappingGroup(TyperGroup):
-    """The top-level command group: a domain error (bad input, not found, conflict) or a trainer error raised
-    anywhere below a command exits with code 2 and its message, never with a traceback."""
+    """The top-level command group: a domain error (bad input, not found, conflict), a trainer error or an
+    operating system's refusal (a path too long, a file it cannot read or write) raised anywhere below a command
+    exits with code 2 and its message, never with a traceback; SIGTERM and SIGHUP stop it as Ctrl-C does, with
+    code 128 + the signal's number."""
 
     def invoke(self, ctx: Any) -> Any:
         from core.errors import DomainError
         from trainer.errors import TrainerError
 
         try:
-            return super().invoke(ctx)
+            with terminations_interrupt():
+                return super().invoke(ctx)
         except (DomainError, TrainerError) as err:
             fail(err.message)
+        except Terminated as err:
+            err_console.print(f"stopped by {signal.Signals(err.signum).name}", highlight=False)
+            raise typer.Exit(128 + err.signum) from None
+        except OSError as err:
+            where = f" ({err.filename})" if err.filename else ""
+            fail(f"{err.strerror or err}{where}")
 
 
 def engine():  # type: ignore[no-untyped-def]

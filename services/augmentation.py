@@ -59,6 +59,7 @@ from workers.augment.planner import PlanTarget, SourceSample, make_plan
 
 JOB_KIND = "augment"
 MAX_VARIANTS_PER_JOB = 50_000  # one job writes its variants in one transaction: keep that bounded
+MAX_MULTIPLIER = 1000  # a class grows to at most this many times its originals
 SEED_LIMIT = 2**31  # the seed column is a 32-bit integer on Postgres
 
 
@@ -320,8 +321,8 @@ def build_plan(
         raise ValidationFailed(f"unknown task(s) {unknown}; the dataset's tasks: {names}", field="tasks")
     if not 0 < request.target.min_fraction_of_largest <= 1:
         raise ValidationFailed("min_fraction_of_largest must be in (0, 1]", field="target.min_fraction_of_largest")
-    if request.target.max_multiplier < 1:
-        raise ValidationFailed("max_multiplier must be at least 1", field="target.max_multiplier")
+    if not 1 <= request.target.max_multiplier <= MAX_MULTIPLIER:  # NaN too
+        raise ValidationFailed(f"max_multiplier must be in [1, {MAX_MULTIPLIER}]", field="target.max_multiplier")
     if not 1 <= request.per_source_cap <= 1000:
         raise ValidationFailed("per_source_cap must be in [1, 1000]", field="per_source_cap")
     if not 1 <= request.job_size <= MAX_VARIANTS_PER_JOB:

@@ -398,6 +398,8 @@ def _check_tasks(spec: ImportSpec) -> None:
             raise ValidationFailed(
                 f"labels: task {task!r} is not among the declared tasks {spec.tasks}", field="labels"
             )
+        if not names:  # every row's label would then be unknown
+            raise ValidationFailed(f"labels: task {task!r} declares no label name", field="labels")
         if any(not name.strip() for name in names):
             raise ValidationFailed(f"labels: task {task!r} has a blank label name", field="labels")
         twice = sorted({name for name in names if names.count(name) > 1})

@@ -98,6 +98,10 @@ def test_run_without_plan_and_wait(settings, engine, mini_dataset) -> None:
         # A typo in --where names what the dataset has, rather than "no train-split original matches".
         (["augment", "run", "mini", "--no-plan", "--where", "message=atack"], "'attack'"),
         (["augment", "run", "mini", "--no-plan", "--where", "tone=attack"], "'message'"),
+        (["augment", "run", "mini", "--no-plan", "--where", "message=attack", "--where", "message=media"], "twice"),
+        (["augment", "plan", "mini", "--max-multiplier", "nan"], "max_multiplier must be in [1, 1000]"),
+        (["augment", "plan", "mini", "--max-multiplier", "inf"], "max_multiplier must be in [1, 1000]"),
+        (["augment", "run", "mini", "--max-multiplier", "1e308"], "max_multiplier must be in [1, 1000]"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(mini_dataset, args, message) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from tests.cli_process import cli_env, run_augloop
 from tests.conftest import EXAMPLE_CSV
 
@@ -63,6 +65,11 @@ def test_bad_input_exits_2_with_a_message(settings, tmp_path):
     assert r.returncode == 2 and "file not found" in r.stderr
     r = augloop(settings, "token", "create", "--name", "x", "--role", "god")
     assert r.returncode == 2 and "role must be one of" in r.stderr
+    r = augloop(settings, "import", str(tmp_path), "--dataset", "d", "--task", "label")
+    assert r.returncode == 2 and "is a directory" in r.stderr
+    # What the operating system refuses (a name too long) is a message too, not a traceback
+    r = augloop(settings, "import", str(tmp_path / ("x" * 300 + ".csv")), "--dataset", "d", "--task", "label")
+    assert r.returncode == 2 and "File name too long" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_token_list_and_revoke(settings):
@@ -146,3 +153,36 @@ def test_import_warns_of_a_new_text_near_one_on_the_other_side_of_the_split(sett
         assert r.returncode == 0, r.stderr
     assert "1 new text(s) near a text the dataset holds" in r.stderr
     assert "line 2 (train) near test sample 1; moved to test" in r.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_stops_an_export_as_ctrl_c_does_leaving_no_file(settings, engine, tmp_path):
+    """`timeout`, `kill` or a closed terminal (SIGTERM, SIGHUP) killed the command where it stood: each
+    interrupted export left its temporary file of the dataset's texts behind. They now stop it as Ctrl-C does."""
+    import signal
+    import sys
+    import time
+
+    from services.importing import ImportSpec, import_path
+    from tests.cli_process import REPO_ROOT
+    from tests.test_import_streaming import write_csv
+
+    import_path(engine, write_csv(tmp_path / "f.csv", 100_000), ImportSpec(dataset="big", tasks=["bias"]))
+    out = tmp_path / "out"
+    out.mkdir()
+    export = subprocess.Popen(
+        [sys.executable, "-m", "augloop", "export", "big", "-o", str(out / "big.csv")],
+        cwd=REPO_ROOT,
+        env=cli_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(out.glob("*.part")) and time.monotonic() < deadline and export.poll() is None:
+        time.sleep(0.01)
+    assert list(out.glob("*.part")), "the export never started writing"
+    export.send_signal(signal.SIGTERM)
+    _, stderr = export.communicate(timeout=60)
+    assert export.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in stderr, stderr
+    assert "Traceback" not in stderr and list(out.iterdir()) == []

@@ -77,6 +77,7 @@ def test_unknown_label_for_a_declared_task(engine):
         ({"tasks": ["sentiment", "near_val_test"]}, "task", "taken by the columns"),
         ({"label_order": {"sentiment": ["negative", "positive", "negative"]}}, "labels", "['negative'] more than once"),
         ({"label_order": {"sentiment": ["negative", " "]}}, "labels", "blank label name"),
+        ({"label_order": {"sentiment": []}}, "labels", "declares no label name"),  # the CLI's --labels sentiment=
         ({"label_order": {"polarity": ["a", "b"]}}, "labels", "'polarity' is not among the declared tasks"),
     ],
 )

@@ -49,8 +49,11 @@ def test_train_seeds_then_ensemble_and_show(engine, tiny_encoder: str) -> None:
 def test_bad_input_exits_with_code_2(engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
     name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
     runner = CliRunner(env={"COLUMNS": "200"})
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("encoder: caf\xe9\n".encode("latin-1"))
     for args, message in [
         (["train", "nope"], "not found"),
+        (["train", name, "--config", str(latin1)], "not UTF-8 text"),
         (["train", name, "--set", "pooling=max"], "config.pooling"),
         (["train", name, "--set", "epochs"], "key=value"),
         (["train", name, "--seeds", "a,b"], "--seeds"),

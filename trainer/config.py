@@ -162,6 +162,8 @@ class TrainConfig(ConfigModel):
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except yaml.YAMLError as err:
             raise TrainerError(f"{path}: not valid YAML: {err}", field="config") from None
+        except UnicodeDecodeError as err:
+            raise TrainerError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})", field="config") from None
         if data is not None and not isinstance(data, dict):
             raise TrainerError(f"{path}: expected a mapping of config keys", field="config")
         return cls.from_dict(data)
