@@ -260,7 +260,7 @@ def export(
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address")] = None,
-    port: Annotated[int | None, typer.Option(help="Port")] = None,
+    port: Annotated[int | None, typer.Option(help="Port", min=1, max=65535)] = None,
 ) -> None:
     """Run the API (OpenAPI docs at /docs)."""
     import uvicorn
@@ -284,7 +284,9 @@ def serve(
 def worker(
     kinds: Annotated[list[str] | None, typer.Option("--kinds", "-k", help="Job kinds to run (default all)")] = None,
     burst: Annotated[bool, typer.Option(help="Drain the queue, then exit")] = False,
-    lease_seconds: Annotated[float | None, typer.Option(help="Job lease length")] = None,
+    lease_seconds: Annotated[
+        float | None, typer.Option(help="Job lease length (seconds)", min=0.1, max=86_400, callback=_finite)
+    ] = None,
     gpu: Annotated[int | None, typer.Option(help="Pin this worker (and its processes) to GPU N")] = None,
     gpus: Annotated[str | None, typer.Option(help="'all': one worker per visible GPU")] = None,
 ) -> None:
@@ -323,7 +325,7 @@ def worker(
 
 
 @app.command()
-def ui(port: Annotated[int | None, typer.Option(help="Port")] = None) -> None:
+def ui(port: Annotated[int | None, typer.Option(help="Port", min=1, max=65535)] = None) -> None:
     """Run the review UI (Streamlit); it talks to the API at AUGLOOP_API_URL."""
     import os
 
@@ -352,6 +354,13 @@ def demo(
     from augloop.demo import run_demo
 
     raise typer.Exit(run_demo(serve=not no_serve))
+
+
+def _finite(value: float | None) -> float | None:
+    """A float option's check that click's range leaves to us: NaN compares false with every bound."""
+    if value is not None and value != value:
+        raise typer.BadParameter("must be a number, not NaN")
+    return value
 
 
 def main() -> None:

@@ -5,49 +5,57 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import ValidationFailed
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AUGLOOP_", env_file=".env", extra="ignore")
+    # Every number bounded and finite: AUGLOOP_JOB_LEASE_SECONDS=nan left a worker failing its claim every second
+    # forever, and a port of 99999 failed deep in the server. A bad value stops the program at once, naming it.
+    model_config = SettingsConfigDict(env_prefix="AUGLOOP_", env_file=".env", extra="ignore", allow_inf_nan=False)
 
     # Storage
     data_dir: Path = Path("var")
     database_url: str = ""  # empty: SQLite file under data_dir
-    sqlite_busy_timeout_ms: int = 30_000
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
 
     # API
     api_host: str = "127.0.0.1"
-    api_port: int = 8000
+    api_port: int = Field(default=8000, ge=1, le=65535)
     api_url: str = "http://127.0.0.1:8000"  # where the UI and the CLI client reach the API
     cors_origins: list[str] = Field(default_factory=list)  # closed by default
-    max_request_bytes: int = 50 * 1024 * 1024  # any request body; a file imported now (POST .../import)
-    max_upload_bytes: int = 16 * 1024**3  # a file imported as a job (POST .../imports), streamed to disk
-    max_upload_rows: int = 50_000_000  # rows of one import: it streams, memory does not grow with the file
-    max_text_chars: int = 20_000
-    auth_failures_per_minute: int = 20
+    # any request body; a file imported now (POST .../import)
+    max_request_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    # a file imported as a job (POST .../imports), streamed to disk
+    max_upload_bytes: int = Field(default=16 * 1024**3, ge=1)
+    # rows of one import: it streams, memory does not grow with the file
+    max_upload_rows: int = Field(default=50_000_000, ge=1)
+    max_text_chars: int = Field(default=20_000, ge=1)
+    auth_failures_per_minute: int = Field(default=20, ge=1)
     # Addresses whose X-Forwarded-For is believed (the review UI's server, a reverse proxy); nobody's by default.
     trusted_proxies: list[str] = Field(default_factory=list)
 
     # Queue and workers
-    job_lease_seconds: float = 60.0
-    job_max_attempts: int = 3
-    job_retry_base_seconds: float = 5.0
-    job_retry_max_seconds: float = 600.0
-    worker_poll_seconds: float = 1.0
+    job_lease_seconds: float = Field(default=60.0, gt=0)
+    job_max_attempts: int = Field(default=3, ge=1)
+    job_retry_base_seconds: float = Field(default=5.0, ge=0)
+    job_retry_max_seconds: float = Field(default=600.0, ge=0)
+    worker_poll_seconds: float = Field(default=1.0, gt=0)
     worker_plugins: list[str] = Field(default_factory=list)  # modules that register extra job kinds
-    worker_presence_seconds: float = 15.0  # how often a worker refreshes its row in `workers`
+    worker_presence_seconds: float = Field(default=15.0, gt=0)  # how often a worker refreshes its row in `workers`
 
     # UI
     ui_host: str = "127.0.0.1"
-    ui_port: int = 8501
+    ui_port: int = Field(default=8501, ge=1, le=65535)
 
     # Trainer
     trainer_default_encoder: str = ""  # empty: the recipe's default (bert-base-multilingual-cased)
-    trainer_threads: int = 0  # CPU threads for training and prediction; 0: the cores this process may use
-    trainer_model_cache: int = 2  # models (runs or ensembles) kept loaded per process for predict
-    trainer_predict_max_texts: int = 256  # texts per predict request
+    # CPU threads for training and prediction; 0: the cores this process may use
+    trainer_threads: int = Field(default=0, ge=0)
+    trainer_model_cache: int = Field(default=2, ge=1)  # models (runs or ensembles) kept loaded per process for predict
+    trainer_predict_max_texts: int = Field(default=256, ge=1)  # texts per predict request
     # Encoders a non-admin may train with: hub ids, or directories under this one (resolved: no `..` or
     # symlink out of it). None: <data_dir>/models.
     models_dir: Path | None = None
@@ -62,9 +70,10 @@ class Settings(BaseSettings):
         return (self.models_dir or self.data_dir / "models").expanduser().resolve()
 
     # Review (db/reviews.py, services/review.py)
-    review_page_size: int = 50
-    review_count_ahead: int = 250  # the queue total counts this far past the page ("300+"); exact costs more
-    review_bulk_max: int = 50_000  # one synchronous bulk decision; ~1 s per 5,000 on SQLite
+    review_page_size: int = Field(default=50, ge=1)
+    # the queue total counts this far past the page ("300+"); exact costs more
+    review_count_ahead: int = Field(default=250, ge=0)
+    review_bulk_max: int = Field(default=50_000, ge=1)  # one synchronous bulk decision; ~1 s per 5,000 on SQLite
 
     # Augmentation (workers/augment). Model names are hub ids or local directories.
     mlm_model: str = "bert-base-multilingual-cased"
@@ -83,8 +92,8 @@ class Settings(BaseSettings):
     )
     augment_device: str = ""  # "" picks cuda when available, else cpu
     augment_dtype: str = "auto"  # auto: bfloat16/float16 on cuda, float32 on cpu
-    augment_torch_threads: int = 0  # 0 keeps torch's default
-    augment_batch_tokens: int = 8192  # token budget of one padded batch (rows × longest row)
+    augment_torch_threads: int = Field(default=0, ge=0)  # 0 keeps torch's default
+    augment_batch_tokens: int = Field(default=8192, ge=1)  # token budget of one padded batch (rows × longest row)
     nltk_data: Path | None = None  # WordNet + POS tagger (`make nltk-data`); None: <sys.prefix>/nltk_data
     # Semantic similarity of a variant to its source (workers/augment/encoder.py): a Hugging Face encoder.
     # Empty: the trainer's default encoder, else the offline all-MiniLM-L6-v2 package, else the recipe's.
@@ -96,8 +105,8 @@ class Settings(BaseSettings):
     paraphrase_api_url: str = ""
     paraphrase_api_model: str = ""  # the served model's name; empty: paraphrase_model
     paraphrase_api_key: str = ""  # sent as a bearer token when set
-    paraphrase_api_timeout: float = 120.0  # seconds per request
-    paraphrase_api_concurrency: int = 8  # requests in flight at once
+    paraphrase_api_timeout: float = Field(default=120.0, gt=0)  # seconds per request
+    paraphrase_api_concurrency: int = Field(default=8, ge=1)  # requests in flight at once
     paraphrase_languages: list[str] = Field(default_factory=lambda: ["*"])  # "*": any language
 
     @property
@@ -109,4 +118,12 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings; a value out of bounds raises ValidationFailed naming its variable (AUGLOOP_...)."""
+    try:
+        return Settings()
+    except ValidationError as err:
+        problems = "; ".join(
+            f"AUGLOOP_{'_'.join(str(part) for part in e['loc']).upper()}: {e['msg']} (got {e.get('input')!r})"
+            for e in err.errors()
+        )
+        raise ValidationFailed(f"settings: {problems}", field="settings") from None

@@ -186,3 +186,15 @@ def test_sigterm_stops_an_export_as_ctrl_c_does_leaving_no_file(settings, engine
     _, stderr = export.communicate(timeout=60)
     assert export.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in stderr, stderr
     assert "Traceback" not in stderr and list(out.iterdir()) == []
+
+
+def test_settings_and_options_out_of_bounds_stop_at_once_naming_them(settings):
+    """AUGLOOP_JOB_LEASE_SECONDS=nan left a worker failing its claim every second, forever, even with --burst;
+    a port of 99999 failed deep in the server with a traceback."""
+    r = run_augloop("worker", "--burst", env=cli_env(settings, AUGLOOP_JOB_LEASE_SECONDS="nan"), timeout=60)
+    assert r.returncode == 2 and "AUGLOOP_JOB_LEASE_SECONDS" in r.stderr and "finite" in r.stderr, r.stderr
+    r = run_augloop("stats", "x", env=cli_env(settings, AUGLOOP_API_PORT="99999"), timeout=60)
+    assert r.returncode == 2 and "AUGLOOP_API_PORT" in r.stderr, r.stderr
+    for args in (["worker", "--burst", "--lease-seconds", "nan"], ["serve", "--port", "99999"], ["ui", "--port", "-1"]):
+        r = augloop(settings, *args)
+        assert r.returncode == 2 and "Invalid value" in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
