@@ -53,11 +53,14 @@ def text_html(text: str) -> str:
     return BOX.format(escape(text))
 
 
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$])")
+# CommonMark's escapable punctuation that markdown, HTML and GFM use: `:` and `@` too, since GFM turns
+# http://…, www.… and a@b.c into links by themselves (escaped, they show as written and link nowhere).
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$:@])")
 
 
 def plain(text: str) -> str:
-    """Text for Streamlit's markdown elements (messages, captions), markdown and HTML syntax neutralised."""
+    """Text for Streamlit's markdown elements (messages, captions), markdown and HTML syntax neutralised: no
+    link, image, emphasis or tag, and no address that GFM would turn into a link by itself."""
     return _MARKDOWN.sub(r"\\\1", text)
 
 

@@ -487,7 +487,7 @@ def test_training_page_lists_runs_and_starts_one(live_api, lead_token, engine, r
     at.text_input(key="tr_encoder").input("enc")
     at.number_input(key="tr_epochs").set_value(3)
     at.number_input(key="tr_max_length").set_value(64).run()
-    assert any("Basis: run" in c.value and "same encoder" in c.value for c in at.caption)  # measured on baseline
+    assert any("Basis\\: run" in c.value and "same encoder" in c.value for c in at.caption)  # on baseline
     at.text_input(key="tr_seeds").input("1, 2").run()
     at.checkbox(key="tr_classical").uncheck().run()  # transformer runs only (the TF-IDF member is on by default)
     at.button(key="tr_start").click().run()

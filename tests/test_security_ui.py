@@ -137,3 +137,28 @@ def test_user_names_are_shown_as_text_not_markdown(live_api, engine, admin_token
     assert [s.value for s in at.success] == [plain(f"Removed {hostile} from default.")]
     shown = [c.value for c in at.sidebar.caption] + [b.label for b in at.button] + [s.value for s in at.success]
     assert not [v for v in shown if "](http" in v]  # no link or image syntax left unescaped
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "label columns http://localhost:9999/steal, **bold**",
+        "cannot reach the API at http://127.0.0.1:8772: refused",
+        "write to a@b.example or www.evil.example",
+        ":smile: :red[alarm] [x](http://e) ![i](http://e/i.png) <b>x</b> `code` $x^2$",
+    ],
+)
+def test_messages_show_addresses_and_markup_as_written_and_link_nowhere(text: str) -> None:
+    """plain() feeds Streamlit's markdown (GitHub-flavoured): besides markdown and HTML, GFM links a bare
+    http://…, www.… or a@b.c by itself, and an escaped dot inside such a link showed its backslash."""
+    from html import escape
+
+    from markdown_it import MarkdownIt
+
+    from review_ui.render import plain
+
+    shown = plain(text)
+    assert MarkdownIt("commonmark").render(shown) == f"<p>{escape(text, quote=False)}</p>\n"  # the same characters
+    for literal in ("http://", "www.", ":smile:", ":red["):  # GFM autolinks, shortcodes
+        assert literal not in shown
+    assert all(shown[i - 1] == "\\" for i, c in enumerate(shown) if c == "@")
