@@ -120,13 +120,12 @@ def fetch_or_stop(missing: str, fn: Callable[..., T], *args: Any, **kwargs: Any)
         raise  # st.stop() raises; this only tells type checkers so
 
 
-def datasets() -> list[dict[str, Any]]:
-    return call(client().datasets) or []
-
-
 def pick_dataset(where: Any = None, key: str = "dataset") -> dict[str, Any] | None:
-    """A dataset chooser shared by the pages (the choice follows the user from page to page)."""
-    items = datasets()
+    """A dataset chooser shared by the pages (the choice follows the user from page to page). When the API
+    cannot say which datasets there are, its error is all the page shows: not "no dataset yet"."""
+    items = call(client().datasets)
+    if items is None:
+        return None
     if not items:
         st.info("No dataset yet. An admin imports one on the Datasets page or with `augloop import`.")
         return None

@@ -694,3 +694,20 @@ def test_admin_imports_exports_and_deletes_a_dataset(live_api, admin_token, revi
     at.button[[b.label for b in at.button].index("Delete dataset")].click().run()
     with api(live_api, admin_token) as c:
         assert [d["name"] for d in c.get("/datasets").json()] == ["rev"]
+
+
+def test_pages_say_the_api_is_unreachable_not_that_there_is_no_dataset(monkeypatch) -> None:
+    """With the API down every page with a dataset chooser also said "No dataset yet", which was false."""
+    import socket
+
+    from core import settings as settings_mod
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("AUGLOOP_API_URL", f"http://127.0.0.1:{port}")
+    settings_mod.get_settings.cache_clear()
+    at = signed_in("aug_any", "annotator")
+    assert any("cannot reach the API" in e.value for e in at.error), [e.value for e in at.error]
+    assert not any("No dataset yet" in i.value for i in at.info)
+    settings_mod.get_settings.cache_clear()
