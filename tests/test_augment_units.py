@@ -27,6 +27,16 @@ def test_candidates_skip_mentions_hashtags_urls_numbers_names_and_stop_words() -
     assert "Senate" not in words and "he" not in words and "2014" not in words
 
 
+def test_links_inside_a_token_and_emoji_names_are_protected() -> None:
+    """A markdown link or a bracketed address puts the scheme mid-token: WordNet rewrote `evil.example` to
+    `evil.instance` there, and `:smile:` to `:grinning:`."""
+    from workers.augment.textspans import candidates
+
+    text = "Read [the bill](http://congress.example/bill) and (www.house.gov/vote) :smile: proudly"
+    # the token `bill](http://…)` as a whole stays, its word too
+    assert [w.text for w in candidates(text, "en")] == ["Read", "proudly"]
+
+
 def test_spans_point_into_the_original_text() -> None:
     from workers.augment.textspans import words
 

@@ -14,7 +14,9 @@ from functools import lru_cache
 
 _TOKEN = re.compile(r"\S+")
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
-_URLISH = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|www\.)|\.(?:com|org|net|gov|edu|ly|co|io)(?:/|$)", re.IGNORECASE)
+# Anywhere in the token, not only at its start: `here](http://x.example)` and `(www.x.example)` are links too.
+_URLISH = re.compile(r"[a-z][a-z0-9+.-]*://|(?:^|\W)www\.|\.(?:com|org|net|gov|edu|ly|co|io)(?:/|$|\W)", re.IGNORECASE)
+_SHORTCODE = re.compile(r":[a-z0-9_+-]+:", re.IGNORECASE)  # :smile: is an emoji's name, not a word
 
 # English function words (the NLTK list, which is not installable offline) and social-media tokens that carry
 # no meaning to swap. scikit-learn's list is not used: it also holds content words (bill, fire, system, show).
@@ -68,9 +70,10 @@ class Word:
 
 
 def _protected_token(token: str) -> bool:
-    """URLs, @mentions, #hashtags and anything with a digit (numbers, dates, R-FL2) stay as they are."""
+    """URLs, @mentions, #hashtags, :emoji: names and anything with a digit (numbers, dates, R-FL2) stay as they
+    are."""
     head = token.lstrip("([{\"'“‘")
-    if head.startswith(("@", "#", "$")) or _URLISH.search(token):
+    if head.startswith(("@", "#", "$")) or _URLISH.search(token) or _SHORTCODE.search(token):
         return True
     return any(ch.isdigit() for ch in token)
 
