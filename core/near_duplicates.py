@@ -590,7 +590,12 @@ class NearDuplicateFinder:
         keep = found.overlap(a, found, b) >= least_shared(np.minimum(sizes[a], sizes[b]), t)
         return a[keep], b[keep]
 
-    def groups(self, texts_of: Callable[[np.ndarray], Sequence[str]], batch: int = 100_000) -> list[list[int]]:
+    def groups(
+        self,
+        texts_of: Callable[[np.ndarray], Sequence[str]],
+        batch: int = 100_000,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[list[int]]:
         """Groups (indices in the order added, each sorted; groups in order of their first member) linked by
         Jaccard ≥ `jaccard` or containment ≥ `containment`, transitively; singletons left out. Only texts of
         at least MIN_CONTAINED n-grams link: short ones ("Thank you!") differ by a word without one copying the
@@ -607,6 +612,8 @@ class NearDuplicateFinder:
             smaller = np.minimum(sizes[left], sizes[right])
             link = (smaller >= MIN_CONTAINED) & ((jaccard >= self.jaccard) | (containment >= self.containment))
             linked.append(_pack(pa[link], pb[link]))
+            if progress is not None:
+                progress(start + len(pa), len(a))
         ea, eb = _unpack(np.concatenate([np.zeros(0, np.uint64), *linked]))
         if not len(ea):
             return []

@@ -185,8 +185,12 @@ class _Staged:
     def plan_split(self) -> tuple[list[str], dict[str, Any], list[dict[str, Any]], int]:
         """The split of every row, how it was obtained, and the near-duplicate groups that span splits."""
         self.progress(phase="near-duplicates", done=0, total=self.count, rows=self.count)
+
+        def checked(done: int, total: int) -> None:  # candidate pairs, not rows: the bar moves as they are read
+            self.progress(phase="near-duplicates", done=done, total=total, rows=self.count)
+
         with self.batch():
-            groups = self.finder.groups(lambda ids: staging.texts_of(self.conn, ids.tolist()))
+            groups = self.finder.groups(lambda ids: staging.texts_of(self.conn, ids.tolist()), progress=checked)
         self.groups = [[int(i) for i in members] for members in groups]
         self.drawn = not self.validator.use_split
         splits: list[str]
@@ -228,7 +232,9 @@ class _Staged:
         moves: dict[int, str] = {}
         evaluation: list[tuple[int, int, str]] = []  # (seq, line, split) of new val/test rows
         self.progress(phase="near-duplicates of the dataset", done=0, total=self.count, rows=self.count)
+        read = 0
         for chunk in staging.new_rows(self.conn):
+            read += len(chunk)
             new_train = [row for row in chunk if row[3] == train]
             evaluation.extend((seq, line, split) for seq, line, _, split in chunk if split != train)
             found = leak_guard.leaks(session, dataset, [text for _, _, text, _ in new_train])
@@ -238,6 +244,7 @@ class _Staged:
                         {"line": line, "split": split, "near_sample": leak.sample_id, "near_split": leak.split}
                     )
                     moves[seq] = leak.split
+            self.progress(phase="near-duplicates of the dataset", done=read, total=self.count, rows=self.count)
         if evaluation:  # the dataset's train originals against an index of the new val/test rows
             seqs = [seq for seq, _, _ in evaluation]
             index = ReferenceIndex(

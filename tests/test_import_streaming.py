@@ -137,9 +137,25 @@ def test_progress_goes_through_reading_near_duplicates_and_writing(engine, tmp_p
     assert len(reading) == 4, "one report per chunk of 10,000 rows"
     assert [r[1] for r in reading] == sorted(r[1] for r in reading) and reading[-1][1] == path.stat().st_size
     assert [r[3] for r in reading] == [10_000, 20_000, 30_000, 35_000]
-    assert [p for p, *_ in seen if p != "reading"][:2] == ["near-duplicates", "writing"]
+    phases = [p for i, (p, *_) in enumerate(seen) if i == 0 or seen[i - 1][0] != p]
+    assert phases == ["reading", "near-duplicates", "writing"]
+    # The near-duplicate check moves as it goes (a 300,000-row file spent a minute and more at 0), to its end
+    checks = [(done, total) for p, done, total, _ in seen if p == "near-duplicates"]
+    assert len(checks) >= 2 and checks[-1][0] == checks[-1][1] > 0, checks
     assert seen[-1] == ("writing", 35_000, 35_000, 35_000) and result.imported == 35_000
     assert result.split_info["source"] == "stratified"
+
+    # A second file into the dataset: its rows against the dataset's, a chunk at a time
+    seen.clear()
+    more = write_csv(tmp_path / "g.csv", 25_000, split=False)
+    import_path(
+        engine,
+        more,
+        ImportSpec(dataset="d", tasks=["bias"]),
+        progress=lambda **p: seen.append((p["phase"], p["done"], p["total"], p["rows"])),
+    )
+    existing = [done for p, done, _, _ in seen if p == "near-duplicates of the dataset"]
+    assert existing[0] == 0 and existing[-1] == 25_000 and existing == sorted(existing) and len(existing) >= 3
 
 
 def test_jsonl_and_parquet_stream_in_chunks(engine, tmp_path) -> None:
