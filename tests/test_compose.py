@@ -82,6 +82,8 @@ def test_worker_reserves_one_nvidia_gpu_and_scales(compose_config):
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert "container_name" not in worker and "ports" not in worker  # --scale worker=N needs both absent
     assert worker["environment"]["AUGLOOP_DATABASE_URL"].startswith("postgresql+psycopg://")
+    # not /app, the source tree: a hub-id-shaped encoder name ("examples") would be read as a folder there
+    assert worker["working_dir"] == "/srv/augloop-worker"
 
 
 def test_the_commands_exist_in_the_cli(compose_config):
