@@ -98,6 +98,9 @@ def seed(engine: Any, n_variants: int, rng: random.Random) -> dict[str, Any]:
                         "scores": {"similarity": 0.0, "label_consistency": consistency},
                         "similarity": round(rng.uniform(0.3, 1.0), 4),
                         "label_consistency": round(consistency, 4),
+                        # what an augment job stores since issue 15, read by the meaning and most-useful sorts
+                        "semantic_similarity": round(rng.uniform(0.5, 1.0), 4),
+                        "novelty": round(rng.uniform(0.0, 1.0), 4),
                         "label_flag": consistency < 0.2,
                         "review_status": status,
                         "review_count": 0 if status == "pending" else 1,
@@ -134,9 +137,21 @@ def random_filter(rng: random.Random) -> dict[str, Any]:
     params: dict[str, Any] = {
         "page_size": 50,
         "status": rng.choices(["pending", "approved", "rejected"], [0.85, 0.1, 0.05])[0],
+        # every sort the Review page offers (review_ui/app_pages/review.py), the default (family) the commonest
         "sort": rng.choices(
-            ["family", "age", "-age", "similarity", "-similarity", "label_consistency", "-label_consistency"],
-            [0.4, 0.2, 0.05, 0.1, 0.1, 0.05, 0.1],
+            [
+                "family",
+                "-expected_value",
+                "age",
+                "-age",
+                "similarity",
+                "-similarity",
+                "label_consistency",
+                "-label_consistency",
+                "-semantic_similarity",
+                "semantic_similarity",
+            ],
+            [0.3, 0.15, 0.15, 0.05, 0.05, 0.1, 0.05, 0.05, 0.05, 0.05],
         )[0],
     }
     kinds = ["label", "method", "similarity", "consistency", "search", "flagged"]
@@ -236,6 +251,15 @@ def main() -> None:
             )
             for ms, params in sorted(log, key=lambda x: -x[0])[: args.slowest]:
                 print(f"  {ms:6.1f} ms  {params}")
+            by_sort: dict[str, list[float]] = {}
+            for ms, params in log:
+                by_sort.setdefault(params["sort"], []).append(ms)
+            for sort, sort_times in sorted(by_sort.items()):
+                print(
+                    f"  sort {sort:>20}: {len(sort_times):3} calls, median {statistics.median(sort_times):6.1f} ms, "
+                    f"max {max(sort_times):6.1f} ms"
+                )
+            useful = by_sort.get("-expected_value") or [0.0]
             pending = client.get(
                 f"/api/v1/datasets/{DATASET}/review-queue", params={"page_size": 200, "sort": "-similarity"}
             ).json()
@@ -328,6 +352,35 @@ def main() -> None:
             "unit": "s",
             "lower_is_better": True,
             "count": matched,
+        },
+        {
+            "metric": "most_useful_first_page_max_ms",
+            "value": round(max(useful), 1),
+            "target": None,
+            "unit": "ms",
+            "lower_is_better": True,
+            "calls": len(useful),
+        },
+        {
+            "metric": "bulk_filter_count_ms",
+            "value": round(count_s * 1000, 1),
+            "target": None,
+            "unit": "ms",
+            "lower_is_better": True,
+        },
+        {
+            "metric": "family_view_ms",
+            "value": round(family_s * 1000, 1),
+            "target": None,
+            "unit": "ms",
+            "lower_is_better": True,
+        },
+        {
+            "metric": "agreement_ms",
+            "value": round(agree_s * 1000, 1),
+            "target": None,
+            "unit": "ms",
+            "lower_is_better": True,
         },
         {
             "metric": "review_progress_ms",
