@@ -207,6 +207,11 @@ def measure_pages(client: Any, calls: int, rng: random.Random, log: list | None 
     return times
 
 
+def timing(metric: str, ms: float) -> dict[str, Any]:
+    """A result entry for a timing in milliseconds, with no target."""
+    return {"metric": metric, "value": round(ms, 1), "target": None, "unit": "ms", "lower_is_better": True}
+
+
 def timed(fn: Any) -> tuple[float, Any]:
     t0 = time.perf_counter()
     out = fn()
@@ -353,42 +358,11 @@ def main() -> None:
             "lower_is_better": True,
             "count": matched,
         },
-        {
-            "metric": "most_useful_first_page_max_ms",
-            "value": round(max(useful), 1),
-            "target": None,
-            "unit": "ms",
-            "lower_is_better": True,
-            "calls": len(useful),
-        },
-        {
-            "metric": "bulk_filter_count_ms",
-            "value": round(count_s * 1000, 1),
-            "target": None,
-            "unit": "ms",
-            "lower_is_better": True,
-        },
-        {
-            "metric": "family_view_ms",
-            "value": round(family_s * 1000, 1),
-            "target": None,
-            "unit": "ms",
-            "lower_is_better": True,
-        },
-        {
-            "metric": "agreement_ms",
-            "value": round(agree_s * 1000, 1),
-            "target": None,
-            "unit": "ms",
-            "lower_is_better": True,
-        },
-        {
-            "metric": "review_progress_ms",
-            "value": round(progress_s * 1000, 1),
-            "target": None,
-            "unit": "ms",
-            "lower_is_better": True,
-        },
+        {**timing("most_useful_first_page_max_ms", max(useful)), "calls": len(useful)},
+        timing("bulk_filter_count_ms", count_s * 1000),
+        timing("family_view_ms", family_s * 1000),
+        timing("agreement_ms", agree_s * 1000),
+        timing("review_progress_ms", progress_s * 1000),
         {"metric": "variants_seeded", "value": n_variants, "target": None, "unit": "variants"},
         # This is a shared 2-core machine: the load when the timings ran says how much of it we had.
         {"metric": "load_average_1m", "value": round(load, 2), "target": None, "unit": "runnable processes"},

@@ -37,13 +37,9 @@ def _rebuild(*, autoincrement: bool) -> None:
     for table in TABLES:
         with op.batch_alter_table(table, recreate="always", table_kwargs={"sqlite_autoincrement": autoincrement}):
             pass
-    spec = importlib.util.spec_from_file_location(
-        "review_search_0006", Path(__file__).with_name("0006_review_search.py")
-    )
+    # 0009's downgrade rebuilt `samples` too, and made the text search again the same way: its own code.
+    spec = importlib.util.spec_from_file_location("variants_0009", Path(__file__).with_name("0009_variants.py"))
     assert spec is not None and spec.loader is not None
-    review_search = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(review_search)
-    for trigger in ("insert", "delete", "update"):
-        op.execute(f"DROP TRIGGER IF EXISTS {review_search.FTS_TABLE}_{trigger}")
-    op.execute(f"DROP TABLE IF EXISTS {review_search.FTS_TABLE}")
-    review_search._create_sqlite_fts()
+    variants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(variants)
+    variants._restore_text_search()
