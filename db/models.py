@@ -62,6 +62,8 @@ NAMING = {
 # again, so a client following job 5 or deciding on sample 7 at version 1 never meets another one. Postgres'
 # sequences never go back.
 NEVER_REUSED_IDS: dict[str, Any] = {"sqlite_autoincrement": True}
+# db/review_access.usefulness() as SQL: the expression of ix_samples_queue_usefulness (migration 0014).
+USEFULNESS_SQL = "(coalesce(novelty, 1.0 - similarity, 0.5) * coalesce(label_consistency, 1.0))"
 
 
 class Base(DeclarativeBase):
@@ -249,6 +251,9 @@ class Sample(Base):
             postgresql_where=text("label_flag IS true"),
         ),
         Index("ix_samples_queue_semantic", "dataset_id", "review_status", "semantic_similarity"),
+        # Most useful first (migration 0014): walked best first by novelty × label preservation, the expected
+        # value without its class factor (db/review_access.usefulness, db/reviews.py).
+        Index("ix_samples_queue_usefulness", "dataset_id", "review_status", text(USEFULNESS_SQL)),
         Index("ix_samples_dataset_split", "dataset_id", "split", "origin"),
         # A dataset's rows of one split in id order (migration 0011): what the leak guard and the augmenter read
         # their val/test and training texts by, a batch at a time after the last id, and the largest id per split

@@ -168,6 +168,16 @@ def _sparse(
 NEED_FLOOR = 0.01
 
 
+def usefulness() -> ColumnElement[float]:
+    """Novelty × predicted label preservation: the expected value without the class's need, and the expression
+    of ix_samples_queue_usefulness (migration 0014). Its constants are written into the SQL, not bound, so the
+    database can match the expression to its index."""
+    from sqlalchemy import literal_column
+
+    novelty = func.coalesce(Sample.novelty, literal_column("1.0") - Sample.similarity, literal_column("0.5"))
+    return novelty * func.coalesce(Sample.label_consistency, literal_column("1.0"))
+
+
 def expected_value(needs: dict[tuple[str, str], float]) -> ColumnElement[float]:
     """A variant's expected value to training: how much its neediest class still needs variants (0..1, the
     largest over its labels, at least NEED_FLOOR) × its novelty against the training texts (1 − n-gram

@@ -58,9 +58,14 @@ def review_queue(
     # A search checked row by row (a word too common for its index to drive) reads each visited row's text:
     # count only one page ahead there.
     lookahead = min(count_ahead, page_size) if f.search else count_ahead
-    ids = list(
-        session.scalars(select(Sample.id).where(*where).order_by(*order).offset(offset).limit(page_size + lookahead))
-    )
+    if sort == "-expected_value" and len(f.statuses) == 1:
+        ids = most_useful_first(session, where, needs or {}, offset + page_size + lookahead)[offset:]
+    else:
+        ids = list(
+            session.scalars(
+                select(Sample.id).where(*where).order_by(*order).offset(offset).limit(page_size + lookahead)
+            )
+        )
     capped = len(ids) == page_size + lookahead
     total = offset + len(ids)
     if not ids and offset > 0:  # past the end: how far does the queue reach?
@@ -77,6 +82,58 @@ def review_queue(
     result.families = families_of(session, items)
     result.votes = votes_on(session, ids, viewer_id)
     return result
+
+
+def most_useful_first(
+    session: Session, where: list[ColumnElement[bool]], needs: dict[tuple[str, str], float], want: int
+) -> list[int]:
+    """The first `want` ids of the queue by expected value, best first (ties: the newest), exactly as ORDER BY
+    expected_value DESC, id DESC gives them, without reading every row: a threshold top-k. The rows are walked
+    best first by usefulness (novelty × preservation: ix_samples_queue_usefulness), each row's value computed
+    from its labels' needs, and the walk stops once the largest need × the usefulness reached cannot beat the
+    `want`-th value held. On a queue whose neediest classes hold good variants that is a few thousand rows of
+    160,000; at worst (nothing needs variants more than another) it reads them all, as the sort did."""
+    import heapq
+
+    from db.review_access import NEED_FLOOR, usefulness
+
+    floor_needs = {key: max(need, NEED_FLOOR) for key, need in needs.items()}
+    top_need = max([NEED_FLOOR, *floor_needs.values()])
+    score = usefulness()
+    best: list[tuple[float, int]] = []  # a min-heap of the `want` best (value, id)
+    walked, chunk = 0, max(want, 512)
+    while True:
+        rows = session.execute(
+            select(Sample.id, Sample.novelty, Sample.similarity, Sample.label_consistency, score)
+            .where(*where)
+            .order_by(score.desc(), Sample.id.desc())
+            .offset(walked)
+            .limit(chunk)
+        ).all()
+        need: dict[int, float] = {}
+        for part in chunked([row[0] for row in rows]):
+            for sample_id, task, label in session.execute(
+                select(SampleLabel.sample_id, SampleLabel.task, SampleLabel.label).where(
+                    SampleLabel.sample_id.in_(part)
+                )
+            ).tuples():
+                need[sample_id] = max(need.get(sample_id, NEED_FLOOR), floor_needs.get((task, label), NEED_FLOOR))
+        for sample_id, novelty, similarity, consistency, _ in rows:
+            # as expected_value() computes it, factor by factor, so that ties and last bits agree
+            novel = novelty if novelty is not None else (1.0 - similarity if similarity is not None else 0.5)
+            value = need.get(sample_id, NEED_FLOOR) * novel * (consistency if consistency is not None else 1.0)
+            if len(best) < want:
+                heapq.heappush(best, (value, sample_id))
+            elif (value, sample_id) > best[0]:
+                heapq.heapreplace(best, (value, sample_id))
+        walked += len(rows)
+        if len(rows) < chunk:
+            break  # the whole queue was read
+        reached = rows[-1][4] if rows[-1][4] is not None else 0.0
+        if len(best) == want and top_need * reached * (1 + 1e-9) < best[0][0]:
+            break  # no row further on can enter the page
+        chunk *= 2
+    return [sample_id for _, sample_id in sorted(best, reverse=True)]
 
 
 def families_of(session: Session, variants: list[Sample]) -> list[dict[str, Any]]:

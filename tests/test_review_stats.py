@@ -128,6 +128,29 @@ def test_progress_per_class_against_the_plan(annotator, engine, review_data) -> 
     assert body["totals"] == {"pending": 17, "approved": 1, "rejected": 1}
     assert body["by_method"]["backtranslation"]["approved"] == 1
 
+    # "Most useful first" weighs each class by its need, counted on its own at every page: the same need the
+    # panel's numbers give (the plan's target where it has one, else the planner's default rule).
+    import math
+
+    from services.review_stats import class_needs
+
+    with session_scope(engine) as s:
+        needs = class_needs(s, s.query(Dataset).filter_by(name="rev").one())
+    for task, labels in body["classes"].items():
+        have = {label: e["train_originals"] + e["approved"] for label, e in labels.items()}
+        for label, e in labels.items():
+            target = (
+                e["target"]
+                if e["target"] is not None
+                else min(math.ceil(0.4 * max(have.values())), math.floor(10 * e["train_originals"]))
+            )
+            assert needs[(task, label)] == (max(0.0, target - have[label]) / target if target > 0 else 0.0)
+    assert needs[("message", "attack")] == (5 - 2) / 5
+    # Kept between pages, counted again once a decision may have changed it
+    decide(annotator, attack[2], "approve")
+    with session_scope(engine) as s:
+        assert class_needs(s, s.query(Dataset).filter_by(name="rev").one())[("message", "attack")] == (5 - 3) / 5
+
 
 @pytest.mark.parametrize(
     ("plan", "expected"),
