@@ -102,6 +102,11 @@ def predict(session: Session, model_id: int, texts: list[str], settings: Setting
     for i, text in enumerate(texts):
         if not text.strip():
             raise ValidationFailed(f"texts[{i}] is empty", field=f"texts.{i}")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON): the tokenizer raised, a 500
+                raise ValidationFailed(f"texts[{i}] is not valid Unicode text", field=f"texts.{i}") from None
         if len(text) > settings.max_text_chars:
             raise TooLargeError(f"texts[{i}] exceeds {settings.max_text_chars} characters", field=f"texts.{i}")
     spec = model_spec(session, model_id, user)

@@ -60,6 +60,17 @@ def check_config_against(dataset: Dataset, config: TrainConfig) -> None:
             raise ValidationFailed(
                 f"dataset {dataset.name!r} has tasks {known}; unknown: {unknown}", field=f"config.{key}"
             )
+    if config.tasks is not None:  # a weight or a smoothing for a task the run leaves out is a mistake to say
+        for key, names in (
+            ("task_weights", list(config.task_weights)),
+            ("class_label_smoothing", list(config.class_label_smoothing)),
+        ):
+            left_out = [t for t in names if t not in config.tasks]
+            if left_out:
+                raise ValidationFailed(
+                    f"config.{key} names task(s) {left_out} that config.tasks {config.tasks} leaves out",
+                    field=f"config.{key}",
+                )
     for task, per_label in config.class_label_smoothing.items():
         bad = [label for label in per_label if label not in dataset.labels_of(task)]
         if bad:

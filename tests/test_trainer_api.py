@@ -161,6 +161,23 @@ def test_bad_requests_get_clear_errors(lead, client, engine) -> None:
             "config.class_label_smoothing",
         ),
         ("/api/v1/training-runs", {"dataset": name, "seeds": [1, 1]}, 422, "seeds"),
+        # Found by running them: each was accepted, then failed in the worker or trained a model no ensemble
+        # could use
+        ("/api/v1/training-runs", {"dataset": name, "config": {"tasks": ["bias", "bias"]}}, 422, "config.tasks"),
+        (
+            "/api/v1/training-runs",
+            {"dataset": name, "config": {"tasks": ["bias"], "task_weights": {"message": 2}}},
+            422,
+            "config.task_weights",
+        ),
+        (
+            "/api/v1/training-runs",
+            {"dataset": name, "config": {"tasks": ["bias"], "class_label_smoothing": {"message": {"attack": 0.1}}}},
+            422,
+            "config.class_label_smoothing",
+        ),
+        ("/api/v1/training-runs", {"dataset": name, "config": {"focal_gamma": 1e308}}, 422, "config.focal_gamma"),
+        ("/api/v1/training-runs", {"dataset": name, "config": {"rdrop_alpha": 1e308}}, 422, "config.rdrop_alpha"),
         ("/api/v1/ensembles", {"run_ids": [1]}, 422, "run_ids"),
         ("/api/v1/ensembles", {"run_ids": [998, 999]}, 404, "run_ids"),
         ("/api/v1/models/999/predict", {"texts": ["x"]}, 404, "model_id"),
@@ -172,6 +189,10 @@ def test_bad_requests_get_clear_errors(lead, client, engine) -> None:
         r = lead.post(path, json=payload)
         assert r.status_code == status, (path, payload, r.text)
         assert r.json()["field"] == field, (path, payload, r.json())
+    # A lone surrogate (JSON's "\ud800") reached the tokenizer: a 500
+    raw = json.dumps({"texts": ["fine", "a lone \ud800 surrogate"]})
+    r = lead.post("/api/v1/models/1/predict", content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["field"] == "texts.1", r.text
     queued = lead.post("/api/v1/training-runs", json={"dataset": name}).json()["runs"][0]["id"]
     r = lead.post(f"/api/v1/models/{queued}/predict", json={"texts": ["x"]})
     assert r.status_code == 422 and "queued" in r.json()["detail"]

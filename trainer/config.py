@@ -87,13 +87,13 @@ class TrainConfig(ConfigModel):
     variant_sampling: Literal["all", "one_per_source"] = "one_per_source"
 
     # Loss
-    focal_gamma: float = Field(default=2.0, ge=0)
+    focal_gamma: float = Field(default=2.0, ge=0, le=10)  # beyond ~5 the loss vanishes for most examples
     label_smoothing: Smoothing = 0.05
     class_label_smoothing: dict[str, dict[str, Smoothing]] = Field(default_factory=dict)  # task → label → eps
     class_weights: StrictBool = True  # inverse class frequency in the training view
     task_weights: dict[str, Annotated[float, Field(ge=0, le=100)]] = Field(default_factory=dict)  # task → weight (1)
     # 0 disables R-Drop (one forward pass instead of two); None: planned (1 in a long run, else 0)
-    rdrop_alpha: float | None = Field(default=None, ge=0)
+    rdrop_alpha: float | None = Field(default=None, ge=0, le=100)
 
     # Optimisation
     # None: planned from the recipe's 2.5e-5 (effective batch, steps, encoder width, lr_scale); a value: as given
@@ -129,6 +129,14 @@ class TrainConfig(ConfigModel):
     checkpoint_every_steps: int | None = Field(default=None, ge=1)
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA where supported, else fp16
     num_threads: int | None = Field(default=None, ge=1)  # CPU only; None: the cores this process may use
+
+    @field_validator("tasks")
+    @classmethod
+    def _distinct_tasks(cls, tasks: list[str] | None) -> list[str] | None:
+        twice = sorted({t for t in tasks or [] if (tasks or []).count(t) > 1})
+        if twice:  # a model with two heads for one task, which no ensemble can combine
+            raise ValueError(f"tasks must be distinct; named twice: {twice}")
+        return tasks
 
     @field_validator("nproc")
     @classmethod
