@@ -299,6 +299,12 @@ def start_report(
         raise ValidationFailed("seeds must be distinct", field="seeds")
     config = default_config(config_overrides)
     check_config(config, seeds, user)
+    if config.budget_minutes is not None:
+        # As for a training request: a budget too short for any training is refused now (422 on
+        # budget_minutes), not after the arms' LR trials and runs have failed one by one in the worker.
+        from services.training_estimate import training_plan
+
+        training_plan(session, dataset_name, config_overrides, seeds, user)
     report, jobs = create_impact_report(
         session, dataset, config, seeds=seeds, methods=methods, created_by=created_by, classical=classical
     )

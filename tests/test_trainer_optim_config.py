@@ -151,3 +151,16 @@ def test_set_option_parsing() -> None:
     }
     with pytest.raises(TrainerError):
         parse_set_option(["epochs"])
+
+
+def test_a_device_the_machine_lacks_is_a_config_error_naming_the_key() -> None:
+    """A plain RuntimeError was retried as if the machine might change, and named no field."""
+    import torch
+
+    from trainer.errors import TrainerError
+    from trainer.predict import resolve_device
+
+    missing = f"cuda:{torch.cuda.device_count() + 7}"
+    with pytest.raises(TrainerError) as err:
+        resolve_device(missing)
+    assert err.value.field == "config.device" and missing in err.value.message

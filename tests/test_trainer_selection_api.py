@@ -229,6 +229,9 @@ def test_a_budget_too_short_to_train_is_refused_when_asked_not_after_lr_trials(l
     for route in ("/api/v1/training-estimates", "/api/v1/training-runs"):
         r = lead.post(route, json=body)
         assert (r.status_code, r.json()["field"]) == (422, "config.budget_minutes"), (route, r.text)
+    # an impact report's arms too (they failed one by one in the worker)
+    r = lead.post(f"/api/v1/datasets/{name}/impact-reports", json={"seeds": [1], "config": body["config"]})
+    assert (r.status_code, r.json()["field"]) == (422, "config.budget_minutes"), r.text
     with session_scope(engine) as s:
         assert s.query(Job).count() == 0 and s.query(TrainingRun).count() == 0
 

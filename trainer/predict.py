@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from trainer.data import Encoded, pad_batch, tokenize
+from trainer.errors import TrainerError
 from trainer.examples import TaskSpec
 
 if TYPE_CHECKING:
@@ -34,10 +35,13 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"config.device is {device!r} but no CUDA device is available")
+        raise TrainerError(f"config.device is {device!r} but no CUDA device is available", field="config.device")
     chosen = torch.device(device)
     if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
-        raise RuntimeError(f"config.device is {device!r} but this process sees {torch.cuda.device_count()} GPU(s)")
+        raise TrainerError(
+            f"config.device is {device!r} but this process sees {torch.cuda.device_count()} GPU(s)",
+            field="config.device",
+        )
     return chosen
 
 
