@@ -121,3 +121,18 @@ def test_a_member_with_non_finite_probabilities_is_refused_naming_it() -> None:
     with pytest.raises(TrainerError, match="run 7's test probabilities") as err:
         build_ensemble([good, diverged], weighted=True, temperature=True)
     assert err.value.field == "run_ids"
+
+
+def test_members_may_list_their_tasks_in_any_order_but_not_their_labels() -> None:
+    """A run trained with tasks [message, bias] and one with the default order predict the same things: they
+    were refused as members of one ensemble, with a message saying their tasks differ."""
+    from trainer.ensemble import check_same_tasks
+    from trainer.errors import TrainerError
+    from trainer.examples import TaskSpec
+
+    bias, message = TaskSpec("bias", ["neutral", "partisan"]), TaskSpec("message", ["policy", "attack"])
+    check_same_tasks([[bias, message], [message, bias]])
+    with pytest.raises(TrainerError, match="same tasks and label sets"):
+        check_same_tasks([[bias, message], [TaskSpec("bias", ["partisan", "neutral"]), message]])
+    with pytest.raises(TrainerError):
+        check_same_tasks([[bias, message], [bias]])

@@ -35,9 +35,11 @@ _EPS = 1e-12
 
 
 def check_same_tasks(task_lists: list[list[TaskSpec]]) -> None:
-    first = [(t.name, list(t.labels)) for t in task_lists[0]]
+    """The members predict the same tasks, each with its labels in the same order (probabilities are columns by
+    label); the tasks' own order does not matter: everything downstream reads them by name."""
+    first = sorted((t.name, list(t.labels)) for t in task_lists[0])
     for other in task_lists[1:]:
-        if [(t.name, list(t.labels)) for t in other] != first:
+        if sorted((t.name, list(t.labels)) for t in other) != first:
             raise TrainerError("ensemble members must have the same tasks and label sets", field="run_ids")
 
 
