@@ -64,4 +64,5 @@ def run_one_per_gpu(worker_args: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)
     return max(child.wait() for child in children)

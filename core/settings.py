@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     trainer_default_encoder: str = ""  # empty: the recipe's default (bert-base-multilingual-cased)
     # CPU threads for training and prediction; 0: the cores this process may use
     trainer_threads: int = Field(default=0, ge=0)
-    trainer_model_cache: int = Field(default=2, ge=1)  # models (runs or ensembles) kept loaded per process for predict
+    # models (runs or ensembles) kept loaded per process for predict; 0 works as 1 (cached_predictor)
+    trainer_model_cache: int = Field(default=2, ge=0)
     trainer_predict_max_texts: int = Field(default=256, ge=1)  # texts per predict request
     # Encoders a non-admin may train with: hub ids, or directories under this one (resolved: no `..` or
     # symlink out of it). None: <data_dir>/models.

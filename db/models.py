@@ -58,9 +58,10 @@ NAMING = {
 }
 
 
-# SQLite's AUTOINCREMENT (migration 0013): a deleted dataset's largest job, sample and run ids are not handed out
-# again, so a client following job 5 or deciding on sample 7 at version 1 never meets another one. Postgres'
-# sequences never go back.
+# SQLite's AUTOINCREMENT (migration 0013): a deleted dataset's largest job, sample, review and run ids are not
+# handed out again, so a client following job 5 or deciding on sample 7 at version 1 never meets another one,
+# and the largest review id only grows (services/review_stats.class_needs reads it). Postgres' sequences never
+# go back.
 NEVER_REUSED_IDS: dict[str, Any] = {"sqlite_autoincrement": True}
 # db/review_access.usefulness() as SQL: the expression of ix_samples_queue_usefulness (migration 0014).
 USEFULNESS_SQL = "(coalesce(novelty, 1.0 - similarity, 0.5) * coalesce(label_consistency, 1.0))"
@@ -326,7 +327,7 @@ class Review(Base):
 
     __tablename__ = "reviews"
     # "Has this user voted on this variant?" is one probe; a variant's votes are the index's first column.
-    __table_args__ = (Index("ix_reviews_sample_id_user_id", "sample_id", "user_id"),)
+    __table_args__ = (Index("ix_reviews_sample_id_user_id", "sample_id", "user_id"), NEVER_REUSED_IDS)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"))

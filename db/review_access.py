@@ -237,8 +237,9 @@ def access_path(
     elif key == "family":
         driver, usable = "family", family_range | {"parent_id"}
     elif key == "expected_value":
-        # A product of scores and the class's need, which no index holds: the matches are read and sorted.
-        driver, usable = "bounded", queue_range
+        # A product of the class's need and the usefulness of ix_samples_queue_usefulness (dataset, status,
+        # score): db/reviews.most_useful_first walks that index best first; the origins are checked row by row.
+        driver, usable = "bounded", family_range
     else:
         driver, usable = key, {"dataset_id", "review_status", key}
     walk, checks = _terms(session, dataset, f, origins, narrows, hinted, driver, usable)

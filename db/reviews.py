@@ -101,6 +101,7 @@ def most_useful_first(
     top_need = max([NEED_FLOOR, *floor_needs.values()])
     score = usefulness()
     best: list[tuple[float, int]] = []  # a min-heap of the `want` best (value, id)
+    seen: set[int] = set()  # on Postgres each chunk reads a new snapshot: a row committed meanwhile shifts others
     walked, chunk = 0, max(want, 512)
     while True:
         rows = session.execute(
@@ -119,6 +120,9 @@ def most_useful_first(
             ).tuples():
                 need[sample_id] = max(need.get(sample_id, NEED_FLOOR), floor_needs.get((task, label), NEED_FLOOR))
         for sample_id, novelty, similarity, consistency, _ in rows:
+            if sample_id in seen:
+                continue
+            seen.add(sample_id)
             # as expected_value() computes it, factor by factor, so that ties and last bits agree
             novel = novelty if novelty is not None else (1.0 - similarity if similarity is not None else 0.5)
             value = need.get(sample_id, NEED_FLOOR) * novel * (consistency if consistency is not None else 1.0)
@@ -130,7 +134,9 @@ def most_useful_first(
         if len(rows) < chunk:
             break  # the whole queue was read
         reached = rows[-1][4] if rows[-1][4] is not None else 0.0
-        if len(best) == want and top_need * reached * (1 + 1e-9) < best[0][0]:
+        # the most a later row can be worth (a score below 0, which none is today, is worth most at the floor)
+        bound = max(top_need * reached, NEED_FLOOR * reached)
+        if len(best) == want and bound + abs(bound) * 1e-9 < best[0][0]:
             break  # no row further on can enter the page
         chunk *= 2
     return [sample_id for _, sample_id in sorted(best, reverse=True)]

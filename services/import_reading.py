@@ -194,16 +194,15 @@ def record_chunks(stream: BinaryIO, fmt: str, rows: int = CHUNK_ROWS) -> Iterato
 
 
 def _cell(value: Any) -> str | None:
-    """A label, split or id cell as text; None for an empty one. JSONL and Parquet cells may be numbers or
-    booleans (a 0/1 label column): `1` reads "1", `true` reads "true" as JSON spells it; NaN is pandas' empty
-    cell. An object, a list or an infinite number is no label: ValueError."""
+    """A label, split or id cell as text; None for an empty one. JSONL and Parquet cells may be numbers,
+    booleans, decimals or dates: their text as Python writes it (`1`, `True`: what earlier imports stored, so a
+    second file matches the first); NaN is pandas' empty cell. An object, a list or an infinite number is no
+    label: ValueError."""
     if value is None or (isinstance(value, float) and value != value):  # NaN from Parquet or pandas' JSONL
         return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
     if isinstance(value, float) and value in (math.inf, -math.inf):
         raise ValueError("an infinite number")
-    if not isinstance(value, str | int | float):
+    if isinstance(value, dict | list | tuple | set | bytes):
         raise ValueError(f"a {type(value).__name__}, not a string or number")
     value = str(value).strip()
     return value or None

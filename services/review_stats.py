@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import OrderedDict, defaultdict
 from itertools import combinations
 from typing import Any
@@ -233,9 +234,12 @@ def review_progress(session: Session, dataset: Dataset) -> dict[str, Any]:
     }
 
 
-# class_needs per dataset, kept while nothing it counts can have changed (see _needs_stamp); a few datasets.
-_NEEDS: OrderedDict[int, tuple[tuple[Any, ...], dict[tuple[str, str], float]]] = OrderedDict()
+# class_needs per database and dataset, kept while nothing it counts can have changed (see _needs_stamp), and
+# at most NEEDS_SECONDS: on Postgres a transaction holding smaller review ids may commit after one holding
+# larger ones, which the stamp cannot see. A few datasets.
+_NEEDS: OrderedDict[tuple[str, int], tuple[tuple[Any, ...], float, dict[tuple[str, str], float]]] = OrderedDict()
 _NEEDS_KEPT = 16
+NEEDS_SECONDS = 30.0
 _NEEDS_LOCK = threading.Lock()
 
 
@@ -254,16 +258,18 @@ def _needs_stamp(session: Session, dataset: Dataset) -> tuple[Any, ...]:
 def class_needs(session: Session, dataset: Dataset) -> dict[tuple[str, str], float]:
     """class_needs_now, counted again only when something it counts may have changed (each page of "most
     useful first" asks)."""
+    key = (str(session.get_bind().engine.url), dataset.id)
     stamp = _needs_stamp(session, dataset)
+    now = time.monotonic()
     with _NEEDS_LOCK:
-        kept = _NEEDS.get(dataset.id)
-        if kept is not None and kept[0] == stamp:
-            _NEEDS.move_to_end(dataset.id)
-            return dict(kept[1])
+        kept = _NEEDS.get(key)
+        if kept is not None and kept[0] == stamp and now - kept[1] < NEEDS_SECONDS:
+            _NEEDS.move_to_end(key)
+            return dict(kept[2])
     needs = class_needs_now(session, dataset)
     with _NEEDS_LOCK:
-        _NEEDS[dataset.id] = (stamp, needs)
-        _NEEDS.move_to_end(dataset.id)
+        _NEEDS[key] = (stamp, now, needs)
+        _NEEDS.move_to_end(key)
         while len(_NEEDS) > _NEEDS_KEPT:
             _NEEDS.popitem(last=False)
     return dict(needs)

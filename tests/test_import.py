@@ -258,6 +258,21 @@ def test_parquet(engine, tmp_path):
     result = run_import(engine, path.read_bytes(), filename="d.parquet")
     assert result.imported == 2
 
+    # Ids as a data tool writes them: dates and decimals are ids as their text
+    from datetime import date
+    from decimal import Decimal
+
+    typed = tmp_path / "typed.parquet"
+    table = {"text": ["three", "four"], "sentiment": ["positive", "positive"], "id": [date(2026, 1, 2), None]}
+    pq.write_table(pa.table(table), typed)
+    run_import(engine, typed.read_bytes(), filename="typed.parquet", id_col="id")
+    decimals = tmp_path / "decimals.parquet"
+    pq.write_table(pa.table({"text": ["five"], "sentiment": ["positive"], "id": [Decimal("12.50")]}), decimals)
+    run_import(engine, decimals.read_bytes(), filename="decimals.parquet", id_col="id")
+    with session_scope(engine) as s:
+        ids = set(s.scalars(select(Sample.external_id).where(Sample.external_id.is_not(None))))
+    assert ids == {"2026-01-02", "12.50"}
+
 
 @pytest.mark.parametrize(
     ("text", "problem"),
@@ -368,8 +383,9 @@ def test_tasks_given_as_comma_lists_and_empty_column_names_mean_the_same_at_ever
 
 
 def test_numbers_and_booleans_in_jsonl_label_columns_are_labels_and_nan_is_an_empty_cell(engine):
-    """A 0/1 or true/false label column as pandas writes it to JSONL: `1` is the label "1", `true` is "true" (as
-    JSON spells it, not Python's "True"), and NaN, pandas' empty cell, leaves the task unlabelled."""
+    """A 0/1 or true/false label column as pandas writes it to JSONL: `1` is the label "1", `true` is "True" (as
+    earlier imports stored it, so that a second file matches the first), and NaN, pandas' empty cell, leaves the
+    task unlabelled."""
     records = [
         {"text": "one", "stance": 1, "sarcastic": True},
         {"text": "two", "stance": 0, "sarcastic": False},
@@ -379,12 +395,12 @@ def test_numbers_and_booleans_in_jsonl_label_columns_are_labels_and_nan_is_an_em
     run_import(engine, data, filename="d.jsonl", tasks=["stance", "sarcastic"])
     with session_scope(engine) as s:
         ds = s.scalar(select(Dataset))
-        assert ds.labels_of("stance") == ["0", "1"] and ds.labels_of("sarcastic") == ["false", "true"]
+        assert ds.labels_of("stance") == ["0", "1"] and ds.labels_of("sarcastic") == ["False", "True"]
         labels = s.execute(select(SampleLabel.task, SampleLabel.label)).all()
     assert sorted(labels) == [
-        ("sarcastic", "false"),
-        ("sarcastic", "true"),
-        ("sarcastic", "true"),
+        ("sarcastic", "False"),
+        ("sarcastic", "True"),
+        ("sarcastic", "True"),
         ("stance", "0"),
         ("stance", "1"),
     ]

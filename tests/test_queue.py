@@ -194,7 +194,9 @@ def test_sigkilled_worker_job_is_finished_by_another_after_lease_expiry(any_sett
     assert sorted(p.read_text() for p in record.iterdir()) == ["finished", "started"]
 
 
-def test_sigterm_finishes_the_current_job_then_exits(settings, engine, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_finishes_the_current_job_then_exits(settings, engine, tmp_path, signum):
+    """A redeploy (SIGTERM) or a closed terminal (SIGHUP): the job under way finishes, the next stays queued."""
     record = tmp_path / "runs"
     record.mkdir()
     first = enqueue(engine, record_dir=str(record), sleep=2, steps=20)
@@ -203,7 +205,7 @@ def test_sigterm_finishes_the_current_job_then_exits(settings, engine, tmp_path)
     deadline = time.monotonic() + 60
     while job(engine, first).status != JobStatus.running and time.monotonic() < deadline:
         time.sleep(0.05)
-    w.send_signal(signal.SIGTERM)
+    w.send_signal(signum)
     out = w.communicate(timeout=60)[0]
     assert w.returncode == 0, out
     assert job(engine, first).status == JobStatus.succeeded

@@ -84,6 +84,7 @@ class Worker:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGHUP, on_signal)  # a closed terminal: as gracefully as a redeploy
 
     def run(self, burst: bool = False, max_jobs: int | None = None, announce: bool = False) -> WorkerStats:
         """Run jobs until stopped (or, with `burst`, until the queue is drained). With `announce`, the worker

@@ -1,9 +1,10 @@
-"""SQLite: ids of jobs, samples, training runs and impact reports are never handed out again (AUTOINCREMENT)
+"""SQLite: ids of jobs, samples, reviews, training runs and impact reports are never handed out again (AUTOINCREMENT)
 
 Without it SQLite gives a new row the largest id in the table plus one: delete a dataset whose rows hold the
 largest ids, and the next import's job, variants and runs take those ids again. A client polling job 5 (the
 CLI's --wait, the UI's progress) would then follow another job, and a reviewer's stale sample id and version
-could meet a new text. Postgres' sequences never go back. The tables are rebuilt (batch mode: copy, drop,
+could meet a new text; the largest review id, which tells whether decisions were made since, could go back.
+Postgres' sequences never go back. The tables are rebuilt (batch mode: copy, drop,
 rename) with the rows and ids they hold; the rebuild of `samples` drops migration 0006's text-search triggers
 with the old table, so they are made again and the index rebuilt from the rows, as 0009's downgrade does.
 
@@ -20,7 +21,7 @@ from alembic import op
 revision = "0013"
 down_revision = "0012"
 
-TABLES = ("jobs", "training_runs", "impact_reports", "samples")
+TABLES = ("jobs", "training_runs", "impact_reports", "reviews", "samples")
 
 
 def upgrade() -> None:
