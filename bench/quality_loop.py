@@ -38,6 +38,7 @@ results. `--probe` measures the throughput and prints the estimate of a full run
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import tempfile
@@ -200,6 +201,7 @@ def read_runs(engine: Any, ids: dict[str, list[int]]) -> dict[str, list[dict[str
                 if run["status"] != "succeeded":
                     raise SystemExit(f"run {run_id} ({arm}) {run['status']}: {run['error']}")
                 run["test_dump"] = read_predictions(Path(run["artifact_dir"]) / "predictions_test.json")
+                run["val_dump"] = read_predictions(Path(run["artifact_dir"]) / "predictions_val.json")
                 out[arm].append(run)
     return out
 
@@ -330,6 +332,12 @@ def run_study(profile: Profile, tmp: Path, ablation: bool, baselines: bool = Tru
         "train_with_variants": len(augmented.train),
         "val": len(originals.val),
         "test": len(originals.test),
+        # Every run's val and test probabilities (written beside the results, not into the detail file): a rule
+        # that combines the members differently can be compared offline in seconds, chosen on val.
+        "member_predictions": {
+            arm: [{"id": r["id"], "kind": r["kind"], "val": r["val_dump"], "test": r["test_dump"]} for r in rs]
+            for arm, rs in runs.items()
+        },
     }
 
 
@@ -479,6 +487,9 @@ def main() -> None:
         + (".quick" if args.quick else "")
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
+    members = detail.pop("member_predictions")
+    with gzip.open(RESULTS / f"quality_loop_members{suffix}.json.gz", "wt", encoding="utf-8") as fh:
+        json.dump(members, fh)
     rows = records(detail)
     if args.quick:  # a smoke run's figures must never be mistaken for the study's
         rows = [{**r, "note": "QUICK smoke run (tiny subset, tiny budget): not a result"} for r in rows]
