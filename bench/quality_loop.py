@@ -25,6 +25,9 @@ path), run by the worker (Worker(engine).run(burst=True)), and the ensemble the 
   trainer's default `variant_sampling`, trainer/data.py TrainBatches); `--variant-sampling all` shows it every
   variant in every epoch instead, and the results of such a run get the suffix `.all`.
 
+Every run's val and test probabilities go to quality_loop_members<suffix>.json.gz beside the results, so a
+different way of combining the members can be compared offline in seconds (choose on val, never on test).
+
 Nothing here is chosen for this dataset: the loop's settings are the product's defaults; the study only sets
 what a user sets (encoder, tasks, max length 64, threads, the budget). Paired deltas carry a paired bootstrap CI
 over test examples (bench/quality_stats.py). `--quick` is a smoke run (tiny subset, tiny budget, LR selection
