@@ -138,6 +138,16 @@ def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def latest_plan(session: Session, dataset: Dataset) -> AugmentationPlan | None:
+    """The dataset's latest augmentation plan, whose goals the progress and the classes' needs read."""
+    return session.scalar(
+        select(AugmentationPlan)
+        .where(AugmentationPlan.dataset_id == dataset.id)
+        .order_by(AugmentationPlan.id.desc())
+        .limit(1)
+    )
+
+
 def plan_targets(plan: dict[str, Any] | None) -> dict[tuple[str, str], dict[str, int | None]]:
     """Per task × class goals of an augmentation plan, read defensively (workers/augment/planner.py owns it).
 
@@ -196,12 +206,7 @@ def review_progress(session: Session, dataset: Dataset) -> dict[str, Any]:
         .tuples()
         .all()
     )
-    plan = session.scalar(
-        select(AugmentationPlan)
-        .where(AugmentationPlan.dataset_id == dataset.id)
-        .order_by(AugmentationPlan.id.desc())
-        .limit(1)
-    )
+    plan = latest_plan(session, dataset)
     targets = plan_targets(plan.plan if plan else None)
     classes: dict[str, dict[str, dict[str, Any]]] = {
         t["name"]: {label: {"pending": 0, "approved": 0, "rejected": 0} for label in t["labels"]} for t in dataset.tasks
@@ -298,12 +303,7 @@ def class_needs_now(session: Session, dataset: Dataset) -> dict[tuple[str, str],
 
     approved = per_class(Sample.origin != Origin.original, Sample.review_status == ReviewStatus.approved)
     originals = per_class(Sample.origin == Origin.original, Sample.split == "train")
-    plan = session.scalar(
-        select(AugmentationPlan)
-        .where(AugmentationPlan.dataset_id == dataset.id)
-        .order_by(AugmentationPlan.id.desc())
-        .limit(1)
-    )
+    plan = latest_plan(session, dataset)
     targets = plan_targets(plan.plan if plan else None)
     classes: dict[str, list[str]] = {t["name"]: list(t["labels"]) for t in dataset.tasks}
     for task, label in [*approved, *originals]:
