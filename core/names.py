@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 from core.errors import ValidationFailed
 
@@ -60,6 +61,7 @@ def _unprintable(name: str) -> str | None:
     return next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co") and c not in JOINERS), None)
 
 
+@lru_cache(maxsize=4096)  # asked for every label of every imported row, of a few distinct values
 def label_name_problem(name: str) -> str | None:
     """What is wrong with a task or label name (None: nothing), for a message that names where it stands. Such
     names are classes and column headers: a zero-width space would make a second "policy" class that looks like

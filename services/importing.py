@@ -443,7 +443,6 @@ def _check_spec_strings(spec: ImportSpec) -> None:
     for name, value in named:
         if value is not None and "\x00" in value:
             raise ValidationFailed(f"{name}: holds a NUL character", field=name)
-    for name, value in named:
         if name in ("task", "labels") and value is not None and (problem := label_name_problem(value)):
             raise ValidationFailed(f"{name}: {value[:60]!r} {problem}", field=name)
     check_language(spec.language, field="language")

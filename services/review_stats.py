@@ -175,6 +175,21 @@ def plan_targets(plan: dict[str, Any] | None) -> dict[tuple[str, str], dict[str,
     return out
 
 
+def per_class(session: Session, dataset: Dataset, *where: Any) -> dict[tuple[str, str], int]:
+    """(task, label) → how many of the dataset's samples matching `where` carry that label."""
+    rows = session.execute(
+        select(SampleLabel.task, SampleLabel.label, func.count())
+        .join(Sample, Sample.id == SampleLabel.sample_id)
+        .where(Sample.dataset_id == dataset.id, *where)
+        .group_by(SampleLabel.task, SampleLabel.label)
+    ).tuples()
+    return {(task, label): n for task, label, n in rows}
+
+
+def train_originals_per_class(session: Session, dataset: Dataset) -> dict[tuple[str, str], int]:
+    return per_class(session, dataset, Sample.origin == Origin.original, Sample.split == "train")
+
+
 def review_progress(session: Session, dataset: Dataset) -> dict[str, Any]:
     """Per task × class: variants pending / approved / rejected, train originals, the latest plan's goals."""
     counts = (
@@ -187,16 +202,7 @@ def review_progress(session: Session, dataset: Dataset) -> dict[str, Any]:
         .tuples()
         .all()
     )
-    originals = (
-        session.execute(
-            select(SampleLabel.task, SampleLabel.label, func.count())
-            .join(Sample, Sample.id == SampleLabel.sample_id)
-            .where(Sample.dataset_id == dataset.id, Sample.origin == Origin.original, Sample.split == "train")
-            .group_by(SampleLabel.task, SampleLabel.label)
-        )
-        .tuples()
-        .all()
-    )
+    train = train_originals_per_class(session, dataset)
     methods = (
         session.execute(
             select(Sample.method, Sample.review_status, func.count())
@@ -215,7 +221,6 @@ def review_progress(session: Session, dataset: Dataset) -> dict[str, Any]:
         entry = classes.setdefault(task, {}).setdefault(label, {"pending": 0, "approved": 0, "rejected": 0})
         if status in entry:
             entry[status] += n
-    train = {(task, label): n for task, label, n in originals}
     for task, labels in classes.items():
         for label, entry in labels.items():
             entry["reviewed"] = entry["approved"] + entry["rejected"]
@@ -288,21 +293,12 @@ def class_needs_now(session: Session, dataset: Dataset) -> dict[tuple[str, str],
     Asked at every page of "most useful first": it counts the approved variants and the train originals per
     class only (two ranges of the queue and split indexes), not the whole progress panel, which counts every
     pending variant too (0.65 s at 200,000 variants against this one's few tens of ms)."""
-    import math
-
     from workers.augment.planner import PlanTarget
 
-    def per_class(*where: Any) -> dict[tuple[str, str], int]:
-        rows = session.execute(
-            select(SampleLabel.task, SampleLabel.label, func.count())
-            .join(Sample, Sample.id == SampleLabel.sample_id)
-            .where(Sample.dataset_id == dataset.id, *where)
-            .group_by(SampleLabel.task, SampleLabel.label)
-        ).tuples()
-        return {(task, label): n for task, label, n in rows}
-
-    approved = per_class(Sample.origin != Origin.original, Sample.review_status == ReviewStatus.approved)
-    originals = per_class(Sample.origin == Origin.original, Sample.split == "train")
+    approved = per_class(
+        session, dataset, Sample.origin != Origin.original, Sample.review_status == ReviewStatus.approved
+    )
+    originals = train_originals_per_class(session, dataset)
     plan = latest_plan(session, dataset)
     targets = plan_targets(plan.plan if plan else None)
     classes: dict[str, list[str]] = {t["name"]: list(t["labels"]) for t in dataset.tasks}
