@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Annotated, Any
 
 import typer
@@ -11,6 +12,9 @@ from rich.table import Table
 from augloop.console import console, engine, fail
 from db.session import session_scope
 from services import training
+from services.jobs import settle_lost_jobs
+
+log = logging.getLogger(__name__)
 
 runs_app = typer.Typer(help="List and inspect training runs and ensembles.", no_args_is_help=True)
 
@@ -47,7 +51,18 @@ def print_metrics(metrics: dict[str, Any] | None, title: str, *, confusion: bool
             console.print(cm)
 
 
+def _settle_lost_jobs() -> None:
+    """Runs whose process died (an `augloop train` killed with SIGKILL) end here, not only at a worker's next
+    claim; a sweep that fails (the database busy) is left to the next one, and the runs are read all the same."""
+    try:
+        with session_scope(engine()) as session:
+            settle_lost_jobs(session)
+    except Exception as err:  # noqa: BLE001 - reading the runs matters more than ending lost ones now
+        log.warning("sweeping lost jobs failed: %s", err)
+
+
 def load_run(run_id: int) -> dict[str, Any]:
+    _settle_lost_jobs()
     with session_scope(engine()) as session:
         return training.training_run(session, run_id, None)
 
@@ -104,6 +119,7 @@ def runs_list(
     limit: Annotated[int, typer.Option(help="How many, newest first")] = 50,
 ) -> None:
     """Runs and ensembles with their status and headline scores."""
+    _settle_lost_jobs()
     with session_scope(engine()) as session:
         runs = training.list_training_runs(session, dataset=dataset, kind=kind, limit=limit, user=None)
     table = Table("id", "dataset", "name", "kind", "status", "epochs", "val F1", "test F1", "created")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import (
@@ -24,8 +24,11 @@ from rich.progress import (
 )
 
 from augloop.cli_runs import ensemble_cmd, load_run, print_metrics
-from augloop.console import console, engine, err_console, fail
+from augloop.console import Terminated, console, engine, err_console, fail
 from db.session import session_scope
+
+if TYPE_CHECKING:
+    from workers.held_jobs import HeldJobs
 
 train_app = typer.Typer(add_completion=False)
 train_app.command("ensemble")(ensemble_cmd)
@@ -150,32 +153,46 @@ def train(
         if value is not None:
             overrides[key] = value
     seed_list = _parse_seeds(seeds)
-    runs = _create_runs(dataset, overrides, seed_list, name, queue_, classical)
     if queue_:
+        _queue_runs(dataset, overrides, seed_list, name, classical)
         return
-    transformer = [rid for rid, kind, _ in runs if kind == "single"]
-    # LR selection applies: its trials first, for all seeds at once
-    if runs and runs[0][2] and not _select_in_process(transformer):
-        raise typer.Exit(1)
-    finished = [rid for rid, _kind, _ in runs if _train_in_process(rid)]
+    from workers.held_jobs import HeldJobs
+    from workers.main import new_worker_id
+
+    worker_id = f"cli:{new_worker_id()}"
+    runs, select_lr = _create_held_runs(dataset, overrides, seed_list, name, classical, worker_id)
+    with HeldJobs(engine(), worker_id, {run_id: (job_id, total) for run_id, _kind, job_id, total in runs}) as held:
+        transformer = [run_id for run_id, kind, *_ in runs if kind == "single"]
+        # LR selection applies: its trials first, for all seeds at once
+        if select_lr and transformer and not _select_in_process(transformer):
+            raise typer.Exit(1)
+        finished = [run_id for run_id, *_ in runs if _train_in_process(held, run_id)]
     if len(finished) >= 2:
         ensemble_cmd([str(r) for r in finished], unweighted=False, no_temperature=False, decision="prior", name="")
     if len(finished) < len(runs):
         raise typer.Exit(1)
 
 
-def _create_runs(
-    dataset: str, overrides: dict[str, Any], seeds: list[int], name: str, enqueue: bool, classical: bool
-) -> list[tuple[int, str, bool]]:
-    """(run id, kind, whether LR selection applies) per run created."""
+def _create_held_runs(
+    dataset: str, overrides: dict[str, Any], seeds: list[int], name: str, classical: bool, worker_id: str
+) -> tuple[list[tuple[int, str, int, int]], bool]:
+    """(run id, kind, job id, job's progress total) per run created, each job held by this process; and whether
+    LR selection applies."""
     from services import training
     from trainer.plan import search_wanted
 
     with session_scope(engine()) as session:
-        if not enqueue:
-            runs = training.create_runs_for(session, dataset, overrides, seeds, name=name, classical=classical)
-            wanted = search_wanted(training.default_config(overrides))
-            return [(r.id, r.kind, wanted and r.kind == "single") for r in runs]
+        runs, jobs = training.create_runs_for(
+            session, dataset, overrides, seeds, held_by=worker_id, name=name, classical=classical
+        )
+        created = [(run.id, run.kind, job.id, job.progress_total) for run, job in zip(runs, jobs, strict=True)]
+    return created, search_wanted(training.default_config(overrides))
+
+
+def _queue_runs(dataset: str, overrides: dict[str, Any], seeds: list[int], name: str, classical: bool) -> None:
+    from services import training
+
+    with session_scope(engine()) as session:
         runs, jobs = training.start_training(
             session, dataset, overrides, seeds, name=name, user=None, classical=classical
         )
@@ -187,7 +204,6 @@ def _create_runs(
                 f"queued run {run.id} ({run.name}) behind {what}; follow with `augloop runs show {run.id}`",
                 highlight=False,
             )
-        return [(r.id, r.kind, False) for r in runs]
 
 
 def _select_in_process(run_ids: list[int]) -> bool:
@@ -204,9 +220,11 @@ def _select_in_process(run_ids: list[int]) -> bool:
             summary = execute_selection(
                 db, run_ids, enqueue_training=False, progress=_Bar(progress, f"LR selection for runs {run_ids}")
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         for run_id in run_ids:
             record_end(db, run_id, JobStatus.cancelled, "interrupted during learning-rate selection")
+        if isinstance(err, Terminated):
+            raise  # SIGTERM or SIGHUP: exit code 128 + the signal's number
         raise typer.Exit(130) from None
     except (DomainError, TrainerError) as err:
         for run_id in run_ids:
@@ -221,26 +239,58 @@ def _select_in_process(run_ids: list[int]) -> bool:
     return True
 
 
-def _train_in_process(run_id: int) -> bool:
+def _train_in_process(held: HeldJobs, run_id: int) -> bool:
+    """Train one run under its held job: progress goes to the bar and to the job (the API and the UI show
+    it); a cancellation asked for elsewhere stops it at its next step; the job ends with the run."""
     from core.errors import DomainError
     from db.models import JobStatus
-    from services.run_execution import execute_run, record_end
+    from services.run_execution import drop_leftovers_if_ended, execute_run, planned_epochs
     from services.training_data import left_out_line
     from trainer.errors import TrainerError
+    from workers.held_jobs import LeaseLost
+    from workers.registry import JobCancelled
+    from workers.train_jobs import train_progress
 
     db = engine()
+    ctx = held.context(run_id)
     try:
+        ctx.check_cancelled()  # asked while the LR selection or an earlier run went on
+        report = train_progress(ctx, planned_epochs(db, run_id))
         with _progress(TimeRemainingColumn()) as progress:
-            summary = execute_run(db, run_id, progress=_Bar(progress, f"run {run_id}"))
-    except KeyboardInterrupt:
-        record_end(db, run_id, JobStatus.cancelled, "interrupted")
+            bar = _Bar(progress, f"run {run_id}")
+
+            def on_event(event: dict[str, Any]) -> None:
+                if not ctx.completed:  # the job ends with the run's last write, before its `finished` event
+                    report(event)  # raises once the job was cancelled or lost, before anything more is shown
+                bar(event)
+
+            summary = execute_run(
+                db, run_id, job_id=ctx.job_id, worker_id=ctx.worker_id, progress=on_event, finish=ctx.complete_in
+            )
+        held.finished(run_id)
+    except KeyboardInterrupt as err:
+        held.end(run_id, JobStatus.cancelled, "interrupted")
         err_console.print(f"run {run_id} interrupted")
+        if isinstance(err, Terminated):
+            raise  # SIGTERM or SIGHUP: exit code 128 + the signal's number
         raise typer.Exit(130) from None
+    except JobCancelled:
+        held.end(run_id, JobStatus.cancelled, "cancelled")
+        err_console.print(f"run {run_id} cancelled (its job {ctx.job_id} was cancelled)")
+        return False
+    except LeaseLost:
+        held.finished(run_id)  # no longer ours: the queue's sweep ended it while this process was stopped
+        drop_leftovers_if_ended(db, run_id)  # what this process wrote after the sweep cleaned up
+        err_console.print(
+            f"[bold red]run {run_id} stopped:[/] its job {ctx.job_id} was ended by the queue (this process did "
+            "not renew its lease in time: was it suspended?)"
+        )
+        return False
     except (DomainError, TrainerError) as err:
-        record_end(db, run_id, JobStatus.failed, err.message)
+        held.end(run_id, JobStatus.failed, err.message)
         raise
     except Exception as err:  # noqa: BLE001 - any failure ends the run as failed, with its message
-        record_end(db, run_id, JobStatus.failed, f"{type(err).__name__}: {err}")
+        held.end(run_id, JobStatus.failed, f"{type(err).__name__}: {err}")
         err_console.print(f"[bold red]run {run_id} failed:[/] {type(err).__name__}: {err}")
         return False
     run = load_run(run_id)

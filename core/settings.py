@@ -39,6 +39,9 @@ class Settings(BaseSettings):
 
     # Queue and workers
     job_lease_seconds: float = Field(default=60.0, gt=0)
+    # The lease of the jobs `augloop train` holds for its in-process runs: longer than a worker's, so that a
+    # laptop's sleep or a Ctrl-Z does not end them; a command killed with SIGKILL has its runs ended this late.
+    cli_job_lease_seconds: float = Field(default=300.0, gt=0, le=86400)
     job_max_attempts: int = Field(default=3, ge=1)
     job_retry_base_seconds: float = Field(default=5.0, ge=0)
     job_retry_max_seconds: float = Field(default=600.0, ge=0)

@@ -96,7 +96,13 @@ def enqueue(
     dataset_id: int | None = None,
     created_by: int | None = None,
     progress_total: int = 0,
+    held_by: str | None = None,
+    lease_seconds: float | None = None,
 ) -> Job:
+    """A queued job; with `held_by`, one already claimed by that process (its first attempt, leased for
+    `lease_seconds`): work a process does itself (the CLI's in-process training) that must still end, through
+    the kind's end hook, when the process dies without a word (its lease expires like a worker's)."""
+    now = db_now(session)
     job = Job(
         kind=kind,
         params=params or {},
@@ -105,10 +111,16 @@ def enqueue(
         dataset_id=dataset_id,
         created_by=created_by,
         status=JobStatus.queued,
-        run_after=db_now(session),
+        run_after=now,
         progress_total=progress_total,
         progress_info={},
     )
+    if held_by is not None:
+        job.status = JobStatus.running
+        job.worker_id = held_by
+        job.attempts = 1
+        job.started_at = now
+        job.lease_until = now + timedelta(seconds=lease_seconds or get_settings().job_lease_seconds)
     session.add(job)
     session.flush()
     return job

@@ -38,7 +38,9 @@ def end_training_runs(session: Session, job_ids: list[int], status: str, error: 
             delete_when_committed(session, path)
     for run in db_runs.runs_of_jobs(session, job_ids):
         selection = run.lr_selection or {}
-        if selection.get("status") in ("queued", "running") and selection.get("job_id") in job_ids:
+        # the in-process selection (`augloop train`) has no job of its own: the run's job ends it
+        of_job = selection.get("job_id") in job_ids or (selection.get("job_id") is None and run.job_id in job_ids)
+        if selection.get("status") in ("queued", "running") and of_job:
             run.lr_selection = {**selection, "status": status}
 
 
@@ -57,6 +59,13 @@ def delete_export_parts(session: Session, job_ids: list[int], status: str, error
     for job_id in job_ids:
         for path in export_job_parts(job_id):
             delete_when_committed(session, path)
+
+
+def settle_lost_jobs(session: Session) -> int:
+    """End (or re-queue) the jobs whose process stopped renewing their lease, through their kinds' end hooks:
+    what every worker does before each claim, for callers that run where no worker may be (the CLI). Returns
+    how many jobs changed."""
+    return queue.requeue_expired(session)
 
 
 # The job kinds the workers run (workers/registry.py; tests/test_queue.py checks that the two agree).

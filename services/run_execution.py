@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from core.settings import get_settings
 from db import queue
 from db import training_runs as db_runs
-from db.models import OPEN_JOB_STATUSES, Dataset, TrainingRun
+from db.models import OPEN_JOB_STATUSES, Dataset, JobStatus, TrainingRun
 from db.session import readonly_engine, session_scope
 from services import label_model
 from services.distributed_training import train_distributed
@@ -258,6 +258,30 @@ def record_end(
     with session_scope(engine) as session:
         queue.lease_guard(job_id, worker_id)(session)
         db_runs.end_run(session, run_id, status, error[-4000:] if error else None)
+
+
+def end_held_run(engine: Engine, run_id: int, job_id: int, worker_id: str, status: str, error: str) -> bool:
+    """End an in-process run and the job its process holds for it (`augloop train`), in one transaction:
+    `status` is cancelled or failed, unless the run has ended already (its LR selection failed), whose end the
+    job then takes. False when the job is no longer the process's (the queue's sweep ended it while the process
+    was stopped); else the run's checkpoint goes, as nothing will resume it."""
+    error = error[-4000:]
+    with session_scope(engine) as session:
+        run = session.get(TrainingRun, run_id)
+        if run is not None and run.status in (JobStatus.failed, JobStatus.cancelled):
+            status, error = run.status, run.error or error
+        try:
+            if status == JobStatus.cancelled:
+                queue.hold_lease(session, job_id, worker_id)
+                if run is not None and run.status in OPEN_JOB_STATUSES:
+                    db_runs.end_run(session, run_id, JobStatus.cancelled, error)
+                queue.mark_cancelled(session, job_id, worker_id)
+            else:
+                queue.fail(session, job_id, worker_id, error, retry=False)  # the job's end hook ends the run
+        except queue.LeaseLost:
+            return False
+    discard_checkpoint(run_id)
+    return True
 
 
 def score_pending_variants(

@@ -338,15 +338,39 @@ def create_runs_for(
     overrides: dict[str, Any],
     seeds: list[int],
     *,
+    held_by: str,
     name: str = "",
     created_by: int | None = None,
     classical: bool = False,
-) -> list[TrainingRun]:
-    """Runs (one per seed, and the TF-IDF member with `classical`) for in-process training, without jobs (the
-    operator's, at the command line)."""
+) -> tuple[list[TrainingRun], list[Job]]:
+    """Runs (one per seed, and the TF-IDF member with `classical`) for in-process training (the operator's, at
+    the command line), each with a `train` job already held by that process (`held_by`) for its one attempt.
+    The process renews the jobs' leases while it lives and ends them as their runs end; when it dies without a
+    word (kill -9, a power cut), the leases expire and the queue's sweep ends job and run as failed, instead of a
+    run left "running" that nothing will ever end. No worker takes such a job up: it is never queued."""
     from services.datasets import dataset_named
+    from services.jobs import settle_lost_jobs
 
+    settle_lost_jobs(session)  # runs whose process died before end now, before new ones join them
     dataset = dataset_named(session, dataset_name, None, field="dataset")
-    return create_training_runs(
+    runs = create_training_runs(
         session, dataset, default_config(overrides), seeds, name=name, created_by=created_by, classical=classical
     )
+    session.flush()
+    jobs = []
+    for run in runs:
+        job = queue.enqueue(
+            session,
+            "train",
+            {"run_id": run.id, "dataset": dataset.name, "in_process": True},
+            dataset_id=dataset.id,
+            created_by=created_by,
+            progress_total=int((run.config or {}).get("epochs", 1)) if run.kind == "single" else 1,
+            max_attempts=1,
+            held_by=held_by,
+            lease_seconds=get_settings().cli_job_lease_seconds,
+        )
+        run.job_id = job.id
+        jobs.append(job)
+    session.flush()
+    return runs, jobs

@@ -133,7 +133,13 @@ class Worker:
             soonest = s.scalar(
                 select(func.min(Job.run_after)).where(Job.status == JobStatus.queued, Job.kind.in_(self.kinds))
             )
-            running = s.scalar(select(func.count()).where(Job.status == JobStatus.running, Job.kind.in_(self.kinds)))
+            # only a job with attempts left goes back to the queue when its lease expires (one out of them, such
+            # as the one-attempt jobs `augloop train` holds for its in-process runs, fails then): no need to wait
+            running = s.scalar(
+                select(func.count()).where(
+                    Job.status == JobStatus.running, Job.kind.in_(self.kinds), Job.attempts < Job.max_attempts
+                )
+            )
         if soonest is not None:
             if soonest.tzinfo is None:
                 soonest = soonest.replace(tzinfo=UTC)

@@ -20,7 +20,9 @@ from trainer.errors import TrainerError, TrainingStopped
 from workers.registry import JobCancelled, JobContext, JobReleased, PermanentJobError, handler
 
 
-def _progress(ctx: JobContext, epochs: int) -> Any:
+def train_progress(ctx: JobContext, epochs: int) -> Any:
+    """A trainer progress callback that reports to the job (and raises once it is cancelled or lost)."""
+
     def on_event(event: dict[str, Any]) -> None:
         kind = event["event"]
         if kind == "start":
@@ -95,7 +97,7 @@ def _execute(ctx: JobContext, run_id: int, epochs: int) -> dict[str, Any]:
             run_id,
             job_id=ctx.job_id,
             worker_id=ctx.worker_id,
-            progress=_progress(ctx, epochs),
+            progress=train_progress(ctx, epochs),
             finish=ctx.complete_in,
             should_stop=ctx.stopping.is_set,
         )

@@ -1,0 +1,129 @@
+"""The jobs a command holds for work it does in its own process (`augloop train` without --queue).
+
+Each in-process run has a `train` job that the command holds from the start (db.queue.enqueue with `held_by`,
+one attempt, leased for AUGLOOP_CLI_JOB_LEASE_SECONDS): a thread here renews every held job's lease, as a
+worker's heartbeat does, writes the run's progress on it, and passes a cancellation asked for through the API to
+the run. The command ends each job as its run ends; when it stops early (an error, Ctrl-C) it ends the jobs of
+the runs it never reached. When the process dies without a word (kill -9, a power cut), nothing renews the
+leases: once they expire, the queue's sweep (any worker's next claim, the next `augloop train` or `augloop
+runs`) ends job and run as failed. Before, such a run stayed "running" for good, and nothing could end it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import TracebackType
+
+from sqlalchemy import Engine
+
+from core.settings import get_settings
+from db import queue
+from db.models import JobStatus
+from services.run_execution import end_held_run
+from workers.registry import JobContext
+
+log = logging.getLogger(__name__)
+
+NOT_REACHED = "not run: the command stopped before it"
+RETRY_SECONDS = 1.0  # after a failed renewal (the database busy or briefly unreachable), the next comes this soon
+LeaseLost = queue.LeaseLost  # what the command catches when the sweep took a job from it
+
+
+class HeldJobs:
+    """Context manager over the jobs a command holds as `worker_id`: run id → (job id, progress total)."""
+
+    def __init__(
+        self, engine: Engine, worker_id: str, jobs: dict[int, tuple[int, int]], lease_seconds: float | None = None
+    ):
+        self.engine = engine
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds or get_settings().cli_job_lease_seconds
+        self._contexts = {
+            run_id: JobContext(
+                job_id=job_id,
+                kind="train",
+                params={"run_id": run_id},
+                engine=engine,
+                worker_id=worker_id,
+                attempt=1,
+                total=total,
+            )
+            for run_id, (job_id, total) in jobs.items()
+        }
+        self._open = set(jobs)  # runs whose job this command has not ended yet
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._renew, name="held-job-leases", daemon=True)
+
+    def __enter__(self) -> HeldJobs:
+        self._beat.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._beat.join()
+        with self._lock:
+            left = sorted(self._open)
+        for run_id in left:  # the runs this command never reached
+            try:
+                self.end(run_id, JobStatus.cancelled, NOT_REACHED)
+            except Exception:
+                log.exception("could not end the job of run %s", run_id)
+
+    def context(self, run_id: int) -> JobContext:
+        """The run's job as a worker's handler sees it: report(), check_cancelled(), complete_in()."""
+        return self._contexts[run_id]
+
+    def end(self, run_id: int, status: str, error: str) -> bool:
+        """End the run and its job (services.run_execution.end_held_run); False when the queue's sweep had ended
+        them already."""
+        ctx = self._contexts[run_id]
+        ours = end_held_run(self.engine, run_id, ctx.job_id, self.worker_id, status, error)
+        self.finished(run_id)  # once that committed: a failure leaves it for __exit__ to try again
+        if not ours:
+            log.warning("job %s of run %s had been ended by the queue's sweep", ctx.job_id, run_id)
+        return ours
+
+    def finished(self, run_id: int) -> None:
+        """The run's job has ended (completed with the run, in its last transaction, or ended here)."""
+        with self._lock:
+            self._open.discard(run_id)
+
+    def _renew(self) -> None:
+        interval = max(self.lease_seconds / 3, 0.05)
+        wait = interval
+        while not self._stop.wait(wait):
+            with self._lock:
+                held = [self._contexts[r] for r in sorted(self._open)]
+            failed = False
+            for ctx in held:
+                if not ctx.completed:  # a run completing now: its job is no longer running, and that is no loss
+                    failed |= not self._beat_one(ctx)
+            wait = min(RETRY_SECONDS, interval) if failed else interval
+
+    def _beat_one(self, ctx: JobContext) -> bool:
+        """Renew one job's lease with its progress; False when the database could not be reached."""
+        done, total, info = ctx.snapshot()
+        try:
+            hb = queue.heartbeat(
+                self.engine,
+                ctx.job_id,
+                self.worker_id,
+                lease_seconds=self.lease_seconds,
+                done=done,
+                total=total,
+                info=info,
+            )
+        except queue.LeaseLost:
+            if not ctx.completed:
+                ctx.lease_lost.set()
+            return True
+        except Exception as err:  # noqa: BLE001 - the database busy or briefly unreachable: retried soon
+            log.warning("renewing the lease of job %s failed: %s", ctx.job_id, err)
+            return False
+        if hb.cancel_requested:
+            ctx.cancelled.set()
+        return True
