@@ -195,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as stopped:
         if report:
             report({"event": "stopped", "steps_done": stopped.steps_done, "saved": stopped.saved})
+        if dist.is_initialized():
+            # The ranks stop at the same step, but rank 0 then saves the checkpoint: a rank that tore the group
+            # down meanwhile made gloo abort the other one now and then (SIGABRT, "terminate called without an
+            # active exception"), and torchrun reported the stop as a failure.
+            dist.barrier()
         _abandoned(job_dir, rank, watched)
         return 0  # not a failure: torchrun must not report the run as failed
     except TrainerError as err:
