@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import faulthandler
+import gc
 import json
 import os
 import sys
@@ -147,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-dir", type=Path, default=None)
     parser.add_argument("--watch-pid", type=int, default=None, help="stop (checkpointed) when this process ends")
     args = parser.parse_args(argv)
+    faulthandler.enable()  # a rank that crashes in native code (gloo, NCCL) leaves its Python stack in the log
 
     import torch.distributed as dist
 
@@ -210,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         if report:
             report.close()
         if dist.is_initialized():
+            # The model (DDP, whose reducer holds the group) may still be alive in the frames of a stopped run's
+            # traceback: freed first, while the group stands, rather than at the interpreter's teardown.
+            gc.collect()
             dist.destroy_process_group()
 
 
