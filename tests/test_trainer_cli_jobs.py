@@ -56,6 +56,18 @@ def _wait_for(engine: Any, ready: Any, what: str, process: subprocess.Popen[str]
     pytest.fail(f"never saw {what}")
 
 
+def _spawn(settings: Any, args: list[str], **env: str) -> subprocess.Popen[str]:
+    """`python -m augloop <args>` as a user runs it, its output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "augloop", *args],
+        cwd=REPO_ROOT,
+        env=cli_env(settings, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def _training(s: Any, run_id: int) -> bool:
     run = s.get(TrainingRun, run_id)
     return run is not None and run.status == JobStatus.running and len(run.curve or []) >= 1
@@ -65,14 +77,7 @@ def _training(s: Any, run_id: int) -> bool:
 def test_a_killed_train_command_leaves_no_run_running(settings, engine, tiny_encoder: str) -> None:
     name = import_small(engine, n_train=640, n_val=24, n_test=24, n_unlabelled=0)
     args = ["train", name, "--encoder", tiny_encoder, "--seeds", "7,8", *LONG, *_sets(LONG_SET)]
-    child = subprocess.Popen(
-        [sys.executable, "-m", "augloop", *args],
-        cwd=REPO_ROOT,
-        env=cli_env(settings, AUGLOOP_CLI_JOB_LEASE_SECONDS="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    child = _spawn(settings, args, AUGLOOP_CLI_JOB_LEASE_SECONDS="1")
     try:
         # the job shows the command's progress (epochs done), as a worker's would
         _wait_for(
@@ -107,14 +112,7 @@ def test_sigterm_ends_the_run_and_its_job_as_cancelled_with_exit_143(settings, e
 
     name = import_small(engine, n_train=640, n_val=24, n_test=24, n_unlabelled=0)
     args = ["train", name, "--encoder", tiny_encoder, "--seeds", "7,8", *LONG, *_sets(LONG_SET)]
-    child = subprocess.Popen(
-        [sys.executable, "-m", "augloop", *args],
-        cwd=REPO_ROOT,
-        env=cli_env(settings),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    child = _spawn(settings, args)
     try:
         _wait_for(engine, lambda s: _training(s, 1), "run 1 between epochs", child)
         child.send_signal(signal.SIGTERM)

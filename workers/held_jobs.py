@@ -106,24 +106,11 @@ class HeldJobs:
 
     def _beat_one(self, ctx: JobContext) -> bool:
         """Renew one job's lease with its progress; False when the database could not be reached."""
-        done, total, info = ctx.snapshot()
         try:
-            hb = queue.heartbeat(
-                self.engine,
-                ctx.job_id,
-                self.worker_id,
-                lease_seconds=self.lease_seconds,
-                done=done,
-                total=total,
-                info=info,
-            )
-        except queue.LeaseLost:
-            if not ctx.completed:
-                ctx.lease_lost.set()
-            return True
+            ctx.renew_lease(self.lease_seconds)
         except Exception as err:  # noqa: BLE001 - the database busy or briefly unreachable: retried soon
             log.warning("renewing the lease of job %s failed: %s", ctx.job_id, err)
             return False
-        if hb.cancel_requested:
-            ctx.cancelled.set()
+        if ctx.completed:  # it completed with its run between the check and the beat: that is no loss
+            ctx.lease_lost.clear()
         return True

@@ -250,26 +250,14 @@ class Worker:
         wait = interval
         while not stop.wait(wait):
             wait = interval
-            done, total, info = ctx.snapshot()
             try:
-                hb = queue.heartbeat(
-                    self.engine,
-                    ctx.job_id,
-                    self.worker_id,
-                    lease_seconds=self.lease_seconds,
-                    done=done,
-                    total=total,
-                    info=info,
-                )
-            except queue.LeaseLost:
-                ctx.lease_lost.set()
-                return
+                ctx.renew_lease(self.lease_seconds)
             except Exception as err:  # noqa: BLE001 - database briefly unreachable: keep trying until the lease runs out
                 log.warning("heartbeat for job %s failed: %s", ctx.job_id, err)
                 wait = min(HEARTBEAT_RETRY_SECONDS, interval)  # not a third of the lease more: it may be the last
                 continue
-            if hb.cancel_requested:
-                ctx.cancelled.set()
+            if ctx.lease_lost.is_set():
+                return
 
 
 class Presence:

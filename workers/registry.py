@@ -139,6 +139,22 @@ class JobContext:
             raise JobCancelled(str(err)) from None
         self.completed = True
 
+    def renew_lease(self, lease_seconds: float) -> None:
+        """One heartbeat: renew the job's lease and write its progress; a cancellation asked for sets
+        `cancelled`, a job no longer ours `lease_lost`. A database error is the caller's to retry."""
+        from db import queue
+
+        done, total, info = self.snapshot()
+        try:
+            hb = queue.heartbeat(
+                self.engine, self.job_id, self.worker_id, lease_seconds=lease_seconds, done=done, total=total, info=info
+            )
+        except queue.LeaseLost:
+            self.lease_lost.set()
+            return
+        if hb.cancel_requested:
+            self.cancelled.set()
+
     def check_cancelled(self) -> None:
         if self.cancelled.is_set():
             raise JobCancelled(f"job {self.job_id} was cancelled")
