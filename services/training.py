@@ -210,18 +210,23 @@ def enqueue_train_jobs(
     *,
     created_by: int | None,
     payload: dict[str, Any] | None = None,
+    held_by: str | None = None,
 ) -> list[Job]:
-    """A `train` job per run (2 attempts), recorded on the run; `payload` adds to each job's payload."""
+    """A `train` job per run, recorded on the run: queued for the workers (2 attempts), or with `held_by` held
+    from the start by that process for its one attempt (in-process training, `create_runs_for`). `payload`
+    adds to each job's payload."""
     jobs = []
     for run in runs:
         job = queue.enqueue(
             session,
             "train",
-            {"run_id": run.id, "dataset": dataset_name, **(payload or {})},
+            {"run_id": run.id, "dataset": dataset_name, **({"in_process": True} if held_by else {}), **(payload or {})},
             dataset_id=dataset_id,
             created_by=created_by,
             progress_total=int((run.config or {}).get("epochs", 1)) if run.kind == "single" else 1,
-            max_attempts=2,
+            max_attempts=1 if held_by else 2,
+            held_by=held_by,
+            lease_seconds=get_settings().cli_job_lease_seconds if held_by else None,
         )
         run.job_id = job.id
         jobs.append(job)
@@ -356,21 +361,5 @@ def create_runs_for(
     runs = create_training_runs(
         session, dataset, default_config(overrides), seeds, name=name, created_by=created_by, classical=classical
     )
-    session.flush()
-    jobs = []
-    for run in runs:
-        job = queue.enqueue(
-            session,
-            "train",
-            {"run_id": run.id, "dataset": dataset.name, "in_process": True},
-            dataset_id=dataset.id,
-            created_by=created_by,
-            progress_total=int((run.config or {}).get("epochs", 1)) if run.kind == "single" else 1,
-            max_attempts=1,
-            held_by=held_by,
-            lease_seconds=get_settings().cli_job_lease_seconds,
-        )
-        run.job_id = job.id
-        jobs.append(job)
-    session.flush()
+    jobs = enqueue_train_jobs(session, dataset.id, dataset.name, runs, created_by=created_by, held_by=held_by)
     return runs, jobs
