@@ -47,6 +47,7 @@ def next_batch(
         raise ValidationFailed(f"sort must be one of {', '.join(SORTS)}; got {sort!r}", field="sort")
     if not 1 <= size <= MAX_BATCH:
         raise ValidationFailed(f"size must lie in [1, {MAX_BATCH}]; got {size}", field="size")
+    leases.take_claim_turn(session, dataset.id)
     now = utcnow()
     until = now + timedelta(minutes=dataset.lease_minutes)
     leases.purge(session, dataset.id, now)

@@ -248,3 +248,53 @@ def test_a_work_share_claimed_while_k_changes_does_not_deadlock(pg_settings, mon
     with session_scope(engine) as s:
         assert s.scalar(select(ReviewAssignment.id).limit(1)) is not None
         assert get_dataset(s, data.dataset).reviews_required == 3
+
+
+def test_a_work_share_claim_waits_for_the_one_under_way(pg_settings, monkeypatch) -> None:
+    """Locking the variants alone let two claims hand out the same ones (CI saw annotators share 5 of 19): a
+    claim whose statement began just before another's commit read that claim's leases as absent once its locks
+    were gone. Claims on a dataset now take turns, and each reads the leases of those before it."""
+    from sqlalchemy import select
+
+    from db import review_assignments as leases
+    from db.datasets import get_dataset
+    from db.models import User
+    from db.session import get_engine, session_scope
+    from services.review import queue_filter
+    from services.review_assignments import next_batch
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    data = seed_review_data(engine)
+    issue_token(engine, "bob")
+    issue_token(engine, "carol")
+    with session_scope(engine) as s:
+        get_dataset(s, data.dataset).distribute_work = True
+    leased, release = threading.Event(), threading.Event()
+    real_add = leases.add_leases
+
+    def add_and_hold(session, dataset_id, user_id, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real_add(session, dataset_id, user_id, *args, **kwargs)
+        if threading.current_thread().name == "bob":
+            leased.set()
+            release.wait(10)  # bob's leases are written, not yet committed
+
+    monkeypatch.setattr(leases, "add_leases", add_and_hold)
+    shares: dict[str, list[int]] = {}
+
+    def claim(name: str) -> None:
+        with session_scope(engine) as s:
+            user = s.scalars(select(User).where(User.name == name)).one()
+            shares[name] = [v.id for v in next_batch(s, data.dataset, user, queue_filter(), size=5)[0].items]
+
+    first = threading.Thread(target=claim, args=("bob",), name="bob")
+    first.start()
+    assert leased.wait(10)
+    second = threading.Thread(target=claim, args=("carol",), name="carol")
+    second.start()
+    second.join(1.0)
+    assert second.is_alive(), "carol's claim did not wait for bob's to commit"
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert len(shares["bob"]) == len(shares["carol"]) == 5
+    assert not set(shares["bob"]) & set(shares["carol"]), shares
