@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from core.inputs import InputModel
+
 
 def _nul_at(value: Any, path: str = "") -> str | None:
     """Where in a decoded JSON value a string (or a key) holds a NUL character: "" for the value itself, ".k" or
@@ -31,7 +33,7 @@ def _nul_at(value: Any, path: str = "") -> str | None:
     return None
 
 
-class RequestBody(BaseModel):
+class RequestBody(InputModel):
     """Every request body: an unknown key is a mistake to report, not to drop, no NaN or ±Infinity (Python's JSON
     reader accepts `NaN`, `Infinity` and `1e309`; a NaN compares false with every bound), and no NUL character in
     any string, however deep (no text in augloop may hold one, core.textnorm.text_problem; Postgres refuses it)."""

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError
+from core.inputs import InputModel
 from db.models import Dataset, Origin, ReviewStatus, Sample, User, utcnow
 from services.access import Need
 from services.variant_scoring import GENERATED_TEXT_SCORES, MODEL_SCORE_COLUMNS, TEXT_SCORE_COLUMNS
@@ -39,7 +40,7 @@ from workers.augment.catalog import METHODS
 SCORE_FEATURES = ("semantic_similarity", "similarity", "novelty", "length_ratio", "label_consistency", "label_flag")
 
 
-class AutoApprovalRequest(BaseModel):
+class AutoApprovalRequest(InputModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = True

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from core.errors import ValidationFailed
+from core.inputs import InputModel
 from db.datasets import locked_variant_settings
 from db.models import Dataset, User
 from services.access import Need
@@ -37,7 +38,7 @@ class VariantSettings(BaseModel):
     protected_terms_seeded_at: str | None = None
 
 
-class VariantSettingsUpdate(BaseModel):
+class VariantSettingsUpdate(InputModel):
     """What a lead may change directly (the auto-approval rule changes through its own endpoint)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)

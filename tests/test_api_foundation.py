@@ -331,6 +331,42 @@ def test_every_request_body_refuses_unknown_keys_and_nan(admin):
         assert r.status_code == 422 and r.json()["field"] == "max_consistency", (value, r.text)
 
 
+def test_a_flag_where_a_number_belongs_is_refused_naming_the_field(admin, engine):
+    """pydantic reads true as 1 where a number belongs: `"reviews_required": true` set k = 1 and
+    `"epochs": true` queued a one-epoch run, without a word. Each is refused, naming the field, and nothing is
+    stored; a flag where a flag belongs still works."""
+    from sqlalchemy import select
+
+    from db.models import Dataset, Job, TrainingRun
+    from db.session import session_scope
+
+    assert upload(admin).status_code == 201
+    assert admin.patch(f"{API}/datasets/psm", json={"reviews_required": 3}).status_code == 200
+    for method, path, body, field in (
+        ("patch", "/datasets/psm", {"reviews_required": True}, "reviews_required"),
+        ("patch", "/datasets/psm", {"lease_minutes": False}, "lease_minutes"),
+        ("post", "/training-runs", {"dataset": "psm", "config": {"epochs": True}}, "config.epochs"),
+        (
+            "post",
+            "/training-runs",
+            {"dataset": "psm", "config": {"task_weights": {"bias": True}}},
+            "config.task_weights",
+        ),
+        ("post", "/training-runs", {"dataset": "psm", "seeds": [1, True]}, "seeds"),
+        ("patch", "/datasets/psm/variant-settings", {"label_change_confidence": True}, "label_change_confidence"),
+        ("post", "/datasets/psm/assignments", {"size": True}, "size"),
+    ):
+        r = admin.request(method, f"{API}{path}", json=body)
+        assert r.status_code == 422 and r.json()["field"] == field, (path, body, r.text)
+        assert "not true" in r.json()["detail"] or "not false" in r.json()["detail"], r.text
+    with session_scope(engine) as s:
+        dataset = s.scalars(select(Dataset).where(Dataset.name == "psm")).one()
+        assert dataset.reviews_required == 3 and dataset.lease_minutes != 0
+        assert s.scalar(select(Job.id).where(Job.kind == "train")) is None and s.scalar(select(TrainingRun.id)) is None
+    r = admin.patch(f"{API}/datasets/psm", json={"distribute_work": True, "reviews_required": 2})
+    assert r.status_code == 200 and r.json()["reviews_required"] == 2
+
+
 def test_a_nul_character_anywhere_in_a_request_is_refused_naming_where(admin, engine):
     """No text in augloop may hold a NUL (Postgres refuses one in a text value): a note, a nested config value,
     a dict key, a query parameter or a path is refused with 422 naming where it is, and nothing is stored."""

@@ -125,6 +125,31 @@ def test_config_file_with_nan_is_refused(tmp_path: Path) -> None:
     assert err.value.field == "config.lr"
 
 
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"epochs": True}, "config.epochs"),
+        ({"lr": False}, "config.lr"),
+        ({"head_layers": True}, "config.head_layers"),
+        ({"task_weights": {"message": True}}, "config.task_weights"),
+        ({"class_label_smoothing": {"message": {"other": True}}}, "config.class_label_smoothing"),
+    ],
+)
+def test_config_refuses_a_flag_where_a_number_belongs(overrides: dict, field: str) -> None:
+    """bool is an int to pydantic's lax mode: `epochs: true` trained one epoch. Flags stay flags."""
+    with pytest.raises(TrainerError) as err:
+        TrainConfig.from_dict(overrides)
+    assert err.value.field == field and "not " in err.value.message
+    assert TrainConfig.from_dict({"oversample": True, "epochs": "5"}).epochs == 5
+
+
+def test_a_config_file_with_yes_for_a_number_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "yes.yaml").write_text("epochs: yes\n")  # YAML 1.1's true
+    with pytest.raises(TrainerError) as err:
+        TrainConfig.load(tmp_path / "yes.yaml")
+    assert err.value.field == "config.epochs"
+
+
 def test_config_yaml_round_trip_and_coercion(tmp_path: Path) -> None:
     c = TrainConfig.from_dict(
         {

@@ -22,7 +22,6 @@ from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     StrictBool,
@@ -31,13 +30,14 @@ from pydantic import (
     field_validator,
 )
 
+from core.inputs import InputModel
 from trainer.errors import TrainerError
 
 Name = Annotated[str, Field(min_length=1)]
 Smoothing = Annotated[float, Field(ge=0, le=0.5)]
 
 
-class ConfigModel(BaseModel):
+class ConfigModel(InputModel):
     """A configuration that comes from outside data through `from_dict`."""
 
     @classmethod
