@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from db.datasets import (
     list_datasets,
     parse_include,
 )
-from db.models import Dataset, Job, TrainingRun, User
+from db.models import OPEN_JOB_STATUSES, Dataset, Job, TrainingRun, User
 from db.session import delete_when_committed, discard_unless_committed, readonly_engine, session_scope
 from services.access import Need, check_dataset, visible_project_ids
 from services.exporting import ExportCount, check_format, export_job_parts, iter_export
@@ -142,6 +143,32 @@ def queue_import(session: Session, upload: BinaryIO, spec: ImportSpec, filename:
 
 def uploads_folder() -> Path:
     return get_settings().data_dir.resolve() / "imports"
+
+
+UPLOAD_GRACE_SECONDS = 3600
+
+
+def sweep_orphan_uploads(session: Session, grace_seconds: float = UPLOAD_GRACE_SECONDS) -> int:
+    """Delete the uploads no open import job names, left untouched for `grace_seconds`: what a server killed
+    while it stored an upload (or before its job committed), or a worker killed after an import's end committed
+    and before the file went, leaves behind (up to 16 GiB each). An upload still arriving is written to as it
+    arrives, and its job commits the moment it is complete: the grace keeps both. Returns how many went."""
+    folder = uploads_folder()
+    if not folder.is_dir():
+        return 0
+    open_jobs = session.scalars(select(Job.params).where(Job.kind == "import", Job.status.in_(OPEN_JOB_STATUSES)))
+    named = {upload.name for params in open_jobs if (upload := upload_of(params))}
+    cutoff = time.time() - grace_seconds
+    removed = 0
+    for path in folder.iterdir():
+        try:
+            if path.name in named or not path.is_file() or path.stat().st_mtime > cutoff:
+                continue
+            path.unlink()
+        except FileNotFoundError:  # another sweep, or the import's own end, took it first
+            continue
+        removed += 1
+    return removed
 
 
 def import_queued(

@@ -267,6 +267,30 @@ def test_an_import_jobs_upload_goes_with_its_commit_and_the_job_names_the_new_da
         assert job.dataset_id == s.scalar(select(Dataset.id).where(Dataset.name == "fresh"))
 
 
+def test_a_worker_deletes_the_uploads_no_open_import_names(admin, engine, tmp_path, settings) -> None:
+    """A server killed while it stores an upload, or before its job commits, leaves a file (up to 16 GiB) that
+    nothing else deletes. A worker that runs imports deletes such files, once untouched for an hour, when it
+    starts (and hourly); an upload a queued import names is kept however old, and one still arriving is kept."""
+    import os
+
+    from workers.main import Worker
+
+    imports = settings.data_dir / "imports"
+    data = write_csv(tmp_path / "f.csv", 30).read_bytes()
+    r = admin.post("/api/v1/datasets/later/imports", data={"task": "bias"}, files={"file": ("f.csv", data)})
+    assert r.status_code == 202, r.text
+    [named] = list(imports.iterdir())
+    hours_ago = time.time() - 2 * 3600
+    orphan, arriving = imports / "0c0ffee0.csv", imports / "0decaf00.csv"
+    orphan.write_bytes(b"id,text\n1,half an upl")
+    arriving.write_bytes(b"id,text\n1,still arriv")
+    for path in (named, orphan):
+        os.utime(path, (hours_ago, hours_ago))
+    Worker(engine, kinds=["import"], poll_seconds=0.05).run(burst=True)
+    assert admin.get(f"/api/v1/jobs/{r.json()['id']}").json()["status"] == "succeeded"  # its upload was kept
+    assert sorted(p.name for p in imports.iterdir()) == [arriving.name]
+
+
 def test_an_import_job_that_ends_without_succeeding_leaves_no_upload(admin, engine, tmp_path, settings, monkeypatch):
     """Cancelled before it ran, cancelled while it runs, or failed on its last attempt: no upload stays behind
     (each may be gigabytes); while attempts are left, the upload waits for the retry."""

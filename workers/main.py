@@ -25,6 +25,7 @@ from db import queue, worker_presence
 from db.models import Job, JobStatus, utcnow
 from db.session import session_scope
 from services import jobs as _job_hooks  # noqa: F401 - the queue's end hooks (a lost train job ends its run)
+from services.datasets import UPLOAD_GRACE_SECONDS, sweep_orphan_uploads
 from workers.registry import (
     JobCancelled,
     JobContext,
@@ -76,6 +77,7 @@ class Worker:
         self.poll_seconds = poll_seconds if poll_seconds is not None else settings.worker_poll_seconds
         self.stop_requested = threading.Event()
         self.stats = WorkerStats()
+        self._next_upload_sweep = 0.0  # monotonic time; 0: at the first turn of the loop
 
     def install_signal_handlers(self) -> None:
         def on_signal(signum, _frame):  # type: ignore[no-untyped-def]
@@ -101,6 +103,7 @@ class Worker:
 
     def _loop(self, burst: bool, max_jobs: int | None) -> WorkerStats:
         while not self.stop_requested.is_set():
+            self._sweep_uploads_when_due()
             try:
                 job = queue.claim(self.engine, self.worker_id, self.kinds, self.lease_seconds)
             except DBAPIError as err:  # database restarting or unreachable: wait and reconnect
@@ -120,6 +123,20 @@ class Worker:
             if max_jobs is not None and len(self.stats.job_ids) >= max_jobs:
                 break
         return self.stats
+
+    def _sweep_uploads_when_due(self) -> None:
+        """A worker that runs imports deletes the orphan uploads when it starts, then once an hour."""
+        if "import" not in self.kinds or time.monotonic() < self._next_upload_sweep:
+            return
+        self._next_upload_sweep = time.monotonic() + UPLOAD_GRACE_SECONDS
+        try:
+            with session_scope(self.engine) as session:
+                removed = sweep_orphan_uploads(session)
+        except Exception:  # the sweep is housekeeping: a failure is logged, the jobs go on
+            log.exception("sweeping orphan uploads failed")
+            return
+        if removed:
+            log.info("deleted %d orphan upload(s) no open import job names", removed)
 
     def _jobs_pending_soon(self) -> bool:
         """In burst mode, wait for retries that are due within a few seconds rather than exiting early."""
