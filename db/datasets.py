@@ -6,11 +6,12 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import delete, exists, func, or_, select, text
+from sqlalchemy import delete, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from core.errors import NotFoundError, ValidationFailed
 from db.chunks import chunked
+from db.locks import REVIEW_RULE, hold_until_commit
 from db.models import Dataset, Origin, ReviewStatus, Sample, SampleLabel
 
 INCLUDE_CHOICES = {"original", "approved", "pending", "rejected"}
@@ -32,31 +33,26 @@ def lock_dataset(session: Session, dataset_id: int) -> bool:
     return found.first() is not None
 
 
-# The namespace of the advisory locks that make a dataset's decisions and a change of its reviews_required take
-# turns (Postgres; the second key is the dataset's id). Advisory, not the dataset's row: a row lock FOR UPDATE
-# would also wait for every insert pointing at the dataset (their foreign keys take a key-share lock), and a
-# work-share claim that locks variants and then inserts its leases would deadlock with a re-evaluation.
-REVIEW_RULE_LOCK = 0x61756772  # "augr"
-
-
 def reviews_required_now(session: Session, dataset_id: int) -> int:
     """The dataset's reviews_required as last committed, after taking the shared form of the dataset's review
     rule lock until the transaction ends: a decision that counts votes under k and a change of k
     (`hold_for_a_new_rule`) take turns, so neither stores a status under a rule the other replaced. Decisions
     share the lock: they do not wait for each other. SQLite has one writer at a time anyway."""
-    return _reviews_required_under(session, dataset_id, "pg_advisory_xact_lock_shared")
+    return _reviews_required_under(session, dataset_id, shared=True)
 
 
 def hold_for_a_new_rule(session: Session, dataset_id: int) -> int:
     """Take the dataset's review rule lock exclusively until the transaction ends: waits for the decisions under
     way (`reviews_required_now`) to end and holds up those that start. Returns reviews_required as last committed,
     read once the lock is held."""
-    return _reviews_required_under(session, dataset_id, "pg_advisory_xact_lock")
+    return _reviews_required_under(session, dataset_id, shared=False)
 
 
-def _reviews_required_under(session: Session, dataset_id: int, lock: str) -> int:
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text(f"SELECT {lock}(:ns, :id)"), {"ns": REVIEW_RULE_LOCK, "id": dataset_id})
+def _reviews_required_under(session: Session, dataset_id: int, *, shared: bool) -> int:
+    # Advisory, not the dataset's row: a row lock FOR UPDATE would also wait for every insert pointing at the
+    # dataset (their foreign keys take a key-share lock), and a work-share claim that locks variants and then
+    # inserts its leases would deadlock with a re-evaluation.
+    hold_until_commit(session, REVIEW_RULE, dataset_id, shared=shared)
     return session.execute(select(Dataset.reviews_required).where(Dataset.id == dataset_id)).scalar_one()
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
+from db.locks import PROJECT_QUOTA, hold_until_commit
 from db.models import OPEN_JOB_STATUSES, Dataset, Job, Project, ProjectMember, User
 from db.session import affected_rows
 
@@ -71,6 +72,13 @@ def remove_member(session: Session, project_id: int, user_id: int) -> int:
         )
         or 0
     )
+
+
+def take_quota_turn(session: Session, project_id: int) -> None:
+    """Wait for the project's other quota checks to end, and hold up those that start, until the transaction
+    ends: two requests that each queue their jobs and then count the project's jobs in flight would each miss
+    the other's (uncommitted) jobs, and both pass a cap that only one of them fits under."""
+    hold_until_commit(session, PROJECT_QUOTA, project_id)
 
 
 def jobs_in_flight(

@@ -6,16 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, text, update
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from db.locks import REVIEW_CLAIM, hold_until_commit
 from db.models import ReviewAssignment, Sample
 from db.review_access import standing_vote
 from db.session import affected_rows
-
-# The namespace of the advisory locks under which a dataset's work-share claims take turns (Postgres; the second
-# key is the dataset's id).
-CLAIM_LOCK = 0x6175676C  # "augl"
 
 
 def take_claim_turn(session: Session, dataset_id: int) -> None:
@@ -24,8 +21,7 @@ def take_claim_turn(session: Session, dataset_id: int) -> None:
     before another's commit reads that claim's leases as absent once its locks are gone, and hands the same
     variants out again. Under the lock, each claim's statements read the leases every earlier claim committed.
     SQLite has one writer at a time anyway."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:ns, :id)"), {"ns": CLAIM_LOCK, "id": dataset_id})
+    hold_until_commit(session, REVIEW_CLAIM, dataset_id)
 
 
 def purge(session: Session, dataset_id: int, now: datetime) -> int:

@@ -48,7 +48,7 @@ from db.models import (
     Split,
     User,
 )
-from db.projects import jobs_in_flight
+from db.projects import jobs_in_flight, take_quota_turn
 from services import leak_guard
 from services.access import Need, is_admin
 from services.protected_terms import ensure_seeded
@@ -411,6 +411,7 @@ def check_augment_capacity(session: Session, dataset: Dataset, user: User | None
     if is_admin(user):
         return
     cap = get_settings().max_augment_candidates_per_project
+    take_quota_turn(session, dataset.project_id)  # the sum then includes what a request at once committed
     owed = jobs_in_flight(session, dataset.project_id, [JOB_KIND], "work_left")
     if owed > cap:
         raise QuotaExceeded(

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from core.errors import QuotaExceeded, ValidationFailed
 from core.settings import get_settings
 from db.models import Dataset, User
-from db.projects import jobs_in_flight
+from db.projects import jobs_in_flight, take_quota_turn
 from services.access import is_admin
 from trainer.config import TrainConfig
 
@@ -100,6 +100,7 @@ def check_capacity(session: Session, dataset: Dataset, user: User | None) -> Non
     if is_admin(user):
         return
     cap = get_settings().max_training_jobs_per_project
+    take_quota_turn(session, dataset.project_id)  # the count then includes what a request at once committed
     in_flight = jobs_in_flight(session, dataset.project_id, TRAINING_KINDS, "jobs")
     if in_flight > cap:
         raise QuotaExceeded(

@@ -1,0 +1,111 @@
+"""A project's quotas on Postgres, where two requests truly run at once: each request queues its jobs, then
+counts the project's jobs in flight. Without taking turns, each missed the other's uncommitted jobs and both
+passed a cap only one of them fitted under."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.review_fixtures import issue_token, seed_review_data
+
+pytestmark = pytest.mark.postgres
+
+
+def race(monkeypatch, module: Any, request: Callable[[], Any]) -> tuple[Any, Any]:
+    """Request `first` holds after its count until `second` has started; what each request returned or raised."""
+    counted, release = threading.Event(), threading.Event()
+    real = module.jobs_in_flight
+
+    def count_then_hold(*args, **kwargs):  # type: ignore[no-untyped-def]
+        found = real(*args, **kwargs)
+        if threading.current_thread().name == "first":
+            counted.set()
+            release.wait(10)
+        return found
+
+    monkeypatch.setattr(module, "jobs_in_flight", count_then_hold)
+    outcome: dict[str, Any] = {}
+
+    def run(name: str) -> None:
+        try:
+            outcome[name] = request()
+        except Exception as err:  # noqa: BLE001 (reported to the test)
+            outcome[name] = err
+
+    first = threading.Thread(target=run, args=("first",), name="first")
+    first.start()
+    assert counted.wait(10)
+    second = threading.Thread(target=run, args=("second",), name="second")
+    second.start()
+    second.join(1.0)
+    release.set()
+    first.join(20)
+    second.join(20)
+    return outcome["first"], outcome["second"]
+
+
+def test_two_training_requests_at_once_stay_within_the_projects_cap(pg_settings, monkeypatch) -> None:
+    from sqlalchemy import func, select
+
+    import services.compute_bounds as bounds
+    from core.errors import QuotaExceeded
+    from core.settings import get_settings
+    from db.models import Job, User
+    from db.session import get_engine, session_scope
+    from services.training import start_training
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    data = seed_review_data(engine)
+    issue_token(engine, "lee", project_role="lead")
+    monkeypatch.setenv("AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT", "3")
+    get_settings.cache_clear()
+
+    def two_seeds() -> int:
+        with session_scope(engine) as s:
+            lee = s.scalars(select(User).where(User.name == "lee")).one()
+            runs, _jobs = start_training(s, data.dataset, {"lr_search": "off"}, [1, 2], user=lee)
+            return len(runs)
+
+    first, second = race(monkeypatch, bounds, two_seeds)
+    get_settings.cache_clear()
+    assert first == 2, first
+    assert isinstance(second, QuotaExceeded), f"both requests passed a cap of 3 jobs: {second!r}"
+    assert second.extra == {"in_flight": 4, "limit": 3}
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Job).where(Job.kind == "train")) == 2
+
+
+def test_two_augment_requests_at_once_stay_within_the_projects_cap(pg_settings, monkeypatch) -> None:
+    from sqlalchemy import func, select
+
+    import services.augmentation as augmentation
+    from core.errors import QuotaExceeded
+    from core.settings import get_settings
+    from db.models import Job, User
+    from db.session import get_engine, session_scope
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    data, other = seed_review_data(engine), seed_review_data(engine, name="rev2")  # one project's two datasets
+    issue_token(engine, "lee", project_role="lead")
+    owed = len(data.sources) * 3
+    monkeypatch.setenv("AUGLOOP_MAX_AUGMENT_CANDIDATES_PER_PROJECT", str(owed + owed // 2))
+    get_settings.cache_clear()
+
+    def ask() -> int:  # the first on one dataset, the second on the other (one dataset's requests take turns)
+        on = data if threading.current_thread().name == "first" else other
+        with session_scope(engine) as s:
+            lee = s.scalars(select(User).where(User.name == "lee")).one()
+            request = augmentation.AugmentRequest(methods=["wordnet"], n_per_text=3, sample_ids=on.sources)
+            return augmentation.request_variants(s, on.dataset, request, get_settings(), lee).id
+
+    first, second = race(monkeypatch, augmentation, ask)
+    get_settings.cache_clear()
+    assert isinstance(first, int), first
+    assert isinstance(second, QuotaExceeded), f"both requests passed the cap: {second!r}"
+    assert second.extra["in_flight"] == 2 * owed
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Job).where(Job.kind == "augment")) == 1
