@@ -33,7 +33,7 @@ from core.inputs import InputModel
 from db.models import Dataset, Origin, ReviewStatus, Sample, User, utcnow
 from services.access import Need
 from services.variant_scoring import GENERATED_TEXT_SCORES, MODEL_SCORE_COLUMNS, TEXT_SCORE_COLUMNS
-from services.variant_settings import locked_settings, store, variant_settings
+from services.variant_settings import VariantSettings, locked_settings, store, variant_settings
 from workers.augment.base import derive_seed
 from workers.augment.catalog import METHODS
 
@@ -303,7 +303,12 @@ def configure(session: Session, dataset: Dataset, request: AutoApprovalRequest, 
 
 
 def active_rule(dataset: Dataset) -> dict[str, Any] | None:
-    rule = variant_settings(dataset).auto_approval
+    return rule_in(variant_settings(dataset))
+
+
+def rule_in(settings: VariantSettings) -> dict[str, Any] | None:
+    """The auto-approval rule the settings switch on, if any."""
+    rule = settings.auto_approval
     return rule if rule and rule.get("enabled") else None
 
 

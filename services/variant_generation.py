@@ -47,7 +47,7 @@ from services import auto_approval
 from services.augmentation import load_sources
 from services.protected_terms import protected_for
 from services.variant_scoring import LabelModel, label_model_for
-from services.variant_settings import AUTO_REJECT_REASON, VariantSettings, variant_settings
+from services.variant_settings import AUTO_REJECT_REASON, VariantSettings, locked_settings, variant_settings
 from workers.augment.base import SourceHints
 from workers.augment.catalog import validate_request
 from workers.augment.filters import CandidateFilter
@@ -79,7 +79,6 @@ class JobInputs:
     hints: dict[str, Any]
     settings: VariantSettings
     label_model: LabelModel | None
-    rule: dict[str, Any] | None
 
 
 def _read_phase(engine: Engine, dataset_name: str, items: list[dict[str, int]]) -> JobInputs:
@@ -97,7 +96,6 @@ def _read_phase(engine: Engine, dataset_name: str, items: list[dict[str, int]]) 
             },
             settings=settings,
             label_model=label_model_for(session, dataset, settings.label_model_id),
-            rule=auto_approval.active_rule(dataset),
         )
 
 
@@ -250,10 +248,16 @@ def generate_variants(
             progress(method=method)
         per_method[method] = {"generated": generated, "kept": len(kept) - kept_before}
 
-    automatic = _score_labels(inputs, kept, kept_labels, progress)
-    automatic += _auto_approve(inputs, kept, {id(d.variant) for d in automatic})
+    rejections = _score_labels(inputs, kept, kept_labels, progress)
 
     with session_scope(engine) as session:
+        # The rules in force now decide, not those read when the job began (minutes or hours ago): a lead who
+        # switched auto-approval or auto-rejection off meanwhile sees no variant decided by it. The dataset's
+        # row is held until this commits, so a change of the rules waits for it or comes first.
+        now = locked_settings(session, dataset)
+        automatic = _rejections_in_force(rejections, inputs.settings, now)
+        rule = auto_approval.rule_in(now)
+        automatic += _auto_approve(rule, kept, {id(d.variant) for d in automatic})
         ids, raced = insert_variants(session, dataset.id, job_id, kept, created_by)
         outcomes = _record_automatic(session, dataset.id, job_id, automatic)
         dropped = candidate_filter.counts()
@@ -276,7 +280,7 @@ def generate_variants(
             "label_model_id": inputs.label_model.id if inputs.label_model else None,
             "flagged": sum(1 for v in kept if v.label_flag),
             "automatic": outcomes,
-            "auto_approval_rule": inputs.rule.get("version") if inputs.rule else None,
+            "auto_approval_rule": rule.get("version") if rule else None,
         }
         report(done=done, total=total, kept=len(ids), dropped=result["dropped"])
         finish(session, result)
@@ -327,8 +331,20 @@ def _score_labels(
     return rejected
 
 
-def _auto_approve(inputs: JobInputs, kept: list[NewVariant], decided: set[int]) -> list[_Pending]:
-    if inputs.rule is None:
+def _rejections_in_force(rejected: list[_Pending], used: VariantSettings, now: VariantSettings) -> list[_Pending]:
+    """The label model's rejections, if the dataset still sends confident label changes to rejection, with the
+    same label model and at no higher a confidence than they were scored at; else people decide."""
+    if (
+        not now.auto_reject_label_changed
+        or now.label_model_id != used.label_model_id
+        or now.label_change_confidence > used.label_change_confidence
+    ):
+        return []
+    return rejected
+
+
+def _auto_approve(rule: dict[str, Any] | None, kept: list[NewVariant], decided: set[int]) -> list[_Pending]:
+    if rule is None:
         return []
     open_ = [v for v in kept if id(v) not in decided]
     features = [
@@ -343,8 +359,8 @@ def _auto_approve(inputs: JobInputs, kept: list[NewVariant], decided: set[int]) 
         )
         for v in open_
     ]
-    verdicts = auto_approval.decide(inputs.rule, features, [v.content_hash for v in open_])
-    note = auto_approval.approval_note(inputs.rule)
+    verdicts = auto_approval.decide(rule, features, [v.content_hash for v in open_])
+    note = auto_approval.approval_note(rule)
     return [
         _Pending(v, verdict, None, note if verdict == "approved" else None)
         for v, verdict in zip(open_, verdicts, strict=True)

@@ -114,7 +114,9 @@ def _reviewed_variants(engine, n: int, seed: int = 0) -> None:  # type: ignore[n
             )
 
 
-def test_switching_on_applying_auditing_and_measuring_agreement(lead, annotator, admin, engine, mini_dataset) -> None:
+def test_switching_on_applying_auditing_and_measuring_agreement(
+    lead, annotator, admin, engine, mini_dataset, monkeypatch
+) -> None:
     from sqlalchemy import select
 
     from db.models import Review, Sample
@@ -216,3 +218,27 @@ def test_switching_on_applying_auditing_and_measuring_agreement(lead, annotator,
     # Switched off: the rule is kept for the record, nothing more is applied.
     assert admin.put("/api/v1/datasets/mini/auto-approval", json={"enabled": False}).json()["enabled"] is False
     assert admin.post("/api/v1/datasets/mini/auto-approval/apply").status_code == 409
+
+    # Switched off while a job runs (it read the rule on when it began): the job stores its variants for people.
+    assert admin.put("/api/v1/datasets/mini/auto-approval", json={"enabled": True}).json()["enabled"] is True
+    import services.variant_generation as generation
+
+    real_score_labels = generation._score_labels
+
+    def switched_off_meanwhile(*args, **kwargs):  # type: ignore[no-untyped-def]
+        assert admin.put("/api/v1/datasets/mini/auto-approval", json={"enabled": False}).status_code == 200
+        return real_score_labels(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "_score_labels", switched_off_meanwhile)
+    r = lead.post(
+        "/api/v1/augment",
+        json={"dataset": "mini", "methods": ["wordnet"], "sample_ids": train_ids(engine, "mini", limit=30), "seed": 7},
+    )
+    run_worker(engine)
+    job = lead.get(f"/api/v1/jobs/{r.json()['id']}").json()
+    assert job["status"] == "succeeded", job["last_error"]
+    assert job["result"]["kept"] > 0 and job["result"]["auto_approval_rule"] is None
+    assert job["result"]["automatic"] == {"approved": 0, "audit": 0, "rejected": 0}
+    with session_scope(engine) as s:
+        made = s.scalars(select(Sample).where(Sample.job_id == r.json()["id"])).all()
+        assert made and all(v.auto_decision is None and v.review_status == "pending" for v in made)

@@ -166,7 +166,7 @@ def _train_run(lead, engine, encoder: str) -> int:  # type: ignore[no-untyped-de
 
 
 def test_a_finished_model_scores_new_variants_and_may_reject_confident_label_changes(
-    lead, annotator, admin, engine, mini_dataset, tiny_mlm_dir
+    lead, annotator, admin, engine, mini_dataset, tiny_mlm_dir, monkeypatch
 ) -> None:
     from sqlalchemy import select
 
@@ -232,6 +232,25 @@ def test_a_finished_model_scores_new_variants_and_may_reject_confident_label_cha
     current = family["sample"]["version"]
     r = lead.post(f"/api/v1/samples/{one}/decision", json={"decision": "approve", "version": current})
     assert r.status_code == 200 and r.json()["review_status"] == "approved" and r.json()["review_count"] == 1
+
+    # Switched off while a job runs (it read the setting on when it began): no variant of it is rejected.
+    import services.variant_generation as generation
+
+    real_score_labels = generation._score_labels
+
+    def switched_off_meanwhile(*args, **kwargs):  # type: ignore[no-untyped-def]
+        off = admin.patch("/api/v1/datasets/mini/variant-settings", json={"auto_reject_label_changed": False})
+        assert off.status_code == 200, off.text
+        return real_score_labels(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "_score_labels", switched_off_meanwhile)
+    job = _job(
+        lead,
+        engine,
+        {"sample_ids": train_ids(engine, "mini", limit=40), "methods": ["wordnet"], "n_per_text": 2, "seed": 9},
+    )
+    assert job["status"] == "succeeded", job["last_error"]
+    assert job["result"]["flagged"] > 0 and job["result"]["automatic"]["rejected"] == 0, job["result"]
 
 
 def test_the_reviewer_auto_cannot_hold_a_token(admin) -> None:
