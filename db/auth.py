@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, NotFoundError, ValidationFailed
@@ -57,10 +58,16 @@ def automatic_reviewer(session: Session) -> User:
     """The user that signs automatic decisions (role `system`: no token can be issued for it)."""
     user = session.scalar(select(User).where(User.name == AUTO_REVIEWER))
     if user is None:
-        user = User(name=AUTO_REVIEWER, role=Role.system.value)
-        session.add(user)
-        session.flush()
-    elif user.role != Role.system:
+        # Two jobs' first automatic decisions at once: the second insert waits for the first and does nothing
+        # (before, its unique-name violation failed the job's attempt, and the retry generated everything again).
+        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        session.execute(
+            insert(User)
+            .values(name=AUTO_REVIEWER, role=Role.system.value)
+            .on_conflict_do_nothing(index_elements=[User.name])
+        )
+        user = session.scalars(select(User).where(User.name == AUTO_REVIEWER)).one()
+    if user.role != Role.system:
         raise ConflictError(
             f"a {user.role} named {AUTO_REVIEWER!r} exists; automatic decisions are signed by that name: "
             "revoke that user's tokens and rename it",

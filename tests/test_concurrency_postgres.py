@@ -1,6 +1,6 @@
-"""A project's quotas on Postgres, where two requests truly run at once: each request queues its jobs, then
-counts the project's jobs in flight. Without taking turns, each missed the other's uncommitted jobs and both
-passed a cap only one of them fitted under."""
+"""Work at once on Postgres, where transactions truly run side by side under READ COMMITTED: each statement
+reads what was committed when it began, so a transaction that reads, then writes by what it read, misses what
+a concurrent one has not committed yet. (SQLite has one writer at a time.)"""
 
 from __future__ import annotations
 
@@ -49,6 +49,8 @@ def race(monkeypatch, module: Any, request: Callable[[], Any]) -> tuple[Any, Any
 
 
 def test_two_training_requests_at_once_stay_within_the_projects_cap(pg_settings, monkeypatch) -> None:
+    """Each request queues its jobs, then counts the project's jobs in flight: without taking turns each missed
+    the other's and both passed a cap only one of them fitted under."""
     from sqlalchemy import func, select
 
     import services.compute_bounds as bounds
@@ -109,3 +111,35 @@ def test_two_augment_requests_at_once_stay_within_the_projects_cap(pg_settings, 
     assert second.extra["in_flight"] == 2 * owed
     with session_scope(engine) as s:
         assert s.scalar(select(func.count()).select_from(Job).where(Job.kind == "augment")) == 1
+
+
+def test_two_jobs_first_automatic_decisions_at_once_share_the_reviewer_auto(pg_settings) -> None:
+    """The user `auto` is made by the first automatic decision. Two at once: the second's insert of the same
+    name failed its job's attempt (a unique violation), and the retry generated every variant again."""
+    from db.auth import automatic_reviewer
+    from db.session import get_engine, session_scope
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    made, release = threading.Event(), threading.Event()
+    ids: dict[str, Any] = {}
+
+    def sign(name: str) -> None:
+        try:
+            with session_scope(engine) as s:
+                ids[name] = automatic_reviewer(s).id
+                if name == "first":
+                    made.set()
+                    release.wait(10)  # made, not yet committed
+        except Exception as err:  # noqa: BLE001 (reported to the test)
+            ids[name] = err
+
+    first = threading.Thread(target=sign, args=("first",))
+    first.start()
+    assert made.wait(10)
+    second = threading.Thread(target=sign, args=("second",))
+    second.start()
+    second.join(1.0)
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert isinstance(ids["second"], int) and ids["second"] == ids["first"], ids
