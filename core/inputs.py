@@ -2,19 +2,23 @@
 a lead changes): what each of them refuses, whatever its fields.
 
 pydantic's lax mode reads `true` as 1 for an int and as 1.0 for a float (bool is a subclass of int), so
-`"epochs": true` trained one epoch and `"label_change_confidence": true` set a confidence of 1.0 without a word.
-A flag where a number belongs is a client's mistake: it is refused, naming the field. Numbers written as strings
-("5", "1e-5") are still read as numbers: YAML 1.1 reads `1e-5` (no dot) as a string, and trainer configurations
-come from YAML files.
+`"epochs": true` trained one epoch and `"reviews_required": true` set k = 1 without a word. A flag where a number
+belongs is a client's mistake: it is refused, naming the field. Numbers written as strings ("5", "1e-5") are
+still read as numbers: YAML 1.1 reads `1e-5` (no dot) as a string, and trainer configurations come from YAML
+files.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import types
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
+
+_SEQUENCES = (list, set, frozenset, collections.abc.Sequence, collections.abc.Set, collections.abc.Collection)
+_MAPPINGS = (dict, collections.abc.Mapping)
 
 
 def _members(annotation: Any) -> list[Any]:
@@ -27,30 +31,44 @@ def _members(annotation: Any) -> list[Any]:
     return [annotation]
 
 
+def _a_number_only(members: list[Any]) -> bool:
+    return bool not in members and any(m in (int, float) for m in members)
+
+
 def _flag_for_a_number(value: Any, annotation: Any) -> bool | None:
-    """The flag found where the annotation takes a number and no flag (also as a list's item or a mapping's
-    value), else None."""
+    """The flag found where the annotation takes a number and no flag (also inside a list, a tuple or a
+    mapping's values, at any depth), else None."""
     members = _members(annotation)
     if isinstance(value, bool):
-        return value if bool not in members and any(m in (int, float) for m in members) else None
-    if isinstance(value, list | tuple | dict):
-        containers = (dict,) if isinstance(value, dict) else (list, tuple, set, frozenset)
-        item_types = [
-            arg
-            for m in members
-            if get_origin(m) in containers
-            for arg in (get_args(m)[-1:] if isinstance(value, dict) else get_args(m))
-            if arg is not Ellipsis
-        ]
-        for item in value.values() if isinstance(value, dict) else value:
-            for item_type in item_types:
-                if (found := _flag_for_a_number(item, item_type)) is not None:
-                    return found
+        return value if _a_number_only(members) else None
+    if not isinstance(value, list | tuple | set | frozenset | dict):
+        return None
+    for member in members:
+        origin, args = get_origin(member), [a for a in get_args(member) if a is not Ellipsis]
+        if not args:
+            continue
+        if isinstance(value, dict):
+            if origin not in _MAPPINGS:
+                continue
+            pairs = [(item, args[-1]) for item in value.values()]
+        elif origin is tuple and Ellipsis not in get_args(member):  # tuple[int, bool]: by position
+            pairs = list(zip(value, args, strict=False))
+        elif origin is tuple or origin in _SEQUENCES:
+            item_members = _members(args[0])
+            if _a_number_only(item_members):  # the common case (ids, seeds): one scan
+                return next((item for item in value if isinstance(item, bool)), None)
+            pairs = [(item, args[0]) for item in value]
+        else:
+            continue
+        for item, item_type in pairs:
+            if (found := _flag_for_a_number(item, item_type)) is not None:
+                return found
     return None
 
 
 class InputModel(BaseModel):
-    """Refuses true/false where a field takes a number and not a flag (alone, in a list or as a mapping's value)."""
+    """Refuses true/false where a field takes a number and not a flag (alone, or inside lists, tuples and
+    mappings)."""
 
     @field_validator("*", mode="before")
     @classmethod
