@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +31,8 @@ from db.session import delete_when_committed, discard_unless_committed, readonly
 from services.access import Need, check_dataset, visible_project_ids
 from services.exporting import ExportCount, check_format, export_job_parts, iter_export
 from services.importing import FinishFn, ImportResult, ImportSpec, import_path, import_stream
+
+log = logging.getLogger("augloop.datasets")
 
 
 def dataset_named(
@@ -148,24 +150,36 @@ def uploads_folder() -> Path:
 UPLOAD_GRACE_SECONDS = 3600
 
 
-def sweep_orphan_uploads(session: Session, grace_seconds: float = UPLOAD_GRACE_SECONDS) -> int:
+def sweep_orphan_uploads(engine: Engine, grace_seconds: float = UPLOAD_GRACE_SECONDS) -> int:
     """Delete the uploads no open import job names, left untouched for `grace_seconds`: what a server killed
     while it stored an upload (or before its job committed), or a worker killed after an import's end committed
     and before the file went, leaves behind (up to 16 GiB each). An upload still arriving is written to as it
-    arrives, and its job commits the moment it is complete: the grace keeps both. Returns how many went."""
+    arrives, and its job commits the moment it is complete: the grace keeps both. "Untouched" is read on the
+    file system's clock (a probe file's time), never this host's: a data directory shared by several hosts has
+    its server's clock. Returns how many went."""
     folder = uploads_folder()
     if not folder.is_dir():
         return 0
-    open_jobs = session.scalars(select(Job.params).where(Job.kind == "import", Job.status.in_(OPEN_JOB_STATUSES)))
-    named = {upload.name for params in open_jobs if (upload := upload_of(params))}
-    cutoff = time.time() - grace_seconds
+    with Session(bind=readonly_engine(engine)) as session, session.begin():  # no write lock while files go
+        open_jobs = session.scalars(select(Job.params).where(Job.kind == "import", Job.status.in_(OPEN_JOB_STATUSES)))
+        named = {upload.name for params in open_jobs if (upload := upload_of(params))}
+    probe = folder / f".clock-{uuid.uuid4().hex}"
+    probe.touch()
+    try:
+        cutoff = probe.stat().st_mtime - grace_seconds
+    finally:
+        probe.unlink(missing_ok=True)
     removed = 0
     for path in folder.iterdir():
         try:
-            if path.name in named or not path.is_file() or path.stat().st_mtime > cutoff:
+            if path.name in named or path.name.startswith(".clock-") or not path.is_file():
+                continue
+            if path.stat().st_mtime > cutoff:
                 continue
             path.unlink()
-        except FileNotFoundError:  # another sweep, or the import's own end, took it first
+        except OSError as err:  # gone meanwhile (another sweep, the import's own end), or not ours to delete
+            if not isinstance(err, FileNotFoundError):
+                log.warning("could not delete the orphan upload %s: %s", path.name, err)
             continue
         removed += 1
     return removed

@@ -130,8 +130,7 @@ class Worker:
             return
         self._next_upload_sweep = time.monotonic() + UPLOAD_GRACE_SECONDS
         try:
-            with session_scope(self.engine) as session:
-                removed = sweep_orphan_uploads(session)
+            removed = sweep_orphan_uploads(self.engine)
         except Exception:  # the sweep is housekeeping: a failure is logged, the jobs go on
             log.exception("sweeping orphan uploads failed")
             return
