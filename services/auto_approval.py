@@ -334,7 +334,7 @@ def apply_to_pending(session: Session, dataset: Dataset) -> dict[str, int]:
     from db.augmentation import AutomaticDecision, record_automatic_decisions
     from db.auth import automatic_reviewer
 
-    rule = active_rule(dataset)
+    rule = rule_in(locked_settings(session, dataset))  # as last committed, held: a switch-off waits for this
     if rule is None:
         raise ConflictError("auto-approval is off for this dataset; switch it on first", field="enabled")
     rows = session.scalars(

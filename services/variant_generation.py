@@ -251,14 +251,16 @@ def generate_variants(
     rejections = _score_labels(inputs, kept, kept_labels, progress)
 
     with session_scope(engine) as session:
+        ids, raced = insert_variants(session, dataset.id, job_id, kept, created_by)
         # The rules in force now decide, not those read when the job began (minutes or hours ago): a lead who
         # switched auto-approval or auto-rejection off meanwhile sees no variant decided by it. The dataset's
-        # row is held until this commits, so a change of the rules waits for it or comes first.
+        # row is held from here until this commits (after the inserts: a change of reviews_required, which
+        # holds up every decision while it waits for the row, does not wait for them), so a change of the
+        # rules waits for these decisions or comes first.
         now = locked_settings(session, dataset)
         automatic = _rejections_in_force(rejections, inputs.settings, now)
         rule = auto_approval.rule_in(now)
         automatic += _auto_approve(rule, kept, {id(d.variant) for d in automatic})
-        ids, raced = insert_variants(session, dataset.id, job_id, kept, created_by)
         outcomes = _record_automatic(session, dataset.id, job_id, automatic)
         dropped = candidate_filter.counts()
         # Stored meanwhile (another job, a concurrent commit): the unique index skipped them, a duplicate like any.
