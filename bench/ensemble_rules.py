@@ -1,0 +1,182 @@
+"""Which way of combining an ensemble's members does val support? An offline comparison on the probabilities the
+quality study stored (`bench/results/quality_loop_members.json.gz`: every run's val and test probabilities), in
+seconds, without training anything.
+
+Each rule is fitted on one half of val and scored on the other (overall macro-F1, the mean over tasks), over
+repeated random 2-fold splits of val: the rule to keep is chosen on val only. Test is printed beside it for the
+record, never used to choose. The rules (trainer/ensemble.py fit_ensemble does the fitting; temperatures are
+always fitted):
+
+- `groups_weighted` (the product's rule): a weight per group of members (the transformer seeds one group, the
+  TF-IDF member another) minimising val log-loss;
+- `groups_equal`: the two groups weighted equally;
+- `members_equal`: every member weighted equally;
+- `members_weighted`: a weight per member minimising val log-loss;
+- `transformers_only`: the seeds without the TF-IDF member;
+
+each with the prior correction (`prior`) or the argmax (`none`).
+
+    .venv/bin/python bench/ensemble_rules.py            # 20 repeats: ~1 min
+    .venv/bin/python bench/ensemble_rules.py --quick    # 3 repeats
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import time
+from typing import Any
+
+from bench_env import offline_cpu
+
+ROOT = offline_cpu()
+
+import numpy as np  # noqa: E402
+from sklearn.metrics import f1_score  # noqa: E402
+
+from trainer.decision import decide, fit_rules  # noqa: E402
+from trainer.ensemble import _aligned, combine, fit_ensemble, fit_temperature  # noqa: E402
+from trainer.examples import TaskSpec  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+RULES = ("groups_weighted", "groups_equal", "members_equal", "members_weighted", "transformers_only")
+PRODUCT_RULE = ("groups_weighted", "prior")
+
+
+def overall_macro_f1(probs: dict[str, np.ndarray], gold: np.ndarray, tasks: list[TaskSpec], rules: Any) -> float:
+    labels = decide(probs, rules)
+    return float(
+        np.mean(
+            [
+                f1_score(gold[:, j], labels[t.name], average="macro", labels=range(len(t.labels)), zero_division=0)
+                for j, t in enumerate(tasks)
+            ]
+        )
+    )
+
+
+def rows(member_probs: list[dict[str, np.ndarray]], idx: np.ndarray) -> list[dict[str, np.ndarray]]:
+    return [{t: p[t][idx] for t in p} for p in member_probs]
+
+
+def fit(
+    rule: str,
+    decision: str,
+    probs: list[dict[str, np.ndarray]],
+    gold: np.ndarray,
+    tasks: list[TaskSpec],
+    kinds: list[str],
+) -> tuple[dict[str, Any], list[int]]:
+    """The fitted parameters of `rule` and the members (indices) it combines."""
+    chosen = [i for i, k in enumerate(kinds) if rule != "transformers_only" or k != "tfidf"]
+    members = [f"m{i}" for i in chosen]
+    picked = [probs[i] for i in chosen]
+    by_kind = ["tfidf" if kinds[i] == "tfidf" else "transformer" for i in chosen]
+    groups = members if rule.startswith("members") else by_kind
+    weighted = rule in ("groups_weighted", "members_weighted", "transformers_only")
+    params = fit_ensemble(
+        picked,
+        gold,
+        tasks,
+        members,
+        groups,
+        weighted=weighted or rule == "groups_equal",
+        temperature=True,
+        decision=decision,
+    )
+    if rule == "groups_equal":  # member temperatures as fitted; each group half the weight; then refit the rest
+        n_groups = len(set(groups))
+        for t in tasks:
+            params["task_weights"][t.name] = {
+                m: 1.0 / n_groups / groups.count(g) for m, g in zip(members, groups, strict=True)
+            }
+        params["temperatures"] = {t.name: 1.0 for t in tasks}
+        mixed = combine(picked, params)
+        params["temperatures"] = {t.name: fit_temperature(mixed[t.name], gold[:, j]) for j, t in enumerate(tasks)}
+        params["decision"] = fit_rules(combine(picked, params), gold, tasks, decision)
+    return params, chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 20")
+    parser.add_argument("--members", default=str(RESULTS / "quality_loop_members.json.gz"))
+    parser.add_argument("--arm", default="loop", help="the study's arm whose runs are the members")
+    args = parser.parse_args()
+    started = time.monotonic()
+    with gzip.open(args.members, "rt", encoding="utf-8") as fh:
+        runs = json.load(fh)[args.arm]
+    kinds = [r["kind"] for r in runs]
+    _ids, val_probs, val_gold = _aligned([r["val"] for r in runs])
+    _ids, test_probs, test_gold = _aligned([r["test"] for r in runs])
+    first = runs[0]["val"]["tasks"]
+    tasks = [TaskSpec(name=name, labels=first[name]["labels"]) for name in first]
+    repeats = 3 if args.quick else 20
+    rng = np.random.default_rng(0)
+    n = len(val_gold)
+    splits = []
+    for _ in range(repeats):
+        perm = rng.permutation(n)
+        splits += [(perm[: n // 2], perm[n // 2 :]), (perm[n // 2 :], perm[: n // 2])]
+    results: list[dict[str, Any]] = []
+    table: dict[tuple[str, str], tuple[float, float, float]] = {}
+    for rule in RULES:
+        for decision in ("prior", "none"):
+            scores = []
+            for fit_rows, score_rows in splits:
+                params, chosen = fit(rule, decision, rows(val_probs, fit_rows), val_gold[fit_rows], tasks, kinds)
+                mixed = combine([rows(val_probs, score_rows)[i] for i in chosen], params)
+                scores.append(overall_macro_f1(mixed, val_gold[score_rows], tasks, params["decision"]))
+            params, chosen = fit(rule, decision, val_probs, val_gold, tasks, kinds)
+            test = overall_macro_f1(
+                combine([test_probs[i] for i in chosen], params), test_gold, tasks, params["decision"]
+            )
+            mean, sem = float(np.mean(scores)) * 100, float(np.std(scores) / np.sqrt(len(scores))) * 100
+            table[(rule, decision)] = (mean, sem, test * 100)
+            print(
+                f"{rule:18s} {decision:5s}  val (2-fold CV) {mean:5.2f} ± {sem:.2f}   test {test * 100:5.2f}",
+                flush=True,
+            )
+            results.append(
+                {
+                    "metric": f"{rule}_{decision}_val_cv_macro_f1",
+                    "value": round(mean, 2),
+                    "target": None,
+                    "unit": "points",
+                }
+            )
+            results.append(
+                {
+                    "metric": f"{rule}_{decision}_test_macro_f1",
+                    "value": round(test * 100, 2),
+                    "target": None,
+                    "unit": "points",
+                }
+            )
+    best = max(table, key=lambda k: table[k][0])
+    product = table[PRODUCT_RULE]
+    margin = product[0] - table[best][0]
+    results.append(
+        {
+            "metric": "product_rule_minus_best_on_val",
+            "value": round(margin, 2),
+            "target": 0,
+            "unit": "points",
+            "best": "_".join(best),
+        }
+    )
+    suffix = ".quick" if args.quick else ""
+    (RESULTS / f"ensemble_rules{suffix}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"{len(splits)} fits per rule in {time.monotonic() - started:.0f} s; "
+        f"results in bench/results/ensemble_rules{suffix}.json"
+    )
+    print(
+        f"best on val: {' + '.join(best)} {table[best][0]:.2f}; the product's rule {product[0]:.2f} ± {product[1]:.2f} "
+        f"({margin:+.2f}); test {product[2]:.2f} (not used to choose)"
+    )
+
+
+if __name__ == "__main__":
+    main()
