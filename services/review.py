@@ -190,6 +190,10 @@ def rewritten(session: Session, sample: Sample, text: str, *, action: str) -> di
             raise ValidationFailed(
                 f"{action} is {closest.leak.describe()}", field="text", extra={"leak_of": closest.leak.sample_id}
             )
+        # The scores as last committed, the row held until commit: a label-model scorer writes them without a
+        # new version, so the row read when the request began may hold older ones, which would then be kept as
+        # the generated text's (what auto-approval learns from). A scorer after this refuses the new text.
+        session.refresh(sample, with_for_update=True)
         values.update(text_changed_values(session, sample, text, closest))
     return values
 

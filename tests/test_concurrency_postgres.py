@@ -143,3 +143,29 @@ def test_two_jobs_first_automatic_decisions_at_once_share_the_reviewer_auto(pg_s
     first.join(10)
     second.join(10)
     assert isinstance(ids["second"], int) and ids["second"] == ids["first"], ids
+
+
+def test_an_edit_keeps_the_label_score_a_scorer_committed_while_it_ran(pg_settings) -> None:
+    """A label-model scorer writes a variant's scores without a new version. An edit that read the row before
+    the scorer's commit kept the older scores as the generated text's (what auto-approval learns from)."""
+    from sqlalchemy import select, update
+
+    from db.models import Sample, User
+    from db.session import get_engine, session_scope
+    from services.review import decide
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    data = seed_review_data(engine)
+    issue_token(engine, "bob")
+    variant = data.variants[data.sources[0]][0]
+    with session_scope(engine) as s:  # as the augmenter stores it: never edited
+        s.execute(update(Sample).where(Sample.id == variant).values(generated_text=None))
+    with session_scope(engine) as s:
+        bob = s.scalars(select(User).where(User.name == "bob")).one()
+        read = s.get_one(Sample, variant)  # the request has read the row (and holds it, as decide does)
+        assert read.label_consistency == 0.9
+        with session_scope(engine) as scorer:  # meanwhile a scorer commits its score
+            scorer.execute(update(Sample).where(Sample.id == variant).values(label_consistency=0.42, label_flag=True))
+        edited = decide(s, variant, bob, "edit", 1, text="An entirely new sentence about the county fair.")
+        generated = edited.scores["generated_text"]
+    assert generated["label_consistency"] == 0.42 and generated["label_flag"] is True, generated
