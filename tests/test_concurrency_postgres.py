@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -15,19 +16,27 @@ from tests.review_fixtures import issue_token, seed_review_data
 pytestmark = pytest.mark.postgres
 
 
-def race(monkeypatch, module: Any, request: Callable[[], Any]) -> tuple[Any, Any]:
-    """Request `first` holds after its count until `second` has started; what each request returned or raised."""
-    counted, release = threading.Event(), threading.Event()
-    real = module.jobs_in_flight
+@dataclass
+class Race:
+    first: Any  # what each request returned, or the exception it raised
+    second: Any
+    second_waited: bool  # the second was still running a second after it began, the first holding
 
-    def count_then_hold(*args, **kwargs):  # type: ignore[no-untyped-def]
-        found = real(*args, **kwargs)
+
+def race(monkeypatch, module: Any, step: str, request: Callable[[], Any]) -> Race:
+    """Run `request` twice at once: the first holds, uncommitted, right after its call of `module.step` until
+    the second has had a second to run; then both finish."""
+    reached, release = threading.Event(), threading.Event()
+    real = getattr(module, step)
+
+    def then_hold(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = real(*args, **kwargs)
         if threading.current_thread().name == "first":
-            counted.set()
+            reached.set()
             release.wait(10)
-        return found
+        return out
 
-    monkeypatch.setattr(module, "jobs_in_flight", count_then_hold)
+    monkeypatch.setattr(module, step, then_hold)
     outcome: dict[str, Any] = {}
 
     def run(name: str) -> None:
@@ -38,14 +47,47 @@ def race(monkeypatch, module: Any, request: Callable[[], Any]) -> tuple[Any, Any
 
     first = threading.Thread(target=run, args=("first",), name="first")
     first.start()
-    assert counted.wait(10)
+    assert reached.wait(10)
     second = threading.Thread(target=run, args=("second",), name="second")
     second.start()
     second.join(1.0)
+    waited = second.is_alive()
     release.set()
     first.join(20)
     second.join(20)
-    return outcome["first"], outcome["second"]
+    return Race(outcome["first"], outcome["second"], waited)
+
+
+def test_a_work_share_claim_waits_for_the_one_under_way(pg_settings, monkeypatch) -> None:
+    """Locking the variants alone let two claims hand out the same ones (CI saw annotators share 5 of 19): a
+    claim whose statement began just before another's commit read that claim's leases as absent once its locks
+    were gone. Claims on a dataset now take turns, and each reads the leases of those before it."""
+    from sqlalchemy import select
+
+    from db import review_assignments as leases
+    from db.datasets import get_dataset
+    from db.models import User
+    from db.session import get_engine, session_scope
+    from services.review import queue_filter
+    from services.review_assignments import next_batch
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    data = seed_review_data(engine)
+    issue_token(engine, "bob")
+    issue_token(engine, "carol")
+    with session_scope(engine) as s:
+        get_dataset(s, data.dataset).distribute_work = True
+
+    def claim() -> list[int]:  # bob first (his leases written, not yet committed), then carol
+        name = "bob" if threading.current_thread().name == "first" else "carol"
+        with session_scope(engine) as s:
+            user = s.scalars(select(User).where(User.name == name)).one()
+            return [v.id for v in next_batch(s, data.dataset, user, queue_filter(), size=5)[0].items]
+
+    shares = race(monkeypatch, leases, "add_leases", claim)
+    assert shares.second_waited, "carol's claim did not wait for bob's to commit"
+    assert len(shares.first) == len(shares.second) == 5
+    assert not set(shares.first) & set(shares.second), shares
 
 
 def test_two_training_requests_at_once_stay_within_the_projects_cap(pg_settings, monkeypatch) -> None:
@@ -72,11 +114,11 @@ def test_two_training_requests_at_once_stay_within_the_projects_cap(pg_settings,
             runs, _jobs = start_training(s, data.dataset, {"lr_search": "off"}, [1, 2], user=lee)
             return len(runs)
 
-    first, second = race(monkeypatch, bounds, two_seeds)
+    both = race(monkeypatch, bounds, "jobs_in_flight", two_seeds)
     get_settings.cache_clear()
-    assert first == 2, first
-    assert isinstance(second, QuotaExceeded), f"both requests passed a cap of 3 jobs: {second!r}"
-    assert second.extra == {"in_flight": 4, "limit": 3}
+    assert both.first == 2, both
+    assert isinstance(both.second, QuotaExceeded), f"both requests passed a cap of 3 jobs: {both!r}"
+    assert both.second.extra == {"in_flight": 4, "limit": 3}
     with session_scope(engine) as s:
         assert s.scalar(select(func.count()).select_from(Job).where(Job.kind == "train")) == 2
 
@@ -104,45 +146,29 @@ def test_two_augment_requests_at_once_stay_within_the_projects_cap(pg_settings, 
             request = augmentation.AugmentRequest(methods=["wordnet"], n_per_text=3, sample_ids=on.sources)
             return augmentation.request_variants(s, on.dataset, request, get_settings(), lee).id
 
-    first, second = race(monkeypatch, augmentation, ask)
+    both = race(monkeypatch, augmentation, "jobs_in_flight", ask)
     get_settings.cache_clear()
-    assert isinstance(first, int), first
-    assert isinstance(second, QuotaExceeded), f"both requests passed the cap: {second!r}"
-    assert second.extra["in_flight"] == 2 * owed
+    assert isinstance(both.first, int), both
+    assert isinstance(both.second, QuotaExceeded), f"both requests passed the cap: {both!r}"
+    assert both.second.extra["in_flight"] == 2 * owed
     with session_scope(engine) as s:
         assert s.scalar(select(func.count()).select_from(Job).where(Job.kind == "augment")) == 1
 
 
-def test_two_jobs_first_automatic_decisions_at_once_share_the_reviewer_auto(pg_settings) -> None:
+def test_two_jobs_first_automatic_decisions_at_once_share_the_reviewer_auto(pg_settings, monkeypatch) -> None:
     """The user `auto` is made by the first automatic decision. Two at once: the second's insert of the same
     name failed its job's attempt (a unique violation), and the retry generated every variant again."""
-    from db.auth import automatic_reviewer
+    from db import auth
     from db.session import get_engine, session_scope
 
     engine = get_engine(pg_settings.resolved_database_url)
-    made, release = threading.Event(), threading.Event()
-    ids: dict[str, Any] = {}
 
-    def sign(name: str) -> None:
-        try:
-            with session_scope(engine) as s:
-                ids[name] = automatic_reviewer(s).id
-                if name == "first":
-                    made.set()
-                    release.wait(10)  # made, not yet committed
-        except Exception as err:  # noqa: BLE001 (reported to the test)
-            ids[name] = err
+    def sign() -> int:
+        with session_scope(engine) as s:
+            return auth.automatic_reviewer(s).id
 
-    first = threading.Thread(target=sign, args=("first",))
-    first.start()
-    assert made.wait(10)
-    second = threading.Thread(target=sign, args=("second",))
-    second.start()
-    second.join(1.0)
-    release.set()
-    first.join(10)
-    second.join(10)
-    assert isinstance(ids["second"], int) and ids["second"] == ids["first"], ids
+    both = race(monkeypatch, auth, "automatic_reviewer", sign)  # the first made it, not yet committed
+    assert isinstance(both.second, int) and both.second == both.first, both
 
 
 def test_an_edit_keeps_the_label_score_a_scorer_committed_while_it_ran(pg_settings) -> None:
