@@ -564,10 +564,12 @@ class NearDuplicateFinder:
         self._parts.append(Anchors.of(texts, anchor_length(self.n), self.window))
         self.count += len(texts)
 
-    def candidate_pairs(self, block: int = 250_000) -> tuple[np.ndarray, np.ndarray]:
+    def candidate_pairs(
+        self, block: int = 250_000, progress: Callable[[int, int], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(a, b) with a < b, each once: pairs whose smaller text's prefix meets the other's anchors and that
         share enough anchors in all. Probes `block` prefix anchors at a time, whole texts each time: the working
-        memory stays near that of the anchors."""
+        memory stays near that of the anchors. `progress(probed, total)`: prefix anchors, after each block."""
         found = Anchors.concat(self._parts)
         self._parts = []
         sizes, t = found.sizes, min(self.jaccard, self.containment)
@@ -577,6 +579,8 @@ class NearDuplicateFinder:
         docs, keys = docs[probe], keys[probe]
         pairs: list[np.ndarray] = []
         start = 0
+        if progress is not None:
+            progress(0, len(docs))
         while start < len(docs):
             stop = min(start + block, len(docs))
             stop = len(docs) if stop == len(docs) else int(np.searchsorted(docs, docs[stop], "left"))
@@ -586,6 +590,8 @@ class NearDuplicateFinder:
             a, b = _pairs_with_hits(a[keep], b[keep], lambda row, _doc: required_hits(sizes[row], t))
             pairs.append(_sorted_unique(_pack(np.minimum(a, b), np.maximum(a, b))))
             start = stop
+            if progress is not None:
+                progress(stop, len(docs))
         a, b = _unpack(_sorted_unique(np.concatenate([np.zeros(0, np.uint64), *pairs])))
         keep = found.overlap(a, found, b) >= least_shared(np.minimum(sizes[a], sizes[b]), t)
         return a[keep], b[keep]
@@ -595,12 +601,17 @@ class NearDuplicateFinder:
         texts_of: Callable[[np.ndarray], Sequence[str]],
         batch: int = 100_000,
         progress: Callable[[int, int], None] | None = None,
+        searching: Callable[[int, int], None] | None = None,
     ) -> list[list[int]]:
         """Groups (indices in the order added, each sorted; groups in order of their first member) linked by
         Jaccard ≥ `jaccard` or containment ≥ `containment`, transitively; singletons left out. Only texts of
         at least MIN_CONTAINED n-grams link: short ones ("Thank you!") differ by a word without one copying the
-        other, and exact copies are the content hash's job. `texts_of(ids)` returns the texts of sorted ids."""
-        a, b = self.candidate_pairs()
+        other, and exact copies are the content hash's job. `texts_of(ids)` returns the texts of sorted ids.
+        `searching(probed, total)` follows the search for candidate pairs, `progress(checked, total)` their
+        check."""
+        a, b = self.candidate_pairs(progress=searching)
+        if progress is not None:
+            progress(0, len(a))
         linked: list[np.ndarray] = []
         ngrams = NgramIndex(self.n)
         for start in range(0, len(a), batch):

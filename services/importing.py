@@ -184,13 +184,18 @@ class _Staged:
 
     def plan_split(self) -> tuple[list[str], dict[str, Any], list[dict[str, Any]], int]:
         """The split of every row, how it was obtained, and the near-duplicate groups that span splits."""
-        self.progress(phase="near-duplicates", done=0, total=self.count, rows=self.count)
+        self.progress(phase="near-duplicate candidates", done=0, total=self.count, rows=self.count)
+
+        def searched(done: int, total: int) -> None:  # the texts' prefix anchors probed (13 s at 300,000 rows)
+            self.progress(phase="near-duplicate candidates", done=done, total=total, rows=self.count)
 
         def checked(done: int, total: int) -> None:  # candidate pairs, not rows: the bar moves as they are read
             self.progress(phase="near-duplicates", done=done, total=total, rows=self.count)
 
         with self.batch():
-            groups = self.finder.groups(lambda ids: staging.texts_of(self.conn, ids.tolist()), progress=checked)
+            groups = self.finder.groups(
+                lambda ids: staging.texts_of(self.conn, ids.tolist()), progress=checked, searching=searched
+            )
         self.groups = [[int(i) for i in members] for members in groups]
         self.drawn = not self.validator.use_split
         splits: list[str]
