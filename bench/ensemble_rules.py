@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
 from trainer.decision import decide, fit_rules  # noqa: E402
-from trainer.ensemble import _aligned, combine, fit_ensemble, fit_temperature  # noqa: E402
+from trainer.ensemble import aligned_dumps, combine, fit_ensemble, fit_temperature  # noqa: E402
 from trainer.examples import TaskSpec  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -108,8 +108,8 @@ def main() -> None:
     with gzip.open(args.members, "rt", encoding="utf-8") as fh:
         runs = json.load(fh)[args.arm]
     kinds = [r["kind"] for r in runs]
-    _ids, val_probs, val_gold = _aligned([r["val"] for r in runs])
-    _ids, test_probs, test_gold = _aligned([r["test"] for r in runs])
+    _ids, val_probs, val_gold = aligned_dumps([r["val"] for r in runs])
+    _ids, test_probs, test_gold = aligned_dumps([r["test"] for r in runs])
     first = runs[0]["val"]["tasks"]
     tasks = [TaskSpec(name=name, labels=first[name]["labels"]) for name in first]
     repeats = 3 if args.quick else 20

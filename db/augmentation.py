@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy import insert as sa_insert
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.chunks import chunked
@@ -27,6 +26,7 @@ from db.models import (
     Split,
     utcnow,
 )
+from db.session import insert_for
 
 REFERENCE_SPLITS = (Split.val.value, Split.test.value)  # what the leak guard keeps training away from
 
@@ -210,10 +210,8 @@ def insert_variants(
             }
     if not rows:
         return [], len(variants)
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = (
-        insert(Sample)
+        insert_for(session)(Sample)
         .on_conflict_do_nothing(index_elements=[Sample.dataset_id, Sample.content_hash])
         .returning(Sample.id, Sample.content_hash)
     )

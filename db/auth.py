@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, NotFoundError, ValidationFailed
 from db.models import TOKEN_ROLES, APIToken, Role, User, utcnow
-from db.session import affected_rows
+from db.session import affected_rows, insert_for
 
 TOKEN_PREFIX = "aug_"
 AUTO_REVIEWER = "auto"  # signs automatic decisions (role `system`)
@@ -60,9 +59,8 @@ def automatic_reviewer(session: Session) -> User:
     if user is None:
         # Two jobs' first automatic decisions at once: the second insert waits for the first and does nothing
         # (before, its unique-name violation failed the job's attempt, and the retry generated everything again).
-        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
         session.execute(
-            insert(User)
+            insert_for(session)(User)
             .values(name=AUTO_REVIEWER, role=Role.system.value)
             .on_conflict_do_nothing(index_elements=[User.name])
         )

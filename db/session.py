@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, Result, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings, get_settings
@@ -189,6 +190,11 @@ def _within(transaction: Any, ended: Any) -> bool:
 def readonly_engine(engine: Engine) -> Engine:
     """The same pool, for read-only sessions: on SQLite they begin without taking the write lock."""
     return engine.execution_options(readonly=True)
+
+
+def insert_for(session: Session) -> Any:
+    """The dialect's INSERT construct (Postgres' or SQLite's), which takes ON CONFLICT DO NOTHING."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def affected_rows(result: Result[Any]) -> int:

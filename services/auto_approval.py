@@ -302,10 +302,6 @@ def configure(session: Session, dataset: Dataset, request: AutoApprovalRequest, 
     return status(session, dataset)
 
 
-def active_rule(dataset: Dataset) -> dict[str, Any] | None:
-    return rule_in(variant_settings(dataset))
-
-
 def rule_in(settings: VariantSettings) -> dict[str, Any] | None:
     """The auto-approval rule the settings switch on, if any."""
     rule = settings.auto_approval

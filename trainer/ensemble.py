@@ -89,7 +89,7 @@ def fit_temperature(probs: np.ndarray, gold: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
-def _aligned(dumps: list[dict[str, Any]]) -> tuple[list[int], list[dict[str, np.ndarray]], np.ndarray]:
+def aligned_dumps(dumps: list[dict[str, Any]]) -> tuple[list[int], list[dict[str, np.ndarray]], np.ndarray]:
     """The samples every member predicted (first member's order), each member's probs, the gold labels."""
     common = set(dumps[0]["sample_ids"])
     for d in dumps[1:]:
@@ -223,7 +223,7 @@ def build_ensemble(
     tasks = task_lists[0]
     names = [str(m["id"]) for m in members]
     groups = [str(m.get("group") or m["id"]) for m in members]
-    val_ids, val_probs, val_gold = _aligned([m["predictions"]["val"] for m in members])
+    val_ids, val_probs, val_gold = aligned_dumps([m["predictions"]["val"] for m in members])
     if not val_ids:
         raise TrainerError("the runs share no val samples (trained on different datasets?)", field="run_ids")
     params = fit_ensemble(
@@ -242,7 +242,7 @@ def build_ensemble(
         if not dumps[0]["sample_ids"]:
             out[split] = None
             continue
-        ids, member_probs, gold = (val_ids, val_probs, val_gold) if split == "val" else _aligned(dumps)
+        ids, member_probs, gold = (val_ids, val_probs, val_gold) if split == "val" else aligned_dumps(dumps)
         if not ids:
             raise TrainerError(f"the runs share no {split} samples (trained on different datasets?)", field="run_ids")
         raw, scaled = combine(member_probs, unscaled), combine(member_probs, params)
