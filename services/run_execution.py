@@ -206,7 +206,8 @@ def execute_run(
 def _execute_classical(attempt: _Attempt, config: ClassicalConfig, data: Any) -> dict[str, Any]:
     """A TF-IDF member run: fit, save aside, record and move into place under the lease (as a transformer's)."""
     attempt.emit({"event": "phase", "phase": "training the TF-IDF member"})
-    result = train_classical(config, data, progress=attempt.emit)
+    # AUGLOOP_TRAINER_THREADS caps the processes its cross-validation uses, as it caps a transformer's threads
+    result = train_classical(config, data, progress=attempt.emit, n_jobs=get_settings().trainer_threads or None)
     staging = attempt.aside()
     try:
         save_classical(result, staging)

@@ -126,3 +126,43 @@ def test_the_tfidf_member_trains_saves_and_predicts_the_same(tmp_path: Path) -> 
     saved = np.asarray(result.predictions["test"]["tasks"]["size"]["probs"])
     assert np.allclose(probs["size"], saved, atol=1e-6)
     assert loaded.decide(probs)["size"].tolist() == result.predictions["test"]["tasks"]["size"]["pred"]
+
+
+def test_the_tfidf_member_chooses_c_by_cross_validation_on_train_never_on_val() -> None:
+    """C is chosen on the training view's folds (thousands of texts), not on val's few hundred, which stays for
+    the ensemble's weights and the decision rule: val's labels leave the choice and its scores unchanged."""
+    import dataclasses
+
+    from tests.trainer_fixtures import synthetic_split
+    from trainer.classical import ClassicalConfig, train_classical
+
+    data = synthetic_split(60, 24, 24)
+    config = ClassicalConfig(c_grid=[0.1, 1.0, 10.0], cv_folds=3, decision="none")
+    first = train_classical(config, data, n_jobs=1)
+    scores = first.metrics["c_selection"]["cv_macro_f1"]
+    assert first.metrics["c_selection"]["folds"] == 3 and set(scores) == {"color", "size"}
+    for task, by_c in scores.items():
+        assert set(by_c) == {"0.1", "1", "10"}
+        assert first.chosen_c[task] == float(max(by_c, key=lambda c: (by_c[c], -float(c))))
+    relabelled = [
+        dataclasses.replace(e, labels={"color": data.val[(k + 1) % len(data.val)].labels["color"], "size": "small"})
+        for k, e in enumerate(data.val)
+    ]
+    second = train_classical(config, dataclasses.replace(data, val=relabelled), n_jobs=1)
+    assert second.metrics["c_selection"] == first.metrics["c_selection"] and second.chosen_c == first.chosen_c
+
+
+def test_cross_validation_folds_keep_an_original_and_its_variants_together() -> None:
+    """A variant scored by a model that trained on its source (or a sibling) would flatter weak regularisation."""
+    from trainer.classical import family_folds
+
+    families = np.repeat(np.arange(40), 3)  # 40 originals, each with two variants
+    labels = np.repeat(np.arange(40) % 4, 3)
+    folds = family_folds(labels, families, 5, seed=7)
+    assert len(folds) == 5
+    scored = np.concatenate([score for _fit, score in folds])
+    assert sorted(scored.tolist()) == list(range(120))  # every text scored exactly once
+    for fit, score in folds:
+        assert not set(families[fit].tolist()) & set(families[score].tolist())
+        assert set(labels[score].tolist()) == {0, 1, 2, 3}  # stratified: every class in every fold
+    assert len(family_folds(labels[:6], families[:6], 5, seed=7)) == 2  # two families: two folds
