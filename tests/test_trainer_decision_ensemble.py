@@ -128,28 +128,125 @@ def test_the_tfidf_member_trains_saves_and_predicts_the_same(tmp_path: Path) -> 
     assert loaded.decide(probs)["size"].tolist() == result.predictions["test"]["tasks"]["size"]["pred"]
 
 
-def test_the_tfidf_member_chooses_c_by_cross_validation_on_train_never_on_val() -> None:
-    """C is chosen on the training view's folds (thousands of texts), not on val's few hundred, which stays for
-    the ensemble's weights and the decision rule: val's labels leave the choice and its scores unchanged."""
+def test_the_tfidf_member_chooses_c_by_cross_validation_on_train_never_on_val(monkeypatch: pytest.MonkeyPatch) -> None:
+    """C is chosen on the training view's folds, not on val's few hundred texts, which stay for the ensemble's
+    weights and the decision rule: val's labels leave the choice and its scores unchanged. An original and its
+    variants are one family for the folds; a text without a task's label is left out of that task's search."""
     import dataclasses
+    import warnings
 
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.metrics import f1_score, make_scorer
+
+    import trainer.classical as classical
     from tests.trainer_fixtures import synthetic_split
     from trainer.classical import ClassicalConfig, train_classical
 
-    data = synthetic_split(60, 24, 24)
-    config = ClassicalConfig(c_grid=[0.1, 1.0, 10.0], cv_folds=3, decision="none")
+    base = synthetic_split(60, 24, 24)
+    variants = [  # two variants of each of the first ten originals
+        dataclasses.replace(e, text=e.text + suffix, sample_id=1000 + 2 * k + n, source_id=e.sample_id)
+        for k, e in enumerate(base.train[:10])
+        for n, suffix in enumerate((" again", " once more"))
+    ]
+    unlabelled = [dataclasses.replace(e, labels={"color": e.labels["color"]}) for e in base.train[10:14]]
+    data = dataclasses.replace(base, train=[*base.train[:10], *unlabelled, *base.train[14:], *variants])
+    seen: dict[str, list[np.ndarray]] = {"families": []}
+    real_folds = classical.family_folds
+
+    def spying_folds(labels: np.ndarray, families: np.ndarray, folds: int, seed: int) -> list:
+        seen["families"].append(families)
+        return real_folds(labels, families, folds, seed)
+
+    monkeypatch.setattr(classical, "family_folds", spying_folds)
+    config = ClassicalConfig(c_grid=[0.01, 1.0, 10.0], cv_folds=3, decision="none")
     first = train_classical(config, data, n_jobs=1)
-    scores = first.metrics["c_selection"]["cv_macro_f1"]
-    assert first.metrics["c_selection"]["folds"] == 3 and set(scores) == {"color", "size"}
-    for task, by_c in scores.items():
-        assert set(by_c) == {"0.1", "1", "10"}
-        assert first.chosen_c[task] == float(max(by_c, key=lambda c: (by_c[c], -float(c))))
+
+    color_families, size_families = seen["families"]
+    assert len(color_families) == 80 and len(size_families) == 76  # size: the four unlabelled texts left out
+    ids = [e.sample_id for e in data.train]
+    for k, e in enumerate(data.train[-20:]):  # each variant shares its source's family, and no other's
+        source = ids.index(e.source_id)
+        assert color_families[60 + k] == color_families[source]
+        assert list(color_families).count(color_families[source]) == 3
+
+    selection = first.metrics["c_selection"]
+    assert set(selection) == {"color", "size"}
+    assert selection["color"]["folds"] == 3 and set(selection["color"]["cv_macro_f1"]) == {"0.01", "1", "10"}
+    # each C's score is the one scikit-learn's own LogisticRegressionCV gives on the same folds
+    x = first.models["color"].named_steps["tfidf"].transform([e.text for e in data.train])
+    y = np.array([first.tasks[0].labels.index(e.labels["color"]) for e in data.train])
+    reference = LogisticRegressionCV(
+        Cs=[0.01, 1.0, 10.0],
+        cv=real_folds(y, color_families, 3, config.seed),
+        scoring=make_scorer(lambda gold, pred: f1_score(gold, pred, average="macro", zero_division=0)),
+        class_weight="balanced",
+        max_iter=3000,
+        refit=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        reference.fit(x, y)
+    expected = np.asarray(next(iter(reference.scores_.values()))).reshape(3, 3).mean(axis=0)
+    recorded = selection["color"]["cv_macro_f1"]
+    assert [recorded[c] for c in ("0.01", "1", "10")] == pytest.approx(expected, abs=1e-4)
+    assert selection["color"]["cv_macro_f1"]["0.01"] < selection["color"]["cv_macro_f1"]["10"]
+    assert first.chosen_c["color"] != 0.01  # a C too weak to separate the colours loses
+
     relabelled = [
         dataclasses.replace(e, labels={"color": data.val[(k + 1) % len(data.val)].labels["color"], "size": "small"})
         for k, e in enumerate(data.val)
     ]
     second = train_classical(config, dataclasses.replace(data, val=relabelled), n_jobs=1)
-    assert second.metrics["c_selection"] == first.metrics["c_selection"] and second.chosen_c == first.chosen_c
+    assert second.metrics["c_selection"] == selection and second.chosen_c == first.chosen_c
+
+
+def test_a_tie_between_cs_goes_to_the_smaller_and_a_search_that_cannot_tell_to_the_default() -> None:
+    from trainer.classical import choose_c
+
+    assert choose_c({0.25: 0.0, 1.0: 0.0, 8.0: 0.0}) == 1.0  # every C the same (e.g. every fold scoring 0)
+    assert choose_c({0.25: 0.5, 2.0: 0.5, 8.0: 0.4}) == 0.25
+    assert choose_c({0.25: 0.6, 1.0: 0.61, 8.0: 0.4}) == 1.0
+
+
+def test_a_class_held_by_one_family_trains_and_a_cancelled_search_stops() -> None:
+    """A fold that fits on one class only (every text of the other in the scored fold) predicts that class
+    instead of failing the job; a progress callback that raises (a cancelled job) stops the search there."""
+    import dataclasses
+
+    from tests.trainer_fixtures import synthetic_split
+    from trainer.classical import ClassicalConfig, train_classical
+
+    base = synthetic_split(40, 12, 12)
+    rare = base.train[0]  # the only "red" original, with three variants: one family
+    train = [dataclasses.replace(e, labels={**e.labels, "color": "blue"}) for e in base.train[1:]]
+    variants = [dataclasses.replace(rare, text=f"{rare.text} {k}", sample_id=900 + k, source_id=1) for k in range(3)]
+    data = dataclasses.replace(base, train=[rare, *train, *variants])
+    result = train_classical(ClassicalConfig(c_grid=[0.5, 2.0], cv_folds=3), data, n_jobs=1)
+    assert result.metrics["c_selection"]["color"]["folds"] == 3 and result.chosen_c["color"] in (0.5, 2.0)
+
+    class Cancelled(Exception):
+        pass
+
+    events: list[dict] = []
+
+    def cancelled_after_first_fold(event: dict) -> None:
+        events.append(event)
+        if event.get("folds_done") == 1:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        train_classical(ClassicalConfig(cv_folds=3), base, progress=cancelled_after_first_fold, n_jobs=1)
+    assert [e.get("folds_done") for e in events] == [1]
+
+
+def test_a_c_grid_takes_positive_numbers_only() -> None:
+    from pydantic import ValidationError
+
+    from trainer.classical import ClassicalConfig
+
+    for bad in ([0.0], [-1.0], [float("nan")]):
+        with pytest.raises(ValidationError, match="c_grid"):
+            ClassicalConfig(c_grid=bad)
 
 
 def test_cross_validation_folds_keep_an_original_and_its_variants_together() -> None:

@@ -147,6 +147,8 @@ def test_tfidf_member_in_an_ensemble_and_decision_rules_in_predictions(lead, eng
     member = lead.get(f"/api/v1/training-runs/{member_id}").json()
     assert member["kind"] == "tfidf" and member["status"] == "succeeded" and member["encoder"] == "tfidf_logreg"
     assert member["snapshot_size"] == 40 and set(member["metrics"]["chosen_c"]) == {"bias", "message"}
+    member_job = lead.get(f"/api/v1/jobs/{created['jobs'][1]['id']}").json()  # its C search showed fold by fold
+    assert member_job["progress_info"]["folds_done"] == member_job["progress_info"]["folds"] >= 2
     listed = lead.get("/api/v1/training-runs", params={"kind": "tfidf"}).json()
     assert [r["id"] for r in listed] == [member_id]
 

@@ -47,6 +47,14 @@ def train_progress(ctx: JobContext, epochs: int) -> Any:
                 val_macro_f1=event["val_macro_f1"],
                 best_val_macro_f1=event["best_val_macro_f1"],
             )
+        elif kind == "phase":  # e.g. "training the TF-IDF member", "scoring pending variants"
+            ctx.report(phase=event["phase"])
+        elif kind == "classical" and "folds_done" in event:  # the TF-IDF member's search for C, fold by fold
+            ctx.report(
+                phase=f"TF-IDF member: cross-validating C for {event['task']}",
+                folds_done=event["folds_done"],
+                folds=event["folds"],
+            )
         elif kind == "scoring":
             ctx.report(phase="scoring pending variants", scored=event["done"], to_score=event["total"])
         else:
