@@ -153,9 +153,10 @@ def test_the_tfidf_member_chooses_c_by_cross_validation_on_train_never_on_val(mo
     seen: dict[str, list[np.ndarray]] = {"families": []}
     real_folds = classical.family_folds
 
-    def spying_folds(labels: np.ndarray, families: np.ndarray, folds: int, seed: int) -> list:
+    def spying_folds(labels: np.ndarray, families: np.ndarray, folds: int, seed: int, scored: np.ndarray) -> list:
         seen["families"].append(families)
-        return real_folds(labels, families, folds, seed)
+        seen.setdefault("scored", []).append(scored)
+        return real_folds(labels, families, folds, seed, scored)
 
     monkeypatch.setattr(classical, "family_folds", spying_folds)
     config = ClassicalConfig(c_grid=[0.01, 1.0, 10.0], cv_folds=3, decision="none")
@@ -169,15 +170,18 @@ def test_the_tfidf_member_chooses_c_by_cross_validation_on_train_never_on_val(mo
         assert color_families[60 + k] == color_families[source]
         assert list(color_families).count(color_families[source]) == 3
 
+    color_scored = seen["scored"][0]  # the originals: the texts the member is judged like
+    assert color_scored.tolist() == [True] * 60 + [False] * 20
+
     selection = first.metrics["c_selection"]
     assert set(selection) == {"color", "size"}
     assert selection["color"]["folds"] == 3 and set(selection["color"]["cv_macro_f1"]) == {"0.01", "1", "10"}
-    # each C's score is the one scikit-learn's own LogisticRegressionCV gives on the same folds
+    # each C's score is the one scikit-learn's own LogisticRegressionCV gives on the same folds, scoring originals
     x = first.models["color"].named_steps["tfidf"].transform([e.text for e in data.train])
     y = np.array([first.tasks[0].labels.index(e.labels["color"]) for e in data.train])
     reference = LogisticRegressionCV(
         Cs=[0.01, 1.0, 10.0],
-        cv=real_folds(y, color_families, 3, config.seed),
+        cv=real_folds(y, color_families, 3, config.seed, color_scored),
         scoring=make_scorer(lambda gold, pred: f1_score(gold, pred, average="macro", zero_division=0)),
         class_weight="balanced",
         max_iter=3000,
@@ -263,3 +267,30 @@ def test_cross_validation_folds_keep_an_original_and_its_variants_together() -> 
         assert not set(families[fit].tolist()) & set(families[score].tolist())
         assert set(labels[score].tolist()) == {0, 1, 2, 3}  # stratified: every class in every fold
     assert len(family_folds(labels[:6], families[:6], 5, seed=7)) == 2  # two families: two folds
+
+
+def test_cross_validation_scores_originals_only_and_fits_every_other_familys_variants() -> None:
+    """Val and test are real texts: a fold scores the originals it holds, never their near-copies, and still
+    fits the variants of every family it does not score. A family whose source is not in the view is fitted
+    in every fold."""
+    from trainer.classical import family_folds
+
+    families = np.concatenate([np.repeat(np.arange(40), 3), [99, 99]])  # 40 originals with two variants each
+    labels = np.concatenate([np.repeat(np.arange(40) % 4, 3), [0, 0]])
+    scored = np.concatenate([np.tile([True, False, False], 40), [False, False]])  # the last two: no source here
+    folds = family_folds(labels, families, 5, seed=7, scored=scored)
+    assert len(folds) == 5
+    scored_rows = np.concatenate([score for _fit, score in folds])
+    assert sorted(scored_rows.tolist()) == np.flatnonzero(scored).tolist()  # each original once, no variant
+    for fit, score in folds:
+        held = set(families[score].tolist())
+        assert set(families[fit].tolist()) == set(families.tolist()) - held  # all the rest, variants included
+        assert len(fit) == len(families) - 3 * len(held)
+        assert {120, 121} <= set(fit.tolist())
+        assert set(labels[score].tolist()) == {0, 1, 2, 3}
+    # a mask of one family cannot be cross-validated: every row is scored, as without a mask
+    one = np.zeros(len(families), dtype=bool)
+    one[0] = True
+    assert [s.tolist() for _f, s in family_folds(labels, families, 5, 7, one)] == [
+        s.tolist() for _f, s in family_folds(labels, families, 5, 7)
+    ]

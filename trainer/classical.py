@@ -1,16 +1,19 @@
 """The classical ensemble member: TF-IDF (word and character n-grams, trainer.baselines) with class-balanced
 logistic regression, one per task, trained on the same training view as a transformer run.
 
-It trains in seconds to a minute on a CPU and is strong exactly where a briefly trained small transformer is
-weak (rare classes with telling words), so an ensemble weights it by val (trainer/ensemble.py), never by
-assumption. The regularisation C is chosen per task from a small grid by cross-validation on the training view
-(macro-F1 averaged over `cv_folds` folds, stratified by the task's label, an original and its variants always
-in one fold, so that no variant is scored by a model that saw its source). Val stays for what only val can do:
-the ensemble's weights, the temperatures and the decision rule. Choosing C on val's 500 texts (until
-2026-12-04, from {0.5, 2, 8}) followed their noise: on the example dataset's 4,000 originals it chose C = 2 for
-`bias` and 0.5 for `message`, and the member scored 49.2 on test (the quality study's ablation of 2026-12-03);
-cross-validation on the originals chooses 0.25 and 1, and scores 50.9 even with argmax labels (the study of
-2026-12-04). README, "The TF-IDF member and ensembles", has what it does on the approved snapshot.
+It trains in seconds to a minute on a CPU and is strong exactly where a briefly trained small transformer is weak
+(rare classes with telling words), so an ensemble weights it by val (trainer/ensemble.py), never by assumption. The
+regularisation C is chosen per task from a small grid by cross-validation on the training view (macro-F1 averaged
+over `cv_folds` folds, an original and its variants always in one fold, so that no text is scored by a model that
+saw its source or a sibling). Only originals are scored, and the folds are stratified by their labels; variants are
+fitted in every fold but their family's. The member is judged on real texts (val, test, what users predict); a
+family's variants are near-copies of its original, so scoring them too would count a rare class's family four or
+five times and measure texts the member is never judged on. Val stays for what only val can do: the ensemble's
+weights, the temperatures and the decision rule. Choosing C on val's 500 texts (until 2026-12-04, from {0.5, 2, 8})
+followed their noise: on the example dataset's 4,000 originals it chose C = 2 for `bias` and 0.5 for `message`, and
+the member scored 49.2 on test (the quality study's ablation of 2026-12-03); cross-validation on the originals
+chooses 0.25 and 1, and scores 50.9 even with argmax labels (the study of 2026-12-04). README, "The TF-IDF member
+and ensembles", has what it does on the approved snapshot.
 
 Saved as a run directory like a transformer's: `model/` (the fitted pipelines with joblib, `model.json`,
 `decision.json`), `config.yaml`, `metrics.json`, the prediction dumps. The joblib file is a pickle: it is only
@@ -97,18 +100,32 @@ def _fold_scores(
     return fold, [macro_f1(clf.set_params(C=c).fit(x_fit, y_fit).predict(x_score)) for c in grid]
 
 
-def family_folds(labels: np.ndarray, families: np.ndarray, folds: int, seed: int) -> list[tuple[Any, Any]]:
-    """`folds` (fit rows, score rows) splits stratified by `labels`, each family (an original and its variants;
-    `families` holds one integer per row) in one fold; fewer folds where there are fewer families."""
+def family_folds(
+    labels: np.ndarray, families: np.ndarray, folds: int, seed: int, scored: np.ndarray | None = None
+) -> list[tuple[Any, Any]]:
+    """`folds` (fit rows, score rows) splits, each family (an original and its variants; `families` holds one
+    integer per row) in one fold. Only the rows of the boolean mask `scored` (the originals) are scored, and
+    the folds are stratified by their `labels`; every other row is fitted wherever its family is not scored.
+    Fewer folds where there are fewer scored families; no mask, or one that holds fewer than two families:
+    every row is scored."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    n = min(folds, len(set(families.tolist())))
+    everything = np.ones(len(labels), dtype=bool)
+    if scored is None or len(set(families[scored].tolist())) < 2:
+        scored = everything
+    rows = np.flatnonzero(scored)
+    n = min(folds, len(set(families[rows].tolist())))
     if n < 2:
         raise ValueError("cross-validation needs at least two texts of different families in the training view")
     splitter = StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=seed % 2**32)
     with warnings.catch_warnings():  # a class rarer than the folds is spread as far as it goes: expected
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        return list(splitter.split(np.zeros(len(labels)), labels, families))
+        splits = list(splitter.split(np.zeros(len(rows)), labels[rows], families[rows]))
+    out = []
+    for _fit, score in splits:
+        held = np.isin(families, families[rows[score]])  # the scored families, variants included
+        out.append((np.flatnonzero(~held), rows[score]))
+    return out
 
 
 def family_numbers(examples: list[Example]) -> np.ndarray:
@@ -165,6 +182,7 @@ def train_classical(
     models: dict[str, Any] = {}
     chosen: dict[str, float] = {}
     families = family_numbers(data.train)
+    originals = np.array([e.source_id is None for e in data.train], dtype=bool)
     selection: dict[str, dict[str, Any]] = {}
     grid = sorted(set(config.c_grid))
     workers = n_jobs or available_cpus()
@@ -175,7 +193,7 @@ def train_classical(
         x_task, y_task = x_train[keep], train_gold[keep, j]
         classes = np.unique(y_task)  # weighted on the whole training view, as the final model is
         weights = dict(zip(classes, compute_class_weight("balanced", classes=classes, y=y_task), strict=True))
-        folds = family_folds(y_task, families[keep], config.cv_folds, config.seed)
+        folds = family_folds(y_task, families[keep], config.cv_folds, config.seed, scored=originals[keep])
         fold_scores: list[list[float]] = [[] for _ in folds]
         for done, (fold, scores_of_fold) in enumerate(
             Parallel(n_jobs=min(len(folds), workers), return_as="generator_unordered")(
