@@ -288,6 +288,10 @@ def test_cross_validation_scores_originals_only_and_fits_every_other_familys_var
         assert len(fit) == len(families) - 3 * len(held)
         assert {120, 121} <= set(fit.tolist())
         assert set(labels[score].tolist()) == {0, 1, 2, 3}
+    # few labelled originals, many variants: as many folds as the largest class has originals, scored on them
+    few_families, few_labels = np.repeat(np.arange(3), 4), np.repeat([0, 0, 1], 4)
+    few = family_folds(few_labels, few_families, 5, 7, np.tile([True, False, False, False], 3))
+    assert len(few) == 2 and sorted(np.concatenate([s for _f, s in few]).tolist()) == [0, 4, 8]
     # a mask of one family cannot be cross-validated: every row is scored, as without a mask
     one = np.zeros(len(families), dtype=bool)
     one[0] = True

@@ -5,15 +5,16 @@ It trains in seconds to a minute on a CPU and is strong exactly where a briefly 
 (rare classes with telling words), so an ensemble weights it by val (trainer/ensemble.py), never by assumption. The
 regularisation C is chosen per task from a small grid by cross-validation on the training view (macro-F1 averaged
 over `cv_folds` folds, an original and its variants always in one fold, so that no text is scored by a model that
-saw its source or a sibling). Only originals are scored, and the folds are stratified by their labels; variants are
-fitted in every fold but their family's. The member is judged on real texts (val, test, what users predict); a
-family's variants are near-copies of its original, so scoring them too would count a rare class's family four or
-five times and measure texts the member is never judged on. Val stays for what only val can do: the ensemble's
-weights, the temperatures and the decision rule. Choosing C on val's 500 texts (until 2026-12-04, from {0.5, 2, 8})
-followed their noise: on the example dataset's 4,000 originals it chose C = 2 for `bias` and 0.5 for `message`, and
-the member scored 49.2 on test (the quality study's ablation of 2026-12-03); cross-validation on the originals
-chooses 0.25 and 1, and scores 50.9 even with argmax labels (the study of 2026-12-04). README, "The TF-IDF member
-and ensembles", has what it does on the approved snapshot.
+saw its source or a sibling). Only originals are scored (every text where the originals are too few for two folds),
+and the folds are stratified by their labels; variants are fitted in every fold but their family's. The member is
+judged on real texts (val, test, what users predict); a family's variants are near-copies of its original, so
+scoring them too would count a rare class's family four or five times and measure texts the member is never judged
+on. Val stays for what only val can do: the ensemble's weights, the temperatures and the decision rule. Choosing C
+on val's 500 texts (until 2026-12-04, from {0.5, 2, 8}) followed their noise: on the example dataset's 4,000
+originals it chose C = 2 for `bias` and 0.5 for `message`, and the member scored 49.2 on test (the quality study's
+ablation of 2026-12-03); cross-validation on the originals chooses 0.25 and 1, and scores 50.9 even with argmax
+labels (the study of 2026-12-04). README, "The TF-IDF member and ensembles", has what it does on the approved
+snapshot.
 
 Saved as a run directory like a transformer's: `model/` (the fitted pipelines with joblib, `model.json`,
 `decision.json`), `config.yaml`, `metrics.json`, the prediction dumps. The joblib file is a pickle: it is only
@@ -106,15 +107,17 @@ def family_folds(
     """`folds` (fit rows, score rows) splits, each family (an original and its variants; `families` holds one
     integer per row) in one fold. Only the rows of the boolean mask `scored` (the originals) are scored, and
     the folds are stratified by their `labels`; every other row is fitted wherever its family is not scored.
-    Fewer folds where there are fewer scored families; no mask, or one that holds fewer than two families:
-    every row is scored."""
+    Fewer folds where there are fewer scored families (or a class has fewer scored texts); no mask, or one too
+    small for two folds: every row is scored."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    everything = np.ones(len(labels), dtype=bool)
-    if scored is None or len(set(families[scored].tolist())) < 2:
-        scored = everything
-    rows = np.flatnonzero(scored)
-    n = min(folds, len(set(families[rows].tolist())))
+    def most_folds(rows: np.ndarray) -> int:  # a fold per family at most, and not more than the largest class has
+        return min(folds, len(set(families[rows].tolist())), int(np.unique(labels[rows], return_counts=True)[1].max()))
+
+    rows = np.flatnonzero(scored) if scored is not None else np.arange(len(labels))
+    if len(rows) == 0 or most_folds(rows) < 2:
+        rows = np.arange(len(labels))
+    n = most_folds(rows) if len(rows) else 0
     if n < 2:
         raise ValueError("cross-validation needs at least two texts of different families in the training view")
     splitter = StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=seed % 2**32)
