@@ -144,6 +144,7 @@ def main() -> None:
                     "value": round(mean, 2),
                     "target": None,
                     "unit": "points",
+                    "sem": round(sem, 2),  # the standard error over the fits (they share val's texts: a floor)
                 }
             )
             results.append(
