@@ -81,18 +81,27 @@ def _proba(model: Any, texts: list[str], k: int) -> np.ndarray:
 
 
 def _fold_scores(
-    x: Any, y: np.ndarray, fold: int, rows: tuple[np.ndarray, np.ndarray], grid: list[float], weights: Any, seed: int
+    x: Any,
+    y: np.ndarray,
+    k: int,
+    fold: int,
+    rows: tuple[np.ndarray, np.ndarray],
+    grid: list[float],
+    weights: Any,
+    seed: int,
 ) -> tuple[int, list[float]]:
-    """One fold's macro-F1 at each C of the (ascending) grid: one model refitted along the grid from the previous
-    C's solution (warm start), as a regularisation path. Only the scores leave the fold's process."""
+    """One fold's macro-F1 (of the `k` class ids) at each C of the (ascending) grid: one model refitted along the
+    grid from the previous C's solution (warm start), as a regularisation path. Only the scores leave the fold's
+    process."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score
+
+    from trainer.metrics import f1_per_class
 
     fit_rows, score_rows = rows
     x_fit, y_fit, x_score, y_score = x[fit_rows], y[fit_rows], x[score_rows], y[score_rows]
 
-    def macro_f1(pred: np.ndarray) -> float:  # the classes this fold's gold or predictions hold (trainer.metrics)
-        return float(f1_score(y_score, pred, average="macro", zero_division=0))
+    def macro_f1(pred: np.ndarray) -> float:  # over the classes this fold's gold or predictions hold
+        return float(f1_per_class(y_score, pred, k)[1])
 
     present = np.unique(y_fit)
     if len(present) < 2:  # every text of the other classes is in the scored fold: the only class it knows
@@ -200,8 +209,8 @@ def train_classical(
         fold_scores: list[list[float]] = [[] for _ in folds]
         for done, (fold, scores_of_fold) in enumerate(
             Parallel(n_jobs=min(len(folds), workers), return_as="generator_unordered")(
-                delayed(_fold_scores)(x_task, y_task, k, rows, grid, weights, config.seed)
-                for k, rows in enumerate(folds)
+                delayed(_fold_scores)(x_task, y_task, len(task.labels), fold, rows, grid, weights, config.seed)
+                for fold, rows in enumerate(folds)
             ),
             start=1,
         ):
