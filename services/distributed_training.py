@@ -112,11 +112,24 @@ def train_distributed(
         raise TrainingStopped(int(outcome["stopped"]["steps_done"]), saved=bool(outcome["stopped"]["saved"]))
     if "error" in outcome:  # the trainer refused the config or data (BAD_INPUT_EXIT)
         raise TrainerError(outcome["error"]["message"], field=outcome["error"].get("field"))
-    tail = (job_dir / LOG_FILE).read_bytes()[-3000:].decode("utf-8", "replace")
+    tail = log_excerpt((job_dir / LOG_FILE).read_bytes().decode("utf-8", "replace"))
     # Their output (tracebacks through the server's files) is the operator's: the worker's log. The job's
     # error, which the project's members read, names the exception.
     logger.error("the distributed training processes exited with status %s; their output ends:\n%s", code, tail)
     raise RuntimeError(f"the distributed training processes exited with status {code}: {last_exception(tail)}")
+
+
+def log_excerpt(output: str, limit: int = 3000) -> str:
+    """What the worker's log keeps of the processes' output: its end, and before it the Python stack a rank
+    left when it crashed in native code (faulthandler's "Fatal Python error" report, without its long list of
+    extension modules), which torchrun's own report after it would otherwise push out of the excerpt."""
+    end = output[-limit:]
+    crash = output.rfind("Fatal Python error")
+    if crash < 0 or crash >= len(output) - limit:
+        return end
+    report = output[crash : crash + limit]
+    report = "\n".join(line for line in report.splitlines() if "Extension modules:" not in line)
+    return f"{report}\n[...]\n{end}"
 
 
 def last_exception(output: str) -> str:

@@ -124,3 +124,24 @@ def test_a_failed_distributed_run_names_the_exception_not_the_processes_output()
     )
     assert last_exception(output) == "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
     assert last_exception("Killed\n") == "see the worker's log"
+
+
+def test_the_worker_log_keeps_the_stack_of_a_rank_that_crashed_in_native_code() -> None:
+    """A rank's native crash (faulthandler's report) followed by torchrun's long report: the operator's excerpt
+    keeps the crashed rank's Python stack, which the last 3,000 characters alone had lost."""
+    from services.distributed_training import log_excerpt
+
+    modules = ", ".join(f"sklearn.module_{i}" for i in range(400))
+    output = (
+        "[rank1]: Fatal Python error: Aborted\n"
+        "[rank1]: Current thread 0x00007f (most recent call first):\n"
+        '[rank1]:   File "/srv/augloop/trainer/distributed.py", line 212 in main\n'
+        f"[rank1]: Extension modules: numpy.core._multiarray_umath, {modules} (total: 401)\n"
+        + "W1204 torch/distributed/elastic/multiprocessing/api.py:1028] Sending process 25428 closing signal\n" * 60
+        + "E1204 failed (exitcode: -6) local_rank: 1 (pid: 25429)\n"
+    )
+    excerpt = log_excerpt(output)
+    assert 'trainer/distributed.py", line 212 in main' in excerpt
+    assert "sklearn.module_399" not in excerpt, "the list of extension modules is left out"
+    assert excerpt.endswith("E1204 failed (exitcode: -6) local_rank: 1 (pid: 25429)\n")
+    assert log_excerpt("short output\n") == "short output\n"
