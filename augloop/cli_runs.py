@@ -167,6 +167,7 @@ def runs_show(
                 f"plan: {plan['steps_done']} of {plan['planned_steps_final']} steps made, batch "
                 f"{plan['batch_size']} × {plan['grad_accum']}, LR {plan['lr']:.3g}, R-Drop {plan['rdrop_alpha']}, "
                 f"LLRD {plan['llrd_decay']}"
+                + (f", weights averaged (EMA {plan['ema_decay']:.4f})" if plan.get("ema_decay") else "")
                 + (f", budget {plan['budget_seconds'] / 60:g} min" if plan.get("budget_seconds") else ""),
                 highlight=False,
             )

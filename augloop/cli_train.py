@@ -76,6 +76,7 @@ class _Bar:
                 f"({event['threads']} threads, amp {event['amp']}); plan: {plan.get('steps')} steps "
                 f"({plan.get('epochs')} epochs) of batch {plan.get('batch_size')} × {plan.get('grad_accum')}, "
                 f"LR {plan.get('lr', 0):.3g}, R-Drop {plan.get('rdrop_alpha')}, LLRD {plan.get('llrd_decay')}"
+                + (f", weights averaged (EMA {plan['ema_decay']:.4f})" if plan.get("ema_decay") else "")
             )
         elif kind == "trial_batch":
             trial = f"LR trial {event['trial']}/{event['trials']} · loss {event['loss']:.4f}"

@@ -117,6 +117,7 @@ PLAIN = {
     "class_weights": False,
     "rdrop_alpha": 0.0,
     "llrd_decay": 1.0,
+    "ema_decay": 0.0,  # plain fine-tuning keeps its own weights
     "pooling": "mean",
     "head_layers": 1,
     "decision": "none",
@@ -385,6 +386,7 @@ def run_summary(r: dict[str, Any]) -> dict[str, Any]:
                 "warmup_steps",
                 "rdrop_alpha",
                 "llrd_decay",
+                "ema_decay",
                 "budget_seconds",
                 "training_seconds",
                 "reasons",
@@ -428,7 +430,8 @@ def probe(tmp: Path, profile: Profile) -> None:
     log(
         f"loop ({len(augmented.train)} texts, {profile.budget_minutes:g} min per run): plan "
         f"{loop_plan.steps} steps ({loop_plan.epochs:.2f} epochs) of batch {loop_plan.batch_size} × "
-        f"{loop_plan.grad_accum}, LR {loop_plan.lr:.3g}, R-Drop {loop_plan.rdrop_alpha}, LLRD {loop_plan.llrd_decay}"
+        f"{loop_plan.grad_accum}, LR {loop_plan.lr:.3g}, R-Drop {loop_plan.rdrop_alpha}, LLRD {loop_plan.llrd_decay}, "
+        f"EMA {loop_plan.ema_decay:.4f}"
     )
     log(f"estimate for the full study: {total / 60:.0f} min (target ≤ 90; load average {os.getloadavg()})")
 

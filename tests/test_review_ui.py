@@ -459,6 +459,7 @@ def test_training_page_lists_runs_and_starts_one(live_api, lead_token, engine, r
                         "epoch": 1,
                         "train_loss": 0.9,
                         "val_macro_f1": 0.4,
+                        "plain_val_macro_f1": 0.35,  # a short run validates its weights' moving average
                         "lr": 2e-5,
                         "samples_per_s": 20.0,
                         "val_task_macro_f1": {"bias": 0.5, "message": 0.3},
@@ -467,6 +468,7 @@ def test_training_page_lists_runs_and_starts_one(live_api, lead_token, engine, r
                         "epoch": 2,
                         "train_loss": 0.6,
                         "val_macro_f1": 0.5,
+                        "plain_val_macro_f1": 0.45,
                         "lr": 1e-5,
                         "samples_per_s": 22.0,
                         "val_task_macro_f1": {"bias": 0.6, "message": 0.4},
@@ -479,7 +481,9 @@ def test_training_page_lists_runs_and_starts_one(live_api, lead_token, engine, r
     at.switch_page("app_pages/training.py").run()
     no_errors(at)
     assert at.dataframe[0].value["name"].tolist() == ["baseline"]
-    assert len(at.get("vega_lite_chart")) == 3  # loss, val macro-F1, learning rate: one axis each
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 3  # loss, val macro-F1, learning rate: one axis each
+    assert "overall, plain weights" in str(charts[1].proto), "the plain weights' val macro-F1 is drawn"
     assert next(m for m in at.metric if m.label == "val macro-F1").value == "0.500"
     # Before starting: the defaults in the fields, and an estimate of the time.
     assert at.number_input(key="tr_epochs").value == 20 and at.number_input(key="tr_max_length").value == 320

@@ -39,6 +39,7 @@ def test_a_gpu_run_gets_the_seed_recipe() -> None:
         assert plan.lr == pytest.approx(2.5e-5) and plan.head_lr == plan.lr
         assert (plan.rdrop_alpha, plan.llrd_decay, plan.patience) == (1.0, 0.9, 8)
         assert plan.head_layers == 3  # the recipe's MLP heads
+        assert plan.ema_decay == 0.0  # the recipe keeps its own weights
         assert plan.steps == 20 * math.ceil(584 / 4) == 2920 and plan.epochs == 20
         assert plan.warmup_steps == 292
         assert not plan.lr_scaled  # so `lr_search: auto` runs no trials
@@ -52,14 +53,29 @@ def test_a_short_cpu_budget_drops_the_regularisers_and_takes_more_smaller_update
     # with R-Drop the budget would buy 1.9 epochs, without 3.8: both < 10, so neither R-Drop nor LLRD
     assert plan.rdrop_alpha == 0.0 and plan.llrd_decay == 1.0
     assert plan.head_layers == 1 and any(r.startswith("heads: linear") for r in plan.reasons)
-    epochs = (15 * 60 * BUDGET_USE - 2 * 8) / (5400 / 25 + 8)
+    # each epoch validates twice (the weights' moving average and the plain weights, below)
+    epochs = (15 * 60 * BUDGET_USE - 2 * 8) / (5400 / 25 + 2 * 8)
     assert plan.epochs == pytest.approx(epochs, abs=1 / 450)
-    assert plan.grad_accum == 1 and plan.steps == math.floor(epochs * 450) == 1685  # ≥ 1,000 only without accum
+    assert plan.grad_accum == 1 and plan.steps == math.floor(epochs * 450) == 1627  # ≥ 1,000 only without accum
     # √(12/48) for the smaller batch, ×2 for half the recipe encoder's width; enough steps: no step factor
     assert plan.lr == pytest.approx(2.5e-5 * 0.5 * 2.0) and plan.lr_scaled
     assert plan.warmup_steps == round(0.1 * plan.steps)
     assert plan.estimated_seconds <= 15 * 60 * BUDGET_USE + 1
     assert any("R-Drop off" in r for r in plan.reasons)
+    # its weights are validated and kept as their moving average over half an epoch (225 of 450 steps)
+    assert plan.ema_decay == pytest.approx(1 - 1 / 225) and any("weights averaged" in r for r in plan.reasons)
+    assert (
+        plan_run(
+            config.with_overrides({"ema_decay": 0}),
+            n_train=5400,
+            batches_per_epoch=450,
+            encoder_width=384,
+            throughput=CPU_MINILM,
+        ).ema_decay
+        == 0.0
+    )  # set in the config: as given
+    tiny = plan_run(TrainConfig(epochs=3), n_train=60, batches_per_epoch=5, encoder_width=384)
+    assert tiny.ema_decay == pytest.approx(1 - 1 / 10), "a tiny epoch still averages over 10 steps"
 
 
 def test_accumulation_shrinks_until_the_run_makes_enough_updates() -> None:

@@ -213,3 +213,44 @@ def test_a_short_run_trains_linear_heads_from_its_seed_and_reloads_them(tiny_enc
         np.testing.assert_allclose(after[task], before[task], atol=1e-6)
     deep = train_model(fast_config(tiny_encoder, epochs=1, head_layers=3), data)
     assert deep.plan is not None and deep.plan.head_layers == 3 and len(deep.model.heads["color"]) == 8
+
+
+def test_the_moving_average_ramps_its_decay_over_the_first_updates() -> None:
+    """avg ← avg + (1 − d)(w − avg) with d = min(decay, (1 + n)/(10 + n)) after the n-th update; the first copies."""
+    from trainer.steps import moving_average
+
+    layer = torch.nn.Linear(1, 1, bias=False)
+    average = moving_average(layer, 0.9)  # type: ignore[arg-type]
+    expected = 0.0
+    for n, w in enumerate([1.0, 3.0, 5.0, 7.0, 2.0, 4.0, 6.0, 8.0, 1.0, 9.0, 3.0, 5.0, 7.0, 2.0]):
+        with torch.no_grad():
+            layer.weight.fill_(w)
+        average.update_parameters(layer)
+        expected = w if n == 0 else expected + (1 - min(0.9, (1 + n) / (10 + n))) * (w - expected)
+        assert float(average.module.weight.detach()) == pytest.approx(expected, rel=1e-6)
+    assert float(layer.weight.detach()) == 2.0, "the model's own weights are left alone"
+
+
+def test_a_short_run_validates_and_keeps_the_moving_average_of_its_weights(tiny_encoder: str) -> None:
+    """Planned for a short run: the weights the loop validates and keeps are the average, not the last step's;
+    the curve shows the plain weights' val macro-F1 beside the average's; with ema_decay 0, the plain ones."""
+    from trainer.steps import Stepper, prepare
+    from trainer.train import run_loop
+
+    for decay, averaged in ((None, True), (0, False)):
+        run = prepare(fast_config(tiny_encoder, epochs=1, ema_decay=decay), synthetic_split())
+        plan = run.plan()
+        stepper = Stepper.build(run, plan)
+        outcome = run_loop(run, plan, stepper, lambda _event: None)
+        kept, own = outcome.best_state, run.model.state_dict()
+        assert kept is not None and outcome.best_epoch == 1
+        differs = [k for k, v in own.items() if v.is_floating_point() and not torch.equal(kept[k], v)]
+        if averaged:
+            assert plan.ema_decay > 0 and stepper.average is not None
+            average = stepper.average.module.state_dict()
+            assert all(torch.equal(kept[k], v) for k, v in average.items())
+            assert differs, "the kept weights are the last step's, not their average"
+            assert "plain_val_macro_f1" in outcome.curve[0]
+        else:
+            assert plan.ema_decay == 0 and stepper.average is None and not differs
+            assert "plain_val_macro_f1" not in outcome.curve[0]

@@ -1,10 +1,10 @@
 """Training checkpoints: everything a run needs to continue exactly where it stopped.
 
-A checkpoint holds the model, the optimizer, the LR schedule's position, the loss scaler, the random number
-generators of every process, and the loop's own state (epoch, batch within the epoch, steps made, the curve,
-the best epoch's weights, early-stopping patience used, the half-finished epoch's loss sums). The epoch batches
-are drawn from `seed` and the epoch number (trainer/data.py), so with the generators restored a resumed run
-makes the same steps as one never interrupted.
+A checkpoint holds the model, the optimizer, the LR schedule's position, the loss scaler, the weights' moving
+average (where the plan keeps one), the random number generators of every process, and the loop's own state
+(epoch, batch within the epoch, steps made, the curve, the best epoch's weights, early-stopping patience used,
+the half-finished epoch's loss sums). The epoch batches are drawn from `seed` and the epoch number
+(trainer/data.py), so with the generators restored a resumed run makes the same steps as one never interrupted.
 
 A checkpoint is taken only at an optimizer-step boundary (no half-accumulated gradient to lose) and written
 atomically (a temporary file, then a rename): a process killed while writing leaves the previous checkpoint.
@@ -102,6 +102,7 @@ class Checkpoint:
     scaler: dict[str, Any] | None
     rng: list[dict[str, Any]]  # one per process (rank order)
     best_state: dict[str, torch.Tensor] | None
+    average: dict[str, Any] | None = None  # the weights' moving average (Stepper.average), its updates counted
 
 
 def save(directory: Path, ckpt: Checkpoint) -> Path:
@@ -117,6 +118,7 @@ def save(directory: Path, ckpt: Checkpoint) -> Path:
             "scaler": ckpt.scaler,
             "rng": ckpt.rng,
             "best_state": ckpt.best_state,
+            "average": ckpt.average,
         },
         tmp,
     )
@@ -144,6 +146,7 @@ def load(directory: Path | None, expected_fingerprint: str) -> tuple[Checkpoint 
             scaler=raw["scaler"],
             rng=raw["rng"],
             best_state=raw["best_state"],
+            average=raw.get("average"),
         ),
         None,
     )
@@ -184,7 +187,7 @@ class Checkpointer:
         if not group.is_main:
             return
         assert self.directory is not None
-        scaler = self.stepper.scaler
+        scaler, average = self.stepper.scaler, self.stepper.average
         save(
             self.directory,
             Checkpoint(
@@ -202,6 +205,9 @@ class Checkpointer:
                 scaler=scaler.state_dict() if scaler is not None else None,
                 rng=rngs,
                 best_state=best_state,
+                average=(
+                    {k: v.detach().to("cpu") for k, v in average.state_dict().items()} if average is not None else None
+                ),
             ),
         )
 
@@ -212,6 +218,8 @@ def restore(resume: Checkpoint, run: Prepared, stepper: Stepper, group: Group) -
     stepper.optimizer.load_state_dict(resume.optimizer)
     if stepper.scaler is not None and resume.scaler is not None:
         stepper.scaler.load_state_dict(resume.scaler)
+    if stepper.average is not None and resume.average is not None:
+        stepper.average.load_state_dict(resume.average)
     if resume.loop.steps_done:
         stepper.retarget(resume.loop.total, resume.loop.steps_done)
     set_rng_state(resume.rng[group.rank])

@@ -9,10 +9,10 @@ Defaults follow the recipe that first reached 63% macro-F1 on a ~7k-text two-tas
 polarization): mBERT, last-4-layer mean pooling, 3-layer MLP heads, focal loss with label smoothing, R-Drop,
 LLRD, AdamW (wd 0.03, LR 2.5e-5), batch 12 × accumulation 4, max length 320, early stopping (patience 8), 20
 epochs on a GPU. The keys that depend on how long a run can train (`lr`, `grad_accum`, `rdrop_alpha`,
-`llrd_decay`, `head_layers`) default to None: planned (trainer/plan.py), which gives exactly the recipe to a run
-that affords the recipe's training and scales them for a shorter one (a CPU, a `budget_minutes`). `pooling`
-defaults to `auto`: an encoder trained with a pooling of its own (a sentence-transformers checkpoint) keeps it;
-any other gets the recipe's. A value set is used as given.
+`llrd_decay`, `head_layers`, `ema_decay`) default to None: planned (trainer/plan.py), which gives exactly the
+recipe to a run that affords the recipe's training and scales them for a shorter one (a CPU, a
+`budget_minutes`). `pooling` defaults to `auto`: an encoder trained with a pooling of its own (a
+sentence-transformers checkpoint) keeps it; any other gets the recipe's. A value set is used as given.
 """
 
 from __future__ import annotations
@@ -105,6 +105,10 @@ class TrainConfig(ConfigModel):
     head_lr: float | None = Field(default=None, gt=0, lt=1)
     # each encoder layer below the top gets lr × decay^depth; None: planned (0.9 in a long run, else 1)
     llrd_decay: float | None = Field(default=None, ge=0.05, le=1)
+    # validate, select and keep the exponential moving average of the weights, updated at every optimizer step
+    # (avg ← decay · avg + (1 − decay) · weights); 0: the weights themselves; None: planned (a short run averages
+    # over half an epoch, a long one keeps its weights)
+    ema_decay: float | None = Field(default=None, ge=0, lt=1)
     weight_decay: float = Field(default=0.03, ge=0, le=1)  # AdamW's decoupled decay: past 1 the weights diverge
     warmup_ratio: float = Field(default=0.1, ge=0, le=0.9)
     max_grad_norm: float = Field(default=1.0, ge=0)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
 from transformers import set_seed
 
 from trainer.config import TrainConfig
@@ -96,9 +97,10 @@ class Prepared:
             throughput=throughput,
         )
 
-    def predict(self, encoded: Encoded) -> dict[str, np.ndarray]:
+    def predict(self, encoded: Encoded, model: MultiTaskModel | None = None) -> dict[str, np.ndarray]:
+        """`model`'s probabilities (the run's model by default; the loop passes its weights' average)."""
         return predict_encoded(
-            self.model,
+            model or self.model,
             encoded,
             self.pad_id,
             batch_size=self.config.eval_batch_size,
@@ -107,10 +109,26 @@ class Prepared:
         )
 
 
+def moving_average(model: MultiTaskModel, decay: float) -> AveragedModel:
+    """A copy of `model` whose weights follow the exponential moving average of its weights (updated after each
+    optimizer step, `Stepper.batch`). The decay ramps up as min(decay, (1 + n)/(10 + n)) over the first `n`
+    updates, so the average does not drag the random heads' first weights along for a whole horizon."""
+
+    Tensors = list[torch.Tensor] | tuple[torch.Tensor, ...]
+
+    def ema(averaged: Tensors, current: Tensors, n: torch.Tensor | int) -> None:
+        updates = float(n)
+        weight = 1 - min(decay, (1 + updates) / (10 + updates))
+        torch._foreach_lerp_(averaged, current, weight)
+
+    return AveragedModel(model, multi_avg_fn=ema, use_buffers=False)
+
+
 @dataclass
 class Stepper:
     """One training batch at a time: forward (both R-Drop passes), loss, backward; every `grad_accum`
-    batches, clipping, an optimizer step and a scheduler step. Shared by the loop and the benchmark."""
+    batches, clipping, an optimizer step and a scheduler step, then the weights' moving average (when the plan
+    keeps one). Shared by the loop and the benchmark."""
 
     model: Any  # the MultiTaskModel, or its DistributedDataParallel wrapper
     loss_fn: MultiTaskLoss
@@ -123,6 +141,14 @@ class Stepper:
     pad_id: int
     device: torch.device
     dtype: torch.dtype | None
+    average: AveragedModel | None = None  # the weights' moving average (plan.ema_decay > 0)
+
+    @property
+    def evaluated(self) -> MultiTaskModel:
+        """The weights a run validates and keeps: their moving average, or the model's own."""
+        if self.average is not None:
+            return cast(MultiTaskModel, self.average.module)
+        return getattr(self.model, "module", self.model)  # type: ignore[no-any-return]  # DDP wraps the model
 
     @classmethod
     def build(cls, run: Prepared, plan: Plan) -> Stepper:
@@ -156,6 +182,7 @@ class Stepper:
             run.pad_id,
             run.device,
             run.dtype,
+            moving_average(model, plan.ema_decay) if plan.ema_decay > 0 else None,
         )
 
     def retarget(self, total_steps: int, steps_done: int) -> None:
@@ -188,6 +215,8 @@ class Stepper:
                 self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
+            if self.average is not None:
+                self.average.update_parameters(getattr(model, "module", model))
         return loss, parts
 
     def _forward_backward(

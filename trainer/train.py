@@ -188,15 +188,17 @@ def run_loop(
         verdict: dict[str, Any] | None = None
         if group.is_main:
             e0 = time.monotonic()
-            val_probs = run.predict(run.val)
-            st.eval_seconds += time.monotonic() - e0
+            val_probs = run.predict(run.val, stepper.evaluated)
             val_metrics = evaluate_probs(val_probs, run.val.labels.numpy(), data.tasks)
             verdict = {
                 "val_f1": val_metrics["overall_macro_f1"] or 0.0,
                 "val_tasks": {k: m["macro_f1"] for k, m in val_metrics["tasks"].items()},
-                "elapsed": clock.elapsed(),
-                "eval_seconds": st.eval_seconds,
             }
+            if stepper.average is not None:  # what the averaging changed, in the curve beside it
+                plain = evaluate_probs(run.predict(run.val), run.val.labels.numpy(), data.tasks)
+                verdict["plain_val_f1"] = plain["overall_macro_f1"] or 0.0
+            st.eval_seconds += time.monotonic() - e0
+            verdict.update(elapsed=clock.elapsed(), eval_seconds=st.eval_seconds)
         verdict = group.broadcast(verdict)  # rank 0 decides: every rank keeps the same best epoch and stop
         assert verdict is not None
         val_f1 = verdict["val_f1"]
@@ -208,6 +210,7 @@ def run_loop(
             "task_loss": {k: v / max(seen, 1) for k, v in task_sums.items()},
             "val_macro_f1": val_f1,
             "val_task_macro_f1": verdict["val_tasks"],
+            **({"plain_val_macro_f1": verdict["plain_val_f1"]} if "plain_val_f1" in verdict else {}),
             "lr": max(stepper.scheduler.get_last_lr()),
             "steps": st.steps_done,
             "train_samples": int(seen),
@@ -218,7 +221,8 @@ def run_loop(
         if val_f1 > st.best_f1 + 1e-9:
             st.best_f1, st.best_epoch, st.stale = val_f1, st.epoch, 0
             if group.is_main:
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                kept = stepper.evaluated.state_dict()
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in kept.items()}
         else:
             st.stale += 1
         if plan.budget_seconds is not None and not at_deadline and st.steps_done < st.total:
@@ -349,6 +353,8 @@ def train_process(
         return None
     if loop.best_state is not None:
         run.model.load_state_dict(loop.best_state)
+    elif stepper.average is not None:  # no epoch was validated: the average as it stands
+        run.model.load_state_dict(stepper.evaluated.state_dict())
     val_probs, test_probs = run.predict(run.val), run.predict(run.test)
     tasks = run.data.tasks
     val_gold, test_gold = run.val.labels.numpy(), run.test.labels.numpy()

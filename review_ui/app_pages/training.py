@@ -226,8 +226,10 @@ def curve_charts(curve: list[dict[str, Any]]) -> None:
             st.line_chart(frame, x="epoch", y="train_loss", y_label="loss", height=220)
     with charts[1]:
         st.caption("Val macro-F1 (overall and per task)")
+        # a short run validates its weights' moving average; its curve also holds the plain weights' score
+        shown = {"val_macro_f1": "overall", "plain_val_macro_f1": "overall, plain weights"}
         f1 = (
-            frame[["epoch", "val_macro_f1"]].rename(columns={"val_macro_f1": "overall"})
+            frame[["epoch", *(c for c in shown if c in frame)]].rename(columns=shown)
             if "val_macro_f1" in frame
             else None
         )
