@@ -146,3 +146,16 @@ def test_a_stop_asked_at_the_last_step_lets_the_run_finish(tiny_encoder: str, tm
         control=LoopControl(checkpoint_dir=tmp_path / "ckpt", should_stop=stop_at_the_end),
     )
     assert [e["epoch"] for e in result.curve] == [1, 2, 3, 4] and result.metrics["plan"]["steps_done"] == 20
+
+
+def test_a_checkpoint_written_before_a_config_key_was_added_still_resumes() -> None:
+    """The fingerprint 337aaa3 (before `ema_decay` existed) computed for this config and data: a run that an
+    upgrade interrupted resumes instead of training again from step 0. A key added to TrainConfig later must
+    leave it unchanged at its default (checkpoint.LATER_KEYS), or this fails; set, it changes the fingerprint."""
+    from trainer.checkpoint import fingerprint
+    from trainer.config import TrainConfig
+
+    config = TrainConfig(encoder="enc", epochs=3, max_length=32)
+    before = "c53cfc737c4d0a6eaf5cf60dc0c55c31030c5ba259b22f44488af6ccabaa08ba"
+    assert fingerprint(config, synthetic_split()) == before
+    assert fingerprint(config.with_overrides({"ema_decay": 0.99}), synthetic_split()) != before

@@ -270,6 +270,14 @@ def test_the_estimate_reads_a_ddp_runs_rate_per_process(lead, engine, tmp_path) 
         rates[nproc] = r.json()["samples_per_second"]
     # 4 processes together trained 400 texts/s: 100 each (scaled by the texts' lengths, the same for both)
     assert rates[4] == pytest.approx(4 * rates[1]) and rates[1] == pytest.approx(100.0, rel=0.05)
+    # A run that averages its weights validates twice an epoch (the average, the plain weights): one pass more.
+    epoch = {}
+    for decay in (0.0, 0.9):
+        config = {"encoder": encoder, "rdrop_alpha": 0.0, "ema_decay": decay}
+        r = lead.post("/api/v1/training-estimates", json={"dataset": name, "config": config})
+        assert r.status_code == 200, r.text
+        epoch[decay] = r.json()["seconds_per_epoch"]
+    assert epoch[0.9] > epoch[0.0]
 
 
 def test_the_estimate_reads_no_other_projects_runs_nor_the_workers_paths(lead, engine, tmp_path) -> None:

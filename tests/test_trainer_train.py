@@ -216,7 +216,8 @@ def test_a_short_run_trains_linear_heads_from_its_seed_and_reloads_them(tiny_enc
 
 
 def test_the_moving_average_ramps_its_decay_over_the_first_updates() -> None:
-    """avg ← avg + (1 − d)(w − avg) with d = min(decay, (1 + n)/(10 + n)) after the n-th update; the first copies."""
+    """The n-th update (from 0) moves the average by max(1 − decay, 1/(n + 1)) of the way to the weights: the
+    plain mean of the weights so far until n reaches the horizon (10 updates at decay 0.9), the EMA after."""
     from trainer.steps import moving_average
 
     layer = torch.nn.Linear(1, 1, bias=False)
@@ -226,8 +227,10 @@ def test_the_moving_average_ramps_its_decay_over_the_first_updates() -> None:
         with torch.no_grad():
             layer.weight.fill_(w)
         average.update_parameters(layer)
-        expected = w if n == 0 else expected + (1 - min(0.9, (1 + n) / (10 + n))) * (w - expected)
+        expected = w if n == 0 else expected + max(0.1, 1 / (n + 1)) * (w - expected)
         assert float(average.module.weight.detach()) == pytest.approx(expected, rel=1e-6)
+        if n == 9:  # ten updates: their mean
+            assert expected == pytest.approx(sum([1.0, 3.0, 5.0, 7.0, 2.0, 4.0, 6.0, 8.0, 1.0, 9.0]) / 10)
     assert float(layer.weight.detach()) == 2.0, "the model's own weights are left alone"
 
 

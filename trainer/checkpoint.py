@@ -33,6 +33,10 @@ from trainer.steps import Prepared, Stepper
 
 CHECKPOINT_FILE = "checkpoint.pt"
 RUNTIME_KEYS = {"checkpoint_every_steps", "num_threads", "device"}
+# Keys added to the config after checkpoints were written: left at their default (None: planned), they leave the
+# fingerprint as it was, so a run interrupted before an upgrade resumes after it (a planned moving average then
+# starts from the resumed weights).
+LATER_KEYS = {"ema_decay"}
 
 
 @dataclass
@@ -64,7 +68,9 @@ def fingerprint(config: TrainConfig, data: SplitData) -> str:
     the machine rather than the run (threads, which device, how often to checkpoint) may differ: a run stopped
     on one worker resumes on another."""
     digest = hashlib.sha256()
-    settings = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_KEYS}
+    settings = {
+        k: v for k, v in config.to_dict().items() if k not in RUNTIME_KEYS and not (k in LATER_KEYS and v is None)
+    }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     digest.update(json.dumps([[t.name, t.labels] for t in data.tasks]).encode())
     for split in (data.train, data.val, data.test):

@@ -27,7 +27,7 @@ each applied only to the keys the config leaves unset (None); a key set in the c
 4. **Warm-up** covers `warmup_ratio` (the recipe's 10%) of the planned steps.
 5. **Weight averaging.** A short run (under LONG_RUN_EPOCHS epochs) is validated, selected and kept as the
    exponential moving average of its weights over EMA_HORIZON_EPOCHS of an epoch's optimizer steps (decay
-   1 − 1/horizon, ramped up over the first steps as min(decay, (1 + n)/(10 + n))): its raised LR leaves the last
+   1 − 1/horizon; until that many steps are made, the mean of the weights so far): its raised LR leaves the last
    weights noisy, and on the example dataset its val macro-F1 peaks early and then wanders by a point from
    epoch to epoch (bench/quality_loop.py). The epoch's curve keeps the plain weights' val macro-F1 beside the
    average's. A long run keeps its own weights, as the recipe does.

@@ -111,14 +111,14 @@ class Prepared:
 
 def moving_average(model: MultiTaskModel, decay: float) -> AveragedModel:
     """A copy of `model` whose weights follow the exponential moving average of its weights (updated after each
-    optimizer step, `Stepper.batch`). The decay ramps up as min(decay, (1 + n)/(10 + n)) over the first `n`
-    updates, so the average does not drag the random heads' first weights along for a whole horizon."""
+    optimizer step, `Stepper.batch`). Until `n` updates reach the horizon 1/(1 − decay) the average is the plain
+    mean of the weights so far (the n-th update weighs 1/(n + 1)), then the EMA takes over: an early average
+    neither drags the first, random head weights along for a whole horizon nor has a shorter one than planned."""
 
     Tensors = list[torch.Tensor] | tuple[torch.Tensor, ...]
 
     def ema(averaged: Tensors, current: Tensors, n: torch.Tensor | int) -> None:
-        updates = float(n)
-        weight = 1 - min(decay, (1 + updates) / (10 + updates))
+        weight = max(1 - decay, 1 / (float(n) + 1))
         torch._foreach_lerp_(averaged, current, weight)
 
     return AveragedModel(model, multi_avg_fn=ema, use_buffers=False)

@@ -194,7 +194,7 @@ def run_loop(
                 "val_f1": val_metrics["overall_macro_f1"] or 0.0,
                 "val_tasks": {k: m["macro_f1"] for k, m in val_metrics["tasks"].items()},
             }
-            if stepper.average is not None:  # what the averaging changed, in the curve beside it
+            if stepper.average is not None and not at_deadline:  # what the averaging changed, in the curve
                 plain = evaluate_probs(run.predict(run.val), run.val.labels.numpy(), data.tasks)
                 verdict["plain_val_f1"] = plain["overall_macro_f1"] or 0.0
             st.eval_seconds += time.monotonic() - e0
