@@ -186,8 +186,7 @@ def training_plan(
         throughput=Throughput(seconds_per_sample=1 / rate, eval_seconds=eval_seconds),
     )
     passes = RDROP_COST if plan.rdrop_alpha > 0 else 1.0
-    # a run that averages its weights validates twice an epoch (the average and the plain weights)
-    per_epoch = len(train_lengths) * passes / rate + eval_seconds * (2 if plan.ema_decay > 0 else 1)
+    per_epoch = len(train_lengths) * passes / rate + eval_seconds * plan.evals_per_epoch
     per_run = (plan.estimated_seconds or 0.0) + pending / eval_rate
     runs = max(1, len(seeds))
     return {

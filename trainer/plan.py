@@ -121,6 +121,11 @@ class Plan:
         return self.steps / self.steps_per_epoch
 
     @property
+    def evals_per_epoch(self) -> int:
+        """Validation passes at each epoch's end: a run that averages its weights also validates the plain ones."""
+        return 2 if self.ema_decay > 0 else 1
+
+    @property
     def deadline_seconds(self) -> float | None:
         return self.budget_seconds * DEADLINE_SLACK if self.budget_seconds is not None else None
 
@@ -183,8 +188,9 @@ def plan_run(
         rdrop = config.rdrop_alpha
     epochs = min(float(config.epochs), affordable_epochs(rdrop > 0))
     averaged = config.ema_decay > 0 if config.ema_decay is not None else epochs < LONG_RUN_EPOCHS
-    if averaged:  # each epoch validates the average and the plain weights (the curve shows both)
-        epochs = min(float(config.epochs), affordable_epochs(rdrop > 0, evals=2))
+    evals_per_epoch = 2 if averaged else 1  # averaged: the average and the plain weights (the curve shows both)
+    if averaged:
+        epochs = min(float(config.epochs), affordable_epochs(rdrop > 0, evals=evals_per_epoch))
     if budget is not None:
         reasons.append(f"{epochs:.2f} epochs: what {config.budget_minutes:g} min afford (at most {config.epochs})")
     long_run = epochs >= LONG_RUN_EPOCHS
@@ -243,7 +249,7 @@ def plan_run(
     if throughput is not None:
         cost = RDROP_COST if rdrop > 0 else 1.0
         samples = steps * config.batch_size * accum
-        evals = math.ceil(epochs) * (2 if averaged else 1) + 1
+        evals = math.ceil(epochs) * evals_per_epoch + 1
         estimated = samples * throughput.seconds_per_sample * cost + evals * throughput.eval_seconds
     return Plan(
         **_over_steps(config, steps, steps_per_epoch, lr, scaled),

@@ -100,7 +100,7 @@ class Prepared:
     def predict(self, encoded: Encoded, model: MultiTaskModel | None = None) -> dict[str, np.ndarray]:
         """`model`'s probabilities (the run's model by default; the loop passes its weights' average)."""
         return predict_encoded(
-            model or self.model,
+            self.model if model is None else model,
             encoded,
             self.pad_id,
             batch_size=self.config.eval_batch_size,
@@ -144,11 +144,14 @@ class Stepper:
     average: AveragedModel | None = None  # the weights' moving average (plan.ema_decay > 0)
 
     @property
+    def unwrapped(self) -> MultiTaskModel:
+        """The model itself, inside its DistributedDataParallel wrapper where it has one."""
+        return cast(MultiTaskModel, getattr(self.model, "module", self.model))
+
+    @property
     def evaluated(self) -> MultiTaskModel:
         """The weights a run validates and keeps: their moving average, or the model's own."""
-        if self.average is not None:
-            return cast(MultiTaskModel, self.average.module)
-        return getattr(self.model, "module", self.model)  # type: ignore[no-any-return]  # DDP wraps the model
+        return cast(MultiTaskModel, self.average.module) if self.average is not None else self.unwrapped
 
     @classmethod
     def build(cls, run: Prepared, plan: Plan) -> Stepper:
@@ -216,7 +219,7 @@ class Stepper:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             if self.average is not None:
-                self.average.update_parameters(getattr(model, "module", model))
+                self.average.update_parameters(self.unwrapped)
         return loss, parts
 
     def _forward_backward(

@@ -353,8 +353,6 @@ def train_process(
         return None
     if loop.best_state is not None:
         run.model.load_state_dict(loop.best_state)
-    elif stepper.average is not None:  # no epoch was validated: the average as it stands
-        run.model.load_state_dict(stepper.evaluated.state_dict())
     val_probs, test_probs = run.predict(run.val), run.predict(run.test)
     tasks = run.data.tasks
     val_gold, test_gold = run.val.labels.numpy(), run.test.labels.numpy()
