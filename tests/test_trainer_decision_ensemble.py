@@ -32,10 +32,22 @@ def test_prior_correction_fitted_on_val_raises_macro_f1_on_test() -> None:
     assert rule["alpha"] > 0 and rule["val_macro_f1_after"] > rule["val_macro_f1_before"]
     # kept because it also helps out of fold (α chosen on four folds of val, the fifth predicted with it)
     assert rule["cv_macro_f1_after"] > rule["cv_macro_f1_before"] and rule["alpha"] == rule["alpha_on_val"]
+    assert rule["cv_macro_f1_after"] - rule["cv_macro_f1_before"] > rule["cv_gain_se"] > 0  # beyond its noise
     before = f1_per_class(test_y, test_p.argmax(1), 3)[1]
     after = f1_per_class(test_y, decide({"t": test_p}, {"t": rule})["t"], 3)[1]
     assert after > before + 0.02  # the rare class is predicted where it should be
     assert (decide({"t": test_p}, {"t": rule})["t"] == 2).sum() > (test_p.argmax(1) == 2).sum()
+
+
+def test_a_held_out_gain_within_its_own_noise_keeps_the_argmax() -> None:
+    """60 val texts of the same skewed model: α 0.6 fits val, and the out-of-fold labels even score higher than
+    the argmax, but by less than one standard error of that difference: the rule is not kept, the argmax is."""
+    probs, gold = skewed(60, 10)
+    rule = fit_prior_correction(probs, gold)
+    gain = rule["cv_macro_f1_after"] - rule["cv_macro_f1_before"]
+    assert rule["alpha_on_val"] > 0 and 0 < gain < rule["cv_gain_se"]
+    assert rule["alpha"] == 0.0 and rule["val_macro_f1_after"] == rule["val_macro_f1_before"]
+    assert np.array_equal(decide({"t": probs}, {"t": rule})["t"], probs.argmax(1))
 
 
 def test_prior_correction_stays_at_argmax_when_argmax_is_best_and_ignores_missing_labels() -> None:
