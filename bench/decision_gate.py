@@ -11,9 +11,10 @@ gates, and scores each on test:
 - `one_se`: kept when the gain exceeds one standard error (the product's gate).
 
 Per run, the fits are the full loop (the seeds + the TF-IDF member, weights and temperatures as the product fits
-them), the seeds ensembled, and each seed alone (as a one-member ensemble: temperature-scaled). Test is read only
-to report what each gate did, after the fact; the gate itself is a rule of model selection (keep the simpler
-model unless the other wins by more than its noise), not a number fitted here.
+them), the seeds ensembled, and each seed alone (as a one-member ensemble: temperature-scaled). Test is read here
+to report what each gate did; it is also what showed, over the five runs of 2026-12-04, that the old gate was too
+loose (the fits share each run's val and test texts: five runs' evidence, not 25 fits'). The gate's one
+standard error is not tuned on it: it is the usual line between a difference and its noise.
 
     .venv/bin/python bench/decision_gate.py            # every committed run (~10 s)
     .venv/bin/python bench/decision_gate.py --quick    # the latest run only
@@ -44,15 +45,24 @@ MEMBERS = "bench/results/quality_loop_members.json.gz"
 GATES = {"argmax": None, "any_gain": 0.0, "one_se": 1.0}
 
 
+def git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.decode("latin-1")
+
+
 def committed_runs(quick: bool) -> list[tuple[str, bytes]]:
     """(label, gzip bytes) of each committed members file, newest first; the working tree's first if it differs."""
-    commits = subprocess.run(
-        ["git", "log", "--format=%h", "--", MEMBERS], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
-    found = [
-        (c, subprocess.run(["git", "show", f"{c}:{MEMBERS}"], cwd=ROOT, capture_output=True, check=True).stdout)
-        for c in commits
-    ]
+    if git("rev-parse", "--is-shallow-repository") == "true\n":
+        print("warning: a shallow clone holds only the latest commits' runs (git fetch --unshallow for all)")
+    commits = (git("log", "--diff-filter=AM", "--format=%h", "--", MEMBERS) or "").split()
+    found = []
+    for commit in commits:
+        shown = subprocess.run(["git", "show", f"{commit}:{MEMBERS}"], cwd=ROOT, capture_output=True)
+        if shown.returncode == 0:
+            found.append((commit, shown.stdout))
     here = (ROOT / MEMBERS).read_bytes() if (ROOT / MEMBERS).exists() else None
     if here is not None and (not found or here != found[0][1]):
         found.insert(0, ("working tree", here))
@@ -116,7 +126,10 @@ def main() -> None:
     args = parser.parse_args()
     started = time.monotonic()
     rows = []
-    for label, raw in committed_runs(args.quick):
+    runs = committed_runs(args.quick)
+    if not runs:
+        raise SystemExit(f"no quality study to read: {MEMBERS} is neither in git history nor in the working tree")
+    for label, raw in runs:
         for row in gate_effects(raw):
             row["run"] = label
             rows.append(row)

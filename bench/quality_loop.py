@@ -34,9 +34,11 @@ Nothing here is chosen for this dataset: the loop's settings are the product's d
 what a user sets (encoder, tasks, max length 64, threads, the budget). Paired deltas carry a paired bootstrap CI
 over test examples (bench/quality_stats.py). `--quick` is a smoke run (tiny subset, tiny budget, LR selection
 forced on so that its path runs); its results go to quality_loop.quick.json and never overwrite the full
-results. `--probe` measures the throughput and prints the estimate of a full run.
+results. `--probe` measures the throughput and prints the estimate of a full run. `--seeds N` and
+`--budget-minutes M` other than the study's 3 × 18 min name the results (e.g. `quality_loop.loop.6x9min.json`):
+the same total time as more, shorter runs.
 
-    .venv/bin/python bench/quality_loop.py [--quick | --probe] [--budget-minutes 18]
+    .venv/bin/python bench/quality_loop.py [--quick | --probe] [--budget-minutes 18] [--seeds 3]
         [--ablation | --ablation-only | --loop-only] [--variant-sampling all|one_per_source]
 """
 
@@ -447,6 +449,13 @@ def main() -> None:
         metavar="M",
         help=f"training budget per loop run (default {FULL.budget_minutes:g})",
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help=f"seeds per arm (default {len(FULL.seeds)}); with --budget-minutes, the same total time spread over "
+        "more, shorter runs",
+    )
     arms = parser.add_mutually_exclusive_group()
     arms.add_argument(
         "--ablation",
@@ -467,12 +476,23 @@ def main() -> None:
     args = parser.parse_args()
     if args.budget_minutes is not None and not 0.2 <= args.budget_minutes <= 600:
         parser.error("--budget-minutes must be between 0.2 and 600")
+    if args.seeds is not None and not 1 <= args.seeds <= 20:
+        parser.error("--seeds must be between 1 and 20")
     import torch
 
     torch.set_num_threads(2)
     profile = QUICK if args.quick else FULL
     if args.budget_minutes is not None:
         profile = replace(profile, budget_minutes=args.budget_minutes)
+    if args.seeds is not None:
+        profile = replace(profile, seeds=tuple(range(args.seeds)))
+    # A budget or a seed count other than the profile's names its results: they never overwrite the study's.
+    base = QUICK if args.quick else FULL
+    shape = (
+        f".{len(profile.seeds)}x{profile.budget_minutes:g}min"
+        if (profile.seeds, profile.budget_minutes) != (base.seeds, base.budget_minutes)
+        else ""
+    )
     from trainer.config import TrainConfig
 
     default_sampling = TrainConfig.model_fields["variant_sampling"].default
@@ -506,6 +526,7 @@ def main() -> None:
     suffix = (
         (".ablation" if args.ablation_only else ".loop" if args.loop_only else "")
         + (f".{sampling}" if sampling != default_sampling else "")
+        + shape
         + (".quick" if args.quick else "")
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
