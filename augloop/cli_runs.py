@@ -51,6 +51,22 @@ def print_metrics(metrics: dict[str, Any] | None, title: str, *, confusion: bool
             console.print(cm)
 
 
+def rule_text(task: str, rule: dict[str, Any]) -> str:
+    """One task's decision rule as the CLI prints it: the α kept, or why val's α was not (trainer/decision.py)."""
+    gain = None
+    if rule.get("cv_macro_f1_after") is not None and rule.get("cv_macro_f1_before") is not None:
+        gain = 100 * (rule["cv_macro_f1_after"] - rule["cv_macro_f1_before"])
+    se = 100 * rule["cv_gain_se"] if rule.get("cv_gain_se") is not None else None
+    held_out = "" if gain is None else f"held out {gain:+.1f}" + (f" ± {se:.1f}" if se is not None else "")
+    if rule.get("alpha"):
+        return f"{task} α={rule['alpha']:g}" + (f" ({held_out})" if held_out else "")
+    fitted = rule.get("alpha_on_val")
+    if not fitted or gain is None:
+        return f"{task} argmax"
+    why = "within its noise" if gain > 0 else "no gain"
+    return f"{task} argmax (α={fitted:g} on val, {held_out}: {why})"
+
+
 def _settle_lost_jobs() -> None:
     """Runs whose process died (an `augloop train` killed with SIGKILL) end here, not only at a worker's next
     claim; a sweep that fails (the database busy) is left to the next one, and the runs are read all the same."""
@@ -103,7 +119,7 @@ def ensemble_cmd(
         if v.get("test") is not None
     )
     temps = ", ".join(f"{t} T={v:.2f}" for t, v in config["temperatures"].items())
-    rules = ", ".join(f"{t} α={r['alpha']:g}" for t, r in (config.get("decision") or {}).items())
+    rules = ", ".join(rule_text(t, r) for t, r in (config.get("decision") or {}).items())
     console.print(
         f"ensemble {run_id} of runs {ids} ({'weights fitted on val' if not unweighted else 'equal weights'}; "
         f"{temps}; decision {rules or 'argmax'}); members: {members}",

@@ -36,7 +36,7 @@ def test_train_seeds_then_ensemble_and_show(engine, tiny_encoder: str) -> None:
     # the TF-IDF member (run 3) trains on the same data, then joins the ensemble with weights fitted on val
     assert "run 3 (TF-IDF member) finished" in out and "run 3 test" in out
     assert "ensemble 4 of runs [1, 2, 3] (weights fitted on val" in out and "ensemble 4 test" in out
-    assert "run 3 (tfidf, weight" in out and "decision bias α=" in out
+    assert "run 3 (tfidf, weight" in out and "decision bias " in out and "message " in out
 
     listed = runner.invoke(app, ["runs", "list", "--dataset", name])
     assert listed.exit_code == 0 and "ensemble" in listed.output and "succeeded" in listed.output
@@ -44,6 +44,22 @@ def test_train_seeds_then_ensemble_and_show(engine, tiny_encoder: str) -> None:
     assert shown.exit_code == 0 and "confusion" in shown.output and "epoch 2" in shown.output
     assert "plan: 8 of 8 steps made, batch 8 × 1" in shown.output  # 30 texts / 8 → 4 steps × 2 epochs
     assert runner.invoke(app, ["runs", "show", "1", "--json"]).exit_code == 0
+
+
+def test_the_decision_rule_printed_says_what_was_kept_and_why_not() -> None:
+    """A kept α shows its held-out gain; a rule val fitted but cross-validation did not confirm shows as the argmax
+    with the gain it lacked (within its standard error, or none); a run stored before the gate shows its α."""
+    from augloop.cli_runs import rule_text
+
+    base = {"log_prior": [0.0, 0.0], "val_macro_f1_before": 0.5, "cv_macro_f1_before": 0.5}
+    kept = {**base, "alpha": -0.8, "alpha_on_val": -0.8, "cv_macro_f1_after": 0.53, "cv_gain_se": 0.011}
+    assert rule_text("bias", kept) == "bias α=-0.8 (held out +3.0 ± 1.1)"
+    noisy = {**base, "alpha": 0.0, "alpha_on_val": -1.0, "cv_macro_f1_after": 0.512, "cv_gain_se": 0.015}
+    assert rule_text("bias", noisy) == "bias argmax (α=-1 on val, held out +1.2 ± 1.5: within its noise)"
+    worse = {**base, "alpha": 0.0, "alpha_on_val": 0.4, "cv_macro_f1_after": 0.49, "cv_gain_se": None}
+    assert rule_text("message", worse) == "message argmax (α=0.4 on val, held out -1.0: no gain)"
+    assert rule_text("bias", {**base, "alpha": 0.0, "alpha_on_val": 0.0, "cv_macro_f1_after": 0.5}) == "bias argmax"
+    assert rule_text("bias", {"alpha": 0.3, "log_prior": [0.0, 0.0]}) == "bias α=0.3"  # stored before the gate
 
 
 def test_bad_input_exits_with_code_2(engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
