@@ -34,9 +34,9 @@ from bench_env import offline_cpu
 ROOT = offline_cpu()
 
 import numpy as np  # noqa: E402
-from sklearn.metrics import f1_score  # noqa: E402
+from ensemble_rules import overall_macro_f1  # noqa: E402
 
-from trainer.decision import decide, fit_prior_correction  # noqa: E402
+from trainer.decision import fit_prior_correction  # noqa: E402
 from trainer.ensemble import aligned_dumps, combine, fit_ensemble  # noqa: E402
 from trainer.examples import TaskSpec  # noqa: E402
 
@@ -45,40 +45,23 @@ MEMBERS = "bench/results/quality_loop_members.json.gz"
 GATES = {"argmax": None, "any_gain": 0.0, "one_se": 1.0}
 
 
-def git(*args: str) -> str | None:
+def git(*args: str) -> bytes | None:
     try:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, check=True)
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
-    return done.stdout.decode("latin-1")
 
 
 def committed_runs(quick: bool) -> list[tuple[str, bytes]]:
     """(label, gzip bytes) of each committed members file, newest first; the working tree's first if it differs."""
-    if git("rev-parse", "--is-shallow-repository") == "true\n":
+    if git("rev-parse", "--is-shallow-repository") == b"true\n":
         print("warning: a shallow clone holds only the latest commits' runs (git fetch --unshallow for all)")
-    commits = (git("log", "--diff-filter=AM", "--format=%h", "--", MEMBERS) or "").split()
-    found = []
-    for commit in commits:
-        shown = subprocess.run(["git", "show", f"{commit}:{MEMBERS}"], cwd=ROOT, capture_output=True)
-        if shown.returncode == 0:
-            found.append((commit, shown.stdout))
+    commits = (git("log", "--diff-filter=AM", "--format=%h", "--", MEMBERS) or b"").decode().split()
+    found = [(commit, raw) for commit in commits if (raw := git("show", f"{commit}:{MEMBERS}")) is not None]
     here = (ROOT / MEMBERS).read_bytes() if (ROOT / MEMBERS).exists() else None
     if here is not None and (not found or here != found[0][1]):
         found.insert(0, ("working tree", here))
     return found[:1] if quick else found
-
-
-def macro_f1(probs: dict[str, np.ndarray], gold: np.ndarray, tasks: list[TaskSpec], rules: Any) -> float:
-    labels = decide(probs, rules)
-    return 100 * float(
-        np.mean(
-            [
-                f1_score(gold[:, j], labels[t.name], average="macro", labels=range(len(t.labels)), zero_division=0)
-                for j, t in enumerate(tasks)
-            ]
-        )
-    )
 
 
 def gate_effects(raw: bytes) -> list[dict[str, Any]]:
@@ -114,7 +97,7 @@ def gate_effects(raw: bytes) -> list[dict[str, Any]]:
                     for j, t in enumerate(tasks)
                 }
             )
-            row[gate] = macro_f1(mixed_test, test_gold, tasks, rules)
+            row[gate] = 100 * overall_macro_f1(mixed_test, test_gold, tasks, rules)
             row[f"{gate}_alpha"] = {t.name: (rules or {}).get(t.name, {}).get("alpha", 0.0) for t in tasks}
         out.append(row)
     return out

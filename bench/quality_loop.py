@@ -481,13 +481,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(2)
-    profile = QUICK if args.quick else FULL
+    base = profile = QUICK if args.quick else FULL
     if args.budget_minutes is not None:
         profile = replace(profile, budget_minutes=args.budget_minutes)
     if args.seeds is not None:
         profile = replace(profile, seeds=tuple(range(args.seeds)))
     # A budget or a seed count other than the profile's names its results: they never overwrite the study's.
-    base = QUICK if args.quick else FULL
     shape = (
         f".{len(profile.seeds)}x{profile.budget_minutes:g}min"
         if (profile.seeds, profile.budget_minutes) != (base.seeds, base.budget_minutes)

@@ -122,8 +122,7 @@ class Plan:
 
     @property
     def evals_per_epoch(self) -> int:
-        """Validation passes at each epoch's end: a run that averages its weights also validates the plain ones."""
-        return 2 if self.ema_decay > 0 else 1
+        return evals_per_epoch(self.ema_decay > 0)
 
     @property
     def deadline_seconds(self) -> float | None:
@@ -133,6 +132,12 @@ class Plan:
         out = asdict(self)
         out.update(effective_batch=self.effective_batch, epochs=round(self.epochs, 3))
         return out
+
+
+def evals_per_epoch(averaged: bool) -> int:
+    """Validation passes at each epoch's end: a run that averages its weights also validates the plain ones
+    (the curve shows both)."""
+    return 2 if averaged else 1
 
 
 def width_factor(width: int) -> float:
@@ -188,9 +193,9 @@ def plan_run(
         rdrop = config.rdrop_alpha
     epochs = min(float(config.epochs), affordable_epochs(rdrop > 0))
     averaged = config.ema_decay > 0 if config.ema_decay is not None else epochs < LONG_RUN_EPOCHS
-    evals_per_epoch = 2 if averaged else 1  # averaged: the average and the plain weights (the curve shows both)
+    evals = evals_per_epoch(averaged)
     if averaged:
-        epochs = min(float(config.epochs), affordable_epochs(rdrop > 0, evals=evals_per_epoch))
+        epochs = min(float(config.epochs), affordable_epochs(rdrop > 0, evals=evals))
     if budget is not None:
         reasons.append(f"{epochs:.2f} epochs: what {config.budget_minutes:g} min afford (at most {config.epochs})")
     long_run = epochs >= LONG_RUN_EPOCHS
@@ -249,8 +254,8 @@ def plan_run(
     if throughput is not None:
         cost = RDROP_COST if rdrop > 0 else 1.0
         samples = steps * config.batch_size * accum
-        evals = math.ceil(epochs) * evals_per_epoch + 1
-        estimated = samples * throughput.seconds_per_sample * cost + evals * throughput.eval_seconds
+        passes = math.ceil(epochs) * evals + 1
+        estimated = samples * throughput.seconds_per_sample * cost + passes * throughput.eval_seconds
     return Plan(
         **_over_steps(config, steps, steps_per_epoch, lr, scaled),
         steps_per_epoch=steps_per_epoch,
