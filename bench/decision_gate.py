@@ -34,11 +34,10 @@ from bench_env import offline_cpu
 ROOT = offline_cpu()
 
 import numpy as np  # noqa: E402
-from ensemble_rules import overall_macro_f1  # noqa: E402
+from ensemble_rules import overall_macro_f1, read_loop  # noqa: E402
 
 from trainer.decision import fit_prior_correction  # noqa: E402
-from trainer.ensemble import aligned_dumps, combine, fit_ensemble  # noqa: E402
-from trainer.examples import TaskSpec  # noqa: E402
+from trainer.ensemble import combine, fit_ensemble  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MEMBERS = "bench/results/quality_loop_members.json.gz"
@@ -66,14 +65,10 @@ def committed_runs(quick: bool) -> list[tuple[str, bytes]]:
 
 def gate_effects(raw: bytes) -> list[dict[str, Any]]:
     """Per fit (full loop, seeds, each seed): each gate's test macro-F1 and the α it kept per task."""
-    runs = json.loads(gzip.decompress(raw))["loop"]
-    kinds = ["tfidf" if r["kind"] == "tfidf" else "transformer" for r in runs]
-    _ids, val, val_gold = aligned_dumps([r["val"] for r in runs])
-    _ids, test, test_gold = aligned_dumps([r["test"] for r in runs])
-    first = runs[0]["val"]["tasks"]
-    tasks = [TaskSpec(name=name, labels=first[name]["labels"]) for name in first]
-    seeds = [i for i, k in enumerate(kinds) if k == "transformer"]
-    fits = {"full loop": list(range(len(runs))), "seeds": seeds} | {f"seed {n}": [i] for n, i in enumerate(seeds)}
+    loop = read_loop(json.loads(gzip.decompress(raw))["loop"])
+    kinds, tasks, seeds = loop.kinds, loop.tasks, loop.seeds
+    val, val_gold, test, test_gold = loop.val, loop.val_gold, loop.test, loop.test_gold
+    fits = {"full loop": list(range(len(kinds))), "seeds": seeds} | {f"seed {n}": [i] for n, i in enumerate(seeds)}
     out = []
     for name, idx in fits.items():
         params = fit_ensemble(

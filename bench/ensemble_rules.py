@@ -26,6 +26,7 @@ import argparse
 import gzip
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from bench_env import offline_cpu
@@ -54,6 +55,33 @@ def overall_macro_f1(probs: dict[str, np.ndarray], gold: np.ndarray, tasks: list
             ]
         )
     )
+
+
+@dataclass(frozen=True)
+class Loop:
+    """A quality study's loop as its members file holds it: each run's val and test probabilities, aligned."""
+
+    kinds: list[str]  # per member: "transformer" (a seed) or "tfidf"
+    val: list[dict[str, np.ndarray]]
+    val_gold: np.ndarray
+    test_ids: list[int]
+    test: list[dict[str, np.ndarray]]
+    test_gold: np.ndarray
+    tasks: list[TaskSpec]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [i for i, k in enumerate(self.kinds) if k == "transformer"]
+
+
+def read_loop(runs: list[dict[str, Any]]) -> Loop:
+    """The loop's runs (`json.load(members)[arm]`), aligned by sample id."""
+    _ids, val, val_gold = aligned_dumps([r["val"] for r in runs])
+    test_ids, test, test_gold = aligned_dumps([r["test"] for r in runs])
+    first = runs[0]["val"]["tasks"]
+    kinds = ["tfidf" if r["kind"] == "tfidf" else "transformer" for r in runs]
+    tasks = [TaskSpec(name=name, labels=first[name]["labels"]) for name in first]
+    return Loop(kinds, val, val_gold, test_ids, test, test_gold, tasks)
 
 
 def rows(member_probs: list[dict[str, np.ndarray]], idx: np.ndarray) -> list[dict[str, np.ndarray]]:
@@ -107,11 +135,9 @@ def main() -> None:
     started = time.monotonic()
     with gzip.open(args.members, "rt", encoding="utf-8") as fh:
         runs = json.load(fh)[args.arm]
-    kinds = [r["kind"] for r in runs]
-    _ids, val_probs, val_gold = aligned_dumps([r["val"] for r in runs])
-    _ids, test_probs, test_gold = aligned_dumps([r["test"] for r in runs])
-    first = runs[0]["val"]["tasks"]
-    tasks = [TaskSpec(name=name, labels=first[name]["labels"]) for name in first]
+    loop = read_loop(runs)
+    kinds, tasks = loop.kinds, loop.tasks
+    val_probs, val_gold, test_probs, test_gold = loop.val, loop.val_gold, loop.test, loop.test_gold
     repeats = 3 if args.quick else 20
     rng = np.random.default_rng(0)
     n = len(val_gold)

@@ -22,11 +22,11 @@ from bench_env import offline_cpu
 
 ROOT = offline_cpu()
 
+from ensemble_rules import read_loop  # noqa: E402
 from quality_stats import TASKS, overall_delta  # noqa: E402
 
 from trainer.decision import decide  # noqa: E402
-from trainer.ensemble import aligned_dumps, combine, fit_ensemble  # noqa: E402
-from trainer.examples import TaskSpec  # noqa: E402
+from trainer.ensemble import combine, fit_ensemble  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -35,12 +35,9 @@ def loop_labels(path: Path) -> tuple[list[int], dict[str, Any], dict[str, int], 
     """Test ids, gold per task, class counts, and per ensemble (seeds, full) its test labels; the seed count."""
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         runs = json.load(fh)["loop"]
-    kinds = ["tfidf" if r["kind"] == "tfidf" else "transformer" for r in runs]
-    _ids, val, val_gold = aligned_dumps([r["val"] for r in runs])
-    ids, test, test_gold = aligned_dumps([r["test"] for r in runs])
-    first = runs[0]["val"]["tasks"]
-    tasks = [TaskSpec(name=name, labels=first[name]["labels"]) for name in first]
-    seeds = [i for i, k in enumerate(kinds) if k == "transformer"]
+    loop = read_loop(runs)
+    kinds, tasks, seeds = loop.kinds, loop.tasks, loop.seeds
+    val, val_gold, test, test_gold = loop.val, loop.val_gold, loop.test, loop.test_gold
     labels = {}
     for name, idx in {"seeds": seeds, "full_loop": list(range(len(runs)))}.items():
         members = [f"m{i}" for i in idx]
@@ -56,7 +53,7 @@ def loop_labels(path: Path) -> tuple[list[int], dict[str, Any], dict[str, int], 
         )
         labels[name] = decide(combine([test[i] for i in idx], params), params["decision"])
     gold = {t.name: test_gold[:, j] for j, t in enumerate(tasks)}
-    return ids, gold, {t.name: len(t.labels) for t in tasks}, labels, len(seeds)
+    return loop.test_ids, gold, {t.name: len(t.labels) for t in tasks}, labels, len(seeds)
 
 
 def main() -> None:
