@@ -33,7 +33,7 @@ different way of combining the members can be compared offline in seconds (choos
 Nothing here is chosen for this dataset: the loop's settings are the product's defaults; the study only sets
 what a user sets (encoder, tasks, max length 64, threads, the budget). Paired deltas carry a paired bootstrap CI
 over test examples (bench/quality_stats.py). `--quick` is a smoke run (tiny subset, tiny budget, LR selection
-forced on so that its path runs); its results go to quality_loop.quick.json and never overwrite the full
+and a soup of 3 forced on so that their paths run); its results go to quality_loop.quick.json and never overwrite the full
 results. `--probe` measures the throughput and prints the estimate of a full run. `--seeds N` and
 `--budget-minutes M` other than the study's 3 × 18 min name the results (e.g. `quality_loop.loop.6x9min.json`):
 the same total time as more, shorter runs.
@@ -105,7 +105,8 @@ QUICK = Profile(
     plain_epochs=1,
     seeds=(0, 1),
     bootstrap=200,
-    loop_extra=(("lr_search", "on"), ("lr_trials", 2)),
+    # forced on so that their paths run: LR selection, and the soup (its tiny runs plan over 10 epochs: no soup)
+    loop_extra=(("lr_search", "on"), ("lr_trials", 2), ("soup_size", 3)),
 )
 
 PLAIN = {
@@ -120,6 +121,7 @@ PLAIN = {
     "rdrop_alpha": 0.0,
     "llrd_decay": 1.0,
     "ema_decay": 0.0,  # plain fine-tuning keeps its own weights
+    "soup_size": 1,  # and its best epoch alone
     "pooling": "mean",
     "head_layers": 1,
     "decision": "none",
@@ -210,6 +212,9 @@ def read_runs(engine: Any, ids: dict[str, list[int]]) -> dict[str, list[dict[str
                     raise SystemExit(f"run {run_id} ({arm}) {run['status']}: {run['error']}")
                 run["test_dump"] = read_predictions(Path(run["artifact_dir"]) / "predictions_test.json")
                 run["val_dump"] = read_predictions(Path(run["artifact_dir"]) / "predictions_val.json")
+                for split in ("val", "test"):  # a run that ended with a soup saved its best epoch's alone too
+                    alone = Path(run["artifact_dir"]) / f"predictions_{split}_best_epoch.json"
+                    run[f"{split}_dump_best_epoch"] = read_predictions(alone) if alone.is_file() else None
                 out[arm].append(run)
     return out
 
@@ -359,8 +364,27 @@ def run_study(profile: Profile, tmp: Path, ablation: bool, baselines: bool = Tru
         "member_predictions": {
             arm: [{"id": r["id"], "kind": r["kind"], "val": r["val_dump"], "test": r["test_dump"]} for r in rs]
             for arm, rs in runs.items()
-        },
+        }
+        | best_epoch_members(runs),
     }
+
+
+def best_epoch_members(runs: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Each arm whose runs ended with a soup, again with each run's best epoch alone (`<arm>_best_epoch`): the
+    members the loop would have had without the soup, compared offline by bench/loop_compare.py --soup."""
+    out = {}
+    for arm, rs in runs.items():
+        if any(r.get("test_dump_best_epoch") for r in rs):
+            out[f"{arm}_best_epoch"] = [
+                {
+                    "id": r["id"],
+                    "kind": r["kind"],
+                    "val": r.get("val_dump_best_epoch") or r["val_dump"],
+                    "test": r.get("test_dump_best_epoch") or r["test_dump"],
+                }
+                for r in rs
+            ]
+    return out
 
 
 def run_summary(r: dict[str, Any]) -> dict[str, Any]:
@@ -396,6 +420,7 @@ def run_summary(r: dict[str, Any]) -> dict[str, Any]:
         },
         "decision": {t: (rule or {}).get("alpha") for t, rule in (metrics.get("decision") or {}).items()},
         "chosen_c": metrics.get("chosen_c"),
+        "soup": metrics.get("soup"),
         "curve": r["curve"],
         "config": r["config"],
     }

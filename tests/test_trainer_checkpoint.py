@@ -34,6 +34,8 @@ def same_run(a: TrainResult, b: TrainResult) -> None:
     np.testing.assert_allclose([e["train_loss"] for e in a.curve], [e["train_loss"] for e in b.curve], rtol=1e-5)
     np.testing.assert_allclose([e["val_macro_f1"] for e in a.curve], [e["val_macro_f1"] for e in b.curve], atol=1e-9)
     assert a.best_epoch == b.best_epoch
+    # the soup's ingredients are in the checkpoint: the resumed run makes the same soup of the same epochs
+    assert a.metrics["soup"]["epochs"] == b.metrics["soup"]["epochs"] and len(a.metrics["soup"]["candidates"]) == 3
     assert a.metrics["test"]["overall_macro_f1"] == pytest.approx(b.metrics["test"]["overall_macro_f1"], abs=1e-9)
     np.testing.assert_allclose(
         a.predictions["test"]["tasks"]["size"]["probs"], b.predictions["test"]["tasks"]["size"]["probs"], atol=1e-5
@@ -45,19 +47,19 @@ def test_a_retry_resumes_after_the_last_epoch_and_ends_like_an_uninterrupted_run
 ) -> None:
     control = LoopControl(checkpoint_dir=tmp_path / "ckpt")
 
-    def crash_after_epoch_one(event: dict[str, Any]) -> None:
-        if event["event"] == "epoch" and event["epoch"] == 1:
+    def crash_after_epoch_two(event: dict[str, Any]) -> None:  # two epochs' weights kept for the soup by then
+        if event["event"] == "epoch" and event["epoch"] == 2:
             raise Crash("the worker died")
 
     with pytest.raises(Crash):
-        train_model(config(tiny_encoder), synthetic_split(), progress=crash_after_epoch_one, control=control)
+        train_model(config(tiny_encoder), synthetic_split(), progress=crash_after_epoch_two, control=control)
     assert (tmp_path / "ckpt" / CHECKPOINT_FILE).is_file()
 
     events: list[dict[str, Any]] = []
     resumed = train_model(config(tiny_encoder), synthetic_split(), progress=events.append, control=control)
     start = next(e for e in events if e["event"] == "start")
-    assert start["resumed_from_step"] == uninterrupted.curve[0]["steps"] and start["resumed_at_epoch"] == 2
-    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2, 3, 4]  # epoch 1 is not trained again
+    assert start["resumed_from_step"] == uninterrupted.curve[1]["steps"] and start["resumed_at_epoch"] == 3
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [3, 4]  # epochs 1 and 2 are not trained again
     assert resumed.metrics["resumed_from_step"] == start["resumed_from_step"]
     same_run(resumed, uninterrupted)
 
@@ -159,3 +161,4 @@ def test_a_checkpoint_written_before_a_config_key_was_added_still_resumes() -> N
     before = "c53cfc737c4d0a6eaf5cf60dc0c55c31030c5ba259b22f44488af6ccabaa08ba"
     assert fingerprint(config, synthetic_split()) == before
     assert fingerprint(config.with_overrides({"ema_decay": 0.99}), synthetic_split()) != before
+    assert fingerprint(config.with_overrides({"soup_size": 2}), synthetic_split()) != before

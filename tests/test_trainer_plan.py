@@ -39,7 +39,7 @@ def test_a_gpu_run_gets_the_seed_recipe() -> None:
         assert plan.lr == pytest.approx(2.5e-5) and plan.head_lr == plan.lr
         assert (plan.rdrop_alpha, plan.llrd_decay, plan.patience) == (1.0, 0.9, 8)
         assert plan.head_layers == 3  # the recipe's MLP heads
-        assert plan.ema_decay == 0.0  # the recipe keeps its own weights
+        assert plan.ema_decay == 0.0 and plan.soup_size == 1  # the recipe keeps its best epoch's own weights
         assert plan.steps == 20 * math.ceil(584 / 4) == 2920 and plan.epochs == 20
         assert plan.warmup_steps == 292
         assert not plan.lr_scaled  # so `lr_search: auto` runs no trials
@@ -53,13 +53,15 @@ def test_a_short_cpu_budget_drops_the_regularisers_and_takes_more_smaller_update
     # with R-Drop the budget would buy 1.9 epochs, without 3.8: both < 10, so neither R-Drop nor LLRD
     assert plan.rdrop_alpha == 0.0 and plan.llrd_decay == 1.0
     assert plan.head_layers == 1 and any(r.startswith("heads: linear") for r in plan.reasons)
-    # each epoch validates twice (the weights' moving average and the plain weights, below)
-    epochs = (15 * 60 * BUDGET_USE - 2 * 8) / (5400 / 25 + 2 * 8)
+    # each epoch validates twice (the weights' moving average and the plain weights, below); two passes at the
+    # end, and five for the soup of the best 4 epochs (3 candidates on val, the best epoch alone on val and test)
+    epochs = (15 * 60 * BUDGET_USE - (2 + 5) * 8) / (5400 / 25 + 2 * 8)
     assert plan.epochs == pytest.approx(epochs, abs=1 / 450)
-    assert plan.grad_accum == 1 and plan.steps == math.floor(epochs * 450) == 1627  # ≥ 1,000 only without accum
+    assert plan.grad_accum == 1 and plan.steps == math.floor(epochs * 450) == 1549  # ≥ 1,000 only without accum
     # √(12/48) for the smaller batch, ×2 for half the recipe encoder's width; enough steps: no step factor
     assert plan.lr == pytest.approx(2.5e-5 * 0.5 * 2.0) and plan.lr_scaled
     assert plan.warmup_steps == round(0.1 * plan.steps)
+    assert plan.soup_size == 4 and any(r.startswith("greedy soup of the best 4 epochs") for r in plan.reasons)
     assert plan.estimated_seconds <= 15 * 60 * BUDGET_USE + 1
     assert any("R-Drop off" in r for r in plan.reasons)
     # its weights are validated and kept as their moving average over half an epoch (225 of 450 steps)
@@ -120,14 +122,15 @@ def test_regularisers_are_kept_exactly_when_the_budget_affords_ten_epochs_with_t
             throughput=Throughput(seconds_per_sample=0.01, eval_seconds=1.0),
         )
 
-    # an R-Drop epoch costs 1000 × 0.01 × 2 + 1 (val) = 21 s; ten need 10 × 21 + 2 = 212 s of 95% of the budget
-    long, short = plan(213), plan(205)
+    # an R-Drop epoch costs 1000 × 0.01 × 2 + 1 (val) = 21 s; ten need 10 × 21 + 2 + 5 (the soup's passes) = 217 s
+    # of 95% of the budget
+    long, short = plan(218), plan(210)
     assert (long.rdrop_alpha, long.llrd_decay) == (1.0, 0.9) and long.epochs >= 10
-    # without R-Drop 205 s buy 18 epochs: long enough for LLRD (free), not for R-Drop (it would halve them)
+    # without R-Drop 210 s buy 18 epochs: long enough for LLRD (free), not for R-Drop (it would halve them)
     assert (short.rdrop_alpha, short.llrd_decay) == (0.0, 0.9) and short.epochs > 10
     very_short = plan(95)  # 8.4 epochs even without R-Drop: neither
     assert (very_short.rdrop_alpha, very_short.llrd_decay) == (0.0, 1.0)
-    forced = plan(205, rdrop_alpha=1.0, llrd_decay=0.8)
+    forced = plan(210, rdrop_alpha=1.0, llrd_decay=0.8)
     assert (forced.rdrop_alpha, forced.llrd_decay) == (1.0, 0.8) and forced.epochs < 10
     assert plan_run(TrainConfig(epochs=8), **RECIPE_DATA).rdrop_alpha == 0.0  # 8 epochs: short even on a GPU
 

@@ -29,6 +29,7 @@ from trainer.config import TrainConfig
 from trainer.examples import SplitData
 from trainer.group import Group
 from trainer.plan import Throughput
+from trainer.soup import Ingredient
 from trainer.steps import Prepared, Stepper
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -36,7 +37,7 @@ RUNTIME_KEYS = {"checkpoint_every_steps", "num_threads", "device"}
 # Keys added to the config after checkpoints were written: left at their default (None: planned), they leave the
 # fingerprint as it was, so a run interrupted before an upgrade resumes after it (a planned moving average then
 # starts from the resumed weights).
-LATER_KEYS = {"ema_decay"}
+LATER_KEYS = {"ema_decay", "soup_size"}
 
 
 @dataclass
@@ -109,6 +110,9 @@ class Checkpoint:
     rng: list[dict[str, Any]]  # one per process (rank order)
     best_state: dict[str, torch.Tensor] | None
     average: dict[str, Any] | None = None  # the weights' moving average (Stepper.average), its updates counted
+    # the best epochs' weights kept for the soup, best first (the first is best_state, saved once: torch.save
+    # writes a storage shared by two entries once)
+    ingredients: list[Ingredient] = field(default_factory=list)
 
 
 def save(directory: Path, ckpt: Checkpoint) -> Path:
@@ -125,6 +129,7 @@ def save(directory: Path, ckpt: Checkpoint) -> Path:
             "rng": ckpt.rng,
             "best_state": ckpt.best_state,
             "average": ckpt.average,
+            "ingredients": [{"epoch": i.epoch, "val_f1": i.val_f1, "state": i.state} for i in ckpt.ingredients],
         },
         tmp,
     )
@@ -153,9 +158,18 @@ def load(directory: Path | None, expected_fingerprint: str) -> tuple[Checkpoint 
             rng=raw["rng"],
             best_state=raw["best_state"],
             average=raw.get("average"),
+            ingredients=ingredients_of(raw),
         ),
         None,
     )
+
+
+def ingredients_of(raw: dict[str, Any]) -> list[Ingredient]:
+    """A checkpoint's soup ingredients; one written before the soup holds the best epoch's weights alone."""
+    if raw.get("ingredients"):
+        return [Ingredient(int(i["epoch"]), float(i["val_f1"]), i["state"]) for i in raw["ingredients"]]
+    loop, best = raw["loop"], raw["best_state"]
+    return [Ingredient(int(loop["best_epoch"]), float(loop["best_f1"]), best)] if best is not None else []
 
 
 class Checkpointer:
@@ -183,7 +197,7 @@ class Checkpointer:
         every = self.every_steps
         return self.enabled and every is not None and steps_done % every == 0
 
-    def save(self, state: LoopState, best_state: dict[str, torch.Tensor] | None) -> None:
+    def save(self, state: LoopState, ingredients: list[Ingredient]) -> None:
         if not self.enabled:
             return
         group = self.group
@@ -210,7 +224,8 @@ class Checkpointer:
                 optimizer=self.stepper.optimizer.state_dict(),
                 scaler=scaler.state_dict() if scaler is not None else None,
                 rng=rngs,
-                best_state=best_state,
+                best_state=ingredients[0].state if ingredients else None,
+                ingredients=ingredients,
                 average=(
                     {k: v.detach().to("cpu") for k, v in average.state_dict().items()} if average is not None else None
                 ),

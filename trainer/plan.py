@@ -77,6 +77,7 @@ MIN_BUDGET_STEPS = 10  # a budget that affords fewer optimizer steps is refused
 FORWARD_SHARE = 1 / 3  # an evaluation pass costs about a third of a training pass (no backward)
 EMA_HORIZON_EPOCHS = 0.5  # a short run's weights are averaged over this share of an epoch's optimizer steps
 EMA_MIN_HORIZON = 10  # optimizer steps: a tiny epoch still averages over a few
+SOUP_SIZE = 4  # the best epochs whose greedy soup ends a run (trainer/soup.py), unless config.soup_size says
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class Plan:
     patience: int
     lr_scaled: bool  # a planning rule applied to the LR: outside the recipe's regime (LR selection may check it)
     ema_decay: float = 0.0  # the weights' moving average validated and kept (0: the weights themselves)
+    soup_size: int = 1  # the best epochs kept for the greedy soup at the end (1: the best epoch alone)
     budget_seconds: float | None = None
     estimated_seconds: float | None = None  # steps + evaluations at the measured throughput
     throughput: dict[str, float] | None = None
@@ -138,6 +140,12 @@ def evals_per_epoch(averaged: bool) -> int:
     """Validation passes at each epoch's end: a run that averages its weights also validates the plain ones
     (the curve shows both)."""
     return 2 if averaged else 1
+
+
+def soup_passes(size: int) -> int:
+    """Evaluation passes a soup of `size` ingredients costs at the end: one on val per candidate added to it,
+    and the best epoch alone on val and test (what the soup is compared with)."""
+    return size + 1 if size > 1 else 0
 
 
 def width_factor(width: int) -> float:
@@ -173,12 +181,15 @@ def plan_run(
         raise ValueError("a budgeted plan needs the measured throughput")
     reasons: list[str] = []
 
+    soup_wanted = config.soup_size if config.soup_size is not None else SOUP_SIZE
+
     def affordable_epochs(rdrop: bool, evals: int = 1) -> float:
         if budget is None or throughput is None:
             return float(config.epochs)
         per_epoch = n_train * throughput.seconds_per_sample * (RDROP_COST if rdrop else 1.0)
-        # `evals` validation passes per epoch, one more at a stop mid-epoch and one after reloading the best epoch
-        spare = budget * BUDGET_USE - 2 * throughput.eval_seconds
+        # `evals` validation passes per epoch, one more at a stop mid-epoch and one after reloading the best epoch,
+        # and the soup's (one per candidate, the best epoch alone on val and test)
+        spare = budget * BUDGET_USE - (2 + soup_passes(soup_wanted)) * throughput.eval_seconds
         return max(0.0, spare / (per_epoch + evals * throughput.eval_seconds))
 
     if config.rdrop_alpha is None:
@@ -250,11 +261,20 @@ def plan_run(
             f"× step factor {step_factor(steps):.2f} × width factor {width_factor(encoder_width):.2f} "
             f"× lr_scale {config.lr_scale:g}"
         )
+    if config.soup_size is None:  # like the moving average: the recipe's long run keeps its best epoch's weights
+        soup = 1 if long_run else min(SOUP_SIZE, math.ceil(steps / steps_per_epoch - 1e-9))
+        reasons.append(
+            f"greedy soup of the best {soup} epochs' weights at the end ({epochs:.1f} epochs)"
+            if soup > 1
+            else f"the best epoch's weights, no soup ({epochs:.1f} epochs)"
+        )
+    else:
+        soup = config.soup_size
     estimated = None
     if throughput is not None:
         cost = RDROP_COST if rdrop > 0 else 1.0
         samples = steps * config.batch_size * accum
-        passes = math.ceil(epochs) * evals + 1
+        passes = math.ceil(epochs) * evals + 1 + soup_passes(soup)
         estimated = samples * throughput.seconds_per_sample * cost + passes * throughput.eval_seconds
     return Plan(
         **_over_steps(config, steps, steps_per_epoch, lr, scaled),
@@ -266,6 +286,7 @@ def plan_run(
         llrd_decay=llrd,
         head_layers=head_layers,
         ema_decay=ema,
+        soup_size=soup,
         patience=config.patience,
         budget_seconds=budget,
         estimated_seconds=round(estimated, 1) if estimated is not None else None,
@@ -296,6 +317,7 @@ def shortened(plan: Plan, config: TrainConfig, steps: int, encoder_width: int) -
         budget_seconds=None,
         estimated_seconds=None,
         patience=0,
+        soup_size=1,  # a trial is compared by its own weights
         reasons=[*plan.reasons, f"LR-selection trial: {steps} steps"],
     )
 
@@ -308,7 +330,8 @@ def replanned_steps(plan: Plan, *, steps_done: int, epochs_done: int, seconds_us
         return plan.steps
     per_step = max(1e-9, seconds_used - eval_seconds) / steps_done
     per_eval = eval_seconds / epochs_done
-    left = plan.budget_seconds * BUDGET_USE - seconds_used
+    soup_seconds = soup_passes(plan.soup_size) * per_eval / plan.evals_per_epoch  # the soup's passes at the end
+    left = plan.budget_seconds * BUDGET_USE - seconds_used - soup_seconds
 
     def cost(more: int) -> float:  # the steps, and a validation pass at each epoch end and at the stop
         evals = math.ceil((steps_done + more) / plan.steps_per_epoch - 1e-9) - epochs_done if more else 0

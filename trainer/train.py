@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import set_seed
 
-from trainer import checkpoint
+from trainer import checkpoint, soup
 from trainer.checkpoint import Checkpointer, LoopState, restore
 from trainer.config import TrainConfig
 from trainer.decision import decide, fit_rules
@@ -27,6 +27,7 @@ from trainer.group import SINGLE, Group, wrap_ddp
 from trainer.metrics import evaluate_probs, prediction_dump
 from trainer.model import MultiTaskModel, with_pooling_resolved
 from trainer.plan import Clock, Plan, Throughput, replanned_steps
+from trainer.soup import Ingredient
 from trainer.steps import Prepared, Stepper, measure_throughput, prepare
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -77,6 +78,7 @@ class LoopOutcome:
     seconds: float
     resumed_from_step: int | None = None
     diverged_in_epoch: int | None = None  # the epoch whose weights were no longer finite (training stopped there)
+    ingredients: list[Ingredient] = field(default_factory=list)  # the best epochs' weights, best first (the soup's)
 
 
 def finite_weights(model: torch.nn.Module) -> bool:
@@ -114,7 +116,7 @@ def run_loop(
     st = replace(resume.loop, curve=list(resume.loop.curve)) if resume else LoopState(total=plan.steps)
     if resume and not group.is_main:  # the epoch's sums so far are rank 0's to carry
         st.seen, st.loss_sum, st.task_sums = 0, 0.0, dict.fromkeys(st.task_sums, 0.0)
-    best_state = resume.best_state if resume and group.is_main else None
+    ingredients = list(resume.ingredients) if resume and group.is_main else []
     clock = Clock()
     clock.started -= st.seconds_used  # a resumed budget's clock continues where the attempt stopped
     deadline = plan.deadline_seconds
@@ -163,7 +165,7 @@ def run_loop(
                 st.epoch_seconds, st.epoch_cpu_seconds = time.monotonic() - t0, time.process_time() - cpu0
                 st.seconds_used = clock.elapsed()
                 if saver is not None:
-                    saver.save(st, best_state)
+                    saver.save(st, ingredients)
                 raise TrainingStopped(st.steps_done, saved=saver is not None and saver.enabled)
             if late:
                 at_deadline = True
@@ -173,7 +175,7 @@ def run_loop(
             if saver is not None and saver.due(st.steps_done) and b + 1 < len(epoch_batches):
                 st.epoch_seconds, st.epoch_cpu_seconds = time.monotonic() - t0, time.process_time() - cpu0
                 st.seconds_used = clock.elapsed()
-                saver.save(st, best_state)
+                saver.save(st, ingredients)
         train_seconds = time.monotonic() - t0
         # CPU time of this process: on a shared machine, less sensitive than wall time to other jobs' load.
         train_cpu_seconds = time.process_time() - cpu0
@@ -220,11 +222,11 @@ def run_loop(
         }
         if val_f1 > st.best_f1 + 1e-9:
             st.best_f1, st.best_epoch, st.stale = val_f1, st.epoch, 0
-            if group.is_main:
-                kept = stepper.evaluated.state_dict()
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in kept.items()}
         else:
             st.stale += 1
+        if group.is_main and soup.qualifies(ingredients, val_f1, plan.soup_size):
+            weights = {k: v.detach().to("cpu", copy=True) for k, v in stepper.evaluated.state_dict().items()}
+            ingredients = soup.kept(ingredients, Ingredient(st.epoch, val_f1, weights), plan.soup_size)
         if plan.budget_seconds is not None and not at_deadline and st.steps_done < st.total:
             replanned = replanned_steps(
                 plan,
@@ -245,13 +247,13 @@ def run_loop(
         elif plan.patience and st.stale >= plan.patience and st.steps_done < st.total:
             st.stopped = "early"
         if saver is not None:  # before the epoch is reported: a failure while reporting it loses nothing
-            saver.save(st, best_state)
+            saver.save(st, ingredients)
         emit({"event": "epoch", **entry, "best_epoch": st.best_epoch, "best_val_macro_f1": st.best_f1})
     return LoopOutcome(
         st.curve,
         st.best_epoch,
         st.best_f1,
-        best_state,
+        ingredients[0].state if ingredients else None,
         st.steps_done,
         st.total,
         st.stopped == "early",
@@ -259,6 +261,7 @@ def run_loop(
         clock.elapsed(),
         resumed_from_step=resumed_from_step,
         diverged_in_epoch=st.epoch + 1 if st.stopped == "diverged" else None,
+        ingredients=ingredients,
     )
 
 
@@ -351,11 +354,12 @@ def train_process(
         raise diverged_error(loop.diverged_in_epoch)
     if not group.is_main:
         return None
-    if loop.best_state is not None:
-        run.model.load_state_dict(loop.best_state)
-    val_probs, test_probs = run.predict(run.val), run.predict(run.test)
     tasks = run.data.tasks
     val_gold, test_gold = run.val.labels.numpy(), run.test.labels.numpy()
+    soup_report, best_epoch_dumps = make_soup(run, loop.ingredients, emit) if len(loop.ingredients) > 1 else (None, {})
+    if soup_report is None and loop.best_state is not None:
+        run.model.load_state_dict(loop.best_state)
+    val_probs, test_probs = run.predict(run.val), run.predict(run.test)
     rules = fit_rules(val_probs, val_gold, tasks, config.decision)
     test_labels = decide(test_probs, rules)
     metrics: dict[str, Any] = {
@@ -379,6 +383,8 @@ def train_process(
         "amp": str(run.dtype) if run.dtype else None,
         "threads": run.threads,
     }
+    if soup_report is not None:
+        metrics["soup"] = soup_report
     if loop.resumed_from_step is not None:
         metrics["resumed_from_step"] = loop.resumed_from_step
     if loop.diverged_in_epoch is not None:  # stopped there, keeping the best epoch before it
@@ -397,6 +403,7 @@ def train_process(
             "test": prediction_dump(
                 run.test.sample_ids, run.data.tasks, run.test.labels.numpy(), test_probs, test_labels
             ),
+            **best_epoch_dumps,
         },
         snapshot=run.data.snapshot(),
         seconds=time.monotonic() - started,
@@ -407,6 +414,35 @@ def train_process(
     metrics["seconds"] = round(result.seconds, 2)
     emit({"event": "done", "metrics": metrics})
     return result
+
+
+def make_soup(
+    run: Prepared, ingredients: list[Ingredient], emit: ProgressFn
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Load the greedy soup of the kept epochs into the run's model (trainer/soup.py). Returns what it did, with
+    the best epoch alone on test beside it (argmax labels: the soup's own test figures follow, with the rule), and
+    the best epoch's prediction dumps (`val_best_epoch`, `test_best_epoch`): what the soup is compared with."""
+    tasks, val_gold, test_gold = run.data.tasks, run.val.labels.numpy(), run.test.labels.numpy()
+    emit({"event": "phase", "phase": f"greedy soup of the best {len(ingredients)} epochs"})
+    run.model.load_state_dict(ingredients[0].state)
+    single = {"val": run.predict(run.val), "test": run.predict(run.test)}
+    dumps = {
+        f"{split}_best_epoch": prediction_dump(
+            encoded.sample_ids, tasks, encoded.labels.numpy(), single[split], decide(single[split], None)
+        )
+        for split, encoded in (("val", run.val), ("test", run.test))
+    }
+
+    def score(weights: soup.State) -> float:
+        run.model.load_state_dict(weights)
+        return evaluate_probs(run.predict(run.val), val_gold, tasks)["overall_macro_f1"] or 0.0
+
+    weights, report = soup.greedy_soup(ingredients, score)
+    run.model.load_state_dict(weights)
+    report["best_epoch_test_macro_f1"] = (
+        evaluate_probs(single["test"], test_gold, tasks)["overall_macro_f1"] if len(run.test) else None
+    )
+    return report, dumps
 
 
 def save_artifacts(result: TrainResult, out_dir: Path) -> Path:

@@ -1,0 +1,85 @@
+"""A greedy soup of a run's best epochs: one model whose weights average the epochs that help on val.
+
+A run keeps the weights of its best `soup_size` epochs by val macro-F1 (the "ingredients"; each the weights it
+validated, the moving average where the run keeps one). At the end, following Wortsman et al. 2022 ("Model soups",
+the greedy soup), the ingredients are taken in order of val macro-F1 and each is added to the soup only when the
+soup's val macro-F1 with it in is not lower than without it. The soup starts as the best epoch alone, so on val it
+is never worse than the best epoch; what it does on test is what the quality study measures, paired with the best
+epoch alone (`metrics["soup"]`). Epochs of one run lie in one basin of the loss, so their average is a model of
+its own (the idea of stochastic weight averaging), and one model is what the predictor serves: no cost at
+prediction time, K − 1 validation passes at the end of training, K copies of the weights in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass
+class Ingredient:
+    epoch: int
+    val_f1: float
+    state: State  # on the CPU
+
+
+def kept(ingredients: list[Ingredient], new: Ingredient, size: int) -> list[Ingredient]:
+    """The best `size` of the ingredients and `new`, best first (a tie goes to the earlier epoch)."""
+    ranked = sorted([*ingredients, new], key=lambda i: (-i.val_f1, i.epoch))
+    return ranked[:size]
+
+
+def qualifies(ingredients: list[Ingredient], val_f1: float, size: int) -> bool:
+    """Whether an epoch with `val_f1` would be kept (so that its weights are copied only then)."""
+    return len(ingredients) < size or val_f1 > min(i.val_f1 for i in ingredients) + 1e-9
+
+
+def average(states: list[State]) -> State:
+    """The mean of floating-point weights (accumulated in float32 or wider); other tensors from the first."""
+    out: State = {}
+    for key, first in states[0].items():
+        if first.is_floating_point():
+            acc = first.to(torch.promote_types(first.dtype, torch.float32), copy=True)
+            for s in states[1:]:
+                acc += s[key]
+            out[key] = (acc / len(states)).to(first.dtype)
+        else:
+            out[key] = first.clone()
+    return out
+
+
+def greedy_soup(ingredients: list[Ingredient], score: Callable[[State], float]) -> tuple[State, dict[str, Any]]:
+    """The soup's weights and what was tried: `score(weights)` is val macro-F1 (called once per candidate)."""
+    if not ingredients:
+        raise ValueError("a soup needs at least one ingredient")
+    ordered = sorted(ingredients, key=lambda i: (-i.val_f1, i.epoch))
+    soup, best = [ordered[0]], ordered[0].val_f1
+    tried: list[dict[str, Any]] = []
+    for candidate in ordered[1:]:
+        value = score(average([i.state for i in (*soup, candidate)]))
+        added = value >= best
+        tried.append(
+            {
+                "epoch": candidate.epoch,
+                "val_macro_f1": candidate.val_f1,
+                "soup_val_macro_f1": value,
+                "added": added,
+            }
+        )
+        if added:
+            soup.append(candidate)
+            best = value
+    state = average([i.state for i in soup]) if len(soup) > 1 else ordered[0].state
+    report = {
+        "epochs": [i.epoch for i in soup],
+        "val_macro_f1": best,
+        "best_epoch": ordered[0].epoch,
+        "best_epoch_val_macro_f1": ordered[0].val_f1,
+        "candidates": tried,
+    }
+    return state, report
