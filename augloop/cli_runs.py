@@ -13,6 +13,7 @@ from augloop.console import console, engine, fail
 from db.session import session_scope
 from services import training
 from services.jobs import settle_lost_jobs
+from trainer.soup import describe
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,11 @@ def rule_text(task: str, rule: dict[str, Any]) -> str:
         return f"{task} argmax"
     why = "within its noise" if gain > 0 else "no gain"
     return f"{task} argmax (α={fitted:g} on val, {held_out}: {why})"
+
+
+def soup_line(soup: dict[str, Any]) -> str:
+    """A run's soup as it reports it (a run recorded before the summary was stored: described now)."""
+    return str(soup.get("summary") or describe(soup))
 
 
 def _settle_lost_jobs() -> None:
@@ -220,6 +226,8 @@ def runs_show(
             f"  epoch {entry['epoch']}: loss {entry['train_loss']:.4f} · val macro-F1 {entry['val_macro_f1']:.4f}",
             highlight=False,
         )
+    if run["metrics"].get("soup"):
+        console.print(soup_line(run["metrics"]["soup"]), highlight=False)
     if run["status"] in ("queued", "running") and not run["metrics"].get("test"):
         console.print("val and test metrics: once the run has finished", highlight=False)
         return

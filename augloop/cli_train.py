@@ -23,7 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from augloop.cli_runs import ensemble_cmd, load_run, print_metrics
+from augloop.cli_runs import ensemble_cmd, load_run, print_metrics, soup_line
 from augloop.console import Terminated, console, engine, err_console, fail
 from db.session import session_scope
 
@@ -308,6 +308,8 @@ def _train_in_process(held: HeldJobs, run_id: int) -> bool:
             f"scored; artifacts in {run['artifact_dir']}",
             highlight=False,
         )
+        if run["metrics"].get("soup"):
+            console.print(soup_line(run["metrics"]["soup"]), highlight=False)
     if run["metrics"].get("left_out"):
         console.print(left_out_line(run["metrics"]["left_out"]), highlight=False)
     print_metrics(run["metrics"].get("test"), f"run {run_id} test")

@@ -28,13 +28,15 @@ path), run by the worker (Worker(engine).run(burst=True)), and the ensemble the 
   variant in every epoch instead, and the results of such a run get the suffix `.all`.
 
 Every run's val and test probabilities go to quality_loop_members<suffix>.json.gz beside the results, so a
-different way of combining the members can be compared offline in seconds (choose on val, never on test).
+different way of combining the members can be compared offline in seconds (choose on val, never on test). A run
+that ended with a greedy soup of its best epochs (trainer/soup.py) also saved its best epoch's alone: they are the
+members file's arm `loop_best_epoch`, and `bench/loop_compare.py --soup` compares the two loops paired.
 
 Nothing here is chosen for this dataset: the loop's settings are the product's defaults; the study only sets
 what a user sets (encoder, tasks, max length 64, threads, the budget). Paired deltas carry a paired bootstrap CI
 over test examples (bench/quality_stats.py). `--quick` is a smoke run (tiny subset, tiny budget, LR selection
-and a soup of 3 forced on so that their paths run); its results go to quality_loop.quick.json and never overwrite the full
-results. `--probe` measures the throughput and prints the estimate of a full run. `--seeds N` and
+and a soup of 3 forced on so that their paths run); its results go to quality_loop.quick.json and never
+overwrite the full results. `--probe` measures the throughput and prints the estimate of a full run. `--seeds N` and
 `--budget-minutes M` other than the study's 3 × 18 min name the results (e.g. `quality_loop.loop.6x9min.json`):
 the same total time as more, shorter runs.
 

@@ -581,6 +581,7 @@ def test_training_page_starts_a_budgeted_run_and_shows_its_plan_and_lr_trials(
                         "lr": 5e-5,
                         "reasons": ["R-Drop off: the run affords 1.9 epochs with it (< 10)"],
                     },
+                    "soup": {"summary": "weights: greedy soup of epochs 3, 5, val macro-F1 0.4500 (best epoch 3 …)"},
                 },
             )
         )
@@ -593,6 +594,7 @@ def test_training_page_starts_a_budgeted_run_and_shows_its_plan_and_lr_trials(
     trial_frame = next(f.value for f in at.dataframe if "scale" in f.value.columns)
     assert trial_frame["scale"].tolist() == [1.0, 2.0]
     assert "R-Drop off: the run affords 1.9 epochs with it (< 10)" in [t.value for t in at.text]
+    assert "weights: greedy soup of epochs 3, 5, val macro-F1 0.4500 (best epoch 3 …)" in [t.value for t in at.text]
 
     at.number_input(key="train_budget").set_value(12.0).run()  # a change reruns the page (the estimate)
     at.button[[b.label for b in at.button].index("Start training")].click().run()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from typer.testing import CliRunner
 
 from augloop.cli import app
@@ -28,7 +30,9 @@ FAST = [
 def test_train_seeds_then_ensemble_and_show(engine, tiny_encoder: str) -> None:
     name = import_small(engine, n_train=30, n_val=12, n_test=12, n_unlabelled=0)
     runner = CliRunner(env={"COLUMNS": "200"})
-    result = runner.invoke(app, ["train", name, "--encoder", tiny_encoder, "--seeds", "7,8", *FAST])
+    result = runner.invoke(
+        app, ["train", name, "--encoder", tiny_encoder, "--seeds", "7,8", *FAST, "--set", "soup_size=2"]
+    )
     assert result.exit_code == 0, result.output
     out = result.output
     assert "run 1 test: overall macro-F1" in out and "run 2 test" in out
@@ -43,7 +47,11 @@ def test_train_seeds_then_ensemble_and_show(engine, tiny_encoder: str) -> None:
     shown = runner.invoke(app, ["runs", "show", "1"])
     assert shown.exit_code == 0 and "confusion" in shown.output and "epoch 2" in shown.output
     assert "plan: 8 of 8 steps made, batch 8 × 1" in shown.output  # 30 texts / 8 → 4 steps × 2 epochs
-    assert runner.invoke(app, ["runs", "show", "1", "--json"]).exit_code == 0
+    # two epochs: the run ended with a soup of both, or kept its best epoch's weights, and says which
+    as_json = runner.invoke(app, ["runs", "show", "1", "--json"])
+    assert as_json.exit_code == 0
+    summary = json.loads(as_json.output)["metrics"]["soup"]["summary"]
+    assert summary.startswith("weights: ") and summary in shown.output and summary in out
 
 
 def test_the_decision_rule_printed_says_what_was_kept_and_why_not() -> None:

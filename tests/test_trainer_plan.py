@@ -4,6 +4,7 @@ budget keeps, re-planning a budgeted run; and the settings a GPU run gets (the s
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -53,15 +54,25 @@ def test_a_short_cpu_budget_drops_the_regularisers_and_takes_more_smaller_update
     # with R-Drop the budget would buy 1.9 epochs, without 3.8: both < 10, so neither R-Drop nor LLRD
     assert plan.rdrop_alpha == 0.0 and plan.llrd_decay == 1.0
     assert plan.head_layers == 1 and any(r.startswith("heads: linear") for r in plan.reasons)
-    # each epoch validates twice (the weights' moving average and the plain weights, below); two passes at the
-    # end, and five for the soup of the best 4 epochs (3 candidates on val, the best epoch alone on val and test)
-    epochs = (15 * 60 * BUDGET_USE - (2 + 5) * 8) / (5400 / 25 + 2 * 8)
+    # each epoch validates twice (the weights' moving average and the plain weights, below), and twice at the end
+    epochs = (15 * 60 * BUDGET_USE - 2 * 8) / (5400 / 25 + 2 * 8)
     assert plan.epochs == pytest.approx(epochs, abs=1 / 450)
-    assert plan.grad_accum == 1 and plan.steps == math.floor(epochs * 450) == 1549  # ≥ 1,000 only without accum
+    assert plan.grad_accum == 1 and plan.steps == math.floor(epochs * 450) == 1627  # ≥ 1,000 only without accum
     # √(12/48) for the smaller batch, ×2 for half the recipe encoder's width; enough steps: no step factor
     assert plan.lr == pytest.approx(2.5e-5 * 0.5 * 2.0) and plan.lr_scaled
     assert plan.warmup_steps == round(0.1 * plan.steps)
-    assert plan.soup_size == 4 and any(r.startswith("greedy soup of the best 4 epochs") for r in plan.reasons)
+    # no soup unless asked for; asked for, its passes at the end (3 candidates on val, the best epoch alone on val
+    # and test) come out of the budget
+    assert plan.soup_size == 1
+    souped = plan_run(
+        config.with_overrides({"soup_size": 4}),
+        n_train=5400,
+        batches_per_epoch=450,
+        encoder_width=384,
+        throughput=CPU_MINILM,
+    )
+    assert souped.soup_size == 4
+    assert souped.steps == math.floor((15 * 60 * BUDGET_USE - (2 + 5) * 8) / (5400 / 25 + 2 * 8) * 450) == 1549
     assert plan.estimated_seconds <= 15 * 60 * BUDGET_USE + 1
     assert any("R-Drop off" in r for r in plan.reasons)
     # its weights are validated and kept as their moving average over half an epoch (225 of 450 steps)
@@ -122,15 +133,15 @@ def test_regularisers_are_kept_exactly_when_the_budget_affords_ten_epochs_with_t
             throughput=Throughput(seconds_per_sample=0.01, eval_seconds=1.0),
         )
 
-    # an R-Drop epoch costs 1000 × 0.01 × 2 + 1 (val) = 21 s; ten need 10 × 21 + 2 + 5 (the soup's passes) = 217 s
-    # of 95% of the budget
-    long, short = plan(218), plan(210)
+    # an R-Drop epoch costs 1000 × 0.01 × 2 + 1 (val) = 21 s; ten need 10 × 21 + 2 = 212 s of 95% of the budget
+    # (a long run makes no soup: nothing is reserved for one)
+    long, short = plan(213), plan(205)
     assert (long.rdrop_alpha, long.llrd_decay) == (1.0, 0.9) and long.epochs >= 10
-    # without R-Drop 210 s buy 18 epochs: long enough for LLRD (free), not for R-Drop (it would halve them)
+    # without R-Drop 205 s buy 18 epochs: long enough for LLRD (free), not for R-Drop (it would halve them)
     assert (short.rdrop_alpha, short.llrd_decay) == (0.0, 0.9) and short.epochs > 10
     very_short = plan(95)  # 8.4 epochs even without R-Drop: neither
     assert (very_short.rdrop_alpha, very_short.llrd_decay) == (0.0, 1.0)
-    forced = plan(210, rdrop_alpha=1.0, llrd_decay=0.8)
+    forced = plan(205, rdrop_alpha=1.0, llrd_decay=0.8)
     assert (forced.rdrop_alpha, forced.llrd_decay) == (1.0, 0.8) and forced.epochs < 10
     assert plan_run(TrainConfig(epochs=8), **RECIPE_DATA).rdrop_alpha == 0.0  # 8 epochs: short even on a GPU
 
@@ -177,6 +188,15 @@ def test_a_budgeted_run_replans_its_steps_from_the_time_its_epochs_really_took()
     assert plan.steps < fast <= 20 * 100
     # out of time: no further step
     assert replanned_steps(plan, steps_done=100, epochs_done=1, seconds_used=600.0, eval_seconds=5.0) == 100
+    # a soup's passes at the end stay reserved: 4 ingredients cost 5 passes of 2.5 s (the epoch's 5 s of
+    # validation held two, the plain weights' and their average's), as if the budget were 12.5 s shorter
+    assert plan.soup_size == 1 and plan.evals_per_epoch == 2 and plan.budget_seconds is not None
+    souped = replace(plan, soup_size=4)
+    shorter = replace(plan, budget_seconds=plan.budget_seconds - 12.5 / BUDGET_USE)
+    for used in (150.0, 245.0, 400.0):
+        with_soup = replanned_steps(souped, steps_done=100, epochs_done=1, seconds_used=used, eval_seconds=5.0)
+        assert with_soup == replanned_steps(shorter, steps_done=100, epochs_done=1, seconds_used=used, eval_seconds=5.0)
+        assert with_soup < replanned_steps(plan, steps_done=100, epochs_done=1, seconds_used=used, eval_seconds=5.0)
     unbudgeted = plan_run(TrainConfig(epochs=3), **RECIPE_DATA)
     assert (
         replanned_steps(unbudgeted, steps_done=10, epochs_done=1, seconds_used=1e6, eval_seconds=1) == unbudgeted.steps

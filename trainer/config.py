@@ -109,9 +109,9 @@ class TrainConfig(ConfigModel):
     # (avg ← decay · avg + (1 − decay) · weights); 0: the weights themselves; None: planned (a short run averages
     # over half an epoch, a long one keeps its weights)
     ema_decay: float | None = Field(default=None, ge=0, lt=1)
-    # the best N epochs' weights (by val macro-F1) are kept, and the run ends with their greedy soup: each added to
-    # the average only when val macro-F1 does not fall (trainer/soup.py); 1: the best epoch's weights alone;
-    # None: planned (4, or the epochs the run trains where fewer)
+    # N > 1: the best N epochs' weights (by val macro-F1) are kept, and the run ends with their greedy soup, each
+    # added to the average only when val macro-F1 does not fall (trainer/soup.py); None or 1: the best epoch's
+    # weights alone (off by default: in the quality study it never beat the best epoch on val)
     soup_size: int | None = Field(default=None, ge=1, le=16)
     weight_decay: float = Field(default=0.03, ge=0, le=1)  # AdamW's decoupled decay: past 1 the weights diverge
     warmup_ratio: float = Field(default=0.1, ge=0, le=0.9)

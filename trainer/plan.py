@@ -77,7 +77,6 @@ MIN_BUDGET_STEPS = 10  # a budget that affords fewer optimizer steps is refused
 FORWARD_SHARE = 1 / 3  # an evaluation pass costs about a third of a training pass (no backward)
 EMA_HORIZON_EPOCHS = 0.5  # a short run's weights are averaged over this share of an epoch's optimizer steps
 EMA_MIN_HORIZON = 10  # optimizer steps: a tiny epoch still averages over a few
-SOUP_SIZE = 4  # the best epochs whose greedy soup ends a run (trainer/soup.py), unless config.soup_size says
 
 
 @dataclass(frozen=True)
@@ -181,15 +180,13 @@ def plan_run(
         raise ValueError("a budgeted plan needs the measured throughput")
     reasons: list[str] = []
 
-    soup_wanted = config.soup_size if config.soup_size is not None else SOUP_SIZE
-
-    def affordable_epochs(rdrop: bool, evals: int = 1) -> float:
+    def affordable_epochs(rdrop: bool, evals: int = 1, soup: int = 1) -> float:
         if budget is None or throughput is None:
             return float(config.epochs)
         per_epoch = n_train * throughput.seconds_per_sample * (RDROP_COST if rdrop else 1.0)
         # `evals` validation passes per epoch, one more at a stop mid-epoch and one after reloading the best epoch,
-        # and the soup's (one per candidate, the best epoch alone on val and test)
-        spare = budget * BUDGET_USE - (2 + soup_passes(soup_wanted)) * throughput.eval_seconds
+        # and a soup's (one per candidate, the best epoch alone on val and test)
+        spare = budget * BUDGET_USE - (2 + soup_passes(soup)) * throughput.eval_seconds
         return max(0.0, spare / (per_epoch + evals * throughput.eval_seconds))
 
     if config.rdrop_alpha is None:
@@ -205,8 +202,10 @@ def plan_run(
     epochs = min(float(config.epochs), affordable_epochs(rdrop > 0))
     averaged = config.ema_decay > 0 if config.ema_decay is not None else epochs < LONG_RUN_EPOCHS
     evals = evals_per_epoch(averaged)
-    if averaged:
-        epochs = min(float(config.epochs), affordable_epochs(rdrop > 0, evals=evals))
+    # off unless asked for: in the quality study it never beat a seed's best epoch on val (README, rule 6)
+    soup = config.soup_size or 1
+    if averaged or soup > 1:
+        epochs = min(float(config.epochs), affordable_epochs(rdrop > 0, evals=evals, soup=soup))
     if budget is not None:
         reasons.append(f"{epochs:.2f} epochs: what {config.budget_minutes:g} min afford (at most {config.epochs})")
     long_run = epochs >= LONG_RUN_EPOCHS
@@ -261,15 +260,6 @@ def plan_run(
             f"× step factor {step_factor(steps):.2f} × width factor {width_factor(encoder_width):.2f} "
             f"× lr_scale {config.lr_scale:g}"
         )
-    if config.soup_size is None:  # like the moving average: the recipe's long run keeps its best epoch's weights
-        soup = 1 if long_run else min(SOUP_SIZE, math.ceil(steps / steps_per_epoch - 1e-9))
-        reasons.append(
-            f"greedy soup of the best {soup} epochs' weights at the end ({epochs:.1f} epochs)"
-            if soup > 1
-            else f"the best epoch's weights, no soup ({epochs:.1f} epochs)"
-        )
-    else:
-        soup = config.soup_size
     estimated = None
     if throughput is not None:
         cost = RDROP_COST if rdrop > 0 else 1.0

@@ -53,15 +53,21 @@ def average(states: list[State]) -> State:
     return out
 
 
-def greedy_soup(ingredients: list[Ingredient], score: Callable[[State], float]) -> tuple[State, dict[str, Any]]:
-    """The soup's weights and what was tried: `score(weights)` is val macro-F1 (called once per candidate)."""
+def greedy_soup(
+    ingredients: list[Ingredient], score: Callable[[State], float], baseline: float | None = None
+) -> tuple[State, dict[str, Any]]:
+    """The soup's weights and what was tried: `score(weights)` is val macro-F1 (called once per candidate);
+    `baseline`, the best epoch's val macro-F1 scored again now (its value during training otherwise), so that a
+    candidate is compared with what the same scoring gives the best epoch alone."""
     if not ingredients:
         raise ValueError("a soup needs at least one ingredient")
     ordered = sorted(ingredients, key=lambda i: (-i.val_f1, i.epoch))
-    soup, best = [ordered[0]], ordered[0].val_f1
+    soup, best = [ordered[0]], ordered[0].val_f1 if baseline is None else baseline
+    state = ordered[0].state
     tried: list[dict[str, Any]] = []
     for candidate in ordered[1:]:
-        value = score(average([i.state for i in (*soup, candidate)]))
+        mixed = average([i.state for i in (*soup, candidate)])
+        value = score(mixed)
         added = value >= best
         tried.append(
             {
@@ -73,13 +79,34 @@ def greedy_soup(ingredients: list[Ingredient], score: Callable[[State], float]) 
         )
         if added:
             soup.append(candidate)
-            best = value
-    state = average([i.state for i in soup]) if len(soup) > 1 else ordered[0].state
+            state, best = mixed, value  # the weights scored: the caller may keep what it computed for them
     report = {
         "epochs": [i.epoch for i in soup],
         "val_macro_f1": best,
         "best_epoch": ordered[0].epoch,
-        "best_epoch_val_macro_f1": ordered[0].val_f1,
+        "best_epoch_val_macro_f1": ordered[0].val_f1 if baseline is None else baseline,
         "candidates": tried,
     }
     return state, report
+
+
+def describe(soup: dict[str, Any]) -> str:
+    """What a run's soup did, beside its best epoch alone, in one line (`metrics.soup.summary`: the CLI and the
+    Training page show it)."""
+    epochs = soup["epochs"]
+
+    def scores(val: float, test: float | None) -> str:
+        return f"val {val:.4f}" + (f", test {test:.4f}" if test is not None else "")
+
+    alone = scores(soup["best_epoch_val_macro_f1"], soup.get("best_epoch_test_macro_f1"))
+    if len(epochs) == 1:
+        tried = ", ".join(str(c["epoch"]) for c in soup["candidates"])
+        return (
+            f"weights: the best epoch's ({epochs[0]}: {alone}, argmax); no soup with epoch(s) {tried} scored as "
+            "well on val"
+        )
+    return (
+        f"weights: greedy soup of epochs {', '.join(map(str, epochs))} "
+        f"({scores(soup['val_macro_f1'], soup.get('test_macro_f1'))}, argmax); best epoch {soup['best_epoch']} "
+        f"alone: {alone}"
+    )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import set_seed
 
@@ -117,6 +118,8 @@ def run_loop(
     if resume and not group.is_main:  # the epoch's sums so far are rank 0's to carry
         st.seen, st.loss_sum, st.task_sums = 0, 0.0, dict.fromkeys(st.task_sums, 0.0)
     ingredients = list(resume.ingredients) if resume and group.is_main else []
+    if resume is not None:  # the loop holds them from here: an epoch pushed out of them is freed
+        resume.ingredients, resume.best_state = [], None
     clock = Clock()
     clock.started -= st.seconds_used  # a resumed budget's clock continues where the attempt stopped
     deadline = plan.deadline_seconds
@@ -356,10 +359,14 @@ def train_process(
         return None
     tasks = run.data.tasks
     val_gold, test_gold = run.val.labels.numpy(), run.test.labels.numpy()
-    soup_report, best_epoch_dumps = make_soup(run, loop.ingredients, emit) if len(loop.ingredients) > 1 else (None, {})
-    if soup_report is None and loop.best_state is not None:
-        run.model.load_state_dict(loop.best_state)
-    val_probs, test_probs = run.predict(run.val), run.predict(run.test)
+    soup_report: dict[str, Any] | None = None
+    best_epoch_dumps: dict[str, dict[str, Any]] = {}
+    if len(loop.ingredients) > 1 and len(run.val):  # (without val, nothing could tell a soup from its epochs)
+        soup_report, best_epoch_dumps, val_probs, test_probs = make_soup(run, loop.ingredients, emit)
+    else:
+        if loop.best_state is not None:
+            run.model.load_state_dict(loop.best_state)
+        val_probs, test_probs = run.predict(run.val), run.predict(run.test)
     rules = fit_rules(val_probs, val_gold, tasks, config.decision)
     test_labels = decide(test_probs, rules)
     metrics: dict[str, Any] = {
@@ -418,31 +425,44 @@ def train_process(
 
 def make_soup(
     run: Prepared, ingredients: list[Ingredient], emit: ProgressFn
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Load the greedy soup of the kept epochs into the run's model (trainer/soup.py). Returns what it did, with
-    the best epoch alone on test beside it (argmax labels: the soup's own test figures follow, with the rule), and
-    the best epoch's prediction dumps (`val_best_epoch`, `test_best_epoch`): what the soup is compared with."""
+    the best epoch alone beside it (val and test macro-F1 of both with argmax labels: the run's own test figures
+    follow with its decision rule), the best epoch's prediction dumps (`val_best_epoch`, `test_best_epoch`: what
+    the soup is compared with), and the val and test probabilities of the weights kept."""
     tasks, val_gold, test_gold = run.data.tasks, run.val.labels.numpy(), run.test.labels.numpy()
     emit({"event": "phase", "phase": f"greedy soup of the best {len(ingredients)} epochs"})
+
+    def macro_f1(probs: dict[str, np.ndarray], gold: np.ndarray) -> float | None:
+        return evaluate_probs(probs, gold, tasks)["overall_macro_f1"] if len(gold) else None
+
     run.model.load_state_dict(ingredients[0].state)
-    single = {"val": run.predict(run.val), "test": run.predict(run.test)}
+    alone = {"val": run.predict(run.val), "test": run.predict(run.test)}
     dumps = {
         f"{split}_best_epoch": prediction_dump(
-            encoded.sample_ids, tasks, encoded.labels.numpy(), single[split], decide(single[split], None)
+            encoded.sample_ids, tasks, encoded.labels.numpy(), alone[split], decide(alone[split], None)
         )
         for split, encoded in (("val", run.val), ("test", run.test))
     }
+    scored: dict[int, dict[str, np.ndarray]] = {}  # the val probabilities of each candidate soup, by its weights
 
     def score(weights: soup.State) -> float:
         run.model.load_state_dict(weights)
-        return evaluate_probs(run.predict(run.val), val_gold, tasks)["overall_macro_f1"] or 0.0
+        scored[id(weights)] = run.predict(run.val)
+        return macro_f1(scored[id(weights)], val_gold) or 0.0
 
-    weights, report = soup.greedy_soup(ingredients, score)
-    run.model.load_state_dict(weights)
-    report["best_epoch_test_macro_f1"] = (
-        evaluate_probs(single["test"], test_gold, tasks)["overall_macro_f1"] if len(run.test) else None
-    )
-    return report, dumps
+    weights, report = soup.greedy_soup(ingredients, score, baseline=macro_f1(alone["val"], val_gold) or 0.0)
+    report["best_epoch_test_macro_f1"] = macro_f1(alone["test"], test_gold)
+    if len(report["epochs"]) == 1:  # nothing joined: the best epoch's own weights, already scored
+        val_probs, test_probs = alone["val"], alone["test"]
+        run.model.load_state_dict(weights)
+    else:
+        run.model.load_state_dict(weights)
+        val_probs = scored[id(weights)] if id(weights) in scored else run.predict(run.val)
+        test_probs = run.predict(run.test)
+        report["test_macro_f1"] = macro_f1(test_probs, test_gold)
+    report["summary"] = soup.describe(report)
+    return report, dumps, val_probs, test_probs
 
 
 def save_artifacts(result: TrainResult, out_dir: Path) -> Path:

@@ -278,6 +278,8 @@ def show_metrics(run: dict[str, Any]) -> None:
         ):
             for reason in plan.get("reasons") or []:
                 st.text(reason)
+            if (metrics.get("soup") or {}).get("summary"):  # what the greedy soup of the best epochs did
+                st.text(metrics["soup"]["summary"])
 
 
 def use_as_label_model(dataset: str, run_id: int) -> None:
