@@ -135,7 +135,7 @@ def test_a_soup_of_one_is_the_best_epoch_as_before(tiny_encoder: str) -> None:
 def test_a_checkpoint_keeps_the_ingredients_and_an_older_one_its_best_epoch(tmp_path: Path) -> None:
     loop = LoopState(epoch=4, best_f1=0.6, best_epoch=3)
     ingredients = [Ingredient(3, 0.6, state(3.0)), Ingredient(4, 0.5, state(4.0))]
-    ckpt = Checkpoint("fp", loop, state(9.0), {}, None, [], ingredients[0].state, None, ingredients)
+    ckpt = Checkpoint("fp", loop, state(9.0), {}, None, [], None, ingredients)
     checkpoint.save(tmp_path, ckpt)
     loaded, why_not = checkpoint.load(tmp_path, "fp")
     assert why_not is None and loaded is not None

@@ -108,10 +108,8 @@ class Checkpoint:
     optimizer: dict[str, Any]
     scaler: dict[str, Any] | None
     rng: list[dict[str, Any]]  # one per process (rank order)
-    best_state: dict[str, torch.Tensor] | None
     average: dict[str, Any] | None = None  # the weights' moving average (Stepper.average), its updates counted
-    # the best epochs' weights kept for the soup, best first (the first is best_state, saved once: torch.save
-    # writes a storage shared by two entries once)
+    # the best epochs' weights, best first (more than one only for a soup): the first is the best epoch's
     ingredients: list[Ingredient] = field(default_factory=list)
 
 
@@ -127,7 +125,8 @@ def save(directory: Path, ckpt: Checkpoint) -> Path:
             "optimizer": ckpt.optimizer,
             "scaler": ckpt.scaler,
             "rng": ckpt.rng,
-            "best_state": ckpt.best_state,
+            # for code that predates the soup; torch.save writes a storage shared by two entries once
+            "best_state": ckpt.ingredients[0].state if ckpt.ingredients else None,
             "average": ckpt.average,
             "ingredients": [{"epoch": i.epoch, "val_f1": i.val_f1, "state": i.state} for i in ckpt.ingredients],
         },
@@ -156,7 +155,6 @@ def load(directory: Path | None, expected_fingerprint: str) -> tuple[Checkpoint 
             optimizer=raw["optimizer"],
             scaler=raw["scaler"],
             rng=raw["rng"],
-            best_state=raw["best_state"],
             average=raw.get("average"),
             ingredients=ingredients_of(raw),
         ),
@@ -224,7 +222,6 @@ class Checkpointer:
                 optimizer=self.stepper.optimizer.state_dict(),
                 scaler=scaler.state_dict() if scaler is not None else None,
                 rng=rngs,
-                best_state=ingredients[0].state if ingredients else None,
                 ingredients=ingredients,
                 average=(
                     {k: v.detach().to("cpu") for k, v in average.state_dict().items()} if average is not None else None

@@ -7,7 +7,8 @@ soup's val macro-F1 with it in is not lower than without it. The soup starts as 
 is never worse than the best epoch; what it does on test is what the quality study measures, paired with the best
 epoch alone (`metrics["soup"]`). Epochs of one run lie in one basin of the loss, so their average is a model of
 its own (the idea of stochastic weight averaging), and one model is what the predictor serves: no cost at
-prediction time, K − 1 validation passes at the end of training, K copies of the weights in memory.
+prediction time, K + 1 evaluation passes at the end of training (K − 1 candidates on val, the best epoch alone on
+val and test), K copies of the weights in memory.
 """
 
 from __future__ import annotations

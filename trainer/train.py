@@ -71,7 +71,6 @@ class LoopOutcome:
     curve: list[dict[str, Any]]
     best_epoch: int
     best_val_macro_f1: float
-    best_state: dict[str, torch.Tensor] | None
     steps_done: int
     planned_steps: int
     stopped_early: bool
@@ -80,6 +79,11 @@ class LoopOutcome:
     resumed_from_step: int | None = None
     diverged_in_epoch: int | None = None  # the epoch whose weights were no longer finite (training stopped there)
     ingredients: list[Ingredient] = field(default_factory=list)  # the best epochs' weights, best first (the soup's)
+
+    @property
+    def best_state(self) -> dict[str, torch.Tensor] | None:
+        """The best epoch's weights (on the CPU), None when no epoch was validated."""
+        return self.ingredients[0].state if self.ingredients else None
 
 
 def finite_weights(model: torch.nn.Module) -> bool:
@@ -119,7 +123,7 @@ def run_loop(
         st.seen, st.loss_sum, st.task_sums = 0, 0.0, dict.fromkeys(st.task_sums, 0.0)
     ingredients = list(resume.ingredients) if resume and group.is_main else []
     if resume is not None:  # the loop holds them from here: an epoch pushed out of them is freed
-        resume.ingredients, resume.best_state = [], None
+        resume.ingredients = []
     clock = Clock()
     clock.started -= st.seconds_used  # a resumed budget's clock continues where the attempt stopped
     deadline = plan.deadline_seconds
@@ -256,7 +260,6 @@ def run_loop(
         st.curve,
         st.best_epoch,
         st.best_f1,
-        ingredients[0].state if ingredients else None,
         st.steps_done,
         st.total,
         st.stopped == "early",
@@ -452,14 +455,12 @@ def make_soup(
         return macro_f1(scored[id(weights)], val_gold) or 0.0
 
     weights, report = soup.greedy_soup(ingredients, score, baseline=macro_f1(alone["val"], val_gold) or 0.0)
+    run.model.load_state_dict(weights)
     report["best_epoch_test_macro_f1"] = macro_f1(alone["test"], test_gold)
     if len(report["epochs"]) == 1:  # nothing joined: the best epoch's own weights, already scored
         val_probs, test_probs = alone["val"], alone["test"]
-        run.model.load_state_dict(weights)
-    else:
-        run.model.load_state_dict(weights)
-        val_probs = scored[id(weights)] if id(weights) in scored else run.predict(run.val)
-        test_probs = run.predict(run.test)
+    else:  # greedy_soup returns the very weights it scored: their val probabilities are known
+        val_probs, test_probs = scored[id(weights)], run.predict(run.test)
         report["test_macro_f1"] = macro_f1(test_probs, test_gold)
     report["summary"] = soup.describe(report)
     return report, dumps, val_probs, test_probs
