@@ -87,6 +87,7 @@ def interleaved(encoder: str, tasks: list, subset: list, threads: int) -> dict[s
             num_threads=threads,
             patience=0,
             seed=42,
+            amp="off",  # fp32 in both arms, as first measured; bf16 against fp32: bench/cpu_precision.py
         )
         run = prepare(config, data)  # same seed: the same initial weights in both arms
         stepper = Stepper.build(run, run.plan())

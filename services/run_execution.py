@@ -33,7 +33,7 @@ from trainer.config import TrainConfig
 from trainer.decision import decide
 from trainer.examples import TaskSpec
 from trainer.metrics import summary_line
-from trainer.predict import predict_texts
+from trainer.predict import amp_dtype, predict_texts
 from trainer.train import LoopControl, save_artifacts, train_model
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -332,6 +332,7 @@ def consistency_scores(
         tokenizer,
         [v.text for v in variants],
         max_length=max_length,
+        dtype=amp_dtype("auto", next(model.parameters()).device),  # as the run's served predictions
         on_batch=lambda d, t: emit({"event": "scoring", "done": d, "total": t}),
     )
     return label_model.consistency_from_probs(tasks, variants, probs, decide(probs, rules))

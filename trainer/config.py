@@ -135,7 +135,9 @@ class TrainConfig(ConfigModel):
     # a checkpoint (model, optimizer, schedule, RNG, loop state) after every epoch, and every N optimizer steps
     # when set: a retried or interrupted run resumes from the last one
     checkpoint_every_steps: int | None = Field(default=None, ge=1)
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA where supported, else fp16
+    # auto: on CUDA bf16 where supported, else fp16; on a CPU bf16 where it is native (AVX512-BF16, AMX), else
+    # fp32 (trainer.predict.amp_dtype); the same precision trains, evaluates and serves the run
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     num_threads: int | None = Field(default=None, ge=1)  # CPU only; None: the cores this process may use
 
     @field_validator("tasks")

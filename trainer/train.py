@@ -28,6 +28,7 @@ from trainer.group import SINGLE, Group, wrap_ddp
 from trainer.metrics import evaluate_probs, prediction_dump
 from trainer.model import MultiTaskModel, with_pooling_resolved
 from trainer.plan import Clock, Plan, Throughput, replanned_steps
+from trainer.predict import precision_reason
 from trainer.soup import Ingredient
 from trainer.steps import Prepared, Stepper, measure_throughput, prepare
 
@@ -310,8 +311,8 @@ def train_process(
             # every rank measures whole global batches; the processes share each one
             throughput = group.broadcast(Throughput(measured.seconds_per_sample / group.world, measured.eval_seconds))
     plan = run.plan(throughput)
-    if pooling_reason:
-        plan = replace(plan, reasons=[pooling_reason, *plan.reasons])
+    first = [pooling_reason] if pooling_reason else []
+    plan = replace(plan, reasons=[*first, precision_reason(config.amp, run.device), *plan.reasons])
     set_seed(config.seed)  # the measurement drew dropout masks: start from the same state as an unmeasured run
     stepper = Stepper.build(run, plan)
     if group.distributed:
