@@ -77,9 +77,13 @@ def main() -> None:
             if r["soup_epochs"]
             else ""
         )
+        at_best = r["averaging_gain_at_best"]
+        averaging = (
+            f"averaging at the best epoch {at_best:+.2f}" if at_best is not None else "no weight averaging (a long run)"
+        )
         print(
             f"seed {r['seed']}: best epoch {r['best_epoch']} of {r['epochs']}, {r['steps']} steps, test "
-            f"{r['test_macro_f1']:.2f}; averaging at the best epoch {r['averaging_gain_at_best']:+.2f}{soup}"
+            f"{r['test_macro_f1']:.2f}; {averaging}{soup}"
         )
     gains = [g for r in rows for g in r["averaging_gains"]]
     wins = sum(g > 0 for g in gains)

@@ -33,7 +33,7 @@ from trainer.config import TrainConfig
 from trainer.decision import decide
 from trainer.examples import TaskSpec
 from trainer.metrics import summary_line
-from trainer.predict import amp_dtype, predict_texts
+from trainer.predict import predict_texts, served_dtype
 from trainer.train import LoopControl, save_artifacts, train_model
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -235,6 +235,7 @@ def _score_and_record(
         attempt.guard,
         scorer=scorer,
         rules=result.decision,
+        precision=str(result.metrics.get("precision", "fp32")),
     )
     return attempt.record(
         result,
@@ -298,6 +299,7 @@ def score_pending_variants(
     *,
     scorer: dict[str, Any] | None = None,
     rules: dict[str, Any] | None = None,
+    precision: str = "fp32",
 ) -> tuple[int, int]:
     """Score the dataset's pending variants with the run's model, a page at a time, each page's scores written
     in set-based batches, each its own short transaction under the job's lease (services.label_model
@@ -306,7 +308,7 @@ def score_pending_variants(
     replace_if = label_model.automatic_rule(scorer) if scorer is not None else None
 
     def score_page(page: list[db_runs.PendingVariant], progress: ProgressFn) -> list[db_runs.ConsistencyScore]:
-        return consistency_scores(model, tokenizer, tasks, page, max_length, progress, rules)
+        return consistency_scores(model, tokenizer, tasks, page, max_length, progress, rules, precision)
 
     def write(scores: list[db_runs.ConsistencyScore]) -> int:
         return label_model.write_scores(engine, run_id, scores, scorer=scorer, replace_if=replace_if, guard=guard)
@@ -322,6 +324,7 @@ def consistency_scores(
     max_length: int,
     emit: ProgressFn,
     rules: dict[str, Any] | None = None,
+    precision: str = "fp32",
 ) -> list[db_runs.ConsistencyScore]:
     """Per variant: p(intended label) per task; consistency = minimum over tasks; flag = the model predicts
     another label (under its decision rule) for some task."""
@@ -332,7 +335,7 @@ def consistency_scores(
         tokenizer,
         [v.text for v in variants],
         max_length=max_length,
-        dtype=amp_dtype("auto", next(model.parameters()).device),  # as the run's served predictions
+        dtype=served_dtype(precision, next(model.parameters()).device),  # as the run evaluated and serves
         on_batch=lambda d, t: emit({"event": "scoring", "done": d, "total": t}),
     )
     return label_model.consistency_from_probs(tasks, variants, probs, decide(probs, rules))

@@ -14,6 +14,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# amp auto: fp32 on every CPU, so that the suite runs alike wherever it runs (subprocesses inherit it);
+# tests/test_trainer_precision.py and the bf16 DDP test take bf16 on purpose.
+os.environ["AUGLOOP_CPU_BF16"] = "0"
 # rich fixes a console's width from COLUMNS when the console is made (augloop.console, at import), and
 # pytest-xdist's workers start with COLUMNS=80: the CLI tests set the width they read per run.
 for _name in ("COLUMNS", "LINES"):

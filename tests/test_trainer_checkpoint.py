@@ -163,3 +163,27 @@ def test_a_checkpoint_written_before_a_config_key_was_added_still_resumes() -> N
     assert fingerprint(config, synthetic_split()) == before
     assert fingerprint(config.with_overrides({"ema_decay": 0.99}), synthetic_split()) != before
     assert fingerprint(config.with_overrides({"soup_size": 2}), synthetic_split()) != before
+
+
+def test_a_run_resumed_on_a_cpu_that_takes_another_precision_says_so(
+    tiny_encoder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """amp auto: the attempt trained in bf16 on a CPU with native bf16, the retry lands on one without."""
+    control = LoopControl(checkpoint_dir=tmp_path / "ckpt")
+    short = fast_config(tiny_encoder, epochs=2)
+
+    def crash_after_epoch_one(event: dict[str, Any]) -> None:
+        if event["event"] == "epoch" and event["epoch"] == 1:
+            raise Crash("the worker died")
+
+    monkeypatch.setenv("AUGLOOP_CPU_BF16", "1")
+    with pytest.raises(Crash):
+        train_model(short, synthetic_split(), progress=crash_after_epoch_one, control=control)
+    monkeypatch.setenv("AUGLOOP_CPU_BF16", "0")
+    events: list[dict[str, Any]] = []
+    resumed = train_model(short, synthetic_split(), progress=events.append, control=control)
+    phases = [e["phase"] for e in events if e["event"] == "phase"]
+    assert (
+        "resuming in fp32: the interrupted attempt trained in bf16 (amp auto on another kind of CPU or GPU)" in phases
+    )
+    assert resumed.metrics["precision"] == "fp32" and resumed.metrics["resumed_from_step"] > 0

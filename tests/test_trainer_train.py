@@ -11,10 +11,10 @@ import torch
 from tests.trainer_fixtures import fast_config, synthetic_split, tiny_encoder  # noqa: F401 (fixture)
 from trainer.config import TrainConfig
 from trainer.data import encode, pad_batch
-from trainer.predict import RunPredictor, amp_dtype, predict_encoded, predict_texts
+from trainer.predict import RunPredictor, predict_encoded, predict_texts, served_dtype
 from trainer.train import TrainResult, save_artifacts, train_model
 
-SERVED = amp_dtype("auto", torch.device("cpu"))  # a loaded run's precision on this machine's CPU
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,9 @@ def test_save_and_load_give_the_same_predictions(overfit: TrainResult, tmp_path:
         assert (out / name).is_file(), name
     assert TrainConfig.load(out / "config.yaml") == overfit.config
     texts = ["red huge tax", "blue small", "a text the model never saw, much longer than the others " * 3]
-    # in the precision a loaded run serves in (bf16 on a CPU that has it natively, else fp32)
-    before = predict_texts(overfit.model, overfit.tokenizer, texts, max_length=32, dtype=SERVED)
+    # in the precision the run evaluated in, which its saved model serves in
+    served = served_dtype(overfit.metrics["precision"], CPU)
+    before = predict_texts(overfit.model, overfit.tokenizer, texts, max_length=32, dtype=served)
     loaded = RunPredictor(out / "model", device="cpu")
     after = loaded.predict_proba(texts)
     assert set(after) == {"color", "size"}
@@ -210,7 +211,8 @@ def test_a_short_run_trains_linear_heads_from_its_seed_and_reloads_them(tiny_enc
     assert all(torch.equal(first[k], second[k]) for k in first)
     out = save_artifacts(runs[0], tmp_path / "run")
     texts = ["red huge tax", "blue small border"]
-    before = predict_texts(runs[0].model, runs[0].tokenizer, texts, max_length=32, dtype=SERVED)
+    served = served_dtype(runs[0].metrics["precision"], CPU)
+    before = predict_texts(runs[0].model, runs[0].tokenizer, texts, max_length=32, dtype=served)
     after = RunPredictor(out / "model", device="cpu").predict_proba(texts)
     for task in before:
         np.testing.assert_allclose(after[task], before[task], atol=1e-6)

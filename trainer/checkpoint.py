@@ -62,6 +62,7 @@ class LoopState:
     epoch_cpu_seconds: float = 0.0
     stopped: str | None = None  # "early" (patience) or "deadline" (budget): the loop is over
     throughput: dict[str, float] | None = None  # a budgeted run's measurement: a resumed run keeps its plan
+    precision: str | None = None  # what the attempt trained in (fp32, bf16, fp16); None in older checkpoints
 
 
 def fingerprint(config: TrainConfig, data: SplitData) -> str:
@@ -182,10 +183,13 @@ class Checkpointer:
         fp: str,
         throughput: Throughput | None,
         every_steps: int | None,
+        *,
+        precision: str | None = None,
     ) -> None:
         self.directory, self.group, self.stepper, self.model, self.fp = directory, group, stepper, model, fp
         self.throughput = throughput
         self.every_steps = every_steps
+        self.precision = precision
 
     @property
     def enabled(self) -> bool:
@@ -217,6 +221,7 @@ class Checkpointer:
                     loss_sum=loss_sum,
                     task_sums=dict(zip(state.task_sums, task_values, strict=True)),
                     throughput=self.throughput.to_dict() if self.throughput else None,
+                    precision=self.precision,
                 ),
                 model={k: v.detach().to("cpu") for k, v in self.model.state_dict().items()},
                 optimizer=self.stepper.optimizer.state_dict(),

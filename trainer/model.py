@@ -105,15 +105,16 @@ class MultiTaskModel(nn.Module):
 
     # Persistence -------------------------------------------------------------------------------
 
-    def meta(self, max_length: int) -> dict[str, Any]:
+    def meta(self, max_length: int, precision: str = "fp32") -> dict[str, Any]:
         return {
             "tasks": [{"name": t.name, "labels": t.labels} for t in self.tasks],
             "pooling": self.pooling,
             "max_length": max_length,
+            "precision": precision,  # what the run evaluated in (fp32, bf16, fp16): it serves in the same
             **self.head_shape,
         }
 
-    def save(self, out_dir: Path, tokenizer: Any, max_length: int) -> None:
+    def save(self, out_dir: Path, tokenizer: Any, max_length: int, precision: str = "fp32") -> None:
         from safetensors.torch import save_file
 
         out_dir = Path(out_dir)
@@ -122,7 +123,7 @@ class MultiTaskModel(nn.Module):
         tokenizer.save_pretrained(out_dir / "encoder")
         heads = {k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()}
         save_file(heads, str(out_dir / "heads.safetensors"))
-        (out_dir / "model.json").write_text(json.dumps(self.meta(max_length), indent=2), encoding="utf-8")
+        (out_dir / "model.json").write_text(json.dumps(self.meta(max_length, precision), indent=2), encoding="utf-8")
 
 
 def load_encoder(name_or_path: str | Path) -> tuple[PreTrainedModel, Any]:

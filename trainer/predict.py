@@ -48,13 +48,27 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 # x86 flags of native bf16 matrix products (AVX512-BF16, AMX-BF16), as /proc/cpuinfo names them
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+CPU_BF16_ENV = "AUGLOOP_CPU_BF16"  # 1 or 0: overrides what the flags say (a VM that hides or fakes them)
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_native_bf16() -> bool:
+    """Whether `amp: auto` takes bf16 on this CPU: AUGLOOP_CPU_BF16 (1 or 0) where set, else whether the CPU
+    computes bf16 matrix products natively and torch's oneDNN can use them. There bf16 autocast trains MiniLM
+    1.32× and predicts 1.57× faster than fp32 to the same val macro-F1 (bench/cpu_precision.py); elsewhere bf16
+    is emulated and slower than fp32."""
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in {"0", "1"}:
+        return forced == "1"
+    if forced:
+        raise TrainerError(f"{CPU_BF16_ENV} must be 1 or 0 (unset: read the CPU's flags), not {forced!r}")
+    return bool(torch.backends.mkldnn.is_available()) and cpu_flags_bf16()  # type: ignore[no-untyped-call]
 
 
 @functools.cache
-def cpu_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether this CPU computes bf16 matrix products natively. There bf16 autocast trains MiniLM 1.3× and
-    predicts 1.7× faster than fp32 to the same val macro-F1 (bench/train_throughput.py, README "Speed");
-    elsewhere bf16 is emulated and slower than fp32. False where it cannot tell (not Linux, no flags line)."""
+def cpu_flags_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU's flags name native bf16 matrix products; False where it cannot tell (not Linux, no
+    flags line, an ARM CPU: not measured)."""
     try:
         text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -64,6 +78,10 @@ def cpu_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
         if key.strip() == "flags":
             return not NATIVE_BF16_FLAGS.isdisjoint(value.split())
     return False
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    return next(name for name, d in PRECISIONS.items() if d == dtype)
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -79,15 +97,28 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
+def served_dtype(precision: str | None, device: torch.device) -> torch.dtype | None:
+    """The dtype a saved run predicts in: the precision it evaluated in (model.json's `precision`), whatever
+    this machine would choose for a new run, so that it serves what it reported; fp16 (a GPU's) on a CPU is
+    served in fp32. A run saved before the precision was recorded (None): as it was served then, AMP on CUDA
+    and fp32 on a CPU."""
+    if precision is None:
+        return amp_dtype("auto", device) if device.type == "cuda" else None
+    dtype = PRECISIONS.get(precision)
+    return None if dtype == torch.float16 and device.type != "cuda" else dtype
+
+
 def precision_reason(amp: str, device: torch.device) -> str:
     """One line for a run's plan: the precision it trains and predicts in, and why."""
-    dtype = amp_dtype(amp, device)
-    name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32") if dtype is not None else "fp32"
+    name = precision_name(amp_dtype(amp, device))
     if amp != "auto":
         return f"precision {name}: amp {amp!r} as configured"
     if device.type == "cuda":
         return f"precision {name} autocast: the GPU's" + (" native bf16" if name == "bf16" else " fp16")
-    if dtype is not None:
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in {"0", "1"}:
+        return f"precision {name}: {CPU_BF16_ENV}={forced}"
+    if name == "bf16":
         return "precision bf16 autocast: this CPU computes bf16 natively (avx512_bf16/amx_bf16)"
     return "precision fp32: this CPU has no native bf16 (emulated bf16 is slower)"
 
@@ -162,7 +193,7 @@ class RunPredictor:
         self.model, self.tokenizer, self.meta = load_model(Path(model_dir))
         self.model.to(self.device)
         self.tasks = [TaskSpec(t["name"], list(t["labels"])) for t in self.meta["tasks"]]
-        self.dtype = amp_dtype("auto", self.device)
+        self.dtype = served_dtype(self.meta.get("precision"), self.device)
         decision = Path(model_dir) / "decision.json"
         self.decision = json.loads(decision.read_text(encoding="utf-8")) if decision.is_file() else None
 

@@ -28,7 +28,7 @@ from trainer.group import SINGLE, Group, wrap_ddp
 from trainer.metrics import evaluate_probs, prediction_dump
 from trainer.model import MultiTaskModel, with_pooling_resolved
 from trainer.plan import Clock, Plan, Throughput, replanned_steps
-from trainer.predict import precision_reason
+from trainer.predict import precision_name, precision_reason
 from trainer.soup import Ingredient
 from trainer.steps import Prepared, Stepper, measure_throughput, prepare
 
@@ -321,6 +321,15 @@ def train_process(
     emit = (progress or (lambda _event: None)) if group.is_main else (lambda _event: None)
     if why_not:
         emit({"event": "phase", "phase": why_not})
+    precision = precision_name(run.dtype)
+    if resume is not None and resume.loop.precision not in (None, precision):
+        emit(
+            {
+                "event": "phase",
+                "phase": f"resuming in {precision}: the interrupted attempt trained in {resume.loop.precision} "
+                "(amp auto on another kind of CPU or GPU)",
+            }
+        )
     if resume is not None:
         restore(resume, run, stepper, group)
     emit(
@@ -355,6 +364,7 @@ def train_process(
         fp,
         throughput,
         control.every_steps or config.checkpoint_every_steps,
+        precision=precision,
     )
     loop = run_loop(run, plan, stepper, emit, control=control, saver=saver, resume=resume)
     if loop.diverged_in_epoch is not None and loop.best_epoch == 0:  # the same on every rank
@@ -392,6 +402,7 @@ def train_process(
         "device": str(run.device),
         "processes": group.world,
         "amp": str(run.dtype) if run.dtype else None,
+        "precision": precision_name(run.dtype),
         "threads": run.threads,
     }
     if soup_report is not None:
@@ -471,7 +482,8 @@ def save_artifacts(result: TrainResult, out_dir: Path) -> Path:
     """model/ (encoder, heads, tokenizer), config.yaml, metrics.json (+ curve), predictions, snapshot."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result.model.save(out_dir / "model", result.tokenizer, result.config.max_length)
+    precision = str(result.metrics.get("precision", "fp32"))
+    result.model.save(out_dir / "model", result.tokenizer, result.config.max_length, precision)
     result.config.save(out_dir / "config.yaml")
     (out_dir / "metrics.json").write_text(
         json.dumps({**result.metrics, "curve": result.curve}, indent=2), encoding="utf-8"
