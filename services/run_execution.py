@@ -235,7 +235,7 @@ def _score_and_record(
         attempt.guard,
         scorer=scorer,
         rules=result.decision,
-        precision=str(result.metrics.get("precision", "fp32")),
+        precision=result.precision,
     )
     return attempt.record(
         result,

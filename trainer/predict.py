@@ -57,12 +57,18 @@ def cpu_native_bf16() -> bool:
     computes bf16 matrix products natively and torch's oneDNN can use them. There bf16 autocast trains MiniLM
     1.32× and predicts 1.57× faster than fp32 to the same val macro-F1 (bench/cpu_precision.py); elsewhere bf16
     is emulated and slower than fp32."""
-    forced = os.environ.get(CPU_BF16_ENV, "").strip()
-    if forced in {"0", "1"}:
-        return forced == "1"
-    if forced:
-        raise TrainerError(f"{CPU_BF16_ENV} must be 1 or 0 (unset: read the CPU's flags), not {forced!r}")
+    forced = forced_cpu_bf16()
+    if forced is not None:
+        return forced
     return bool(torch.backends.mkldnn.is_available()) and cpu_flags_bf16()  # type: ignore[no-untyped-call]
+
+
+def forced_cpu_bf16() -> bool | None:
+    """What AUGLOOP_CPU_BF16 says (1: bf16, 0: fp32), None where it is unset."""
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced and forced not in {"0", "1"}:
+        raise TrainerError(f"{CPU_BF16_ENV} must be 1 or 0 (unset: read the CPU's flags), not {forced!r}")
+    return forced == "1" if forced else None
 
 
 @functools.cache
@@ -115,9 +121,9 @@ def precision_reason(amp: str, device: torch.device) -> str:
         return f"precision {name}: amp {amp!r} as configured"
     if device.type == "cuda":
         return f"precision {name} autocast: the GPU's" + (" native bf16" if name == "bf16" else " fp16")
-    forced = os.environ.get(CPU_BF16_ENV, "").strip()
-    if forced in {"0", "1"}:
-        return f"precision {name}: {CPU_BF16_ENV}={forced}"
+    forced = forced_cpu_bf16()
+    if forced is not None:
+        return f"precision {name}: {CPU_BF16_ENV}={int(forced)}"
     if name == "bf16":
         return "precision bf16 autocast: this CPU computes bf16 natively (avx512_bf16/amx_bf16)"
     return "precision fp32: this CPU has no native bf16 (emulated bf16 is slower)"

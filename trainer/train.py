@@ -51,6 +51,11 @@ class TrainResult:
     decision: dict[str, Any] | None = None  # the decision rule per task (trainer.decision), None: argmax
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def precision(self) -> str:
+        """What the run trained and evaluated in (fp32, bf16, fp16): what its saved model serves in."""
+        return str(self.metrics.get("precision", "fp32"))
+
 
 @dataclass
 class LoopControl:
@@ -482,8 +487,7 @@ def save_artifacts(result: TrainResult, out_dir: Path) -> Path:
     """model/ (encoder, heads, tokenizer), config.yaml, metrics.json (+ curve), predictions, snapshot."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    precision = str(result.metrics.get("precision", "fp32"))
-    result.model.save(out_dir / "model", result.tokenizer, result.config.max_length, precision)
+    result.model.save(out_dir / "model", result.tokenizer, result.config.max_length, result.precision)
     result.config.save(out_dir / "config.yaml")
     (out_dir / "metrics.json").write_text(
         json.dumps({**result.metrics, "curve": result.curve}, indent=2), encoding="utf-8"
