@@ -199,6 +199,8 @@ def runs_show(
         if selection:
             why = selection.get("reason")
             console.print(f"LR selection: {selection.get('status')}" + (f": {why}" if why else ""), highlight=False)
+            if selection.get("recipe_reason"):
+                console.print(f"  {selection['recipe_reason']}", highlight=False)
             for trial in selection.get("trials") or []:
                 console.print(
                     f"  trial {trial['scale']:g} × planned LR ({trial['lr']:.3g}), {trial['steps']} steps: "

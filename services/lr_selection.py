@@ -1,6 +1,8 @@
 """Learning-rate selection for the runs of one request (the `lr_select` job's work, and the CLI's in-process
 step before its runs): trials on val (trainer.lr_search), recorded on every run as they finish, then each run's
-config gets the chosen `lr_scale` (and, with a budget, what is left of its budget) and its `train` job.
+config gets the chosen `lr_scale`, the recipe planned once for all the runs of the request (the plan's
+accumulation, R-Drop, layer-wise decay, heads and weight averaging, where the config left them unset), with a
+budget what is left of it, and its `train` job.
 
 As in services.run_execution, every database step is a short transaction of its own, no transaction is open
 while trials train, and run as a job every write holds the job's lease (queue.hold_lease), so a worker that lost
@@ -72,9 +74,7 @@ def execute_selection(
 
     selection = select_learning_rate(config, data, n_runs=len(run_ids), progress=emit, on_trial=record)
     emit({"event": "selection", "trials": len(selection.trials)})
-    overrides: dict[str, Any] = {"lr_scale": selection.scale}
-    if selection.budget_minutes_after is not None:
-        overrides["budget_minutes"] = selection.budget_minutes_after
+    overrides = selection.overrides()  # the chosen scale, the request's one recipe, the budget left
     summary = {"run_ids": run_ids, **{k: v for k, v in selection.to_dict().items() if k != "run_plan"}}
     with session_scope(engine) as session:
         guard(session)

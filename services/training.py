@@ -273,7 +273,7 @@ def run_summary(run: TrainingRun, dataset_name: str, job: Job | None) -> dict[st
 def _selection_summary(selection: dict[str, Any] | None) -> dict[str, Any] | None:
     if not selection:
         return None
-    keep = ("status", "reason", "scale", "lr", "trial_steps", "budget_minutes_after")
+    keep = ("status", "reason", "scale", "lr", "trial_steps", "budget_minutes_after", "recipe")
     return {k: selection.get(k) for k in keep if k in selection}
 
 

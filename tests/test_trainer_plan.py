@@ -201,3 +201,26 @@ def test_a_budgeted_run_replans_its_steps_from_the_time_its_epochs_really_took()
     assert (
         replanned_steps(unbudgeted, steps_done=10, epochs_done=1, seconds_used=1e6, eval_seconds=1) == unbudgeted.steps
     )
+
+
+def test_throughput_is_timed_on_batches_spread_over_the_epochs_sizes() -> None:
+    """A batch's cost is not proportional to its size; timed on the first few batches, of whatever sizes they
+    happened to have, two seeds of one request measured 7.5 and 10.7 epochs in the same budget. The batches
+    timed are spread over the epoch's range of sizes, so their mean cost × the number of batches is the epoch's,
+    whatever the cost's shape."""
+    import random
+
+    from trainer.steps import spread_by_size
+
+    rng = random.Random(0)
+    batches = [list(range(rng.randint(1, 64))) for _ in range(300)]
+    chosen = spread_by_size(batches, len, 8)
+    assert len(chosen) == 8 and all(b in batches for b in chosen)
+    sizes = sorted(len(b) for b in batches)
+    assert min(map(len, chosen)) <= sizes[len(sizes) // 10] and max(map(len, chosen)) >= sizes[-len(sizes) // 10]
+    for cost in (lambda n: 0.5 + n, lambda n: 0.5 + n * n):  # a fixed overhead per batch; attention's square
+        estimate = len(batches) * sum(cost(len(b)) for b in chosen) / len(chosen)
+        assert estimate == pytest.approx(sum(cost(len(b)) for b in batches), rel=0.05)
+        first = len(batches) * sum(cost(len(b)) for b in batches[:7]) / 7  # what the first seven batches said
+        assert abs(first / sum(cost(len(b)) for b in batches) - 1) > 0.05
+    assert spread_by_size(batches[:3], len, 8) == sorted(batches[:3], key=len)

@@ -303,3 +303,40 @@ def test_the_estimate_reads_no_other_projects_runs_nor_the_workers_paths(lead, e
     assert r.status_code == 200, r.text
     assert "run #" not in r.json()["basis"] and "scaled to 6 × 384 (its config.json)" in r.json()["basis"]
     assert str(tmp_path) not in r.json()["basis"]
+
+
+def test_the_seeds_of_one_request_train_one_recipe_whatever_pace_each_measures(
+    lead, engine, tiny_encoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the 8th quality study the seeds of one request measured 7.5 and 10.7 epochs in the same budget, on
+    either side of the planning threshold (10), and trained different recipes (linear heads and averaging, or
+    the MLP heads and layer-wise decay) under one ensemble weight, with an LR tuned for one of them. The recipe
+    is decided once, by the request's LR selection, from the pace it measured; each seed still plans its own
+    length from the pace it measures."""
+    import trainer.lr_search
+    import trainer.train
+    from trainer.plan import Throughput
+
+    slow, quick = Throughput(seconds_per_sample=0.3, eval_seconds=0.0), Throughput(0.1, 0.0)
+    monkeypatch.setattr(trainer.lr_search, "measure_throughput", lambda run: slow)
+    paces = iter([quick, slow, quick])  # the runs, as if the machine sped up and slowed down between them
+    monkeypatch.setattr(trainer.train, "measure_throughput", lambda run: next(paces))
+    name = import_small(engine, n_train=40, n_val=24, n_test=16, n_unlabelled=0)
+    config = tiny_keys(tiny_encoder, epochs=12, budget_minutes=2, lr_search="on", lr_trials=3)
+    created = lead.post("/api/v1/training-runs", json={"dataset": name, "seeds": [1, 2, 3], "config": config})
+    assert created.status_code == 202, created.text
+    assert drain(engine).succeeded == 4
+    runs = [lead.get(f"/api/v1/training-runs/{r['id']}").json() for r in created.json()["runs"]]
+    recipe = runs[0]["lr_selection"]["recipe"]
+    # 2 min at the slow pace afford fewer than 10 epochs (minus the trials' share): the short-run recipe
+    assert recipe == {"grad_accum": 1, "rdrop_alpha": 0.0, "llrd_decay": 1.0, "head_layers": 1, "ema_decay": 0.9}
+    assert "one recipe for the request's 3 run(s)" in runs[0]["lr_selection_detail"]["recipe_reason"]
+    planned_epochs = []
+    for run in runs:
+        assert run["status"] == "succeeded"
+        plan = run["metrics"]["plan"]
+        assert {k: run["config"][k] for k in recipe} == recipe == {k: plan[k] for k in recipe}
+        planned_epochs.append(plan["steps"] / plan["steps_per_epoch"])
+    # each run's length is its own: the quick ones planned the cap (12 epochs; unpinned, their recipe would have
+    # been the long one), the slow one what 2 minutes buy at its pace
+    assert sorted(planned_epochs)[0] < 10 <= sorted(planned_epochs)[-1] == 12

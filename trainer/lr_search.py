@@ -11,6 +11,15 @@ toward its better neighbour. Ties go to the scale nearest 1.
 What it may cost: all trials together take SEARCH_SHARE of the training time of the runs that share them (the
 seeds of one request), each run's budget paying an equal part; `auto` runs the search only when the run is
 outside the recipe's regime and each trial still gets MIN_TRIAL_STEPS optimizer steps.
+
+One recipe per request: the keys the config leaves to the plan that shape the recipe rather than its length
+(RECIPE_KEYS: accumulation, R-Drop, layer-wise decay, the heads, weight averaging) are decided here once, from
+the throughput measured here and the budget each run will have left once it paid its share of the trials, and
+every run of the request trains them (`Selection.recipe`, in its config). Each run still plans its own length
+from the pace it measures. Without this, a budget near a planning threshold (trainer/plan.py, rule 1) gave the
+seeds of one request different recipes from a ±20% start-up measurement (bench/quality_loop.py, 8th run: seed 0
+linear heads and averaging, seeds 1 and 2 the MLP heads and layer-wise decay), while the ensemble weighs them as
+one configuration and the trials had tuned the LR for one of them only.
 """
 
 from __future__ import annotations
@@ -27,14 +36,15 @@ from trainer.config import TrainConfig
 from trainer.errors import TrainerError
 from trainer.examples import SplitData
 from trainer.model import with_pooling_resolved
-from trainer.plan import shortened
-from trainer.steps import Stepper, measure_throughput, prepare
+from trainer.plan import RDROP_COST, Plan, Throughput, shortened
+from trainer.steps import Prepared, Stepper, measure_throughput, prepare
 from trainer.train import run_loop
 
 SEARCH_SHARE = 0.25
 MIN_TRIAL_STEPS = 50
 FIRST_SCALES = (1.0, 2.0, 0.5)
 MIN_BUDGET_LEFT_MINUTES = 0.5
+RECIPE_KEYS = ("grad_accum", "rdrop_alpha", "llrd_decay", "head_layers", "ema_decay")
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -50,9 +60,30 @@ class Selection:
     seconds: float = 0.0
     run_plan: dict[str, Any] | None = None
     budget_minutes_after: float | None = None  # each run's budget once it paid its share of the trials
+    recipe: dict[str, Any] = field(default_factory=dict)  # RECIPE_KEYS the config left unset, as planned here
+    recipe_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def overrides(self) -> dict[str, Any]:
+        """What every run of the request trains with: the chosen scale, the recipe planned once for all of them,
+        and (with a budget) what is left of its budget."""
+        chosen: dict[str, Any] = {"lr_scale": self.scale, **self.recipe}
+        if self.budget_minutes_after is not None:
+            chosen["budget_minutes"] = self.budget_minutes_after
+        return chosen
+
+
+def shared_recipe(config: TrainConfig, plan: Plan, n_runs: int) -> tuple[dict[str, Any], str]:
+    """The recipe keys `config` leaves to the plan, as `plan` decided them, and the sentence that says so."""
+    recipe = {key: getattr(plan, key) for key in RECIPE_KEYS if getattr(config, key) is None}
+    if not recipe:
+        return recipe, ""
+    return recipe, (
+        f"one recipe for the request's {n_runs} run(s), planned for {plan.epochs:.1f} epochs at the pace measured "
+        f"here: " + ", ".join(f"{key} {value:.4g}" for key, value in recipe.items())
+    )
 
 
 def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any]:
@@ -79,6 +110,23 @@ def next_scale(trials: list[dict[str, Any]]) -> float | None:
     return round(mid, 4)
 
 
+def after_trials(
+    run: Prepared, config: TrainConfig, plan: Plan, throughput: Throughput, trial_steps: int, n_runs: int
+) -> Plan:
+    """The plan of each run once it has paid its share of the trials, expected at the measured pace (each
+    trial's steps and a validation pass); `plan` itself without a budget, or when the rest affords no run (the
+    run reports that itself)."""
+    if config.budget_minutes is None:
+        return plan
+    per_step = plan.effective_batch * throughput.seconds_per_sample * (RDROP_COST if plan.rdrop_alpha > 0 else 1.0)
+    trials_seconds = config.lr_trials * (trial_steps * per_step + throughput.eval_seconds)
+    left = max(MIN_BUDGET_LEFT_MINUTES, config.budget_minutes - trials_seconds / 60 / n_runs)
+    try:
+        return run.plan(throughput, config.with_overrides({"budget_minutes": min(config.budget_minutes, left)}))
+    except TrainerError:
+        return plan
+
+
 def select_learning_rate(
     config: TrainConfig,
     data: SplitData,
@@ -100,31 +148,39 @@ def select_learning_rate(
     throughput = measure_throughput(run)
     plan = run.plan(throughput)
     budget_left = config.budget_minutes
-    if config.lr_search == "auto" and not plan.lr_scaled:
+
+    def skipped(reason: str) -> Selection:
+        recipe, why = shared_recipe(config, plan, n_runs)
         return Selection(
             "skipped",
-            "the run trains in the recipe's regime: its LR stands",
+            reason,
             lr=plan.lr,
             run_plan=plan.to_dict(),
             budget_minutes_after=budget_left,
+            recipe=recipe,
+            recipe_reason=why,
             seconds=round(time.monotonic() - started, 1),
         )
+
+    if config.lr_search == "auto" and not plan.lr_scaled:
+        return skipped("the run trains in the recipe's regime: its LR stands")
     trial_steps = min(plan.steps, math.floor(SEARCH_SHARE * n_runs * plan.steps / config.lr_trials))
     if trial_steps < MIN_TRIAL_STEPS:
         if config.lr_search == "auto":
-            return Selection(
-                "skipped",
+            return skipped(
                 f"the budget does not allow it: {config.lr_trials} trials in {SEARCH_SHARE:.0%} of the training "
-                f"time of {n_runs} run(s) get {trial_steps} steps each (< {MIN_TRIAL_STEPS})",
-                lr=plan.lr,
-                run_plan=plan.to_dict(),
-                budget_minutes_after=budget_left,
-                seconds=round(time.monotonic() - started, 1),
+                f"time of {n_runs} run(s) get {trial_steps} steps each (< {MIN_TRIAL_STEPS})"
             )
         trial_steps = min(plan.steps, MIN_TRIAL_STEPS)
+    # the recipe the runs will train (and the trials tune the LR for): planned for what each run's budget keeps
+    plan = after_trials(run, config, plan, throughput, trial_steps, n_runs)
+    trial_steps = min(trial_steps, plan.steps)
     run.model.set_heads(plan.head_layers, config.seed)  # every trial trains the heads the run will have
     initial = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
-    selection = Selection("running", "", trial_steps=trial_steps, run_plan=plan.to_dict())
+    recipe, why = shared_recipe(config, plan, n_runs)
+    selection = Selection(
+        "running", "", trial_steps=trial_steps, run_plan=plan.to_dict(), recipe=recipe, recipe_reason=why
+    )
     for k in range(config.lr_trials):
         scale = next_scale(selection.trials)
         if scale is None:
@@ -163,16 +219,14 @@ def select_learning_rate(
         f"best val macro-F1 {chosen['val_macro_f1']:.4f} at {chosen['scale']:g} × the planned LR "
         f"({len(selection.trials)} trials of {trial_steps} steps)"
     )
-    overrides: dict[str, Any] = {"lr_scale": chosen["scale"]}
     if config.budget_minutes is not None:
         # Each run pays its share of the trials but keeps something to train with; never more than it asked for.
         selection.budget_minutes_after = min(
             config.budget_minutes,
             max(MIN_BUDGET_LEFT_MINUTES, round(config.budget_minutes - selection.seconds / 60 / n_runs, 2)),
         )
-        overrides["budget_minutes"] = selection.budget_minutes_after
     try:  # what the run will plan, at the throughput measured here (the run measures its own)
-        selection.lr = run.plan(throughput, config.with_overrides(overrides)).lr
+        selection.lr = run.plan(throughput, config.with_overrides(selection.overrides())).lr
     except TrainerError:  # the budget left affords too little; the run reports it
         selection.lr = None
     return selection

@@ -4,7 +4,9 @@ optimizer step every `grad_accum` batches (`Stepper`). The loop that drives them
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, cast
@@ -23,7 +25,7 @@ from trainer.optim import build_optimizer, warmup_linear_schedule
 from trainer.plan import FORWARD_SHARE, RECIPE, Plan, Throughput, plan_run
 from trainer.predict import amp_dtype, autocast, available_cpus, predict_encoded, resolve_device
 
-CALIBRATION_BATCHES = 6  # batches timed (after one untimed) to measure the throughput a budget plans with
+CALIBRATION_BATCHES = 8  # batches timed (after one untimed) to measure the throughput a budget plans with
 
 
 def set_cpu_threads(config: TrainConfig, device: torch.device) -> int:
@@ -295,17 +297,33 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def spread_by_size(batches: list[list[int]], size: Callable[[list[int]], int], n: int) -> list[list[int]]:
+    """`n` of `batches` (all when there are fewer), at the midpoints of n equal shares of their order by `size`:
+    their mean cost times the number of batches estimates an epoch's, whatever the cost's shape in size."""
+    ordered = sorted(batches, key=size)
+    n = min(n, len(ordered))
+    return [ordered[math.floor((j + 0.5) * len(ordered) / n)] for j in range(n)]
+
+
 def measure_throughput(run: Prepared) -> Throughput:
-    """Time forward + backward (one pass, no optimizer step, gradients dropped) on the first batches of the
-    first epoch, the first untimed (start-up costs); per padded token, then scaled to the epoch's padded
-    tokens per sample. An evaluation pass is estimated at FORWARD_SHARE of a training pass of its tokens."""
+    """Time forward + backward (no optimizer step, gradients dropped) on CALIBRATION_BATCHES batches of the
+    first epoch spread evenly over its range of padded sizes (a batch's cost is not proportional to its tokens:
+    timed on the first few batches, of whatever sizes they happened to have, two seeds of one request measured
+    7.5 and 10.7 epochs in the same budget, bench/quality_loop.py's 8th run), after
+    one untimed batch (start-up costs), each twice, keeping the faster (a moment in which another process took
+    the CPU rarely hits both). An epoch costs its number of batches × their mean time. An evaluation pass is
+    estimated at FORWARD_SHARE of a training pass of its tokens."""
     model, batches = run.model, run.batches.epoch(0)
     width = None if run.config.group_by_length else run.config.max_length
     lengths = run.train.lengths
-    chosen = batches[:CALIBRATION_BATCHES]
+
+    def padded(idx: list[int]) -> int:
+        return len(idx) * (width or int(lengths[idx].max()))
+
+    chosen = spread_by_size(batches, padded, CALIBRATION_BATCHES)
     model.train()
-    seconds, tokens = 0.0, 0
-    for k, idx in enumerate(chosen):
+
+    def timed(idx: list[int]) -> float:
         batch = pad_batch([run.train.input_ids[i] for i in idx], run.pad_id, width)
         ids, mask = batch["input_ids"].to(run.device), batch["attention_mask"].to(run.device)
         _sync(run.device)
@@ -315,16 +333,13 @@ def measure_throughput(run: Prepared) -> Throughput:
             surrogate = sum(v.float().logsumexp(dim=-1).mean() for v in out.values())
         surrogate.backward()
         _sync(run.device)
-        if k > 0 or len(chosen) == 1:
-            seconds += time.perf_counter() - t0
-            tokens += ids.numel()
+        return time.perf_counter() - t0
+
+    timed(batches[0])  # start-up costs
+    seconds = [min(timed(idx), timed(idx)) for idx in chosen]
     model.zero_grad(set_to_none=True)
-    per_token = seconds / max(1, tokens)
-
-    def padded(idx: list[int]) -> int:
-        return len(idx) * (width or int(lengths[idx].max()))
-
-    epoch_tokens = sum(padded(b) for b in batches)
+    per_token = sum(seconds) / max(1, sum(padded(idx) for idx in chosen))
+    epoch_seconds = len(batches) * sum(seconds) / max(1, len(seconds))
     epoch_samples = sum(len(b) for b in batches)
     order = np.argsort(-run.val.lengths, kind="stable")
     size = run.config.eval_batch_size
@@ -333,6 +348,6 @@ def measure_throughput(run: Prepared) -> Throughput:
         for chunk in (order[s : s + size] for s in range(0, len(order), size))
     )
     return Throughput(
-        seconds_per_sample=per_token * epoch_tokens / max(1, epoch_samples),
+        seconds_per_sample=epoch_seconds / max(1, epoch_samples),
         eval_seconds=per_token * val_tokens * FORWARD_SHARE,
     )

@@ -265,6 +265,8 @@ def show_metrics(run: dict[str, Any]) -> None:
     selection = run.get("lr_selection_detail") or {}
     if selection:
         with st.expander(plain(f"Learning-rate selection: {selection.get('status')} {selection.get('reason') or ''}")):
+            if selection.get("recipe_reason"):
+                st.text(selection["recipe_reason"])
             trials = pd.DataFrame(selection.get("trials") or [])
             if not trials.empty:
                 st.dataframe(trials, hide_index=True)
