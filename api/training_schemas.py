@@ -51,7 +51,10 @@ class TrainingRunSummary(BaseModel):
     )
     budget_minutes: float | None = Field(default=None, description="The run's training budget, if any")
     lr_selection: dict[str, Any] | None = Field(
-        default=None, description="Learning-rate selection: status, reason, chosen scale and LR"
+        default=None,
+        description="Learning-rate selection: status, reason, chosen scale and LR, the budget each run kept, and "
+        "the recipe (accumulation, R-Drop, layer-wise decay, heads, weight averaging) planned once for every run "
+        "of the request",
     )
     val_macro_f1: float | None
     test_macro_f1: float | None

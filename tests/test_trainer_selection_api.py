@@ -364,3 +364,50 @@ def test_the_seeds_of_one_request_train_one_recipe_whatever_pace_each_measures(
     # each run's length is its own: the quick ones planned the cap (12 epochs; unpinned, their recipe would have
     # been the long one), the slow one what 2 minutes buy at its pace
     assert sorted(planned_epochs)[0] < 10 <= sorted(planned_epochs)[-1] == 12
+
+
+def test_the_request_recipe_is_planned_for_what_each_run_keeps_and_trained_by_the_trials(
+    tiny_encoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recipe is planned for the budget each run keeps once it has paid its share of the trials (here a
+    minute buys 11.9 epochs, the long-run recipe, but the trials' share leaves 0.5 minutes: the short one), the
+    trials train that recipe, and a key the config sets is used as given and left out of it."""
+    import trainer.lr_search
+    from trainer.lr_search import select_learning_rate
+    from trainer.plan import Throughput
+
+    monkeypatch.setattr(trainer.lr_search, "measure_throughput", lambda run: Throughput(0.1, 0.0))
+    data = synthetic_split(48, 24, 12)  # 6 batches of 8 an epoch
+    config = fast_config(
+        tiny_encoder, lr=None, grad_accum=None, epochs=40, budget_minutes=1, lr_search="on", lr_trials=3
+    )
+    assert trainer.lr_search.prepare(config, data).plan(Throughput(0.1, 0.0)).head_layers == 3  # the whole minute
+    selection = select_learning_rate(config, data, n_runs=1)
+    assert selection.status == "done"
+    assert selection.recipe["head_layers"] == 1 and selection.recipe["llrd_decay"] == 1.0
+    assert selection.recipe["ema_decay"] > 0
+    assert selection.run_plan is not None and selection.run_plan["head_layers"] == 1  # what the trials trained
+    assert selection.overrides()["head_layers"] == 1
+    given = select_learning_rate(config.with_overrides({"head_layers": 3}), data, n_runs=1)
+    assert "head_layers" not in given.recipe and given.run_plan is not None and given.run_plan["head_layers"] == 3
+    assert "head_layers" not in given.overrides()
+
+
+def test_a_distributed_requests_recipe_is_planned_at_each_processs_pace(
+    tiny_encoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The selection times whole global batches in one process; a run of 2 processes shares each batch, so it
+    affords twice the epochs (as trainer/train.py plans it): here the long-run recipe, where one process at the
+    same pace would get the short one."""
+    import trainer.lr_search
+    from trainer.lr_search import select_learning_rate
+    from trainer.plan import Throughput
+
+    monkeypatch.setattr(trainer.lr_search, "measure_throughput", lambda run: Throughput(0.2, 0.0))
+    data = synthetic_split(48, 24, 12)
+    config = fast_config(tiny_encoder, lr=None, grad_accum=None, epochs=40, budget_minutes=1.5, lr_search="auto")
+    one = select_learning_rate(config, data, n_runs=1)  # 85.5 s at 9.6 s an epoch: 8.9 epochs
+    two = select_learning_rate(config.with_overrides({"nproc": 2}), data, n_runs=1)  # 4.8 s an epoch: 17.8
+    assert one.status == two.status == "skipped"  # trials of fewer than 50 steps
+    assert (one.recipe["head_layers"], one.recipe["llrd_decay"]) == (1, 1.0)
+    assert (two.recipe["head_layers"], two.recipe["llrd_decay"]) == (3, 0.9)

@@ -110,21 +110,37 @@ def next_scale(trials: list[dict[str, Any]]) -> float | None:
     return round(mid, 4)
 
 
+def per_process(throughput: Throughput, nproc: int) -> Throughput:
+    """The pace of each process of an `nproc`-process run, from one process timing whole global batches (as
+    trainer/train.py plans a DDP run: the processes share each batch)."""
+    return Throughput(throughput.seconds_per_sample / nproc, throughput.eval_seconds)
+
+
 def after_trials(
-    run: Prepared, config: TrainConfig, plan: Plan, throughput: Throughput, trial_steps: int, n_runs: int
+    run: Prepared,
+    config: TrainConfig,
+    trial_plan: Plan,
+    throughput: Throughput,
+    trial_steps: int,
+    n_runs: int,
+    spent_seconds: float,
 ) -> Plan:
-    """The plan of each run once it has paid its share of the trials, expected at the measured pace (each
-    trial's steps and a validation pass); `plan` itself without a budget, or when the rest affords no run (the
-    run reports that itself)."""
+    """The plan of each run once it has paid its share of the selection: the seconds already spent (loading,
+    measuring) and the trials, expected at the pace measured here (one process: `trial_plan`'s steps of
+    `trial_steps` each and their validation passes). Without a budget, or when the rest affords no run (the
+    run reports that itself): the plan of the whole budget."""
+    pace = per_process(throughput, config.nproc)
     if config.budget_minutes is None:
-        return plan
-    per_step = plan.effective_batch * throughput.seconds_per_sample * (RDROP_COST if plan.rdrop_alpha > 0 else 1.0)
-    trials_seconds = config.lr_trials * (trial_steps * per_step + throughput.eval_seconds)
-    left = max(MIN_BUDGET_LEFT_MINUTES, config.budget_minutes - trials_seconds / 60 / n_runs)
+        return run.plan(pace)
+    per_step = trial_plan.effective_batch * throughput.seconds_per_sample
+    per_step *= RDROP_COST if trial_plan.rdrop_alpha > 0 else 1.0
+    evals = (math.ceil(trial_steps / trial_plan.steps_per_epoch) + 1) * trial_plan.evals_per_epoch
+    trials_seconds = config.lr_trials * (trial_steps * per_step + evals * throughput.eval_seconds)
+    left = config.budget_minutes - (spent_seconds + trials_seconds) / 60 / n_runs
     try:
-        return run.plan(throughput, config.with_overrides({"budget_minutes": min(config.budget_minutes, left)}))
+        return run.plan(pace, config.with_overrides({"budget_minutes": max(MIN_BUDGET_LEFT_MINUTES, left)}))
     except TrainerError:
-        return plan
+        return run.plan(pace)
 
 
 def select_learning_rate(
@@ -146,16 +162,17 @@ def select_learning_rate(
     run = prepare(config, data)
     emit({"event": "phase", "phase": "measuring throughput"})
     throughput = measure_throughput(run)
-    plan = run.plan(throughput)
+    plan = run.plan(throughput)  # at this one process's pace: what the trials' steps cost
     budget_left = config.budget_minutes
 
     def skipped(reason: str) -> Selection:
-        recipe, why = shared_recipe(config, plan, n_runs)
+        runs_plan = run.plan(per_process(throughput, config.nproc))
+        recipe, why = shared_recipe(config, runs_plan, n_runs)
         return Selection(
             "skipped",
             reason,
-            lr=plan.lr,
-            run_plan=plan.to_dict(),
+            lr=runs_plan.lr,
+            run_plan=runs_plan.to_dict(),
             budget_minutes_after=budget_left,
             recipe=recipe,
             recipe_reason=why,
@@ -164,16 +181,22 @@ def select_learning_rate(
 
     if config.lr_search == "auto" and not plan.lr_scaled:
         return skipped("the run trains in the recipe's regime: its LR stands")
+
+    def too_short(trial_steps: int) -> str:
+        return (
+            f"the budget does not allow it: {config.lr_trials} trials in {SEARCH_SHARE:.0%} of the training "
+            f"time of {n_runs} run(s) get {trial_steps} steps each (< {MIN_TRIAL_STEPS})"
+        )
+
     trial_steps = min(plan.steps, math.floor(SEARCH_SHARE * n_runs * plan.steps / config.lr_trials))
     if trial_steps < MIN_TRIAL_STEPS:
         if config.lr_search == "auto":
-            return skipped(
-                f"the budget does not allow it: {config.lr_trials} trials in {SEARCH_SHARE:.0%} of the training "
-                f"time of {n_runs} run(s) get {trial_steps} steps each (< {MIN_TRIAL_STEPS})"
-            )
+            return skipped(too_short(trial_steps))
         trial_steps = min(plan.steps, MIN_TRIAL_STEPS)
     # the recipe the runs will train (and the trials tune the LR for): planned for what each run's budget keeps
-    plan = after_trials(run, config, plan, throughput, trial_steps, n_runs)
+    plan = after_trials(run, config, plan, throughput, trial_steps, n_runs, time.monotonic() - started)
+    if config.lr_search == "auto" and plan.steps < MIN_TRIAL_STEPS:
+        return skipped(too_short(plan.steps))
     trial_steps = min(trial_steps, plan.steps)
     run.model.set_heads(plan.head_layers, config.seed)  # every trial trains the heads the run will have
     initial = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
@@ -226,7 +249,7 @@ def select_learning_rate(
             max(MIN_BUDGET_LEFT_MINUTES, round(config.budget_minutes - selection.seconds / 60 / n_runs, 2)),
         )
     try:  # what the run will plan, at the throughput measured here (the run measures its own)
-        selection.lr = run.plan(throughput, config.with_overrides(selection.overrides())).lr
+        selection.lr = run.plan(per_process(throughput, config.nproc), config.with_overrides(selection.overrides())).lr
     except TrainerError:  # the budget left affords too little; the run reports it
         selection.lr = None
     return selection

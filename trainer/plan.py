@@ -33,8 +33,8 @@ each applied only to the keys the config leaves unset (None); a key set in the c
    average's. A long run keeps its own weights, as the recipe does.
 6. **Length.** Without a budget: `epochs` epochs. With `budget_minutes`: the epochs the budget affords at the
    throughput measured on batches spread over the epoch's sizes (`measure_throughput`), at most `epochs`; the
-   validation pass after each epoch is part of the budget. The loop re-plans its remaining steps after each epoch from the time the
-   epochs really took, and stops at DEADLINE_SLACK × the budget whatever happens.
+   validation pass after each epoch is part of the budget. The loop re-plans its remaining steps after each
+   epoch from the time the epochs really took, and stops at DEADLINE_SLACK × the budget whatever happens.
 
 Early stopping reads val only (`patience` epochs without a better val macro-F1), as in the recipe. The seeds of
 one request train one recipe (rules 1, 2 and 5), decided once by their LR selection (trainer/lr_search.py).

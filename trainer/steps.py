@@ -335,7 +335,8 @@ def measure_throughput(run: Prepared) -> Throughput:
         _sync(run.device)
         return time.perf_counter() - t0
 
-    timed(batches[0])  # start-up costs
+    if batches:
+        timed(batches[0])  # start-up costs
     seconds = [min(timed(idx), timed(idx)) for idx in chosen]
     model.zero_grad(set_to_none=True)
     per_token = sum(seconds) / max(1, sum(padded(idx) for idx in chosen))
