@@ -237,6 +237,8 @@ def _select_in_process(run_ids: list[int]) -> bool:
         err_console.print(f"[bold red]learning-rate selection failed:[/] {type(err).__name__}: {err}")
         return False
     console.print(f"learning-rate selection: {summary['status']}: {summary['reason']}", highlight=False)
+    if summary.get("recipe_reason"):
+        console.print(summary["recipe_reason"], highlight=False)
     return True
 
 

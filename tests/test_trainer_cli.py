@@ -156,3 +156,18 @@ def test_train_and_runs_show_say_what_was_left_out_of_train(engine, tiny_encoder
     assert line in result.output
     shown = runner.invoke(app, ["runs", "show", "1"])
     assert shown.exit_code == 0 and line in shown.output, shown.output
+
+
+def test_train_in_process_says_the_recipe_its_seeds_share(engine, tiny_encoder: str) -> None:
+    """The LR selection decides the recipe once for the request's seeds: `train` and `runs show` say which."""
+    name = import_small(engine, n_train=30, n_val=12, n_test=12, n_unlabelled=0)
+    runner = CliRunner(env={"COLUMNS": "200"})
+    args = ["train", name, "--encoder", tiny_encoder, "--seeds", "1,2", "--no-classical", "--epochs", "2"]
+    keys = ("max_length=32", "batch_size=8", "head_hidden=32", "num_threads=1", "lr_search=on", "lr_trials=2")
+    result = runner.invoke(app, [*args, *(a for key in keys for a in ("--set", key))])  # LR and recipe planned
+    assert result.exit_code == 0, result.output
+    line = "one recipe for the request's 2 run(s)"
+    assert line in result.output and "grad_accum 1" in result.output  # 30 texts: accumulation drops to 1
+    for run_id in ("1", "2"):
+        shown = runner.invoke(app, ["runs", "show", run_id])
+        assert shown.exit_code == 0 and line in shown.output and "batch 8 × 1" in shown.output
