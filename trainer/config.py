@@ -140,6 +140,16 @@ class TrainConfig(ConfigModel):
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     num_threads: int | None = Field(default=None, ge=1)  # CPU only; None: the cores this process may use
 
+    @field_validator("lr_search", "amp", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML (a config file, `--set`) reads `off` and `on` as booleans: `lr_search: off` means "off"."""
+        if value is False:
+            return "off"
+        if value is True and info.field_name == "lr_search":
+            return "on"
+        return value
+
     @field_validator("tasks")
     @classmethod
     def _distinct_tasks(cls, tasks: list[str] | None) -> list[str] | None:

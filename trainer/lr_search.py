@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
 from transformers import set_seed
 
 from trainer.config import TrainConfig
@@ -37,6 +38,7 @@ from trainer.errors import TrainerError
 from trainer.examples import SplitData
 from trainer.model import with_pooling_resolved
 from trainer.plan import RDROP_COST, Plan, Throughput, shortened
+from trainer.predict import available_cpus
 from trainer.steps import Prepared, Stepper, measure_throughput, prepare
 from trainer.train import run_loop
 
@@ -110,37 +112,53 @@ def next_scale(trials: list[dict[str, Any]]) -> float | None:
     return round(mid, 4)
 
 
-def per_process(throughput: Throughput, nproc: int) -> Throughput:
-    """The pace of each process of an `nproc`-process run, from one process timing whole global batches (as
-    trainer/train.py plans a DDP run: the processes share each batch)."""
-    return Throughput(throughput.seconds_per_sample / nproc, throughput.eval_seconds)
+def runs_pace(run: Prepared, config: TrainConfig, measured: Throughput) -> Throughput:
+    """The pace each process of the request's runs plans with, from `measured` (this one process timing whole
+    global batches): a distributed run's processes share each batch (as trainer/train.py plans it), and on a
+    CPU each has the node's cores ÷ nproc threads (trainer/distributed.py), so there it is measured again with
+    that many."""
+    if config.nproc > 1 and run.device.type == "cpu" and config.num_threads is None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, available_cpus() // config.nproc))
+        try:
+            measured = measure_throughput(run)
+        finally:
+            torch.set_num_threads(threads)
+    return Throughput(measured.seconds_per_sample / config.nproc, measured.eval_seconds)
+
+
+def trials_cost(plan: Plan, throughput: Throughput, trials: int, trial_steps: int) -> float:
+    """Seconds the trials of `plan`'s recipe take at this process's pace: their steps and validation passes."""
+    per_step = plan.effective_batch * throughput.seconds_per_sample * (RDROP_COST if plan.rdrop_alpha > 0 else 1.0)
+    evals = (math.ceil(trial_steps / plan.steps_per_epoch) + 1) * plan.evals_per_epoch
+    return trials * (trial_steps * per_step + evals * throughput.eval_seconds)
 
 
 def after_trials(
     run: Prepared,
     config: TrainConfig,
-    trial_plan: Plan,
+    pace: Throughput,
     throughput: Throughput,
     trial_steps: int,
     n_runs: int,
     spent_seconds: float,
 ) -> Plan:
-    """The plan of each run once it has paid its share of the selection: the seconds already spent (loading,
-    measuring) and the trials, expected at the pace measured here (one process: `trial_plan`'s steps of
-    `trial_steps` each and their validation passes). Without a budget, or when the rest affords no run (the
-    run reports that itself): the plan of the whole budget."""
-    pace = per_process(throughput, config.nproc)
+    """The plan of each run (at the runs' `pace`) once it has paid its share of the selection: the seconds
+    already spent (loading, measuring) and the trials of that plan's recipe at this process's `throughput`
+    (priced with the whole budget's recipe first, then with the recipe that leaves). Without a budget, or when
+    the rest affords no run (the run reports that itself): the plan of the whole budget."""
+    whole = run.plan(pace)
     if config.budget_minutes is None:
-        return run.plan(pace)
-    per_step = trial_plan.effective_batch * throughput.seconds_per_sample
-    per_step *= RDROP_COST if trial_plan.rdrop_alpha > 0 else 1.0
-    evals = (math.ceil(trial_steps / trial_plan.steps_per_epoch) + 1) * trial_plan.evals_per_epoch
-    trials_seconds = config.lr_trials * (trial_steps * per_step + evals * throughput.eval_seconds)
-    left = config.budget_minutes - (spent_seconds + trials_seconds) / 60 / n_runs
-    try:
-        return run.plan(pace, config.with_overrides({"budget_minutes": max(MIN_BUDGET_LEFT_MINUTES, left)}))
-    except TrainerError:
-        return run.plan(pace)
+        return whole
+    plan = whole
+    for _ in range(2):
+        cost = spent_seconds + trials_cost(plan, throughput, config.lr_trials, min(trial_steps, plan.steps))
+        left = max(MIN_BUDGET_LEFT_MINUTES, config.budget_minutes - cost / 60 / n_runs)
+        try:
+            plan = run.plan(pace, config.with_overrides({"budget_minutes": left}))
+        except TrainerError:
+            return whole
+    return plan
 
 
 def select_learning_rate(
@@ -161,12 +179,13 @@ def select_learning_rate(
     config, _ = with_pooling_resolved(config)  # the trials pool as the runs will (trainer/model.py)
     run = prepare(config, data)
     emit({"event": "phase", "phase": "measuring throughput"})
-    throughput = measure_throughput(run)
-    plan = run.plan(throughput)  # at this one process's pace: what the trials' steps cost
+    throughput = measure_throughput(run)  # this process: what the trials' steps cost
+    pace = runs_pace(run, config, throughput)  # each process of the runs
+    plan = run.plan(throughput)  # the trials' steps are a share of the steps this process would make
+    runs_plan = run.plan(pace)
     budget_left = config.budget_minutes
 
     def skipped(reason: str) -> Selection:
-        runs_plan = run.plan(per_process(throughput, config.nproc))
         recipe, why = shared_recipe(config, runs_plan, n_runs)
         return Selection(
             "skipped",
@@ -179,24 +198,23 @@ def select_learning_rate(
             seconds=round(time.monotonic() - started, 1),
         )
 
-    if config.lr_search == "auto" and not plan.lr_scaled:
+    if config.lr_search == "auto" and not runs_plan.lr_scaled:
         return skipped("the run trains in the recipe's regime: its LR stands")
-
-    def too_short(trial_steps: int) -> str:
-        return (
-            f"the budget does not allow it: {config.lr_trials} trials in {SEARCH_SHARE:.0%} of the training "
-            f"time of {n_runs} run(s) get {trial_steps} steps each (< {MIN_TRIAL_STEPS})"
-        )
-
     trial_steps = min(plan.steps, math.floor(SEARCH_SHARE * n_runs * plan.steps / config.lr_trials))
     if trial_steps < MIN_TRIAL_STEPS:
         if config.lr_search == "auto":
-            return skipped(too_short(trial_steps))
+            return skipped(
+                f"the budget does not allow it: {config.lr_trials} trials in {SEARCH_SHARE:.0%} of the training "
+                f"time of {n_runs} run(s) get {trial_steps} steps each (< {MIN_TRIAL_STEPS})"
+            )
         trial_steps = min(plan.steps, MIN_TRIAL_STEPS)
     # the recipe the runs will train (and the trials tune the LR for): planned for what each run's budget keeps
-    plan = after_trials(run, config, plan, throughput, trial_steps, n_runs, time.monotonic() - started)
+    plan = after_trials(run, config, pace, throughput, trial_steps, n_runs, time.monotonic() - started)
     if config.lr_search == "auto" and plan.steps < MIN_TRIAL_STEPS:
-        return skipped(too_short(plan.steps))
+        return skipped(
+            f"the budget does not allow it: once the trials are paid for, each run is left {plan.steps} steps "
+            f"(< {MIN_TRIAL_STEPS})"
+        )
     trial_steps = min(trial_steps, plan.steps)
     run.model.set_heads(plan.head_layers, config.seed)  # every trial trains the heads the run will have
     initial = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
@@ -249,7 +267,7 @@ def select_learning_rate(
             max(MIN_BUDGET_LEFT_MINUTES, round(config.budget_minutes - selection.seconds / 60 / n_runs, 2)),
         )
     try:  # what the run will plan, at the throughput measured here (the run measures its own)
-        selection.lr = run.plan(per_process(throughput, config.nproc), config.with_overrides(selection.overrides())).lr
+        selection.lr = run.plan(pace, config.with_overrides(selection.overrides())).lr
     except TrainerError:  # the budget left affords too little; the run reports it
         selection.lr = None
     return selection

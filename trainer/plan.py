@@ -82,7 +82,7 @@ EMA_MIN_HORIZON = 10  # optimizer steps: a tiny epoch still averages over a few
 
 @dataclass(frozen=True)
 class Throughput:
-    """What the first training batches cost, measured (or, in tests, given)."""
+    """What training batches cost, measured before the run (trainer.steps.measure_throughput) or, in tests, given."""
 
     seconds_per_sample: float  # one forward + backward pass of one training sample, at the data's lengths
     eval_seconds: float  # one validation pass
