@@ -128,7 +128,7 @@ def train(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import yaml
 
-    from trainer.config import parse_set_option
+    from trainer.config import parse_set_option, yaml_switches
 
     overrides: dict[str, Any] = {}
     try:
@@ -138,7 +138,7 @@ def train(
             loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
             if not isinstance(loaded, dict):
                 fail(f"{config}: expected a mapping of config keys")
-            overrides.update(loaded)
+            overrides.update(yaml_switches(loaded))
         overrides.update(parse_set_option(set_ or []))
     except yaml.YAMLError as err:
         fail(f"{config}: not valid YAML: {err}")

@@ -180,13 +180,15 @@ def test_set_option_parsing() -> None:
 
 def test_yaml_on_and_off_switch_what_they_name(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """YAML reads `off` and `on` as booleans: `lr_search: off` in a config file (or `--set lr_search=off`, as the
-    README documents it) was refused with "Input should be 'auto', 'on' or 'off'"."""
+    README documents it) was refused with "Input should be 'auto', 'on' or 'off'". The API's JSON stays strict."""
     (tmp_path / "c.yaml").write_text("lr_search: off\namp: off\n")
     loaded = TrainConfig.load(tmp_path / "c.yaml")
     assert (loaded.lr_search, loaded.amp) == ("off", "off")
     assert TrainConfig.from_dict(parse_set_option(["lr_search=on"])).lr_search == "on"
     with pytest.raises(TrainerError, match="amp"):  # amp has no "on": which precision would that be?
-        TrainConfig.from_dict({"amp": True})
+        TrainConfig.from_dict(parse_set_option(["amp=on"]))
+    with pytest.raises(TrainerError, match="lr_search"):  # JSON (the API) is taken as it is: false is no switch
+        TrainConfig.from_dict({"lr_search": False})
 
 
 def test_a_device_the_machine_lacks_is_a_config_error_naming_the_key() -> None:

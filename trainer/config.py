@@ -140,16 +140,6 @@ class TrainConfig(ConfigModel):
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     num_threads: int | None = Field(default=None, ge=1)  # CPU only; None: the cores this process may use
 
-    @field_validator("lr_search", "amp", mode="before")
-    @classmethod
-    def _yaml_switch(cls, value: Any, info: ValidationInfo) -> Any:
-        """YAML (a config file, `--set`) reads `off` and `on` as booleans: `lr_search: off` means "off"."""
-        if value is False:
-            return "off"
-        if value is True and info.field_name == "lr_search":
-            return "on"
-        return value
-
     @field_validator("tasks")
     @classmethod
     def _distinct_tasks(cls, tasks: list[str] | None) -> list[str] | None:
@@ -194,7 +184,20 @@ class TrainConfig(ConfigModel):
             raise TrainerError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})", field="config") from None
         if data is not None and not isinstance(data, dict):
             raise TrainerError(f"{path}: expected a mapping of config keys", field="config")
-        return cls.from_dict(data)
+        return cls.from_dict(yaml_switches(data or {}))
+
+
+# YAML 1.1 reads `off` and `on` as booleans; these keys' values are named switches, so in YAML (a config file,
+# `--set`) `lr_search: off` means "off". JSON (the API) says what it means and is taken as it is.
+SWITCHES: dict[str, dict[bool, str]] = {"lr_search": {False: "off", True: "on"}, "amp": {False: "off"}}
+
+
+def yaml_switches(data: dict[str, Any]) -> dict[str, Any]:
+    """Config keys read from YAML, with the switches YAML turned into booleans named again."""
+    return {
+        key: SWITCHES[key].get(value, value) if key in SWITCHES and isinstance(value, bool) else value
+        for key, value in data.items()
+    }
 
 
 def config_error(err: ValidationError) -> TrainerError:
@@ -217,4 +220,4 @@ def parse_set_option(items: list[str]) -> dict[str, Any]:
             out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             out[key.strip()] = raw
-    return out
+    return yaml_switches(out)
