@@ -571,6 +571,9 @@ def test_training_page_starts_a_budgeted_run_and_shows_its_plan_and_lr_trials(
                     "reason": "best val macro-F1 0.4400 at 2 × the planned LR",
                     "scale": 2.0,
                     "trials": trials,
+                    "recipe": {"grad_accum": 1, "head_layers": 1},
+                    "recipe_reason": "one recipe for the request's 3 run(s), planned for 1.9 epochs at the pace "
+                    "measured here: grad_accum 1, head_layers 1",
                 },
                 metrics={
                     "val": {"overall_macro_f1": 0.44},
@@ -594,6 +597,7 @@ def test_training_page_starts_a_budgeted_run_and_shows_its_plan_and_lr_trials(
     trial_frame = next(f.value for f in at.dataframe if "scale" in f.value.columns)
     assert trial_frame["scale"].tolist() == [1.0, 2.0]
     assert "R-Drop off: the run affords 1.9 epochs with it (< 10)" in [t.value for t in at.text]
+    assert any(t.value.startswith("one recipe for the request's 3 run(s)") for t in at.text)
     assert "weights: greedy soup of epochs 3, 5, val macro-F1 0.4500 (best epoch 3 …)" in [t.value for t in at.text]
 
     at.number_input(key="train_budget").set_value(12.0).run()  # a change reruns the page (the estimate)
