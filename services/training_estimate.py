@@ -33,12 +33,12 @@ from services.compute_bounds import check_config
 from services.training import check_config_against, default_config
 from trainer.examples import subsample
 from trainer.plan import RDROP_COST, Throughput, plan_run
+from trainer.predict import configured_precision
 
 REFERENCE = {"samples_per_s": 12.9, "layers": 6, "hidden": 384, "tokens": 48.0, "rdrop": True, "threads": 2}
 BERT_BASE = (12, 768)
 CHARS_PER_TOKEN = 4.0  # English subword tokenizers: about 4 characters per token
 FORWARD_SHARE = 1 / 3  # a forward-only pass costs about a third of a training step
-AMP_PRECISION = {"off": "fp32"}  # TrainConfig.amp → the precision a run records (bf16 and fp16 by their names)
 
 
 def encoder_size(encoder: str) -> tuple[int, int, str]:
@@ -79,7 +79,7 @@ def measured_rate(
         if config.get("encoder") != encoder or _device_kind(config.get("device", "auto")) != _device_kind(device):
             continue
         precision = (run.metrics or {}).get("precision")  # recorded since 8b0da98; unknown before
-        if amp != "auto" and precision is not None and precision != AMP_PRECISION.get(amp, amp):
+        if precision is not None and configured_precision(amp) not in (None, precision):
             continue
         rates = [e["samples_per_s"] for e in run.curve or [] if isinstance(e.get("samples_per_s"), int | float)]
         if rates:

@@ -94,13 +94,16 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of training, evaluation and serving. `auto`: on a GPU bf16 where it is supported (no
     loss scaling needed), else fp16; on a CPU bf16 where the CPU computes it natively (cpu_native_bf16), else
     full precision. `bf16`, `fp16`: as asked, on any device; `off`: full precision."""
-    if amp == "off":
-        return None
     if amp == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.bfloat16 if device.type == "cpu" and cpu_native_bf16() else None
-    return torch.bfloat16 if amp == "bf16" else torch.float16
+    return PRECISIONS[configured_precision(amp) or "fp32"]
+
+
+def configured_precision(amp: str) -> str | None:
+    """The precision an `amp` setting names (fp32, bf16, fp16); None for `auto`, which the machine decides."""
+    return None if amp == "auto" else {"off": "fp32"}.get(amp, amp)
 
 
 def served_dtype(precision: str | None, device: torch.device) -> torch.dtype | None:

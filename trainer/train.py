@@ -407,7 +407,7 @@ def train_process(
         "device": str(run.device),
         "processes": group.world,
         "amp": str(run.dtype) if run.dtype else None,
-        "precision": precision_name(run.dtype),
+        "precision": precision,
         "threads": run.threads,
     }
     if soup_report is not None:
