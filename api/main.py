@@ -8,12 +8,14 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import AuthFailureLimiter
+from api.deps import AuthFailureLimiter, bearer, current_user, require_admin
 from api.errors import install_error_handlers
 from api.routes import (
     augment,
@@ -31,7 +33,7 @@ from api.routes import (
 from api.schemas import ErrorRead
 from core import __version__
 from core.settings import Settings, get_settings
-from db.session import get_engine
+from db.session import get_engine, readonly_engine, session_scope
 
 API_PREFIX = "/api/v1"
 ROUTERS: list[Any] = [
@@ -51,6 +53,9 @@ ROUTERS: list[Any] = [
 # Import jobs take files of any size (AUGLOOP_MAX_UPLOAD_BYTES): the upload streams to disk, and the job reads it
 # in chunks. Every other body is read into memory and keeps the ordinary limit.
 IMPORT_JOB_PATH = re.compile(rf"^{API_PREFIX}/datasets/[^/]+/imports$")
+# POSTs that write nothing (their body is too large or structured for a query string): a model's predictions, a
+# training estimate
+READ_ONLY_POST = re.compile(rf"^{API_PREFIX}/(models/[^/]+/predict|training-estimates)$")
 
 
 class BodySizeLimit:
@@ -152,6 +157,35 @@ class NulInUrl:
         await self.app(scope, receive, send)
 
 
+class UploadAuthorizedFirst:
+    """An import upload (up to AUGLOOP_MAX_UPLOAD_BYTES, spooled to disk as it arrives) is authorized before a
+    byte of its body is read: without a valid admin token the client gets the route's own 401, 403 or 429 at
+    once, not after it has streamed gigabytes to the server's temporary disk. The route's dependency checks the
+    same token again (api/deps.py: one code path decides)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST" and IMPORT_JOB_PATH.match(scope.get("path", "")):
+            request = Request(scope)
+            credentials = await bearer(request)
+
+            def authorize() -> None:
+                with session_scope(readonly_engine(request.app.state.engine)) as session:
+                    require_admin(current_user(request, session, credentials))
+
+            try:
+                await run_in_threadpool(authorize)
+            except HTTPException as err:
+                response = JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=err.headers)
+                await response(scope, receive, send)
+                return
+            except Exception:  # noqa: BLE001 (the database failed: the route authorizes again and answers that)
+                pass
+        await self.app(scope, receive, send)
+
+
 class SQLiteWriteQueue:
     """On SQLite, let one writing request at a time into the app; the others wait on the event loop.
 
@@ -159,22 +193,38 @@ class SQLiteWriteQueue:
     load every thread of the pool ends up blocked in SQLite's busy wait while the request holding the lock waits
     for a free thread to commit: a starvation that lasted until the 30 s busy timeout (measured with
     bench/load.py). Reads (GET) pass straight through: they never take the write lock, and so do import-job
-    uploads, which may take minutes to arrive and write one short enqueue at the end."""
+    uploads, which may take minutes to arrive and write one short enqueue at the end, and the POSTs that only
+    compute (READ_ONLY_POST: a prediction, a training estimate), which may run a model for seconds.
+
+    A request's body is read before it queues: a client that sends its body slowly (or never finishes it) holds
+    its own connection, not every other user's writes. BodySizeLimit, outside this, bounds what is read."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.lock = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
         if (
             scope["type"] != "http"
             or scope.get("method") in ("GET", "HEAD", "OPTIONS")
-            or IMPORT_JOB_PATH.match(scope.get("path", ""))
+            or IMPORT_JOB_PATH.match(path)
+            or READ_ONLY_POST.match(path)
         ):
             await self.app(scope, receive, send)
             return
+        received: list[Message] = []
+        while True:
+            message = await receive()
+            received.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return received.pop(0) if received else await receive()
+
         async with self.lock:
-            await self.app(scope, receive, send)
+            await self.app(scope, replay, send)
 
 
 ERROR_RESPONSES = {
@@ -248,6 +298,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     if app.state.engine.dialect.name == "sqlite":
         app.add_middleware(SQLiteWriteQueue)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, upload_max_bytes=settings.max_upload_bytes)
+    app.add_middleware(UploadAuthorizedFirst)
     app.add_middleware(NulInUrl)
     if settings.cors_origins:
         app.add_middleware(

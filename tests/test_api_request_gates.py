@@ -1,0 +1,180 @@
+"""What a request may hold before it is authorized or queued: one slow client must not stop everyone's writes,
+and an upload is authorized before its body is read. Driven at the ASGI level, where a body can arrive slowly
+(or never) and where we can see whether the server read it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from api.main import SQLiteWriteQueue
+
+API = "/api/v1"
+
+
+def _scope(method: str, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": headers or [],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+
+
+def _sent() -> tuple[list[dict[str, Any]], Any]:
+    messages: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    return messages, send
+
+
+def test_a_body_that_never_finishes_does_not_hold_the_write_lock() -> None:
+    """A client that announces a body and sends half of it (or a slow one) waits alone: another user's write
+    goes through while it hangs."""
+    served: list[str] = []
+
+    async def app(scope, receive, send) -> None:  # a writing route: reads its body, answers
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        served.append(body.decode())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    queue = SQLiteWriteQueue(app)
+
+    async def scenario() -> None:
+        never = asyncio.Event()
+
+        async def slow_receive() -> dict[str, Any]:
+            if not hasattr(slow_receive, "sent"):
+                slow_receive.sent = True  # type: ignore[attr-defined]
+                return {"type": "http.request", "body": b'{"deci', "more_body": True}
+            await never.wait()  # the rest never comes
+            return {"type": "http.disconnect"}
+
+        async def full_receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b'{"decision": "approve"}', "more_body": False}
+
+        _, send_a = _sent()
+        sent_b, send_b = _sent()
+        hanging = asyncio.create_task(queue(_scope("POST", f"{API}/samples/1/decision"), slow_receive, send_b))
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(queue(_scope("POST", f"{API}/samples/2/decision"), full_receive, send_a), timeout=2)
+        assert served == ['{"decision": "approve"}']
+        assert not hanging.done()
+        hanging.cancel()
+        del sent_b
+
+    asyncio.run(scenario())
+
+
+def test_the_whole_body_reaches_the_app_in_order_and_a_disconnect_after_it() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope, receive, send) -> None:
+        for _ in range(4):
+            seen.append(await receive())
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    messages = [
+        {"type": "http.request", "body": b"ab", "more_body": True},
+        {"type": "http.request", "body": b"cd", "more_body": True},
+        {"type": "http.request", "body": b"e", "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+    feed = iter(messages)
+
+    async def receive() -> dict[str, Any]:
+        return next(feed)
+
+    _, send = _sent()
+    asyncio.run(SQLiteWriteQueue(app)(_scope("POST", f"{API}/augment"), receive, send))
+    assert seen == messages
+
+
+@pytest.mark.parametrize(
+    ("path", "queued"),
+    [
+        (f"{API}/models/3/predict", False),
+        (f"{API}/training-estimates", False),
+        (f"{API}/training-runs", True),
+        (f"{API}/samples/1/decision", True),
+    ],
+)
+def test_posts_that_only_compute_pass_a_held_write_lock(path: str, queued: bool) -> None:
+    """A prediction or a training estimate (seconds of model time, no write) does not wait for, or hold up, the
+    writes; every other POST still queues."""
+
+    async def app(scope, receive, send) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    queue = SQLiteWriteQueue(app)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def scenario() -> bool:
+        _, send = _sent()
+        async with queue.lock:  # another write is in the app
+            try:
+                await asyncio.wait_for(queue(_scope("POST", path), receive, send), timeout=0.3)
+            except TimeoutError:
+                return True
+        return False
+
+    assert asyncio.run(scenario()) is queued
+
+
+@pytest.mark.parametrize(
+    ("who", "status"), [(None, 401), ("aug_not-a-token", 401), ("annotator", 403), ("admin", None)]
+)
+def test_an_upload_is_authorized_before_its_body_is_read(app, admin_token, annotator_token, who, status) -> None:
+    """Without an admin token, an import upload (up to 16 GiB) is refused with the route's own error before a
+    byte of it is read: nothing is streamed to the server's temporary disk."""
+    token = {"admin": admin_token, "annotator": annotator_token}.get(who, who)
+    headers = [(b"content-type", b"multipart/form-data; boundary=xyz"), (b"content-length", str(10 * 2**30).encode())]
+    if token:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    reads: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        reads.append(1)
+        return {"type": "http.disconnect"}  # the client goes away once the server starts reading
+
+    messages, send = _sent()
+
+    async def run() -> None:
+        try:
+            await app(_scope("POST", f"{API}/datasets/fresh/imports", headers), receive, send)
+        except Exception:  # the admin's request reads, meets the disconnect and ends however the stack ends it
+            if who != "admin":
+                raise
+
+    asyncio.run(run())
+    if status is None:
+        assert reads, "an admin's upload is read"
+        return
+    assert reads == []
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    assert start["status"] == status
+    body = json.loads(b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body"))
+    assert body["detail"]
