@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -262,3 +263,29 @@ def test_a_short_run_validates_and_keeps_the_moving_average_of_its_weights(tiny_
         else:
             assert plan.ema_decay == 0 and stepper.average is None and not differs
             assert "plain_val_macro_f1" not in outcome.curve[0]
+
+
+def test_task_names_torch_refuses_as_module_names_train_save_and_load(tiny_encoder: str, tmp_path: Path) -> None:
+    """A task may be called `type`, `v1.0` or `~x`: names torch refuses as module keys (an attribute of its
+    ModuleDict, a dot) failed every run with a KeyError. Their heads train, save and load under the task's name."""
+    from trainer.examples import SplitData, TaskSpec
+
+    data = synthetic_split()
+    names = {"color": "type", "size": "v1.0"}
+    renamed = SplitData(
+        [TaskSpec(names[t.name], t.labels) for t in data.tasks],
+        *(
+            [replace(e, labels={names[k]: v for k, v in e.labels.items()}) for e in split]
+            for split in (data.train, data.val, data.test)
+        ),
+        data.dataset,
+    )
+    result = train_model(fast_config(tiny_encoder, epochs=2), renamed)
+    out = save_artifacts(result, tmp_path / "run")
+    texts = ["red huge tax", "blue small"]
+    probs = RunPredictor(out / "model", device="cpu").predict_proba(texts)
+    assert sorted(probs) == ["type", "v1.0"] and probs["type"].shape == (2, 2) and probs["v1.0"].shape == (2, 3)
+    assert sorted(result.metrics["test"]["tasks"]) == ["type", "v1.0"]
+    from trainer.model import head_key
+
+    assert len({head_key(n) for n in ("type", "v1.0", "~x", "~" + b"type".hex(), "x")}) == 5

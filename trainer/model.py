@@ -43,6 +43,19 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
+_MODULE_DICT = nn.ModuleDict()
+
+
+def head_key(task: str) -> str:
+    """The key of a task's head among the model's modules: its name, unless torch refuses that as a module name
+    (a dot, or an attribute of the dict such as `type`, `train`, `values`, `to`), which gets `~` and the name's
+    UTF-8 in hex. A name starting with `~` is encoded too, so no two tasks share a key. Deterministic: saved
+    heads load under the same keys."""
+    if task and "." not in task and not task.startswith("~") and not hasattr(_MODULE_DICT, task):
+        return task
+    return "~" + task.encode("utf-8").hex()
+
+
 class MultiTaskModel(nn.Module):
     def __init__(
         self,
@@ -65,7 +78,7 @@ class MultiTaskModel(nn.Module):
         }
         dim = int(encoder.config.hidden_size)
         self.heads = nn.ModuleDict(
-            {t.name: TaskHead(dim, len(t.labels), head_layers, head_hidden, head_dropout) for t in tasks}
+            {head_key(t.name): TaskHead(dim, len(t.labels), head_layers, head_hidden, head_dropout) for t in tasks}
         )
 
     def set_heads(self, layers: int, seed: int) -> None:
@@ -78,7 +91,7 @@ class MultiTaskModel(nn.Module):
         hidden, dropout = int(self.head_shape["head_hidden"]), float(self.head_shape["head_dropout"])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            heads = {t.name: TaskHead(dim, len(t.labels), layers, hidden, dropout) for t in self.tasks}
+            heads = {head_key(t.name): TaskHead(dim, len(t.labels), layers, hidden, dropout) for t in self.tasks}
         self.heads = nn.ModuleDict(heads).to(device)
         self.head_shape["head_layers"] = layers
 
@@ -101,7 +114,7 @@ class MultiTaskModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         pooled = self.pool(input_ids, attention_mask)
-        return {name: head(pooled) for name, head in self.heads.items()}
+        return {t.name: self.heads[head_key(t.name)](pooled) for t in self.tasks}
 
     # Persistence -------------------------------------------------------------------------------
 
