@@ -50,6 +50,23 @@ def test_lr_selection_records_every_trial_and_picks_the_best_on_val(tiny_encoder
     assert auto.status == "skipped" and "does not allow" in auto.reason and auto.trials == []
 
 
+def test_an_lr_scale_the_config_sets_is_kept_and_the_trials_multiply_it(tiny_encoder: str) -> None:
+    """`--set lr_scale=3` trains at 3 × the planned LR: a skipped selection keeps it (it came back as 1.0, the
+    runs trained at a third of the LR asked for), and the trials multiply it."""
+    from trainer.lr_search import select_learning_rate
+
+    data = synthetic_split(48, 24, 12)
+    config = fast_config(tiny_encoder, lr=None, grad_accum=None, epochs=2, lr_search="on", lr_trials=3)
+    plain = select_learning_rate(config, data)
+    tripled = select_learning_rate(config.with_overrides({"lr_scale": 3.0}), data)
+    assert [t["lr"] for t in tripled.trials] == pytest.approx([3 * t["lr"] for t in plain.trials])
+    chosen = max(tripled.trials, key=lambda t: (t["val_macro_f1"], -abs(np.log(t["scale"]))))
+    assert tripled.scale == pytest.approx(3.0 * chosen["scale"])
+    assert tripled.overrides()["lr_scale"] == pytest.approx(3.0 * chosen["scale"])
+    skipped = select_learning_rate(config.with_overrides({"lr_scale": 3.0, "lr_search": "auto"}), data)
+    assert skipped.status == "skipped" and skipped.overrides()["lr_scale"] == 3.0
+
+
 def test_lr_trials_never_leave_a_run_more_budget_than_it_asked_for(tiny_encoder: str) -> None:
     """The trials' time comes out of each run's budget, leaving it at least half a minute; but a budget of
     0.25 minutes came back as 0.5 (`augloop train --budget-minutes 0.25` trained for 0.5 minutes)."""

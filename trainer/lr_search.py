@@ -3,8 +3,9 @@
 The planning rules (trainer/plan.py) scale the recipe's LR to another batch, step count and encoder width;
 those rules are approximate, so a run outside the recipe's regime checks the factor on val. Each trial trains
 the run's own plan (batch, accumulation, regularisers, warm-up + linear decay) from the same initial weights and
-seed, shortened to a share of the run's steps, at `lr_scale` × the LR the rules give for that length; the
-trial with the best val macro-F1 wins, and the runs train with its `lr_scale`. The multipliers start at 1, 2
+seed, shortened to a share of the run's steps, at a multiple of the LR the rules give for that length (which
+holds the config's own `lr_scale`); the trial with the best val macro-F1 wins, and the runs train with the
+config's `lr_scale` times its multiple. The multipliers start at 1, 2
 and ½; further trials extend past the best at an edge (×2 or ×½) or, when the best is inside, try the log-midpoint
 toward its better neighbour. Ties go to the scale nearest 1.
 
@@ -55,7 +56,7 @@ ProgressFn = Callable[[dict[str, Any]], None]
 class Selection:
     status: str  # "done" or "skipped"
     reason: str
-    scale: float = 1.0  # the chosen lr_scale
+    scale: float = 1.0  # the runs' lr_scale: the config's own times the multiplier the trials chose
     lr: float | None = None  # the LR the run's plan gets at that scale (estimated before the run measures)
     trial_steps: int | None = None
     trials: list[dict[str, Any]] = field(default_factory=list)
@@ -172,9 +173,9 @@ def select_learning_rate(
     """Run the trials for `n_runs` runs of `config` (seeds of one request) and choose their `lr_scale`."""
     emit = progress or (lambda _e: None)
     if config.lr is not None:
-        return Selection("skipped", "config.lr is set: used as given")
+        return Selection("skipped", "config.lr is set: used as given", scale=config.lr_scale)
     if config.lr_search == "off":
-        return Selection("skipped", "config.lr_search is off")
+        return Selection("skipped", "config.lr_search is off", scale=config.lr_scale)
     started = time.monotonic()
     config, _ = with_pooling_resolved(config)  # the trials pool as the runs will (trainer/model.py)
     run = prepare(config, data)
@@ -190,6 +191,7 @@ def select_learning_rate(
         return Selection(
             "skipped",
             reason,
+            scale=config.lr_scale,  # a factor the config sets stands
             lr=runs_plan.lr,
             run_plan=runs_plan.to_dict(),
             budget_minutes_after=budget_left,
@@ -228,7 +230,8 @@ def select_learning_rate(
             break
         run.model.load_state_dict(initial)
         set_seed(config.seed)  # every trial sees the same dropout masks and batch order
-        trial_config = config.with_overrides({"lr_scale": scale})
+        # a trial's scale multiplies the planned LR, which holds the config's own lr_scale
+        trial_config = config.with_overrides({"lr_scale": config.lr_scale * scale})
         trial_plan = shortened(plan, trial_config, trial_steps, run.encoder_width)
         t0 = time.monotonic()
 
@@ -254,7 +257,7 @@ def select_learning_rate(
         if on_trial:
             on_trial(selection)
     chosen = best_trial(selection.trials)
-    selection.status, selection.scale = "done", chosen["scale"]
+    selection.status, selection.scale = "done", config.lr_scale * chosen["scale"]
     selection.seconds = round(time.monotonic() - started, 1)
     selection.reason = (
         f"best val macro-F1 {chosen['val_macro_f1']:.4f} at {chosen['scale']:g} × the planned LR "
