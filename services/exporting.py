@@ -142,8 +142,10 @@ def iter_export(
     rows = _guarded(session, dataset, view_rows(session, dataset, include), count)
     if fmt == "csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-        csv.writer(buf, lineterminator="\n").writerow([spreadsheet_safe(c) for c in cols])  # task names too
+        # CRLF, the csv module's and RFC 4180's line end: with "\n" alone, a cell holding a lone CR went out unquoted,
+        # and a reader (pandas, a spreadsheet) ended the row there, the rest of the cell a row of its own (a formula)
+        writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\r\n")
+        csv.writer(buf, lineterminator="\r\n").writerow([spreadsheet_safe(c) for c in cols])  # task names too
         for i, sample in enumerate(rows, start=1):
             rec = record(sample, dataset)
             if rec["method_params"] is not None:

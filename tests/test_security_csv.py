@@ -10,6 +10,7 @@ import json
 import pytest
 
 HOSTILE = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1:A9)", "\t=1+1", "\r=1+1"]
+MID_CR = "We must protect Social Security\r=cmd|' /C calc'!A0"  # a lone CR inside a cell
 
 
 def _import(admin, name: str, texts: list[str]) -> None:
@@ -40,7 +41,7 @@ def _cells(text: str) -> list[dict[str, str]]:
 
 @pytest.mark.parametrize("path", ["stream", "job", "cli"])
 def test_every_csv_export_is_spreadsheet_safe(admin, engine, settings, tmp_path, path) -> None:
-    _import(admin, "hostile", HOSTILE)
+    _import(admin, "hostile", [*HOSTILE, MID_CR])
     if path == "stream":
         body = admin.get("/api/v1/datasets/hostile/export", params={"include": "original"}).text
     elif path == "job":
@@ -57,7 +58,7 @@ def test_every_csv_export_is_spreadsheet_safe(admin, engine, settings, tmp_path,
         out = tmp_path / "out.csv"
         result = CliRunner().invoke(app, ["export", "hostile", "--include", "original", "--output", str(out)])
         assert result.exit_code == 0, result.output
-        body = out.read_text(encoding="utf-8")
+        body = out.read_bytes().decode("utf-8")  # as written: no newline translation
     rows = _cells(body)
     dangerous = ("=", "+", "-", "@", "\t", "\r")
     for row in rows:
@@ -65,4 +66,5 @@ def test_every_csv_export_is_spreadsheet_safe(admin, engine, settings, tmp_path,
             assert not value.startswith(dangerous), f"{key}={value!r} reaches a spreadsheet as a formula"
     texts = {r["text"] for r in rows}
     assert '\'=HYPERLINK("http://evil.example","x")' in texts and "'\t=1+1" in texts and "'-2+3" in texts
+    assert MID_CR in texts, "a cell's CR ended its row"
     assert {r["label"] for r in rows} == {"'=cmd|' /C calc'!A0", "b"}
