@@ -8,27 +8,29 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from core.inputs import InputModel
+from core.textnorm import unstorable
 
 
-def _nul_at(value: Any, path: str = "") -> str | None:
-    """Where in a decoded JSON value a string (or a key) holds a NUL character: "" for the value itself, ".k" or
-    ".0" below it; None when none does. Nested request bodies check themselves; other models (a trainer config,
-    augmenter parameters) are looked into."""
+def _unstorable_at(value: Any, path: str = "") -> tuple[str, str] | None:
+    """Where in a decoded JSON value a string (or a key) holds what no database stores (a NUL, a lone surrogate:
+    core.textnorm.unstorable), and what: ("", why) for the value itself, (".k" or ".0", why) below it; None when
+    none does. Nested request bodies check themselves; other models (a trainer config, augmenter parameters) are
+    looked into."""
     if isinstance(value, str):
-        return path if "\x00" in value else None
+        return (path, problem) if (problem := unstorable(value)) else None
     if isinstance(value, RequestBody):
         return None
     if isinstance(value, BaseModel):
         value = value.__dict__
     if isinstance(value, dict):
         for key, item in value.items():
-            if isinstance(key, str) and "\x00" in key:
-                return path
-            if (found := _nul_at(item, f"{path}.{key}")) is not None:
+            if isinstance(key, str) and (problem := unstorable(key)):
+                return path, f"a key {problem}"
+            if (found := _unstorable_at(item, f"{path}.{key}")) is not None:
                 return found
     elif isinstance(value, list | tuple | set | frozenset):
         for i, item in enumerate(value):
-            if (found := _nul_at(item, f"{path}.{i}")) is not None:
+            if (found := _unstorable_at(item, f"{path}.{i}")) is not None:
                 return found
     return None
 
@@ -36,15 +38,16 @@ def _nul_at(value: Any, path: str = "") -> str | None:
 class RequestBody(InputModel):
     """Every request body: an unknown key is a mistake to report, not to drop, no NaN or ±Infinity (Python's JSON
     reader accepts `NaN`, `Infinity` and `1e309`; a NaN compares false with every bound), and no NUL character in
-    any string, however deep (no text in augloop may hold one, core.textnorm.text_problem; Postgres refuses it)."""
+    any string, however deep, nor a lone surrogate (no text in augloop may hold either, core.textnorm.unstorable)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        if (where := _nul_at(value)) is not None:
-            raise ValueError(f"holds a NUL character{f' (at {where[1:]})' if where else ''}")
+    def _storable(cls, value: Any) -> Any:
+        if (found := _unstorable_at(value)) is not None:
+            where, problem = found
+            raise ValueError(f"{problem}{f' (at {where[1:]})' if where else ''}")
         return value
 
 

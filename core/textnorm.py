@@ -30,12 +30,26 @@ def normalize_text(text: str) -> str:
     return " ".join(text.casefold().split())  # str.split: the same whitespace as re's \s, 5× faster
 
 
-def text_problem(text: str) -> str | None:
-    """Why a text a person writes cannot be stored, or None: nothing left once normalised (blank, or only
-    zero-width and other format characters, which the duplicate check and the filters drop), or a NUL character
-    (Postgres refuses it in a text column; SQLite would store it)."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unstorable(text: str) -> str | None:
+    """Why no database can store `text` as it is, or None: a NUL character (Postgres refuses it in a text
+    column; SQLite would store it), or a lone surrogate (half of a UTF-16 pair, what JSON's `\\ud800` escape
+    decodes to: it has no UTF-8 encoding, and SQLite's driver raised on it, a 500)."""
     if "\x00" in text:
         return "holds a NUL character"
+    if _SURROGATE.search(text):
+        return "holds a lone surrogate (U+D800-U+DFFF), which is not Unicode text"
+    return None
+
+
+def text_problem(text: str) -> str | None:
+    """Why a text a person writes cannot be stored, or None: a NUL or a lone surrogate (unstorable), or nothing
+    left once normalised (blank, or only zero-width and other format characters, which the duplicate check and
+    the filters drop)."""
+    if problem := unstorable(text):
+        return problem
     if not normalize_text(text):
         return "is empty (nothing but blanks and invisible characters)"
     return None

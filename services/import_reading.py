@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 from core.errors import TooLargeError, ValidationFailed
 from core.names import label_name_problem
 from core.settings import get_settings
-from core.textnorm import text_problem
+from core.textnorm import text_problem, unstorable
 
 SPLIT_ALIASES = {
     "train": "train",
@@ -273,8 +273,8 @@ class RowValidator:
                 value = _cell_at(line, rec, task, "label", "task")
                 if value is None:
                     continue
-                if "\x00" in value:
-                    raise ImportRejected(line, f"the label in column {task!r} holds a NUL character", field="task")
+                if problem := unstorable(value):
+                    raise ImportRejected(line, f"the label in column {task!r} {problem}", field="task")
                 if problem := label_name_problem(value):
                     raise ImportRejected(line, f"the label {value[:60]!r} in column {task!r} {problem}", field="task")
                 allowed = self.allowed.get(task)
@@ -302,8 +302,8 @@ class RowValidator:
                 if split is None:
                     raise ImportRejected(line, f"unknown split {value!r} (use train, val or test)")
             external_id = _cell_at(line, rec, spec.id_col, "id", "id_col") if spec.id_col else None
-            if external_id is not None and "\x00" in external_id:
-                raise ImportRejected(line, f"the id in column {spec.id_col!r} holds a NUL character", field="id_col")
+            if external_id is not None and (problem := unstorable(external_id)):
+                raise ImportRejected(line, f"the id in column {spec.id_col!r} {problem}", field="id_col")
             if external_id is not None and len(external_id) > EXTERNAL_ID_MAX:
                 raise ImportRejected(
                     line,

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from core.errors import ConflictError, NotFoundError, ValidationFailed
 from core.names import check_display_name, check_language, check_slug, label_name_problem
 from core.near_duplicates import NearDuplicateFinder
-from core.textnorm import content_hash
+from core.textnorm import content_hash, unstorable
 from db import import_staging as staging
 from db.datasets import lock_dataset
 from db.models import DEFAULT_PROJECT, Dataset, Project, Split, utcnow
@@ -446,8 +446,8 @@ def _check_spec_strings(spec: ImportSpec) -> None:
         *(("labels", name) for task, names in spec.label_order.items() for name in [task, *names]),
     ]
     for name, value in named:
-        if value is not None and "\x00" in value:
-            raise ValidationFailed(f"{name}: holds a NUL character", field=name)
+        if value is not None and (problem := unstorable(value)):
+            raise ValidationFailed(f"{name}: {problem}", field=name)
         if name in ("task", "labels") and value is not None and (problem := label_name_problem(value)):
             raise ValidationFailed(f"{name}: {value[:60]!r} {problem}", field=name)
     check_language(spec.language, field="language")

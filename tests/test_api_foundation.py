@@ -411,6 +411,47 @@ def test_a_nul_character_anywhere_in_a_request_is_refused_naming_where(admin, en
     assert admin.get(f"{API}/datasets/psm/review-queue", params={"q": "\\x00"}).status_code == 200
 
 
+def test_a_lone_surrogate_is_refused_naming_where_not_a_500(admin, annotator, engine):
+    """JSON's \\ud800 escape decodes to half a UTF-16 pair, which no database stores (SQLite's driver raised: a
+    plain-text 500). In a body (a search filter any annotator sends, a note), an import's form field, or a JSONL
+    import's text, label or id, it is a 422 naming the field or the line."""
+    from sqlalchemy import func, select
+
+    from db.models import Sample
+    from db.session import session_scope
+
+    assert upload(admin).status_code == 201
+    raw = '{"decision": "approve", "filter": {"q": "x\\ud800"}}'  # the escape as a client sends it
+    r = annotator.post(f"{API}/datasets/psm/bulk-decisions", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["field"] == "filter.q" and "surrogate" in r.json()["detail"], r.text
+    r = admin.post(
+        f"{API}/samples/1/decision",
+        content='{"decision": "reject", "version": 1, "reason": "other", "note": "a\\udfffb"}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422 and r.json()["field"] == "note", r.text
+    with session_scope(engine) as s:
+        before = s.scalar(select(func.count()).select_from(Sample))
+    for record, field in (
+        ('{"text": "abc \\ud800", "label": "a", "split": "train"}', None),
+        ('{"text": "abc", "label": "a\\ud800", "split": "train"}', "task"),
+        ('{"id": "\\udfff", "text": "abc", "label": "a", "split": "train"}', "id_col"),
+    ):
+        body = (record + "\n").encode()
+        form = {"task": ["label"], **({"id_col": "id"} if "id" in record else {})}
+        r = admin.post(f"{API}/datasets/surrogates/import", files={"file": ("x.jsonl", body)}, data=form)
+        assert r.status_code == 422 and "surrogate" in r.json()["detail"], (record, r.text)
+        assert field is None or r.json()["field"] == field, r.text
+    r = admin.post(
+        f"{API}/datasets/deep/import",
+        files={"file": ("x.csv", b"text,label,split\nabc,a,train\n")},
+        data={"task": ["label"], "labels": "[" * 100_000 + "]" * 100_000},
+    )
+    assert r.status_code == 422 and r.json()["field"] == "labels", r.text
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Sample)) == before
+
+
 def test_openapi_schema_names_the_fields_of_params_filters_and_config_with_their_bounds(client):
     """A client (and schemathesis) sees what `params`, `filters` and `config` take, not an opaque object."""
     from trainer.config import TrainConfig

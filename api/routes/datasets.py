@@ -52,6 +52,8 @@ def _parse_labels(raw: str | None) -> dict[str, list[str]]:
         value = json.loads(raw)
     except json.JSONDecodeError as err:
         raise ValidationFailed(f'labels must be JSON like {{"task": ["a", "b"]}}: {err.msg}', field="labels") from None
+    except RecursionError:  # nested thousands deep: Python's reader gives up (it was a 500)
+        raise ValidationFailed("labels: nested too deep", field="labels") from None
     if not isinstance(value, dict) or not all(
         isinstance(v, list) and all(isinstance(x, str) for x in v) for v in value.values()
     ):
