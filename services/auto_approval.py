@@ -14,6 +14,17 @@ The rule, computed when a lead switches it on (and shown there with its numbers)
 3. New variants scoring at or above it are approved by the reviewer "auto" (an automatic review row, never a
    vote), except a random `audit_share` of them, which stay pending for people (marked `audit`): their
    decisions measure how often people agree with the rule, reported beside it.
+
+The rule decides only what the reviewed variants showed it (its `scope`, recorded when it is fitted); anything
+else stays with people, with the reason (`screen`):
+- a variant the label model flags as changing a label (`label_flag` true), whatever its score;
+- a variant of a method with fewer than `min_selected` reviewed variants when the rule was fitted;
+- a variant with a score that fewer than `min_selected` reviewed variants had (label-model scores that appeared
+  after the rule was fitted), without a score that fewer than `min_selected` of them lacked, or with another value
+  of a score that never varied among them (a length ratio of 1.99 where every one had 1.0). The fitted model gives
+  such a score a weight of 0 or imputes it: scoring the variant would judge it on evidence nobody reviewed.
+The threshold's numbers are measured on the reviewed variants the rule could decide (inside its scope, not
+flagged), so they describe the variants it approves.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -38,17 +49,37 @@ from workers.augment.base import derive_seed
 from workers.augment.catalog import METHODS
 
 SCORE_FEATURES = ("semantic_similarity", "similarity", "novelty", "length_ratio", "label_consistency", "label_flag")
+PARAMETERS = ("target", "confidence", "audit_share", "min_reviewed", "min_selected")
 
 
 class AutoApprovalRequest(InputModel):
+    """A rule's parameters, with floors: a rule that approves without people must promise at least 80% at 80%
+    confidence and keep people auditing some of it. At those floors a selection needs 8 reviewed variants, all
+    approved, for its lower bound to reach the target (0.2 ** (1 / 8) ≥ 0.8 > 0.2 ** (1 / 7)); `min_selected` 20
+    leaves room for rejections, and it is also how many reviewed variants a method (or a kind of score) needs
+    before the rule decides variants of it."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = True
-    target: float = Field(default=0.95, ge=0.5, le=0.999, description="share of auto-approvals people approve")
-    confidence: float = Field(default=0.95, ge=0.5, le=0.999, description="of the one-sided lower bound")
-    audit_share: float = Field(default=0.1, ge=0.0, le=1.0, description="auto-approvals still left to people")
-    min_reviewed: int = Field(default=200, ge=20, le=1_000_000, description="reviewed variants needed first")
-    min_selected: int = Field(default=30, ge=5, le=1_000_000, description="reviewed variants above the threshold")
+    target: float = Field(default=0.95, ge=0.8, le=0.999, description="share of auto-approvals people approve")
+    confidence: float = Field(default=0.95, ge=0.8, le=0.999, description="of the one-sided lower bound")
+    audit_share: float = Field(default=0.1, ge=0.02, le=1.0, description="auto-approvals still left to people")
+    min_reviewed: int = Field(default=200, ge=50, le=1_000_000, description="reviewed variants needed first")
+    min_selected: int = Field(
+        default=30,
+        ge=20,
+        le=1_000_000,
+        description="reviewed variants above the threshold, and reviewed variants of a method the rule decides",
+    )
+
+    @field_validator("min_selected")
+    @classmethod
+    def _within_reviewed(cls, value: int, info: ValidationInfo) -> int:
+        reviewed = info.data.get("min_reviewed")
+        if reviewed is not None and value > reviewed:
+            raise ValueError(f"at most min_reviewed ({reviewed}): the selection is made of reviewed variants")
+        return value
 
 
 @dataclass
@@ -89,6 +120,10 @@ class VariantFeatures:
 
 def feature_names() -> list[str]:
     return [*SCORE_FEATURES, *(f"method={m}" for m in METHODS)]
+
+
+def rows(features: Sequence[VariantFeatures]) -> np.ndarray:
+    return np.array([f.row() for f in features], dtype=float).reshape(len(features), len(feature_names()))
 
 
 def lower_bound(approved: int, n: int, confidence: float) -> float:
@@ -210,9 +245,73 @@ def choose_threshold(
     }
 
 
-def reviewed_rows(session: Session, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+def scope_of(features: Sequence[VariantFeatures], minimum: int) -> dict[str, Any]:
+    """What the reviewed variants showed the rule: how many of each method, and per score how many had it, how
+    many lacked it and its only value if it never varied. `minimum` of a kind is evidence (`min_selected`)."""
+    x = rows(features)
+    scores: dict[str, dict[str, Any]] = {}
+    for j, name in enumerate(SCORE_FEATURES):
+        present = x[~np.isnan(x[:, j]), j]
+        values = np.unique(present)
+        scores[name] = {
+            "present": int(present.size),
+            "missing": int(len(x) - present.size),
+            "only_value": float(values[0]) if values.size == 1 else None,
+        }
+    methods: dict[str, int] = {}
+    for f in features:
+        methods[str(f.method)] = methods.get(str(f.method), 0) + 1
+    return {"minimum": minimum, "methods": dict(sorted(methods.items())), "scores": scores}
+
+
+def outside(scope: dict[str, Any], features: VariantFeatures) -> str | None:
+    """Why the rule may not decide this variant (it goes to people), or None when the reviewed variants the
+    rule was fitted on cover it."""
+    if features.label_flag:
+        return "the label model says it changes a label: people decide"
+    minimum = int(scope["minimum"])
+    reviewed = int(scope["methods"].get(str(features.method), 0))
+    if reviewed < minimum:
+        return f"method {features.method}: {reviewed} reviewed variants when the rule was fitted, fewer than {minimum}"
+    for name, value in zip(SCORE_FEATURES, features.row(), strict=False):
+        seen = scope["scores"][name]
+        if math.isnan(value):
+            if seen["missing"] < minimum:
+                return f"no {name}: {seen['missing']} reviewed variants lacked one when the rule was fitted"
+        elif seen["present"] < minimum:
+            return f"{name}: {seen['present']} reviewed variants had one when the rule was fitted"
+        elif seen["only_value"] is not None and value != seen["only_value"]:
+            return f"{name} {value:g}: every reviewed variant the rule was fitted on had {seen['only_value']:g}"
+    return None
+
+
+def describe_scope(scope: dict[str, Any]) -> str:
+    """The scope in words: "it decides only variants of wordnet (220 reviewed) with similarity, novelty,
+    length_ratio = 1, without semantic_similarity, ... and never one the label model flags: ..."."""
+    minimum = int(scope["minimum"])
+    methods = [f"{m} ({n} reviewed)" for m, n in scope["methods"].items() if n >= minimum]
+    with_: list[str] = []
+    without: list[str] = []
+    either: list[str] = []
+    for name, seen in scope["scores"].items():
+        shown = name if seen["only_value"] is None else f"{name} = {seen['only_value']:g}"
+        if seen["present"] < minimum:
+            without.append(name)
+        elif seen["missing"] < minimum:
+            with_.append(shown)
+        else:
+            either.append(f"with or without {shown}")
+    kinds = ([f"with {', '.join(with_)}"] if with_ else []) + ([f"without {', '.join(without)}"] if without else [])
+    return (
+        f"it decides only variants of {', '.join(methods) or 'no method'} "
+        + "".join(f"{k}, " for k in [*kinds, *either])
+        + "and never one the label model flags: the others go to people"
+    )
+
+
+def reviewed_variants(session: Session, dataset: Dataset) -> tuple[list[VariantFeatures], np.ndarray]:
     """(features, approved) of the augmented variants people decided."""
-    rows = session.scalars(
+    decided = session.scalars(
         select(Sample).where(
             Sample.dataset_id == dataset.id,
             Sample.origin == Origin.augmented,
@@ -220,15 +319,20 @@ def reviewed_rows(session: Session, dataset: Dataset) -> tuple[np.ndarray, np.nd
             Sample.review_status.in_([ReviewStatus.approved, ReviewStatus.rejected]),
         )
     ).all()
-    x = np.array([VariantFeatures.of(s).row() for s in rows], dtype=float).reshape(len(rows), len(feature_names()))
-    y = np.array([s.review_status == ReviewStatus.approved for s in rows], dtype=int)
-    return x, y
+    return [VariantFeatures.of(s) for s in decided], np.array(
+        [s.review_status == ReviewStatus.approved for s in decided], dtype=int
+    )
 
 
 def calibrate(session: Session, dataset: Dataset, request: AutoApprovalRequest, seed: int = 0) -> dict[str, Any]:
     """The rule the reviewed variants support now, with its numbers (`ready` False with a reason if none)."""
-    x, y = reviewed_rows(session, dataset)
+    features, y = reviewed_variants(session, dataset)
+    x = rows(features)
     n, k = len(y), int(y.sum())
+    scope = scope_of(features, request.min_selected)
+    # The threshold's numbers are measured on the variants the rule may decide: flagged ones and those outside
+    # what the reviewed variants showed it go to people whatever their score.
+    decidable = np.array([outside(scope, f) is None for f in features], dtype=bool)
     numbers: dict[str, Any] = {
         "reviewed": n,
         "approved": k,
@@ -238,6 +342,8 @@ def calibrate(session: Session, dataset: Dataset, request: AutoApprovalRequest, 
         "min_reviewed": request.min_reviewed,
         "min_selected": request.min_selected,
         "audit_share": request.audit_share,
+        "decidable": int(decidable.sum()),
+        "scope": scope,
     }
     if n < request.min_reviewed:
         return {
@@ -247,14 +353,19 @@ def calibrate(session: Session, dataset: Dataset, request: AutoApprovalRequest, 
         }
     held = held_out_scores(x, y, folds=5, seed=seed)
     chosen = choose_threshold(
-        held, y, target=request.target, confidence=request.confidence, min_selected=request.min_selected
+        held[decidable],
+        y[decidable],
+        target=request.target,
+        confidence=request.confidence,
+        min_selected=request.min_selected,
     )
     if chosen is None:
         return {
             **numbers,
             "ready": False,
             "reason": f"no threshold keeps the {request.confidence:.0%} lower bound of the approved share at "
-            f"{request.target:.0%} with at least {request.min_selected} reviewed variants above it",
+            f"{request.target:.0%} with at least {request.min_selected} reviewed variants above it "
+            f"(of the {int(decidable.sum())} reviewed variants the rule could decide)",
         }
     model = ApprovalModel.fit(x, y, seed)
     return {
@@ -268,7 +379,8 @@ def calibrate(session: Session, dataset: Dataset, request: AutoApprovalRequest, 
             f"approve when the approval score is ≥ {chosen['threshold']:.3f}: on held-out reviewed variants, "
             f"{chosen['selected_approved']} of {chosen['selected']} above it were approved by people "
             f"({chosen['precision']:.1%}; {request.confidence:.0%} lower bound {chosen['lower_bound']:.1%} ≥ "
-            f"{request.target:.0%}); {request.audit_share:.0%} of them still go to people as an audit"
+            f"{request.target:.0%}); {request.audit_share:.0%} of them still go to people as an audit; "
+            f"{describe_scope(scope)}"
         ),
     }
 
@@ -308,15 +420,38 @@ def rule_in(settings: VariantSettings) -> dict[str, Any] | None:
     return rule if rule and rule.get("enabled") else None
 
 
+def not_in_force(rule: dict[str, Any]) -> str | None:
+    """Why a stored rule decides nothing (everything goes to people): fitted before its scope was recorded, or
+    with parameters below today's floors. Switching it on again refits it."""
+    if "scope" not in rule:
+        return "the rule was fitted before its scope was recorded; switch auto-approval on again"
+    try:
+        AutoApprovalRequest.model_validate({k: rule[k] for k in PARAMETERS if k in rule})
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"the rule's {where} is outside today's bounds ({first['msg']}); switch auto-approval on again"
+    return None
+
+
+def screen(rule: dict[str, Any], features: Sequence[VariantFeatures]) -> list[str | None]:
+    """Per variant, why the rule may not decide it (it goes to people), or None."""
+    problem = not_in_force(rule)
+    if problem is not None:
+        return [problem] * len(features)
+    return [outside(rule["scope"], f) for f in features]
+
+
 def decide(rule: dict[str, Any], features: Sequence[VariantFeatures], hashes: Sequence[str]) -> list[str | None]:
-    """Per variant: "approved", "audit" (it qualifies; left to people) or None (below the threshold)."""
+    """Per variant: "approved", "audit" (it qualifies; left to people) or None (below the threshold, or outside
+    what the rule was fitted on: `screen` says why)."""
     if not features:
         return []
-    x = np.array([f.row() for f in features], dtype=float)
-    scores = ApprovalModel(rule["model"]).score(x)
+    reasons = screen(rule, features)
+    scores = ApprovalModel(rule["model"]).score(rows(features))
     out: list[str | None] = []
-    for score, digest in zip(scores, hashes, strict=True):
-        if score < rule["threshold"]:
+    for score, reason, digest in zip(scores, reasons, hashes, strict=True):
+        if reason is not None or score < rule["threshold"]:
             out.append(None)
             continue
         draw = derive_seed(int(rule.get("version", 1)), "audit", digest) / 2**63
@@ -397,22 +532,23 @@ def agreement(session: Session, dataset: Dataset) -> dict[str, Any]:
 def status(session: Session, dataset: Dataset, request: AutoApprovalRequest | None = None) -> dict[str, Any]:
     """The stored rule, what the reviewed variants support now (a preview), and the measured agreement."""
     stored = variant_settings(dataset).auto_approval
-    base = request or AutoApprovalRequest(
-        **{
-            k: stored[k]
-            for k in ("target", "confidence", "audit_share", "min_reviewed", "min_selected")
-            if stored and k in stored
-        }
-    )
+    problem = not_in_force(stored) if stored and stored.get("enabled") else None
+    try:
+        base = request or AutoApprovalRequest(**{k: stored[k] for k in PARAMETERS if stored and k in stored})
+    except ValidationError:  # a rule stored before today's floors: the preview is at the defaults
+        base = AutoApprovalRequest()
     preview = calibrate(session, dataset, base)
 
     def strip(d: dict[str, Any] | None) -> dict[str, Any] | None:
         return {k: v for k, v in d.items() if k != "model"} if d else None
 
+    rule = strip(stored)
+    if rule is not None and problem is not None:
+        rule["reason"] = problem
     return {
         "dataset": dataset.name,
         "enabled": bool(stored and stored.get("enabled")),
-        "rule": strip(stored),
+        "rule": rule,
         "preview": strip(preview),
         "agreement": agreement(session, dataset),
     }

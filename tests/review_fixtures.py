@@ -117,7 +117,7 @@ def add_variant(
     model_name: str | None = None,
     method_params: dict | None = None,
     origin: str = "augmented",
-    flag: bool = False,
+    flag: bool | None = False,
     semantic: float | None = None,
     novelty: float | None = None,
 ) -> int:

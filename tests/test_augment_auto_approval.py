@@ -96,11 +96,13 @@ def _reviewed_variants(engine, n: int, seed: int = 0) -> None:  # type: ignore[n
                 consistency=None,
                 semantic=semantic,
                 novelty=rng.random(),
+                flag=None if i % 2 else False,  # as with and without a label model: the rule has seen both
             )
             keep = (semantic > 0.5) != (rng.random() < 0.005)
             v = s.get(Sample, vid)
             v.review_status, v.review_count = ("approved" if keep else "rejected"), 1
-            v.scores = {**v.scores, "length_ratio": 1.0}
+            # lengths vary as WordNet's do: a rule fitted on one length ratio would decide no other
+            v.scores = {**v.scores, "length_ratio": round(rng.uniform(0.9, 1.1), 4)}
             s.add(
                 Review(
                     sample_id=vid,
