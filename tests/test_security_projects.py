@@ -341,3 +341,23 @@ def test_members_see_no_server_path(app, engine, world) -> None:
     }
     assert seen["annotator"] == {run_id: f"runs/{run_id}", world["runs"][1]: None}
     assert seen["admin"] == {run_id: str(runs_root() / str(run_id)), world["runs"][1]: "/opt/elsewhere/models/7"}
+
+
+def test_a_jobs_worker_names_no_host_or_process(app, engine, world) -> None:
+    """Members read the jobs of their projects, with the worker holding each: its id names no host and no
+    process (SECURITY.md: those are for admins, at /workers); it was `hostname:pid:xxxxxx`."""
+    import os
+    import socket
+
+    from db import queue
+    from workers.main import Worker
+
+    worker = Worker(engine, kinds=["export"])
+    claimed = queue.claim(engine, worker.worker_id, ["export"], lease_seconds=60)
+    assert claimed is not None
+    job_id = claimed.id
+    member = TestClient(app, headers={"Authorization": f"Bearer {world['tokens']['annotator']}"})
+    shown = member.get(f"/api/v1/jobs/{job_id}").json()["worker_id"]
+    listed = {j["id"]: j["worker_id"] for j in member.get("/api/v1/jobs").json()["items"]}
+    assert shown == worker.worker_id == listed[job_id]
+    assert socket.gethostname() not in shown and str(os.getpid()) not in shown.split("-")

@@ -42,7 +42,9 @@ HEARTBEAT_RETRY_SECONDS = 1.0  # after a failed beat (the database briefly unrea
 
 
 def new_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    """An opaque id: it is shown on every job the worker holds, to every member of the job's project, so it
+    names no host and no process (those are in the worker's row of the `workers` table, which admins read)."""
+    return f"w-{uuid.uuid4().hex[:12]}"
 
 
 @dataclass
