@@ -41,9 +41,14 @@ CHARS_PER_TOKEN = 4.0  # English subword tokenizers: about 4 characters per toke
 FORWARD_SHARE = 1 / 3  # a forward-only pass costs about a third of a training step
 
 
-def encoder_size(encoder: str) -> tuple[int, int, str]:
-    """(layers, hidden, where it was read) of an encoder: its local config.json, else bert-base's."""
+def encoder_size(encoder: str, user: User | None = None) -> tuple[int, int, str]:
+    """(layers, hidden, where it was read) of an encoder: its local config.json, else bert-base's. For a
+    non-admin, only an absolute path (compute_bounds.check_encoder kept it under the models directory) is read:
+    a hub id is not looked up as a folder under the API's working directory, or the answer would tell whether
+    one exists there."""
     config = Path(encoder) / "config.json"
+    if not is_admin(user) and not Path(encoder).is_absolute():
+        return (*BERT_BASE, "assumed bert-base size (no local config.json)")
     try:
         data = json.loads(config.read_text(encoding="utf-8"))
         return int(data["num_hidden_layers"]), int(data["hidden_size"]), str(config)
@@ -165,7 +170,7 @@ def training_plan(
             f"(max length {old_length}); scaled to max length {config.max_length}"
         )
     else:
-        layers, hidden, source = encoder_size(config.encoder)
+        layers, hidden, source = encoder_size(config.encoder, user)
         if not is_admin(user):  # the worker's paths are not for non-admins to read
             source = "its config.json" if source.endswith("config.json") else source
         size = (REFERENCE["layers"] * REFERENCE["hidden"] ** 2) / (layers * hidden**2)
@@ -192,7 +197,7 @@ def training_plan(
         planned,
         n_train=n_train,
         batches_per_epoch=math.ceil(n_train / planned.batch_size),
-        encoder_width=encoder_size(config.encoder)[1],
+        encoder_width=encoder_size(config.encoder, user)[1],
         throughput=Throughput(seconds_per_sample=1 / rate, eval_seconds=eval_seconds),
     )
     passes = RDROP_COST if plan.rdrop_alpha > 0 else 1.0

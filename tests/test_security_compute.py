@@ -103,6 +103,22 @@ def test_encoders_come_from_the_hub_or_the_models_directory(lead, admin, example
     assert admin.post(RUNS, json=body(encoder="/opt/models/custom")).status_code == 202  # admins are not bound
 
 
+def test_the_estimate_does_not_tell_a_lead_which_folders_exist(lead, example_dataset, tmp_path, monkeypatch) -> None:
+    """A hub id (`org/name`) is a folder name too: read relative to the API's working directory, the estimate's
+    basis said "scaled to 7 × 123 (its config.json)" where such a folder exists, "assumed bert-base size" where
+    not. For a non-admin it is the same answer either way."""
+    probe = tmp_path / "cwdprobe" / "secret"
+    probe.mkdir(parents=True)
+    (probe / "config.json").write_text('{"num_hidden_layers": 7, "hidden_size": 123}', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    answers = []
+    for encoder in ("cwdprobe/secret", "cwdprobe/absent"):
+        r = lead.post("/api/v1/training-estimates", json=body(encoder=encoder))
+        assert r.status_code == 200, r.text
+        answers.append(r.json()["basis"].replace(encoder, "X"))
+    assert answers[0] == answers[1] and "7 × 123" not in answers[0]
+
+
 def test_the_servers_default_encoder_is_a_leads_to_train_with(lead, example_dataset, monkeypatch) -> None:
     """`augloop demo` points AUGLOOP_TRAINER_DEFAULT_ENCODER at a directory outside the models directory: the
     operator's choice is every member's default, so a lead may train with it (and with nothing else there)."""
