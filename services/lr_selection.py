@@ -41,6 +41,7 @@ def execute_selection(
     created_by: int | None = None,
     progress: ProgressFn | None = None,
     finish: FinishFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Choose the runs' LR scale on val and hand them on: with `enqueue_training`, a `train` job per run
     (`train_payload` in each); without (the CLI), the caller trains them. Raises on failure; the caller records
@@ -72,7 +73,9 @@ def execute_selection(
             for run_id in run_ids:
                 db_runs.get_run(s, run_id).lr_selection = {**selection.to_dict(), "job_id": job_id}
 
-    selection = select_learning_rate(config, data, n_runs=len(run_ids), progress=emit, on_trial=record)
+    selection = select_learning_rate(
+        config, data, n_runs=len(run_ids), progress=emit, on_trial=record, should_stop=should_stop
+    )
     emit({"event": "selection", "trials": len(selection.trials)})
     overrides = selection.overrides()  # the chosen scale, the request's one recipe, the budget left
     summary = {"run_ids": run_ids, **{k: v for k, v in selection.to_dict().items() if k != "run_plan"}}

@@ -111,6 +111,43 @@ def test_lr_selection_as_a_queued_job_then_the_seeds_train_with_its_choice(lead,
     assert jobs[0]["status"] == "succeeded" and jobs[0]["result"]["scale"] == selection["scale"]
 
 
+def test_a_worker_shutting_down_gives_an_lr_selection_back_to_the_queue(lead, engine, tiny_encoder: str) -> None:
+    """SIGTERM during the trials: the selection stops at the next optimizer step and its job goes back to the
+    queue with its attempt (it ran every trial to the end first: 15 minutes for 3 seeds of 20, past compose's
+    grace period, then a SIGKILL cost an attempt); the next worker selects and trains."""
+    from db.models import Job
+    from db.session import session_scope
+    from workers.main import Worker
+
+    name = import_small(engine, n_train=40, n_val=24, n_test=16, n_unlabelled=0)
+    created = lead.post(
+        "/api/v1/training-runs",
+        json={"dataset": name, "seeds": [1], "config": fast(tiny_encoder, lr_search="on", lr_trials=3)},
+    ).json()
+    ((job,), (run_id,)) = created["jobs"], [r["id"] for r in created["runs"]]
+    worker = Worker(engine, kinds=["train"], poll_seconds=0.05, lease_seconds=30)
+    original = worker.stop_requested.is_set
+    seen: list[int] = []
+
+    def shutting_down() -> bool:  # SIGTERM arrives once the trials have begun
+        seen.append(1)
+        if len(seen) == 3:
+            worker.stop_requested.set()
+        return original()
+
+    worker.stop_requested.is_set = shutting_down  # type: ignore[method-assign]
+    worker.run(burst=True)
+    with session_scope(engine) as s:
+        held = s.get_one(Job, job["id"])
+        assert (held.status, held.attempts) == ("queued", 0), (held.status, held.attempts, held.last_error)
+    run = lead.get(f"/api/v1/training-runs/{run_id}").json()
+    assert run["status"] == "queued" and "stopped in learning-rate selection" in (run["error"] or ""), run
+    stats = drain(engine)
+    assert stats.succeeded == 2, stats
+    run = lead.get(f"/api/v1/training-runs/{run_id}").json()
+    assert run["status"] == "succeeded" and len(run["lr_selection_detail"]["trials"]) == 3
+
+
 def test_an_lr_selection_ends_with_its_job(lead, engine, tiny_encoder: str) -> None:
     """A run whose LR-selection job was cancelled, or failed, no longer shows a selection queued or running."""
     name = import_small(engine, n_train=40, n_val=24, n_test=16, n_unlabelled=0)

@@ -41,7 +41,7 @@ from trainer.model import with_pooling_resolved
 from trainer.plan import RDROP_COST, Plan, Throughput, shortened
 from trainer.predict import available_cpus
 from trainer.steps import Prepared, Stepper, measure_throughput, prepare
-from trainer.train import run_loop
+from trainer.train import LoopControl, run_loop
 
 SEARCH_SHARE = 0.25
 MIN_TRIAL_STEPS = 50
@@ -169,9 +169,13 @@ def select_learning_rate(
     n_runs: int = 1,
     progress: ProgressFn | None = None,
     on_trial: Callable[[Selection], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Selection:
-    """Run the trials for `n_runs` runs of `config` (seeds of one request) and choose their `lr_scale`."""
+    """Run the trials for `n_runs` runs of `config` (seeds of one request) and choose their `lr_scale`.
+    `should_stop` is asked at every optimizer step of a trial: when it says yes, TrainingStopped (nothing is
+    saved; a worker shutting down gives the selection back to the queue, which runs it again)."""
     emit = progress or (lambda _e: None)
+    stop = should_stop or (lambda: False)
     if config.lr is not None:
         return Selection("skipped", "config.lr is set: used as given", scale=config.lr_scale)
     if config.lr_search == "off":
@@ -239,7 +243,9 @@ def select_learning_rate(
             if event["event"] in ("batch", "epoch"):
                 emit({**event, "event": f"trial_{event['event']}", "trial": k + 1, "trials": config.lr_trials})
 
-        loop = run_loop(run, trial_plan, Stepper.build(run, trial_plan), trial_event)
+        loop = run_loop(
+            run, trial_plan, Stepper.build(run, trial_plan), trial_event, control=LoopControl(should_stop=stop)
+        )
         selection.trials.append(
             {
                 "scale": scale,

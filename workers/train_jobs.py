@@ -200,7 +200,12 @@ def run_lr_select(ctx: JobContext) -> dict[str, Any]:
             created_by=ctx.created_by,
             progress=_selection_progress(ctx, int(ctx.params.get("trials") or 0) or 1),
             finish=ctx.complete_in,
+            should_stop=ctx.stopping.is_set,
         )
+    except TrainingStopped as stopped:  # the worker is shutting down: the selection runs again elsewhere
+        note = f"the worker stopped in learning-rate selection (after {stopped.steps_done} trial steps); it restarts"
+        end_runs(JobStatus.queued, note)
+        raise JobReleased(note) from stopped
     except JobCancelled:
         end_runs(JobStatus.cancelled, "cancelled during learning-rate selection")
         settle = True
