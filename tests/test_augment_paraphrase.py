@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fastapi import Request  # at module level: the endpoint's annotation is resolved in this module's names
 
 from tests.augment_fixtures import run_worker, train_ids
 from tests.openai_server import LoopbackServer, make_app
@@ -125,6 +126,76 @@ def test_the_endpoint_path_against_a_loopback_server_running_the_model(tiny_caus
     assert gone["state"] == "unavailable" and "did not answer" in gone["reason"]
     with pytest.raises(ConnectionError):  # a transient failure: the queue retries the job
         ParaphraseAugmenter(EndpointGenerator(url, "tiny-instruct")).augment(TEXTS, [1, 1], seed=0, language="en")
+
+
+def _misbehaving_app():  # type: ignore[no-untyped-def]
+    """An endpoint that answers every way a broken or hostile server might, by the model asked for."""
+    import asyncio
+
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+    app = FastAPI()
+    app.state.queries = []
+
+    @app.get("/v1/models")
+    def models() -> list[str]:
+        return ["not", "an", "object"]
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):  # type: ignore[no-untyped-def]
+        app.state.queries.append(request.url.query)
+        model = (await request.json())["model"]
+        if model == "echo":  # refuses, repeating what it was sent
+            return PlainTextResponse(f"bad key: {request.headers.get('authorization')}", status_code=401)
+        if model == "trickle":
+
+            async def drip():  # type: ignore[no-untyped-def]
+                for _ in range(100):
+                    yield b" "
+                    await asyncio.sleep(0.2)
+
+            return StreamingResponse(drip(), media_type="application/json")
+        if model == "huge":
+            return PlainTextResponse("x" * (9 * 1024 * 1024))
+        choices = [{"index": 0, "message": {"content": {"evil": "object"}}}, {"index": 1, "message": {"content": "ok"}}]
+        return JSONResponse({"choices": choices})
+
+    return app
+
+
+def test_a_misbehaving_endpoint_ends_in_a_clear_error_not_a_hang_a_leak_or_junk(one_torch_thread) -> None:
+    """An echoed key stays out of the job's error; a server that trickles its answer is given up on at the
+    request's timeout in all (httpx's bounds each read); 9 MB is refused; an object where text belongs gives no
+    variant; the URL's credentials and query go to the server, never into provenance or errors; GET /models
+    answering a list marks the method unavailable (the worker's announcement raised on it)."""
+    from core.settings import Settings
+    from workers.augment.availability import method_status
+    from workers.augment.models import ModelUnavailable
+    from workers.augment.paraphrase import EndpointGenerator, ParaphraseAugmenter
+
+    with LoopbackServer(_misbehaving_app()) as server:
+        url = server.url.replace("http://", "http://user:pw-secret@") + "?key=q-secret"
+
+        def augment(model: str, timeout: float = 5.0) -> list[list[Variant]]:
+            generator = EndpointGenerator(url, model, api_key="sk-secret", timeout=timeout)
+            return ParaphraseAugmenter(generator).augment(TEXTS[:1], [2], seed=0, language="en")
+
+        with pytest.raises(ModelUnavailable) as refused:
+            augment("echo")
+        assert "secret" not in str(refused.value) and "401" in str(refused.value)
+        started = time.monotonic()
+        with pytest.raises(ConnectionError) as slow:
+            augment("trickle", timeout=1.0)
+        assert time.monotonic() - started < 5 and "secret" not in str(slow.value)
+        with pytest.raises(ConnectionError):
+            augment("huge")
+        (variants,) = augment("objects")
+        assert [v.text for v in variants] == ["ok"]
+        assert "secret" not in json.dumps(variants[0].params) and variants[0].params["via"] == server.url
+        assert set(server.app.state.queries) == {"key=q-secret"}
+        status = method_status("paraphrase", Settings(paraphrase_api_url=url, paraphrase_api_model="m"))
+        assert status["state"] == "unavailable" and "secret" not in json.dumps(status)
 
 
 pytestmark = pytest.mark.usefixtures("augment_env")

@@ -121,13 +121,19 @@ def endpoint_status(settings: Settings) -> dict[str, Any]:
     """An OpenAI-compatible endpoint, asked once for its models (GET {url}/models, a few seconds at most)."""
     import httpx
 
-    url = settings.paraphrase_api_url.rstrip("/")
+    from workers.augment.paraphrase import endpoint_url, shown_url
+
+    url = shown_url(settings.paraphrase_api_url)  # what every member may read: no credentials, no query
     model = settings.paraphrase_api_model or settings.paraphrase_model
     headers = {"Authorization": f"Bearer {settings.paraphrase_api_key}"} if settings.paraphrase_api_key else {}
     try:
-        response = httpx.get(f"{url}/models", headers=headers, timeout=3.0)
+        response = httpx.get(endpoint_url(settings.paraphrase_api_url, "/models"), headers=headers, timeout=3.0)
         response.raise_for_status()
-        served = [str(m.get("id")) for m in response.json().get("data", [])]
+        listed = response.json()
+        data = listed.get("data", []) if isinstance(listed, dict) else None
+        if not isinstance(data, list):
+            raise ValueError("GET /models answered no list of models")
+        served = [str(m.get("id")) for m in data if isinstance(m, dict)]
     except (httpx.HTTPError, ValueError) as err:
         return {
             "state": UNAVAILABLE,

@@ -19,6 +19,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from core.batching import length_buckets
 from core.settings import Settings
@@ -157,17 +158,65 @@ class LocalGenerator:
         return results
 
 
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a chat completion of a few rewrites is kilobytes; more is a broken server
+
+
+def endpoint_url(url: str, path: str) -> str:
+    """`path` under an endpoint's base URL, its query (`?api-version=...`) kept after the path."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path))
+
+
+def shown_url(url: str) -> str:
+    """An endpoint's URL as members may see it (job errors, a variant's provenance, the augmenters' note):
+    without credentials in it (`user:pass@`) or its query (`?key=...`)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def post_json(url: str, body: dict[str, Any], headers: dict[str, str], timeout: float) -> tuple[int, bytes]:
+    """(status, body) of a POST, within `timeout` seconds in all (httpx's timeout bounds each read, and a server
+    that trickles a byte at a time held a job for ever) and MAX_RESPONSE_BYTES. Raises TimeoutError or
+    ValueError past them (the job retries)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=timeout) as response:
+        received = bytearray()
+        for chunk in response.iter_bytes():
+            received += chunk
+            if len(received) > MAX_RESPONSE_BYTES:
+                raise ValueError(f"the endpoint answered more than {MAX_RESPONSE_BYTES} bytes")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the endpoint did not finish its answer within {timeout:g} s")
+        return response.status_code, bytes(received)
+
+
 class EndpointGenerator:
     """An OpenAI-compatible chat-completions endpoint (vLLM, TGI, llama.cpp's server...)."""
 
     def __init__(
         self, url: str, model: str, *, api_key: str = "", timeout: float = 120.0, concurrency: int = 8
     ) -> None:
-        self.source = url.rstrip("/")
+        self.url = url
+        self.source = shown_url(url)  # what jobs, variants and errors name
         self.model_name = model
         self.api_key = api_key
         self.timeout = timeout
         self.concurrency = max(1, concurrency)
+
+    def _redacted(self, text: str) -> str:
+        """An endpoint's words as a job error may carry them: its key (an echoing server repeats the header)
+        and the URL's secrets taken out."""
+        for secret in {self.api_key, self.url, urlsplit(self.url).query, urlsplit(self.url).password or ""} - {""}:
+            text = text.replace(secret, "***")
+        return text
 
     def _complete(
         self, conversation: list[dict[str, str]], n: int, seed: int, params: P.ParaphraseParams, cap: int
@@ -185,19 +234,21 @@ class EndpointGenerator:
             "seed": seed,
         }
         try:
-            response = httpx.post(f"{self.source}/chat/completions", json=body, headers=headers, timeout=self.timeout)
-        except httpx.TransportError as err:  # not listening, timed out: the job is retried with backoff
-            raise ConnectionError(f"paraphrase endpoint {self.source} unreachable: {err}") from err
-        if response.status_code in (400, 401, 403, 404, 422):
+            status, raw = post_json(endpoint_url(self.url, "/chat/completions"), body, headers, self.timeout)
+        except (httpx.TransportError, TimeoutError, ValueError) as err:  # the job is retried with backoff
+            raise ConnectionError(
+                f"paraphrase endpoint {self.source} unreachable: {self._redacted(str(err))}"
+            ) from None
+        if status in (400, 401, 403, 404, 422):
             # A wrong model name, key or URL: no retry can fix it.
+            said = self._redacted(raw[:300].decode("utf-8", errors="replace"))
             raise ModelUnavailable(
-                f"paraphrase endpoint {self.source} refused the request ({response.status_code}: "
-                f"{response.text[:300]}); check AUGLOOP_PARAPHRASE_API_URL, AUGLOOP_PARAPHRASE_API_MODEL and "
-                "AUGLOOP_PARAPHRASE_API_KEY"
+                f"paraphrase endpoint {self.source} refused the request ({status}: {said}); check "
+                "AUGLOOP_PARAPHRASE_API_URL, AUGLOOP_PARAPHRASE_API_MODEL and AUGLOOP_PARAPHRASE_API_KEY"
             )
-        response.raise_for_status()
-        choices = sorted(response.json().get("choices", []), key=lambda c: c.get("index", 0))
-        return [str((c.get("message") or {}).get("content") or "") for c in choices][:n]
+        if status >= 400:
+            raise ConnectionError(f"paraphrase endpoint {self.source} answered {status}")
+        return completions(raw, n)
 
     def generate(self, prompts: Prompts) -> list[list[str]]:
         conversations, counts, params = prompts.conversations, prompts.counts, prompts.params
@@ -214,6 +265,30 @@ class EndpointGenerator:
 
         with ThreadPoolExecutor(self.concurrency) as pool:
             return list(pool.map(one, range(len(conversations))))
+
+
+def completions(raw: bytes, n: int) -> list[str]:
+    """The rewrites in a chat-completions answer, in order: each choice's message content, where it is text (a
+    server's other shapes give none, never the repr of an object as a variant's text). An answer that is not a
+    JSON object with a list of choices is a ValueError (the job retries)."""
+    import json
+
+    answer = json.loads(raw)
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    if not isinstance(choices, list):
+        raise ValueError("the endpoint's answer holds no list of choices")
+
+    def index(choice: dict[str, Any]) -> int:
+        value = choice.get("index", 0)
+        return value if isinstance(value, int) else 0
+
+    picked = sorted((c for c in choices if isinstance(c, dict)), key=index)
+    out = []
+    for choice in picked:
+        message = choice.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        out.append(content if isinstance(content, str) else "")
+    return out[:n]
 
 
 def endpoint_generator(settings: Settings) -> EndpointGenerator:
