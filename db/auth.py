@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -31,11 +32,18 @@ class IssuedToken:
     expires_at: datetime | None = None
 
 
+def looks_like(name: str, reserved: str) -> bool:
+    """Whether `name` reads as `reserved` in a list of reviewers: the same once zero-width joiners are dropped,
+    compatibility forms folded (NFKC: full-width letters) and case ignored ("auto\\u200d", "AUTO")."""
+    folded = unicodedata.normalize("NFKC", name.replace("\u200c", "").replace("\u200d", "")).casefold()
+    return folded == reserved.casefold()
+
+
 def get_or_create_user(session: Session, name: str, role: str) -> User:
     name = name.strip()
     if not name:
         raise ValidationFailed("user name must not be empty", field="name")
-    if name == AUTO_REVIEWER:
+    if looks_like(name, AUTO_REVIEWER):
         raise ValidationFailed(f"the name {AUTO_REVIEWER!r} is reserved for automatic decisions", field="name")
     if role not in TOKEN_ROLES:
         raise ValidationFailed(f"role must be one of {', '.join(TOKEN_ROLES)}; got {role!r}", field="role")
