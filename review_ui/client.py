@@ -47,6 +47,8 @@ class ApiClient:
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self.http.request(method, path, **kwargs)
+        except httpx.InvalidURL as err:  # not an HTTPError: e.g. a search text past httpx's 64 KiB per URL part
+            raise ApiError(0, f"the request was not sent: {err}") from None
         except httpx.HTTPError as err:
             raise ApiError(0, f"cannot reach the API at {self.base_url}: {err}") from None
         if response.status_code >= 400:

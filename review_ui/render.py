@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import difflib
 import re
+from bisect import bisect_left
 from html import escape
 from typing import Any
 
 _TOKEN = re.compile(r"(\S+)(\s*)")
+# What a word diff may cost, in difflib's inner-loop steps (word pairs it visits, plus a share per search). On
+# repetitive texts difflib's work grows faster than the product of the lengths ("a b a b …" against "a b c a b c
+# …": 1,000 words 7.6 s, 2,000 words 50 s). This cap keeps the worst pair under 35 ms (a busy 2-core machine;
+# the pair then shows without a word diff), while a 1,000-word English pair with a fifth of its words changed
+# spends about half of it.
+WORD_DIFF_BUDGET = 150_000
+_SEARCH_COST = 100  # a find_longest_match call's own overhead, in the same steps
+NO_WORD_DIFF = "Not compared word by word with its source (too long or too repetitive): shown as written."
 BOX = "<div style='white-space:pre-wrap;word-break:break-word;line-height:1.55;font-size:0.95rem'>{}</div>"
 INS = "<ins style='background:#c9f2cf;text-decoration:none;border-radius:3px;padding:0 2px'>{}</ins>"
 DEL = "<del style='background:#fbd5d5;color:#8a1f1f;border-radius:3px;padding:0 2px'>{}</del>"
@@ -24,13 +33,68 @@ def _words(text: str) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2)) for m in _TOKEN.finditer(text)]
 
 
-def diff_segments(source: str, variant: str) -> list[tuple[str, str]]:
+class _OverBudget(Exception):
+    pass
+
+
+class _BudgetedMatcher(difflib.SequenceMatcher[str]):
+    """difflib's matcher that gives up (raises _OverBudget) once its searches would pass `budget` steps."""
+
+    def __init__(self, a: list[str], b: list[str], budget: int) -> None:
+        self.left = budget
+        self.words, self.length_b = a, len(b)
+        self.where: dict[str, list[int]] = {}
+        for j, word in enumerate(b):
+            self.where.setdefault(word, []).append(j)
+        super().__init__(a=a, b=b, autojunk=False)
+
+    def find_longest_match(
+        self, alo: int = 0, ahi: int | None = None, blo: int = 0, bhi: int | None = None
+    ) -> difflib.Match:
+        ahi = len(self.words) if ahi is None else ahi
+        bhi = self.length_b if bhi is None else bhi
+        # Charged before the search: for each word of a[alo:ahi], difflib walks its places in b up to bhi.
+        where = self.where
+        self.left -= _SEARCH_COST + (ahi - alo)
+        self.left -= sum(bisect_left(where[w], bhi) for w in self.words[alo:ahi] if w in where)
+        if self.left < 0:
+            raise _OverBudget
+        return super().find_longest_match(alo, ahi, blo, bhi)
+
+
+def _word_opcodes(a: list[str], b: list[str]) -> list[tuple[str, int, int, int, int]] | None:
+    """difflib's opcodes turning `a` into `b`, or None when they would cost more than WORD_DIFF_BUDGET. The
+    common first and last words are matched first (free), so a long text with a local edit keeps its diff."""
+    shortest = min(len(a), len(b))
+    head = 0
+    while head < shortest and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < shortest - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    matcher = _BudgetedMatcher(a[head : len(a) - tail], b[head : len(b) - tail], WORD_DIFF_BUDGET)
+    try:
+        middle = matcher.get_opcodes()
+    except _OverBudget:
+        return None
+    ops = [("equal", 0, head, 0, head)] if head else []
+    ops += [(tag, i1 + head, i2 + head, j1 + head, j2 + head) for tag, i1, i2, j1, j2 in middle]
+    if tail:
+        ops.append(("equal", len(a) - tail, len(a), len(b) - tail, len(b)))
+    return ops
+
+
+def diff_segments(source: str, variant: str) -> list[tuple[str, str]] | None:
     """The variant as (op, text) pieces against its source: "eq" kept, "ins" added or changed words, "del" the
-    source words it dropped. Joined, the "eq" and "ins" pieces give the variant with its own spacing."""
+    source words it dropped. Joined, the "eq" and "ins" pieces give the variant with its own spacing (and a space
+    after each dropped run). None when the two are too long or repetitive to compare word by word within
+    WORD_DIFF_BUDGET."""
     old, new = _words(source), _words(variant)
-    matcher = difflib.SequenceMatcher(a=[w for w, _ in old], b=[w for w, _ in new], autojunk=False)
+    opcodes = _word_opcodes([w for w, _ in old], [w for w, _ in new])
+    if opcodes is None:
+        return None
     parts: list[tuple[str, str]] = []
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    for tag, i1, i2, j1, j2 in opcodes:
         if tag in ("replace", "delete"):
             parts.append(("del", " ".join(w for w, _ in old[i1:i2])))
             parts.append(("eq", " "))
@@ -46,7 +110,10 @@ def diff_segments(source: str, variant: str) -> list[tuple[str, str]]:
 def diff_html(source: str, variant: str) -> str:
     """The variant with the words it added or changed highlighted, and the source words it dropped struck."""
     pieces = {"eq": "{}", "ins": INS, "del": DEL}
-    return BOX.format("".join(pieces[op].format(escape(text)) for op, text in diff_segments(source, variant)))
+    segments = diff_segments(source, variant)
+    if segments is None:
+        return text_html(variant) + small_html(NO_WORD_DIFF)
+    return BOX.format("".join(pieces[op].format(escape(text)) for op, text in segments))
 
 
 def text_html(text: str) -> str:
@@ -58,10 +125,16 @@ def text_html(text: str) -> str:
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$:@])")
 
 
+# Streamlit draws ":material/name:" (and ":material_name:") as an icon and ":streamlit:" as its logo by searching
+# the text that markdown has already unescaped, so an escaped colon still draws them; a zero-width space after
+# the colon does not show, and breaks the match (Streamlit's own messages quote ":material\u200b/…" likewise).
+_ICON_SHORTCODE = re.compile(r":(?=material[/_]|streamlit:)")
+
+
 def plain(text: str) -> str:
     """Text for Streamlit's markdown elements (messages, captions), markdown and HTML syntax neutralised: no
-    link, image, emphasis or tag, and no address that GFM would turn into a link by itself."""
-    return _MARKDOWN.sub(r"\\\1", text)
+    link, image, emphasis, tag or icon, and no address that GFM would turn into a link by itself."""
+    return _MARKDOWN.sub(r"\\\1", _ICON_SHORTCODE.sub(":\u200b", text))
 
 
 def labels_text(labels: dict[str, str]) -> str:
@@ -93,12 +166,13 @@ def provenance(variant: dict[str, Any]) -> str:
             bits.append(f"{name} {variant[key]:.2f}")
     if variant.get("label_flag"):
         bits.append("⚑ the label model predicts another label")
-    if variant.get("auto_decision"):
+    # An audit sample is one the rule would approve, left to people to measure how often they agree: the card
+    # does not say so, or it would prime the person auditing (it reads like any other pending variant).
+    if variant.get("auto_decision") and variant["auto_decision"] != "audit":
         bits.append(
             {
                 "approved": "auto-approved",
                 "rejected": "auto-rejected (label changed, model)",
-                "audit": "audit: the rule would approve it",
             }.get(variant["auto_decision"], variant["auto_decision"])
         )
     if variant.get("origin") == "pseudo_label":

@@ -19,7 +19,7 @@ from typing import Any
 import streamlit as st
 
 from review_ui.client import ApiClient, ApiError
-from review_ui.render import diff_segments, provenance
+from review_ui.render import NO_WORD_DIFF, diff_segments, provenance
 
 COMPONENT_KEY = "review_cards"
 VIEW_KEY = "_review_view"
@@ -127,13 +127,15 @@ def build_card(item: dict[str, Any], family: dict[str, Any] | None, reviews_requ
         if votes.get("mine"):
             votes_text += f" (yours: {votes['mine']})"
     generated = item.get("generated_text")
+    segments = diff_segments(family["text"], item["text"]) if family else [("eq", item["text"])]
     return {
         "id": item["id"],
         "version": item["version"],
         "status": item["review_status"],
         "parent_id": item["parent_id"],
         "text": item["text"],
-        "segments": diff_segments(family["text"], item["text"]) if family else [("eq", item["text"])],
+        "segments": segments if segments is not None else [("eq", item["text"])],
+        "diff_note": NO_WORD_DIFF if segments is None else None,
         "provenance": provenance(item),
         "edited_from": generated if generated and generated != item["text"] else None,
         "label_model": label_model_view(item),

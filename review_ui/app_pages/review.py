@@ -45,6 +45,7 @@ METHODS = [
 ]  # workers/augment/catalog.py; others found in the data join
 ANY = "(any)"
 PAGE_SIZE = 50
+SEARCH_MAX_CHARS = 200  # what the API accepts (db/review_filter.py)
 FILTER_KEYS = ("f_status", "f_task", "f_label", "f_method", "f_sim", "f_cons", "f_flag", "f_q", "f_sort")
 LIVE_SECONDS = 15  # how often the progress panel refreshes itself
 RENEW_SECONDS = 60  # how often leases are renewed while the page is open
@@ -67,7 +68,7 @@ def sidebar_filters(dataset: dict[str, Any], methods: list[str]) -> dict[str, An
     similarity = sb.slider("Similarity to the source", 0.0, 1.0, step=0.05, key="f_sim")
     consistency = sb.slider("Label consistency", 0.0, 1.0, step=0.05, key="f_cons")
     flagged = sb.selectbox("Label model", ["any", "flagged only", "not flagged"], key="f_flag")
-    q = sb.text_input("Search text", key="f_q").strip()
+    q = sb.text_input("Search text", key="f_q", max_chars=SEARCH_MAX_CHARS).strip()
     sort = sb.selectbox("Sort", list(SORTS), format_func=SORTS.get, key="f_sort")
     return {
         "status": status,

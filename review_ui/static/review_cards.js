@@ -414,6 +414,7 @@ function paintCard(s, card) {
     node.appendChild(row);
   } else {
     node.appendChild(diffNode(card.segments));
+    if (card.diff_note) node.appendChild(el("div", "rv-small", card.diff_note));
   }
   if (card.edited_from) node.appendChild(el("div", "rv-small", "edited; the augmenter wrote: " + card.edited_from));
   if (card.label_model) {

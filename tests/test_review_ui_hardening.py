@@ -1,0 +1,164 @@
+"""The review UI against what an attacker review found: a word diff that stalled on repetitive texts, an audit
+that told the auditor what the rule thought, icon shortcodes that plain() let through, and a search text too
+long for a URL that ended in a traceback."""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from review_ui.client import ApiClient, ApiError
+from review_ui.render import NO_WORD_DIFF, diff_html, diff_segments, plain, provenance
+from review_ui.review_flow import build_card
+from tests.review_fixtures import issue_token, live_api, review_data  # noqa: F401
+
+APP = "../review_ui/app.py"
+
+
+def variant(text: str, **extra: Any) -> dict[str, Any]:
+    """A review-queue item as the API describes a back-translated variant of source #1."""
+    return {
+        "id": 7,
+        "version": 1,
+        "review_status": "pending",
+        "parent_id": 1,
+        "text": text,
+        "method": "backtranslation",
+        "method_params": {"pivot": "de"},
+        "model_name": "Helsinki-NLP/opus-mt-en-de",
+        "seed": 0,
+        "similarity": 0.8,
+        "label_consistency": 0.9,
+        "label_flag": False,
+        "auto_decision": None,
+        **extra,
+    }
+
+
+def family(text: str) -> dict[str, Any]:
+    return {"id": 1, "text": text, "split": "train", "labels": {"bias": "neutral"}}
+
+
+# 1. The word diff stays cheap ------------------------------------------------------------------------------
+
+
+def test_a_repetitive_pair_is_shown_without_a_word_diff_in_well_under_a_second() -> None:
+    """difflib on "a b a b …" against "a b c a b c …" took 50 s for 2,000 words (and held the GIL): past its
+    budget the card shows the variant as written, and says why there are no marks."""
+    source = " ".join(["a", "b"] * 1000)
+    edited = " ".join(["a", "b", "c"] * 667)
+    started = time.perf_counter()
+    card = build_card(variant(edited), family(source), 1)
+    assert time.perf_counter() - started < 0.5
+    assert card["segments"] == [("eq", edited)]
+    assert card["diff_note"] == NO_WORD_DIFF
+    started = time.perf_counter()
+    shown = diff_html(source, edited)
+    assert time.perf_counter() - started < 0.5
+    assert "<ins" not in shown and html.escape(NO_WORD_DIFF) in shown
+
+
+def test_a_normal_pair_and_a_long_text_with_a_local_edit_keep_their_word_diff() -> None:
+    card = build_card(
+        variant("We have to protect Social Security for our older people."),
+        family("We must protect Social Security for our seniors."),
+        1,
+    )
+    assert ("ins", "have to") in card["segments"] and ("del", "must") in card["segments"]
+    assert ("ins", "older people.") in card["segments"] and ("del", "seniors.") in card["segments"]
+    assert card["diff_note"] is None
+    # ~20,000 characters with one word changed: the common start and end are matched without difflib.
+    words = [f"word{i % 97}" for i in range(3000)]
+    edited = [*words[:1500], "CHANGED", *words[1501:]]
+    started = time.perf_counter()
+    segments = diff_segments(" ".join(words), " ".join(edited))
+    assert time.perf_counter() - started < 0.5
+    assert segments is not None
+    assert [piece for piece in segments if piece[0] != "eq"] == [("del", words[1500]), ("ins", "CHANGED")]
+
+
+# 2. The audit is blind --------------------------------------------------------------------------------------
+
+
+def test_an_audit_sample_reads_like_any_other_pending_variant() -> None:
+    """An audit sample is one the rule would approve: saying so on the card primes the auditor."""
+    text, source = "Join us at the rally this Saturday!", "Join us at the rally on Saturday!"
+    audited = build_card(variant(text, auto_decision="audit"), family(source), 1)
+    plain_pending = build_card(variant(text), family(source), 1)
+    assert audited == plain_pending
+    assert not re.search(r"audit|rule|would approve", repr(audited), re.IGNORECASE)
+    # What the rule did on its own is still said: those variants are decided already.
+    assert "auto-approved" in provenance(variant(text, auto_decision="approved", review_status="approved"))
+
+
+# 3. No icon from user text ----------------------------------------------------------------------------------
+
+
+def streamlit_text(markdown: str) -> str:
+    """The text Streamlit's markdown element searches for icons: StreamlitMarkdown.tsx first rewrites
+    ":material/" as ":material_" in the source, then replaces /:material_(\\w+):/ (an icon) and /:streamlit:/
+    (its logo) in the text nodes, after markdown has removed its backslash escapes."""
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("commonmark").render(markdown.replace(":material/", ":material_"))
+    return html.unescape(re.sub(r"<[^>]+>", "", rendered)).strip()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "user :material/warning: name",
+        "user :material_warning: name",
+        ":material/delete:",
+        "echoed error: :streamlit: and :material/lock_open:",
+    ],
+)
+def test_plain_keeps_icon_shortcodes_as_text(text: str) -> None:
+    seen = streamlit_text(plain(text))
+    assert not re.search(r":material_(\w+):|:streamlit:", seen)
+    assert seen.replace("\u200b", "") == text  # shown as written
+    assert plain(":smile: :red[alarm]") == r"\:smile\: \:red\[alarm\]"  # as before: escaped, no zero-width space
+
+
+# 4. A search text too long for a URL ------------------------------------------------------------------------
+
+
+def test_a_search_text_too_long_for_a_url_is_an_api_error_not_a_traceback() -> None:
+    """httpx refuses a URL part over 64 KiB with InvalidURL, which is not an HTTPError; it is raised before any
+    connection, so no API needs to answer here."""
+    api = ApiClient("aug_token", base_url="http://127.0.0.1:9")
+    with pytest.raises(ApiError) as raised:
+        api.review_queue("rev", q="x" * 70_000)
+    assert raised.value.status == 0 and "not sent" in raised.value.detail
+
+
+def signed_in_annotator(token: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["token"] = token
+    at.session_state["user"] = {"id": 0, "name": "someone", "role": "annotator"}
+    return at
+
+
+def test_the_review_page_shows_an_over_long_search_as_an_error(live_api, annotator_token, review_data) -> None:
+    at = signed_in_annotator(annotator_token)
+    at.session_state["f_q"] = "x" * 70_000  # as a filter restored after a reload could hold it
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [e.value for e in at.error] == [plain("the request was not sent: URL component 'query' too long")]
+
+
+def test_the_search_box_takes_no_more_than_the_api_accepts(live_api, annotator_token, review_data) -> None:
+    """The API takes 200 characters (db/review_filter.py): the browser cuts a longer text as it is typed, and
+    Streamlit cuts one that arrives anyway."""
+    at = signed_in_annotator(annotator_token).run()
+    box = at.text_input(key="f_q")
+    assert box.proto.max_chars == 200
+    box.set_value("y" * 70_000).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert "Nothing to review with these filters." in [i.value for i in at.info]
