@@ -59,6 +59,7 @@ from core.ngrams import (
 )
 from core.ngrams import mix64 as _mix
 from core.ngrams import ranges as _ranges
+from core.textnorm import same_words_key
 
 ANCHOR_EXTRA = 3  # anchor grams are n + 3 characters long (8 for the default 5-grams)
 WINDOW = 8  # grams per winnowing window
@@ -355,6 +356,21 @@ def _pairs_with_hits(
     return row[chosen], doc[chosen]
 
 
+# Texts longer than this get no same-words key: their n-grams are enough for the near-duplicate measures, which
+# punctuation and case move little there; a short text's few n-grams never reach them (core.ngrams.MIN_SHARED).
+SAME_WORDS_MAX_CHARS = 200
+
+
+def _word_keys(texts: Sequence[str]) -> np.ndarray:
+    """Each text's same-words key (core.textnorm.same_words_key), -1 for a text without letters or digits or
+    longer than SAME_WORDS_MAX_CHARS."""
+    return np.fromiter(
+        (-1 if len(t) > SAME_WORDS_MAX_CHARS or (k := same_words_key(t)) is None else k for t in texts),
+        dtype=np.int64,
+        count=len(texts),
+    )
+
+
 class ReferenceIndex:
     """Anchors of reference texts (val/test), built in chunks; `best` scores a batch of queries against the few
     references that can qualify. `threshold`: the lowest of the Jaccard and containment thresholds in use.
@@ -395,6 +411,11 @@ class ReferenceIndex:
         self.room = np.zeros(0, np.uint16)
         self.masks = np.zeros((0, GRAM_MASK_BITS // 8), np.uint8)
         self.sizes = np.zeros(0, np.int32)  # distinct n-gram buckets: the exact measure's size of each text
+        # The references' same-words keys (core.textnorm.same_words_key), sorted, and whose each is: 12 bytes a
+        # text, for the short texts whose few n-grams the measures above never score.
+        self._keys: list[np.ndarray] = []
+        self.word_keys = np.zeros(0, np.int64)
+        self.word_refs = np.zeros(0, np.int32)
 
     def add(self, texts: Sequence[str]) -> None:
         anchors, grams = _hashed(texts, anchor_length(self.n), self.window, grams=self.n)
@@ -402,6 +423,7 @@ class ReferenceIndex:
         indptr, buckets = distinct_buckets(*grams)
         self._masks.append(GramMasks.of(indptr, buckets).masks)
         self._sizes.append(np.diff(indptr).astype(np.int32))
+        self._keys.append(_word_keys(texts))
         self.count += len(texts)
         if self._keep_texts:
             self.texts.extend(texts)
@@ -418,8 +440,14 @@ class ReferenceIndex:
         # Texts added after an earlier finish() join those already indexed, as the masks and counts below do.
         self.anchors = Anchors.concat([self.anchors, *self._parts])
         self.masks = np.concatenate([self.masks, *self._masks])
+        before = np.full(len(self.sizes), -1, np.int64)  # the keys of the texts an earlier finish() indexed
+        before[self.word_refs] = self.word_keys
         self.sizes = np.concatenate([self.sizes, *self._sizes])
-        self._parts, self._masks, self._sizes = [], [], []
+        keys = np.concatenate([before, *self._keys])
+        self._parts, self._masks, self._sizes, self._keys = [], [], [], []
+        held = np.flatnonzero(keys >= 0)  # -1: a text with no letter or digit
+        order = held[np.argsort(keys[held], kind="stable")]  # equal keys: the first reference first
+        self.word_keys, self.word_refs = keys[order], order.astype(np.int32)
         self.postings = Postings.of(self.anchors)
         docs, keys = document_prefixes(self.postings, self.anchors.sizes, self.threshold)
         packed = _pack(keys, docs)
@@ -454,8 +482,20 @@ class ReferenceIndex:
             self.room,
             self.masks,
             self.sizes,
+            self.word_keys,
+            self.word_refs,
         )
         return sum(int(a.nbytes) for a in arrays)
+
+    def same_words(self, texts: Sequence[str]) -> np.ndarray:
+        """Per query: the first reference with the same words (core.textnorm.same_words_key), -1 where none."""
+        keys = _word_keys(texts)
+        if not len(self.word_keys):
+            return np.full(len(texts), -1, np.int64)
+        at = np.searchsorted(self.word_keys, keys)
+        found = (at < len(self.word_keys)) & (keys >= 0)
+        found[found] = self.word_keys[at[found]] == keys[found]
+        return np.where(found, self.word_refs[np.minimum(at, len(self.word_refs) - 1)], -1).astype(np.int64)
 
     def candidates(self, texts: Sequence[str], vectors: Any) -> tuple[np.ndarray, np.ndarray]:
         """(query row, reference) pairs that may qualify, each once. `vectors`: the queries' n-gram vectors
@@ -527,11 +567,14 @@ class ReferenceIndex:
         (-1: none). `vectors`/`sizes` are the queries' n-gram vectors (NgramIndex.vectors of the same n)."""
         rows, refs = self.candidates(texts, vectors) if self.count else (np.zeros(0, int), np.zeros(0, int))
         if not len(rows):
-            return best_per_row(len(texts), rows, refs, np.zeros(0), np.zeros(0))
-        unique_refs, ref_rows = np.unique(refs, return_inverse=True)
-        ref_vectors, ref_sizes = self.ngrams.vectors(list(self.texts_of(unique_refs)))
-        jaccard, containment, keep = pair_scores(vectors, sizes, rows, ref_vectors, ref_sizes, ref_rows)
-        return best_per_row(len(texts), rows[keep], refs[keep], jaccard[keep], containment[keep])
+            found = best_per_row(len(texts), rows, refs, np.zeros(0), np.zeros(0))
+        else:
+            unique_refs, ref_rows = np.unique(refs, return_inverse=True)
+            ref_vectors, ref_sizes = self.ngrams.vectors(list(self.texts_of(unique_refs)))
+            jaccard, containment, keep = pair_scores(vectors, sizes, rows, ref_vectors, ref_sizes, ref_rows)
+            found = best_per_row(len(texts), rows[keep], refs[keep], jaccard[keep], containment[keep])
+        found.same_words_ref = self.same_words(texts)
+        return found
 
 
 @dataclass

@@ -31,12 +31,19 @@ MIN_SHARED = 8
 
 @dataclass
 class Matches:
-    """Per query row: the best Jaccard and its reference, the best containment and its reference (-1: none)."""
+    """Per query row: the best Jaccard and its reference, the best containment and its reference (-1: none);
+    and a reference with the same words (core.textnorm.same_words_key: only case, spacing, punctuation or
+    symbols differ), -1 where none or not asked: the short texts n-grams leave to exact matches."""
 
     jaccard: np.ndarray
     jaccard_ref: np.ndarray
     containment: np.ndarray
     containment_ref: np.ndarray
+    same_words_ref: np.ndarray | None = None
+
+    def same_words(self, i: int) -> int:
+        """Row i's reference with the same words, or -1."""
+        return -1 if self.same_words_ref is None else int(self.same_words_ref[i])
 
 
 N_FEATURES = 2**20  # buckets of the hashed n-grams

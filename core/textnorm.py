@@ -33,6 +33,23 @@ def normalize_text(text: str) -> str:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+_NOT_LETTERS = re.compile(r"[\W_]+")
+
+
+def same_words_key(text: str) -> int | None:
+    """A key equal for texts with the same letters and digits in the same order, once compatibility forms are
+    folded (NFKC) and case ignored: "Vote today!" and "vote today!!", "Thank you, veterans." and "Thank you
+    veterans". None for a text with none (only punctuation, symbols or emoji). The leak guard's exact check of
+    short texts, whose few n-grams never reach the near-duplicate measures (core.ngrams.MIN_SHARED).
+
+    Python's string hash (63 bits kept, never negative): a key is compared only within the process that made
+    it (an in-memory index), never stored."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    letters = _NOT_LETTERS.sub("", text.casefold())
+    return hash(letters) & 0x7FFF_FFFF_FFFF_FFFF if letters else None
+
+
 def unstorable(text: str) -> str | None:
     """Why no database can store `text` as it is, or None: a NUL character (Postgres refuses it in a text
     column; SQLite would store it), or a lone surrogate (half of a UTF-16 pair, what JSON's `\\ud800` escape

@@ -267,9 +267,10 @@ class _Staged:
                     best = index.best(texts, vectors, sizes)
                     for i, (sample_id, _) in enumerate(batch):
                         jaccard, containment = best.jaccard[i], best.containment[i]
-                        if jaccard < leak_guard.JACCARD and containment < leak_guard.CONTAINMENT:
-                            continue
-                        ref = int(best.jaccard_ref[i] if jaccard >= leak_guard.JACCARD else best.containment_ref[i])
+                        if (ref := best.same_words(i)) < 0:  # the same words first, as the leak guard does
+                            if jaccard < leak_guard.JACCARD and containment < leak_guard.CONTAINMENT:
+                                continue
+                            ref = int(best.jaccard_ref[i] if jaccard >= leak_guard.JACCARD else best.containment_ref[i])
                         seq, line, split = evaluation[ref]
                         if seq not in moves:
                             pairs.append({"line": line, "split": split, "near_sample": sample_id, "near_split": train})

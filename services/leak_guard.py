@@ -67,8 +67,14 @@ class Leak:
     split: str
     jaccard: float
     containment: float
+    same_words: bool = False  # the same letters and digits: only case, spacing, punctuation or symbols differ
 
     def describe(self) -> str:
+        if self.same_words:
+            return (
+                f"the same words as {self.split} sample {self.sample_id} (only case, spacing, punctuation or "
+                f"symbols differ): training on it would leak that {self.split} text"
+            )
         return (
             f"a near-duplicate of {self.split} sample {self.sample_id} (character n-gram Jaccard "
             f"{self.jaccard:.2f}, containment {self.containment:.2f}; the leak guard's thresholds are "
@@ -120,7 +126,9 @@ class _Guard:
     def _closest(self, best: Matches, i: int) -> Closest:
         jaccard, containment = float(best.jaccard[i]), float(best.containment[i])
         leak = None
-        if jaccard >= JACCARD or containment >= CONTAINMENT:
+        if (same := best.same_words(i)) >= 0:
+            leak = Leak(self.ids[same], _SPLITS[self.splits[same]], round(jaccard, 4), round(containment, 4), True)
+        elif jaccard >= JACCARD or containment >= CONTAINMENT:
             ref = int(best.jaccard_ref[i] if jaccard >= JACCARD else best.containment_ref[i])
             leak = Leak(self.ids[ref], _SPLITS[self.splits[ref]], round(jaccard, 4), round(containment, 4))
         return Closest(round(jaccard, 4), round(containment, 4), leak)

@@ -71,6 +71,20 @@ def test_the_index_is_reused_rebuilt_when_val_test_change_and_bounded(any_engine
         assert [key[1] for key in leak_guard._cache] == [get_dataset(s, "one").id]
 
 
+def test_a_person_cannot_write_a_short_test_text_again_with_other_punctuation(engine) -> None:
+    """The doors (an edit, a text sent to augment) refuse the same words as a val/test text, saying so."""
+    from db.datasets import get_dataset
+    from services import leak_guard
+
+    with session_scope(engine) as s:
+        make_dataset(s, "short")
+        test_id = _add(s, get_dataset(s, "short").id, "test", "Vote today!")
+    with session_scope(engine) as s:
+        leak, other = leak_guard.leaks(s, get_dataset(s, "short"), ["vote today.", "Vote tomorrow."])
+    assert leak is not None and (leak.sample_id, leak.split, leak.same_words) == (test_id, "test", True)
+    assert "the same words as test sample" in leak.describe() and other is None
+
+
 def test_val_test_and_training_texts_are_read_by_seeks_along_the_split_index(engine) -> None:
     """What the leak guard and the augmenter read, a batch at a time after the last id, and the leak guard's
     freshness key (the largest id per split, asked at every check), each walk ix_samples_split_id from where they

@@ -266,3 +266,34 @@ def test_references_added_after_an_earlier_finish_are_found_with_those_before() 
     found = index.best(queries, *NgramIndex(5).vectors(queries))
     assert found.jaccard.tolist() == [1.0, 1.0]
     assert found.jaccard_ref.tolist() == [1, 8]
+
+
+def test_a_short_val_test_text_with_other_punctuation_or_case_is_a_leak() -> None:
+    """A short text has too few n-grams for the near-duplicate measures (MIN_SHARED), and the exact hash sees
+    case, spacing and invisible characters but not punctuation: "Vote today!!" passed as a variant of a train
+    text while test holds "Vote today!". The same letters and digits in the same order are a leak."""
+    from core.near_duplicates import ReferenceIndex
+    from workers.augment.filters import CandidateFilter
+    from workers.augment.params import FilterParams
+
+    tests = ["Vote today!", "Thank you, veterans.", "Happy Thanksgiving!", "!!!"]
+    guard = CandidateFilter(set(), tests, FilterParams(min_similarity=0.0))
+    candidates = [
+        ("Vote today, everyone!", "vote today!!"),
+        ("Thank you to all veterans.", "Thank you veterans"),
+        ("Happy Thanksgiving to all!", "Happy\u200bThanksgiving"),
+        ("Happy Thanksgiving to all!", "Happy Thanksgiving, friends!"),  # other words: no leak
+        ("Vote today, everyone!", "Vote tomorrow!"),
+        ("Wow!!!", "?!"),  # no letter or digit: nothing to match
+    ]
+    verdicts = guard.check(candidates)
+    assert [v.reason for v in verdicts[:3]] == ["leakage"] * 3
+    assert [v.scores["leakage_ref"] for v in verdicts[:3]] == [0, 1, 2]
+    assert all(v.reason != "leakage" for v in verdicts[3:]), [v.reason for v in verdicts]
+    # Texts added after an earlier finish() keep the keys of those before.
+    index = ReferenceIndex(0.7)
+    index.add(tests[:2])
+    index.finish()
+    index.add(tests[2:])
+    index.finish()
+    assert index.same_words(["VOTE TODAY", "happy thanksgiving", "thank you"]).tolist() == [0, 2, -1]

@@ -158,6 +158,9 @@ class CandidateFilter:
                 reason = "duplicate"
             elif not p.min_length_ratio <= ratio <= p.max_length_ratio:
                 reason = "length_ratio"
+            elif leaks.same_words(i) >= 0:  # a short val/test text with other punctuation or case
+                reason = "leakage"
+                scores["leakage_ref"] = leaks.same_words(i)
             elif leaks.jaccard[i] >= p.leakage_threshold:
                 reason = "leakage"
                 scores["leakage_ref"] = int(leaks.jaccard_ref[i])
