@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import pickle
 import random
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from trainer.plan import Throughput
 from trainer.soup import Ingredient
 from trainer.steps import Prepared, Stepper
 
+log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
 RUNTIME_KEYS = {"checkpoint_every_steps", "num_threads", "device"}
 # Keys added to the config after checkpoints were written: left at their default (None: planned), they leave the
@@ -117,50 +121,95 @@ class Checkpoint:
 def save(directory: Path, ckpt: Checkpoint) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CHECKPOINT_FILE
-    tmp = directory / f".{CHECKPOINT_FILE}.{os.getpid()}.tmp"
-    torch.save(
-        {
-            "fingerprint": ckpt.fingerprint,
-            "loop": asdict(ckpt.loop),
-            "model": ckpt.model,
-            "optimizer": ckpt.optimizer,
-            "scaler": ckpt.scaler,
-            "rng": ckpt.rng,
-            # for code that predates the soup; torch.save writes a storage shared by two entries once
-            "best_state": ckpt.ingredients[0].state if ckpt.ingredients else None,
-            "average": ckpt.average,
-            "ingredients": [{"epoch": i.epoch, "val_f1": i.val_f1, "state": i.state} for i in ckpt.ingredients],
-        },
-        tmp,
-    )
-    os.replace(tmp, path)  # atomic: a reader sees the previous checkpoint or this one, never half of one
+    # Unique per writer: in a container every worker is pid 1, and two attempts of a run may share storage.
+    tmp = directory / f".{CHECKPOINT_FILE}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    try:
+        with tmp.open("wb") as fh:
+            torch.save(
+                {
+                    "fingerprint": ckpt.fingerprint,
+                    "loop": asdict(ckpt.loop),
+                    "model": ckpt.model,
+                    "optimizer": ckpt.optimizer,
+                    "scaler": ckpt.scaler,
+                    "rng": ckpt.rng,
+                    # for code that predates the soup; torch.save writes a storage shared by two entries once
+                    "best_state": ckpt.ingredients[0].state if ckpt.ingredients else None,
+                    "average": ckpt.average,
+                    "ingredients": [{"epoch": i.epoch, "val_f1": i.val_f1, "state": i.state} for i in ckpt.ingredients],
+                },
+                fh,
+            )
+            fh.flush()
+            os.fsync(fh.fileno())  # on disk before the rename: a crash after it must not leave a renamed, empty file
+        os.replace(tmp, path)  # atomic: a reader sees the previous checkpoint or this one, never half of one
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_directory(directory)  # the rename itself survives a crash
     return path
 
 
+def fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # a platform that cannot open a directory (Windows): nothing to sync
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # a filesystem that does not sync directories
+        pass
+    finally:
+        os.close(fd)
+
+
+# What reading a damaged checkpoint raises: torch's zip reader (RuntimeError: "PytorchStreamReader failed reading
+# zip archive: failed finding central directory" for a truncated file), the unpickler (EOFError for an empty file,
+# UnpicklingError and the like for garbage), the file system, or a payload of another shape.
+UNREADABLE = (
+    OSError,
+    EOFError,
+    RuntimeError,
+    ValueError,
+    pickle.UnpicklingError,
+    AttributeError,
+    ImportError,
+    IndexError,
+    KeyError,
+    TypeError,
+)
+
+
 def load(directory: Path | None, expected_fingerprint: str) -> tuple[Checkpoint | None, str | None]:
-    """The directory's checkpoint, when there is one for this config and data; else (None, why not)."""
+    """The directory's checkpoint, when there is one for this config and data; else (None, why not). A file
+    that cannot be read (truncated, empty, not a checkpoint) is no checkpoint: the run starts from the beginning
+    and says why, rather than fail the same way on every retry."""
     if directory is None:
         return None, None
     path = Path(directory) / CHECKPOINT_FILE
     if not path.is_file():
         return None, None
-    # Our own file, written by save() above (RNG states are numpy/Python objects, not tensors only).
-    raw = torch.load(path, map_location="cpu", weights_only=False)
-    if raw.get("fingerprint") != expected_fingerprint:
-        return None, "the run's config or data changed since the checkpoint: training from the start"
-    return (
-        Checkpoint(
-            fingerprint=raw["fingerprint"],
-            loop=LoopState(**raw["loop"]),
-            model=raw["model"],
-            optimizer=raw["optimizer"],
-            scaler=raw["scaler"],
-            rng=raw["rng"],
-            average=raw.get("average"),
-            ingredients=ingredients_of(raw),
-        ),
-        None,
-    )
+    try:
+        # Our own file, written by save() above (RNG states are numpy/Python objects, not tensors only).
+        raw = torch.load(path, map_location="cpu", weights_only=False)
+        if raw.get("fingerprint") != expected_fingerprint:
+            return None, "the run's config or data changed since the checkpoint: training from the start"
+        return (
+            Checkpoint(
+                fingerprint=raw["fingerprint"],
+                loop=LoopState(**raw["loop"]),
+                model=raw["model"],
+                optimizer=raw["optimizer"],
+                scaler=raw["scaler"],
+                rng=raw["rng"],
+                average=raw.get("average"),
+                ingredients=ingredients_of(raw),
+            ),
+            None,
+        )
+    except UNREADABLE as err:
+        log.warning("checkpoint %s cannot be read: %s: %s", path, type(err).__name__, err)
+        return None, f"the checkpoint could not be read ({type(err).__name__}): training from the start"
 
 
 def ingredients_of(raw: dict[str, Any]) -> list[Ingredient]:

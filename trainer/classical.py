@@ -37,6 +37,7 @@ from pydantic import ConfigDict, Field
 
 from trainer.config import ConfigModel, Name
 from trainer.decision import decide, fit_rules
+from trainer.errors import TrainerError
 from trainer.examples import IGNORE, Example, SplitData, TaskSpec
 from trainer.metrics import evaluate_probs, prediction_dump
 
@@ -128,7 +129,10 @@ def family_folds(
         rows = np.arange(len(labels))
     n = most_folds(rows) if len(rows) else 0
     if n < 2:
-        raise ValueError("cross-validation needs at least two texts of different families in the training view")
+        raise TrainerError(
+            "the TF-IDF member's cross-validation needs two texts of one class, from different families (an "
+            "original and its variants are one), in the training view"
+        )
     splitter = StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=seed % 2**32)
     with warnings.catch_warnings():  # a class rarer than the folds is spread as far as it goes: expected
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
@@ -178,7 +182,7 @@ def train_classical(
     from sklearn.pipeline import Pipeline
     from sklearn.utils.class_weight import compute_class_weight
 
-    from trainer.baselines import tfidf_features
+    from trainer.baselines import fit_tfidf_features, require_two_classes
     from trainer.data import label_matrix
     from trainer.predict import available_cpus
 
@@ -189,23 +193,30 @@ def train_classical(
     train_gold = label_matrix(data.train, data.tasks).numpy()
     val_gold = label_matrix(data.val, data.tasks).numpy()
     test_gold = label_matrix(data.test, data.tasks).numpy()
-    features = tfidf_features().fit(train_texts)  # one vocabulary for every task: the same training view
+    families = family_numbers(data.train)
+    originals = np.array([e.source_id is None for e in data.train], dtype=bool)
+    task_folds: list[list[tuple[Any, Any]]] = []
+    for j, task in enumerate(data.tasks):  # before any fitting: a task no member can be trained for fails at once
+        keep = train_gold[:, j] != IGNORE
+        require_two_classes(task.name, train_gold[keep, j])
+        try:
+            folds = family_folds(train_gold[keep, j], families[keep], config.cv_folds, config.seed, originals[keep])
+        except TrainerError as err:  # too few texts to choose C
+            raise TrainerError(f"task {task.name!r}: {err.message} (it has {keep.sum()} labelled text(s))") from None
+        task_folds.append(folds)
+    features = fit_tfidf_features(train_texts)  # one vocabulary for every task: the same training view
     x_train = features.transform(train_texts)
     models: dict[str, Any] = {}
     chosen: dict[str, float] = {}
-    families = family_numbers(data.train)
-    originals = np.array([e.source_id is None for e in data.train], dtype=bool)
     selection: dict[str, dict[str, Any]] = {}
     grid = sorted(set(config.c_grid))
     workers = n_jobs or available_cpus()
     for j, task in enumerate(data.tasks):
         keep = train_gold[:, j] != IGNORE
-        if len(set(train_gold[keep, j].tolist())) < 2:
-            raise ValueError(f"task {task.name!r} has fewer than two classes in the training view")
         x_task, y_task = x_train[keep], train_gold[keep, j]
         classes = np.unique(y_task)  # weighted on the whole training view, as the final model is
         weights = dict(zip(classes, compute_class_weight("balanced", classes=classes, y=y_task), strict=True))
-        folds = family_folds(y_task, families[keep], config.cv_folds, config.seed, scored=originals[keep])
+        folds = task_folds[j]
         fold_scores: list[list[float]] = [[] for _ in folds]
         for done, (fold, scores_of_fold) in enumerate(
             Parallel(n_jobs=min(len(folds), workers), return_as="generator_unordered")(

@@ -132,6 +132,42 @@ def precision_reason(amp: str, device: torch.device) -> str:
     return "precision fp32: this CPU has no native bf16 (emulated bf16 is slower)"
 
 
+# transformers' "no limit" for a tokenizer is int(1e30); a model_max_length above this says nothing
+SANE_MODEL_MAX_LENGTH = 1_000_000
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id padding is filled with: the tokenizer's pad token, else 0 (an encoder without one, e.g. GPT-2's
+    kind). The attention mask hides padding, so any id of the vocabulary does; training and prediction must
+    only agree, and both take it from here."""
+    pad = tokenizer.pad_token_id
+    return int(pad) if pad is not None else 0
+
+
+def encoder_max_length(encoder: Any, tokenizer: Any) -> int | None:
+    """The most tokens (special tokens included) `encoder` can take: its absolute position embeddings, less the
+    positions RoBERTa-style embeddings (RoBERTa, XLM-R, CamemBERT, MPNet) reserve below their first one
+    (padding_idx + 1: 2 of XLM-R's 514). An encoder without such a table (relative positions) is limited by its
+    tokenizer's model_max_length where that is a real number, else not at all (None). Longer input fails
+    inside the encoder ("The expanded size of the tensor (1024) must match the existing size (512)")."""
+    config = encoder.config
+    positions = getattr(config, "max_position_embeddings", None)
+    absolute = getattr(config, "position_biased_input", True)  # DeBERTa-v3: relative positions only
+    if isinstance(positions, int) and positions > 0 and absolute:
+        padding_idx = getattr(getattr(encoder, "embeddings", None), "padding_idx", None)
+        return positions - (padding_idx + 1 if isinstance(padding_idx, int) else 0)
+    declared = getattr(tokenizer, "model_max_length", None)
+    if isinstance(declared, int) and 0 < declared <= SANE_MODEL_MAX_LENGTH:
+        return declared
+    return None
+
+
+def usable_max_length(encoder: Any, tokenizer: Any, max_length: int) -> int:
+    """`max_length`, or the encoder's limit where that is lower (encoder_max_length)."""
+    limit = encoder_max_length(encoder, tokenizer)
+    return min(max_length, limit) if limit is not None else max_length
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
     return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
 
@@ -183,10 +219,12 @@ def predict_texts(
     dtype: torch.dtype | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    ids = tokenize(tokenizer, texts, max_length)
+    """Probabilities per task of `texts`, each cut to `max_length` tokens, or to the encoder's limit where that
+    is lower: a run saved with a longer max_length (model.json) still predicts a long text."""
+    ids = tokenize(tokenizer, texts, usable_max_length(model.encoder, tokenizer, max_length))
     encoded = Encoded(ids, torch.empty((len(ids), 0), dtype=torch.long), np.array([len(x) for x in ids]))
     return predict_encoded(
-        model, encoded, tokenizer.pad_token_id, batch_size=batch_size, dtype=dtype, on_batch=on_batch
+        model, encoded, pad_token_id(tokenizer), batch_size=batch_size, dtype=dtype, on_batch=on_batch
     )
 
 
@@ -203,6 +241,8 @@ class RunPredictor:
         self.model.to(self.device)
         self.tasks = [TaskSpec(t["name"], list(t["labels"])) for t in self.meta["tasks"]]
         self.dtype = served_dtype(self.meta.get("precision"), self.device)
+        # whatever model.json says: never more tokens than the encoder can take
+        self.max_length = usable_max_length(self.model.encoder, self.tokenizer, int(self.meta["max_length"]))
         decision = Path(model_dir) / "decision.json"
         self.decision = json.loads(decision.read_text(encoding="utf-8")) if decision.is_file() else None
 
@@ -213,7 +253,7 @@ class RunPredictor:
             self.model,
             self.tokenizer,
             texts,
-            max_length=int(self.meta["max_length"]),
+            max_length=self.max_length,
             batch_size=batch_size,
             dtype=self.dtype,
             on_batch=on_batch,

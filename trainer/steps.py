@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
@@ -23,7 +23,15 @@ from trainer.losses import MultiTaskLoss, inverse_frequency_weights, smoothing_v
 from trainer.model import MultiTaskModel, build_model
 from trainer.optim import build_optimizer, warmup_linear_schedule
 from trainer.plan import FORWARD_SHARE, RECIPE, Plan, Throughput, plan_run
-from trainer.predict import amp_dtype, autocast, available_cpus, predict_encoded, resolve_device
+from trainer.predict import (
+    amp_dtype,
+    autocast,
+    available_cpus,
+    encoder_max_length,
+    pad_token_id,
+    predict_encoded,
+    resolve_device,
+)
 
 CALIBRATION_BATCHES = 8  # batches timed (after one untimed) to measure the throughput a budget plans with
 
@@ -81,6 +89,8 @@ class Prepared:
     device: torch.device
     dtype: torch.dtype | None
     threads: int
+    # why `config` differs from the run's own (a max_length the encoder cannot take): a line of the plan's reasons
+    reasons: tuple[str, ...] = ()
 
     @property
     def encoder_width(self) -> int:
@@ -91,13 +101,14 @@ class Prepared:
         config = config or self.config
         if config.nproc > 1:
             config = config.model_copy(update={"batch_size": config.global_batch, "nproc": 1})
-        return plan_run(
+        plan = plan_run(
             config,
             n_train=self.batches.samples_per_epoch(),
             batches_per_epoch=self.batches.max_batches_per_epoch(),
             encoder_width=self.encoder_width,
             throughput=throughput,
         )
+        return replace(plan, reasons=[*self.reasons, *plan.reasons]) if self.reasons else plan
 
     def predict(self, encoded: Encoded, model: MultiTaskModel | None = None) -> dict[str, np.ndarray]:
         """`model`'s probabilities (the run's model by default; the loop passes its weights' average)."""
@@ -271,7 +282,8 @@ def prepare(config: TrainConfig, data: SplitData, device: torch.device | None = 
         head_dropout=config.head_dropout,
     )
     model.to(device)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    config, reasons = within_encoder_limit(config, model, tokenizer)
+    pad_id = pad_token_id(tokenizer)
     train = encode(tokenizer, data.train, data.tasks, config.max_length)
     val = encode(tokenizer, data.val, data.tasks, config.max_length)
     test = encode(tokenizer, data.test, data.tasks, config.max_length)
@@ -289,7 +301,20 @@ def prepare(config: TrainConfig, data: SplitData, device: torch.device | None = 
         curriculum_epochs=config.curriculum_epochs,
         one_per_source=config.variant_sampling == "one_per_source",
     )
-    return Prepared(config, data, model, tokenizer, pad_id, train, val, test, batches, device, dtype, threads)
+    return Prepared(config, data, model, tokenizer, pad_id, train, val, test, batches, device, dtype, threads, reasons)
+
+
+def within_encoder_limit(
+    config: TrainConfig, model: MultiTaskModel, tokenizer: Any
+) -> tuple[TrainConfig, tuple[str, ...]]:
+    """The config with max_length cut to the most tokens the encoder can take (config.max_length goes up to
+    4096; a BERT embeds 512 positions), and the reason, for the run's plan. Past the limit a long training text
+    would fail the run mid-epoch, and a run of short texts would save a model that fails on every long text."""
+    limit = encoder_max_length(model.encoder, tokenizer)
+    if limit is None or config.max_length <= limit:
+        return config, ()
+    why = f"max_length {limit}: the most tokens the encoder can take (config.max_length {config.max_length} is more)"
+    return config.model_copy(update={"max_length": limit}), (why,)
 
 
 def _sync(device: torch.device) -> None:

@@ -28,7 +28,7 @@ from trainer.group import SINGLE, Group, wrap_ddp
 from trainer.metrics import evaluate_probs, prediction_dump
 from trainer.model import MultiTaskModel, with_pooling_resolved
 from trainer.plan import Clock, Plan, Throughput, replanned_steps
-from trainer.predict import precision_name, precision_reason
+from trainer.predict import precision_name, precision_reason, usable_max_length
 from trainer.soup import Ingredient
 from trainer.steps import Prepared, Stepper, measure_throughput, prepare
 
@@ -487,7 +487,10 @@ def save_artifacts(result: TrainResult, out_dir: Path) -> Path:
     """model/ (encoder, heads, tokenizer), config.yaml, metrics.json (+ curve), predictions, snapshot."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result.model.save(out_dir / "model", result.tokenizer, result.config.max_length, result.precision)
+    # the length it trained and serves at: the config's, or the encoder's limit where that is lower (the config
+    # keeps what was asked; the plan's reasons say it was cut)
+    served = usable_max_length(result.model.encoder, result.tokenizer, result.config.max_length)
+    result.model.save(out_dir / "model", result.tokenizer, served, result.precision)
     result.config.save(out_dir / "config.yaml")
     (out_dir / "metrics.json").write_text(
         json.dumps({**result.metrics, "curve": result.curve}, indent=2), encoding="utf-8"

@@ -1,0 +1,253 @@
+"""Inputs that used to fail a run, or its saved model, with no fault in the request: a max_length above what the
+encoder embeds, an encoder without a pad token, a damaged checkpoint, and tiny data for the TF-IDF member."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from tests.trainer_fixtures import fast_config, synthetic_split, tiny_encoder  # noqa: F401 (fixture)
+from trainer import checkpoint
+from trainer.checkpoint import CHECKPOINT_FILE
+from trainer.errors import TrainerError
+from trainer.examples import Example, SplitData, TaskSpec
+from trainer.predict import RunPredictor, encoder_max_length, pad_token_id, predict_texts
+from trainer.train import LoopControl, TrainResult, save_artifacts, train_model
+
+POSITIONS = 24  # the short BERT's position embeddings
+LONG_TEXT = " ".join(["tax vote school health jobs border farm veterans energy trade"] * 12) + " red small"
+
+
+@pytest.fixture(scope="module")
+def short_bert(tiny_encoder: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny BERT with POSITIONS position embeddings, where a real one has 512."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("short_bert")
+    config = BertConfig.from_pretrained(tiny_encoder)
+    config.max_position_embeddings = POSITIONS
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_encoder).save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def padless_encoder(tiny_encoder: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny BERT whose tokenizer has no pad token (as GPT-2's has none)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("padless")
+    AutoModel.from_pretrained(tiny_encoder).save_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(out)
+    assert AutoTokenizer.from_pretrained(out).pad_token_id is None
+    return str(out)
+
+
+def with_long_train_text(data: SplitData) -> SplitData:
+    long = Example(LONG_TEXT, {"color": "red", "size": "small"}, 999, "h-long")
+    return dataclasses.replace(data, train=[*data.train, long])
+
+
+# 1. max_length above the encoder's positions ------------------------------------------------------------------
+
+
+def test_a_max_length_above_the_encoders_positions_is_cut_to_them_and_the_plan_says_so(short_bert: str) -> None:
+    result = train_model(fast_config(short_bert, max_length=64, epochs=1), with_long_train_text(synthetic_split()))
+    reasons = result.metrics["plan"]["reasons"]
+    assert f"max_length {POSITIONS}: the most tokens the encoder can take (config.max_length 64 is more)" in reasons
+    assert result.metrics["test"] is not None
+
+
+def test_a_saved_model_predicts_a_long_text_whatever_max_length_its_model_json_says(
+    short_bert: str, tmp_path: Path
+) -> None:
+    # short training texts only: nothing long is seen before the model is saved
+    result = train_model(fast_config(short_bert, max_length=64, epochs=1), synthetic_split())
+    save_artifacts(result, tmp_path / "run")
+    model_json = tmp_path / "run" / "model" / "model.json"
+    assert json.loads(model_json.read_text())["max_length"] == POSITIONS  # the length it serves at
+    # a model saved before the cut was recorded (or edited by hand) says more
+    model_json.write_text(json.dumps({**json.loads(model_json.read_text()), "max_length": 4096}))
+
+    predictor = RunPredictor(tmp_path / "run" / "model", device="cpu")
+    assert predictor.max_length == POSITIONS
+    probs = predictor.predict_proba([LONG_TEXT, "red small"])
+    assert probs["color"].shape == (2, 2) and np.allclose(probs["size"].sum(axis=1), 1.0)
+    # what variant scoring and pseudo-labels call with the run's config.max_length
+    direct = predict_texts(result.model, result.tokenizer, [LONG_TEXT], max_length=1024)
+    assert direct["size"].shape == (1, 3)
+
+
+def test_the_encoder_limit_leaves_out_the_positions_roberta_reserves_and_reads_the_tokenizer_otherwise() -> None:
+    from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
+
+    shape = {"vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2}
+    no_limit = SimpleNamespace(model_max_length=int(1e30))  # transformers' "unset"
+    roberta = RobertaModel(RobertaConfig(**shape, intermediate_size=32, max_position_embeddings=26)).eval()
+    assert encoder_max_length(roberta, no_limit) == 24  # 26 less padding_idx + 1 (XLM-R: 514 → 512)
+    with torch.no_grad():
+        roberta(input_ids=torch.full((1, 24), 5))  # the limit fits
+        with pytest.raises(IndexError):
+            roberta(input_ids=torch.full((1, 25), 5))  # one more does not
+    bert = BertModel(BertConfig(**shape, intermediate_size=32, max_position_embeddings=30))
+    assert encoder_max_length(bert, no_limit) == 30
+    relative = SimpleNamespace(config=SimpleNamespace())  # no position table (T5's kind)
+    assert encoder_max_length(relative, SimpleNamespace(model_max_length=128)) == 128
+    assert encoder_max_length(relative, no_limit) is None
+
+
+# 2. an encoder without a pad token -----------------------------------------------------------------------------
+
+
+def test_an_encoder_without_a_pad_token_trains_and_its_saved_model_predicts(
+    padless_encoder: str, tmp_path: Path
+) -> None:
+    result = train_model(fast_config(padless_encoder, epochs=1), synthetic_split())
+    assert result.tokenizer.pad_token_id is None and pad_token_id(result.tokenizer) == 0
+    texts = ["red small tax", "blue huge vote school health jobs"]  # two lengths: the batch is padded
+    assert predict_texts(result.model, result.tokenizer, texts, max_length=32)["color"].shape == (2, 2)
+    save_artifacts(result, tmp_path / "run")
+    probs = RunPredictor(tmp_path / "run" / "model", device="cpu").predict_proba(texts)
+    assert probs["size"].shape == (2, 3)
+
+
+# 3. a damaged checkpoint ---------------------------------------------------------------------------------------
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_an_unreadable_checkpoint_is_no_checkpoint_the_run_starts_over_and_says_why(
+    tiny_encoder: str, tmp_path: Path, damage: str
+) -> None:
+    config, control = fast_config(tiny_encoder, epochs=2), LoopControl(checkpoint_dir=tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / CHECKPOINT_FILE
+    if damage == "truncated":  # a real checkpoint, cut in half
+
+        def crash_after_epoch_one(event: dict[str, Any]) -> None:
+            if event["event"] == "epoch":
+                raise Crash("the worker died")
+
+        with pytest.raises(Crash):
+            train_model(config, synthetic_split(), progress=crash_after_epoch_one, control=control)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"")
+
+    events: list[dict[str, Any]] = []
+    result = train_model(config, synthetic_split(), progress=events.append, control=control)
+    phases = [e["phase"] for e in events if e["event"] == "phase"]
+    reason = "the checkpoint could not be read"
+    assert any(p.startswith(reason) and p.endswith("training from the start") for p in phases), phases
+    start = next(e for e in events if e["event"] == "start")
+    assert "resumed_from_step" not in start and "resumed_from_step" not in result.metrics
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
+    assert isinstance(result, TrainResult) and result.metrics["test"] is not None
+    # and the run's own checkpoint replaced the damaged one
+    assert checkpoint.load(tmp_path / "ckpt", "another run")[1] == (
+        "the run's config or data changed since the checkpoint: training from the start"
+    )
+
+
+def test_a_checkpoint_is_synced_before_and_after_its_rename_under_a_name_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    renamed: list[str] = []
+    real_fsync, real_replace = checkpoint.os.fsync, checkpoint.os.replace
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any) -> None:
+        assert len(synced) == len(renamed) * 2 + 1  # the file is on disk before it is renamed
+        renamed.append(Path(src).name)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    ckpt = checkpoint.Checkpoint("fp", checkpoint.LoopState(), {"w": torch.zeros(2)}, {}, None, [{}])
+    checkpoint.save(tmp_path, ckpt)
+    checkpoint.save(tmp_path, ckpt)
+    assert len(synced) == 4  # each time the file, then the directory
+    # two writers in one process (or two containers, each pid 1) never share a temporary file
+    assert len(set(renamed)) == 2
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_FILE]
+    loaded, why = checkpoint.load(tmp_path, "fp")
+    assert why is None and loaded is not None and torch.equal(loaded.model["w"], torch.zeros(2))
+
+
+# 4. the TF-IDF member on tiny data -----------------------------------------------------------------------------
+
+TASKS = [TaskSpec("stance", ["pro", "con"])]
+
+
+def split(train: list[tuple[str, str]]) -> SplitData:
+    examples = [Example(text, {"stance": label}, i + 1, f"h{i}") for i, (text, label) in enumerate(train)]
+    val = [Example("apples oranges", {"stance": "pro"}, 101, "v1"), Example("rain snow", {"stance": "con"}, 102, "v2")]
+    test = [Example("kiwi pears", {"stance": "pro"}, 201, "t1"), Example("hail fog", {"stance": "con"}, 202, "t2")]
+    return SplitData(TASKS, examples, val, test, "tiny")
+
+
+SIX_DISTINCT = [  # no word occurs in two texts
+    ("apples", "pro"),
+    ("bananas", "pro"),
+    ("cherries", "pro"),
+    ("storms", "con"),
+    ("thunder", "con"),
+    ("lightning", "con"),
+]
+
+
+def test_the_tfidf_member_trains_on_six_texts_that_share_no_word() -> None:
+    from trainer.classical import ClassicalConfig, train_classical
+
+    result = train_classical(ClassicalConfig(decision="none"), split(SIX_DISTINCT), n_jobs=1)
+    assert result.chosen_c["stance"] > 0 and result.metrics["test"] is not None
+    assert result.models["stance"].predict_proba(["bananas and apples"]).shape == (1, 2)
+
+
+def test_the_tfidf_features_keep_what_tiny_texts_have() -> None:
+    from trainer.baselines import fit_tfidf_features, tfidf_logreg_probs
+
+    words = fit_tfidf_features([t for t, _ in SIX_DISTINCT])
+    assert [name for name, _ in words.transformer_list] == ["word", "char"]
+    assert "thunder" in words.transformer_list[0][1].vocabulary_  # every word kept: none is in two texts
+    letters = fit_tfidf_features(["a b", "c d", "e f"])  # no word token (two characters at least): characters only
+    assert [name for name, _ in letters.transformer_list] == ["char"]
+    with pytest.raises(TrainerError, match="no word or character n-gram"):
+        fit_tfidf_features(["", " "])
+    gold = np.array([[0], [0], [0], [1], [1], [1]])
+    probs = tfidf_logreg_probs([t for t, _ in SIX_DISTINCT], gold, ["apples", "storms"], TASKS)
+    assert probs["stance"].shape == (2, 2)
+    with pytest.raises(TrainerError, match="'stance' has only one class"):
+        tfidf_logreg_probs([t for t, _ in SIX_DISTINCT], np.zeros((6, 1), dtype=int), ["apples"], TASKS)
+
+
+def test_the_tfidf_member_refuses_two_texts_with_a_trainer_error_naming_the_task() -> None:
+    from trainer.classical import ClassicalConfig, train_classical
+
+    with pytest.raises(TrainerError, match=r"task 'stance': the TF-IDF member's cross-validation needs two texts"):
+        train_classical(ClassicalConfig(), split([("apples bananas", "pro"), ("storms thunder", "con")]), n_jobs=1)
+
+
+def test_the_tfidf_member_refuses_a_task_with_one_class_with_a_trainer_error_naming_the_task() -> None:
+    from trainer.classical import ClassicalConfig, train_classical
+
+    one_class = [(text, "pro") for text, _ in SIX_DISTINCT]
+    with pytest.raises(TrainerError, match=r"task 'stance' has only one class among its 6 labelled text\(s\)"):
+        train_classical(ClassicalConfig(), split(one_class), n_jobs=1)
