@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from sqlalchemy import Engine, select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError, ValidationFailed
@@ -282,7 +283,22 @@ def export_to(
     # Through a link, the file it points at is written (the link stays); the file is replaced by a rename, so
     # a device, a pipe or a socket would be replaced too (as root, /dev/full or /dev/stdout): refused.
     target = path.resolve()
-    inside_data_dir = target.is_relative_to(get_settings().data_dir.resolve())
+    settings = get_settings()
+    data_dir = settings.data_dir.resolve()
+    inside_data_dir = target.is_relative_to(data_dir)
+    # augloop's own files are not an export's to replace: `-o var/augloop.db` turned the database into a CSV
+    # (exit 0), and a run's model or a queued upload went the same way.
+    if inside_data_dir and not target.is_relative_to(data_dir / "exports"):
+        raise ValidationFailed(
+            f"{path} is inside augloop's data directory ({data_dir}: its database, runs and uploads); write the "
+            f"export elsewhere, or under {data_dir / 'exports'}",
+            field="output",
+        )
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        database = Path(url.database).resolve()
+        if target in {database, *(database.with_name(database.name + end) for end in ("-wal", "-shm", "-journal"))}:
+            raise ValidationFailed(f"{path} is augloop's database; give the export another name", field="output")
     if not target.parent.is_dir() and not inside_data_dir:  # a mistyped folder is a mistake to say, not to create
         raise ValidationFailed(f"{path.parent} is not a directory; create it first", field="output")
     if target.is_dir():

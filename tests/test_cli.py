@@ -198,3 +198,33 @@ def test_settings_and_options_out_of_bounds_stop_at_once_naming_them(settings):
     for args in (["worker", "--burst", "--lease-seconds", "nan"], ["serve", "--port", "99999"], ["ui", "--port", "-1"]):
         r = augloop(settings, *args)
         assert r.returncode == 2 and "Invalid value" in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_an_export_never_replaces_augloops_own_files(settings, engine, example_dataset) -> None:
+    """`augloop export -o var/augloop.db` turned the database into a CSV and exited 0 (every dataset, review and
+    token lost); a run's model or a queued upload inside the data directory went the same way."""
+    from pathlib import Path
+
+    from sqlalchemy import func, select
+    from sqlalchemy.engine import make_url
+    from typer.testing import CliRunner
+
+    from augloop.cli import app
+    from db.models import Sample
+    from db.session import session_scope
+
+    database = Path(make_url(settings.resolved_database_url).database or "")
+    assert database.is_file()
+    before = database.read_bytes()[:16]
+    model = settings.data_dir / "runs" / "7" / "model" / "heads.safetensors"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"weights")
+    for target in (database, Path(f"{database}-wal"), model):
+        result = CliRunner().invoke(app, ["export", example_dataset, "--output", str(target)])
+        assert result.exit_code == 2, (target, result.output)
+    assert database.read_bytes()[:16] == before == b"SQLite format 3\x00" and model.read_bytes() == b"weights"
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Sample)) == 5000
+    ok = settings.data_dir / "exports" / "mine.csv"
+    result = CliRunner().invoke(app, ["export", example_dataset, "--output", str(ok)])
+    assert result.exit_code == 0 and ok.is_file(), result.output
