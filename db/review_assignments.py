@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.locks import REVIEW_CLAIM, hold_until_commit
@@ -92,12 +92,14 @@ def claim_candidates(
     exclude: list[int],
     limit: int,
 ) -> list[int]:
-    """Ids of up to `limit` variants matching `where` that still need a reviewer: votes plus other
-    annotators' live leases fall short of the reviews required. Rows another transaction is claiming are
-    skipped (Postgres; SQLite serialises writers)."""
+    """Ids of up to `limit` variants matching `where` that still need a reviewer: other annotators' live leases
+    fall short of the votes still missing, and of one for a variant whose votes are in but split (a tie at an
+    even k waits for one more review, which only a lease can bring under work sharing). Rows another
+    transaction is claiming are skipped (Postgres; SQLite serialises writers)."""
+    missing = case((Sample.review_count < reviews_required, reviews_required - Sample.review_count), else_=1)
     query = (
         select(Sample.id)
-        .where(*where, Sample.review_count + others_leasing(user_id, now) < reviews_required)
+        .where(*where, others_leasing(user_id, now) < missing)
         .order_by(*order)
         .limit(limit)
         .with_for_update(skip_locked=True, of=Sample)

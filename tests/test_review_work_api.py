@@ -223,6 +223,19 @@ def test_with_two_reviews_a_variant_goes_to_two_annotators(admin, annotator, car
     assert r["renewed"] == 3 and r["leased_until"]
 
 
+def test_a_split_vote_is_handed_out_again_for_the_review_that_decides_it(admin, annotator, carol, review_data) -> None:
+    """At an even k a tie stays pending for one more review; under work sharing, where people review what they
+    are handed, it was never handed out again (its votes counted as enough)."""
+    admin.patch("/api/v1/datasets/rev", json={"distribute_work": True, "reviews_required": 2})
+    (first,) = claim(annotator, size=1).json()["items"]
+    assert [i["id"] for i in claim(carol, size=1).json()["items"]] == [first["id"]]
+    decide(annotator, first["id"], "approve", first["version"])
+    version = annotator.get(f"/api/v1/samples/{first['id']}").json()["sample"]["version"]
+    assert decide(carol, first["id"], "reject", version, reason="other").json()["review_status"] == "pending"
+    handed = [i["id"] for i in claim(admin, size=50).json()["items"]]
+    assert first["id"] in handed  # the third review it waits for
+
+
 def test_assignment_input_errors(admin, annotator, review_data) -> None:
     admin.patch("/api/v1/datasets/rev", json={"distribute_work": True})
     assert claim(annotator, size=0).status_code == 422
