@@ -236,6 +236,16 @@ def test_a_split_vote_is_handed_out_again_for_the_review_that_decides_it(admin, 
     assert first["id"] in handed  # the third review it waits for
 
 
+def test_a_member_taken_out_of_the_project_gives_back_the_work_they_held(admin, annotator, carol, review_data) -> None:
+    """Their leases kept those variants from everyone else until they expired, while they could neither renew
+    nor release them any more."""
+    admin.patch("/api/v1/datasets/rev", json={"distribute_work": True, "lease_minutes": 1440})
+    held = {i["id"] for i in claim(annotator, size=5).json()["items"]}
+    assert len(held) == 5
+    assert admin.delete("/api/v1/projects/default/members/bob-annotator").status_code == 204
+    assert held <= {i["id"] for i in claim(carol, size=50).json()["items"]}
+
+
 def test_assignment_input_errors(admin, annotator, review_data) -> None:
     admin.patch("/api/v1/datasets/rev", json={"distribute_work": True})
     assert claim(annotator, size=0).status_code == 422
