@@ -53,12 +53,15 @@ class Row:
     external_id: str | None
 
 
+DEFAULT_SPLIT_COL = "split"
+
+
 @dataclass
 class ImportSpec:
     dataset: str
     tasks: list[str]
     text_col: str = "text"
-    split_col: str | None = "split"  # used when present in the file
+    split_col: str | None = DEFAULT_SPLIT_COL  # the default is used when present; another name must be there
     id_col: str | None = "id"
     language: str = "en"
     label_order: dict[str, list[str]] = field(default_factory=dict)  # optional explicit ordered label sets
@@ -243,6 +246,14 @@ class RowValidator:
                     f"column {col!r} not found (columns: {', '.join(sorted(columns))})",
                     field="text_col" if col == spec.text_col else "task",
                 )
+        if spec.split_col not in (None, DEFAULT_SPLIT_COL) and spec.split_col not in columns:
+            # a split column named on purpose and missing (a typo) would silently draw a split: test texts in train
+            raise ImportRejected(
+                line,
+                f"split column {spec.split_col!r} not found (columns: {', '.join(sorted(columns))}); leave it out to "
+                "let augloop draw the split",
+                field="split_col",
+            )
         self.use_split = bool(spec.split_col) and spec.split_col in columns
 
     def validate(self, records: list[Record]) -> list[Row]:

@@ -444,3 +444,13 @@ def test_ids_of_a_deleted_datasets_rows_and_jobs_are_never_handed_out_again(any_
         first_new_sample = s.scalar(select(func.min(Sample.id)).where(Sample.dataset_id == new.id))
         new_job = queue.enqueue(s, "export", {"dataset": "next"}, dataset_id=new.id)
     assert first_new_sample > last_sample and new_job.id > last_job
+
+
+def test_a_split_column_named_on_purpose_must_be_there(engine) -> None:
+    """`--split-col fold` on a file whose column is `split`: a typo drew a random split without a word (test
+    texts in train). The default name stays optional: without it, augloop draws the split."""
+    with pytest.raises(ValidationFailed, match="split column 'fold' not found") as err:
+        run_import(engine, GOOD, split_col="fold")
+    assert err.value.field == "split_col" and count(engine) == 0
+    unsplit = b"text,sentiment\nI love it,positive\nI hate it,negative\nmeh,neutral\n"
+    assert run_import(engine, unsplit).imported == 3
