@@ -56,12 +56,15 @@ def terminations_interrupt() -> Iterator[None]:
 
 
 class ErrorMappingGroup(TyperGroup):
-    """The top-level command group: a domain error (bad input, not found, conflict), a trainer error or an
-    operating system's refusal (a path too long, a file it cannot read or write) raised anywhere below a command
-    exits with code 2 and its message, never with a traceback; SIGTERM and SIGHUP stop it as Ctrl-C does, with
-    code 128 + the signal's number."""
+    """The top-level command group: a domain error (bad input, not found, conflict), a trainer error, an
+    operating system's refusal (a path too long, a file it cannot read or write), a number out of the database's
+    range (an id of 20 digits) or a database URL that is malformed or does not answer, raised anywhere below a
+    command, exits with code 2 and its message, never with a traceback; SIGTERM and SIGHUP stop it as Ctrl-C
+    does, with code 128 + the signal's number."""
 
     def invoke(self, ctx: Any) -> Any:
+        from sqlalchemy.exc import ArgumentError, OperationalError
+
         from core.errors import DomainError
         from trainer.errors import TrainerError
 
@@ -76,6 +79,12 @@ class ErrorMappingGroup(TyperGroup):
         except OSError as err:
             where = f" ({err.filename})" if err.filename else ""
             fail(f"{err.strerror or err}{where}")
+        except OverflowError as err:  # an id past 64 bits: SQLite's driver cannot even send it
+            fail(f"a number is out of range: {err}")
+        except ArgumentError as err:
+            fail(f"AUGLOOP_DATABASE_URL is not a database URL: {err}")
+        except OperationalError as err:
+            fail(f"the database did not answer (AUGLOOP_DATABASE_URL): {str(err.orig or err).strip()[:300]}")
 
 
 def engine():  # type: ignore[no-untyped-def]

@@ -31,6 +31,10 @@ def all_tokens(session: Session) -> list[APIToken]:
 
 
 def revoke(session: Session, token_id: int | None = None, *, user_name: str | None = None) -> int:
+    """Revoke one token (by id) or every token of a user; not both at once (`revoke 2 --user ann` revoked token
+    2 whoever's it was)."""
+    if token_id is not None and user_name is not None:
+        raise ValidationFailed("give a token id or a user, not both", field="user")
     return auth.revoke_token(session, token_id, user_name=user_name)
 
 

@@ -228,3 +228,22 @@ def test_an_export_never_replaces_augloops_own_files(settings, engine, example_d
     ok = settings.data_dir / "exports" / "mine.csv"
     result = CliRunner().invoke(app, ["export", example_dataset, "--output", str(ok)])
     assert result.exit_code == 0 and ok.is_file(), result.output
+
+
+def test_numbers_past_the_database_and_bad_database_urls_exit_2_with_a_message(settings, engine, monkeypatch) -> None:
+    """An id of 20 digits raised OverflowError from SQLite's driver, a malformed AUGLOOP_DATABASE_URL a
+    SQLAlchemy traceback (exit 1); `token revoke 2 --user ann` revoked token 2 whoever's it was."""
+    from typer.testing import CliRunner
+
+    from augloop.cli import app
+    from core.settings import get_settings
+
+    runner = CliRunner()
+    for args in (["runs", "show", "9" * 23], ["token", "revoke", "9" * 23], ["token", "revoke", "1", "--user", "a"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, (args, result.output)
+    assert "not both" in runner.invoke(app, ["token", "revoke", "1", "--user", "a"]).output
+    monkeypatch.setenv("AUGLOOP_DATABASE_URL", "notadb:///x")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["stats", "anything"])
+    assert result.exit_code == 2 and "AUGLOOP_DATABASE_URL" in result.output, result.output
