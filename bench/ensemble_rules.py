@@ -84,6 +84,13 @@ def read_loop(runs: list[dict[str, Any]]) -> Loop:
     return Loop(kinds, val, val_gold, test_ids, test, test_gold, tasks)
 
 
+def write_results(name: str, results: list[dict[str, Any]], quick: bool) -> str:
+    """`bench/results/<name>.json` (`.quick.json` for a --quick run, which git ignores); its path to print."""
+    path = RESULTS / f"{name}{'.quick' if quick else ''}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return str(path.relative_to(ROOT))
+
+
 def rows(member_probs: list[dict[str, np.ndarray]], idx: np.ndarray) -> list[dict[str, np.ndarray]]:
     return [{t: p[t][idx] for t in p} for p in member_probs]
 
@@ -193,12 +200,8 @@ def main() -> None:
             "best": "_".join(best),
         }
     )
-    suffix = ".quick" if args.quick else ""
-    (RESULTS / f"ensemble_rules{suffix}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(
-        f"{len(splits)} fits per rule in {time.monotonic() - started:.0f} s; "
-        f"results in bench/results/ensemble_rules{suffix}.json"
-    )
+    path = write_results("ensemble_rules", results, args.quick)
+    print(f"{len(splits)} fits per rule in {time.monotonic() - started:.0f} s; results in {path}")
     print(
         f"best on val: {' + '.join(best)} {table[best][0]:.2f}; the product's rule {product[0]:.2f} ± {product[1]:.2f} "
         f"({margin:+.2f}); test {product[2]:.2f} (not used to choose)"

@@ -27,7 +27,7 @@ from bench_env import offline_cpu
 ROOT = offline_cpu()
 
 import numpy as np  # noqa: E402
-from ensemble_rules import RESULTS, overall_macro_f1, read_loop, rows  # noqa: E402
+from ensemble_rules import RESULTS, overall_macro_f1, read_loop, rows, write_results  # noqa: E402
 from quality_data import EXAMPLE_CSV  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
@@ -181,12 +181,8 @@ def main() -> None:
         {"metric": "frozen_member_gain_val_cv", "value": round(gain_val, 2), "target": 0, "unit": "points"},
         {"metric": "frozen_member_gain_test", "value": round(gain_test, 2), "target": None, "unit": "points"},
     ]
-    suffix = ".quick" if args.quick else ""
-    (RESULTS / f"member_candidates{suffix}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(
-        f"{len(splits)} fits per arm in {time.monotonic() - started:.0f} s; "
-        f"results in bench/results/member_candidates{suffix}.json"
-    )
+    path = write_results("member_candidates", results, args.quick)
+    print(f"{len(splits)} fits per arm in {time.monotonic() - started:.0f} s; results in {path}")
     print(
         f"frozen-encoder member added to the loop: {gain_val:+.2f} on val (2-fold CV, ± {table['loop'][1]:.2f}), "
         f"{gain_test:+.2f} on test (not used to choose); alone {alone_test:.2f} on test"

@@ -152,6 +152,25 @@ def add_variant(
     return v.id
 
 
+def record_review(session: Any, variant_id: int, user_id: int, approved: bool) -> None:
+    """A person's decision on a variant, as the review flow stores it (status, count, the audit row)."""
+    from db.models import Review, Sample
+
+    v = session.get(Sample, variant_id)
+    v.review_status, v.review_count = ("approved" if approved else "rejected"), 1
+    session.add(
+        Review(
+            sample_id=variant_id,
+            user_id=user_id,
+            decision="approve" if approved else "reject",
+            reason=None if approved else "meaning_changed",
+            text_before=v.text,
+            text_after=v.text,
+            version_seen=1,
+        )
+    )
+
+
 def seed_review_data(
     engine: Any, name: str = "rev", per_source: int = 3, reviews_required: int = 1, hostile: bool = True
 ) -> ReviewData:

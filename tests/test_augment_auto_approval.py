@@ -78,9 +78,9 @@ def _reviewed_variants(engine, n: int, seed: int = 0) -> None:  # type: ignore[n
     """n variants of mini's sources that a person decided: approved when their meaning held (semantic
     similarity high), with some noise — what the rule must learn."""
     from db.auth import get_or_create_user
-    from db.models import Review, Sample
+    from db.models import Sample
     from db.session import session_scope
-    from tests.review_fixtures import add_variant
+    from tests.review_fixtures import add_variant, record_review
 
     rng = random.Random(seed)
     parents = train_ids(engine, "mini")
@@ -99,21 +99,10 @@ def _reviewed_variants(engine, n: int, seed: int = 0) -> None:  # type: ignore[n
                 flag=None if i % 2 else False,  # as with and without a label model: the rule has seen both
             )
             keep = (semantic > 0.5) != (rng.random() < 0.005)
+            record_review(s, vid, person.id, keep)
             v = s.get(Sample, vid)
-            v.review_status, v.review_count = ("approved" if keep else "rejected"), 1
             # lengths vary as WordNet's do: a rule fitted on one length ratio would decide no other
             v.scores = {**v.scores, "length_ratio": round(rng.uniform(0.9, 1.1), 4)}
-            s.add(
-                Review(
-                    sample_id=vid,
-                    user_id=person.id,
-                    decision="approve" if keep else "reject",
-                    reason=None if keep else "meaning_changed",
-                    text_before=v.text,
-                    text_after=v.text,
-                    version_seen=1,
-                )
-            )
 
 
 def test_switching_on_applying_auditing_and_measuring_agreement(

@@ -17,28 +17,15 @@ Spec = dict[str, Any]
 def _reviewed(engine, specs: list[Spec]) -> None:  # type: ignore[no-untyped-def]
     """Augmented variants of mini's sources that a person decided, with the given scores at creation."""
     from db.auth import get_or_create_user
-    from db.models import Review, Sample
     from db.session import session_scope
+    from tests.review_fixtures import record_review
 
     parents = train_ids(engine, "mini")
     with session_scope(engine) as s:
         person = get_or_create_user(s, "carol", "annotator")
         for i, spec in enumerate(specs):
             vid = _variant(s, parents[i % len(parents)], f"reviewed variant {i}", spec)
-            v = s.get(Sample, vid)
-            keep = spec["approved"]
-            v.review_status, v.review_count = ("approved" if keep else "rejected"), 1
-            s.add(
-                Review(
-                    sample_id=vid,
-                    user_id=person.id,
-                    decision="approve" if keep else "reject",
-                    reason=None if keep else "meaning_changed",
-                    text_before=v.text,
-                    text_after=v.text,
-                    version_seen=1,
-                )
-            )
+            record_review(s, vid, person.id, spec["approved"])
 
 
 def _variant(s, parent: int, text: str, spec: Spec) -> int:  # type: ignore[no-untyped-def]
