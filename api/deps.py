@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import OrderedDict, deque
@@ -27,6 +28,11 @@ def get_engine_dep(request: Request) -> Engine:
     return request.app.state.engine
 
 
+# POSTs that write nothing (their body is too large or structured for a query string): a model's predictions, a
+# training estimate. They read as GETs do (no write lock), and pass the SQLite write queue (api/main.py).
+READ_ONLY_POST = re.compile(r"^/api/v1/(models/[^/]+/predict|training-estimates)$")
+
+
 def get_session(request: Request) -> Iterator[Session]:
     """One transaction per request: committed when the route returns, rolled back when it raises.
 
@@ -37,7 +43,7 @@ def get_session(request: Request) -> Iterator[Session]:
     GET requests read only: on SQLite they begin a deferred transaction, so reads never queue behind the
     write lock that every other request takes at BEGIN IMMEDIATE."""
     engine = request.app.state.engine
-    if request.method in ("GET", "HEAD"):
+    if request.method in ("GET", "HEAD") or READ_ONLY_POST.match(request.url.path):
         engine = readonly_engine(engine)
     with session_scope(engine) as session:
         yield session

@@ -13,9 +13,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import AuthFailureLimiter, bearer, current_user, require_admin
+from api.deps import READ_ONLY_POST, AuthFailureLimiter, bearer, current_user, require_admin
 from api.errors import install_error_handlers
 from api.routes import (
     augment,
@@ -53,9 +54,6 @@ ROUTERS: list[Any] = [
 # Import jobs take files of any size (AUGLOOP_MAX_UPLOAD_BYTES): the upload streams to disk, and the job reads it
 # in chunks. Every other body is read into memory and keeps the ordinary limit.
 IMPORT_JOB_PATH = re.compile(rf"^{API_PREFIX}/datasets/[^/]+/imports$")
-# POSTs that write nothing (their body is too large or structured for a query string): a model's predictions, a
-# training estimate
-READ_ONLY_POST = re.compile(rf"^{API_PREFIX}/(models/[^/]+/predict|training-estimates)$")
 
 
 class BodySizeLimit:
@@ -181,8 +179,10 @@ class UploadAuthorizedFirst:
                 response = JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=err.headers)
                 await response(scope, receive, send)
                 return
-            except Exception:  # noqa: BLE001 (the database failed: the route authorizes again and answers that)
-                pass
+            except SQLAlchemyError:  # the database did not answer: nothing is read, as the route would answer
+                response = JSONResponse({"detail": ERROR_RESPONSES[503]}, status_code=503)
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 
@@ -197,11 +197,16 @@ class SQLiteWriteQueue:
     compute (READ_ONLY_POST: a prediction, a training estimate), which may run a model for seconds.
 
     A request's body is read before it queues: a client that sends its body slowly (or never finishes it) holds
-    its own connection, not every other user's writes. BodySizeLimit, outside this, bounds what is read."""
+    its own connection, not every other user's writes. BodySizeLimit, outside this, bounds each body; the bodies
+    waiting together are held in memory up to BUFFERED_BYTES in all, past which a request queues with the rest
+    of its body unread (as every request did before), so no number of large bodies sent at once fills memory."""
+
+    BUFFERED_BYTES = 64 * 1024 * 1024
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.lock = asyncio.Lock()
+        self.buffered = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -214,17 +219,24 @@ class SQLiteWriteQueue:
             await self.app(scope, receive, send)
             return
         received: list[Message] = []
-        while True:
-            message = await receive()
-            received.append(message)
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                break
+        held = 0
+        try:
+            while self.buffered < self.BUFFERED_BYTES:
+                message = await receive()
+                received.append(message)
+                size = len(message.get("body", b""))
+                held += size
+                self.buffered += size
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    break
 
-        async def replay() -> Message:
-            return received.pop(0) if received else await receive()
+            async def replay() -> Message:
+                return received.pop(0) if received else await receive()
 
-        async with self.lock:
-            await self.app(scope, replay, send)
+            async with self.lock:
+                await self.app(scope, replay, send)
+        finally:
+            self.buffered -= held
 
 
 ERROR_RESPONSES = {

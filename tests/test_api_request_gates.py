@@ -178,3 +178,49 @@ def test_an_upload_is_authorized_before_its_body_is_read(app, admin_token, annot
     assert start["status"] == status
     body = json.loads(b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body"))
     assert body["detail"]
+
+
+def test_a_training_estimate_reads_while_another_connection_holds_the_write_lock(lead, engine, example_dataset) -> None:
+    """An estimate passes the write queue, so it must not take SQLite's write lock either: with BEGIN IMMEDIATE
+    it waited out the busy timeout behind a writer (and held the lock for its whole scan when it got it)."""
+    import time
+
+    writer = engine.raw_connection()
+    try:
+        writer.cursor().execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        r = lead.post(f"{API}/training-estimates", json={"dataset": example_dataset, "config": {"epochs": 1}})
+        assert r.status_code == 200, r.text
+        assert time.monotonic() - started < 5
+    finally:
+        writer.rollback()
+        writer.close()
+
+
+def test_bodies_waiting_for_the_lock_are_held_in_memory_only_up_to_a_bound() -> None:
+    """Past BUFFERED_BYTES of bodies waiting at once, a request queues with its body unread (as all did before),
+    so many large bodies sent together cannot fill the server's memory."""
+    reads: list[int] = []
+
+    async def app(scope, receive, send) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    queue = SQLiteWriteQueue(app)
+    queue.BUFFERED_BYTES = 0  # type: ignore[misc]
+
+    async def receive() -> dict[str, Any]:
+        reads.append(1)
+        return {"type": "http.request", "body": b"x" * 10, "more_body": False}
+
+    async def scenario() -> None:
+        _, send = _sent()
+        async with queue.lock:
+            waiting = asyncio.create_task(queue(_scope("POST", f"{API}/augment"), receive, send))
+            await asyncio.sleep(0.05)
+            assert reads == [] and not waiting.done()  # queued unread
+        await asyncio.wait_for(waiting, timeout=2)
+        assert reads == [1] and queue.buffered == 0
+
+    asyncio.run(scenario())
