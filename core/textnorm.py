@@ -44,9 +44,11 @@ def same_words_key(text: str) -> int | None:
 
     Python's string hash (63 bits kept, never negative): a key is compared only within the process that made
     it (an in-memory index), never stored."""
-    if not text.isascii():
-        text = unicodedata.normalize("NFKC", text)
-    letters = _NOT_LETTERS.sub("", text.casefold())
+    if text.isascii():
+        letters = _NOT_LETTERS.sub("", text.casefold())
+    else:  # combining marks are letters' parts in Devanagari or Thai (लड़का / लड़की): kept
+        folded = unicodedata.normalize("NFKC", text).casefold()
+        letters = "".join(c for c in folded if c.isalnum() or unicodedata.category(c)[0] == "M")
     return hash(letters) & 0x7FFF_FFFF_FFFF_FFFF if letters else None
 
 

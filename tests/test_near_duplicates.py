@@ -297,3 +297,13 @@ def test_a_short_val_test_text_with_other_punctuation_or_case_is_a_leak() -> Non
     index.add(tests[2:])
     index.finish()
     assert index.same_words(["VOTE TODAY", "happy thanksgiving", "thank you"]).tolist() == [0, 2, -1]
+
+
+def test_words_that_differ_by_a_combining_mark_are_not_the_same_words() -> None:
+    """Devanagari vowel signs and Thai tone marks are parts of letters: लड़का / लड़की (boy / girl), a
+    gender-swapped variant, must not read as a copy of its val/test text."""
+    from core.textnorm import same_words_key
+
+    assert same_words_key("लड़का अच्छा है") != same_words_key("लड़की अच्छी है")
+    assert same_words_key("ไม่") != same_words_key("ไม")
+    assert same_words_key("Café, today!") == same_words_key("cafe\u0301 today")  # NFKC: é is e + its accent
