@@ -32,11 +32,17 @@ class IssuedToken:
     expires_at: datetime | None = None
 
 
+_FILLERS = {"\u3164", "\u115f", "\u1160", "\uffa0", "\u2800"}  # blank letters (Hangul fillers, Braille blank)
+
+
 def looks_like(name: str, reserved: str) -> bool:
-    """Whether `name` reads as `reserved` in a list of reviewers: the same once zero-width joiners are dropped,
-    compatibility forms folded (NFKC: full-width letters) and case ignored ("auto\\u200d", "AUTO")."""
-    folded = unicodedata.normalize("NFKC", name.replace("\u200c", "").replace("\u200d", "")).casefold()
-    return folded == reserved.casefold()
+    """Whether `name` reads as `reserved` in a list of reviewers: the same once compatibility forms are folded
+    (NFKC: full-width letters), case ignored, and combining marks, format characters (joiners, variation
+    selectors) and blank letters dropped ("auto\\u200d", "AUTO", "auto\\ufe0f"). Letters of other scripts that
+    look alike (a Cyrillic a) are not folded."""
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    kept = "".join(c for c in folded if unicodedata.category(c)[0] not in "MC" and c not in _FILLERS)
+    return kept.strip() == reserved.casefold()
 
 
 def get_or_create_user(session: Session, name: str, role: str) -> User:

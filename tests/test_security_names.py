@@ -93,7 +93,9 @@ def test_names_spelled_with_zero_width_joiners_are_taken(admin) -> None:
         assert r.status_code == 201, r.text
 
 
-@pytest.mark.parametrize("name", ["auto", "AUTO", "auto\u200d", "a\u200cuto", "\uff41\uff55\uff54\uff4f"])
+@pytest.mark.parametrize(
+    "name", ["auto", "AUTO", "auto\u200d", "a\u200cuto", "\uff41\uff55\uff54\uff4f", "auto\ufe0f", "auto\u3164"]
+)
 def test_no_user_passes_for_the_automatic_reviewer(admin, name) -> None:
     """`auto` signs automatic decisions in the audit trail; a person named `auto` with a zero-width joiner, in
     capitals or in full-width letters reads the same there."""
