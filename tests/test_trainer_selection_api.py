@@ -65,6 +65,11 @@ def test_an_lr_scale_the_config_sets_is_kept_and_the_trials_multiply_it(tiny_enc
     assert tripled.overrides()["lr_scale"] == pytest.approx(3.0 * chosen["scale"])
     skipped = select_learning_rate(config.with_overrides({"lr_scale": 3.0, "lr_search": "auto"}), data)
     assert skipped.status == "skipped" and skipped.overrides()["lr_scale"] == 3.0
+    # decided: a run's config used again trains that scale, no search multiplying it once more
+    assert tripled.overrides()["lr_search"] == "off" and "lr_search" not in skipped.overrides()
+    # multiplying stays within lr_scale's bound (60 x 2 was refused after the trials had run)
+    high = select_learning_rate(config.with_overrides({"lr_scale": 60.0}), data)
+    assert high.status == "done" and max(t["lr"] for t in high.trials) == pytest.approx(100 * plain.trials[0]["lr"])
 
 
 def test_lr_trials_never_leave_a_run_more_budget_than_it_asked_for(tiny_encoder: str) -> None:

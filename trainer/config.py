@@ -49,6 +49,9 @@ class ConfigModel(InputModel):
             raise config_error(err) from None
 
 
+LR_SCALE_MAX = 100.0  # the most lr_scale may be: a config's, or one the LR selection reaches by multiplying it
+
+
 class TrainConfig(ConfigModel):
     """The trainer's configuration; every key has a default (the recipe above)."""
 
@@ -98,7 +101,7 @@ class TrainConfig(ConfigModel):
     # Optimisation
     # None: planned from the recipe's 2.5e-5 (effective batch, steps, encoder width, lr_scale); a value: as given
     lr: float | None = Field(default=None, gt=0, lt=1)
-    lr_scale: float = Field(default=1.0, gt=0, le=100)  # × the planned LR; learning-rate selection sets it
+    lr_scale: float = Field(default=1.0, gt=0, le=LR_SCALE_MAX)  # × the planned LR; learning-rate selection sets it
     lr_search: Literal["auto", "on", "off"] = "auto"  # auto: when the plan scaled the LR and the budget allows
     lr_trials: int = Field(default=4, ge=2, le=8)  # trials of LR selection
     # None: the same as lr (the top of the LLRD ladder)

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from transformers import set_seed
 
-from trainer.config import TrainConfig
+from trainer.config import LR_SCALE_MAX, TrainConfig
 from trainer.errors import TrainerError
 from trainer.examples import SplitData
 from trainer.model import with_pooling_resolved
@@ -73,6 +73,8 @@ class Selection:
         """What every run of the request trains with: the chosen scale, the recipe planned once for all of them,
         and (with a budget) what is left of its budget."""
         chosen: dict[str, Any] = {"lr_scale": self.scale, **self.recipe}
+        if self.status == "done":  # decided: a run's config, used again, trains this scale, not a search on top of it
+            chosen["lr_search"] = "off"
         if self.budget_minutes_after is not None:
             chosen["budget_minutes"] = self.budget_minutes_after
         return chosen
@@ -234,8 +236,8 @@ def select_learning_rate(
             break
         run.model.load_state_dict(initial)
         set_seed(config.seed)  # every trial sees the same dropout masks and batch order
-        # a trial's scale multiplies the planned LR, which holds the config's own lr_scale
-        trial_config = config.with_overrides({"lr_scale": config.lr_scale * scale})
+        # a trial's scale multiplies the planned LR, which holds the config's own lr_scale (within its bound)
+        trial_config = config.with_overrides({"lr_scale": min(LR_SCALE_MAX, config.lr_scale * scale)})
         trial_plan = shortened(plan, trial_config, trial_steps, run.encoder_width)
         t0 = time.monotonic()
 
@@ -263,7 +265,7 @@ def select_learning_rate(
         if on_trial:
             on_trial(selection)
     chosen = best_trial(selection.trials)
-    selection.status, selection.scale = "done", config.lr_scale * chosen["scale"]
+    selection.status, selection.scale = "done", min(LR_SCALE_MAX, config.lr_scale * chosen["scale"])
     selection.seconds = round(time.monotonic() - started, 1)
     selection.reason = (
         f"best val macro-F1 {chosen['val_macro_f1']:.4f} at {chosen['scale']:g} × the planned LR "
