@@ -166,8 +166,7 @@ def fsync_directory(directory: Path) -> None:
 # What reading a damaged checkpoint raises: torch's zip reader (RuntimeError: "PytorchStreamReader failed reading
 # zip archive: failed finding central directory" for a truncated file), the unpickler (EOFError for an empty file,
 # UnpicklingError and the like for garbage), the file system, or a payload of another shape.
-UNREADABLE = (
-    OSError,
+UNREADABLE = (  # not OSError: a file system that failed for a moment must not cost a run its progress
     EOFError,
     RuntimeError,
     ValueError,

@@ -56,6 +56,17 @@ def head_key(task: str) -> str:
     return "~" + task.encode("utf-8").hex()
 
 
+def saved_head_keys(state: dict[str, torch.Tensor], tasks: list[TaskSpec]) -> dict[str, torch.Tensor]:
+    """Saved heads under today's keys: a model saved under a task's plain name where head_key now encodes it (a
+    task named `~x` before the keys were encoded; a name that a later torch made an attribute of its ModuleDict)."""
+    renamed = {t.name: head_key(t.name) for t in tasks if head_key(t.name) != t.name}
+    out = {}
+    for key, tensor in state.items():
+        first, _, rest = key.partition(".")
+        out[f"{renamed.get(first, first)}.{rest}" if rest else key] = tensor
+    return out
+
+
 class MultiTaskModel(nn.Module):
     def __init__(
         self,
@@ -273,6 +284,6 @@ def load_model(model_dir: Path) -> tuple[MultiTaskModel, Any, dict[str, Any]]:
         head_hidden=meta["head_hidden"],
         head_dropout=meta["head_dropout"],
     )
-    model.heads.load_state_dict(load_file(str(model_dir / "heads.safetensors")))
+    model.heads.load_state_dict(saved_head_keys(load_file(str(model_dir / "heads.safetensors")), model.tasks))
     model.eval()
     return model, tokenizer, meta
