@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -267,6 +268,13 @@ def queue_export(session: Session, name: str, fmt: str, include: str, user: User
     )
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
 def export_to(
     session: Session,
     name: str,
@@ -285,7 +293,9 @@ def export_to(
     target = path.resolve()
     settings = get_settings()
     data_dir = settings.data_dir.resolve()
-    inside_data_dir = target.is_relative_to(data_dir)
+    # by the files themselves, not their spelling: a case-insensitive file system or a bind mount spells one
+    # folder two ways
+    inside_data_dir = target.is_relative_to(data_dir) or any(_same_file(folder, data_dir) for folder in target.parents)
     # augloop's own files are not an export's to replace: `-o var/augloop.db` turned the database into a CSV
     # (exit 0), and a run's model or a queued upload went the same way.
     if inside_data_dir and not target.is_relative_to(data_dir / "exports"):
@@ -297,7 +307,8 @@ def export_to(
     url = make_url(settings.resolved_database_url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         database = Path(url.database).resolve()
-        if target in {database, *(database.with_name(database.name + end) for end in ("-wal", "-shm", "-journal"))}:
+        files = [database, *(database.with_name(database.name + end) for end in ("-wal", "-shm", "-journal"))]
+        if target in files or any(_same_file(target, f) for f in files):
             raise ValidationFailed(f"{path} is augloop's database; give the export another name", field="output")
     if not target.parent.is_dir() and not inside_data_dir:  # a mistyped folder is a mistake to say, not to create
         raise ValidationFailed(f"{path.parent} is not a directory; create it first", field="output")

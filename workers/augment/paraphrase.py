@@ -19,7 +19,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from core.batching import length_buckets
 from core.settings import Settings
@@ -214,7 +214,10 @@ class EndpointGenerator:
     def _redacted(self, text: str) -> str:
         """An endpoint's words as a job error may carry them: its key (an echoing server repeats the header)
         and the URL's secrets taken out."""
-        for secret in {self.api_key, self.url, urlsplit(self.url).query, urlsplit(self.url).password or ""} - {""}:
+        parts = urlsplit(self.url)
+        secrets = {self.api_key, self.url, parts.query, parts.password or "", parts.username or ""}
+        secrets |= {value for _key, value in parse_qsl(parts.query)}
+        for secret in sorted(secrets - {""}, key=len, reverse=True):  # the longest first: a key inside the URL
             text = text.replace(secret, "***")
         return text
 
