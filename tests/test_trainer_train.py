@@ -289,3 +289,15 @@ def test_task_names_torch_refuses_as_module_names_train_save_and_load(tiny_encod
     from trainer.model import head_key
 
     assert len({head_key(n) for n in ("type", "v1.0", "~x", "~" + b"type".hex(), "x")}) == 5
+
+
+def test_heads_saved_under_a_plain_name_load_where_the_key_is_now_encoded() -> None:
+    """A model saved before head keys were encoded (a task named `~x`) loads: its heads are renamed to today's
+    keys; heads already under today's keys are left as they are."""
+    from trainer.examples import TaskSpec
+    from trainer.model import head_key, saved_head_keys
+
+    tasks = [TaskSpec("~x", ["a", "b"]), TaskSpec("bias", ["a", "b"])]
+    state = {"~x.0.weight": torch.zeros(1), "bias.0.weight": torch.ones(1), "~7479706.0.bias": torch.ones(1)}
+    renamed = saved_head_keys(state, tasks)
+    assert set(renamed) == {f"{head_key('~x')}.0.weight", "bias.0.weight", "~7479706.0.bias"}
