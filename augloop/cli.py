@@ -280,6 +280,9 @@ def serve(
     )
 
 
+WORKER_START_WAIT_SECONDS = 60.0  # how long a starting worker waits for a database that does not answer yet
+
+
 @app.command()
 def worker(
     kinds: Annotated[list[str] | None, typer.Option("--kinds", "-k", help="Job kinds to run (default all)")] = None,
@@ -306,15 +309,31 @@ def worker(
     if gpu is not None:
         gpu_workers.pin(gpu)  # before anything initialises CUDA
 
+    import time
+
+    from sqlalchemy.exc import DBAPIError
+
     from workers.main import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check's ten "setup plugin" lines say nothing
     chosen = [k.strip() for item in kinds or [] for k in item.split(",") if k.strip()]
-    try:
-        w = Worker(engine(), chosen or None, lease_seconds=lease_seconds)
-    except ValueError as err:
-        fail(str(err))
+    # A database restarting as the worker starts (its schema check is the first query) is waited for, as the
+    # worker's loop waits for it later; one that stays away past WORKER_START_WAIT_SECONDS is an error (exit 2).
+    deadline = time.monotonic() + WORKER_START_WAIT_SECONDS
+    while True:
+        try:
+            w = Worker(engine(), chosen or None, lease_seconds=lease_seconds)
+            break
+        except ValueError as err:
+            fail(str(err))
+        except DBAPIError as err:
+            if time.monotonic() > deadline:
+                raise
+            logging.getLogger("augloop.worker").warning(
+                "the database did not answer at start (%s); retrying", str(err).splitlines()[0]
+            )
+            time.sleep(1.0)
     w.install_signal_handlers()
     stats = w.run(burst=burst, announce=True)
     console.print(
