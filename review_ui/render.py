@@ -42,21 +42,18 @@ class _BudgetedMatcher(difflib.SequenceMatcher[str]):
 
     def __init__(self, a: list[str], b: list[str], budget: int) -> None:
         self.left = budget
-        self.words, self.length_b = a, len(b)
-        self.where: dict[str, list[int]] = {}
-        for j, word in enumerate(b):
-            self.where.setdefault(word, []).append(j)
         super().__init__(a=a, b=b, autojunk=False)
 
     def find_longest_match(
         self, alo: int = 0, ahi: int | None = None, blo: int = 0, bhi: int | None = None
     ) -> difflib.Match:
-        ahi = len(self.words) if ahi is None else ahi
-        bhi = self.length_b if bhi is None else bhi
-        # Charged before the search: for each word of a[alo:ahi], difflib walks its places in b up to bhi.
-        where = self.where
+        ahi = len(self.a) if ahi is None else ahi
+        bhi = len(self.b) if bhi is None else bhi
+        # Charged before the search: for each word of a[alo:ahi], difflib walks its places in b up to bhi (b2j,
+        # difflib's own index of b: every word's places in order, none dropped without autojunk).
+        where = self.b2j
         self.left -= _SEARCH_COST + (ahi - alo)
-        self.left -= sum(bisect_left(where[w], bhi) for w in self.words[alo:ahi] if w in where)
+        self.left -= sum(bisect_left(where[w], bhi) for w in self.a[alo:ahi] if w in where)
         if self.left < 0:
             raise _OverBudget
         return super().find_longest_match(alo, ahi, blo, bhi)
