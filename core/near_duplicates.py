@@ -602,10 +602,28 @@ class NearDuplicateFinder:
         self.containment = containment
         self.count = 0
         self._parts: list[Anchors] = []
+        self._keys: list[np.ndarray] = []  # same-words keys (_word_keys), as the leak guard checks short texts
 
     def add(self, texts: Sequence[str]) -> None:
         self._parts.append(Anchors.of(texts, anchor_length(self.n), self.window))
+        self._keys.append(_word_keys(texts))
         self.count += len(texts)
+
+    def _same_words_pairs(self) -> np.ndarray:
+        """Packed (a, b), a < b: each text with the same words as an earlier one (core.textnorm.same_words_key,
+        texts up to SAME_WORDS_MAX_CHARS), linked to the first of them. "Vote today!" and "vote today!!" are a
+        leak to the leak guard, but too short for the n-gram measures: a drawn split must not cut them."""
+        keys = np.concatenate([np.zeros(0, np.int64), *self._keys])
+        self._keys = []
+        held = np.flatnonzero(keys >= 0)
+        order = held[np.argsort(keys[held], kind="stable")]  # equal keys: the first text first
+        if len(order) < 2:
+            return np.zeros(0, np.uint64)
+        ordered = keys[order]
+        starts = np.r_[True, ordered[1:] != ordered[:-1]]
+        first = order[np.flatnonzero(starts)[np.cumsum(starts) - 1]]
+        later = order != first
+        return _pack(first[later], order[later])
 
     def candidate_pairs(
         self, block: int = 250_000, progress: Callable[[int, int], None] | None = None
@@ -647,15 +665,16 @@ class NearDuplicateFinder:
         searching: Callable[[int, int], None] | None = None,
     ) -> list[list[int]]:
         """Groups (indices in the order added, each sorted; groups in order of their first member) linked by
-        Jaccard ≥ `jaccard` or containment ≥ `containment`, transitively; singletons left out. Only texts of
-        at least MIN_CONTAINED n-grams link: short ones ("Thank you!") differ by a word without one copying the
-        other, and exact copies are the content hash's job. `texts_of(ids)` returns the texts of sorted ids.
-        `searching(probed, total)` follows the search for candidate pairs, `progress(checked, total)` their
-        check."""
+        Jaccard ≥ `jaccard` or containment ≥ `containment`, or by the same words (a short text; see
+        _same_words_pairs), transitively; singletons left out. Only texts of at least MIN_CONTAINED n-grams link
+        by the measures: short ones ("Thank you!") differ by a word without one copying the other.
+        `texts_of(ids)` returns the texts of sorted ids. `searching(probed, total)` follows the search for
+        candidate pairs, `progress(checked, total)` their check."""
+        same_words = self._same_words_pairs()
         a, b = self.candidate_pairs(progress=searching)
         if progress is not None:
             progress(0, len(a))
-        linked: list[np.ndarray] = []
+        linked: list[np.ndarray] = [same_words]
         ngrams = NgramIndex(self.n)
         for start in range(0, len(a), batch):
             pa, pb = a[start : start + batch], b[start : start + batch]

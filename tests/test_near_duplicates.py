@@ -127,6 +127,27 @@ def test_a_split_drawn_by_augloop_keeps_each_near_duplicate_group_together(admin
     assert all(len({split_of[rows[i][0]] for i in g}) == 1 for g in groups)
 
 
+def test_a_drawn_split_keeps_short_texts_with_the_same_words_together(admin, engine) -> None:
+    """Texts like "Vote today!" and "vote today!!" are a leak to the leak guard (the same words) but too short for the
+    n-gram measures: a split drawn by augloop must not put one in train and the other in test."""
+    from sqlalchemy import select
+
+    from db.models import Sample
+
+    short = [f"Vote for item {i} today" for i in range(40)]
+    rows = [(r["text"], r["bias"], None) for r in _example()[:300]]
+    rows += [(t, "neutral", None) for t in short] + [(t.upper() + "!!", "neutral", None) for t in short]
+    r = admin.post("/api/v1/datasets/short/import", files={"file": ("short.csv", _csv(rows))}, data={"task": ["bias"]})
+    assert r.status_code == 201, r.text
+    assert r.json()["imported"] == len(rows)
+    assert r.json()["split_info"]["near_duplicates_kept_together"] >= 40
+    with engine.connect() as conn:
+        split_of = dict(conn.execute(select(Sample.text, Sample.split)).tuples().all())
+    assert all(split_of[t] == split_of[t.upper() + "!!"] for t in short)
+    assert len({split_of[t] for t in short}) > 1, "the pairs are drawn as units, not all into one split"
+    assert near_duplicate_groups(["Thank you!", "thank you", "Thank you, friends"]) == [[0, 1]]
+
+
 def test_the_anchor_leak_guard_flags_what_the_exact_guard_flags_on_the_example_dataset() -> None:
     """The leak guard scores a candidate against the few val/test texts that share anchors with it
     (core/near_duplicates.py); the exact guard scores it against every one (NgramIndex, one sparse product).
