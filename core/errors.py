@@ -25,6 +25,11 @@ class ConflictError(DomainError):
     status_code = 409
 
 
+class ConcurrentChange(ConflictError):
+    """What a request was checked against changed under it (another import created the dataset meanwhile):
+    nothing was written, and the same request again may well succeed. A queued job retries it."""
+
+
 class ValidationFailed(DomainError):
     """Input that is well-formed but wrong: unknown label, bad file row, invalid method for a language."""
 

@@ -37,7 +37,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session
 
-from core.errors import ConflictError, NotFoundError, ValidationFailed
+from core.errors import ConcurrentChange, ConflictError, NotFoundError, ValidationFailed
 from core.names import check_display_name, check_language, check_slug, label_name_problem
 from core.near_duplicates import NearDuplicateFinder
 from core.textnorm import content_hash, unstorable
@@ -467,15 +467,22 @@ def _project_id(session: Session, spec: ImportSpec) -> int:
 
 
 def _unchanged(session: Session, spec: ImportSpec, before: tuple[int, Any] | None) -> Dataset | None:
-    """The dataset as the switch finds it: the one the file was validated against (id, tasks), or still none."""
+    """The dataset as the switch finds it: the one the file was validated against (id, tasks), or still none.
+    Created or changed by another import meanwhile: ConcurrentChange (the file, read again, may fit it; a queued
+    import retries). Deleted meanwhile: ConflictError, as a retry must not bring it back."""
     now = session.scalar(select(Dataset).where(Dataset.name == spec.dataset))
-    if (None if now is None else (now.id, now.tasks)) != before:
+    if (None if now is None else (now.id, now.tasks)) == before:
+        return now
+    if before is not None and (now is None or now.id != before[0]):
         raise ConflictError(
-            f"dataset {spec.dataset!r} was created, deleted or changed while the file was being "
-            "imported; nothing was imported: import it again",
+            f"dataset {spec.dataset!r} was deleted while the file was being imported; nothing was imported",
             field="name",
         )
-    return now
+    raise ConcurrentChange(
+        f"dataset {spec.dataset!r} was {'created' if before is None else 'given other labels'} while the "
+        "file was being imported; nothing was imported: import it again (a queued import retries by itself)",
+        field="name",
+    )
 
 
 def _quiet(**_progress: Any) -> None:

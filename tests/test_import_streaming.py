@@ -233,6 +233,42 @@ def test_an_import_job_reports_its_progress_and_its_result(admin, engine, tmp_pa
     assert list((settings.data_dir / "imports").iterdir()) == []
 
 
+def test_two_queued_imports_into_one_new_dataset_both_land(
+    admin, engine, tmp_path, settings, monkeypatch, caplog
+) -> None:
+    """Two files queued at once into a dataset that does not exist yet: the second to switch finds the dataset
+    the first created while it read. Nothing of it was written; the job goes back to the queue (not failed, as a
+    bad row is) and its retry adds its rows to the dataset."""
+    import services.importing as importing
+    from workers.main import Worker
+
+    first = write_csv(tmp_path / "a.csv", 40).read_bytes()
+    second = "id,text,bias,split\n" + "".join(f"b{i},second file post {i},{LABELS[i % 2]},train\n" for i in range(30))
+    jobs = []
+    for name, data in (("a.csv", first), ("b.csv", second.encode())):
+        r = admin.post("/api/v1/datasets/twin/imports", data={"task": "bias"}, files={"file": (name, data)})
+        assert r.status_code == 202 and r.json()["dataset_id"] is None, r.text
+        jobs.append(r.json()["id"])
+
+    real_plan_split = importing._Staged.plan_split
+    interleaved = []
+
+    def the_other_import_switches_meanwhile(self):  # type: ignore[no-untyped-def]
+        if not interleaved:  # the first job, between its checks and its switch: the second runs to its end
+            interleaved.append(0)
+            interleaved[0] = Worker(engine, kinds=["import"], poll_seconds=0.05).run(burst=True, max_jobs=1).succeeded
+        return real_plan_split(self)
+
+    monkeypatch.setattr(importing._Staged, "plan_split", the_other_import_switches_meanwhile)
+    stats = Worker(engine, kinds=["import"], poll_seconds=0.05).run(burst=True)  # waits out the retry's backoff
+    assert interleaved == [1] and (stats.retried, stats.failed, stats.succeeded) == (1, 0, 1)
+    done = admin.get(f"/api/v1/jobs/{jobs[0]}").json()
+    assert done["status"] == "succeeded" and done["attempts"] == 2 and done["result"]["imported"] == 40, done
+    assert "'twin' was created while the file was being imported; nothing was imported" in caplog.text
+    assert admin.get("/api/v1/datasets/twin/stats").json()["samples"] == 70
+    assert list((settings.data_dir / "imports").iterdir()) == []
+
+
 def test_an_import_jobs_upload_goes_with_its_commit_and_the_job_names_the_new_dataset(
     admin, engine, tmp_path, settings, monkeypatch
 ) -> None:

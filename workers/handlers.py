@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.errors import DomainError
+from core.errors import ConcurrentChange, DomainError
 from services.datasets import import_queued
 from services.exporting import export_to_file
 from workers.registry import JobContext, PermanentJobError, handler
@@ -42,5 +42,12 @@ def run_import(ctx: JobContext) -> dict[str, Any]:
             finish=ctx.complete_in,
             job_id=ctx.job_id,
         )
-    except DomainError as err:  # a bad row, a changed dataset: the same file fails the same way again
+    except ConcurrentChange as err:  # another import created or changed the dataset meanwhile: read it again
+        raise ImportRetry(err.message) from err
+    except DomainError as err:  # a bad row, a deleted dataset: the same file fails the same way again
         raise PermanentJobError(err.message) from err
+
+
+class ImportRetry(Exception):
+    """The import found its dataset created or changed by another one as it switched; nothing was written.
+    The job goes back to the queue (it has attempts left) and reads the file against the dataset as it is."""
