@@ -31,6 +31,10 @@ def get_engine_dep(request: Request) -> Engine:
 # POSTs that write nothing (their body is too large or structured for a query string): a model's predictions, a
 # training estimate. They read as GETs do (no write lock), and pass the SQLite write queue (api/main.py).
 READ_ONLY_POST = re.compile(r"^/api/v1/(models/[^/]+/predict|training-estimates)$")
+# Import jobs take files of any size (AUGLOOP_MAX_UPLOAD_BYTES): the upload streams to disk, and the job reads it
+# in chunks. The request reads as a GET does while the file is kept (minutes for gigabytes) and writes its job in
+# a short transaction of its own at the end (services/datasets.py queue_import).
+IMPORT_JOB_PATH = re.compile(r"^/api/v1/datasets/[^/]+/imports$")
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -43,7 +47,8 @@ def get_session(request: Request) -> Iterator[Session]:
     GET requests read only: on SQLite they begin a deferred transaction, so reads never queue behind the
     write lock that every other request takes at BEGIN IMMEDIATE."""
     engine = request.app.state.engine
-    if request.method in ("GET", "HEAD") or READ_ONLY_POST.match(request.url.path):
+    path = request.url.path
+    if request.method in ("GET", "HEAD") or READ_ONLY_POST.match(path) or IMPORT_JOB_PATH.match(path):
         engine = readonly_engine(engine)
     with session_scope(engine) as session:
         yield session

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -16,7 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import READ_ONLY_POST, AuthFailureLimiter, bearer, current_user, require_admin
+from api.deps import IMPORT_JOB_PATH, READ_ONLY_POST, AuthFailureLimiter, bearer, current_user, require_admin
 from api.errors import install_error_handlers
 from api.routes import (
     augment,
@@ -51,13 +50,10 @@ ROUTERS: list[Any] = [
 ]
 
 
-# Import jobs take files of any size (AUGLOOP_MAX_UPLOAD_BYTES): the upload streams to disk, and the job reads it
-# in chunks. Every other body is read into memory and keeps the ordinary limit.
-IMPORT_JOB_PATH = re.compile(rf"^{API_PREFIX}/datasets/[^/]+/imports$")
-
-
 class BodySizeLimit:
-    """Refuse bodies over the limit with 413 before reading them (Content-Length) or while streaming them."""
+    """Refuse bodies over the limit with 413 before reading them (Content-Length) or while streaming them. An
+    import job's upload (IMPORT_JOB_PATH) may reach AUGLOOP_MAX_UPLOAD_BYTES; every other body is read into memory
+    and keeps the ordinary limit."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, upload_max_bytes: int | None = None) -> None:
         self.app = app

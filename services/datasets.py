@@ -128,21 +128,35 @@ def import_upload(
     return import_stream(session, upload, spec, filename=filename, created_by=created_by)
 
 
-def queue_import(session: Session, upload: BinaryIO, spec: ImportSpec, filename: str | None, user_id: int) -> Job:
+def queue_import(
+    reading: Session, engine: Engine, upload: BinaryIO, spec: ImportSpec, filename: str | None, user_id: int
+) -> Job:
     """Keep the upload under <data_dir>/imports and queue an `import` job for it (any size; progress in the
-    job). The file goes once the job is done with it."""
+    job); the file goes once the job is done with it. The job is committed here, in a transaction of its own:
+    keeping a file of gigabytes takes minutes, and on SQLite a writing transaction holds the database's only write
+    lock from its first statement, so the copy happens under `reading` (a read-only session: what /import refuses
+    at once is refused before the upload is kept) and the write lock is held for the enqueue alone."""
     from services.importing import check_target
 
-    existing, _labels = check_target(session, spec)  # what /import refuses at once, refused before the upload is kept
+    check_target(reading, spec)
+    reading.commit()  # ends the read (on SQLite, a snapshot kept for minutes holds back the WAL's checkpoints)
     folder = uploads_folder()
     folder.mkdir(parents=True, exist_ok=True)
-    upload_name = f"{uuid.uuid4().hex}{Path(filename or '').suffix.lower()[:16]}"
-    discard_unless_committed(session, folder / upload_name)  # a job that never commits leaves no upload behind
-    with (folder / upload_name).open("wb") as out:
-        shutil.copyfileobj(upload, out, 1 << 20)
-    # The job names its upload inside the data directory, never by the server's path (job params are shown).
-    params = {"upload": upload_name, "filename": filename, "spec": dataclasses.asdict(spec)}
-    return queue.enqueue(session, "import", params, dataset_id=existing.id if existing else None, created_by=user_id)
+    path = folder / f"{uuid.uuid4().hex}{Path(filename or '').suffix.lower()[:16]}"
+    try:
+        with path.open("wb") as out:
+            shutil.copyfileobj(upload, out, 1 << 20)
+        with session_scope(engine) as writing:
+            discard_unless_committed(writing, path)  # a job that never commits leaves no upload behind
+            existing, _labels = check_target(writing, spec)  # again: another import may have created it meanwhile
+            # The job names its upload inside the data directory, never by the server's path (job params are shown).
+            params = {"upload": path.name, "filename": filename, "spec": dataclasses.asdict(spec)}
+            return queue.enqueue(
+                writing, "import", params, dataset_id=existing.id if existing else None, created_by=user_id
+            )
+    except BaseException:
+        path.unlink(missing_ok=True)  # a failed copy (a full disk), a refusal, a failed commit: nothing is kept
+        raise
 
 
 def uploads_folder() -> Path:

@@ -224,3 +224,40 @@ def test_bodies_waiting_for_the_lock_are_held_in_memory_only_up_to_a_bound() -> 
         assert reads == [1] and queue.buffered == 0
 
     asyncio.run(scenario())
+
+
+def test_an_import_upload_is_kept_without_holding_the_write_lock(admin, engine, monkeypatch) -> None:
+    """Keeping an import job's upload (up to AUGLOOP_MAX_UPLOAD_BYTES: minutes for gigabytes) holds no write lock:
+    on SQLite the request's transaction took the only one at its first statement, so every annotator's decision,
+    and the workers' heartbeats, waited out the copy (and failed past the 30 s busy timeout)."""
+    import shutil
+    import sqlite3
+
+    import services.datasets as dataset_service
+
+    real_copy = shutil.copyfileobj
+    others: list[str] = []
+
+    def copy_while_someone_writes(source, target, length=0):  # type: ignore[no-untyped-def]
+        other = sqlite3.connect(engine.url.database, timeout=0.5)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("UPDATE projects SET name = name")
+            other.commit()
+            others.append("wrote")
+        except sqlite3.OperationalError as err:
+            others.append(str(err))
+        finally:
+            other.close()
+        return real_copy(source, target, length)
+
+    monkeypatch.setattr(dataset_service.shutil, "copyfileobj", copy_while_someone_writes)
+    data = b"text,label\n" + b"".join(b"post number %d,%s\n" % (i, b"ab"[i % 2 : i % 2 + 1]) for i in range(20))
+    r = admin.post(f"{API}/datasets/held/imports", files={"file": ("held.csv", data)}, data={"task": ["label"]})
+    assert r.status_code == 202, r.text
+    assert others == ["wrote"]
+    assert admin.get(f"{API}/jobs/{r.json()['id']}").json()["params"]["upload"] == r.json()["params"]["upload"]
+    form = {"task": ["label"], "project": "nowhere"}
+    r = admin.post(f"{API}/datasets/other/imports", files={"file": ("held.csv", data)}, data=form)
+    assert r.status_code == 404 and r.json()["field"] == "project", "refused before the upload is kept"
+    assert others == ["wrote"]

@@ -124,10 +124,10 @@ def import_dataset(
 
 
 @router.post("/{name}/imports", response_model=JobRead, status_code=202)
-def import_job(session: SessionDep, admin: AdminUser, file: ImportFile, spec: ImportSpecDep) -> Job:
+def import_job(session: SessionDep, engine: EngineDep, admin: AdminUser, file: ImportFile, spec: ImportSpecDep) -> Job:
     """Import a file of any size (up to AUGLOOP_MAX_UPLOAD_BYTES) as a job: 202 with the job; GET /jobs/{id}
     shows bytes read, rows and phase, then the same result as POST /import, or the bad line as its error."""
-    return dataset_service.queue_import(session, file.file, spec, file.filename, admin.id)
+    return dataset_service.queue_import(session, engine, file.file, spec, file.filename, admin.id)
 
 
 @router.get("/{name}/stats")
