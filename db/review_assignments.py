@@ -128,13 +128,42 @@ def add_leases(
         )
 
 
-def release(session: Session, dataset_id: int, user_id: int, sample_ids: list[int] | None = None) -> int:
+def release(
+    session: Session,
+    dataset_id: int,
+    user_id: int,
+    sample_ids: list[int] | None = None,
+    *,
+    keep: list[int] | None = None,
+) -> int:
+    """Delete the user's leases in the dataset: those on `sample_ids` (None: all of them), less those on `keep`.
+    Returns how many."""
     query = delete(ReviewAssignment).where(
         ReviewAssignment.dataset_id == dataset_id, ReviewAssignment.user_id == user_id
     )
     if sample_ids is not None:
         query = query.where(ReviewAssignment.sample_id.in_(sample_ids))
+    if keep:
+        query = query.where(ReviewAssignment.sample_id.not_in(keep))
     return affected_rows(session.execute(query.execution_options(synchronize_session=False))) or 0
+
+
+def release_everywhere(session: Session, user_id: int) -> int:
+    """Delete the user's leases in every dataset; returns how many."""
+    query = delete(ReviewAssignment).where(ReviewAssignment.user_id == user_id)
+    return affected_rows(session.execute(query.execution_options(synchronize_session=False))) or 0
+
+
+def datasets_leased_to(session: Session, user_id: int) -> list[int]:
+    """Ids of the datasets where the user holds leases (live or expired)."""
+    return list(
+        session.scalars(
+            select(ReviewAssignment.dataset_id)
+            .where(ReviewAssignment.user_id == user_id)
+            .distinct()
+            .order_by(ReviewAssignment.dataset_id)
+        )
+    )
 
 
 def lease_counts(session: Session, dataset_id: int, now: datetime) -> dict[int, int]:

@@ -5,6 +5,12 @@ A variant goes to as many annotators at once as it still needs votes (k = review
 has), so with k > 1 it keeps being handed out until k different people have voted, and never to someone who
 already voted on it. A lease ends when its holder votes, when they release their work (signing out), or when it
 is not renewed in time: an annotator who leaves frees their share for the others within `lease_minutes`.
+
+What one annotator holds in a dataset is the batch they were last handed (at most `size`, itself at most
+MAX_BATCH): asking for work under a filter gives back their leases there that the batch does not show. And it
+ends, in every dataset they may no longer review, when they lose access: taken out of the project
+(services/projects.py), their role changed (`release_where_barred`), or their last active token revoked
+(`release_everywhere`); none of them could release it themselves any more.
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.errors import ValidationFailed
+from core.errors import NotFoundError, PermissionDenied, ValidationFailed
 from db import review_assignments as leases
 from db.models import Dataset, ReviewStatus, Sample, User, utcnow
 from db.review_access import access_path
 from db.review_filter import SORTS, QueueFilter
 from db.reviews import QueuePage, families_of, votes_on
+from services.access import Need, check_dataset
 from services.datasets import dataset_named
 
 MAX_BATCH = 200
@@ -31,7 +38,8 @@ def _distributing(session: Session, dataset_name: str, user: User) -> Dataset:
     dataset = dataset_named(session, dataset_name, user)
     if not dataset.distribute_work:
         raise ValidationFailed(
-            f"dataset {dataset.name!r} does not share out work (an admin turns on distribute_work)",
+            f"dataset {dataset.name!r} does not share out work: a lead of its project (or an admin) turns on "
+            "distribute_work (Datasets → Review settings, or PATCH /api/v1/datasets/{name})",
             field="name",
         )
     return dataset
@@ -40,8 +48,20 @@ def _distributing(session: Session, dataset_name: str, user: User) -> Dataset:
 def next_batch(
     session: Session, dataset_name: str, user: User, f: QueueFilter, *, sort: str = "age", size: int = 50
 ) -> tuple[QueuePage, Dataset, Any]:
-    """The user's leased pending variants matching the filter, topped up to `size` with new leases; every
-    live lease of theirs in the dataset is renewed. Returns the page, the dataset and the leases' end."""
+    """The user's leased pending variants matching the filter, topped up to `size` with new leases and renewed.
+    Returns the page, the dataset and the leases' end.
+
+    The batch returned is exactly what the user holds in the dataset afterwards: their leases that it does not
+    show (under another filter, past `size`, or on variants that are no longer pending) are given back, for the
+    others to take. Before, those stayed, renewed by every call and never counted against `size`, so that by
+    changing the filter one annotator could lease every pending variant. In the review UI:
+    - the same filter again ("Next batch", or a reload) keeps what is still pending and undecided of the last
+      batch and tops it up with new variants; nothing the user was shown is taken away;
+    - a new filter gives back the previous batch's leases outside it and leases under the new one;
+      what the previous filter showed is no longer on screen, so nothing the user sees is lost;
+    - two tabs of the same user with different filters take turns: each tab's request gives back the other's
+      leases (its cards may still be decided, but they can be handed to someone else meanwhile).
+    """
     dataset = _distributing(session, dataset_name, user)
     if sort not in SORTS:
         raise ValidationFailed(f"sort must be one of {', '.join(SORTS)}; got {sort!r}", field="sort")
@@ -70,6 +90,8 @@ def next_batch(
     session.flush()
     ids = list(session.scalars(select(Sample.id).where(Sample.id.in_(held)).order_by(*order))) if held else []
     ids = ids[:size]
+    if set(mine).union(held).difference(ids):  # held but not shown: another filter's, past `size`, decided
+        leases.release(session, dataset.id, user.id, keep=ids)
     by_id = {s.id: s for s in session.scalars(select(Sample).where(Sample.id.in_(ids)))} if ids else {}
     items = [by_id[i] for i in ids]
     page = QueuePage(items=items, total=len(items), total_capped=False, page=1, page_size=size)
@@ -90,6 +112,30 @@ def release_mine(session: Session, dataset_name: str, user: User) -> dict[str, A
     """Give back every variant leased to the user in the dataset (they stop reviewing)."""
     dataset = dataset_named(session, dataset_name, user)
     return {"released": leases.release(session, dataset.id, user.id)}
+
+
+def release_everywhere(session: Session, user: User) -> int:
+    """Give back every variant leased to the user, in every dataset: they can no longer sign in to release
+    their work (their last active token was revoked), and it would stay hidden from the others until it
+    expired (up to a day)."""
+    return leases.release_everywhere(session, user.id)
+
+
+def release_where_barred(session: Session, user: User) -> int:
+    """Give back the user's leases in the datasets they may no longer review (their role changed: a demoted
+    admin who is not a member of a dataset's project gets its 404 now, and could neither renew nor release what
+    they hold there). Access is asked as the assignments endpoint asks it (services.access.check_dataset with
+    Need.member). Returns how many leases were given back."""
+    released = 0
+    for dataset_id in leases.datasets_leased_to(session, user.id):
+        dataset = session.get(Dataset, dataset_id)
+        if dataset is None:
+            continue
+        try:
+            check_dataset(session, dataset, user, Need.member)
+        except (NotFoundError, PermissionDenied):
+            released += leases.release(session, dataset_id, user.id)
+    return released
 
 
 def lease_again(session: Session, sample: Sample, user: User) -> None:

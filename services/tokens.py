@@ -6,6 +6,7 @@ import threading
 import time
 from datetime import timedelta
 
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -14,6 +15,7 @@ from core.names import check_user_name
 from db import auth
 from db.models import TOKEN_ROLES, APIToken, Role, User, utcnow
 from db.session import session_scope
+from services import review_assignments
 
 
 def issue(session: Session, name: str, role: str, expires_in_days: float | None = None) -> auth.IssuedToken:
@@ -32,10 +34,30 @@ def all_tokens(session: Session) -> list[APIToken]:
 
 def revoke(session: Session, token_id: int | None = None, *, user_name: str | None = None) -> int:
     """Revoke one token (by id) or every token of a user; not both at once (`revoke 2 --user ann` revoked token
-    2 whoever's it was)."""
+    2 whoever's it was). A user left without an active token gives back the review work they hold, in every
+    dataset: they can no longer release it themselves (401), and it would stay hidden from the others until
+    the leases expired (up to a day). One who still holds an active token keeps it."""
     if token_id is not None and user_name is not None:
         raise ValidationFailed("give a token id or a user, not both", field="user")
-    return auth.revoke_token(session, token_id, user_name=user_name)
+    revoked = auth.revoke_token(session, token_id, user_name=user_name)
+    if token_id is not None:
+        row = session.get(APIToken, token_id)
+        user = row.user if row is not None else None
+    else:
+        user = session.scalar(select(User).where(User.name == user_name))
+    if user is not None and not has_active_token(session, user.id):
+        review_assignments.release_everywhere(session, user)
+    return revoked
+
+
+def has_active_token(session: Session, user_id: int) -> bool:
+    """Whether any of the user's tokens is active (not revoked, not expired), as the database has it now."""
+    rows = session.scalars(
+        select(APIToken)
+        .where(APIToken.user_id == user_id, APIToken.revoked_at.is_(None))
+        .execution_options(populate_existing=True)  # a revocation's UPDATE leaves loaded rows as they were
+    )
+    return any(auth.token_state(row) == "active" for row in rows)
 
 
 def authenticate(session: Session, token: str) -> User | None:
@@ -85,7 +107,11 @@ def token_state(row: APIToken) -> str:
 
 def change_role(session: Session, name: str, role: str) -> User:
     """A user's role, changed (admins); their tokens keep working under the new role. A person is an annotator
-    or an admin; `system` is the automatic reviewer's alone, and its role is never changed."""
+    or an admin; `system` is the automatic reviewer's alone, and its role is never changed. The review work
+    they hold in datasets the new role no longer lets them review (an admin made an annotator, outside those
+    datasets' projects) is given back: they could neither renew nor release it there any more."""
     if role not in TOKEN_ROLES:
         raise ValidationFailed(f"role must be one of {', '.join(TOKEN_ROLES)}; got {role!r}", field="role")
-    return auth.set_role(session, name, role, unless=Role.system.value)
+    user = auth.set_role(session, name, role, unless=Role.system.value)
+    review_assignments.release_where_barred(session, user)
+    return user
