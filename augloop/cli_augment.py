@@ -42,6 +42,8 @@ def _params(raw: str | None) -> dict[str, Any]:
         value = json.loads(raw)
     except json.JSONDecodeError as err:
         fail(f'--params must be JSON like \'{{"mlm": {{"top_k": 10}}}}\': {err.msg}')
+    except (RecursionError, ValueError):  # JSON, but nested too deep or a number of thousands of digits
+        fail("--params must be JSON that Python can read: it is nested too deep or holds a number too long")
     if not isinstance(value, dict):
         fail("--params must be a JSON object keyed by method")
     return value

@@ -126,24 +126,14 @@ def train(
     # Before torch loads OpenMP: passive waiting keeps threads from stalling one another on a CPU shared with
     # other work (measured 3-8x slower with the default spinning); export OMP_WAIT_POLICY=ACTIVE to override.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import yaml
-
-    from trainer.config import parse_set_option, yaml_switches
+    from trainer.config import parse_set_option, read_config_file
 
     overrides: dict[str, Any] = {}
-    try:
-        if config is not None:
-            if not config.is_file():
-                fail(f"config file not found: {config}")
-            loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-            if not isinstance(loaded, dict):
-                fail(f"{config}: expected a mapping of config keys")
-            overrides.update(yaml_switches(loaded))
-        overrides.update(parse_set_option(set_ or []))
-    except yaml.YAMLError as err:
-        fail(f"{config}: not valid YAML: {err}")
-    except UnicodeDecodeError as err:
-        fail(f"{config}: not UTF-8 text ({err.reason} at byte {err.start})")
+    if config is not None:
+        if not config.is_file():
+            fail(f"config file not found: {config}")
+        overrides.update(read_config_file(config))  # a TrainerError naming the file: exit 2 (augloop/console.py)
+    overrides.update(parse_set_option(set_ or []))
     for key, value in (
         ("encoder", encoder),
         ("epochs", epochs),

@@ -12,6 +12,8 @@ import csv
 import io
 import json
 import math
+import sys
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -54,6 +56,7 @@ class Row:
 
 
 DEFAULT_SPLIT_COL = "split"
+DEFAULT_ID_COL = "id"
 
 
 @dataclass
@@ -62,7 +65,7 @@ class ImportSpec:
     tasks: list[str]
     text_col: str = "text"
     split_col: str | None = DEFAULT_SPLIT_COL  # the default is used when present; another name must be there
-    id_col: str | None = "id"
+    id_col: str | None = DEFAULT_ID_COL  # the same: the default is used when present; another name must be there
     language: str = "en"
     label_order: dict[str, list[str]] = field(default_factory=dict)  # optional explicit ordered label sets
     split_seed: int = 42
@@ -75,6 +78,11 @@ class ImportSpec:
         self.tasks = [t.strip() for item in self.tasks for t in item.split(",") if t.strip()]
         self.split_col = self.split_col or None
         self.id_col = self.id_col or None
+        # Declared label names in NFC, as every label read from the file (_label_at): `café` typed with a
+        # combining accent is the same class as the precomposed one, not a second class that looks the same.
+        self.label_order = {
+            task: [unicodedata.normalize("NFC", name) for name in names] for task, names in self.label_order.items()
+        }
 
 
 def detect_format(filename: str | None, head: bytes) -> str:
@@ -157,6 +165,14 @@ def _jsonl_records(stream: BinaryIO) -> Iterator[Record]:
             obj = json.loads(raw)
         except json.JSONDecodeError as err:
             raise ImportRejected(n, f"invalid JSON: {err.msg}") from None
+        # What Python's JSON reader raises besides its own error, for a line that is JSON but more than Python
+        # reads (it was a 500 from the API and a traceback from the CLI): arrays or objects nested past the
+        # recursion limit, and an integer of more digits than Python converts (sys.get_int_max_str_digits).
+        except RecursionError:
+            raise ImportRejected(n, "invalid JSON: nested too deep") from None
+        except ValueError:
+            limit = sys.get_int_max_str_digits()
+            raise ImportRejected(n, f"invalid JSON: a number of more than {limit} digits") from None
         if not isinstance(obj, dict):
             raise ImportRejected(n, "each line must be a JSON object")
         yield n, obj
@@ -218,6 +234,13 @@ def _cell_at(line: int, record: dict[str, Any], column: str, what: str, field: s
         raise ImportRejected(line, f"the {what} in column {column!r} is {err}", field=field) from None
 
 
+def _label_at(line: int, record: dict[str, Any], task: str) -> str | None:
+    """A task's label in a record, in Unicode's NFC: `café` with a precomposed é and with e + a combining accent
+    look the same and are one class (case is kept: `Left` and `left` may be distinct on purpose)."""
+    text = _cell_at(line, record, task, "label", "task")
+    return None if text is None else unicodedata.normalize("NFC", text)
+
+
 class RowValidator:
     """Checks records chunk by chunk; `known` holds an existing dataset's label sets (unknown labels are then
     errors). The first record fixes the columns."""
@@ -231,7 +254,12 @@ class RowValidator:
             # a label outside it would be stored and then ignored by training and the statistics
             if (order := (known or {}).get(task, spec.label_order.get(task))) is not None
         }
-        self.allowed = {task: set(order) for task, order in self.shown.items()}
+        # NFC spelling → the label set's own: a label set stored before labels were read in NFC may hold another
+        # spelling of the same name, which its new rows must match (of two such spellings, the first listed)
+        self.allowed = {
+            task: {unicodedata.normalize("NFC", name): name for name in reversed(order)}
+            for task, order in self.shown.items()
+        }
         self.max_chars = get_settings().max_text_chars
         self.use_split: bool | None = None  # decided by the first record's columns
         self.rows = 0
@@ -253,6 +281,14 @@ class RowValidator:
                 f"split column {spec.split_col!r} not found (columns: {', '.join(sorted(columns))}); leave it out to "
                 "let augloop draw the split",
                 field="split_col",
+            )
+        if spec.id_col not in (None, DEFAULT_ID_COL) and spec.id_col not in columns:
+            # an id column named on purpose and missing (a typo) would import every row without its external id
+            raise ImportRejected(
+                line,
+                f"id column {spec.id_col!r} not found (columns: {', '.join(sorted(columns))}); leave it out to "
+                "import without external ids",
+                field="id_col",
             )
         self.use_split = bool(spec.split_col) and spec.split_col in columns
 
@@ -281,7 +317,7 @@ class RowValidator:
                 )
             labels: dict[str, str] = {}
             for task in spec.tasks:
-                value = _cell_at(line, rec, task, "label", "task")
+                value = _label_at(line, rec, task)
                 if value is None:
                     continue
                 if problem := unstorable(value):
@@ -289,12 +325,14 @@ class RowValidator:
                 if problem := label_name_problem(value):
                     raise ImportRejected(line, f"the label {value[:60]!r} in column {task!r} {problem}", field="task")
                 allowed = self.allowed.get(task)
-                if allowed is not None and value not in allowed:
-                    raise ImportRejected(
-                        line,
-                        f"unknown label {value!r} for task {task!r} (known: {', '.join(self.shown[task])})",
-                        field="task",
-                    )
+                if allowed is not None:
+                    if value not in allowed:
+                        raise ImportRejected(
+                            line,
+                            f"unknown label {value!r} for task {task!r} (known: {', '.join(self.shown[task])})",
+                            field="task",
+                        )
+                    value = allowed[value]
                 labels[task] = value
             split = None
             if not self.use_split and spec.split_col and _cell_at(line, rec, spec.split_col, "split", "file"):

@@ -17,6 +17,7 @@ sentence-transformers checkpoint) keeps it; any other gets the recipe's. A value
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -179,15 +180,34 @@ class TrainConfig(ConfigModel):
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise TrainerError(f"{path}: not valid YAML: {err}", field="config") from None
-        except UnicodeDecodeError as err:
-            raise TrainerError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})", field="config") from None
-        if data is not None and not isinstance(data, dict):
-            raise TrainerError(f"{path}: expected a mapping of config keys", field="config")
-        return cls.from_dict(yaml_switches(data or {}))
+        return cls.from_dict(read_config_file(path))
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A YAML config file's keys (switches named again), or TrainerError naming the file: not YAML, not UTF-8,
+    not a mapping, or a value YAML reads but Python cannot hold (`yaml_value_problem`)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise TrainerError(f"{path}: not valid YAML: {err}", field="config") from None
+    except UnicodeDecodeError as err:
+        raise TrainerError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})", field="config") from None
+    except (ValueError, RecursionError) as err:
+        raise TrainerError(f"{path}: not valid YAML: {yaml_value_problem(err)}", field="config") from None
+    if data is not None and not isinstance(data, dict):
+        raise TrainerError(f"{path}: expected a mapping of config keys", field="config")
+    return yaml_switches(data or {})
+
+
+def yaml_value_problem(err: ValueError | RecursionError) -> str:
+    """In words, what PyYAML raises besides its own YAMLError (a traceback and exit 1 from the CLI): a value
+    nested past Python's recursion limit, an integer of more digits than Python converts
+    (sys.get_int_max_str_digits; `epochs: 1000…0`), or a date that is none (`2024-13-45`: its message)."""
+    if isinstance(err, RecursionError):
+        return "nested too deep"
+    if "integer string conversion" in str(err):  # Python's message; the error has no type of its own
+        return f"a number of more than {sys.get_int_max_str_digits()} digits"
+    return str(err)
 
 
 # YAML 1.1 reads `off` and `on` as booleans; these keys' values are named switches, so in YAML (a config file,
@@ -223,4 +243,6 @@ def parse_set_option(items: list[str]) -> dict[str, Any]:
             out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             out[key.strip()] = raw
+        except (ValueError, RecursionError) as err:  # YAML, but not a value Python can hold: not taken as text
+            raise TrainerError(f"--set {key.strip()}: {yaml_value_problem(err)}", field="set") from None
     return yaml_switches(out)
