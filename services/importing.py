@@ -108,7 +108,12 @@ def stratified_split(
     """A split per row, stratified by `strata` (one task's label per row, "" when missing), reproducible under
     `seed`. Each group of `together` (row indices: near-duplicates) is drawn as one unit, by its first member's
     stratum, and all its members get that unit's split: a retweet never sits in train while its tweet is in
-    test."""
+    test.
+
+    Val and test get their share of all the units (the fraction of the total, rounded), handed to the strata in
+    proportion with the largest remainders first (ties drawn by `seed`): rounding each stratum alone gave a class
+    of four rows no val row, and a file of many small classes no val or test at all. A class keeps at least one
+    unit in train (unless the train fraction is 0)."""
     follower_of = {i: members[0] for members in together or [] for i in members[1:]}
     by_stratum: dict[str, list[int]] = defaultdict(list)
     for i, key in enumerate(strata):
@@ -116,16 +121,36 @@ def stratified_split(
             by_stratum[key].append(i)
     split: list[str] = [Split.train.value] * len(strata)
     rng = random.Random(seed)
-    for key in sorted(by_stratum):
-        members = by_stratum[key]
-        rng.shuffle(members)
-        n_val = round(len(members) * fractions[1])
-        n_test = round(len(members) * fractions[2])
-        for k, i in enumerate(members[: n_val + n_test]):
-            split[i] = Split.val.value if k < n_val else Split.test.value
+    keys = sorted(by_stratum)
+    for key in keys:
+        rng.shuffle(by_stratum[key])
+    sizes = [len(by_stratum[key]) for key in keys]
+    kept = 1 if fractions[0] > 0 else 0  # a class keeps a unit in train, unless the file is all val/test
+    n_val = _apportion(sizes, fractions[1], [max(0, n - kept) for n in sizes], rng)
+    n_test = _apportion(sizes, fractions[2], [max(0, n - kept) - v for n, v in zip(sizes, n_val, strict=True)], rng)
+    for key, v, t in zip(keys, n_val, n_test, strict=True):
+        for k, i in enumerate(by_stratum[key][: v + t]):
+            split[i] = Split.val.value if k < v else Split.test.value
     for i, first in follower_of.items():
         split[i] = split[first]
     return split
+
+
+def _apportion(sizes: list[int], fraction: float, caps: list[int], rng: random.Random) -> list[int]:
+    """round(sum(sizes) × fraction) units over the strata, each about size × fraction and at most its cap: the
+    floors first, then one more to the strata with the largest remainders (largest remainder method)."""
+    total = min(round(sum(sizes) * fraction), sum(caps))
+    quotas = [n * fraction for n in sizes]
+    counts = [min(int(q), cap) for q, cap in zip(quotas, caps, strict=True)]
+    ties = [rng.random() for _ in sizes]
+    order = sorted(range(len(sizes)), key=lambda k: (counts[k] - quotas[k], ties[k]))  # most owed first
+    while sum(counts) < total:
+        for k in order:
+            if sum(counts) >= total:
+                break
+            if counts[k] < caps[k]:
+                counts[k] += 1
+    return counts
 
 
 class _Staged:

@@ -15,6 +15,7 @@ from core.errors import NotFoundError, ValidationFailed
 from core.settings import get_settings
 from db import queue
 from db import training_runs as db_runs
+from db.datasets import view_label_counts
 from db.models import Dataset, Job, JobStatus, TrainingRun, User
 from services.access import Need, shown_path, visible_project_ids, visible_run
 from services.compute_bounds import check_capacity, check_config
@@ -80,6 +81,31 @@ def check_config_against(dataset: Dataset, config: TrainConfig) -> None:
             )
 
 
+def check_trainable(session: Session, dataset: Dataset, config: TrainConfig) -> None:
+    """What a run's job would refuse after the queue, said at request time: a task with fewer than two classes
+    among the training view's texts (no classifier learns one class; a one-class task would also score a
+    perfect, meaningless macro-F1 into the overall figure), or no labelled validation text (early stopping, the
+    LR selection and the decision rule read val). The job checks the final view again."""
+    tasks = config.tasks or dataset.task_names()
+    counts = view_label_counts(session, dataset, {"original", "approved"}, {"train", "val"})
+    train = {task: sorted(label for t, split, label, _n in counts if t == task and split == "train") for task in tasks}
+    for task, labels in train.items():
+        if len(labels) < 2:
+            held = f"only the class {labels[0]!r}" if labels else "no labelled text"
+            raise ValidationFailed(
+                f"task {task!r} has {held} in the training split of dataset {dataset.name!r}: a classifier needs "
+                "two classes; label more texts, or leave the task out (config.tasks)",
+                field="config.tasks",
+            )
+    if not any(split == "val" and task in train for task, split, _label, _n in counts):
+        raise ValidationFailed(
+            f"dataset {dataset.name!r} has no labelled validation texts (split 'val') for {tasks}: training "
+            "stops early, selects its learning rate and fits its decision rule on val. Import a val split, or "
+            "let augloop draw one (leave the split column out)",
+            field="dataset",
+        )
+
+
 def classical_config(config: TrainConfig) -> ClassicalConfig:
     """The TF-IDF member's config: the same training view (tasks, variants, exclusions) and decision rule."""
     return ClassicalConfig(
@@ -104,6 +130,7 @@ def create_training_runs(
     """One run per seed (a seed ensemble when several), each with the full config it will train with; with
     `classical`, one TF-IDF member run (kind `tfidf`) on the same training view, last."""
     check_config_against(dataset, config)
+    check_trainable(session, dataset, config)
     if len(set(seeds)) != len(seeds):
         raise ValidationFailed("seeds must be distinct", field="seeds")
     runs = []

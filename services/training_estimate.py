@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from db.models import Dataset, JobStatus, Origin, ReviewStatus, Sample, SampleLabel, TrainingRun, User
 from services.access import is_admin, visible_project_ids
 from services.compute_bounds import check_config
-from services.training import check_config_against, default_config
+from services.training import check_config_against, check_trainable, default_config
 from trainer.examples import subsample
 from trainer.plan import RDROP_COST, Throughput, plan_run
 from trainer.predict import configured_precision
@@ -121,6 +121,7 @@ def training_plan(
     config = default_config(overrides)
     check_config(config, seeds, user)  # before encoder_size reads the encoder's config.json from disk
     check_config_against(dataset, config)
+    check_trainable(session, dataset, config)
     tasks = config.tasks or dataset.task_names()
     rows: list[tuple[int, int]] = [
         (length, family)

@@ -105,6 +105,31 @@ def make_dataset(session: Any, name: str = "rev", reviews_required: int = 1) -> 
     return ids
 
 
+def add_val_texts(session: Any, dataset: Any) -> None:
+    """Two labelled val originals: what a training request needs besides train texts (its early stopping, LR
+    selection and decision rule read val)."""
+    from core.textnorm import content_hash
+    from db.models import Sample, SampleLabel
+
+    for i, (text, labels) in enumerate(
+        [
+            ("Vote for the farm bill tomorrow.", {"bias": "partisan", "message": "mobilization"}),
+            ("Thanks to everyone who came out tonight.", {"bias": "neutral", "message": "constituency"}),
+        ]
+    ):
+        s = Sample(
+            dataset_id=dataset.id,
+            text=text,
+            split="val",
+            origin="original",
+            content_hash=content_hash(text),
+            external_id=f"val{i}",
+        )
+        s.labels_rows = [SampleLabel(task=t, label=lab) for t, lab in labels.items()]
+        session.add(s)
+    session.flush()
+
+
 def add_variant(
     session: Any,
     parent_id: int,

@@ -175,6 +175,24 @@ def test_jsonl_and_bom_and_crlf(engine):
         run_import(engine, b'{"text": "a", "sentiment": "p"}\n{"text": \n', filename="bad.jsonl", dataset="j")
 
 
+def test_a_drawn_split_gives_val_and_test_their_share_when_every_class_is_small(engine) -> None:
+    """Rounded class by class, 80/10/10 gave a class of four rows no val or test row: a file of a hundred such
+    classes imported all into train (no val: every training run failed in its worker). The shares are now of
+    the whole file, handed to the classes with the largest remainders first; a class of one stays in train."""
+    rows = ["text,label"] + [f"short post {i},class{i % 100}" for i in range(400)] + ["lonely post,single"]
+    result = run_import(engine, ("\n".join(rows) + "\n").encode(), dataset="small", tasks=["label"])
+    assert result.split_counts == {"train": 321, "val": 40, "test": 40}
+    assert _split_of(engine, "lonely post") == "train"
+    with session_scope(engine) as s:
+        per_class = s.execute(
+            select(SampleLabel.label, func.count())
+            .join(Sample)
+            .where(Sample.split == "train")
+            .group_by(SampleLabel.label)
+        ).all()
+    assert min(n for _label, n in per_class) >= 1 and len(per_class) == 101, "every class keeps a train row"
+
+
 def test_a_jsonl_record_with_a_split_after_a_first_without_one_is_refused(engine):
     """Which rows carry a split is decided by the first record; a later record's own split would be lost (the
     stratified split could put a test text into train), so the file is refused, naming its line, and nothing

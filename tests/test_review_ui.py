@@ -8,7 +8,7 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.review_fixtures import HOSTILE_TEXT, issue_token, live_api, review_data  # noqa: F401
+from tests.review_fixtures import HOSTILE_TEXT, add_val_texts, issue_token, live_api, review_data  # noqa: F401
 
 APP = "../review_ui/app.py"
 
@@ -448,6 +448,7 @@ def test_training_page_lists_runs_and_starts_one(live_api, lead_token, engine, r
 
     with session_scope(engine) as s:
         ds = s.query(Dataset).filter_by(name="rev").one()
+        add_val_texts(s, ds)  # a training request needs labelled val texts
         s.add(
             TrainingRun(
                 dataset_id=ds.id,
@@ -522,6 +523,7 @@ def test_training_page_compares_with_the_originals_only_run(live_api, lead_token
 
     with session_scope(engine) as s:
         ds = s.query(Dataset).filter_by(name="rev").one()
+        add_val_texts(s, ds)  # a training request needs labelled val texts
         for name, variants, f1 in (("plain", "none", 0.25), ("augmented", "approved", 0.75)):
             test = {
                 "overall_macro_f1": 0.5,
@@ -561,6 +563,7 @@ def test_training_page_starts_a_budgeted_run_and_shows_its_plan_and_lr_trials(
     ]
     with session_scope(engine) as s:
         ds = s.query(Dataset).filter_by(name="rev").one()
+        add_val_texts(s, ds)  # a training request needs labelled val texts
         s.add(
             TrainingRun(
                 dataset_id=ds.id,

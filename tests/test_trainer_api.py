@@ -296,3 +296,37 @@ def test_an_ensembles_name_fits_its_column(lead, engine) -> None:
     with session_scope(engine) as s, pytest.raises(ValidationFailed) as err:
         create_ensemble(s, ids[:2], name="x" * 201, user=None)
     assert err.value.field == "name"
+
+
+def test_a_dataset_that_cannot_train_is_refused_at_the_request(lead, admin, engine) -> None:
+    """A task with one class among the training texts, or no labelled val text: each was queued (202), then
+    the transformer run scored a meaningless 1.0 for the one-class task (averaged into the overall figure) or
+    failed in the worker, as did the TF-IDF member. Refused at the request, and by the estimate, naming why."""
+    from db.models import TrainingRun
+    from db.session import session_scope
+
+    header = "text,bias,one,split\n"
+    rows = [f"post {i} about the budget,{'ab'[i % 2]},only,{('train', 'train', 'val')[i % 3]}\n" for i in range(30)]
+    r = admin.post(
+        "/api/v1/datasets/onecls/import",
+        files={"file": ("one.csv", (header + "".join(rows)).encode())},
+        data={"task": ["bias", "one"]},
+    )
+    assert r.status_code == 201, r.text
+    for path in ("/api/v1/training-runs", "/api/v1/training-estimates"):
+        r = lead.post(path, json={"dataset": "onecls", "classical": True} if "runs" in path else {"dataset": "onecls"})
+        assert r.status_code == 422 and r.json()["field"] == "config.tasks", r.text
+        assert "task 'one' has only the class 'only'" in r.json()["detail"]
+    r = lead.post("/api/v1/training-estimates", json={"dataset": "onecls", "config": {"tasks": ["bias"]}})
+    assert r.status_code == 200, r.text
+    rows = [f"text number {i},{'ab'[i % 2]},train\n" for i in range(20)]
+    r = admin.post(
+        "/api/v1/datasets/noval/import",
+        files={"file": ("noval.csv", ("text,bias,split\n" + "".join(rows)).encode())},
+        data={"task": ["bias"]},
+    )
+    assert r.status_code == 201, r.text
+    r = lead.post("/api/v1/training-runs", json={"dataset": "noval"})
+    assert r.status_code == 422 and r.json()["field"] == "dataset" and "no labelled validation" in r.json()["detail"]
+    with session_scope(engine) as s:
+        assert s.scalar(select(TrainingRun.id)) is None, "nothing was queued"
