@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     # Candidates (sources × variants × methods) owed by augment jobs queued or running per project, for
     # non-admins: the queue is shared, so one project cannot put millions of candidates ahead of the others.
     max_augment_candidates_per_project: int = Field(default=1_000_000, ge=1)
+    # The other jobs a member may queue (exports; a lead's pseudo-labels and label-model scoring) queued or
+    # running per project at once, for non-admins: each reads the whole dataset (an export writes a file of it).
+    max_other_jobs_per_project: int = Field(default=8, ge=1)
 
     @property
     def resolved_models_dir(self) -> Path:

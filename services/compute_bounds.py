@@ -109,3 +109,28 @@ def check_capacity(session: Session, dataset: Dataset, user: User | None) -> Non
             field="seeds",
             extra={"in_flight": in_flight, "limit": cap},
         )
+
+
+# Jobs a member queues that read a whole dataset and are capped together (max_other_jobs_per_project).
+OTHER_KINDS = ("export", "label_scores", "pseudo_label")
+
+
+def check_other_capacity(session: Session, dataset: Dataset, user: User | None) -> None:
+    """Called once a request's job is queued (flushed, not committed): for non-admins, the project's queued and
+    running exports, pseudo-labelling and label-model scoring jobs, this one included, stay within
+    AUGLOOP_MAX_OTHER_JOBS_PER_PROJECT. The queue is shared: without a cap one member could put hundreds of
+    exports ahead of every other project's jobs (and a file of the dataset on disk for each). Past it, 429, and
+    the caller's transaction rolls the request back."""
+    if is_admin(user):
+        return
+    cap = get_settings().max_other_jobs_per_project
+    take_quota_turn(session, dataset.project_id)
+    in_flight = jobs_in_flight(session, dataset.project_id, OTHER_KINDS, "jobs")
+    if in_flight > cap:
+        raise QuotaExceeded(
+            f"this request would make {in_flight} export, pseudo-labelling and scoring jobs queued or running in "
+            f"the project; at most {cap} at once (AUGLOOP_MAX_OTHER_JOBS_PER_PROJECT): retry when some have "
+            "finished",
+            field="dataset",
+            extra={"in_flight": in_flight, "limit": cap},
+        )

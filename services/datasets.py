@@ -31,6 +31,7 @@ from db.datasets import (
 from db.models import OPEN_JOB_STATUSES, Dataset, Job, TrainingRun, User
 from db.session import delete_when_committed, discard_unless_committed, readonly_engine, session_scope
 from services.access import Need, check_dataset, visible_project_ids
+from services.compute_bounds import check_other_capacity
 from services.exporting import ExportCount, check_format, export_job_parts, iter_export
 from services.importing import FinishFn, ImportResult, ImportSpec, import_path, import_stream
 
@@ -273,13 +274,15 @@ def export_stream(session: Session, engine: Engine, name: str, fmt: str, include
 def queue_export(session: Session, name: str, fmt: str, include: str, user: User) -> Job:
     dataset = dataset_named(session, name, user)
     parse_include(include)
-    return queue.enqueue(
+    job = queue.enqueue(
         session,
         "export",
         {"dataset": dataset.name, "format": fmt, "include": include},
         dataset_id=dataset.id,
         created_by=user.id,
     )
+    check_other_capacity(session, dataset, user)
+    return job
 
 
 def _same_file(a: Path, b: Path) -> bool:

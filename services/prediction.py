@@ -21,6 +21,7 @@ from db.datasets import get_dataset
 from db.models import Dataset, Job, JobStatus, User
 from db.session import readonly_engine, session_scope
 from services.access import Need, visible_run
+from services.compute_bounds import check_other_capacity
 
 ProgressFn = Callable[[dict[str, Any]], None]
 FinishFn = Callable[[Session, dict[str, Any]], None]
@@ -147,7 +148,7 @@ def queue_model_job(
     """A job of `kind` that applies run or ensemble `model_id` to the dataset's texts (`params` join its
     payload); the project's leads."""
     dataset, _spec = dataset_and_model(session, dataset_name, model_id, user)
-    return queue.enqueue(
+    job = queue.enqueue(
         session,
         kind,
         {"dataset": dataset.name, "model_id": model_id, **params},
@@ -155,6 +156,8 @@ def queue_model_job(
         created_by=user.id if user else None,
         max_attempts=2,
     )
+    check_other_capacity(session, dataset, user)
+    return job
 
 
 def queue_pseudo_labels(session: Session, dataset_name: str, model_id: int, threshold: float, user: User | None) -> Job:

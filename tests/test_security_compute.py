@@ -71,6 +71,26 @@ def test_a_projects_training_jobs_in_flight_are_capped(lead, admin, example_data
     get_settings.cache_clear()
 
 
+def test_a_projects_exports_and_model_jobs_in_flight_are_capped(annotator, admin, example_dataset, monkeypatch):
+    """Any member may queue an export: 300 of them went ahead of every other project's jobs, each writing a file
+    of the dataset. Exports, pseudo-labelling and label-model scoring jobs share a cap per project."""
+    from core.settings import get_settings
+
+    monkeypatch.setenv("AUGLOOP_MAX_OTHER_JOBS_PER_PROJECT", "2")
+    get_settings.cache_clear()
+    exports = f"/api/v1/datasets/{example_dataset}/exports"
+    assert [annotator.post(exports, json={"format": "csv"}).status_code for _ in range(2)] == [202, 202]
+    over = annotator.post(exports, json={"format": "jsonl"})
+    assert over.status_code == 429, over.text
+    assert over.json()["limit"] == 2 and over.json()["in_flight"] == 3
+    jobs = admin.get("/api/v1/jobs", params={"kind": "export"}).json()["items"]
+    assert len(jobs) == 2, "the refused request left a job behind"
+    assert admin.post(f"/api/v1/jobs/{jobs[0]['id']}/cancel").status_code == 200  # an ended job no longer counts
+    assert annotator.post(exports, json={"format": "jsonl"}).status_code == 202
+    assert admin.post(exports, json={"format": "csv"}).status_code == 202  # admins are not capped
+    get_settings.cache_clear()
+
+
 def test_encoders_come_from_the_hub_or_the_models_directory(lead, admin, example_dataset, settings, tmp_path) -> None:
     models = settings.resolved_models_dir
     inside = tmp_path / "my-encoder"  # tmp_path lies under pytest's base directory, the tests' models dir
