@@ -185,6 +185,31 @@ def end_runs_of_jobs(session: Session, job_ids: list[int], status: str, error: s
 # Label-consistency scores -------------------------------------------------------------------------
 
 
+def withdraw_scores(session: Session, run_ids: list[int]) -> int:
+    """Remove the label-model scores these runs wrote (consistency, flag and the `label_model` entry, other keys
+    of `scores` kept) from the samples of their datasets; returns how many samples changed."""
+    if not run_ids:
+        return 0
+    tagged = Sample.scores["label_model"]["run_id"].as_integer()
+    rows = session.execute(
+        select(Sample.id, Sample.scores).where(
+            Sample.dataset_id.in_(select(TrainingRun.dataset_id).where(TrainingRun.id.in_(run_ids))),
+            Sample.scores.is_not(None),
+            tagged.in_(run_ids),
+        )
+    ).all()
+    if not rows:
+        return 0
+    table = cast("Table", Sample.__table__)
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("sid"))
+        .values(label_consistency=None, label_flag=None, scores=bindparam("kept", type_=table.c.scores.type))
+    )
+    kept = [{"sid": sid, "kept": {k: v for k, v in held.items() if k != "label_model"} or None} for sid, held in rows]
+    return session.connection().execute(statement, kept).rowcount or 0
+
+
 @dataclass
 class PendingVariant:
     id: int

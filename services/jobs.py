@@ -19,7 +19,7 @@ from core.errors import NotFoundError
 from core.settings import Settings
 from db import queue
 from db import training_runs as db_runs
-from db.models import Dataset, Job, JobStatus, User
+from db.models import Dataset, Job, JobStatus, TrainingRun, User
 from db.session import delete_when_committed
 from services.access import Need, check_dataset_id, visible_project_ids
 from services.datasets import dataset_named, upload_of
@@ -32,10 +32,17 @@ from services.training import attempt_leftovers
 @queue.on_job_end("lr_select")  # the runs waiting for their LR selection point at its job
 def end_training_runs(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> None:
     """The runs still open end with their job; what their attempts kept aside goes once that commits. An LR
-    selection this job was to make (or was making) ends with it, so the run never shows one still under way."""
+    selection this job was to make (or was making) ends with it, so the run never shows one still under way.
+    The label-model scores a run wrote before it failed (they are written in batches ahead of the run's record)
+    are withdrawn: the review queue's order and filters, the label-model summary and auto-approval must not rest
+    on a model that was never stored."""
     for run_id in db_runs.end_runs_of_jobs(session, job_ids, status, error, now):
         for path in attempt_leftovers(run_id):
             delete_when_committed(session, path)
+    unfinished = select(TrainingRun.id).where(
+        TrainingRun.job_id.in_(job_ids), TrainingRun.status != JobStatus.succeeded
+    )  # as the database has them now (the UPDATE above leaves loaded rows as they were)
+    db_runs.withdraw_scores(session, list(session.scalars(unfinished)))
     for run in db_runs.runs_of_jobs(session, job_ids):
         selection = run.lr_selection or {}
         # the in-process selection (`augloop train`) has no job of its own: the run's job ends it

@@ -171,3 +171,46 @@ def test_the_summary_tells_a_persons_choice_from_an_automatic_rescoring(any_engi
         summary = label_model_summary(s, name, None)
     got = {(x["run_id"], x.get("chosen")): (x["pending"], x["flagged"]) for x in summary["scorers"]}
     assert got == {(99, True): (2, 1), (99, False): (1, 1), (None, False): (1, 0)}
+
+
+def test_a_run_that_fails_after_scoring_withdraws_its_scores(lead, engine, tiny_encoder: str, monkeypatch) -> None:
+    """A run scores the pending variants in batches before it is recorded; one that then fails for good (a full
+    disk as it writes its artifacts, a kill on its last attempt) left its scores on the variants and was named
+    the dataset's label model, though no model of it was stored: the review queue's order, the flags and
+    auto-approval rested on it. Its end withdraws them; a score of another run is kept."""
+    import services.run_execution as run_execution
+    from core.settings import get_settings
+    from db.models import Sample
+    from db.session import session_scope
+    from tests.test_trainer_api import drain, fast
+    from tests.trainer_fixtures import add_variant, import_small
+
+    monkeypatch.setenv("AUGLOOP_JOB_MAX_ATTEMPTS", "1")
+    get_settings.cache_clear()
+    name = import_small(engine, n_train=40, n_val=16, n_test=16, n_unlabelled=0)
+    variant = add_variant(engine, name, "train", "pending", "a pending variant about the budget vote today")
+    other = add_variant(engine, name, "train", "pending", "another pending variant on the school board")
+    with session_scope(engine) as s:
+        s.get_one(Sample, other).scores = {"similarity": 0.5, "label_model": {"run_id": 999, "val_macro_f1": 0.99}}
+        s.get_one(Sample, variant).scores = {"similarity": 0.7}
+    written = []
+
+    def disk_full(self, *args: Any, **kwargs: Any) -> None:  # its artifacts cannot be written: the run fails
+        written.append(label_model_of(engine, variant).get("run_id"))
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run_execution._Attempt, "record", disk_full)
+        r = lead.post("/api/v1/training-runs", json={"dataset": name, "seeds": [1], "config": fast(tiny_encoder)})
+        assert r.status_code == 202, r.text
+        failed = r.json()["runs"][0]["id"]
+        drain(engine, ["train"])
+    get_settings.cache_clear()
+    assert written and set(written) == {failed}, "each attempt had scored the variant before it failed"
+    assert lead.get(f"/api/v1/training-runs/{failed}").json()["status"] == "failed"
+    with session_scope(engine) as s:
+        scored = s.get_one(Sample, variant)
+        assert (scored.scores, scored.label_consistency, scored.label_flag) == ({"similarity": 0.7}, None, None)
+        assert s.get_one(Sample, other).scores["label_model"]["run_id"] == 999
+    summary = lead.get(f"/api/v1/datasets/{name}/label-model").json()
+    print(summary)
