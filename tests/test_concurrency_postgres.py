@@ -98,12 +98,15 @@ def test_two_training_requests_at_once_stay_within_the_projects_cap(pg_settings,
     import services.compute_bounds as bounds
     from core.errors import QuotaExceeded
     from core.settings import get_settings
-    from db.models import Job, User
+    from db.models import Dataset, Job, User
     from db.session import get_engine, session_scope
     from services.training import start_training
+    from tests.review_fixtures import add_val_texts
 
     engine = get_engine(pg_settings.resolved_database_url)
     data = seed_review_data(engine)
+    with session_scope(engine) as s:
+        add_val_texts(s, s.scalars(select(Dataset).where(Dataset.name == data.dataset)).one())
     issue_token(engine, "lee", project_role="lead")
     monkeypatch.setenv("AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT", "3")
     get_settings.cache_clear()
