@@ -13,19 +13,20 @@ transaction enqueues nothing when that request rolls back.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, select, text, update
+from sqlalchemy import Connection, Engine, and_, event, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, NotFoundError
 from core.settings import get_settings
 from db.models import Job, JobStatus
-from db.session import affected_rows
+from db.session import WRITE_LOCK_SINCE, affected_rows
 
 log = logging.getLogger("augloop.queue")
 
@@ -129,6 +130,47 @@ def enqueue(
 def _back_in_queue(now: datetime) -> dict[str, Any]:
     """A job's row once no worker holds it and it may be claimed at once."""
     return {"status": JobStatus.queued, "worker_id": None, "lease_until": None, "run_after": now, "updated_at": now}
+
+
+# A writing transaction on SQLite that held the write lock at least this long gives the time back to the leases
+# of running jobs (below): well under the heartbeat's interval (a third of a lease), so no renewal is lost.
+LOCK_HELD_GIVE_BACK_SECONDS = 2.0
+
+
+@event.listens_for(Session, "after_begin")
+def _note_write_lock(session: Session, _transaction: Any, connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        session.info[WRITE_LOCK_SINCE] = connection.info.get(WRITE_LOCK_SINCE)
+
+
+@event.listens_for(Session, "before_commit")
+def _give_lock_time_back_to_leases(session: Session) -> None:
+    """On SQLite a writing transaction holds the database's only write lock from BEGIN IMMEDIATE to its commit, and
+    no worker can renew its lease meanwhile (a heartbeat is a write). One that held it longer than a lease (the
+    switch of an import of millions of rows, a large dataset's deletion) let the next claim, which took the lock
+    first, find live workers' leases run out and hand their jobs to others: a training attempt lost, run twice,
+    and at worst failed as "worker lost" with its worker alive. Before such a transaction commits, every running
+    job's lease is extended by the time the lock was held (a dead worker is found that much later)."""
+    since = session.info.pop(WRITE_LOCK_SINCE, None)
+    if since is None:
+        return
+    held = time.monotonic() - since
+    if held < LOCK_HELD_GIVE_BACK_SECONDS:
+        return
+    running = session.execute(
+        select(Job.id, Job.lease_until).where(Job.status == JobStatus.running, Job.lease_until.is_not(None))
+    ).all()
+    for job_id, until in running:
+        if until is None:  # the query leaves none out; for the type checker
+            continue
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.lease_until == until)
+            .values(lease_until=until + timedelta(seconds=held))
+            .execution_options(synchronize_session=False)
+        )
+    if running:
+        log.info("gave %.0f s of held write lock back to %d running job lease(s)", held, len(running))
 
 
 def requeue_expired(session: Session, now: datetime | None = None) -> int:

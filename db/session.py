@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from core.settings import Settings, get_settings
 log = logging.getLogger("augloop.db")
 
 _lock = threading.Lock()
+WRITE_LOCK_SINCE = "augloop_write_lock_since"  # Connection.info: time.monotonic() at BEGIN IMMEDIATE (SQLite)
 _engines: dict[str, Engine] = {}
 _migrated: set[str] = set()
 
@@ -54,6 +56,8 @@ def make_engine(url: str, settings: Settings | None = None) -> Engine:
             # deadlock-prone upgrade from a read lock that makes busy_timeout useless.
             readonly = conn.get_execution_options().get("readonly", False)
             conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+            # when this connection took the write lock (db/queue.py gives the time it held it back to leases)
+            conn.info[WRITE_LOCK_SINCE] = None if readonly else time.monotonic()
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)

@@ -87,6 +87,29 @@ def test_leases_follow_the_database_clock_not_the_hosts(any_engine, monkeypatch)
     assert abs((_job(any_engine, job_id).run_after - real_now).total_seconds()) < 10
 
 
+def test_a_write_lock_held_past_a_lease_does_not_hand_a_live_workers_job_to_another(engine) -> None:
+    """On SQLite nothing renews a lease while another transaction holds the write lock (an import's switch of
+    millions of rows, a large deletion): the next claim found the live worker's lease run out and ran its job a
+    second time. A transaction that held the lock gives that time back to the running leases as it commits."""
+    from db.models import Project
+
+    job_id = _enqueue(engine)
+    assert queue.claim(engine, "alive", lease_seconds=1.0).id == job_id
+    before = _job(engine, job_id).lease_until
+    with session_scope(engine) as s:  # a long writing transaction: the heartbeat could not have renewed
+        s.execute(update(Project).values(name=Project.name))
+        time.sleep(2.5)
+    after = _job(engine, job_id).lease_until
+    assert (after - before).total_seconds() >= 2.5, (before, after)
+    assert queue.claim(engine, "other") is None, "the live worker's job was handed to another"
+    assert _job(engine, job_id).worker_id == "alive" and _job(engine, job_id).attempts == 1
+    with session_scope(engine) as s:  # a short one leaves the leases alone
+        s.execute(update(Project).values(name=Project.name))
+    assert _job(engine, job_id).lease_until == after
+    time.sleep(max(0.0, (after - datetime.now(UTC)).total_seconds()) + 0.2)
+    assert queue.claim(engine, "other").id == job_id, "a worker that is gone is still found, that much later"
+
+
 class _SkewedDatetime:
     """Stands in for the datetime class in db.queue: now() returns the skewed host time."""
 
