@@ -52,6 +52,7 @@ class PlanCreate(RequestBody):
     methods: list[str] = Field(default_factory=lambda: ["wordnet"], min_length=1, max_length=4)
     tasks: list[str] | None = Field(
         default=None,
+        min_length=1,  # [] read as "all tasks", which it does not say; leave it out for all
         description="tasks to balance (default: all); every task's classes are still accounted for",
     )
     per_source_cap: int = Field(default=5, ge=1, le=1000, description="at most this many variants per source")

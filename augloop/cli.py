@@ -85,6 +85,8 @@ def import_cmd(
         if "=" not in item:
             fail(f"--labels takes TASK=a,b,c; got {item!r}")
         key, values = item.split("=", 1)
+        if key.strip() in order:  # the second silently replaced the first
+            fail(f"--labels names task {key.strip()!r} twice; give its label set once")
         order[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
     spec = ImportSpec(
         dataset=dataset,

@@ -78,10 +78,12 @@ class ImportSpec:
         self.tasks = [t.strip() for item in self.tasks for t in item.split(",") if t.strip()]
         self.split_col = self.split_col or None
         self.id_col = self.id_col or None
-        # Declared label names in NFC, as every label read from the file (_label_at): `café` typed with a
-        # combining accent is the same class as the precomposed one, not a second class that looks the same.
+        # Declared label names stripped and in NFC, as every label read from the file (_label_at): a declared
+        # " a" was a class no row could hold (cells are stripped), `café` typed with a combining accent is the
+        # same class as the precomposed one, not a second class that looks the same.
         self.label_order = {
-            task: [unicodedata.normalize("NFC", name) for name in names] for task, names in self.label_order.items()
+            task: [unicodedata.normalize("NFC", name.strip()) for name in names]
+            for task, names in self.label_order.items()
         }
 
 
@@ -132,6 +134,11 @@ def _lines(stream: BinaryIO) -> Iterator[str]:
 
 
 def _csv_records(stream: BinaryIO) -> Iterator[Record]:
+    # csv's own cap on a field (131,072 characters) below AUGLOOP_MAX_TEXT_CHARS refused, as a malformed CSV, a
+    # text the same file's JSONL form imported; a longer text still gets the limit's own message
+    limit = get_settings().max_text_chars + 1
+    if csv.field_size_limit() < limit:
+        csv.field_size_limit(limit)
     reader = csv.reader(_lines(stream), strict=True)
     try:
         header = next(reader)

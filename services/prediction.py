@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import TooLargeError, ValidationFailed
 from core.settings import Settings, get_settings
+from core.textnorm import normalize_text
 from db import queue
 from db import training_runs as db_runs
 from db.datasets import get_dataset
@@ -101,7 +102,7 @@ def predict(session: Session, model_id: int, texts: list[str], settings: Setting
     if len(texts) > settings.trainer_predict_max_texts:
         raise TooLargeError(f"at most {settings.trainer_predict_max_texts} texts per request", field="texts")
     for i, text in enumerate(texts):
-        if not text.strip():
+        if not normalize_text(text):  # blank, or only zero-width and format characters (an import's empty text)
             raise ValidationFailed(f"texts[{i}] is empty", field=f"texts.{i}")
         if not text.isascii():
             try:

@@ -207,3 +207,49 @@ def test_a_label_set_stored_in_another_spelling_still_matches_its_rows(engine):
     with session_scope(engine) as s:
         two = s.scalar(select(Sample.id).where(Sample.text == "two"))
         assert s.scalar(select(SampleLabel.label).where(SampleLabel.sample_id == two)) == NFD
+
+
+# 5. Small doors ------------------------------------------------------------------------------------------------
+
+
+def test_declared_labels_are_stripped_as_cells_are(engine):
+    """A declared " a" was a class no row could hold (cells are stripped): every row's "a" was refused."""
+    run_import(engine, b"text,bias\none,a\ntwo,b\n", label_order={"bias": [" a", "b "]})
+    with session_scope(engine) as s:
+        assert s.scalar(select(Dataset)).labels_of("bias") == ["a", "b"]
+
+
+def test_a_csv_text_up_to_the_configured_limit_imports_past_csvs_own_field_cap(engine, monkeypatch):
+    """With AUGLOOP_MAX_TEXT_CHARS above csv's 131,072-character field cap, a long text failed as a malformed
+    CSV while the same text in JSONL imported."""
+    import csv
+
+    from core.settings import get_settings
+
+    monkeypatch.setenv("AUGLOOP_MAX_TEXT_CHARS", "200000")
+    get_settings.cache_clear()
+    before = csv.field_size_limit()
+    try:
+        long_text = "word " * 30_000  # 150,000 characters
+        run_import(engine, f"text,bias\n{long_text},a\nshort one,b\n".encode())
+        assert run_import(engine, f"text,bias\n{long_text}x,a\n".encode(), dataset="e").imported == 1
+    finally:
+        csv.field_size_limit(before)
+        get_settings.cache_clear()
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.max(func.length(Sample.text)))) >= 149_000
+
+
+def test_a_task_given_two_label_sets_on_the_command_line_is_refused(settings, tmp_path: Path):
+    (tmp_path / "f.csv").write_text("text,bias\none,a\n")
+    result = cli(
+        "import", str(tmp_path / "f.csv"), "-d", "d", "-t", "bias", "--labels", "bias=a,b", "--labels", "bias=b"
+    )
+    assert result.exit_code == 2 and "--labels names task 'bias' twice" in result.output, result.output
+
+
+def test_an_empty_task_list_for_a_plan_and_an_invisible_text_to_predict_are_refused(admin, example_dataset):
+    r = admin.post(f"/api/v1/datasets/{example_dataset}/augmentation-plans", json={"tasks": []})
+    assert r.status_code == 422 and r.json()["field"] == "tasks", r.text
+    r = admin.post("/api/v1/models/1/predict", json={"texts": ["fine", "\u200b\ufeff"]})
+    assert r.status_code == 422 and r.json()["field"] == "texts.1", r.text
