@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, event, select, text, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from core.errors import ConflictError, NotFoundError
 from core.settings import get_settings
@@ -138,9 +138,15 @@ LOCK_HELD_GIVE_BACK_SECONDS = 2.0
 
 
 @event.listens_for(Session, "after_begin")
-def _note_write_lock(session: Session, _transaction: Any, connection: Connection) -> None:
-    if connection.dialect.name == "sqlite":
+def _note_write_lock(session: Session, transaction: SessionTransaction, connection: Connection) -> None:
+    if connection.dialect.name == "sqlite" and not transaction.nested:  # a savepoint is not a new lock
         session.info[WRITE_LOCK_SINCE] = connection.info.get(WRITE_LOCK_SINCE)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_write_lock(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost transaction ended (a rollback too): its lock time goes with it
+        session.info.pop(WRITE_LOCK_SINCE, None)
 
 
 @event.listens_for(Session, "before_commit")
@@ -151,6 +157,8 @@ def _give_lock_time_back_to_leases(session: Session) -> None:
     first, find live workers' leases run out and hand their jobs to others: a training attempt lost, run twice,
     and at worst failed as "worker lost" with its worker alive. Before such a transaction commits, every running
     job's lease is extended by the time the lock was held (a dead worker is found that much later)."""
+    if session.in_nested_transaction():  # a savepoint released: the lock is held until the outer commit
+        return
     since = session.info.pop(WRITE_LOCK_SINCE, None)
     if since is None:
         return

@@ -206,7 +206,7 @@ def withdraw_scores(session: Session, run_ids: list[int]) -> int:
         .where(table.c.id == bindparam("sid"))
         .values(label_consistency=None, label_flag=None, scores=bindparam("kept", type_=table.c.scores.type))
     )
-    kept = [{"sid": sid, "kept": {k: v for k, v in held.items() if k != "label_model"} or None} for sid, held in rows]
+    kept = [{"sid": sid, "kept": {k: v for k, v in held.items() if k != "label_model"}} for sid, held in rows]
     return session.connection().execute(statement, kept).rowcount or 0
 
 

@@ -137,19 +137,18 @@ def stratified_split(
 
 
 def _apportion(sizes: list[int], fraction: float, caps: list[int], rng: random.Random) -> list[int]:
-    """round(sum(sizes) × fraction) units over the strata, each about size × fraction and at most its cap: the
-    floors first, then one more to the strata with the largest remainders (largest remainder method)."""
-    total = min(round(sum(sizes) * fraction), sum(caps))
-    quotas = [n * fraction for n in sizes]
-    counts = [min(int(q), cap) for q, cap in zip(quotas, caps, strict=True)]
+    """About size × fraction units of each stratum, at most its cap, round(their sum) in all: the floors first,
+    then one more to the strata with the largest remainders (largest remainder method; ties drawn by `rng`). A
+    stratum whose cap is below its share (a class of one row keeps it in train) gives up the rest of it: its
+    shortfall is not loaded onto the others."""
+    wanted = [min(n * fraction, cap) for n, cap in zip(sizes, caps, strict=True)]
+    counts = [int(w) for w in wanted]
     ties = [rng.random() for _ in sizes]
-    order = sorted(range(len(sizes)), key=lambda k: (counts[k] - quotas[k], ties[k]))  # most owed first
-    while sum(counts) < total:
-        for k in order:
-            if sum(counts) >= total:
-                break
-            if counts[k] < caps[k]:
-                counts[k] += 1
+    owed = round(sum(wanted)) - sum(counts)
+    # a fractional share lies below its cap (a cap is a whole number), so each of these may take one more
+    for k in sorted(range(len(sizes)), key=lambda k: (counts[k] - wanted[k], ties[k]))[: max(0, owed)]:
+        if counts[k] < caps[k]:
+            counts[k] += 1
     return counts
 
 

@@ -193,6 +193,23 @@ def test_a_drawn_split_gives_val_and_test_their_share_when_every_class_is_small(
     assert min(n for _label, n in per_class) >= 1 and len(per_class) == 101, "every class keeps a train row"
 
 
+def test_a_drawn_split_of_many_one_row_classes_is_quick_and_loads_no_shortfall_onto_the_others() -> None:
+    """A long-tailed first task (thousands of one-row classes) made the apportioning loop cubic (21 s at 3,000
+    classes, hours at 30,000), and the share the one-row classes could not give went to the big class."""
+    import time
+    from collections import Counter
+
+    from services.importing import stratified_split
+
+    strata = [f"tail{i}" for i in range(30_000)] + ["big"] * 1000
+    start = time.perf_counter()
+    split = stratified_split(strata, 1, (0.8, 0.1, 0.1))
+    assert time.perf_counter() - start < 5
+    big = Counter(s for s, key in zip(split, strata, strict=True) if key == "big")
+    assert big == {"train": 800, "val": 100, "test": 100}
+    assert all(s == "train" for s, key in zip(split, strata, strict=True) if key != "big")
+
+
 def test_a_jsonl_record_with_a_split_after_a_first_without_one_is_refused(engine):
     """Which rows carry a split is decided by the first record; a later record's own split would be lost (the
     stratified split could put a test text into train), so the file is refused, naming its line, and nothing

@@ -110,6 +110,41 @@ def test_a_write_lock_held_past_a_lease_does_not_hand_a_live_workers_job_to_anot
     assert queue.claim(engine, "other").id == job_id, "a worker that is gone is still found, that much later"
 
 
+def test_lock_time_is_given_back_once_whatever_savepoints_or_rollbacks_came_before(engine) -> None:
+    """A savepoint released inside a long transaction is not its commit (the time was counted twice, or the
+    rest of it never); a transaction rolled back leaves no start time for the next one to count."""
+    from db.models import Project
+
+    job_id = _enqueue(engine)
+    assert queue.claim(engine, "alive", lease_seconds=60).id == job_id
+
+    def lease() -> datetime:
+        return _job(engine, job_id).lease_until
+
+    start = lease()
+    with session_scope(engine) as s:
+        s.execute(update(Project).values(name=Project.name))
+        time.sleep(2.2)
+        for _ in range(2):
+            with s.begin_nested():
+                s.execute(update(Project).values(name=Project.name))
+    given = (lease() - start).total_seconds()
+    assert 2.2 <= given < 3.5, given
+    start = lease()
+    with session_scope(engine) as s:
+        with s.begin_nested():
+            s.execute(update(Project).values(name=Project.name))
+        time.sleep(2.2)
+    assert (lease() - start).total_seconds() >= 2.2, "the time after a savepoint was not given back"
+    start = lease()
+    with session_scope(engine) as s:
+        s.execute(update(Project).values(name=Project.name))
+        s.rollback()
+        time.sleep(2.2)
+        s.begin()
+    assert lease() == start, "a rolled-back transaction's start was counted by the next commit"
+
+
 class _SkewedDatetime:
     """Stands in for the datetime class in db.queue: now() returns the skewed host time."""
 
