@@ -282,22 +282,20 @@ class RowValidator:
                     f"column {col!r} not found (columns: {', '.join(sorted(columns))})",
                     field="text_col" if col == spec.text_col else "task",
                 )
-        if spec.split_col not in (None, DEFAULT_SPLIT_COL) and spec.split_col not in columns:
-            # a split column named on purpose and missing (a typo) would silently draw a split: test texts in train
-            raise ImportRejected(
-                line,
-                f"split column {spec.split_col!r} not found (columns: {', '.join(sorted(columns))}); leave it out to "
-                "let augloop draw the split",
-                field="split_col",
-            )
-        if spec.id_col not in (None, DEFAULT_ID_COL) and spec.id_col not in columns:
-            # an id column named on purpose and missing (a typo) would import every row without its external id
-            raise ImportRejected(
-                line,
-                f"id column {spec.id_col!r} not found (columns: {', '.join(sorted(columns))}); leave it out to "
-                "import without external ids",
-                field="id_col",
-            )
+        # A split or id column named on purpose and missing (a typo) would silently draw a split (test texts in
+        # train) or import every row without its external id; the default names are used only when present.
+        for field_name, named, default, instead in (
+            ("split_col", spec.split_col, DEFAULT_SPLIT_COL, "let augloop draw the split"),
+            ("id_col", spec.id_col, DEFAULT_ID_COL, "import without external ids"),
+        ):
+            if named not in (None, default) and named not in columns:
+                what = field_name.removesuffix("_col")
+                raise ImportRejected(
+                    line,
+                    f"{what} column {named!r} not found (columns: {', '.join(sorted(columns))}); leave it out to "
+                    f"{instead}",
+                    field=field_name,
+                )
         self.use_split = bool(spec.split_col) and spec.split_col in columns
 
     def validate(self, records: list[Record]) -> list[Row]:

@@ -68,8 +68,7 @@ class ReviewData:
 
 
 def make_dataset(session: Any, name: str = "rev", reviews_required: int = 1) -> list[int]:
-    from core.textnorm import content_hash
-    from db.models import Dataset, Sample, SampleLabel
+    from db.models import Dataset
 
     ds = Dataset(
         name=name,
@@ -88,46 +87,47 @@ def make_dataset(session: Any, name: str = "rev", reviews_required: int = 1) -> 
     )
     session.add(ds)
     session.flush()
-    ids = []
-    for i, (text, labels) in enumerate(SOURCES):
-        s = Sample(
-            dataset_id=ds.id,
-            text=text,
-            split="train",
-            origin="original",
-            content_hash=content_hash(text),
-            external_id=f"src{i}",
-        )
-        s.labels_rows = [SampleLabel(task=t, label=lab) for t, lab in labels.items()]
-        session.add(s)
-        session.flush()
-        ids.append(s.id)
-    return ids
+    return [add_original(session, ds, text, labels, "train", f"src{i}") for i, (text, labels) in enumerate(SOURCES)]
+
+
+def add_original(session: Any, dataset: Any, text: str, labels: dict[str, str], split: str, external_id: str) -> int:
+    """An imported (original) text with its labels; returns its id."""
+    from core.textnorm import content_hash
+    from db.models import Sample, SampleLabel
+
+    s = Sample(
+        dataset_id=dataset.id,
+        text=text,
+        split=split,
+        origin="original",
+        content_hash=content_hash(text),
+        external_id=external_id,
+    )
+    s.labels_rows = [SampleLabel(task=t, label=lab) for t, lab in labels.items()]
+    session.add(s)
+    session.flush()
+    return int(s.id)
 
 
 def add_val_texts(session: Any, dataset: Any) -> None:
     """Two labelled val originals: what a training request needs besides train texts (its early stopping, LR
     selection and decision rule read val)."""
-    from core.textnorm import content_hash
-    from db.models import Sample, SampleLabel
-
-    for i, (text, labels) in enumerate(
-        [
-            ("Vote for the farm bill tomorrow.", {"bias": "partisan", "message": "mobilization"}),
-            ("Thanks to everyone who came out tonight.", {"bias": "neutral", "message": "constituency"}),
-        ]
-    ):
-        s = Sample(
-            dataset_id=dataset.id,
-            text=text,
-            split="val",
-            origin="original",
-            content_hash=content_hash(text),
-            external_id=f"val{i}",
-        )
-        s.labels_rows = [SampleLabel(task=t, label=lab) for t, lab in labels.items()]
-        session.add(s)
-    session.flush()
+    add_original(
+        session,
+        dataset,
+        "Vote for the farm bill tomorrow.",
+        {"bias": "partisan", "message": "mobilization"},
+        "val",
+        "val0",
+    )
+    add_original(
+        session,
+        dataset,
+        "Thanks to everyone who came out tonight.",
+        {"bias": "neutral", "message": "constituency"},
+        "val",
+        "val1",
+    )
 
 
 def add_variant(

@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 from core.errors import ValidationFailed
 from db.models import Dataset, Sample, SampleLabel
 from db.session import session_scope
-from services.importing import ImportSpec, import_file
+from tests import test_import as import_test
+from tests.test_import import count
 from trainer.config import TrainConfig, parse_set_option
 from trainer.errors import TrainerError
 
@@ -35,15 +36,7 @@ NFD = unicodedata.normalize("NFD", "café")
 
 
 def run_import(engine, data: bytes, filename: str = "data.csv", **spec):
-    spec.setdefault("dataset", "d")
-    spec.setdefault("tasks", ["bias"])
-    with session_scope(engine) as s:
-        return import_file(s, data, ImportSpec(**spec), filename=filename)
-
-
-def count(engine, model=Sample) -> int:
-    with session_scope(engine) as s:
-        return s.scalar(select(func.count()).select_from(model))
+    return import_test.run_import(engine, data, filename, **{"tasks": ["bias"], **spec})
 
 
 def jsonl_with(bad_line: str) -> bytes:
