@@ -8,8 +8,9 @@ import secrets
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, NotFoundError, ValidationFailed
@@ -124,6 +125,18 @@ def token_state(row: APIToken, now: datetime | None = None) -> str:
     if row.expires_at is not None and row.expires_at <= (now or utcnow()):
         return "expired"
     return "active"
+
+
+def has_active_token(user_id: Any, now: datetime) -> ColumnElement[bool]:
+    """SQL: the user (a column or a value) holds a token that is neither revoked nor expired at `now`:
+    token_state's "active", for a query."""
+    return exists(
+        select(APIToken.id).where(
+            APIToken.user_id == user_id,
+            APIToken.revoked_at.is_(None),
+            or_(APIToken.expires_at.is_(None), APIToken.expires_at > now),
+        )
+    )
 
 
 def mark_used(session: Session, token_id: int, when: datetime) -> None:

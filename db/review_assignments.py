@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from db.auth import has_active_token
 from db.locks import REVIEW_CLAIM, hold_until_commit
 from db.models import ReviewAssignment, Sample
 from db.review_access import standing_vote
@@ -25,14 +26,17 @@ def take_claim_turn(session: Session, dataset_id: int) -> None:
 
 
 def purge(session: Session, dataset_id: int, now: datetime) -> int:
-    """Drop the dataset's expired leases and those whose holder has voted since (their work there is done)."""
+    """Drop the dataset's expired leases, those whose holder has voted since (their work there is done), and
+    those whose holder holds no active token any more (their last one ran out: they cannot renew or release
+    it, and it would stay hidden from the others until the lease ended)."""
     done = affected_rows(
         session.execute(
             delete(ReviewAssignment)
             .where(
                 ReviewAssignment.dataset_id == dataset_id,
                 (ReviewAssignment.leased_until < now)
-                | standing_vote(ReviewAssignment.user_id, ReviewAssignment.sample_id),
+                | standing_vote(ReviewAssignment.user_id, ReviewAssignment.sample_id)
+                | ~has_active_token(ReviewAssignment.user_id, now),
             )
             .execution_options(synchronize_session=False)
         )

@@ -52,12 +52,7 @@ def revoke(session: Session, token_id: int | None = None, *, user_name: str | No
 
 def has_active_token(session: Session, user_id: int) -> bool:
     """Whether any of the user's tokens is active (not revoked, not expired), as the database has it now."""
-    rows = session.scalars(
-        select(APIToken)
-        .where(APIToken.user_id == user_id, APIToken.revoked_at.is_(None))
-        .execution_options(populate_existing=True)  # a revocation's UPDATE leaves loaded rows as they were
-    )
-    return any(auth.token_state(row) == "active" for row in rows)
+    return bool(session.scalar(select(auth.has_active_token(user_id, utcnow()))))
 
 
 def authenticate(session: Session, token: str) -> User | None:

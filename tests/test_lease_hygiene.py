@@ -200,3 +200,21 @@ def test_the_same_rules_through_the_services_on_sqlite_and_postgres(any_engine) 
     with session_scope(any_engine) as s:
         assert tokens.revoke(s, user_name="bob") == 1
     assert leases_of(any_engine, "bob") == set()
+
+
+def test_a_holder_whose_last_token_ran_out_holds_nothing(admin, annotator, carol, engine, review_data) -> None:
+    """Nothing happens at the moment a token expires, and its holder can no longer renew or release their
+    leases: the next claim drops them, as it drops expired leases."""
+    from sqlalchemy import update
+
+    from db.models import APIToken, User, utcnow
+    from db.session import session_scope
+
+    share_out(admin, "rev")
+    held = set(ids(claim(annotator, 5)))
+    assert held and not held & set(ids(claim(carol, 50)))
+    with session_scope(engine) as s:
+        bob = s.query(User).filter_by(name="bob-annotator").one()
+        s.execute(update(APIToken).where(APIToken.user_id == bob.id).values(expires_at=utcnow() - timedelta(minutes=1)))
+    assert held <= set(ids(claim(carol, 50))), "the expired holder's leases were not handed out"
+    assert leases_of(engine, "bob-annotator") == set()
