@@ -271,11 +271,17 @@ class RowValidator:
         self.max_chars = get_settings().max_text_chars
         self.use_split: bool | None = None  # decided by the first record's columns
         self.rows = 0
+        # JSONL leaves a missing label out of its record: a task the first record lacks is looked for in the
+        # others, and only one no record has is an error (finish). CSV and Parquet name every column up front.
+        self.sparse = False
+        self.unseen: set[str] = set()
 
     def _columns(self, line: int, record: dict[str, Any]) -> None:
         spec = self.spec
         columns = set(record)
-        for col in [spec.text_col, *spec.tasks]:
+        if self.sparse:
+            self.unseen = {task for task in spec.tasks if task not in columns}
+        for col in [spec.text_col, *(t for t in spec.tasks if t not in self.unseen)]:
             if col not in columns:
                 raise ImportRejected(
                     line,
@@ -298,12 +304,23 @@ class RowValidator:
                 )
         self.use_split = bool(spec.split_col) and spec.split_col in columns
 
+    def finish(self) -> None:
+        """After the last record: a task no JSONL record names is a typo, not a column of missing labels."""
+        if self.unseen:
+            raise ImportRejected(
+                1,
+                f"column(s) {', '.join(repr(t) for t in sorted(self.unseen))} not found in any record",
+                field="task",
+            )
+
     def validate(self, records: list[Record]) -> list[Row]:
         spec = self.spec
         if self.use_split is None and records:
             self._columns(*records[0])
         rows: list[Row] = []
         for line, rec in records:
+            if self.unseen:
+                self.unseen.difference_update(rec.keys())
             raw_text = rec.get(spec.text_col)
             if raw_text is None or (isinstance(raw_text, str) and not raw_text.strip()):
                 raise ImportRejected(line, f"missing text in column {spec.text_col!r}")

@@ -184,6 +184,7 @@ class _Staged:
     def read(self, stream: BinaryIO, fmt: str, total_bytes: int) -> None:
         stratify = self.spec.tasks[0]
         interned: dict[str, str] = {}
+        self.validator.sparse = fmt == "jsonl"
         for records in record_chunks(stream, fmt):
             rows = self.validator.validate(records)
             start = self.count
@@ -205,6 +206,7 @@ class _Staged:
             self.progress(phase="reading", done=_position(stream, total_bytes), total=total_bytes, rows=self.count)
         if not self.count:
             raise ImportRejected(1, "no data rows")
+        self.validator.finish()
 
     def plan_split(self) -> tuple[list[str], dict[str, Any], list[dict[str, Any]], int]:
         """The split of every row, how it was obtained, and the near-duplicate groups that span splits."""

@@ -246,3 +246,20 @@ def test_an_empty_task_list_for_a_plan_and_an_invisible_text_to_predict_are_refu
     assert r.status_code == 422 and r.json()["field"] == "tasks", r.text
     r = admin.post("/api/v1/models/1/predict", json={"texts": ["fine", "\u200b\ufeff"]})
     assert r.status_code == 422 and r.json()["field"] == "texts.1", r.text
+
+
+def test_a_jsonl_file_may_leave_a_label_out_of_its_first_record_but_not_name_a_task_no_record_has(engine):
+    """JSONL leaves a missing label out of its record; a first record without one refused the whole file as if
+    the column did not exist. A task that no record names is still a typo, and refused."""
+    records = [{"text": "one"}, {"text": "two", "bias": "left"}, {"text": "three", "bias": "right"}]
+    data = "\n".join(json.dumps(r) for r in records).encode()
+    assert run_import(engine, data, filename="d.jsonl").imported == 3
+    with session_scope(engine) as s:
+        labels = {smp.text: smp.labels for smp in s.scalars(select(Sample))}
+    assert labels == {"one": {}, "two": {"bias": "left"}, "three": {"bias": "right"}}
+    with pytest.raises(ValidationFailed) as err:
+        run_import(engine, data, filename="d.jsonl", dataset="e", tasks=["bias", "stance"])
+    assert err.value.field == "task" and "'stance' not found in any record" in err.value.message
+    assert count(engine) == 3, "nothing of the refused file was written"
+    with pytest.raises(ValidationFailed, match="column 'bias' not found"):  # a CSV header still says it at once
+        run_import(engine, b"text,stance\none,x\n", dataset="f")
