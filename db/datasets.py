@@ -206,13 +206,14 @@ def view_label_counts(
     session: Session, dataset: Dataset, include: set[str], splits: set[str]
 ) -> list[tuple[str, str, str, int]]:
     """(task, split, label, samples) over the view (see _in_view) in `splits`."""
-    rows = session.execute(
-        select(Sample.split, SampleLabel.task, SampleLabel.label, func.count())
-        .join(SampleLabel, SampleLabel.sample_id == Sample.id)
-        .where(*_in_view(dataset, include, splits))
-        .group_by(Sample.split, SampleLabel.task, SampleLabel.label)
-    ).all()
-    return [(task, split, label, n) for split, task, label, n in rows]
+    return list(
+        session.execute(
+            select(SampleLabel.task, Sample.split, SampleLabel.label, func.count())
+            .join(SampleLabel, SampleLabel.sample_id == Sample.id)
+            .where(*_in_view(dataset, include, splits))
+            .group_by(SampleLabel.task, Sample.split, SampleLabel.label)
+        ).tuples()
+    )
 
 
 VIEW_COLUMNS = (

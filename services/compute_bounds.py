@@ -93,22 +93,38 @@ def check_config(config: TrainConfig, seeds: list[int], user: User | None) -> No
     check_encoder(config.encoder, user)
 
 
-def check_capacity(session: Session, dataset: Dataset, user: User | None) -> None:
-    """Called once a request's jobs are queued (flushed, not committed): for non-admins, the project's queued
-    and running training jobs, these included, stay within AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT. Past it,
-    429, and the caller's transaction rolls the request back."""
+def _within_cap(
+    session: Session,
+    dataset: Dataset,
+    user: User | None,
+    kinds: tuple[str, ...],
+    cap: int,
+    what: str,
+    tail: str,
+    field: str,
+) -> None:
+    """For non-admins: the project's queued and running jobs of `kinds`, the request's own (flushed, not
+    committed) included, stay within `cap`; past it, 429, and the caller's transaction rolls the request back.
+    The count waits for the project's other quota checks (take_quota_turn), so two requests at once do not each
+    miss the other's jobs."""
     if is_admin(user):
         return
-    cap = get_settings().max_training_jobs_per_project
-    take_quota_turn(session, dataset.project_id)  # the count then includes what a request at once committed
-    in_flight = jobs_in_flight(session, dataset.project_id, TRAINING_KINDS, "jobs")
+    take_quota_turn(session, dataset.project_id)
+    in_flight = jobs_in_flight(session, dataset.project_id, kinds, "jobs")
     if in_flight > cap:
         raise QuotaExceeded(
-            f"this request would make {in_flight} training jobs queued or running in the project; at most {cap} "
-            "at once (AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT): retry with fewer seeds, or when some have finished",
-            field="seeds",
+            f"this request would make {in_flight} {what} queued or running in the project; at most {cap} at once "
+            f"{tail}",
+            field=field,
             extra={"in_flight": in_flight, "limit": cap},
         )
+
+
+def check_capacity(session: Session, dataset: Dataset, user: User | None) -> None:
+    """Called once a request's training jobs are queued: at most AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT (_within_cap)."""
+    cap = get_settings().max_training_jobs_per_project
+    tail = "(AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT): retry with fewer seeds, or when some have finished"
+    _within_cap(session, dataset, user, TRAINING_KINDS, cap, "training jobs", tail, "seeds")
 
 
 # Jobs a member queues that read a whole dataset and are capped together (max_other_jobs_per_project).
@@ -116,21 +132,9 @@ OTHER_KINDS = ("export", "label_scores", "pseudo_label")
 
 
 def check_other_capacity(session: Session, dataset: Dataset, user: User | None) -> None:
-    """Called once a request's job is queued (flushed, not committed): for non-admins, the project's queued and
-    running exports, pseudo-labelling and label-model scoring jobs, this one included, stay within
-    AUGLOOP_MAX_OTHER_JOBS_PER_PROJECT. The queue is shared: without a cap one member could put hundreds of
-    exports ahead of every other project's jobs (and a file of the dataset on disk for each). Past it, 429, and
-    the caller's transaction rolls the request back."""
-    if is_admin(user):
-        return
+    """Called once a request's export, pseudo-labelling or label-model scoring job is queued: at most
+    AUGLOOP_MAX_OTHER_JOBS_PER_PROJECT of them (_within_cap). The queue is shared: without a cap one member could
+    put hundreds of exports ahead of every other project's jobs (and a file of the dataset on disk for each)."""
     cap = get_settings().max_other_jobs_per_project
-    take_quota_turn(session, dataset.project_id)
-    in_flight = jobs_in_flight(session, dataset.project_id, OTHER_KINDS, "jobs")
-    if in_flight > cap:
-        raise QuotaExceeded(
-            f"this request would make {in_flight} export, pseudo-labelling and scoring jobs queued or running in "
-            f"the project; at most {cap} at once (AUGLOOP_MAX_OTHER_JOBS_PER_PROJECT): retry when some have "
-            "finished",
-            field="dataset",
-            extra={"in_flight": in_flight, "limit": cap},
-        )
+    tail = "(AUGLOOP_MAX_OTHER_JOBS_PER_PROJECT): retry when some have finished"
+    _within_cap(session, dataset, user, OTHER_KINDS, cap, "export, pseudo-labelling and scoring jobs", tail, "dataset")

@@ -137,7 +137,7 @@ def _csv_records(stream: BinaryIO) -> Iterator[Record]:
     # csv's own cap on a field (131,072 characters) below AUGLOOP_MAX_TEXT_CHARS refused, as a malformed CSV, a
     # text the same file's JSONL form imported. The cap stays (a field is read whole into memory), raised to the
     # setting: a text a little past it gets the setting's message, one far past it csv's "field larger than" one.
-    limit = get_settings().max_text_chars + 1
+    limit = min(get_settings().max_text_chars + 1, 2**31 - 1)  # csv takes a C long; no upload holds more
     if csv.field_size_limit() < limit:
         csv.field_size_limit(limit)
     reader = csv.reader(_lines(stream), strict=True)

@@ -212,5 +212,5 @@ def test_a_run_that_fails_after_scoring_withdraws_its_scores(lead, engine, tiny_
         scored = s.get_one(Sample, variant)
         assert (scored.scores, scored.label_consistency, scored.label_flag) == ({"similarity": 0.7}, None, None)
         assert s.get_one(Sample, other).scores["label_model"]["run_id"] == 999
-    summary = lead.get(f"/api/v1/datasets/{name}/label-model").json()
-    print(summary)
+    scorers = lead.get(f"/api/v1/datasets/{name}/label-model").json()["scorers"]
+    assert failed not in [scorer["run_id"] for scorer in scorers], scorers
