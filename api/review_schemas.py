@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import MAX_ID
 from api.schemas import RequestBody
 from db.models import RejectReason
+from services.auto_approval import shown_auto_decision
 
 
 class SampleRead(BaseModel):
@@ -35,7 +36,10 @@ class SampleRead(BaseModel):
     label_consistency: float | None
     label_flag: bool | None
     auto_decision: str | None = Field(
-        default=None, description="What the automatic step did: approved, rejected, or audit (left to people)"
+        default=None, description=(
+            "What the automatic step did: approved, rejected, or audit (a variant the rule would approve, left to"
+            " people; said only once people have decided it, so that it does not prime them)"
+        )
     )
     review_status: str | None
     review_count: int
@@ -43,6 +47,11 @@ class SampleRead(BaseModel):
     labels: dict[str, str]
     created_at: datetime
     updated_at: datetime
+
+    @model_validator(mode="after")
+    def _blind_audit(self) -> SampleRead:
+        self.auto_decision = shown_auto_decision(self.auto_decision, self.review_status)
+        return self
 
 
 class Votes(BaseModel):

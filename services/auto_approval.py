@@ -442,6 +442,15 @@ def screen(rule: dict[str, Any], features: Sequence[VariantFeatures]) -> list[st
     return [outside(rule["scope"], f) for f in features]
 
 
+def shown_auto_decision(auto_decision: str | None, review_status: str | None) -> str | None:
+    """What a client is told of the automatic step on a variant. An audit sample reads like any pending variant
+    until people have decided it: a reviewer told that the rule would approve it is primed to agree, and the
+    agreement measured on audits would no longer be people's own. Once decided, it says `audit` again."""
+    if auto_decision == "audit" and review_status == ReviewStatus.pending:
+        return None
+    return auto_decision
+
+
 def decide(rule: dict[str, Any], features: Sequence[VariantFeatures], hashes: Sequence[str]) -> list[str | None]:
     """Per variant: "approved", "audit" (it qualifies; left to people) or None (below the threshold, or outside
     what the rule was fitted on: `screen` says why)."""

@@ -169,6 +169,14 @@ def test_switching_on_applying_auditing_and_measuring_agreement(
         audit_ids = sorted(audit)
     assert admin.post("/api/v1/datasets/mini/auto-approval/apply").json()["considered"] == 120 - len(above)
 
+    # An audit reads like any pending variant to the people deciding it, wherever the API shows it.
+    queue = annotator.get("/api/v1/datasets/mini/review-queue", params={"page_size": 200}).json()["items"]
+    shown = {item["id"]: item["auto_decision"] for item in queue}
+    assert set(audit_ids) <= set(shown) and all(shown[sid] is None for sid in audit_ids)
+    cards = annotator.get("/api/v1/review-cards", params={"ids": ",".join(map(str, audit_ids))}).json()
+    assert [c["id"] for c in cards] == audit_ids and all(c["auto_decision"] is None for c in cards)
+    assert lead.get(f"/api/v1/samples/{audit_ids[0]}").json()["sample"]["auto_decision"] is None
+
     # People decide the audited variants: the agreement is measured on them.
     for i, sid in enumerate(audit_ids):
         version = lead.get(f"/api/v1/samples/{sid}").json()["sample"]["version"]
@@ -178,6 +186,8 @@ def test_switching_on_applying_auditing_and_measuring_agreement(
             else {"decision": "reject", "version": version, "reason": "meaning_changed"}
         )
         assert lead.post(f"/api/v1/samples/{sid}/decision", json=body).status_code == 200
+    decided = lead.get(f"/api/v1/samples/{audit_ids[0]}").json()["sample"]
+    assert decided["review_status"] == "rejected" and decided["auto_decision"] == "audit"  # decided: said again
     measured = lead.get("/api/v1/datasets/mini/auto-approval").json()["agreement"]
     assert measured["audit_decided"] == len(audit_ids) and measured["audit_approved"] == len(audit_ids) - 1
     assert measured["agreement"] == pytest.approx((len(audit_ids) - 1) / len(audit_ids))
