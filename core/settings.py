@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # The other jobs a member may queue (exports; a lead's pseudo-labels and label-model scoring) queued or
     # running per project at once, for non-admins: each reads the whole dataset (an export writes a file of it).
     max_other_jobs_per_project: int = Field(default=8, ge=1)
+    # Export files kept per dataset, the newest (services/exporting.py): each is a copy of the dataset, and any
+    # member may ask for one. An older one's download answers that it is gone.
+    exports_kept_per_dataset: int = Field(default=10, ge=1)
 
     @property
     def resolved_models_dir(self) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.files import delete_path
 from core.settings import Settings, get_settings
 
 log = logging.getLogger("augloop.db")
@@ -139,8 +139,8 @@ def _keep_files(session: Session) -> None:
     session.info.pop(_UNCOMMITTED_FILES, None)
     for _owner, path in session.info.pop(_FILES_TO_DELETE, []):
         try:
-            _delete(path)
-        except OSError as err:  # the rows are gone for good: a file that cannot go now is the operator's to see
+            delete_path(path)
+        except OSError as err:  # the rows are gone for good: the workers' sweep tries again (leftover_files)
             log.warning("could not delete %s after its rows were deleted: %s", path, err)
 
 
@@ -169,18 +169,14 @@ def _discard_files(session: Session, previous_transaction: Any) -> None:
     if kept:
         session.info[_UNCOMMITTED_FILES] = kept
     for path in gone:
-        _delete(path)
+        try:
+            delete_path(path)
+        except OSError as err:
+            log.warning("could not delete %s, written for rows that were rolled back: %s", path, err)
     # Deletions asked within it are called off: the rows that name those files are back.
     still = [(o, p) for o, p in session.info.pop(_FILES_TO_DELETE, []) if not _within(o, previous_transaction)]
     if still:
         session.info[_FILES_TO_DELETE] = still
-
-
-def _delete(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def _within(transaction: Any, ended: Any) -> bool:

@@ -11,8 +11,9 @@ it: samples, jobs, runs, reports) belongs to one project:
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from sqlalchemy.orm import Session
 
@@ -43,6 +44,30 @@ def shown_path(path: str | None, user: User | None) -> str | None:
         if candidate.is_relative_to(root):
             return str(candidate.relative_to(root))
     return None
+
+
+# An absolute path in a message: "/" at the start of a word (not inside a URL, a relative path or a fraction), up
+# to a space or a quote (an OSError quotes its paths: "[Errno 28] No space left on device: '/srv/data/x'").
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/[^\s'\"]+")
+
+
+def without_server_paths(message: str) -> str:
+    """An error message as project members may read it (a job's, a run's): a path under the data directory
+    relative to it, any other absolute path by its last part only (`…/name`). The worker's log keeps the whole
+    message and its traceback for the operator."""
+    settings = get_settings()
+    roots = {str(settings.data_dir.resolve()), str(settings.data_dir.absolute())}
+
+    def shown(match: re.Match[str]) -> str:
+        path = match.group(0)
+        for root in sorted(roots, key=len, reverse=True):
+            if path == root:
+                return "<data directory>"
+            if path.startswith(root + "/"):
+                return path[len(root) + 1 :]
+        return "…/" + (PurePosixPath(path).name or "")
+
+    return _ABSOLUTE_PATH.sub(shown, message)
 
 
 def visible_project_ids(session: Session, user: User | None) -> set[int] | None:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError, ValidationFailed
+from core.files import file_system_now
 from core.names import check_language
 from core.settings import get_settings
 from db import queue
@@ -32,7 +33,7 @@ from db.models import OPEN_JOB_STATUSES, Dataset, Job, TrainingRun, User
 from db.session import delete_when_committed, discard_unless_committed, readonly_engine, session_scope
 from services.access import Need, check_dataset, visible_project_ids
 from services.compute_bounds import check_other_capacity
-from services.exporting import ExportCount, check_format, export_job_parts, iter_export
+from services.exporting import ExportCount, check_format, export_job_files, export_job_parts, iter_export
 from services.importing import FinishFn, ImportResult, ImportSpec, import_path, import_stream
 
 log = logging.getLogger("augloop.datasets")
@@ -97,14 +98,13 @@ def dataset_files(session: Session, dataset: Dataset) -> list[Path]:
     paths: list[Path] = []
     for run_id in session.scalars(select(TrainingRun.id).where(TrainingRun.dataset_id == dataset.id)):
         paths += [runs_root() / str(run_id), *attempt_leftovers(run_id)]
-    exports = get_settings().data_dir.resolve() / "exports"
     for job_id, kind, params in session.execute(
         select(Job.id, Job.kind, Job.params).where(Job.dataset_id == dataset.id, Job.kind.in_(("export", "import")))
     ):
         if kind == "export":
             # Its published file by name, whether or not it exists yet (an attempt may publish before the
             # deletion commits), and its attempts' files as they are now.
-            paths += [exports / f"job{job_id}.{fmt}" for fmt in ("csv", "jsonl")]
+            paths += export_job_files(job_id)
             paths += export_job_parts(job_id)
         elif upload := upload_of(params or {}):
             paths.append(upload)
@@ -180,12 +180,7 @@ def sweep_orphan_uploads(engine: Engine, grace_seconds: float = UPLOAD_GRACE_SEC
     with Session(bind=readonly_engine(engine)) as session, session.begin():  # no write lock while files go
         open_jobs = session.scalars(select(Job.params).where(Job.kind == "import", Job.status.in_(OPEN_JOB_STATUSES)))
         named = {upload.name for params in open_jobs if (upload := upload_of(params))}
-    probe = folder / f".clock-{uuid.uuid4().hex}"
-    probe.touch()
-    try:
-        cutoff = probe.stat().st_mtime - grace_seconds
-    finally:
-        probe.unlink(missing_ok=True)
+    cutoff = file_system_now(folder) - grace_seconds
     removed = 0
     for path in folder.iterdir():
         try:

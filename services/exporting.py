@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Select, select
 from sqlalchemy.orm import Session
 
 from core.errors import ValidationFailed
 from core.settings import get_settings
 from db.datasets import VIEW_COLUMNS, count_view, view_rows
-from db.models import Dataset, Origin, ReviewStatus
+from db.models import Dataset, Job, JobStatus, Origin, ReviewStatus
+from db.session import delete_when_committed
 from services import leak_guard
 
 FORMATS = ("csv", "jsonl")
@@ -186,9 +187,53 @@ def write_export(
     return count
 
 
+def exports_folder() -> Path:
+    return get_settings().data_dir.resolve() / "exports"
+
+
+def export_job_files(job_id: int) -> list[Path]:
+    """Where export job `job_id` publishes its file, in either format (whether or not it exists)."""
+    return [exports_folder() / f"job{job_id}.{fmt}" for fmt in FORMATS]
+
+
 def export_job_parts(job_id: int) -> list[Path]:
     """The files export job `job_id`'s attempts are writing or left behind (a worker killed mid-write)."""
-    return sorted((get_settings().data_dir.resolve() / "exports").glob(f"job{job_id}.*.part"))
+    return sorted(exports_folder().glob(f"job{job_id}.*.part"))
+
+
+def _succeeded_exports(dataset_id: int) -> Select[int]:
+    """A dataset's succeeded export jobs, the latest to finish first."""
+    return (
+        select(Job.id)
+        .where(Job.kind == "export", Job.dataset_id == dataset_id, Job.status == JobStatus.succeeded)
+        .order_by(Job.finished_at.desc(), Job.id.desc())
+    )
+
+
+def pruned_exports(session: Session, job_ids: list[int]) -> list[Path]:
+    """The files of these export jobs that are no longer among the newest `AUGLOOP_EXPORTS_KEPT_PER_DATASET` of
+    their dataset (to be deleted: exports are copies of a dataset, and any member may ask for one)."""
+    kept_count = get_settings().exports_kept_per_dataset
+    by_dataset: dict[int, list[int]] = {}
+    for job_id, dataset_id in session.execute(
+        select(Job.id, Job.dataset_id).where(Job.id.in_(job_ids), Job.kind == "export", Job.dataset_id.is_not(None))
+    ).tuples():
+        assert dataset_id is not None  # the query leaves none out; for the type checker
+        by_dataset.setdefault(dataset_id, []).append(job_id)
+    out: list[Path] = []
+    for dataset_id, ids in by_dataset.items():
+        kept = set(session.scalars(_succeeded_exports(dataset_id).limit(kept_count)))
+        out += [path for job_id in ids if job_id not in kept for path in export_job_files(job_id)]
+    return out
+
+
+def prune_exports(session: Session, dataset_id: int) -> None:
+    """As an export publishes: the files of the dataset's exports that fall out of the newest kept go once the
+    transaction commits (the workers' sweep deletes any this misses, services/leftover_files.py)."""
+    kept_count = get_settings().exports_kept_per_dataset
+    for job_id in session.scalars(_succeeded_exports(dataset_id).offset(kept_count).limit(kept_count)):
+        for path in export_job_files(job_id):
+            delete_when_committed(session, path)
 
 
 def part_path(path: Path) -> Path:
@@ -246,16 +291,13 @@ def export_to_file(
     from db.session import discard_unless_committed, readonly_engine, session_scope
 
     chosen = parse_include(include)
-    path = get_settings().data_dir.resolve() / "exports" / f"job{job_id}.{fmt}"
-    if finish is not None:
-        # This attempt holds the job: the files of earlier ones (a worker killed mid-write) are no one's now.
-        for stale in path.parent.glob(f"{path.name}.*.part"):
-            stale.unlink(missing_ok=True)
+    path = exports_folder() / f"job{job_id}.{fmt}"
     tmp = part_path(path)
     try:
         # Read-only: on SQLite a write transaction would hold the database's one write lock for the whole export.
         with session_scope(readonly_engine(engine)) as session:
             dataset = get_dataset(session, dataset_name)
+            dataset_id = dataset.id
             count = _write_part(session, dataset, chosen, fmt, tmp, progress)
         result = {
             "path": str(path.relative_to(get_settings().data_dir.resolve())),  # GET /jobs/{id}/artifact serves it
@@ -271,6 +313,13 @@ def export_to_file(
             finish(session, result)  # raises, publishing nothing, unless the job is still this attempt's
             tmp.replace(path)
             discard_unless_committed(session, path)
+            # This attempt holds the job: the files of earlier ones (a worker killed mid-write) are no one's now.
+            # Deleted here, under the lease, never at the attempt's start: an attempt that stalled past its lease
+            # there would delete the file of the one that took the job over.
+            for stale in export_job_parts(job_id):
+                if stale != tmp:
+                    delete_when_committed(session, stale)
+            prune_exports(session, dataset_id)
         return result
     finally:
         tmp.unlink(missing_ok=True)

@@ -7,6 +7,7 @@ runs that wait for it, the import kind deletes its upload.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,9 @@ from db.models import Dataset, Job, JobStatus, TrainingRun, User
 from db.session import delete_when_committed
 from services.access import Need, check_dataset_id, visible_project_ids
 from services.datasets import dataset_named, upload_of
-from services.exporting import export_job_parts
+from services.exporting import export_job_files, export_job_parts
 from services.listing import listed_values
-from services.training import attempt_leftovers
+from services.training import attempt_leftovers, runs_root
 
 
 @queue.on_job_end("train")
@@ -37,7 +38,8 @@ def end_training_runs(session: Session, job_ids: list[int], status: str, error: 
     are withdrawn: the review queue's order and filters, the label-model summary and auto-approval must not rest
     on a model that was never stored."""
     for run_id in db_runs.end_runs_of_jobs(session, job_ids, status, error, now):
-        for path in attempt_leftovers(run_id):
+        # its folder too: an attempt killed after moving its artifacts into place, before its record committed
+        for path in [runs_root() / str(run_id), *attempt_leftovers(run_id)]:
             delete_when_committed(session, path)
     unfinished = select(TrainingRun.id).where(
         TrainingRun.job_id.in_(job_ids), TrainingRun.status != JobStatus.succeeded
@@ -62,9 +64,10 @@ def delete_uploads(session: Session, job_ids: list[int], status: str, error: str
 @queue.on_job_end("export")
 def delete_export_parts(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> None:
     """An export that will not run again leaves no attempt's file behind (a worker killed mid-write leaves one
-    of up to the dataset's size; only a later attempt of the same job, or the dataset's deletion, removed it)."""
+    of up to the dataset's size; only a later attempt of the same job, or the dataset's deletion, removed it),
+    nor a file an attempt moved into place before it was killed, its completion never committed."""
     for job_id in job_ids:
-        for path in export_job_parts(job_id):
+        for path in [*export_job_files(job_id), *export_job_parts(job_id)]:
             delete_when_committed(session, path)
 
 
@@ -150,9 +153,17 @@ def artifact_path(session: Session, job_id: int, settings: Settings, user: User 
     if job.status != "succeeded" or not path_str:
         raise NotFoundError(f"job {job_id} has no artifact (status {job.status})", field="job_id")
     root = settings.data_dir.resolve()
-    path = (root / str(path_str)).resolve()  # relative to the data directory (jobs before: absolute)
-    if not path.is_relative_to(root) or not path.is_file():
+    # Relative to the data directory (jobs before: absolute), and inside it as written: exports/ may be a link
+    # (as runs/ may), so the path is checked before links are followed, never after.
+    path = Path(os.path.normpath(root / str(path_str)))
+    if not path.is_relative_to(root):
         raise NotFoundError(f"artifact of job {job_id} is gone", field="job_id")
+    if not path.is_file():
+        raise NotFoundError(
+            f"artifact of job {job_id} is gone (a dataset keeps the files of its newest"
+            f" {settings.exports_kept_per_dataset} exports); export again",
+            field="job_id",
+        )
     return path
 
 

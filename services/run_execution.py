@@ -24,6 +24,7 @@ from db import training_runs as db_runs
 from db.models import OPEN_JOB_STATUSES, Dataset, JobStatus, TrainingRun
 from db.session import readonly_engine, session_scope
 from services import label_model
+from services.access import without_server_paths
 from services.distributed_training import train_distributed
 from services.run_snapshots import SNAPSHOT_FILE, pairs_digest, write_snapshot
 from services.training import attempt_leftovers, checkpoint_dir, runs_root
@@ -259,7 +260,7 @@ def record_end(
     """Record how a run ended; as a job, only while the worker still holds the job (else LeaseLost)."""
     with session_scope(engine) as session:
         queue.lease_guard(job_id, worker_id)(session)
-        db_runs.end_run(session, run_id, status, error[-4000:] if error else None)
+        db_runs.end_run(session, run_id, status, without_server_paths(error)[-4000:] if error else None)
 
 
 def end_held_run(engine: Engine, run_id: int, job_id: int, worker_id: str, status: str, error: str) -> bool:
@@ -267,7 +268,7 @@ def end_held_run(engine: Engine, run_id: int, job_id: int, worker_id: str, statu
     `status` is cancelled or failed, unless the run has ended already (its LR selection failed), whose end the
     job then takes. False when the job is no longer the process's (the queue's sweep ended it while the process
     was stopped); else the run's checkpoint goes, as nothing will resume it."""
-    error = error[-4000:]
+    error = without_server_paths(error)[-4000:]
     with session_scope(engine) as session:
         run = session.get(TrainingRun, run_id)
         if run is not None and run.status in (JobStatus.failed, JobStatus.cancelled):

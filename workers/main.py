@@ -25,7 +25,9 @@ from db import queue, worker_presence
 from db.models import Job, JobStatus, utcnow
 from db.session import session_scope
 from services import jobs as _job_hooks  # noqa: F401 - the queue's end hooks (a lost train job ends its run)
+from services.access import without_server_paths
 from services.datasets import UPLOAD_GRACE_SECONDS, sweep_orphan_uploads
+from services.leftover_files import LEFTOVER_GRACE_SECONDS, sweep_leftovers
 from workers.registry import (
     JobCancelled,
     JobContext,
@@ -80,6 +82,7 @@ class Worker:
         self.stop_requested = threading.Event()
         self.stats = WorkerStats()
         self._next_upload_sweep = 0.0  # monotonic time; 0: at the first turn of the loop
+        self._next_leftover_sweep = 0.0
 
     def install_signal_handlers(self) -> None:
         def on_signal(signum, _frame):  # type: ignore[no-untyped-def]
@@ -106,6 +109,7 @@ class Worker:
     def _loop(self, burst: bool, max_jobs: int | None) -> WorkerStats:
         while not self.stop_requested.is_set():
             self._sweep_uploads_when_due()
+            self._sweep_leftovers_when_due()
             try:
                 job = queue.claim(self.engine, self.worker_id, self.kinds, self.lease_seconds)
             except DBAPIError as err:  # database restarting or unreachable: wait and reconnect
@@ -138,6 +142,17 @@ class Worker:
             return
         if removed:
             log.info("deleted %d orphan upload(s) no open import job names", removed)
+
+    def _sweep_leftovers_when_due(self) -> None:
+        """Every worker deletes the files under runs/ and exports/ that no row owns any more (a deletion cut
+        short by a kill, services/leftover_files.py) when it starts, then once an hour."""
+        if time.monotonic() < self._next_leftover_sweep:
+            return
+        self._next_leftover_sweep = time.monotonic() + LEFTOVER_GRACE_SECONDS
+        try:
+            sweep_leftovers(self.engine)
+        except Exception:  # housekeeping: a failure is logged, the jobs go on
+            log.exception("sweeping leftover files failed")
 
     def _jobs_pending_soon(self) -> bool:
         """In burst mode, wait for retries that are due within a few seconds rather than exiting early."""
@@ -224,7 +239,9 @@ class Worker:
             permanent = isinstance(err, PermanentJobError)
             # The job shows its error to the project's members: the exception, not a traceback through the
             # server's paths; the traceback goes to the worker's log, for the operator.
-            message = str(err) if permanent else f"{type(err).__name__}: {err}"
+            # Its paths too: an OSError names the file it failed on, and where the server keeps its files is not
+            # the members' to know (services/access.without_server_paths).
+            message = without_server_paths(str(err) if permanent else f"{type(err).__name__}: {err}")
             if not permanent:
                 log.error("job %s (%s) raised:\n%s", job.id, job.kind, traceback.format_exc(limit=12))
             try:
