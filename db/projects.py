@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
 from db.locks import PROJECT_QUOTA, hold_until_commit
-from db.models import OPEN_JOB_STATUSES, Dataset, Job, Project, ProjectMember, User
+from db.models import OPEN_JOB_STATUSES, Dataset, Job, Project, ProjectMember, TrainingRun, User
 from db.session import affected_rows
 
 
@@ -97,5 +97,16 @@ def jobs_in_flight(
             Job.kind.in_(kinds),
             Job.status.in_(OPEN_JOB_STATUSES),
         )
+    )
+    return int(found or 0)
+
+
+def runs_in_flight(session: Session, project_id: int) -> int:
+    """The project's queued and running training runs (a run waiting for its learning-rate selection included)."""
+    found = session.scalar(
+        select(func.count())
+        .select_from(TrainingRun)
+        .join(Dataset, Dataset.id == TrainingRun.dataset_id)
+        .where(Dataset.project_id == project_id, TrainingRun.status.in_(OPEN_JOB_STATUSES))
     )
     return int(found or 0)

@@ -10,6 +10,7 @@ exists, and a worker that cannot load an encoder says so without the reason (tra
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 from core.errors import QuotaExceeded, ValidationFailed
 from core.settings import get_settings
 from db.models import Dataset, User
-from db.projects import jobs_in_flight, take_quota_turn
+from db.projects import jobs_in_flight, runs_in_flight, take_quota_turn
 from services.access import is_admin
 from trainer.config import TrainConfig
 
@@ -38,11 +39,11 @@ CONFIG_LIMITS: dict[str, float] = {
     "patience": 50,
     "num_threads": 64,
     "nproc": 8,  # processes of a distributed run, each holding the encoder and its optimizer state
+    "soup_size": 4,  # a CPU copy of the weights per epoch kept for the soup, in memory and in every checkpoint
 }
 # A checkpoint (model, optimizer, schedule) costs seconds: every step would multiply a run's time.
 MIN_CHECKPOINT_EVERY_STEPS = 50
 MAX_SEEDS = 5
-TRAINING_KINDS = ("train", "lr_select")
 
 # A hub id: "name" or "org/name"; every part starts with a letter or digit (no ".", "..", "/" or "~" lead).
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
@@ -97,20 +98,20 @@ def _within_cap(
     session: Session,
     dataset: Dataset,
     user: User | None,
-    kinds: tuple[str, ...],
+    count: Callable[[Session, int], int],
     cap: int,
     what: str,
     tail: str,
     field: str,
 ) -> None:
-    """For non-admins: the project's queued and running jobs of `kinds`, the request's own (flushed, not
-    committed) included, stay within `cap`; past it, 429, and the caller's transaction rolls the request back.
-    The count waits for the project's other quota checks (take_quota_turn), so two requests at once do not each
-    miss the other's jobs."""
+    """For non-admins: the project's queued and running work as `count` counts it, the request's own (flushed,
+    not committed) included, stays within `cap`; past it, 429, and the caller's transaction rolls the request
+    back. The count waits for the project's other quota checks (take_quota_turn), so two requests at once do not
+    each miss the other's."""
     if is_admin(user):
         return
     take_quota_turn(session, dataset.project_id)
-    in_flight = jobs_in_flight(session, dataset.project_id, kinds, "jobs")
+    in_flight = count(session, dataset.project_id)
     if in_flight > cap:
         raise QuotaExceeded(
             f"this request would make {in_flight} {what} queued or running in the project; at most {cap} at once "
@@ -121,10 +122,12 @@ def _within_cap(
 
 
 def check_capacity(session: Session, dataset: Dataset, user: User | None) -> None:
-    """Called once a request's training jobs are queued: at most AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT (_within_cap)."""
+    """Called once a request's training runs are queued: at most AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT runs
+    queued or running (_within_cap). Runs, not jobs: a learning-rate selection is one job that queues a training
+    job per seed when it ends, so counting jobs let one request of 5 seeds count as 1."""
     cap = get_settings().max_training_jobs_per_project
     tail = "(AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT): retry with fewer seeds, or when some have finished"
-    _within_cap(session, dataset, user, TRAINING_KINDS, cap, "training jobs", tail, "seeds")
+    _within_cap(session, dataset, user, runs_in_flight, cap, "training runs", tail, "seeds")
 
 
 # Jobs a member queues that read a whole dataset and are capped together (max_other_jobs_per_project).
@@ -137,4 +140,13 @@ def check_other_capacity(session: Session, dataset: Dataset, user: User | None) 
     put hundreds of exports ahead of every other project's jobs (and a file of the dataset on disk for each)."""
     cap = get_settings().max_other_jobs_per_project
     tail = "(AUGLOOP_MAX_OTHER_JOBS_PER_PROJECT): retry when some have finished"
-    _within_cap(session, dataset, user, OTHER_KINDS, cap, "export, pseudo-labelling and scoring jobs", tail, "dataset")
+    _within_cap(
+        session,
+        dataset,
+        user,
+        lambda s, project_id: jobs_in_flight(s, project_id, OTHER_KINDS, "jobs"),
+        cap,
+        "export, pseudo-labelling and scoring jobs",
+        tail,
+        "dataset",
+    )

@@ -25,7 +25,7 @@ retweet of a test text does not train.
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -441,7 +441,7 @@ def _check_tasks(spec: ImportSpec) -> None:
             raise ValidationFailed(f"labels: task {task!r} declares no label name", field="labels")
         if any(not name.strip() for name in names):
             raise ValidationFailed(f"labels: task {task!r} has a blank label name", field="labels")
-        twice = sorted({name for name in names if names.count(name) > 1})
+        twice = sorted(name for name, n in Counter(names).items() if n > 1)
         if twice:
             raise ValidationFailed(f"labels: task {task!r} names {twice} more than once", field="labels")
 

@@ -71,6 +71,40 @@ def test_a_projects_training_jobs_in_flight_are_capped(lead, admin, example_data
     get_settings.cache_clear()
 
 
+def test_a_learning_rate_selection_counts_the_runs_it_will_queue(lead, example_dataset, monkeypatch) -> None:
+    """A selection is one job that queues a training job per seed when it ends: counted as one job, three
+    requests of 5 seeds each passed a cap of 3 and became 15 training jobs in flight."""
+    from core.settings import get_settings
+
+    monkeypatch.setenv("AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT", "3")
+    get_settings.cache_clear()
+    selected = {**body(), "config": {"lr_search": "on"}}
+    over = lead.post(RUNS, json={**selected, "seeds": [1, 2, 3, 4]})
+    assert over.status_code == 429, over.text
+    assert over.json()["in_flight"] == 4 and over.json()["field"] == "seeds"
+    assert lead.post(RUNS, json={**selected, "seeds": [1, 2, 3]}).status_code == 202
+    assert lead.post(RUNS, json={**selected, "seeds": [4]}).status_code == 429
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("tasks", [f"task{i}" for i in range(1025)]),
+        ("exclude_methods", [f"m{i}" for i in range(65)]),
+        ("exclude_methods", ["m" * 65]),
+        ("task_weights", {f"task{i}": 1.0 for i in range(1025)}),
+    ],
+)
+def test_lists_and_maps_in_a_config_are_bounded(lead, example_dataset, key, value) -> None:
+    """The body is validated before anything is looked up, on any dataset name (48,000 task names held the API's
+    event loop for 25 s in a quadratic duplicate check, for a user of no project), and a 10 MB exclude_methods
+    list was stored once per seed."""
+    for dataset in ("psm", "no-such-dataset"):
+        r = lead.post(RUNS, json={**body(**{key: value}), "dataset": dataset})
+        assert r.status_code == 422 and r.json()["field"].startswith(f"config.{key}"), r.text[:300]
+
+
 def test_a_projects_exports_and_model_jobs_in_flight_are_capped(annotator, admin, example_dataset, monkeypatch):
     """Any member may queue an export: 300 of them went ahead of every other project's jobs, each writing a file
     of the dataset. Exports, pseudo-labelling and label-model scoring jobs share a cap per project."""

@@ -18,6 +18,7 @@ sentence-transformers checkpoint) keeps it; any other gets the recipe's. A value
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -34,7 +35,11 @@ from pydantic import (
 from core.inputs import InputModel
 from trainer.errors import TrainerError
 
-Name = Annotated[str, Field(min_length=1)]
+# Bounds on the lists and maps a request may give (a body may hold 50 MiB): past them nothing real is named, and
+# each run stores its config (a request for 5 seeds and the TF-IDF member stored an exclude_methods list 6 times).
+MAX_NAMED_TASKS = 1024
+Name = Annotated[str, Field(min_length=1, max_length=1000)]  # a task or label name, as a file's header names it
+MethodName = Annotated[str, Field(min_length=1, max_length=64)]  # an augmentation method (workers/augment/catalog)
 Smoothing = Annotated[float, Field(ge=0, le=0.5)]
 
 
@@ -67,7 +72,7 @@ class TrainConfig(ConfigModel):
     head_layers: int | None = Field(default=None, ge=1)
     head_hidden: int = Field(default=768, ge=1)
     head_dropout: float = Field(default=0.25, ge=0, le=0.95)
-    tasks: list[Name] | None = Field(default=None, min_length=1)  # None: every task of the dataset
+    tasks: list[Name] | None = Field(default=None, min_length=1, max_length=MAX_NAMED_TASKS)  # None: every task
 
     # Data
     max_length: int = Field(default=320, ge=8, le=4096)
@@ -85,7 +90,8 @@ class TrainConfig(ConfigModel):
     curriculum_start: float = Field(default=0.5, ge=0.01, le=1)
     curriculum_epochs: int = Field(default=3, ge=1)
     variants: Literal["approved", "none"] = "approved"  # variants in the train view; "none": originals only
-    exclude_methods: list[Name] = Field(default_factory=list)  # approved variants of these methods stay out
+    # approved variants of these methods stay out
+    exclude_methods: list[MethodName] = Field(default_factory=list, max_length=64)
     # "one_per_source": an original and its variants are one family, and each epoch draws one of them
     # (trainer/data.py TrainBatches); "all": every approved variant is an example of every epoch
     variant_sampling: Literal["all", "one_per_source"] = "one_per_source"
@@ -93,9 +99,13 @@ class TrainConfig(ConfigModel):
     # Loss
     focal_gamma: float = Field(default=2.0, ge=0, le=10)  # beyond ~5 the loss vanishes for most examples
     label_smoothing: Smoothing = 0.05
-    class_label_smoothing: dict[str, dict[str, Smoothing]] = Field(default_factory=dict)  # task → label → eps
+    class_label_smoothing: dict[Name, Annotated[dict[Name, Smoothing], Field(max_length=100_000)]] = Field(
+        default_factory=dict, max_length=MAX_NAMED_TASKS
+    )  # task → label → eps
     class_weights: StrictBool = True  # inverse class frequency in the training view
-    task_weights: dict[str, Annotated[float, Field(ge=0, le=100)]] = Field(default_factory=dict)  # task → weight (1)
+    task_weights: dict[Name, Annotated[float, Field(ge=0, le=100)]] = Field(
+        default_factory=dict, max_length=MAX_NAMED_TASKS
+    )  # task → weight (1)
     # 0 disables R-Drop (one forward pass instead of two); None: planned (1 in a long run, else 0)
     rdrop_alpha: float | None = Field(default=None, ge=0, le=100)
 
@@ -147,7 +157,7 @@ class TrainConfig(ConfigModel):
     @field_validator("tasks")
     @classmethod
     def _distinct_tasks(cls, tasks: list[str] | None) -> list[str] | None:
-        twice = sorted({t for t in tasks or [] if (tasks or []).count(t) > 1})
+        twice = sorted(t for t, n in Counter(tasks or []).items() if n > 1)  # linear: list.count was quadratic
         if twice:  # a model with two heads for one task, which no ensemble can combine
             raise ValueError(f"tasks must be distinct; named twice: {twice}")
         return tasks
