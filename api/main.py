@@ -15,7 +15,15 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import IMPORT_JOB_PATH, READ_ONLY_POST, AuthFailureLimiter, bearer, current_user, require_admin
+from api.deps import (
+    IMPORT_JOB_PATH,
+    OWN_WRITE_POST,
+    READ_ONLY_POST,
+    AuthFailureLimiter,
+    bearer,
+    current_user,
+    require_admin,
+)
 from api.errors import install_error_handlers
 from api.routes import (
     augment,
@@ -189,7 +197,8 @@ class SQLiteWriteQueue:
     load every thread of the pool ends up blocked in SQLite's busy wait while the request holding the lock waits
     for a free thread to commit: a starvation that lasted until the 30 s busy timeout (measured with
     bench/load.py). Reads (GET) pass straight through: they never take the write lock, and so do import-job
-    uploads, which may take minutes to arrive and write one short enqueue at the end, and the POSTs that only
+    uploads, which may take minutes to arrive and write one short enqueue at the end, ensembles, which read and
+    combine their members first and write in a short transaction at the end (OWN_WRITE_POST), and the POSTs that only
     compute (READ_ONLY_POST: a prediction, a training estimate), which may run a model for seconds.
 
     A request's body is read before it queues: a client that sends its body slowly (or never finishes it) holds
@@ -209,7 +218,7 @@ class SQLiteWriteQueue:
         if (
             scope["type"] != "http"
             or scope.get("method") in ("GET", "HEAD", "OPTIONS")
-            or IMPORT_JOB_PATH.match(path)
+            or OWN_WRITE_POST.match(path)
             or READ_ONLY_POST.match(path)
         ):
             await self.app(scope, receive, send)

@@ -36,10 +36,11 @@ class SampleRead(BaseModel):
     label_consistency: float | None
     label_flag: bool | None
     auto_decision: str | None = Field(
-        default=None, description=(
+        default=None,
+        description=(
             "What the automatic step did: approved, rejected, or audit (a variant the rule would approve, left to"
             " people; said only once people have decided it, so that it does not prime them)"
-        )
+        ),
     )
     review_status: str | None
     review_count: int

@@ -330,3 +330,36 @@ def test_a_dataset_that_cannot_train_is_refused_at_the_request(lead, admin, engi
     assert r.status_code == 422 and r.json()["field"] == "dataset" and "no labelled validation" in r.json()["detail"]
     with session_scope(engine) as s:
         assert s.scalar(select(TrainingRun.id)) is None, "nothing was queued"
+
+
+def test_an_ensemble_is_fitted_without_holding_the_write_lock(lead, engine, monkeypatch) -> None:
+    """Reading 32 members' predictions of 10,000 val texts and fitting them takes seconds: on SQLite the request
+    held the only write lock meanwhile, and every other write (decisions, heartbeats) waited. The fit now runs
+    under a read-only session, and the ensemble is stored in a short transaction at the end."""
+    import sqlite3
+
+    from services import ensembles
+
+    import_small(engine)
+    ids = _finished_runs(engine, "small", 2, first_id=20_000_000)
+    real_build = ensembles.build_ensemble
+    others: list[str] = []
+
+    def build_while_someone_writes(*args, **kwargs):  # type: ignore[no-untyped-def]
+        other = sqlite3.connect(engine.url.database, timeout=0.5)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("UPDATE projects SET name = name")
+            other.commit()
+            others.append("wrote")
+        except sqlite3.OperationalError as err:
+            others.append(str(err))
+        finally:
+            other.close()
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(ensembles, "build_ensemble", build_while_someone_writes)
+    ens = lead.post("/api/v1/ensembles", json={"run_ids": ids})
+    assert ens.status_code == 201, ens.text
+    assert others == ["wrote"]
+    assert ens.json()["member_ids"] == ids and lead.get(f"/api/v1/training-runs/{ens.json()['id']}").status_code == 200

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import MAX_ID, CurrentUser, ResourceId, SessionDep, SettingsDep
+from api.deps import MAX_ID, CurrentUser, EngineDep, ResourceId, SessionDep, SettingsDep
 from api.schemas import JobRead
 from api.training_schemas import (
     EnsembleCreate,
@@ -96,10 +96,11 @@ def get_snapshot(run_id: ResourceId, session: SessionDep, user: CurrentUser) -> 
 
 
 @router.post("/ensembles", response_model=TrainingRunRead, status_code=201)
-def create_ensemble(body: EnsembleCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+def create_ensemble(body: EnsembleCreate, session: SessionDep, engine: EngineDep, user: CurrentUser) -> dict[str, Any]:
     """Combine finished runs (transformer seeds, TF-IDF members): weights, temperatures, decision rule on val."""
-    run = ensembles.create_ensemble(
+    return ensembles.create_ensemble_briefly(
         session,
+        engine,
         body.run_ids,
         weighted=body.weighted,
         temperature=body.temperature,
@@ -107,7 +108,6 @@ def create_ensemble(body: EnsembleCreate, session: SessionDep, user: CurrentUser
         name=body.name,
         user=user,
     )
-    return training.ensemble_details(session, run, user)
 
 
 @router.post("/models/{model_id}/predict", response_model=PredictResponse)
