@@ -19,7 +19,10 @@ def install_error_handlers(app: FastAPI) -> None:
         if err.field:
             body["field"] = err.field
         body.update(err.extra)
-        return JSONResponse(body, status_code=err.status_code)
+        retry = getattr(err, "retry_after", None)
+        return JSONResponse(
+            body, status_code=err.status_code, headers={"Retry-After": str(retry)} if retry is not None else None
+        )
 
     @app.exception_handler(TrainerError)
     async def trainer_error(_request: Request, err: TrainerError) -> JSONResponse:

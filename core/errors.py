@@ -48,3 +48,10 @@ class QuotaExceeded(DomainError):
     """A per-project limit on work in flight (queued and running training jobs): retry once some finish."""
 
     status_code = 429
+
+
+class ServerBusy(DomainError):
+    """The server is doing as much of this at once as it is set to: the same request a little later will do."""
+
+    status_code = 503
+    retry_after = 5

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # models (runs or ensembles) kept loaded per process for predict; 0 works as 1 (cached_predictor)
     trainer_model_cache: int = Field(default=2, ge=0)
     trainer_predict_max_texts: int = Field(default=256, ge=1)  # texts per predict request
+    # predict requests computing at once per API process (each runs a model on the API's CPU); one past them
+    # waits up to 10 s for a turn, then gets 503 with Retry-After
+    trainer_predict_concurrency: int = Field(default=2, ge=1, le=64)
     # Encoders a non-admin may train with: hub ids, or directories under this one (resolved: no `..` or
     # symlink out of it). None: <data_dir>/models.
     models_dir: Path | None = None

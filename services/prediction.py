@@ -5,7 +5,9 @@ Reads happen in a short read-only transaction, prediction with none open, writes
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from core.errors import TooLargeError, ValidationFailed
+from core.errors import ServerBusy, TooLargeError, ValidationFailed
 from core.settings import Settings, get_settings
 from core.textnorm import normalize_text
 from db import queue
@@ -95,6 +97,31 @@ def load_predictor(spec: ModelSpec) -> Any:
     return cached_predictor(spec.cache_key, build, capacity=settings.trainer_model_cache)
 
 
+_turns: dict[int, threading.BoundedSemaphore] = {}
+_turns_lock = threading.Lock()
+PREDICTION_WAIT_SECONDS = 10.0
+
+
+@contextmanager
+def _prediction_turn(concurrency: int) -> Iterator[None]:
+    """One of `concurrency` predictions computing at once in this process: predictions run a model on the API's
+    own CPU (256 texts of 20,000 characters through a TF-IDF member take 10 s), and any member may ask for one,
+    so without a bound a few members' requests slowed every request of the API. Past it a request waits its turn
+    up to PREDICTION_WAIT_SECONDS, then is answered 503 with Retry-After."""
+    with _turns_lock:
+        turns = _turns.setdefault(concurrency, threading.BoundedSemaphore(concurrency))
+    if not turns.acquire(timeout=PREDICTION_WAIT_SECONDS):
+        raise ServerBusy(
+            f"the server is computing {concurrency} predictions already (AUGLOOP_TRAINER_PREDICT_CONCURRENCY);"
+            " retry in a few seconds",
+            field="texts",
+        )
+    try:
+        yield
+    finally:
+        turns.release()
+
+
 def predict(session: Session, model_id: int, texts: list[str], settings: Settings, user: User | None) -> dict[str, Any]:
     """Per-task labels and probabilities for texts. Ends the caller's transaction before the model runs."""
     from trainer.predict import probs_to_json
@@ -113,10 +140,11 @@ def predict(session: Session, model_id: int, texts: list[str], settings: Setting
             raise TooLargeError(f"texts[{i}] exceeds {settings.max_text_chars} characters", field=f"texts.{i}")
     spec = model_spec(session, model_id, user)
     session.commit()  # no transaction may stay open while a model runs
-    predictor = load_predictor(spec)
-    probs = predictor.predict_proba(texts)
-    tasks = predictor.tasks
-    decided = predictor.decide(probs)
+    with _prediction_turn(settings.trainer_predict_concurrency):
+        predictor = load_predictor(spec)
+        probs = predictor.predict_proba(texts)
+        tasks = predictor.tasks
+        decided = predictor.decide(probs)
     labels = [{t.name: t.labels[int(decided[t.name][i])] for t in tasks} for i in range(len(texts))]
     return {
         "model_id": model_id,

@@ -251,3 +251,74 @@ def test_the_tfidf_member_refuses_a_task_with_one_class_with_a_trainer_error_nam
     one_class = [(text, "pro") for text, _ in SIX_DISTINCT]
     with pytest.raises(TrainerError, match=r"task 'stance' has only one class among its 6 labelled text\(s\)"):
         train_classical(ClassicalConfig(), split(one_class), n_jobs=1)
+
+
+def test_a_model_loading_does_not_hold_up_the_models_already_loaded(monkeypatch) -> None:
+    """The predictor cache loaded under its one lock: a large encoder's load (seconds) held up every request,
+    those for models already in memory too."""
+    import threading
+
+    from trainer import predict
+
+    monkeypatch.setattr(predict, "_cache", type(predict._cache)())
+    assert predict.cached_predictor("a", lambda: "model a") == "model a"
+    loading, release = threading.Event(), threading.Event()
+
+    def slow_load() -> str:
+        loading.set()
+        release.wait(10)
+        return "model b"
+
+    loader = threading.Thread(target=predict.cached_predictor, args=("b", slow_load))
+    loader.start()
+    assert loading.wait(5)
+    found: list[str] = []
+    reader = threading.Thread(target=lambda: found.append(predict.cached_predictor("a", lambda: "loaded again")))
+    reader.start()
+    reader.join(2)
+    try:
+        assert found == ["model a"], "the look-up of a loaded model waited for another model's load"
+    finally:
+        release.set()
+        loader.join(10)
+        reader.join(10)
+    assert predict.cached_predictor("b", lambda: "loaded twice") == "model b"
+
+
+def test_predictions_computing_at_once_are_bounded(monkeypatch, admin) -> None:
+    """Any member may ask for predictions, which run a model on the API's CPU: past the bound a request waits
+    its turn briefly, then is told to come back (503, Retry-After) rather than slowing every other request."""
+    import threading
+
+    from core.errors import ServerBusy
+    from services import prediction
+
+    monkeypatch.setattr(prediction, "PREDICTION_WAIT_SECONDS", 0.2)
+    holding, release = threading.Barrier(3), threading.Event()
+
+    def hold() -> None:
+        with prediction._prediction_turn(2):
+            holding.wait(5)
+            release.wait(10)
+
+    holders = [threading.Thread(target=hold) for _ in range(2)]
+    for t in holders:
+        t.start()
+    holding.wait(5)
+    try:
+        with pytest.raises(ServerBusy) as busy, prediction._prediction_turn(2):
+            pass
+        assert busy.value.field == "texts" and "AUGLOOP_TRAINER_PREDICT_CONCURRENCY" in busy.value.message
+    finally:
+        release.set()
+        for t in holders:
+            t.join(10)
+    with prediction._prediction_turn(2):  # turns given back
+        pass
+
+    def busy_predict(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ServerBusy("busy", field="texts")
+
+    monkeypatch.setattr(prediction, "predict", busy_predict)
+    r = admin.post("/api/v1/models/1/predict", json={"texts": ["a text"]})
+    assert r.status_code == 503 and r.headers["Retry-After"] == "5" and r.json()["field"] == "texts"

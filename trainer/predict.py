@@ -303,19 +303,34 @@ def probs_to_json(tasks: list[TaskSpec], probs: dict[str, np.ndarray]) -> list[d
 
 
 _cache: OrderedDict[str, Any] = OrderedDict()
-_cache_lock = threading.Lock()
+_cache_lock = threading.Lock()  # held for a look-up or an insertion, never while a model loads
+_load_lock = threading.Lock()  # one model loads at a time (its memory), and never twice
 
 
-def cached_predictor(key: str, build: Callable[[], Any], capacity: int = 2) -> Any:
-    """Load once per process (per key: model id + artifact location), keeping the `capacity` most recent."""
+def _cached(key: str) -> Any | None:
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-        predictor = build()  # under the lock: two requests must not load the same large model twice
-        _cache[key] = predictor
-        while len(_cache) > max(1, capacity):
-            _cache.popitem(last=False)
+        return None
+
+
+def cached_predictor(key: str, build: Callable[[], Any], capacity: int = 2) -> Any:
+    """Load once per process (per key: model id + artifact location), keeping the `capacity` most recent. A model
+    loading (seconds for a large encoder) holds up the loads of others, not the requests for models already
+    loaded: a look-up takes only the cache's own lock."""
+    found = _cached(key)
+    if found is not None:
+        return found
+    with _load_lock:
+        found = _cached(key)  # loaded by the request this one waited for
+        if found is not None:
+            return found
+        predictor = build()
+        with _cache_lock:
+            _cache[key] = predictor
+            while len(_cache) > max(1, capacity):
+                _cache.popitem(last=False)
         return predictor
 
 
