@@ -117,9 +117,10 @@ def text_html(text: str) -> str:
     return BOX.format(escape(text))
 
 
-# CommonMark's escapable punctuation that markdown, HTML and GFM use: `:` and `@` too, since GFM turns
-# http://…, www.… and a@b.c into links by themselves (escaped, they show as written and link nowhere).
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$:@])")
+# CommonMark's escapable punctuation that markdown, HTML and GFM use: `&` too (an entity such as "&amp;" or
+# "&ZeroWidthSpace;" would otherwise show as the character it names), `=` (a "=====" line under a text makes it a
+# heading), and `:` and `@` (GFM's link syntax for http://…, mailto:… and a@b.c). Escaped, each shows as written.
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$:@&=])")
 
 
 # Streamlit draws ":material/name:" (and ":material_name:") as an icon and ":streamlit:" as its logo by searching
@@ -127,11 +128,33 @@ _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$:@])")
 # the colon does not show, and breaks the match (Streamlit's own messages quote ":material\u200b/…" likewise).
 _ICON_SHORTCODE = re.compile(r":(?=material[/_]|streamlit:)")
 
+# Streamlit's remark-gfm also links addresses in the text that markdown has already unescaped (its
+# mdast-util-gfm-autolink-literal step searches /(https?:\/\/|www(?=\.))…/ and /…@[-\w]+(\.[-\w]+)+/), so an
+# escaped ":" or "@" still links. A zero-width space does not show and breaks each match: after a colon that a
+# slash follows (http:​//, ftp:​//, any scheme), between "www" and its dot, and after every "@" (a@​b.c, which
+# mailto:/xmpp: addresses need too).
+_AUTOLINK = re.compile(r"(?i)(\\:)(?=/)|(www)(?=\\\.)|(\\@)")
+# Leading spaces and tabs would make a line indented code (after a blank line, or at the start); no-break spaces
+# show the same indentation and start nothing.
+_INDENT = re.compile(r"^[ \t]+", re.MULTILINE)
+_EMPTY_LINE = re.compile(r"(?<=\n)(?=\n)")  # an empty line inside the text (its ends are stripped)
+
+
+def _indent(match: re.Match[str]) -> str:
+    return match.group(0).replace("\t", "    ").replace(" ", "\u00a0")
+
 
 def plain(text: str) -> str:
-    """Text for Streamlit's markdown elements (messages, captions), markdown and HTML syntax neutralised: no
-    link, image, emphasis, tag or icon, and no address that GFM would turn into a link by itself."""
-    return _MARKDOWN.sub(r"\\\1", _ICON_SHORTCODE.sub(":\u200b", text))
+    """Text for Streamlit's markdown elements (messages, captions, labels), markdown and HTML syntax neutralised:
+    no link, image, emphasis, tag, entity, heading, list, code block or icon, and no address that GFM would turn
+    into a link by itself. Each line starts nothing (every block marker escaped, indentation as no-break spaces)
+    and ends with a hard line break, so a multi-line message keeps its lines in one paragraph (an empty line
+    holds a no-break space: a blank line would end the paragraph, and with it emphasis around the text)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").strip("\n")
+    text = _MARKDOWN.sub(r"\\\1", _ICON_SHORTCODE.sub(":\u200b", text))
+    text = _AUTOLINK.sub(lambda m: m.group(0) + "\u200b", text)
+    text = _INDENT.sub(_indent, text)
+    return _EMPTY_LINE.sub("\u00a0", text).replace("\n", "  \n")
 
 
 def labels_text(labels: dict[str, str]) -> str:

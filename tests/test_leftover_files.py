@@ -38,7 +38,7 @@ def new_run(engine, name: str, status: str) -> int:
         return db_runs.create_run(s, ds, {"seed": 0}, status=status).id
 
 
-def test_the_sweep_deletes_what_no_row_owns_and_keeps_the_rest(settings, engine, dataset) -> None:  # noqa: F811
+def test_the_sweep_deletes_what_no_row_owns_and_keeps_the_rest(settings, engine, dataset) -> None:
     from services.leftover_files import sweep_leftovers
 
     runs = settings.data_dir.resolve() / "runs"
@@ -95,7 +95,7 @@ def test_the_sweep_deletes_what_no_row_owns_and_keeps_the_rest(settings, engine,
 def test_a_deletion_whose_files_could_not_go_is_finished_by_the_sweep(
     settings,
     engine,
-    dataset,  # noqa: F811
+    dataset,
     monkeypatch,
 ) -> None:
     """The dataset's rows are deleted and committed first, its files after (a folder of a bert-base model takes
@@ -128,7 +128,7 @@ def test_a_deletion_whose_files_could_not_go_is_finished_by_the_sweep(
     assert not run_dir.exists() and not published.exists()
 
 
-def test_a_dataset_keeps_the_files_of_its_newest_exports(settings, engine, dataset, admin, monkeypatch) -> None:  # noqa: F811
+def test_a_dataset_keeps_the_files_of_its_newest_exports(settings, engine, dataset, admin, monkeypatch) -> None:
     """Each export is a copy of the dataset and any member may ask for one: the files of all but the newest
     AUGLOOP_EXPORTS_KEPT_PER_DATASET go as a newer one publishes, and the older one's download says so."""
     from workers.main import Worker
@@ -147,7 +147,7 @@ def test_a_dataset_keeps_the_files_of_its_newest_exports(settings, engine, datas
 def test_an_export_attempt_leaves_the_files_of_other_attempts_alone_until_it_holds_the_job(
     settings,
     engine,
-    dataset,  # noqa: F811
+    dataset,
     monkeypatch,
 ) -> None:
     """An attempt that stalled past its lease right after its start (a VM paused, a process stopped) deleted
@@ -174,7 +174,7 @@ def test_an_export_attempt_leaves_the_files_of_other_attempts_alone_until_it_hol
     assert exports(settings) == [f"job{job_id}.csv"]
 
 
-def test_a_job_that_ends_without_succeeding_takes_what_its_attempts_moved_into_place(settings, engine, dataset) -> None:  # noqa: F811
+def test_a_job_that_ends_without_succeeding_takes_what_its_attempts_moved_into_place(settings, engine, dataset) -> None:
     """A worker killed after moving its file (an export) or its artifacts (a run) into place, before the
     completion committed: the job ends failed or cancelled, and the file goes with it."""
     job_id = export_job(engine, dataset)
@@ -196,7 +196,7 @@ def test_a_job_that_ends_without_succeeding_takes_what_its_attempts_moved_into_p
         assert s.get(TrainingRun, run_id).status == JobStatus.cancelled
 
 
-def test_job_errors_name_no_server_path(settings, engine, dataset, annotator) -> None:  # noqa: F811
+def test_job_errors_name_no_server_path(settings, engine, dataset, annotator) -> None:
     """An OSError names the file it failed on; members read the job's error, and where the server keeps its
     files is not theirs to know: a path in the data directory is shown relative to it."""
     from workers.main import Worker
@@ -230,7 +230,7 @@ def test_a_message_for_members_keeps_no_absolute_path(settings, message: str, sh
     assert without_server_paths(message.format(data=settings.data_dir.resolve())) == shown
 
 
-def test_an_export_is_served_when_the_exports_folder_is_a_link(settings, engine, dataset, admin, tmp_path) -> None:  # noqa: F811
+def test_an_export_is_served_when_the_exports_folder_is_a_link(settings, engine, dataset, admin, tmp_path) -> None:
     """exports/ on another disk, linked from the data directory (as runs/ may be): its files were refused as
     outside the data directory once the link was followed."""
     from workers.main import Worker

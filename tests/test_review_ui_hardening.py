@@ -162,3 +162,87 @@ def test_the_search_box_takes_no_more_than_the_api_accepts(live_api, annotator_t
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     assert "Nothing to review with these filters." in [i.value for i in at.info]
+
+
+# 5. Task and class names are data, never chart columns -------------------------------------------------------
+
+
+def curve_with_tasks(*tasks: str) -> list[dict[str, Any]]:
+    """A run's curve as the API gives it: overall val macro-F1 (and the plain weights') and each task's."""
+    return [
+        {
+            "epoch": epoch,
+            "train_loss": 0.5 / epoch,
+            "val_macro_f1": 0.4 + epoch / 10,
+            "plain_val_macro_f1": 0.3 + epoch / 10,
+            "lr": 1e-5,
+            "val_task_macro_f1": {task: i / 10 + epoch / 100 for i, task in enumerate(tasks)},
+        }
+        for epoch in (1, 2)
+    ]
+
+
+def draw_curves(curve: list) -> None:  # run as a script by AppTest: builtin annotations only
+    from review_ui import charts
+
+    charts.curve_charts(curve)
+
+
+def test_a_task_named_epoch_or_overall_is_a_task_of_its_own_on_the_curve() -> None:
+    """A task named "epoch" crashed the run view (id_vars cannot contain duplicate columns), and one named
+    "overall" was drawn as the overall curve: the per-task scores are rows with the task as a value."""
+    from review_ui.charts import F1, f1_curve
+
+    curve = curve_with_tasks("epoch", "overall", "overall, plain weights", "stance")
+    frame = f1_curve(curve)
+    assert list(frame.columns) == ["epoch", "series", F1]
+    assert sorted(set(frame["series"])) == [
+        "overall",
+        "overall, plain weights",
+        "task: epoch",
+        "task: overall",
+        "task: overall, plain weights",
+        "task: stance",
+    ]
+    at2 = frame[frame["epoch"] == 2].set_index("series")[F1]
+    assert at2["overall"] == pytest.approx(0.6) and at2["task: overall"] == pytest.approx(0.12)
+    assert at2["task: epoch"] == pytest.approx(0.02) and at2["overall, plain weights"] == pytest.approx(0.5)
+    for tasks in (("epoch", "stance"), ("overall",), ("x",)):
+        at = AppTest.from_function(draw_curves, args=(curve_with_tasks(*tasks),), default_timeout=60).run()
+        assert not at.exception, (tasks, [e.value for e in at.exception])
+        assert len(at.get("vega_lite_chart")) == 3
+
+
+def draw_deltas(result: dict) -> None:  # run as a script by AppTest: builtin annotations only
+    import streamlit as st
+
+    from review_ui import charts
+
+    st.bar_chart(charts.impact_deltas(result), horizontal=True, stack=False)
+
+
+def test_impact_classes_whose_names_read_alike_keep_a_bar_each() -> None:
+    """ "task / class" joined task "a / b" and class "c" into the same key as task "a" and class "b / c": pivot
+    failed on the duplicate. Each task and class keeps its own row, named so that the two differ."""
+    from review_ui.charts import DELTA, impact_deltas
+
+    def row(task: str, name: str, arm: str, delta: float) -> dict[str, Any]:
+        return {"task": task, "class": name, "arm": arm, "delta": delta, "mean": 0.5, "sd": 0.0, "ci": [0, 0]}
+
+    result = {
+        "rows": [
+            row("a / b", "c", "all approved", 0.01),
+            row("a", "b / c", "all approved", 0.02),
+            row("a / b", "c", "without wordnet", 0.03),
+            row("a", "b / c", "without wordnet", 0.04),
+        ]
+    }
+    chart = impact_deltas(result)
+    assert chart.shape == (2, 2) and chart.columns.name == "arm"
+    assert chart.loc["'a / b' / 'c'", "all approved"] == pytest.approx(1.0)
+    assert chart.loc["'a' / 'b / c'", "without wordnet"] == pytest.approx(4.0)
+    # names that cannot be confused read as before
+    plain_names = impact_deltas({"rows": [row("bias", "neutral", "all approved", 0.05)]})
+    assert list(plain_names.index) == ["bias / neutral"] and DELTA not in plain_names.columns
+    at = AppTest.from_function(draw_deltas, args=(result,), default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]

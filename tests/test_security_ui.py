@@ -3,13 +3,19 @@ that browser only), shows token states as the API decides them, and lets admins 
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 from datetime import timedelta
+from html import escape
+from pathlib import Path
 
 import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.review_fixtures import issue_token, live_api, review_data  # noqa: F401
+from tests.review_fixtures import issue_token, live_api, make_dataset, review_data  # noqa: F401
 
 APP = "../review_ui/app.py"
 
@@ -139,26 +145,235 @@ def test_user_names_are_shown_as_text_not_markdown(live_api, engine, admin_token
     assert not [v for v in shown if "](http" in v]  # no link or image syntax left unescaped
 
 
+# What plain() must keep as text in Streamlit's markdown: GFM's address links (http://, https://, ftp://, www.,
+# a@b.c, mailto:, xmpp:), entities, every block a line can start, inline markup, shortcodes and icons.
+HOSTILE_TEXTS = [
+    "see http://evil.example/p1 HTTPS://evil.example/p2 ftp://evil.example/f www.evil.example WWW.Evil.example",
+    "mail x@evil.example, mailto:m@evil.example or xmpp:j@evil.example/r; <http://evil.example/a> <x@evil.example>",
+    "cannot reach the API at http://127.0.0.1:8772: refused (user a.b@evil.example, host www.evil.example:80)",
+    "AT&amp;T bob&ZeroWidthSpace;x &lt;b&gt;y &#60;i&#62; &#x3C;u&#x3E; &copy;",
+    "title\n=====",
+    "sub\n---",
+    "line one\n\n    indented code?\n- item\n+ item\n1. one\n2) two\n> quote\n# h\n```\nfence\n```\n~~~\n***",
+    "| a | b |\n|---|---|\n| c | d |",
+    "**b** _i_ ~~s~~ `c` [l](http://evil.example/l) ![i](http://evil.example/i.png) <b>x</b> <img src=/x.png>",
+    ":smile: :red[alarm] :material/lock: :streamlit: $x^2$ $$y$$ [^1] [r]: http://evil.example/r",
+    "two spaces  \nand a backslash\\\nend",
+    "x\tTabbed\r\n  windows\rmac\n\n\n<!-- c -->",
+]
+
+RENDER_APP = """
+import json, sys
+sys.path.insert(0, {root!r})
+import streamlit as st
+from review_ui.render import plain
+for i, text in enumerate(json.loads(open({cases!r}, encoding="utf-8").read())):
+    with st.container(key=f"case{{i}}"):
+        st.error(plain(text))  # state.call(), flash messages
+        st.caption(plain(text))  # the sidebar's "Signed in as", captions
+        st.subheader(plain(text))  # "Task: ..." on the Datasets page
+        st.markdown(f"**{{plain(text)}}** · tail")  # the Training page's task line
+        with st.expander(plain(text)):  # the Training page's expanders
+            st.text("x")
+        st.button(plain(text), key=f"b{{i}}")
+        st.download_button(plain(text), b"x", key=f"d{{i}}")
+"""
+
+SHOWN_JS = """(n) => Array.from({length: n}, (_, i) => {
+  const box = document.querySelector('.st-key-case' + i);
+  return Array.from(box.querySelectorAll(
+    '[data-testid="stMarkdownContainer"], [data-testid="stCaptionContainer"]')).map(m => ({
+    text: m.innerText,
+    // Streamlit's own heading anchor aside, no element but paragraphs, line breaks and the test's bold
+    tags: Array.from(m.querySelectorAll('*')).filter(e => !e.closest('[data-testid="stHeaderActionElements"]'))
+      .map(e => e.tagName).filter(t => !['P', 'SPAN', 'DIV', 'BR', 'H3'].includes(t)),
+    links: Array.from(m.querySelectorAll('a')).filter(a => !a.closest('[data-testid="stHeaderActionElements"]'))
+      .map(a => a.outerHTML),
+  }));
+})"""
+
+
+def visible(text: str) -> str:
+    """Text as a reader sees it: zero-width spaces gone, runs of spaces as one, empty lines and line ends gone."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u200b", "").replace("\u00a0", " ")
+    lines = (re.sub(r"[ \t]+", " ", line).strip() for line in text.split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
+@pytest.mark.browser
+def test_plain_text_in_streamlits_own_markdown_shows_as_written_and_links_nowhere(tmp_path: Path) -> None:
+    """Streamlit's markdown is GitHub-flavoured (remark-gfm): after markdown has removed plain()'s backslash
+    escapes, its autolink step links http://…, www.… and a@b.c in the text by itself, so this renders every
+    element that shows plain() text, for many hostile texts at once, in Chromium: no link, no markup, the same
+    characters."""
+    from tests.browser_stack import CHROMIUM, CHROMIUM_ARGS, wait_http
+    from tests.pg_server import free_port
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make system-deps installs it)")
+    from playwright.sync_api import sync_playwright
+
+    root = Path(__file__).resolve().parent.parent
+    cases = tmp_path / "cases.json"
+    cases.write_text(json.dumps(HOSTILE_TEXTS), encoding="utf-8")
+    app = tmp_path / "app.py"
+    app.write_text(RENDER_APP.format(root=str(root), cases=str(cases)), encoding="utf-8")
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(app),
+            f"--server.port={port}",
+            "--server.address=127.0.0.1",
+            "--server.headless=true",
+            "--server.fileWatcherType=none",
+            "--browser.gatherUsageStats=false",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    requested: list[str] = []
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_stcore/health", server)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.set_default_timeout(60_000)
+            page.on("request", lambda r: requested.append(r.url))
+            page.goto(f"http://127.0.0.1:{port}")
+            page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]')
+            page.locator(f".st-key-case{len(HOSTILE_TEXTS) - 1} [data-testid='stDownloadButton']").wait_for()
+            shown = page.evaluate(SHOWN_JS, len(HOSTILE_TEXTS))
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(15)
+    assert not [url for url in requested if "evil" in url or "/x.png" in url]
+    for text, blocks in zip(HOSTILE_TEXTS, shown, strict=True):
+        assert len(blocks) == 7, (text, blocks)  # error, caption, subheader, bold line, expander, two buttons
+        assert [b["links"] for b in blocks] == [[]] * 7, text  # no <a> from user text
+        assert [b["tags"] for b in blocks] == [[], [], [], ["STRONG"], [], [], []], (text, blocks)
+        expected = visible(text)
+        assert [visible(b["text"]) for b in blocks] == [expected] * 3 + [expected + " · tail"] + [expected] * 3
+
+
+def test_plain_escapes_entities_and_starts_no_block_on_any_line() -> None:
+    """An entity shows as written (not the character it names: "&ZeroWidthSpace;" would hide), "=====" under a
+    line makes no heading, and a multi-line message keeps its lines: a hard break at each line end, its
+    indentation as no-break spaces (no code block), an empty line holding a no-break space (one paragraph)."""
+    from markdown_it import MarkdownIt
+
+    from review_ui.render import plain
+
+    md = MarkdownIt("commonmark")
+    assert plain("AT&amp;T &ZeroWidthSpace;") == r"AT\&amp;T \&ZeroWidthSpace;"
+    assert md.render(plain("AT&amp;T &#60;b&#62;")) == "<p>AT&amp;amp;T &amp;#60;b&amp;#62;</p>\n"
+    assert md.render(plain("title\n=====")) == "<p>title<br />\n=====</p>\n"
+    assert md.render(plain("title\n---")) == "<p>title<br />\n---</p>\n"
+    assert plain(
+        "error:\n\n    at line 3\r\n\tnext\n"
+    ) == "error\\:  \n\u00a0  \n\u00a0\u00a0\u00a0\u00a0at line 3  \n" + ("\u00a0" * 4 + "next")
+    shown = md.render(plain("    code?\n\n    more\n1. one\n* two\n> three\n<div>\n| a |\n|---|"))
+    assert shown.startswith("<p>") and shown.count("<p>") == 1 and "<pre>" not in shown and "<div>" not in shown
+
+
 @pytest.mark.parametrize(
     "text",
     [
         "label columns http://localhost:9999/steal, **bold**",
         "cannot reach the API at http://127.0.0.1:8772: refused",
-        "write to a@b.example or www.evil.example",
-        ":smile: :red[alarm] [x](http://e) ![i](http://e/i.png) <b>x</b> `code` $x^2$",
+        "write to a@b.example or www.evil.example, ftp://f.example, mailto:m@e.example",
+        ":smile: :red[alarm] [x](http://e) ![i](http://e/i.png) <b>x</b> `code` $x^2$ AT&amp;T",
     ],
 )
 def test_messages_show_addresses_and_markup_as_written_and_link_nowhere(text: str) -> None:
-    """plain() feeds Streamlit's markdown (GitHub-flavoured): besides markdown and HTML, GFM links a bare
-    http://…, www.… or a@b.c by itself, and an escaped dot inside such a link showed its backslash."""
-    from html import escape
-
+    """plain() feeds Streamlit's markdown (GitHub-flavoured), whose autolink step runs on the text after markdown
+    has removed the escapes: a zero-width space breaks each address (the Chromium test above renders them)."""
     from markdown_it import MarkdownIt
 
     from review_ui.render import plain
 
     shown = plain(text)
-    assert MarkdownIt("commonmark").render(shown) == f"<p>{escape(text, quote=False)}</p>\n"  # the same characters
-    for literal in ("http://", "www.", ":smile:", ":red["):  # GFM autolinks, shortcodes
+    rendered = MarkdownIt("commonmark").render(shown).replace("\u200b", "")
+    assert rendered == f"<p>{escape(text, quote=False)}</p>\n"  # the same characters
+    unescaped = re.sub(r"\\(.)", r"\1", shown)  # what GFM's autolink step searches
+    assert not re.search(r"(?i)https?://|www(?=\.)|[-.\w+]@[-\w]", unescaped)
+    for literal in (":smile:", ":red["):  # shortcodes
         assert literal not in shown
-    assert all(shown[i - 1] == "\\" for i, c in enumerate(shown) if c == "@")
+
+
+def session_route_client():  # type: ignore[no-untyped-def]
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from review_ui.server import SESSION_PATH, session_cookie
+
+    app = Starlette(routes=[Route(SESSION_PATH, session_cookie, methods=["POST", "DELETE"])])
+    return TestClient(app, base_url="http://127.0.0.1:8501")
+
+
+def test_another_sites_page_cannot_sign_a_browser_in(tmp_path: Path) -> None:
+    """Login CSRF: an attacker keeps their own one-time ticket and makes the victim's browser post it from their
+    page (a text/plain form needs no CORS preflight). The route takes JSON only, and refuses what the browser says
+    comes from another site; the ticket stays unused, and the UI's own request still signs in."""
+    from review_ui import sessions
+    from review_ui.server import SESSION_PATH
+
+    _, ticket = sessions.open_session("aug_attackers-token", {"name": "mallory", "role": "annotator"})
+    form_body = json.dumps({"ticket": ticket, "x": "="})  # what the attacker's <form> sends: name "=" value
+    with session_route_client() as c:
+        attempts = [
+            # a text/plain form from another site, as Chromium sends it
+            ({"content-type": "text/plain", "sec-fetch-site": "cross-site", "origin": "http://localhost:9"}, 403),
+            ({"content-type": "text/plain", "sec-fetch-site": "same-site", "origin": "http://a.127.0.0.1"}, 403),
+            # a browser without Sec-Fetch-Site: its Origin names another host
+            ({"content-type": "application/json", "origin": "http://evil.example"}, 403),
+            ({"content-type": "application/json", "origin": "null"}, 403),
+            # same origin, but not JSON
+            ({"content-type": "text/plain", "sec-fetch-site": "same-origin"}, 415),
+            ({"content-type": "application/x-www-form-urlencoded"}, 415),
+        ]
+        for headers, status in attempts:
+            response = c.post(SESSION_PATH, content=form_body, headers=headers)
+            assert response.status_code == status, (headers, response.text)
+            assert response.headers["content-type"] == "application/json" and "detail" in response.json()
+            assert "set-cookie" not in response.headers and not c.cookies
+        cross = c.delete(SESSION_PATH, headers={"sec-fetch-site": "cross-site"})
+        assert cross.status_code == 403 and "set-cookie" not in cross.headers
+        # The UI's own fetch (components.SESSION_JS): same origin, JSON; the ticket was not used up above.
+        own = c.post(
+            SESSION_PATH,
+            json={"ticket": ticket},
+            headers={"sec-fetch-site": "same-origin", "origin": "http://127.0.0.1:8501"},
+        )
+        assert own.status_code == 200 and sessions.COOKIE in own.headers["set-cookie"]
+        # and one from a client that sends neither header (not a browser's cross-site request)
+        _, other = sessions.open_session("aug_token-2", {"name": "erin", "role": "annotator"})
+        assert c.post(SESSION_PATH, json={"ticket": other}).status_code == 200
+
+
+def test_the_export_download_button_shows_the_dataset_name_as_text(live_api, engine, admin_token) -> None:
+    """A dataset's name is its URL slug, which may hold markdown ("x-_slugem_-y" made an <em>)."""
+    from db.session import session_scope
+    from review_ui.render import plain
+
+    slug = "x-_slugem_-y"
+    with session_scope(engine) as s:
+        make_dataset(s, slug)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["token"] = admin_token
+    at.session_state["user"] = {"id": 0, "name": "alice-admin", "role": "admin"}
+    at.session_state["current_dataset"] = slug
+    at.session_state["export"] = (slug, "csv", b"abc")  # as "Prepare export" leaves it
+    at.run()
+    at.switch_page("app_pages/datasets.py").run()
+    no_errors(at)
+    [button] = at.get("download_button")
+    assert (
+        button.proto.label == plain(f"Download {slug}.csv (3 bytes)") == r"Download x\-\_slugem\_\-y\.csv \(3 bytes\)"
+    )

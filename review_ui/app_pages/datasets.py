@@ -187,7 +187,7 @@ def manage_tools(dataset: dict[str, Any] | None, admin: bool) -> None:
             ready = st.session_state.get("export")
             if ready and ready[0] == name:
                 st.download_button(
-                    f"Download {name}.{ready[1]} ({len(ready[2]):,} bytes)",
+                    plain(f"Download {name}.{ready[1]} ({len(ready[2]):,} bytes)"),
                     ready[2],
                     file_name=f"{name}.{ready[1]}",
                 )

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from review_ui import charts
 from review_ui.client import ApiError
 from review_ui.render import plain
 from review_ui.state import call, client, flash, leads, pick_dataset, show_flash
@@ -214,35 +215,6 @@ def live_progress(run: dict[str, Any]) -> None:
     st.progress(min(1.0, fraction), text=" · ".join(bits))
 
 
-def curve_charts(curve: list[dict[str, Any]]) -> None:
-    """Loss, val macro-F1 and learning rate per epoch, each on its own axis."""
-    if not curve:
-        return
-    frame = pd.DataFrame(curve)
-    charts = st.columns(3)
-    with charts[0]:
-        st.caption("Training loss")
-        if "train_loss" in frame:
-            st.line_chart(frame, x="epoch", y="train_loss", y_label="loss", height=220)
-    with charts[1]:
-        st.caption("Val macro-F1 (overall and per task)")
-        # a short run validates its weights' moving average; its curve also holds the plain weights' score
-        shown = {"val_macro_f1": "overall", "plain_val_macro_f1": "overall, plain weights"}
-        f1 = (
-            frame[["epoch", *(c for c in shown if c in frame)]].rename(columns=shown)
-            if "val_macro_f1" in frame
-            else None
-        )
-        if f1 is not None:
-            per_task = pd.DataFrame([e.get("val_task_macro_f1") or {} for e in curve])
-            f1 = pd.concat([f1, per_task], axis=1)
-            st.line_chart(f1, x="epoch", y=[c for c in f1.columns if c != "epoch"], y_label="macro-F1", height=220)
-    with charts[2]:
-        st.caption("Learning rate (end of epoch)")
-        if "lr" in frame:
-            st.line_chart(frame, x="epoch", y="lr", y_label="learning rate", height=220)
-
-
 def show_metrics(run: dict[str, Any]) -> None:
     metrics = run.get("metrics") or {}
     split = "test" if metrics.get("test") else "val"
@@ -305,7 +277,7 @@ def show_run(run: dict[str, Any], dataset: str, runs: list[dict[str, Any]], may_
         value = run.get(key)
         col.metric(label, "n/a" if value is None else f"{value:.3f}")
     live_progress(run)
-    curve_charts(run.get("curve") or [])
+    charts.curve_charts(run.get("curve") or [])
     show_metrics(run)
     if run["status"] == "succeeded" and may_lead:
         st.button(
