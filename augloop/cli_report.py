@@ -70,6 +70,9 @@ def print_report(state: dict[str, Any]) -> None:
                 for method, entry in methods.items():
                     ctable.add_row(escape(name), escape(method), _fmt_ci(entry))
             console.print(ctable)
+    warning = (result.get("training_sets") or {}).get("warning")
+    if warning:
+        console.print(f"[yellow]{escape(str(warning))}[/]", highlight=False)
 
 
 @report_app.command("impact")

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
+from db.chunks import chunked
 from db.models import (
     OPEN_JOB_STATUSES,
     Dataset,
@@ -112,3 +113,15 @@ def finish_report(session: Session, report_id: int, status: str, result: dict[st
     )
     session.flush()
     return bool(written)
+
+
+def sample_kinds(session: Session, sample_ids: list[int]) -> dict[int, str | None]:
+    """sample id → None for an original, else its method (a variant) or its origin (a submitted text, a
+    pseudo-label); ids no longer stored are left out."""
+    out: dict[int, str | None] = {}
+    for ids in chunked(sample_ids):
+        for sid, origin, method in session.execute(
+            select(Sample.id, Sample.origin, Sample.method).where(Sample.id.in_(ids))
+        ):
+            out[sid] = None if origin == Origin.original else (method or str(origin))
+    return out

@@ -35,7 +35,7 @@ from core.errors import ConflictError, NotFoundError, ValidationFailed
 from db import impact_reports as db_reports
 from db import queue
 from db.models import OPEN_JOB_STATUSES, Dataset, ImpactReport, Job, JobStatus, User
-from db.session import session_scope
+from db.session import readonly_engine, session_scope
 from services.access import Need, check_dataset_id
 from services.compute_bounds import check_capacity, check_config
 from services.ensembles import member_group
@@ -179,10 +179,17 @@ def settle(engine: Engine, report_id: int) -> str:
                 db_reports.mark_running(session, report_id)
             return JobStatus.running
         members = {arm: [(r.id, r.kind, r.artifact_dir or "", member_group(r)) for r in rs] for arm, rs in arms.items()}
+        snapshots = {arm: [(r.id, r.snapshot_path, r.snapshot) for r in rs] for arm, rs in arms.items()}
         seeds = list(report.params.get("seeds") or [])
-        decision = (report.params.get("config") or {}).get("decision", "prior")
+        config = report.params.get("config") or {}
+        decision = config.get("decision", "prior")
     try:  # numpy over saved predictions, with no transaction open
         result = compute_result(arm_dumps(members, decision), seeds)
+        result["training_sets"] = (
+            {"checked": False, "reason": "max_train_samples draws each seed's own subset"}
+            if config.get("max_train_samples")
+            else training_sets(engine, snapshots)
+        )
         status = JobStatus.succeeded
     except (OSError, ValueError, KeyError, TrainerError) as err:
         # A missing file is named by its run folder, not its server path (the report is shown to members).
@@ -195,6 +202,50 @@ def settle(engine: Engine, report_id: int) -> str:
     with session_scope(engine) as session:
         db_reports.finish_report(session, report_id, status, result)
         return db_reports.get_report(session, report_id).status
+
+
+def _snapshot_ids(path: str | None, rows: list[Any] | None) -> set[int]:
+    if path is None:  # a run recorded before snapshots were files
+        return {int(pair[0]) for pair in rows or []}
+    import pyarrow.parquet as pq
+
+    return set(pq.read_table(path, columns=["sample_id"]).column(0).to_pylist())
+
+
+def training_sets(engine: Engine, snapshots: dict[str, list[tuple[int, str | None, Any]]]) -> dict[str, Any]:
+    """Whether each arm trained on what it says: the same originals as `all_approved`'s first seed, and its
+    approved variants less the method the arm leaves out (none for `originals`). Each arm reads the dataset when
+    its own run starts, so a variant approved or rejected (or a text imported) while the report's runs wait for a
+    worker lands in some arms and not others, and a method's contribution then mixes in that change. Each run
+    says how many samples it trained on and how many differ from what its arm should hold (`differs`); the
+    report says `consistent` when none does."""
+    ids = {arm: [(run_id, _snapshot_ids(path, rows)) for run_id, path, rows in runs] for arm, runs in snapshots.items()}
+    reference_id, reference = ids[ALL][0]
+    with session_scope(readonly_engine(engine)) as session:
+        kinds = db_reports.sample_kinds(session, sorted(set().union(*(s for runs in ids.values() for _i, s in runs))))
+    originals = {i for i in reference if i in kinds and kinds[i] is None}
+    out: dict[str, Any] = {"checked": True, "reference_run": reference_id, "arms": {}}
+    for arm, runs in ids.items():
+        data_arm = arm.removeprefix(CLASSICAL)
+        if data_arm == BASELINE:
+            expected = originals
+        elif data_arm.startswith(WITHOUT):
+            left_out = data_arm.removeprefix(WITHOUT)
+            expected = {i for i in reference if kinds.get(i, "?") != left_out}
+        else:
+            expected = reference
+        out["arms"][arm] = [{"run_id": i, "samples": len(s), "differs": len(s ^ expected)} for i, s in runs]
+    off = [
+        f"{arm} (run {r['run_id']}: {r['differs']})" for arm, runs in out["arms"].items() for r in runs if r["differs"]
+    ]
+    out["consistent"] = not off
+    if off:
+        out["warning"] = (
+            "the dataset changed while the report's runs waited (variants decided, texts imported): these runs'"
+            f" training sets differ from what their arm should hold by that many samples: {', '.join(off)}; the"
+            " deltas and contributions mix that change in"
+        )
+    return out
 
 
 def arm_dumps(members: dict[str, list[tuple[int, str, str, str]]], decision: str) -> dict[str, list[dict[str, Any]]]:

@@ -39,6 +39,18 @@ def test_report_impact_waits_for_a_worker_then_prints(engine, tiny_encoder: str)
 
     shown = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["report", "show", "1"])
     assert shown.exit_code == 0 and "succeeded (9/9 runs ended)" in shown.output
+    assert "dataset changed while" not in shown.output  # nothing changed between the arms
+
+    # A report whose arms trained on data that changed between them says so (services/impact.training_sets).
+    from db.models import ImpactReport
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        report = s.get_one(ImpactReport, 1)
+        sets = {**report.result["training_sets"], "consistent": False, "warning": "the dataset changed while [x]"}
+        report.result = {**report.result, "training_sets": sets}
+    shown = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["report", "show", "1"])
+    assert "the dataset changed while [x]" in shown.output
 
 
 def test_report_cli_bad_input(engine) -> None:

@@ -218,12 +218,47 @@ def test_impact_report_through_api_and_worker(lead, engine, tiny_encoder: str) -
     classes = sum(len(t["classes"]) for t in result["tasks"].values())  # each task's labels + macro
     assert len(result["rows"]) == 8 * classes and classes == 3 + len(result["tasks"]["message"]["support"]) + 1
 
+    assert result["training_sets"]["consistent"] is True and result["training_sets"]["checked"] is True
+    assert {r["differs"] for runs in result["training_sets"]["arms"].values() for r in runs} == {0}
+
     # Settling again (a late or concurrent finisher) changes nothing.
     assert settle(engine, report["id"]) == "succeeded"
     with session_scope(engine) as s:
         assert s.get_one(ImpactReport, report["id"]).finished_at == finished_at
     listed = lead.get(f"/api/v1/datasets/{name}/impact-reports").json()
     assert [r["id"] for r in listed] == [report["id"]]
+
+
+def test_a_report_says_when_its_arms_trained_on_data_that_changed_between_them(lead, engine, tiny_encoder: str) -> None:
+    """Each arm reads the dataset when its run starts: a variant approved while the report's runs wait lands in
+    some arms and not others, and `all_approved − without:<method>` then mixes that change into the method's
+    contribution. The report says so, run by run."""
+    from workers.main import Worker
+
+    name, _ids = dataset_with_variants(engine)
+    body = {"seeds": [1, 2], "classical": False, "config": fast(tiny_encoder)}
+    created = lead.post(f"/api/v1/datasets/{name}/impact-reports", json=body)
+    assert created.status_code == 202, created.text
+    report = created.json()["report"]
+    first_all = report["run_ids"]["all_approved"][0]
+    while True:  # the queue's order: originals' seeds, then all_approved's
+        Worker(engine, kinds=["train"], poll_seconds=0.05, lease_seconds=30).run(burst=True, max_jobs=1)
+        if lead.get(f"/api/v1/training-runs/{first_all}").json()["status"] == "succeeded":
+            break
+    late = variant(engine, name, "wordnet", "a wordnet variant approved while the report ran")
+    assert drain(engine).failed == 0
+    got = lead.get(f"/api/v1/impact-reports/{report['id']}").json()
+    assert got["status"] == "succeeded", got
+    sets = got["result"]["training_sets"]
+    assert sets["checked"] and sets["consistent"] is False and sets["reference_run"] == first_all
+    differs = {arm: [r["differs"] for r in runs] for arm, runs in sets["arms"].items()}
+    assert differs == {
+        "originals": [0, 0],
+        "all_approved": [0, 1],  # its second seed has the late variant
+        "without:backtranslation": [1, 1],
+        "without:wordnet": [0, 0],  # leaves wordnet out: the late variant changes nothing there
+    }, (differs, late)
+    assert "without:backtranslation" in sets["warning"] and "originals" not in sets["warning"]
 
 
 def test_only_the_first_outcome_lands(engine) -> None:

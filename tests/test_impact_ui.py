@@ -7,6 +7,7 @@ import json
 
 from sqlalchemy import update
 
+from review_ui.render import plain
 from tests.review_fixtures import live_api  # noqa: F401 (fixture)
 from tests.test_impact_report import dataset_with_variants, drain, fast
 from tests.test_review_ui import no_errors, signed_in
@@ -55,6 +56,22 @@ def test_impact_page_starts_and_shows_a_report(
     assert set(at.dataframe[1].value["method"]) == {"backtranslation", HOSTILE} | {
         f"ensemble:{m}" for m in ("backtranslation", HOSTILE)
     }
+    assert not at.warning  # every arm trained on what it says
+
+    # Arms that trained on a dataset that changed between them (services/impact.training_sets): said above the table.
+    from db.models import ImpactReport
+
+    with session_scope(engine) as s:
+        report = s.get_one(ImpactReport, 1)
+        sets = {
+            **report.result["training_sets"],
+            "consistent": False,
+            "warning": f"changed: without:{HOSTILE} (run 9: 1)",
+        }
+        report.result = {**report.result, "training_sets": sets}
+    at.run()
+    no_errors(at)
+    assert [w.value for w in at.warning] == [plain(f"changed: without:{HOSTILE} (run 9: 1)")]
 
 
 def test_impact_page_shows_api_errors(live_api, lead_token, engine) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from review_ui import charts
 from review_ui.render import plain
 from review_ui.state import call, client, fetch_or_stop, leads, page_with_dataset, submitted_run_inputs
 
@@ -33,17 +34,6 @@ def table(result: dict[str, Any]) -> pd.DataFrame:
             for row in result.get("rows", [])
         ]
     )
-
-
-def deltas(result: dict[str, Any]) -> pd.DataFrame:
-    """Delta in F1 points per task/class (rows) and arm (columns), for the bar chart."""
-    rows = [r for r in result.get("rows", []) if r.get("delta") is not None]
-    if not rows:
-        return pd.DataFrame()
-    frame = pd.DataFrame(
-        [{"class": f"{r['task']} / {r['class']}", "arm": r["arm"], "Δ F1 (points)": r["delta"] * 100} for r in rows]
-    )
-    return frame.pivot(index="class", columns="arm", values="Δ F1 (points)")
 
 
 def contributions(result: dict[str, Any]) -> pd.DataFrame:
@@ -100,8 +90,11 @@ def show_report(report: dict[str, Any]) -> None:
             f"({result['bootstrap']['draws']} draws; {result['bootstrap']['statistic']})."
         )
     )
+    warning = (result.get("training_sets") or {}).get("warning")  # arms that trained on a dataset that changed
+    if warning:
+        st.warning(plain(str(warning)))
     st.dataframe(table(result), hide_index=True, width="stretch")
-    chart = deltas(result)
+    chart = charts.impact_deltas(result)  # one row per task and class, whatever their names
     if not chart.empty:
         st.subheader("Δ F1 against originals only, per class")
         st.bar_chart(chart, horizontal=True, stack=False)
