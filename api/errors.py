@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -10,6 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import DomainError
 from trainer.errors import TrainerError
+
+log = logging.getLogger("augloop.api")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -82,6 +88,22 @@ def install_error_handlers(app: FastAPI) -> None:
                 "errors": [{"loc": list(e.get("loc", [])), "msg": e.get("msg"), "type": e.get("type")} for e in errors],
             },
             status_code=422,
+        )
+
+    @app.exception_handler(OSError)
+    async def os_error(_request: Request, err: OSError) -> JSONResponse:
+        # A file the request writes (an import's upload, an ensemble's predictions) could not be: the request's
+        # transaction rolled back, and its files went with it. Said without the path (members read this).
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return JSONResponse(
+                {"detail": "the server's storage is full, so nothing was saved; retry once space is freed"},
+                status_code=507,
+            )
+        log.error("request failed on a file: %s", err)
+        cause = os.strerror(err.errno) if err.errno else type(err).__name__
+        return JSONResponse(
+            {"detail": f"the server could not read or write a file ({cause}), so nothing was saved"},
+            status_code=503 if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO) else 500,
         )
 
     @app.exception_handler(StarletteHTTPException)

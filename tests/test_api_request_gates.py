@@ -261,3 +261,27 @@ def test_an_import_upload_is_kept_without_holding_the_write_lock(admin, engine, 
     r = admin.post(f"{API}/datasets/other/imports", files={"file": ("held.csv", data)}, data=form)
     assert r.status_code == 404 and r.json()["field"] == "project", "refused before the upload is kept"
     assert others == ["wrote"]
+
+
+def test_a_full_disk_during_an_upload_is_a_json_error_and_keeps_nothing(admin, engine, settings, monkeypatch) -> None:
+    """The upload's write failed with ENOSPC: the client got a bare `500 Internal Server Error` in plain text,
+    with nothing to say that nothing was kept or that a retry later may work."""
+    import errno
+
+    from sqlalchemy import func, select
+
+    import services.datasets as dataset_service
+    from db.models import Job
+    from db.session import session_scope
+
+    def full(source, target, length=0):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device", str(settings.data_dir / "imports" / "x.csv"))
+
+    monkeypatch.setattr(dataset_service.shutil, "copyfileobj", full)
+    data = b"text,label\n" + b"".join(b"post %d,%s\n" % (i, b"ab"[i % 2 : i % 2 + 1]) for i in range(10))
+    r = admin.post(f"{API}/datasets/full/imports", files={"file": ("full.csv", data)}, data={"task": ["label"]})
+    assert r.status_code == 507 and r.headers["content-type"] == "application/json", r.text
+    assert "storage is full" in r.json()["detail"] and str(settings.data_dir) not in r.text
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == 0
+    assert list((settings.data_dir / "imports").iterdir()) == []
