@@ -91,18 +91,25 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(OSError)
-    async def os_error(_request: Request, err: OSError) -> JSONResponse:
-        # A file the request writes (an import's upload, an ensemble's predictions) could not be: the request's
-        # transaction rolled back, and its files went with it. Said without the path (members read this).
+    async def os_error(request: Request, err: OSError) -> JSONResponse:
+        # A file the request reads or writes (an import's upload, an ensemble's predictions) failed: a write's
+        # transaction rolled back, and its files went with it. Said without the path (members read this); the
+        # operator's log has it, with the traceback.
+        log.error("%s %s failed: %s", request.method, request.url.path, err, exc_info=err)
+        written = "" if request.method in ("GET", "HEAD") else ", so nothing was saved"
+        if isinstance(err, (ConnectionError, TimeoutError)):  # a service the server needs, not a file
+            return JSONResponse(
+                {"detail": f"a service the server needs did not answer{written}; retry"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             return JSONResponse(
-                {"detail": "the server's storage is full, so nothing was saved; retry once space is freed"},
-                status_code=507,
+                {"detail": f"the server's storage is full{written}; retry once space is freed"}, status_code=507
             )
-        log.error("request failed on a file: %s", err)
         cause = os.strerror(err.errno) if err.errno else type(err).__name__
         return JSONResponse(
-            {"detail": f"the server could not read or write a file ({cause}), so nothing was saved"},
+            {"detail": f"the server could not read or write a file ({cause}){written}"},
             status_code=503 if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO) else 500,
         )
 

@@ -66,7 +66,8 @@ class Settings(BaseSettings):
     # Encoders a non-admin may train with: hub ids, or directories under this one (resolved: no `..` or
     # symlink out of it). None: <data_dir>/models.
     models_dir: Path | None = None
-    # Training jobs (train, lr_select) queued or running per project at once, for non-admins.
+    # Transformer training runs queued or running per project at once (a run waiting for its learning-rate
+    # selection counted; TF-IDF members not), for non-admins.
     max_training_jobs_per_project: int = Field(default=24, ge=1)  # an impact report queues arms × seeds
     # Candidates (sources × variants × methods) owed by augment jobs queued or running per project, for
     # non-admins: the queue is shared, so one project cannot put millions of candidates ahead of the others.

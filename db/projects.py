@@ -101,12 +101,17 @@ def jobs_in_flight(
     return int(found or 0)
 
 
-def runs_in_flight(session: Session, project_id: int) -> int:
-    """The project's queued and running training runs (a run waiting for its learning-rate selection included)."""
+def runs_in_flight(session: Session, project_id: int, kinds: Collection[str] = ("single",)) -> int:
+    """The project's queued and running training runs of these kinds (a run waiting for its learning-rate
+    selection included)."""
     found = session.scalar(
         select(func.count())
         .select_from(TrainingRun)
         .join(Dataset, Dataset.id == TrainingRun.dataset_id)
-        .where(Dataset.project_id == project_id, TrainingRun.status.in_(OPEN_JOB_STATUSES))
+        .where(
+            Dataset.project_id == project_id,
+            TrainingRun.kind.in_(kinds),
+            TrainingRun.status.in_(OPEN_JOB_STATUSES),
+        )
     )
     return int(found or 0)

@@ -46,28 +46,60 @@ def shown_path(path: str | None, user: User | None) -> str | None:
     return None
 
 
-# An absolute path in a message: "/" at the start of a word (not inside a URL, a relative path or a fraction), up
-# to a space or a quote (an OSError quotes its paths: "[Errno 28] No space left on device: '/srv/data/x'").
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/[^\s'\"]+")
+# The top folders of a server's file system that a path in an error message starts with: a path under the data
+# directory, or under one of these, is the server's; "/r/politics" (a label) or "/v1/chat" (a URL's path) is not.
+_SERVER_ROOTS = (
+    "bin",
+    "boot",
+    "data",
+    "dev",
+    "etc",
+    "home",
+    "lib",
+    "media",
+    "mnt",
+    "opt",
+    "proc",
+    "root",
+    "run",
+    "srv",
+    "sys",
+    "tmp",
+    "usr",
+    "var",
+    "work",
+    "workspace",
+    "app",
+    "Users",
+    "Volumes",
+    "private",
+)
+# A quoted path (an OSError quotes its own, spaces and all: "[Errno 28] No space left on device: '/srv/my data/x'"),
+# else an unquoted one up to a space: "/" at the start of a word, not inside a URL or a relative path.
+_QUOTED_PATH = re.compile(r"""(?P<q>['"])(?P<path>/[^'"\n]*)(?P=q)""")
+_BARE_PATH = re.compile(r"(?<![\w.:/~-])/[^\s'\"]+")
 
 
 def without_server_paths(message: str) -> str:
     """An error message as project members may read it (a job's, a run's): a path under the data directory
-    relative to it, any other absolute path by its last part only (`…/name`). The worker's log keeps the whole
-    message and its traceback for the operator."""
+    relative to it, any other path of the server's (under the data directory or a top folder such as /srv,
+    /home, /tmp) by its last part only (`…/name`); anything else, a label or a URL's path, as it was. The
+    worker's log keeps the whole message and its traceback for the operator."""
     settings = get_settings()
-    roots = {str(settings.data_dir.resolve()), str(settings.data_dir.absolute())}
+    roots = sorted({str(settings.data_dir.resolve()), str(settings.data_dir.absolute())}, key=len, reverse=True)
 
-    def shown(match: re.Match[str]) -> str:
-        path = match.group(0)
-        for root in sorted(roots, key=len, reverse=True):
+    def shown(path: str) -> str:
+        for root in roots:
             if path == root:
                 return "<data directory>"
             if path.startswith(root + "/"):
                 return path[len(root) + 1 :]
-        return "…/" + (PurePosixPath(path).name or "")
+        if path.split("/")[1] in _SERVER_ROOTS:
+            return "…/" + PurePosixPath(path).name
+        return path
 
-    return _ABSOLUTE_PATH.sub(shown, message)
+    message = _QUOTED_PATH.sub(lambda m: m["q"] + shown(m["path"]) + m["q"], message)
+    return _BARE_PATH.sub(lambda m: shown(m.group(0)), message)
 
 
 def visible_project_ids(session: Session, user: User | None) -> set[int] | None:

@@ -122,9 +122,10 @@ def _within_cap(
 
 
 def check_capacity(session: Session, dataset: Dataset, user: User | None) -> None:
-    """Called once a request's training runs are queued: at most AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT runs
-    queued or running (_within_cap). Runs, not jobs: a learning-rate selection is one job that queues a training
-    job per seed when it ends, so counting jobs let one request of 5 seeds count as 1."""
+    """Called once a request's training runs are queued: at most AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT transformer
+    runs queued or running (_within_cap). Runs, not jobs: a learning-rate selection is one job that queues a
+    training job per seed when it ends, so counting jobs let one request of 5 seeds count as 1. A TF-IDF member
+    (seconds on a CPU) is not counted, as a selection's job was not before."""
     cap = get_settings().max_training_jobs_per_project
     tail = "(AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT): retry with fewer seeds, or when some have finished"
     _within_cap(session, dataset, user, runs_in_flight, cap, "training runs", tail, "seeds")

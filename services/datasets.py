@@ -33,7 +33,14 @@ from db.models import OPEN_JOB_STATUSES, Dataset, Job, TrainingRun, User
 from db.session import delete_when_committed, discard_unless_committed, readonly_engine, session_scope
 from services.access import Need, check_dataset, visible_project_ids
 from services.compute_bounds import check_other_capacity
-from services.exporting import ExportCount, check_format, export_job_files, export_job_parts, iter_export
+from services.exporting import (
+    ExportCount,
+    check_format,
+    export_job_files,
+    export_job_parts,
+    is_job_file_name,
+    iter_export,
+)
 from services.importing import FinishFn, ImportResult, ImportSpec, import_path, import_stream
 
 log = logging.getLogger("augloop.datasets")
@@ -314,6 +321,12 @@ def export_to(
         raise ValidationFailed(
             f"{path} is inside augloop's data directory ({data_dir}: its database, runs and uploads); write the "
             f"export elsewhere, or under {data_dir / 'exports'}",
+            field="output",
+        )
+    if target.parent == data_dir / "exports" and is_job_file_name(target.name):
+        raise ValidationFailed(
+            f"{target.name} is the name of an export job's file there (deleted with its job, or once its dataset"
+            " keeps newer exports); give the export another name",
             field="output",
         )
     url = make_url(settings.resolved_database_url)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import ValidationFailed
 from core.settings import get_settings
+from db.chunks import chunked
 from db.datasets import VIEW_COLUMNS, count_view, view_rows
 from db.models import Dataset, Job, JobStatus, Origin, ReviewStatus
 from db.session import delete_when_committed
@@ -191,6 +193,14 @@ def exports_folder() -> Path:
     return get_settings().data_dir.resolve() / "exports"
 
 
+_JOB_FILE = re.compile(rf"job\d+\.(?:{'|'.join(FORMATS)})(?:\..+\.part)?")
+
+
+def is_job_file_name(name: str) -> bool:
+    """Whether `name` is one an export job writes under exports/ (`job<id>.<format>`, or an attempt's part)."""
+    return _JOB_FILE.fullmatch(name) is not None
+
+
 def export_job_files(job_id: int) -> list[Path]:
     """Where export job `job_id` publishes its file, in either format (whether or not it exists)."""
     return [exports_folder() / f"job{job_id}.{fmt}" for fmt in FORMATS]
@@ -215,11 +225,12 @@ def pruned_exports(session: Session, job_ids: list[int]) -> list[Path]:
     their dataset (to be deleted: exports are copies of a dataset, and any member may ask for one)."""
     kept_count = get_settings().exports_kept_per_dataset
     by_dataset: dict[int, list[int]] = {}
-    for job_id, dataset_id in session.execute(
-        select(Job.id, Job.dataset_id).where(Job.id.in_(job_ids), Job.kind == "export", Job.dataset_id.is_not(None))
-    ).tuples():
-        assert dataset_id is not None  # the query leaves none out; for the type checker
-        by_dataset.setdefault(dataset_id, []).append(job_id)
+    for ids in chunked(sorted(set(job_ids))):
+        for job_id, dataset_id in session.execute(
+            select(Job.id, Job.dataset_id).where(Job.id.in_(ids), Job.kind == "export", Job.dataset_id.is_not(None))
+        ).tuples():
+            assert dataset_id is not None  # the query leaves none out; for the type checker
+            by_dataset.setdefault(dataset_id, []).append(job_id)
     out: list[Path] = []
     for dataset_id, ids in by_dataset.items():
         kept = set(session.scalars(_succeeded_exports(dataset_id).limit(kept_count)))

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from core.files import delete_path, file_system_now
 from core.settings import get_settings
+from db.chunks import chunked
 from db.models import OPEN_JOB_STATUSES, Job, JobStatus, TrainingRun
 from db.session import readonly_engine
 from services.exporting import FORMATS, exports_folder, pruned_exports
@@ -40,10 +41,12 @@ log = logging.getLogger("augloop.leftover_files")
 
 LEFTOVER_GRACE_SECONDS = 3600
 
-_RUN_DIR = re.compile(r"(\d+)")
-_RUN_ASIDE = re.compile(r"(\d+)\.(?:checkpoint|partial-.+)")
-_EXPORT = re.compile(rf"job(\d+)\.(?:{'|'.join(FORMATS)})")
-_EXPORT_PART = re.compile(rf"job(\d+)\.(?:{'|'.join(FORMATS)})\..+\.part")
+# Ids as the database holds them (64-bit): a longer run of digits is no row's, and not augloop's to delete.
+_ID = r"([1-9]\d{0,17})"
+_RUN_DIR = re.compile(_ID)
+_RUN_ASIDE = re.compile(rf"{_ID}\.(?:checkpoint|partial-.+)")
+_EXPORT = re.compile(rf"job{_ID}\.(?:{'|'.join(FORMATS)})")
+_EXPORT_PART = re.compile(rf"job{_ID}\.(?:{'|'.join(FORMATS)})\..+\.part")
 
 
 @dataclass
@@ -77,20 +80,14 @@ def leftovers(session: Session, grace_seconds: float = LEFTOVER_GRACE_SECONDS) -
     _untouched(runs_root(), [(_RUN_DIR, found.run_dirs), (_RUN_ASIDE, found.run_asides)], cutoff)
     _untouched(exports_folder(), [(_EXPORT, found.exports), (_EXPORT_PART, found.export_parts)], cutoff)
     # The rows are read after the names: a row committed before the listing is seen.
-    run_ids = {*found.run_dirs.values(), *found.run_asides.values()}
-    runs = (
-        dict(
-            session.execute(select(TrainingRun.id, TrainingRun.status).where(TrainingRun.id.in_(run_ids)))
-            .tuples()
-            .all()
+    runs: dict[int, str] = {}
+    for ids in chunked(sorted({*found.run_dirs.values(), *found.run_asides.values()})):  # every run folder's
+        runs.update(
+            session.execute(select(TrainingRun.id, TrainingRun.status).where(TrainingRun.id.in_(ids))).tuples().all()
         )
-        if run_ids
-        else {}
-    )
-    job_ids = {*found.exports.values(), *found.export_parts.values()}
-    jobs = (
-        dict(session.execute(select(Job.id, Job.status).where(Job.id.in_(job_ids))).tuples().all()) if job_ids else {}
-    )
+    jobs: dict[int, str] = {}
+    for ids in chunked(sorted({*found.exports.values(), *found.export_parts.values()})):
+        jobs.update(session.execute(select(Job.id, Job.status).where(Job.id.in_(ids))).tuples().all())
     pruned = {path.resolve() for path in pruned_exports(session, list(found.exports.values()))}
     ended = (JobStatus.failed, JobStatus.cancelled)
     out = [path for path, rid in found.run_dirs.items() if rid not in runs or runs[rid] in ended]

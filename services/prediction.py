@@ -140,8 +140,8 @@ def predict(session: Session, model_id: int, texts: list[str], settings: Setting
             raise TooLargeError(f"texts[{i}] exceeds {settings.max_text_chars} characters", field=f"texts.{i}")
     spec = model_spec(session, model_id, user)
     session.commit()  # no transaction may stay open while a model runs
+    predictor = load_predictor(spec)  # outside the turn: a load waits for other loads only (cached_predictor)
     with _prediction_turn(settings.trainer_predict_concurrency):
-        predictor = load_predictor(spec)
         probs = predictor.predict_proba(texts)
         tasks = predictor.tasks
         decided = predictor.decide(probs)

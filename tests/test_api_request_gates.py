@@ -263,9 +263,12 @@ def test_an_import_upload_is_kept_without_holding_the_write_lock(admin, engine, 
     assert others == ["wrote"]
 
 
-def test_a_full_disk_during_an_upload_is_a_json_error_and_keeps_nothing(admin, engine, settings, monkeypatch) -> None:
+def test_a_full_disk_during_an_upload_is_a_json_error_and_keeps_nothing(
+    admin, engine, settings, monkeypatch, caplog
+) -> None:
     """The upload's write failed with ENOSPC: the client got a bare `500 Internal Server Error` in plain text,
-    with nothing to say that nothing was kept or that a retry later may work."""
+    with nothing to say that nothing was kept or that a retry later may work. The operator's log has the path
+    and the traceback."""
     import errno
 
     from sqlalchemy import func, select
@@ -281,7 +284,9 @@ def test_a_full_disk_during_an_upload_is_a_json_error_and_keeps_nothing(admin, e
     data = b"text,label\n" + b"".join(b"post %d,%s\n" % (i, b"ab"[i % 2 : i % 2 + 1]) for i in range(10))
     r = admin.post(f"{API}/datasets/full/imports", files={"file": ("full.csv", data)}, data={"task": ["label"]})
     assert r.status_code == 507 and r.headers["content-type"] == "application/json", r.text
-    assert "storage is full" in r.json()["detail"] and str(settings.data_dir) not in r.text
+    assert "storage is full, so nothing was saved" in r.json()["detail"] and str(settings.data_dir) not in r.text
+    logged = [rec for rec in caplog.records if "No space left on device" in rec.getMessage()]
+    assert logged and logged[0].exc_info is not None and "x.csv" in logged[0].getMessage()
     with session_scope(engine) as s:
         assert s.scalar(select(func.count()).select_from(Job)) == 0
     assert list((settings.data_dir / "imports").iterdir()) == []

@@ -219,9 +219,12 @@ def test_an_export_never_replaces_augloops_own_files(settings, engine, example_d
     model = settings.data_dir / "runs" / "7" / "model" / "heads.safetensors"
     model.parent.mkdir(parents=True)
     model.write_bytes(b"weights")
-    for target in (database, Path(f"{database}-wal"), model):
+    # an export job's name under exports/ is the job's: the workers' sweep deletes it with its job
+    job_file = settings.data_dir / "exports" / "job7.csv"
+    for target in (database, Path(f"{database}-wal"), model, job_file):
         result = CliRunner().invoke(app, ["export", example_dataset, "--output", str(target)])
         assert result.exit_code == 2, (target, result.output)
+    assert not job_file.exists()
     assert database.read_bytes()[:16] == before == b"SQLite format 3\x00" and model.read_bytes() == b"weights"
     with session_scope(engine) as s:
         assert s.scalar(select(func.count()).select_from(Sample)) == 5000

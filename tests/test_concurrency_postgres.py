@@ -91,7 +91,7 @@ def test_a_work_share_claim_waits_for_the_one_under_way(pg_settings, monkeypatch
 
 
 def test_two_training_requests_at_once_stay_within_the_projects_cap(pg_settings, monkeypatch) -> None:
-    """Each request queues its jobs, then counts the project's jobs in flight: without taking turns each missed
+    """Each request queues its runs, then counts the project's runs in flight: without taking turns each missed
     the other's and both passed a cap only one of them fitted under."""
     from sqlalchemy import func, select
 
@@ -117,7 +117,7 @@ def test_two_training_requests_at_once_stay_within_the_projects_cap(pg_settings,
             runs, _jobs = start_training(s, data.dataset, {"lr_search": "off"}, [1, 2], user=lee)
             return len(runs)
 
-    both = race(monkeypatch, bounds, "jobs_in_flight", two_seeds)
+    both = race(monkeypatch, bounds, "runs_in_flight", two_seeds)
     get_settings.cache_clear()
     assert both.first == 2, both
     assert isinstance(both.second, QuotaExceeded), f"both requests passed a cap of 3 jobs: {both!r}"

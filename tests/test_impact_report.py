@@ -443,3 +443,11 @@ def test_a_report_whose_predictions_are_gone_fails_naming_no_server_path(
     assert got["status"] == "failed", got
     assert got["result"]["error"].endswith(f"FileNotFoundError: {run_id}/predictions_test.json")
     assert folder not in str(got) and str(runs_root()) not in str(got)
+
+
+def test_a_training_set_check_that_cannot_read_a_snapshot_says_so_and_leaves_the_report(engine, tmp_path) -> None:
+    from services.impact import training_sets
+
+    gone = str(tmp_path / "runs" / "1" / "snapshot.parquet")
+    checked = training_sets(engine, {"all_approved": [(1, gone, None)], "originals": [(2, gone, None)]})
+    assert checked == {"checked": False, "reason": "the runs' training snapshots could not be read (FileNotFoundError)"}

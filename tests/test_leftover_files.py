@@ -222,6 +222,11 @@ def test_job_errors_name_no_server_path(settings, engine, dataset, annotator) ->
         ("cannot read /etc/augloop/secret.env", "cannot read …/secret.env"),
         ("{data}", "<data directory>"),
         ("see http://vllm:8000/v1/chat, 1/2 of a/b", "see http://vllm:8000/v1/chat, 1/2 of a/b"),
+        ("No space left: '/mnt/shared drive/augloop/x.csv'", "No space left: '…/x.csv'"),  # spaces and all
+        (
+            "label '/r/politics' is not among [] ; POST /v1/chat failed",
+            "label '/r/politics' is not among [] ; POST /v1/chat failed",
+        ),
     ],
 )
 def test_a_message_for_members_keeps_no_absolute_path(settings, message: str, shown: str) -> None:
@@ -242,3 +247,30 @@ def test_an_export_is_served_when_the_exports_folder_is_a_link(settings, engine,
     assert Worker(engine, ["export"]).run(max_jobs=1).succeeded == 1
     served = admin.get(f"/api/v1/jobs/{job_id}/artifact")
     assert served.status_code == 200 and served.text.startswith("id,external_id,text")
+
+
+def test_the_sweep_reads_any_number_of_folders_and_passes_over_names_no_row_can_have(settings, engine) -> None:
+    """Every old run folder is a candidate, so the ids grow with the deployment's history: one IN-list of them
+    broke on a SQLite built with 999 variables, every hour, and nothing was ever swept again; a folder named by
+    a number past 64 bits raised OverflowError the same way."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    from services.leftover_files import sweep_leftovers
+
+    def at_most_999(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+
+    event.listen(engine, "connect", at_most_999)
+    engine.dispose()
+    runs = settings.data_dir.resolve() / "runs"
+    for run_id in range(1, 1_201):
+        folder_with_file(runs / str(run_id))
+    odd = folder_with_file(runs / ("9" * 25))
+    try:
+        assert sweep_leftovers(engine) == 1_200
+    finally:
+        event.remove(engine, "connect", at_most_999)
+        engine.dispose()
+    assert odd.exists() and sorted(p.name for p in runs.iterdir()) == [odd.name]

@@ -87,6 +87,19 @@ def test_a_learning_rate_selection_counts_the_runs_it_will_queue(lead, example_d
     get_settings.cache_clear()
 
 
+def test_tfidf_members_do_not_count_against_the_training_cap(lead, example_dataset, monkeypatch) -> None:
+    """A TF-IDF member trains in seconds on a CPU: counted as a run, an impact report of six arms and 3 seeds
+    with their members (24 runs) filled the default cap on its own."""
+    from core.settings import get_settings
+
+    monkeypatch.setenv("AUGLOOP_MAX_TRAINING_JOBS_PER_PROJECT", "3")
+    get_settings.cache_clear()
+    r = lead.post(RUNS, json={**body(), "seeds": [1, 2, 3], "classical": True})
+    assert r.status_code == 202, r.text
+    assert sorted(run["kind"] for run in r.json()["runs"]) == ["single", "single", "single", "tfidf"]
+    get_settings.cache_clear()
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [

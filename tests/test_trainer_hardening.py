@@ -322,3 +322,59 @@ def test_predictions_computing_at_once_are_bounded(monkeypatch, admin) -> None:
     monkeypatch.setattr(prediction, "predict", busy_predict)
     r = admin.post("/api/v1/models/1/predict", json={"texts": ["a text"]})
     assert r.status_code == 503 and r.headers["Retry-After"] == "5" and r.json()["field"] == "texts"
+
+
+def test_a_prediction_from_a_loaded_model_does_not_wait_for_other_models_loading(monkeypatch, settings) -> None:
+    """Two requests loading models nobody had loaded took both turns of the gate while they loaded, and a
+    request for a model in memory waited, then got 503: the load now waits for other loads only, and a turn is
+    taken to compute."""
+    import threading
+    import time
+
+    import numpy as np
+
+    from services import prediction
+    from trainer import predict
+    from trainer.examples import TaskSpec
+
+    class Loaded:  # what load_predictor returns for model 1, already in memory
+        def __init__(self) -> None:
+            self.tasks = [TaskSpec("bias", ["a", "b"])]
+
+        def predict_proba(self, texts):  # type: ignore[no-untyped-def]
+            return {"bias": np.tile([0.25, 0.75], (len(texts), 1))}
+
+        def decide(self, probs):  # type: ignore[no-untyped-def]
+            return {"bias": probs["bias"].argmax(1)}
+
+    release = threading.Event()
+
+    def load(spec):  # type: ignore[no-untyped-def]
+        if spec.id != 1:
+            release.wait(10)  # a large encoder loading
+        return Loaded()
+
+    monkeypatch.setattr(predict, "_cache", type(predict._cache)())
+    monkeypatch.setattr(
+        prediction, "model_spec", lambda session, model_id, user: prediction.ModelSpec(model_id, "single", 1, [])
+    )
+    monkeypatch.setattr(prediction, "load_predictor", load)
+    monkeypatch.setattr(prediction, "PREDICTION_WAIT_SECONDS", 1.0)
+
+    class NoSession:
+        def commit(self) -> None:
+            pass
+
+    loading = [
+        threading.Thread(target=prediction.predict, args=(NoSession(), i, ["a text"], settings, None)) for i in (2, 3)
+    ]
+    for t in loading:
+        t.start()
+    time.sleep(0.3)  # both are loading
+    try:
+        answer = prediction.predict(NoSession(), 1, ["a text"], settings, None)  # type: ignore[arg-type]
+        assert answer["labels"] == [{"bias": "b"}]
+    finally:
+        release.set()
+        for t in loading:
+            t.join(10)
