@@ -76,34 +76,36 @@ def member_inputs(runs: list[TrainingRun]) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
+class EnsembleOptions:
+    """How members combine: per-task weights (else equal), temperatures, and the decision rule, all fitted on val;
+    the ensemble's name (default: its members' ids)."""
+
+    weighted: bool = True
+    temperature: bool = True
+    decision: str = "prior"
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class FittedEnsemble:
     """An ensemble fitted on its members' saved predictions, not stored yet (`store_ensemble`)."""
 
     run_ids: list[int]
-    weighted: bool
-    temperature: bool
-    name: str
+    options: EnsembleOptions
     combined: dict[str, Any]
 
 
-def fit_ensemble(
-    session: Session,
-    run_ids: list[int],
-    *,
-    weighted: bool = True,
-    temperature: bool = True,
-    decision: str = "prior",
-    name: str = "",
-    user: User | None,
-) -> FittedEnsemble:
+def fit_ensemble(session: Session, run_ids: list[int], options: EnsembleOptions, user: User | None) -> FittedEnsemble:
     """Check the members (finished runs of one dataset the user leads) and fit their combination: reads only
     (the members' prediction files, then numpy), so the API runs it without holding the write lock (seconds for
     32 members of 10,000 val texts each, every other write waiting behind it on SQLite)."""
-    if len(name) > NAME_MAX:
-        raise ValidationFailed(f"name: at most {NAME_MAX} characters; got {len(name)}", field="name")
+    if len(options.name) > NAME_MAX:
+        raise ValidationFailed(f"name: at most {NAME_MAX} characters; got {len(options.name)}", field="name")
     runs = ensemble_members(session, run_ids, user)
-    combined = build_ensemble(member_inputs(runs), weighted=weighted, temperature=temperature, decision=decision)
-    return FittedEnsemble([r.id for r in runs], weighted, temperature, name, combined)
+    combined = build_ensemble(
+        member_inputs(runs), weighted=options.weighted, temperature=options.temperature, decision=options.decision
+    )
+    return FittedEnsemble([r.id for r in runs], options, combined)
 
 
 def create_ensemble(
@@ -118,31 +120,19 @@ def create_ensemble(
 ) -> TrainingRun:
     """Combine finished runs of one dataset (transformer runs and TF-IDF members alike); the project's leads
     (None: the operator). In one session: the CLI's; the API fits first, then stores in a short transaction."""
-    fitted = fit_ensemble(
-        session, run_ids, weighted=weighted, temperature=temperature, decision=decision, name=name, user=user
-    )
-    return store_ensemble(session, fitted, user=user)
+    options = EnsembleOptions(weighted, temperature, decision, name)
+    return store_ensemble(session, fit_ensemble(session, run_ids, options, user), user=user)
 
 
 def create_ensemble_briefly(
-    reading: Session,
-    engine: Engine,
-    run_ids: list[int],
-    *,
-    weighted: bool = True,
-    temperature: bool = True,
-    decision: str = "prior",
-    name: str = "",
-    user: User | None,
+    reading: Session, engine: Engine, run_ids: list[int], options: EnsembleOptions, user: User | None
 ) -> dict[str, Any]:
     """The API's ensemble: fitted under `reading` (a read-only session: on SQLite no write lock while the members'
     files are read and combined), then stored in a short transaction of its own, committed here. Returns the
     ensemble as `training.ensemble_details` shows it, read again through `reading`."""
     from services.training import ensemble_details
 
-    fitted = fit_ensemble(
-        reading, run_ids, weighted=weighted, temperature=temperature, decision=decision, name=name, user=user
-    )
+    fitted = fit_ensemble(reading, run_ids, options, user)
     reading.commit()  # ends the read: the stored ensemble is read back in a new one
     with session_scope(engine) as writing:
         run_id = store_ensemble(writing, fitted, user=user).id
@@ -154,13 +144,8 @@ def store_ensemble(session: Session, fitted: FittedEnsemble, *, user: User | Non
     the user's role changed, since the fit)."""
     created_by = user.id if user else None
     runs = ensemble_members(session, fitted.run_ids, user)
-    ids, weighted, temperature, name, combined = (
-        [r.id for r in runs],
-        fitted.weighted,
-        fitted.temperature,
-        fitted.name,
-        fitted.combined,
-    )
+    ids, combined = [r.id for r in runs], fitted.combined
+    weighted, temperature, name = fitted.options.weighted, fitted.options.temperature, fitted.options.name
     dataset = session.get_one(Dataset, runs[0].dataset_id)
     try:
         for r in runs:  # stored when the run finished; a run recorded before that is digested once, and keeps it

@@ -291,3 +291,24 @@ def live_api(app, monkeypatch) -> Iterator[str]:
     """The real API on loopback (the UI and concurrent clients reach it over HTTP)."""
     with serve(app, monkeypatch) as url:
         yield url
+
+
+def write_meanwhile(engine: Any, calls: list[str]) -> Any:
+    """A function that commits a write of its own to the SQLite database, with a short busy timeout, and notes
+    in `calls` whether it could ("wrote") or the error it met: called inside a request's slow step, it shows
+    whether the request held the database's only write lock meanwhile."""
+    import sqlite3
+
+    def write() -> None:
+        other = sqlite3.connect(engine.url.database, timeout=0.5)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("UPDATE projects SET name = name")
+            other.commit()
+            calls.append("wrote")
+        except sqlite3.OperationalError as err:
+            calls.append(str(err))
+        finally:
+            other.close()
+
+    return write

@@ -231,24 +231,16 @@ def test_an_import_upload_is_kept_without_holding_the_write_lock(admin, engine, 
     on SQLite the request's transaction took the only one at its first statement, so every annotator's decision,
     and the workers' heartbeats, waited out the copy (and failed past the 30 s busy timeout)."""
     import shutil
-    import sqlite3
 
     import services.datasets as dataset_service
+    from tests.review_fixtures import write_meanwhile
 
     real_copy = shutil.copyfileobj
     others: list[str] = []
+    someone_writes = write_meanwhile(engine, others)
 
     def copy_while_someone_writes(source, target, length=0):  # type: ignore[no-untyped-def]
-        other = sqlite3.connect(engine.url.database, timeout=0.5)
-        try:
-            other.execute("BEGIN IMMEDIATE")
-            other.execute("UPDATE projects SET name = name")
-            other.commit()
-            others.append("wrote")
-        except sqlite3.OperationalError as err:
-            others.append(str(err))
-        finally:
-            other.close()
+        someone_writes()
         return real_copy(source, target, length)
 
     monkeypatch.setattr(dataset_service.shutil, "copyfileobj", copy_while_someone_writes)

@@ -336,26 +336,17 @@ def test_an_ensemble_is_fitted_without_holding_the_write_lock(lead, engine, monk
     """Reading 32 members' predictions of 10,000 val texts and fitting them takes seconds: on SQLite the request
     held the only write lock meanwhile, and every other write (decisions, heartbeats) waited. The fit now runs
     under a read-only session, and the ensemble is stored in a short transaction at the end."""
-    import sqlite3
-
     from services import ensembles
+    from tests.review_fixtures import write_meanwhile
 
     import_small(engine)
     ids = _finished_runs(engine, "small", 2, first_id=20_000_000)
     real_build = ensembles.build_ensemble
     others: list[str] = []
+    someone_writes = write_meanwhile(engine, others)
 
     def build_while_someone_writes(*args, **kwargs):  # type: ignore[no-untyped-def]
-        other = sqlite3.connect(engine.url.database, timeout=0.5)
-        try:
-            other.execute("BEGIN IMMEDIATE")
-            other.execute("UPDATE projects SET name = name")
-            other.commit()
-            others.append("wrote")
-        except sqlite3.OperationalError as err:
-            others.append(str(err))
-        finally:
-            other.close()
+        someone_writes()
         return real_build(*args, **kwargs)
 
     monkeypatch.setattr(ensembles, "build_ensemble", build_while_someone_writes)
