@@ -68,3 +68,5 @@ class AutoApprovalApplied(BaseModel):
     considered: int
     approved: int
     audit: int
+    outside_scope: int = Field(description="left to people: outside what the reviewed variants showed the rule")
+    below_threshold: int = Field(description="left to people: an approval score below the rule's threshold")

@@ -488,17 +488,22 @@ def apply_to_pending(session: Session, dataset: Dataset) -> dict[str, int]:
         )
         .order_by(Sample.id)
     ).all()
-    verdicts = decide(rule, [VariantFeatures.of(s) for s in rows], [s.content_hash for s in rows])
+    features = [VariantFeatures.of(s) for s in rows]
+    verdicts = decide(rule, features, [s.content_hash for s in rows])
     decisions = [
         AutomaticDecision(s.id, verdict, note=approval_note(rule))
         for s, verdict in zip(rows, verdicts, strict=True)
         if verdict is not None
     ]
     record_automatic_decisions(session, automatic_reviewer(session).id, decisions)
+    # What stays with people, and why: outside what the reviewed variants showed the rule, or below its threshold.
+    outside_scope = sum(1 for reason in screen(rule, features) if reason is not None)
     return {
         "considered": len(rows),
         "approved": sum(1 for d in decisions if d.outcome == "approved"),
         "audit": sum(1 for d in decisions if d.outcome == "audit"),
+        "outside_scope": outside_scope,
+        "below_threshold": len(rows) - len(decisions) - outside_scope,
     }
 
 

@@ -162,7 +162,13 @@ def test_switching_on_applying_auditing_and_measuring_agreement(
         approved = {v.id for v in pending if v.review_status == "approved"}
         audit = {v.id for v in pending if v.auto_decision == "audit"}
         assert approved | audit == above and not approved & audit
-        assert counts == {"considered": 120, "approved": len(approved), "audit": len(audit)}
+        assert counts == {
+            "considered": 120,
+            "approved": len(approved),
+            "audit": len(audit),
+            "outside_scope": 0,
+            "below_threshold": 120 - len(above),
+        }
         assert 0 < len(audit) < len(above)  # a random share (25%) goes to people
         auto_reviews = s.scalars(select(Review).where(Review.automatic.is_(True))).all()
         assert {r.sample_id for r in auto_reviews} == approved and all(r.decision == "approve" for r in auto_reviews)

@@ -175,6 +175,7 @@ def test_the_rule_says_what_it_decides_and_applying_it_leaves_the_rest_pending(
         unflagged = _variant(s, parents[2], "pending paraphrase, not flagged", {**INSIDE, "method": "paraphrase"})
     applied = admin.post("/api/v1/datasets/mini/auto-approval/apply").json()
     assert applied["considered"] == 3 and applied["approved"] + applied["audit"] == 1
+    assert applied["outside_scope"] == 2 and applied["below_threshold"] == 0  # what stays with people, and why
     with session_scope(engine) as s:
         assert s.get(Sample, inside).auto_decision in ("approved", "audit")
         for sid in (paraphrase, unflagged):
