@@ -30,6 +30,8 @@ from trainer.errors import TrainerError
 
 DEEP_JSON = '{"text": "x", "bias": ' + "[" * 200_000 + "]" * 200_000 + "}"
 LONG_INT_JSON = '{"text": "x", "bias": 1' + "0" * 5000 + "}"
+# Python's reader keeps the last of a key given twice: this line imported as "right", silently
+TWICE_JSON = '{"text": "x", "bias": "left", "bias": "right"}'
 DIGITS = sys.get_int_max_str_digits()
 NFC = unicodedata.normalize("NFC", "café")
 NFD = unicodedata.normalize("NFD", "café")
@@ -54,8 +56,12 @@ def cli(*args: str):
 
 @pytest.mark.parametrize(
     ("line", "problem"),
-    [(DEEP_JSON, "invalid JSON: nested too deep"), (LONG_INT_JSON, f"invalid JSON: a number of more than {DIGITS}")],
-    ids=["nested", "long-integer"],
+    [
+        (DEEP_JSON, "invalid JSON: nested too deep"),
+        (LONG_INT_JSON, f"invalid JSON: a number of more than {DIGITS}"),
+        (TWICE_JSON, "invalid JSON: the key 'bias' appears twice in one object"),
+    ],
+    ids=["nested", "long-integer", "key-twice"],
 )
 def test_a_jsonl_line_past_pythons_reader_is_an_invalid_line_naming_it(engine, line, problem):
     """As `{"text": ` (a JSONDecodeError) is: ValidationFailed on field `file` with the line, nothing written."""
@@ -66,7 +72,7 @@ def test_a_jsonl_line_past_pythons_reader_is_an_invalid_line_naming_it(engine, l
     assert count(engine) == 0 and count(engine, Dataset) == 0
 
 
-@pytest.mark.parametrize("line", [DEEP_JSON, LONG_INT_JSON], ids=["nested", "long-integer"])
+@pytest.mark.parametrize("line", [DEEP_JSON, LONG_INT_JSON, TWICE_JSON], ids=["nested", "long-integer", "key-twice"])
 def test_the_api_answers_422_and_the_cli_exits_2_for_such_a_line(settings, admin, tmp_path, line):
     r = admin.post("/api/v1/datasets/d/import", files={"file": ("d.jsonl", jsonl_with(line))}, data={"task": "bias"})
     assert r.status_code == 422, r.text
