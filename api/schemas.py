@@ -117,6 +117,11 @@ class ImportResultRead(BaseModel):
         description="The first 1,000: line, split, near_sample, near_split, and moved (a drawn split that took "
         "near_split)"
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What to look at before training: a task with no labelled val or test text, classes no val or "
+        "test text has, labels that look like missing values (NA, null, …) or differ only in case or spacing",
+    )
 
 
 class JobRead(BaseModel):

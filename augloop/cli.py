@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from augloop.cli_augment import augment_app
@@ -155,6 +156,8 @@ def import_cmd(
         ]
         or ([] if not result.duplicates_of_reviewed_samples else ["(beyond the first duplicates listed)"]),
     )
+    for warning in result.warnings:  # before training: empty splits, classes missing from them, odd labels
+        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
     for dup in result.duplicates[:20]:
         other = dup.get("duplicate_of_line") or f"sample {dup.get('duplicate_of_sample')}"
         console.print(f"  duplicate: line {dup['line']} repeats {'line ' if 'duplicate_of_line' in dup else ''}{other}")

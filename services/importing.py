@@ -84,6 +84,9 @@ class ImportResult:
     # [{"line", "split", "near_sample", "near_split", "moved"}]; "moved": the drawn split became near_split
     near_existing_across_splits: list[dict[str, Any]] = field(default_factory=list)  # the first REPORTED
     near_existing_across_splits_count: int = 0
+    # What the user should look at before training (import_warnings): an empty val or test split, classes no val
+    # or test text has, labels that look like missing values or differ only in case.
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -99,7 +102,63 @@ class ImportResult:
             "near_duplicates_across_splits": self.near_duplicates_across_splits[:REPORTED],
             "near_existing_across_splits_count": self.near_existing_across_splits_count,
             "near_existing_across_splits": self.near_existing_across_splits[:REPORTED],
+            "warnings": self.warnings,
         }
+
+
+# Cells that spreadsheets and data tools write for a missing value: read as labels, each became a class of its own.
+MISSING_LIKE = {"na", "n/a", "n.a.", "#n/a", "nan", "null", "none", "nil", "-", "--", "?"}
+
+
+def import_warnings(session: Session, dataset: Dataset, split_info: dict[str, Any]) -> list[str]:
+    """What the dataset, as this import leaves it, holds that its user should look at before training: a task
+    with no labelled val or test original (training needs val; a drawn split may leave them empty when
+    near-duplicate texts, such as posts sharing a long footer, form large groups kept in one split), classes no
+    val or test text has (their F1 is not measured, and macro-F1 averages over the classes present), labels that
+    look like missing values, and labels that differ only in case or spacing."""
+    from db.datasets import view_label_counts
+
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    for task, split, label, n in view_label_counts(session, dataset, {"original"}, {"train", "val", "test"}):
+        counts.setdefault(task, {}).setdefault(split, {})[label] = n
+    drawn = split_info.get("source") == "stratified"
+    out: list[str] = []
+    for task in dataset.task_names():
+        by_split = counts.get(task, {})
+        trained = set(by_split.get("train", {}))
+        for split in ("val", "test"):
+            held = by_split.get(split, {})
+            if not held:
+                why = ""
+                if drawn and split_info.get("largest_group_rows"):
+                    why = (
+                        f" augloop drew the split and kept near-duplicate texts together: the largest group holds"
+                        f" {split_info['largest_group_rows']:,} rows (texts sharing long boilerplate, a signature or"
+                        " a footer, look alike: strip it before importing)."
+                    )
+                out.append(f"task {task!r} has no labelled {split} text: training needs val, and test scores it.{why}")
+                continue
+            missing = sorted(trained - set(held))
+            if missing:
+                out.append(
+                    f"task {task!r}: {len(missing)} class(es) that train has are in no {split} text, so their F1 is"
+                    f" not measured there: {', '.join(repr(m) for m in missing[:10])}"
+                )
+        labels = sorted({label for split in by_split.values() for label in split})
+        missing_like = [label for label in labels if label.strip().lower() in MISSING_LIKE]
+        if missing_like:
+            out.append(
+                f"task {task!r}: label(s) {', '.join(repr(m) for m in missing_like)} look like missing values but"
+                " are classes; leave such cells empty if the label is unknown"
+            )
+        folded: dict[str, list[str]] = {}
+        for label in labels:
+            folded.setdefault(" ".join(label.casefold().split()), []).append(label)
+        alike = [names for names in folded.values() if len(names) > 1]
+        if alike:
+            shown = "; ".join(" / ".join(repr(n) for n in names) for names in alike[:10])
+            out.append(f"task {task!r}: labels that differ only in case or spacing are separate classes: {shown}")
+    return out
 
 
 def stratified_split(
@@ -236,6 +295,7 @@ class _Staged:
                 "stratified_by": self.spec.tasks[0],
                 "fractions": list(self.spec.split_fractions),
                 "near_duplicates_kept_together": len(groups),
+                "largest_group_rows": max((len(g) for g in groups), default=0),
             }
             with self.batch():
                 staging.add_splits(self.conn, range(self.count), splits)
@@ -537,7 +597,8 @@ def import_stream(
     run.read(stream, fmt, _size(stream))
     _, split_info, across, n_across = run.plan_split()
     near = run.near_existing(session, dataset) if dataset is not None else ([], 0)
-    _, result = run.switch(session, dataset, split_info, created_by)
+    stored, result = run.switch(session, dataset, split_info, created_by)
+    result.warnings = import_warnings(session, stored, split_info)
     staging.drop(conn)
     result.near_duplicates_across_splits, result.near_duplicate_groups_across_splits = across, n_across
     result.near_existing_across_splits, result.near_existing_across_splits_count = near
@@ -611,7 +672,8 @@ def import_path(
         conn.execution_options(readonly=False)  # the switch writes: BEGIN IMMEDIATE on SQLite
         with Session(bind=conn, expire_on_commit=False) as session, session.begin():
             current = _unchanged(session, spec, before)
-            _, result = run.switch(session, current, split_info, created_by)
+            stored, result = run.switch(session, current, split_info, created_by)
+            result.warnings = import_warnings(session, stored, split_info)
             result.near_duplicates_across_splits, result.near_duplicate_groups_across_splits = across, n_across
             result.near_existing_across_splits, result.near_existing_across_splits_count = near
             if finish is not None:

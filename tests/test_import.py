@@ -140,6 +140,7 @@ def test_stratified_split_is_drawn_with_a_fixed_seed_and_recorded(engine, tmp_pa
         "stratified_by": "label",
         "fractions": [0.8, 0.1, 0.1],
         "near_duplicates_kept_together": 0,
+        "largest_group_rows": 0,
     }
     with session_scope(engine) as s:
         by_ds = {}
@@ -489,3 +490,49 @@ def test_a_split_column_named_on_purpose_must_be_there(engine) -> None:
     assert err.value.field == "split_col" and count(engine) == 0
     unsplit = b"text,sentiment\nI love it,positive\nI hate it,negative\nmeh,neutral\n"
     assert run_import(engine, unsplit).imported == 3
+
+
+def test_an_import_says_what_to_look_at_before_training(engine, settings):
+    """Nothing was said at import: a drawn split whose near-duplicate groups (posts sharing a long footer) left
+    val and test empty, classes in no test text (a one-class test then scored macro-F1 1.0), and "NA" or
+    "Positive"/"positive" cells that became classes of their own, all met only at training, or never."""
+    import csv
+    import io
+
+    from typer.testing import CliRunner
+
+    from augloop.cli import app
+
+    posts = [row["text"] for row in csv.DictReader(io.StringIO(EXAMPLE_CSV.read_text()))][:90]
+    footer = " -- Sent from my phone. This e-mail and any attachments are confidential and intended solely for the"
+    footer += " addressee; if you received it in error, delete it and tell the sender at once. " * 2
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["text", "label"])
+    writer.writerows([p[:60] + footer, "abc"[i % 3]] for i, p in enumerate(posts))
+    result = run_import(engine, out.getvalue().encode(), dataset="footer", tasks=["label"])
+    assert result.split_counts == {"train": 90}
+    assert any("no labelled val text" in w and "largest group holds 90 rows" in w for w in result.warnings), result
+
+    given = "text,label,split\n" + "".join(
+        f"post {i},{label},{split}\n"
+        for i, (label, split) in enumerate(
+            [("positive", "train"), ("Positive", "train"), ("NA", "train"), ("negative", "train")] * 3
+            + [("positive", "val"), ("negative", "val"), ("positive", "test")]
+        )
+    )
+    result = run_import(engine, given.encode(), dataset="odd", tasks=["label"], split_col="split")
+    assert result.warnings == [
+        "task 'label': 2 class(es) that train has are in no val text, so their F1 is not measured there: 'NA',"
+        " 'Positive'",
+        "task 'label': 3 class(es) that train has are in no test text, so their F1 is not measured there: 'NA',"
+        " 'Positive', 'negative'",
+        "task 'label': label(s) 'NA' look like missing values but are classes; leave such cells empty if the label"
+        " is unknown",
+        "task 'label': labels that differ only in case or spacing are separate classes: 'Positive' / 'positive'",
+    ]
+    path = settings.data_dir / "odd.csv"
+    path.write_text(given)
+    shown = CliRunner().invoke(app, ["import", str(path), "-d", "odd2", "-t", "label", "--split-col", "split"])
+    assert shown.exit_code == 0 and "look like missing values" in shown.output, shown.output
+    assert run_import(engine, EXAMPLE_CSV.read_bytes(), dataset="psm", tasks=["bias", "message"]).warnings == []

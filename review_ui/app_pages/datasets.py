@@ -118,6 +118,8 @@ def import_form(current: str | None) -> None:
             for key, what in warnings.items():
                 if result.get(key):
                     st.warning(f"{result[key]} {what}.")
+            for warning in result.get("warnings") or []:  # before training: empty splits, odd labels
+                st.warning(plain(str(warning)))
 
 
 def manage_tools(dataset: dict[str, Any] | None, admin: bool) -> None:
