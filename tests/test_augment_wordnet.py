@@ -221,3 +221,104 @@ def test_missing_corpus_is_a_clear_error(tmp_path: Path) -> None:
     assert "wordnet-base" in message and "AUGLOOP_NLTK_DATA" in message
     # The augment job fails permanently on it: tests/test_augment_api.py
     # test_missing_wordnet_corpus_fails_the_job_with_install_hint.
+
+
+# -- variants that add nothing or change the facts (the review of the example plan's 1,223 WordNet variants) ----
+
+
+def _edits(augmenter, text: str, count: int = 30, seed: int = 0) -> list[dict]:  # type: ignore[no-untyped-def]
+    variants = augmenter.augment([text], [count], seed=seed, language="en")[0]
+    assert variants
+    return [e for v in variants for e in v.edits]
+
+
+def test_parts_of_hyphenated_compounds_are_never_replaced(wordnet_augmenter) -> None:
+    """ "co-sponsor" → "cobalt-sponsor", "in-person" → "in-someone", "full-time" → "total-time", "law-abiding" →
+    "law-suffering": a part of a compound is no word of its own."""
+    from workers.augment.textspans import candidates, words
+
+    text = "Proud co-sponsor of the full-time law-abiding in-person hearing bill"
+    assert [w.text for w in candidates(text, "en")] == ["Proud", "hearing", "bill"]
+    assert {e["from"] for e in _edits(wordnet_augmenter, text)} <= {"Proud", "hearing", "bill"}
+    # The parts are still words (the seeded protected terms count them), marked as parts.
+    assert [(w.text, w.compound) for w in words("co-sponsor bill")] == [
+        ("co", True),
+        ("sponsor", True),
+        ("bill", False),
+    ]
+
+
+def test_numbers_ordinals_and_words_of_time_are_never_replaced(wordnet_augmenter) -> None:
+    """ "millions" → "trillions", "billions" → "millions", "last day" → "terminal day", "next week" → "adjacent
+    week", "ever" → "always": the fact stated changes."""
+    from workers.augment.textspans import candidates
+
+    kept = {"millions", "billions", "thousands", "last", "next", "first", "two", "half", "ever", "never", "still"}
+    texts = [
+        "Millions of families lost coverage, billions in taxes and thousands of jobs gone.",
+        "The last day to register is next week, the first of two deadlines; half still wait.",
+        "Nobody should ever have to choose between food and medicine, and we will never stop.",
+    ]
+    for text in texts:
+        assert not {w.text.lower() for w in candidates(text, "en")} & kept
+        assert not {e["from"].lower() for e in _edits(wordnet_augmenter, text)} & kept
+
+
+def test_short_words_broken_words_and_abbreviations_are_never_replaced_or_offered(wordnet_augmenter) -> None:
+    """ "cc" → "mil", "ag" → "silver", "vs" → "volts", "pol\ufffdtico" → "politico\ufffdtico", "hour" → "hr",
+    "equivalent" → "eq"."""
+    from workers.augment.textspans import candidates
+
+    text = "Send the cc to the ag panel vs the co chair this yr and write the bill"
+    assert all(len(e["from"]) >= 3 for e in _edits(wordnet_augmenter, text, count=40))
+    assert "pol" not in {w.text for w in candidates("Un pol\ufffdtico speaks today about the reform", "en")}
+    for word, tag, short in (("equivalent", "NN", "eq"), ("hour", "NN", "hr"), ("minute", "NN", "min")):
+        assert short not in dict(wordnet_augmenter.synonyms(word, tag, 3))
+
+
+def test_same_stem_and_spelling_variants_are_never_offered(wordnet_augmenter) -> None:
+    """ "defense" → "defence", "organizations" → "organisations", "photo" → "photograph", "vote" → "voting":
+    edits that add nothing (12% of the variants held one)."""
+    from tests.tiny_models import example_texts
+    from workers.augment.wordnet import near_form
+
+    for word, tag, variant in (
+        ("defense", "NN", "defence"),
+        ("organizations", "NNS", "organisations"),
+        ("photo", "NN", "photograph"),
+        ("photos", "NNS", "photographs"),
+        ("vote", "NN", "voting"),
+        ("lunch", "NN", "luncheon"),
+        ("phone", "NN", "telephone"),
+    ):
+        offered = dict(wordnet_augmenter.synonyms(word, tag, 3))
+        assert variant not in offered and near_form(word, variant)
+    assert "picture" in dict(wordnet_augmenter.synonyms("photo", "NN", 3))  # a real synonym stays
+    assert not near_form("photo", "picture") and not near_form("support", "endorse")
+    texts = example_texts(300)
+    for variants in wordnet_augmenter.augment(texts, [2] * len(texts), seed=5, language="en"):
+        for v in variants:
+            assert not any(near_form(e["from"].lower(), e["to"].lower()) for e in v.edits), v.edits
+
+
+def test_mentions_hashtags_and_domains_are_protected_wherever_they_start() -> None:
+    """ ".@energy" → ".@zip", "today!#jobs" → "today!#tasks", "goo.gl/vagtuf" → "slime.gl/vagtuf"."""
+    from workers.augment.textspans import candidates
+
+    text = "Thanks to .@energy for the briefing today!#jobs - watch goo.gl/vagtuf youtu.be/watch fb.me/events now"
+    assert [w.text for w in candidates(text, "en")] == ["briefing", "watch"]
+
+
+def test_a_synonym_never_repeats_a_word_of_the_text(wordnet_augmenter) -> None:
+    """ "support and defend" → "support and support", "implementing or enforcing" → "enforcing or enforcing",
+    and two words replaced by one synonym: "applying or applying"."""
+    texts = [
+        "We will support and defend the Constitution of the United States.",
+        "Thanks to the officers implementing or enforcing the new rules.",
+    ]
+    for text in texts:
+        for seed in range(3):
+            for v in wordnet_augmenter.augment([text], [20], seed=seed, language="en")[0]:
+                tokens = re.findall(r"[a-z]+", v.text.lower())
+                for e in v.edits:
+                    assert tokens.count(e["to"].lower()) == 1, v.text

@@ -17,6 +17,9 @@ _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
 # Anywhere in the token, not only at its start: `here](http://x.example)` and `(www.x.example)` are links too.
 _URLISH = re.compile(r"[a-z][a-z0-9+.-]*://|(?:^|\W)www\.|\.(?:com|org|net|gov|edu|ly|co|io)(?:/|$|\W)", re.IGNORECASE)
 _SHORTCODE = re.compile(r":[a-z0-9_+-]+:", re.IGNORECASE)  # :smile: is an emoji's name, not a word
+# A bare domain with a path, whatever its suffix: `goo.gl/vagtuf`, `youtu.be/x`, `fb.me/x`, `site.us/`.
+_DOMAIN = re.compile(r"[^\W_]\.[a-z]{2,}[^\W_]*/", re.IGNORECASE)
+_HYPHENS = "-\u2010\u2011"  # a word joined to another by one of these is part of a compound ("co-sponsor", "in-person")
 
 # English function words (the NLTK list, which is not installable offline) and social-media tokens that carry
 # no meaning to swap. scikit-learn's list is not used: it also holds content words (bill, fire, system, show).
@@ -36,6 +39,18 @@ may might must shall rt via amp pm am mr mrs ms dr rep sen gov st jr sr ok yes o
 today tonight tomorrow yesterday please thank thanks
 """
 _STOP_EN = frozenset(_STOP_EN_TEXT.split())
+# Never replaced, though they are content words (kept out of the stop list, which also filters the seeded protected
+# terms): numbers, ordinals and words of time and frequency, whose WordNet "synonyms" change the fact stated
+# ("millions" → "trillions", "last day" → "terminal day", "next week" → "adjacent week", "ever" → "always").
+_KEEP_EN_TEXT = """
+zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen
+eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred hundreds thousand thousands
+million millions billion billions trillion trillions dozen dozens first second third fourth fifth sixth seventh
+eighth ninth tenth eleventh twelfth hundredth thousandth millionth half halves quarter quarters double doubled
+triple tripled quadruple twice thrice single percent
+last next ever never always still yet once already again soon today tomorrow yesterday tonight forever
+"""
+_KEEP_EN = frozenset(_KEEP_EN_TEXT.split())
 
 
 @lru_cache(maxsize=8)
@@ -51,18 +66,21 @@ class Word:
     end: int
     text: str
     sentence_initial: bool
+    compound: bool = False  # joined to another word by a hyphen: "co" and "sponsor" in "co-sponsor"
 
     def is_candidate(self, language: str, *, protect_capitalized: bool = True, min_len: int = 2) -> bool:
-        """A plain word worth replacing: letters only, not a stop word, not (when asked) a likely name.
+        """A plain word worth replacing: letters only, not a stop word, a number or a word of time (English),
+        not part of a hyphenated compound, not (when asked) a likely name.
 
         Capitalised words inside a sentence and all-caps words are mostly names and acronyms (`Trey Radel`,
-        `GOP`): replacing them changes who the text is about, which an annotator then has to reject."""
+        `GOP`): replacing them changes who the text is about, which an annotator then has to reject. A part of a
+        compound is no word of its own: "co-sponsor" → "cobalt-sponsor", "full-time" → "total-time"."""
         word = self.text
-        if len(word) < min_len or not word.isalpha():
+        if len(word) < min_len or not word.isalpha() or self.compound:
             return False
         lowered = word.casefold()
         stops = stop_words(language)
-        if lowered in stops:
+        if lowered in stops or (language == "en" and lowered in _KEEP_EN):
             return False
         if not stops and len(word) <= 3:
             return False
@@ -70,10 +88,13 @@ class Word:
 
 
 def _protected_token(token: str) -> bool:
-    """URLs, @mentions, #hashtags, :emoji: names and anything with a digit (numbers, dates, R-FL2) stay as they
-    are."""
+    """URLs and bare domains with a path, @mentions and #hashtags (anywhere in the token: `.@energy`,
+    `today!#jobs`), :emoji: names, anything with a digit (numbers, dates, R-FL2) and words broken by a bad
+    decoding (U+FFFD: `pol\ufffdtico`) stay as they are."""
     head = token.lstrip("([{\"'“‘")
-    if head.startswith(("@", "#", "$")) or _URLISH.search(token) or _SHORTCODE.search(token):
+    if "@" in token or "#" in token or "\ufffd" in token or head.startswith("$"):
+        return True
+    if _URLISH.search(token) or _DOMAIN.search(token) or _SHORTCODE.search(token):
         return True
     return any(ch.isdigit() for ch in token)
 
@@ -87,7 +108,12 @@ def words(text: str) -> list[Word]:
             continue
         for inner in _WORD.finditer(token):
             start = match.start() + inner.start()
-            found.append(Word(start, match.start() + inner.end(), inner.group(), _sentence_initial(text, start)))
+            before = token[inner.start() - 1] if inner.start() > 0 else " "
+            after = token[inner.end()] if inner.end() < len(token) else " "
+            compound = before in _HYPHENS or after in _HYPHENS
+            found.append(
+                Word(start, match.start() + inner.end(), inner.group(), _sentence_initial(text, start), compound)
+            )
     return found
 
 
@@ -137,11 +163,16 @@ def _lemmas(word: str) -> frozenset[str]:
 
 
 def candidates(
-    text: str, language: str, *, protect_capitalized: bool = True, protected: ProtectedTerms | None = None
+    text: str,
+    language: str,
+    *,
+    protect_capitalized: bool = True,
+    protected: ProtectedTerms | None = None,
+    min_len: int = 2,
 ) -> list[Word]:
     return [
         w
         for w in words(text)
-        if w.is_candidate(language, protect_capitalized=protect_capitalized)
+        if w.is_candidate(language, protect_capitalized=protect_capitalized, min_len=min_len)
         and not (protected and protected.covers(w.text))
     ]

@@ -17,6 +17,7 @@ lookups per (word, tag) — which also makes it faster. A replacement reads like
 
 from __future__ import annotations
 
+import difflib
 import random
 import re
 import threading
@@ -32,7 +33,7 @@ from workers.augment import params as P
 from workers.augment.base import Augmenter, AugmentRequest, Variant, apply_edits, derive_seed, match_case
 from workers.augment.models import ModelUnavailable
 from workers.augment.pos_tagger import FastPerceptronTagger
-from workers.augment.textspans import ProtectedTerms, Word, candidates
+from workers.augment.textspans import ProtectedTerms, Word, candidates, stop_words
 from workers.augment.wordnet_data import (
     INSTALL_HINT,
     TAGGER_DIR,
@@ -71,6 +72,8 @@ _TAGS_OF = {
     "r": ("RB", "RBR", "RBS"),
 }
 _CACHE_LIMIT = 200_000
+_LETTERS = re.compile(r"[^\W\d_]+")
+MIN_WORD_LEN = 3  # shorter words are mostly abbreviations and codes: "cc" → "mil", "vs" → "volts", "ag" → "silver"
 DRAWS = 3  # tries per variant when the tagger undoes every replacement or the draw repeats an earlier variant
 
 
@@ -106,6 +109,32 @@ def inflect(phrase: str, tag: str) -> str | None:
         return None
     parts[at] = forms[0]
     return " ".join(parts)
+
+
+@lru_cache(maxsize=200_000)
+def stem(word: str) -> str:
+    """Porter's stem of a lower-case word ("voting" → "vote"), cached."""
+    return str(_porter().stem(word))
+
+
+@lru_cache(maxsize=1)
+def _porter() -> Any:
+    from nltk.stem.porter import PorterStemmer
+
+    return PorterStemmer()
+
+
+def near_form(a: str, b: str) -> bool:
+    """Whether two lower-case words are one word in another spelling or form, which a substitution adds nothing
+    with: the same stem ("vote" / "voting"), one a prefix of the other ("photo" / "photograph") or, from 4
+    letters, a suffix ("phone" / "telephone"), a shared start of 5 letters ("photos" / "photographs",
+    "proposal" / "proposition") or nearly the same letters ("defense" / "defence", "organizations" /
+    "organisations": difflib ratio ≥ 0.8)."""
+    if a == b or a.startswith(b) or b.startswith(a) or (a[:5] == b[:5] and min(len(a), len(b)) >= 5):
+        return True
+    if min(len(a), len(b)) >= 4 and (a.endswith(b) or b.endswith(a)):
+        return True
+    return stem(a) == stem(b) or difflib.SequenceMatcher(None, a, b).ratio() >= 0.8
 
 
 @lru_cache(maxsize=200_000)
@@ -252,6 +281,7 @@ class WordNetAugmenter(Augmenter[P.WordNetParams]):
             slots, tagged = self._slots(text, params, request.hints.protected) if count > 0 else ([], None)
             source_key = content_hash(text)
             made: set[tuple[Edit, ...]] = set()  # this source's variants so far: a repeat is drawn again
+            present = _stems_in(text) if slots else frozenset()
             for v in range(count if slots else 0):
                 rng = random.Random(derive_seed(seed, self.method, source_key, v))
                 k = max(1, min(params.max_words, round(params.aug_p * len(slots))))
@@ -260,7 +290,8 @@ class WordNetAugmenter(Augmenter[P.WordNetParams]):
                 chosen: list[tuple[Word, list[tuple[str, float]]]] = []
                 for i in rng.sample(range(len(slots)), len(slots)):
                     word, tag = slots[i]
-                    options = self.synonyms(word.text.lower(), tag, params)
+                    # A synonym the text already holds repeats it: "support and defend" → "support and support".
+                    options = [o for o in self.synonyms(word.text.lower(), tag, params) if not _repeats(o[0], present)]
                     if options:
                         chosen.append((word, options))
                         if len(chosen) == k:
@@ -270,14 +301,7 @@ class WordNetAugmenter(Augmenter[P.WordNetParams]):
                 # A draw whose replacements the tagger undid, or that repeats an earlier variant of the same
                 # source (the duplicate filter would drop it), is drawn again, a few times at most.
                 for _ in range(DRAWS):
-                    drawn = [
-                        tuple(
-                            sorted(
-                                (w.start, w.end, match_case(w.text, _weighted(rng, options))) for w, options in chosen
-                            )
-                        )
-                        for _ in range(alternatives)
-                    ]
+                    drawn = [_draw(rng, chosen) for _ in range(alternatives)]
                     if params.check_pos and tagged is not None:
                         drawn = [self.keep_form(text, edits, tagged) for edits in drawn]
                     drawn = [edits for edits in dict.fromkeys(drawn) if edits and edits not in made]
@@ -375,7 +399,9 @@ class WordNetAugmenter(Augmenter[P.WordNetParams]):
     ) -> tuple[list[tuple[Word, str]], _Tagged | None]:
         """Candidate words with their POS tag ("*" without the tagger), and the source's tags; proper nouns and
         the like drop out."""
-        words = candidates(text, "en", protect_capitalized=params.protect_capitalized, protected=protected)
+        words = candidates(
+            text, "en", protect_capitalized=params.protect_capitalized, protected=protected, min_len=MIN_WORD_LEN
+        )
         if not words:
             return [], None
         if not params.use_pos or self.tagger is None:
@@ -472,6 +498,11 @@ class WordNetAugmenter(Augmenter[P.WordNetParams]):
                     form = inflect(phrase, form_as) if form_as != "*" else phrase
                     if form is None or form == word or zipf(form) < floor:
                         continue
+                    if len(form) <= 2 or (len(word) >= 5 and len(form) <= 3):
+                        continue  # abbreviations: "equivalent" → "eq", "hour" → "hr", "minute" → "min"
+                    parts = form.replace("-", " ").split(" ")
+                    if any(near_form(w, word) or near_form(w, lemma) for w in parts if len(w) >= 3):
+                        continue  # "defense" → "defence", "photo" → "photograph", "vote" → "voting"
                     options.append((form, 1.0 + self._counts.get(entry.key(), 0)))
                 within = sum(w for _, w in options)
                 for form, weight in options:  # then the synonym by its own frequency within the sense
@@ -479,6 +510,36 @@ class WordNetAugmenter(Augmenter[P.WordNetParams]):
             if tag == "*" and result:
                 break
         return list(result.items())
+
+
+def _stems_in(text: str) -> frozenset[str]:
+    """The stems of the words of `text`, lower-cased."""
+    return frozenset(stem(w) for w in _LETTERS.findall(text.lower()))
+
+
+def _repeats(form: str, present: frozenset[str]) -> bool:
+    """Whether a synonym (a phrase's content words: "up" in "set up" may repeat) is in the text already, in any
+    form."""
+    parts = form.lower().split(" ")
+    if len(parts) == 1:
+        return stem(parts[0]) in present
+    stops = stop_words("en")
+    return any(stem(w) in present for w in parts if len(w) >= 3 and w not in stops)
+
+
+def _draw(rng: random.Random, chosen: Sequence[tuple[Word, list[tuple[str, float]]]]) -> tuple[Edit, ...]:
+    """One synonym for each chosen word, weighted, never the same one for two words ("implementing or enforcing"
+    → "carrying out or carrying out"): a word whose every option is taken stays as it is."""
+    used: set[str] = set()
+    edits = []
+    for w, options in chosen:
+        free = [o for o in options if o[0] not in used] if used else options
+        if not free:
+            continue
+        form = _weighted(rng, free)
+        used.add(form)
+        edits.append((w.start, w.end, match_case(w.text, form)))
+    return tuple(sorted(edits))
 
 
 def _weighted(rng: random.Random, options: list[tuple[str, float]]) -> str:
