@@ -229,7 +229,7 @@ def stats(
 def export(
     dataset: Annotated[str, typer.Argument(help="Dataset name")],
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write")],
-    format: Annotated[str, typer.Option(help="csv or jsonl")] = "csv",
+    format: Annotated[str | None, typer.Option(help="csv or jsonl (default: by the file's name, else csv)")] = None,
     include: Annotated[str, typer.Option(help="original,approved (also pending, rejected)")] = "original,approved",
 ) -> None:
     """Write the training view (originals + approved variants) with provenance columns."""
@@ -237,6 +237,9 @@ def export(
 
     from db.session import readonly_engine, session_scope
     from services.datasets import export_to
+    from services.exporting import format_for
+
+    format = format_for(output, format)
 
     columns = (TextColumn(f"writing {output.name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     # Read-only: on SQLite a write transaction would hold the database's one write lock for the whole export.

@@ -127,6 +127,24 @@ def jsonl_line(rec: dict[str, Any]) -> str:
     return json.dumps(rec, ensure_ascii=False).translate(_LINE_BREAKS)
 
 
+_SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+def format_for(path: Path, fmt: str | None) -> str:
+    """The format a file export writes: the one asked for, else the one its name says (`.jsonl`, `.ndjson`:
+    JSONL; else CSV). A name that says another format than the one asked for is refused: `-o x.jsonl` wrote
+    CSV into it, silently."""
+    said = _SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        return said or "csv"
+    check_format(fmt)
+    if said is not None and said != fmt:
+        raise ValidationFailed(
+            f"{path.name} names a {said.upper()} file but the format asked for is {fmt}; change one", field="format"
+        )
+    return fmt
+
+
 def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise ValidationFailed(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}", field="format")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import json
 import math
 import sys
@@ -96,6 +97,14 @@ def detect_format(filename: str | None, head: bytes) -> str:
     return "csv"
 
 
+def _hint(offset: int, chunk: bytes) -> str:
+    """What to do about a file that is not UTF-8: UTF-16 says so with its byte-order mark (Excel's "Unicode
+    text"); anything else is most often Windows-1252 or Latin-1 (Excel's plain "CSV")."""
+    if offset <= 1 and chunk[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return ": the file is UTF-16 (its first bytes say so); save it as UTF-8 (in Excel: 'CSV UTF-8')"
+    return ": the file is not UTF-8 (Windows-1252 or Latin-1?); save it as UTF-8 (in Excel: 'CSV UTF-8')"
+
+
 def _lines(stream: BinaryIO) -> Iterator[str]:
     """The stream's lines, decoded, with their line endings (\\n, \\r\\n or \\r, as csv expects them)."""
     decoder = codecs.getincrementaldecoder("utf-8-sig")("strict")
@@ -113,7 +122,7 @@ def _lines(stream: BinaryIO) -> Iterator[str]:
             line = newlines + err.object[: err.start].count(b"\n") + 1
             offset = consumed + len(chunk) - len(err.object) + err.start
             raise ImportRejected(
-                line, f"invalid UTF-8 (byte {err.object[err.start]:#04x} at offset {offset})"
+                line, f"invalid UTF-8 (byte {err.object[err.start]:#04x} at offset {offset}){_hint(offset, chunk)}"
             ) from None
         if "\x00" in decoded:
             line = newlines + decoded[: decoded.index("\x00")].count("\n") + 1
@@ -133,6 +142,20 @@ def _lines(stream: BinaryIO) -> Iterator[str]:
             return
 
 
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def delimiter_of(header: str) -> str:
+    """The CSV file's delimiter, read from its header line: a comma wherever the header has one (or has a single
+    column), else the one of `;` (Excel's CSV where the decimal mark is a comma), a tab (TSV, Excel's "Unicode
+    text") or `|` that the header holds most of. A header "text;label" read with commas was one column, and the
+    file was refused at its first row ("expected 1 fields, found 2")."""
+    counts = {d: header.count(d) for d in DELIMITERS}
+    if counts[","] or not any(counts.values()):
+        return ","
+    return max(DELIMITERS[1:], key=lambda d: counts[d])
+
+
 def _csv_records(stream: BinaryIO) -> Iterator[Record]:
     # csv's own cap on a field (131,072 characters) below AUGLOOP_MAX_TEXT_CHARS refused, as a malformed CSV, a
     # text the same file's JSONL form imported. The cap stays (a field is read whole into memory), raised to the
@@ -140,7 +163,11 @@ def _csv_records(stream: BinaryIO) -> Iterator[Record]:
     limit = min(get_settings().max_text_chars + 1, 2**31 - 1)  # csv takes a C long; no upload holds more
     if csv.field_size_limit() < limit:
         csv.field_size_limit(limit)
-    reader = csv.reader(_lines(stream), strict=True)
+    lines = _lines(stream)
+    first = next(lines, None)
+    if first is None:
+        raise ImportRejected(1, "the file is empty")
+    reader = csv.reader(itertools.chain([first], lines), delimiter=delimiter_of(first), strict=True)
     try:
         header = next(reader)
     except StopIteration:

@@ -250,3 +250,25 @@ def test_numbers_past_the_database_and_bad_database_urls_exit_2_with_a_message(s
     get_settings.cache_clear()
     result = runner.invoke(app, ["stats", "anything"])
     assert result.exit_code == 2 and "AUGLOOP_DATABASE_URL" in result.output, result.output
+
+
+def test_an_export_writes_the_format_its_file_name_says(settings, engine, example_dataset, tmp_path) -> None:
+    """`augloop export -o x.jsonl` wrote CSV into it: the format now follows the name unless asked for, and a
+    name that says another format than the one asked for is refused."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from augloop.cli import app
+
+    out = tmp_path / "psm.jsonl"
+    result = CliRunner().invoke(app, ["export", example_dataset, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    first = json.loads(out.read_text(encoding="utf-8").splitlines()[0])
+    assert first["text"] and first["split"] in ("train", "val", "test")
+    refused = CliRunner().invoke(app, ["export", example_dataset, "-o", str(tmp_path / "x.jsonl"), "--format", "csv"])
+    assert refused.exit_code == 2 and "names a JSONL file" in refused.output, refused.output
+    assert not (tmp_path / "x.jsonl").exists()
+    plain_csv = tmp_path / "psm.txt"
+    assert CliRunner().invoke(app, ["export", example_dataset, "-o", str(plain_csv)]).exit_code == 0
+    assert plain_csv.read_text(encoding="utf-8").startswith("id,external_id,text")

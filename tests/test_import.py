@@ -536,3 +536,25 @@ def test_an_import_says_what_to_look_at_before_training(engine, settings):
     shown = CliRunner().invoke(app, ["import", str(path), "-d", "odd2", "-t", "label", "--split-col", "split"])
     assert shown.exit_code == 0 and "look like missing values" in shown.output, shown.output
     assert run_import(engine, EXAMPLE_CSV.read_bytes(), dataset="psm", tasks=["bias", "message"]).warnings == []
+
+
+def test_spreadsheet_exports_import_or_say_how_to_save_them(engine):
+    """Excel where the decimal mark is a comma writes `;`-separated CSV, and TSV files are tab-separated: both
+    were read as one column and refused at the first row ("expected 1 fields, found 2"). A file in UTF-16 or
+    Windows-1252 got a bare byte error."""
+    semicolons = "\ufefftext;sentiment;score\r\nI love it;positive;0,5\r\nI hate it;negative;0,25\r\n".encode()
+    result = run_import(engine, semicolons, dataset="eu")
+    assert result.imported == 2
+    tabs = b"id\ttext\tsentiment\n1\tI love it, truly\tpositive\n2\tmeh\tneutral\n"
+    result = run_import(engine, tabs, dataset="tsv", filename="data.tsv", id_col="id")
+    assert result.imported == 2
+    with session_scope(engine) as s:
+        texts = set(s.scalars(select(Sample.text)))
+    assert {"I love it", "I love it, truly", "meh"} <= texts
+    for data, hint in [
+        ("text,sentiment\nok,positive\n".encode("utf-16"), "the file is UTF-16"),
+        ("text,sentiment\ncafé,positive\n".encode("cp1252"), "Windows-1252 or Latin-1"),
+    ]:
+        with pytest.raises(ValidationFailed) as err:
+            run_import(engine, data, dataset="enc")
+        assert "invalid UTF-8" in err.value.message and hint in err.value.message and "CSV UTF-8" in err.value.message
