@@ -226,6 +226,26 @@ def stats(
 
 
 @app.command()
+def delete(
+    dataset: Annotated[str, typer.Argument(help="Dataset name")],
+    yes: Annotated[bool, typer.Option("--yes", help="Delete without asking")] = False,
+) -> None:
+    """Delete a dataset with its samples, reviews, jobs and runs, and their files (exports, models, uploads)."""
+    from db.session import session_scope
+    from services.datasets import class_balance, remove
+
+    with session_scope(engine()) as session:
+        samples = class_balance(session, dataset, None)["samples"]  # refuses a missing one
+    if not yes:
+        if not sys.stdin.isatty():
+            fail(f"deleting {dataset!r} ({samples:,} samples) cannot be undone: pass --yes to confirm")
+        typer.confirm(f"Delete dataset {dataset!r} with its {samples:,} samples, reviews, runs and files?", abort=True)
+    with session_scope(engine()) as session:
+        remove(session, dataset)
+    console.print(f"deleted {escape(dataset)} ({samples:,} samples) and its files", highlight=False)
+
+
+@app.command()
 def export(
     dataset: Annotated[str, typer.Argument(help="Dataset name")],
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write")],

@@ -272,3 +272,28 @@ def test_an_export_writes_the_format_its_file_name_says(settings, engine, exampl
     plain_csv = tmp_path / "psm.txt"
     assert CliRunner().invoke(app, ["export", example_dataset, "-o", str(plain_csv)]).exit_code == 0
     assert plain_csv.read_text(encoding="utf-8").startswith("id,external_id,text")
+
+
+def test_delete_removes_a_dataset_and_its_files_once_confirmed(settings, engine, example_dataset) -> None:
+    """Deleting needed the API, a running server and an admin token: the CLI had no way to undo an import."""
+    from sqlalchemy import func, select
+    from typer.testing import CliRunner
+
+    from augloop.cli import app
+    from db.models import Dataset, Sample
+    from db.session import session_scope
+
+    exported = settings.data_dir / "exports" / "mine.csv"  # a file of the operator's: not the dataset's
+    assert CliRunner().invoke(app, ["export", example_dataset, "-o", str(exported)]).exit_code == 0
+    asked = CliRunner().invoke(app, ["delete", example_dataset])  # no terminal to ask on
+    assert asked.exit_code == 2 and "pass --yes" in asked.output and "5,000 samples" in asked.output
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Sample)) == 5000
+    done = CliRunner().invoke(app, ["delete", example_dataset, "--yes"])
+    assert done.exit_code == 0 and "deleted psm (5,000 samples)" in done.output, done.output
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Dataset)) == 0
+        assert s.scalar(select(func.count()).select_from(Sample)) == 0
+    assert exported.exists()
+    missing = CliRunner().invoke(app, ["delete", "nope", "--yes"])
+    assert missing.exit_code == 2 and "not found" in missing.output
