@@ -45,6 +45,13 @@ class AugmentCreate(RequestBody):
 class PlanTargetBody(RequestBody):
     min_fraction_of_largest: float = Field(default=0.4, gt=0, le=1)
     max_multiplier: float = Field(default=10.0, ge=1, le=MAX_MULTIPLIER)
+    min_count: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="bring every class up to this many (train originals + variants), within max_multiplier × its"
+        " originals; beside min_fraction_of_largest, the larger target counts",
+    )
 
 
 class PlanCreate(RequestBody):

@@ -26,6 +26,9 @@ ParamsOpt = Annotated[str | None, typer.Option(help="Method parameters, JSON key
 # The planner's options, shared by `augment plan` and `augment run --plan`.
 MinFractionOpt = Annotated[float, typer.Option(help="Planner: each class ≥ this fraction of its task's largest")]
 MaxMultiplierOpt = Annotated[float, typer.Option(help="Planner: … but ≤ this multiple of its own originals")]
+MinCountOpt = Annotated[
+    int | None, typer.Option(help="Planner: bring every class up to this many (within --max-multiplier)")
+]
 PerSourceCapOpt = Annotated[int, typer.Option(help="Planner: at most this many variants per source text")]
 TasksOpt = Annotated[list[str] | None, typer.Option("--task", help="Planner: tasks to balance (default all)")]
 JobSizeOpt = Annotated[int, typer.Option(help="Planner: variants per job at most")]
@@ -59,6 +62,7 @@ def _plan_request(options: dict[str, Any], *, count_pending: bool, enqueue: bool
         methods=_methods(options["methods"]),
         min_fraction_of_largest=options["min_fraction"],
         max_multiplier=options["max_multiplier"],
+        min_count=options["min_count"],
         per_source_cap=options["per_source_cap"],
         tasks=chosen or None,
         count_pending=count_pending,
@@ -75,9 +79,10 @@ def _plan_table(title: str) -> Table:
 
 def print_plan(dataset: str, plan: dict[str, Any]) -> None:
     target = plan["target"]
+    floor = f" and ≥ {target['min_count']:,}" if target.get("min_count") else ""
     table = _plan_table(
         f"{dataset} · plan: each class ≥ {target['min_fraction_of_largest']:.0%} of its task's "
-        f"largest, ≤ {target['max_multiplier']:g}× its originals (train split)"
+        f"largest{floor}, ≤ {target['max_multiplier']:g}× its originals (train split)"
     )
     table.add_column("task", no_wrap=True)
     table.add_column("label", no_wrap=True)
@@ -126,6 +131,7 @@ def plan_cmd(
     methods: MethodsOpt = "wordnet",
     min_fraction: MinFractionOpt = 0.4,
     max_multiplier: MaxMultiplierOpt = 10.0,
+    min_count: MinCountOpt = None,
     per_source_cap: PerSourceCapOpt = 5,
     tasks: TasksOpt = None,
     count_pending: Annotated[bool, typer.Option(help="Count pending variants as if approved")] = True,
@@ -178,6 +184,7 @@ def run_cmd(
     where: Annotated[list[str] | None, typer.Option(help="--no-plan: train originals with TASK=LABEL")] = None,
     min_fraction: MinFractionOpt = 0.4,
     max_multiplier: MaxMultiplierOpt = 10.0,
+    min_count: MinCountOpt = None,
     per_source_cap: PerSourceCapOpt = 5,
     tasks: TasksOpt = None,
     job_size: JobSizeOpt = 2000,

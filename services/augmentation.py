@@ -273,12 +273,16 @@ def enqueue_request(
     )
 
 
+MAX_MIN_COUNT = 10_000_000  # a class's target count; the per-project candidate cap bounds the work anyway
+
+
 @dataclass
 class PlanRequest:
     methods: list[str]
     min_fraction_of_largest: float = 0.4  # every class up to this share of its task's largest class
     max_multiplier: float = 10.0  # … but no class beyond this multiple of its own originals
     per_source_cap: int = 5
+    min_count: int | None = None  # … and at least this many ("bring every rare class up to N"), as capped
     tasks: list[str] | None = None
     count_pending: bool = True
     job_size: int = 2000
@@ -289,7 +293,7 @@ class PlanRequest:
 
     @property
     def target(self) -> PlanTarget:
-        return PlanTarget(self.min_fraction_of_largest, self.max_multiplier)
+        return PlanTarget(self.min_fraction_of_largest, self.max_multiplier, self.min_count)
 
     def as_params(self) -> dict[str, Any]:
         return {
@@ -297,6 +301,7 @@ class PlanRequest:
             "target": {
                 "min_fraction_of_largest": self.target.min_fraction_of_largest,
                 "max_multiplier": self.target.max_multiplier,
+                "min_count": self.target.min_count,
             },
             "per_source_cap": self.per_source_cap,
             "tasks": self.tasks,
@@ -323,6 +328,8 @@ def build_plan(
         raise ValidationFailed("min_fraction_of_largest must be in (0, 1]", field="target.min_fraction_of_largest")
     if not 1 <= request.target.max_multiplier <= MAX_MULTIPLIER:  # NaN too
         raise ValidationFailed(f"max_multiplier must be in [1, {MAX_MULTIPLIER}]", field="target.max_multiplier")
+    if request.min_count is not None and not 1 <= request.min_count <= MAX_MIN_COUNT:
+        raise ValidationFailed(f"min_count must be in [1, {MAX_MIN_COUNT:,}]", field="target.min_count")
     if not 1 <= request.per_source_cap <= 1000:
         raise ValidationFailed("per_source_cap must be in [1, 1000]", field="per_source_cap")
     if not 1 <= request.job_size <= MAX_VARIANTS_PER_JOB:

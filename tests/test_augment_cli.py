@@ -33,6 +33,10 @@ def test_plan_run_worker_leaves_pending_variants(settings, engine, example_datas
         augloop(settings, "augment", "plan", example_dataset, "--json", "--methods", "wordnet,mlm").stdout
     )
     assert as_json["methods"] == {"wordnet": 790, "mlm": 789}
+    floor = json.loads(augloop(settings, "augment", "plan", example_dataset, "--json", "--min-count", "300").stdout)
+    assert floor["target"]["min_count"] == 300
+    assert next(c for c in floor["classes"] if c["label"] == "other")["target"] == 452  # 40% of the largest: more
+    assert all(c["target"] >= min(300, 10 * c["original"]) for c in floor["classes"])
     run = augloop(settings, "augment", "run", example_dataset, "--methods", "wordnet")
     assert run.returncode == 0, run.stderr
     assert "enqueued job(s)" in run.stdout
@@ -102,6 +106,7 @@ def test_run_without_plan_and_wait(settings, engine, mini_dataset) -> None:
         (["augment", "plan", "mini", "--max-multiplier", "nan"], "max_multiplier must be in [1, 1000]"),
         (["augment", "plan", "mini", "--max-multiplier", "inf"], "max_multiplier must be in [1, 1000]"),
         (["augment", "run", "mini", "--max-multiplier", "1e308"], "max_multiplier must be in [1, 1000]"),
+        (["augment", "plan", "mini", "--min-count", "0"], "min_count must be in [1, 10,000,000]"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(mini_dataset, args, message) -> None:

@@ -317,6 +317,20 @@ def test_plan_respects_caps_and_reports_shortfall() -> None:
         assert c["target"] <= max(c["current"], 2 * c["original"])
 
 
+def test_a_plan_brings_every_rare_class_up_to_a_count() -> None:
+    """ "Bring every rare class up to N": the fraction of the largest class was the only target, so N had to be
+    worked out per task by hand. The count is a floor beside the fraction, within the multiplier's cap."""
+    from workers.augment.planner import PlanTarget
+
+    _, _, plan = _example_plan(target=PlanTarget(0.01, 10.0, min_count=300))
+    for c in plan["classes"]:
+        assert c["target"] >= min(300, 10 * c["original"]), c
+    rare = next(c for c in plan["classes"] if c["task"] == "message" and c["label"] == "other")
+    assert rare["original"] == 99 and rare["target"] == 300
+    _, _, default = _example_plan()
+    assert next(c for c in default["classes"] if c["task"] == "message" and c["label"] == "other")["target"] != 300
+
+
 def test_plan_counts_existing_variants_and_can_balance_a_subset_of_tasks() -> None:
     from workers.augment.planner import PlanTarget, make_plan
 

@@ -45,6 +45,7 @@ def create_plan(name: str, body: PlanCreate, session: SessionDep, settings: Sett
         methods=body.methods,
         min_fraction_of_largest=body.target.min_fraction_of_largest,
         max_multiplier=body.target.max_multiplier,
+        min_count=body.target.min_count,
         per_source_cap=body.per_source_cap,
         tasks=body.tasks,
         count_pending=body.count_pending,

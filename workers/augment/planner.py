@@ -1,9 +1,10 @@
 """The minority-class planner: how many variants to generate from which sources, by which method, in
 which jobs — and what that does to every task's classes.
 
-Target: every class of every task reaches at least `min_fraction_of_largest` × its task's largest class,
-capped at `max_multiplier` × its own original count (a class of 3 examples does not become 400 paraphrases of
-3 texts). Counts are train-split originals plus approved (and, by default, pending) variants.
+Target: every class of every task reaches at least `min_fraction_of_largest` × its task's largest class (and,
+when given, at least `min_count`: "bring every rare class up to N"), capped at `max_multiplier` × its own
+original count (a class of 3 examples does not become 400 paraphrases of 3 texts). Counts are train-split
+originals plus approved (and, by default, pending) variants.
 
 A variant carries all of its source's labels, so one generated for `message=attack` also adds to the source's
 `bias` and `audience` classes. The planner therefore allocates variants per *joint label combination*: it
@@ -31,6 +32,7 @@ Combo = tuple[str | None, ...]
 class PlanTarget:
     min_fraction_of_largest: float = 0.4
     max_multiplier: float = 10.0
+    min_count: int | None = None  # "bring every rare class up to N": a floor beside the fraction (both capped)
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def _targets(
         for y in labels:
             goal = current[task][y]
             if task in balanced:
-                wanted = math.ceil(target.min_fraction_of_largest * largest)
+                wanted = max(math.ceil(target.min_fraction_of_largest * largest), target.min_count or 0)
                 capped = math.floor(target.max_multiplier * original[task][y])
                 goal = max(goal, min(wanted, capped))
             goals[task][y] = goal
@@ -200,6 +202,7 @@ def make_plan(
         "target": {
             "min_fraction_of_largest": target.min_fraction_of_largest,
             "max_multiplier": target.max_multiplier,
+            "min_count": target.min_count,
         },
         "balanced_tasks": [t for t in names if t in balanced],
         "classes": classes,
