@@ -329,13 +329,20 @@ class RowValidator:
         columns = set(record)
         if self.sparse:
             self.unseen = {task for task in spec.tasks if task not in columns}
-        for col in [spec.text_col, *(t for t in spec.tasks if t not in self.unseen)]:
-            if col not in columns:
-                raise ImportRejected(
-                    line,
-                    f"column {col!r} not found (columns: {', '.join(sorted(columns))})",
-                    field="text_col" if col == spec.text_col else "task",
-                )
+        wanted = [spec.text_col, *(t for t in spec.tasks if t not in self.unseen)]
+        missing = [col for col in wanted if col not in columns]
+        if missing:
+            # A CSV or Parquet header is line 1; a JSONL record names its own columns.
+            at = line if self.sparse else 1
+            by_folded = {" ".join(c.casefold().split()): c for c in columns}
+            alike = [(col, by_folded[key]) for col in missing if (key := " ".join(col.casefold().split())) in by_folded]
+            hint = "".join(f"; did you mean {found!r} for {col!r}?" for col, found in alike)
+            raise ImportRejected(
+                at,
+                f"column{'s' if len(missing) > 1 else ''} {', '.join(repr(c) for c in missing)} not found (columns:"
+                f" {', '.join(repr(c) for c in sorted(columns))}){hint}",
+                field="text_col" if missing[0] == spec.text_col else "task",
+            )
         # A split or id column named on purpose and missing (a typo) would silently draw a split (test texts in
         # train) or import every row without its external id; the default names are used only when present.
         for field_name, named, default, instead in (

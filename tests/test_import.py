@@ -558,3 +558,15 @@ def test_spreadsheet_exports_import_or_say_how_to_save_them(engine):
         with pytest.raises(ValidationFailed) as err:
             run_import(engine, data, dataset="enc")
         assert "invalid UTF-8" in err.value.message and hint in err.value.message and "CSV UTF-8" in err.value.message
+
+
+def test_a_header_that_differs_only_in_case_is_named_with_every_missing_column(engine):
+    """`id,Text ,Sentiment ,TOPIC` against --text-col text -t sentiment -t topic: the error named line 2 and the
+    first column only, with no hint that the header spells them otherwise."""
+    data = b"id,Text ,Sentiment ,TOPIC\n1,I love it,positive,tax\n"
+    with pytest.raises(ValidationFailed) as err:
+        run_import(engine, data, dataset="hc", tasks=["sentiment", "topic"])
+    message = err.value.message
+    assert message.startswith("line 1: columns 'text', 'sentiment', 'topic' not found"), message
+    assert "did you mean 'Text' for 'text'?" in message and "did you mean 'TOPIC' for 'topic'?" in message
+    assert err.value.field == "text_col"
