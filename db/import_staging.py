@@ -161,6 +161,29 @@ def duplicates(conn: Connection, limit: int) -> tuple[int, int, list[dict[str, A
     return int(count), int(of_reviewed), listed
 
 
+def label_conflicts(conn: Connection, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """Rows skipped as repeats of an earlier row of the file whose labels they contradict (a task the earlier row
+    labels otherwise, or leaves unlabelled): how many, and the first `limit` as line, first line, task, label and
+    the label kept."""
+    repeats = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {ROWS} WHERE seq <> first_seq").scalar_one()
+    if not repeats:
+        return 0, []
+    conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS ix_{LABELS}_seq ON {LABELS} (seq, task)")
+    found = (
+        f"FROM {ROWS} r JOIN {ROWS} f ON f.seq = r.first_seq JOIN {LABELS} a ON a.seq = r.seq "
+        f"LEFT JOIN {LABELS} b ON b.seq = r.first_seq AND b.task = a.task "
+        "WHERE r.seq <> r.first_seq AND (b.label IS NULL OR b.label <> a.label)"
+    )
+    count = conn.exec_driver_sql(f"SELECT COUNT(DISTINCT r.seq) {found}").scalar_one()
+    listed = [
+        {"line": line, "duplicate_of_line": first, "task": task, "label": label, "kept": kept}
+        for line, first, task, label, kept in conn.exec_driver_sql(
+            f"SELECT r.line, f.line, a.task, a.label, b.label {found} ORDER BY r.seq, a.task LIMIT {int(limit)}"
+        ).tuples()
+    ]
+    return int(count), listed
+
+
 def new_rows(conn: Connection, batch: int = 10_000) -> Iterator[list[tuple[int, int, str, str]]]:
     """The rows that will be inserted, as (seq, line, text, split), in seq order, `batch` at a time."""
     last = -1

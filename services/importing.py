@@ -84,8 +84,9 @@ class ImportResult:
     # [{"line", "split", "near_sample", "near_split", "moved"}]; "moved": the drawn split became near_split
     near_existing_across_splits: list[dict[str, Any]] = field(default_factory=list)  # the first REPORTED
     near_existing_across_splits_count: int = 0
-    # What the user should look at before training (import_warnings): an empty val or test split, classes no val
-    # or test text has, labels that look like missing values or differ only in case.
+    # What the user should look at before training: repeated rows whose labels disagree (skipped, the first
+    # kept), and (import_warnings) an empty val or test split, classes no val or test text has, labels that look
+    # like missing values or differ only in case.
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -407,6 +408,7 @@ class _Staged:
                 )
             staging.link_existing(self.conn, dataset.id)
         skipped, of_reviewed, duplicates = staging.duplicates(self.conn, REPORTED)
+        conflicts, conflicting = staging.label_conflicts(self.conn, 10)
         split_counts = staging.split_counts(self.conn)
         imported = staging.insert_samples(self.conn, dataset.id, created_by, utcnow())
         self.progress(phase="writing", done=self.count, total=self.count, rows=self.count)
@@ -420,6 +422,16 @@ class _Staged:
             split_counts=split_counts,
             split_info=split_info,
         )
+        if conflicts:  # annotators who disagreed: the first row's labels were kept, the disagreement said
+            shown = "; ".join(
+                f"line {c['line']} repeats line {c['duplicate_of_line']} with {c['task']} {c['label']!r}"
+                f" (kept: {'none' if c['kept'] is None else repr(c['kept'])})"
+                for c in conflicting
+            )
+            result.warnings.append(
+                f"{conflicts} row(s) repeat an earlier row's text with other labels and were skipped, the earlier"
+                f" row's labels kept: {shown}"
+            )
         return dataset, result
 
 
@@ -598,7 +610,7 @@ def import_stream(
     _, split_info, across, n_across = run.plan_split()
     near = run.near_existing(session, dataset) if dataset is not None else ([], 0)
     stored, result = run.switch(session, dataset, split_info, created_by)
-    result.warnings = import_warnings(session, stored, split_info)
+    result.warnings += import_warnings(session, stored, split_info)
     staging.drop(conn)
     result.near_duplicates_across_splits, result.near_duplicate_groups_across_splits = across, n_across
     result.near_existing_across_splits, result.near_existing_across_splits_count = near
@@ -673,7 +685,7 @@ def import_path(
         with Session(bind=conn, expire_on_commit=False) as session, session.begin():
             current = _unchanged(session, spec, before)
             stored, result = run.switch(session, current, split_info, created_by)
-            result.warnings = import_warnings(session, stored, split_info)
+            result.warnings += import_warnings(session, stored, split_info)
             result.near_duplicates_across_splits, result.near_duplicate_groups_across_splits = across, n_across
             result.near_existing_across_splits, result.near_existing_across_splits_count = near
             if finish is not None:

@@ -570,3 +570,26 @@ def test_a_header_that_differs_only_in_case_is_named_with_every_missing_column(e
     assert message.startswith("line 1: columns 'text', 'sentiment', 'topic' not found"), message
     assert "did you mean 'Text' for 'text'?" in message and "did you mean 'TOPIC' for 'topic'?" in message
     assert err.value.field == "text_col"
+
+
+def test_repeated_rows_whose_labels_disagree_are_said(any_engine):
+    """A text labelled twice, otherwise (two annotators who disagreed), was skipped as a plain duplicate: the
+    first label kept and the disagreement never mentioned. SQLite and Postgres."""
+    data = (
+        b"text,sentiment,topic\n"
+        b"I love it,positive,tax\n"
+        b"meh,neutral,\n"
+        b"I love it,negative,tax\n"
+        b"meh,neutral,\n"  # the same labels: a plain duplicate
+        b"meh,neutral,vote\n"  # a label the first row left out
+    )
+    result = run_import(any_engine, data, dataset="dup", tasks=["sentiment", "topic"])
+    assert result.imported == 2 and result.duplicates_skipped == 3
+    conflicts = [w for w in result.warnings if "with other labels" in w]
+    assert conflicts == [
+        "2 row(s) repeat an earlier row's text with other labels and were skipped, the earlier row's labels kept:"
+        " line 4 repeats line 2 with sentiment 'negative' (kept: 'positive'); line 6 repeats line 3 with topic"
+        " 'vote' (kept: none)"
+    ], result.warnings
+    clean = run_import(any_engine, b"text,sentiment\na,x\na,x\n", dataset="same", tasks=["sentiment"])
+    assert clean.duplicates_skipped == 1 and not [w for w in clean.warnings if "other labels" in w]
