@@ -65,10 +65,16 @@ def test_augment_page_names_the_missing_models_and_queues_a_plan(
     assert "1579 variants" in at.info[0].value
     preview = at.dataframe[1].value
     assert {"partisan", "other"} <= set(preview["class"])
+    at.number_input[0].set_value(600)  # "bring every rare class up to 600"
+    at.button[0].click().run()
+    no_errors(at)
+    floor = at.dataframe[1].value.set_index("class")
+    assert floor.loc["other", "target"] == 600 and floor.loc["media", "target"] == 600
+    at.number_input[0].set_value(0)
 
     at.button[1].click().run()  # plan and queue
     no_errors(at)
-    assert any("Queued plan #2: 1579 variants in 1 job(s)" in s.value for s in at.success)
+    assert any("Queued plan #3: 1579 variants in 1 job(s)" in s.value for s in at.success)  # #2: the floor's
     assert run_worker(engine).succeeded == 1
     at.run()
     no_errors(at)

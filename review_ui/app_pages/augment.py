@@ -54,10 +54,15 @@ def show_augmenters(name: str) -> list[dict[str, Any]]:
     return statuses
 
 
-def plan_body(methods: list[str], fraction: float, cap: int, seed: int, enqueue: bool) -> dict[str, Any]:
+def plan_body(
+    methods: list[str], fraction: float, cap: int, seed: int, enqueue: bool, min_count: int = 0
+) -> dict[str, Any]:
+    target: dict[str, Any] = {"min_fraction_of_largest": fraction}
+    if min_count:
+        target["min_count"] = min_count
     return {
         "methods": methods,
-        "target": {"min_fraction_of_largest": fraction},
+        "target": target,
         "per_source_cap": cap,
         "seed": seed,
         "enqueue": enqueue,
@@ -92,6 +97,12 @@ def plan_form(name: str, statuses: list[dict[str, Any]]) -> None:
         fraction = st.slider(
             "Target: every class to at least this fraction of its task's largest class", 0.05, 1.0, 0.4, 0.05
         )
+        count = st.number_input(
+            "… and to at least this many texts (0: the fraction alone); never past 10× a class's originals",
+            0,
+            10_000_000,
+            0,
+        )
         cap = st.number_input("At most this many variants per source text", 1, 100, 5)
         seed = st.number_input("Seed", 0, 2**31 - 1, 0)
         preview, queue = st.columns(2)
@@ -102,7 +113,7 @@ def plan_form(name: str, statuses: list[dict[str, Any]]) -> None:
     if not methods:
         st.error("Choose at least one method.")
         return
-    plan = call(client().create_plan, name, plan_body(methods, fraction, int(cap), int(seed), do_queue))
+    plan = call(client().create_plan, name, plan_body(methods, fraction, int(cap), int(seed), do_queue, int(count)))
     if plan is None:
         return
     body = plan["plan"]
