@@ -393,7 +393,8 @@ def test_leakage_guard_drops_variants_close_to_test_texts(lead, engine, mini_dat
     run_worker(engine)
     job = _job(lead, r.json()["id"])
     # Every variant made (each a distinct one-word change: WordNet draws again rather than repeat one) leaks.
-    assert job["result"]["generated"] >= 3 and job["result"]["kept"] == 0
+    # How many it makes depends on the words it may change (expressions such as "farm bill" stay whole).
+    assert job["result"]["generated"] >= 1 and job["result"]["kept"] == 0
     assert job["result"]["dropped"]["leakage"] == job["result"]["generated"]
     assert job["progress_info"]["dropped"]["leakage"] == job["result"]["dropped"]["leakage"]
     relaxed = lead.post(
@@ -409,7 +410,7 @@ def test_leakage_guard_drops_variants_close_to_test_texts(lead, engine, mini_dat
     )
     run_worker(engine)
     result = _job(lead, relaxed.json()["id"])["result"]
-    assert result["dropped"]["leakage"] == 0 and result["kept"] == result["generated"] >= 3
+    assert result["dropped"]["leakage"] == 0 and result["kept"] == result["generated"] >= 1
 
 
 def test_language_decides_methods_with_a_422(admin, lead, engine, mini_dataset, monkeypatch) -> None:

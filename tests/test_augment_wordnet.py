@@ -322,3 +322,95 @@ def test_a_synonym_never_repeats_a_word_of_the_text(wordnet_augmenter) -> None:
                 tokens = re.findall(r"[a-z]+", v.text.lower())
                 for e in v.edits:
                     assert tokens.count(e["to"].lower()) == 1, v.text
+
+
+EXPRESSIONS = [
+    ("Hearing from neighborhood small business owners about how to improve health care in our district.", 2),
+    ("Good morning! Looking forward to the debate in the House of Representatives about the budget.", 2),
+    ("Check out our new website to learn about the farm bill and the minimum wage hearing.", 1),
+]
+
+
+def test_multi_word_expressions_are_never_broken(wordnet_augmenter) -> None:
+    """ "health care" → "health attention", "small business" → "small concern", "Good morning" → "Full
+    morning", "Looking forward" → "Appearing forward", "house of representatives" → "house of voices", "check
+    out" → "see out": no word of a WordNet multi-word lemma (or of a verb and its particle) is replaced alone,
+    while the other words of the sentence still are."""
+    kept = {
+        "small",
+        "business",
+        "health",
+        "care",
+        "good",
+        "morning",
+        "looking",
+        "forward",
+        "house",
+        "representatives",
+        "check",
+        "farm",
+        "bill",
+        "minimum",
+        "wage",
+    }
+    for text, _ in EXPRESSIONS:
+        replaced: set[str] = set()
+        for seed in range(4):
+            for v in wordnet_augmenter.augment([text], [20], seed=seed, language="en")[0]:
+                replaced.update(e["from"].lower() for e in v.edits)
+        assert replaced and not replaced & kept, (text, replaced & kept)
+    # The words around them still change: "owners", "district", "debate", "website", "hearing", ...
+    assert {w.text.lower() for w, _ in wordnet_augmenter._slots(EXPRESSIONS[0][0], _params())[0]} >= {
+        "owners",
+        "district",
+    }
+
+
+def test_a_verb_followed_by_its_particle_is_never_replaced(wordnet_augmenter) -> None:
+    """ "check out" → "see out", "stop by" → "halt by", "Gearing up" → "Pitching up", "kicks off" → "bangs
+    off", "run out" → "escaped out": the verb of a phrasal verb stays; a passive's "by" and a preposition leave
+    the verb a candidate."""
+
+    def slots(text: str) -> list[str]:
+        return [w.text for w, _ in wordnet_augmenter._slots(text, _params())[0]]
+
+    assert "stop" not in slots("Be sure to stop by the office this afternoon")
+    assert "Gearing" not in slots("Gearing up for coffee with constituents this afternoon")
+    assert "kicks" not in slots("The program kicks off its second year")
+    assert "run" not in slots("Has your unemployment insurance run out already?")
+    assert "check" not in slots("Please check out the photos from the parade")
+    # Not a particle: the agent of a passive, a preposition.
+    assert "approved" in slots("The measure was approved by the committee")
+    assert "voted" in slots("Members voted against the measure")
+    for seed in range(3):
+        for v in wordnet_augmenter.augment(
+            ["Be sure to stop by the office this afternoon"], [10], seed=seed, language="en"
+        )[0]:
+            assert "stop by" in v.text, v.text
+
+
+def test_expression_spans_need_adjacent_words() -> None:
+    """Only words with nothing but spaces between them form an expression: "stop by..looking" holds "stop by"
+    but no "by looking"; a comma or a line's end parts them."""
+    from workers.augment.textspans import candidates, phrase_words, words
+
+    seen: list[tuple[str, ...]] = []
+
+    def is_phrase(span: tuple[str, ...]) -> bool:
+        seen.append(span)
+        return span in {("health", "care"), ("by", "looking")}
+
+    assert [w.text for w in candidates("Health care, care health", "en", phrase=is_phrase)] == ["care", "health"]
+    assert ("care", "care") not in seen and ("health", "care") in seen
+    text = "stop by..looking ahead"
+    found = words(text)
+    assert phrase_words(text, found, [True] * len(found), is_phrase) == set()
+    # Spans with no word that could be replaced are not looked up at all.
+    seen.clear()
+    assert phrase_words("in the by", words("in the by"), [False] * 3, is_phrase) == set() and not seen
+
+
+def _params():  # type: ignore[no-untyped-def]
+    from workers.augment.params import WordNetParams
+
+    return WordNetParams()

@@ -7,8 +7,9 @@ intact: nlpaug's tokenise-then-join turns `RT @nowthisnews: ... https://t.co/x` 
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -162,6 +163,26 @@ def _lemmas(word: str) -> frozenset[str]:
     return frozenset(lemma.casefold() for forms in getAllLemmas(word).values() for lemma in forms)
 
 
+def phrase_words(
+    text: str, found: Sequence[Word], wanted: Sequence[bool], is_phrase: Callable[[tuple[str, ...]], bool]
+) -> set[int]:
+    """Indices in `found` of the words of every span of 2 or 3 adjacent words (only spaces between them) that
+    `is_phrase` accepts, given their case-folded texts: a multi-word expression ("health care", "looking
+    forward", "house of representatives"), none of whose words may be replaced alone. Only spans holding a
+    `wanted` word (one that could be replaced) are looked up."""
+    inside: set[int] = set()
+    for i in range(len(found) - 1):
+        for size in (2, 3):
+            span = found[i : i + size]
+            if len(span) < size or not any(wanted[i : i + size]):
+                continue
+            if any(not text[a.end : b.start].isspace() for a, b in itertools.pairwise(span)):
+                break  # a longer span holds the same gap
+            if is_phrase(tuple(w.text.casefold() for w in span)):
+                inside.update(range(i, i + size))
+    return inside
+
+
 def candidates(
     text: str,
     language: str,
@@ -169,10 +190,18 @@ def candidates(
     protect_capitalized: bool = True,
     protected: ProtectedTerms | None = None,
     min_len: int = 2,
+    phrase: Callable[[tuple[str, ...]], bool] | None = None,
 ) -> list[Word]:
-    return [
-        w
-        for w in words(text)
-        if w.is_candidate(language, protect_capitalized=protect_capitalized, min_len=min_len)
+    """The words of `text` an augmenter may replace. With `phrase` (2 or 3 case-folded words → whether they
+    form one expression), no word of such an expression is one: "health care" → "health attention" and
+    "looking forward" → "appearing forward" break it."""
+    found = words(text)
+    wanted = [
+        w.is_candidate(language, protect_capitalized=protect_capitalized, min_len=min_len)
         and not (protected and protected.covers(w.text))
+        for w in found
     ]
+    if phrase is not None and any(wanted):
+        for i in phrase_words(text, found, wanted, phrase):
+            wanted[i] = False
+    return [w for w, keep in zip(found, wanted, strict=True) if keep]

@@ -10,6 +10,9 @@ lookups per (word, tag) — which also makes it faster. A replacement reads like
   keeps out "workfellows", "juridical", "Watchings";
 - the tagger, reading the variant, gives the replacement the replaced word's tag (else it is undone):
   "talk" → "talking", "Come" → "Gotten", "thoroughly" → "good" never reach review;
+- it never takes one word out of a multi-word expression: no word of 2–3 adjacent words that WordNet lists as one
+  lemma ("health care", "looking forward", "house of representatives") is replaced, nor a verb followed by its
+  particle ("check out", "stop by", "Gearing up"): "health care" → "health attention" is no synonym;
 - its sense fits the sentence: WordNet's senses are weighted by how often the word is used in each (SemCor),
   and, in context, several draws of synonyms for the same words are compared by how close the sentence with
   them in place stays to the source (sentence-encoder cosine), and the closest one is kept.
@@ -74,6 +77,12 @@ _TAGS_OF = {
 _CACHE_LIMIT = 200_000
 _LETTERS = re.compile(r"[^\W\d_]+")
 MIN_WORD_LEN = 3  # shorter words are mostly abbreviations and codes: "cc" → "mil", "vs" → "volts", "ag" → "silver"
+# Collocations WordNet lacks that the example data shows broken ("small business" → "small concern").
+EXTRA_PHRASES = frozenset({"small_business", "office_hours"})
+# Particles of phrasal verbs: after a verb, when the tagger reads them as particles (RP), or as adverbs for the
+# directional ones, the verb is not replaced ("check out" → "see out", "Gearing up" → "Pitching up").
+PARTICLES = frozenset({"up", "out", "off", "by", "forward", "down", "over", "back", "in", "on", "away", "through"})
+_ADVERB_PARTICLES = frozenset({"up", "out", "off", "forward", "down", "back", "away"})
 DRAWS = 3  # tries per variant when the tagger undoes every replacement or the draw repeats an earlier variant
 
 
@@ -245,6 +254,24 @@ class WordNetAugmenter(Augmenter[P.WordNetParams]):
         self._encoder_loader = encoder
         self.context_by_default = context_by_default
         self.pos_check = {"checked": 0, "undone": 0}  # replacements the tagger re-read, and those it undid
+        self.is_phrase: Callable[[tuple[str, ...]], bool] = lru_cache(maxsize=200_000)(self._is_phrase)
+
+    def _is_phrase(self, words: tuple[str, ...]) -> bool:
+        """Whether case-folded adjacent words form one WordNet lemma ("health_care", "check_out",
+        "house_of_representatives", "runner-up"): the first word as it is or as the lemma of a verb ("looking
+        forward" → look_forward), the last as it is or as the lemma of a noun ("small businesses")."""
+        index = self.wordnet._lemma_pos_offset_map  # every lemma, lower-case, loaded with the reader
+        if any(not w.isalpha() for w in words):
+            return False
+        firsts = {words[0], *self.wordnet._morphy(words[0], "v")}
+        lasts = {words[-1], *self.wordnet._morphy(words[-1], "n")}
+        middle = list(words[1:-1])
+        for first in firsts:
+            for last in lasts:
+                key = "_".join([first, *middle, last])
+                if key in index or key in EXTRA_PHRASES or key.replace("_", "-") in index:
+                    return True
+        return False
 
     def encoder_for(self, params: P.WordNetParams) -> Any:
         """The sentence encoder when synonyms are chosen in context, else None. Asked for explicitly
@@ -400,7 +427,12 @@ class WordNetAugmenter(Augmenter[P.WordNetParams]):
         """Candidate words with their POS tag ("*" without the tagger), and the source's tags; proper nouns and
         the like drop out."""
         words = candidates(
-            text, "en", protect_capitalized=params.protect_capitalized, protected=protected, min_len=MIN_WORD_LEN
+            text,
+            "en",
+            protect_capitalized=params.protect_capitalized,
+            protected=protected,
+            min_len=MIN_WORD_LEN,
+            phrase=self.is_phrase,
         )
         if not words:
             return [], None
@@ -408,12 +440,15 @@ class WordNetAugmenter(Augmenter[P.WordNetParams]):
             return [(word, "*") for word in words], None
         tagged = self._tags(text, words[-1].start)
         return [
-            (word, tagged.by_start[word.start]) for word in words if tagged.by_start.get(word.start) in _POS
+            (word, tagged.by_start[word.start])
+            for word in words
+            if tagged.by_start.get(word.start) in _POS and not _before_particle(text, word, tagged)
         ], tagged
 
     def _tags(self, text: str, last_start: int) -> _Tagged:
         tokens = list(_TAG_TOKEN.finditer(text))
-        upto = max((i for i, m in enumerate(tokens) if m.start() <= last_start), default=0)
+        # One token past the last candidate: the particle that may follow it ("check out").
+        upto = max((i for i, m in enumerate(tokens) if m.start() <= last_start), default=0) + 1
         assert self.tagger is not None
         tags = self.tagger.tag([m.group() for m in tokens], upto=upto)
         tokens = tokens[: len(tags)]
@@ -510,6 +545,25 @@ class WordNetAugmenter(Augmenter[P.WordNetParams]):
             if tag == "*" and result:
                 break
         return list(result.items())
+
+
+_NEXT_WORD = re.compile(r"\s+([^\W\d_]+)\b")
+
+
+def _before_particle(text: str, word: Word, tagged: _Tagged) -> bool:
+    """Whether `word` is a verb followed by its particle: "check out", "Gearing up", "stop by" (not "passed
+    by", the agent of a passive; "working in NH" is a preposition, tagged IN)."""
+    tag = tagged.by_start.get(word.start, "")
+    if not tag.startswith("VB"):
+        return False
+    found = _NEXT_WORD.match(text, word.end)
+    if found is None or found.group(1).casefold() not in PARTICLES:
+        return False
+    particle = found.group(1).casefold()
+    after = tagged.by_start.get(found.start(1), "")
+    if after == "RP" or (after == "RB" and particle in _ADVERB_PARTICLES):
+        return True
+    return particle == "by" and tag in ("VB", "VBP", "VBZ", "VBG")
 
 
 def _stems_in(text: str) -> frozenset[str]:
