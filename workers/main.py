@@ -26,8 +26,8 @@ from db.models import Job, JobStatus, utcnow
 from db.session import session_scope
 from services import jobs as _job_hooks  # noqa: F401 - the queue's end hooks (a lost train job ends its run)
 from services.access import without_server_paths
-from services.datasets import UPLOAD_GRACE_SECONDS, sweep_orphan_uploads
-from services.leftover_files import LEFTOVER_GRACE_SECONDS, sweep_leftovers
+from services.datasets import sweep_orphan_uploads
+from services.leftover_files import sweep_leftovers
 from workers.registry import (
     JobCancelled,
     JobContext,
@@ -47,6 +47,9 @@ def new_worker_id() -> str:
     """An opaque id: it is shown on every job the worker holds, to every member of the job's project, so it
     names no host and no process (those are in the worker's row of the `workers` table, which admins read)."""
     return f"w-{uuid.uuid4().hex[:12]}"
+
+
+SWEEP_SECONDS = 3600  # between housekeeping sweeps (each keeps what was touched within its own grace, an hour)
 
 
 @dataclass
@@ -81,8 +84,7 @@ class Worker:
         self.poll_seconds = poll_seconds if poll_seconds is not None else settings.worker_poll_seconds
         self.stop_requested = threading.Event()
         self.stats = WorkerStats()
-        self._next_upload_sweep = 0.0  # monotonic time; 0: at the first turn of the loop
-        self._next_leftover_sweep = 0.0
+        self._next_sweep = 0.0  # monotonic time; 0: at the first turn of the loop
 
     def install_signal_handlers(self) -> None:
         def on_signal(signum, _frame):  # type: ignore[no-untyped-def]
@@ -108,8 +110,7 @@ class Worker:
 
     def _loop(self, burst: bool, max_jobs: int | None) -> WorkerStats:
         while not self.stop_requested.is_set():
-            self._sweep_uploads_when_due()
-            self._sweep_leftovers_when_due()
+            self._sweep_when_due()
             try:
                 job = queue.claim(self.engine, self.worker_id, self.kinds, self.lease_seconds)
             except DBAPIError as err:  # database restarting or unreachable: wait and reconnect
@@ -130,29 +131,24 @@ class Worker:
                 break
         return self.stats
 
-    def _sweep_uploads_when_due(self) -> None:
-        """A worker that runs imports deletes the orphan uploads when it starts, then once an hour."""
-        if "import" not in self.kinds or time.monotonic() < self._next_upload_sweep:
+    def _sweep_when_due(self) -> None:
+        """Housekeeping when the worker starts, then once an hour: the files under runs/ and exports/ that no row
+        owns any more (services/leftover_files.py), and, in a worker that runs imports, the uploads no open import
+        job names. A failure is logged; the jobs go on."""
+        if time.monotonic() < self._next_sweep:
             return
-        self._next_upload_sweep = time.monotonic() + UPLOAD_GRACE_SECONDS
-        try:
-            removed = sweep_orphan_uploads(self.engine)
-        except Exception:  # the sweep is housekeeping: a failure is logged, the jobs go on
-            log.exception("sweeping orphan uploads failed")
-            return
-        if removed:
-            log.info("deleted %d orphan upload(s) no open import job names", removed)
-
-    def _sweep_leftovers_when_due(self) -> None:
-        """Every worker deletes the files under runs/ and exports/ that no row owns any more (a deletion cut
-        short by a kill, services/leftover_files.py) when it starts, then once an hour."""
-        if time.monotonic() < self._next_leftover_sweep:
-            return
-        self._next_leftover_sweep = time.monotonic() + LEFTOVER_GRACE_SECONDS
-        try:
-            sweep_leftovers(self.engine)
-        except Exception:  # housekeeping: a failure is logged, the jobs go on
-            log.exception("sweeping leftover files failed")
+        self._next_sweep = time.monotonic() + SWEEP_SECONDS
+        sweeps = [("leftover files", sweep_leftovers)]
+        if "import" in self.kinds:
+            sweeps.append(("orphan uploads", sweep_orphan_uploads))
+        for what, sweep in sweeps:
+            try:
+                removed = sweep(self.engine)
+            except Exception:  # housekeeping must not stop the jobs
+                log.exception("sweeping %s failed", what)
+                continue
+            if removed:
+                log.info("deleted %d %s", removed, what)
 
     def _jobs_pending_soon(self) -> bool:
         """In burst mode, wait for retries that are due within a few seconds rather than exiting early."""
