@@ -41,6 +41,9 @@ def print_metrics(metrics: dict[str, Any] | None, title: str, *, confusion: bool
         for label, c in m["per_class"].items():
             table.add_row(label, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"]))
         console.print(table)
+        missing = m.get("classes_without_support") or []
+        if missing:
+            console.print(f"[yellow]{without_support_note(task, missing, len(m['per_class']))}[/]", highlight=False)
         if confusion:
             labels = m["confusion"]["labels"]
             cm = Table(title=f"{task}: confusion (rows gold, columns predicted)", title_justify="left")
@@ -50,6 +53,17 @@ def print_metrics(metrics: dict[str, Any] | None, title: str, *, confusion: bool
             for label, row in zip(labels, m["confusion"]["matrix"], strict=True):
                 cm.add_row(label, *map(str, row))
             console.print(cm)
+
+
+def without_support_note(task: str, missing: list[str], classes: int) -> str:
+    """What a task's macro-F1 leaves out: the classes no text of the split holds (trainer/metrics.py)."""
+    names = ", ".join(repr(str(label)) for label in missing[:5]) + (
+        f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    )
+    return (
+        f"{task}: no text of this split is labelled {names} ({len(missing)} of {classes} classes): its macro-F1 "
+        "cannot tell how the model recognises them (they count only where it predicts them, with F1 0)"
+    )
 
 
 def rule_text(task: str, rule: dict[str, Any]) -> str:

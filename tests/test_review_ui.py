@@ -475,15 +475,34 @@ def test_training_page_lists_runs_and_starts_one(live_api, lead_token, engine, r
                         "val_task_macro_f1": {"bias": 0.6, "message": 0.4},
                     },
                 ],
-                metrics={"val": {"overall_macro_f1": 0.5}, "best_epoch": 2},
+                metrics={
+                    "val": {"overall_macro_f1": 0.5},
+                    "test": {
+                        "overall_macro_f1": 0.55,
+                        "tasks": {  # the test split holds no "attack" text: its macro-F1 leaves the class out
+                            "message": {
+                                "macro_f1": 0.55,
+                                "per_class": {
+                                    "attack": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0},
+                                    "policy": {"precision": 0.6, "recall": 0.5, "f1": 0.55, "support": 4},
+                                },
+                                "classes_without_support": ["attack"],
+                                "confusion": {"labels": ["attack", "policy"], "matrix": [[0, 0], [0, 2]]},
+                            }
+                        },
+                    },
+                    "best_epoch": 2,
+                },
             )
         )
     at = signed_in(lead_token, "annotator")
     at.switch_page("app_pages/training.py").run()
     no_errors(at)
     assert at.dataframe[0].value["name"].tolist() == ["baseline"]
+    [lacking] = [w.value.replace("\\", "") for w in at.warning if "No test text is labelled" in w.value]
+    assert "'attack' (1 of 2 classes of message)" in lacking and "cannot tell" in lacking
     charts = at.get("vega_lite_chart")
-    assert len(charts) == 3  # loss, val macro-F1, learning rate: one axis each
+    assert len(charts) == 4  # loss, val macro-F1, learning rate: one axis each; then message's per-class F1
     assert "overall, plain weights" in str(charts[1].proto), "the plain weights' val macro-F1 is drawn"
     assert next(m for m in at.metric if m.label == "val macro-F1").value == "0.500"
     # Before starting: the defaults in the fields, and an estimate of the time.

@@ -171,3 +171,37 @@ def test_train_in_process_says_the_recipe_its_seeds_share(engine, tiny_encoder: 
     for run_id in ("1", "2"):
         shown = runner.invoke(app, ["runs", "show", run_id])
         assert shown.exit_code == 0 and line in shown.output and "batch 8 × 1" in shown.output
+
+
+def test_runs_show_names_the_classes_a_split_lacks(engine, tiny_encoder: str) -> None:
+    """A test split without a rare class scores a macro-F1 that leaves the class out (scikit-learn's average over
+    the classes present): `train` and `runs show` name the classes no test text holds, per task, and the JSON
+    carries them; a task whose test split holds every class gets no such line."""
+    import csv
+    import io
+
+    from tests.trainer_fixtures import small_csv
+
+    name = import_small(engine, n_train=30, n_val=12, n_test=12, n_unlabelled=0)
+    rows = [r for r in csv.DictReader(io.StringIO(small_csv(30, 12, 12, 0).decode())) if r["split"] == "test"]
+    labels = {"bias": ["neutral", "partisan"], "message": []}
+    runner = CliRunner(env={"COLUMNS": "400"})
+    result = runner.invoke(
+        app, ["train", name, "--encoder", tiny_encoder, "--seeds", "7", "--no-classical", "--epochs", "1", *FAST[2:]]
+    )
+    assert result.exit_code == 0, result.output
+    as_json = json.loads(runner.invoke(app, ["runs", "show", "1", "--json"]).output)
+    tasks = as_json["metrics"]["test"]["tasks"]
+    labels["message"] = list(tasks["message"]["per_class"])
+    assert sorted(tasks["bias"]["per_class"]) == labels["bias"]
+    for task, names in labels.items():
+        held = {r[task] for r in rows}
+        assert tasks[task]["classes_without_support"] == [c for c in names if c not in held]
+    missing = tasks["message"]["classes_without_support"]
+    assert missing and not tasks["bias"]["classes_without_support"]  # 12 test texts lack some of 9 classes
+    shown = runner.invoke(app, ["runs", "show", "1"])
+    for out in (result.output, shown.output):
+        flat = " ".join(out.split())
+        assert f"message: no text of this split is labelled {missing[0]!r}" in flat, out
+        assert f"({len(missing)} of 9 classes): its macro-F1 cannot tell" in flat
+        assert "bias: no text" not in flat

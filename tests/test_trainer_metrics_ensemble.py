@@ -21,6 +21,16 @@ def test_task_metrics_by_hand() -> None:
     assert m["per_class"]["b"]["f1"] == pytest.approx(0.8)
     assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
     assert m["confusion"]["matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert m["classes_without_support"] == []
+
+
+def test_task_metrics_name_the_classes_no_gold_label_holds() -> None:
+    """A class absent from the split and never predicted is out of macro-F1; one predicted counts as F1 0: both
+    are named, so that a report can say what its macro-F1 leaves out."""
+    m = task_metrics(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 3]), ["a", "b", "c", "d"])
+    assert m["classes_without_support"] == ["c", "d"]
+    assert m["macro_f1"] == pytest.approx((1.0 + 2 / 3 + 0.0) / 3)  # a, b and the predicted d; not c
+    assert task_metrics(np.array([IGNORE]), np.array([0]), ["a", "b"])["classes_without_support"] == ["a", "b"]
 
 
 def test_overall_is_mean_of_task_macro_f1() -> None:

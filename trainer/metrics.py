@@ -1,7 +1,9 @@
 """Per-task macro-F1, per-class precision/recall/F1, confusion matrices; overall = mean of task macro-F1s.
 
 Macro-F1 averages over the classes that occur in the gold labels or the predictions (scikit-learn's default):
-a class absent from a small evaluation split and never predicted says nothing about the model.
+a class absent from a small evaluation split and never predicted says nothing about the model. Such classes are
+named in `classes_without_support`, so that a report can say its macro-F1 leaves them out (a val or test split
+that lacks a rare class scores higher than one that holds it, and the import only warns).
 Samples without a label for a task (IGNORE) are left out of that task's metrics.
 
 `task_metrics` asks scikit-learn once per evaluation; `f1_per_class` computes the same F1s for a whole stack of
@@ -29,6 +31,7 @@ def task_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> d
             "macro_f1": None,
             "accuracy": None,
             "per_class": {},
+            "classes_without_support": list(labels),
             "confusion": {"labels": labels, "matrix": [[0] * k for _ in range(k)]},
         }
     present = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
@@ -49,6 +52,7 @@ def task_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> d
         "macro_f1": macro,
         "accuracy": float((y_true == y_pred).mean()),
         "per_class": per_class,
+        "classes_without_support": [label for label, c in per_class.items() if c["support"] == 0],
         "confusion": {"labels": labels, "matrix": matrix.tolist()},
     }
 

@@ -224,6 +224,15 @@ def show_metrics(run: dict[str, Any]) -> None:
             f"**{plain(task)}** · {split} macro-F1 "
             f"{'n/a' if m.get('macro_f1') is None else format(m['macro_f1'], '.3f')}"
         )
+        missing = [str(label) for label in m.get("classes_without_support") or []]
+        if missing:
+            st.warning(
+                plain(
+                    f"No {split} text is labelled {', '.join(repr(x) for x in missing)} ({len(missing)} of "
+                    f"{len(m.get('per_class') or {})} classes of {task}): this macro-F1 cannot tell how the model "
+                    "recognises them (they count only where it predicts them, with F1 0)."
+                )
+            )
         left, right = st.columns(2)
         per_class = per_class_frame(m)
         if not per_class.empty:
