@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # torch's OpenMP threads stall one another on a CPU shared with other work when they spin while waiting
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install system-deps nltk-data demo lint test test-fast bench clean
+.PHONY: install system-deps nltk-data demo lint test test-fast clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)

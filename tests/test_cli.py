@@ -200,6 +200,37 @@ def test_settings_and_options_out_of_bounds_stop_at_once_naming_them(settings):
         assert r.returncode == 2 and "Invalid value" in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
 
 
+def test_every_setting_is_named_in_the_readme() -> None:
+    """An operator reads the README's settings to deploy: a setting only the code names (the SQLite busy timeout,
+    the API's port, the retry backoff were) can only be found by reading the code."""
+    from pathlib import Path
+
+    from core.settings import Settings
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    missing = [f"AUGLOOP_{name.upper()}" for name in Settings.model_fields if f"`AUGLOOP_{name.upper()}`" not in readme]
+    assert not missing, f"settings the README does not name: {missing}"
+
+
+def test_every_api_route_is_in_the_readmes_table(settings) -> None:
+    """An ML engineer looks up a route in the README: the projects, tokens and export-job routes were in none."""
+    import re
+    from pathlib import Path
+
+    from api.main import create_app
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<summary>Routes</summary>", 1)[1].split("</details>", 1)[0]
+    listed = set(re.findall(r"^\| `([A-Z]+ /[^`]*)` \|", table, flags=re.M))
+    routes = {
+        f"{method.upper()} {path.removeprefix('/api/v1')}"
+        for path, operations in create_app(settings).openapi()["paths"].items()
+        for method in operations
+    }
+    assert routes - listed == set(), "routes the README's table lacks"
+    assert listed - routes == set(), "routes the README's table names that do not exist"
+
+
 def test_an_export_never_replaces_augloops_own_files(settings, engine, example_dataset) -> None:
     """`augloop export -o var/augloop.db` turned the database into a CSV and exited 0 (every dataset, review and
     token lost); a run's model or a queued upload inside the data directory went the same way."""
