@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from filelock import FileLock
 from sqlalchemy import Engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -32,9 +35,42 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
+# Postgres: the session-level advisory lock every migrating process takes (an arbitrary 63-bit key).
+MIGRATION_LOCK_KEY = 0x61756704C00B
+
+
+@contextmanager
+def migration_lock(engine: Engine) -> Iterator[None]:
+    """One process migrates a database at a time. Every command migrates on first use, so `augloop serve` and
+    `augloop worker` started together on an old database both planned the same steps from the same revision,
+    and one died on the other's work ("duplicate column name"). The second now waits, then reads the revision
+    again and finds nothing to do. SQLite: a lock file beside the database (none for one in memory);
+    Postgres: an advisory lock."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database in ("", ":memory:") or database.startswith("file:") or url.query.get("mode") == "memory":
+            yield
+            return
+        with FileLock(f"{Path(database).expanduser()}.migrate-lock"):
+            yield
+        return
+    if url.get_backend_name() != "postgresql":
+        yield
+        return
+    with engine.connect() as holder:
+        holder.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
+        holder.commit()
+        try:
+            yield
+        finally:
+            holder.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
+            holder.commit()
+
+
 def upgrade_to_head(engine: Engine) -> None:
     cfg = alembic_config()
-    with engine.connect() as connection:
+    with migration_lock(engine), engine.connect() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
         connection.commit()

@@ -28,6 +28,15 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("reviews", schema=None) as batch_op:
         batch_op.add_column(sa.Column("automatic", sa.Boolean(), nullable=False, server_default=sa.false()))
+    # A database downgraded below this revision and upgraded again holds the automatic reviewer's decisions
+    # (users of role `system`, db/auth.py): they stay automatic, never a person's vote towards k reviews.
+    reviews = sa.table("reviews", sa.column("user_id", sa.Integer()), sa.column("automatic", sa.Boolean()))
+    users = sa.table("users", sa.column("id", sa.Integer()), sa.column("role", sa.String()))
+    op.execute(
+        reviews.update()
+        .where(reviews.c.user_id.in_(sa.select(users.c.id).where(users.c.role == "system")))
+        .values(automatic=True)
+    )
     with op.batch_alter_table("datasets", schema=None) as batch_op:
         batch_op.add_column(sa.Column("variant_settings", sa.JSON(), nullable=False, server_default=sa.text("'{}'")))
     op.create_table(
