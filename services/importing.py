@@ -115,8 +115,9 @@ def import_warnings(session: Session, dataset: Dataset, split_info: dict[str, An
     """What the dataset, as this import leaves it, holds that its user should look at before training: a task
     with no labelled val or test original (training needs val; a drawn split may leave them empty when
     near-duplicate texts, such as posts sharing a long footer, form large groups kept in one split), classes no
-    val or test text has (their F1 is not measured, and macro-F1 averages over the classes present), labels that
-    look like missing values, and labels that differ only in case or spacing."""
+    val or test text has (their F1 is not measured, and macro-F1 averages over the classes present), classes no
+    train text has (declared with the labels, or only in val/test), labels that look like missing values, and
+    labels that differ only in case or spacing."""
     from db.datasets import view_label_counts
 
     counts: dict[str, dict[str, dict[str, int]]] = {}
@@ -145,6 +146,12 @@ def import_warnings(session: Session, dataset: Dataset, split_info: dict[str, An
                     f"task {task!r}: {len(missing)} class(es) that train has are in no {split} text, so their F1 is"
                     f" not measured there: {', '.join(repr(m) for m in missing[:10])}"
                 )
+        untrained = [label for label in dataset.labels_of(task) if label not in trained]
+        if untrained and trained:
+            out.append(
+                f"task {task!r}: {len(untrained)} class(es) no train text has, so no model learns them and no"
+                f" augmenter has a text to vary: {', '.join(repr(m) for m in untrained[:10])}"
+            )
         labels = sorted({label for split in by_split.values() for label in split})
         missing_like = [label for label in labels if label.strip().lower() in MISSING_LIKE]
         if missing_like:

@@ -84,8 +84,8 @@ def check_config_against(dataset: Dataset, config: TrainConfig) -> None:
 def check_trainable(session: Session, dataset: Dataset, config: TrainConfig) -> None:
     """What a run's job would refuse after the queue, said at request time: a task with fewer than two classes
     among the training view's texts (no classifier learns one class; a one-class task would also score a
-    perfect, meaningless macro-F1 into the overall figure), or no labelled validation text (early stopping, the
-    LR selection and the decision rule read val). The job checks the final view again."""
+    perfect, meaningless macro-F1 into the overall figure), or a task without labelled validation text (early
+    stopping, the LR selection and the decision rule read val). The job checks the final view again."""
     tasks = config.tasks or dataset.task_names()
     counts = view_label_counts(session, dataset, {"original", "approved"}, {"train", "val"})
     train = {task: sorted(label for t, split, label, _n in counts if t == task and split == "train") for task in tasks}
@@ -97,12 +97,16 @@ def check_trainable(session: Session, dataset: Dataset, config: TrainConfig) -> 
                 "two classes; label more texts, or leave the task out (config.tasks)",
                 field="config.tasks",
             )
-    if not any(split == "val" and task in train for task, split, _label, _n in counts):
+    with_val = {task for task, split, _label, _n in counts if split == "val"}
+    no_val = [task for task in tasks if task not in with_val]
+    if no_val:
+        # Per task: a task without val was trained blind (early stopping, the LR selection and the decision rule
+        # read the other tasks only) and still counted in the test figure.
         raise ValidationFailed(
-            f"dataset {dataset.name!r} has no labelled validation texts (split 'val') for {tasks}: training "
-            "stops early, selects its learning rate and fits its decision rule on val. Import a val split, or "
-            "let augloop draw one (leave the split column out)",
-            field="dataset",
+            f"dataset {dataset.name!r} has no labelled validation text (split 'val') for task(s) {no_val}: "
+            "training stops early, selects its learning rate and fits its decision rule on val. Label val texts "
+            "for them, leave them out (config.tasks), or let augloop draw the split (leave the split column out)",
+            field="config.tasks" if len(no_val) < len(tasks) else "dataset",
         )
 
 

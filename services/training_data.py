@@ -60,9 +60,11 @@ def load_split_data(
     test = convert(samples_for_view(session, dataset, {"original"}, splits={"test"}))
     if not train:
         raise ValidationFailed(f"dataset {dataset.name!r} has no labelled training samples", field="dataset")
-    if not val:
+    no_val = [t for t in chosen if not any(t in e.labels for e in val)]
+    if no_val:
         raise ValidationFailed(
-            f"dataset {dataset.name!r} has no labelled validation samples (split 'val')", field="dataset"
+            f"dataset {dataset.name!r} has no labelled validation samples (split 'val') for task(s) {no_val}",
+            field="dataset",
         )
     left_out = {"near_val_test": sorted(leaks)} if leaks else {}
     return SplitData(specs, train, val, test, dataset.name, left_out)

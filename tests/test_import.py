@@ -535,6 +535,21 @@ def test_an_import_says_what_to_look_at_before_training(engine, settings):
     path.write_text(given)
     shown = CliRunner().invoke(app, ["import", str(path), "-d", "odd2", "-t", "label", "--split-col", "split"])
     assert shown.exit_code == 0 and "look like missing values" in shown.output, shown.output
+    # A class only val and test hold, and one declared with the labels that no row has: no model learns them,
+    # the planner has no text to vary, and nothing said so.
+    rare = "text,label,split\n" + "".join(
+        f"text {i},{label},{split}\n"
+        for i, (label, split) in enumerate(
+            [("a", "train"), ("b", "train")] * 3 + [("a", "val"), ("b", "val"), ("c", "val")] + [("c", "test")] * 2
+        )
+    )
+    result = run_import(
+        engine, rare.encode(), dataset="rare", tasks=["label"], label_order={"label": ["a", "b", "c", "d"]}
+    )
+    assert [w for w in result.warnings if "no train text" in w] == [
+        "task 'label': 2 class(es) no train text has, so no model learns them and no augmenter has a text to"
+        " vary: 'c', 'd'"
+    ], result.warnings
     assert run_import(engine, EXAMPLE_CSV.read_bytes(), dataset="psm", tasks=["bias", "message"]).warnings == []
 
 

@@ -302,8 +302,11 @@ def test_a_dataset_that_cannot_train_is_refused_at_the_request(lead, admin, engi
     """A task with one class among the training texts, or no labelled val text: each was queued (202), then
     the transformer run scored a meaningless 1.0 for the one-class task (averaged into the overall figure) or
     failed in the worker, as did the TF-IDF member. Refused at the request, and by the estimate, naming why."""
+    from core.errors import ValidationFailed
+    from db.datasets import get_dataset
     from db.models import TrainingRun
     from db.session import session_scope
+    from services.training_data import load_split_data
 
     header = "text,bias,one,split\n"
     rows = [f"post {i} about the budget,{'ab'[i % 2]},only,{('train', 'train', 'val')[i % 3]}\n" for i in range(30)]
@@ -328,8 +331,30 @@ def test_a_dataset_that_cannot_train_is_refused_at_the_request(lead, admin, engi
     assert r.status_code == 201, r.text
     r = lead.post("/api/v1/training-runs", json={"dataset": "noval"})
     assert r.status_code == 422 and r.json()["field"] == "dataset" and "no labelled validation" in r.json()["detail"]
+    # One task of two without val: it trained blind (early stopping, the LR selection and the decision rule read
+    # the other task only), then counted in the test figure. Refused naming it; the other task alone trains.
+    rows = [
+        f"text number {i},{'ab'[i % 2]},{'' if i % 3 == 2 else 'xy'[i % 2]},{('train', 'train', 'val')[i % 3]}\n"
+        for i in range(30)
+    ]
+    r = admin.post(
+        "/api/v1/datasets/halfval/import",
+        files={"file": ("halfval.csv", ("text,bias,stance,split\n" + "".join(rows)).encode())},
+        data={"task": ["bias", "stance"]},
+    )
+    assert r.status_code == 201, r.text
+    for path in ("/api/v1/training-runs", "/api/v1/training-estimates"):
+        r = lead.post(path, json={"dataset": "halfval"})
+        assert r.status_code == 422 and r.json()["field"] == "config.tasks", r.text
+        assert "no labelled validation text (split 'val') for task(s) ['stance']" in r.json()["detail"]
+    r = lead.post("/api/v1/training-estimates", json={"dataset": "halfval", "config": {"tasks": ["bias"]}})
+    assert r.status_code == 200, r.text
     with session_scope(engine) as s:
         assert s.scalar(select(TrainingRun.id)) is None, "nothing was queued"
+        # the job reads the view again when it starts (a val label may have gone meanwhile): the same refusal
+        with pytest.raises(ValidationFailed, match=r"for task\(s\) \['stance'\]"):
+            load_split_data(s, get_dataset(s, "halfval"))
+        assert len(load_split_data(s, get_dataset(s, "halfval"), ["bias"]).val) == 10
 
 
 def test_an_ensemble_is_fitted_without_holding_the_write_lock(lead, engine, monkeypatch) -> None:
