@@ -283,6 +283,14 @@ def export(
             "near-duplicate of a val/test text (every training run leaves them out too)",
             highlight=False,
         )
+    if count.guarded_cells:
+        err_console.print(
+            f"note: {count.guarded_cells} cells begin like a spreadsheet formula (=, +, -, @) and got a leading ' "
+            f"so that a spreadsheet shows them as text; for the exact texts and labels, export JSONL (-o "
+            f"{output.with_suffix('.jsonl').name})",
+            highlight=False,
+            markup=False,
+        )
 
 
 @app.command()

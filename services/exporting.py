@@ -49,6 +49,9 @@ class ExportCount:
 
     rows: int = 0
     left_out_near_val_test: int = 0
+    # CSV cells (texts, labels) that a leading ' keeps from running as a formula: not the exact value, which the
+    # JSONL export keeps
+    guarded_cells: int = 0
 
 
 def columns(dataset: Dataset) -> list[str]:
@@ -107,12 +110,18 @@ def _guarded(
 # OWASP's rule against formula injection (CSV injection): a cell that begins with one of these is read by a
 # spreadsheet as a formula (or, past a tab or carriage return, still as one); a leading ' makes it text.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A signed decimal number ("-1", "+0.5", "-2e3") is a number to a spreadsheet, not a formula: labels such as -1/0/+1
+# stay as they are (they came back from a re-import as other classes, "'-1" and "'+1").
+_SIGNED_NUMBER = re.compile(r"[+-](?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
-def spreadsheet_safe(value: Any) -> Any:
-    """A CSV cell a spreadsheet shows as text: strings that begin like a formula get a leading '. Numbers stay
-    numbers (a negative similarity is not a formula). JSONL exports are left exact."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+def spreadsheet_safe(value: Any, count: ExportCount | None = None) -> Any:
+    """A CSV cell a spreadsheet shows as text: strings that begin like a formula get a leading ' (counted in
+    `count.guarded_cells`). Numbers stay numbers (a negative similarity, a label "-1": no formula). JSONL exports
+    are left exact."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _SIGNED_NUMBER.fullmatch(value):
+        if count is not None:
+            count.guarded_cells += 1
         return "'" + value
     return value
 
@@ -171,7 +180,7 @@ def iter_export(
             rec = record(sample, dataset)
             if rec["method_params"] is not None:
                 rec["method_params"] = json.dumps(rec["method_params"], sort_keys=True)
-            writer.writerow({key: spreadsheet_safe(value) for key, value in rec.items()})
+            writer.writerow({key: spreadsheet_safe(value, count) for key, value in rec.items()})
             if i % 500 == 0:
                 yield buf.getvalue()
                 buf.seek(0)
@@ -332,6 +341,7 @@ def export_to_file(
             "path": str(path.relative_to(get_settings().data_dir.resolve())),  # GET /jobs/{id}/artifact serves it
             "rows": count.rows,
             "left_out_near_val_test": count.left_out_near_val_test,
+            "guarded_cells": count.guarded_cells,
             "format": fmt,
             "dataset": dataset_name,
         }

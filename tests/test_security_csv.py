@@ -68,3 +68,34 @@ def test_every_csv_export_is_spreadsheet_safe(admin, engine, settings, tmp_path,
     assert '\'=HYPERLINK("http://evil.example","x")' in texts and "'\t=1+1" in texts and "'-2+3" in texts
     assert MID_CR in texts, "a cell's CR ended its row"
     assert {r["label"] for r in rows} == {"'=cmd|' /C calc'!A0", "b"}
+
+
+def test_signed_number_labels_export_as_they_are_and_guarded_cells_are_counted(admin, engine, tmp_path) -> None:
+    """Labels -1/0/+1 came out as "'-1" and "'+1" (a re-import made them other classes), and the texts that did
+    get a leading ' (an @mention at the start of a tweet) were changed without a word. A signed number is no
+    formula; the guarded cells are counted, in the job's result and on the CLI, which points to JSONL."""
+    from typer.testing import CliRunner
+
+    from augloop.cli import app
+    from workers.main import Worker
+
+    rows = [("@senator thank you for the vote", "+1"), ("no change here", "0"), ("bad bill", "-1"), ("ok", "-0.5")]
+    buf = io.StringIO()
+    csv.writer(buf).writerows([("text", "stance", "split"), *[(t, s, "train") for t, s in rows]])
+    r = admin.post(
+        "/api/v1/datasets/signed/import",
+        files={"file": ("x.csv", buf.getvalue().encode(), "text/csv")},
+        data={"task": "stance"},
+    )
+    assert r.status_code == 201, r.text
+    out = tmp_path / "signed.csv"
+    result = CliRunner().invoke(app, ["export", "signed", "--include", "original", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    exported = _cells(out.read_bytes().decode("utf-8"))
+    assert sorted(r["stance"] for r in exported) == sorted(s for _, s in rows)
+    assert "'@senator thank you for the vote" in {r["text"] for r in exported}
+    assert "1 cells begin like a spreadsheet formula" in " ".join(result.output.split()), result.output
+    assert "export JSONL (-o signed.jsonl)" in " ".join(result.output.split())
+    job = admin.post("/api/v1/datasets/signed/exports", json={"format": "csv", "include": "original"}).json()
+    Worker(engine, kinds=["export"]).run(burst=True)
+    assert admin.get(f"/api/v1/jobs/{job['id']}").json()["result"]["guarded_cells"] == 1
