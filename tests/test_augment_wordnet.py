@@ -414,3 +414,25 @@ def _params():  # type: ignore[no-untyped-def]
     from workers.augment.params import WordNetParams
 
     return WordNetParams()
+
+
+def test_a_text_in_another_language_gets_no_wordnet_variant(wordnet_augmenter) -> None:
+    """WordNet is English: in the Spanish and German posts of an English dataset it replaced the words that are
+    English too ("die Steuern" → "expire Steuern", "para nuestra" → "parity nuestra"). Such a text gets no
+    variant; an English text with a Spanish name or phrase in it still does."""
+    from workers.augment.language import other_language_share
+
+    foreign = [
+        "Die Regierung muss die Steuern für die Familien senken, sagt der Abgeordnete",
+        "Es una prioridad para nuestra comunidad: la educación de los niños y las familias",
+        "Llegando a reunirme con el Presidente Bill Clinton",
+    ]
+    english = [
+        "Happy Cinco de Mayo to all across MD & US celebrating today with our families!",
+        "Update: Las Vegas man vandalizes El Paso billboards, police said on Monday",
+    ]
+    results = wordnet_augmenter.augment(foreign + english, [3] * 5, seed=2, language="en")
+    assert [len(r) for r in results[:3]] == [0, 0, 0], results[:3]
+    assert all(results[3:]), "English texts with a foreign name keep their variants"
+    assert [other_language_share(t, "en") >= 0.5 for t in foreign + english] == [True] * 3 + [False] * 2
+    assert other_language_share("Vote today", "en") is None  # too few words to tell

@@ -34,6 +34,7 @@ from typing import Any
 from core.textnorm import content_hash
 from workers.augment import params as P
 from workers.augment.base import Augmenter, AugmentRequest, Variant, apply_edits, derive_seed, match_case
+from workers.augment.language import reads_as_other_language
 from workers.augment.models import ModelUnavailable
 from workers.augment.pos_tagger import FastPerceptronTagger
 from workers.augment.textspans import ProtectedTerms, Word, candidates, stop_words
@@ -425,7 +426,10 @@ class WordNetAugmenter(Augmenter[P.WordNetParams]):
         self, text: str, params: P.WordNetParams, protected: ProtectedTerms | None = None
     ) -> tuple[list[tuple[Word, str]], _Tagged | None]:
         """Candidate words with their POS tag ("*" without the tagger), and the source's tags; proper nouns and
-        the like drop out."""
+        the like drop out, and so does every word of a text that reads as another language (a Spanish post of an
+        English dataset: workers/augment/language.py)."""
+        if reads_as_other_language(text, "en"):
+            return [], None
         words = candidates(
             text,
             "en",
