@@ -536,6 +536,38 @@ def test_training_page_lists_runs_and_starts_one(live_api, lead_token, engine, r
     assert len(at.dataframe[0].value) == 3
 
 
+def test_training_page_lets_a_lead_leave_out_a_task_that_cannot_train(
+    live_api, lead_token, engine, review_data
+) -> None:
+    """A dataset where one task has no labelled val text: the form asked for its defaults with every task, got
+    422, and showed its fields at their minimums (1 epoch, 8 tokens) with no way to leave the task out but a
+    JSON box the fields overrode; a run could start so. The API's reason shows, the fields wait, and a task
+    picker leaves the task out: the form then opens at the defaults and the run trains the other task."""
+    from db.models import Dataset, TrainingRun
+    from db.session import session_scope
+    from tests.review_fixtures import add_original
+
+    with session_scope(engine) as s:
+        ds = s.query(Dataset).filter_by(name="rev").one()
+        add_original(s, ds, "Vote for the farm bill tomorrow.", {"bias": "partisan"}, "val", "val0")
+        add_original(s, ds, "Thanks to all who came out tonight.", {"bias": "neutral"}, "val", "val1")
+    at = signed_in(lead_token, "annotator")
+    at.switch_page("app_pages/training.py").run()
+    assert any("for task(s) ['message']" in e.value.replace("\\", "") for e in at.error), [e.value for e in at.error]
+    assert not [n for n in at.number_input if n.key == "tr_epochs"], "the fields wait for the defaults"
+    assert not [b for b in at.button if b.key == "tr_start"]
+    at.multiselect(key="tr_tasks").set_value(["bias"]).run()
+    no_errors(at)
+    assert at.number_input(key="tr_epochs").value == 20 and at.number_input(key="tr_max_length").value == 320
+    at.text_input(key="tr_encoder").input("enc")
+    at.checkbox(key="tr_classical").uncheck().run()
+    at.button(key="tr_start").click().run()
+    no_errors(at)
+    with session_scope(engine) as s:
+        [run] = s.query(TrainingRun).all()
+        assert run.config["tasks"] == ["bias"] and run.config["epochs"] == 20
+
+
 def test_training_page_compares_with_the_originals_only_run(live_api, lead_token, engine, review_data) -> None:
     from db.models import Dataset, TrainingRun
     from db.session import session_scope

@@ -46,10 +46,23 @@ def duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def form_request(dataset: str) -> tuple[dict[str, Any], str | None]:
+def chosen_tasks(tasks: list[str]) -> dict[str, Any]:
+    """The config key the task picker sets: nothing when every task is picked (the default, and then a
+    `tasks` in More settings applies), else the picked ones."""
+    picked = [t for t in st.session_state.get("tr_tasks") or [] if t in tasks]
+    return {} if set(picked) == set(tasks) else {"tasks": picked}
+
+
+def form_request(dataset: str, tasks: list[str]) -> tuple[dict[str, Any], str | None]:
     """The start request the fields describe, or an error naming the field at fault."""
     ss = st.session_state
-    config: dict[str, Any] = {"epochs": int(ss["tr_epochs"]), "max_length": int(ss["tr_max_length"])}
+    if not ss.get("tr_tasks"):
+        return {}, "Pick at least one task to train"
+    config: dict[str, Any] = {
+        "epochs": int(ss["tr_epochs"]),
+        "max_length": int(ss["tr_max_length"]),
+        **chosen_tasks(tasks),
+    }
     if ss.get("tr_encoder", "").strip():
         config["encoder"] = ss["tr_encoder"].strip()
     if ss.get("tr_originals_only"):
@@ -81,20 +94,33 @@ def start(body: dict[str, Any]) -> None:
         st.session_state["run_pick"] = ids[0]
 
 
-def start_form(dataset: str) -> None:
-    defaults = (
-        call(client().training_estimate, {"dataset": dataset, "config": {}})
-        if "tr_epochs" not in st.session_state
-        else None
+def start_form(dataset: str, tasks: list[str]) -> None:
+    ss = st.session_state
+    if not ss.get("tr_tasks") or any(t not in tasks for t in ss["tr_tasks"]):  # first visit, or another dataset
+        ss["tr_tasks"] = list(tasks)
+    if not ss.get("tr_defaults_loaded"):
+        # The fields start at the deployment's defaults, read once. For the tasks picked: a dataset that cannot
+        # train one of them (no labelled val text) answers 422 naming it, and until the defaults arrive the
+        # fields are not shown, or they would hold their minimums (1 epoch, 8 tokens) and a run could start so.
+        defaults = call(client().training_estimate, {"dataset": dataset, "config": chosen_tasks(tasks)})
+        if defaults:
+            config = defaults["config"]
+            ss.update(
+                tr_encoder=config["encoder"],
+                tr_epochs=config["epochs"],
+                tr_max_length=config["max_length"],
+                tr_seeds=str(config["seed"]),
+                tr_defaults_loaded=True,
+            )
+    st.multiselect(
+        "Tasks to train",
+        tasks,
+        key="tr_tasks",
+        help="Every task by default; leave out one that cannot train (no labelled val text, one class)",
     )
-    if defaults:  # first visit: the fields start at the deployment's defaults
-        config = defaults["config"]
-        st.session_state.update(
-            tr_encoder=config["encoder"],
-            tr_epochs=config["epochs"],
-            tr_max_length=config["max_length"],
-            tr_seeds=str(config["seed"]),
-        )
+    if not ss.get("tr_defaults_loaded"):
+        st.info("Pick the tasks to train above: the form opens once the API can plan runs for them.")
+        return
     left, right = st.columns(2)
     left.text_input("Encoder (hub name or local directory)", key="tr_encoder")
     left.text_input("Seeds (one run each, comma-separated)", key="tr_seeds")
@@ -121,7 +147,7 @@ def start_form(dataset: str) -> None:
             key="tr_extra",
             help='Any key of the config below, e.g. {"rdrop_alpha": 0, "oversample": true}',
         )
-    body, problem = form_request(dataset)
+    body, problem = form_request(dataset, tasks)
     if problem:
         st.error(plain(problem))
         return
@@ -229,8 +255,8 @@ def show_metrics(run: dict[str, Any]) -> None:
             st.warning(
                 plain(
                     f"No {split} text is labelled {', '.join(repr(x) for x in missing)} ({len(missing)} of "
-                    f"{len(m.get('per_class') or {})} classes of {task}): this macro-F1 cannot tell how the model "
-                    "recognises them (they count only where it predicts them, with F1 0)."
+                    f"{len((m.get('confusion') or {}).get('labels') or [])} classes of {task}): this macro-F1 "
+                    "cannot tell how the model recognises them (they count only where it predicts them, with F1 0)."
                 )
             )
         left, right = st.columns(2)
@@ -400,7 +426,7 @@ except ApiError as err:
 st.subheader(plain(f"Start a run on {chosen['name']}"))
 st.caption("Trains on train-split originals plus approved variants (or originals only, when ticked).")
 if leads(chosen["name"]):
-    start_form(chosen["name"])
+    start_form(chosen["name"], [t["name"] for t in chosen["tasks"]])
 else:
     st.caption("A lead of the dataset's project starts training; you see the runs below.")
 runs_section(chosen["name"])
