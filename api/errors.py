@@ -74,7 +74,8 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {}
         loc = [str(p) for p in first.get("loc", []) if p not in ("body", "query", "path", "header")]
         field = ".".join(loc) or None
-        message = f"{field}: {first.get('msg', 'invalid')}" if field else first.get("msg", "invalid request")
+        reason = str(first.get("msg", "invalid")).removeprefix("Value error, ")  # a validator's own sentence
+        message = f"{field}: {reason}" if field else reason
         if first.get("type") == "json_invalid":  # its loc is the byte offset, not a field
             field, message = "body", f"the body is not valid JSON ({first.get('msg', 'invalid')})"
         elif field is None and tuple(first.get("loc", ())) == ("body",):

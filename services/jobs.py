@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
-from core.errors import NotFoundError
+from core.errors import ConflictError, NotFoundError
 from core.settings import Settings
 from db import queue
 from db import training_runs as db_runs
@@ -150,6 +150,8 @@ def artifact_path(session: Session, job_id: int, settings: Settings, user: User 
     """The file a finished export job wrote; only files under the data directory are served."""
     job = get_job(session, job_id, user)
     path_str = (job.result or {}).get("path")
+    if job.status in ("queued", "running"):  # not yet: the same request once the job has finished
+        raise ConflictError(f"job {job_id} has no artifact yet (status {job.status}): retry when it has succeeded")
     if job.status != "succeeded" or not path_str:
         raise NotFoundError(f"job {job_id} has no artifact (status {job.status})", field="job_id")
     root = settings.data_dir.resolve()

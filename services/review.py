@@ -246,6 +246,12 @@ def _stale(session: Session, sample: Sample, seen: int, user: User) -> ConflictE
         who = "you decided it since (in another tab or window)"
     else:
         who = "someone else decided first"
+    if seen > current["version"]:  # no reader saw this version: a client's mistake, not a change
+        return ConflictError(
+            f"sample {sample.id} has no version {seen} (now {current['version']}): send the version you read",
+            field="version",
+            extra={"current": current},
+        )
     return ConflictError(
         f"sample {sample.id} changed since you saw it (version {seen}, now {current['version']}): {who}",
         field="version",
@@ -318,7 +324,10 @@ def bulk_targets(session: Session, dataset: Dataset, user: User, selection: Bulk
     selection.check()
     mine = [] if decision not in APPROVING or is_admin(user) else [_not_own_submission(user)]
     if selection.filter is not None:
-        where = conditions(session, dataset, pending_only(dataset, selection.filter, user.id))
+        try:
+            where = conditions(session, dataset, pending_only(dataset, selection.filter, user.id))
+        except ValidationFailed as err:  # the filter is the body's `filter` here, not the queue's query
+            raise ValidationFailed(err.message, field=f"filter.{err.field}" if err.field else "filter") from None
         return list(session.scalars(select(Sample.id).where(*where, *mine).order_by(Sample.id)))
     base = [pending_variant_condition(dataset), *mine]
     not_voted = not_voted_by(user.id)

@@ -18,8 +18,8 @@ from db.reviews import decision_trail, replay, sample_state
 from services.review import apply_and_record, rewritten, status_values
 
 
-def _refuse(session: Session, sample: Sample, why: str) -> ConflictError:
-    return ConflictError(why, field="version", extra={"current": sample_state(session, sample)})
+def _refuse(session: Session, sample: Sample, why: str, field: str | None = "version") -> ConflictError:
+    return ConflictError(why, field=field, extra={"current": sample_state(session, sample)})
 
 
 def undo_decision(session: Session, sample_id: int, user: User, version: int) -> Sample:
@@ -36,7 +36,7 @@ def undo_decision(session: Session, sample_id: int, user: User, version: int) ->
         .limit(1)
     ).first()
     if latest is None or latest.decision == UNDO:
-        raise _refuse(session, sample, f"you have no decision on sample {sample_id} to undo")
+        raise _refuse(session, sample, f"you have no decision on sample {sample_id} to undo", field=None)
     decided_since = session.scalar(
         select(Review.id)
         .where(
@@ -49,6 +49,8 @@ def undo_decision(session: Session, sample_id: int, user: User, version: int) ->
     )
     if decided_since is not None:
         raise _refuse(session, sample, f"someone else decided sample {sample_id} after you; undo refused")
+    if version > sample.version:
+        raise _refuse(session, sample, f"sample {sample_id} has no version {version} (now {sample.version})")
     if sample.version != version:
         raise _refuse(
             session,

@@ -221,6 +221,9 @@ def test_export_job_runs_on_a_worker_and_serves_its_file(admin, engine):
     r = admin.post(f"{API}/datasets/psm/exports", json={"format": "jsonl"})
     assert r.status_code == 202 and r.json()["status"] == "queued"
     job_id = r.json()["id"]
+    # Not yet: 409 (the same request later), not 404 (it will exist)
+    early = admin.get(f"{API}/jobs/{job_id}/artifact")
+    assert early.status_code == 409 and "no artifact yet (status queued)" in early.json()["detail"], early.text
     Worker(engine, ["export"]).run(burst=True)
     job = admin.get(f"{API}/jobs/{job_id}").json()
     assert job["status"] == "succeeded" and job["progress_done"] == job["progress_total"] == 5000

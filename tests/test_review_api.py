@@ -434,3 +434,22 @@ def test_the_leak_guard_answers_no_one_who_may_not_see_or_change_the_dataset(app
     # A member may edit the variant: to them the guard names the test sample.
     r = annotator.post(f"/api/v1/samples/{v}/decision", json=edit)
     assert r.status_code == 422 and "leak_of" in r.json(), r.text
+
+
+def test_errors_name_what_is_wrong_where_a_client_sent_it(annotator, review_data) -> None:
+    """What an API-only client met: a version no one has read ("changed since you saw it" of a sample that never
+    changed), an undo with nothing to undo blaming `version`, a bulk filter's unknown label blamed on a
+    top-level `label`, and pydantic's "Value error, " before a validator's own sentence."""
+    v = review_data.variants[review_data.sources[4]][0]
+    r = decide(annotator, v, "approve", 6)
+    assert r.status_code == 409 and r.json()["field"] == "version", r.text
+    assert r.json()["detail"] == f"sample {v} has no version 6 (now 1): send the version you read"
+    r = annotator.post(f"/api/v1/samples/{v}/undo", json={"version": 1})
+    assert r.status_code == 409 and r.json().get("field") is None and "no decision" in r.json()["detail"], r.text
+    assert decide(annotator, v, "approve", 1).status_code == 200
+    r = annotator.post(f"/api/v1/samples/{v}/undo", json={"version": 9})
+    assert r.status_code == 409 and r.json()["detail"] == f"sample {v} has no version 9 (now 2)", r.text
+    r = bulk(annotator, decision="approve", filter={"task": "message", "label": "nosuch"})
+    assert r.status_code == 422 and r.json()["field"] == "filter.label", r.text
+    r = decide(annotator, v, "edit", 2, text="a\x00b")
+    assert r.status_code == 422 and "Value error" not in r.json()["detail"], r.text

@@ -19,10 +19,13 @@ router = APIRouter(tags=["augmentation"])
 def augment(body: AugmentCreate, session: SessionDep, settings: SettingsDep, user: CurrentUser):  # type: ignore[no-untyped-def]
     """Generate `n_per_text` variants per text and method; they land as pending variants for review.
 
-    `sample_ids` name train-split originals. Free `texts` are first stored as train-split originals with their
-    labels (a variant copies its source's labels and points at it, so the source must be a sample); a text
-    already in the dataset is reused when it is a train original with the same labels, and refused otherwise.
-    The methods must suit the dataset's language (422 says why not)."""
+    `sample_ids` name train-split originals, or submitted texts not rejected. Free `texts` are first stored as
+    submissions (origin `submitted`, train split, with their labels; a variant copies its source's labels and
+    points at it, so the source must be a sample): pending review like variants, they and their variants train
+    only once another member approves the text (its sender may reject it, not approve it; an admin may). A text
+    already in the dataset is reused when it is a train original, or a submitted text not rejected, with the
+    same labels, and refused otherwise; a near-copy of a val/test text is refused. The methods must suit the
+    dataset's language (422 says why not). The project's leads."""
     request = AugmentRequest(
         methods=body.methods,
         n_per_text=body.n_per_text,

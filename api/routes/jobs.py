@@ -46,6 +46,6 @@ def cancel_job(job_id: ResourceId, session: SessionDep, user: CurrentUser) -> Jo
 
 @router.get("/{job_id}/artifact", response_class=FileResponse)
 def job_artifact(job_id: ResourceId, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> FileResponse:
-    """The file a finished export job wrote."""
+    """The file a finished export job wrote (409 while the job is queued or running)."""
     path = job_service.artifact_path(session, job_id, settings, user)
     return FileResponse(path, filename=path.name)
