@@ -112,7 +112,7 @@ def _guarded(
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # A signed decimal number ("-1", "+0.5", "-2e3") is a number to a spreadsheet, not a formula: labels such as -1/0/+1
 # stay as they are (they came back from a re-import as other classes, "'-1" and "'+1").
-_SIGNED_NUMBER = re.compile(r"[+-](?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_SIGNED_NUMBER = re.compile(r"[+-](?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # ASCII digits only
 
 
 def spreadsheet_safe(value: Any, count: ExportCount | None = None) -> Any:

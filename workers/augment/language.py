@@ -6,9 +6,10 @@ that are also English ("die Steuern" → "expire Steuern", "prioridad para nuest
 nuestra"): nonsense a reviewer must reject one by one. A word votes for the language in which it is more frequent
 (wordfreq's Zipf scale, offline lists in its wheel): for another one when that language's frequency beats the
 dataset's by `MARGIN` (a clear lead: "sin", "me" and "pie" are frequent in both). A text whose words vote for
-other languages at least half the time, over at least `MIN_WORDS` words, reads as another language.
-Mentions, hashtags and links do not vote; names do (they are few).
-"""
+other languages more than half the time, over at least `MIN_WORDS` words, reads as another language. Mentions,
+hashtags and links do not vote; names do, so a short English post naming Spanish places and people can reach
+half ("Met Mayor Garcia and Gov Pedro Pierluisi in San Juan": 0.5) and a post half English, half Spanish does
+too: both keep their variants."""
 
 from __future__ import annotations
 
@@ -53,4 +54,4 @@ def other_language_share(text: str, language: str) -> float | None:
 
 def reads_as_other_language(text: str, language: str) -> bool:
     share = other_language_share(text, language)
-    return share is not None and share >= SHARE
+    return share is not None and share > SHARE
