@@ -209,6 +209,7 @@ def _execute_classical(attempt: _Attempt, config: ClassicalConfig, data: Any) ->
     attempt.emit({"event": "phase", "phase": "training the TF-IDF member"})
     # AUGLOOP_TRAINER_THREADS caps the processes its cross-validation uses, as it caps a transformer's threads
     result = train_classical(config, data, progress=attempt.emit, n_jobs=get_settings().trainer_threads or None)
+    attempt.emit({"event": "fitted"})  # its one unit of work: the job's progress reads 1 of 1, not 0 of 1
     staging = attempt.aside()
     try:
         save_classical(result, staging)

@@ -42,6 +42,12 @@ def test_train_seeds_then_ensemble_and_show(engine, tiny_encoder: str) -> None:
     assert "ensemble 4 of runs [1, 2, 3] (weights fitted on val" in out and "ensemble 4 test" in out
     assert "run 3 (tfidf, weight" in out and "decision bias " in out and "message " in out
 
+    from db.models import Job, TrainingRun
+    from db.session import session_scope
+
+    with session_scope(engine) as s:  # the member's job ended 1 of 1 done, not 0 of 1
+        member_job = s.get_one(Job, s.get_one(TrainingRun, 3).job_id)
+        assert (member_job.progress_done, member_job.progress_total) == (1, 1)
     listed = runner.invoke(app, ["runs", "list", "--dataset", name])
     assert listed.exit_code == 0 and "ensemble" in listed.output and "succeeded" in listed.output
     shown = runner.invoke(app, ["runs", "show", "1"])

@@ -57,6 +57,8 @@ def train_progress(ctx: JobContext, epochs: int) -> Any:
             )
         elif kind == "scoring":
             ctx.report(phase="scoring pending variants", scored=event["done"], to_score=event["total"])
+        elif kind == "fitted":  # a TF-IDF member: fitted, its one unit of work done
+            ctx.report(done=1)
         else:
             ctx.check_cancelled()
 
