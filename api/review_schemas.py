@@ -175,6 +175,11 @@ class BulkDecisionResult(BaseModel):
     changed: list[int] = Field(
         default_factory=list, description="Left out: changed since the version you gave, or not given one"
     )
+    skipped: dict[str, int] = Field(
+        default_factory=dict,
+        description="By `sample_ids`: the ids named but not decided, counted by reason (not_a_variant, decided, "
+        "voted_already, own_submission, not_in_dataset, changed)",
+    )
 
 
 class UndoCreate(RequestBody):

@@ -347,6 +347,37 @@ def bulk_targets(session: Session, dataset: Dataset, user: User, selection: Bulk
     return sorted(found)
 
 
+def skipped_ids(session: Session, dataset: Dataset, user: User, named: list[int], targets: list[int]) -> dict[str, int]:
+    """Why ids a bulk decision named are not among its targets, counted by reason: the decision by ids answered
+    only how many it applied, where the same decision one by one says why not (an original, a text of one's
+    own, one decided already)."""
+    rest = sorted(set(named) - set(targets))
+    reasons: dict[str, int] = {}
+    seen: set[int] = set()
+    for chunk in chunked(rest):
+        rows = session.execute(
+            select(
+                Sample.id, Sample.origin, Sample.review_status, not_voted_by(user.id), _not_own_submission(user)
+            ).where(Sample.dataset_id == dataset.id, Sample.id.in_(chunk))
+        ).all()
+        for sample_id, origin, status, not_voted, not_own in rows:
+            seen.add(sample_id)
+            if origin not in REVIEWABLE_ORIGINS:
+                why = "not_a_variant"  # an original: it has no review
+            elif status != ReviewStatus.pending:
+                why = "decided"
+            elif not not_voted:
+                why = "voted_already"
+            elif not not_own:
+                why = "own_submission"
+            else:
+                why = "changed"  # between the selection and this count
+            reasons[why] = reasons.get(why, 0) + 1
+    if len(seen) < len(rest):
+        reasons["not_in_dataset"] = len(rest) - len(seen)
+    return reasons
+
+
 def bulk_decide(
     session: Session,
     dataset: Dataset,
@@ -369,7 +400,10 @@ def bulk_decide(
         "confirmed": confirm,
         "statuses": {},
         "changed": [],
+        "skipped": {},
     }
+    if selection.sample_ids is not None and selection.filter is None and selection.parent_id is None:
+        result["skipped"] = skipped_ids(session, dataset, user, list(selection.sample_ids), targets)
     if not confirm:
         return result
     if expected_count is not None and expected_count != len(targets):

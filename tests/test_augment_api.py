@@ -176,6 +176,8 @@ def test_free_texts_wait_for_review_like_variants(lead, annotator, engine, mini_
             "/api/v1/datasets/mini/bulk-decisions", json={"decision": "approve", "confirm": True, **selection}
         )
         assert bulk.status_code == 200 and bulk.json()["applied"] == 0, bulk.text
+        if "sample_ids" in selection:  # named, it is said why not
+            assert bulk.json()["skipped"] == {"own_submission": 1}, bulk.text
     assert item["sample_id"] not in trains(), "its author's own approval trained a submission"
     ok = annotator.post(f"/api/v1/samples/{item['sample_id']}/decision", json={"decision": "approve", "version": 1})
     assert ok.status_code == 200, ok.text

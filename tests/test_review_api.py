@@ -318,6 +318,10 @@ def test_bulk_ids_and_filter(annotator, carol, review_data) -> None:
         confirm=True,
     )
     assert r.json()["applied"] == 5 and r.json()["statuses"] == {"rejected": 5}  # decided, unknown, repeats skipped
+    # ... and it says so, by reason: the one decided before, the unknown id, and now an original
+    assert r.json()["skipped"] == {"decided": 1, "not_in_dataset": 1}
+    r = bulk(annotator, decision="reject", reason="other", sample_ids=[ids[0], review_data.sources[0]], confirm=True)
+    assert r.json()["applied"] == 0 and r.json()["skipped"] == {"decided": 1, "not_a_variant": 1}, r.json()
     assert bulk(annotator, decision="reject", sample_ids=ids).json()["field"] == "reason"
     assert bulk(annotator, decision="edit", sample_ids=ids).status_code == 422
     assert bulk(annotator, decision="approve").json()["field"] == "sample_ids"
