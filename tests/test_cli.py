@@ -231,6 +231,27 @@ def test_every_api_route_is_in_the_readmes_table(settings) -> None:
     assert listed - routes == set(), "routes the README's table names that do not exist"
 
 
+def test_every_admin_only_route_says_so_at_docs() -> None:
+    """/docs named no role on the admin-only routes (import, tokens, projects, workers): an ML engineer found out
+    by a 403. A route that takes an `AdminUser` says "admins" in its text."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import api.routes
+
+    silent = []
+    for info in pkgutil.iter_modules(api.routes.__path__):
+        module = importlib.import_module(f"api.routes.{info.name}")
+        for name, fn in inspect.getmembers(module, inspect.isfunction):
+            if fn.__module__ != module.__name__:
+                continue
+            takes_admin = any("AdminUser" in str(p.annotation) for p in inspect.signature(fn).parameters.values())
+            if takes_admin and "admins" not in (fn.__doc__ or ""):
+                silent.append(f"{info.name}.{name}")
+    assert silent == [], f"admin-only routes whose docs name no role: {silent}"
+
+
 def test_an_export_never_replaces_augloops_own_files(settings, engine, example_dataset) -> None:
     """`augloop export -o var/augloop.db` turned the database into a CSV and exited 0 (every dataset, review and
     token lost); a run's model or a queued upload inside the data directory went the same way."""

@@ -43,7 +43,7 @@ def augment(body: AugmentCreate, session: SessionDep, settings: SettingsDep, use
 def create_plan(name: str, body: PlanCreate, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> dict:
     """Compute (and store) a plan that brings every class to the target: deficits per task × class, the joint
     label combinations that fill them, variants per method; with `enqueue`, also its jobs (their ids are in
-    `job_ids`)."""
+    `job_ids`). The project's leads."""
     request = PlanRequest(
         methods=body.methods,
         min_fraction_of_largest=body.target.min_fraction_of_largest,
@@ -77,5 +77,6 @@ def augmenters(name: str, session: SessionDep, settings: SettingsDep, user: Curr
 
 @router.get("/workers", response_model=list[WorkerRead])
 def workers(session: SessionDep, _admin: AdminUser) -> list[Any]:
-    """The worker processes seen within three of their refresh intervals, with the augmenters each can load."""
+    """The worker processes seen within three of their refresh intervals, with the augmenters each can load
+    (admins)."""
     return augmentation.live_workers(session)

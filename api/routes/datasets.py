@@ -41,7 +41,7 @@ def update_dataset(name: str, body: DatasetUpdate, session: SessionDep, user: Cu
 
 @router.delete("/{name}", status_code=204)
 def remove_dataset(name: str, session: SessionDep, _admin: AdminUser) -> None:
-    """Delete a dataset with its samples, reviews and jobs."""
+    """Delete a dataset with its samples, reviews and jobs (admins)."""
     dataset_service.remove(session, name)
 
 
@@ -113,7 +113,7 @@ ImportSpecDep = Annotated[ImportSpec, Depends(import_spec)]
 def import_dataset(
     session: SessionDep, settings: SettingsDep, admin: AdminUser, file: ImportFile, spec: ImportSpecDep
 ) -> dict[str, Any]:
-    """Import a file into a dataset (created if new), now. All rows or none: a bad row rejects the file (422).
+    """Import a file into a dataset (created if new), now (admins). All rows or none: a bad row rejects the file (422).
     Up to AUGLOOP_MAX_REQUEST_BYTES; larger files go through POST /datasets/{name}/imports (a job)."""
     if file.size is not None and file.size > settings.max_request_bytes:
         raise TooLargeError(
@@ -125,7 +125,7 @@ def import_dataset(
 
 @router.post("/{name}/imports", response_model=JobRead, status_code=202)
 def import_job(session: SessionDep, engine: EngineDep, admin: AdminUser, file: ImportFile, spec: ImportSpecDep) -> Job:
-    """Import a file of any size (up to AUGLOOP_MAX_UPLOAD_BYTES) as a job: 202 with the job; GET /jobs/{id}
+    """Import a file of any size (up to AUGLOOP_MAX_UPLOAD_BYTES) as a job (admins): 202 with the job; GET /jobs/{id}
     shows bytes read, rows and phase, then the same result as POST /import, or the bad line as its error."""
     return dataset_service.queue_import(session, engine, file.file, spec, file.filename, admin.id)
 

@@ -49,23 +49,23 @@ def list_projects(session: SessionDep, user: CurrentUser) -> list[dict[str, Any]
 
 @router.post("", response_model=ProjectRead, status_code=201)
 def create_project(body: ProjectCreate, session: SessionDep, admin: AdminUser) -> dict[str, Any]:
-    """A new, empty project."""
+    """A new, empty project (admins)."""
     return projects.view(session, projects.create(session, body.name, body.display_name), admin)
 
 
 @router.get("/{name}/members", response_model=list[MemberRead])
 def list_members(name: str, session: SessionDep, _admin: AdminUser) -> list[dict[str, Any]]:
-    """Who is in the project, with which role."""
+    """Who is in the project, with which role (admins)."""
     return projects.members(session, name)
 
 
 @router.put("/{name}/members", response_model=MemberRead)
 def set_member(name: str, body: MemberSet, session: SessionDep, _admin: AdminUser) -> dict[str, Any]:
-    """Add a user to the project, or change their role in it."""
+    """Add a user to the project, or change their role in it (admins)."""
     return projects.add_member(session, name, body.user, body.role)
 
 
 @router.delete("/{name}/members/{user:path}", status_code=204)  # a user name may hold "/"
 def remove_member(name: str, user: str, session: SessionDep, _admin: AdminUser) -> None:
-    """Remove a user from the project."""
+    """Remove a user from the project (admins)."""
     projects.remove_member(session, name, user)

@@ -19,7 +19,7 @@ def me(user: CurrentUser) -> UserRead:
 
 @router.get("/tokens", response_model=list[TokenRead])
 def list_tokens(session: SessionDep, _admin: AdminUser) -> list[TokenRead]:
-    """Every token, without the token itself (never stored)."""
+    """Every token, without the token itself (never stored); admins."""
     return [
         TokenRead(
             id=t.id,
@@ -38,7 +38,7 @@ def list_tokens(session: SessionDep, _admin: AdminUser) -> list[TokenRead]:
 
 @router.post("/tokens", response_model=TokenIssued, status_code=201)
 def create_token(body: TokenCreate, session: SessionDep, _admin: AdminUser) -> TokenIssued:
-    """Issue a token for a (new or existing) user; the response is the only time it is shown."""
+    """Issue a token for a (new or existing) user; the response is the only time it is shown (admins)."""
     issued = token_service.issue(session, body.name, body.role, body.expires_in_days)
     return TokenIssued(
         id=issued.token_id,
@@ -51,12 +51,12 @@ def create_token(body: TokenCreate, session: SessionDep, _admin: AdminUser) -> T
 
 @router.post("/tokens/{token_id}/revoke", response_model=dict)
 def revoke_token(token_id: ResourceId, session: SessionDep, _admin: AdminUser) -> dict:
-    """Revoke a token; requests with it get 401 from now on."""
+    """Revoke a token; requests with it get 401 from now on (admins)."""
     return {"revoked": token_service.revoke(session, token_id)}
 
 
 @router.patch("/users/{name:path}", response_model=UserRead)  # a user name may hold "/"
 def change_role(name: str, body: UserRoleUpdate, session: SessionDep, _admin: AdminUser) -> UserRead:
-    """Change a user's role; their tokens keep working under the new role."""
+    """Change a user's role; their tokens keep working under the new role (admins)."""
     user = token_service.change_role(session, name, body.role)
     return UserRead(id=user.id, name=user.name, role=user.role)

@@ -97,7 +97,8 @@ def get_snapshot(run_id: ResourceId, session: SessionDep, user: CurrentUser) -> 
 
 @router.post("/ensembles", response_model=TrainingRunRead, status_code=201)
 def create_ensemble(body: EnsembleCreate, session: SessionDep, engine: EngineDep, user: CurrentUser) -> dict[str, Any]:
-    """Combine finished runs (transformer seeds, TF-IDF members): weights, temperatures, decision rule on val."""
+    """Combine finished runs (transformer seeds, TF-IDF members): weights, temperatures, decision rule on val.
+    The project's leads."""
     options = ensembles.EnsembleOptions(body.weighted, body.temperature, body.decision, body.name)
     return ensembles.create_ensemble_briefly(session, engine, body.run_ids, options, user)
 
