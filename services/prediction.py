@@ -190,8 +190,17 @@ def queue_model_job(
 
 
 def queue_pseudo_labels(session: Session, dataset_name: str, model_id: int, threshold: float, user: User | None) -> Job:
-    """A `pseudo_label` job: label the dataset's unlabelled train texts; confident ones wait for review."""
-    return queue_model_job(session, "pseudo_label", dataset_name, model_id, user, threshold=threshold)
+    """A `pseudo_label` job: label the dataset's unlabelled train texts; confident ones wait for review. A
+    dataset with none (every train text labelled, or pseudo-labelled already) is told so, not handed a job that
+    labels nothing."""
+    job = queue_model_job(session, "pseudo_label", dataset_name, model_id, user, threshold=threshold)
+    if job.dataset_id is not None and not db_runs.unlabelled_texts(session, job.dataset_id, limit=1):
+        raise ValidationFailed(
+            f"dataset {dataset_name!r} has no unlabelled train text left to label (every train original has a "
+            "label or a pseudo-label already)",
+            field="dataset",
+        )
+    return job
 
 
 # Pseudo-labels -------------------------------------------------------------------------------------

@@ -23,7 +23,9 @@ def drain(engine: Any, kinds: list[str]) -> Any:
 
 
 def test_training_run_through_api_and_worker(lead, engine, tiny_encoder: str) -> None:
-    from db.models import Origin, Sample
+    from sqlalchemy import func
+
+    from db.models import Job, Origin, Sample
     from db.session import session_scope
 
     name = import_small(engine, n_train=40, n_val=16, n_test=16, n_unlabelled=5)
@@ -121,9 +123,11 @@ def test_training_run_through_api_and_worker(lead, engine, tiny_encoder: str) ->
             assert parent.origin == Origin.original and parent.labels == {} and parent.text == child.text
             assert child.review_status == "pending" and child.split == "train"
             assert set(child.labels) == {"bias", "message"} and child.method == "pseudo_label"
+    # Nothing left to label: said at the request (a job labelling nothing was queued), and nothing is queued
     again = lead.post(f"/api/v1/datasets/{name}/pseudo-labels", json={"model_id": run_ids[0], "threshold": 0.0001})
-    drain(engine, ["pseudo_label"])
-    assert lead.get(f"/api/v1/jobs/{again.json()['id']}").json()["result"]["created"] == 0
+    assert again.status_code == 422 and "no unlabelled train text left" in again.json()["detail"], again.text
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Job).where(Job.kind == "pseudo_label")) == 1
 
 
 def test_a_run_that_cannot_load_its_encoder_fails_at_once(lead, engine, tmp_path) -> None:
