@@ -69,8 +69,10 @@ def migration_lock(engine: Engine) -> Iterator[None]:
                 holder.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
                 holder.commit()
             except Exception:  # a lost connection released the lock with its session: the migration's own
-                # outcome (or error) is what the caller must see
+                # outcome (or error) is what the caller must see. One still open (a timeout) is closed rather
+                # than pooled, so that its session's lock goes with it.
                 logging.getLogger(__name__).warning("could not release the migration lock", exc_info=True)
+                holder.invalidate()
 
 
 def upgrade_to_head(engine: Engine) -> None:

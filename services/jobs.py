@@ -150,7 +150,7 @@ def artifact_path(session: Session, job_id: int, settings: Settings, user: User 
     """The file a finished export job wrote; only files under the data directory are served."""
     job = get_job(session, job_id, user)
     path_str = (job.result or {}).get("path")
-    if job.status in ("queued", "running"):  # not yet: the same request once the job has finished
+    if job.kind == "export" and job.status in ("queued", "running"):  # not yet: the same request, once it has run
         raise ConflictError(f"job {job_id} has no artifact yet (status {job.status}): retry when it has succeeded")
     if job.status != "succeeded" or not path_str:
         raise NotFoundError(f"job {job_id} has no artifact (status {job.status})", field="job_id")

@@ -237,6 +237,12 @@ def apply_and_record(
 
 def _stale(session: Session, sample: Sample, seen: int, user: User) -> ConflictError:
     current = sample_state(session, sample)
+    if seen > current["version"]:  # no reader saw this version: a client's mistake, not a change
+        return ConflictError(
+            f"sample {sample.id} has no version {seen} (now {current['version']}): send the version you read",
+            field="version",
+            extra={"current": current},
+        )
     last = session.execute(
         select(Review.user_id, Review.version_seen).where(Review.sample_id == sample.id).order_by(Review.id.desc())
     ).first()
@@ -246,12 +252,6 @@ def _stale(session: Session, sample: Sample, seen: int, user: User) -> ConflictE
         who = "you decided it since (in another tab or window)"
     else:
         who = "someone else decided first"
-    if seen > current["version"]:  # no reader saw this version: a client's mistake, not a change
-        return ConflictError(
-            f"sample {sample.id} has no version {seen} (now {current['version']}): send the version you read",
-            field="version",
-            extra={"current": current},
-        )
     return ConflictError(
         f"sample {sample.id} changed since you saw it (version {seen}, now {current['version']}): {who}",
         field="version",

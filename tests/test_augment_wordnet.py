@@ -438,3 +438,5 @@ def test_a_text_in_another_language_gets_no_wordnet_variant(wordnet_augmenter) -
     # names vote too: half the words of a short English post naming a Spanish paper; it stays English
     assert other_language_share("ICYMI: my op-ed in El Nuevo Dia on Medicaid", "en") == 0.5
     assert other_language_share("Vote today", "en") is None  # too few words to tell
+    # read as wordfreq's lists hold words: case-folded ("Straße" is "strasse" there)
+    assert other_language_share("Die Straße heißt weiß, sagt der Bürgermeister", "en") == 1.0

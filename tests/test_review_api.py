@@ -294,6 +294,7 @@ def test_bulk_family_counts_first_then_applies(annotator, review_data) -> None:
         "confirmed": False,
         "statuses": {},
         "changed": [],
+        "skipped": {},  # a family, not ids: nothing named was passed over
     }
     assert queue(annotator, parent_id=src)["total"] == 3  # counting changed nothing
     stale = bulk(annotator, decision="approve", parent_id=src, confirm=True, expected_count=4)

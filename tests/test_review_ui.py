@@ -556,8 +556,15 @@ def test_training_page_lets_a_lead_leave_out_a_task_that_cannot_train(
     assert any("for task(s) ['message']" in e.value.replace("\\", "") for e in at.error), [e.value for e in at.error]
     assert not [n for n in at.number_input if n.key == "tr_epochs"], "the fields wait for the defaults"
     assert not [b for b in at.button if b.key == "tr_start"]
+    at.multiselect(key="tr_tasks").set_value([]).run()  # none: said, not put back to every task
+    assert any("Pick at least one task" in e.value for e in at.error) or not at.number_input
     at.multiselect(key="tr_tasks").set_value(["bias"]).run()
     no_errors(at)
+    assert at.number_input(key="tr_epochs").value == 20 and at.number_input(key="tr_max_length").value == 320
+    # Away and back: Streamlit forgot the fields' values; they come back at the defaults, not their minimums
+    at.switch_page("app_pages/review.py").run()
+    at.switch_page("app_pages/training.py").run()
+    assert at.multiselect(key="tr_tasks").value == ["bias"]
     assert at.number_input(key="tr_epochs").value == 20 and at.number_input(key="tr_max_length").value == 320
     at.text_input(key="tr_encoder").input("enc")
     at.checkbox(key="tr_classical").uncheck().run()

@@ -96,9 +96,13 @@ def start(body: dict[str, Any]) -> None:
 
 def start_form(dataset: str, tasks: list[str]) -> None:
     ss = st.session_state
-    if not ss.get("tr_tasks") or any(t not in tasks for t in ss["tr_tasks"]):  # first visit, or another dataset
-        ss["tr_tasks"] = list(tasks)
-    if not ss.get("tr_defaults_loaded"):
+    if "tr_tasks_kept" not in ss or ss.get("tr_tasks_of") != dataset:  # first visit, or another dataset
+        ss["tr_tasks_kept"], ss["tr_tasks_of"] = list(tasks), dataset
+    # The pick, kept beside the widget's own key (which Streamlit drops on another page) and given back to it
+    ss["tr_tasks"] = [t for t in ss["tr_tasks_kept"] if t in tasks]
+    # Streamlit forgets a widget's value when a run does not draw it (another page, a dataset one does not lead):
+    # the fields are then read from the defaults again, never left at their minimums.
+    if "tr_epochs" not in ss:
         # The fields start at the deployment's defaults, read once. For the tasks picked: a dataset that cannot
         # train one of them (no labelled val text) answers 422 naming it, and until the defaults arrive the
         # fields are not shown, or they would hold their minimums (1 epoch, 8 tokens) and a run could start so.
@@ -110,15 +114,15 @@ def start_form(dataset: str, tasks: list[str]) -> None:
                 tr_epochs=config["epochs"],
                 tr_max_length=config["max_length"],
                 tr_seeds=str(config["seed"]),
-                tr_defaults_loaded=True,
             )
     st.multiselect(
         "Tasks to train",
         tasks,
         key="tr_tasks",
+        on_change=lambda: ss.__setitem__("tr_tasks_kept", list(ss["tr_tasks"])),
         help="Every task by default; leave out one that cannot train (no labelled val text, one class)",
     )
-    if not ss.get("tr_defaults_loaded"):
+    if "tr_epochs" not in ss:
         st.info("Pick the tasks to train above: the form opens once the API can plan runs for them.")
         return
     left, right = st.columns(2)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+import unicodedata
 from functools import cache
 
 # The languages the posts of an English dataset are most often written in besides English (Europe's and the
@@ -63,7 +64,8 @@ def other_language_share(text: str, language: str) -> float | None:
     None when the text has fewer than `MIN_WORDS` words or `language` is not one this module compares."""
     if language not in LANGUAGES:
         return None
-    words = [w.lower() for w in _WORD.findall(_LINK.sub(" ", text))]
+    # as wordfreq's lists hold them: NFC, case-folded ("Straße" → "strasse")
+    words = [w.casefold() for w in _WORD.findall(unicodedata.normalize("NFC", _LINK.sub(" ", text)))]
     if len(words) < MIN_WORDS:
         return None
     with _lock:  # built once, by the first caller
