@@ -508,6 +508,9 @@ def test_training_page_lists_runs_and_starts_one(live_api, lead_token, engine, r
     # Before starting: the defaults in the fields, and an estimate of the time.
     assert at.number_input(key="tr_epochs").value == 20 and at.number_input(key="tr_max_length").value == 320
     assert any("Estimated time: about" in m.value for m in at.markdown)
+    # an epoch shows one text of each family: the count says so (a run then reports every sample it holds)
+    per_epoch = "training texts per epoch (one of each original and its variants)"
+    assert any(per_epoch in c.value.replace("\\", "") for c in at.caption), [c.value for c in at.caption]
     at.text_input(key="tr_encoder").input("enc")
     at.number_input(key="tr_epochs").set_value(3)
     at.number_input(key="tr_max_length").set_value(64).run()

@@ -167,7 +167,13 @@ def start_form(dataset: str, tasks: list[str]) -> None:
     st.markdown(headline)
     st.caption(
         plain(
-            f"{estimate['train_examples']:,} training texts × {estimate['epochs']:g} epochs at about "
+            f"{estimate['train_examples']:,} training texts per epoch"
+            + (
+                " (one of each original and its variants)"
+                if estimate["config"].get("variant_sampling") != "all"
+                else ""
+            )
+            + f" × {estimate['epochs']:g} epochs at about "
             f"{estimate['samples_per_second']:.1f} texts/s ({estimate['tokens_per_text']:.0f} tokens per text), "
             f"{estimate['eval_examples']:,} val/test texts, then {estimate['pending_to_score']:,} pending "
             f"variants scored. Basis: {estimate['basis']}; {estimate['note']}."
