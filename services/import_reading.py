@@ -297,6 +297,9 @@ def _label_at(line: int, record: dict[str, Any], task: str) -> str | None:
     return None if text is None else unicodedata.normalize("NFC", text)
 
 
+LABELS_CHECKED_KEPT = 100_000  # distinct (task, cell) answers kept: a label set is at most a few thousand
+
+
 class RowValidator:
     """Checks records chunk by chunk; `known` holds an existing dataset's label sets (unknown labels are then
     errors). The first record fixes the columns."""
@@ -323,6 +326,9 @@ class RowValidator:
         # others, and only one no record has is an error (finish). CSV and Parquet name every column up front.
         self.sparse = False
         self.unseen: set[str] = set()
+        # (task, cell as read) → the label stored: a file repeats a handful of labels on every row, and each
+        # check (NFC, storable, a name, in the label set) gives the same answer for the same cell
+        self.checked: dict[tuple[str, str], str] = {}
 
     def _columns(self, line: int, record: dict[str, Any]) -> None:
         spec = self.spec
@@ -395,6 +401,11 @@ class RowValidator:
                 )
             labels: dict[str, str] = {}
             for task in spec.tasks:
+                cell = rec.get(task)
+                known_label = self.checked.get((task, cell)) if isinstance(cell, str) else None
+                if known_label is not None:
+                    labels[task] = known_label
+                    continue
                 value = _label_at(line, rec, task)
                 if value is None:
                     continue
@@ -412,6 +423,8 @@ class RowValidator:
                         )
                     value = allowed[value]
                 labels[task] = value
+                if isinstance(cell, str) and len(self.checked) < LABELS_CHECKED_KEPT:
+                    self.checked[(task, cell)] = value
             split = None
             if not self.use_split and spec.split_col and _cell_at(line, rec, spec.split_col, "split", "file"):
                 # JSONL: the first record had no split, so augloop draws one; a record that gives its own
