@@ -176,10 +176,10 @@ def print_stats(stats: dict) -> None:
     for task, info in stats["tasks"].items():
         ratio = info["imbalance_ratio"]
         ratio_aug = info["imbalance_ratio_with_approved"]
+        empty = info.get("classes_without_train_text") or []
+        shown = f" · imbalance {ratio:.1f}×" if ratio else " · imbalance ∞" if empty else ""
         table = Table(
-            title=f"{stats['dataset']} · task {task} · imbalance {ratio:.1f}×"
-            if ratio
-            else f"{stats['dataset']} · task {task}",
+            title=f"{stats['dataset']} · task {task}{shown}",
             title_justify="left",
         )
         width = max(len(label) for label in info["labels"]) if info["labels"] else 5
@@ -206,6 +206,12 @@ def print_stats(stats: dict) -> None:
             console.print(f"  imbalance with approved variants: {ratio_aug:.1f}×")
         if info["missing_label"]:
             console.print(f"  samples without a {task} label: {info['missing_label']}")
+        if empty:
+            console.print(
+                f"  no train text of {', '.join(empty)}: a model cannot learn "
+                f"{'this class' if len(empty) == 1 else 'these classes'} (import or submit some)",
+                highlight=False,
+            )
 
 
 @app.command()

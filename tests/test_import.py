@@ -550,6 +550,11 @@ def test_an_import_says_what_to_look_at_before_training(engine, settings):
         "task 'label': 2 class(es) no train text has, so no model learns them and no augmenter has a text to"
         " vary: 'c', 'd'"
     ], result.warnings
+    # Their stats name them: the imbalance ratio cannot count a class of no text (it is not "n/a").
+    label = CliRunner().invoke(app, ["stats", "rare", "--json"])
+    assert json.loads(label.output)["tasks"]["label"]["classes_without_train_text"] == ["c", "d"], label.output
+    shown = CliRunner().invoke(app, ["stats", "rare"])
+    assert "imbalance ∞" in shown.output and "no train text of c, d: a model cannot learn these" in shown.output
     assert run_import(engine, EXAMPLE_CSV.read_bytes(), dataset="psm", tasks=["bias", "message"]).warnings == []
 
 

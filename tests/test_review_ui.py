@@ -751,7 +751,7 @@ def test_tokens_page_is_for_admins(live_api, annotator_token, admin_token) -> No
 def test_admin_imports_exports_and_deletes_a_dataset(live_api, admin_token, review_data) -> None:
     at = signed_in(admin_token, "admin")
     at.switch_page("app_pages/datasets.py").run()
-    csv = b"id,text,stance\n1,We will win,pro\n2,We will lose,con\n3,Maybe we win,pro\n"
+    csv = b"id,text,stance,split\n1,We will win,pro,train\n2,We will lose,con,val\n3,Maybe we win,pro,train\n"
     at.file_uploader[0].upload("tiny.csv", csv, "text/csv")
     at.text_input[0].set_value("tiny")
     at.text_input[1].set_value("stance")
@@ -760,6 +760,9 @@ def test_admin_imports_exports_and_deletes_a_dataset(live_api, admin_token, revi
     assert "Imported 3 samples" in at.success[0].value
     at.run()  # the dataset list was drawn before the import ran
     at.selectbox(key="dataset").set_value("tiny").run()
+    # No train text of `con`: its imbalance is infinite, not "n/a", and the page says which class lacks texts.
+    assert [m.value for m in at.metric if m.label.startswith("Imbalance")] == ["∞"]
+    assert any("No train text of con: a model cannot learn this class" in c.value for c in at.caption)
     at.button[[b.label for b in at.button].index("Prepare export")].click().run()
     no_errors(at)
     [download] = at.get("download_button")

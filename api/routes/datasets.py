@@ -132,7 +132,8 @@ def import_job(session: SessionDep, engine: EngineDep, admin: AdminUser, file: I
 
 @router.get("/{name}/stats")
 def stats(name: str, session: SessionDep, user: CurrentUser) -> dict:
-    """Counts per task × label × split, by origin and review status, and the imbalance ratio per task."""
+    """Counts per task × label × split, by origin and review status, and the imbalance ratio per task (null when
+    a class has no train text: `classes_without_train_text` names such classes)."""
     return dataset_service.class_balance(session, name, user)
 
 

@@ -58,7 +58,8 @@ def show_balance(name: str) -> None:
         with numbers:
             before, after = info.get("imbalance_ratio"), info.get("imbalance_ratio_with_approved")
             a, b = st.columns(2)
-            a.metric("Imbalance (largest / smallest)", f"{before:.1f}×" if before else "n/a")
+            empty = info.get("classes_without_train_text") or []
+            a.metric("Imbalance (largest / smallest)", f"{before:.1f}×" if before else "∞" if empty else "n/a")
             change = round(after - before, 1) if before and after else 0.0
             b.metric(
                 "With approved variants",
@@ -71,6 +72,11 @@ def show_balance(name: str) -> None:
         st.dataframe(frame, hide_index=True, width="stretch")
         if info.get("missing_label"):
             st.caption(f"{info['missing_label']} samples have no {plain(task)} label")
+        if empty:
+            st.caption(
+                f"No train text of {', '.join(plain(label) for label in empty)}: a model cannot learn "
+                f"{'this class' if len(empty) == 1 else 'these classes'} (import or submit some)"
+            )
 
 
 def save_settings(name: str, shown_k: int) -> None:
