@@ -1,5 +1,6 @@
 """Inputs that used to fail a run, or its saved model, with no fault in the request: a max_length above what the
-encoder embeds, an encoder without a pad token, a damaged checkpoint, and tiny data for the TF-IDF member."""
+encoder embeds, an encoder without a pad token, a damaged checkpoint, and tiny data for the TF-IDF member; and
+encoders the trainer cannot fine-tune, refused at load with a message instead of a crash mid-run."""
 
 from __future__ import annotations
 
@@ -59,6 +60,56 @@ def with_long_train_text(data: SplitData) -> SplitData:
 
 
 # 1. max_length above the encoder's positions ------------------------------------------------------------------
+
+
+def test_encoders_the_trainer_cannot_fine_tune_are_refused_at_load_naming_why(
+    tiny_encoder: str, tmp_path: Path
+) -> None:
+    """An ML engineer's encoder folders that crashed a run with a TypeError (retried as a crash: no tokenizer
+    files), a ValueError about decoder inputs (T5) or an IndexError at the first batch (another model's
+    tokenizer): each is a TrainerError at load, before a step is trained."""
+    import shutil
+
+    from transformers import AutoTokenizer, BertConfig, BertModel, T5Config, T5Model
+
+    from trainer.model import load_encoder
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
+    no_tokenizer = tmp_path / "no_tokenizer"
+    no_tokenizer.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(Path(tiny_encoder) / name, no_tokenizer / name)
+    with pytest.raises(TrainerError, match="cannot load encoder") as err:
+        load_encoder(no_tokenizer)
+    assert err.value.field == "config.encoder"
+
+    t5 = tmp_path / "t5"
+    T5Model(
+        T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+    ).save_pretrained(t5)
+    tokenizer.save_pretrained(t5)
+    with pytest.raises(TrainerError, match="is an encoder-decoder model \\(t5\\)"):
+        load_encoder(t5)
+
+    small_vocab = tmp_path / "small_vocab"
+    config = BertConfig.from_pretrained(tiny_encoder)
+    config.vocab_size = 50
+    BertModel(config).save_pretrained(small_vocab)
+    tokenizer.save_pretrained(small_vocab)
+    with pytest.raises(TrainerError, match=f"tokenizer has {len(tokenizer):,} tokens and the model embeds 50"):
+        load_encoder(small_vocab)
+    encoder, _ = load_encoder(tiny_encoder)  # the encoder they were made from loads
+    assert encoder.get_input_embeddings().num_embeddings >= len(tokenizer)
+
+
+def test_a_max_train_samples_draw_of_one_class_is_refused_not_trained(tiny_encoder: str) -> None:
+    """`--max-train-samples 1` trained a run on one text (one class per task) and called it a success; the
+    request's two-class check had read the whole training view."""
+    with pytest.raises(TrainerError, match="max_train_samples 1 drew 1 training text") as err:
+        train_model(fast_config(tiny_encoder, epochs=1, max_train_samples=1), synthetic_split())
+    assert err.value.field == "config.max_train_samples" and "a classifier needs two classes" in err.value.message
+    result = train_model(fast_config(tiny_encoder, epochs=1, max_train_samples=12), synthetic_split())
+    assert result.metrics["test"]["overall_macro_f1"] >= 0  # a draw holding both classes of each task trains
 
 
 def test_a_max_length_above_the_encoders_positions_is_cut_to_them_and_the_plan_says_so(short_bert: str) -> None:

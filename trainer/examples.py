@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from trainer.errors import TrainerError
+
 T = TypeVar("T")
 
 IGNORE = -100  # the label index of "this sample has no label for this task": the head does not train on it
@@ -84,6 +86,20 @@ def split_from_dict(raw: dict[str, Any]) -> SplitData:
         examples(raw["test"]),
         raw.get("dataset", ""),
     )
+
+
+def require_classes_in_subsample(tasks: list[TaskSpec], examples: list[Example], n: int) -> None:
+    """A run's `max_train_samples` draw must still hold two classes of every task: the request was checked on
+    the whole training view, and a draw of 1 or 3 texts trained (and "succeeded") on one class per task."""
+    for task in tasks:
+        held = {e.labels[task.name] for e in examples if e.labels.get(task.name) is not None}
+        if len(held) < 2:
+            raise TrainerError(
+                f"max_train_samples {n} drew {len(examples)} training text(s) holding "
+                f"{'no labelled text' if not held else 'only the class ' + repr(next(iter(held)))} of task "
+                f"{task.name!r}: a classifier needs two classes; draw more texts",
+                field="config.max_train_samples",
+            )
 
 
 def subsample(examples: list[T], n: int | None, seed: int) -> list[T]:

@@ -171,10 +171,36 @@ def load_encoder(name_or_path: str | Path) -> tuple[PreTrainedModel, Any]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         encoder = AutoModel.from_pretrained(name_or_path)
-    except (OSError, ValueError) as err:  # not a directory, not on the hub, hub unreachable, not an encoder
+    # not a directory, not on the hub, hub unreachable, not an encoder; TypeError: a directory without the
+    # tokenizer's files (BertTokenizer is given no vocabulary file), which would otherwise be retried as a crash
+    except (OSError, ValueError, TypeError) as err:
         log.warning("encoder %r cannot load: %s", name_or_path, err)
         raise failure from err
+    check_encoder(name_or_path, encoder, tokenizer)
     return encoder, tokenizer
+
+
+def check_encoder(name: str, encoder: Any, tokenizer: Any) -> None:
+    """Refuse, before a step is trained, a model the trainer cannot fine-tune: an encoder-decoder (T5, BART:
+    its forward pass wants decoder inputs) and a tokenizer whose ids run past the model's embedding table (a
+    tokenizer from another model: an IndexError at the first batch that holds such an id)."""
+    from trainer.errors import TrainerError
+
+    config = encoder.config
+    if getattr(config, "is_encoder_decoder", False):
+        raise TrainerError(
+            f"encoder {name!r} is an encoder-decoder model ({config.model_type}): the trainer fine-tunes an "
+            "encoder (BERT, XLM-R, MiniLM, …)",
+            field="config.encoder",
+        )
+    embeddings = encoder.get_input_embeddings()
+    rows = getattr(embeddings, "num_embeddings", None)
+    if rows is not None and len(tokenizer) > rows:
+        raise TrainerError(
+            f"encoder {name!r}: its tokenizer has {len(tokenizer):,} tokens and the model embeds {rows:,}; the "
+            "tokenizer belongs to another model",
+            field="config.encoder",
+        )
 
 
 # A sentence-transformers checkpoint names its modules in modules.json; its pooling module's config says how it
