@@ -110,6 +110,23 @@ def check_trainable(session: Session, dataset: Dataset, config: TrainConfig) -> 
         )
 
 
+def check_classical_trainable(session: Session, dataset: Dataset, config: TrainConfig) -> None:
+    """The TF-IDF member's cross-validation needs, per task, two train texts of one class from different
+    families (trainer/classical.py): said at request time, where it was said only after the transformer runs
+    had spent their budget. Counted on the originals (each a family of its own)."""
+    tasks = config.tasks or dataset.task_names()
+    largest: dict[str, int] = {}
+    for task, _split, _label, n in view_label_counts(session, dataset, {"original"}, {"train"}):
+        largest[task] = max(largest.get(task, 0), n)
+    for task in tasks:
+        if largest.get(task, 0) < 2:
+            raise ValidationFailed(
+                f"task {task!r}: the TF-IDF member's cross-validation needs two train texts of one class in "
+                f"dataset {dataset.name!r}, and no class has two; label more texts, or train without the member",
+                field="classical",
+            )
+
+
 def classical_config(config: TrainConfig) -> ClassicalConfig:
     """The TF-IDF member's config: the same training view (tasks, variants, exclusions) and decision rule."""
     return ClassicalConfig(
@@ -135,6 +152,8 @@ def create_training_runs(
     `classical`, one TF-IDF member run (kind `tfidf`) on the same training view, last."""
     check_config_against(dataset, config)
     check_trainable(session, dataset, config)
+    if classical:
+        check_classical_trainable(session, dataset, config)
     if len(set(seeds)) != len(seeds):
         raise ValidationFailed("seeds must be distinct", field="seeds")
     runs = []

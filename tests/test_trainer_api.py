@@ -353,6 +353,21 @@ def test_a_dataset_that_cannot_train_is_refused_at_the_request(lead, admin, engi
         assert "no labelled validation text (split 'val') for task(s) ['stance']" in r.json()["detail"]
     r = lead.post("/api/v1/training-estimates", json={"dataset": "halfval", "config": {"tasks": ["bias"]}})
     assert r.status_code == 200, r.text
+    # Every class of `stance` once in train: the transformer trains, the TF-IDF member's cross-validation cannot.
+    # It was refused only after the transformer runs had spent their budget; now at the request.
+    rows = [
+        f"text number {i},{'ab'[i % 2]},{f's{i}' if i < 4 else ''},{'train' if i < 20 else 'val'}\n" for i in range(26)
+    ]
+    rows += [f"val text {i},{'ab'[i % 2]},s{i},val\n" for i in range(4)]
+    r = admin.post(
+        "/api/v1/datasets/singles/import",
+        files={"file": ("singles.csv", ("text,bias,stance,split\n" + "".join(rows)).encode())},
+        data={"task": ["bias", "stance"]},
+    )
+    assert r.status_code == 201, r.text
+    r = lead.post("/api/v1/training-runs", json={"dataset": "singles", "classical": True})
+    assert r.status_code == 422 and r.json()["field"] == "classical", r.text
+    assert "task 'stance': the TF-IDF member's cross-validation needs two train texts of one class" in r.text
     with session_scope(engine) as s:
         assert s.scalar(select(TrainingRun.id)) is None, "nothing was queued"
         # the job reads the view again when it starts (a val label may have gone meanwhile): the same refusal
