@@ -104,7 +104,10 @@ def link_duplicates(conn: Connection) -> None:
 
 
 def link_existing(conn: Connection, dataset_id: int) -> None:
-    """existing_id: the dataset's sample with the same content hash, if any."""
+    """existing_id: the dataset's sample with the same content hash, if any. Run before the switch (the
+    near-duplicate report must not name rows that will be skipped) and again in it, under the write lock: a
+    sample deleted meanwhile links no more."""
+    conn.exec_driver_sql(f"UPDATE {ROWS} SET existing_id = NULL WHERE existing_id IS NOT NULL")
     conn.execute(
         text(
             f"UPDATE {ROWS} SET existing_id = (SELECT s.id FROM samples s WHERE s.dataset_id = :ds "
@@ -179,6 +182,27 @@ def label_conflicts(conn: Connection, limit: int) -> tuple[int, list[dict[str, A
         {"line": line, "duplicate_of_line": first, "task": task, "label": label, "kept": kept}
         for line, first, task, label, kept in conn.exec_driver_sql(
             f"SELECT r.line, f.line, a.task, a.label, b.label {found} ORDER BY r.seq, a.task LIMIT {int(limit)}"
+        ).tuples()
+    ]
+    return int(count), listed
+
+
+def existing_label_conflicts(conn: Connection, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """Rows skipped because the dataset holds their text, whose labels differ from that sample's (a task the
+    sample labels otherwise, or leaves unlabelled): how many, and the first `limit` as line, sample, task, label
+    and the sample's label."""
+    found = (
+        f"FROM {ROWS} r JOIN {LABELS} a ON a.seq = r.seq "
+        "LEFT JOIN sample_labels b ON b.sample_id = r.existing_id AND b.task = a.task "
+        "WHERE r.existing_id IS NOT NULL AND (b.label IS NULL OR b.label <> a.label)"
+    )
+    count = conn.exec_driver_sql(f"SELECT COUNT(DISTINCT r.seq) {found}").scalar_one()
+    if not count:
+        return 0, []
+    listed = [
+        {"line": line, "sample": sample, "task": task, "label": label, "kept": kept}
+        for line, sample, task, label, kept in conn.exec_driver_sql(
+            f"SELECT r.line, r.existing_id, a.task, a.label, b.label {found} ORDER BY r.seq, a.task LIMIT {int(limit)}"
         ).tuples()
     ]
     return int(count), listed

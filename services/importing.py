@@ -331,6 +331,7 @@ class _Staged:
         moves: dict[int, str] = {}
         evaluation: list[tuple[int, int, str]] = []  # (seq, line, split) of new val/test rows
         self.progress(phase="near-duplicates of the dataset", done=0, total=self.count, rows=self.count)
+        staging.link_existing(self.conn, dataset.id)  # rows whose text it holds are skipped, not near it
         read = 0
         for chunk in staging.new_rows(self.conn):
             read += len(chunk)
@@ -344,6 +345,8 @@ class _Staged:
                     )
                     moves[seq] = leak.split
             self.progress(phase="near-duplicates of the dataset", done=read, total=self.count, rows=self.count)
+        if read < self.count:  # the rest repeat a text of the file or the dataset: skipped, nothing to check
+            self.progress(phase="near-duplicates of the dataset", done=self.count, total=self.count, rows=self.count)
         if evaluation:  # the dataset's train originals against an index of the new val/test rows
             seqs = [seq for seq, _, _ in evaluation]
             index = ReferenceIndex(
@@ -416,6 +419,7 @@ class _Staged:
             staging.link_existing(self.conn, dataset.id)
         skipped, of_reviewed, duplicates = staging.duplicates(self.conn, REPORTED)
         conflicts, conflicting = staging.label_conflicts(self.conn, 10)
+        relabels, relabelling = staging.existing_label_conflicts(self.conn, 10)
         split_counts = staging.split_counts(self.conn)
         imported = staging.insert_samples(self.conn, dataset.id, created_by, utcnow())
         self.progress(phase="writing", done=self.count, total=self.count, rows=self.count)
@@ -438,6 +442,16 @@ class _Staged:
             result.warnings.append(
                 f"{conflicts} row(s) repeat an earlier row's text with other labels and were skipped, the earlier"
                 f" row's labels kept: {shown}"
+            )
+        if relabels:  # a file of corrected labels: an import adds texts, it changes no stored sample
+            shown = "; ".join(
+                f"line {c['line']} ({c['task']} {c['label']!r}) repeats sample {c['sample']}"
+                f" ({'no label' if c['kept'] is None else repr(c['kept'])})"
+                for c in relabelling
+            )
+            result.warnings.append(
+                f"{relabels} row(s) repeat a text the dataset holds with other labels and were skipped, the stored"
+                f" labels kept (an import adds texts, it does not change a stored sample's labels): {shown}"
             )
         return dataset, result
 

@@ -122,6 +122,30 @@ def test_duplicates_are_reported_and_skipped(engine):
     assert again.imported == 1 and again.duplicates[0]["line"] == 2 and "duplicate_of_sample" in again.duplicates[0]
 
 
+def test_a_file_of_corrected_labels_says_they_were_not_applied(engine, tmp_path):
+    """An ML engineer re-imported texts the dataset holds with corrected labels: "3 duplicates skipped" and no
+    word that the labels differ. The rows are still skipped (an import changes no stored sample), and said so.
+    The same import reported a skipped row as a new test row near a train text (the report ran before the rows
+    were matched to the dataset's)."""
+    from services.importing import import_path
+
+    run_import(engine, b"text,sentiment,split\nI love it,positive,train\nI hate it,negative,train\nmeh,neutral,test\n")
+    with session_scope(engine) as s:
+        loved = s.scalar(select(Sample.id).where(Sample.text == "I love it"))
+    path = tmp_path / "fixed.csv"
+    # line 2: other label; line 3: same label; line 4: a test text of the dataset given to train
+    path.write_bytes(b"text,sentiment,split\nI love it,negative,train\nI hate it,negative,train\nMEH,neutral,train\n")
+    fixed = import_path(engine, path, ImportSpec(dataset="d", tasks=["sentiment"], split_col="split"))
+    assert fixed.imported == 0 and fixed.duplicates_skipped == 3
+    [warning] = [w for w in fixed.warnings if "with other labels" in w]
+    assert warning == (
+        "1 row(s) repeat a text the dataset holds with other labels and were skipped, the stored labels kept (an"
+        f" import adds texts, it does not change a stored sample's labels): line 2 (sentiment 'negative') repeats"
+        f" sample {loved} ('positive')"
+    )
+    assert fixed.near_existing_across_splits == [] and fixed.near_existing_across_splits_count == 0
+
+
 def test_missing_label_is_allowed_per_task(engine):
     run_import(engine, b"text,a,b\none,x,\ntwo,,y\nthree,x,y\n", tasks=["a", "b"])
     with session_scope(engine) as s:

@@ -32,12 +32,12 @@ def posts(n: int, seed: int = 0) -> list[str]:
     return [f"{i} " + " ".join(rng.choices(vocab, k=rng.randint(6, 14))) for i in range(n)]
 
 
-def write_csv(path: Path, rows: int, *, bad_line: int | None = None, split: bool = True) -> Path:
+def write_csv(path: Path, rows: int, *, bad_line: int | None = None, split: bool = True, seed: int = 0) -> Path:
     """`rows` data rows (the header is line 1); line `bad_line` names a split that does not exist."""
     with path.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["id", "text", "bias", "split"] if split else ["id", "text", "bias"])
-        for i, post in enumerate(posts(rows)):
+        for i, post in enumerate(posts(rows, seed)):
             line = i + 2
             row = [f"r{i}", post, LABELS[i % 7 == 0]]
             if split:
@@ -150,7 +150,7 @@ def test_progress_goes_through_reading_near_duplicates_and_writing(engine, tmp_p
 
     # A second file into the dataset: its rows against the dataset's, a chunk at a time
     seen.clear()
-    more = write_csv(tmp_path / "g.csv", 25_000, split=False)
+    more = write_csv(tmp_path / "g.csv", 25_000, split=False, seed=1)  # new texts (the dataset's are skipped)
     import_path(
         engine,
         more,
