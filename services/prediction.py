@@ -47,6 +47,14 @@ class ModelSpec:
         return f"{self.id}@{self.finished_at}:{'|'.join(self.model_dirs)}"
 
 
+# What loading a saved model reads (trainer/model.py load_model, trainer/classical.py ClassicalPredictor): a
+# damaged folder was answered 500 ("could not read or write a file"), naming neither the run nor the file.
+SAVED_MODEL_FILES = {
+    "single": ("model.json", "heads.safetensors", "encoder/config.json"),
+    "tfidf": ("model.json", "model.joblib"),
+}
+
+
 def model_spec(session: Session, model_id: int, user: User | None, *, field_name: str = "model_id") -> ModelSpec:
     """What loads run or ensemble `model_id`, when `user` may see it (None: a job, authorized when queued)."""
     run = visible_run(session, model_id, user, field=field_name)
@@ -59,9 +67,15 @@ def model_spec(session: Session, model_id: int, user: User | None, *, field_name
     else:
         members, params = [run], {}
     dirs = [str(Path(m.artifact_dir or "") / "model") for m in members]
-    for d in dirs:
-        if not (Path(d) / "model.json").is_file():
-            raise ValidationFailed(f"the saved model of run {model_id} is missing", field=field_name)
+    for member, d in zip(members, dirs, strict=True):
+        lacking = next(
+            (name for name in SAVED_MODEL_FILES.get(member.kind, ("model.json",)) if not (Path(d) / name).exists()),
+            None,
+        )
+        if lacking is not None:  # a file name, never the server's path
+            which = f"run {member.id}" + (f" (a member of ensemble {model_id})" if member.id != model_id else "")
+            missing = "is missing" if lacking == "model.json" else f"is incomplete (no {lacking})"
+            raise ValidationFailed(f"the saved model of {which} {missing}: train it again", field=field_name)
     return ModelSpec(
         run.id,
         run.kind,

@@ -255,6 +255,23 @@ def test_tfidf_member_in_an_ensemble_and_decision_rules_in_predictions(lead, eng
                 score = np.log(np.clip(probs, 1e-12, 1)) - rule["alpha"] * np.array(rule["log_prior"])
                 assert labels[task] == names[int(score.argmax())]
 
+    # A damaged saved model names its run (a member, not the ensemble) and the file, never the server's path:
+    # a missing model.joblib or heads.safetensors was a 500 "could not read or write a file".
+    with session_scope(engine) as s:
+        folders = {r: Path(s.get_one(TrainingRun, r).artifact_dir or "") / "model" for r in (transformer_id, member_id)}
+    for run_id, model_id, name, which in (
+        (member_id, ens_body["id"], "model.joblib", f"run {member_id} (a member of ensemble {ens_body['id']})"),
+        (transformer_id, transformer_id, "heads.safetensors", f"run {transformer_id}"),
+        (transformer_id, transformer_id, "encoder/config.json", f"run {transformer_id}"),
+    ):
+        saved = folders[run_id] / name
+        saved.rename(saved.with_name("away"))
+        out = lead.post(f"/api/v1/models/{model_id}/predict", json={"texts": texts})
+        saved.with_name("away").rename(saved)
+        assert out.status_code == 422 and out.json()["field"] == "model_id", out.text
+        assert out.json()["detail"] == f"the saved model of {which} is incomplete (no {name}): train it again"
+    assert lead.post(f"/api/v1/models/{ens_body['id']}/predict", json={"texts": texts}).status_code == 200
+
 
 def test_a_run_saves_its_decision_rule_and_serving_applies_it(tmp_path: Path, tiny_encoder: str) -> None:
     from trainer.decision import decide
