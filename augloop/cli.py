@@ -353,9 +353,12 @@ def worker(
 
     import time
 
-    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import DBAPIError, OperationalError
 
     from workers.main import Worker
+
+    def waitable(err: DBAPIError) -> bool:  # a database restarting, not a file that is no database or read-only
+        return isinstance(err, OperationalError) and "readonly database" not in str(err)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check's ten "setup plugin" lines say nothing
@@ -370,7 +373,7 @@ def worker(
         except ValueError as err:
             fail(str(err))
         except DBAPIError as err:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or not waitable(err):
                 raise
             logging.getLogger("augloop.worker").warning(
                 "the database did not answer at start (%s); retrying", str(err).splitlines()[0]

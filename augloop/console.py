@@ -63,7 +63,7 @@ class ErrorMappingGroup(TyperGroup):
     does, with code 128 + the signal's number."""
 
     def invoke(self, ctx: Any) -> Any:
-        from sqlalchemy.exc import ArgumentError, OperationalError
+        from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 
         from core.errors import DomainError
         from trainer.errors import TrainerError
@@ -81,10 +81,25 @@ class ErrorMappingGroup(TyperGroup):
             fail(f"{err.strerror or err}{where}")
         except OverflowError as err:  # an id past 64 bits: SQLite's driver cannot even send it
             fail(f"a number is out of range: {err}")
-        except ArgumentError as err:
-            fail(f"AUGLOOP_DATABASE_URL is not a database URL: {err}")
-        except OperationalError as err:
-            fail(f"the database did not answer (AUGLOOP_DATABASE_URL): {str(err.orig or err).strip()[:300]}")
+        except (ArgumentError, NoSuchModuleError) as err:
+            fail(f"AUGLOOP_DATABASE_URL is not a database URL augloop can use (SQLite or Postgres): {err}")
+        except ModuleNotFoundError as err:  # a URL whose driver is not installed (mysql://, oracle://)
+            fail(f"AUGLOOP_DATABASE_URL names a database augloop does not support (SQLite or Postgres): {err}")
+        except DatabaseError as err:
+            fail(database_problem(err))
+
+
+def database_problem(err: Any) -> str:
+    """What a database error at a command means for its operator: a read-only or damaged file is not a database
+    that "did not answer"."""
+    from sqlalchemy.exc import OperationalError
+
+    said = str(getattr(err, "orig", None) or err).strip()[:300]
+    if "readonly database" in said or "read-only" in said:
+        return f"the database is read-only for this user (AUGLOOP_DATABASE_URL): {said}"
+    if not isinstance(err, OperationalError):  # sqlite3.DatabaseError: "file is not a database", corruption
+        return f"the database (AUGLOOP_DATABASE_URL) cannot be read: {said}"
+    return f"the database did not answer (AUGLOOP_DATABASE_URL): {said}"
 
 
 def engine():  # type: ignore[no-untyped-def]

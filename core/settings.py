@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from core.errors import ValidationFailed
 
@@ -19,10 +21,11 @@ class Settings(BaseSettings):
     # Storage
     data_dir: Path = Path("var")
     database_url: str = ""  # empty: SQLite file under data_dir
-    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    # SQLite reads a busy timeout past 2**31 - 1 ms as 0: no waiting at all
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0, le=2**31 - 1)
 
     # API
-    api_host: str = "127.0.0.1"
+    api_host: str = "127.0.0.1"  # never empty: uvicorn and Streamlit read "" as every interface
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_url: str = "http://127.0.0.1:8000"  # where the UI and the CLI client reach the API
     cors_origins: list[str] = Field(default_factory=list)  # closed by default
@@ -38,16 +41,18 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = Field(default_factory=list)
 
     # Queue and workers
-    job_lease_seconds: float = Field(default=60.0, gt=0)
+    job_lease_seconds: float = Field(default=60.0, gt=0, le=86400)  # 1e23 overflowed every claim
     # The lease of the jobs `augloop train` holds for its in-process runs: longer than a worker's, so that a
     # laptop's sleep or a Ctrl-Z does not end them; a command killed with SIGKILL has its runs ended this late.
     cli_job_lease_seconds: float = Field(default=300.0, gt=0, le=86400)
     job_max_attempts: int = Field(default=3, ge=1)
-    job_retry_base_seconds: float = Field(default=5.0, ge=0)
-    job_retry_max_seconds: float = Field(default=600.0, ge=0)
-    worker_poll_seconds: float = Field(default=1.0, gt=0)
+    job_retry_base_seconds: float = Field(default=5.0, ge=0, le=86400)
+    job_retry_max_seconds: float = Field(default=600.0, ge=0, le=86400)
+    worker_poll_seconds: float = Field(default=1.0, gt=0, le=3600)
     worker_plugins: list[str] = Field(default_factory=list)  # modules that register extra job kinds
-    worker_presence_seconds: float = Field(default=15.0, gt=0)  # how often a worker refreshes its row in `workers`
+    worker_presence_seconds: float = Field(
+        default=15.0, gt=0, le=3600
+    )  # how often a worker refreshes its row in `workers`
 
     # UI
     ui_host: str = "127.0.0.1"
@@ -84,7 +89,7 @@ class Settings(BaseSettings):
         return (self.models_dir or self.data_dir / "models").expanduser().resolve()
 
     # Review (db/reviews.py, services/review.py)
-    review_page_size: int = Field(default=50, ge=1)
+    review_page_size: int = Field(default=50, ge=1, le=1000)
     # the queue total counts this far past the page ("300+"); exact costs more
     review_count_ahead: int = Field(default=250, ge=0)
     review_bulk_max: int = Field(default=50_000, ge=1)  # one synchronous bulk decision; ~1 s per 5,000 on SQLite
@@ -104,9 +109,10 @@ class Settings(BaseSettings):
             },
         ]
     )
-    augment_device: str = ""  # "" picks cuda when available, else cpu
-    augment_dtype: str = "auto"  # auto: bfloat16/float16 on cuda, float32 on cpu
-    augment_torch_threads: int = Field(default=0, ge=0)  # 0 keeps torch's default
+    # "" picks cuda when available, else cpu; checked when read (a typo failed each augment job three times)
+    augment_device: str = ""
+    augment_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: bf16/fp16 on cuda, fp32 on cpu
+    augment_torch_threads: int = Field(default=0, ge=0, le=1024)  # 0 keeps torch's default
     augment_batch_tokens: int = Field(default=8192, ge=1)  # token budget of one padded batch (rows × longest row)
     nltk_data: Path | None = None  # WordNet + POS tagger (`make nltk-data`); None: <sys.prefix>/nltk_data
     # Semantic similarity of a variant to its source (workers/augment/encoder.py): a Hugging Face encoder.
@@ -123,6 +129,30 @@ class Settings(BaseSettings):
     paraphrase_api_concurrency: int = Field(default=8, ge=1)  # requests in flight at once
     paraphrase_languages: list[str] = Field(default_factory=lambda: ["*"])  # "*": any language
 
+    @field_validator("api_host", "ui_host")
+    @classmethod
+    def _a_host(cls, value: str) -> str:
+        # An empty AUGLOOP_API_HOST= line of a .env file opened the API on every network interface.
+        if not value.strip():
+            raise ValueError("an address to listen on (127.0.0.1 by default; 0.0.0.0 for every interface, on purpose)")
+        return value.strip()
+
+    @field_validator("augment_device")
+    @classmethod
+    def _a_device(cls, value: str) -> str:
+        if not re.fullmatch(r"|cpu|mps|cuda(:\d{1,2})?", value.strip()):
+            raise ValueError("cpu, cuda, cuda:N or mps (empty: cuda when available, else cpu)")
+        return value.strip()
+
+    @field_validator("database_url")
+    @classmethod
+    def _a_lasting_database(cls, value: str) -> str:
+        # An in-memory SQLite database lives as long as one connection: an import "succeeded" into it and was
+        # gone for the next command, and the API and a worker would each see a database of their own.
+        if re.fullmatch(r"sqlite(\+\w+)?:///?(:memory:)?(\?.*)?", value.strip()) or "mode=memory" in value:
+            raise ValueError("an in-memory SQLite database is lost with its connection; name a file (sqlite:///path)")
+        return value
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -137,7 +167,19 @@ def get_settings() -> Settings:
         return Settings()
     except ValidationError as err:
         problems = "; ".join(
-            f"AUGLOOP_{'_'.join(str(part) for part in e['loc']).upper()}: {e['msg']} (got {e.get('input')!r})"
+            f"AUGLOOP_{'_'.join(str(part) for part in e['loc']).upper()}: {e['msg'].removeprefix('Value error, ')}"
+            f" (got {e.get('input')!r})"
             for e in err.errors()
         )
         raise ValidationFailed(f"settings: {problems}", field="settings") from None
+    except SettingsError as err:  # a list or mapping setting that is not JSON (pydantic-settings parses those)
+        found = re.search(r'field "(\w+)"', str(err))
+        name = f"AUGLOOP_{found.group(1).upper()}" if found else "a list setting"
+        raise ValidationFailed(
+            f'settings: {name}: not a JSON list (e.g. ["a", "b"], or [] for none)', field="settings"
+        ) from None
+    except UnicodeDecodeError as err:  # .env in another encoding
+        raise ValidationFailed(
+            f"settings: .env is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})",
+            field="settings",
+        ) from None

@@ -10,7 +10,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from filelock import FileLock
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The text search's index (migration 0006) is SQL the models cannot state: SQLite's FTS5 table with its shadow
@@ -78,6 +78,39 @@ def migration_lock(engine: Engine) -> Iterator[None]:
 def upgrade_to_head(engine: Engine) -> None:
     cfg = alembic_config()
     with migration_lock(engine), engine.connect() as connection:
+        check_upgradable(connection, cfg)
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
         connection.commit()
+
+
+def check_upgradable(connection: Connection, cfg: Config) -> None:
+    """Refuse, naming why, a database this augloop must not migrate: one at a revision it does not know (a newer
+    augloop's: every command ended in Alembic's traceback), and one holding another application's tables and no
+    augloop schema (each command added augloop's 23 tables beside them, or failed on a table of the same name)."""
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import inspect
+
+    from core.errors import ValidationFailed
+
+    tables = set(inspect(connection).get_table_names())
+    if "alembic_version" in tables:
+        current = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all()
+        known = {revision.revision for revision in ScriptDirectory.from_config(cfg).walk_revisions()}
+        unknown = [revision for revision in current if revision not in known]
+        if unknown:
+            raise ValidationFailed(
+                f"the database (AUGLOOP_DATABASE_URL) is at schema revision {unknown[0]!r}, which this augloop "
+                "does not know: a newer augloop made it. Upgrade augloop, or use another database",
+                field="database_url",
+            )
+        connection.rollback()  # the check's read transaction: Alembic begins its own
+        return
+    if tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", …" if len(tables) > 5 else "")
+        raise ValidationFailed(
+            f"the database (AUGLOOP_DATABASE_URL) holds another application's tables ({shown}) and no augloop "
+            "schema: use an empty database, or one augloop made",
+            field="database_url",
+        )
+    connection.rollback()

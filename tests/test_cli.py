@@ -349,3 +349,71 @@ def test_delete_removes_a_dataset_and_its_files_once_confirmed(settings, engine,
     assert exported.exists()
     missing = CliRunner().invoke(app, ["delete", "nope", "--yes"])
     assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def test_an_operators_bad_settings_exit_2_naming_the_setting(settings) -> None:
+    """An empty `AUGLOOP_API_HOST=` line of a .env opened the API on every interface; a list setting that is not
+    JSON, an in-memory database (an import "succeeded" and was gone), a lease of 1e23 (a worker failing its claim
+    every second) and a busy timeout SQLite reads as 0 each ran, or ended in a traceback."""
+    for variable, value, said in (
+        ("AUGLOOP_API_HOST", "", "AUGLOOP_API_HOST: an address to listen on"),
+        ("AUGLOOP_UI_HOST", " ", "AUGLOOP_UI_HOST: an address to listen on"),
+        ("AUGLOOP_CORS_ORIGINS", "http://x", "AUGLOOP_CORS_ORIGINS: not a JSON list"),
+        ("AUGLOOP_DATABASE_URL", "sqlite://", "AUGLOOP_DATABASE_URL: an in-memory SQLite database is lost"),
+        ("AUGLOOP_JOB_LEASE_SECONDS", "1e23", "AUGLOOP_JOB_LEASE_SECONDS: Input should be less than or equal to"),
+        ("AUGLOOP_SQLITE_BUSY_TIMEOUT_MS", "9999999999999", "AUGLOOP_SQLITE_BUSY_TIMEOUT_MS"),
+        ("AUGLOOP_AUGMENT_DEVICE", "gpu", "AUGLOOP_AUGMENT_DEVICE: cpu, cuda, cuda:N or mps"),
+    ):
+        r = run_augloop("migrate", env=cli_env(settings, **{variable: value}), timeout=60)
+        assert r.returncode == 2 and said in " ".join(r.stderr.split()), (variable, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
+def test_a_database_augloop_must_not_use_exits_2_and_is_left_as_it_was(tmp_path) -> None:
+    """A file that is no database, a newer augloop's database and another application's database ended in a
+    traceback (the worker first retried the first for a minute), or got augloop's tables added beside theirs."""
+    import os
+    import sqlite3
+
+    def run(path, *args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "AUGLOOP_DATABASE_URL": f"sqlite:///{path}", "AUGLOOP_DATA_DIR": str(tmp_path)}
+        return run_augloop(*args, env=env, timeout=60)
+
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(bytes(range(256)) * 32)
+    for args in (("migrate",), ("worker", "--burst")):
+        r = run(garbage, *args)
+        assert r.returncode == 2 and "cannot be read: file is not a database" in " ".join(r.stderr.split()), r.stderr
+    newer = tmp_path / "newer.db"
+    assert run(newer, "migrate").returncode == 0
+    with sqlite3.connect(newer) as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    r = run(newer, "stats", "x")
+    assert r.returncode == 2 and "at schema revision '9999_future', which this augloop does not know" in " ".join(
+        r.stderr.split()
+    )
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE foo (x)")
+    r = run(other, "migrate")
+    assert r.returncode == 2 and "holds another application's tables (foo)" in " ".join(r.stderr.split())
+    with sqlite3.connect(other) as db:
+        assert [name for (name,) in db.execute("SELECT name FROM sqlite_master")] == ["foo"]
+
+
+def test_a_settings_file_that_is_not_utf8_and_a_missing_plugin_are_named(tmp_path, monkeypatch) -> None:
+    from core.errors import ValidationFailed
+    from core.settings import Settings, get_settings
+    from workers.registry import load_handlers
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_bytes(b"# caf\xe9\nAUGLOOP_API_PORT=8001\n")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ValidationFailed, match=r"\.env is not UTF-8 text \(byte 0xe9 at offset 5\)"):
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+    with pytest.raises(ValueError, match="AUGLOOP_WORKER_PLUGINS: cannot import 'nonexistent_mod'"):
+        load_handlers(["nonexistent_mod"])
+    assert Settings(_env_file=None, database_url="sqlite:////tmp/x.db", augment_device="cuda:1").augment_device

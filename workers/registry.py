@@ -80,8 +80,13 @@ def with_companions(kinds: list[str]) -> list[str]:
 
 
 def load_handlers(extra_modules: list[str] | None = None) -> dict[str, Callable]:
-    for module in [*BUILTIN_MODULES, *(extra_modules or [])]:
+    for module in BUILTIN_MODULES:
         importlib.import_module(module)
+    for module in extra_modules or []:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:  # the operator's setting: exit 2 naming it, not a traceback
+            raise ValueError(f"AUGLOOP_WORKER_PLUGINS: cannot import {module!r}: {err}") from None
     return HANDLERS
 
 
