@@ -93,6 +93,9 @@ def test_bad_input_exits_with_code_2(engine, tmp_path) -> None:  # type: ignore[
         (["ensemble", "x", "y"], "integers"),
         (["runs", "show", "42"], "not found"),
         (["train", name, "--set", "lr=nan"], "config.lr"),
+        # past 2**63 SQLite cannot store it: the run was queued, or failed with an OverflowError
+        (["train", name, "--epochs", "99999999999999999999", "--queue"], "config.epochs"),
+        (["train", name, "--set", "patience=9223372036854775807"], "config.patience"),
         (["train", name, "--set", "lr=1e309"], "config.lr"),
         (["train", name, "--set", "label_smoothing=.inf"], "config.label_smoothing"),
         (["train", name, "--set", "label_smoothing=-.inf"], "config.label_smoothing"),

@@ -69,26 +69,26 @@ class TrainConfig(ConfigModel):
     # 1_Pooling/config.json: mean or cls), else the recipe's last4_mean (trainer/model.py resolve_pooling)
     pooling: Literal["auto", "last4_mean", "cls", "mean"] = "auto"
     # layers of each task's head; None: planned (the recipe's 3-layer MLP in a long run, a linear head in a short one)
-    head_layers: int | None = Field(default=None, ge=1)
-    head_hidden: int = Field(default=768, ge=1)
+    head_layers: int | None = Field(default=None, ge=1, le=16)
+    head_hidden: int = Field(default=768, ge=1, le=65_536)
     head_dropout: float = Field(default=0.25, ge=0, le=0.95)
     tasks: list[Name] | None = Field(default=None, min_length=1, max_length=MAX_NAMED_TASKS)  # None: every task
 
     # Data
     max_length: int = Field(default=320, ge=8, le=4096)
-    batch_size: int = Field(default=12, ge=1)
-    grad_accum: int | None = Field(default=None, ge=1)  # None: planned (the recipe's 4, less in a short run)
-    eval_batch_size: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=12, ge=1, le=65_536)
+    grad_accum: int | None = Field(default=None, ge=1, le=65_536)  # None: planned (the recipe's 4, less in a short run)
+    eval_batch_size: int = Field(default=64, ge=1, le=65_536)
     group_by_length: StrictBool = True  # length-grouped batches + dynamic padding; False pads to max_length
     # a seeded subset of the training view (quick runs, demos)
-    max_train_samples: int | None = Field(default=None, ge=1)
+    max_train_samples: int | None = Field(default=None, ge=1, le=10**9)
     oversample: StrictBool = False  # repeat examples of rare classes within an epoch
     # repeat factor = (largest class / example's class) ** power
     oversample_power: float = Field(default=0.5, ge=0)  # 1: rare classes as often as the largest (≤ the cap)
-    oversample_max: int = Field(default=4, ge=1)
+    oversample_max: int = Field(default=4, ge=1, le=10_000)
     curriculum: StrictBool = False  # easy → hard: start with the easiest fraction, grow to all data
     curriculum_start: float = Field(default=0.5, ge=0.01, le=1)
-    curriculum_epochs: int = Field(default=3, ge=1)
+    curriculum_epochs: int = Field(default=3, ge=1, le=10_000)
     variants: Literal["approved", "none"] = "approved"  # variants in the train view; "none": originals only
     # approved variants of these methods stay out
     exclude_methods: list[MethodName] = Field(default_factory=list, max_length=64)
@@ -130,11 +130,11 @@ class TrainConfig(ConfigModel):
     weight_decay: float = Field(default=0.03, ge=0, le=1)  # AdamW's decoupled decay: past 1 the weights diverge
     warmup_ratio: float = Field(default=0.1, ge=0, le=0.9)
     max_grad_norm: float = Field(default=1.0, ge=0)
-    epochs: int = Field(default=20, ge=1)  # at most; a budget may plan fewer
+    epochs: int = Field(default=20, ge=1, le=10_000)  # at most; a budget may plan fewer
     # wall-clock minutes of training (steps and validation); None: `epochs` epochs, however long they take
     budget_minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
     # epochs without a better mean val macro-F1 before stopping; 0: never stop early
-    patience: int = Field(default=8, ge=0)
+    patience: int = Field(default=8, ge=0, le=10_000)
     # how labels are read from probabilities: "prior" fits a prior correction per task on val for macro-F1
     # (trainer/decision.py); "none": the most probable label
     decision: Literal["prior", "none"] = "prior"
@@ -148,11 +148,11 @@ class TrainConfig(ConfigModel):
     nproc: int = Field(default=1, ge=1, le=64)
     # a checkpoint (model, optimizer, schedule, RNG, loop state) after every epoch, and every N optimizer steps
     # when set: a retried or interrupted run resumes from the last one
-    checkpoint_every_steps: int | None = Field(default=None, ge=1)
+    checkpoint_every_steps: int | None = Field(default=None, ge=1, le=10**9)
     # auto: on CUDA bf16 where supported, else fp16; on a CPU bf16 where it is native (AVX512-BF16, AMX), else
     # fp32 (trainer.predict.amp_dtype); the same precision trains, evaluates and serves the run
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    num_threads: int | None = Field(default=None, ge=1)  # CPU only; None: the cores this process may use
+    num_threads: int | None = Field(default=None, ge=1, le=1024)  # CPU only; None: the cores this process may use
 
     @field_validator("tasks")
     @classmethod
