@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from augloop.console import console, engine, fail
+from augloop.console import console, engine, err_console, fail
 from db.session import session_scope
 from services import training
 from services.jobs import settle_lost_jobs
@@ -146,6 +146,14 @@ def ensemble_cmd(
         highlight=False,
     )
     print_metrics(metrics.get("test"), f"ensemble {run_id} test")
+    for split, counted in (metrics.get("texts_scored") or {}).items():
+        if counted["scored"] < counted["most_of_a_member"]:
+            err_console.print(
+                f"[bold yellow]warning:[/] the ensemble is scored on the {counted['scored']} {split} texts its "
+                f"members share; a member was scored on {counted['most_of_a_member']} (the dataset's {split} split "
+                "changed between their runs): its figures above are not comparable with the ensemble's",
+                highlight=False,
+            )
 
 
 @runs_app.command("list")

@@ -201,6 +201,7 @@ def store_ensemble(session: Session, fitted: FittedEnsemble, *, user: User | Non
         "decision": combined["decision"],
         "calibration": combined["calibration"],
         "members": member_scores,
+        "texts_scored": combined["texts_scored"],
     }
     (out_dir / "metrics.json").write_text(json.dumps({**run.metrics, "config": config}, indent=2), encoding="utf-8")
     run.artifact_dir = str(out_dir)

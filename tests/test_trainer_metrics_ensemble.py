@@ -109,6 +109,22 @@ def test_build_ensemble_aligns_members_by_sample_id() -> None:
     assert unweighted["temperatures"]["t"] != 1.0
     with pytest.raises(TrainerError):
         build_ensemble([m1], weighted=False, temperature=False)
+    assert out["texts_scored"] == {
+        "val": {"scored": 3, "most_of_a_member": 3},
+        "test": {"scored": 2, "most_of_a_member": 2},
+    }
+    # A member trained after an import added a test text: the ensemble scores the two shared texts, and says so
+    # (its figure sat beside the member's, scored on three, with no word).
+    m3 = {
+        **m2,
+        "id": 3,
+        "predictions": {
+            **m2["predictions"],
+            "test": _dump([21, 20, 22], [[0.1, 0.9], [0.4, 0.6], [0.5, 0.5]], [1, 0, 0]),
+        },
+    }
+    shrunk = build_ensemble([m1, m3], weighted=False, temperature=False, decision="none")
+    assert shrunk["texts_scored"]["test"] == {"scored": 2, "most_of_a_member": 3}
 
 
 def test_a_member_with_non_finite_probabilities_is_refused_naming_it() -> None:

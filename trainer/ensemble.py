@@ -235,6 +235,9 @@ def build_ensemble(
         "groups": dict(zip(names, groups, strict=True)),
     }
     predictions: dict[str, Any] = {}
+    # Members trained before and after an import added val/test texts are scored on the texts they share only:
+    # their own figures count more texts than the ensemble's, which must say so beside them.
+    out["texts_scored"] = {}
     calibration: dict[str, dict[str, float | None]] = {t.name: {} for t in tasks}
     unscaled = {**params, "temperatures": {t.name: 1.0 for t in tasks}}
     for split in ("val", "test"):
@@ -245,6 +248,7 @@ def build_ensemble(
         ids, member_probs, gold = (val_ids, val_probs, val_gold) if split == "val" else aligned_dumps(dumps)
         if not ids:
             raise TrainerError(f"the runs share no {split} samples (trained on different datasets?)", field="run_ids")
+        out["texts_scored"][split] = {"scored": len(ids), "most_of_a_member": max(len(d["sample_ids"]) for d in dumps)}
         raw, scaled = combine(member_probs, unscaled), combine(member_probs, params)
         for j, t in enumerate(tasks):
             calibration[t.name].update(
