@@ -310,16 +310,38 @@ def serve(
     from api.main import create_app
 
     settings = get_settings()
+    host, port = host or settings.api_host, port or settings.api_port
+    check_listenable(host, port, "--host/--port, AUGLOOP_API_HOST/AUGLOOP_API_PORT")
     engine()  # migrate before accepting requests
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1, letting anyone on the
     # host pick the address their failed sign-ins count against; api/deps.py believes AUGLOOP_TRUSTED_PROXIES.
     uvicorn.run(
         create_app(settings),
-        host=host or settings.api_host,
-        port=port or settings.api_port,
+        host=host,
+        port=port,
         log_level="info",
         proxy_headers=False,
     )
+
+
+def check_listenable(host: str, port: int, names: str) -> None:
+    """Exit 2 naming the settings when `host`:`port` cannot be listened on (a port in use, an address not this
+    machine's): uvicorn exited 3 without naming them, and Streamlit (run in this process's place) with a
+    traceback. A probe socket is bound and closed; the server binds a moment later."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as err:
+        fail(f"cannot listen on {host}:{port} ({names}): not an address of this machine ({err})")
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as err:
+            fail(f"cannot listen on {host}:{port} ({names}): {err.strerror or err}")
 
 
 WORKER_START_WAIT_SECONDS = 60.0  # how long a starting worker waits for a database that does not answer yet
@@ -396,6 +418,8 @@ def ui(port: Annotated[int | None, typer.Option(help="Port", min=1, max=65535)] 
     from review_ui import SERVER_PATH, STREAMLIT_FLAGS
 
     settings = get_settings()
+    port = port or settings.ui_port
+    check_listenable(settings.ui_host, port, "AUGLOOP_UI_HOST, --port/AUGLOOP_UI_PORT")
     cmd = [
         sys.executable,
         "-m",
@@ -403,7 +427,7 @@ def ui(port: Annotated[int | None, typer.Option(help="Port", min=1, max=65535)] 
         "run",
         str(SERVER_PATH),
         *STREAMLIT_FLAGS,
-        f"--server.port={port or settings.ui_port}",
+        f"--server.port={port}",
         f"--server.address={settings.ui_host}",
     ]
     sys.stdout.flush()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -137,6 +140,14 @@ class Settings(BaseSettings):
             raise ValueError("an address to listen on (127.0.0.1 by default; 0.0.0.0 for every interface, on purpose)")
         return value.strip()
 
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _a_data_dir(cls, value: object) -> object:
+        # An empty AUGLOOP_DATA_DIR= line meant the current directory, wherever a command was started from.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("a directory (var by default); write . for the current one, on purpose")
+        return value
+
     @field_validator("augment_device")
     @classmethod
     def _a_device(cls, value: str) -> str:
@@ -160,11 +171,32 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'augloop.db').resolve()}"
 
 
+# AUGLOOP_ variables that are not Settings fields: read where they are used, never misspellings.
+OTHER_VARIABLES = frozenset({"AUGLOOP_CPU_BF16", "AUGLOOP_DB_PASSWORD", "AUGLOOP_SCREENSHOT_DIR"})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning per AUGLOOP_ variable of `environ` that names no setting (AUGLOOP_DATABASE_ULR was ignored in
+    silence, and the command ran on the default database), with the setting it most resembles."""
+    from difflib import get_close_matches
+
+    names = [f"AUGLOOP_{name.upper()}" for name in Settings.model_fields]
+    out = []
+    for variable in sorted(environ):
+        if variable.startswith("AUGLOOP_") and variable not in names and variable not in OTHER_VARIABLES:
+            near = get_close_matches(variable, names, n=1, cutoff=0.8)
+            out.append(f"{variable} is not an augloop setting" + (f" (did you mean {near[0]}?)" if near else ""))
+    return out
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The settings; a value out of bounds raises ValidationFailed naming its variable (AUGLOOP_...)."""
     try:
-        return Settings()
+        settings = Settings()
+        for warning in unknown_variables(os.environ):
+            logging.getLogger("augloop.settings").warning("%s", warning)
+        return settings
     except ValidationError as err:
         problems = "; ".join(
             f"AUGLOOP_{'_'.join(str(part) for part in e['loc']).upper()}: {e['msg'].removeprefix('Value error, ')}"

@@ -417,3 +417,39 @@ def test_a_settings_file_that_is_not_utf8_and_a_missing_plugin_are_named(tmp_pat
     with pytest.raises(ValueError, match="AUGLOOP_WORKER_PLUGINS: cannot import 'nonexistent_mod'"):
         load_handlers(["nonexistent_mod"])
     assert Settings(_env_file=None, database_url="sqlite:////tmp/x.db", augment_device="cuda:1").augment_device
+    with pytest.raises(ValueError, match=r"write \. for the current one"):
+        Settings(_env_file=None, data_dir="")  # an empty AUGLOOP_DATA_DIR= meant wherever a command started
+
+
+def test_a_misspelt_variable_is_named_with_the_setting_it_resembles(monkeypatch, caplog) -> None:
+    """AUGLOOP_DATABASE_ULR was ignored in silence: the command ran on the default database."""
+    import logging
+
+    from core.settings import get_settings, unknown_variables
+
+    assert unknown_variables({"AUGLOOP_DATABASE_ULR": "x", "AUGLOOP_CPU_BF16": "1", "AUGLOOP_NOTHING_LIKE": ""}) == [
+        "AUGLOOP_DATABASE_ULR is not an augloop setting (did you mean AUGLOOP_DATABASE_URL?)",
+        "AUGLOOP_NOTHING_LIKE is not an augloop setting",
+    ]
+    monkeypatch.setenv("AUGLOOP_API_PROT", "9000")
+    get_settings.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="augloop.settings"):
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert "AUGLOOP_API_PROT is not an augloop setting (did you mean AUGLOOP_API_PORT?)" in caplog.text
+
+
+def test_serve_and_ui_on_a_port_in_use_exit_2_naming_the_settings(settings) -> None:
+    """uvicorn exited 3 without naming the setting; Streamlit (in the CLI's place) ended in a traceback."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for command, names in (("serve", "AUGLOOP_API_HOST/AUGLOOP_API_PORT"), ("ui", "AUGLOOP_UI_HOST")):
+            r = run_augloop(command, "--port", str(port), env=cli_env(settings), timeout=60)
+            said = " ".join(r.stderr.split())
+            assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in said and names in said, r.stderr
