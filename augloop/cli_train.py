@@ -38,7 +38,7 @@ def _parse_seeds(raw: str | None) -> list[int]:
     if not raw:
         return []
     try:
-        return [int(s) for s in raw.split(",") if s.strip()]
+        return [int(s) for s in raw.split(",")]  # "1,,2" and " " are typos, not fewer seeds
     except ValueError:
         fail(f"--seeds takes integers separated by commas, e.g. 42,43,44; got {raw!r}")
 

@@ -81,9 +81,14 @@ def test_bad_input_exits_with_code_2(engine, tmp_path) -> None:  # type: ignore[
     runner = CliRunner(env={"COLUMNS": "200"})
     latin1 = tmp_path / "latin1.yaml"
     latin1.write_bytes("encoder: caf\xe9\n".encode("latin-1"))
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("epochs: 1\nepochs: 2\n")  # trained 2 epochs in silence
     for args, message in [
         (["train", "nope"], "not found"),
         (["train", name, "--config", str(latin1)], "not UTF-8 text"),
+        (["train", name, "--config", str(twice)], "the key 'epochs' is given twice"),
+        (["train", name, "--seeds", "1,,2"], "--seeds"),  # a typo, not two seeds
+        (["train", name, "--seeds", " "], "--seeds"),
         (["train", name, "--set", "pooling=max"], "config.pooling"),
         (["train", name, "--set", "epochs"], "key=value"),
         (["train", name, "--seeds", "a,b"], "--seeds"),

@@ -63,7 +63,7 @@ def with_long_train_text(data: SplitData) -> SplitData:
 
 
 def test_encoders_the_trainer_cannot_fine_tune_are_refused_at_load_naming_why(
-    tiny_encoder: str, tmp_path: Path
+    tiny_encoder: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An ML engineer's encoder folders that crashed a run with a TypeError (retried as a crash: no tokenizer
     files), a ValueError about decoder inputs (T5) or an IndexError at the first batch (another model's
@@ -98,6 +98,11 @@ def test_encoders_the_trainer_cannot_fine_tune_are_refused_at_load_naming_why(
     tokenizer.save_pretrained(small_vocab)
     with pytest.raises(TrainerError, match=f"tokenizer has {len(tokenizer):,} tokens and the model embeds 50"):
         load_encoder(small_vocab)
+    no_config = tmp_path / "no_config"  # the cause is logged for the operator, in a line, not transformers' 5 KB
+    tokenizer.save_pretrained(no_config)
+    with caplog.at_level("WARNING", logger="trainer.model"), pytest.raises(TrainerError, match="cannot load encoder"):
+        load_encoder(no_config)
+    assert caplog.records and all(len(r.getMessage()) < 700 for r in caplog.records)
     encoder, _ = load_encoder(tiny_encoder)  # the encoder they were made from loads
     assert encoder.get_input_embeddings().num_embeddings >= len(tokenizer)
 

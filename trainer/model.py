@@ -174,7 +174,8 @@ def load_encoder(name_or_path: str | Path) -> tuple[PreTrainedModel, Any]:
     # not a directory, not on the hub, hub unreachable, not an encoder; TypeError: a directory without the
     # tokenizer's files (BertTokenizer is given no vocabulary file), which would otherwise be retried as a crash
     except (OSError, ValueError, TypeError) as err:
-        log.warning("encoder %r cannot load: %s", name_or_path, err)
+        said = str(err)  # transformers lists every model type it knows (5 KB) for a folder without config.json
+        log.warning("encoder %r cannot load: %s", name_or_path, said if len(said) <= 400 else said[:400] + " …")
         raise failure from err
     check_encoder(name_or_path, encoder, tokenizer)
     return encoder, tokenizer
