@@ -207,3 +207,29 @@ def test_missing_model_names_the_model_and_the_setting(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailable) as err:
         load_seq2seq("Helsinki-NLP/opus-mt-xx-yy-missing", Settings(augment_device="cpu"))
     assert "opus-mt-xx-yy-missing" in str(err.value) and "AUGLOOP_BT_ROUTES" in str(err.value)
+
+
+def test_a_similarity_encoder_it_cannot_use_is_unavailable_naming_why(tiny_mlm_dir, tmp_path: Path) -> None:
+    """The folder the trainer refuses (no tokenizer files: a TypeError retried as a crash) and a T5 (failing at
+    its first batch) are ModelUnavailable at load, naming the setting: the job fails once, saying why."""
+    import shutil
+
+    from transformers import AutoTokenizer, T5Config, T5Model
+
+    from core.settings import Settings
+    from workers.augment.models import ModelUnavailable, get_sentence_encoder
+
+    no_tokenizer = tmp_path / "no_tokenizer"
+    no_tokenizer.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(Path(tiny_mlm_dir) / name, no_tokenizer / name)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_mlm_dir))
+    t5 = tmp_path / "t5"
+    T5Model(
+        T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+    ).save_pretrained(t5)
+    tokenizer.save_pretrained(t5)
+    for folder, said in ((no_tokenizer, "cannot load encoder model"), (t5, "encoder-decoder model (t5)")):
+        with pytest.raises(ModelUnavailable) as err:
+            get_sentence_encoder(Settings(_env_file=None, similarity_model=str(folder), augment_device="cpu"))
+        assert said in str(err.value) and "AUGLOOP_SIMILARITY_MODEL" in str(err.value), str(err.value)

@@ -182,26 +182,12 @@ def load_encoder(name_or_path: str | Path) -> tuple[PreTrainedModel, Any]:
 
 
 def check_encoder(name: str, encoder: Any, tokenizer: Any) -> None:
-    """Refuse, before a step is trained, a model the trainer cannot fine-tune: an encoder-decoder (T5, BART:
-    its forward pass wants decoder inputs) and a tokenizer whose ids run past the model's embedding table (a
-    tokenizer from another model: an IndexError at the first batch that holds such an id)."""
+    """Refuse, before a step is trained, a model the trainer cannot fine-tune (core.encoders.encoder_problem)."""
+    from core.encoders import encoder_problem
     from trainer.errors import TrainerError
 
-    config = encoder.config
-    if getattr(config, "is_encoder_decoder", False):
-        raise TrainerError(
-            f"encoder {name!r} is an encoder-decoder model ({config.model_type}): the trainer fine-tunes an "
-            "encoder (BERT, XLM-R, MiniLM, …)",
-            field="config.encoder",
-        )
-    embeddings = encoder.get_input_embeddings()
-    rows = getattr(embeddings, "num_embeddings", None)
-    if rows is not None and len(tokenizer) > rows:
-        raise TrainerError(
-            f"encoder {name!r}: its tokenizer has {len(tokenizer):,} tokens and the model embeds {rows:,}; the "
-            "tokenizer belongs to another model",
-            field="config.encoder",
-        )
+    if (problem := encoder_problem(encoder, tokenizer)) is not None:
+        raise TrainerError(f"encoder {name!r}: {problem}", field="config.encoder")
 
 
 # A sentence-transformers checkpoint names its modules in modules.json; its pooling module's config says how it

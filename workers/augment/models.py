@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from core.encoders import encoder_problem
 from core.settings import Settings, get_settings
 
 log = logging.getLogger("augloop.augment")
@@ -103,15 +104,18 @@ def _load(kind: str, name: str, setting: str, settings: Settings) -> LoadedModel
             extra = {"padding_side": "left"} if kind == "causal" else {}
             tokenizer = AutoTokenizer.from_pretrained(name, **extra)
             model = auto.from_pretrained(name, dtype=dtype)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, TypeError) as err:
             # OSError: not a local directory and not on the hub (or offline). ValueError: an invalid repo
-            # id or another architecture's checkpoint. Either way the setting must change, not the attempt.
+            # id or another architecture's checkpoint. TypeError: a directory without the tokenizer's files.
+            # Either way the setting must change, not the attempt.
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ModelUnavailable(
                 f"cannot load {kind} model {name!r}: {first_line[:300]} — set {setting} to a hub model id "
                 "or a local directory written by save_pretrained (hub downloads need network access and "
                 "HF_HUB_OFFLINE unset)"
             ) from err
+        if kind == "encoder" and (problem := encoder_problem(model, tokenizer)) is not None:
+            raise ModelUnavailable(f"cannot use {name!r} as the similarity encoder: {problem} — set {setting}")
         model.to(device)
         model.eval()
         loaded = LoadedModel(name=name, tokenizer=tokenizer, model=model, device=device, dtype=dtype)
