@@ -177,7 +177,8 @@ def print_stats(stats: dict) -> None:
         ratio = info["imbalance_ratio"]
         ratio_aug = info["imbalance_ratio_with_approved"]
         empty = info.get("classes_without_train_text") or []
-        shown = f" · imbalance {ratio:.1f}×" if ratio else " · imbalance ∞" if empty else ""
+        some = any(e["train_with_approved"] for e in info["labels"].values())
+        shown = f" · imbalance {ratio:.1f}×" if ratio else " · imbalance ∞" if empty and some else ""
         table = Table(
             title=f"{stats['dataset']} · task {task}{shown}",
             title_justify="left",

@@ -113,10 +113,12 @@ def check_trainable(session: Session, dataset: Dataset, config: TrainConfig) -> 
 def check_classical_trainable(session: Session, dataset: Dataset, config: TrainConfig) -> None:
     """The TF-IDF member's cross-validation needs, per task, two train texts of one class from different
     families (trainer/classical.py): said at request time, where it was said only after the transformer runs
-    had spent their budget. Counted on the originals (each a family of its own)."""
+    had spent their budget. Counted on the texts the member trains on (its folds fall back to them all where the
+    originals are too few); check_trainable has already found two classes."""
     tasks = config.tasks or dataset.task_names()
     largest: dict[str, int] = {}
-    for task, _split, _label, n in view_label_counts(session, dataset, {"original"}, {"train"}):
+    view = {"original", "approved"} if config.variants == "approved" else {"original"}
+    for task, _split, _label, n in view_label_counts(session, dataset, view, {"train"}):
         largest[task] = max(largest.get(task, 0), n)
     for task in tasks:
         if largest.get(task, 0) < 2:

@@ -579,6 +579,11 @@ def test_an_import_says_what_to_look_at_before_training(engine, settings):
     assert json.loads(label.output)["tasks"]["label"]["classes_without_train_text"] == ["c", "d"], label.output
     shown = CliRunner().invoke(app, ["stats", "rare"])
     assert "imbalance ∞" in shown.output and "no train text of c, d: a model cannot learn these" in shown.output
+    from tests.trainer_fixtures import add_variant
+
+    add_variant(engine, "rare", "train", "approved", "text of c, approved", labels={"label": "c"})  # c trains now
+    label = CliRunner().invoke(app, ["stats", "rare", "--json"])
+    assert json.loads(label.output)["tasks"]["label"]["classes_without_train_text"] == ["d"], label.output
     assert run_import(engine, EXAMPLE_CSV.read_bytes(), dataset="psm", tasks=["bias", "message"]).warnings == []
 
 

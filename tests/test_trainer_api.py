@@ -374,6 +374,11 @@ def test_a_dataset_that_cannot_train_is_refused_at_the_request(lead, admin, engi
         with pytest.raises(ValidationFailed, match=r"for task\(s\) \['stance'\]"):
             load_split_data(s, get_dataset(s, "halfval"))
         assert len(load_split_data(s, get_dataset(s, "halfval"), ["bias"]).val) == 10
+    # An approved variant gives `stance`'s s0 a second train text: the member's folds then score every text of the
+    # view (the originals are too few), so it trains, and the request is not refused.
+    add_variant(engine, "singles", "train", "approved", "text number zero, again")
+    r = lead.post("/api/v1/training-runs", json={"dataset": "singles", "classical": True})
+    assert r.status_code == 202, r.text
 
 
 def test_an_ensemble_is_fitted_without_holding_the_write_lock(lead, engine, monkeypatch) -> None:

@@ -59,7 +59,8 @@ def show_balance(name: str) -> None:
             before, after = info.get("imbalance_ratio"), info.get("imbalance_ratio_with_approved")
             a, b = st.columns(2)
             empty = info.get("classes_without_train_text") or []
-            a.metric("Imbalance (largest / smallest)", f"{before:.1f}×" if before else "∞" if empty else "n/a")
+            some = any(e["train_with_approved"] for e in info["labels"].values())
+            a.metric("Imbalance (largest / smallest)", f"{before:.1f}×" if before else "∞" if empty and some else "n/a")
             change = round(after - before, 1) if before and after else 0.0
             b.metric(
                 "With approved variants",
