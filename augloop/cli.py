@@ -325,24 +325,28 @@ def serve(
     )
 
 
-def check_listenable(host: str, port: int, names: str) -> None:
+def check_listenable(host: str, port: int, names: str, *, ipv4_unless_colon: bool = False) -> None:
     """Exit 2 naming the settings when `host`:`port` cannot be listened on (a port in use, an address not this
     machine's): uvicorn exited 3 without naming them, and Streamlit (run in this process's place) with a
-    traceback. A probe socket is bound and closed; the server binds a moment later."""
+    traceback. A probe socket is bound as the server binds (an IPv6 socket IPv6-only, as asyncio's; Streamlit
+    takes IPv4 for a host without a colon: `ipv4_unless_colon`), then closed; the server binds a moment later."""
     import socket
 
+    family_wanted = socket.AF_INET if ipv4_unless_colon and ":" not in host else socket.AF_UNSPEC
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            host, port, family=family_wanted, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
     except (socket.gaierror, UnicodeError) as err:
         fail(f"cannot listen on {host}:{port} ({names}): not an address of this machine ({err})")
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is no conflict
-        try:
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is free
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             probe.bind(address)
-        except OSError as err:
-            fail(f"cannot listen on {host}:{port} ({names}): {err.strerror or err}")
+    except OSError as err:
+        fail(f"cannot listen on {host}:{port} ({names}): {err.strerror or err}")
 
 
 WORKER_START_WAIT_SECONDS = 60.0  # how long a starting worker waits for a database that does not answer yet
@@ -420,7 +424,7 @@ def ui(port: Annotated[int | None, typer.Option(help="Port", min=1, max=65535)] 
 
     settings = get_settings()
     port = port or settings.ui_port
-    check_listenable(settings.ui_host, port, "AUGLOOP_UI_HOST, --port/AUGLOOP_UI_PORT")
+    check_listenable(settings.ui_host, port, "AUGLOOP_UI_HOST, --port/AUGLOOP_UI_PORT", ipv4_unless_colon=True)
     cmd = [
         sys.executable,
         "-m",

@@ -63,7 +63,7 @@ class ErrorMappingGroup(TyperGroup):
     does, with code 128 + the signal's number."""
 
     def invoke(self, ctx: Any) -> Any:
-        from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
+        from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError
 
         from core.errors import DomainError
         from trainer.errors import TrainerError
@@ -83,23 +83,39 @@ class ErrorMappingGroup(TyperGroup):
             fail(f"a number is out of range: {err}")
         except (ArgumentError, NoSuchModuleError) as err:
             fail(f"AUGLOOP_DATABASE_URL is not a database URL augloop can use (SQLite or Postgres): {err}")
-        except ModuleNotFoundError as err:  # a URL whose driver is not installed (mysql://, oracle://)
+        except ModuleNotFoundError as err:
+            if err.name not in DATABASE_DRIVERS:
+                raise
             fail(f"AUGLOOP_DATABASE_URL names a database augloop does not support (SQLite or Postgres): {err}")
+        except IntegrityError as err:  # another process wrote the same row meanwhile (two imports of one name)
+            said = str(err.orig or err).strip().splitlines()[0][:300]
+            fail(f"the database refused the write: another process changed the same data meanwhile; retry ({said})")
         except DatabaseError as err:
             fail(database_problem(err))
+
+
+# The drivers SQLAlchemy imports for the databases augloop does not support: a URL naming one fails with a
+# ModuleNotFoundError, which must not be confused with a missing module anywhere else.
+DATABASE_DRIVERS = frozenset(
+    {"MySQLdb", "pymysql", "mysql", "cx_Oracle", "oracledb", "pyodbc", "pymssql", "psycopg2", "asyncpg", "pg8000"}
+)
 
 
 def database_problem(err: Any) -> str:
     """What a database error at a command means for its operator: a read-only or damaged file is not a database
     that "did not answer"."""
+    import sqlite3
+
     from sqlalchemy.exc import OperationalError
 
     said = str(getattr(err, "orig", None) or err).strip()[:300]
     if "readonly database" in said or "read-only" in said:
         return f"the database is read-only for this user (AUGLOOP_DATABASE_URL): {said}"
-    if not isinstance(err, OperationalError):  # sqlite3.DatabaseError: "file is not a database", corruption
+    if type(getattr(err, "orig", None)) is sqlite3.DatabaseError:  # "file is not a database", "malformed"
         return f"the database (AUGLOOP_DATABASE_URL) cannot be read: {said}"
-    return f"the database did not answer (AUGLOOP_DATABASE_URL): {said}"
+    if isinstance(err, OperationalError):
+        return f"the database did not answer (AUGLOOP_DATABASE_URL): {said}"
+    return f"the database refused the command (AUGLOOP_DATABASE_URL): {said}"
 
 
 def engine():  # type: ignore[no-untyped-def]

@@ -140,6 +140,17 @@ class Settings(BaseSettings):
             raise ValueError("an address to listen on (127.0.0.1 by default; 0.0.0.0 for every interface, on purpose)")
         return value.strip()
 
+    @field_validator("augment_dtype", mode="before")
+    @classmethod
+    def _a_dtype(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value  # BFloat16 was taken, as torch names it
+
+    @field_validator("models_dir", "nltk_data", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object) -> object:
+        # AUGLOOP_MODELS_DIR= made the current directory the encoders' root: empty means the default (None)
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("data_dir", mode="before")
     @classmethod
     def _a_data_dir(cls, value: object) -> object:
@@ -151,8 +162,8 @@ class Settings(BaseSettings):
     @field_validator("augment_device")
     @classmethod
     def _a_device(cls, value: str) -> str:
-        if not re.fullmatch(r"|cpu|mps|cuda(:\d{1,2})?", value.strip()):
-            raise ValueError("cpu, cuda, cuda:N or mps (empty: cuda when available, else cpu)")
+        if not re.fullmatch(r"|(cpu|cuda|mps|xpu|npu|hpu)(:\d{1,2})?", value.strip()):
+            raise ValueError("cpu, cuda, cuda:N, mps or xpu (empty: cuda when available, else cpu)")
         return value.strip()
 
     @field_validator("database_url")
@@ -183,8 +194,9 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     names = [f"AUGLOOP_{name.upper()}" for name in Settings.model_fields]
     out = []
     for variable in sorted(environ):
-        if variable.startswith("AUGLOOP_") and variable not in names and variable not in OTHER_VARIABLES:
-            near = get_close_matches(variable, names, n=1, cutoff=0.8)
+        upper = variable.upper()  # pydantic-settings reads AUGLOOP_api_port as AUGLOOP_API_PORT
+        if upper.startswith("AUGLOOP_") and upper not in names and upper not in OTHER_VARIABLES:
+            near = get_close_matches(upper, names, n=1, cutoff=0.8)
             out.append(f"{variable} is not an augloop setting" + (f" (did you mean {near[0]}?)" if near else ""))
     return out
 

@@ -84,6 +84,20 @@ def upgrade_to_head(engine: Engine) -> None:
         connection.commit()
 
 
+def extension_tables(connection: Connection) -> set[str]:
+    """Postgres: the current schema's tables that belong to an extension (PostGIS' spatial_ref_sys in a fresh
+    database of the postgis image): they make a database no other application's."""
+    if connection.dialect.name != "postgresql":
+        return set()
+    return set(
+        connection.exec_driver_sql(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e' "
+            "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
+        ).scalars()
+    )
+
+
 def check_upgradable(connection: Connection, cfg: Config) -> None:
     """Refuse, naming why, a database this augloop must not migrate: one at a revision it does not know (a newer
     augloop's: every command ended in Alembic's traceback), and one holding another application's tables and no
@@ -93,7 +107,7 @@ def check_upgradable(connection: Connection, cfg: Config) -> None:
 
     from core.errors import ValidationFailed
 
-    tables = set(inspect(connection).get_table_names())
+    tables = set(inspect(connection).get_table_names()) - extension_tables(connection)
     if "alembic_version" in tables:
         current = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all()
         known = {revision.revision for revision in ScriptDirectory.from_config(cfg).walk_revisions()}
@@ -101,7 +115,8 @@ def check_upgradable(connection: Connection, cfg: Config) -> None:
         if unknown:
             raise ValidationFailed(
                 f"the database (AUGLOOP_DATABASE_URL) is at schema revision {unknown[0]!r}, which this augloop "
-                "does not know: a newer augloop made it. Upgrade augloop, or use another database",
+                "does not know: a newer augloop's database (upgrade augloop), or another application's (use "
+                "another database)",
                 field="database_url",
             )
         connection.rollback()  # the check's read transaction: Alembic begins its own

@@ -5,6 +5,7 @@ Reads happen in a short read-only transaction, prediction with none open, writes
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,9 +51,23 @@ class ModelSpec:
 # What loading a saved model reads (trainer/model.py load_model, trainer/classical.py ClassicalPredictor): a
 # damaged folder was answered 500 ("could not read or write a file"), naming neither the run nor the file.
 SAVED_MODEL_FILES = {
-    "single": ("model.json", "heads.safetensors", "encoder/config.json"),
+    "single": (
+        "model.json",
+        "heads.safetensors",
+        "encoder/config.json",
+        "encoder/model.safetensors|encoder/pytorch_model.bin",  # either: save_pretrained writes one
+        "encoder/tokenizer_config.json",
+    ),
     "tfidf": ("model.json", "model.joblib"),
 }
+
+
+def _lacking(folder: Path, kind: str) -> str | None:
+    """The first file a saved model of `kind` in `folder` lacks (alternatives separated by |), or None."""
+    for wanted in SAVED_MODEL_FILES.get(kind, ("model.json",)):
+        if not any((folder / name).exists() for name in wanted.split("|")):
+            return wanted.split("|")[0]
+    return None
 
 
 def model_spec(session: Session, model_id: int, user: User | None, *, field_name: str = "model_id") -> ModelSpec:
@@ -68,10 +83,7 @@ def model_spec(session: Session, model_id: int, user: User | None, *, field_name
         members, params = [run], {}
     dirs = [str(Path(m.artifact_dir or "") / "model") for m in members]
     for member, d in zip(members, dirs, strict=True):
-        lacking = next(
-            (name for name in SAVED_MODEL_FILES.get(member.kind, ("model.json",)) if not (Path(d) / name).exists()),
-            None,
-        )
+        lacking = _lacking(Path(d), member.kind)
         if lacking is not None:  # a file name, never the server's path
             which = f"run {member.id}" + (f" (a member of ensemble {model_id})" if member.id != model_id else "")
             missing = "is missing" if lacking == "model.json" else f"is incomplete (no {lacking})"
@@ -91,6 +103,7 @@ def load_predictor(spec: ModelSpec) -> Any:
     """A RunPredictor or EnsemblePredictor for `spec`, loaded once per process (an LRU cache)."""
     # The ML stack loads on first use: the API serves everything else without importing torch.
     from trainer.classical import ClassicalPredictor
+    from trainer.errors import TrainerError
     from trainer.predict import EnsemblePredictor, RunPredictor, cached_predictor
 
     settings = get_settings()
@@ -108,7 +121,13 @@ def load_predictor(spec: ModelSpec) -> Any:
             return EnsemblePredictor(members, spec.ensemble)
         return members[0]
 
-    return cached_predictor(spec.cache_key, build, capacity=settings.trainer_model_cache)
+    try:
+        return cached_predictor(spec.cache_key, build, capacity=settings.trainer_model_cache)
+    except TrainerError as err:  # a damaged file the check above cannot see; its message names a server path
+        logging.getLogger(__name__).warning("model %s cannot load: %s", spec.id, err)
+        raise ValidationFailed(
+            f"the saved model of run {spec.id} cannot be loaded (a damaged file): train it again", field="model_id"
+        ) from None
 
 
 _turns: dict[int, threading.BoundedSemaphore] = {}

@@ -362,7 +362,7 @@ def test_an_operators_bad_settings_exit_2_naming_the_setting(settings) -> None:
         ("AUGLOOP_DATABASE_URL", "sqlite://", "AUGLOOP_DATABASE_URL: an in-memory SQLite database is lost"),
         ("AUGLOOP_JOB_LEASE_SECONDS", "1e23", "AUGLOOP_JOB_LEASE_SECONDS: Input should be less than or equal to"),
         ("AUGLOOP_SQLITE_BUSY_TIMEOUT_MS", "9999999999999", "AUGLOOP_SQLITE_BUSY_TIMEOUT_MS"),
-        ("AUGLOOP_AUGMENT_DEVICE", "gpu", "AUGLOOP_AUGMENT_DEVICE: cpu, cuda, cuda:N or mps"),
+        ("AUGLOOP_AUGMENT_DEVICE", "gpu", "AUGLOOP_AUGMENT_DEVICE: cpu, cuda, cuda:N, mps or xpu"),
     ):
         r = run_augloop("migrate", env=cli_env(settings, **{variable: value}), timeout=60)
         assert r.returncode == 2 and said in " ".join(r.stderr.split()), (variable, r.stderr)
@@ -417,6 +417,9 @@ def test_a_settings_file_that_is_not_utf8_and_a_missing_plugin_are_named(tmp_pat
     with pytest.raises(ValueError, match="AUGLOOP_WORKER_PLUGINS: cannot import 'nonexistent_mod'"):
         load_handlers(["nonexistent_mod"])
     assert Settings(_env_file=None, database_url="sqlite:////tmp/x.db", augment_device="cuda:1").augment_device
+    # values torch takes, as it spells them; an empty models or NLTK directory is the default, not "."
+    kept = Settings(_env_file=None, augment_dtype="BFloat16", augment_device="xpu:0", models_dir="", nltk_data=" ")
+    assert (kept.augment_dtype, kept.models_dir, kept.nltk_data) == ("bfloat16", None, None)
     with pytest.raises(ValueError, match=r"write \. for the current one"):
         Settings(_env_file=None, data_dir="")  # an empty AUGLOOP_DATA_DIR= meant wherever a command started
 
@@ -427,7 +430,9 @@ def test_a_misspelt_variable_is_named_with_the_setting_it_resembles(monkeypatch,
 
     from core.settings import get_settings, unknown_variables
 
-    assert unknown_variables({"AUGLOOP_DATABASE_ULR": "x", "AUGLOOP_CPU_BF16": "1", "AUGLOOP_NOTHING_LIKE": ""}) == [
+    assert unknown_variables(
+        {"AUGLOOP_DATABASE_ULR": "x", "AUGLOOP_CPU_BF16": "1", "AUGLOOP_NOTHING_LIKE": "", "AUGLOOP_api_port": "1"}
+    ) == [
         "AUGLOOP_DATABASE_ULR is not an augloop setting (did you mean AUGLOOP_DATABASE_URL?)",
         "AUGLOOP_NOTHING_LIKE is not an augloop setting",
     ]
@@ -453,3 +458,42 @@ def test_serve_and_ui_on_a_port_in_use_exit_2_naming_the_settings(settings) -> N
             r = run_augloop(command, "--port", str(port), env=cli_env(settings), timeout=60)
             said = " ".join(r.stderr.split())
             assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in said and names in said, r.stderr
+
+
+def test_the_cli_names_what_a_database_error_means_and_leaves_others_as_they_are() -> None:
+    """A unique-key race (two imports creating one dataset) read "cannot be read"; any missing module read "a
+    database augloop does not support". Each error is mapped for what it is."""
+    import sqlite3
+
+    import typer
+    from sqlalchemy.exc import DatabaseError, IntegrityError
+    from typer.testing import CliRunner
+
+    from augloop.console import ErrorMappingGroup
+
+    raised: list[BaseException] = []
+    app = typer.Typer(cls=ErrorMappingGroup)
+
+    @app.command()
+    def go() -> None:
+        raise raised[0]
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    for error, said, code in (
+        (
+            IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE constraint failed: datasets.name")),
+            "another process changed the same data meanwhile; retry",
+            2,
+        ),
+        (DatabaseError("SELECT", {}, sqlite3.DatabaseError("file is not a database")), "cannot be read", 2),
+        (ModuleNotFoundError("No module named 'pymysql'", name="pymysql"), "does not support", 2),
+        (ModuleNotFoundError("No module named 'plotly'", name="plotly"), None, 1),  # not a database's: a bug
+    ):
+        raised[:] = [error]
+        result = CliRunner().invoke(app, ["go"])
+        assert result.exit_code == code, (error, result.output)
+        if said:
+            assert said in " ".join(result.output.split()), result.output
