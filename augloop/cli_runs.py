@@ -151,7 +151,7 @@ def ensemble_cmd(
             err_console.print(
                 f"[bold yellow]warning:[/] the ensemble is scored on the {counted['scored']} {split} texts its "
                 f"members share; a member was scored on {counted['most_of_a_member']} (the dataset's {split} split "
-                "changed between their runs): its figures above are not comparable with the ensemble's",
+                "changed between their runs): the members' figures are not comparable with the ensemble's",
                 highlight=False,
             )
 
