@@ -8,7 +8,14 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.review_fixtures import HOSTILE_TEXT, add_val_texts, issue_token, live_api, review_data  # noqa: F401
+from tests.review_fixtures import (  # noqa: F401
+    HOSTILE_TEXT,
+    add_original,
+    add_val_texts,
+    issue_token,
+    live_api,
+    review_data,
+)
 
 APP = "../review_ui/app.py"
 
@@ -625,6 +632,15 @@ def test_training_page_starts_a_budgeted_run_and_shows_its_plan_and_lr_trials(
     with session_scope(engine) as s:
         ds = s.query(Dataset).filter_by(name="rev").one()
         add_val_texts(s, ds)  # a training request needs labelled val texts
+        # and the TF-IDF member (on by default) a class with two train texts for its cross-validation
+        add_original(
+            s,
+            ds,
+            "Cut the tax on Social Security benefits.",
+            {"bias": "partisan", "message": "policy"},
+            "train",
+            "src6",
+        )
         s.add(
             TrainingRun(
                 dataset_id=ds.id,
