@@ -177,14 +177,25 @@ def label_conflicts(conn: Connection, limit: int) -> tuple[int, list[dict[str, A
         f"LEFT JOIN {LABELS} b ON b.seq = r.first_seq AND b.task = a.task "
         "WHERE r.seq <> r.first_seq AND (b.label IS NULL OR b.label <> a.label)"
     )
+    return _rows_in_conflict(
+        conn,
+        found,
+        "r.line, f.line, a.task, a.label, b.label",
+        ("line", "duplicate_of_line", "task", "label", "kept"),
+        limit,
+    )
+
+
+def _rows_in_conflict(
+    conn: Connection, found: str, columns: str, keys: tuple[str, ...], limit: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """How many rows (r.seq) `found` (FROM … WHERE over rows r and their labels a) holds, and its first `limit`
+    (row, task) pairs as dicts of `keys` for the selected `columns`."""
     count = conn.exec_driver_sql(f"SELECT COUNT(DISTINCT r.seq) {found}").scalar_one()
-    listed = [
-        {"line": line, "duplicate_of_line": first, "task": task, "label": label, "kept": kept}
-        for line, first, task, label, kept in conn.exec_driver_sql(
-            f"SELECT r.line, f.line, a.task, a.label, b.label {found} ORDER BY r.seq, a.task LIMIT {int(limit)}"
-        ).tuples()
-    ]
-    return int(count), listed
+    if not count:
+        return 0, []
+    rows = conn.exec_driver_sql(f"SELECT {columns} {found} ORDER BY r.seq, a.task LIMIT {int(limit)}").tuples()
+    return int(count), [dict(zip(keys, row, strict=True)) for row in rows]
 
 
 def existing_label_conflicts(conn: Connection, limit: int) -> tuple[int, list[dict[str, Any]]]:
@@ -196,16 +207,13 @@ def existing_label_conflicts(conn: Connection, limit: int) -> tuple[int, list[di
         "LEFT JOIN sample_labels b ON b.sample_id = r.existing_id AND b.task = a.task "
         "WHERE r.existing_id IS NOT NULL AND (b.label IS NULL OR b.label <> a.label)"
     )
-    count = conn.exec_driver_sql(f"SELECT COUNT(DISTINCT r.seq) {found}").scalar_one()
-    if not count:
-        return 0, []
-    listed = [
-        {"line": line, "sample": sample, "task": task, "label": label, "kept": kept}
-        for line, sample, task, label, kept in conn.exec_driver_sql(
-            f"SELECT r.line, r.existing_id, a.task, a.label, b.label {found} ORDER BY r.seq, a.task LIMIT {int(limit)}"
-        ).tuples()
-    ]
-    return int(count), listed
+    return _rows_in_conflict(
+        conn,
+        found,
+        "r.line, r.existing_id, a.task, a.label, b.label",
+        ("line", "sample", "task", "label", "kept"),
+        limit,
+    )
 
 
 def new_rows(conn: Connection, batch: int = 10_000) -> Iterator[list[tuple[int, int, str, str]]]:
