@@ -417,7 +417,6 @@ def bulk_decide(
         raise TooLargeError(
             f"{len(targets)} variants exceed the bulk limit of {max_items}; narrow the filter", field="filter"
         )
-    now = utcnow()
     statuses: dict[str, int] = {}
     k = reviews_required_now(session, dataset.id)
     for chunk in chunked(targets):
@@ -436,6 +435,12 @@ def bulk_decide(
             result["changed"] += [*decided, *(r[0] for r in rows if seen.get(r[0]) != r[1])]
             rows = [r for r in rows if seen.get(r[0]) == r[1]]
         votes = latest_votes(session, [r[0] for r in rows])
+        # A vote of this user's committed since the targets were read (their single decision in another request,
+        # on a variant k ≥ 2 keeps pending): a bulk decision never replaces one's standing vote.
+        if voted := [r[0] for r in rows if user.id in votes.get(r[0], {})]:
+            result["skipped"]["voted_already"] = result["skipped"].get("voted_already", 0) + len(voted)
+            rows = [r for r in rows if user.id not in votes.get(r[0], {})]
+        now = utcnow()  # after the lock wait: the audit trail's order is the order decisions took effect
         groups: dict[tuple[str, int], list[int]] = {}
         for sample_id, _version, _text in rows:
             now_cast = cast(votes.get(sample_id, {}), user.id, decision)

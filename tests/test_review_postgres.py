@@ -248,3 +248,38 @@ def test_a_work_share_claimed_while_k_changes_does_not_deadlock(pg_settings, mon
     with session_scope(engine) as s:
         assert s.scalar(select(ReviewAssignment.id).limit(1)) is not None
         assert get_dataset(s, data.dataset).reviews_required == 3
+
+
+def test_a_bulk_decision_never_replaces_the_users_own_vote_cast_meanwhile(pg_settings, monkeypatch) -> None:
+    """With k = 2 a variant stays pending after one vote: an annotator's single reject committed (in another
+    request) while their bulk approval by filter waited for its lock was replaced by the bulk's approve, and the
+    variant ended approved against their decision (Postgres: SQLite's writers take turns from BEGIN)."""
+    from sqlalchemy import select
+
+    from db.datasets import get_dataset
+    from db.models import Review, Sample, User
+    from db.session import get_engine, session_scope
+    from services import review
+    from services.review import BulkSelection, bulk_decide, decide, queue_filter
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    data = seed_review_data(engine, name="k2", reviews_required=2, hostile=False)
+    issue_token(engine, "bob")
+    target = data.variants[data.sources[0]][0]
+    real_targets = review.bulk_targets
+
+    def then_a_reject_commits(session, *args, **kwargs):  # type: ignore[no-untyped-def]
+        found = real_targets(session, *args, **kwargs)  # bob had no vote when the targets were read
+        with session_scope(engine) as other:  # his single reject, in another request, commits first
+            bob = other.scalars(select(User).where(User.name == "bob")).one()
+            decide(other, target, bob, "reject", other.get_one(Sample, target).version, reason="meaning_changed")
+        return found
+
+    monkeypatch.setattr(review, "bulk_targets", then_a_reject_commits)
+    with session_scope(engine) as s:
+        bob = s.scalars(select(User).where(User.name == "bob")).one()
+        done = bulk_decide(s, get_dataset(s, "k2"), bob, "approve", BulkSelection(filter=queue_filter()), confirm=True)
+    assert done["skipped"] == {"voted_already": 1} and done["applied"] == done["matched"] - 1
+    with session_scope(engine) as s:
+        assert [r.decision for r in s.scalars(select(Review).where(Review.sample_id == target))] == ["reject"]
+        assert s.get_one(Sample, target).review_status == "pending"  # one vote of two
