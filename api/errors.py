@@ -9,7 +9,8 @@ import os
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, InvalidRequestError, NoResultFound, OperationalError
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import DomainError
@@ -49,14 +50,37 @@ def install_error_handlers(app: FastAPI) -> None:
     async def operational_error(_request: Request, err: OperationalError) -> JSONResponse:
         # The database failed the statement or the commit (locked past the busy timeout, disk full, connection
         # lost): the transaction was rolled back, so nothing of the request was stored. Say so; a retry may work.
+        # The driver's words stay in the log: they name the database's host and port ("connection to server
+        # at …"), which are no client's business.
+        said = str(err.orig).splitlines()[0] if err.orig else type(err).__name__
+        log.warning("database error answered 503: %s", said)
+        why = "busy with another write" if "locked" in said else "busy or unreachable"
         return JSONResponse(
-            {
-                "detail": "the database did not complete the request, so nothing was saved; retry: "
-                f"{str(err.orig).splitlines()[0] if err.orig else type(err).__name__}"
-            },
+            {"detail": f"the database is {why} and did not complete the request, so nothing was saved; retry"},
             status_code=503,
             headers={"Retry-After": "5"},
         )
+
+    # A row the request read was deleted by another request before it wrote (an admin deleted the dataset while
+    # an annotator decided one of its variants): SQLAlchemy finds no row where it expected one. Each was a 500,
+    # and uvicorn closed the client's connection.
+    gone = (
+        "what this request works on (a dataset or a sample) was deleted by another request meanwhile; nothing was saved"
+    )
+
+    @app.exception_handler(NoResultFound)
+    @app.exception_handler(ObjectDeletedError)
+    @app.exception_handler(StaleDataError)
+    async def deleted_meanwhile(_request: Request, err: Exception) -> JSONResponse:
+        log.info("answered 404, deleted meanwhile: %s", err)
+        return JSONResponse({"detail": gone}, status_code=404)
+
+    @app.exception_handler(InvalidRequestError)
+    async def refreshed_after_deletion(_request: Request, err: InvalidRequestError) -> JSONResponse:
+        if "Could not refresh instance" not in str(err):  # a defect: the 500 it is
+            raise err
+        log.info("answered 404, deleted meanwhile: %s", err)
+        return JSONResponse({"detail": gone}, status_code=404)
 
     @app.exception_handler(OverflowError)
     async def overflow_error(_request: Request, err: OverflowError) -> JSONResponse:

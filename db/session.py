@@ -32,7 +32,11 @@ def make_engine(url: str, settings: Settings | None = None) -> Engine:
         if path and path != ":memory:":
             # Private even when created by a library caller that did not set a umask (the CLI sets 077).
             Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        engine = create_engine(url, connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000})
+        # hide_parameters: a statement's values (a dataset's texts, token hashes) stay out of error messages and
+        # logs; a failed insert of an augment job's variants logged 560,000 characters of them.
+        engine = create_engine(
+            url, connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000}, hide_parameters=True
+        )
         busy_ms = settings.sqlite_busy_timeout_ms
 
         @event.listens_for(engine, "connect")
@@ -60,7 +64,7 @@ def make_engine(url: str, settings: Settings | None = None) -> Engine:
             conn.info[WRITE_LOCK_SINCE] = None if readonly else time.monotonic()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True)
 
 
 def _owner_only(db_file: Path) -> None:

@@ -133,6 +133,8 @@ def test_a_failed_commit_reaches_the_client_and_nothing_is_stored(world) -> None
                 r = http.request(method, path, **kwargs)
             assert r.status_code == 503, f"{name}: a write whose commit failed answered {r.status_code} {r.text}"
             assert "nothing was saved" in r.json()["detail"], name
+            # the driver's words stay in the server's log: on Postgres they named the database's host and port
+            assert "simulated" not in r.text, (name, r.text)
         with session_scope(engine) as s:
             assert not stored(s), f"{name}: the failed write is in the database"
 
@@ -294,3 +296,20 @@ def test_files_are_deleted_only_when_the_deletion_that_asked_commits(engine, tmp
         s.begin()
         s.commit()
     assert closed.exists(), "a closed transaction's deletion was carried into the next one's commit"
+
+
+def test_a_failed_statement_keeps_its_values_out_of_messages_and_logs(engine) -> None:
+    """A failed insert of an augment job's variants logged its parameters: 560,000 characters of the dataset's
+    texts in the worker's log."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from db.session import session_scope
+
+    secret = "a text of the dataset, " * 20
+    with pytest.raises(IntegrityError) as err, session_scope(engine) as s:
+        s.execute(
+            text("INSERT INTO samples (id, dataset_id, text) VALUES (:id, :ds, :text)"),
+            {"id": 1, "ds": 999_999, "text": secret},
+        )
+    assert secret not in str(err.value) and "hidden due to hide_parameters" in str(err.value)

@@ -283,3 +283,27 @@ def test_a_bulk_decision_never_replaces_the_users_own_vote_cast_meanwhile(pg_set
     with session_scope(engine) as s:
         assert [r.decision for r in s.scalars(select(Review).where(Review.sample_id == target))] == ["reject"]
         assert s.get_one(Sample, target).review_status == "pending"  # one vote of two
+
+
+def test_a_decision_on_a_dataset_deleted_meanwhile_is_a_404_not_a_500(pg_api, pg_settings, monkeypatch) -> None:
+    """An admin deleted the dataset while an annotator's decision was under way: the decision met no row where
+    it expected one (NoResultFound, a refresh of a deleted row, an UPDATE of none) and answered 500, and uvicorn
+    closed the client's connection."""
+    from db.session import get_engine, session_scope
+    from services import datasets, review
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    real_votes = review.latest_votes
+
+    def deleted_first(session, ids):  # type: ignore[no-untyped-def]
+        with session_scope(engine) as other:  # the admin's delete commits between the read and the write
+            datasets.remove(other, pg_api["data"].dataset)
+        return real_votes(session, ids)
+
+    monkeypatch.setattr(review, "latest_votes", deleted_first)
+    variant = next(iter(pg_api["data"].variants.values()))[0]
+    with client(pg_api, 0) as c:
+        r = c.post(f"/samples/{variant}/decision", json={"decision": "approve", "version": 1})
+        assert r.status_code == 404, r.text
+        assert "deleted by another request meanwhile; nothing was saved" in r.json()["detail"]
+        assert c.get("/me").status_code == 200  # the connection stays usable
