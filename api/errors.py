@@ -19,6 +19,10 @@ from trainer.errors import TrainerError
 log = logging.getLogger("augloop.api")
 
 
+# The answer to a request whose dataset or sample another request deleted meanwhile (404).
+GONE = "what this request works on (a dataset or a sample) was deleted by another request meanwhile; nothing was saved"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, err: DomainError) -> JSONResponse:
@@ -41,7 +45,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(IntegrityError)
     async def integrity_error(_request: Request, err: IntegrityError) -> JSONResponse:
-        # A unique constraint raced past our own checks (two requests at once): a conflict, not a crash.
+        said = str(err.orig or err)
+        if "FOREIGN KEY" in said or "foreign key" in said:
+            # A row the write points at was deleted meanwhile (a dataset deleted while a job was queued into it):
+            # a retry meets the same absence, so "retry" would mislead.
+            return JSONResponse({"detail": GONE}, status_code=404)
+        # A unique constraint raced past our own checks (two requests at once): a conflict, not a crash. The
+        # same text written into one dataset twice at once names the text, as the check that lost the race does.
+        if "content_hash" in said:
+            return JSONResponse(
+                {
+                    "detail": "another request stored the same text in this dataset meanwhile; nothing was saved",
+                    "field": "text",
+                },
+                status_code=409,
+            )
         return JSONResponse(
             {"detail": "conflicts with existing data (it changed concurrently); retry"}, status_code=409
         )
@@ -64,23 +82,19 @@ def install_error_handlers(app: FastAPI) -> None:
     # A row the request read was deleted by another request before it wrote (an admin deleted the dataset while
     # an annotator decided one of its variants): SQLAlchemy finds no row where it expected one. Each was a 500,
     # and uvicorn closed the client's connection.
-    gone = (
-        "what this request works on (a dataset or a sample) was deleted by another request meanwhile; nothing was saved"
-    )
-
     @app.exception_handler(NoResultFound)
     @app.exception_handler(ObjectDeletedError)
     @app.exception_handler(StaleDataError)
     async def deleted_meanwhile(_request: Request, err: Exception) -> JSONResponse:
         log.info("answered 404, deleted meanwhile: %s", err)
-        return JSONResponse({"detail": gone}, status_code=404)
+        return JSONResponse({"detail": GONE}, status_code=404)
 
     @app.exception_handler(InvalidRequestError)
     async def refreshed_after_deletion(_request: Request, err: InvalidRequestError) -> JSONResponse:
         if "Could not refresh instance" not in str(err):  # a defect: the 500 it is
             raise err
         log.info("answered 404, deleted meanwhile: %s", err)
-        return JSONResponse({"detail": gone}, status_code=404)
+        return JSONResponse({"detail": GONE}, status_code=404)
 
     @app.exception_handler(OverflowError)
     async def overflow_error(_request: Request, err: OverflowError) -> JSONResponse:

@@ -313,3 +313,31 @@ def test_a_failed_statement_keeps_its_values_out_of_messages_and_logs(engine) ->
             {"id": 1, "ds": 999_999, "text": secret},
         )
     assert secret not in str(err.value) and "hidden due to hide_parameters" in str(err.value)
+
+
+def test_constraint_races_answer_what_happened(settings) -> None:
+    """A write racing a delete broke a foreign key and was told "retry" (the retry met the same absence); the
+    same new text stored twice at once got no field, where the check that lost the race names `text`."""
+    import sqlite3
+
+    from fastapi.testclient import TestClient
+    from sqlalchemy.exc import IntegrityError
+
+    from api.main import create_app
+
+    app = create_app(settings)
+    said = {
+        "fk": "FOREIGN KEY constraint failed",
+        "text": "UNIQUE constraint failed: samples.dataset_id, samples.content_hash",
+        "name": "UNIQUE constraint failed: projects.name",
+    }
+
+    def boom(kind: str) -> None:
+        raise IntegrityError("INSERT", {}, sqlite3.IntegrityError(said[kind]))
+
+    app.add_api_route("/boom/{kind}", boom)
+    with TestClient(app, raise_server_exceptions=False) as http:
+        fk, text, name = (http.get(f"/boom/{kind}") for kind in ("fk", "text", "name"))
+    assert fk.status_code == 404 and "deleted by another request meanwhile" in fk.json()["detail"]
+    assert text.status_code == 409 and text.json()["field"] == "text"
+    assert name.status_code == 409 and "retry" in name.json()["detail"]
