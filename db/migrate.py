@@ -108,24 +108,21 @@ def check_upgradable(connection: Connection, cfg: Config) -> None:
     from core.errors import ValidationFailed
 
     tables = set(inspect(connection).get_table_names()) - extension_tables(connection)
+    problem = None
     if "alembic_version" in tables:
         current = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all()
         known = {revision.revision for revision in ScriptDirectory.from_config(cfg).walk_revisions()}
-        unknown = [revision for revision in current if revision not in known]
-        if unknown:
-            raise ValidationFailed(
-                f"the database (AUGLOOP_DATABASE_URL) is at schema revision {unknown[0]!r}, which this augloop "
-                "does not know: a newer augloop's database (upgrade augloop), or another application's (use "
-                "another database)",
-                field="database_url",
+        if unknown := [revision for revision in current if revision not in known]:
+            problem = (
+                f"is at schema revision {unknown[0]!r}, which this augloop does not know: a newer augloop's "
+                "database (upgrade augloop), or another application's (use another database)"
             )
-        connection.rollback()  # the check's read transaction: Alembic begins its own
-        return
-    if tables:
+    elif tables:
         shown = ", ".join(sorted(tables)[:5]) + (", …" if len(tables) > 5 else "")
-        raise ValidationFailed(
-            f"the database (AUGLOOP_DATABASE_URL) holds another application's tables ({shown}) and no augloop "
-            "schema: use an empty database, or one augloop made",
-            field="database_url",
+        problem = (
+            f"holds another application's tables ({shown}) and no augloop schema: use an empty database, or one "
+            "augloop made"
         )
-    connection.rollback()
+    if problem is not None:
+        raise ValidationFailed(f"the database (AUGLOOP_DATABASE_URL) {problem}", field="database_url")
+    connection.rollback()  # the check's read transaction: Alembic begins its own
