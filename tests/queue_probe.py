@@ -22,12 +22,6 @@ def probe(ctx: JobContext) -> dict:
     for step in range(steps):
         time.sleep(float(ctx.params.get("sleep", 0)) / steps)
         ctx.report(done=step + 1, total=steps)
-    unreachable = len(list(record_dir.glob("unreachable.*")))
-    if unreachable < int(ctx.params.get("unreachable_times", 0)):  # the database restarting under the job
-        from sqlalchemy.exc import OperationalError
-
-        (record_dir / f"unreachable.{unreachable}").write_text("")
-        raise OperationalError("SELECT 1", {}, Exception("FATAL:  the database system is starting up"))
     if ctx.params.get("fail_times", 0) >= ctx.attempt:
         raise RuntimeError(f"planned failure on attempt {ctx.attempt}")
     marker.write_text("finished")

@@ -256,16 +256,3 @@ def test_a_job_listing_filter_with_an_unknown_value_is_refused(admin) -> None:
     r = admin.get("/api/v1/training-runs", params={"status": "succeded"})
     assert r.status_code == 422 and r.json()["field"] == "status" and "succeeded" in r.json()["detail"], r.text
     assert admin.get("/api/v1/training-runs", params={"status": "queued,succeeded"}).status_code == 200
-
-
-def test_a_database_restart_under_a_job_does_not_use_up_its_attempts(settings, engine, tmp_path):
-    """A Postgres restart failed a running job's attempt ("the database system is starting up"): a few restarts
-    and the job failed for good, through no fault of its own. It is handed back with its attempt."""
-    import tests.queue_probe  # noqa: F401
-    from workers.main import Worker
-
-    job_id = enqueue(engine, record_dir=str(tmp_path), unreachable_times=3)  # as many as its attempts
-    stats = Worker(engine, ["probe"]).run(burst=True)
-    done = job(engine, job_id)
-    assert done.status == JobStatus.succeeded and done.attempts == 1, (done.status, done.attempts, done.last_error)
-    assert stats.released == 3 and stats.failed == 0 and stats.retried == 0

@@ -232,18 +232,6 @@ class Worker:
             log.warning("job %s: %s", job.id, err)
         except Exception as err:  # noqa: BLE001 - a handler failure is recorded on the job, never crashes the worker
             stop_beat()
-            if database_unreachable(err):
-                # Not the job's failure: the database restarted or went away under it (a Postgres restart used up
-                # one of a job's three attempts). Handed back with its attempt, as a shutdown hands a job back.
-                note = f"the database was unreachable during the attempt ({str(err).splitlines()[0][:300]})"
-                try:
-                    self._retrying_db(lambda: self._in_transaction(queue.release, job.id, self.worker_id, note))
-                except queue.LeaseLost:
-                    self.stats.lost += 1
-                    return
-                self.stats.released += 1
-                log.warning("job %s handed back: %s", job.id, note)
-                return
             permanent = isinstance(err, PermanentJobError)
             # The job shows its error to the project's members: the exception, not a traceback through the
             # server's paths; the traceback goes to the worker's log, for the operator.
@@ -301,26 +289,6 @@ class Worker:
                 continue
             if ctx.lease_lost.is_set():
                 return
-
-
-# What a database says when it restarts or goes away (Postgres, psycopg; SQLite has no server to lose).
-_UNREACHABLE = (
-    "the database system is starting up",
-    "the database system is shutting down",
-    "terminating connection due to administrator command",
-    "server closed the connection unexpectedly",
-    "Connection refused",
-    "could not connect to server",
-)
-
-
-def database_unreachable(err: BaseException) -> bool:
-    """Whether a handler's error is the database's absence (a restart, a lost connection), not the job's fault:
-    SQLAlchemy found the connection dead, or the server said it is starting or stopping."""
-    if not isinstance(err, DBAPIError):
-        return False
-    said = str(err.orig or err)
-    return bool(err.connection_invalidated) or any(marker in said for marker in _UNREACHABLE)
 
 
 class Presence:
