@@ -56,14 +56,6 @@ from workers.augment.params import METHOD_PARAMS, FilterParams, parse
 log = logging.getLogger("augloop.augment")
 
 TEXTS_PER_CALL = 64  # sources per augmenter call: the augmenters bucket the rows of one call by length
-# A small job's progress moved once, at its end (24 sources were one call): it is cut into about this many calls,
-# of at least MIN_TEXTS_PER_CALL sources. Variants do not depend on the cut (seeds derive from each source).
-PROGRESS_STEPS = 10
-MIN_TEXTS_PER_CALL = 4
-
-
-def texts_per_call(sources: int) -> int:
-    return min(TEXTS_PER_CALL, max(MIN_TEXTS_PER_CALL, -(-sources // PROGRESS_STEPS)))
 
 
 def _chunks(items: Sequence[SourceRow], size: int) -> list[Sequence[SourceRow]]:
@@ -215,7 +207,7 @@ def generate_variants(
         method_params = parse(METHOD_PARAMS[method], checked["params"][method])
         kept_before = len(kept)
         generated = 0
-        for chunk in _chunks(sources, texts_per_call(len(sources))):
+        for chunk in _chunks(sources, TEXTS_PER_CALL):
             wanted = [counts[s.sample_id] for s in chunk]
             hints = SourceHints(labels=[s.labels for s in chunk], **inputs.hints)
             produced = augmenter.augment(

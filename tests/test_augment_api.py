@@ -636,28 +636,6 @@ def test_job_progress_is_visible_while_running(lead, engine, mini_dataset) -> No
     assert job["progress_done"] == 130 and json.dumps(job["progress_info"]).count("dropped") == 1
 
 
-def test_a_small_jobs_progress_moves_before_its_end(lead, engine, mini_dataset, monkeypatch) -> None:
-    """24 sources were one augmenter call: the job showed 0 of 72 until it was done."""
-    from workers.registry import JobContext
-
-    seen: list[int] = []
-    original = JobContext.report
-
-    def recording(self, done=None, total=None, **info):  # type: ignore[no-untyped-def]
-        if done is not None:
-            seen.append(done)
-        return original(self, done, total, **info)
-
-    monkeypatch.setattr(JobContext, "report", recording)
-    sources = train_ids(engine, mini_dataset, limit=24)
-    r = lead.post(
-        "/api/v1/augment", json={"dataset": "mini", "methods": ["wordnet"], "n_per_text": 3, "sample_ids": sources}
-    )
-    run_worker(engine)
-    assert _job(lead, r.json()["id"])["progress_done"] == 72
-    assert len({d for d in seen if 0 < d < 72}) >= 4, seen  # a call of 4 sources at a time: 12, 24, …
-
-
 def test_a_submitted_near_copy_of_a_test_text_is_refused_and_nothing_is_stored(lead, engine, mini_dataset) -> None:
     from sqlalchemy import func
     from sqlalchemy.orm import Session

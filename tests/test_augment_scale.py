@@ -65,10 +65,8 @@ def test_an_augment_job_asks_for_its_batches_hashes_only(lead, engine, mini_data
     assert run_worker(engine).succeeded == 1
     result = lead.get(f"/api/v1/jobs/{r.json()['id']}").json()["result"]
     assert result["kept"] > 50
-    # One question per augmenter call (about a tenth of the sources, 10 × 2 variants at most here), never the
-    # dataset's 300 hashes at once.
-    per_call = generation.texts_per_call(100)
-    assert len(batches) == -(-100 // per_call) and all(0 < n <= 2 * per_call for n in batches), batches
+    # One question per augmenter call (64 sources × 2 variants at most), never the dataset's 300 hashes at once.
+    assert len(batches) == 2 and all(0 < n <= 128 for n in batches), batches
     # Candidates identical to a stored sample of the dataset are still dropped as duplicates.
     again = lead.post(
         "/api/v1/augment",
