@@ -23,6 +23,22 @@ log = logging.getLogger("augloop.api")
 GONE = "what this request works on (a dataset or a sample) was deleted by another request meanwhile; nothing was saved"
 
 
+def constraint_violated(err: IntegrityError) -> tuple[str, str]:
+    """(kind, constraint) of an integrity error, by the driver's codes, not its (translatable) words: kind
+    `foreign_key`, `unique` or `other`; the constraint's name (Postgres) or the columns (SQLite's message)."""
+    orig = err.orig
+    sqlstate = getattr(orig, "sqlstate", None)  # psycopg 3
+    if sqlstate is not None:
+        diag = getattr(orig, "diag", None)
+        name = str(getattr(diag, "constraint_name", None) or "")
+        return {"23503": "foreign_key", "23505": "unique"}.get(sqlstate, "other"), name
+    code = getattr(orig, "sqlite_errorname", "")  # sqlite3, Python 3.11+
+    said = str(orig or err)
+    columns = said.split("failed:", 1)[-1].strip() if "failed:" in said else ""
+    kinds = {"SQLITE_CONSTRAINT_FOREIGNKEY": "foreign_key", "SQLITE_CONSTRAINT_UNIQUE": "unique"}
+    return kinds.get(code, "other"), columns
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, err: DomainError) -> JSONResponse:
@@ -45,14 +61,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(IntegrityError)
     async def integrity_error(_request: Request, err: IntegrityError) -> JSONResponse:
-        said = str(err.orig or err)
-        if "FOREIGN KEY" in said or "foreign key" in said:
+        kind, constraint = constraint_violated(err)
+        log.warning("integrity error answered %s (%s): %s", kind, constraint, str(err.orig or err).splitlines()[0])
+        if kind == "foreign_key":
             # A row the write points at was deleted meanwhile (a dataset deleted while a job was queued into it):
             # a retry meets the same absence, so "retry" would mislead.
             return JSONResponse({"detail": GONE}, status_code=404)
-        # A unique constraint raced past our own checks (two requests at once): a conflict, not a crash. The
-        # same text written into one dataset twice at once names the text, as the check that lost the race does.
-        if "content_hash" in said:
+        if kind == "unique" and "content_hash" in constraint:
+            # The same text written into one dataset twice at once: the check that lost the race names the text.
             return JSONResponse(
                 {
                     "detail": "another request stored the same text in this dataset meanwhile; nothing was saved",
@@ -60,6 +76,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 },
                 status_code=409,
             )
+        # A unique constraint raced past our own checks (two requests at once): a conflict, not a crash.
         return JSONResponse(
             {"detail": "conflicts with existing data (it changed concurrently); retry"}, status_code=409
         )
@@ -67,11 +84,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def operational_error(_request: Request, err: OperationalError) -> JSONResponse:
         # The database failed the statement or the commit (locked past the busy timeout, disk full, connection
-        # lost): the transaction was rolled back, so nothing of the request was stored. Say so; a retry may work.
-        # The driver's words stay in the log: they name the database's host and port ("connection to server
-        # at …"), which are no client's business.
+        # lost): the transaction was rolled back, so nothing of the request was stored. The driver's words stay in
+        # the log: they name the database's host and port ("connection to server at …"), no client's business.
         said = str(err.orig).splitlines()[0] if err.orig else type(err).__name__
-        log.warning("database error answered 503: %s", said)
+        log.warning("database error answered: %s", said)
+        if "full" in said or getattr(err.orig, "sqlstate", None) == "53100":  # no retry helps until space is freed
+            detail = "the database's disk is full, so nothing was saved; the operator must free space"
+            return JSONResponse({"detail": detail}, status_code=507)
+        if "readonly" in said or "read-only" in said:
+            detail = "the database is read-only for the server, so nothing was saved; the operator must fix it"
+            return JSONResponse({"detail": detail}, status_code=503)
         why = "busy with another write" if "locked" in said else "busy or unreachable"
         return JSONResponse(
             {"detail": f"the database is {why} and did not complete the request, so nothing was saved; retry"},

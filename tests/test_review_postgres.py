@@ -307,3 +307,30 @@ def test_a_decision_on_a_dataset_deleted_meanwhile_is_a_404_not_a_500(pg_api, pg
         assert r.status_code == 404, r.text
         assert "deleted by another request meanwhile; nothing was saved" in r.json()["detail"]
         assert c.get("/me").status_code == 200  # the connection stays usable
+
+
+def test_postgres_constraint_errors_are_read_by_their_codes(pg_settings) -> None:
+    """The API tells a broken foreign key (deleted meanwhile, 404) from a duplicate text (409 on `text`) by the
+    server's SQLSTATE and constraint name, not its words (a server in another language words them otherwise)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from api.errors import constraint_violated
+    from db.session import get_engine
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    data = seed_review_data(engine, name="codes", hostile=False)
+    insert = "INSERT INTO samples (dataset_id, text, split, origin, content_hash, review_status, review_count, "
+    insert += "version, created_at, updated_at) SELECT :ds, 'x', 'train', 'original', content_hash, 'pending', 0, 1, "
+    insert += "now(), now() FROM samples WHERE id = :id"
+    found = []
+    for ds in (999_999, None):
+        with engine.connect() as conn, pytest.raises(IntegrityError) as err:
+            dataset = (
+                ds
+                or conn.execute(text("SELECT dataset_id FROM samples WHERE id = :id"), {"id": data.sources[0]}).scalar()
+            )
+            conn.execute(text(insert), {"ds": dataset, "id": data.sources[0]})
+        found.append(constraint_violated(err.value))
+    assert found[0][0] == "foreign_key"
+    assert found[1] == ("unique", "uq_samples_dataset_id_content_hash")
