@@ -20,7 +20,7 @@ log = logging.getLogger("augloop.api")
 
 
 # The answer to a request whose dataset or sample another request deleted meanwhile (404).
-GONE = "what this request works on (a dataset or a sample) was deleted by another request meanwhile; nothing was saved"
+GONE = "what this request works on (a dataset or a sample) was deleted by another request meanwhile"
 
 
 def constraint_violated(err: IntegrityError) -> tuple[str, str]:
@@ -37,6 +37,11 @@ def constraint_violated(err: IntegrityError) -> tuple[str, str]:
     columns = said.split("failed:", 1)[-1].strip() if "failed:" in said else ""
     kinds = {"SQLITE_CONSTRAINT_FOREIGNKEY": "foreign_key", "SQLITE_CONSTRAINT_UNIQUE": "unique"}
     return kinds.get(code, "other"), columns
+
+
+def gone_detail(request: Request) -> str:
+    """GONE, and for a write that nothing of it was saved (its transaction was rolled back)."""
+    return GONE if request.method in ("GET", "HEAD") else f"{GONE}; nothing was saved"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -60,13 +65,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=422)
 
     @app.exception_handler(IntegrityError)
-    async def integrity_error(_request: Request, err: IntegrityError) -> JSONResponse:
+    async def integrity_error(request: Request, err: IntegrityError) -> JSONResponse:
         kind, constraint = constraint_violated(err)
         log.warning("integrity error answered %s (%s): %s", kind, constraint, str(err.orig or err).splitlines()[0])
         if kind == "foreign_key":
             # A row the write points at was deleted meanwhile (a dataset deleted while a job was queued into it):
             # a retry meets the same absence, so "retry" would mislead.
-            return JSONResponse({"detail": GONE}, status_code=404)
+            return JSONResponse({"detail": gone_detail(request)}, status_code=404)
         if kind == "unique" and "content_hash" in constraint:
             # The same text written into one dataset twice at once: the check that lost the race names the text.
             return JSONResponse(
@@ -107,16 +112,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NoResultFound)
     @app.exception_handler(ObjectDeletedError)
     @app.exception_handler(StaleDataError)
-    async def deleted_meanwhile(_request: Request, err: Exception) -> JSONResponse:
+    async def deleted_meanwhile(request: Request, err: Exception) -> JSONResponse:
         log.info("answered 404, deleted meanwhile: %s", err)
-        return JSONResponse({"detail": GONE}, status_code=404)
+        return JSONResponse({"detail": gone_detail(request)}, status_code=404)
 
     @app.exception_handler(InvalidRequestError)
-    async def refreshed_after_deletion(_request: Request, err: InvalidRequestError) -> JSONResponse:
+    async def refreshed_after_deletion(request: Request, err: InvalidRequestError) -> JSONResponse:
         if "Could not refresh instance" not in str(err):  # a defect: the 500 it is
             raise err
         log.info("answered 404, deleted meanwhile: %s", err)
-        return JSONResponse({"detail": GONE}, status_code=404)
+        return JSONResponse({"detail": gone_detail(request)}, status_code=404)
 
     @app.exception_handler(OverflowError)
     async def overflow_error(_request: Request, err: OverflowError) -> JSONResponse:

@@ -177,8 +177,9 @@ class BulkDecisionResult(BaseModel):
     )
     skipped: dict[str, int] = Field(
         default_factory=dict,
-        description="By `sample_ids`: the ids named but not decided, counted by reason (not_a_variant, decided, "
-        "voted_already, own_submission, not_in_dataset, changed)",
+        description="Variants not decided, counted by reason: by `sample_ids`, the ids named (not_a_variant, "
+        "decided, voted_already, own_submission, not_in_dataset, changed); by any selection, voted_already for "
+        "those you voted on in another request while this one waited",
     )
 
 

@@ -353,6 +353,7 @@ def test_constraint_races_answer_what_happened(settings) -> None:
     with TestClient(app, raise_server_exceptions=False) as http:
         fk, text, null, name = (http.get(f"/boom/{kind}") for kind in ("fk", "text", "null", "name"))
     assert fk.status_code == 404 and "deleted by another request meanwhile" in fk.json()["detail"]
+    assert "nothing was saved" not in fk.json()["detail"]  # a GET saves nothing: it is said of writes only
     assert text.status_code == 409 and text.json()["field"] == "text"
     for other in (null, name):
         assert other.status_code == 409 and "field" not in other.json() and "retry" in other.json()["detail"]

@@ -95,7 +95,7 @@ def run_migrations() -> None:
     from core.settings import get_settings
 
     url = config.get_main_option("sqlalchemy.url") or get_settings().resolved_database_url
-    engine = create_engine(url)
+    engine = create_engine(url, hide_parameters=True)  # as db/session.py: values stay out of errors and logs
     with engine.connect() as conn:
         context.configure(
             connection=conn, target_metadata=target_metadata, render_as_batch=True, include_name=include_name
