@@ -93,7 +93,8 @@ def install_error_handlers(app: FastAPI) -> None:
         # the log: they name the database's host and port ("connection to server at …"), no client's business.
         said = str(err.orig).splitlines()[0] if err.orig else type(err).__name__
         log.warning("database error answered: %s", said)
-        if "full" in said or getattr(err.orig, "sqlstate", None) == "53100":  # no retry helps until space is freed
+        # no retry helps until space is freed: SQLite's "database or disk is full", Postgres' disk_full (53100)
+        if "disk is full" in said or getattr(err.orig, "sqlstate", None) == "53100":
             detail = "the database's disk is full, so nothing was saved; the operator must free space"
             return JSONResponse({"detail": detail}, status_code=507)
         if "readonly" in said or "read-only" in said:

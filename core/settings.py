@@ -53,9 +53,8 @@ class Settings(BaseSettings):
     job_retry_max_seconds: float = Field(default=600.0, ge=0, le=86400)
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=3600)
     worker_plugins: list[str] = Field(default_factory=list)  # modules that register extra job kinds
-    worker_presence_seconds: float = Field(
-        default=15.0, gt=0, le=3600
-    )  # how often a worker refreshes its row in `workers`
+    # how often a worker refreshes its row in `workers`
+    worker_presence_seconds: float = Field(default=15.0, gt=0, le=3600)
 
     # UI
     ui_host: str = "127.0.0.1"

@@ -133,11 +133,6 @@ def dataset_stats(session: Session, dataset: Dataset) -> dict[str, Any]:
             counts = [e[key] for e in tasks[name]["labels"].values()]
             ratio = (max(counts) / min(counts)) if counts and min(counts) > 0 else None
             tasks[name]["imbalance_ratio" if key == "train_original" else "imbalance_ratio_with_approved"] = ratio
-        # The classes nothing trains on, not even an approved text (the ratio is None then: no ratio is infinite
-        # in JSON).
-        tasks[name]["classes_without_train_text"] = [
-            label for label, e in tasks[name]["labels"].items() if not e["train_with_approved"]
-        ]
         for e in tasks[name]["labels"].values():
             e["by_origin"] = dict(e["by_origin"])
     split_totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))

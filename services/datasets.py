@@ -126,7 +126,14 @@ def upload_of(params: Any) -> Path | None:
 
 
 def class_balance(session: Session, name: str, user: User | None) -> dict[str, Any]:
-    return dataset_stats(session, dataset_named(session, name, user))
+    """dataset_stats, and per task the classes nothing trains on, not even an approved text (the imbalance ratio
+    is None then: no ratio is infinite in JSON)."""
+    stats = dataset_stats(session, dataset_named(session, name, user))
+    for info in stats["tasks"].values():
+        info["classes_without_train_text"] = [
+            label for label, e in info["labels"].items() if not e["train_with_approved"]
+        ]
+    return stats
 
 
 def import_upload(

@@ -50,23 +50,24 @@ class ModelSpec:
 
 # What loading a saved model reads (trainer/model.py load_model, trainer/classical.py ClassicalPredictor): a
 # damaged folder was answered 500 ("could not read or write a file"), naming neither the run nor the file.
-SAVED_MODEL_FILES = {
+# Each entry: the file, or the files of which one must be there (save_pretrained writes one weights format).
+SAVED_MODEL_FILES: dict[str, tuple[tuple[str, ...], ...]] = {
     "single": (
-        "model.json",
-        "heads.safetensors",
-        "encoder/config.json",
-        "encoder/model.safetensors|encoder/pytorch_model.bin",  # either: save_pretrained writes one
-        "encoder/tokenizer_config.json",
+        ("model.json",),
+        ("heads.safetensors",),
+        ("encoder/config.json",),
+        ("encoder/model.safetensors", "encoder/pytorch_model.bin"),
+        ("encoder/tokenizer_config.json",),
     ),
-    "tfidf": ("model.json", "model.joblib"),
+    "tfidf": (("model.json",), ("model.joblib",)),
 }
 
 
 def _lacking(folder: Path, kind: str) -> str | None:
-    """The first file a saved model of `kind` in `folder` lacks (alternatives separated by |), or None."""
-    for wanted in SAVED_MODEL_FILES.get(kind, ("model.json",)):
-        if not any((folder / name).exists() for name in wanted.split("|")):
-            return wanted.split("|")[0]
+    """The first file a saved model of `kind` in `folder` lacks (the first of its alternatives), or None."""
+    for wanted in SAVED_MODEL_FILES.get(kind, (("model.json",),)):
+        if not any((folder / name).exists() for name in wanted):
+            return wanted[0]
     return None
 
 
