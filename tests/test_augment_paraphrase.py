@@ -6,23 +6,16 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 from fastapi import Request  # at module level: the endpoint's annotation is resolved in this module's names
 
 from tests.augment_fixtures import run_worker, train_ids
 from tests.openai_server import LoopbackServer, make_app
-from tests.tiny_models import build_tiny_causal_lm
 from workers.augment.base import Variant
 
 TEXTS = ["We passed the farm bill today to help rural families.", "Join me at the town hall on Friday!"]
 LABELS = [{"bias": "neutral", "message": "policy"}, {"message": "mobilization"}]
-
-
-@pytest.fixture(scope="session")
-def tiny_causal_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_causal"))
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import torch
 from core.batching import length_buckets
 from core.textnorm import content_hash
 from workers.augment import params as P
-from workers.augment.base import Augmenter, AugmentRequest, Variant, derive_seed
+from workers.augment.base import Augmenter, AugmentRequest, Variant, WorkMeter, derive_seed
 from workers.augment.catalog import base_language
 from workers.augment.models import LoadedModel, ModelUnavailable
 
@@ -53,6 +53,9 @@ class BackTranslationAugmenter(Augmenter[P.BackTranslationParams]):
             language = request.language
             raise ModelUnavailable(f"no back-translation route {language}→{unknown[0]}→{language} (AUGLOOP_BT_ROUTES)")
         out: list[list[Variant]] = [[] for _ in texts]
+        # The work is rows of generation: a source's k variants through a pivot are k output rows there and k
+        # input rows back; the meter counts both legs.
+        meter = request.meter(2 * sum(n for t, n in zip(texts, request.counts, strict=True) if t.strip()))
         for p_index, pivot in enumerate(pivots):
             # Variant v of a text goes through pivots[v % len(pivots)]: k variants spread over the pivots.
             wanted: dict[int, list[int]] = defaultdict(list)  # variants via this pivot → texts asking for them
@@ -61,7 +64,7 @@ class BackTranslationAugmenter(Augmenter[P.BackTranslationParams]):
                 if mine and texts[i].strip():
                     wanted[len(mine)].append(i)
             for k, indices in sorted(wanted.items()):
-                self._through_pivot(texts, indices, k, pivot, p_index, len(pivots), request.seed, params, out)
+                self._through_pivot(texts, indices, k, pivot, p_index, len(pivots), request.seed, params, out, meter)
         for variants in out:
             variants.sort(key=lambda v: v.variant_index)
         return out
@@ -77,6 +80,7 @@ class BackTranslationAugmenter(Augmenter[P.BackTranslationParams]):
         seed: int,
         params: P.BackTranslationParams,
         out: list[list[Variant]],
+        meter: WorkMeter,
     ) -> None:
         route = self.routes[pivot]
         forward = self.loader(route["forward"])
@@ -106,7 +110,7 @@ class BackTranslationAugmenter(Augmenter[P.BackTranslationParams]):
         else:
             second_leg = {"do_sample": False, "num_beams": params.num_beams}
         sources = [route.get("forward_prefix", "") + texts[i] for i in indices]
-        pivot_texts = self.generate(forward, sources, k, first_leg, params, seed, ("forward", pivot))
+        pivot_texts = self.generate(forward, sources, k, first_leg, params, seed, ("forward", pivot), meter)
         flat = [(i, j, t) for i, outs in zip(indices, pivot_texts, strict=True) for j, t in enumerate(outs)]
         back = self.generate(
             backward,
@@ -116,6 +120,7 @@ class BackTranslationAugmenter(Augmenter[P.BackTranslationParams]):
             params,
             seed,
             ("backward", pivot),
+            meter,
         )
         effective = {**params.model_dump(), "pivot": pivot}
         model_name = f"{route['forward']} → {route['backward']}"
@@ -145,8 +150,10 @@ class BackTranslationAugmenter(Augmenter[P.BackTranslationParams]):
         params: P.BackTranslationParams,
         seed: int,
         leg: tuple[str, str],
+        meter: WorkMeter | None = None,
     ) -> list[list[str]]:
-        """k outputs per source, generated in length-sorted batches under the token budget."""
+        """k outputs per source, generated in length-sorted batches under the token budget; each batch's rows
+        (k per source) go on the meter."""
         if not sources:
             return []
         tokenizer = loaded.tokenizer
@@ -166,6 +173,8 @@ class BackTranslationAugmenter(Augmenter[P.BackTranslationParams]):
             decoded = tokenizer.batch_decode(generated, skip_special_tokens=True)
             for row, i in enumerate(batch):
                 results[i] = decoded[row * k : (row + 1) * k]
+            if meter is not None:
+                meter.add(len(batch) * k)
         return results
 
     def _batches(

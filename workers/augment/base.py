@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -43,6 +43,33 @@ class SourceHints:
 
 ParamsT = TypeVar("ParamsT", bound=BaseModel)
 
+ProgressFn = Callable[[float], None]  # the share (0..1) of one augmenter call's work done so far
+
+
+class WorkMeter:
+    """Counts the units of work (model rows, requests) an augmenter call has finished and reports the share done
+    after each model batch, so that a job of a single call still moves. The callback may raise (a cancelled job,
+    a lost lease): the call stops at the next batch."""
+
+    def __init__(self, callback: ProgressFn | None, total: float) -> None:
+        self.callback = callback
+        self.total = total
+        self.done = 0.0
+
+    def add(self, units: float) -> None:
+        self.done += units
+        if self.callback is not None and self.total > 0:
+            self.callback(min(1.0, self.done / self.total))
+
+    def phase(self, units: float) -> ProgressFn:
+        """A callback for a step that reports its own share done (0..1), the step counting as `units` of work."""
+        start = self.done
+
+        def report(share: float) -> None:
+            self.add(start + units * min(1.0, share) - self.done)
+
+        return report
+
 
 @dataclass(frozen=True)
 class AugmentRequest(Generic[ParamsT]):
@@ -55,6 +82,11 @@ class AugmentRequest(Generic[ParamsT]):
     language: str
     params: ParamsT
     hints: SourceHints
+    progress: ProgressFn | None = None
+
+    def meter(self, total: float) -> WorkMeter:
+        """A meter of this call's work, `total` units in all, reporting to the caller's progress callback."""
+        return WorkMeter(self.progress, total)
 
 
 class Augmenter(Generic[ParamsT]):
@@ -74,10 +106,14 @@ class Augmenter(Generic[ParamsT]):
         language: str,
         params: ParamsT | None = None,
         hints: SourceHints | None = None,
+        progress: ProgressFn | None = None,
     ) -> list[list[Variant]]:
-        """For texts[i], up to counts[i] variants (fewer when the text offers nothing to change)."""
+        """For texts[i], up to counts[i] variants (fewer when the text offers nothing to change). `progress`, when
+        given, is called with the share of the call's work done after each batch of model work."""
         return self.run(
-            AugmentRequest(texts, counts, seed, language, params or self.params_type(), hints or SourceHints())
+            AugmentRequest(
+                texts, counts, seed, language, params or self.params_type(), hints or SourceHints(), progress
+            )
         )
 
     def run(self, request: AugmentRequest[ParamsT]) -> list[list[Variant]]:

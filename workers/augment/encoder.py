@@ -13,7 +13,7 @@ meaning.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,11 +56,12 @@ class SentenceEncoder:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.forwards = 0  # texts encoded (cache misses): what a benchmark or a test counts
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), dim) float32, each row of unit length."""
+    def embed(self, texts: Sequence[str], progress: Callable[[float], None] | None = None) -> np.ndarray:
+        """(len(texts), dim) float32, each row of unit length. `progress` hears the share of the texts not in the
+        cache that are encoded, after each batch."""
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
-            for text, vector in zip(missing, self._encode(missing), strict=True):
+            for text, vector in zip(missing, self._encode(missing, progress), strict=True):
                 self._cache[text] = vector
             while len(self._cache) > _CACHE_LIMIT:
                 self._cache.popitem(last=False)
@@ -68,16 +69,18 @@ class SentenceEncoder:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([self._cache[t] for t in texts])
 
-    def similarities(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        """Cosine of each (a, b), in [-1, 1]."""
+    def similarities(
+        self, pairs: Sequence[tuple[str, str]], progress: Callable[[float], None] | None = None
+    ) -> np.ndarray:
+        """Cosine of each (a, b), in [-1, 1]; `progress` as in `embed`, over both sides' texts."""
         if not pairs:
             return np.zeros(0)
-        a = self.embed([x for x, _ in pairs])
-        b = self.embed([y for _, y in pairs])
+        both = self.embed([x for x, _ in pairs] + [y for _, y in pairs], progress)
+        a, b = both[: len(pairs)], both[len(pairs) :]
         cosines: np.ndarray = np.clip((a * b).sum(axis=1), -1.0, 1.0).astype(np.float64)
         return cosines
 
-    def _encode(self, texts: list[str]) -> list[np.ndarray]:
+    def _encode(self, texts: list[str], progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
         import torch
 
         ids = self.tokenizer(
@@ -89,6 +92,7 @@ class SentenceEncoder:
         )["input_ids"]
         pad = int(self.tokenizer.pad_token_id or 0)
         out: list[np.ndarray | None] = [None] * len(texts)
+        encoded = 0
         for bucket in length_buckets(
             range(len(texts)), [len(x) for x in ids], max_rows=MAX_ROWS, token_budget=self.batch_tokens
         ):
@@ -107,6 +111,9 @@ class SentenceEncoder:
                 vectors = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
             for row, i in enumerate(bucket):
                 out[i] = vectors[row]
+            encoded += len(bucket)
+            if progress is not None:
+                progress(encoded / len(texts))
         self.forwards += len(texts)
         assert all(v is not None for v in out)
         return out  # type: ignore[return-value]

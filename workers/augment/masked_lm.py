@@ -212,14 +212,16 @@ class MaskedLMAugmenter(Augmenter[P.MaskedLMParams]):
         params = request.params
         effective = params.model_dump()
         out: list[list[Variant]] = [[] for _ in request.texts]
-        for batch in self.prepare(
+        batches = self.prepare(
             request.texts,
             request.counts,
             seed=request.seed,
             language=request.language,
             params=params,
             protected=request.hints.protected,
-        ):
+        )
+        meter = request.meter(sum(len(b.rows) for b in batches))
+        for batch in batches:
             top_p, top_i = self.top_candidates(batch, params)
             at = 0
             for row in batch.rows:
@@ -236,6 +238,7 @@ class MaskedLMAugmenter(Augmenter[P.MaskedLMParams]):
                     out[row.source_index].append(
                         self.edited(request, row.source_index, row.variant_index, edits, effective)
                     )
+            meter.add(len(batch.rows))
         for variants in out:
             variants.sort(key=lambda v: v.variant_index)
         return out

@@ -16,7 +16,8 @@ Either way the rewrites go through the job's filters like every other method's v
 from __future__ import annotations
 
 import re
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -25,7 +26,7 @@ from core.batching import length_buckets
 from core.settings import Settings
 from core.textnorm import content_hash
 from workers.augment import params as P
-from workers.augment.base import Augmenter, AugmentRequest, SourceHints, Variant, derive_seed
+from workers.augment.base import Augmenter, AugmentRequest, SourceHints, Variant, WorkMeter, derive_seed
 from workers.augment.models import LoadedModel, ModelUnavailable
 
 PROMPT_VERSION = 1
@@ -75,6 +76,12 @@ class Prompts:
     keys: list[str]
     seed: int
     params: P.ParaphraseParams
+    meter: WorkMeter | None = None  # counts the completions made (counts[i] per conversation)
+
+    def made(self, indices: Sequence[int]) -> None:
+        """The completions of conversations `indices` are made: on the meter."""
+        if self.meter is not None:
+            self.meter.add(sum(self.counts[i] for i in indices))
 
 
 class Generator(Protocol):
@@ -155,6 +162,7 @@ class LocalGenerator:
             decoded = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
             for row, i in enumerate(batch):
                 results[i] = decoded[row * k : row * k + counts[i]]
+            prompts.made(batch)
         return results
 
 
@@ -266,8 +274,18 @@ class EndpointGenerator:
             source_seed = derive_seed(prompts.seed, "paraphrase", prompts.keys[i]) % 2**31  # servers take 32-bit seeds
             return self._complete(conversations[i], counts[i], source_seed, params, cap)
 
+        results: list[list[str]] = [[] for _ in conversations]
         with ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(one, range(len(conversations))))
+            futures = {pool.submit(one, i): i for i in range(len(conversations))}
+            try:
+                for future in as_completed(futures):
+                    i = futures[future]
+                    results[i] = future.result()
+                    prompts.made([i])  # may raise (a cancelled job): the requests not yet sent are dropped
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+        return results
 
 
 def completions(raw: bytes, n: int) -> list[str]:
@@ -327,6 +345,7 @@ class ParaphraseAugmenter(Augmenter[P.ParaphraseParams]):
                 keys=[content_hash(texts[i]) for i in chosen],
                 seed=request.seed,
                 params=params,
+                meter=request.meter(sum(counts[i] for i in chosen)),
             )
         )
         effective = {

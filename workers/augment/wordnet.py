@@ -304,6 +304,9 @@ class WordNetAugmenter(Augmenter[P.WordNetParams]):
             "context_model": getattr(encoder, "name", None),
         }
         alternatives = params.context_alternatives if encoder is not None else 1
+        # The work: drawing each source's variants, then (with an encoder) as much again reading them in context.
+        asked = sum(request.counts)
+        meter = request.meter(asked * (2 if encoder is not None else 1))
         drafts: list[_Draft] = []
         for index, (text, count) in enumerate(zip(texts, request.counts, strict=True)):
             slots, tagged = self._slots(text, params, request.hints.protected) if count > 0 else ([], None)
@@ -337,8 +340,9 @@ class WordNetAugmenter(Augmenter[P.WordNetParams]):
                         drafts.append(_Draft(index, v, drawn))
                         made.update(drawn)
                         break
+            meter.add(count)
         if encoder is not None:
-            self._choose_in_context(encoder, texts, drafts)
+            self._choose_in_context(encoder, texts, drafts, meter.phase(asked))
         out: list[list[Variant]] = [[] for _ in texts]
         for draft in drafts:
             edits = draft.chosen or draft.alternatives[0]
@@ -400,7 +404,9 @@ class WordNetAugmenter(Augmenter[P.WordNetParams]):
         return tuple(kept)
 
     @staticmethod
-    def _choose_in_context(encoder: Any, texts: Sequence[str], drafts: list[_Draft]) -> None:
+    def _choose_in_context(
+        encoder: Any, texts: Sequence[str], drafts: list[_Draft], progress: Callable[[float], None] | None = None
+    ) -> None:
         """Keep, per variant, the draw of synonyms whose sentence is closest to the source (one batched encoder
         call for the whole batch). A variant with a single distinct draw keeps it: nothing to compare."""
         pairs: list[tuple[str, str]] = []
@@ -415,7 +421,7 @@ class WordNetAugmenter(Augmenter[P.WordNetParams]):
         if not pairs:
             return
         best: dict[int, tuple[float, int]] = {}
-        for (d, a), sim in zip(owners, encoder.similarities(pairs), strict=True):
+        for (d, a), sim in zip(owners, encoder.similarities(pairs, progress), strict=True):
             if d not in best or sim > best[d][0]:
                 best[d] = (float(sim), a)
         for d, (sim, a) in best.items():
