@@ -50,6 +50,20 @@ def test_the_semantic_filter_drops_meaning_changes_and_reuses_known_scores(sente
     assert again[0].reason == "low_semantic_similarity"
 
 
+def test_the_same_text_from_two_sources_is_kept_beside_the_one_it_fits(sentence_encoder) -> None:
+    """Two sources can yield the same text (a retweet, a stock phrase): dropped for its meaning beside one
+    source, it is still kept beside the other, once; and a copy of a text kept is a duplicate, in order."""
+    from workers.augment.filters import CandidateFilter
+    from workers.augment.params import FilterParams
+
+    params = FilterParams(min_semantic_similarity=0.6, max_length_ratio=3.0, min_length_ratio=0.1)
+    f = CandidateFilter(set(), [], params, encoder=sentence_encoder)
+    verdicts = f.check([(FAR, CLOSE), (SOURCE, CLOSE), (SOURCE + " Today.", CLOSE)])
+    assert [v.reason for v in verdicts] == ["low_semantic_similarity", None, "duplicate"]
+    assert f.kept == 1 and f.counts()["duplicate"] == 1
+    assert f.check([(SOURCE, CLOSE)])[0].reason == "duplicate"  # kept in an earlier call: the job holds it
+
+
 def test_wordnet_in_context_keeps_meaning_better_than_the_dictionary_alone(augment_nltk_dir, sentence_encoder) -> None:
     from workers.augment.params import WordNetParams
     from workers.augment.wordnet import WordNetAugmenter

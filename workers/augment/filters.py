@@ -125,7 +125,9 @@ class CandidateFilter:
     ) -> list[Verdict]:
         """`pairs` are (source text, candidate text); `known_semantic` holds the semantic similarities an
         augmenter already computed with the same encoder (None where it did not). Kept candidates' hashes join
-        the seen set at once, so a later duplicate in the same job is dropped."""
+        the seen set, so a later duplicate in the same job is dropped; within a call, once every filter has
+        judged each candidate against its own source, so that a copy dropped for its meaning beside one source
+        does not drop the same text made from another source that it fits."""
         if not pairs:
             return []
         sources = [s for s, _ in pairs]
@@ -171,10 +173,14 @@ class CandidateFilter:
                 reason = "low_similarity"
             else:
                 reason = None
-            if reason is None:
-                self.hashes.add(digest)
             verdicts.append(Verdict(keep=reason is None, reason=reason, content_hash=digest, scores=scores))
         self._semantic(pairs, verdicts, known_semantic)
+        for verdict in verdicts:  # the first of the same text kept, in order; its later copies are duplicates
+            if verdict.keep:
+                if verdict.content_hash in self.hashes:
+                    verdict.keep, verdict.reason = False, "duplicate"
+                else:
+                    self.hashes.add(verdict.content_hash)
         for verdict in verdicts:
             if verdict.keep:
                 self.kept += 1
@@ -189,7 +195,7 @@ class CandidateFilter:
         known: Sequence[float | None] | None,
     ) -> None:
         """Semantic similarity of the candidates every other filter kept, in one batch; then the threshold. A
-        candidate dropped here leaves the seen set again (a later copy of it is judged afresh)."""
+        candidate dropped here never joins the seen set (a later copy of it is judged afresh)."""
         if self.encoder is None:
             return
         known = known or [None] * len(pairs)
@@ -203,7 +209,6 @@ class CandidateFilter:
             verdict.scores["semantic_similarity"] = round(value, 4)
             if value < self.params.min_semantic_similarity:
                 verdict.keep, verdict.reason = False, "low_semantic_similarity"
-                self.hashes.discard(verdict.content_hash)
 
     def counts(self) -> dict[str, int]:
         return dict(self.dropped)
