@@ -14,6 +14,7 @@ from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import DomainError
+from services.failures import database_trouble, driver_words
 from trainer.errors import TrainerError
 
 log = logging.getLogger("augloop.api")
@@ -91,16 +92,15 @@ def install_error_handlers(app: FastAPI) -> None:
         # The database failed the statement or the commit (locked past the busy timeout, disk full, connection
         # lost): the transaction was rolled back, so nothing of the request was stored. The driver's words stay in
         # the log: they name the database's host and port ("connection to server at …"), no client's business.
-        said = str(err.orig).splitlines()[0] if err.orig else type(err).__name__
-        log.warning("database error answered: %s", said)
-        # no retry helps until space is freed: SQLite's "database or disk is full", Postgres' disk_full (53100)
-        if "disk is full" in said or getattr(err.orig, "sqlstate", None) == "53100":
+        log.warning("database error answered: %s", driver_words(err))
+        trouble = database_trouble(err)
+        if trouble == "disk_full":  # no retry helps until space is freed
             detail = "the database's disk is full, so nothing was saved; the operator must free space"
             return JSONResponse({"detail": detail}, status_code=507)
-        if "readonly" in said or "read-only" in said:
+        if trouble == "read_only":
             detail = "the database is read-only for the server, so nothing was saved; the operator must fix it"
             return JSONResponse({"detail": detail}, status_code=503)
-        why = "busy with another write" if "locked" in said else "busy or unreachable"
+        why = "busy with another write" if trouble == "locked" else "busy or unreachable"
         return JSONResponse(
             {"detail": f"the database is {why} and did not complete the request, so nothing was saved; retry"},
             status_code=503,

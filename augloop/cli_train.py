@@ -201,6 +201,7 @@ def _select_in_process(run_ids: list[int]) -> bool:
     """The seeds' learning-rate selection in this process (what the `lr_select` job does)."""
     from core.errors import DomainError
     from db.models import JobStatus
+    from services.failures import failure_text
     from services.lr_selection import execute_selection
     from services.run_execution import record_end
     from trainer.errors import TrainerError
@@ -223,7 +224,7 @@ def _select_in_process(run_ids: list[int]) -> bool:
         raise
     except Exception as err:  # noqa: BLE001 - any failure ends the runs as failed, with its message
         for run_id in run_ids:
-            record_end(db, run_id, JobStatus.failed, f"learning-rate selection: {type(err).__name__}: {err}")
+            record_end(db, run_id, JobStatus.failed, f"learning-rate selection: {failure_text(err)}")
         err_console.print(f"[bold red]learning-rate selection failed:[/] {type(err).__name__}: {err}")
         return False
     console.print(f"learning-rate selection: {summary['status']}: {summary['reason']}", highlight=False)
@@ -237,6 +238,7 @@ def _train_in_process(held: HeldJobs, run_id: int) -> bool:
     it); a cancellation asked for elsewhere stops it at its next step; the job ends with the run."""
     from core.errors import DomainError
     from db.models import JobStatus
+    from services.failures import failure_text
     from services.run_execution import drop_leftovers_if_ended, execute_run, planned_epochs
     from services.training_data import left_out_line
     from trainer.errors import TrainerError
@@ -283,7 +285,7 @@ def _train_in_process(held: HeldJobs, run_id: int) -> bool:
         held.end(run_id, JobStatus.failed, err.message)
         raise
     except Exception as err:  # noqa: BLE001 - any failure ends the run as failed, with its message
-        held.end(run_id, JobStatus.failed, f"{type(err).__name__}: {err}")
+        held.end(run_id, JobStatus.failed, failure_text(err))
         err_console.print(f"[bold red]run {run_id} failed:[/] {type(err).__name__}: {err}")
         return False
     run = load_run(run_id)

@@ -22,6 +22,10 @@ def probe(ctx: JobContext) -> dict:
     for step in range(steps):
         time.sleep(float(ctx.params.get("sleep", 0)) / steps)
         ctx.report(done=step + 1, total=steps)
+    if ctx.params.get("database_url"):  # a database the job itself reads fails under it (a real driver error)
+        from sqlalchemy import create_engine
+
+        create_engine(ctx.params["database_url"]).connect().close()
     if ctx.params.get("fail_times", 0) >= ctx.attempt:
         raise RuntimeError(f"planned failure on attempt {ctx.attempt}")
     marker.write_text("finished")

@@ -126,6 +126,85 @@ def test_cancel_queued_and_running(any_engine, tmp_path):
     assert worker.stats.cancelled == 1
 
 
+def test_a_database_error_reaches_the_job_without_the_drivers_words(engine, tmp_path, caplog):
+    """Project members read a job's error: a database failure says what happened, not the driver's message
+    (it names the database's host, port and user); the worker's log keeps that for the operator."""
+    import tests.queue_probe  # noqa: F401  (registers the probe kind in this process)
+    from workers.main import Worker
+
+    url = "postgresql+psycopg://augloop_reader@127.0.0.1:9/secret_db?connect_timeout=2"
+    with session_scope(engine) as s:
+        job_id = queue.enqueue(s, "probe", {"record_dir": str(tmp_path), "database_url": url}, max_attempts=1).id
+    with caplog.at_level("ERROR", logger="augloop.worker"):
+        Worker(engine, ["probe"], lease_seconds=30, poll_seconds=0.05).run(burst=True)
+    failed = job(engine, job_id)
+    assert failed.status == JobStatus.failed
+    assert failed.last_error.startswith("OperationalError: the database was busy or unreachable")
+    for secret in ("127.0.0.1", "9", "augloop_reader", "secret_db", "psycopg"):
+        assert secret not in failed.last_error.replace("OperationalError", "")
+    assert "127.0.0.1" in caplog.text  # the operator's log has it
+
+
+def test_failure_text_names_the_kind_of_database_trouble(tmp_path) -> None:
+    import sqlite3
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import DBAPIError
+
+    from services.failures import failure_text
+
+    path = tmp_path / "ro.db"
+    sqlite3.connect(path).execute("CREATE TABLE t (x INTEGER UNIQUE)").connection.commit()
+    shown = []
+    for statement, url in (
+        ("INSERT INTO t VALUES (1)", f"sqlite:///file:{path}?mode=ro&uri=true"),
+        ("INSERT INTO t VALUES (1), (1)", f"sqlite:///{path}"),
+    ):
+        with pytest.raises(DBAPIError) as raised, create_engine(url).begin() as connection:
+            connection.execute(text(statement))
+        shown.append(failure_text(raised.value))
+    assert shown[0] == (
+        "OperationalError: the database is read-only for the worker (the log of the process that ran it has the "
+        "driver's message)"
+    )
+    assert shown[1].startswith("IntegrityError: the database refused a write") and "INSERT" not in shown[1]
+    assert failure_text(OSError(2, "No such file", "/srv/secret/models/x")) == "FileNotFoundError: [Errno 2] " + (
+        "No such file: '…/x'"
+    )
+    # The driver's own error (an import's COPY goes to the driver), an error raised from one, and a session that
+    # reports a failed flush again: none shows the statement or the driver's words.
+    try:
+        sqlite3.connect(f"file:{path}?mode=ro", uri=True).execute("INSERT INTO t VALUES (2)")
+    except sqlite3.Error as raw:
+        assert failure_text(raw).startswith("OperationalError: the database is read-only")
+        try:
+            raise RuntimeError(f"import failed: {raw}") from raw
+        except RuntimeError as wrapped:
+            assert failure_text(wrapped).startswith("RuntimeError: the database is read-only")
+    from sqlalchemy import Integer
+    from sqlalchemy.orm import DeclarativeBase, Session, mapped_column
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Row(Base):
+        __tablename__ = "t"
+        rowid = mapped_column("rowid", Integer, primary_key=True)
+        x = mapped_column(Integer)
+
+    with Session(create_engine(f"sqlite:///{path}")) as session:
+        session.add_all([Row(x=7), Row(x=7)])
+        with pytest.raises(DBAPIError):
+            session.flush()
+        with pytest.raises(Exception) as again:
+            session.execute(text("SELECT 1"))
+    assert type(again.value).__name__ == "PendingRollbackError" and "INSERT" in str(again.value)
+    assert failure_text(again.value) == (
+        "PendingRollbackError: the database failed a statement (the log of the process that ran it has the "
+        "driver's message)"
+    )
+
+
 def _worker_env(settings, lease: float = 30) -> dict[str, str]:
     return {
         **os.environ,

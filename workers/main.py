@@ -27,6 +27,7 @@ from db.session import session_scope
 from services import jobs as _job_hooks  # noqa: F401 - the queue's end hooks (a lost train job ends its run)
 from services.access import without_server_paths
 from services.datasets import sweep_orphan_uploads
+from services.failures import failure_text
 from services.leftover_files import sweep_leftovers
 from workers.registry import (
     JobCancelled,
@@ -236,8 +237,9 @@ class Worker:
             # The job shows its error to the project's members: the exception, not a traceback through the
             # server's paths; the traceback goes to the worker's log, for the operator.
             # Its paths too: an OSError names the file it failed on, and where the server keeps its files is not
-            # the members' to know (services/access.without_server_paths).
-            message = without_server_paths(str(err) if permanent else f"{type(err).__name__}: {err}")
+            # the members' to know (services/access.without_server_paths); nor are the driver's words of a
+            # database error, which name the database's host and port (services/failures.failure_text).
+            message = without_server_paths(str(err)) if permanent else failure_text(err)
             if not permanent:
                 log.error("job %s (%s) raised:\n%s", job.id, job.kind, traceback.format_exc(limit=12))
             try:

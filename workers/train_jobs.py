@@ -16,6 +16,7 @@ from typing import Any
 from core.errors import DomainError
 from db.models import JobStatus
 from db.queue import LeaseLost
+from services.failures import failure_text
 from trainer.errors import TrainerError, TrainingStopped
 from workers.registry import JobCancelled, JobContext, JobReleased, PermanentJobError, handler
 
@@ -138,11 +139,11 @@ def _execute(ctx: JobContext, run_id: int, epochs: int) -> dict[str, Any]:
                 ctx.engine,
                 run_id,
                 JobStatus.queued,
-                f"attempt {ctx.attempt} failed, retrying: {type(err).__name__}: {err}",
+                f"attempt {ctx.attempt} failed, retrying: {failure_text(err)}",
                 **owner,
             )
         else:
-            record_end(ctx.engine, run_id, JobStatus.failed, f"{type(err).__name__}: {err}", **owner)
+            record_end(ctx.engine, run_id, JobStatus.failed, failure_text(err), **owner)
             discard_checkpoint(run_id)
         raise
 
@@ -220,11 +221,9 @@ def run_lr_select(ctx: JobContext) -> dict[str, Any]:
         raise PermanentJobError(err.message) from err
     except Exception as err:
         if ctx.retries_left:
-            end_runs(
-                JobStatus.queued, f"LR selection attempt {ctx.attempt} failed, retrying: {type(err).__name__}: {err}"
-            )
+            end_runs(JobStatus.queued, f"LR selection attempt {ctx.attempt} failed, retrying: {failure_text(err)}")
         else:
-            end_runs(JobStatus.failed, f"learning-rate selection: {type(err).__name__}: {err}")
+            end_runs(JobStatus.failed, f"learning-rate selection: {failure_text(err)}")
             settle = True
         raise
     finally:

@@ -1,0 +1,92 @@
+"""What project members read of a failure (a job's error, a run's).
+
+The exception's class and words, with the server's paths taken out (services.access.without_server_paths). A
+database error says what happened instead of the driver's words, which name the database's host, port and user
+and carry the statement: whether SQLAlchemy wrapped it, the driver raised it (an import's COPY), another
+exception was raised from it, or a session reports it later (PendingRollbackError). The worker's log keeps the
+driver's words for the operator, and `augloop train` prints them. The API's answers to database errors
+(api/errors.py) read the same kinds."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from services.access import without_server_paths
+
+DatabaseTrouble = Literal["disk_full", "read_only", "refused", "locked", "unreachable", "failed"]
+
+_SAID: dict[DatabaseTrouble, str] = {
+    "disk_full": "the database's disk is full",
+    "read_only": "the database is read-only for the worker",
+    "refused": "the database refused a write that conflicts with what it holds",
+    "locked": "the database was busy with another write past its busy timeout",
+    "unreachable": "the database was busy or unreachable",
+    "failed": "the database failed a statement",
+}
+_DRIVERS = ("sqlite3", "psycopg", "psycopg2")
+_CHAIN_LIMIT = 20
+
+
+def _is_a(err: BaseException, name: str) -> bool:
+    """Whether `err` is of a DB-API class called `name` (the drivers and SQLAlchemy share the standard names)."""
+    return any(cls.__name__ == name for cls in type(err).__mro__)
+
+
+def _driver_error(err: BaseException) -> BaseException:
+    return err.orig if isinstance(err, DBAPIError) and err.orig is not None else err
+
+
+def driver_words(err: BaseException) -> str:
+    """The first line of the driver's own message (for the log), or its error's class name."""
+    orig = _driver_error(err)
+    said = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+    return said or type(orig).__name__
+
+
+def database_trouble(err: BaseException) -> DatabaseTrouble:
+    """What went wrong, in the kinds an answer or a job's error tells apart: `err` is SQLAlchemy's error or the
+    driver's own."""
+    orig = _driver_error(err)
+    said = driver_words(err)
+    # SQLite's "database or disk is full", Postgres' disk_full (SQLSTATE 53100): no retry helps until space is freed
+    if "disk is full" in said or getattr(orig, "sqlstate", None) == "53100":
+        return "disk_full"
+    if "readonly" in said or "read-only" in said:
+        return "read_only"
+    if _is_a(err, "IntegrityError") or _is_a(orig, "IntegrityError"):
+        return "refused"
+    if "locked" in said:
+        return "locked"
+    if any(_is_a(e, n) for e in (err, orig) for n in ("OperationalError", "InterfaceError")):
+        return "unreachable"
+    return "failed"
+
+
+def _from_driver(err: BaseException) -> bool:
+    """A driver's error, or SQLAlchemy's wrapper of one."""
+    return isinstance(err, DBAPIError) or type(err).__module__.split(".")[0] in _DRIVERS
+
+
+def database_error_in(err: BaseException) -> BaseException | None:
+    """The database error that `err` is or was raised from (its cause or context, a few links deep), if any."""
+    link: BaseException | None = err
+    for _ in range(_CHAIN_LIMIT):
+        if link is None:
+            return None
+        if _from_driver(link):
+            return link
+        if isinstance(link, SQLAlchemyError) and ("[SQL:" in str(link) or "Original exception was" in str(link)):
+            return link  # a statement's error reported again (PendingRollbackError): no driver error to read
+        link = link.__cause__ or link.__context__
+    return None
+
+
+def failure_text(err: BaseException) -> str:
+    """A failure as a job's or a run's error shows it to the project's members."""
+    found = database_error_in(err)
+    if found is None:
+        return without_server_paths(f"{type(err).__name__}: {err}")
+    trouble = database_trouble(found) if _from_driver(found) else "failed"
+    return f"{type(err).__name__}: {_SAID[trouble]} (the log of the process that ran it has the driver's message)"
