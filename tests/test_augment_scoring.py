@@ -50,6 +50,25 @@ def test_the_semantic_filter_drops_meaning_changes_and_reuses_known_scores(sente
     assert again[0].reason == "low_semantic_similarity"
 
 
+def test_the_encoders_cache_never_drops_what_a_call_reads(tiny_mlm_dir, monkeypatch) -> None:
+    """A long-lived worker's cache is full: the sources of a call, cached long ago, are read after the call's
+    new candidates went in, and a cache trimmed before reading lost them (KeyError)."""
+    from core.settings import Settings
+    from workers.augment import encoder as encoder_module
+    from workers.augment.models import get_sentence_encoder
+
+    encoder = get_sentence_encoder(Settings(_env_file=None, similarity_model=str(tiny_mlm_dir), augment_device="cpu"))
+    monkeypatch.setattr(encoder_module, "_CACHE_LIMIT", 4)
+    texts = example_texts(6)
+    encoder._cache.clear()
+    encoder.embed(texts[:2])  # the sources: the oldest entries
+    pairs = [(texts[0], texts[2]), (texts[1], texts[3]), (texts[0], texts[4]), (texts[1], texts[5])]
+    sims = encoder.similarities(pairs)
+    assert len(encoder._cache) == 4
+    encoder._cache.clear()
+    assert sims == pytest.approx(encoder.similarities(pairs), abs=1e-5)  # the same cosines from a cold cache
+
+
 def test_the_same_text_from_two_sources_is_kept_beside_the_one_it_fits(sentence_encoder) -> None:
     """Two sources can yield the same text (a retweet, a stock phrase): dropped for its meaning beside one
     source, it is still kept beside the other, once; and a copy of a text kept is a duplicate, in order."""

@@ -59,15 +59,17 @@ class SentenceEncoder:
     def embed(self, texts: Sequence[str], progress: Callable[[float], None] | None = None) -> np.ndarray:
         """(len(texts), dim) float32, each row of unit length. `progress` hears the share of the texts not in the
         cache that are encoded, after each batch."""
-        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
-        if missing:
-            for text, vector in zip(missing, self._encode(missing, progress), strict=True):
-                self._cache[text] = vector
-            while len(self._cache) > _CACHE_LIMIT:
-                self._cache.popitem(last=False)
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        return np.stack([self._cache[t] for t in texts])
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        for text, vector in zip(missing, self._encode(missing, progress) if missing else [], strict=True):
+            self._cache[text] = vector
+        for text in texts:  # the texts of this call are the newest: the cache lets older ones go first
+            self._cache.move_to_end(text)
+        out = np.stack([self._cache[t] for t in texts])
+        while len(self._cache) > _CACHE_LIMIT:
+            self._cache.popitem(last=False)
+        return out
 
     def similarities(
         self, pairs: Sequence[tuple[str, str]], progress: Callable[[float], None] | None = None

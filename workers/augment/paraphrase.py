@@ -275,16 +275,19 @@ class EndpointGenerator:
             return self._complete(conversations[i], counts[i], source_seed, params, cap)
 
         results: list[list[str]] = [[] for _ in conversations]
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            futures = {pool.submit(one, i): i for i in range(len(conversations))}
-            try:
-                for future in as_completed(futures):
-                    i = futures[future]
-                    results[i] = future.result()
-                    prompts.made([i])  # may raise (a cancelled job): the requests not yet sent are dropped
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        pool = ThreadPoolExecutor(self.concurrency)
+        futures = {pool.submit(one, i): i for i in range(len(conversations))}
+        try:
+            for future in as_completed(futures):
+                i = futures[future]
+                results[i] = future.result()
+                prompts.made([i])  # may raise (a cancelled job)
+        except BaseException:
+            # The requests not yet sent are dropped, and the job does not wait for those in flight (each ends
+            # within the endpoint's timeout on its own thread).
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         return results
 
 
