@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from api.deps import MAX_ID
 from api.schemas import RequestBody
 from db.models import RejectReason
+from services.access import shown_provenance
 from services.auto_approval import shown_auto_decision
 
 
@@ -52,6 +53,9 @@ class SampleRead(BaseModel):
     @model_validator(mode="after")
     def _blind_audit(self) -> SampleRead:
         self.auto_decision = shown_auto_decision(self.auto_decision, self.review_status)
+        # Where the server keeps a model is no reader's business: a local model directory by its last part.
+        self.model_name = shown_provenance(self.model_name)
+        self.method_params = shown_provenance(self.method_params)
         return self
 
 

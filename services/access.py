@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -100,6 +101,19 @@ def without_server_paths(message: str) -> str:
 
     message = _QUOTED_PATH.sub(lambda m: m["q"] + shown(m["path"]) + m["q"], message)
     return _BARE_PATH.sub(lambda m: shown(m.group(0)), message)
+
+
+def shown_provenance(value: Any) -> Any:
+    """A model's name as provenance shows it (a variant's model, its method's parameters, an augmenter's source):
+    a hub id as it is, a directory of the server's by its last part, as in errors (without_server_paths); lists
+    and mappings item by item."""
+    if isinstance(value, str):
+        return without_server_paths(value)
+    if isinstance(value, dict):
+        return {key: shown_provenance(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shown_provenance(item) for item in value]
+    return value
 
 
 def visible_project_ids(session: Session, user: User | None) -> set[int] | None:

@@ -50,7 +50,7 @@ from db.models import (
 )
 from db.projects import jobs_in_flight, take_quota_turn
 from services import leak_guard
-from services.access import Need, is_admin
+from services.access import Need, is_admin, shown_provenance
 from services.protected_terms import ensure_seeded
 from workers.augment.base import derive_seed
 from workers.augment.catalog import validate_request
@@ -540,7 +540,9 @@ def augmenters_for(session: Session, dataset_name: str, settings: Settings, user
 
     dataset = dataset_named(session, dataset_name, user)
     caps = [w.capabilities for w in live_workers(session) if "augment" in (w.kinds or [])]
-    return for_dataset(dataset.language, caps, settings)
+    methods = for_dataset(dataset.language, caps, settings)
+    # Where the workers keep their models and data is the operator's to know: a member reads a directory's last part.
+    return methods if is_admin(user) else shown_provenance(methods)
 
 
 def preview_plan(session: Session, dataset_name: str, request: PlanRequest, settings: Settings) -> dict[str, Any]:

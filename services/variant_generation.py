@@ -44,6 +44,7 @@ from db.auth import automatic_reviewer
 from db.datasets import get_dataset
 from db.session import readonly_engine, session_scope
 from services import auto_approval
+from services.access import shown_provenance
 from services.augmentation import load_sources
 from services.protected_terms import protected_for
 from services.variant_scoring import LabelModel, label_model_for
@@ -291,7 +292,10 @@ def generate_variants(
             "per_method": per_method,
             "variant_ids": ids[:1000],
             "plan_id": params.get("plan_id"),
-            "semantic_similarity": {"model": getattr(encoder, "name", None), "unavailable": no_encoder},
+            # the project's members read a job's result: a model directory by its last part (access.shown_provenance)
+            "semantic_similarity": shown_provenance(
+                {"model": getattr(encoder, "name", None), "unavailable": no_encoder}
+            ),
             "label_model_id": inputs.label_model.id if inputs.label_model else None,
             "flagged": sum(1 for v in kept if v.label_flag),
             "automatic": outcomes,

@@ -108,6 +108,10 @@ def test_a_running_worker_publishes_its_augmenters(admin, annotator, settings, e
     try:
         seen = _wait(lambda: (s := augmenters())["wordnet"]["state"] != "no_worker" and s)
         assert seen["wordnet"]["state"] == "ready" and seen["wordnet"]["available"]
+        # Where the worker keeps its data is the operator's to know: a member reads the folder's last part.
+        whole = {s["method"]: s for s in admin.get(f"/api/v1/datasets/{example_dataset}/augmenters").json()}
+        assert whole["wordnet"]["note"].startswith("/")
+        assert seen["wordnet"]["note"] == "…/" + whole["wordnet"]["note"].rsplit("/", 1)[1]
         assert seen["mlm"]["state"] == "ready" and seen["mlm"]["workers_ready"] == 1
         bt = seen["backtranslation"]
         assert bt["state"] == "unavailable" and not bt["available"] and bt["setting"] == "AUGLOOP_BT_ROUTES"

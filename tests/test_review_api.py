@@ -42,6 +42,29 @@ def test_queue_lists_pending_variants_with_their_families(annotator, review_data
     assert "label_changed" in body["reject_reasons"]
 
 
+def test_provenance_shows_a_model_directory_by_its_last_part(annotator, review_data, engine) -> None:
+    """A variant made by a model loaded from a server directory: reviewers read which model, not where the
+    server keeps it; a hub id and the other parameters read as stored."""
+    from db.session import session_scope
+    from tests.review_fixtures import add_variant
+
+    with session_scope(engine) as s:
+        local = add_variant(
+            s,
+            review_data.sources[0],
+            "A variant made by a local model.",
+            method="mlm",
+            model_name="/srv/models/bert-finetuned",
+            method_params={"context_model": "/opt/venv/lib/site-packages/gt/model", "aug_p": 0.2, "via": "local"},
+        )
+    sample = annotator.get(f"/api/v1/samples/{local}").json()["sample"]
+    assert sample["model_name"] == "…/bert-finetuned"
+    assert sample["method_params"] == {"context_model": "…/model", "aug_p": 0.2, "via": "local"}
+    items = {i["id"]: i for i in queue(annotator, page_size=100)["items"]}
+    assert items[local]["model_name"] == "…/bert-finetuned"
+    assert {i["model_name"] for i in items.values()} >= {"Helsinki-NLP/opus-mt-en-de", "bert-base-multilingual-cased"}
+
+
 def test_queue_filters_sorts_and_pages(annotator, review_data) -> None:
     attack = queue(annotator, task="message", label="attack")
     assert {i["parent_id"] for i in attack["items"]} == {review_data.sources[3]} and attack["total"] == 3
