@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any, Self
 
 
-def make_app(model_dir: Path, served_name: str) -> Any:
+def make_app(model_dir: Path, served_name: str, delays: list[float] | None = None) -> Any:
+    """`delays`: seconds the n-th request waits before it is answered (the last for every later one), as a slow
+    server's would; requests wait side by side."""
     import torch
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
@@ -30,6 +32,8 @@ def make_app(model_dir: Path, served_name: str) -> Any:
     @app.post("/v1/chat/completions")
     def chat(body: dict[str, Any]) -> Any:
         app.state.requests.append(body)
+        if delays:
+            time.sleep(delays[min(len(app.state.requests), len(delays)) - 1])
         if body.get("model") != served_name:
             return JSONResponse({"error": {"message": f"model {body.get('model')!r} not found"}}, status_code=404)
         prompt = tokenizer.apply_chat_template(body["messages"], tokenize=False, add_generation_prompt=True)

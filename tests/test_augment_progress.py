@@ -4,6 +4,8 @@ stops the call at the next batch instead of after it."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.augment_fixtures import bt_routes, run_worker, train_ids
@@ -140,6 +142,15 @@ def test_paraphrase_reports_each_batch_locally_and_each_answer_from_an_endpoint(
         with pytest.raises(Stop):
             remote.augment(texts, [2] * 6, seed=1, language="en", params=params, progress=callback)
         assert len(server.app.state.requests) <= 2
+    # A slow endpoint: the call stops at the first answer, without waiting for the request still in flight.
+    with LoopbackServer(make_app(tiny_causal_dir, "tiny-instruct", delays=[0.2, 6.0])) as slow:
+        remote = ParaphraseAugmenter(EndpointGenerator(slow.url, "tiny-instruct", concurrency=2))
+        _, callback = _stop_after(1)
+        started = time.monotonic()
+        with pytest.raises(Stop):
+            remote.augment(texts, [2] * 6, seed=2, language="en", params=params, progress=callback)
+        assert time.monotonic() - started < 4.0
+        assert len(slow.app.state.requests) <= 3  # the rest were never sent
 
 
 @pytest.mark.usefixtures("augment_env")
