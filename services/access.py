@@ -78,7 +78,7 @@ _SERVER_ROOTS = (
 # A quoted path (an OSError quotes its own, spaces and all: "[Errno 28] No space left on device: '/srv/my data/x'"),
 # else an unquoted one up to a space: "/" at the start of a word, not inside a URL or a relative path.
 _QUOTED_PATH = re.compile(r"""(?P<q>['"])(?P<path>/[^'"\n]*)(?P=q)""")
-_BARE_PATH = re.compile(r"(?<![\w.:/~-])/[^\s'\"]+")
+_BARE_PATH = re.compile(r"(?<![\w.:/~…-])/[^\s'\"]+")  # not after "…": a path already shortened
 
 
 def without_server_paths(message: str) -> str:

@@ -352,4 +352,5 @@ def export_to(
             "writes; give a file name",
             field="output",
         )
-    return write_export(session, dataset_named(session, name, None), chosen, fmt, target, progress)
+    # the operator's own file: a model's whole path, as the database holds it
+    return write_export(session, dataset_named(session, name, None), chosen, fmt, target, progress, whole_paths=True)

@@ -34,6 +34,7 @@ from db.datasets import VIEW_COLUMNS, count_view, view_rows
 from db.models import Dataset, Job, JobStatus, Origin, ReviewStatus
 from db.session import delete_when_committed
 from services import leak_guard
+from services.access import shown_provenance
 
 FORMATS = ("csv", "jsonl")
 # What a row says about where it came from: the view's columns after its identity and text (db.datasets).
@@ -58,8 +59,10 @@ def columns(dataset: Dataset) -> list[str]:
     return [*RESERVED_COLUMNS[:4], *dataset.task_names(), *RESERVED_COLUMNS[4:]]
 
 
-def record(row: dict[str, Any], dataset: Dataset) -> dict[str, Any]:
-    """One exported row from a view row (db.datasets.view_rows): its columns, then one column per task."""
+def record(row: dict[str, Any], dataset: Dataset, whole_paths: bool = False) -> dict[str, Any]:
+    """One exported row from a view row (db.datasets.view_rows): its columns, then one column per task. A model
+    directory of the server's in the provenance is named by its last part (access.shown_provenance: exports
+    through the API and export jobs reach every member), unless `whole_paths` (the operator's CLI)."""
     out: dict[str, Any] = {
         "id": row["id"],
         "external_id": row["external_id"],
@@ -69,7 +72,7 @@ def record(row: dict[str, Any], dataset: Dataset) -> dict[str, Any]:
     for task in dataset.task_names():
         out[task] = row["labels"].get(task)
     for key in PROVENANCE:
-        out[key] = row[key]
+        out[key] = row[key] if whole_paths or key not in ("model_name", "method_params") else shown_provenance(row[key])
     out["near_val_test"] = row.get("near_val_test")
     return out
 
@@ -160,7 +163,12 @@ def check_format(fmt: str) -> None:
 
 
 def iter_export(
-    session: Session, dataset: Dataset, include: set[str], fmt: str, count: ExportCount | None = None
+    session: Session,
+    dataset: Dataset,
+    include: set[str],
+    fmt: str,
+    count: ExportCount | None = None,
+    whole_paths: bool = False,
 ) -> Iterator[str]:
     """The export file as text chunks of 500 rows (streamed by the API, written by the CLI and the export
     job); samples are read in batches, so memory holds one batch whatever the size of the dataset, beside the
@@ -177,7 +185,7 @@ def iter_export(
         writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\r\n")
         csv.writer(buf, lineterminator="\r\n").writerow([spreadsheet_safe(c) for c in cols])  # task names too
         for i, sample in enumerate(rows, start=1):
-            rec = record(sample, dataset)
+            rec = record(sample, dataset, whole_paths)
             if rec["method_params"] is not None:
                 rec["method_params"] = json.dumps(rec["method_params"], sort_keys=True)
             writer.writerow({key: spreadsheet_safe(value, count) for key, value in rec.items()})
@@ -189,7 +197,7 @@ def iter_export(
     else:
         lines = []
         for sample in rows:
-            lines.append(jsonl_line(record(sample, dataset)))
+            lines.append(jsonl_line(record(sample, dataset, whole_paths)))
             if len(lines) >= 500:
                 yield "\n".join(lines) + "\n"
                 lines = []
@@ -204,12 +212,13 @@ def write_export(
     fmt: str,
     path: Path,
     progress: Callable[[int, int], None] | None = None,
+    whole_paths: bool = False,
 ) -> ExportCount:
     """Write atomically (a temporary file of this call's own, then rename). Returns the rows written and left
     out. `progress(read, total)` follows the view's rows a chunk at a time (a million rows take a while)."""
     tmp = part_path(path)
     try:
-        count = _write_part(session, dataset, include, fmt, tmp, progress)
+        count = _write_part(session, dataset, include, fmt, tmp, progress, whole_paths)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -290,13 +299,14 @@ def _write_part(
     fmt: str,
     tmp: Path,
     progress: Callable[[int, int], None] | None,
+    whole_paths: bool = False,
 ) -> ExportCount:
     count = ExportCount()
     total = count_view(session, dataset, include) if progress else 0
     if progress:
         progress(0, total)
     with tmp.open("w", encoding="utf-8", newline="") as fh:
-        for chunk in iter_export(session, dataset, include, fmt, count):
+        for chunk in iter_export(session, dataset, include, fmt, count, whole_paths):
             fh.write(chunk)
             if progress:
                 read = count.rows + count.left_out_near_val_test

@@ -15,13 +15,14 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from services.access import without_server_paths
 
-DatabaseTrouble = Literal["disk_full", "read_only", "refused", "locked", "unreachable", "failed"]
+DatabaseTrouble = Literal["disk_full", "read_only", "refused", "locked", "conflicted", "unreachable", "failed"]
 
 _SAID: dict[DatabaseTrouble, str] = {
     "disk_full": "the database's disk is full",
     "read_only": "the database is read-only for the worker",
     "refused": "the database refused a write that conflicts with what it holds",
     "locked": "the database was busy with another write past its busy timeout",
+    "conflicted": "the database cancelled the write for a concurrent one (a deadlock or a serialization failure)",
     "unreachable": "the database was busy or unreachable",
     "failed": "the database failed a statement",
 }
@@ -57,9 +58,25 @@ def database_trouble(err: BaseException) -> DatabaseTrouble:
         return "read_only"
     if _is_a(err, "IntegrityError") or _is_a(orig, "IntegrityError"):
         return "refused"
-    if "locked" in said:
+    sqlstate = str(getattr(orig, "sqlstate", None) or "")
+    if sqlstate:  # Postgres says which: a lost connection (08…), a server shutting down (57P0…), too many clients
+        if sqlstate.startswith(("08", "57P0")) or sqlstate == "53300":
+            return "unreachable"
+        if sqlstate in ("40001", "40P01"):
+            return "conflicted"
+        if sqlstate in ("55P03", "57014"):  # lock_not_available, query_canceled (a lock or statement timeout)
+            return "locked"
+        return "failed"
+    if "locked" in said or "busy" in said:
         return "locked"
-    if any(_is_a(e, n) for e in (err, orig) for n in ("OperationalError", "InterfaceError")):
+    # SQLite's own: a file it cannot open or read; its other OperationalErrors (no such table, too many SQL
+    # variables) are statements that fail the same way every time. A connection refused or lost before any
+    # statement (the driver names no SQLSTATE) is unreachable.
+    if "unable to open" in said or "disk I/O error" in said or "connection" in said.lower():
+        return "unreachable"
+    if type(orig).__module__.split(".")[0] != "sqlite3" and any(
+        _is_a(e, n) for e in (err, orig) for n in ("OperationalError", "InterfaceError")
+    ):
         return "unreachable"
     return "failed"
 
@@ -79,7 +96,8 @@ def database_error_in(err: BaseException) -> BaseException | None:
             return link
         if isinstance(link, SQLAlchemyError) and ("[SQL:" in str(link) or "Original exception was" in str(link)):
             return link  # a statement's error reported again (PendingRollbackError): no driver error to read
-        link = link.__cause__ or link.__context__
+        # `raise X from None` says its error stands alone: a database error it was raised while handling is not it
+        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
     return None
 
 

@@ -22,6 +22,7 @@ def make_app(model_dir: Path, served_name: str, delays: list[float] | None = Non
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     lock = threading.Lock()
+    counting = threading.Lock()
     app = FastAPI()
     app.state.requests = []
 
@@ -31,9 +32,11 @@ def make_app(model_dir: Path, served_name: str, delays: list[float] | None = Non
 
     @app.post("/v1/chat/completions")
     def chat(body: dict[str, Any]) -> Any:
-        app.state.requests.append(body)
+        with counting:  # requests arrive side by side: each takes its own number
+            app.state.requests.append(body)
+            number = len(app.state.requests)
         if delays:
-            time.sleep(delays[min(len(app.state.requests), len(delays)) - 1])
+            time.sleep(delays[min(number, len(delays)) - 1])
         if body.get("model") != served_name:
             return JSONResponse({"error": {"message": f"model {body.get('model')!r} not found"}}, status_code=404)
         prompt = tokenizer.apply_chat_template(body["messages"], tokenize=False, add_generation_prompt=True)

@@ -203,6 +203,22 @@ def test_failure_text_names_the_kind_of_database_trouble(tmp_path) -> None:
         "PendingRollbackError: the database failed a statement (the log of the process that ran it has the "
         "driver's message)"
     )
+    # Which trouble: SQLite's statement errors fail the same way every time; Postgres' SQLSTATE tells a lost
+    # server from a deadlock; an error raised `from None` stands alone.
+    with pytest.raises(DBAPIError) as missing, create_engine(f"sqlite:///{path}").begin() as connection:
+        connection.execute(text("SELECT * FROM no_such_table"))
+    assert failure_text(missing.value).startswith("OperationalError: the database failed a statement")
+    import psycopg.errors
+
+    assert "a deadlock or a serialization failure" in failure_text(psycopg.errors.SerializationFailure("x"))
+    assert "busy or unreachable" in failure_text(psycopg.errors.AdminShutdown("terminating connection"))
+    try:
+        try:
+            raise missing.value
+        except DBAPIError:
+            raise ValueError("the file names no task called 'x'") from None
+    except ValueError as alone:
+        assert failure_text(alone) == "ValueError: the file names no task called 'x'"
 
 
 def _worker_env(settings, lease: float = 30) -> dict[str, str]:

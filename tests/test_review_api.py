@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import httpx
@@ -42,7 +43,7 @@ def test_queue_lists_pending_variants_with_their_families(annotator, review_data
     assert "label_changed" in body["reject_reasons"]
 
 
-def test_provenance_shows_a_model_directory_by_its_last_part(annotator, review_data, engine) -> None:
+def test_provenance_shows_a_model_directory_by_its_last_part(annotator, review_data, engine, tmp_path) -> None:
     """A variant made by a model loaded from a server directory: reviewers read which model, not where the
     server keeps it; a hub id and the other parameters read as stored."""
     from db.session import session_scope
@@ -54,15 +55,25 @@ def test_provenance_shows_a_model_directory_by_its_last_part(annotator, review_d
             review_data.sources[0],
             "A variant made by a local model.",
             method="mlm",
-            model_name="/srv/models/bert-finetuned",
+            model_name="/srv/models/app",  # its last part a top folder's name too
             method_params={"context_model": "/opt/venv/lib/site-packages/gt/model", "aug_p": 0.2, "via": "local"},
         )
     sample = annotator.get(f"/api/v1/samples/{local}").json()["sample"]
-    assert sample["model_name"] == "…/bert-finetuned"
+    assert sample["model_name"] == "…/app"
     assert sample["method_params"] == {"context_model": "…/model", "aug_p": 0.2, "via": "local"}
-    items = {i["id"]: i for i in queue(annotator, page_size=100)["items"]}
-    assert items[local]["model_name"] == "…/bert-finetuned"
+    items = {i["id"]: i for i in queue(annotator, page_size=100)["items"]}  # shown twice over: the same
+    assert items[local]["model_name"] == "…/app"
     assert {i["model_name"] for i in items.values()} >= {"Helsinki-NLP/opus-mt-en-de", "bert-base-multilingual-cased"}
+    # A member's export says the same; the operator's (the CLI's) keeps the whole path, as the database does.
+    exported = annotator.get("/api/v1/datasets/rev/export", params={"format": "jsonl", "include": "original,pending"})
+    rows = {r["id"]: r for r in map(json.loads, exported.text.splitlines())}
+    assert rows[local]["model_name"] == "…/app" and rows[local]["method_params"]["context_model"] == "…/model"
+    from services.datasets import export_to
+
+    with session_scope(engine) as s:
+        export_to(s, "rev", "jsonl", "original,pending", tmp_path / "whole.jsonl")
+    whole = {r["id"]: r for r in map(json.loads, (tmp_path / "whole.jsonl").read_text().splitlines())}
+    assert whole[local]["model_name"] == "/srv/models/app"
 
 
 def test_queue_filters_sorts_and_pages(annotator, review_data) -> None:
