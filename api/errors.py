@@ -14,7 +14,7 @@ from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import DomainError
-from services.failures import database_trouble, driver_words
+from services.failures import constraint_violated, database_trouble, driver_words
 from trainer.errors import TrainerError
 
 log = logging.getLogger("augloop.api")
@@ -22,22 +22,6 @@ log = logging.getLogger("augloop.api")
 
 # The answer to a request whose dataset or sample another request deleted meanwhile (404).
 GONE = "what this request works on (a dataset or a sample) was deleted by another request meanwhile"
-
-
-def constraint_violated(err: IntegrityError) -> tuple[str, str]:
-    """(kind, constraint) of an integrity error, by the driver's codes, not its (translatable) words: kind
-    `foreign_key`, `unique` or `other`; the constraint's name (Postgres) or the columns (SQLite's message)."""
-    orig = err.orig
-    sqlstate = getattr(orig, "sqlstate", None)  # psycopg 3
-    if sqlstate is not None:
-        diag = getattr(orig, "diag", None)
-        name = str(getattr(diag, "constraint_name", None) or "")
-        return {"23503": "foreign_key", "23505": "unique"}.get(sqlstate, "other"), name
-    code = getattr(orig, "sqlite_errorname", "")  # sqlite3, Python 3.11+
-    said = str(orig or err)
-    columns = said.split("failed:", 1)[-1].strip() if "failed:" in said else ""
-    kinds = {"SQLITE_CONSTRAINT_FOREIGNKEY": "foreign_key", "SQLITE_CONSTRAINT_UNIQUE": "unique"}
-    return kinds.get(code, "other"), columns
 
 
 def gone_detail(request: Request) -> str:

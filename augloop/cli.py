@@ -20,7 +20,7 @@ from augloop.cli_runs import runs_app
 from augloop.cli_terms import terms_app
 from augloop.cli_tokens import token_app, user_app
 from augloop.cli_train import train_app
-from augloop.console import ErrorMappingGroup, console, engine, err_console, fail, read_only
+from augloop.console import ErrorMappingGroup, console, engine, err_console, fail
 from core.settings import get_settings
 
 app = typer.Typer(
@@ -382,10 +382,11 @@ def worker(
 
     from sqlalchemy.exc import DBAPIError, OperationalError
 
+    from services.failures import database_trouble
     from workers.main import Worker
 
     def waitable(err: DBAPIError) -> bool:  # a database restarting, not a file that is no database or read-only
-        return isinstance(err, OperationalError) and not read_only(str(err))
+        return isinstance(err, OperationalError) and database_trouble(err) != "read_only"
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check's ten "setup plugin" lines say nothing

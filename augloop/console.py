@@ -101,12 +101,6 @@ DATABASE_DRIVERS = frozenset(
 )
 
 
-def read_only(said: str) -> bool:
-    """Whether a database error says it may not be written (SQLite's "attempt to write a readonly database",
-    Postgres' "read-only transaction"): no wait or retry helps."""
-    return "readonly database" in said or "read-only" in said
-
-
 def database_problem(err: Any) -> str:
     """What a database error at a command means for its operator: a read-only or damaged file is not a database
     that "did not answer"."""
@@ -114,8 +108,10 @@ def database_problem(err: Any) -> str:
 
     from sqlalchemy.exc import OperationalError
 
+    from services.failures import database_trouble
+
     said = str(getattr(err, "orig", None) or err).strip()[:300]
-    if read_only(said):
+    if database_trouble(err) == "read_only":
         return f"the database is read-only for this user (AUGLOOP_DATABASE_URL): {said}"
     if type(getattr(err, "orig", None)) is sqlite3.DatabaseError:  # "file is not a database", "malformed"
         return f"the database (AUGLOOP_DATABASE_URL) cannot be read: {said}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from services.access import without_server_paths
 
@@ -84,6 +84,22 @@ def database_trouble(err: BaseException) -> DatabaseTrouble:
 def _from_driver(err: BaseException) -> bool:
     """A driver's error, or SQLAlchemy's wrapper of one."""
     return isinstance(err, DBAPIError) or type(err).__module__.split(".")[0] in _DRIVERS
+
+
+def constraint_violated(err: IntegrityError) -> tuple[str, str]:
+    """(kind, constraint) of an integrity error, by the driver's codes, not its (translatable) words: kind
+    `foreign_key`, `unique` or `other`; the constraint's name (Postgres) or the columns (SQLite's message)."""
+    orig = err.orig
+    sqlstate = getattr(orig, "sqlstate", None)  # psycopg 3
+    if sqlstate is not None:
+        diag = getattr(orig, "diag", None)
+        name = str(getattr(diag, "constraint_name", None) or "")
+        return {"23503": "foreign_key", "23505": "unique"}.get(sqlstate, "other"), name
+    code = getattr(orig, "sqlite_errorname", "")  # sqlite3, Python 3.11+
+    said = str(orig or err)
+    columns = said.split("failed:", 1)[-1].strip() if "failed:" in said else ""
+    kinds = {"SQLITE_CONSTRAINT_FOREIGNKEY": "foreign_key", "SQLITE_CONSTRAINT_UNIQUE": "unique"}
+    return kinds.get(code, "other"), columns
 
 
 def database_error_in(err: BaseException) -> BaseException | None:

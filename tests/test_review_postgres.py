@@ -315,8 +315,8 @@ def test_postgres_constraint_errors_are_read_by_their_codes(pg_settings) -> None
     from sqlalchemy import text
     from sqlalchemy.exc import IntegrityError
 
-    from api.errors import constraint_violated
     from db.session import get_engine
+    from services.failures import constraint_violated
 
     engine = get_engine(pg_settings.resolved_database_url)
     data = seed_review_data(engine, name="codes", hostile=False)
