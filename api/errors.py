@@ -84,6 +84,15 @@ def install_error_handlers(app: FastAPI) -> None:
         if trouble == "read_only":
             detail = "the database is read-only for the server, so nothing was saved; the operator must fix it"
             return JSONResponse({"detail": detail}, status_code=503)
+        if trouble == "failed":
+            # A statement the database refuses the same way every time (SQLite's "no such table" after a
+            # migration was skipped, "too many SQL variables"): "retry" would send the client round in circles.
+            log.error("a database statement failed: %s", driver_words(err), exc_info=err)
+            detail = "the database failed a statement of this request, so nothing was saved; the server's log has why"
+            return JSONResponse({"detail": detail}, status_code=500)
+        if trouble == "conflicted":  # Postgres cancelled it for a concurrent write: at once is fine
+            detail = "the database cancelled this request for a concurrent one, so nothing was saved; retry"
+            return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
         why = "busy with another write" if trouble == "locked" else "busy or unreachable"
         return JSONResponse(
             {"detail": f"the database is {why} and did not complete the request, so nothing was saved; retry"},

@@ -139,6 +139,53 @@ def test_a_failed_commit_reaches_the_client_and_nothing_is_stored(world) -> None
             assert not stored(s), f"{name}: the failed write is in the database"
 
 
+@contextmanager
+def commits_failing_with(engine: Any, orig: Exception) -> Iterator[None]:
+    """Every COMMIT on this engine fails with the driver's error `orig`."""
+
+    def refuse(_conn: Any) -> None:
+        raise OperationalError("COMMIT", {}, orig)
+
+    event.listen(engine, "commit", refuse)
+    try:
+        yield
+    finally:
+        event.remove(engine, "commit", refuse)
+
+
+def test_a_statement_that_always_fails_is_not_answered_retry(world, caplog) -> None:
+    """Every OperationalError was answered 503 "busy or unreachable; retry", also SQLite's "no such table" (a
+    migration not run), which fails the same way every time: a client retried in circles. A failed statement is a
+    500 that says nothing was saved; a deadlock Postgres broke is a 503 to retry at once; the driver's words stay in
+    the log."""
+    import sqlite3
+
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    engine = world["engine"]
+    app = create_app(world["settings"], engine)
+    name, who, method, path, kwargs, stored = _writes(world)[0]
+    with TestClient(app, raise_server_exceptions=False, headers={"Authorization": f"Bearer {world[who]}"}) as http:
+        with commits_failing_with(engine, sqlite3.OperationalError("no such table: reviews_secret")):
+            r = http.request(method, path, **kwargs)
+        assert r.status_code == 500 and "Retry-After" not in r.headers, r.text
+        assert "failed a statement" in r.json()["detail"] and "nothing was saved" in r.json()["detail"]
+        assert "reviews_secret" not in r.text
+        assert any("reviews_secret" in rec.getMessage() for rec in caplog.records)
+
+        class Deadlock(Exception):  # psycopg's errors carry the SQLSTATE
+            sqlstate = "40P01"
+
+        with commits_failing_with(engine, Deadlock("deadlock detected")):
+            r = http.request(method, path, **kwargs)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1", r.text
+        assert "concurrent" in r.json()["detail"] and "nothing was saved" in r.json()["detail"]
+    with session_scope(engine) as s:
+        assert not stored(s), f"{name}: the failed write is in the database"
+
+
 @pytest.mark.slow
 def test_every_acknowledged_write_survives_a_kill_as_the_answer_arrives(world) -> None:
     """SIGKILL the API the moment the client has its answer; the write must be in the database. The bulk
