@@ -17,7 +17,7 @@ from db import queue
 from db import training_runs as db_runs
 from db.datasets import view_label_counts
 from db.models import Dataset, Job, JobStatus, TrainingRun, User
-from services.access import Need, shown_path, visible_project_ids, visible_run
+from services.access import Need, is_admin, shown_path, shown_provenance, visible_project_ids, visible_run
 from services.compute_bounds import check_capacity, check_config
 from services.listing import listed_values
 from services.run_snapshots import snapshot_json, snapshot_size
@@ -286,9 +286,12 @@ def enqueue_train_jobs(
     return jobs
 
 
-def run_summary(run: TrainingRun, dataset_name: str, job: Job | None) -> dict[str, Any]:
-    """A run's headline: status, scores, live progress of its job."""
+def run_summary(run: TrainingRun, dataset_name: str, job: Job | None, user: User | None) -> dict[str, Any]:
+    """A run's headline: status, scores, live progress of its job. Its encoder as `user` may see it: a lead may
+    name a model directory of the server's, which the project's members see by its last part, as a variant's
+    model (access.shown_provenance); a hub id reads as it is."""
     metrics = run.metrics or {}
+    encoder = (run.config or {}).get("encoder") or (run.config or {}).get("model")
     return {
         "id": run.id,
         "dataset": dataset_name,
@@ -297,7 +300,7 @@ def run_summary(run: TrainingRun, dataset_name: str, job: Job | None) -> dict[st
         "status": run.status,
         "job_id": run.job_id,
         "member_ids": list(run.member_ids or []),
-        "encoder": (run.config or {}).get("encoder") or (run.config or {}).get("model"),
+        "encoder": encoder if is_admin(user) else shown_provenance(encoder),
         "seed": (run.config or {}).get("seed"),
         "variants": (run.config or {}).get("variants", "approved") if run.kind == "single" else None,
         "budget_minutes": (run.config or {}).get("budget_minutes"),
@@ -331,11 +334,13 @@ def _selection_summary(selection: dict[str, Any] | None) -> dict[str, Any] | Non
 
 def run_details(run: TrainingRun, dataset_name: str, job: Job | None, user: User | None) -> dict[str, Any]:
     """A run in full: config, curve, metrics per task and class (with the plan and the decision rule), how
-    its learning rate was chosen (every trial), artifact location (for `user`: access.shown_path)."""
+    its learning rate was chosen (every trial), artifact location (for `user`: access.shown_path), the config's
+    model directories as run_summary shows the encoder."""
+    config = run.config or {}
     return {
-        **run_summary(run, dataset_name, job),
+        **run_summary(run, dataset_name, job, user),
         "lr_selection_detail": run.lr_selection,
-        "config": run.config or {},
+        "config": config if is_admin(user) else shown_provenance(config),
         "curve": run.curve or [],
         "metrics": run.metrics or {},
         "snapshot_size": snapshot_size(run),
@@ -367,7 +372,7 @@ def list_training_runs(
     runs = db_runs.list_runs(session, ds, kind, statuses, limit, offset, visible_project_ids(session, user))
     names = dict(session.execute(select(Dataset.id, Dataset.name)).tuples().all())
     jobs = _jobs_of(session, runs)
-    return [run_summary(r, names.get(r.dataset_id, ""), jobs.get(r.job_id or -1)) for r in runs]
+    return [run_summary(r, names.get(r.dataset_id, ""), jobs.get(r.job_id or -1), user) for r in runs]
 
 
 def training_run(session: Session, run_id: int, user: User | None) -> dict[str, Any]:

@@ -343,6 +343,40 @@ def test_members_see_no_server_path(app, engine, world) -> None:
     assert seen["admin"] == {run_id: str(runs_root() / str(run_id)), world["runs"][1]: "/opt/elsewhere/models/7"}
 
 
+def test_members_see_a_runs_model_directory_by_its_last_part(app, engine, world) -> None:
+    """A lead may train on a model directory of the server's; the project's annotators read the run (its
+    summary, its config, an ensemble's members) with the directory named by its last part, as a variant's model;
+    an admin reads it whole, and a hub id reads as it is for everyone."""
+    from sqlalchemy.orm.attributes import flag_modified
+
+    from db.models import TrainingRun
+    from db.session import session_scope
+
+    local, hub = world["runs"][0], world["runs"][1]
+    with session_scope(engine) as s:
+        for run_id, encoder in ((local, "/srv/models/xlmr-tuned"), (hub, "xlm-roberta-base")):
+            run = s.get_one(TrainingRun, run_id)
+            run.config = {**(run.config or {}), "encoder": encoder, "encoders": {"7": "/srv/models/xlmr-tuned"}}
+            flag_modified(run, "config")
+
+    def seen(who: str) -> tuple[dict[int, Any], dict[int, Any], dict[int, Any]]:
+        http = TestClient(app, headers={"Authorization": f"Bearer {world['tokens'][who]}"})
+        listed = {r["id"]: r["encoder"] for r in http.get("/api/v1/training-runs").json() if r["id"] in (local, hub)}
+        details = {i: http.get(f"/api/v1/training-runs/{i}").json() for i in (local, hub)}
+        return (
+            listed,
+            {i: d["encoder"] for i, d in details.items()},
+            {i: (d["config"]["encoder"], d["config"]["encoders"]["7"]) for i, d in details.items()},
+        )
+
+    listed, summary, config = seen("annotator")
+    assert listed == summary == {local: "…/xlmr-tuned", hub: "xlm-roberta-base"}
+    assert config == {local: ("…/xlmr-tuned", "…/xlmr-tuned"), hub: ("xlm-roberta-base", "…/xlmr-tuned")}
+    listed, summary, config = seen("admin")
+    assert listed == summary == {local: "/srv/models/xlmr-tuned", hub: "xlm-roberta-base"}
+    assert config[local] == ("/srv/models/xlmr-tuned", "/srv/models/xlmr-tuned")
+
+
 def test_a_jobs_worker_names_no_host_or_process(app, engine, world) -> None:
     """Members read the jobs of their projects, with the worker holding each: its id names no host and no
     process (SECURITY.md: those are for admins, at /workers); it was `hostname:pid:xxxxxx`."""
