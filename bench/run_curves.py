@@ -7,22 +7,35 @@ From `bench/results/quality_loop_detail.json` (or `--detail`), for the loop's se
   seed's best epoch;
 - the greedy soup (trainer/soup.py), where the runs made one: which epochs joined, and by how much each candidate
   soup's val macro-F1 differed from the best epoch's alone;
-- each seed's best epoch, epochs trained, optimizer steps and test macro-F1.
+- each seed's best epoch, epochs trained, optimizer steps and test macro-F1;
+- early stopping at the planned patience (trainer/plan.py, rule 7: 40% of the planned epochs, at least 3),
+  replayed on each seed's curve: the epoch it would stop at, whether that keeps its best epoch, and the share of
+  its training time it saves. The epochs before the stop are the same steps at the same learning rates, so the
+  replay is exact up to the machine's pace. `--history` replays every committed version of the study's detail
+  file too (git), the runs made before the rule existed.
 
     .venv/bin/python bench/run_curves.py                 # seconds; bench/results/run_curves(_detail).json
     .venv/bin/python bench/run_curves.py --quick         # the same (there is nothing to shorten)
     .venv/bin/python bench/run_curves.py --detail bench/results/quality_loop_detail.loop.6x9min.json
+    .venv/bin/python bench/run_curves.py --history       # and every committed study's seeds (git)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench_env import offline_cpu
+
+ROOT = offline_cpu()
+
+from trainer.plan import planned_patience  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
+DETAIL = "bench/results/quality_loop_detail.json"
 
 
 def seed_rows(detail: dict[str, Any]) -> list[dict[str, Any]]:
@@ -61,14 +74,82 @@ def seed_rows(detail: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def patience_replay(run: dict[str, Any]) -> dict[str, Any] | None:
+    """A seed's run as the planned patience would have stopped it: None for a run whose record lacks its plan's
+    epochs or its per-epoch times, or that set its own patience."""
+    curve, plan = run.get("curve") or [], run.get("plan") or {}
+    epochs = plan.get("epochs")
+    if not curve or epochs is None or any("train_seconds" not in e or "val_macro_f1" not in e for e in curve):
+        return None
+    patience = planned_patience(float(epochs))
+    best, best_epoch, stale, stop = float("-inf"), 0, 0, len(curve)
+    for entry in curve:  # the loop's own rule (trainer/train.py): a stop only while steps remain
+        if entry["val_macro_f1"] > best + 1e-9:
+            best, best_epoch, stale = entry["val_macro_f1"], entry["epoch"], 0
+        else:
+            stale += 1
+        if stale >= patience and entry["epoch"] < len(curve):
+            stop = entry["epoch"]
+            break
+    seconds = [e["train_seconds"] for e in curve]
+    return {
+        "seed": run.get("seed"),
+        "planned_epochs": round(float(epochs), 2),
+        "patience": patience,
+        "epochs": len(curve),
+        "best_epoch": run.get("best_epoch"),
+        "stops_at": stop,
+        "keeps_best_epoch": best_epoch == run.get("best_epoch"),
+        "training_saved": round(sum(seconds[stop:]) / sum(seconds), 4) if sum(seconds) > 0 else 0.0,
+    }
+
+
+def loop_seeds(detail: dict[str, Any]) -> list[dict[str, Any]]:
+    """The loop's seed runs of a study's detail (its arms `loop`, and `loop_originals` in an ablation)."""
+    runs = detail.get("runs") or {}
+    return [r for arm, rs in runs.items() if arm.startswith("loop") for r in rs if r.get("kind", "single") == "single"]
+
+
+def committed_details() -> list[tuple[str, dict[str, Any]]]:
+    """(commit, detail) of each committed version of the study's detail file, newest first (git)."""
+
+    def git(*args: str) -> bytes | None:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    if git("rev-parse", "--is-shallow-repository") == b"true\n":
+        print("warning: a shallow clone holds only the latest commits' studies (git fetch --unshallow for all)")
+    found = []
+    for commit in (git("log", "--diff-filter=AM", "--format=%h", "--", DETAIL) or b"").decode().split():
+        raw = git("show", f"{commit}:{DETAIL}")
+        if raw is not None:
+            found.append((commit, json.loads(raw)))
+    return found
+
+
+def replay_rows(studies: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    rows = []
+    for label, detail in studies:
+        for run in loop_seeds(detail):
+            replay = patience_replay(run)
+            if replay is not None and (run.get("config") or {}).get("patience") in (None, 8):
+                rows.append({"study": label, **replay})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--detail", type=Path, default=RESULTS / "quality_loop_detail.json")
     parser.add_argument("--quick", action="store_true", help="the same figures (reading a file takes no time)")
+    parser.add_argument(
+        "--history", action="store_true", help="replay the planned patience on every committed study too (git)"
+    )
     args = parser.parse_args()
     if not args.detail.is_file():
         raise SystemExit(f"no study detail at {args.detail}: run bench/quality_loop.py first")
-    rows = seed_rows(json.loads(args.detail.read_text(encoding="utf-8")))
+    rows: list[dict[str, Any]] = seed_rows(json.loads(args.detail.read_text(encoding="utf-8")))
     if not rows:
         raise SystemExit(f"{args.detail.name} holds no seed of the loop")
     for r in rows:
@@ -95,6 +176,55 @@ def main() -> None:
         {"metric": "averaging_mean_val_gain", "value": round(mean, 2), "target": None, "unit": "points"},
         {"metric": "soup_candidates_joined", "value": joined, "target": None, "unit": "epochs", "of": len(candidates)},
     ]
+    detail = json.loads(args.detail.read_text(encoding="utf-8"))
+    here = replay_rows([(args.detail.name, detail)])
+    for r in here:
+        print(
+            f"seed {r['seed']}: planned {r['planned_epochs']} epochs → patience {r['patience']}: stops at epoch "
+            f"{r['stops_at']} of {r['epochs']} (best {r['best_epoch']}, "
+            f"{'kept' if r['keeps_best_epoch'] else 'LOST'}), {100 * r['training_saved']:.0f}% of its training saved"
+        )
+    saved = sum(r["training_saved"] for r in here) / len(here) if here else 0.0
+    results += [
+        {
+            "metric": "planned_patience_keeps_best_epoch",
+            "value": sum(r["keeps_best_epoch"] for r in here),
+            "target": len(here),
+            "unit": "seeds",
+            "of": len(here),
+        },
+        {"metric": "planned_patience_training_saved", "value": round(100 * saved, 1), "target": None, "unit": "%"},
+    ]
+    if args.history:
+        past = replay_rows(committed_details())
+        studies = sorted({r["study"] for r in past})
+        kept = sum(r["keeps_best_epoch"] for r in past)
+        past_saved = sum(r["training_saved"] for r in past) / len(past) if past else 0.0
+        for r in past:
+            if not r["keeps_best_epoch"]:
+                print(f"  {r['study']} seed {r['seed']}: stops at {r['stops_at']}, best epoch {r['best_epoch']} lost")
+        print(
+            f"history: {len(studies)} committed studies, {len(past)} seed runs: the planned patience keeps the best "
+            f"epoch in {kept}, saving {100 * past_saved:.1f}% of their training on average"
+        )
+        results += [
+            {
+                "metric": "planned_patience_keeps_best_epoch_history",
+                "value": kept,
+                "target": len(past),
+                "unit": "seeds",
+                "of": len(past),
+                "studies": len(studies),
+            },
+            {
+                "metric": "planned_patience_training_saved_history",
+                "value": round(100 * past_saved, 1),
+                "target": None,
+                "unit": "%",
+            },
+        ]
+        rows = [*rows, *({"replay": r} for r in past)]
+    rows = [*rows, *({"replay": r} for r in here)]
     # a study's suffix (quality_loop_detail.loop.6x9min.json → .loop.6x9min) names its figures
     suffix = args.detail.name.removeprefix("quality_loop_detail").removesuffix(".json")
     out, per_seed = RESULTS / f"run_curves{suffix}.json", RESULTS / f"run_curves_detail{suffix}.json"
@@ -103,6 +233,11 @@ def main() -> None:
     print(f"soup: {joined} of {len(candidates)} candidate epochs joined; {out.name}, per seed {per_seed.name}")
     print(
         f"weight averaging, paired within the run: better on val in {wins} of {len(gains)} epochs, {mean:+.2f} points"
+    )
+    kept_here = sum(r["keeps_best_epoch"] for r in here)
+    print(
+        f"planned patience: {kept_here} of {len(here)} seeds keep their best epoch, {100 * saved:.1f}% of the "
+        f"training saved"
     )
 
 

@@ -76,9 +76,9 @@ def test_config_defaults_follow_the_recipe() -> None:
         768,
         0.25,
     )
-    assert (c.weight_decay, c.batch_size, c.max_length, c.patience, c.epochs) == (0.03, 12, 320, 8, 20)
-    # the keys a run's length decides are planned (tests/test_trainer_plan.py: a GPU run gets the recipe)
-    assert (c.lr, c.grad_accum, c.rdrop_alpha, c.llrd_decay, c.budget_minutes) == (None, None, None, None, None)
+    assert (c.weight_decay, c.batch_size, c.max_length, c.epochs) == (0.03, 12, 320, 20)
+    # the keys a run's length decides are planned (tests/test_trainer_plan.py: a GPU run gets the recipe, patience 8)
+    assert (c.lr, c.grad_accum, c.rdrop_alpha, c.llrd_decay, c.budget_minutes, c.patience) == (None,) * 6
     assert c.group_by_length and c.focal_gamma > 0 and c.decision == "prior" and c.lr_search == "auto"
 
 

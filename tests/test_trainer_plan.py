@@ -16,6 +16,7 @@ from trainer.plan import (
     RECIPE,
     Throughput,
     plan_run,
+    planned_patience,
     replanned_steps,
     search_wanted,
 )
@@ -89,6 +90,27 @@ def test_a_short_cpu_budget_drops_the_regularisers_and_takes_more_smaller_update
     )  # set in the config: as given
     tiny = plan_run(TrainConfig(epochs=3), n_train=60, batches_per_epoch=5, encoder_width=384)
     assert tiny.ema_decay == pytest.approx(1 - 1 / 10), "a tiny epoch still averages over 10 steps"
+
+
+def test_patience_is_the_recipes_share_of_the_planned_epochs() -> None:
+    """The recipe waits 8 of its 20 epochs; a budgeted CPU run planned for 12.5 epochs waited 8 as well, so a
+    run whose val peaked at epoch 5 (each seed of the quality study's tenth run) trained to the end of its budget.
+    It waits 40% of the epochs it is planned for, rounded, at least 3; a patience the config sets stands."""
+    minilm = TrainConfig(encoder="minilm", max_length=64)
+    data = {"n_train": 4032, "batches_per_epoch": 336, "encoder_width": 384}
+    # the tenth run's measured pace (75 samples/s one pass, a val pass in 2.3 s): 12.3 minutes afford 12.5 epochs
+    pace = Throughput(seconds_per_sample=0.013263, eval_seconds=2.2966)
+    budgeted = plan_run(minilm.with_overrides({"budget_minutes": 12.3}), **data, throughput=pace)
+    assert 12 < budgeted.epochs < 13 and budgeted.patience == 5
+    assert any(r.startswith("patience 5: 40% of 12.") for r in budgeted.reasons)
+    assert plan_run(minilm.with_overrides({"epochs": 20}), **data).patience == 8  # the recipe's length: its 8
+    assert plan_run(minilm.with_overrides({"epochs": 30}), **data).patience == 12
+    assert plan_run(minilm.with_overrides({"epochs": 4}), **data).patience == 3  # at least 3
+    # rounded half up: 8.75 epochs wait 4, 16.25 wait 7
+    assert [planned_patience(e) for e in (1, 7.4, 8.75, 12.52, 16.25, 20)] == [3, 3, 4, 5, 7, 8]
+    for given in (0, 2, 9):
+        plan = plan_run(minilm.with_overrides({"budget_minutes": 12.3, "patience": given}), **data, throughput=pace)
+        assert plan.patience == given and not any(r.startswith("patience") for r in plan.reasons)
 
 
 def test_accumulation_shrinks_until_the_run_makes_enough_updates() -> None:

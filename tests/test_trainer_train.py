@@ -91,6 +91,10 @@ def test_early_stopping_keeps_the_best_epoch(tiny_encoder: str) -> None:
     assert result.stopped_early and result.metrics["epochs_run"] == 3 and result.best_epoch == 1
     assert [e["epoch"] for e in result.curve] == [1, 2, 3]
     assert result.metrics["val"]["overall_macro_f1"] == pytest.approx(result.curve[0]["val_macro_f1"])
+    # Left to the plan, a run of 10 epochs waits 4 of them (40%, trainer/plan.py rule 7): it stops at epoch 5.
+    planned = train_model(fast_config(tiny_encoder, epochs=10, patience=None, lr=1e-12), synthetic_split())
+    assert planned.stopped_early and [e["epoch"] for e in planned.curve] == [1, 2, 3, 4, 5]
+    assert planned.best_epoch == 1 and planned.metrics["plan"]["patience"] == 4
 
 
 def test_a_run_that_diverges_stops_keeping_its_best_epoch_or_fails_with_none(tiny_encoder: str, monkeypatch) -> None:

@@ -42,6 +42,9 @@ RUNTIME_KEYS = {"checkpoint_every_steps", "num_threads", "device"}
 # fingerprint as it was, so a run interrupted before an upgrade resumes after it (a planned moving average then
 # starts from the resumed weights).
 LATER_KEYS = {"ema_decay", "soup_size"}
+# Keys whose default became None (planned) later: at None they fingerprint as their earlier default, so a run
+# whose checkpoint was written under that default resumes (the steps are the same; only where it may stop moved).
+EARLIER_DEFAULTS = {"patience": 8}
 
 
 @dataclass
@@ -75,7 +78,9 @@ def fingerprint(config: TrainConfig, data: SplitData) -> str:
     on one worker resumes on another."""
     digest = hashlib.sha256()
     settings = {
-        k: v for k, v in config.to_dict().items() if k not in RUNTIME_KEYS and not (k in LATER_KEYS and v is None)
+        k: EARLIER_DEFAULTS.get(k) if v is None and k in EARLIER_DEFAULTS else v
+        for k, v in config.to_dict().items()
+        if k not in RUNTIME_KEYS and not (k in LATER_KEYS and v is None)
     }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     digest.update(json.dumps([[t.name, t.labels] for t in data.tasks]).encode())

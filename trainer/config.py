@@ -9,8 +9,8 @@ Defaults follow the recipe that first reached 63% macro-F1 on a ~7k-text two-tas
 polarization): mBERT, last-4-layer mean pooling, 3-layer MLP heads, focal loss with label smoothing, R-Drop,
 LLRD, AdamW (wd 0.03, LR 2.5e-5), batch 12 × accumulation 4, max length 320, early stopping (patience 8), 20
 epochs on a GPU. The keys that depend on how long a run can train (`lr`, `grad_accum`, `rdrop_alpha`,
-`llrd_decay`, `head_layers`, `ema_decay`) default to None: planned (trainer/plan.py), which gives exactly the
-recipe to a run that affords the recipe's training and scales them for a shorter one (a CPU, a
+`llrd_decay`, `head_layers`, `ema_decay`, `patience`) default to None: planned (trainer/plan.py), which gives
+exactly the recipe to a run that affords the recipe's training and scales them for a shorter one (a CPU, a
 `budget_minutes`). `pooling` defaults to `auto`: an encoder trained with a pooling of its own (a
 sentence-transformers checkpoint) keeps it; any other gets the recipe's. A value set is used as given.
 """
@@ -134,8 +134,9 @@ class TrainConfig(ConfigModel):
     epochs: int = Field(default=20, ge=1, le=10_000)  # at most; a budget may plan fewer
     # wall-clock minutes of training (steps and validation); None: `epochs` epochs, however long they take
     budget_minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
-    # epochs without a better mean val macro-F1 before stopping; 0: never stop early
-    patience: int = Field(default=8, ge=0, le=10_000)
+    # epochs without a better mean val macro-F1 before stopping; 0: never stop early; None: planned, 40% of the
+    # epochs the run is planned for, at least 3 (trainer/plan.py, rule 7: the recipe's 20 epochs wait 8)
+    patience: int | None = Field(default=None, ge=0, le=10_000)
     # how labels are read from probabilities: "prior" fits a prior correction per task on val for macro-F1
     # (trainer/decision.py); "none": the most probable label
     decision: Literal["prior", "none"] = "prior"

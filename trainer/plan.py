@@ -36,8 +36,14 @@ each applied only to the keys the config leaves unset (None); a key set in the c
    validation pass after each epoch is part of the budget. The loop re-plans its remaining steps after each
    epoch from the time the epochs really took, and stops at DEADLINE_SLACK × the budget whatever happens.
 
-Early stopping reads val only (`patience` epochs without a better val macro-F1), as in the recipe. The seeds of
-one request train one recipe (rules 1, 2 and 5), decided once by their LR selection (trainer/lr_search.py).
+7. **Patience.** Early stopping reads val only (`patience` epochs without a better val macro-F1), as in the
+   recipe, whose 8 are PATIENCE_SHARE of its 20 epochs. A run planned for fewer epochs waits the same share of
+   them (rounded), at least MIN_PATIENCE: a budgeted CPU run of 12.5 epochs waits 5, not 8, so a run whose val
+   peaked at epoch 5 stops at 10 instead of training to the end of its budget (bench/run_curves.py replays every
+   committed study's curves: the stop kept each seed's best epoch).
+
+The seeds of one request train one recipe (rules 1, 2 and 5), decided once by their LR selection
+(trainer/lr_search.py); each plans its own length (rules 6 and 7) at the pace it measures.
 """
 
 from __future__ import annotations
@@ -78,6 +84,8 @@ MIN_BUDGET_STEPS = 10  # a budget that affords fewer optimizer steps is refused
 FORWARD_SHARE = 1 / 3  # an evaluation pass costs about a third of a training pass (no backward)
 EMA_HORIZON_EPOCHS = 0.5  # a short run's weights are averaged over this share of an epoch's optimizer steps
 EMA_MIN_HORIZON = 10  # optimizer steps: a tiny epoch still averages over a few
+PATIENCE_SHARE = 0.4  # of the planned epochs without a better val macro-F1 before stopping: the recipe's 8 of 20
+MIN_PATIENCE = 3
 
 
 @dataclass(frozen=True)
@@ -146,6 +154,11 @@ def soup_passes(size: int) -> int:
     """Evaluation passes a soup of `size` ingredients costs at the end: one on val per candidate added to it,
     and the best epoch alone on val and test (what the soup is compared with)."""
     return size + 1 if size > 1 else 0
+
+
+def planned_patience(epochs: float) -> int:
+    """Epochs without a better val macro-F1 a run of `epochs` epochs waits before it stops (rule 7)."""
+    return max(MIN_PATIENCE, math.floor(PATIENCE_SHARE * epochs + 0.5))
 
 
 def width_factor(width: int) -> float:
@@ -247,6 +260,14 @@ def plan_run(
         )
     else:
         ema = config.ema_decay
+    if config.patience is None:
+        patience = planned_patience(epochs)
+        reasons.append(
+            f"patience {patience}: {PATIENCE_SHARE:.0%} of {epochs:.1f} epochs, rounded (the recipe's 8 of 20; "
+            f"at least {MIN_PATIENCE})"
+        )
+    else:
+        patience = config.patience
     if budget is not None and steps < MIN_BUDGET_STEPS:
         raise TrainerError(
             f"config.budget_minutes: {config.budget_minutes:g} min afford {steps} optimizer steps at the "
@@ -278,7 +299,7 @@ def plan_run(
         head_layers=head_layers,
         ema_decay=ema,
         soup_size=soup,
-        patience=config.patience,
+        patience=patience,
         budget_seconds=budget,
         estimated_seconds=round(estimated, 1) if estimated is not None else None,
         throughput=throughput.to_dict() if throughput is not None else None,
