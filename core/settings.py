@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     worker_plugins: list[str] = Field(default_factory=list)  # modules that register extra job kinds
     # how often a worker refreshes its row in `workers`
     worker_presence_seconds: float = Field(default=15.0, gt=0, le=3600)
+    # how often it checks again which augmenters it can load (a model put in the cache, an endpoint back up)
+    worker_capabilities_seconds: float = Field(default=60.0, gt=0, le=86400)
 
     # UI
     ui_host: str = "127.0.0.1"

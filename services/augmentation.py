@@ -460,7 +460,8 @@ def request_variants(
         raise PermissionDenied(
             "priority above 0 puts a job ahead of every project's jobs: an admin's to give", field="priority"
         )
-    job = enqueue_request(session, dataset, request, settings, user.id if user else None)
+    job = enqueue_request(session, dataset, request, settings, user.id if user else None)  # validates first
+    check_workers_can_run(session, dataset, request.methods, settings, user)  # the caller rolls the job back
     check_augment_capacity(session, dataset, user, "n_per_text")
     return job
 
@@ -485,6 +486,8 @@ def make_plan_for(
 
     dataset = dataset_named(session, dataset_name, user, Need.lead)
     row = create_and_enqueue_plan(session, dataset, request, settings, user.id if user else None)
+    if row.job_ids:  # validated; the caller rolls the plan and its jobs back
+        check_workers_can_run(session, dataset, request.methods, settings, user)
     if request.enqueue:
         check_augment_capacity(session, dataset, user, "target")
     return plan_view(row, dataset)
@@ -530,6 +533,26 @@ def live_workers(session: Session) -> list[Any]:
     from db.worker_presence import live_workers as live
 
     return live(session)
+
+
+def check_workers_can_run(
+    session: Session, dataset: Dataset, methods: list[str], settings: Settings, user: User | None
+) -> None:
+    """Refuse methods that no live worker can load (every one that takes augment jobs reports it unavailable:
+    a model missing with the hub offline, an endpoint that does not answer), saying why and what to set: the
+    job would only fail on every attempt. With no live worker at all the job is accepted; it waits in the
+    queue until one starts."""
+    from workers.augment.availability import UNAVAILABLE, for_dataset
+
+    caps = [w.capabilities for w in live_workers(session) if "augment" in (w.kinds or [])]
+    if not caps:
+        return
+    for entry in for_dataset(dataset.language, caps, settings):
+        if entry["method"] in methods and entry["state"] == UNAVAILABLE:
+            reason = str(entry.get("reason") or "it reports the method unavailable")
+            setting = f" (setting: {entry['setting']})" if entry.get("setting") else ""
+            said = f"no running worker can load {entry['method']}: {reason}{setting}"
+            raise ConflictError(said if is_admin(user) else shown_provenance(said), field="methods")
 
 
 def augmenters_for(session: Session, dataset_name: str, settings: Settings, user: User | None) -> list[dict[str, Any]]:

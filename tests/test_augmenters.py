@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -68,8 +69,26 @@ def _wait(predicate, timeout: float = 60):  # type: ignore[no-untyped-def]
     raise AssertionError("timed out")
 
 
-def test_a_running_worker_publishes_its_augmenters(admin, annotator, settings, example_dataset, tmp_path) -> None:
+def test_a_running_worker_publishes_its_augmenters(
+    admin, annotator, settings, engine, example_dataset, tmp_path
+) -> None:
     import os
+
+    from sqlalchemy import func, select
+
+    from db.models import Job, Sample
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        source = s.scalar(select(Sample.id).where(Sample.split == "train").order_by(Sample.id))
+
+    def augment(method: str) -> Any:
+        body = {"dataset": example_dataset, "methods": [method], "sample_ids": [source], "n_per_text": 1}
+        return admin.post("/api/v1/augment", json=body)
+
+    def jobs() -> int:
+        with session_scope(engine) as s:
+            return int(s.scalar(select(func.count()).select_from(Job)) or 0)
 
     def augmenters() -> dict:
         r = annotator.get(f"/api/v1/datasets/{example_dataset}/augmenters")
@@ -116,6 +135,19 @@ def test_a_running_worker_publishes_its_augmenters(admin, annotator, settings, e
         bt = seen["backtranslation"]
         assert bt["state"] == "unavailable" and not bt["available"] and bt["setting"] == "AUGLOOP_BT_ROUTES"
         assert "Helsinki-NLP/opus-mt-en-de" in bt["reason"] and "HF_HUB_OFFLINE" in bt["reason"]
+        # A job no live worker can run is refused at the door, saying why and what to set (it failed on every
+        # attempt, minutes later); a plan that would queue such jobs too. Nothing is queued.
+        before = jobs()
+        refused = augment("backtranslation")
+        assert refused.status_code == 409 and refused.json()["field"] == "methods", refused.text
+        assert "no running worker can load backtranslation" in refused.json()["detail"]
+        assert "AUGLOOP_BT_ROUTES" in refused.json()["detail"] and "HF_HUB_OFFLINE" in refused.json()["detail"]
+        plan = {"methods": ["backtranslation"], "target": {"min_fraction_of_largest": 0.5}, "enqueue": True}
+        planned = admin.post(f"/api/v1/datasets/{example_dataset}/augmentation-plans", json=plan)
+        assert planned.status_code == 409 and planned.json()["field"] == "methods", planned.text
+        assert jobs() == before
+        preview = admin.post(f"/api/v1/datasets/{example_dataset}/augmentation-plans", json={**plan, "enqueue": False})
+        assert preview.status_code == 201, "a plan that queues nothing is still computed"
         listed = admin.get("/api/v1/workers").json()
         assert [w["pid"] for w in listed] == [worker.pid] and "augment" in listed[0]["kinds"]
         assert annotator.get("/api/v1/workers").status_code == 403
@@ -125,6 +157,44 @@ def test_a_running_worker_publishes_its_augmenters(admin, annotator, settings, e
     assert worker.returncode == 0, out[-2000:]
     assert {s["state"] for s in augmenters().values()} == {"no_worker"}, "a stopped worker leaves its row"
     assert admin.get("/api/v1/workers").json() == []
+    # With no worker running, the job waits in the queue for one (whose settings may differ).
+    assert augment("backtranslation").status_code == 202 and jobs() == before + 1
+
+
+def test_a_worker_checks_again_what_it_can_load(engine, settings, example_dataset, monkeypatch) -> None:
+    """The API refuses a method no live worker can load, so what a worker can load must not be what it could
+    at its start: a paraphrase endpoint down then, a model put into the cache since. It checks again every
+    AUGLOOP_WORKER_CAPABILITIES_SECONDS, and the refusal ends."""
+    import workers.augment.availability as availability
+    from core.errors import ConflictError
+    from db.models import Dataset
+    from db.session import session_scope
+    from services.augmentation import check_workers_can_run
+    from workers.main import Presence, Worker
+
+    monkeypatch.setattr(settings, "worker_presence_seconds", 0.05)
+    monkeypatch.setattr(settings, "worker_capabilities_seconds", 0.3)
+    down = {"state": "unavailable", "reason": "the endpoint did not answer", "setting": "AUGLOOP_PARAPHRASE_API_URL"}
+    answers = iter([{"wordnet": down}] * 2)
+    monkeypatch.setattr(availability, "capabilities", lambda *a, **k: next(answers, {"wordnet": {"state": "ready"}}))
+
+    def refused() -> bool:
+        with session_scope(engine) as s:
+            dataset = s.query(Dataset).filter_by(name=example_dataset).one()
+            try:
+                check_workers_can_run(s, dataset, ["wordnet"], settings, None)
+            except ConflictError as err:
+                assert "the endpoint did not answer (setting: AUGLOOP_PARAPHRASE_API_URL)" in err.message
+                return True
+        return False
+
+    presence = Presence(Worker(engine, kinds=["augment"]))
+    presence.start()
+    try:
+        assert _wait(refused), "a worker that cannot load the method: refused"
+        assert _wait(lambda: not refused()), "checked again, it can: accepted"
+    finally:
+        presence.stop()
 
 
 def test_a_worker_without_a_route_for_the_language_cannot_back_translate() -> None:

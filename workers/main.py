@@ -295,11 +295,14 @@ class Worker:
 
 class Presence:
     """A thread that keeps the worker's row in `workers` fresh: the job kinds it takes and, for augmentation,
-    which augmenters it can load (workers.augment.availability). The row goes when the worker stops."""
+    which augmenters it can load (workers.augment.availability), checked again every
+    AUGLOOP_WORKER_CAPABILITIES_SECONDS: the API refuses requests for a method no live worker can load, so a
+    model put into the cache or an endpoint back up must show. The row goes when the worker stops."""
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.interval = max(get_settings().worker_presence_seconds, 0.05)
+        self.recheck = max(get_settings().worker_capabilities_seconds, self.interval)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="worker-presence", daemon=True)
 
@@ -332,16 +335,17 @@ class Presence:
             worker_presence.forget_stale(s)
 
     def _loop(self) -> None:
-        announced = False
+        announced_at: float | None = None  # when the capabilities were last checked and written
         while not self._stop.is_set():
             try:
-                if not announced:
+                if announced_at is None or time.monotonic() - announced_at >= self.recheck:
                     self._announce()
-                    announced = True
+                    announced_at = time.monotonic()
                 else:
                     with session_scope(self.worker.engine) as s:
-                        announced = worker_presence.touch(s, self.worker.worker_id)
-                    if not announced:
+                        touched = worker_presence.touch(s, self.worker.worker_id)
+                    if not touched:  # removed as stale after a long pause: announce again at once
+                        announced_at = None
                         continue
             except Exception as err:  # noqa: BLE001 - the database is restarting: try again next interval
                 log.warning("worker presence update failed: %s", str(err).splitlines()[0] if str(err) else err)
