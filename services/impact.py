@@ -36,7 +36,7 @@ from db import impact_reports as db_reports
 from db import queue
 from db.models import OPEN_JOB_STATUSES, Dataset, ImpactReport, Job, JobStatus, User
 from db.session import readonly_engine, session_scope
-from services.access import Need, check_dataset_id
+from services.access import Need, check_dataset_id, is_admin, shown_provenance
 from services.compute_bounds import check_capacity, check_config
 from services.ensembles import member_group
 from trainer.bootstrap import CONFIDENCE, DRAWS, paired_bootstrap, seed_mean_scores
@@ -307,12 +307,15 @@ def stop_open_runs(session: Session, runs: list[Any]) -> None:
             db_runs.end_run(session, run.id, JobStatus.cancelled, "cancelled: the impact report failed")
 
 
-def report_view(session: Session, report: ImpactReport, dataset_name: str) -> dict[str, Any]:
+def report_view(session: Session, report: ImpactReport, dataset_name: str, user: User | None) -> dict[str, Any]:
+    """A report as `user` reads it: its config's model directories of the server's by their last part for the
+    project's members, as a run's (services.training.run_details)."""
+    params = report.params or {}
     return {
         "id": report.id,
         "dataset": dataset_name,
         "status": report.status,
-        "params": report.params or {},
+        "params": params if is_admin(user) else shown_provenance(params),
         "run_ids": report.run_ids or {},
         "progress": progress(report, db_reports.report_runs(session, report)),
         "result": report.result,
@@ -373,7 +376,7 @@ def start_report(
         session, dataset, config, seeds=seeds, methods=methods, created_by=created_by, classical=classical
     )
     check_capacity(session, dataset, user)
-    return report_view(session, report, dataset.name), jobs
+    return report_view(session, report, dataset.name, user), jobs
 
 
 def list_report_views(
@@ -385,7 +388,7 @@ def list_report_views(
     reports = db_reports.list_reports(session, dataset, limit, offset)
     if settle_decided(session, engine, reports):
         reports = db_reports.list_reports(session, dataset, limit, offset)
-    return [report_view(session, r, dataset.name) for r in reports]
+    return [report_view(session, r, dataset.name, user) for r in reports]
 
 
 def report_details(session: Session, engine: Engine, report_id: int, user: User | None) -> dict[str, Any]:
@@ -397,7 +400,7 @@ def report_details(session: Session, engine: Engine, report_id: int, user: User 
     if settle_decided(session, engine, [report]):
         report = db_reports.get_report(session, report_id)
     dataset = session.get_one(Dataset, report.dataset_id)
-    return report_view(session, report, dataset.name)
+    return report_view(session, report, dataset.name, user)
 
 
 def predicted(dump: dict[str, Any], task: str) -> np.ndarray:

@@ -369,6 +369,18 @@ def test_members_see_a_runs_model_directory_by_its_last_part(app, engine, world)
             {i: (d["config"]["encoder"], d["config"]["encoders"]["7"]) for i, d in details.items()},
         )
 
+    from db.models import ImpactReport
+
+    with session_scope(engine) as s:  # an impact report's config too
+        report = s.get_one(ImpactReport, world["report"])
+        report.params = {**report.params, "config": {"encoder": "/srv/models/xlmr-tuned"}}
+    for who, shown in (("annotator", "…/xlmr-tuned"), ("admin", "/srv/models/xlmr-tuned")):
+        http = TestClient(app, headers={"Authorization": f"Bearer {world['tokens'][who]}"})
+        one = http.get(f"/api/v1/impact-reports/{world['report']}").json()
+        listed_reports = http.get("/api/v1/datasets/psm/impact-reports").json()
+        assert one["params"]["config"]["encoder"] == shown and one["params"]["seeds"] == [1]
+        assert [r["params"]["config"]["encoder"] for r in listed_reports if r["id"] == world["report"]] == [shown]
+
     listed, summary, config = seen("annotator")
     assert listed == summary == {local: "…/xlmr-tuned", hub: "xlm-roberta-base"}
     assert config == {local: ("…/xlmr-tuned", "…/xlmr-tuned"), hub: ("xlm-roberta-base", "…/xlmr-tuned")}
