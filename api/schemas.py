@@ -134,6 +134,10 @@ class JobRead(BaseModel):
     priority: int
     attempts: int
     max_attempts: int
+    outages: int = Field(
+        default=0,
+        description="Attempts given back to database outages (a restart, a failover): retried without counting",
+    )
     progress_done: int
     progress_total: int
     progress_info: dict[str, Any]

@@ -382,11 +382,11 @@ def worker(
 
     from sqlalchemy.exc import DBAPIError, OperationalError
 
-    from services.failures import database_trouble
+    from services.failures import database_outage
     from workers.main import Worker
 
     def waitable(err: DBAPIError) -> bool:  # a database restarting, not a file that is no database or read-only
-        return isinstance(err, OperationalError) and database_trouble(err) != "read_only"
+        return isinstance(err, OperationalError) and database_outage(err)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check's ten "setup plugin" lines say nothing

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=3, ge=1)
     job_retry_base_seconds: float = Field(default=5.0, ge=0, le=86400)
     job_retry_max_seconds: float = Field(default=600.0, ge=0, le=86400)
+    # A job that failed because the database was briefly unreachable, locked or cancelled its write for a
+    # concurrent one (a restart, a failover) is retried without spending an attempt, this many times at most
+    job_max_outages: int = Field(default=5, ge=0, le=1000)
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=3600)
     worker_plugins: list[str] = Field(default_factory=list)  # modules that register extra job kinds
     # how often a worker refreshes its row in `workers`

@@ -378,24 +378,44 @@ def complete(
         raise LeaseLost(f"job {job_id} is no longer leased to {worker_id}; its output is discarded")
 
 
-def fail(session: Session, job_id: int, worker_id: str, error: str, *, retry: bool = True) -> str:
+OUTAGE_BACKOFF_SECONDS = 2.0  # the least first wait after a database outage (2, 4, 8, 16, 32 s: about a lease)
+
+
+def fail(session: Session, job_id: int, worker_id: str, error: str, *, retry: bool = True, outage: bool = False) -> str:
     """Record a failure, if we still hold the lease; retry with exponential backoff while attempts remain.
+    With `outage` (the caller judged the failure a database outage), the attempt is given back instead, while
+    the job has given back fewer than AUGLOOP_JOB_MAX_OUTAGES (counted in `outages`, backing off the same way).
     Returns the new status. One conditional UPDATE: a worker whose lease expired cannot overwrite the claim of
     the worker that took the job over."""
     settings = get_settings()
     now = db_now(session)
-    attempts = session.scalar(select(Job.attempts).where(_owned(job_id, worker_id)))
-    if attempts is None:
+    row = session.execute(
+        select(Job.attempts, Job.outages, Job.attempts < Job.max_attempts).where(_owned(job_id, worker_id))
+    ).first()
+    if row is None:
         raise LeaseLost(f"job {job_id} is no longer leased to {worker_id}")
-    retrying = retry and bool(session.scalar(select(Job.attempts < Job.max_attempts).where(Job.id == job_id)))
-    delay = min(settings.job_retry_base_seconds * 2 ** (attempts - 1), settings.job_retry_max_seconds)
+    attempts, outages, attempts_left = row
+    free = retry and outage and outages < settings.job_max_outages
+    retrying = retry and bool(attempts_left)
+    if free:  # at least OUTAGE_BACKOFF_SECONDS: with no backoff every outage would be used up in the same one
+        base = max(settings.job_retry_base_seconds, OUTAGE_BACKOFF_SECONDS)
+        delay = min(base * 2**outages, max(settings.job_retry_max_seconds, base))
+    else:
+        delay = min(settings.job_retry_base_seconds * 2 ** (attempts - 1), settings.job_retry_max_seconds)
     values: dict[str, Any] = {
         "last_error": error[-8000:],
         "updated_at": now,
         "worker_id": None,
         "lease_until": None,
     }
-    if retrying:
+    if free:
+        values.update(
+            status=JobStatus.queued,
+            run_after=now + timedelta(seconds=delay),
+            attempts=Job.attempts - 1,
+            outages=Job.outages + 1,
+        )
+    elif retrying:
         values.update(status=JobStatus.queued, run_after=now + timedelta(seconds=delay))
     else:
         values.update(status=JobStatus.failed, finished_at=now)

@@ -26,6 +26,9 @@ _SAID: dict[DatabaseTrouble, str] = {
     "unreachable": "the database was busy or unreachable",
     "failed": "the database failed a statement",
 }
+# What passes by itself: a database restarting or failing over, a write lock held past the busy timeout, a write
+# cancelled for a concurrent one. A full disk, a read-only file, a refused write or a failed statement does not.
+_PASSING: frozenset[DatabaseTrouble] = frozenset({"unreachable", "locked", "conflicted"})
 _DRIVERS = ("sqlite3", "psycopg", "psycopg2")
 _CHAIN_LIMIT = 20
 
@@ -59,8 +62,10 @@ def database_trouble(err: BaseException) -> DatabaseTrouble:
     if _is_a(err, "IntegrityError") or _is_a(orig, "IntegrityError"):
         return "refused"
     sqlstate = str(getattr(orig, "sqlstate", None) or "")
-    if sqlstate:  # Postgres says which: a lost connection (08…), a server shutting down (57P0…), too many clients
-        if sqlstate.startswith(("08", "57P0")) or sqlstate == "53300":
+    if sqlstate:  # Postgres says which: a lost connection (08…), a server shutting down (57P0…), short of
+        # resources (53…: memory, connections; disk full is above), a system or I/O error (58…), a session ended
+        # for idling in a transaction (25P03)
+        if sqlstate.startswith(("08", "57P0", "53", "58")) or sqlstate == "25P03":
             return "unreachable"
         if sqlstate in ("40001", "40P01"):
             return "conflicted"
@@ -115,6 +120,13 @@ def database_error_in(err: BaseException) -> BaseException | None:
         # `raise X from None` says its error stands alone: a database error it was raised while handling is not it
         link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
     return None
+
+
+def database_outage(err: BaseException) -> bool:
+    """Whether `err` is, or was raised from, a driver's database error that passes by itself (the database
+    restarting, locked, or cancelling a write for a concurrent one): the same work may well succeed later."""
+    found = database_error_in(err)
+    return found is not None and _from_driver(found) and database_trouble(found) in _PASSING
 
 
 def failure_text(err: BaseException) -> str:

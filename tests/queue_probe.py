@@ -23,9 +23,11 @@ def probe(ctx: JobContext) -> dict:
         time.sleep(float(ctx.params.get("sleep", 0)) / steps)
         ctx.report(done=step + 1, total=steps)
     if ctx.params.get("database_url"):  # a database the job itself reads fails under it (a real driver error)
-        from sqlalchemy import create_engine
+        from sqlalchemy import create_engine, text
 
-        create_engine(ctx.params["database_url"]).connect().close()
+        with create_engine(ctx.params["database_url"]).connect() as connection:
+            if ctx.params.get("database_sql"):
+                connection.execute(text(ctx.params["database_sql"]))
     if ctx.params.get("fail_times", 0) >= ctx.attempt:
         raise RuntimeError(f"planned failure on attempt {ctx.attempt}")
     marker.write_text("finished")

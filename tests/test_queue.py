@@ -126,11 +126,14 @@ def test_cancel_queued_and_running(any_engine, tmp_path):
     assert worker.stats.cancelled == 1
 
 
-def test_a_database_error_reaches_the_job_without_the_drivers_words(engine, tmp_path, caplog):
+def test_a_database_error_reaches_the_job_without_the_drivers_words(engine, tmp_path, caplog, monkeypatch):
     """Project members read a job's error: a database failure says what happened, not the driver's message
     (it names the database's host, port and user); the worker's log keeps that for the operator."""
     import tests.queue_probe  # noqa: F401  (registers the probe kind in this process)
+    from core.settings import get_settings
     from workers.main import Worker
+
+    monkeypatch.setattr(get_settings(), "job_retry_base_seconds", 60.0)  # the burst does not wait for the retry
 
     url = "postgresql+psycopg://augloop_reader@127.0.0.1:9/secret_db?connect_timeout=2"
     with session_scope(engine) as s:
@@ -138,11 +141,101 @@ def test_a_database_error_reaches_the_job_without_the_drivers_words(engine, tmp_
     with caplog.at_level("ERROR", logger="augloop.worker"):
         Worker(engine, ["probe"], lease_seconds=30, poll_seconds=0.05).run(burst=True)
     failed = job(engine, job_id)
-    assert failed.status == JobStatus.failed
+    # an unreachable database is an outage: its attempt is given back (test_a_database_outage_…, below)
+    assert failed.status == JobStatus.queued and (failed.attempts, failed.outages) == (0, 1)
     assert failed.last_error.startswith("OperationalError: the database was busy or unreachable")
     for secret in ("127.0.0.1", "9", "augloop_reader", "secret_db", "psycopg"):
         assert secret not in failed.last_error.replace("OperationalError", "")
     assert "127.0.0.1" in caplog.text  # the operator's log has it
+
+
+def test_an_outage_gives_its_attempt_back_a_few_times(any_engine, monkeypatch) -> None:
+    """A failure the caller judged a database outage is retried without spending an attempt, backing off,
+    until the job has given back AUGLOOP_JOB_MAX_OUTAGES; after that it counts like any failure."""
+    from core.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "job_max_outages", 2)
+    monkeypatch.setattr(get_settings(), "job_retry_base_seconds", 0.0)
+    with session_scope(any_engine) as s:
+        job_id = queue.enqueue(s, "probe", {}, max_attempts=1).id
+    # no backoff configured, an outage still waits a little: retried at once, it would meet the same outage
+    queue.claim(any_engine, "w")
+    with session_scope(any_engine) as s:
+        queue.fail(s, job_id, "w", "restarting", outage=True)
+    waited = job(any_engine, job_id)
+    assert (waited.run_after - waited.updated_at).total_seconds() >= queue.OUTAGE_BACKOFF_SECONDS
+    assert queue.claim(any_engine, "w") is None
+    with session_scope(any_engine) as s:  # the test does not wait: the job is due now, its first outage undone
+        s.get_one(Job, job_id).run_after, s.get_one(Job, job_id).outages = waited.updated_at, 0
+    monkeypatch.setattr(queue, "OUTAGE_BACKOFF_SECONDS", 0.0)
+    for outages in (1, 2):
+        assert queue.claim(any_engine, "w").attempts == 1
+        with session_scope(any_engine) as s:
+            assert queue.fail(s, job_id, "w", "restarting", outage=True) == JobStatus.queued
+        back = job(any_engine, job_id)
+        assert (back.attempts, back.outages, back.last_error) == (0, outages, "restarting")
+    assert queue.claim(any_engine, "w").attempts == 1
+    with session_scope(any_engine) as s:
+        assert queue.fail(s, job_id, "w", "restarting again", outage=True) == JobStatus.failed
+    assert (job(any_engine, job_id).attempts, job(any_engine, job_id).outages) == (1, 2)
+    # a failure that is no outage spends its attempt at once; a permanent one is not retried at all
+    with session_scope(any_engine) as s:
+        other = queue.enqueue(s, "probe", {}, max_attempts=2).id
+    queue.claim(any_engine, "w")
+    with session_scope(any_engine) as s:
+        assert queue.fail(s, other, "w", "a bug", outage=False) == JobStatus.queued
+    assert (job(any_engine, other).attempts, job(any_engine, other).outages) == (1, 0)
+    queue.claim(any_engine, "w")
+    with session_scope(any_engine) as s:
+        assert queue.fail(s, other, "w", "refused", retry=False, outage=True) == JobStatus.failed
+
+
+def test_a_database_outage_does_not_spend_a_jobs_attempt(engine, tmp_path, monkeypatch) -> None:
+    """A database restart under a running job failed its attempt: a train job (2 attempts) that met two restarts
+    failed for good. The worker gives an outage's attempt back (a restart, a failover, a lock held past the busy
+    timeout), says so on the job, and a job a command holds, or a statement that fails every time, still fails."""
+    import sqlite3
+
+    import tests.queue_probe  # noqa: F401  (registers the probe kind in this process)
+    from core.settings import get_settings
+    from workers.main import Worker
+    from workers.registry import JobContext
+
+    monkeypatch.setattr(get_settings(), "job_retry_base_seconds", 60.0)  # the burst does not wait for retries
+    unreachable = "postgresql+psycopg://augloop@127.0.0.1:9/db?connect_timeout=2"
+    broken = f"sqlite:///{tmp_path / 'other.db'}"
+    with session_scope(engine) as s:
+        restart = queue.enqueue(s, "probe", {"record_dir": str(tmp_path), "database_url": unreachable}, max_attempts=1)
+        statement = queue.enqueue(
+            s,
+            "probe",
+            {"record_dir": str(tmp_path), "database_url": broken, "database_sql": "SELECT * FROM no_such_table"},
+            max_attempts=1,
+        )
+        ids = restart.id, statement.id
+    Worker(engine, ["probe"], lease_seconds=30, poll_seconds=0.05).run(burst=True)
+    retried, failed = job(engine, ids[0]), job(engine, ids[1])
+    assert retried.status == JobStatus.queued and (retried.attempts, retried.outages) == (0, 1)
+    assert retried.last_error.endswith("a database outage: retried without spending an attempt (1 of 5)")
+    assert failed.status == JobStatus.failed and failed.outages == 0
+    assert "failed a statement" in failed.last_error
+
+    # the handlers' own decision (a train job ends its run as failed or leaves it queued) is the worker's
+    from sqlalchemy.exc import OperationalError
+
+    outage = OperationalError("SELECT 1", {}, sqlite3.OperationalError("database is locked"))
+    statement_error = OperationalError("SELECT 1", {}, sqlite3.OperationalError("no such table: x"))
+    last = JobContext(job_id=1, kind="train", params={}, engine=engine, worker_id="w", attempt=2, max_attempts=2)
+    assert not last.will_retry(outage), "a job a command holds gives no attempt back"
+    last.max_outages = get_settings().job_max_outages
+    assert last.will_retry(outage) and not last.will_retry(statement_error)
+    last.outages = last.max_outages
+    assert not last.will_retry(outage), "its outages used up, an outage spends the last attempt"
+    monkeypatch.setattr(get_settings(), "job_max_outages", 0)
+    with session_scope(engine) as s:
+        gone = queue.enqueue(s, "probe", {"record_dir": str(tmp_path), "database_url": unreachable}, max_attempts=1).id
+    Worker(engine, ["probe"], lease_seconds=30, poll_seconds=0.05).run(burst=True)
+    assert job(engine, gone).status == JobStatus.failed, "AUGLOOP_JOB_MAX_OUTAGES=0: an outage spends attempts"
 
 
 def test_failure_text_names_the_kind_of_database_trouble(tmp_path) -> None:
@@ -212,6 +305,17 @@ def test_failure_text_names_the_kind_of_database_trouble(tmp_path) -> None:
 
     assert "a deadlock or a serialization failure" in failure_text(psycopg.errors.SerializationFailure("x"))
     assert "busy or unreachable" in failure_text(psycopg.errors.AdminShutdown("terminating connection"))
+    # short of memory or connections, a system or I/O error, a session ended for idling: the server's trouble,
+    # not the statement's; a missing table is the statement's, a full disk the operator's
+    from services.failures import database_outage
+
+    for passing in ("OutOfMemory", "IoError", "IdleInTransactionSessionTimeout", "TooManyConnections"):
+        error = getattr(psycopg.errors, passing)("x")
+        assert "busy or unreachable" in failure_text(error) and database_outage(error), passing
+    assert "failed a statement" in failure_text(psycopg.errors.UndefinedTable("x"))
+    assert "disk is full" in failure_text(psycopg.errors.DiskFull("x"))
+    assert not any(database_outage(getattr(psycopg.errors, n)("x")) for n in ("UndefinedTable", "DiskFull"))
+    assert database_outage(psycopg.errors.SerializationFailure("x")) and not database_outage(missing.value)
     try:
         try:
             raise missing.value

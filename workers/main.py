@@ -189,6 +189,7 @@ class Worker:
 
         log.info("job %s (%s) attempt %s started", job.id, job.kind, job.attempts)
         started = time.monotonic()
+        ctx: JobContext | None = None
         try:
             # Inside the try: params that are not a JSON object fail this job, never the worker.
             ctx = JobContext(
@@ -201,6 +202,8 @@ class Worker:
                 max_attempts=job.max_attempts,
                 dataset_id=job.dataset_id,
                 created_by=job.created_by,
+                outages=job.outages,
+                max_outages=get_settings().job_max_outages,
                 total=job.progress_total,
                 stopping=self.stop_requested,
             )
@@ -240,11 +243,21 @@ class Worker:
             # the members' to know (services/access.without_server_paths); nor are the driver's words of a
             # database error, which name the database's host and port (services/failures.failure_text).
             message = without_server_paths(str(err)) if permanent else failure_text(err)
+            # A database outage (a restart, a failover, a lock held past the busy timeout) is not the job's
+            # failure: it is retried without spending an attempt, a few times at most (AUGLOOP_JOB_MAX_OUTAGES).
+            outage = not permanent and ctx is not None and ctx.outage(err)
+            if outage:
+                message += (
+                    f"; a database outage: retried without spending an attempt ({job.outages + 1} of "
+                    f"{get_settings().job_max_outages})"
+                )
             if not permanent:
                 log.error("job %s (%s) raised:\n%s", job.id, job.kind, traceback.format_exc(limit=12))
             try:
                 status = self._retrying_db(
-                    lambda: self._in_transaction(queue.fail, job.id, self.worker_id, message, retry=not permanent)
+                    lambda: self._in_transaction(
+                        queue.fail, job.id, self.worker_id, message, retry=not permanent, outage=outage
+                    )
                 )
             except queue.LeaseLost:
                 self.stats.lost += 1

@@ -108,6 +108,8 @@ class JobContext:
     max_attempts: int = 1
     dataset_id: int | None = None
     created_by: int | None = None
+    outages: int = 0  # attempts of this job given back to database outages so far
+    max_outages: int = 0  # how many may be (the worker's AUGLOOP_JOB_MAX_OUTAGES; none for a job a command holds)
     done: int = 0
     total: int = 0
     info: dict[str, Any] = field(default_factory=dict)
@@ -172,3 +174,15 @@ class JobContext:
     def retries_left(self) -> bool:
         """Whether an ordinary (not permanent) failure of this attempt is retried."""
         return self.attempt < self.max_attempts
+
+    def outage(self, err: BaseException) -> bool:
+        """Whether `err` is a database outage (services.failures.database_outage) this job retries without
+        spending an attempt: it has not used up its outages."""
+        from services.failures import database_outage
+
+        return self.outages < self.max_outages and database_outage(err)
+
+    def will_retry(self, err: BaseException) -> bool:
+        """Whether the worker retries this attempt's (not permanent) failure `err`: attempts are left, or it is
+        an outage the job may retry without spending one (the worker decides the same way)."""
+        return self.retries_left or self.outage(err)

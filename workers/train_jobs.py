@@ -134,12 +134,13 @@ def _execute(ctx: JobContext, run_id: int, epochs: int) -> dict[str, Any]:
         discard_checkpoint(run_id)
         raise PermanentJobError(err.message) from err
     except Exception as err:
-        if ctx.retries_left:  # the job runs again (from the checkpoint): the run waits for it
+        if ctx.will_retry(err):  # the job runs again (from the checkpoint): the run waits for it
+            said = "met a database outage (it does not count)" if ctx.outage(err) else "failed"
             record_end(
                 ctx.engine,
                 run_id,
                 JobStatus.queued,
-                f"attempt {ctx.attempt} failed, retrying: {failure_text(err)}",
+                f"attempt {ctx.attempt} {said}, retrying: {failure_text(err)}",
                 **owner,
             )
         else:
@@ -220,7 +221,7 @@ def run_lr_select(ctx: JobContext) -> dict[str, Any]:
         settle = True
         raise PermanentJobError(err.message) from err
     except Exception as err:
-        if ctx.retries_left:
+        if ctx.will_retry(err):
             end_runs(JobStatus.queued, f"LR selection attempt {ctx.attempt} failed, retrying: {failure_text(err)}")
         else:
             end_runs(JobStatus.failed, f"learning-rate selection: {failure_text(err)}")
