@@ -21,6 +21,7 @@ from augloop.cli_terms import terms_app
 from augloop.cli_tokens import token_app, user_app
 from augloop.cli_train import train_app
 from augloop.console import ErrorMappingGroup, console, engine, err_console, fail
+from core.balance import imbalance_shown
 from core.settings import get_settings
 
 app = typer.Typer(
@@ -174,11 +175,10 @@ def _warn(header: str, lines: list[str]) -> None:
 
 def print_stats(stats: dict) -> None:
     for task, info in stats["tasks"].items():
-        ratio = info["imbalance_ratio"]
-        ratio_aug = info["imbalance_ratio_with_approved"]
+        ratio, ratio_aug = info["imbalance_ratio"], info["imbalance_ratio_with_approved"]
         empty = info.get("classes_without_train_text") or []
-        some = any(e["train_with_approved"] for e in info["labels"].values())
-        shown = f" · imbalance {ratio:.1f}×" if ratio else " · imbalance ∞" if empty and some else ""
+        imbalance = imbalance_shown(info)
+        shown = f" · imbalance {imbalance}" if imbalance else ""
         table = Table(
             title=f"{stats['dataset']} · task {task}{shown}",
             title_justify="left",

@@ -516,6 +516,19 @@ def test_a_split_column_named_on_purpose_must_be_there(engine) -> None:
     assert run_import(engine, unsplit).imported == 3
 
 
+def test_one_rule_says_how_imbalanced_a_task_is() -> None:
+    """The CLI's table and the Datasets page read a task's imbalance through one rule (core.balance): the ratio,
+    or ∞ when a class has no train text while another has, or nothing to show."""
+    from core.balance import imbalance_shown
+
+    def task(ratio: float | None, *counts: int) -> dict:
+        return {"imbalance_ratio": ratio, "labels": {f"c{i}": {"train_with_approved": n} for i, n in enumerate(counts)}}
+
+    assert imbalance_shown(task(12.34, 100, 8)) == "12.3×"
+    assert imbalance_shown(task(None, 100, 0)) == "∞"
+    assert imbalance_shown(task(None, 0, 0)) is None and imbalance_shown(task(None)) is None
+
+
 def test_an_import_says_what_to_look_at_before_training(engine, settings):
     """Nothing was said at import: a drawn split whose near-duplicate groups (posts sharing a long footer) left
     val and test empty, classes in no test text (a one-class test then scored macro-F1 1.0), and "NA" or

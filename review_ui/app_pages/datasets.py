@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from core.balance import imbalance_shown
 from review_ui.client import ApiError
 from review_ui.progress import show_annotators, show_class_progress
 from review_ui.render import plain
@@ -59,8 +60,7 @@ def show_balance(name: str) -> None:
             before, after = info.get("imbalance_ratio"), info.get("imbalance_ratio_with_approved")
             a, b = st.columns(2)
             empty = info.get("classes_without_train_text") or []
-            some = any(e["train_with_approved"] for e in info["labels"].values())
-            a.metric("Imbalance (largest / smallest)", f"{before:.1f}×" if before else "∞" if empty and some else "n/a")
+            a.metric("Imbalance (largest / smallest)", imbalance_shown(info) or "n/a")
             change = round(after - before, 1) if before and after else 0.0
             b.metric(
                 "With approved variants",
