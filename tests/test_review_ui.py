@@ -408,6 +408,7 @@ def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, lead_tok
         running.progress_info = {"kept": 25, "dropped": {"similarity": 3, "duplicate": 2}}
         failed = queue.enqueue(s, "export", {}, dataset_id=dataset_id)
         failed.status, failed.last_error = "failed", "boom <b>not html</b>"
+        failed.outages = 2  # attempts given back to database outages: said beside the attempts
         ids = (running.id, failed.id)
     at = signed_in(lead_token, "annotator")
     at.switch_page("app_pages/jobs.py").run()
@@ -415,6 +416,7 @@ def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, lead_tok
     assert at.get("progress")[0].proto.value == 25  # 30 of 120
     assert "kept 25 · dropped 5 (duplicate 2, similarity 3)" in htmls(at)  # a sentence, not a Python dict
     assert "{" not in htmls(at)
+    assert "attempt 0/3 · created" in htmls(at) and "· 2 database outages (not counted)" in htmls(at)
     assert at.code[0].value == "boom <b>not html</b>"
     table = at.dataframe[0].value
     assert dict(zip(table["counter"], table["value"], strict=True))["dropped.similarity"] == "3"

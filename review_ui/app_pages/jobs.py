@@ -62,6 +62,13 @@ def counters(info: dict[str, Any]) -> pd.DataFrame | None:
     return pd.DataFrame({"counter": list(flat), "value": [str(v) for v in flat.values()]})
 
 
+def outages_said(outages: int) -> str:
+    """The attempts a job was given back for database outages (they do not count against its attempts)."""
+    if not outages:
+        return ""
+    return f" · {outages} database outage{'s' if outages > 1 else ''} (not counted)"
+
+
 def job_card(job: dict[str, Any], may_cancel: bool) -> None:
     with st.container(border=True, key=f"job-{job['id']}"):
         head, action = st.columns([0.8, 0.2])
@@ -69,6 +76,7 @@ def job_card(job: dict[str, Any], may_cancel: bool) -> None:
             small_html(
                 f"#{job['id']} · {job['kind']} · {job['status']} · attempt {job['attempts']}/"
                 f"{job['max_attempts']} · created {job['created_at'][:19].replace('T', ' ')}"
+                + (outages_said(job.get("outages") or 0))
                 + (" · cancel requested" if job["cancel_requested"] else "")
             )
         )
