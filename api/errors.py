@@ -76,8 +76,9 @@ def install_error_handlers(app: FastAPI) -> None:
         # The database failed the statement or the commit (locked past the busy timeout, disk full, connection
         # lost): the transaction was rolled back, so nothing of the request was stored. The driver's words stay in
         # the log: they name the database's host and port ("connection to server at …"), no client's business.
-        log.warning("database error answered: %s", driver_words(err))
         trouble = database_trouble(err)
+        if trouble != "failed":  # a failed statement is logged below, with its traceback
+            log.warning("database error answered: %s", driver_words(err))
         if trouble == "disk_full":  # no retry helps until space is freed
             detail = "the database's disk is full, so nothing was saved; the operator must free space"
             return JSONResponse({"detail": detail}, status_code=507)

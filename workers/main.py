@@ -246,10 +246,9 @@ class Worker:
             # A database outage (a restart, a failover, a lock held past the busy timeout) is not the job's
             # failure: it is retried without spending an attempt, a few times at most (AUGLOOP_JOB_MAX_OUTAGES).
             outage = not permanent and ctx is not None and ctx.outage(err)
-            if outage:
+            if outage and ctx is not None:
                 message += (
-                    f"; a database outage: retried without spending an attempt ({job.outages + 1} of "
-                    f"{get_settings().job_max_outages})"
+                    f"; a database outage: retried without spending an attempt ({ctx.outages + 1} of {ctx.max_outages})"
                 )
             if not permanent:
                 log.error("job %s (%s) raised:\n%s", job.id, job.kind, traceback.format_exc(limit=12))
