@@ -503,3 +503,62 @@ def test_a_distributed_requests_recipe_is_planned_at_each_processs_pace(
     assert one.status == two.status == "skipped"  # trials of fewer than 50 steps
     assert (one.recipe["head_layers"], one.recipe["llrd_decay"]) == (1, 1.0)
     assert (two.recipe["head_layers"], two.recipe["llrd_decay"]) == (3, 0.9)
+
+
+class PlannedRun:
+    """What after_trials asks of a prepared run: its plan at a pace and config (the example dataset's numbers in
+    the 11th quality study: 4,032 samples an epoch in micro-batches of 12, MiniLM's width 384)."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def plan(self, throughput: Any = None, config: Any = None) -> Any:
+        from trainer.plan import plan_run
+
+        return plan_run(
+            config or self.config, n_train=4032, batches_per_epoch=336, encoder_width=384, throughput=throughput
+        )
+
+
+def test_the_request_recipe_is_one_its_own_trials_leave_the_budget_for() -> None:
+    """The 11th quality study: 18 minutes for 3 seeds. Priced with the short recipe's cheap trials (one sample
+    per micro-batch step), the budget left planned 10.3 epochs and so the long-run recipe (MLP heads, layer-wise
+    decay); the long recipe's own trials then left each seed 14.3 minutes, 9.2 epochs at the same pace, and
+    the seeds trained the long-run recipe for a short run. The recipe chosen is one whose own trials leave a
+    budget that plans it."""
+    from trainer.config import TrainConfig
+    from trainer.lr_search import RECIPE_KEYS, after_trials, trials_cost
+    from trainer.plan import Throughput
+
+    pace = Throughput(seconds_per_sample=0.020223, eval_seconds=3.501798)
+    config = TrainConfig(budget_minutes=18.0, batch_size=12, max_length=64, lr_search="on", lr_trials=4)
+    run = PlannedRun(config)
+
+    def recipe_of(plan: Any) -> tuple[Any, ...]:
+        return tuple(getattr(plan, key) for key in RECIPE_KEYS)
+
+    def left_after_own_trials(plan: Any) -> float:
+        return 18.0 - (20.0 + trials_cost(plan, pace, 4, min(190, plan.steps))) / 60 / 3
+
+    plan = after_trials(run, config, pace, pace, trial_steps=190, n_runs=3, spent_seconds=20.0)  # type: ignore[arg-type]
+    assert plan.budget_seconds is not None
+    assert plan.budget_seconds / 60 == pytest.approx(left_after_own_trials(plan))
+    assert recipe_of(run.plan(pace, config.with_overrides({"budget_minutes": left_after_own_trials(plan)}))) == (
+        recipe_of(plan)
+    )
+    assert plan.epochs < 10 and (plan.head_layers, plan.llrd_decay) == (1, 1.0) and plan.ema_decay > 0
+
+    # 17 minutes: no recipe is planned by what its own trials leave (the long one's leave too little for it, the
+    # short one's leave enough for the long one); the one whose trials cost least is trained, pinned, and said
+    config = config.with_overrides({"budget_minutes": 17.0})
+    run = PlannedRun(config)
+    plan = after_trials(run, config, pace, pace, trial_steps=190, n_runs=3, spent_seconds=20.0)  # type: ignore[arg-type]
+    assert "its trials cost least" in plan.reasons[-1]
+    cost = trials_cost(plan, pace, 4, 190)
+    assert plan.budget_seconds is not None
+    assert plan.budget_seconds / 60 == pytest.approx(17.0 - (20.0 + cost) / 60 / 3)
+    whole = run.plan(pace)
+    assert cost < trials_cost(whole, pace, 4, 190)
+    # a key the config sets is never pinned over
+    given = config.with_overrides({"head_layers": 3})
+    assert after_trials(PlannedRun(given), given, pace, pace, 190, 3, 20.0).head_layers == 3  # type: ignore[arg-type]

@@ -15,12 +15,13 @@ outside the recipe's regime and each trial still gets MIN_TRIAL_STEPS optimizer 
 
 One recipe per request: the keys the config leaves to the plan that shape the recipe rather than its length
 (RECIPE_KEYS: accumulation, R-Drop, layer-wise decay, the heads, weight averaging) are decided here once, from
-the throughput measured here and the budget each run will have left once it paid its share of the trials, and
-every run of the request trains them (`Selection.recipe`, in its config). Each run still plans its own length
-from the pace it measures. Without this, a budget near a planning threshold (trainer/plan.py, rule 1) gave the
-seeds of one request different recipes from a ±20% start-up measurement (bench/quality_loop.py, 8th run: seed 0
-linear heads and averaging, seeds 1 and 2 the MLP heads and layer-wise decay), while the ensemble weighs them as
-one configuration and the trials had tuned the LR for one of them only.
+the throughput measured here and the budget each run will have left once it paid its share of the trials (the
+trials of that same recipe: `after_trials`), and every run of the request trains them (`Selection.recipe`, in
+its config). Each run still plans its own length from the pace it measures. Without this, a budget near a
+planning threshold (trainer/plan.py, rule 1) gave the seeds of one request different recipes from a ±20% start-up
+measurement (bench/quality_loop.py, 8th run: seed 0 linear heads and averaging, seeds 1 and 2 the MLP heads and
+layer-wise decay), while the ensemble weighs them as one configuration and the trials had tuned the LR for one of
+them only.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -137,6 +138,10 @@ def trials_cost(plan: Plan, throughput: Throughput, trials: int, trial_steps: in
     return trials * (trial_steps * per_step + evals * throughput.eval_seconds)
 
 
+def recipe_of(plan: Plan) -> tuple[Any, ...]:
+    return tuple(getattr(plan, key) for key in RECIPE_KEYS)
+
+
 def after_trials(
     run: Prepared,
     config: TrainConfig,
@@ -147,21 +152,53 @@ def after_trials(
     spent_seconds: float,
 ) -> Plan:
     """The plan of each run (at the runs' `pace`) once it has paid its share of the selection: the seconds
-    already spent (loading, measuring) and the trials of that plan's recipe at this process's `throughput`
-    (priced with the whole budget's recipe first, then with the recipe that leaves). Without a budget, or when
-    the rest affords no run (the run reports that itself): the plan of the whole budget."""
+    already spent (loading, measuring) and the trials of that plan's own recipe at this process's `throughput`.
+    Without a budget, or when the rest affords no run (the run reports that itself): the plan of the whole budget.
+
+    The trials' cost depends on the recipe they train (its accumulation sets the samples of a step, R-Drop
+    doubles them), and the recipe on the budget the trials leave, so the answer is a recipe whose own trials
+    leave a budget that plans that same recipe, found from the whole budget's by pricing each recipe's trials in
+    turn. Near a threshold there may be none: the long-run recipe's trials leave too little for a long run,
+    while the short recipe's cheaper trials leave enough for one (bench/quality_loop.py, 11th run: priced with
+    the short recipe's trials, the long recipe was chosen and its own trials left each seed 6.3 to 7.1 epochs).
+    Then the recipe among those whose trials cost least is trained, over what its trials leave."""
     whole = run.plan(pace)
     if config.budget_minutes is None:
         return whole
-    plan = whole
-    for _ in range(2):
+    budget = config.budget_minutes
+
+    def rest(plan: Plan, pinned: dict[str, Any] | None = None) -> Plan | None:
         cost = spent_seconds + trials_cost(plan, throughput, config.lr_trials, min(trial_steps, plan.steps))
-        left = max(MIN_BUDGET_LEFT_MINUTES, config.budget_minutes - cost / 60 / n_runs)
+        left = max(MIN_BUDGET_LEFT_MINUTES, budget - cost / 60 / n_runs)
         try:
-            plan = run.plan(pace, config.with_overrides({"budget_minutes": left}))
+            return run.plan(pace, config.with_overrides({"budget_minutes": left, **(pinned or {})}))
         except TrainerError:
+            return None
+
+    priced: list[Plan] = []  # each recipe met, in turn, as planned for the budget the one before it left
+    plan = whole
+    while True:
+        following = rest(plan)
+        if following is None:
             return whole
-    return plan
+        if recipe_of(following) == recipe_of(plan):
+            return following  # its own trials leave a budget that plans it
+        priced.append(plan)
+        met = [recipe_of(p) for p in priced]
+        if recipe_of(following) in met:
+            cycle = priced[met.index(recipe_of(following)) :]
+            break
+        plan = following
+    cheapest = min(cycle, key=lambda p: trials_cost(p, throughput, config.lr_trials, min(trial_steps, p.steps)))
+    unset = {key: getattr(cheapest, key) for key in RECIPE_KEYS if getattr(config, key) is None}
+    chosen = rest(cheapest, unset)
+    if chosen is None:
+        return whole
+    why = (
+        f"recipe of a {cheapest.epochs:.1f}-epoch run kept: no recipe's own trials leave a budget that plans it "
+        f"(tried {len(cycle)} in turn), and its trials cost least"
+    )
+    return replace(chosen, reasons=[*chosen.reasons, why])
 
 
 def select_learning_rate(
