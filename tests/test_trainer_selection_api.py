@@ -521,11 +521,11 @@ class PlannedRun:
 
 
 def test_the_request_recipe_is_one_its_own_trials_leave_the_budget_for() -> None:
-    """The 11th quality study: 18 minutes for 3 seeds. Priced with the short recipe's cheap trials (one sample
-    per micro-batch step), the budget left planned 10.3 epochs and so the long-run recipe (MLP heads, layer-wise
-    decay); the long recipe's own trials then left each seed 14.3 minutes, 9.2 epochs at the same pace, and
-    the seeds trained the long-run recipe for a short run. The recipe chosen is one whose own trials leave a
-    budget that plans it."""
+    """The 11th quality study: 18 minutes for 3 seeds. Priced with a cheaper recipe's trials (fewer samples per
+    optimizer step), the budget left planned 10.35 epochs and so the long-run recipe (MLP heads, layer-wise
+    decay); the long recipe's own trials then left each seed 14.3 minutes, 9.2 epochs at the same pace, and the
+    seeds trained the long-run recipe for a short run. The recipe chosen is one whose own trials leave a budget
+    that plans it."""
     from trainer.config import TrainConfig
     from trainer.lr_search import RECIPE_KEYS, after_trials, trials_cost
     from trainer.plan import Throughput
@@ -537,28 +537,27 @@ def test_the_request_recipe_is_one_its_own_trials_leave_the_budget_for() -> None
     def recipe_of(plan: Any) -> tuple[Any, ...]:
         return tuple(getattr(plan, key) for key in RECIPE_KEYS)
 
-    def left_after_own_trials(plan: Any) -> float:
-        return 18.0 - (20.0 + trials_cost(plan, pace, 4, min(190, plan.steps))) / 60 / 3
+    def left_after_own_trials(plan: Any, budget: float) -> float:
+        return budget - (20.0 + trials_cost(plan, pace, 4, min(190, plan.steps))) / 60 / 3
 
-    plan = after_trials(run, config, pace, pace, trial_steps=190, n_runs=3, spent_seconds=20.0)  # type: ignore[arg-type]
-    assert plan.budget_seconds is not None
-    assert plan.budget_seconds / 60 == pytest.approx(left_after_own_trials(plan))
-    assert recipe_of(run.plan(pace, config.with_overrides({"budget_minutes": left_after_own_trials(plan)}))) == (
-        recipe_of(plan)
-    )
+    def planned_for(budget: float, **pinned: Any) -> Any:
+        return run.plan(pace, config.with_overrides({"budget_minutes": budget, **pinned}))
+
+    plan, pinned = after_trials(run, config, pace, pace, trial_steps=190, n_runs=3, spent_seconds=20.0)  # type: ignore[arg-type]
+    assert plan.budget_seconds is not None and pinned == ""
+    assert plan.budget_seconds / 60 == pytest.approx(left_after_own_trials(plan, 18.0))
+    assert recipe_of(planned_for(left_after_own_trials(plan, 18.0))) == recipe_of(plan)
     assert plan.epochs < 10 and (plan.head_layers, plan.llrd_decay) == (1, 1.0) and plan.ema_decay > 0
 
-    # 17 minutes: no recipe is planned by what its own trials leave (the long one's leave too little for it, the
-    # short one's leave enough for the long one); the one whose trials cost least is trained, pinned, and said
+    # 17 minutes: accumulation 3's trials leave a budget that plans accumulation 2, whose cheaper trials leave
+    # enough for 3: no recipe is planned by what its own trials leave. The one whose trials cost least (2) is
+    # pinned, trained over what its own trials leave, and the sentence says so.
     config = config.with_overrides({"budget_minutes": 17.0})
     run = PlannedRun(config)
-    plan = after_trials(run, config, pace, pace, trial_steps=190, n_runs=3, spent_seconds=20.0)  # type: ignore[arg-type]
-    assert "its trials cost least" in plan.reasons[-1]
-    cost = trials_cost(plan, pace, 4, 190)
+    plan, pinned = after_trials(run, config, pace, pace, trial_steps=190, n_runs=3, spent_seconds=20.0)  # type: ignore[arg-type]
+    assert plan.grad_accum == 2 and "pinned: its trials leave enough for grad_accum 3" in pinned
+    assert pinned in plan.reasons
     assert plan.budget_seconds is not None
-    assert plan.budget_seconds / 60 == pytest.approx(17.0 - (20.0 + cost) / 60 / 3)
-    whole = run.plan(pace)
-    assert cost < trials_cost(whole, pace, 4, 190)
-    # a key the config sets is never pinned over
-    given = config.with_overrides({"head_layers": 3})
-    assert after_trials(PlannedRun(given), given, pace, pace, 190, 3, 20.0).head_layers == 3  # type: ignore[arg-type]
+    assert plan.budget_seconds / 60 == pytest.approx(left_after_own_trials(plan, 17.0))
+    three = planned_for(left_after_own_trials(plan, 17.0), grad_accum=None)
+    assert three.grad_accum == 3 and planned_for(left_after_own_trials(three, 17.0)).grad_accum == 2

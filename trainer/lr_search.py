@@ -150,21 +150,23 @@ def after_trials(
     trial_steps: int,
     n_runs: int,
     spent_seconds: float,
-) -> Plan:
+) -> tuple[Plan, str]:
     """The plan of each run (at the runs' `pace`) once it has paid its share of the selection: the seconds
-    already spent (loading, measuring) and the trials of that plan's own recipe at this process's `throughput`.
-    Without a budget, or when the rest affords no run (the run reports that itself): the plan of the whole budget.
+    already spent (loading, measuring) and the trials of that plan's own recipe at this process's `throughput`;
+    and a sentence when the recipe had to be pinned (below; "" otherwise). Without a budget, or when the rest
+    affords no run (the run reports that itself): the plan of the whole budget.
 
     The trials' cost depends on the recipe they train (its accumulation sets the samples of a step, R-Drop
     doubles them), and the recipe on the budget the trials leave, so the answer is a recipe whose own trials
     leave a budget that plans that same recipe, found from the whole budget's by pricing each recipe's trials in
-    turn. Near a threshold there may be none: the long-run recipe's trials leave too little for a long run,
-    while the short recipe's cheaper trials leave enough for one (bench/quality_loop.py, 11th run: priced with
-    the short recipe's trials, the long recipe was chosen and its own trials left each seed 6.3 to 7.1 epochs).
-    Then the recipe among those whose trials cost least is trained, over what its trials leave."""
+    turn (bench/quality_loop.py, 11th run: priced with a cheaper recipe's trials, the long-run recipe was planned
+    at 10.35 epochs, and its own trials left each seed 14.3 minutes, 9.2 epochs at the same pace). Near a
+    threshold of the rules there may be none: accumulation 3's trials leave a budget that plans accumulation 2,
+    whose cheaper trials leave enough for 3 (or the long-run recipe's and the short one's, likewise). Then the
+    recipe among those whose trials cost least is pinned and trained over what its trials leave."""
     whole = run.plan(pace)
     if config.budget_minutes is None:
-        return whole
+        return whole, ""
     budget = config.budget_minutes
 
     def rest(plan: Plan, pinned: dict[str, Any] | None = None) -> Plan | None:
@@ -180,9 +182,9 @@ def after_trials(
     while True:
         following = rest(plan)
         if following is None:
-            return whole
+            return whole, ""
         if recipe_of(following) == recipe_of(plan):
-            return following  # its own trials leave a budget that plans it
+            return following, ""  # its own trials leave a budget that plans it
         priced.append(plan)
         met = [recipe_of(p) for p in priced]
         if recipe_of(following) in met:
@@ -193,12 +195,17 @@ def after_trials(
     unset = {key: getattr(cheapest, key) for key in RECIPE_KEYS if getattr(config, key) is None}
     chosen = rest(cheapest, unset)
     if chosen is None:
-        return whole
-    why = (
-        f"recipe of a {cheapest.epochs:.1f}-epoch run kept: no recipe's own trials leave a budget that plans it "
-        f"(tried {len(cycle)} in turn), and its trials cost least"
+        return whole, ""
+    others = "; ".join(
+        ", ".join(f"{key} {getattr(p, key):.4g}" for key in unset if getattr(p, key) != unset[key])
+        for p in cycle
+        if recipe_of(p) != recipe_of(cheapest)
     )
-    return replace(chosen, reasons=[*chosen.reasons, why])
+    why = (
+        f"pinned: its trials leave enough for {others}, whose own trials leave too little (no recipe's own trials "
+        "leave a budget that plans it); the one whose trials cost least is kept"
+    )
+    return replace(chosen, reasons=[*chosen.reasons, why]), why
 
 
 def select_learning_rate(
@@ -254,7 +261,7 @@ def select_learning_rate(
             )
         trial_steps = min(plan.steps, MIN_TRIAL_STEPS)
     # the recipe the runs will train (and the trials tune the LR for): planned for what each run's budget keeps
-    plan = after_trials(run, config, pace, throughput, trial_steps, n_runs, time.monotonic() - started)
+    plan, pinned = after_trials(run, config, pace, throughput, trial_steps, n_runs, time.monotonic() - started)
     if config.lr_search == "auto" and plan.steps < MIN_TRIAL_STEPS:
         return skipped(
             f"the budget does not allow it: once the trials are paid for, each run is left {plan.steps} steps "
@@ -264,6 +271,8 @@ def select_learning_rate(
     run.model.set_heads(plan.head_layers, config.seed)  # every trial trains the heads the run will have
     initial = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
     recipe, why = shared_recipe(config, plan, n_runs)
+    if pinned and why:
+        why = f"{why} ({pinned})"
     selection = Selection(
         "running", "", trial_steps=trial_steps, run_plan=plan.to_dict(), recipe=recipe, recipe_reason=why
     )
