@@ -411,7 +411,8 @@ def worker(
     stats = w.run(burst=burst, announce=True)
     console.print(
         f"worker {w.worker_id} stopped: {stats.succeeded} succeeded, {stats.failed} failed, "
-        f"{stats.retried} to retry, {stats.cancelled} cancelled, {stats.released} handed back",
+        f"{stats.retried} to retry, {stats.cancelled} cancelled, {stats.released} handed back, "
+        f"{stats.declined} handed over to other workers",
         highlight=False,
     )
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -228,9 +228,14 @@ def requeue_expired(session: Session, now: datetime | None = None) -> int:
 
 
 def claim(
-    engine: Engine, worker_id: str, kinds: list[str] | None = None, lease_seconds: float | None = None
+    engine: Engine,
+    worker_id: str,
+    kinds: list[str] | None = None,
+    lease_seconds: float | None = None,
+    skip: Collection[int] = (),
 ) -> Job | None:
-    """Atomically take the next runnable job (highest priority, then oldest) and lease it to `worker_id`."""
+    """Atomically take the next runnable job (highest priority, then oldest) and lease it to `worker_id`;
+    never one of `skip` (jobs this worker handed over to others)."""
     lease_seconds = lease_seconds or get_settings().job_lease_seconds
     with Session(bind=engine, expire_on_commit=False) as session, session.begin():
         now = db_now(session)
@@ -238,6 +243,8 @@ def claim(
         runnable = [Job.status == JobStatus.queued, Job.run_after <= now]
         if kinds:
             runnable.append(Job.kind.in_(kinds))
+        if skip:
+            runnable.append(Job.id.not_in(list(skip)))
         pick = select(Job.id).where(*runnable).order_by(Job.priority.desc(), Job.id).limit(1)
         if engine.dialect.name == "postgresql":
             job_id = session.execute(pick.with_for_update(skip_locked=True)).scalar_one_or_none()

@@ -555,6 +555,37 @@ def check_workers_can_run(
             raise ConflictError(said if is_admin(user) else shown_provenance(said), field="methods")
 
 
+def worker_to_hand_over_to(
+    session: Session, dataset_id: int | None, methods: Sequence[str], worker_id: str, settings: Settings
+) -> tuple[list[str], str] | None:
+    """Whether an augment job this worker holds belongs to another: the job's methods this worker cannot load
+    (by what it would publish now: workers.augment.availability), and a live augment worker other than it that
+    reports every one of them loadable for the dataset's language. Workers of one deployment may differ (a GPU
+    node with the masked LM cached, a CPU node offline without it); the claim takes jobs by kind only, and the
+    job would otherwise fail here for good while another worker could run it. None: the job runs here (and, if
+    a method cannot load, fails saying why): every method loads here, or no other worker can do better (so no
+    two workers hand a job back and forth: each hands over only what it reports it cannot load, to one that
+    reports it can)."""
+    from workers.augment.availability import for_dataset, method_status
+
+    dataset = session.get(Dataset, dataset_id) if dataset_id is not None else None
+    wanted = {str(m) for m in methods}
+    if dataset is None or not wanted:
+        return None
+
+    def cannot_load(caps: dict[str, Any]) -> list[str]:
+        entries = for_dataset(dataset.language, [caps], settings)
+        return [e["method"] for e in entries if e["method"] in wanted and not e["available"]]
+
+    missing = cannot_load({method: method_status(method, settings) for method in sorted(wanted)})
+    if not missing:
+        return None
+    for other in live_workers(session):
+        if other.id != worker_id and "augment" in (other.kinds or []) and not cannot_load(other.capabilities or {}):
+            return missing, other.id
+    return None
+
+
 def augmenters_for(session: Session, dataset_name: str, settings: Settings, user: User | None) -> list[dict[str, Any]]:
     """Which augmentation methods can run for this dataset now: its language must be covered and a live
     worker must be able to load the method's model or data; the others say why and name the setting."""

@@ -245,3 +245,84 @@ def test_a_worker_whose_route_loads_can_back_translate(tiny_marian_dirs) -> None
         s for s in for_dataset("en", [{"backtranslation": status}], get_settings()) if s["method"] == "backtranslation"
     ]
     assert bt["state"] == "ready" and bt["available"] and bt["note"] == "local directory"
+
+
+def test_a_worker_that_cannot_load_a_method_hands_the_job_to_one_that_can(
+    admin, engine, settings, example_dataset, monkeypatch
+) -> None:
+    """Workers of one deployment may differ: a GPU node with the model cached, a CPU node offline without it.
+    The claim takes jobs by kind, so the CPU node took the job and failed it for good (ModelUnavailable is
+    permanent) while the GPU node could have run it. Now it hands the job back, its attempt not counted, leaves
+    it to the others, and the worker that can load the method runs it. A worker with no one better to hand it to
+    runs it itself (and no two workers hand a job back and forth)."""
+    from sqlalchemy import func, select
+
+    import workers.augment.availability as availability
+    from db.models import Job, Sample
+    from db.session import session_scope
+    from db.worker_presence import announce
+    from workers.main import Worker
+
+    ready = {"state": "ready", "model": "wordnet-3.0"}
+    missing = {"state": "unavailable", "reason": "WordNet is missing", "setting": "AUGLOOP_NLTK_DATA"}
+
+    def publish(worker_id: str, wordnet: dict[str, Any]) -> None:
+        with session_scope(engine) as s:
+            announce(
+                s,
+                worker_id,
+                hostname="h",
+                pid=1,
+                kinds=["augment"],
+                capabilities={"wordnet": wordnet},
+                refresh_seconds=60,
+            )
+
+    real_status = availability.method_status
+    here: dict[str, Any] = {"wordnet": missing}  # what the worker running a job can load, by its own check
+    monkeypatch.setattr(availability, "method_status", lambda method, s: here.get(method) or real_status(method, s))
+    with session_scope(engine) as s:
+        train = s.execute(select(Sample.id, Sample.text).where(Sample.split == "train").order_by(Sample.id).limit(50))
+        sources = [sid for sid, text in train if len(text.split()) >= 15][:2]  # words WordNet can replace
+
+    def queue_job(source: int) -> int:
+        body = {"dataset": example_dataset, "methods": ["wordnet"], "sample_ids": [source], "n_per_text": 1}
+        r = admin.post("/api/v1/augment", json=body)
+        assert r.status_code == 202, r.text
+        return int(r.json()["id"])
+
+    def job(job_id: int) -> Job:
+        with session_scope(engine) as s:
+            row = s.get(Job, job_id)
+            assert row is not None
+            s.expunge(row)
+            return row
+
+    def variants_of(source: int) -> int:
+        with session_scope(engine) as s:
+            return int(s.scalar(select(func.count()).select_from(Sample).where(Sample.parent_id == source)) or 0)
+
+    publish("w-gpu", ready)
+    first = queue_job(sources[0])
+    cpu = Worker(engine, kinds=["augment"], worker_id="w-cpu", poll_seconds=0.05)
+    stats = cpu.run(burst=True)  # returns: the job it handed over is the others' now, not one to wait for
+    assert (stats.declined, stats.failed, stats.succeeded) == (1, 0, 0)
+    handed = job(first)
+    assert handed.status == "queued" and handed.attempts == 0 and handed.worker_id is None
+    assert "cannot load wordnet; another running worker can" in (handed.last_error or "")
+    assert "w-gpu" not in (handed.last_error or ""), "a worker's id is not the members' to read"
+    again = cpu.run(burst=True)  # the same worker: its counts go on
+    assert (again.declined, again.job_ids) == (1, [first]), "it leaves the job to the others until it checks again"
+    assert job(first).status == "queued"
+
+    here.clear()  # the worker that can load it takes it
+    assert Worker(engine, kinds=["augment"], worker_id="w-gpu", poll_seconds=0.05).run(burst=True).succeeded == 1
+    assert job(first).status == "succeeded" and job(first).worker_id == "w-gpu" and variants_of(sources[0]) > 0
+
+    # No live worker can do better (the other one now reports WordNet missing too): the job runs where it is.
+    here["wordnet"] = missing
+    second = queue_job(sources[1])
+    publish("w-gpu", missing)
+    alone = Worker(engine, kinds=["augment"], worker_id="w-cpu-2", poll_seconds=0.05).run(burst=True)
+    assert (alone.declined, alone.succeeded) == (0, 1)
+    assert job(second).status == "succeeded" and job(second).attempts == 1

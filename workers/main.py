@@ -32,6 +32,7 @@ from services.leftover_files import sweep_leftovers
 from workers.registry import (
     JobCancelled,
     JobContext,
+    JobDeclined,
     JobReleased,
     PermanentJobError,
     job_params,
@@ -61,6 +62,7 @@ class WorkerStats:
     cancelled: int = 0
     lost: int = 0
     released: int = 0  # handed back unfinished at a shutdown (a training run, from its checkpoint)
+    declined: int = 0  # handed over to another worker that can run them (an augmenter this one cannot load)
     job_ids: list[int] = field(default_factory=list)
 
 
@@ -86,6 +88,7 @@ class Worker:
         self.stop_requested = threading.Event()
         self.stats = WorkerStats()
         self._next_sweep = 0.0  # monotonic time; 0: at the first turn of the loop
+        self._declined: dict[int, float] = {}  # job id -> monotonic time until which others take it
 
     def install_signal_handlers(self) -> None:
         def on_signal(signum, _frame):  # type: ignore[no-untyped-def]
@@ -113,7 +116,7 @@ class Worker:
         while not self.stop_requested.is_set():
             self._sweep_when_due()
             try:
-                job = queue.claim(self.engine, self.worker_id, self.kinds, self.lease_seconds)
+                job = queue.claim(self.engine, self.worker_id, self.kinds, self.lease_seconds, self._left_to_others())
             except DBAPIError as err:  # database restarting or unreachable: wait and reconnect
                 log.warning("claim failed (%s); retrying", str(err).splitlines()[0])
                 self.stop_requested.wait(self.poll_seconds)
@@ -151,6 +154,13 @@ class Worker:
             if removed:
                 log.info("deleted %d %s", removed, what)
 
+    def _left_to_others(self) -> list[int]:
+        """The jobs this worker handed over (JobDeclined) and leaves to others until it checks again what it can
+        load."""
+        now = time.monotonic()
+        self._declined = {job_id: until for job_id, until in self._declined.items() if until > now}
+        return list(self._declined)
+
     def _jobs_pending_soon(self) -> bool:
         """In burst mode, wait for retries that are due within a few seconds rather than exiting early."""
         try:
@@ -159,10 +169,11 @@ class Worker:
             return True
 
     def _next_due_within(self, seconds: float) -> bool:
+        queued = [Job.status == JobStatus.queued, Job.kind.in_(self.kinds)]
+        if skipped := self._left_to_others():  # jobs handed over to other workers are theirs to wait for
+            queued.append(Job.id.not_in(skipped))
         with session_scope(self.engine) as s:
-            soonest = s.scalar(
-                select(func.min(Job.run_after)).where(Job.status == JobStatus.queued, Job.kind.in_(self.kinds))
-            )
+            soonest = s.scalar(select(func.min(Job.run_after)).where(*queued))
             # only a job with attempts left goes back to the queue when its lease expires (one out of them, such
             # as the one-attempt jobs `augloop train` holds for its in-process runs, fails then): no need to wait
             running = s.scalar(
@@ -228,7 +239,11 @@ class Worker:
             except queue.LeaseLost:
                 self.stats.lost += 1
                 return
-            self.stats.released += 1
+            if isinstance(err, JobDeclined):
+                self._declined[job.id] = time.monotonic() + get_settings().worker_capabilities_seconds
+                self.stats.declined += 1
+            else:
+                self.stats.released += 1
             log.info("job %s handed back to the queue: %s", job.id, err)
         except queue.LeaseLost as err:
             stop_beat()

@@ -26,6 +26,12 @@ class JobReleased(Exception):
     training checkpoint): the job goes back to the queue for any worker to continue (queue.release)."""
 
 
+class JobDeclined(JobReleased):
+    """Raised by a handler whose worker cannot run the job while another live worker can (an augmenter this one
+    cannot load): the job goes back to the queue with its attempt given back, and this worker leaves it to the
+    others until it checks again what it can load (AUGLOOP_WORKER_CAPABILITIES_SECONDS)."""
+
+
 class PermanentJobError(Exception):
     """A failure that a retry cannot fix (missing model, bad parameters): fail the job at once."""
 
