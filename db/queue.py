@@ -436,14 +436,27 @@ def _kind(session: Session, job_id: int) -> str:
     return str(session.scalar(select(Job.kind).where(Job.id == job_id)))
 
 
-def release(session: Session, job_id: int, worker_id: str, note: str) -> None:
+def release(session: Session, job_id: int, worker_id: str, note: str) -> str:
     """Hand a job back to the queue at once, if we still hold it: its worker is shutting down and the job
-    saved where it stopped (a training checkpoint). The claim's attempt is given back: the attempt did not
-    fail, and a job stopped by redeploys should not run out of attempts for it. No back-off: any worker may
-    take it up now."""
+    saved where it stopped (a training checkpoint), or another worker can run it and this one cannot. The
+    claim's attempt is given back: the attempt did not fail, and a job stopped by redeploys should not run out
+    of attempts for it. No back-off: any worker may take it up now. A job whose cancellation was asked for
+    while it was held ends cancelled instead (queued again, it would read "queued" until a worker took it up
+    only to stop). Returns the job's status."""
     now = db_now(session)
+    kind = session.execute(
+        update(Job)
+        .where(_owned(job_id, worker_id), Job.cancel_requested.is_(True))
+        .values(status=JobStatus.cancelled, finished_at=now, updated_at=now, lease_until=None)
+        .returning(Job.kind)
+        .execution_options(synchronize_session=False)
+    ).scalar()
+    if kind is not None:
+        _ended(session, [(job_id, kind)], JobStatus.cancelled, "cancelled while it ran", now)
+        return JobStatus.cancelled
     values = {**_back_in_queue(now), "attempts": Job.attempts - 1, "last_error": note[-8000:]}
     _update_owned(session, job_id, worker_id, values, Job.id)
+    return JobStatus.queued
 
 
 def mark_cancelled(session: Session, job_id: int, worker_id: str) -> None:

@@ -567,9 +567,10 @@ def worker_to_hand_over_to(
     two workers hand a job back and forth: each hands over only what it reports it cannot load, to one that
     reports it can)."""
     from workers.augment.availability import for_dataset, method_status
+    from workers.augment.catalog import METHODS
 
     dataset = session.get(Dataset, dataset_id) if dataset_id is not None else None
-    wanted = {str(m) for m in methods}
+    wanted = {m for m in methods if isinstance(m, str) and m in METHODS}  # others: the job's validation says why
     if dataset is None or not wanted:
         return None
 
@@ -577,13 +578,15 @@ def worker_to_hand_over_to(
         entries = for_dataset(dataset.language, [caps], settings)
         return [e["method"] for e in entries if e["method"] in wanted and not e["available"]]
 
-    missing = cannot_load({method: method_status(method, settings) for method in sorted(wanted)})
-    if not missing:
+    able = [
+        other.id
+        for other in live_workers(session)
+        if other.id != worker_id and "augment" in (other.kinds or []) and not cannot_load(other.capabilities or {})
+    ]
+    if not able:  # checked first: a worker alone never probes an endpoint for it
         return None
-    for other in live_workers(session):
-        if other.id != worker_id and "augment" in (other.kinds or []) and not cannot_load(other.capabilities or {}):
-            return missing, other.id
-    return None
+    missing = cannot_load({method: method_status(method, settings) for method in sorted(wanted)})
+    return (missing, able[0]) if missing else None
 
 
 def augmenters_for(session: Session, dataset_name: str, settings: Settings, user: User | None) -> list[dict[str, Any]]:

@@ -314,15 +314,31 @@ def test_a_worker_that_cannot_load_a_method_hands_the_job_to_one_that_can(
     again = cpu.run(burst=True)  # the same worker: its counts go on
     assert (again.declined, again.job_ids) == (1, [first]), "it leaves the job to the others until it checks again"
     assert job(first).status == "queued"
+    monkeypatch.setattr(settings, "worker_capabilities_seconds", 0.2)
+    skipping = Worker(engine, kinds=["augment"], worker_id="w-cpu-3", poll_seconds=0.05)
+    assert skipping.run(burst=True).declined == 1
+    time.sleep(0.3)  # checked again (and still unable): it takes the job up and hands it over again
+    assert skipping.run(burst=True).declined == 2 and job(first).attempts == 0
 
     here.clear()  # the worker that can load it takes it
     assert Worker(engine, kinds=["augment"], worker_id="w-gpu", poll_seconds=0.05).run(burst=True).succeeded == 1
     assert job(first).status == "succeeded" and job(first).worker_id == "w-gpu" and variants_of(sources[0]) > 0
 
-    # No live worker can do better (the other one now reports WordNet missing too): the job runs where it is.
+    # No live worker can do better (the other one now reports WordNet missing too): the job runs where it is,
+    # without this worker probing what it can load (a paraphrase endpoint over HTTP) for nothing.
     here["wordnet"] = missing
     second = queue_job(sources[1])
     publish("w-gpu", missing)
+    probed: list[str] = []
+    monkeypatch.setattr(availability, "method_status", lambda method, s: probed.append(method) or missing)
     alone = Worker(engine, kinds=["augment"], worker_id="w-cpu-2", poll_seconds=0.05).run(burst=True)
     assert (alone.declined, alone.succeeded) == (0, 1)
     assert job(second).status == "succeeded" and job(second).attempts == 1
+    assert probed == [], "no other worker can: nothing to probe for"
+    # Names that are no method (a job written by hand): left to the job's own validation, never an error here.
+    from services.augmentation import worker_to_hand_over_to
+
+    publish("w-gpu", ready)
+    with session_scope(engine) as s:
+        dataset_id = s.scalar(select(Job.dataset_id).where(Job.id == second))
+        assert worker_to_hand_over_to(s, dataset_id, ["nope", 3], "w-cpu", settings) is None  # type: ignore[list-item]

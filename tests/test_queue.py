@@ -72,6 +72,26 @@ def test_backoff_delays_the_retry(any_engine, monkeypatch):
     assert (job(any_engine, job_id).run_after - job(any_engine, job_id).updated_at).total_seconds() >= 59
 
 
+def test_a_handed_back_job_is_skipped_by_its_worker_and_a_cancel_asked_while_held_ends_it(any_engine):
+    """A worker that hands a job over (another worker can run it) skips it at its next claims and takes the
+    next one; another worker takes it, its attempt given back. A cancellation asked while a worker held the job
+    ends it at its release: queued again, it read "queued" until a worker took it up only to stop."""
+    first, second = enqueue(any_engine), enqueue(any_engine)
+    assert queue.claim(any_engine, "w1", ["probe"]).id == first
+    with session_scope(any_engine) as s:
+        assert queue.release(s, first, "w1", "handed over") == JobStatus.queued
+    assert job(any_engine, first).attempts == 0 and job(any_engine, first).status == JobStatus.queued
+    assert queue.claim(any_engine, "w1", ["probe"], skip=[first]).id == second
+    assert queue.claim(any_engine, "w1", ["probe"], skip=[first]) is None
+    taken = queue.claim(any_engine, "w2", ["probe"])
+    assert taken.id == first and taken.attempts == 1
+    with session_scope(any_engine) as s:
+        assert queue.request_cancel(s, first).status == JobStatus.running  # asked to stop at its next beat
+    with session_scope(any_engine) as s:
+        assert queue.release(s, first, "w2", "shutting down") == JobStatus.cancelled
+    assert job(any_engine, first).status == JobStatus.cancelled and job(any_engine, first).finished_at is not None
+
+
 def test_expired_lease_is_requeued_and_the_old_worker_cannot_complete(any_engine):
     job_id = enqueue(any_engine)
     assert queue.claim(any_engine, "dead-worker", lease_seconds=2).id == job_id

@@ -235,9 +235,13 @@ class Worker:
             stop_beat()
             note = str(err)
             try:
-                self._retrying_db(lambda: self._in_transaction(queue.release, job.id, self.worker_id, note))
+                status = self._retrying_db(lambda: self._in_transaction(queue.release, job.id, self.worker_id, note))
             except queue.LeaseLost:
                 self.stats.lost += 1
+                return
+            if status == JobStatus.cancelled:  # asked while it was held
+                self.stats.cancelled += 1
+                log.info("job %s cancelled", job.id)
                 return
             if isinstance(err, JobDeclined):
                 self._declined[job.id] = time.monotonic() + get_settings().worker_capabilities_seconds
