@@ -32,9 +32,13 @@ each applied only to the keys the config leaves unset (None); a key set in the c
    epoch to epoch (bench/quality_loop.py). The epoch's curve keeps the plain weights' val macro-F1 beside the
    average's. A long run keeps its own weights, as the recipe does.
 6. **Length.** Without a budget: `epochs` epochs. With `budget_minutes`: the epochs the budget affords at the
-   throughput measured on batches spread over the epoch's sizes (`measure_throughput`), at most `epochs`; the
-   validation pass after each epoch is part of the budget. The loop re-plans its remaining steps after each
-   epoch from the time the epochs really took, and stops at DEADLINE_SLACK × the budget whatever happens.
+   throughput measured on batches spread over the epoch's sizes (`measure_throughput`), and its optimizer steps
+   at the cost of one timed there (clipping and AdamW over every weight, once per `grad_accum` batches: the
+   smaller the accumulation, the more an epoch pays for them, so the plan pays for the accumulation rule 2
+   chooses), at most `epochs`; the validation pass after each epoch is part of the budget (bench/plan_pace.py:
+   planned against real pace within 2.3% at accumulation 1 to 3, against 8 to 15% too fast without the step).
+   The loop re-plans its remaining steps after each epoch from the time the epochs really took, and stops at
+   DEADLINE_SLACK × the budget whatever happens.
 
 7. **Patience.** Early stopping reads val only (`patience` epochs without a better val macro-F1), as in the
    recipe, whose 8 are PATIENCE_SHARE of its 20 epochs. A run planned for fewer epochs waits the same share of
@@ -94,6 +98,9 @@ class Throughput:
 
     seconds_per_sample: float  # one forward + backward pass of one training sample, at the data's lengths
     eval_seconds: float  # one validation pass
+    # one optimizer step (gradient clipping and AdamW over every weight), whatever the batch: what makes an
+    # update cost more per sample the smaller the accumulation (0: not measured, as in runs recorded before it)
+    step_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
         return {k: round(v, 6) for k, v in asdict(self).items()}
@@ -194,32 +201,55 @@ def plan_run(
         raise ValueError("a budgeted plan needs the measured throughput")
     reasons: list[str] = []
 
-    def affordable_epochs(rdrop: bool, evals: int = 1, soup: int = 1) -> float:
+    def affordable_epochs(rdrop: bool, accum: int, evals: int = 1, soup: int = 1) -> float:
         if budget is None or throughput is None:
             return float(config.epochs)
         per_epoch = n_train * throughput.seconds_per_sample * (RDROP_COST if rdrop else 1.0)
+        per_epoch += math.ceil(batches_per_epoch / accum) * throughput.step_seconds  # its optimizer steps
         # `evals` validation passes per epoch, one more at a stop mid-epoch and one after reloading the best epoch,
         # and a soup's (one per candidate, the best epoch alone on val and test)
         spare = budget * BUDGET_USE - (2 + soup_passes(soup)) * throughput.eval_seconds
         return max(0.0, spare / (per_epoch + evals * throughput.eval_seconds))
 
+    def accumulation(epochs: float) -> int:
+        """Rule 2: the recipe's accumulation, lowered while the run would make fewer than ENOUGH_UPDATES steps."""
+        if config.grad_accum is not None:
+            return config.grad_accum
+        accum, micro_batches = RECIPE.grad_accum, epochs * batches_per_epoch
+        while accum > 1 and micro_batches / accum < ENOUGH_UPDATES:
+            accum -= 1
+        return accum
+
+    def length(accum: int) -> tuple[float, float, bool, int, int]:
+        """What a budget affords when each optimizer step takes `accum` micro-batches: R-Drop (α), the epochs,
+        whether the weights are averaged, the validation passes per epoch, the soup's size."""
+        if config.rdrop_alpha is None:
+            rdrop = RECIPE.rdrop_alpha if min(config.epochs, affordable_epochs(True, accum)) >= LONG_RUN_EPOCHS else 0.0
+        else:
+            rdrop = config.rdrop_alpha
+        epochs = min(float(config.epochs), affordable_epochs(rdrop > 0, accum))
+        averaged = config.ema_decay > 0 if config.ema_decay is not None else epochs < LONG_RUN_EPOCHS
+        evals = evals_per_epoch(averaged)
+        # off unless asked for: in the quality study it never beat a seed's best epoch on val (README, rule 6)
+        soup = config.soup_size or 1
+        if averaged or soup > 1:
+            epochs = min(float(config.epochs), affordable_epochs(rdrop > 0, accum, evals=evals, soup=soup))
+        return rdrop, epochs, averaged, evals, soup
+
+    # The steps' cost depends on the accumulation and the accumulation on the epochs the budget affords: from the
+    # recipe's, until they agree (a measured step cost of 0 agrees at once; a few rounds at most otherwise).
+    accum = config.grad_accum or RECIPE.grad_accum
+    for _ in range(RECIPE.grad_accum):
+        rdrop, epochs, averaged, evals, soup = length(accum)
+        if accumulation(epochs) == accum:
+            break
+        accum = accumulation(epochs)
     if config.rdrop_alpha is None:
-        long_with_rdrop = min(config.epochs, affordable_epochs(True)) >= LONG_RUN_EPOCHS
-        rdrop = RECIPE.rdrop_alpha if long_with_rdrop else 0.0
+        with_rdrop = min(config.epochs, affordable_epochs(True, accum))
         reasons.append(
-            f"R-Drop {'kept' if rdrop else 'off'}: the run affords "
-            f"{min(config.epochs, affordable_epochs(True)):.1f} epochs with it "
+            f"R-Drop {'kept' if rdrop else 'off'}: the run affords {with_rdrop:.1f} epochs with it "
             f"({'≥' if rdrop else '<'} {LONG_RUN_EPOCHS})"
         )
-    else:
-        rdrop = config.rdrop_alpha
-    epochs = min(float(config.epochs), affordable_epochs(rdrop > 0))
-    averaged = config.ema_decay > 0 if config.ema_decay is not None else epochs < LONG_RUN_EPOCHS
-    evals = evals_per_epoch(averaged)
-    # off unless asked for: in the quality study it never beat a seed's best epoch on val (README, rule 6)
-    soup = config.soup_size or 1
-    if averaged or soup > 1:
-        epochs = min(float(config.epochs), affordable_epochs(rdrop > 0, evals=evals, soup=soup))
     if budget is not None:
         reasons.append(f"{epochs:.2f} epochs: what {config.budget_minutes:g} min afford (at most {config.epochs})")
     long_run = epochs >= LONG_RUN_EPOCHS
@@ -238,9 +268,7 @@ def plan_run(
 
     micro_batches = epochs * batches_per_epoch
     if config.grad_accum is None:
-        accum = RECIPE.grad_accum
-        while accum > 1 and micro_batches / accum < ENOUGH_UPDATES:
-            accum -= 1
+        accum = accumulation(epochs)
         reasons.append(
             f"accumulation {accum}: {micro_batches / accum:.0f} optimizer steps "
             f"({'≥' if micro_batches / accum >= ENOUGH_UPDATES else '<'} {ENOUGH_UPDATES})"
@@ -287,7 +315,11 @@ def plan_run(
         cost = RDROP_COST if rdrop > 0 else 1.0
         samples = steps * config.batch_size * accum
         passes = math.ceil(epochs) * evals + 1 + soup_passes(soup)
-        estimated = samples * throughput.seconds_per_sample * cost + passes * throughput.eval_seconds
+        estimated = (
+            samples * throughput.seconds_per_sample * cost
+            + steps * throughput.step_seconds
+            + passes * throughput.eval_seconds
+        )
     return Plan(
         **_over_steps(config, steps, steps_per_epoch, lr, scaled),
         steps_per_epoch=steps_per_epoch,

@@ -328,13 +328,13 @@ def spread_by_size(batches: list[list[int]], size: Callable[[list[int]], int], n
 
 
 def measure_throughput(run: Prepared) -> Throughput:
-    """Time forward + backward (no optimizer step, gradients dropped) on CALIBRATION_BATCHES batches of the
+    """Time forward + backward (gradients dropped) on CALIBRATION_BATCHES batches of the
     first epoch spread evenly over its range of padded sizes (a batch's cost is not proportional to its tokens:
     timed on the first few batches, of whatever sizes they happened to have, two seeds of one request measured
     7.5 and 10.7 epochs in the same budget, bench/quality_loop.py's 8th run), after
     one untimed batch (start-up costs), each twice, keeping the faster (a moment in which another process took
-    the CPU rarely hits both). An epoch costs its number of batches × their mean time. An evaluation pass is
-    estimated at FORWARD_SHARE of a training pass of its tokens."""
+    the CPU rarely hits both). An epoch costs its number of batches × their mean time, and its optimizer steps
+    (timed_optimizer_step). An evaluation pass is estimated at FORWARD_SHARE of a training pass of its tokens."""
     model, batches = run.model, run.batches.epoch(0)
     width = None if run.config.group_by_length else run.config.max_length
     lengths = run.train.lengths
@@ -360,6 +360,7 @@ def measure_throughput(run: Prepared) -> Throughput:
     if batches:
         timed(batches[0])  # start-up costs
     seconds = [min(timed(idx), timed(idx)) for idx in chosen]
+    step_seconds = timed_optimizer_step(run) if chosen else 0.0
     model.zero_grad(set_to_none=True)
     per_token = sum(seconds) / max(1, sum(padded(idx) for idx in chosen))
     epoch_seconds = len(batches) * sum(seconds) / max(1, len(seconds))
@@ -373,4 +374,32 @@ def measure_throughput(run: Prepared) -> Throughput:
     return Throughput(
         seconds_per_sample=epoch_seconds / max(1, epoch_samples),
         eval_seconds=per_token * val_tokens * FORWARD_SHARE,
+        step_seconds=step_seconds,
     )
+
+
+def timed_optimizer_step(run: Prepared) -> float:
+    """What one optimizer step costs beside its batches: clipping the gradients and an AdamW step over every
+    weight, as the Stepper makes them (fused where it is), on the gradients the calibration left. The optimizer
+    is a throwaway one at learning rate 0, which leaves every weight as it is (AdamW's update and its decoupled
+    weight decay are both scaled by the rate); the faster of two steps after a first that allocates its state.
+    Its state (two tensors per weight) is freed on return. On the example dataset's MiniLM, a step cost about as
+    much as 2 to 3 training samples: the start-up measurement without it read 7 to 9% faster than the LR
+    selection's trials ran at accumulation 3 (bench/quality_loop.py, 10th to 12th runs), and more at 1."""
+    model = run.model
+    optimizer = build_optimizer(
+        model, lr=0.0, head_lr=0.0, decay=1.0, weight_decay=run.config.weight_decay, device=run.device
+    )
+
+    def step() -> float:
+        _sync(run.device)
+        t0 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), run.config.max_grad_norm)
+        optimizer.step()
+        _sync(run.device)
+        return time.perf_counter() - t0
+
+    step()  # allocates the optimizer's state
+    seconds = min(step(), step())
+    optimizer.state.clear()
+    return seconds

@@ -314,7 +314,9 @@ def train_process(
         else:
             measured = measure_throughput(run)
             # every rank measures whole global batches; the processes share each one
-            throughput = group.broadcast(Throughput(measured.seconds_per_sample / group.world, measured.eval_seconds))
+            throughput = group.broadcast(
+                Throughput(measured.seconds_per_sample / group.world, measured.eval_seconds, measured.step_seconds)
+            )
     plan = run.plan(throughput)
     first = [pooling_reason] if pooling_reason else []
     plan = replace(plan, reasons=[*first, precision_reason(config.amp, run.device), *plan.reasons])
