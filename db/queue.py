@@ -443,17 +443,9 @@ def release(session: Session, job_id: int, worker_id: str, note: str) -> str:
     of attempts for it. No back-off: any worker may take it up now. A job whose cancellation was asked for
     while it was held ends cancelled instead (queued again, it would read "queued" until a worker took it up
     only to stop). Returns the job's status."""
-    now = db_now(session)
-    kind = session.execute(
-        update(Job)
-        .where(_owned(job_id, worker_id), Job.cancel_requested.is_(True))
-        .values(status=JobStatus.cancelled, finished_at=now, updated_at=now, lease_until=None)
-        .returning(Job.kind)
-        .execution_options(synchronize_session=False)
-    ).scalar()
-    if kind is not None:
-        _ended(session, [(job_id, kind)], JobStatus.cancelled, "cancelled while it ran", now)
+    if _end_cancelled(session, job_id, worker_id, Job.cancel_requested.is_(True)):
         return JobStatus.cancelled
+    now = db_now(session)
     values = {**_back_in_queue(now), "attempts": Job.attempts - 1, "last_error": note[-8000:]}
     _update_owned(session, job_id, worker_id, values, Job.id)
     return JobStatus.queued
@@ -461,16 +453,22 @@ def release(session: Session, job_id: int, worker_id: str, note: str) -> str:
 
 def mark_cancelled(session: Session, job_id: int, worker_id: str) -> None:
     """The job stopped at its cancellation, if we still hold it (else whoever does decides its end)."""
+    _end_cancelled(session, job_id, worker_id)
+
+
+def _end_cancelled(session: Session, job_id: int, worker_id: str, *conditions: Any) -> bool:
+    """End the job as cancelled if we still hold it (and `conditions` are true), running its kind's end hook."""
     now = db_now(session)
     kind = session.execute(
         update(Job)
-        .where(_owned(job_id, worker_id))
+        .where(_owned(job_id, worker_id), *conditions)
         .values(status=JobStatus.cancelled, finished_at=now, updated_at=now, lease_until=None)
         .returning(Job.kind)
         .execution_options(synchronize_session=False)
     ).scalar()
     if kind is not None:
         _ended(session, [(job_id, kind)], JobStatus.cancelled, "cancelled while it ran", now)
+    return kind is not None
 
 
 def request_cancel(session: Session, job_id: int) -> Job:

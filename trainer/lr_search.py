@@ -128,14 +128,14 @@ def runs_pace(run: Prepared, config: TrainConfig, measured: Throughput) -> Throu
             measured = measure_throughput(run)
         finally:
             torch.set_num_threads(threads)
-    # each process steps the optimizer over every weight: its step's cost is not shared
-    return Throughput(measured.seconds_per_sample / config.nproc, measured.eval_seconds, measured.step_seconds)
+    # each process steps the optimizer (and the average) over every weight: that cost is not shared
+    return replace(measured, seconds_per_sample=measured.seconds_per_sample / config.nproc)
 
 
 def trials_cost(plan: Plan, throughput: Throughput, trials: int, trial_steps: int) -> float:
     """Seconds the trials of `plan`'s recipe take at this process's pace: their steps and validation passes."""
     per_step = plan.effective_batch * throughput.seconds_per_sample * (RDROP_COST if plan.rdrop_alpha > 0 else 1.0)
-    per_step += throughput.step_seconds
+    per_step += throughput.step_seconds + (throughput.average_seconds if plan.ema_decay > 0 else 0.0)
     evals = (math.ceil(trial_steps / plan.steps_per_epoch) + 1) * plan.evals_per_epoch
     return trials * (trial_steps * per_step + evals * throughput.eval_seconds)
 

@@ -35,8 +35,9 @@ each applied only to the keys the config leaves unset (None); a key set in the c
    throughput measured on batches spread over the epoch's sizes (`measure_throughput`), and its optimizer steps
    at the cost of one timed there (clipping and AdamW over every weight, once per `grad_accum` batches: the
    smaller the accumulation, the more an epoch pays for them, so the plan pays for the accumulation rule 2
-   chooses), at most `epochs`; the validation pass after each epoch is part of the budget (bench/plan_pace.py:
-   planned against real pace within 2.3% at accumulation 1 to 3, against 8 to 15% too fast without the step).
+   chooses; a short run's update of its weights' average after each step too), at most `epochs`; the
+   validation pass after each epoch is part of the budget (bench/plan_pace.py: planned against real pace within
+   3.2% at accumulation 1 to 3, against 7 to 20% too fast without them).
    The loop re-plans its remaining steps after each epoch from the time the epochs really took, and stops at
    DEADLINE_SLACK × the budget whatever happens.
 
@@ -101,6 +102,7 @@ class Throughput:
     # one optimizer step (gradient clipping and AdamW over every weight), whatever the batch: what makes an
     # update cost more per sample the smaller the accumulation (0: not measured, as in runs recorded before it)
     step_seconds: float = 0.0
+    average_seconds: float = 0.0  # one update of the weights' moving average, after each step of a run that keeps one
 
     def to_dict(self) -> dict[str, float]:
         return {k: round(v, 6) for k, v in asdict(self).items()}
@@ -205,7 +207,9 @@ def plan_run(
         if budget is None or throughput is None:
             return float(config.epochs)
         per_epoch = n_train * throughput.seconds_per_sample * (RDROP_COST if rdrop else 1.0)
-        per_epoch += math.ceil(batches_per_epoch / accum) * throughput.step_seconds  # its optimizer steps
+        # its optimizer steps, each with an update of the weights' average in a run that validates it (evals 2)
+        per_step = throughput.step_seconds + (throughput.average_seconds if evals > 1 else 0.0)
+        per_epoch += math.ceil(batches_per_epoch / accum) * per_step
         # `evals` validation passes per epoch, one more at a stop mid-epoch and one after reloading the best epoch,
         # and a soup's (one per candidate, the best epoch alone on val and test)
         spare = budget * BUDGET_USE - (2 + soup_passes(soup)) * throughput.eval_seconds
@@ -237,13 +241,18 @@ def plan_run(
         return rdrop, epochs, averaged, evals, soup
 
     # The steps' cost depends on the accumulation and the accumulation on the epochs the budget affords: from the
-    # recipe's, until they agree (a measured step cost of 0 agrees at once; a few rounds at most otherwise).
+    # recipe's, until they agree (a measured step cost of 0 agrees at once). They may not: a smaller accumulation
+    # can turn R-Drop off, whose saved passes buy the epochs that raise the accumulation again. Then the smallest
+    # accumulation met is planned, and paid for: the most updates, within the budget.
     accum = config.grad_accum or RECIPE.grad_accum
-    for _ in range(RECIPE.grad_accum):
+    met: list[int] = []
+    while accum not in met:
+        met.append(accum)
         rdrop, epochs, averaged, evals, soup = length(accum)
-        if accumulation(epochs) == accum:
-            break
         accum = accumulation(epochs)
+    if accum != met[-1]:  # a cycle: no accumulation pays for the epochs that choose it
+        accum = min(met[met.index(accum) :])
+        rdrop, epochs, averaged, evals, soup = length(accum)
     if config.rdrop_alpha is None:
         with_rdrop = min(config.epochs, affordable_epochs(True, accum))
         reasons.append(
@@ -268,13 +277,11 @@ def plan_run(
 
     micro_batches = epochs * batches_per_epoch
     if config.grad_accum is None:
-        accum = accumulation(epochs)
         reasons.append(
             f"accumulation {accum}: {micro_batches / accum:.0f} optimizer steps "
             f"({'≥' if micro_batches / accum >= ENOUGH_UPDATES else '<'} {ENOUGH_UPDATES})"
+            + ("" if accumulation(epochs) == accum else "; the smallest of the accumulations that choose each other")
         )
-    else:
-        accum = config.grad_accum
     steps_per_epoch = math.ceil(batches_per_epoch / accum)
     steps = math.floor(epochs * steps_per_epoch + 1e-9)
     if config.ema_decay is None:
@@ -315,11 +322,8 @@ def plan_run(
         cost = RDROP_COST if rdrop > 0 else 1.0
         samples = steps * config.batch_size * accum
         passes = math.ceil(epochs) * evals + 1 + soup_passes(soup)
-        estimated = (
-            samples * throughput.seconds_per_sample * cost
-            + steps * throughput.step_seconds
-            + passes * throughput.eval_seconds
-        )
+        per_step = throughput.step_seconds + (throughput.average_seconds if ema > 0 else 0.0)
+        estimated = samples * throughput.seconds_per_sample * cost + steps * per_step + passes * throughput.eval_seconds
     return Plan(
         **_over_steps(config, steps, steps_per_epoch, lr, scaled),
         steps_per_epoch=steps_per_epoch,

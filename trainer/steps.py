@@ -360,7 +360,7 @@ def measure_throughput(run: Prepared) -> Throughput:
     if batches:
         timed(batches[0])  # start-up costs
     seconds = [min(timed(idx), timed(idx)) for idx in chosen]
-    step_seconds = timed_optimizer_step(run) if chosen else 0.0
+    step_seconds, average_seconds = timed_optimizer_step(run) if chosen else (0.0, 0.0)
     model.zero_grad(set_to_none=True)
     per_token = sum(seconds) / max(1, sum(padded(idx) for idx in chosen))
     epoch_seconds = len(batches) * sum(seconds) / max(1, len(seconds))
@@ -375,31 +375,45 @@ def measure_throughput(run: Prepared) -> Throughput:
         seconds_per_sample=epoch_seconds / max(1, epoch_samples),
         eval_seconds=per_token * val_tokens * FORWARD_SHARE,
         step_seconds=step_seconds,
+        average_seconds=average_seconds,
     )
 
 
-def timed_optimizer_step(run: Prepared) -> float:
+def timed_optimizer_step(run: Prepared) -> tuple[float, float]:
     """What one optimizer step costs beside its batches: clipping the gradients and an AdamW step over every
-    weight, as the Stepper makes them (fused where it is), on the gradients the calibration left. The optimizer
-    is a throwaway one at learning rate 0, which leaves every weight as it is (AdamW's update and its decoupled
-    weight decay are both scaled by the rate); the faster of two steps after a first that allocates its state.
-    Its state (two tensors per weight) is freed on return. On the example dataset's MiniLM, a step cost about as
-    much as 2 to 3 training samples: the start-up measurement without it read 7 to 9% faster than the LR
-    selection's trials ran at accumulation 3 (bench/quality_loop.py, 10th to 12th runs), and more at 1."""
+    weight, as the Stepper makes them (fused where it is); and one update of the weights' moving average, which
+    a short run makes after each step. The optimizer is a throwaway one at learning rate 0 on zeroed gradients
+    (their values do not change the cost), which leaves every weight as it is (AdamW's update and its decoupled
+    weight decay are both scaled by the rate; a gradient that is not finite cannot reach a weight); the faster
+    of two after a first that allocates the state, freed on return, as is the average's copy of the weights
+    (the run's own peak is higher: its optimizer's state and its average live together). On the example
+    dataset's MiniLM a step and an update cost about as much as 3 training samples: without them the start-up
+    measurement read 7 to 20% faster than training ran (bench/plan_pace.py)."""
     model = run.model
+    for p in model.parameters():
+        if p.grad is not None:
+            p.grad.zero_()
     optimizer = build_optimizer(
         model, lr=0.0, head_lr=0.0, decay=1.0, weight_decay=run.config.weight_decay, device=run.device
     )
 
-    def step() -> float:
+    def timed(action: Callable[[], Any]) -> float:
         _sync(run.device)
         t0 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), run.config.max_grad_norm)
-        optimizer.step()
+        action()
         _sync(run.device)
         return time.perf_counter() - t0
 
-    step()  # allocates the optimizer's state
-    seconds = min(step(), step())
+    def step() -> None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), run.config.max_grad_norm)
+        optimizer.step()
+
+    timed(step)  # allocates the optimizer's state
+    step_seconds = min(timed(step), timed(step))
     optimizer.state.clear()
-    return seconds
+    average = moving_average(model, 0.99)
+    timed(lambda: average.update_parameters(model))  # the first update copies the weights
+    average_seconds = min(
+        timed(lambda: average.update_parameters(model)), timed(lambda: average.update_parameters(model))
+    )
+    return step_seconds, average_seconds

@@ -315,7 +315,7 @@ def train_process(
             measured = measure_throughput(run)
             # every rank measures whole global batches; the processes share each one
             throughput = group.broadcast(
-                Throughput(measured.seconds_per_sample / group.world, measured.eval_seconds, measured.step_seconds)
+                replace(measured, seconds_per_sample=measured.seconds_per_sample / group.world)
             )
     plan = run.plan(throughput)
     first = [pooling_reason] if pooling_reason else []
