@@ -557,9 +557,9 @@ def check_workers_can_run(
 
 def worker_to_hand_over_to(
     session: Session, dataset_id: int | None, methods: Sequence[str], worker_id: str, settings: Settings
-) -> tuple[list[str], str] | None:
+) -> list[str] | None:
     """Whether an augment job this worker holds belongs to another: the job's methods this worker cannot load
-    (by what it would publish now: workers.augment.availability), and a live augment worker other than it that
+    (by what it would publish now: workers.augment.availability), when a live augment worker other than it
     reports every one of them loadable for the dataset's language. Workers of one deployment may differ (a GPU
     node with the masked LM cached, a CPU node offline without it); the claim takes jobs by kind only, and the
     job would otherwise fail here for good while another worker could run it. None: the job runs here (and, if
@@ -578,15 +578,13 @@ def worker_to_hand_over_to(
         entries = for_dataset(dataset.language, [caps], settings)
         return [e["method"] for e in entries if e["method"] in wanted and not e["available"]]
 
-    able = [
-        other.id
+    another_can = any(
+        other.id != worker_id and "augment" in (other.kinds or []) and not cannot_load(other.capabilities or {})
         for other in live_workers(session)
-        if other.id != worker_id and "augment" in (other.kinds or []) and not cannot_load(other.capabilities or {})
-    ]
-    if not able:  # checked first: a worker alone never probes an endpoint for it
+    )
+    if not another_can:  # checked first: a worker alone never probes an endpoint for it
         return None
-    missing = cannot_load({method: method_status(method, settings) for method in sorted(wanted)})
-    return (missing, able[0]) if missing else None
+    return cannot_load({method: method_status(method, settings) for method in sorted(wanted)}) or None
 
 
 def augmenters_for(session: Session, dataset_name: str, settings: Settings, user: User | None) -> list[dict[str, Any]]:

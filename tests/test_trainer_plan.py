@@ -251,10 +251,10 @@ def test_throughput_is_timed_on_batches_spread_over_the_epochs_sizes() -> None:
 
 def test_a_budget_pays_for_its_optimizer_steps_and_the_accumulation_it_plans_with() -> None:
     """An optimizer step (clipping, AdamW over every weight) comes once per `grad_accum` batches: the start-up
-    measurement left it out, and read training 7 to 9% faster than the LR selection's trials ran at
-    accumulation 3 (quality study, 10th to 12th runs), more at 1, which rule 2 gives short runs. A plan pays
-    for the steps of the accumulation it chooses: its estimate fits the budget, it affords fewer epochs the
-    dearer a step, and a step timed at 0 (a run recorded before the step was timed) plans as before."""
+    measurement left it out, and read training 6.6% faster than it ran at accumulation 3 and 20.4% at 1, which
+    rule 2 gives short runs (bench/plan_pace.py). A plan pays for the steps of the accumulation it chooses: its
+    estimate fits the budget and it affords fewer epochs the dearer a step (a throughput with no step timed, as
+    in the tests above and in runs recorded before, plans as it did)."""
     config = TrainConfig(encoder="minilm", max_length=64, budget_minutes=6)
     data = {"n_train": 4032, "batches_per_epoch": 336, "encoder_width": 384}
     pace = Throughput(seconds_per_sample=0.0163, eval_seconds=2.8)

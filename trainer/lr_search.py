@@ -135,7 +135,7 @@ def runs_pace(run: Prepared, config: TrainConfig, measured: Throughput) -> Throu
 def trials_cost(plan: Plan, throughput: Throughput, trials: int, trial_steps: int) -> float:
     """Seconds the trials of `plan`'s recipe take at this process's pace: their steps and validation passes."""
     per_step = plan.effective_batch * throughput.seconds_per_sample * (RDROP_COST if plan.rdrop_alpha > 0 else 1.0)
-    per_step += throughput.step_seconds + (throughput.average_seconds if plan.ema_decay > 0 else 0.0)
+    per_step += throughput.step_cost(averaged=plan.ema_decay > 0)
     evals = (math.ceil(trial_steps / plan.steps_per_epoch) + 1) * plan.evals_per_epoch
     return trials * (trial_steps * per_step + evals * throughput.eval_seconds)
 
@@ -171,9 +171,11 @@ def after_trials(
         return whole, ""
     budget = config.budget_minutes
 
+    def trials_of(plan: Plan) -> float:
+        return trials_cost(plan, throughput, config.lr_trials, min(trial_steps, plan.steps))
+
     def rest(plan: Plan, pinned: dict[str, Any] | None = None) -> Plan | None:
-        cost = spent_seconds + trials_cost(plan, throughput, config.lr_trials, min(trial_steps, plan.steps))
-        left = max(MIN_BUDGET_LEFT_MINUTES, budget - cost / 60 / n_runs)
+        left = max(MIN_BUDGET_LEFT_MINUTES, budget - (spent_seconds + trials_of(plan)) / 60 / n_runs)
         try:
             return run.plan(pace, config.with_overrides({"budget_minutes": left, **(pinned or {})}))
         except TrainerError:
@@ -193,7 +195,7 @@ def after_trials(
             cycle = priced[met.index(recipe_of(following)) :]
             break
         plan = following
-    cheapest = min(cycle, key=lambda p: trials_cost(p, throughput, config.lr_trials, min(trial_steps, p.steps)))
+    cheapest = min(cycle, key=trials_of)
     unset = {key: getattr(cheapest, key) for key in RECIPE_KEYS if getattr(config, key) is None}
     chosen = rest(cheapest, unset)
     if chosen is None:

@@ -107,6 +107,11 @@ class Throughput:
     def to_dict(self) -> dict[str, float]:
         return {k: round(v, 6) for k, v in asdict(self).items()}
 
+    def step_cost(self, averaged: bool) -> float:
+        """What an optimizer step costs beside its batches: the step, and the average's update in a run that
+        keeps one."""
+        return self.step_seconds + (self.average_seconds if averaged else 0.0)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -208,8 +213,7 @@ def plan_run(
             return float(config.epochs)
         per_epoch = n_train * throughput.seconds_per_sample * (RDROP_COST if rdrop else 1.0)
         # its optimizer steps, each with an update of the weights' average in a run that validates it (evals 2)
-        per_step = throughput.step_seconds + (throughput.average_seconds if evals > 1 else 0.0)
-        per_epoch += math.ceil(batches_per_epoch / accum) * per_step
+        per_epoch += math.ceil(batches_per_epoch / accum) * throughput.step_cost(averaged=evals > 1)
         # `evals` validation passes per epoch, one more at a stop mid-epoch and one after reloading the best epoch,
         # and a soup's (one per candidate, the best epoch alone on val and test)
         spare = budget * BUDGET_USE - (2 + soup_passes(soup)) * throughput.eval_seconds
@@ -322,8 +326,11 @@ def plan_run(
         cost = RDROP_COST if rdrop > 0 else 1.0
         samples = steps * config.batch_size * accum
         passes = math.ceil(epochs) * evals + 1 + soup_passes(soup)
-        per_step = throughput.step_seconds + (throughput.average_seconds if ema > 0 else 0.0)
-        estimated = samples * throughput.seconds_per_sample * cost + steps * per_step + passes * throughput.eval_seconds
+        estimated = (
+            samples * throughput.seconds_per_sample * cost
+            + steps * throughput.step_cost(averaged=ema > 0)
+            + passes * throughput.eval_seconds
+        )
     return Plan(
         **_over_steps(config, steps, steps_per_epoch, lr, scaled),
         steps_per_epoch=steps_per_epoch,

@@ -38,9 +38,8 @@ def hand_over_if_another_can(ctx: JobContext) -> None:
     if not isinstance(methods, list):
         return  # the job's own validation says what is wrong with it
     with session_scope(ctx.engine) as session:
-        other = worker_to_hand_over_to(session, ctx.dataset_id, methods, ctx.worker_id, get_settings())
-    if other is not None:
-        missing, _ = other
+        missing = worker_to_hand_over_to(session, ctx.dataset_id, methods, ctx.worker_id, get_settings())
+    if missing:
         raise JobDeclined(
             f"handed over: this worker cannot load {', '.join(missing)}; another running worker can "
             "(the attempt is not counted)"
