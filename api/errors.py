@@ -125,8 +125,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DataError)
     async def data_error(_request: Request, err: DataError) -> JSONResponse:
-        # The same on Postgres (numeric value out of range, invalid text representation).
-        return JSONResponse({"detail": f"a value is out of range for the database: {err.orig}"}, status_code=422)
+        # The same on Postgres (numeric value out of range, a text too long for its column, invalid text
+        # representation): said in the API's words; the database's (they may quote the value) go to the log.
+        log.info("answered 422 for a database data error: %s", err.orig)
+        said = {
+            "22001": "a text is longer than the database holds",
+            "22003": "a number is out of range for the database",
+        }.get(str(getattr(err.orig, "sqlstate", "") or ""), "a value the database cannot store")
+        return JSONResponse({"detail": said}, status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, err: RequestValidationError) -> JSONResponse:

@@ -80,6 +80,8 @@ def import_cmd(
 
     if file.is_dir():
         fail(f"{file} is a directory; give a CSV, JSONL or Parquet file")
+    if file.exists() and not file.is_file():  # a pipe (`<(…)`), a device (/dev/null): read twice, sized
+        fail(f"{file} is not a regular file (a pipe or a device); save it to a file and import that")
     if not file.is_file():
         fail(f"file not found: {file}")
     order: dict[str, list[str]] = {}
@@ -104,10 +106,10 @@ def import_cmd(
     )
 
     with Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # it names the user's file
         BarColumn(),
         DownloadColumn(),
-        TextColumn("{task.fields[rows]}"),
+        TextColumn("{task.fields[rows]}", markup=False),
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
@@ -123,10 +125,11 @@ def import_cmd(
 
         result = import_path(engine(), file, spec, progress=progress)
     console.print(
-        f"imported {result.imported} samples into [bold]{result.dataset}[/]"
+        f"imported {result.imported} samples into [bold]{escape(result.dataset)}[/]"
         f"{' (new dataset)' if result.created_dataset else ''}; "
-        f"splits {result.split_counts}; {result.duplicates_skipped} duplicate(s) skipped",
+        f"splits {escape(str(result.split_counts))}; {result.duplicates_skipped} duplicate(s) skipped",
         highlight=False,
+        markup=True,
     )
     groups = [
         ", ".join(f"line {n} ({s})" for n, s in zip(group["lines"], group["splits"], strict=True))
@@ -158,7 +161,7 @@ def import_cmd(
         or ([] if not result.duplicates_of_reviewed_samples else ["(beyond the first duplicates listed)"]),
     )
     for warning in result.warnings:  # before training: empty splits, classes missing from them, odd labels
-        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
+        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, markup=True)
     for dup in result.duplicates[:20]:
         other = dup.get("duplicate_of_line") or f"sample {dup.get('duplicate_of_sample')}"
         console.print(f"  duplicate: line {dup['line']} repeats {'line ' if 'duplicate_of_line' in dup else ''}{other}")
@@ -168,7 +171,7 @@ def _warn(header: str, lines: list[str]) -> None:
     """A warning on stderr with its first 20 lines (none: nothing printed)."""
     if not lines:
         return
-    err_console.print(f"[bold yellow]warning:[/] {header}", highlight=False)
+    err_console.print(f"[bold yellow]warning:[/] {escape(header)}", highlight=False, markup=True)
     for line in lines[:20]:
         err_console.print(f"  {line}", highlight=False)
 
@@ -268,7 +271,8 @@ def export(
 
     format = format_for(output, format)
 
-    columns = (TextColumn(f"writing {output.name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    writing = TextColumn(f"writing {output.name}", markup=False)
+    columns = (writing, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     # Read-only: on SQLite a write transaction would hold the database's one write lock for the whole export.
     with (
         Progress(*columns, console=err_console, transient=True) as bar,
@@ -289,6 +293,7 @@ def export(
             f"[bold yellow]warning:[/] left out {count.left_out_near_val_test} approved rows whose text is a "
             "near-duplicate of a val/test text (every training run leaves them out too)",
             highlight=False,
+            markup=True,
         )
     if count.guarded_cells:
         err_console.print(

@@ -243,10 +243,10 @@ def wait_for_jobs(job_ids: list[int], poll_seconds: float = 1.0) -> int:
 
     reader = readonly_engine(engine())
     columns = (
-        TextColumn("job {task.fields[job]} {task.fields[method]}"),
+        TextColumn("job {task.fields[job]} {task.fields[method]}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[status]} · kept {task.fields[kept]} · dropped {task.fields[dropped]}"),
+        TextColumn("{task.fields[status]} · kept {task.fields[kept]} · dropped {task.fields[dropped]}", markup=False),
         TimeElapsedColumn(),
     )
     failed = False

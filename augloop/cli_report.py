@@ -40,10 +40,11 @@ def print_report(state: dict[str, Any]) -> None:
     console.print(
         f"[bold]impact report {state['id']}[/]: {state['status']} ({progress['done']}/{progress['total']} runs ended)",
         highlight=False,
+        markup=True,
     )
     result = state.get("result") or {}
     if "error" in result:
-        console.print(f"[red]{escape(str(result['error']))}[/]", highlight=False)
+        console.print(f"[red]{escape(str(result['error']))}[/]", highlight=False, markup=True)
     for task, info in (result.get("tasks") or {}).items():
         table = Table(
             title=f"{task}: F1 ×100, mean ± sd over seeds {result.get('seeds')}; Δ vs originals (ensemble arms: "
@@ -72,7 +73,7 @@ def print_report(state: dict[str, Any]) -> None:
             console.print(ctable)
     warning = (result.get("training_sets") or {}).get("warning")
     if warning:
-        console.print(f"[yellow]{escape(str(warning))}[/]", highlight=False)
+        console.print(f"[yellow]{escape(str(warning))}[/]", highlight=False, markup=True)
 
 
 @report_app.command("impact")

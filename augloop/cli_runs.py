@@ -7,6 +7,7 @@ import logging
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from augloop.console import console, engine, err_console, fail
@@ -26,8 +27,11 @@ def print_metrics(metrics: dict[str, Any] | None, title: str, *, confusion: bool
         return
     overall = metrics.get("overall_macro_f1")
     console.print(
-        f"[bold]{title}[/]: overall macro-F1 (mean of tasks) {overall:.4f}" if overall is not None else f"{title}: -",
+        f"[bold]{escape(title)}[/]: overall macro-F1 (mean of tasks) {overall:.4f}"
+        if overall is not None
+        else f"{escape(title)}: -",
         highlight=False,
+        markup=True,
     )
     for task, m in metrics["tasks"].items():
         if m["macro_f1"] is None:
@@ -43,7 +47,8 @@ def print_metrics(metrics: dict[str, Any] | None, title: str, *, confusion: bool
         console.print(table)
         missing = m.get("classes_without_support") or []
         if missing:
-            console.print(f"[yellow]{without_support_note(task, missing, len(m['per_class']))}[/]", highlight=False)
+            note = without_support_note(task, missing, len(m["per_class"]))
+            console.print(f"[yellow]{escape(note)}[/]", highlight=False, markup=True)
         if confusion:
             labels = m["confusion"]["labels"]
             cm = Table(title=f"{task}: confusion (rows gold, columns predicted)", title_justify="left")
@@ -153,13 +158,14 @@ def ensemble_cmd(
                 f"members share; a member was scored on {counted['most_of_a_member']} (the dataset's {split} split "
                 "changed between their runs): the members' figures are not comparable with the ensemble's",
                 highlight=False,
+                markup=True,
             )
 
 
 @runs_app.command("list")
 def runs_list(
     dataset: Annotated[str | None, typer.Option(help="Only this dataset")] = None,
-    kind: Annotated[str | None, typer.Option(help="single or ensemble")] = None,
+    kind: Annotated[str | None, typer.Option(help="single, tfidf or ensemble")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first")] = 50,
 ) -> None:
     """Runs and ensembles with their status and headline scores."""

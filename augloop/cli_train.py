@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -45,7 +46,9 @@ def _parse_seeds(raw: str | None) -> list[int]:
 
 def _progress(*more: ProgressColumn) -> Progress:
     """A transient display on the console: what runs, a bar, done of total, time so far (and `more`)."""
-    columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn()]
+    # the description names the run (its encoder, a user's path) and the phase: plain text, styled by the column
+    what = TextColumn("{task.description}", style="progress.description", markup=False)
+    columns = [what, BarColumn(), MofNCompleteColumn()]
     return Progress(*columns, TimeElapsedColumn(), *more, console=console, transient=True)
 
 
@@ -225,7 +228,9 @@ def _select_in_process(run_ids: list[int]) -> bool:
     except Exception as err:  # noqa: BLE001 - any failure ends the runs as failed, with its message
         for run_id in run_ids:
             record_end(db, run_id, JobStatus.failed, f"learning-rate selection: {failure_text(err)}")
-        err_console.print(f"[bold red]learning-rate selection failed:[/] {type(err).__name__}: {err}")
+        err_console.print(
+            f"[bold red]learning-rate selection failed:[/] {type(err).__name__}: {escape(str(err))}", markup=True
+        )
         return False
     console.print(f"learning-rate selection: {summary['status']}: {summary['reason']}", highlight=False)
     if summary.get("recipe_reason"):
@@ -278,7 +283,8 @@ def _train_in_process(held: HeldJobs, run_id: int) -> bool:
         drop_leftovers_if_ended(db, run_id)  # what this process wrote after the sweep cleaned up
         err_console.print(
             f"[bold red]run {run_id} stopped:[/] its job {ctx.job_id} was ended by the queue (this process did "
-            "not renew its lease in time: was it suspended?)"
+            "not renew its lease in time: was it suspended?)",
+            markup=True,
         )
         return False
     except (DomainError, TrainerError) as err:
@@ -286,7 +292,7 @@ def _train_in_process(held: HeldJobs, run_id: int) -> bool:
         raise
     except Exception as err:  # noqa: BLE001 - any failure ends the run as failed, with its message
         held.end(run_id, JobStatus.failed, failure_text(err))
-        err_console.print(f"[bold red]run {run_id} failed:[/] {type(err).__name__}: {err}")
+        err_console.print(f"[bold red]run {run_id} failed:[/] {type(err).__name__}: {escape(str(err))}", markup=True)
         return False
     run = load_run(run_id)
     if run["kind"] == "tfidf":

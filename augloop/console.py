@@ -14,12 +14,15 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-console = Console()
-err_console = Console(stderr=True)
+# Plain text by default: what the commands print is mostly the users' own (dataset, task, label, run and user
+# names, texts, error messages quoting them), and rich would read "[/]" or "[link=…]" in it as markup (a run named
+# "[/]" made `augloop runs list` fail). A line styled on purpose passes markup=True, its data through escape().
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
 
 

@@ -88,6 +88,10 @@ def without_server_paths(message: str) -> str:
     worker's log keeps the whole message and its traceback for the operator."""
     settings = get_settings()
     roots = sorted({str(settings.data_dir.resolve()), str(settings.data_dir.absolute())}, key=len, reverse=True)
+    # the server's other configured folders, wherever the operator mounted them (/models, /scratch, /nfs):
+    # a path under one is the server's as much as one under /srv
+    elsewhere = [settings.resolved_models_dir, *([settings.nltk_data] if settings.nltk_data else [])]
+    others = {str(p) for folder in elsewhere for p in (folder.expanduser().absolute(), folder.expanduser().resolve())}
 
     def shown(path: str) -> str:
         for root in roots:
@@ -95,7 +99,7 @@ def without_server_paths(message: str) -> str:
                 return "<data directory>"
             if path.startswith(root + "/"):
                 return path[len(root) + 1 :]
-        if path.split("/")[1] in _SERVER_ROOTS:
+        if path.split("/")[1] in _SERVER_ROOTS or any(path == o or path.startswith(o + "/") for o in others):
             return "…/" + PurePosixPath(path).name
         return path
 

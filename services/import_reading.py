@@ -211,6 +211,26 @@ def _object_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def label_order_from_json(raw: str | None) -> dict[str, list[str]]:
+    """The `labels` form field of an import request: JSON mapping each task to its ordered label names; a task
+    given twice is refused (Python's reader kept the last), as a JSONL record's key given twice is."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw, object_pairs_hook=_object_once)
+    except _DuplicateKey as err:
+        raise ValidationFailed(f"labels: task {err.key!r} is given twice", field="labels") from None
+    except json.JSONDecodeError as err:
+        raise ValidationFailed(f'labels must be JSON like {{"task": ["a", "b"]}}: {err.msg}', field="labels") from None
+    except RecursionError:  # nested thousands deep: Python's reader gives up (it was a 500)
+        raise ValidationFailed("labels: nested too deep", field="labels") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(v, list) and all(isinstance(x, str) for x in v) for v in value.values()
+    ):
+        raise ValidationFailed("labels must map each task to a list of label names", field="labels")
+    return value
+
+
 def _jsonl_records(stream: BinaryIO) -> Iterator[Record]:
     for n, raw in enumerate(_lines(stream), start=1):
         if not raw.strip():
@@ -238,7 +258,12 @@ def _parquet_records(stream: BinaryIO) -> Iterator[Record]:
     import pyarrow.parquet as pq
 
     try:
-        batches = pq.ParquetFile(stream).iter_batches(batch_size=CHUNK_ROWS)
+        parquet = pq.ParquetFile(stream)
+        names = parquet.schema_arrow.names
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:  # a row read as a dict keeps the last of them: its labels, silently
+            raise ImportRejected(1, f"column{'s' if len(twice) > 1 else ''} {twice} appear(s) twice in the header")
+        batches = parquet.iter_batches(batch_size=CHUNK_ROWS)
         line = 2  # a Parquet "line" is the row number, counting the header as line 1 as in a CSV file
         for batch in batches:
             for row in batch.to_pylist():
@@ -358,7 +383,7 @@ class RowValidator:
             if named not in (None, default) and named not in columns:
                 what = field_name.removesuffix("_col")
                 raise ImportRejected(
-                    line,
+                    line if self.sparse else 1,  # a CSV or Parquet header is line 1
                     f"{what} column {named!r} not found (columns: {', '.join(sorted(columns))}); leave it out to "
                     f"{instead}",
                     field=field_name,

@@ -25,6 +25,7 @@ retweet of a test text does not train.
 from __future__ import annotations
 
 import random
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -507,7 +508,15 @@ def check_target(session: Session, spec: ImportSpec) -> tuple[Dataset | None, di
         raise ValidationFailed(
             f"dataset {spec.dataset!r} has tasks {dataset.task_names()}; unknown task(s) {unknown}", field="task"
         )
-    return dataset, {t: dataset.labels_of(t) for t in spec.tasks}
+    known = {t: dataset.labels_of(t) for t in spec.tasks}
+    for task, names in spec.label_order.items():  # the stored set (and its order, the classes' ids) stays
+        if [unicodedata.normalize("NFC", n) for n in names] != [unicodedata.normalize("NFC", n) for n in known[task]]:
+            raise ValidationFailed(
+                f"labels: task {task!r} of dataset {spec.dataset!r} has the label set {known[task]} since its first "
+                f"import, not {names}; an import adds to it as it is (leave labels out, or give that set)",
+                field="labels",
+            )
+    return dataset, known
 
 
 def _check_tasks(spec: ImportSpec) -> None:

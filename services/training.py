@@ -140,6 +140,9 @@ def classical_config(config: TrainConfig) -> ClassicalConfig:
     )
 
 
+RUN_LABEL_MAX = 150  # a run's name is "<label> seed <seed>" or "<label> member", within training_runs.name's 200
+
+
 def create_training_runs(
     session: Session,
     dataset: Dataset,
@@ -158,8 +161,12 @@ def create_training_runs(
         check_classical_trainable(session, dataset, config)
     if len(set(seeds)) != len(seeds):
         raise ValidationFailed("seeds must be distinct", field="seeds")
+    if len(name) > RUN_LABEL_MAX:  # the API's schema says so; the CLI's --name comes here too
+        raise ValidationFailed(f"name: at most {RUN_LABEL_MAX} characters; got {len(name)}", field="name")
     runs = []
     label = name or "/".join(Path(config.encoder).parts[-2:])  # hub "org/name", or a directory's last two
+    if len(label) > RUN_LABEL_MAX:  # a long directory name: its end, within the column's width with " seed N"
+        label = "…" + label[-(RUN_LABEL_MAX - 1) :]
     for seed in seeds or [config.seed]:
         run_config = config.with_overrides({"seed": seed}).to_dict()
         runs.append(
@@ -368,6 +375,10 @@ def list_training_runs(
     from services.datasets import dataset_named
 
     statuses = listed_values(status, [s.value for s in JobStatus], "status")
+    if kind is not None and kind not in db_runs.RUN_KINDS:  # a typo would list nothing and look like an answer
+        raise ValidationFailed(f"kind must be one of {', '.join(db_runs.RUN_KINDS)}; got {kind!r}", field="kind")
+    if limit < 1:
+        raise ValidationFailed(f"limit must be at least 1; got {limit}", field="limit")
     ds = dataset_named(session, dataset, user, field="dataset") if dataset else None
     runs = db_runs.list_runs(session, ds, kind, statuses, limit, offset, visible_project_ids(session, user))
     names = dict(session.execute(select(Dataset.id, Dataset.name)).tuples().all())

@@ -514,3 +514,32 @@ def test_a_body_that_is_not_json_or_is_missing_names_the_body(lead):
     assert r.status_code == 422 and r.json()["field"] == "body" and "not valid JSON" in r.json()["detail"]
     r = lead.post(f"{API}/samples/1/undo")
     assert r.status_code == 422 and r.json()["field"] == "body" and "JSON body" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "said"),
+    [
+        ("22001", "a text is longer than the database holds"),
+        ("22003", "a number is out of range for the database"),
+        ("22P02", "a value the database cannot store"),
+    ],
+)
+def test_a_database_data_error_is_a_422_in_the_apis_words(app, sqlstate: str, said: str) -> None:
+    """Postgres's own words (they may quote the value, and its types) stay in the server's log, as the README
+    says of the database's messages; the client gets what kind of value did not fit."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy.exc import DataError
+
+    class Orig(Exception):
+        pass
+
+    orig = Orig('value too long for type character varying(200): "secret-value"')
+    orig.sqlstate = sqlstate  # type: ignore[attr-defined]
+
+    def fails() -> None:
+        raise DataError("INSERT INTO x VALUES (%s)", {"v": "secret-value"}, orig)
+
+    app.add_api_route("/test-data-error", fails)
+    r = TestClient(app).get("/test-data-error")
+    assert r.status_code == 422 and r.json()["detail"] == said
+    assert "secret" not in r.text and "varying" not in r.text

@@ -497,3 +497,27 @@ def test_the_cli_names_what_a_database_error_means_and_leaves_others_as_they_are
         assert result.exit_code == code, (error, result.output)
         if said:
             assert said in " ".join(result.output.split()), result.output
+
+
+def test_names_print_as_text_and_listing_filters_are_checked(settings, tmp_path):
+    """What users name (labels, files, token users, project display names) prints as it is: rich read "[/]" as
+    a closing tag, so `stats` and `project list` failed with a traceback for good, and `token create` committed a
+    token it then never showed. A filter a typo would empty, or a file the import cannot read twice, is exit 2."""
+    data = tmp_path / "[red]x.csv"
+    data.write_text("text,lab\nhello one,[/]\nhello two,[red]b\n", encoding="utf-8")
+    r = augloop(settings, "import", str(data), "--dataset", "d", "--task", "lab")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    r = augloop(settings, "stats", "d")
+    assert r.returncode == 0 and "[/]" in r.stdout and "[red]b" in r.stdout, r.stdout + r.stderr
+    r = augloop(settings, "token", "create", "--name", "[/]ann")
+    assert r.returncode == 0 and r.stdout.strip().startswith("aug_") and "[/]ann" in r.stderr, r.stderr
+    assert "[/]ann" in augloop(settings, "token", "list").stdout
+    assert augloop(settings, "project", "create", "p1", "--display-name", "[/]").returncode == 0
+    r = augloop(settings, "project", "list")
+    assert r.returncode == 0 and "[/]" in r.stdout, r.stderr
+    r = augloop(settings, "runs", "list", "--kind", "bogus")
+    assert r.returncode == 2 and "kind must be one of single, tfidf, ensemble" in r.stderr
+    r = augloop(settings, "runs", "list", "--limit", "-1")
+    assert r.returncode == 2 and "limit must be at least 1" in r.stderr
+    r = augloop(settings, "import", "/dev/null", "--dataset", "d", "--task", "lab")
+    assert r.returncode == 2 and "not a regular file" in r.stderr

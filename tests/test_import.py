@@ -655,3 +655,46 @@ def test_repeated_rows_whose_labels_disagree_are_said(any_engine):
     ], result.warnings
     clean = run_import(any_engine, b"text,sentiment\na,x\na,x\n", dataset="same", tasks=["sentiment"])
     assert clean.duplicates_skipped == 1 and not [w for w in clean.warnings if "other labels" in w]
+
+
+def test_a_label_set_given_on_re_import_must_be_the_stored_one(engine):
+    """Given for an existing dataset, `labels` was ignored in silence (the stored set won): a user who meant to
+    reorder or drop a class believed it done."""
+    run_import(engine, GOOD, label_order={"sentiment": ["negative", "neutral", "positive"]})
+    more = b"text,sentiment\nanother one,positive\n"
+    for changed in (
+        ["positive", "neutral", "negative"],
+        ["negative", "positive"],
+        ["negative", "neutral", "positive", "x"],
+    ):
+        with pytest.raises(ValidationFailed) as err:
+            run_import(engine, more, label_order={"sentiment": changed})
+        assert err.value.field == "labels" and "['negative', 'neutral', 'positive'] since its first import" in str(
+            err.value.message
+        )
+    assert count(engine) == 3
+    assert run_import(engine, more, label_order={"sentiment": ["negative", "neutral", "positive"]}).imported == 1
+
+
+def test_a_parquet_column_named_twice_is_refused(engine, tmp_path):
+    """A row read as a dict kept the last of two same-named columns: its labels imported in silence (CSV and
+    JSONL refuse the same)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "twice.parquet"
+    table = pa.Table.from_arrays(
+        [pa.array(["aa", "bb"]), pa.array(["positive", "negative"]), pa.array(["negative", "positive"])],
+        names=["text", "sentiment", "sentiment"],
+    )
+    pq.write_table(table, path)
+    with pytest.raises(ValidationFailed, match=r"line 1: column \['sentiment'\] appear\(s\) twice"):
+        run_import(engine, path.read_bytes(), filename="twice.parquet")
+    assert count(engine) == 0
+
+
+def test_a_split_or_id_column_missing_is_named_on_the_header_line(engine):
+    for spec in ({"split_col": "fold"}, {"id_col": "key"}):
+        with pytest.raises(ValidationFailed) as err:
+            run_import(engine, GOOD, **spec)
+        assert err.value.extra["line"] == 1 and str(err.value.message).startswith("line 1: ")

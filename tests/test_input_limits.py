@@ -72,6 +72,17 @@ def test_a_jsonl_line_past_pythons_reader_is_an_invalid_line_naming_it(engine, l
     assert count(engine) == 0 and count(engine, Dataset) == 0
 
 
+def test_the_import_requests_label_sets_name_each_task_once(admin) -> None:
+    """The form's `labels` JSON kept the last of a task given twice, where a JSONL record's key twice is refused."""
+    data = {"task": "bias", "labels": '{"bias": ["left", "right"], "bias": ["right", "left"]}'}
+    r = admin.post(
+        "/api/v1/datasets/d/import", files={"file": ("d.jsonl", jsonl_with('{"text": "x", "bias": "left"}'))}, data=data
+    )
+    assert r.status_code == 422 and r.json()["field"] == "labels", r.text
+    assert "task 'bias' is given twice" in r.json()["detail"]
+    assert admin.get("/api/v1/datasets/d").status_code == 404  # nothing imported
+
+
 @pytest.mark.parametrize("line", [DEEP_JSON, LONG_INT_JSON, TWICE_JSON], ids=["nested", "long-integer", "key-twice"])
 def test_the_api_answers_422_and_the_cli_exits_2_for_such_a_line(settings, admin, tmp_path, line):
     r = admin.post("/api/v1/datasets/d/import", files={"file": ("d.jsonl", jsonl_with(line))}, data={"task": "bias"})
@@ -151,7 +162,7 @@ def test_an_id_column_named_on_purpose_must_be_in_the_file_the_default_may_be_mi
     data = b"text,bias\none,left\ntwo,right\n"
     with pytest.raises(ValidationFailed) as err:
         run_import(engine, data, id_col="myid")
-    assert err.value.field == "id_col" and err.value.extra["line"] == 2
+    assert err.value.field == "id_col" and err.value.extra["line"] == 1  # the header names the columns
     assert "id column 'myid' not found (columns: bias, text)" in err.value.message
     assert count(engine) == 0
     assert run_import(engine, data).imported == 2  # the default `id` column is optional

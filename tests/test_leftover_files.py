@@ -235,6 +235,22 @@ def test_a_message_for_members_keeps_no_absolute_path(settings, message: str, sh
     assert without_server_paths(message.format(data=settings.data_dir.resolve())) == shown
 
 
+def test_the_servers_model_and_nltk_folders_are_shortened_wherever_they_are_mounted(settings, monkeypatch) -> None:
+    """A models directory at /models (a common mount point, not one of the usual top folders) was shown whole to
+    annotators in a run's encoder and in errors quoting it; the NLTK data folder likewise."""
+    from core.settings import get_settings
+    from services.access import shown_provenance, without_server_paths
+
+    monkeypatch.setenv("AUGLOOP_MODELS_DIR", "/models")
+    monkeypatch.setenv("AUGLOOP_NLTK_DATA", "/scratch/nltk")
+    get_settings.cache_clear()
+    assert shown_provenance("/models/acme-internal/xlmr-tuned") == "…/xlmr-tuned"
+    said = "cannot load '/scratch/nltk/corpora/wordnet' for /models/acme/mlm"
+    assert without_server_paths(said) == "cannot load '…/wordnet' for …/mlm"
+    assert without_server_paths("label /modelsx/y stays") == "label /modelsx/y stays"  # another folder's name
+    assert shown_provenance("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+
+
 def test_an_export_is_served_when_the_exports_folder_is_a_link(settings, engine, dataset, admin, tmp_path) -> None:
     """exports/ on another disk, linked from the data directory (as runs/ may be): its files were refused as
     outside the data directory once the link was followed."""

@@ -219,3 +219,24 @@ def test_runs_show_names_the_classes_a_split_lacks(engine, tiny_encoder: str) ->
         assert f"message: no text of this split is labelled {missing[0]!r}" in flat, out
         assert f"({len(missing)} of 9 classes): its macro-F1 cannot tell" in flat
         assert "bias: no text" not in flat
+
+
+def test_runs_print_their_names_as_text_not_markup(engine, tiny_encoder: str) -> None:
+    """A run's name is a lead's text (the API takes it): `runs list` and `runs show` print it as it is, where
+    rich read "[/]" as a closing tag and failed the command, and "[link=…]" as a link in the operator's terminal."""
+    from db.session import session_scope
+    from services.training import start_training
+
+    name = import_small(engine, n_train=30, n_val=12, n_test=12, n_unlabelled=0)
+    with session_scope(engine) as s:
+        runs, _jobs = start_training(
+            s, name, {"encoder": tiny_encoder, "epochs": 1}, [7], name="[/] [link=https://x.example]y[/link]", user=None
+        )
+        run_id = runs[0].id
+    runner = CliRunner(env={"COLUMNS": "250"})
+    listed = runner.invoke(app, ["runs", "list", "--dataset", name])
+    assert listed.exit_code == 0, listed.output
+    assert "[/] [link=https://x.example]y[/link]" in listed.output
+    shown = runner.invoke(app, ["runs", "show", str(run_id)])
+    assert shown.exit_code == 0, shown.output
+    assert "[/] [link=https://x.example]y[/link]" in shown.output

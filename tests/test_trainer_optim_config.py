@@ -93,6 +93,8 @@ def test_config_defaults_follow_the_recipe() -> None:
         ({"oversample": "yes"}, "config.oversample"),
         ({"class_label_smoothing": {"message": {"other": 0.9}}}, "config.class_label_smoothing"),
         ({"no_such_key": 1}, "config.no_such_key"),
+        ({"max_grad_norm": 0}, "config.max_grad_norm"),  # clipped every gradient to 0: a run that learned nothing
+        ({"encoder": "x" * 4097}, "config.encoder"),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(overrides: dict, field: str) -> None:

@@ -65,7 +65,8 @@ class TrainConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
 
     # Model
-    encoder: str = Field(default="bert-base-multilingual-cased", pattern=r"\S")  # hub name or directory
+    # hub name or directory (a hub id is at most 96 characters, a path at most PATH_MAX)
+    encoder: str = Field(default="bert-base-multilingual-cased", pattern=r"\S", max_length=4096)
     # auto: the encoder's own pooling where its checkpoint declares one (a sentence-transformers model's
     # 1_Pooling/config.json: mean or cls), else the recipe's last4_mean (trainer/model.py resolve_pooling)
     pooling: Literal["auto", "last4_mean", "cls", "mean"] = "auto"
@@ -130,7 +131,7 @@ class TrainConfig(ConfigModel):
     soup_size: int | None = Field(default=None, ge=1, le=16)
     weight_decay: float = Field(default=0.03, ge=0, le=1)  # AdamW's decoupled decay: past 1 the weights diverge
     warmup_ratio: float = Field(default=0.1, ge=0, le=0.9)
-    max_grad_norm: float = Field(default=1.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)  # 0 would scale every gradient to 0: a run that learns nothing
     epochs: int = Field(default=20, ge=1, le=10_000)  # at most; a budget may plan fewer
     # wall-clock minutes of training (steps and validation); None: `epochs` epochs, however long they take
     budget_minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
@@ -14,6 +13,7 @@ from api.schemas import DatasetRead, DatasetUpdate, DatasetUpdated, ExportJobCre
 from core.errors import TooLargeError, ValidationFailed
 from db.models import Job
 from services import datasets as dataset_service
+from services.import_reading import label_order_from_json
 from services.importing import ImportSpec
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -43,22 +43,6 @@ def update_dataset(name: str, body: DatasetUpdate, session: SessionDep, user: Cu
 def remove_dataset(name: str, session: SessionDep, _admin: AdminUser) -> None:
     """Delete a dataset with its samples, reviews and jobs (admins)."""
     dataset_service.remove(session, name)
-
-
-def _parse_labels(raw: str | None) -> dict[str, list[str]]:
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise ValidationFailed(f'labels must be JSON like {{"task": ["a", "b"]}}: {err.msg}', field="labels") from None
-    except RecursionError:  # nested thousands deep: Python's reader gives up (it was a 500)
-        raise ValidationFailed("labels: nested too deep", field="labels") from None
-    if not isinstance(value, dict) or not all(
-        isinstance(v, list) and all(isinstance(x, str) for x in v) for v in value.values()
-    ):
-        raise ValidationFailed("labels must map each task to a list of label names", field="labels")
-    return value
 
 
 ImportFile = Annotated[UploadFile, File(description="CSV, JSONL or Parquet, UTF-8")]
@@ -97,7 +81,7 @@ async def import_spec(
         split_col=split_col,
         id_col=id_col,
         language=language,
-        label_order=_parse_labels(labels),
+        label_order=label_order_from_json(labels),
         split_seed=split_seed,
         project=project,
         display_name=display_name,
