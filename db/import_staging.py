@@ -198,6 +198,30 @@ def _rows_in_conflict(
     return int(count), [dict(zip(keys, row, strict=True)) for row in rows]
 
 
+def split_conflicts(conn: Connection, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """Rows skipped as repeats (of a text the dataset holds, or of an earlier row of the file) whose split, as the
+    file gives it, is not the split the text keeps: how many, and the first `limit` as line, the file's split,
+    the split kept, and the sample or first line repeated."""
+    found = (
+        f"FROM {ROWS} r LEFT JOIN samples s ON s.id = r.existing_id JOIN {ROWS} f ON f.seq = r.first_seq "
+        # the repeats first, on r alone: the joins then look up the few rows skipped, not every row of the file
+        "WHERE r.split IS NOT NULL AND (r.existing_id IS NOT NULL OR r.seq <> r.first_seq) AND ("
+        "(r.existing_id IS NOT NULL AND s.split <> r.split) "
+        "OR (r.existing_id IS NULL AND r.seq <> r.first_seq AND f.split IS NOT NULL AND f.split <> r.split))"
+    )
+    count = conn.exec_driver_sql(f"SELECT COUNT(*) {found}").scalar_one()
+    if not count:
+        return 0, []
+    listed = [
+        {"line": line, "split": split, "kept": kept, **({"sample": sample} if sample else {"first_line": first})}
+        for line, split, kept, sample, first in conn.exec_driver_sql(
+            f"SELECT r.line, r.split, COALESCE(s.split, f.split), r.existing_id, f.line {found} "
+            f"ORDER BY r.seq LIMIT {int(limit)}"
+        ).tuples()
+    ]
+    return int(count), listed
+
+
 def existing_label_conflicts(conn: Connection, limit: int) -> tuple[int, list[dict[str, Any]]]:
     """Rows skipped because the dataset holds their text, whose labels differ from that sample's (a task the
     sample labels otherwise, or leaves unlabelled): how many, and the first `limit` as line, sample, task, label

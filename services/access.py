@@ -11,6 +11,7 @@ it: samples, jobs, runs, reports) belongs to one project:
 
 from __future__ import annotations
 
+import functools
 import re
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -23,6 +24,7 @@ from core.settings import get_settings
 from db import projects as db_projects
 from db import training_runs as db_runs
 from db.models import Dataset, ProjectRole, Role, TrainingRun, User
+from workers.augment.wordnet_data import nltk_data_dir
 
 
 class Need(StrEnum):
@@ -81,6 +83,14 @@ _QUOTED_PATH = re.compile(r"""(?P<q>['"])(?P<path>/[^'"\n]*)(?P=q)""")
 _BARE_PATH = re.compile(r"(?<![\w.:/~…-])/[^\s'\"]+")  # not after "…": a path already shortened
 
 
+@functools.lru_cache(maxsize=8)
+def _configured_folders(*folders: Path) -> frozenset[str]:
+    """The server's other configured folders (models, NLTK data), wherever the operator mounted them (/models,
+    /scratch, /nfs), as given and as they resolve (a link): a path under one is the server's as much as one under
+    /srv. Once per setting (resolving on every message would touch the disk: slow on NFS)."""
+    return frozenset(str(p) for f in folders for p in (f.expanduser().absolute(), f.expanduser().resolve()))
+
+
 def without_server_paths(message: str) -> str:
     """An error message as project members may read it (a job's, a run's): a path under the data directory
     relative to it, any other path of the server's (under the data directory or a top folder such as /srv,
@@ -88,10 +98,7 @@ def without_server_paths(message: str) -> str:
     worker's log keeps the whole message and its traceback for the operator."""
     settings = get_settings()
     roots = sorted({str(settings.data_dir.resolve()), str(settings.data_dir.absolute())}, key=len, reverse=True)
-    # the server's other configured folders, wherever the operator mounted them (/models, /scratch, /nfs):
-    # a path under one is the server's as much as one under /srv
-    elsewhere = [settings.resolved_models_dir, *([settings.nltk_data] if settings.nltk_data else [])]
-    others = {str(p) for folder in elsewhere for p in (folder.expanduser().absolute(), folder.expanduser().resolve())}
+    others = _configured_folders(settings.models_dir or settings.data_dir / "models", nltk_data_dir(settings))
 
     def shown(path: str) -> str:
         for root in roots:

@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import unicodedata
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -58,6 +59,9 @@ class Row:
 
 DEFAULT_SPLIT_COL = "split"
 DEFAULT_ID_COL = "id"
+# The columns only a file augloop exported has (services/exporting.py RESERVED_COLUMNS): its `id` is the exporting
+# server's sample id, the file's own is `external_id`, and `origin` says which rows were originals there.
+EXPORT_SIGNATURE = frozenset({"external_id", "origin", "review_status", "near_val_test"})
 
 
 @dataclass
@@ -231,6 +235,14 @@ def label_order_from_json(raw: str | None) -> dict[str, list[str]]:
     return value
 
 
+# A .json file written as one JSON array (pandas' to_json(orient="records"), a web API's answer): the line reader
+# sees "[" and fails with "Expecting value", which did not say what to do.
+_ARRAY_HINT = (
+    "; the file must be JSON Lines, one object per line (a JSON array of objects is not read: write it with "
+    "pandas' to_json(orient='records', lines=True), or `jq -c '.[]'`)"
+)
+
+
 def _jsonl_records(stream: BinaryIO) -> Iterator[Record]:
     for n, raw in enumerate(_lines(stream), start=1):
         if not raw.strip():
@@ -238,7 +250,8 @@ def _jsonl_records(stream: BinaryIO) -> Iterator[Record]:
         try:
             obj = json.loads(raw, object_pairs_hook=_object_once)
         except json.JSONDecodeError as err:
-            raise ImportRejected(n, f"invalid JSON: {err.msg}") from None
+            hint = _ARRAY_HINT if raw.lstrip().startswith("[") else ""
+            raise ImportRejected(n, f"invalid JSON: {err.msg}{hint}") from None
         except _DuplicateKey as err:
             raise ImportRejected(n, f"invalid JSON: the key {err.key!r} appears twice in one object") from None
         # What Python's JSON reader raises besides its own error, for a line that is JSON but more than Python
@@ -250,7 +263,7 @@ def _jsonl_records(stream: BinaryIO) -> Iterator[Record]:
             limit = sys.get_int_max_str_digits()
             raise ImportRejected(n, f"invalid JSON: a number of more than {limit} digits") from None
         if not isinstance(obj, dict):
-            raise ImportRejected(n, "each line must be a JSON object")
+            raise ImportRejected(n, f"each line must be a JSON object{_ARRAY_HINT if isinstance(obj, list) else ''}")
         yield n, obj
 
 
@@ -259,8 +272,7 @@ def _parquet_records(stream: BinaryIO) -> Iterator[Record]:
 
     try:
         parquet = pq.ParquetFile(stream)
-        names = parquet.schema_arrow.names
-        twice = sorted({name for name in names if names.count(name) > 1})
+        twice = sorted(name for name, n in Counter(parquet.schema_arrow.names).items() if n > 1)
         if twice:  # a row read as a dict keeps the last of them: its labels, silently
             raise ImportRejected(1, f"column{'s' if len(twice) > 1 else ''} {twice} appear(s) twice in the header")
         batches = parquet.iter_batches(batch_size=CHUNK_ROWS)
@@ -346,6 +358,9 @@ class RowValidator:
         }
         self.max_chars = get_settings().max_text_chars
         self.use_split: bool | None = None  # decided by the first record's columns
+        self.id_col = spec.id_col  # an augloop export's own ids are in external_id (_columns)
+        self.export = False  # the file is an augloop export (EXPORT_SIGNATURE)
+        self.not_originals = 0  # an export's rows that were no original there, left out
         self.rows = 0
         # JSONL leaves a missing label out of its record: a task the first record lacks is looked for in the
         # others, and only one no record has is an error (finish). CSV and Parquet name every column up front.
@@ -389,6 +404,13 @@ class RowValidator:
                     field=field_name,
                 )
         self.use_split = bool(spec.split_col) and spec.split_col in columns
+        if columns >= EXPORT_SIGNATURE:
+            # Re-imported (another server, a new dataset), an export's `id` would become the rows' external ids
+            # in place of their own; and its variants, submitted texts and pseudo-labels (whatever their review:
+            # an export may hold rejected ones) would become originals, which train as they are.
+            self.export = True
+            if spec.id_col == DEFAULT_ID_COL:
+                self.id_col = "external_id"
 
     def finish(self) -> None:
         """After the last record: a task no JSONL record names is a typo, not a column of missing labels."""
@@ -407,6 +429,9 @@ class RowValidator:
         for line, rec in records:
             if self.unseen:
                 self.unseen.difference_update(rec.keys())
+            if self.export and rec.get("origin") not in (None, "", "original"):
+                self.not_originals += 1
+                continue
             raw_text = rec.get(spec.text_col)
             if raw_text is None or (isinstance(raw_text, str) and not raw_text.strip()):
                 raise ImportRejected(line, f"missing text in column {spec.text_col!r}")
@@ -466,13 +491,14 @@ class RowValidator:
                 split = SPLIT_ALIASES.get(value.lower())
                 if split is None:
                     raise ImportRejected(line, f"unknown split {value!r} (use train, val or test)")
-            external_id = _cell_at(line, rec, spec.id_col, "id", "id_col") if spec.id_col else None
+            id_col = self.id_col
+            external_id = _cell_at(line, rec, id_col, "id", "id_col") if id_col else None
             if external_id is not None and (problem := unstorable(external_id)):
-                raise ImportRejected(line, f"the id in column {spec.id_col!r} {problem}", field="id_col")
+                raise ImportRejected(line, f"the id in column {id_col!r} {problem}", field="id_col")
             if external_id is not None and len(external_id) > EXTERNAL_ID_MAX:
                 raise ImportRejected(
                     line,
-                    f"the id in column {spec.id_col!r} is {len(external_id)} characters; the most is {EXTERNAL_ID_MAX}",
+                    f"the id in column {id_col!r} is {len(external_id)} characters; the most is {EXTERNAL_ID_MAX}",
                     field="id_col",
                 )
             rows.append(Row(line=line, text=text, labels=labels, split=split, external_id=external_id))

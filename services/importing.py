@@ -273,6 +273,12 @@ class _Staged:
             self.count += len(rows)
             self.progress(phase="reading", done=_position(stream, total_bytes), total=total_bytes, rows=self.count)
         if not self.count:
+            if self.validator.not_originals:
+                raise ImportRejected(
+                    1,
+                    f"no originals: the file is an augloop export whose {self.validator.not_originals} rows were "
+                    "all variants, submitted texts or pseudo-labels there (origin); an import adds originals",
+                )
             raise ImportRejected(1, "no data rows")
         self.validator.finish()
 
@@ -421,6 +427,7 @@ class _Staged:
         skipped, of_reviewed, duplicates = staging.duplicates(self.conn, REPORTED)
         conflicts, conflicting = staging.label_conflicts(self.conn, 10)
         relabels, relabelling = staging.existing_label_conflicts(self.conn, 10)
+        resplits, resplitting = staging.split_conflicts(self.conn, 10)
         split_counts = staging.split_counts(self.conn)
         imported = staging.insert_samples(self.conn, dataset.id, created_by, utcnow())
         self.progress(phase="writing", done=self.count, total=self.count, rows=self.count)
@@ -443,6 +450,29 @@ class _Staged:
             result.warnings.append(
                 f"{conflicts} row(s) repeat an earlier row's text with other labels and were skipped, the earlier"
                 f" row's labels kept: {shown}"
+            )
+        if self.validator.export:  # services/import_reading.py EXPORT_SIGNATURE
+            said = []
+            if self.validator.id_col != self.spec.id_col:
+                said.append("its ids were read from `external_id` (its `id` was the exporting server's sample id)")
+            if self.validator.not_originals:
+                said.append(
+                    f"{self.validator.not_originals} row(s) that were no original there (origin: a variant, a "
+                    "submitted text or a pseudo-label, whatever their review) were left out: an import adds "
+                    "originals, which train as they are"
+                )
+            if said:
+                result.warnings.append(f"the file is an augloop export: {'; '.join(said)}")
+        if resplits:  # a file that moves texts between splits: an import adds texts, it moves none
+            shown = "; ".join(
+                f"line {c['line']} ({c['split']}) repeats "
+                + (f"sample {c['sample']}" if "sample" in c else f"line {c['first_line']}")
+                + f" ({c['kept']})"
+                for c in resplitting
+            )
+            result.warnings.append(
+                f"{resplits} row(s) repeat a text with another split and were skipped, the text kept in its split "
+                f"(an import adds texts, it moves no stored text between splits): {shown}"
             )
         if relabels:  # a file of corrected labels: an import adds texts, it changes no stored sample
             shown = "; ".join(
@@ -510,13 +540,20 @@ def check_target(session: Session, spec: ImportSpec) -> tuple[Dataset | None, di
         )
     known = {t: dataset.labels_of(t) for t in spec.tasks}
     for task, names in spec.label_order.items():  # the stored set (and its order, the classes' ids) stays
-        if [unicodedata.normalize("NFC", n) for n in names] != [unicodedata.normalize("NFC", n) for n in known[task]]:
+        if [_label_key(n) for n in names] != [_label_key(n) for n in known[task]]:
+            give = "leave labels out, or give that set" if known[task] else "leave labels out"
             raise ValidationFailed(
                 f"labels: task {task!r} of dataset {spec.dataset!r} has the label set {known[task]} since its first "
-                f"import, not {names}; an import adds to it as it is (leave labels out, or give that set)",
+                f"import, not {names}; an import adds to it as it is ({give})",
                 field="labels",
             )
     return dataset, known
+
+
+def _label_key(name: str) -> str:
+    """A label as the import compares it (declared labels are read in NFC and stripped; a set stored before
+    either may hold another spelling of the same name)."""
+    return unicodedata.normalize("NFC", name).strip()
 
 
 def _check_tasks(spec: ImportSpec) -> None:

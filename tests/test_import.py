@@ -676,6 +676,23 @@ def test_a_label_set_given_on_re_import_must_be_the_stored_one(engine):
     assert run_import(engine, more, label_order={"sentiment": ["negative", "neutral", "positive"]}).imported == 1
 
 
+def test_the_stored_label_set_is_matched_in_nfc_and_stripped(engine):
+    """The same set in another Unicode spelling is the same set; so is one stored, before labels were stripped,
+    with a blank around a name."""
+    import unicodedata
+
+    from sqlalchemy import update
+
+    run_import(engine, "text,sentiment\nun café,café\nautre chose,thé\n".encode())
+    with session_scope(engine) as s:
+        assert s.scalar(select(Dataset)).labels_of("sentiment") == ["café", "thé"]
+        s.execute(update(Dataset).values(tasks=[{"name": "sentiment", "labels": ["café ", "thé"]}]))
+    decomposed = [unicodedata.normalize("NFD", "café"), unicodedata.normalize("NFD", "thé")]
+    assert decomposed[0] != "café"
+    more = "text,sentiment\nencore une fois,thé\n".encode()
+    assert run_import(engine, more, label_order={"sentiment": decomposed}).imported == 1
+
+
 def test_a_parquet_column_named_twice_is_refused(engine, tmp_path):
     """A row read as a dict kept the last of two same-named columns: its labels imported in silence (CSV and
     JSONL refuse the same)."""
@@ -698,3 +715,68 @@ def test_a_split_or_id_column_missing_is_named_on_the_header_line(engine):
         with pytest.raises(ValidationFailed) as err:
             run_import(engine, GOOD, **spec)
         assert err.value.extra["line"] == 1 and str(err.value.message).startswith("line 1: ")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_an_augloop_export_re_imports_its_originals_with_their_own_ids(engine, tmp_path, fmt):
+    """An export re-imported (another server, a new dataset): its `id` column (the exporting server's sample ids)
+    became the rows' external ids in place of their own, and its variants, whatever their review (an export may
+    hold rejected ones), became originals, which train as they are."""
+    from db.datasets import get_dataset
+    from services.exporting import write_export
+    from tests.trainer_fixtures import add_variant
+
+    data = b"id,text,sentiment,split\nx-1,I love it,positive,train\nx-2,I hate it,negative,train\nx-3,meh,neutral,val\n"
+    run_import(engine, data)
+    add_variant(engine, "d", "train", "approved", "I adore it")
+    add_variant(engine, "d", "train", "rejected", "I love love love it")
+    path = tmp_path / f"export.{fmt}"
+    with session_scope(engine) as s:
+        write_export(s, get_dataset(s, "d"), {"original", "approved", "pending", "rejected"}, fmt, path)
+    again = run_import(engine, path.read_bytes(), filename=path.name, dataset="again")
+    assert again.imported == 3
+    assert any(
+        "augloop export" in w and "`external_id`" in w and "2 row(s) that were no original" in w for w in again.warnings
+    )
+    with session_scope(engine) as s:
+        ds = get_dataset(s, "again")
+        rows = s.execute(
+            select(Sample.external_id, Sample.text, Sample.split).where(Sample.dataset_id == ds.id).order_by(Sample.id)
+        ).all()
+    assert rows == [("x-1", "I love it", "train"), ("x-2", "I hate it", "train"), ("x-3", "meh", "val")]
+    # an export of variants alone adds nothing, and says why
+    variants = tmp_path / f"variants.{fmt}"
+    with session_scope(engine) as s:
+        write_export(s, get_dataset(s, "d"), {"approved"}, fmt, variants)
+    with pytest.raises(ValidationFailed, match="no originals: the file is an augloop export whose 1 rows"):
+        run_import(engine, variants.read_bytes(), filename=variants.name, dataset="none")
+
+
+def test_a_repeated_text_with_another_split_is_skipped_and_said(engine):
+    """A row repeating a text the dataset holds, or an earlier row, was skipped as a plain duplicate although the
+    file put it in another split: a user who meant to move a text to test believed it moved."""
+    run_import(engine, GOOD)  # "meh" in test, the others in train
+    again = b"text,sentiment,split\nmeh,neutral,train\nI love it,positive,train\nnew one,positive,val\n"
+    again += b"new one,positive,test\n"
+    result = run_import(engine, again)
+    assert result.imported == 1
+    said = [w for w in result.warnings if "another split" in w]
+    assert len(said) == 1 and said[0].startswith("2 row(s) repeat a text with another split"), result.warnings
+    assert "line 2 (train) repeats sample 3 (test)" in said[0] and "line 5 (test) repeats line 4 (val)" in said[0]
+    with session_scope(engine) as s:
+        assert s.scalar(select(Sample.split).where(Sample.text == "meh")) == "test"
+        assert s.scalar(select(Sample.split).where(Sample.text == "new one")) == "val"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'[\n  {"text": "one", "sentiment": "positive"},\n  {"text": "two", "sentiment": "negative"}\n]\n',
+        b'[{"text": "one", "sentiment": "positive"}, {"text": "two", "sentiment": "negative"}]\n',
+    ],
+    ids=["pretty", "one-line"],
+)
+def test_a_json_array_is_refused_saying_the_file_must_be_json_lines(engine, data):
+    with pytest.raises(ValidationFailed) as err:
+        run_import(engine, data, filename="d.json")
+    assert err.value.extra["line"] == 1 and "the file must be JSON Lines, one object per line" in err.value.message

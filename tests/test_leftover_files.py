@@ -237,7 +237,9 @@ def test_a_message_for_members_keeps_no_absolute_path(settings, message: str, sh
 
 def test_the_servers_model_and_nltk_folders_are_shortened_wherever_they_are_mounted(settings, monkeypatch) -> None:
     """A models directory at /models (a common mount point, not one of the usual top folders) was shown whole to
-    annotators in a run's encoder and in errors quoting it; the NLTK data folder likewise."""
+    annotators in a run's encoder and in errors quoting it; the NLTK data folder likewise, set or by default."""
+    import sys
+
     from core.settings import get_settings
     from services.access import shown_provenance, without_server_paths
 
@@ -249,6 +251,11 @@ def test_the_servers_model_and_nltk_folders_are_shortened_wherever_they_are_moun
     assert without_server_paths(said) == "cannot load '…/wordnet' for …/mlm"
     assert without_server_paths("label /modelsx/y stays") == "label /modelsx/y stays"  # another folder's name
     assert shown_provenance("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+    # unset: WordNet is read from <sys.prefix>/nltk_data (workers/augment/wordnet_data.py), wherever that is
+    monkeypatch.delenv("AUGLOOP_NLTK_DATA")
+    monkeypatch.setattr(sys, "prefix", "/pyenv/3.12")
+    get_settings.cache_clear()
+    assert without_server_paths("missing /pyenv/3.12/nltk_data/corpora/wordnet") == "missing …/wordnet"
 
 
 def test_an_export_is_served_when_the_exports_folder_is_a_link(settings, engine, dataset, admin, tmp_path) -> None:

@@ -424,3 +424,6 @@ def test_a_runs_name_fits_its_column(admin, engine, tmp_path) -> None:
     with session_scope(engine) as s, pytest.raises(ValidationFailed) as err:
         start_training(s, name, {"epochs": 1}, [1], name="x" * 151, user=None)
     assert err.value.field == "name"
+    with session_scope(engine) as s:  # 150, the API's bound, fits with its seed and its TF-IDF member's suffix
+        runs, _jobs = start_training(s, name, {"epochs": 1}, [4294967295], name="y" * 150, user=None, classical=True)
+        assert [len(r.name) for r in runs] == [150 + len(" seed 4294967295"), 150 + len(" member")]
