@@ -68,7 +68,8 @@ def annotator_progress(
     today = session.execute(
         select(Review.user_id, Review.decision, Review.created_at)
         .join(Sample, Sample.id == Review.sample_id)
-        .where(Sample.dataset_id == dataset.id, Review.created_at >= midnight)
+        # people: the automatic step (reviewer `auto`) signs its decisions in the trail, but annotates nothing
+        .where(Sample.dataset_id == dataset.id, Review.created_at >= midnight, Review.automatic.is_(False))
         .order_by(Review.id)
     ).tuples()
     times: dict[int, list[datetime]] = {}
@@ -85,7 +86,7 @@ def annotator_progress(
         session.execute(
             select(Review.user_id)
             .join(Sample, Sample.id == Review.sample_id)
-            .where(Sample.dataset_id == dataset.id)
+            .where(Sample.dataset_id == dataset.id, Review.automatic.is_(False))
             .distinct()
         )
         .scalars()

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError
@@ -208,8 +208,12 @@ def held_out_scores(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np.n
 
     out = np.zeros(len(y))
     n_splits = min(folds, int(min(np.bincount(y.astype(int), minlength=2))))
-    if n_splits < 2:  # one class (or nearly): the constant model scores everyone alike
-        return np.full(len(y), ApprovalModel.fit(x, y, seed).score(x[:1])[0] if len(y) else 0.0)
+    if n_splits < 2:
+        # One class, or one variant of the other: nothing can be held out, so no score can be measured. Every
+        # variant scores 0: a threshold can only take them all, and then it is 0, so the rule applies what was
+        # measured (all of them). The score of whichever row came first was the threshold once, and the model
+        # fitted on all of them then approved an arbitrary share of what the numbers said it would approve.
+        return np.zeros(len(y))
     for train, test in StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(x, y):
         out[test] = ApprovalModel.fit(x[train], y[train], seed).score(x[test])
     return out
@@ -218,8 +222,16 @@ def held_out_scores(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np.n
 def choose_threshold(
     scores: np.ndarray, approved: np.ndarray, *, target: float, confidence: float, min_selected: int
 ) -> dict[str, Any] | None:
-    """The lowest threshold whose selection (scores ≥ it) keeps the lower bound of its approved share at or
-    above the target, with at least `min_selected` variants; None if there is none."""
+    """The lowest threshold reached from the strictest down, each selection (scores ≥ it, at least
+    `min_selected` variants) keeping the lower bound of its approved share at or above the target, before the
+    first that does not; None if the strictest does not.
+
+    Fixed-sequence testing: the thresholds are tried in an order fixed before looking (strictest first) and the
+    walk stops at the first failure, so the chosen selection's bound holds at `confidence` although many were
+    tried. Taking the lowest that passes anywhere (as once) picked, among up to n tries, one whose bound passed
+    by chance past a failing one: the bound it showed was optimistic. The walk starts at the smallest selection
+    that could pass at all (all approved: (1 − confidence)^(1/n) ≥ target, 59 variants at 95%/95%): one too
+    small to reach the target whatever people decided is no test, and would end every walk at its first step."""
     from scipy.stats import beta
 
     order = np.argsort(-scores, kind="stable")
@@ -227,15 +239,16 @@ def choose_threshold(
     sizes = np.arange(1, len(s) + 1)
     hits = np.cumsum(a)
     # A threshold takes every variant with its score: only the last of a run of equal scores is a cut.
-    cut = np.r_[s[1:] != s[:-1], True] & (sizes >= min_selected) & (hits > 0)
-    if not cut.any():
+    testable = math.ceil(math.log(1.0 - confidence) / math.log(target)) if 0 < target < 1 else len(s) + 1
+    tried = np.flatnonzero(np.r_[s[1:] != s[:-1], True] & (sizes >= max(min_selected, testable)))
+    bound = np.zeros(len(s))  # 0 where nothing selected was approved (the beta quantile is undefined there)
+    some = tried[hits[tried] > 0]
+    bound[some] = beta.ppf(1.0 - confidence, hits[some], sizes[some] - hits[some] + 1)
+    failed = np.flatnonzero(bound[tried] < target)
+    passed = int(failed[0]) if failed.size else tried.size  # the walk's length before its first failure
+    if passed == 0:
         return None
-    bound = np.zeros(len(s))
-    bound[cut] = beta.ppf(1.0 - confidence, hits[cut], sizes[cut] - hits[cut] + 1)
-    ok = np.flatnonzero(cut & (bound >= target))
-    if ok.size == 0:
-        return None
-    m = int(ok[-1])  # the largest selection that keeps the bound: the lowest threshold
+    m = int(tried[passed - 1])
     return {
         "threshold": float(s[m]),
         "selected": m + 1,
@@ -470,7 +483,9 @@ def decide(rule: dict[str, Any], features: Sequence[VariantFeatures], hashes: Se
 
 def apply_to_pending(session: Session, dataset: Dataset) -> dict[str, int]:
     """Run the active rule over the pending augmented variants nobody has voted on and no automatic step has
-    touched yet (made before the rule was switched on)."""
+    touched yet (made before the rule was switched on), as generated: a text a person rewrote (an edit whose
+    vote was then undone leaves it pending, nobody's vote on it) is not what the rule scored, and stays with
+    people."""
     from db.augmentation import AutomaticDecision, record_automatic_decisions
     from db.auth import automatic_reviewer
 
@@ -485,6 +500,7 @@ def apply_to_pending(session: Session, dataset: Dataset) -> dict[str, int]:
             Sample.review_status == ReviewStatus.pending,
             Sample.review_count == 0,
             Sample.auto_decision.is_(None),
+            or_(Sample.generated_text.is_(None), Sample.text == Sample.generated_text),
         )
         .order_by(Sample.id)
     ).all()

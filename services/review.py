@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, NotFoundError, PermissionDenied, TooLargeError, ValidationFailed
 from core.textnorm import content_hash, written_text_problem
+from db import training_runs as db_runs
 from db.chunks import chunked
 from db.datasets import reviews_required_now
 from db.models import (
@@ -83,6 +84,21 @@ def status_from_votes(votes: dict[int, str], reviews_required: int) -> str:
     if reject >= majority and reject > approve:
         return ReviewStatus.rejected.value
     return ReviewStatus.pending.value
+
+
+# What the automatic step decided at creation (auto-approval, the label model's rejection), in place of people.
+AUTO_DECIDED = (ReviewStatus.approved.value, ReviewStatus.rejected.value)
+
+
+def status_of(votes: dict[int, str], reviews_required: int, auto_decision: str | None) -> str:
+    """A variant's status from people's votes under k reviews required, and what the automatic step decided
+    (Sample.auto_decision). An automatic decision stood in for the k reviews: it holds until a person decides,
+    and a person who decides overrides it as under k = 1 (the latest vote): agreeing keeps it, disagreeing
+    decides, an undo of the last vote returns it. (Counted under k, one person agreeing with an auto-approval
+    at k = 2 sent it back to pending: out of training.) An audited variant ("audit") is people's, under k."""
+    if auto_decision in AUTO_DECIDED:
+        return status_from_votes(votes, 1) if votes else auto_decision
+    return status_from_votes(votes, reviews_required)
 
 
 def _check_decision(
@@ -173,8 +189,15 @@ def rewritten(session: Session, sample: Sample, text: str, *, action: str) -> di
     """What a variant's row gets when a person writes `text` over it (an edit, an undo that restores the text
     an edit replaced; `action` names it in errors): the text, its hash and its scores
     (services.variant_scoring.text_changed_values). Refused with 409 when another sample of the dataset has the
-    same normalised text, with 422 (naming the sample in `leak_of`) when it is a near-copy of a val/test text."""
+    same normalised text, with 422 (naming the sample in `leak_of`) when it is a near-copy of a val/test text.
+    A pseudo-label holds its parent's text under a hash of its own (db.training_runs.pseudo_label_hash): written
+    back to that text (an undo of its edit), it takes that hash again, not the parent's (which made its undo a
+    409 "duplicates sample <parent>" every time)."""
     digest = content_hash(text)
+    if sample.origin == Origin.pseudo_label and sample.parent_id is not None:
+        parent_hash = session.scalar(select(Sample.content_hash).where(Sample.id == sample.parent_id))
+        if parent_hash == digest:
+            digest = db_runs.pseudo_label_hash(digest)
     duplicate = session.scalar(
         select(Sample.id).where(
             Sample.dataset_id == sample.dataset_id, Sample.content_hash == digest, Sample.id != sample.id
@@ -202,7 +225,7 @@ def status_values(session: Session, sample: Sample, votes: dict[int, str]) -> di
     """What a sample's row gets when its votes become `votes`: the status they give under its dataset's rule,
     their count, and the next version."""
     return {
-        "review_status": status_from_votes(votes, reviews_required_now(session, sample.dataset_id)),
+        "review_status": status_of(votes, reviews_required_now(session, sample.dataset_id), sample.auto_decision),
         "review_count": len(votes),
         "version": Sample.version + 1,
         "updated_at": utcnow(),
@@ -273,15 +296,18 @@ def reevaluate(session: Session, dataset: Dataset) -> dict[str, int]:
     changes: dict[str, int] = {}
     now = utcnow()
     for chunk in chunked(reviewed):
-        current = dict(
-            session.execute(select(Sample.id, Sample.review_status).where(Sample.id.in_(chunk)).with_for_update())
-            .tuples()
-            .all()
-        )
+        current = {
+            sample_id: (status, auto)
+            for sample_id, status, auto in session.execute(
+                select(Sample.id, Sample.review_status, Sample.auto_decision)
+                .where(Sample.id.in_(chunk))
+                .with_for_update()
+            ).tuples()
+        }
         votes = latest_votes(session, chunk)
         moved: dict[str, list[int]] = {}
-        for sample_id, status in current.items():
-            new = status_from_votes(votes.get(sample_id, {}), dataset.reviews_required)
+        for sample_id, (status, auto) in current.items():
+            new = status_of(votes.get(sample_id, {}), dataset.reviews_required, auto)
             if new != status:
                 moved.setdefault(new, []).append(sample_id)
                 changes[f"{status}→{new}"] = changes.get(f"{status}→{new}", 0) + 1
@@ -423,7 +449,7 @@ def bulk_decide(
         # FOR UPDATE pins these rows on Postgres until commit; SQLite holds the write lock (BEGIN IMMEDIATE).
         rows = (
             session.execute(
-                select(Sample.id, Sample.version, Sample.text)
+                select(Sample.id, Sample.version, Sample.text, Sample.auto_decision)
                 .where(Sample.id.in_(chunk), Sample.review_status == ReviewStatus.pending)
                 .with_for_update()
             )
@@ -442,9 +468,9 @@ def bulk_decide(
             rows = [r for r in rows if user.id not in votes.get(r[0], {})]
         now = utcnow()  # after the lock wait: the audit trail's order is the order decisions took effect
         groups: dict[tuple[str, int], list[int]] = {}
-        for sample_id, _version, _text in rows:
+        for sample_id, _version, _text, auto in rows:
             now_cast = cast(votes.get(sample_id, {}), user.id, decision)
-            groups.setdefault((status_from_votes(now_cast, k), len(now_cast)), []).append(sample_id)
+            groups.setdefault((status_of(now_cast, k, auto), len(now_cast)), []).append(sample_id)
         for (status, count), ids in groups.items():
             session.execute(
                 update(Sample)
@@ -468,7 +494,7 @@ def bulk_decide(
                         "version_seen": version,
                         "created_at": now,
                     }
-                    for sample_id, version, text in rows
+                    for sample_id, version, text, _auto in rows
                 ],
             )
         result["applied"] += len(rows)

@@ -22,8 +22,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.chunks import chunked
-from db.models import UNDO, AugmentationPlan, Dataset, Origin, Review, ReviewStatus, Sample, SampleLabel, User
-from db.reviews import APPROVING
+from db.models import AugmentationPlan, Dataset, Origin, Review, ReviewStatus, Sample, SampleLabel, User
+from db.reviews import APPROVING, replay
 
 Units = dict[int, dict[int, int]]  # sample id → {user id → 1 keep / 0 drop}
 
@@ -92,15 +92,18 @@ def agreement(session: Session, dataset: Dataset) -> dict[str, Any]:
         .where(Sample.dataset_id == dataset.id, Review.automatic.is_(False))  # people's agreement only
         .order_by(Review.id)
     ).tuples()
-    units: Units = {}
+    trails: dict[int, list[tuple[int, str]]] = {}
     method_of: dict[int, str] = {}
     for sample_id, user_id, decision, method in rows:
-        if decision == UNDO:  # a withdrawn vote counts for nothing
-            units.get(sample_id, {}).pop(user_id, None)
-        else:
-            units.setdefault(sample_id, {})[user_id] = 1 if decision in APPROVING else 0  # latest vote wins
+        trails.setdefault(sample_id, []).append((user_id, decision))
         method_of[sample_id] = method or "unknown"
-    units = {sample_id: unit for sample_id, unit in units.items() if unit}
+    # The votes standing, as the status counts them (db.reviews.replay): a user's latest, an undo withdrawing
+    # it, and an edit withdrawing the votes cast on the text before it (they judged another text); counting
+    # those too, the overall figures disagreed with each annotator's and with the statuses.
+    units: Units = {}
+    for sample_id, trail in trails.items():
+        if votes := replay(trail):
+            units[sample_id] = {user: 1 if decision in APPROVING else 0 for user, decision in votes.items()}
     names = (
         dict(
             session.execute(select(User.id, User.name).where(User.id.in_({u for unit in units.values() for u in unit})))

@@ -1,7 +1,7 @@
 """Undo: a reviewer withdraws their own latest vote on a variant, as a new audited `reviews` row.
 
 Nothing is deleted: the `undo` row records who withdrew which review and when, and the variant's status is
-recomputed from the votes that remain (services.review.status_from_votes). An undo is refused (409 with the
+recomputed from the votes that remain (services.review.status_of). An undo is refused (409 with the
 variant's current state) when the reviewer has no vote to withdraw, or when anyone else has decided the variant
 since their vote: then it is no longer theirs alone to take back. Undoing an edit restores the text it
 replaced.

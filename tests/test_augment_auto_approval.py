@@ -23,23 +23,33 @@ def test_the_lower_bound_is_the_exact_one_sided_clopper_pearson_bound() -> None:
     assert lower_bound(0, 10, 0.95) == 0.0 and lower_bound(0, 0, 0.95) == 0.0
 
 
-def test_the_threshold_is_the_lowest_whose_selection_keeps_the_bound() -> None:
+def test_the_threshold_is_the_lowest_reached_from_the_strictest_before_a_selection_fails_the_bound() -> None:
+    """Fixed-sequence testing: taking the lowest threshold that passed anywhere, past failing ones, picked a bound
+    that passed by chance among many tries."""
     from services.auto_approval import choose_threshold, lower_bound
 
     rng = np.random.default_rng(0)
     scores = np.round(rng.random(400), 2)  # ties on purpose
     approved = (rng.random(400) < 0.6 + 0.4 * scores).astype(int)
     got = choose_threshold(scores, approved, target=0.9, confidence=0.95, min_selected=20)
-    best = None
-    for t in sorted(set(scores.tolist()), reverse=True):  # brute force: every threshold
+    walk = None
+    for t in sorted(set(scores.tolist()), reverse=True):  # brute force: every threshold, strictest first
         chosen = scores >= t
         n, k = int(chosen.sum()), int(approved[chosen].sum())
-        if n >= 20 and lower_bound(k, n, 0.95) >= 0.9:
-            best = (t, n, k)
-    assert best is not None and got is not None
-    assert (got["threshold"], got["selected"], got["selected_approved"]) == best
+        if n < 20 or lower_bound(n, n, 0.95) < 0.9:  # too few to test: even all approved could not pass
+            continue
+        if lower_bound(k, n, 0.95) < 0.9:
+            break
+        walk = (t, n, k)
+    assert walk is not None and got is not None
+    assert (got["threshold"], got["selected"], got["selected_approved"]) == walk
     assert got["lower_bound"] >= 0.9
     assert choose_threshold(scores, approved, target=0.999, confidence=0.95, min_selected=20) is None
+    # a lower threshold that passes again past a failing one is not taken
+    s = np.array([0.9] * 30 + [0.8] * 10 + [0.7] * 200)
+    a = np.array([1] * 30 + [0] * 10 + [1] * 200)
+    stopped = choose_threshold(s, a, target=0.9, confidence=0.95, min_selected=20)
+    assert stopped is not None and stopped["threshold"] == 0.9 and stopped["selected"] == 30
 
 
 def test_the_stored_model_scores_like_scikit_learns_pipeline() -> None:
