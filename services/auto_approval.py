@@ -322,8 +322,23 @@ def describe_scope(scope: dict[str, Any]) -> str:
     )
 
 
+def approved_as_generated(sample: Sample) -> bool:
+    """What the rule predicts and is measured on: a person approved the text the augmenter generated. One they
+    had to rewrite first (approved through an edit) was not acceptable as generated: counted as approved, the
+    rule learned to approve, unedited, texts people would have edited, and its audit agreement counted them."""
+    return sample.review_status == ReviewStatus.approved and (
+        sample.generated_text is None or sample.text == sample.generated_text
+    )
+
+
+# The same as a SQL condition (agreement's counts).
+APPROVED_AS_GENERATED = (Sample.review_status == ReviewStatus.approved) & or_(
+    Sample.generated_text.is_(None), Sample.text == Sample.generated_text
+)
+
+
 def reviewed_variants(session: Session, dataset: Dataset) -> tuple[list[VariantFeatures], np.ndarray]:
-    """(features, approved) of the augmented variants people decided."""
+    """(features, approved as generated) of the augmented variants people decided."""
     decided = session.scalars(
         select(Sample).where(
             Sample.dataset_id == dataset.id,
@@ -332,9 +347,7 @@ def reviewed_variants(session: Session, dataset: Dataset) -> tuple[list[VariantF
             Sample.review_status.in_([ReviewStatus.approved, ReviewStatus.rejected]),
         )
     ).all()
-    return [VariantFeatures.of(s) for s in decided], np.array(
-        [s.review_status == ReviewStatus.approved for s in decided], dtype=int
-    )
+    return [VariantFeatures.of(s) for s in decided], np.array([approved_as_generated(s) for s in decided], dtype=int)
 
 
 def calibrate(session: Session, dataset: Dataset, request: AutoApprovalRequest, seed: int = 0) -> dict[str, Any]:
@@ -545,7 +558,7 @@ def agreement(session: Session, dataset: Dataset) -> dict[str, Any]:
         return session.scalar(select(func.count()).where(Sample.dataset_id == dataset.id, *conditions)) or 0
 
     audit_decided = count(Sample.auto_decision == "audit", decided)
-    audit_approved = count(Sample.auto_decision == "audit", decided, Sample.review_status == ReviewStatus.approved)
+    audit_approved = count(Sample.auto_decision == "audit", decided, APPROVED_AS_GENERATED)
     overruled = count(Sample.auto_decision == "approved", Sample.review_status == ReviewStatus.rejected)
     return {
         "auto_approved": counts.get("approved", 0),

@@ -207,3 +207,30 @@ def test_agreement_counts_the_votes_the_statuses_count(
     assert decide(carol, v, "approve").status_code == 200  # on the edited text: both now agree
     pairs = admin.get("/api/v1/datasets/rev/agreement").json()["overall"]["pairs"]
     assert [(p["n"], p["agreement"]) for p in pairs] == [(1, 1.0)], pairs
+
+
+def test_an_edit_is_no_approval_of_the_generated_text_for_the_rule(
+    annotator: Any, engine: Any, review_data: Any
+) -> None:
+    """The rule approves generated texts as they are: a variant a person had to rewrite counted as approved in its
+    calibration (it learned to approve, unedited, what people edit) and as agreement in its audit."""
+    from sqlalchemy import update
+
+    from db.datasets import get_dataset
+    from db.models import Sample
+    from db.session import session_scope
+    from services.auto_approval import agreement, reviewed_variants
+
+    kept, rewritten, dropped = review_data.variants[review_data.sources[0]][:3]
+    with session_scope(engine) as s:  # the three were audited: the rule would have approved them
+        s.execute(update(Sample).where(Sample.id.in_([kept, rewritten, dropped])).values(auto_decision="audit"))
+    assert decide(annotator, kept, "approve").json()["review_status"] == "approved"
+    edited = decide(annotator, rewritten, "edit", text="Proud to stand with Iowa's corn growers today.").json()
+    assert edited["review_status"] == "approved"
+    assert decide(annotator, dropped, "reject", reason="meaning_changed").json()["review_status"] == "rejected"
+    with session_scope(engine) as s:
+        ds = get_dataset(s, "rev")
+        _features, approved = reviewed_variants(s, ds)
+        measured = agreement(s, ds)
+    assert (len(approved), int(approved.sum())) == (3, 1)
+    assert (measured["audit_decided"], measured["audit_approved"]) == (3, 1)
