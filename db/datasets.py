@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import delete, exists, func, or_, select
+from sqlalchemy import ColumnElement, delete, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from core.errors import NotFoundError, ValidationFailed
@@ -121,6 +121,11 @@ def dataset_stats(session: Session, dataset: Dataset) -> dict[str, Any]:
             entry["train_original"] += n
         if split == "train" and (origin == Origin.original or status == ReviewStatus.approved):
             entry["train_with_approved"] += n
+    # Approved variants of a submitted text still under review do not train yet (_in_view): not counted.
+    for (task, label), n in waiting_per_class(session, dataset, Sample.split == "train").items():
+        entry = tasks.get(task, {}).get("labels", {}).get(label)
+        if entry is not None:
+            entry["train_with_approved"] -= n
     originals = sum(n for _s, origin, _st, n in totals if origin == Origin.original)
     for task in dataset.tasks:
         name = task["name"]
@@ -158,6 +163,35 @@ def parse_include(include: str | list[str]) -> set[str]:
     return chosen
 
 
+def _unreviewed_submission(source: type[Sample]) -> ColumnElement[bool]:
+    """`source` (an aliased Sample) is a submitted text not approved yet: its variants' labels are the
+    submitter's until a reviewer has seen them, so an approved one of them does not count as approved."""
+    return (source.origin == Origin.submitted) & (source.review_status != ReviewStatus.approved)
+
+
+def waiting_per_class(session: Session, dataset: Dataset, *where: Any) -> dict[tuple[str, str], int]:
+    """(task, label) → approved variants (and pseudo-labels) of `where` whose source is a submitted text under
+    review: what a count of approved samples must leave out to count what trains. Read from the sources (a
+    seek in ix_samples_queue; a dataset's submitted texts under review are few) to their variants (one in
+    ix_samples_queue_family), not per approved sample."""
+    source = aliased(Sample)
+    rows = session.execute(
+        select(SampleLabel.task, SampleLabel.label, func.count())
+        .select_from(source)
+        .join(Sample, Sample.parent_id == source.id)
+        .join(SampleLabel, SampleLabel.sample_id == Sample.id)
+        .where(
+            source.dataset_id == dataset.id,
+            _unreviewed_submission(source),
+            Sample.dataset_id == dataset.id,
+            Sample.review_status == ReviewStatus.approved,
+            *where,
+        )
+        .group_by(SampleLabel.task, SampleLabel.label)
+    ).tuples()
+    return {(task, label): n for task, label, n in rows}
+
+
 def _in_view(dataset: Dataset, include: set[str], splits: set[str] | None) -> list[Any]:
     """WHERE clauses of a view: originals and/or reviewed samples (variants, pseudo-labels, submitted texts) by
     review status. An approved variant of a submitted text counts as approved only once that text is approved
@@ -170,11 +204,7 @@ def _in_view(dataset: Dataset, include: set[str], splits: set[str] | None) -> li
         reviewed = (Sample.origin != Origin.original) & Sample.review_status.in_(statuses)
         if "approved" in statuses:
             source = aliased(Sample)
-            unreviewed_source = exists().where(
-                source.id == Sample.parent_id,
-                source.origin == Origin.submitted,
-                source.review_status != ReviewStatus.approved,
-            )
+            unreviewed_source = exists().where(source.id == Sample.parent_id, _unreviewed_submission(source))
             reviewed = reviewed & ((Sample.review_status != ReviewStatus.approved) | ~unreviewed_source)
         conditions.append(reviewed)
     where = [Sample.dataset_id == dataset.id, or_(*conditions)]

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.chunks import chunked
+from db.datasets import waiting_per_class
 from db.models import AugmentationPlan, Dataset, Origin, Review, ReviewStatus, Sample, SampleLabel, User
 from db.reviews import APPROVING, replay
 
@@ -301,6 +302,8 @@ def class_needs_now(session: Session, dataset: Dataset) -> dict[tuple[str, str],
     approved = per_class(
         session, dataset, Sample.origin != Origin.original, Sample.review_status == ReviewStatus.approved
     )
+    for key, n in waiting_per_class(session, dataset).items():  # they do not train until their source does
+        approved[key] = approved.get(key, 0) - n
     originals = train_originals_per_class(session, dataset)
     plan = latest_plan(session, dataset)
     targets = plan_targets(plan.plan if plan else None)

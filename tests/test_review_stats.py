@@ -191,3 +191,51 @@ def test_cohen_kappa_when_undefined_or_without_agreement() -> None:
     assert cohen_kappa([0, 0, 0], [0, 0, 0]) is None  # chance agreement is total
     assert cohen_kappa([1, 1], [0, 0]) == pytest.approx(0.0)  # never agree, but each always says the same
     assert cohen_kappa([1, 0, 1, 0], [0, 1, 0, 1]) == pytest.approx(-1.0)
+
+
+def test_an_approved_variant_of_a_submitted_text_under_review_is_not_counted_as_training(
+    annotator, engine, review_data
+) -> None:
+    """It does not train until its source is approved (its labels are the submitter's): the dataset's counts with
+    approved variants and the review queue's "class still needs" counted it as if it did."""
+    from core.textnorm import content_hash
+    from db.datasets import dataset_stats, get_dataset, training_samples
+    from db.models import AugmentationPlan, Sample, SampleLabel
+    from db.session import session_scope
+    from services.review_stats import class_needs_now
+    from tests.review_fixtures import add_variant
+
+    text = "Farm subsidies must be protected for every family farm."
+    with session_scope(engine) as s:
+        ds = get_dataset(s, "rev")
+        source = Sample(
+            dataset_id=ds.id,
+            text=text,
+            split="train",
+            origin="submitted",
+            content_hash=content_hash(text),
+            review_status="pending",
+        )
+        source.labels_rows = [SampleLabel(task="bias", label="partisan"), SampleLabel(task="message", label="policy")]
+        s.add(source)
+        s.flush()
+        source_id = source.id
+        variant = add_variant(s, source_id, "Farm subsidies have to be protected for every family farm.")
+        s.add(
+            AugmentationPlan(dataset_id=ds.id, plan={"classes": [{"task": "message", "label": "policy", "target": 10}]})
+        )
+
+    def counted() -> tuple[int, bool, float]:
+        with session_scope(engine) as s:
+            ds = get_dataset(s, "rev")
+            stats = dataset_stats(s, ds)["tasks"]["message"]["labels"]["policy"]["train_with_approved"]
+            needs = class_needs_now(s, ds)[("message", "policy")]
+            return stats, variant in {x.id for x in training_samples(s, ds)}, needs
+
+    before = counted()
+    assert decide(annotator, variant, "approve").json()["review_status"] == "approved"
+    assert counted() == before and not before[1] and 0 < before[2] < 1
+    assert decide(annotator, source_id, "approve").json()["review_status"] == "approved"
+    after = counted()
+    assert after[1] and after[0] == before[0] + 2  # the source and its variant
+    assert after[2] < before[2]  # the class needs less once they train
