@@ -13,6 +13,7 @@ import io
 import itertools
 import json
 import math
+import re
 import sys
 import unicodedata
 from collections import Counter
@@ -59,9 +60,14 @@ class Row:
 
 DEFAULT_SPLIT_COL = "split"
 DEFAULT_ID_COL = "id"
-# The columns only a file augloop exported has (services/exporting.py RESERVED_COLUMNS): its `id` is the exporting
-# server's sample id, the file's own is `external_id`, and `origin` says which rows were originals there.
-EXPORT_SIGNATURE = frozenset({"external_id", "origin", "review_status", "near_val_test"})
+# The columns a file augloop exported has on every row, whatever is missing (services/exporting.py
+# RESERVED_COLUMNS; a JSONL tool may drop the null ones: external_id, review_status, near_val_test of an
+# original), with `origin` one of augloop's: its `id` is the exporting server's sample id, the file's own is
+# `external_id`, and `origin` says which rows were originals there.
+EXPORT_SIGNATURE = frozenset({"id", "text", "split", "origin"})
+EXPORT_ORIGINS = frozenset({"original", "augmented", "submitted", "pseudo_label"})
+# What the CSV export puts before a cell that begins like a formula (services/exporting.py spreadsheet_safe).
+_GUARDED = re.compile(r"'(?=[=+\-@\t\r])")
 
 
 @dataclass
@@ -360,6 +366,7 @@ class RowValidator:
         self.use_split: bool | None = None  # decided by the first record's columns
         self.id_col = spec.id_col  # an augloop export's own ids are in external_id (_columns)
         self.export = False  # the file is an augloop export (EXPORT_SIGNATURE)
+        self.guarded = False  # its cells may carry the CSV export's formula guard (set by the reader: CSV)
         self.not_originals = 0  # an export's rows that were no original there, left out
         self.rows = 0
         # JSONL leaves a missing label out of its record: a task the first record lacks is looked for in the
@@ -404,7 +411,7 @@ class RowValidator:
                     field=field_name,
                 )
         self.use_split = bool(spec.split_col) and spec.split_col in columns
-        if columns >= EXPORT_SIGNATURE:
+        if columns >= EXPORT_SIGNATURE and str(record.get("origin") or "").strip() in EXPORT_ORIGINS:
             # Re-imported (another server, a new dataset), an export's `id` would become the rows' external ids
             # in place of their own; and its variants, submitted texts and pseudo-labels (whatever their review:
             # an export may hold rejected ones) would become originals, which train as they are.
@@ -429,9 +436,12 @@ class RowValidator:
         for line, rec in records:
             if self.unseen:
                 self.unseen.difference_update(rec.keys())
-            if self.export and rec.get("origin") not in (None, "", "original"):
-                self.not_originals += 1
-                continue
+            if self.export:
+                if str(rec.get("origin") or "").strip() not in ("", "original"):
+                    self.not_originals += 1
+                    continue
+                if self.guarded:  # the CSV export's leading ' before =, +, -, @: the exact value back
+                    rec = {k: v[1:] if isinstance(v, str) and _GUARDED.match(v) else v for k, v in rec.items()}
             raw_text = rec.get(spec.text_col)
             if raw_text is None or (isinstance(raw_text, str) and not raw_text.strip()):
                 raise ImportRejected(line, f"missing text in column {spec.text_col!r}")

@@ -253,6 +253,7 @@ class _Staged:
         stratify = self.spec.tasks[0]
         interned: dict[str, str] = {}
         self.validator.sparse = fmt == "jsonl"
+        self.validator.guarded = fmt == "csv"
         for records in record_chunks(stream, fmt):
             rows = self.validator.validate(records)
             start = self.count

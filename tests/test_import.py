@@ -726,7 +726,8 @@ def test_an_augloop_export_re_imports_its_originals_with_their_own_ids(engine, t
     from services.exporting import write_export
     from tests.trainer_fixtures import add_variant
 
-    data = b"id,text,sentiment,split\nx-1,I love it,positive,train\nx-2,I hate it,negative,train\nx-3,meh,neutral,val\n"
+    data = b"id,text,sentiment,split\n@x-1,I love it,positive,train\nx-2,@you I hate it,negative,train\n"
+    data += b"x-3,meh,neutral,val\n"
     run_import(engine, data)
     add_variant(engine, "d", "train", "approved", "I adore it")
     add_variant(engine, "d", "train", "rejected", "I love love love it")
@@ -743,7 +744,14 @@ def test_an_augloop_export_re_imports_its_originals_with_their_own_ids(engine, t
         rows = s.execute(
             select(Sample.external_id, Sample.text, Sample.split).where(Sample.dataset_id == ds.id).order_by(Sample.id)
         ).all()
-    assert rows == [("x-1", "I love it", "train"), ("x-2", "I hate it", "train"), ("x-3", "meh", "val")]
+    # the CSV export's formula guard (a leading ') is taken off again: the exact values, as JSONL keeps them
+    assert rows == [("@x-1", "I love it", "train"), ("x-2", "@you I hate it", "train"), ("x-3", "meh", "val")]
+    if fmt == "jsonl":  # a tool that drops null keys (jq, pandas) leaves an original's export row sparse
+        sparse = tmp_path / "sparse.jsonl"
+        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        sparse.write_text("".join(json.dumps({k: v for k, v in r.items() if v is not None}) + "\n" for r in lines))
+        again = run_import(engine, sparse.read_bytes(), filename="sparse.jsonl", dataset="sparse")
+        assert again.imported == 3 and any("2 row(s) that were no original" in w for w in again.warnings)
     # an export of variants alone adds nothing, and says why
     variants = tmp_path / f"variants.{fmt}"
     with session_scope(engine) as s:
