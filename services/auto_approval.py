@@ -239,7 +239,13 @@ def choose_threshold(
     sizes = np.arange(1, len(s) + 1)
     hits = np.cumsum(a)
     # A threshold takes every variant with its score: only the last of a run of equal scores is a cut.
-    testable = math.ceil(math.log(1.0 - confidence) / math.log(target)) if 0 < target < 1 else len(s) + 1
+    testable = len(s) + 1
+    if 0 < target < 1:  # settled with the same quantile the walk computes, where rounding could differ
+        testable = max(1, math.ceil(math.log(1.0 - confidence) / math.log(target)))
+        while beta.ppf(1.0 - confidence, testable, 1) < target:
+            testable += 1
+        while testable > 1 and beta.ppf(1.0 - confidence, testable - 1, 1) >= target:
+            testable -= 1
     tried = np.flatnonzero(np.r_[s[1:] != s[:-1], True] & (sizes >= max(min_selected, testable)))
     bound = np.zeros(len(s))  # 0 where nothing selected was approved (the beta quantile is undefined there)
     some = tried[hits[tried] > 0]

@@ -90,15 +90,38 @@ def status_from_votes(votes: dict[int, str], reviews_required: int) -> str:
 AUTO_DECIDED = (ReviewStatus.approved.value, ReviewStatus.rejected.value)
 
 
-def status_of(votes: dict[int, str], reviews_required: int, auto_decision: str | None) -> str:
+def status_of(votes: dict[int, str], reviews_required: int, auto_decision: str | None, edited: bool = False) -> str:
     """A variant's status from people's votes under k reviews required, and what the automatic step decided
-    (Sample.auto_decision). An automatic decision stood in for the k reviews: it holds until a person decides,
-    and a person who decides overrides it as under k = 1 (the latest vote): agreeing keeps it, disagreeing
-    decides, an undo of the last vote returns it. (Counted under k, one person agreeing with an auto-approval
-    at k = 2 sent it back to pending: out of training.) An audited variant ("audit") is people's, under k."""
-    if auto_decision in AUTO_DECIDED:
-        return status_from_votes(votes, 1) if votes else auto_decision
-    return status_from_votes(votes, reviews_required)
+    (Sample.auto_decision) on the text it generated. The automatic decision stood in for the k reviews: it
+    holds until a person votes; then a majority of k decides as for any variant, and short of one:
+    - a person's rejection decides alone (it takes the text out of training, as a rule's approval put it in);
+    - approvals alone keep an auto-approval (agreeing with it), and send an auto-rejection back to people
+      (overturning the rule takes k's majority, as approving any variant does);
+    - a split waits for a further review.
+    An undo of the last vote returns the rule's decision. A text a person rewrote (`edited`) is no longer what
+    the rule judged: its votes decide under k alone. (Counted as one of k, until 12-06, one person agreeing
+    with an auto-approval at k = 2 sent it back to pending, out of training, and one disagreeing decided
+    nothing.) An audited variant ("audit") is people's, under k."""
+    decided = status_from_votes(votes, reviews_required)
+    if auto_decision not in AUTO_DECIDED or edited:
+        return decided
+    if not votes:
+        return str(auto_decision)
+    if decided != ReviewStatus.pending.value:
+        return decided
+    approve, reject = vote_counts(votes)
+    if reject and not approve:
+        return ReviewStatus.rejected.value
+    if approve and not reject and auto_decision == ReviewStatus.approved.value:
+        return ReviewStatus.approved.value
+    return ReviewStatus.pending.value
+
+
+def rewritten_by_a_person(sample: Sample, text: str | None = None) -> bool:
+    """Whether the variant's text (or `text`, what a decision leaves it) is not the one generated: the first
+    edit keeps the generated text in `generated_text`; before it, the text is the generated one."""
+    generated = sample.generated_text if sample.generated_text is not None else sample.text
+    return (sample.text if text is None else text) != generated
 
 
 def _check_decision(
@@ -158,7 +181,7 @@ def decide(
     if sample.version != version:
         raise _stale(session, sample, version, user)
     votes = cast(latest_votes(session, [sample.id]).get(sample.id, {}), user.id, decision)
-    values = status_values(session, sample, votes)
+    values = status_values(session, sample, votes, text if decision == Decision.edit else None)
     text_before = sample.text
     text_after = text_before
     if decision == Decision.edit:
@@ -221,11 +244,12 @@ def rewritten(session: Session, sample: Sample, text: str, *, action: str) -> di
     return values
 
 
-def status_values(session: Session, sample: Sample, votes: dict[int, str]) -> dict[str, Any]:
-    """What a sample's row gets when its votes become `votes`: the status they give under its dataset's rule,
-    their count, and the next version."""
+def status_values(session: Session, sample: Sample, votes: dict[int, str], text: str | None = None) -> dict[str, Any]:
+    """What a sample's row gets when its votes become `votes` (and its text `text`, if it changes): the status
+    they give under its dataset's rule, their count, and the next version."""
+    k = reviews_required_now(session, sample.dataset_id)
     return {
-        "review_status": status_of(votes, reviews_required_now(session, sample.dataset_id), sample.auto_decision),
+        "review_status": status_of(votes, k, sample.auto_decision, rewritten_by_a_person(sample, text)),
         "review_count": len(votes),
         "version": Sample.version + 1,
         "updated_at": utcnow(),
@@ -297,17 +321,17 @@ def reevaluate(session: Session, dataset: Dataset) -> dict[str, int]:
     now = utcnow()
     for chunk in chunked(reviewed):
         current = {
-            sample_id: (status, auto)
-            for sample_id, status, auto in session.execute(
-                select(Sample.id, Sample.review_status, Sample.auto_decision)
+            sample_id: (status, auto, generated is not None and text != generated)
+            for sample_id, status, auto, text, generated in session.execute(
+                select(Sample.id, Sample.review_status, Sample.auto_decision, Sample.text, Sample.generated_text)
                 .where(Sample.id.in_(chunk))
                 .with_for_update()
             ).tuples()
         }
         votes = latest_votes(session, chunk)
         moved: dict[str, list[int]] = {}
-        for sample_id, (status, auto) in current.items():
-            new = status_of(votes.get(sample_id, {}), dataset.reviews_required, auto)
+        for sample_id, (status, auto, edited) in current.items():
+            new = status_of(votes.get(sample_id, {}), dataset.reviews_required, auto, edited)
             if new != status:
                 moved.setdefault(new, []).append(sample_id)
                 changes[f"{status}→{new}"] = changes.get(f"{status}→{new}", 0) + 1
@@ -449,7 +473,7 @@ def bulk_decide(
         # FOR UPDATE pins these rows on Postgres until commit; SQLite holds the write lock (BEGIN IMMEDIATE).
         rows = (
             session.execute(
-                select(Sample.id, Sample.version, Sample.text, Sample.auto_decision)
+                select(Sample.id, Sample.version, Sample.text, Sample.auto_decision, Sample.generated_text)
                 .where(Sample.id.in_(chunk), Sample.review_status == ReviewStatus.pending)
                 .with_for_update()
             )
@@ -468,9 +492,10 @@ def bulk_decide(
             rows = [r for r in rows if user.id not in votes.get(r[0], {})]
         now = utcnow()  # after the lock wait: the audit trail's order is the order decisions took effect
         groups: dict[tuple[str, int], list[int]] = {}
-        for sample_id, _version, _text, auto in rows:
+        for sample_id, _version, text, auto, generated in rows:
             now_cast = cast(votes.get(sample_id, {}), user.id, decision)
-            groups.setdefault((status_of(now_cast, k, auto), len(now_cast)), []).append(sample_id)
+            status = status_of(now_cast, k, auto, generated is not None and text != generated)
+            groups.setdefault((status, len(now_cast)), []).append(sample_id)
         for (status, count), ids in groups.items():
             session.execute(
                 update(Sample)
@@ -494,7 +519,7 @@ def bulk_decide(
                         "version_seen": version,
                         "created_at": now,
                     }
-                    for sample_id, version, text, _auto in rows
+                    for sample_id, version, text, _auto, _generated in rows
                 ],
             )
         result["applied"] += len(rows)

@@ -58,11 +58,13 @@ def undo_decision(session: Session, sample_id: int, user: User, version: int) ->
             f"sample {sample_id} changed since you saw it (version {version}, now {sample.version})",
         )
     votes = replay([*decision_trail(session, sample.id), (user.id, UNDO)])
-    values = status_values(session, sample, votes)
     text_before = sample.text
     text_after = sample.text
-    if latest.decision == Decision.edit and latest.text_before != latest.text_after:
+    restores = latest.decision == Decision.edit and latest.text_before != latest.text_after
+    if restores:
         text_after = latest.text_before
+    values = status_values(session, sample, votes, text_after)
+    if restores:
         values.update(rewritten(session, sample, text_after, action="the text before your edit"))
     return apply_and_record(
         session,

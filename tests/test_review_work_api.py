@@ -82,9 +82,8 @@ def test_undo_of_an_edit_restores_the_text(annotator, review_data) -> None:
 
 def test_an_automatic_decision_is_no_ones_vote_when_a_person_undoes(admin, annotator, carol, engine, review_data):  # type: ignore[no-untyped-def]
     """The automatic outcome is never counted as a vote: undoing the only human vote leaves no vote, and the
-    rule's own decision again (what it was before that person decided), not a vote of the rule's. A person's vote
-    on it decides as under k = 1 whatever k (services.review.status_of): until 12-06 it counted as one of k, so
-    at k = 2 a person who disagreed did not decide (pending) and one who agreed took it out of training."""
+    rule's own decision again (what it was before that person decided), not a vote of the rule's. Short of k's
+    majority, a person's rejection decides and a split waits (services.review.status_of)."""
     from db.augmentation import AutomaticDecision, record_automatic_decisions
     from db.auth import automatic_reviewer
     from db.session import session_scope
@@ -109,11 +108,11 @@ def test_an_automatic_decision_is_no_ones_vote_when_a_person_undoes(admin, annot
     body = undo(annotator, auto_rejected, approved["version"]).json()
     assert (body["review_status"], body["review_count"]) == ("rejected", 0)
     assert not {auto_approved, auto_rejected} & {i["id"] for i in queue(annotator)["items"]}
-    # With k = 2: the people's votes, their latest deciding; an undo leaves the other's standing.
+    # With k = 2: one person's rejection decides, a split waits, an undo leaves the other's vote standing.
     admin.patch("/api/v1/datasets/rev", json={"reviews_required": 2})
     assert decide(annotator, twice, "reject", reason="meaning_changed").json()["review_status"] == "rejected"
     carols = decide(carol, twice, "approve").json()
-    assert carols["review_status"] == "approved"
+    assert carols["review_status"] == "pending"
     body = undo(carol, twice, carols["version"]).json()
     assert (body["review_status"], body["review_count"]) == ("rejected", 1)
     # Re-evaluating every reviewed variant agrees with what the undos stored.
