@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     Boolean,
+    ColumnElement,
     DateTime,
     Float,
     ForeignKey,
@@ -20,8 +21,10 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     func,
+    or_,
     text,
 )
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -307,6 +310,17 @@ class Sample(Base):
     @property
     def labels(self) -> dict[str, str]:
         return {row.task: row.label for row in self.labels_rows}
+
+    @hybrid_property
+    def as_generated(self) -> bool:
+        """Its text is the one generated (no one has rewritten it; the first edit keeps the generated text in
+        `generated_text`, an undo of every edit brings it back): in Python on a row, in SQL in a query."""
+        return self.generated_text is None or self.text == self.generated_text
+
+    @as_generated.inplace.expression
+    @classmethod
+    def _as_generated_expression(cls) -> ColumnElement[bool]:
+        return or_(cls.generated_text.is_(None), cls.text == cls.generated_text)
 
 
 class SampleLabel(Base):

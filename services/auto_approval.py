@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError
@@ -328,19 +328,10 @@ def describe_scope(scope: dict[str, Any]) -> str:
     )
 
 
-def approved_as_generated(sample: Sample) -> bool:
-    """What the rule predicts and is measured on: a person approved the text the augmenter generated. One they
-    had to rewrite first (approved through an edit) was not acceptable as generated: counted as approved, the
-    rule learned to approve, unedited, texts people would have edited, and its audit agreement counted them."""
-    return sample.review_status == ReviewStatus.approved and (
-        sample.generated_text is None or sample.text == sample.generated_text
-    )
-
-
-# The same as a SQL condition (agreement's counts).
-APPROVED_AS_GENERATED = (Sample.review_status == ReviewStatus.approved) & or_(
-    Sample.generated_text.is_(None), Sample.text == Sample.generated_text
-)
+# What the rule predicts and is measured on: a person approved the text the augmenter generated. One they had to
+# rewrite first (approved through an edit) was not acceptable as generated: counted as approved, the rule learned
+# to approve, unedited, texts people would have edited, and its audit agreement counted them.
+APPROVED_AS_GENERATED = (Sample.review_status == ReviewStatus.approved) & Sample.as_generated
 
 
 def reviewed_variants(session: Session, dataset: Dataset) -> tuple[list[VariantFeatures], np.ndarray]:
@@ -353,7 +344,8 @@ def reviewed_variants(session: Session, dataset: Dataset) -> tuple[list[VariantF
             Sample.review_status.in_([ReviewStatus.approved, ReviewStatus.rejected]),
         )
     ).all()
-    return [VariantFeatures.of(s) for s in decided], np.array([approved_as_generated(s) for s in decided], dtype=int)
+    approved = [s.review_status == ReviewStatus.approved and s.as_generated for s in decided]  # APPROVED_AS_GENERATED
+    return [VariantFeatures.of(s) for s in decided], np.array(approved, dtype=int)
 
 
 def calibrate(session: Session, dataset: Dataset, request: AutoApprovalRequest, seed: int = 0) -> dict[str, Any]:
@@ -519,7 +511,7 @@ def apply_to_pending(session: Session, dataset: Dataset) -> dict[str, int]:
             Sample.review_status == ReviewStatus.pending,
             Sample.review_count == 0,
             Sample.auto_decision.is_(None),
-            or_(Sample.generated_text.is_(None), Sample.text == Sample.generated_text),
+            Sample.as_generated,
         )
         .order_by(Sample.id)
     ).all()

@@ -129,6 +129,14 @@ def spreadsheet_safe(value: Any, count: ExportCount | None = None) -> Any:
     return value
 
 
+def spreadsheet_value(value: Any) -> Any:
+    """A cell spreadsheet_safe wrote, as it was: without the ' it put before a formula's start (a re-import of a
+    CSV export; services/import_reading.py)."""
+    if isinstance(value, str) and value[:1] == "'" and spreadsheet_safe(value[1:]) == value:
+        return value[1:]
+    return value
+
+
 # Characters JSON leaves raw in a string that line readers split on (those below U+0020 json.dumps escapes).
 _LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085": "\\u0085"})
 

@@ -13,7 +13,6 @@ import io
 import itertools
 import json
 import math
-import re
 import sys
 import unicodedata
 from collections import Counter
@@ -25,6 +24,8 @@ from core.errors import TooLargeError, ValidationFailed
 from core.names import label_name_problem
 from core.settings import get_settings
 from core.textnorm import text_problem, unstorable
+from db.models import Origin
+from services.exporting import spreadsheet_value
 
 SPLIT_ALIASES = {
     "train": "train",
@@ -65,9 +66,7 @@ DEFAULT_ID_COL = "id"
 # original), with `origin` one of augloop's: its `id` is the exporting server's sample id, the file's own is
 # `external_id`, and `origin` says which rows were originals there.
 EXPORT_SIGNATURE = frozenset({"id", "text", "split", "origin"})
-EXPORT_ORIGINS = frozenset({"original", "augmented", "submitted", "pseudo_label"})
-# What the CSV export puts before a cell that begins like a formula (services/exporting.py spreadsheet_safe).
-_GUARDED = re.compile(r"'(?=[=+\-@\t\r])")
+EXPORT_ORIGINS = frozenset(origin.value for origin in Origin)
 
 
 @dataclass
@@ -92,10 +91,12 @@ class ImportSpec:
         # Declared label names stripped and in NFC, as every label read from the file (_label_at): a declared
         # " a" was a class no row could hold (cells are stripped), `café` typed with a combining accent is the
         # same class as the precomposed one, not a second class that looks the same.
-        self.label_order = {
-            task: [unicodedata.normalize("NFC", name.strip()) for name in names]
-            for task, names in self.label_order.items()
-        }
+        self.label_order = {task: [declared_label(name) for name in names] for task, names in self.label_order.items()}
+
+
+def declared_label(name: str) -> str:
+    """A label name as an import reads a declared one: stripped, in Unicode's NFC."""
+    return unicodedata.normalize("NFC", name.strip())
 
 
 def detect_format(filename: str | None, head: bytes) -> str:
@@ -441,7 +442,7 @@ class RowValidator:
                     self.not_originals += 1
                     continue
                 if self.guarded:  # the CSV export's leading ' before =, +, -, @: the exact value back
-                    rec = {k: v[1:] if isinstance(v, str) and _GUARDED.match(v) else v for k, v in rec.items()}
+                    rec = {k: spreadsheet_value(v) for k, v in rec.items()}
             raw_text = rec.get(spec.text_col)
             if raw_text is None or (isinstance(raw_text, str) and not raw_text.strip()):
                 raise ImportRejected(line, f"missing text in column {spec.text_col!r}")

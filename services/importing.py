@@ -25,7 +25,6 @@ retweet of a test text does not train.
 from __future__ import annotations
 
 import random
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -51,6 +50,7 @@ from services.import_reading import (
     ImportRejected,
     ImportSpec,
     RowValidator,
+    declared_label,
     detect_format,
     record_chunks,
 )
@@ -541,7 +541,8 @@ def check_target(session: Session, spec: ImportSpec) -> tuple[Dataset | None, di
         )
     known = {t: dataset.labels_of(t) for t in spec.tasks}
     for task, names in spec.label_order.items():  # the stored set (and its order, the classes' ids) stays
-        if [_label_key(n) for n in names] != [_label_key(n) for n in known[task]]:
+        # declared labels are read stripped and in NFC; a set stored before either may spell a name otherwise
+        if names != [declared_label(n) for n in known[task]]:
             give = "leave labels out, or give that set" if known[task] else "leave labels out"
             raise ValidationFailed(
                 f"labels: task {task!r} of dataset {spec.dataset!r} has the label set {known[task]} since its first "
@@ -549,12 +550,6 @@ def check_target(session: Session, spec: ImportSpec) -> tuple[Dataset | None, di
                 field="labels",
             )
     return dataset, known
-
-
-def _label_key(name: str) -> str:
-    """A label as the import compares it (declared labels are read in NFC and stripped; a set stored before
-    either may hold another spelling of the same name)."""
-    return unicodedata.normalize("NFC", name).strip()
 
 
 def _check_tasks(spec: ImportSpec) -> None:

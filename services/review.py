@@ -118,10 +118,11 @@ def status_of(votes: dict[int, str], reviews_required: int, auto_decision: str |
 
 
 def rewritten_by_a_person(sample: Sample, text: str | None = None) -> bool:
-    """Whether the variant's text (or `text`, what a decision leaves it) is not the one generated: the first
-    edit keeps the generated text in `generated_text`; before it, the text is the generated one."""
-    generated = sample.generated_text if sample.generated_text is not None else sample.text
-    return (sample.text if text is None else text) != generated
+    """Whether the variant's text, or `text` when a decision writes one over it, is not the one generated (before
+    the first edit, `generated_text` is empty: the text is the generated one; Sample.as_generated)."""
+    if text is None:
+        return not sample.as_generated
+    return text != (sample.text if sample.generated_text is None else sample.generated_text)
 
 
 def _check_decision(
@@ -321,9 +322,9 @@ def reevaluate(session: Session, dataset: Dataset) -> dict[str, int]:
     now = utcnow()
     for chunk in chunked(reviewed):
         current = {
-            sample_id: (status, auto, generated is not None and text != generated)
-            for sample_id, status, auto, text, generated in session.execute(
-                select(Sample.id, Sample.review_status, Sample.auto_decision, Sample.text, Sample.generated_text)
+            sample_id: (status, auto, not as_generated)
+            for sample_id, status, auto, as_generated in session.execute(
+                select(Sample.id, Sample.review_status, Sample.auto_decision, Sample.as_generated)
                 .where(Sample.id.in_(chunk))
                 .with_for_update()
             ).tuples()
@@ -473,7 +474,7 @@ def bulk_decide(
         # FOR UPDATE pins these rows on Postgres until commit; SQLite holds the write lock (BEGIN IMMEDIATE).
         rows = (
             session.execute(
-                select(Sample.id, Sample.version, Sample.text, Sample.auto_decision, Sample.generated_text)
+                select(Sample.id, Sample.version, Sample.text, Sample.auto_decision, Sample.as_generated)
                 .where(Sample.id.in_(chunk), Sample.review_status == ReviewStatus.pending)
                 .with_for_update()
             )
@@ -492,9 +493,9 @@ def bulk_decide(
             rows = [r for r in rows if user.id not in votes.get(r[0], {})]
         now = utcnow()  # after the lock wait: the audit trail's order is the order decisions took effect
         groups: dict[tuple[str, int], list[int]] = {}
-        for sample_id, _version, text, auto, generated in rows:
+        for sample_id, _version, _text, auto, as_generated in rows:
             now_cast = cast(votes.get(sample_id, {}), user.id, decision)
-            status = status_of(now_cast, k, auto, generated is not None and text != generated)
+            status = status_of(now_cast, k, auto, not as_generated)
             groups.setdefault((status, len(now_cast)), []).append(sample_id)
         for (status, count), ids in groups.items():
             session.execute(
@@ -519,7 +520,7 @@ def bulk_decide(
                         "version_seen": version,
                         "created_at": now,
                     }
-                    for sample_id, version, text, _auto, _generated in rows
+                    for sample_id, version, text, _auto, _as_generated in rows
                 ],
             )
         result["applied"] += len(rows)
