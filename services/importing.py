@@ -429,6 +429,7 @@ class _Staged:
         conflicts, conflicting = staging.label_conflicts(self.conn, 10)
         relabels, relabelling = staging.existing_label_conflicts(self.conn, 10)
         resplits, resplitting = staging.split_conflicts(self.conn, 10)
+        id_repeats, repeating, id_clashes, clashing = staging.id_repeats(self.conn, None if created else dataset.id, 10)
         split_counts = staging.split_counts(self.conn)
         imported = staging.insert_samples(self.conn, dataset.id, created_by, utcnow())
         self.progress(phase="writing", done=self.count, total=self.count, rows=self.count)
@@ -485,7 +486,27 @@ class _Staged:
                 f"{relabels} row(s) repeat a text the dataset holds with other labels and were skipped, the stored"
                 f" labels kept (an import adds texts, it does not change a stored sample's labels): {shown}"
             )
+        if id_repeats or id_clashes:  # ids name texts: a join back to the file or an export must find one text
+            result.warnings.append(_id_warning(self.validator.id_col, id_repeats, repeating, id_clashes, clashing))
         return dataset, result
+
+
+def _id_warning(
+    column: str | None, repeats: int, repeating: list[dict[str, Any]], clashes: int, clashing: list[dict[str, Any]]
+) -> str:
+    """What an import says of ids that name more than one text (imported all the same: an id is the file's, not
+    augloop's; but a join by id, to the file or to an export, finds two texts)."""
+    said = []
+    if repeats:
+        shown = "; ".join(f"line {c['line']} repeats line {c['first_line']}'s id {c['id']!r}" for c in repeating)
+        said.append(f"{repeats} row(s) have the id of another row of the file with another text: {shown}")
+    if clashes:
+        shown = "; ".join(f"line {c['line']} has sample {c['sample']}'s id {c['id']!r}" for c in clashing)
+        said.append(f"{clashes} row(s) have the id of a text the dataset already holds: {shown}")
+    return (
+        f"ids in column {column!r} that name more than one text (imported all the same; a join by id, to the file "
+        f"or to an export, would find two texts): {'; and '.join(said)}"
+    )
 
 
 def _position(stream: BinaryIO, total: int) -> int:

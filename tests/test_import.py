@@ -788,3 +788,33 @@ def test_a_json_array_is_refused_saying_the_file_must_be_json_lines(engine, data
     with pytest.raises(ValidationFailed) as err:
         run_import(engine, data, filename="d.json")
     assert err.value.extra["line"] == 1 and "the file must be JSON Lines, one object per line" in err.value.message
+
+
+def test_ids_that_name_two_texts_are_imported_and_said(any_engine):
+    """An id column names a text: a user joins predictions or an export back to the file by it. Two texts under
+    one id (within the file, or a stored sample's id given to a new text) imported in silence, and the join then
+    found two texts."""
+    first = b"id,text,sentiment,split\na1,I love it,positive,train\na2,I hate it,negative,train\na3,meh,neutral,test\n"
+    assert not [w for w in run_import(any_engine, first).warnings if w.startswith("ids in column")]
+    again = (
+        b"id,text,sentiment\n"
+        b"a2,I hate it,negative\n"  # the same text under its own id: a repeat, skipped, nothing to say
+        b"b1,new one,positive\n"
+        b"b1,another one,negative\n"  # two texts under one id in the file
+        b"b1,a third,negative\n"
+        b"a3,not meh at all,positive\n"  # a stored sample's id on a new text
+        b"b2,new one,positive\n"  # a repeat of a new row's text under another id: skipped, its id adds nothing
+        b",no id here,positive\n"
+    )
+    result = run_import(any_engine, again)
+    assert result.imported == 5
+    said = [w for w in result.warnings if w.startswith("ids in column 'id'")]
+    assert len(said) == 1, result.warnings
+    assert "2 row(s) have the id of another row" in said[0]
+    assert "line 4 repeats line 3's id 'b1'; line 5 repeats line 3's id 'b1'" in said[0]
+    with session_scope(any_engine) as s:
+        meh = s.scalar(select(Sample.id).where(Sample.text == "meh"))
+    assert f"1 row(s) have the id of a text the dataset already holds: line 6 has sample {meh}'s id 'a3'" in said[0]
+    # a file without ids, or with ids that name one text each, says nothing of ids
+    plain = run_import(any_engine, b"text,sentiment\nfourth,positive\n", dataset="other")
+    assert not [w for w in plain.warnings if w.startswith("ids in column")]
