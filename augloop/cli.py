@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -64,6 +64,10 @@ def import_cmd(
     task: Annotated[list[str], typer.Option("--task", "-t", help="A label column; repeat for several tasks")],
     text_col: Annotated[str, typer.Option(help="Text column")] = "text",
     split_col: Annotated[str, typer.Option(help="Split column (train/val/test); absent: stratified split")] = "split",
+    split: Annotated[
+        str | None,
+        typer.Option(help="Every row's split (train, val or test): for a file that is one split, e.g. dev.csv"),
+    ] = None,
     id_col: Annotated[str, typer.Option(help="Id column kept as external id")] = "id",
     language: Annotated[str, typer.Option(help="Language code of the texts")] = "en",
     labels: Annotated[list[str] | None, typer.Option(help="Ordered label set, TASK=a,b,c (repeatable)")] = None,
@@ -97,6 +101,7 @@ def import_cmd(
         tasks=task,
         text_col=text_col,
         split_col=split_col,
+        split=split,
         id_col=id_col,
         language=language,
         label_order=order,
@@ -127,7 +132,8 @@ def import_cmd(
     console.print(
         f"imported {result.imported} samples into [bold]{escape(result.dataset)}[/]"
         f"{' (new dataset)' if result.created_dataset else ''}; "
-        f"splits {escape(str(result.split_counts))}; {result.duplicates_skipped} duplicate(s) skipped",
+        f"splits {escape(str(result.split_counts))} ({escape(_split_source(result.split_info))}); "
+        f"{result.duplicates_skipped} duplicate(s) skipped",
         highlight=False,
         markup=True,
     )
@@ -165,6 +171,15 @@ def import_cmd(
     for dup in result.duplicates[:20]:
         other = dup.get("duplicate_of_line") or f"sample {dup.get('duplicate_of_sample')}"
         console.print(f"  duplicate: line {dup['line']} repeats {'line ' if 'duplicate_of_line' in dup else ''}{other}")
+
+
+def _split_source(info: dict[str, Any]) -> str:
+    """How an import's split was made, in a few words."""
+    if info.get("source") == "given":
+        return f"every row: {info.get('split')}"
+    if info.get("source") == "column":
+        return f"from column {info.get('column')!r}"
+    return f"drawn, stratified by {info.get('stratified_by')!r}, seed {info.get('seed')}"
 
 
 def _warn(header: str, lines: list[str]) -> None:

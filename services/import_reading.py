@@ -76,6 +76,9 @@ class ImportSpec:
     text_col: str = "text"
     split_col: str | None = DEFAULT_SPLIT_COL  # the default is used when present; another name must be there
     id_col: str | None = DEFAULT_ID_COL  # the same: the default is used when present; another name must be there
+    # Every row's split, for a file that is one split (train.csv, dev.csv, test.csv): train, val or test (or an
+    # alias: dev, validation, …); None reads the split column or draws a split
+    split: str | None = None
     language: str = "en"
     label_order: dict[str, list[str]] = field(default_factory=dict)  # optional explicit ordered label sets
     split_seed: int = 42
@@ -88,6 +91,8 @@ class ImportSpec:
         self.tasks = [t.strip() for item in self.tasks for t in item.split(",") if t.strip()]
         self.split_col = self.split_col or None
         self.id_col = self.id_col or None
+        if self.split is not None:  # an alias (dev, validation, …) reads as its split; anything else is refused
+            self.split = SPLIT_ALIASES.get(self.split.strip().lower(), self.split.strip()) or None
         # Declared label names stripped and in NFC, as every label read from the file (_label_at): a declared
         # " a" was a class no row could hold (cells are stripped), `café` typed with a combining accent is the
         # same class as the precomposed one, not a second class that looks the same.
@@ -327,6 +332,11 @@ def _cell(value: Any) -> str | None:
     return value or None
 
 
+def _names_a_split(cell: Any) -> bool:
+    """Whether a cell reads as a split (train, dev, test, …): a split column under another name has only such."""
+    return isinstance(cell, str) and cell.strip().lower() in SPLIT_ALIASES
+
+
 def _cell_at(line: int, record: dict[str, Any], column: str, what: str, field: str) -> str | None:
     try:
         return _cell(record.get(column))
@@ -369,6 +379,9 @@ class RowValidator:
         self.export = False  # the file is an augloop export (EXPORT_SIGNATURE)
         self.guarded = False  # its cells may carry the CSV export's formula guard (set by the reader: CSV)
         self.not_originals = 0  # an export's rows that were no original there, left out
+        # When augloop draws the split: the file's other columns whose every cell so far names a split ("fold",
+        # "partition": a split column under another name, which the user most likely meant to keep)
+        self.split_like: list[str] = []
         self.rows = 0
         # JSONL leaves a missing label out of its record: a task the first record lacks is looked for in the
         # others, and only one no record has is an error (finish). CSV and Parquet name every column up front.
@@ -391,6 +404,8 @@ class RowValidator:
             by_folded = {" ".join(c.casefold().split()): c for c in columns}
             alike = [(col, by_folded[key]) for col in missing if (key := " ".join(col.casefold().split())) in by_folded]
             hint = "".join(f"; did you mean {found!r} for {col!r}?" for col, found in alike)
+            if spec.text_col in missing and not alike:
+                hint += "; text_col names the text column (augloop import --text-col)"
             raise ImportRejected(
                 at,
                 f"column{'s' if len(missing) > 1 else ''} {', '.join(repr(c) for c in missing)} not found (columns:"
@@ -411,7 +426,18 @@ class RowValidator:
                     f"{instead}",
                     field=field_name,
                 )
-        self.use_split = bool(spec.split_col) and spec.split_col in columns
+        given_split = bool(spec.split_col) and spec.split_col in columns
+        if spec.split is not None and given_split:
+            raise ImportRejected(
+                line if self.sparse else 1,
+                f"the file has a split column {spec.split_col!r} and every row was given the split {spec.split!r}: "
+                "give one or the other (an empty split_col reads no column)",
+                field="split",
+            )
+        self.use_split = given_split or spec.split is not None
+        if not self.use_split:
+            used = {spec.text_col, *spec.tasks, self.id_col}
+            self.split_like = [col for col in record if col not in used]
         if columns >= EXPORT_SIGNATURE and str(record.get("origin") or "").strip() in EXPORT_ORIGINS:
             # Re-imported (another server, a new dataset), an export's `id` would become the rows' external ids
             # in place of their own; and its variants, submitted texts and pseudo-labels (whatever their review:
@@ -437,6 +463,8 @@ class RowValidator:
         for line, rec in records:
             if self.unseen:
                 self.unseen.difference_update(rec.keys())
+            if self.split_like:
+                self.split_like = [col for col in self.split_like if _names_a_split(rec.get(col))]
             if self.export:
                 if str(rec.get("origin") or "").strip() not in ("", "original"):
                     self.not_originals += 1
@@ -495,7 +523,9 @@ class RowValidator:
                     f"this record has a {spec.split_col!r} but the first record has none: give every record "
                     "a split, or none",
                 )
-            if self.use_split and spec.split_col:
+            if spec.split is not None:
+                split = spec.split
+            elif self.use_split and spec.split_col:
                 value = _cell_at(line, rec, spec.split_col, "split", "file")
                 if value is None:
                     raise ImportRejected(line, f"missing split in column {spec.split_col!r}")

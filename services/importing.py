@@ -47,6 +47,7 @@ from db.models import DEFAULT_PROJECT, Dataset, Project, Split, utcnow
 from services import leak_guard
 from services.exporting import RESERVED_COLUMNS
 from services.import_reading import (
+    DEFAULT_SPLIT_COL,
     ImportRejected,
     ImportSpec,
     RowValidator,
@@ -300,9 +301,12 @@ class _Staged:
         self.groups = [[int(i) for i in members] for members in groups]
         self.drawn = not self.validator.use_split
         splits: list[str]
-        if self.validator.use_split:
+        if self.spec.split is not None:
             splits = [s or "" for s in self.file_splits]
-            info: dict[str, Any] = {"source": "column", "column": self.spec.split_col}
+            info: dict[str, Any] = {"source": "given", "split": self.spec.split}
+        elif self.validator.use_split:
+            splits = [s or "" for s in self.file_splits]
+            info = {"source": "column", "column": self.spec.split_col}
         else:
             splits = stratified_split(self.strata, self.spec.split_seed, self.spec.split_fractions, together=groups)
             info = {
@@ -486,6 +490,13 @@ class _Staged:
                 f"{relabels} row(s) repeat a text the dataset holds with other labels and were skipped, the stored"
                 f" labels kept (an import adds texts, it does not change a stored sample's labels): {shown}"
             )
+        if self.drawn and self.validator.split_like:  # a split column under another name: most likely meant
+            named = self.validator.split_like
+            result.warnings.append(
+                f"augloop drew the split (stratified by {self.spec.tasks[0]!r}), but column {named[0]!r} names a split"
+                f" (train, val/dev, test) on every row: to keep the file's split, import it with split_col"
+                f" {named[0]!r} (augloop import --split-col {named[0]})"
+            )
         if id_repeats or id_clashes:  # ids name texts: a join back to the file or an export must find one text
             result.warnings.append(_id_warning(self.validator.id_col, id_repeats, repeating, id_clashes, clashing))
         return dataset, result
@@ -634,6 +645,17 @@ def _check_spec_strings(spec: ImportSpec) -> None:
         if name in ("task", "labels") and value is not None and (problem := label_name_problem(value)):
             raise ValidationFailed(f"{name}: {value[:60]!r} {problem}", field=name)
     check_language(spec.language, field="language")
+    if spec.split is not None and spec.split not in SPLITS:
+        raise ValidationFailed(
+            f"split: {spec.split[:60]!r} is no split; every row's split is train, val or test (or dev, validation, …)",
+            field="split",
+        )
+    if spec.split is not None and spec.split_col not in (None, DEFAULT_SPLIT_COL):
+        raise ValidationFailed(
+            f"split and split_col both given ({spec.split!r}, {spec.split_col!r}): every row's split, or the column "
+            "that holds each row's, not both",
+            field="split",
+        )
     if not 0 <= spec.split_seed <= SEED_MAX:
         raise ValidationFailed(
             f"split_seed must be 0 to {SEED_MAX} (as every seed); got {spec.split_seed}", field="split_seed"

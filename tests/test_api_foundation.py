@@ -125,6 +125,11 @@ def test_import_errors_over_http_name_line_and_field(admin):
     assert r.status_code == 422 and r.json()["field"] == "task" and "declared twice" in r.json()["detail"]
     r = upload(admin, split_column="split")  # mistyped: the split would have been drawn, the file's ignored
     assert r.status_code == 422 and r.json()["field"] == "split_column" and "split_col" in r.json()["detail"]
+    r = upload(admin, split="val")  # every row's split, beside the file's own split column
+    assert r.status_code == 422 and r.json()["field"] == "split" and "split column 'split'" in r.json()["detail"]
+    r = upload(admin, data=b"text,bias\nx,neutral\ny,partisan\n", split="validation", task=["bias"])
+    assert r.status_code == 201 and r.json()["split_counts"] == {"val": 2}, r.json()
+    assert admin.delete(f"{API}/datasets/psm").status_code == 204
     r = admin.post(
         f"{API}/datasets/psm/imports",
         files={"file": ("a.csv", b"text,bias\nx,neutral\n")},

@@ -42,7 +42,7 @@ def test_import_stats_export_round_trip(settings, tmp_path):
         "audience",
     )
     assert r.returncode == 0, r.stderr
-    assert "imported 5000 samples" in r.stdout
+    assert "imported 5000 samples" in r.stdout and "(from column 'split')" in r.stdout
     stats = augloop(settings, "stats", "political_social_media")
     assert stats.returncode == 0
     assert "task message" in stats.stdout and "mobilization" in stats.stdout and "11.4×" in stats.stdout
@@ -59,6 +59,12 @@ def test_bad_input_exits_2_with_a_message(settings, tmp_path):
     bad.write_bytes(b"text,label\nfine,a\n,b\n")
     r = augloop(settings, "import", str(bad), "--dataset", "d", "--task", "label")
     assert r.returncode == 2 and "line 3: missing text" in r.stderr
+    r = augloop(settings, "import", str(bad), "--dataset", "d", "--task", "label", "--split", "holdout")
+    assert r.returncode == 2 and "split: 'holdout' is no split" in r.stderr
+    dev = tmp_path / "dev.csv"
+    dev.write_bytes(b"text,label\nfine,a\nnot fine,b\n")
+    r = augloop(settings, "import", str(dev), "--dataset", "d", "--task", "label", "--split", "dev")
+    assert r.returncode == 0 and "splits {'val': 2} (every row: val)" in r.stdout, r.stderr
     r = augloop(settings, "stats", "does-not-exist")
     assert r.returncode == 2 and "not found" in r.stderr
     r = augloop(settings, "import", str(tmp_path / "missing.csv"), "--dataset", "d", "--task", "label")

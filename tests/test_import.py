@@ -111,6 +111,11 @@ def test_missing_columns_are_named(engine):
         run_import(engine, b"text,label\nok,positive\n")
     with pytest.raises(ValidationFailed, match="column 'body' not found"):
         run_import(engine, GOOD, text_col="body")
+    with pytest.raises(ValidationFailed) as err:  # a file whose text is under another name: how to say so
+        run_import(engine, b"body,sentiment\nok,positive\n")
+    assert err.value.field == "text_col" and "text_col names the text column (augloop import --text-col)" in str(
+        err.value
+    )
 
 
 def test_duplicates_are_reported_and_skipped(engine):
@@ -818,3 +823,56 @@ def test_ids_that_name_two_texts_are_imported_and_said(any_engine):
     # a file without ids, or with ids that name one text each, says nothing of ids
     plain = run_import(any_engine, b"text,sentiment\nfourth,positive\n", dataset="other")
     assert not [w for w in plain.warnings if w.startswith("ids in column")]
+
+
+def test_a_file_that_is_one_split_imports_into_it(any_engine):
+    """Datasets ship as train.csv, dev.csv and test.csv: without a way to say a whole file's split, importing
+    train.csv alone drew val and test out of the training rows, which no later import could undo."""
+    train = b"text,sentiment\nI love it,positive\nI hate it,negative\nso so,neutral\nfine,positive\n"
+    result = run_import(any_engine, train, split="train")
+    assert result.split_counts == {"train": 4} and result.split_info == {"source": "given", "split": "train"}
+    dev = run_import(any_engine, b"text,sentiment\nnot bad,positive\nawful,negative\n", split=" Dev ")
+    assert dev.split_counts == {"val": 2}
+    assert run_import(any_engine, b"text,sentiment\nmeh,neutral\n", split="test").split_counts == {"test": 1}
+    with session_scope(any_engine) as s:
+        got = dict(s.execute(select(Sample.split, func.count()).group_by(Sample.split)).tuples().all())
+    assert got == {"train": 4, "val": 2, "test": 1}
+
+
+@pytest.mark.parametrize(
+    "data, spec, problem",
+    [
+        (b"text,sentiment\na,positive\n", {"split": "holdout"}, "'holdout' is no split"),
+        (b"text,sentiment,fold\na,positive,test\n", {"split": "val", "split_col": "fold"}, "not both"),
+        (b"text,sentiment,split\na,positive,test\n", {"split": "val"}, "the file has a split column 'split'"),
+    ],
+    ids=["unknown", "with-split-col", "file-has-split"],
+)
+def test_a_whole_files_split_is_refused_when_unknown_or_beside_a_split_column(engine, data, spec, problem):
+    with pytest.raises(ValidationFailed) as err:
+        run_import(engine, data, **spec)
+    assert err.value.field == "split" and problem in err.value.message
+    assert count(engine) == 0
+
+
+def test_a_split_column_under_another_name_is_pointed_out_when_augloop_draws_the_split(engine):
+    """A file whose split column is `fold` imported with a drawn split in silence: the user's own split (the one
+    their paper reports on) was replaced by a random one."""
+    rows = "".join(
+        f"text {i},{'positive' if i % 2 else 'negative'},{('train', 'dev', 'test')[i % 3]},x{i}\n" for i in range(30)
+    )
+    result = run_import(engine, ("text,sentiment,fold,note\n" + rows).encode())
+    assert result.split_info["source"] == "stratified"
+    said = [w for w in result.warnings if "names a split" in w]
+    assert len(said) == 1 and "column 'fold'" in said[0] and "--split-col fold" in said[0], result.warnings
+    # as the warning says: the file's own split kept
+    kept = run_import(engine, ("text,sentiment,fold,note\n" + rows).encode(), dataset="kept", split_col="fold")
+    assert kept.split_counts == {"train": 10, "val": 10, "test": 10}
+    assert not [w for w in kept.warnings if "names a split" in w]
+    # a column that names a split on some rows only is no split column
+    mixed = rows.replace(",test,x2\n", ",later,x2\n")
+    assert not [
+        w
+        for w in run_import(engine, ("text,sentiment,fold,note\n" + mixed).encode(), dataset="m").warnings
+        if "names a split" in w
+    ]

@@ -56,6 +56,9 @@ async def import_spec(
     task: ImportTasks,
     text_col: Annotated[str, Form()] = "text",
     split_col: Annotated[str, Form()] = "split",
+    split: Annotated[
+        str | None, Form(description="Every row's split (train, val or test): a file that is one split")
+    ] = None,
     id_col: Annotated[str, Form()] = "id",
     language: Annotated[str, Form()] = "en",
     labels: ImportLabels = None,
@@ -79,6 +82,7 @@ async def import_spec(
         tasks=task,
         text_col=text_col,
         split_col=split_col,
+        split=split,
         id_col=id_col,
         language=language,
         label_order=label_order_from_json(labels),
