@@ -71,6 +71,14 @@ def without_support_note(task: str, missing: list[str], classes: int) -> str:
     )
 
 
+def decision_line(metrics: dict[str, Any]) -> str | None:
+    """A run's decision rule per task, as test metrics and predictions apply it (None: a run without one)."""
+    rules = metrics.get("decision")
+    if not rules:
+        return None
+    return "decision: " + ", ".join(rule_text(task, rule) for task, rule in rules.items())
+
+
 def rule_text(task: str, rule: dict[str, Any]) -> str:
     """One task's decision rule as the CLI prints it: the α kept, or why val's α was not (trainer/decision.py)."""
     gain = None
@@ -261,5 +269,10 @@ def runs_show(
     if run["status"] in ("queued", "running") and not run["metrics"].get("test"):
         console.print("val and test metrics: once the run has finished", highlight=False)
         return
+    if run["status"] in ("failed", "cancelled") and not run["metrics"].get("test"):
+        console.print(f"val and test metrics: none, the run {run['status']}", highlight=False)
+        return
+    if line := decision_line(run["metrics"]):
+        console.print(line, highlight=False)
     print_metrics(run["metrics"].get("val"), "val")
     print_metrics(run["metrics"].get("test"), "test", confusion=True)

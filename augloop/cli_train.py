@@ -24,7 +24,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from augloop.cli_runs import ensemble_cmd, load_run, print_metrics, soup_line
+from augloop.cli_runs import decision_line, ensemble_cmd, load_run, print_metrics, soup_line
 from augloop.console import Terminated, console, engine, err_console, fail
 from db.session import session_scope
 
@@ -198,6 +198,15 @@ def _queue_runs(dataset: str, overrides: dict[str, Any], seeds: list[int], name:
                 f"queued run {run.id} ({run.name}) behind {what}; follow with `augloop runs show {run.id}`",
                 highlight=False,
             )
+        encoder = training.default_config(overrides).encoder
+    # A worker on another machine may hold a directory this one has not: said, not refused (in this process, a
+    # directory that is not here exits 2 as the load fails)
+    if encoder.startswith(("/", "./", "../", "~")) and not Path(encoder).expanduser().is_dir():
+        err_console.print(
+            f"warning: the encoder {encoder!r} is no directory on this machine: the workers must have it, or the "
+            "runs fail when they load it",
+            highlight=False,
+        )
 
 
 def _select_in_process(run_ids: list[int]) -> bool:
@@ -312,5 +321,7 @@ def _train_in_process(held: HeldJobs, run_id: int) -> bool:
             console.print(soup_line(run["metrics"]["soup"]), highlight=False)
     if run["metrics"].get("left_out"):
         console.print(left_out_line(run["metrics"]["left_out"]), highlight=False)
+    if line := decision_line(run["metrics"]):
+        console.print(line, highlight=False)
     print_metrics(run["metrics"].get("test"), f"run {run_id} test")
     return True

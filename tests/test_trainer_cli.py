@@ -146,6 +146,10 @@ def test_queue_enqueues_the_lr_selection_or_a_train_job_per_seed(engine) -> None
         jobs = {j.id: j for j in s.scalars(select(Job).where(Job.kind == "train", Job.id > member_job.id))}
         assert len(runs) == 2 and sorted(r.job_id for r in runs) == sorted(jobs)
         assert {j.params["run_id"] for j in jobs.values()} == {r.id for r in runs}
+    # queued with a directory this machine lacks: a worker elsewhere may have it, so queued and said
+    result = runner.invoke(app, ["train", name, "--queue", "--no-classical", "--encoder", "/nonexistent/enc"])
+    assert result.exit_code == 0, result.output
+    assert "the encoder '/nonexistent/enc' is no directory on this machine" in " ".join(result.output.split())
 
 
 def test_train_and_runs_show_say_what_was_left_out_of_train(engine, tiny_encoder: str) -> None:
@@ -153,7 +157,8 @@ def test_train_and_runs_show_say_what_was_left_out_of_train(engine, tiny_encoder
     told when the run finishes and by `runs show`, not only by a progress line that the bar then erases."""
     from sqlalchemy import select
 
-    from db.models import Sample
+    from augloop.cli_runs import rule_text
+    from db.models import Sample, TrainingRun
     from db.session import session_scope
     from tests.trainer_fixtures import add_variant
 
@@ -170,6 +175,18 @@ def test_train_and_runs_show_say_what_was_left_out_of_train(engine, tiny_encoder
     assert line in result.output
     shown = runner.invoke(app, ["runs", "show", "1"])
     assert shown.exit_code == 0 and line in shown.output, shown.output
+    # the decision rule the test metrics apply, per task (README: "The CLI prints each task's rule"); a single
+    # run's was printed for ensembles only
+    with session_scope(engine) as s:
+        rules = s.get(TrainingRun, 1).metrics["decision"]
+    said = "decision: " + ", ".join(rule_text(task, rule) for task, rule in rules.items())
+    assert set(rules) == {"bias", "message"} and said in result.output and said in shown.output
+    # a failed run has no metrics: said so, not "no labelled samples" as if the data lacked them
+    with session_scope(engine) as s:
+        failed = s.get(TrainingRun, 1)
+        failed.status, failed.metrics, failed.error = "failed", {}, "cannot load encoder"
+    shown = runner.invoke(app, ["runs", "show", "1"])
+    assert "val and test metrics: none, the run failed" in shown.output and "no labelled" not in shown.output
 
 
 def test_train_in_process_says_the_recipe_its_seeds_share(engine, tiny_encoder: str) -> None:

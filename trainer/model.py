@@ -162,7 +162,8 @@ def load_encoder(name_or_path: str | Path) -> tuple[PreTrainedModel, Any]:
     # The cause goes to this process's log, for whoever runs the worker.
     failure = TrainerError(
         f"cannot load encoder {name_or_path!r}: not a model directory this worker may read, "
-        "nor a model on the hub (or the hub is unreachable)",
+        "nor a model on the hub (or the hub is unreachable); a local model is named by its directory's "
+        "absolute path",
         field="config.encoder",
     )
     if name_or_path.startswith(("/", "./", "../", "~")) and not Path(name_or_path).expanduser().is_dir():
