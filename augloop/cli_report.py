@@ -28,8 +28,13 @@ def _state(report_id: int) -> dict[str, Any]:
         return impact_service.report_details(session, db, report_id, None)
 
 
+def _unmeasured(entry: dict[str, Any]) -> bool:
+    """A class no test text holds: its F1 and Δ say nothing of what augmentation did for it."""
+    return entry.get("support") == 0
+
+
 def _fmt_ci(entry: dict[str, Any]) -> str:
-    if entry.get("delta") is None:
+    if entry.get("delta") is None or _unmeasured(entry):
         return "-"
     low, high = entry["ci"]
     return f"{entry['delta'] * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}]"
@@ -46,19 +51,22 @@ def print_report(state: dict[str, Any]) -> None:
     if "error" in result:
         console.print(f"[red]{escape(str(result['error']))}[/]", highlight=False, markup=True)
     for task, info in (result.get("tasks") or {}).items():
+        ensembles = any(str(arm).startswith(impact_service.ENSEMBLE) for arm in result.get("arms") or [])
         table = Table(
-            title=f"{task}: F1 ×100, mean ± sd over seeds {result.get('seeds')}; Δ vs originals (ensemble arms: "
-            "vs ensemble:originals) [95% CI]",
+            title=f"{task}: F1 ×100, mean ± sd over seeds {result.get('seeds')}; Δ vs originals"
+            + (f" (ensemble arms: vs {impact_service.ENSEMBLE}{impact_service.BASELINE})" if ensembles else "")
+            + " [95% CI]",
             title_justify="left",
         )
-        for col in ("class", "arm", "F1", "Δ [95% CI]"):
+        for col in ("class", "test texts", "arm", "F1", "Δ [95% CI]"):
             table.add_column(col, justify="left" if col in ("class", "arm") else "right")
         for name, arms in info["classes"].items():
             for arm, entry in arms.items():
                 table.add_row(
                     escape(name),
+                    str(entry.get("support", (info.get("support") or {}).get(name, info.get("n_test", "")))),
                     escape(arm),
-                    f"{entry['mean'] * 100:.1f} ± {entry['sd'] * 100:.1f}",
+                    "no test text" if _unmeasured(entry) else f"{entry['mean'] * 100:.1f} ± {entry['sd'] * 100:.1f}",
                     _fmt_ci(entry),
                 )
         console.print(table)
@@ -68,8 +76,9 @@ def print_report(state: dict[str, Any]) -> None:
             for col in ("class", "method", "Δ [95% CI]"):
                 ctable.add_column(col, justify="right" if col.startswith("Δ") else "left")
             for name, methods in contributions.items():
+                absent = (info.get("support") or {}).get(name) == 0
                 for method, entry in methods.items():
-                    ctable.add_row(escape(name), escape(method), _fmt_ci(entry))
+                    ctable.add_row(escape(name), escape(method), "no test text" if absent else _fmt_ci(entry))
             console.print(ctable)
     warning = (result.get("training_sets") or {}).get("warning")
     if warning:

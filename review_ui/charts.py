@@ -43,7 +43,8 @@ def class_labels(keys: list[tuple[Any, Any]]) -> list[str]:
 
 def impact_deltas(result: dict[str, Any]) -> pd.DataFrame:
     """Delta in F1 points per task/class (rows, one label each) and arm (columns), for the bar chart."""
-    rows = [r for r in result.get("rows", []) if r.get("delta") is not None]
+    # a class no test text holds has no Δ to draw (its F1 measures no recall)
+    rows = [r for r in result.get("rows", []) if r.get("delta") is not None and r.get("support") != 0]
     if not rows:
         return pd.DataFrame()
     keys = list(dict.fromkeys((r["task"], r["class"]) for r in rows))

@@ -431,6 +431,7 @@ def compute_result(dumps: dict[str, list[dict[str, Any]]], seeds: list[int], dra
         if gold.size == 0:
             continue
         names = [*labels, "macro"]
+        support = {label: int((gold == c).sum()) for c, label in enumerate(labels)}
         preds = {arm: [predicted(d, task)[keep] for d in members] for arm, members in dumps.items()}
         per_class: dict[str, dict[str, Any]] = {n: {} for n in names}
         for arm, arm_preds in preds.items():
@@ -445,6 +446,9 @@ def compute_result(dumps: dict[str, list[dict[str, Any]]], seeds: list[int], dra
                     "delta": float(boot["delta"][j]) if boot else None,
                     "ci": [float(boot["low"][j]), float(boot["high"][j])] if boot else None,
                     "baseline": base if boot else None,
+                    # test texts of the class (macro: of the task); 0: its F1 measures no recall, only the
+                    # texts predicted into it (0 or nothing), and a Δ says nothing of what augmentation did for it
+                    "support": support.get(name, int(gold.size)),
                 }
                 per_class[name][arm] = entry
                 rows.append({"arm": arm, "task": task, "class": name, **entry})
@@ -459,7 +463,6 @@ def compute_result(dumps: dict[str, list[dict[str, Any]]], seeds: list[int], dra
                         "delta": float(boot["delta"][j]),
                         "ci": [float(boot["low"][j]), float(boot["high"][j])],
                     }
-        support = {label: int((gold == c).sum()) for c, label in enumerate(labels)}
         tasks[task] = {
             "n_test": int(gold.size),
             "support": support,

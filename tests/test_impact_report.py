@@ -130,6 +130,43 @@ def test_paired_bootstrap_on_a_hand_made_example() -> None:
     assert np.all(same["delta"] == 0) and np.all(same["low"] <= 0) and np.all(same["high"] >= 0)
 
 
+def test_a_class_no_test_text_holds_is_shown_unmeasured_not_unchanged(capsys) -> None:
+    """A class the test split lacks scored 0.0 ± 0.0 with Δ +0.0 [+0.0, +0.0] in every door: "augmentation
+    did nothing" for a class nothing measured. Its rows carry support 0; the CLI, the page's tables and its
+    chart say "no test text" or leave it out."""
+    from augloop.cli_report import print_report
+    from review_ui.charts import impact_deltas
+    from review_ui.impact_tables import NO_TEST_TEXT, contributions, table
+    from services.impact import compute_result
+
+    gold = [0, 0, 1, 1, 0, 1]  # class 2 ("rare") has no test text
+    base, better = [0, 1, 1, 1, 2, 0], [0, 0, 1, 1, 0, 2]
+
+    def dump(pred: list[int]) -> dict[str, Any]:
+        return {
+            "sample_ids": list(range(6)),
+            "tasks": {"t": {"labels": ["a", "b", "rare"], "gold": gold, "pred": pred}},
+        }
+
+    arms = {"originals": [dump(base)], "all_approved": [dump(better)], "without:wordnet": [dump(base)]}
+    result = compute_result(arms, [1], draws=50)
+    support = {(r["class"], r["arm"]): r["support"] for r in result["rows"]}
+    assert support[("a", "originals")] == 3 and support[("rare", "all_approved")] == 0
+    assert support[("macro", "originals")] == 6
+    frame = table(result)
+    rare = frame[frame["class"] == "rare"]
+    assert set(rare["F1 (mean ± sd)"]) == {NO_TEST_TEXT} and set(rare["Δ vs originals [95% CI]"]) == {NO_TEST_TEXT}
+    assert NO_TEST_TEXT not in set(frame[frame["class"] == "a"]["F1 (mean ± sd)"])
+    shown = contributions(result)
+    assert set(shown[shown["class"] == "rare"]["all approved − without [95% CI]"]) == {NO_TEST_TEXT}
+    assert not any("rare" in str(label) for label in impact_deltas(result).index)
+    print_report({"id": 1, "status": "succeeded", "progress": {"done": 3, "total": 3}, "result": result})
+    out = capsys.readouterr().out
+    rare_lines = [line for line in out.splitlines() if "rare" in line]
+    assert rare_lines and all("no test text" in line and "+0.0" not in line for line in rare_lines), out
+    assert "ensemble arms" not in out  # a report without ensemble arms does not mention them
+
+
 # Through the API and a worker ----------------------------------------------------------------------
 
 

@@ -48,9 +48,10 @@ def test_impact_page_starts_and_shows_a_report(
     arms = {"originals", "all_approved", "without:backtranslation", f"without:{HOSTILE}"}
     assert set(frame["arm"]) == arms | {f"ensemble:{arm}" for arm in arms}
     assert set(frame["task"]) == {"bias", "message"} and "macro" in set(frame["class"])
-    originals = frame[frame["arm"] == "originals"]
-    assert (originals["Δ vs originals [95% CI]"] == "—").all()
-    assert frame[frame["arm"] == "all_approved"]["Δ vs originals [95% CI]"].str.contains(r"\[").all()
+    measured = frame[frame["test texts"] > 0]  # the small test split lacks some message classes: "no test text"
+    assert set(frame[frame["test texts"] == 0]["Δ vs originals [95% CI]"]) <= {"no test text"}
+    assert (measured[measured["arm"] == "originals"]["Δ vs originals [95% CI]"] == "—").all()
+    assert measured[measured["arm"] == "all_approved"]["Δ vs originals [95% CI]"].str.contains(r"\[").all()
     assert len(at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")) == 1
     # each method's contribution, for the seeds alone and for the ensemble with the TF-IDF member
     assert set(at.dataframe[1].value["method"]) == {"backtranslation", HOSTILE} | {

@@ -5,46 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
 import streamlit as st
 
 from review_ui import charts
+from review_ui.impact_tables import contributions, table
 from review_ui.render import plain
 from review_ui.state import call, client, fetch_or_stop, leads, page_with_dataset, submitted_run_inputs
-
-
-def ci_text(entry: dict[str, Any]) -> str:
-    if entry.get("delta") is None:
-        return "—"
-    low, high = entry["ci"]
-    return f"{entry['delta'] * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}]"
-
-
-def table(result: dict[str, Any]) -> pd.DataFrame:
-    """One row per arm × task × class; numbers as text so that the ± and the CI read as written."""
-    return pd.DataFrame(
-        [
-            {
-                "task": row["task"],
-                "class": row["class"],
-                "arm": row["arm"],
-                "F1 (mean ± sd)": f"{row['mean'] * 100:.1f} ± {row['sd'] * 100:.1f}",
-                "Δ vs originals [95% CI]": ci_text(row),
-            }
-            for row in result.get("rows", [])
-        ]
-    )
-
-
-def contributions(result: dict[str, Any]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {"task": task, "class": name, "method": method, "all approved − without [95% CI]": ci_text(entry)}
-            for task, info in result.get("tasks", {}).items()
-            for name, methods in (info.get("contributions") or {}).items()
-            for method, entry in methods.items()
-        ]
-    )
 
 
 def start_form(dataset: str) -> None:

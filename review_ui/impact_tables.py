@@ -1,0 +1,55 @@
+"""The impact report's tables as the Impact page shows them: numbers as text, so that the ± and the CI read as
+written, and a class no test text holds said to be unmeasured."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+
+def ci_text(entry: dict[str, Any]) -> str:
+    if entry.get("delta") is None:
+        return "—"
+    low, high = entry["ci"]
+    return f"{entry['delta'] * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}]"
+
+
+NO_TEST_TEXT = "no test text"  # a class the test split lacks: its F1 and Δ say nothing of augmentation
+
+
+def table(result: dict[str, Any]) -> pd.DataFrame:
+    """One row per arm × task × class; numbers as text so that the ± and the CI read as written."""
+    return pd.DataFrame(
+        [
+            {
+                "task": row["task"],
+                "class": row["class"],
+                "test texts": row.get("support"),
+                "arm": row["arm"],
+                "F1 (mean ± sd)": NO_TEST_TEXT
+                if row.get("support") == 0
+                else f"{row['mean'] * 100:.1f} ± {row['sd'] * 100:.1f}",
+                "Δ vs originals [95% CI]": NO_TEST_TEXT if row.get("support") == 0 else ci_text(row),
+            }
+            for row in result.get("rows", [])
+        ]
+    )
+
+
+def contributions(result: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "task": task,
+                "class": name,
+                "method": method,
+                "all approved − without [95% CI]": NO_TEST_TEXT
+                if (info.get("support") or {}).get(name) == 0
+                else ci_text(entry),
+            }
+            for task, info in result.get("tasks", {}).items()
+            for name, methods in (info.get("contributions") or {}).items()
+            for method, entry in methods.items()
+        ]
+    )
