@@ -273,7 +273,7 @@ def delete(
 @app.command()
 def export(
     dataset: Annotated[str, typer.Argument(help="Dataset name")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="File to write")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write; - for standard output")],
     format: Annotated[str | None, typer.Option(help="csv or jsonl (default: by the file's name, else csv)")] = None,
     include: Annotated[str, typer.Option(help="original,approved (also pending, rejected)")] = "original,approved",
 ) -> None:
@@ -281,9 +281,17 @@ def export(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from db.session import readonly_engine, session_scope
-    from services.datasets import export_to
-    from services.exporting import format_for
+    from services.datasets import export_to, export_to_text
+    from services.exporting import check_format, format_for
 
+    if str(output) == "-":  # standard output, for a pipe: the rows there, what was left out on stderr
+        format = format or "csv"
+        check_format(format)
+        with session_scope(readonly_engine(engine())) as session:
+            count = export_to_text(session, dataset, format, include, sys.stdout)
+        err_console.print(f"wrote {count.rows} rows to standard output", highlight=False)
+        _export_notes(count, "x.jsonl")
+        return
     format = format_for(output, format)
 
     writing = TextColumn(f"writing {output.name}", markup=False)
@@ -303,6 +311,11 @@ def export(
             lambda done, total: bar.update(rows_task, completed=done, total=total),
         )
     console.print(f"wrote {count.rows} rows to {output}")
+    _export_notes(count, output.with_suffix(".jsonl").name)
+
+
+def _export_notes(count: Any, jsonl_name: str) -> None:
+    """What an export left out or changed, on stderr."""
     if count.left_out_near_val_test:
         err_console.print(
             f"[bold yellow]warning:[/] left out {count.left_out_near_val_test} approved rows whose text is a "
@@ -314,7 +327,7 @@ def export(
         err_console.print(
             f"note: {count.guarded_cells} cells begin like a spreadsheet formula (=, +, -, @) and got a leading ' "
             f"so that a spreadsheet shows them as text; for the exact texts and labels, export JSONL (-o "
-            f"{output.with_suffix('.jsonl').name})",
+            f"{jsonl_name})",
             highlight=False,
             markup=False,
         )

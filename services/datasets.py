@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.engine import make_url
@@ -354,3 +354,14 @@ def export_to(
         )
     # the operator's own file: a model's whole path, as the database holds it
     return write_export(session, dataset_named(session, name, None), chosen, fmt, target, progress, whole_paths=True)
+
+
+def export_to_text(session: Session, name: str, fmt: str, include: str, out: TextIO) -> ExportCount:
+    """Write the chosen view to a text stream (the CLI's `-o -`: standard output, for a pipe); returns the rows
+    written and left out. The operator's (CLI)."""
+    chosen = parse_include(include)
+    count = ExportCount()
+    for chunk in iter_export(session, dataset_named(session, name, None), chosen, fmt, count, whole_paths=True):
+        out.write(chunk)
+    out.flush()
+    return count

@@ -148,6 +148,15 @@ def jsonl_line(rec: dict[str, Any]) -> str:
 
 
 _SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+# Names of formats an export does not write (a JSON file is one array, not JSON Lines)
+_OTHER_FORMATS = {
+    ".tsv": "tab-separated",
+    ".tab": "tab-separated",
+    ".json": "JSON (one array)",
+    ".parquet": "Parquet",
+    ".xlsx": "Excel",
+    ".xls": "Excel",
+}
 
 
 def format_for(path: Path, fmt: str | None) -> str:
@@ -155,6 +164,12 @@ def format_for(path: Path, fmt: str | None) -> str:
     JSONL; else CSV). A name that says another format than the one asked for is refused: `-o x.jsonl` wrote
     CSV into it, silently."""
     said = _SUFFIX_FORMATS.get(path.suffix.lower())
+    if path.suffix.lower() in _OTHER_FORMATS:  # `-o x.tsv` wrote comma-separated values into it, silently
+        raise ValidationFailed(
+            f"{path.name} names a {_OTHER_FORMATS[path.suffix.lower()]} file; an export is CSV (.csv) or JSON Lines "
+            "(.jsonl)",
+            field="output",
+        )
     if fmt is None:
         return said or "csv"
     check_format(fmt)

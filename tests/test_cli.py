@@ -49,6 +49,11 @@ def test_import_stats_export_round_trip(settings, tmp_path):
     out = tmp_path / "export.jsonl"
     r = augloop(settings, "export", "political_social_media", "-o", str(out), "--format", "jsonl")
     assert r.returncode == 0 and len(out.read_text().splitlines()) == 5000
+    piped = augloop(settings, "export", "political_social_media", "-o", "-", "--format", "jsonl")  # for a pipe
+    assert piped.returncode == 0 and "wrote 5000 rows to standard output" in piped.stderr, piped.stderr
+    assert piped.stdout == out.read_text() and not (tmp_path / "-").exists()
+    r = augloop(settings, "export", "political_social_media", "-o", str(tmp_path / "x.tsv"))
+    assert r.returncode == 2 and "names a tab-separated file" in r.stderr and not (tmp_path / "x.tsv").exists()
     typo = tmp_path / "exprots" / "train.csv"
     r = augloop(settings, "export", "political_social_media", "-o", str(typo))
     assert r.returncode == 2 and "is not a directory" in r.stderr and not typo.parent.exists()
