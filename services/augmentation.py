@@ -51,6 +51,7 @@ from db.models import (
 from db.projects import jobs_in_flight, take_quota_turn
 from services import leak_guard
 from services.access import Need, is_admin, shown_provenance
+from services.import_reading import declared_label
 from services.protected_terms import ensure_seeded
 from workers.augment.base import derive_seed
 from workers.augment.catalog import validate_request
@@ -105,6 +106,8 @@ def submit_texts(
     import creates trusted originals, and only reviewed text trains. A new text that is a near-duplicate of a
     val/test text is refused (services/leak_guard.py): approved, it would leak that text into training."""
     tasks = {t["name"]: list(t["labels"]) for t in dataset.tasks}
+    # a label as an import reads it (stripped, NFC, 1.0 as 1) → the label set's own spelling
+    spelled = {task: {declared_label(name): name for name in reversed(names)} for task, names in tasks.items()}
     hashes = [content_hash(text) for text, _ in items]
     existing: dict[str, tuple[int, str, str, str | None]] = {}
     for chunk in chunked(hashes):
@@ -130,11 +133,12 @@ def submit_texts(
                 raise ValidationFailed(
                     f"texts[{i}]: unknown task {task!r} (tasks: {list(tasks)})", field=f"texts.{i}.labels"
                 )
-            if label not in tasks[task]:
+            if (own := spelled[task].get(declared_label(label))) is None:
                 raise ValidationFailed(
                     f"texts[{i}]: unknown label {label!r} for task {task!r} (labels: {tasks[task]})",
                     field=f"texts.{i}.labels",
                 )
+            labels[task] = own  # the same key: the dict keeps its size while it is read
         if digest in fresh:
             first = items[fresh[digest]][1]
             if any(first.get(t) != y for t, y in labels.items()):  # as for a stored text: each label given agrees

@@ -13,6 +13,7 @@ import io
 import itertools
 import json
 import math
+import re
 import sys
 import unicodedata
 from collections import Counter
@@ -99,9 +100,25 @@ class ImportSpec:
         self.label_order = {task: [declared_label(name) for name in names] for task, names in self.label_order.items()}
 
 
+# A whole number written as a decimal: pandas writes an integer column holding a missing value as floats
+# (1.0, 0.0, NaN), so one file's 1.0 and another's (or the same file's) 1 were two classes
+_WHOLE_DECIMAL = re.compile(r"[+-]?[0-9]+\.0+")
+
+
+def label_key(name: str) -> str:
+    """A label as every import reads it, cell or declared name: in Unicode's NFC (`café` typed two ways is one
+    class) and a whole number written as a decimal as the whole number (`1.0` is `1`; case is kept: `Left` and
+    `left` may be distinct on purpose)."""
+    name = unicodedata.normalize("NFC", name)
+    if _WHOLE_DECIMAL.fullmatch(name):
+        whole = name.split(".", 1)[0].lstrip("+")
+        return "0" if whole.lstrip("-").strip("0") == "" and whole.startswith("-") else whole
+    return name
+
+
 def declared_label(name: str) -> str:
-    """A label name as an import reads a declared one: stripped, in Unicode's NFC."""
-    return unicodedata.normalize("NFC", name.strip())
+    """A label name as an import reads a declared one: stripped, then as label_key reads it."""
+    return label_key(name.strip())
 
 
 def detect_format(filename: str | None, head: bytes) -> str:
@@ -345,10 +362,9 @@ def _cell_at(line: int, record: dict[str, Any], column: str, what: str, field: s
 
 
 def _label_at(line: int, record: dict[str, Any], task: str) -> str | None:
-    """A task's label in a record, in Unicode's NFC: `café` with a precomposed é and with e + a combining accent
-    look the same and are one class (case is kept: `Left` and `left` may be distinct on purpose)."""
+    """A task's label in a record, as label_key reads it."""
     text = _cell_at(line, record, task, "label", "task")
-    return None if text is None else unicodedata.normalize("NFC", text)
+    return None if text is None else label_key(text)
 
 
 LABELS_CHECKED_KEPT = 100_000  # distinct (task, cell) answers kept: a label set is at most a few thousand
@@ -367,12 +383,10 @@ class RowValidator:
             # a label outside it would be stored and then ignored by training and the statistics
             if (order := (known or {}).get(task, spec.label_order.get(task))) is not None
         }
-        # NFC spelling → the label set's own: a label set stored before labels were read in NFC may hold another
-        # spelling of the same name, which its new rows must match (of two such spellings, the first listed)
-        self.allowed = {
-            task: {unicodedata.normalize("NFC", name): name for name in reversed(order)}
-            for task, order in self.shown.items()
-        }
+        # label_key's spelling → the label set's own: a label set stored before labels were read in NFC, or
+        # with whole numbers as decimals (`1.0`), may hold another spelling of the same name, which its new rows
+        # must match (of two such spellings, the first listed)
+        self.allowed = {task: {label_key(name): name for name in reversed(order)} for task, order in self.shown.items()}
         self.max_chars = get_settings().max_text_chars
         self.use_split: bool | None = None  # decided by the first record's columns
         self.id_col = spec.id_col  # an augloop export's own ids are in external_id (_columns)

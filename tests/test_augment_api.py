@@ -837,3 +837,23 @@ def test_imported_texts_keep_their_control_characters_and_can_be_augmented(lead,
     assert [item["sample_id"] for item in r.json()["params"]["items"]] == [original_id]
     with session_scope(engine) as s:
         assert s.scalar(select(Job.id)) is not None
+
+
+def test_a_submitted_texts_labels_are_read_as_an_import_reads_them(lead, engine, mini_dataset) -> None:
+    """An import strips its label cells; POST /augment refused the same label with a space ("partisan ") as
+    unknown. Read as an import reads it (stripped, NFC), stored under the label set's own spelling; case is
+    kept, so another case is still unknown."""
+    from db.models import Sample
+    from db.session import session_scope
+
+    text = "A new bridge for the county, paid for without a tax rise: a good day for everyone here."
+    labels = {"bias": " neutral ", "message": "policy\u00a0", "audience": "constituency"}
+    body = {"dataset": "mini", "texts": [{"text": text, "labels": labels}], "methods": ["wordnet"], "n_per_text": 1}
+    r = lead.post("/api/v1/augment", json=body)
+    assert r.status_code == 202, r.text
+    with session_scope(engine) as s:
+        stored = s.get(Sample, r.json()["params"]["items"][0]["sample_id"]).labels
+    assert stored == {"bias": "neutral", "message": "policy", "audience": "constituency"}
+    other = {**body, "texts": [{"text": text + " Twice.", "labels": {**labels, "bias": "Neutral"}}]}
+    r = lead.post("/api/v1/augment", json=other)
+    assert r.status_code == 422 and r.json()["field"] == "texts.0.labels" and "'Neutral'" in r.json()["detail"]
