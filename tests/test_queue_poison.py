@@ -112,3 +112,37 @@ def test_a_claim_that_raises_is_logged_and_the_worker_claims_again(engine, monke
         stats = Worker(engine, ["export"], poll_seconds=0.05).run(burst=True)
     assert stats.job_ids == [job_id] and job(engine, job_id).status == JobStatus.failed
     assert "a bug met while claiming" in caplog.text
+
+
+def test_a_cancel_that_cannot_be_recorded_within_the_lease_leaves_the_worker_running(engine, monkeypatch) -> None:
+    """A job cancelled while the database is out for longer than a lease: recording the cancel gave up with
+    LeaseLost, which the cancel branch did not catch, and the worker process died (its queue stopped until a
+    restart). Now it counts the job lost (the sweep ends it cancelled) and goes on to the next job."""
+    from sqlalchemy.exc import OperationalError
+
+    from workers.main import Worker
+    from workers.registry import JobCancelled
+
+    with session_scope(engine) as s:
+        cancelled = queue.enqueue(s, "export", {"dataset": "x"}).id
+        nxt = queue.enqueue(s, "export", {"dataset": "y"}).id
+    worker = Worker(engine, ["export"], lease_seconds=0.3, poll_seconds=0.05)
+    seen: list[int] = []
+
+    def handler(ctx):  # type: ignore[no-untyped-def]
+        seen.append(ctx.job_id)
+        if ctx.job_id == cancelled:
+            with session_scope(engine) as s:  # a member's cancel, which the handler then sees
+                queue.request_cancel(s, cancelled)
+            raise JobCancelled("cancelled by a member")
+        return {"ok": True}
+
+    def out(*_args, **_kw):  # type: ignore[no-untyped-def]
+        raise OperationalError("UPDATE jobs", {}, Exception("database is locked"))
+
+    worker.handlers["export"] = handler
+    monkeypatch.setattr(queue, "mark_cancelled", out)
+    stats = worker.run(burst=True)
+    assert seen == [cancelled, nxt] and stats.lost == 1 and stats.succeeded == 1
+    assert job(engine, nxt).status == JobStatus.succeeded
+    assert job(engine, cancelled).status == JobStatus.cancelled  # the sweep ended it, as the member asked

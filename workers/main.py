@@ -228,7 +228,12 @@ class Worker:
             log.info("job %s succeeded in %.1fs", job.id, time.monotonic() - started)
         except JobCancelled:
             stop_beat()
-            self._retrying_db(lambda: self._in_transaction(queue.mark_cancelled, job.id, self.worker_id))
+            try:
+                self._retrying_db(lambda: self._in_transaction(queue.mark_cancelled, job.id, self.worker_id))
+            except queue.LeaseLost as err:  # an outage past the lease: the sweep ends it cancelled, not this worker
+                self.stats.lost += 1
+                log.warning("job %s: %s", job.id, err)
+                return
             self.stats.cancelled += 1
             log.info("job %s cancelled", job.id)
         except JobReleased as err:
