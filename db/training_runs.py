@@ -185,29 +185,97 @@ def end_runs_of_jobs(session: Session, job_ids: list[int], status: str, error: s
 # Label-consistency scores -------------------------------------------------------------------------
 
 
+# A run's label-model scores are written in batches ahead of its record: where one replaced another model's
+# score, that score is kept inside the new entry under this key, with its consistency and flag, until the run is
+# recorded (keep_replaced_scores drops it then); a run that ends unfinished gives it back (withdraw_scores).
+REPLACED = "replaced"
+
+
+def _replaced_entry(
+    run_id: int, entry: dict[str, Any] | None, consistency: float | None, flag: bool | None
+) -> dict[str, Any] | None:
+    """What a new score of `run_id` keeps of the `label_model` entry it replaces: the entry with its consistency
+    and flag; a score of the same run (a retried attempt) carries over what that one kept."""
+    if not entry:
+        return None
+    if entry.get("run_id") == run_id:
+        kept: dict[str, Any] | None = entry.get(REPLACED)
+        return kept
+    return {
+        **{k: v for k, v in entry.items() if k != REPLACED},
+        "label_consistency": consistency,
+        "label_flag": flag,
+    }
+
+
+def _tagged_rows(session: Session, run_ids: list[int]) -> list[Any]:
+    """(id, scores) of the samples whose label-model entry these runs wrote, in their datasets, locked until the
+    caller's write (another scorer's write waits, and is judged on what this one leaves)."""
+    tagged = Sample.scores["label_model"]["run_id"].as_integer()
+    return list(
+        session.execute(
+            select(Sample.id, Sample.scores)
+            .where(
+                Sample.dataset_id.in_(select(TrainingRun.dataset_id).where(TrainingRun.id.in_(run_ids))),
+                Sample.scores.is_not(None),
+                tagged.in_(run_ids),
+            )
+            .order_by(Sample.id)
+            .with_for_update()
+        ).all()
+    )
+
+
 def withdraw_scores(session: Session, run_ids: list[int]) -> int:
     """Remove the label-model scores these runs wrote (consistency, flag and the `label_model` entry, other keys
-    of `scores` kept) from the samples of their datasets; returns how many samples changed."""
+    of `scores` kept) from the samples of their datasets, giving back the score each replaced (another model's,
+    with its consistency and flag); returns how many samples changed."""
     if not run_ids:
         return 0
-    tagged = Sample.scores["label_model"]["run_id"].as_integer()
-    rows = session.execute(
-        select(Sample.id, Sample.scores).where(
-            Sample.dataset_id.in_(select(TrainingRun.dataset_id).where(TrainingRun.id.in_(run_ids))),
-            Sample.scores.is_not(None),
-            tagged.in_(run_ids),
-        )
-    ).all()
+    rows = _tagged_rows(session, run_ids)
     if not rows:
         return 0
     table = cast("Table", Sample.__table__)
     statement = (
         update(table)
         .where(table.c.id == bindparam("sid"))
-        .values(label_consistency=None, label_flag=None, scores=bindparam("kept", type_=table.c.scores.type))
+        .values(
+            label_consistency=bindparam("consistency"),
+            label_flag=bindparam("flag"),
+            scores=bindparam("kept", type_=table.c.scores.type),
+        )
     )
-    kept = [{"sid": sid, "kept": {k: v for k, v in held.items() if k != "label_model"}} for sid, held in rows]
-    return session.connection().execute(statement, kept).rowcount or 0
+    params = []
+    for sid, held in rows:
+        kept = {k: v for k, v in held.items() if k != "label_model"}
+        before = dict(held["label_model"].get(REPLACED) or {})
+        consistency, flag = before.pop("label_consistency", None), before.pop("label_flag", None)
+        if before:
+            kept["label_model"] = before
+        params.append({"sid": sid, "kept": kept, "consistency": consistency, "flag": flag})
+    return session.connection().execute(statement, params).rowcount or 0
+
+
+def keep_replaced_scores(session: Session, run_id: int) -> int:
+    """Once the run is recorded its scores stand: drop the scores they replaced, kept for a withdrawal."""
+    rows = [(sid, held) for sid, held in _tagged_rows(session, [run_id]) if REPLACED in held["label_model"]]
+    if not rows:
+        return 0
+    table = cast("Table", Sample.__table__)
+    statement = (
+        update(table).where(table.c.id == bindparam("sid")).values(scores=bindparam("kept", type_=table.c.scores.type))
+    )
+    params = [
+        {
+            "sid": sid,
+            "kept": {
+                **held,
+                "label_model": {k: v for k, v in held["label_model"].items() if k != REPLACED},
+            },
+        }
+        for sid, held in rows
+    ]
+    return session.connection().execute(statement, params).rowcount or 0
 
 
 @dataclass
@@ -255,11 +323,13 @@ def apply_consistency_scores(
     *,
     scorer: dict[str, Any] | None = None,
     replace_if: Callable[[dict[str, Any] | None], bool] | None = None,
+    keep_replaced: bool = False,
 ) -> int:
     """Write scores to variants still pending with the text that was scored (an edit since then made the score
     stale; a vote did not); other keys of `scores` (similarity details...) are kept. `scorer` describes the
     model (stored beside the probabilities); `replace_if(current label_model entry or None)` says whether a
-    variant's existing score may be replaced. Returns how many variants were written.
+    variant's existing score may be replaced; `keep_replaced`: a run not yet recorded keeps the score it replaces
+    inside its own (REPLACED), for withdraw_scores to give back. Returns how many variants were written.
 
     The rows are locked (FOR UPDATE, in id order; SQLite's BEGIN IMMEDIATE already holds the write lock) from
     the read of their current scores to the write, so two scorers finishing together decide one after the
@@ -267,14 +337,17 @@ def apply_consistency_scores(
     before it was written. Set-based: one locking SELECT per chunk of ids and one executemany UPDATE, so a
     caller that commits batch by batch holds the locks for milliseconds at a time."""
     current: dict[int, dict[str, Any] | None] = {}
+    replaced: dict[int, dict[str, Any] | None] = {}
     for chunk in chunked(sorted({score.sample_id for score in scores})):
-        for sid, held in session.execute(
-            select(Sample.id, Sample.scores)
+        for sid, held, consistency, flag in session.execute(
+            select(Sample.id, Sample.scores, Sample.label_consistency, Sample.label_flag)
             .where(Sample.id.in_(chunk), Sample.review_status == ReviewStatus.pending)
             .order_by(Sample.id)
             .with_for_update()
         ):
             current[sid] = held
+            if keep_replaced:
+                replaced[sid] = _replaced_entry(run_id, (held or {}).get("label_model"), consistency, flag)
     rows = [
         {
             "sid": score.sample_id,
@@ -283,7 +356,12 @@ def apply_consistency_scores(
             "flag": score.flag,
             "merged": {
                 **(current[score.sample_id] or {}),
-                "label_model": {"run_id": run_id, **(scorer or {}), "probs": score.probs},
+                "label_model": {
+                    "run_id": run_id,
+                    **(scorer or {}),
+                    "probs": score.probs,
+                    **({REPLACED: kept} if (kept := replaced.get(score.sample_id)) else {}),
+                },
             },
         }
         for score in scores

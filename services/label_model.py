@@ -96,6 +96,7 @@ def write_scores(
     scorer: dict[str, Any] | None,
     replace_if: Callable[[dict[str, Any] | None], bool] | None,
     guard: Callable[[Session], None] = lambda _s: None,
+    keep_replaced: bool = False,
 ) -> int:
     """Write scores in set-based batches, each its own short transaction under `guard` (a job's lease): the
     rows a batch writes are locked (the write lock, on SQLite) for milliseconds, never across the whole
@@ -105,7 +106,12 @@ def write_scores(
         with session_scope(engine) as session:
             guard(session)
             written += db_runs.apply_consistency_scores(
-                session, run_id, scores[start : start + batch], scorer=scorer, replace_if=replace_if
+                session,
+                run_id,
+                scores[start : start + batch],
+                scorer=scorer,
+                replace_if=replace_if,
+                keep_replaced=keep_replaced,
             )
     return written
 

@@ -239,7 +239,7 @@ def _score_and_record(
         rules=result.decision,
         precision=result.precision,
     )
-    return attempt.record(
+    summary = attempt.record(
         result,
         staging,
         best_epoch=result.best_epoch,
@@ -247,6 +247,10 @@ def _score_and_record(
         variants_scored=scored,
         variants_not_rescored=seen - scored,  # better scores kept, or decided meanwhile
     )
+    # recorded: its scores stand, and the ones they replaced go (a process killed first leaves them, unread)
+    with session_scope(attempt.engine) as session:
+        db_runs.keep_replaced_scores(session, attempt.run_id)
+    return summary
 
 
 def record_end(
@@ -313,7 +317,10 @@ def score_pending_variants(
         return consistency_scores(model, tokenizer, tasks, page, max_length, progress, rules, precision)
 
     def write(scores: list[db_runs.ConsistencyScore]) -> int:
-        return label_model.write_scores(engine, run_id, scores, scorer=scorer, replace_if=replace_if, guard=guard)
+        # written ahead of the run's record: a score replaced is kept, given back if the run ends unfinished
+        return label_model.write_scores(
+            engine, run_id, scores, scorer=scorer, replace_if=replace_if, guard=guard, keep_replaced=True
+        )
 
     return label_model.score_pending(engine, dataset_id, score_page, write, emit)
 

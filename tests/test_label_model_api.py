@@ -177,7 +177,8 @@ def test_a_run_that_fails_after_scoring_withdraws_its_scores(lead, engine, tiny_
     """A run scores the pending variants in batches before it is recorded; one that then fails for good (a full
     disk as it writes its artifacts, a kill on its last attempt) left its scores on the variants and was named
     the dataset's label model, though no model of it was stored: the review queue's order, the flags and
-    auto-approval rested on it. Its end withdraws them; a score of another run is kept."""
+    auto-approval rested on it. Its end withdraws them; a score of another run is kept, and one it had replaced
+    (with its consistency and flag) is given back: withdrawing left those variants with no score at all."""
     import services.run_execution as run_execution
     from core.settings import get_settings
     from db.models import Sample
@@ -190,9 +191,13 @@ def test_a_run_that_fails_after_scoring_withdraws_its_scores(lead, engine, tiny_
     name = import_small(engine, n_train=40, n_val=16, n_test=16, n_unlabelled=0)
     variant = add_variant(engine, name, "train", "pending", "a pending variant about the budget vote today")
     other = add_variant(engine, name, "train", "pending", "another pending variant on the school board")
+    weaker = add_variant(engine, name, "train", "pending", "a third pending variant about the harbour bill")
+    before = {"run_id": 998, "probs": {"bias": {"neutral": 0.4, "partisan": 0.6}}}  # of unknown quality: replaced
     with session_scope(engine) as s:
         s.get_one(Sample, other).scores = {"similarity": 0.5, "label_model": {"run_id": 999, "val_macro_f1": 0.99}}
         s.get_one(Sample, variant).scores = {"similarity": 0.7}
+        held = s.get_one(Sample, weaker)
+        held.scores, held.label_consistency, held.label_flag = {"similarity": 0.6, "label_model": before}, 0.42, True
     written = []
 
     def disk_full(self, *args: Any, **kwargs: Any) -> None:  # its artifacts cannot be written: the run fails
@@ -212,5 +217,19 @@ def test_a_run_that_fails_after_scoring_withdraws_its_scores(lead, engine, tiny_
         scored = s.get_one(Sample, variant)
         assert (scored.scores, scored.label_consistency, scored.label_flag) == ({"similarity": 0.7}, None, None)
         assert s.get_one(Sample, other).scores["label_model"]["run_id"] == 999
+        back = s.get_one(Sample, weaker)
+        assert (back.scores, back.label_consistency, back.label_flag) == (
+            {"similarity": 0.6, "label_model": before},
+            0.42,
+            True,
+        )
     scorers = lead.get(f"/api/v1/datasets/{name}/label-model").json()["scorers"]
     assert failed not in [scorer["run_id"] for scorer in scorers], scorers
+    # a run that is recorded keeps its scores, without the ones it replaced
+    r = lead.post("/api/v1/training-runs", json={"dataset": name, "seeds": [1], "config": fast(tiny_encoder)})
+    drain(engine, ["train"])
+    done = r.json()["runs"][0]["id"]
+    assert lead.get(f"/api/v1/training-runs/{done}").json()["status"] == "succeeded"
+    with session_scope(engine) as s:
+        entry = s.get_one(Sample, weaker).scores["label_model"]
+    assert entry["run_id"] == done and "replaced" not in entry, entry
