@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import os
+import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -352,8 +355,26 @@ def export_to(
             "writes; give a file name",
             field="output",
         )
+    _remove_stale_parts(target)
     # the operator's own file: a model's whole path, as the database holds it
     return write_export(session, dataset_named(session, name, None), chosen, fmt, target, progress, whole_paths=True)
+
+
+STALE_PART_SECONDS = 3600  # an export writing its part rewrites it every few seconds
+
+
+def _remove_stale_parts(target: Path) -> None:
+    """An export killed mid-write (kill -9, a power cut) leaves its part (`<name>.<random>.part`, a copy of the
+    dataset so far) beside the file it was writing; the next export to that file removes those untouched for
+    an hour (another process writing the same file meanwhile keeps its own)."""
+    pattern = re.compile(re.escape(target.name) + r"\.[0-9a-f]{12}\.part")
+    cutoff = time.time() - STALE_PART_SECONDS  # the operator's own folder: this host's clock
+    for part in target.parent.glob(f"{glob.escape(target.name)}.*.part"):
+        try:
+            if pattern.fullmatch(part.name) and part.is_file() and part.stat().st_mtime < cutoff:
+                part.unlink()
+        except OSError as err:  # gone meanwhile, or not ours to delete
+            log.warning("could not remove the stale export part %s: %s", part, err)
 
 
 def export_to_text(session: Session, name: str, fmt: str, include: str, out: TextIO) -> ExportCount:

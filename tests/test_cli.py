@@ -128,6 +128,31 @@ def test_export_reports_rows_written_of_the_total_for_the_progress_bar(engine, e
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
+def test_an_export_removes_the_part_a_killed_export_of_the_same_file_left(engine, example_dataset, tmp_path):
+    """`augloop export -o FILE` killed mid-write left FILE.<random>.part, a copy of the dataset so far, for
+    good. The next export to FILE removes such parts once untouched for an hour; a fresh one (another process
+    writing FILE now) and other files stay."""
+    import os
+    import time
+
+    from db.session import session_scope
+    from services.datasets import export_to
+
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / "train.csv"
+    stale, fresh = out / "train.csv.0123456789ab.part", out / "train.csv.ba9876543210.part"
+    other, near = out / "other.csv.0123456789ab.part", out / "train.csv.notours.part"
+    for path in (stale, fresh, other, near):
+        path.write_text("text,bias\n")
+    hour_ago = time.time() - 3700
+    for path in (stale, other, near):
+        os.utime(path, (hour_ago, hour_ago))
+    with session_scope(engine) as session:
+        export_to(session, example_dataset, "csv", "original", target)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (target, fresh, other, near))
+
+
 def test_export_writes_through_a_link_and_refuses_a_pipe_it_would_replace(engine, example_dataset, tmp_path):
     """The export is renamed into place: over a link it replaced the link (its file unchanged), over a pipe or a
     device the node itself (as root, /dev/full)."""
