@@ -11,6 +11,7 @@ Cancellation or a lost lease ends the processes at once (torchrun is told to sto
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from trainer.config import TrainConfig
 from trainer.distributed import (
     ARTIFACTS_DIR,
     PROGRESS_FILE,
+    RANK0_LOCK,
     STOP_FILE,
     launch_command,
     write_request,
@@ -104,7 +106,9 @@ def train_distributed(
                     time.sleep(POLL_SECONDS)
         except BaseException:
             _kill(proc)
+            _await_ranks(job_dir)
             raise
+    _await_ranks(job_dir)
     code = proc.returncode  # torchrun's: 1 when any process failed, whatever its own status
     if code == 0 and "saved" in outcome:
         return load_result(job_dir / ARTIFACTS_DIR, config), job_dir / ARTIFACTS_DIR
@@ -153,6 +157,30 @@ def _complete_lines(fh: Any) -> list[str]:
             fh.seek(pos)
             return lines
         lines.append(line)
+
+
+def _await_ranks(job_dir: Path) -> None:
+    """Once torchrun has ended: wait (at most KILL_GRACE_SECONDS) for its processes to end too. torchrun killed
+    (SIGKILL, the OOM killer) leaves them training; they stop, checkpointed, when they see it gone, and a retry
+    started before that would train beside them, both writing the run's checkpoint. Rank 0's lock on RANK0_LOCK
+    goes with its process; the stop file asks them all."""
+    lock = job_dir / RANK0_LOCK
+    if not lock.exists():  # rank 0 never started
+        return
+    (job_dir / STOP_FILE).touch()
+    deadline = time.monotonic() + KILL_GRACE_SECONDS
+    with lock.open("a") as held:
+        while True:
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    logger.error(
+                        "the training processes of %s still run %ss after torchrun ended", job_dir, KILL_GRACE_SECONDS
+                    )
+                    return
+                time.sleep(POLL_SECONDS)
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

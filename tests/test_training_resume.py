@@ -4,6 +4,7 @@ asking for two processes is trained by torchrun's processes, launched by the wor
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from typing import Any
@@ -183,6 +184,50 @@ def test_sigkill_of_the_worker_stops_its_two_process_run_which_the_next_worker_r
     assert done.status == JobStatus.succeeded and done.attempts == 2, (done.status, done.last_error)
     assert int(done.progress_info["resumed_from_step"]) >= 20  # 160 texts / global batch 8: epoch 1's steps
     assert not checkpoint_dir(run_id).exists()
+
+
+def _launcher_of(pid: int) -> int:
+    """The torchrun process a worker `pid` launched."""
+    from pathlib import Path
+
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"torch.distributed.run" in cmdline and f"--watch-pid\x00{pid}\x00".encode() in cmdline + b"\x00":
+            return int(entry.name)
+    raise AssertionError(f"no torchrun launched by {pid}")
+
+
+def test_sigkill_of_torchrun_stops_its_ranks_before_the_worker_retries(settings, engine, tiny_encoder: str) -> None:
+    """torchrun killed (the OOM killer, an operator's kill -9) with its worker alive: the ranks watched only the
+    worker, so they trained on for no one while the worker's retry started two more beside them, both writing
+    the run's checkpoint. They now watch torchrun too, and the worker waits for rank 0 to end before the
+    attempt ends."""
+    epochs = 12
+    dataset = _import(engine, "small", 160)
+    _, job_id = _queue_run(engine, dataset, tiny_encoder, epochs, nproc=2, batch_size=4)
+    worker = _spawn_worker(settings, lease=3, burst=False, kinds="train")
+    try:
+        _wait_mid_run(engine, job_id, worker, epochs)
+        first = _processes_watching(worker.pid)
+        assert len(first) == 2
+        signal_at = time.monotonic()
+        os.kill(_launcher_of(worker.pid), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while _job(engine, job_id).attempts < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _job(engine, job_id).attempts == 2, _job(engine, job_id).last_error
+        alive = set(first) & set(_processes_watching(worker.pid))
+        assert not alive, "the first attempt's ranks still train beside the retry"
+        assert time.monotonic() - signal_at < 60
+    finally:
+        worker.kill()
+        worker.wait(10)
+        deadline = time.monotonic() + 60
+        while _processes_watching(worker.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def test_a_two_process_run_stops_on_request_and_resumes_from_its_checkpoint(tiny_encoder: str, tmp_path) -> None:

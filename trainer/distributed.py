@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import faulthandler
+import fcntl
 import gc
 import json
 import os
@@ -38,6 +39,10 @@ REQUEST_FILE = "request.json"
 PROGRESS_FILE = "progress.jsonl"
 STOP_FILE = "stop"
 ARTIFACTS_DIR = "artifacts"
+# Rank 0 holds an exclusive lock on this file for as long as it lives (the system drops it with the process,
+# even on SIGKILL): the worker waits on it after torchrun ended, so that a retry never trains beside the ranks
+# of the attempt before (torchrun killed leaves them running until they see it gone).
+RANK0_LOCK = "rank0.lock"
 BAD_INPUT_EXIT = 3
 
 
@@ -165,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     job_dir: Path = args.job_dir
     watched = Watched(args.watch_pid) if args.watch_pid is not None else None
+    # torchrun, which started this process: killed (the worker alive), it leaves its processes to the system
+    launcher = Watched(os.getppid())
+    if rank == 0:
+        held = (job_dir / RANK0_LOCK).open("a")  # held until the process ends: the system drops the lock then
+        fcntl.flock(held, fcntl.LOCK_EX)
     report = Reporter(job_dir / PROGRESS_FILE) if rank == 0 else None
     try:
         request = json.loads((job_dir / REQUEST_FILE).read_text(encoding="utf-8"))
@@ -183,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         stop_file = job_dir / STOP_FILE
 
         def should_stop() -> bool:  # asked at every optimizer step; the ranks agree on the step (group.flags)
-            return stop_file.exists() or (watched is not None and not watched.alive())
+            return stop_file.exists() or (watched is not None and not watched.alive()) or not launcher.alive()
 
         control = LoopControl(checkpoint_dir=args.checkpoint_dir, should_stop=should_stop, group=group)
         result = train_process(config, data, progress=report, control=control, device=device)
