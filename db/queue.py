@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from core.errors import ConflictError, NotFoundError
 from core.settings import get_settings
 from db.models import Job, JobStatus
-from db.session import WRITE_LOCK_SINCE, affected_rows
+from db.session import WRITE_LOCK_SINCE, affected_rows, write_lock_blocked_within
 
 log = logging.getLogger("augloop.queue")
 
@@ -135,6 +135,8 @@ def _back_in_queue(now: datetime) -> dict[str, Any]:
 # A writing transaction on SQLite that held the write lock at least this long gives the time back to the leases
 # of running jobs (below): well under the heartbeat's interval (a third of a lease), so no renewal is lost.
 LOCK_HELD_GIVE_BACK_SECONDS = 2.0
+# After this process waited long for the write lock (SQLite), no expired lease is swept for this long
+LOCK_BLOCKED_SWEEP_PAUSE_SECONDS = 5.0
 
 
 @event.listens_for(Session, "after_begin")
@@ -185,6 +187,12 @@ def requeue_expired(session: Session, now: datetime | None = None) -> int:
     """Hand jobs whose worker stopped heart-beating back to the queue; cancel those whose cancellation was asked
     (their worker can no longer stop them); fail those out of attempts. Each kind's end hook runs for the jobs
     ended here."""
+    if session.get_bind().dialect.name == "sqlite" and write_lock_blocked_within(LOCK_BLOCKED_SWEEP_PAUSE_SECONDS):
+        # Another connection held the write lock a while ago and no worker could renew its lease meanwhile. A
+        # writer that commits gives that time back to the leases (below); one killed or rolled back gives
+        # nothing back, and sweeping now would hand live workers' jobs to others. Their heartbeats come back
+        # within seconds of the lock's release (HEARTBEAT_RETRY_SECONDS): the sweep waits for them.
+        return 0
     now = now or db_now(session)
     expired = and_(Job.status == JobStatus.running, Job.lease_until < now)
     ended = 0

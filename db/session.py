@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.files import delete_path
@@ -21,6 +22,24 @@ log = logging.getLogger("augloop.db")
 
 _lock = threading.Lock()
 WRITE_LOCK_SINCE = "augloop_write_lock_since"  # Connection.info: time.monotonic() at BEGIN IMMEDIATE (SQLite)
+# SQLite: a BEGIN IMMEDIATE that waited this long for the write lock (or was refused it at the busy timeout) found
+# another connection holding it; the process notes when (write_lock_blocked_within).
+WRITE_LOCK_WAIT_NOTED_SECONDS = 2.0
+_write_lock_blocked_at: float | None = None
+
+
+def _note_blocked() -> None:
+    global _write_lock_blocked_at
+    _write_lock_blocked_at = time.monotonic()
+
+
+def write_lock_blocked_within(seconds: float) -> bool:
+    """Whether a connection of this process waited long for SQLite's write lock (or was refused it) in the last
+    `seconds`: while one connection held it, no other could write, heartbeats included."""
+    blocked = _write_lock_blocked_at
+    return blocked is not None and time.monotonic() - blocked < seconds
+
+
 _engines: dict[str, Engine] = {}
 _migrated: set[str] = set()
 
@@ -59,7 +78,15 @@ def make_engine(url: str, settings: Settings | None = None) -> Engine:
             # Writers serialise in SQLite anyway; taking the write lock at BEGIN avoids the
             # deadlock-prone upgrade from a read lock that makes busy_timeout useless.
             readonly = conn.get_execution_options().get("readonly", False)
-            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+            started = time.monotonic()
+            try:
+                conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+            except DBAPIError:
+                if not readonly:  # refused at the busy timeout: another connection held the lock all along
+                    _note_blocked()
+                raise
+            if not readonly and time.monotonic() - started >= WRITE_LOCK_WAIT_NOTED_SECONDS:
+                _note_blocked()
             # when this connection took the write lock (db/queue.py gives the time it held it back to leases)
             conn.info[WRITE_LOCK_SINCE] = None if readonly else time.monotonic()
 

@@ -110,6 +110,39 @@ def test_a_write_lock_held_past_a_lease_does_not_hand_a_live_workers_job_to_anot
     assert queue.claim(engine, "other").id == job_id, "a worker that is gone is still found, that much later"
 
 
+def test_a_write_lock_whose_holder_dies_does_not_hand_a_live_workers_job_to_another(engine, monkeypatch) -> None:
+    """A transaction that held SQLite's write lock past a lease and was killed (or rolled back) gives no time
+    back: the claim that waited for the lock swept the live worker's expired lease before its heartbeat came
+    back, ran its job a second time and, on the last attempt, failed it as "worker lost". A claim that waited
+    long for the lock now leaves the leases for a few seconds, time for the heartbeats to come back."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    import db.session
+
+    monkeypatch.setattr(db.session, "_write_lock_blocked_at", None, raising=False)
+    job_id = _enqueue(engine)
+    assert queue.claim(engine, "alive", lease_seconds=1.0).id == job_id
+    _enqueue(engine)  # another job, for the waiting claim to take
+    killed = sqlite3.connect(make_url(str(engine.url)).database, isolation_level=None)
+    killed.execute("BEGIN IMMEDIATE")  # a writer holding the lock, then gone without a commit
+    claimed: list[Any] = []
+    waiting = threading.Thread(target=lambda: claimed.append(queue.claim(engine, "other", lease_seconds=1.0)))
+    waiting.start()
+    time.sleep(2.5)  # past the live worker's lease
+    killed.rollback()
+    killed.close()
+    waiting.join(30)
+    assert claimed and claimed[0] is not None and claimed[0].id != job_id
+    queue.heartbeat(engine, job_id, "alive", lease_seconds=1.0)  # back within a second of the lock's release
+    assert _job(engine, job_id).worker_id == "alive" and _job(engine, job_id).attempts == 1
+    # a worker that is gone is still found, once the sweep's pause is over
+    monkeypatch.setattr(db.session, "_write_lock_blocked_at", None, raising=False)
+    time.sleep(1.2)
+    assert queue.claim(engine, "third").id == job_id
+
+
 def test_lock_time_is_given_back_once_whatever_savepoints_or_rollbacks_came_before(engine) -> None:
     """A savepoint released inside a long transaction is not its commit (the time was counted twice, or the
     rest of it never); a transaction rolled back leaves no start time for the next one to count."""
