@@ -180,7 +180,9 @@ def decide(
             field="sample_id",
         )
     if sample.version != version:
-        raise _stale(session, sample, version, user)
+        if not _only_others_votes_since(session, sample, version, user, decision):
+            raise _stale(session, sample, version, user)
+        version = sample.version  # the text judged is the text now, still waiting: the vote counts beside theirs
     votes = cast(latest_votes(session, [sample.id]).get(sample.id, {}), user.id, decision)
     values = status_values(session, sample, votes, text if decision == Decision.edit else None)
     text_before = sample.text
@@ -281,6 +283,26 @@ def apply_and_record(
     session.flush()
     session.refresh(sample)
     return sample
+
+
+def _only_others_votes_since(session: Session, sample: Sample, seen: int, user: User, decision: str) -> bool:
+    """Whether a vote cast on version `seen` still judges what the sample is now: an approval or rejection, the
+    variant still pending, and every version since made by another person's approval or rejection (no edit, no
+    undo, no automatic decision, no re-evaluation under a new k, nothing of this user's in another tab). With k
+    reviewers two people see one card at once; the second's vote was refused because the first had voted."""
+    if decision not in (Decision.approve, Decision.reject) or not 0 < seen < sample.version:
+        return False
+    if sample.review_status != ReviewStatus.pending:
+        return False
+    since = session.execute(
+        select(Review.user_id, Review.decision, Review.automatic).where(
+            Review.sample_id == sample.id, Review.version_seen >= seen
+        )
+    ).all()
+    return len(since) == sample.version - seen and all(
+        not automatic and voter != user.id and made in (Decision.approve, Decision.reject)
+        for voter, made, automatic in since
+    )
 
 
 def _stale(session: Session, sample: Sample, seen: int, user: User) -> ConflictError:

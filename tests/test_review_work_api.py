@@ -226,6 +226,36 @@ def test_with_two_reviews_a_variant_goes_to_two_annotators(admin, annotator, car
     assert r["renewed"] == 3 and r["leased_until"]
 
 
+def test_the_second_reviewer_of_a_card_both_saw_is_not_refused(admin, annotator, carol, review_data) -> None:
+    """With k = 2 and work shared out, two annotators get the same cards in the same order: the second's vote
+    was refused every time (409, "changed since you saw it") because the first had voted, though the text and
+    its waiting were as they saw them. Another person's vote on a still-pending text is no change to what one
+    judged; a decision meanwhile, an edit, an undo, a re-evaluation or one's own vote in another tab still is."""
+    admin.patch("/api/v1/datasets/rev", json={"distribute_work": True, "reviews_required": 2})
+    shared = claim(annotator, size=4).json()["items"]
+    assert [i["id"] for i in claim(carol, size=4).json()["items"]] == [i["id"] for i in shared]
+    first, second, third, fourth = shared
+    assert decide(annotator, first["id"], "approve", first["version"]).json()["review_status"] == "pending"
+    both = decide(carol, first["id"], "approve", first["version"])  # the version both saw
+    assert both.status_code == 200 and both.json()["review_status"] == "approved", both.text
+    assert both.json()["votes"] == {"approve": 2, "reject": 0, "mine": "approve"}
+    # a split at k = 2 stays pending; the vote that splits it counts
+    decide(annotator, second["id"], "approve", second["version"])
+    split = decide(carol, second["id"], "reject", second["version"], reason="other")
+    assert split.status_code == 200 and split.json()["review_status"] == "pending"
+    # decided since (the third reviewer's vote made the majority): what carol saw is no more
+    decide(annotator, second["id"], "approve", second["version"] + 2)
+    assert decide(admin, second["id"], "approve").json()["review_status"] == "approved"
+    late = decide(carol, second["id"], "approve", second["version"])
+    assert late.status_code == 409 and late.json()["field"] == "version"
+    # rewritten since: carol judged another text
+    decide(annotator, third["id"], "edit", third["version"], text="A rewrite nobody else has read yet, about roads.")
+    assert decide(carol, third["id"], "approve", third["version"]).status_code == 409
+    # her own vote in another tab: the stale tab's vote is refused, not counted over it
+    decide(carol, fourth["id"], "reject", fourth["version"], reason="other")
+    assert decide(carol, fourth["id"], "approve", fourth["version"]).status_code == 409
+
+
 def test_a_split_vote_is_handed_out_again_for_the_review_that_decides_it(admin, annotator, carol, review_data) -> None:
     """At an even k a tie stays pending for one more review; under work sharing, where people review what they
     are handed, it was never handed out again (its votes counted as enough)."""
