@@ -61,6 +61,11 @@ def sign_out() -> None:
     st.session_state["_cookie_action"] = {"sign_out": True, "nonce": sessions.new_nonce()}
 
 
+if st.session_state.get("token") and "_sid" in st.session_state and not sessions.alive(st.session_state["_sid"]):
+    # signed out in another tab, or the session expired: this tab's token goes with it (its next action would
+    # still have reached the API as that user). Every sign-in and resume sets _sid (tests may set a token alone).
+    for key in list(st.session_state.keys()):
+        del st.session_state[key]
 if not st.session_state.get("token"):
     resume_session()
 cookie_action = st.session_state.pop("_cookie_action", None)

@@ -88,6 +88,16 @@ def resume(cookie: str | None, hours: float = UI_SESSION_HOURS) -> tuple[str, UI
     return (sid, found) if found is not None else None
 
 
+def alive(sid: str | None) -> bool:
+    """Whether the session still lives: a tab that signed in (or resumed) through it works only while it does,
+    so signing out in one tab, or the session's expiry, ends the others too."""
+    if not sid:
+        return False
+    with _lock:
+        _prune(time.time())
+        return sid in _sessions
+
+
 def remember(sid: str | None, **values: Any) -> None:
     """Keep page state (filters, dataset) with the session, for the next reload."""
     if not sid:

@@ -377,3 +377,25 @@ def test_the_export_download_button_shows_the_dataset_name_as_text(live_api, eng
     assert (
         button.proto.label == plain(f"Download {slug}.csv (3 bytes)") == r"Download x\-\_slugem\_\-y\.csv \(3 bytes\)"
     )
+
+
+def test_signing_out_in_one_tab_signs_the_others_out(live_api, engine, annotator_token, review_data) -> None:
+    """Two tabs of one browser share the session its cookie names. Signing out in one forgot the session, yet the
+    other tab kept its token and went on deciding as that user until a reload (SECURITY.md: signing out ends
+    it). A tab whose session is gone now shows the sign-in page on its next action."""
+    from review_ui import sessions
+
+    sid, _ticket = sessions.open_session(annotator_token, {"id": 2, "name": "bob-annotator", "role": "annotator"})
+    tabs = []
+    for _ in range(2):
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.session_state["token"], at.session_state["_sid"] = annotator_token, sid
+        at.session_state["user"] = {"id": 2, "name": "bob-annotator", "role": "annotator"}
+        tabs.append(at.run())
+    first, second = tabs
+    assert "token_input" not in [t.key for t in second.text_input]
+    next(b for b in first.button if b.key == "sign_out").click().run()
+    assert not sessions.alive(sid)
+    second.run()  # its next action
+    assert "token" not in second.session_state
+    assert "token_input" in [t.key for t in second.text_input]  # the sign-in page
