@@ -51,11 +51,21 @@ class ReviewView:
     acked: int = 0
     notice: dict[str, Any] | None = None
     focus_request: dict[str, Any] | None = None
+    # an edit the API refused, for the card to reopen its editor with the typed text: {seq, id, text}
+    refused_edit: dict[str, Any] | None = None
+    batch: int | None = None  # the outbox batch being applied: its notices add up (say)
     undo_stack: list[list[int]] = field(default_factory=list)
     built: dict[int, tuple[int, str, dict[str, Any]]] = field(default_factory=dict)  # id → (version, …, card)
 
     def say(self, kind: str, text: str) -> None:
-        self.notice = {"seq": next(_notices), "kind": kind, "text": text}
+        """The notice above the cards. The actions of one outbox batch (keys pressed quickly) each say
+        something: a refusal or a warning stays, ahead of what the others said, instead of being replaced by
+        the next action's success."""
+        earlier = self.notice if self.batch is not None and (self.notice or {}).get("batch") == self.batch else None
+        if earlier is not None and earlier["kind"] in ("error", "warning"):
+            kind = "error" if "error" in (kind, earlier["kind"]) else "warning"
+            text = f"{earlier['text']} · {text}"
+        self.notice = {"seq": next(_notices), "kind": kind, "text": text, "batch": self.batch}
 
     def focus(self, sample_id: int) -> None:
         self.focus_request = {"seq": next(_notices), "id": sample_id}
@@ -181,6 +191,7 @@ def payload(view: ReviewView, empty: str) -> dict[str, Any]:
         "acked": view.acked,
         "notice": view.notice,
         "focus_request": view.focus_request,
+        "refused_edit": view.refused_edit,
         "empty": empty,
     }
 
@@ -234,6 +245,8 @@ def apply_action(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> No
                 view.say("error", f"The edited text duplicates sample #{err.body['duplicate_of']}; not saved.")
             else:
                 _conflict(view, api, sample_id, err, op)
+            if op == "edit" and action.get("text"):  # the editor reopens with what was typed, not the old text
+                view.refused_edit = {"seq": next(_notices), "id": sample_id, "text": str(action["text"])}
             return
         _replace(view, item)
         view.undo_stack.append([sample_id])
@@ -257,9 +270,19 @@ def _bulk(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> None:
     else:
         ids = [int(i) for i in action.get("ids") or [] if int(i) in view.items]
         decision = "reject" if action.get("decision") == "reject" else "approve"
+        reasons = {int(k): str(v) for k, v in (action.get("reasons") or {}).items() if v}
+        if decision == "reject" and len({reasons.get(i, "unspecified") for i in ids}) > 1:
+            # the reasons picked on the cards: one rejection per reason (a bulk decision has one reason), undone
+            # as one step
+            steps = len(view.undo_stack)
+            for reason in sorted({reasons.get(i, "unspecified") for i in ids}):
+                _bulk(view, api, {**action, "ids": [i for i in ids if reasons.get(i, "unspecified") == reason]})
+            done = [i for entry in view.undo_stack[steps:] for i in entry]
+            view.undo_stack[steps:] = [done] if done else []
+            return
         body = {"decision": decision, "sample_ids": ids, "confirm": True}
         if decision == "reject":
-            body["reason"] = "unspecified"
+            body["reason"] = reasons.get(ids[0], "unspecified") if ids else "unspecified"
         what = f"{len(ids)} selected variants"
     # Your vote goes only to the texts you saw: a variant someone edited since is left out (and said so).
     body["versions"] = {str(i): int(view.items[i]["version"]) for i in ids}
@@ -344,6 +367,7 @@ def handle_outbox() -> None:
     if view is None:
         return
     api = client()
+    view.batch = next(_notices)
     for action in sorted(state.get("outbox") or [], key=lambda a: a.get("seq", 0)):
         seq = int(action.get("seq", 0))
         if seq <= view.acked:
@@ -353,3 +377,4 @@ def handle_outbox() -> None:
         except ApiError as err:  # the API is unreachable or refused something unexpected
             view.say("error", str(err))
         view.acked = seq
+    view.batch = None

@@ -136,6 +136,8 @@ def test_review_in_a_real_browser(stack: dict) -> None:
         assert "[click me](http://evil.example)" in text and "![pic](http://evil.example/x.png)" in text
         assert page.locator("a[href*='evil.example']").count() == 0
         assert page.locator("img[src*='evil.example']").count() == 0
+        # a right-to-left override in a text mirrors that text only, not the rest of its card
+        assert hostile.locator(".rv-text").evaluate("n => getComputedStyle(n).unicodeBidi") == "isolate"
 
         # One card in focus; J/K and the arrows move it.
         assert focus(page) == str(data.hostile)
@@ -188,6 +190,17 @@ def test_review_in_a_real_browser(stack: dict) -> None:
         box.press("Control+Enter")
         stored(page, interview[2], "approved")
         expect(card(page, interview[2]).locator(".rv-status")).to_contain_text("edited and approved")
+
+        # An edit the API refuses (the text another sample has) reopens the editor with what was typed.
+        page.locator(f"#rv-card-{interview[1]}").click()
+        page.keyboard.press("e")
+        box = card(page, interview[1]).locator("textarea")
+        box.fill("Watch my consultation on CNN this evening.")
+        box.press("Control+Enter")
+        expect(page.locator(".rv-notice")).to_contain_text("duplicates sample")
+        expect(card(page, interview[1]).locator("textarea")).to_have_value("Watch my consultation on CNN this evening.")
+        card(page, interview[1]).locator("textarea").press("Escape")
+        expect(card(page, interview[1]).locator("textarea")).to_have_count(0)
 
         # F approves the family of the card in focus.
         card(page, attack[0]).click()

@@ -223,6 +223,30 @@ def test_a_stale_card_says_someone_else_decided_first(live_api, annotator_token,
     assert state["sample"]["review_status"] == "rejected" and len(state["reviews"]) == 1  # nothing overwritten
 
 
+def test_a_refused_edit_gives_its_text_back_and_a_refusal_outlives_the_next_success(
+    live_api, annotator_token, review_data
+) -> None:
+    """An edit the API refused (a duplicate, a leak, a conflict) closed the editor and dropped what was typed;
+    and of several keys pressed at once only the last notice showed, so a refusal followed by a success
+    vanished. The refused text comes back for the editor; a refusal stays ahead of what follows it."""
+    from review_ui.review_flow import apply_action, payload
+
+    client, view = flow(live_api, annotator_token)
+    v1, v2, v3 = review_data.variants[review_data.sources[0]]
+    view.batch = 1  # one outbox batch: what handle_outbox sets around the actions it applies
+    typed = view.items[v2]["text"] + "  "  # another variant's text: refused as a duplicate
+    apply_action(view, client, {"op": "edit", "id": v1, "version": view.items[v1]["version"], "text": typed})
+    assert view.notice["kind"] == "error" and "duplicates sample" in view.notice["text"]
+    refused = payload(view, "")["refused_edit"]
+    assert refused["id"] == v1 and refused["text"] == typed
+    apply_action(view, client, {"op": "approve", "id": v3, "version": view.items[v3]["version"]})
+    assert view.notice["kind"] == "error" and "duplicates sample" in view.notice["text"]
+    assert f"Variant #{v3} approved" in view.notice["text"]
+    view.batch = 2  # the next batch starts afresh
+    apply_action(view, client, {"op": "undo"})
+    assert view.notice["kind"] == "success" and "duplicates" not in view.notice["text"]
+
+
 def test_family_and_selection_from_the_cards_and_bulk_by_filter(live_api, annotator_token, review_data) -> None:
     from review_ui.review_flow import apply_action
 
@@ -235,6 +259,12 @@ def test_family_and_selection_from_the_cards_and_bulk_by_filter(live_api, annota
     apply_action(view, client, {"op": "selected", "decision": "reject", "ids": [a, b]})
     assert {view.items[a]["review_status"], view.items[b]["review_status"]} == {"rejected"}
     apply_action(view, client, {"op": "undo"})  # the selection comes back as one step
+    assert {view.items[a]["review_status"], view.items[b]["review_status"]} == {"pending"}
+    # the reasons picked on the cards go with "Reject selected" (all were stored "unspecified")
+    picked = {str(a): "ungrammatical", str(b): "meaning_changed"}
+    apply_action(view, client, {"op": "selected", "decision": "reject", "ids": [a, b], "reasons": picked})
+    assert [view.items[i]["last_review"]["reason"] for i in (a, b)] == ["ungrammatical", "meaning_changed"]
+    apply_action(view, client, {"op": "undo"})  # still one step
     assert {view.items[a]["review_status"], view.items[b]["review_status"]} == {"pending"}
     # A family count that no longer holds: nothing happens, and the page says why.
     other = review_data.sources[4]

@@ -58,6 +58,8 @@ export default function (component) {
       familyNodes: {},
       noticeSeq: null,
       focusSeq: null,
+      refusedSeq: null,
+      drafts: {},       // card id -> text typed in an edit the server refused (the editor reopens with it)
       cards: [],
     };
     const root = el("div", "rv-root");
@@ -217,7 +219,10 @@ function undo(s, card) {
 function bulkSelected(s, decision) {
   const ids = [...s.selected];
   if (!ids.length) return;
-  const seq = send(s, { op: "selected", decision, ids });
+  // the reason picked on each card goes with it (a rejection of the selection was stored "unspecified")
+  const reasons = {};
+  for (const id of ids) if (s.reasons[id]) reasons[id] = s.reasons[id];
+  const seq = send(s, { op: "selected", decision, ids, reasons });
   markSaving(s, ids, decision, seq);
   s.selected.clear();
   for (const c of s.cards) if (ids.includes(c.id)) paintCard(s, c);
@@ -303,6 +308,15 @@ function render(s, data) {
     if (!data.cards.some((c) => String(c.parent_id) === key)) { s.familyNodes[key].node.remove(); delete s.familyNodes[key]; }
   }
   paintSelection(s);
+  if (data.refused_edit && data.refused_edit.seq !== s.refusedSeq) {
+    s.refusedSeq = data.refused_edit.seq;
+    const card = data.cards.find((c) => c.id === data.refused_edit.id);
+    if (card && card.status === "pending") {
+      s.drafts[card.id] = data.refused_edit.text;
+      setFocus(s, card.id, true);
+      startEditing(s, card);
+    }
+  }
   if (data.focus_request && data.focus_request.seq !== s.focusSeq) {
     s.focusSeq = data.focus_request.seq;
     if (s.nodes[data.focus_request.id]) setFocus(s, data.focus_request.id, true);
@@ -399,7 +413,8 @@ function paintCard(s, card) {
 
   if (s.editing === card.id) {
     const box = el("textarea", "rv-edit");
-    box.value = card.text;
+    box.value = s.drafts[card.id] !== undefined ? s.drafts[card.id] : card.text;
+    delete s.drafts[card.id];
     box.setAttribute("aria-label", "Edited text");
     box.oninput = () => autosize(box);
     node.appendChild(box);
