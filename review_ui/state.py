@@ -156,7 +156,15 @@ def run_inputs(seeds: str, config: str) -> tuple[list[int], dict[str, Any]] | No
     reason shown, if they do not parse."""
     try:
         overrides = json.loads(config or "{}")
-        return [int(s) for s in seeds.replace(" ", "").split(",") if s], overrides
     except ValueError as err:
-        st.error(plain(f"Config must be a JSON object and seeds whole numbers: {err}"))
+        st.error(plain(f'The config is not JSON ({err}); write an object, e.g. {{"epochs": 5}}'))
         return None
+    if not isinstance(overrides, dict):
+        st.error('The config must be a JSON object, e.g. {"epochs": 5}.')
+        return None
+    parts = [s for s in seeds.replace(" ", "").split(",") if s]
+    wrong = [s for s in parts if not s.isdigit()]
+    if wrong:
+        st.error(plain(f"Seeds are whole numbers separated by commas, e.g. 42, 43, 44; not {wrong[0]!r}"))
+        return None
+    return [int(s) for s in parts], overrides

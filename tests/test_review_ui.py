@@ -433,7 +433,7 @@ def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, lead_tok
 
     with session_scope(engine) as s:  # jobs of a dataset in the lead's project (others' are not shown)
         dataset_id = get_dataset(s, example_dataset).id
-        running = queue.enqueue(s, "augment", {"method": "wordnet"}, dataset_id=dataset_id)
+        running = queue.enqueue(s, "augment", {"method": "wordnet", "dataset": example_dataset}, dataset_id=dataset_id)
         running.status, running.progress_done, running.progress_total = "running", 30, 120
         running.progress_info = {"kept": 25, "dropped": {"similarity": 3, "duplicate": 2}}
         failed = queue.enqueue(s, "export", {}, dataset_id=dataset_id)
@@ -447,6 +447,7 @@ def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, lead_tok
     assert "kept 25 · dropped 5 (duplicate 2, similarity 3)" in htmls(at)  # a sentence, not a Python dict
     assert "{" not in htmls(at)
     assert "attempt 0/3 · created" in htmls(at) and "· 2 database outages (not counted)" in htmls(at)
+    assert f"#{ids[0]} · augment · {example_dataset} · running" in htmls(at)  # the card names its dataset
     assert at.code[0].value == "boom <b>not html</b>"
     table = at.dataframe[0].value
     assert dict(zip(table["counter"], table["value"], strict=True))["dropped.similarity"] == "3"
@@ -454,6 +455,18 @@ def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, lead_tok
     with session_scope(engine) as s:
         assert s.get(Job, ids[0]).cancel_requested
     assert f"cancel_{ids[1]}" not in {b.key for b in at.button}  # a failed job has nothing to cancel
+
+
+def test_start_forms_say_which_seed_or_config_does_not_parse(monkeypatch) -> None:
+    """A seed typed as "4x" showed Python's "invalid literal for int() with base 10"."""
+    from review_ui import state
+
+    said: list[str] = []
+    monkeypatch.setattr(state.st, "error", lambda text: said.append(str(text)))
+    assert state.run_inputs("42, 4x", "{}") is None and "not '4x'" in said[-1] and "invalid literal" not in said[-1]
+    assert state.run_inputs("42", "[1]") is None and "JSON object" in said[-1]
+    assert state.run_inputs("42", "{nope") is None and "not JSON" in said[-1]
+    assert state.run_inputs("42, 43", '{"epochs": 5}') == ([42, 43], {"epochs": 5})
 
 
 def test_an_annotator_is_not_offered_a_leads_actions(live_api, annotator_token, engine, review_data) -> None:

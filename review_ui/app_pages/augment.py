@@ -47,7 +47,8 @@ def show_augmenters(name: str) -> list[dict[str, Any]]:
         )
     for s in statuses:
         if not s["available"]:
-            reason = str(s["reason"]).rstrip(".") + "."
+            # the server's words mark commands with backticks (for the CLI and the README); shown as text here
+            reason = str(s["reason"]).replace("`", "").rstrip(".") + "."
             setting = s.get("setting")
             where = f" Setting: {setting}." if setting and setting not in reason else ""
             st.warning(plain(f"{s['method']}: {reason}{where}"))

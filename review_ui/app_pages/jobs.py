@@ -74,7 +74,9 @@ def job_card(job: dict[str, Any], may_cancel: bool) -> None:
         head, action = st.columns([0.8, 0.2])
         head.html(
             small_html(
-                f"#{job['id']} · {job['kind']} · {job['status']} · attempt {job['attempts']}/"
+                f"#{job['id']} · {job['kind']}"
+                + (f" · {dataset}" if (dataset := (job.get("params") or {}).get("dataset")) else "")
+                + f" · {job['status']} · attempt {job['attempts']}/"
                 f"{job['max_attempts']} · created {job['created_at'][:19].replace('T', ' ')}"
                 + (outages_said(job.get("outages") or 0))
                 + (" · cancel requested" if job["cancel_requested"] else "")

@@ -23,7 +23,7 @@ from review_ui.components import review_cards
 from review_ui.progress import show_annotators, show_class_progress
 from review_ui.render import plain
 from review_ui.review_flow import COMPONENT_KEY, VIEW_KEY, ReviewView, handle_outbox, load_view, payload
-from review_ui.state import call, client, pick_dataset, show_flash
+from review_ui.state import call, client, leads, pick_dataset, show_flash
 
 SORTS = {
     "family": "Family by family",
@@ -237,12 +237,14 @@ with main:
     st.caption(page_caption(view, base, page, distributing))
     if not view.order:
         totals = (st.session_state.get("_progress") or {}).get("totals") or {}
-        if not any(totals.values()):
+        if not any(totals.values()) and leads(name):
             st.info(
                 "No variants to review yet. Generate some on the Augment page: pick a method, preview the "
                 "plan and queue it; the worker's variants land here."
             )
             st.page_link("app_pages/augment.py", label="Go to Augment", icon=":material/auto_awesome:")
+        elif not any(totals.values()):  # an annotator cannot start augmentation: who can
+            st.info("No variants to review yet: a lead of the project generates them on the Augment page.")
         else:
             st.info(
                 "Nothing to review with these filters."

@@ -24,7 +24,13 @@ if submitted:
         try:
             me = api_client(token.strip()).me()
         except ApiError as err:
-            st.error("That token was refused (invalid, expired or revoked)." if err.status == 401 else plain(str(err)))
+            if err.status == 401:
+                st.error("That token was refused (invalid, expired or revoked).")
+            elif err.status == 429:  # the API's limit on failed sign-ins from one address
+                wait = f"Too many refused tokens from this browser; wait a minute, then try again ({err.detail})"
+                st.error(plain(wait))
+            else:
+                st.error(plain(str(err)))
         else:
             st.session_state["token"] = token.strip()
             st.session_state["user"] = me
