@@ -316,15 +316,19 @@ def test_filters_batches_and_pages(live_api, annotator_token, engine) -> None:
     assert [c["text"] for c in cards_data(at)["cards"]] == ["text number 42"]
 
 
-def test_an_empty_review_page_points_to_augment(live_api, annotator_token, engine) -> None:
+def test_an_empty_review_page_points_to_augment(live_api, annotator_token, admin_token, engine) -> None:
+    """Who can generate variants is told where; an annotator, who cannot, is told who does."""
     from db.session import session_scope
     from tests.review_fixtures import make_dataset
 
     with session_scope(engine) as s:
         make_dataset(s, "fresh")
-    at = signed_in(annotator_token, "annotator")
+    at = signed_in(admin_token, "admin")
     no_errors(at)
     assert "Generate some on the Augment page" in at.info[0].value
+    at = signed_in(annotator_token, "annotator")
+    no_errors(at)
+    assert "a lead of the project generates them" in at.info[0].value
     assert not at.get("bidi_component") or not [
         c for c in at.get("bidi_component") if c.proto.component_name == "augloop_review_cards"
     ]
