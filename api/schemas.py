@@ -91,6 +91,29 @@ class DatasetUpdate(RequestBody):
     lease_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
 
 
+class LabelRename(RequestBody):
+    task: str = Field(min_length=1, max_length=100)
+    label: str = Field(min_length=1, max_length=100, description="The class as the dataset names it")
+    to: str = Field(
+        min_length=1,
+        max_length=100,
+        description="Its new name; a class the task has already: the two are merged under it",
+    )
+
+
+class LabelRenamed(BaseModel):
+    dataset: str
+    task: str
+    label: str
+    to: str
+    merged: bool = Field(description="`to` was a class of the task already: `label` was merged into it")
+    labels: list[str] = Field(description="The task's label set now, in its order (the classes' ids)")
+    samples_relabelled: int
+    label_model_scores_withdrawn: int = Field(
+        description="Pending variants whose label-model scores (the old classes' probabilities) were withdrawn"
+    )
+
+
 class ImportResultRead(BaseModel):
     dataset: str
     created_dataset: bool

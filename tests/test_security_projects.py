@@ -29,6 +29,7 @@ ADMIN_ONLY = {
     ("POST", "/api/v1/datasets/{name}/import"),
     ("POST", "/api/v1/datasets/{name}/imports"),
     ("DELETE", "/api/v1/datasets/{name}"),
+    ("POST", "/api/v1/datasets/{name}/label-renames"),
     ("GET", "/api/v1/tokens"),
     ("POST", "/api/v1/tokens"),
     ("POST", "/api/v1/tokens/{token_id}/revoke"),
@@ -215,6 +216,7 @@ def request_for(method: str, path: str, world: dict[str, Any], version: int) -> 
         ("POST", "/api/v1/datasets/{name}/protected-terms/seed"): {},
         ("PATCH", "/api/v1/datasets/{name}/variant-settings"): {"auto_reject_label_changed": False},
         ("PUT", "/api/v1/datasets/{name}/auto-approval"): {"enabled": False},
+        ("POST", "/api/v1/datasets/{name}/label-renames"): {"task": "audience", "label": "national", "to": "country"},
     }
     if (method, path) in bodies:
         return {"json": bodies[(method, path)]}

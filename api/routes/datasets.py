@@ -9,10 +9,20 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
 
 from api.deps import AdminUser, CurrentUser, EngineDep, SessionDep, SettingsDep
-from api.schemas import DatasetRead, DatasetUpdate, DatasetUpdated, ExportJobCreate, ImportResultRead, JobRead
+from api.schemas import (
+    DatasetRead,
+    DatasetUpdate,
+    DatasetUpdated,
+    ExportJobCreate,
+    ImportResultRead,
+    JobRead,
+    LabelRename,
+    LabelRenamed,
+)
 from core.errors import TooLargeError, ValidationFailed
 from db.models import Job
 from services import datasets as dataset_service
+from services import label_sets
 from services.import_reading import label_order_from_json
 from services.importing import ImportSpec
 
@@ -37,6 +47,14 @@ def update_dataset(name: str, body: DatasetUpdate, session: SessionDep, user: Cu
     leads. A new reviews_required re-evaluates every reviewed variant at once and says how many changed status."""
     dataset, moved = dataset_service.update_settings(session, name, body.model_dump(exclude_none=True), user)
     return {**DatasetRead.model_validate(dataset).model_dump(), "status_changes": moved}
+
+
+@router.post("/{name}/label-renames", response_model=LabelRenamed)
+def rename_label(name: str, body: LabelRename, session: SessionDep, admin: AdminUser) -> dict[str, Any]:
+    """Rename a class of a task, or merge it into another class of the task (admins): every sample's label moves
+    with it. Runs trained before keep the label set they learnt; the pending variants' label-model scores are
+    withdrawn (409 while the dataset's imports, augmentation or pseudo-labelling jobs run)."""
+    return label_sets.rename_label(session, name, body.task, body.label, body.to, admin)
 
 
 @router.delete("/{name}", status_code=204)

@@ -1,0 +1,115 @@
+"""A dataset's label sets after its import: renaming a class, or merging it into another (`PARTISAN` into
+`partisan`, `1.0` into `1`). An import's warnings name such labels; before this the only fix was deleting the
+dataset, with its reviews and runs, and importing again.
+
+Every sample's label moves with the class (originals, variants, submitted texts and pseudo-labels alike), so does
+a protected term seeded for it. What stays as it was: the runs trained before (their models hold the label set
+they learnt, and predict with it), the plans made before (their targets name the classes of their day), the
+review history. The label-model scores of the dataset's pending variants are withdrawn: they are the
+probabilities of the old classes, so their flags no longer say whether a variant keeps its label (score again
+with a run trained after). An admin's act, as an import is: it changes the labels of trusted originals.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.orm import Session
+
+from core.errors import ConflictError, NotFoundError, ValidationFailed
+from core.names import label_name_problem
+from core.textnorm import unstorable
+from db.datasets import lock_dataset
+from db.models import OPEN_JOB_STATUSES, Job, ProtectedTerm, Sample, SampleLabel, User
+from db.session import affected_rows
+from services.access import Need
+from services.datasets import dataset_named
+from services.import_reading import declared_label
+
+# Jobs that write samples with their labels: a class renamed under them would come back under its old name
+SAMPLE_WRITERS = ("import", "augment", "pseudo_label")
+
+
+def rename_label(session: Session, name: str, task: str, label: str, to: str, user: User | None) -> dict[str, Any]:
+    """Rename class `label` of `task` to `to`, or merge it into `to` when the task has that class already (its
+    samples take `to`; the class leaves the label set, and the classes after it move up one place). In the
+    caller's transaction. Returns what changed."""
+    dataset = dataset_named(session, name, user, Need.admin)
+    if not lock_dataset(session, dataset.id):
+        raise NotFoundError(f"dataset {name!r} not found", field="name")
+    session.refresh(dataset)
+    if task not in dataset.task_names():
+        raise ValidationFailed(f"unknown task {task!r} (tasks: {', '.join(dataset.task_names())})", field="task")
+    labels = dataset.labels_of(task)
+    if label not in labels:
+        raise ValidationFailed(f"task {task!r} has no class {label!r} (classes: {', '.join(labels)})", field="label")
+    to = declared_label(to)
+    if problem := unstorable(to) or label_name_problem(to):
+        raise ValidationFailed(f"to: {to[:60]!r} {problem}", field="to")
+    if to == label:
+        raise ValidationFailed(f"{label!r} is already the class's name", field="to")
+    busy = list(
+        session.scalars(
+            select(Job.id).where(
+                Job.dataset_id == dataset.id, Job.kind.in_(SAMPLE_WRITERS), Job.status.in_(OPEN_JOB_STATUSES)
+            )
+        )
+    )
+    if busy:
+        raise ConflictError(
+            f"jobs {', '.join(f'#{i}' for i in busy[:10])} of the dataset write samples with their labels: rename "
+            "a class once they have ended (or cancel them)",
+            field="name",
+            extra={"job_ids": busy},
+        )
+    merged = to in labels
+    order = [x for x in labels if x != label] if merged else [to if x == label else x for x in labels]
+    dataset.tasks = [{**t, "labels": order} if t["name"] == task else t for t in dataset.tasks]
+    of_dataset = select(Sample.id).where(Sample.dataset_id == dataset.id).scalar_subquery()
+    moved = affected_rows(
+        session.execute(
+            update(SampleLabel)
+            .where(SampleLabel.task == task, SampleLabel.label == label, SampleLabel.sample_id.in_(of_dataset))
+            .values(label=to)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    session.execute(
+        update(ProtectedTerm)
+        .where(ProtectedTerm.dataset_id == dataset.id, ProtectedTerm.task == task, ProtectedTerm.label == label)
+        .values(label=to)
+        .execution_options(synchronize_session=False)
+    )
+    withdrawn = _withdraw_label_model_scores(session, dataset.id)
+    session.flush()
+    return {
+        "dataset": dataset.name,
+        "task": task,
+        "label": label,
+        "to": to,
+        "merged": merged,
+        "labels": order,
+        "samples_relabelled": moved,
+        "label_model_scores_withdrawn": withdrawn,
+    }
+
+
+def _withdraw_label_model_scores(session: Session, dataset_id: int) -> int:
+    """The dataset's label-model scores (probabilities of the old classes), flags and consistency with them."""
+    scored = session.execute(
+        select(Sample.id, Sample.scores).where(
+            Sample.dataset_id == dataset_id, Sample.scores["label_model"]["run_id"].as_integer().is_not(None)
+        )
+    ).all()
+    if not scored:
+        return 0
+    table = cast("Table", Sample.__table__)
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("sid"))
+        .values(label_consistency=None, label_flag=None, scores=bindparam("kept", type_=table.c.scores.type))
+    )
+    kept = [{"sid": sid, "kept": {k: v for k, v in held.items() if k != "label_model"}} for sid, held in scored]
+    session.connection().execute(statement, kept)
+    return len(scored)

@@ -1,0 +1,130 @@
+"""A dataset's classes after its import: renaming one, or merging it into another. An import only warns of labels
+that differ in case or look like missing values; before this, the only fix was deleting the dataset (its
+reviews and runs with it) and importing again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from core.errors import ConflictError, ValidationFailed
+from db.models import Dataset, ProtectedTerm, Sample, SampleLabel
+from db.session import session_scope
+from services.importing import ImportSpec, import_file
+from tests.cli_process import cli_env, run_augloop
+
+ROWS = [
+    ("Vote them out in November", "PARTISAN", "attack"),
+    ("Our bill passed the committee today", "neutral", "policy"),
+    ("They lied to you again", "partisan", "attack"),
+    ("Proud of our volunteers this weekend", "partisan", "mobilization"),
+    ("The hearing starts at ten", "neutral", "information"),
+    ("Shameful vote by the other side", "PARTISAN", "attack"),
+]
+
+
+def _import(engine: Any) -> None:
+    data = "text,bias,message\n" + "".join(f"{t},{b},{m}\n" for t, b, m in ROWS)
+    with session_scope(engine) as s:
+        import_file(s, data.encode(), ImportSpec(dataset="d", tasks=["bias", "message"], split_seed=3))
+
+
+def _labels(engine: Any, task: str) -> dict[str, str]:
+    with session_scope(engine) as s:
+        rows = s.execute(
+            select(Sample.text, SampleLabel.label).join(SampleLabel).where(SampleLabel.task == task)
+        ).tuples()
+        return dict(rows.all())
+
+
+def test_a_class_is_merged_into_another_and_renamed_with_every_samples_label(any_engine) -> None:
+    from services.label_sets import rename_label
+    from tests.review_fixtures import add_variant
+
+    _import(any_engine)
+    with session_scope(any_engine) as s:
+        parent = s.scalar(select(Sample.id).where(Sample.text == ROWS[0][0]))
+        variant = add_variant(s, parent, "Vote them all out in November")
+        scored = s.get_one(Sample, variant)
+        scored.scores = {"similarity": 0.8, "label_model": {"run_id": 7, "probs": {"bias": {"PARTISAN": 0.9}}}}
+        scored.label_flag = True
+        ds = s.scalar(select(Dataset))
+        s.add(ProtectedTerm(dataset_id=ds.id, term="vote", origin="seeded", task="bias", label="PARTISAN"))
+        assert ds.labels_of("bias") == ["PARTISAN", "neutral", "partisan"]
+    with session_scope(any_engine) as s:
+        done = rename_label(s, "d", "bias", "PARTISAN", " partisan ", None)
+    assert done["merged"] and done["to"] == "partisan" and done["labels"] == ["neutral", "partisan"]
+    assert done["samples_relabelled"] == 3 and done["label_model_scores_withdrawn"] == 1  # two originals, a variant
+    bias = _labels(any_engine, "bias")
+    assert set(bias.values()) == {"neutral", "partisan"} and bias["Vote them all out in November"] == "partisan"
+    with session_scope(any_engine) as s:
+        assert s.scalar(select(Dataset)).labels_of("bias") == ["neutral", "partisan"]
+        assert s.scalar(select(ProtectedTerm.label)) == "partisan"
+        v = s.get_one(Sample, variant)
+        assert v.scores == {"similarity": 0.8} and v.label_flag is None  # the old classes' probabilities
+    # a plain rename keeps the class's place (its id) in the label set
+    with session_scope(any_engine) as s:
+        done = rename_label(s, "d", "message", "information", "info", None)
+    assert not done["merged"] and done["labels"] == ["attack", "info", "mobilization", "policy"]
+    assert _labels(any_engine, "message")["The hearing starts at ten"] == "info"
+    # what the class balance and an export read
+    from services.datasets import class_balance
+
+    with session_scope(any_engine) as s:
+        balance = class_balance(s, "d", None)
+    assert "PARTISAN" not in str(balance) and "information" not in str(balance)
+
+
+@pytest.mark.parametrize(
+    ("task", "label", "to", "field", "said"),
+    [
+        ("stance", "a", "b", "task", "unknown task 'stance'"),
+        ("bias", "Partisan", "x", "label", "has no class 'Partisan'"),
+        ("bias", "neutral", " neutral", "to", "already the class's name"),
+        ("bias", "neutral", "bad\u202ename", "to", "control or format character"),
+    ],
+)
+def test_a_rename_that_names_nothing_is_refused_and_changes_nothing(engine, task, label, to, field, said) -> None:
+    from services.label_sets import rename_label
+
+    _import(engine)
+    before = _labels(engine, "bias")
+    with session_scope(engine) as s, pytest.raises(ValidationFailed) as err:
+        rename_label(s, "d", task, label, to, None)
+    assert err.value.field == field and said in err.value.message
+    assert _labels(engine, "bias") == before
+
+
+def test_a_rename_waits_for_the_jobs_that_write_samples(engine) -> None:
+    """An augment job queued with a class's old name would store variants under it after the rename."""
+    from db import queue
+    from services.label_sets import rename_label
+
+    _import(engine)
+    with session_scope(engine) as s:
+        job = queue.enqueue(s, "augment", {"dataset": "d"}, dataset_id=s.scalar(select(Dataset.id))).id
+    with session_scope(engine) as s, pytest.raises(ConflictError) as err:
+        rename_label(s, "d", "bias", "PARTISAN", "partisan", None)
+    assert err.value.extra["job_ids"] == [job] and f"#{job}" in err.value.message
+
+
+def test_renaming_is_an_admins_and_answers_what_changed(admin, lead, engine) -> None:
+    _import(engine)
+    body = {"task": "bias", "label": "PARTISAN", "to": "partisan"}
+    assert lead.post("/api/v1/datasets/d/label-renames", json=body).status_code in (403, 404)
+    r = admin.post("/api/v1/datasets/d/label-renames", json=body)
+    assert r.status_code == 200 and r.json()["merged"] and r.json()["labels"] == ["neutral", "partisan"], r.text
+    r = admin.post("/api/v1/datasets/d/label-renames", json={**body, "label": "nope"})
+    assert r.status_code == 422 and r.json()["field"] == "label"
+    assert admin.get("/api/v1/datasets/d").json()["tasks"][0]["labels"] == ["neutral", "partisan"]
+
+
+def test_the_cli_renames_and_exits_2_on_a_class_the_task_lacks(settings, engine) -> None:
+    _import(engine)
+    env = cli_env(settings)
+    r = run_augloop("labels", "rename", "d", "PARTISAN", "partisan", "--task", "bias", env=env)
+    assert r.returncode == 0 and "'PARTISAN' merged into 'partisan' on 2 samples" in r.stdout, r.stderr
+    r = run_augloop("labels", "rename", "d", "PARTISAN", "partisan", "--task", "bias", env=env)
+    assert r.returncode == 2 and "has no class 'PARTISAN'" in r.stderr
