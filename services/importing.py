@@ -167,7 +167,10 @@ def import_warnings(session: Session, dataset: Dataset, split_info: dict[str, An
         alike = [names for names in folded.values() if len(names) > 1]
         if alike:
             shown = "; ".join(" / ".join(repr(n) for n in names) for names in alike[:10])
-            out.append(f"task {task!r}: labels that differ only in case or spacing are separate classes: {shown}")
+            out.append(
+                f"task {task!r}: labels that differ only in case or spacing are separate classes: {shown} (an admin"
+                f" merges one into another with augloop labels rename DATASET OLD NEW --task {task})"
+            )
     return out
 
 

@@ -596,7 +596,8 @@ def test_an_import_says_what_to_look_at_before_training(engine, settings):
         " 'Positive', 'negative'",
         "task 'label': label(s) 'NA' look like missing values but are classes; leave such cells empty if the label"
         " is unknown",
-        "task 'label': labels that differ only in case or spacing are separate classes: 'Positive' / 'positive'",
+        "task 'label': labels that differ only in case or spacing are separate classes: 'Positive' / 'positive'"
+        " (an admin merges one into another with augloop labels rename DATASET OLD NEW --task label)",
     ]
     path = settings.data_dir / "odd.csv"
     path.write_text(given)
