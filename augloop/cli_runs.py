@@ -175,12 +175,19 @@ def runs_list(
     dataset: Annotated[str | None, typer.Option(help="Only this dataset")] = None,
     kind: Annotated[str | None, typer.Option(help="single, tfidf or ensemble")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON (for scripts)")] = False,
 ) -> None:
     """Runs and ensembles with their status and headline scores."""
     _settle_lost_jobs()
     with session_scope(engine()) as session:
         runs = training.list_training_runs(session, dataset=dataset, kind=kind, limit=limit, user=None)
+    if as_json:
+        print(json.dumps(runs, indent=2, default=str))
+        return
+    # a narrow terminal (or a pipe: 80 columns) folds a long cell onto more lines rather than cutting it
     table = Table("id", "dataset", "name", "kind", "status", "epochs", "val F1", "test F1", "created")
+    for column in table.columns:
+        column.overflow = "fold"
     for r in runs:
         val, test = r["val_macro_f1"], r["test_macro_f1"]
         table.add_row(

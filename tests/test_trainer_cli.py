@@ -50,6 +50,10 @@ def test_train_seeds_then_ensemble_and_show(engine, tiny_encoder: str) -> None:
         assert (member_job.progress_done, member_job.progress_total) == (1, 1)
     listed = runner.invoke(app, ["runs", "list", "--dataset", name])
     assert listed.exit_code == 0 and "ensemble" in listed.output and "succeeded" in listed.output
+    narrow = CliRunner(env={"COLUMNS": "60"}).invoke(app, ["runs", "list", "--dataset", name])
+    assert "…" not in narrow.output  # a narrow terminal or a pipe folds a cell rather than cutting it
+    as_rows = json.loads(runner.invoke(app, ["runs", "list", "--dataset", name, "--json"]).output)
+    assert [r["id"] for r in as_rows] == [4, 3, 2, 1] and as_rows[0]["kind"] == "ensemble"
     shown = runner.invoke(app, ["runs", "show", "1"])
     assert shown.exit_code == 0 and "confusion" in shown.output and "epoch 2" in shown.output
     assert "plan: 8 of 8 steps made, batch 8 × 1" in shown.output  # 30 texts / 8 → 4 steps × 2 epochs
