@@ -218,6 +218,11 @@ def test_review_in_a_real_browser(stack: dict) -> None:
         expect(card(page, b).locator(".rv-status")).to_contain_text("reason: ungrammatical")
         expect(one(page, ".st-key-f_status").get_by_role("combobox")).to_have_value("rejected")
         assert page.get_by_label("API token").count() == 0
+        # With one review the latest decision wins: a decided card can be overturned from its view.
+        assert focus(page) == str(b)
+        expect(card(page, b).locator('[data-action="reject"]')).to_be_disabled()  # already rejected
+        page.keyboard.press("a")
+        stored(page, b, "approved")
 
         # Signing out ends the session: a reload shows the sign-in page.
         settle(page)
@@ -237,7 +242,7 @@ def test_review_in_a_real_browser(stack: dict) -> None:
             return api.get(f"/samples/{i}").json()["sample"]["review_status"]
 
         assert history(c) == [("approve", None)]
-        assert history(b) == [("reject", "ungrammatical")]
+        assert history(b) == [("reject", "ungrammatical"), ("approve", None)]
         assert history(a) == [("reject", "unspecified"), ("undo", None), ("approve", None), ("undo", None)]
         assert status(a) == "pending" and status(data.hostile) == "pending"
         edited = api.get(f"/samples/{interview[2]}").json()["sample"]

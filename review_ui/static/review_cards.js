@@ -106,8 +106,16 @@ function markSaving(s, ids, op, seq) {
   for (const id of ids) s.saving[id] = { op, seq };
 }
 
+// A decided card can be decided again (with one review "the latest decision wins"; with k, another vote), but
+// not to what it already is; an edit is for pending cards.
+function decidable(card, op) {
+  if (op === "approve") return card.status !== "approved";
+  if (op === "reject") return card.status !== "rejected";
+  return card.status === "pending";
+}
+
 function decide(s, op, card, extra) {
-  if (!card || s.saving[card.id] || card.status !== "pending") return;
+  if (!card || s.saving[card.id] || !decidable(card, op)) return;
   const seq = send(s, { op, id: card.id, version: card.version, ...(extra || {}) });
   markSaving(s, [card.id], op, seq);
   paintCard(s, card);
@@ -450,11 +458,11 @@ function paintCard(s, card) {
     const pending = card.status === "pending" && !saving;
     const approve = el("button", "rv-btn rv-btn-primary", "Approve · A");
     approve.setAttribute("data-action", "approve");
-    approve.disabled = !pending;
+    approve.disabled = saving || !decidable(card, "approve");
     approve.onclick = () => { setFocus(s, card.id, false); decide(s, "approve", card); };
     const reject = el("button", "rv-btn", "Reject · X");
     reject.setAttribute("data-action", "reject");
-    reject.disabled = !pending;
+    reject.disabled = saving || !decidable(card, "reject");
     reject.onclick = () => { setFocus(s, card.id, false); decide(s, "reject", card, { reason: s.reasons[card.id] || "unspecified" }); };
     const edit = el("button", "rv-btn", "Edit · E");
     edit.setAttribute("data-action", "edit");
