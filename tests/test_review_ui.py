@@ -314,6 +314,12 @@ def test_filters_batches_and_pages(live_api, annotator_token, engine) -> None:
     at.text_input(key="f_q").input("number 42").run()
     assert "1 variants match" in at.caption[0].value
     assert [c["text"] for c in cards_data(at)["cards"]] == ["text number 42"]
+    # another page and back: the filters are as they were (Streamlit forgets a widget a page does not show)
+    at.switch_page("app_pages/datasets.py").run()
+    at.switch_page("app_pages/review.py").run()
+    no_errors(at)
+    assert at.text_input(key="f_q").value == "number 42" and at.multiselect(key="f_method").value == ["mlm"]
+    assert [c["text"] for c in cards_data(at)["cards"]] == ["text number 42"]
 
 
 def test_an_empty_review_page_points_to_augment(live_api, annotator_token, admin_token, engine) -> None:

@@ -53,6 +53,11 @@ RENEW_SECONDS = 60  # how often leases are renewed while the page is open
 
 def sidebar_filters(dataset: dict[str, Any], methods: list[str]) -> dict[str, Any]:
     """The queue filter as API query parameters; an untouched control sends nothing."""
+    # Streamlit forgets a widget's value once a page is shown without it: the filters are kept under keys of
+    # their own and given back when the Review page comes back (the Datasets page and back reset them all).
+    for key in FILTER_KEYS:
+        if key not in st.session_state and (kept := st.session_state.get(f"_kept_{key}")) is not None:
+            st.session_state[key] = kept
     sb = st.sidebar
     status = sb.selectbox("Status", ["pending", "approved", "rejected"], key="f_status")
     tasks = [t["name"] for t in dataset["tasks"]]
@@ -70,6 +75,8 @@ def sidebar_filters(dataset: dict[str, Any], methods: list[str]) -> dict[str, An
     flagged = sb.selectbox("Label model", ["any", "flagged only", "not flagged"], key="f_flag")
     q = sb.text_input("Search text", key="f_q", max_chars=SEARCH_MAX_CHARS).strip()
     sort = sb.selectbox("Sort", list(SORTS), format_func=SORTS.get, key="f_sort")
+    for key in FILTER_KEYS:
+        st.session_state[f"_kept_{key}"] = st.session_state.get(key)
     return {
         "status": status,
         "task": None if task == ANY else task,
