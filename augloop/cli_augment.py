@@ -228,8 +228,17 @@ def run_cmd(
     if not job_ids:
         console.print("nothing to do: every class already meets the target")
         return
+    from services.augmentation import live_workers
+
+    with session_scope(engine()) as session:  # a hint that fits: a worker running, or none yet
+        takers = [w for w in live_workers(session) if "augment" in (w.kinds or [])]
     console.print(
-        f"enqueued job(s) {', '.join(map(str, job_ids))}; run `augloop worker` to process them",
+        f"enqueued job(s) {', '.join(map(str, job_ids))}; "
+        + (
+            f"{len(takers)} running worker(s) take augment jobs"
+            if takers
+            else "no worker that takes augment jobs is running: start one with `augloop worker`"
+        ),
         highlight=False,
     )
     if wait:

@@ -40,6 +40,7 @@ def test_plan_run_worker_leaves_pending_variants(settings, engine, example_datas
     run = augloop(settings, "augment", "run", example_dataset, "--methods", "wordnet")
     assert run.returncode == 0, run.stderr
     assert "enqueued job(s)" in run.stdout
+    assert "no worker that takes augment jobs is running: start one with `augloop worker`" in run.stdout
     worker = augloop(settings, "worker", "--burst", "--kinds", "augment")
     assert worker.returncode == 0 and "1 succeeded" in worker.stdout, worker.stderr[-2000:]
     with Session(engine) as s:
