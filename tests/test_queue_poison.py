@@ -140,7 +140,7 @@ def test_a_cancel_that_cannot_be_recorded_within_the_lease_leaves_the_worker_run
     def out(*_args, **_kw):  # type: ignore[no-untyped-def]
         raise OperationalError("UPDATE jobs", {}, Exception("database is locked"))
 
-    worker.handlers["export"] = handler
+    worker.handlers = {**worker.handlers, "export": handler}  # this worker's own: the registry stays as it is
     monkeypatch.setattr(queue, "mark_cancelled", out)
     stats = worker.run(burst=True)
     assert seen == [cancelled, nxt] and stats.lost == 1 and stats.succeeded == 1

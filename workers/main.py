@@ -77,7 +77,7 @@ class Worker:
     ) -> None:
         settings = get_settings()
         self.engine = engine
-        self.handlers = load_handlers(settings.worker_plugins)
+        self.handlers = dict(load_handlers(settings.worker_plugins))  # its own: the registry is shared
         unknown = [k for k in kinds or [] if k not in self.handlers]
         if unknown:
             raise ValueError(f"unknown job kind(s) {unknown}; known: {sorted(self.handlers)}")
