@@ -22,7 +22,7 @@ from review_ui import sessions  # noqa: E402
 from review_ui.client import ApiError  # noqa: E402
 from review_ui.components import session_cookie  # noqa: E402
 from review_ui.render import plain  # noqa: E402
-from review_ui.state import api_client, user  # noqa: E402
+from review_ui.state import api_client, session_ended, user  # noqa: E402
 
 PAGES = Path(__file__).parent / "app_pages"
 
@@ -61,11 +61,7 @@ def sign_out() -> None:
     st.session_state["_cookie_action"] = {"sign_out": True, "nonce": sessions.new_nonce()}
 
 
-if st.session_state.get("token") and "_sid" in st.session_state and not sessions.alive(st.session_state["_sid"]):
-    # signed out in another tab, or the session expired: this tab's token goes with it (its next action would
-    # still have reached the API as that user). Every sign-in and resume sets _sid (tests may set a token alone).
-    for key in list(st.session_state.keys()):
-        del st.session_state[key]
+session_ended()  # signed out in another tab, or expired: this tab's token goes with it (review_ui/state.py)
 if not st.session_state.get("token"):
     resume_session()
 cookie_action = st.session_state.pop("_cookie_action", None)

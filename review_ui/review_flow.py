@@ -245,7 +245,11 @@ def apply_action(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> No
                 view.say("error", f"The edited text duplicates sample #{err.body['duplicate_of']}; not saved.")
             else:
                 _conflict(view, api, sample_id, err, op)
-            if op == "edit" and action.get("text"):  # the editor reopens with what was typed, not the old text
+            # The editor reopens with what was typed when the text itself was refused (a duplicate, a near-copy
+            # of a val/test text); not after a change by someone else (409 on the version), whose card now shows
+            # their text: saving the draft again would write over it unseen.
+            refused_text = err.status == 422 or (err.status == 409 and bool(err.body.get("duplicate_of")))
+            if op == "edit" and action.get("text") and refused_text:
                 view.refused_edit = {"seq": next(_notices), "id": sample_id, "text": str(action["text"])}
             return
         _replace(view, item)
@@ -360,8 +364,10 @@ def _undo(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> None:
 
 def handle_outbox() -> None:
     """The component's callback: apply the actions it has not had acknowledged yet, in order."""
-    from review_ui.state import client
+    from review_ui.state import client, session_ended
 
+    if session_ended():  # signed out in another tab: nothing is sent as that user (the rerun shows the sign-in)
+        return
     view: ReviewView | None = st.session_state.get(VIEW_KEY)
     state = st.session_state.get(COMPONENT_KEY) or {}
     if view is None:

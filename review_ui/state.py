@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
+from review_ui import sessions
 from review_ui.client import ApiClient, ApiError
 from review_ui.render import plain
 
@@ -27,8 +28,23 @@ def api_client(token: str) -> ApiClient:
     return ApiClient(token, browser_address=browser_address())
 
 
+def session_ended() -> bool:
+    """Whether this tab's UI session is gone (signed out in another tab of the browser, or expired); its state,
+    the token with it, is then cleared. Every sign-in and resume sets `_sid` (a test may set a token alone)."""
+    if "_sid" in st.session_state and not sessions.alive(st.session_state["_sid"]):
+        for key in list(st.session_state.keys()):
+            del st.session_state[key]
+        return True
+    return False
+
+
 def client() -> ApiClient:
-    """The API client of the signed-in user; the token lives only in this session's state."""
+    """The API client of the signed-in user; the token lives only in this session's state. Asked for by every
+    call to the API, a full rerun's, a fragment's (the review cards, the refreshing panels) or a callback's: a
+    tab whose session has ended makes no call with its token and shows the sign-in page (a fragment reruns the
+    whole app for it; a callback, where a rerun cannot be asked for, stops, and the rerun after it shows it)."""
+    if session_ended():
+        st.rerun(scope="app")
     token = st.session_state.get("token")
     if not token:
         st.stop()

@@ -245,6 +245,15 @@ def test_a_refused_edit_gives_its_text_back_and_a_refusal_outlives_the_next_succ
     view.batch = 2  # the next batch starts afresh
     apply_action(view, client, {"op": "undo"})
     assert view.notice["kind"] == "success" and "duplicates" not in view.notice["text"]
+    # refused because the card changed since (someone else edited it): no draft to save over their text
+    with api(live_api, annotator_token) as c:
+        c.post(
+            f"/samples/{v2}/decision",
+            json={"decision": "edit", "version": view.items[v2]["version"], "text": "Theirs."},
+        )
+    stale = view.items[v2]["version"]
+    apply_action(view, client, {"op": "edit", "id": v2, "version": stale, "text": "Mine, over theirs."})
+    assert view.notice["kind"] == "warning" and payload(view, "")["refused_edit"]["id"] == v1  # not reopened
 
 
 def test_family_and_selection_from_the_cards_and_bulk_by_filter(live_api, annotator_token, review_data) -> None:

@@ -399,3 +399,44 @@ def test_signing_out_in_one_tab_signs_the_others_out(live_api, engine, annotator
     second.run()  # its next action
     assert "token" not in second.session_state
     assert "token_input" in [t.key for t in second.text_input]  # the sign-in page
+
+
+def _outbox_of_a_signed_out_tab() -> None:
+    """A script (AppTest.from_function): a tab whose session another tab ended, then its review cards' callback."""
+    import streamlit as st
+
+    from review_ui import review_flow, sessions, state
+    from review_ui.review_flow import ReviewView
+
+    sent: list[str] = []
+
+    class Recording:
+        def __init__(self, token: str) -> None:
+            sent.append(token)
+
+        def decide(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            sent.append("decide")
+            raise AssertionError("a decision was sent")
+
+    sid, _ = sessions.open_session("aug_someone", {"id": 1, "name": "someone", "role": "annotator"})
+    st.session_state.update(token="aug_someone", _sid=sid)
+    sessions.close(sid)  # signed out in the other tab
+    real = state.api_client
+    state.api_client = Recording  # type: ignore[assignment]  # (this process's: put back below)
+    try:
+        view = ReviewView("sig", "rev", 1, [7], {7: {"id": 7, "version": 1}}, {}, [], 1, False)
+        st.session_state[review_flow.VIEW_KEY] = view
+        outbox = [{"op": "approve", "id": 7, "version": 1, "seq": 1}]
+        st.session_state[review_flow.COMPONENT_KEY] = {"outbox": outbox}
+        review_flow.handle_outbox()
+    finally:
+        state.api_client = real  # type: ignore[assignment]
+    st.write(f"sent={len(sent)} token={'token' in st.session_state}")
+
+
+def test_a_tab_signed_out_elsewhere_sends_no_decision_from_its_cards() -> None:
+    """The check ran only on a full rerun: a decision on the review cards reruns their fragment alone, and its
+    callback sent the decision as the signed-out user (as did the panels that refresh themselves)."""
+    at = AppTest.from_function(_outbox_of_a_signed_out_tab, default_timeout=30).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [m.value for m in at.markdown] == ["sent=0 token=False"]
