@@ -13,7 +13,7 @@ one pseudo-label per unlabelled text. Only train-split texts are pseudo-labelled
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -201,11 +201,9 @@ def _replaced_entry(
     if entry.get("run_id") == run_id:
         kept: dict[str, Any] | None = entry.get(REPLACED)
         return kept
-    return {
-        **{k: v for k, v in entry.items() if k != REPLACED},
-        "label_consistency": consistency,
-        "label_flag": flag,
-    }
+    # the whole entry, with what it replaced in turn: another run not recorded yet (runs score in parallel, as a
+    # request's seeds do on several workers) may end unfinished too, and then the score before it comes back
+    return {**entry, "label_consistency": consistency, "label_flag": flag}
 
 
 def _tagged_rows(session: Session, run_ids: list[int]) -> list[Any]:
@@ -245,15 +243,33 @@ def withdraw_scores(session: Session, run_ids: list[int]) -> int:
             scores=bindparam("kept", type_=table.c.scores.type),
         )
     )
+    chains = {sid: list(_chain(held["label_model"])) for sid, held in rows}
+    named = {entry.get("run_id") for chain in chains.values() for entry in chain} - {None}
+    ended = set(run_ids) | set(
+        session.scalars(
+            select(TrainingRun.id).where(
+                TrainingRun.id.in_(named), TrainingRun.status.in_((JobStatus.failed, JobStatus.cancelled))
+            )
+        )
+    )
     params = []
     for sid, held in rows:
         kept = {k: v for k, v in held.items() if k != "label_model"}
-        before = dict(held["label_model"].get(REPLACED) or {})
+        # the first score down the chain whose run did not end unfinished (recorded, or still running)
+        before: dict[str, Any] = dict(next((e for e in chains[sid] if e.get("run_id") not in ended), {}))
         consistency, flag = before.pop("label_consistency", None), before.pop("label_flag", None)
         if before:
             kept["label_model"] = before
         params.append({"sid": sid, "kept": kept, "consistency": consistency, "flag": flag})
     return session.connection().execute(statement, params).rowcount or 0
+
+
+def _chain(entry: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
+    """A label-model entry, then each it replaced, newest first (the first is the withdrawn run's own: its
+    consistency and flag are the row's columns, not in the entry)."""
+    while entry:
+        yield entry
+        entry = entry.get(REPLACED)
 
 
 def keep_replaced_scores(session: Session, run_id: int) -> int:

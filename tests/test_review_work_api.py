@@ -4,6 +4,7 @@ progress per annotator, and the rule for replacing label-model scores."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -377,3 +378,54 @@ def test_scores_record_their_run_and_keep_better_ones(engine, review_data) -> No
     with session_scope(engine) as s:
         label_model = s.get(Sample, v).scores["label_model"]
         assert label_model["run_id"] == 3 and label_model["chosen"] is True
+
+
+@pytest.mark.parametrize("order", ["newest_fails_first", "older_fails_first"])
+def test_runs_scoring_at_once_that_end_unfinished_give_back_the_recorded_score(engine, review_data, order) -> None:
+    """Seeds scoring at once on several workers: run 2 replaced the recorded run 1's score, run 3 replaced run
+    2's, and both ended unfinished. Run 3 kept only run 2's entry, so its withdrawal brought back a score of a
+    model never stored, and run 1's was lost. A score now keeps the whole chain; a withdrawal gives back the
+    newest score whose run did not end unfinished (recorded, or still running)."""
+    from db import training_runs as db_runs
+    from db.datasets import get_dataset
+    from db.models import Sample, TrainingRun
+    from db.session import session_scope
+
+    v = review_data.variants[review_data.sources[0]][0]
+    with session_scope(engine) as s:
+        text = s.get_one(Sample, v).text
+        ds = get_dataset(s, "rev").id
+        runs = [TrainingRun(dataset_id=ds, status=status) for status in ("succeeded", "running", "running")]
+        s.add_all(runs)
+        s.flush()
+        r1, r2, r3 = (r.id for r in runs)
+
+    def score(run_id: int, flag: bool, keep: bool) -> None:
+        probs = {"bias": {"neutral": 0.9 if flag else 0.1, "partisan": 0.1 if flag else 0.9}}
+        with session_scope(engine) as s:
+            db_runs.apply_consistency_scores(
+                s,
+                run_id,
+                [db_runs.ConsistencyScore(v, text, 0.2 if flag else 0.8, flag, probs)],
+                scorer={"run_id": run_id},
+                keep_replaced=keep,
+            )
+
+    def end(run_id: int) -> tuple[Any, ...]:
+        with session_scope(engine) as s:
+            s.get_one(TrainingRun, run_id).status = "failed"
+            s.flush()
+            db_runs.withdraw_scores(s, [run_id])
+        with session_scope(engine) as s:
+            row = s.get_one(Sample, v)
+            return (row.scores or {}).get("label_model", {}).get("run_id"), row.label_consistency, row.label_flag
+
+    score(r1, False, keep=False)  # recorded: a chosen model's rescoring
+    score(r2, True, keep=True)
+    score(r3, False, keep=True)
+    if order == "newest_fails_first":
+        assert end(r3) == (r2, 0.2, True)  # run 2 still runs: its score comes back, with its consistency and flag
+        assert end(r2) == (r1, 0.8, False)
+    else:
+        assert end(r2) == (r3, 0.8, False)  # run 3's score stands above it
+        assert end(r3) == (r1, 0.8, False)
