@@ -110,9 +110,8 @@ def label_key(name: str) -> str:
     class) and a whole number written as a decimal as the whole number (`1.0` is `1`; case is kept: `Left` and
     `left` may be distinct on purpose)."""
     name = unicodedata.normalize("NFC", name)
-    if _WHOLE_DECIMAL.fullmatch(name):
-        whole = name.split(".", 1)[0].lstrip("+")
-        return "0" if whole.lstrip("-").strip("0") == "" and whole.startswith("-") else whole
+    if _WHOLE_DECIMAL.fullmatch(name):  # the fraction of zeros goes; the number stays as written (+1.0 is +1)
+        return name.split(".", 1)[0]
     return name
 
 

@@ -25,10 +25,11 @@ from db.models import OPEN_JOB_STATUSES, Job, ProtectedTerm, Sample, SampleLabel
 from db.session import affected_rows
 from services.access import Need
 from services.datasets import dataset_named
-from services.import_reading import declared_label
+from services.import_reading import declared_label, label_key
 
-# Jobs that write samples with their labels: a class renamed under them would come back under its old name
-SAMPLE_WRITERS = ("import", "augment", "pseudo_label")
+# Jobs that write samples with their labels (a class renamed under them would come back under its old name), and
+# those that write label-model scores, the probabilities of the classes they read
+SAMPLE_WRITERS = ("import", "augment", "pseudo_label", "train", "lr_select", "label_scores")
 
 
 def rename_label(session: Session, name: str, task: str, label: str, to: str, user: User | None) -> dict[str, Any]:
@@ -58,12 +59,16 @@ def rename_label(session: Session, name: str, task: str, label: str, to: str, us
     )
     if busy:
         raise ConflictError(
-            f"jobs {', '.join(f'#{i}' for i in busy[:10])} of the dataset write samples with their labels: rename "
-            "a class once they have ended (or cancel them)",
+            f"jobs {', '.join(f'#{i}' for i in busy[:10])} of the dataset write samples with their labels or the "
+            "label model's scores: rename a class once they have ended (or cancel them)",
             field="name",
             extra={"job_ids": busy},
         )
-    merged = to in labels
+    # a class the task has that an import would read as `to` (`1.0` for `1`): merged into, under its own name
+    same = next((x for x in labels if x != label and label_key(x) == label_key(to)), None)
+    merged = same is not None
+    if same is not None:
+        to = same
     order = [x for x in labels if x != label] if merged else [to if x == label else x for x in labels]
     dataset.tasks = [{**t, "labels": order} if t["name"] == task else t for t in dataset.tasks]
     of_dataset = select(Sample.id).where(Sample.dataset_id == dataset.id).scalar_subquery()

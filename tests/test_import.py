@@ -475,20 +475,21 @@ def test_a_whole_number_written_as_a_decimal_is_the_same_label(engine):
     """pandas writes an integer column holding a missing value as floats (1.0, 0.0, NaN): one file's 1.0 and
     another's 1 (or the same file's) were two classes, in silence."""
     records = [{"text": "one", "stance": 1.0}, {"text": "two", "stance": 0}, {"text": "three", "stance": 1}]
-    records += [{"text": "four", "stance": "0.00"}, {"text": "five", "stance": 2.5}, {"text": "six", "stance": "-0.0"}]
+    records += [{"text": "four", "stance": "0.00"}, {"text": "five", "stance": 2.5}, {"text": "six", "stance": "+1.0"}]
+    records += [{"text": "seven", "stance": "+1"}]
     data = "\n".join(json.dumps(r) for r in records).encode()
     run_import(engine, data, filename="d.jsonl", tasks=["stance"])
     with session_scope(engine) as s:
-        assert s.scalar(select(Dataset)).labels_of("stance") == ["0", "1", "2.5"]
+        assert s.scalar(select(Dataset)).labels_of("stance") == ["+1", "0", "1", "2.5"]
     # a label set stored with decimals (before this rule) takes a later file's whole numbers as its own
     with session_scope(engine) as s:
         ds = s.scalar(select(Dataset))
-        ds.tasks = [{"name": "stance", "labels": ["0.0", "1.0", "2.5"]}]
-    again = run_import(engine, b"text,stance\nseven,1\neight,0.0\n", tasks=["stance"])
+        ds.tasks = [{"name": "stance", "labels": ["+1", "0.0", "1.0", "2.5"]}]
+    again = run_import(engine, b"text,stance\nseventy,1\neight,0.0\n", tasks=["stance"])
     assert again.imported == 2
     with session_scope(engine) as s:
         got = dict(s.execute(select(Sample.text, SampleLabel.label).join(SampleLabel)).tuples().all())
-    assert got["seven"] == "1.0" and got["eight"] == "0.0"
+    assert got["seventy"] == "1.0" and got["eight"] == "0.0"
     # declared the same way: 1.0 is the class 1
     declared = run_import(engine, b"text,y\nnine,1\n", dataset="e", tasks=["y"], label_order={"y": ["0.0", "1.0"]})
     assert declared.imported == 1

@@ -97,17 +97,37 @@ def test_a_rename_that_names_nothing_is_refused_and_changes_nothing(engine, task
     assert _labels(engine, "bias") == before
 
 
-def test_a_rename_waits_for_the_jobs_that_write_samples(engine) -> None:
-    """An augment job queued with a class's old name would store variants under it after the rename."""
+@pytest.mark.parametrize("kind", ["augment", "train"])
+def test_a_rename_waits_for_the_jobs_that_write_samples_or_scores(engine, kind) -> None:
+    """An augment job queued with a class's old name would store variants under it after the rename; a run
+    training meanwhile would score the pending variants with the old classes' probabilities."""
     from db import queue
     from services.label_sets import rename_label
 
     _import(engine)
     with session_scope(engine) as s:
-        job = queue.enqueue(s, "augment", {"dataset": "d"}, dataset_id=s.scalar(select(Dataset.id))).id
+        job = queue.enqueue(s, kind, {"dataset": "d"}, dataset_id=s.scalar(select(Dataset.id))).id
     with session_scope(engine) as s, pytest.raises(ConflictError) as err:
         rename_label(s, "d", "bias", "PARTISAN", "partisan", None)
     assert err.value.extra["job_ids"] == [job] and f"#{job}" in err.value.message
+
+
+def test_a_name_an_import_reads_as_a_class_the_task_has_merges_into_it(engine) -> None:
+    """Renaming `2.0` to `1` beside a class `1.0` made two classes that every later import read as one."""
+    from services.label_sets import rename_label
+
+    data = "text,score\nfirst,1.0\nsecond,2.0\nthird,1.0\n"
+    with session_scope(engine) as s:
+        import_file(s, data.encode(), ImportSpec(dataset="n", tasks=["score"], label_order={"score": ["1.0", "2.0"]}))
+    with session_scope(engine) as s:
+        ds = s.scalar(select(Dataset).where(Dataset.name == "n"))
+        ds.tasks = [{"name": "score", "labels": ["1.0", "2.0"]}]  # stored before whole decimals were read as 1
+        s.execute(SampleLabel.__table__.update().values(label="2.0").where(SampleLabel.label == "2"))
+        s.execute(SampleLabel.__table__.update().values(label="1.0").where(SampleLabel.label == "1"))
+    with session_scope(engine) as s:
+        done = rename_label(s, "n", "score", "2.0", "1", None)
+    assert done["merged"] and done["to"] == "1.0" and done["labels"] == ["1.0"]
+    assert set(_labels(engine, "score").values()) == {"1.0"}
 
 
 def test_renaming_is_an_admins_and_answers_what_changed(admin, lead, engine) -> None:

@@ -53,7 +53,7 @@ def update_dataset(name: str, body: DatasetUpdate, session: SessionDep, user: Cu
 def rename_label(name: str, body: LabelRename, session: SessionDep, admin: AdminUser) -> dict[str, Any]:
     """Rename a class of a task, or merge it into another class of the task (admins): every sample's label moves
     with it. Runs trained before keep the label set they learnt; the pending variants' label-model scores are
-    withdrawn (409 while the dataset's imports, augmentation or pseudo-labelling jobs run)."""
+    withdrawn (409 while the dataset's imports, augmentation, pseudo-labelling, training or scoring jobs run)."""
     return label_sets.rename_label(session, name, body.task, body.label, body.to, admin)
 
 
