@@ -153,7 +153,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-dir", required=True, type=Path)
     parser.add_argument("--checkpoint-dir", type=Path, default=None)
     parser.add_argument("--watch-pid", type=int, default=None, help="stop (checkpointed) when this process ends")
+    # torchrun, which started this process, read first (before the seconds of torch's imports): killed with the
+    # worker alive, it leaves its processes to the system (a parent of 1: it is gone already)
+    launcher_pid = os.getppid()
     args = parser.parse_args(argv)
+    if launcher_pid == 1:
+        return 1
+    launcher = Watched(launcher_pid)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:  # first too: the worker's wait for the ranks (services/distributed_training.py) starts at once
+        held = (args.job_dir / RANK0_LOCK).open("a")  # held until the process ends: the system drops the lock then
+        fcntl.flock(held, fcntl.LOCK_EX)
     faulthandler.enable()  # a rank that crashes in native code (gloo, NCCL) leaves its Python stack in the log
 
     import torch.distributed as dist
@@ -170,11 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     job_dir: Path = args.job_dir
     watched = Watched(args.watch_pid) if args.watch_pid is not None else None
-    # torchrun, which started this process: killed (the worker alive), it leaves its processes to the system
-    launcher = Watched(os.getppid())
-    if rank == 0:
-        held = (job_dir / RANK0_LOCK).open("a")  # held until the process ends: the system drops the lock then
-        fcntl.flock(held, fcntl.LOCK_EX)
     report = Reporter(job_dir / PROGRESS_FILE) if rank == 0 else None
     try:
         request = json.loads((job_dir / REQUEST_FILE).read_text(encoding="utf-8"))
