@@ -290,17 +290,23 @@ def _only_others_votes_since(session: Session, sample: Sample, seen: int, user: 
     variant still pending, and every version since made by another person's approval or rejection (no edit, no
     undo, no automatic decision, no re-evaluation under a new k, nothing of this user's in another tab). With k
     reviewers two people see one card at once; the second's vote was refused because the first had voted."""
-    if decision not in (Decision.approve, Decision.reject) or not 0 < seen < sample.version:
+    if decision not in (Decision.approve, Decision.reject) or sample.review_status != ReviewStatus.pending:
         return False
-    if sample.review_status != ReviewStatus.pending:
+    return _votes_of_others_only(session, sample.id, seen, sample.version, user.id)
+
+
+def _votes_of_others_only(session: Session, sample_id: int, seen: int, now: int, user_id: int) -> bool:
+    """Whether every version of the sample from `seen` to `now` was made by another person's approval or
+    rejection."""
+    if not 0 < seen < now:
         return False
     since = session.execute(
         select(Review.user_id, Review.decision, Review.automatic).where(
-            Review.sample_id == sample.id, Review.version_seen >= seen
+            Review.sample_id == sample_id, Review.version_seen >= seen
         )
     ).all()
-    return len(since) == sample.version - seen and all(
-        not automatic and voter != user.id and made in (Decision.approve, Decision.reject)
+    return len(since) == now - seen and all(
+        not automatic and voter != user_id and made in (Decision.approve, Decision.reject)
         for voter, made, automatic in since
     )
 
@@ -505,8 +511,19 @@ def bulk_decide(
         )
         if (seen := selection.versions) is not None:
             decided = set(chunk) - {r[0] for r in rows}  # no longer pending since the targets were read
-            result["changed"] += [*decided, *(r[0] for r in rows if seen.get(r[0]) != r[1])]
-            rows = [r for r in rows if seen.get(r[0]) == r[1]]
+            # a variant others only voted on since (still pending, its text as seen) is no change (decide)
+            judged = {
+                r[0]
+                for r in rows
+                if seen.get(r[0]) == r[1]
+                or (
+                    decision in (Decision.approve, Decision.reject)
+                    and r[0] in seen
+                    and _votes_of_others_only(session, r[0], seen[r[0]], r[1], user.id)
+                )
+            }
+            result["changed"] += [*decided, *(r[0] for r in rows if r[0] not in judged)]
+            rows = [r for r in rows if r[0] in judged]
         votes = latest_votes(session, [r[0] for r in rows])
         # A vote of this user's committed since the targets were read (their single decision in another request,
         # on a variant k ≥ 2 keeps pending): a bulk decision never replaces one's standing vote.

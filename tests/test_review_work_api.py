@@ -233,9 +233,9 @@ def test_the_second_reviewer_of_a_card_both_saw_is_not_refused(admin, annotator,
     its waiting were as they saw them. Another person's vote on a still-pending text is no change to what one
     judged; a decision meanwhile, an edit, an undo, a re-evaluation or one's own vote in another tab still is."""
     admin.patch("/api/v1/datasets/rev", json={"distribute_work": True, "reviews_required": 2})
-    shared = claim(annotator, size=4).json()["items"]
-    assert [i["id"] for i in claim(carol, size=4).json()["items"]] == [i["id"] for i in shared]
-    first, second, third, fourth = shared
+    shared = claim(annotator, size=6).json()["items"]
+    assert [i["id"] for i in claim(carol, size=6).json()["items"]] == [i["id"] for i in shared]
+    first, second, third, fourth, fifth, sixth = shared
     assert decide(annotator, first["id"], "approve", first["version"]).json()["review_status"] == "pending"
     both = decide(carol, first["id"], "approve", first["version"])  # the version both saw
     assert both.status_code == 200 and both.json()["review_status"] == "approved", both.text
@@ -255,6 +255,19 @@ def test_the_second_reviewer_of_a_card_both_saw_is_not_refused(admin, annotator,
     # her own vote in another tab: the stale tab's vote is refused, not counted over it
     decide(carol, fourth["id"], "reject", fourth["version"], reason="other")
     assert decide(carol, fourth["id"], "approve", fourth["version"]).status_code == 409
+    # the same for a selection approved at once: the card bob voted on counts her vote, the one he rewrote not
+    decide(annotator, fifth["id"], "approve", fifth["version"])
+    decide(annotator, sixth["id"], "edit", sixth["version"], text="Another rewrite she has not read, on schools.")
+    bulk = carol.post(
+        "/api/v1/datasets/rev/bulk-decisions",
+        json={
+            "decision": "approve",
+            "sample_ids": [fifth["id"], sixth["id"]],
+            "versions": {str(fifth["id"]): fifth["version"], str(sixth["id"]): sixth["version"]},
+            "confirm": True,
+        },
+    ).json()
+    assert bulk["applied"] == 1 and bulk["changed"] == [sixth["id"]] and bulk["statuses"] == {"approved": 1}, bulk
 
 
 def test_a_split_vote_is_handed_out_again_for_the_review_that_decides_it(admin, annotator, carol, review_data) -> None:
