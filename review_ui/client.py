@@ -124,6 +124,10 @@ class ApiClient:
     def undo(self, sample_id: int, version: int) -> dict[str, Any]:
         return self.post(f"/samples/{sample_id}/undo", {"version": version})
 
+    def my_latest_decision(self, name: str) -> int | None:
+        found = self.get(f"/datasets/{name}/my-latest-decision").get("sample_id")
+        return int(found) if found is not None else None
+
     def cards(self, sample_ids: list[int]) -> list[dict[str, Any]]:
         return self.get("/review-cards", ids=",".join(map(str, sample_ids)))
 

@@ -331,16 +331,18 @@ def _undo(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> None:
         view.undo_stack = [e for e in view.undo_stack if e]
     elif view.undo_stack:
         ids = view.undo_stack.pop()
-    else:  # after a reload: your latest decision among the cards on screen
-        mine = [
-            view.items[i]
-            for i in view.order
-            if (view.items[i].get("votes") or {}).get("mine") and view.items[i].get("last_review")
-        ]
-        if not mine:
-            view.say("warning", "Nothing of yours to undo on this page.")
+    else:  # after a reload or a new batch: your latest standing decision in the dataset, on this page or not
+        latest = api.my_latest_decision(view.dataset)
+        if latest is None:
+            view.say("warning", "Nothing of yours to undo in this dataset.")
             return
-        ids = [max(mine, key=lambda it: it["last_review"]["created_at"])["id"]]
+        if latest not in view.items:  # its card has left the page (decided cards leave the pending view)
+            found = api.cards([latest])
+            if not found:
+                view.say("warning", "Nothing of yours to undo in this dataset.")
+                return
+            view.items[latest] = found[0]
+        ids = [latest]
     undone = []
     for sample_id in ids:
         if sample_id not in view.items:

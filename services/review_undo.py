@@ -81,3 +81,26 @@ def undo_decision(session: Session, sample_id: int, user: User, version: int) ->
         },
         lambda: _refuse(session, sample, f"sample {sample_id} changed while undoing; undo refused"),
     )
+
+
+def latest_standing_decision(session: Session, dataset_name: str, user: User) -> int | None:
+    """The variant of the dataset whose vote `user` cast last and has not withdrawn (what U undoes after a
+    reload, or once the card has left the page: the pending view drops decided cards); None: none."""
+    from services.datasets import dataset_named
+
+    dataset = dataset_named(session, dataset_name, user)
+    seen: set[int] = set()
+    rows = session.execute(
+        select(Review.sample_id, Review.decision)
+        .join(Sample, Sample.id == Review.sample_id)
+        .where(Sample.dataset_id == dataset.id, Review.user_id == user.id, Review.automatic.is_(False))
+        .order_by(Review.id.desc())
+        .limit(200)
+    ).tuples()
+    for sample_id, decision in rows:
+        if sample_id in seen:
+            continue
+        seen.add(sample_id)
+        if decision != UNDO:  # the user's latest act on this variant is a vote that stands
+            return int(sample_id)
+    return None

@@ -202,6 +202,25 @@ def test_card_actions_decide_undo_and_report_what_was_stored(live_api, annotator
     assert decided["review_status"] == "approved" and decided["generated_text"] != decided["text"]
 
 
+def test_u_after_a_reload_undoes_the_latest_decision_even_off_the_page(live_api, annotator_token, review_data) -> None:
+    """After a reload (or a new batch) the pending view no longer shows the cards one decided: U said "Nothing of
+    yours to undo on this page". It now undoes one's latest standing decision in the dataset."""
+    from review_ui.review_flow import apply_action
+
+    client, view = flow(live_api, annotator_token)
+    v1, v2, _ = review_data.variants[review_data.sources[0]]
+    apply_action(view, client, {"op": "approve", "id": v1, "version": view.items[v1]["version"]})
+    apply_action(view, client, {"op": "reject", "id": v2, "version": view.items[v2]["version"]})
+    apply_action(view, client, {"op": "undo", "id": v2})  # withdrawn already: not the one to undo next
+    client, view = flow(live_api, annotator_token)  # a reload: the pending view, without v1's card
+    assert v1 not in view.order
+    apply_action(view, client, {"op": "undo"})
+    assert "Undone: your vote on" in view.notice["text"] and f"#{v1}" in view.notice["text"]
+    assert status_of(live_api, annotator_token, v1)["sample"]["review_status"] == "pending"
+    apply_action(view, client, {"op": "undo"})
+    assert view.notice["kind"] == "warning" and "Nothing of yours to undo in this dataset" in view.notice["text"]
+
+
 def test_a_stale_card_says_someone_else_decided_first(live_api, annotator_token, engine, review_data) -> None:
     from review_ui.review_flow import apply_action
 

@@ -79,6 +79,7 @@ MEMBER = {
     ("POST", "/api/v1/datasets/{name}/assignments/renew"),
     ("GET", "/api/v1/datasets/{name}/annotators"),
     ("GET", "/api/v1/datasets/{name}/label-model"),
+    ("GET", "/api/v1/datasets/{name}/my-latest-decision"),
     ("POST", "/api/v1/training-estimates"),
     ("GET", "/api/v1/training-runs/{run_id}"),
     ("GET", "/api/v1/training-runs/{run_id}/snapshot"),

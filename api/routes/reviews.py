@@ -20,7 +20,7 @@ from api.review_schemas import (
     UndoCreate,
 )
 from db.models import REVIEWABLE_ORIGINS
-from services import review, review_cards
+from services import review, review_cards, review_undo
 from services.review import SORTS, BulkSelection
 
 router = APIRouter(tags=["reviews"])
@@ -184,6 +184,13 @@ def undo(sample_id: ResourceId, body: UndoCreate, session: SessionDep, user: Cur
     """Withdraw your latest vote on a variant (recorded as an `undo` review); its status follows the votes
     that remain. Refused with 409 and the current state once someone else has decided it since."""
     return card_fields(review_cards.undo_card(session, sample_id, user, body.version))
+
+
+@router.get("/datasets/{name}/my-latest-decision")
+def my_latest_decision(name: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    """The variant of the dataset you voted on last and have not withdrawn (`sample_id`, null for none): what
+    an undo takes back once its card has left your page."""
+    return {"sample_id": review_undo.latest_standing_decision(session, name, user)}
 
 
 @router.post(
