@@ -23,6 +23,10 @@ MethodsOpt = Annotated[
 ]
 SeedOpt = Annotated[int, typer.Option(help="Seed: the same job with the same seed gives the same variants")]
 ParamsOpt = Annotated[str | None, typer.Option(help="Method parameters, JSON keyed by method")]
+FiltersOpt = Annotated[
+    str | None,
+    typer.Option(help='Variant filters, JSON (e.g. \'{"min_similarity": 0.3, "leakage_threshold": 0.7}\')'),
+]
 # The planner's options, shared by `augment plan` and `augment run --plan`.
 MinFractionOpt = Annotated[float, typer.Option(help="Planner: each class ≥ this fraction of its task's largest")]
 MaxMultiplierOpt = Annotated[float, typer.Option(help="Planner: … but ≤ this multiple of its own originals")]
@@ -38,18 +42,22 @@ def _methods(raw: str) -> list[str]:
     return [m.strip() for m in raw.split(",") if m.strip()]
 
 
-def _params(raw: str | None) -> dict[str, Any]:
+def _params(raw: str | None, option: str = "--params", example: str = '{"mlm": {"top_k": 10}}') -> dict[str, Any]:
     if not raw:
         return {}
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as err:
-        fail(f'--params must be JSON like \'{{"mlm": {{"top_k": 10}}}}\': {err.msg}')
+        fail(f"{option} must be JSON like '{example}': {err.msg}")
     except (RecursionError, ValueError):  # JSON, but nested too deep or a number of thousands of digits
-        fail("--params must be JSON that Python can read: it is nested too deep or holds a number too long")
+        fail(f"{option} must be JSON that Python can read: it is nested too deep or holds a number too long")
     if not isinstance(value, dict):
-        fail("--params must be a JSON object keyed by method")
+        fail(f"{option} must be a JSON object" + (" keyed by method" if option == "--params" else ""))
     return value
+
+
+def _filters(raw: str | None) -> dict[str, Any] | None:
+    return _params(raw, "--filters", '{"min_similarity": 0.3}') or None
 
 
 def _plan_request(options: dict[str, Any], *, count_pending: bool, enqueue: bool):  # type: ignore[no-untyped-def]
@@ -69,6 +77,7 @@ def _plan_request(options: dict[str, Any], *, count_pending: bool, enqueue: bool
         job_size=options["job_size"],
         seed=options["seed"],
         params=_params(options["params"]),
+        filters=_filters(options.get("filters")),
         enqueue=enqueue,
     )
 
@@ -138,6 +147,7 @@ def plan_cmd(
     job_size: JobSizeOpt = 2000,
     seed: SeedOpt = 0,
     params: ParamsOpt = None,
+    filters: FiltersOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")] = False,
 ) -> None:
     """Show what a plan would generate, per task × class and joint label combination (nothing is stored)."""
@@ -190,6 +200,7 @@ def run_cmd(
     job_size: JobSizeOpt = 2000,
     seed: SeedOpt = 0,
     params: ParamsOpt = None,
+    filters: FiltersOpt = None,
     wait: Annotated[bool, typer.Option(help="Show progress until the jobs finish (a worker must run)")] = False,
 ) -> None:
     """Enqueue augmentation jobs; `augloop worker` runs them and the variants land as pending."""
@@ -215,6 +226,7 @@ def run_cmd(
                     seed=seed,
                     sample_ids=ids,
                     params=_params(params),
+                    filters=_filters(filters),
                 ),
                 settings,
                 None,

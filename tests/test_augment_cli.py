@@ -82,10 +82,17 @@ def test_run_without_plan_and_wait(settings, engine, mini_dataset) -> None:
             "2",
             "--seed",
             "5",
+            "--filters",
+            '{"min_similarity": 0.2}',
         ],
     )
     assert result.exit_code == 0, result.output
     job_id = int(result.output.split("enqueued job(s) ")[1].split(";")[0])
+    from db.models import Job
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        assert s.get_one(Job, job_id).params["filters"]["min_similarity"] == 0.2  # the job filters with it
     run_worker(engine)
     assert wait_for_jobs([job_id], poll_seconds=0.05) == 0
 
@@ -108,6 +115,10 @@ def test_run_without_plan_and_wait(settings, engine, mini_dataset) -> None:
         (["augment", "plan", "mini", "--max-multiplier", "inf"], "max_multiplier must be in [1, 1000]"),
         (["augment", "run", "mini", "--max-multiplier", "1e308"], "max_multiplier must be in [1, 1000]"),
         (["augment", "plan", "mini", "--min-count", "0"], "min_count must be in [1, 10,000,000]"),
+        # the filters the API takes, from the command line too, checked as the API checks them
+        (["augment", "run", "mini", "--filters", "[1]"], "--filters must be a JSON object"),
+        (["augment", "plan", "mini", "--filters", '{"min_similarity": NaN}'], "filters.min_similarity"),
+        (["augment", "run", "mini", "--no-plan", "--sample-id", "1", "--filters", '{"leak": 1}'], "filters.leak"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(mini_dataset, args, message) -> None:
