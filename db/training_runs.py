@@ -233,16 +233,6 @@ def withdraw_scores(session: Session, run_ids: list[int]) -> int:
     rows = _tagged_rows(session, run_ids)
     if not rows:
         return 0
-    table = cast("Table", Sample.__table__)
-    statement = (
-        update(table)
-        .where(table.c.id == bindparam("sid"))
-        .values(
-            label_consistency=bindparam("consistency"),
-            label_flag=bindparam("flag"),
-            scores=bindparam("kept", type_=table.c.scores.type),
-        )
-    )
     chains = {sid: list(_chain(held["label_model"])) for sid, held in rows}
     named = {entry.get("run_id") for chain in chains.values() for entry in chain} - {None}
     ended = set(run_ids) | set(
@@ -261,7 +251,45 @@ def withdraw_scores(session: Session, run_ids: list[int]) -> int:
         if before:
             kept["label_model"] = before
         params.append({"sid": sid, "kept": kept, "consistency": consistency, "flag": flag})
-    return session.connection().execute(statement, params).rowcount or 0
+    return _set_label_model_columns(session, params)
+
+
+def _set_label_model_columns(session: Session, params: list[dict[str, Any]]) -> int:
+    """One executemany: each {sid, kept (the whole scores), consistency, flag}; returns the rows written."""
+    table = cast("Table", Sample.__table__)
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("sid"))
+        .values(
+            label_consistency=bindparam("consistency"),
+            label_flag=bindparam("flag"),
+            scores=bindparam("kept", type_=table.c.scores.type),
+        )
+    )
+    return (session.connection().execute(statement, params).rowcount or 0) if params else 0
+
+
+def drop_label_model_scores(session: Session, dataset_id: int) -> int:
+    """Every label-model score of the dataset's samples (with their consistency and flag) goes, whichever run
+    wrote it; the other keys of `scores` stay. Returns how many samples held one."""
+    scored = session.execute(
+        select(Sample.id, Sample.scores).where(
+            Sample.dataset_id == dataset_id, Sample.scores["label_model"]["run_id"].as_integer().is_not(None)
+        )
+    ).all()
+    _set_label_model_columns(
+        session,
+        [
+            {
+                "sid": sid,
+                "kept": {k: v for k, v in held.items() if k != "label_model"},
+                "consistency": None,
+                "flag": None,
+            }
+            for sid, held in scored
+        ],
+    )
+    return len(scored)
 
 
 def _chain(entry: dict[str, Any] | None) -> Iterator[dict[str, Any]]:

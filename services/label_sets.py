@@ -12,14 +12,15 @@ with a run trained after). An admin's act, as an import is: it changes the label
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, NotFoundError, ValidationFailed
 from core.names import label_name_problem
 from core.textnorm import unstorable
+from db import training_runs as db_runs
 from db.datasets import lock_dataset
 from db.models import OPEN_JOB_STATUSES, Job, ProtectedTerm, Sample, SampleLabel, User
 from db.session import affected_rows
@@ -86,7 +87,7 @@ def rename_label(session: Session, name: str, task: str, label: str, to: str, us
         .values(label=to)
         .execution_options(synchronize_session=False)
     )
-    withdrawn = _withdraw_label_model_scores(session, dataset.id)
+    withdrawn = db_runs.drop_label_model_scores(session, dataset.id)  # the old classes' probabilities
     session.flush()
     return {
         "dataset": dataset.name,
@@ -98,23 +99,3 @@ def rename_label(session: Session, name: str, task: str, label: str, to: str, us
         "samples_relabelled": moved,
         "label_model_scores_withdrawn": withdrawn,
     }
-
-
-def _withdraw_label_model_scores(session: Session, dataset_id: int) -> int:
-    """The dataset's label-model scores (probabilities of the old classes), flags and consistency with them."""
-    scored = session.execute(
-        select(Sample.id, Sample.scores).where(
-            Sample.dataset_id == dataset_id, Sample.scores["label_model"]["run_id"].as_integer().is_not(None)
-        )
-    ).all()
-    if not scored:
-        return 0
-    table = cast("Table", Sample.__table__)
-    statement = (
-        update(table)
-        .where(table.c.id == bindparam("sid"))
-        .values(label_consistency=None, label_flag=None, scores=bindparam("kept", type_=table.c.scores.type))
-    )
-    kept = [{"sid": sid, "kept": {k: v for k, v in held.items() if k != "label_model"}} for sid, held in scored]
-    session.connection().execute(statement, kept)
-    return len(scored)
