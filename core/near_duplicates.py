@@ -356,16 +356,13 @@ def _pairs_with_hits(
     return row[chosen], doc[chosen]
 
 
-# Texts longer than this get no same-words key: their n-grams are enough for the near-duplicate measures, which
-# punctuation and case move little there; a short text's few n-grams never reach them (core.ngrams.MIN_SHARED).
-SAME_WORDS_MAX_CHARS = 200
-
-
 def _word_keys(texts: Sequence[str]) -> np.ndarray:
-    """Each text's same-words key (core.textnorm.same_words_key), -1 for a text without letters or digits or
-    longer than SAME_WORDS_MAX_CHARS."""
+    """Each text's same-words key (core.textnorm.same_words_key), -1 for a text without letters or digits. Every
+    text has one, whatever its length: a short text's few n-grams never reach the near-duplicate measures
+    (core.ngrams.MIN_SHARED), and a long one's n-grams move far with punctuation put between its words (a test
+    text with its spaces written " / " or "-" scored 0 on both measures, and trained)."""
     return np.fromiter(
-        (-1 if len(t) > SAME_WORDS_MAX_CHARS or (k := same_words_key(t)) is None else k for t in texts),
+        (-1 if (k := same_words_key(t)) is None else k for t in texts),
         dtype=np.int64,
         count=len(texts),
     )
@@ -610,8 +607,8 @@ class NearDuplicateFinder:
         self.count += len(texts)
 
     def _same_words_pairs(self) -> np.ndarray:
-        """Packed (a, b), a < b: each text with the same words as an earlier one (core.textnorm.same_words_key,
-        texts up to SAME_WORDS_MAX_CHARS), linked to the first of them. "Vote today!" and "vote today!!" are a
+        """Packed (a, b), a < b: each text with the same words as an earlier one (core.textnorm.same_words_key),
+        linked to the first of them. "Vote today!" and "vote today!!" are a
         leak to the leak guard, but too short for the n-gram measures: a drawn split must not cut them."""
         keys = np.concatenate([np.zeros(0, np.int64), *self._keys])
         self._keys = []

@@ -85,6 +85,30 @@ def test_a_person_cannot_write_a_short_test_text_again_with_other_punctuation(en
     assert "the same words as test sample" in leak.describe() and other is None
 
 
+@pytest.mark.parametrize("between", [" / ", "-", "_", ", "])
+def test_a_long_test_text_with_punctuation_between_its_words_is_a_leak(engine, between) -> None:
+    """Past 200 characters a text had no same-words key, and a test text with its spaces written " / " (or
+    "-", "_", ", ") scored 0 on both n-gram measures: an edit or a submission stored it, and it trained (the
+    trainer's tokenizer splits on the punctuation and reads the test text's words in order)."""
+    from db.datasets import get_dataset
+    from services import leak_guard
+
+    long_test = (
+        "The committee heard testimony today from farmers across the state about the drought and the water rights "
+        "bill, and I asked the secretary why the relief money promised last spring has still not reached the "
+        "families who need it most."
+    )
+    assert len(long_test) > 200
+    with session_scope(engine) as s:
+        make_dataset(s, "long")
+        test_id = _add(s, get_dataset(s, "long").id, "test", long_test)
+    disguised = long_test.replace(" ", between)
+    half = " ".join(w if i % 2 else w + "-" for i, w in enumerate(long_test.split(" ")))  # half the spaces
+    with session_scope(engine) as s:
+        found = leak_guard.leaks(s, get_dataset(s, "long"), [disguised, half, "An unrelated post about schools."])
+    assert [(f.sample_id, f.same_words) if f else None for f in found] == [(test_id, True), (test_id, True), None]
+
+
 def test_val_test_and_training_texts_are_read_by_seeks_along_the_split_index(engine) -> None:
     """What the leak guard and the augmenter read, a batch at a time after the last id, and the leak guard's
     freshness key (the largest id per split, asked at every check), each walk ix_samples_split_id from where they
