@@ -112,6 +112,9 @@ class LabelRenamed(BaseModel):
     label_model_scores_withdrawn: int = Field(
         description="Pending variants whose label-model scores (the old classes' probabilities) were withdrawn"
     )
+    label_model_unpinned: int | None = Field(
+        default=None, description="The run pinned to score new variants, unpinned: it learnt the old classes"
+    )
 
 
 class ImportResultRead(BaseModel):

@@ -68,13 +68,16 @@ def list_runs(
     return list(session.scalars(query.order_by(TrainingRun.id.desc()).limit(limit).offset(offset)))
 
 
-def latest_finished_run(session: Session, dataset_id: int) -> TrainingRun | None:
-    """The dataset's most recently finished run or ensemble (the model that scores new variants)."""
-    return session.scalar(
-        select(TrainingRun)
-        .where(TrainingRun.dataset_id == dataset_id, TrainingRun.status == JobStatus.succeeded)
-        .order_by(TrainingRun.finished_at.desc(), TrainingRun.id.desc())
-        .limit(1)
+def finished_runs_newest_first(session: Session, dataset_id: int, limit: int = 50) -> list[TrainingRun]:
+    """The dataset's finished runs and ensembles, the most recently finished first (the candidates to score its
+    new variants)."""
+    return list(
+        session.scalars(
+            select(TrainingRun)
+            .where(TrainingRun.dataset_id == dataset_id, TrainingRun.status == JobStatus.succeeded)
+            .order_by(TrainingRun.finished_at.desc(), TrainingRun.id.desc())
+            .limit(limit)
+        )
     )
 
 

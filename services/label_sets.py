@@ -27,6 +27,7 @@ from db.session import affected_rows
 from services.access import Need
 from services.datasets import dataset_named
 from services.import_reading import declared_label, label_key
+from services.variant_settings import locked_settings, store
 
 # Jobs that write samples with their labels (a class renamed under them would come back under its old name), and
 # those that write label-model scores, the probabilities of the classes they read
@@ -88,6 +89,11 @@ def rename_label(session: Session, name: str, task: str, label: str, to: str, us
         .execution_options(synchronize_session=False)
     )
     withdrawn = db_runs.drop_label_model_scores(session, dataset.id)  # the old classes' probabilities
+    # a label model pinned for new variants learnt the old classes too: unpinned (the latest run that learnt the
+    # classes as they are now scores them: services.variant_scoring.label_model_for)
+    pinned = locked_settings(session, dataset)
+    if (unpinned := pinned.label_model_id) is not None:
+        store(session, dataset, pinned.model_copy(update={"label_model_id": None}))
     session.flush()
     return {
         "dataset": dataset.name,
@@ -98,4 +104,5 @@ def rename_label(session: Session, name: str, task: str, label: str, to: str, us
         "labels": order,
         "samples_relabelled": moved,
         "label_model_scores_withdrawn": withdrawn,
+        "label_model_unpinned": unpinned,
     }

@@ -189,6 +189,32 @@ def predict(session: Session, model_id: int, texts: list[str], settings: Setting
     }
 
 
+def label_set_problem(spec: ModelSpec, dataset: Dataset) -> str | None:
+    """Why the model's classes are not the dataset's (a class renamed or merged since it trained), or None. Its
+    probabilities name the classes it learnt: read as the dataset's, they flag and reject variants for a class
+    that is gone, and label texts with it. Read from each member's model.json (a few hundred bytes)."""
+    import json
+
+    for folder in spec.model_dirs:
+        try:
+            tasks = json.loads((Path(folder) / "model.json").read_text(encoding="utf-8")).get("tasks") or []
+        except (OSError, ValueError, AttributeError):
+            return "its saved model cannot be read: train it again"
+        for task in tasks:
+            name, learnt = task.get("name"), sorted(task.get("labels") or [])
+            if name in dataset.task_names() and learnt != sorted(dataset.labels_of(name)):
+                return (
+                    f"it learnt task {name!r} as the classes {', '.join(learnt)}, and the dataset's are now "
+                    f"{', '.join(sorted(dataset.labels_of(name)))} (renamed or merged since): train a new run"
+                )
+    return None
+
+
+def check_label_sets(spec: ModelSpec, dataset: Dataset, field_name: str = "model_id") -> None:
+    if (problem := label_set_problem(spec, dataset)) is not None:
+        raise ValidationFailed(f"run {spec.id}: {problem}", field=field_name)
+
+
 def dataset_and_model(
     session: Session, dataset_name: str, model_id: int, user: User | None, need: Need = Need.lead
 ) -> tuple[Dataset, ModelSpec]:
@@ -202,6 +228,7 @@ def dataset_and_model(
     spec = model_spec(session, model_id, user)
     if spec.dataset_id != dataset.id:
         raise ValidationFailed(f"run {model_id} was trained on another dataset", field="model_id")
+    check_label_sets(spec, dataset)  # its labels must be the dataset's: pseudo-labels, scores of the queue
     return dataset, spec
 
 

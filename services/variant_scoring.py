@@ -154,16 +154,20 @@ def label_model_for(session: Session, dataset: Dataset, pinned: int | None = Non
     finished run or ensemble; None when none has finished. A pinned model that is gone is an error to show,
     not a reason to score with another."""
     from services.label_model import scorer_of
-    from services.prediction import model_spec
+    from services.prediction import check_label_sets, label_set_problem, model_spec
 
     if pinned:
         spec = model_spec(session, pinned, None, field_name="label_model_id")
+        check_label_sets(spec, dataset, "label_model_id")  # classes renamed since it was pinned: an error to show
         return LabelModel(spec, scorer_of(db_runs.get_run(session, pinned), chosen=True))
 
-    run = db_runs.latest_finished_run(session, dataset.id)
-    if run is None:
-        return None
-    try:
-        return LabelModel(model_spec(session, run.id, None), scorer_of(run))
-    except ValidationFailed:  # its saved model was removed: as if none had finished
-        return None
+    # the latest finished run or ensemble that learnt the dataset's classes as they are (one trained before a
+    # class was renamed or merged would score, flag and reject for classes that are gone)
+    for run in db_runs.finished_runs_newest_first(session, dataset.id):
+        try:
+            spec = model_spec(session, run.id, None)
+        except ValidationFailed:  # its saved model was removed: as if it had not finished
+            continue
+        if label_set_problem(spec, dataset) is None:
+            return LabelModel(spec, scorer_of(run))
+    return None

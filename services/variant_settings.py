@@ -78,11 +78,12 @@ def update_variant_settings(
     if changes.get("label_model_id") == 0:
         updated.label_model_id = None
     elif changes.get("label_model_id"):
-        from services.prediction import model_spec
+        from services.prediction import check_label_sets, model_spec
 
         spec = model_spec(session, int(changes["label_model_id"]), user, field_name="label_model_id")
         if spec.dataset_id != dataset.id:
             raise ValidationFailed(f"run {spec.id} was trained on another dataset", field="label_model_id")
+        check_label_sets(spec, dataset, "label_model_id")
     return store(session, dataset, updated)
 
 

@@ -14,6 +14,7 @@ from db.models import Dataset, ProtectedTerm, Sample, SampleLabel
 from db.session import session_scope
 from services.importing import ImportSpec, import_file
 from tests.cli_process import cli_env, run_augloop
+from tests.trainer_fixtures import tiny_encoder  # noqa: F401 (fixture)
 
 ROWS = [
     ("Vote them out in November", "PARTISAN", "attack"),
@@ -148,3 +149,45 @@ def test_the_cli_renames_and_exits_2_on_a_class_the_task_lacks(settings, engine)
     assert r.returncode == 0 and "'PARTISAN' merged into 'partisan' on 2 samples" in r.stdout, r.stderr
     r = run_augloop("labels", "rename", "d", "PARTISAN", "partisan", "--task", "bias", env=env)
     assert r.returncode == 2 and "has no class 'PARTISAN'" in r.stderr
+
+
+def test_a_model_that_learnt_the_old_classes_labels_nothing_after_a_rename(admin, lead, engine, tiny_encoder) -> None:
+    """A run trained before a class was renamed or merged kept scoring new variants (the latest finished run),
+    could be chosen as the label model or pinned, and pseudo-labelled: its probabilities name classes that are
+    gone, so it flagged and auto-rejected variants for them. Each door now refuses it (422, saying why); the
+    latest run that learnt the classes as they are scores new variants; a pin goes with the rename."""
+    from services.variant_scoring import label_model_for
+    from tests.test_trainer_api import drain, fast
+    from tests.trainer_fixtures import import_small
+
+    name = import_small(engine, n_train=30, n_val=12, n_test=12, n_unlabelled=3)
+    r = lead.post("/api/v1/training-runs", json={"dataset": name, "seeds": [1], "config": fast(tiny_encoder)})
+    assert r.status_code == 202, r.text
+    drain(engine, ["train"])
+    old_runs = [run["id"] for run in r.json()["runs"]]
+    assert (
+        lead.patch(f"/api/v1/datasets/{name}/variant-settings", json={"label_model_id": old_runs[0]}).status_code == 200
+    )
+    renamed = admin.post(
+        f"/api/v1/datasets/{name}/label-renames", json={"task": "bias", "label": "partisan", "to": "slanted"}
+    )
+    assert renamed.status_code == 200 and renamed.json()["label_model_unpinned"] == old_runs[0], renamed.text
+    for path, body, field in (
+        (f"/api/v1/datasets/{name}/label-model", {"model_id": old_runs[-1]}, "model_id"),
+        (f"/api/v1/datasets/{name}/pseudo-labels", {"model_id": old_runs[0], "threshold": 0.5}, "model_id"),
+    ):
+        r = lead.post(path, json=body)
+        assert r.status_code == 422 and r.json()["field"] == field and "renamed or merged" in r.json()["detail"], r.text
+    r = lead.patch(f"/api/v1/datasets/{name}/variant-settings", json={"label_model_id": old_runs[0]})
+    assert r.status_code == 422 and r.json()["field"] == "label_model_id", r.text
+    with session_scope(engine) as s:
+        assert label_model_for(s, s.scalar(select(Dataset).where(Dataset.name == name))) is None
+    # a run trained after the rename scores new variants again
+    r = lead.post(
+        "/api/v1/training-runs",
+        json={"dataset": name, "seeds": [2], "config": fast(tiny_encoder), "classical": False},
+    )
+    drain(engine, ["train"])
+    with session_scope(engine) as s:
+        found = label_model_for(s, s.scalar(select(Dataset).where(Dataset.name == name)))
+    assert found is not None and found.id == r.json()["runs"][0]["id"]
