@@ -12,7 +12,7 @@ whether a person chose it, and the per-task probabilities (from which the card s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
@@ -51,17 +51,27 @@ def replaces(current: dict[str, Any] | None, new_f1: float | None) -> bool:
     return new_f1 is not None and new_f1 > old_f1
 
 
-def automatic_rule(scorer: dict[str, Any]) -> Callable[[dict[str, Any] | None], bool]:
+def automatic_rule(
+    scorer: dict[str, Any], tasks: Collection[str] | None = None
+) -> Callable[[dict[str, Any] | None], bool]:
     """Whether a finished run's score replaces `current`: a better val macro-F1, or the same run's own earlier
     score (an attempt that failed after writing some batches, retried, whatever its val macro-F1 now). The
     exception covers only what this run wrote: another run's score stays unless this one is better, and
     db.training_runs.apply_consistency_scores decides on the row as locked, so a score another run wrote after
     this one read the row is judged, not overwritten."""
     f1, run_id = scorer.get("val_macro_f1"), scorer.get("run_id")
+    covered = set(tasks) if tasks is not None else None
 
     def rule(current: dict[str, Any] | None) -> bool:
         own = run_id is not None and current is not None and current.get("run_id") == run_id
-        return own or replaces(current, f1)
+        if own or not current:
+            return True
+        if current.get("chosen"):  # a person's choice stands until a person chooses again
+            return False
+        if covered is not None and not set(current.get("probs") or {}) <= covered:
+            # a run of fewer tasks: its macro-F1 averages other tasks, and its score would drop a task's check
+            return False
+        return replaces(current, f1)
 
     return rule
 

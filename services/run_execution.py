@@ -311,7 +311,7 @@ def score_pending_variants(
     in set-based batches, each its own short transaction under the job's lease (services.label_model
     .score_pending): on SQLite the write lock is held for milliseconds per batch, never across the whole
     scoring. Scores written before an attempt fails stay, tagged with this run; the retry overwrites them."""
-    replace_if = label_model.automatic_rule(scorer) if scorer is not None else None
+    replace_if = label_model.automatic_rule(scorer, [t.name for t in tasks]) if scorer is not None else None
 
     def score_page(page: list[db_runs.PendingVariant], progress: ProgressFn) -> list[db_runs.ConsistencyScore]:
         return consistency_scores(model, tokenizer, tasks, page, max_length, progress, rules, precision)

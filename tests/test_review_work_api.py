@@ -391,6 +391,23 @@ def test_scores_record_their_run_and_keep_better_ones(engine, review_data) -> No
     with session_scope(engine) as s:
         label_model = s.get(Sample, v).scores["label_model"]
         assert label_model["run_id"] == 3 and label_model["chosen"] is True
+    # a person's choice stands against a better run that finishes later; a run of fewer tasks replaces nothing
+    assert score(4, 0.99, False) == 0
+    with session_scope(engine) as s:
+        s.get_one(Sample, v).scores = {**s.get_one(Sample, v).scores, "label_model": {"run_id": 1, "probs": probs}}
+    one_task = {"run_id": 5, "kind": "single", "name": "run 5", "val_macro_f1": 0.99, "chosen": False}
+    with session_scope(engine) as s:
+        assert (
+            db_runs.apply_consistency_scores(
+                s,
+                5,
+                [db_runs.ConsistencyScore(v, text, 0.9, False, {"bias": probs["bias"]})],
+                scorer=one_task,
+                replace_if=automatic_rule(one_task, ["bias"]),
+            )
+            == 0
+        ), "a bias-only run dropped the message check"
+    assert score(6, 0.99, False) == 1  # a better run of the same tasks replaces a score of unknown quality
 
 
 @pytest.mark.parametrize("order", ["newest_fails_first", "older_fails_first"])
