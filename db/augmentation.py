@@ -10,9 +10,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy import insert as sa_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from db.chunks import chunked
 from db.models import (
@@ -325,13 +325,28 @@ def train_label_rows(session: Session, dataset: Dataset) -> list[tuple[int, dict
 
 
 def variant_counts(session: Session, dataset: Dataset) -> dict[str, dict[str, dict[str, int]]]:
-    """Train-split variants per task → label → review status."""
+    """Train-split variants per task → label → review status, as far as training goes: an approved variant of
+    a submitted text still under review counts as pending (its labels are the submitter's until someone has
+    seen them), any of a rejected submission as rejected (it never trains); a plan counted them as approved."""
+    parent = aliased(Sample)
+    submitted = parent.origin == Origin.submitted
+    counted = case(
+        (submitted & (parent.review_status == ReviewStatus.rejected), ReviewStatus.rejected.value),
+        (
+            submitted
+            & (parent.review_status != ReviewStatus.approved)
+            & (Sample.review_status == ReviewStatus.approved),
+            ReviewStatus.pending.value,
+        ),
+        else_=Sample.review_status,
+    )
     out: dict[str, dict[str, dict[str, int]]] = {}
     for task, label, status, n in session.execute(
-        select(SampleLabel.task, SampleLabel.label, Sample.review_status, func.count())
+        select(SampleLabel.task, SampleLabel.label, counted, func.count())
         .join(Sample, Sample.id == SampleLabel.sample_id)
+        .outerjoin(parent, parent.id == Sample.parent_id)
         .where(Sample.dataset_id == dataset.id, Sample.split == Split.train, Sample.origin != Origin.original)
-        .group_by(SampleLabel.task, SampleLabel.label, Sample.review_status)
+        .group_by(SampleLabel.task, SampleLabel.label, counted)
     ):
         out.setdefault(task, {}).setdefault(label, {})[status or "none"] = n
     return out

@@ -857,3 +857,40 @@ def test_a_submitted_texts_labels_are_read_as_an_import_reads_them(lead, engine,
     other = {**body, "texts": [{"text": text + " Twice.", "labels": {**labels, "bias": "Neutral"}}]}
     r = lead.post("/api/v1/augment", json=other)
     assert r.status_code == 422 and r.json()["field"] == "texts.0.labels" and "'Neutral'" in r.json()["detail"]
+
+
+def test_a_plan_counts_variants_of_a_submission_under_review_as_waiting(lead, engine, mini_dataset) -> None:
+    """Approved variants of a submitted text still under review counted as approved in plans and the planner
+    (the class looked met, a new plan made none), though they train only once the text is approved; a rejected
+    submission's never train."""
+    from db.augmentation import counted_variants, variant_counts
+    from db.datasets import get_dataset
+    from db.models import Sample
+    from db.session import session_scope
+    from tests.review_fixtures import add_variant
+
+    text = "We passed the harbour bill tonight and every family on the coast will feel it."
+    labels = {"bias": "neutral", "message": "attack", "audience": "constituency"}
+    r = lead.post(
+        "/api/v1/augment",
+        json={"dataset": "mini", "texts": [{"text": text, "labels": labels}], "methods": ["wordnet"], "n_per_text": 1},
+    )
+    submission = r.json()["params"]["items"][0]["sample_id"]
+
+    def attack() -> dict[str, int]:
+        with session_scope(engine) as s:
+            return variant_counts(s, get_dataset(s, "mini"))["message"]["attack"]
+
+    with session_scope(engine) as s:
+        ids = [add_variant(s, submission, f"{text} Variant {i}.") for i in range(3)]
+        for i in ids:
+            s.get_one(Sample, i).review_status = "approved"
+        before = variant_counts(s, get_dataset(s, "mini"))
+    assert attack().get("approved", 0) == 0 and attack()["pending"] >= 4  # the submission and its 3 variants
+    assert counted_variants(before, include_pending=False)["message"]["attack"] == 0
+    with session_scope(engine) as s:
+        s.get_one(Sample, submission).review_status = "rejected"
+    assert attack().get("approved", 0) == 0 and attack()["rejected"] == 4
+    with session_scope(engine) as s:
+        s.get_one(Sample, submission).review_status = "approved"
+    assert attack()["approved"] == 4
