@@ -267,9 +267,11 @@ def record_automatic_decisions(session: Session, reviewer_id: int, decisions: Se
             )
             if not rows:
                 continue
-            values: dict[str, Any] = {"auto_decision": outcome, "updated_at": now}
+            # An audit mark leaves the row as it was otherwise: a changed updated_at beside the other pending
+            # variants' (created and updated together) told the people auditing which ones the rule would approve.
+            values: dict[str, Any] = {"auto_decision": outcome, "updated_at": Sample.updated_at}  # (not onupdate's)
             if outcome != "audit":
-                values.update(review_status=outcome, version=Sample.version + 1)
+                values.update(review_status=outcome, version=Sample.version + 1, updated_at=now)
             session.execute(
                 update(Sample)
                 .where(Sample.id.in_(list(rows)))

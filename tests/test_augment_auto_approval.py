@@ -158,6 +158,10 @@ def test_switching_on_applying_auditing_and_measuring_agreement(
             )
             v = s.get(Sample, vid)
             v.scores = {**v.scores, "length_ratio": 1.0}
+    with session_scope(engine) as s:
+        changed_at = dict(
+            s.execute(select(Sample.id, Sample.updated_at).where(Sample.review_status == "pending")).all()
+        )
     applied = admin.post("/api/v1/datasets/mini/auto-approval/apply")
     assert applied.status_code == 200, applied.text
     counts = applied.json()
@@ -192,6 +196,10 @@ def test_switching_on_applying_auditing_and_measuring_agreement(
     cards = annotator.get("/api/v1/review-cards", params={"ids": ",".join(map(str, audit_ids))}).json()
     assert [c["id"] for c in cards] == audit_ids and all(c["auto_decision"] is None for c in cards)
     assert lead.get(f"/api/v1/samples/{audit_ids[0]}").json()["sample"]["auto_decision"] is None
+    # nor does its time of change tell it apart (marked for audit, its updated_at moved; the others' did not)
+    with session_scope(engine) as s:
+        marked = dict(s.execute(select(Sample.id, Sample.updated_at).where(Sample.id.in_(audit_ids))).all())
+    assert marked == {sid: changed_at[sid] for sid in audit_ids}
 
     # People decide the audited variants: the agreement is measured on them.
     for i, sid in enumerate(audit_ids):
