@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from core.errors import ValidationFailed
+from core.names import check_display_name
 from db import training_runs as db_runs
 from db.models import Dataset, JobStatus, TrainingRun, User, utcnow
 from db.session import discard_unless_committed, session_scope
@@ -101,6 +102,8 @@ def fit_ensemble(session: Session, run_ids: list[int], options: EnsembleOptions,
     32 members of 10,000 val texts each, every other write waiting behind it on SQLite)."""
     if len(options.name) > NAME_MAX:
         raise ValidationFailed(f"name: at most {NAME_MAX} characters; got {len(options.name)}", field="name")
+    if options.name:  # printable, as a display name (U+202E would reverse a line in every list)
+        check_display_name(options.name, field="name")
     runs = ensemble_members(session, run_ids, user)
     combined = build_ensemble(
         member_inputs(runs), weighted=options.weighted, temperature=options.temperature, decision=options.decision

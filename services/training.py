@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError, ValidationFailed
+from core.names import check_display_name
 from core.settings import get_settings
 from db import queue
 from db import training_runs as db_runs
@@ -163,6 +164,8 @@ def create_training_runs(
         raise ValidationFailed("seeds must be distinct", field="seeds")
     if len(name) > RUN_LABEL_MAX:  # the API's schema says so; the CLI's --name comes here too
         raise ValidationFailed(f"name: at most {RUN_LABEL_MAX} characters; got {len(name)}", field="name")
+    if name:  # shown to people in lists and the CLI: printable, as a display name (U+202E would reverse a line)
+        name = check_display_name(name, field="name")
     runs = []
     label = name or "/".join(Path(config.encoder).parts[-2:])  # hub "org/name", or a directory's last two
     if len(label) > RUN_LABEL_MAX:  # a long directory name: its end, within the column's width with " seed N"

@@ -427,3 +427,9 @@ def test_a_runs_name_fits_its_column(admin, engine, tmp_path) -> None:
     with session_scope(engine) as s:  # 150, the API's bound, fits with its seed and its TF-IDF member's suffix
         runs, _jobs = start_training(s, name, {"epochs": 1}, [4294967295], name="y" * 150, user=None, classical=True)
         assert [len(r.name) for r in runs] == [150 + len(" seed 4294967295"), 150 + len(" member")]
+    # a name is shown in lists and the CLI: printable, as a display name (U+202E reversed the line after it)
+    for bad in ("a\u202eb", "x\ny"):
+        r = admin.post("/api/v1/training-runs", json={"dataset": name, "seeds": [5], "name": bad})
+        assert r.status_code == 422 and r.json()["field"] == "name", r.text
+        r = admin.post("/api/v1/ensembles", json={"run_ids": [1, 2], "name": bad})
+        assert r.status_code == 422 and r.json()["field"] == "name", r.text
