@@ -137,7 +137,9 @@ def edit(
     to_add = [normalise_term(t, f"add.{i}") for i, t in enumerate(add)]
     to_remove = [normalise_term(t, f"remove.{i}") for i, t in enumerate(remove)]
     lock_dataset(session, dataset.id)  # a first seeding at the same moment: one after the other
-    if len(db_terms.term_strings(session, dataset.id)) + len(to_add) > MAX_TERMS:
+    # the terms the dataset would hold: what it removes makes room, a term it holds already takes none
+    after = (set(db_terms.term_strings(session, dataset.id)) - set(to_remove)) | set(to_add)
+    if len(after) > MAX_TERMS:
         raise ValidationFailed(f"a dataset holds at most {MAX_TERMS} protected terms", field="add")
     db_terms.remove_terms(session, dataset.id, to_remove)
     db_terms.add_terms(session, dataset.id, to_add, "manual", created_by)

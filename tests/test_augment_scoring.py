@@ -296,7 +296,7 @@ def test_the_reviewer_auto_cannot_hold_a_token(admin) -> None:
 
 
 def test_protected_terms_are_seeded_on_first_augmentation_and_edited_by_admins(
-    lead, annotator, admin, engine, mini_dataset
+    lead, annotator, admin, engine, mini_dataset, monkeypatch
 ) -> None:
     from db.models import Sample
     from db.session import session_scope
@@ -324,6 +324,16 @@ def test_protected_terms_are_seeded_on_first_augmentation_and_edited_by_admins(
     ).json()
     now = {t["term"]: t for t in edited["terms"]}
     assert some not in now and now["health care"]["origin"] == "manual"
+    # at the cap, a swap (one removed, one added) fits, as does adding a term held already
+    import services.protected_terms as protected_terms
+
+    with monkeypatch.context() as patch:
+        patch.setattr(protected_terms, "MAX_TERMS", len(now))
+        swapped = admin.post("/api/v1/datasets/mini/protected-terms", json={"add": ["ballots"], "remove": ["veterans"]})
+        assert swapped.status_code == 200, swapped.text
+        assert admin.post("/api/v1/datasets/mini/protected-terms", json={"add": ["ballots"]}).status_code == 200
+        full = admin.post("/api/v1/datasets/mini/protected-terms", json={"add": ["turnout"]})
+        assert full.status_code == 422 and full.json()["field"] == "add"
     reseeded = admin.post("/api/v1/datasets/mini/protected-terms/seed", json={"per_class": 1}).json()
     again = {t["term"]: t for t in reseeded["terms"]}
     assert again["health care"]["origin"] == "manual"  # hand-added terms outlive a new seeding
