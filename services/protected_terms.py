@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,9 @@ from services.access import Need
 from services.variant_settings import locked_settings, store, variant_settings
 from workers.augment.textspans import ProtectedTerms, words
 
-_TERM = re.compile(r"^[^\W\d_]+(?:['’ -][^\W\d_]+)*$")
+# letters (with the combining marks a decomposed or case-folded letter carries: "İ" folds to "i" + U+0307)
+_LETTER = "(?:[^\\W\\d_]|[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f])"
+_TERM = re.compile(rf"^[^\W\d_]{_LETTER}*(?:['’ -][^\W\d_]{_LETTER}*)*$")
 MAX_TERMS = 5_000
 # Train originals read to seed the terms, at most: a uniform sample, fixed per dataset, beyond that. It runs in the
 # first augmentation request; at a million texts, reading and counting them all took a minute and 2 GB. A class
@@ -35,7 +38,7 @@ SEED_SAMPLE = 20_000
 
 
 def normalise_term(raw: str, field: str) -> str:
-    term = " ".join(raw.split()).casefold()
+    term = unicodedata.normalize("NFC", " ".join(raw.split()).casefold())  # "café" typed either way is one term
     if not term or len(term) > 100 or not _TERM.match(term):
         raise ValidationFailed(
             f"{raw!r} is not a term: letters, with apostrophes, hyphens or spaces between words, "

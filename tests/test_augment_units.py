@@ -344,3 +344,35 @@ def test_plan_counts_existing_variants_and_can_balance_a_subset_of_tasks() -> No
     )
     assert only_bias["total_variants"] == 132  # partisan's deficit, nothing else
     assert all(c["deficit"] == 0 for c in only_bias["classes"] if c["task"] != "bias")
+
+
+def test_a_text_in_decomposed_unicode_keeps_its_words_whole() -> None:
+    """Text typed in NFD writes "ü" as "u" + U+0308, which is no letter: "Bürgermeisterin" read as the words
+    "Bu" and "rgermeisterin" (both replaceable), and a protected "café" did not cover "cafe" + U+0301."""
+    from workers.augment.textspans import ProtectedTerms, words
+
+    text = "The Bu\u0308rgermeisterin met the nai\u0308ve cafe\u0301 owner's son."
+    assert [w.text for w in words(text)] == [
+        "The",
+        "Bu\u0308rgermeisterin",
+        "met",
+        "the",
+        "nai\u0308ve",
+        "cafe\u0301",
+        "owner's",
+        "son",
+    ]
+    assert ProtectedTerms(["café"]).covers("Cafe\u0301") and ProtectedTerms(["cafe\u0301"]).covers("café")
+
+
+def test_a_protected_term_typed_in_decomposed_unicode_or_with_a_dotted_capital_is_a_term() -> None:
+    """Café typed as "cafe" + U+0301, or "İstanbul" (its case fold carries a combining dot), was "not a
+    term"; both are, read in NFC (so the two spellings of café are one term)."""
+    from core.errors import ValidationFailed
+    from services.protected_terms import normalise_term
+
+    assert normalise_term("Cafe\u0301", "add") == normalise_term("café", "add") == "café"
+    assert normalise_term("İstanbul", "add") == "İstanbul".casefold()
+    for bad in ("\u0301x", "no#tag", "9lives"):
+        with pytest.raises(ValidationFailed):
+            normalise_term(bad, "add")

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import itertools
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 _TOKEN = re.compile(r"\S+")
-_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
+# A letter and what follows it: letters and combining marks (a text typed in decomposed Unicode, NFD, writes
+# "ü" as "u" + U+0308, which is no letter: "Bürgermeisterin" split into "Bu" and "rgermeisterin")
+_MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+_WORD = re.compile(rf"[^\W\d_](?:[^\W\d_]|[{_MARKS}])*(?:['’][^\W\d_](?:[^\W\d_]|[{_MARKS}])*)*")
 # Anywhere in the token, not only at its start: `here](http://x.example)` and `(www.x.example)` are links too.
 _URLISH = re.compile(r"[a-z][a-z0-9+.-]*://|(?:^|\W)www\.|\.(?:com|org|net|gov|edu|ly|co|io)(?:/|$|\W)", re.IGNORECASE)
 _SHORTCODE = re.compile(r":[a-z0-9_+-]+:", re.IGNORECASE)  # :smile: is an emoji's name, not a word
@@ -137,7 +141,7 @@ class ProtectedTerms:
     case-folded form and its lemmas (lemminflect's lexicon, any part of speech), so no tagger is needed."""
 
     def __init__(self, terms: Iterable[str]) -> None:
-        self.terms = sorted({t.strip().casefold() for t in terms if t.strip()})
+        self.terms = sorted({unicodedata.normalize("NFC", t.strip()).casefold() for t in terms if t.strip()})
         forms: set[str] = set()
         for term in self.terms:
             for word in _WORD.findall(term):
@@ -152,7 +156,7 @@ class ProtectedTerms:
         return len(self.terms)
 
     def covers(self, word: str) -> bool:
-        lowered = word.casefold()
+        lowered = unicodedata.normalize("NFC", word).casefold()  # "café" typed either way is the term
         return lowered in self._forms or any(lemma in self._forms for lemma in _lemmas(lowered))
 
 
