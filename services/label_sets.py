@@ -2,12 +2,12 @@
 `partisan`, `1.0` into `1`). An import's warnings name such labels; before this the only fix was deleting the
 dataset, with its reviews and runs, and importing again.
 
-Every sample's label moves with the class (originals, variants, submitted texts and pseudo-labels alike), so does
-a protected term seeded for it. What stays as it was: the runs trained before (their models hold the label set
-they learnt, and predict with it), the plans made before (their targets name the classes of their day), the
-review history. The label-model scores of the dataset's pending variants are withdrawn: they are the
-probabilities of the old classes, so their flags no longer say whether a variant keeps its label (score again
-with a run trained after). An admin's act, as an import is: it changes the labels of trusted originals.
+Every sample's label moves with the class (originals, variants, submitted texts and pseudo-labels alike), so do
+a protected term seeded for it and the plans' goals for it (a merged class's goal goes). What stays as it was: the
+runs trained before (their models hold the label set they learnt, and predict with it), the review history.
+The label-model scores of the dataset's pending variants are withdrawn: they are the probabilities of the old
+classes, so their flags no longer say whether a variant keeps its label (score again with a run trained after).
+An admin's act, as an import is: it changes the labels of trusted originals.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from core.names import label_name_problem
 from core.textnorm import unstorable
 from db import training_runs as db_runs
 from db.datasets import lock_dataset
-from db.models import OPEN_JOB_STATUSES, Job, ProtectedTerm, Sample, SampleLabel, User
+from db.models import OPEN_JOB_STATUSES, Dataset, Job, ProtectedTerm, Sample, SampleLabel, User
 from db.session import affected_rows
 from services.access import Need
 from services.datasets import dataset_named
@@ -88,6 +88,7 @@ def rename_label(session: Session, name: str, task: str, label: str, to: str, us
         .values(label=to)
         .execution_options(synchronize_session=False)
     )
+    _rename_in_plans(session, dataset, task, label, to, merged)
     withdrawn = db_runs.drop_label_model_scores(session, dataset.id)  # the old classes' probabilities
     # a label model pinned for new variants learnt the old classes too: unpinned (the latest run that learnt the
     # classes as they are now scores them: services.variant_scoring.label_model_for)
@@ -106,3 +107,23 @@ def rename_label(session: Session, name: str, task: str, label: str, to: str, us
         "label_model_scores_withdrawn": withdrawn,
         "label_model_unpinned": unpinned,
     }
+
+
+def _rename_in_plans(session: Session, dataset: Dataset, task: str, label: str, to: str, merged: bool) -> None:
+    """The plans' class goals follow the class: review progress, plan progress and the expected-value sort read
+    the latest plan's targets by class name (a renamed class had none, a merged one's stayed as a class still
+    owed variants). A merged class's goal goes (the class it joined keeps its own)."""
+    from db.augmentation import list_plans
+
+    for row in list_plans(session, dataset, limit=1_000_000):
+        entries = (row.plan or {}).get("classes")
+        if not isinstance(entries, list):
+            continue
+        moved = []
+        for entry in entries:
+            if isinstance(entry, dict) and entry.get("task") == task and entry.get("label") == label:
+                if merged:
+                    continue
+                entry = {**entry, "label": to}
+            moved.append(entry)
+        row.plan = {**row.plan, "classes": moved}

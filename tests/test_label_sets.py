@@ -66,10 +66,32 @@ def test_a_class_is_merged_into_another_and_renamed_with_every_samples_label(any
         v = s.get_one(Sample, variant)
         assert v.scores == {"similarity": 0.8} and v.label_flag is None  # the old classes' probabilities
     # a plain rename keeps the class's place (its id) in the label set
+    from db.augmentation import create_plan
+
+    goals = [("bias", "partisan", 6), ("message", "information", 3), ("message", "attack", 4)]
+    with session_scope(any_engine) as s:
+        create_plan(
+            s,
+            s.scalar(select(Dataset)),
+            {},
+            {"classes": [{"task": t, "label": x, "target": n} for t, x, n in goals]},
+            None,
+        )
     with session_scope(any_engine) as s:
         done = rename_label(s, "d", "message", "information", "info", None)
     assert not done["merged"] and done["labels"] == ["attack", "info", "mobilization", "policy"]
     assert _labels(any_engine, "message")["The hearing starts at ten"] == "info"
+    # the plan's goals follow the class (review progress reads them by name); a merged class's goal goes
+    with session_scope(any_engine) as s:
+        rename_label(s, "d", "message", "attack", "info", None)
+    from db.models import AugmentationPlan
+
+    with session_scope(any_engine) as s:
+        plan = s.scalar(select(AugmentationPlan)).plan
+    assert [(c["task"], c["label"], c["target"]) for c in plan["classes"]] == [
+        ("bias", "partisan", 6),
+        ("message", "info", 3),
+    ]
     # what the class balance and an export read
     from services.datasets import class_balance
 
