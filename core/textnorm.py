@@ -94,3 +94,24 @@ def written_text_problem(text: str) -> str | None:
 
 def content_hash(text: str) -> str:
     return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
+
+
+@cache
+def combining_marks() -> str:
+    """A regex character class body of every combining mark of the Basic Multilingual Plane (Unicode category
+    M: accents, vowel signs, viramas): a word goes on through them (a decomposed "ü" is "u" + U+0308; Hindi's
+    vowel signs are marks), though Python's \\w takes none. Built once (65,536 lookups, ~10 ms)."""
+    spans: list[tuple[int, int]] = []
+    for code in range(0x10000):
+        if unicodedata.category(chr(code))[0] == "M":
+            if spans and spans[-1][1] == code - 1:
+                spans[-1] = (spans[-1][0], code)
+            else:
+                spans.append((code, code))
+    return "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in spans)
+
+
+def term_key(text: str) -> str:
+    """A word or phrase as protected terms compare them: NFC, case-folded, then NFC again (a case fold can
+    decompose: "İ" folds to "i" + U+0307), so "café" typed either way is one term."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold())

@@ -66,7 +66,7 @@ def automatic_rule(
         own = run_id is not None and current is not None and current.get("run_id") == run_id
         if own or not current:
             return True
-        if current.get("chosen"):  # a person's choice stands until a person chooses again
+        if current.get("chosen") and not current.get("pinned"):  # a person's rescoring stands until they choose again
             return False
         if covered is not None and not set(current.get("probs") or {}) <= covered:
             # a run of fewer tasks: its macro-F1 averages other tasks, and its score would drop a task's check

@@ -93,7 +93,9 @@ def rename_label(session: Session, name: str, task: str, label: str, to: str, us
     # a label model pinned for new variants learnt the old classes too: unpinned (the latest run that learnt the
     # classes as they are now scores them: services.variant_scoring.label_model_for)
     pinned = locked_settings(session, dataset)
-    if (unpinned := pinned.label_model_id) is not None:
+    unpinned = None
+    if pinned.label_model_id is not None and _learnt_other_classes(session, pinned.label_model_id, dataset):
+        unpinned = pinned.label_model_id
         store(session, dataset, pinned.model_copy(update={"label_model_id": None}))
     session.flush()
     return {
@@ -107,6 +109,17 @@ def rename_label(session: Session, name: str, task: str, label: str, to: str, us
         "label_model_scores_withdrawn": withdrawn,
         "label_model_unpinned": unpinned,
     }
+
+
+def _learnt_other_classes(session: Session, model_id: int, dataset: Dataset) -> bool:
+    """Whether the model learnt classes the dataset no longer has as they are (or cannot be read any more)."""
+    from core.errors import DomainError
+    from services.prediction import label_set_problem, model_spec
+
+    try:
+        return label_set_problem(model_spec(session, model_id, None), dataset) is not None
+    except DomainError:  # gone or unreadable: a pin that cannot score
+        return True
 
 
 def _rename_in_plans(session: Session, dataset: Dataset, task: str, label: str, to: str, merged: bool) -> None:
@@ -126,4 +139,15 @@ def _rename_in_plans(session: Session, dataset: Dataset, task: str, label: str, 
                     continue
                 entry = {**entry, "label": to}
             moved.append(entry)
-        row.plan = {**row.plan, "classes": moved}
+        combinations = [
+            {**c, "labels": {**c["labels"], task: to}}
+            if isinstance(c, dict) and isinstance(c.get("labels"), dict) and c["labels"].get(task) == label
+            else c
+            for c in (row.plan.get("combinations") or [])
+        ]
+        if moved != entries or combinations != (row.plan.get("combinations") or []):
+            row.plan = {
+                **row.plan,
+                "classes": moved,
+                **({"combinations": combinations} if "combinations" in row.plan else {}),
+            }

@@ -201,11 +201,13 @@ def label_set_problem(spec: ModelSpec, dataset: Dataset) -> str | None:
         except (OSError, ValueError, AttributeError):
             return "its saved model cannot be read: train it again"
         for task in tasks:
-            name, learnt = task.get("name"), sorted(task.get("labels") or [])
-            if name in dataset.task_names() and learnt != sorted(dataset.labels_of(name)):
+            # in order: a run learns the dataset's label set in its order, which a rename keeps (two classes
+            # swapped by renames leave the same set in another order, and the meanings reversed)
+            name, learnt = task.get("name"), list(task.get("labels") or [])
+            if name in dataset.task_names() and learnt != dataset.labels_of(name):
                 return (
                     f"it learnt task {name!r} as the classes {', '.join(learnt)}, and the dataset's are now "
-                    f"{', '.join(sorted(dataset.labels_of(name)))} (renamed or merged since): train a new run"
+                    f"{', '.join(dataset.labels_of(name))} (renamed or merged since): train a new run"
                 )
     return None
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import random
 import re
-import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from core.errors import ValidationFailed
+from core.textnorm import combining_marks, term_key
 from db import protected_terms as db_terms
 from db.augmentation import labels_of, texts_by_id, train_original_ids
 from db.datasets import lock_dataset
@@ -27,8 +27,9 @@ from services.access import Need
 from services.variant_settings import locked_settings, store, variant_settings
 from workers.augment.textspans import ProtectedTerms, words
 
-# letters (with the combining marks a decomposed or case-folded letter carries: "İ" folds to "i" + U+0307)
-_LETTER = "(?:[^\\W\\d_]|[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f])"
+# letters, with the combining marks a decomposed or case-folded letter carries ("İ" folds to "i" + U+0307) and
+# the vowel signs of Indic and Arabic scripts (core.textnorm.combining_marks)
+_LETTER = rf"(?:[^\W\d_]|[{combining_marks()}])"
 _TERM = re.compile(rf"^[^\W\d_]{_LETTER}*(?:['’ -][^\W\d_]{_LETTER}*)*$")
 MAX_TERMS = 5_000
 # Train originals read to seed the terms, at most: a uniform sample, fixed per dataset, beyond that. It runs in the
@@ -38,7 +39,7 @@ SEED_SAMPLE = 20_000
 
 
 def normalise_term(raw: str, field: str) -> str:
-    term = unicodedata.normalize("NFC", " ".join(raw.split()).casefold())  # "café" typed either way is one term
+    term = term_key(" ".join(raw.split()))  # "café" typed either way is one term
     if not term or len(term) > 100 or not _TERM.match(term):
         raise ValidationFailed(
             f"{raw!r} is not a term: letters, with apostrophes, hyphens or spaces between words, "
@@ -67,8 +68,7 @@ def class_terms(
 
     stops = stop_words(language)
     docs = [
-        sorted({w.text.casefold() for w in words(t) if w.text.casefold() not in stops and len(w.text) > 2})
-        for t in texts
+        sorted({term_key(w.text) for w in words(t) if term_key(w.text) not in stops and len(w.text) > 2}) for t in texts
     ]
     if not docs:
         return []

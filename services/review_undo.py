@@ -37,17 +37,7 @@ def undo_decision(session: Session, sample_id: int, user: User, version: int) ->
     ).first()
     if latest is None or latest.decision == UNDO:
         raise _refuse(session, sample, f"you have no decision on sample {sample_id} to undo", field=None)
-    decided_since = session.scalar(
-        select(Review.id)
-        .where(
-            Review.sample_id == sample.id,
-            Review.user_id != user.id,
-            Review.id > latest.id,
-            Review.decision != UNDO,
-        )
-        .limit(1)
-    )
-    if decided_since is not None:
+    if _decided_since(session, sample.id, user.id, latest.id):
         raise _refuse(session, sample, f"someone else decided sample {sample_id} after you; undo refused")
     if version > sample.version:
         raise _refuse(session, sample, f"sample {sample_id} has no version {version} (now {sample.version})")
@@ -90,17 +80,41 @@ def latest_standing_decision(session: Session, dataset_name: str, user: User) ->
 
     dataset = dataset_named(session, dataset_name, user)
     seen: set[int] = set()
-    rows = session.execute(
-        select(Review.sample_id, Review.decision)
-        .join(Sample, Sample.id == Review.sample_id)
-        .where(Sample.dataset_id == dataset.id, Review.user_id == user.id, Review.automatic.is_(False))
-        .order_by(Review.id.desc())
-        .limit(200)
-    ).tuples()
-    for sample_id, decision in rows:
-        if sample_id in seen:
-            continue
-        seen.add(sample_id)
-        if decision != UNDO:  # the user's latest act on this variant is a vote that stands
-            return int(sample_id)
-    return None
+    before: int | None = None  # pages of 200 of the user's reviews in the dataset, newest first
+    while True:
+        query = (
+            select(Review.id, Review.sample_id, Review.decision)
+            .join(Sample, Sample.id == Review.sample_id)
+            .where(Sample.dataset_id == dataset.id, Review.user_id == user.id, Review.automatic.is_(False))
+        )
+        if before is not None:
+            query = query.where(Review.id < before)
+        rows = session.execute(query.order_by(Review.id.desc()).limit(200)).tuples().all()
+        if not rows:
+            return None
+        for review_id, sample_id, decision in rows:
+            if sample_id in seen:
+                continue
+            seen.add(sample_id)
+            # the user's latest act on this variant is a vote that stands, and nobody decided it since (an undo
+            # would be refused: U pressed again would pick the same variant for ever)
+            if decision != UNDO and not _decided_since(session, sample_id, user.id, review_id):
+                return int(sample_id)
+        before = rows[-1][0]
+
+
+def _decided_since(session: Session, sample_id: int, user_id: int, review_id: int) -> bool:
+    """Whether someone other than `user_id` decided the variant after review `review_id`."""
+    return (
+        session.scalar(
+            select(Review.id)
+            .where(
+                Review.sample_id == sample_id,
+                Review.user_id != user_id,
+                Review.id > review_id,
+                Review.decision != UNDO,
+            )
+            .limit(1)
+        )
+        is not None
+    )

@@ -159,7 +159,9 @@ def label_model_for(session: Session, dataset: Dataset, pinned: int | None = Non
     if pinned:
         spec = model_spec(session, pinned, None, field_name="label_model_id")
         check_label_sets(spec, dataset, "label_model_id")  # classes renamed since it was pinned: an error to show
-        return LabelModel(spec, scorer_of(db_runs.get_run(session, pinned), chosen=True))
+        # chosen by a person, but as a setting that can be taken back (unpinned, its scores are no choice that
+        # a better run must leave alone: services.label_model.automatic_rule)
+        return LabelModel(spec, {**scorer_of(db_runs.get_run(session, pinned), chosen=True), "pinned": True})
 
     # the latest finished run or ensemble that learnt the dataset's classes as they are (one trained before a
     # class was renamed or merged would score, flag and reject for classes that are gone)

@@ -376,3 +376,19 @@ def test_a_protected_term_typed_in_decomposed_unicode_or_with_a_dotted_capital_i
     for bad in ("\u0301x", "no#tag", "9lives"):
         with pytest.raises(ValidationFailed):
             normalise_term(bad, "add")
+
+
+def test_words_and_terms_hold_every_scripts_combining_marks_and_seeds_read_one_spelling() -> None:
+    """Hindi's vowel signs and viramas, Arabic's vowel marks are combining marks: "हिन्दी" read as five one-letter
+    words (each replaceable) and was "not a term"; a corpus with "Bürgermeisterin" typed both ways seeded it
+    twice (each below the document floor)."""
+    from services.protected_terms import class_terms, normalise_term
+    from workers.augment.textspans import words
+
+    assert [w.text for w in words("हिन्दी भाषा और مُحَمَّد")] == ["हिन्दी", "भाषा", "और", "مُحَمَّد"]
+    assert normalise_term("हिन्दी", "add") == "हिन्दी"
+    texts = [f"Die Bürgermeisterin sprach {i}" if i % 2 else f"Die Bu\u0308rgermeisterin sprach {i}" for i in range(6)]
+    texts += [f"Ein anderer Text über Schulen {i}" for i in range(6)]
+    labels = [{"topic": "city"}] * 6 + [{"topic": "school"}] * 6
+    seeded = class_terms(texts, labels, [{"name": "topic", "labels": ["city", "school"]}], "de", min_docs=4, max_p=1.0)
+    assert [t.term for t in seeded if t.label == "city" and "rgermeisterin" in t.term] == ["bürgermeisterin"]

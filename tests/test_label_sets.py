@@ -69,12 +69,13 @@ def test_a_class_is_merged_into_another_and_renamed_with_every_samples_label(any
     from db.augmentation import create_plan
 
     goals = [("bias", "partisan", 6), ("message", "information", 3), ("message", "attack", 4)]
+    combos = [{"labels": {"bias": "partisan", "message": "information"}, "variants": 2}]
     with session_scope(any_engine) as s:
         create_plan(
             s,
             s.scalar(select(Dataset)),
             {},
-            {"classes": [{"task": t, "label": x, "target": n} for t, x, n in goals]},
+            {"classes": [{"task": t, "label": x, "target": n} for t, x, n in goals], "combinations": combos},
             None,
         )
     with session_scope(any_engine) as s:
@@ -92,6 +93,7 @@ def test_a_class_is_merged_into_another_and_renamed_with_every_samples_label(any
         ("bias", "partisan", 6),
         ("message", "info", 3),
     ]
+    assert plan["combinations"][0]["labels"] == {"bias": "partisan", "message": "info"}
     # what the class balance and an export read
     from services.datasets import class_balance
 
@@ -213,3 +215,21 @@ def test_a_model_that_learnt_the_old_classes_labels_nothing_after_a_rename(admin
     with session_scope(engine) as s:
         found = label_model_for(s, s.scalar(select(Dataset).where(Dataset.name == name)))
     assert found is not None and found.id == r.json()["runs"][0]["id"]
+
+
+def test_two_classes_swapped_by_renames_are_not_the_classes_a_model_learnt(tmp_path) -> None:
+    """Three renames (neutral→tmp, partisan→neutral, tmp→partisan) swap two classes: the same set in another
+    order, the meanings reversed. Compared as sets, a run trained before read as current and flagged with the
+    meanings reversed; the order is the classes' ids, and a rename keeps each class's place."""
+    import json
+
+    from services.prediction import ModelSpec, label_set_problem
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.json").write_text(json.dumps({"tasks": [{"name": "bias", "labels": ["neutral", "partisan"]}]}))
+    spec = ModelSpec(1, "single", 1, [str(folder)])
+    same = Dataset(name="d", tasks=[{"name": "bias", "labels": ["neutral", "partisan"]}])
+    swapped = Dataset(name="d", tasks=[{"name": "bias", "labels": ["partisan", "neutral"]}])
+    assert label_set_problem(spec, same) is None
+    assert "renamed or merged since" in (label_set_problem(spec, swapped) or "")

@@ -202,7 +202,9 @@ def test_card_actions_decide_undo_and_report_what_was_stored(live_api, annotator
     assert decided["review_status"] == "approved" and decided["generated_text"] != decided["text"]
 
 
-def test_u_after_a_reload_undoes_the_latest_decision_even_off_the_page(live_api, annotator_token, review_data) -> None:
+def test_u_after_a_reload_undoes_the_latest_decision_even_off_the_page(
+    live_api, annotator_token, engine, review_data
+) -> None:
     """After a reload (or a new batch) the pending view no longer shows the cards one decided: U said "Nothing of
     yours to undo on this page". It now undoes one's latest standing decision in the dataset."""
     from review_ui.review_flow import apply_action
@@ -219,6 +221,23 @@ def test_u_after_a_reload_undoes_the_latest_decision_even_off_the_page(live_api,
     assert status_of(live_api, annotator_token, v1)["sample"]["review_status"] == "pending"
     apply_action(view, client, {"op": "undo"})
     assert view.notice["kind"] == "warning" and "Nothing of yours to undo in this dataset" in view.notice["text"]
+    # a vote someone else decided over since cannot be undone: U goes past it, not at it for ever
+    v3 = review_data.variants[review_data.sources[1]][0]
+    apply_action(
+        view,
+        client,
+        {"op": "approve", "id": v1, "version": status_of(live_api, annotator_token, v1)["sample"]["version"]},
+    )
+    apply_action(
+        view,
+        client,
+        {"op": "reject", "id": v3, "version": status_of(live_api, annotator_token, v3)["sample"]["version"]},
+    )
+    with api(live_api, issue_token(engine, "carol")) as c:
+        version = c.get(f"/samples/{v3}").json()["sample"]["version"]
+        assert c.post(f"/samples/{v3}/decision", json={"decision": "approve", "version": version}).status_code == 200
+    with api(live_api, annotator_token) as c:
+        assert c.get("/datasets/rev/my-latest-decision").json() == {"sample_id": v1}
 
 
 def test_a_stale_card_says_someone_else_decided_first(live_api, annotator_token, engine, review_data) -> None:

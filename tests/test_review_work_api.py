@@ -408,6 +408,10 @@ def test_scores_record_their_run_and_keep_better_ones(engine, review_data) -> No
             == 0
         ), "a bias-only run dropped the message check"
     assert score(6, 0.99, False) == 1  # a better run of the same tasks replaces a score of unknown quality
+    # a pin is a setting, taken back by unpinning: its scores give way to a better run as any run's do
+    pinned = {"run_id": 7, "val_macro_f1": 0.1, "chosen": True, "pinned": True, "probs": probs}
+    assert automatic_rule({"run_id": 8, "val_macro_f1": 0.5})(pinned)
+    assert not automatic_rule({"run_id": 8, "val_macro_f1": 0.5})({**pinned, "pinned": False})
 
 
 @pytest.mark.parametrize("order", ["newest_fails_first", "older_fails_first"])

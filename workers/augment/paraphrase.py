@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from core.batching import length_buckets
 from core.settings import Settings
-from core.textnorm import content_hash
+from core.textnorm import content_hash, term_key
 from workers.augment import params as P
 from workers.augment.base import Augmenter, AugmentRequest, SourceHints, Variant, WorkMeter, derive_seed
 from workers.augment.models import LoadedModel, ModelUnavailable
@@ -51,7 +51,8 @@ def build_messages(
     guidelines = hints.guidelines.strip() if params.include_guidelines else ""
     if guidelines and params.max_guideline_chars:
         parts.append("Annotation guidelines:\n" + guidelines[: params.max_guideline_chars])
-    protected = [t for t in (hints.protected.terms if hints.protected else []) if t.casefold() in text.casefold()]
+    folded = term_key(text)  # the terms are term keys: the text read the same way ("café" typed either way)
+    protected = [t for t in (hints.protected.terms if hints.protected else []) if t in folded]
     if protected:
         parts.append("Keep these words: " + ", ".join(protected))
     parts.append("Text:\n" + text)

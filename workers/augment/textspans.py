@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import itertools
 import re
-import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from core.textnorm import combining_marks, term_key
+
 _TOKEN = re.compile(r"\S+")
 # A letter and what follows it: letters and combining marks (a text typed in decomposed Unicode, NFD, writes
-# "ü" as "u" + U+0308, which is no letter: "Bürgermeisterin" split into "Bu" and "rgermeisterin")
-_MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+# "ü" as "u" + U+0308, which is no letter: "Bürgermeisterin" split into "Bu" and "rgermeisterin"; Hindi's vowel
+# signs are marks too: "हिन्दी" split into single letters)
+_MARKS = combining_marks()
 _WORD = re.compile(rf"[^\W\d_](?:[^\W\d_]|[{_MARKS}])*(?:['’][^\W\d_](?:[^\W\d_]|[{_MARKS}])*)*")
 # Anywhere in the token, not only at its start: `here](http://x.example)` and `(www.x.example)` are links too.
 _URLISH = re.compile(r"[a-z][a-z0-9+.-]*://|(?:^|\W)www\.|\.(?:com|org|net|gov|edu|ly|co|io)(?:/|$|\W)", re.IGNORECASE)
@@ -141,7 +143,7 @@ class ProtectedTerms:
     case-folded form and its lemmas (lemminflect's lexicon, any part of speech), so no tagger is needed."""
 
     def __init__(self, terms: Iterable[str]) -> None:
-        self.terms = sorted({unicodedata.normalize("NFC", t.strip()).casefold() for t in terms if t.strip()})
+        self.terms = sorted({term_key(t.strip()) for t in terms if t.strip()})
         forms: set[str] = set()
         for term in self.terms:
             for word in _WORD.findall(term):
@@ -156,7 +158,7 @@ class ProtectedTerms:
         return len(self.terms)
 
     def covers(self, word: str) -> bool:
-        lowered = unicodedata.normalize("NFC", word).casefold()  # "café" typed either way is the term
+        lowered = term_key(word)  # "café" typed either way is the term
         return lowered in self._forms or any(lemma in self._forms for lemma in _lemmas(lowered))
 
 
