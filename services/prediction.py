@@ -104,7 +104,6 @@ def load_predictor(spec: ModelSpec) -> Any:
     """A RunPredictor or EnsemblePredictor for `spec`, loaded once per process (an LRU cache)."""
     # The ML stack loads on first use: the API serves everything else without importing torch.
     from trainer.classical import ClassicalPredictor
-    from trainer.errors import TrainerError
     from trainer.predict import EnsemblePredictor, RunPredictor, cached_predictor
 
     settings = get_settings()
@@ -124,8 +123,11 @@ def load_predictor(spec: ModelSpec) -> Any:
 
     try:
         return cached_predictor(spec.cache_key, build, capacity=settings.trainer_model_cache)
-    except TrainerError as err:  # a damaged file the check above cannot see; its message names a server path
-        logging.getLogger(__name__).warning("model %s cannot load: %s", spec.id, err)
+    # A damaged file the check above cannot see: the trainer's own error, or the reader's (garbage weights are a
+    # SafetensorError, a broken decision.json a JSONDecodeError, a model.json without tasks a KeyError): each a
+    # 500 before. Their messages name server paths: the log has them.
+    except Exception as err:
+        logging.getLogger(__name__).warning("model %s cannot load: %s", spec.id, err, exc_info=True)
         raise ValidationFailed(
             f"the saved model of run {spec.id} cannot be loaded (a damaged file): train it again", field="model_id"
         ) from None

@@ -273,20 +273,30 @@ def test_tfidf_member_in_an_ensemble_and_decision_rules_in_predictions(lead, eng
         assert out.status_code == 422 and out.json()["field"] == "model_id", out.text
         assert out.json()["detail"] == f"the saved model of {which} is incomplete (no {name}): train it again"
     assert lead.post(f"/api/v1/models/{ens_body['id']}/predict", json={"texts": texts}).status_code == 200
-    # A file there but damaged: a 422 naming the run, not the server's path to it
-    config_file = folders[transformer_id] / "encoder" / "config.json"
-    kept = config_file.read_bytes()
-    config_file.write_text("{not json")
+    # A file there but damaged: a 422 naming the run, not the server's path to it (garbage weights, a decision
+    # rule that is not JSON, a model.json without its tasks were 500s)
     from trainer.predict import clear_cache
 
-    clear_cache()  # the model loaded above stays cached: the damage is seen when it loads again
-    out = lead.post(f"/api/v1/models/{transformer_id}/predict", json={"texts": texts})
-    config_file.write_bytes(kept)
-    assert out.status_code == 422 and str(folders[transformer_id]) not in out.text, out.text
-    assert (
-        out.json()["detail"]
-        == f"the saved model of run {transformer_id} cannot be loaded (a damaged file): train it again"
-    )
+    for name, damage in (
+        ("encoder/config.json", b"{not json"),
+        ("heads.safetensors", b"garbage"),
+        ("decision.json", b"{not json"),
+        ("model.json", b"{}"),
+    ):
+        damaged = folders[transformer_id] / name
+        if not damaged.exists():
+            continue
+        kept = damaged.read_bytes()
+        damaged.write_bytes(damage)
+        clear_cache()  # the model loaded above stays cached: the damage is seen when it loads again
+        out = lead.post(f"/api/v1/models/{transformer_id}/predict", json={"texts": texts})
+        damaged.write_bytes(kept)
+        assert out.status_code == 422 and str(folders[transformer_id]) not in out.text, (name, out.text)
+        assert (
+            out.json()["detail"]
+            == f"the saved model of run {transformer_id} cannot be loaded (a damaged file): train it again"
+        ), name
+    clear_cache()
 
 
 def test_a_run_saves_its_decision_rule_and_serving_applies_it(tmp_path: Path, tiny_encoder: str) -> None:
