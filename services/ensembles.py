@@ -19,6 +19,7 @@ from db import training_runs as db_runs
 from db.models import Dataset, JobStatus, TrainingRun, User, utcnow
 from db.session import discard_unless_committed, session_scope
 from services.access import Need, visible_run
+from services.prediction import check_saved_model
 from services.run_snapshots import snapshot_digest
 from services.training import runs_root
 from trainer.ensemble import build_ensemble
@@ -61,6 +62,8 @@ def ensemble_members(session: Session, run_ids: list[int], user: User | None = N
             raise ValidationFailed(f"run {run.id} is {run.status}; only finished runs combine", field="run_ids")
     if len({r.dataset_id for r in runs}) != 1:
         raise ValidationFailed("ensemble members must be runs of the same dataset", field="run_ids")
+    for run in runs:  # an ensemble of a model that cannot load would be refused by every prediction
+        check_saved_model(run, run.id, field_name="run_ids")
     return runs
 
 

@@ -22,7 +22,7 @@ from core.textnorm import normalize_text
 from db import queue
 from db import training_runs as db_runs
 from db.datasets import get_dataset
-from db.models import Dataset, Job, JobStatus, User
+from db.models import Dataset, Job, JobStatus, TrainingRun, User
 from db.session import readonly_engine, session_scope
 from services.access import Need, visible_run
 from services.compute_bounds import check_other_capacity
@@ -71,6 +71,16 @@ def _lacking(folder: Path, kind: str) -> str | None:
     return None
 
 
+def check_saved_model(member: TrainingRun, model_id: int, *, field_name: str) -> None:
+    """Refuse a run whose saved model lacks a file (its directory removed or cut short): it could not predict.
+    `model_id` is the model asked for (an ensemble, or the run itself)."""
+    lacking = _lacking(Path(member.artifact_dir or "") / "model", member.kind)
+    if lacking is not None:  # a file name, never the server's path
+        which = f"run {member.id}" + (f" (a member of ensemble {model_id})" if member.id != model_id else "")
+        missing = "is missing" if lacking == "model.json" else f"is incomplete (no {lacking})"
+        raise ValidationFailed(f"the saved model of {which} {missing}: train it again", field=field_name)
+
+
 def model_spec(session: Session, model_id: int, user: User | None, *, field_name: str = "model_id") -> ModelSpec:
     """What loads run or ensemble `model_id`, when `user` may see it (None: a job, authorized when queued)."""
     run = visible_run(session, model_id, user, field=field_name)
@@ -83,12 +93,8 @@ def model_spec(session: Session, model_id: int, user: User | None, *, field_name
     else:
         members, params = [run], {}
     dirs = [str(Path(m.artifact_dir or "") / "model") for m in members]
-    for member, d in zip(members, dirs, strict=True):
-        lacking = _lacking(Path(d), member.kind)
-        if lacking is not None:  # a file name, never the server's path
-            which = f"run {member.id}" + (f" (a member of ensemble {model_id})" if member.id != model_id else "")
-            missing = "is missing" if lacking == "model.json" else f"is incomplete (no {lacking})"
-            raise ValidationFailed(f"the saved model of {which} {missing}: train it again", field=field_name)
+    for member in members:
+        check_saved_model(member, model_id, field_name=field_name)
     return ModelSpec(
         run.id,
         run.kind,

@@ -4,6 +4,7 @@ pseudo-labels; and the errors a client gets for bad input."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -255,6 +256,7 @@ def _finished_runs(engine: Any, dataset: str, n: int, first_id: int) -> list[int
     from db.datasets import get_dataset
     from db.models import JobStatus, Sample, TrainingRun, utcnow
     from db.session import session_scope
+    from services.prediction import SAVED_MODEL_FILES
     from services.training import runs_root
 
     rng = np.random.default_rng(0)
@@ -276,6 +278,9 @@ def _finished_runs(engine: Any, dataset: str, n: int, first_id: int) -> list[int
                     tasks[t["name"]] = {"labels": t["labels"], "gold": gold, "probs": probs.round(6).tolist()}
                     tasks[t["name"]]["pred"] = probs.argmax(1).tolist()
                 (out / f"predictions_{split}.json").write_text(json.dumps({"sample_ids": sids, "tasks": tasks}))
+            for wanted in SAVED_MODEL_FILES["single"]:  # the files a saved model has (these runs never predict)
+                (out / "model" / wanted[0]).parent.mkdir(parents=True, exist_ok=True)
+                (out / "model" / wanted[0]).touch()
             run.artifact_dir, run.snapshot_digest, run.finished_at = str(out), "same", utcnow()
             ids.append(run.id)
     return ids
@@ -300,6 +305,30 @@ def test_an_ensembles_name_fits_its_column(lead, engine) -> None:
     with session_scope(engine) as s, pytest.raises(ValidationFailed) as err:
         create_ensemble(s, ids[:2], name="x" * 201, user=None)
     assert err.value.field == "name"
+
+
+def test_an_ensemble_of_a_run_whose_model_is_gone_is_refused(lead, engine) -> None:
+    """A member whose saved model lost a file (its directory pruned by hand) was combined (201): every prediction,
+    pin or pseudo-labelling with the ensemble was then refused. It is refused when the ensemble is made."""
+    import shutil
+
+    from db.models import TrainingRun
+    from db.session import session_scope
+
+    import_small(engine)
+    ids = _finished_runs(engine, "small", 3, first_id=20_000_000)
+    with session_scope(engine) as s:
+        root = Path(s.get_one(TrainingRun, ids[1]).artifact_dir or "")
+    (root / "model" / "heads.safetensors").unlink()
+    r = lead.post("/api/v1/ensembles", json={"run_ids": ids})
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "run_ids" and f"run {ids[1]} is incomplete" in r.json()["detail"]
+    shutil.rmtree(root / "model")
+    r = lead.post("/api/v1/ensembles", json={"run_ids": ids[:2]})
+    assert r.status_code == 422 and f"the saved model of run {ids[1]} is missing" in r.json()["detail"], r.text
+    assert lead.post("/api/v1/ensembles", json={"run_ids": [ids[0], ids[2]]}).status_code == 201
+    with session_scope(engine) as s:  # nothing stored by the refusals
+        assert s.query(TrainingRun).filter_by(kind="ensemble").count() == 1
 
 
 def test_a_dataset_that_cannot_train_is_refused_at_the_request(lead, admin, engine) -> None:
