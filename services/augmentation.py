@@ -241,6 +241,16 @@ def job_params(
     }
 
 
+def hold_label_sets(session: Session, dataset: Dataset) -> None:
+    """Hold the dataset's row until the caller commits, then read its label sets afresh: a request that stores
+    labels or goals by class name takes turns with a rename of a class (services/label_sets.py holds the row
+    too), so it never stores a class renamed meanwhile, and the rename, after it, finds its job. Postgres; SQLite
+    has one writer at a time anyway."""
+    if not lock_dataset(session, dataset.id):
+        raise NotFoundError(f"dataset {dataset.name!r} not found (deleted meanwhile)", field="name")
+    session.refresh(dataset)
+
+
 def enqueue_request(
     session: Session, dataset: Dataset, request: AugmentRequest, settings: Settings, user_id: int | None
 ) -> Job:
@@ -249,6 +259,7 @@ def enqueue_request(
     _check_seed(request.seed)
     if (request.texts is None) == (request.sample_ids is None):
         raise ValidationFailed("give either texts or sample_ids", field="texts")
+    hold_label_sets(session, dataset)
     if request.sample_ids is not None:
         if not request.sample_ids:
             raise ValidationFailed("sample_ids is empty", field="sample_ids")
@@ -371,22 +382,21 @@ def create_and_enqueue_plan(
     session: Session, dataset: Dataset, request: PlanRequest, settings: Settings, user_id: int | None
 ) -> AugmentationPlan:
     """Store the plan; with `enqueue`, also one job per chunk of its work (the jobs' ids go into the plan)."""
+    # Two plans enqueued at once take turns from here to their commits: the first one seeds the dataset's
+    # protected terms and the second one finds them; the second one's seed counts the first plan. A rename of a
+    # class waits too: the plan's goals name the classes as they are when it is built.
+    hold_label_sets(session, dataset)
     plan, checked = build_plan(session, dataset, request, settings)  # validates the request first
-    if request.enqueue:
-        # Two plans enqueued at once take turns from here to their commits: the first one seeds the dataset's
-        # protected terms and the second one finds them; the second one's seed counts the first plan.
-        if not lock_dataset(session, dataset.id):
-            raise NotFoundError(f"dataset {dataset.name!r} not found (deleted meanwhile)", field="name")
-        if waiting := unfinished_plan_jobs(session, dataset):
-            # A plan counts the variants stored, not those its predecessor's jobs still owe: enqueued again (a
-            # client retrying after a lost answer), it would generate the whole gap twice.
-            shown = ", ".join(map(str, waiting[:10])) + (", …" if len(waiting) > 10 else "")
-            raise ConflictError(
-                f"an earlier plan's jobs for this dataset are still queued or running ({shown}): wait for them, "
-                "or cancel them, then plan again",
-                field="enqueue",
-                extra={"job_ids": waiting},
-            )
+    if request.enqueue and (waiting := unfinished_plan_jobs(session, dataset)):
+        # A plan counts the variants stored, not those its predecessor's jobs still owe: enqueued again (a
+        # client retrying after a lost answer), it would generate the whole gap twice.
+        shown = ", ".join(map(str, waiting[:10])) + (", …" if len(waiting) > 10 else "")
+        raise ConflictError(
+            f"an earlier plan's jobs for this dataset are still queued or running ({shown}): wait for them, "
+            "or cancel them, then plan again",
+            field="enqueue",
+            extra={"job_ids": waiting},
+        )
     jobs = plan.pop("jobs")
     plan["jobs"] = [{k: v for k, v in job.items() if k != "items"} for job in jobs]
     row = create_plan(session, dataset, request.as_params(), plan, user_id)

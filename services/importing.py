@@ -240,6 +240,7 @@ class _Staged:
         self.spec = spec
         self.batch = batch
         self.progress = progress
+        self.known = None if known is None else {t: list(v) for t, v in known.items()}  # as the rows were read
         self.validator = RowValidator(spec, known)
         # The leak guard's measure and thresholds: the groups a file's split must not cut are the near-copies
         # the augment filter and the training view would call leaks.
@@ -429,6 +430,15 @@ class _Staged:
                 raise ConflictError(
                     f"dataset {self.spec.dataset!r} was deleted while the file was being imported; nothing was "
                     "imported",
+                    field="name",
+                )
+            # the rows were read against the label sets as they were; a rename committed meanwhile (Postgres: it
+            # held the lock this waited for) would leave them under a class the task no longer has
+            session.refresh(dataset)
+            if self.known is not None and {t: dataset.labels_of(t) for t in self.known} != self.known:
+                raise ConcurrentChange(
+                    f"dataset {self.spec.dataset!r} was given other labels while the file was being imported; "
+                    "nothing was imported: import it again (a queued import retries by itself)",
                     field="name",
                 )
             staging.link_existing(self.conn, dataset.id)

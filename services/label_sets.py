@@ -45,9 +45,13 @@ def rename_label(session: Session, name: str, task: str, label: str, to: str, us
     if task not in dataset.task_names():
         raise ValidationFailed(f"unknown task {task!r} (tasks: {', '.join(dataset.task_names())})", field="task")
     labels = dataset.labels_of(task)
+    if label not in labels:  # read as an import reads a label (` bar`, an NFD `café`, `1.0` for `1`)
+        label = next((x for x in labels if declared_label(x) == declared_label(label)), label)
     if label not in labels:
         raise ValidationFailed(f"task {task!r} has no class {label!r} (classes: {', '.join(labels)})", field="label")
     to = declared_label(to)
+    if not to:  # an import reads a blank cell as no label: such a class would vanish on the next round trip
+        raise ValidationFailed("to: a class name cannot be blank", field="to")
     if problem := unstorable(to) or label_name_problem(to):
         raise ValidationFailed(f"to: {to[:60]!r} {problem}", field="to")
     if to == label:
@@ -74,6 +78,19 @@ def rename_label(session: Session, name: str, task: str, label: str, to: str, us
     order = [x for x in labels if x != label] if merged else [to if x == label else x for x in labels]
     dataset.tasks = [{**t, "labels": order} if t["name"] == task else t for t in dataset.tasks]
     of_dataset = select(Sample.id).where(Sample.dataset_id == dataset.id).scalar_subquery()
+    # a card shown with the old class is stale: a vote on it (its version) is refused, not stored for `to`
+    session.execute(
+        update(Sample)
+        .where(
+            Sample.id.in_(
+                select(SampleLabel.sample_id).where(
+                    SampleLabel.task == task, SampleLabel.label == label, SampleLabel.sample_id.in_(of_dataset)
+                )
+            )
+        )
+        .values(version=Sample.version + 1)
+        .execution_options(synchronize_session=False)
+    )
     moved = affected_rows(
         session.execute(
             update(SampleLabel)

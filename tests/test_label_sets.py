@@ -109,6 +109,9 @@ def test_a_class_is_merged_into_another_and_renamed_with_every_samples_label(any
         ("bias", "Partisan", "x", "label", "has no class 'Partisan'"),
         ("bias", "neutral", " neutral", "to", "already the class's name"),
         ("bias", "neutral", "bad\u202ename", "to", "control or format character"),
+        # blank once stripped: a class `""`, which an export writes as an empty cell and an import reads as none
+        ("bias", "neutral", " \u3000\t", "to", "cannot be blank"),
+        ("bias", "neutral", "\u00a0", "to", "cannot be blank"),
     ],
 )
 def test_a_rename_that_names_nothing_is_refused_and_changes_nothing(engine, task, label, to, field, said) -> None:
@@ -120,6 +123,43 @@ def test_a_rename_that_names_nothing_is_refused_and_changes_nothing(engine, task
         rename_label(s, "d", task, label, to, None)
     assert err.value.field == field and said in err.value.message
     assert _labels(engine, "bias") == before
+
+
+def test_the_class_renamed_is_read_as_an_import_reads_a_label(engine) -> None:
+    """`label` was matched as typed: ` neutral`, or `café` typed with a combining accent, was "no class" beside
+    a list that showed it."""
+    from services.label_sets import rename_label
+
+    _import(engine)
+    with session_scope(engine) as s:
+        assert rename_label(s, "d", "bias", " neutral ", "objective", None)["label"] == "neutral"
+    with session_scope(engine) as s:
+        ds = s.scalar(select(Dataset))
+        ds.tasks = [{"name": "bias", "labels": ["PARTISAN", "objective", "partisan", "caf\u00e9"]}, ds.tasks[1]]
+    with session_scope(engine) as s:
+        done = rename_label(s, "d", "bias", "cafe\u0301", "coffee", None)
+    assert done["label"] == "caf\u00e9" and done["labels"] == ["PARTISAN", "objective", "partisan", "coffee"]
+    assert set(_labels(engine, "bias").values()) == {"PARTISAN", "objective", "partisan"}
+
+
+def test_a_card_shown_with_the_old_class_is_stale_after_a_rename(annotator, engine) -> None:
+    """A vote at the version read before a merge approved the variant under the class it joined, which its
+    reviewer never saw: the relabelled samples' versions move on (409), the others' stay."""
+    from services.label_sets import rename_label
+    from tests.review_fixtures import add_variant
+
+    _import(engine)
+    with session_scope(engine) as s:
+        parents = dict(s.execute(select(Sample.text, Sample.id).where(Sample.split == "train")).tuples().all())
+        sources = {bias: parents[text] for text, bias, _ in ROWS if text in parents}
+        moved = add_variant(s, sources["PARTISAN"], "Vote every one of them out in November")
+        kept = add_variant(s, sources["neutral"], "The committee passed our bill today")
+    with session_scope(engine) as s:
+        rename_label(s, "d", "bias", "PARTISAN", "partisan", None)
+    r = annotator.post(f"/api/v1/samples/{moved}/decision", json={"decision": "approve", "version": 1})
+    assert r.status_code == 409, r.text
+    r = annotator.post(f"/api/v1/samples/{kept}/decision", json={"decision": "approve", "version": 1})
+    assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize("kind", ["augment", "train"])
@@ -233,3 +273,98 @@ def test_two_classes_swapped_by_renames_are_not_the_classes_a_model_learnt(tmp_p
     swapped = Dataset(name="d", tasks=[{"name": "bias", "labels": ["partisan", "neutral"]}])
     assert label_set_problem(spec, same) is None
     assert "renamed or merged since" in (label_set_problem(spec, swapped) or "")
+
+
+def _race(engine: Any, first: Any, second: Any) -> tuple[Any, Any]:
+    """`first(session)` runs and holds its transaction open while `second(session)` starts in a thread (and
+    waits for the dataset's row, if it takes it); then `first` commits. Returns what each returned or raised."""
+    import threading
+    import time
+
+    from sqlalchemy.orm import Session
+
+    out: dict[str, Any] = {}
+    with Session(bind=engine, expire_on_commit=False) as holder:
+        try:
+            out["first"] = first(holder)
+        except Exception as e:  # noqa: BLE001 - returned to the test
+            out["first"] = e
+
+        def run() -> None:
+            try:
+                with session_scope(engine) as s:
+                    out["second"] = second(s)
+            except Exception as e:  # noqa: BLE001 - returned to the test
+                out["second"] = e
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(1.5)  # the second has read the dataset and waits for its row (or is done, if it takes none)
+        holder.commit()
+    thread.join(60)
+    assert not thread.is_alive()
+    return out["first"], out["second"]
+
+
+def _stored_within_label_sets(engine: Any) -> None:
+    with session_scope(engine) as s:
+        ds = s.scalar(select(Dataset))
+        for task in ds.task_names():
+            stored = set(s.scalars(select(SampleLabel.label).where(SampleLabel.task == task)))
+            assert stored <= set(ds.labels_of(task)), (task, stored, ds.labels_of(task))
+
+
+@pytest.mark.postgres
+def test_a_rename_and_the_writers_that_read_the_label_sets_take_turns_on_postgres(pg_settings) -> None:
+    """On Postgres, an import, a POST /augment with texts or a plan that read the label sets while a rename was
+    under way stored rows under the class renamed away (the rename could not see their uncommitted job either):
+    each takes the dataset's row and reads the label sets again once it holds it."""
+    from db.models import AugmentationPlan, Job
+    from db.session import get_engine
+    from services import protected_terms
+    from services.augmentation import AugmentRequest, PlanRequest, create_and_enqueue_plan, request_variants
+    from services.label_sets import rename_label
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    _import(engine)
+    with session_scope(engine) as s:
+        protected_terms.seed(s, s.scalar(select(Dataset)))  # as after the dataset's first augment request
+
+    def rename(fr: str, to: str) -> Any:
+        return lambda s: rename_label(s, "d", "bias", fr, to, None)
+
+    # an import of the old name waits for the rename, then is told the labels changed (nothing imported)
+    row = b"text,bias,message\nA brand new partisan text,PARTISAN,attack\n"
+    _, imported = _race(
+        engine,
+        rename("PARTISAN", "partisan"),
+        lambda s: import_file(s, row, ImportSpec(dataset="d", tasks=["bias", "message"], split="train")),
+    )
+    assert isinstance(imported, ConflictError) and "given other labels" in imported.message, imported
+    _stored_within_label_sets(engine)
+
+    # texts sent with a class renamed meanwhile are refused; a rename after the request finds its job
+    def augment(label: str) -> Any:
+        texts = [(f"Throw them all out this {label}", {"bias": label, "message": "attack"})]
+        return lambda s: request_variants(s, "d", AugmentRequest(methods=["wordnet"], texts=texts), pg_settings, None)
+
+    _, sent = _race(engine, rename("neutral", "objective"), augment("neutral"))
+    assert isinstance(sent, ValidationFailed) and "unknown label 'neutral'" in sent.message, sent
+    job, renamed = _race(engine, augment("objective"), rename("objective", "factual"))
+    assert isinstance(renamed, ConflictError) and renamed.extra["job_ids"] == [job.id], renamed
+    _stored_within_label_sets(engine)
+    with session_scope(engine) as s:
+        s.execute(Job.__table__.update().values(status="cancelled"))
+
+    # a plan built while a class is merged names the classes as they are after it
+    plan = PlanRequest(methods=["wordnet"], enqueue=True, min_count=5)
+    _, row_or_error = _race(
+        engine,
+        rename("objective", "partisan"),
+        lambda s: create_and_enqueue_plan(s, s.scalar(select(Dataset)), plan, pg_settings, None).id,
+    )
+    assert isinstance(row_or_error, int), row_or_error
+    with session_scope(engine) as s:
+        goals = {c["label"] for c in s.get_one(AugmentationPlan, row_or_error).plan["classes"] if c["task"] == "bias"}
+        assert goals <= set(s.scalar(select(Dataset)).labels_of("bias")) and "objective" not in goals
+    _stored_within_label_sets(engine)
