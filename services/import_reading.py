@@ -528,9 +528,17 @@ class RowValidator:
                 if isinstance(cell, str) and len(self.checked) < LABELS_CHECKED_KEPT:
                     self.checked[(task, cell)] = value
             split = None
-            if not self.use_split and spec.split_col and _cell_at(line, rec, spec.split_col, "split", "file"):
-                # JSONL: the first record had no split, so augloop draws one; a record that gives its own
-                # would silently lose it (a test text could land in train)
+            drawn_or_given = not self.use_split or spec.split is not None
+            if drawn_or_given and spec.split_col and _cell_at(line, rec, spec.split_col, "split", "file"):
+                # JSONL: the first record had no split, so augloop draws one (or every row was given one); a record
+                # that gives its own would silently lose it (a test text could land in train)
+                if spec.split is not None:
+                    raise ImportRejected(
+                        line,
+                        f"this record has a {spec.split_col!r} and every row was given the split {spec.split!r}: "
+                        "give one or the other (an empty split_col reads no column)",
+                        field="split",
+                    )
                 raise ImportRejected(
                     line,
                     f"this record has a {spec.split_col!r} but the first record has none: give every record "

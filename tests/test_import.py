@@ -872,8 +872,14 @@ def test_a_file_that_is_one_split_imports_into_it(any_engine):
         (b"text,sentiment\na,positive\n", {"split": "holdout"}, "'holdout' is no split"),
         (b"text,sentiment,fold\na,positive,test\n", {"split": "val", "split_col": "fold"}, "not both"),
         (b"text,sentiment,split\na,positive,test\n", {"split": "val"}, "the file has a split column 'split'"),
+        # JSONL: a split that only later records give was overridden in silence (their test texts trained)
+        (
+            b'{"text": "a", "sentiment": "positive"}\n{"text": "b", "sentiment": "negative", "split": "test"}\n',
+            {"split": "train", "filename": "d.jsonl"},
+            "this record has a 'split' and every row was given the split 'train'",
+        ),
     ],
-    ids=["unknown", "with-split-col", "file-has-split"],
+    ids=["unknown", "with-split-col", "file-has-split", "a-later-record-has-split"],
 )
 def test_a_whole_files_split_is_refused_when_unknown_or_beside_a_split_column(engine, data, spec, problem):
     with pytest.raises(ValidationFailed) as err:
