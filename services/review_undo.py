@@ -9,8 +9,8 @@ replaced.
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session, aliased
 
 from core.errors import ConflictError, ValidationFailed
 from db.models import UNDO, Decision, Origin, Review, Sample, User
@@ -75,32 +75,41 @@ def undo_decision(session: Session, sample_id: int, user: User, version: int) ->
 
 def latest_standing_decision(session: Session, dataset_name: str, user: User) -> int | None:
     """The variant of the dataset whose vote `user` cast last and has not withdrawn (what U undoes after a
-    reload, or once the card has left the page: the pending view drops decided cards); None: none."""
+    reload, or once the card has left the page: the pending view drops decided cards); None: none. One query:
+    it read the user's history 200 reviews at a time with a query per variant (1.1 s for an annotator of 4,000
+    votes that others decided since, on every reload)."""
     from services.datasets import dataset_named
 
     dataset = dataset_named(session, dataset_name, user)
-    seen: set[int] = set()
-    before: int | None = None  # pages of 200 of the user's reviews in the dataset, newest first
-    while True:
-        query = (
-            select(Review.id, Review.sample_id, Review.decision)
-            .join(Sample, Sample.id == Review.sample_id)
-            .where(Sample.dataset_id == dataset.id, Review.user_id == user.id, Review.automatic.is_(False))
+    later_own, later_other = aliased(Review), aliased(Review)
+    query = (
+        select(Review.sample_id)
+        .join(Sample, Sample.id == Review.sample_id)
+        .where(
+            Sample.dataset_id == dataset.id,
+            Review.user_id == user.id,
+            Review.automatic.is_(False),
+            Review.decision != UNDO,
+            # the user's latest act on this variant: a vote that stands (an undo after it withdrew it)
+            ~exists().where(
+                later_own.sample_id == Review.sample_id,
+                later_own.user_id == user.id,
+                later_own.automatic.is_(False),
+                later_own.id > Review.id,
+            ),
+            # and nobody decided it since (an undo would be refused: U pressed again would pick it for ever)
+            ~exists().where(
+                later_other.sample_id == Review.sample_id,
+                later_other.user_id != user.id,
+                later_other.id > Review.id,
+                later_other.decision != UNDO,
+            ),
         )
-        if before is not None:
-            query = query.where(Review.id < before)
-        rows = session.execute(query.order_by(Review.id.desc()).limit(200)).tuples().all()
-        if not rows:
-            return None
-        for review_id, sample_id, decision in rows:
-            if sample_id in seen:
-                continue
-            seen.add(sample_id)
-            # the user's latest act on this variant is a vote that stands, and nobody decided it since (an undo
-            # would be refused: U pressed again would pick the same variant for ever)
-            if decision != UNDO and not _decided_since(session, sample_id, user.id, review_id):
-                return int(sample_id)
-        before = rows[-1][0]
+        .order_by(Review.id.desc())
+        .limit(1)
+    )
+    found = session.scalar(query)
+    return None if found is None else int(found)
 
 
 def _decided_since(session: Session, sample_id: int, user_id: int, review_id: int) -> bool:
