@@ -191,6 +191,18 @@ def test_review_in_a_real_browser(stack: dict) -> None:
         stored(page, interview[2], "approved")
         expect(card(page, interview[2]).locator(".rv-status")).to_contain_text("edited and approved")
 
+        # An empty text is not saved: the editor stays open and says why (it closed in silence).
+        page.locator(f"#rv-card-{interview[1]}").click()
+        page.keyboard.press("e")
+        box = card(page, interview[1]).locator("textarea")
+        box.fill("  \n ")
+        box.press("Control+Enter")
+        expect(page.locator(".rv-notice")).to_contain_text("An empty text cannot be saved")
+        expect(box).to_be_focused()
+        box.press("Escape")
+        expect(card(page, interview[1]).locator("textarea")).to_have_count(0)
+        stored(page, interview[1], "pending")
+
         # An edit the API refuses (the text another sample has) reopens the editor with what was typed.
         page.locator(f"#rv-card-{interview[1]}").click()
         page.keyboard.press("e")

@@ -251,7 +251,15 @@ function startEditing(s, card) {
 function stopEditing(s, save) {
   const card = s.cards.find((c) => c.id === s.editing);
   const entry = card && s.nodes[card.id];
-  const text = entry ? entry.node.querySelector("textarea").value : "";
+  const box = entry && entry.node.querySelector("textarea");
+  const text = box ? box.value : "";
+  if (save && card && box && !text.trim()) {
+    // an empty text is no variant: the editor stays open and says so (it closed in silence, nothing saved)
+    s.notice.textContent = "An empty text cannot be saved: write the variant's text, or press Esc to cancel.";
+    s.notice.className = "rv-notice rv-notice-warning";
+    box.focus();
+    return;
+  }
   s.editing = null;
   if (!card) return;
   if (save && text.trim() && text !== card.text) {
