@@ -159,15 +159,8 @@ def ensemble_cmd(
         highlight=False,
     )
     print_metrics(metrics.get("test"), f"ensemble {run_id} test")
-    for split, counted in (metrics.get("texts_scored") or {}).items():
-        if counted["scored"] < counted["most_of_a_member"]:
-            err_console.print(
-                f"[bold yellow]warning:[/] the ensemble is scored on the {counted['scored']} {split} texts its "
-                f"members share; a member was scored on {counted['most_of_a_member']} (the dataset's {split} split "
-                "changed between their runs): the members' figures are not comparable with the ensemble's",
-                highlight=False,
-                markup=True,
-            )
+    for warning in metrics.get("warnings") or []:  # services.ensembles.ensemble_warnings
+        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, markup=True)
 
 
 @runs_app.command("list")
@@ -262,6 +255,8 @@ def runs_show(
             f"{run['config'].get('temperatures')}",
             highlight=False,
         )
+        for warning in run["metrics"].get("warnings") or []:
+            console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, markup=True)
     if run["metrics"].get("left_out"):
         from services.training_data import left_out_line
 

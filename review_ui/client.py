@@ -181,6 +181,9 @@ class ApiClient:
     def training_run(self, run_id: int) -> dict[str, Any]:
         return self.get(f"/training-runs/{run_id}")
 
+    def create_ensemble(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post("/ensembles", body)
+
     def start_training(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.post("/training-runs", body)
 

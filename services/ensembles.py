@@ -43,10 +43,47 @@ def default_name(ids: list[int]) -> str:
     return f"ensemble of {', '.join(shown)}, … ({len(ids)} runs)"
 
 
-def member_group(run: TrainingRun) -> str:
-    """Runs that differ by their seed only are one group: they share one weight (trainer.ensemble)."""
+def member_group(run: TrainingRun, digest: str | None = None) -> str:
+    """Runs that differ by their seed only are one group: they share one weight (trainer.ensemble). Runs of one
+    configuration trained on other training sets (a variant approved, texts imported between them) are not
+    seeds of one run: each set its own group."""
     config = {k: v for k, v in (run.config or {}).items() if k != "seed"}
-    return f"{run.kind}:{json.dumps(config, sort_keys=True, default=str)}"
+    return f"{run.kind}:{json.dumps(config, sort_keys=True, default=str)}" + (f"@{digest}" if digest else "")
+
+
+def training_set_digests(runs: list[TrainingRun]) -> dict[int, str]:
+    """Each run's training-set digest (stored when it finished; a run recorded before that is read once)."""
+    try:
+        return {r.id: snapshot_digest(r) for r in runs}
+    except FileNotFoundError:
+        raise ValidationFailed(
+            "a member's training snapshot file is gone (its run directory was removed); choose other runs",
+            field="run_ids",
+        ) from None
+
+
+def ensemble_warnings(run_ids: list[int], digests: dict[int, str], texts_scored: dict[str, Any]) -> list[str]:
+    """What a reader of the ensemble's figures must know: members trained on other training sets, members
+    scored on more val/test texts than the ensemble (the split changed between their runs)."""
+    warnings = []
+    sets: dict[str, list[int]] = {}
+    for i in run_ids:
+        sets.setdefault(digests[i], []).append(i)
+    if len(sets) > 1:
+        shown = "; ".join(", ".join(f"#{i}" for i in ids) for ids in sets.values())
+        warnings.append(
+            f"the members trained on {len(sets)} different training sets ({shown}): variants were approved or "
+            "texts imported between their runs, so they are not seeds of one run and their figures are not "
+            "the same data's (each set has its own weight)"
+        )
+    for split, counted in (texts_scored or {}).items():
+        if counted["scored"] < counted["most_of_a_member"]:
+            warnings.append(
+                f"the ensemble is scored on the {counted['scored']} {split} texts its members share; a member was "
+                f"scored on {counted['most_of_a_member']} (the dataset's {split} split changed between their "
+                "runs): the members' figures are not comparable with the ensemble's"
+            )
+    return warnings
 
 
 def ensemble_members(session: Session, run_ids: list[int], user: User | None = None) -> list[TrainingRun]:
@@ -67,7 +104,7 @@ def ensemble_members(session: Session, run_ids: list[int], user: User | None = N
     return runs
 
 
-def member_inputs(runs: list[TrainingRun]) -> list[dict[str, Any]]:
+def member_inputs(runs: list[TrainingRun], digests: dict[int, str] | None = None) -> list[dict[str, Any]]:
     members = []
     for run in runs:
         root = Path(run.artifact_dir or "")
@@ -75,7 +112,8 @@ def member_inputs(runs: list[TrainingRun]) -> list[dict[str, Any]]:
             preds = {s: read_predictions(root / f"predictions_{s}.json") for s in ("val", "test")}
         except FileNotFoundError:
             raise ValidationFailed(f"the saved predictions of run {run.id} are missing", field="run_ids") from None
-        members.append({"id": run.id, "group": member_group(run), "predictions": preds})
+        digest = (digests or {}).get(run.id)
+        members.append({"id": run.id, "group": member_group(run, digest), "predictions": preds})
     return members
 
 
@@ -97,6 +135,7 @@ class FittedEnsemble:
     run_ids: list[int]
     options: EnsembleOptions
     combined: dict[str, Any]
+    digests: dict[int, str]  # each member's training-set digest
 
 
 def fit_ensemble(session: Session, run_ids: list[int], options: EnsembleOptions, user: User | None) -> FittedEnsemble:
@@ -108,10 +147,14 @@ def fit_ensemble(session: Session, run_ids: list[int], options: EnsembleOptions,
     if options.name:  # printable, as a display name (U+202E would reverse a line in every list)
         check_display_name(options.name, field="name")
     runs = ensemble_members(session, run_ids, user)
+    digests = training_set_digests(runs)  # read only: store_ensemble records those not stored yet
     combined = build_ensemble(
-        member_inputs(runs), weighted=options.weighted, temperature=options.temperature, decision=options.decision
+        member_inputs(runs, digests),
+        weighted=options.weighted,
+        temperature=options.temperature,
+        decision=options.decision,
     )
-    return FittedEnsemble([r.id for r in runs], options, combined)
+    return FittedEnsemble([r.id for r in runs], options, combined, digests)
 
 
 def create_ensemble(
@@ -153,15 +196,9 @@ def store_ensemble(session: Session, fitted: FittedEnsemble, *, user: User | Non
     ids, combined = [r.id for r in runs], fitted.combined
     weighted, temperature, name = fitted.options.weighted, fitted.options.temperature, fitted.options.name
     dataset = session.get_one(Dataset, runs[0].dataset_id)
-    try:
-        for r in runs:  # stored when the run finished; a run recorded before that is digested once, and keeps it
-            if r.snapshot_digest is None:
-                r.snapshot_digest = snapshot_digest(r)
-    except FileNotFoundError:
-        raise ValidationFailed(
-            "a member's training snapshot file is gone (its run directory was removed); choose other runs",
-            field="run_ids",
-        ) from None
+    digests = {r.id: fitted.digests.get(r.id) or snapshot_digest(r) for r in runs}  # a digest never changes
+    for r in runs:  # stored when the run finished; a run recorded before that is digested once, and keeps it
+        r.snapshot_digest = digests[r.id]
     config = {
         "members": [str(i) for i in ids],
         "weighted": weighted,
@@ -208,6 +245,7 @@ def store_ensemble(session: Session, fitted: FittedEnsemble, *, user: User | Non
         "calibration": combined["calibration"],
         "members": member_scores,
         "texts_scored": combined["texts_scored"],
+        "warnings": ensemble_warnings(ids, digests, combined["texts_scored"]),
     }
     (out_dir / "metrics.json").write_text(json.dumps({**run.metrics, "config": config}, indent=2), encoding="utf-8")
     run.artifact_dir = str(out_dir)

@@ -687,6 +687,41 @@ def test_training_page_lets_a_lead_leave_out_a_task_that_cannot_train(
         assert run.config["tasks"] == ["bias"] and run.config["epochs"] == 20
 
 
+def test_a_lead_combines_runs_into_an_ensemble_on_the_training_page(live_api, lead_token, engine, review_data) -> None:
+    """Ensembles were the API's and the CLI's only: a lead who trained seeds and the TF-IDF member from the page
+    could not combine them there. Proposed: the runs finished since the latest ensemble; a member trained on
+    another training set is said, on the page and in the run's warnings."""
+    from db.models import Dataset, TrainingRun
+    from db.session import session_scope
+    from tests.test_trainer_api import _finished_runs
+
+    with session_scope(engine) as s:
+        add_val_texts(s, s.query(Dataset).filter_by(name="rev").one())
+    ids = _finished_runs(engine, "rev", 3, first_id=500)
+    with session_scope(engine) as s:
+        s.get_one(TrainingRun, ids[2]).snapshot_digest = "another training set"
+    at = signed_in(lead_token, "annotator")
+    at.switch_page("app_pages/training.py").run()
+    no_errors(at)
+    assert at.multiselect(key="ens_runs").value == ids
+    combine = next(b for b in at.button if b.label == "Combine")
+    at.multiselect(key="ens_runs").set_value(ids[:1])
+    combine.click().run()
+    assert any("Pick at least two runs" in e.value for e in at.error)
+    at.multiselect(key="ens_runs").set_value(ids)
+    next(b for b in at.button if b.label == "Combine").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    with session_scope(engine) as s:
+        [ensemble] = s.query(TrainingRun).filter_by(kind="ensemble").all()
+        assert ensemble.member_ids == ids
+        groups = set(ensemble.config["groups"].values())
+    assert len(groups) == 2, "a run of another training set is no seed of the others: its own weight"
+    said = [w.value for w in at.warning if "different training sets" in w.value]
+    assert said and f"#{ensemble.id}" in said[0] + "".join(w.value for w in at.warning), [w.value for w in at.warning]
+    assert at.session_state["run_pick"] == ensemble.id
+    assert at.multiselect(key="ens_runs").value == [], "the runs combined are no longer proposed"
+
+
 def test_training_page_compares_with_the_originals_only_run(live_api, lead_token, engine, review_data) -> None:
     from db.models import Dataset, TrainingRun
     from db.session import session_scope

@@ -307,6 +307,27 @@ def test_an_ensembles_name_fits_its_column(lead, engine) -> None:
     assert err.value.field == "name"
 
 
+def test_runs_of_other_training_sets_are_no_seeds_of_one_and_the_ensemble_says_so(lead, engine) -> None:
+    """`train --seeds` loads each seed's data as it starts: a variant approved meanwhile put seeds of two training
+    sets into one group (one shared weight, as seeds of one run) and only `config.same_snapshot` said so, read
+    by nothing. Each training set is its own group, and the ensemble's warnings say it (API, CLI, page)."""
+    from db.models import TrainingRun
+    from db.session import session_scope
+
+    import_small(engine)
+    ids = _finished_runs(engine, "small", 3, first_id=30_000_000)
+    same = lead.post("/api/v1/ensembles", json={"run_ids": ids}).json()
+    assert len(set(same["config"]["groups"].values())) == 1 and same["metrics"]["warnings"] == []
+    with session_scope(engine) as s:
+        s.get_one(TrainingRun, ids[2]).snapshot_digest = "another training set"
+    mixed = lead.post("/api/v1/ensembles", json={"run_ids": ids}).json()
+    groups = mixed["config"]["groups"]
+    assert groups[str(ids[0])] == groups[str(ids[1])] != groups[str(ids[2])]
+    [warning] = mixed["metrics"]["warnings"]
+    assert "2 different training sets" in warning and f"#{ids[0]}, #{ids[1]}; #{ids[2]}" in warning
+    assert mixed["config"]["same_snapshot"] is False
+
+
 def test_an_ensemble_of_a_run_whose_model_is_gone_is_refused(lead, engine) -> None:
     """A member whose saved model lost a file (its directory pruned by hand) was combined (201): every prediction,
     pin or pseudo-labelling with the ensemble was then refused. It is refused when the ensemble is made."""
@@ -462,3 +483,12 @@ def test_a_runs_name_fits_its_column(admin, engine, tmp_path) -> None:
         assert r.status_code == 422 and r.json()["field"] == "name", r.text
         r = admin.post("/api/v1/ensembles", json={"run_ids": [1, 2], "name": bad})
         assert r.status_code == 422 and r.json()["field"] == "name", r.text
+
+
+def test_an_ensemble_scored_on_fewer_texts_than_its_members_says_so() -> None:
+    from services.ensembles import ensemble_warnings
+
+    scored = {"val": {"scored": 40, "most_of_a_member": 40}, "test": {"scored": 30, "most_of_a_member": 45}}
+    [warning] = ensemble_warnings([1, 2], {1: "a", 2: "a"}, scored)
+    assert "scored on the 30 test texts its members share; a member was scored on 45" in warning
+    assert ensemble_warnings([1, 2], {1: "a", 2: "a"}, {"val": scored["val"]}) == []

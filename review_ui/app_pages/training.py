@@ -322,6 +322,14 @@ def show_run(run: dict[str, Any], dataset: str, runs: list[dict[str, Any]], may_
         value = run.get(key)
         col.metric(label, "n/a" if value is None else f"{value:.3f}")
     live_progress(run)
+    if run.get("kind") == "ensemble":
+        members = ", ".join(
+            f"#{k} ({v.get('kind')}, weight {(run.get('config') or {}).get('weights', {}).get(k, 0):.2f})"
+            for k, v in ((run.get("metrics") or {}).get("members") or {}).items()
+        )
+        st.caption(plain(f"Members: {members}"))
+        for warning in (run.get("metrics") or {}).get("warnings") or []:
+            st.warning(plain(warning))
     charts.curve_charts(run.get("curve") or [])
     show_metrics(run)
     if run["status"] == "succeeded" and may_lead:
@@ -372,6 +380,80 @@ def scorers_caption(dataset: str) -> None:
     )
 
 
+def combinable(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The finished runs an ensemble may combine (transformer runs, TF-IDF members), and those proposed: the ones
+    finished since the dataset's latest ensemble (a training request's seeds and member), when two or more."""
+    members = [r for r in runs if r.get("status") == "succeeded" and r.get("kind") in ("single", "tfidf")]
+    latest = max((r["id"] for r in runs if r.get("kind") == "ensemble"), default=0)
+    proposed = sorted(r["id"] for r in members if r["id"] > latest)
+    return members, proposed if len(proposed) >= 2 else []
+
+
+def create_ensemble(dataset: str) -> None:
+    """The form's callback (before the page runs: the runs list then follows the new ensemble)."""
+    picked = list(st.session_state.get("ens_runs") or [])
+    if len(picked) < 2:
+        flash("error", "Pick at least two runs to combine.")
+        return
+    body: dict[str, Any] = {
+        "run_ids": picked,
+        "weighted": bool(st.session_state.get("ens_weighted", True)),
+        "temperature": bool(st.session_state.get("ens_temperature", True)),
+        "decision": st.session_state.get("ens_decision") or "prior",
+    }
+    if name := (st.session_state.get("ens_name") or "").strip():
+        body["name"] = name
+    try:
+        ensemble = client().create_ensemble(body)
+    except ApiError as err:
+        flash("error", plain(str(err)))
+        return
+    metrics = ensemble.get("metrics") or {}
+    test = (metrics.get("test") or {}).get("overall_macro_f1")
+    said = f"Ensemble #{ensemble['id']} of runs {', '.join(f'#{i}' for i in picked)}" + (
+        f": test macro-F1 {test:.3f}." if test is not None else "."
+    )
+    warnings = metrics.get("warnings") or []
+    flash("warning" if warnings else "success", plain(" ".join([said, *(f"Note: {w}." for w in warnings)])))
+    st.session_state["run_pick"] = ensemble["id"]
+    st.session_state.pop("ens_runs", None)  # the next proposal: the runs finished after this ensemble
+
+
+def ensemble_form(dataset: str, runs: list[dict[str, Any]]) -> None:
+    """Combine finished runs (a lead's): weights, temperatures and the decision rule fitted on val."""
+    members, proposed = combinable(runs)
+    if len(members) < 2:
+        return
+    st.subheader("Combine runs into an ensemble")
+    st.caption(
+        "Seeds, encoders and TF-IDF members combine; their weights, temperatures and the decision rule are "
+        "fitted on val, so the test figures stay untouched. Proposed: the runs finished since the latest ensemble."
+    )
+    shown = {
+        r["id"]: f"#{r['id']} {r['name']} ({r['kind']}"
+        + (f", val {r['val_macro_f1']:.3f}" if r.get("val_macro_f1") is not None else "")
+        + ")"
+        for r in members
+    }
+    if [i for i in st.session_state.get("ens_runs") or [] if i not in shown]:
+        st.session_state.pop("ens_runs")  # a run deleted meanwhile: the widget would refuse the stored choice
+    with st.form("ensemble_form", border=False):
+        st.multiselect(
+            "Runs", list(shown), default=proposed, format_func=lambda i: shown[i], max_selections=32, key="ens_runs"
+        )
+        left, middle, right = st.columns(3)
+        left.checkbox("Fit weights on val", value=True, key="ens_weighted")
+        middle.checkbox("Fit temperatures on val", value=True, key="ens_temperature")
+        right.selectbox(
+            "Decision rule",
+            ["prior", "none"],
+            format_func=lambda d: "prior correction for macro-F1" if d == "prior" else "none (argmax)",
+            key="ens_decision",
+        )
+        st.text_input("Name (optional)", max_chars=200, key="ens_name")
+        st.form_submit_button("Combine", on_click=create_ensemble, args=(dataset,))
+
+
 def runs_section(dataset: str) -> None:
     runs = call(client().training_runs, dataset=dataset)
     if runs is None:
@@ -406,6 +488,8 @@ def runs_section(dataset: str) -> None:
             st.rerun()  # the last run ended: redraw once without the timer
 
     live()
+    if may_lead:
+        ensemble_form(dataset, runs)
     finished = [r["id"] for r in runs if r.get("status") == "succeeded"]
     if len(finished) >= 2:
         st.subheader("Compare two runs")
