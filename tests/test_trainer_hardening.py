@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -115,6 +116,24 @@ def test_a_max_train_samples_draw_of_one_class_is_refused_not_trained(tiny_encod
     assert err.value.field == "config.max_train_samples" and "a classifier needs two classes" in err.value.message
     result = train_model(fast_config(tiny_encoder, epochs=1, max_train_samples=12), synthetic_split())
     assert result.metrics["test"]["overall_macro_f1"] >= 0  # a draw holding both classes of each task trains
+
+
+def test_the_trainer_refuses_a_task_no_val_example_labels(tiny_encoder: str) -> None:
+    """Used as a library, the trainer trained a task without a labelled val example (or with no val at all): it
+    "chose" epoch 1 on a val macro-F1 of 0.0 at every epoch and still counted the task in the test figure. The
+    app refuses such a request before; the trainer (transformer and TF-IDF member alike) refuses it too."""
+    from trainer.classical import ClassicalConfig, train_classical
+
+    data = synthetic_split()
+    no_size = dataclasses.replace(
+        data, val=[Example(e.text, {"color": e.labels["color"]}, e.sample_id) for e in data.val]
+    )
+    for broken, named in ((no_size, "['size']"), (dataclasses.replace(data, val=[]), "['color', 'size']")):
+        with pytest.raises(TrainerError, match=re.escape(f"no labelled validation example for task(s) {named}")) as err:
+            train_model(fast_config(tiny_encoder, epochs=1), broken)
+        assert err.value.field == "data.val"
+        with pytest.raises(TrainerError, match="no labelled validation example"):
+            train_classical(ClassicalConfig(), broken, n_jobs=1)
 
 
 def test_a_max_length_above_the_encoders_positions_is_cut_to_them_and_the_plan_says_so(short_bert: str) -> None:

@@ -38,7 +38,7 @@ from pydantic import ConfigDict, Field
 from trainer.config import ConfigModel, Name
 from trainer.decision import decide, fit_rules
 from trainer.errors import TrainerError
-from trainer.examples import IGNORE, Example, SplitData, TaskSpec
+from trainer.examples import IGNORE, Example, SplitData, TaskSpec, require_val_labels
 from trainer.metrics import evaluate_probs, prediction_dump
 
 C_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -186,6 +186,7 @@ def train_classical(
     from trainer.data import label_matrix
     from trainer.predict import available_cpus
 
+    require_val_labels(data)
     started = time.monotonic()
     emit = progress or (lambda _e: None)
     train_texts = [e.text for e in data.train]

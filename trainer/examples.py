@@ -51,6 +51,20 @@ class SplitData:
         return [[e.sample_id, e.content_hash] for e in self.train]
 
 
+def require_val_labels(data: SplitData) -> None:
+    """Refuse data with a task no val example labels: early stopping, the checkpoint kept and the decision rule
+    read val, and without it the run trained on blind (a val macro-F1 of 0.0 at every epoch, the task still
+    counted in the test figure). The app refuses such a request before (services.training); this is the
+    trainer's own guard, for its callers as a library."""
+    unlabelled = [t.name for t in data.tasks if not any(e.labels.get(t.name) is not None for e in data.val)]
+    if unlabelled:
+        raise TrainerError(
+            f"no labelled validation example for task(s) {unlabelled}: the trainer chooses on val (early "
+            "stopping, the epoch kept, the decision rule); label val texts for them, or leave them out",
+            field="data.val",
+        )
+
+
 def read_predictions(path: Path) -> dict[str, Any]:
     """A prediction dump a run saved (trainer.metrics.prediction_dump)."""
     dump: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -23,7 +23,7 @@ from trainer.checkpoint import Checkpointer, LoopState, restore
 from trainer.config import TrainConfig
 from trainer.decision import decide, fit_rules
 from trainer.errors import TrainerError, TrainingStopped
-from trainer.examples import SplitData
+from trainer.examples import SplitData, require_val_labels
 from trainer.group import SINGLE, Group, wrap_ddp
 from trainer.metrics import evaluate_probs, prediction_dump
 from trainer.model import MultiTaskModel, with_pooling_resolved
@@ -303,6 +303,7 @@ def train_process(
     unknown = sorted(set(config.task_weights) - {t.name for t in data.tasks})
     if unknown:
         raise TrainerError(f"config.task_weights names unknown task(s) {unknown}", field="config.task_weights")
+    require_val_labels(data)
     config, pooling_reason = with_pooling_resolved(config)
     fp = checkpoint.fingerprint(config, data)
     resume, why_not = checkpoint.load(control.checkpoint_dir, fp)
