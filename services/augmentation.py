@@ -241,14 +241,15 @@ def job_params(
     }
 
 
-def hold_label_sets(session: Session, dataset: Dataset) -> None:
+def hold_label_sets(session: Session, dataset: Dataset) -> Dataset:
     """Hold the dataset's row until the caller commits, then read its label sets afresh: a request that stores
     labels or goals by class name takes turns with a rename of a class (services/label_sets.py holds the row
     too), so it never stores a class renamed meanwhile, and the rename, after it, finds its job. Postgres; SQLite
     has one writer at a time anyway."""
-    if not lock_dataset(session, dataset.id):
+    held = session.get(Dataset, dataset.id, populate_existing=True) if lock_dataset(session, dataset.id) else None
+    if held is None:
         raise NotFoundError(f"dataset {dataset.name!r} not found (deleted meanwhile)", field="name")
-    session.refresh(dataset)
+    return held
 
 
 def enqueue_request(
@@ -259,7 +260,7 @@ def enqueue_request(
     _check_seed(request.seed)
     if (request.texts is None) == (request.sample_ids is None):
         raise ValidationFailed("give either texts or sample_ids", field="texts")
-    hold_label_sets(session, dataset)
+    dataset = hold_label_sets(session, dataset)
     if request.sample_ids is not None:
         if not request.sample_ids:
             raise ValidationFailed("sample_ids is empty", field="sample_ids")
@@ -385,7 +386,7 @@ def create_and_enqueue_plan(
     # Two plans enqueued at once take turns from here to their commits: the first one seeds the dataset's
     # protected terms and the second one finds them; the second one's seed counts the first plan. A rename of a
     # class waits too: the plan's goals name the classes as they are when it is built.
-    hold_label_sets(session, dataset)
+    dataset = hold_label_sets(session, dataset)
     plan, checked = build_plan(session, dataset, request, settings)  # validates the request first
     if request.enqueue and (waiting := unfinished_plan_jobs(session, dataset)):
         # A plan counts the variants stored, not those its predecessor's jobs still owe: enqueued again (a
