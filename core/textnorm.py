@@ -92,6 +92,18 @@ def written_text_problem(text: str) -> str | None:
     return None
 
 
+def generated_text_problem(source: str, text: str) -> str | None:
+    """Why a text a model generated from `source` is no variant, or None: a character no database stores (a NUL,
+    a lone surrogate: Postgres refused the job's every variant at once), or a control character or bidi override
+    its source does not hold (written_text_problem's, which a language model's byte-level output can hold)."""
+    if problem := unstorable(text):
+        return problem
+    introduced = set(_UNWRITABLE.findall(text)) - set(_UNWRITABLE.findall(source))
+    if introduced:
+        return f"holds U+{ord(min(introduced)):04X}, which its source does not"
+    return None
+
+
 def content_hash(text: str) -> str:
     return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
 

@@ -169,6 +169,10 @@ def test_every_filter_drops_what_it_should_and_counts_it() -> None:
         "Quilts, kites and lemonade: the county fair opens at noon with music for all.",  # unlike its source
         "We approved the farm bill today to aid rural households across the state.",  # kept
         "We approved the farm bill today to aid rural households across the state.",  # a job duplicate
+        # a byte-level model's output: one NUL failed the whole job's insert on Postgres
+        "We passed the farm\x00 bill today to aid rural families across the state.",
+        "We passed the farm bill today\x1b[2J to aid rural families across the state.",
+        "We passed the \u202efarm bill today to aid rural families across the state.",
     ]
     verdicts = f.check([(source, c) for c in candidates])
     assert [v.reason for v in verdicts] == [
@@ -180,9 +184,13 @@ def test_every_filter_drops_what_it_should_and_counts_it() -> None:
         "low_similarity",
         None,
         "duplicate",
+        "control_characters",
+        "control_characters",
+        "control_characters",
     ]
     assert f.counts() == {
         "empty": 1,
+        "control_characters": 3,
         "identical_to_source": 1,
         "duplicate": 2,
         "length_ratio": 1,
@@ -392,3 +400,16 @@ def test_words_and_terms_hold_every_scripts_combining_marks_and_seeds_read_one_s
     labels = [{"topic": "city"}] * 6 + [{"topic": "school"}] * 6
     seeded = class_terms(texts, labels, [{"name": "topic", "labels": ["city", "school"]}], "de", min_docs=4, max_p=1.0)
     assert [t.term for t in seeded if t.label == "city" and "rgermeisterin" in t.term] == ["bürgermeisterin"]
+
+
+def test_a_control_character_its_source_holds_is_no_reason_to_drop_a_variant() -> None:
+    """Imported texts may hold control characters (real data does): a WordNet variant keeps them, and is kept."""
+    from core.textnorm import generated_text_problem
+
+    source = "Vote\x07 for the farm bill tomorrow"
+    assert generated_text_problem(source, "Ballot\x07 for the farm bill tomorrow") is None
+    assert (
+        generated_text_problem(source, "Ballot\x07 for the farm\x01 bill tomorrow")
+        == "holds U+0001, which its source does not"
+    )
+    assert generated_text_problem(source, "Vote\x00 for it") == "holds a NUL character"

@@ -2,6 +2,9 @@
 
 In order (a candidate is counted once, by the first filter it fails):
 - `empty`: nothing left after normalisation;
+- `control_characters`: a character no database stores (NUL, a lone surrogate) or a control character or bidi
+  override its source does not hold: a byte-level language model can write them, and one NUL failed the job's
+  every variant at the insert on Postgres (core.textnorm.generated_text_problem);
 - `identical_to_source`: the same normalised text (NFKC, case-folded, whitespace collapsed) as its source;
 - `duplicate`: the normalised hash of any sample of the dataset (any split, originals and earlier variants) or
   of a candidate already kept in this job. The dataset's hashes are not loaded: each batch's hashes are looked up
@@ -40,11 +43,12 @@ import numpy as np
 
 from core.near_duplicates import ReferenceIndex
 from core.ngrams import NgramIndex, pairwise_jaccard
-from core.textnorm import content_hash, normalize_text
+from core.textnorm import content_hash, generated_text_problem, normalize_text
 from workers.augment.params import FilterParams
 
 FILTER_NAMES = (
     "empty",
+    "control_characters",
     "identical_to_source",
     "duplicate",
     "length_ratio",
@@ -154,6 +158,8 @@ class CandidateFilter:
             }
             if norm_len == 0:
                 reason: str | None = "empty"
+            elif generated_text_problem(source, text) is not None:
+                reason = "control_characters"
             elif digest == content_hash(source):
                 reason = "identical_to_source"
             elif digest in self.hashes or digest in in_dataset:
