@@ -526,17 +526,20 @@ def plans_with_progress(
             by_status = counts.get(task, {}).get(label, {})
             original = stats.get(task, {}).get("labels", {}).get(label, {}).get("train_original", 0)
             approved = by_status.get("approved", 0)
+            # the size the plan wants the class to reach with approved variants (plans stored before it: the
+            # target, which counts the pending variants of a class the plan did not raise as still owed)
+            goal = entry.get("goal") if "goal" in entry else entry["target"]
             progress.append(
                 {
                     "task": task,
                     "label": label,
-                    "target": entry["target"],
+                    "target": goal,
                     "original": original,
                     "approved": approved,
                     "pending": by_status.get("pending", 0),
                     "rejected": by_status.get("rejected", 0),
                     "with_approved": original + approved,
-                    "remaining": max(0, entry["target"] - original - approved),
+                    "remaining": 0 if goal is None else max(0, goal - original - approved),
                 }
             )
         out.append(plan_view(row, dataset, progress))

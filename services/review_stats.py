@@ -155,9 +155,11 @@ def latest_plan(session: Session, dataset: Dataset) -> AugmentationPlan | None:
 def plan_targets(plan: dict[str, Any] | None) -> dict[tuple[str, str], dict[str, int | None]]:
     """Per task × class goals of an augmentation plan, read defensively (workers/augment/planner.py owns it).
 
-    The planner writes {"classes": [{"task", "label", "target", "deficit", "planned", ...}]}: `target` is the
-    class size it aims at (train originals + kept variants), `deficit` the variants that were missing. Also
-    accepted: {"targets": [{"task", "label", "target"}]} and {"targets": {task: {label: n or {"target": n}}}}.
+    The planner writes {"classes": [{"task", "label", "target", "goal", "deficit", "planned", ...}]}: `target`
+    is the class size it generates toward (train originals + kept variants, pending ones too), `goal` the size it
+    wants the class to reach with approved variants (None: a task the plan does not balance; plans stored before
+    it: the target), `deficit` the variants that were missing. Also accepted: {"targets": [{"task", "label",
+    "target"}]} and {"targets": {task: {label: n or {"target": n}}}}.
     """
     out: dict[tuple[str, str], dict[str, int | None]] = {}
     plan = plan or {}
@@ -173,6 +175,7 @@ def plan_targets(plan: dict[str, Any] | None) -> dict[tuple[str, str], dict[str,
         if isinstance(item, dict) and _int(item.get("target")) is not None:
             out[(str(item.get("task")), str(item.get("label")))] = {
                 "target": _int(item["target"]),
+                "goal": _int(item["goal"]) if "goal" in item else _int(item["target"]),
                 "needed": _int(item.get("deficit")),
                 "planned": _int(item.get("planned")),
             }
@@ -230,7 +233,7 @@ def review_progress(session: Session, dataset: Dataset) -> dict[str, Any]:
             entry["reviewed"] = entry["approved"] + entry["rejected"]
             entry["train_originals"] = train.get((task, label), 0)
             goal = targets.get((task, label), {})
-            entry["target"] = goal.get("target")  # the class size the plan aims at
+            entry["target"] = goal.get("goal")  # the class size the plan wants (None: a class it does not raise)
             entry["needed"] = goal.get("needed")  # variants the plan found missing: approved counts against it
             entry["planned"] = goal.get("planned")
     by_method: dict[str, dict[str, int]] = defaultdict(lambda: {"pending": 0, "approved": 0, "rejected": 0})
@@ -317,7 +320,11 @@ def class_needs_now(session: Session, dataset: Dataset) -> dict[tuple[str, str],
         have = {label: originals.get((task, label), 0) + approved.get((task, label), 0) for label in labels}
         largest = max(have.values(), default=0)
         for label in labels:
-            target = targets.get((task, label), {}).get("target")
+            planned = targets.get((task, label))
+            if planned is not None and planned["goal"] is None:  # a task the plan does not balance: no need
+                out[(task, label)] = 0.0
+                continue
+            target = planned["goal"] if planned is not None else None
             if target is None:
                 target = min(
                     math.ceil(default.min_fraction_of_largest * largest),

@@ -547,6 +547,58 @@ def test_plans_are_computed_stored_enqueued_and_listed(lead, engine, example_dat
     assert bad.status_code == 422 and bad.json()["field"] == "tasks"
 
 
+def test_a_class_the_plan_does_not_raise_owes_nothing_whatever_waits_for_review(lead, engine, mini_dataset) -> None:
+    """With pending variants counted, a plan stored a class it did not raise (its task left out, or above its
+    want) with its current size as target: plan progress then said the largest class still needed its pending
+    variants ("remaining" 1,969 in a walkthrough), review progress said 0, and "most useful first" ranked such
+    variants up. Plans store each class's goal; a class not raised owes nothing."""
+    from collections import Counter
+
+    from db.datasets import get_dataset
+    from db.models import Sample, SampleLabel
+    from db.session import session_scope
+    from services.review_stats import class_needs_now, review_progress
+    from tests.review_fixtures import add_variant
+
+    with session_scope(engine) as s:
+        ds = get_dataset(s, mini_dataset)
+        rows = s.execute(
+            select(Sample.id, SampleLabel.label)
+            .join(SampleLabel)
+            .where(Sample.dataset_id == ds.id, Sample.split == "train", SampleLabel.task == "message")
+        ).all()
+        largest = Counter(label for _, label in rows).most_common(1)[0][0]
+        sources = [sid for sid, label in rows if label == largest][:10]
+        for k in range(30):
+            add_variant(s, sources[k % 10], f"pending variant number {k} of a large class")
+        bias = {
+            label
+            for (label,) in s.execute(
+                select(SampleLabel.label).where(SampleLabel.sample_id.in_(sources), SampleLabel.task == "bias")
+            )
+        }
+    r = lead.post(
+        f"/api/v1/datasets/{mini_dataset}/augmentation-plans", json={"methods": ["wordnet"], "tasks": ["message"]}
+    )
+    assert r.status_code == 201, r.text
+    progress = {
+        (c["task"], c["label"]): c
+        for c in lead.get(f"/api/v1/datasets/{mini_dataset}/augmentation-plans").json()[0]["progress"]
+    }
+    assert progress["message", largest]["pending"] == 30 and progress["message", largest]["remaining"] == 0
+    for label in bias:  # a task the plan does not balance: no target at all
+        assert progress["bias", label]["target"] is None and progress["bias", label]["remaining"] == 0
+    raised = [c for c in r.json()["plan"]["classes"] if c["deficit"]]
+    assert raised and all(progress[c["task"], c["label"]]["remaining"] > 0 for c in raised)
+    with session_scope(engine) as s:
+        ds = get_dataset(s, mini_dataset)
+        needs = class_needs_now(s, ds)
+        shown = review_progress(s, ds)["classes"]
+    assert needs["message", largest] == 0 and all(needs["bias", label] == 0 for label in bias)
+    assert all(needs[c["task"], c["label"]] > 0 for c in raised)
+    assert shown["bias"][next(iter(bias))]["target"] is None
+
+
 def test_a_second_plan_tops_up_with_fresh_variants_instead_of_redrawing_the_first(lead, engine, mini_dataset) -> None:
     """A plan's variants are drawn per source and variant index from the seed: a later plan that picks the same
     sources with the same seed would redraw the earlier plan's variants, and all of them would be dropped as

@@ -47,19 +47,23 @@ def _targets(
     current: dict[str, Counter[str]],
     original: dict[str, Counter[str]],
     target: PlanTarget,
-) -> dict[str, dict[str, int]]:
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int | None]]]:
+    """Per task × class: the size the allocation works toward (never below the class's current size), and the
+    size the plan wants for it (None: a task the plan does not balance), which may lie below its current size
+    when pending variants are counted: a class not raised owes nothing, whatever waits for review."""
     goals: dict[str, dict[str, int]] = {}
+    wants: dict[str, dict[str, int | None]] = {}
     for task, labels in tasks:
         largest = max((current[task][y] for y in labels), default=0)
-        goals[task] = {}
+        goals[task], wants[task] = {}, {}
         for y in labels:
-            goal = current[task][y]
+            want = None
             if task in balanced:
                 wanted = max(math.ceil(target.min_fraction_of_largest * largest), target.min_count or 0)
-                capped = math.floor(target.max_multiplier * original[task][y])
-                goal = max(goal, min(wanted, capped))
-            goals[task][y] = goal
-    return goals
+                want = min(wanted, math.floor(target.max_multiplier * original[task][y]))
+            goals[task][y] = max(current[task][y], want or 0)
+            wants[task][y] = want
+    return goals, wants
 
 
 def allocate(
@@ -138,7 +142,7 @@ def make_plan(
                 original[t][s.labels[t]] += 1
         by_combo[tuple(s.labels.get(t) for t in names)].append(s)
     current = {t: original[t] + variants.get(t, Counter()) for t in names}
-    goals = _targets(tasks, balanced, current, original, target)
+    goals, wants = _targets(tasks, balanced, current, original, target)
     alloc = allocate(tasks, {c: len(m) for c, m in by_combo.items()}, current, goals, per_source_cap)
 
     planned = {t: Counter[str]() for t in names}
@@ -158,6 +162,9 @@ def make_plan(
                     "variants": variants.get(task, Counter[str]())[y],
                     "current": current[task][y],
                     "target": goals[task][y],
+                    # the size the plan wants (None: a task it does not balance): originals + approved variants
+                    # short of it are what the class still needs; its target counts pending variants too
+                    "goal": wants[task][y],
                     "deficit": max(0, goals[task][y] - current[task][y]),
                     "planned": planned[task][y],
                     "expected": expected,
