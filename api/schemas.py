@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from core.inputs import InputModel
 from core.textnorm import unstorable
+from services import jobs as job_service
 
 
 def _unstorable_at(value: Any, path: str = "") -> tuple[str, str] | None:
@@ -176,6 +177,17 @@ class JobRead(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     run_after: datetime
+    lease_until: datetime | None = Field(
+        default=None, description="While running: until when its worker holds it (renewed at each heartbeat)"
+    )
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="Running, but its worker stopped renewing the lease (killed, its machine gone): re-queued, or "
+        "ended on its last attempt, when a worker or the CLI next looks for work"
+    )
+    @property
+    def worker_silent(self) -> bool:
+        return job_service.worker_silent(self.status, self.lease_until)
 
 
 class JobList(BaseModel):

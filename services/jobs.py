@@ -20,7 +20,7 @@ from core.errors import ConflictError, NotFoundError
 from core.settings import Settings
 from db import queue
 from db import training_runs as db_runs
-from db.models import Dataset, Job, JobStatus, TrainingRun, User
+from db.models import Dataset, Job, JobStatus, TrainingRun, User, utcnow
 from db.session import delete_when_committed
 from services.access import Need, check_dataset_id, visible_project_ids
 from services.datasets import dataset_named, upload_of
@@ -83,6 +83,13 @@ JOB_KINDS = ("augment", "export", "import", "label_scores", "lr_select", "pseudo
 
 
 LISTED_ENTRIES = 100  # of each list in a listed job's params
+
+
+def worker_silent(status: str, lease_until: datetime | None, now: datetime | None = None) -> bool:
+    """A running job whose worker stopped renewing its lease (killed, its machine gone): it is re-queued, or ends
+    on its last attempt, only when a worker (or the CLI) next looks for work, so until then it reads "running"
+    though nothing runs it. Reads say so rather than write (a GET ends no job)."""
+    return status == JobStatus.running and lease_until is not None and lease_until < (now or utcnow())
 
 
 def listed(job: Job) -> dict[str, Any]:

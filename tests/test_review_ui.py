@@ -483,9 +483,11 @@ def test_datasets_page_chart_moves_with_approvals(live_api, annotator_token, adm
 
 
 def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, lead_token, engine, example_dataset) -> None:
+    from datetime import timedelta
+
     from db import queue
     from db.datasets import get_dataset
-    from db.models import Job
+    from db.models import Job, utcnow
     from db.session import session_scope
 
     with session_scope(engine) as s:  # jobs of a dataset in the lead's project (others' are not shown)
@@ -496,11 +498,22 @@ def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, lead_tok
         failed = queue.enqueue(s, "export", {}, dataset_id=dataset_id)
         failed.status, failed.last_error = "failed", "boom <b>not html</b>"
         failed.outages = 2  # attempts given back to database outages: said beside the attempts
-        ids = (running.id, failed.id)
+        # a worker killed with no other worker up: "running" for as long as none looks for work
+        silent = queue.enqueue(s, "augment", {"dataset": example_dataset}, dataset_id=dataset_id)
+        silent.status, silent.worker_id = "running", "w-killed"
+        silent.lease_until = utcnow() - timedelta(seconds=90)
+        running.lease_until = utcnow() + timedelta(seconds=60)
+        ids = (running.id, failed.id, silent.id)
+    with api(live_api, lead_token) as c:
+        assert c.get(f"/jobs/{ids[2]}").json()["worker_silent"] is True
+        assert c.get(f"/jobs/{ids[0]}").json()["worker_silent"] is False
+        assert [j["worker_silent"] for j in c.get("/jobs").json()["items"]] == [True, False, False]
     at = signed_in(lead_token, "annotator")
     at.switch_page("app_pages/jobs.py").run()
     no_errors(at)
-    assert at.get("progress")[0].proto.value == 25  # 30 of 120
+    [warning] = [w.value for w in at.warning if "stopped answering" in w.value]
+    assert "re-queued, or ends on its last attempt, when a worker next looks for work" in warning
+    assert [p.proto.value for p in at.get("progress")] == [0, 25]  # the silent one "starting"; 30 of 120
     assert "kept 25 · dropped 5 (duplicate 2, similarity 3)" in htmls(at)  # a sentence, not a Python dict
     assert "{" not in htmls(at)
     assert "attempt 0/3 · created" in htmls(at) and "· 2 database outages (not counted)" in htmls(at)

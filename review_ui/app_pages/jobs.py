@@ -84,6 +84,12 @@ def job_card(job: dict[str, Any], may_cancel: bool) -> None:
         )
         if job["status"] in ("queued", "running") and not job["cancel_requested"] and may_cancel:
             action.button("Cancel", key=f"cancel_{job['id']}", on_click=cancel, args=(job["id"],))
+        if job.get("worker_silent"):
+            since = (job.get("lease_until") or "")[11:19]
+            st.warning(
+                f"Its worker stopped answering (its lease ran out at {since} UTC): the job is re-queued, or ends "
+                "on its last attempt, when a worker next looks for work. Is a worker running?"
+            )
         done, total = job["progress_done"], job["progress_total"]
         if total:
             st.progress(min(1.0, done / total), text=f"{done} / {total}")
