@@ -283,3 +283,35 @@ def test_a_failed_heartbeat_is_retried_within_a_second_not_a_third_of_the_lease(
     beating.join()
     assert len(beats) == 2, [round(b - started, 1) for b in beats]
     assert 0.8 < beats[1] - beats[0] < 1.4
+
+
+def test_moving_progress_reaches_the_database_within_seconds_not_a_third_of_the_lease(engine, monkeypatch) -> None:
+    """The API read a job's progress only at each lease renewal, 20 s apart at the default 60 s lease: a small job
+    read 0 and then its total. While progress moves it is written every PROGRESS_SECONDS; while it stands still
+    the lease is renewed as before, a third of the lease apart."""
+    from workers.main import PROGRESS_SECONDS, Worker
+    from workers.registry import JobContext
+
+    beats: list[tuple[float, int]] = []
+
+    def beat(*_args, done: int = 0, **_kwargs):  # type: ignore[no-untyped-def]
+        beats.append((time.monotonic(), done))
+        return queue.Heartbeat(cancel_requested=False)
+
+    monkeypatch.setattr(queue, "heartbeat", beat)
+    worker = Worker(engine, ["export"], lease_seconds=60)  # renewals 20 s apart
+    ctx = JobContext(1, "export", {}, engine, "w", 1)
+    stop = threading.Event()
+    beating = threading.Thread(target=worker._heartbeat_loop, args=(ctx, stop))
+    started = time.monotonic()
+    beating.start()
+    for done in range(1, 7):  # a batch a second for six seconds
+        ctx.report(done=done, total=10)
+        time.sleep(1.0)
+    quiet = len(beats)
+    time.sleep(2 * PROGRESS_SECONDS + 0.5)  # no progress: no beat (the lease has 20 s)
+    stop.set()
+    beating.join()
+    assert len(beats) == quiet, "a beat without anything new, long before the lease needed one"
+    assert 2 <= quiet <= 4, [(round(t - started, 1), d) for t, d in beats]
+    assert beats[0][0] - started < PROGRESS_SECONDS + 0.5 and beats[-1][1] >= 5
