@@ -31,9 +31,9 @@ from db.models import Dataset, JobStatus, Origin, ReviewStatus, Sample, SampleLa
 from services.access import is_admin, visible_project_ids
 from services.compute_bounds import check_config
 from services.training import check_config_against, check_trainable, default_config
+from trainer.config import configured_precision
 from trainer.examples import subsample
 from trainer.plan import RDROP_COST, Throughput, plan_run
-from trainer.predict import configured_precision
 
 REFERENCE = {"samples_per_s": 12.9, "layers": 6, "hidden": 384, "tokens": 48.0, "rdrop": True, "threads": 2}
 BERT_BASE = (12, 768)
@@ -140,6 +140,7 @@ def training_plan(
     # As the trainer does: max_train_samples draws texts first (in the training view's order, by the run's seed),
     # then an epoch shows one text of each family among them (one_per_source).
     rows = subsample(rows, config.max_train_samples, seeds[0] if seeds else config.seed)
+    train_texts = len(rows)  # what the run trains on in all (its train_samples)
     if config.variant_sampling == "one_per_source":
         rows = list({family: (length, family) for length, family in rows}.values())
     train_lengths = [length for length, _family in rows]
@@ -211,6 +212,7 @@ def training_plan(
         "plan": plan.to_dict(),
         "runs": runs,
         "train_examples": len(train_lengths),
+        "train_texts": train_texts,
         "eval_examples": evaluation,
         "pending_to_score": pending,
         "tokens_per_text": round(tokens, 1),

@@ -277,3 +277,9 @@ def parse_set_option(items: list[str]) -> dict[str, Any]:
         except (ValueError, RecursionError) as err:  # YAML, but not a value Python can hold: not taken as text
             raise TrainerError(f"--set {key.strip()}: {yaml_value_problem(err)}", field="set") from None
     return yaml_switches(out)
+
+
+def configured_precision(amp: str) -> str | None:
+    """The precision an `amp` setting names (fp32, bf16, fp16); None for `auto`, which the machine decides. Here,
+    not beside the dtypes in trainer/predict.py: the API reads it for estimates without importing torch."""
+    return None if amp == "auto" else {"off": "fp32"}.get(amp, amp)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from trainer.config import configured_precision
 from trainer.data import Encoded, pad_batch, tokenize
 from trainer.errors import TrainerError
 from trainer.examples import TaskSpec
@@ -99,11 +100,6 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.bfloat16 if device.type == "cpu" and cpu_native_bf16() else None
     return PRECISIONS[configured_precision(amp) or "fp32"]
-
-
-def configured_precision(amp: str) -> str | None:
-    """The precision an `amp` setting names (fp32, bf16, fp16); None for `auto`, which the machine decides."""
-    return None if amp == "auto" else {"off": "fp32"}.get(amp, amp)
 
 
 def served_dtype(precision: str | None, device: torch.device) -> torch.dtype | None:
