@@ -131,6 +131,9 @@ class TrainingEstimate(BaseModel):
         description="The texts an epoch trains on: train originals plus the variants this config trains on "
         "(with variant_sampling one_per_source, one text of each original's family)"
     )
+    train_texts: int = Field(
+        description="Every text the run would train on (a run's train_samples); an epoch shows train_examples of them"
+    )
     eval_examples: int = Field(description="Val and test originals, evaluated each epoch and at the end")
     pending_to_score: int = Field(description="Pending variants the finished run scores for the review queue")
     tokens_per_text: float

@@ -135,6 +135,7 @@ def test_estimate_without_a_measured_run(lead, engine, tmp_path) -> None:
     assert every["train_examples"] == 43
     drawn = estimate(encoder=str(encoder), epochs=4, max_length=64)  # the default: one text per family
     assert drawn["train_examples"] == 40 and drawn["config"]["variant_sampling"] == "one_per_source"
+    assert every["train_texts"] == drawn["train_texts"] == 43  # what the run trains on in all (its train_samples)
     # max_train_samples draws texts before families form, as the trainer does: the estimate counts what it sees
     for n, seed in ((12, 0), (30, 3), (43, 1)):
         counted = estimate(encoder=str(encoder), epochs=4, max_length=64, max_train_samples=n, seed=seed)
