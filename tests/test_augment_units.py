@@ -173,6 +173,7 @@ def test_every_filter_drops_what_it_should_and_counts_it() -> None:
         "We passed the farm\x00 bill today to aid rural families across the state.",
         "We passed the farm bill today\x1b[2J to aid rural families across the state.",
         "We passed the \u202efarm bill today to aid rural families across the state.",
+        "We passed the farm bill today \ud800 to aid rural families across the state.",  # cannot even be hashed
     ]
     verdicts = f.check([(source, c) for c in candidates])
     assert [v.reason for v in verdicts] == [
@@ -187,10 +188,11 @@ def test_every_filter_drops_what_it_should_and_counts_it() -> None:
         "control_characters",
         "control_characters",
         "control_characters",
+        "control_characters",
     ]
     assert f.counts() == {
         "empty": 1,
-        "control_characters": 3,
+        "control_characters": 4,
         "identical_to_source": 1,
         "duplicate": 2,
         "length_ratio": 1,

@@ -1,10 +1,10 @@
 """Quality filters a candidate passes before it reaches review, with a drop count per filter.
 
 In order (a candidate is counted once, by the first filter it fails):
-- `empty`: nothing left after normalisation;
 - `control_characters`: a character no database stores (NUL, a lone surrogate) or a control character or bidi
   override its source does not hold: a byte-level language model can write them, and one NUL failed the job's
   every variant at the insert on Postgres (core.textnorm.generated_text_problem);
+- `empty`: nothing left after normalisation;
 - `identical_to_source`: the same normalised text (NFKC, case-folded, whitespace collapsed) as its source;
 - `duplicate`: the normalised hash of any sample of the dataset (any split, originals and earlier variants) or
   of a candidate already kept in this job. The dataset's hashes are not loaded: each batch's hashes are looked up
@@ -135,7 +135,10 @@ class CandidateFilter:
         if not pairs:
             return []
         sources = [s for s, _ in pairs]
-        texts = [c for _, c in pairs]
+        # judged first: a lone surrogate cannot even be hashed or n-grammed (its UTF-8 encoding fails), so such a
+        # candidate is measured as an empty text and dropped below
+        unfit = [generated_text_problem(source, text) is not None for source, text in pairs]
+        texts = ["" if bad else c for bad, (_, c) in zip(unfit, pairs, strict=True)]
         cand_vec, cand_sizes = self.vectors.vectors(texts)
         src_vec, src_sizes = self.vectors.vectors(sources)
         similarity = pairwise_jaccard(cand_vec, cand_sizes, src_vec, src_sizes)
@@ -145,7 +148,7 @@ class CandidateFilter:
         in_dataset = self.known(sorted(set(digests)))
         verdicts = []
         p = self.params
-        for i, (source, text) in enumerate(pairs):
+        for i, (source, text) in enumerate(zip(sources, texts, strict=True)):
             digest = digests[i]
             norm_len = len(normalize_text(text))
             ratio = norm_len / max(1, len(normalize_text(source)))
@@ -156,10 +159,10 @@ class CandidateFilter:
                 "containment": round(float(leaks.containment[i]), 4),
                 "novelty": round(1.0 - max(float(similarity[i]), float(closest_training[i])), 4),
             }
-            if norm_len == 0:
-                reason: str | None = "empty"
-            elif generated_text_problem(source, text) is not None:
-                reason = "control_characters"
+            if unfit[i]:
+                reason: str | None = "control_characters"
+            elif norm_len == 0:
+                reason = "empty"
             elif digest == content_hash(source):
                 reason = "identical_to_source"
             elif digest in self.hashes or digest in in_dataset:
