@@ -62,13 +62,21 @@ def training_set_digests(runs: list[TrainingRun]) -> dict[int, str]:
         ) from None
 
 
+def set_digests(runs: list[TrainingRun], digests: dict[int, str]) -> dict[int, str]:
+    """The digests that name the training set a run was given: a run that drew `max_train_samples` trained on its
+    own subset of it (seeds of one configuration draw different ones), so its digest tells nothing of the set."""
+    return {r.id: digests[r.id] for r in runs if not (r.config or {}).get("max_train_samples")}
+
+
 def ensemble_warnings(run_ids: list[int], digests: dict[int, str], texts_scored: dict[str, Any]) -> list[str]:
-    """What a reader of the ensemble's figures must know: members trained on other training sets, members
-    scored on more val/test texts than the ensemble (the split changed between their runs)."""
+    """What a reader of the ensemble's figures must know: members trained on other training sets (of those
+    `digests` names), members scored on more val/test texts than the ensemble (the split changed between their
+    runs)."""
     warnings = []
     sets: dict[str, list[int]] = {}
     for i in run_ids:
-        sets.setdefault(digests[i], []).append(i)
+        if i in digests:
+            sets.setdefault(digests[i], []).append(i)
     if len(sets) > 1:
         shown = "; ".join(", ".join(f"#{i}" for i in ids) for ids in sets.values())
         warnings.append(
@@ -149,7 +157,7 @@ def fit_ensemble(session: Session, run_ids: list[int], options: EnsembleOptions,
     runs = ensemble_members(session, run_ids, user)
     digests = training_set_digests(runs)  # read only: store_ensemble records those not stored yet
     combined = build_ensemble(
-        member_inputs(runs, digests),
+        member_inputs(runs, set_digests(runs, digests)),
         weighted=options.weighted,
         temperature=options.temperature,
         decision=options.decision,
@@ -245,7 +253,7 @@ def store_ensemble(session: Session, fitted: FittedEnsemble, *, user: User | Non
         "calibration": combined["calibration"],
         "members": member_scores,
         "texts_scored": combined["texts_scored"],
-        "warnings": ensemble_warnings(ids, digests, combined["texts_scored"]),
+        "warnings": ensemble_warnings(ids, set_digests(runs, digests), combined["texts_scored"]),
     }
     (out_dir / "metrics.json").write_text(json.dumps({**run.metrics, "config": config}, indent=2), encoding="utf-8")
     run.artifact_dir = str(out_dir)

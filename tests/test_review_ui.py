@@ -735,6 +735,23 @@ def test_a_lead_combines_runs_into_an_ensemble_on_the_training_page(live_api, le
     assert at.multiselect(key="ens_runs").value == [], "the runs combined are no longer proposed"
 
 
+def test_the_ensemble_form_proposes_at_most_what_an_ensemble_takes(live_api, lead_token, engine, review_data) -> None:
+    """40 finished runs and no ensemble: the form proposed all 40 beside its limit of 32, and Streamlit's
+    exception took the rest of the Training page with it."""
+    from db.models import Dataset
+    from db.session import session_scope
+    from tests.test_trainer_api import _finished_runs
+
+    with session_scope(engine) as s:
+        add_val_texts(s, s.query(Dataset).filter_by(name="rev").one())
+    ids = _finished_runs(engine, "rev", 40, first_id=700)
+    at = signed_in(lead_token, "annotator")
+    at.switch_page("app_pages/training.py").run()
+    no_errors(at)
+    assert at.multiselect(key="ens_runs").value == ids[-32:]
+    assert any(h.value == "Compare two runs" for h in at.subheader)
+
+
 def test_training_page_compares_with_the_originals_only_run(live_api, lead_token, engine, review_data) -> None:
     from db.models import Dataset, TrainingRun
     from db.session import session_scope

@@ -326,6 +326,15 @@ def test_runs_of_other_training_sets_are_no_seeds_of_one_and_the_ensemble_says_s
     [warning] = mixed["metrics"]["warnings"]
     assert "2 different training sets" in warning and f"#{ids[0]}, #{ids[1]}; #{ids[2]}" in warning
     assert mixed["config"]["same_snapshot"] is False
+    # seeds that drew max_train_samples each trained on their own subset: their digests differ by design, and
+    # they are still seeds of one configuration (one weight), with nothing to warn of
+    with session_scope(engine) as s:
+        for k, i in enumerate(ids):
+            run = s.get_one(TrainingRun, i)
+            run.config = {**run.config, "max_train_samples": 20}
+            run.snapshot_digest = f"its own draw {k}"
+    drawn = lead.post("/api/v1/ensembles", json={"run_ids": ids}).json()
+    assert len(set(drawn["config"]["groups"].values())) == 1 and drawn["metrics"]["warnings"] == []
 
 
 def test_an_ensemble_of_a_run_whose_model_is_gone_is_refused(lead, engine) -> None:

@@ -33,6 +33,7 @@ COLUMNS = [
     "created_at",
 ]
 LIVE_SECONDS = 3
+MAX_MEMBERS, NAME_MAX = 32, 150  # an ensemble's members and name, as POST /ensembles takes them
 ACTIVE = ("queued", "running")
 
 
@@ -382,10 +383,11 @@ def scorers_caption(dataset: str) -> None:
 
 def combinable(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
     """The finished runs an ensemble may combine (transformer runs, TF-IDF members), and those proposed: the ones
-    finished since the dataset's latest ensemble (a training request's seeds and member), when two or more."""
+    started after the dataset's latest ensemble (a training request's seeds and member), when two or more, at
+    most the newest MAX_MEMBERS (the form's limit, as the API's)."""
     members = [r for r in runs if r.get("status") == "succeeded" and r.get("kind") in ("single", "tfidf")]
     latest = max((r["id"] for r in runs if r.get("kind") == "ensemble"), default=0)
-    proposed = sorted(r["id"] for r in members if r["id"] > latest)
+    proposed = sorted(r["id"] for r in members if r["id"] > latest)[-MAX_MEMBERS:]
     return members, proposed if len(proposed) >= 2 else []
 
 
@@ -427,7 +429,7 @@ def ensemble_form(dataset: str, runs: list[dict[str, Any]]) -> None:
     st.subheader("Combine runs into an ensemble")
     st.caption(
         "Seeds, encoders and TF-IDF members combine; their weights, temperatures and the decision rule are "
-        "fitted on val, so the test figures stay untouched. Proposed: the runs finished since the latest ensemble."
+        "fitted on val, so the test figures stay untouched. Proposed: the runs started after the latest ensemble."
     )
     shown = {
         r["id"]: f"#{r['id']} {r['name']} ({r['kind']}"
@@ -439,7 +441,12 @@ def ensemble_form(dataset: str, runs: list[dict[str, Any]]) -> None:
         st.session_state.pop("ens_runs")  # a run deleted meanwhile: the widget would refuse the stored choice
     with st.form("ensemble_form", border=False):
         st.multiselect(
-            "Runs", list(shown), default=proposed, format_func=lambda i: shown[i], max_selections=32, key="ens_runs"
+            "Runs",
+            list(shown),
+            default=proposed,
+            format_func=lambda i: shown[i],
+            max_selections=MAX_MEMBERS,
+            key="ens_runs",
         )
         left, middle, right = st.columns(3)
         left.checkbox("Fit weights on val", value=True, key="ens_weighted")
@@ -450,7 +457,7 @@ def ensemble_form(dataset: str, runs: list[dict[str, Any]]) -> None:
             format_func=lambda d: "prior correction for macro-F1" if d == "prior" else "none (argmax)",
             key="ens_decision",
         )
-        st.text_input("Name (optional)", max_chars=200, key="ens_name")
+        st.text_input("Name (optional)", max_chars=NAME_MAX, key="ens_name")
         st.form_submit_button("Combine", on_click=create_ensemble, args=(dataset,))
 
 
