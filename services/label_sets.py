@@ -21,8 +21,9 @@ from core.errors import ConflictError, NotFoundError, ValidationFailed
 from core.names import label_name_problem
 from core.textnorm import unstorable
 from db import training_runs as db_runs
+from db.chunks import chunked
 from db.datasets import lock_dataset
-from db.models import OPEN_JOB_STATUSES, Dataset, Job, ProtectedTerm, Sample, SampleLabel, User
+from db.models import OPEN_JOB_STATUSES, Dataset, Job, Origin, ProtectedTerm, Sample, SampleLabel, User
 from db.session import affected_rows
 from services.access import Need
 from services.datasets import dataset_named
@@ -46,7 +47,11 @@ def rename_label(session: Session, name: str, task: str, label: str, to: str, us
         raise ValidationFailed(f"unknown task {task!r} (tasks: {', '.join(dataset.task_names())})", field="task")
     labels = dataset.labels_of(task)
     if label not in labels:  # read as an import reads a label (` bar`, an NFD `café`, `1.0` for `1`)
-        label = next((x for x in labels if declared_label(x) == declared_label(label)), label)
+        read = [x for x in labels if declared_label(x) == declared_label(label)]
+        if len(read) > 1:  # a set stored before labels were read so (`1` beside `1.0`): name one as it is
+            shown = ", ".join(repr(x) for x in read)
+            raise ValidationFailed(f"{label!r} reads as each of the classes {shown}: name one as it is", field="label")
+        label = read[0] if read else label
     if label not in labels:
         raise ValidationFailed(f"task {task!r} has no class {label!r} (classes: {', '.join(labels)})", field="label")
     to = declared_label(to)
@@ -78,19 +83,31 @@ def rename_label(session: Session, name: str, task: str, label: str, to: str, us
     order = [x for x in labels if x != label] if merged else [to if x == label else x for x in labels]
     dataset.tasks = [{**t, "labels": order} if t["name"] == task else t for t in dataset.tasks]
     of_dataset = select(Sample.id).where(Sample.dataset_id == dataset.id).scalar_subquery()
-    # a card shown with the old class is stale: a vote on it (its version) is refused, not stored for `to`
-    session.execute(
-        update(Sample)
-        .where(
-            Sample.id.in_(
-                select(SampleLabel.sample_id).where(
-                    SampleLabel.task == task, SampleLabel.label == label, SampleLabel.sample_id.in_(of_dataset)
-                )
+    # A card shown with the old class is stale: a vote on it (its version) is refused, not stored for `to`. The
+    # reviewable samples only (originals have no cards), locked in id order first, as bulk decisions lock them
+    # (Postgres: one UPDATE locks in its plan's order, which could cross a bulk decision's and deadlock).
+    carded = list(
+        session.scalars(
+            select(Sample.id)
+            .where(
+                Sample.id.in_(
+                    select(SampleLabel.sample_id).where(
+                        SampleLabel.task == task, SampleLabel.label == label, SampleLabel.sample_id.in_(of_dataset)
+                    )
+                ),
+                Sample.origin != Origin.original,
             )
+            .order_by(Sample.id)
+            .with_for_update()
         )
-        .values(version=Sample.version + 1)
-        .execution_options(synchronize_session=False)
     )
+    for chunk in chunked(carded):
+        session.execute(
+            update(Sample)
+            .where(Sample.id.in_(chunk))
+            .values(version=Sample.version + 1)
+            .execution_options(synchronize_session=False)
+        )
     moved = affected_rows(
         session.execute(
             update(SampleLabel)
