@@ -260,7 +260,6 @@ def enqueue_request(
     _check_seed(request.seed)
     if (request.texts is None) == (request.sample_ids is None):
         raise ValidationFailed("give either texts or sample_ids", field="texts")
-    dataset = hold_label_sets(session, dataset)
     if request.sample_ids is not None:
         if not request.sample_ids:
             raise ValidationFailed("sample_ids is empty", field="sample_ids")
@@ -268,6 +267,7 @@ def enqueue_request(
     else:
         if not request.texts:
             raise ValidationFailed("texts is empty", field="texts")
+        dataset = hold_label_sets(session, dataset)  # the texts' labels are stored by class name
         ids = list(dict.fromkeys(submit_texts(session, dataset, request.texts, user_id)))
     total = len(ids) * request.n_per_text * len(checked["methods"])
     if total > MAX_VARIANTS_PER_JOB:
@@ -383,11 +383,15 @@ def create_and_enqueue_plan(
     session: Session, dataset: Dataset, request: PlanRequest, settings: Settings, user_id: int | None
 ) -> AugmentationPlan:
     """Store the plan; with `enqueue`, also one job per chunk of its work (the jobs' ids go into the plan)."""
+    tasks = [dict(t) for t in dataset.tasks]
+    plan, checked = build_plan(session, dataset, request, settings)  # validates the request first
     # Two plans enqueued at once take turns from here to their commits: the first one seeds the dataset's
     # protected terms and the second one finds them; the second one's seed counts the first plan. A rename of a
-    # class waits too: the plan's goals name the classes as they are when it is built.
+    # class takes turns too: the plan's goals name the classes, so a plan built before a rename committed is
+    # built again under the lock (the common case builds without holding the row).
     dataset = hold_label_sets(session, dataset)
-    plan, checked = build_plan(session, dataset, request, settings)  # validates the request first
+    if dataset.tasks != tasks:
+        plan, checked = build_plan(session, dataset, request, settings)
     if request.enqueue and (waiting := unfinished_plan_jobs(session, dataset)):
         # A plan counts the variants stored, not those its predecessor's jobs still owe: enqueued again (a
         # client retrying after a lost answer), it would generate the whole gap twice.
