@@ -53,6 +53,7 @@ from services import leak_guard
 from services.access import Need, is_admin, shown_provenance
 from services.import_reading import declared_label
 from services.protected_terms import ensure_seeded
+from services.review_stats import plan_goal
 from workers.augment.base import derive_seed
 from workers.augment.catalog import validate_request
 from workers.augment.params import FilterParams, MethodParams  # noqa: F401 - the API's request schema
@@ -530,14 +531,13 @@ def plans_with_progress(
             by_status = counts.get(task, {}).get(label, {})
             original = stats.get(task, {}).get("labels", {}).get(label, {}).get("train_original", 0)
             approved = by_status.get("approved", 0)
-            # the size the plan wants the class to reach with approved variants (plans stored before it: the
-            # target, which counts the pending variants of a class the plan did not raise as still owed)
-            goal = entry.get("goal") if "goal" in entry else entry["target"]
+            goal = plan_goal(entry)
             progress.append(
                 {
                     "task": task,
                     "label": label,
-                    "target": goal,
+                    "target": entry["target"],  # what it generated toward (pending variants counted)
+                    "goal": goal,  # what it wants the class to reach with approved ones (None: not raised)
                     "original": original,
                     "approved": approved,
                     "pending": by_status.get("pending", 0),

@@ -152,6 +152,15 @@ def latest_plan(session: Session, dataset: Dataset) -> AugmentationPlan | None:
     )
 
 
+def plan_goal(entry: dict[str, Any]) -> int | None:
+    """A plan's class entry's goal: the size it wants the class to reach with approved variants; None for a task
+    it does not balance. Plans stored before the goal: their target, unless the class's task was not balanced
+    (their target then was its size at the time, pending variants counted, owed by no one)."""
+    if "goal" in entry:
+        return _int(entry["goal"])
+    return None if entry.get("balanced") is False else _int(entry.get("target"))
+
+
 def plan_targets(plan: dict[str, Any] | None) -> dict[tuple[str, str], dict[str, int | None]]:
     """Per task × class goals of an augmentation plan, read defensively (workers/augment/planner.py owns it).
 
@@ -175,7 +184,7 @@ def plan_targets(plan: dict[str, Any] | None) -> dict[tuple[str, str], dict[str,
         if isinstance(item, dict) and _int(item.get("target")) is not None:
             out[(str(item.get("task")), str(item.get("label")))] = {
                 "target": _int(item["target"]),
-                "goal": _int(item["goal"]) if "goal" in item else _int(item["target"]),
+                "goal": plan_goal(item),
                 "needed": _int(item.get("deficit")),
                 "planned": _int(item.get("planned")),
             }
@@ -233,7 +242,8 @@ def review_progress(session: Session, dataset: Dataset) -> dict[str, Any]:
             entry["reviewed"] = entry["approved"] + entry["rejected"]
             entry["train_originals"] = train.get((task, label), 0)
             goal = targets.get((task, label), {})
-            entry["target"] = goal.get("goal")  # the class size the plan wants (None: a class it does not raise)
+            entry["target"] = goal.get("target")  # the class size the plan generated toward
+            entry["goal"] = goal.get("goal")  # the size it wants with approved variants (None: a class not raised)
             entry["needed"] = goal.get("needed")  # variants the plan found missing: approved counts against it
             entry["planned"] = goal.get("planned")
     by_method: dict[str, dict[str, int]] = defaultdict(lambda: {"pending": 0, "approved": 0, "rejected": 0})

@@ -586,8 +586,9 @@ def test_a_class_the_plan_does_not_raise_owes_nothing_whatever_waits_for_review(
         for c in lead.get(f"/api/v1/datasets/{mini_dataset}/augmentation-plans").json()[0]["progress"]
     }
     assert progress["message", largest]["pending"] == 30 and progress["message", largest]["remaining"] == 0
-    for label in bias:  # a task the plan does not balance: no target at all
-        assert progress["bias", label]["target"] is None and progress["bias", label]["remaining"] == 0
+    for label in bias:  # a task the plan does not balance: no goal at all (its target: its size then)
+        assert progress["bias", label]["goal"] is None and progress["bias", label]["remaining"] == 0
+        assert progress["bias", label]["target"] >= 30
     raised = [c for c in r.json()["plan"]["classes"] if c["deficit"]]
     assert raised and all(progress[c["task"], c["label"]]["remaining"] > 0 for c in raised)
     with session_scope(engine) as s:
@@ -596,7 +597,20 @@ def test_a_class_the_plan_does_not_raise_owes_nothing_whatever_waits_for_review(
         shown = review_progress(s, ds)["classes"]
     assert needs["message", largest] == 0 and all(needs["bias", label] == 0 for label in bias)
     assert all(needs[c["task"], c["label"]] > 0 for c in raised)
-    assert shown["bias"][next(iter(bias))]["target"] is None
+    assert shown["bias"][next(iter(bias))]["goal"] is None
+    # a plan stored before goals were: a task it did not balance owes nothing either (its entries say so)
+    from db.models import AugmentationPlan
+
+    with session_scope(engine) as s:
+        row = s.get_one(AugmentationPlan, r.json()["id"])
+        row.plan = {**row.plan, "classes": [{k: v for k, v in c.items() if k != "goal"} for c in row.plan["classes"]]}
+    old = {
+        (c["task"], c["label"]): c
+        for c in lead.get(f"/api/v1/datasets/{mini_dataset}/augmentation-plans").json()[0]["progress"]
+    }
+    assert all(old["bias", label]["goal"] is None and old["bias", label]["remaining"] == 0 for label in bias)
+    with session_scope(engine) as s:
+        assert all(class_needs_now(s, get_dataset(s, mini_dataset))["bias", label] == 0 for label in bias)
 
 
 def test_a_second_plan_tops_up_with_fresh_variants_instead_of_redrawing_the_first(lead, engine, mini_dataset) -> None:

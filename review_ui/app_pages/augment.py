@@ -148,7 +148,7 @@ def show_plans(name: str) -> None:
         ):
             if not progress.empty:
                 st.dataframe(
-                    progress[["task", "label", "target", "with_approved", "pending", "rejected", "remaining"]],
+                    progress[["task", "label", "goal", "with_approved", "pending", "rejected", "remaining"]],
                     hide_index=True,
                     width="stretch",
                 )
