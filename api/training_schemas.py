@@ -132,7 +132,8 @@ class TrainingEstimate(BaseModel):
         "(with variant_sampling one_per_source, one text of each original's family)"
     )
     train_texts: int = Field(
-        description="Every text the run would train on (a run's train_samples); an epoch shows train_examples of them"
+        description="Every text the run would train on, at most (its train_samples may be fewer: texts close to "
+        "a val/test text are left out when it starts); an epoch shows train_examples of them"
     )
     eval_examples: int = Field(description="Val and test originals, evaluated each epoch and at the end")
     pending_to_score: int = Field(description="Pending variants the finished run scores for the review queue")

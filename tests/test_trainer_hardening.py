@@ -128,7 +128,15 @@ def test_the_trainer_refuses_a_task_no_val_example_labels(tiny_encoder: str) -> 
     no_size = dataclasses.replace(
         data, val=[Example(e.text, {"color": e.labels["color"]}, e.sample_id) for e in data.val]
     )
-    for broken, named in ((no_size, "['size']"), (dataclasses.replace(data, val=[]), "['color', 'size']")):
+    unknown_size = dataclasses.replace(  # labels the task does not have: ignored by the trainer, so none
+        data, val=[Example(e.text, {**e.labels, "size": "gigantic"}, e.sample_id) for e in data.val]
+    )
+    cases = (
+        (no_size, "['size']"),
+        (unknown_size, "['size']"),
+        (dataclasses.replace(data, val=[]), "['color', 'size']"),
+    )
+    for broken, named in cases:
         with pytest.raises(TrainerError, match=re.escape(f"no labelled validation example for task(s) {named}")) as err:
             train_model(fast_config(tiny_encoder, epochs=1), broken)
         assert err.value.field == "data.val"
@@ -453,3 +461,38 @@ def test_a_prediction_from_a_loaded_model_does_not_wait_for_other_models_loading
         release.set()
         for t in loading:
             t.join(10)
+
+
+def test_the_test_labels_choose_nothing(tiny_encoder: str) -> None:
+    """What a run chooses (the epoch kept, the decision rule, TF-IDF's C) and what it predicts on test must not
+    depend on the test labels: with them shuffled, every choice and every test probability is the same; only the
+    test scores move. The README's quality study says so; this holds it."""
+    from trainer.classical import ClassicalConfig, train_classical
+
+    data = synthetic_split(n_train=36, n_val=12, n_test=24)
+    rng = np.random.default_rng(5)
+    shuffled = [dict(e.labels) for e in data.test]
+    for task in ("color", "size"):
+        values = [labels[task] for labels in shuffled]
+        for labels, value in zip(shuffled, rng.permutation(values), strict=True):
+            labels[task] = str(value)
+    other = dataclasses.replace(
+        data, test=[dataclasses.replace(e, labels=labels) for e, labels in zip(data.test, shuffled, strict=True)]
+    )
+    runs = [train_model(fast_config(tiny_encoder, epochs=3, decision="prior"), d) for d in (data, other)]
+    assert runs[0].metrics["best_epoch"] == runs[1].metrics["best_epoch"]
+    assert runs[0].metrics["decision"] == runs[1].metrics["decision"]
+    assert runs[0].metrics["val"] == runs[1].metrics["val"]
+    assert runs[0].metrics["test"] != runs[1].metrics["test"]  # the shuffle moved what test scores
+    for task in ("color", "size"):
+        assert (
+            runs[0].predictions["test"]["tasks"][task]["probs"] == runs[1].predictions["test"]["tasks"][task]["probs"]
+        )
+    members = [train_classical(ClassicalConfig(), d, n_jobs=1) for d in (data, other)]
+    assert members[0].chosen_c == members[1].chosen_c
+    assert members[0].metrics["decision"] == members[1].metrics["decision"]
+    for task in ("color", "size"):
+        assert (
+            members[0].predictions["test"]["tasks"][task]["probs"]
+            == members[1].predictions["test"]["tasks"][task]["probs"]
+        )

@@ -56,7 +56,7 @@ def require_val_labels(data: SplitData) -> None:
     read val, and without it the run trained on blind (a val macro-F1 of 0.0 at every epoch, the task still
     counted in the test figure). The app refuses such a request before (services.training); this is the
     trainer's own guard, for its callers as a library."""
-    unlabelled = [t.name for t in data.tasks if not any(e.labels.get(t.name) is not None for e in data.val)]
+    unlabelled = [t.name for t in data.tasks if not any(e.labels.get(t.name) in set(t.labels) for e in data.val)]
     if unlabelled:
         raise TrainerError(
             f"no labelled validation example for task(s) {unlabelled}: the trainer chooses on val (early "
