@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from core.inputs import InputModel
 from core.textnorm import unstorable
-from services import jobs as job_service
 
 
 def _unstorable_at(value: Any, path: str = "") -> tuple[str, str] | None:
@@ -181,13 +180,11 @@ class JobRead(BaseModel):
         default=None, description="While running: until when its worker holds it (renewed at each heartbeat)"
     )
 
-    @computed_field(  # type: ignore[prop-decorator]
-        description="Running, but its worker stopped renewing the lease (killed, its machine gone): re-queued, or "
-        "ended on its last attempt, when a worker or the CLI next looks for work"
+    worker_silent: bool = Field(
+        default=False,
+        description="Running, but its worker stopped renewing the lease (killed, its machine gone), by the "
+        "database's clock: re-queued, or ended on its last attempt, when a worker or the CLI next looks for work",
     )
-    @property
-    def worker_silent(self) -> bool:
-        return job_service.worker_silent(self.status, self.lease_until)
 
 
 class JobList(BaseModel):

@@ -20,7 +20,7 @@ from core.errors import ConflictError, NotFoundError
 from core.settings import Settings
 from db import queue
 from db import training_runs as db_runs
-from db.models import Dataset, Job, JobStatus, TrainingRun, User, utcnow
+from db.models import Dataset, Job, JobStatus, TrainingRun, User
 from db.session import delete_when_committed
 from services.access import Need, check_dataset_id, visible_project_ids
 from services.datasets import dataset_named, upload_of
@@ -85,18 +85,23 @@ JOB_KINDS = ("augment", "export", "import", "label_scores", "lr_select", "pseudo
 LISTED_ENTRIES = 100  # of each list in a listed job's params
 
 
-def worker_silent(status: str, lease_until: datetime | None, now: datetime | None = None) -> bool:
+def worker_silent(status: str, lease_until: datetime | None, now: datetime) -> bool:
     """A running job whose worker stopped renewing its lease (killed, its machine gone): it is re-queued, or ends
     on its last attempt, only when a worker (or the CLI) next looks for work, so until then it reads "running"
-    though nothing runs it. Reads say so rather than write (a GET ends no job)."""
-    return status == JobStatus.running and lease_until is not None and lease_until < (now or utcnow())
+    though nothing runs it. Reads say so rather than write (a GET ends no job). `now`: the database's clock, the
+    one leases are read from (db.queue.db_now)."""
+    return status == JobStatus.running and lease_until is not None and lease_until < now
 
 
-def listed(job: Job) -> dict[str, Any]:
-    """A job as a listing shows it: each list in its params cut to its first LISTED_ENTRIES entries, with
-    `<key>_count` saying how many it holds (an augment job names up to 50,000 sources: a page of 500 such jobs
-    would be millions of objects); `GET /jobs/{id}` shows them whole. The row itself is not changed."""
+def job_view(job: Job, now: datetime, *, listing: bool = False) -> dict[str, Any]:
+    """A job as the API shows it, with `worker_silent` read against `now` (the database's clock). In a listing
+    each list in its params is cut to its first LISTED_ENTRIES entries, with `<key>_count` saying how many it
+    holds (an augment job names up to 50,000 sources: a page of 500 such jobs would be millions of objects);
+    `GET /jobs/{id}` shows them whole. The row itself is not changed."""
     out = {attr.key: getattr(job, attr.key) for attr in sa_inspect(Job).column_attrs}
+    out["worker_silent"] = worker_silent(job.status, job.lease_until, now)
+    if not listing:
+        return out
     params = dict(job.params or {})
     for key, value in job.params.items() if job.params else ():
         if isinstance(value, list) and len(value) > LISTED_ENTRIES:
@@ -133,8 +138,9 @@ def list_jobs(
         # A missing dataset and another project's answer alike, naming the field that held the name.
         query = query.where(Job.dataset_id == dataset_named(session, dataset, user, field="dataset").id)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    items = [listed(job) for job in session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset))]
-    return items, total
+    now = queue.db_now(session)
+    jobs = session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset))
+    return [job_view(job, now, listing=True) for job in jobs], total
 
 
 def get_job(session: Session, job_id: int, user: User | None, need: Need = Need.member) -> Job:
@@ -145,6 +151,11 @@ def get_job(session: Session, job_id: int, user: User | None, need: Need = Need.
         raise NotFoundError(missing, field="job_id")
     check_dataset_id(session, job.dataset_id, user, need, missing=missing, field="job_id")
     return job
+
+
+def job_details(session: Session, job_id: int, user: User | None) -> dict[str, Any]:
+    """GET /jobs/{id}: the job whole, if the user may see it."""
+    return job_view(get_job(session, job_id, user), queue.db_now(session))
 
 
 def cancel_job(session: Session, job_id: int, user: User | None) -> Job:

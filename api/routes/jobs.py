@@ -33,9 +33,9 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobRead)
-def get_job(job_id: ResourceId, session: SessionDep, user: CurrentUser) -> Job:
+def get_job(job_id: ResourceId, session: SessionDep, user: CurrentUser) -> dict:
     """A job's status, progress (done/total and per-kind counters), result or error."""
-    return job_service.get_job(session, job_id, user)
+    return job_service.job_details(session, job_id, user)
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead)
