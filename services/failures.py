@@ -130,9 +130,12 @@ def database_outage(err: BaseException) -> bool:
 
 
 def failure_text(err: BaseException) -> str:
-    """A failure as a job's or a run's error shows it to the project's members."""
+    """A failure as a job's or a run's error shows it to the project's members: storable in any database and
+    answerable as JSON (a NUL or a lone surrogate quoted from a file made the failure itself fail to be stored,
+    and the worker process with it)."""
     found = database_error_in(err)
     if found is None:
-        return without_server_paths(f"{type(err).__name__}: {err}")
+        said = without_server_paths(f"{type(err).__name__}: {err}")
+        return said.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
     trouble = database_trouble(found) if _from_driver(found) else "failed"
     return f"{type(err).__name__}: {_SAID[trouble]} (the log of the process that ran it has the driver's message)"

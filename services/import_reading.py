@@ -292,6 +292,10 @@ def _jsonl_records(stream: BinaryIO) -> Iterator[Record]:
             raise ImportRejected(n, f"invalid JSON: a number of more than {limit} digits") from None
         if not isinstance(obj, dict):
             raise ImportRejected(n, f"each line must be a JSON object{_ARRAY_HINT if isinstance(obj, list) else ''}")
+        # a key is a column name: messages and warnings quote it, and a lone surrogate (the escape \ud800) has no
+        # UTF-8 form, so the answer naming it was a 500 and a job's stored result broke every job list
+        if (key := next((k for k in obj if unstorable(k)), None)) is not None:
+            raise ImportRejected(n, f"the key {key!a} {unstorable(key)}: a column name must be plain text")
         yield n, obj
 
 

@@ -501,3 +501,25 @@ def test_an_export_leaves_the_sqlite_write_lock_free(engine, settings, tmp_path,
     monkeypatch.setattr(exporting, "view_rows", rows_then_write)
     result = exporting.export_to_file(engine, "x", "csv", "original", job_id=1)
     assert result["rows"] == 3_000 and len(waits) == 1 and waits[0] < 0.5
+
+
+def test_a_jsonl_key_no_database_stores_is_refused_and_every_job_stays_readable(admin, engine) -> None:
+    """A key written `"\\ud800"` (a lone surrogate) reached messages and a job's stored result unescaped: the
+    import answered 500, the job's result broke GET /jobs for everyone, and a failure quoting it could not be
+    stored, which took the worker process down. Refused, naming its line, at the door and in a job."""
+    from core.errors import ValidationFailed
+    from services.failures import failure_text
+    from workers.main import Worker
+
+    body = b'{"text": "x", "bias": "a", "\\ud800": "train"}\n{"text": "y", "bias": "b", "\\ud800": "test"}\n'
+    r = admin.post("/api/v1/datasets/s1/import", files={"file": ("a.jsonl", body)}, data={"task": "bias"})
+    assert r.status_code == 422 and "line 1: the key '\\ud800' holds a lone surrogate" in r.json()["detail"], r.text
+    job = admin.post("/api/v1/datasets/s1/imports", files={"file": ("a.jsonl", body)}, data={"task": "bias"}).json()
+    stats = Worker(engine, kinds=["import"], poll_seconds=0.05, lease_seconds=30).run(burst=True)
+    assert stats.failed == 1
+    failed = admin.get(f"/api/v1/jobs/{job['id']}").json()
+    assert failed["status"] == "failed" and "line 1: the key" in failed["last_error"]
+    assert admin.get("/api/v1/jobs").status_code == 200
+    # whatever a failure quotes, its text is stored and answered as JSON
+    said = failure_text(ValidationFailed("bad \ud800 and \x00 here"))
+    assert said.encode("utf-8") and "\x00" not in said and "\\ud800" in said
