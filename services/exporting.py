@@ -118,11 +118,18 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _SIGNED_NUMBER = re.compile(r"[+-](?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # ASCII digits only
 
 
+def _formula_like(value: str) -> bool:
+    """Whether a spreadsheet would read `value` as a formula, or a re-import would read it as a guarded one (a
+    text that itself begins with ' before a formula's start, "'@user is wrong": it lost its ' on the way back)."""
+    bare = value.lstrip("'")
+    return bare.startswith(FORMULA_STARTS) and not _SIGNED_NUMBER.fullmatch(bare)
+
+
 def spreadsheet_safe(value: Any, count: ExportCount | None = None) -> Any:
-    """A CSV cell a spreadsheet shows as text: strings that begin like a formula get a leading ' (counted in
-    `count.guarded_cells`). Numbers stay numbers (a negative similarity, a label "-1": no formula). JSONL exports
-    are left exact."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _SIGNED_NUMBER.fullmatch(value):
+    """A CSV cell a spreadsheet shows as text: strings that begin like a formula (or like a guarded one) get a
+    leading ' (counted in `count.guarded_cells`), which spreadsheet_value takes off again. Numbers stay numbers
+    (a negative similarity, a label "-1": no formula). JSONL exports are left exact."""
+    if isinstance(value, str) and _formula_like(value):
         if count is not None:
             count.guarded_cells += 1
         return "'" + value

@@ -67,6 +67,10 @@ DEFAULT_ID_COL = "id"
 # original), with `origin` one of augloop's: its `id` is the exporting server's sample id, the file's own is
 # `external_id`, and `origin` says which rows were originals there.
 EXPORT_SIGNATURE = frozenset({"id", "text", "split", "origin"})
+# A CSV or Parquet export has every column on every row: one without `external_id` is a user's own file with an
+# `origin` column (its ids were dropped for an `external_id` it does not have); a JSONL export's rows may have
+# lost their null keys to a tool (jq, pandas), so there the four columns above decide.
+DENSE_EXPORT_SIGNATURE = EXPORT_SIGNATURE | {"external_id"}
 EXPORT_ORIGINS = frozenset(origin.value for origin in Origin)
 
 
@@ -207,6 +211,8 @@ def _csv_records(stream: BinaryIO) -> Iterator[Record]:
     except csv.Error as err:
         raise ImportRejected(reader.line_num or 1, f"malformed CSV header: {err}") from None
     header = [h.strip() for h in header]
+    if set(header) >= DENSE_EXPORT_SIGNATURE:  # a CSV export guards its header too (a task named "@stance")
+        header = [spreadsheet_value(h) for h in header]
     if len(set(header)) != len(header):
         raise ImportRejected(1, f"duplicate column names in the header: {header}")
     while True:
@@ -455,7 +461,8 @@ class RowValidator:
         if not self.use_split:
             used = {spec.text_col, *spec.tasks, self.id_col}
             self.split_like = [col for col in record if col not in used]
-        if columns >= EXPORT_SIGNATURE and str(record.get("origin") or "").strip() in EXPORT_ORIGINS:
+        signature = EXPORT_SIGNATURE if self.sparse else DENSE_EXPORT_SIGNATURE
+        if columns >= signature and str(record.get("origin") or "").strip() in EXPORT_ORIGINS:
             # Re-imported (another server, a new dataset), an export's `id` would become the rows' external ids
             # in place of their own; and its variants, submitted texts and pseudo-labels (whatever their review:
             # an export may hold rejected ones) would become originals, which train as they are.

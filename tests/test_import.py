@@ -909,3 +909,43 @@ def test_a_split_column_under_another_name_is_pointed_out_when_augloop_draws_the
         for w in run_import(engine, ("text,sentiment,fold,note\n" + mixed).encode(), dataset="m").warnings
         if "names a split" in w
     ]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_an_export_round_trips_texts_labels_and_tasks_that_begin_like_a_guarded_cell(engine, tmp_path, fmt):
+    """The CSV export's formula guard was not reversible: a text that itself began with ' before =, +, -, @ (a
+    quoted tweet, "'@user is wrong'") came back without its ', and re-imported into its own dataset as a new
+    original; a task named "@stance" was guarded in the header, and the re-import could not find it."""
+    from db.datasets import get_dataset
+    from services.exporting import write_export
+
+    data = "text,@stance,split\n'@realDonaldTrump is wrong',a,train\n'=x,'@x,val\n''+y z,b,test\nplain,b,train\n"
+    run_import(engine, data.encode(), tasks=["@stance"])
+    path = tmp_path / f"export.{fmt}"
+    with session_scope(engine) as s:
+        write_export(s, get_dataset(s, "d"), {"original"}, fmt, path)
+
+    def rows(name: str) -> list[tuple[str, str, str]]:
+        with session_scope(engine) as s:
+            found = s.execute(
+                select(Sample.text, SampleLabel.label, Sample.split)
+                .join(SampleLabel)
+                .where(Sample.dataset_id == get_dataset(s, name).id)
+            )
+            return sorted(found.tuples().all())
+
+    again = run_import(engine, path.read_bytes(), filename=path.name, dataset="again", tasks=["@stance"])
+    assert again.imported == 4 and rows("again") == rows("d")
+    assert ("'@realDonaldTrump is wrong'", "a", "train") in rows("d")
+    assert run_import(engine, path.read_bytes(), filename=path.name, tasks=["@stance"]).imported == 0
+
+
+def test_a_users_own_csv_with_an_origin_column_keeps_its_ids(engine):
+    """`id,text,…,split,origin` was taken for an augloop export: every id was dropped (read from an
+    `external_id` the file does not have) and its rows of another origin skipped. A CSV export always has
+    `external_id`."""
+    data = b"id,text,sentiment,split,origin\nu1,hello there,positive,train,original\nu3,world,negative,val,augmented\n"
+    result = run_import(engine, data)
+    assert result.imported == 2 and not any("augloop export" in w for w in result.warnings)
+    with session_scope(engine) as s:
+        assert sorted(s.scalars(select(Sample.external_id))) == ["u1", "u3"]
