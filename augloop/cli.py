@@ -282,14 +282,14 @@ def export(
     """Write the training view (originals + approved variants) with provenance columns."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from db.session import readonly_engine, session_scope
+    from db.session import session_scope, snapshot_engine
     from services.datasets import export_to, export_to_text
     from services.exporting import check_format, format_for
 
     if str(output) == "-":  # standard output, for a pipe: the rows there, what was left out on stderr
         format = format or "csv"
         check_format(format)
-        with session_scope(readonly_engine(engine())) as session:
+        with session_scope(snapshot_engine(engine())) as session:  # one snapshot, on Postgres too
             count = export_to_text(session, dataset, format, include, sys.stdout)
         err_console.print(f"wrote {count.rows} rows to standard output", highlight=False)
         _export_notes(count, "x.jsonl")
@@ -301,7 +301,7 @@ def export(
     # Read-only: on SQLite a write transaction would hold the database's one write lock for the whole export.
     with (
         Progress(*columns, console=err_console, transient=True) as bar,
-        session_scope(readonly_engine(engine())) as session,
+        session_scope(snapshot_engine(engine())) as session,  # one snapshot, on Postgres too
     ):
         rows_task = bar.add_task("rows", total=None)
         count = export_to(

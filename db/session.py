@@ -223,6 +223,15 @@ def readonly_engine(engine: Engine) -> Engine:
     return engine.execution_options(readonly=True)
 
 
+def snapshot_engine(engine: Engine) -> Engine:
+    """readonly_engine whose transactions read one snapshot throughout: REPEATABLE READ on Postgres, where READ
+    COMMITTED let an export paged by id write half a dataset's rows before a class rename committed and half
+    after (two classes in one file). SQLite's read transaction is one snapshot already."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(readonly=True, isolation_level="REPEATABLE READ")
+    return readonly_engine(engine)
+
+
 def insert_for(session: Session) -> Any:
     """The dialect's INSERT construct (Postgres' or SQLite's), which takes ON CONFLICT DO NOTHING."""
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert

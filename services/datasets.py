@@ -33,7 +33,13 @@ from db.datasets import (
     parse_include,
 )
 from db.models import OPEN_JOB_STATUSES, Dataset, Job, TrainingRun, User
-from db.session import delete_when_committed, discard_unless_committed, readonly_engine, session_scope
+from db.session import (
+    delete_when_committed,
+    discard_unless_committed,
+    readonly_engine,
+    session_scope,
+    snapshot_engine,
+)
 from services.access import Need, check_dataset, visible_project_ids
 from services.compute_bounds import check_other_capacity
 from services.exporting import (
@@ -274,7 +280,7 @@ def export_stream(session: Session, engine: Engine, name: str, fmt: str, include
     dataset_id = dataset.id
 
     def chunks() -> Iterator[str]:
-        with session_scope(readonly_engine(engine)) as reading:
+        with session_scope(snapshot_engine(engine)) as reading:
             current = reading.get(Dataset, dataset_id)
             if current is not None:  # deleted meanwhile: an empty body rather than a broken stream
                 yield from iter_export(reading, current, chosen, fmt)

@@ -366,14 +366,14 @@ def export_to_file(
     worker that lost its lease, a job cancelled or deleted with its dataset, publishes nothing and leaves nothing.
     """
     from db.datasets import get_dataset, parse_include
-    from db.session import discard_unless_committed, readonly_engine, session_scope
+    from db.session import discard_unless_committed, session_scope, snapshot_engine
 
     chosen = parse_include(include)
     path = exports_folder() / f"job{job_id}.{fmt}"
     tmp = part_path(path)
     try:
         # Read-only: on SQLite a write transaction would hold the database's one write lock for the whole export.
-        with session_scope(readonly_engine(engine)) as session:
+        with session_scope(snapshot_engine(engine)) as session:  # one snapshot, on Postgres too
             dataset = get_dataset(session, dataset_name)
             dataset_id = dataset.id
             count = _write_part(session, dataset, chosen, fmt, tmp, progress)

@@ -376,3 +376,28 @@ def test_a_rename_and_the_writers_that_read_the_label_sets_take_turns_on_postgre
         goals = {c["label"] for c in s.get_one(AugmentationPlan, row_or_error).plan["classes"] if c["task"] == "bias"}
         assert goals <= set(s.scalar(select(Dataset)).labels_of("bias")) and "objective" not in goals
     _stored_within_label_sets(engine)
+
+
+@pytest.mark.postgres
+def test_an_export_is_one_snapshot_on_postgres_whatever_commits_meanwhile(pg_settings) -> None:
+    """An export reads its rows 2,000 at a time by id, checked 10,000 at a time (leak_guard.CHECK_BATCH): at READ
+    COMMITTED, a rename committed between two pages
+    wrote the rows before it under the old class and the rows after under the new one (two classes in one
+    file). Exports read one snapshot (REPEATABLE READ)."""
+    from db.datasets import get_dataset, parse_include
+    from db.session import get_engine, snapshot_engine
+    from services.exporting import iter_export
+    from services.label_sets import rename_label
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    rows = "".join(f"text number {i} w{i * 7},{'PARTISAN' if i % 2 else 'neutral'},attack\n" for i in range(24_000))
+    with session_scope(engine) as s:
+        import_file(s, ("text,bias,message\n" + rows).encode(), ImportSpec(dataset="e", tasks=["bias", "message"]))
+    with session_scope(snapshot_engine(engine)) as reading:
+        chunks = iter_export(reading, get_dataset(reading, "e"), parse_include("original"), "csv")
+        out = [next(chunks)]
+        with session_scope(engine) as writing:
+            rename_label(writing, "e", "bias", "PARTISAN", "partisan", None)
+        out.extend(chunks)
+    text = "".join(out)
+    assert text.count(",PARTISAN,") == 12_000 and ",partisan," not in text
