@@ -213,7 +213,8 @@ def _csv_records(stream: BinaryIO) -> Iterator[Record]:
     header = [h.strip() for h in header]
     if set(header) >= DENSE_EXPORT_SIGNATURE:  # a CSV export guards its header too (a task named "@stance")
         header = [spreadsheet_value(h) for h in header]
-    if len(set(header)) != len(header):
+    named = [i for i, name in enumerate(header) if name]  # Excel pads a sheet with unnamed, empty columns
+    if len({header[i] for i in named}) != len(named):
         raise ImportRejected(1, f"duplicate column names in the header: {header}")
     while True:
         start = reader.line_num + 1
@@ -223,11 +224,11 @@ def _csv_records(stream: BinaryIO) -> Iterator[Record]:
             return
         except csv.Error as err:
             raise ImportRejected(start, f"malformed CSV: {err}") from None
-        if not values or values == [""]:
+        if not any(value.strip() for value in values):  # a blank line, or a row of delimiters only (Excel's)
             continue
         if len(values) != len(header):
             raise ImportRejected(start, f"expected {len(header)} fields, found {len(values)}")
-        yield start, dict(zip(header, values, strict=True))
+        yield start, {header[i]: values[i] for i in named}
 
 
 class _DuplicateKey(ValueError):

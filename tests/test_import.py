@@ -949,3 +949,13 @@ def test_a_users_own_csv_with_an_origin_column_keeps_its_ids(engine):
     assert result.imported == 2 and not any("augloop export" in w for w in result.warnings)
     with session_scope(engine) as s:
         assert sorted(s.scalars(select(Sample.external_id))) == ["u1", "u3"]
+
+
+def test_excels_padding_imports_unnamed_empty_columns_and_rows_of_delimiters_are_left_out(engine):
+    """A sheet saved as CSV by Excel pads its rows: `text,sentiment,split,,` was refused as "duplicate column
+    names ['', '']", and a row of delimiters only (`,,,,`) as "missing text"."""
+    data = b"text,sentiment,split,,\r\nI love it,positive,train,,\r\n,,,,\r\n , , , ,\r\nmeh,neutral,test,,\r\n"
+    result = run_import(engine, data)
+    assert result.imported == 2 and result.split_counts == {"train": 1, "test": 1}
+    with pytest.raises(ValidationFailed, match="duplicate column names"):
+        run_import(engine, b"text,sentiment,sentiment\na,positive,negative\n", dataset="twice")
