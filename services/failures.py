@@ -9,6 +9,7 @@ driver's words for the operator, and `augloop train` prints them. The API's answ
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
@@ -139,3 +140,11 @@ def failure_text(err: BaseException) -> str:
         return said.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
     trouble = database_trouble(found) if _from_driver(found) else "failed"
     return f"{type(err).__name__}: {_SAID[trouble]} (the log of the process that ran it has the driver's message)"
+
+
+def worker_silent(status: str, lease_until: datetime | None, now: datetime) -> bool:
+    """A running job whose worker stopped renewing its lease (killed, its machine gone): it is re-queued, or ends
+    on its last attempt, only when a worker (or the CLI) next looks for work, so until then it reads "running"
+    though nothing runs it. Reads say so rather than write (a GET ends no job). `now`: the database's clock, the
+    one leases are read from (db.queue.db_now)."""
+    return status == "running" and lease_until is not None and lease_until < now

@@ -25,6 +25,7 @@ from db.session import delete_when_committed
 from services.access import Need, check_dataset_id, visible_project_ids
 from services.datasets import dataset_named, upload_of
 from services.exporting import export_job_files, export_job_parts
+from services.failures import worker_silent
 from services.listing import listed_values
 from services.training import attempt_leftovers, runs_root
 
@@ -83,14 +84,6 @@ JOB_KINDS = ("augment", "export", "import", "label_scores", "lr_select", "pseudo
 
 
 LISTED_ENTRIES = 100  # of each list in a listed job's params
-
-
-def worker_silent(status: str, lease_until: datetime | None, now: datetime) -> bool:
-    """A running job whose worker stopped renewing its lease (killed, its machine gone): it is re-queued, or ends
-    on its last attempt, only when a worker (or the CLI) next looks for work, so until then it reads "running"
-    though nothing runs it. Reads say so rather than write (a GET ends no job). `now`: the database's clock, the
-    one leases are read from (db.queue.db_now)."""
-    return status == JobStatus.running and lease_until is not None and lease_until < now
 
 
 def job_view(job: Job, now: datetime, *, listing: bool = False) -> dict[str, Any]:

@@ -5,6 +5,7 @@ run is services.run_execution, LR selection services.lr_selection; serving a mod
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from db.datasets import view_label_counts
 from db.models import Dataset, Job, JobStatus, TrainingRun, User
 from services.access import Need, is_admin, shown_path, shown_provenance, visible_project_ids, visible_run
 from services.compute_bounds import check_capacity, check_config
+from services.failures import worker_silent
 from services.listing import listed_values
 from services.run_snapshots import snapshot_json, snapshot_size
 from trainer.classical import ClassicalConfig
@@ -296,7 +298,9 @@ def enqueue_train_jobs(
     return jobs
 
 
-def run_summary(run: TrainingRun, dataset_name: str, job: Job | None, user: User | None) -> dict[str, Any]:
+def run_summary(
+    run: TrainingRun, dataset_name: str, job: Job | None, user: User | None, now: datetime | None = None
+) -> dict[str, Any]:
     """A run's headline: status, scores, live progress of its job. Its encoder as `user` may see it: a lead may
     name a model directory of the server's, which the project's members see by its last part, as a variant's
     model (access.shown_provenance); a hub id reads as it is."""
@@ -325,6 +329,9 @@ def run_summary(run: TrainingRun, dataset_name: str, job: Job | None, user: User
                 "done": job.progress_done,
                 "total": job.progress_total,
                 **(job.progress_info or {}),
+                # its worker stopped answering (by the database's clock `now`): nothing trains it until a worker
+                # looks for work (services.failures.worker_silent)
+                "worker_silent": now is not None and worker_silent(job.status, job.lease_until, now),
             }
             if job is not None
             else None
@@ -342,13 +349,15 @@ def _selection_summary(selection: dict[str, Any] | None) -> dict[str, Any] | Non
     return {k: selection.get(k) for k in keep if k in selection}
 
 
-def run_details(run: TrainingRun, dataset_name: str, job: Job | None, user: User | None) -> dict[str, Any]:
+def run_details(
+    run: TrainingRun, dataset_name: str, job: Job | None, user: User | None, now: datetime | None = None
+) -> dict[str, Any]:
     """A run in full: config, curve, metrics per task and class (with the plan and the decision rule), how
     its learning rate was chosen (every trial), artifact location (for `user`: access.shown_path), the config's
     model directories as run_summary shows the encoder."""
     config = run.config or {}
     return {
-        **run_summary(run, dataset_name, job, user),
+        **run_summary(run, dataset_name, job, user, now),
         "lr_selection_detail": run.lr_selection,
         "config": config if is_admin(user) else shown_provenance(config),
         "curve": run.curve or [],
@@ -386,13 +395,15 @@ def list_training_runs(
     runs = db_runs.list_runs(session, ds, kind, statuses, limit, offset, visible_project_ids(session, user))
     names = dict(session.execute(select(Dataset.id, Dataset.name)).tuples().all())
     jobs = _jobs_of(session, runs)
-    return [run_summary(r, names.get(r.dataset_id, ""), jobs.get(r.job_id or -1), user) for r in runs]
+    now = queue.db_now(session)
+    return [run_summary(r, names.get(r.dataset_id, ""), jobs.get(r.job_id or -1), user, now) for r in runs]
 
 
 def training_run(session: Session, run_id: int, user: User | None) -> dict[str, Any]:
     run = visible_run(session, run_id, user)
     dataset = session.get_one(Dataset, run.dataset_id)
-    return run_details(run, dataset.name, session.get(Job, run.job_id) if run.job_id else None, user)
+    job = session.get(Job, run.job_id) if run.job_id else None
+    return run_details(run, dataset.name, job, user, queue.db_now(session))
 
 
 def run_snapshot(session: Session, run_id: int, user: User | None) -> Iterator[str]:

@@ -700,6 +700,10 @@ def test_training_page_lets_a_lead_leave_out_a_task_that_cannot_train(
         assert run.config["tasks"] == ["bias"] and run.config["epochs"] == 20
 
 
+def runs_box(at: AppTest) -> Any:
+    return next(m for m in at.multiselect if m.label == "Runs")
+
+
 def test_a_lead_combines_runs_into_an_ensemble_on_the_training_page(live_api, lead_token, engine, review_data) -> None:
     """Ensembles were the API's and the CLI's only: a lead who trained seeds and the TF-IDF member from the page
     could not combine them there. Proposed: the runs finished since the latest ensemble; a member trained on
@@ -716,12 +720,18 @@ def test_a_lead_combines_runs_into_an_ensemble_on_the_training_page(live_api, le
     at = signed_in(lead_token, "annotator")
     at.switch_page("app_pages/training.py").run()
     no_errors(at)
-    assert at.multiselect(key="ens_runs").value == ids
+    assert runs_box(at).value == ids
     combine = next(b for b in at.button if b.label == "Combine")
-    at.multiselect(key="ens_runs").set_value(ids[:1])
+    runs_box(at).set_value(ids[:1])
     combine.click().run()
     assert any("Pick at least two runs" in e.value for e in at.error)
-    at.multiselect(key="ens_runs").set_value(ids)
+    next(t for t in at.text_input if t.label == "Name (optional)").input(
+        "x" * 151
+    )  # a paste past the limit was dropped in silence
+    runs_box(at).set_value(ids)
+    next(b for b in at.button if b.label == "Combine").click().run()
+    assert any("The name is 151 characters; the most is 150" in e.value for e in at.error)
+    next(t for t in at.text_input if t.label == "Name (optional)").input("")
     next(b for b in at.button if b.label == "Combine").click().run()
     assert not at.exception, [e.value for e in at.exception]
     with session_scope(engine) as s:
@@ -732,7 +742,17 @@ def test_a_lead_combines_runs_into_an_ensemble_on_the_training_page(live_api, le
     said = [w.value for w in at.warning if "different training sets" in w.value]
     assert said and f"#{ensemble.id}" in said[0] + "".join(w.value for w in at.warning), [w.value for w in at.warning]
     assert at.session_state["run_pick"] == ensemble.id
-    assert at.multiselect(key="ens_runs").value == [], "the runs combined are no longer proposed"
+    # a fresh form: the runs combined are no longer proposed (a second Combine made the same ensemble again)
+    assert runs_box(at).value == []
+    # a run deleted meanwhile: the form starts again, saying so beside it
+    later = _finished_runs(engine, "rev", 2, first_id=900)
+    at.switch_page("app_pages/training.py").run()
+    assert runs_box(at).value == later
+    with session_scope(engine) as s:
+        s.delete(s.get_one(TrainingRun, later[1]))
+    next(b for b in at.button if b.label == "Combine").click().run()
+    assert any("deleted meanwhile" in e.value for e in at.error), [e.value for e in at.error]
+    assert runs_box(at).value == []
 
 
 def test_the_ensemble_form_proposes_at_most_what_an_ensemble_takes(live_api, lead_token, engine, review_data) -> None:
@@ -748,8 +768,36 @@ def test_the_ensemble_form_proposes_at_most_what_an_ensemble_takes(live_api, lea
     at = signed_in(lead_token, "annotator")
     at.switch_page("app_pages/training.py").run()
     no_errors(at)
-    assert at.multiselect(key="ens_runs").value == ids[-32:]
+    assert runs_box(at).value == ids[-32:]
     assert any(h.value == "Compare two runs" for h in at.subheader)
+
+
+def test_the_training_page_says_when_a_runs_worker_stopped_answering(live_api, lead_token, engine, review_data) -> None:
+    """kill -9 of the worker mid-run: the Jobs page warned, the Training page showed "running" with its progress
+    frozen and kept refreshing."""
+    from datetime import timedelta
+
+    from db import queue
+    from db import training_runs as db_runs
+    from db.datasets import get_dataset
+    from db.models import utcnow
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        ds = get_dataset(s, "rev")
+        add_val_texts(s, ds)  # the start form needs labelled val texts (or it says so, an error box)
+        run = db_runs.create_run(s, ds, {"encoder": "x", "seed": 1, "epochs": 5}, name="r", status="running")
+        job = queue.enqueue(s, "train", {"run_id": run.id}, dataset_id=ds.id)
+        job.status, job.worker_id, job.lease_until = "running", "w-killed", utcnow() - timedelta(seconds=90)
+        job.progress_done, job.progress_total = 2, 5
+        run.job_id = job.id
+        run_id = run.id
+    with api(live_api, lead_token) as c:
+        assert c.get(f"/training-runs/{run_id}").json()["progress"]["worker_silent"] is True
+    at = signed_in(lead_token, "annotator")
+    at.switch_page("app_pages/training.py").run()
+    no_errors(at)
+    assert any("Its worker stopped answering" in w.value for w in at.warning), [w.value for w in at.warning]
 
 
 def test_training_page_compares_with_the_originals_only_run(live_api, lead_token, engine, review_data) -> None:

@@ -237,6 +237,11 @@ def live_progress(run: dict[str, Any]) -> None:
         return
     if run["status"] != "running":
         return
+    if progress.get("worker_silent"):
+        st.warning(
+            "Its worker stopped answering: nothing trains this run now. It resumes from its checkpoint (or fails "
+            "on its last attempt) when a worker next looks for work. Is a worker running?"
+        )
     epoch, batches, batch = progress.get("epoch") or 0, progress.get("batches") or 0, progress.get("batch") or 0
     done = progress.get("done") or 0
     fraction = (done + (batch / batches if batches and epoch > done else 0)) / total if total else 0.0
@@ -335,7 +340,7 @@ def show_run(run: dict[str, Any], dataset: str, runs: list[dict[str, Any]], may_
     show_metrics(run)
     if run["status"] == "succeeded" and may_lead:
         st.button(
-            f"Use run #{run['id']} to score the pending variants",
+            f"Use {'ensemble' if run.get('kind') == 'ensemble' else 'run'} #{run['id']} to score the pending variants",
             key=f"label_model_{run['id']}",
             on_click=use_as_label_model,
             args=(dataset, run["id"]),
@@ -391,34 +396,52 @@ def combinable(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[i
     return members, proposed if len(proposed) >= 2 else []
 
 
+def _form_key(name: str) -> str:
+    """A widget key of the ensemble form's current generation and proposal: either changed, the form is a fresh
+    one (the browser keeps a multiselect's picks under its key, whatever the session state says: a run deleted
+    meanwhile stayed picked, a second Combine made the same ensemble again, runs finished later went unproposed)."""
+    return f"ens_{name}_{st.session_state.get('ens_generation', 0)}_{st.session_state.get('ens_proposal', '')}"
+
+
+def _new_form(notice: tuple[str, str] | None = None) -> None:
+    st.session_state["ens_generation"] = st.session_state.get("ens_generation", 0) + 1
+    st.session_state["ens_notice"] = notice
+
+
 def create_ensemble(dataset: str) -> None:
-    """The form's callback (before the page runs: the runs list then follows the new ensemble)."""
-    picked = list(st.session_state.get("ens_runs") or [])
+    """The form's callback (before the page runs: the runs list then follows the new ensemble). Its messages show
+    beside the form (a flash showed at the top of the page, out of sight of the button)."""
+    picked = list(st.session_state.get(_form_key("runs")) or [])
+    name = (st.session_state.get(_form_key("name")) or "").strip()
     if len(picked) < 2:
-        flash("error", "Pick at least two runs to combine.")
+        st.session_state["ens_notice"] = ("error", "Pick at least two runs to combine.")
+        return
+    if len(name) > NAME_MAX:  # the box took a longer paste as nothing, silently: checked here instead
+        st.session_state["ens_notice"] = ("error", f"The name is {len(name)} characters; the most is {NAME_MAX}.")
         return
     body: dict[str, Any] = {
         "run_ids": picked,
-        "weighted": bool(st.session_state.get("ens_weighted", True)),
-        "temperature": bool(st.session_state.get("ens_temperature", True)),
-        "decision": st.session_state.get("ens_decision") or "prior",
+        "weighted": bool(st.session_state.get(_form_key("weighted"), True)),
+        "temperature": bool(st.session_state.get(_form_key("temperature"), True)),
+        "decision": st.session_state.get(_form_key("decision")) or "prior",
+        **({"name": name} if name else {}),
     }
-    if name := (st.session_state.get("ens_name") or "").strip():
-        body["name"] = name
     try:
         ensemble = client().create_ensemble(body)
     except ApiError as err:
-        flash("error", plain(str(err)))
+        if err.status == 404:  # a run deleted meanwhile: the form starts again from what is there now
+            _new_form(("error", f"{err.detail}: it was deleted meanwhile; the form proposes the runs there are."))
+        else:
+            st.session_state["ens_notice"] = ("error", f"Not combined: {err.detail}")
         return
     metrics = ensemble.get("metrics") or {}
     test = (metrics.get("test") or {}).get("overall_macro_f1")
     said = f"Ensemble #{ensemble['id']} of runs {', '.join(f'#{i}' for i in picked)}" + (
         f": test macro-F1 {test:.3f}." if test is not None else "."
     )
-    warnings = metrics.get("warnings") or []
-    flash("warning" if warnings else "success", plain(" ".join([said, *(f"Note: {w}." for w in warnings)])))
+    warnings = [w[:1].upper() + w[1:] for w in metrics.get("warnings") or []]
+    _new_form(("warning" if warnings else "success", " ".join([said, *(f"{w}." for w in warnings)])))
     st.session_state["run_pick"] = ensemble["id"]
-    st.session_state.pop("ens_runs", None)  # the next proposal: the runs finished after this ensemble
 
 
 def ensemble_form(dataset: str, runs: list[dict[str, Any]]) -> None:
@@ -426,6 +449,7 @@ def ensemble_form(dataset: str, runs: list[dict[str, Any]]) -> None:
     members, proposed = combinable(runs)
     if len(members) < 2:
         return
+    st.session_state["ens_proposal"] = "-".join(map(str, proposed))
     st.subheader("Combine runs into an ensemble")
     st.caption(
         "Seeds, encoders and TF-IDF members combine; their weights, temperatures and the decision rule are "
@@ -437,27 +461,29 @@ def ensemble_form(dataset: str, runs: list[dict[str, Any]]) -> None:
         + ")"
         for r in members
     }
-    if [i for i in st.session_state.get("ens_runs") or [] if i not in shown]:
-        st.session_state.pop("ens_runs")  # a run deleted meanwhile: the widget would refuse the stored choice
-    with st.form("ensemble_form", border=False):
+    if gone := [i for i in st.session_state.get(_form_key("runs")) or [] if i not in shown]:
+        _new_form(("warning", f"Run {', '.join(f'#{i}' for i in gone)} is no longer there: pick the runs again."))
+    if notice := st.session_state.pop("ens_notice", None):  # shown once, beside the form
+        {"success": st.success, "warning": st.warning}.get(notice[0], st.error)(plain(notice[1]))
+    with st.form(_form_key("form"), border=False):
         st.multiselect(
             "Runs",
             list(shown),
             default=proposed,
             format_func=lambda i: shown[i],
             max_selections=MAX_MEMBERS,
-            key="ens_runs",
+            key=_form_key("runs"),
         )
         left, middle, right = st.columns(3)
-        left.checkbox("Fit weights on val", value=True, key="ens_weighted")
-        middle.checkbox("Fit temperatures on val", value=True, key="ens_temperature")
+        left.checkbox("Fit weights on val", value=True, key=_form_key("weighted"))
+        middle.checkbox("Fit temperatures on val", value=True, key=_form_key("temperature"))
         right.selectbox(
             "Decision rule",
             ["prior", "none"],
             format_func=lambda d: "prior correction for macro-F1" if d == "prior" else "none (argmax)",
-            key="ens_decision",
+            key=_form_key("decision"),
         )
-        st.text_input("Name (optional)", max_chars=NAME_MAX, key="ens_name")
+        st.text_input("Name (optional)", key=_form_key("name"), help=f"At most {NAME_MAX} characters")
         st.form_submit_button("Combine", on_click=create_ensemble, args=(dataset,))
 
 
