@@ -791,6 +791,10 @@ def test_the_training_page_says_when_a_runs_worker_stopped_answering(live_api, l
         job.status, job.worker_id, job.lease_until = "running", "w-killed", utcnow() - timedelta(seconds=90)
         job.progress_done, job.progress_total = 2, 5
         run.job_id = job.id
+        run.curve = [
+            {"epoch": 1, "train_loss": 0.9, "val_macro_f1": 0.35},
+            {"epoch": 2, "train_loss": 0.7, "val_macro_f1": 0.42},
+        ]
         run_id = run.id
     with api(live_api, lead_token) as c:
         assert c.get(f"/training-runs/{run_id}").json()["progress"]["worker_silent"] is True
@@ -798,6 +802,9 @@ def test_the_training_page_says_when_a_runs_worker_stopped_answering(live_api, l
     at.switch_page("app_pages/training.py").run()
     no_errors(at)
     assert any("Its worker stopped answering" in w.value for w in at.warning), [w.value for w in at.warning]
+    # while it trains, the last epoch's val macro-F1 (the box said n/a beside a bar that gave it)
+    assert next(m for m in at.metric if m.label.startswith("val macro-F1")).label == "val macro-F1 (epoch 2)"
+    assert next(m for m in at.metric if m.label.startswith("val macro-F1")).value == "0.420"
 
 
 def test_training_page_compares_with_the_originals_only_run(live_api, lead_token, engine, review_data) -> None:

@@ -326,6 +326,11 @@ def show_run(run: dict[str, Any], dataset: str, runs: list[dict[str, Any]], may_
     cols[1].metric("Epochs done", run.get("epochs_done", 0))
     for col, key, label in ((cols[2], "val_macro_f1", "val macro-F1"), (cols[3], "test_macro_f1", "test macro-F1")):
         value = run.get(key)
+        curve = run.get("curve") or []
+        if value is None and key == "val_macro_f1" and run["status"] in ACTIVE and curve:
+            # the final figure comes at the end; while it trains, the last epoch's (the bar beside said it,
+            # the box said n/a)
+            value, label = curve[-1].get("val_macro_f1"), f"val macro-F1 (epoch {curve[-1].get('epoch')})"
         col.metric(label, "n/a" if value is None else f"{value:.3f}")
     live_progress(run)
     if run.get("kind") == "ensemble":
