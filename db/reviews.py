@@ -187,6 +187,12 @@ def families_of(session: Session, variants: list[Sample]) -> list[dict[str, Any]
 def latest_votes(session: Session, sample_ids: list[int]) -> dict[int, dict[int, str]]:
     """sample id → {user id → that user's latest decision on the variant's current text}, the most recent vote
     last (see `replay`)."""
+    return {sample_id: votes for sample_id, (votes, _author) in votes_and_editors(session, sample_ids).items()}
+
+
+def votes_and_editors(session: Session, sample_ids: list[int]) -> dict[int, tuple[dict[int, str], int | None]]:
+    """sample id → (its votes as `latest_votes` gives them, the user whose edit wrote its current text: None
+    where no edit stands), for the variants with any decision (see `replay_edits`)."""
     decisions: dict[int, list[tuple[int, str]]] = {}
     for chunk in chunked(sample_ids):
         rows = session.execute(
@@ -196,7 +202,7 @@ def latest_votes(session: Session, sample_ids: list[int]) -> dict[int, dict[int,
         ).tuples()
         for sample_id, user_id, decision in rows:
             decisions.setdefault(sample_id, []).append((user_id, decision))
-    return {sample_id: replay(trail) for sample_id, trail in decisions.items()}
+    return {sample_id: replay_edits(trail) for sample_id, trail in decisions.items()}
 
 
 def replay(trail: list[tuple[int, str]]) -> dict[int, str]:
@@ -206,16 +212,24 @@ def replay(trail: list[tuple[int, str]]) -> dict[int, str]:
       approval of the new text);
     - an undo withdraws the user's vote; undoing an edit restores the text, and with it the votes cast on that
       text before the edit."""
+    return replay_edits(trail)[0]
+
+
+def replay_edits(trail: list[tuple[int, str]]) -> tuple[dict[int, str], int | None]:
+    """`replay`'s votes, and who wrote the text they are cast on: the user of the edit that stands (an undo of
+    an edit gives the text back to whoever wrote it before, None for the generated text)."""
     votes: dict[int, str] = {}
-    before_edits: list[tuple[int, dict[int, str]]] = []
+    editor: int | None = None
+    before_edits: list[tuple[int, dict[int, str], int | None]] = []
     for user_id, decision in trail:
         if decision == UNDO and votes.get(user_id) == Decision.edit and before_edits and before_edits[-1][0] == user_id:
-            votes = before_edits.pop()[1]
+            _user, votes, editor = before_edits.pop()
             continue
         if decision == Decision.edit:
-            before_edits.append((user_id, dict(votes)))
+            before_edits.append((user_id, dict(votes), editor))
+            editor = user_id
         cast(votes, user_id, decision)
-    return votes
+    return votes, editor
 
 
 def decision_trail(session: Session, sample_id: int) -> list[tuple[int, str]]:

@@ -254,9 +254,13 @@ def apply_action(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> No
             return
         _replace(view, item)
         view.undo_stack.append([sample_id])
-        waiting = " (waiting for more reviews)" if item["review_status"] == "pending" else ""
+        done, waiting = DONE[op], ""
+        if item["review_status"] == "pending":
+            # an edited text trains once someone other than its writer approves it (services.review.status_of)
+            done, waiting = ("edited", " (waiting for another member's approval)") if op == "edit" else (done, "")
+            waiting = waiting or " (waiting for more reviews)"
         stored = f", reason: {reason_label(reason)}" if op == "reject" else ""
-        view.say("success", f"Variant #{sample_id} {DONE[op]}{stored}{waiting}. U undoes it.")
+        view.say("success", f"Variant #{sample_id} {done}{stored}{waiting}. U undoes it.")
     elif op in ("family", "selected"):
         _bulk(view, api, action)
     elif op == "undo":

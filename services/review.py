@@ -33,6 +33,7 @@ from db.models import (
     RejectReason,
     Review,
     ReviewStatus,
+    Role,
     Sample,
     User,
     utcnow,
@@ -44,13 +45,13 @@ from db.reviews import (
     QueuePage,
     cast,
     get_sample,
-    latest_votes,
     pending_only,
     pending_variant_condition,
     review_queue,
     sample_family,
     sample_state,
     vote_counts,
+    votes_and_editors,
 )
 from db.session import affected_rows
 from services import leak_guard
@@ -90,7 +91,13 @@ def status_from_votes(votes: dict[int, str], reviews_required: int) -> str:
 AUTO_DECIDED = (ReviewStatus.approved.value, ReviewStatus.rejected.value)
 
 
-def status_of(votes: dict[int, str], reviews_required: int, auto_decision: str | None, edited: bool = False) -> str:
+def status_of(
+    votes: dict[int, str],
+    reviews_required: int,
+    auto_decision: str | None,
+    edited: bool = False,
+    editor: int | None = None,
+) -> str:
     """A variant's status from people's votes under k reviews required, and what the automatic step decided
     (Sample.auto_decision) on the text it generated. The automatic decision stood in for the k reviews: it
     holds until a person votes; then a majority of k decides as for any variant, and short of one:
@@ -101,8 +108,16 @@ def status_of(votes: dict[int, str], reviews_required: int, auto_decision: str |
     An undo of the last vote returns the rule's decision. A text a person rewrote (`edited`) is no longer what
     the rule judged: its votes decide under k alone. (Counted as one of k, until 12-06, one person agreeing
     with an auto-approval at k = 2 sent it back to pending, out of training, and one disagreeing decided
-    nothing.) An audited variant ("audit") is people's, under k."""
+    nothing.) An audited variant ("audit") is people's, under k.
+
+    A text a non-admin wrote (`editor`: their edit stands and `edited`) is approved only with the approval of
+    someone else: it is their text, put into the dataset, and waits for review as a submitted text does (with
+    k = 1 their edit alone trained, until 12-06: an annotator could add any text with labels of their choosing).
+    Under k ≥ 2 the majority already holds another approval."""
     decided = status_from_votes(votes, reviews_required)
+    others_approve = any(vote in APPROVING for user_id, vote in votes.items() if user_id != editor)
+    if edited and editor is not None and decided == ReviewStatus.approved.value and not others_approve:
+        return ReviewStatus.pending.value
     if auto_decision not in AUTO_DECIDED or edited:
         return decided
     if not votes:
@@ -115,6 +130,16 @@ def status_of(votes: dict[int, str], reviews_required: int, auto_decision: str |
     if approve and not reject and auto_decision == ReviewStatus.approved.value:
         return ReviewStatus.approved.value
     return ReviewStatus.pending.value
+
+
+def editors_to_review(session: Session, editors: dict[int, int | None]) -> dict[int, int]:
+    """sample id → its editor (db.reviews.votes_and_editors), for the texts a non-admin wrote: another member's
+    approval trains those (status_of). An admin's edit is trusted as an admin's import is."""
+    users = {user_id for user_id in editors.values() if user_id is not None}
+    if not users:
+        return {}
+    admins = set(session.scalars(select(User.id).where(User.id.in_(users), User.role == Role.admin)))
+    return {sample_id: user for sample_id, user in editors.items() if user is not None and user not in admins}
 
 
 def rewritten_by_a_person(sample: Sample, text: str | None = None) -> bool:
@@ -183,8 +208,17 @@ def decide(
         if not _only_others_votes_since(session, sample, version, user, decision):
             raise _stale(session, sample, version, user)
         version = sample.version  # the text judged is the text now, still waiting: the vote counts beside theirs
-    votes = cast(latest_votes(session, [sample.id]).get(sample.id, {}), user.id, decision)
-    values = status_values(session, sample, votes, text if decision == Decision.edit else None)
+    standing, editor = votes_and_editors(session, [sample.id]).get(sample.id, ({}, None))
+    votes = cast(standing, user.id, decision)
+    if decision == Decision.edit:
+        editor = user.id
+    values = status_values(
+        session,
+        sample,
+        votes,
+        text if decision == Decision.edit else None,
+        editors_to_review(session, {sample.id: editor}).get(sample.id),
+    )
     text_before = sample.text
     text_after = text_before
     if decision == Decision.edit:
@@ -233,7 +267,7 @@ def rewritten(session: Session, sample: Sample, text: str, *, action: str) -> di
         raise ConflictError(f"{action} duplicates sample {duplicate}", field="text", extra={"duplicate_of": duplicate})
     values: dict[str, Any] = {"text": text, "content_hash": digest}
     if text != sample.text:
-        # With k = 1 an edit trains at once, and nobody reviews it after (services/leak_guard.py).
+        # A near-copy of a val/test text is refused before anyone reviews it: one approval trains it (leak_guard).
         closest = leak_guard.closest(session, session.get_one(Dataset, sample.dataset_id), [text])[0]
         if closest.leak is not None:
             raise ValidationFailed(
@@ -247,12 +281,15 @@ def rewritten(session: Session, sample: Sample, text: str, *, action: str) -> di
     return values
 
 
-def status_values(session: Session, sample: Sample, votes: dict[int, str], text: str | None = None) -> dict[str, Any]:
-    """What a sample's row gets when its votes become `votes` (and its text `text`, if it changes): the status
-    they give under its dataset's rule, their count, and the next version."""
+def status_values(
+    session: Session, sample: Sample, votes: dict[int, str], text: str | None = None, editor: int | None = None
+) -> dict[str, Any]:
+    """What a sample's row gets when its votes become `votes` (and its text `text`, if it changes; `editor`: the
+    non-admin who wrote it, editors_to_review): the status they give under its dataset's rule, their count, and
+    the next version."""
     k = reviews_required_now(session, sample.dataset_id)
     return {
-        "review_status": status_of(votes, k, sample.auto_decision, rewritten_by_a_person(sample, text)),
+        "review_status": status_of(votes, k, sample.auto_decision, rewritten_by_a_person(sample, text), editor),
         "review_count": len(votes),
         "version": Sample.version + 1,
         "updated_at": utcnow(),
@@ -357,10 +394,12 @@ def reevaluate(session: Session, dataset: Dataset) -> dict[str, int]:
                 .with_for_update()
             ).tuples()
         }
-        votes = latest_votes(session, chunk)
+        standing = votes_and_editors(session, chunk)
+        votes = {sample_id: v for sample_id, (v, _editor) in standing.items()}
+        editors = editors_to_review(session, {sample_id: editor for sample_id, (_v, editor) in standing.items()})
         moved: dict[str, list[int]] = {}
         for sample_id, (status, auto, edited) in current.items():
-            new = status_of(votes.get(sample_id, {}), dataset.reviews_required, auto, edited)
+            new = status_of(votes.get(sample_id, {}), dataset.reviews_required, auto, edited, editors.get(sample_id))
             if new != status:
                 moved.setdefault(new, []).append(sample_id)
                 changes[f"{status}→{new}"] = changes.get(f"{status}→{new}", 0) + 1
@@ -524,7 +563,9 @@ def bulk_decide(
             }
             result["changed"] += [*decided, *(r[0] for r in rows if r[0] not in judged)]
             rows = [r for r in rows if r[0] in judged]
-        votes = latest_votes(session, [r[0] for r in rows])
+        standing = votes_and_editors(session, [r[0] for r in rows])
+        votes = {sample_id: v for sample_id, (v, _editor) in standing.items()}
+        editors = editors_to_review(session, {sample_id: editor for sample_id, (_v, editor) in standing.items()})
         # A vote of this user's committed since the targets were read (their single decision in another request,
         # on a variant k ≥ 2 keeps pending): a bulk decision never replaces one's standing vote.
         if voted := [r[0] for r in rows if user.id in votes.get(r[0], {})]:
@@ -534,7 +575,7 @@ def bulk_decide(
         groups: dict[tuple[str, int], list[int]] = {}
         for sample_id, _version, _text, auto, as_generated in rows:
             now_cast = cast(votes.get(sample_id, {}), user.id, decision)
-            status = status_of(now_cast, k, auto, not as_generated)
+            status = status_of(now_cast, k, auto, not as_generated, editors.get(sample_id))
             groups.setdefault((status, len(now_cast)), []).append(sample_id)
         for (status, count), ids in groups.items():
             session.execute(

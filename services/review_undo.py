@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session, aliased
 
 from core.errors import ConflictError, ValidationFailed
 from db.models import UNDO, Decision, Origin, Review, Sample, User
-from db.reviews import decision_trail, replay, sample_state
-from services.review import apply_and_record, rewritten, status_values
+from db.reviews import decision_trail, replay_edits, sample_state
+from services.review import apply_and_record, editors_to_review, rewritten, status_values
 
 
 def _refuse(session: Session, sample: Sample, why: str, field: str | None = "version") -> ConflictError:
@@ -47,13 +47,15 @@ def undo_decision(session: Session, sample_id: int, user: User, version: int) ->
             sample,
             f"sample {sample_id} changed since you saw it (version {version}, now {sample.version})",
         )
-    votes = replay([*decision_trail(session, sample.id), (user.id, UNDO)])
+    votes, editor = replay_edits([*decision_trail(session, sample.id), (user.id, UNDO)])
     text_before = sample.text
     text_after = sample.text
     restores = latest.decision == Decision.edit and latest.text_before != latest.text_after
     if restores:
         text_after = latest.text_before
-    values = status_values(session, sample, votes, text_after)
+    values = status_values(
+        session, sample, votes, text_after, editors_to_review(session, {sample.id: editor}).get(sample.id)
+    )
     if restores:
         values.update(rewritten(session, sample, text_after, action="the text before your edit"))
     return apply_and_record(

@@ -180,7 +180,7 @@ def test_edit_keeps_the_generated_text_and_refuses_duplicates(annotator, review_
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["text"] == "Proud to meet with Iowa farmers in Ames today." and body["generated_text"] == generated
-    assert body["review_status"] == "approved"
+    assert body["review_status"] == "pending"  # the annotator's text, approved by another member to train
     review = annotator.get(f"/api/v1/samples/{v}").json()["reviews"][0]
     assert (review["decision"], review["text_before"], review["text_after"]) == (
         "edit",
@@ -250,7 +250,9 @@ def test_two_clients_racing_on_one_variant(live_api, annotator_token, engine, re
     assert sorted(r.status_code for r in results) == [200, 409]
     winner = 0 if results[0].status_code == 200 else 1
     loser = results[1 - winner].json()
-    assert loser["current"]["version"] == 2 and loser["current"]["review_status"] == "approved"
+    # an approval trains at k = 1; an annotator's edit waits for another member's approval
+    assert loser["current"]["version"] == 2
+    assert loser["current"]["review_status"] == ("approved" if winner == 0 else "pending")
     with httpx.Client(base_url=live_api, headers={"Authorization": f"Bearer {tokens[0]}"}) as c:
         family = c.get(f"/api/v1/samples/{v}").json()
     assert len(family["reviews"]) == 1 and family["sample"]["version"] == 2
@@ -419,7 +421,8 @@ TEST_TEXT = "Senator Grassley voted against the farm bill that would have helped
 
 
 def test_an_edit_that_copies_a_test_text_is_refused_naming_it(annotator, engine, review_data) -> None:
-    """With k = 1 an edit trains at once: a near-copy of a test text would leak it, and no reviewer follows."""
+    """An edit trains after one more approval (an admin's at once): a near-copy of a test text would leak it, and
+    the approver judges the text, not where it came from."""
     test_id = _held_out(engine, "rev", "test", TEST_TEXT)
     v = review_data.variants[review_data.sources[1]][0]
     before = annotator.get(f"/api/v1/samples/{v}").json()

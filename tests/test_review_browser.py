@@ -180,7 +180,8 @@ def test_review_in_a_real_browser(stack: dict) -> None:
         page.keyboard.press("Backspace")
         stored(page, a, "pending")
 
-        # E edits the card in focus; Ctrl+Enter saves and approves.
+        # E edits the card in focus; Ctrl+Enter saves it as the annotator's approval of their own text, which
+        # trains once another member approves it.
         page.locator(f"#rv-card-{interview[2]}").click()
         assert focus(page) == str(interview[2])
         page.keyboard.press("e")
@@ -188,8 +189,10 @@ def test_review_in_a_real_browser(stack: dict) -> None:
         expect(box).to_be_focused()
         box.fill("Watch my consultation on CNN this evening.")
         box.press("Control+Enter")
-        stored(page, interview[2], "approved")
-        expect(card(page, interview[2]).locator(".rv-status")).to_contain_text("edited and approved")
+        stored(page, interview[2], "pending")
+        expect(card(page, interview[2]).locator(".rv-status")).to_contain_text(
+            "edited by erin · waiting for another member's approval"
+        )
 
         # An empty text is not saved: the editor stays open and says why (it closed in silence).
         page.locator(f"#rv-card-{interview[1]}").click()
@@ -258,9 +261,9 @@ def test_review_in_a_real_browser(stack: dict) -> None:
         assert history(a) == [("reject", "unspecified"), ("undo", None), ("approve", None), ("undo", None)]
         assert status(a) == "pending" and status(data.hostile) == "pending"
         edited = api.get(f"/samples/{interview[2]}").json()["sample"]
-        assert edited["text"] == "Watch my consultation on CNN this evening." and edited["review_status"] == "approved"
+        assert edited["text"] == "Watch my consultation on CNN this evening." and edited["review_status"] == "pending"
         assert all(status(v) == "approved" for v in attack)
         left = api.get("/datasets/rev/review-queue").json()["total"]
-        assert left == 19 - 1 - 1 - 1 - 3
+        assert left == 19 - 1 - 1 - 3  # the edited card waits for another member's approval
     if os.environ.get("AUGLOOP_SCREENSHOT_DIR"):
         shutil.copy(stack["logs"] / "ui.log", Path(os.environ["AUGLOOP_SCREENSHOT_DIR"]) / "ui.log")

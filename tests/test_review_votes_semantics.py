@@ -77,3 +77,59 @@ def test_with_one_review_required_the_latest_decision_wins(annotator, carol, rev
         ("carol", "reject"),
         ("bob-annotator", "approve"),
     ], "every decision audited"
+
+
+def test_a_text_a_non_admin_wrote_trains_only_once_someone_else_approves_it(
+    admin, annotator, carol, lead, engine, review_data
+) -> None:
+    """Anything a non-admin puts into a dataset waits for review: at k = 1 an annotator's edit trained at once, so
+    an annotator (who may not submit texts) could add any text, under the labels of the variant they chose, with
+    no one's review but their own (an attacker's find of 12-06). Their edit is their approval of their text; the
+    text trains with someone else's approval, in one decision, in bulk or after a re-evaluation. The writer may
+    still reject or undo it; an admin's edit trains at once, as an admin's import does."""
+    from tests.test_review_automatic import training_ids, undo
+
+    first, second, third, fourth = (
+        review_data.variants[review_data.sources[0]][:3] + review_data.variants[review_data.sources[1]][:1]
+    )
+    spam = "BUY CRYPTO NOW at example dot com, the senator says!"
+    written = _decide(annotator, first, "edit", text=spam)
+    assert written["review_status"] == "pending" and first not in training_ids(engine)
+    exported = admin.get(f"/api/v1/datasets/{review_data.dataset}/export", params={"format": "jsonl"}).text
+    assert spam not in exported
+    # their own approval of it again changes nothing; someone else's decides (k = 1: the latest decision wins)
+    assert _decide(annotator, first, "approve")["review_status"] == "pending"
+    assert _decide(carol, first, "reject", reason="meaning_changed")["review_status"] == "rejected"
+    assert _decide(carol, first, "approve")["review_status"] == "approved" and first in training_ids(engine)
+
+    # a lead's edit is a non-admin's text too; an admin's is trusted
+    assert _decide(lead, second, "edit", text="Proud to meet the growers of Iowa today.")["review_status"] == "pending"
+    assert _decide(admin, third, "edit", text="Proud to greet the growers of Iowa.")["review_status"] == "approved"
+
+    # the writer may reject their text or undo their edit (back to the generated text, no vote: pending)
+    edited = _decide(annotator, fourth, "edit", text="Watch my talk with the farmers of Ames tonight.")
+    back = undo(annotator, fourth, edited["version"])
+    assert back.status_code == 200 and back.json()["review_status"] == "pending", back.text
+    assert back.json()["text"] == back.json()["generated_text"] or back.json()["generated_text"] is None
+    edited = _decide(annotator, fourth, "edit", text="Watch my talk with the farmers of Ames tonight.")
+    assert _decide(annotator, fourth, "reject", reason="other")["review_status"] == "rejected"
+
+    # a bulk approval counts for the texts others wrote (the lead's) and passes over the writer's own
+    assert _decide(annotator, fourth, "approve")["review_status"] == "pending"
+    bulk = {"decision": "approve", "sample_ids": [fourth, second], "confirm": True}
+    r = annotator.post(f"/api/v1/datasets/{review_data.dataset}/bulk-decisions", json=bulk)
+    assert r.status_code == 200 and r.json()["statuses"] == {"approved": 1}, r.text
+    assert r.json()["skipped"] == {"voted_already": 1} and second in training_ids(engine)
+    assert fourth not in training_ids(engine)
+    r = carol.post(f"/api/v1/datasets/{review_data.dataset}/bulk-decisions", json={**bulk, "sample_ids": [fourth]})
+    assert r.status_code == 200 and r.json()["statuses"] == {"approved": 1}, r.text
+    assert {fourth, second} <= training_ids(engine)
+
+    # a re-evaluation (k 1 → 2 → 1) applies the same rule: carol's approval stands, the writer's alone does not
+    lone = review_data.variants[review_data.sources[1]][1]
+    lone_edit = _decide(annotator, lone, "edit", text="Meeting the corn growers of Ames today.")
+    assert lone_edit["review_status"] == "pending"
+    for k in (2, 1):
+        assert admin.patch(f"/api/v1/datasets/{review_data.dataset}", json={"reviews_required": k}).status_code == 200
+    trains = training_ids(engine)
+    assert {first, second, fourth} <= trains and lone not in trains

@@ -6,7 +6,7 @@
 // HTML.
 
 const KEYS_HELP = "J/K or ↓/↑ move · A approve · X reject · 1–6 reason · E edit · F approve family · U or ⌫ undo · S select";
-const STATUS_WORD = { approve: "approved", reject: "rejected", edit: "edited and approved", undo: "vote withdrawn" };
+const STATUS_WORD = { approve: "approved", reject: "rejected", edit: "edited", undo: "vote withdrawn" };
 
 function el(tag, cls, text) {
   const node = document.createElement(tag);
@@ -389,9 +389,12 @@ function statusLine(card) {
     if (review && review.decision === "undo") text += " · " + review.user + " withdrew their vote";
     line.textContent = text;
   } else {
-    let text = (review.decision === "reject" ? "✗ " : "✓ ") + (STATUS_WORD[review.decision] || review.decision) + " by " + review.user;
+    let word = STATUS_WORD[review.decision] || review.decision;
+    if (review.decision === "edit" && card.status === "approved") word = "edited and approved";
+    let text = (review.decision === "reject" ? "✗ " : "✓ ") + word + " by " + review.user;
     if (review.decision === "reject") text += " · reason: " + (review.reason_label || review.reason);
-    if (card.status === "pending") text += " · waiting for more reviews";
+    // an edited text trains once someone other than its writer approves it
+    if (card.status === "pending") text += review.decision === "edit" ? " · waiting for another member's approval" : " · waiting for more reviews";
     line.textContent = text;
   }
   line.setAttribute("data-status", card.status);
