@@ -103,8 +103,10 @@ def ensemble_members(session: Session, run_ids: list[int], user: User | None = N
     for run in runs:
         if run.kind not in MEMBER_KINDS:
             raise ValidationFailed(f"run {run.id} is an ensemble; combine single runs", field="run_ids")
-        if run.status != JobStatus.succeeded or not run.artifact_dir:
+        if run.status != JobStatus.succeeded:
             raise ValidationFailed(f"run {run.id} is {run.status}; only finished runs combine", field="run_ids")
+        if not run.artifact_dir:  # finished, but its files were never recorded ("run 1 is succeeded" said nothing)
+            raise ValidationFailed(f"run {run.id} has no saved model to combine", field="run_ids")
     if len({r.dataset_id for r in runs}) != 1:
         raise ValidationFailed("ensemble members must be runs of the same dataset", field="run_ids")
     for run in runs:  # an ensemble of a model that cannot load would be refused by every prediction

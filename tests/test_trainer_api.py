@@ -356,6 +356,10 @@ def test_an_ensemble_of_a_run_whose_model_is_gone_is_refused(lead, engine) -> No
     shutil.rmtree(root / "model")
     r = lead.post("/api/v1/ensembles", json={"run_ids": ids[:2]})
     assert r.status_code == 422 and f"the saved model of run {ids[1]} is missing" in r.json()["detail"], r.text
+    with session_scope(engine) as s:  # finished with no files recorded: "run … is succeeded" said nothing useful
+        s.get_one(TrainingRun, ids[1]).artifact_dir = None
+    r = lead.post("/api/v1/ensembles", json={"run_ids": ids[:2]})
+    assert r.status_code == 422 and r.json()["detail"] == f"run {ids[1]} has no saved model to combine", r.text
     assert lead.post("/api/v1/ensembles", json={"run_ids": [ids[0], ids[2]]}).status_code == 201
     with session_scope(engine) as s:  # nothing stored by the refusals
         assert s.query(TrainingRun).filter_by(kind="ensemble").count() == 1
