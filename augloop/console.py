@@ -17,8 +17,19 @@ from typer.core import TyperGroup
 # Plain text by default: what the commands print is mostly the users' own (dataset, task, label, run and user
 # names, texts, error messages quoting them), and rich would read "[/]" or "[link=…]" in it as markup (a run named
 # "[/]" made `augloop runs list` fail). A line styled on purpose passes markup=True, its data through escape().
-console = Console(markup=False)
-err_console = Console(stderr=True, markup=False)
+
+
+class PipedConsole(Console):
+    """A console whose reader may go away (`augloop import … 2>&1 | head -1`): rich then exits with code 1, as a
+    failure would; it stops as every command of augloop does when its reader has gone (reader_gone)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        reader_gone()
+
+
+console = PipedConsole(markup=False)
+err_console = PipedConsole(stderr=True, markup=False)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -79,6 +90,8 @@ class ErrorMappingGroup(TyperGroup):
         except Terminated as err:
             err_console.print(f"stopped by {signal.Signals(err.signum).name}", highlight=False)
             raise typer.Exit(128 + err.signum) from None
+        except BrokenPipeError:
+            reader_gone()
         except OSError as err:
             where = f" ({err.filename})" if err.filename else ""
             fail(f"{err.strerror or err}{where}")
@@ -95,6 +108,19 @@ class ErrorMappingGroup(TyperGroup):
             fail(f"the database refused the write: another process changed the same data meanwhile; retry ({said})")
         except DatabaseError as err:
             fail(database_problem(err))
+
+
+def reader_gone() -> NoReturn:
+    """What reads the command's output closed it (`augloop export … -o - | head`): stop quietly, as a program
+    that SIGPIPE ends does (128 + 13), not with "error: Broken pipe" and the bad-input code 2. Standard output
+    and error go to /dev/null first (either may be the closed pipe), or the last flush at exit would raise again."""
+    import os
+    import sys
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        os.dup2(devnull, stream.fileno())
+    raise typer.Exit(128 + signal.SIGPIPE)
 
 
 # The drivers SQLAlchemy imports for the databases augloop does not support: a URL naming one fails with a

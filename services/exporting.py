@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import re
+import stat
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -245,10 +246,15 @@ def write_export(
     whole_paths: bool = False,
 ) -> ExportCount:
     """Write atomically (a temporary file of this call's own, then rename). Returns the rows written and left
-    out. `progress(read, total)` follows the view's rows a chunk at a time (a million rows take a while)."""
+    out. `progress(read, total)` follows the view's rows a chunk at a time (a million rows take a while).
+
+    A new file is private (the CLI's umask 077, SECURITY.md); a file replaced keeps its permission bits: an export
+    over a team's 0644 file made it 0600, unreadable to the group that read it before."""
     tmp = part_path(path)
     try:
         count = _write_part(session, dataset, include, fmt, tmp, progress, whole_paths)
+        if path.exists():
+            tmp.chmod(stat.S_IMODE(path.stat().st_mode))
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 
-from tests.cli_process import cli_env, run_augloop
+from tests.cli_process import REPO_ROOT, cli_env, run_augloop
 from tests.conftest import EXAMPLE_CSV
 
 
@@ -52,6 +53,23 @@ def test_import_stats_export_round_trip(settings, tmp_path):
     piped = augloop(settings, "export", "political_social_media", "-o", "-", "--format", "jsonl")  # for a pipe
     assert piped.returncode == 0 and "wrote 5000 rows to standard output" in piped.stderr, piped.stderr
     assert piped.stdout == out.read_text() and not (tmp_path / "-").exists()
+    # a reader that stops early (`| head`): a quiet stop with SIGPIPE's code, not "error: Broken pipe" and code 2
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "augloop", "export", "political_social_media", "-o", "-"],
+        cwd=REPO_ROOT,
+        env=cli_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.read(10)
+    reader.stdout.close()
+    assert reader.wait(timeout=120) == 141 and b"error" not in reader.stderr.read()
+    # a new export is private (SECURITY.md); one replacing a team's file keeps its permission bits
+    assert out.stat().st_mode & 0o777 == 0o600
+    out.chmod(0o644)
+    r = augloop(settings, "export", "political_social_media", "-o", str(out), "--format", "jsonl")
+    assert r.returncode == 0 and out.stat().st_mode & 0o777 == 0o644
     r = augloop(settings, "export", "political_social_media", "-o", str(tmp_path / "x.tsv"))
     assert r.returncode == 2 and "names a tab-separated file" in r.stderr and not (tmp_path / "x.tsv").exists()
     typo = tmp_path / "exprots" / "train.csv"
