@@ -190,3 +190,33 @@ def test_a_burst_worker_does_not_wait_for_a_job_another_process_holds_out_of_att
     worker.stop_requested.set()
     with session_scope(engine) as s:
         assert s.get_one(Job, held_id).status == JobStatus.running  # still the command's
+
+
+def test_a_cancel_reaches_a_run_the_command_holds_within_seconds_at_the_default_lease(engine) -> None:
+    """`POST /jobs/{id}/cancel` stops an in-process run "at its next training step": the command learned of it
+    only when it renewed the lease, every third of AUGLOOP_CLI_JOB_LEASE_SECONDS (100 s at the default), and a
+    small run trained ten more epochs meanwhile. While the run's progress moves its job is beaten every
+    PROGRESS_SECONDS, as a worker's is."""
+    from db import queue
+    from workers.held_jobs import HeldJobs
+    from workers.main import PROGRESS_SECONDS
+    from workers.registry import JobCancelled
+
+    with session_scope(engine) as s:
+        job_id = queue.enqueue(s, "train", {"run_id": 1}, max_attempts=1, held_by="cli:test", lease_seconds=300).id
+    with HeldJobs(engine, "cli:test", {1: (job_id, 1000)}, lease_seconds=300) as held:
+        ctx = held.context(1)
+        with session_scope(engine) as s:
+            queue.request_cancel(s, job_id)
+        asked = time.monotonic()
+        step = 0
+        while time.monotonic() - asked < 30:
+            step += 1
+            try:
+                ctx.report(done=step)  # a training step: the progress moves, and a cancel seen stops the run
+            except JobCancelled:
+                break
+            time.sleep(0.05)
+        seen = time.monotonic() - asked
+        held.finished(1)  # no run row to end here
+    assert ctx.cancelled.is_set() and seen < PROGRESS_SECONDS * 3, seen

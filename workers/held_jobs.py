@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -21,6 +23,7 @@ from core.settings import get_settings
 from db import queue
 from db.models import JobStatus
 from services.run_execution import end_held_run
+from workers.main import PROGRESS_SECONDS
 from workers.registry import JobContext
 
 log = logging.getLogger(__name__)
@@ -93,16 +96,30 @@ class HeldJobs:
             self._open.discard(run_id)
 
     def _renew(self) -> None:
+        """Renew each held job's lease every third of it, and sooner (every PROGRESS_SECONDS) while its run's
+        progress moves, as a worker's heartbeat does: renewing only every third of the lease (100 s at the
+        default), a cancellation asked through the API reached the run that much later, ten epochs of a small
+        run, where the README promises its next training step."""
         interval = max(self.lease_seconds / 3, 0.05)
-        wait = interval
+        tick = min(interval, PROGRESS_SECONDS)
+        sent: dict[int, tuple[int, int, dict[str, Any]]] = {}
+        beaten: dict[int, float] = {}
+        wait = tick
         while not self._stop.wait(wait):
             with self._lock:
-                held = [self._contexts[r] for r in sorted(self._open)]
+                held = [(r, self._contexts[r]) for r in sorted(self._open)]
             failed = False
-            for ctx in held:
-                if not ctx.completed:  # a run completing now: its job is no longer running, and that is no loss
-                    failed |= not self._beat_one(ctx)
-            wait = min(RETRY_SECONDS, interval) if failed else interval
+            for run_id, ctx in held:
+                if ctx.completed:  # a run completing now: its job is no longer running, and that is no loss
+                    continue
+                progress = ctx.snapshot()
+                if sent.get(run_id) == progress and time.monotonic() - beaten.get(run_id, 0.0) < interval - tick / 2:
+                    continue  # nothing new to say, and the lease has time left
+                if self._beat_one(ctx):
+                    sent[run_id], beaten[run_id] = progress, time.monotonic()
+                else:
+                    failed = True
+            wait = min(RETRY_SECONDS, tick) if failed else tick
 
     def _beat_one(self, ctx: JobContext) -> bool:
         """Renew one job's lease with its progress; False when the database could not be reached."""
