@@ -211,13 +211,13 @@ class Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty"])
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "empty"])
 def test_an_unreadable_checkpoint_is_no_checkpoint_the_run_starts_over_and_says_why(
     tiny_encoder: str, tmp_path: Path, damage: str
 ) -> None:
     config, control = fast_config(tiny_encoder, epochs=2), LoopControl(checkpoint_dir=tmp_path / "ckpt")
     path = tmp_path / "ckpt" / CHECKPOINT_FILE
-    if damage == "truncated":  # a real checkpoint, cut in half
+    if damage in ("truncated", "flipped"):  # a real checkpoint, cut in half or overwritten in place
 
         def crash_after_epoch_one(event: dict[str, Any]) -> None:
             if event["event"] == "epoch":
@@ -225,7 +225,12 @@ def test_an_unreadable_checkpoint_is_no_checkpoint_the_run_starts_over_and_says_
 
         with pytest.raises(Crash):
             train_model(config, synthetic_split(), progress=crash_after_epoch_one, control=control)
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        whole = path.read_bytes()
+        if damage == "truncated":
+            path.write_bytes(whole[: len(whole) // 2])
+        else:  # 4 KiB of a tensor's bytes: torch's zip reader checks no CRC and loaded it (a disk's damage)
+            middle = len(whole) // 2
+            path.write_bytes(whole[:middle] + bytes(4096) + whole[middle + 4096 :])
     else:
         path.parent.mkdir(parents=True)
         path.write_bytes(b"")
@@ -233,10 +238,13 @@ def test_an_unreadable_checkpoint_is_no_checkpoint_the_run_starts_over_and_says_
     events: list[dict[str, Any]] = []
     result = train_model(config, synthetic_split(), progress=events.append, control=control)
     phases = [e["phase"] for e in events if e["event"] == "phase"]
-    reason = "the checkpoint could not be read"
+    # a checkpoint with its digest file is checked against it; one without (empty here, or written before the
+    # digests) is read as it stands
+    reason = "the checkpoint could not be read" if damage == "empty" else "the checkpoint does not match its checksum"
     assert any(p.startswith(reason) and p.endswith("training from the start") for p in phases), phases
     start = next(e for e in events if e["event"] == "start")
     assert "resumed_from_step" not in start and "resumed_from_step" not in result.metrics
+    assert result.metrics["checkpoint_discarded"].startswith(reason)  # kept with the run, not only said
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
     assert isinstance(result, TrainResult) and result.metrics["test"] is not None
     # and the run's own checkpoint replaced the damaged one
@@ -248,6 +256,9 @@ def test_an_unreadable_checkpoint_is_no_checkpoint_the_run_starts_over_and_says_
 def test_a_checkpoint_is_synced_before_and_after_its_rename_under_a_name_of_its_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Each file (the checkpoint, its digest) is on disk before its rename; the digest goes into place first,
+    naming the new checkpoint and the one it replaces (a crash between the renames leaves a checkpoint it
+    names); the directory is synced after."""
     synced: list[int] = []
     renamed: list[str] = []
     real_fsync, real_replace = checkpoint.os.fsync, checkpoint.os.replace
@@ -257,21 +268,27 @@ def test_a_checkpoint_is_synced_before_and_after_its_rename_under_a_name_of_its_
         real_fsync(fd)
 
     def replace(src: Any, dst: Any) -> None:
-        assert len(synced) == len(renamed) * 2 + 1  # the file is on disk before it is renamed
+        assert len(synced) == 2 + 3 * (len(renamed) // 2)  # both files synced before the first rename
         renamed.append(Path(src).name)
+        if Path(dst).name == CHECKPOINT_FILE:  # a crash here: the digest file already names this one
+            assert checkpoint.file_digest(Path(src)) in (Path(dst).parent / checkpoint.DIGEST_FILE).read_text()
         real_replace(src, dst)
 
     monkeypatch.setattr(checkpoint.os, "fsync", fsync)
     monkeypatch.setattr(checkpoint.os, "replace", replace)
     ckpt = checkpoint.Checkpoint("fp", checkpoint.LoopState(), {"w": torch.zeros(2)}, {}, None, [{}])
     checkpoint.save(tmp_path, ckpt)
+    first = checkpoint.file_digest(tmp_path / CHECKPOINT_FILE)
+    ckpt.model = {"w": torch.ones(2)}
     checkpoint.save(tmp_path, ckpt)
-    assert len(synced) == 4  # each time the file, then the directory
+    assert len(synced) == 6  # each time the two files, then the directory
     # two writers in one process (or two containers, each pid 1) never share a temporary file
-    assert len(set(renamed)) == 2
-    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_FILE]
+    assert len(set(renamed)) == 4 and renamed[0].endswith(".tmp") and renamed[0].startswith(".checkpoint.pt.sha256")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_FILE, checkpoint.DIGEST_FILE]
+    listed = (tmp_path / checkpoint.DIGEST_FILE).read_text().split()
+    assert listed == [checkpoint.file_digest(tmp_path / CHECKPOINT_FILE), first]
     loaded, why = checkpoint.load(tmp_path, "fp")
-    assert why is None and loaded is not None and torch.equal(loaded.model["w"], torch.zeros(2))
+    assert why is None and loaded is not None and torch.equal(loaded.model["w"], torch.ones(2))
 
 
 # 4. the TF-IDF member on tiny data -----------------------------------------------------------------------------

@@ -37,6 +37,9 @@ from trainer.steps import Prepared, Stepper
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
+# SHA-256 of the checkpoint beside it: torch's zip reader checks no CRC, so a file damaged in place (a disk, a
+# partial copy between machines) loaded, and the resumed run went on from weights no attempt ever had.
+DIGEST_FILE = CHECKPOINT_FILE + ".sha256"
 RUNTIME_KEYS = {"checkpoint_every_steps", "num_threads", "device"}
 # Keys added to the config after checkpoints were written: left at their default (None: planned), they leave the
 # fingerprint as it was, so a run interrupted before an upgrade resumes after it (a planned moving average then
@@ -147,12 +150,43 @@ def save(directory: Path, ckpt: Checkpoint) -> Path:
             )
             fh.flush()
             os.fsync(fh.fileno())  # on disk before the rename: a crash after it must not leave a renamed, empty file
+        # The digest file names this checkpoint's digest and the one it replaces, and goes into place first: a
+        # crash between the two renames leaves the previous checkpoint, which it still names.
+        listed = _listed_digests(directory)
+        _write_atomically(directory / DIGEST_FILE, "".join(f"{d}\n" for d in [file_digest(tmp), *listed[:1]]))
         os.replace(tmp, path)  # atomic: a reader sees the previous checkpoint or this one, never half of one
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_directory(directory)  # the rename itself survives a crash
     return path
+
+
+def file_digest(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _listed_digests(directory: Path) -> list[str]:
+    """The digests DIGEST_FILE names, newest first; none where there is no such file (a checkpoint written
+    before 12-06 is resumed unchecked, as it was)."""
+    try:
+        return (directory / DIGEST_FILE).read_text(encoding="ascii").split()
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("w", encoding="ascii") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def fsync_directory(directory: Path) -> None:
@@ -193,6 +227,10 @@ def load(directory: Path | None, expected_fingerprint: str) -> tuple[Checkpoint 
     path = Path(directory) / CHECKPOINT_FILE
     if not path.is_file():
         return None, None
+    listed = _listed_digests(Path(directory))
+    if listed and file_digest(path) not in listed:
+        log.warning("checkpoint %s does not match its digest (%s)", path, DIGEST_FILE)
+        return None, "the checkpoint does not match its checksum (a damaged file): training from the start"
     try:
         # Our own file, written by save() above (RNG states are numpy/Python objects, not tensors only).
         raw = torch.load(path, map_location="cpu", weights_only=False)

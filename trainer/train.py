@@ -417,6 +417,8 @@ def train_process(
         metrics["soup"] = soup_report
     if loop.resumed_from_step is not None:
         metrics["resumed_from_step"] = loop.resumed_from_step
+    if why_not:  # a checkpoint found and not resumed: said while training, and kept with the run after it
+        metrics["checkpoint_discarded"] = why_not
     if loop.diverged_in_epoch is not None:  # stopped there, keeping the best epoch before it
         metrics["diverged_in_epoch"] = loop.diverged_in_epoch
     result = TrainResult(
