@@ -173,8 +173,12 @@ def _create_held_runs(
     """(run id, kind, job id, job's progress total) per run created, each job held by this process; and whether
     LR selection applies."""
     from services import training
+    from trainer.model import check_encoder_found
     from trainer.plan import search_wanted
 
+    # This process loads it: an encoder it cannot find exits 2 before any run is recorded (a failed run and a
+    # cancelled TF-IDF member were left behind, and the error printed twice)
+    check_encoder_found(training.default_config(overrides).encoder)
     with session_scope(engine()) as session:
         runs, jobs = training.create_runs_for(
             session, dataset, overrides, seeds, held_by=worker_id, name=name, classical=classical

@@ -115,7 +115,7 @@ def test_bad_input_exits_with_code_2(engine, tmp_path) -> None:  # type: ignore[
 
 
 def test_queue_enqueues_the_lr_selection_or_a_train_job_per_seed(engine) -> None:  # type: ignore[no-untyped-def]
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
     from db.models import Job, TrainingRun
     from db.session import session_scope
@@ -154,6 +154,15 @@ def test_queue_enqueues_the_lr_selection_or_a_train_job_per_seed(engine) -> None
     result = runner.invoke(app, ["train", name, "--queue", "--no-classical", "--encoder", "/nonexistent/enc"])
     assert result.exit_code == 0, result.output
     assert "the encoder '/nonexistent/enc' is no directory on this machine" in " ".join(result.output.split())
+    # in this process: it loads the encoder, so one it cannot find exits 2 before any run is recorded (a failed
+    # run and a cancelled TF-IDF member were left behind)
+    with session_scope(engine) as s:
+        recorded = s.scalar(select(func.count()).select_from(TrainingRun))
+    for missing in ("/nonexistent/enc", "no-such-org/no-such-encoder"):
+        result = runner.invoke(app, ["train", name, "--encoder", missing])
+        assert result.exit_code == 2 and f"cannot load encoder {missing!r}" in result.output, result.output
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(TrainingRun)) == recorded
 
 
 def test_train_and_runs_show_say_what_was_left_out_of_train(engine, tiny_encoder: str) -> None:

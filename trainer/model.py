@@ -150,24 +150,50 @@ class MultiTaskModel(nn.Module):
         (out_dir / "model.json").write_text(json.dumps(self.meta(max_length, precision), indent=2), encoding="utf-8")
 
 
-def load_encoder(name_or_path: str | Path) -> tuple[PreTrainedModel, Any]:
-    """The encoder and its tokenizer, by hub name or local directory (one path for real and tiny models)."""
-    from transformers import AutoModel, AutoTokenizer
-
+def _load_failure(name_or_path: str) -> Any:
+    """One message for every cause (a missing path, a directory without a model, a file, the hub unreachable): the
+    error is stored on the run and shown to its project, and must not tell what exists on this disk. The cause
+    goes to this process's log, for whoever runs the worker."""
     from trainer.errors import TrainerError
 
-    name_or_path = str(name_or_path)  # a Path works too
-    # One message for every cause (a missing path, a directory without a model, a file, the hub unreachable):
-    # the error is stored on the run and shown to its project, and must not tell what exists on this disk.
-    # The cause goes to this process's log, for whoever runs the worker.
-    failure = TrainerError(
+    return TrainerError(
         f"cannot load encoder {name_or_path!r}: not a model directory this worker may read, "
         "nor a model on the hub (or the hub is unreachable); a local model is named by its directory's "
         "absolute path",
         field="config.encoder",
     )
-    if name_or_path.startswith(("/", "./", "../", "~")) and not Path(name_or_path).expanduser().is_dir():
+
+
+def _no_directory(name_or_path: str) -> bool:
+    missing = name_or_path.startswith(("/", "./", "../", "~")) and not Path(name_or_path).expanduser().is_dir()
+    if missing:
         log.warning("encoder %r: no such directory", name_or_path)
+    return missing
+
+
+def check_encoder_found(name_or_path: str | Path) -> None:
+    """Raise load_encoder's TrainerError when the encoder's config cannot be read here (no such directory, no model
+    in it, not on the hub or the hub unreachable): a command that trains in its own process asks before it
+    records any run (`augloop train` left a failed run and a cancelled TF-IDF member behind for a typo)."""
+    from transformers import AutoConfig
+
+    name_or_path = str(name_or_path)
+    if _no_directory(name_or_path):
+        raise _load_failure(name_or_path)
+    try:
+        AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError, TypeError) as err:
+        log.warning("encoder %r cannot load: %s", name_or_path, str(err)[:400])
+        raise _load_failure(name_or_path) from err
+
+
+def load_encoder(name_or_path: str | Path) -> tuple[PreTrainedModel, Any]:
+    """The encoder and its tokenizer, by hub name or local directory (one path for real and tiny models)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    name_or_path = str(name_or_path)  # a Path works too
+    failure = _load_failure(name_or_path)
+    if _no_directory(name_or_path):
         raise failure
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
