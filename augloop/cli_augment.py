@@ -201,6 +201,9 @@ def run_cmd(
     seed: SeedOpt = 0,
     params: ParamsOpt = None,
     filters: FiltersOpt = None,
+    count_pending: Annotated[
+        bool, typer.Option(help="Plan: count pending variants as if approved (as `augment plan` does)")
+    ] = True,
     wait: Annotated[bool, typer.Option(help="Show progress until the jobs finish (a worker must run)")] = False,
 ) -> None:
     """Enqueue augmentation jobs; `augloop worker` runs them and the variants land as pending."""
@@ -209,7 +212,8 @@ def run_cmd(
     def run() -> tuple[list[int], dict[str, Any] | None]:
         with session_scope(engine()) as session:
             if use_plan:
-                request = _plan_request(ctx.params, count_pending=True, enqueue=True)
+                # the plan `augment plan --no-count-pending` previewed is the one enqueued (it had no way here)
+                request = _plan_request(ctx.params, count_pending=count_pending, enqueue=True)
                 view = augmentation.make_plan_for(session, dataset, request, settings, None)
                 return list(view["job_ids"]), {**view["plan"], "id": view["id"]}
             ids = list(sample_ids or []) or augmentation.train_originals_with(

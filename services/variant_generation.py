@@ -291,6 +291,7 @@ def generate_variants(
             "duplicate_at_insert": raced,
             "per_method": per_method,
             "variant_ids": ids[:1000],
+            "variant_ids_count": len(ids),  # the list is cut to 1,000 (a job's params are cut to 100 likewise)
             "plan_id": params.get("plan_id"),
             # the project's members read a job's result: a model directory by its last part (access.shown_provenance)
             "semantic_similarity": shown_provenance(

@@ -46,6 +46,8 @@ def test_plan_run_worker_leaves_pending_variants(settings, engine, example_datas
     with Session(engine) as s:
         job = s.scalars(select(Job)).one()
         assert job.status == "succeeded" and job.result["kept"] > 1000
+        # the ids are cut to 1,000 and the count says so (it was cut in silence)
+        assert len(job.result["variant_ids"]) == 1000 and job.result["variant_ids_count"] == job.result["kept"]
         pending = s.scalar(
             select(func.count()).where(
                 Sample.origin == "augmented",
@@ -60,6 +62,14 @@ def test_plan_run_worker_leaves_pending_variants(settings, engine, example_datas
         assert stored.job_ids == [job.id] and job.params["plan_id"] == stored.id
     again = augloop(settings, "augment", "plan", example_dataset)  # pending variants count towards the target
     assert "1579 variants" not in again.stdout
+    # the plan `augment plan --no-count-pending` previews is the one `augment run --no-count-pending` enqueues
+    preview = json.loads(augloop(settings, "augment", "plan", example_dataset, "--json", "--no-count-pending").stdout)
+    run = augloop(settings, "augment", "run", example_dataset, "--no-count-pending")
+    assert run.returncode == 0, run.stderr
+    with Session(engine) as s:
+        second = s.scalars(select(AugmentationPlan).order_by(AugmentationPlan.id.desc())).first()
+        assert second is not None and second.id != stored.id
+        assert second.params["count_pending"] is False and second.plan["methods"] == preview["methods"]
 
 
 def test_run_without_plan_and_wait(settings, engine, mini_dataset) -> None:
