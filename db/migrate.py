@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,7 +54,11 @@ def migration_lock(engine: Engine) -> Iterator[None]:
         if database in ("", ":memory:") or database.startswith("file:") or url.query.get("mode") == "memory":
             yield
             return
-        with FileLock(f"{Path(database).expanduser()}.migrate-lock"):
+        lock = f"{Path(database).expanduser()}.migrate-lock"
+        # filelock retries for ever where the file cannot be created at all (a data directory under /proc): the
+        # operating system's refusal is said at once (an OSError naming the file: exit 2 in the CLI)
+        os.close(os.open(lock, os.O_RDWR | os.O_CREAT, 0o600))
+        with FileLock(lock):
             yield
         return
     if url.get_backend_name() != "postgresql":

@@ -423,6 +423,15 @@ def test_an_operators_bad_settings_exit_2_naming_the_setting(settings) -> None:
         assert "Traceback" not in r.stderr
 
 
+def test_a_data_directory_where_no_file_can_be_created_exits_2_at_once(settings) -> None:
+    """AUGLOOP_DATA_DIR=/proc/self: the migration lock's library retried creating its lock file for ever, and every
+    command hung (an attacker's find); the operating system's refusal is said, naming the file."""
+    env = cli_env(settings, AUGLOOP_DATA_DIR="/proc/self")
+    env.pop("AUGLOOP_DATABASE_URL")  # the database goes in the data directory
+    r = run_augloop("stats", "x", env=env, timeout=60)
+    assert r.returncode == 2 and "migrate-lock" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_a_database_augloop_must_not_use_exits_2_and_is_left_as_it_was(tmp_path) -> None:
     """A file that is no database, a newer augloop's database and another application's database ended in a
     traceback (the worker first retried the first for a minute), or got augloop's tables added beside theirs."""
