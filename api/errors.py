@@ -85,6 +85,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if trouble == "read_only":
             detail = "the database is read-only for the server, so nothing was saved; the operator must fix it"
             return JSONResponse({"detail": detail}, status_code=503)
+        if trouble == "disk_error":  # a file size limit, a failing disk: not "busy", and not passing by itself
+            detail = (
+                "the database's disk failed a write (a disk I/O error), so nothing was saved; the operator must "
+                "check the disk (space, file size limits)"
+            )
+            return JSONResponse({"detail": detail}, status_code=503)
         if trouble == "failed":
             # A statement the database refuses the same way every time (SQLite's "no such table" after a
             # migration was skipped, "too many SQL variables"): "retry" would send the client round in circles.

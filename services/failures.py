@@ -16,11 +16,14 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from services.access import without_server_paths
 
-DatabaseTrouble = Literal["disk_full", "read_only", "refused", "locked", "conflicted", "unreachable", "failed"]
+DatabaseTrouble = Literal[
+    "disk_full", "read_only", "disk_error", "refused", "locked", "conflicted", "unreachable", "failed"
+]
 
 _SAID: dict[DatabaseTrouble, str] = {
     "disk_full": "the database's disk is full",
     "read_only": "the database is read-only for the worker",
+    "disk_error": "the database's disk failed a read or write (a disk I/O error)",
     "refused": "the database refused a write that conflicts with what it holds",
     "locked": "the database was busy with another write past its busy timeout",
     "conflicted": "the database cancelled the write for a concurrent one (a deadlock or a serialization failure)",
@@ -78,7 +81,11 @@ def database_trouble(err: BaseException) -> DatabaseTrouble:
     # SQLite's own: a file it cannot open or read; its other OperationalErrors (no such table, too many SQL
     # variables) are statements that fail the same way every time. A connection refused or lost before any
     # statement (the driver names no SQLSTATE) is unreachable.
-    if "unable to open" in said or "disk I/O error" in said or "connection" in said.lower():
+    # SQLite's "disk I/O error": a write its file system refused (a file size limit, a failing disk, space gone
+    # at the wrong moment); it was read as "busy or unreachable; retry", and retried by workers as an outage
+    if "disk I/O error" in said:
+        return "disk_error"
+    if "unable to open" in said or "connection" in said.lower():
         return "unreachable"
     if type(orig).__module__.split(".")[0] != "sqlite3" and any(
         _is_a(e, n) for e in (err, orig) for n in ("OperationalError", "InterfaceError")

@@ -335,6 +335,12 @@ def test_failure_text_names_the_kind_of_database_trouble(tmp_path) -> None:
     assert "failed a statement" in failure_text(psycopg.errors.UndefinedTable("x"))
     assert "disk is full" in failure_text(psycopg.errors.DiskFull("x"))
     assert not any(database_outage(getattr(psycopg.errors, n)("x")) for n in ("UndefinedTable", "DiskFull"))
+    # SQLite's "disk I/O error" (a file size limit, a failing disk) read "busy or unreachable" and was retried
+    # as an outage: it is the disk's, and said so
+    from sqlalchemy.exc import OperationalError as SAOperationalError
+
+    io_error = SAOperationalError("COMMIT", {}, sqlite3.OperationalError("disk I/O error"))
+    assert "disk failed a read or write" in failure_text(io_error) and not database_outage(io_error)
     assert database_outage(psycopg.errors.SerializationFailure("x")) and not database_outage(missing.value)
     try:
         try:
