@@ -337,8 +337,8 @@ def _export_notes(count: Any, jsonl_name: str) -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address")] = None,
-    port: Annotated[int | None, typer.Option(help="Port", min=1, max=65535)] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default: AUGLOOP_API_HOST, 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: AUGLOOP_API_PORT, 8000)", min=1, max=65535)] = None,
 ) -> None:
     """Run the API (OpenAPI docs at /docs)."""
     import uvicorn
@@ -453,7 +453,9 @@ def worker(
 
 
 @app.command()
-def ui(port: Annotated[int | None, typer.Option(help="Port", min=1, max=65535)] = None) -> None:
+def ui(
+    port: Annotated[int | None, typer.Option(help="Port (default: AUGLOOP_UI_PORT, 8501)", min=1, max=65535)] = None,
+) -> None:
     """Run the review UI (Streamlit); it talks to the API at AUGLOOP_API_URL."""
     import os
 

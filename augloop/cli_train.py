@@ -110,8 +110,8 @@ def train(
     dataset: Annotated[str, typer.Argument(help="Dataset name")],
     encoder: Annotated[str | None, typer.Option(help="Hugging Face encoder name or local directory")] = None,
     seeds: Annotated[str | None, typer.Option(help="Seeds, e.g. 42,43,44: one run each, then an ensemble")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Maximum tokens per text")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (default: the recipe's 20)")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Maximum tokens per text (default: the recipe's 320)")] = None,
     max_train_samples: Annotated[int | None, typer.Option(help="Train on a seeded subset of this size")] = None,
     budget_minutes: Annotated[
         float | None,

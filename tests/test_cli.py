@@ -19,6 +19,9 @@ def test_help_lists_the_subcommands(settings):
     out = augloop(settings, "--help").stdout
     for command in ("import", "stats", "export", "token", "serve", "worker", "ui", "demo"):
         assert command in out
+    # options whose default comes from a setting say which, and what it is by default (they showed none)
+    serve = " ".join(augloop(settings, "serve", "--help").stdout.split())
+    assert "AUGLOOP_API_HOST, 127.0.0.1" in serve and "AUGLOOP_API_PORT, 8000" in serve, serve
 
 
 def test_every_command_works_against_a_fresh_database_url(tmp_path, settings):
