@@ -90,8 +90,10 @@ class ErrorMappingGroup(TyperGroup):
         except Terminated as err:
             err_console.print(f"stopped by {signal.Signals(err.signum).name}", highlight=False)
             raise typer.Exit(128 + err.signum) from None
-        except BrokenPipeError:
-            reader_gone()
+        except BrokenPipeError as err:
+            if output_closed():
+                reader_gone()
+            fail(f"{err.strerror or err}")  # a pipe of something else (a subprocess, a socket): a failure
         except OSError as err:
             where = f" ({err.filename})" if err.filename else ""
             fail(f"{err.strerror or err}{where}")
@@ -110,6 +112,24 @@ class ErrorMappingGroup(TyperGroup):
             fail(database_problem(err))
 
 
+def output_closed() -> bool:
+    """Whether what reads this process's standard output or error has closed it (poll says POLLERR on the
+    writing end of a pipe whose reader has gone)."""
+    import select
+    import sys
+
+    poller = select.poll()
+    fds = []
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fds.append(stream.fileno())
+        except (AttributeError, OSError, ValueError):  # replaced by an object with no descriptor (a test's capture)
+            continue
+    for fd in fds:
+        poller.register(fd, select.POLLOUT)
+    return any(event & (select.POLLERR | select.POLLHUP) for _fd, event in poller.poll(0))
+
+
 def reader_gone() -> NoReturn:
     """What reads the command's output closed it (`augloop export … -o - | head`): stop quietly, as a program
     that SIGPIPE ends does (128 + 13), not with "error: Broken pipe" and the bad-input code 2. Standard output
@@ -119,7 +139,10 @@ def reader_gone() -> NoReturn:
 
     devnull = os.open(os.devnull, os.O_WRONLY)
     for stream in (sys.stdout, sys.stderr):
-        os.dup2(devnull, stream.fileno())
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (AttributeError, OSError, ValueError):  # no descriptor of its own: nothing will flush into the pipe
+            continue
     raise typer.Exit(128 + signal.SIGPIPE)
 
 
@@ -140,8 +163,13 @@ def database_problem(err: Any) -> str:
     from services.failures import database_trouble
 
     said = str(getattr(err, "orig", None) or err).strip()[:300]
-    if database_trouble(err) == "read_only":
+    trouble = database_trouble(err)
+    if trouble == "read_only":
         return f"the database is read-only for this user (AUGLOOP_DATABASE_URL): {said}"
+    if trouble == "disk_full":
+        return f"the database's disk is full (AUGLOOP_DATABASE_URL); free space and run the command again: {said}"
+    if trouble == "disk_error":  # a file size limit, a failing disk: not a database that "did not answer"
+        return f"the database's disk failed a read or write (AUGLOOP_DATABASE_URL); check the disk: {said}"
     if type(getattr(err, "orig", None)) is sqlite3.DatabaseError:  # "file is not a database", "malformed"
         return f"the database (AUGLOOP_DATABASE_URL) cannot be read: {said}"
     if isinstance(err, OperationalError):

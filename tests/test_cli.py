@@ -532,7 +532,7 @@ def test_the_cli_names_what_a_database_error_means_and_leaves_others_as_they_are
     import sqlite3
 
     import typer
-    from sqlalchemy.exc import DatabaseError, IntegrityError
+    from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
     from typer.testing import CliRunner
 
     from augloop.console import ErrorMappingGroup
@@ -555,6 +555,10 @@ def test_the_cli_names_what_a_database_error_means_and_leaves_others_as_they_are
             2,
         ),
         (DatabaseError("SELECT", {}, sqlite3.DatabaseError("file is not a database")), "cannot be read", 2),
+        # the disk's trouble, not a database that "did not answer"
+        (OperationalError("COMMIT", {}, sqlite3.OperationalError("disk I/O error")), "disk failed a read or write", 2),
+        (OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full")), "disk is full", 2),
+        (BrokenPipeError(32, "Broken pipe"), "Broken pipe", 2),  # another pipe than the output's: a failure
         (ModuleNotFoundError("No module named 'pymysql'", name="pymysql"), "does not support", 2),
         (ModuleNotFoundError("No module named 'plotly'", name="plotly"), None, 1),  # not a database's: a bug
     ):

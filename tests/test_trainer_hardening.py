@@ -291,6 +291,34 @@ def test_a_checkpoint_is_synced_before_and_after_its_rename_under_a_name_of_its_
     assert why is None and loaded is not None and torch.equal(loaded.model["w"], torch.ones(2))
 
 
+def test_crashes_between_the_two_renames_leave_a_checkpoint_its_digest_file_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each save puts the digest file into place before the checkpoint. Killed twice in a row between the two
+    renames, the digest file named only the two checkpoints that never replaced the one on disk, and a good
+    checkpoint was thrown away. A checkpoint written before the digests (no digest file) resumes as it did."""
+    ckpt = checkpoint.Checkpoint("fp", checkpoint.LoopState(), {"w": torch.zeros(2)}, {}, None, [{}])
+    checkpoint.save(tmp_path, ckpt)
+    real_replace = checkpoint.os.replace
+
+    def killed_before_the_checkpoint(src: Any, dst: Any) -> None:
+        if Path(dst).name == CHECKPOINT_FILE:
+            raise Crash("kill -9")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", killed_before_the_checkpoint)
+    for value in (1.0, 2.0):
+        ckpt.model = {"w": torch.full((2,), value)}
+        with pytest.raises(Crash):
+            checkpoint.save(tmp_path, ckpt)
+    monkeypatch.setattr(checkpoint.os, "replace", real_replace)
+    loaded, why = checkpoint.load(tmp_path, "fp")
+    assert why is None and loaded is not None and torch.equal(loaded.model["w"], torch.zeros(2))
+    (tmp_path / checkpoint.DIGEST_FILE).unlink()  # as a checkpoint of the code before 12-06
+    loaded, why = checkpoint.load(tmp_path, "fp")
+    assert why is None and loaded is not None and torch.equal(loaded.model["w"], torch.zeros(2))
+
+
 # 4. the TF-IDF member on tiny data -----------------------------------------------------------------------------
 
 TASKS = [TaskSpec("stance", ["pro", "con"])]

@@ -23,7 +23,7 @@ import random
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import numpy as np
 import torch
@@ -132,7 +132,8 @@ def save(directory: Path, ckpt: Checkpoint) -> Path:
     # Unique per writer: in a container every worker is pid 1, and two attempts of a run may share storage.
     tmp = directory / f".{CHECKPOINT_FILE}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
-        with tmp.open("wb") as fh:
+        with tmp.open("wb") as raw_fh:
+            fh = _Hashing(raw_fh)  # the digest as the bytes go out: reading a checkpoint of gigabytes back cost seconds
             torch.save(
                 {
                     "fingerprint": ckpt.fingerprint,
@@ -146,20 +147,43 @@ def save(directory: Path, ckpt: Checkpoint) -> Path:
                     "average": ckpt.average,
                     "ingredients": [{"epoch": i.epoch, "val_f1": i.val_f1, "state": i.state} for i in ckpt.ingredients],
                 },
-                fh,
+                cast("IO[bytes]", fh),  # write and flush are all torch.save asks of a file
             )
-            fh.flush()
-            os.fsync(fh.fileno())  # on disk before the rename: a crash after it must not leave a renamed, empty file
-        # The digest file names this checkpoint's digest and the one it replaces, and goes into place first: a
-        # crash between the two renames leaves the previous checkpoint, which it still names.
+            raw_fh.flush()
+            os.fsync(raw_fh.fileno())  # on disk before the rename: a crash after it leaves no renamed, empty file
+        # The digest file names this checkpoint's digest and the ones before it, and goes into place first: a
+        # crash between the two renames leaves an earlier checkpoint, which it still names (several: crashes there
+        # twice in a row each named a checkpoint that never replaced the one on disk).
         listed = _listed_digests(directory)
-        _write_atomically(directory / DIGEST_FILE, "".join(f"{d}\n" for d in [file_digest(tmp), *listed[:1]]))
+        digests = [fh.hexdigest(), *listed[: KEPT_DIGESTS - 1]]
+        _write_atomically(directory / DIGEST_FILE, "".join(f"{d}\n" for d in digests))
         os.replace(tmp, path)  # atomic: a reader sees the previous checkpoint or this one, never half of one
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_directory(directory)  # the rename itself survives a crash
     return path
+
+
+KEPT_DIGESTS = 8  # a run's checkpoints, newest first, that its digest file names
+
+
+class _Hashing:
+    """A binary file that hashes what is written to it (torch.save writes its zip archive in order)."""
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+        self._sha = hashlib.sha256()
+
+    def write(self, data: Any) -> int:
+        self._sha.update(data)
+        return int(self._fh.write(data))
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
 
 
 def file_digest(path: Path) -> str:
