@@ -159,7 +159,16 @@ def build_card(item: dict[str, Any], family: dict[str, Any] | None, reviews_requ
         },
         "votes_text": votes_text,
         "mine": bool(votes.get("mine")),
+        "awaiting_other": awaiting_another_member(item, reviews_required),
     }
+
+
+def awaiting_another_member(item: dict[str, Any], reviews_required: int) -> bool:
+    """A rewritten text still pending under k = 1: it trains once someone other than its writer approves it
+    (services.review.status_of); "waiting for more reviews" said otherwise of a rule that needs no more."""
+    generated = item.get("generated_text")
+    rewritten = bool(generated) and generated != item.get("text")
+    return reviews_required == 1 and item.get("review_status") == "pending" and rewritten
 
 
 def payload(view: ReviewView, empty: str) -> dict[str, Any]:
@@ -256,9 +265,12 @@ def apply_action(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> No
         view.undo_stack.append([sample_id])
         done, waiting = DONE[op], ""
         if item["review_status"] == "pending":
-            # an edited text trains once someone other than its writer approves it (services.review.status_of)
-            done, waiting = ("edited", " (waiting for another member's approval)") if op == "edit" else (done, "")
-            waiting = waiting or " (waiting for more reviews)"
+            done = "edited" if op == "edit" else done
+            if op == "edit" or awaiting_another_member(item, view.reviews_required):
+                # a rewritten text trains once someone other than its writer approves it (status_of)
+                waiting = " (waiting for another member's approval)"
+            else:
+                waiting = " (waiting for more reviews)"
         stored = f", reason: {reason_label(reason)}" if op == "reject" else ""
         view.say("success", f"Variant #{sample_id} {done}{stored}{waiting}. U undoes it.")
     elif op in ("family", "selected"):
@@ -273,7 +285,14 @@ def _bulk(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> None:
         ids = [i for i in view.order if view.items[i]["parent_id"] == parent_id]
         body: dict[str, Any] = {"decision": "approve", "parent_id": parent_id, "confirm": True}
         if view.reviews_required == 1 and action.get("expected") is not None:
-            body["expected_count"] = int(action["expected"])  # the count the button showed
+            # the count the button showed, less the cards on the page that wait with one's own vote (a text one
+            # rewrote waits for another member): the server counts the variants one has not voted on
+            mine = sum(
+                1
+                for i in ids
+                if view.items[i]["review_status"] == "pending" and (view.items[i].get("votes") or {}).get("mine")
+            )
+            body["expected_count"] = int(action["expected"]) - mine
         what = f"the family of source #{parent_id}"
     else:
         ids = [int(i) for i in action.get("ids") or [] if int(i) in view.items]

@@ -76,8 +76,8 @@ def update_settings(
     session: Session, name: str, changes: dict[str, Any], user: User | None
 ) -> tuple[Dataset, dict[str, int]]:
     """Change review settings (reviews required, guidelines, language); `changes` holds only given keys. A new
-    reviews_required re-evaluates every reviewed variant in the same transaction: returns the status changes
-    by transition (empty when k did not change)."""
+    reviews_required (given, even unchanged) re-evaluates every reviewed variant in the same transaction:
+    returns the status changes by transition (empty when nothing moved or k was not given)."""
     from services.review import reevaluate
 
     dataset = dataset_named(session, name, user, Need.lead)
@@ -93,7 +93,9 @@ def update_settings(
     for key, value in changes.items():
         setattr(dataset, key, value)
     session.flush()
-    moved = reevaluate(session, dataset) if dataset.reviews_required != k_before else {}
+    # Sent, k re-evaluates every reviewed variant even when unchanged: how variants decided under an older rule
+    # (an edit approved by its writer alone before 12-06) come under today's
+    moved = reevaluate(session, dataset) if "reviews_required" in changes else {}
     return dataset, moved
 
 

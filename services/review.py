@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
+from typing import cast as typing_cast
 
-from sqlalchemy import ColumnElement, func, insert, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, exists, func, insert, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from core.errors import ConflictError, NotFoundError, PermissionDenied, TooLargeError, ValidationFailed
 from core.textnorm import content_hash, written_text_problem
@@ -61,14 +62,24 @@ from workers.augment.catalog import METHODS as AUGMENT_METHODS
 
 
 def own_submission(sample: Sample, user: User) -> bool:
-    """A text this non-admin sent through POST /augment: another member approves it, or it would train with no
-    one's review but its author's. Its author may still reject it."""
-    return sample.origin == Origin.submitted and sample.created_by == user.id and not is_admin(user)
+    """A text this non-admin sent through POST /augment, or a variant of one: another member approves it, or it
+    would train with no one's review but its author's. Its author may still reject it. (A variant is a
+    paraphrase of their text: approved by its submitter alone, the variants of a submission someone else had to
+    rewrite trained once the rewrite was approved, an attacker's find of 12-06.)"""
+
+    def theirs(text: Sample | None) -> bool:
+        return text is not None and text.origin == Origin.submitted and text.created_by == user.id
+
+    return not is_admin(user) and (theirs(sample) or (sample.parent_id is not None and theirs(sample.parent)))
 
 
 def _not_own_submission(user: User) -> ColumnElement[bool]:
     """SQL for `not own_submission(sample, user)` (a sample with no recorded author is no one's)."""
-    return or_(Sample.origin != Origin.submitted, Sample.created_by.is_(None), Sample.created_by != user.id)
+    parent = aliased(Sample)
+    return and_(
+        or_(Sample.origin != Origin.submitted, Sample.created_by.is_(None), Sample.created_by != user.id),
+        ~exists().where(parent.id == Sample.parent_id, parent.origin == Origin.submitted, parent.created_by == user.id),
+    )
 
 
 def status_from_votes(votes: dict[int, str], reviews_required: int) -> str:
@@ -113,11 +124,14 @@ def status_of(
     A text a non-admin wrote (`editor`: their edit stands and `edited`) is approved only with the approval of
     someone else: it is their text, put into the dataset, and waits for review as a submitted text does (with
     k = 1 their edit alone trained, until 12-06: an annotator could add any text with labels of their choosing).
-    Under k ≥ 2 the majority already holds another approval."""
+    With k = 1 the latest decision of anyone but the writer decides (the writer's rejection counts); under k ≥ 2
+    a majority already holds another approval."""
+    if edited and editor is not None and reviews_required == 1:
+        # k = 1, the latest decision wins: the latest of anyone but the writer (their rejection counts, their
+        # approval never decides: it overturned a third person's rejection of the text another had approved)
+        others = {user_id: vote for user_id, vote in votes.items() if user_id != editor or vote not in APPROVING}
+        return status_from_votes(others, 1)
     decided = status_from_votes(votes, reviews_required)
-    others_approve = any(vote in APPROVING for user_id, vote in votes.items() if user_id != editor)
-    if edited and editor is not None and decided == ReviewStatus.approved.value and not others_approve:
-        return ReviewStatus.pending.value
     if auto_decision not in AUTO_DECIDED or edited:
         return decided
     if not votes:
@@ -200,8 +214,8 @@ def decide(
         raise ValidationFailed(f"sample {sample_id} is an original; only variants are reviewed", field="sample_id")
     if decision in APPROVING and own_submission(sample, user):
         raise PermissionDenied(
-            f"sample {sample_id} is a text you submitted: another member of the project approves or edits it "
-            "(you may reject it)",
+            f"sample {sample_id} is a text you submitted, or a variant of one: another member of the project "
+            "approves or edits it (you may reject it)",
             field="sample_id",
         )
     if sample.version != version:
@@ -438,9 +452,13 @@ class BulkSelection:
 
 def bulk_targets(session: Session, dataset: Dataset, user: User, selection: BulkSelection, decision: str) -> list[int]:
     """Ids of the pending variants a bulk decision would add this user's vote to (never one they voted on, nor,
-    to approve or edit, a text they submitted themselves)."""
+    to approve or edit, a text they submitted themselves). An approval passes over a text a person rewrote unless
+    the selection names the version the approver saw (`versions`: the cards on their page): an approval by filter
+    swept in, unseen, an annotator's rewritten text waiting for another member's approval (an attacker's find)."""
     selection.check()
     mine = [] if decision not in APPROVING or is_admin(user) else [_not_own_submission(user)]
+    if decision in APPROVING and selection.versions is None:
+        mine.append(typing_cast("ColumnElement[bool]", Sample.as_generated))  # the hybrid's SQL side
     if selection.filter is not None:
         try:
             where = conditions(session, dataset, pending_only(dataset, selection.filter, user.id))
@@ -475,10 +493,15 @@ def skipped_ids(session: Session, dataset: Dataset, user: User, named: list[int]
     for chunk in chunked(rest):
         rows = session.execute(
             select(
-                Sample.id, Sample.origin, Sample.review_status, not_voted_by(user.id), _not_own_submission(user)
+                Sample.id,
+                Sample.origin,
+                Sample.review_status,
+                not_voted_by(user.id),
+                _not_own_submission(user),
+                Sample.as_generated,
             ).where(Sample.dataset_id == dataset.id, Sample.id.in_(chunk))
         ).all()
-        for sample_id, origin, status, not_voted, not_own in rows:
+        for sample_id, origin, status, not_voted, not_own, as_generated in rows:
             seen.add(sample_id)
             if origin not in REVIEWABLE_ORIGINS:
                 why = "not_a_variant"  # an original: it has no review
@@ -488,6 +511,8 @@ def skipped_ids(session: Session, dataset: Dataset, user: User, named: list[int]
                 why = "voted_already"
             elif not not_own:
                 why = "own_submission"
+            elif not as_generated:
+                why = "rewritten"  # a person's text: approved one by one, or with the version seen (`versions`)
             else:
                 why = "changed"  # between the selection and this count
             reasons[why] = reasons.get(why, 0) + 1

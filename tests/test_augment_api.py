@@ -166,7 +166,10 @@ def test_free_texts_wait_for_review_like_variants(lead, annotator, engine, mini_
             return {x.id for x in training_samples(s, get_dataset(s, "mini"))}
 
     first = variants[0]
-    lead.post(f"/api/v1/samples/{first.id}/decision", json={"decision": "approve", "version": first.version})
+    # a variant of one's own submission is a paraphrase of one's own text: another member approves it too
+    refused = lead.post(f"/api/v1/samples/{first.id}/decision", json={"decision": "approve", "version": first.version})
+    assert refused.status_code == 403, refused.text
+    annotator.post(f"/api/v1/samples/{first.id}/decision", json={"decision": "approve", "version": first.version})
     assert item["sample_id"] not in trains() and first.id not in trains(), "unreviewed submission trained"
     for decision in ({"decision": "approve"}, {"decision": "edit", "text": text + " Really."}):
         own = lead.post(f"/api/v1/samples/{item['sample_id']}/decision", json={**decision, "version": 1})

@@ -1027,3 +1027,25 @@ def test_pages_say_the_api_is_unreachable_not_that_there_is_no_dataset(monkeypat
     assert any("cannot reach the API" in e.value for e in at.error), [e.value for e in at.error]
     assert not any("No dataset yet" in i.value for i in at.info)
     settings_mod.get_settings.cache_clear()
+
+
+def test_approve_family_after_rewriting_one_of_its_cards(live_api, annotator_token, review_data) -> None:
+    """At k = 1 a text one rewrote waits with one's own vote for another member: the family button (its count
+    the family's pending variants) then sent a count the server, which counts the variants one has not voted
+    on, never matched: "The family changed … nothing was changed", after every reload (an attacker's find)."""
+    from review_ui.review_flow import apply_action, awaiting_another_member
+
+    client, view = flow(live_api, annotator_token)
+    family = review_data.sources[3]
+    rewritten, *rest = review_data.variants[family]
+    apply_action(
+        view,
+        client,
+        {"op": "edit", "id": rewritten, "version": view.items[rewritten]["version"], "text": "Mine, rewritten."},
+    )
+    assert "waiting for another member's approval" in view.notice["text"]
+    assert awaiting_another_member(view.items[rewritten], view.reviews_required)
+    apply_action(view, client, {"op": "family", "parent_id": family, "expected": len(rest) + 1})
+    assert "nothing was changed" not in view.notice["text"], view.notice
+    assert all(view.items[v]["review_status"] == "approved" for v in rest)
+    assert view.items[rewritten]["review_status"] == "pending"

@@ -114,14 +114,20 @@ def test_a_text_a_non_admin_wrote_trains_only_once_someone_else_approves_it(
     edited = _decide(annotator, fourth, "edit", text="Watch my talk with the farmers of Ames tonight.")
     assert _decide(annotator, fourth, "reject", reason="other")["review_status"] == "rejected"
 
-    # a bulk approval counts for the texts others wrote (the lead's) and passes over the writer's own
+    # a bulk approval of the versions one saw counts for the texts others wrote (the lead's) and passes over the
+    # writer's own
     assert _decide(annotator, fourth, "approve")["review_status"] == "pending"
-    bulk = {"decision": "approve", "sample_ids": [fourth, second], "confirm": True}
+
+    def seen(*ids: int) -> dict[str, int]:
+        return {str(i): annotator.get(f"/api/v1/samples/{i}").json()["sample"]["version"] for i in ids}
+
+    bulk = {"decision": "approve", "sample_ids": [fourth, second], "confirm": True, "versions": seen(fourth, second)}
     r = annotator.post(f"/api/v1/datasets/{review_data.dataset}/bulk-decisions", json=bulk)
     assert r.status_code == 200 and r.json()["statuses"] == {"approved": 1}, r.text
     assert r.json()["skipped"] == {"voted_already": 1} and second in training_ids(engine)
     assert fourth not in training_ids(engine)
-    r = carol.post(f"/api/v1/datasets/{review_data.dataset}/bulk-decisions", json={**bulk, "sample_ids": [fourth]})
+    bulk = {**bulk, "sample_ids": [fourth], "versions": seen(fourth)}
+    r = carol.post(f"/api/v1/datasets/{review_data.dataset}/bulk-decisions", json=bulk)
     assert r.status_code == 200 and r.json()["statuses"] == {"approved": 1}, r.text
     assert {fourth, second} <= training_ids(engine)
 
@@ -133,3 +139,56 @@ def test_a_text_a_non_admin_wrote_trains_only_once_someone_else_approves_it(
         assert admin.patch(f"/api/v1/datasets/{review_data.dataset}", json={"reviews_required": k}).status_code == 200
     trains = training_ids(engine)
     assert {first, second, fourth} <= trains and lone not in trains
+
+
+def test_a_rewritten_text_is_approved_by_someone_who_saw_it(admin, annotator, carol, lead, engine, review_data) -> None:
+    """An attacker of the rule above: (1) a colleague's routine approval by filter approved, unseen, the text an
+    annotator wrote (even one written after the colleague counted); (2) at k = 1 the writer's own approval
+    overturned a third person's rejection; (3) a submitter approved the variants of their own submission, which
+    trained once someone else rewrote the submission and approved the rewrite; (4) variants approved by their
+    writer alone before the rule stayed approved until k changed."""
+    from sqlalchemy import select, update
+
+    from db.models import Sample, User
+    from db.session import session_scope
+    from tests.review_fixtures import add_variant
+    from tests.test_review_automatic import training_ids
+
+    ds = review_data.dataset
+    written, other = review_data.variants[review_data.sources[0]][:2]
+    spam = "BUY CRYPTO NOW at example dot com, the senator says!"
+    # (1) by filter: the rewritten text is passed over, counted as such; with the version seen, it counts
+    count = carol.post(f"/api/v1/datasets/{ds}/bulk-decisions", json={"decision": "approve", "filter": {}}).json()
+    edited = _decide(annotator, written, "edit", text=spam)
+    body = {"decision": "approve", "filter": {}, "confirm": True, "expected_count": count["matched"] - 1}
+    r = carol.post(f"/api/v1/datasets/{ds}/bulk-decisions", json=body)
+    assert r.status_code == 200 and written not in training_ids(engine) and other in training_ids(engine), r.text
+    by_ids = {"decision": "approve", "sample_ids": [written], "confirm": True}
+    r = carol.post(f"/api/v1/datasets/{ds}/bulk-decisions", json=by_ids)
+    assert r.json()["applied"] == 0 and r.json()["skipped"] == {"rewritten": 1}, r.text
+    seen = {**by_ids, "versions": {str(written): edited["version"]}}
+    assert carol.post(f"/api/v1/datasets/{ds}/bulk-decisions", json=seen).json()["statuses"] == {"approved": 1}
+    # (2) k = 1: the latest decision of anyone but the writer
+    assert _decide(lead, written, "reject", reason="meaning_changed")["review_status"] == "rejected"
+    assert _decide(annotator, written, "approve")["review_status"] == "rejected"  # the writer does not overrule
+    assert _decide(carol, written, "approve")["review_status"] == "approved"  # another member does
+    # (3) a submitter's variants are theirs: another member approves them
+    source = review_data.sources[2]
+    with session_scope(engine) as s:
+        lead_id = s.scalars(select(User.id).where(User.name == "lena-lead")).one()
+        s.execute(update(Sample).where(Sample.id == source).values(origin="submitted", created_by=lead_id))
+        paraphrase = add_variant(s, source, "Proud to greet the farmers of Iowa, take two.")
+    version = carol.get(f"/api/v1/samples/{paraphrase}").json()["sample"]["version"]
+    r = lead.post(f"/api/v1/samples/{paraphrase}/decision", json={"decision": "approve", "version": version})
+    assert r.status_code == 403 and "a variant of one" in r.json()["detail"], r.text
+    r = lead.post(f"/api/v1/datasets/{ds}/bulk-decisions", json={**by_ids, "sample_ids": [paraphrase]})
+    assert r.json()["skipped"] == {"own_submission": 1}, r.text
+    assert _decide(carol, paraphrase, "approve")["review_status"] == "approved"
+    # (4) an edit the old rule approved on its writer's word: sending the current k brings it under this one
+    old = review_data.variants[review_data.sources[1]][2]
+    _decide(annotator, old, "edit", text="Meeting the growers of Ames, as the old rule let it train.")
+    with session_scope(engine) as s:
+        s.execute(update(Sample).where(Sample.id == old).values(review_status="approved"))
+    r = admin.patch(f"/api/v1/datasets/{ds}", json={"reviews_required": 1})
+    assert r.status_code == 200 and r.json()["status_changes"] == {"approved→pending": 1}, r.text
+    assert old not in training_ids(engine)

@@ -394,7 +394,7 @@ function statusLine(card) {
     let text = (review.decision === "reject" ? "✗ " : "✓ ") + word + " by " + review.user;
     if (review.decision === "reject") text += " · reason: " + (review.reason_label || review.reason);
     // an edited text trains once someone other than its writer approves it
-    if (card.status === "pending") text += review.decision === "edit" ? " · waiting for another member's approval" : " · waiting for more reviews";
+    if (card.status === "pending") text += review.decision === "edit" || card.awaiting_other ? " · waiting for another member's approval" : " · waiting for more reviews";
     line.textContent = text;
   }
   line.setAttribute("data-status", card.status);
