@@ -87,8 +87,8 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse({"detail": detail}, status_code=503)
         if trouble == "disk_error":  # a file size limit, a failing disk: not "busy", and not passing by itself
             detail = (
-                "the database's disk failed a write (a disk I/O error), so nothing was saved; the operator must "
-                "check the disk (space, file size limits)"
+                "the database's disk failed a read or write (a disk I/O error), so nothing was saved; the operator "
+                "must check the disk (space, file size limits)"
             )
             return JSONResponse({"detail": detail}, status_code=503)
         if trouble == "failed":

@@ -23,7 +23,10 @@ from augloop.cli_tokens import token_app, user_app
 from augloop.cli_train import train_app
 from augloop.console import ErrorMappingGroup, console, engine, err_console, fail
 from core.balance import imbalance_shown
-from core.settings import get_settings
+from core.settings import Settings, get_settings
+
+# the settings' own defaults, as --help says them (one place for the number)
+DEFAULT = {name: field.default for name, field in Settings.model_fields.items()}
 
 app = typer.Typer(
     help="augloop: augment minority classes, review variants, train on approved data.",
@@ -337,8 +340,12 @@ def _export_notes(count: Any, jsonl_name: str) -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (default: AUGLOOP_API_HOST, 127.0.0.1)")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default: AUGLOOP_API_PORT, 8000)", min=1, max=65535)] = None,
+    host: Annotated[
+        str | None, typer.Option(help=f"Bind address (default: AUGLOOP_API_HOST, {DEFAULT['api_host']})")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help=f"Port (default: AUGLOOP_API_PORT, {DEFAULT['api_port']})", min=1, max=65535)
+    ] = None,
 ) -> None:
     """Run the API (OpenAPI docs at /docs)."""
     import uvicorn
@@ -454,7 +461,9 @@ def worker(
 
 @app.command()
 def ui(
-    port: Annotated[int | None, typer.Option(help="Port (default: AUGLOOP_UI_PORT, 8501)", min=1, max=65535)] = None,
+    port: Annotated[
+        int | None, typer.Option(help=f"Port (default: AUGLOOP_UI_PORT, {DEFAULT['ui_port']})", min=1, max=65535)
+    ] = None,
 ) -> None:
     """Run the review UI (Streamlit); it talks to the API at AUGLOOP_API_URL."""
     import os

@@ -27,6 +27,10 @@ from rich.progress import (
 from augloop.cli_runs import decision_line, ensemble_cmd, load_run, print_metrics, soup_line
 from augloop.console import Terminated, console, engine, err_console, fail
 from db.session import session_scope
+from trainer.config import TrainConfig
+
+# the recipe's defaults, as --help says them (TrainConfig's own: one place for the number)
+RECIPE = {name: field.default for name, field in TrainConfig.model_fields.items()}
 
 if TYPE_CHECKING:
     from workers.held_jobs import HeldJobs
@@ -110,8 +114,12 @@ def train(
     dataset: Annotated[str, typer.Argument(help="Dataset name")],
     encoder: Annotated[str | None, typer.Option(help="Hugging Face encoder name or local directory")] = None,
     seeds: Annotated[str | None, typer.Option(help="Seeds, e.g. 42,43,44: one run each, then an ensemble")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (default: the recipe's 20)")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Maximum tokens per text (default: the recipe's 320)")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help=f"Maximum epochs (default: the recipe's {RECIPE['epochs']})")
+    ] = None,
+    max_length: Annotated[
+        int | None, typer.Option(help=f"Maximum tokens per text (default: the recipe's {RECIPE['max_length']})")
+    ] = None,
     max_train_samples: Annotated[int | None, typer.Option(help="Train on a seeded subset of this size")] = None,
     budget_minutes: Annotated[
         float | None,
@@ -173,11 +181,14 @@ def _create_held_runs(
     """(run id, kind, job id, job's progress total) per run created, each job held by this process; and whether
     LR selection applies."""
     from services import training
+    from services.datasets import dataset_named
     from trainer.model import check_encoder_found
     from trainer.plan import search_wanted
 
     # This process loads it: an encoder it cannot find exits 2 before any run is recorded (a failed run and a
     # cancelled TF-IDF member were left behind, and the error printed twice)
+    with session_scope(engine()) as session:  # a dataset that does not exist is said first (no hub wait for it)
+        dataset_named(session, dataset, None)
     check_encoder_found(training.default_config(overrides).encoder)
     with session_scope(engine()) as session:
         runs, jobs = training.create_runs_for(

@@ -14,6 +14,7 @@ string but `str.splitlines` (and JavaScript before ES2019) take for line ends, a
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -253,8 +254,9 @@ def write_export(
     tmp = part_path(path)
     try:
         count = _write_part(session, dataset, include, fmt, tmp, progress, whole_paths)
-        if path.exists():
-            tmp.chmod(stat.S_IMODE(path.stat().st_mode))
+        # a new file (or one deleted meanwhile) stays private, as everything augloop writes
+        with contextlib.suppress(FileNotFoundError):
+            tmp.chmod(stat.S_IMODE(path.stat().st_mode) & 0o777)  # its read/write bits, never setuid or sticky
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
