@@ -39,12 +39,17 @@ def bulk(dataset: str, selection: dict[str, Any], decision: str, expected: int) 
 
 
 def count_matching(dataset: str, filter_body: dict[str, Any], signature: str) -> None:
+    # Counted per decision: an approval passes over texts a person wrote (approved one by one, read), a rejection
+    # does not; with the approval's count "Reject all" was refused (409) whenever the filter held one.
     try:
-        result = client().bulk(dataset, {"decision": "approve", "filter": filter_body, "confirm": False})
+        approve = client().bulk(dataset, {"decision": "approve", "filter": filter_body, "confirm": False})
+        reject = client().bulk(
+            dataset, {"decision": "reject", "reason": "unspecified", "filter": filter_body, "confirm": False}
+        )
     except ApiError as err:
         flash("error", plain(str(err)))
         return
-    st.session_state["bulk_count"] = (signature, result["matched"])
+    st.session_state["bulk_count"] = (signature, approve["matched"], reject["matched"])
     st.session_state.pop("bulk_confirm", None)
 
 

@@ -319,8 +319,9 @@ def _bulk(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> None:
         if err.status == 409 and "matched" in err.body:
             view.say(
                 "warning",
-                f"The family changed: it now has {err.body['matched']} pending variants you have not voted on, "
-                f"not {action.get('expected')}; nothing was changed.",
+                f"The family changed: it now has {err.body['matched']} pending variants you may approve (not "
+                "voted on by you, not a text you submitted or its variants), not "
+                f"{body.get('expected_count', action.get('expected'))}; nothing was changed.",
             )
         else:
             view.say("error", f"Could not decide {what}: {err.detail}")

@@ -73,7 +73,7 @@ def own_submission(sample: Sample, user: User) -> bool:
     return not is_admin(user) and (theirs(sample) or (sample.parent_id is not None and theirs(sample.parent)))
 
 
-def _not_own_submission(user: User) -> ColumnElement[bool]:
+def not_own_submission(user: User) -> ColumnElement[bool]:
     """SQL for `not own_submission(sample, user)` (a sample with no recorded author is no one's)."""
     parent = aliased(Sample)
     return and_(
@@ -452,13 +452,15 @@ class BulkSelection:
 
 def bulk_targets(session: Session, dataset: Dataset, user: User, selection: BulkSelection, decision: str) -> list[int]:
     """Ids of the pending variants a bulk decision would add this user's vote to (never one they voted on, nor,
-    to approve or edit, a text they submitted themselves). An approval passes over a text a person rewrote unless
-    the selection names the version the approver saw (`versions`: the cards on their page): an approval by filter
-    swept in, unseen, an annotator's rewritten text waiting for another member's approval (an attacker's find)."""
+    to approve or edit, a text they submitted themselves). An approval passes over a text a person wrote
+    (rewritten, or submitted) unless the selection names the version the approver saw (`versions`: the cards on
+    their page): an approval by filter swept in, unseen, an annotator's rewritten text waiting for another
+    member's approval, and a lead's submission sent after a colleague had counted (attackers' finds)."""
     selection.check()
-    mine = [] if decision not in APPROVING or is_admin(user) else [_not_own_submission(user)]
-    if decision in APPROVING and selection.versions is None:
+    mine = [] if decision not in APPROVING or is_admin(user) else [not_own_submission(user)]
+    if decision in APPROVING and selection.versions is None:  # a person's text, approved by one who read it
         mine.append(typing_cast("ColumnElement[bool]", Sample.as_generated))  # the hybrid's SQL side
+        mine.append(Sample.origin != Origin.submitted)  # a lead's submission, swept in by a colleague's filter
     if selection.filter is not None:
         try:
             where = conditions(session, dataset, pending_only(dataset, selection.filter, user.id))
@@ -497,10 +499,11 @@ def skipped_ids(session: Session, dataset: Dataset, user: User, named: list[int]
                 Sample.origin,
                 Sample.review_status,
                 not_voted_by(user.id),
-                _not_own_submission(user),
+                not_own_submission(user),
                 Sample.as_generated,
             ).where(Sample.dataset_id == dataset.id, Sample.id.in_(chunk))
         ).all()
+        admin = is_admin(user)
         for sample_id, origin, status, not_voted, not_own, as_generated in rows:
             seen.add(sample_id)
             if origin not in REVIEWABLE_ORIGINS:
@@ -509,10 +512,12 @@ def skipped_ids(session: Session, dataset: Dataset, user: User, named: list[int]
                 why = "decided"
             elif not not_voted:
                 why = "voted_already"
-            elif not not_own:
+            elif not not_own and not admin:  # an admin may approve their own
                 why = "own_submission"
             elif not as_generated:
                 why = "rewritten"  # a person's text: approved one by one, or with the version seen (`versions`)
+            elif origin == Origin.submitted:
+                why = "submitted"  # likewise
             else:
                 why = "changed"  # between the selection and this count
             reasons[why] = reasons.get(why, 0) + 1

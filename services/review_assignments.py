@@ -28,8 +28,9 @@ from db.models import Dataset, ReviewStatus, Sample, User, utcnow
 from db.review_access import access_path
 from db.review_filter import SORTS, QueueFilter
 from db.reviews import QueuePage, families_of, votes_on
-from services.access import Need, check_dataset
+from services.access import Need, check_dataset, is_admin
 from services.datasets import dataset_named
+from services.review import not_own_submission
 
 MAX_BATCH = 200
 
@@ -80,6 +81,9 @@ def next_batch(
 
         needs = class_needs(session, dataset)
     where, order = access_path(session, dataset, pending, sort, needs)
+    if not is_admin(user):  # a text one submitted, or its variants: one may only reject them, and a lease on
+        # them held them from the members who may approve them (for as long as one kept asking)
+        where = [*where, not_own_submission(user)]
     held = list(session.scalars(select(Sample.id).where(*where, Sample.id.in_(mine)))) if mine else []
     if len(held) < size:
         fresh = leases.claim_candidates(

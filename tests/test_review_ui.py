@@ -295,8 +295,9 @@ def test_a_refused_edit_gives_its_text_back_and_a_refusal_outlives_the_next_succ
     assert view.notice["kind"] == "warning" and payload(view, "")["refused_edit"]["id"] == v1  # not reopened
 
 
-def test_family_and_selection_from_the_cards_and_bulk_by_filter(live_api, annotator_token, review_data) -> None:
+def test_family_and_selection_from_the_cards_and_bulk_by_filter(live_api, annotator_token, engine, review_data) -> None:
     from review_ui.review_flow import apply_action
+    from tests.review_fixtures import issue_token
 
     client, view = flow(live_api, annotator_token)
     family = review_data.sources[3]
@@ -319,12 +320,20 @@ def test_family_and_selection_from_the_cards_and_bulk_by_filter(live_api, annota
     apply_action(view, client, {"op": "family", "parent_id": other, "expected": 5})
     assert "nothing was changed" in view.notice["text"]
     assert all(view.items[v]["review_status"] == "pending" for v in review_data.variants[other])
-    # Everything matching a filter: count, confirm, apply (the Streamlit part of the page).
+    # Everything matching a filter: count, confirm, apply (the Streamlit part of the page). One of them another
+    # member rewrote: an approval passes over it, a rejection does not (counted with the approval, "Reject all"
+    # was refused with 409 for ever)
+    with api(live_api, issue_token(engine, "carol")) as c:
+        personal = c.get("/datasets/rev/review-queue", params={"task": "message", "label": "personal"}).json()
+        first = personal["items"][0]
+        edit = {"decision": "edit", "version": first["version"], "text": "Carol's own words, not generated."}
+        assert c.post(f"/samples/{first['id']}/decision", json=edit).status_code == 200
     at = signed_in(annotator_token, "annotator")
     at.selectbox(key="f_task").set_value("message").run()
     at.selectbox(key="f_label").set_value("personal").run()
     at.button(key="bulk_count_btn").click().run()
     assert any("4 pending variants match" in m.value for m in at.markdown)
+    assert any("Approving takes 3 of them and passes over 1" in m.value for m in at.markdown)
     assert at.button(key="bulk_all_no").disabled
     at.selectbox(key="bulk_reason").set_value("near_duplicate")
     at.checkbox(key="bulk_confirm").check().run()

@@ -192,3 +192,49 @@ def test_a_rewritten_text_is_approved_by_someone_who_saw_it(admin, annotator, ca
     r = admin.patch(f"/api/v1/datasets/{ds}", json={"reviews_required": 1})
     assert r.status_code == 200 and r.json()["status_changes"] == {"approved→pending": 1}, r.text
     assert old not in training_ids(engine)
+
+
+def test_a_submission_is_approved_by_a_member_who_read_it_and_never_leased_to_its_author(
+    admin, annotator, carol, lead, engine, review_data
+) -> None:
+    """A second attacker: a lead's submission was approved, unseen, by a colleague's bulk approval by filter
+    (even one sent after the colleague had counted); with work shared out, the lead was leased their own
+    submission and its variants, which they may only reject, and held them from everyone else."""
+    from sqlalchemy import select, update
+
+    from db.models import Sample, User
+    from db.session import session_scope
+    from tests.review_fixtures import add_variant
+    from tests.test_review_automatic import training_ids
+
+    ds, source = review_data.dataset, review_data.sources[2]
+    with session_scope(engine) as s:
+        lead_id = s.scalars(select(User.id).where(User.name == "lena-lead")).one()
+        s.execute(
+            update(Sample)
+            .where(Sample.id == source)
+            .values(origin="submitted", created_by=lead_id, review_status="pending", version=1)
+        )
+        paraphrase = add_variant(s, source, "Proud to greet the farmers of Iowa, take three.")
+    approve = {"decision": "approve", "filter": {}, "confirm": False}
+    counted = carol.post(f"/api/v1/datasets/{ds}/bulk-decisions", json=approve).json()["matched"]
+    rejectable = carol.post(
+        f"/api/v1/datasets/{ds}/bulk-decisions", json={**approve, "decision": "reject", "reason": "other"}
+    )
+    assert rejectable.json()["matched"] == counted + 1  # a rejection takes the submission too
+    r = carol.post(f"/api/v1/datasets/{ds}/bulk-decisions", json={**approve, "confirm": True})
+    assert r.status_code == 200 and source not in training_ids(engine), r.text
+    by_ids = {"decision": "approve", "sample_ids": [source], "confirm": True}
+    r = carol.post(f"/api/v1/datasets/{ds}/bulk-decisions", json=by_ids)
+    assert r.json()["skipped"] == {"submitted": 1}, r.text
+    r = carol.post(f"/api/v1/datasets/{ds}/bulk-decisions", json={**by_ids, "versions": {str(source): 1}})
+    assert r.json()["statuses"] == {"approved": 1}, r.text  # read, at the version seen: approved
+    # shared work: the submitter is never leased their submission's variants; others are
+    with session_scope(engine) as s:
+        s.execute(update(Sample).where(Sample.id == source).values(review_status="pending"))
+        paraphrase = add_variant(s, source, "Proud to greet the farmers of Iowa, take four.")
+    assert admin.patch(f"/api/v1/datasets/{ds}", json={"distribute_work": True}).status_code == 200
+    theirs = lead.post(f"/api/v1/datasets/{ds}/assignments", json={"size": 200}).json()["items"]
+    assert paraphrase not in {i["id"] for i in theirs} and source not in {i["id"] for i in theirs}
+    others = annotator.post(f"/api/v1/datasets/{ds}/assignments", json={"size": 200}).json()["items"]
+    assert {paraphrase, source} <= {i["id"] for i in others}  # bob has voted on none

@@ -137,18 +137,23 @@ def bulk_by_filter(dataset: str, params: dict[str, Any], reasons: list[str]) -> 
         )
         counted = st.session_state.get("bulk_count")
         if counted and counted[0] == signature:
-            n = counted[1]
+            approvable, n = counted[1], counted[2]
             st.write(f"{n} pending variants match this filter (leaving out those you already voted on).")
+            if approvable < n:
+                st.write(
+                    f"Approving takes {approvable} of them and passes over {n - approvable} written or submitted "
+                    "by a person (approve those one by one, having read them; your own submission's, not at all)."
+                )
             if n:
                 sure = st.checkbox(f"I confirm a decision on all {n}", key="bulk_confirm")
                 c1, c2 = st.columns(2)
                 c1.button(
-                    f"Approve all {n}",
+                    f"Approve all {approvable}",
                     key="bulk_all_ok",
-                    disabled=not sure,
+                    disabled=not sure or not approvable,
                     type="primary",
                     on_click=act.bulk,
-                    args=(dataset, {"filter": body}, "approve", n),
+                    args=(dataset, {"filter": body}, "approve", approvable),
                 )
                 c2.button(
                     f"Reject all {n}",
