@@ -1058,3 +1058,31 @@ def test_approve_family_after_rewriting_one_of_its_cards(live_api, annotator_tok
     assert "nothing was changed" not in view.notice["text"], view.notice
     assert all(view.items[v]["review_status"] == "approved" for v in rest)
     assert view.items[rewritten]["review_status"] == "pending"
+
+
+def test_a_lead_re_evaluates_the_reviewed_variants_under_todays_rules(
+    live_api, lead_token, annotator_token, engine, review_data
+) -> None:
+    """After an upgrade, variants decided under an older rule keep their status until k is sent again: an edit
+    its writer alone approved before 2026-12-06 kept training. The Datasets page has the button for it."""
+    from sqlalchemy import update
+
+    from db.models import Sample
+    from db.session import session_scope
+
+    variant = review_data.variants[review_data.sources[1]][0]
+    with api(live_api, annotator_token) as c:
+        version = c.get(f"/samples/{variant}").json()["sample"]["version"]
+        edit = {"decision": "edit", "version": version, "text": "Approved on its writer's word, the old way."}
+        assert c.post(f"/samples/{variant}/decision", json=edit).json()["review_status"] == "pending"
+    with session_scope(engine) as s:  # as the rule before 12-06 stored it
+        s.execute(update(Sample).where(Sample.id == variant).values(review_status="approved"))
+    lead = signed_in(lead_token, "annotator", "lena-lead")
+    lead.switch_page("app_pages/datasets.py").run()
+    lead.button(key="ds_reevaluate").click().run()
+    no_errors(lead)
+    said = " ".join(str(m.value) for m in lead.success)
+    assert "Re-evaluated the reviewed variants: 1 approved→pending" in said, said
+    with api(live_api, lead_token) as c:
+        assert c.get(f"/samples/{variant}").json()["sample"]["review_status"] == "pending"
+        assert c.get("/datasets/rev").json()["reviews_required"] == 1  # nothing else changed

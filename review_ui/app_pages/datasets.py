@@ -100,6 +100,15 @@ def save_settings(name: str, shown_k: int) -> None:
         )
 
 
+def reevaluate(name: str, k: int) -> None:
+    """The dataset's k sent again: the API re-evaluates every reviewed variant under the rules of now."""
+    saved = call(client().update_dataset, name, reviews_required=k)
+    if saved is not None:
+        moved = saved.get("status_changes") or {}
+        changes = ", ".join(f"{n:,} {transition}" for transition, n in sorted(moved.items()))
+        flash("success", f"Re-evaluated the reviewed variants: {changes or 'none changed'}.")
+
+
 def import_form(current: str | None) -> None:
     with st.form("import", clear_on_submit=False):
         upload = st.file_uploader("CSV, JSONL or Parquet (UTF-8)", type=["csv", "jsonl", "json", "parquet"])
@@ -171,6 +180,15 @@ def manage_tools(dataset: dict[str, Any] | None, admin: bool) -> None:
                 on_click=save_settings,
                 args=(name, int(dataset["reviews_required"])),
                 type="primary",
+            )
+            st.button(
+                "Re-evaluate every reviewed variant under today's rules",
+                key="ds_reevaluate",
+                on_click=reevaluate,
+                args=(name, int(dataset["reviews_required"])),
+                help="What an upgrade's new review rules would decide of variants decided before them (an edit "
+                "approved by its writer alone before 2026-12-06 waits for another member's approval). The same "
+                "k, sent again: nothing else changes.",
             )
     if "Import" in tabs:
         with tabs["Import"]:
