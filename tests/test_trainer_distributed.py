@@ -158,3 +158,24 @@ def test_the_worker_log_keeps_the_stack_of_a_rank_that_crashed_in_native_code() 
     assert "sklearn.module_399" not in excerpt, "the list of extension modules is left out"
     assert excerpt.endswith("E1204 failed (exitcode: -6) local_rank: 1 (pid: 25429)\n")
     assert log_excerpt("short output\n") == "short output\n"
+
+
+def test_a_launcher_reaped_while_a_rank_looks_at_it_counts_as_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ranks watch their launcher: one that ends and is reaped between the signal that finds it and the read
+    of its /proc entry is gone (it counted as alive, and the rank kept training for no one, its request on disk)."""
+    import sys
+
+    from trainer import distributed
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    watched = distributed.Watched(child.pid)
+    assert watched.started is not None and watched.alive()
+    read = distributed._state_and_start
+
+    def reaped_meanwhile(pid: int) -> Any:
+        child.kill()
+        child.wait()  # the launcher's parent reaps it: /proc/<pid> is gone
+        return read(pid)
+
+    monkeypatch.setattr(distributed, "_state_and_start", reaped_meanwhile)
+    assert not watched.alive()

@@ -175,7 +175,8 @@ def test_sigkill_of_the_worker_stops_its_two_process_run_which_the_next_worker_r
     assert _processes_watching(victim.pid) == [], "the ranks train on after their worker was killed"
     saved = checkpoint_dir(run_id) / CHECKPOINT_FILE
     assert saved.is_file() and saved.stat().st_mtime >= killed_at, "the ranks checkpoint when they stop"
-    assert list(runs_root().glob(f"{run_id}.partial-*")) == [], "the killed attempt's training request stays"
+    left = list(runs_root().glob(f"{run_id}.partial-*"))
+    assert left == [], f"the killed attempt's training request stays: {_contents(left[0]) if left else ''}"
 
     rescuer = _spawn_worker(settings, lease=3, burst=True, kinds="train")
     out = rescuer.communicate(timeout=300)[0]
@@ -184,6 +185,15 @@ def test_sigkill_of_the_worker_stops_its_two_process_run_which_the_next_worker_r
     assert done.status == JobStatus.succeeded and done.attempts == 2, (done.status, done.last_error)
     assert int(done.progress_info["resumed_from_step"]) >= 20  # 160 texts / global batch 8: epoch 1's steps
     assert not checkpoint_dir(run_id).exists()
+
+
+def _contents(job_dir: Any) -> str:
+    """What a job directory holds, and the end of torchrun's output in it (why its ranks left it)."""
+    from services.distributed_training import LOG_FILE
+
+    names = sorted(p.name for p in job_dir.iterdir())
+    log = job_dir / LOG_FILE
+    return f"{names}\n{log.read_text(errors='replace')[-4000:] if log.is_file() else ''}"
 
 
 def _launcher_of(pid: int) -> int:

@@ -97,16 +97,21 @@ class Watched:
         seen = _state_and_start(pid)
         self.started = seen[1] if seen else None
 
-    def alive(self) -> bool:
+    def _signalled(self) -> bool:
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:  # another user's process of that id: it exists
             pass
+        return True
+
+    def alive(self) -> bool:
+        if not self._signalled():
+            return False
         seen = _state_and_start(self.pid)
-        if seen is None:
-            return True
+        if seen is None:  # no /proc here, or the process was reaped since the signal found it
+            return self._signalled()
         state, started = seen
         return state not in ("Z", "X") and self.started in (None, started)
 
@@ -206,19 +211,22 @@ def main(argv: list[str] | None = None) -> int:
             save_artifacts(result, job_dir / ARTIFACTS_DIR)
             assert report is not None
             report({"event": "saved", "artifacts": str(job_dir / ARTIFACTS_DIR)})
+        _abandoned(job_dir, rank, watched)  # before the barrier: see the stopped case below
         if world > 1:
             dist.barrier()
-        _abandoned(job_dir, rank, watched)
         return 0
     except TrainingStopped as stopped:
         if report:
             report({"event": "stopped", "steps_done": stopped.steps_done, "saved": stopped.saved})
+        # Rank 0 removes an abandoned job directory before the barrier: after it the other ranks tear the group
+        # down, which can abort rank 0 before it has (the killed worker's request, every training text, stayed
+        # behind once in CI).
+        _abandoned(job_dir, rank, watched)
         if dist.is_initialized():
             # The ranks stop at the same step, but rank 0 then saves the checkpoint: a rank that tore the group
             # down meanwhile made gloo abort the other one now and then (SIGABRT, "terminate called without an
             # active exception"), and torchrun reported the stop as a failure.
             dist.barrier()
-        _abandoned(job_dir, rank, watched)
         return 0  # not a failure: torchrun must not report the run as failed
     except TrainerError as err:
         if report:
