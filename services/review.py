@@ -156,6 +156,14 @@ def editors_to_review(session: Session, editors: dict[int, int | None]) -> dict[
     return {sample_id: user for sample_id, user in editors.items() if user is not None and user not in admins}
 
 
+def standing_votes(session: Session, sample_ids: list[int]) -> tuple[dict[int, dict[int, str]], dict[int, int]]:
+    """The samples' standing votes (sample id → user id → decision) and, for the texts a non-admin wrote, their
+    writer (editors_to_review): what status_of reads."""
+    standing = votes_and_editors(session, sample_ids)
+    votes = {sample_id: v for sample_id, (v, _editor) in standing.items()}
+    return votes, editors_to_review(session, {sample_id: editor for sample_id, (_v, editor) in standing.items()})
+
+
 def rewritten_by_a_person(sample: Sample, text: str | None = None) -> bool:
     """Whether the variant's text, or `text` when a decision writes one over it, is not the one generated (before
     the first edit, `generated_text` is empty: the text is the generated one; Sample.as_generated)."""
@@ -408,9 +416,7 @@ def reevaluate(session: Session, dataset: Dataset) -> dict[str, int]:
                 .with_for_update()
             ).tuples()
         }
-        standing = votes_and_editors(session, chunk)
-        votes = {sample_id: v for sample_id, (v, _editor) in standing.items()}
-        editors = editors_to_review(session, {sample_id: editor for sample_id, (_v, editor) in standing.items()})
+        votes, editors = standing_votes(session, chunk)
         moved: dict[str, list[int]] = {}
         for sample_id, (status, auto, edited) in current.items():
             new = status_of(votes.get(sample_id, {}), dataset.reviews_required, auto, edited, editors.get(sample_id))
@@ -593,9 +599,7 @@ def bulk_decide(
             }
             result["changed"] += [*decided, *(r[0] for r in rows if r[0] not in judged)]
             rows = [r for r in rows if r[0] in judged]
-        standing = votes_and_editors(session, [r[0] for r in rows])
-        votes = {sample_id: v for sample_id, (v, _editor) in standing.items()}
-        editors = editors_to_review(session, {sample_id: editor for sample_id, (_v, editor) in standing.items()})
+        votes, editors = standing_votes(session, [r[0] for r in rows])
         # A vote of this user's committed since the targets were read (their single decision in another request,
         # on a variant k ≥ 2 keeps pending): a bulk decision never replaces one's standing vote.
         if voted := [r[0] for r in rows if user.id in votes.get(r[0], {})]:
