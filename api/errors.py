@@ -144,7 +144,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(_request: Request, err: RequestValidationError) -> JSONResponse:
         errors = err.errors()
         first = errors[0] if errors else {}
-        loc = [str(p) for p in first.get("loc", []) if p not in ("body", "query", "path", "header")]
+        loc = [str(p) for p in first.get("loc", [])]
+        if loc and loc[0] in ("body", "query", "path", "header"):  # where it came from, not a field (a field
+            loc = loc[1:]  # of the body may itself be named `path` or `query`)
         field = ".".join(loc) or None
         reason = str(first.get("msg", "invalid")).removeprefix("Value error, ")  # a validator's own sentence
         message = f"{field}: {reason}" if field else reason

@@ -444,10 +444,10 @@ class RowValidator:
         ):
             if named not in (None, default) and named not in columns:
                 what = field_name.removesuffix("_col")
+                names = ", ".join(repr(c) for c in sorted(columns))  # quoted: a header's control characters too
                 raise ImportRejected(
                     line if self.sparse else 1,  # a CSV or Parquet header is line 1
-                    f"{what} column {named!r} not found (columns: {', '.join(sorted(columns))}); leave it out to "
-                    f"{instead}",
+                    f"{what} column {named!r} not found (columns: {names}); leave it out to {instead}",
                     field=field_name,
                 )
         given_split = bool(spec.split_col) and spec.split_col in columns

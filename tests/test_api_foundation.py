@@ -125,6 +125,21 @@ def test_import_errors_over_http_name_line_and_field(admin):
     assert r.status_code == 422 and r.json()["field"] == "task" and "declared twice" in r.json()["detail"]
     r = upload(admin, split_column="split")  # mistyped: the split would have been drawn, the file's ignored
     assert r.status_code == 422 and r.json()["field"] == "split_column" and "split_col" in r.json()["detail"]
+    # a field sent twice (but `task`) is refused, not read as its last value: a second project, split or file
+    small = b"text,bias\nx,neutral\n"
+    for route in ("import", "imports"):
+        for field, value in (("project", ["a", "b"]), ("split", ["train", "test"])):
+            r = admin.post(
+                f"{API}/datasets/psm/{route}", files={"file": ("a.csv", small)}, data={"task": "bias", field: value}
+            )
+            assert r.status_code == 422 and r.json()["field"] == field and "2 times" in r.json()["detail"], r.text
+        r = admin.post(
+            f"{API}/datasets/psm/{route}",
+            files=[("file", ("a.csv", small)), ("file", ("b.csv", small))],
+            data={"task": "bias"},
+        )
+        assert r.status_code == 422 and r.json()["field"] == "file", r.text
+    assert admin.get(f"{API}/datasets/psm").status_code == 404
     r = upload(admin, split="val")  # every row's split, beside the file's own split column
     assert r.status_code == 422 and r.json()["field"] == "split" and "split column 'split'" in r.json()["detail"]
     r = upload(admin, data=b"text,bias\nx,neutral\ny,partisan\n", split="validation", task=["bias"])
@@ -402,6 +417,9 @@ def test_a_nul_character_anywhere_in_a_request_is_refused_naming_where(admin, en
     assert r.status_code == 422 and r.json() == {"detail": "q: holds a NUL character", "field": "q"}
     r = admin.get(f"{API}/datasets/ps%00m")
     assert r.status_code == 422 and r.json()["field"] == "path"
+    for key in ("path", "query", "body"):  # a body's key of that name is a field, not where the error came from
+        r = admin.post(f"{API}/datasets/psm/exports", json={"format": "csv", key: "/etc/passwd"})
+        assert r.status_code == 422 and r.json()["field"] == key and r.json()["detail"].startswith(f"{key}: ")
     # an import's form fields: names the field, before the file is read
     refused = [
         ({"project": "a\x00"}, "project"),

@@ -163,8 +163,13 @@ def test_an_id_column_named_on_purpose_must_be_in_the_file_the_default_may_be_mi
     with pytest.raises(ValidationFailed) as err:
         run_import(engine, data, id_col="myid")
     assert err.value.field == "id_col" and err.value.extra["line"] == 1  # the header names the columns
-    assert "id column 'myid' not found (columns: bias, text)" in err.value.message
+    assert "id column 'myid' not found (columns: 'bias', 'text')" in err.value.message
     assert count(engine) == 0
+    # a header's names are quoted: a terminal shown the message runs none of their escape sequences
+    with pytest.raises(ValidationFailed) as err:
+        run_import(engine, b"text,bias,\x1b]0;PWNED\x07\x1b[2J\none,left,x\n", split_col="nope")
+    assert err.value.field == "split_col" and "\x1b" not in err.value.message
+    assert "'\\x1b]0;PWNED\\x07\\x1b[2J'" in err.value.message
     assert run_import(engine, data).imported == 2  # the default `id` column is optional
     run_import(engine, b"text,bias,myid\nthree,left,x-3\n", id_col="myid")
     with session_scope(engine) as s:

@@ -88,12 +88,21 @@ async def import_spec(
 ) -> ImportSpec:
     """The form fields of an import, now or as a job (one dependency, so both routes take the same fields). An
     unknown field is refused, as a JSON body's unknown key is: a mistyped `split_column` would otherwise be
-    ignored and the split drawn."""
-    unknown = sorted(set((await request.form()).keys()) - IMPORT_FORM_FIELDS)
+    ignored and the split drawn. So is a field sent twice, but `task`: the last one would win unsaid (a second
+    file, a second project)."""
+    form = await request.form()
+    unknown = sorted(set(form.keys()) - IMPORT_FORM_FIELDS)
     if unknown:
         raise ValidationFailed(
             f"unknown form field {unknown[0]!r}; the fields are {', '.join(sorted(IMPORT_FORM_FIELDS))}",
             field=unknown[0],
+        )
+    repeated = sorted(key for key in form if key != "task" and len(form.getlist(key)) > 1)
+    if repeated:
+        raise ValidationFailed(
+            f"form field {repeated[0]!r} is sent {len(form.getlist(repeated[0]))} times; send it once (only `task` "
+            "repeats, once per task)",
+            field=repeated[0],
         )
     return ImportSpec(
         dataset=name,
