@@ -74,6 +74,16 @@ DENSE_EXPORT_SIGNATURE = EXPORT_SIGNATURE | {"external_id"}
 EXPORT_ORIGINS = frozenset(origin.value for origin in Origin)
 
 
+def _a_sample_id(value: Any) -> bool:
+    """Whether `value` can be an export's `id`: a server's sample id, a positive integer (a JSON number, or its
+    digits in a CSV cell). A user's own file with an `origin` column has ids of its own (`tw-1`), kept."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value > 0
+    return isinstance(value, str) and value.isascii() and value.isdigit() and not value.startswith("0")
+
+
 @dataclass
 class ImportSpec:
     dataset: str
@@ -463,7 +473,11 @@ class RowValidator:
             used = {spec.text_col, *spec.tasks, self.id_col}
             self.split_like = [col for col in record if col not in used]
         signature = EXPORT_SIGNATURE if self.sparse else DENSE_EXPORT_SIGNATURE
-        if columns >= signature and str(record.get("origin") or "").strip() in EXPORT_ORIGINS:
+        if (
+            columns >= signature
+            and str(record.get("origin") or "").strip() in EXPORT_ORIGINS
+            and _a_sample_id(record.get("id"))
+        ):
             # Re-imported (another server, a new dataset), an export's `id` would become the rows' external ids
             # in place of their own; and its variants, submitted texts and pseudo-labels (whatever their review:
             # an export may hold rejected ones) would become originals, which train as they are.

@@ -949,6 +949,19 @@ def test_a_users_own_csv_with_an_origin_column_keeps_its_ids(engine):
     assert result.imported == 2 and not any("augloop export" in w for w in result.warnings)
     with session_scope(engine) as s:
         assert sorted(s.scalars(select(Sample.external_id))) == ["u1", "u3"]
+    # a JSONL file needs no external_id to be an export (a tool may drop null keys), but an export's ids are the
+    # server's sample ids: a file whose ids are its own keeps them, and every row whatever its origin
+    lines = [
+        {"id": "tw-1", "text": "user text one", "split": "train", "origin": "original", "sentiment": "a"},
+        {"id": "tw-2", "text": "user text two", "split": "train", "origin": "augmented", "sentiment": "b"},
+        {"id": "tw-3", "text": "user text three", "split": "val", "origin": "original", "sentiment": "b"},
+    ]
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    result = run_import(engine, data, filename="own.jsonl", dataset="own")
+    assert result.imported == 3 and not any("augloop export" in w for w in result.warnings), result.warnings
+    with session_scope(engine) as s:
+        own = select(Sample.external_id).join(Dataset).where(Dataset.name == "own")
+        assert sorted(s.scalars(own)) == ["tw-1", "tw-2", "tw-3"]
 
 
 def test_excels_padding_imports_unnamed_empty_columns_and_rows_of_delimiters_are_left_out(engine):
