@@ -66,16 +66,28 @@ def _flag_for_a_number(value: Any, annotation: Any) -> bool | None:
     return None
 
 
+def _a_flag_only(annotation: Any) -> bool:
+    """Whether the annotation takes true or false and nothing else (or no value: None)."""
+    members = _members(annotation)
+    return bool in members and all(m in (bool, type(None)) for m in members)
+
+
 class InputModel(BaseModel):
     """Refuses true/false where a field takes a number and not a flag (alone, or inside lists, tuples and
-    mappings)."""
+    mappings), and anything but true/false where a field takes a flag: pydantic's lax mode reads "off", "no",
+    "0" and 0 as false and "yes" as true, so `"weighted": "off"` combined runs unweighted without a word, and a
+    typo such as "ture" was the only word refused."""
 
     @field_validator("*", mode="before")
     @classmethod
     def _no_flag_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields.get(info.field_name) if info.field_name is not None else None
-        if field is not None and (found := _flag_for_a_number(value, field.annotation)) is not None:
+        if field is None:
+            return value
+        if (found := _flag_for_a_number(value, field.annotation)) is not None:
             raise PydanticCustomError(
                 "flag_for_a_number", "Input should be a number, not {flag}", {"flag": str(found).lower()}
             )
+        if value is not None and not isinstance(value, bool) and _a_flag_only(field.annotation):
+            raise PydanticCustomError("word_for_a_flag", "Input should be true or false")
         return value

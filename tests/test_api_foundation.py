@@ -388,6 +388,21 @@ def test_a_flag_where_a_number_belongs_is_refused_naming_the_field(admin, engine
         assert s.scalar(select(Job.id).where(Job.kind == "train")) is None and s.scalar(select(TrainingRun.id)) is None
     r = admin.patch(f"{API}/datasets/psm", json={"distribute_work": True, "reviews_required": 2})
     assert r.status_code == 200 and r.json()["reviews_required"] == 2
+    # the other way round: a word or a number where a flag belongs ("off" read as false: an ensemble combined
+    # unweighted, "yes" queued a TF-IDF member)
+    for method, path, body, field in (
+        ("post", "/training-runs", {"dataset": "psm", "classical": "yes"}, "classical"),
+        ("post", "/ensembles", {"run_ids": [1, 2], "weighted": "off"}, "weighted"),
+        ("post", "/ensembles", {"run_ids": [1, 2], "temperature": 0}, "temperature"),
+        ("patch", "/datasets/psm", {"distribute_work": "no"}, "distribute_work"),
+        ("patch", "/datasets/psm/variant-settings", {"auto_reject_label_changed": "1"}, "auto_reject_label_changed"),
+    ):
+        r = admin.request(method, f"{API}{path}", json=body)
+        assert r.status_code == 422 and r.json()["field"] == field, (path, body, r.text)
+        assert r.json()["detail"] == f"{field}: Input should be true or false", r.text
+    with session_scope(engine) as s:
+        assert s.scalar(select(TrainingRun.id)) is None
+        assert s.scalars(select(Dataset).where(Dataset.name == "psm")).one().distribute_work is True
 
 
 def test_a_nul_character_anywhere_in_a_request_is_refused_naming_where(admin, engine):
