@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from augloop.console import console, engine, fail
+from augloop.console import MAX_ROW_ID, console, engine, fail
 from db.session import session_scope
 from services import impact as impact_service
 
@@ -145,6 +145,6 @@ def impact(
 
 
 @report_app.command("show")
-def show(report_id: Annotated[int, typer.Argument(help="Impact report id", min=1)]) -> None:
+def show(report_id: Annotated[int, typer.Argument(help="Impact report id", min=1, max=MAX_ROW_ID)]) -> None:
     """Status, progress and (once computed) the per-class table of an impact report."""
     print_report(_state(report_id))

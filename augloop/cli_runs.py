@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from augloop.console import console, engine, err_console, fail
+from augloop.console import MAX_ROW_ID, console, engine, err_console, fail
 from db.session import session_scope
 from services import training
 from services.jobs import settle_lost_jobs
@@ -133,6 +133,8 @@ def ensemble_cmd(
         ids = [int(r) for r in run_ids]
     except ValueError:
         fail(f"run ids must be integers; got {run_ids}")
+    if out_of_range := [r for r in ids if not 1 <= r <= MAX_ROW_ID]:
+        fail(f"run ids go from 1 to {MAX_ROW_ID}; got {out_of_range[0]}")
     if decision not in ("prior", "none"):
         fail(f"--decision takes prior or none; got {decision!r}")
     with session_scope(engine()) as session:
@@ -199,7 +201,7 @@ def runs_list(
 
 @runs_app.command("show")
 def runs_show(
-    run_id: Annotated[int, typer.Argument(help="Run id")],
+    run_id: Annotated[int, typer.Argument(help="Run id", min=1, max=MAX_ROW_ID)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole run as JSON")] = False,
 ) -> None:
     """A run's config, curve and val/test metrics per task and class (with confusion matrices)."""

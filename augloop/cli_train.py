@@ -40,8 +40,10 @@ train_app.command("ensemble")(ensemble_cmd)
 
 
 def _parse_seeds(raw: str | None) -> list[int]:
-    if not raw:
+    if raw is None:
         return []
+    if not raw.strip():  # `--seeds ""` (an unset shell variable): no seed named is a mistake, not the default seed
+        fail("--seeds takes integers separated by commas, e.g. 42,43,44; got nothing")
     try:
         return [int(s) for s in raw.split(",")]  # "1,,2" and " " are typos, not fewer seeds
     except ValueError:
@@ -144,7 +146,8 @@ def train(
         if not config.is_file():
             fail(f"config file not found: {config}")
         overrides.update(read_config_file(config))  # a TrainerError naming the file: exit 2 (augloop/console.py)
-    overrides.update(parse_set_option(set_ or []))
+    sets = parse_set_option(set_ or [])
+    overrides.update(sets)
     for key, value in (
         ("encoder", encoder),
         ("epochs", epochs),
@@ -153,6 +156,8 @@ def train(
         ("budget_minutes", budget_minutes),
     ):
         if value is not None:
+            if key in sets:  # which one wins is no rule to learn: one of them is a mistake (a bad --set went unread)
+                fail(f"--{key.replace('_', '-')} and --set {key}=… both give {key}; give it once")
             overrides[key] = value
     seed_list = _parse_seeds(seeds)
     if queue_:
@@ -184,18 +189,21 @@ def _create_held_runs(
     from services.datasets import dataset_named
     from trainer.model import check_encoder_found
     from trainer.plan import search_wanted
+    from trainer.predict import resolve_device
 
-    # This process loads it: an encoder it cannot find exits 2 before any run is recorded (a failed run and a
-    # cancelled TF-IDF member were left behind, and the error printed twice)
-    with session_scope(engine()) as session:  # a dataset that does not exist is said first (no hub wait for it)
-        dataset_named(session, dataset, None)
-    check_encoder_found(training.default_config(overrides).encoder)
+    # This process loads it: an encoder it cannot find, or a device it does not have, exits 2 before any run is
+    # recorded (a failed run and a cancelled TF-IDF member were left behind, and the error printed twice)
+    config = training.default_config(overrides)
+    with session_scope(engine()) as session:  # the dataset and the config's tasks are said first (no hub wait)
+        training.check_config_against(dataset_named(session, dataset, None), config)
+    resolve_device(config.device)
+    check_encoder_found(config.encoder)
     with session_scope(engine()) as session:
         runs, jobs = training.create_runs_for(
             session, dataset, overrides, seeds, held_by=worker_id, name=name, classical=classical
         )
         created = [(run.id, run.kind, job.id, job.progress_total) for run, job in zip(runs, jobs, strict=True)]
-    return created, search_wanted(training.default_config(overrides))
+    return created, search_wanted(config)
 
 
 def _queue_runs(dataset: str, overrides: dict[str, Any], seeds: list[int], name: str, classical: bool) -> None:

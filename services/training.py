@@ -25,7 +25,7 @@ from services.failures import worker_silent
 from services.listing import listed_values
 from services.run_snapshots import snapshot_json, snapshot_size
 from trainer.classical import ClassicalConfig
-from trainer.config import TrainConfig
+from trainer.config import ZERO_WEIGHTS, TrainConfig
 from trainer.plan import search_wanted
 
 
@@ -75,6 +75,8 @@ def check_config_against(dataset: Dataset, config: TrainConfig) -> None:
                     f"config.{key} names task(s) {left_out} that config.tasks {config.tasks} leaves out",
                     field=f"config.{key}",
                 )
+    if not any(config.task_weights.get(task, 1.0) > 0 for task in config.tasks or known):
+        raise ValidationFailed(ZERO_WEIGHTS, field="config.task_weights")
     for task, per_label in config.class_label_smoothing.items():
         bad = [label for label in per_label if label not in dataset.labels_of(task)]
         if bad:

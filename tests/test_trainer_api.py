@@ -166,6 +166,13 @@ def test_bad_requests_get_clear_errors(lead, client, engine) -> None:
             "config.class_label_smoothing",
         ),
         ("/api/v1/training-runs", {"dataset": name, "seeds": [1, 1]}, 422, "seeds"),
+        # every task the run trains at weight 0 (one left out weighs 1): it learnt nothing, and finished
+        (
+            "/api/v1/training-runs",
+            {"dataset": name, "config": {"task_weights": {"bias": 0, "message": 0}}},
+            422,
+            "config.task_weights",
+        ),
         # Found by running them: each was accepted, then failed in the worker or trained a model no ensemble
         # could use
         ("/api/v1/training-runs", {"dataset": name, "config": {"tasks": ["bias", "bias"]}}, 422, "config.tasks"),

@@ -93,6 +93,18 @@ def test_bad_input_exits_with_code_2(engine, tmp_path) -> None:  # type: ignore[
         (["train", name, "--config", str(twice)], "the key 'epochs' is given twice"),
         (["train", name, "--seeds", "1,,2"], "--seeds"),  # a typo, not two seeds
         (["train", name, "--seeds", " "], "--seeds"),
+        (["train", name, "--seeds", ""], "--seeds"),  # an unset shell variable: trained the default seed
+        # a flag and a --set of the same key: the flag won, and the --set's bad value went unread
+        (["train", name, "--epochs", "1", "--set", "epochs=abc"], "--epochs and --set epochs=… both give epochs"),
+        (["train", name, "--max-length", "32", "--set", "max_length=64"], "give it once"),
+        # every task trained at weight 0: the run learnt nothing and was stored as a finished run
+        (["train", name, "--queue", "--set", "task_weights={bias: 0, message: 0}"], "would learn nothing"),
+        (["train", name, "--set", "tasks=[bias]", "--set", "task_weights={bias: 0}"], "would learn nothing"),
+        # ids past 64 bits, named ("a number is out of range: Python int too large to convert to SQLite INTEGER")
+        (["ensemble", "1", "9223372036854775808"], "run ids go from 1 to 9223372036854775807"),
+        (["runs", "show", "9223372036854775808"], "less than or equal to 9223372036854775807"),
+        (["token", "revoke", "9223372036854775808"], "less than or equal to 9223372036854775807"),
+        (["report", "show", "9223372036854775808"], "less than or equal to 9223372036854775807"),
         (["train", name, "--set", "pooling=max"], "config.pooling"),
         (["train", name, "--set", "epochs"], "key=value"),
         (["train", name, "--seeds", "a,b"], "--seeds"),
@@ -161,6 +173,9 @@ def test_queue_enqueues_the_lr_selection_or_a_train_job_per_seed(engine) -> None
     for missing in ("/nonexistent/enc", "no-such-org/no-such-encoder"):
         result = runner.invoke(app, ["train", name, "--encoder", missing])
         assert result.exit_code == 2 and f"cannot load encoder {missing!r}" in result.output, result.output
+    for device in ("cuda", "cuda:999"):  # nor a device this machine lacks (a failed run was left behind)
+        result = runner.invoke(app, ["train", name, "--set", f"device={device}"])
+        assert result.exit_code == 2 and f"config.device is {device!r}" in result.output, result.output
     with session_scope(engine) as s:
         assert s.scalar(select(func.count()).select_from(TrainingRun)) == recorded
 

@@ -39,6 +39,9 @@ from trainer.errors import TrainerError
 # Bounds on the lists and maps a request may give (a body may hold 50 MiB): past them nothing real is named, and
 # each run stores its config (a request for 5 seeds and the TF-IDF member stored an exclude_methods list 6 times).
 MAX_NAMED_TASKS = 1024
+# A task left out of task_weights weighs 1; a run whose every task weighs 0 has no loss to learn from (it trained
+# to "success" and scored as an untrained model), refused where the tasks are known.
+ZERO_WEIGHTS = "config.task_weights gives every task the run trains weight 0: it would learn nothing"
 Name = Annotated[str, Field(min_length=1, max_length=1000)]  # a task or label name, as a file's header names it
 MethodName = Annotated[str, Field(min_length=1, max_length=64)]  # an augmentation method (workers/augment/catalog)
 Smoothing = Annotated[float, Field(ge=0, le=0.5)]

@@ -20,7 +20,7 @@ from transformers import set_seed
 
 from trainer import checkpoint, soup
 from trainer.checkpoint import Checkpointer, LoopState, restore
-from trainer.config import TrainConfig
+from trainer.config import ZERO_WEIGHTS, TrainConfig
 from trainer.decision import decide, fit_rules
 from trainer.errors import TrainerError, TrainingStopped
 from trainer.examples import SplitData, require_val_labels
@@ -303,6 +303,8 @@ def train_process(
     unknown = sorted(set(config.task_weights) - {t.name for t in data.tasks})
     if unknown:
         raise TrainerError(f"config.task_weights names unknown task(s) {unknown}", field="config.task_weights")
+    if not any(config.task_weights.get(t.name, 1.0) > 0 for t in data.tasks):
+        raise TrainerError(ZERO_WEIGHTS, field="config.task_weights")
     require_val_labels(data)
     config, pooling_reason = with_pooling_resolved(config)
     fp = checkpoint.fingerprint(config, data)
