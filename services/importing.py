@@ -55,6 +55,7 @@ from services.import_reading import (
     detect_format,
     record_chunks,
 )
+from trainer.config import MAX_NAMED_TASKS
 
 __all__ = ["ImportRejected", "ImportResult", "ImportSpec", "import_file", "import_path", "import_stream"]
 
@@ -601,6 +602,11 @@ def _check_tasks(spec: ImportSpec) -> None:
     """Each task once, none of them the text, split or id column, and each declared label set (labels=) for a
     declared task with distinct, non-blank names: a label named twice would become two classes of which only one
     ever trains, and macro-F1 would average in the other."""
+    if len(spec.tasks) > MAX_NAMED_TASKS:  # no run could train them (30,000 columns took 27 s, a 6 MB answer)
+        raise ValidationFailed(
+            f"{len(spec.tasks)} tasks declared; a dataset has at most {MAX_NAMED_TASKS}, as many as a run trains",
+            field="task",
+        )
     seen: set[str] = set()
     for task in spec.tasks:
         if task in seen:

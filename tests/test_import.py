@@ -972,3 +972,16 @@ def test_excels_padding_imports_unnamed_empty_columns_and_rows_of_delimiters_are
     assert result.imported == 2 and result.split_counts == {"train": 1, "test": 1}
     with pytest.raises(ValidationFailed, match="duplicate column names"):
         run_import(engine, b"text,sentiment,sentiment\na,positive,negative\n", dataset="twice")
+
+
+def test_more_tasks_than_a_run_trains_are_refused_before_the_file_is_read(engine):
+    """30,000 label columns were imported (27 s, a 6 MB answer, every dataset listing megabytes after it), and no
+    run could train them (a config names at most 1,024 tasks)."""
+    from trainer.config import MAX_NAMED_TASKS
+
+    tasks = [f"t{i}" for i in range(MAX_NAMED_TASKS + 1)]
+    data = ("text," + ",".join(tasks) + "\nhello," + ",".join("a" for _ in tasks) + "\n").encode()
+    with pytest.raises(ValidationFailed, match=f"at most {MAX_NAMED_TASKS}") as err:
+        run_import(engine, data, tasks=tasks)
+    assert err.value.field == "task" and count(engine, Dataset) == 0
+    assert run_import(engine, data, tasks=tasks[:MAX_NAMED_TASKS]).imported == 1
