@@ -401,8 +401,12 @@ def fail(session: Session, job_id: int, worker_id: str, error: str, *, retry: bo
     With `outage` (the caller judged the failure a database outage), the attempt is given back instead, while
     the job has given back fewer than AUGLOOP_JOB_MAX_OUTAGES (counted in `outages`, backing off the same way).
     Returns the new status. One conditional UPDATE: a worker whose lease expired cannot overwrite the claim of
-    the worker that took the job over."""
+    the worker that took the job over. A job whose cancellation was asked for while it was held ends cancelled
+    instead, as at its release: a run cancelled while its encoder loaded ended "failed" when the load failed, and
+    with attempts left it went back to the queue, to load it again only to stop."""
     settings = get_settings()
+    if _end_cancelled(session, job_id, worker_id, Job.cancel_requested.is_(True), error=error):
+        return JobStatus.cancelled
     now = db_now(session)
     row = session.execute(
         select(Job.attempts, Job.outages, Job.attempts < Job.max_attempts).where(_owned(job_id, worker_id))
@@ -464,13 +468,15 @@ def mark_cancelled(session: Session, job_id: int, worker_id: str) -> None:
     _end_cancelled(session, job_id, worker_id)
 
 
-def _end_cancelled(session: Session, job_id: int, worker_id: str, *conditions: Any) -> bool:
-    """End the job as cancelled if we still hold it (and `conditions` are true), running its kind's end hook."""
+def _end_cancelled(session: Session, job_id: int, worker_id: str, *conditions: Any, error: str | None = None) -> bool:
+    """End the job as cancelled if we still hold it (and `conditions` are true), running its kind's end hook;
+    `error`: what the attempt failed with meanwhile, kept for the operator."""
     now = db_now(session)
+    kept = {"last_error": error[-8000:]} if error is not None else {}
     kind = session.execute(
         update(Job)
         .where(_owned(job_id, worker_id), *conditions)
-        .values(status=JobStatus.cancelled, finished_at=now, updated_at=now, lease_until=None)
+        .values(status=JobStatus.cancelled, finished_at=now, updated_at=now, lease_until=None, **kept)
         .returning(Job.kind)
         .execution_options(synchronize_session=False)
     ).scalar()

@@ -92,6 +92,30 @@ def test_a_handed_back_job_is_skipped_by_its_worker_and_a_cancel_asked_while_hel
     assert job(any_engine, first).status == JobStatus.cancelled and job(any_engine, first).finished_at is not None
 
 
+def test_a_job_that_fails_after_its_cancellation_was_asked_ends_cancelled(any_engine):
+    """A run cancelled while its encoder loaded ended "failed" when the load failed; with attempts left it went
+    back to the queue, to load the encoder again only to stop. It ends cancelled, the error kept for the
+    operator, its attempts or not."""
+    with session_scope(any_engine) as s:
+        retried = queue.enqueue(s, "probe", {}, max_attempts=3).id
+        last = queue.enqueue(s, "probe", {}, max_attempts=1).id
+    for job_id in (retried, last):
+        assert queue.claim(any_engine, "w", ["probe"]).id == job_id
+        with session_scope(any_engine) as s:
+            assert queue.request_cancel(s, job_id).status == JobStatus.running
+        with session_scope(any_engine) as s:
+            assert queue.fail(s, job_id, "w", "OSError: the hub did not answer") == JobStatus.cancelled
+        ended = job(any_engine, job_id)
+        assert ended.status == JobStatus.cancelled and ended.finished_at is not None
+        assert ended.last_error == "OSError: the hub did not answer"
+    assert queue.claim(any_engine, "w", ["probe"]) is None
+    # not asked: a failure with attempts left is retried as before
+    other = enqueue(any_engine)
+    queue.claim(any_engine, "w", ["probe"])
+    with session_scope(any_engine) as s:
+        assert queue.fail(s, other, "w", "boom") == JobStatus.queued
+
+
 def test_expired_lease_is_requeued_and_the_old_worker_cannot_complete(any_engine):
     job_id = enqueue(any_engine)
     assert queue.claim(any_engine, "dead-worker", lease_seconds=2).id == job_id

@@ -289,6 +289,8 @@ class Worker:
                 return
             if status == JobStatus.failed:
                 self.stats.failed += 1
+            elif status == JobStatus.cancelled:  # asked while it ran: it ends cancelled, its error kept
+                self.stats.cancelled += 1
             else:
                 self.stats.retried += 1
             log.warning("job %s failed (%s): %s", job.id, status, str(err)[:500])
