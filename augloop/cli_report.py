@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from augloop.console import MAX_ROW_ID, console, engine, fail
+from augloop.console import MAX_ROW_ID, console, engine, fail, parse_seeds
 from db.session import session_scope
 from services import impact as impact_service
 
@@ -104,10 +104,7 @@ def impact(
     """Train on originals only, on all approved variants, and with each method left out; compare per class."""
     from trainer.config import parse_set_option
 
-    try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError:
-        fail(f"--seeds takes integers separated by commas, e.g. 42,43,44; got {seeds!r}")
+    seed_list = parse_seeds(seeds)  # "1,,2" is a typo, not two seeds, as for `augloop train`
     if len(set(seed_list)) != len(seed_list):
         fail("--seeds must be distinct")
     method_list = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None

@@ -169,7 +169,7 @@ def ensemble_cmd(
 def runs_list(
     dataset: Annotated[str | None, typer.Option(help="Only this dataset")] = None,
     kind: Annotated[str | None, typer.Option(help="single, tfidf or ensemble")] = None,
-    limit: Annotated[int, typer.Option(help="How many, newest first")] = 50,
+    limit: Annotated[int, typer.Option(help="How many, newest first", min=1, max=MAX_ROW_ID)] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON (for scripts)")] = False,
 ) -> None:
     """Runs and ensembles with their status and headline scores."""

@@ -25,7 +25,7 @@ from rich.progress import (
 )
 
 from augloop.cli_runs import decision_line, ensemble_cmd, load_run, print_metrics, soup_line
-from augloop.console import Terminated, console, engine, err_console, fail
+from augloop.console import Terminated, console, engine, err_console, fail, parse_seeds
 from db.session import session_scope
 from trainer.config import TrainConfig
 
@@ -37,17 +37,6 @@ if TYPE_CHECKING:
 
 train_app = typer.Typer(add_completion=False)
 train_app.command("ensemble")(ensemble_cmd)
-
-
-def _parse_seeds(raw: str | None) -> list[int]:
-    if raw is None:
-        return []
-    if not raw.strip():  # `--seeds ""` (an unset shell variable): no seed named is a mistake, not the default seed
-        fail("--seeds takes integers separated by commas, e.g. 42,43,44; got nothing")
-    try:
-        return [int(s) for s in raw.split(",")]  # "1,,2" and " " are typos, not fewer seeds
-    except ValueError:
-        fail(f"--seeds takes integers separated by commas, e.g. 42,43,44; got {raw!r}")
 
 
 def _progress(*more: ProgressColumn) -> Progress:
@@ -159,7 +148,7 @@ def train(
             if key in sets:  # which one wins is no rule to learn: one of them is a mistake (a bad --set went unread)
                 fail(f"--{key.replace('_', '-')} and --set {key}=… both give {key}; give it once")
             overrides[key] = value
-    seed_list = _parse_seeds(seeds)
+    seed_list = parse_seeds(seeds)
     if queue_:
         _queue_runs(dataset, overrides, seed_list, name, classical)
         return
@@ -193,9 +182,11 @@ def _create_held_runs(
 
     # This process loads it: an encoder it cannot find, or a device it does not have, exits 2 before any run is
     # recorded (a failed run and a cancelled TF-IDF member were left behind, and the error printed twice)
-    config = training.default_config(overrides)
-    with session_scope(engine()) as session:  # the dataset and the config's tasks are said first (no hub wait)
-        training.check_config_against(dataset_named(session, dataset, None), config)
+    with session_scope(engine()) as session:  # the dataset, then the config against it, first (no hub wait)
+        found = dataset_named(session, dataset, None)
+        training.check_seeds_given_once(overrides, seeds)
+        config = training.default_config(overrides)
+        training.check_config_against(found, config)
     resolve_device(config.device)
     check_encoder_found(config.encoder)
     with session_scope(engine()) as session:

@@ -187,3 +187,15 @@ def engine():  # type: ignore[no-untyped-def]
     from db.session import get_engine
 
     return get_engine()
+
+
+def parse_seeds(raw: str | None) -> list[int]:
+    """A --seeds option: integers separated by commas (None: none given)."""
+    if raw is None:
+        return []
+    if not raw.strip():  # `--seeds ""` (an unset shell variable): no seed named is a mistake, not the default seed
+        fail("--seeds takes integers separated by commas, e.g. 42,43,44; got nothing")
+    try:
+        return [int(s) for s in raw.split(",")]  # "1,,2" and " " are typos, not fewer seeds
+    except ValueError:
+        fail(f"--seeds takes integers separated by commas, e.g. 42,43,44; got {raw!r}")

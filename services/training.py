@@ -51,6 +51,17 @@ def default_config(overrides: dict[str, Any] | None = None) -> TrainConfig:
     return TrainConfig.from_dict({**base, **(overrides or {})})
 
 
+def check_seeds_given_once(overrides: dict[str, Any], seeds: list[int]) -> None:
+    """A request's config names `seed` beside `seeds`: one of them would be dropped without a word (the seeds
+    won), so one of them is a mistake."""
+    if seeds and "seed" in overrides:
+        raise ValidationFailed(
+            f"config.seed ({overrides['seed']!r}) and seeds {seeds} both give the runs' seeds: give seeds (one run "
+            "each) or config.seed (one run), not both",
+            field="config.seed",
+        )
+
+
 def check_config_against(dataset: Dataset, config: TrainConfig) -> None:
     """Task and label names in the config must exist in the dataset (caught at request time, not in a job)."""
     known = dataset.task_names()
@@ -214,6 +225,7 @@ def start_training(
 
     dataset = dataset_named(session, dataset_name, user, Need.lead, field="dataset")
     created_by = user.id if user else None
+    check_seeds_given_once(overrides, seeds)
     config = default_config(overrides)
     check_config(config, seeds, user)
     if config.budget_minutes is not None:
@@ -442,6 +454,7 @@ def create_runs_for(
 
     settle_lost_jobs(session)  # runs whose process died before end now, before new ones join them
     dataset = dataset_named(session, dataset_name, None, field="dataset")
+    check_seeds_given_once(overrides, seeds)
     runs = create_training_runs(
         session, dataset, default_config(overrides), seeds, name=name, created_by=created_by, classical=classical
     )

@@ -166,6 +166,8 @@ def test_bad_requests_get_clear_errors(lead, client, engine) -> None:
             "config.class_label_smoothing",
         ),
         ("/api/v1/training-runs", {"dataset": name, "seeds": [1, 1]}, 422, "seeds"),
+        # the seeds won, config.seed went unread
+        ("/api/v1/training-runs", {"dataset": name, "config": {"seed": 5}, "seeds": [1, 2]}, 422, "config.seed"),
         # every task the run trains at weight 0 (one left out weighs 1): it learnt nothing, and finished
         (
             "/api/v1/training-runs",

@@ -94,6 +94,16 @@ def test_bad_input_exits_with_code_2(engine, tmp_path) -> None:  # type: ignore[
         (["train", name, "--seeds", "1,,2"], "--seeds"),  # a typo, not two seeds
         (["train", name, "--seeds", " "], "--seeds"),
         (["train", name, "--seeds", ""], "--seeds"),  # an unset shell variable: trained the default seed
+        (["train", name, "--queue", "--set", "epochs=abc", "--set", "epochs=3"], "--set epochs is given twice"),
+        # the seeds won and config.seed went unread
+        (["train", name, "--queue", "--seeds", "7", "--set", "seed=5"], "config.seed (5) and seeds [7]"),
+        (["train", name, "--seeds", "7", "--set", "seed=5"], "config.seed (5) and seeds [7]"),
+        (["report", "impact", name, "--seeds", "1,,2"], "--seeds"),
+        (["runs", "list", "--limit", "9223372036854775808"], "less than or equal to 9223372036854775807"),
+        (
+            ["augment", "run", name, "--no-plan", "--sample-id", "9223372036854775808"],
+            "less than or equal to 9223372036854775807",
+        ),
         # a flag and a --set of the same key: the flag won, and the --set's bad value went unread
         (["train", name, "--epochs", "1", "--set", "epochs=abc"], "--epochs and --set epochs=… both give epochs"),
         (["train", name, "--max-length", "32", "--set", "max_length=64"], "give it once"),
@@ -126,7 +136,7 @@ def test_bad_input_exits_with_code_2(engine, tmp_path) -> None:  # type: ignore[
         assert message in result.output, (args, result.output)
 
 
-def test_queue_enqueues_the_lr_selection_or_a_train_job_per_seed(engine) -> None:  # type: ignore[no-untyped-def]
+def test_queue_enqueues_the_lr_selection_or_a_train_job_per_seed(engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from sqlalchemy import func, select
 
     from db.models import Job, TrainingRun
@@ -173,6 +183,7 @@ def test_queue_enqueues_the_lr_selection_or_a_train_job_per_seed(engine) -> None
     for missing in ("/nonexistent/enc", "no-such-org/no-such-encoder"):
         result = runner.invoke(app, ["train", name, "--encoder", missing])
         assert result.exit_code == 2 and f"cannot load encoder {missing!r}" in result.output, result.output
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # as here: on a GPU host "cuda" is there
     for device in ("cuda", "cuda:999"):  # nor a device this machine lacks (a failed run was left behind)
         result = runner.invoke(app, ["train", name, "--set", f"device={device}"])
         assert result.exit_code == 2 and f"config.device is {device!r}" in result.output, result.output

@@ -273,6 +273,8 @@ def parse_set_option(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise TrainerError(f"--set takes key=value; got {item!r}", field="set")
         key, raw = item.split("=", 1)
+        if key.strip() in out:  # as a config file's key given twice: the last one won, the first went unread
+            raise TrainerError(f"--set {key.strip()} is given twice; give it once", field="set")
         try:
             out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
