@@ -481,7 +481,9 @@ def _end_cancelled(session: Session, job_id: int, worker_id: str, *conditions: A
         .execution_options(synchronize_session=False)
     ).scalar()
     if kind is not None:
-        _ended(session, [(job_id, kind)], JobStatus.cancelled, "cancelled while it ran", now)
+        # a run's record says why its attempt failed meanwhile too (`runs show` reads the run, not the job)
+        said = "cancelled while it ran" + (f"; it had failed: {error}" if error is not None else "")
+        _ended(session, [(job_id, kind)], JobStatus.cancelled, said[-8000:], now)
     return kind is not None
 
 

@@ -92,10 +92,12 @@ def test_a_handed_back_job_is_skipped_by_its_worker_and_a_cancel_asked_while_hel
     assert job(any_engine, first).status == JobStatus.cancelled and job(any_engine, first).finished_at is not None
 
 
-def test_a_job_that_fails_after_its_cancellation_was_asked_ends_cancelled(any_engine):
+def test_a_job_that_fails_after_its_cancellation_was_asked_ends_cancelled(any_engine, monkeypatch):
     """A run cancelled while its encoder loaded ended "failed" when the load failed; with attempts left it went
     back to the queue, to load the encoder again only to stop. It ends cancelled, the error kept for the
     operator, its attempts or not."""
+    told: list[tuple[str, str]] = []  # what the kind's end hook (a run's end, for a train job) is told
+    monkeypatch.setitem(queue.END_HOOKS, "probe", lambda _s, _ids, status, error, _now: told.append((status, error)))
     with session_scope(any_engine) as s:
         retried = queue.enqueue(s, "probe", {}, max_attempts=3).id
         last = queue.enqueue(s, "probe", {}, max_attempts=1).id
@@ -108,6 +110,7 @@ def test_a_job_that_fails_after_its_cancellation_was_asked_ends_cancelled(any_en
         ended = job(any_engine, job_id)
         assert ended.status == JobStatus.cancelled and ended.finished_at is not None
         assert ended.last_error == "OSError: the hub did not answer"
+        assert told.pop() == ("cancelled", "cancelled while it ran; it had failed: OSError: the hub did not answer")
     assert queue.claim(any_engine, "w", ["probe"]) is None
     # not asked: a failure with attempts left is retried as before
     other = enqueue(any_engine)
