@@ -168,14 +168,18 @@ def test_a_launcher_reaped_while_a_rank_looks_at_it_counts_as_gone(monkeypatch: 
     from trainer import distributed
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    watched = distributed.Watched(child.pid)
-    assert watched.started is not None and watched.alive()
-    read = distributed._state_and_start
+    try:
+        watched = distributed.Watched(child.pid)
+        assert watched.started is not None and watched.alive()
+        read = distributed._state_and_start
 
-    def reaped_meanwhile(pid: int) -> Any:
+        def reaped_meanwhile(pid: int) -> Any:
+            child.kill()
+            child.wait()  # the launcher's parent reaps it: /proc/<pid> is gone
+            return read(pid)
+
+        monkeypatch.setattr(distributed, "_state_and_start", reaped_meanwhile)
+        assert not watched.alive()
+    finally:
         child.kill()
-        child.wait()  # the launcher's parent reaps it: /proc/<pid> is gone
-        return read(pid)
-
-    monkeypatch.setattr(distributed, "_state_and_start", reaped_meanwhile)
-    assert not watched.alive()
+        child.wait()

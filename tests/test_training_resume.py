@@ -191,9 +191,12 @@ def _contents(job_dir: Any) -> str:
     """What a job directory holds, and the end of torchrun's output in it (why its ranks left it)."""
     from services.distributed_training import LOG_FILE
 
-    names = sorted(p.name for p in job_dir.iterdir())
-    log = job_dir / LOG_FILE
-    return f"{names}\n{log.read_text(errors='replace')[-4000:] if log.is_file() else ''}"
+    try:
+        names = sorted(p.name for p in job_dir.iterdir())
+        log = job_dir / LOG_FILE
+        return f"{names}\n{log.read_text(errors='replace')[-4000:] if log.is_file() else ''}"
+    except OSError as err:  # rank 0 removed it meanwhile: late, not never
+        return f"(gone since: {err})"
 
 
 def _launcher_of(pid: int) -> int:
