@@ -588,6 +588,6 @@ def test_names_print_as_text_and_listing_filters_are_checked(settings, tmp_path)
     r = augloop(settings, "runs", "list", "--kind", "bogus")
     assert r.returncode == 2 and "kind must be one of single, tfidf, ensemble" in r.stderr
     r = augloop(settings, "runs", "list", "--limit", "-1")
-    assert r.returncode == 2 and "limit must be at least 1" in r.stderr
+    assert r.returncode == 2 and "Invalid value for '--limit'" in r.stderr and "greater than or equal to 1" in r.stderr
     r = augloop(settings, "import", "/dev/null", "--dataset", "d", "--task", "lab")
     assert r.returncode == 2 and "not a regular file" in r.stderr
