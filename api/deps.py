@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from core.inputs import MAX_ID
 from core.settings import Settings
 from db.models import Role, User
 from db.session import readonly_engine, session_scope
@@ -60,7 +61,6 @@ def get_session(request: Request) -> Iterator[Session]:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 # Integer ids in paths and bodies: bounded so that no value overflows the databases' 64-bit integers.
-MAX_ID = 2**63 - 1
 ResourceId = Annotated[int, Path(ge=1, le=MAX_ID, description="A positive integer id")]
 EngineDep = Annotated[Engine, Depends(get_engine_dep)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]

@@ -235,4 +235,4 @@ class AnnotatorProgress(BaseModel):
 
 
 class LabelModelChoice(RequestBody):
-    model_id: int = Field(ge=1, le=2**63 - 1, description="A finished run or ensemble of this dataset")
+    model_id: int = Field(ge=1, le=MAX_ID, description="A finished run or ensemble of this dataset")

@@ -8,10 +8,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from api.schemas import JobRead, RequestBody, TaskDef
+from core.inputs import MAX_ID
 from trainer.config import TrainConfig
 
 # Ids beyond a signed 64-bit integer cannot exist; refusing them here keeps them from reaching the database.
-RowId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 

@@ -11,7 +11,8 @@ from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from augloop.console import MAX_ROW_ID, console, engine, err_console, fail
+from augloop.console import console, engine, err_console, fail
+from core.inputs import MAX_ID
 from core.settings import get_settings
 from db.session import session_scope
 from services import augmentation
@@ -191,7 +192,7 @@ def run_cmd(
     ] = True,
     n_per_text: Annotated[int, typer.Option(help="--no-plan: variants per source and method")] = 3,
     sample_ids: Annotated[
-        list[int] | None, typer.Option("--sample-id", help="--no-plan: a source", min=1, max=MAX_ROW_ID)
+        list[int] | None, typer.Option("--sample-id", help="--no-plan: a source", min=1, max=MAX_ID)
     ] = None,
     where: Annotated[list[str] | None, typer.Option(help="--no-plan: train originals with TASK=LABEL")] = None,
     min_fraction: MinFractionOpt = 0.4,

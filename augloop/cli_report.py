@@ -14,7 +14,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from augloop.console import MAX_ROW_ID, console, engine, fail, parse_seeds
+from augloop.console import console, engine, fail, parse_seeds
+from core.inputs import MAX_ID
 from db.session import session_scope
 from services import impact as impact_service
 
@@ -142,6 +143,6 @@ def impact(
 
 
 @report_app.command("show")
-def show(report_id: Annotated[int, typer.Argument(help="Impact report id", min=1, max=MAX_ROW_ID)]) -> None:
+def show(report_id: Annotated[int, typer.Argument(help="Impact report id", min=1, max=MAX_ID)]) -> None:
     """Status, progress and (once computed) the per-class table of an impact report."""
     print_report(_state(report_id))

@@ -10,7 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from augloop.console import MAX_ROW_ID, console, engine, err_console, fail
+from augloop.console import console, engine, err_console, fail
+from core.inputs import MAX_ID
 from db.session import session_scope
 from services import training
 from services.jobs import settle_lost_jobs
@@ -133,8 +134,8 @@ def ensemble_cmd(
         ids = [int(r) for r in run_ids]
     except ValueError:
         fail(f"run ids must be integers; got {run_ids}")
-    if out_of_range := [r for r in ids if not 1 <= r <= MAX_ROW_ID]:
-        fail(f"run ids go from 1 to {MAX_ROW_ID}; got {out_of_range[0]}")
+    if out_of_range := [r for r in ids if not 1 <= r <= MAX_ID]:
+        fail(f"run ids go from 1 to {MAX_ID}; got {out_of_range[0]}")
     if decision not in ("prior", "none"):
         fail(f"--decision takes prior or none; got {decision!r}")
     with session_scope(engine()) as session:
@@ -169,7 +170,7 @@ def ensemble_cmd(
 def runs_list(
     dataset: Annotated[str | None, typer.Option(help="Only this dataset")] = None,
     kind: Annotated[str | None, typer.Option(help="single, tfidf or ensemble")] = None,
-    limit: Annotated[int, typer.Option(help="How many, newest first", min=1, max=MAX_ROW_ID)] = 50,
+    limit: Annotated[int, typer.Option(help="How many, newest first", min=1, max=MAX_ID)] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON (for scripts)")] = False,
 ) -> None:
     """Runs and ensembles with their status and headline scores."""
@@ -201,7 +202,7 @@ def runs_list(
 
 @runs_app.command("show")
 def runs_show(
-    run_id: Annotated[int, typer.Argument(help="Run id", min=1, max=MAX_ROW_ID)],
+    run_id: Annotated[int, typer.Argument(help="Run id", min=1, max=MAX_ID)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole run as JSON")] = False,
 ) -> None:
     """A run's config, curve and val/test metrics per task and class (with confusion matrices)."""

@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from augloop.console import MAX_ROW_ID, console, engine, err_console
+from augloop.console import console, engine, err_console
+from core.inputs import MAX_ID
 from db.session import session_scope
 from services import tokens
 
@@ -49,7 +50,7 @@ def token_list() -> None:
 @token_app.command("revoke")
 def token_revoke(
     token_id: Annotated[
-        int | None, typer.Argument(help="Token id (from `augloop token list`)", min=1, max=MAX_ROW_ID)
+        int | None, typer.Argument(help="Token id (from `augloop token list`)", min=1, max=MAX_ID)
     ] = None,
     user: Annotated[str | None, typer.Option(help="Revoke every token of this user")] = None,
 ) -> None:

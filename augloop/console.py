@@ -32,11 +32,6 @@ console = PipedConsole(markup=False)
 err_console = PipedConsole(stderr=True, markup=False)
 
 
-# The largest id a row can have (a signed 64-bit integer): a larger one is refused naming the argument, before
-# the database driver fails to send it.
-MAX_ROW_ID = 2**63 - 1
-
-
 def fail(message: str, code: int = 2) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)

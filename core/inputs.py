@@ -17,6 +17,10 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+# The largest id a row can have (the databases' signed 64-bit integers): ids from outside (an API path or body, a
+# command's argument) are bounded by it, refused naming where before a driver fails to send them.
+MAX_ID = 2**63 - 1
+
 _SEQUENCES = (list, set, frozenset, collections.abc.Sequence, collections.abc.Set, collections.abc.Collection)
 _MAPPINGS = (dict, collections.abc.Mapping)
 

@@ -498,6 +498,7 @@ def skipped_ids(session: Session, dataset: Dataset, user: User, named: list[int]
     rest = sorted(set(named) - set(targets))
     reasons: dict[str, int] = {}
     seen: set[int] = set()
+    admin = is_admin(user)
     for chunk in chunked(rest):
         rows = session.execute(
             select(
@@ -509,7 +510,6 @@ def skipped_ids(session: Session, dataset: Dataset, user: User, named: list[int]
                 Sample.as_generated,
             ).where(Sample.dataset_id == dataset.id, Sample.id.in_(chunk))
         ).all()
-        admin = is_admin(user)
         for sample_id, origin, status, not_voted, not_own, as_generated in rows:
             seen.add(sample_id)
             if origin not in REVIEWABLE_ORIGINS:

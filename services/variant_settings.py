@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from core.errors import ValidationFailed
-from core.inputs import InputModel
+from core.inputs import MAX_ID, InputModel
 from db.datasets import locked_variant_settings
 from db.models import Dataset, User
 from services.access import Need
@@ -45,9 +45,7 @@ class VariantSettingsUpdate(InputModel):
 
     auto_reject_label_changed: bool | None = None
     label_change_confidence: float | None = Field(default=None, ge=0.5, le=1.0)
-    label_model_id: int | None = Field(
-        default=None, ge=0, le=2**63 - 1, description="0 clears the pin (the latest model)"
-    )
+    label_model_id: int | None = Field(default=None, ge=0, le=MAX_ID, description="0 clears the pin (the latest model)")
 
 
 def variant_settings(dataset: Dataset) -> VariantSettings:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import CurrentUser, SessionDep
+from api.deps import MAX_ID, CurrentUser, SessionDep
 from api.review_schemas import (
     AnnotatorProgress,
     AssignedQueue,
@@ -35,7 +35,7 @@ def parse_ids(raw: str) -> list[int]:
         ids = [int(p) for p in raw.split(",") if p.strip()]
     except ValueError:
         raise ValidationFailed("ids must be comma-separated integers", field="ids") from None
-    if not ids or len(ids) > 200 or any(not 1 <= i <= 2**63 - 1 for i in ids):
+    if not ids or len(ids) > 200 or any(not 1 <= i <= MAX_ID for i in ids):
         raise ValidationFailed("give 1 to 200 positive sample ids", field="ids")
     return ids
 
