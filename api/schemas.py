@@ -87,6 +87,7 @@ class DatasetUpdate(RequestBody):
     reviews_required: int | None = Field(default=None, ge=1, le=15)
     guidelines: str | None = Field(default=None, max_length=100_000)
     language: str | None = Field(default=None, min_length=2, max_length=16)
+    display_name: str | None = Field(default=None, min_length=1, max_length=200, description="Its name for people")
     distribute_work: bool | None = None
     lease_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
 

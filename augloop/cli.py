@@ -74,13 +74,19 @@ def import_cmd(
         typer.Option(help="Every row's split (train, val or test): for a file that is one split, e.g. dev.csv"),
     ] = None,
     id_col: Annotated[str, typer.Option(help="Id column kept as external id")] = "id",
-    language: Annotated[str, typer.Option(help="Language code of the texts")] = "en",
+    language: Annotated[
+        str | None,
+        typer.Option(help="A new dataset's language tag (default en); an existing dataset's, if given, must match"),
+    ] = None,
     labels: Annotated[list[str] | None, typer.Option(help="Ordered label set, TASK=a,b,c (repeatable)")] = None,
     split_seed: Annotated[int, typer.Option(help="Seed of the stratified split")] = 42,
     project: Annotated[
         str | None, typer.Option(help="The project a new dataset goes into (default: 'default'); an existing one stays")
     ] = None,
-    display_name: Annotated[str | None, typer.Option(help="A new dataset's name for people")] = None,
+    display_name: Annotated[
+        str | None,
+        typer.Option(help="A new dataset's name for people; an existing dataset's, if given, must match"),
+    ] = None,
 ) -> None:
     """Import a file into a dataset: all rows or none, any size (read in chunks, with a progress bar)."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError, ValidationFailed
 from core.files import file_system_now
-from core.names import check_language
+from core.names import check_display_name, check_language
 from core.settings import get_settings
 from db import queue
 from db.datasets import (
@@ -75,7 +75,8 @@ def all_datasets(session: Session, user: User | None) -> list[Dataset]:
 def update_settings(
     session: Session, name: str, changes: dict[str, Any], user: User | None
 ) -> tuple[Dataset, dict[str, int]]:
-    """Change review settings (reviews required, guidelines, language); `changes` holds only given keys. A new
+    """Change review settings (reviews required, guidelines, language) or the display name; `changes` holds only
+    given keys. A new
     reviews_required (given, even unchanged) re-evaluates every reviewed variant in the same transaction:
     returns the status changes by transition (empty when nothing moved or k was not given)."""
     from services.review import reevaluate
@@ -83,6 +84,8 @@ def update_settings(
     dataset = dataset_named(session, name, user, Need.lead)
     if "language" in changes:
         check_language(changes["language"], field="language")
+    if "display_name" in changes:
+        changes["display_name"] = check_display_name(changes["display_name"], field="display_name")
     if "reviews_required" in changes:
         # Decisions under way count under the old k: let them end, then re-evaluate what they stored. The k to
         # compare with is the one committed once they have (another lead may have changed it meanwhile).

@@ -94,7 +94,7 @@ class ImportSpec:
     # Every row's split, for a file that is one split (train.csv, dev.csv, test.csv): train, val or test (or an
     # alias: dev, validation, …); None reads the split column or draws a split
     split: str | None = None
-    language: str = "en"
+    language: str | None = None  # a new dataset's language tag (None: en); an existing one's, if given, must match
     label_order: dict[str, list[str]] = field(default_factory=dict)  # optional explicit ordered label sets
     split_seed: int = 42
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)

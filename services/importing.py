@@ -416,7 +416,7 @@ class _Staged:
                 name=self.spec.dataset,
                 display_name=display,
                 project_id=_project_id(session, self.spec),
-                language=self.spec.language,
+                language=self.spec.language or "en",
                 tasks=tasks,
                 split_info=split_info,
             )
@@ -580,6 +580,19 @@ def check_target(session: Session, spec: ImportSpec) -> tuple[Dataset | None, di
             "adds to a dataset where it is (leave the project out)",
             field="project",
         )
+    # What only a new dataset takes from an import: given for an existing one, it must say what the dataset is
+    # (a different one was ignored unsaid: a file of German texts imported with --language de into an English
+    # dataset, a display name that never showed). PATCH /datasets/{name} changes them.
+    for key, given, stored in (
+        ("language", spec.language, dataset.language),
+        ("display_name", spec.display_name and spec.display_name.strip(), dataset.display_name),
+    ):
+        if given is not None and given != stored:
+            raise ValidationFailed(
+                f"dataset {spec.dataset!r} has {key} {stored!r}, not {given!r}; an import adds to a dataset as it "
+                f"is (leave {key} out, or change it with PATCH /datasets/{spec.dataset})",
+                field=key,
+            )
     unknown = [t for t in spec.tasks if t not in dataset.task_names()]
     if unknown:
         raise ValidationFailed(
@@ -663,7 +676,8 @@ def _check_spec_strings(spec: ImportSpec) -> None:
             raise ValidationFailed(f"{name}: {problem}", field=name)
         if name in ("task", "labels") and value is not None and (problem := label_name_problem(value)):
             raise ValidationFailed(f"{name}: {value[:60]!r} {problem}", field=name)
-    check_language(spec.language, field="language")
+    if spec.language is not None:
+        check_language(spec.language, field="language")
     if spec.split is not None and spec.split not in SPLITS:
         raise ValidationFailed(
             f"split: {spec.split[:60]!r} is no split; every row's split is train, val or test (or dev, validation, …)",

@@ -36,6 +36,38 @@ def test_a_display_name_says_more_but_stays_printable(admin) -> None:
     assert export.status_code == 200 and 'filename="memos.csv"' in export.headers["content-disposition"]
 
 
+CSV2 = b"text,label\nthird text,a\nfourth text,b\n"
+
+
+def test_an_import_into_a_dataset_does_not_silently_drop_a_language_or_display_name_it_differs_from(admin) -> None:
+    """A second file's language or display name was ignored unsaid (German texts imported with --language de
+    into an English dataset); now one that differs is refused naming it, and nothing of the file is stored."""
+
+    def add(**form):
+        return admin.post(
+            "/api/v1/datasets/memos/import",
+            files={"file": ("y.csv", CSV2, "text/csv")},
+            data={"task": "label", **form},
+        )
+
+    assert _import(admin, "memos", language="de", display_name="Memos").status_code == 201
+    for field, value in (("language", "en"), ("display_name", "Other memos")):
+        r = add(**{field: value})
+        assert r.status_code == 422 and r.json()["field"] == field, r.text
+        assert "PATCH" in r.json()["detail"], r.text
+    totals = admin.get("/api/v1/datasets/memos/stats").json()["totals"]
+    assert sum(split.get("original", 0) for split in totals.values()) == 2  # nothing of the refused file
+    ok = add(language="de", display_name=" Memos ")  # the same, as it was given when the dataset was made
+    assert ok.status_code == 201, ok.text
+    assert add().status_code == 201  # neither given: the dataset's own (its texts are duplicates now)
+    dataset = admin.get("/api/v1/datasets/memos").json()
+    assert (dataset["language"], dataset["display_name"]) == ("de", "Memos")
+    renamed = admin.patch("/api/v1/datasets/memos", json={"display_name": "  Memos 2026 "})
+    assert renamed.status_code == 200 and renamed.json()["display_name"] == "Memos 2026", renamed.text
+    bad = admin.patch("/api/v1/datasets/memos", json={"display_name": "Memos \u202eFDP.exe"})
+    assert bad.status_code == 422 and bad.json()["field"] == "display_name", bad.text
+
+
 def test_the_cli_manages_projects_and_members(settings, engine, example_dataset) -> None:
     from augloop.cli import app
     from db.auth import create_token

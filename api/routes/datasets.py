@@ -43,7 +43,8 @@ def dataset(name: str, session: SessionDep, user: CurrentUser):  # type: ignore[
 
 @router.patch("/{name}", response_model=DatasetUpdated)
 def update_dataset(name: str, body: DatasetUpdate, session: SessionDep, user: CurrentUser):  # type: ignore[no-untyped-def]
-    """Change a dataset's review settings (reviews required per variant, guidelines, language); the project's
+    """Change a dataset's review settings (reviews required per variant, guidelines, language) or its display
+    name; the project's
     leads. A new reviews_required re-evaluates every reviewed variant at once and says how many changed status."""
     dataset, moved = dataset_service.update_settings(session, name, body.model_dump(exclude_none=True), user)
     return {**DatasetRead.model_validate(dataset).model_dump(), "status_changes": moved}
@@ -78,13 +79,18 @@ async def import_spec(
         str | None, Form(description="Every row's split (train, val or test): a file that is one split")
     ] = None,
     id_col: Annotated[str, Form()] = "id",
-    language: Annotated[str, Form()] = "en",
+    language: Annotated[
+        str | None,
+        Form(description="A new dataset's language tag (default en); an existing dataset's, if given, must match"),
+    ] = None,
     labels: ImportLabels = None,
     split_seed: Annotated[int, Form()] = 42,
     project: Annotated[
         str | None, Form(description="The project a new dataset goes into (default: 'default'); an existing one stays")
     ] = None,
-    display_name: Annotated[str | None, Form(description="A new dataset's name for people")] = None,
+    display_name: Annotated[
+        str | None, Form(description="A new dataset's name for people; an existing dataset's, if given, must match")
+    ] = None,
 ) -> ImportSpec:
     """The form fields of an import, now or as a job (one dependency, so both routes take the same fields). An
     unknown field is refused, as a JSON body's unknown key is: a mistyped `split_column` would otherwise be

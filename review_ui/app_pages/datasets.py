@@ -114,14 +114,15 @@ def import_form(current: str | None) -> None:
         upload = st.file_uploader("CSV, JSONL or Parquet (UTF-8)", type=["csv", "jsonl", "json", "parquet"])
         target = st.text_input("Dataset name (new or existing)", value=current or "")
         tasks = st.text_input("Label columns (tasks), comma-separated", placeholder="bias, message")
-        language = st.text_input("Language", value="en")
+        language = st.text_input("Language of a new dataset", placeholder="en")
         go = st.form_submit_button("Import", type="primary")
     if go:
         names = [t.strip() for t in tasks.split(",") if t.strip()]
         if upload is None or not target.strip() or not names:
             st.error("Choose a file, a dataset name and at least one label column.")
             return
-        result = call(client().import_dataset, target.strip(), upload.name, upload.getvalue(), names, language)
+        language_tag = language.strip() or None  # none: a new dataset's default, an existing dataset's own
+        result = call(client().import_dataset, target.strip(), upload.name, upload.getvalue(), names, language_tag)
         if result:
             st.success(f"Imported {result['imported']} samples ({result['duplicates_skipped']} duplicates skipped).")
             st.json(result["split_counts"])
