@@ -22,8 +22,12 @@ class ApiError(Exception):
     body: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
+        """What a person reads: the API's message and the field it names; a status code only for a server's
+        failure (a 422 or 409 in front of "the variant changed since you loaded it" says nothing to an annotator)."""
         where = f" ({self.body['field']})" if self.body.get("field") else ""
-        return f"{self.detail}{where}" if self.status == 0 else f"{self.status}: {self.detail}{where}"
+        if self.status >= 500:
+            return f"The server could not do it (HTTP {self.status}): {self.detail}{where}"
+        return f"{self.detail}{where}"
 
 
 def api_url() -> str:
@@ -95,10 +99,12 @@ class ApiClient:
         return self.get(f"/datasets/{name}/stats")
 
     def import_dataset(
-        self, name: str, filename: str, data: bytes, tasks: list[str], language: str = "en"
+        self, name: str, filename: str, data: bytes, tasks: list[str], language: str | None = None
     ) -> dict[str, Any]:
         files = {"file": (filename, data)}
-        form = {"task": tasks, "language": language}
+        form: dict[str, Any] = {"task": tasks}
+        if language:  # none: a new dataset's default (en), an existing dataset's own
+            form["language"] = language
         return self.request("POST", f"/datasets/{name}/import", files=files, data=form)
 
     def export(self, name: str, fmt: str, include: list[str]) -> bytes:

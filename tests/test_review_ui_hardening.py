@@ -246,3 +246,13 @@ def test_impact_classes_whose_names_read_alike_keep_a_bar_each() -> None:
     assert list(plain_names.index) == ["bias / neutral"] and DELTA not in plain_names.columns
     at = AppTest.from_function(draw_deltas, args=(result,), default_timeout=60).run()
     assert not at.exception, [e.value for e in at.exception]
+
+
+def test_api_errors_read_as_the_apis_message_and_a_status_only_for_a_servers_failure() -> None:
+    from review_ui.client import ApiError
+
+    assert str(ApiError(409, "the variant changed since you loaded it", {"field": "version"})) == (
+        "the variant changed since you loaded it (version)"
+    )
+    assert str(ApiError(0, "cannot reach the API at http://x")) == "cannot reach the API at http://x"
+    assert str(ApiError(503, "the database is busy")) == "The server could not do it (HTTP 503): the database is busy"
