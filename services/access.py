@@ -12,7 +12,9 @@ it: samples, jobs, runs, reports) belongs to one project:
 from __future__ import annotations
 
 import functools
+import os
 import re
+import tempfile
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -76,11 +78,26 @@ _SERVER_ROOTS = (
     "Users",
     "Volumes",
     "private",
+    # clusters' shared and node-local file systems, where TMPDIR and model caches live
+    "scratch",
+    "gpfs",
+    "lustre",
+    "nfs",
+    "beegfs",
+    "cephfs",
+    "cvmfs",
+    "shared",
+    "nobackup",
+    "local",
 )
+# The process's own temporary and cache folders, wherever they are (TMPDIR=/fast/tmp, HF_HOME=/hf): a path under
+# one is the server's as much as one under the data directory.
+_FOLDER_VARIABLES = ("TMPDIR", "HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_CACHE", "TORCH_HOME", "XDG_CACHE_HOME")
 # A quoted path (an OSError quotes its own, spaces and all: "[Errno 28] No space left on device: '/srv/my data/x'"),
 # else an unquoted one up to a space: "/" at the start of a word, not inside a URL or a relative path.
 _QUOTED_PATH = re.compile(r"""(?P<q>['"])(?P<path>/[^'"\n]*)(?P=q)""")
 _BARE_PATH = re.compile(r"(?<![\w.:/~…-])/[^\s'\"]+")  # not after "…": a path already shortened
+_FILE_URL = re.compile(r"(?P<scheme>file://)(?P<path>/[^\s'\"]+)")  # file:///srv/x: a path, not a URL's
 
 
 @functools.lru_cache(maxsize=8)
@@ -98,7 +115,13 @@ def without_server_paths(message: str) -> str:
     worker's log keeps the whole message and its traceback for the operator."""
     settings = get_settings()
     roots = sorted({str(settings.data_dir.resolve()), str(settings.data_dir.absolute())}, key=len, reverse=True)
-    others = _configured_folders(settings.models_dir or settings.data_dir / "models", nltk_data_dir(settings))
+    environment = (os.environ.get(name, "") for name in _FOLDER_VARIABLES)
+    others = _configured_folders(
+        settings.models_dir or settings.data_dir / "models",
+        nltk_data_dir(settings),
+        Path(tempfile.gettempdir()),
+        *(Path(folder) for folder in environment if folder.startswith("/") and folder.rstrip("/")),
+    )
 
     def shown(path: str) -> str:
         for root in roots:
@@ -110,6 +133,7 @@ def without_server_paths(message: str) -> str:
             return "…/" + PurePosixPath(path).name
         return path
 
+    message = _FILE_URL.sub(lambda m: m["scheme"] + shown(m["path"]), message)
     message = _QUOTED_PATH.sub(lambda m: m["q"] + shown(m["path"]) + m["q"], message)
     return _BARE_PATH.sub(lambda m: shown(m.group(0)), message)
 

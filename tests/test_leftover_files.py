@@ -227,6 +227,10 @@ def test_job_errors_name_no_server_path(settings, engine, dataset, annotator) ->
             "label '/r/politics' is not among [] ; POST /v1/chat failed",
             "label '/r/politics' is not among [] ; POST /v1/chat failed",
         ),
+        # clusters keep TMPDIR and model caches on shared file systems (an attacker's find: shown whole)
+        ("No space left on device: '/scratch/tmp/job12/part.parquet'", "No space left on device: '…/part.parquet'"),
+        ("/gpfs/home/alice/hf/hub/models--x/config.json not found", "…/config.json not found"),
+        ("cannot open file:///srv/augloop/models/x", "cannot open file://…/x"),
     ],
 )
 def test_a_message_for_members_keeps_no_absolute_path(settings, message: str, shown: str) -> None:
@@ -256,6 +260,20 @@ def test_the_servers_model_and_nltk_folders_are_shortened_wherever_they_are_moun
     monkeypatch.setattr(sys, "prefix", "/pyenv/3.12")
     get_settings.cache_clear()
     assert without_server_paths("missing /pyenv/3.12/nltk_data/corpora/wordnet") == "missing …/wordnet"
+
+
+def test_the_processs_temporary_and_cache_folders_are_shortened_wherever_they_are(settings, monkeypatch) -> None:
+    """TMPDIR and the Hugging Face cache may sit anywhere (/fast/tmp, /hf); errors naming files under them
+    reached members whole."""
+    import tempfile
+
+    from services.access import without_server_paths
+
+    monkeypatch.setenv("HF_HOME", "/hf")
+    monkeypatch.setattr(tempfile, "tempdir", "/fast/tmp")
+    said = "cannot write /fast/tmp/x1/shard.bin nor '/hf/hub/models--acme--secret/config.json'"
+    assert without_server_paths(said) == "cannot write …/shard.bin nor '…/config.json'"
+    assert without_server_paths("label /hfx/y and /fastest stay") == "label /hfx/y and /fastest stay"
 
 
 def test_an_export_is_served_when_the_exports_folder_is_a_link(settings, engine, dataset, admin, tmp_path) -> None:
