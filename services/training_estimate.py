@@ -28,7 +28,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from db.models import Dataset, JobStatus, Origin, ReviewStatus, Sample, SampleLabel, TrainingRun, User
-from services.access import is_admin, visible_project_ids
+from services.access import is_admin, shown_provenance, visible_project_ids
 from services.compute_bounds import check_config
 from services.training import check_config_against, check_trainable, default_config
 from trainer.config import configured_precision
@@ -208,7 +208,9 @@ def training_plan(
     runs = max(1, len(seeds))
     return {
         "dataset": dataset.name,
-        "config": config.to_dict(),
+        # the encoder as run views show it: a folder of the server's (the operator's default encoder) by its last
+        # part to members (access.shown_provenance), whole to admins
+        "config": config.to_dict() if is_admin(user) else shown_provenance(config.to_dict()),
         "plan": plan.to_dict(),
         "runs": runs,
         "train_examples": len(train_lengths),

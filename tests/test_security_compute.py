@@ -199,6 +199,19 @@ def test_the_servers_default_encoder_is_a_leads_to_train_with(lead, example_data
     assert lead.post(RUNS, json=body(encoder="/srv/encoders/other")).status_code == 422
 
 
+def test_the_estimate_shows_members_the_default_encoder_as_runs_do(lead, annotator, example_dataset, monkeypatch):
+    """The operator's default encoder, a folder of the server's, is shown to members by its last part in a run;
+    the estimate (any member may ask) answered it whole (an attacker's find)."""
+    from core.settings import get_settings
+
+    monkeypatch.setenv("AUGLOOP_TRAINER_DEFAULT_ENCODER", "/srv/acme/models/secret-enc")
+    get_settings.cache_clear()
+    for who in (lead, annotator):
+        r = who.post("/api/v1/training-estimates", json={"dataset": example_dataset})
+        assert r.status_code == 200, r.text
+        assert r.json()["config"]["encoder"] == "…/secret-enc" and "/srv/acme" not in r.text, r.json()["config"]
+
+
 def test_a_workers_encoder_error_does_not_tell_what_exists(tmp_path) -> None:
     from trainer.errors import TrainerError
     from trainer.model import load_encoder
