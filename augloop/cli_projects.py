@@ -63,5 +63,5 @@ def add_member(
 def remove_member(name: ProjectName, user: MemberName) -> None:
     """Remove a user from a project."""
     with session_scope(engine()) as session:
-        n = projects.remove_member(session, name, user)
-    console.print(f"removed {n} membership(s)")
+        projects.remove_member(session, name, user)
+    console.print(f"removed {user} from project {name}")

@@ -75,12 +75,15 @@ def add_member(session: Session, project_name: str, user_name: str, role: str) -
 def remove_member(session: Session, project_name: str, user_name: str) -> int:
     """Take a user out of a project, and give back the review work they hold in its datasets: their leases kept
     those variants from everyone else until they expired (a day at the most), while they could neither renew nor
-    release them any more."""
+    release them any more. A user who is no member of it is not found (an admin who picked the wrong project was
+    told the access was gone, while the user kept it where it was)."""
     from db.review_assignments import release
 
     project = db_projects.get_project(session, project_name, field="name")
     user = _user(session, user_name)
     removed = db_projects.remove_member(session, project.id, user.id)
+    if not removed:
+        raise NotFoundError(f"user {user_name!r} is no member of project {project_name!r}", field="user")
     for dataset_id in session.scalars(select(Dataset.id).where(Dataset.project_id == project.id)):
         release(session, dataset_id, user.id)
     return removed

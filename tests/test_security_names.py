@@ -89,6 +89,8 @@ def test_the_cli_manages_projects_and_members(settings, engine, example_dataset)
         carla = s.query(User).filter(User.name == "carla").one()
         assert dataset_named(s, example_dataset, carla).name == example_dataset
     assert runner.invoke(app, ["project", "remove-member", "default", "carla"]).exit_code == 0
+    again = runner.invoke(app, ["project", "remove-member", "default", "carla"])  # no member any more
+    assert again.exit_code == 2 and "no member of project 'default'" in again.output, again.output
     with session_scope(engine) as s:
         from core.errors import NotFoundError
 

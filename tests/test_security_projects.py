@@ -316,6 +316,10 @@ def test_removing_a_member_takes_their_access_away(app, world, admin) -> None:
     assert annotator.get("/api/v1/datasets/psm").status_code == 200
     assert admin.delete("/api/v1/projects/default/members/anna-a").status_code == 204
     assert annotator.get("/api/v1/datasets/psm").status_code == 404
+    # no member (any more, or of the project the admin picked by mistake): not found, not a success that removed
+    # nothing while the user kept their access where they are
+    again = admin.delete("/api/v1/projects/default/members/anna-a")
+    assert again.status_code == 404 and again.json()["field"] == "user", again.text
     assert annotator.get(f"/api/v1/samples/{world['variant']}").status_code == 404
 
 
