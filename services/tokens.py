@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from core.errors import ValidationFailed
+from core.errors import ConflictError, ValidationFailed
 from core.names import check_user_name
 from db import auth
 from db.models import TOKEN_ROLES, APIToken, Role, User, utcnow
@@ -32,14 +32,19 @@ def all_tokens(session: Session) -> list[APIToken]:
     return auth.list_tokens(session)
 
 
-def revoke(session: Session, token_id: int | None = None, *, user_name: str | None = None) -> int:
+def revoke(
+    session: Session, token_id: int | None = None, *, user_name: str | None = None, by: User | None = None
+) -> int:
     """Revoke one token (by id) or every token of a user; not both at once (`revoke 2 --user ann` revoked token
     2 whoever's it was). A user left without an active token gives back the review work they hold, in every
     dataset: they can no longer release it themselves (401), and it would stay hidden from the others until
-    the leases expired (up to a day). One who still holds an active token keeps it."""
+    the leases expired (up to a day). One who still holds an active token keeps it. An admin over the API
+    (`by`) may not revoke the last active admin token (keep_an_admin); the operator at the command line may."""
     if token_id is not None and user_name is not None:
         raise ValidationFailed("give a token id or a user, not both", field="user")
     revoked = auth.revoke_token(session, token_id, user_name=user_name)
+    if by is not None and revoked:
+        keep_an_admin(session, "revoking it", field="token_id")
     if token_id is not None:
         row = session.get(APIToken, token_id)
         user = row.user if row is not None else None
@@ -48,6 +53,22 @@ def revoke(session: Session, token_id: int | None = None, *, user_name: str | No
     if user is not None and not has_active_token(session, user.id):
         review_assignments.release_everywhere(session, user)
     return revoked
+
+
+def keep_an_admin(session: Session, what: str, *, field: str) -> None:
+    """After a change made over the API (flushed, not committed), some admin still holds an active token: with
+    none, nobody could issue tokens, manage projects or import over the API or the UI again (the last admin
+    demoted themselves in one click); only the operator's command line could. Refused with 409 naming `field`,
+    and the caller's transaction, rolled back, changes nothing."""
+    admins = select(User.id).where(User.role == Role.admin.value, auth.has_active_token(User.id, utcnow()))
+    if session.scalar(select(admins.exists())):
+        return
+    raise ConflictError(
+        f"{what} would leave no admin with an active token, and nobody could manage tokens, projects or imports "
+        "over the API any more; issue another admin a token first (the operator's `augloop token create --name "
+        "NAME --role admin` works regardless)",
+        field=field,
+    )
 
 
 def has_active_token(session: Session, user_id: int) -> bool:
@@ -100,13 +121,16 @@ def token_state(row: APIToken) -> str:
     return auth.token_state(row)
 
 
-def change_role(session: Session, name: str, role: str) -> User:
+def change_role(session: Session, name: str, role: str, by: User | None = None) -> User:
     """A user's role, changed (admins); their tokens keep working under the new role. A person is an annotator
     or an admin; `system` is the automatic reviewer's alone, and its role is never changed. The review work
     they hold in datasets the new role no longer lets them review (an admin made an annotator, outside those
-    datasets' projects) is given back: they could neither renew nor release it there any more."""
+    datasets' projects) is given back: they could neither renew nor release it there any more. An admin over
+    the API (`by`) may not demote the last admin who holds an active token (keep_an_admin)."""
     if role not in TOKEN_ROLES:
         raise ValidationFailed(f"role must be one of {', '.join(TOKEN_ROLES)}; got {role!r}", field="role")
     user = auth.set_role(session, name, role, unless=Role.system.value)
+    if by is not None and role != Role.admin.value:
+        keep_an_admin(session, f"making {name!r} an {role}", field="role")
     review_assignments.release_where_barred(session, user)
     return user

@@ -93,10 +93,10 @@ def test_token_states_last_use_and_expiry_bounds(admin, client, engine, annotato
         admin.get("/api/v1/me")
     time.sleep(0.3)
     assert last_used() == first, "written more than once a minute"
-    assert admin.post(f"/api/v1/tokens/{admin_id}/revoke").status_code == 200
     from tests.conftest import _issue
 
-    other = _issue(engine, "ops", "admin")
+    other = _issue(engine, "ops", "admin")  # the last admin token is not revoked over the API
+    assert admin.post(f"/api/v1/tokens/{admin_id}/revoke").status_code == 200
     states = {
         t["id"]: t["state"] for t in client.get("/api/v1/tokens", headers={"Authorization": f"Bearer {other}"}).json()
     }
@@ -131,6 +131,31 @@ def test_admins_change_a_users_role_over_the_api(admin, annotator, annotator_tok
     assert r.status_code == 200 and r.json()["role"] == "admin"
     assert annotator.get("/api/v1/tokens").status_code == 200, "the role change did not take effect"
     assert admin.patch("/api/v1/users/nobody", json={"role": "admin"}).status_code == 404
+
+
+def test_the_last_admin_with_a_token_stays_one_over_the_api(settings, engine, admin) -> None:
+    """The only admin demoted themselves (or revoked their own token) in one request, and nobody could manage
+    tokens, projects or imports over the API or the UI again (an attacker's find): 409 naming the field, and
+    nothing changed. With another admin holding an active token both go through; the operator's CLI always."""
+    from augloop.cli import app
+    from db.auth import create_token
+    from db.models import utcnow
+    from db.session import session_scope
+    from tests.conftest import _issue
+
+    me = next(t for t in admin.get("/api/v1/tokens").json() if t["name"] == "alice-admin")
+    demoted = admin.patch("/api/v1/users/alice-admin", json={"role": "annotator"})
+    assert demoted.status_code == 409 and demoted.json()["field"] == "role", demoted.text
+    revoked = admin.post(f"/api/v1/tokens/{me['id']}/revoke")
+    assert revoked.status_code == 409 and revoked.json()["field"] == "token_id", revoked.text
+    assert admin.get("/api/v1/me").json()["role"] == "admin"  # both refused whole: still an admin, still signed in
+    with session_scope(engine) as s:  # an admin whose only token has expired counts for nothing
+        create_token(s, "dora-admin", "admin", utcnow() - timedelta(seconds=1))
+    assert admin.patch("/api/v1/users/alice-admin", json={"role": "annotator"}).status_code == 409
+    _issue(engine, "carl-admin", "admin")
+    assert admin.post(f"/api/v1/tokens/{me['id']}/revoke").json() == {"revoked": 1}
+    # the operator at the command line may leave none (and make one again)
+    assert CliRunner().invoke(app, ["user", "role", "carl-admin", "annotator"]).exit_code == 0
 
 
 def _mode(path: Path) -> int:

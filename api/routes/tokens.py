@@ -50,13 +50,14 @@ def create_token(body: TokenCreate, session: SessionDep, _admin: AdminUser) -> T
 
 
 @router.post("/tokens/{token_id}/revoke", response_model=dict)
-def revoke_token(token_id: ResourceId, session: SessionDep, _admin: AdminUser) -> dict:
-    """Revoke a token; requests with it get 401 from now on (admins)."""
-    return {"revoked": token_service.revoke(session, token_id)}
+def revoke_token(token_id: ResourceId, session: SessionDep, admin: AdminUser) -> dict:
+    """Revoke a token; requests with it get 401 from now on (admins). 409 for the last active admin token."""
+    return {"revoked": token_service.revoke(session, token_id, by=admin)}
 
 
 @router.patch("/users/{name:path}", response_model=UserRead)  # a user name may hold "/"
-def change_role(name: str, body: UserRoleUpdate, session: SessionDep, _admin: AdminUser) -> UserRead:
-    """Change a user's role; their tokens keep working under the new role (admins)."""
-    user = token_service.change_role(session, name, body.role)
+def change_role(name: str, body: UserRoleUpdate, session: SessionDep, admin: AdminUser) -> UserRead:
+    """Change a user's role; their tokens keep working under the new role (admins). 409 for the last admin with
+    an active token."""
+    user = token_service.change_role(session, name, body.role, by=admin)
     return UserRead(id=user.id, name=user.name, role=user.role)
