@@ -1,9 +1,23 @@
-"""What makes a loaded Hugging Face model unusable as a sentence encoder, whichever layer loaded it (the trainer,
-the augment workers' similarity encoder): read from its config and its embedding table, without torch."""
+"""What makes a Hugging Face model unusable, whichever layer loads it (the trainer, the augment workers): the
+errors of a directory that cannot load, and, once loaded, what makes it no sentence encoder (read from its config
+and its embedding table, without torch)."""
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
+
+
+def load_errors() -> tuple[type[BaseException], ...]:
+    """What `from_pretrained` raises for a model that this setting will never load, so that a job fails at once
+    (or goes without an optional model) instead of being retried: OSError (no such directory, not on the hub, the
+    hub unreachable), ValueError (an invalid id, another architecture's checkpoint), TypeError (a directory
+    without the tokenizer's files), and a damaged weights file: safetensors' SafetensorError (a truncated
+    model.safetensors, which escaped every one of those and failed a job three times although the similarity
+    encoder is optional), a truncated or garbled pickle (pytorch_model.bin)."""
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, TypeError, SafetensorError, pickle.UnpicklingError, EOFError)
 
 
 def encoder_problem(model: Any, tokenizer: Any) -> str | None:

@@ -209,6 +209,23 @@ def test_missing_model_names_the_model_and_the_setting(tmp_path: Path) -> None:
     assert "opus-mt-xx-yy-missing" in str(err.value) and "AUGLOOP_BT_ROUTES" in str(err.value)
 
 
+def test_a_damaged_masked_lm_fails_at_once_naming_the_model_and_the_setting(tiny_mlm_dir, tmp_path: Path) -> None:
+    """A truncated model.safetensors raised safetensors' own error, which a job retried three times, naming
+    neither the model nor the setting."""
+    import shutil
+
+    from core.settings import Settings
+    from workers.augment.models import ModelUnavailable, load_masked_lm
+
+    damaged = tmp_path / "damaged-mlm"
+    shutil.copytree(tiny_mlm_dir, damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    with pytest.raises(ModelUnavailable) as err:
+        load_masked_lm(str(damaged), Settings(augment_device="cpu"))
+    assert "damaged-mlm" in str(err.value) and "AUGLOOP_MLM_MODEL" in str(err.value), str(err.value)
+
+
 def test_a_similarity_encoder_it_cannot_use_is_unavailable_naming_why(tiny_mlm_dir, tmp_path: Path) -> None:
     """The folder the trainer refuses (no tokenizer files: a TypeError retried as a crash) and a T5 (failing at
     its first batch) are ModelUnavailable at load, naming the setting: the job fails once, saying why."""
@@ -223,13 +240,23 @@ def test_a_similarity_encoder_it_cannot_use_is_unavailable_naming_why(tiny_mlm_d
     no_tokenizer.mkdir()
     for name in ("config.json", "model.safetensors"):
         shutil.copy(Path(tiny_mlm_dir) / name, no_tokenizer / name)
+    # a copy cut short (a download or a disk that filled): safetensors' own error escaped, and the optional
+    # encoder failed every WordNet job three times (an attacker's find)
+    truncated = tmp_path / "truncated"
+    shutil.copytree(tiny_mlm_dir, truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_mlm_dir))
     t5 = tmp_path / "t5"
     T5Model(
         T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
     ).save_pretrained(t5)
     tokenizer.save_pretrained(t5)
-    for folder, said in ((no_tokenizer, "cannot load encoder model"), (t5, "encoder-decoder model (t5)")):
+    for folder, said in (
+        (no_tokenizer, "cannot load encoder model"),
+        (t5, "encoder-decoder model (t5)"),
+        (truncated, "cannot load encoder model"),
+    ):
         with pytest.raises(ModelUnavailable) as err:
             get_sentence_encoder(Settings(_env_file=None, similarity_model=str(folder), augment_device="cpu"))
         assert said in str(err.value) and "AUGLOOP_SIMILARITY_MODEL" in str(err.value), str(err.value)

@@ -83,6 +83,12 @@ def test_encoders_the_trainer_cannot_fine_tune_are_refused_at_load_naming_why(
     with pytest.raises(TrainerError, match="cannot load encoder") as err:
         load_encoder(no_tokenizer)
     assert err.value.field == "config.encoder"
+    truncated = tmp_path / "truncated"  # a copy cut short: safetensors' own error was retried as a crash
+    shutil.copytree(tiny_encoder, truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    with pytest.raises(TrainerError, match="cannot load encoder"):
+        load_encoder(truncated)
 
     t5 = tmp_path / "t5"
     T5Model(

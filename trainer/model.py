@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from core.encoders import load_errors
 from trainer.config import TrainConfig
 from trainer.examples import TaskSpec
 
@@ -182,7 +183,7 @@ def check_encoder_found(name_or_path: str | Path) -> None:
         raise _load_failure(name_or_path)
     try:
         AutoConfig.from_pretrained(name_or_path)
-    except (OSError, ValueError, TypeError) as err:
+    except load_errors() as err:
         log.warning("encoder %r cannot load: %s", name_or_path, str(err)[:400])
         raise _load_failure(name_or_path) from err
 
@@ -198,9 +199,9 @@ def load_encoder(name_or_path: str | Path) -> tuple[PreTrainedModel, Any]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         encoder = AutoModel.from_pretrained(name_or_path)
-    # not a directory, not on the hub, hub unreachable, not an encoder; TypeError: a directory without the
-    # tokenizer's files (BertTokenizer is given no vocabulary file), which would otherwise be retried as a crash
-    except (OSError, ValueError, TypeError) as err:
+    # not a directory, not on the hub, hub unreachable, not an encoder, a directory without the tokenizer's files
+    # (BertTokenizer is given no vocabulary file), damaged weights: otherwise retried as a crash (core.encoders)
+    except load_errors() as err:
         said = str(err)  # transformers lists every model type it knows (5 KB) for a folder without config.json
         log.warning("encoder %r cannot load: %s", name_or_path, said if len(said) <= 400 else said[:400] + " …")
         raise failure from err

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from core.encoders import encoder_problem
+from core.encoders import encoder_problem, load_errors
 from core.settings import Settings, get_settings
 
 log = logging.getLogger("augloop.augment")
@@ -104,10 +104,7 @@ def _load(kind: str, name: str, setting: str, settings: Settings) -> LoadedModel
             extra = {"padding_side": "left"} if kind == "causal" else {}
             tokenizer = AutoTokenizer.from_pretrained(name, **extra)
             model = auto.from_pretrained(name, dtype=dtype)
-        except (OSError, ValueError, TypeError) as err:
-            # OSError: not a local directory and not on the hub (or offline). ValueError: an invalid repo
-            # id or another architecture's checkpoint. TypeError: a directory without the tokenizer's files.
-            # Either way the setting must change, not the attempt.
+        except load_errors() as err:  # the setting must change, not the attempt (core.encoders.load_errors)
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ModelUnavailable(
                 f"cannot load {kind} model {name!r}: {first_line[:300]} — set {setting} to a hub model id "
