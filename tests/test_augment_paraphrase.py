@@ -4,6 +4,7 @@ with a tokenizer trained here (tests/tiny_models.py); the endpoint is a loopback
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
@@ -141,6 +142,14 @@ def _misbehaving_app():  # type: ignore[no-untyped-def]
         model = (await request.json())["model"]
         if model == "echo":  # refuses, repeating what it was sent
             return PlainTextResponse(f"bad key: {request.headers.get('authorization')}", status_code=401)
+        if model == "echo-late":  # the key across the 300 characters an error keeps, and once in upper case
+            sent = request.headers.get("authorization", "")
+            said = "." * 250 + f" {sent.upper()} " + "." * 20 + f" {sent}"  # the key's "sk-s" at 296-299
+            return PlainTextResponse(said, status_code=401)
+        if model == "html":  # a proxy's page in place of the answer
+            return PlainTextResponse("<html><body>502 Bad Gateway</body></html>", status_code=200)
+        if model == "deep":  # JSON nested past what a reader follows
+            return PlainTextResponse("[" * 200_000 + "]" * 200_000, media_type="application/json")
         if model == "trickle":
 
             async def drip():  # type: ignore[no-untyped-def]
@@ -177,6 +186,15 @@ def test_a_misbehaving_endpoint_ends_in_a_clear_error_not_a_hang_a_leak_or_junk(
         with pytest.raises(ModelUnavailable) as refused:
             augment("echo")
         assert "secret" not in str(refused.value) and "401" in str(refused.value)
+        with pytest.raises(ModelUnavailable) as refused:  # the key's first characters stayed (an attacker's find)
+            augment("echo-late")
+        basic = base64.b64encode(b"user:pw-secret").decode()  # the URL's credentials go as HTTP Basic
+        assert basic.lower() not in str(refused.value).lower() and "***" in str(refused.value), str(refused.value)
+        for model in ("html", "deep"):  # a bare JSONDecodeError or RecursionError named no endpoint
+            with pytest.raises(ConnectionError) as junk:
+                augment(model)
+            assert f"paraphrase endpoint {server.url}" in str(junk.value), str(junk.value)
+            assert "no chat completion" in str(junk.value) and "secret" not in str(junk.value)
         started = time.monotonic()
         with pytest.raises(ConnectionError) as slow:
             augment("trickle", timeout=1.0)
@@ -189,6 +207,10 @@ def test_a_misbehaving_endpoint_ends_in_a_clear_error_not_a_hang_a_leak_or_junk(
         assert set(server.app.state.queries) == {"key=q-secret"}
         status = method_status("paraphrase", Settings(paraphrase_api_url=url, paraphrase_api_model="m"))
         assert status["state"] == "unavailable" and "secret" not in json.dumps(status)
+        plain = EndpointGenerator(server.url, "echo-late", api_key="sk-secret", timeout=5)  # the key goes as Bearer
+        with pytest.raises(ModelUnavailable) as refused:
+            ParaphraseAugmenter(plain).augment(TEXTS[:1], [2], seed=0, language="en")
+        assert "sk-s" not in str(refused.value).lower() and "***" in str(refused.value), str(refused.value)[-80:]
 
 
 pytestmark = pytest.mark.usefixtures("augment_env")

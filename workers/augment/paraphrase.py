@@ -15,12 +15,13 @@ Either way the rewrites go through the job's filters like every other method's v
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from core.batching import length_buckets
 from core.settings import Settings
@@ -220,15 +221,19 @@ class EndpointGenerator:
         self.timeout = timeout
         self.concurrency = max(1, concurrency)
 
-    def _redacted(self, text: str) -> str:
-        """An endpoint's words as a job error may carry them: its key (an echoing server repeats the header)
-        and the URL's secrets taken out."""
+    def _redacted(self, text: str, longest: int | None = None) -> str:
+        """An endpoint's words as a job error may carry them: its key (an echoing server repeats the header,
+        in any letter case) and the URL's secrets taken out, then cut to `longest` characters (cut first, a key
+        across the cut kept its first characters: an attacker's find)."""
         parts = urlsplit(self.url)
         secrets = {self.api_key, self.url, parts.query, parts.password or "", parts.username or ""}
         secrets |= {value for _key, value in parse_qsl(parts.query)}
+        if parts.username or parts.password:  # sent as HTTP Basic: an echoing server repeats it in base64
+            pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
+            secrets.add(base64.b64encode(pair).decode("ascii"))
         for secret in sorted(secrets - {""}, key=len, reverse=True):  # the longest first: a key inside the URL
-            text = text.replace(secret, "***")
-        return text
+            text = re.sub(re.escape(secret), "***", text, flags=re.IGNORECASE)
+        return text if longest is None else text[:longest]
 
     def _complete(
         self, conversation: list[dict[str, str]], n: int, seed: int, params: P.ParaphraseParams, cap: int
@@ -253,14 +258,21 @@ class EndpointGenerator:
             ) from None
         if status in (400, 401, 403, 404, 422):
             # A wrong model name, key or URL: no retry can fix it.
-            said = self._redacted(raw[:300].decode("utf-8", errors="replace"))
+            said = self._redacted(raw[:65536].decode("utf-8", errors="replace"), longest=300)
             raise ModelUnavailable(
                 f"paraphrase endpoint {self.source} refused the request ({status}: {said}); check "
                 "AUGLOOP_PARAPHRASE_API_URL, AUGLOOP_PARAPHRASE_API_MODEL and AUGLOOP_PARAPHRASE_API_KEY"
             )
         if status >= 400:
             raise ConnectionError(f"paraphrase endpoint {self.source} answered {status}")
-        return completions(raw, n)
+        try:
+            return completions(raw, n)
+        except (ValueError, RecursionError) as err:  # not JSON (a proxy's HTML page), nested past reading, no choices
+            # retried, as a 5xx is: a proxy or a server starting up answers so for a while
+            raise ConnectionError(
+                f"paraphrase endpoint {self.source} answered something that is no chat completion "
+                f"({self._redacted(str(err), longest=200)})"
+            ) from None
 
     def generate(self, prompts: Prompts) -> list[list[str]]:
         conversations, counts, params = prompts.conversations, prompts.counts, prompts.params
