@@ -1086,3 +1086,59 @@ def test_a_lead_re_evaluates_the_reviewed_variants_under_todays_rules(
     with api(live_api, lead_token) as c:
         assert c.get(f"/samples/{variant}").json()["sample"]["review_status"] == "pending"
         assert c.get("/datasets/rev").json()["reviews_required"] == 1  # nothing else changed
+
+
+def _import_second_dataset(live_api: str, admin_token: str) -> None:
+    rows = "\n".join(f"another text {i} number {i * 13},{['train', 'val', 'test'][i % 3]},t{i % 2}" for i in range(30))
+    with api(live_api, admin_token) as c:
+        made = c.post(
+            "/datasets/aaa/import",
+            files={"file": ("x.csv", ("text,split,topic\n" + rows).encode())},
+            data={"task": ["topic"]},
+        )
+        assert made.status_code == 201, made.text
+
+
+def test_the_review_settings_form_shows_and_saves_the_chosen_datasets_own_values(
+    live_api, admin_token, review_data
+) -> None:
+    """The settings widgets, keyed alone, kept the first dataset's values on every dataset (Streamlit ignores a
+    new value= once a key holds state): a lead who picked another dataset and changed only the lease saved the
+    first one's k and guidelines there, and an approved variant left training (an attacker's find). Save sends
+    only what the user changed, so a colleague's change to another field since the page read it stays."""
+    _import_second_dataset(live_api, admin_token)  # first in the list: the page opens on it
+    with api(live_api, admin_token) as c:
+        c.patch("/datasets/aaa", json={"guidelines": "AAA guidelines", "reviews_required": 3})
+        c.patch("/datasets/rev", json={"guidelines": "REV guidelines"})
+        variant = review_data.variants[review_data.sources[0]][0]
+        assert c.post(f"/samples/{variant}/decision", json={"decision": "approve", "version": 1}).status_code == 200
+    admin = signed_in(admin_token, "admin")
+    admin.switch_page("app_pages/datasets.py").run()
+    assert admin.text_area(key="ds_guidelines").value == "AAA guidelines"
+    admin.selectbox(key="dataset").set_value("rev").run()
+    shown = (admin.text_area(key="ds_guidelines").value, admin.number_input(key="ds_k").value)
+    assert shown == ("REV guidelines", 1), shown
+    with api(live_api, admin_token) as c:  # a colleague rewrites the guidelines while the page is open
+        c.patch("/datasets/rev", json={"guidelines": "A colleague's guidelines"})
+    admin.number_input(key="ds_lease").set_value(30)
+    admin.button[[b.label for b in admin.button].index("Save review settings")].click().run()
+    no_errors(admin)
+    with api(live_api, admin_token) as c:
+        rev = c.get("/datasets/rev").json()
+        assert c.get(f"/samples/{variant}").json()["sample"]["review_status"] == "approved"
+    assert (rev["lease_minutes"], rev["reviews_required"], rev["guidelines"]) == (30, 1, "A colleague's guidelines")
+    assert admin.text_area(key="ds_guidelines").value == "A colleague's guidelines"  # the form reads it again
+
+
+def test_re_evaluating_sends_the_k_stored_now_not_the_one_the_page_read(
+    live_api, lead_token, admin_token, review_data
+) -> None:
+    """The button sent the k read when the page was drawn: a colleague's k = 3 since then went back to 1."""
+    lead = signed_in(lead_token, "annotator", "lena-lead")
+    lead.switch_page("app_pages/datasets.py").run()
+    with api(live_api, admin_token) as c:
+        assert c.patch("/datasets/rev", json={"reviews_required": 3}).status_code == 200
+    lead.button(key="ds_reevaluate").click().run()
+    no_errors(lead)
+    with api(live_api, lead_token) as c:
+        assert c.get("/datasets/rev").json()["reviews_required"] == 3

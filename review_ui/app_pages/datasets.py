@@ -80,15 +80,50 @@ def show_balance(name: str) -> None:
             )
 
 
-def save_settings(name: str, shown_k: int) -> None:
-    fields = {
-        "guidelines": st.session_state["ds_guidelines"],
-        "distribute_work": st.session_state["ds_distribute"],
-        "lease_minutes": st.session_state["ds_lease"],
+# The review settings' widgets and the dataset field each one edits.
+SETTINGS_FIELDS = {
+    "ds_k": "reviews_required",
+    "ds_distribute": "distribute_work",
+    "ds_lease": "lease_minutes",
+    "ds_guidelines": "guidelines",
+}
+
+
+def stored_settings(dataset: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "reviews_required": int(dataset["reviews_required"]),
+        "distribute_work": bool(dataset.get("distribute_work")),
+        "lease_minutes": int(dataset.get("lease_minutes") or 15),
+        "guidelines": dataset["guidelines"],
     }
-    if st.session_state["ds_k"] != shown_k:
-        # Only a new k is sent: a change of k waits for the decisions under way and re-evaluates every variant.
-        fields["reviews_required"] = st.session_state["ds_k"]
+
+
+def show_stored_settings(dataset: dict[str, Any]) -> None:
+    """The form shows the chosen dataset's settings as the server has them now: when the dataset changes, or a
+    colleague changed them since the page last read them, the widgets start again from the stored values. (A
+    widget keyed alone keeps its state and ignores a new `value=`: the form showed the first dataset's settings
+    on every dataset, and Save wrote them there; an attacker's find.)"""
+    shown = (dataset["name"], stored_settings(dataset))
+    if st.session_state.get("ds_shown") != shown:
+        for key, field in SETTINGS_FIELDS.items():
+            st.session_state[key] = shown[1][field]
+        st.session_state["ds_shown"] = shown
+
+
+def save_settings(name: str) -> None:
+    """Send what the user changed, and only that: a field left as the page read it is not sent, so a
+    colleague's change to it since then stays (Save put back the guidelines the page had read)."""
+    shown_name, shown = st.session_state.get("ds_shown") or (None, {})
+    if shown_name != name:  # the form was drawn for another dataset: nothing of it is this one's
+        flash("error", "The dataset changed under the form; nothing was saved. Check the values and save again.")
+        return
+    fields = {
+        field: st.session_state[key] for key, field in SETTINGS_FIELDS.items() if st.session_state[key] != shown[field]
+    }
+    if not fields:
+        flash("info", "Nothing changed; nothing was saved.")
+        return
+    # A new k waits for the decisions under way and re-evaluates every reviewed variant (sent only when changed).
     saved = call(client().update_dataset, name, **fields)
     if saved is not None:
         moved = saved.get("status_changes") or {}
@@ -100,9 +135,13 @@ def save_settings(name: str, shown_k: int) -> None:
         )
 
 
-def reevaluate(name: str, k: int) -> None:
-    """The dataset's k sent again: the API re-evaluates every reviewed variant under the rules of now."""
-    saved = call(client().update_dataset, name, reviews_required=k)
+def reevaluate(name: str) -> None:
+    """The dataset's k as the server has it now, sent again: the API re-evaluates every reviewed variant under
+    the rules of now. (The k the page had read put back an older k, should a colleague have changed it since.)"""
+    current = call(client().dataset, name)
+    if current is None:
+        return
+    saved = call(client().update_dataset, name, reviews_required=int(current["reviews_required"]))
     if saved is not None:
         moved = saved.get("status_changes") or {}
         changes = ", ".join(f"{n:,} {transition}" for transition, n in sorted(moved.items()))
@@ -149,44 +188,24 @@ def manage_tools(dataset: dict[str, Any] | None, admin: bool) -> None:
     name = dataset["name"] if dataset else None
     with tabs["Review settings"]:
         if dataset:
-            st.number_input(
-                "Reviews per variant (a majority of them decides)",
-                1,
-                15,
-                value=int(dataset["reviews_required"]),
-                key="ds_k",
-            )
+            show_stored_settings(dataset)
+            st.number_input("Reviews per variant (a majority of them decides)", 1, 15, key="ds_k")
             st.toggle(
                 "Share out the pending variants: each annotator gets their own (leased) variants",
-                value=bool(dataset.get("distribute_work")),
                 key="ds_distribute",
                 help="With k reviews per variant, a variant goes to k different annotators. A lease not renewed "
                 "(the annotator left) frees their share for the others.",
             )
             st.number_input(
-                "Lease length (minutes without activity before a share goes back)",
-                1,
-                24 * 60,
-                value=int(dataset.get("lease_minutes") or 15),
-                key="ds_lease",
+                "Lease length (minutes without activity before a share goes back)", 1, 24 * 60, key="ds_lease"
             )
-            st.text_area(
-                "Guidelines (plain text, shown beside the review queue)",
-                value=dataset["guidelines"],
-                height=200,
-                key="ds_guidelines",
-            )
-            st.button(
-                "Save review settings",
-                on_click=save_settings,
-                args=(name, int(dataset["reviews_required"])),
-                type="primary",
-            )
+            st.text_area("Guidelines (plain text, shown beside the review queue)", height=200, key="ds_guidelines")
+            st.button("Save review settings", on_click=save_settings, args=(name,), type="primary")
             st.button(
                 "Re-evaluate every reviewed variant under today's rules",
                 key="ds_reevaluate",
                 on_click=reevaluate,
-                args=(name, int(dataset["reviews_required"])),
+                args=(name,),
                 help="What an upgrade's new review rules would decide of variants decided before them (an edit "
                 "approved by its writer alone before 2026-12-06 waits for another member's approval). The same "
                 "k, sent again: nothing else changes.",
