@@ -156,6 +156,15 @@ def test_review_in_a_real_browser(stack: dict) -> None:
         expect(card(page, c).locator(".rv-status")).to_contain_text("approved by erin")
         assert card(page, data.hostile).get_attribute("data-status") == "pending"
 
+        # A held key repeats its keydown every ~33 ms: only a press decides, not the repeats, which approved every
+        # card they ran over unread (an attacker's find); J/K may repeat.
+        page.evaluate(
+            """() => { for (let i = 0; i < 5; i++) document.dispatchEvent(
+                new KeyboardEvent('keydown', {key: 'a', repeat: true, bubbles: true, cancelable: true})); }"""
+        )
+        page.wait_for_timeout(500)
+        assert focus(page) == str(b) and card(page, b).get_attribute("data-status") == "pending"
+
         # 3 picks a reason, X rejects with it; the card shows the stored reason.
         page.keyboard.press("3")
         expect(card(page, b).locator('[data-reason="ungrammatical"]')).to_have_attribute("aria-pressed", "true")

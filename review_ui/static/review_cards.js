@@ -140,6 +140,12 @@ function onKey(s, event) {
   if (typing(event) || event.ctrlKey || event.metaKey || event.altKey) return;
   const card = current(s);
   const key = event.key;
+  // A held key repeats its keydown every ~33 ms: moving the focus may repeat, deciding may not (a held A
+  // approved every card it ran over, each in view for 33 ms: one decision per press).
+  if (event.repeat && !["j", "J", "k", "K", "ArrowDown", "ArrowUp"].includes(key)) {
+    event.preventDefault();
+    return;
+  }
   let handled = true;
   if (key === "j" || key === "J" || key === "ArrowDown") moveFocus(s, 1, false);
   else if (key === "k" || key === "K" || key === "ArrowUp") moveFocus(s, -1, false);
