@@ -4,6 +4,7 @@ their errors on the page instead of crashing it."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -167,20 +168,45 @@ def submitted_run_inputs(seeds: str, label: str, example: str, button: str) -> t
     return run_inputs(seeds, config) if st.form_submit_button(button, type="primary") else None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is no number JSON knows")
+
+
+def json_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """A JSON object typed into a form, strictly: NaN and Infinity (Python's reader takes them, and sending them
+    raised a traceback on the page) and nesting too deep to read are errors to show, as bad JSON is."""
+    try:
+        value = json.loads(text or "{}", parse_constant=_no_constant)
+    except (ValueError, RecursionError) as err:
+        said = str(err) if isinstance(err, ValueError) else "nested too deep"
+        return None, f"not JSON ({said[:200]})"
+    if not isinstance(value, dict):
+        return None, "not a JSON object"
+    return value, None
+
+
+# Seeds: ASCII digits (str.isdigit takes "²" and "①", which int() refuses), at most 19 of them.
+_SEED = re.compile(r"[0-9]{1,19}")
+
+
+def seed_list(text: str) -> tuple[list[int] | None, str | None]:
+    """Seeds typed as "1, 2, 3": the whole numbers, or what is wrong."""
+    parts = [s for s in (text or "").replace(" ", "").split(",") if s]
+    wrong = [s for s in parts if not _SEED.fullmatch(s)]
+    if wrong:
+        return None, f"Seeds are whole numbers separated by commas, e.g. 42, 43, 44; not {wrong[0][:30]!r}"
+    return [int(s) for s in parts], None
+
+
 def run_inputs(seeds: str, config: str) -> tuple[list[int], dict[str, Any]] | None:
     """The seeds ("1, 2, 3") and trainer-config overrides (JSON) typed into a start form; None, with the
     reason shown, if they do not parse."""
-    try:
-        overrides = json.loads(config or "{}")
-    except ValueError as err:
-        st.error(plain(f'The config is not JSON ({err}); write an object, e.g. {{"epochs": 5}}'))
+    overrides, problem = json_object(config)
+    if overrides is None:
+        st.error(plain(f'The config is {problem}; write an object, e.g. {{"epochs": 5}}'))
         return None
-    if not isinstance(overrides, dict):
-        st.error('The config must be a JSON object, e.g. {"epochs": 5}.')
+    parsed, problem = seed_list(seeds)
+    if parsed is None:
+        st.error(plain(problem or ""))
         return None
-    parts = [s for s in seeds.replace(" ", "").split(",") if s]
-    wrong = [s for s in parts if not s.isdigit()]
-    if wrong:
-        st.error(plain(f"Seeds are whole numbers separated by commas, e.g. 42, 43, 44; not {wrong[0]!r}"))
-        return None
-    return [int(s) for s in parts], overrides
+    return parsed, overrides

@@ -8,7 +8,6 @@ finished run is compared automatically with the dataset's originals-only run whe
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pandas as pd
@@ -17,7 +16,7 @@ import streamlit as st
 from review_ui import charts
 from review_ui.client import ApiError
 from review_ui.render import plain
-from review_ui.state import call, client, flash, leads, pick_dataset, show_flash
+from review_ui.state import call, client, flash, json_object, leads, pick_dataset, seed_list, show_flash
 
 COLUMNS = [
     "id",
@@ -70,16 +69,12 @@ def form_request(dataset: str, tasks: list[str]) -> tuple[dict[str, Any], str | 
         config["variants"] = "none"
     if float(ss.get("train_budget") or 0) > 0:
         config["budget_minutes"] = float(ss["train_budget"])
-    try:
-        extra = json.loads(ss.get("tr_extra") or "{}")
-    except ValueError as err:
-        return {}, f"More settings must be a JSON object: {err}"
-    if not isinstance(extra, dict):
-        return {}, 'More settings must be a JSON object, e.g. {"rdrop_alpha": 0}'
-    try:
-        seeds = [int(s) for s in (ss.get("tr_seeds") or "").replace(" ", "").split(",") if s]
-    except ValueError:
-        return {}, "Seeds are whole numbers separated by commas, e.g. 1, 2, 3"
+    extra, problem = json_object(ss.get("tr_extra") or "{}")
+    if extra is None:
+        return {}, f'More settings must be a JSON object, e.g. {{"rdrop_alpha": 0}}: {problem}'
+    seeds, problem = seed_list(ss.get("tr_seeds") or "")
+    if seeds is None:
+        return {}, problem
     return {"dataset": dataset, "name": ss.get("tr_name", ""), "config": {**extra, **config}, "seeds": seeds}, None
 
 
