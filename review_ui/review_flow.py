@@ -56,6 +56,8 @@ class ReviewView:
     batch: int | None = None  # the outbox batch being applied: its notices add up (say)
     undo_stack: list[list[int]] = field(default_factory=list)
     built: dict[int, tuple[int, str, dict[str, Any]]] = field(default_factory=dict)  # id → (version, …, card)
+    # each family's pending count as the page last showed it (payload): what F's count is read against
+    families_shown: dict[int, int] = field(default_factory=dict)
 
     def say(self, kind: str, text: str) -> None:
         """The notice above the cards. The actions of one outbox batch (keys pressed quickly) each say
@@ -182,6 +184,7 @@ def payload(view: ReviewView, empty: str) -> dict[str, Any]:
             cached = (item["version"], key, build_card(item, family, view.reviews_required))
             view.built[sample_id] = cached
         cards.append(cached[2])
+    view.families_shown = {pid: int(f.get("pending_variants", 0)) for pid, f in view.families.items()}
     return {
         "epoch": view.epoch,
         "cards": cards,
@@ -254,11 +257,13 @@ def apply_action(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> No
                 view.say("error", f"The edited text duplicates sample #{err.body['duplicate_of']}; not saved.")
             else:
                 _conflict(view, api, sample_id, err, op)
-            # The editor reopens with what was typed when the text itself was refused (a duplicate, a near-copy
-            # of a val/test text); not after a change by someone else (409 on the version), whose card now shows
-            # their text: saving the draft again would write over it unseen.
-            refused_text = err.status == 422 or (err.status == 409 and bool(err.body.get("duplicate_of")))
-            if op == "edit" and action.get("text") and refused_text:
+            # The editor reopens with what was typed whenever the draft is still worth saving: the text itself
+            # refused (a duplicate, a near-copy of a val/test text, too long), or nothing saved for a reason of
+            # the server's (busy, unreachable: "retry" closed the editor and dropped the draft). Not after a
+            # change by someone else (409 on the version), whose card now shows their text: saving the draft
+            # again would write over it unseen; nor for a variant that is gone.
+            someone_elses = err.status == 409 and not err.body.get("duplicate_of")
+            if op == "edit" and action.get("text") and not someone_elses and err.status != 404:
                 view.refused_edit = {"seq": next(_notices), "id": sample_id, "text": str(action["text"])}
             return
         _replace(view, item)
@@ -285,32 +290,55 @@ def _bulk(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> None:
         ids = [i for i in view.order if view.items[i]["parent_id"] == parent_id]
         body: dict[str, Any] = {"decision": "approve", "parent_id": parent_id, "confirm": True}
         if view.reviews_required == 1 and action.get("expected") is not None:
-            # the count the button showed, less the cards on the page that wait with one's own vote (a text one
-            # rewrote waits for another member): the server counts the variants one has not voted on
+            # the count the button showed, as the actions sent before it left it (A then F before the first
+            # answer: the family's count, kept in step by each answer, is one less than the button said, and
+            # the family was refused as changed by one's own approval), less the cards on the page that wait
+            # with one's own vote (a text one rewrote waits for another member): the server counts the
+            # variants one has not voted on. Someone else's change unseen still makes the counts differ.
+            family = view.families.get(parent_id)
+            own_actions = (
+                view.families_shown[parent_id] - int(family.get("pending_variants", 0))
+                if family is not None and parent_id in view.families_shown
+                else 0
+            )
+            shown = int(action["expected"]) - own_actions
             mine = sum(
                 1
                 for i in ids
                 if view.items[i]["review_status"] == "pending" and (view.items[i].get("votes") or {}).get("mine")
             )
-            body["expected_count"] = int(action["expected"]) - mine
-        what = f"the family of source #{parent_id}"
-    else:
-        ids = [int(i) for i in action.get("ids") or [] if int(i) in view.items]
-        decision = "reject" if action.get("decision") == "reject" else "approve"
-        reasons = {int(k): str(v) for k, v in (action.get("reasons") or {}).items() if v}
-        if decision == "reject" and len({reasons.get(i, "unspecified") for i in ids}) > 1:
-            # the reasons picked on the cards: one rejection per reason (a bulk decision has one reason), undone
-            # as one step
-            steps = len(view.undo_stack)
-            for reason in sorted({reasons.get(i, "unspecified") for i in ids}):
-                _bulk(view, api, {**action, "ids": [i for i in ids if reasons.get(i, "unspecified") == reason]})
-            done = [i for entry in view.undo_stack[steps:] for i in entry]
-            view.undo_stack[steps:] = [done] if done else []
-            return
-        body = {"decision": decision, "sample_ids": ids, "confirm": True}
-        if decision == "reject":
-            body["reason"] = reasons.get(ids[0], "unspecified") if ids else "unspecified"
-        what = f"{len(ids)} selected variants"
+            body["expected_count"] = shown - mine
+        _report(view, "approve", f"the family of source #{parent_id}", [_send(view, api, body, ids, action)])
+        return
+    ids = [int(i) for i in action.get("ids") or [] if int(i) in view.items]
+    decision = "reject" if action.get("decision") == "reject" else "approve"
+    reasons = {int(k): str(v) for k, v in (action.get("reasons") or {}).items() if v}
+    # Rejected with the reasons picked on the cards: one bulk decision per reason (a bulk decision has one
+    # reason), said as one (the last reason's count replaced the others': "Rejected 1 of 3") and undone as one
+    groups = (
+        {
+            reason: [i for i in ids if reasons.get(i, "unspecified") == reason]
+            for reason in sorted({reasons.get(i, "unspecified") for i in ids})
+        }
+        if decision == "reject"
+        else {None: ids}
+    )
+    steps = len(view.undo_stack)
+    results = []
+    for reason, group in groups.items():
+        body = {"decision": decision, "sample_ids": group, "confirm": True}
+        if reason is not None:
+            body["reason"] = reason
+        results.append(_send(view, api, body, group, action))
+    done = [i for entry in view.undo_stack[steps:] for i in entry]
+    view.undo_stack[steps:] = [done] if done else []
+    _report(view, decision, f"{len(ids)} selected variants", results)
+
+
+def _send(
+    view: ReviewView, api: ApiClient, body: dict[str, Any], ids: list[int], action: dict[str, Any]
+) -> dict[str, Any] | None:
+    """One bulk decision; its answer, or None with the refusal said."""
     # Your vote goes only to the texts you saw: a variant someone edited since is left out (and said so).
     body["versions"] = {str(i): int(view.items[i]["version"]) for i in ids}
     try:
@@ -324,25 +352,39 @@ def _bulk(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> None:
                 f"{body.get('expected_count', action.get('expected'))}; nothing was changed.",
             )
         else:
+            what = f"the family of source #{body['parent_id']}" if "parent_id" in body else f"{len(ids)} variants"
             view.say("error", f"Could not decide {what}: {err.detail}")
         _refresh(view, api, ids)
-        return
+        return None
     _refresh(view, api, ids)
     mine = [i for i in ids if (view.items[i].get("votes") or {}).get("mine")]
     if mine:
         view.undo_stack.append(mine)
-    statuses = ", ".join(f"{n} {status}" for status, n in sorted(result.get("statuses", {}).items()))
-    changed = result.get("changed") or []
+    return result
+
+
+def _report(view: ReviewView, decision: str, what: str, results: list[dict[str, Any] | None]) -> None:
+    """What the bulk decisions of one action did, said once (a refusal has been said already)."""
+    answered = [r for r in results if r is not None]
+    if not answered:
+        return
+    counts: dict[str, int] = {}
+    for result in answered:
+        for status, n in (result.get("statuses") or {}).items():
+            counts[status] = counts.get(status, 0) + int(n)
+    statuses = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    changed = [i for result in answered for i in result.get("changed") or []]
     left_out = (
         f" Left out, changed since you saw them or not on this page: {', '.join(f'#{i}' for i in changed[:10])}"
         f"{' …' if len(changed) > 10 else ''}."
         if changed
         else ""
     )
+    applied = sum(int(r["applied"]) for r in answered)
     view.say(
         "warning" if changed else "success",
-        f"{DONE[body['decision']].capitalize()} {what}: {result['applied']} variants "
-        f"({statuses or 'none changed'}). U undoes it.{left_out}",
+        f"{DONE[decision].capitalize()} {what}: {applied} variants ({statuses or 'none changed'}). U undoes it."
+        f"{left_out}",
     )
 
 

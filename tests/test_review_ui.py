@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from unittest.mock import ANY
 
 import httpx
 import pytest
@@ -293,6 +294,23 @@ def test_a_refused_edit_gives_its_text_back_and_a_refusal_outlives_the_next_succ
     stale = view.items[v2]["version"]
     apply_action(view, client, {"op": "edit", "id": v2, "version": stale, "text": "Mine, over theirs."})
     assert view.notice["kind"] == "warning" and payload(view, "")["refused_edit"]["id"] == v1  # not reopened
+
+    # refused for its length, or not saved because the server was busy or out of reach: the draft comes back
+    # (it was dropped, though the message said to retry; an attacker's find)
+    from review_ui.client import ApiError
+
+    too_long = "A careful rewrite. " * 1100  # 20,900 characters: 413
+    apply_action(view, client, {"op": "edit", "id": v3, "version": view.items[v3]["version"], "text": too_long})
+    assert "exceeds" in view.notice["text"] and payload(view, "")["refused_edit"]["text"] == too_long
+    for status in (503, 0):
+
+        def failing(*_args: Any, status: int = status, **_kwargs: Any) -> Any:
+            raise ApiError(status, "nothing was saved; retry")
+
+        client.decide = failing  # type: ignore[method-assign]
+        draft = f"My rewrite ({status})."
+        apply_action(view, client, {"op": "edit", "id": v3, "version": view.items[v3]["version"], "text": draft})
+        assert payload(view, "")["refused_edit"] == {"seq": ANY, "id": v3, "text": draft}, status
 
 
 def test_family_and_selection_from_the_cards_and_bulk_by_filter(live_api, annotator_token, engine, review_data) -> None:
@@ -1142,3 +1160,76 @@ def test_re_evaluating_sends_the_k_stored_now_not_the_one_the_page_read(
     no_errors(lead)
     with api(live_api, lead_token) as c:
         assert c.get("/datasets/rev").json()["reviews_required"] == 3
+
+
+def test_typed_settings_and_seeds_that_do_not_parse_strictly_are_said_not_raised(
+    live_api, lead_token, engine, review_data
+) -> None:
+    """NaN or Infinity in the Training page's 'More settings' raised a traceback from the HTTP client on every
+    rerun; '[' × 100,000 a RecursionError there and on the Impact page; seeds such as '²' or '①' (digits to
+    str.isdigit, not to int) or of 5,000 digits a ValueError (an attacker's finds). Each is a message now."""
+    from db.models import Dataset
+    from db.session import session_scope
+    from review_ui.state import json_object, seed_list
+
+    for text in ('{"weight_decay": NaN}', '{"lr": -Infinity}', "[" * 100_000, "[1, 2]", "{"):
+        value, problem = json_object(text)
+        assert value is None and problem, text[:20]
+    assert json_object('{"epochs": 3}') == ({"epochs": 3}, None)
+    for seeds in ("42, ²", "①", "9" * 5000, "4 2x"):
+        value, problem = seed_list(seeds)
+        assert value is None and "whole numbers" in (problem or ""), seeds[:20]
+    assert seed_list(" 42, 43,44 ") == ([42, 43, 44], None)
+
+    with session_scope(engine) as s:
+        add_val_texts(s, s.query(Dataset).filter_by(name="rev").one())
+    at = signed_in(lead_token, "annotator", "lena-lead")
+    at.switch_page("app_pages/training.py").run()
+    at.text_area(key="tr_extra").input('{"weight_decay": NaN}').run()
+    assert not at.exception, [e.message for e in at.exception]
+    shown = " ".join(str(m.value) for m in [*at.error, *at.warning, *at.info, *at.caption])
+    assert "More settings must be a JSON object" in shown and "NaN" in shown, shown
+
+
+def test_keys_pressed_before_the_first_answer_are_applied_in_order_and_said_in_full(
+    live_api, annotator_token, review_data
+) -> None:
+    """A then F before A was answered: F carried the family's count the page showed (3), which A had made 2, and
+    the family was refused as 'changed' by one's own approval. A selection rejected with two reasons said only
+    the last reason's count ('Rejected 1 selected variants: 1 variants'). Attackers' finds."""
+    from review_ui.review_flow import apply_action, payload
+
+    client, view = flow(live_api, annotator_token)
+    v1, v2, v3 = review_data.variants[review_data.sources[0]]
+    shown = payload(view, "")["families"][str(review_data.sources[0])]["pending"]
+    view.batch = 1  # one outbox: A, then F
+    apply_action(view, client, {"op": "approve", "id": v1, "version": view.items[v1]["version"], "seq": 1})
+    apply_action(view, client, {"op": "family", "parent_id": review_data.sources[0], "expected": shown, "seq": 2})
+    assert [view.items[i]["review_status"] for i in (v1, v2, v3)] == ["approved"] * 3, view.notice
+    assert view.notice["kind"] == "success", view.notice
+
+    w1, w2, w3 = review_data.variants[review_data.sources[1]]
+    view.batch = 2
+    reasons = {str(w1): "meaning_changed", str(w2): "meaning_changed", str(w3): "ungrammatical"}
+    apply_action(view, client, {"op": "selected", "decision": "reject", "ids": [w1, w2, w3], "reasons": reasons})
+    assert all(view.items[i]["review_status"] == "rejected" for i in (w1, w2, w3))
+    assert view.notice["text"].startswith("Rejected 3 selected variants: 3 variants (3 rejected)"), view.notice
+    apply_action(view, client, {"op": "undo"})  # one step undoes the whole selection
+    assert all(view.items[i]["review_status"] == "pending" for i in (w1, w2, w3)), view.notice
+
+
+def test_a_bulk_count_is_offered_only_on_the_dataset_it_counted(live_api, annotator_token, engine, review_data) -> None:
+    """Counted on one dataset, the same filter's count ("19 pending variants match", with Approve/Reject all
+    19) was offered on another that had none (the API refused the decision, but the page misled)."""
+    from db.session import session_scope
+    from tests.review_fixtures import make_dataset
+
+    with session_scope(engine) as s:
+        make_dataset(s, "zzz")
+    at = signed_in(annotator_token, "annotator")
+    at.selectbox(key="dataset").set_value("rev").run()
+    at.button(key="bulk_count_btn").click().run()
+    assert any("pending variants match" in m.value for m in at.markdown)
+    at.selectbox(key="dataset").set_value("zzz").run()
+    no_errors(at)
+    assert not any("pending variants match" in m.value for m in at.markdown)

@@ -128,7 +128,8 @@ def bulk_by_filter(dataset: str, params: dict[str, Any], reasons: list[str]) -> 
             "Reason for a bulk rejection", reasons, key="bulk_reason", format_func=lambda r: r.replace("_", " ")
         )
         body = filter_body(params)
-        signature = hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+        # the dataset is part of what was counted: one dataset's count was offered on another (same filter)
+        signature = hashlib.sha1(json.dumps([dataset, body], sort_keys=True).encode()).hexdigest()[:12]
         st.button(
             "Count everything matching this filter",
             key="bulk_count_btn",
