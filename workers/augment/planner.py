@@ -26,6 +26,7 @@ from typing import Any
 from workers.augment.base import derive_seed
 
 Combo = tuple[str | None, ...]
+STEP_SHARE = 1000  # allocate() grants a combination up to 1/STEP_SHARE of its classes' least need at once
 
 
 @dataclass(frozen=True)
@@ -103,11 +104,16 @@ def allocate(
                 best, best_key = combo, key
         if best is None:
             return alloc
-        alloc[best] += 1
+        # One variant at a time, or, where every class the combination raises still needs thousands, a thousandth
+        # of the least of those needs at once: a plan of millions of variants took minutes of an API thread, one
+        # variant per pass over every combination; a plan whose classes need fewer than 2,000 is unchanged.
+        needs = [remaining[t][y] for t, y in zip(names, best, strict=True) if y is not None and remaining[t][y] > 0]
+        step = max(1, min(min(needs) // STEP_SHARE, per_source_cap * combos[best] - alloc[best]))
+        alloc[best] += step
         for t, label in zip(names, best, strict=True):
             if label is not None:
-                remaining[t][label] -= 1
-                planned[t][label] += 1
+                remaining[t][label] -= step
+                planned[t][label] += step
 
 
 def spread(sources: Sequence[SourceSample], count: int, seed: int, key: object) -> list[tuple[int, int]]:
