@@ -9,7 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import MAX_ID
 from api.schemas import RequestBody
-from services.augmentation import MAX_MULTIPLIER, FilterParams, MethodParams
+from services.augmentation import (
+    MAX_MULTIPLIER,
+    MAX_N_PER_TEXT,
+    MAX_VARIANTS_PER_JOB,
+    MIN_JOB_SIZE,
+    FilterParams,
+    MethodParams,
+)
 
 SampleId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
@@ -31,7 +38,7 @@ class AugmentCreate(RequestBody):
         max_length=4,
         description="backtranslation, mlm, wordnet, paraphrase",
     )
-    n_per_text: int = Field(default=3, ge=1, le=50, description="variants per source text and method")
+    n_per_text: int = Field(default=3, ge=1, le=MAX_N_PER_TEXT, description="variants per source text and method")
     seed: int = Field(default=0, ge=0, lt=2**31)
     params: MethodParams = Field(
         default_factory=MethodParams, description='per method, e.g. {"mlm": {"top_k": 10}}; omitted: defaults'
@@ -64,7 +71,9 @@ class PlanCreate(RequestBody):
     )
     per_source_cap: int = Field(default=5, ge=1, le=1000, description="at most this many variants per source")
     count_pending: bool = Field(default=True, description="count pending variants as if approved")
-    job_size: int = Field(default=2000, ge=1, le=50_000, description="variants per job at most")
+    job_size: int = Field(
+        default=2000, ge=MIN_JOB_SIZE, le=MAX_VARIANTS_PER_JOB, description="variants per job at most"
+    )
     seed: int = Field(default=0, ge=0, lt=2**31)
     params: MethodParams = Field(default_factory=MethodParams)
     filters: FilterParams = Field(default_factory=FilterParams)

@@ -16,6 +16,7 @@ from core.inputs import MAX_ID
 from core.settings import get_settings
 from db.session import session_scope
 from services import augmentation
+from services.augmentation import MAX_N_PER_TEXT, MAX_VARIANTS_PER_JOB, MIN_JOB_SIZE
 
 augment_app = typer.Typer(help="Plan and run augmentation of minority classes.", no_args_is_help=True)
 
@@ -36,7 +37,9 @@ MinCountOpt = Annotated[
 ]
 PerSourceCapOpt = Annotated[int, typer.Option(help="Planner: at most this many variants per source text")]
 TasksOpt = Annotated[list[str] | None, typer.Option("--task", help="Planner: tasks to balance (default all)")]
-JobSizeOpt = Annotated[int, typer.Option(help="Planner: variants per job at most")]
+JobSizeOpt = Annotated[
+    int, typer.Option(min=MIN_JOB_SIZE, max=MAX_VARIANTS_PER_JOB, help="Planner: variants per job at most")
+]
 
 
 def _methods(raw: str) -> list[str]:
@@ -190,7 +193,9 @@ def run_cmd(
             help="Plan the minority classes (default) or augment the chosen sources n-per-text times",
         ),
     ] = True,
-    n_per_text: Annotated[int, typer.Option(help="--no-plan: variants per source and method")] = 3,
+    n_per_text: Annotated[
+        int, typer.Option(min=1, max=MAX_N_PER_TEXT, help="--no-plan: variants per source and method")
+    ] = 3,
     sample_ids: Annotated[
         list[int] | None, typer.Option("--sample-id", help="--no-plan: a source", min=1, max=MAX_ID)
     ] = None,

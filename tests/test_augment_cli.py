@@ -129,6 +129,10 @@ def test_run_without_plan_and_wait(settings, engine, mini_dataset) -> None:
         (["augment", "run", "mini", "--filters", "[1]"], "--filters must be a JSON object"),
         (["augment", "plan", "mini", "--filters", '{"min_similarity": NaN}'], "filters.min_similarity"),
         (["augment", "run", "mini", "--no-plan", "--sample-id", "1", "--filters", '{"leak": 1}'], "filters.leak"),
+        # queued, then failed by the worker (a negative one lowered the project's work in flight)
+        (["augment", "run", "mini", "--no-plan", "--sample-id", "1", "--n-per-text", "0"], "--n-per-text"),
+        (["augment", "run", "mini", "--no-plan", "--sample-id", "1", "--n-per-text", "-5"], "--n-per-text"),
+        (["augment", "run", "mini", "--no-plan", "--sample-id", "1", "--n-per-text", "5000"], "--n-per-text"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(mini_dataset, args, message) -> None:
@@ -138,3 +142,31 @@ def test_bad_input_exits_2_with_a_message(mini_dataset, args, message) -> None:
 
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and message in result.output
+
+
+@pytest.mark.parametrize("n", [0, -5, 51])
+def test_the_service_refuses_a_count_of_variants_per_text_out_of_bounds(engine, mini_dataset, n) -> None:
+    """Every door's bound, in the service: the CLI queued --n-per-text 0 and -5, which the worker then failed."""
+    from core.errors import ValidationFailed
+    from core.settings import get_settings
+    from db.datasets import get_dataset
+    from db.session import session_scope
+    from services.augmentation import AugmentRequest, enqueue_request
+
+    with session_scope(engine) as s, pytest.raises(ValidationFailed) as refused:
+        request = AugmentRequest(methods=["wordnet"], n_per_text=n, sample_ids=[1])
+        enqueue_request(s, get_dataset(s, "mini"), request, get_settings(), None)
+    assert refused.value.field == "n_per_text"
+
+
+def test_a_plan_of_one_variant_jobs_is_refused(lead, mini_dataset) -> None:
+    """924 one-variant jobs, each reading the whole dataset into its filters first, cost twenty times the worker
+    time of one job (an attacker's find): job_size starts at 100, at every door."""
+    from typer.testing import CliRunner
+
+    from augloop.cli import app
+
+    r = lead.post(f"/api/v1/datasets/{mini_dataset}/augmentation-plans", json={"job_size": 1, "enqueue": True})
+    assert r.status_code == 422 and r.json()["field"] == "job_size", r.text
+    result = CliRunner().invoke(app, ["augment", "plan", mini_dataset, "--job-size", "99"])
+    assert result.exit_code == 2 and "--job-size" in result.output
