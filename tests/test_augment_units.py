@@ -393,6 +393,17 @@ def test_a_text_in_decomposed_unicode_keeps_its_words_whole() -> None:
     assert ProtectedTerms(["café"]).covers("Cafe\u0301") and ProtectedTerms(["cafe\u0301"]).covers("café")
 
 
+def test_a_word_broken_by_a_zero_width_or_soft_hyphen_character_is_left_whole() -> None:
+    """A zero-width joiner, non-joiner or space, or a soft hyphen, inside a word split it in two replaceable
+    words: the masked LM turned "vo\u200dte" into "org\u200dte" (an attacker's find); Persian writes a
+    non-joiner inside one word. Neither side is replaced now."""
+    from workers.augment.textspans import words
+
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # "I want": a non-joiner inside one word
+    text = f"Please vo\u200dte for the good\u200b people and co\u00adoperation, {persian} today"
+    assert [w.text for w in words(text)] == ["Please", "for", "the", "people", "and", "today"]
+
+
 def test_a_protected_term_typed_in_decomposed_unicode_or_with_a_dotted_capital_is_a_term() -> None:
     """Café typed as "cafe" + U+0301, or "İstanbul" (its case fold carries a combining dot), was "not a
     term"; both are, read in NFC (so the two spellings of café are one term)."""

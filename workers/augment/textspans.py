@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -117,6 +118,10 @@ def words(text: str) -> list[Word]:
             start = match.start() + inner.start()
             before = token[inner.start() - 1] if inner.start() > 0 else " "
             after = token[inner.end()] if inner.end() < len(token) else " "
+            if unicodedata.category(before) == "Cf" or unicodedata.category(after) == "Cf":
+                # a zero-width joiner, non-joiner or space, a soft hyphen inside a word: its letters on either
+                # side are one word to a reader ("vo\u200dte" lost "vo" to the masked LM: "org\u200dte")
+                continue
             compound = before in _HYPHENS or after in _HYPHENS
             found.append(
                 Word(start, match.start() + inner.end(), inner.group(), _sentence_initial(text, start), compound)
