@@ -22,7 +22,7 @@ from review_ui import sessions  # noqa: E402
 from review_ui.client import ApiError  # noqa: E402
 from review_ui.components import session_cookie  # noqa: E402
 from review_ui.render import plain  # noqa: E402
-from review_ui.state import api_client, session_ended, user  # noqa: E402
+from review_ui.state import api_client, end_refused_session, session_ended, user  # noqa: E402
 
 PAGES = Path(__file__).parent / "app_pages"
 
@@ -62,6 +62,7 @@ def sign_out() -> None:
 
 
 session_ended()  # signed out in another tab, or expired: this tab's token goes with it (review_ui/state.py)
+end_refused_session()  # the API refused the token (revoked, expired): sign in again
 if not st.session_state.get("token"):
     resume_session()
 cookie_action = st.session_state.pop("_cookie_action", None)

@@ -6,6 +6,7 @@ into `ApiError` (status, the API's `detail`, and the whole JSON body, e.g. the c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -47,6 +48,9 @@ class ApiClient:
             # UI user. The API believes it only from AUGLOOP_TRUSTED_PROXIES (this server).
             headers["X-Forwarded-For"] = browser_address
         self.http = httpx.Client(base_url=self.base_url + "/api/v1", timeout=timeout, headers=headers)
+        # Called before a 401 is raised: the token no longer works (revoked, expired). The signed-in pages end
+        # the session there (review_ui/state.client); None: the caller reads the 401 itself (signing in).
+        self.on_unauthorized: Callable[[], None] | None = None
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -55,6 +59,8 @@ class ApiClient:
             raise ApiError(0, f"the request was not sent: {err}") from None
         except httpx.HTTPError as err:
             raise ApiError(0, f"cannot reach the API at {self.base_url}: {err}") from None
+        if response.status_code == 401 and self.on_unauthorized is not None:
+            self.on_unauthorized()
         if response.status_code >= 400:
             try:
                 body = response.json()

@@ -51,9 +51,31 @@ def client() -> ApiClient:
         st.stop()
     cached = st.session_state.get("_client")
     if cached is None or cached[0] != token:
-        cached = (token, api_client(token))
+        signed_in = api_client(token)
+        signed_in.on_unauthorized = token_refused
+        cached = (token, signed_in)
         st.session_state["_client"] = cached
     return cached[1]
+
+
+def token_refused() -> None:
+    """The API refused the signed-in token (revoked or expired): the tab went on looking signed in, every page
+    showing '401' until a reload (an attacker's find). The session ends on the next run (end_refused_session):
+    now, from a page or a fragment; after it, from a callback (where a rerun cannot be asked for)."""
+    st.session_state["_token_refused"] = True
+    st.rerun(scope="app")
+
+
+def end_refused_session() -> None:
+    """At the top of every run: a session whose token was refused is closed (its cookie too: a reload would
+    resume it), and the sign-in page says why."""
+    if not st.session_state.pop("_token_refused", False):
+        return
+    sessions.close(st.session_state.get("_sid"))
+    for key in list(st.session_state.keys()):
+        del st.session_state[key]
+    st.session_state["_cookie_action"] = {"sign_out": True, "nonce": sessions.new_nonce()}
+    flash("warning", "Your token was refused (revoked or expired): sign in again.")
 
 
 def user() -> dict[str, Any]:
@@ -78,11 +100,6 @@ def leads(dataset: str) -> bool:
     """Whether the signed-in user may do a lead's work on `dataset` (an admin may): the pages offer those actions
     only then, rather than a button the API refuses."""
     return is_admin() or role_in_project_of(dataset) == "lead"
-
-
-def leads_any() -> bool:
-    """Whether the signed-in user is an admin or a lead of some project."""
-    return is_admin() or any(p.get("my_role") == "lead" for p in call(client().projects) or [])
 
 
 def role_in_project_of(dataset: str) -> str | None:

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from review_ui.render import small_html
-from review_ui.state import call, call_and_flash, client, leads_any, show_flash
+from review_ui.state import call, call_and_flash, client, is_admin, show_flash
 
 STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -114,7 +114,23 @@ st.title("Jobs")
 show_flash()
 statuses = st.multiselect("Status", STATUSES, default=[], key="jobs_status", placeholder="any status")
 auto = st.toggle("Refresh every 5 seconds", key="jobs_auto")
-may_cancel = leads_any()  # an annotator's Cancel would only meet the API's 403; asked once, not at every refresh
+
+
+# The datasets whose jobs this user may cancel (None: every one, an admin's), by id: a lead's, project by
+# project (a lead of one project who is an annotator of another was offered Cancel on the other's jobs, which met
+# the API's 403). Asked once, not at every refresh.
+def led_dataset_ids() -> set[int] | None:
+    if is_admin():
+        return None
+    lead_of = {p["name"] for p in call(client().projects) or [] if p.get("my_role") == "lead"}
+    return {d["id"] for d in call(client().datasets) or [] if d.get("project") in lead_of} if lead_of else set()
+
+
+led = led_dataset_ids()
+
+
+def may_cancel(job: dict[str, Any]) -> bool:
+    return led is None or job.get("dataset_id") in led
 
 
 @st.fragment(run_every=5 if auto else None)
@@ -128,7 +144,7 @@ def job_list() -> None:
     if not data["items"]:
         st.info("No jobs yet.")
     for job in data["items"]:
-        job_card(job, may_cancel)
+        job_card(job, may_cancel(job))
 
 
 job_list()

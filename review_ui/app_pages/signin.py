@@ -7,9 +7,10 @@ import streamlit as st
 from review_ui import sessions
 from review_ui.client import ApiError, api_url
 from review_ui.render import plain
-from review_ui.state import api_client
+from review_ui.state import api_client, show_flash
 
 st.title("augloop review")
+show_flash()  # why the last session ended, if it was refused
 st.write(
     "Sign in with your API token. It stays in the UI server's memory: never in the URL, never on disk. "
     "A reload keeps you signed in (an HttpOnly session cookie), until you sign out or the session expires."
