@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, case, delete, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.auth import has_active_token
@@ -83,6 +83,17 @@ def others_leasing(user_id: int, now: datetime) -> Any:
             ReviewAssignment.leased_until >= now,
         )
         .scalar_subquery()
+    )
+
+
+def leased_to(user_id: int, now: datetime) -> Any:
+    """Whether the user holds a live lease on the row's sample (a correlated EXISTS)."""
+    return exists(
+        select(ReviewAssignment.id).where(
+            ReviewAssignment.sample_id == Sample.id,
+            ReviewAssignment.user_id == user_id,
+            ReviewAssignment.leased_until >= now,
+        )
     )
 
 

@@ -49,7 +49,8 @@ def count_matching(dataset: str, filter_body: dict[str, Any], signature: str) ->
     except ApiError as err:
         flash("error", plain(str(err)))
         return
-    st.session_state["bulk_count"] = (signature, approve["matched"], reject["matched"])
+    held = (reject.get("skipped") or {}).get("leased_to_others", 0)  # leased to other annotators: theirs
+    st.session_state["bulk_count"] = (signature, approve["matched"], reject["matched"], held)
     st.session_state.pop("bulk_confirm", None)
 
 

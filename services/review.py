@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from typing import cast as typing_cast
 
-from sqlalchemy import ColumnElement, and_, exists, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from core.errors import ConflictError, NotFoundError, PermissionDenied, TooLargeError, ValidationFailed
@@ -40,6 +40,7 @@ from db.models import (
     utcnow,
 )
 from db.review_access import conditions, not_voted_by
+from db.review_assignments import leased_to, others_leasing
 from db.review_filter import SORTS, QueueFilter
 from db.reviews import (
     APPROVING,
@@ -456,17 +457,27 @@ class BulkSelection:
             )
 
 
-def bulk_targets(session: Session, dataset: Dataset, user: User, selection: BulkSelection, decision: str) -> list[int]:
+def bulk_targets(
+    session: Session, dataset: Dataset, user: User, selection: BulkSelection, decision: str, *, leases: bool = True
+) -> list[int]:
     """Ids of the pending variants a bulk decision would add this user's vote to (never one they voted on, nor,
     to approve or edit, a text they submitted themselves). An approval passes over a text a person wrote
     (rewritten, or submitted) unless the selection names the version the approver saw (`versions`: the cards on
     their page): an approval by filter swept in, unseen, an annotator's rewritten text waiting for another
-    member's approval, and a lead's submission sent after a colleague had counted (attackers' finds)."""
+    member's approval, and a lead's submission sent after a colleague had counted (attackers' finds). Where the
+    dataset shares out its work, a variant whose missing reviews other members hold leases for is theirs, as it
+    is to a claim (`leases`; False: counted as if not, to say how many were passed over): a filter's bulk
+    rejection decided a colleague's whole share under their open page (an attacker's find)."""
     selection.check()
     mine = [] if decision not in APPROVING or is_admin(user) else [not_own_submission(user)]
     if decision in APPROVING and selection.versions is None:  # a person's text, approved by one who read it
         mine.append(typing_cast("ColumnElement[bool]", Sample.as_generated))  # the hybrid's SQL side
         mine.append(Sample.origin != Origin.submitted)  # a lead's submission, swept in by a colleague's filter
+    if leases and dataset.distribute_work:
+        k = dataset.reviews_required
+        missing = case((Sample.review_count < k, k - Sample.review_count), else_=1)
+        now = utcnow()  # one's own lease makes it one's own to decide, whoever else holds one
+        mine.append(or_(leased_to(user.id, now), others_leasing(user.id, now) < missing))
     if selection.filter is not None:
         try:
             where = conditions(session, dataset, pending_only(dataset, selection.filter, user.id))
@@ -556,8 +567,14 @@ def bulk_decide(
         "changed": [],
         "skipped": {},
     }
+    # what the decision would take were it not for the leases others hold (the same when work is not shared)
+    unleased = (
+        bulk_targets(session, dataset, user, selection, decision, leases=False) if dataset.distribute_work else targets
+    )
     if selection.sample_ids is not None and selection.filter is None and selection.parent_id is None:
-        result["skipped"] = skipped_ids(session, dataset, user, list(selection.sample_ids), targets)
+        result["skipped"] = skipped_ids(session, dataset, user, list(selection.sample_ids), unleased)
+    if held := len(set(unleased) - set(targets)):
+        result["skipped"]["leased_to_others"] = held
     if not confirm:
         return result
     if expected_count is not None and expected_count != len(targets):

@@ -1233,3 +1233,88 @@ def test_a_bulk_count_is_offered_only_on_the_dataset_it_counted(live_api, annota
     at.selectbox(key="dataset").set_value("zzz").run()
     no_errors(at)
     assert not any("pending variants match" in m.value for m in at.markdown)
+
+
+def test_a_token_revoked_mid_session_ends_the_session_on_the_sign_in_page(
+    live_api, engine, admin_token, review_data
+) -> None:
+    """The tab went on saying 'Signed in as zed' while every page showed '401: invalid, expired or revoked
+    token' (the Jobs page twice), until a reload (an attacker's find). The first refused call ends the session:
+    the sign-in page says why, and nothing of the session is left."""
+    from tests.review_fixtures import issue_token
+
+    token = issue_token(engine, "zed")
+    at = signed_in(token, "annotator", "zed")
+    no_errors(at)
+    with api(live_api, admin_token) as c:
+        token_id = next(t["id"] for t in c.get("/tokens").json() if t["name"] == "zed")
+        assert c.post(f"/tokens/{token_id}/revoke").status_code == 200
+    at.switch_page("app_pages/jobs.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "token_input" in [t.key for t in at.text_input], [e.value for e in at.error]
+    assert any("Your token was refused" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert not at.error and "token" not in at.session_state
+
+
+def test_the_jobs_page_offers_cancel_only_on_the_projects_a_user_leads(
+    live_api, engine, admin_token, review_data
+) -> None:
+    """A lead of one project who is an annotator of another was offered Cancel on the other project's jobs,
+    which met the API's 403 (an attacker's find)."""
+    from tests.review_fixtures import issue_token
+
+    rows = "\n".join(f"p2 text {i} number {i * 17},{['train', 'val', 'test'][i % 3]},{'ab'[i % 2]}" for i in range(30))
+    lena = issue_token(engine, "lena", project_role="lead")  # lead of `default`, which holds rev
+    with api(live_api, admin_token) as c:
+        assert c.post("/projects", json={"name": "p2"}).status_code == 201
+        made = c.post(
+            "/datasets/p2data/import",
+            files={"file": ("x.csv", ("text,split,topic\n" + rows).encode())},
+            data={"task": ["topic"], "project": "p2"},
+        )
+        assert made.status_code == 201, made.text
+        assert c.put("/projects/p2/members", json={"user": "lena", "role": "annotator"}).status_code == 200
+    with api(live_api, lena) as mine:
+        theirs = mine.post("/datasets/p2data/exports", json={"format": "csv"}).json()["id"]
+        own = mine.post("/datasets/rev/exports", json={"format": "csv"}).json()["id"]
+    at = signed_in(lena, "annotator", "lena")
+    at.switch_page("app_pages/jobs.py").run()
+    no_errors(at)
+    offered = {b.key for b in at.button if (b.key or "").startswith("cancel_")}
+    assert offered == {f"cancel_{own}"}, (offered, theirs)
+
+
+def test_bulk_decisions_leave_a_colleagues_leased_share_to_them(
+    live_api, engine, admin_token, annotator_token, review_data
+) -> None:
+    """Work shared out: bob's page leased him every pending variant; carol's bulk panel said '19 pending
+    variants match this filter' and 'Reject all 19' rejected his whole share under his open page (an attacker's
+    find). A bulk decision passes over what others hold leases for, as a claim does, and says how many."""
+    from tests.review_fixtures import issue_token
+
+    with api(live_api, admin_token) as c:
+        assert c.patch("/datasets/rev", json={"distribute_work": True}).status_code == 200
+    bob = signed_in(annotator_token, "annotator", "bob-annotator")
+    assert "Your share: 19 variants" in bob.caption[0].value
+    carol_token = issue_token(engine, "carol")
+    carol = signed_in(carol_token, "annotator", "carol")
+    carol.button(key="bulk_count_btn").click().run()
+    no_errors(carol)
+    said = " ".join(m.value for m in carol.markdown)
+    assert "0 pending variants match this filter" in said and "19 more are leased to other annotators" in said, said
+    with api(live_api, carol_token) as c:
+        body = {"decision": "reject", "reason": "unspecified", "filter": {}, "confirm": True}
+        done = c.post("/datasets/rev/bulk-decisions", json=body).json()
+        assert done["applied"] == 0 and done["skipped"] == {"leased_to_others": 19}, done
+        family = review_data.sources[0]  # by family and by ids alike
+        by_family = c.post(
+            "/datasets/rev/bulk-decisions", json={"decision": "approve", "parent_id": family, "confirm": True}
+        ).json()
+        assert by_family["applied"] == 0 and by_family["skipped"] == {"leased_to_others": 3}, by_family
+        ids = review_data.variants[family]
+        by_ids = c.post(
+            "/datasets/rev/bulk-decisions", json={"decision": "approve", "sample_ids": ids, "confirm": True}
+        ).json()
+        assert by_ids["applied"] == 0 and by_ids["skipped"] == {"leased_to_others": 3}, by_ids
+    with api(live_api, annotator_token) as c:
+        assert c.get("/datasets/rev/review-queue").json()["total"] == 19  # bob's share, whole

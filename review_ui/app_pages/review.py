@@ -138,8 +138,13 @@ def bulk_by_filter(dataset: str, params: dict[str, Any], reasons: list[str]) -> 
         )
         counted = st.session_state.get("bulk_count")
         if counted and counted[0] == signature:
-            approvable, n = counted[1], counted[2]
+            approvable, n, held = counted[1], counted[2], counted[3]
             st.write(f"{n} pending variants match this filter (leaving out those you already voted on).")
+            if held:
+                st.write(
+                    f"{held} more are leased to other annotators, who are reviewing them (the work is shared out): "
+                    "a bulk decision leaves them to them."
+                )
             if approvable < n:
                 st.write(
                     f"Approving takes {approvable} of them and passes over {n - approvable} written or submitted "
