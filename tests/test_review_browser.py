@@ -247,6 +247,9 @@ def test_review_in_a_real_browser(stack: dict) -> None:
         expect(card(page, b).locator('[data-action="reject"]')).to_be_disabled()  # already rejected
         page.keyboard.press("a")
         stored(page, b, "approved")
+        # ... and back: an approved card may be rejected, so it shows the reasons the keys 1-6 pick (they were
+        # drawn on pending cards only, and a reason picked here was invisible)
+        expect(card(page, b).locator('[data-reason="ungrammatical"]')).to_have_count(1)
 
         # Signing out ends the session: a reload shows the sign-in page.
         settle(page)

@@ -494,7 +494,7 @@ function paintCard(s, card) {
     }
     if (saving) row.appendChild(el("span", "rv-saving-note", "saving…"));
     node.appendChild(row);
-    if (card.status === "pending") {
+    if (decidable(card, "reject")) {  // an approved card on its view may be rejected too: with a visible reason
       const chips = el("div", "rv-reasons");
       chips.appendChild(el("span", "rv-reasons-title", "Reason:"));
       reasons.forEach(([key, label], i) => {
