@@ -350,6 +350,9 @@ def build_plan(
     unknown = [t for t in request.tasks or [] if t not in names]
     if unknown:
         raise ValidationFailed(f"unknown task(s) {unknown}; the dataset's tasks: {names}", field="tasks")
+    if request.tasks and len(set(request.tasks)) < len(request.tasks):  # stored as given, a task listed twice
+        twice = sorted({t for t in request.tasks if request.tasks.count(t) > 1})
+        raise ValidationFailed(f"tasks names {twice} more than once; name each task once", field="tasks")
     if not 0 < request.target.min_fraction_of_largest <= 1:
         raise ValidationFailed("min_fraction_of_largest must be in (0, 1]", field="target.min_fraction_of_largest")
     if not 1 <= request.target.max_multiplier <= MAX_MULTIPLIER:  # NaN too

@@ -170,3 +170,6 @@ def test_a_plan_of_one_variant_jobs_is_refused(lead, mini_dataset) -> None:
     assert r.status_code == 422 and r.json()["field"] == "job_size", r.text
     result = CliRunner().invoke(app, ["augment", "plan", mini_dataset, "--job-size", "99"])
     assert result.exit_code == 2 and "--job-size" in result.output
+
+    twice = lead.post(f"/api/v1/datasets/{mini_dataset}/augmentation-plans", json={"tasks": ["message", "message"]})
+    assert twice.status_code == 422 and twice.json()["field"] == "tasks", twice.text  # stored as given before
