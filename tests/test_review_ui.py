@@ -1146,6 +1146,21 @@ def test_the_review_settings_form_shows_and_saves_the_chosen_datasets_own_values
         assert c.get(f"/samples/{variant}").json()["sample"]["review_status"] == "approved"
     assert (rev["lease_minutes"], rev["reviews_required"], rev["guidelines"]) == (30, 1, "A colleague's guidelines")
     assert admin.text_area(key="ds_guidelines").value == "A colleague's guidelines"  # the form reads it again
+    # another page and back: Streamlit dropped the widgets' state, the form came back empty and Save sent k = 1,
+    # sharing off and no guidelines (a reviewer's find)
+    with api(live_api, admin_token) as c:
+        c.patch("/datasets/rev", json={"reviews_required": 2})
+    admin.run()
+    admin.switch_page("app_pages/jobs.py").run()
+    admin.switch_page("app_pages/datasets.py").run()
+    admin.selectbox(key="dataset").set_value("rev").run()
+    assert admin.text_area(key="ds_guidelines").value == "A colleague's guidelines"
+    assert admin.number_input(key="ds_k").value == 2
+    admin.number_input(key="ds_lease").set_value(45)
+    admin.button[[b.label for b in admin.button].index("Save review settings")].click().run()
+    with api(live_api, admin_token) as c:
+        rev = c.get("/datasets/rev").json()
+    assert (rev["lease_minutes"], rev["reviews_required"], rev["guidelines"]) == (45, 2, "A colleague's guidelines")
 
 
 def test_re_evaluating_sends_the_k_stored_now_not_the_one_the_page_read(
@@ -1318,3 +1333,23 @@ def test_bulk_decisions_leave_a_colleagues_leased_share_to_them(
         assert by_ids["applied"] == 0 and by_ids["skipped"] == {"leased_to_others": 3}, by_ids
     with api(live_api, annotator_token) as c:
         assert c.get("/datasets/rev/review-queue").json()["total"] == 19  # bob's share, whole
+    # a lease whose holder has voted is no work left to them (it lives on, renewed, while their page is open)
+    with api(live_api, annotator_token) as c:
+        first = c.get(f"/samples/{ids[0]}").json()["sample"]
+        assert (
+            c.post(f"/samples/{ids[0]}/decision", json={"decision": "approve", "version": first["version"]}).json()[
+                "review_status"
+            ]
+            == "approved"
+        )
+        second = c.get(f"/samples/{ids[1]}").json()["sample"]
+    with api(live_api, admin_token) as c:
+        assert c.patch("/datasets/rev", json={"reviews_required": 2}).status_code == 200
+    with api(live_api, annotator_token) as c:  # bob votes on the second; at k = 2 it waits for another vote
+        voted = c.post(f"/samples/{ids[1]}/decision", json={"decision": "approve", "version": second["version"]})
+        assert voted.json()["review_status"] == "pending", voted.text
+    with api(live_api, carol_token) as c:
+        done = c.post(
+            "/datasets/rev/bulk-decisions", json={"decision": "approve", "sample_ids": [ids[1]], "confirm": True}
+        ).json()
+        assert done["applied"] == 1 and "leased_to_others" not in done["skipped"], done

@@ -104,7 +104,9 @@ def show_stored_settings(dataset: dict[str, Any]) -> None:
     widget keyed alone keeps its state and ignores a new `value=`: the form showed the first dataset's settings
     on every dataset, and Save wrote them there; an attacker's find.)"""
     shown = (dataset["name"], stored_settings(dataset))
-    if st.session_state.get("ds_shown") != shown:
+    # Streamlit drops a widget's state in a run that does not draw it (another page, a dataset one does not
+    # lead): the widgets then came back empty while `ds_shown` stayed, and Save sent k = 1 and no guidelines.
+    if st.session_state.get("ds_shown") != shown or any(key not in st.session_state for key in SETTINGS_FIELDS):
         for key, field in SETTINGS_FIELDS.items():
             st.session_state[key] = shown[1][field]
         st.session_state["ds_shown"] = shown
