@@ -86,6 +86,24 @@ def others_leasing(user_id: int, now: datetime) -> Any:
     )
 
 
+def others_working(user_id: int, now: datetime) -> Any:
+    """How many other annotators hold a live lease on the row's sample and have work left on it: no vote on it
+    yet and an active token (a correlated scalar subquery). A lease whose holder has voted lives on until the
+    next claim purges it (renewed while their page is open); counted, it kept a variant from others' bulk
+    decisions for as long as that page stayed open."""
+    return (
+        select(func.count())
+        .where(
+            ReviewAssignment.sample_id == Sample.id,
+            ReviewAssignment.user_id != user_id,
+            ReviewAssignment.leased_until >= now,
+            ~standing_vote(ReviewAssignment.user_id, ReviewAssignment.sample_id),
+            has_active_token(ReviewAssignment.user_id, now),
+        )
+        .scalar_subquery()
+    )
+
+
 def leased_to(user_id: int, now: datetime) -> Any:
     """Whether the user holds a live lease on the row's sample (a correlated EXISTS)."""
     return exists(

@@ -40,7 +40,7 @@ from db.models import (
     utcnow,
 )
 from db.review_access import conditions, not_voted_by
-from db.review_assignments import leased_to, others_leasing
+from db.review_assignments import leased_to, others_working
 from db.review_filter import SORTS, QueueFilter
 from db.reviews import (
     APPROVING,
@@ -465,9 +465,11 @@ def bulk_targets(
     (rewritten, or submitted) unless the selection names the version the approver saw (`versions`: the cards on
     their page): an approval by filter swept in, unseen, an annotator's rewritten text waiting for another
     member's approval, and a lead's submission sent after a colleague had counted (attackers' finds). Where the
-    dataset shares out its work, a variant whose missing reviews other members hold leases for is theirs, as it
-    is to a claim (`leases`; False: counted as if not, to say how many were passed over): a filter's bulk
-    rejection decided a colleague's whole share under their open page (an attacker's find)."""
+    dataset shares out its work, a variant whose missing reviews other members hold leases for (and have yet to
+    give: a holder who voted, or whose token ran out, has no work left on it) is theirs, as it is to a claim,
+    unless one holds a lease on it oneself (`leases`; False: counted as if not, to say how many were passed
+    over): a filter's bulk rejection decided a colleague's whole share under their open page (an attacker's
+    find)."""
     selection.check()
     mine = [] if decision not in APPROVING or is_admin(user) else [not_own_submission(user)]
     if decision in APPROVING and selection.versions is None:  # a person's text, approved by one who read it
@@ -477,7 +479,7 @@ def bulk_targets(
         k = dataset.reviews_required
         missing = case((Sample.review_count < k, k - Sample.review_count), else_=1)
         now = utcnow()  # one's own lease makes it one's own to decide, whoever else holds one
-        mine.append(or_(leased_to(user.id, now), others_leasing(user.id, now) < missing))
+        mine.append(or_(leased_to(user.id, now), others_working(user.id, now) < missing))
     if selection.filter is not None:
         try:
             where = conditions(session, dataset, pending_only(dataset, selection.filter, user.id))
@@ -579,8 +581,9 @@ def bulk_decide(
         return result
     if expected_count is not None and expected_count != len(targets):
         raise ConflictError(
-            f"the selection now holds {len(targets)} pending variants, not {expected_count}; "
-            f"review the count and confirm again",
+            f"the selection now holds {len(targets)} pending variants, not {expected_count}"
+            + (" (others' leases moved meanwhile: the work is shared out)" if dataset.distribute_work else "")
+            + "; review the count and confirm again",
             field="expected_count",
             extra={"matched": len(targets)},
         )
