@@ -42,6 +42,8 @@ def revoke(
     (`by`) may not revoke the last active admin token (keep_an_admin); the operator at the command line may."""
     if token_id is not None and user_name is not None:
         raise ValidationFailed("give a token id or a user, not both", field="user")
+    if by is not None:
+        hold_admins(session)
     revoked = auth.revoke_token(session, token_id, user_name=user_name)
     if by is not None and revoked:
         keep_an_admin(session, "revoking it", field="token_id")
@@ -53,6 +55,13 @@ def revoke(
     if user is not None and not has_active_token(session, user.id):
         review_assignments.release_everywhere(session, user)
     return revoked
+
+
+def hold_admins(session: Session) -> None:
+    """Lock the admins' rows until the caller commits (Postgres; SQLite has one writer at a time), before a change
+    keep_an_admin checks: two admins demoting each other at once each saw the other still active and both
+    commits went through. The second now waits for the first and sees it."""
+    session.execute(select(User.id).where(User.role == Role.admin.value).order_by(User.id).with_for_update()).all()
 
 
 def keep_an_admin(session: Session, what: str, *, field: str) -> None:
@@ -129,6 +138,8 @@ def change_role(session: Session, name: str, role: str, by: User | None = None) 
     the API (`by`) may not demote the last admin who holds an active token (keep_an_admin)."""
     if role not in TOKEN_ROLES:
         raise ValidationFailed(f"role must be one of {', '.join(TOKEN_ROLES)}; got {role!r}", field="role")
+    if by is not None:
+        hold_admins(session)
     user = auth.set_role(session, name, role, unless=Role.system.value)
     if by is not None and role != Role.admin.value:
         keep_an_admin(session, f"making {name!r} an {role}", field="role")

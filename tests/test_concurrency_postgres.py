@@ -198,3 +198,32 @@ def test_an_edit_keeps_the_label_score_a_scorer_committed_while_it_ran(pg_settin
         edited = decide(s, variant, bob, "edit", 1, text="An entirely new sentence about the county fair.")
         generated = edited.scores["generated_text"]
     assert generated["label_consistency"] == 0.42 and generated["label_flag"] is True, generated
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(pg_settings, monkeypatch) -> None:
+    """Each demotion checks that some admin keeps an active token; under READ COMMITTED each saw the other still
+    an admin and both commits went through, leaving none (a reviewer's find). The admins' rows are held first:
+    the second waits for the first, sees it, and is refused."""
+    from sqlalchemy import func, select
+
+    from core.errors import ConflictError
+    from db import auth
+    from db.models import User
+    from db.session import get_engine, session_scope
+    from services import tokens
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    for name in ("ada", "bea"):
+        issue_token(engine, name, "admin")
+
+    def demote_the_other() -> str:  # ada demotes bea first (not yet committed), then bea demotes ada
+        me, other = ("ada", "bea") if threading.current_thread().name == "first" else ("bea", "ada")
+        with session_scope(engine) as s:
+            by = s.scalars(select(User).where(User.name == me)).one()
+            return tokens.change_role(s, other, "annotator", by=by).role
+
+    outcome = race(monkeypatch, auth, "set_role", demote_the_other)
+    assert outcome.second_waited, "the second demotion did not wait for the first to commit"
+    assert outcome.first == "annotator" and isinstance(outcome.second, ConflictError), outcome
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(User).where(User.role == "admin")) == 1
