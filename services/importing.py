@@ -585,7 +585,7 @@ def check_target(session: Session, spec: ImportSpec) -> tuple[Dataset | None, di
     # dataset, a display name that never showed). PATCH /datasets/{name} changes them.
     for key, given, stored in (
         ("language", spec.language, dataset.language),
-        ("display_name", spec.display_name and spec.display_name.strip(), dataset.display_name),
+        ("display_name", (spec.display_name or "").strip() or None, dataset.display_name),  # blank: not given
     ):
         if given is not None and given != stored:
             raise ValidationFailed(

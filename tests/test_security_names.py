@@ -60,6 +60,7 @@ def test_an_import_into_a_dataset_does_not_silently_drop_a_language_or_display_n
     ok = add(language="de", display_name=" Memos ")  # the same, as it was given when the dataset was made
     assert ok.status_code == 201, ok.text
     assert add().status_code == 201  # neither given: the dataset's own (its texts are duplicates now)
+    assert add(display_name="  ").status_code == 201  # blank is not given (the CLI's --display-name "")
     dataset = admin.get("/api/v1/datasets/memos").json()
     assert (dataset["language"], dataset["display_name"]) == ("de", "Memos")
     renamed = admin.patch("/api/v1/datasets/memos", json={"display_name": "  Memos 2026 "})

@@ -140,9 +140,9 @@ function onKey(s, event) {
   if (typing(event) || event.ctrlKey || event.metaKey || event.altKey) return;
   const card = current(s);
   const key = event.key;
-  // A held key repeats its keydown every ~33 ms: moving the focus may repeat, deciding may not (a held A
-  // approved every card it ran over, each in view for 33 ms: one decision per press).
-  if (event.repeat && !["j", "J", "k", "K", "ArrowDown", "ArrowUp"].includes(key)) {
+  // A held key repeats its keydown every ~33 ms: moving the focus (and scrolling, Tab, …) may repeat, the
+  // keys that act may not (a held A approved every card it ran over, each in view for 33 ms: one per press).
+  if (event.repeat && (/^[aAxXeEfFuUsS1-9]$/.test(key) || key === "Backspace")) {
     event.preventDefault();
     return;
   }
