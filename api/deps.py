@@ -5,15 +5,18 @@ from __future__ import annotations
 import re
 import threading
 import time
+import types
 from collections import OrderedDict, deque
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from core.errors import ValidationFailed
 from core.inputs import MAX_ID
 from core.settings import Settings
 from db.models import Role, User
@@ -60,8 +63,19 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+def _plain_id(value: object) -> object:
+    """An id in a path is written in ASCII digits: pydantic's lax parsing read `1.0`, `+1`, `1_0`, ` 1` and a
+    full-width one (U+FF11) as the id 1, so one resource answered at many addresses (an attacker's find)."""
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise ValueError("an id is a positive whole number written in digits 0-9")
+    return value
+
+
 # Integer ids in paths and bodies: bounded so that no value overflows the databases' 64-bit integers.
-ResourceId = Annotated[int, Path(ge=1, le=MAX_ID, description="A positive integer id")]
+ResourceId = Annotated[int, BeforeValidator(_plain_id), Path(ge=1, le=MAX_ID, description="A positive integer id")]
 EngineDep = Annotated[Engine, Depends(get_engine_dep)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
@@ -153,3 +167,54 @@ def require_admin(user: Annotated[User, Depends(current_user)]) -> User:
 
 CurrentUser = Annotated[User, Depends(current_user)]
 AdminUser = Annotated[User, Depends(require_admin)]
+
+
+def _takes_many(annotation: Any) -> bool:
+    """Whether a query parameter's type is a list (it may be repeated: `?x=a&x=b`)."""
+    origin = get_origin(annotation)
+    if origin in (list, tuple, set, frozenset):
+        return True
+    if origin is Annotated:
+        return _takes_many(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        return any(_takes_many(arg) for arg in get_args(annotation))
+    return False
+
+
+_ROUTE_QUERIES: dict[int, dict[str, bool]] = {}
+
+
+def _route_queries(dependant: Any) -> dict[str, bool]:
+    """The query parameters a route takes (its own and its dependencies'), each with whether it may repeat."""
+    found = _ROUTE_QUERIES.get(id(dependant))
+    if found is None:
+        found, stack = {}, [dependant]
+        while stack:
+            node = stack.pop()
+            for field in node.query_params:
+                found[field.alias] = _takes_many(field.field_info.annotation)
+            stack.extend(node.dependencies)
+        _ROUTE_QUERIES[id(dependant)] = found
+    return found
+
+
+def known_query(request: Request) -> None:
+    """Every route's query string names only parameters it takes, each once unless it takes a list: an unknown
+    name was ignored (`?metod=wordnet` showed the whole queue, `?formt=jsonl` exported CSV, `DELETE
+    …?dry_run=1` deleted) and a repeated one kept its last value (`?include=original&include=approved`, what
+    clients send for a list, exported no originals); 422 naming the parameter (attackers' finds), as bodies
+    and forms refuse unknown and repeated keys."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None or not request.url.path.startswith("/api/"):  # /healthz takes a monitor's ?t=… as it is
+        return
+    takes = _route_queries(dependant)
+    for name in dict.fromkeys(request.query_params.keys()):
+        if name not in takes:
+            known = ", ".join(sorted(takes)) or "none"
+            raise ValidationFailed(f"unknown query parameter {name[:60]!r}; this route takes: {known}", field=name[:60])
+        if not takes[name] and (n := len(request.query_params.getlist(name))) > 1:
+            raise ValidationFailed(
+                f"query parameter {name!r} is given {n} times; give it once (several values comma-separated, where "
+                "it takes several)",
+                field=name,
+            )

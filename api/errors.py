@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -141,7 +142,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": said}, status_code=422)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, err: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
         errors = err.errors()
         first = errors[0] if errors else {}
         loc = [str(p) for p in first.get("loc", [])]
@@ -154,8 +155,11 @@ def install_error_handlers(app: FastAPI) -> None:
             field, message = "body", f"the body is not valid JSON ({first.get('msg', 'invalid')})"
         elif field is None and tuple(first.get("loc", ())) == ("body",):
             field = "body"
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if first.get("type") == "missing":
                 message = "the request needs a JSON body"
+            elif content_type and content_type != "application/json":  # curl -d sends form encoding
+                message = f"send the body as JSON, with Content-Type: application/json (it came as {content_type[:80]})"
         return JSONResponse(
             {
                 "detail": message,
@@ -189,5 +193,16 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, err: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=err.headers)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        body: dict[str, Any] = {"detail": err.detail}
+        if err.status_code == 400 and request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            # a body the server could not read (FastAPI's "There was an error parsing the body": not UTF-8, a
+            # Content-Encoding it does not take, nested or numbered past what JSON reading allows; Starlette's
+            # multipart parser's own words): said as a body error, naming it, as malformed JSON is
+            body["field"] = "body"
+            if err.detail == "There was an error parsing the body":
+                body["detail"] = (
+                    "the body could not be read: send UTF-8 JSON, uncompressed, not nested deeper than a few "
+                    "hundred levels"
+                )
+        return JSONResponse(body, status_code=err.status_code, headers=err.headers)

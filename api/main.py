@@ -7,7 +7,7 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -22,6 +22,7 @@ from api.deps import (
     AuthFailureLimiter,
     bearer,
     current_user,
+    known_query,
     require_admin,
 )
 from api.errors import install_error_handlers
@@ -159,23 +160,54 @@ class NulInUrl:
         await self.app(scope, receive, send)
 
 
-class UploadAuthorizedFirst:
-    """An import upload (up to AUGLOOP_MAX_UPLOAD_BYTES, spooled to disk as it arrives) is authorized before a
-    byte of its body is read: without a valid admin token the client gets the route's own 401, 403 or 429 at
-    once, not after it has streamed gigabytes to the server's temporary disk. The route's dependency checks the
-    same token again (api/deps.py: one code path decides)."""
+class HeadAsGet:
+    """HEAD is answered wherever GET is, without the body (RFC 9110; `curl -I` and uptime checks got 405):
+    FastAPI's routes take the methods they name, and GET does not bring HEAD with it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("method") == "POST" and IMPORT_JOB_PATH.match(scope.get("path", "")):
+        if scope["type"] != "http" or scope.get("method") != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if not message.get("more_body", False):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
+class AuthorizedFirst:
+    """A request with a body is authenticated before a byte of its body is read: without a valid token the client
+    gets the route's own 401 or 429 at once, not after the server has read, parsed and held its body (a 50 MiB
+    JSON body without a token cost the API about 360 MB before its 401, and six at once 2.5 GB), and no body of
+    an unknown client ever waits in SQLiteWriteQueue's buffer or for its lock (two such connections, sending
+    their bodies and stopping, held every annotator's writes; an attacker's finds). An import upload (up to
+    AUGLOOP_MAX_UPLOAD_BYTES, spooled to disk as it arrives) is authorized too: an admin's, or the route's 403.
+    The route's dependency checks the same token again (api/deps.py: one code path decides)."""
+
+    BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if scope["type"] == "http" and scope.get("method") in self.BODY_METHODS and path.startswith(API_PREFIX + "/"):
             request = Request(scope)
             credentials = await bearer(request)
+            upload = scope.get("method") == "POST" and IMPORT_JOB_PATH.match(path)
 
             def authorize() -> None:
                 with session_scope(readonly_engine(request.app.state.engine)) as session:
-                    require_admin(current_user(request, session, credentials))
+                    user = current_user(request, session, credentials)
+                    if upload:
+                        require_admin(user)
 
             try:
                 await run_in_threadpool(authorize)
@@ -202,9 +234,11 @@ class SQLiteWriteQueue:
     compute (READ_ONLY_POST: a prediction, a training estimate), which may run a model for seconds.
 
     A request's body is read before it queues: a client that sends its body slowly (or never finishes it) holds
-    its own connection, not every other user's writes. BodySizeLimit, outside this, bounds each body; the bodies
-    waiting together are held in memory up to BUFFERED_BYTES in all, past which a request queues with the rest
-    of its body unread (as every request did before), so no number of large bodies sent at once fills memory."""
+    its own connection, not every other user's writes. BodySizeLimit, outside this, bounds each body, and
+    AuthorizedFirst lets in only authenticated requests; the bodies waiting together are held in memory up to
+    BUFFERED_BYTES in all, past which a request is answered 503 (retry) before it queues, so no number of large
+    bodies sent at once fills memory, and none waits for the lock with its body unread (such a request read its
+    body holding the lock: two connections sending 66 MiB and stopping held every other write)."""
 
     BUFFERED_BYTES = 64 * 1024 * 1024
 
@@ -226,6 +260,7 @@ class SQLiteWriteQueue:
         received: list[Message] = []
         held = 0
         try:
+            complete = False
             while self.buffered < self.BUFFERED_BYTES:
                 message = await receive()
                 received.append(message)
@@ -233,7 +268,16 @@ class SQLiteWriteQueue:
                 held += size
                 self.buffered += size
                 if message["type"] != "http.request" or not message.get("more_body", False):
+                    complete = True
                     break
+            if not complete:
+                response = JSONResponse(
+                    {"detail": "the server holds as many request bodies as it may; nothing was saved; retry"},
+                    status_code=503,
+                    headers={"Retry-After": "1"},
+                )
+                await response(scope, receive, send)
+                return
 
             async def replay() -> Message:
                 return received.pop(0) if received else await receive()
@@ -300,6 +344,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         docs_url=None,  # served below with local assets: the default page loads Swagger UI from a CDN
         redoc_url=None,
         responses={code: {"model": ErrorRead, "description": text} for code, text in ERROR_RESPONSES.items()},
+        dependencies=[Depends(known_query)],
+        redirect_slashes=False,  # `/jobs/` was a 307 to http://<the Host header>/jobs: a 404 now, JSON as all
     )
     install_error_schema(app)
     app.state.settings = settings
@@ -315,8 +361,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     if app.state.engine.dialect.name == "sqlite":
         app.add_middleware(SQLiteWriteQueue)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, upload_max_bytes=settings.max_upload_bytes)
-    app.add_middleware(UploadAuthorizedFirst)
+    app.add_middleware(AuthorizedFirst)
     app.add_middleware(NulInUrl)
+    app.add_middleware(HeadAsGet)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -198,32 +198,65 @@ def test_a_training_estimate_reads_while_another_connection_holds_the_write_lock
 
 
 def test_bodies_waiting_for_the_lock_are_held_in_memory_only_up_to_a_bound() -> None:
-    """Past BUFFERED_BYTES of bodies waiting at once, a request queues with its body unread (as all did before),
-    so many large bodies sent together cannot fill the server's memory."""
-    reads: list[int] = []
+    """Past BUFFERED_BYTES of bodies waiting at once, a request is answered 503 (retry) before it queues, so many
+    large bodies sent together cannot fill the server's memory; it once queued with its body unread and read it
+    holding the lock, so two connections that sent 66 MiB and stopped held every other write (an attacker's
+    find)."""
+    served: list[int] = []
 
     async def app(scope, receive, send) -> None:
+        served.append(1)
         await receive()
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
     queue = SQLiteWriteQueue(app)
-    queue.BUFFERED_BYTES = 0  # type: ignore[misc]
+    queue.BUFFERED_BYTES = 25  # type: ignore[misc]
+
+    def body_in(parts: int):  # type: ignore[no-untyped-def]
+        left = [parts]
+
+        async def receive() -> dict[str, Any]:
+            left[0] -= 1
+            return {"type": "http.request", "body": b"x" * 10, "more_body": left[0] > 0}
+
+        return receive
+
+    async def scenario() -> None:
+        messages, send = _sent()
+        await queue(_scope("POST", f"{API}/augment"), body_in(2), send)  # 20 bytes: held, then served
+        assert served == [1] and messages[0]["status"] == 204 and queue.buffered == 0
+        messages, send = _sent()
+        async with queue.lock:  # a write under way: a body of 40 bytes would be held past the bound
+            await asyncio.wait_for(queue(_scope("POST", f"{API}/augment"), body_in(4), send), timeout=2)
+        assert served == [1] and messages[0]["status"] == 503 and queue.buffered == 0
+        assert (b"retry-after", b"1") in messages[0]["headers"]
+
+    asyncio.run(scenario())
+
+
+def test_a_body_is_not_read_before_its_token_is_checked(client) -> None:
+    """Without a valid token a request with a body gets its 401 at once, its body unread: a 50 MiB JSON body
+    cost the API 360 MB before the 401, and such bodies waited in the write queue's buffer and for its lock,
+    holding every annotator's writes (an attacker's finds)."""
+    from api.main import AuthorizedFirst
+
+    app = client.app
+    reads: list[int] = []
 
     async def receive() -> dict[str, Any]:
         reads.append(1)
-        return {"type": "http.request", "body": b"x" * 10, "more_body": False}
+        return {"type": "http.request", "body": b"{}", "more_body": False}
 
-    async def scenario() -> None:
-        _, send = _sent()
-        async with queue.lock:
-            waiting = asyncio.create_task(queue(_scope("POST", f"{API}/augment"), receive, send))
-            await asyncio.sleep(0.05)
-            assert reads == [] and not waiting.done()  # queued unread
-        await asyncio.wait_for(waiting, timeout=2)
-        assert reads == [1] and queue.buffered == 0
+    async def scenario(headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+        messages, send = _sent()
+        scope = _scope("POST", f"{API}/samples/1/decision", headers) | {"app": app}
+        await AuthorizedFirst(app)(scope, receive, send)
+        return messages
 
-    asyncio.run(scenario())
+    for headers in ([], [(b"authorization", b"Bearer aug_not-a-token")]):
+        messages = asyncio.run(scenario(headers))
+        assert messages[0]["status"] == 401 and reads == [], (messages[:1], reads)
 
 
 def test_an_import_upload_is_kept_without_holding_the_write_lock(admin, engine, monkeypatch) -> None:
@@ -282,3 +315,63 @@ def test_a_full_disk_during_an_upload_is_a_json_error_and_keeps_nothing(
     with session_scope(engine) as s:
         assert s.scalar(select(func.count()).select_from(Job)) == 0
     assert list((settings.data_dir / "imports").iterdir()) == []
+
+
+def test_the_query_string_names_only_what_a_route_takes_and_each_once(annotator, example_dataset) -> None:
+    """An unknown parameter was ignored (`?metod=wordnet` showed the whole queue, `?formt=jsonl` exported CSV)
+    and a repeated one kept its last value (`?include=original&include=approved`, what HTTP clients send for a
+    list, exported no originals); both are 422 naming the parameter (an attacker's finds)."""
+    queue = f"{API}/datasets/{example_dataset}/review-queue"
+    for url, field in (
+        (f"{queue}?metod=wordnet", "metod"),
+        (f"{API}/jobs?state=failed", "state"),
+        (f"{API}/datasets/{example_dataset}/export?formt=jsonl", "formt"),
+        (f"{API}/datasets/{example_dataset}/export?include=original&include=approved", "include"),
+        (f"{queue}?status=approved&status=pending", "status"),
+    ):
+        r = annotator.get(url)
+        assert r.status_code == 422 and r.json()["field"] == field, (url, r.text)
+    assert annotator.get(f"{queue}?status=pending&page_size=5").status_code == 200
+    export = annotator.get(f"{API}/datasets/{example_dataset}/export?include=original,approved")
+    assert export.status_code == 200
+    assert annotator.get("/healthz?t=1700000000").status_code == 200  # a monitor's cache-buster
+
+
+def test_ids_in_paths_are_digits_and_a_trailing_slash_is_no_redirect(annotator, example_dataset) -> None:
+    """`/samples/1.0`, `+1`, `1_0` and a full-width one all reached sample 1; `/jobs/` answered 307 to an http
+    address built from the Host header, with an empty body (an attacker's finds)."""
+    sample_id = 1  # the example dataset's first text
+    assert annotator.get(f"{API}/samples/{sample_id}").status_code == 200
+    for written in (f"{sample_id}.0", f"+{sample_id}", f"0_{sample_id}", "%EF%BC%91", f"%20{sample_id}"):
+        r = annotator.get(f"{API}/samples/{written}")
+        assert r.status_code == 422 and r.json()["field"] == "sample_id", (written, r.text)
+    slash = annotator.get(f"{API}/jobs/", follow_redirects=False)
+    assert slash.status_code == 404 and "location" not in slash.headers and slash.json()["detail"], slash.text
+
+
+def test_head_is_answered_wherever_get_is(client, annotator, example_dataset) -> None:
+    """`curl -I` and uptime checks got 405 (an attacker's find)."""
+    health = client.head("/healthz")
+    assert health.status_code == 200 and health.content == b""
+    r = annotator.head(f"{API}/datasets/{example_dataset}")
+    assert r.status_code == 200 and r.content == b"" and r.headers["content-type"] == "application/json"
+
+
+def test_a_body_that_cannot_be_read_is_named_as_the_body(annotator, example_dataset) -> None:
+    """Invalid UTF-8, a gzip-encoded body or nesting past what JSON reading allows answered 400 without a field
+    ('There was an error parsing the body'); a JSON object sent form-encoded (curl -d's default) was told 'Input
+    should be a valid dictionary' (an attacker's finds)."""
+    import gzip
+
+    url = f"{API}/augment"
+    body = json.dumps({"dataset": example_dataset, "methods": ["wordnet"], "sample_ids": [1]}).encode()
+    for data, headers in (
+        (b'{"dataset": "caf\xc3"}', {"content-type": "application/json"}),
+        (gzip.compress(body), {"content-type": "application/json", "content-encoding": "gzip"}),
+        (b"[" * 2000 + b"]" * 2000, {"content-type": "application/json"}),
+    ):
+        r = annotator.post(url, content=data, headers=headers)
+        assert r.status_code in (400, 422) and r.json()["field"] == "body", (data[:20], r.status_code, r.text)
+    form = annotator.post(url, content=body, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert form.status_code == 422 and form.json()["field"] == "body", form.text
+    assert "Content-Type: application/json" in form.json()["detail"], form.text
