@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import (
@@ -25,7 +25,7 @@ from api.deps import (
     known_query,
     require_admin,
 )
-from api.errors import install_error_handlers
+from api.errors import install_error_handlers, operational_response
 from api.routes import (
     augment,
     datasets,
@@ -215,7 +215,10 @@ class AuthorizedFirst:
                 response = JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=err.headers)
                 await response(scope, receive, send)
                 return
-            except SQLAlchemyError:  # the database did not answer: nothing is read, as the route would answer
+            except OperationalError as err:  # nothing is read; answered as the route's failure would be
+                await operational_response(err)(scope, receive, send)
+                return
+            except SQLAlchemyError:
                 response = JSONResponse({"detail": ERROR_RESPONSES[503]}, status_code=503)
                 await response(scope, receive, send)
                 return
