@@ -296,6 +296,8 @@ def export(
     from services.exporting import check_format, format_for
 
     if str(output) == "-":  # standard output, for a pipe: the rows there, what was left out on stderr
+        if sys.stdout is None:  # started with descriptor 1 closed (`>&-`): an AttributeError's traceback
+            fail("standard output is closed; give -o a file")
         format = format or "csv"
         check_format(format)
         with session_scope(snapshot_engine(engine())) as session:  # one snapshot, on Postgres too

@@ -303,10 +303,14 @@ def wait_for_jobs(job_ids: list[int], poll_seconds: float = 1.0) -> int:
                     kept=info.get("kept", 0),
                     dropped=dropped,
                 )
+            gone = sorted(set(job_ids) - {job.id for job in jobs})  # its dataset deleted meanwhile
             if all(job.status in ("succeeded", "failed", "cancelled") for job in jobs):
-                failed = any(job.status != "succeeded" for job in jobs)
+                # a job that vanished is no success: all() of no jobs was True, and the wait exited 0
+                failed = bool(gone) or any(job.status != "succeeded" for job in jobs)
                 break
             time.sleep(poll_seconds)
+    for job_id in gone:
+        err_console.print(f"job {job_id} no longer exists (its dataset was deleted?)", highlight=False)
     for job in jobs:
         if job.status != "succeeded":
             err_console.print(f"job {job.id} {job.status}: {job.last_error or ''}", highlight=False)

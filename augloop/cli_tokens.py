@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from augloop.console import console, engine, err_console
+from augloop.console import console, engine, err_console, fail
 from core.inputs import MAX_ID
 from db.session import session_scope
 from services import tokens
@@ -21,11 +22,18 @@ def token_create(
     role: Annotated[str, typer.Option(help="annotator or admin")] = "annotator",
     expires_days: Annotated[float | None, typer.Option(help="Expire after this many days")] = None,
 ) -> None:
-    """Create a token and print it once (only its hash is stored)."""
+    """Create a token and print it once (only its hash is stored). It is stored only once printed: a token whose
+    output went nowhere (stdout closed, a full disk) was stored active, an admin's credential nobody held (an
+    attacker's find)."""
+    if sys.stdout is None:
+        fail("standard output is closed: the token would be shown nowhere; nothing was stored")
     with session_scope(engine()) as session:
         issued = tokens.issue(session, name, role, expires_days)
-    err_console.print(f"token {issued.token_id} for {issued.user.name} ({issued.user.role}); it is shown only once:")
-    print(issued.token)
+        session.flush()
+        err_console.print(
+            f"token {issued.token_id} for {issued.user.name} ({issued.user.role}); it is shown only once:"
+        )
+        print(issued.token, flush=True)  # a failed write raises here, and the transaction rolls back
 
 
 @token_app.command("list")

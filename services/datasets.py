@@ -330,7 +330,10 @@ def export_to(
     chosen = parse_include(include)
     # Through a link, the file it points at is written (the link stays); the file is replaced by a rename, so
     # a device, a pipe or a socket would be replaced too (as root, /dev/full or /dev/stdout): refused.
-    target = path.resolve()
+    try:
+        target = path.resolve()
+    except (RuntimeError, OSError) as err:  # a link that points at itself (Python 3.11's RuntimeError)
+        raise ValidationFailed(f"{path} cannot be followed: {err}", field="output") from None
     settings = get_settings()
     data_dir = settings.data_dir.resolve()
     # by the files themselves, not their spelling: a case-insensitive file system or a bind mount spells one
@@ -357,7 +360,8 @@ def export_to(
         if target in files or any(_same_file(target, f) for f in files):
             raise ValidationFailed(f"{path} is augloop's database; give the export another name", field="output")
     if not target.parent.is_dir() and not inside_data_dir:  # a mistyped folder is a mistake to say, not to create
-        raise ValidationFailed(f"{path.parent} is not a directory; create it first", field="output")
+        link = f" (where the link {path} points)" if target.parent != path.absolute().parent else ""
+        raise ValidationFailed(f"{target.parent} is not a directory{link}; create it first", field="output")
     if target.is_dir():
         raise ValidationFailed(f"{path} is a directory; give a file name", field="output")
     if target.exists() and not target.is_file():

@@ -173,3 +173,25 @@ def test_a_plan_of_one_variant_jobs_is_refused(lead, mini_dataset) -> None:
 
     twice = lead.post(f"/api/v1/datasets/{mini_dataset}/augmentation-plans", json={"tasks": ["message", "message"]})
     assert twice.status_code == 422 and twice.json()["field"] == "tasks", twice.text  # stored as given before
+
+
+def test_waiting_on_jobs_that_vanish_is_no_success(engine, mini_dataset, capsys) -> None:
+    """`augment run --wait` whose dataset was deleted meanwhile exited 0 (all() of no jobs is True), its last line
+    still saying the job was queued (an attacker's find): exit 1, naming the job that is gone."""
+    from augloop.cli_augment import wait_for_jobs
+    from db.datasets import get_dataset
+    from db.session import session_scope
+    from services.augmentation import AugmentRequest, enqueue_request
+    from services.datasets import remove
+
+    with session_scope(engine) as s:
+        from core.settings import get_settings
+
+        job = enqueue_request(
+            s, get_dataset(s, "mini"), AugmentRequest(methods=["wordnet"], sample_ids=[1]), get_settings(), None
+        )
+        job_id = job.id
+    with session_scope(engine) as s:
+        remove(s, "mini")
+    assert wait_for_jobs([job_id], poll_seconds=0.05) == 1
+    assert f"job {job_id} no longer exists" in capsys.readouterr().err

@@ -197,3 +197,54 @@ def test_docs_are_public_but_hold_no_data(client, path) -> None:
     """SECURITY.md says so: the schema describes the API; every route that returns data needs a token."""
     assert client.get(path).status_code == 200
     assert client.get("/api/v1/datasets").status_code == 401
+
+
+def test_cli_outputs_that_go_nowhere_store_nothing_and_say_so(settings, engine, example_dataset, tmp_path) -> None:
+    """Attackers' finds at the command line: `token create` whose output went nowhere (stdout closed, a full
+    disk) stored an active admin token nobody held; `export -o -` with stdout closed and `-o` through a link
+    that points at itself ended in tracebacks; `wait` (tests/test_augment_cli.py) is the fourth."""
+    import subprocess
+    import sys as _sys
+
+    from tests.cli_process import REPO_ROOT, cli_env
+
+    env = cli_env(settings)
+
+    def augloop_closed_stdout(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [_sys.executable, "-m", "augloop", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+            preexec_fn=lambda: os.close(1),
+        )
+
+    closed = augloop_closed_stdout("token", "create", "--name", "lost1", "--role", "admin")
+    assert closed.returncode == 2 and "standard output is closed" in closed.stderr, closed.stderr
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(
+            [_sys.executable, "-m", "augloop", "token", "create", "--name", "lost2", "--role", "admin"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert r.returncode == 2, r.stderr
+    listed = run_augloop("token", "list", env={**env, "COLUMNS": "200"})
+    assert "lost1" not in listed.stdout and "lost2" not in listed.stdout, listed.stdout
+    exported = augloop_closed_stdout("export", example_dataset, "-o", "-")
+    assert exported.returncode == 2 and "standard output is closed" in exported.stderr, exported.stderr
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to(loop)
+    looped = run_augloop("export", example_dataset, "-o", str(loop), env=env)
+    assert looped.returncode == 2 and "Traceback" not in looped.stderr and "cannot be followed" in looped.stderr
+    dangling = tmp_path / "dangling.csv"
+    dangling.symlink_to(tmp_path / "nowhere" / "x.csv")
+    said = run_augloop("export", example_dataset, "-o", str(dangling), env=env)
+    assert said.returncode == 2 and f"{tmp_path / 'nowhere'} is not a directory" in said.stderr, said.stderr
