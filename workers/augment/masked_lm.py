@@ -27,6 +27,10 @@ from workers.augment.textspans import ProtectedTerms, Word, candidates
 MAX_ROWS_PER_BATCH = 256
 
 
+TIE_MARGIN = 8  # candidates read past top_k, so that rounding settles which ones make the top k
+PROB_DIGITS = 6  # probabilities rounded to this many decimals before ranking and drawing
+
+
 @dataclass
 class Row:
     """One variant to be: a source text with some words masked."""
@@ -203,7 +207,8 @@ class MaskedLMAugmenter(Augmenter[P.MaskedLMParams]):
         with torch.inference_mode():
             logits = self.masked_logits(batch)
             probs = torch.softmax(logits / params.temperature + self.bias, dim=-1)
-            top_p, top_i = probs.topk(min(params.top_k, probs.shape[-1]), dim=-1)
+            # a few past top_k: the last places are settled in _sample, after rounding (see there)
+            top_p, top_i = probs.topk(min(params.top_k + TIE_MARGIN, probs.shape[-1]), dim=-1)
         return top_p.cpu().tolist(), top_i.cpu().tolist()
 
     # -- sampling and splicing -----------------------------------------------------------------------------
@@ -230,7 +235,7 @@ class MaskedLMAugmenter(Augmenter[P.MaskedLMParams]):
                 for word, probs, ids in zip(
                     row.words[:n_masks], top_p[at : at + n_masks], top_i[at : at + n_masks], strict=True
                 ):
-                    replacement = self._sample(word, probs, ids, row.rng, params.min_prob)
+                    replacement = self._sample(word, probs, ids, row.rng, params.min_prob, params.top_k)
                     if replacement is not None:
                         edits.append((word.start, word.end, replacement))
                 at += n_masks
@@ -244,12 +249,17 @@ class MaskedLMAugmenter(Augmenter[P.MaskedLMParams]):
         return out
 
     def _sample(
-        self, word: Word, probs: list[float], ids: list[int], rng: random.Random, min_prob: float
+        self, word: Word, probs: list[float], ids: list[int], rng: random.Random, min_prob: float, top_k: int
     ) -> str | None:
         original = word.text.casefold()
         keep_lower = word.text.islower()
+        # A batch of other lengths (padding) or another thread count sums in another order: probabilities differ
+        # in their last bits, and near-equal ones swapped places in topk, so one seed gave other variants at
+        # another batch size (a CI flake). Rounded, and ties ordered by token id, the draw is the same.
+        rounded = ((round(p, PROB_DIGITS), i) for p, i in zip(probs, ids, strict=True))
+        ranked = sorted(rounded, key=lambda pair: (-pair[0], pair[1]))
         pool: list[tuple[float, str]] = []
-        for p, i in zip(probs, ids, strict=True):
+        for p, i in ranked[:top_k]:
             if p < min_prob or p <= 0.0:
                 break  # sorted: the rest is lower still
             form = self.words[i]
