@@ -73,35 +73,22 @@ def leased_ids(session: Session, dataset_id: int, user_id: int, now: datetime) -
     )
 
 
-def others_leasing(user_id: int, now: datetime) -> Any:
-    """How many other annotators hold a live lease on the row's sample (a correlated scalar subquery)."""
-    return (
-        select(func.count())
-        .where(
-            ReviewAssignment.sample_id == Sample.id,
-            ReviewAssignment.user_id != user_id,
-            ReviewAssignment.leased_until >= now,
-        )
-        .scalar_subquery()
-    )
-
-
-def others_working(user_id: int, now: datetime) -> Any:
-    """How many other annotators hold a live lease on the row's sample and have work left on it: no vote on it
-    yet and an active token (a correlated scalar subquery). A lease whose holder has voted lives on until the
-    next claim purges it (renewed while their page is open); counted, it kept a variant from others' bulk
-    decisions for as long as that page stayed open."""
-    return (
-        select(func.count())
-        .where(
-            ReviewAssignment.sample_id == Sample.id,
-            ReviewAssignment.user_id != user_id,
-            ReviewAssignment.leased_until >= now,
+def others_leasing(user_id: int, now: datetime, *, with_work_left: bool = False) -> Any:
+    """How many other annotators hold a live lease on the row's sample (a correlated scalar subquery); with
+    `with_work_left`, only those with work left on it: no vote on it yet and an active token (a lease whose holder
+    has voted lives on until the next claim purges it, renewed while their page is open: counted, it kept a
+    variant from others' bulk decisions for as long as that page stayed open)."""
+    held = [
+        ReviewAssignment.sample_id == Sample.id,
+        ReviewAssignment.user_id != user_id,
+        ReviewAssignment.leased_until >= now,
+    ]
+    if with_work_left:
+        held += [
             ~standing_vote(ReviewAssignment.user_id, ReviewAssignment.sample_id),
             has_active_token(ReviewAssignment.user_id, now),
-        )
-        .scalar_subquery()
-    )
+        ]
+    return select(func.count()).where(*held).scalar_subquery()
 
 
 def leased_to(user_id: int, now: datetime) -> Any:

@@ -40,7 +40,7 @@ from db.models import (
     utcnow,
 )
 from db.review_access import conditions, not_voted_by
-from db.review_assignments import leased_to, others_working
+from db.review_assignments import leased_to, others_leasing
 from db.review_filter import SORTS, QueueFilter
 from db.reviews import (
     APPROVING,
@@ -479,7 +479,7 @@ def bulk_targets(
         k = dataset.reviews_required
         missing = case((Sample.review_count < k, k - Sample.review_count), else_=1)
         now = utcnow()  # one's own lease makes it one's own to decide, whoever else holds one
-        mine.append(or_(leased_to(user.id, now), others_working(user.id, now) < missing))
+        mine.append(or_(leased_to(user.id, now), others_leasing(user.id, now, with_work_left=True) < missing))
     if selection.filter is not None:
         try:
             where = conditions(session, dataset, pending_only(dataset, selection.filter, user.id))

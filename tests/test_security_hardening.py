@@ -8,6 +8,7 @@ import stat
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -210,31 +211,27 @@ def test_cli_outputs_that_go_nowhere_store_nothing_and_say_so(settings, engine, 
 
     env = cli_env(settings)
 
-    def augloop_closed_stdout(*args: str) -> subprocess.CompletedProcess[str]:
+    def augloop_to(stdout: Any, *args: str) -> subprocess.CompletedProcess[str]:
+        """The CLI with its standard output sent to `stdout` (None: started with descriptor 1 closed)."""
         return subprocess.run(
             [_sys.executable, "-m", "augloop", *args],
             cwd=REPO_ROOT,
             env=env,
+            stdout=stdout,
             stderr=subprocess.PIPE,
             text=True,
             timeout=120,
             check=False,
-            preexec_fn=lambda: os.close(1),
+            preexec_fn=(lambda: os.close(1)) if stdout is None else None,
         )
+
+    def augloop_closed_stdout(*args: str) -> subprocess.CompletedProcess[str]:
+        return augloop_to(None, *args)
 
     closed = augloop_closed_stdout("token", "create", "--name", "lost1", "--role", "admin")
     assert closed.returncode == 2 and "standard output is closed" in closed.stderr, closed.stderr
     with open("/dev/full", "w") as full:
-        r = subprocess.run(
-            [_sys.executable, "-m", "augloop", "token", "create", "--name", "lost2", "--role", "admin"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        r = augloop_to(full, "token", "create", "--name", "lost2", "--role", "admin")
     assert r.returncode == 2, r.stderr
     listed = run_augloop("token", "list", env={**env, "COLUMNS": "200"})
     assert "lost1" not in listed.stdout and "lost2" not in listed.stdout, listed.stdout
