@@ -181,20 +181,19 @@ def _takes_many(annotation: Any) -> bool:
     return False
 
 
-_ROUTE_QUERIES: dict[int, dict[str, bool]] = {}
-
-
-def _route_queries(dependant: Any) -> dict[str, bool]:
-    """The query parameters a route takes (its own and its dependencies'), each with whether it may repeat."""
-    found = _ROUTE_QUERIES.get(id(dependant))
+def _route_queries(route: Any) -> dict[str, bool]:
+    """The query parameters a route takes (its own and its dependencies'), each with whether it may repeat; kept
+    on the route itself (an id() key outlived its route, and a new app's route could reuse the id and read
+    another route's parameters)."""
+    found: dict[str, bool] | None = getattr(route, "_augloop_query_names", None)
     if found is None:
-        found, stack = {}, [dependant]
+        found, stack = {}, [route.dependant]
         while stack:
             node = stack.pop()
             for field in node.query_params:
                 found[field.alias] = _takes_many(field.field_info.annotation)
             stack.extend(node.dependencies)
-        _ROUTE_QUERIES[id(dependant)] = found
+        route._augloop_query_names = found
     return found
 
 
@@ -204,10 +203,10 @@ def known_query(request: Request) -> None:
     …?dry_run=1` deleted) and a repeated one kept its last value (`?include=original&include=approved`, what
     clients send for a list, exported no originals); 422 naming the parameter (attackers' finds), as bodies
     and forms refuse unknown and repeated keys."""
-    dependant = getattr(request.scope.get("route"), "dependant", None)
-    if dependant is None or not request.url.path.startswith("/api/"):  # /healthz takes a monitor's ?t=… as it is
+    route = request.scope.get("route")
+    if getattr(route, "dependant", None) is None or not request.url.path.startswith("/api/"):  # /healthz: ?t=…
         return
-    takes = _route_queries(dependant)
+    takes = _route_queries(route)
     for name in dict.fromkeys(request.query_params.keys()):
         if name not in takes:
             known = ", ".join(sorted(takes)) or "none"
