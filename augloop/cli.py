@@ -361,6 +361,8 @@ def serve(
     from api.main import create_app
 
     settings = get_settings()
+    if host is not None and not host.strip():
+        fail("--host is empty: give an address (uvicorn reads an empty one as every interface)")
     host, port = host or settings.api_host, port or settings.api_port
     check_listenable(host, port, "--host/--port, AUGLOOP_API_HOST/AUGLOOP_API_PORT")
     engine()  # migrate before accepting requests

@@ -132,6 +132,8 @@ def train(
 
     overrides: dict[str, Any] = {}
     if config is not None:
+        if config.is_dir():
+            fail(f"--config names a folder, not a YAML file: {config}")
         if not config.is_file():
             fail(f"config file not found: {config}")
         overrides.update(read_config_file(config))  # a TrainerError naming the file: exit 2 (augloop/console.py)

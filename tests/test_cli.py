@@ -526,6 +526,12 @@ def test_serve_and_ui_on_a_port_in_use_exit_2_naming_the_settings(settings) -> N
             assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in said and names in said, r.stderr
 
 
+def test_serve_with_an_empty_host_exits_2_instead_of_listening_on_the_default(settings) -> None:
+    """`--host ''` (an unset shell variable) served on AUGLOOP_API_HOST's address unsaid."""
+    r = run_augloop("serve", "--host", " ", "--port", "1", env=cli_env(settings), timeout=60)
+    assert r.returncode == 2 and "--host is empty" in r.stderr, (r.returncode, r.stderr)
+
+
 def test_the_cli_names_what_a_database_error_means_and_leaves_others_as_they_are() -> None:
     """A unique-key race (two imports creating one dataset) read "cannot be read"; any missing module read "a
     database augloop does not support". Each error is mapped for what it is."""

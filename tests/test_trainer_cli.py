@@ -119,6 +119,8 @@ def test_bad_input_exits_with_code_2(engine, tmp_path) -> None:  # type: ignore[
         (["train", name, "--set", "epochs"], "key=value"),
         (["train", name, "--seeds", "a,b"], "--seeds"),
         (["train", name, "--config", str(tmp_path / "missing.yaml")], "config file not found"),
+        # a folder read "config file not found", though it is there
+        (["train", name, "--config", str(tmp_path)], "names a folder, not a YAML file"),
         (["train", name, "--encoder", str(tmp_path / "no-model"), "--epochs", "1"], "cannot load encoder"),
         (["ensemble", "1"], "at least two"),
         (["ensemble", "x", "y"], "integers"),
