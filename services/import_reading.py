@@ -17,7 +17,7 @@ import re
 import sys
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -135,12 +135,26 @@ def declared_label(name: str) -> str:
 
 
 def detect_format(filename: str | None, head: bytes) -> str:
+    """The file's format by its name, else by its first bytes: Parquet's magic number, or a JSON object (JSON
+    Lines uploaded as `data.txt` was read as CSV, and its refusal listed columns like '{"text": "a"')."""
     name = (filename or "").lower()
     if name.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
     if name.endswith(".parquet") or head[:4] == b"PAR1":
         return "parquet"
+    if not name.endswith((".csv", ".tsv")) and head.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"{"):
+        return "jsonl"
     return "csv"
+
+
+UTF16_HINT = ": the file looks UTF-16 without a byte-order mark (every other byte is 0); save it as UTF-8"
+
+
+def _utf16_like(head: bytes | str) -> bool:
+    """Text of mostly ASCII characters in UTF-16 has a 0 byte in every other place."""
+    sample = head[:512]
+    zeros = sample.count(b"\x00" if isinstance(sample, bytes) else "\x00")
+    return len(sample) >= 8 and zeros * 3 >= len(sample)
 
 
 def _hint(offset: int, chunk: bytes) -> str:
@@ -148,6 +162,8 @@ def _hint(offset: int, chunk: bytes) -> str:
     text"); anything else is most often Windows-1252 or Latin-1 (Excel's plain "CSV")."""
     if offset <= 1 and chunk[:2] in (b"\xff\xfe", b"\xfe\xff"):
         return ": the file is UTF-16 (its first bytes say so); save it as UTF-8 (in Excel: 'CSV UTF-8')"
+    if _utf16_like(chunk):
+        return UTF16_HINT
     return ": the file is not UTF-8 (Windows-1252 or Latin-1?); save it as UTF-8 (in Excel: 'CSV UTF-8')"
 
 
@@ -172,7 +188,8 @@ def _lines(stream: BinaryIO) -> Iterator[str]:
             ) from None
         if "\x00" in decoded:
             line = newlines + decoded[: decoded.index("\x00")].count("\n") + 1
-            raise ImportRejected(line, "NUL character in the file (is it a binary file?)")
+            why = UTF16_HINT.removeprefix(": ") if consumed == 0 and _utf16_like(decoded) else "is it a binary file?"
+            raise ImportRejected(line, f"NUL character in the file ({why})")
         consumed += len(chunk)
         newlines += decoded.count("\n")
         pending = carry + decoded
@@ -189,6 +206,7 @@ def _lines(stream: BinaryIO) -> Iterator[str]:
 
 
 DELIMITERS = (",", ";", "\t", "|")
+_EXCEL_SEP = re.compile(r"sep=([,;\t|])\r?\n?")
 
 
 def delimiter_of(header: str) -> str:
@@ -213,21 +231,29 @@ def _csv_records(stream: BinaryIO) -> Iterator[Record]:
     first = next(lines, None)
     if first is None:
         raise ImportRejected(1, "the file is empty")
-    reader = csv.reader(itertools.chain([first], lines), delimiter=delimiter_of(first), strict=True)
+    skipped = 0  # lines before the header
+    delimiter = None
+    if sep := _EXCEL_SEP.fullmatch(first):  # Excel's first line naming the delimiter: "sep=;" was a column name
+        delimiter, skipped = sep.group(1), 1
+        first = next(lines, None)
+        if first is None:
+            raise ImportRejected(2, "the file has no header line after its 'sep=' line")
+    reader = csv.reader(itertools.chain([first], lines), delimiter=delimiter or delimiter_of(first), strict=True)
     try:
         header = next(reader)
     except StopIteration:
         raise ImportRejected(1, "the file is empty") from None
     except csv.Error as err:
-        raise ImportRejected(reader.line_num or 1, f"malformed CSV header: {err}") from None
+        raise ImportRejected(skipped + (reader.line_num or 1), f"malformed CSV header: {err}") from None
     header = [h.strip() for h in header]
+    as_read = list(header)
     if set(header) >= DENSE_EXPORT_SIGNATURE:  # a CSV export guards its header too (a task named "@stance")
         header = [spreadsheet_value(h) for h in header]
     named = [i for i, name in enumerate(header) if name]  # Excel pads a sheet with unnamed, empty columns
     if len({header[i] for i in named}) != len(named):
         raise ImportRejected(1, f"duplicate column names in the header: {header}")
     while True:
-        start = reader.line_num + 1
+        start = skipped + reader.line_num + 1
         try:
             values = next(reader)
         except StopIteration:
@@ -238,6 +264,11 @@ def _csv_records(stream: BinaryIO) -> Iterator[Record]:
             continue
         if len(values) != len(header):
             raise ImportRejected(start, f"expected {len(header)} fields, found {len(values)}")
+        # Two files joined (`cat a.csv b.csv`): the second's header became a sample, its task's name a class
+        if [v.strip().removeprefix("\ufeff").strip() for v in values] == as_read:
+            raise ImportRejected(
+                start, f"this line repeats the header (line {skipped + 1}): two files joined? remove it"
+            )
         yield start, {header[i]: values[i] for i in named}
 
 
@@ -313,6 +344,11 @@ def _jsonl_records(stream: BinaryIO) -> Iterator[Record]:
         # UTF-8 form, so the answer naming it was a 500 and a job's stored result broke every job list
         if (key := next((k for k in obj if unstorable(k)), None)) is not None:
             raise ImportRejected(n, f"the key {key!a} {unstorable(key)}: a column name must be plain text")
+        if any(k != k.strip() for k in obj):  # read stripped, as a CSV header's names and every task name are
+            names = [k.strip() for k in obj]
+            if len(set(names)) != len(names):
+                raise ImportRejected(n, f"the keys {sorted(obj)} name one column twice once their spaces are cut")
+            obj = dict(zip(names, obj.values(), strict=True))
         yield n, obj
 
 
@@ -321,14 +357,16 @@ def _parquet_records(stream: BinaryIO) -> Iterator[Record]:
 
     try:
         parquet = pq.ParquetFile(stream)
-        twice = sorted(name for name, n in Counter(parquet.schema_arrow.names).items() if n > 1)
+        # names read stripped, as a CSV header's and every task name are ("Bias " could never be a task)
+        names = [name.strip() for name in parquet.schema_arrow.names]
+        twice = sorted(name for name, n in Counter(names).items() if n > 1)
         if twice:  # a row read as a dict keeps the last of them: its labels, silently
             raise ImportRejected(1, f"column{'s' if len(twice) > 1 else ''} {twice} appear(s) twice in the header")
         batches = parquet.iter_batches(batch_size=CHUNK_ROWS)
         line = 2  # a Parquet "line" is the row number, counting the header as line 1 as in a CSV file
         for batch in batches:
-            for row in batch.to_pylist():
-                yield line, row
+            for values in zip(*(column.to_pylist() for column in batch.columns), strict=True):
+                yield line, dict(zip(names, values, strict=True))
                 line += 1
     except ImportRejected:
         raise
@@ -394,8 +432,11 @@ class RowValidator:
     """Checks records chunk by chunk; `known` holds an existing dataset's label sets (unknown labels are then
     errors). The first record fixes the columns."""
 
-    def __init__(self, spec: ImportSpec, known: dict[str, list[str]] | None) -> None:
+    def __init__(self, spec: ImportSpec, known: dict[str, list[str]] | None, undeclared: Sequence[str] = ()) -> None:
         self.spec = spec
+        # the dataset's tasks the import does not declare: a file with such a column would leave its labels
+        # out for good (a stored sample never changes: importing the file again skips every row as a duplicate)
+        self.undeclared = frozenset(undeclared)
         self.shown = {
             task: order
             for task in spec.tasks
@@ -425,9 +466,23 @@ class RowValidator:
         # check (NFC, storable, a name, in the label set) gives the same answer for the same cell
         self.checked: dict[tuple[str, str], str] = {}
 
+    def _undeclared_in(self, line: int, columns: Collection[str]) -> None:
+        if self.undeclared.isdisjoint(columns):
+            return
+        found = sorted(self.undeclared.intersection(columns))
+        raise ImportRejected(
+            line,
+            f"the file has a column of the dataset's task(s) {', '.join(repr(t) for t in found)}, which the import "
+            f"does not declare: its labels would be left out for good (an import never changes a stored sample); "
+            f"declare {'them' if len(found) > 1 else 'it'} too (augloop import -t; a `task` field over the API), or "
+            "remove the column",
+            field="task",
+        )
+
     def _columns(self, line: int, record: dict[str, Any]) -> None:
         spec = self.spec
         columns = set(record)
+        self._undeclared_in(line if self.sparse else 1, columns)
         if self.sparse:
             self.unseen = {task for task in spec.tasks if task not in columns}
         wanted = [spec.text_col, *(t for t in spec.tasks if t not in self.unseen)]
@@ -500,6 +555,8 @@ class RowValidator:
             self._columns(*records[0])
         rows: list[Row] = []
         for line, rec in records:
+            if self.sparse and self.undeclared:  # a JSONL record names only its own columns
+                self._undeclared_in(line, rec.keys())
             if self.unseen:
                 self.unseen.difference_update(rec.keys())
             if self.split_like:

@@ -236,13 +236,14 @@ class _Staged:
         known: dict[str, list[str]] | None,
         batch: Callable[[], AbstractContextManager[Any]],
         progress: ProgressFn,
+        undeclared: Sequence[str] = (),
     ) -> None:
         self.conn = conn
         self.spec = spec
         self.batch = batch
         self.progress = progress
         self.known = None if known is None else {t: list(v) for t, v in known.items()}  # as the rows were read
-        self.validator = RowValidator(spec, known)
+        self.validator = RowValidator(spec, known, undeclared)
         # The leak guard's measure and thresholds: the groups a file's split must not cut are the near-copies
         # the augment filter and the training view would call leaks.
         self.finder = NearDuplicateFinder(
@@ -555,7 +556,7 @@ def _format_of(stream: BinaryIO, filename: str | None, fmt: str | None) -> str:
     if fmt:
         return fmt
     here = stream.tell()
-    head = stream.read(4)
+    head = stream.read(64)
     stream.seek(here)
     return detect_format(filename, head)
 
@@ -609,6 +610,11 @@ def check_target(session: Session, spec: ImportSpec) -> tuple[Dataset | None, di
                 field="labels",
             )
     return dataset, known
+
+
+def _undeclared(dataset: Dataset | None, spec: ImportSpec) -> list[str]:
+    """The tasks of the dataset the file goes into that the import does not declare."""
+    return [] if dataset is None else [t for t in dataset.task_names() if t not in spec.tasks]
 
 
 def _check_tasks(spec: ImportSpec) -> None:
@@ -744,7 +750,7 @@ def import_stream(
     fmt = _format_of(stream, filename, fmt)
     conn = session.connection()
     staging.create(conn)
-    run = _Staged(conn, spec, known, nullcontext, report)
+    run = _Staged(conn, spec, known, nullcontext, report, _undeclared(dataset, spec))
     run.read(stream, fmt, _size(stream))
     _, split_info, across, n_across = run.plan_split()
     near = run.near_existing(session, dataset) if dataset is not None else ([], 0)
@@ -811,7 +817,7 @@ def import_path(
             staging.create(conn)
         with path.open("rb") as stream:
             fmt = _format_of(stream, filename or path.name, fmt)
-            run = _Staged(conn, spec, known, conn.begin, report)
+            run = _Staged(conn, spec, known, conn.begin, report, _undeclared(dataset, spec))
             run.read(stream, fmt, path.stat().st_size)
         _, split_info, across, n_across = run.plan_split()
         near: tuple[list[dict[str, Any]], int] = ([], 0)
