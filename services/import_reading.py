@@ -153,7 +153,7 @@ UTF16_HINT = ": the file looks UTF-16 without a byte-order mark (every other byt
 def _utf16_like(head: bytes | str) -> bool:
     """Text of mostly ASCII characters in UTF-16 has a 0 byte in every other place."""
     sample = head[:512]
-    zeros = sample.count(b"\x00" if isinstance(sample, bytes) else "\x00")
+    zeros = sample.count(b"\x00") if isinstance(sample, bytes) else sample.count("\x00")
     return len(sample) >= 8 and zeros * 3 >= len(sample)
 
 
