@@ -83,7 +83,7 @@ def create_impact_report(
     arm's seeds share their LR selection when it applies), and with `classical` one TF-IDF member per arm.
 
     `config` is shared by every arm; each arm then sets its own `variants`/`exclude_methods` and each run its
-    `seed`, so those keys of the caller's overrides do not survive.
+    `seed` (start_report refuses a request that gives them).
     """
     from services.training import create_training_runs, queue_runs
 
@@ -112,10 +112,11 @@ def create_impact_report(
     run_ids: dict[str, list[int]] = {}
     jobs = []
     for arm, overrides in arm_overrides(chosen).items():
+        arm_config = config.with_overrides(overrides)
         runs = create_training_runs(
             session,
             dataset,
-            config.with_overrides(overrides),
+            arm_config,
             seeds,
             name=f"impact {report.id} {arm}",
             created_by=created_by,
@@ -130,7 +131,7 @@ def create_impact_report(
             session,
             dataset,
             runs,
-            config.with_overrides(overrides),
+            arm_config,
             created_by=created_by,
             payload={"impact_report_id": report.id},
         )
@@ -358,20 +359,24 @@ def start_report(
     """Queue the trainer on originals only, all approved variants, and each method left out, × seeds (and
     the TF-IDF member per arm with `classical`); the project's leads (None: the operator)."""
     from services.datasets import dataset_named
-    from services.training import default_config
+    from services.training import check_budget_affords, check_seeds_given_once, default_config
 
     dataset = dataset_named(session, dataset_name, user, Need.lead)
     created_by = user.id if user else None
     if len(set(seeds)) != len(seeds):
         raise ValidationFailed("seeds must be distinct", field="seeds")
+    # what each arm sets itself: given, it was dropped without a word (a config.seed 7 trained seeds 1 and 2)
+    check_seeds_given_once(config_overrides, seeds)
+    for key in ("variants", "exclude_methods"):
+        if key in config_overrides:
+            raise ValidationFailed(
+                f"config.{key}: each arm of the report sets its own (originals only, all approved variants, each "
+                "method left out); leave it out",
+                field=f"config.{key}",
+            )
     config = default_config(config_overrides)
     check_config(config, seeds, user)
-    if config.budget_minutes is not None:
-        # As for a training request: a budget too short for any training is refused now (422 on
-        # budget_minutes), not after the arms' LR trials and runs have failed one by one in the worker.
-        from services.training_estimate import training_plan
-
-        training_plan(session, dataset_name, config_overrides, seeds, user)
+    check_budget_affords(session, dataset_name, config, config_overrides, seeds, user)  # before any arm trains
     report, jobs = create_impact_report(
         session, dataset, config, seeds=seeds, methods=methods, created_by=created_by, classical=classical
     )

@@ -101,9 +101,13 @@ def check_trainable(session: Session, dataset: Dataset, config: TrainConfig) -> 
     """What a run's job would refuse after the queue, said at request time: a task with fewer than two classes
     among the training view's texts (no classifier learns one class; a one-class task would also score a
     perfect, meaningless macro-F1 into the overall figure), or a task without labelled validation text (early
-    stopping, the LR selection and the decision rule read val). The job checks the final view again."""
+    stopping, the LR selection and the decision rule read val). The job checks the final view again
+    (trainer.examples.require_two_classes: exclusions and the leak guard may leave a class out)."""
     tasks = config.tasks or dataset.task_names()
-    counts = view_label_counts(session, dataset, {"original", "approved"}, {"train", "val"})
+    # the run's own view: originals alone when it leaves the variants out (`variants: none`, an impact report's
+    # originals arm), where a class only approved texts hold trained as one class and "succeeded"
+    view = {"original", "approved"} if config.variants == "approved" else {"original"}
+    counts = view_label_counts(session, dataset, view, {"train", "val"})
     train = {task: sorted(label for t, split, label, _n in counts if t == task and split == "train") for task in tasks}
     for task, labels in train.items():
         if len(labels) < 2:
@@ -228,16 +232,28 @@ def start_training(
     check_seeds_given_once(overrides, seeds)
     config = default_config(overrides)
     check_config(config, seeds, user)
-    if config.budget_minutes is not None:
-        # A budget the estimate finds too short for any training is refused now (422 on budget_minutes), not
-        # after the worker has spent LR trials on it; the worker plans again from the throughput it measures.
-        from services.training_estimate import training_plan
-
-        training_plan(session, dataset_name, overrides, seeds, user)
+    check_budget_affords(session, dataset_name, config, overrides, seeds, user)
     runs = create_training_runs(session, dataset, config, seeds, name=name, created_by=created_by, classical=classical)
     jobs = queue_runs(session, dataset, runs, config, created_by=created_by)
     check_capacity(session, dataset, user)
     return runs, jobs
+
+
+def check_budget_affords(
+    session: Session,
+    dataset_name: str,
+    config: TrainConfig,
+    overrides: dict[str, Any],
+    seeds: list[int],
+    user: User | None,
+) -> None:
+    """A budget the estimate finds too short for any training is refused now (422 on budget_minutes), not after
+    the worker has spent LR trials on it (or, at the command line, after its run was recorded and failed); the
+    run plans again from the throughput it measures."""
+    if config.budget_minutes is not None:
+        from services.training_estimate import training_plan
+
+        training_plan(session, dataset_name, overrides, seeds, user)
 
 
 def queue_runs(
@@ -455,8 +471,8 @@ def create_runs_for(
     settle_lost_jobs(session)  # runs whose process died before end now, before new ones join them
     dataset = dataset_named(session, dataset_name, None, field="dataset")
     check_seeds_given_once(overrides, seeds)
-    runs = create_training_runs(
-        session, dataset, default_config(overrides), seeds, name=name, created_by=created_by, classical=classical
-    )
+    config = default_config(overrides)
+    check_budget_affords(session, dataset_name, config, overrides, seeds, None)
+    runs = create_training_runs(session, dataset, config, seeds, name=name, created_by=created_by, classical=classical)
     jobs = enqueue_train_jobs(session, dataset.id, dataset.name, runs, created_by=created_by, held_by=held_by)
     return runs, jobs

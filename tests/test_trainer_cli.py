@@ -138,6 +138,23 @@ def test_bad_input_exits_with_code_2(engine, tmp_path) -> None:  # type: ignore[
         assert message in result.output, (args, result.output)
 
 
+def test_a_budget_too_short_to_train_is_refused_before_a_run_is_recorded(engine, tiny_encoder: str) -> None:
+    """In-process, the budget was checked only once the run had been recorded: exit 2, and a failed run in
+    `runs list` that nothing had trained (a queued request was refused before any)."""
+    from sqlalchemy import func, select
+
+    from db.models import TrainingRun
+    from db.session import session_scope
+
+    name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(
+        app, ["train", name, "--encoder", tiny_encoder, "--budget-minutes", "0.0001"]
+    )
+    assert result.exit_code == 2 and "budget_minutes" in result.output, result.output
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(TrainingRun)) == 0
+
+
 def test_queue_enqueues_the_lr_selection_or_a_train_job_per_seed(engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from sqlalchemy import func, select
 

@@ -116,6 +116,21 @@ def require_classes_in_subsample(tasks: list[TaskSpec], examples: list[Example],
             )
 
 
+def require_two_classes(tasks: list[TaskSpec], examples: list[Example]) -> None:
+    """Every task of the run's final training view holds two classes: the request counts originals and approved
+    texts, and a view without some of them (`exclude_methods`, texts the leak guard leaves out) trained one class
+    of a task and "succeeded"."""
+    for task in tasks:
+        held = {e.labels[task.name] for e in examples if e.labels.get(task.name) is not None}
+        if len(held) < 2:
+            what = f"only the class {next(iter(held))!r}" if held else "no labelled text"
+            raise TrainerError(
+                f"task {task.name!r} has {what} among the {len(examples)} training text(s) of this run's view: a "
+                "classifier needs two classes; label more texts, or leave the task out (config.tasks)",
+                field="config.tasks",
+            )
+
+
 def subsample(examples: list[T], n: int | None, seed: int) -> list[T]:
     """`n` of the examples (all when n is None or not smaller), drawn by `seed`, in their order: a run's
     `max_train_samples` (and the training estimate, which counts what the run will see)."""

@@ -307,7 +307,9 @@ def plan_run(
         )
     else:
         patience = config.patience
-    if budget is not None and steps < MIN_BUDGET_STEPS:
+    # refused only where the budget is what limits the run: a run its `epochs` bound (a small dataset, one
+    # epoch) makes the same steps at any budget, and a generous budget was refused for "affording" them
+    if budget is not None and steps < MIN_BUDGET_STEPS and epochs < config.epochs - 1e-9:
         raise TrainerError(
             f"config.budget_minutes: {config.budget_minutes:g} min afford {steps} optimizer steps at the "
             f"measured throughput; give at least {MIN_BUDGET_STEPS} steps' worth",

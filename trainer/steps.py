@@ -18,7 +18,7 @@ from transformers import set_seed
 
 from trainer.config import TrainConfig
 from trainer.data import Encoded, TrainBatches, encode, pad_batch
-from trainer.examples import SplitData, require_classes_in_subsample, subsample
+from trainer.examples import SplitData, require_classes_in_subsample, require_two_classes, subsample
 from trainer.losses import MultiTaskLoss, inverse_frequency_weights, smoothing_vector
 from trainer.model import MultiTaskModel, build_model
 from trainer.optim import build_optimizer, warmup_linear_schedule
@@ -268,6 +268,7 @@ def prepare(config: TrainConfig, data: SplitData, device: torch.device | None = 
     drawn = subsample(data.train, config.max_train_samples, config.seed)
     if config.max_train_samples is not None and len(drawn) < len(data.train):
         require_classes_in_subsample(data.tasks, drawn, config.max_train_samples)
+    require_two_classes(data.tasks, drawn)  # the final view: variants, exclusions and the leak guard applied
     data = SplitData(data.tasks, drawn, data.val, data.test, data.dataset)
     model, tokenizer = build_model(
         config.encoder,
