@@ -135,6 +135,41 @@ def test_expired_lease_is_requeued_and_the_old_worker_cannot_complete(any_engine
     assert job(any_engine, job_id).status == JobStatus.succeeded
 
 
+def test_a_job_queued_again_shows_no_progress_of_the_attempt_that_ended(any_engine, monkeypatch):
+    """A lost augment job read "queued, 1535 of 9531 done, 860 kept" until a worker took it up, and its next
+    attempt showed them until its first heartbeat; so did a failed attempt's retry and a job handed back."""
+    from core.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "job_retry_base_seconds", 0.0)
+    job_id = enqueue(any_engine)
+
+    def worked(worker: str, lease: float = 30) -> None:
+        assert queue.claim(any_engine, worker, lease_seconds=lease).id == job_id
+        queue.heartbeat(any_engine, job_id, worker, lease_seconds=lease, done=1535, total=9531, info={"kept": 860})
+
+    def shown() -> tuple:
+        row = job(any_engine, job_id)
+        return row.status, row.progress_done, row.progress_total, row.progress_info
+
+    worked("dead-worker", lease=1)
+    time.sleep(1.1)
+    with session_scope(any_engine) as s:
+        queue.requeue_expired(s)
+    assert shown() == (JobStatus.queued, 0, 9531, {})
+    worked("w2")
+    with session_scope(any_engine) as s:
+        queue.fail(s, job_id, "w2", "transient")  # retried
+    assert shown() == (JobStatus.queued, 0, 9531, {})
+    worked("w3")
+    with session_scope(any_engine) as s:
+        queue.release(s, job_id, "w3", "handed back at shutdown")
+    assert shown() == (JobStatus.queued, 0, 9531, {})
+    worked("w4")
+    with session_scope(any_engine) as s:
+        queue.fail(s, job_id, "w4", "the last attempt")  # a failed job keeps where it stopped
+    assert shown() == (JobStatus.failed, 1535, 9531, {"kept": 860})
+
+
 def test_expired_lease_without_attempts_left_fails(any_engine):
     with session_scope(any_engine) as s:
         job_id = queue.enqueue(s, "probe", {}, max_attempts=1).id
