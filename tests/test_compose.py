@@ -76,11 +76,14 @@ def test_the_api_believes_forwarded_addresses_from_the_ui_only(compose_config):
     assert ui_address.rsplit(".", 1)[0] == subnet.rsplit(".", 1)[0]
 
 
-def test_worker_reserves_one_nvidia_gpu_and_scales(compose_config):
+def test_the_worker_holds_every_gpu_with_a_process_pinned_to_each(compose_config):
+    """Docker gives every replica of a `count: 1` reservation device 0: `--scale worker=2` put both workers on
+    GPU 0. One container holds them all and `--gpus all` pins a worker process to each."""
     worker = compose_config["services"]["worker"]
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
-    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
-    assert "container_name" not in worker and "ports" not in worker  # --scale worker=N needs both absent
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}], devices
+    assert worker["command"] == ["augloop", "worker", "--gpus", "all"]
+    assert "container_name" not in worker and "ports" not in worker
     assert worker["environment"]["AUGLOOP_DATABASE_URL"].startswith("postgresql+psycopg://")
     # not /app, the source tree: a hub-id-shaped encoder name ("examples") would be read as a folder there
     assert worker["working_dir"] == "/srv/augloop-worker"
@@ -95,3 +98,26 @@ def test_the_commands_exist_in_the_cli(compose_config):
     for service in compose_config["services"].values():
         if "command" in service and service["command"][0] == "augloop":
             assert service["command"][1] in commands
+
+
+def test_the_operators_env_file_stays_out_of_the_image() -> None:
+    """`COPY . .` put the operator's .env (the database password) into an image layer, and the API and UI read
+    that build-time copy from /app while the worker did not."""
+    import fnmatch
+
+    patterns = [
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    def ignored(path: str) -> bool:  # Docker's rule: the last pattern that matches decides
+        verdict = False
+        for pattern in patterns:
+            negate = pattern.startswith("!")
+            if fnmatch.fnmatch(path, pattern.lstrip("!")):
+                verdict = not negate
+        return verdict
+
+    assert ignored(".env") and ignored(".env.production")
+    assert not ignored(".env.example")
