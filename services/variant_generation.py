@@ -53,6 +53,7 @@ from workers.augment.base import SourceHints
 from workers.augment.catalog import validate_request
 from workers.augment.filters import CandidateFilter
 from workers.augment.params import METHOD_PARAMS, FilterParams, parse
+from workers.augment.textspans import ProtectedTerms
 
 log = logging.getLogger("augloop.augment")
 
@@ -265,6 +266,9 @@ def generate_variants(
     rejections = _score_labels(inputs, kept, kept_labels, progress)
 
     with session_scope(engine) as session:
+        # Terms a lead protected while the job ran: the word-level methods skipped those read when it began, so
+        # a variant that replaced a word protected since is dropped here, as the rules below apply those in force
+        kept, newly_protected = _without_newly_protected(session, inputs, kept)
         ids, raced = insert_variants(session, dataset.id, job_id, kept, created_by)
         # The rules in force now decide, not those read when the job began (minutes or hours ago): a lead who
         # switched auto-approval or auto-rejection off meanwhile sees no variant decided by it. The dataset's
@@ -279,6 +283,8 @@ def generate_variants(
         dropped = candidate_filter.counts()
         # Stored meanwhile (another job, a concurrent commit): the unique index skipped them, a duplicate like any.
         dropped["duplicate"] = dropped.get("duplicate", 0) + raced
+        if newly_protected:
+            dropped["protected_term"] = newly_protected
         result = {
             "dataset": dataset.name,
             "methods": methods,
@@ -314,6 +320,23 @@ class _Pending:
     outcome: str
     reason: str | None = None
     note: str | None = None
+
+
+WORD_LEVEL_METHODS = frozenset({"wordnet", "mlm"})  # the methods that never replace a protected term
+
+
+def _without_newly_protected(
+    session: Session, inputs: JobInputs, kept: list[NewVariant]
+) -> tuple[list[NewVariant], int]:
+    """The kept variants less those of a word-level method that replaced a term protected since the job read
+    the dataset's terms, and how many were dropped."""
+    before = inputs.hints["protected"]
+    added = ProtectedTerms(set(protected_for(session, inputs.dataset).terms) - set(before.terms))
+    if not added:
+        return kept, 0
+    source_text = {s.sample_id: s.text for s in inputs.sources}
+    left = [v for v in kept if v.method not in WORD_LEVEL_METHODS or not added.lost(source_text[v.parent_id], v.text)]
+    return left, len(kept) - len(left)
 
 
 def _score_labels(

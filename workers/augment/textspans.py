@@ -166,6 +166,13 @@ class ProtectedTerms:
         lowered = term_key(word)  # "café" typed either way is the term
         return lowered in self._forms or any(lemma in self._forms for lemma in _lemmas(lowered))
 
+    def lost(self, source: str, variant: str) -> bool:
+        """Whether `variant` no longer holds a word of `source` that these terms protect (a word replaced)."""
+        if not self._forms:
+            return False
+        kept = {term_key(w.text) for w in words(variant)}
+        return any(term_key(w.text) not in kept for w in words(source) if self.covers(w.text))
+
 
 @lru_cache(maxsize=100_000)
 def _lemmas(word: str) -> frozenset[str]:
