@@ -42,6 +42,10 @@ EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)(:
 
 POLL_SECONDS = 0.5
 KILL_GRACE_SECONDS = 30
+QUIET_SECONDS = 2.0  # without an event this long, the job's cancellation and lease are read all the same
+# After a stop was asked, the processes checkpoint at their next optimizer step and exit; one that has not
+# answered by then is hung (a stuck GPU, node or network: the `stop` file is read in a collective) and is ended
+STOP_WAIT_SECONDS = 300
 LOG_FILE = "torchrun.log"
 RELAYED_BY_LAUNCHER = {"stopped", "error", "saved"}  # outcomes read here, not progress for the job
 
@@ -89,20 +93,34 @@ def train_distributed(
             env={**os.environ},
         )
         outcome: dict[str, Any] = {}
+        heard = time.monotonic()
+        stop_asked: float | None = None
         try:
             with (job_dir / PROGRESS_FILE).open(encoding="utf-8") as events:
                 while True:
                     finished = proc.poll() is not None
                     for line in _complete_lines(events):
                         event = json.loads(line)
+                        heard = time.monotonic()
                         if event["event"] in RELAYED_BY_LAUNCHER:
                             outcome[event["event"]] = event
                         else:
                             progress(event)  # raises when the job was cancelled or its lease lost
                     if finished:
                         break
-                    if should_stop() and not (job_dir / STOP_FILE).exists():
+                    if time.monotonic() - heard >= QUIET_SECONDS:
+                        # no event (a long validation, a hung process): a cancellation was read only with the
+                        # next event, and the lease, renewed meanwhile, showed the job alive
+                        progress({"event": "waiting"})
+                        heard = time.monotonic()
+                    if should_stop() and stop_asked is None:
                         (job_dir / STOP_FILE).touch()
+                        stop_asked = time.monotonic()
+                    if stop_asked is not None and time.monotonic() - stop_asked > STOP_WAIT_SECONDS:
+                        raise RuntimeError(
+                            f"the distributed training processes did not stop within {STOP_WAIT_SECONDS} s of the "
+                            "stop request (a process hung?): ended; the run resumes from its last checkpoint"
+                        )
                     time.sleep(POLL_SECONDS)
         except BaseException:
             _kill(proc)
@@ -116,11 +134,13 @@ def train_distributed(
         raise TrainingStopped(int(outcome["stopped"]["steps_done"]), saved=bool(outcome["stopped"]["saved"]))
     if "error" in outcome:  # the trainer refused the config or data (BAD_INPUT_EXIT)
         raise TrainerError(outcome["error"]["message"], field=outcome["error"].get("field"))
-    tail = log_excerpt((job_dir / LOG_FILE).read_bytes().decode("utf-8", "replace"))
+    output = (job_dir / LOG_FILE).read_bytes().decode("utf-8", "replace")
     # Their output (tracebacks through the server's files) is the operator's: the worker's log. The job's
     # error, which the project's members read, names the exception.
-    logger.error("the distributed training processes exited with status %s; their output ends:\n%s", code, tail)
-    raise RuntimeError(f"the distributed training processes exited with status {code}: {last_exception(tail)}")
+    logger.error(
+        "the distributed training processes exited with status %s; their output ends:\n%s", code, log_excerpt(output)
+    )
+    raise RuntimeError(f"the distributed training processes exited with status {code}: {last_exception(output)}")
 
 
 def log_excerpt(output: str, limit: int = 3000) -> str:
@@ -136,9 +156,21 @@ def log_excerpt(output: str, limit: int = 3000) -> str:
     return f"{report}\n[...]\n{end}"
 
 
+# torchrun's summary names the process that failed first: its exception is the cause, the others' ("Connection
+# closed by peer") the consequence
+ROOT_CAUSE_RANK = re.compile(r"Root Cause \(first observed failure\):.*?\brank\s*:\s*(\d+)", re.S)
+
+
 def last_exception(output: str) -> str:
-    """The last `SomeError: message` line of the processes' output, or a pointer to the log."""
-    for line in reversed(output.splitlines()):
+    """The exception of the process torchrun names as the root cause (its first `SomeError: message` line: the
+    original of a chain), else the last such line of the processes' output, or a pointer to the log."""
+    lines = output.splitlines()
+    if cause := ROOT_CAUSE_RANK.search(output):
+        own = (f"[rank{cause.group(1)}]:", f"[default{cause.group(1)}]:")
+        for line in lines:
+            if line.strip().startswith(own) and EXCEPTION_LINE.match(said := RANK_PREFIX.sub("", line.strip())):
+                return said[:500]
+    for line in reversed(lines):
         line = RANK_PREFIX.sub("", line.strip())
         if EXCEPTION_LINE.match(line):
             return line[:500]

@@ -183,3 +183,155 @@ def test_a_launcher_reaped_while_a_rank_looks_at_it_counts_as_gone(monkeypatch: 
     finally:
         child.kill()
         child.wait()
+
+
+def _two_nodes(jobs: list[Path]) -> list[subprocess.CompletedProcess[str]]:
+    """Two torchrun "nodes" on this machine, one process each, node i reading jobs[i] (its own copy of the
+    request, as each node of a cluster has its own disk)."""
+    import socket
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                f"--node-rank={i}",
+                "--nproc-per-node=1",
+                "--master-addr=127.0.0.1",
+                f"--master-port={port}",
+                "--max-restarts=0",
+                "-m",
+                "trainer.distributed",
+                "--job-dir",
+                str(job),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i, job in enumerate(jobs)
+    ]
+    out = []
+    for node in nodes:
+        try:
+            stdout, _ = node.communicate(timeout=180)  # the group's timeout is 30 minutes: a hang fails here
+        except subprocess.TimeoutExpired:
+            for other in nodes:
+                other.kill()
+            raise AssertionError("a node still waits for the other: the processes hung") from None
+        out.append(subprocess.CompletedProcess(node.args, node.returncode, stdout, ""))
+    return out
+
+
+def _events(job: Path) -> list[dict[str, Any]]:
+    path = job / PROGRESS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_nodes_that_read_different_requests_are_refused_on_every_node_not_left_waiting(
+    tiny_encoder: str, tmp_path: Path
+) -> None:
+    """Node 1 reading other examples (45 against 53 texts) left both waiting in mismatched collectives until the
+    group's 30-minute timeout (texts of the same count trained apart, silently); a request node 1 refused (another
+    nproc) left node 0 in its rendezvous, and its progress file empty."""
+    config = fast_config(tiny_encoder, batch_size=4, nproc=2, epochs=1).to_dict()
+    jobs = [tmp_path / "node0", tmp_path / "node1"]
+    write_request(jobs[0], config, synthetic_split(n_train=45))
+    write_request(jobs[1], config, synthetic_split(n_train=53))
+    for done in _two_nodes(jobs):
+        assert done.returncode != 0, done.stdout[-2000:]
+    error = next(e for e in _events(jobs[0]) if e["event"] == "error")
+    assert "the processes disagree on the run" in error["message"], error
+
+    for job in jobs:
+        shutil.rmtree(job)
+    write_request(jobs[0], config, synthetic_split(n_train=45))
+    write_request(jobs[1], {**config, "nproc": 3}, synthetic_split(n_train=45))
+    for done in _two_nodes(jobs):
+        assert done.returncode != 0, done.stdout[-2000:]
+    error = next(e for e in _events(jobs[0]) if e["event"] == "error")
+    assert error["message"] == "process 1 refused the run: config.nproc is 3 but torchrun started 2 processes"
+    assert error["field"] == "config.nproc"
+
+
+def test_a_stop_an_earlier_run_left_is_not_read_where_an_operator_runs_it(tmp_path: Path) -> None:
+    """Rerunning the same command after a stop resumed, and stopped again one step later: the earlier `stop`
+    file was still there. Under the worker, any `stop` counts (it may ask before the processes start)."""
+    import os
+    import time
+
+    from trainer.distributed import _stop_asked
+
+    stop = tmp_path / "stop"
+    assert not _stop_asked(stop, None) and not _stop_asked(stop, time.time())
+    stop.touch()
+    os.utime(stop, (time.time() - 60, time.time() - 60))  # left by the earlier run
+    assert _stop_asked(stop, None)  # the worker's launch
+    assert not _stop_asked(stop, time.time() - 1)  # an operator's: made before this run started
+    stop.touch()  # asked now
+    assert _stop_asked(stop, time.time() - 1)
+
+
+def test_the_failed_process_torchrun_names_is_the_error_not_the_peers_it_took_down() -> None:
+    """A full disk on rank 0 read "Connection closed by peer" (rank 1's consequence, last in the output)."""
+    from services.distributed_training import last_exception
+
+    output = (
+        "[rank0]: Traceback (most recent call last):\n"
+        "[rank0]: OSError: [Errno 28] No space left on device\n"
+        "[rank1]: RuntimeError: [../gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:21912\n"
+        + "W1207 torch/distributed/elastic/multiprocessing/api.py] Sending process 1 closing signal SIGTERM\n"
+        * 40
+        + "Root Cause (first observed failure):\n[0]:\n  time      : 2026-12-07_03:00:00\n  host      : node\n"
+        "  rank      : 0 (local_rank: 0)\n  exitcode  : 1 (pid: 42)\n"
+    )
+    assert last_exception(output) == "OSError: [Errno 28] No space left on device"
+
+
+def test_a_cancellation_reaches_processes_that_report_nothing_and_a_stop_they_ignore_ends_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hung process (a stuck GPU, node or network) sends no event: the job's cancellation, read only with an
+    event, never came, and a stop (read by the processes in a collective) was never answered."""
+    import sys
+    import time
+
+    import services.distributed_training as launcher
+    from tests.trainer_fixtures import synthetic_split as split
+
+    silent = [sys.executable, "-c", "import time; time.sleep(120)"]
+    monkeypatch.setattr(launcher, "launch_command", lambda *args, **kwargs: silent)
+    monkeypatch.setattr(launcher, "QUIET_SECONDS", 0.5)
+    config = TrainConfig.from_dict({"encoder": "unused", "nproc": 2, "device": "cpu"})
+
+    class Cancelled(Exception):
+        pass
+
+    def progress(event: dict[str, Any]) -> None:
+        if event["event"] == "waiting":
+            raise Cancelled  # as the job's callback raises once the job was cancelled
+
+    began = time.monotonic()
+    with pytest.raises(Cancelled):
+        launcher.train_distributed(
+            config, split(), job_dir=tmp_path / "a", checkpoint_dir=None, progress=progress, should_stop=lambda: False
+        )
+    assert time.monotonic() - began < 30
+    monkeypatch.setattr(launcher, "STOP_WAIT_SECONDS", 1.0)
+    began = time.monotonic()
+    with pytest.raises(RuntimeError, match="did not stop within"):
+        launcher.train_distributed(
+            config,
+            split(),
+            job_dir=tmp_path / "b",
+            checkpoint_dir=None,
+            progress=lambda e: None,
+            should_stop=lambda: True,
+        )
+    assert time.monotonic() - began < 30

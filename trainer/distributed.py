@@ -32,6 +32,7 @@ import gc
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,11 +118,14 @@ class Watched:
 
 
 def _device_and_backend(config: Any, local_rank: int) -> tuple[Any, str]:
+    """The process's device and the group's backend; without a config (this node's request was refused), as
+    `device: auto` would have them, so that the process still joins the group and tells the others why."""
     import torch
 
-    wants_cuda = config.device in ("auto", "cuda") and torch.cuda.is_available()
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"config.device is {config.device!r} but no CUDA device is available")
+    device_asked = "auto" if config is None else config.device
+    wants_cuda = device_asked in ("auto", "cuda") and torch.cuda.is_available()
+    if device_asked.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"config.device is {device_asked!r} but no CUDA device is available")
     if wants_cuda:
         if local_rank >= torch.cuda.device_count():
             raise RuntimeError(f"process {local_rank} has no GPU: this node sees {torch.cuda.device_count()}")
@@ -161,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     # torchrun, which started this process, read first (before the seconds of torch's imports): killed with the
     # worker alive, it leaves its processes to the system (a parent of 1: it is gone already)
     launcher_pid = os.getppid()
+    started = time.time()  # a `stop` file older than this is an earlier run's, where no launcher watches (below)
     args = parser.parse_args(argv)
     if launcher_pid == 1:
         return 1
@@ -187,23 +192,44 @@ def main(argv: list[str] | None = None) -> int:
     watched = Watched(args.watch_pid) if args.watch_pid is not None else None
     report = Reporter(job_dir / PROGRESS_FILE) if rank == 0 else None
     try:
-        request = json.loads((job_dir / REQUEST_FILE).read_text(encoding="utf-8"))
-        config = TrainConfig.from_dict(request["config"])
-        if config.nproc != world:
-            raise TrainerError(
-                f"config.nproc is {config.nproc} but torchrun started {world} processes", field="config.nproc"
-            )
-        data = split_from_dict(request["data"])
+        refusal: TrainerError | None = None
+        config = None
+        try:
+            request = json.loads((job_dir / REQUEST_FILE).read_text(encoding="utf-8"))
+            config = TrainConfig.from_dict(request["config"])
+            if config.nproc != world:
+                raise TrainerError(
+                    f"config.nproc is {config.nproc} but torchrun started {world} processes", field="config.nproc"
+                )
+            data = split_from_dict(request["data"])
+        except TrainerError as err:
+            refusal = err
         device, backend = _device_and_backend(config, local_rank)
-        if device.type == "cpu" and config.num_threads is None:  # the node's cores, shared by its processes
+        if config is not None and device.type == "cpu" and config.num_threads is None:  # the node's cores
             config = config.with_overrides({"num_threads": max(1, available_cpus() // local_world)})
         if world > 1:
             dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
         group = Group(rank, world, str(device) if device.type == "cuda" else "cpu")
+        # A refusal on any node reaches every process: rank 0 reports it, and none waits for the others until
+        # the group's timeout (a node whose request said another nproc left node 0 in its rendezvous, unsaid).
+        refusals = group.gather(None if refusal is None else (refusal.message, refusal.field))
+        refused = next(((r, said) for r, said in enumerate(refusals) if said is not None), None)
+        if refused is not None:
+            by, (message, field) = refused
+            raise TrainerError(message if by == rank else f"process {by} refused the run: {message}", field=field)
+        assert config is not None
         stop_file = job_dir / STOP_FILE
+        # Under the worker (it watches the launcher), any `stop` counts: it may ask before the processes start.
+        # Run by an operator, a `stop` left by an earlier run's stop does not: rerunning the same command
+        # resumed, and stopped again after one step.
+        stop_since = None if watched is not None else started
 
         def should_stop() -> bool:  # asked at every optimizer step; the ranks agree on the step (group.flags)
-            return stop_file.exists() or (watched is not None and not watched.alive()) or not launcher.alive()
+            return (
+                _stop_asked(stop_file, stop_since)
+                or (watched is not None and not watched.alive())
+                or not launcher.alive()
+            )
 
         control = LoopControl(checkpoint_dir=args.checkpoint_dir, should_stop=should_stop, group=group)
         result = train_process(config, data, progress=report, control=control, device=device)
@@ -240,6 +266,15 @@ def main(argv: list[str] | None = None) -> int:
             # traceback: freed first, while the group stands, rather than at the interpreter's teardown.
             gc.collect()
             dist.destroy_process_group()
+
+
+def _stop_asked(stop_file: Path, since: float | None) -> bool:
+    """Whether `stop_file` exists, and was made at `since` or later when given."""
+    try:
+        made = stop_file.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return since is None or made >= since
 
 
 def _exit_now(code: int) -> None:

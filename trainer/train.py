@@ -309,6 +309,17 @@ def train_process(
     config, pooling_reason = with_pooling_resolved(config)
     fp = checkpoint.fingerprint(config, data)
     resume, why_not = checkpoint.load(control.checkpoint_dir, fp)
+    if group.distributed:
+        # Each process read its own request and checkpoint (across nodes, each node's copy): processes that
+        # differ waited on each other's collectives until the group's timeout, or trained silently apart.
+        seen = group.gather((fp, resume.loop.steps_done if resume else None))
+        if any(s != seen[0] for s in seen):
+            raise TrainerError(
+                "the processes disagree on the run (config and data fingerprint, checkpoint step, per process: "
+                f"{[(f[:12], step) for f, step in seen]}): every node must read the same request and the same "
+                "checkpoint directory",
+                field="config.nproc",
+            )
     run = prepare(config, data, device)
     throughput = None
     if config.budget_minutes is not None:
