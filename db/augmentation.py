@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.orm import Session, aliased
 
@@ -226,6 +226,15 @@ def insert_variants(
     session.flush()
     ids = [inserted[v.content_hash] for v in variants if v.content_hash in inserted]
     return list(dict.fromkeys(ids)), len(variants) - len(inserted)
+
+
+def delete_inserted(session: Session, dataset_id: int, job_id: int, hashes: Sequence[str]) -> list[int]:
+    """Delete what job `job_id` stored in the dataset under the given hashes (in its own, uncommitted
+    transaction); their ids."""
+    ids = sorted(inserted_ids(session, dataset_id, job_id, hashes).values())
+    for chunk in chunked(ids):
+        session.execute(delete(Sample).where(Sample.id.in_(chunk)).execution_options(synchronize_session=False))
+    return ids
 
 
 def inserted_ids(session: Session, dataset_id: int, job_id: int, hashes: Sequence[str]) -> dict[str, int]:

@@ -32,6 +32,7 @@ from db.augmentation import (
     AutomaticDecision,
     NewVariant,
     SourceRow,
+    delete_inserted,
     existing_hashes,
     insert_variants,
     inserted_ids,
@@ -268,7 +269,8 @@ def generate_variants(
     with session_scope(engine) as session:
         # Terms a lead protected while the job ran: the word-level methods skipped those read when it began, so
         # a variant that replaced a word protected since is dropped here, as the rules below apply those in force
-        kept, newly_protected = _without_newly_protected(session, inputs, kept)
+        terms: ProtectedTerms = inputs.hints["protected"]
+        kept, newly_protected, terms = _without_newly_protected(session, inputs, kept, terms)
         ids, raced = insert_variants(session, dataset.id, job_id, kept, created_by)
         # The rules in force now decide, not those read when the job began (minutes or hours ago): a lead who
         # switched auto-approval or auto-rejection off meanwhile sees no variant decided by it. The dataset's
@@ -276,6 +278,17 @@ def generate_variants(
         # holds up every decision while it waits for the row, does not wait for them), so a change of the
         # rules waits for these decisions or comes first.
         now = locked_settings(session, dataset)
+        # Read again under the row a terms edit holds too (Postgres: one committed while the variants were
+        # inserted; SQLite's edit waits for this writer): what it protected is deleted from what was inserted.
+        left, late, _ = _without_newly_protected(session, inputs, kept, terms)
+        if late:
+            staying = {id(v) for v in left}
+            hashes = [v.content_hash for v in kept if id(v) not in staying]
+            gone = set(delete_inserted(session, dataset.id, job_id, hashes))
+            kept, ids, newly_protected = left, [i for i in ids if i not in gone], newly_protected + len(gone)
+        if newly_protected:
+            for method, figures in per_method.items():
+                figures["kept"] = sum(1 for v in kept if v.method == method)
         automatic = _rejections_in_force(rejections, inputs.settings, now)
         rule = auto_approval.rule_in(now)
         automatic += _auto_approve(rule, kept, {id(d.variant) for d in automatic})
@@ -326,17 +339,17 @@ WORD_LEVEL_METHODS = frozenset({"wordnet", "mlm"})  # the methods that never rep
 
 
 def _without_newly_protected(
-    session: Session, inputs: JobInputs, kept: list[NewVariant]
-) -> tuple[list[NewVariant], int]:
-    """The kept variants less those of a word-level method that replaced a term protected since the job read
-    the dataset's terms, and how many were dropped."""
-    before = inputs.hints["protected"]
-    added = ProtectedTerms(set(protected_for(session, inputs.dataset).terms) - set(before.terms))
+    session: Session, inputs: JobInputs, kept: list[NewVariant], checked: ProtectedTerms
+) -> tuple[list[NewVariant], int, ProtectedTerms]:
+    """The kept variants less those of a word-level method that replaced a term the dataset protects now and
+    `checked` (the terms they were checked against) did not, how many were dropped, and the terms now."""
+    now = protected_for(session, inputs.dataset)
+    added = ProtectedTerms(set(now.terms) - set(checked.terms))
     if not added:
-        return kept, 0
+        return kept, 0, now
     source_text = {s.sample_id: s.text for s in inputs.sources}
     left = [v for v in kept if v.method not in WORD_LEVEL_METHODS or not added.lost(source_text[v.parent_id], v.text)]
-    return left, len(kept) - len(left)
+    return left, len(kept) - len(left), now
 
 
 def _score_labels(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -170,8 +171,9 @@ class ProtectedTerms:
         """Whether `variant` no longer holds a word of `source` that these terms protect (a word replaced)."""
         if not self._forms:
             return False
-        kept = {term_key(w.text) for w in words(variant)}
-        return any(term_key(w.text) not in kept for w in words(source) if self.covers(w.text))
+        kept = Counter(term_key(w.text) for w in words(variant))
+        held = Counter(term_key(w.text) for w in words(source) if self.covers(w.text))
+        return any(kept[word] < n for word, n in held.items())  # one of two copies replaced is one lost
 
 
 @lru_cache(maxsize=100_000)
