@@ -17,7 +17,7 @@ import re
 import sys
 import unicodedata
 from collections import Counter
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -104,8 +104,10 @@ class ImportSpec:
     def __post_init__(self) -> None:
         # As every door takes them: a task may be given as "bias,message", and an empty column name means none.
         self.tasks = [t.strip() for item in self.tasks for t in item.split(",") if t.strip()]
-        self.split_col = self.split_col or None
-        self.id_col = self.id_col or None
+        # Column names are read stripped in every format: so are the ones named (" text" found no column since)
+        self.text_col = self.text_col.strip() or self.text_col
+        self.split_col = (self.split_col or "").strip() or None
+        self.id_col = (self.id_col or "").strip() or None
         if self.split is not None:  # an alias (dev, validation, …) reads as its split; anything else is refused
             self.split = SPLIT_ALIASES.get(self.split.strip().lower(), self.split.strip()) or None
         # Declared label names stripped and in NFC, as every label read from the file (_label_at): a declared
@@ -142,9 +144,20 @@ def detect_format(filename: str | None, head: bytes) -> str:
         return "jsonl"
     if name.endswith(".parquet") or head[:4] == b"PAR1":
         return "parquet"
-    if not name.endswith((".csv", ".tsv")) and head.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"{"):
+    if not name.endswith((".csv", ".tsv")) and _a_json_object(head.removeprefix(b"\xef\xbb\xbf").lstrip()):
         return "jsonl"
     return "csv"
+
+
+def _a_json_object(head: bytes) -> bool:
+    """Whether the first line of `head` is a JSON object (a CSV header may begin with "{" too: `{id},text`)."""
+    first, newline, _rest = head.partition(b"\n")
+    if not first.startswith(b"{") or not newline:
+        return False
+    try:
+        return isinstance(json.loads(first), dict)
+    except ValueError:
+        return False
 
 
 UTF16_HINT = ": the file looks UTF-16 without a byte-order mark (every other byte is 0); save it as UTF-8"
@@ -206,7 +219,7 @@ def _lines(stream: BinaryIO) -> Iterator[str]:
 
 
 DELIMITERS = (",", ";", "\t", "|")
-_EXCEL_SEP = re.compile(r"sep=([,;\t|])\r?\n?")
+_EXCEL_SEP = re.compile(r"(\"?)sep=([,;\t|])\1\r?\n?")  # quoted by some tools: "sep=;"
 
 
 def delimiter_of(header: str) -> str:
@@ -234,7 +247,7 @@ def _csv_records(stream: BinaryIO) -> Iterator[Record]:
     skipped = 0  # lines before the header
     delimiter = None
     if sep := _EXCEL_SEP.fullmatch(first):  # Excel's first line naming the delimiter: "sep=;" was a column name
-        delimiter, skipped = sep.group(1), 1
+        delimiter, skipped = sep.group(2), 1
         first = next(lines, None)
         if first is None:
             raise ImportRejected(2, "the file has no header line after its 'sep=' line")
@@ -412,6 +425,13 @@ def _names_a_split(cell: Any) -> bool:
     return isinstance(cell, str) and cell.strip().lower() in SPLIT_ALIASES
 
 
+def _blank(value: Any) -> bool:
+    try:
+        return _cell(value) is None
+    except ValueError:  # an object, a list: something, though no label
+        return False
+
+
 def _cell_at(line: int, record: dict[str, Any], column: str, what: str, field: str) -> str | None:
     try:
         return _cell(record.get(column))
@@ -466,10 +486,12 @@ class RowValidator:
         # check (NFC, storable, a name, in the label set) gives the same answer for the same cell
         self.checked: dict[tuple[str, str], str] = {}
 
-    def _undeclared_in(self, line: int, columns: Collection[str]) -> None:
-        if self.undeclared.isdisjoint(columns):
+    def _undeclared_in(self, line: int, record: dict[str, Any]) -> None:
+        """A label in a column of a task the import does not declare (a blank or null one loses nothing: a
+        template's, or an export's column of a task the file's texts are not labelled in)."""
+        found = sorted(t for t in self.undeclared if t in record and not _blank(record[t]))
+        if not found:
             return
-        found = sorted(self.undeclared.intersection(columns))
         raise ImportRejected(
             line,
             f"the file has a column of the dataset's task(s) {', '.join(repr(t) for t in found)}, which the import "
@@ -482,7 +504,6 @@ class RowValidator:
     def _columns(self, line: int, record: dict[str, Any]) -> None:
         spec = self.spec
         columns = set(record)
-        self._undeclared_in(line if self.sparse else 1, columns)
         if self.sparse:
             self.unseen = {task for task in spec.tasks if task not in columns}
         wanted = [spec.text_col, *(t for t in spec.tasks if t not in self.unseen)]
@@ -555,8 +576,8 @@ class RowValidator:
             self._columns(*records[0])
         rows: list[Row] = []
         for line, rec in records:
-            if self.sparse and self.undeclared:  # a JSONL record names only its own columns
-                self._undeclared_in(line, rec.keys())
+            if self.undeclared:
+                self._undeclared_in(line, rec)
             if self.unseen:
                 self.unseen.difference_update(rec.keys())
             if self.split_like:

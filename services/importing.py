@@ -552,11 +552,14 @@ def _size(stream: BinaryIO) -> int:
         return 0
 
 
+FORMAT_PROBE_BYTES = 256 * 1024  # a first JSON Lines record of the longest text allowed fits
+
+
 def _format_of(stream: BinaryIO, filename: str | None, fmt: str | None) -> str:
     if fmt:
         return fmt
     here = stream.tell()
-    head = stream.read(64)
+    head = stream.read(FORMAT_PROBE_BYTES)
     stream.seek(here)
     return detect_format(filename, head)
 

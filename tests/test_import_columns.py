@@ -50,6 +50,18 @@ def test_a_file_with_a_column_of_a_task_the_import_leaves_out_is_refused(db_sess
         select(func.count()).select_from(SampleLabel).join(Sample).where(Sample.text == "d four")
     )
     assert stored == 2
+    # the column left blank or null loses nothing (a template's, an export's column of an unlabelled task):
+    # imported as before; a label further down is refused naming its line
+    blank = _csv(["text,bias,topic,split", "h eight,x,,train", "i nine,y, ,train"])
+    assert import_file(db_session, blank, ImportSpec(dataset="d", tasks=["bias"])).imported == 2
+    nulls = "\n".join(json.dumps({"text": f"j {n}", "bias": "x", "topic": None}) for n in ("ten", "eleven"))
+    assert (
+        import_file(db_session, nulls.encode(), ImportSpec(dataset="d", tasks=["bias"]), filename="n.jsonl").imported
+        == 2
+    )
+    late = _csv(["text,bias,topic,split", "k twelve,x,,train", "l thirteen,y,q,train"])
+    with pytest.raises(ValidationFailed, match="line 3: the file has a column"):
+        import_file(db_session, late, ImportSpec(dataset="d", tasks=["bias"]))
 
 
 def test_a_header_repeated_mid_file_is_refused_naming_its_line(db_session) -> None:  # type: ignore[no-untyped-def]
@@ -82,6 +94,10 @@ def test_keys_and_column_names_are_read_stripped_in_every_format(db_session) -> 
     assert result.imported == 9
     labels = db_session.scalar(select(Dataset).where(Dataset.name == "p")).labels_of("Bias")
     assert sorted(labels) == ["a", "b"]
+    # a column named with its spaces finds the column read without them (" text" was found before)
+    spaced = "\n".join(json.dumps({" text": f"spaced {i}", "bias": "ab"[i % 2]}) for i in range(6)).encode()
+    spec = ImportSpec(dataset="s", tasks=["bias"], text_col=" text ")
+    assert import_file(db_session, spaced, spec, filename="x.jsonl").imported == 6
     # two names that are one once stripped are refused, as a CSV header's are
     twice = json.dumps({"text": "t", "bias": "a", "bias ": "b"}).encode()
     with pytest.raises(ValidationFailed, match="name one column twice"):
@@ -103,6 +119,11 @@ def test_what_spreadsheets_and_other_tools_write_is_read_or_named(db_session) ->
     # JSON Lines uploaded under another ending (data.txt) was read as CSV, its columns '{"text": "…"'
     jsonl = "\n".join(json.dumps({"text": f"post {i}", "bias": "ab"[i % 2]}) for i in range(6)).encode()
     assert import_file(db_session, jsonl, ImportSpec(dataset="t", tasks=["bias"]), filename="data.txt").imported == 6
+    # a CSV whose header begins with "{" is still CSV under another ending; a quoted "sep=;" is Excel's line too
+    braces = _csv(["{id},text,bias", "1,first post,a", "2,second post,b"])
+    assert import_file(db_session, braces, ImportSpec(dataset="b", tasks=["bias"]), filename="data.txt").imported == 2
+    quoted = _csv(['"sep=;"', "text;bias", "one, with a comma;a", "two;b"])
+    assert import_file(db_session, quoted, ImportSpec(dataset="q", tasks=["bias"])).imported == 2
     # UTF-16 without a byte-order mark: "is it a binary file?" and "Windows-1252?" sent the user elsewhere
     for encoding in ("utf-16-le", "utf-16-be"):
         for text in ("text,bias\nplain,a\n", "text,bias\ncafé,a\n"):
