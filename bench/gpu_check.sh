@@ -5,7 +5,10 @@
 #      augmenters vs nlpaug on the same GPU, texts and real-size random models (bench/gpu_probe.py augment);
 #   2. training throughput of the product's trainer with AMP off, bf16 and fp16 (gpu_probe.py train);
 #   3. DDP on every GPU present (torchrun, NCCL, bf16): samples/s, scaling against one GPU, and a check that the
-#      replicas' weights stay identical (gpu_probe.py ddp).
+#      replicas' weights stay identical (gpu_probe.py ddp);
+#   4. the product's distributed training path on every GPU present, as a worker runs a run with nproc > 1
+#      (services.distributed_training → torchrun → trainer.distributed: NCCL collectives, checkpoint, saved
+#      run) (gpu_probe.py trainer_ddp).
 # Writes bench/results/gpu_check.json (a JSON list of {"metric","value","target","unit"}), then prints it.
 #
 #   bench/gpu_check.sh                # on a machine with a CUDA GPU (exits 2 at once, saying why, without one)
@@ -32,6 +35,7 @@ if [ "$DRY" = 1 ]; then
     DEVICE=cpu; GPUS=2; TINY=--tiny; DTYPES="float32"; AMPS="off,bf16"
     SIZES_AUG="--mlm-texts 4 --bt-texts 2 --bt-tokens 8"; SIZES_TRAIN="--texts 48 --batch 8 --max-length 32"
     SIZES_DDP="--steps 3 --warmup 1 --batch 4 --max-length 32"; OUT="$WORK/gpu_check.json"
+    SIZES_TRAINER_DDP="--texts 64 --batch 4 --max-length 32"
     MODELS=${GPU_CHECK_MODELS:-${TMPDIR:-/tmp}/augloop-gpu-models-tiny}
 else
     command -v nvidia-smi >/dev/null 2>&1 || fail "no nvidia-smi on this machine: no NVIDIA GPU or driver. \
@@ -44,6 +48,7 @@ build, or CUDA_VISIBLE_DEVICES hides them); nvidia-smi lists: $(nvidia-smi -L | 
     DEVICE=cuda; TINY=; DTYPES="bfloat16 float16"; AMPS="off,bf16,fp16"
     SIZES_AUG="--mlm-texts 128 --bt-texts 64"; SIZES_TRAIN="--texts 1024 --batch 32 --max-length 128"
     SIZES_DDP="--steps 30 --warmup 3 --batch 32 --max-length 128"; OUT=bench/results/gpu_check.json
+    SIZES_TRAINER_DDP="--texts 1024 --batch 16 --max-length 128"
     MODELS=${GPU_CHECK_MODELS:-${TMPDIR:-/tmp}/augloop-gpu-models}
 fi
 "$PYTHON" -c "import nlpaug, transformers" 2>/dev/null || fail "$PYTHON lacks nlpaug or transformers (make install)"
@@ -80,6 +85,8 @@ if [ "$GPUS" -gt 1 ]; then
 fi
 step "ddp-$GPUS" 75 "${TORCHRUN[@]}" --nproc_per_node "$GPUS" bench/gpu_probe.py ddp --device "$DEVICE" \
     --models "$MODELS" $TINY $SIZES_DDP --out "$WORK/ddp_$GPUS.json"
+step "trainer-ddp-$GPUS" 90 "$PYTHON" bench/gpu_probe.py trainer_ddp --device "$DEVICE" --nproc "$GPUS" \
+    --models "$MODELS" $TINY $SIZES_TRAINER_DDP --out "$WORK/trainer_ddp.json"
 
 ELAPSED=$(( $(date +%s) - START ))
 "$PYTHON" - "$WORK" "$OUT" "$DEVICE" "$GPUS" "$ELAPSED" "${FAILED[*]:-}" <<'EOF'

@@ -10,6 +10,9 @@
   ddp      run under torchrun: DistributedDataParallel training of a bert-base encoder + head on every
            process's device, bf16 autocast; global samples/s, and a check that the replicas' weights stay
            identical after the steps (the gradients were all-reduced)
+  trainer_ddp  the product's own distributed path, as a worker runs a run with `nproc` > 1
+           (services.distributed_training: torchrun, trainer.distributed, NCCL collectives on the GPUs,
+           a checkpoint, the saved run): one epoch, its wall time and what the saved run says of itself
 
 Random weights cost what trained ones cost: speed depends on the architecture only.
 """
@@ -257,10 +260,68 @@ def cmd_ddp(args: argparse.Namespace) -> None:
     dist.destroy_process_group()
 
 
+def cmd_trainer_ddp(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from train_throughput import load_split
+
+    from services.distributed_training import train_distributed
+    from trainer.config import TrainConfig
+    from trainer.examples import SplitData
+
+    tasks, train = load_split()
+    texts = [train[i] for i in sorted(random.Random(0).sample(range(len(train)), min(args.texts, len(train))))]
+    held = max(len(texts) // 5, 8)
+    data = SplitData(tasks, texts[:-held], texts[-held:], texts[-held:], "political_social_media")
+    config = TrainConfig(
+        encoder=str(encoder_dir(args.models, args.tiny)),
+        epochs=1,
+        max_length=args.max_length,
+        batch_size=args.batch,
+        grad_accum=1,
+        amp="bf16" if args.device == "cuda" else "off",
+        device=args.device,
+        nproc=args.nproc,
+        seed=42,
+    )
+    events: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as work:
+        started = time.perf_counter()
+        _result, saved = train_distributed(
+            config,
+            data,
+            job_dir=Path(work) / "job",
+            checkpoint_dir=Path(work) / "checkpoint",
+            progress=events.append,
+            should_stop=lambda: False,
+        )
+        seconds = time.perf_counter() - started
+        metrics = json.loads((saved / "metrics.json").read_text(encoding="utf-8"))
+    start = next(e for e in events if e["event"] == "start")
+    note = f"{len(data.train)} texts, 1 epoch, batch {args.batch} per process, {start['device']}, amp {config.amp}"
+    write(
+        args.out,
+        [
+            record(f"trainer_ddp_{args.nproc}proc_seconds_{args.device}", round(seconds, 1), "s", note=note),
+            record(
+                f"trainer_ddp_{args.nproc}proc_processes_{args.device}",
+                metrics["processes"],
+                "processes",
+                target=args.nproc,
+            ),
+            record(
+                f"trainer_ddp_{args.nproc}proc_val_macro_f1_{args.device}",
+                round(metrics["val"]["overall_macro_f1"], 4),
+                "macro-F1",
+            ),
+        ],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("models", "augment", "train", "ddp"):
+    for name in ("models", "augment", "train", "ddp", "trainer_ddp"):
         p = sub.add_parser(name)
         p.add_argument("--models", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "augloop-gpu-models")
         p.add_argument("--tiny", action="store_true", help="small models (the CPU dry run)")
@@ -270,15 +331,19 @@ def main() -> None:
     sub.choices["augment"].add_argument("--mlm-texts", type=int, default=128)
     sub.choices["augment"].add_argument("--bt-texts", type=int, default=64)
     sub.choices["augment"].add_argument("--bt-tokens", type=int, default=48)
-    for name in ("train", "ddp"):
+    for name in ("train", "ddp", "trainer_ddp"):
         sub.choices[name].add_argument("--batch", type=int, default=32)
         sub.choices[name].add_argument("--max-length", type=int, default=128)
-    sub.choices["train"].add_argument("--texts", type=int, default=1024)
+    for name in ("train", "trainer_ddp"):
+        sub.choices[name].add_argument("--texts", type=int, default=1024)
+    sub.choices["trainer_ddp"].add_argument("--nproc", type=int, default=2)
     sub.choices["train"].add_argument("--amp", default="off,bf16,fp16")
     sub.choices["ddp"].add_argument("--steps", type=int, default=30)
     sub.choices["ddp"].add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
-    {"models": cmd_models, "augment": cmd_augment, "train": cmd_train, "ddp": cmd_ddp}[args.command](args)
+    commands = {"models": cmd_models, "augment": cmd_augment, "train": cmd_train, "ddp": cmd_ddp}
+    commands["trainer_ddp"] = cmd_trainer_ddp
+    commands[args.command](args)
 
 
 if __name__ == "__main__":
