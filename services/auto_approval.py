@@ -30,6 +30,7 @@ flagged), so they describe the variants it approves.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -283,11 +284,14 @@ def scope_of(features: Sequence[VariantFeatures], minimum: int) -> dict[str, Any
     return {"minimum": minimum, "methods": dict(sorted(methods.items())), "scores": scores}
 
 
+FLAGGED = "the label model says it changes a label: people decide"
+
+
 def outside(scope: dict[str, Any], features: VariantFeatures) -> str | None:
     """Why the rule may not decide this variant (it goes to people), or None when the reviewed variants the
     rule was fitted on cover it."""
     if features.label_flag:
-        return "the label model says it changes a label: people decide"
+        return FLAGGED
     minimum = int(scope["minimum"])
     reviewed = int(scope["methods"].get(str(features.method), 0))
     if reviewed < minimum:
@@ -374,6 +378,24 @@ def calibrate(session: Session, dataset: Dataset, request: AutoApprovalRequest, 
             **numbers,
             "ready": False,
             "reason": f"{n} reviewed variants; auto-approval needs at least {request.min_reviewed}",
+        }
+    if int(decidable.sum()) < request.min_selected:
+        # No threshold can pass, whatever the statistics: say why the reviewed variants are out of the rule's
+        # scope (all of them flagged by the label model read "no threshold keeps the lower bound", at 99.6%
+        # approved)
+        why = Counter(outside(scope, f) for f in features if outside(scope, f) is not None)
+        shown = "; ".join(f"{count} {reason}" for reason, count in why.most_common(3))
+        advice = (
+            " Review variants the label model does not flag, or score the pending variants with a better run "
+            f"(POST /api/v1/datasets/{dataset.name}/label-model)"
+            if any(reason == FLAGGED for reason in why)
+            else ""
+        )
+        return {
+            **numbers,
+            "ready": False,
+            "reason": f"only {int(decidable.sum())} of the {n} reviewed variants are ones the rule may decide (it "
+            f"needs {request.min_selected} above its threshold): {shown}.{advice}",
         }
     held = held_out_scores(x, y, folds=5, seed=seed)
     chosen = choose_threshold(

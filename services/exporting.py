@@ -158,13 +158,13 @@ def jsonl_line(rec: dict[str, Any]) -> str:
 
 _SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 # Names of formats an export does not write (a JSON file is one array, not JSON Lines)
-_OTHER_FORMATS = {
-    ".tsv": "tab-separated",
-    ".tab": "tab-separated",
-    ".json": "JSON (one array)",
-    ".parquet": "Parquet",
-    ".xlsx": "Excel",
-    ".xls": "Excel",
+_OTHER_FORMATS = {  # with their article
+    ".tsv": "a tab-separated",
+    ".tab": "a tab-separated",
+    ".json": "a JSON (one array)",
+    ".parquet": "a Parquet",
+    ".xlsx": "an Excel",
+    ".xls": "an Excel",
 }
 
 
@@ -175,7 +175,7 @@ def format_for(path: Path, fmt: str | None) -> str:
     said = _SUFFIX_FORMATS.get(path.suffix.lower())
     if path.suffix.lower() in _OTHER_FORMATS:  # `-o x.tsv` wrote comma-separated values into it, silently
         raise ValidationFailed(
-            f"{path.name} names a {_OTHER_FORMATS[path.suffix.lower()]} file; an export is CSV (.csv) or JSON Lines "
+            f"{path.name} names {_OTHER_FORMATS[path.suffix.lower()]} file; an export is CSV (.csv) or JSON Lines "
             "(.jsonl)",
             field="output",
         )

@@ -359,21 +359,20 @@ def start_report(
     """Queue the trainer on originals only, all approved variants, and each method left out, × seeds (and
     the TF-IDF member per arm with `classical`); the project's leads (None: the operator)."""
     from services.datasets import dataset_named
-    from services.training import check_budget_affords, check_seeds_given_once, default_config
+    from services.training import check_budget_affords, default_config
 
     dataset = dataset_named(session, dataset_name, user, Need.lead)
     created_by = user.id if user else None
     if len(set(seeds)) != len(seeds):
         raise ValidationFailed("seeds must be distinct", field="seeds")
-    # what each arm sets itself: given, it was dropped without a word (a config.seed 7 trained seeds 1 and 2)
-    check_seeds_given_once(config_overrides, seeds)
-    for key in ("variants", "exclude_methods"):
+    # What the report sets itself: given, it was dropped without a word (a config.seed 7 trained seeds 1 and 2)
+    for key, instead in (
+        ("seed", f"each arm trains one run per seed of `seeds` ({', '.join(map(str, seeds))})"),
+        ("variants", "each arm sets its own (originals only, all approved variants, each method left out)"),
+        ("exclude_methods", "each arm sets its own (each method left out in turn; `methods` chooses them)"),
+    ):
         if key in config_overrides:
-            raise ValidationFailed(
-                f"config.{key}: each arm of the report sets its own (originals only, all approved variants, each "
-                "method left out); leave it out",
-                field=f"config.{key}",
-            )
+            raise ValidationFailed(f"config.{key}: {instead}; leave it out of the config", field=f"config.{key}")
     config = default_config(config_overrides)
     check_config(config, seeds, user)
     check_budget_affords(session, dataset_name, config, config_overrides, seeds, user)  # before any arm trains

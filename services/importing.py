@@ -150,7 +150,12 @@ def import_warnings(session: Session, dataset: Dataset, split_info: dict[str, An
                     f" not measured there: {', '.join(repr(m) for m in missing[:10])}"
                 )
         untrained = [label for label in dataset.labels_of(task) if label not in trained]
-        if untrained and trained:
+        if not trained and any(by_split.values()):  # a file that is one split (dev.csv): said once, not per class
+            out.append(
+                f"task {task!r} has no labelled train text yet: no model can learn it; import the train split too "
+                f"(augloop import train.csv -d {dataset.name} -t {task} --split train)"
+            )
+        elif untrained and trained:
             out.append(
                 f"task {task!r}: {len(untrained)} class(es) no train text has, so no model learns them and no"
                 f" augmenter has a text to vary: {', '.join(repr(m) for m in untrained[:10])}"

@@ -58,7 +58,11 @@ def members(session: Session, project_name: str) -> list[dict[str, Any]]:
 def _user(session: Session, name: str) -> User:
     user = session.scalar(select(User).where(User.name == name))
     if user is None:
-        raise NotFoundError(f"user {name!r} not found", field="user")
+        raise NotFoundError(
+            f"user {name!r} not found: a user exists once a token is made for them (augloop token create --name "
+            f"{name} --role annotator, or POST /api/v1/tokens)",
+            field="user",
+        )
     return user
 
 

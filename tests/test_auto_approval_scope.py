@@ -210,6 +210,21 @@ def test_a_variant_the_label_model_flags_is_never_auto_approved(admin, engine, m
     assert screen(rule, [flagged]) == ["the label model says it changes a label: people decide"]
 
 
+def test_reviewed_variants_the_rule_may_not_decide_are_named_as_the_reason_it_stays_off(
+    admin, engine, mini_dataset
+) -> None:
+    """Every reviewed variant flagged by the label model (266 of 267 approved): the refusal read "no threshold
+    keeps the 95% lower bound ... (of the 0 reviewed variants the rule could decide)", which blamed the
+    statistics; it names what put them out of the rule's reach, and what to do."""
+    rng = random.Random(2)
+    _reviewed(engine, [_wordnet(rng.random(), novelty=rng.random(), flag=True) for _ in range(220)])
+    r = admin.put("/api/v1/datasets/mini/auto-approval", json={"enabled": True})
+    assert r.status_code == 409, r.text
+    said = r.json()["detail"]
+    assert "only 0 of the 220 reviewed variants are ones the rule may decide" in said, said
+    assert "220 the label model says it changes a label" in said and "/datasets/mini/label-model" in said, said
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

@@ -75,6 +75,8 @@ def test_import_stats_export_round_trip(settings, tmp_path):
     assert r.returncode == 0 and out.stat().st_mode & 0o777 == 0o644
     r = augloop(settings, "export", "political_social_media", "-o", str(tmp_path / "x.tsv"))
     assert r.returncode == 2 and "names a tab-separated file" in r.stderr and not (tmp_path / "x.tsv").exists()
+    r = augloop(settings, "export", "political_social_media", "-o", str(tmp_path / "x.xlsx"))
+    assert r.returncode == 2 and "names an Excel file" in r.stderr, r.stderr  # it read "names a Excel file"
     typo = tmp_path / "exprots" / "train.csv"
     r = augloop(settings, "export", "political_social_media", "-o", str(typo))
     assert r.returncode == 2 and "is not a directory" in r.stderr and not typo.parent.exists()

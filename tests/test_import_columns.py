@@ -129,3 +129,12 @@ def test_what_spreadsheets_and_other_tools_write_is_read_or_named(db_session) ->
         for text in ("text,bias\nplain,a\n", "text,bias\ncafé,a\n"):
             with pytest.raises(ValidationFailed, match="looks UTF-16 without a byte-order mark"):
                 import_file(db_session, text.encode(encoding), ImportSpec(dataset="u", tasks=["bias"]))
+
+
+def test_a_file_that_is_one_split_says_the_task_has_no_train_text_yet(db_session) -> None:  # type: ignore[no-untyped-def]
+    """`augloop import dev.csv --split dev` warned only of no test text: the per-class warning of classes no train
+    text has needs some train text, and said nothing when there was none."""
+    rows = _csv(["text,bias", "a val post,x", "another val post,y", "a third,x"])
+    result = import_file(db_session, rows, ImportSpec(dataset="one", tasks=["bias"], split="val"))
+    said = " ".join(result.warnings)
+    assert "task 'bias' has no labelled train text yet" in said and "--split train" in said, said

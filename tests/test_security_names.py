@@ -82,6 +82,11 @@ def test_the_cli_manages_projects_and_members(settings, engine, example_dataset)
     assert runner.invoke(app, ["project", "create", "team-c", "--display-name", "Team C"]).exit_code == 0
     assert runner.invoke(app, ["project", "add-member", "default", "carla", "--role", "lead"]).exit_code == 0
     assert runner.invoke(app, ["project", "add-member", "default", "carla", "--role", "owner"]).exit_code == 2
+    # a user is made with a token: "user 'nobody' not found" left a new operator stuck
+    nobody = runner.invoke(
+        app, ["project", "add-member", "default", "nobody", "--role", "lead"], env={"COLUMNS": "200"}
+    )
+    assert nobody.exit_code == 2 and "augloop token create --name nobody" in nobody.output, nobody.output
     listed = runner.invoke(app, ["project", "members", "default"])
     assert "carla" in listed.output and "lead" in listed.output
     with session_scope(engine) as s:
