@@ -26,6 +26,7 @@ from services.listing import listed_values
 from services.run_snapshots import snapshot_json, snapshot_size
 from trainer.classical import ClassicalConfig
 from trainer.config import ZERO_WEIGHTS, TrainConfig
+from trainer.examples import TWO_CLASSES_NEEDED, fewer_than_two
 from trainer.plan import search_wanted
 
 
@@ -108,13 +109,11 @@ def check_trainable(session: Session, dataset: Dataset, config: TrainConfig) -> 
     # originals arm), where a class only approved texts hold trained as one class and "succeeded"
     view = {"original", "approved"} if config.variants == "approved" else {"original"}
     counts = view_label_counts(session, dataset, view, {"train", "val"})
-    train = {task: sorted(label for t, split, label, _n in counts if t == task and split == "train") for task in tasks}
-    for task, labels in train.items():
-        if len(labels) < 2:
-            held = f"only the class {labels[0]!r}" if labels else "no labelled text"
+    for task in tasks:
+        held = fewer_than_two([label for t, split, label, _n in counts if t == task and split == "train"])
+        if held is not None:
             raise ValidationFailed(
-                f"task {task!r} has {held} in the training split of dataset {dataset.name!r}: a classifier needs "
-                "two classes; label more texts, or leave the task out (config.tasks)",
+                f"task {task!r} has {held} in the training split of dataset {dataset.name!r}: " + TWO_CLASSES_NEEDED,
                 field="config.tasks",
             )
     with_val = {task for task, split, _label, _n in counts if split == "val"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -116,17 +117,28 @@ def require_classes_in_subsample(tasks: list[TaskSpec], examples: list[Example],
             )
 
 
+TWO_CLASSES_NEEDED = "a classifier needs two classes; label more texts, or leave the task out (config.tasks)"
+
+
+def fewer_than_two(labels: Collection[str]) -> str | None:
+    """What a task's training labels hold when they are fewer than two classes ("only the class 'a'"), else None:
+    the request (services.training) and the trainer say it alike."""
+    held = sorted(set(labels))
+    if len(held) >= 2:
+        return None
+    return f"only the class {held[0]!r}" if held else "no labelled text"
+
+
 def require_two_classes(tasks: list[TaskSpec], examples: list[Example]) -> None:
     """Every task of the run's final training view holds two classes: the request counts originals and approved
     texts, and a view without some of them (`exclude_methods`, texts the leak guard leaves out) trained one class
     of a task and "succeeded"."""
     for task in tasks:
-        held = {e.labels[task.name] for e in examples if e.labels.get(task.name) is not None}
-        if len(held) < 2:
-            what = f"only the class {next(iter(held))!r}" if held else "no labelled text"
+        what = fewer_than_two([e.labels[task.name] for e in examples if e.labels.get(task.name) is not None])
+        if what is not None:
             raise TrainerError(
-                f"task {task.name!r} has {what} among the {len(examples)} training text(s) of this run's view: a "
-                "classifier needs two classes; label more texts, or leave the task out (config.tasks)",
+                f"task {task.name!r} has {what} among the {len(examples)} training text(s) of this run's view: "
+                + TWO_CLASSES_NEEDED,
                 field="config.tasks",
             )
 
