@@ -259,6 +259,16 @@ def test_nodes_that_read_different_requests_are_refused_on_every_node_not_left_w
     assert error["message"] == "process 1 refused the run: config.nproc is 3 but torchrun started 2 processes"
     assert error["field"] == "config.nproc"
 
+    for job in jobs:  # node 1's copy cut short (a sync that had not finished): it crashed alone, node 0 waited
+        shutil.rmtree(job)
+        write_request(job, config, synthetic_split(n_train=45))
+    request = jobs[1] / "request.json"
+    request.write_bytes(request.read_bytes()[:100])
+    for done in _two_nodes(jobs):
+        assert done.returncode != 0, done.stdout[-2000:]
+    error = next(e for e in _events(jobs[0]) if e["event"] == "error")
+    assert error["message"].startswith("process 1 refused the run: request.json cannot be read on this node"), error
+
 
 def test_a_stop_an_earlier_run_left_is_not_read_where_an_operator_runs_it(tmp_path: Path) -> None:
     """Rerunning the same command after a stop resumed, and stopped again one step later: the earlier `stop`

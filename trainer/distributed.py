@@ -204,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             data = split_from_dict(request["data"])
         except TrainerError as err:
             refusal = err
+        except (OSError, ValueError, KeyError, TypeError) as err:  # this node's copy missing, cut short, damaged
+            refusal = TrainerError(f"{REQUEST_FILE} cannot be read on this node: {type(err).__name__}: {err}")
         device, backend = _device_and_backend(config, local_rank)
         if config is not None and device.type == "cpu" and config.num_threads is None:  # the node's cores
             config = config.with_overrides({"num_threads": max(1, available_cpus() // local_world)})
