@@ -553,11 +553,24 @@ def test_one_rule_says_how_imbalanced_a_task_is() -> None:
     from core.balance import imbalance_shown
 
     def task(ratio: float | None, *counts: int) -> dict:
-        return {"imbalance_ratio": ratio, "labels": {f"c{i}": {"train_with_approved": n} for i, n in enumerate(counts)}}
+        labels = {f"c{i}": {"train_original": n, "train_with_approved": n} for i, n in enumerate(counts)}
+        return {"imbalance_ratio": ratio, "imbalance_ratio_with_approved": ratio, "labels": labels}
 
-    assert imbalance_shown(task(12.34, 100, 8)) == "12.3×"
-    assert imbalance_shown(task(None, 100, 0)) == "∞"
-    assert imbalance_shown(task(None, 0, 0)) is None and imbalance_shown(task(None)) is None
+    for with_approved in (False, True):  # the page showed "∞" before and "n/a" with approved variants, for one task
+        assert imbalance_shown(task(12.34, 100, 8), with_approved=with_approved) == "12.3×"
+        assert imbalance_shown(task(None, 100, 0), with_approved=with_approved) == "∞"
+        assert imbalance_shown(task(None, 0, 0), with_approved=with_approved) is None
+        assert imbalance_shown(task(None), with_approved=with_approved) is None
+    # each figure counts its own texts: a class only approved submissions hold is ∞ before them, not "n/a"
+    mixed = {
+        "imbalance_ratio": None,
+        "imbalance_ratio_with_approved": 1.7,
+        "labels": {
+            "a": {"train_original": 5, "train_with_approved": 5},
+            "b": {"train_original": 0, "train_with_approved": 3},
+        },
+    }
+    assert imbalance_shown(mixed) == "∞" and imbalance_shown(mixed, with_approved=True) == "1.7×"
 
 
 def test_an_import_says_what_to_look_at_before_training(engine, settings):

@@ -770,6 +770,10 @@ def test_a_lead_combines_runs_into_an_ensemble_on_the_training_page(live_api, le
     said = [w.value for w in at.warning if "different training sets" in w.value]
     assert said and f"#{ensemble.id}" in said[0] + "".join(w.value for w in at.warning), [w.value for w in at.warning]
     assert at.session_state["run_pick"] == ensemble.id
+    # the comparison starts from the two newest again, the ensemble one of them (it kept the old pair), by name
+    compared = {sb.label: sb for sb in at.selectbox if sb.label in ("Run A", "Run B")}
+    assert compared["Run B"].value == ensemble.id and compared["Run A"].value == ids[-1], compared
+    assert compared["Run B"].format_func(ensemble.id).startswith(f"#{ensemble.id} ")
     # a fresh form: the runs combined are no longer proposed (a second Combine made the same ensemble again)
     assert runs_box(at).value == []
     # a run deleted meanwhile: the form starts again, saying so beside it
@@ -1027,7 +1031,9 @@ def test_admin_imports_exports_and_deletes_a_dataset(live_api, admin_token, revi
     at.run()  # the dataset list was drawn before the import ran
     at.selectbox(key="dataset").set_value("tiny").run()
     # No train text of `con`: its imbalance is infinite, not "n/a", and the page says which class lacks texts.
-    assert [m.value for m in at.metric if m.label.startswith("Imbalance")] == ["∞"]
+    shown = {m.label: m.value for m in at.metric}
+    # the same ∞ with approved variants (it read "n/a" beside the ∞ for the same task)
+    assert shown["Imbalance (largest / smallest)"] == shown["With approved variants"] == "∞", shown
     assert any("No train text of con: a model cannot learn this class" in c.value for c in at.caption)
     at.button[[b.label for b in at.button].index("Prepare export")].click().run()
     no_errors(at)

@@ -64,7 +64,7 @@ def show_balance(name: str) -> None:
             change = round(after - before, 1) if before and after else 0.0
             b.metric(
                 "With approved variants",
-                f"{after:.1f}×" if after else "n/a",
+                imbalance_shown(info, with_approved=True) or "n/a",  # ∞ as before it, where a class has none
                 # no arrow for "no change": a red "↑ +0.0×" reads as a regression that did not happen
                 delta=f"{change:+.1f}×" if change else None,
                 delta_color="inverse",
