@@ -147,3 +147,8 @@ class TrainingEstimate(BaseModel):
     seconds_total: float = Field(description="All runs one after the other on one worker")
     basis: str = Field(description="Where the rate comes from: a measured run, or the reference CPU rate")
     note: str
+    encoder_warning: str | None = Field(
+        default=None,
+        description="Why a worker here could not load the encoder (a hub id not cached while HF_HUB_OFFLINE=1, a "
+        "folder without a model); null when nothing is known against it",
+    )

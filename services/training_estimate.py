@@ -28,7 +28,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from db.models import Dataset, JobStatus, Origin, ReviewStatus, Sample, SampleLabel, TrainingRun, User
-from services.access import is_admin, shown_provenance, visible_project_ids
+from services.access import is_admin, shown_provenance, visible_project_ids, without_server_paths
 from services.compute_bounds import check_config
 from services.training import check_config_against, check_trainable, default_config
 from trainer.config import configured_precision
@@ -54,6 +54,27 @@ def encoder_size(encoder: str, user: User | None = None) -> tuple[int, int, str]
         return int(data["num_hidden_layers"]), int(data["hidden_size"]), str(config)
     except (OSError, ValueError, KeyError, TypeError):
         return (*BERT_BASE, "assumed bert-base size (no local config.json)")
+
+
+def encoder_warning(encoder: str, user: User | None) -> str | None:
+    """Why a worker on this machine could not load the encoder, where the server can tell without loading it: a
+    hub id neither in the Hugging Face cache nor downloadable (HF_HUB_OFFLINE), a folder without a model (for
+    admins, and absolute paths: a member's relative name is not looked up as a folder of the server's). The
+    run was started and failed seconds later ("cannot load encoder"), where the Augment page said it before."""
+    from workers.augment.availability import UNAVAILABLE, hub_status, model_status
+
+    setting = "the encoder (config.encoder; AUGLOOP_TRAINER_DEFAULT_ENCODER for the default)"
+    looks_local = encoder.startswith((".", "/", "~"))
+    if is_admin(user) or Path(encoder).is_absolute():
+        status = model_status(encoder, setting)
+    elif looks_local:
+        return None
+    else:
+        status = hub_status(encoder, setting)
+    if status["state"] != UNAVAILABLE:
+        return None
+    reason: str = status["reason"]
+    return reason if is_admin(user) else without_server_paths(reason)
 
 
 def mean_tokens(lengths: list[int], max_length: int) -> float:
@@ -225,4 +246,5 @@ def training_plan(
         "seconds_total": round(per_run * runs, 1),
         "basis": basis,
         "note": "a run may stop early (patience); runs queued together share the workers",
+        "encoder_warning": encoder_warning(config.encoder, user),
     }

@@ -665,6 +665,8 @@ def test_training_page_lists_runs_and_starts_one(live_api, lead_token, engine, r
     at.number_input(key="tr_epochs").set_value(3)
     at.number_input(key="tr_max_length").set_value(64).run()
     assert any("Basis\\: run" in c.value and "same encoder" in c.value for c in at.caption)  # on baseline
+    # a hub name this machine has not cached, offline: said before Start (the run failed seconds after it)
+    assert any("The encoder cannot load here" in w.value for w in at.warning), [w.value for w in at.warning]
     at.text_input(key="tr_seeds").input("1, 2").run()
     at.checkbox(key="tr_classical").uncheck().run()  # transformer runs only (the TF-IDF member is on by default)
     at.button(key="tr_start").click().run()

@@ -101,3 +101,22 @@ def test_an_impact_report_refuses_the_keys_its_arms_set_themselves(lead, engine,
         config = tiny_keys(tiny_encoder, epochs=1, **{key: value})
         r = lead.post(f"/api/v1/datasets/{name}/impact-reports", json={"seeds": [1, 2], "config": config})
         assert r.status_code == 422 and r.json()["field"] == f"config.{key}", (key, r.text)
+
+
+def test_the_estimate_says_when_the_encoder_cannot_load_here(lead, admin, engine, tiny_encoder: str) -> None:
+    """The Training page's Start made a run with a hub encoder neither cached nor downloadable (HF_HUB_OFFLINE),
+    which failed seconds later; the Augment page says the same of its models before."""
+    name = import_small(engine, n_train=40, n_val=16, n_test=16, n_unlabelled=0)
+
+    def warning(client: Any, encoder: str) -> Any:
+        r = client.post("/api/v1/training-estimates", json={"dataset": name, "config": tiny_keys(encoder)})
+        assert r.status_code == 200, r.text
+        return r.json()["encoder_warning"]
+
+    said = warning(lead, "bert-base-multilingual-cased")  # the tests run with HF_HUB_OFFLINE=1
+    assert "not in the local Hugging Face cache and HF_HUB_OFFLINE=1" in said, said
+    assert warning(lead, tiny_encoder) is None and warning(admin, tiny_encoder) is None
+    assert "does not exist" in warning(admin, tiny_encoder + "-gone")
+    # a member's name is not looked up as a folder of the server's (that would tell what exists there): a folder
+    # of the API's working directory and a name nothing has get the same answer, a hub id's
+    assert warning(lead, "tests").replace("tests", "X") == warning(lead, "no-such-name").replace("no-such-name", "X")

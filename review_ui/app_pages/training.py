@@ -156,6 +156,8 @@ def start_form(dataset: str, tasks: list[str]) -> None:
     except ApiError as err:
         st.error(plain(str(err)))
         return
+    if estimate.get("encoder_warning"):  # the run would fail seconds after Start: said before it
+        st.warning(plain(f"The encoder cannot load here: {estimate['encoder_warning']}"))
     runs = estimate["runs"]
     headline = f"Estimated time: about **{duration(estimate['seconds_per_run'])}** per run"
     if runs > 1:

@@ -41,6 +41,12 @@ def model_status(name: str, setting: str) -> dict[str, Any]:
             "setting": setting,
             "reason": f"the directory {name} {problem}; set {setting} to a model directory or a hub id",
         }
+    return hub_status(name, setting)
+
+
+def hub_status(name: str, setting: str) -> dict[str, Any]:
+    """Where the hub model `name` would load from (the Hugging Face cache, or a download), without loading it and
+    without looking for a folder of that name."""
     from huggingface_hub import try_to_load_from_cache
 
     try:
