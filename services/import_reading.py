@@ -151,8 +151,8 @@ def detect_format(filename: str | None, head: bytes) -> str:
 
 def _a_json_object(head: bytes) -> bool:
     """Whether the first line of `head` is a JSON object (a CSV header may begin with "{" too: `{id},text`)."""
-    first, newline, _rest = head.partition(b"\n")
-    if not first.startswith(b"{") or not newline:
+    first, _newline, _rest = head.partition(b"\n")  # a file of one record may end without one
+    if not first.startswith(b"{"):
         return False
     try:
         return isinstance(json.loads(first), dict)

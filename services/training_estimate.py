@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from core.settings import get_settings
 from db.models import Dataset, JobStatus, Origin, ReviewStatus, Sample, SampleLabel, TrainingRun, User
 from services.access import is_admin, shown_provenance, visible_project_ids, without_server_paths
 from services.compute_bounds import check_config
@@ -65,8 +66,14 @@ def encoder_warning(encoder: str, user: User | None) -> str | None:
 
     setting = "the encoder (config.encoder; AUGLOOP_TRAINER_DEFAULT_ENCODER for the default)"
     looks_local = encoder.startswith((".", "/", "~"))
-    if is_admin(user) or Path(encoder).is_absolute():
+    # the operator's default is theirs to have chosen: looked up as it is, for anyone (a relative folder too)
+    chosen_by_operator = encoder == (get_settings().trainer_default_encoder or "").strip()
+    if is_admin(user) or chosen_by_operator:
         status = model_status(encoder, setting)
+    elif Path(encoder).is_absolute():  # a member's, under the models directory (compute_bounds.check_encoder)
+        status = model_status(encoder, setting)
+        if status["state"] == UNAVAILABLE:  # one answer whether the folder exists or not: nothing of the disk
+            return f"{Path(encoder).name} holds no model a worker here can load; set {setting} to one that does"
     elif looks_local:
         return None
     else:

@@ -119,6 +119,8 @@ def test_what_spreadsheets_and_other_tools_write_is_read_or_named(db_session) ->
     # JSON Lines uploaded under another ending (data.txt) was read as CSV, its columns '{"text": "…"'
     jsonl = "\n".join(json.dumps({"text": f"post {i}", "bias": "ab"[i % 2]}) for i in range(6)).encode()
     assert import_file(db_session, jsonl, ImportSpec(dataset="t", tasks=["bias"]), filename="data.txt").imported == 6
+    one = b'{"text": "a single labelled text", "bias": "a", "split": "train"}'  # one record, no final newline
+    assert import_file(db_session, one, ImportSpec(dataset="t1", tasks=["bias"]), filename="data.txt").imported == 1
     # a CSV whose header begins with "{" is still CSV under another ending; a quoted "sep=;" is Excel's line too
     braces = _csv(["{id},text,bias", "1,first post,a", "2,second post,b"])
     assert import_file(db_session, braces, ImportSpec(dataset="b", tasks=["bias"]), filename="data.txt").imported == 2

@@ -120,3 +120,37 @@ def test_the_estimate_says_when_the_encoder_cannot_load_here(lead, admin, engine
     # a member's name is not looked up as a folder of the server's (that would tell what exists there): a folder
     # of the API's working directory and a name nothing has get the same answer, a hub id's
     assert warning(lead, "tests").replace("tests", "X") == warning(lead, "no-such-name").replace("no-such-name", "X")
+
+
+def test_the_encoder_warning_tells_a_member_nothing_of_the_disk_and_trusts_the_operators_default(
+    lead, admin, engine, tiny_encoder: str, tmp_path_factory: Any, monkeypatch: Any
+) -> None:
+    """A member's absolute path under the models directory read "has no config.json" for a folder that exists
+    and "does not exist" for one that does not (reviewer); the operator's default given as a relative folder
+    read "not in the Hugging Face cache" to members only, though the worker loads it."""
+    from pathlib import Path
+
+    from core.settings import get_settings
+
+    name = import_small(engine, n_train=40, n_val=16, n_test=16, n_unlabelled=0)
+    base = tmp_path_factory.getbasetemp()  # the models directory the tests allow
+    (base / "secret-folder").mkdir(exist_ok=True)
+
+    def warning(client: Any, config: dict[str, Any]) -> Any:
+        r = client.post("/api/v1/training-estimates", json={"dataset": name, "config": config})
+        assert r.status_code == 200, r.text
+        return r.json()["encoder_warning"]
+
+    there, absent = (warning(lead, tiny_keys(str(base / f))) for f in ("secret-folder", "no-such-folder"))
+    assert there.replace("secret-folder", "X") == absent.replace("no-such-folder", "X"), (there, absent)
+    assert "holds no model a worker here can load" in there
+    encoder = Path(tiny_encoder)
+    monkeypatch.chdir(encoder.parent.parent)
+    monkeypatch.setenv("AUGLOOP_TRAINER_DEFAULT_ENCODER", f"{encoder.parent.name}/{encoder.name}")
+    get_settings.cache_clear()
+    try:
+        keys = tiny_keys(tiny_encoder)
+        del keys["encoder"]
+        assert warning(lead, keys) is None and warning(admin, keys) is None
+    finally:
+        get_settings.cache_clear()
