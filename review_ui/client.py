@@ -101,6 +101,12 @@ class ApiClient:
     def delete_dataset(self, name: str) -> None:
         self.request("DELETE", f"/datasets/{name}")
 
+    def protected_terms(self, name: str) -> dict[str, Any]:
+        return self.get(f"/datasets/{name}/protected-terms")
+
+    def edit_protected_terms(self, name: str, add: list[str], remove: list[str]) -> dict[str, Any]:
+        return self.post(f"/datasets/{name}/protected-terms", {"add": add, "remove": remove})
+
     def stats(self, name: str) -> dict[str, Any]:
         return self.get(f"/datasets/{name}/stats")
 

@@ -1125,6 +1125,32 @@ def _import_second_dataset(live_api: str, admin_token: str) -> None:
         assert made.status_code == 201, made.text
 
 
+def test_a_lead_edits_the_protected_terms_on_the_datasets_page(live_api, lead_token, review_data) -> None:
+    """Protected terms (words WordNet and the masked LM never replace) were the API's and the CLI's only: a lead
+    working in the browser could not add one. A term refused keeps what was typed."""
+    at = signed_in(lead_token, "annotator")
+    at.switch_page("app_pages/datasets.py").run()
+    no_errors(at)
+    at.selectbox(key="dataset").set_value("rev").run()
+    at.text_input(key="terms_add_rev").input("harvest, health care")
+    next(b for b in at.button if b.label == "Save protected terms").click().run()
+    no_errors(at)
+    with api(live_api, lead_token) as c:
+        held = {t["term"] for t in c.get("/datasets/rev/protected-terms").json()["terms"]}
+    assert {"harvest", "health care"} <= held, held
+    assert any("Protected terms saved" in m.value for m in at.success), [m.value for m in at.success]
+    at.text_input(key="terms_add_rev").input("vote2024")  # digits: no term
+    next(b for b in at.button if b.label == "Save protected terms").click().run()
+    assert any("is not a term" in e.value for e in at.error), [e.value for e in at.error]
+    assert at.text_input(key="terms_add_rev").value == "vote2024"
+    at.text_input(key="terms_add_rev").input("")
+    at.multiselect(key="terms_remove_rev").select("harvest")
+    next(b for b in at.button if b.label == "Save protected terms").click().run()
+    with api(live_api, lead_token) as c:
+        held = {t["term"] for t in c.get("/datasets/rev/protected-terms").json()["terms"]}
+    assert "harvest" not in held and "health care" in held, held
+
+
 def test_the_review_settings_form_shows_and_saves_the_chosen_datasets_own_values(
     live_api, admin_token, review_data
 ) -> None:

@@ -180,12 +180,50 @@ def import_form(current: str | None) -> None:
                 st.warning(plain(str(warning)))
 
 
+def protected_terms_form(name: str) -> None:
+    """The dataset's topic words, which WordNet and the masked LM never replace (seeded at its first augmentation
+    with the words most associated with each class): a lead adds and removes them here, where only the API and
+    the CLI could."""
+    held = call(client().protected_terms, name)
+    if held is None:
+        return
+    terms = held["terms"]
+    st.caption(
+        f"{len(terms)} protected term(s): WordNet and the masked LM never replace them, in any inflection (a "
+        "phrase protects each of its words); a job running now checks them again before it stores its variants."
+        + ("" if held.get("seeded_at") else " Seeded with each class's most telling words at the first augmentation.")
+    )
+    if terms:
+        frame = pd.DataFrame(
+            [{"term": t["term"], "origin": t["origin"], "task": t["task"], "class": t["label"]} for t in terms]
+        )
+        st.dataframe(frame, hide_index=True, width="stretch")  # cells are text, never markdown
+    with st.form(f"terms_{name}", clear_on_submit=False):
+        added = st.text_input("Add (comma-separated words or phrases)", key=f"terms_add_{name}")
+        removed = st.multiselect("Remove", [t["term"] for t in terms], key=f"terms_remove_{name}")
+        if st.form_submit_button("Save protected terms", type="primary"):
+            add = [t.strip() for t in added.split(",") if t.strip()]
+            if not add and not removed:
+                st.info("Nothing to change: type terms to add or pick terms to remove.")
+                return
+            try:
+                after = client().edit_protected_terms(name, add, list(removed))
+            except ApiError as err:
+                st.error(plain(str(err)))  # the typed terms stay in the field
+                return
+            flash("success", plain(f"Protected terms saved: {len(after['terms'])} in all."))
+            st.session_state.pop(f"terms_add_{name}", None)
+            st.rerun()
+
+
 def manage_tools(dataset: dict[str, Any] | None, admin: bool) -> None:
-    """Admins: every tab; a lead of the dataset's project: its review settings and exports (the API decides
-    either way: these tabs only spare the others requests that would be refused)."""
+    """Admins: every tab; a lead of the dataset's project: its review settings, protected terms and exports (the
+    API decides either way: these tabs only spare the others requests that would be refused)."""
     st.divider()
     st.header("Manage")
-    names = ["Review settings", "Import", "Export", "Delete"] if admin else ["Review settings", "Export"]
+    names = ["Review settings", "Protected terms", "Import", "Export", "Delete"]
+    if not admin:
+        names = ["Review settings", "Protected terms", "Export"]
     tabs = dict(zip(names, st.tabs(names), strict=True))
     name = dataset["name"] if dataset else None
     with tabs["Review settings"]:
@@ -212,6 +250,9 @@ def manage_tools(dataset: dict[str, Any] | None, admin: bool) -> None:
                 "approved by its writer alone before 2026-12-06 waits for another member's approval). The same "
                 "k, sent again: nothing else changes.",
             )
+    with tabs["Protected terms"]:
+        if dataset:
+            protected_terms_form(dataset["name"])
     if "Import" in tabs:
         with tabs["Import"]:
             import_form(name)
