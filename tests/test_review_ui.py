@@ -1025,8 +1025,9 @@ def test_admin_imports_exports_and_deletes_a_dataset(live_api, admin_token, revi
     at.switch_page("app_pages/datasets.py").run()
     csv = b"id,text,stance,split\n1,We will win,pro,train\n2,We will lose,con,val\n3,Maybe we win,pro,train\n"
     at.file_uploader[0].upload("tiny.csv", csv, "text/csv")
-    at.text_input[0].set_value("tiny")
-    at.text_input[1].set_value("stance")
+    field = {t.label: t for t in at.text_input}
+    field["Dataset name (new or existing)"].set_value("tiny")
+    field["Label columns (tasks), comma-separated"].set_value("stance")
     at.button[[b.label for b in at.button].index("Import")].click().run()
     no_errors(at)
     assert "Imported 3 samples" in at.success[0].value
