@@ -367,7 +367,7 @@ def start_report(
         raise ValidationFailed("seeds must be distinct", field="seeds")
     # What the report sets itself: given, it was dropped without a word (a config.seed 7 trained seeds 1 and 2)
     for key, instead in (
-        ("seed", f"each arm trains one run per seed of `seeds` ({', '.join(map(str, seeds))})"),
+        ("seed", "each arm trains one run per seed of `seeds`" + (f" ({', '.join(map(str, seeds))})" if seeds else "")),
         ("variants", "each arm sets its own (originals only, all approved variants, each method left out)"),
         ("exclude_methods", "each arm sets its own (each method left out in turn; `methods` chooses them)"),
     ):

@@ -153,7 +153,8 @@ def import_warnings(session: Session, dataset: Dataset, split_info: dict[str, An
         if not trained and any(by_split.values()):  # a file that is one split (dev.csv): said once, not per class
             out.append(
                 f"task {task!r} has no labelled train text yet: no model can learn it; import the train split too "
-                f"(augloop import train.csv -d {dataset.name} -t {task} --split train)"
+                f"(augloop import train.csv -d {dataset.name} {' '.join(f'-t {t}' for t in dataset.task_names())} "
+                "--split train)"
             )
         elif untrained and trained:
             out.append(

@@ -529,7 +529,7 @@ def runs_section(dataset: str) -> None:
     if len(finished) >= 2:
         st.subheader("Compare two runs")
         left, right = st.columns(2)
-        named = {r["id"]: f"#{r['id']} {r.get('name') or ''}" for r in runs}
+        named = {r["id"]: f"#{r['id']} {r.get('name') or ''}".rstrip() for r in runs}
         # keyed by the newest: a run finished (an ensemble combined) since starts the two newest again, where the
         # picks kept the old pair and the new one was never compared
         first = left.selectbox("Run A", finished, index=1, key=f"cmp_a_{finished[0]}", format_func=named.get)
