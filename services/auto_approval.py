@@ -360,7 +360,8 @@ def calibrate(session: Session, dataset: Dataset, request: AutoApprovalRequest, 
     scope = scope_of(features, request.min_selected)
     # The threshold's numbers are measured on the variants the rule may decide: flagged ones and those outside
     # what the reviewed variants showed it go to people whatever their score.
-    decidable = np.array([outside(scope, f) is None for f in features], dtype=bool)
+    out_of_scope = [outside(scope, f) for f in features]  # why each goes to people; None: the rule may decide it
+    decidable = np.array([why is None for why in out_of_scope], dtype=bool)
     numbers: dict[str, Any] = {
         "reviewed": n,
         "approved": k,
@@ -383,7 +384,7 @@ def calibrate(session: Session, dataset: Dataset, request: AutoApprovalRequest, 
         # No threshold can pass, whatever the statistics: say why the reviewed variants are out of the rule's
         # scope (all of them flagged by the label model read "no threshold keeps the lower bound", at 99.6%
         # approved)
-        why = Counter(outside(scope, f) for f in features if outside(scope, f) is not None)
+        why = Counter(reason for reason in out_of_scope if reason is not None)
         shown = "; ".join(f"{count} {reason}" for reason, count in why.most_common(3))
         advice = (
             " Review variants the label model does not flag, or score the pending variants with a better run "

@@ -286,9 +286,6 @@ def generate_variants(
             hashes = [v.content_hash for v in kept if id(v) not in staying]
             gone = set(delete_inserted(session, dataset.id, job_id, hashes))
             kept, ids, newly_protected = left, [i for i in ids if i not in gone], newly_protected + len(gone)
-        if newly_protected:
-            for method, figures in per_method.items():
-                figures["kept"] = sum(1 for v in kept if v.method == method)
         automatic = _rejections_in_force(rejections, inputs.settings, now)
         rule = auto_approval.rule_in(now)
         automatic += _auto_approve(rule, kept, {id(d.variant) for d in automatic})
@@ -296,8 +293,10 @@ def generate_variants(
         dropped = candidate_filter.counts()
         # Stored meanwhile (another job, a concurrent commit): the unique index skipped them, a duplicate like any.
         dropped["duplicate"] = dropped.get("duplicate", 0) + raced
-        if newly_protected:
+        if newly_protected:  # what the drop left of each method
             dropped["protected_term"] = newly_protected
+            for method, figures in per_method.items():
+                figures["kept"] = sum(1 for v in kept if v.method == method)
         result = {
             "dataset": dataset.name,
             "methods": methods,
