@@ -58,6 +58,11 @@ def make_engine(url: str, settings: Settings | None = None) -> Engine:
         )
         busy_ms = settings.sqlite_busy_timeout_ms
 
+        @event.listens_for(engine, "do_connect")
+        def _sqlite_file_check(_dialect, _record, _cargs, _cparams):  # type: ignore[no-untyped-def]
+            if path and path != ":memory:":
+                _refuse_non_database(Path(path))
+
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             # pysqlite's own transaction handling would defer BEGIN; take control so that the claim
@@ -92,6 +97,26 @@ def make_engine(url: str, settings: Settings | None = None) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True)
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _refuse_non_database(db_file: Path) -> None:
+    """SQLite takes a file shorter than its 100-byte header for an empty database and writes over it: a 1-byte
+    note or a short CSV named by AUGLOOP_DATABASE_URL by mistake was lost. A file that has content and does not
+    begin with SQLite's header is refused as SQLite refuses a longer one (an empty file is a new database)."""
+    import sqlite3
+
+    try:
+        with db_file.open("rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError:  # unreadable: SQLite's own error says why
+        return
+    if head and head != SQLITE_HEADER:
+        raise sqlite3.DatabaseError("file is not a database (it does not begin with SQLite's header)")
 
 
 def _owner_only(db_file: Path) -> None:

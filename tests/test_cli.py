@@ -452,6 +452,13 @@ def test_a_database_augloop_must_not_use_exits_2_and_is_left_as_it_was(tmp_path)
     for args in (("migrate",), ("worker", "--burst")):
         r = run(garbage, *args)
         assert r.returncode == 2 and "cannot be read: file is not a database" in " ".join(r.stderr.split()), r.stderr
+    # shorter than SQLite's 100-byte header: SQLite took these for empty databases and wrote over them
+    for name, content in (("note.db", b"x"), ("short.csv", b"id,text\n1,hi\n")):
+        short = tmp_path / name
+        short.write_bytes(content)
+        r = run(short, "stats", "x")
+        assert r.returncode == 2 and "cannot be read: file is not a database" in " ".join(r.stderr.split()), r.stderr
+        assert short.read_bytes() == content
     newer = tmp_path / "newer.db"
     assert run(newer, "migrate").returncode == 0
     with sqlite3.connect(newer) as db:
