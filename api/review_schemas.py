@@ -63,6 +63,11 @@ class Votes(BaseModel):
     approve: int = 0
     reject: int = 0
     mine: str | None = Field(default=None, description="Your latest decision on this variant, if any")
+    undoable: bool = Field(
+        default=False,
+        description="Whether POST /samples/{id}/undo would take your vote back now (it stands, and no one else "
+        "decided the variant since)",
+    )
 
 
 class LastReview(BaseModel):

@@ -218,18 +218,42 @@ def replay(trail: list[tuple[int, str]]) -> dict[int, str]:
 def replay_edits(trail: list[tuple[int, str]]) -> tuple[dict[int, str], int | None]:
     """`replay`'s votes, and who wrote the text they are cast on: the user of the edit that stands (an undo of
     an edit gives the text back to whoever wrote it before, None for the generated text)."""
+    votes, _cast_by, editor = replay_reviews([(0, user_id, decision) for user_id, decision in trail])
+    return votes, editor
+
+
+def replay_reviews(trail: list[tuple[int, int, str]]) -> tuple[dict[int, str], dict[int, int], int | None]:
+    """`replay_edits` over [(review id, user id, decision), ...], with the review each vote that stands was
+    cast in ({user id → review id}: what that user's undo withdraws)."""
     votes: dict[int, str] = {}
+    cast_in: dict[int, int] = {}
     editor: int | None = None
-    before_edits: list[tuple[int, dict[int, str], int | None]] = []
-    for user_id, decision in trail:
+    before_edits: list[tuple[int, dict[int, str], dict[int, int], int | None]] = []
+    for review_id, user_id, decision in trail:
         if decision == UNDO and votes.get(user_id) == Decision.edit and before_edits and before_edits[-1][0] == user_id:
-            _user, votes, editor = before_edits.pop()
+            _user, votes, cast_in, editor = before_edits.pop()
             continue
         if decision == Decision.edit:
-            before_edits.append((user_id, dict(votes), editor))
+            before_edits.append((user_id, dict(votes), dict(cast_in), editor))
             editor = user_id
         cast(votes, user_id, decision)
-    return votes, editor
+        cast_in = {voter: review_id if voter == user_id else cast_in[voter] for voter in votes}
+    return votes, cast_in, editor
+
+
+def review_trails(session: Session, sample_ids: list[int]) -> dict[int, list[tuple[int, int, str, bool]]]:
+    """sample id → its reviews [(review id, user id, decision, automatic), ...], oldest first (the variants
+    with any review)."""
+    trails: dict[int, list[tuple[int, int, str, bool]]] = {}
+    for chunk in chunked(sample_ids):
+        rows = session.execute(
+            select(Review.sample_id, Review.id, Review.user_id, Review.decision, Review.automatic)
+            .where(Review.sample_id.in_(chunk))
+            .order_by(Review.id)
+        ).tuples()
+        for sample_id, review_id, user_id, decision, automatic in rows:
+            trails.setdefault(sample_id, []).append((review_id, user_id, decision, bool(automatic)))
+    return trails
 
 
 def decision_trail(session: Session, sample_id: int) -> list[tuple[int, str]]:

@@ -160,7 +160,7 @@ def build_card(item: dict[str, Any], family: dict[str, Any] | None, reviews_requ
             "user": last["user"],
         },
         "votes_text": votes_text,
-        "mine": bool(votes.get("mine")),
+        "undoable": bool(votes.get("undoable")),  # the Undo button: your vote stands and no one decided since
         "awaiting_other": awaiting_another_member(item, reviews_required),
     }
 
@@ -357,7 +357,7 @@ def _send(
         _refresh(view, api, ids)
         return None
     _refresh(view, api, ids)
-    mine = [i for i in ids if (view.items[i].get("votes") or {}).get("mine")]
+    mine = [i for i in ids if (view.items[i].get("votes") or {}).get("undoable")]
     if mine:
         view.undo_stack.append(mine)
     return result

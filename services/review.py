@@ -764,6 +764,10 @@ def queue_page(
         viewer_id=viewer.id,
         needs=needs,
     )
+    from services.review_undo import with_undoable  # it builds on this module
+
+    ids = [s.id for s in result.items]
+    result.votes = with_undoable(session, result.votes, ids, viewer)
     return QueueView(result, dataset, unreviewed)
 
 

@@ -30,7 +30,8 @@ from db.review_filter import SORTS, QueueFilter
 from db.reviews import QueuePage, families_of, votes_on
 from services.access import Need, check_dataset, is_admin
 from services.datasets import dataset_named
-from services.review import not_own_submission
+from services.review import not_own_submission, own_submission
+from services.review_undo import with_undoable
 
 MAX_BATCH = 200
 
@@ -100,7 +101,7 @@ def next_batch(
     items = [by_id[i] for i in ids]
     page = QueuePage(items=items, total=len(items), total_capped=False, page=1, page_size=size)
     page.families = families_of(session, items)
-    page.votes = votes_on(session, ids, user.id)
+    page.votes = with_undoable(session, votes_on(session, ids, user.id), ids, user)
     return page, dataset, until
 
 
@@ -143,9 +144,10 @@ def release_where_barred(session: Session, user: User) -> int:
 
 
 def lease_again(session: Session, sample: Sample, user: User) -> None:
-    """After an undo the variant is the user's to decide again: lease it back to them."""
+    """After an undo the variant is the user's to decide again: lease it back to them (not a text they submitted,
+    or its variant: never leased to its submitter, it would be held from the members who may approve it)."""
     dataset = session.get_one(Dataset, sample.dataset_id)
-    if not dataset.distribute_work:
+    if not dataset.distribute_work or own_submission(sample, user):
         return
     now = utcnow()
     leases.release(session, dataset.id, user.id, [sample.id])

@@ -10,7 +10,12 @@ from sqlalchemy.orm import Session
 from db.models import Sample, User
 from db.reviews import latest_reviews, votes_on
 from services import review, review_assignments
-from services.review_undo import undo_decision
+from services.review_undo import undo_decision, with_undoable
+
+
+def votes_for(session: Session, sample_ids: list[int], viewer: User) -> dict[int, dict[str, Any]]:
+    """sample id → the votes on it, the viewer's own, and whether the viewer's undo would be taken."""
+    return with_undoable(session, votes_on(session, sample_ids, viewer.id), sample_ids, viewer)
 
 
 def stored_reviews(session: Session, sample_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -22,7 +27,7 @@ def card(session: Session, sample: Sample, viewer: User) -> dict[str, Any]:
     """The sample with the votes on it (the viewer's own among them) and its latest stored review."""
     return {
         "sample": sample,
-        "votes": votes_on(session, [sample.id], viewer.id).get(sample.id, {"approve": 0, "reject": 0, "mine": None}),
+        "votes": votes_for(session, [sample.id], viewer)[sample.id],
         "last_review": latest_reviews(session, [sample.id]).get(sample.id),
     }
 
@@ -53,7 +58,6 @@ def cards_of(session: Session, sample_ids: list[int], viewer: User) -> list[dict
         query = query.where(Sample.dataset_id.in_(select(Dataset.id).where(Dataset.project_id.in_(projects))))
     found = {s.id: s for s in session.scalars(query)}
     ids = [i for i in dict.fromkeys(sample_ids) if i in found]
-    votes = votes_on(session, ids, viewer.id)
+    votes = votes_for(session, ids, viewer)
     stored = latest_reviews(session, ids)
-    empty = {"approve": 0, "reject": 0, "mine": None}
-    return [{"sample": found[i], "votes": votes.get(i, empty), "last_review": stored.get(i)} for i in ids]
+    return [{"sample": found[i], "votes": votes[i], "last_review": stored.get(i)} for i in ids]

@@ -9,12 +9,14 @@ replaced.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, aliased
 
 from core.errors import ConflictError, ValidationFailed
 from db.models import UNDO, Decision, Origin, Review, Sample, User
-from db.reviews import decision_trail, replay_edits, sample_state
+from db.reviews import replay_edits, replay_reviews, review_trails, sample_state
 from services.review import apply_and_record, editors_to_review, rewritten, status_values
 
 
@@ -29,16 +31,13 @@ def undo_decision(session: Session, sample_id: int, user: User, version: int) ->
     sample = visible_sample(session, sample_id, user)
     if sample.origin == Origin.original:
         raise ValidationFailed(f"sample {sample_id} is an original; it has no decisions", field="sample_id")
-    latest = session.scalars(
-        select(Review)
-        .where(Review.sample_id == sample.id, Review.user_id == user.id)
-        .order_by(Review.id.desc())
-        .limit(1)
-    ).first()
-    if latest is None or latest.decision == UNDO:
-        raise _refuse(session, sample, f"you have no decision on sample {sample_id} to undo", field=None)
-    if _decided_since(session, sample.id, user.id, latest.id):
+    trail = review_trails(session, [sample.id]).get(sample.id, [])
+    withdrawn, refusal = withdrawal(trail, user.id)
+    if refusal == DECIDED_SINCE:
         raise _refuse(session, sample, f"someone else decided sample {sample_id} after you; undo refused")
+    if withdrawn is None:
+        raise _refuse(session, sample, f"you have no decision on sample {sample_id} to undo", field=None)
+    latest = session.get_one(Review, withdrawn)
     if version > sample.version:
         raise _refuse(session, sample, f"sample {sample_id} has no version {version} (now {sample.version})")
     if sample.version != version:
@@ -47,7 +46,8 @@ def undo_decision(session: Session, sample_id: int, user: User, version: int) ->
             sample,
             f"sample {sample_id} changed since you saw it (version {version}, now {sample.version})",
         )
-    votes, editor = replay_edits([*decision_trail(session, sample.id), (user.id, UNDO)])
+    people = [(user_id, decision) for _id, user_id, decision, automatic in trail if not automatic]
+    votes, editor = replay_edits([*people, (user.id, UNDO)])
     text_before = sample.text
     text_after = sample.text
     restores = latest.decision == Decision.edit and latest.text_before != latest.text_after
@@ -114,18 +114,38 @@ def latest_standing_decision(session: Session, dataset_name: str, user: User) ->
     return None if found is None else int(found)
 
 
-def _decided_since(session: Session, sample_id: int, user_id: int, review_id: int) -> bool:
-    """Whether someone other than `user_id` decided the variant after review `review_id`."""
-    return (
-        session.scalar(
-            select(Review.id)
-            .where(
-                Review.sample_id == sample_id,
-                Review.user_id != user_id,
-                Review.id > review_id,
-                Review.decision != UNDO,
-            )
-            .limit(1)
-        )
-        is not None
-    )
+NO_VOTE, DECIDED_SINCE = "no_vote", "decided_since"
+
+
+def withdrawal(trail: list[tuple[int, int, str, bool]], user_id: int) -> tuple[int | None, str | None]:
+    """What `user_id`'s undo would withdraw on a variant with this review trail [(review id, user id, decision,
+    automatic)], oldest first: (the review their standing vote was cast in, None), or (None, why not): NO_VOTE,
+    none of theirs stands (none cast, or withdrawn); DECIDED_SINCE, someone else decided the variant after it
+    (a vote or an edit that still stands, or the automatic reviewer's step: the variant is no longer theirs alone
+    to take back). A decision withdrawn since does not count, and a vote an undone edit gave back stands again:
+    it is what the next undo takes back."""
+    people = [(review_id, voter, decision) for review_id, voter, decision, automatic in trail if not automatic]
+    _votes, cast_in, _editor = replay_reviews(people)
+    mine = cast_in.get(user_id)
+    if mine is None:
+        own = [decision for _id, voter, decision in people if voter == user_id]
+        return None, DECIDED_SINCE if own and own[-1] != UNDO else NO_VOTE  # cleared by someone's edit since
+    standing_since = any(review_id > mine for voter, review_id in cast_in.items() if voter != user_id)
+    automatic_since = any(review_id > mine and automatic for review_id, _v, _d, automatic in trail)
+    return (None, DECIDED_SINCE) if standing_since or automatic_since else (mine, None)
+
+
+NO_VOTES: dict[str, Any] = {"approve": 0, "reject": 0, "mine": None}
+
+
+def with_undoable(
+    session: Session, votes: dict[int, dict[str, Any]], sample_ids: list[int], user: User
+) -> dict[int, dict[str, Any]]:
+    """The votes on each of `sample_ids` (db.reviews.votes_on's) with `undoable`: whether an undo by `user` would
+    be taken now (the card's Undo button: shown on `mine` alone, it offered an undo the API refused once someone
+    else had voted since)."""
+    trails = review_trails(session, sample_ids)
+    return {
+        i: {**votes.get(i, NO_VOTES), "undoable": withdrawal(trails.get(i, []), user.id)[0] is not None}
+        for i in sample_ids
+    }

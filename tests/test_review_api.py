@@ -39,7 +39,7 @@ def test_queue_lists_pending_variants_with_their_families(annotator, review_data
     assert first["labels"] == {"bias": "partisan", "message": "policy"} and first["pending_variants"] == 3
     item = body["items"][0]
     assert item["method"] == "backtranslation" and item["method_params"] == {"pivot": "de"}
-    assert item["version"] == 1 and item["votes"] == {"approve": 0, "reject": 0, "mine": None}
+    assert item["version"] == 1 and item["votes"] == {"approve": 0, "reject": 0, "mine": None, "undoable": False}
     assert "label_changed" in body["reject_reasons"]
 
 
@@ -271,7 +271,7 @@ def test_k_reviews_decide_by_majority(admin, annotator, carol, engine, app, revi
     assert v not in {i["id"] for i in queue(annotator)["items"]}  # bob already voted: hidden from bob
     assert v in {i["id"] for i in queue(annotator, unreviewed=False)["items"]}
     shown = {i["id"]: i for i in queue(carol)["items"]}
-    assert shown[v]["votes"] == {"approve": 1, "reject": 0, "mine": None}
+    assert shown[v]["votes"] == {"approve": 1, "reject": 0, "mine": None, "undoable": False}
     assert decide(carol, v, "reject", 2, reason="other").json()["review_status"] == "pending"
     with TestClient(app, headers={"Authorization": f"Bearer {issue_token(engine, 'dave')}"}) as dave:
         r = decide(dave, v, "approve", 3)

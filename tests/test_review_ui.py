@@ -187,7 +187,7 @@ def test_card_actions_decide_undo_and_report_what_was_stored(live_api, annotator
     assert card["status"] == "rejected" and card["last_review"]["reason"] == "unspecified"
     act("reject", v3, reason="meaning_changed")
     card = next(c for c in payload(view, "")["cards"] if c["id"] == v3)
-    assert card["last_review"]["reason_label"] == "meaning changed" and card["mine"]
+    assert card["last_review"]["reason_label"] == "meaning changed" and card["undoable"]
     # U undoes the last decision first, then the one before.
     act("undo")
     assert view.items[v3]["review_status"] == "pending" and view.focus_request["id"] == v3

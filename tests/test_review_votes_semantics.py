@@ -236,5 +236,12 @@ def test_a_submission_is_approved_by_a_member_who_read_it_and_never_leased_to_it
     assert admin.patch(f"/api/v1/datasets/{ds}", json={"distribute_work": True}).status_code == 200
     theirs = lead.post(f"/api/v1/datasets/{ds}/assignments", json={"size": 200}).json()["items"]
     assert paraphrase not in {i["id"] for i in theirs} and source not in {i["id"] for i in theirs}
+    # nor leased back to them when they undo a rejection of it (an undo leases the variant to whoever undid it)
+    r = lead.post(
+        f"/api/v1/samples/{paraphrase}/decision", json={"decision": "reject", "version": 1, "reason": "other"}
+    )
+    assert r.status_code == 200, r.text
+    r = lead.post(f"/api/v1/samples/{paraphrase}/undo", json={"version": r.json()["version"]})
+    assert r.status_code == 200 and r.json()["review_status"] == "pending", r.text
     others = annotator.post(f"/api/v1/datasets/{ds}/assignments", json={"size": 200}).json()["items"]
     assert {paraphrase, source} <= {i["id"] for i in others}  # bob has voted on none

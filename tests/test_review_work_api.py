@@ -23,7 +23,12 @@ def reviews_of(client, sample_id: int) -> list[dict]:  # type: ignore[no-untyped
 def test_a_decision_answers_with_what_was_stored(annotator, review_data) -> None:
     v1, v2 = review_data.variants[review_data.sources[0]][:2]
     body = decide(annotator, v1, "reject", 1, reason="meaning_changed").json()
-    assert body["review_status"] == "rejected" and body["votes"] == {"approve": 0, "reject": 1, "mine": "reject"}
+    assert body["review_status"] == "rejected" and body["votes"] == {
+        "approve": 0,
+        "reject": 1,
+        "mine": "reject",
+        "undoable": True,
+    }
     assert body["last_review"]["reason"] == "meaning_changed" and body["last_review"]["user"] == "bob-annotator"
     # A rejection without a chosen reason is stored as such, never as a reason nobody chose.
     assert decide(annotator, v2, "reject", 1, reason="unspecified").json()["last_review"]["reason"] == "unspecified"
@@ -62,12 +67,19 @@ def test_undo_is_refused_once_someone_else_decided(admin, annotator, carol, revi
     stale = undo(carol, v, 2)  # carol's own, but with a version she no longer holds
     assert stale.status_code == 409 and stale.json()["field"] == "version"
     body = undo(carol, v, 3).json()  # the vote that decided it: the status follows bob's vote alone
-    assert body["review_status"] == "pending" and body["votes"] == {"approve": 1, "reject": 0, "mine": None}
+    assert body["review_status"] == "pending" and body["votes"] == {
+        "approve": 1,
+        "reject": 0,
+        "mine": None,
+        "undoable": False,
+    }
     # With k = 2 the queue hides what you voted on; after undoing, carol sees the variant again.
     assert v in {i["id"] for i in queue(carol)["items"]}
     assert v not in {i["id"] for i in queue(annotator)["items"]}
     # Agreement counts standing votes only: bob's approve alone, nothing to compare.
     assert annotator.get("/api/v1/datasets/rev/agreement").json()["overall"]["units"] == 1
+    # carol's vote withdrawn, bob's stands alone again: his to take back
+    assert undo(annotator, v, 4).status_code == 200
 
 
 def test_undo_of_an_edit_restores_the_text(annotator, review_data) -> None:
@@ -79,6 +91,56 @@ def test_undo_of_an_edit_restores_the_text(annotator, review_data) -> None:
     assert body["text"] == before and body["review_status"] == "pending"
     last = reviews_of(annotator, v)[-1]
     assert (last["decision"], last["text_before"], last["text_after"]) == ("undo", edited["text"], before)
+
+
+def card_of(client, sample_id: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return client.get("/api/v1/review-cards", params={"ids": str(sample_id)}).json()[0]
+
+
+def test_the_undo_button_is_offered_only_where_an_undo_is_taken(admin, annotator, carol, review_data) -> None:  # type: ignore[no-untyped-def]
+    """Shown wherever the card read `mine`, the Undo button offered an undo the API refused (409) as soon as
+    someone else had voted since: a common case with k = 1 (bob approves, carol rejects)."""
+    v = review_data.variants[review_data.sources[3]][0]
+    assert card_of(annotator, v)["votes"]["undoable"] is False  # no vote of his
+    assert decide(annotator, v, "approve").status_code == 200
+    assert card_of(annotator, v)["votes"]["undoable"] is True
+    assert decide(carol, v, "reject", reason="other").status_code == 200
+    card = card_of(annotator, v)
+    assert card["votes"]["mine"] == "approve" and card["votes"]["undoable"] is False, card["votes"]
+    assert undo(annotator, v, card["version"]).status_code == 409
+    assert card_of(carol, v)["votes"]["undoable"] is True
+    listed = {i["id"]: i for i in queue(annotator, status="rejected", unreviewed=False)["items"]}
+    assert listed[v]["votes"]["undoable"] is False  # the queue's cards say the same
+    # carol withdraws her vote: bob's is the latest that stands again, and his to take back
+    assert undo(carol, v, card["version"]).status_code == 200
+    card = card_of(annotator, v)
+    assert card["votes"]["undoable"] is True
+    assert undo(annotator, v, card["version"]).status_code == 200
+
+
+def test_a_vote_an_undone_edit_gave_back_can_be_undone_too(admin, annotator, carol, review_data) -> None:  # type: ignore[no-untyped-def]
+    """Undoing one's edit gives back one's vote before it; the next undo withdrew nothing ("no decision to
+    undo"), and a vote another member's undone edit gave back was refused for ever ("someone else decided")."""
+    admin.patch("/api/v1/datasets/rev", json={"reviews_required": 2})
+    v = review_data.variants[review_data.sources[0]][0]
+    decide(annotator, v, "approve")
+    edited = decide(annotator, v, "edit", text="We have to guard Social Security for our older people.").json()
+    back = undo(annotator, v, edited["version"]).json()
+    assert back["votes"]["mine"] == "approve" and back["votes"]["undoable"] is True, back["votes"]
+    again = undo(annotator, v, back["version"])
+    assert again.status_code == 200, again.text
+    assert again.json()["votes"] == {"approve": 0, "reject": 0, "mine": None, "undoable": False}
+    assert undo(annotator, v, again.json()["version"]).status_code == 409  # nothing of his stands now
+
+    w = review_data.variants[review_data.sources[1]][0]
+    decide(annotator, w, "approve")
+    carols = decide(carol, w, "edit", text="Proud to have met the local farmers in Ames today.").json()
+    assert card_of(annotator, w)["votes"]["undoable"] is False  # her edit withdrew his vote
+    assert undo(annotator, w, carols["version"]).status_code == 409
+    restored = undo(carol, w, carols["version"]).json()
+    assert restored["votes"]["approve"] == 1 and card_of(annotator, w)["votes"]["undoable"] is True
+    mine = undo(annotator, w, restored["version"])
+    assert mine.status_code == 200 and mine.json()["votes"]["approve"] == 0, mine.text
 
 
 def test_an_automatic_decision_is_no_ones_vote_when_a_person_undoes(admin, annotator, carol, engine, review_data):  # type: ignore[no-untyped-def]
@@ -143,7 +205,7 @@ def test_votes_an_edit_withdrew_are_asked_again(admin, annotator, carol, review_
     decide(carol, v, "approve")
     assert not carol_may_decide(v)
     edited = decide(annotator, v, "edit", text="Vote them all out in November, every last one.").json()
-    assert edited["votes"] == {"approve": 1, "reject": 0, "mine": "edit"}
+    assert edited["votes"] == {"approve": 1, "reject": 0, "mine": "edit", "undoable": True}
     assert carol_may_decide(v), "carol's vote was withdrawn by the edit, yet she is not asked again"
     assert decide(carol, v, "approve").json()["review_status"] == "approved"
     assert not carol_may_decide(v)
@@ -153,7 +215,7 @@ def test_votes_an_edit_withdrew_are_asked_again(admin, annotator, carol, review_
     assert carol_may_decide(restored)
     r = undo(annotator, restored, edited["version"])
     assert r.status_code == 200, r.text
-    assert r.json()["votes"] == {"approve": 1, "reject": 0, "mine": None}, r.json()
+    assert r.json()["votes"] == {"approve": 1, "reject": 0, "mine": None, "undoable": False}, r.json()
     assert not carol_may_decide(restored)
 
 
@@ -164,7 +226,7 @@ def test_an_edit_that_changes_nothing_is_an_approval(admin, annotator, carol, re
     decide(carol, v, "approve")
     body = decide(annotator, v, "edit", text=text + "  \n").json()
     assert body["review_status"] == "approved", "the unchanged 'edit' withdrew carol's approval"
-    assert body["votes"] == {"approve": 2, "reject": 0, "mine": "approve"} and body["text"] == text
+    assert body["votes"] == {"approve": 2, "reject": 0, "mine": "approve", "undoable": True} and body["text"] == text
     assert reviews_of(annotator, v)[-1]["decision"] == "approve"
 
 
@@ -241,7 +303,7 @@ def test_the_second_reviewer_of_a_card_both_saw_is_not_refused(admin, annotator,
     assert decide(annotator, first["id"], "approve", first["version"]).json()["review_status"] == "pending"
     both = decide(carol, first["id"], "approve", first["version"])  # the version both saw
     assert both.status_code == 200 and both.json()["review_status"] == "approved", both.text
-    assert both.json()["votes"] == {"approve": 2, "reject": 0, "mine": "approve"}
+    assert both.json()["votes"] == {"approve": 2, "reject": 0, "mine": "approve", "undoable": True}
     # a split at k = 2 stays pending; the vote that splits it counts
     decide(annotator, second["id"], "approve", second["version"])
     split = decide(carol, second["id"], "reject", second["version"], reason="other")

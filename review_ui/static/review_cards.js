@@ -486,7 +486,7 @@ function paintCard(s, card) {
     edit.disabled = !pending;
     edit.onclick = () => { setFocus(s, card.id, false); startEditing(s, card); };
     row.append(approve, reject, edit);
-    if (card.mine && !saving) {
+    if (card.undoable && !saving) {
       const back = el("button", "rv-btn", "Undo · U");
       back.setAttribute("data-action", "undo");
       back.onclick = () => { setFocus(s, card.id, false); undo(s, card); };
