@@ -74,21 +74,40 @@ def text_problem(text: str) -> str | None:
     return None
 
 
-# What a person's text may not hold beyond text_problem's: C0 control characters other than tab, line feed and
-# carriage return (a bell, an escape sequence for a terminal), and the bidi embeddings, overrides and isolates
-# (U+202A-U+202E, U+2066-U+2069), which reorder what a reviewer or an annotator sees.
-_UNWRITABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\u202a-\u202e\u2066-\u2069]")
+# What a person's text may not hold beyond text_problem's: control characters other than tab, line feed and
+# carriage return (C0: a bell, an escape sequence for a terminal; DEL; C1: U+009B is an 8-bit escape sequence's
+# start), the bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069), which reorder what a reviewer
+# or an annotator sees, and the format characters no written text needs, invisible on a card: the invisible math
+# operators (U+2061-U+2064), the deprecated format controls (U+206A-U+206F), a byte-order mark inside a text
+# (U+FEFF), the interlinear annotation marks (U+FFF9-U+FFFB) and the tag characters (U+E0000-U+E007F) outside the
+# emoji flag of a region (🏴 U+1F3F4, tags, U+E007F) that is their one use. The joiners (ZWJ, ZWNJ: emoji, Persian,
+# Indic scripts), the zero-width space (Thai, Khmer) and the direction marks (LRM, RLM) stay: written text needs them.
+_CONTROL = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+_BIDI = "\u202a-\u202e\u2066-\u2069"
+_UNWRITABLE = re.compile(f"[{_CONTROL}{_BIDI}\u2061-\u2064\u206a-\u206f\ufeff\ufff9-\ufffb\U000e0000-\U000e007f]")
+_REGION_FLAG = re.compile("\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f")
+
+
+def _unwritable(text: str) -> list[str]:
+    return _UNWRITABLE.findall(_REGION_FLAG.sub("\U0001f3f4", text))
 
 
 def written_text_problem(text: str) -> str | None:
     """text_problem, for a text a person writes into augloop (a review edit, a text sent to augment): also no
-    control character but tab and line breaks, no bidi override or isolate. Imported data is not held to this
-    (real texts may carry such characters); a person typing a new text has no need of them."""
+    control character but tab and line breaks, no bidi override or isolate, no format character a written text
+    has no use for. Imported data is not held to this (real texts may carry such characters); a person typing a
+    new text has no need of them."""
     if problem := text_problem(text):
         return problem
-    if found := _UNWRITABLE.search(text):
-        what = "a control character" if found.group() < " " else "a bidirectional override or isolate"
-        return f"holds {what} (U+{ord(found.group()):04X})"
+    if found := _unwritable(text):
+        char = found[0]
+        if unicodedata.category(char) == "Cc":
+            what = "a control character"
+        elif re.fullmatch(f"[{_BIDI}]", char):
+            what = "a bidirectional override or isolate"
+        else:
+            what = "an invisible format character"
+        return f"holds {what} (U+{ord(char):04X})"
     return None
 
 
@@ -98,7 +117,7 @@ def generated_text_problem(source: str, text: str) -> str | None:
     its source does not hold (written_text_problem's, which a language model's byte-level output can hold)."""
     if problem := unstorable(text):
         return problem
-    introduced = set(_UNWRITABLE.findall(text)) - set(_UNWRITABLE.findall(source))
+    introduced = set(_unwritable(text)) - set(_unwritable(source))
     if introduced:
         return f"holds U+{ord(min(introduced)):04X}, which its source does not"
     return None

@@ -444,3 +444,26 @@ def test_a_control_character_its_source_holds_is_no_reason_to_drop_a_variant() -
         == "holds U+0001, which its source does not"
     )
     assert generated_text_problem(source, "Vote\x00 for it") == "holds a NUL character"
+
+
+def test_a_written_text_keeps_the_invisible_characters_scripts_need_and_no_others() -> None:
+    """An edit could hold C1 controls, DEL and tag characters, invisible on the card that approves it; the
+    joiners of emoji and of Persian or Indic words, a region's flag and the direction marks are written text."""
+    from core.textnorm import generated_text_problem, written_text_problem
+
+    needed = (
+        "family 👨\u200d👩\u200d👧 day",
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian "I want": ZWNJ inside a word
+        "Wales 🏴\U000e0067\U000e0062\U000e0077\U000e006c\U000e0073\U000e007f today",  # a region's flag
+        "שלום\u200f world",  # RLM
+    )
+    for text in needed:
+        assert written_text_problem(text) is None, text
+    assert written_text_problem("a\x9bb") == "holds a control character (U+009B)"
+    assert written_text_problem("a\x7fb") == "holds a control character (U+007F)"
+    assert written_text_problem("x\U000e0041y") == "holds an invisible format character (U+E0041)"
+    assert written_text_problem("\U000e0067\U000e007f no flag") == "holds an invisible format character (U+E0067)"
+    assert written_text_problem("a\ufeffb") == "holds an invisible format character (U+FEFF)"
+    # a model's output may not bring them in either (its source may hold them: imported data is taken as it is)
+    assert generated_text_problem("Vote today", "Vote\x85 today") == "holds U+0085, which its source does not"
+    assert generated_text_problem("Vote\x85 today", "Ballot\x85 today") is None

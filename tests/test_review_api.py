@@ -159,7 +159,20 @@ def test_decision_input_errors(annotator, review_data) -> None:
     assert decide(annotator, v, "edit", 1, text="   ").json()["field"] == "text"
     assert decide(annotator, v, "edit", 1, text="\u200b\u200b").json()["field"] == "text"  # invisible only
     assert decide(annotator, v, "edit", 1, text="a\x00b").json()["field"] == "text"
-    for unwritable in ("a\x07b", "a\x1b[2Jb", "a\u202eb", "a\u2066b\u2069", "a\x0cb"):
+    # C0, DEL and C1 controls (U+009B opens a terminal escape), bidi overrides, and format characters invisible
+    # on a card (tag characters, a byte-order mark, invisible operators): a trigger the approver cannot see
+    for unwritable in (
+        "a\x07b",
+        "a\x1b[2Jb",
+        "a\u202eb",
+        "a\u2066b\u2069",
+        "a\x0cb",
+        "protect \x9b31m Social Security",
+        "a\x7fb",
+        "a\U000e0041\U000e0042b",
+        "a\ufeffb",
+        "a\u2062b",
+    ):
         r = decide(annotator, v, "edit", 1, text=unwritable)
         assert r.status_code == 422 and r.json()["field"] == "text", (unwritable, r.text)
     assert decide(annotator, v, "reject", 1, reason="boring").status_code == 422
