@@ -143,6 +143,13 @@ def combining_marks() -> str:
 
 
 def term_key(text: str) -> str:
-    """A word or phrase as protected terms compare them: NFC, case-folded, then NFC again (a case fold can
+    """A word or phrase as protected terms are stored: NFC, case-folded, then NFC again (a case fold can
     decompose: "İ" folds to "i" + U+0307), so "café" typed either way is one term."""
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold())
+
+
+def term_match_key(text: str) -> str:
+    """A word of a text as a protected term matches it: term_key after NFKC, so a term written in fullwidth
+    letters or in the mathematical bold of social-media posts is the term, as every other text check
+    (duplicates, leaks) reads it; the masked LM replaced such words though they were protected."""
+    return term_key(unicodedata.normalize("NFKC", text))

@@ -87,3 +87,43 @@ def test_one_of_two_copies_of_a_protected_word_replaced_is_a_word_lost() -> None
     assert terms.lost(source, "abortion is healthcare and miscarriage rights matter")
     assert not terms.lost(source, "abortion is health care and abortion rights count")
     assert ProtectedTerms(["vote"]).lost("votes count", "ballots count")  # an inflection of the term
+
+
+def wide(word: str) -> str:
+    """The word in fullwidth letters."""
+    return "".join(chr(ord(c) - ord("!") + 0xFF01) for c in word)
+
+
+# "abortion" in fullwidth letters and in mathematical bold, as social-media posts write words to stand out
+FULLWIDTH = wide("abortion")
+BOLD = "".join(chr(0x1D41A + ord(c) - ord("a")) for c in "abortion")
+
+
+def test_a_protected_term_written_in_fullwidth_or_bold_letters_is_the_term() -> None:
+    """Every other text check reads NFKC; protected terms read NFC, so the masked LM replaced "abortion"
+    written in fullwidth or bold letters, and the store's re-check saw nothing lost."""
+    from core.settings import get_settings
+    from workers.augment.base import SourceHints
+    from workers.augment.models import get_augmenter
+    from workers.augment.params import MaskedLMParams
+    from workers.augment.textspans import ProtectedTerms
+
+    terms = ProtectedTerms(["abortion"])
+    assert terms.covers(FULLWIDTH) and terms.covers(BOLD) and terms.covers(FULLWIDTH.upper())
+    assert ProtectedTerms(["vote"]).covers(wide("VOTES"))  # an inflection, in fullwidth capitals
+    assert terms.lost(f"We oppose {BOLD} laws", "We oppose these laws")
+    assert not terms.lost(f"We oppose {BOLD} laws", f"We fight {BOLD} laws")
+    texts = [f"We oppose {FULLWIDTH} laws", f"We oppose {BOLD} laws"]
+    out = get_augmenter("mlm", "en", get_settings()).augment(
+        texts,
+        [4, 4],
+        seed=1,
+        language="en",
+        params=MaskedLMParams(min_prob=0.0, aug_p=1.0),
+        hints=SourceHints(protected=terms, labels=[{}, {}]),
+    )
+    assert any(variants for variants in out), "the tiny masked LM wrote no variant to check"
+    for source, variants in zip(texts, out, strict=True):
+        for variant in variants:
+            assert not any(edit["from"] in (FULLWIDTH, BOLD) for edit in variant.edits), variant
+            assert not terms.lost(source, variant.text), variant.text

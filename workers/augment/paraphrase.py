@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from core.batching import length_buckets
 from core.settings import Settings
-from core.textnorm import content_hash, term_key
+from core.textnorm import content_hash, term_match_key
 from workers.augment import params as P
 from workers.augment.base import Augmenter, AugmentRequest, SourceHints, Variant, WorkMeter, derive_seed
 from workers.augment.models import LoadedModel, ModelUnavailable
@@ -52,8 +52,8 @@ def build_messages(
     guidelines = hints.guidelines.strip() if params.include_guidelines else ""
     if guidelines and params.max_guideline_chars:
         parts.append("Annotation guidelines:\n" + guidelines[: params.max_guideline_chars])
-    folded = term_key(text)  # the terms are term keys: the text read the same way ("café" typed either way)
-    protected = [t for t in (hints.protected.terms if hints.protected else []) if t in folded]
+    folded = term_match_key(text)  # the text read as terms match it ("café" typed either way, or fullwidth)
+    protected = [t for t in (hints.protected.terms if hints.protected else []) if term_match_key(t) in folded]
     if protected:
         parts.append("Keep these words: " + ", ".join(protected))
     parts.append("Text:\n" + text)

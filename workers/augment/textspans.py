@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from core.textnorm import combining_marks, term_key
+from core.textnorm import combining_marks, term_key, term_match_key
 
 _TOKEN = re.compile(r"\S+")
 # A letter and what follows it: letters and combining marks (a text typed in decomposed Unicode, NFD, writes
@@ -152,7 +152,7 @@ class ProtectedTerms:
         self.terms = sorted({term_key(t.strip()) for t in terms if t.strip()})
         forms: set[str] = set()
         for term in self.terms:
-            for word in _WORD.findall(term):
+            for word in _WORD.findall(term_match_key(term)):
                 forms.add(word)
                 forms.update(_lemmas(word))
         self._forms = frozenset(forms)
@@ -164,15 +164,15 @@ class ProtectedTerms:
         return len(self.terms)
 
     def covers(self, word: str) -> bool:
-        lowered = term_key(word)  # "café" typed either way is the term
+        lowered = term_match_key(word)  # "café" typed either way, "ｃａｆé" too, is the term
         return lowered in self._forms or any(lemma in self._forms for lemma in _lemmas(lowered))
 
     def lost(self, source: str, variant: str) -> bool:
         """Whether `variant` no longer holds a word of `source` that these terms protect (a word replaced)."""
         if not self._forms:
             return False
-        kept = Counter(term_key(w.text) for w in words(variant))
-        held = Counter(term_key(w.text) for w in words(source) if self.covers(w.text))
+        kept = Counter(term_match_key(w.text) for w in words(variant))
+        held = Counter(term_match_key(w.text) for w in words(source) if self.covers(w.text))
         return any(kept[word] < n for word, n in held.items())  # one of two copies replaced is one lost
 
 
