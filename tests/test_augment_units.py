@@ -118,6 +118,13 @@ def test_language_decides_the_valid_methods(settings) -> None:
     # mBERT covers German; no de→x→de route; WordNet is English; the paraphraser covers any language by default
     assert valid_methods("de", settings) == ["mlm", "paraphrase"]
     assert valid_methods("zu", settings) == ["paraphrase"]  # Zulu: not among mBERT's languages
+    # mBERT covers Chinese, Japanese and Thai, but their words have no spaces between them: a word-level masked
+    # LM masked a whole clause as one "word"
+    for unspaced in ("zh", "zh-TW", "ja", "th"):
+        assert valid_methods(unspaced, settings) == ["paraphrase"], unspaced
+    with pytest.raises(ValidationFailed, match="written without spaces between words") as err:
+        validate_request(["mlm"], "zh", None, None, settings)
+    assert err.value.field == "methods"
     narrowed = settings.model_copy(update={"paraphrase_languages": ["en", "fr"]})
     assert valid_methods("zu", narrowed) == []
     with pytest.raises(ValidationFailed, match="AUGLOOP_PARAPHRASE_LANGUAGES"):
@@ -467,3 +474,13 @@ def test_a_written_text_keeps_the_invisible_characters_scripts_need_and_no_other
     # a model's output may not bring them in either (its source may hold them: imported data is taken as it is)
     assert generated_text_problem("Vote today", "Vote\x85 today") == "holds U+0085, which its source does not"
     assert generated_text_problem("Vote\x85 today", "Ballot\x85 today") is None
+
+
+def test_a_run_of_a_script_written_without_spaces_is_no_word_to_replace() -> None:
+    """In a text of a dataset declared English (or any spaced language), a run of Chinese, Japanese or Thai is a
+    clause: the masked LM replaced "这是一个很好的决定" ("this is a good decision") with one word."""
+    from workers.augment.textspans import candidates
+
+    text = "We voted for the new law today, 这是一个很好的决定 and ในวันนี้ เราลงคะแนน, すばらしい"
+    assert [w.text for w in candidates(text, "en")] == ["voted", "new", "law"]
+    assert [w.text for w in candidates("Wir haben heute gewählt", "de")] == ["haben", "heute", "gewählt"]

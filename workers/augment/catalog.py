@@ -37,6 +37,8 @@ KNOWN_MLM_LANGUAGES: dict[str, frozenset[str]] = {
     "distilroberta-base": _ENGLISH,
 }
 ROUTE_KEYS = {"source", "pivot", "forward", "backward"}
+# Written without spaces between words: a word-level method finds no words in them (a run of letters is a clause)
+UNSPACED_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "km", "my", "bo", "yue", "wuu", "dz"})
 
 
 def base_language(code: str) -> str:
@@ -73,6 +75,11 @@ def unsupported_reason(method: str, language: str, settings: Settings) -> str | 
             None if language == "en" else f"WordNet synonyms are English only; the dataset's language is {language!r}"
         )
     if method == "mlm":
+        if language in UNSPACED_LANGUAGES:
+            return (
+                f"the masked LM replaces single words, and language {language!r} is written without spaces between "
+                "words, so augloop cannot find them; use back-translation or paraphrasing"
+            )
         covered = mlm_languages(settings)
         if covered is None or language in covered:
             return None

@@ -28,6 +28,12 @@ _URLISH = re.compile(r"[a-z][a-z0-9+.-]*://|(?:^|\W)www\.|\.(?:com|org|net|gov|e
 _SHORTCODE = re.compile(r":[a-z0-9_+-]+:", re.IGNORECASE)  # :smile: is an emoji's name, not a word
 # A bare domain with a path, whatever its suffix: `goo.gl/vagtuf`, `youtu.be/x`, `fb.me/x`, `site.us/`.
 _DOMAIN = re.compile(r"[^\W_]\.[a-z]{2,}[^\W_]*/", re.IGNORECASE)
+# Letters of the scripts written without spaces between words (Han, kana, Thai, Lao, Tibetan, Myanmar, Khmer):
+# a run of them is a clause, not a word ("这是一个很好的决定" masked whole became "shutdown")
+UNSPACED_SCRIPTS = re.compile(
+    "[\u0e00-\u0eff\u0f00-\u0fff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf"
+    "\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]"
+)
 _HYPHENS = "-\u2010\u2011"  # a word joined to another by one of these is part of a compound ("co-sponsor", "in-person")
 
 # English function words (the NLTK list, which is not installable offline) and social-media tokens that carry
@@ -79,13 +85,14 @@ class Word:
 
     def is_candidate(self, language: str, *, protect_capitalized: bool = True, min_len: int = 2) -> bool:
         """A plain word worth replacing: letters only, not a stop word, a number or a word of time (English),
-        not part of a hyphenated compound, not (when asked) a likely name.
+        not part of a hyphenated compound, not (when asked) a likely name, not a run of a script written without
+        spaces (Chinese, Japanese, Thai...: such a "word" is a clause).
 
         Capitalised words inside a sentence and all-caps words are mostly names and acronyms (`Trey Radel`,
         `GOP`): replacing them changes who the text is about, which an annotator then has to reject. A part of a
         compound is no word of its own: "co-sponsor" → "cobalt-sponsor", "full-time" → "total-time"."""
         word = self.text
-        if len(word) < min_len or not word.isalpha() or self.compound:
+        if len(word) < min_len or not word.isalpha() or self.compound or UNSPACED_SCRIPTS.search(word):
             return False
         lowered = word.casefold()
         stops = stop_words(language)
