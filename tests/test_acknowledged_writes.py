@@ -108,9 +108,13 @@ def _writes(w: dict[str, Any]) -> list[tuple[str, str, str, str, dict[str, Any],
 
 @contextmanager
 def failing_commits(engine: Any) -> Iterator[None]:
-    """Every COMMIT on this engine fails, the way a full disk or a lost connection fails it."""
+    """Every COMMIT of a write on this engine fails, the way a full disk or a lost connection fails it. Not the
+    read-only session that authenticates a request before its route runs (api/main.py AuthorizedFirst): failing
+    it answered 503 before any route ran, so these tests passed without reaching a route's commit."""
 
-    def refuse(_conn: Any) -> None:
+    def refuse(conn: Any) -> None:
+        if conn.get_execution_options().get("readonly"):
+            return
         raise OperationalError("COMMIT", {}, Exception("disk I/O error (simulated)"))
 
     event.listen(engine, "commit", refuse)
@@ -127,6 +131,9 @@ def test_a_failed_commit_reaches_the_client_and_nothing_is_stored(world) -> None
 
     engine = world["engine"]
     app = create_app(world["settings"], engine)
+    with TestClient(app, raise_server_exceptions=False, headers={"Authorization": f"Bearer {world['admin']}"}) as http:
+        with failing_commits(engine):  # the route runs: its own refusal of a bad body, not the commit's 503
+            assert http.post("/api/v1/projects", json={"name": "Not A Slug!!"}).status_code == 422
     for name, who, method, path, kwargs, stored in _writes(world):
         with TestClient(app, raise_server_exceptions=False, headers={"Authorization": f"Bearer {world[who]}"}) as http:
             with failing_commits(engine):
