@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from fastapi import Depends, HTTPException, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 from sqlalchemy import Engine
@@ -63,13 +64,13 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-_DIGITS = re.compile(r"[0-9]{1,19}")
+DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 def _plain_id(value: object) -> object:
     """An id in a path is written in ASCII digits: pydantic's lax parsing read `1.0`, `+1`, `1_0`, ` 1` and a
     full-width one (U+FF11) as the id 1, so one resource answered at many addresses (an attacker's find)."""
-    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+    if isinstance(value, str) and not DIGITS.fullmatch(value):
         raise ValueError("an id is a positive whole number written in digits 0-9")
     return value
 
@@ -197,23 +198,52 @@ def _route_queries(route: Any) -> dict[str, bool]:
     return found
 
 
-def known_query(request: Request) -> None:
+async def known_query(request: Request) -> None:
     """Every route's query string names only parameters it takes, each once unless it takes a list: an unknown
     name was ignored (`?metod=wordnet` showed the whole queue, `?formt=jsonl` exported CSV, `DELETE
     …?dry_run=1` deleted) and a repeated one kept its last value (`?include=original&include=approved`, what
     clients send for a list, exported no originals); 422 naming the parameter (attackers' finds), as bodies
-    and forms refuse unknown and repeated keys."""
+    and forms refuse unknown and repeated keys. The token is checked first: a client without a valid one gets
+    401 (or 429), not the route's parameters, and its failure counts against it."""
     route = request.scope.get("route")
     if getattr(route, "dependant", None) is None or not request.url.path.startswith("/api/"):  # /healthz: ?t=…
         return
+    problem = _query_problem(request, route)
+    if problem is None:
+        return
+    if _needs_user(route):
+        credentials = await bearer(request)
+
+        def check() -> None:
+            with session_scope(readonly_engine(request.app.state.engine)) as session:
+                current_user(request, session, credentials)
+
+        await run_in_threadpool(check)
+    raise problem
+
+
+def _query_problem(request: Request, route: Any) -> ValidationFailed | None:
     takes = _route_queries(route)
     for name in dict.fromkeys(request.query_params.keys()):
         if name not in takes:
             known = ", ".join(sorted(takes)) or "none"
-            raise ValidationFailed(f"unknown query parameter {name[:60]!r}; this route takes: {known}", field=name[:60])
+            said = f"unknown query parameter {name[:60]!r}; this route takes: {known}"
+            return ValidationFailed(said, field=name[:60])
         if not takes[name] and (n := len(request.query_params.getlist(name))) > 1:
-            raise ValidationFailed(
+            return ValidationFailed(
                 f"query parameter {name!r} is given {n} times; give it once (several values comma-separated, where "
                 "it takes several)",
                 field=name,
             )
+    return None
+
+
+def _needs_user(route: Any) -> bool:
+    """Whether the route authenticates its caller (current_user among its dependencies, at any depth)."""
+    stack = [route.dependant]
+    while stack:
+        node = stack.pop()
+        if node.call is current_user:
+            return True
+        stack.extend(node.dependencies)
+    return False

@@ -68,12 +68,22 @@ def operational_response(err: OperationalError) -> JSONResponse:
     )
 
 
+# What an error body repeats of a request at most: a message quoting a 60,000-character query value (an unknown
+# status, a dataset name) came back whole, as did a field named by a body's 60,000-character key.
+DETAIL_CHARS, FIELD_CHARS, ERRORS_LISTED = 2_000, 200, 20
+
+
+def shown(text: Any, limit: int) -> Any:
+    """`text` cut to `limit` characters (… marks the cut); anything not a string as it is."""
+    return text[: limit - 1] + "…" if isinstance(text, str) and len(text) > limit else text
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, err: DomainError) -> JSONResponse:
-        body = {"detail": err.message}
+        body = {"detail": shown(err.message, DETAIL_CHARS)}
         if err.field:
-            body["field"] = err.field
+            body["field"] = shown(err.field, FIELD_CHARS)
         body.update(err.extra)
         retry = getattr(err, "retry_after", None)
         return JSONResponse(
@@ -166,12 +176,12 @@ def install_error_handlers(app: FastAPI) -> None:
                 message = "the request needs a JSON body"
             elif content_type and content_type != "application/json":  # curl -d sends form encoding
                 message = f"send the body as JSON, with Content-Type: application/json (it came as {content_type[:80]})"
+        listed = [
+            {"loc": [shown(p, FIELD_CHARS) for p in e.get("loc", [])], "msg": e.get("msg"), "type": e.get("type")}
+            for e in errors[:ERRORS_LISTED]
+        ]
         return JSONResponse(
-            {
-                "detail": message,
-                "field": field,
-                "errors": [{"loc": list(e.get("loc", [])), "msg": e.get("msg"), "type": e.get("type")} for e in errors],
-            },
+            {"detail": shown(message, DETAIL_CHARS), "field": shown(field, FIELD_CHARS), "errors": listed},
             status_code=422,
         )
 
@@ -200,7 +210,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        body: dict[str, Any] = {"detail": err.detail}
+        body: dict[str, Any] = {"detail": shown(err.detail, DETAIL_CHARS)}
+        if (field := getattr(err, "field", None)) is not None:  # api/json_body.py RepeatedKey
+            body["field"] = field
         if err.status_code == 400 and request.method in ("POST", "PUT", "PATCH", "DELETE"):
             # a body the server could not read (FastAPI's "There was an error parsing the body": not UTF-8, a
             # Content-Encoding it does not take, nested or numbered past what JSON reading allows; Starlette's

@@ -201,7 +201,7 @@ class ExportJobCreate(RequestBody):
 class TokenCreate(RequestBody):
     name: str = Field(min_length=1, max_length=120)
     role: Literal["annotator", "admin"]
-    expires_in_days: float | None = Field(default=None, gt=0, le=3650)
+    expires_in_days: float | None = Field(default=None, ge=1 / 1440, le=3650, description="At least a minute (1/1440)")
 
 
 class TokenIssued(BaseModel):

@@ -17,13 +17,19 @@ from db.models import TOKEN_ROLES, APIToken, Role, User, utcnow
 from db.session import session_scope
 from services import review_assignments
 
+MIN_EXPIRY_DAYS = 1 / 1440
+
 
 def issue(session: Session, name: str, role: str, expires_in_days: float | None = None) -> auth.IssuedToken:
     """A token for a (new or existing) user; an expiry, when given, lies in the future. A user name is printable
     text (no control or format characters: U+202E would reverse it wherever it is shown)."""
     name = check_user_name(name, field="name")
-    if expires_in_days is not None and not 0 < expires_in_days <= 3650:
-        raise ValidationFailed(f"expires_in_days must be in (0, 3650]; got {expires_in_days}", field="expires_in_days")
+    # at least a minute: 1e-300 days issued a token that had expired when it was handed out
+    if expires_in_days is not None and not MIN_EXPIRY_DAYS <= expires_in_days <= 3650:
+        raise ValidationFailed(
+            f"expires_in_days must be from {MIN_EXPIRY_DAYS:.6f} (one minute) to 3650; got {expires_in_days}",
+            field="expires_in_days",
+        )
     expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     return auth.create_token(session, name, role, expires)
 

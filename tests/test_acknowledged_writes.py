@@ -131,9 +131,10 @@ def test_a_failed_commit_reaches_the_client_and_nothing_is_stored(world) -> None
 
     engine = world["engine"]
     app = create_app(world["settings"], engine)
-    with TestClient(app, raise_server_exceptions=False, headers={"Authorization": f"Bearer {world['admin']}"}) as http:
-        with failing_commits(engine):  # the route runs: its own refusal of a bad body, not the commit's 503
-            assert http.post("/api/v1/projects", json={"name": "Not A Slug!!"}).status_code == 422
+    as_admin = {"Authorization": f"Bearer {world['admin']}"}
+    # the route runs: its own refusal of a bad body, not the commit's 503
+    with TestClient(app, raise_server_exceptions=False, headers=as_admin) as http, failing_commits(engine):
+        assert http.post("/api/v1/projects", json={"name": "Not A Slug!!"}).status_code == 422
     for name, who, method, path, kwargs, stored in _writes(world):
         with TestClient(app, raise_server_exceptions=False, headers={"Authorization": f"Bearer {world[who]}"}) as http:
             with failing_commits(engine):

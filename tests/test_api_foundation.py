@@ -66,6 +66,15 @@ def test_failed_authentication_is_rate_limited(client, app):
     assert codes == [401, 401, 401, 429, 429]
 
 
+def test_a_query_parameter_the_route_does_not_take_is_answered_after_the_token(client, app):
+    """The query check ran before the token's: a wrong token with `?zzz=1` got 422 and the route's parameter
+    list, and its failures never counted toward the limit."""
+    app.state.auth_limiter.per_minute = 3
+    codes = [client.get(f"{API}/jobs?zzz=1", headers={"Authorization": "Bearer wrong"}).status_code for _ in range(5)]
+    assert codes == [401, 401, 401, 429, 429]
+    assert client.get(f"{API}/jobs?zzz=1").status_code == 429  # the same client, now without a token
+
+
 def test_annotators_cannot_import_or_manage_tokens(annotator):
     r = upload(annotator)
     assert r.status_code == 403 and "admin" in r.json()["detail"]
@@ -76,6 +85,10 @@ def test_annotators_cannot_import_or_manage_tokens(annotator):
 def test_admin_manages_tokens(admin):
     r = admin.post(f"{API}/tokens", json={"name": "erin", "role": "annotator", "expires_in_days": 7})
     assert r.status_code == 201
+    for instant in (1e-300, 1e-9, 0.0005):  # a token expired as it was handed out (under a minute)
+        r = admin.post(f"{API}/tokens", json={"name": "erin", "role": "annotator", "expires_in_days": instant})
+        assert r.status_code == 422 and r.json()["field"] == "expires_in_days", (instant, r.text)
+    r = admin.post(f"{API}/tokens", json={"name": "erin", "role": "annotator", "expires_in_days": 7})
     issued = r.json()
     assert admin.get(f"{API}/me", headers={"Authorization": f"Bearer {issued['token']}"}).json()["role"] == "annotator"
     listing = admin.get(f"{API}/tokens").json()
@@ -352,6 +365,22 @@ def test_every_request_body_refuses_unknown_keys_and_nan(admin):
     for value in ("nan", "inf", "-inf"):
         r = admin.get(f"{API}/datasets/psm/review-queue", params={"max_consistency": value})
         assert r.status_code == 422 and r.json()["field"] == "max_consistency", (value, r.text)
+    # a key given twice: Python's reader kept the last, a proxy or a log reading the first saw another request
+    for text, field in (
+        ('{"decision": "approve", "decision": "reject", "reason": "other", "filter": {}}', "decision"),
+        ('{"decision": "approve", "filter": {"min_similarity": 0.1, "min_similarity": 0.9}}', "min_similarity"),
+    ):
+        r = admin.post(f"{API}/datasets/psm/bulk-decisions", content=text, headers={"Content-Type": "application/json"})
+        assert r.status_code == 422 and r.json()["field"] == field and "twice" in r.json()["detail"], r.text
+    import importlib
+    import pkgutil
+
+    import api.routes
+    from api.json_body import StrictJSONRoute
+
+    for module in pkgutil.iter_modules(api.routes.__path__):
+        router = importlib.import_module(f"api.routes.{module.name}").router
+        assert router.routes and all(isinstance(r, StrictJSONRoute) for r in router.routes), module.name
 
 
 def test_a_flag_where_a_number_belongs_is_refused_naming_the_field(admin, engine):
@@ -581,3 +610,16 @@ def test_a_database_data_error_is_a_422_in_the_apis_words(app, sqlstate: str, sa
     r = TestClient(app).get("/test-data-error")
     assert r.status_code == 422 and r.json()["detail"] == said
     assert "secret" not in r.text and "varying" not in r.text
+
+
+def test_an_error_repeats_at_most_a_bounded_part_of_the_request(admin):
+    """A 60,000-character query value, dataset name or body key came back whole in the error's body."""
+    long = "x" * 60_000
+    for r in (
+        admin.get(f"{API}/jobs", params={"status": long}),
+        admin.get(f"{API}/datasets/{long}"),
+        admin.post(f"{API}/tokens", json={"name": "ok", "role": "annotator", long: 1}),
+        admin.post(f"{API}/tokens", json={"name": "ok", "role": long}),
+    ):
+        assert r.status_code in (404, 422) and len(r.content) < 6_000, (r.status_code, len(r.content))
+        assert len(r.json()["detail"]) <= 2_000 and len(r.json().get("field") or "") <= 200

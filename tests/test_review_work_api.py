@@ -118,6 +118,18 @@ def test_the_undo_button_is_offered_only_where_an_undo_is_taken(admin, annotator
     assert undo(annotator, v, card["version"]).status_code == 200
 
 
+def test_review_cards_take_ids_written_in_ascii_digits(annotator, review_data) -> None:  # type: ignore[no-untyped-def]
+    """int() read "+5087", "5_087" and full-width or Devanagari digits as 5087: one card at many addresses, where
+    an id in a path is refused in those forms."""
+    v = review_data.variants[review_data.sources[3]][0]
+    both = annotator.get("/api/v1/review-cards", params={"ids": f"{v}, {v}"})
+    assert [c["id"] for c in both.json()] == [v]  # spaces around an id are fine, and a repeated id is one card
+    wide = "".join(chr(0xFF10 + int(d)) for d in str(v))
+    for raw in (f"+{v}", f"{str(v)[:1]}_{str(v)[1:]}", wide, f"{v},,{v}", f"{v}.0", ""):
+        r = annotator.get("/api/v1/review-cards", params={"ids": raw})
+        assert r.status_code == 422 and r.json()["field"] == "ids", (raw, r.text)
+
+
 def test_a_vote_an_undone_edit_gave_back_can_be_undone_too(admin, annotator, carol, review_data) -> None:  # type: ignore[no-untyped-def]
     """Undoing one's edit gives back one's vote before it; the next undo withdrew nothing ("no decision to
     undo"), and a vote another member's undone edit gave back was refused for ever ("someone else decided")."""

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Query
 
 from api.augment_schemas import AugmentCreate, AugmenterStatus, PlanCreate, PlanRead, WorkerRead
 from api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
+from api.json_body import StrictJSONRoute
 from api.schemas import JobRead
 from services import augmentation
 from services.augmentation import AugmentRequest, PlanRequest
 
-router = APIRouter(tags=["augmentation"])
+router = APIRouter(tags=["augmentation"], route_class=StrictJSONRoute)
 
 
 @router.post("/augment", response_model=JobRead, status_code=202)

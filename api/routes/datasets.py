@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
 
 from api.deps import AdminUser, CurrentUser, EngineDep, SessionDep, SettingsDep
+from api.json_body import StrictJSONRoute
 from api.schemas import (
     DatasetRead,
     DatasetUpdate,
@@ -26,7 +27,7 @@ from services import label_sets
 from services.import_reading import label_order_from_json
 from services.importing import ImportSpec
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(prefix="/datasets", tags=["datasets"], route_class=StrictJSONRoute)
 
 
 @router.get("", response_model=list[DatasetRead])

@@ -1,6 +1,8 @@
 from fastapi import APIRouter
 
-router = APIRouter()
+from api.json_body import StrictJSONRoute
+
+router = APIRouter(route_class=StrictJSONRoute)
 
 
 @router.get("/healthz", tags=["health"])

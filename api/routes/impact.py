@@ -9,12 +9,13 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.deps import MAX_ID, CurrentUser, EngineDep, ResourceId, SessionDep
+from api.json_body import StrictJSONRoute
 from api.schemas import JobRead, RequestBody
 from api.training_schemas import Seed
 from services import impact
 from trainer.config import TrainConfig
 
-router = APIRouter(tags=["impact"])
+router = APIRouter(tags=["impact"], route_class=StrictJSONRoute)
 
 Method = Annotated[str, Field(min_length=1, max_length=100)]
 

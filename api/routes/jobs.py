@@ -6,11 +6,12 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
 from api.deps import MAX_ID, CurrentUser, ResourceId, SessionDep, SettingsDep
+from api.json_body import StrictJSONRoute
 from api.schemas import JobList, JobRead
 from db.models import Job
 from services import jobs as job_service
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=StrictJSONRoute)
 
 
 @router.get("", response_model=JobList)

@@ -9,10 +9,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api.deps import AdminUser, CurrentUser, SessionDep
+from api.json_body import StrictJSONRoute
 from api.schemas import RequestBody
 from services import projects
 
-router = APIRouter(prefix="/projects", tags=["projects"])
+router = APIRouter(prefix="/projects", tags=["projects"], route_class=StrictJSONRoute)
 
 
 class ProjectCreate(RequestBody):

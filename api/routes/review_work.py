@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api.deps import MAX_ID, CurrentUser, SessionDep
+from api.json_body import StrictJSONRoute
 from api.review_schemas import (
     AnnotatorProgress,
     AssignedQueue,
@@ -24,17 +25,19 @@ from db.models import Job
 from services import label_model, review_assignments, review_cards
 from services.review_work import annotators_of
 
-router = APIRouter(tags=["reviews"])
+router = APIRouter(tags=["reviews"], route_class=StrictJSONRoute)
 
 
 def parse_ids(raw: str) -> list[int]:
     """ "1,2,3" → [1, 2, 3]; anything else is a 422 naming `ids`."""
+    from api.deps import DIGITS
     from core.errors import ValidationFailed
 
-    try:
-        ids = [int(p) for p in raw.split(",") if p.strip()]
-    except ValueError:
-        raise ValidationFailed("ids must be comma-separated integers", field="ids") from None
+    parts = [p.strip() for p in raw.split(",")]
+    # ASCII digits, as an id in a path: int() read "+5", "5_087" and full-width or Devanagari digits as 5087
+    if not all(DIGITS.fullmatch(p) for p in parts):
+        raise ValidationFailed("ids must be positive integers written in digits 0-9, separated by commas", field="ids")
+    ids = [int(p) for p in parts]
     if not ids or len(ids) > 200 or any(not 1 <= i <= MAX_ID for i in ids):
         raise ValidationFailed("give 1 to 200 positive sample ids", field="ids")
     return ids

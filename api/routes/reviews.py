@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import FiniteFloat
 
 from api.deps import MAX_ID, CurrentUser, ResourceId, SessionDep, SettingsDep
+from api.json_body import StrictJSONRoute
 from api.review_schemas import (
     BulkDecisionCreate,
     BulkDecisionResult,
@@ -23,7 +24,7 @@ from db.models import REVIEWABLE_ORIGINS
 from services import review, review_cards, review_undo
 from services.review import SORTS, BulkSelection
 
-router = APIRouter(tags=["reviews"])
+router = APIRouter(tags=["reviews"], route_class=StrictJSONRoute)
 
 
 def _split(raw: str | None) -> tuple[str, ...]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import AdminUser, CurrentUser, ResourceId, SessionDep
+from api.json_body import StrictJSONRoute
 from api.schemas import TokenCreate, TokenIssued, TokenRead, UserRead, UserRoleUpdate
 from services import tokens as token_service
 
-router = APIRouter(tags=["tokens"])
+router = APIRouter(tags=["tokens"], route_class=StrictJSONRoute)
 
 
 @router.get("/me", response_model=UserRead)

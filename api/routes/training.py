@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from api.deps import MAX_ID, CurrentUser, EngineDep, ResourceId, SessionDep, SettingsDep
+from api.json_body import StrictJSONRoute
 from api.schemas import JobRead
 from api.training_schemas import (
     EnsembleCreate,
@@ -24,7 +25,7 @@ from api.training_schemas import (
 from db.models import Job
 from services import ensembles, prediction, training, training_estimate
 
-router = APIRouter(tags=["training"])
+router = APIRouter(tags=["training"], route_class=StrictJSONRoute)
 
 
 @router.post("/training-runs", response_model=TrainingRunsCreated, status_code=202)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import CurrentUser, SessionDep
+from api.json_body import StrictJSONRoute
 from api.variant_schemas import (
     AutoApprovalApplied,
     AutoApprovalStatus,
@@ -19,7 +20,7 @@ from services import auto_approval, protected_terms, variant_settings
 from services.auto_approval import AutoApprovalRequest
 from services.variant_settings import VariantSettingsUpdate
 
-router = APIRouter(prefix="/datasets", tags=["variants"])
+router = APIRouter(prefix="/datasets", tags=["variants"], route_class=StrictJSONRoute)
 
 
 @router.get("/{name}/protected-terms", response_model=ProtectedTerms)
