@@ -7,7 +7,7 @@ counts; then the audit: every decision a client got a 2xx for is in the database
 for that sample, user and version), and no response was a 5xx.
 
     .venv/bin/python bench/load.py            # 50 clients × 60 s per backend; writes bench/results/load.json
-    .venv/bin/python bench/load.py --quick    # 10 clients × 8 s per backend
+    .venv/bin/python bench/load.py --quick    # 8 clients × 5 s per backend, 5,000 variants; load.quick.json
 Loopback only; every loop is bounded in time and count.
 """
 
@@ -274,11 +274,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--clients", type=int)
     parser.add_argument("--seconds", type=float)
-    parser.add_argument("--variants", type=int, default=20_000)
+    parser.add_argument("--variants", type=int)
     parser.add_argument("--backends", default="sqlite,postgres")
     args = parser.parse_args()
-    clients = args.clients or (10 if args.quick else 50)
-    seconds = args.seconds or (8 if args.quick else 60)
+    clients = args.clients or (8 if args.quick else 50)
+    seconds = args.seconds or (5 if args.quick else 60)
+    args.variants = args.variants or (5_000 if args.quick else 20_000)
     results = []
     with tempfile.TemporaryDirectory(prefix="load-bench-") as tmp:
         os.environ["AUGLOOP_DATA_DIR"] = tmp
@@ -334,8 +335,9 @@ def main() -> None:
                 }
             )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(metrics, indent=2) + "\n")
-    (RESULTS.parent / "load_detail.json").write_text(
+    suffix = ".quick" if args.quick else ""  # never over the committed figures
+    RESULTS.with_name(f"load{suffix}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (RESULTS.parent / f"load_detail{suffix}.json").write_text(
         json.dumps(
             {
                 "clients": clients,

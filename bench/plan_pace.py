@@ -16,7 +16,7 @@ accumulation in 1, 2 and 3: measure as a run would, then train one epoch with th
 the weights' moving average that a short run keeps), timed. The planned pace is the measured seconds per sample
 plus, with the step timed, the step's and the average's update's seconds shared by the samples of one step;
 the error is planned ÷ real − 1 (negative: the plan reads training as faster than it is). Writes
-bench/results/plan_pace.json (not with --quick, which trains a fifth of an epoch).
+bench/results/plan_pace.json (not with --quick, which trains a tenth of an epoch).
 
     .venv/bin/python bench/plan_pace.py [--quick]
 """
@@ -96,7 +96,7 @@ def one_accumulation(encoder: str, data: Any, accum: int, share: float) -> dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a fifth of an epoch per accumulation; writes nothing")
+    parser.add_argument("--quick", action="store_true", help="a tenth of an epoch per accumulation; writes nothing")
     args = parser.parse_args()
     import torch
 
@@ -107,7 +107,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         encoder, label = encoder_path(Path(tmp))
         data = load_data()
-        rows = [one_accumulation(encoder, data, accum, 0.2 if args.quick else 1.0) for accum in ACCUMULATIONS]
+        rows = [one_accumulation(encoder, data, accum, 0.1 if args.quick else 1.0) for accum in ACCUMULATIONS]
     worst_without = max(abs(r["error_without_step_pct"]) for r in rows)
     worst_with = max(abs(r["error_with_step_pct"]) for r in rows)
     note = f"{label}, max length 64, batch 12, 2 threads, one epoch of the 4,000 train texts per accumulation"

@@ -10,8 +10,9 @@ What is timed, per decision, inside the page: from the keydown event's timestamp
 the card shows the decision *as the API stored it* (the card's status comes from the API's answer; the
 optimistic "saving…" state does not count) with the next card in focus. The mix cycles through A (approve),
 2 then X (reject with a reason: only the X is timed), X (no reason: stored as "unspecified"), E (edit: the
-Ctrl+Enter that saves is timed), F (approve the family: every card of it shows approved) and U (undo: the card
-is pending again, in focus). When fewer than 5 cards of a page are pending, the next page is loaded (untimed).
+Ctrl+Enter that saves is timed, until the card shows the saved text, pending another member's approval, and
+the next card in focus), F (approve the family: every card of it shows approved) and U (undo: the card is
+pending again, in focus). When fewer than 5 cards of a page are pending, the next page is loaded (untimed).
 
 Arms: `idle` (nothing else of ours running) and `busy` (one extra process spinning on a core the whole time,
 as when a worker trains beside the UI on this 2-core machine). The headline is the p95 over all timed
@@ -77,6 +78,9 @@ ARM_JS = """
     if (kind === 'undo') {
       return settled(n) && n.dataset.status === 'pending' && n.dataset.version !== version0
         && root.dataset.focus === id;
+    }
+    if (kind === 'edit') {  // an annotator's edit waits for another member's approval: saved, still pending
+      return settled(n) && n.dataset.version !== version0 && root.dataset.focus !== id;
     }
     if (kind === 'family') {
       return family.every(f => {
@@ -246,13 +250,23 @@ def run_arm(page, name: str, decisions: int, busy: int) -> list[dict]:  # type: 
     try:
         i = 0
         last_decided: str | None = None
+        edited: set[str] = set()  # saved, pending until another member approves: nothing more for this annotator
         while len(samples) < decisions:
-            pending = page.locator('.rv-card[data-status="pending"]').count()
+            pending = page.locator('.rv-card[data-status="pending"]').count() - len(edited)
             focus = page.get_attribute(".rv-root", "data-focus")
             focused_pending = page.locator(f'#rv-card-{focus}[data-status="pending"]').count()
             if pending < 5 or not focused_pending:
                 next_page(page)
                 last_decided = None
+                edited.clear()
+                continue
+            if focus in edited:  # the focus came back round to an edit awaiting another member: move on, untimed
+                page.keyboard.press("j")
+                moved = page.evaluate(f"document.querySelector('.rv-root').dataset.focus !== '{focus}'")
+                if not moved:  # the page's last card
+                    next_page(page)
+                    last_decided = None
+                    edited.clear()
                 continue
             kind = MIX[i % len(MIX)]
             i += 1
@@ -278,6 +292,10 @@ def run_arm(page, name: str, decisions: int, busy: int) -> list[dict]:  # type: 
             result.update(kind=kind, arm=name)
             samples.append(result)
             last_decided = None if kind in ("undo", "family") else result["id"]
+            if kind == "edit":
+                edited.add(result["id"])
+            if kind == "undo":
+                edited.discard(result["id"])
             if kind == "undo":  # decide the undone card again, untimed, so the page moves on
                 page.keyboard.press("a")
                 page.wait_for_function(

@@ -11,13 +11,12 @@ From `bench/results/quality_loop_detail.json` (or `--detail`), for the loop's se
 - early stopping at the planned patience (trainer/plan.py, rule 7: 40% of the planned epochs, at least 3),
   replayed on each seed's curve: the epoch it would stop at, whether that keeps its best epoch, and the share of
   its training time it saves. The epochs before the stop are the same steps at the same learning rates, so the
-  replay is exact up to the machine's pace. `--history` replays every committed version of the study's detail
-  file too (git), the runs made before the rule existed.
+  replay is exact up to the machine's pace. A full run also replays every committed version of the study's
+  detail file (git history), the runs made before the rule existed.
 
     .venv/bin/python bench/run_curves.py                 # seconds; bench/results/run_curves(_detail).json
-    .venv/bin/python bench/run_curves.py --quick         # the same (there is nothing to shorten)
+    .venv/bin/python bench/run_curves.py --quick         # this study only, no git history; *.quick.json
     .venv/bin/python bench/run_curves.py --detail bench/results/quality_loop_detail.loop.6x9min.json
-    .venv/bin/python bench/run_curves.py --history       # and every committed study's seeds (git)
 """
 
 from __future__ import annotations
@@ -142,10 +141,10 @@ def replay_rows(studies: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--detail", type=Path, default=RESULTS / "quality_loop_detail.json")
-    parser.add_argument("--quick", action="store_true", help="the same figures (reading a file takes no time)")
     parser.add_argument(
-        "--history", action="store_true", help="replay the planned patience on every committed study too (git)"
+        "--quick", action="store_true", help="this study only, without the git history; writes *.quick.json"
     )
+    parser.add_argument("--history", action="store_true", help="(the default of a full run; kept for old commands)")
     args = parser.parse_args()
     if not args.detail.is_file():
         raise SystemExit(f"no study detail at {args.detail}: run bench/quality_loop.py first")
@@ -195,7 +194,7 @@ def main() -> None:
         },
         {"metric": "planned_patience_training_saved", "value": round(100 * saved, 1), "target": None, "unit": "%"},
     ]
-    if args.history:
+    if not args.quick:  # a quick run wrote the committed figures without their history rows
         past = replay_rows(committed_details())
         studies = sorted({r["study"] for r in past})
         kept = sum(r["keeps_best_epoch"] for r in past)
@@ -227,6 +226,7 @@ def main() -> None:
     rows = [*rows, *({"replay": r} for r in here)]
     # a study's suffix (quality_loop_detail.loop.6x9min.json → .loop.6x9min) names its figures
     suffix = args.detail.name.removeprefix("quality_loop_detail").removesuffix(".json")
+    suffix += ".quick" if args.quick else ""  # never over the committed figures
     out, per_seed = RESULTS / f"run_curves{suffix}.json", RESULTS / f"run_curves_detail{suffix}.json"
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     per_seed.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")

@@ -33,6 +33,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -195,6 +196,11 @@ def child_leak(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_ddp(task: dict[str, Any]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="augloop-ddp-") as folder:  # its encoder and job files go with it
+        return ddp_in(Path(folder), task)
+
+
+def ddp_in(tmp: Path, task: dict[str, Any]) -> dict[str, Any]:
     import csv
 
     from tests.tiny_models import EXAMPLE_CSV, build_tiny_bert_mlm
@@ -203,7 +209,6 @@ def child_ddp(task: dict[str, Any]) -> dict[str, Any]:
     from trainer.examples import Example, SplitData, TaskSpec
     from trainer.train import train_model
 
-    tmp = Path(tempfile.mkdtemp(prefix="augloop-ddp-"))
     encoder = str(build_tiny_bert_mlm(tmp / "encoder"))
     if not task["dropout"]:  # no random masks: one process and two must agree to rounding
         config_path = tmp / "encoder" / "config.json"
@@ -266,7 +271,15 @@ CHILDREN = {"import": child_import, "augment": child_augment, "leak": child_leak
 DDP_TRAIN_TEXTS = 800
 
 
-def ddp_records(env: dict[str, str]) -> list[dict[str, Any]]:
+def ddp_records(env: dict[str, str], quick: bool = False) -> list[dict[str, Any]]:
+    """Two processes against one, without dropout (they must agree to rounding) and with it; `quick`: the first
+    alone, on a quarter of the texts (the quick run's minute)."""
+    if quick:
+        exact = run_child({"task": "ddp", "train": DDP_TRAIN_TEXTS // 4, "dropout": False}, env)
+        gap = record(
+            "ddp_2proc_no_dropout_train_loss_max_relative_gap_vs_single", exact["max_relative_loss_gap"], 1e-3, "×"
+        )
+        return [gap]
     exact = run_child({"task": "ddp", "train": DDP_TRAIN_TEXTS, "dropout": False}, env)
     ddp = run_child({"task": "ddp", "train": DDP_TRAIN_TEXTS, "dropout": True}, env)
     return [
@@ -386,13 +399,28 @@ def main() -> None:
         print(f"merged into {args.out} ({platform.node()})")
         return
 
-    from synthetic import write_csv
-
     rows = args.rows or (20_000 if args.quick else 1_000_000)
     ref_sizes = (1_000, 5_000, 20_000) if args.quick else (10_000, 100_000, 1_000_000)
     sources = 100 if args.quick else 2_000
     load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="augloop-scale-"))
+    try:
+        measure(args, bench_env, rows, ref_sizes, sources, load_before, tmp)
+    finally:  # each run left its synthetic CSV and databases (40 MB quick, gigabytes in full) behind
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure(
+    args: argparse.Namespace,
+    bench_env: dict[str, str],
+    rows: int,
+    ref_sizes: tuple[int, ...],
+    sources: int,
+    load_before: float,
+    tmp: Path,
+) -> None:
+    from synthetic import write_csv
+
     print(f"{rows:,} synthetic rows → {tmp}", flush=True)
     started = time.monotonic()
     csv_path = write_csv(tmp / "synthetic.csv", rows)
@@ -425,7 +453,7 @@ def main() -> None:
     leak = [
         run_child({"task": "leak", "refs": n, "candidates": candidates, "exact": n <= 100_000}, env) for n in ref_sizes
     ]
-    ddp = ddp_records(bench_env)
+    ddp = ddp_records(bench_env, args.quick)
     load_after = os.getloadavg()[0]
 
     label = f"{rows // 1000}k" if rows < 1_000_000 else f"{rows // 1_000_000}m"
