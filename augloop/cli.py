@@ -21,7 +21,7 @@ from augloop.cli_runs import runs_app
 from augloop.cli_terms import terms_app
 from augloop.cli_tokens import token_app, user_app
 from augloop.cli_train import train_app
-from augloop.console import ErrorMappingGroup, console, engine, err_console, fail
+from augloop.console import ErrorMappingGroup, between, console, engine, err_console, fail
 from core.balance import imbalance_shown
 from core.settings import Settings, get_settings
 
@@ -284,7 +284,9 @@ def delete(
 @app.command()
 def export(
     dataset: Annotated[str, typer.Argument(help="Dataset name")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="File to write; - for standard output")],
+    output_arg: Annotated[
+        str, typer.Option("--output", "-o", metavar="FILE", help="File to write; - for standard output")
+    ],
     format: Annotated[str | None, typer.Option(help="csv or jsonl (default: by the file's name, else csv)")] = None,
     include: Annotated[str, typer.Option(help="original,approved (also pending, rejected)")] = "original,approved",
 ) -> None:
@@ -295,7 +297,8 @@ def export(
     from services.datasets import export_to, export_to_text
     from services.exporting import check_format, format_for
 
-    if str(output) == "-":  # standard output, for a pipe: the rows there, what was left out on stderr
+    # as written: a Path reads "./-" (the way to name a file called "-") as "-"
+    if output_arg == "-":  # standard output, for a pipe: the rows there, what was left out on stderr
         if sys.stdout is None:  # started with descriptor 1 closed (`>&-`): an AttributeError's traceback
             fail("standard output is closed; give -o a file")
         format = format or "csv"
@@ -305,6 +308,9 @@ def export(
         err_console.print(f"wrote {count.rows} rows to standard output", highlight=False)
         _export_notes(count, "x.jsonl")
         return
+    if not output_arg:
+        fail("--output names no file; give a path, or - for standard output")
+    output = Path(output_arg)
     format = format_for(output, format)
 
     writing = TextColumn(f"writing {output.name}", markup=False)
@@ -409,7 +415,7 @@ def worker(
     kinds: Annotated[list[str] | None, typer.Option("--kinds", "-k", help="Job kinds to run (default all)")] = None,
     burst: Annotated[bool, typer.Option(help="Drain the queue, then exit")] = False,
     lease_seconds: Annotated[
-        float | None, typer.Option(help="Job lease length (seconds)", min=0.1, max=86_400, callback=_finite)
+        float | None, typer.Option(help="Job lease length (seconds)", callback=between(0.1, 86_400))
     ] = None,
     gpu: Annotated[int | None, typer.Option(help="Pin this worker (and its processes) to GPU N")] = None,
     gpus: Annotated[str | None, typer.Option(help="'all': one worker per visible GPU")] = None,
@@ -505,13 +511,6 @@ def demo(
     from augloop.demo import run_demo
 
     raise typer.Exit(run_demo(serve=not no_serve))
-
-
-def _finite(value: float | None) -> float | None:
-    """A float option's check that click's range leaves to us: NaN compares false with every bound."""
-    if value is not None and value != value:
-        raise typer.BadParameter("must be a number, not NaN")
-    return value
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from augloop.console import console, engine, fail, parse_seeds
+from augloop.console import between, console, engine, fail, parse_seeds
 from core.inputs import MAX_ID
 from db.session import session_scope
 from services import impact as impact_service
@@ -100,7 +100,7 @@ def impact(
         bool, typer.Option("--classical/--no-classical", help="Also report each arm's ensemble with TF-IDF")
     ] = True,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the runs, then print the report")] = False,
-    poll: Annotated[float, typer.Option(help="Seconds between checks with --wait", min=0.05, max=3600)] = 2.0,
+    poll: Annotated[float, typer.Option(help="Seconds between checks with --wait", callback=between(0.05, 3600))] = 2.0,
 ) -> None:
     """Train on originals only, on all approved variants, and with each method left out; compare per class."""
     from trainer.config import parse_set_option

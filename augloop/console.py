@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -194,3 +194,19 @@ def parse_seeds(raw: str | None) -> list[int]:
         return [int(s) for s in raw.split(",")]  # "1,,2" and " " are typos, not fewer seeds
     except ValueError:
         fail(f"--seeds takes integers separated by commas, e.g. 42,43,44; got {raw!r}")
+
+
+def between(low: float, high: float) -> Callable[[float | None], float | None]:
+    """A float option's bounds, checked after NaN (click's own range check came first and told `--poll nan` that
+    it should be at most 3600: NaN compares false with every bound)."""
+
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return value
+        if value != value:
+            raise typer.BadParameter("must be a number, not NaN")
+        if not low <= value <= high:
+            raise typer.BadParameter(f"must be from {low:g} to {high:g}; got {value:g}")
+        return value
+
+    return check

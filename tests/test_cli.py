@@ -56,6 +56,18 @@ def test_import_stats_export_round_trip(settings, tmp_path):
     piped = augloop(settings, "export", "political_social_media", "-o", "-", "--format", "jsonl")  # for a pipe
     assert piped.returncode == 0 and "wrote 5000 rows to standard output" in piped.stderr, piped.stderr
     assert piped.stdout == out.read_text() and not (tmp_path / "-").exists()
+    # "./-" names a file called "-" (a Path read it as "-": the rows went to standard output)
+    named = subprocess.run(
+        [sys.executable, "-m", "augloop", "export", "political_social_media", "-o", "./-", "--format", "jsonl"],
+        cwd=tmp_path,
+        env=cli_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert named.returncode == 0 and not named.stdout.startswith("{"), named.stdout[:200]
+    assert (tmp_path / "-").read_text() == out.read_text()
+    (tmp_path / "-").unlink()
     # a reader that stops early (`| head`): a quiet stop with SIGPIPE's code, not "error: Broken pipe" and code 2
     reader = subprocess.Popen(
         [sys.executable, "-m", "augloop", "export", "political_social_media", "-o", "-"],
@@ -257,6 +269,12 @@ def test_settings_and_options_out_of_bounds_stop_at_once_naming_them(settings):
     for args in (["worker", "--burst", "--lease-seconds", "nan"], ["serve", "--port", "99999"], ["ui", "--port", "-1"]):
         r = augloop(settings, *args)
         assert r.returncode == 2 and "Invalid value" in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    # NaN is named as NaN (click's range said `--poll nan` should be at most 3600)
+    for args in (["worker", "--burst", "--lease-seconds", "nan"], ["report", "impact", "x", "--poll", "nan"]):
+        r = augloop(settings, *args)
+        assert r.returncode == 2 and "not NaN" in r.stderr, (args, r.stderr)
+    r = augloop(settings, "report", "impact", "x", "--poll", "inf")
+    assert r.returncode == 2 and "must be from 0.05 to 3600" in " ".join(r.stderr.split()), r.stderr
 
 
 def test_every_setting_is_named_in_the_readme() -> None:
