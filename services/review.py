@@ -227,6 +227,35 @@ def decide(
             "approves or edits it (you may reject it)",
             field="sample_id",
         )
+    seen = version
+    for attempt in range(3):
+        try:
+            return _decide_once(session, sample, user, decision, seen, reason=reason, text=text, note=note)
+        except _LostTheRace as lost:
+            # Another vote committed between our read and our write: with k ≥ 2 and the variant still pending,
+            # an approval or rejection counts beside theirs, as it would have a moment later (one change is none).
+            if decision not in (Decision.approve, Decision.reject) or attempt == 2:
+                raise lost.conflict from None
+            session.refresh(sample)
+    raise AssertionError("unreachable")
+
+
+class _LostTheRace(Exception):
+    def __init__(self, conflict: ConflictError) -> None:
+        self.conflict = conflict
+
+
+def _decide_once(
+    session: Session,
+    sample: Sample,
+    user: User,
+    decision: str,
+    version: int,
+    *,
+    reason: str | None,
+    text: str | None,
+    note: str | None,
+) -> Sample:
     if sample.version != version:
         if not _only_others_votes_since(session, sample, version, user, decision):
             raise _stale(session, sample, version, user)
@@ -264,7 +293,7 @@ def decide(
             "text_after": text_after,
         },
         # another request took this version between our read and write
-        lambda: _stale(session, sample, version, user),
+        lambda: _LostTheRace(_stale(session, sample, version, user)),
     )
 
 
@@ -457,6 +486,23 @@ class BulkSelection:
             )
 
 
+def selection_guards(
+    dataset: Dataset, user: User, selection: BulkSelection, decision: str, *, leases: bool = True
+) -> list[ColumnElement[bool]]:
+    """The conditions on a bulk decision's targets beyond the selection itself (bulk_targets): checked again
+    on the rows once locked (bulk_decide), since an edit, or a colleague's claim, may land in between."""
+    mine = [] if decision not in APPROVING or is_admin(user) else [not_own_submission(user)]
+    if decision in APPROVING and selection.versions is None:  # a person's text, approved by one who read it
+        mine.append(typing_cast("ColumnElement[bool]", Sample.as_generated))  # the hybrid's SQL side
+        mine.append(Sample.origin != Origin.submitted)  # a lead's submission, swept in by a colleague's filter
+    if leases and dataset.distribute_work:
+        k = dataset.reviews_required
+        missing = case((Sample.review_count < k, k - Sample.review_count), else_=1)
+        now = utcnow()  # one's own lease makes it one's own to decide, whoever else holds one
+        mine.append(or_(leased_to(user.id, now), others_leasing(user.id, now, with_work_left=True) < missing))
+    return mine
+
+
 def bulk_targets(
     session: Session, dataset: Dataset, user: User, selection: BulkSelection, decision: str, *, leases: bool = True
 ) -> list[int]:
@@ -471,15 +517,7 @@ def bulk_targets(
     over): a filter's bulk rejection decided a colleague's whole share under their open page (an attacker's
     find)."""
     selection.check()
-    mine = [] if decision not in APPROVING or is_admin(user) else [not_own_submission(user)]
-    if decision in APPROVING and selection.versions is None:  # a person's text, approved by one who read it
-        mine.append(typing_cast("ColumnElement[bool]", Sample.as_generated))  # the hybrid's SQL side
-        mine.append(Sample.origin != Origin.submitted)  # a lead's submission, swept in by a colleague's filter
-    if leases and dataset.distribute_work:
-        k = dataset.reviews_required
-        missing = case((Sample.review_count < k, k - Sample.review_count), else_=1)
-        now = utcnow()  # one's own lease makes it one's own to decide, whoever else holds one
-        mine.append(or_(leased_to(user.id, now), others_leasing(user.id, now, with_work_left=True) < missing))
+    mine = selection_guards(dataset, user, selection, decision, leases=leases)
     if selection.filter is not None:
         try:
             where = conditions(session, dataset, pending_only(dataset, selection.filter, user.id))
@@ -593,9 +631,10 @@ def bulk_decide(
         )
     statuses: dict[str, int] = {}
     k = reviews_required_now(session, dataset.id)
+    guards = selection_guards(dataset, user, selection, decision)
     for chunk in chunked(targets):
         # FOR UPDATE pins these rows on Postgres until commit; SQLite holds the write lock (BEGIN IMMEDIATE).
-        rows = (
+        locked = (
             session.execute(
                 select(Sample.id, Sample.version, Sample.text, Sample.auto_decision, Sample.as_generated)
                 .where(Sample.id.in_(chunk), Sample.review_status == ReviewStatus.pending)
@@ -604,8 +643,17 @@ def bulk_decide(
             .tuples()
             .all()
         )
+        # what the targets' guards pass now that the rows are held: a text rewritten, or a share leased, between
+        # reading the targets and locking them is no longer this decision's (Postgres: read committed)
+        allowed = (
+            set(session.scalars(select(Sample.id).where(Sample.id.in_([r[0] for r in locked]), *guards)))
+            if guards and locked
+            else {r[0] for r in locked}
+        )
+        result["changed"] += [r[0] for r in locked if r[0] not in allowed]
+        rows = [r for r in locked if r[0] in allowed]
         if (seen := selection.versions) is not None:
-            decided = set(chunk) - {r[0] for r in rows}  # no longer pending since the targets were read
+            decided = set(chunk) - {r[0] for r in locked}  # no longer pending since the targets were read
             # a variant others only voted on since (still pending, its text as seen) is no change (decide)
             judged = {
                 r[0]

@@ -227,3 +227,95 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(pg_settings, mon
     assert outcome.first == "annotator" and isinstance(outcome.second, ConflictError), outcome
     with session_scope(engine) as s:
         assert s.scalar(select(func.count()).select_from(User).where(User.role == "admin")) == 1
+
+
+def _named(session: Any, name: str) -> Any:
+    from sqlalchemy import select
+
+    from db.models import User
+
+    return session.scalars(select(User).where(User.name == name)).one()
+
+
+def test_a_bulk_approval_by_filter_passes_over_a_text_rewritten_while_it_ran(pg_settings, monkeypatch) -> None:
+    """The targets' guards (a person's text is approved only by one who read it) were read before the rows were
+    locked: an edit committed in between was approved, unseen, with the edit's text (an attacker's find)."""
+    import services.review as review
+    from db.models import Sample
+    from db.session import get_engine, session_scope
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    data = seed_review_data(engine, hostile=False)
+    issue_token(engine, "alice")
+    issue_token(engine, "bob")
+    rewritten = data.variants[data.sources[0]][2]
+
+    def request() -> Any:
+        with session_scope(engine) as s:
+            if threading.current_thread().name == "first":  # alice approves every pending variant by filter
+                everything = review.BulkSelection(filter=review.queue_filter())
+                return review.bulk_decide_in(s, data.dataset, _named(s, "alice"), "approve", everything, confirm=True)
+            return review.decide(s, rewritten, _named(s, "bob"), "edit", 1, text="A text bob wrote, unread.").version
+
+    r = race(monkeypatch, review, "bulk_targets", request)
+    assert r.second == 2 and rewritten in r.first["changed"], r
+    with session_scope(engine) as s:
+        row = s.get_one(Sample, rewritten)
+        assert row.text == "A text bob wrote, unread." and row.review_status == "pending"
+
+
+def test_a_bulk_rejection_by_filter_passes_over_a_share_claimed_while_it_ran(pg_settings, monkeypatch) -> None:
+    """With shared work, a claim committed between the bulk decision's reading of its targets and its locks was
+    rejected whole under the colleague's open page (an attacker's find)."""
+    import services.review as review
+    from db.datasets import get_dataset
+    from db.models import Sample
+    from db.session import get_engine, session_scope
+    from services.review_assignments import next_batch
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    data = seed_review_data(engine, hostile=False)
+    issue_token(engine, "alice")
+    issue_token(engine, "carol")
+    with session_scope(engine) as s:
+        get_dataset(s, data.dataset).distribute_work = True
+
+    def request() -> Any:
+        with session_scope(engine) as s:
+            if threading.current_thread().name == "first":
+                everything = review.BulkSelection(filter=review.queue_filter())
+                who = _named(s, "alice")
+                return review.bulk_decide_in(s, data.dataset, who, "reject", everything, reason="other", confirm=True)
+            claimed, _dataset, _until = next_batch(s, data.dataset, _named(s, "carol"), review.queue_filter(), size=5)
+            return [v.id for v in claimed.items]
+
+    r = race(monkeypatch, review, "bulk_targets", request)
+    assert isinstance(r.second, list) and len(r.second) == 5, r
+    with session_scope(engine) as s:
+        assert {s.get_one(Sample, i).review_status for i in r.second} == {"pending"}
+
+
+def test_two_approvals_of_one_variant_at_once_both_count_with_two_reviews_required(pg_settings, monkeypatch) -> None:
+    """At k = 2 the second of two votes sent at the same instant got 409 ("someone else decided first"), where
+    the same vote a moment later counts beside the first (one change is none): it is now tried again on the
+    variant as it is (an attacker's find: 24 of 24 pairs)."""
+    import services.review as review
+    from db.models import Sample
+    from db.session import get_engine, session_scope
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    data = seed_review_data(engine, reviews_required=2, hostile=False)
+    issue_token(engine, "bob")
+    issue_token(engine, "carol")
+    v = data.variants[data.sources[0]][0]
+
+    def request() -> Any:
+        who = "bob" if threading.current_thread().name == "first" else "carol"
+        with session_scope(engine) as s:
+            return review.decide(s, v, _named(s, who), "approve", 1).review_status
+
+    r = race(monkeypatch, review, "status_values", request)  # bob holds between reading the votes and writing
+    assert (r.first, r.second) == ("approved", "pending"), r
+    with session_scope(engine) as s:
+        row = s.get_one(Sample, v)
+        assert row.review_status == "approved" and row.review_count == 2 and row.version == 3
