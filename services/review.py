@@ -161,8 +161,39 @@ def standing_votes(session: Session, sample_ids: list[int]) -> tuple[dict[int, d
     """The samples' standing votes (sample id → user id → decision) and, for the texts a non-admin wrote, their
     writer (editors_to_review): what status_of reads."""
     standing = votes_and_editors(session, sample_ids)
-    votes = {sample_id: v for sample_id, (v, _editor) in standing.items()}
+    authors = submitters(session, list(standing))
+    votes = {sample_id: counted(v, authors.get(sample_id)) for sample_id, (v, _editor) in standing.items()}
     return votes, editors_to_review(session, {sample_id: editor for sample_id, (_v, editor) in standing.items()})
+
+
+def submitters(session: Session, sample_ids: list[int]) -> dict[int, int]:
+    """sample id → the non-admin who submitted it, or the text it is a variant of (own_submission's author)."""
+    parent = aliased(Sample)
+    found: dict[int, int] = {}
+    for chunk in chunked(sample_ids):
+        rows = session.execute(
+            select(Sample.id, Sample.origin, Sample.created_by, parent.origin, parent.created_by)
+            .outerjoin(parent, parent.id == Sample.parent_id)
+            .where(Sample.id.in_(chunk), or_(Sample.origin == Origin.submitted, parent.origin == Origin.submitted))
+        ).tuples()
+        for sample_id, origin, by, parent_origin, parent_by in rows:
+            author = by if origin == Origin.submitted else parent_by if parent_origin == Origin.submitted else None
+            if author is not None:
+                found[sample_id] = author
+    if not found:
+        return {}
+    admins = set(session.scalars(select(User.id).where(User.id.in_(set(found.values())), User.role == Role.admin)))
+    return {sample_id: author for sample_id, author in found.items() if author not in admins}
+
+
+def counted(votes: dict[int, str], author: int | None) -> dict[int, str]:
+    """The votes that decide a variant's status: not its submitter's approval of their own text (or of its
+    variant). The doors refuse that approval (403), but one cast before they did, or while its author was an
+    admin (judged by the role they hold now), counted at every re-evaluation: the text trained with no one's
+    approval but its author's (an attacker's find). Their rejection counts."""
+    if author is None or votes.get(author) not in APPROVING:
+        return votes
+    return {user_id: vote for user_id, vote in votes.items() if user_id != author}
 
 
 def rewritten_by_a_person(sample: Sample, text: str | None = None) -> bool:
@@ -340,8 +371,9 @@ def status_values(
     non-admin who wrote it, editors_to_review): the status they give under its dataset's rule, their count, and
     the next version."""
     k = reviews_required_now(session, sample.dataset_id)
+    counting = counted(votes, submitters(session, [sample.id]).get(sample.id))
     return {
-        "review_status": status_of(votes, k, sample.auto_decision, rewritten_by_a_person(sample, text), editor),
+        "review_status": status_of(counting, k, sample.auto_decision, rewritten_by_a_person(sample, text), editor),
         "review_count": len(votes),
         "version": Sample.version + 1,
         "updated_at": utcnow(),

@@ -245,3 +245,56 @@ def test_a_submission_is_approved_by_a_member_who_read_it_and_never_leased_to_it
     assert r.status_code == 200 and r.json()["review_status"] == "pending", r.text
     others = annotator.post(f"/api/v1/datasets/{ds}/assignments", json={"size": 200}).json()["items"]
     assert {paraphrase, source} <= {i["id"] for i in others}  # bob has voted on none
+
+
+def test_a_submitters_own_approval_never_decides_even_from_before_the_doors_refused_it(
+    app, admin, carol, lead, engine, review_data
+) -> None:
+    """The doors refuse a non-admin's approval of their own submission, but the status was recomputed counting
+    it: an admin's self-approved submission kept training after the admin was demoted, and one approved by its
+    author before the doors refused it survived every re-evaluation (an attacker's finds). Judged by the role
+    its author holds now, as an edit's writer is."""
+    from sqlalchemy import select, update
+
+    from db.models import Review, Sample, User
+    from db.session import session_scope
+    from tests.test_review_automatic import training_ids
+
+    ds = review_data.dataset
+    with TestClient(app, headers={"Authorization": f"Bearer {issue_token(engine, 'ed', 'admin')}"}) as ed:
+        text = {
+            "text": "Buy cheap followers at example dot com today",
+            "labels": {"bias": "neutral", "message": "media"},
+        }
+        r = ed.post("/api/v1/augment", json={"dataset": ds, "methods": ["wordnet"], "texts": [text]})
+        assert r.status_code == 202, r.text
+        submitted = r.json()["params"]["items"][0]["sample_id"]
+        assert _decide(ed, submitted, "approve")["review_status"] == "approved"  # an admin's: trusted
+    assert submitted in training_ids(engine)
+    assert admin.patch("/api/v1/users/ed", json={"role": "annotator"}).status_code == 200
+    r = admin.patch(f"/api/v1/datasets/{ds}", json={"reviews_required": 1})  # re-evaluates under today's rules
+    assert r.json()["status_changes"].get("approved→pending") == 1, r.json()
+    assert submitted not in training_ids(engine)
+
+    # approved by its author alone before the doors refused it (the state such a database holds)
+    source = review_data.sources[2]
+    with session_scope(engine) as s:
+        lead_id = s.scalars(select(User.id).where(User.name == "lena-lead")).one()
+        s.execute(
+            update(Sample)
+            .where(Sample.id == source)
+            .values(origin="submitted", created_by=lead_id, review_status="approved", review_count=1, version=2)
+        )
+        s.add(
+            Review(
+                sample_id=source, user_id=lead_id, decision="approve", text_before="x", text_after="x", version_seen=1
+            )
+        )
+    assert source in training_ids(engine)
+    admin.patch(f"/api/v1/datasets/{ds}", json={"reviews_required": 1})
+    assert source not in training_ids(engine)
+    # a colleague's rejection, undone, leaves it pending: the author's approval does not decide it again
+    rejected = _decide(carol, source, "reject", reason="other")
+    r = carol.post(f"/api/v1/samples/{source}/undo", json={"version": rejected["version"]})
+    assert r.status_code == 200 and r.json()["review_status"] == "pending", r.text
+    assert _decide(carol, source, "approve")["review_status"] == "approved"  # someone who read it
