@@ -26,7 +26,9 @@ from review_ui.state import api_client, end_refused_session, session_ended, user
 
 PAGES = Path(__file__).parent / "app_pages"
 
-st.set_page_config(page_title="augloop review", page_icon=":material/fact_check:", layout="wide")
+# an emoji: a material icon as the favicon is fetched from fonts.gstatic.com (a request to Google on every page
+# load, and none at all on a machine without internet); the navigation's icons come with Streamlit
+st.set_page_config(page_title="augloop review", page_icon="✅", layout="wide")
 st.set_option("client.toolbarMode", "viewer")  # no "Deploy" and developer menu for annotators
 
 

@@ -402,11 +402,15 @@ def _undo(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> None:
         if latest is None:
             view.say("warning", "Nothing of yours to undo in this dataset.")
             return
-        if latest not in view.items:  # its card has left the page (decided cards leave the pending view)
-            found = api.cards([latest])
-            if not found:
-                view.say("warning", "Nothing of yours to undo in this dataset.")
-                return
+        # read it now: its card may have left the page, or show a version from before the decision (made in
+        # another tab of yours), which the undo would be refused for
+        found = api.cards([latest])
+        if not found:
+            view.say("warning", "Nothing of yours to undo in this dataset.")
+            return
+        if latest in view.items:
+            _replace(view, found[0])
+        else:
             view.items[latest] = found[0]
         ids = [latest]
     undone = []

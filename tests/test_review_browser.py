@@ -107,6 +107,10 @@ def test_review_in_a_real_browser(stack: dict) -> None:
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        # nothing is fetched from elsewhere: the favicon came from fonts.gstatic.com (an attacker's find)
+        elsewhere: list[str] = []
+        local = ("http://127.0.0.1", "http://localhost", "ws://127.0.0.1", "ws://localhost", "data:", "blob:")
+        context.on("request", lambda r: None if r.url.startswith(local) else elsewhere.append(r.url))
         page.goto(stack["ui"])
 
         # Sign in; the token never shows up in the URL, the page's cookies or its storage.
@@ -138,6 +142,16 @@ def test_review_in_a_real_browser(stack: dict) -> None:
         assert page.locator("img[src*='evil.example']").count() == 0
         # a right-to-left override in a text mirrors that text only, not the rest of its card
         assert hostile.locator(".rv-text").evaluate("n => getComputedStyle(n).unicodeBidi") == "isolate"
+        # a long word in a line beside the text (a model's name, the text the augmenter wrote) wraps inside the
+        # card: it ran over the Progress column (an attacker's find)
+        for line in ("rv-provenance", "rv-small"):
+            fits = hostile.evaluate(
+                """(n, cls) => { const p = document.createElement('div'); p.className = cls;
+                p.textContent = 'w'.repeat(600); n.appendChild(p);
+                const ok = n.scrollWidth <= n.clientWidth; p.remove(); return ok; }""",
+                line,
+            )
+            assert fits, line
 
         # One card in focus; J/K and the arrows move it.
         assert focus(page) == str(data.hostile)
@@ -215,6 +229,24 @@ def test_review_in_a_real_browser(stack: dict) -> None:
         expect(card(page, interview[1]).locator("textarea")).to_have_count(0)
         stored(page, interview[1], "pending")
 
+        # One editor at a time: opening another closes the first and keeps what was typed there. Two open editors
+        # let Ctrl+Enter in one save the other card's text unchanged, an approval of a card never read, and lose
+        # the draft (an attacker's find).
+        page.locator(f"#rv-card-{interview[1]}").click()
+        page.keyboard.press("e")
+        card(page, interview[1]).locator("textarea").fill("A draft kept for later.")
+        card(page, interview[0]).locator('[data-action="edit"]').click()
+        expect(page.locator("textarea")).to_have_count(1)
+        other = card(page, interview[0]).locator("textarea")
+        expect(other).to_have_count(1)
+        other.press("Control+Enter")  # unchanged: this card's approval, and only this card's
+        stored(page, interview[0], "approved")
+        stored(page, interview[1], "pending")
+        page.locator(f"#rv-card-{interview[1]}").click()
+        page.keyboard.press("e")
+        expect(card(page, interview[1]).locator("textarea")).to_have_value("A draft kept for later.")
+        card(page, interview[1]).locator("textarea").press("Escape")
+
         # An edit the API refuses (the text another sample has) reopens the editor with what was typed.
         page.locator(f"#rv-card-{interview[1]}").click()
         page.keyboard.press("e")
@@ -251,14 +283,23 @@ def test_review_in_a_real_browser(stack: dict) -> None:
         # drawn on pending cards only, and a reason picked here was invisible)
         expect(card(page, b).locator('[data-reason="ungrammatical"]')).to_have_count(1)
 
-        # Signing out ends the session: a reload shows the sign-in page.
+        # Signing out ends the session, in every tab: a key pressed in another tab of it shows the sign-in page
+        # and sends nothing (a traceback stayed where its cards were: an attacker's find); a reload too.
         settle(page)
-        page.get_by_role("button", name="Sign out").click()
+        other = context.new_page()
+        other.set_default_timeout(TIMEOUT_MS)
+        other.goto(stack["ui"])
+        expect(other.get_by_role("heading", name="Review")).to_be_visible()
+        settle(other)
+        other.get_by_role("button", name="Sign out").click()
+        expect(other.get_by_label("API token")).to_be_visible()
+        page.keyboard.press("x")  # would reject b
         expect(page.get_by_label("API token")).to_be_visible()
+        assert page.get_by_text("KeyError").count() == 0
         page.reload()
         expect(page.get_by_label("API token")).to_be_visible()
         browser.close()
-    assert dialogs == []
+    assert dialogs == [] and elsewhere == []
 
     with httpx.Client(base_url=stack["api"] + "/api/v1", headers={"Authorization": f"Bearer {stack['token']}"}) as api:
 
@@ -276,6 +317,6 @@ def test_review_in_a_real_browser(stack: dict) -> None:
         assert edited["text"] == "Watch my consultation on CNN this evening." and edited["review_status"] == "pending"
         assert all(status(v) == "approved" for v in attack)
         left = api.get("/datasets/rev/review-queue").json()["total"]
-        assert left == 19 - 1 - 1 - 3  # the edited card waits for another member's approval
+        assert left == 19 - 1 - 1 - 1 - 3  # the edited card waits for another member's approval
     if os.environ.get("AUGLOOP_SCREENSHOT_DIR"):
         shutil.copy(stack["logs"] / "ui.log", Path(os.environ["AUGLOOP_SCREENSHOT_DIR"]) / "ui.log")

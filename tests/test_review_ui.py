@@ -242,6 +242,21 @@ def test_u_after_a_reload_undoes_the_latest_decision_even_off_the_page(
         assert c.get("/datasets/rev/my-latest-decision").json() == {"sample_id": v1}
 
 
+def test_u_undoes_a_decision_made_in_another_tab_at_the_first_press(live_api, annotator_token, review_data) -> None:
+    """U with nothing on this tab's stack undoes one's latest decision; when its card was on the page at the
+    version from before that decision (made in another tab), the first U was refused as stale."""
+    from review_ui.review_flow import apply_action
+
+    client, view = flow(live_api, annotator_token)  # this tab
+    other_client, other = flow(live_api, annotator_token)  # another tab of the same annotator
+    v = review_data.variants[review_data.sources[2]][0]
+    apply_action(other, other_client, {"op": "approve", "id": v, "version": other.items[v]["version"]})
+    assert view.items[v]["review_status"] == "pending"  # this tab still shows the card as it was
+    apply_action(view, client, {"op": "undo"})
+    assert "Undone: your vote on" in view.notice["text"] and f"#{v}" in view.notice["text"], view.notice
+    assert status_of(live_api, annotator_token, v)["sample"]["review_status"] == "pending"
+
+
 def test_a_stale_card_says_someone_else_decided_first(live_api, annotator_token, engine, review_data) -> None:
     from review_ui.review_flow import apply_action
 

@@ -189,7 +189,9 @@ def live_panel(name: str, distributing: bool) -> None:
 @st.fragment
 def cards(empty: str) -> None:
     """The review cards: a decision reruns this fragment only (handle_outbox runs first, as its callback)."""
-    view: ReviewView = st.session_state[VIEW_KEY]
+    view: ReviewView | None = st.session_state.get(VIEW_KEY)
+    if view is None:  # the session ended in handle_outbox (signed out in another tab): show the sign-in page
+        st.rerun(scope="app")
     # As a JSON string: Streamlit walks a dict's every value looking for dataframes (18 ms for 50 cards)
     data = json.dumps(payload(view, empty), separators=(",", ":"))
     review_cards(key=COMPONENT_KEY, data=data, on_outbox_change=handle_outbox)

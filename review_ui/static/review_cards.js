@@ -247,7 +247,13 @@ function bulkSelected(s, decision) {
 
 function startEditing(s, card) {
   if (!card || card.status !== "pending" || s.saving[card.id]) return;
+  const before = s.cards.find((c) => c.id === s.editing && c.id !== card.id);
+  if (before) {  // one editor at a time: the other closes, keeping what was typed for when it reopens
+    const open = s.nodes[before.id] && s.nodes[before.id].node.querySelector("textarea");
+    if (open && open.value !== before.text) s.drafts[before.id] = open.value;
+  }
   s.editing = card.id;
+  if (before) paintCard(s, before);
   paintCard(s, card);
   const entry = s.nodes[card.id];
   const box = entry && entry.node.querySelector("textarea");
