@@ -210,13 +210,12 @@ def settle(page) -> None:  # type: ignore[no-untyped-def]
 
 
 def next_page(page) -> None:  # type: ignore[no-untyped-def]
-    before = page.get_attribute(".rv-card", "data-id")
+    # the cards' ids, not the first card's: an annotator's edit stays pending, first on the next page too
+    ids = "[...document.querySelectorAll('.rv-card')].map(n => n.dataset.id).join(',')"
+    before = page.evaluate(ids)
     settle(page)
     page.locator(".st-key-next_batch button").first.click()
-    page.wait_for_function(
-        f"document.querySelector('.rv-card') && document.querySelector('.rv-card').dataset.id !== '{before}' "
-        f"&& document.querySelectorAll('.rv-card').length === {PAGE}"
-    )
+    page.wait_for_function(f"{ids} !== '{before}' && document.querySelectorAll('.rv-card').length === {PAGE}")
     settle(page)
 
 
@@ -242,7 +241,9 @@ def timed(page, kind: str, watch: str | None = None) -> dict:  # type: ignore[no
     return page.evaluate("window.__bench")
 
 
-def run_arm(page, name: str, decisions: int, busy: int) -> list[dict]:  # type: ignore[no-untyped-def]
+def run_arm(page, name: str, decisions: int, busy: int, edited: set[str]) -> list[dict]:  # type: ignore[no-untyped-def]
+    """`edited`: the cards this annotator edited, in every arm (saved, pending until another member approves
+    them: nothing more for this annotator to decide)."""
     spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(busy)]
     for p in spinners:
         p.start()
@@ -250,15 +251,14 @@ def run_arm(page, name: str, decisions: int, busy: int) -> list[dict]:  # type: 
     try:
         i = 0
         last_decided: str | None = None
-        edited: set[str] = set()  # saved, pending until another member approves: nothing more for this annotator
         while len(samples) < decisions:
-            pending = page.locator('.rv-card[data-status="pending"]').count() - len(edited)
+            shown = page.eval_on_selector_all('.rv-card[data-status="pending"]', "ns => ns.map(n => n.dataset.id)")
+            pending = len([i for i in shown if i not in edited])  # an edit stays in the pending view
             focus = page.get_attribute(".rv-root", "data-focus")
             focused_pending = page.locator(f'#rv-card-{focus}[data-status="pending"]').count()
             if pending < 5 or not focused_pending:
                 next_page(page)
                 last_decided = None
-                edited.clear()
                 continue
             if focus in edited:  # the focus came back round to an edit awaiting another member: move on, untimed
                 page.keyboard.press("j")
@@ -266,7 +266,6 @@ def run_arm(page, name: str, decisions: int, busy: int) -> list[dict]:  # type: 
                 if not moved:  # the page's last card
                     next_page(page)
                     last_decided = None
-                    edited.clear()
                 continue
             kind = MIX[i % len(MIX)]
             i += 1
@@ -280,11 +279,12 @@ def run_arm(page, name: str, decisions: int, busy: int) -> list[dict]:  # type: 
                     while (p && !p.classList.contains('rv-family')) p = p.previousElementSibling;
                     if (!p) return false; const out = []; let q = p.nextElementSibling;
                     while (q && q.classList.contains('rv-card')) {
-                      out.push(q.dataset.status); q = q.nextElementSibling;
+                      out.push([q.dataset.id, q.dataset.status]); q = q.nextElementSibling;
                     }
-                    return out.every(s => s === 'pending'); }"""
+                    return out; }"""
                 )
-                if not family_ok:
+                # an edit of this annotator's in it stays pending (the family approval passes over it)
+                if not family_ok or any(status != "pending" or i in edited for i, status in family_ok):
                     continue
             result = timed(page, kind, last_decided if kind == "undo" else None)
             if result.get("ms") is None:
@@ -343,11 +343,12 @@ def main() -> None:
             cards = page.locator(".rv-card").count()
             for _ in range(3):  # warm-up: first reruns import and cache; not timed
                 timed(page, "approve")
+            edited: set[str] = set()
             try:
                 for name, busy in arms:
                     print(f"arm {name}: {decisions} decisions, {busy} busy process(es) beside", flush=True)
                     loads[name] = os.getloadavg()[0]  # before our spinner: the other work on the machine
-                    samples += run_arm(page, name, decisions, busy)
+                    samples += run_arm(page, name, decisions, busy, edited)
             except Exception:
                 shot = Path(tempfile.gettempdir()) / "review_ui_latency_failure.png"
                 page.screenshot(path=str(shot), full_page=True)
