@@ -92,14 +92,19 @@ def _unwritable(text: str) -> list[str]:
     return _UNWRITABLE.findall(_REGION_FLAG.sub("\U0001f3f4", text))
 
 
-def written_text_problem(text: str) -> str | None:
+def written_text_problem(text: str, before: str | None = None) -> str | None:
     """text_problem, for a text a person writes into augloop (a review edit, a text sent to augment): also no
     control character but tab and line breaks, no bidi override or isolate, no format character a written text
     has no use for. Imported data is not held to this (real texts may carry such characters); a person typing a
-    new text has no need of them."""
+    new text has no need of them. An edit of `before` may keep those `before` holds (a scraped text's mojibake,
+    U+0080 in "â\x80\x99": a reviewer fixing another word could not save it), not add others."""
     if problem := text_problem(text):
         return problem
-    if found := _unwritable(text):
+    found = _unwritable(text)
+    if before is not None:
+        kept = set(_unwritable(before))
+        found = [char for char in found if char not in kept]
+    if found:
         char = found[0]
         if unicodedata.category(char) == "Cc":
             what = "a control character"

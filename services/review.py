@@ -157,13 +157,28 @@ def editors_to_review(session: Session, editors: dict[int, int | None]) -> dict[
     return {sample_id: user for sample_id, user in editors.items() if user is not None and user not in admins}
 
 
-def standing_votes(session: Session, sample_ids: list[int]) -> tuple[dict[int, dict[int, str]], dict[int, int]]:
-    """The samples' standing votes (sample id → user id → decision) and, for the texts a non-admin wrote, their
-    writer (editors_to_review): what status_of reads."""
+@dataclass
+class Standing:
+    """The samples' standing votes (sample id → user id → decision: `review_count` counts them), for the texts a
+    non-admin wrote their writer (editors_to_review), for a non-admin's submission and its variants its author
+    (submitters): what status_of reads, through `counting`."""
+
+    votes: dict[int, dict[int, str]]
+    editors: dict[int, int]
+    authors: dict[int, int]
+
+    def counting(self, sample_id: int, votes: dict[int, str] | None = None) -> dict[int, str]:
+        """The votes that decide the sample's status (`votes`, or its standing ones): not its author's approval."""
+        return counted(self.votes.get(sample_id, {}) if votes is None else votes, self.authors.get(sample_id))
+
+
+def standing_votes(session: Session, sample_ids: list[int]) -> Standing:
     standing = votes_and_editors(session, sample_ids)
-    authors = submitters(session, list(standing))
-    votes = {sample_id: counted(v, authors.get(sample_id)) for sample_id, (v, _editor) in standing.items()}
-    return votes, editors_to_review(session, {sample_id: editor for sample_id, (_v, editor) in standing.items()})
+    return Standing(
+        {sample_id: v for sample_id, (v, _editor) in standing.items()},
+        editors_to_review(session, {sample_id: editor for sample_id, (_v, editor) in standing.items()}),
+        submitters(session, list(standing)),
+    )
 
 
 def submitters(session: Session, sample_ids: list[int]) -> dict[int, int]:
@@ -205,7 +220,13 @@ def rewritten_by_a_person(sample: Sample, text: str | None = None) -> bool:
 
 
 def _check_decision(
-    decision: str, reason: str | None, text: str | None, *, bulk: bool = False, max_chars: int = 20_000
+    decision: str,
+    reason: str | None,
+    text: str | None,
+    *,
+    bulk: bool = False,
+    max_chars: int = 20_000,
+    before: str | None = None,
 ) -> tuple[str, str | None, str | None]:
     allowed = [Decision.approve.value, Decision.reject.value] if bulk else [d.value for d in Decision]
     if decision not in allowed:
@@ -222,7 +243,7 @@ def _check_decision(
         text = (text or "").strip()
         if not text:
             raise ValidationFailed("an edit needs the new text", field="text")
-        if problem := written_text_problem(text):
+        if problem := written_text_problem(text, before):  # what the text held may stay (written_text_problem)
             raise ValidationFailed(f"the edited text {problem}", field="text")
         if len(text) > max_chars:
             raise TooLargeError(f"text exceeds {max_chars} characters", field="text")
@@ -249,7 +270,7 @@ def decide(
         # Nothing rewritten (the editor sent the text back, a trailing space at most): an approval of the text,
         # which withdraws no one's vote as an edit would.
         decision, text = Decision.approve.value, None
-    decision, reason, text = _check_decision(decision, reason, text, max_chars=max_chars)
+    decision, reason, text = _check_decision(decision, reason, text, max_chars=max_chars, before=sample.text)
     if sample.origin == Origin.original:
         raise ValidationFailed(f"sample {sample_id} is an original; only variants are reviewed", field="sample_id")
     if decision in APPROVING and own_submission(sample, user):
@@ -478,10 +499,11 @@ def reevaluate(session: Session, dataset: Dataset) -> dict[str, int]:
                 .with_for_update()
             ).tuples()
         }
-        votes, editors = standing_votes(session, chunk)
+        standing = standing_votes(session, chunk)
         moved: dict[str, list[int]] = {}
         for sample_id, (status, auto, edited) in current.items():
-            new = status_of(votes.get(sample_id, {}), dataset.reviews_required, auto, edited, editors.get(sample_id))
+            votes = standing.counting(sample_id)
+            new = status_of(votes, dataset.reviews_required, auto, edited, standing.editors.get(sample_id))
             if new != status:
                 moved.setdefault(new, []).append(sample_id)
                 changes[f"{status}→{new}"] = changes.get(f"{status}→{new}", 0) + 1
@@ -699,7 +721,8 @@ def bulk_decide(
             }
             result["changed"] += [*decided, *(r[0] for r in rows if r[0] not in judged)]
             rows = [r for r in rows if r[0] in judged]
-        votes, editors = standing_votes(session, [r[0] for r in rows])
+        standing = standing_votes(session, [r[0] for r in rows])
+        votes = standing.votes
         # A vote of this user's committed since the targets were read (their single decision in another request,
         # on a variant k ≥ 2 keeps pending): a bulk decision never replaces one's standing vote.
         if voted := [r[0] for r in rows if user.id in votes.get(r[0], {})]:
@@ -709,7 +732,8 @@ def bulk_decide(
         groups: dict[tuple[str, int], list[int]] = {}
         for sample_id, _version, _text, auto, as_generated in rows:
             now_cast = cast(votes.get(sample_id, {}), user.id, decision)
-            status = status_of(now_cast, k, auto, not as_generated, editors.get(sample_id))
+            deciding = standing.counting(sample_id, now_cast)
+            status = status_of(deciding, k, auto, not as_generated, standing.editors.get(sample_id))
             groups.setdefault((status, len(now_cast)), []).append(sample_id)
         for (status, count), ids in groups.items():
             session.execute(

@@ -471,6 +471,12 @@ def test_a_written_text_keeps_the_invisible_characters_scripts_need_and_no_other
     assert written_text_problem("x\U000e0041y") == "holds an invisible format character (U+E0041)"
     assert written_text_problem("\U000e0067\U000e007f no flag") == "holds an invisible format character (U+E0067)"
     assert written_text_problem("a\ufeffb") == "holds an invisible format character (U+FEFF)"
+    # an edit may keep what the text it rewrites held (a scraped text's mojibake), not add more
+    scraped = "It\u00e2\u0080\u0099s a great day for farmers"
+    assert written_text_problem("It\u00e2\u0080\u0099s a great day for Iowa farmers", before=scraped) is None
+    assert written_text_problem("It\u00e2\u0080\u0099s a great\x85 day", before=scraped) == (
+        "holds a control character (U+0085)"
+    )
     # a model's output may not bring them in either (its source may hold them: imported data is taken as it is)
     assert generated_text_problem("Vote today", "Vote\x85 today") == "holds U+0085, which its source does not"
     assert generated_text_problem("Vote\x85 today", "Ballot\x85 today") is None

@@ -183,6 +183,24 @@ def test_decision_input_errors(annotator, review_data) -> None:
     assert decide(annotator, v, "edit", 1, text="line one\n\tline two\r\nthree").status_code == 200, "layout stays"
 
 
+def test_an_edit_may_keep_a_control_character_the_text_held(annotator, engine, review_data) -> None:
+    """Scraped texts hold mojibake ("\u00e2\u0080\u0099" for an apostrophe: U+0080 is a C1 control): a
+    reviewer fixing another word of such a variant got 422 for a character they cannot see; an edit may keep what
+    the text held, not add more."""
+    from sqlalchemy import update
+
+    from db.models import Sample
+    from db.session import session_scope
+
+    v, other = review_data.variants[review_data.sources[2]][:2]
+    with session_scope(engine) as s:
+        s.execute(update(Sample).where(Sample.id == v).values(text="It\u00e2\u0080\u0099s a great day for farmers"))
+    r = decide(annotator, v, "edit", 1, text="It\u00e2\u0080\u0099s a great day for Iowa farmers")
+    assert r.status_code == 200, r.text
+    r = decide(annotator, other, "edit", 1, text="It\u00e2\u0080\u0099s a great day")
+    assert r.status_code == 422 and r.json()["field"] == "text", r.text
+
+
 def test_edit_keeps_the_generated_text_and_refuses_duplicates(annotator, review_data) -> None:
     v, other = review_data.variants[review_data.sources[1]][:2]
     generated = annotator.get(f"/api/v1/samples/{v}").json()["sample"]["text"]

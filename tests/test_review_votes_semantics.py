@@ -275,6 +275,15 @@ def test_a_submitters_own_approval_never_decides_even_from_before_the_doors_refu
     r = admin.patch(f"/api/v1/datasets/{ds}", json={"reviews_required": 1})  # re-evaluates under today's rules
     assert r.json()["status_changes"].get("approved→pending") == 1, r.json()
     assert submitted not in training_ids(engine)
+    # under k = 2 a colleague's approval, sent in bulk, is one of the two it needs: ed's does not count, though
+    # it is a vote cast (review_count 2, as a single decision stores it: the bulk path stored 1)
+    admin.patch(f"/api/v1/datasets/{ds}", json={"reviews_required": 2})
+    version = carol.get(f"/api/v1/samples/{submitted}").json()["sample"]["version"]
+    bulk = {"decision": "approve", "sample_ids": [submitted], "versions": {str(submitted): version}, "confirm": True}
+    assert carol.post(f"/api/v1/datasets/{ds}/bulk-decisions", json=bulk).json()["applied"] == 1
+    row = carol.get(f"/api/v1/samples/{submitted}").json()["sample"]
+    assert (row["review_status"], row["review_count"]) == ("pending", 2), row
+    admin.patch(f"/api/v1/datasets/{ds}", json={"reviews_required": 1})
 
     # approved by its author alone before the doors refused it (the state such a database holds)
     source = review_data.sources[2]

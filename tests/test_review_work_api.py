@@ -155,6 +155,29 @@ def test_a_vote_an_undone_edit_gave_back_can_be_undone_too(admin, annotator, car
     assert mine.status_code == 200 and mine.json()["votes"]["approve"] == 0, mine.text
 
 
+def test_u_after_a_reload_finds_the_vote_the_undo_button_would_take_back(admin, annotator, carol, review_data) -> None:  # type: ignore[no-untyped-def]
+    """my-latest-decision kept the old rule (the user's latest act, nobody's decision since, withdrawn or not)
+    where the card's Undo button follows the votes that stand: U after a reload took back an older vote, or found
+    none (a reviewer's find)."""
+    admin.patch("/api/v1/datasets/rev", json={"reviews_required": 2})
+
+    def latest() -> int | None:
+        return annotator.get("/api/v1/datasets/rev/my-latest-decision").json()["sample_id"]
+
+    older, newer = review_data.variants[review_data.sources[0]][:2]
+    decide(annotator, older, "approve")
+    decide(annotator, newer, "approve")
+    carols = decide(carol, newer, "approve").json()
+    assert latest() == older  # carol decided the newer one since
+    undo(carol, newer, carols["version"])  # ... and withdrew it
+    assert card_of(annotator, newer)["votes"]["undoable"] is True and latest() == newer
+    third = review_data.variants[review_data.sources[1]][0]
+    decide(annotator, third, "approve")
+    edited = decide(annotator, third, "edit", text="We have to guard Social Security for our older people.").json()
+    undo(annotator, third, edited["version"])  # his approval before the edit stands again: the newest vote
+    assert card_of(annotator, third)["votes"]["undoable"] is True and latest() == third
+
+
 def test_an_automatic_decision_is_no_ones_vote_when_a_person_undoes(admin, annotator, carol, engine, review_data):  # type: ignore[no-untyped-def]
     """The automatic outcome is never counted as a vote: undoing the only human vote leaves no vote, and the
     rule's own decision again (what it was before that person decided), not a vote of the rule's. Short of k's
@@ -541,12 +564,13 @@ def test_runs_scoring_at_once_that_end_unfinished_give_back_the_recorded_score(e
         assert end(r3) == (r1, 0.8, False)
 
 
-def test_the_latest_standing_decision_is_one_query_however_long_the_history(
+def test_the_latest_standing_decision_is_a_few_queries_however_long_the_history(
     annotator, carol, engine, review_data
 ) -> None:
     """U after a reload read the user's history 200 reviews at a time with a query per variant: 1.1 s for an
-    annotator of 4,000 votes that others decided since. One query now, and the same answer: the newest vote the
-    user has not withdrawn and nobody decided since."""
+    annotator of 4,000 votes that others decided since. A few queries now (the variants others decided since
+    are left out in SQL), and the same answer: the newest vote the user has not withdrawn and nobody decided
+    since."""
     from sqlalchemy import event, select
 
     from db.models import Review, User
@@ -593,4 +617,5 @@ def test_the_latest_standing_decision_is_one_query_however_long_the_history(
         finally:
             event.remove(engine, "before_cursor_execute", count)
     assert found == standing
-    assert len(statements) <= 3, statements  # the dataset (and its project), then the decision
+    # the dataset (and its project), the candidates (one batch here), their trails
+    assert len(statements) <= 4, statements

@@ -59,7 +59,8 @@ export default function (component) {
       noticeSeq: null,
       focusSeq: null,
       refusedSeq: null,
-      drafts: {},       // card id -> text typed in an edit the server refused (the editor reopens with it)
+      drafts: {},       // card id -> {text, version}: typed in an edit the server refused, or in an editor another
+                        // one closed; the editor reopens with it while the card is at that version
       cards: [],
     };
     const root = el("div", "rv-root");
@@ -250,7 +251,7 @@ function startEditing(s, card) {
   const before = s.cards.find((c) => c.id === s.editing && c.id !== card.id);
   if (before) {  // one editor at a time: the other closes, keeping what was typed for when it reopens
     const open = s.nodes[before.id] && s.nodes[before.id].node.querySelector("textarea");
-    if (open && open.value !== before.text) s.drafts[before.id] = open.value;
+    if (open && open.value !== before.text) s.drafts[before.id] = { text: open.value, version: before.version };
   }
   s.editing = card.id;
   if (before) paintCard(s, before);
@@ -340,7 +341,7 @@ function render(s, data) {
     s.refusedSeq = data.refused_edit.seq;
     const card = data.cards.find((c) => c.id === data.refused_edit.id);
     if (card && card.status === "pending") {
-      s.drafts[card.id] = data.refused_edit.text;
+      s.drafts[card.id] = { text: data.refused_edit.text, version: card.version };
       setFocus(s, card.id, true);
       startEditing(s, card);
     }
@@ -444,7 +445,9 @@ function paintCard(s, card) {
 
   if (s.editing === card.id) {
     const box = el("textarea", "rv-edit");
-    box.value = s.drafts[card.id] !== undefined ? s.drafts[card.id] : card.text;
+    // a draft typed over an older version is dropped: a colleague's edit since would be written over unseen
+    const draft = s.drafts[card.id];
+    box.value = draft !== undefined && draft.version === card.version ? draft.text : card.text;
     delete s.drafts[card.id];
     box.setAttribute("aria-label", "Edited text");
     box.oninput = () => autosize(box);
