@@ -276,8 +276,15 @@ def delete(
         if not sys.stdin.isatty():
             fail(f"deleting {dataset!r} ({samples:,} samples) cannot be undone: pass --yes to confirm")
         typer.confirm(f"Delete dataset {dataset!r} with its {samples:,} samples, reviews, runs and files?", abort=True)
-    with session_scope(engine()) as session:
-        remove(session, dataset)
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    # one transaction (atomic: Ctrl-C leaves the dataset whole), so no count to show: a spinner and the time
+    # (300,000 samples took half a minute in silence)
+    columns = (SpinnerColumn(), TextColumn(f"deleting {dataset} ({samples:,} samples)", markup=False))
+    with Progress(*columns, TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        bar.add_task("delete", total=None)
+        with session_scope(engine()) as session:
+            remove(session, dataset)
     console.print(f"deleted {escape(dataset)} ({samples:,} samples) and its files", highlight=False)
 
 

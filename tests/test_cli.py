@@ -92,6 +92,24 @@ def test_import_stats_export_round_trip(settings, tmp_path):
     typo = tmp_path / "exprots" / "train.csv"
     r = augloop(settings, "export", "political_social_media", "-o", str(typo))
     assert r.returncode == 2 and "is not a directory" in r.stderr and not typo.parent.exists()
+    # a deletion (one transaction, half a minute for 300,000 samples, silent) shows a spinner and its time on a
+    # terminal: the deletion slowed here, the terminal's answers forced (rich's TTY_* variables)
+    slow_delete = (
+        "import time, services.datasets as d; real = d.remove\n"
+        "d.remove = lambda *a, **k: (time.sleep(1), real(*a, **k))[1]\n"
+        "import sys; sys.argv = ['augloop', 'delete', 'political_social_media', '--yes']\n"
+        "from augloop.cli import main; main()\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", slow_delete],
+        cwd=REPO_ROOT,
+        env=cli_env(settings, TTY_COMPATIBLE="1", TTY_INTERACTIVE="1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0 and "deleted political_social_media (5,000 samples)" in r.stdout, r.stderr
+    assert "deleting political_social_media (5,000 samples)" in r.stderr and "0:00:0" in r.stderr, r.stderr
 
 
 def test_bad_input_exits_2_with_a_message(settings, tmp_path):
