@@ -211,7 +211,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         body: dict[str, Any] = {"detail": shown(err.detail, DETAIL_CHARS)}
-        if (field := getattr(err, "field", None)) is not None:  # api/json_body.py RepeatedKey
+        if (field := getattr(err, "field", None)) is not None:  # api/json_body.py RepeatedBodyKey
             body["field"] = field
         if err.status_code == 400 and request.method in ("POST", "PUT", "PATCH", "DELETE"):
             # a body the server could not read (FastAPI's "There was an error parsing the body": not UTF-8, a

@@ -13,8 +13,10 @@ from typing import Any
 from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
 
+from core.inputs import RepeatedKey, json_object_once
 
-class RepeatedKey(HTTPException):
+
+class RepeatedBodyKey(HTTPException):
     """A key given twice in one JSON object of the body; `field` names it."""
 
     def __init__(self, key: str) -> None:
@@ -22,21 +24,13 @@ class RepeatedKey(HTTPException):
         super().__init__(status_code=422, detail=f"the body gives key {key[:60]!r} twice in one object; give it once")
 
 
-def _object_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _value in pairs:
-            if key in seen:
-                raise RepeatedKey(key)
-            seen.add(key)
-    return obj
-
-
 class StrictJSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = json.loads(await self.body(), object_pairs_hook=_object_once)
+            try:
+                self._json = json.loads(await self.body(), object_pairs_hook=json_object_once)
+            except RepeatedKey as err:
+                raise RepeatedBodyKey(err.key) from None
         return self._json
 
 
