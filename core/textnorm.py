@@ -6,6 +6,7 @@ import hashlib
 import re
 import sys
 import unicodedata
+from collections import Counter
 from functools import cache
 
 
@@ -101,9 +102,8 @@ def written_text_problem(text: str, before: str | None = None) -> str | None:
     if problem := text_problem(text):
         return problem
     found = _unwritable(text)
-    if before is not None:
-        kept = set(_unwritable(before))
-        found = [char for char in found if char not in kept]
+    if before is not None:  # as many of each as `before` held, no more (one bidi override spread over the text)
+        found = list((Counter(found) - Counter(_unwritable(before))).elements())
     if found:
         char = found[0]
         if unicodedata.category(char) == "Cc":

@@ -264,7 +264,14 @@ def apply_action(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> No
             # again would write over it unseen; nor for a variant that is gone.
             someone_elses = err.status == 409 and not err.body.get("duplicate_of")
             if op == "edit" and action.get("text") and not someone_elses and err.status != 404:
-                view.refused_edit = {"seq": next(_notices), "id": sample_id, "text": str(action["text"])}
+                # with the version it was typed over: the card reopens with it only while still at that version
+                # (a 413 or 503 answered before the version was checked, and the draft went over a colleague's edit)
+                view.refused_edit = {
+                    "seq": next(_notices),
+                    "id": sample_id,
+                    "text": str(action["text"]),
+                    "version": int(action["version"]),
+                }
             return
         _replace(view, item)
         view.undo_stack.append([sample_id])

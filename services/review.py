@@ -270,6 +270,10 @@ def decide(
         # Nothing rewritten (the editor sent the text back, a trailing space at most): an approval of the text,
         # which withdraws no one's vote as an edit would.
         decision, text = Decision.approve.value, None
+    if decision == Decision.edit and sample.version != version:
+        # a stale edit is told so first: its text was checked against the text someone else wrote since (a 422
+        # for a character that text no longer holds, a 413) before the 409 that says why
+        raise _stale(session, sample, version, user)
     decision, reason, text = _check_decision(decision, reason, text, max_chars=max_chars, before=sample.text)
     if sample.origin == Origin.original:
         raise ValidationFailed(f"sample {sample_id} is an original; only variants are reviewed", field="sample_id")

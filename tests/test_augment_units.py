@@ -477,6 +477,11 @@ def test_a_written_text_keeps_the_invisible_characters_scripts_need_and_no_other
     assert written_text_problem("It\u00e2\u0080\u0099s a great\x85 day", before=scraped) == (
         "holds a control character (U+0085)"
     )
+    # as many as it held, no more: one bidi override in a text was spread over the edit
+    assert written_text_problem("\u202e" * 5 + "Dear friend", before="Dear \u202eevil\u202c friend") == (
+        "holds a bidirectional override or isolate (U+202E)"
+    )
+    assert written_text_problem("x\x80y\x80z", before="a\x80b") == "holds a control character (U+0080)"
     # a model's output may not bring them in either (its source may hold them: imported data is taken as it is)
     assert generated_text_problem("Vote today", "Vote\x85 today") == "holds U+0085, which its source does not"
     assert generated_text_problem("Vote\x85 today", "Ballot\x85 today") is None

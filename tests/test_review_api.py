@@ -183,7 +183,7 @@ def test_decision_input_errors(annotator, review_data) -> None:
     assert decide(annotator, v, "edit", 1, text="line one\n\tline two\r\nthree").status_code == 200, "layout stays"
 
 
-def test_an_edit_may_keep_a_control_character_the_text_held(annotator, engine, review_data) -> None:
+def test_an_edit_may_keep_a_control_character_the_text_held(admin, annotator, engine, review_data) -> None:
     """Scraped texts hold mojibake ("\u00e2\u0080\u0099" for an apostrophe: U+0080 is a C1 control): a
     reviewer fixing another word of such a variant got 422 for a character they cannot see; an edit may keep what
     the text held, not add more."""
@@ -199,6 +199,14 @@ def test_an_edit_may_keep_a_control_character_the_text_held(annotator, engine, r
     assert r.status_code == 200, r.text
     r = decide(annotator, other, "edit", 1, text="It\u00e2\u0080\u0099s a great day")
     assert r.status_code == 422 and r.json()["field"] == "text", r.text
+    # an edit of a version someone rewrote since is told so (409), not judged against their text: the
+    # mojibake the edited version held is gone from theirs (it answered 422 for a character the rule allows)
+    carols = decide(admin, v, "edit", 2, text="It's a great day for Iowa farmers, say we all.")
+    assert carols.status_code == 200, carols.text
+    stale = decide(annotator, v, "edit", 2, text="It\u00e2\u0080\u0099s a great day for our Iowa farmers")
+    assert stale.status_code == 409 and stale.json()["field"] == "version", stale.text
+    stale = decide(annotator, v, "edit", 2, text="x" * 20_001)
+    assert stale.status_code == 409, stale.text
 
 
 def test_edit_keeps_the_generated_text_and_refuses_duplicates(annotator, review_data) -> None:

@@ -325,7 +325,10 @@ def test_a_refused_edit_gives_its_text_back_and_a_refusal_outlives_the_next_succ
         client.decide = failing  # type: ignore[method-assign]
         draft = f"My rewrite ({status})."
         apply_action(view, client, {"op": "edit", "id": v3, "version": view.items[v3]["version"], "text": draft})
-        assert payload(view, "")["refused_edit"] == {"seq": ANY, "id": v3, "text": draft}, status
+        # with the version it was typed over: the editor reopens with it only while the card is at that version
+        # (the page stamped the card's refreshed version on it, and it went over a colleague's edit unseen)
+        typed_over = view.items[v3]["version"]
+        assert payload(view, "")["refused_edit"] == {"seq": ANY, "id": v3, "text": draft, "version": typed_over}
 
 
 def test_family_and_selection_from_the_cards_and_bulk_by_filter(live_api, annotator_token, engine, review_data) -> None:

@@ -341,7 +341,7 @@ function render(s, data) {
     s.refusedSeq = data.refused_edit.seq;
     const card = data.cards.find((c) => c.id === data.refused_edit.id);
     if (card && card.status === "pending") {
-      s.drafts[card.id] = { text: data.refused_edit.text, version: card.version };
+      s.drafts[card.id] = { text: data.refused_edit.text, version: data.refused_edit.version };
       setFocus(s, card.id, true);
       startEditing(s, card);
     }
