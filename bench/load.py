@@ -66,8 +66,10 @@ def seed_backend(url: str, n_variants: int, n_users: int) -> dict[str, Any]:
             conn.execute(text("ANALYZE"))  # what autovacuum does after a bulk load, before the planner guesses
     with session_scope(engine) as s:
         tokens = [create_token(s, f"load-user-{i}", "annotator").token for i in range(n_users)]
-        for i in range(n_users):  # annotators of the project the dataset is in (the default one)
-            add_member(s, DEFAULT_PROJECT, f"load-user-{i}", "annotator")
+        # leads of the project the dataset is in (the default one): they review, and they may start augmentation,
+        # which annotators may not (as annotators, every augment request of the mix was a 403 since)
+        for i in range(n_users):
+            add_member(s, DEFAULT_PROJECT, f"load-user-{i}", "lead")
         originals = list(s.scalars(select(Sample.id).where(Sample.origin == "original", Sample.split == "train")))
     dispose_all()
     return {"tokens": tokens, "originals": originals}

@@ -35,3 +35,7 @@ def test_no_acknowledged_decision_is_lost_under_concurrent_load(any_settings, ca
     assert result["acknowledged_decisions"] >= 20, result
     assert result["lost_decisions"] == 0 and result["duplicated_decisions"] == 0, result
     assert not result["transport_errors"], result["transport_errors"]
+    # the augment requests of the mix are accepted: its annotators got 403 for every one (only leads may start
+    # augmentation), so the mix measured no augment request
+    augment = {status: n for status, n in result["status"].items() if status.startswith("POST augment")}
+    assert set(augment) == {"POST augment 202"}, result["status"]
