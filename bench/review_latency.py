@@ -213,9 +213,14 @@ def timing(metric: str, ms: float) -> dict[str, Any]:
 
 
 def timed(fn: Any) -> tuple[float, Any]:
+    """The seconds `fn` took and its answer; a response that is not a success stops the benchmark (a 403 or 404
+    timed as if it were the page measures nothing: the load benchmark's augment requests were 403s unseen)."""
     t0 = time.perf_counter()
     out = fn()
-    return time.perf_counter() - t0, out
+    seconds = time.perf_counter() - t0
+    if getattr(out, "status_code", 200) >= 300:
+        raise SystemExit(f"{out.request.method} {out.request.url.path} answered {out.status_code}: {out.text[:300]}")
+    return seconds, out
 
 
 def main() -> None:
