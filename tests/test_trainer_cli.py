@@ -155,7 +155,7 @@ def test_a_budget_too_short_to_train_is_refused_before_a_run_is_recorded(engine,
         assert s.scalar(select(func.count()).select_from(TrainingRun)) == 0
 
 
-def test_queue_enqueues_the_lr_selection_or_a_train_job_per_seed(engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_queue_enqueues_the_lr_selection_or_a_train_job_per_seed(engine, settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from sqlalchemy import func, select
 
     from db.models import Job, TrainingRun
@@ -202,6 +202,11 @@ def test_queue_enqueues_the_lr_selection_or_a_train_job_per_seed(engine, monkeyp
     for missing in ("/nonexistent/enc", "no-such-org/no-such-encoder"):
         result = runner.invoke(app, ["train", name, "--encoder", missing])
         assert result.exit_code == 2 and f"cannot load encoder {missing!r}" in result.output, result.output
+    # one message in a terminal too, not the trainer's log line above it (Python's last-resort handler wrote it)
+    from tests.cli_process import cli_env, run_augloop
+
+    r = run_augloop("train", name, "--encoder", "/nonexistent/enc", env=cli_env(settings), timeout=120)
+    assert r.returncode == 2 and "cannot load encoder" in r.stderr and "no such directory" not in r.stderr, r.stderr
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # as here: on a GPU host "cuda" is there
     for device in ("cuda", "cuda:999"):  # nor a device this machine lacks (a failed run was left behind)
         result = runner.invoke(app, ["train", name, "--set", f"device={device}"])

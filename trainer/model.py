@@ -167,8 +167,8 @@ def _load_failure(name_or_path: str) -> Any:
 
 def _no_directory(name_or_path: str) -> bool:
     missing = name_or_path.startswith(("/", "./", "../", "~")) and not Path(name_or_path).expanduser().is_dir()
-    if missing:
-        log.warning("encoder %r: no such directory", name_or_path)
+    if missing:  # the worker's log (INFO); a command's own error says it, and a second line said it again
+        log.info("encoder %r: no such directory", name_or_path)
     return missing
 
 
