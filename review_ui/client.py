@@ -31,6 +31,14 @@ class ApiError(Exception):
         return f"{self.detail}{where}"
 
 
+def segment(value: str) -> str:
+    """`value` as one path segment of a URL: every reserved character escaped (a dataset name typed as
+    "evil/../other" imported into "other", "what?" got 405), and "." or ".." escaped too, which a URL would
+    otherwise collapse with the segment before it."""
+    escaped = quote(value, safe="")
+    return escaped.replace(".", "%2E") if escaped in (".", "..") else escaped
+
+
 def api_url() -> str:
     return get_settings().api_url.rstrip("/")
 
@@ -93,22 +101,22 @@ class ApiClient:
         return self.get("/datasets")
 
     def dataset(self, name: str) -> dict[str, Any]:
-        return self.get(f"/datasets/{name}")
+        return self.get(f"/datasets/{segment(name)}")
 
     def update_dataset(self, name: str, **fields: Any) -> dict[str, Any]:
-        return self.request("PATCH", f"/datasets/{name}", json=fields)
+        return self.request("PATCH", f"/datasets/{segment(name)}", json=fields)
 
     def delete_dataset(self, name: str) -> None:
-        self.request("DELETE", f"/datasets/{name}")
+        self.request("DELETE", f"/datasets/{segment(name)}")
 
     def protected_terms(self, name: str) -> dict[str, Any]:
-        return self.get(f"/datasets/{name}/protected-terms")
+        return self.get(f"/datasets/{segment(name)}/protected-terms")
 
     def edit_protected_terms(self, name: str, add: list[str], remove: list[str]) -> dict[str, Any]:
-        return self.post(f"/datasets/{name}/protected-terms", {"add": add, "remove": remove})
+        return self.post(f"/datasets/{segment(name)}/protected-terms", {"add": add, "remove": remove})
 
     def stats(self, name: str) -> dict[str, Any]:
-        return self.get(f"/datasets/{name}/stats")
+        return self.get(f"/datasets/{segment(name)}/stats")
 
     def import_dataset(
         self, name: str, filename: str, data: bytes, tasks: list[str], language: str | None = None
@@ -117,14 +125,16 @@ class ApiClient:
         form: dict[str, Any] = {"task": tasks}
         if language:  # none: a new dataset's default (en), an existing dataset's own
             form["language"] = language
-        return self.request("POST", f"/datasets/{name}/import", files=files, data=form)
+        return self.request("POST", f"/datasets/{segment(name)}/import", files=files, data=form)
 
     def export(self, name: str, fmt: str, include: list[str]) -> bytes:
-        return self.request("GET", f"/datasets/{name}/export", params={"format": fmt, "include": ",".join(include)})
+        return self.request(
+            "GET", f"/datasets/{segment(name)}/export", params={"format": fmt, "include": ",".join(include)}
+        )
 
     # Review
     def review_queue(self, name: str, **params: Any) -> dict[str, Any]:
-        return self.get(f"/datasets/{name}/review-queue", **params)
+        return self.get(f"/datasets/{segment(name)}/review-queue", **params)
 
     def sample(self, sample_id: int) -> dict[str, Any]:
         return self.get(f"/samples/{sample_id}")
@@ -143,48 +153,48 @@ class ApiClient:
         return self.post(f"/samples/{sample_id}/undo", {"version": version})
 
     def my_latest_decision(self, name: str) -> int | None:
-        found = self.get(f"/datasets/{name}/my-latest-decision").get("sample_id")
+        found = self.get(f"/datasets/{segment(name)}/my-latest-decision").get("sample_id")
         return int(found) if found is not None else None
 
     def cards(self, sample_ids: list[int]) -> list[dict[str, Any]]:
         return self.get("/review-cards", ids=",".join(map(str, sample_ids)))
 
     def next_batch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.post(f"/datasets/{name}/assignments", body)
+        return self.post(f"/datasets/{segment(name)}/assignments", body)
 
     def renew_leases(self, name: str) -> dict[str, Any]:
-        return self.post(f"/datasets/{name}/assignments/renew")
+        return self.post(f"/datasets/{segment(name)}/assignments/renew")
 
     def release_leases(self, name: str) -> dict[str, Any]:
-        return self.request("DELETE", f"/datasets/{name}/assignments")
+        return self.request("DELETE", f"/datasets/{segment(name)}/assignments")
 
     def annotators(self, name: str) -> dict[str, Any]:
-        return self.get(f"/datasets/{name}/annotators")
+        return self.get(f"/datasets/{segment(name)}/annotators")
 
     def label_model(self, name: str) -> dict[str, Any]:
-        return self.get(f"/datasets/{name}/label-model")
+        return self.get(f"/datasets/{segment(name)}/label-model")
 
     def choose_label_model(self, name: str, model_id: int) -> dict[str, Any]:
-        return self.post(f"/datasets/{name}/label-model", {"model_id": model_id})
+        return self.post(f"/datasets/{segment(name)}/label-model", {"model_id": model_id})
 
     def bulk(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.post(f"/datasets/{name}/bulk-decisions", body)
+        return self.post(f"/datasets/{segment(name)}/bulk-decisions", body)
 
     def progress(self, name: str) -> dict[str, Any]:
-        return self.get(f"/datasets/{name}/review-progress")
+        return self.get(f"/datasets/{segment(name)}/review-progress")
 
     def agreement(self, name: str) -> dict[str, Any]:
-        return self.get(f"/datasets/{name}/agreement")
+        return self.get(f"/datasets/{segment(name)}/agreement")
 
     # Augmentation
     def augmenters(self, name: str) -> list[dict[str, Any]]:
-        return self.get(f"/datasets/{name}/augmenters")
+        return self.get(f"/datasets/{segment(name)}/augmenters")
 
     def plans(self, name: str, limit: int = 10) -> list[dict[str, Any]]:
-        return self.get(f"/datasets/{name}/augmentation-plans", limit=limit)
+        return self.get(f"/datasets/{segment(name)}/augmentation-plans", limit=limit)
 
     def create_plan(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.post(f"/datasets/{name}/augmentation-plans", body)
+        return self.post(f"/datasets/{segment(name)}/augmentation-plans", body)
 
     # Jobs, training, tokens
     def jobs(self, **params: Any) -> dict[str, Any]:
@@ -209,10 +219,10 @@ class ApiClient:
         return self.post("/training-estimates", body)
 
     def impact_reports(self, dataset: str) -> list[dict[str, Any]]:
-        return self.get(f"/datasets/{dataset}/impact-reports")
+        return self.get(f"/datasets/{segment(dataset)}/impact-reports")
 
     def start_impact_report(self, dataset: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.post(f"/datasets/{dataset}/impact-reports", body)
+        return self.post(f"/datasets/{segment(dataset)}/impact-reports", body)
 
     def tokens(self) -> list[dict[str, Any]]:
         return self.get("/tokens")
@@ -234,10 +244,10 @@ class ApiClient:
         return self.post("/projects", {"name": name, **({"display_name": display_name} if display_name else {})})
 
     def members(self, project: str) -> list[dict[str, Any]]:
-        return self.get(f"/projects/{project}/members")
+        return self.get(f"/projects/{segment(project)}/members")
 
     def set_member(self, project: str, user: str, role: str) -> dict[str, Any]:
-        return self.request("PUT", f"/projects/{project}/members", json={"user": user, "role": role})
+        return self.request("PUT", f"/projects/{segment(project)}/members", json={"user": user, "role": role})
 
     def remove_member(self, project: str, user: str) -> None:
-        return self.request("DELETE", f"/projects/{project}/members/{quote(user, safe='')}")
+        return self.request("DELETE", f"/projects/{segment(project)}/members/{segment(user)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -111,13 +112,116 @@ def role_in_project_of(dataset: str) -> str | None:
 
 
 def flash(kind: str, message: str) -> None:
-    """A message for the next run (callbacks run before the page, which then shows it)."""
-    st.session_state.setdefault("_flash", []).append((kind, message))
+    """A message for the next run (callbacks run before the page, which then shows it); one already waiting is
+    not added again (the second click of a double click on a refused action repeated its error)."""
+    waiting = st.session_state.setdefault("_flash", [])
+    if (kind, message) not in waiting:
+        waiting.append((kind, message))
 
 
-def show_flash() -> None:
-    for kind, message in st.session_state.pop("_flash", []):
+def show_flash(outbox: str = "_flash") -> None:
+    """The messages waiting in `outbox`, each shown once: dropped after they are drawn, so that a run a click cut
+    short leaves them to the next run (dropped first, the message of a double click's first click was lost).
+    A submission still under way (`submit_once`) is waited for first: its message is one of them."""
+    settle_submissions()
+    waiting = st.session_state.setdefault(outbox, [])
+    shown = list(waiting)
+    for kind, message in shown:
         {"success": st.success, "warning": st.warning, "error": st.error}.get(kind, st.info)(message)
+    del waiting[: len(shown)]  # the same list: what a callback holds stays the outbox
+
+
+SUBMISSION_WAIT_SECONDS = 300.0  # the client's own timeout is 60 s a request; an import polls its job longer
+
+
+def settle_submissions() -> None:
+    """Wait for the submissions (`submit_once`) this session has under way, so that what they make is drawn.
+
+    Streamlit starts the page again for a second click while the run the first click started is still inside
+    its API request (a run stops only at its next element or session-state touch), so the two overlap: the new
+    run drew the form's next generation without the token or the runs' message, and nothing drew them after."""
+    for event in list(st.session_state.setdefault("_in_flight", {}).values()):
+        event.wait(SUBMISSION_WAIT_SECONDS)
+
+
+def generation(form: str) -> int:
+    """The generation of a form that makes or deletes something: part of its submit button's key (`submit_key`)
+    or its callback's arguments, moved on by `submit_once` when its request succeeds. See `submit_once`. A
+    submission still under way is waited for first (`settle_submissions`)."""
+    settle_submissions()
+    return int(st.session_state.setdefault("_generations", {}).get(form, 0))
+
+
+def submit_key(form: str) -> str:
+    """The key of `form`'s submit button (and of its fields, with a suffix) in its current generation."""
+    return f"_submit_{form}_{generation(form)}"
+
+
+def submit_once(
+    form: str,
+    fn: Callable[..., T],
+    *args: Any,
+    seen: int | None = None,
+    said: Callable[[T], tuple[str, str]] | None = None,
+    refused: Callable[[ApiError], tuple[str, str]] | None = None,
+    keep: str | None = None,
+    outbox: str = "_flash",
+) -> T | None:
+    """`fn(*args)`, the API request of `form`'s submission, made once per generation of the form; its result, or
+    None when it failed or was not made.
+
+    A double click's second click leaves the browser before the page has re-run, and Streamlit then stops the
+    run the first click started at its next element *or its next touch of st.session_state*, and runs the page
+    again for the second: a request made there again issued a second token (and showed neither), queued the
+    training runs twice, or answered a made ensemble with "pick at least two runs". So everything this needs is
+    taken from the session state before the request (its generations, its `outbox` of messages and its `keep`
+    box, plain objects kept there), the generation is claimed before the request, and after it only those plain
+    objects are written: no stop can fall between the request and what it records. The second click then names
+    the generation before (a submit button the page no longer draws, or a callback's `seen` that is outdated)
+    and nothing is sent. Callers evaluate everything that reads the session state (the client, the fields)
+    before calling this. Streamlit may run the page for the second click while this request is still under way:
+    that run waits for it (`settle_submissions`, from `generation` and `show_flash`) and draws what it made.
+
+    On success: `said(result)` (kind, message) goes to `outbox`, and the result into
+    st.session_state["_kept"][keep]; on an API error the generation is given back (the same form, corrected,
+    may be sent again) and `refused(error)`, or the API's message, goes to `outbox`."""
+    generations = st.session_state.setdefault("_generations", {})
+    messages = st.session_state.setdefault(outbox, [])
+    kept = st.session_state.setdefault("_kept", {})
+    in_flight = st.session_state.setdefault("_in_flight", {})
+    current = int(generations.get(form, 0))
+    if seen is not None and seen != current:
+        return None
+    generations[form] = current + 1
+    in_flight[form] = done = threading.Event()
+    try:
+        result = fn(*args)
+    except ApiError as err:
+        generations[form] = current
+        messages.append(refused(err) if refused is not None else ("error", plain(str(err))))
+        return None
+    except BaseException:
+        generations[form] = current
+        raise
+    else:
+        if keep is not None:
+            kept[keep] = result
+        if said is not None:
+            messages.append(said(result))
+        return result
+    finally:
+        if in_flight.get(form) is done:
+            del in_flight[form]
+        done.set()
+
+
+def kept(box: str) -> Any:
+    """What `submit_once` kept under `box` (None: nothing)."""
+    return st.session_state.setdefault("_kept", {}).get(box)
+
+
+def drop_kept(box: str) -> None:
+    st.session_state.setdefault("_kept", {}).pop(box, None)
 
 
 def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
@@ -178,11 +282,15 @@ def page_with_dataset(title: str) -> dict[str, Any] | None:
     return pick_dataset()
 
 
-def submitted_run_inputs(seeds: str, label: str, example: str, button: str) -> tuple[list[int], dict[str, Any]] | None:
-    """The end of a start form (inside `st.form`): the trainer-config overrides box and the submit button.
-    Once submitted, the parsed seeds and overrides (`run_inputs`); None before, or when they do not parse."""
+def submitted_run_inputs(
+    seeds: str, label: str, example: str, button: str, form: str
+) -> tuple[list[int], dict[str, Any]] | None:
+    """The end of a start form (inside `st.form`): the trainer-config overrides box and the submit button of
+    `form`'s generation (`submit_once(form, ...)` starts it). Once submitted, the parsed seeds and overrides
+    (`run_inputs`); None before, or when they do not parse."""
     config = st.text_area(label, value="{}", height=100, help=f"e.g. {example}")
-    return run_inputs(seeds, config) if st.form_submit_button(button, type="primary") else None
+    submitted = st.form_submit_button(button, type="primary", key=submit_key(form))
+    return run_inputs(seeds, config) if submitted else None
 
 
 def _no_constant(name: str) -> Any:

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from review_ui.render import plain
-from review_ui.state import call, client, flash, leads, page_with_dataset
+from review_ui.state import call, client, leads, page_with_dataset, submit_key, submit_once
 
 STATE_TEXT = {
     "ready": "ready",
@@ -87,6 +87,15 @@ def plan_summary(plan: dict[str, Any]) -> pd.DataFrame:
     )
 
 
+def queued(plan: dict[str, Any]) -> tuple[str, str]:
+    body = plan["plan"]
+    return (
+        "success",
+        f"Queued plan #{plan['id']}: {body['total_variants']} variants in {len(plan['job_ids'])} job(s). "
+        "Follow them on the Jobs page; the variants arrive in the review queue as pending.",
+    )
+
+
 def plan_form(name: str, statuses: list[dict[str, Any]]) -> None:
     st.header("Bring the rare classes up")
     runnable = [s["method"] for s in statuses if s["available"]]
@@ -108,23 +117,21 @@ def plan_form(name: str, statuses: list[dict[str, Any]]) -> None:
         seed = st.number_input("Seed", 0, 2**31 - 1, 0)
         preview, queue = st.columns(2)
         do_preview = preview.form_submit_button("Preview the plan")
-        do_queue = queue.form_submit_button("Plan and queue the jobs", type="primary")
+        do_queue = queue.form_submit_button("Plan and queue the jobs", type="primary", key=submit_key("plan"))
     if not (do_preview or do_queue):
         return
     if not methods:
         st.error("Choose at least one method.")
         return
-    plan = call(client().create_plan, name, plan_body(methods, fraction, int(cap), int(seed), do_queue, int(count)))
+    body = plan_body(methods, fraction, int(cap), int(seed), do_queue, int(count))
+    if do_queue:  # once per form generation (review_ui.state.submit_once: a double click queued it twice)
+        api = client()
+        submit_once("plan", api.create_plan, name, body, said=queued)
+        st.rerun()
+    plan = call(client().create_plan, name, body)
     if plan is None:
         return
     body = plan["plan"]
-    if do_queue:
-        flash(
-            "success",
-            f"Queued plan #{plan['id']}: {body['total_variants']} variants in {len(plan['job_ids'])} job(s). "
-            "Follow them on the Jobs page; the variants arrive in the review queue as pending.",
-        )
-        st.rerun()
     st.info(
         f"{body['total_variants']} variants from {body['sources_used']} source texts ("
         + ", ".join(f"{m}: {n}" for m, n in body["methods"].items())

@@ -9,10 +9,23 @@ import pandas as pd
 import streamlit as st
 
 from core.balance import imbalance_shown
+from core.errors import ValidationFailed
+from core.names import check_slug
 from review_ui.client import ApiError
 from review_ui.progress import show_annotators, show_class_progress
 from review_ui.render import plain
-from review_ui.state import call, client, flash, is_admin, page_with_dataset, role_in_project_of
+from review_ui.state import (
+    call,
+    client,
+    drop_kept,
+    flash,
+    is_admin,
+    kept,
+    page_with_dataset,
+    role_in_project_of,
+    submit_key,
+    submit_once,
+)
 
 BEFORE, AFTER = "train originals", "train + approved variants"
 LIVE_SECONDS = 15
@@ -156,28 +169,46 @@ def import_form(current: str | None) -> None:
         target = st.text_input("Dataset name (new or existing)", value=current or "")
         tasks = st.text_input("Label columns (tasks), comma-separated", placeholder="bias, message")
         language = st.text_input("Language of a new dataset", placeholder="en")
-        go = st.form_submit_button("Import", type="primary")
+        go = st.form_submit_button("Import", type="primary", key=submit_key("import"))
     if go:
         names = [t.strip() for t in tasks.split(",") if t.strip()]
         if upload is None or not target.strip() or not names:
             st.error("Choose a file, a dataset name and at least one label column.")
             return
+        try:  # the API's rule, said before the upload (a name with "/" or "?" got a bare 404 or 405)
+            check_slug(target.strip(), field="name", what="a dataset name")
+        except ValidationFailed as err:
+            st.error(plain(f"{err} (name)"))
+            return
         language_tag = language.strip() or None  # none: a new dataset's default, an existing dataset's own
-        result = call(client().import_dataset, target.strip(), upload.name, upload.getvalue(), names, language_tag)
-        if result:
-            st.success(f"Imported {result['imported']} samples ({result['duplicates_skipped']} duplicates skipped).")
-            st.json(result["split_counts"])
-            warnings = {
-                "near_duplicate_groups_across_splits": "group(s) of near-duplicate rows span splits",
-                "near_existing_across_splits_count": "new row(s) near a text on the other side of the train/eval line",
-                "duplicates_of_reviewed_samples": "row(s) not imported: their text is in the dataset as a sample "
-                "that is not an original (its review decides)",
-            }
-            for key, what in warnings.items():
-                if result.get(key):
-                    st.warning(f"{result[key]} {what}.")
-            for warning in result.get("warnings") or []:  # before training: empty splits, odd labels
-                st.warning(plain(str(warning)))
+        api, into, filename, data = client(), target.strip(), upload.name, upload.getvalue()
+        # Once per form generation, its result kept for the next run, drawn there and then dropped
+        # (review_ui.state.submit_once: a double click imported the file twice and showed "0 imported")
+        submit_once(
+            "import", lambda: (into, api.import_dataset(into, filename, data, names, language_tag)), keep="import"
+        )
+        st.rerun()
+    if shown := kept("import"):
+        imported_into, result = shown
+        st.success(
+            plain(
+                f"Imported {result['imported']} samples into {imported_into} "
+                f"({result['duplicates_skipped']} duplicates skipped)."
+            )
+        )
+        st.json(result["split_counts"])
+        warnings = {
+            "near_duplicate_groups_across_splits": "group(s) of near-duplicate rows span splits",
+            "near_existing_across_splits_count": "new row(s) near a text on the other side of the train/eval line",
+            "duplicates_of_reviewed_samples": "row(s) not imported: their text is in the dataset as a sample "
+            "that is not an original (its review decides)",
+        }
+        for key, what in warnings.items():
+            if result.get(key):
+                st.warning(f"{result[key]} {what}.")
+        for warning in result.get("warnings") or []:  # before training: empty splits, odd labels
+            st.warning(plain(str(warning)))
+        drop_kept("import")
 
 
 def protected_terms_form(name: str) -> None:
@@ -288,15 +319,16 @@ def manage_tools(dataset: dict[str, Any] | None, admin: bool) -> None:
             typed = st.text_input(
                 "Type the dataset's name to delete it with its samples, reviews and jobs", key="del_confirm"
             )
-            if st.button("Delete dataset", disabled=typed != name, type="primary"):
-                try:
-                    client().delete_dataset(name)
-                except ApiError as err:
-                    st.error(plain(str(err)))
-                else:
-                    flash("success", f"Deleted dataset {plain(name)}.")
+            if st.button("Delete dataset", disabled=typed != name, type="primary", key=submit_key("delete")):
+                api = client()  # once (a double click's second click answered the deletion with "not found")
+                deleted = submit_once(
+                    "delete",
+                    lambda: api.delete_dataset(name) or True,
+                    said=lambda _: ("success", plain(f"Deleted dataset {name}.")),
+                )
+                if deleted:
                     st.session_state.pop("current_dataset", None)
-                    st.rerun()
+                st.rerun()
 
 
 @st.fragment(run_every=LIVE_SECONDS)

@@ -10,7 +10,19 @@ import streamlit as st
 from review_ui import charts
 from review_ui.impact_tables import contributions, table
 from review_ui.render import plain
-from review_ui.state import call, client, fetch_or_stop, leads, page_with_dataset, submitted_run_inputs
+from review_ui.state import (
+    client,
+    fetch_or_stop,
+    leads,
+    page_with_dataset,
+    submit_once,
+    submitted_run_inputs,
+)
+
+
+def queued(created: dict[str, Any]) -> tuple[str, str]:
+    report = created["report"]
+    return "success", f"Queued impact report #{report['id']}: {report['progress']['total']} training runs."
 
 
 def start_form(dataset: str) -> None:
@@ -22,17 +34,16 @@ def start_form(dataset: str) -> None:
             "Trainer config overrides (JSON, shared by every arm)",
             '{"epochs": 5, "max_length": 128}',
             "Start impact report",
+            "impact",
         )
     if inputs is None:
         return
     body: dict[str, Any] = {"seeds": inputs[0], "config": inputs[1]}
     if methods.strip():
         body["methods"] = [m.strip() for m in methods.split(",") if m.strip()]
-    created = call(client().start_impact_report, dataset, body)
-    if created is None:
-        return
-    report = created["report"]
-    st.success(f"Queued impact report #{report['id']}: {report['progress']['total']} training runs.")
+    api = client()  # once per form generation (review_ui.state.submit_once: a double click queued it twice)
+    submit_once("impact", api.start_impact_report, dataset, body, said=queued)
+    st.rerun()
 
 
 def show_report(report: dict[str, Any]) -> None:

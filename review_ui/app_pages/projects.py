@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from review_ui.render import plain
-from review_ui.state import admin_page, call, call_and_flash, client
+from review_ui.state import admin_page, call, call_and_flash, client, submit_key, submit_once
 
 ROLES = ["annotator", "lead"]
 
@@ -28,14 +28,23 @@ def remove_member() -> None:
 
 
 admin_page("Projects")
-with st.form("new_project", clear_on_submit=True):
-    slug = st.text_input("Project name (a slug: lower-case letters, digits, -)")
-    display = st.text_input("Display name (optional)")
-    go = st.form_submit_button("Create project", type="primary")
+# A fresh form once a project is made (review_ui.state.submit_once: the form's clear_on_submit emptied the fields
+# before a double click's second submission)
+form = submit_key("project")
+with st.form(form + "_form"):
+    slug = st.text_input("Project name (a slug: lower-case letters, digits, -)", key=form + "_slug")
+    display = st.text_input("Display name (optional)", key=form + "_display")
+    go = st.form_submit_button("Create project", type="primary", key=form)
 if go:
-    made = call(client().create_project, slug.strip(), display.strip() or None)
-    if made is not None:
-        st.success(plain(f"Created project {made['name']}."))
+    api = client()
+    submit_once(
+        "project",
+        api.create_project,
+        slug.strip(),
+        display.strip() or None,
+        said=lambda made: ("success", plain(f"Created project {made['name']}.")),
+    )
+    st.rerun()
 projects = call(client().projects) or []
 if projects:
     st.dataframe(

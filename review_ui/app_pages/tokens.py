@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from review_ui.render import plain
-from review_ui.state import admin_page, call, call_and_flash, client
+from review_ui.state import admin_page, call, call_and_flash, client, drop_kept, kept, submit_key, submit_once
 
 
 def revoke() -> None:
@@ -14,16 +14,30 @@ def revoke() -> None:
     call_and_flash(f"Revoked token {token_id}.", client().revoke_token, token_id)
 
 
+def hide_issued() -> None:
+    drop_kept("token")
+
+
 admin_page("Tokens")
-with st.form("new_token", clear_on_submit=True):
-    name = st.text_input("User name")
-    role = st.selectbox("Role", ["annotator", "admin"])
-    days = st.number_input("Expires after (days, 0: never)", min_value=0.0, max_value=3650.0, value=0.0)
-    go = st.form_submit_button("Create token", type="primary")
-issued = call(client().create_token, name.strip(), role, days or None) if go else None
-if issued is not None:
+# A fresh, empty form once a token is made: its fields' keys carry the form's generation (the form's own
+# clear_on_submit emptied the fields before a double click's second submission, which then came with no name)
+form = submit_key("token")
+with st.form(form + "_form"):
+    name = st.text_input("User name", key=form + "_name")
+    role = st.selectbox("Role", ["annotator", "admin"], key=form + "_role")
+    days = st.number_input("Expires after (days, 0: never)", 0.0, 3650.0, 0.0, key=form + "_days")
+    go = st.form_submit_button("Create token", type="primary", key=form)
+if go and not name.strip():
+    st.error("Type the user name the token is for.")
+elif go:
+    api = client()
+    # Kept until hidden or the next token (never lost to a run that a second click cuts short)
+    submit_once("token", api.create_token, name.strip(), role, days or None, keep="token")
+    st.rerun()
+if issued := kept("token"):
     st.success(plain(f"Token for {issued['name']} ({issued['role']}). Copy it now: it is not shown again."))
     st.code(issued["token"], language=None)
+    st.button("I have copied it: hide the token", on_click=hide_issued, key="hide_issued")
 tokens = call(client().tokens) or []
 if tokens:
     frame = pd.DataFrame(tokens)  # state: active, expired or revoked, as the API decides it

@@ -8,6 +8,7 @@ finished run is compared automatically with the dataset's originals-only run whe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -16,7 +17,19 @@ import streamlit as st
 from review_ui import charts
 from review_ui.client import ApiError
 from review_ui.render import plain
-from review_ui.state import call, client, flash, json_object, leads, pick_dataset, seed_list, show_flash
+from review_ui.state import (
+    call,
+    client,
+    flash,
+    generation,
+    json_object,
+    leads,
+    pick_dataset,
+    seed_list,
+    show_flash,
+    submit_key,
+    submit_once,
+)
 
 COLUMNS = [
     "id",
@@ -78,16 +91,18 @@ def form_request(dataset: str, tasks: list[str]) -> tuple[dict[str, Any], str | 
     return {"dataset": dataset, "name": ss.get("tr_name", ""), "config": {**extra, **config}, "seeds": seeds}, None
 
 
-def start(body: dict[str, Any]) -> None:
-    try:
-        created = client().start_training({**body, "classical": bool(st.session_state.get("tr_classical", True))})
-    except ApiError as err:
-        flash("error", plain(str(err)))
-        return
-    ids = [r["id"] for r in created.get("runs", [])]
-    flash("success", f"Queued training run(s) {', '.join(f'#{i}' for i in ids)}; a worker picks them up.")
-    if ids:
-        st.session_state["run_pick"] = ids[0]
+def queued(created: dict[str, Any]) -> tuple[str, str]:
+    ids = ", ".join(f"#{r['id']}" for r in created.get("runs", []))
+    return "success", f"Queued training run(s) {ids}; a worker picks them up."
+
+
+def start(body: dict[str, Any], seen: int) -> None:
+    """The Start button's callback; `seen`: the form generation it was drawn in (review_ui.state.submit_once: a
+    double click queued the runs twice)."""
+    api, classical = client(), bool(st.session_state.get("tr_classical", True))
+    created = submit_once("training", api.start_training, {**body, "classical": classical}, seen=seen, said=queued)
+    if created and created.get("runs"):
+        st.session_state["run_pick"] = created["runs"][0]["id"]
 
 
 def start_form(dataset: str, tasks: list[str]) -> None:
@@ -181,7 +196,13 @@ def start_form(dataset: str, tasks: list[str]) -> None:
         st.warning("That is long for this machine: fewer epochs or a shorter max length cut it down.")
     with st.expander("The full config each run gets (defaults filled in)"):
         st.json(estimate["config"])
-    st.button("Start training", type="primary", key="tr_start", on_click=start, args=(body,))
+    st.button(
+        "Start training",
+        type="primary",
+        key=submit_key("training"),
+        on_click=start,
+        args=(body, generation("training")),
+    )
 
 
 def per_class_frame(task_metrics: dict[str, Any]) -> pd.DataFrame:
@@ -402,24 +423,44 @@ def _form_key(name: str) -> str:
     """A widget key of the ensemble form's current generation and proposal: either changed, the form is a fresh
     one (the browser keeps a multiselect's picks under its key, whatever the session state says: a run deleted
     meanwhile stayed picked, a second Combine made the same ensemble again, runs finished later went unproposed)."""
-    return f"ens_{name}_{st.session_state.get('ens_generation', 0)}_{st.session_state.get('ens_proposal', '')}"
+    return f"ens_{name}_{generation('ensemble')}_{st.session_state.get('ens_proposal', '')}"
 
 
 def _new_form(notice: tuple[str, str] | None = None) -> None:
-    st.session_state["ens_generation"] = st.session_state.get("ens_generation", 0) + 1
-    st.session_state["ens_notice"] = notice
+    generations = st.session_state.setdefault("_generations", {})
+    generations["ensemble"] = generations.get("ensemble", 0) + 1
+    if notice:
+        st.session_state.setdefault("ens_notice", []).append(notice)
 
 
-def create_ensemble(dataset: str) -> None:
+def combined(picked: list[int]) -> Callable[[dict[str, Any]], tuple[str, str]]:
+    def said(ensemble: dict[str, Any]) -> tuple[str, str]:
+        metrics = ensemble.get("metrics") or {}
+        test = (metrics.get("test") or {}).get("overall_macro_f1")
+        made = f"Ensemble #{ensemble['id']} of runs {', '.join(f'#{i}' for i in picked)}" + (
+            f": test macro-F1 {test:.3f}." if test is not None else "."
+        )
+        warnings = [w[:1].upper() + w[1:] for w in metrics.get("warnings") or []]
+        return ("warning" if warnings else "success", plain(" ".join([made, *(f"{w}." for w in warnings)])))
+
+    return said
+
+
+def create_ensemble(dataset: str, seen: int) -> None:
     """The form's callback (before the page runs: the runs list then follows the new ensemble). Its messages show
-    beside the form (a flash showed at the top of the page, out of sight of the button)."""
+    beside the form (a flash showed at the top of the page, out of sight of the button). Made once per form
+    generation (`seen`; review_ui.state.submit_once): a double click's second click read the new form's empty
+    pick and replaced the made ensemble's message by "pick at least two runs"."""
+    if seen != generation("ensemble"):
+        return
+    notices = st.session_state.setdefault("ens_notice", [])
     picked = list(st.session_state.get(_form_key("runs")) or [])
     name = (st.session_state.get(_form_key("name")) or "").strip()
     if len(picked) < 2:
-        st.session_state["ens_notice"] = ("error", "Pick at least two runs to combine.")
+        notices.append(("error", "Pick at least two runs to combine."))
         return
     if len(name) > NAME_MAX:  # the box took a longer paste as nothing, silently: checked here instead
-        st.session_state["ens_notice"] = ("error", f"The name is {len(name)} characters; the most is {NAME_MAX}.")
+        notices.append(("error", f"The name is {len(name)} characters; the most is {NAME_MAX}."))
         return
     body: dict[str, Any] = {
         "run_ids": picked,
@@ -428,22 +469,19 @@ def create_ensemble(dataset: str) -> None:
         "decision": st.session_state.get(_form_key("decision")) or "prior",
         **({"name": name} if name else {}),
     }
-    try:
-        ensemble = client().create_ensemble(body)
-    except ApiError as err:
+    api, generations = client(), st.session_state.setdefault("_generations", {})
+
+    def refused(err: ApiError) -> tuple[str, str]:
         if err.status == 404:  # a run deleted meanwhile: the form starts again from what is there now
-            _new_form(("error", f"{err.detail}: it was deleted meanwhile; the form proposes the runs there are."))
-        else:
-            st.session_state["ens_notice"] = ("error", f"Not combined: {err.detail}")
-        return
-    metrics = ensemble.get("metrics") or {}
-    test = (metrics.get("test") or {}).get("overall_macro_f1")
-    said = f"Ensemble #{ensemble['id']} of runs {', '.join(f'#{i}' for i in picked)}" + (
-        f": test macro-F1 {test:.3f}." if test is not None else "."
+            generations["ensemble"] = generations.get("ensemble", 0) + 1
+            return "error", plain(f"{err.detail}: it was deleted meanwhile; the form proposes the runs there are.")
+        return "error", plain(f"Not combined: {err.detail}")
+
+    ensemble = submit_once(
+        "ensemble", api.create_ensemble, body, seen=seen, said=combined(picked), refused=refused, outbox="ens_notice"
     )
-    warnings = [w[:1].upper() + w[1:] for w in metrics.get("warnings") or []]
-    _new_form(("warning" if warnings else "success", " ".join([said, *(f"{w}." for w in warnings)])))
-    st.session_state["run_pick"] = ensemble["id"]
+    if ensemble is not None:
+        st.session_state["run_pick"] = ensemble["id"]
 
 
 def ensemble_form(dataset: str, runs: list[dict[str, Any]]) -> None:
@@ -465,8 +503,7 @@ def ensemble_form(dataset: str, runs: list[dict[str, Any]]) -> None:
     }
     if gone := [i for i in st.session_state.get(_form_key("runs")) or [] if i not in shown]:
         _new_form(("warning", f"Run {', '.join(f'#{i}' for i in gone)} is no longer there: pick the runs again."))
-    if notice := st.session_state.pop("ens_notice", None):  # shown once, beside the form
-        {"success": st.success, "warning": st.warning}.get(notice[0], st.error)(plain(notice[1]))
+    show_flash("ens_notice")  # beside the form
     with st.form(_form_key("form"), border=False):
         st.multiselect(
             "Runs",
@@ -486,7 +523,7 @@ def ensemble_form(dataset: str, runs: list[dict[str, Any]]) -> None:
             key=_form_key("decision"),
         )
         st.text_input("Name (optional)", key=_form_key("name"), help=f"At most {NAME_MAX} characters")
-        st.form_submit_button("Combine", on_click=create_ensemble, args=(dataset,))
+        st.form_submit_button("Combine", on_click=create_ensemble, args=(dataset, generation("ensemble")))
 
 
 def runs_section(dataset: str) -> None:
