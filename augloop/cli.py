@@ -106,7 +106,8 @@ def import_cmd(
         key, values = item.split("=", 1)
         if key.strip() in order:  # the second silently replaced the first
             fail(f"--labels names task {key.strip()!r} twice; give its label set once")
-        order[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
+        names = values.split(",") if values.strip() else []  # a blank name among them is refused, as by the API
+        order[key.strip()] = [v.strip() for v in names]
     spec = ImportSpec(
         dataset=dataset,
         tasks=task,

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -50,7 +51,7 @@ from services.exporting import (
     is_job_file_name,
     iter_export,
 )
-from services.importing import FinishFn, ImportResult, ImportSpec, import_path, import_stream
+from services.importing import FinishFn, ImportResult, ImportSpec, check_importer, import_path, import_stream
 
 log = logging.getLogger("augloop.datasets")
 
@@ -245,6 +246,8 @@ def import_queued(
     spec = ImportSpec(**{**raw, "split_fractions": tuple(raw["split_fractions"])})
     if not path.is_file():
         raise NotFoundError(f"the uploaded file of this import is gone ({path.name})", field="file")
+    with session_scope(readonly_engine(engine)) as session:  # before reading up to 16 GiB; the switch checks again
+        check_importer(session, created_by)
 
     def progress(phase: str, done: int, total: int, rows: int) -> None:
         report(
@@ -334,6 +337,16 @@ def export_to(
         target = path.resolve()
     except (RuntimeError, OSError) as err:  # a link that points at itself (Python 3.11's RuntimeError)
         raise ValidationFailed(f"{path} cannot be followed: {err}", field="output") from None
+    try:  # what the path names, through its links: /dev/stdout on a pipe resolves to /proc/N/fd/pipe:[M], a name
+        mode: int | None = path.stat().st_mode  # that exists nowhere, and the check below did not see the pipe
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise ValidationFailed(
+            f"{path} is not a regular file (a device, a pipe or a socket): the export replaces the file it "
+            "writes; give a file name, or -o - for the standard output",
+            field="output",
+        )
     settings = get_settings()
     data_dir = settings.data_dir.resolve()
     # by the files themselves, not their spelling: a case-insensitive file system or a bind mount spells one
@@ -367,7 +380,7 @@ def export_to(
     if target.exists() and not target.is_file():
         raise ValidationFailed(
             f"{path} is not a regular file (a device, a pipe or a socket): the export replaces the file it "
-            "writes; give a file name",
+            "writes; give a file name, or -o - for the standard output",
             field="output",
         )
     _remove_stale_parts(target)

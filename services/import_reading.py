@@ -171,9 +171,28 @@ def _utf16_like(head: bytes | str) -> bool:
     return len(sample) >= 8 and zeros * 3 >= len(sample)
 
 
-def _hint(offset: int, chunk: bytes) -> str:
-    """What to do about a file that is not UTF-8: UTF-16 says so with its byte-order mark (Excel's "Unicode
+# A file's first bytes that say it is no text file at all: an encoding hint sent the user re-encoding a gzip file
+PACKED = (
+    (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook is one): save the sheet as 'CSV UTF-8', or unzip it"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel (.xls) or Office file: save the sheet as 'CSV UTF-8'"),
+    (b"\x1f\x8b", "gzip-compressed: decompress it first (gunzip)"),
+    (b"BZh", "bzip2-compressed: decompress it first (bunzip2)"),
+    (b"\xfd7zXZ\x00", "xz-compressed: decompress it first (unxz)"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed: decompress it first (unzstd)"),
+)
+
+
+def packed_kind(head: bytes) -> str | None:
+    """What the first bytes of a file say it is, when it is a compressed file or a spreadsheet (None: neither)."""
+    return next((what for magic, what in PACKED if head.startswith(magic)), None)
+
+
+def _hint(offset: int, chunk: bytes, at_start: bool = False) -> str:
+    """What to do about a file that is not UTF-8: a compressed file or a workbook says so by its first bytes
+    (`chunk` is the file's beginning when `at_start`); UTF-16 says so with its byte-order mark (Excel's "Unicode
     text"); anything else is most often Windows-1252 or Latin-1 (Excel's plain "CSV")."""
+    if at_start and (kind := packed_kind(chunk)):
+        return f": the file is {kind}"
     if offset <= 1 and chunk[:2] in (b"\xff\xfe", b"\xfe\xff"):
         return ": the file is UTF-16 (its first bytes say so); save it as UTF-8 (in Excel: 'CSV UTF-8')"
     if _utf16_like(chunk):
@@ -198,11 +217,17 @@ def _lines(stream: BinaryIO) -> Iterator[str]:
             line = newlines + err.object[: err.start].count(b"\n") + 1
             offset = consumed + len(chunk) - len(err.object) + err.start
             raise ImportRejected(
-                line, f"invalid UTF-8 (byte {err.object[err.start]:#04x} at offset {offset}){_hint(offset, chunk)}"
+                line,
+                f"invalid UTF-8 (byte {err.object[err.start]:#04x} at offset {offset})"
+                + _hint(offset, chunk, at_start=consumed == 0),
             ) from None
         if "\x00" in decoded:
             line = newlines + decoded[: decoded.index("\x00")].count("\n") + 1
-            why = UTF16_HINT.removeprefix(": ") if consumed == 0 and _utf16_like(decoded) else "is it a binary file?"
+            why = "is it a binary file?"
+            if consumed == 0 and (kind := packed_kind(chunk)):
+                why = f"the file is {kind}"
+            elif consumed == 0 and _utf16_like(decoded):
+                why = UTF16_HINT.removeprefix(": ")
             raise ImportRejected(line, f"NUL character in the file ({why})")
         consumed += len(chunk)
         newlines += decoded.count("\n")

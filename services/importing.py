@@ -37,13 +37,13 @@ import numpy as np
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session
 
-from core.errors import ConcurrentChange, ConflictError, NotFoundError, ValidationFailed
+from core.errors import ConcurrentChange, ConflictError, NotFoundError, PermissionDenied, ValidationFailed
 from core.names import check_display_name, check_language, check_slug, label_name_problem
 from core.near_duplicates import NearDuplicateFinder
 from core.textnorm import content_hash, unstorable
 from db import import_staging as staging
 from db.datasets import lock_dataset
-from db.models import DEFAULT_PROJECT, Dataset, Project, Split, utcnow
+from db.models import DEFAULT_PROJECT, Dataset, Project, Role, Split, User, utcnow
 from services import leak_guard
 from services.exporting import RESERVED_COLUMNS
 from services.import_reading import (
@@ -411,6 +411,7 @@ class _Staged:
         self, session: Session, dataset: Dataset | None, split_info: dict[str, Any], created_by: int | None
     ) -> tuple[Dataset, ImportResult]:
         """Inside the caller's transaction: create the dataset if new, move the new rows into it."""
+        check_importer(session, created_by)
         self.progress(phase="writing", done=0, total=self.count, rows=self.count)
         created = dataset is None
         if dataset is None:
@@ -475,8 +476,8 @@ class _Staged:
                 for c in conflicting
             )
             result.warnings.append(
-                f"{conflicts} row(s) repeat an earlier row's text with other labels and were skipped, the earlier"
-                f" row's labels kept: {shown}"
+                f"{conflicts} row(s) repeat an earlier row's text{SAME_TEXT} with other labels and were skipped, "
+                f"the earlier row's labels kept: {shown}"
             )
         if self.validator.export:  # services/import_reading.py EXPORT_SIGNATURE
             said = []
@@ -498,8 +499,8 @@ class _Staged:
                 for c in resplitting
             )
             result.warnings.append(
-                f"{resplits} row(s) repeat a text with another split and were skipped, the text kept in its split "
-                f"(an import adds texts, it moves no stored text between splits): {shown}"
+                f"{resplits} row(s) repeat a text{SAME_TEXT} with another split and were skipped, the text kept in "
+                f"its split (an import adds texts, it moves no stored text between splits): {shown}"
             )
         if relabels:  # a file of corrected labels: an import adds texts, it changes no stored sample
             shown = "; ".join(
@@ -508,8 +509,8 @@ class _Staged:
                 for c in relabelling
             )
             result.warnings.append(
-                f"{relabels} row(s) repeat a text the dataset holds with other labels and were skipped, the stored"
-                f" labels kept (an import adds texts, it does not change a stored sample's labels): {shown}"
+                f"{relabels} row(s) repeat a text the dataset holds{SAME_TEXT} with other labels and were skipped, "
+                f"the stored labels kept (an import adds texts, it does not change a stored sample's labels): {shown}"
             )
         if self.drawn and self.validator.split_like:  # a split column under another name: most likely meant
             named = self.validator.split_like
@@ -735,6 +736,27 @@ def _unchanged(session: Session, spec: ImportSpec, before: tuple[int, Any] | Non
         "file was being imported; nothing was imported: import it again (a queued import retries by itself)",
         field="name",
     )
+
+
+# One text, for an import, whatever its case, spacing, zero-width characters and Unicode compatibility form
+# (core.textnorm.content_hash, the dataset's unique key): a file's other casing of a test text would otherwise
+# put it in train. Said in the warnings, where `STOP` and `stop` read as different texts.
+SAME_TEXT = " (case, spacing and Unicode form aside)"
+
+
+def check_importer(session: Session, created_by: int | None) -> None:
+    """Only an admin's import makes originals (they train unreviewed): an import is judged by its author's role
+    when it writes, as every writer is, not when it was queued. An admin demoted (or removed) after queueing an
+    upload had it land as originals all the same (an attacker's find). None: the operator, from the CLI."""
+    if created_by is None:
+        return
+    author = session.get(User, created_by)
+    if author is None or author.role != Role.admin:
+        who = "no longer exists" if author is None else f"is no longer an admin ({author.role})"
+        raise PermissionDenied(
+            f"the import's author {who}: only an admin's import makes originals; nothing was imported",
+            field="created_by",
+        )
 
 
 def _quiet(**_progress: Any) -> None:

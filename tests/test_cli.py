@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -230,6 +231,15 @@ def test_export_writes_through_a_link_and_refuses_a_pipe_it_would_replace(engine
     assert link.is_symlink() and len(target.read_text().splitlines()) == 5001
     assert err.value.field == "output" and pipe.is_fifo()
     assert sorted(p.name for p in out.iterdir()) == ["link.csv", "pipe.csv", "target.csv"]
+    # a pipe through /proc (`-o /dev/stdout | cat`): its link resolves to "pipe:[N]", a name that exists nowhere,
+    # and the export failed on "No such file or directory (/proc/N/fd/pipe:[M].….part)"
+    read_end, write_end = os.pipe()
+    try:
+        with session_scope(engine) as session, pytest.raises(ValidationFailed, match="-o - for the standard output"):
+            export_to(session, example_dataset, "csv", "original", Path(f"/proc/self/fd/{write_end}"))
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def test_import_warns_of_a_new_text_near_one_on_the_other_side_of_the_split(settings, tmp_path):

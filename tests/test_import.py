@@ -144,7 +144,8 @@ def test_a_file_of_corrected_labels_says_they_were_not_applied(engine, tmp_path)
     assert fixed.imported == 0 and fixed.duplicates_skipped == 3
     [warning] = [w for w in fixed.warnings if "with other labels" in w]
     assert warning == (
-        "1 row(s) repeat a text the dataset holds with other labels and were skipped, the stored labels kept (an"
+        "1 row(s) repeat a text the dataset holds (case, spacing and Unicode form aside) with other labels and were"
+        " skipped, the stored labels kept (an"
         f" import adds texts, it does not change a stored sample's labels): line 2 (sentiment 'negative') repeats"
         f" sample {loved} ('positive')"
     )
@@ -667,6 +668,27 @@ def test_spreadsheet_exports_import_or_say_how_to_save_them(engine):
         assert "invalid UTF-8" in err.value.message and hint in err.value.message and "CSV UTF-8" in err.value.message
 
 
+def test_a_compressed_file_or_a_workbook_is_named_as_such_not_as_another_encoding(engine):
+    """A .csv.gz or an .xlsx was refused with "the file is not UTF-8 (Windows-1252 or Latin-1?)", which sent the
+    user off re-encoding a gzip file (an attacker's find)."""
+    import gzip
+    import io
+    import zipfile
+
+    text = "text,sentiment\n" + "I love it,positive\n" * 200
+    workbook = io.BytesIO()
+    with zipfile.ZipFile(workbook, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("xl/worksheets/sheet1.xml", text)
+    for data, filename, said in [
+        (gzip.compress(text.encode()), "posts.csv.gz", "gzip-compressed: decompress it first"),
+        (workbook.getvalue(), "posts.xlsx", "a ZIP archive (an Excel .xlsx workbook is one)"),
+    ]:
+        with pytest.raises(ValidationFailed) as err:
+            run_import(engine, data, dataset="packed", filename=filename)
+        assert said in err.value.message and "Windows-1252" not in err.value.message, err.value.message
+    assert count(engine) == 0
+
+
 def test_a_header_that_differs_only_in_case_is_named_with_every_missing_column(engine):
     """`id,Text ,Sentiment ,TOPIC` against --text-col text -t sentiment -t topic: the error named line 2 and the
     first column only, with no hint that the header spells them otherwise."""
@@ -694,7 +716,8 @@ def test_repeated_rows_whose_labels_disagree_are_said(any_engine):
     assert result.imported == 2 and result.duplicates_skipped == 3
     conflicts = [w for w in result.warnings if "with other labels" in w]
     assert conflicts == [
-        "2 row(s) repeat an earlier row's text with other labels and were skipped, the earlier row's labels kept:"
+        "2 row(s) repeat an earlier row's text (case, spacing and Unicode form aside) with other labels and were"
+        " skipped, the earlier row's labels kept:"
         " line 4 repeats line 2 with sentiment 'negative' (kept: 'positive'); line 6 repeats line 3 with topic"
         " 'vote' (kept: none)"
     ], result.warnings
@@ -814,7 +837,9 @@ def test_a_repeated_text_with_another_split_is_skipped_and_said(engine):
     result = run_import(engine, again)
     assert result.imported == 1
     said = [w for w in result.warnings if "another split" in w]
-    assert len(said) == 1 and said[0].startswith("2 row(s) repeat a text with another split"), result.warnings
+    assert len(said) == 1 and said[0].startswith(
+        "2 row(s) repeat a text (case, spacing and Unicode form aside) with another split"
+    ), result.warnings
     assert "line 2 (train) repeats sample 3 (test)" in said[0] and "line 5 (test) repeats line 4 (val)" in said[0]
     with session_scope(engine) as s:
         assert s.scalar(select(Sample.split).where(Sample.text == "meh")) == "test"
@@ -998,3 +1023,17 @@ def test_more_tasks_than_a_run_trains_are_refused_before_the_file_is_read(engine
         run_import(engine, data, tasks=tasks)
     assert err.value.field == "task" and count(engine, Dataset) == 0
     assert run_import(engine, data, tasks=tasks[:MAX_NAMED_TASKS]).imported == 1
+
+
+def test_texts_that_differ_in_case_spacing_or_unicode_form_are_one_text_and_the_warnings_say_so(engine) -> None:
+    """A test text in another casing must not land in train (the dataset's unique key reads texts normalised),
+    so `STOP` and `stop` are one text; the warnings said "repeat an earlier row's text" of texts that visibly
+    differ, and the README said "exact duplicate" (an attacker's find): both now say what is the same."""
+    data = "text,sentiment,split\nSTOP,angry,train\nstop,neutral,train\nHi  there,a,test\nhi there,b,train\n"
+    data += "\uff46\uff4f\uff4f,a,train\nfoo,a,train\n"
+    result = run_import(engine, data.encode())
+    assert result.imported == 3 and result.duplicates_skipped == 3
+    with session_scope(engine) as s:
+        assert sorted(s.scalars(select(Sample.text))) == ["Hi  there", "STOP", "\uff46\uff4f\uff4f"]
+    said = [w for w in result.warnings if "repeat" in w]
+    assert len(said) == 2 and all("(case, spacing and Unicode form aside)" in w for w in said), result.warnings

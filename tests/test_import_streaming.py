@@ -330,6 +330,43 @@ def test_a_worker_deletes_the_uploads_no_open_import_names(admin, engine, tmp_pa
     assert sorted(p.name for p in imports.iterdir()) == [arriving.name]
 
 
+@pytest.mark.parametrize("when", ["before it runs", "while it reads the file"])
+def test_a_queued_import_of_an_admin_demoted_since_writes_no_originals(admin, engine, settings, monkeypatch, when):
+    """Originals train unreviewed, so only an admin's import makes them; an upload queued by an admin who was
+    demoted before a worker ran it (or while it read the file) landed as originals all the same. Now the job
+    fails at once, naming why, keeps no upload and writes nothing; a later admin's import still lands."""
+    from db.models import Sample, User
+    from services import importing
+    from workers.main import Worker
+
+    data = b"text,bias,split\nunreviewed one,a,train\nunreviewed two,b,train\n"
+    r = admin.post("/api/v1/datasets/queued/imports", data={"task": "bias"}, files={"file": ("f.csv", data)})
+    assert r.status_code == 202, r.text
+
+    def demote() -> None:
+        with session_scope(engine) as s:
+            s.scalars(select(User).where(User.role == "admin")).one().role = "annotator"
+
+    if when == "before it runs":
+        demote()
+    else:
+        read = importing._Staged.read
+
+        def demoted_meanwhile(self, *args):  # type: ignore[no-untyped-def]
+            read(self, *args)
+            demote()
+
+        monkeypatch.setattr(importing._Staged, "read", demoted_meanwhile)
+    Worker(engine, kinds=["import"], poll_seconds=0.05).run(burst=True)
+    with session_scope(engine) as s:
+        assert s.scalars(select(Sample.text)).all() == []
+        s.scalars(select(User).where(User.role == "annotator")).one().role = "admin"
+    job = admin.get(f"/api/v1/jobs/{r.json()['id']}").json()
+    assert job["status"] == "failed" and job["attempts"] == 1, job
+    assert "is no longer an admin (annotator)" in job["last_error"] and "nothing was imported" in job["last_error"]
+    assert list((settings.data_dir / "imports").iterdir()) == []
+
+
 def test_an_import_job_that_ends_without_succeeding_leaves_no_upload(admin, engine, tmp_path, settings, monkeypatch):
     """Cancelled before it ran, cancelled while it runs, or failed on its last attempt: no upload stays behind
     (each may be gigabytes); while attempts are left, the upload waits for the retry."""

@@ -263,6 +263,14 @@ def test_a_task_given_two_label_sets_on_the_command_line_is_refused(settings, tm
     assert result.exit_code == 2 and "--labels names task 'bias' twice" in result.output, result.output
 
 
+@pytest.mark.parametrize("given", ["bias=a,,b", "bias=a,b,", "bias= ,a"])
+def test_a_blank_label_name_on_the_command_line_is_refused_as_the_api_refuses_it(settings, tmp_path: Path, given):
+    """The CLI dropped blank names (`a,,b` imported as the set [a, b]) where the API answers 422."""
+    (tmp_path / "f.csv").write_text("text,bias\none,a\n")
+    result = cli("import", str(tmp_path / "f.csv"), "-d", "d", "-t", "bias", "--labels", given)
+    assert result.exit_code == 2 and "task 'bias' has a blank label name" in result.output, result.output
+
+
 def test_an_empty_task_list_for_a_plan_and_an_invisible_text_to_predict_are_refused(admin, example_dataset):
     r = admin.post(f"/api/v1/datasets/{example_dataset}/augmentation-plans", json={"tasks": []})
     assert r.status_code == 422 and r.json()["field"] == "tasks", r.text
