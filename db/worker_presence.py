@@ -1,6 +1,8 @@
 """The `workers` table: each running worker process announces itself, refreshes `last_seen_at` every
 `refresh_seconds` (its own setting), and removes its row when it stops. A row not refreshed for three of its
-intervals belongs to a worker that died (SIGKILL, lost host); rows a day stale are deleted."""
+intervals belongs to a worker that died (SIGKILL, lost host); rows a day stale are deleted. Every time here is the
+database's clock (db.queue.db_now, as for leases): the hosts of a deployment may disagree on the time, and a worker
+whose clock runs behind the API's host would otherwise be shown dead while it works."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from db.models import WorkerPresence, utcnow
+from db.models import WorkerPresence
+from db.queue import db_now
 from db.session import affected_rows
 
 STALE_AFTER = timedelta(days=1)  # rows of dead workers are deleted after this long
@@ -26,13 +29,14 @@ def announce(
     capabilities: dict[str, Any],
     refresh_seconds: float,
 ) -> None:
+    now = db_now(session)
     row = session.get(WorkerPresence, worker_id)
     if row is None:
-        row = WorkerPresence(id=worker_id, started_at=utcnow())
+        row = WorkerPresence(id=worker_id, started_at=now)
         session.add(row)
     row.hostname, row.pid, row.kinds, row.capabilities = hostname, pid, list(kinds), capabilities
     row.refresh_seconds = refresh_seconds
-    row.last_seen_at = utcnow()
+    row.last_seen_at = now
     session.flush()
 
 
@@ -41,7 +45,7 @@ def touch(session: Session, worker_id: str) -> bool:
     row = session.get(WorkerPresence, worker_id)
     if row is None:
         return False
-    row.last_seen_at = utcnow()
+    row.last_seen_at = db_now(session)
     return True
 
 
@@ -55,7 +59,7 @@ def is_live(row: WorkerPresence, now: datetime) -> bool:
 
 
 def live_workers(session: Session) -> list[WorkerPresence]:
-    now = utcnow()
+    now = db_now(session)
     recent = session.scalars(
         select(WorkerPresence)
         .where(WorkerPresence.last_seen_at >= now - STALE_AFTER)
@@ -66,5 +70,5 @@ def live_workers(session: Session) -> list[WorkerPresence]:
 
 def forget_stale(session: Session) -> int:
     """Delete the rows of workers not seen for a day (dead ones); returns how many."""
-    cutoff = utcnow() - STALE_AFTER
+    cutoff = db_now(session) - STALE_AFTER
     return affected_rows(session.execute(delete(WorkerPresence).where(WorkerPresence.last_seen_at < cutoff))) or 0

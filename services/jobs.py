@@ -157,6 +157,12 @@ def cancel_job(session: Session, job_id: int, user: User | None) -> Job:
     return queue.request_cancel(session, job_id)
 
 
+def cancel_job_details(session: Session, job_id: int, user: User | None) -> dict[str, Any]:
+    """POST /jobs/{id}/cancel: the job as GET /jobs/{id} then shows it (a running job whose worker is dead is
+    `worker_silent` in both answers: asked to stop, it will not hear; the queue ends it when it next looks)."""
+    return job_view(cancel_job(session, job_id, user), queue.db_now(session))
+
+
 def artifact_path(session: Session, job_id: int, settings: Settings, user: User | None) -> Path:
     """The file a finished export job wrote; only files under the data directory are served."""
     job = get_job(session, job_id, user)

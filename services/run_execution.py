@@ -141,10 +141,12 @@ def execute_run(
     touches the new owner's files. Raises on failure; the caller records the outcome with `record_end` (it knows
     cancel from failure).
 
-    Training checkpoints every epoch (and every `checkpoint_every_steps`) into `checkpoint_dir(run_id)`; an
-    attempt that finds a checkpoint of the same config and data resumes from it. `should_stop` (the worker's
-    shutdown) makes training checkpoint at its next optimizer step and raise TrainingStopped. A run with
-    `nproc` > 1 trains in torchrun's processes (services/distributed_training.py).
+    Training checkpoints every epoch (and every `checkpoint_every_steps`) into `checkpoint_dir(run_id)`, each
+    save checking the lease first (`_still_ours`); an attempt that finds a checkpoint of the same config and data
+    resumes from it. `should_stop` (the worker's shutdown) makes training checkpoint at its next optimizer step
+    and raise TrainingStopped. A run with `nproc` > 1 trains in torchrun's processes
+    (services/distributed_training.py), which check no lease: the worker that tails their progress checks it
+    (every 2 s at most) and ends them.
     """
     emit = progress or (lambda _e: None)
 
@@ -193,7 +195,9 @@ def execute_run(
                 config, data, job_dir=work, checkpoint_dir=checkpoint_dir(run_id), progress=on_event, should_stop=stop
             )
         else:
-            control = LoopControl(checkpoint_dir=checkpoint_dir(run_id), should_stop=stop)
+            control = LoopControl(
+                checkpoint_dir=checkpoint_dir(run_id), should_stop=stop, before_save=lambda: _still_ours(attempt)
+            )
             result = train_model(config, data, progress=on_event, control=control)
             staging = work
             save_artifacts(result, staging)
@@ -202,6 +206,15 @@ def execute_run(
         shutil.rmtree(work, ignore_errors=True)  # moved into place on success; an abandoned attempt's files
     discard_checkpoint(run_id)
     return summary
+
+
+def _still_ours(attempt: _Attempt) -> None:
+    """Before each checkpoint: the job still this worker's, or LeaseLost. The checkpoint directory is the job's
+    owner's: a worker whose lease ran out (stalled past it) and whose job another took over would overwrite the
+    new owner's checkpoint, its every-epoch save coming before the epoch's lease-checked record, and its
+    every-N-steps and shutdown saves having none."""
+    with session_scope(attempt.engine) as s:
+        attempt.guard(s)
 
 
 def _execute_classical(attempt: _Attempt, config: ClassicalConfig, data: Any) -> dict[str, Any]:

@@ -274,6 +274,31 @@ def test_cancel_a_queued_job(admin):
     assert admin.post(f"{API}/jobs/{job_id}/cancel").status_code == 409
 
 
+def test_cancelling_a_job_whose_worker_died_answers_as_get_does(admin, engine):
+    """The cancel answered the job's row as it was, `worker_silent: false` for a running job whose worker is dead,
+    while `GET /jobs/{id}` said true: the request is recorded but no one will hear it (the queue ends it when a
+    worker or the CLI next looks for work). Both answer through the same view, by the database's clock."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from db import queue
+    from db.models import Job
+    from db.session import session_scope
+
+    upload(admin)
+    job_id = admin.post(f"{API}/datasets/psm/exports", json={}).json()["id"]
+    assert queue.claim(engine, "killed", ["export"], lease_seconds=60).id == job_id
+    with session_scope(engine) as s:  # the worker was killed: its lease ran out
+        s.execute(update(Job).where(Job.id == job_id).values(lease_until=queue.db_now(s) - timedelta(seconds=5)))
+    assert admin.get(f"{API}/jobs/{job_id}").json()["worker_silent"] is True
+    cancelled = admin.post(f"{API}/jobs/{job_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "running" and cancelled.json()["cancel_requested"] is True
+    assert cancelled.json()["worker_silent"] is True, "the cancel's answer hid that no worker will hear it"
+    assert cancelled.json() == admin.get(f"{API}/jobs/{job_id}").json()
+
+
 def test_dataset_settings_and_delete(admin, annotator):
     upload(admin)
     r = admin.patch(f"{API}/datasets/psm", json={"reviews_required": 3, "guidelines": "Keep the stance."})

@@ -232,6 +232,37 @@ def test_each_worker_is_judged_live_by_its_own_refresh_interval(engine) -> None:
         assert sorted(w.id for w in s.query(WorkerPresence)) == ["fast", "slow"]
 
 
+def test_worker_liveness_follows_the_database_clock_not_the_hosts(any_engine, monkeypatch) -> None:
+    """A worker on a host whose clock runs a minute behind the API's was shown dead while it worked (its
+    `last_seen_at` a minute old as the API's host read it: past three 15 s intervals), and the API refused its
+    augmenters; one whose host ran days ahead deleted live workers' rows as stale. Every time is the database's,
+    as for leases."""
+    from datetime import UTC, datetime, timedelta
+
+    import db.models
+    from db import worker_presence
+    from db.session import session_scope
+
+    def host_clock(offset: timedelta) -> None:
+        skewed = lambda: datetime.now(UTC) + offset  # noqa: E731
+        monkeypatch.setattr(db.models, "utcnow", skewed)
+        monkeypatch.setattr(worker_presence, "utcnow", skewed, raising=False)  # where it read the host's clock
+
+    host_clock(-timedelta(minutes=1))  # the worker's host
+    with session_scope(any_engine) as s:
+        worker_presence.announce(
+            s, "behind", hostname="gpu", pid=1, kinds=["augment"], capabilities={}, refresh_seconds=15
+        )
+    with session_scope(any_engine) as s:
+        assert worker_presence.touch(s, "behind")
+    host_clock(timedelta(0))  # the API's host
+    with session_scope(any_engine) as s:
+        assert [w.id for w in worker_presence.live_workers(s)] == ["behind"], "a working worker shown dead"
+    host_clock(timedelta(days=2))  # another worker's host, sweeping stale rows
+    with session_scope(any_engine) as s:
+        assert worker_presence.forget_stale(s) == 0, "a live worker's row deleted as a day stale"
+
+
 def test_a_worker_whose_route_loads_can_back_translate(tiny_marian_dirs) -> None:
     """The route's source language and its models' origin are two things: the models' `source` ("local
     directory") overwrote the language, so a loadable route read as "no route from 'en'"."""

@@ -87,6 +87,34 @@ def test_leases_follow_the_database_clock_not_the_hosts(any_engine, monkeypatch)
     assert abs((_job(any_engine, job_id).run_after - real_now).total_seconds()) < 10
 
 
+def test_a_burst_worker_reads_when_retries_are_due_by_the_database_clock(any_engine, monkeypatch) -> None:
+    """`augloop worker --burst` waits for a retry due within 30 s rather than exiting: it compared the retry's
+    `run_after` (the database's clock) with its host's clock, so a host an hour behind exited with a retry due in
+    5 s left for no one, and one an hour ahead kept polling for a retry due in ten minutes."""
+    import db.models
+    import workers.main
+    from workers.main import Worker
+
+    def host_clock(offset: timedelta) -> None:
+        skewed = lambda: datetime.now(UTC) + offset  # noqa: E731
+        monkeypatch.setattr(db.models, "utcnow", skewed)
+        monkeypatch.setattr(workers.main, "utcnow", skewed, raising=False)  # where it read the host's clock
+
+    job_id = _enqueue(any_engine, "export")
+    worker = Worker(any_engine, kinds=["export"])
+
+    def due_in(delay: timedelta) -> None:
+        with session_scope(any_engine) as s:
+            s.execute(update(Job).where(Job.id == job_id).values(run_after=queue.db_now(s) + delay))
+
+    due_in(timedelta(seconds=5))
+    host_clock(-timedelta(hours=1))
+    assert worker._next_due_within(30), "a retry due in 5 s: the burst worker waits for it"
+    due_in(timedelta(minutes=10))
+    host_clock(timedelta(hours=1))
+    assert not worker._next_due_within(30), "a retry due in ten minutes: the burst worker exits"
+
+
 def test_a_write_lock_held_past_a_lease_does_not_hand_a_live_workers_job_to_another(engine) -> None:
     """On SQLite nothing renews a lease while another transaction holds the write lock (an import's switch of
     millions of rows, a large deletion): the next claim found the live worker's lease run out and ran its job a
@@ -194,9 +222,11 @@ class _SkewedDatetime:
 @pytest.mark.slow
 def test_a_training_job_that_lost_its_lease_stops_writing_at_once(settings, engine, tiny_encoder: str) -> None:
     """The job is taken from the worker after its first epoch; its heartbeat would notice only ~20 s later. No
-    further epoch, no artifact and no outcome of the stale worker may reach the database or the run's folder."""
+    further epoch, no artifact, no outcome and no checkpoint of the stale worker may reach the database or the
+    run's folders (its next epoch's checkpoint, written before the epoch's lease-checked record, overwrote the new
+    owner's)."""
     from services.importing import ImportSpec, import_file
-    from services.training import create_training_runs, default_config, runs_root
+    from services.training import checkpoint_dir, create_training_runs, default_config, runs_root
     from workers.main import Worker
 
     with session_scope(engine) as s:
@@ -233,8 +263,12 @@ def test_a_training_job_that_lost_its_lease_stops_writing_at_once(settings, engi
                 stolen_at = len(curve)
         time.sleep(0.01)
     assert stolen_at is not None, "the run never recorded an epoch"
+    checkpoints = {p: p.stat().st_mtime_ns for p in checkpoint_dir(run_id).rglob("*") if p.is_file()}
+    assert checkpoints, "the first epoch left no checkpoint"
     thread.join(120)
     assert not thread.is_alive()
+    after = {p: p.stat().st_mtime_ns for p in checkpoint_dir(run_id).rglob("*") if p.is_file()}
+    assert after == checkpoints, "the stale worker wrote the new owner's checkpoint"
     with session_scope(engine) as s:
         run = s.get_one(TrainingRun, run_id)
         assert len(run.curve) == stolen_at, f"{len(run.curve) - stolen_at} epoch(s) written after the lease was lost"

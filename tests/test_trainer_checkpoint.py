@@ -190,3 +190,47 @@ def test_a_run_resumed_on_a_cpu_that_takes_another_precision_says_so(
         "resuming in fp32: the interrupted attempt trained in bf16 (amp auto on another kind of CPU or GPU)" in phases
     )
     assert resumed.metrics["precision"] == "fp32" and resumed.metrics["resumed_from_step"] > 0
+
+
+class Lost(Exception):
+    pass
+
+
+@pytest.mark.parametrize("refused", ["mid_epoch", "epoch_end", "stop"])
+def test_a_checkpoint_is_written_only_after_before_save_allows_it(
+    tiny_encoder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: str
+) -> None:
+    """A worker whose job was taken over by another (its lease ran out while it stalled) overwrote the new
+    owner's checkpoint: every epoch's save comes before the epoch's lease-checked record, and the every-N-steps
+    and the stop's saves had no check at all. `before_save` is asked right before each write; when it raises,
+    nothing is written and its exception ends the run (no epoch reported, no TrainingStopped)."""
+    import trainer.checkpoint as checkpoint
+
+    log: list[str] = []
+    real_save = checkpoint.save
+    monkeypatch.setattr(checkpoint, "save", lambda *a, **k: (log.append("save"), real_save(*a, **k))[1])
+    # 5 optimizer steps an epoch: with a save every 2 steps, the first is mid-epoch (step 2), the third the epoch's
+    refuse_at = {"mid_epoch": 1, "epoch_end": 3, "stop": 1}[refused]
+    path = tmp_path / "ckpt" / CHECKPOINT_FILE
+    held: dict[str, bytes | None] = {}
+
+    def before_save() -> None:
+        log.append("check")
+        if log.count("check") == refuse_at:
+            held["bytes"] = path.read_bytes() if path.exists() else None
+            raise Lost("the job is another worker's now")
+
+    asked = {"n": 0}
+
+    def stop_at_step_3() -> bool:
+        asked["n"] += 1
+        return refused == "stop" and asked["n"] == 3
+
+    control = LoopControl(checkpoint_dir=tmp_path / "ckpt", should_stop=stop_at_step_3, before_save=before_save)
+    events: list[dict[str, Any]] = []
+    overrides = {} if refused == "stop" else {"checkpoint_every_steps": 2}
+    with pytest.raises(Lost):
+        train_model(config(tiny_encoder, **overrides), synthetic_split(), progress=events.append, control=control)
+    assert log == ["check", "save"] * (refuse_at - 1) + ["check"], "a checkpoint written without asking first"
+    assert (path.read_bytes() if path.exists() else None) == held["bytes"], "the refused checkpoint was written"
+    assert not [e for e in events if e["event"] == "epoch"], "an epoch reported after its refused checkpoint"

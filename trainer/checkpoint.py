@@ -21,6 +21,7 @@ import os
 import pickle
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, cast
@@ -287,7 +288,9 @@ def ingredients_of(raw: dict[str, Any]) -> list[Ingredient]:
 
 
 class Checkpointer:
-    """Saves the loop's state (rank 0 writes; every rank takes part, to gather the generators' states)."""
+    """Saves the loop's state (rank 0 writes; every rank takes part, to gather the generators' states).
+    `before_save` runs on rank 0 right before each write: it raises to keep the checkpoint unwritten (the caller's
+    check that the directory is still its own: trainer.train.LoopControl.before_save)."""
 
     def __init__(
         self,
@@ -300,7 +303,9 @@ class Checkpointer:
         every_steps: int | None,
         *,
         precision: str | None = None,
+        before_save: Callable[[], None] | None = None,
     ) -> None:
+        self.before_save = before_save
         self.directory, self.group, self.stepper, self.model, self.fp = directory, group, stepper, model, fp
         self.throughput = throughput
         self.every_steps = every_steps
@@ -324,6 +329,8 @@ class Checkpointer:
         if not group.is_main:
             return
         assert self.directory is not None
+        if self.before_save is not None:
+            self.before_save()
         scaler, average = self.stepper.scaler, self.stepper.average
         save(
             self.directory,

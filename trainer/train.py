@@ -64,12 +64,17 @@ class LoopControl:
     `checkpoint_dir`: where the loop saves its state after every epoch (and every `every_steps` optimizer
     steps); a checkpoint found there for the same config and data is resumed. `should_stop`: asked at every
     optimizer step; when it says yes the loop checkpoints and raises TrainingStopped (a worker shutting down).
-    `group`: the processes of a distributed run (trainer/group.py)."""
+    `group`: the processes of a distributed run (trainer/group.py). `before_save`: called right before each
+    checkpoint is written (every epoch's, every `every_steps`' and the stop's), on the writing rank only; it
+    raises to keep the checkpoint unwritten, its exception ending the loop (a worker whose job was taken over by
+    another: the checkpoint directory is the new owner's). Only for a single-process run: the other ranks of a
+    distributed one would wait for the writer."""
 
     checkpoint_dir: Path | None = None
     every_steps: int | None = None
     should_stop: Callable[[], bool] = lambda: False
     group: Group = SINGLE
+    before_save: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -386,6 +391,7 @@ def train_process(
         throughput,
         control.every_steps or config.checkpoint_every_steps,
         precision=precision,
+        before_save=control.before_save,
     )
     loop = run_loop(run, plan, stepper, emit, control=control, saver=saver, resume=resume)
     if loop.diverged_in_epoch is not None and loop.best_epoch == 0:  # the same on every rank

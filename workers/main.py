@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError
 
 from core.settings import get_settings
 from db import queue, worker_presence
-from db.models import Job, JobStatus, utcnow
+from db.models import Job, JobStatus
 from db.session import session_scope
 from services import jobs as _job_hooks  # noqa: F401 - the queue's end hooks (a lost train job ends its run)
 from services.access import without_server_paths
@@ -176,6 +176,7 @@ class Worker:
             queued.append(Job.id.not_in(skipped))
         with session_scope(self.engine) as s:
             soonest = s.scalar(select(func.min(Job.run_after)).where(*queued))
+            now = queue.db_now(s)  # run_after is the database's clock (queue.enqueue, retries): so is "now"
             # only a job with attempts left goes back to the queue when its lease expires (one out of them, such
             # as the one-attempt jobs `augloop train` holds for its in-process runs, fails then): no need to wait
             running = s.scalar(
@@ -186,7 +187,7 @@ class Worker:
         if soonest is not None:
             if soonest.tzinfo is None:
                 soonest = soonest.replace(tzinfo=UTC)
-            return (soonest - utcnow()).total_seconds() < seconds
+            return (soonest - now).total_seconds() < seconds
         # A running job of another worker may be re-queued when its lease expires: keep draining until then.
         return bool(running)
 

@@ -8,7 +8,6 @@ from fastapi.responses import FileResponse
 from api.deps import MAX_ID, CurrentUser, ResourceId, SessionDep, SettingsDep
 from api.json_body import StrictJSONRoute
 from api.schemas import JobList, JobRead
-from db.models import Job
 from services import jobs as job_service
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=StrictJSONRoute)
@@ -40,9 +39,10 @@ def get_job(job_id: ResourceId, session: SessionDep, user: CurrentUser) -> dict:
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead)
-def cancel_job(job_id: ResourceId, session: SessionDep, user: CurrentUser) -> Job:
-    """Cancel a queued job now, or a running one at its next progress report (the project's leads)."""
-    return job_service.cancel_job(session, job_id, user)
+def cancel_job(job_id: ResourceId, session: SessionDep, user: CurrentUser) -> dict:
+    """Cancel a queued job now, or a running one at its next progress report (the project's leads); the job as
+    `GET /jobs/{id}` then shows it."""
+    return job_service.cancel_job_details(session, job_id, user)
 
 
 @router.get("/{job_id}/artifact", response_class=FileResponse)
