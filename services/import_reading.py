@@ -298,6 +298,14 @@ def _csv_records(stream: BinaryIO) -> Iterator[Record]:
         except StopIteration:
             return
         except csv.Error as err:
+            if "field larger than field limit" in str(err):  # any column's: csv reads every field whole
+                raise ImportRejected(
+                    start,
+                    f"a field is longer than {csv.field_size_limit():,} characters, the most a CSV field may hold "
+                    "here (Python's csv cap, or AUGLOOP_MAX_TEXT_CHARS where that is larger); every field is read "
+                    "whole, so the cap holds in every column, one the import leaves out too: shorten it, or remove "
+                    "the column if the import does not use it",
+                ) from None
             raise ImportRejected(start, f"malformed CSV: {err}") from None
         if not any(value.strip() for value in values):  # a blank line, or a row of delimiters only (Excel's)
             continue

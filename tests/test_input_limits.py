@@ -255,6 +255,21 @@ def test_a_csv_text_up_to_the_configured_limit_imports_past_csvs_own_field_cap(e
         assert s.scalar(select(func.max(func.length(Sample.text)))) >= 149_000
 
 
+def test_a_csv_field_past_the_limit_in_a_column_the_import_leaves_out_is_named_with_what_to_do(engine) -> None:
+    """A `notes` column the import does not use, with a cell past csv's field cap, was refused as "malformed CSV:
+    field larger than field limit (131072)", naming neither the limit's setting nor a way round it."""
+    import csv
+
+    from core.errors import ValidationFailed
+
+    cap = csv.field_size_limit()  # 131,072, or AUGLOOP_MAX_TEXT_CHARS + 1 where that is larger
+    with pytest.raises(ValidationFailed) as err:
+        run_import(engine, f"text,bias,notes\nshort one,a,{'n' * (cap + 10)}\n".encode())
+    message = err.value.message
+    assert message.startswith(f"line 2: a field is longer than {cap:,} characters, the most a CSV field"), message
+    assert "remove the column if the import does not use it" in message and "malformed" not in message
+
+
 def test_a_task_given_two_label_sets_on_the_command_line_is_refused(settings, tmp_path: Path):
     (tmp_path / "f.csv").write_text("text,bias\none,a\n")
     result = cli(
