@@ -225,11 +225,44 @@ def check_label_sets(spec: ModelSpec, dataset: Dataset, field_name: str = "model
         raise ValidationFailed(f"run {spec.id}: {problem}", field=field_name)
 
 
+def check_every_task(spec: ModelSpec, dataset: Dataset, field_name: str = "model_id") -> None:
+    """Refuse a model that learnt fewer tasks than the dataset has (a run of `config.tasks: [bias]`) for
+    pseudo-labels: each text gets one pseudo-label, which labelled only the model's tasks, and the others could
+    then never be pseudo-labelled for it. Read from each member's model.json (label_set_problem read it)."""
+    import json
+
+    learnt: set[str] | None = None
+    for folder in spec.model_dirs:
+        try:
+            tasks = json.loads((Path(folder) / "model.json").read_text(encoding="utf-8")).get("tasks") or []
+            names = {str(task.get("name")) for task in tasks}
+        except (OSError, ValueError, AttributeError):
+            raise ValidationFailed(
+                f"run {spec.id}: its saved model cannot be read: train it again", field=field_name
+            ) from None
+        learnt = names if learnt is None else learnt & names
+    lacking = [name for name in dataset.task_names() if name not in (learnt or set())]
+    if lacking:
+        raise ValidationFailed(
+            f"run {spec.id} was not trained on task(s) {', '.join(map(repr, lacking))} of dataset "
+            f"{dataset.name!r}: a text is pseudo-labelled once, for every task, and its labels for those could "
+            "never be added; pseudo-label with a run trained on every task",
+            field=field_name,
+        )
+
+
 def dataset_and_model(
-    session: Session, dataset_name: str, model_id: int, user: User | None, need: Need = Need.lead
+    session: Session,
+    dataset_name: str,
+    model_id: int,
+    user: User | None,
+    need: Need = Need.lead,
+    *,
+    every_task: bool = False,
 ) -> tuple[Dataset, ModelSpec]:
     """A dataset `user` may act on (`need`; None: a job, authorized when queued) and a finished run or ensemble
-    trained on it: what labelling or scoring the dataset's texts with a model starts from."""
+    trained on it: what labelling or scoring the dataset's texts with a model starts from. `every_task`: the
+    model must have learnt every task of the dataset (pseudo-labels, check_every_task)."""
     from services.datasets import dataset_named
 
     dataset = (
@@ -239,15 +272,24 @@ def dataset_and_model(
     if spec.dataset_id != dataset.id:
         raise ValidationFailed(f"run {model_id} was trained on another dataset", field="model_id")
     check_label_sets(spec, dataset)  # its labels must be the dataset's: pseudo-labels, scores of the queue
+    if every_task:
+        check_every_task(spec, dataset)
     return dataset, spec
 
 
 def queue_model_job(
-    session: Session, kind: str, dataset_name: str, model_id: int, user: User | None, **params: Any
+    session: Session,
+    kind: str,
+    dataset_name: str,
+    model_id: int,
+    user: User | None,
+    *,
+    every_task: bool = False,
+    **params: Any,
 ) -> Job:
     """A job of `kind` that applies run or ensemble `model_id` to the dataset's texts (`params` join its
-    payload); the project's leads."""
-    dataset, _spec = dataset_and_model(session, dataset_name, model_id, user)
+    payload); the project's leads. `every_task`: as dataset_and_model's."""
+    dataset, _spec = dataset_and_model(session, dataset_name, model_id, user, every_task=every_task)
     job = queue.enqueue(
         session,
         kind,
@@ -264,7 +306,7 @@ def queue_pseudo_labels(session: Session, dataset_name: str, model_id: int, thre
     """A `pseudo_label` job: label the dataset's unlabelled train texts; confident ones wait for review. A
     dataset with none (every train text labelled, or pseudo-labelled already) is told so, not handed a job that
     labels nothing."""
-    job = queue_model_job(session, "pseudo_label", dataset_name, model_id, user, threshold=threshold)
+    job = queue_model_job(session, "pseudo_label", dataset_name, model_id, user, every_task=True, threshold=threshold)
     if job.dataset_id is not None and not db_runs.unlabelled_texts(session, job.dataset_id, limit=1):
         raise ValidationFailed(
             f"dataset {dataset_name!r} has no unlabelled train text left to label (every train original has a "
@@ -295,7 +337,7 @@ def execute_pseudo_labels(
     """
     emit = progress or (lambda _e: None)
     with session_scope(readonly_engine(engine)) as session:
-        dataset, spec = dataset_and_model(session, dataset_name, model_id, None)
+        dataset, spec = dataset_and_model(session, dataset_name, model_id, None, every_task=True)
         texts = db_runs.unlabelled_texts(session, dataset.id)
         dataset_id = dataset.id
     from trainer.predict import probs_to_json

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.errors import NotFoundError, ValidationFailed
+from core.errors import ConflictError, NotFoundError, ValidationFailed
 from core.names import check_display_name
 from core.settings import get_settings
 from db import queue
@@ -149,11 +149,13 @@ def check_classical_trainable(session: Session, dataset: Dataset, config: TrainC
 
 
 def classical_config(config: TrainConfig) -> ClassicalConfig:
-    """The TF-IDF member's config: the same training view (tasks, variants, exclusions) and decision rule."""
+    """The TF-IDF member's config: the same training view (tasks, variants, exclusions, and `max_train_samples`'
+    draw, by the first seed: the member trained on every text while its seeds drew theirs) and decision rule."""
     return ClassicalConfig(
         tasks=config.tasks,
         variants=config.variants,
         exclude_methods=config.exclude_methods,
+        max_train_samples=config.max_train_samples,
         seed=config.seed,
         decision=config.decision,
     )
@@ -437,8 +439,14 @@ def training_run(session: Session, run_id: int, user: User | None) -> dict[str, 
 
 def run_snapshot(session: Session, run_id: int, user: User | None) -> Iterator[str]:
     """The [sample_id, content_hash] pairs the run trained on, as JSON text chunks read from its snapshot file
-    batch by batch (or from the row, for runs recorded before snapshot files)."""
+    batch by batch (or from the row, for runs recorded before snapshot files). Only a run that succeeded has
+    one: a queued, running, failed or cancelled run answered 200 with size 0, as though it trained on nothing."""
     run = visible_run(session, run_id, user)
+    if run.status != JobStatus.succeeded:
+        raise ConflictError(
+            f"run {run_id} is {run.status}: the texts a run trained on are recorded when it succeeds",
+            field="run_id",
+        )
     if run.snapshot_path is not None and not Path(run.snapshot_path).is_file():
         raise NotFoundError(f"the snapshot file of run {run_id} is gone", field="run_id")
     return snapshot_json(run)

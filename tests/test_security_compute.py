@@ -212,16 +212,33 @@ def test_the_estimate_shows_members_the_default_encoder_as_runs_do(lead, annotat
         assert r.json()["config"]["encoder"] == "…/secret-enc" and "/srv/acme" not in r.text, r.json()["config"]
 
 
-def test_a_workers_encoder_error_does_not_tell_what_exists(tmp_path) -> None:
+def test_a_workers_encoder_error_does_not_tell_what_exists(tmp_path, caplog) -> None:
+    import logging
+
     from trainer.errors import TrainerError
-    from trainer.model import load_encoder
+    from trainer.model import check_encoder_found, load_encoder
 
     (tmp_path / "not-a-model").mkdir()
     (tmp_path / "a-file").write_text("secret", encoding="utf-8")
+    # A folder without config.json: transformers guessed the model type from its name, "bert-new" as BERT (it
+    # passed `augloop train`'s check, which then recorded a failed run) and "empty" as MPT (an AttributeError,
+    # retried as a crash); a config without weights passed that check too.
+    (tmp_path / "bert-new").mkdir()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "config-only").mkdir()
+    (tmp_path / "config-only" / "config.json").write_text('{"model_type": "bert"}', encoding="utf-8")
+    names = ("missing", "not-a-model", "a-file", "bert-new", "empty", "config-only")
     messages = []
-    for path in (tmp_path / "missing", tmp_path / "not-a-model", tmp_path / "a-file"):
-        with pytest.raises(TrainerError) as err:
-            load_encoder(path)
-        messages.append(err.value.message.replace(str(path), "PATH"))
+    caplog.set_level(logging.INFO, logger="trainer.model")
+    for path in (tmp_path / name for name in names):
+        for check in (load_encoder, check_encoder_found):
+            with pytest.raises(TrainerError) as err:
+                check(path)
+            messages.append(err.value.message.replace(str(path), "PATH"))
     assert len(set(messages)) == 1, messages
     assert "exist" not in messages[0] and "config.json" not in messages[0]
+    # the cause at INFO, for the worker's log: `augloop train` printed a WARNING above its own one-line error
+    told = [r.getMessage() for r in caplog.records if r.name == "trainer.model"]
+    assert not [r for r in caplog.records if r.name == "trainer.model" and r.levelno >= logging.WARNING], told
+    for name in names[3:]:
+        assert any(str(tmp_path / name) in said for said in told), (name, told)

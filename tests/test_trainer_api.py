@@ -346,6 +346,47 @@ def test_runs_of_other_training_sets_are_no_seeds_of_one_and_the_ensemble_says_s
     assert len(set(drawn["config"]["groups"].values())) == 1 and drawn["metrics"]["warnings"] == []
 
 
+def test_the_tfidf_member_draws_max_train_samples_as_its_first_seed(lead, engine, tiny_encoder: str) -> None:
+    """The member was given tasks, variants and exclusions but not `max_train_samples`: its seeds trained on 12
+    texts, it on all 40, and their ensemble said nothing. It draws as the first seed does, the same texts."""
+    name = import_small(engine, n_train=40, n_val=12, n_test=12, n_unlabelled=0)
+    config = tiny_keys(tiny_encoder, epochs=1, grad_accum=1, lr=1e-3, max_train_samples=12)
+    r = lead.post("/api/v1/training-runs", json={"dataset": name, "seeds": [3], "config": config, "classical": True})
+    assert r.status_code == 202, r.text
+    seed_run, member = (run["id"] for run in r.json()["runs"])
+    assert r.json()["runs"][1]["config"]["max_train_samples"] == 12
+    stats = drain(engine, ["train"])
+    assert stats.succeeded == 2, stats
+    snapshots = [lead.get(f"/api/v1/training-runs/{i}/snapshot").json() for i in (seed_run, member)]
+    assert [s["size"] for s in snapshots] == [12, 12], snapshots
+    assert sorted(map(tuple, snapshots[1]["snapshot"])) == sorted(map(tuple, snapshots[0]["snapshot"]))
+    assert lead.get(f"/api/v1/training-runs/{member}").json()["metrics"]["train_samples"] == 12
+
+
+def test_pseudo_labels_need_a_model_of_every_task_of_the_dataset(lead, engine) -> None:
+    """A run of `config.tasks: [bias]` pseudo-labelled every unlabelled text with bias only: a text gets one
+    pseudo-label, so its `message` could then never be pseudo-labelled. Such a model is refused, naming the task;
+    one of every task (an ensemble of them too) is queued."""
+    from db.datasets import get_dataset
+    from db.models import Job, TrainingRun
+    from db.session import session_scope
+
+    import_small(engine, n_unlabelled=3)
+    ids = _finished_runs(engine, "small", 2, first_id=40_000_000)
+    with session_scope(engine) as s:
+        tasks = [{"name": t["name"], "labels": t["labels"]} for t in get_dataset(s, "small").tasks]
+        for run_id, learnt in zip(ids, (tasks[:1], tasks), strict=True):
+            folder = Path(s.get_one(TrainingRun, run_id).artifact_dir or "") / "model"
+            (folder / "model.json").write_text(json.dumps({"tasks": learnt}), encoding="utf-8")
+    r = lead.post("/api/v1/datasets/small/pseudo-labels", json={"model_id": ids[0], "threshold": 0.5})
+    assert r.status_code == 422 and r.json()["field"] == "model_id", r.text
+    assert f"run {ids[0]} was not trained on task(s) 'message'" in r.json()["detail"], r.text
+    with session_scope(engine) as s:
+        assert s.query(Job).filter(Job.kind == "pseudo_label").count() == 0
+    r = lead.post("/api/v1/datasets/small/pseudo-labels", json={"model_id": ids[1], "threshold": 0.5})
+    assert r.status_code == 202, r.text
+
+
 def test_an_ensemble_of_a_run_whose_model_is_gone_is_refused(lead, engine) -> None:
     """A member whose saved model lost a file (its directory pruned by hand) was combined (201): every prediction,
     pin or pseudo-labelling with the ensemble was then refused. It is refused when the ensemble is made."""

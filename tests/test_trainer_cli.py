@@ -155,7 +155,7 @@ def test_a_budget_too_short_to_train_is_refused_before_a_run_is_recorded(engine,
         assert s.scalar(select(func.count()).select_from(TrainingRun)) == 0
 
 
-def test_queue_enqueues_the_lr_selection_or_a_train_job_per_seed(engine, settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_queue_enqueues_the_lr_selection_or_a_train_job_per_seed(engine, settings, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from sqlalchemy import func, select
 
     from db.models import Job, TrainingRun
@@ -199,7 +199,13 @@ def test_queue_enqueues_the_lr_selection_or_a_train_job_per_seed(engine, setting
     # run and a cancelled TF-IDF member were left behind)
     with session_scope(engine) as s:
         recorded = s.scalar(select(func.count()).select_from(TrainingRun))
-    for missing in ("/nonexistent/enc", "no-such-org/no-such-encoder"):
+    # nor a folder without config.json (transformers read an empty ".../bert-new" as BERT from its name: a failed
+    # run was recorded) or without weights
+    (tmp_path / "bert-new").mkdir()
+    (tmp_path / "config-only").mkdir()
+    (tmp_path / "config-only" / "config.json").write_text('{"model_type": "bert"}', encoding="utf-8")
+    folders = [str(tmp_path / "bert-new"), str(tmp_path / "config-only")]
+    for missing in ("/nonexistent/enc", "no-such-org/no-such-encoder", *folders):
         result = runner.invoke(app, ["train", name, "--encoder", missing])
         assert result.exit_code == 2 and f"cannot load encoder {missing!r}" in result.output, result.output
     # one message in a terminal too, not the trainer's log line above it (Python's last-resort handler wrote it)

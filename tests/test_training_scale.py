@@ -97,6 +97,28 @@ def test_runs_recorded_before_snapshot_files_read_theirs_from_the_row(lead, engi
     assert missing.status_code == 404 and missing.json()["field"] == "run_id"
 
 
+def test_only_a_run_that_succeeded_has_a_snapshot(lead, engine) -> None:
+    """A queued, running, failed or cancelled run answered 200 with size 0 and [], as though it had trained on
+    nothing: the list a run trained on is recorded when it succeeds, and until then the route says so."""
+    from db.models import JobStatus, TrainingRun
+
+    name = import_small(engine, n_train=8, n_val=4, n_test=4, n_unlabelled=0)
+    queued = lead.post("/api/v1/training-runs", json={"dataset": name}).json()["runs"][0]["id"]
+    r = lead.get(f"/api/v1/training-runs/{queued}/snapshot")
+    assert r.status_code == 409 and r.json()["field"] == "run_id", r.text
+    assert r.json()["detail"] == (
+        f"run {queued} is queued: the texts a run trained on are recorded when it succeeds"
+    ), r.text
+    for status in (JobStatus.running, JobStatus.failed, JobStatus.cancelled, JobStatus.succeeded):
+        with session_scope(engine) as s:
+            s.get_one(TrainingRun, queued).status = status
+        r = lead.get(f"/api/v1/training-runs/{queued}/snapshot")
+        if status == JobStatus.succeeded:  # recorded before snapshot files: its (empty) list from the row
+            assert r.status_code == 200 and r.json()["run_id"] == queued, r.text
+        else:
+            assert r.status_code == 409 and f"is {status.value}:" in r.json()["detail"], (status, r.text)
+
+
 def test_consistency_scores_are_written_set_based_and_skip_stale_texts(any_engine) -> None:
     from sqlalchemy import update
 

@@ -38,7 +38,15 @@ from pydantic import ConfigDict, Field
 from trainer.config import ConfigModel, Name
 from trainer.decision import decide, fit_rules
 from trainer.errors import TrainerError
-from trainer.examples import IGNORE, Example, SplitData, TaskSpec, require_val_labels
+from trainer.examples import (
+    IGNORE,
+    Example,
+    SplitData,
+    TaskSpec,
+    require_classes_in_subsample,
+    require_val_labels,
+    subsample,
+)
 from trainer.metrics import evaluate_probs, prediction_dump
 
 C_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -53,6 +61,8 @@ class ClassicalConfig(ConfigModel):
     tasks: list[Name] | None = Field(default=None, min_length=1)
     variants: Literal["approved", "none"] = "approved"
     exclude_methods: list[Name] = Field(default_factory=list)
+    # as a transformer run's: the texts drawn by `seed` (the first seed's), so the member trains on what it does
+    max_train_samples: int | None = Field(default=None, ge=1, le=10**9)
     c_grid: list[Annotated[float, Field(gt=0, le=1e6)]] = Field(
         default_factory=lambda: list(C_GRID), min_length=1, max_length=8
     )
@@ -188,6 +198,10 @@ def train_classical(
 
     require_val_labels(data)
     started = time.monotonic()
+    drawn = subsample(data.train, config.max_train_samples, config.seed)  # as trainer.steps.prepare draws
+    if len(drawn) < len(data.train):
+        require_classes_in_subsample(data.tasks, drawn, config.max_train_samples or len(drawn))
+        data = SplitData(data.tasks, drawn, data.val, data.test, data.dataset, data.left_out)
     emit = progress or (lambda _e: None)
     train_texts = [e.text for e in data.train]
     val_texts, test_texts = [e.text for e in data.val], [e.text for e in data.test]

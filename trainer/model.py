@@ -165,17 +165,41 @@ def _load_failure(name_or_path: str) -> Any:
     )
 
 
+# The weights AutoModel reads from a directory (PyTorch's: a TensorFlow- or Flax-only folder does not load)
+_WEIGHTS_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
 def _no_directory(name_or_path: str) -> bool:
-    missing = name_or_path.startswith(("/", "./", "../", "~")) and not Path(name_or_path).expanduser().is_dir()
-    if missing:  # the worker's log (INFO); a command's own error says it, and a second line said it again
+    """Whether `name_or_path` is a local path (or an existing folder) that holds no model: no such directory, or
+    one without config.json (transformers' AutoConfig then guesses a model type from the folder's *name*: an
+    empty `/models/bert-new` read as BERT, `/models/empty` as MPT, whose tokenizer raised an AttributeError that
+    was retried as a crash), or without weights (its config read, it failed only when the model loaded, after
+    `augloop train` had recorded its runs). Refused by one message whatever the cause (_load_failure)."""
+    folder = Path(name_or_path).expanduser()
+    if not name_or_path.startswith(("/", "./", "../", "~")) and not folder.is_dir():
+        return False  # a hub id
+    # the worker's log (INFO); a command's own error says it, and a second line said it again
+    if not folder.is_dir():
         log.info("encoder %r: no such directory", name_or_path)
-    return missing
+    elif not (folder / "config.json").is_file():
+        log.info("encoder %r: a directory without config.json", name_or_path)
+    elif not any((folder / name).is_file() for name in _WEIGHTS_FILES):
+        log.info("encoder %r: a directory without weights (%s)", name_or_path, ", ".join(_WEIGHTS_FILES))
+    else:
+        return False
+    return True
 
 
 def check_encoder_found(name_or_path: str | Path) -> None:
-    """Raise load_encoder's TrainerError when the encoder's config cannot be read here (no such directory, no model
-    in it, not on the hub or the hub unreachable): a command that trains in its own process asks before it
-    records any run (`augloop train` left a failed run and a cancelled TF-IDF member behind for a typo)."""
+    """Raise load_encoder's TrainerError when the encoder's config cannot be read here (no such directory, one
+    without config.json or weights, no model in it, not on the hub or the hub unreachable): a command that trains
+    in its own process asks before it records any run (`augloop train` left a failed run and a cancelled TF-IDF
+    member behind for a typo)."""
     from transformers import AutoConfig
 
     name_or_path = str(name_or_path)

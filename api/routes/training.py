@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import MAX_ID, CurrentUser, EngineDep, ResourceId, SessionDep, SettingsDep
 from api.json_body import StrictJSONRoute
-from api.schemas import JobRead
+from api.schemas import ErrorRead, JobRead
 from api.training_schemas import (
     EnsembleCreate,
     PredictRequest,
@@ -87,12 +87,13 @@ def get_training_run(run_id: ResourceId, session: SessionDep, user: CurrentUser)
         200: {
             "content": {"application/json": {}},
             "description": '{"run_id", "size", "snapshot": [[sample_id, content_hash], ...]}',
-        }
+        },
+        409: {"model": ErrorRead, "description": "The run has not succeeded (queued, running, failed, cancelled)"},
     },
 )
 def get_snapshot(run_id: ResourceId, session: SessionDep, user: CurrentUser) -> StreamingResponse:
     """The [sample_id, content_hash] pairs the run trained on (to compare or reproduce runs), streamed from the
-    run's snapshot file."""
+    run's snapshot file; 409 until the run has succeeded."""
     return StreamingResponse(training.run_snapshot(session, run_id, user), media_type="application/json")
 
 
