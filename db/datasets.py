@@ -163,7 +163,7 @@ def parse_include(include: str | list[str]) -> set[str]:
     return chosen
 
 
-def _unreviewed_submission(source: type[Sample]) -> ColumnElement[bool]:
+def unreviewed_submission(source: type[Sample]) -> ColumnElement[bool]:
     """`source` (an aliased Sample) is a submitted text not approved yet: its variants' labels are the
     submitter's until a reviewer has seen them, so an approved one of them does not count as approved."""
     return (source.origin == Origin.submitted) & (source.review_status != ReviewStatus.approved)
@@ -182,7 +182,7 @@ def waiting_per_class(session: Session, dataset: Dataset, *where: Any) -> dict[t
         .join(SampleLabel, SampleLabel.sample_id == Sample.id)
         .where(
             source.dataset_id == dataset.id,
-            _unreviewed_submission(source),
+            unreviewed_submission(source),
             Sample.dataset_id == dataset.id,
             Sample.review_status == ReviewStatus.approved,
             *where,
@@ -204,7 +204,7 @@ def _in_view(dataset: Dataset, include: set[str], splits: set[str] | None) -> li
         reviewed = (Sample.origin != Origin.original) & Sample.review_status.in_(statuses)
         if "approved" in statuses:
             source = aliased(Sample)
-            unreviewed_source = exists().where(source.id == Sample.parent_id, _unreviewed_submission(source))
+            unreviewed_source = exists().where(source.id == Sample.parent_id, unreviewed_submission(source))
             reviewed = reviewed & ((Sample.review_status != ReviewStatus.approved) | ~unreviewed_source)
         conditions.append(reviewed)
     where = [Sample.dataset_id == dataset.id, or_(*conditions)]

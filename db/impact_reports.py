@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session, aliased
 
 from core.errors import NotFoundError
 from db.chunks import chunked
+from db.datasets import unreviewed_submission
 from db.models import (
     OPEN_JOB_STATUSES,
     Dataset,
@@ -29,7 +30,10 @@ from db.session import affected_rows
 
 
 def approved_methods(session: Session, dataset: Dataset) -> list[str]:
-    """The augmentation methods that have approved train-split variants (pseudo-labels are not a method)."""
+    """The augmentation methods that have approved train-split variants that train (pseudo-labels are not a
+    method; a variant of a submitted text still under review trains only once that text is approved, as
+    db.datasets' view says: counted, a report measured a method whose variants no arm held, Δ 0 by construction)."""
+    source = aliased(Sample)
     rows = session.scalars(
         select(Sample.method)
         .distinct()
@@ -39,6 +43,7 @@ def approved_methods(session: Session, dataset: Dataset) -> list[str]:
             Sample.review_status == ReviewStatus.approved,
             Sample.split == "train",
             Sample.method.is_not(None),
+            ~exists().where(source.id == Sample.parent_id, unreviewed_submission(source)),
         )
     )
     return sorted(m for m in rows if m)

@@ -59,9 +59,15 @@ def baseline_of(arm: str) -> str:
     return ENSEMBLE + BASELINE if arm.startswith(ENSEMBLE) else BASELINE
 
 
-def arm_overrides(methods: list[str]) -> dict[str, dict[str, Any]]:
+def arm_overrides(methods: list[str], augmentation: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Each arm's data: `originals` is the training view without any augmented variant (`augmentation`: every
+    method with approved variants; default `methods`), so approved pseudo-labels and approved submitted texts,
+    which are no augmentation, train in every arm and the deltas measure augmentation alone (with `variants:
+    none` the baseline left them out and `all_approved` credited them to augmentation); `all_approved` is the
+    whole view; `without:<m>` the view less method m's variants, for each of `methods`."""
+    augmentation = sorted(set(augmentation if augmentation is not None else methods))
     arms: dict[str, dict[str, Any]] = {
-        BASELINE: {"variants": "none", "exclude_methods": []},
+        BASELINE: {"variants": "approved", "exclude_methods": augmentation},
         ALL: {"variants": "approved", "exclude_methods": []},
     }
     for method in methods:
@@ -107,11 +113,17 @@ def create_impact_report(
             f"methods must be distinct and among the approved variants' methods {available}; got {chosen}",
             field="methods",
         )
-    params = {"seeds": seeds, "methods": chosen, "config": config.to_dict(), "classical": classical}
+    params = {
+        "seeds": seeds,
+        "methods": chosen,
+        "augmentation_methods": available,  # what the baseline leaves out (training_sets checks it)
+        "config": config.to_dict(),
+        "classical": classical,
+    }
     report = db_reports.create_report(session, dataset, params, created_by)
     run_ids: dict[str, list[int]] = {}
     jobs = []
-    for arm, overrides in arm_overrides(chosen).items():
+    for arm, overrides in arm_overrides(chosen, available).items():
         arm_config = config.with_overrides(overrides)
         runs = create_training_runs(
             session,
@@ -181,6 +193,7 @@ def settle(engine: Engine, report_id: int) -> str:
             return JobStatus.running
         members = {arm: [(r.id, r.kind, r.artifact_dir or "", member_group(r)) for r in rs] for arm, rs in arms.items()}
         snapshots = {arm: [(r.id, r.snapshot_path, r.snapshot) for r in rs] for arm, rs in arms.items()}
+        report_params = dict(report.params or {})
         seeds = list(report.params.get("seeds") or [])
         config = report.params.get("config") or {}
         decision = config.get("decision", "prior")
@@ -189,7 +202,7 @@ def settle(engine: Engine, report_id: int) -> str:
         result["training_sets"] = (
             {"checked": False, "reason": "max_train_samples draws each seed's own subset"}
             if config.get("max_train_samples")
-            else training_sets(engine, snapshots)
+            else training_sets(engine, snapshots, report_params.get("augmentation_methods"))
         )
         status = JobStatus.succeeded
     except (OSError, ValueError, KeyError, TrainerError) as err:
@@ -214,22 +227,28 @@ def _snapshot_ids(path: str | None, rows: list[Any] | None) -> np.ndarray:
     return np.unique(pq.read_table(path, columns=["sample_id"]).column(0).to_numpy().astype(np.int64))
 
 
-def training_sets(engine: Engine, snapshots: dict[str, list[tuple[int, str | None, Any]]]) -> dict[str, Any]:
-    """Whether each arm trained on what it says: the same originals as `all_approved`'s first seed, and its
-    approved variants less the method the arm leaves out (none for `originals`). Each arm reads the dataset when
-    its own run starts, so a variant approved or rejected (or a text imported) while the report's runs wait for a
-    worker lands in some arms and not others, and a method's contribution then mixes in that change. Each run
+def training_sets(
+    engine: Engine, snapshots: dict[str, list[tuple[int, str | None, Any]]], augmentation: list[str] | None = None
+) -> dict[str, Any]:
+    """Whether each arm trained on what it says: `all_approved`'s first seed's samples, less the variants of the
+    method the arm leaves out, or for `originals` less every variant of `augmentation` (the methods the report
+    found; None, a report made before 2026-12-07: its baseline trained on originals alone). Each arm reads the
+    dataset when its own run starts, so a variant approved or rejected (or a text imported) while the report's
+    runs wait for a worker lands in some arms and not others, and a method's contribution then mixes in that
+    change. Each run
     says how many samples it trained on and how many differ from what its arm should hold (`differs`); the
     report says `consistent` when none does. A check that cannot be made (a snapshot file gone) says why and
     leaves the report as it is."""
     try:
-        return _training_sets(engine, snapshots)
+        return _training_sets(engine, snapshots, augmentation)
     except (OSError, ValueError, KeyError, IndexError) as err:
         log.warning("could not compare the impact report's training sets: %s", err)
         return {"checked": False, "reason": f"the runs' training snapshots could not be read ({type(err).__name__})"}
 
 
-def _training_sets(engine: Engine, snapshots: dict[str, list[tuple[int, str | None, Any]]]) -> dict[str, Any]:
+def _training_sets(
+    engine: Engine, snapshots: dict[str, list[tuple[int, str | None, Any]]], augmentation: list[str] | None
+) -> dict[str, Any]:
     reference_id, path, rows = snapshots[ALL][0]
     reference = _snapshot_ids(path, rows)
     with session_scope(readonly_engine(engine)) as session:
@@ -238,8 +257,10 @@ def _training_sets(engine: Engine, snapshots: dict[str, list[tuple[int, str | No
     out: dict[str, Any] = {"checked": True, "reference_run": reference_id, "arms": {}}
     for arm, runs in snapshots.items():
         data_arm = arm.removeprefix(CLASSICAL)
-        if data_arm == BASELINE:
+        if data_arm == BASELINE and augmentation is None:
             expected = reference[kind_of == ""]
+        elif data_arm == BASELINE:
+            expected = reference[~np.isin(kind_of, augmentation)]
         elif data_arm.startswith(WITHOUT):
             expected = reference[kind_of != data_arm.removeprefix(WITHOUT)]
         else:

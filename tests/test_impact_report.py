@@ -96,6 +96,67 @@ def test_load_split_data_honours_variants_and_exclusions(engine) -> None:
     assert no_wordnet == originals | set(ids["backtranslation"])
 
 
+def reviewed_sample(engine: Any, name: str, origin: str, text: str, status: str, **fields: Any) -> int:
+    """A non-original train text of `origin` (a submitted text, a pseudo-label, a variant), labelled as the
+    dataset's first train original is."""
+    from core.textnorm import content_hash
+    from db.datasets import get_dataset
+    from db.models import Sample, SampleLabel
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        ds = get_dataset(s, name)
+        first = s.scalars(
+            select(Sample).where(Sample.dataset_id == ds.id, Sample.split == "train").order_by(Sample.id)
+        ).first()
+        sample = Sample(
+            dataset_id=ds.id,
+            text=text,
+            split="train",
+            origin=origin,
+            content_hash=content_hash(text),
+            review_status=status,
+            **fields,
+        )
+        sample.labels_rows = [SampleLabel(task=t, label=v) for t, v in first.labels.items()]
+        s.add(sample)
+        s.flush()
+        return sample.id
+
+
+def test_every_arm_trains_the_approved_texts_that_are_no_augmentation(engine) -> None:
+    """Approved pseudo-labels and approved submitted texts are no augmentation: the `originals` arm (variants:
+    none) left them out and `all_approved` held them, so every delta against originals credited them to
+    augmentation; `without:wordnet`, with WordNet the only method, was not the originals arm again. And a method
+    whose only approved variants cannot train (their source a submitted text still under review) was measured,
+    every arm the same, Δ 0 by construction (an attacker's finds)."""
+    from db import impact_reports as db_reports
+    from db.datasets import get_dataset
+    from db.session import session_scope
+    from services.impact import arm_overrides
+    from services.training_data import load_split_data
+
+    name = import_small(engine, n_train=24, n_val=8, n_test=12, n_unlabelled=0)
+    wordnet = variant(engine, name, "wordnet", "a wordnet variant on taxes and votes")
+    extra = {
+        reviewed_sample(engine, name, "pseudo_label", "a pseudo-labelled text on the senate", "approved"),
+        reviewed_sample(engine, name, "submitted", "a submitted text another member approved", "approved"),
+    }
+    waiting = reviewed_sample(engine, name, "submitted", "a submitted text still under review", "pending")
+    reviewed_sample(engine, name, "augmented", "its mlm variant, approved", "approved", parent_id=waiting, method="mlm")
+    originals = train_originals(engine, name)
+    with session_scope(engine) as s:
+        ds = get_dataset(s, name)
+        methods = db_reports.approved_methods(s, ds)
+        arms = {
+            arm: {sid for sid, _ in load_split_data(s, ds, **overrides).snapshot()}
+            for arm, overrides in arm_overrides(methods).items()
+        }
+    assert methods == ["wordnet"]  # mlm's only approved variant waits for its source's review
+    assert arms["originals"] == originals | extra == arms["without:wordnet"]
+    assert arms["all_approved"] == originals | extra | {wordnet}
+
+
 # Statistics ----------------------------------------------------------------------------------------
 
 
