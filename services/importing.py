@@ -745,18 +745,26 @@ SAME_TEXT = " (case, spacing and Unicode form aside)"
 
 
 def check_importer(session: Session, created_by: int | None) -> None:
-    """Only an admin's import makes originals (they train unreviewed): an import is judged by its author's role
-    when it writes, as every writer is, not when it was queued. An admin demoted (or removed) after queueing an
-    upload had it land as originals all the same (an attacker's find). None: the operator, from the CLI."""
+    """Only an admin's import makes originals (they train unreviewed): an import is judged by its author as they
+    stand when it writes, as every writer is, not when it was queued: still an admin, and still holding an active
+    token (revoking a user's tokens is how an operator removes them; users are never deleted). An admin demoted,
+    or removed, after queueing an upload had it land as originals all the same (an attacker's and a reviewer's
+    finds). None: the operator, from the CLI."""
     if created_by is None:
         return
+    from services.tokens import has_active_token
+
     author = session.get(User, created_by)
     if author is None or author.role != Role.admin:
         who = "no longer exists" if author is None else f"is no longer an admin ({author.role})"
-        raise PermissionDenied(
-            f"the import's author {who}: only an admin's import makes originals; nothing was imported",
-            field="created_by",
-        )
+    elif not has_active_token(session, author.id):
+        who = "holds no active token any more (revoked or expired)"
+    else:
+        return
+    raise PermissionDenied(
+        f"the import's author {who}: only an admin's import makes originals; nothing was imported",
+        field="created_by",
+    )
 
 
 def _quiet(**_progress: Any) -> None:

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from core.errors import ValidationFailed
-from db.models import Dataset, Sample, SampleLabel
+from db.models import Dataset, Job, Sample, SampleLabel
 from db.session import session_scope
 from services.importing import ImportSpec, import_path
 
@@ -330,7 +330,7 @@ def test_a_worker_deletes_the_uploads_no_open_import_names(admin, engine, tmp_pa
     assert sorted(p.name for p in imports.iterdir()) == [arriving.name]
 
 
-@pytest.mark.parametrize("when", ["before it runs", "while it reads the file"])
+@pytest.mark.parametrize("when", ["before it runs", "while it reads the file", "tokens revoked"])
 def test_a_queued_import_of_an_admin_demoted_since_writes_no_originals(admin, engine, settings, monkeypatch, when):
     """Originals train unreviewed, so only an admin's import makes them; an upload queued by an admin who was
     demoted before a worker ran it (or while it read the file) landed as originals all the same. Now the job
@@ -349,6 +349,11 @@ def test_a_queued_import_of_an_admin_demoted_since_writes_no_originals(admin, en
 
     if when == "before it runs":
         demote()
+    elif when == "tokens revoked":  # how an operator removes a user (users are never deleted)
+        from services.tokens import revoke
+
+        with session_scope(engine) as s:
+            revoke(s, user_name=s.scalars(select(User.name).where(User.role == "admin")).one())
     else:
         read = importing._Staged.read
 
@@ -360,10 +365,10 @@ def test_a_queued_import_of_an_admin_demoted_since_writes_no_originals(admin, en
     Worker(engine, kinds=["import"], poll_seconds=0.05).run(burst=True)
     with session_scope(engine) as s:
         assert s.scalars(select(Sample.text)).all() == []
-        s.scalars(select(User).where(User.role == "annotator")).one().role = "admin"
-    job = admin.get(f"/api/v1/jobs/{r.json()['id']}").json()
-    assert job["status"] == "failed" and job["attempts"] == 1, job
-    assert "is no longer an admin (annotator)" in job["last_error"] and "nothing was imported" in job["last_error"]
+        job = s.get(Job, r.json()["id"])
+        assert job.status == "failed" and job.attempts == 1, (job.status, job.attempts)
+        why = "holds no active token any more" if when == "tokens revoked" else "is no longer an admin (annotator)"
+        assert why in job.last_error and "nothing was imported" in job.last_error, job.last_error
     assert list((settings.data_dir / "imports").iterdir()) == []
 
 
