@@ -131,6 +131,7 @@ def show_flash(outbox: str = "_flash") -> None:
     del waiting[: len(shown)]  # the same list: what a callback holds stays the outbox
 
 
+_CLAIMS = threading.Lock()  # one claim at a time in this UI server (a claim is a few dictionary operations)
 SUBMISSION_WAIT_SECONDS = 300.0  # the client's own timeout is 60 s a request; an import polls its job longer
 
 
@@ -189,11 +190,12 @@ def submit_once(
     messages = st.session_state.setdefault(outbox, [])
     kept = st.session_state.setdefault("_kept", {})
     in_flight = st.session_state.setdefault("_in_flight", {})
-    current = int(generations.get(form, 0))
-    if seen is not None and seen != current:
-        return None
-    generations[form] = current + 1
-    in_flight[form] = done = threading.Event()
+    with _CLAIMS:  # the run of a second click may be on another thread already (Streamlit's fast reruns)
+        current = int(generations.get(form, 0))
+        if seen is not None and seen != current:
+            return None
+        in_flight[form] = done = threading.Event()  # before the claim: a run that sees the claim waits for it
+        generations[form] = current + 1
     try:
         result = fn(*args)
     except ApiError as err:

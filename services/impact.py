@@ -257,10 +257,8 @@ def _training_sets(
     out: dict[str, Any] = {"checked": True, "reference_run": reference_id, "arms": {}}
     for arm, runs in snapshots.items():
         data_arm = arm.removeprefix(CLASSICAL)
-        if data_arm == BASELINE and augmentation is None:
-            expected = reference[kind_of == ""]
-        elif data_arm == BASELINE:
-            expected = reference[~np.isin(kind_of, augmentation)]
+        if data_arm == BASELINE:
+            expected = reference[kind_of == ""] if augmentation is None else reference[~np.isin(kind_of, augmentation)]
         elif data_arm.startswith(WITHOUT):
             expected = reference[kind_of != data_arm.removeprefix(WITHOUT)]
         else:

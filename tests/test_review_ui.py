@@ -893,9 +893,11 @@ def test_training_page_compares_with_the_originals_only_run(live_api, lead_token
     assert [h.value for h in at.subheader if "originals-only" in h.value] == ["Against the originals-only run #1"]
     table = next(f.value for f in at.dataframe if "#2 − #1" in f.value.columns)
     assert abs(table[table["class"] == "partisan"].iloc[0]["#2 − #1"] - 0.5) < 1e-9
-    assert at.button(key="label_model_2").label == "Use run #2 to score the pending variants"
-    at.button(key="label_model_2").click().run()  # this run kept no model: the API says so, nothing queued
+    button = at.button(key="_submit_label_model_2_0")  # once per click: each request queues a rescoring job
+    assert button.label == "Use run #2 to score the pending variants"
+    button.click().run()  # this run kept no model: the API says so, nothing queued
     assert "saved model of run 2 is missing" in at.error[0].value
+    assert at.button(key="_submit_label_model_2_0")  # refused: the same button may be pressed again
 
 
 def test_training_page_starts_a_budgeted_run_and_shows_its_plan_and_lr_trials(

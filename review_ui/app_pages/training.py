@@ -20,9 +20,10 @@ from review_ui.render import plain
 from review_ui.state import (
     call,
     client,
-    flash,
+    drop_kept,
     generation,
     json_object,
+    kept,
     leads,
     pick_dataset,
     seed_list,
@@ -100,9 +101,20 @@ def start(body: dict[str, Any], seen: int) -> None:
     """The Start button's callback; `seen`: the form generation it was drawn in (review_ui.state.submit_once: a
     double click queued the runs twice)."""
     api, classical = client(), bool(st.session_state.get("tr_classical", True))
-    created = submit_once("training", api.start_training, {**body, "classical": classical}, seen=seen, said=queued)
-    if created and created.get("runs"):
-        st.session_state["run_pick"] = created["runs"][0]["id"]
+    submit_once(
+        "training",
+        lambda: _first_run(api.start_training({**body, "classical": classical})),
+        seen=seen,
+        said=lambda made: queued(made[1]),
+        keep="run_pick",
+    )
+
+
+def _first_run(created: dict[str, Any]) -> tuple[int | None, dict[str, Any]]:
+    """(the run to follow, what the API answered): `submit_once` keeps the pair, and the runs list then follows
+    the run (set after the request, the pick was lost when a second click stopped the callback there)."""
+    runs = created.get("runs") or []
+    return (runs[0]["id"] if runs else None), created
 
 
 def start_form(dataset: str, tasks: list[str]) -> None:
@@ -325,16 +337,20 @@ def show_metrics(run: dict[str, Any]) -> None:
                 st.text(metrics["soup"]["summary"])
 
 
-def use_as_label_model(dataset: str, run_id: int) -> None:
-    try:
-        job = client().choose_label_model(dataset, run_id)
-    except ApiError as err:
-        flash("error", plain(str(err)))
-        return
-    flash(
-        "success",
-        f"Job #{job['id']} rescores every pending variant with run #{run_id}; the review cards "
-        "show its predictions once it is done.",
+def use_as_label_model(dataset: str, run_id: int, seen: int) -> None:
+    """Once per click (review_ui.state.submit_once): each request queues a job that rescores the whole queue."""
+    api = client()
+    submit_once(
+        f"label_model_{run_id}",
+        api.choose_label_model,
+        dataset,
+        run_id,
+        seen=seen,
+        said=lambda job: (
+            "success",
+            f"Job #{job['id']} rescores every pending variant with run #{run_id}; the review cards "
+            "show its predictions once it is done.",
+        ),
     )
 
 
@@ -364,9 +380,9 @@ def show_run(run: dict[str, Any], dataset: str, runs: list[dict[str, Any]], may_
     if run["status"] == "succeeded" and may_lead:
         st.button(
             f"Use {'ensemble' if run.get('kind') == 'ensemble' else 'run'} #{run['id']} to score the pending variants",
-            key=f"label_model_{run['id']}",
+            key=submit_key(f"label_model_{run['id']}"),
             on_click=use_as_label_model,
-            args=(dataset, run["id"]),
+            args=(dataset, run["id"], generation(f"label_model_{run['id']}")),
             help="A finished run rescores the queue only when its val macro-F1 beats the scorer's; this replaces "
             "the scores whatever they were.",
         )
@@ -477,11 +493,16 @@ def create_ensemble(dataset: str, seen: int) -> None:
             return "error", plain(f"{err.detail}: it was deleted meanwhile; the form proposes the runs there are.")
         return "error", plain(f"Not combined: {err.detail}")
 
-    ensemble = submit_once(
-        "ensemble", api.create_ensemble, body, seen=seen, said=combined(picked), refused=refused, outbox="ens_notice"
+    said = combined(picked)
+    submit_once(
+        "ensemble",
+        lambda: (lambda made: (made["id"], made))(api.create_ensemble(body)),
+        seen=seen,
+        said=lambda made: said(made[1]),
+        refused=refused,
+        outbox="ens_notice",
+        keep="run_pick",
     )
-    if ensemble is not None:
-        st.session_state["run_pick"] = ensemble["id"]
 
 
 def ensemble_form(dataset: str, runs: list[dict[str, Any]]) -> None:
@@ -545,6 +566,10 @@ def runs_section(dataset: str) -> None:
         frame = pd.DataFrame(current)
         st.dataframe(frame[[c for c in COLUMNS if c in frame.columns]], hide_index=True, width="stretch")
         ids = [r["id"] for r in current]
+        if (made := kept("run_pick")) is not None:  # a run just started or an ensemble just made: followed
+            if made[0] in ids:
+                st.session_state["run_pick"] = made[0]
+            drop_kept("run_pick")
         if st.session_state.get("run_pick") not in ids:
             st.session_state["run_pick"] = ids[0]
         run_id = st.selectbox(
