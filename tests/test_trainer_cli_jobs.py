@@ -161,12 +161,13 @@ def test_a_failed_run_ends_the_runs_the_command_never_reached(engine, tmp_path) 
     from workers.held_jobs import NOT_REACHED
 
     name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
-    # a directory with a model's config and nothing else: the command's early check reads the config and passes
-    # it (a missing directory is refused before any run is recorded: test_trainer_cli.py); loading the model fails
-    BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(
-        tmp_path / "config-only"
-    )
-    result = CliRunner().invoke(app, ["train", name, "--encoder", str(tmp_path / "config-only"), "--seeds", "1,2"])
+    # a directory with a model's config and a weights file that is no model: the command's early check reads the
+    # config and sees the file, and passes it (a missing directory, or one without config or weights, is refused
+    # before any run is recorded: test_trainer_cli.py); loading the model fails
+    broken = tmp_path / "broken-weights"
+    BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    result = CliRunner().invoke(app, ["train", name, "--encoder", str(broken), "--seeds", "1,2"])
     assert result.exit_code == 2 and "cannot load encoder" in result.output, result.output
     state = _state(engine)
     # the seeds' learning-rate selection failed, and ended both seeds and their jobs
