@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "review_ui_latency.json"
 EXAMPLE = ROOT / "examples" / "political_social_media.csv"
-from tests.browser_stack import CHROMIUM, Stack, open_page  # noqa: E402 - the stack and browser the tests drive
+from tests.browser_stack import CHROMIUM, Stack, open_page, settle  # noqa: E402 - the stack and browser the tests drive
 
 TARGET_MS = 500
 PAGE = 50
@@ -203,10 +203,6 @@ def spin() -> None:
     """Another job on the machine: one process that keeps a core busy."""
     while True:
         pass
-
-
-def settle(page) -> None:  # type: ignore[no-untyped-def]
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]')
 
 
 def next_page(page) -> None:  # type: ignore[no-untyped-def]

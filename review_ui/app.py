@@ -17,12 +17,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
+from streamlit.runtime.scriptrunner_utils.exceptions import StopException  # noqa: E402
 
 from review_ui import sessions  # noqa: E402
 from review_ui.client import ApiError  # noqa: E402
 from review_ui.components import session_cookie  # noqa: E402
 from review_ui.render import plain  # noqa: E402
-from review_ui.state import api_client, end_refused_session, session_ended, user  # noqa: E402
+from review_ui.state import api_client, end_flash, end_refused_session, session_ended, user  # noqa: E402
 
 PAGES = Path(__file__).parent / "app_pages"
 
@@ -98,4 +99,9 @@ else:
         role = " (admin)" if who.get("role") == "admin" else ""
         st.caption(plain(f"Signed in as {who.get('name', '?')}{role}"))
         st.button("Sign out", on_click=sign_out, key="sign_out")
-page.run()
+try:
+    page.run()
+except StopException:  # the page ended itself (st.stop): a run that ends, its messages shown
+    end_flash()
+    raise
+end_flash()  # not reached when a click stops the run: its messages wait for the next (review_ui.state.show_flash)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import streamlit as st
@@ -111,24 +112,46 @@ def role_in_project_of(dataset: str) -> str | None:
     return None
 
 
-def flash(kind: str, message: str) -> None:
+def flash(kind: str, message: str, outbox: str = "_flash") -> None:
     """A message for the next run (callbacks run before the page, which then shows it); one already waiting is
-    not added again (the second click of a double click on a refused action repeated its error)."""
-    waiting = st.session_state.setdefault("_flash", [])
+    not added again (the second click of a double click on a refused action repeated its error). `outbox`: a
+    fragment's own (`fragment_messages`), for its buttons."""
+    waiting = st.session_state.setdefault(outbox, [])
     if (kind, message) not in waiting:
         waiting.append((kind, message))
 
 
 def show_flash(outbox: str = "_flash") -> None:
-    """The messages waiting in `outbox`, each shown once: dropped after they are drawn, so that a run a click cut
-    short leaves them to the next run (dropped first, the message of a double click's first click was lost).
-    A submission still under way (`submit_once`) is waited for first: its message is one of them."""
+    """Draw the messages waiting in `outbox`. They are dropped when the run that drew them ends (`end_flash`:
+    the app after its page, a fragment after its body), not when drawn: a run that a click cuts short (Streamlit
+    stops it at its next element once another click has come) leaves them to the next run, which draws them
+    again. Dropped once drawn, the message of a double click's first click was lost under load: the first run
+    drew it and went on drawing the page, the second drew the page without it. A submission still under way
+    (`submit_once`) is waited for first: its message is one of them. One call per outbox and run."""
     settle_submissions()
     waiting = st.session_state.setdefault(outbox, [])
+    drawn = st.session_state.setdefault("_drawn", {})
     shown = list(waiting)
     for kind, message in shown:
         {"success": st.success, "warning": st.warning, "error": st.error}.get(kind, st.info)(message)
-    del waiting[: len(shown)]  # the same list: what a callback holds stays the outbox
+    drawn[outbox] = len(shown)
+
+
+def end_flash(*outboxes: str) -> None:
+    """The run ends: drop the messages its `show_flash` drew, in `outboxes` (none named: every outbox drawn)."""
+    drawn = st.session_state.setdefault("_drawn", {})
+    for outbox in outboxes or tuple(drawn):
+        count = drawn.pop(outbox, 0)
+        del st.session_state.setdefault(outbox, [])[:count]  # the same list: what a callback holds stays it
+
+
+@contextmanager
+def fragment_messages(outbox: str) -> Iterator[None]:
+    """In a fragment: its buttons' messages (`outbox`, its own: the page's outbox is drawn at the top of the
+    page), drawn first and dropped when its body ends; a body a click cuts short leaves them to the next run."""
+    show_flash(outbox)
+    yield
+    end_flash(outbox)  # not reached when the run is stopped: the exception passes through
 
 
 _CLAIMS = threading.Lock()  # one claim at a time in this UI server (a claim is a few dictionary operations)
@@ -235,14 +258,14 @@ def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         return None
 
 
-def call_and_flash(success: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
-    """`call` for a button's callback: the API's error, or `success`, is shown on the next run."""
+def call_and_flash(success: str, fn: Callable[..., T], *args: Any, outbox: str = "_flash", **kwargs: Any) -> T | None:
+    """`call` for a button's callback: the API's error, or `success`, is shown on the next run (in `outbox`)."""
     try:
         result = fn(*args, **kwargs)
     except ApiError as err:
-        flash("error", plain(str(err)))
+        flash("error", plain(str(err)), outbox)
         return None
-    flash("success", success)
+    flash("success", success, outbox)
     return result
 
 

@@ -50,6 +50,24 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 9
     raise RuntimeError(f"{url} did not come up in {timeout} s")
 
 
+def settle(page: Any) -> None:
+    """Wait until the script run that the last action started has finished (Streamlit marks it on stApp)."""
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]')
+
+
+def seeded_review_database(directory: Path) -> tuple[str, Any, Any]:
+    """A migrated SQLite file in `directory` holding the review fixtures' data (tests/review_fixtures.py):
+    (its URL, an engine on it, the seeded ReviewData). Dispose of the engine before the stack starts."""
+    from db.migrate import upgrade_to_head
+    from db.session import make_engine
+    from tests.review_fixtures import seed_review_data
+
+    db_url = f"sqlite:///{directory / 'augloop.db'}"
+    engine = make_engine(db_url)
+    upgrade_to_head(engine)
+    return db_url, engine, seed_review_data(engine)
+
+
 def open_page(pw: Any, *, height: int, timeout_ms: int) -> tuple[Any, Any]:
     """(browser, page): a 1440-pixel-wide page in Debian's Chromium, waiting up to `timeout_ms` per action."""
     browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser_stack import CHROMIUM, CHROMIUM_ARGS, Stack
-from tests.review_fixtures import issue_token, seed_review_data
+from tests.browser_stack import CHROMIUM, CHROMIUM_ARGS, Stack, seeded_review_database, settle
+from tests.review_fixtures import issue_token
 
 pytestmark = pytest.mark.browser
 
@@ -29,13 +29,7 @@ TIMEOUT_MS = 60_000
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[dict]:
     """Seeded database, API and UI processes; stopped (by their own pid) when the test ends."""
-    from db.migrate import upgrade_to_head
-    from db.session import make_engine
-
-    db_url = f"sqlite:///{tmp_path / 'augloop.db'}"
-    engine = make_engine(db_url)
-    upgrade_to_head(engine)
-    data = seed_review_data(engine)
+    db_url, engine, data = seeded_review_database(tmp_path)
     token = issue_token(engine, "erin", "annotator")
     engine.dispose()
     with Stack(db_url, tmp_path, logs=tmp_path) as running:
@@ -50,11 +44,6 @@ def one(page, selector: str):  # type: ignore[no-untyped-def]
     locator = page.locator(selector)
     expect(locator).to_have_count(1)
     return locator
-
-
-def settle(page) -> None:  # type: ignore[no-untyped-def]
-    """Wait until the script run that the last action started has finished (Streamlit marks it on stApp)."""
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]')
 
 
 def choose(page, selector: str, option: str) -> None:  # type: ignore[no-untyped-def]

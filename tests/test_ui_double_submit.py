@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser_stack import Stack, open_page
-from tests.review_fixtures import add_original, issue_token, seed_review_data
+from tests.browser_stack import Stack, open_page, seeded_review_database, settle
+from tests.review_fixtures import add_original, issue_token
 
 pytestmark = pytest.mark.browser
 
@@ -23,14 +23,10 @@ TIMEOUT_MS = 60_000
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[dict]:
-    from db.migrate import upgrade_to_head
     from db.models import Dataset
-    from db.session import make_engine, session_scope
+    from db.session import session_scope
 
-    db_url = f"sqlite:///{tmp_path / 'augloop.db'}"
-    engine = make_engine(db_url)
-    upgrade_to_head(engine)
-    seed_review_data(engine)
+    db_url, engine, _data = seeded_review_database(tmp_path)
     with session_scope(engine) as s:  # val texts, for the training form to open
         ds = s.query(Dataset).filter_by(name="rev").one()
         add_original(s, ds, "Vote for the farm bill tomorrow.", {"bias": "partisan", "message": "policy"}, "val", "v0")
@@ -39,10 +35,6 @@ def stack(tmp_path: Path) -> Iterator[dict]:
     engine.dispose()
     with Stack(db_url, tmp_path, logs=tmp_path) as running:
         yield {"api": running.api + "/api/v1", "ui": running.ui, "token": token}
-
-
-def settle(page) -> None:  # type: ignore[no-untyped-def]
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]')
 
 
 def click_twice(page, name: str, apart_ms: int) -> None:  # type: ignore[no-untyped-def]

@@ -8,14 +8,15 @@ import pandas as pd
 import streamlit as st
 
 from review_ui.render import small_html
-from review_ui.state import call, call_and_flash, client, is_admin, show_flash
+from review_ui.state import call, call_and_flash, client, fragment_messages, is_admin, show_flash
 
 STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
+LIST_MESSAGES = "_flash_jobs"  # the job list's (a fragment: a Cancel in it reruns it alone, its message there)
 
 
 def cancel(job_id: int) -> None:
     stopping = f"Asked job #{job_id} to stop (a running job stops at its next progress report)."
-    call_and_flash(stopping, client().cancel_job, job_id)
+    call_and_flash(stopping, client().cancel_job, job_id, outbox=LIST_MESSAGES)
 
 
 def counts_line(info: dict[str, Any]) -> str:
@@ -135,7 +136,11 @@ def may_cancel(job: dict[str, Any]) -> bool:
 
 @st.fragment(run_every=5 if auto else None)
 def job_list() -> None:
-    show_flash()  # a Cancel in here reruns this part of the page only: its message shows here
+    with fragment_messages(LIST_MESSAGES):  # a Cancel in here reruns this part of the page only
+        draw_jobs()
+
+
+def draw_jobs() -> None:
     data = call(client().jobs, status=",".join(statuses) or None, limit=100)
     if data is None:
         return

@@ -21,6 +21,7 @@ from review_ui.state import (
     call,
     client,
     drop_kept,
+    fragment_messages,
     generation,
     json_object,
     kept,
@@ -32,6 +33,7 @@ from review_ui.state import (
     submit_once,
 )
 
+RUN_MESSAGES = "_flash_runs"  # the runs part's (a fragment: a button in it reruns it alone, its message there)
 COLUMNS = [
     "id",
     "name",
@@ -346,6 +348,7 @@ def use_as_label_model(dataset: str, run_id: int, seen: int) -> None:
         dataset,
         run_id,
         seen=seen,
+        outbox=RUN_MESSAGES,
         said=lambda job: (
             "success",
             f"Job #{job['id']} rescores every pending variant with run #{run_id}; the review cards "
@@ -557,7 +560,10 @@ def runs_section(dataset: str) -> None:
 
     @st.fragment(run_every=LIVE_SECONDS if active else None)
     def live() -> None:
-        show_flash()  # a button in here reruns this part of the page only: its message shows here
+        with fragment_messages(RUN_MESSAGES):  # a button in here reruns this part of the page only
+            follow()
+
+    def follow() -> None:
         current = call(client().training_runs, dataset=dataset) or []
         st.subheader("Runs")
         if not current:
