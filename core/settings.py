@@ -33,13 +33,13 @@ class Settings(BaseSettings):
     api_url: str = "http://127.0.0.1:8000"  # where the UI and the CLI client reach the API
     cors_origins: list[str] = Field(default_factory=list)  # closed by default
     # any request body; a file imported now (POST .../import)
-    max_request_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    max_request_bytes: int = Field(default=50 * 1024 * 1024, ge=1, le=2**40)
     # a file imported as a job (POST .../imports), streamed to disk
-    max_upload_bytes: int = Field(default=16 * 1024**3, ge=1)
+    max_upload_bytes: int = Field(default=16 * 1024**3, ge=1, le=2**50)
     # rows of one import: it streams, memory does not grow with the file
-    max_upload_rows: int = Field(default=50_000_000, ge=1)
-    max_text_chars: int = Field(default=20_000, ge=1)
-    auth_failures_per_minute: int = Field(default=20, ge=1)
+    max_upload_rows: int = Field(default=50_000_000, ge=1, le=10**12)
+    max_text_chars: int = Field(default=20_000, ge=1, le=100_000_000)
+    auth_failures_per_minute: int = Field(default=20, ge=1, le=1_000_000)
     # Addresses whose X-Forwarded-For is believed (the review UI's server, a reverse proxy); nobody's by default.
     trusted_proxies: list[str] = Field(default_factory=list)
 
@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     # The lease of the jobs `augloop train` holds for its in-process runs: longer than a worker's, so that a
     # laptop's sleep or a Ctrl-Z does not end them; a command killed with SIGKILL has its runs ended this late.
     cli_job_lease_seconds: float = Field(default=300.0, gt=0, le=86400)
-    job_max_attempts: int = Field(default=3, ge=1)
+    job_max_attempts: int = Field(default=3, ge=1, le=1000)
     job_retry_base_seconds: float = Field(default=5.0, ge=0, le=86400)
     job_retry_max_seconds: float = Field(default=600.0, ge=0, le=86400)
     # A job that failed because the database was briefly unreachable, locked or cancelled its write for a
@@ -68,10 +68,10 @@ class Settings(BaseSettings):
     # Trainer
     trainer_default_encoder: str = ""  # empty: the recipe's default (bert-base-multilingual-cased)
     # CPU threads for training and prediction; 0: the cores this process may use
-    trainer_threads: int = Field(default=0, ge=0)
+    trainer_threads: int = Field(default=0, ge=0, le=4096)
     # models (runs or ensembles) kept loaded per process for predict; 0 works as 1 (cached_predictor)
-    trainer_model_cache: int = Field(default=2, ge=0)
-    trainer_predict_max_texts: int = Field(default=256, ge=1)  # texts per predict request
+    trainer_model_cache: int = Field(default=2, ge=0, le=1000)
+    trainer_predict_max_texts: int = Field(default=256, ge=1, le=1_000_000)  # texts per predict request
     # predict requests computing at once per API process (each runs a model on the API's CPU); one past them
     # waits up to 10 s for a turn, then gets 503 with Retry-After
     trainer_predict_concurrency: int = Field(default=2, ge=1, le=64)
@@ -80,16 +80,16 @@ class Settings(BaseSettings):
     models_dir: Path | None = None
     # Transformer training runs queued or running per project at once (a run waiting for its learning-rate
     # selection counted; TF-IDF members not), for non-admins.
-    max_training_jobs_per_project: int = Field(default=24, ge=1)  # an impact report queues arms × seeds
+    max_training_jobs_per_project: int = Field(default=24, ge=1, le=1_000_000)  # an impact report queues arms × seeds
     # Candidates (sources × variants × methods) owed by augment jobs queued or running per project, for
     # non-admins: the queue is shared, so one project cannot put millions of candidates ahead of the others.
-    max_augment_candidates_per_project: int = Field(default=1_000_000, ge=1)
+    max_augment_candidates_per_project: int = Field(default=1_000_000, ge=1, le=10**12)
     # The other jobs a member may queue (exports; a lead's pseudo-labels and label-model scoring) queued or
     # running per project at once, for non-admins: each reads the whole dataset (an export writes a file of it).
-    max_other_jobs_per_project: int = Field(default=8, ge=1)
+    max_other_jobs_per_project: int = Field(default=8, ge=1, le=1_000_000)
     # Export files kept per dataset, the newest (services/exporting.py): each is a copy of the dataset, and any
     # member may ask for one. An older one's download answers that it is gone.
-    exports_kept_per_dataset: int = Field(default=10, ge=1)
+    exports_kept_per_dataset: int = Field(default=10, ge=1, le=100_000)
 
     @property
     def resolved_models_dir(self) -> Path:
@@ -98,8 +98,9 @@ class Settings(BaseSettings):
     # Review (db/reviews.py, services/review.py)
     review_page_size: int = Field(default=50, ge=1, le=1000)
     # the queue total counts this far past the page ("300+"); exact costs more
-    review_count_ahead: int = Field(default=250, ge=0)
-    review_bulk_max: int = Field(default=50_000, ge=1)  # one synchronous bulk decision; ~1 s per 5,000 on SQLite
+    review_count_ahead: int = Field(default=250, ge=0, le=1_000_000)
+    # one synchronous bulk decision; ~1 s per 5,000 on SQLite
+    review_bulk_max: int = Field(default=50_000, ge=1, le=10_000_000)
 
     # Augmentation (workers/augment). Model names are hub ids or local directories.
     mlm_model: str = "bert-base-multilingual-cased"
@@ -120,7 +121,8 @@ class Settings(BaseSettings):
     augment_device: str = ""
     augment_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: bf16/fp16 on cuda, fp32 on cpu
     augment_torch_threads: int = Field(default=0, ge=0, le=1024)  # 0 keeps torch's default
-    augment_batch_tokens: int = Field(default=8192, ge=1)  # token budget of one padded batch (rows × longest row)
+    # token budget of one padded batch (rows × longest row)
+    augment_batch_tokens: int = Field(default=8192, ge=1, le=10**9)
     nltk_data: Path | None = None  # WordNet + POS tagger (`make nltk-data`); None: <sys.prefix>/nltk_data
     # Semantic similarity of a variant to its source (workers/augment/encoder.py): a Hugging Face encoder.
     # Empty: the trainer's default encoder, else the offline all-MiniLM-L6-v2 package, else the recipe's.
@@ -133,7 +135,7 @@ class Settings(BaseSettings):
     paraphrase_api_model: str = ""  # the served model's name; empty: paraphrase_model
     paraphrase_api_key: str = ""  # sent as a bearer token when set
     paraphrase_api_timeout: float = Field(default=120.0, gt=0)  # seconds per request
-    paraphrase_api_concurrency: int = Field(default=8, ge=1)  # requests in flight at once
+    paraphrase_api_concurrency: int = Field(default=8, ge=1, le=10_000)  # requests in flight at once
     paraphrase_languages: list[str] = Field(default_factory=lambda: ["*"])  # "*": any language
 
     @field_validator("api_host", "ui_host")
@@ -175,7 +177,21 @@ class Settings(BaseSettings):
     def _a_lasting_database(cls, value: str) -> str:
         # An in-memory SQLite database lives as long as one connection: an import "succeeded" into it and was
         # gone for the next command, and the API and a worker would each see a database of their own.
-        if re.fullmatch(r"sqlite(\+\w+)?:///?(:memory:)?(\?.*)?", value.strip()) or "mode=memory" in value:
+        if not value.strip():
+            return value
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:  # a port that is not a number (a password holding '@' or ':') ended every command in a traceback
+            url = make_url(value.strip())
+        except (ArgumentError, ValueError) as err:
+            raise ValueError(f"not a database URL augloop can use (SQLite or Postgres): {err}") from None
+        database = url.database or ""
+        if url.get_backend_name() == "sqlite" and (
+            database in ("", ":memory:")
+            or "mode=memory" in value
+            or database.split("?", 1)[0] in ("file::memory:", "file::memory")
+        ):  # sqlite:///file::memory:?uri=true too: a token "created" there was gone for the next command
             raise ValueError("an in-memory SQLite database is lost with its connection; name a file (sqlite:///path)")
         return value
 

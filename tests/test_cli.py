@@ -465,6 +465,17 @@ def test_an_operators_bad_settings_exit_2_naming_the_setting(settings) -> None:
         ("AUGLOOP_UI_HOST", " ", "AUGLOOP_UI_HOST: an address to listen on"),
         ("AUGLOOP_CORS_ORIGINS", "http://x", "AUGLOOP_CORS_ORIGINS: not a JSON list"),
         ("AUGLOOP_DATABASE_URL", "sqlite://", "AUGLOOP_DATABASE_URL: an in-memory SQLite database is lost"),
+        # a URI names memory too (a token "created" there was gone for the next command: an attacker's find)
+        (
+            "AUGLOOP_DATABASE_URL",
+            "sqlite:///file::memory:?cache=shared&uri=true",
+            "AUGLOOP_DATABASE_URL: an in-memory SQLite database is lost",
+        ),
+        # a port that is no number (a password holding ':' or '@' unescaped): a traceback, exit 1
+        ("AUGLOOP_DATABASE_URL", "postgresql+psycopg://u:p@h:x/y", "AUGLOOP_DATABASE_URL: not a database URL"),
+        # integers with no upper bound reached SQL: "Python int too large to convert to SQLite INTEGER", a 422
+        ("AUGLOOP_JOB_MAX_ATTEMPTS", "99999999999999999999", "AUGLOOP_JOB_MAX_ATTEMPTS: Input should be less"),
+        ("AUGLOOP_REVIEW_COUNT_AHEAD", "99999999999999999999", "AUGLOOP_REVIEW_COUNT_AHEAD: Input should be less"),
         ("AUGLOOP_JOB_LEASE_SECONDS", "1e23", "AUGLOOP_JOB_LEASE_SECONDS: Input should be less than or equal to"),
         ("AUGLOOP_SQLITE_BUSY_TIMEOUT_MS", "9999999999999", "AUGLOOP_SQLITE_BUSY_TIMEOUT_MS"),
         ("AUGLOOP_AUGMENT_DEVICE", "gpu", "AUGLOOP_AUGMENT_DEVICE: cpu, cuda, cuda:N, mps or xpu"),
@@ -472,6 +483,20 @@ def test_an_operators_bad_settings_exit_2_naming_the_setting(settings) -> None:
         r = run_augloop("migrate", env=cli_env(settings, **{variable: value}), timeout=60)
         assert r.returncode == 2 and said in " ".join(r.stderr.split()), (variable, r.stderr)
         assert "Traceback" not in r.stderr
+
+
+def test_every_integer_setting_is_bounded_above() -> None:
+    """The README: every number is bounded and finite. Integer settings with no maximum took 10**20, which the
+    first SQL statement holding them refused (a job's attempts, an export pruning's count, a LIMIT)."""
+    from core.settings import Settings
+
+    unbounded = [
+        name
+        for name, field in Settings.model_fields.items()
+        if field.annotation in (int, int | None)
+        and not any(hasattr(m, "le") or hasattr(m, "lt") for m in field.metadata)
+    ]
+    assert not unbounded, unbounded
 
 
 def test_a_data_directory_where_no_file_can_be_created_exits_2_at_once(settings) -> None:
