@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -87,6 +88,17 @@ def test_the_worker_holds_every_gpu_with_a_process_pinned_to_each(compose_config
     assert worker["environment"]["AUGLOOP_DATABASE_URL"].startswith("postgresql+psycopg://")
     # not /app, the source tree: a hub-id-shaped encoder name ("examples") would be read as a folder there
     assert worker["working_dir"] == "/srv/augloop-worker"
+
+
+def test_the_workers_grace_period_outlasts_a_distributed_runs_stop(compose_config):
+    """SIGTERM asks a distributed run's processes to checkpoint and stop, waits STOP_WAIT_SECONDS for them, then
+    ends them (KILL_GRACE_SECONDS more) and gives the job back. A grace period of exactly 5 minutes let Docker's
+    SIGKILL land at that same moment, and the job came back only when its lease ran out."""
+    from services.distributed_training import KILL_GRACE_SECONDS, STOP_WAIT_SECONDS
+
+    grace = compose_config["services"]["worker"]["stop_grace_period"]  # compose's own format: "6m0s", "360s"
+    seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([hms])", grace))
+    assert seconds >= STOP_WAIT_SECONDS + KILL_GRACE_SECONDS + 30, grace
 
 
 def test_the_commands_exist_in_the_cli(compose_config):
