@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, exists, func, or_, select
@@ -233,14 +233,20 @@ def count_view(session: Session, dataset: Dataset, include: set[str]) -> int:
 
 
 def view_label_counts(
-    session: Session, dataset: Dataset, include: set[str], splits: set[str]
+    session: Session, dataset: Dataset, include: set[str], splits: set[str], exclude_methods: Sequence[str] = ()
 ) -> list[tuple[str, str, str, int]]:
-    """(task, split, label, samples) over the view (see _in_view) in `splits`."""
+    """(task, split, label, samples) over the view (see _in_view) in `splits`, less the reviewed samples of
+    `exclude_methods` (a run's `exclude_methods`, as services.training_data leaves them out)."""
+    where = _in_view(dataset, include, splits)
+    if exclude_methods:
+        where.append(
+            (Sample.origin == Origin.original) | Sample.method.is_(None) | Sample.method.not_in(list(exclude_methods))
+        )
     return list(
         session.execute(
             select(SampleLabel.task, Sample.split, SampleLabel.label, func.count())
             .join(SampleLabel, SampleLabel.sample_id == Sample.id)
-            .where(*_in_view(dataset, include, splits))
+            .where(*where)
             .group_by(SampleLabel.task, Sample.split, SampleLabel.label)
         ).tuples()
     )

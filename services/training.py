@@ -105,10 +105,11 @@ def check_trainable(session: Session, dataset: Dataset, config: TrainConfig) -> 
     stopping, the LR selection and the decision rule read val). The job checks the final view again
     (trainer.examples.require_two_classes: exclusions and the leak guard may leave a class out)."""
     tasks = config.tasks or dataset.task_names()
-    # the run's own view: originals alone when it leaves the variants out (`variants: none`, an impact report's
-    # originals arm), where a class only approved texts hold trained as one class and "succeeded"
+    # the run's own view: originals alone when it leaves the variants out (`variants: none`), less the methods
+    # it leaves out (an impact report's originals arm leaves out every augmentation method), where a class only
+    # approved variants hold trained as one class and "succeeded"
     view = {"original", "approved"} if config.variants == "approved" else {"original"}
-    counts = view_label_counts(session, dataset, view, {"train", "val"})
+    counts = view_label_counts(session, dataset, view, {"train", "val"}, config.exclude_methods)
     for task in tasks:
         held = fewer_than_two([label for t, split, label, _n in counts if t == task and split == "train"])
         if held is not None:

@@ -64,15 +64,41 @@ def test_an_impact_report_whose_originals_arm_cannot_train_is_refused_before_any
         assert s.scalar(select(func.count()).select_from(TrainingRun)) == 0
 
 
-def test_a_run_whose_exclusions_leave_a_task_one_class_fails_before_training_naming_it(
+def test_a_run_whose_exclusions_leave_a_task_one_class_is_refused_at_the_request(
     lead, engine, tiny_encoder: str
 ) -> None:
-    """The request counts originals and approved texts; leaving a method out is the run's own view, checked
-    again by the trainer: the run succeeded with one class of `bias`."""
+    """Leaving a method out is the run's own view: the request counted originals and every approved text, so the
+    run was queued and failed in the trainer (it had once "succeeded" with one class of `bias`); the request
+    counts the view without the methods it leaves out (an impact report's originals arm leaves out all)."""
+    from sqlalchemy import func, select
+
+    from db.models import TrainingRun
+    from db.session import session_scope
+
     one_class_originals(engine)
     config = tiny_keys(tiny_encoder, epochs=1, lr=1e-3, grad_accum=1, exclude_methods=["test"])
     r = lead.post("/api/v1/training-runs", json={"dataset": "d", "config": config})
+    assert r.status_code == 422 and "task 'bias' has only the class 'neutral'" in r.json()["detail"], r.text
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(TrainingRun)) == 0
+
+
+def test_a_run_whose_view_lost_a_class_while_it_waited_fails_before_training_naming_it(
+    lead, engine, tiny_encoder: str
+) -> None:
+    """The trainer counts the final view again: the variants holding `partisan` were rejected while the run
+    waited for a worker, and the run trained (and "succeeded") on one class."""
+    from sqlalchemy import update
+
+    from db.models import Origin, Sample
+    from db.session import session_scope
+
+    one_class_originals(engine)
+    config = tiny_keys(tiny_encoder, epochs=1, lr=1e-3, grad_accum=1)
+    r = lead.post("/api/v1/training-runs", json={"dataset": "d", "config": config, "classical": False})
     assert r.status_code == 202, r.text
+    with session_scope(engine) as s:
+        s.execute(update(Sample).where(Sample.origin == Origin.augmented).values(review_status="rejected"))
     drain(engine, ["train"])
     run = lead.get(f"/api/v1/training-runs/{r.json()['runs'][0]['id']}").json()
     assert run["status"] == "failed", run
