@@ -457,6 +457,8 @@ def worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check's ten "setup plugin" lines say nothing
     chosen = [k.strip() for item in kinds or [] for k in item.split(",") if k.strip()]
+    if kinds and not chosen:  # `--kinds ''` (an unset variable in a script) ran a worker of every kind
+        fail("--kinds names no job kind; leave it out to run every kind")
     # A database restarting as the worker starts (its schema check is the first query) is waited for, as the
     # worker's loop waits for it later; one that stays away past WORKER_START_WAIT_SECONDS is an error (exit 2).
     deadline = time.monotonic() + WORKER_START_WAIT_SECONDS

@@ -163,6 +163,9 @@ class Settings(BaseSettings):
         # An empty AUGLOOP_DATA_DIR= line meant the current directory, wherever a command was started from.
         if isinstance(value, str) and not value.strip():
             raise ValueError("a directory (var by default); write . for the current one, on purpose")
+        folder = Path(value).expanduser() if isinstance(value, str | Path) else None
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise ValueError(f"{value} is not a directory")  # a file there: creating the folder said "File exists"
         return value
 
     @field_validator("augment_device")

@@ -479,6 +479,7 @@ def test_an_operators_bad_settings_exit_2_naming_the_setting(settings) -> None:
         ("AUGLOOP_JOB_LEASE_SECONDS", "1e23", "AUGLOOP_JOB_LEASE_SECONDS: Input should be less than or equal to"),
         ("AUGLOOP_SQLITE_BUSY_TIMEOUT_MS", "9999999999999", "AUGLOOP_SQLITE_BUSY_TIMEOUT_MS"),
         ("AUGLOOP_AUGMENT_DEVICE", "gpu", "AUGLOOP_AUGMENT_DEVICE: cpu, cuda, cuda:N, mps or xpu"),
+        ("AUGLOOP_DATA_DIR", "/etc/hostname", "AUGLOOP_DATA_DIR: /etc/hostname is not a directory"),  # "File exists"
     ):
         r = run_augloop("migrate", env=cli_env(settings, **{variable: value}), timeout=60)
         assert r.returncode == 2 and said in " ".join(r.stderr.split()), (variable, r.stderr)

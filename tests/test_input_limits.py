@@ -270,6 +270,13 @@ def test_a_csv_field_past_the_limit_in_a_column_the_import_leaves_out_is_named_w
     assert "remove the column if the import does not use it" in message and "malformed" not in message
 
 
+@pytest.mark.parametrize("given", ["", " , "])
+def test_a_worker_given_no_job_kind_is_refused_not_run_for_every_kind(settings, given) -> None:
+    """`augloop worker --kinds "$KINDS"` with the variable unset ran a worker of every kind (an attacker's find)."""
+    result = cli("worker", "--burst", "--kinds", given)
+    assert result.exit_code == 2 and "--kinds names no job kind" in result.output, result.output
+
+
 def test_a_task_given_two_label_sets_on_the_command_line_is_refused(settings, tmp_path: Path):
     (tmp_path / "f.csv").write_text("text,bias\none,a\n")
     result = cli(
