@@ -102,7 +102,7 @@ def impact(
     wait: Annotated[bool, typer.Option("--wait", help="Follow the runs, then print the report")] = False,
     poll: Annotated[float, typer.Option(help="Seconds between checks with --wait", callback=between(0.05, 3600))] = 2.0,
 ) -> None:
-    """Train on originals only, on all approved variants, and with each method left out; compare per class."""
+    """Train without augmented variants, with all approved ones, and with each method left out; compare per class."""
     from trainer.config import parse_set_option
 
     seed_list = parse_seeds(seeds)  # "1,,2" is a typo, not two seeds, as for `augloop train`

@@ -99,6 +99,7 @@ else:
         role = " (admin)" if who.get("role") == "admin" else ""
         st.caption(plain(f"Signed in as {who.get('name', '?')}{role}"))
         st.button("Sign out", on_click=sign_out, key="sign_out")
+st.session_state["_drawn"] = {}  # what this run draws (a run cut short drew what the next draws again)
 try:
     page.run()
 except StopException:  # the page ended itself (st.stop): a run that ends, its messages shown

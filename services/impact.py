@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from core.errors import ConflictError, NotFoundError, ValidationFailed
 from db import impact_reports as db_reports
 from db import queue
-from db.models import OPEN_JOB_STATUSES, Dataset, ImpactReport, Job, JobStatus, User
+from db.models import OPEN_JOB_STATUSES, Dataset, ImpactReport, Job, JobStatus, Origin, User
 from db.session import readonly_engine, session_scope
 from services.access import Need, check_dataset_id, is_admin, shown_provenance
 from services.compute_bounds import check_capacity, check_config
@@ -57,6 +57,11 @@ DEFAULT_SEEDS = [42, 43, 44]
 
 def baseline_of(arm: str) -> str:
     return ENSEMBLE + BASELINE if arm.startswith(ENSEMBLE) else BASELINE
+
+
+# sample_kinds' kinds of the texts the originals arm trains: originals (""), approved submitted texts and
+# pseudo-labels (their origins); every other kind is an augmentation method's variant
+UNAUGMENTED_KINDS = ["", Origin.submitted.value, Origin.pseudo_label.value]
 
 
 def arm_overrides(methods: list[str], augmentation: list[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -231,8 +236,9 @@ def training_sets(
     engine: Engine, snapshots: dict[str, list[tuple[int, str | None, Any]]], augmentation: list[str] | None = None
 ) -> dict[str, Any]:
     """Whether each arm trained on what it says: `all_approved`'s first seed's samples, less the variants of the
-    method the arm leaves out, or for `originals` less every variant of `augmentation` (the methods the report
-    found; None, a report made before 2026-12-07: its baseline trained on originals alone). Each arm reads the
+    method the arm leaves out, or for `originals` less every augmented variant (`augmentation`: the methods the
+    report found, its arm's exclusions, so a method approved later lands in that arm and is a difference; None,
+    a report made before 2026-12-07: its baseline trained on originals alone). Each arm reads the
     dataset when its own run starts, so a variant approved or rejected (or a text imported) while the report's
     runs wait for a worker lands in some arms and not others, and a method's contribution then mixes in that
     change. Each run
@@ -257,8 +263,10 @@ def _training_sets(
     out: dict[str, Any] = {"checked": True, "reference_run": reference_id, "arms": {}}
     for arm, runs in snapshots.items():
         data_arm = arm.removeprefix(CLASSICAL)
-        if data_arm == BASELINE:
-            expected = reference[kind_of == ""] if augmentation is None else reference[~np.isin(kind_of, augmentation)]
+        if data_arm == BASELINE and augmentation is None:  # a report made before 2026-12-07: originals alone
+            expected = reference[kind_of == ""]
+        elif data_arm == BASELINE:  # no augmented variant, whatever its method: one approved late is a difference
+            expected = reference[np.isin(kind_of, UNAUGMENTED_KINDS)]
         elif data_arm.startswith(WITHOUT):
             expected = reference[kind_of != data_arm.removeprefix(WITHOUT)]
         else:

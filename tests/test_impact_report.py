@@ -157,6 +157,36 @@ def test_every_arm_trains_the_approved_texts_that_are_no_augmentation(engine) ->
     assert arms["all_approved"] == originals | extra | {wordnet}
 
 
+def test_the_training_set_check_sees_a_method_approved_after_the_report_was_made(engine) -> None:
+    """The originals arm leaves out the methods the report found when it was made; a variant of another method
+    approved while the runs waited landed in that arm, and the check (expecting every kind but those methods)
+    said `consistent`. It expects no augmented variant at all; a report made before 2026-12-07 (no
+    `augmentation_methods`) trained on originals alone and is checked as such (a reviewer's find)."""
+    from db import impact_reports as db_reports
+    from db.datasets import get_dataset
+    from db.session import session_scope
+    from services.impact import arm_overrides, training_sets
+    from services.training_data import load_split_data
+
+    name, _ids = dataset_with_variants(engine)
+    with session_scope(engine) as s:
+        available = db_reports.approved_methods(s, get_dataset(s, name))
+    arms = arm_overrides(available, available)  # as create_impact_report stores them
+    late = variant(engine, name, "mlm", "an mlm variant approved while the runs waited")
+    with session_scope(engine) as s:
+        ds = get_dataset(s, name)
+        snapshots = {
+            arm: [(i, None, load_split_data(s, ds, **overrides).snapshot())]
+            for i, (arm, overrides) in enumerate(arms.items())
+        }
+    assert late in {sid for sid, *_ in snapshots["originals"][0][2]}
+    checked = training_sets(engine, snapshots, available)
+    assert checked["consistent"] is False and "originals (run 0: 1)" in checked["warning"], checked
+    # an old report's originals arm held originals alone: the same snapshots differ by every variant in it
+    old = training_sets(engine, snapshots, None)
+    assert old["arms"]["originals"][0]["differs"] == 1 and old["consistent"] is False, old
+
+
 # Statistics ----------------------------------------------------------------------------------------
 
 

@@ -87,8 +87,8 @@ if chosen is None:
 reports = fetch_or_stop("This API server has no impact-report endpoints.", client().impact_reports, chosen["name"])
 st.subheader(plain(f"Measure what augmentation did for {chosen['name']}"))
 st.caption(
-    "Trains on originals only, on originals + all approved variants, and with each augmenter's variants left "
-    "out in turn; every arm once per seed."
+    "Trains without augmented variants (the originals, with approved pseudo-labels and submitted texts), with "
+    "all approved variants, and with each augmenter's variants left out in turn; every arm once per seed."
 )
 if leads(chosen["name"]):
     start_form(chosen["name"])
