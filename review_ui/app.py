@@ -99,10 +99,11 @@ else:
         role = " (admin)" if who.get("role") == "admin" else ""
         st.caption(plain(f"Signed in as {who.get('name', '?')}{role}"))
         st.button("Sign out", on_click=sign_out, key="sign_out")
-st.session_state["_drawn"] = {}  # what this run draws (a run cut short drew what the next draws again)
+drawn: dict = {}  # what this run draws (a run cut short drew what the next draws again); held here: after
+st.session_state["_drawn"] = drawn  # st.stop() no session-state access works
 try:
     page.run()
 except StopException:  # the page ended itself (st.stop): a run that ends, its messages shown
-    end_flash()
+    end_flash(drawn=drawn)
     raise
-end_flash()  # not reached when a click stops the run: its messages wait for the next (review_ui.state.show_flash)
+end_flash(drawn=drawn)  # not reached when a click stops the run: its messages wait for the next (state.show_flash)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -122,36 +123,56 @@ def flash(kind: str, message: str, outbox: str = "_flash") -> None:
 
 
 def show_flash(outbox: str = "_flash") -> None:
-    """Draw the messages waiting in `outbox`. They are dropped when the run that drew them ends (`end_flash`:
-    the app after its page, a fragment after its body), not when drawn: a run that a click cuts short (Streamlit
-    stops it at its next element once another click has come) leaves them to the next run, which draws them
-    again. Dropped once drawn, the message of a double click's first click was lost under load: the first run
-    drew it and went on drawing the page, the second drew the page without it. A submission still under way
-    (`submit_once`) is waited for first: its message is one of them. One call per outbox and run."""
+    """Draw the messages waiting in `outbox`, in one container (one element at the top however many: a count
+    that changed moved every element below it, and Streamlit rebuilt the Manage tabs on their first tab, hiding
+    a refusal drawn in another). They are dropped when the run that drew them ends (`end_flash`: the app after
+    its page, a fragment after its body), not when drawn: a run that a click cuts short (Streamlit stops it at
+    its next element once another click has come) leaves them to the next run, which draws them again. Dropped
+    once drawn, the message of a double click's first click was lost under load: the first run drew it and
+    went on drawing the page, the second drew the page without it. A submission still under way (`submit_once`)
+    is waited for first: its message is one of them. One call per outbox and run."""
     settle_submissions()
     waiting = st.session_state.setdefault(outbox, [])
     drawn = st.session_state.setdefault("_drawn", {})
     shown = list(waiting)
+    box = st.container()
     for kind, message in shown:
-        {"success": st.success, "warning": st.warning, "error": st.error}.get(kind, st.info)(message)
-    drawn[outbox] = len(shown)
+        {"success": box.success, "warning": box.warning, "error": box.error}.get(kind, box.info)(message)
+    drawn[outbox] = (waiting, shown)  # the list itself: end_flash may touch no session state (after st.stop)
 
 
-def end_flash(*outboxes: str) -> None:
-    """The run ends: drop the messages its `show_flash` drew, in `outboxes` (none named: every outbox drawn)."""
-    drawn = st.session_state.setdefault("_drawn", {})
+def end_flash(*outboxes: str, drawn: dict[str, Any] | None = None) -> None:
+    """The run ends: drop the messages its `show_flash` drew, in `outboxes` (none named: every outbox drawn).
+    `drawn`: the run's own record, taken before the page ran (review_ui/app.py): after `st.stop()` every access
+    to the session state raises the stop again, and the messages of a page that stops stayed, piling up."""
+    if drawn is None:
+        drawn = st.session_state.setdefault("_drawn", {})
     for outbox in outboxes or tuple(drawn):
-        count = drawn.pop(outbox, 0)
-        del st.session_state.setdefault(outbox, [])[:count]  # the same list: what a callback holds stays it
+        waiting, shown = drawn.pop(outbox, ([], []))
+        waiting[:] = [entry for entry in waiting if not any(entry is s for s in shown)]
+
+
+FRAGMENT_MESSAGE_SECONDS = 10.0  # a fragment's message outlives its timer's ticks this long
 
 
 @contextmanager
 def fragment_messages(outbox: str) -> Iterator[None]:
     """In a fragment: its buttons' messages (`outbox`, its own: the page's outbox is drawn at the top of the
-    page), drawn first and dropped when its body ends; a body a click cuts short leaves them to the next run."""
+    page), drawn first and dropped when a body that drew them ends, once they have been up for
+    FRAGMENT_MESSAGE_SECONDS: a fragment's timer re-runs it every few seconds, and "Asked job #N to stop" was
+    gone a second after the click. A body a click cuts short leaves them to the next run."""
     show_flash(outbox)
+    drawn = st.session_state.setdefault("_drawn", {})
+    since = st.session_state.setdefault("_first_drawn", {})  # id(message entry) → when first drawn
     yield
-    end_flash(outbox)  # not reached when the run is stopped: the exception passes through
+    waiting, shown = drawn.pop(outbox, ([], []))  # not reached when the run is stopped: the exception passes
+    now = time.monotonic()
+    old = []
+    for entry in shown:
+        if now - since.setdefault(id(entry), now) >= FRAGMENT_MESSAGE_SECONDS:
+            old.append(entry)
+            since.pop(id(entry), None)
+    waiting[:] = [entry for entry in waiting if not any(entry is o for o in old)]
 
 
 _CLAIMS = threading.Lock()  # one claim at a time in this UI server (a claim is a few dictionary operations)
@@ -223,7 +244,9 @@ def submit_once(
         result = fn(*args)
     except ApiError as err:
         generations[form] = current
-        messages.append(refused(err) if refused is not None else ("error", plain(str(err))))
+        said_now = refused(err) if refused is not None else ("error", plain(str(err)))
+        if said_now not in messages:  # the same refusal twice (clicked again) is said once
+            messages.append(said_now)
         return None
     except BaseException:
         generations[form] = current

@@ -85,3 +85,26 @@ def test_impact_page_shows_api_errors(live_api, lead_token, engine) -> None:
     # the API's message and the field it names, no status code in front of it (an annotator reads the page)
     shown = at.error[0].value
     assert "methods" in shown and not shown.startswith("422"), shown
+
+
+def test_a_refused_start_on_a_page_that_stops_is_said_once_and_then_gone(live_api, lead_token, engine) -> None:
+    """The Impact page ends in st.stop() while it has no report; after st.stop() every session-state access
+    raises the stop again, so the message clean-up at the run's end dropped nothing and each refusal stayed,
+    piling up (three clicks: three copies, on every later run, and on the next page; an attacker's find)."""
+    from tests.test_impact_report import import_small
+
+    import_small(engine, n_train=24, n_val=8, n_test=12, n_unlabelled=0)  # no approved variant: refused
+    at = signed_in(lead_token, "annotator")
+    at.switch_page("app_pages/impact.py").run()
+    said = "has no approved variants: there is nothing to measure"
+
+    def shown() -> list[str]:
+        return [e.value.replace("\\", "") for e in at.error if said in e.value.replace("\\", "")]
+
+    for _ in range(3):
+        next(b for b in at.button if b.label == "Start impact report").click().run()
+        assert len(shown()) == 1, shown()
+    at.run()
+    assert not shown()
+    at.switch_page("app_pages/jobs.py").run()
+    assert not shown()
