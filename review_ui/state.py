@@ -117,9 +117,18 @@ def flash(kind: str, message: str, outbox: str = "_flash") -> None:
     """A message for the next run (callbacks run before the page, which then shows it); one already waiting is
     not added again (the second click of a double click on a refused action repeated its error). `outbox`: a
     fragment's own (`fragment_messages`), for its buttons."""
-    waiting = st.session_state.setdefault(outbox, [])
-    if (kind, message) not in waiting:
-        waiting.append((kind, message))
+    _say(st.session_state.setdefault(outbox, []), (kind, message))
+
+
+def _say(messages: list[tuple[str, str]], entry: tuple[str, str]) -> None:
+    """Add `entry` to an outbox unless it is already waiting there."""
+    if entry not in messages:
+        messages.append(entry)
+
+
+def _drop(messages: list[tuple[str, str]], gone: list[tuple[str, str]]) -> None:
+    """Take out of an outbox, in place (callbacks hold the list), the very entries of `gone` (by identity)."""
+    messages[:] = [entry for entry in messages if not any(entry is g for g in gone)]
 
 
 def show_flash(outbox: str = "_flash") -> None:
@@ -148,8 +157,7 @@ def end_flash(*outboxes: str, drawn: dict[str, Any] | None = None) -> None:
     if drawn is None:
         drawn = st.session_state.setdefault("_drawn", {})
     for outbox in outboxes or tuple(drawn):
-        waiting, shown = drawn.pop(outbox, ([], []))
-        waiting[:] = [entry for entry in waiting if not any(entry is s for s in shown)]
+        _drop(*drawn.pop(outbox, ([], [])))
 
 
 FRAGMENT_MESSAGE_SECONDS = 10.0  # a fragment's message outlives its timer's ticks this long
@@ -172,7 +180,7 @@ def fragment_messages(outbox: str) -> Iterator[None]:
         if now - since.setdefault(id(entry), now) >= FRAGMENT_MESSAGE_SECONDS:
             old.append(entry)
             since.pop(id(entry), None)
-    waiting[:] = [entry for entry in waiting if not any(entry is o for o in old)]
+    _drop(waiting, old)
 
 
 _CLAIMS = threading.Lock()  # one claim at a time in this UI server (a claim is a few dictionary operations)
@@ -195,6 +203,14 @@ def generation(form: str) -> int:
     submission still under way is waited for first (`settle_submissions`)."""
     settle_submissions()
     return int(st.session_state.setdefault("_generations", {}).get(form, 0))
+
+
+def new_generation(form: str, generations: dict[str, int] | None = None) -> None:
+    """Move `form` on to a fresh generation (its fields and button drawn anew). `generations`: the session's,
+    taken beforehand, for a caller that may touch no session state (after a request: `submit_once`)."""
+    if generations is None:
+        generations = st.session_state.setdefault("_generations", {})
+    generations[form] = generations.get(form, 0) + 1
 
 
 def submit_key(form: str) -> str:
@@ -244,9 +260,7 @@ def submit_once(
         result = fn(*args)
     except ApiError as err:
         generations[form] = current
-        said_now = refused(err) if refused is not None else ("error", plain(str(err)))
-        if said_now not in messages:  # the same refusal twice (clicked again) is said once
-            messages.append(said_now)
+        _say(messages, refused(err) if refused is not None else ("error", plain(str(err))))  # said once
         return None
     except BaseException:
         generations[form] = current

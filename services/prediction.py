@@ -197,17 +197,31 @@ def predict(session: Session, model_id: int, texts: list[str], settings: Setting
     }
 
 
-def label_set_problem(spec: ModelSpec, dataset: Dataset) -> str | None:
-    """Why the model's classes are not the dataset's (a class renamed or merged since it trained), or None. Its
-    probabilities name the classes it learnt: read as the dataset's, they flag and reject variants for a class
-    that is gone, and label texts with it. Read from each member's model.json (a few hundred bytes)."""
+def _member_tasks(spec: ModelSpec) -> list[list[dict[str, Any]]] | None:
+    """Each member's learnt tasks, read from its model.json (a few hundred bytes); None when one cannot be read."""
     import json
 
+    out = []
     for folder in spec.model_dirs:
         try:
             tasks = json.loads((Path(folder) / "model.json").read_text(encoding="utf-8")).get("tasks") or []
-        except (OSError, ValueError, AttributeError):
-            return "its saved model cannot be read: train it again"
+            out.append([task for task in tasks if isinstance(task, dict)])
+        except (OSError, ValueError, AttributeError, TypeError):
+            return None
+    return out
+
+
+UNREADABLE = "its saved model cannot be read: train it again"
+
+
+def label_set_problem(spec: ModelSpec, dataset: Dataset) -> str | None:
+    """Why the model's classes are not the dataset's (a class renamed or merged since it trained), or None. Its
+    probabilities name the classes it learnt: read as the dataset's, they flag and reject variants for a class
+    that is gone, and label texts with it."""
+    members = _member_tasks(spec)
+    if members is None:
+        return UNREADABLE
+    for tasks in members:
         for task in tasks:
             # in order: a run learns the dataset's label set in its order, which a rename keeps (two classes
             # swapped by renames leave the same set in another order, and the meanings reversed)
@@ -228,20 +242,12 @@ def check_label_sets(spec: ModelSpec, dataset: Dataset, field_name: str = "model
 def check_every_task(spec: ModelSpec, dataset: Dataset, field_name: str = "model_id") -> None:
     """Refuse a model that learnt fewer tasks than the dataset has (a run of `config.tasks: [bias]`) for
     pseudo-labels: each text gets one pseudo-label, which labelled only the model's tasks, and the others could
-    then never be pseudo-labelled for it. Read from each member's model.json (label_set_problem read it)."""
-    import json
-
-    learnt: set[str] | None = None
-    for folder in spec.model_dirs:
-        try:
-            tasks = json.loads((Path(folder) / "model.json").read_text(encoding="utf-8")).get("tasks") or []
-            names = {str(task.get("name")) for task in tasks}
-        except (OSError, ValueError, AttributeError):
-            raise ValidationFailed(
-                f"run {spec.id}: its saved model cannot be read: train it again", field=field_name
-            ) from None
-        learnt = names if learnt is None else learnt & names
-    lacking = [name for name in dataset.task_names() if name not in (learnt or set())]
+    then never be pseudo-labelled for it."""
+    members = _member_tasks(spec)
+    if members is None:
+        raise ValidationFailed(f"run {spec.id}: {UNREADABLE}", field=field_name)
+    learnt = set.intersection(*({str(task.get("name")) for task in tasks} for tasks in members)) if members else set()
+    lacking = [name for name in dataset.task_names() if name not in learnt]
     if lacking:
         raise ValidationFailed(
             f"run {spec.id} was not trained on task(s) {', '.join(map(repr, lacking))} of dataset "

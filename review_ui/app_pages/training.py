@@ -26,6 +26,7 @@ from review_ui.state import (
     json_object,
     kept,
     leads,
+    new_generation,
     pick_dataset,
     seed_list,
     show_flash,
@@ -446,8 +447,7 @@ def _form_key(name: str) -> str:
 
 
 def _new_form(notice: tuple[str, str] | None = None) -> None:
-    generations = st.session_state.setdefault("_generations", {})
-    generations["ensemble"] = generations.get("ensemble", 0) + 1
+    new_generation("ensemble")
     if notice:
         st.session_state.setdefault("ens_notice", []).append(notice)
 
@@ -492,7 +492,7 @@ def create_ensemble(dataset: str, seen: int) -> None:
 
     def refused(err: ApiError) -> tuple[str, str]:
         if err.status == 404:  # a run deleted meanwhile: the form starts again from what is there now
-            generations["ensemble"] = generations.get("ensemble", 0) + 1
+            new_generation("ensemble", generations)
             return "error", plain(f"{err.detail}: it was deleted meanwhile; the form proposes the runs there are.")
         return "error", plain(f"Not combined: {err.detail}")
 
