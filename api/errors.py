@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, IntegrityError, InvalidRequestError, NoResultFound, OperationalError
 from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from core.errors import DomainError
 from services.failures import constraint_violated, database_trouble, driver_words
@@ -76,6 +77,26 @@ DETAIL_CHARS, FIELD_CHARS, ERRORS_LISTED = 2_000, 200, 20
 def shown(text: Any, limit: int) -> Any:
     """`text` cut to `limit` characters (… marks the cut); anything not a string as it is."""
     return text[: limit - 1] + "…" if isinstance(text, str) and len(text) > limit else text
+
+
+# The methods a route of this API may take (FastAPI's decorators); HEAD goes with GET (api/main.py HeadAsGet).
+ROUTE_METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """The Allow header of a 405: every method the request's path takes. Starlette's router named the methods of
+    the first route matching the path only, and FastAPI makes one route per method (`/datasets/{name}` answered
+    a POST with `Allow: GET`, though it takes PATCH and DELETE too). Each method is asked of the app's routes as
+    the router asks (an included router's own routes are not listed by the app)."""
+    scope = {"type": "http", "path": request.scope["path"], "root_path": request.scope.get("root_path", "")}
+    methods = {
+        method
+        for method in ROUTE_METHODS
+        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in request.app.router.routes)
+    }
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -223,4 +244,7 @@ def install_error_handlers(app: FastAPI) -> None:
                     "the body could not be read: send UTF-8 JSON, uncompressed, not nested deeper than a few "
                     "hundred levels"
                 )
-        return JSONResponse(body, status_code=err.status_code, headers=err.headers)
+        headers = err.headers
+        if err.status_code == 405 and "Allow" in (headers or {}):  # the router's (StaticFiles' 405 names none)
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        return JSONResponse(body, status_code=err.status_code, headers=headers)

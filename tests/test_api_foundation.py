@@ -167,6 +167,40 @@ def test_import_errors_over_http_name_line_and_field(admin):
     assert admin.get(f"{API}/datasets/psm").status_code == 404
 
 
+def _multipart(*parts: tuple[bytes, bytes]) -> bytes:
+    """A multipart/form-data body (boundary XX) of (Content-Disposition parameters, content) parts, bytes as given."""
+    body = b"".join(
+        b"--XX\r\nContent-Disposition: form-data; " + head + b"\r\n\r\n" + data + b"\r\n" for head, data in parts
+    )
+    return body + b"--XX--\r\n"
+
+
+def test_a_form_field_that_is_not_utf8_is_refused_naming_it(admin):
+    """Starlette read a form field that is not UTF-8 as Latin-1, unsaid: `task` sent as Latin-1 "bi\\xe9s" became
+    "biés" and imported the file's UTF-8 column of that name (an import job queued it the same)."""
+    csv_file = (b'name="file"; filename="a.csv"', "text,biés\nx,neutral\n".encode())
+    headers = {"content-type": "multipart/form-data; boundary=XX"}
+    for route in ("import", "imports"):
+        for parts, field, what in (
+            ([(b'name="task"', b"bi\xe9s"), csv_file], "task", "value"),
+            (
+                [(b'name="task"', "biés".encode()), (b'name="file"; filename="\xe9.csv"', b"text,bi\n")],
+                "file",
+                "file name",
+            ),
+            ([(b'name="task"', "biés".encode()), (b'name="t\xe9xt_col"', b"text"), csv_file], "t\ufffdxt_col", "name"),
+        ):
+            r = admin.post(f"{API}/datasets/psm/{route}", content=_multipart(*parts), headers=headers)
+            assert r.status_code == 422 and r.json()["field"] == field, (route, r.text)
+            assert f"its {what} is not valid utf-8 (byte 0xe9" in r.json()["detail"], r.text
+    assert admin.get(f"{API}/datasets/psm").status_code == 404
+    assert admin.get(f"{API}/jobs").json()["total"] == 0
+    r = admin.post(
+        f"{API}/datasets/psm/import", content=_multipart((b'name="task"', "biés".encode()), csv_file), headers=headers
+    )
+    assert r.status_code == 201 and r.json()["imported"] == 1, r.text
+
+
 def test_oversize_body_is_413(settings, engine, admin_token):
     from fastapi.testclient import TestClient
 

@@ -357,6 +357,18 @@ def test_head_is_answered_wherever_get_is(client, annotator, example_dataset) ->
     assert r.status_code == 200 and r.content == b"" and r.headers["content-type"] == "application/json"
 
 
+def test_a_405_names_every_method_its_path_takes(client, annotator, example_dataset) -> None:
+    """FastAPI makes one route per method, and Starlette's 405 named the first route's only: a POST to
+    /datasets/{name} (GET, PATCH, DELETE) was told `Allow: GET`."""
+    for method in ("POST", "PUT"):
+        r = annotator.request(method, f"{API}/datasets/{example_dataset}")
+        assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET, HEAD, PATCH", (method, r.headers)
+        assert r.json()["detail"], r.text
+    assert annotator.delete(f"{API}/jobs").headers["allow"] == "GET, HEAD"
+    assert annotator.get(f"{API}/datasets/{example_dataset}/import").headers["allow"] == "POST"
+    assert client.post("/healthz").headers["allow"] == "GET, HEAD"
+
+
 def test_a_body_that_cannot_be_read_is_named_as_the_body(annotator, example_dataset) -> None:
     """Invalid UTF-8, a gzip-encoded body or nesting past what JSON reading allows answered 400 without a field
     ('There was an error parsing the body'); a JSON object sent form-encoded (curl -d's default) was told 'Input
