@@ -200,6 +200,7 @@ def _create_held_runs(
 
 
 def _queue_runs(dataset: str, overrides: dict[str, Any], seeds: list[int], name: str, classical: bool) -> None:
+    from core.encoders import directory_problem
     from services import training
 
     with session_scope(engine()) as session:
@@ -215,12 +216,12 @@ def _queue_runs(dataset: str, overrides: dict[str, Any], seeds: list[int], name:
                 highlight=False,
             )
         encoder = training.default_config(overrides).encoder
-    # A worker on another machine may hold a directory this one has not: said, not refused (in this process, a
-    # directory that is not here exits 2 as the load fails)
-    if encoder.startswith(("/", "./", "../", "~")) and not Path(encoder).expanduser().is_dir():
+    # A worker on another machine may hold a directory this one has not, or a complete copy of one this machine
+    # holds in part: said, not refused (in this process, such a directory exits 2 as the load fails)
+    if (problem := directory_problem(encoder)) is not None:
         err_console.print(
-            f"warning: the encoder {encoder!r} is no directory on this machine: the workers must have it, or the "
-            "runs fail when they load it",
+            f"warning: the encoder {encoder!r} is {problem} on this machine: the workers must have the model "
+            "there, or the runs fail when they load it",
             highlight=False,
         )
 

@@ -5,7 +5,32 @@ and its embedding table, without torch)."""
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 from typing import Any
+
+# The weights AutoModel reads from a directory (PyTorch's: a TensorFlow- or Flax-only folder does not load)
+WEIGHTS_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def directory_problem(name_or_path: str) -> str | None:
+    """What a local encoder path (or an existing folder) lacks to hold a model, or None (a hub id, or a folder
+    with both): "no directory", "a directory without config.json" (transformers' AutoConfig then guesses a model
+    type from the folder's *name*: an empty `/models/bert-new` read as BERT) or "a directory without weights"."""
+    folder = Path(name_or_path).expanduser()
+    if not name_or_path.startswith(("/", "./", "../", "~")) and not folder.is_dir():
+        return None  # a hub id
+    if not folder.is_dir():
+        return "no directory"
+    if not (folder / "config.json").is_file():
+        return "a directory without config.json"
+    if not any((folder / name).is_file() for name in WEIGHTS_FILES):
+        return f"a directory without weights ({', '.join(WEIGHTS_FILES)})"
+    return None
 
 
 def load_errors() -> tuple[type[BaseException], ...]:

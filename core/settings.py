@@ -196,6 +196,11 @@ class Settings(BaseSettings):
             or database.split("?", 1)[0] in ("file::memory:", "file::memory")
         ):  # sqlite:///file::memory:?uri=true too: a token "created" there was gone for the next command
             raise ValueError("an in-memory SQLite database is lost with its connection; name a file (sqlite:///path)")
+        if url.get_backend_name() == "sqlite" and Path(database).is_dir():
+            # SQLite said "unable to open database file", which every command reported as a database that did
+            # not answer (and a worker waited a minute for)
+            inside = Path(database) / "augloop.db"
+            raise ValueError(f"{database} is a directory; name a database file in it (sqlite:///{inside})")
         return value
 
     @property

@@ -105,9 +105,12 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 def _refuse_non_database(db_file: Path) -> None:
     """SQLite takes a file shorter than its 100-byte header for an empty database and writes over it: a 1-byte
     note or a short CSV named by AUGLOOP_DATABASE_URL by mistake was lost. A file that has content and does not
-    begin with SQLite's header is refused as SQLite refuses a longer one (an empty file is a new database)."""
+    begin with SQLite's header is refused as SQLite refuses a longer one (an empty file is a new database), naming
+    the file, as is a directory (SQLite said only "unable to open database file", read as an outage)."""
     import sqlite3
 
+    if db_file.is_dir():
+        raise sqlite3.DatabaseError(f"{db_file} is a directory, not a database file")
     try:
         with db_file.open("rb") as f:
             head = f.read(len(SQLITE_HEADER))
@@ -116,7 +119,7 @@ def _refuse_non_database(db_file: Path) -> None:
     except OSError:  # unreadable: SQLite's own error says why
         return
     if head and head != SQLITE_HEADER:
-        raise sqlite3.DatabaseError("file is not a database (it does not begin with SQLite's header)")
+        raise sqlite3.DatabaseError(f"file is not a database: {db_file} does not begin with SQLite's header")
 
 
 def _owner_only(db_file: Path) -> None:

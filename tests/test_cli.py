@@ -480,6 +480,12 @@ def test_an_operators_bad_settings_exit_2_naming_the_setting(settings) -> None:
         ("AUGLOOP_SQLITE_BUSY_TIMEOUT_MS", "9999999999999", "AUGLOOP_SQLITE_BUSY_TIMEOUT_MS"),
         ("AUGLOOP_AUGMENT_DEVICE", "gpu", "AUGLOOP_AUGMENT_DEVICE: cpu, cuda, cuda:N, mps or xpu"),
         ("AUGLOOP_DATA_DIR", "/etc/hostname", "AUGLOOP_DATA_DIR: /etc/hostname is not a directory"),  # "File exists"
+        # a directory: SQLite's "unable to open database file" read as an outage ("the database did not answer")
+        (
+            "AUGLOOP_DATABASE_URL",
+            f"sqlite:///{settings.data_dir}",
+            f"AUGLOOP_DATABASE_URL: {settings.data_dir} is a directory; name a database file in it",
+        ),
     ):
         r = run_augloop("migrate", env=cli_env(settings, **{variable: value}), timeout=60)
         assert r.returncode == 2 and said in " ".join(r.stderr.split()), (variable, r.stderr)
@@ -516,7 +522,12 @@ def test_a_database_augloop_must_not_use_exits_2_and_is_left_as_it_was(tmp_path)
     import sqlite3
 
     def run(path, *args: str) -> subprocess.CompletedProcess:
-        env = {**os.environ, "AUGLOOP_DATABASE_URL": f"sqlite:///{path}", "AUGLOOP_DATA_DIR": str(tmp_path)}
+        env = {
+            **os.environ,
+            "AUGLOOP_DATABASE_URL": f"sqlite:///{path}",
+            "AUGLOOP_DATA_DIR": str(tmp_path),
+            "COLUMNS": "300",
+        }
         return run_augloop(*args, env=env, timeout=60)
 
     garbage = tmp_path / "garbage.db"
@@ -529,8 +540,21 @@ def test_a_database_augloop_must_not_use_exits_2_and_is_left_as_it_was(tmp_path)
         short = tmp_path / name
         short.write_bytes(content)
         r = run(short, "stats", "x")
-        assert r.returncode == 2 and "cannot be read: file is not a database" in " ".join(r.stderr.split()), r.stderr
+        said = " ".join(r.stderr.split())
+        assert r.returncode == 2 and f"cannot be read: file is not a database: {short} does not begin" in said, said
         assert short.read_bytes() == content
+    # an empty file is a new database, as SQLite takes it
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    assert run(empty, "migrate").returncode == 0
+    assert empty.read_bytes().startswith(b"SQLite format 3\x00")
+    # the default database's path a directory: said so, not "the database did not answer"
+    (tmp_path / "data" / "augloop.db").mkdir(parents=True)
+    env = {**os.environ, "AUGLOOP_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "300"}
+    env.pop("AUGLOOP_DATABASE_URL", None)
+    r = run_augloop("stats", "x", env=env, timeout=60)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and f"{tmp_path / 'data' / 'augloop.db'} is a directory, not a database file" in said, said
     newer = tmp_path / "newer.db"
     assert run(newer, "migrate").returncode == 0
     with sqlite3.connect(newer) as db:

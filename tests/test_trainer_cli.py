@@ -195,15 +195,25 @@ def test_queue_enqueues_the_lr_selection_or_a_train_job_per_seed(engine, setting
     result = runner.invoke(app, ["train", name, "--queue", "--no-classical", "--encoder", "/nonexistent/enc"])
     assert result.exit_code == 0, result.output
     assert "the encoder '/nonexistent/enc' is no directory on this machine" in " ".join(result.output.split())
+    # nor a folder here that the worker refuses (no config.json, no weights): said with what it lacks, not queued
+    # in silence (only a missing folder was said)
+    (tmp_path / "bert-new").mkdir()
+    (tmp_path / "config-only").mkdir()
+    (tmp_path / "config-only" / "config.json").write_text('{"model_type": "bert"}', encoding="utf-8")
+    for folder, lacks in (
+        ("bert-new", "a directory without config.json"),
+        ("config-only", "a directory without weights"),
+    ):
+        result = runner.invoke(app, ["train", name, "--queue", "--no-classical", "--encoder", str(tmp_path / folder)])
+        assert result.exit_code == 0, result.output
+        said = " ".join(result.output.split())
+        assert f"the encoder '{tmp_path / folder}' is {lacks}" in said and "on this machine" in said, said
     # in this process: it loads the encoder, so one it cannot find exits 2 before any run is recorded (a failed
     # run and a cancelled TF-IDF member were left behind)
     with session_scope(engine) as s:
         recorded = s.scalar(select(func.count()).select_from(TrainingRun))
     # nor a folder without config.json (transformers read an empty ".../bert-new" as BERT from its name: a failed
     # run was recorded) or without weights
-    (tmp_path / "bert-new").mkdir()
-    (tmp_path / "config-only").mkdir()
-    (tmp_path / "config-only" / "config.json").write_text('{"model_type": "bert"}', encoding="utf-8")
     folders = [str(tmp_path / "bert-new"), str(tmp_path / "config-only")]
     for missing in ("/nonexistent/enc", "no-such-org/no-such-encoder", *folders):
         result = runner.invoke(app, ["train", name, "--encoder", missing])

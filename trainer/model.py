@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from core.encoders import load_errors
+from core.encoders import directory_problem, load_errors
 from trainer.config import TrainConfig
 from trainer.examples import TaskSpec
 
@@ -165,34 +165,15 @@ def _load_failure(name_or_path: str) -> Any:
     )
 
 
-# The weights AutoModel reads from a directory (PyTorch's: a TensorFlow- or Flax-only folder does not load)
-_WEIGHTS_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-
-
 def _no_directory(name_or_path: str) -> bool:
-    """Whether `name_or_path` is a local path (or an existing folder) that holds no model: no such directory, or
-    one without config.json (transformers' AutoConfig then guesses a model type from the folder's *name*: an
-    empty `/models/bert-new` read as BERT, `/models/empty` as MPT, whose tokenizer raised an AttributeError that
-    was retried as a crash), or without weights (its config read, it failed only when the model loaded, after
-    `augloop train` had recorded its runs). Refused by one message whatever the cause (_load_failure)."""
-    folder = Path(name_or_path).expanduser()
-    if not name_or_path.startswith(("/", "./", "../", "~")) and not folder.is_dir():
-        return False  # a hub id
-    # the worker's log (INFO); a command's own error says it, and a second line said it again
-    if not folder.is_dir():
-        log.info("encoder %r: no such directory", name_or_path)
-    elif not (folder / "config.json").is_file():
-        log.info("encoder %r: a directory without config.json", name_or_path)
-    elif not any((folder / name).is_file() for name in _WEIGHTS_FILES):
-        log.info("encoder %r: a directory without weights (%s)", name_or_path, ", ".join(_WEIGHTS_FILES))
-    else:
-        return False
-    return True
+    """Whether `name_or_path` is a local path (or an existing folder) that holds no model (core.encoders.
+    directory_problem): an empty folder's model type was guessed from its name (its tokenizer then raised an
+    AttributeError that was retried as a crash), and a folder without weights failed only when the model loaded,
+    after `augloop train` had recorded its runs. Refused by one message whatever the cause (_load_failure)."""
+    problem = directory_problem(name_or_path)
+    if problem is not None:  # the worker's log (INFO); a command's own error says it, and a second line said it again
+        log.info("encoder %r: %s", name_or_path, problem)
+    return problem is not None
 
 
 def check_encoder_found(name_or_path: str | Path) -> None:
