@@ -24,6 +24,15 @@ from db.models import Role, User
 from db.session import readonly_engine, session_scope
 from services.tokens import authenticate
 
+# set on the scope of a HEAD, which HeadAsGet (api/main.py) answers through the route of its GET
+HEAD_SCOPE_KEY = "augloop.head"
+
+
+def is_head(request: Request) -> bool:
+    """Whether the request is a HEAD answered by its GET route: a route whose body costs work to make (an export)
+    answers the GET's status and headers without making it."""
+    return bool(request.scope.get(HEAD_SCOPE_KEY))
+
 
 def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
@@ -64,6 +73,7 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+HeadRequest = Annotated[bool, Depends(is_head)]
 DIGITS = re.compile(r"[0-9]{1,19}")
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import (
+    HEAD_SCOPE_KEY,
     IMPORT_JOB_PATH,
     OWN_WRITE_POST,
     READ_ONLY_POST,
@@ -179,7 +180,8 @@ class HeadAsGet:
                 return
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, headers_only)
+        # marked (api/deps.py is_head): a route whose body costs work skips it, the rest send a body dropped here
+        await self.app({**scope, "method": "GET", HEAD_SCOPE_KEY: True}, receive, headers_only)
 
 
 class AuthorizedFirst:

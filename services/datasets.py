@@ -9,12 +9,13 @@ import os
 import re
 import shutil
 import stat
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import IO, Any, BinaryIO, TextIO
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.engine import make_url
@@ -271,30 +272,49 @@ def import_queued(
     return result.as_dict()
 
 
+# An export up to this size is spooled in memory, a larger one to an unnamed temporary file (TMPDIR): each
+# download in progress holds at most this much memory beside one batch of rows.
+EXPORT_SPOOL_MEMORY = 4 * 1024 * 1024
+
+
 @dataclass
 class Export:
-    chunks: Iterator[str]
+    spool: Callable[[], IO[bytes]]
     filename: str
     media_type: str
 
 
 def export_stream(session: Session, engine: Engine, name: str, fmt: str, include: str, user: User | None) -> Export:
-    """The training view (or the chosen origins and statuses) as CSV or JSONL text chunks. The request is
-    checked now; the rows are read while the response streams, in a read-only session of their own (the
-    request's session ends when the route returns), so memory holds one batch whatever the dataset's size."""
+    """The training view (or the chosen origins and statuses) as a CSV or JSONL download. The request is checked
+    now; `spool()` then reads the rows in one read-only snapshot of their own (the request's session ends when
+    the route returns) into a temporary file, closes the snapshot and returns the file at its start, so that a
+    client that reads slowly, or not at all, holds a file rather than the database: streamed straight from the
+    snapshot, a stalled download kept its read transaction open as long as it lasted (SQLite's WAL could not be
+    checkpointed and grew meanwhile; Postgres held a transaction open). Memory holds one batch of rows and at
+    most EXPORT_SPOOL_MEMORY of the file, whatever the dataset's size; the caller closes the file (which deletes
+    it). A HEAD request, which wants the headers alone, never calls `spool`."""
     dataset = dataset_named(session, name, user)
     chosen = parse_include(include)
     check_format(fmt)
     dataset_id = dataset.id
 
-    def chunks() -> Iterator[str]:
-        with session_scope(snapshot_engine(engine)) as reading:
-            current = reading.get(Dataset, dataset_id)
-            if current is not None:  # deleted meanwhile: an empty body rather than a broken stream
-                yield from iter_export(reading, current, chosen, fmt)
+    def spool() -> IO[bytes]:
+        out = tempfile.SpooledTemporaryFile(max_size=EXPORT_SPOOL_MEMORY)  # noqa: SIM115 (the caller closes it)
+        try:
+            with session_scope(snapshot_engine(engine)) as reading:
+                current = reading.get(Dataset, dataset_id)
+                if current is None:  # deleted since the check: before the first byte, so said (it sent no rows)
+                    raise NotFoundError(f"dataset {name!r} not found", field="name")
+                for chunk in iter_export(reading, current, chosen, fmt):
+                    out.write(chunk.encode())
+            out.seek(0)
+        except BaseException:
+            out.close()
+            raise
+        return out
 
     media = "text/csv" if fmt == "csv" else "application/x-ndjson"
-    return Export(chunks(), f"{dataset.name}.{fmt}".replace('"', ""), media)
+    return Export(spool, f"{dataset.name}.{fmt}".replace('"', ""), media)
 
 
 def queue_export(session: Session, name: str, fmt: str, include: str, user: User) -> Job:

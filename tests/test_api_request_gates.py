@@ -369,6 +369,44 @@ def test_a_405_names_every_method_its_path_takes(client, annotator, example_data
     assert client.post("/healthz").headers["allow"] == "GET, HEAD"
 
 
+def test_head_on_an_export_answers_as_its_get_without_exporting(
+    app, admin, engine, example_dataset, monkeypatch
+) -> None:
+    """HEAD on the export URL ran the whole export (3.6 s for 60,000 rows) only to drop the body; it answers the
+    GET's status and headers, its refusals included, without reading a row."""
+    from fastapi.testclient import TestClient
+
+    import services.datasets as dataset_service
+    from tests.conftest import _issue
+
+    url = f"{API}/datasets/{example_dataset}/export"
+    get = admin.get(url, params={"format": "jsonl"})
+    read: list[str] = []
+    real = dataset_service.iter_export
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        read.append(url)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dataset_service, "iter_export", counted)
+    head = admin.head(url, params={"format": "jsonl"})
+    assert head.status_code == get.status_code == 200 and head.content == b"" and get.content
+    shown = ("content-type", "content-disposition", "content-length")
+    assert {k: head.headers.get(k) for k in shown} == {k: get.headers.get(k) for k in shown}
+    assert head.headers["content-disposition"] == f'attachment; filename="{example_dataset}.jsonl"'
+    outsider = TestClient(app, headers={"Authorization": f"Bearer {_issue(engine, 'olga', 'annotator', None)}"})
+    for who, asked, status in (
+        (TestClient(app), url, 401),  # no token
+        (outsider, url, 404),  # not a member of its project: as a dataset that does not exist
+        (admin, f"{API}/datasets/no-such-dataset/export", 404),
+        (admin, f"{url}?include=bogus", 422),
+    ):
+        refused, refused_head = who.get(asked), who.head(asked)
+        assert refused.status_code == refused_head.status_code == status, (asked, status, refused_head.status_code)
+        assert refused_head.content == b"" and refused_head.headers["content-type"] == "application/json"
+    assert read == [], "a HEAD read the export's rows"
+
+
 def test_a_body_that_cannot_be_read_is_named_as_the_body(annotator, example_dataset) -> None:
     """Invalid UTF-8, a gzip-encoded body or nesting past what JSON reading allows answered 400 without a field
     ('There was an error parsing the body'); a JSON object sent form-encoded (curl -d's default) was told 'Input

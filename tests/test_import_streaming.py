@@ -12,6 +12,7 @@ import sqlite3
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
@@ -481,15 +482,20 @@ def _export_peak(engine, name: str) -> tuple[int, int]:
     tracemalloc.start()
     try:
         with session_scope(engine) as s:
-            chunks = export_stream(s, engine, name, "csv", "original", None).chunks
-        for chunk in chunks:
-            size += len(chunk)
+            out = export_stream(s, engine, name, "csv", "original", None)
+        with out.spool() as body:
+            while chunk := body.read(65_536):
+                size += len(chunk)
         return size, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
 
 
-def test_export_streams_in_bounded_memory(admin, engine, tmp_path) -> None:
+def test_export_streams_in_bounded_memory(admin, engine, tmp_path, monkeypatch) -> None:
+    import services.datasets as dataset_service
+
+    # the spool's memory part made small, so that both exports go on to disk (a download holds at most that much)
+    monkeypatch.setattr(dataset_service, "EXPORT_SPOOL_MEMORY", 256 * 1024)
     import_path(engine, write_csv(tmp_path / "small.csv", 10_000), ImportSpec(dataset="small", tasks=["bias"]))
     import_path(engine, write_csv(tmp_path / "big.csv", 60_000), ImportSpec(dataset="big", tasks=["bias"]))
     _export_peak(engine, "small")  # compiled statements, caches: once
@@ -497,7 +503,7 @@ def test_export_streams_in_bounded_memory(admin, engine, tmp_path) -> None:
     big, big_peak = _export_peak(engine, "big")
     assert big > 5 * small and big > 6_000_000
     assert big_peak < 1.5 * small_peak, f"peak {small_peak:,} → {big_peak:,} bytes for {small:,} → {big:,}"
-    # Through the API: the same body, as a stream, and the read happens after the request's session closed.
+    # Through the API: the same body, and the read happens after the request's session closed.
     body = admin.get("/api/v1/datasets/big/export", params={"include": "original"})
     assert body.status_code == 200 and len(body.text) == big
     rows = list(csv.DictReader(io.StringIO(body.text)))
@@ -507,16 +513,88 @@ def test_export_streams_in_bounded_memory(admin, engine, tmp_path) -> None:
 
 
 def test_export_reads_in_its_own_session(engine, tmp_path) -> None:
-    """The chunks are produced after the request's session ended: nothing of it is needed any more."""
+    """The rows are read after the request's session ended: nothing of it is needed any more."""
     from services.datasets import export_stream
 
     import_path(engine, write_csv(tmp_path / "f.csv", 1_000), ImportSpec(dataset="x", tasks=["bias"]))
     with session_scope(engine) as s:
         out = export_stream(s, engine, "x", "jsonl", "original", None)
-    lines = "".join(out.chunks).splitlines()
+    with out.spool() as body:
+        lines = body.read().decode().splitlines()
     assert len(lines) == 1_000 and json.loads(lines[0])["text"].startswith("0 ")
     with engine.connect() as conn:  # and the reading connection went back to the pool idle
         assert conn.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_a_stalled_export_download_holds_no_read_snapshot(
+    admin, admin_token, app, engine, settings, tmp_path, monkeypatch
+) -> None:
+    """A client that stops reading an export (or reads it slowly) kept the export's read transaction open for as
+    long as the download lasted: SQLite could not checkpoint its WAL meanwhile, which grew with every write
+    (Postgres held a transaction open). The rows are read into a temporary file first, in one snapshot; the
+    download holds that file, closed (deleted) when the response ends, here by the client going away."""
+    import asyncio
+    import tempfile
+
+    import_path(engine, write_csv(tmp_path / "f.csv", 3_000), ImportSpec(dataset="x", tasks=["bias"]))
+    spooled: list[Any] = []
+    real_spool = tempfile.SpooledTemporaryFile
+
+    def tracked(*args: Any, **kwargs: Any) -> Any:
+        spooled.append(real_spool(*args, **kwargs))
+        return spooled[-1]
+
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", tracked)
+
+    def write_then_checkpoint() -> tuple[int, int, int]:
+        other = sqlite3.connect(settings.data_dir / "augloop.db", timeout=1, isolation_level=None)
+        try:
+            other.execute("INSERT INTO users (name, role, created_at) VALUES ('u', 'annotator', '2026-01-01')")
+            return other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            other.close()
+
+    async def stalled_download() -> tuple[bytes, tuple[int, int, int]]:
+        first: list[bytes] = []
+        stalled, gone = asyncio.Event(), asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            if not hasattr(receive, "asked"):
+                receive.asked = True  # type: ignore[attr-defined]
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                first.append(message["body"])
+                stalled.set()
+                await gone.wait()  # the client reads nothing more, then goes away
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/api/v1/datasets/x/export",
+            "raw_path": b"/api/v1/datasets/x/export",
+            "query_string": b"include=original",
+            "headers": [(b"host", b"testserver"), (b"authorization", f"Bearer {admin_token}".encode())],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
+        download = asyncio.create_task(app(scope, receive, send))
+        await asyncio.wait_for(stalled.wait(), timeout=30)
+        checkpoint = await asyncio.to_thread(write_then_checkpoint)
+        gone.set()
+        await asyncio.wait_for(download, timeout=30)
+        return first[0], checkpoint
+
+    first, (busy, wal_frames, checkpointed) = asyncio.run(stalled_download())
+    assert first.startswith(b"id,external_id,text,"), first[:80]
+    assert busy == 0 and wal_frames == checkpointed, "the stalled download kept a read snapshot open"
+    assert len(spooled) == 1 and spooled[0].closed
 
 
 def test_an_export_leaves_the_sqlite_write_lock_free(engine, settings, tmp_path, monkeypatch) -> None:

@@ -73,7 +73,8 @@ def test_a_run_keeps_its_snapshot_in_a_file_and_scores_variants_in_batches(
     assert job["result"]["variants_scored"] == 5 and job["result"]["train_samples"] == 40
 
 
-def test_runs_recorded_before_snapshot_files_read_theirs_from_the_row(lead, engine) -> None:
+def test_runs_recorded_before_snapshot_files_read_theirs_from_the_row(lead, engine, monkeypatch) -> None:
+    import services.run_snapshots as run_snapshots
     from db.datasets import get_dataset
     from db.models import JobStatus, TrainingRun
 
@@ -91,10 +92,23 @@ def test_runs_recorded_before_snapshot_files_read_theirs_from_the_row(lead, engi
     body = lead.get(f"/api/v1/training-runs/{run_id}/snapshot").json()
     assert body["size"] == 70_000 and body["snapshot"][69_999] == [69_999, "hash69999"]
     assert lead.get(f"/api/v1/training-runs/{run_id}").json()["snapshot_size"] == 70_000
+    # HEAD answers as the GET does without reading the snapshot (it read and dropped all of it)
+    batches: list[int] = []
+    real_batches = run_snapshots.snapshot_batches
+
+    def counted(run: Any) -> Any:
+        batches.append(run.id)
+        return real_batches(run)
+
+    monkeypatch.setattr(run_snapshots, "snapshot_batches", counted)
+    head = lead.head(f"/api/v1/training-runs/{run_id}/snapshot")
+    assert head.status_code == 200 and head.content == b"" and head.headers["content-type"] == "application/json"
+    assert batches == [] and "content-length" not in head.headers
     with session_scope(engine) as s:  # a snapshot file that is gone is a 404, not a broken stream
         s.get_one(TrainingRun, run_id).snapshot_path = "/nonexistent/snapshot.parquet"
     missing = lead.get(f"/api/v1/training-runs/{run_id}/snapshot")
     assert missing.status_code == 404 and missing.json()["field"] == "run_id"
+    assert lead.head(f"/api/v1/training-runs/{run_id}/snapshot").status_code == 404
 
 
 def test_only_a_run_that_succeeded_has_a_snapshot(lead, engine) -> None:

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
 
-from api.deps import AdminUser, CurrentUser, EngineDep, SessionDep, SettingsDep
+from api.deps import AdminUser, CurrentUser, EngineDep, HeadRequest, SessionDep, SettingsDep
+from api.downloads import SpooledFileResponse, headers_only
 from api.json_body import StrictJSONRoute
 from api.schemas import (
     DatasetRead,
@@ -165,14 +166,17 @@ def export(
     session: SessionDep,
     engine: EngineDep,
     user: CurrentUser,
+    head: HeadRequest,
     format: Literal["csv", "jsonl"] = "csv",
     include: Annotated[str, Query(description="original, approved, pending, rejected")] = "original,approved",
 ) -> StreamingResponse:
-    """The training view (originals + approved variants by default) with provenance columns, streamed."""
+    """The training view (originals + approved variants by default) with provenance columns, read in one snapshot
+    and then streamed."""
     out = dataset_service.export_stream(session, engine, name, format, include, user)
-    return StreamingResponse(
-        out.chunks, media_type=out.media_type, headers={"Content-Disposition": f'attachment; filename="{out.filename}"'}
-    )
+    headers = {"Content-Disposition": f'attachment; filename="{out.filename}"'}
+    if head:
+        return headers_only(out.media_type, headers)
+    return SpooledFileResponse(out.spool(), media_type=out.media_type, headers=headers)
 
 
 @router.post("/{name}/exports", response_model=JobRead, status_code=202)

@@ -8,7 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import MAX_ID, CurrentUser, EngineDep, ResourceId, SessionDep, SettingsDep
+from api.deps import MAX_ID, CurrentUser, EngineDep, HeadRequest, ResourceId, SessionDep, SettingsDep
+from api.downloads import headers_only
 from api.json_body import StrictJSONRoute
 from api.schemas import ErrorRead, JobRead
 from api.training_schemas import (
@@ -91,10 +92,13 @@ def get_training_run(run_id: ResourceId, session: SessionDep, user: CurrentUser)
         409: {"model": ErrorRead, "description": "The run has not succeeded (queued, running, failed, cancelled)"},
     },
 )
-def get_snapshot(run_id: ResourceId, session: SessionDep, user: CurrentUser) -> StreamingResponse:
+def get_snapshot(run_id: ResourceId, session: SessionDep, user: CurrentUser, head: HeadRequest) -> StreamingResponse:
     """The [sample_id, content_hash] pairs the run trained on (to compare or reproduce runs), streamed from the
     run's snapshot file; 409 until the run has succeeded."""
-    return StreamingResponse(training.run_snapshot(session, run_id, user), media_type="application/json")
+    chunks = training.run_snapshot(session, run_id, user)
+    if head:
+        return headers_only("application/json")
+    return StreamingResponse(chunks, media_type="application/json")
 
 
 @router.post("/ensembles", response_model=TrainingRunRead, status_code=201)
