@@ -99,6 +99,7 @@ else:
         role = " (admin)" if who.get("role") == "admin" else ""
         st.caption(plain(f"Signed in as {who.get('name', '?')}{role}"))
         st.button("Sign out", on_click=sign_out, key="sign_out")
+st.session_state["_page"] = page.url_path  # whose messages it draws (state.show_flash)
 drawn: dict = {}  # what this run draws (a run cut short drew what the next draws again); held here: after
 st.session_state["_drawn"] = drawn  # st.stop() no session-state access works
 try:

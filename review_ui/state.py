@@ -131,33 +131,46 @@ def _drop(messages: list[tuple[str, str]], gone: list[tuple[str, str]]) -> None:
     messages[:] = [entry for entry in messages if not any(entry is g for g in gone)]
 
 
+PAGE_MESSAGE_SECONDS = 3.0  # a page's message is drawn again by its page's runs this soon after it was shown
+
+
 def show_flash(outbox: str = "_flash") -> None:
     """Draw the messages waiting in `outbox`, in one container (one element at the top however many: a count
     that changed moved every element below it, and Streamlit rebuilt the Manage tabs on their first tab, hiding
-    a refusal drawn in another). They are dropped when the run that drew them ends (`end_flash`: the app after
-    its page, a fragment after its body), not when drawn: a run that a click cuts short (Streamlit stops it at
-    its next element once another click has come) leaves them to the next run, which draws them again. Dropped
+    a refusal drawn in another). They leave the outbox when the run that drew them ends (`end_flash`: the app
+    after its page, a fragment after its body), not when drawn: a run that a click cuts short (Streamlit stops it
+    at its next element once another click has come) leaves them to the next run, which draws them again. Dropped
     once drawn, the message of a double click's first click was lost under load: the first run drew it and
-    went on drawing the page, the second drew the page without it. A submission still under way (`submit_once`)
-    is waited for first: its message is one of them. One call per outbox and run."""
+    went on drawing the page, the second drew the page without it. A message shown by a run that ended is drawn
+    again by the runs of the same page that start within PAGE_MESSAGE_SECONDS of that end: a double click's second
+    click can reach the server after the first click's runs have ended (a busy machine), and its run drew the page
+    without "Created project …", which the first had shown for a moment. A submission still under way
+    (`submit_once`) is waited for first: its message is one of them. One call per outbox and run."""
     settle_submissions()
     waiting = st.session_state.setdefault(outbox, [])
-    drawn = st.session_state.setdefault("_drawn", {})
-    shown = list(waiting)
+    recent = st.session_state.setdefault("_recent", {}).setdefault(outbox, [])  # [(entry, shown until, page)]
+    page, now = st.session_state.get("_page"), time.monotonic()
+    recent[:] = [r for r in recent if r[2] == page and now - r[1] < PAGE_MESSAGE_SECONDS and r[0] not in waiting]
+    shown = [entry for entry, _, _ in recent] + list(waiting)
     box = st.container()
     for kind, message in shown:
         {"success": box.success, "warning": box.warning, "error": box.error}.get(kind, box.info)(message)
-    drawn[outbox] = (waiting, shown)  # the list itself: end_flash may touch no session state (after st.stop)
+    # the lists themselves: end_flash may touch no session state (after st.stop)
+    st.session_state.setdefault("_drawn", {})[outbox] = (waiting, list(waiting), recent, page)
 
 
 def end_flash(*outboxes: str, drawn: dict[str, Any] | None = None) -> None:
-    """The run ends: drop the messages its `show_flash` drew, in `outboxes` (none named: every outbox drawn).
-    `drawn`: the run's own record, taken before the page ran (review_ui/app.py): after `st.stop()` every access
-    to the session state raises the stop again, and the messages of a page that stops stayed, piling up."""
+    """The run ends: the messages its `show_flash` drew leave `outboxes` (none named: every outbox drawn), kept a
+    little while for the page's next runs (PAGE_MESSAGE_SECONDS). `drawn`: the run's own record, taken before the
+    page ran (review_ui/app.py): after `st.stop()` every access to the session state raises the stop again, and
+    the messages of a page that stops stayed, piling up."""
     if drawn is None:
         drawn = st.session_state.setdefault("_drawn", {})
+    now = time.monotonic()
     for outbox in outboxes or tuple(drawn):
-        _drop(*drawn.pop(outbox, ([], [])))
+        waiting, fresh, recent, page = drawn.pop(outbox, ([], [], [], None))
+        _drop(waiting, fresh)
+        recent.extend((entry, now, page) for entry in fresh)
 
 
 FRAGMENT_MESSAGE_SECONDS = 10.0  # a fragment's message outlives its timer's ticks this long
@@ -173,7 +186,7 @@ def fragment_messages(outbox: str) -> Iterator[None]:
     drawn = st.session_state.setdefault("_drawn", {})
     since = st.session_state.setdefault("_first_drawn", {})  # id(message entry) → when first drawn
     yield
-    waiting, shown = drawn.pop(outbox, ([], []))  # not reached when the run is stopped: the exception passes
+    waiting, shown, _, _ = drawn.pop(outbox, ([], [], [], None))  # not reached when the run is stopped
     now = time.monotonic()
     old = []
     for entry in shown:

@@ -7,6 +7,7 @@ import json
 
 from sqlalchemy import update
 
+from review_ui import state
 from review_ui.render import plain
 from tests.review_fixtures import live_api  # noqa: F401 (fixture)
 from tests.test_impact_report import dataset_with_variants, drain, fast
@@ -87,10 +88,14 @@ def test_impact_page_shows_api_errors(live_api, lead_token, engine) -> None:
     assert "methods" in shown and not shown.startswith("422"), shown
 
 
-def test_a_refused_start_on_a_page_that_stops_is_said_once_and_then_gone(live_api, lead_token, engine) -> None:
+def test_a_refused_start_on_a_page_that_stops_is_said_once_and_then_gone(
+    live_api, lead_token, engine, monkeypatch
+) -> None:
     """The Impact page ends in st.stop() while it has no report; after st.stop() every session-state access
     raises the stop again, so the message clean-up at the run's end dropped nothing and each refusal stayed,
-    piling up (three clicks: three copies, on every later run, and on the next page; an attacker's find)."""
+    piling up (three clicks: three copies, on every later run, and on the next page; an attacker's find). A
+    message shown stays for the page's runs within PAGE_MESSAGE_SECONDS (a double click's late second run drew
+    the page without it), never on another page, and is gone after."""
     from tests.test_impact_report import import_small
 
     import_small(engine, n_train=24, n_val=8, n_test=12, n_unlabelled=0)  # no approved variant: refused
@@ -104,7 +109,14 @@ def test_a_refused_start_on_a_page_that_stops_is_said_once_and_then_gone(live_ap
     for _ in range(3):
         next(b for b in at.button if b.label == "Start impact report").click().run()
         assert len(shown()) == 1, shown()
-    at.run()
+    at.run()  # at once: still up, once
+    assert len(shown()) == 1, shown()
+    at.switch_page("app_pages/jobs.py").run()  # another page: not there
     assert not shown()
-    at.switch_page("app_pages/jobs.py").run()
+    at.switch_page("app_pages/impact.py").run()  # nor back on its own (it left with the switch)
+    assert not shown()
+    next(b for b in at.button if b.label == "Start impact report").click().run()
+    assert len(shown()) == 1, shown()
+    monkeypatch.setattr(state, "PAGE_MESSAGE_SECONDS", 0.0)  # its time up
+    at.run()
     assert not shown()

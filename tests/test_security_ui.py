@@ -15,6 +15,7 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from review_ui import state
 from tests.review_fixtures import issue_token, live_api, make_dataset, review_data  # noqa: F401
 
 APP = "../review_ui/app.py"
@@ -116,7 +117,7 @@ def test_a_lead_manages_the_review_settings_and_an_annotator_does_not_see_them(
         assert "stance" in c.get(f"/datasets/{review_data.dataset}").json()["guidelines"]
 
 
-def test_user_names_are_shown_as_text_not_markdown(live_api, engine, admin_token) -> None:
+def test_user_names_are_shown_as_text_not_markdown(live_api, engine, admin_token, monkeypatch) -> None:
     """A user name may hold markdown (an image that loads from anywhere, a link): the sidebar, the remove
     button and the messages that quote it show it literally."""
     from review_ui.render import plain
@@ -136,6 +137,7 @@ def test_user_names_are_shown_as_text_not_markdown(live_api, engine, admin_token
     at.button(key="add_member_btn").click().run()
     no_errors(at)
     assert [s.value for s in at.success] == [plain(f"{hostile} is now lead of default.")]
+    monkeypatch.setattr(state, "PAGE_MESSAGE_SECONDS", 0.0)  # each message alone (it stays 3 s: state.show_flash)
     at.selectbox(key="remove_pick").set_value(hostile).run()
     assert at.button(key="remove_member_btn").label == plain(f"Remove {hostile}")
     at.button(key="remove_member_btn").click().run()
