@@ -201,6 +201,28 @@ def test_a_form_field_that_is_not_utf8_is_refused_naming_it(admin):
     assert r.status_code == 201 and r.json()["imported"] == 1, r.text
 
 
+def test_a_form_naming_a_charset_this_server_does_not_know_is_refused(admin) -> None:
+    """Starlette read a form whose charset it does not know as Latin-1, so `; charset=x` let a Latin-1 `task`
+    (bi\\xe9s) through as "biés" again, matching the file's UTF-8 column; a codec that is no text encoding (rot13)
+    was told its body was not UTF-8 JSON (an attacker's find)."""
+    csv_file = (b'name="file"; filename="a.csv"', "text,biés\nx,neutral\n".encode())
+    for charset in ("bogus", "rot13", "base64"):
+        r = admin.post(
+            f"{API}/datasets/psm/import",
+            content=_multipart((b'name="task"', b"bi\xe9s"), csv_file),
+            headers={"content-type": f"multipart/form-data; boundary=XX; charset={charset}"},
+        )
+        assert r.status_code == 422 and r.json()["field"] == "charset", (charset, r.text)
+        assert f"charset '{charset}' is not a text encoding" in r.json()["detail"], r.text
+    assert admin.get(f"{API}/datasets/psm").status_code == 404
+    r = admin.post(  # a charset it knows is read as said
+        f"{API}/datasets/psm/import",
+        content=_multipart((b'name="task"', b"bi\xe9s"), csv_file),
+        headers={"content-type": "multipart/form-data; boundary=XX; charset=ISO-8859-1"},
+    )
+    assert r.status_code == 201, r.text
+
+
 def test_oversize_body_is_413(settings, engine, admin_token):
     from fastapi.testclient import TestClient
 
