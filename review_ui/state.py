@@ -151,6 +151,8 @@ def show_flash(outbox: str = "_flash") -> None:
     recent = st.session_state.setdefault("_recent", {}).setdefault(outbox, [])  # [(entry, shown until, page)]
     page, now = st.session_state.get("_page"), time.monotonic()
     recent[:] = [r for r in recent if r[2] == page and now - r[1] < PAGE_MESSAGE_SECONDS and r[0] not in waiting]
+    if waiting:  # an action has spoken since the last run ended: what the ones before it said is over (a refusal
+        recent.clear()  # drawn beside the corrected attempt's success; a double click's second click says nothing)
     shown = [entry for entry, _, _ in recent] + list(waiting)
     box = st.container()
     for kind, message in shown:
