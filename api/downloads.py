@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import IO
 
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 CHUNK_BYTES = 64 * 1024
@@ -37,3 +37,11 @@ def headers_only(media_type: str, headers: Mapping[str, str] | None = None) -> S
     """What a HEAD gets from a download route: the GET's status and headers (a stream's: no Content-Length), and
     no body made."""
     return StreamingResponse(iter(()), media_type=media_type, headers=headers)
+
+
+class HeadFileResponse(FileResponse):
+    """A file's headers alone, for a HEAD (HeadAsGet routes it as a GET, so FileResponse sent the whole file for
+    the middleware to drop): the GET's Content-Length, type, disposition and validators, the file not read."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__({**scope, "method": "HEAD"}, receive, send)

@@ -303,7 +303,9 @@ def test_a_bulk_decision_on_a_missing_family_names_parent_id(admin):
     assert r.status_code == 404 and r.json()["field"] == "parent_id", r.text
 
 
-def test_export_job_runs_on_a_worker_and_serves_its_file(admin, engine):
+def test_export_job_runs_on_a_worker_and_serves_its_file(admin, engine, monkeypatch):
+    import starlette.responses
+
     from workers.main import Worker
 
     upload(admin)
@@ -319,6 +321,15 @@ def test_export_job_runs_on_a_worker_and_serves_its_file(admin, engine):
     assert job["result"]["path"] == f"exports/job{job_id}.jsonl", "inside the data directory, not the server's path"
     artifact = admin.get(f"{API}/jobs/{job_id}/artifact")
     assert artifact.status_code == 200 and len(artifact.text.splitlines()) == 5000
+    # HEAD: the GET's headers, the file not read (it was read whole for the body to be dropped)
+    opened: list[object] = []
+    real_open = starlette.responses.anyio.open_file
+    monkeypatch.setattr(starlette.responses.anyio, "open_file", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    head = admin.head(f"{API}/jobs/{job_id}/artifact")
+    shown = ("content-type", "content-length", "content-disposition", "etag", "last-modified")
+    assert head.status_code == 200 and head.content == b"", head.text
+    assert {k: head.headers.get(k) for k in shown} == {k: artifact.headers.get(k) for k in shown}, head.headers
+    assert opened == [], "a HEAD read the file"
     listing = admin.get(f"{API}/jobs", params={"dataset": "psm", "status": "succeeded"}).json()
     assert listing["total"] == 1 and listing["items"][0]["id"] == job_id
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
-from api.deps import MAX_ID, CurrentUser, ResourceId, SessionDep, SettingsDep
+from api.deps import MAX_ID, CurrentUser, HeadRequest, ResourceId, SessionDep, SettingsDep
+from api.downloads import HeadFileResponse
 from api.json_body import StrictJSONRoute
 from api.schemas import JobList, JobRead
 from services import jobs as job_service
@@ -46,7 +47,9 @@ def cancel_job(job_id: ResourceId, session: SessionDep, user: CurrentUser) -> di
 
 
 @router.get("/{job_id}/artifact", response_class=FileResponse)
-def job_artifact(job_id: ResourceId, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> FileResponse:
+def job_artifact(
+    job_id: ResourceId, session: SessionDep, settings: SettingsDep, user: CurrentUser, head: HeadRequest
+) -> FileResponse:
     """The file a finished export job wrote (409 while the job is queued or running)."""
     path = job_service.artifact_path(session, job_id, settings, user)
-    return FileResponse(path, filename=path.name)
+    return (HeadFileResponse if head else FileResponse)(path, filename=path.name)
