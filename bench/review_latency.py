@@ -9,8 +9,17 @@ with Core executemany, then calls the real app in-process (FastAPI TestClient, r
 - bulk approve: POST /datasets/{name}/bulk-decisions with 5,000 selected ids, confirmed; and a filter-based
   one.
 
+Then the reads around a decision (my latest decision and its card, a decision and its undo, 20 of each) and
+the panels the Review page refreshes (review progress, annotators, agreement; each read 3 times, a decision
+before each so that no cache answers): p50 / p95 (max for the panels).
+
 Targets: p95 <= 100 ms, bulk <= 5 s. Writes bench/results/review_latency.json.
-    .venv/bin/python bench/review_latency.py [--quick] [--variants N] [--calls N]
+    .venv/bin/python bench/review_latency.py [--quick] [--variants N] [--calls N] [--slowest N]
+
+`--backend postgres` runs the same on a throwaway PostgreSQL cluster (tests/pg_server.py's: initdb in a
+temporary folder, fsync off, stopped and removed at the end, on error too) and writes
+bench/results/review_latency.postgres.json. After the seeding it runs ANALYZE, as autovacuum does after a bulk
+load (`--no-analyze`: plans from a table the planner has no statistics for).
 """
 
 from __future__ import annotations
@@ -24,11 +33,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "review_latency.json"
+RESULT_FILES = {"sqlite": RESULTS, "postgres": RESULTS.with_name("review_latency.postgres.json")}
 EXAMPLE = ROOT / "examples" / "political_social_media.csv"
 DATASET = "psm"
 METHODS = [
@@ -70,7 +80,9 @@ def seed(engine: Any, n_variants: int, rng: random.Random) -> dict[str, Any]:
         now = utcnow()
         batch = 20_000
         for start in range(0, n_variants, batch):
-            samples, label_rows, reviews = [], [], []
+            samples: list[dict[str, Any]] = []
+            label_rows: list[dict[str, Any]] = []
+            reviews: list[dict[str, Any]] = []
             for i in range(start, min(start + batch, n_variants)):
                 pid, ds_id, ptext = parents[i % len(parents)]
                 words = ptext.split()
@@ -183,7 +195,27 @@ def random_filter(rng: random.Random) -> dict[str, Any]:
     return params
 
 
-def measure_pages(client: Any, calls: int, rng: random.Random, log: list | None = None) -> list[float]:
+def filter_kind(params: dict[str, Any]) -> str:
+    """The narrowing filters of a page call, by name ("none" for a status alone)."""
+    names = {
+        "q": "search",
+        "task": "label",
+        "method": "method",
+        "min_similarity": "similarity",
+        "min_consistency": "consistency",
+        "flagged": "flagged",
+    }
+    return "+".join(sorted(name for key, name in names.items() if key in params)) or "none"
+
+
+def quantiles(times: list[float], method: Literal["inclusive", "exclusive"] = "inclusive") -> tuple[float, float]:
+    """p50 and p95 of some timings (inclusive: a p95 of a few calls is not beyond their slowest)."""
+    if len(times) < 2:
+        return times[0], times[0]
+    return statistics.median(times), statistics.quantiles(times, n=20, method=method)[-1]
+
+
+def measure_pages(client: Any, calls: int, rng: random.Random, log: list[Any] | None = None) -> list[float]:
     """Annotator sessions: a filter, its first page, then more pages forward or a jump within the total."""
     url = f"/api/v1/datasets/{DATASET}/review-queue"
     client.get(url)  # warm the connection pool and the page cache
@@ -223,115 +255,177 @@ def timed(fn: Any) -> tuple[float, Any]:
     return seconds, out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="20,000 variants, 100 calls (under a minute)")
-    parser.add_argument("--variants", type=int, default=None)
-    parser.add_argument("--calls", type=int, default=None)
-    parser.add_argument("--slowest", type=int, default=0, help="Print the N slowest page calls")
-    args = parser.parse_args()
-    n_variants = args.variants or (20_000 if args.quick else 200_000)
-    calls = args.calls or (100 if args.quick else 200)
+def reads_around_decisions(client: Any, pending: list[dict[str, Any]], rounds: int) -> dict[str, list[float]]:
+    """A decision, the card of it, my latest decision (what U asks after a reload) and the undo, `rounds` times:
+    the milliseconds of each kind of call."""
+    out: dict[str, list[float]] = {"decide": [], "review_cards": [], "my_latest_decision": [], "undo": []}
+    for item in pending[:rounds]:
+        ms, _ = timed(
+            lambda item=item: client.post(
+                f"/api/v1/samples/{item['id']}/decision", json={"decision": "approve", "version": item["version"]}
+            )
+        )
+        out["decide"].append(ms * 1000)
+        ms, cards = timed(lambda item=item: client.get("/api/v1/review-cards", params={"ids": str(item["id"])}))
+        out["review_cards"].append(ms * 1000)
+        ms, latest = timed(lambda: client.get(f"/api/v1/datasets/{DATASET}/my-latest-decision"))
+        out["my_latest_decision"].append(ms * 1000)
+        if latest.json()["sample_id"] != item["id"]:
+            raise SystemExit(f"my latest decision is {latest.json()}, not {item['id']}")
+        ms, _ = timed(
+            lambda item=item, cards=cards: client.post(
+                f"/api/v1/samples/{item['id']}/undo", json={"version": cards.json()[0]["version"]}
+            )
+        )
+        out["undo"].append(ms * 1000)
+    return out
+
+
+def panels(client: Any, pending: list[dict[str, Any]], rounds: int) -> dict[str, list[float]]:
+    """The Review page's panels, each read after a decision (the progress counts are kept until a review
+    changes them): the milliseconds of each."""
+    out: dict[str, list[float]] = {"review_progress": [], "annotators": [], "agreement": [], "stats": []}
+    for item in pending[:rounds]:
+        timed(
+            lambda item=item: client.post(
+                f"/api/v1/samples/{item['id']}/decision", json={"decision": "approve", "version": item["version"]}
+            )
+        )
+        for kind, path in (
+            ("review_progress", "review-progress"),
+            ("annotators", "annotators"),
+            ("agreement", "agreement"),
+            ("stats", "stats"),
+        ):
+            ms, _ = timed(lambda path=path: client.get(f"/api/v1/datasets/{DATASET}/{path}"))
+            out[kind].append(ms * 1000)
+    return out
+
+
+def measure(url: str, n_variants: int, calls: int, args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
+    """Seed the database at `url`, time the calls; the result entries and the summary line."""
     rng = random.Random(7)
+    from fastapi.testclient import TestClient
+    from sqlalchemy import text
 
-    with tempfile.TemporaryDirectory(prefix="review-bench-") as tmp:
-        os.environ["AUGLOOP_DATA_DIR"] = tmp
-        os.environ["AUGLOOP_DATABASE_URL"] = f"sqlite:///{tmp}/bench.db"
-        from fastapi.testclient import TestClient
+    from api.main import create_app
+    from core.settings import get_settings
+    from db.session import get_engine
 
-        from api.main import create_app
-        from core.settings import get_settings
-        from db.session import get_engine
-
-        settings = get_settings()
-        engine = get_engine(settings.resolved_database_url)
-        seed_s, seeded = timed(lambda: seed(engine, n_variants, rng))
-        print(f"seeded 5,000 originals + {n_variants:,} variants in {seed_s:.1f} s", flush=True)
-        app = create_app(settings, engine)
-        with TestClient(app, headers={"Authorization": f"Bearer {seeded['token']}"}) as client:
-            load = os.getloadavg()[0]
-            log: list = []
-            times = measure_pages(client, calls, rng, log)
-            p50, p95 = statistics.median(times), statistics.quantiles(times, n=20)[-1]
-            print(
-                f"review page ({calls} calls, 50/page, random filters and pages): "
-                f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
-                f"max {max(times):.1f} ms",
-                flush=True,
-            )
-            for ms, params in sorted(log, key=lambda x: -x[0])[: args.slowest]:
-                print(f"  {ms:6.1f} ms  {params}")
-            by_sort: dict[str, list[float]] = {}
-            for ms, params in log:
-                by_sort.setdefault(params["sort"], []).append(ms)
-            for sort, sort_times in sorted(by_sort.items()):
+    os.environ["AUGLOOP_DATABASE_URL"] = url
+    get_settings.cache_clear()
+    settings = get_settings()
+    engine = get_engine(settings.resolved_database_url)
+    seed_s, seeded = timed(lambda: seed(engine, n_variants, rng))
+    print(f"seeded 5,000 originals + {n_variants:,} variants in {seed_s:.1f} s", flush=True)
+    if engine.dialect.name == "postgresql":  # the seeding wrote explicit ids: move the sequence past them
+        with engine.begin() as conn:
+            conn.execute(text("SELECT setval(pg_get_serial_sequence('samples', 'id'), (SELECT max(id) FROM samples))"))
+        if not args.no_analyze:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("ANALYZE"))  # what autovacuum does after a bulk load, before the planner guesses
+    app = create_app(settings, engine)
+    with TestClient(app, headers={"Authorization": f"Bearer {seeded['token']}"}) as client:
+        load = os.getloadavg()[0]
+        log: list[Any] = []
+        times = measure_pages(client, calls, rng, log)
+        p50, p95 = quantiles(times, "exclusive")  # as the committed figures were computed
+        print(
+            f"review page ({calls} calls, 50/page, random filters and pages): "
+            f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
+            f"max {max(times):.1f} ms",
+            flush=True,
+        )
+        for ms, params in sorted(log, key=lambda x: -x[0])[: args.slowest]:
+            print(f"  {ms:6.1f} ms  {params}")
+        by_sort: dict[str, list[float]] = {}
+        by_kind: dict[str, list[float]] = {}
+        for ms, params in log:
+            by_sort.setdefault(params["sort"], []).append(ms)
+            for kind in filter_kind(params).split("+"):
+                by_kind.setdefault(kind, []).append(ms)
+        for label, groups in (("sort", by_sort), ("filter", by_kind)):
+            for name, group in sorted(groups.items()):
+                g50, g95 = quantiles(group)
                 print(
-                    f"  sort {sort:>20}: {len(sort_times):3} calls, median {statistics.median(sort_times):6.1f} ms, "
-                    f"max {max(sort_times):6.1f} ms"
+                    f"  {label} {name:>20}: {len(group):3} calls, p50 {g50:6.1f} ms, p95 {g95:6.1f} ms, "
+                    f"max {max(group):6.1f} ms"
                 )
-            useful = by_sort.get("-expected_value") or [0.0]
-            pending = client.get(
-                f"/api/v1/datasets/{DATASET}/review-queue", params={"page_size": 200, "sort": "-similarity"}
-            ).json()
-            family_s, _ = timed(lambda: client.get(f"/api/v1/samples/{pending['items'][0]['id']}"))
-            progress_s, _ = timed(lambda: client.get(f"/api/v1/datasets/{DATASET}/review-progress"))
-            ids = [
-                i
-                for page in range(1, 26)
-                for i in (
-                    item["id"]
-                    for item in client.get(
-                        f"/api/v1/datasets/{DATASET}/review-queue",
-                        params={"page": page, "page_size": 200, "sort": "-age"},
-                    ).json()["items"]
-                )
-            ][:5000]
-            bulk_s, res = timed(
-                lambda: client.post(
-                    f"/api/v1/datasets/{DATASET}/bulk-decisions",
-                    json={
-                        "decision": "approve",
-                        "sample_ids": ids,
-                        "confirm": True,
-                        "expected_count": len(ids),
-                    },
-                )
+        useful = by_sort.get("-expected_value") or [0.0]
+        pending = client.get(
+            f"/api/v1/datasets/{DATASET}/review-queue", params={"page_size": 200, "sort": "-similarity"}
+        ).json()
+        family_s, _ = timed(lambda: client.get(f"/api/v1/samples/{pending['items'][0]['id']}"))
+        progress_s, _ = timed(lambda: client.get(f"/api/v1/datasets/{DATASET}/review-progress"))
+        ids = [
+            i
+            for page in range(1, 26)
+            for i in (
+                item["id"]
+                for item in client.get(
+                    f"/api/v1/datasets/{DATASET}/review-queue",
+                    params={"page": page, "page_size": 200, "sort": "-age"},
+                ).json()["items"]
             )
-            assert res.status_code == 200 and res.json()["applied"] == len(ids), res.text
-            print(f"bulk approve of {len(ids):,} selected variants: {bulk_s:.2f} s", flush=True)
-            flt = {"task": "message", "label": "policy", "method": ["wordnet"]}
-            count_s, preview = timed(
-                lambda: client.post(
-                    f"/api/v1/datasets/{DATASET}/bulk-decisions",
-                    json={"decision": "reject", "reason": "other", "filter": flt},
-                )
+        ][:5000]
+        bulk_s, res = timed(
+            lambda: client.post(
+                f"/api/v1/datasets/{DATASET}/bulk-decisions",
+                json={
+                    "decision": "approve",
+                    "sample_ids": ids,
+                    "confirm": True,
+                    "expected_count": len(ids),
+                },
             )
-            matched = preview.json()["matched"]
-            filter_s, res = timed(
-                lambda: client.post(
-                    f"/api/v1/datasets/{DATASET}/bulk-decisions",
-                    json={
-                        "decision": "reject",
-                        "reason": "other",
-                        "filter": flt,
-                        "confirm": True,
-                        "expected_count": matched,
-                    },
-                )
+        )
+        assert res.status_code == 200 and res.json()["applied"] == len(ids), res.text
+        print(f"bulk approve of {len(ids):,} selected variants: {bulk_s:.2f} s", flush=True)
+        flt = {"task": "message", "label": "policy", "method": ["wordnet"]}
+        count_s, preview = timed(
+            lambda: client.post(
+                f"/api/v1/datasets/{DATASET}/bulk-decisions",
+                json={"decision": "reject", "reason": "other", "filter": flt},
             )
-            assert res.status_code == 200, res.text
-            print(
-                f"bulk reject of everything matching a filter ({matched:,}): count {count_s * 1000:.0f} ms, "
-                f"apply {filter_s:.2f} s",
-                flush=True,
+        )
+        matched = preview.json()["matched"]
+        filter_s, res = timed(
+            lambda: client.post(
+                f"/api/v1/datasets/{DATASET}/bulk-decisions",
+                json={
+                    "decision": "reject",
+                    "reason": "other",
+                    "filter": flt,
+                    "confirm": True,
+                    "expected_count": matched,
+                },
             )
-            agree_s, _ = timed(lambda: client.get(f"/api/v1/datasets/{DATASET}/agreement"))
-            print(
-                f"family view {family_s * 1000:.0f} ms, progress {progress_s * 1000:.0f} ms, "
-                f"agreement {agree_s * 1000:.0f} ms",
-                flush=True,
-            )
-        engine.dispose()
+        )
+        assert res.status_code == 200, res.text
+        print(
+            f"bulk reject of everything matching a filter ({matched:,}): count {count_s * 1000:.0f} ms, "
+            f"apply {filter_s:.2f} s",
+            flush=True,
+        )
+        agree_s, _ = timed(lambda: client.get(f"/api/v1/datasets/{DATASET}/agreement"))
+        print(
+            f"family view {family_s * 1000:.0f} ms, progress {progress_s * 1000:.0f} ms, "
+            f"agreement {agree_s * 1000:.0f} ms",
+            flush=True,
+        )
+        # after the bulk decisions: the annotator's history holds thousands of votes
+        fresh = client.get(f"/api/v1/datasets/{DATASET}/review-queue", params={"page_size": 200, "sort": "age"}).json()[
+            "items"
+        ]
+        around = reads_around_decisions(client, fresh[:20], 20)
+        panel = panels(client, fresh[20:23], 3)
+        for kind, group in {**around, **panel}.items():
+            g50, g95 = quantiles(group)
+            print(f"  {kind:>20}: {len(group):3} calls, p50 {g50:6.1f} ms, p95 {g95:6.1f} ms, max {max(group):6.1f} ms")
+    engine.dispose()
+    from db.session import dispose_all
+
+    dispose_all()
 
     results = [
         {
@@ -368,19 +462,63 @@ def main() -> None:
         timing("family_view_ms", family_s * 1000),
         timing("agreement_ms", agree_s * 1000),
         timing("review_progress_ms", progress_s * 1000),
+    ]
+    for label, groups in (("sort", by_sort), ("filter", by_kind)):
+        for name, group in sorted(groups.items()):
+            g50, g95 = quantiles(group)
+            key = name.lstrip("-") + ("_desc" if name.startswith("-") else "")
+            results.append({**timing(f"review_page_{label}_{key}_p50_ms", g50), "calls": len(group)})
+            results.append({**timing(f"review_page_{label}_{key}_p95_ms", g95), "calls": len(group)})
+    for kind, group in around.items():
+        g50, g95 = quantiles(group)
+        results.append({**timing(f"{kind}_p50_ms", g50), "calls": len(group)})
+        results.append({**timing(f"{kind}_p95_ms", g95), "calls": len(group)})
+    for kind, group in panel.items():
+        results.append({**timing(f"{kind}_after_a_decision_max_ms", max(group)), "calls": len(group)})
+    results += [
         {"metric": "variants_seeded", "value": n_variants, "target": None, "unit": "variants"},
         # This is a shared 2-core machine: the load when the timings ran says how much of it we had.
         {"metric": "load_average_1m", "value": round(load, 2), "target": None, "unit": "runnable processes"},
     ]
-    if not args.quick and args.variants is None:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {RESULTS.relative_to(ROOT)}")
     ok = p95 <= 100 and bulk_s <= 5
-    print(
+    summary = (
         f"review page p95 {p95:.1f} ms (target 100) · bulk approve 5,000 {bulk_s:.2f} s (target 5) · "
         f"{n_variants:,} variants · load {load:.1f} · {'PASS' if ok else 'MISS'}"
     )
+    return results, summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20,000 variants, 100 calls (under a minute)")
+    parser.add_argument("--variants", type=int, default=None)
+    parser.add_argument("--calls", type=int, default=None)
+    parser.add_argument("--slowest", type=int, default=0, help="Print the N slowest page calls")
+    parser.add_argument("--backend", choices=sorted(RESULT_FILES), default="sqlite")
+    parser.add_argument("--no-analyze", action="store_true", help="Postgres: no ANALYZE after the seeding")
+    args = parser.parse_args()
+    n_variants = args.variants or (20_000 if args.quick else 200_000)
+    calls = args.calls or (100 if args.quick else 200)
+
+    with tempfile.TemporaryDirectory(prefix="review-bench-") as tmp:
+        os.environ["AUGLOOP_DATA_DIR"] = tmp
+        if args.backend == "sqlite":
+            results, summary = measure(f"sqlite:///{tmp}/bench.db", n_variants, calls, args)
+        else:
+            from tests.pg_server import PostgresServer
+
+            server = PostgresServer()
+            try:
+                server.start()
+                results, summary = measure(server.create_database("review_bench"), n_variants, calls, args)
+            finally:
+                server.stop()
+    if not args.quick and args.variants is None and not args.no_analyze:
+        out = RESULT_FILES[args.backend]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {out.relative_to(ROOT)}")
+    print(f"{args.backend}: {summary}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,16 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # tables, and Postgres' pg_trgm index. Autogenerate and the schema comparison leave them alone.
 TEXT_SEARCH_TABLE = "samples_text_fts"
 TEXT_SEARCH_INDEX = "ix_samples_text_trgm"
+# Postgres' review queue order indexes (migration 0016): NULLS FIRST, which SQLite refuses in an index.
+POSTGRES_ORDER_INDEXES = frozenset(
+    {
+        "ix_samples_queue_family_pg",
+        "ix_samples_queue_similarity_pg",
+        "ix_samples_queue_consistency_pg",
+        "ix_samples_queue_semantic_pg",
+        "ix_samples_queue_flagged_pg",
+    }
+)
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
@@ -25,7 +35,7 @@ def include_name(name: str | None, type_: str, parent_names: object) -> bool:
     if type_ == "table":
         return not (name or "").startswith(TEXT_SEARCH_TABLE)
     if type_ == "index":
-        return name != TEXT_SEARCH_INDEX
+        return name != TEXT_SEARCH_INDEX and name not in POSTGRES_ORDER_INDEXES
     return True
 
 

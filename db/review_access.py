@@ -13,7 +13,8 @@ page combinations over 200,000 variants had a p95 of 158 ms and pages of up to 1
 - unless a probe finds those checks too sparse along that order: then one pass over the status's rows in id
   order, and a sort.
 
-Postgres plans with statistics: no hints there.
+Postgres plans with statistics: no hints there. Its order indexes (migration 0016) hold NULLs first and the id,
+so that `_order`'s NULL order and tie-break are an index walk there too.
 """
 
 from __future__ import annotations
