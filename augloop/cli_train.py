@@ -98,6 +98,8 @@ class _Bar:
             )
         elif kind == "scoring":
             self._batches(event["total"], event["done"], "scoring variants")
+        elif kind == "checkpoint_failed":  # training goes on without it
+            self._say(f"  warning: {event['error']}")
 
 
 @train_app.command("train")

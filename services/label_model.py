@@ -19,6 +19,7 @@ import numpy as np
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from core.errors import ValidationFailed
 from db import queue
 from db import training_runs as db_runs
 from db.models import Dataset, Job, Origin, ReviewStatus, Sample, TrainingRun, User
@@ -160,10 +161,19 @@ def score_pending(
 
 
 def choose_label_model(session: Session, dataset_name: str, model_id: int, user: User | None) -> Job:
-    """Queue a `label_scores` job: rescore every pending variant with run or ensemble `model_id`."""
+    """Queue a `label_scores` job: rescore every pending variant with run or ensemble `model_id`. A dataset with
+    none is told so, not handed a job that loads the model to score nothing (it succeeded at 0 of 0, and a
+    choice recorded nowhere: new variants are scored by the model variant-settings names)."""
     from services.prediction import queue_model_job
 
-    return queue_model_job(session, "label_scores", dataset_name, model_id, user)
+    job = queue_model_job(session, "label_scores", dataset_name, model_id, user)
+    if job.dataset_id is not None and not db_runs.count_pending_variants(session, job.dataset_id):
+        raise ValidationFailed(
+            f"dataset {dataset_name!r} has no pending variants to rescore; to choose the model that scores new "
+            "variants, set label_model_id in the dataset's variant settings (PATCH /datasets/{name}/variant-settings)",
+            field="dataset",
+        )
+    return job
 
 
 def execute_rescoring(

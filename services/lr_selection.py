@@ -76,7 +76,9 @@ def execute_selection(
     selection = select_learning_rate(
         config, data, n_runs=len(run_ids), progress=emit, on_trial=record, should_stop=should_stop
     )
-    emit({"event": "selection", "trials": len(selection.trials)})
+    # its end, whichever it was: a skipped selection (trials not worth their cost) read 0 of lr_trials done once
+    # it had succeeded, and one whose search ended early fewer than it planned
+    emit({"event": "selected", "status": selection.status, "reason": selection.reason, "trials": len(selection.trials)})
     overrides = selection.overrides()  # the chosen scale, the request's one recipe, the budget left
     summary = {"run_ids": run_ids, **{k: v for k, v in selection.to_dict().items() if k != "run_plan"}}
     with session_scope(engine) as session:

@@ -32,6 +32,7 @@ from services.training_data import left_out_line, load_split_data
 from trainer.classical import ClassicalConfig, save_classical, train_classical
 from trainer.config import TrainConfig
 from trainer.decision import decide
+from trainer.errors import artifacts_written
 from trainer.examples import TaskSpec
 from trainer.metrics import summary_line
 from trainer.predict import predict_texts, served_dtype
@@ -67,7 +68,8 @@ class _Attempt:
         """Write the run's snapshot among its artifacts in `staging`; then, in one transaction under the lease,
         record the run (and through `finish` the job) finished and move the artifacts into place."""
         out_dir = self.out_dir
-        train_samples = write_snapshot(result.snapshot, staging / SNAPSHOT_FILE)
+        with artifacts_written():
+            train_samples = write_snapshot(result.snapshot, staging / SNAPSHOT_FILE)
         digest = pairs_digest(result.snapshot)  # here, not in every ensemble request
         summary = {
             "run_id": self.run_id,
@@ -225,7 +227,8 @@ def _execute_classical(attempt: _Attempt, config: ClassicalConfig, data: Any) ->
     attempt.emit({"event": "fitted"})  # its one unit of work: the job's progress reads 1 of 1, not 0 of 1
     staging = attempt.aside()
     try:
-        save_classical(result, staging)
+        with artifacts_written():
+            save_classical(result, staging)
         return attempt.record(result, staging, best_epoch=None, curve=[], variants_scored=0)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

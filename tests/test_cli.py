@@ -535,6 +535,8 @@ def test_a_database_augloop_must_not_use_exits_2_and_is_left_as_it_was(tmp_path)
     for args in (("migrate",), ("worker", "--burst")):
         r = run(garbage, *args)
         assert r.returncode == 2 and "cannot be read: file is not a database" in " ".join(r.stderr.split()), r.stderr
+    # refused before the migration's lock file was made beside it (an empty `<db>.migrate-lock` was left)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.db"]
     # shorter than SQLite's 100-byte header: SQLite took these for empty databases and wrote over them
     for name, content in (("note.db", b"x"), ("short.csv", b"id,text\n1,hi\n")):
         short = tmp_path / name
@@ -543,6 +545,7 @@ def test_a_database_augloop_must_not_use_exits_2_and_is_left_as_it_was(tmp_path)
         said = " ".join(r.stderr.split())
         assert r.returncode == 2 and f"cannot be read: file is not a database: {short} does not begin" in said, said
         assert short.read_bytes() == content
+        assert not (tmp_path / f"{name}.migrate-lock").exists()
     # an empty file is a new database, as SQLite takes it
     empty = tmp_path / "empty.db"
     empty.write_bytes(b"")
@@ -555,6 +558,7 @@ def test_a_database_augloop_must_not_use_exits_2_and_is_left_as_it_was(tmp_path)
     r = run_augloop("stats", "x", env=env, timeout=60)
     said = " ".join(r.stderr.split())
     assert r.returncode == 2 and f"{tmp_path / 'data' / 'augloop.db'} is a directory, not a database file" in said, said
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["augloop.db"]
     newer = tmp_path / "newer.db"
     assert run(newer, "migrate").returncode == 0
     with sqlite3.connect(newer) as db:

@@ -97,6 +97,16 @@ def test_scores_follow_the_better_run_or_a_persons_choice(lead, engine, tiny_enc
     assert estimate["train_examples"] == 40 and estimate["eval_examples"] == 32 and estimate["runs"] == 2
     assert f"run #{second}" in estimate["basis"] and estimate["seconds_total"] > estimate["seconds_per_run"] > 0
 
+    # With no variant pending there is nothing to rescore: said, and no job that loads the model to score none
+    # (it was queued and succeeded at 0 of 0)
+    with session_scope(engine) as s:
+        s.execute(update(Sample).where(Sample.id.in_([variant, other])).values(review_status="rejected"))
+    jobs_before = lead.get("/api/v1/jobs", params={"kind": "label_scores"}).json()["total"]
+    nothing = lead.post(f"/api/v1/datasets/{name}/label-model", json={"model_id": second})
+    assert nothing.status_code == 422 and nothing.json()["field"] == "dataset"
+    assert nothing.json()["detail"].startswith(f"dataset {name!r} has no pending variants to rescore")
+    assert lead.get("/api/v1/jobs", params={"kind": "label_scores"}).json()["total"] == jobs_before
+
 
 def _families_the_trainer_sees(engine: Any, name: str, n: int, seed: int) -> int:
     """The texts of an epoch of a run with max_train_samples n: the trainer's own subsample and families."""

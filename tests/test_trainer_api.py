@@ -141,6 +141,54 @@ def test_a_run_that_cannot_load_its_encoder_fails_at_once(lead, engine, tmp_path
     assert run["status"] == "failed" and "cannot load encoder" in run["error"]
 
 
+def test_a_training_job_whose_checkpoints_cannot_be_written_trains_on_and_says_so(
+    lead, engine, tiny_encoder: str
+) -> None:
+    """A checkpoint directory that cannot be made (here a file stands in its place; a read-only or full disk does
+    the same) failed the job on every attempt with "FileExistsError": the run is fine without a checkpoint."""
+    from services.training import checkpoint_dir
+
+    name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
+    run_id = lead.post("/api/v1/training-runs", json={"dataset": name, "config": fast(tiny_encoder)}).json()["runs"][0][
+        "id"
+    ]
+    blocked = checkpoint_dir(run_id)
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_text("not a directory")
+    stats = drain(engine, ["train"])
+    assert stats.succeeded == 1 and stats.retried == 0, stats
+    run = lead.get(f"/api/v1/training-runs/{run_id}").json()
+    assert run["status"] == "succeeded" and run["epochs_done"] == 2 and run["metrics"]["checkpoint_failures"] == 2
+    assert run["progress"]["checkpoint_failures"] == 2
+    assert run["progress"]["checkpoint_error"].startswith("the checkpoint at step 4 could not be written: File exists")
+    assert str(blocked) not in run["progress"]["checkpoint_error"]  # the server's path is not the project's
+
+
+def test_a_training_job_that_cannot_save_its_model_fails_saying_so(
+    lead, engine, tiny_encoder: str, monkeypatch
+) -> None:
+    import errno
+
+    from trainer.model import MultiTaskModel
+
+    def full_disk(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(MultiTaskModel, "save", full_disk)
+    name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
+    run_id = lead.post("/api/v1/training-runs", json={"dataset": name, "config": fast(tiny_encoder)}).json()["runs"][0][
+        "id"
+    ]
+    stats = drain(engine, ["train"])
+    assert stats.failed == 1, stats
+    run = lead.get(f"/api/v1/training-runs/{run_id}").json()
+    assert run["status"] == "failed"
+    assert run["error"] == (
+        "ArtifactWriteError: the trained model and its results could not be saved: No space left on device "
+        "(ENOSPC); free space in the data directory (or make it writable) and train again"
+    )
+
+
 def test_bad_requests_get_clear_errors(lead, client, engine) -> None:
     name = import_small(engine, n_train=10, n_val=4, n_test=4, n_unlabelled=0)
     cases = [

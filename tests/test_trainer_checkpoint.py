@@ -234,3 +234,60 @@ def test_a_checkpoint_is_written_only_after_before_save_allows_it(
     assert log == ["check", "save"] * (refuse_at - 1) + ["check"], "a checkpoint written without asking first"
     assert (path.read_bytes() if path.exists() else None) == held["bytes"], "the refused checkpoint was written"
     assert not [e for e in events if e["event"] == "epoch"], "an epoch reported after its refused checkpoint"
+
+
+def test_a_checkpoint_the_disk_refuses_costs_the_run_nothing_says_so_and_leaves_the_last_one_whole(
+    tiny_encoder: str, uninterrupted: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk (or a read-only directory) failed the run at its first checkpoint, on every retry: a checkpoint
+    is there to resume after a lost worker, and a run that cannot write one is otherwise fine. The failed write is
+    reported and the run goes on; no partial file is left, and the checkpoint before it still resumes."""
+    import errno
+
+    import trainer.checkpoint as checkpoint
+
+    real_init = checkpoint._Hashing.__init__
+    saves = {"n": 0}
+
+    class FullDisk:  # takes a few bytes of each checkpoint after the first, then refuses, as a full disk does
+        def __init__(self, fh: Any) -> None:
+            self.fh, self.written = fh, 0
+
+        def write(self, data: Any) -> int:
+            self.written += len(data)
+            if self.written > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return int(self.fh.write(data))
+
+        def flush(self) -> None:
+            self.fh.flush()
+
+    def init(self: Any, fh: Any) -> None:
+        saves["n"] += 1
+        real_init(self, fh if saves["n"] == 1 else FullDisk(fh))
+
+    monkeypatch.setattr(checkpoint._Hashing, "__init__", init)
+    events: list[dict[str, Any]] = []
+    control = LoopControl(checkpoint_dir=tmp_path / "ckpt")
+    result = train_model(config(tiny_encoder), synthetic_split(), progress=events.append, control=control)
+    same_run(result, uninterrupted)
+    failed = [e for e in events if e["event"] == "checkpoint_failed"]
+    assert [e["steps_done"] for e in failed] == [10, 15, 20] and result.metrics["checkpoint_failures"] == 3
+    assert failed[0]["error"] == (
+        "the checkpoint at step 10 could not be written: No space left on device (ENOSPC); training goes on "
+        "(a retry would resume from step 5)"
+    )
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [CHECKPOINT_FILE, checkpoint.DIGEST_FILE]
+    kept, why_not = checkpoint.load(tmp_path / "ckpt", checkpoint.fingerprint(result.config, synthetic_split()))
+    assert why_not is None and kept is not None and (kept.loop.epoch, kept.loop.steps_done) == (1, 5)
+
+    # a stop whose checkpoint the disk refuses says none was saved
+    saves["n"] = 1
+    with pytest.raises(TrainingStopped) as stopped:
+        train_model(
+            config(tiny_encoder, seed=3),
+            synthetic_split(),
+            control=LoopControl(checkpoint_dir=tmp_path / "other", should_stop=lambda: True),
+        )
+    assert stopped.value.steps_done == 1 and not stopped.value.saved
+    assert not (tmp_path / "other" / CHECKPOINT_FILE).exists()

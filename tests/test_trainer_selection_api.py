@@ -114,6 +114,26 @@ def test_lr_selection_as_a_queued_job_then_the_seeds_train_with_its_choice(lead,
         )
     jobs = lead.get("/api/v1/jobs", params={"kind": "lr_select"}).json()["items"]
     assert jobs[0]["status"] == "succeeded" and jobs[0]["result"]["scale"] == selection["scale"]
+    assert jobs[0]["progress_done"] == jobs[0]["progress_total"] == 3
+    assert jobs[0]["progress_info"]["phase"].startswith("done: best val macro-F1")
+
+
+def test_a_skipped_lr_selection_job_reads_done_and_says_why(lead, engine, tiny_encoder: str) -> None:
+    """A selection that skips its trials (here `auto` on a run too short for informative ones) succeeded showing
+    0 of lr_trials done, its phase still "measuring throughput"."""
+    from workers.main import Worker
+
+    name = import_small(engine, n_train=40, n_val=24, n_test=16, n_unlabelled=0)
+    config = {**fast(tiny_encoder, lr_search="auto", lr_trials=3), "lr": None}
+    body = lead.post("/api/v1/training-runs", json={"dataset": name, "seeds": [1], "config": config}).json()
+    assert [j["kind"] for j in body["jobs"]] == ["lr_select"]
+    stats = Worker(engine, kinds=["lr_select"], poll_seconds=0.05, lease_seconds=30).run(burst=True)
+    assert stats.succeeded == 1, stats
+    job = lead.get(f"/api/v1/jobs/{body['jobs'][0]['id']}").json()
+    assert job["status"] == "succeeded" and job["result"]["status"] == "skipped"
+    assert job["progress_done"] == job["progress_total"] == 3
+    assert job["progress_info"]["lr_selection"] == "skipped"
+    assert job["progress_info"]["phase"] == f"skipped: {job['result']['reason']}"
 
 
 def test_a_worker_shutting_down_gives_an_lr_selection_back_to_the_queue(lead, engine, tiny_encoder: str) -> None:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from trainer.config import TrainConfig
+from trainer.errors import unwritable_reason
 from trainer.examples import SplitData
 from trainer.group import Group
 from trainer.plan import Throughput
@@ -135,7 +136,8 @@ def save(directory: Path, ckpt: Checkpoint) -> Path:
     try:
         with tmp.open("wb") as raw_fh:
             fh = _Hashing(raw_fh)  # the digest as the bytes go out: reading a checkpoint of gigabytes back cost seconds
-            torch.save(
+            _saved_through(
+                fh,
                 {
                     "fingerprint": ckpt.fingerprint,
                     "loop": asdict(ckpt.loop),
@@ -148,7 +150,6 @@ def save(directory: Path, ckpt: Checkpoint) -> Path:
                     "average": ckpt.average,
                     "ingredients": [{"epoch": i.epoch, "val_f1": i.val_f1, "state": i.state} for i in ckpt.ingredients],
                 },
-                cast("IO[bytes]", fh),  # write and flush are all torch.save asks of a file
             )
             raw_fh.flush()
             os.fsync(raw_fh.fileno())  # on disk before the rename: a crash after it leaves no renamed, empty file
@@ -169,16 +170,32 @@ def save(directory: Path, ckpt: Checkpoint) -> Path:
 KEPT_DIGESTS = 8  # a run's checkpoints, newest first, that its digest file names
 
 
+def _saved_through(fh: _Hashing, payload: dict[str, Any]) -> None:
+    """torch.save into `fh`, a write the file system refused raised as its OSError: torch reports it as a
+    RuntimeError of its own ("unexpected pos 704 vs 598"), which says nothing of a full disk."""
+    try:
+        torch.save(payload, cast("IO[bytes]", fh))  # write and flush are all torch.save asks of a file
+    except RuntimeError as err:
+        if fh.refused is not None:
+            raise fh.refused from err
+        raise
+
+
 class _Hashing:
     """A binary file that hashes what is written to it (torch.save writes its zip archive in order)."""
 
     def __init__(self, fh: Any) -> None:
         self._fh = fh
         self._sha = hashlib.sha256()
+        self.refused: OSError | None = None  # the file system's refusal of a write
 
     def write(self, data: Any) -> int:
         self._sha.update(data)
-        return int(self._fh.write(data))
+        try:
+            return int(self._fh.write(data))
+        except OSError as err:
+            self.refused = err
+            raise
 
     def flush(self) -> None:
         self._fh.flush()
@@ -290,7 +307,13 @@ def ingredients_of(raw: dict[str, Any]) -> list[Ingredient]:
 class Checkpointer:
     """Saves the loop's state (rank 0 writes; every rank takes part, to gather the generators' states).
     `before_save` runs on rank 0 right before each write: it raises to keep the checkpoint unwritten (the caller's
-    check that the directory is still its own: trainer.train.LoopControl.before_save)."""
+    check that the directory is still its own: trainer.train.LoopControl.before_save).
+
+    A write the file system refuses (a full disk, a read-only or vanished directory, an I/O error) does not end
+    the run: a checkpoint is there to resume after a lost worker, and failing to write one costs a healthy run
+    nothing but that. It is logged and reported (`emit`: a `checkpoint_failed` event; a `checkpoint_saved` one
+    when a later write succeeds again), and the run goes on. `save` leaves no partial file, and the checkpoint
+    before it (if any) stays in place with its digest: a resume reads that one and makes the steps since again."""
 
     def __init__(
         self,
@@ -304,8 +327,13 @@ class Checkpointer:
         *,
         precision: str | None = None,
         before_save: Callable[[], None] | None = None,
+        emit: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.before_save = before_save
+        self.emit = emit or (lambda _event: None)
+        self.failures = 0  # writes the file system refused
+        self.last_failure: str | None = None  # the latest refusal, None once a later write succeeded
+        self.saved_step: int | None = None  # the step of the last checkpoint this attempt wrote
         self.directory, self.group, self.stepper, self.model, self.fp = directory, group, stepper, model, fp
         self.throughput = throughput
         self.every_steps = every_steps
@@ -319,18 +347,58 @@ class Checkpointer:
         every = self.every_steps
         return self.enabled and every is not None and steps_done % every == 0
 
-    def save(self, state: LoopState, ingredients: list[Ingredient]) -> None:
+    def save(self, state: LoopState, ingredients: list[Ingredient]) -> bool:
+        """Whether a checkpoint of `state` was written (False: none to write, another rank's to write, or the
+        file system refused it)."""
         if not self.enabled:
-            return
+            return False
         group = self.group
         rngs = group.gather(rng_state())
         # the half-finished epoch's sums over every rank (rank 0 carries them on resume)
         seen, loss_sum, *task_values = group.sum([state.seen, state.loss_sum, *state.task_sums.values()])
         if not group.is_main:
-            return
+            return False
         assert self.directory is not None
         if self.before_save is not None:
             self.before_save()
+        try:
+            self._write(state, ingredients, rngs, int(seen), loss_sum, task_values)
+        except OSError as err:
+            self.failures += 1
+            self.last_failure = (
+                f"the checkpoint at step {state.steps_done} could not be written: {unwritable_reason(err)}; training "
+                + (
+                    f"goes on (a retry would resume from step {self.saved_step})"
+                    if self.saved_step is not None
+                    else "goes on (a retry would resume from an earlier checkpoint, if any, or start over)"
+                )
+            )
+            log.warning("checkpoint in %s not written at step %s: %s", self.directory, state.steps_done, err)
+            self.emit(
+                {
+                    "event": "checkpoint_failed",
+                    "steps_done": state.steps_done,
+                    "failures": self.failures,
+                    "error": self.last_failure,
+                }
+            )
+            return False
+        if self.last_failure is not None:
+            self.last_failure = None
+            self.emit({"event": "checkpoint_saved", "steps_done": state.steps_done, "failures": self.failures})
+        self.saved_step = state.steps_done
+        return True
+
+    def _write(
+        self,
+        state: LoopState,
+        ingredients: list[Ingredient],
+        rngs: list[dict[str, Any]],
+        seen: int,
+        loss_sum: float,
+        task_values: list[float],
+    ) -> None:
+        assert self.directory is not None
         scaler, average = self.stepper.scaler, self.stepper.average
         save(
             self.directory,
@@ -339,7 +407,7 @@ class Checkpointer:
                 loop=replace(
                     state,
                     curve=list(state.curve),
-                    seen=int(seen),
+                    seen=seen,
                     loss_sum=loss_sum,
                     task_sums=dict(zip(state.task_sums, task_values, strict=True)),
                     throughput=self.throughput.to_dict() if self.throughput else None,

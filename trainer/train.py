@@ -22,7 +22,7 @@ from trainer import checkpoint, soup
 from trainer.checkpoint import Checkpointer, LoopState, restore
 from trainer.config import ZERO_WEIGHTS, TrainConfig
 from trainer.decision import decide, fit_rules
-from trainer.errors import TrainerError, TrainingStopped
+from trainer.errors import TrainerError, TrainingStopped, artifacts_written
 from trainer.examples import SplitData, require_val_labels
 from trainer.group import SINGLE, Group, wrap_ddp
 from trainer.metrics import evaluate_probs, prediction_dump
@@ -182,9 +182,8 @@ def run_loop(
             if stop and st.steps_done < st.total:  # (at the last step, finishing beats stopping)
                 st.epoch_seconds, st.epoch_cpu_seconds = time.monotonic() - t0, time.process_time() - cpu0
                 st.seconds_used = clock.elapsed()
-                if saver is not None:
-                    saver.save(st, ingredients)
-                raise TrainingStopped(st.steps_done, saved=saver is not None and saver.enabled)
+                saved = saver is not None and saver.save(st, ingredients)
+                raise TrainingStopped(st.steps_done, saved=saved)
             if late:
                 at_deadline = True
                 break
@@ -392,6 +391,7 @@ def train_process(
         control.every_steps or config.checkpoint_every_steps,
         precision=precision,
         before_save=control.before_save,
+        emit=emit,
     )
     loop = run_loop(run, plan, stepper, emit, control=control, saver=saver, resume=resume)
     if loop.diverged_in_epoch is not None and loop.best_epoch == 0:  # the same on every rank
@@ -438,6 +438,8 @@ def train_process(
         metrics["resumed_from_step"] = loop.resumed_from_step
     if why_not:  # a checkpoint found and not resumed: said while training, and kept with the run after it
         metrics["checkpoint_discarded"] = why_not
+    if saver.failures:  # checkpoints the file system refused: the run went on without them
+        metrics["checkpoint_failures"] = saver.failures
     if loop.diverged_in_epoch is not None:  # stopped there, keeping the best epoch before it
         metrics["diverged_in_epoch"] = loop.diverged_in_epoch
     result = TrainResult(
@@ -510,19 +512,20 @@ def make_soup(
 def save_artifacts(result: TrainResult, out_dir: Path) -> Path:
     """model/ (encoder, heads, tokenizer), config.yaml, metrics.json (+ curve), predictions, snapshot."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     # the length it trained and serves at: the config's, or the encoder's limit where that is lower (the config
     # keeps what was asked; the plan's reasons say it was cut)
     served = usable_max_length(result.model.encoder, result.tokenizer, result.config.max_length)
-    result.model.save(out_dir / "model", result.tokenizer, served, result.precision)
-    result.config.save(out_dir / "config.yaml")
-    (out_dir / "metrics.json").write_text(
-        json.dumps({**result.metrics, "curve": result.curve}, indent=2), encoding="utf-8"
-    )
-    for split, dump in result.predictions.items():
-        (out_dir / f"predictions_{split}.json").write_text(json.dumps(dump), encoding="utf-8")
-    (out_dir / "snapshot.json").write_text(json.dumps(result.snapshot), encoding="utf-8")
-    (out_dir / "model" / "decision.json").write_text(json.dumps(result.decision), encoding="utf-8")
+    with artifacts_written():  # a full disk fails the run saying what could not be written
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result.model.save(out_dir / "model", result.tokenizer, served, result.precision)
+        result.config.save(out_dir / "config.yaml")
+        (out_dir / "metrics.json").write_text(
+            json.dumps({**result.metrics, "curve": result.curve}, indent=2), encoding="utf-8"
+        )
+        for split, dump in result.predictions.items():
+            (out_dir / f"predictions_{split}.json").write_text(json.dumps(dump), encoding="utf-8")
+        (out_dir / "snapshot.json").write_text(json.dumps(result.snapshot), encoding="utf-8")
+        (out_dir / "model" / "decision.json").write_text(json.dumps(result.decision), encoding="utf-8")
     return out_dir
 
 

@@ -60,6 +60,10 @@ def train_progress(ctx: JobContext, epochs: int) -> Any:
             ctx.report(phase="scoring pending variants", scored=event["done"], to_score=event["total"])
         elif kind == "fitted":  # a TF-IDF member: fitted, its one unit of work done
             ctx.report(done=1)
+        elif kind == "checkpoint_failed":  # training goes on; a lost worker's retry resumes from an earlier one
+            ctx.report(checkpoint_failures=event["failures"], checkpoint_error=event["error"])
+        elif kind == "checkpoint_saved":  # written again after failures
+            ctx.report(checkpoint_error=None)
         else:
             ctx.check_cancelled()
 
@@ -166,6 +170,9 @@ def _selection_progress(ctx: JobContext, trials: int) -> Any:
             )
         elif kind == "phase":
             ctx.report(phase=event["phase"])
+        elif kind == "selected":  # its true end: every trial it ran of as many, or skipped (all of its work done)
+            ran = event["trials"] if event["status"] != "skipped" else trials
+            ctx.report(done=ran, total=ran, phase=f"{event['status']}: {event['reason']}", lr_selection=event["status"])
         else:
             ctx.check_cancelled()
 
