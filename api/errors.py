@@ -245,6 +245,7 @@ def install_error_handlers(app: FastAPI) -> None:
                     "hundred levels"
                 )
         headers = err.headers
-        if err.status_code == 405 and "Allow" in (headers or {}):  # the router's (StaticFiles' 405 names none)
-            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        # a mount's own 405 (the docs' static files) is asked of routes the app does not list: its Allow stays
+        if err.status_code == 405 and "Allow" in (headers or {}) and (methods := allowed_methods(request)):
+            headers = {**(headers or {}), "Allow": methods}
         return JSONResponse(body, status_code=err.status_code, headers=headers)

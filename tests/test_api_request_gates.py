@@ -367,6 +367,8 @@ def test_a_405_names_every_method_its_path_takes(client, annotator, example_data
     assert annotator.delete(f"{API}/jobs").headers["allow"] == "GET, HEAD"
     assert annotator.get(f"{API}/datasets/{example_dataset}/import").headers["allow"] == "POST"
     assert client.post("/healthz").headers["allow"] == "GET, HEAD"
+    # a mount's own file (the docs' stylesheet): its Allow as it said it, not '' (no method at all)
+    assert client.post("/docs-assets/swagger-ui.css").headers["allow"] == "GET, HEAD"
 
 
 def test_head_on_an_export_answers_as_its_get_without_exporting(
