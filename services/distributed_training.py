@@ -32,7 +32,7 @@ from trainer.distributed import (
     launch_command,
     write_request,
 )
-from trainer.errors import TrainerError, TrainingStopped
+from trainer.errors import ArtifactWriteError, TrainerError, TrainingStopped
 from trainer.examples import SplitData
 from trainer.train import TrainResult, load_result
 
@@ -47,7 +47,7 @@ QUIET_SECONDS = 2.0  # without an event this long, the job's cancellation and le
 # answered by then is hung (a stuck GPU, node or network: the `stop` file is read in a collective) and is ended
 STOP_WAIT_SECONDS = 300
 LOG_FILE = "torchrun.log"
-RELAYED_BY_LAUNCHER = {"stopped", "error", "saved"}  # outcomes read here, not progress for the job
+RELAYED_BY_LAUNCHER = {"stopped", "error", "saved", "artifact_error"}  # outcomes read here, not progress for the job
 
 
 def check_devices(config: TrainConfig) -> None:
@@ -134,6 +134,8 @@ def train_distributed(
         raise TrainingStopped(int(outcome["stopped"]["steps_done"]), saved=bool(outcome["stopped"]["saved"]))
     if "error" in outcome:  # the trainer refused the config or data (BAD_INPUT_EXIT)
         raise TrainerError(outcome["error"]["message"], field=outcome["error"].get("field"))
+    if "artifact_error" in outcome:  # rank 0 trained, and could not write the run's model and results
+        raise ArtifactWriteError(outcome["artifact_error"]["reason"])
     output = (job_dir / LOG_FILE).read_bytes().decode("utf-8", "replace")
     # Their output (tracebacks through the server's files) is the operator's: the worker's log. The job's
     # error, which the project's members read, names the exception.

@@ -291,3 +291,25 @@ def test_a_checkpoint_the_disk_refuses_costs_the_run_nothing_says_so_and_leaves_
         )
     assert stopped.value.steps_done == 1 and not stopped.value.saved
     assert not (tmp_path / "other" / CHECKPOINT_FILE).exists()
+
+
+def test_only_a_write_the_file_system_refused_reads_as_a_full_disk() -> None:
+    """A run's artifacts: a refused write (an OSError, or safetensors' words for one) fails the run saying what to
+    free; any other error (a bug) passes as it is, where "free space and train again" sent the user to train the
+    whole run again into the same failure (a reviewer's find)."""
+    import errno
+
+    from trainer.errors import ArtifactWriteError, artifacts_written
+
+    class SafetensorError(Exception):  # safetensors' own type, raised from Rust: no OSError in its chain
+        pass
+
+    for raised, reason in (
+        (OSError(errno.ENOSPC, "No space left on device"), "No space left on device (ENOSPC)"),
+        (SafetensorError("Error while serializing: I/O error: File too large (os error 27)"), "File too large (EFBIG)"),
+    ):
+        with pytest.raises(ArtifactWriteError) as err, artifacts_written():
+            raise raised
+        assert err.value.reason == reason and "free space in the data directory" in err.value.message
+    with pytest.raises(TypeError, match="not JSON serializable"), artifacts_written():
+        raise TypeError("Object of type int64 is not JSON serializable")

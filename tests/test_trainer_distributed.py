@@ -304,6 +304,35 @@ def test_the_failed_process_torchrun_names_is_the_error_not_the_peers_it_took_do
     assert last_exception(output) == "OSError: [Errno 28] No space left on device"
 
 
+def test_a_run_whose_rank_0_cannot_save_its_model_fails_saying_so_without_the_servers_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rank 0's ArtifactWriteError crashed the process, and the job's error was torchrun's first exception line,
+    the chained OSError naming the server's path (a reviewer's find): the launcher hears it as an event."""
+    import json
+    import sys
+
+    import services.distributed_training as launcher
+    from tests.trainer_fixtures import synthetic_split as split
+    from trainer.distributed import PROGRESS_FILE
+    from trainer.errors import ArtifactWriteError
+
+    job_dir = tmp_path / "job"
+    event = json.dumps({"event": "artifact_error", "reason": "No space left on device (ENOSPC)"})
+    rank0 = (
+        f"import sys; open({str(job_dir / PROGRESS_FILE)!r}, 'a').write({event!r} + '\\n'); "
+        "print(\"OSError: [Errno 28] No space left on device: '/srv/augloop/jobs/7/artifacts/model.safetensors'\"); "
+        "sys.exit(1)"
+    )
+    monkeypatch.setattr(launcher, "launch_command", lambda *args, **kwargs: [sys.executable, "-c", rank0])
+    config = TrainConfig.from_dict({"encoder": "unused", "nproc": 2, "device": "cpu"})
+    with pytest.raises(ArtifactWriteError) as err:
+        launcher.train_distributed(
+            config, split(), job_dir=job_dir, checkpoint_dir=None, progress=lambda e: None, should_stop=lambda: False
+        )
+    assert err.value.reason == "No space left on device (ENOSPC)" and "/srv" not in err.value.message
+
+
 def test_a_cancellation_reaches_processes_that_report_nothing_and_a_stop_they_ignore_ends_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

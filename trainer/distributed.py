@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch.distributed as dist
 
     from trainer.config import TrainConfig
-    from trainer.errors import TrainerError, TrainingStopped
+    from trainer.errors import ArtifactWriteError, TrainerError, TrainingStopped
     from trainer.examples import split_from_dict
     from trainer.group import Group
     from trainer.predict import available_cpus
@@ -260,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         if report:
             report({"event": "error", "message": err.message, "field": err.field})
         return BAD_INPUT_EXIT
+    except ArtifactWriteError as err:  # said to the launcher: torchrun's output names the file's server path
+        if report:
+            report({"event": "artifact_error", "reason": err.reason})
+        return 1
     finally:
         if report:
             report.close()
