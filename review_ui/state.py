@@ -148,9 +148,10 @@ def show_flash(outbox: str = "_flash") -> None:
     (`submit_once`) is waited for first: its message is one of them. One call per outbox and run."""
     settle_submissions()
     waiting = st.session_state.setdefault(outbox, [])
-    recent = st.session_state.setdefault("_recent", {}).setdefault(outbox, [])  # [(entry, shown until, page)]
+    # [(entry, when the run that showed it ended, its page)]
+    recent = st.session_state.setdefault("_recent", {}).setdefault(outbox, [])
     page, now = st.session_state.get("_page"), time.monotonic()
-    recent[:] = [r for r in recent if r[2] == page and now - r[1] < PAGE_MESSAGE_SECONDS and r[0] not in waiting]
+    recent[:] = [r for r in recent if r[2] == page and now - r[1] < PAGE_MESSAGE_SECONDS]
     if waiting:  # an action has spoken since the last run ended: what the ones before it said is over (a refusal
         recent.clear()  # drawn beside the corrected attempt's success; a double click's second click says nothing)
     shown = [entry for entry, _, _ in recent] + list(waiting)
