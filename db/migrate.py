@@ -64,9 +64,12 @@ def migration_lock(engine: Engine) -> Iterator[None]:
         if database in ("", ":memory:") or database.startswith("file:") or url.query.get("mode") == "memory":
             yield
             return
-        # A connection first: a file it refuses (not a database, a directory: db.session) is refused before the
-        # lock file is made beside it, where a refused command left an empty `<db>.migrate-lock`
-        engine.connect().close()
+        # An existing file is connected to first: one it refuses (not a database, a directory: db.session) is
+        # refused before the lock file is made beside it, where a refused command left an empty
+        # `<db>.migrate-lock`. A new database's folder is asked of the lock file (below: SQLite's own words for a
+        # folder where no file can be made, "unable to open database file", read as an outage).
+        if Path(database).expanduser().exists():
+            engine.connect().close()
         lock = f"{Path(database).expanduser()}.migrate-lock"
         # filelock retries for ever where the file cannot be created at all (a data directory under /proc): the
         # operating system's refusal is said at once (an OSError naming the file: exit 2 in the CLI)
