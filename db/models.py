@@ -340,12 +340,17 @@ class Review(Base):
     """Append-only audit trail of decisions; a sample's review_status follows from these rows."""
 
     __tablename__ = "reviews"
-    # "Has this user voted on this variant?" is one probe; a variant's votes are the index's first column.
-    __table_args__ = (Index("ix_reviews_sample_id_user_id", "sample_id", "user_id"), NEVER_REUSED_IDS)
+    # "Has this user voted on this variant?" is one probe; a variant's votes are the index's first column. A
+    # user's reviews newest first are a range of ix_reviews_user_id (migration 0017: Postgres needs the id named).
+    __table_args__ = (
+        Index("ix_reviews_sample_id_user_id", "sample_id", "user_id"),
+        Index("ix_reviews_user_id", "user_id", "id"),
+        NEVER_REUSED_IDS,
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"))
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     decision: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(String(40), default=None)
     note: Mapped[str | None] = mapped_column(Text, default=None)

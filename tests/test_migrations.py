@@ -112,7 +112,7 @@ def test_an_upgrade_passes_over_references_broken_before_it(tmp_path) -> None:
         raw.close()
         migrate(engine, command.upgrade, "head")
         with engine.connect() as c:
-            assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0016"
+            assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0017"
             broken = [tuple(row[:3]) for row in c.execute(text("PRAGMA foreign_key_check")).all()]
             assert broken == [("samples", variant, "users")]  # left as it was, for its owner to repair
     engine.dispose()
@@ -152,7 +152,7 @@ def test_a_second_process_waits_for_the_one_migrating(tmp_path) -> None:
     held.release()
     assert done.wait(60) and not failed, failed
     with engine.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0016"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0017"
     engine.dispose()
 
 
