@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from db.migrate import include_name
+from db.migrate import comparison_hooks
 from db.models import Base
 
 config = context.config
@@ -87,7 +87,7 @@ def run_migrations() -> None:
             connection=connection,
             target_metadata=target_metadata,
             render_as_batch=True,
-            include_name=include_name,
+            **comparison_hooks(connection.dialect.name),
         )
         with sqlite_foreign_keys_off(connection), context.begin_transaction():
             context.run_migrations()
@@ -98,7 +98,10 @@ def run_migrations() -> None:
     engine = create_engine(url, hide_parameters=True)  # as db/session.py: values stay out of errors and logs
     with engine.connect() as conn:
         context.configure(
-            connection=conn, target_metadata=target_metadata, render_as_batch=True, include_name=include_name
+            connection=conn,
+            target_metadata=target_metadata,
+            render_as_batch=True,
+            **comparison_hooks(conn.dialect.name),
         )
         with sqlite_foreign_keys_off(conn), context.begin_transaction():
             context.run_migrations()

@@ -7,10 +7,11 @@ when ascending, so neither a forward nor a backward walk of `ix_samples_queue_fa
 every page of those sorts read and sorted the whole status (160,000 pending rows of 200,000 variants: 70–100 ms
 a page on an idle machine, p95 of the page 592 ms in bench/review_latency.py --backend postgres). Indexes with
 `NULLS FIRST` and a trailing id yield both directions (forward and backward), and a page reads its rows.
-SQLite has no NULLS FIRST in an index (and needs none: it is its default order); there nothing changes. The
-models cannot state a NULL order SQLite refuses, so the schema comparison leaves these names alone
-(`db/migrate.POSTGRES_ORDER_INDEXES`). The planner picks them with or without statistics (a LIMIT walk in the
-asked order costs less than a sort of the status either way).
+On Postgres each is made again under its name in that order (kept beside the old ones, each decision would
+have updated both); SQLite has no NULLS FIRST in an index (and needs none: it is its default order), and there
+nothing changes. The models state them as SQLite has them, so the schema comparison leaves these names alone on
+Postgres (`db/migrate.POSTGRES_ORDER_INDEXES`). The planner picks them with or without statistics (a LIMIT walk
+in the asked order costs less than a sort of the status either way).
 
 Revision ID: 0016
 Revises: 0015
@@ -24,28 +25,33 @@ down_revision = "0015"
 branch_labels = None
 depends_on = None
 
-# name → (ordered column, partial index condition); a migration keeps its own copy (db/migrate.py has the names)
+# name → (ordered column, partial index condition, the columns before 0016); a migration keeps its own copy
+# (db/migrate.py has the names)
 INDEXES = {
-    "ix_samples_queue_family_pg": ("parent_id", None),
-    "ix_samples_queue_similarity_pg": ("similarity", None),
-    "ix_samples_queue_consistency_pg": ("label_consistency", None),
-    "ix_samples_queue_semantic_pg": ("semantic_similarity", None),
-    "ix_samples_queue_flagged_pg": ("label_consistency", "label_flag IS true"),
+    "ix_samples_queue_family": ("parent_id", None, "parent_id, id"),
+    "ix_samples_queue_similarity": ("similarity", None, "similarity"),
+    "ix_samples_queue_consistency": ("label_consistency", None, "label_consistency"),
+    "ix_samples_queue_semantic": ("semantic_similarity", None, "semantic_similarity"),
+    "ix_samples_queue_flagged": ("label_consistency", "label_flag IS true", "label_flag, label_consistency"),
 }
+
+
+def _make(name: str, columns: str, where: str | None) -> None:
+    op.execute(f"DROP INDEX IF EXISTS {name}")
+    op.execute(
+        f"CREATE INDEX {name} ON samples (dataset_id, review_status, {columns})" + (f" WHERE {where}" if where else "")
+    )
 
 
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    for name, (column, where) in INDEXES.items():
-        op.execute(
-            f"CREATE INDEX {name} ON samples (dataset_id, review_status, {column} NULLS FIRST, id)"
-            + (f" WHERE {where}" if where else "")
-        )
+    for name, (column, where, _) in INDEXES.items():
+        _make(name, f"{column} NULLS FIRST, id", where)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    for name in INDEXES:
-        op.execute(f"DROP INDEX {name}")
+    for name, (_, where, before) in INDEXES.items():
+        _make(name, before, where)
