@@ -408,10 +408,12 @@ def latest_votes_of(
     session: Session, dataset: Dataset, user_id: int, before: int | None, limit: int
 ) -> list[tuple[int, int]]:
     """[(variant id, the user's latest vote on it), ...], newest first, at most `limit`, older than review
-    `before` (None: from the newest): the variants where the user's latest act is a vote (no undo), without
-    those another person (or the automatic step) decided since in a decision that is still their latest act
-    there. A walk of the user's reviews newest first (ix_reviews_user_id, with the id since migration 0017) that
-    stops after `limit` candidates, each review checked by probes of its variant's reviews:
+    `before` (None: from the newest). The user's latest vote on a variant skips their undos (which
+    services/review_undo.withdrawal reads); a variant is left out when a later review there, not an undo, is
+    automatic or another user's last review on it (the candidates of services/review_undo.
+    latest_standing_decision, which says why). A walk of the user's reviews newest first (ix_reviews_user_id,
+    with the id since migration 0017) that stops after `limit` candidates, each review checked by probes of its
+    variant's reviews:
     it grouped the user's whole history by variant for every call (p95 314 ms at 200,000 variants on Postgres)."""
     from db.review_access import probe_exists
 

@@ -53,6 +53,24 @@ def test_import_and_stats_over_http_on_postgres(pg_settings, tmp_path):
         assert stats["tasks"]["bias"]["labels"]["partisan"]["by_split"] == {"train": 1049, "val": 131, "test": 131}
 
 
+def test_the_queue_order_indexes_the_comparison_leaves_alone_have_migration_0016s_shape(pg_settings):
+    """db/migrate.comparison_hooks leaves these names out of the schema comparison on Postgres (the models state
+    them as SQLite has them): what guards them there is this, a lost NULL order or id read from the database."""
+    from sqlalchemy import text
+
+    from db.migrate import POSTGRES_ORDER_INDEXES
+    from db.session import get_engine
+
+    with get_engine(pg_settings.resolved_database_url).connect() as conn:
+        shapes = dict(
+            conn.execute(text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'samples'")).tuples().all()
+        )
+    for name in POSTGRES_ORDER_INDEXES:
+        assert "(dataset_id, review_status, " in shapes[name] and " NULLS FIRST, id)" in shapes[name], shapes[name]
+    assert "WHERE (label_flag IS TRUE)" in shapes["ix_samples_queue_flagged"]
+    assert not [name for name in shapes if name.endswith("_new")], shapes
+
+
 @pytest.mark.parametrize(
     "sort",  # the score and family sorts (age is the id; expected value is computed, db/reviews.most_useful_first)
     [s for s in SORTS if s.lstrip("-") not in ("age", "expected_value")],

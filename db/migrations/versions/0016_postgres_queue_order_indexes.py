@@ -36,22 +36,25 @@ INDEXES = {
 }
 
 
-def _make(name: str, columns: str, where: str | None) -> None:
-    op.execute(f"DROP INDEX IF EXISTS {name}")
-    op.execute(
-        f"CREATE INDEX {name} ON samples (dataset_id, review_status, {columns})" + (f" WHERE {where}" if where else "")
-    )
+def _make(shapes: dict[str, tuple[str, str | None]]) -> None:
+    """Each index of `shapes` (name → its columns after dataset and status, partial condition) built beside the
+    one it replaces, then swapped in: the builds take a SHARE lock (writes wait, reads go on), and the DROPs'
+    exclusive lock is held for the swaps alone."""
+    for name, (columns, where) in shapes.items():
+        op.execute(
+            f"CREATE INDEX {name}_new ON samples (dataset_id, review_status, {columns})"
+            + (f" WHERE {where}" if where else "")
+        )
+    for name in shapes:
+        op.execute(f"DROP INDEX IF EXISTS {name}")
+        op.execute(f"ALTER INDEX {name}_new RENAME TO {name}")
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
-    for name, (column, where, _) in INDEXES.items():
-        _make(name, f"{column} NULLS FIRST, id", where)
+    if op.get_bind().dialect.name == "postgresql":
+        _make({name: (f"{column} NULLS FIRST, id", where) for name, (column, where, _) in INDEXES.items()})
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
-    for name, (_, where, before) in INDEXES.items():
-        _make(name, before, where)
+    if op.get_bind().dialect.name == "postgresql":
+        _make({name: (before, where) for name, (_, where, before) in INDEXES.items()})

@@ -20,11 +20,21 @@ branch_labels = None
 depends_on = None
 
 
+def _make(columns: list[str]) -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        # built beside it first (a SHARE lock: reads go on), then swapped: the DROP's exclusive lock is held for
+        # the swap alone, not for the build
+        op.create_index("ix_reviews_user_id_new", "reviews", columns)
+        op.drop_index("ix_reviews_user_id", table_name="reviews")
+        op.execute("ALTER INDEX ix_reviews_user_id_new RENAME TO ix_reviews_user_id")
+        return
+    op.drop_index("ix_reviews_user_id", table_name="reviews")  # SQLite's readers are not blocked by a writer
+    op.create_index("ix_reviews_user_id", "reviews", columns)
+
+
 def upgrade() -> None:
-    op.drop_index("ix_reviews_user_id", table_name="reviews")
-    op.create_index("ix_reviews_user_id", "reviews", ["user_id", "id"])
+    _make(["user_id", "id"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_reviews_user_id", table_name="reviews")
-    op.create_index("ix_reviews_user_id", "reviews", ["user_id"])
+    _make(["user_id"])
