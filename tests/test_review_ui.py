@@ -9,6 +9,7 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from review_ui.render import plain
 from tests.review_fixtures import (  # noqa: F401
     HOSTILE_TEXT,
     add_original,
@@ -714,6 +715,15 @@ def test_training_page_lists_runs_and_starts_one(live_api, lead_token, engine, r
     assert "epoch 2 of 3 · batch 30 of 60 · loss 0.712" in bar.proto.text
     # The new runs are listed without a manual refresh (a fragment reruns every few seconds while one is active).
     assert len(at.dataframe[0].value) == 3
+    # A checkpoint the disk refused: said (training goes on), as text
+    said = "the checkpoint at step 10 could not be written: No space left on device (ENOSPC); *goes on*"
+    with session_scope(engine) as s:
+        job = s.get(Job, s.get(TrainingRun, int(at.selectbox(key="run_pick").value)).job_id)
+        job.progress_info = {**(job.progress_info or {}), "checkpoint_error": said}
+    at.run()
+    assert [w.value for w in at.warning if "Checkpoint not saved" in w.value] == [
+        plain(f"Checkpoint not saved: {said}.")
+    ]
 
 
 def test_training_page_lets_a_lead_leave_out_a_task_that_cannot_train(

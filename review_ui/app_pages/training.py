@@ -276,7 +276,7 @@ def live_progress(run: dict[str, Any]) -> None:
             "on its last attempt) when a worker next looks for work. Is a worker running?"
         )
     if progress.get("checkpoint_error"):  # training goes on; only a lost worker's resume is affected
-        st.warning(f"Checkpoint not saved: {progress['checkpoint_error']}.")
+        st.warning(plain(f"Checkpoint not saved: {progress['checkpoint_error']}."))
     epoch, batches, batch = progress.get("epoch") or 0, progress.get("batches") or 0, progress.get("batch") or 0
     done = progress.get("done") or 0
     fraction = (done + (batch / batches if batches and epoch > done else 0)) / total if total else 0.0
