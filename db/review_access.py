@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, literal_column, select
+from sqlalchemy import ColumnElement, Float, and_, case, exists, func, literal, literal_column, select
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
@@ -181,8 +181,6 @@ def usefulness() -> ColumnElement[float]:
     """Novelty × predicted label preservation: the expected value without the class's need, and the expression
     of ix_samples_queue_usefulness (migration 0014). Its constants are written into the SQL, not bound, so the
     database can match the expression to its index."""
-    from sqlalchemy import literal_column
-
     novelty = func.coalesce(Sample.novelty, literal_column("1.0") - Sample.similarity, literal_column("0.5"))
     return novelty * func.coalesce(Sample.label_consistency, literal_column("1.0"))
 
@@ -190,8 +188,6 @@ def usefulness() -> ColumnElement[float]:
 def class_need(needs: dict[tuple[str, str], float]) -> ColumnElement[float]:
     """How much a variant's neediest class still needs variants: the largest of its labels' needs, each at least
     NEED_FLOOR (NULL where it has no label)."""
-    from sqlalchemy import Float, case, literal
-
     cases = [
         ((SampleLabel.task == task) & (SampleLabel.label == label), literal(max(need, NEED_FLOOR), Float))
         for (task, label), need in sorted(needs.items())
@@ -208,13 +204,8 @@ def expected_value(needs: dict[tuple[str, str], float]) -> ColumnElement[float]:
     """A variant's expected value to training: how much its neediest class still needs variants (0..1, the
     largest over its labels, at least NEED_FLOOR) × its novelty against the training texts (1 − n-gram
     similarity to its source where it was made before novelty was stored) × the label model's predicted
-    preservation (its consistency; 1 where no model scored it)."""
-    from sqlalchemy import Float, literal
-
-    need = class_need(needs)
-    novelty = func.coalesce(Sample.novelty, literal(1.0, Float) - Sample.similarity, literal(0.5, Float))
-    preservation = func.coalesce(Sample.label_consistency, literal(1.0, Float))
-    return func.coalesce(need, literal(NEED_FLOOR, Float)) * novelty * preservation
+    preservation (its consistency; 1 where no model scored it): the need × `usefulness`."""
+    return func.coalesce(class_need(needs), literal(NEED_FLOOR, Float)) * usefulness()
 
 
 def access_path(
