@@ -234,6 +234,15 @@ class UserRead(BaseModel):
     role: str
 
 
+class UserRoleChanged(UserRead):
+    status_changes: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description='Per dataset, how many variants moved, by transition (e.g. {"psm": {"approved→pending": 3}}): '
+        "the statuses that read the user's role (their own approval of a text they submitted, their edits) are "
+        "recomputed with the change. Empty when none moved or the role did not change.",
+    )
+
+
 class ErrorRead(BaseModel):
     """Every error response: a message, and the field (or file) at fault where there is one."""
 

@@ -76,7 +76,15 @@ def user_role(
     name: Annotated[str, typer.Argument(help="User name")],
     role: Annotated[str, typer.Argument(help="annotator or admin")],
 ) -> None:
-    """Change a user's role; their tokens keep working under the new role."""
+    """Change a user's role; their tokens keep working under the new role, and the review statuses that read it
+    (their approval of their own submission, their edits) are recomputed."""
     with session_scope(engine()) as session:
-        user = tokens.change_role(session, name, role)
-        console.print(f"{user.name} is now {user.role}")
+        changed = tokens.change_role(session, name, role)
+        said = f"{changed.user.name} is now {changed.user.role}"
+        moved = [
+            f"{dataset}: " + ", ".join(f"{n} {transition}" for transition, n in sorted(transitions.items()))
+            for dataset, transitions in changed.status_changes.items()
+        ]
+    console.print(said, markup=False, highlight=False)
+    for line in moved:
+        console.print(f"  review statuses recomputed in {line}", markup=False, highlight=False)

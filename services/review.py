@@ -13,7 +13,7 @@ latest vote on its current text:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any
 from typing import cast as typing_cast
@@ -481,17 +481,22 @@ def _stale(session: Session, sample: Sample, seen: int, user: User) -> ConflictE
     )
 
 
-def reevaluate(session: Session, dataset: Dataset) -> dict[str, int]:
-    """Recompute every reviewed variant's status under the dataset's current reviews_required, in the caller's
-    transaction; returns how many moved, by transition ("approved→pending": 12, ...). Raising k from 1 to 3
-    sends single-vote approvals back to pending, so they leave training until two more people agree."""
-    reviewed = list(
-        session.scalars(
-            select(Sample.id)
-            .where(Sample.dataset_id == dataset.id, Sample.origin.in_(REVIEWABLE_ORIGINS), Sample.review_count > 0)
-            .order_by(Sample.id)
-        )
+def reevaluate(session: Session, dataset: Dataset, only: Collection[int] | None = None) -> dict[str, int]:
+    """Recompute every reviewed variant's status (or those of `only` among them) under the dataset's current
+    reviews_required and its voters' current roles, in the caller's transaction; returns how many moved, by
+    transition ("approved→pending": 12, ...). Raising k from 1 to 3 sends single-vote approvals back to pending,
+    so they leave training until two more people agree."""
+    reviewed_here = select(Sample.id).where(
+        Sample.dataset_id == dataset.id, Sample.origin.in_(REVIEWABLE_ORIGINS), Sample.review_count > 0
     )
+    if only is None:
+        reviewed = list(session.scalars(reviewed_here.order_by(Sample.id)))
+    else:
+        reviewed = sorted(
+            sample_id
+            for chunk in chunked(sorted(set(only)))
+            for sample_id in session.scalars(reviewed_here.where(Sample.id.in_(chunk)))
+        )
     changes: dict[str, int] = {}
     now = utcnow()
     for chunk in chunked(reviewed):
@@ -521,6 +526,32 @@ def reevaluate(session: Session, dataset: Dataset) -> dict[str, int]:
     session.flush()
     session.expire_all()
     return changes
+
+
+def reevaluate_for_role(session: Session, user: User) -> dict[str, dict[str, int]]:
+    """After `user`'s role changed, in the caller's transaction: the statuses that read it, recomputed. An admin's
+    approval of their own submission and an admin's edit count as an admin's import does; judged by the role
+    held now (counted, editors_to_review, submitters), so a demoted admin's self-approved text goes back to
+    pending and stops training at once (it trained on until something else re-evaluated it: an attacker's
+    find), and a new admin's edits count as theirs. Reads the variants they edited or submitted, and
+    the variants of their submissions (a role weighs nowhere else: a vote on another's text counts whoever casts
+    it); returns dataset name → transitions (reevaluate)."""
+    edited = select(Review.sample_id).where(Review.user_id == user.id, Review.decision == Decision.edit)
+    submitted = select(Sample.id).where(Sample.origin == Origin.submitted, Sample.created_by == user.id)
+    rows = session.execute(
+        select(Sample.dataset_id, Sample.id).where(
+            or_(Sample.id.in_(edited), Sample.id.in_(submitted), Sample.parent_id.in_(submitted))
+        )
+    ).tuples()
+    touched: dict[int, set[int]] = {}
+    for dataset_id, sample_id in rows:
+        touched.setdefault(dataset_id, set()).add(sample_id)
+    moved: dict[str, dict[str, int]] = {}
+    for dataset_id, sample_ids in sorted(touched.items()):
+        dataset = session.get(Dataset, dataset_id)
+        if dataset is not None and (changes := reevaluate(session, dataset, only=sample_ids)):
+            moved[dataset.name] = changes
+    return moved
 
 
 @dataclass

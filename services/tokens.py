@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -16,6 +17,7 @@ from db import auth
 from db.models import TOKEN_ROLES, APIToken, Role, User, utcnow
 from db.session import session_scope
 from services import review_assignments
+from services.review import reevaluate_for_role
 
 MIN_EXPIRY_DAYS = 1 / 1440
 
@@ -136,18 +138,30 @@ def token_state(row: APIToken) -> str:
     return auth.token_state(row)
 
 
-def change_role(session: Session, name: str, role: str, by: User | None = None) -> User:
+@dataclass(frozen=True)
+class RoleChanged:
+    user: User
+    # dataset name → how many variants moved, by transition: the statuses that read the user's role
+    # (services.review.reevaluate_for_role); empty when the role did not change
+    status_changes: dict[str, dict[str, int]]
+
+
+def change_role(session: Session, name: str, role: str, by: User | None = None) -> RoleChanged:
     """A user's role, changed (admins); their tokens keep working under the new role. A person is an annotator
     or an admin; `system` is the automatic reviewer's alone, and its role is never changed. The review work
     they hold in datasets the new role no longer lets them review (an admin made an annotator, outside those
     datasets' projects) is given back: they could neither renew nor release it there any more. An admin over
-    the API (`by`) may not demote the last admin who holds an active token (keep_an_admin)."""
+    the API (`by`) may not demote the last admin who holds an active token (keep_an_admin). The statuses that
+    read the role are recomputed at once (reevaluate_for_role): a demoted admin's own approval of their
+    submission, or their edit, no longer trains without another member's approval."""
     if role not in TOKEN_ROLES:
         raise ValidationFailed(f"role must be one of {', '.join(TOKEN_ROLES)}; got {role!r}", field="role")
     if by is not None:
         hold_admins(session)
+    before = session.scalar(select(User.role).where(User.name == name))
     user = auth.set_role(session, name, role, unless=Role.system.value)
     if by is not None and role != Role.admin.value:
         keep_an_admin(session, f"making {name!r} an {role}", field="role")
     review_assignments.release_where_barred(session, user)
-    return user
+    moved = reevaluate_for_role(session, user) if before != role else {}
+    return RoleChanged(user, moved)

@@ -220,7 +220,7 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(pg_settings, mon
         me, other = ("ada", "bea") if threading.current_thread().name == "first" else ("bea", "ada")
         with session_scope(engine) as s:
             by = s.scalars(select(User).where(User.name == me)).one()
-            return tokens.change_role(s, other, "annotator", by=by).role
+            return tokens.change_role(s, other, "annotator", by=by).user.role
 
     outcome = race(monkeypatch, auth, "set_role", demote_the_other)
     assert outcome.second_waited, "the second demotion did not wait for the first to commit"

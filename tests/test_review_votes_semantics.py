@@ -271,10 +271,13 @@ def test_a_submitters_own_approval_never_decides_even_from_before_the_doors_refu
         submitted = r.json()["params"]["items"][0]["sample_id"]
         assert _decide(ed, submitted, "approve")["review_status"] == "approved"  # an admin's: trusted
     assert submitted in training_ids(engine)
-    assert admin.patch("/api/v1/users/ed", json={"role": "annotator"}).status_code == 200
-    r = admin.patch(f"/api/v1/datasets/{ds}", json={"reviews_required": 1})  # re-evaluates under today's rules
-    assert r.json()["status_changes"].get("approved→pending") == 1, r.json()
-    assert submitted not in training_ids(engine)
+    # the demotion itself recomputes it: it trained on until something else re-evaluated the dataset (a lead
+    # re-sending k, a decision on it; an attacker's find)
+    r = admin.patch("/api/v1/users/ed", json={"role": "annotator"})
+    assert r.status_code == 200 and r.json()["status_changes"] == {ds: {"approved→pending": 1}}, r.text
+    assert submitted not in training_ids(engine), "a demoted admin's self-approved text trained on"
+    r = admin.patch(f"/api/v1/datasets/{ds}", json={"reviews_required": 1})  # re-evaluates: nothing left to move
+    assert r.json()["status_changes"] == {}, r.json()
     # under k = 2 a colleague's approval, sent in bulk, is one of the two it needs: ed's does not count, though
     # it is a vote cast (review_count 2, as a single decision stores it: the bulk path stored 1)
     admin.patch(f"/api/v1/datasets/{ds}", json={"reviews_required": 2})
@@ -307,3 +310,39 @@ def test_a_submitters_own_approval_never_decides_even_from_before_the_doors_refu
     r = carol.post(f"/api/v1/samples/{source}/undo", json={"version": rejected["version"]})
     assert r.status_code == 200 and r.json()["review_status"] == "pending", r.text
     assert _decide(carol, source, "approve")["review_status"] == "approved"  # someone who read it
+
+
+def test_a_role_change_recomputes_the_statuses_that_read_the_role(app, admin, annotator, engine, review_data) -> None:
+    """An admin's edit is trusted as their import is; demoted at the command line, their edited text leaves
+    training at once (the command says how many moved), while a variant they merely approved, as anyone may,
+    stays; made an admin again, the edit counts as theirs again. Nobody else's variants move."""
+    from typer.testing import CliRunner
+
+    from augloop.cli import app as cli
+    from tests.test_review_automatic import training_ids
+
+    ds = review_data.dataset
+    edited, approved = review_data.variants[review_data.sources[0]][:2]
+    by_bob = review_data.variants[review_data.sources[1]][0]
+    with TestClient(app, headers={"Authorization": f"Bearer {issue_token(engine, 'eve', 'admin')}"}) as eve:
+        text = "We will always protect Social Security for every older American."
+        assert _decide(eve, edited, "edit", text=text)["review_status"] == "approved"
+        assert _decide(eve, approved, "approve")["review_status"] == "approved"
+    assert _decide(annotator, by_bob, "approve")["review_status"] == "approved"
+    assert {edited, approved, by_bob} <= training_ids(engine)
+
+    demoted = CliRunner().invoke(cli, ["user", "role", "eve", "annotator"])
+    assert demoted.exit_code == 0, demoted.output
+    assert "eve is now annotator" in demoted.output
+    assert f"review statuses recomputed in {ds}: 1 approved→pending" in demoted.output, demoted.output
+    trains = training_ids(engine)
+    assert edited not in trains, "a demoted admin's edit trained with no one else's approval"
+    assert {approved, by_bob} <= trains
+    row = annotator.get(f"/api/v1/samples/{edited}").json()["sample"]
+    assert (row["review_status"], row["text"]) == ("pending", text), row
+
+    r = admin.patch("/api/v1/users/eve", json={"role": "admin"})
+    assert r.status_code == 200 and r.json()["status_changes"] == {ds: {"pending→approved": 1}}, r.text
+    assert edited in training_ids(engine)
+    again = admin.patch("/api/v1/users/eve", json={"role": "admin"})  # no change, nothing recomputed
+    assert again.status_code == 200 and again.json()["status_changes"] == {}, again.text

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from api.deps import AdminUser, CurrentUser, ResourceId, SessionDep
 from api.json_body import StrictJSONRoute
-from api.schemas import TokenCreate, TokenIssued, TokenRead, UserRead, UserRoleUpdate
+from api.schemas import TokenCreate, TokenIssued, TokenRead, UserRead, UserRoleChanged, UserRoleUpdate
 from services import tokens as token_service
 
 router = APIRouter(tags=["tokens"], route_class=StrictJSONRoute)
@@ -56,9 +56,10 @@ def revoke_token(token_id: ResourceId, session: SessionDep, admin: AdminUser) ->
     return {"revoked": token_service.revoke(session, token_id, by=admin)}
 
 
-@router.patch("/users/{name:path}", response_model=UserRead)  # a user name may hold "/"
-def change_role(name: str, body: UserRoleUpdate, session: SessionDep, admin: AdminUser) -> UserRead:
-    """Change a user's role; their tokens keep working under the new role (admins). 409 for the last admin with
-    an active token."""
-    user = token_service.change_role(session, name, body.role, by=admin)
-    return UserRead(id=user.id, name=user.name, role=user.role)
+@router.patch("/users/{name:path}", response_model=UserRoleChanged)  # a user name may hold "/"
+def change_role(name: str, body: UserRoleUpdate, session: SessionDep, admin: AdminUser) -> UserRoleChanged:
+    """Change a user's role; their tokens keep working under the new role (admins), and the review statuses that
+    read it are recomputed (`status_changes`). 409 for the last admin with an active token."""
+    changed = token_service.change_role(session, name, body.role, by=admin)
+    user = changed.user
+    return UserRoleChanged(id=user.id, name=user.name, role=user.role, status_changes=changed.status_changes)
