@@ -80,31 +80,29 @@ def sqlite_foreign_keys_off(connection: Connection) -> Iterator[None]:
         raw.execute("PRAGMA foreign_keys=ON")  # outside any transaction, or it would not take effect
 
 
+def migrate_on(connection: Connection) -> None:
+    """Run the migrations on `connection`, in one transaction, with SQLite's foreign keys off meanwhile."""
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        **comparison_hooks(connection.dialect.name),
+    )
+    with sqlite_foreign_keys_off(connection), context.begin_transaction():
+        context.run_migrations()
+
+
 def run_migrations() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(
-            connection=connection,
-            target_metadata=target_metadata,
-            render_as_batch=True,
-            **comparison_hooks(connection.dialect.name),
-        )
-        with sqlite_foreign_keys_off(connection), context.begin_transaction():
-            context.run_migrations()
+        migrate_on(connection)
         return
     from core.settings import get_settings
 
     url = config.get_main_option("sqlalchemy.url") or get_settings().resolved_database_url
     engine = create_engine(url, hide_parameters=True)  # as db/session.py: values stay out of errors and logs
     with engine.connect() as conn:
-        context.configure(
-            connection=conn,
-            target_metadata=target_metadata,
-            render_as_batch=True,
-            **comparison_hooks(conn.dialect.name),
-        )
-        with sqlite_foreign_keys_off(conn), context.begin_transaction():
-            context.run_migrations()
+        migrate_on(conn)
         conn.commit()
 
 
