@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -81,37 +81,29 @@ def take_quota_turn(session: Session, project_id: int) -> None:
     hold_until_commit(session, PROJECT_QUOTA, project_id)
 
 
+def _open_in_project(
+    session: Session, entity: type[Job] | type[TrainingRun], project_id: int, kinds: Collection[str], total: Any
+) -> int:
+    """`total` over the project's queued and running jobs (or training runs) of these kinds."""
+    found = session.scalar(
+        select(total)
+        .select_from(entity)
+        .join(Dataset, Dataset.id == entity.dataset_id)
+        .where(Dataset.project_id == project_id, entity.kind.in_(kinds), entity.status.in_(OPEN_JOB_STATUSES))
+    )
+    return int(found or 0)
+
+
 def jobs_in_flight(
     session: Session, project_id: int, kinds: Collection[str], measure: Literal["jobs", "work_left"]
 ) -> int:
     """The project's queued and running jobs of these kinds: how many, or the work they have left (progress
     total less done)."""
-    left = func.sum(Job.progress_total - Job.progress_done)
-    total = func.count() if measure == "jobs" else func.coalesce(left, 0)
-    found = session.scalar(
-        select(total)
-        .select_from(Job)
-        .join(Dataset, Dataset.id == Job.dataset_id)
-        .where(
-            Dataset.project_id == project_id,
-            Job.kind.in_(kinds),
-            Job.status.in_(OPEN_JOB_STATUSES),
-        )
-    )
-    return int(found or 0)
+    left = func.coalesce(func.sum(Job.progress_total - Job.progress_done), 0)
+    return _open_in_project(session, Job, project_id, kinds, func.count() if measure == "jobs" else left)
 
 
 def runs_in_flight(session: Session, project_id: int, kinds: Collection[str] = ("single",)) -> int:
     """The project's queued and running training runs of these kinds (a run waiting for its learning-rate
     selection included)."""
-    found = session.scalar(
-        select(func.count())
-        .select_from(TrainingRun)
-        .join(Dataset, Dataset.id == TrainingRun.dataset_id)
-        .where(
-            Dataset.project_id == project_id,
-            TrainingRun.kind.in_(kinds),
-            TrainingRun.status.in_(OPEN_JOB_STATUSES),
-        )
-    )
-    return int(found or 0)
+    return _open_in_project(session, TrainingRun, project_id, kinds, func.count())
