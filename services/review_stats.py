@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.metrics import cohen_kappa_score
-from sqlalchemy import func, select
+from sqlalchemy import func, literal_column, select, true
 from sqlalchemy.orm import Session
 
 from db.chunks import chunked
@@ -203,7 +203,25 @@ def per_class(session: Session, dataset: Dataset, *where: Any) -> dict[tuple[str
 
 
 def train_originals_per_class(session: Session, dataset: Dataset) -> dict[tuple[str, str], int]:
-    return per_class(session, dataset, Sample.origin == Origin.original, Sample.split == "train")
+    """(task, label) → the dataset's train originals with that label. On Postgres each original's labels are a
+    probe of pk_sample_labels: joined, the planner hashed the originals against every label row of the database
+    (615,000 at 200,000 variants: 40-250 ms of each count of the classes' needs, against 11-18 ms)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return per_class(session, dataset, Sample.origin == Origin.original, Sample.split == "train")
+    labels = (
+        select(SampleLabel.task, SampleLabel.label)
+        .where(SampleLabel.sample_id == Sample.id)
+        .offset(literal_column("0"))  # not flattened into a join: a probe per original
+        .lateral()
+    )
+    rows = session.execute(
+        select(labels.c.task, labels.c.label, func.count())
+        .select_from(Sample)
+        .join(labels, true())
+        .where(Sample.dataset_id == dataset.id, Sample.origin == Origin.original, Sample.split == "train")
+        .group_by(labels.c.task, labels.c.label)
+    ).tuples()
+    return {(task, label): n for task, label, n in rows}
 
 
 def review_progress(session: Session, dataset: Dataset) -> dict[str, Any]:
