@@ -42,10 +42,13 @@ def execute_selection(
     progress: ProgressFn | None = None,
     finish: FinishFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    fix_length: bool = False,
 ) -> dict[str, Any]:
     """Choose the runs' LR scale on val and hand them on: with `enqueue_training`, a `train` job per run
-    (`train_payload` in each); without (the CLI), the caller trains them. Raises on failure; the caller records
-    the runs' outcome (services.run_execution.record_end)."""
+    (`train_payload` in each); without (the CLI), the caller trains them. With `fix_length` (an impact report's
+    runs) a budget's length is planned here once for every run (trainer.lr_search). The trials train on the
+    first run's data (an impact report's: its originals arm). Raises on failure; the caller records the runs'
+    outcome (services.run_execution.record_end)."""
     from services.training import enqueue_train_jobs
 
     emit = progress or (lambda _e: None)
@@ -74,7 +77,13 @@ def execute_selection(
                 db_runs.get_run(s, run_id).lr_selection = {**selection.to_dict(), "job_id": job_id}
 
     selection = select_learning_rate(
-        config, data, n_runs=len(run_ids), progress=emit, on_trial=record, should_stop=should_stop
+        config,
+        data,
+        n_runs=len(run_ids),
+        progress=emit,
+        on_trial=record,
+        should_stop=should_stop,
+        fix_length=fix_length,
     )
     # its end, whichever it was: a skipped selection (trials not worth their cost) read 0 of lr_trials done once
     # it had succeeded, and one whose search ended early fewer than it planned

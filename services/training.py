@@ -266,13 +266,16 @@ def queue_runs(
     *,
     created_by: int | None,
     payload: dict[str, Any] | None = None,
+    fix_length: bool = False,
 ) -> list[Job]:
     """Jobs for the runs of one request. The transformer runs share one `lr_select` job when LR selection may
-    apply (it queues their `train` jobs when it is done, `payload` included); otherwise each run, and always the
-    TF-IDF member, gets its `train` job (2 attempts). The job is recorded on its runs."""
+    apply, or with `fix_length` and a budget (an impact report: the job plans every run's length once; see
+    services.lr_selection); it queues their `train` jobs when it is done, `payload` included. Otherwise each
+    run, and always the TF-IDF member, gets its `train` job (2 attempts). The job is recorded on its runs."""
     transformer = [r for r in runs if r.kind == "single"]
     jobs: list[Job] = []
-    if transformer and search_wanted(config):
+    fixing = fix_length and config.budget_minutes is not None
+    if transformer and (search_wanted(config) or fixing):
         job = queue.enqueue(
             session,
             "lr_select",
@@ -281,6 +284,7 @@ def queue_runs(
                 "dataset": dataset.name,
                 "trials": config.lr_trials,
                 "train_payload": payload or {},
+                **({"fix_length": True} if fixing else {}),
             },
             dataset_id=dataset.id,
             created_by=created_by,

@@ -30,9 +30,9 @@ def test_report_impact_waits_for_a_worker_then_prints(engine, tiny_encoder: str)
         thread.join(timeout=60)
     assert result.exit_code == 0, result.output
     out = result.output
-    # FAST leaves the LR to the plan: each arm's two seeds share one lr_select job (the training worker takes
-    # those too), which queues their train jobs; the TF-IDF members get theirs at once
-    assert "queued 6 jobs (originals, tfidf:originals, all_approved, tfidf:all_approved, without:wordnet" in out
+    # FAST leaves the LR to the plan: every arm's seeds share one lr_select job (the training worker takes those
+    # too), which queues their train jobs; the TF-IDF members get theirs at once
+    assert "queued 4 jobs (originals, tfidf:originals, all_approved, tfidf:all_approved, without:wordnet" in out
     assert "impact report 1: succeeded (9/9 runs ended)" in out
     assert "partisan" in out and "all_approved" in out and "contribution" in out
     assert "ensemble:all_approved" in out

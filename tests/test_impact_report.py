@@ -357,6 +357,61 @@ def test_impact_report_through_api_and_worker(lead, engine, tiny_encoder: str) -
     assert [r["id"] for r in listed] == [report["id"]]
 
 
+def test_every_arm_trains_one_lr_for_one_length_whatever_pace_each_run_measures(
+    lead, engine, tiny_encoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's find: with a budget each arm selected its own LR and each run planned its length at the pace it
+    measured, so two arms trained on the same data (the originals, and all approved but WordNet's when WordNet
+    is the only method) trained 239 steps at LR 5e-05 and 310 at 4.49e-05, and the report showed their
+    difference as significant. One selection now serves every arm and plans one length for all of them: runs
+    that measure different paces train as long, and arms with the same data train the same model."""
+    import itertools
+
+    import trainer.lr_search
+    import trainer.train
+    from db.models import Job, TrainingRun
+    from db.session import session_scope
+    from trainer.plan import Throughput
+
+    monkeypatch.setattr(trainer.lr_search, "measure_throughput", lambda run: Throughput(0.02, 0.0))
+    measured: list[int] = []
+
+    def pace(run: Any) -> Throughput:  # as if the machine sped up and slowed down between the runs
+        measured.append(1)
+        return next(paces)
+
+    paces = itertools.cycle([Throughput(0.005, 0.0), Throughput(0.08, 0.0)])
+    monkeypatch.setattr(trainer.train, "measure_throughput", pace)
+    name = import_small(engine, n_train=24, n_val=8, n_test=12, n_unlabelled=0)
+    for i in range(2):
+        variant(engine, name, "wordnet", f"a wordnet variant number {i} on taxes")
+    # lr given: no trials, but the length is planned
+    config = tiny_keys(tiny_encoder, epochs=30, grad_accum=1, lr=1e-3, rdrop_alpha=0.0, budget_minutes=0.2)
+    body = {"seeds": [5], "config": config, "classical": False}
+    created = lead.post(f"/api/v1/datasets/{name}/impact-reports", json=body)
+    assert created.status_code == 202, created.text
+    assert [j["kind"] for j in created.json()["jobs"]] == ["lr_select"], "one selection for every arm"
+    assert drain(engine).succeeded == 4
+    report = lead.get(f"/api/v1/impact-reports/{created.json()['report']['id']}").json()
+    assert report["status"] == "succeeded", report
+    assert measured == [], "a run of the report planned its own length at its own pace"
+    with session_scope(engine) as s:
+        runs = {arm: s.get_one(TrainingRun, ids[0]) for arm, ids in report["run_ids"].items()}
+        (selection,) = s.scalars(select(Job).where(Job.kind == "lr_select")).all()
+        assert selection.params["fix_length"] is True
+        fixed = {arm: run.config["fixed_epochs"] for arm, run in runs.items()}
+        plans = {arm: run.metrics["plan"] for arm, run in runs.items()}
+        f1 = {arm: run.metrics["test"]["tasks"]["bias"]["macro_f1"] for arm, run in runs.items()}
+    assert len(set(fixed.values())) == 1 and 1 < fixed["originals"] < 30, fixed  # 0.2 min at 0.02 s a sample
+    assert {p["lr"] for p in plans.values()} == {1e-3}
+    assert any("the length given" in r for r in plans["originals"]["reasons"]), plans["originals"]["reasons"]
+    assert len({p["epochs"] for p in plans.values()}) == 1, plans
+    assert plans["originals"]["steps"] == plans["without:wordnet"]["steps"]
+    assert f1["originals"] == f1["without:wordnet"], "the same data, recipe, length and seed trained another model"
+    macro = report["result"]["tasks"]["bias"]["classes"]["macro"]["without:wordnet"]
+    assert macro["delta"] == 0 and macro["ci"] == [0, 0], macro
+
+
 def test_a_report_says_when_its_arms_trained_on_data_that_changed_between_them(lead, engine, tiny_encoder: str) -> None:
     """Each arm reads the dataset when its run starts: a variant approved while the report's runs wait lands in
     some arms and not others, and `all_approved − without:<method>` then mixes that change into the method's

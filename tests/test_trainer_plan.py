@@ -313,3 +313,23 @@ def test_the_throughput_measurement_times_an_optimizer_step_and_leaves_the_weigh
         p.grad = torch.full_like(p, float("nan"))
     timed_optimizer_step(run)
     assert all(torch.equal(weights[k], v) for k, v in run.model.state_dict().items())
+
+
+def test_a_fixed_length_is_planned_at_any_pace_and_never_replanned() -> None:
+    """`fixed_epochs` (an impact report's arms: one length for every run, planned once by the report's LR
+    selection): the same steps whatever pace the run measures, budget or not, at most `epochs`, with no budget to
+    re-plan against; the regularisers follow that length as they follow a budget's."""
+    config = TrainConfig(encoder="minilm", max_length=64, budget_minutes=15, fixed_epochs=2.5)
+    plans = [
+        plan_run(config, n_train=5400, batches_per_epoch=450, encoder_width=384, throughput=pace)
+        for pace in (CPU_MINILM, replace(CPU_MINILM, seconds_per_sample=1 / 100), None)
+    ]
+    assert {p.steps for p in plans} == {math.floor(2.5 * math.ceil(450 / plans[0].grad_accum))}
+    assert {p.epochs for p in plans} == {2.5} and {p.budget_seconds for p in plans} == {None}
+    assert plans[0].rdrop_alpha == 0.0 and plans[0].head_layers == 1  # a short run's recipe
+    assert any("the length given" in r for r in plans[0].reasons)
+    assert replanned_steps(plans[0], steps_done=100, epochs_done=1, seconds_used=9999.0, eval_seconds=8.0) == (
+        plans[0].steps
+    )
+    capped = plan_run(config.with_overrides({"epochs": 2}), n_train=5400, batches_per_epoch=450, encoder_width=384)
+    assert capped.epochs == 2

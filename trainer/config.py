@@ -138,6 +138,10 @@ class TrainConfig(ConfigModel):
     epochs: int = Field(default=20, ge=1, le=10_000)  # at most; a budget may plan fewer
     # wall-clock minutes of training (steps and validation); None: `epochs` epochs, however long they take
     budget_minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
+    # The run's length in epochs (a fraction stops within the last), at most `epochs`, whatever a budget would
+    # afford at the pace the run measures: an impact report gives each of its runs the length its one LR
+    # selection planned for the budget, so that no arm trains longer because the machine was idler then.
+    fixed_epochs: float | None = Field(default=None, gt=0, le=10_000)
     # epochs without a better mean val macro-F1 before stopping; 0: never stop early; None: planned, 40% of the
     # epochs the run is planned for, at least 3 (trainer/plan.py, rule 7: the recipe's 20 epochs wait 8)
     patience: int | None = Field(default=None, ge=0, le=10_000)

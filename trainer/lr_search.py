@@ -66,6 +66,8 @@ class Selection:
     budget_minutes_after: float | None = None  # each run's budget once it paid its share of the trials
     recipe: dict[str, Any] = field(default_factory=dict)  # RECIPE_KEYS the config left unset, as planned here
     recipe_reason: str = ""
+    # with fix_length: every run's length, planned here for the budget each keeps (the runs do not plan their own)
+    fixed_epochs: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +80,8 @@ class Selection:
             chosen["lr_search"] = "off"
         if self.budget_minutes_after is not None:
             chosen["budget_minutes"] = self.budget_minutes_after
+        if self.fixed_epochs is not None:
+            chosen["fixed_epochs"] = self.fixed_epochs
         return chosen
 
 
@@ -220,16 +224,27 @@ def select_learning_rate(
     progress: ProgressFn | None = None,
     on_trial: Callable[[Selection], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    fix_length: bool = False,
 ) -> Selection:
     """Run the trials for `n_runs` runs of `config` (seeds of one request) and choose their `lr_scale`.
     `should_stop` is asked at every optimizer step of a trial: when it says yes, TrainingStopped (nothing is
-    saved; a worker shutting down gives the selection back to the queue, which runs it again)."""
+    saved; a worker shutting down gives the selection back to the queue, which runs it again). With
+    `fix_length` (an impact report's runs, whose arms must differ in their data alone) the budget's length is
+    planned here once, at the pace measured here, for every run (`fixed_epochs`), even where no trial runs: a
+    run planning its own at the pace it measures trained longer when the machine was idler (an arm trained 310
+    steps, another on the same data 239, and the report showed their difference as an effect)."""
     emit = progress or (lambda _e: None)
     stop = should_stop or (lambda: False)
-    if config.lr is not None:
-        return Selection("skipped", "config.lr is set: used as given", scale=config.lr_scale)
-    if config.lr_search == "off":
-        return Selection("skipped", "config.lr_search is off", scale=config.lr_scale)
+    fix = fix_length and config.budget_minutes is not None
+    given = (
+        "config.lr is set: used as given"
+        if config.lr is not None
+        else "config.lr_search is off"
+        if config.lr_search == "off"
+        else None
+    )
+    if given and not fix:
+        return Selection("skipped", given, scale=config.lr_scale)
     started = time.monotonic()
     config, _ = with_pooling_resolved(config)  # the trials pool as the runs will (trainer/model.py)
     run = prepare(config, data)
@@ -240,20 +255,34 @@ def select_learning_rate(
     runs_plan = run.plan(pace)
     budget_left = config.budget_minutes
 
+    def fixed(selection: Selection) -> Selection:
+        """With `fix`: the length every run trains, as the selection's choices and the budget each run keeps
+        plan it at the runs' pace."""
+        if fix:
+            try:
+                selection.fixed_epochs = round(run.plan(pace, config.with_overrides(selection.overrides())).epochs, 4)
+            except TrainerError:  # the budget left affords too little; each run reports it
+                selection.fixed_epochs = None
+        return selection
+
     def skipped(reason: str) -> Selection:
         recipe, why = shared_recipe(config, runs_plan, n_runs)
-        return Selection(
-            "skipped",
-            reason,
-            scale=config.lr_scale,  # a factor the config sets stands
-            lr=runs_plan.lr,
-            run_plan=runs_plan.to_dict(),
-            budget_minutes_after=budget_left,
-            recipe=recipe,
-            recipe_reason=why,
-            seconds=round(time.monotonic() - started, 1),
+        return fixed(
+            Selection(
+                "skipped",
+                reason,
+                scale=config.lr_scale,  # a factor the config sets stands
+                lr=runs_plan.lr,
+                run_plan=runs_plan.to_dict(),
+                budget_minutes_after=budget_left,
+                recipe=recipe,
+                recipe_reason=why,
+                seconds=round(time.monotonic() - started, 1),
+            )
         )
 
+    if given:
+        return skipped(given)
     if config.lr_search == "auto" and not runs_plan.lr_scaled:
         return skipped("the run trains in the recipe's regime: its LR stands")
     trial_steps = min(plan.steps, math.floor(SEARCH_SHARE * n_runs * plan.steps / config.lr_trials))
@@ -327,6 +356,7 @@ def select_learning_rate(
             config.budget_minutes,
             max(MIN_BUDGET_LEFT_MINUTES, round(config.budget_minutes - selection.seconds / 60 / n_runs, 2)),
         )
+    fixed(selection)
     try:  # what the run will plan, at the throughput measured here (the run measures its own)
         selection.lr = run.plan(pace, config.with_overrides(selection.overrides())).lr
     except TrainerError:  # the budget left affords too little; the run reports it

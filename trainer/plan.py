@@ -39,7 +39,8 @@ each applied only to the keys the config leaves unset (None); a key set in the c
    validation pass after each epoch is part of the budget (bench/plan_pace.py: planned against real pace within
    3.2% at accumulation 1 to 3, against 7 to 20% too fast without them).
    The loop re-plans its remaining steps after each epoch from the time the epochs really took, and stops at
-   DEADLINE_SLACK × the budget whatever happens.
+   DEADLINE_SLACK × the budget whatever happens. With `fixed_epochs`: that length, whatever the pace (an
+   impact report's runs, planned once for the budget by the report's LR selection: each arm trains as long).
 
 7. **Patience.** Early stopping reads val only (`patience` epochs without a better val macro-F1), as in the
    recipe, whose 8 are PATIENCE_SHARE of its 20 epochs. A run planned for fewer epochs waits the same share of
@@ -203,12 +204,15 @@ def plan_run(
 ) -> Plan:
     """The plan of one run. `n_train`: samples per epoch (after oversampling); `batches_per_epoch`: micro-batches
     of `config.batch_size`; `throughput` is needed when the config has a budget."""
-    budget = config.budget_minutes * 60 if config.budget_minutes is not None else None
+    fixed = config.fixed_epochs  # the length given: no budget is planned, nor re-planned at the run's pace
+    budget = config.budget_minutes * 60 if config.budget_minutes is not None and fixed is None else None
     if budget is not None and throughput is None:
         raise ValueError("a budgeted plan needs the measured throughput")
     reasons: list[str] = []
 
     def affordable_epochs(rdrop: bool, accum: int, evals: int = 1, soup: int = 1) -> float:
+        if fixed is not None:
+            return min(float(config.epochs), fixed)
         if budget is None or throughput is None:
             return float(config.epochs)
         per_epoch = n_train * throughput.seconds_per_sample * (RDROP_COST if rdrop else 1.0)
@@ -265,6 +269,8 @@ def plan_run(
         )
     if budget is not None:
         reasons.append(f"{epochs:.2f} epochs: what {config.budget_minutes:g} min afford (at most {config.epochs})")
+    elif fixed is not None:
+        reasons.append(f"{epochs:.2f} epochs: the length given (fixed_epochs, at most {config.epochs}), at any pace")
     long_run = epochs >= LONG_RUN_EPOCHS
     if config.llrd_decay is None:
         llrd = RECIPE.llrd_decay if long_run else 1.0

@@ -326,7 +326,7 @@ def train_process(
             )
     run = prepare(config, data, device)
     throughput = None
-    if config.budget_minutes is not None:
+    if config.budget_minutes is not None and config.fixed_epochs is None:
         if resume is not None and resume.loop.throughput is not None:
             throughput = Throughput(**resume.loop.throughput)  # the same plan as the interrupted attempt's
         else:

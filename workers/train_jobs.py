@@ -212,6 +212,7 @@ def run_lr_select(ctx: JobContext) -> dict[str, Any]:
             progress=_selection_progress(ctx, int(ctx.params.get("trials") or 0) or 1),
             finish=ctx.complete_in,
             should_stop=ctx.stopping.is_set,
+            fix_length=bool(ctx.params.get("fix_length")),
         )
     except TrainingStopped as stopped:  # the worker is shutting down: the selection runs again elsewhere
         note = f"the worker stopped in learning-rate selection (after {stopped.steps_done} trial steps); it restarts"
