@@ -94,7 +94,7 @@ def augment_and_approve(engine: Any) -> dict[str, Any]:
     from db.models import Job, Review, Sample
     from db.session import session_scope
     from services.augmentation import PlanRequest, create_and_enqueue_plan
-    from services.review import BulkSelection, bulk_decide
+    from services.review_bulk import BulkSelection, bulk_decide
     from workers.main import Worker
 
     started = time.monotonic()

@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     def resolved_models_dir(self) -> Path:
         return (self.models_dir or self.data_dir / "models").expanduser().resolve()
 
-    # Review (db/reviews.py, services/review.py)
+    # Review (db/reviews.py, services/review.py, services/review_bulk.py)
     review_page_size: int = Field(default=50, ge=1, le=1000)
     # the queue total counts this far past the page ("300+"); exact costs more
     review_count_ahead: int = Field(default=250, ge=0, le=1_000_000)

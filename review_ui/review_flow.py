@@ -167,7 +167,7 @@ def build_card(item: dict[str, Any], family: dict[str, Any] | None, reviews_requ
 
 def awaiting_another_member(item: dict[str, Any], reviews_required: int) -> bool:
     """A rewritten text still pending under k = 1: it trains once someone other than its writer approves it
-    (services.review.status_of); "waiting for more reviews" said otherwise of a rule that needs no more."""
+    (services.review_status.status_of); "waiting for more reviews" said otherwise of a rule that needs no more."""
     generated = item.get("generated_text")
     rewritten = bool(generated) and generated != item.get("text")
     return reviews_required == 1 and item.get("review_status") == "pending" and rewritten

@@ -81,7 +81,7 @@ def update_settings(
     given keys. A new
     reviews_required (given, even unchanged) re-evaluates every reviewed variant in the same transaction:
     returns the status changes by transition (empty when nothing moved or k was not given)."""
-    from services.review import reevaluate
+    from services.review_status import reevaluate
 
     dataset = dataset_named(session, name, user, Need.lead)
     if "language" in changes:

@@ -30,7 +30,7 @@ from db.review_filter import SORTS, QueueFilter
 from db.reviews import QueuePage, families_of, votes_on
 from services.access import Need, check_dataset, is_admin
 from services.datasets import dataset_named
-from services.review import not_own_submission, own_submission
+from services.review_status import not_own_submission, own_submission
 from services.review_undo import with_undoable
 
 MAX_BATCH = 200

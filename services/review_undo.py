@@ -1,7 +1,7 @@
 """Undo: a reviewer withdraws their own latest vote on a variant, as a new audited `reviews` row.
 
 Nothing is deleted: the `undo` row records who withdrew which review and when, and the variant's status is
-recomputed from the votes that remain (services.review.status_of). An undo is refused (409 with the
+recomputed from the votes that remain (services.review_status.status_of). An undo is refused (409 with the
 variant's current state) when the reviewer has no vote to withdraw, or when anyone else has decided the variant
 since their vote: then it is no longer theirs alone to take back. Undoing an edit restores the text it
 replaced.
@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from core.errors import ConflictError, ValidationFailed
 from db.models import UNDO, Decision, Origin, Review, Sample, User
 from db.reviews import latest_votes_of, replay_edits, replay_reviews, review_trails, sample_state
-from services.review import apply_and_record, editors_to_review, rewritten, status_values
+from services.review import apply_and_record, rewritten, status_values
+from services.review_status import editors_to_review
 
 
 def _refuse(session: Session, sample: Sample, why: str, field: str | None = "version") -> ConflictError:

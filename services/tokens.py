@@ -17,7 +17,7 @@ from db import auth
 from db.models import TOKEN_ROLES, APIToken, Role, User, utcnow
 from db.session import session_scope
 from services import review_assignments
-from services.review import reevaluate_for_role
+from services.review_status import reevaluate_for_role
 
 MIN_EXPIRY_DAYS = 1 / 1440
 
@@ -142,7 +142,7 @@ def token_state(row: APIToken) -> str:
 class RoleChanged:
     user: User
     # dataset name → how many variants moved, by transition: the statuses that read the user's role
-    # (services.review.reevaluate_for_role); empty when the role did not change
+    # (services.review_status.reevaluate_for_role); empty when the role did not change
     status_changes: dict[str, dict[str, int]]
 
 

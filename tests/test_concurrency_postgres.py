@@ -241,6 +241,7 @@ def test_a_bulk_approval_by_filter_passes_over_a_text_rewritten_while_it_ran(pg_
     """The targets' guards (a person's text is approved only by one who read it) were read before the rows were
     locked: an edit committed in between was approved, unseen, with the edit's text (an attacker's find)."""
     import services.review as review
+    import services.review_bulk as review_bulk
     from db.models import Sample
     from db.session import get_engine, session_scope
 
@@ -253,11 +254,13 @@ def test_a_bulk_approval_by_filter_passes_over_a_text_rewritten_while_it_ran(pg_
     def request() -> Any:
         with session_scope(engine) as s:
             if threading.current_thread().name == "first":  # alice approves every pending variant by filter
-                everything = review.BulkSelection(filter=review.queue_filter())
-                return review.bulk_decide_in(s, data.dataset, _named(s, "alice"), "approve", everything, confirm=True)
+                everything = review_bulk.BulkSelection(filter=review.queue_filter())
+                return review_bulk.bulk_decide_in(
+                    s, data.dataset, _named(s, "alice"), "approve", everything, confirm=True
+                )
             return review.decide(s, rewritten, _named(s, "bob"), "edit", 1, text="A text bob wrote, unread.").version
 
-    r = race(monkeypatch, review, "bulk_targets", request)
+    r = race(monkeypatch, review_bulk, "bulk_targets", request)
     assert r.second == 2 and rewritten in r.first["changed"], r
     with session_scope(engine) as s:
         row = s.get_one(Sample, rewritten)
@@ -268,6 +271,7 @@ def test_a_bulk_rejection_by_filter_passes_over_a_share_claimed_while_it_ran(pg_
     """With shared work, a claim committed between the bulk decision's reading of its targets and its locks was
     rejected whole under the colleague's open page (an attacker's find)."""
     import services.review as review
+    import services.review_bulk as review_bulk
     from db.datasets import get_dataset
     from db.models import Sample
     from db.session import get_engine, session_scope
@@ -283,13 +287,15 @@ def test_a_bulk_rejection_by_filter_passes_over_a_share_claimed_while_it_ran(pg_
     def request() -> Any:
         with session_scope(engine) as s:
             if threading.current_thread().name == "first":
-                everything = review.BulkSelection(filter=review.queue_filter())
+                everything = review_bulk.BulkSelection(filter=review.queue_filter())
                 who = _named(s, "alice")
-                return review.bulk_decide_in(s, data.dataset, who, "reject", everything, reason="other", confirm=True)
+                return review_bulk.bulk_decide_in(
+                    s, data.dataset, who, "reject", everything, reason="other", confirm=True
+                )
             claimed, _dataset, _until = next_batch(s, data.dataset, _named(s, "carol"), review.queue_filter(), size=5)
             return [v.id for v in claimed.items]
 
-    r = race(monkeypatch, review, "bulk_targets", request)
+    r = race(monkeypatch, review_bulk, "bulk_targets", request)
     assert isinstance(r.second, list) and len(r.second) == 5, r
     with session_scope(engine) as s:
         assert {s.get_one(Sample, i).review_status for i in r.second} == {"pending"}

@@ -269,14 +269,15 @@ def test_a_bulk_decision_never_replaces_the_users_own_vote_cast_meanwhile(pg_set
     from db.datasets import get_dataset
     from db.models import Review, Sample, User
     from db.session import get_engine, session_scope
-    from services import review
-    from services.review import BulkSelection, bulk_decide, decide, queue_filter
+    from services import review_bulk
+    from services.review import decide, queue_filter
+    from services.review_bulk import BulkSelection, bulk_decide
 
     engine = get_engine(pg_settings.resolved_database_url)
     data = seed_review_data(engine, name="k2", reviews_required=2, hostile=False)
     issue_token(engine, "bob")
     target = data.variants[data.sources[0]][0]
-    real_targets = review.bulk_targets
+    real_targets = review_bulk.bulk_targets
 
     def then_a_reject_commits(session, *args, **kwargs):  # type: ignore[no-untyped-def]
         found = real_targets(session, *args, **kwargs)  # bob had no vote when the targets were read
@@ -285,7 +286,7 @@ def test_a_bulk_decision_never_replaces_the_users_own_vote_cast_meanwhile(pg_set
             decide(other, target, bob, "reject", other.get_one(Sample, target).version, reason="meaning_changed")
         return found
 
-    monkeypatch.setattr(review, "bulk_targets", then_a_reject_commits)
+    monkeypatch.setattr(review_bulk, "bulk_targets", then_a_reject_commits)
     with session_scope(engine) as s:
         bob = s.scalars(select(User).where(User.name == "bob")).one()
         done = bulk_decide(s, get_dataset(s, "k2"), bob, "approve", BulkSelection(filter=queue_filter()), confirm=True)

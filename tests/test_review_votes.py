@@ -1,12 +1,12 @@
 """Vote counting: the queue's approve/reject counts (db.reviews.votes_on) and the k-review status
-(services.review.status_from_votes) read the same latest votes the same way."""
+(services.review_status.status_from_votes) read the same latest votes the same way."""
 
 from __future__ import annotations
 
 import pytest
 
 from db.reviews import vote_counts
-from services.review import status_from_votes
+from services.review_status import status_from_votes
 from tests.review_fixtures import review_data  # noqa: F401
 
 

@@ -181,7 +181,7 @@ def test_u_after_a_reload_finds_the_vote_the_undo_button_would_take_back(admin, 
 def test_an_automatic_decision_is_no_ones_vote_when_a_person_undoes(admin, annotator, carol, engine, review_data):  # type: ignore[no-untyped-def]
     """The automatic outcome is never counted as a vote: undoing the only human vote leaves no vote, and the
     rule's own decision again (what it was before that person decided), not a vote of the rule's. Short of k's
-    majority, a person's rejection decides and a split waits (services.review.status_of)."""
+    majority, a person's rejection decides and a split waits (services.review_status.status_of)."""
     from db.augmentation import AutomaticDecision, record_automatic_decisions
     from db.auth import automatic_reviewer
     from db.session import session_scope
@@ -215,7 +215,7 @@ def test_an_automatic_decision_is_no_ones_vote_when_a_person_undoes(admin, annot
     assert (body["review_status"], body["review_count"]) == ("rejected", 1)
     # Re-evaluating every reviewed variant agrees with what the undos stored.
     from db.datasets import get_dataset
-    from services.review import reevaluate
+    from services.review_status import reevaluate
 
     with session_scope(engine) as s:
         assert reevaluate(s, get_dataset(s, "rev")) == {}

@@ -21,8 +21,9 @@ from api.review_schemas import (
     UndoCreate,
 )
 from db.models import REVIEWABLE_ORIGINS
-from services import review, review_cards, review_undo
-from services.review import SORTS, BulkSelection
+from services import review, review_bulk, review_cards, review_undo
+from services.review import SORTS
+from services.review_bulk import BulkSelection
 
 router = APIRouter(tags=["reviews"], route_class=StrictJSONRoute)
 
@@ -213,7 +214,7 @@ def bulk_decisions(
         filter=filter_from_body(body.filter) if body.filter is not None else None,
         versions=body.versions,
     )
-    return review.bulk_decide_in(
+    return review_bulk.bulk_decide_in(
         session,
         name,
         user,
