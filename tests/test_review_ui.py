@@ -559,6 +559,14 @@ def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, lead_tok
         assert c.get(f"/jobs/{ids[2]}").json()["worker_silent"] is True
         assert c.get(f"/jobs/{ids[0]}").json()["worker_silent"] is False
         assert [j["worker_silent"] for j in c.get("/jobs").json()["items"]] == [True, False, False]
+    with session_scope(engine) as s:
+        # an impact report's jobs name their run(s) and report: a dozen train jobs read alike
+        arm = queue.enqueue(
+            s, "train", {"run_id": 7, "impact_report_id": 3, "dataset": example_dataset}, dataset_id=dataset_id
+        )
+        trials = {"run_ids": [7, 8], "train_payload": {"impact_report_id": 3}}
+        choose = queue.enqueue(s, "lr_select", trials, dataset_id=dataset_id)
+        named = (arm.id, choose.id)
     at = signed_in(lead_token, "annotator")
     at.switch_page("app_pages/jobs.py").run()
     no_errors(at)
@@ -569,6 +577,8 @@ def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, lead_tok
     assert "{" not in htmls(at)
     assert "attempt 0/3 · created" in htmls(at) and "· 2 database outages (not counted)" in htmls(at)
     assert f"#{ids[0]} · augment · {example_dataset} · running" in htmls(at)  # the card names its dataset
+    assert f"#{named[0]} · train · {example_dataset} · run #7 · impact report #3 · queued" in htmls(at)
+    assert f"#{named[1]} · lr_select · runs #7, #8 · impact report #3 · queued" in htmls(at)
     assert at.code[0].value == "boom <b>not html</b>"
     table = at.dataframe[0].value
     assert dict(zip(table["counter"], table["value"], strict=True))["dropped.similarity"] == "3"

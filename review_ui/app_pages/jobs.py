@@ -70,13 +70,32 @@ def outages_said(outages: int) -> str:
     return f" · {outages} database outage{'s' if outages > 1 else ''} (not counted)"
 
 
+def works_for(params: dict[str, Any]) -> str:
+    """What a job works for beside its dataset: its training run, the runs an LR selection chooses for, the
+    impact report they belong to (the page named none: a report's dozen train jobs read alike)."""
+    bits = []
+    if isinstance(run := params.get("run_id"), int):
+        bits.append(f"run #{run}")
+    runs = [r for r in params.get("run_ids") or [] if isinstance(r, int)]
+    if runs:
+        shown = ", ".join(f"#{r}" for r in runs[:6])
+        bits.append(f"runs {shown}" + (f" and {len(runs) - 6} more" if len(runs) > 6 else ""))
+    payload = params.get("train_payload")
+    report = params.get("impact_report_id") or (payload.get("impact_report_id") if isinstance(payload, dict) else None)
+    if isinstance(report, int):
+        bits.append(f"impact report #{report}")
+    return " · ".join(bits)
+
+
 def job_card(job: dict[str, Any], may_cancel: bool) -> None:
+    params = job.get("params") or {}
     with st.container(border=True, key=f"job-{job['id']}"):
         head, action = st.columns([0.8, 0.2])
         head.html(
             small_html(
                 f"#{job['id']} · {job['kind']}"
-                + (f" · {dataset}" if (dataset := (job.get("params") or {}).get("dataset")) else "")
+                + (f" · {dataset}" if (dataset := params.get("dataset")) else "")
+                + (f" · {belongs}" if (belongs := works_for(params)) else "")
                 + f" · {job['status']} · attempt {job['attempts']}/"
                 f"{job['max_attempts']} · created {job['created_at'][:19].replace('T', ' ')}"
                 + (outages_said(job.get("outages") or 0))
