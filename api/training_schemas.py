@@ -51,6 +51,11 @@ class TrainingRunSummary(BaseModel):
         default=None, description="approved (originals + approved variants) or none (originals only)"
     )
     budget_minutes: float | None = Field(default=None, description="The run's training budget, if any")
+    impact_arm: dict[str, Any] | None = Field(
+        default=None,
+        description="The impact report and arm that trained this run ({report_id, arm}: originals, all_approved, "
+        "without:<method>, tfidf:<arm>); null for a run of one's own",
+    )
     lr_selection: dict[str, Any] | None = Field(
         default=None,
         description="Learning-rate selection: status, reason, chosen scale and LR, the budget each run kept, and "

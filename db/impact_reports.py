@@ -97,6 +97,20 @@ def report_runs(session: Session, report: ImpactReport) -> dict[int, TrainingRun
     return {r.id: r for r in session.scalars(select(TrainingRun).where(TrainingRun.id.in_(ids)))}
 
 
+def arms_of_runs(session: Session, dataset_ids: set[int]) -> dict[int, dict[str, Any]]:
+    """The runs the impact reports of these datasets trained, each with its report and arm (`originals`,
+    `without:<method>`, `tfidf:<arm>`...): run id → {"report_id", "arm"}."""
+    if not dataset_ids:
+        return {}
+    query = select(ImpactReport.id, ImpactReport.run_ids).where(ImpactReport.dataset_id.in_(dataset_ids))
+    return {
+        int(run_id): {"report_id": report_id, "arm": arm}
+        for report_id, run_ids in session.execute(query).tuples()
+        for arm, ids in (run_ids or {}).items()
+        for run_id in ids
+    }
+
+
 def mark_running(session: Session, report_id: int) -> None:
     session.execute(
         update(ImpactReport)

@@ -58,6 +58,9 @@ class ReviewView:
     built: dict[int, tuple[int, str, dict[str, Any]]] = field(default_factory=dict)  # id → (version, …, card)
     # each family's pending count as the page last showed it (payload): what F's count is read against
     families_shown: dict[int, int] = field(default_factory=dict)
+    # the project's pending count when the live panel first ran beside this view: an empty view is read again
+    # once the count moves (review_ui/app_pages/review.py live_panel)
+    pending_seen: int | None = None
 
     def say(self, kind: str, text: str) -> None:
         """The notice above the cards. The actions of one outbox batch (keys pressed quickly) each say

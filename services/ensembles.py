@@ -68,22 +68,51 @@ def set_digests(runs: list[TrainingRun], digests: dict[int, str]) -> dict[int, s
     return {r.id: digests[r.id] for r in runs if not (r.config or {}).get("max_train_samples")}
 
 
-def ensemble_warnings(run_ids: list[int], digests: dict[int, str], texts_scored: dict[str, Any]) -> list[str]:
+def left_out_by_design(run: TrainingRun) -> str | None:
+    """What a run's config leaves out of the training view on purpose, in words (an impact report's arms:
+    `originals` every augmentation method's variants, `without:<m>` method m's); None: nothing."""
+    config = run.config or {}
+    if config.get("variants") == "none":
+        return "every variant"
+    excluded = sorted(config.get("exclude_methods") or [])
+    return f"the {', '.join(excluded)} variants" if excluded else None
+
+
+def ensemble_warnings(
+    run_ids: list[int],
+    digests: dict[int, str],
+    texts_scored: dict[str, Any],
+    left_out: dict[int, str | None] | None = None,
+) -> list[str]:
     """What a reader of the ensemble's figures must know: members trained on other training sets (of those
     `digests` names), members scored on more val/test texts than the ensemble (the split changed between their
-    runs)."""
+    runs). Members whose configs leave out other variants (`left_out`, left_out_by_design: an impact report's
+    arms) trained on other sets by design: said so, rather than blamed on approvals or imports between runs."""
     warnings = []
     sets: dict[str, list[int]] = {}
+    views: dict[str | None, list[int]] = {}  # what each member left out → the members
     for i in run_ids:
         if i in digests:
             sets.setdefault(digests[i], []).append(i)
+            views.setdefault((left_out or {}).get(i), []).append(i)
     if len(sets) > 1:
-        shown = "; ".join(", ".join(f"#{i}" for i in ids) for ids in sets.values())
-        warnings.append(
-            f"the members trained on {len(sets)} different training sets ({shown}): variants were approved or "
-            "texts imported between their runs, so they are not seeds of one run and their figures are not "
-            "the same data's (each set has its own weight)"
+        designed = "; ".join(
+            f"{', '.join(f'#{i}' for i in ids)} " + (f"without {what}" if what else "with every approved variant")
+            for what, ids in views.items()
         )
+        if len(views) > 1 and all(len({digests[i] for i in ids}) == 1 for ids in views.values()):
+            warnings.append(
+                f"the members trained on {len(sets)} different training sets by design ({designed}): they "
+                "are not seeds of one run and their figures are not the same data's (each set has its own weight)"
+            )
+        else:
+            shown = "; ".join(", ".join(f"#{i}" for i in ids) for ids in sets.values())
+            warnings.append(
+                f"the members trained on {len(sets)} different training sets ({shown}): variants were approved or "
+                "texts imported between their runs, so they are not seeds of one run and their figures are not "
+                "the same data's (each set has its own weight)"
+                + (f"; some also leave variants out by design ({designed})" if len(views) > 1 else "")
+            )
     for split, counted in (texts_scored or {}).items():
         if counted["scored"] < counted["most_of_a_member"]:
             warnings.append(
@@ -255,7 +284,9 @@ def store_ensemble(session: Session, fitted: FittedEnsemble, *, user: User | Non
         "calibration": combined["calibration"],
         "members": member_scores,
         "texts_scored": combined["texts_scored"],
-        "warnings": ensemble_warnings(ids, set_digests(runs, digests), combined["texts_scored"]),
+        "warnings": ensemble_warnings(
+            ids, set_digests(runs, digests), combined["texts_scored"], {r.id: left_out_by_design(r) for r in runs}
+        ),
     }
     (out_dir / "metrics.json").write_text(json.dumps({**run.metrics, "config": config}, indent=2), encoding="utf-8")
     run.artifact_dir = str(out_dir)

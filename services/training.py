@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from core.errors import ConflictError, NotFoundError, ValidationFailed
 from core.names import check_display_name
 from core.settings import get_settings
+from db import impact_reports as db_reports
 from db import queue
 from db import training_runs as db_runs
 from db.datasets import view_label_counts
@@ -335,11 +336,17 @@ def enqueue_train_jobs(
 
 
 def run_summary(
-    run: TrainingRun, dataset_name: str, job: Job | None, user: User | None, now: datetime | None = None
+    run: TrainingRun,
+    dataset_name: str,
+    job: Job | None,
+    user: User | None,
+    now: datetime | None = None,
+    impact_arm: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A run's headline: status, scores, live progress of its job. Its encoder as `user` may see it: a lead may
     name a model directory of the server's, which the project's members see by its last part, as a variant's
-    model (access.shown_provenance); a hub id reads as it is."""
+    model (access.shown_provenance); a hub id reads as it is. `impact_arm`: the impact report and arm that
+    trained it (db.impact_reports.arms_of_runs), an arm leaving variants out on purpose."""
     metrics = run.metrics or {}
     encoder = (run.config or {}).get("encoder") or (run.config or {}).get("model")
     return {
@@ -353,6 +360,7 @@ def run_summary(
         "encoder": encoder if is_admin(user) else shown_provenance(encoder),
         "seed": (run.config or {}).get("seed"),
         "variants": (run.config or {}).get("variants", "approved") if run.kind == "single" else None,
+        "impact_arm": impact_arm,
         "budget_minutes": (run.config or {}).get("budget_minutes"),
         "lr_selection": _selection_summary(run.lr_selection),
         "val_macro_f1": (metrics.get("val") or {}).get("overall_macro_f1"),
@@ -386,14 +394,19 @@ def _selection_summary(selection: dict[str, Any] | None) -> dict[str, Any] | Non
 
 
 def run_details(
-    run: TrainingRun, dataset_name: str, job: Job | None, user: User | None, now: datetime | None = None
+    run: TrainingRun,
+    dataset_name: str,
+    job: Job | None,
+    user: User | None,
+    now: datetime | None = None,
+    impact_arm: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A run in full: config, curve, metrics per task and class (with the plan and the decision rule), how
     its learning rate was chosen (every trial), artifact location (for `user`: access.shown_path), the config's
     model directories as run_summary shows the encoder."""
     config = run.config or {}
     return {
-        **run_summary(run, dataset_name, job, user, now),
+        **run_summary(run, dataset_name, job, user, now, impact_arm),
         "lr_selection_detail": run.lr_selection,
         "config": config if is_admin(user) else shown_provenance(config),
         "curve": run.curve or [],
@@ -432,14 +445,18 @@ def list_training_runs(
     names = dict(session.execute(select(Dataset.id, Dataset.name)).tuples().all())
     jobs = _jobs_of(session, runs)
     now = queue.db_now(session)
-    return [run_summary(r, names.get(r.dataset_id, ""), jobs.get(r.job_id or -1), user, now) for r in runs]
+    arms = db_reports.arms_of_runs(session, {r.dataset_id for r in runs})
+    return [
+        run_summary(r, names.get(r.dataset_id, ""), jobs.get(r.job_id or -1), user, now, arms.get(r.id)) for r in runs
+    ]
 
 
 def training_run(session: Session, run_id: int, user: User | None) -> dict[str, Any]:
     run = visible_run(session, run_id, user)
     dataset = session.get_one(Dataset, run.dataset_id)
     job = session.get(Job, run.job_id) if run.job_id else None
-    return run_details(run, dataset.name, job, user, queue.db_now(session))
+    arm = db_reports.arms_of_runs(session, {run.dataset_id}).get(run.id)
+    return run_details(run, dataset.name, job, user, queue.db_now(session), arm)
 
 
 def run_snapshot(session: Session, run_id: int, user: User | None) -> Iterator[str]:

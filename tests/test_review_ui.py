@@ -1473,3 +1473,96 @@ def test_bulk_decisions_leave_a_colleagues_leased_share_to_them(
             "/datasets/rev/bulk-decisions", json={"decision": "approve", "sample_ids": [ids[1]], "confirm": True}
         ).json()
         assert done["applied"] == 1 and "leased_to_others" not in done["skipped"], done
+
+
+def test_an_empty_review_page_reads_the_queue_again_when_variants_arrive(
+    live_api, annotator_token, lead_token, engine
+) -> None:
+    """Opened before any variant exists, the page reads the queue again when it runs again (coming back to it,
+    "Check again", the live panel seeing the pending count move); a view with cards stays as it is."""
+    from db.session import session_scope
+    from tests.review_fixtures import add_variant, make_dataset
+
+    with session_scope(engine) as s:
+        sources = make_dataset(s, "fresh")
+    at = signed_in(annotator_token, "annotator")
+    no_errors(at)
+    assert "No variants to review yet" in at.info[0].value
+    assert [b for b in at.button if b.label == "Check again"]
+    with session_scope(engine) as s:  # the augmentation job succeeds meanwhile
+        add_variant(s, sources[0], "We must defend Social Security for our seniors.")
+    at.switch_page("app_pages/datasets.py").run()
+    at.switch_page("app_pages/review.py").run()  # Review in the sidebar again
+    no_errors(at)
+    assert "1 variants match" in at.caption[0].value
+    assert [c["text"] for c in cards_data(at)["cards"]] == ["We must defend Social Security for our seniors."]
+    # a view with cards is not read again under the annotator's hands
+    with session_scope(engine) as s:
+        add_variant(s, sources[1], "Proud to meet with local growers in Ames today.")
+    at.run()
+    assert len(cards_data(at)["cards"]) == 1
+
+
+def test_the_ensemble_form_leaves_an_impact_reports_arms_out_of_its_proposal(
+    live_api, lead_token, engine, review_data
+) -> None:
+    """An impact report's arm runs (trained without variants on purpose) were proposed beside the lead's own
+    runs, and combining them warned that variants were approved or texts imported between the runs. The arms
+    are left out of the proposal (still offered), the API's run listing says which arm a run is, and chosen by
+    hand they are said to differ by design."""
+    from db.models import Dataset, ImpactReport, TrainingRun
+    from db.session import session_scope
+    from tests.test_trainer_api import _finished_runs
+
+    with session_scope(engine) as s:
+        add_val_texts(s, s.query(Dataset).filter_by(name="rev").one())
+    arms = _finished_runs(engine, "rev", 2, first_id=600)
+    with session_scope(engine) as s:
+        ds = s.query(Dataset).filter_by(name="rev").one()
+        for arm, i, left_out in (("originals", arms[0], ["mlm", "wordnet"]), ("without:mlm", arms[1], ["mlm"])):
+            run = s.get_one(TrainingRun, i)
+            run.name, run.snapshot_digest = f"impact 1 {arm}", f"set {arm}"
+            run.config = {**run.config, "variants": "approved", "exclude_methods": left_out}
+        report = {"originals": [arms[0]], "without:mlm": [arms[1]]}
+        s.add(ImpactReport(dataset_id=ds.id, status="succeeded", run_ids=report))
+    mine = _finished_runs(engine, "rev", 2, first_id=650)
+    with api(live_api, lead_token) as c:
+        listed = {r["id"]: r["impact_arm"] for r in c.get("/training-runs", params={"dataset": "rev"}).json()}
+    assert listed[arms[0]] == {"report_id": ANY, "arm": "originals"} and listed[mine[0]] is None
+    at = signed_in(lead_token, "annotator")
+    at.switch_page("app_pages/training.py").run()
+    no_errors(at)
+    assert runs_box(at).value == mine
+    assert any(o.startswith(f"#{arms[0]} impact 1 originals") for o in runs_box(at).options)  # still offered
+    runs_box(at).set_value([*arms, *mine])
+    next(b for b in at.button if b.label == "Combine").click().run()
+    no_errors(at)
+    said = " ".join(w.value for w in at.warning).replace("\\", "")  # as markdown: plain() escapes
+    assert "3 different training sets by design" in said, said
+    assert f"#{arms[0]} without the mlm, wordnet variants" in said and "approved or texts imported" not in said
+
+
+def test_after_a_reload_follow_run_picks_the_running_run_not_the_newest_finished_one(
+    live_api, lead_token, engine, review_data
+) -> None:
+    """After a reload (a new session) "Follow run" picked the newest run, a finished TF-IDF member, over the
+    running seed it was following. The budget field reads the product's default: no budget (0)."""
+    from db.models import Dataset, TrainingRun
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        ds = s.query(Dataset).filter_by(name="rev").one()
+        add_val_texts(s, ds)
+        s.add(TrainingRun(dataset_id=ds.id, name="older", kind="single", status="succeeded"))
+        s.flush()
+        running = TrainingRun(dataset_id=ds.id, name="seed 42", kind="single", status="running")
+        s.add(running)
+        s.flush()
+        s.add(TrainingRun(dataset_id=ds.id, name="seed 42 tfidf", kind="tfidf", status="succeeded"))
+        s.flush()
+        running_id = running.id
+    at = signed_in(lead_token, "annotator")  # a new session: what a reload gets
+    at.switch_page("app_pages/training.py").run()
+    no_errors(at)
+    assert at.selectbox(key="run_pick").value == running_id
+    assert at.number_input(key="train_budget").value == 0.0  # TrainConfig.budget_minutes: None, the epochs

@@ -596,6 +596,22 @@ def test_a_runs_name_fits_its_column(admin, engine, tmp_path) -> None:
         assert r.status_code == 422 and r.json()["field"] == "name", r.text
 
 
+def test_members_that_leave_variants_out_on_purpose_differ_by_design_not_by_approvals() -> None:
+    """An impact report's arms (originals, without:<m>) trained without variants on purpose: combined with the
+    lead's runs, the warning blamed variants approved or texts imported between the runs."""
+    from services.ensembles import ensemble_warnings
+
+    digests = {1: "all", 2: "all", 3: "no mlm", 4: "none"}
+    left_out = {1: None, 2: None, 3: "the mlm variants", 4: "the mlm, wordnet variants"}
+    [warning] = ensemble_warnings([1, 2, 3, 4], digests, {}, left_out)
+    assert warning.startswith("the members trained on 3 different training sets by design (#1, #2 with every ")
+    assert "#3 without the mlm variants; #4 without the mlm, wordnet variants" in warning
+    assert "approved or texts imported" not in warning
+    # one configuration on two sets is still the approvals' or imports' doing, whatever the others left out
+    [warning] = ensemble_warnings([1, 2, 3, 4], {**digests, 2: "later"}, {}, left_out)
+    assert "approved or texts imported" in warning and "some also leave variants out by design" in warning
+
+
 def test_an_ensemble_scored_on_fewer_texts_than_its_members_says_so() -> None:
     from services.ensembles import ensemble_warnings
 

@@ -179,6 +179,16 @@ def live_panel(name: str, distributing: bool) -> None:
         st.session_state["_renewed_at"] = time.monotonic()
     progress = call(api.progress, name)
     st.session_state["_progress"] = progress
+    # An empty view holds nothing of the annotator's: when the pending count moves beside it (an augmentation
+    # job landed its variants), the whole page runs again and reads the queue again (a view with cards stays).
+    view: ReviewView | None = st.session_state.get(VIEW_KEY)
+    pending = ((progress or {}).get("totals") or {}).get("pending")
+    if view is not None and not view.order and pending is not None:
+        if view.pending_seen is None:
+            view.pending_seen = pending
+        elif pending != view.pending_seen:
+            view.pending_seen = pending
+            st.rerun(scope="app")
     st.subheader("Progress toward the plan")
     show_class_progress(progress)
     st.subheader("Annotators")
@@ -232,7 +242,10 @@ if st.session_state.get("_filter_sig") != base:  # a new filter starts at its fi
 page = st.session_state.get("page", 1)
 signature = f"{base}|{page}|{st.session_state.get('review_reload', 0)}"
 view: ReviewView | None = st.session_state.get(VIEW_KEY)
-if view is None or view.signature != signature:
+# An empty view is read again on every run of the whole page (coming back to Review, "Check again", the live
+# panel seeing new pending work): it holds no cards, focus or page of the annotator's. A view with cards is
+# kept until the filter, the page or "Next batch" asks for another.
+if view is None or view.signature != signature or not view.order:
     share = {"filter": filter_body(params), "sort": params["sort"], "size": PAGE_SIZE} if distributing else None
     try:
         fresh = load_view(api, name, signature, params, page, PAGE_SIZE, share=share)
@@ -271,6 +284,7 @@ with main:
                 if not distributing
                 else "Nothing left to hand out with these filters: every pending variant is decided or leased."
             )
+        st.button("Check again", key="check_again", on_click=act.reload_view)
         if page > 1:
             st.button("Back to the first page", on_click=act.set_page, args=(1,))
     else:

@@ -434,10 +434,12 @@ def scorers_caption(dataset: str) -> None:
 def combinable(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
     """The finished runs an ensemble may combine (transformer runs, TF-IDF members), and those proposed: the ones
     started after the dataset's latest ensemble (a training request's seeds and member), when two or more, at
-    most the newest MAX_MEMBERS (the form's limit, as the API's)."""
+    most the newest MAX_MEMBERS (the form's limit, as the API's). An impact report's arm runs (trained without
+    some variants on purpose) are offered, not proposed."""
     members = [r for r in runs if r.get("status") == "succeeded" and r.get("kind") in ("single", "tfidf")]
     latest = max((r["id"] for r in runs if r.get("kind") == "ensemble"), default=0)
-    proposed = sorted(r["id"] for r in members if r["id"] > latest)[-MAX_MEMBERS:]
+    mine = [r["id"] for r in members if r["id"] > latest and not r.get("impact_arm")]
+    proposed = sorted(mine)[-MAX_MEMBERS:]
     return members, proposed if len(proposed) >= 2 else []
 
 
@@ -578,8 +580,11 @@ def runs_section(dataset: str) -> None:
             if made[0] in ids:
                 st.session_state["run_pick"] = made[0]
             drop_kept("run_pick")
-        if st.session_state.get("run_pick") not in ids:
-            st.session_state["run_pick"] = ids[0]
+        if st.session_state.get("run_pick") not in ids:  # nothing chosen (a new session, as after a reload):
+            # the run training now, else one waiting for a worker, else the newest (a finished TF-IDF member is
+            # newer than the seeds of its request still training)
+            busy = (r["id"] for status in ("running", "queued") for r in current if r["status"] == status)
+            st.session_state["run_pick"] = next(busy, ids[0])
         run_id = st.selectbox(
             "Follow run",
             ids,
