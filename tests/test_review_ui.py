@@ -995,12 +995,19 @@ def test_training_page_starts_a_budgeted_run_and_shows_its_plan_and_lr_trials(
     assert "weights: greedy soup of epochs 3, 5, val macro-F1 0.4500 (best epoch 3 …)" in [t.value for t in at.text]
 
     at.number_input(key="train_budget").set_value(12.0).run()  # a change reruns the page (the estimate)
+    at.number_input(key="tr_max_length").set_value(96).run()
+    at.switch_page("app_pages/jobs.py").run()  # a look at another page, and back: what was typed stays
+    at.switch_page("app_pages/training.py").run()
+    no_errors(at)
+    assert at.number_input(key="train_budget").value == 12.0, "the budget typed came back 0 (hours estimated)"
+    assert at.number_input(key="tr_max_length").value == 96
     at.button[[b.label for b in at.button].index("Start training")].click().run()
     no_errors(at)
     with session_scope(engine) as s:
         runs = list(s.scalars(select(TrainingRun).where(TrainingRun.name != "budgeted")))
         assert sorted(r.kind for r in runs) == ["single", "tfidf"]  # the TF-IDF member is on by default
         assert next(r for r in runs if r.kind == "single").config["budget_minutes"] == 12.0
+        assert next(r for r in runs if r.kind == "single").config["max_length"] == 96
 
 
 def _task_metrics(f1s: dict[str, float], matrix: list[list[int]]) -> dict:

@@ -49,6 +49,18 @@ COLUMNS = [
     "created_at",
 ]
 LIVE_SECONDS = 3
+# the start form's fields: what the user typed is kept across pages (start_form)
+FORM_KEYS = (
+    "tr_encoder",
+    "tr_seeds",
+    "tr_name",
+    "tr_epochs",
+    "tr_max_length",
+    "train_budget",
+    "tr_originals_only",
+    "tr_classical",
+    "tr_extra",
+)
 MAX_MEMBERS, NAME_MAX = 32, 150  # an ensemble's members and name, as POST /ensembles takes them
 ACTIVE = ("queued", "running")
 
@@ -127,7 +139,15 @@ def start_form(dataset: str, tasks: list[str]) -> None:
     # The pick, kept beside the widget's own key (which Streamlit drops on another page) and given back to it
     ss["tr_tasks"] = [t for t in ss["tr_tasks_kept"] if t in tasks]
     # Streamlit forgets a widget's value when a run does not draw it (another page, a dataset one does not lead):
-    # the fields are then read from the defaults again, never left at their minimums.
+    # what the user typed is kept under keys of its own and given back (the budget typed, then a look at the Jobs
+    # page, came back 0: an estimate of hours); before anything was typed, the fields are read from the
+    # defaults, never left at their minimums.
+    for key in FORM_KEYS:
+        if key not in ss and (typed := ss.get(f"_kept_{key}")) is not None:
+            ss[key] = typed
+    ss.setdefault("train_budget", 0.0)
+    ss.setdefault("tr_classical", True)
+    ss.setdefault("tr_extra", "{}")
     if "tr_epochs" not in ss:
         # The fields start at the deployment's defaults, read once. For the tasks picked: a dataset that cannot
         # train one of them (no labelled val text) answers 422 naming it, and until the defaults arrive the
@@ -161,22 +181,22 @@ def start_form(dataset: str, tasks: list[str]) -> None:
         "Minutes of training per run (0: the configured epochs, however long)",
         min_value=0.0,
         max_value=7 * 24 * 60.0,
-        value=0.0,
         step=5.0,
         key="train_budget",
         help="Steps, learning rate and regularisers are planned to fit; the learning rate is checked "
         "on val first when the budget allows",
     )
     right.checkbox("Originals only (no variants): the baseline to compare with", key="tr_originals_only")
-    left.checkbox("Also train the TF-IDF member (to ensemble with the seeds)", value=True, key="tr_classical")
+    left.checkbox("Also train the TF-IDF member (to ensemble with the seeds)", key="tr_classical")
     with st.expander("More settings (JSON overrides of the trainer config)"):
         st.text_area(
             "Overrides",
-            value="{}",
             height=90,
             key="tr_extra",
             help='Any key of the config below, e.g. {"rdrop_alpha": 0, "oversample": true}',
         )
+    for key in FORM_KEYS:
+        ss[f"_kept_{key}"] = ss.get(key)
     body, problem = form_request(dataset, tasks)
     if problem:
         st.error(plain(problem))
