@@ -1566,10 +1566,18 @@ def test_after_a_reload_follow_run_picks_the_running_run_not_the_newest_finished
         s.add(running)
         s.flush()
         s.add(TrainingRun(dataset_id=ds.id, name="seed 42 tfidf", kind="tfidf", status="succeeded"))
+        waiting = TrainingRun(
+            dataset_id=ds.id, name="seed 43", kind="single", status="queued", lr_selection={"status": "queued"}
+        )
+        s.add(waiting)
         s.flush()
-        running_id = running.id
+        running_id, waiting_id = running.id, waiting.id
     at = signed_in(lead_token, "annotator")  # a new session: what a reload gets
     at.switch_page("app_pages/training.py").run()
     no_errors(at)
     assert at.selectbox(key="run_pick").value == running_id
     assert at.number_input(key="train_budget").value == 0.0  # TrainConfig.budget_minutes: None, the epochs
+    # a queued run says what it waits for: its LR selection first (it read "waiting for a worker" beside one
+    # busy with the request's TF-IDF member)
+    at.selectbox(key="run_pick").select(waiting_id).run()
+    assert any(i.value.startswith("Queued: its learning-rate selection runs first") for i in at.info), at.info

@@ -281,12 +281,29 @@ def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> pd.DataFrame:
     return frame
 
 
+def queued_said(run: dict[str, Any]) -> str:
+    """Why a queued run has not started: its learning-rate selection first, or a free worker (it read "waiting
+    for a worker" while the one worker trained the request's TF-IDF member)."""
+    selection = (run.get("lr_selection") or {}).get("status")
+    if selection == "running":
+        return "Waiting for its learning-rate selection, which is training its trials now (see Jobs)."
+    if selection == "queued":
+        return (
+            "Queued: its learning-rate selection runs first, when a worker that takes `train` jobs is free "
+            "(`augloop worker`; a worker runs one job at a time, the jobs queued before it first)."
+        )
+    return (
+        "Queued: it starts when a worker that takes `train` jobs is free (`augloop worker`; a worker runs one job "
+        "at a time, the jobs queued before it first: see Jobs)."
+    )
+
+
 def live_progress(run: dict[str, Any]) -> None:
     """Where a queued or running run is: epoch, batch within it, loss, val macro-F1 so far."""
     progress = run.get("progress") or {}
     total = progress.get("total") or (run.get("config") or {}).get("epochs") or 0
     if run["status"] == "queued":
-        st.info("Queued: waiting for a worker that takes `train` jobs (`augloop worker`).")
+        st.info(queued_said(run))
         return
     if run["status"] != "running":
         return
