@@ -29,6 +29,13 @@ def _state(report_id: int) -> dict[str, Any]:
         return impact_service.report_details(session, db, report_id, None)
 
 
+def _f1(entry: dict[str, Any]) -> str:
+    """F1 ×100, with its sd over seeds where two or more measured one (one seed read "± 0.0": no spread measured)."""
+    sd = entry.get("sd")
+    spread = sd is not None and len(entry.get("per_seed") or []) > 1
+    return f"{entry['mean'] * 100:.1f}" + (f" ± {sd * 100:.1f}" if spread else "")
+
+
 def _unmeasured(entry: dict[str, Any]) -> bool:
     """A class no test text holds: its F1 and Δ say nothing of what augmentation did for it."""
     return entry.get("support") == 0
@@ -67,7 +74,7 @@ def print_report(state: dict[str, Any]) -> None:
                     escape(name),
                     str(entry.get("support", (info.get("support") or {}).get(name, info.get("n_test", "")))),
                     escape(arm),
-                    "no test text" if _unmeasured(entry) else f"{entry['mean'] * 100:.1f} ± {entry['sd'] * 100:.1f}",
+                    "no test text" if _unmeasured(entry) else _f1(entry),
                     _fmt_ci(entry),
                 )
         console.print(table)

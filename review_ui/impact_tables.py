@@ -18,6 +18,13 @@ def ci_text(entry: dict[str, Any]) -> str:
 NO_TEST_TEXT = "no test text"  # a class the test split lacks: its F1 and Δ say nothing of augmentation
 
 
+def f1_text(entry: dict[str, Any]) -> str:
+    """F1 ×100, with its sd over seeds where two or more measured one ("81.5 ± 0.0" read as a spread measured)."""
+    sd = entry.get("sd")
+    spread = sd is not None and len(entry.get("per_seed") or []) > 1
+    return f"{entry['mean'] * 100:.1f}" + (f" ± {sd * 100:.1f}" if spread else "")
+
+
 def table(result: dict[str, Any]) -> pd.DataFrame:
     """One row per arm × task × class; numbers as text so that the ± and the CI read as written."""
     return pd.DataFrame(
@@ -27,9 +34,7 @@ def table(result: dict[str, Any]) -> pd.DataFrame:
                 "class": row["class"],
                 "test texts": row.get("support"),
                 "arm": row["arm"],
-                "F1 (mean ± sd)": NO_TEST_TEXT
-                if row.get("support") == 0
-                else f"{row['mean'] * 100:.1f} ± {row['sd'] * 100:.1f}",
+                "F1 (mean ± sd)": NO_TEST_TEXT if row.get("support") == 0 else f1_text(row),
                 "Δ vs originals [95% CI]": NO_TEST_TEXT if row.get("support") == 0 else ci_text(row),
             }
             for row in result.get("rows", [])

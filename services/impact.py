@@ -478,7 +478,8 @@ def compute_result(dumps: dict[str, list[dict[str, Any]]], seeds: list[int], dra
             for j, name in enumerate(names):
                 entry = {
                     "mean": float(per_seed[:, j].mean()),
-                    "sd": float(per_seed[:, j].std(ddof=1)) if len(per_seed) > 1 else 0.0,
+                    # one seed (an arm's ensemble is one model) measures no spread: None, not 0
+                    "sd": float(per_seed[:, j].std(ddof=1)) if len(per_seed) > 1 else None,
                     "per_seed": [float(v) for v in per_seed[:, j]],
                     "delta": float(boot["delta"][j]) if boot else None,
                     "ci": [float(boot["low"][j]), float(boot["high"][j])] if boot else None,

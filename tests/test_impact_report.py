@@ -348,6 +348,15 @@ def test_impact_report_through_api_and_worker(lead, engine, tiny_encoder: str) -
 
     assert result["training_sets"]["consistent"] is True and result["training_sets"]["checked"] is True
     assert {r["differs"] for runs in result["training_sets"]["arms"].values() for r in runs} == {0}
+    # a spread where two seeds measured one; an arm's ensemble is one model: no "± 0.0" (a user read it as one)
+    from review_ui.impact_tables import table
+
+    shown = table(result)
+    shown = shown[shown["test texts"] > 0]
+    ensembles = shown["arm"].str.startswith("ensemble:")
+    assert all("±" in t for t in shown[~ensembles]["F1 (mean ± sd)"])
+    assert not any("±" in t for t in shown[ensembles]["F1 (mean ± sd)"])
+    assert bias["classes"]["macro"]["ensemble:originals"]["sd"] is None
 
     # Settling again (a late or concurrent finisher) changes nothing.
     assert settle(engine, report["id"]) == "succeeded"
