@@ -494,7 +494,7 @@ def ui(
     """Run the review UI (Streamlit); it talks to the API at AUGLOOP_API_URL."""
     import os
 
-    from review_ui import SERVER_PATH, STREAMLIT_FLAGS
+    from review_ui import SERVER_PATH, STREAMLIT_FLAGS, upload_limit_mb
 
     settings = get_settings()
     port = port or settings.ui_port
@@ -508,6 +508,7 @@ def ui(
         *STREAMLIT_FLAGS,
         f"--server.port={port}",
         f"--server.address={settings.ui_host}",
+        f"--server.maxUploadSize={upload_limit_mb()}",  # the server refuses what the Import tab's API would
     ]
     sys.stdout.flush()
     os.execv(sys.executable, cmd)  # become Streamlit: signals (Ctrl-C, SIGTERM) reach it directly
@@ -517,7 +518,9 @@ def ui(
 def demo(
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Import and print, then exit")] = False,
 ) -> None:
-    """The main job on the embedded defaults: import the example dataset, then run API, worker and UI."""
+    """The main job on the embedded defaults: import the example dataset, then run API, worker and UI.
+
+    They listen on AUGLOOP_API_PORT (8000) and AUGLOOP_UI_PORT (8501): set these when the ports are taken."""
     from augloop.demo import run_demo
 
     raise typer.Exit(run_demo(serve=not no_serve))

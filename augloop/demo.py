@@ -62,14 +62,18 @@ def local_encoder() -> str | None:
     return str(get_model_path())
 
 
-def _wait_http(url: str, timeout: float) -> bool:
+def _wait_ready(child: subprocess.Popen[bytes], url: str, timeout: float, token: str | None = None) -> bool:
+    """Whether `child` answers `url` with 200 within `timeout`; False at once when it has exited. The port was free
+    a moment before, but another server may answer on it (another demo's, started meanwhile): a token issued in
+    this database is refused (401) by an API on any other, and a child that failed to listen has exited."""
     import httpx
 
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and child.poll() is None:
         try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return True
+            if httpx.get(url, headers=headers, timeout=1).status_code == 200:
+                return child.poll() is None
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
@@ -88,11 +92,17 @@ def show_augmenters() -> None:
 
 
 def run_demo(serve: bool = True) -> int:
-    from augloop.cli import print_stats
+    from augloop.cli import check_listenable, print_stats
     from db.session import get_engine, session_scope
+    from review_ui import APP_PATH
     from services.datasets import class_balance
 
     settings = get_settings()
+    serve_ui = serve and APP_PATH.exists()
+    if serve:  # before anything is imported or issued: a port in use (another demo's) stops the demo here, code 2
+        check_listenable(settings.api_host, settings.api_port, "AUGLOOP_API_HOST/AUGLOOP_API_PORT")
+    if serve_ui:
+        check_listenable(settings.ui_host, settings.ui_port, "AUGLOOP_UI_HOST/AUGLOOP_UI_PORT", ipv4_unless_colon=True)
     console.print(f"database: {settings.resolved_database_url}")
     import_example()
     with session_scope(get_engine()) as session:
@@ -114,7 +124,7 @@ def run_demo(serve: bool = True) -> int:
         env["AUGLOOP_TRAINER_DEFAULT_ENCODER"] = encoder
     exe = [sys.executable, "-m", "augloop"]
     children: list[subprocess.Popen] = []
-    stopping = False
+    stopping = failed = False
 
     def stop(*_args: object) -> None:
         nonlocal stopping
@@ -123,17 +133,20 @@ def run_demo(serve: bool = True) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        children.append(subprocess.Popen([*exe, "serve"], env=env))
-        if not _wait_http(f"http://{settings.api_host}:{settings.api_port}/healthz", 60):
-            console.print("[red]the API did not start[/]")
+        api = subprocess.Popen([*exe, "serve"], env=env)
+        children.append(api)
+        if not _wait_ready(api, f"{env['AUGLOOP_API_URL']}/api/v1/me", 60, tokens["annotator"]):
+            console.print("[red]the API did not start; stopping[/]")
             return 1
         children.append(subprocess.Popen([*exe, "worker"], env=env))
         ui_url = None
-        from review_ui import APP_PATH
-
-        if APP_PATH.exists():
-            children.append(subprocess.Popen([*exe, "ui"], env=env))
+        if serve_ui:
+            ui = subprocess.Popen([*exe, "ui"], env=env)
+            children.append(ui)
             ui_url = f"http://127.0.0.1:{settings.ui_port}"
+            if not _wait_ready(ui, f"http://{settings.ui_host}:{settings.ui_port}/_stcore/health", 60):
+                console.print("[red]the UI did not start; stopping[/]")
+                return 1
         console.rule("augloop demo is running")
         console.print(f"API:              http://{settings.api_host}:{settings.api_port}/docs")
         if ui_url:
@@ -155,8 +168,9 @@ def run_demo(serve: bool = True) -> int:
                 if child.poll() is not None:
                     console.print(f"[red]{child.args[-1]} exited with {child.returncode}; stopping[/]")
                     stopping = True
+                    failed = failed or child.returncode != 0
             time.sleep(0.5)
-        return 0
+        return 1 if failed else 0
     finally:
         for child in children:
             if child.poll() is None:

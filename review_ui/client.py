@@ -39,6 +39,23 @@ def segment(value: str) -> str:
     return escaped.replace(".", "%2E") if escaped in (".", "..") else escaped
 
 
+def import_parts(
+    filename: str, data: bytes, tasks: list[str], language: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The multipart form of an import now: the file, a `task` per label column, and the language."""
+    form: dict[str, Any] = {"task": tasks}
+    if language:  # none: a new dataset's default (en), an existing dataset's own
+        form["language"] = language
+    return {"file": (filename, data)}, form
+
+
+def import_request_bytes(filename: str, data: bytes, tasks: list[str], language: str | None = None) -> int:
+    """The size of the request `import_dataset` sends, which the API's AUGLOOP_MAX_REQUEST_BYTES caps: the file,
+    the other fields and the multipart framing (counted, not copied)."""
+    files, form = import_parts(filename, data, tasks, language)
+    return int(httpx.Request("POST", "http://augloop/", files=files, data=form).headers["Content-Length"])
+
+
 def api_url() -> str:
     return get_settings().api_url.rstrip("/")
 
@@ -121,10 +138,7 @@ class ApiClient:
     def import_dataset(
         self, name: str, filename: str, data: bytes, tasks: list[str], language: str | None = None
     ) -> dict[str, Any]:
-        files = {"file": (filename, data)}
-        form: dict[str, Any] = {"task": tasks}
-        if language:  # none: a new dataset's default (en), an existing dataset's own
-            form["language"] = language
+        files, form = import_parts(filename, data, tasks, language)
         return self.request("POST", f"/datasets/{segment(name)}/import", files=files, data=form)
 
     def export(self, name: str, fmt: str, include: list[str]) -> bytes:

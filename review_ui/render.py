@@ -157,6 +157,12 @@ def plain(text: str) -> str:
     return _EMPTY_LINE.sub("\u00a0", text).replace("\n", "  \n")
 
 
+def quantity(n: int | str, one: str, many: str | None = None) -> str:
+    """`n` with its noun, singular for exactly one: "1 variant", "2 variants" ("1 variants" and "1 jobs" before);
+    `many` where the plural is not `one` + "s" ("review decides" / "reviews decide")."""
+    return f"{n} {one if str(n) == '1' else many or one + 's'}"
+
+
 def labels_text(labels: dict[str, str]) -> str:
     return " · ".join(f"{task}: {label}" for task, label in sorted(labels.items()))
 

@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from review_ui.client import ApiError
-from review_ui.render import plain
+from review_ui.render import plain, quantity
 from review_ui.state import client, flash
 
 
@@ -24,7 +24,7 @@ def bulk(dataset: str, selection: dict[str, Any], decision: str, expected: int) 
         if err.status == 409 and "matched" in err.body:
             flash(
                 "warning",
-                f"The selection changed: it now holds {err.body['matched']} pending variants you "
+                f"The selection changed: it now holds {quantity(err.body['matched'], 'pending variant')} you "
                 f"have not voted on, not {expected}. Nothing was changed; check and confirm again.",
             )
             st.session_state.pop("bulk_count", None)
@@ -32,7 +32,7 @@ def bulk(dataset: str, selection: dict[str, Any], decision: str, expected: int) 
             flash("error", plain(str(err)))
         return
     statuses = ", ".join(f"{n} {status}" for status, n in sorted(result.get("statuses", {}).items()))
-    flash("success", f"Bulk {decision}: {result['applied']} variants ({statuses or 'none changed'}).")
+    flash("success", f"Bulk {decision}: {quantity(result['applied'], 'variant')} ({statuses or 'none changed'}).")
     st.session_state.pop("bulk_count", None)
     st.session_state.pop("bulk_confirm", None)
     reload_view()  # the cards on screen changed a lot

@@ -19,7 +19,7 @@ from typing import Any
 import streamlit as st
 
 from review_ui.client import ApiClient, ApiError
-from review_ui.render import NO_WORD_DIFF, diff_segments, provenance
+from review_ui.render import NO_WORD_DIFF, diff_segments, provenance, quantity
 
 COMPONENT_KEY = "review_cards"
 VIEW_KEY = "_review_view"
@@ -342,7 +342,7 @@ def _bulk(view: ReviewView, api: ApiClient, action: dict[str, Any]) -> None:
         results.append(_send(view, api, body, group, action))
     done = [i for entry in view.undo_stack[steps:] for i in entry]
     view.undo_stack[steps:] = [done] if done else []
-    _report(view, decision, f"{len(ids)} selected variants", results)
+    _report(view, decision, None, results, selected=len(ids))
 
 
 def _send(
@@ -357,12 +357,14 @@ def _send(
         if err.status == 409 and "matched" in err.body:
             view.say(
                 "warning",
-                f"The family changed: it now has {err.body['matched']} pending variants you may approve (not "
-                "voted on by you, not a text you submitted or its variants), not "
+                f"The family changed: it now has {quantity(err.body['matched'], 'pending variant')} you may "
+                "approve (not voted on by you, not a text you submitted or its variants), not "
                 f"{body.get('expected_count', action.get('expected'))}; nothing was changed.",
             )
         else:
-            what = f"the family of source #{body['parent_id']}" if "parent_id" in body else f"{len(ids)} variants"
+            what = (
+                f"the family of source #{body['parent_id']}" if "parent_id" in body else quantity(len(ids), "variant")
+            )
             view.say("error", f"Could not decide {what}: {err.detail}")
         _refresh(view, api, ids)
         return None
@@ -373,8 +375,12 @@ def _send(
     return result
 
 
-def _report(view: ReviewView, decision: str, what: str, results: list[dict[str, Any] | None]) -> None:
-    """What the bulk decisions of one action did, said once (a refusal has been said already)."""
+def _report(
+    view: ReviewView, decision: str, what: str | None, results: list[dict[str, Any] | None], selected: int = 0
+) -> None:
+    """What the bulk decisions of one action did, said once (a refusal has been said already): on `what` (a
+    family), or on the `selected` variants, counted once ("Rejected 2 selected variants: 2 variants" said it
+    twice), and "2 of 3" when fewer were decided."""
     answered = [r for r in results if r is not None]
     if not answered:
         return
@@ -391,10 +397,13 @@ def _report(view: ReviewView, decision: str, what: str, results: list[dict[str, 
         else ""
     )
     applied = sum(int(r["applied"]) for r in answered)
+    if what is not None:
+        what = f"{what}: {quantity(applied, 'variant')}"
+    else:
+        what = quantity(selected, "selected variant") if applied == selected else f"{applied} of {selected} selected"
     view.say(
         "warning" if changed else "success",
-        f"{DONE[decision].capitalize()} {what}: {applied} variants ({statuses or 'none changed'}). U undoes it."
-        f"{left_out}",
+        f"{DONE[decision].capitalize()} {what} ({statuses or 'none changed'}). U undoes it.{left_out}",
     )
 
 

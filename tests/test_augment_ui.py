@@ -74,7 +74,7 @@ def test_augment_page_names_the_missing_models_and_queues_a_plan(
 
     at.button[1].click().run()  # plan and queue
     no_errors(at)
-    assert any("Queued plan #3: 1579 variants in 1 job(s)" in s.value for s in at.success)  # #2: the floor's
+    assert any("Queued plan #3: 1579 variants in 1 job. " in s.value for s in at.success)  # #2: the floor's
     assert run_worker(engine).succeeded == 1
     at.run()
     no_errors(at)

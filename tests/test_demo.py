@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -115,3 +117,113 @@ def test_demo_serves_the_loop_and_ctrl_c_stops_everything(tmp_path):
     finally:
         if demo.poll() is None:
             demo.kill()
+
+
+def free_port_18xxx() -> int:
+    while True:
+        port = random.randint(18000, 18999)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
+@pytest.mark.parametrize("held", ["api", "ui"])
+def test_demo_on_a_port_in_use_exits_2_naming_its_setting_before_anything_starts(tmp_path, held):
+    # as when another `augloop demo` holds 8000 and 8501: it printed the banner with tokens of its own database
+    # (the other demo's API answered its readiness check), then its children failed to listen, and it exited 0
+    ports = {"api": free_port_18xxx(), "ui": free_port_18xxx()}
+    env = {
+        **os.environ,
+        "AUGLOOP_DATA_DIR": str(tmp_path / "var"),
+        "AUGLOOP_API_PORT": str(ports["api"]),
+        "AUGLOOP_UI_PORT": str(ports["ui"]),
+        "AUGLOOP_API_URL": f"http://127.0.0.1:{ports['api']}",
+        "COLUMNS": "120",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path / "empty-hub-cache"),
+        "AUGLOOP_WORKER_PRESENCE_SECONDS": "0.5",
+    }
+    env.pop("AUGLOOP_DATABASE_URL", None)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", ports[held]))
+        listener.listen()
+        demo = subprocess.run(
+            [sys.executable, "-m", "augloop", "demo"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    out = " ".join((demo.stdout + demo.stderr).split())  # as read, whatever the terminal's width wrapped
+    assert demo.returncode == 2, out
+    setting = {"api": "AUGLOOP_API_PORT", "ui": "AUGLOOP_UI_PORT"}[held]
+    assert f"cannot listen on 127.0.0.1:{ports[held]}" in out and setting in out, out
+    assert "Address already in use" in out, out
+    assert "augloop demo is running" not in out and "token" not in out, out
+    assert "imported" not in out, out  # found before anything starts
+
+
+@pytest.mark.slow
+def test_demo_exits_1_when_one_of_its_processes_fails(tmp_path):
+    """A child that died said "worker exited with -9; stopping", and the demo exited 0."""
+    api_port, ui_port = free_port_18xxx(), free_port_18xxx()
+    env = {
+        **os.environ,
+        "AUGLOOP_DATA_DIR": str(tmp_path / "var"),
+        "AUGLOOP_API_PORT": str(api_port),
+        "AUGLOOP_UI_PORT": str(ui_port),
+        "AUGLOOP_API_URL": f"http://127.0.0.1:{api_port}",
+        "COLUMNS": "120",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path / "empty-hub-cache"),
+        "AUGLOOP_WORKER_PRESENCE_SECONDS": "0.5",
+    }
+    env.pop("AUGLOOP_DATABASE_URL", None)
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "augloop", "demo"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for line in demo.stdout:
+            if "Ctrl-C stops everything" in line:
+                break
+        worker = next(
+            pid for pid in descendants(demo.pid) if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        )
+        os.kill(worker, signal.SIGKILL)
+        out = demo.communicate(timeout=60)[0]
+        assert demo.returncode == 1, out
+        assert "worker exited with -9; stopping" in out, out
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+
+
+def test_the_demo_waits_for_its_own_server_not_any_server_on_the_port():
+    """Any server answering below 500 on the port was taken for the demo's API (another demo's answered)."""
+    import http.server
+    import threading
+
+    from augloop.demo import _wait_ready
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", free_port_18xxx()), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])  # ours, failing to listen
+    try:
+        started = time.monotonic()
+        url = f"http://127.0.0.1:{other.server_address[1]}/api/v1/me"
+        assert not _wait_ready(child, url, 30, "aug_a-token-of-our-database")
+        assert time.monotonic() - started < 15  # told by the child's exit, not by the timeout
+    finally:
+        child.kill()
+        child.wait()
+        other.shutdown()
+        other.server_close()

@@ -410,7 +410,7 @@ def test_filters_batches_and_pages(live_api, annotator_token, engine) -> None:
     at.selectbox(key="f_status").set_value("pending").run()
     assert at.session_state["page"] == 1 and "5 variants match" in at.caption[0].value  # 10 mlm, 5 approved
     at.text_input(key="f_q").input("number 42").run()
-    assert "1 variants match" in at.caption[0].value
+    assert "1 variant matches ·" in at.caption[0].value
     assert [c["text"] for c in cards_data(at)["cards"]] == ["text number 42"]
     # another page and back: the filters are as they were (Streamlit forgets a widget a page does not show)
     at.switch_page("app_pages/datasets.py").run()
@@ -1113,6 +1113,48 @@ def test_admin_imports_exports_and_deletes_a_dataset(live_api, admin_token, revi
         assert [d["name"] for d in c.get("/datasets").json()] == ["rev"]
 
 
+@pytest.fixture
+def small_request_cap(monkeypatch) -> int:
+    """AUGLOOP_MAX_REQUEST_BYTES of the API and the UI, for a test that names this before its API."""
+    monkeypatch.setenv("AUGLOOP_MAX_REQUEST_BYTES", "1500000")
+    return 1_500_000
+
+
+def test_the_import_tab_states_the_apis_cap_and_says_beside_the_form_how_a_larger_file_imports(
+    small_request_cap, live_api, admin_token, review_data, monkeypatch
+) -> None:
+    """The uploader said "200MB per file" (Streamlit's default) where the API takes 50 MiB, and a 63 MB file got
+    the API's bare "request body exceeds 52428800 bytes (body)" at the top of the page, after its whole upload."""
+    from core.settings import get_settings
+
+    at = signed_in(admin_token, "admin")
+    at.switch_page("app_pages/datasets.py").run()
+    assert at.file_uploader[0].proto.max_upload_size_mb == 2  # 1,500,000 bytes in Streamlit's MB (MiB), rounded up
+    big = b"id,text,stance,split\n" + b"".join(b"%d,We will win %d,pro,train\n" % (i, i) for i in range(60_000))
+    assert len(big) > small_request_cap
+    at.file_uploader[0].upload("big posts.csv", big, "text/csv")
+    field = {t.label: t for t in at.text_input}
+    field["Dataset name (new or existing)"].set_value("big")
+    field["Label columns (tasks), comma-separated"].set_value("stance")
+    at.button[[b.label for b in at.button].index("Import")].click().run()
+    import_tab = next(t for t in at.tabs if t.label == "Import")
+    said = [e.value.replace("\\", "") for e in import_tab.error]
+    assert len(said) == len(at.error) == 1, [e.value for e in at.error]  # beside the form, nowhere else
+    assert "big posts.csv is 1.9 MB: the Import tab sends up to 1.4 MB" in said[0], said
+    assert "augloop import 'big posts.csv' --dataset big --task=stance" in said[0], said
+    with api(live_api, admin_token) as c:
+        assert [d["name"] for d in c.get("/datasets").json()] == ["rev"]
+    # An API whose cap is below this UI's setting: its 413 is said beside the form too, with the same ways out.
+    monkeypatch.setenv("AUGLOOP_MAX_REQUEST_BYTES", str(4 * 2**20))
+    get_settings.cache_clear()
+    at.run().file_uploader[0].upload("big posts.csv", big, "text/csv")  # the uploader as the new cap draws it
+    at.button[[b.label for b in at.button].index("Import")].click().run()
+    import_tab = next(t for t in at.tabs if t.label == "Import")
+    said = [e.value.replace("\\", "") for e in import_tab.error]
+    assert len(said) == len(at.error) == 1, [e.value for e in at.error]
+    assert "request body exceeds 1500000 bytes" in said[0] and "--dataset big --task=stance" in said[0], said
+
+
 @pytest.mark.parametrize("typed", ["data/v2", "what?", "rev/../tiny", "My Data"])
 def test_the_import_form_names_the_dataset_name_rule_before_it_uploads(
     live_api, admin_token, review_data, typed
@@ -1355,9 +1397,12 @@ def test_keys_pressed_before_the_first_answer_are_applied_in_order_and_said_in_f
     reasons = {str(w1): "meaning_changed", str(w2): "meaning_changed", str(w3): "ungrammatical"}
     apply_action(view, client, {"op": "selected", "decision": "reject", "ids": [w1, w2, w3], "reasons": reasons})
     assert all(view.items[i]["review_status"] == "rejected" for i in (w1, w2, w3))
-    assert view.notice["text"].startswith("Rejected 3 selected variants: 3 variants (3 rejected)"), view.notice
+    assert view.notice["text"].startswith("Rejected 3 selected variants (3 rejected)"), view.notice
     apply_action(view, client, {"op": "undo"})  # one step undoes the whole selection
     assert all(view.items[i]["review_status"] == "pending" for i in (w1, w2, w3)), view.notice
+    # one variant is one ("Rejected 1 selected variants: 1 variants (1 rejected)")
+    apply_action(view, client, {"op": "selected", "decision": "reject", "ids": [w1], "reasons": {str(w1): "other"}})
+    assert view.notice["text"].startswith("Rejected 1 selected variant (1 rejected). U undoes it."), view.notice
 
 
 def test_a_bulk_count_is_offered_only_on_the_dataset_it_counted(live_api, annotator_token, engine, review_data) -> None:
@@ -1501,7 +1546,7 @@ def test_an_empty_review_page_reads_the_queue_again_when_variants_arrive(
     at.switch_page("app_pages/datasets.py").run()
     at.switch_page("app_pages/review.py").run()  # Review in the sidebar again
     no_errors(at)
-    assert "1 variants match" in at.caption[0].value
+    assert "1 variant matches" in at.caption[0].value
     assert [c["text"] for c in cards_data(at)["cards"]] == ["We must defend Social Security for our seniors."]
     # a view with cards is not read again under the annotator's hands
     with session_scope(engine) as s:

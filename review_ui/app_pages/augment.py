@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from review_ui.render import plain
+from review_ui.render import plain, quantity
 from review_ui.state import call, client, leads, page_with_dataset, submit_key, submit_once
 
 STATE_TEXT = {
@@ -91,7 +91,8 @@ def queued(plan: dict[str, Any]) -> tuple[str, str]:
     body = plan["plan"]
     return (
         "success",
-        f"Queued plan #{plan['id']}: {body['total_variants']} variants in {len(plan['job_ids'])} job(s). "
+        f"Queued plan #{plan['id']}: {quantity(body['total_variants'], 'variant')} in "
+        f"{quantity(len(plan['job_ids']), 'job')}. "
         "Follow them on the Jobs page; the variants arrive in the review queue as pending.",
     )
 
@@ -133,7 +134,7 @@ def plan_form(name: str, statuses: list[dict[str, Any]]) -> None:
         return
     body = plan["plan"]
     st.info(
-        f"{body['total_variants']} variants from {body['sources_used']} source texts ("
+        f"{quantity(body['total_variants'], 'variant')} from {quantity(body['sources_used'], 'source text')} ("
         + ", ".join(f"{m}: {n}" for m, n in body["methods"].items())
         + "). Nothing is queued until you press “Plan and queue the jobs”."
     )
@@ -149,7 +150,8 @@ def show_plans(name: str) -> None:
     for plan in queued:
         progress = pd.DataFrame(plan.get("progress") or [])
         with st.expander(
-            f"Plan #{plan['id']} · {plan['plan']['total_variants']} variants · {len(plan['job_ids'])} job(s) · "
+            f"Plan #{plan['id']} · {quantity(plan['plan']['total_variants'], 'variant')} · "
+            f"{quantity(len(plan['job_ids']), 'job')} · "
             f"{plan['created_at'][:19].replace('T', ' ')}",
             expanded=plan is queued[0],
         ):

@@ -3,6 +3,7 @@ set the review rules (reviews per variant, guidelines) and export; admins also i
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import pandas as pd
@@ -11,9 +12,11 @@ import streamlit as st
 from core.balance import imbalance_shown
 from core.errors import ValidationFailed
 from core.names import check_slug
-from review_ui.client import ApiError
+from core.settings import get_settings
+from review_ui import upload_limit_mb
+from review_ui.client import ApiError, import_request_bytes
 from review_ui.progress import show_annotators, show_class_progress
-from review_ui.render import plain
+from review_ui.render import plain, quantity
 from review_ui.state import (
     call,
     client,
@@ -23,12 +26,14 @@ from review_ui.state import (
     kept,
     page_with_dataset,
     role_in_project_of,
+    show_flash,
     submit_key,
     submit_once,
 )
 
 BEFORE, AFTER = "train originals", "train + approved variants"
 LIVE_SECONDS = 15
+IMPORT_MESSAGES = "_flash_import"  # the import's refusals, drawn under its form (not at the top of the page)
 
 
 def balance_frame(info: dict[str, Any]) -> pd.DataFrame:
@@ -54,7 +59,7 @@ def show_balance(name: str) -> None:
     stats = call(client().stats, name)
     if not stats:
         return
-    st.caption(f"{stats['samples']} samples in all (originals and variants of every status)")
+    st.caption(f"{quantity(stats['samples'], 'sample')} in all (originals and variants of every status)")
     for task, info in stats["tasks"].items():
         st.subheader(plain(f"Task: {task}"))
         frame = balance_frame(info)
@@ -85,7 +90,7 @@ def show_balance(name: str) -> None:
         # Full width below the chart: eight columns in the side column were cut off on the right.
         st.dataframe(frame, hide_index=True, width="stretch")
         if info.get("missing_label"):
-            st.caption(f"{info['missing_label']} samples have no {plain(task)} label")
+            st.caption(f"{quantity(info['missing_label'], 'sample has', 'samples have')} no {plain(task)} label")
         if empty:
             st.caption(
                 f"No train text of {', '.join(plain(label) for label in empty)}: a model cannot learn "
@@ -163,13 +168,27 @@ def reevaluate(name: str) -> None:
         flash("success", f"Re-evaluated the reviewed variants: {changes or 'none changed'}.")
 
 
+def any_size_way(filename: str, into: str, tasks: list[str], language: str | None) -> str:
+    """The ways a file past the Import tab's cap imports (plain text): the command on the server, or a job."""
+    words = ["augloop", "import", filename, "--dataset", into, *(f"--task={t}" for t in tasks)]
+    command = shlex.join([*words, f"--language={language}"] if language else words)
+    return (
+        f"A file of any size imports on the server with: {command} (or as a job: POST /api/v1/datasets/{into}/imports)."
+    )
+
+
 def import_form(current: str | None) -> None:
+    limit_mb = upload_limit_mb()
     with st.form("import", clear_on_submit=False):
-        upload = st.file_uploader("CSV, JSONL or Parquet (UTF-8)", type=["csv", "jsonl", "json", "parquet"])
+        upload = st.file_uploader(
+            "CSV, JSONL or Parquet (UTF-8)", type=["csv", "jsonl", "json", "parquet"], max_upload_size=limit_mb
+        )
+        st.caption(f"Up to {limit_mb} MB here (AUGLOOP_MAX_REQUEST_BYTES); any size: `augloop import FILE …`")
         target = st.text_input("Dataset name (new or existing)", value=current or "")
         tasks = st.text_input("Label columns (tasks), comma-separated", placeholder="bias, message")
         language = st.text_input("Language of a new dataset", placeholder="en")
         go = st.form_submit_button("Import", type="primary", key=submit_key("import"))
+    show_flash(IMPORT_MESSAGES)
     if go:
         names = [t.strip() for t in tasks.split(",") if t.strip()]
         if upload is None or not target.strip() or not names:
@@ -182,18 +201,35 @@ def import_form(current: str | None) -> None:
             return
         language_tag = language.strip() or None  # none: a new dataset's default, an existing dataset's own
         api, into, filename, data = client(), target.strip(), upload.name, upload.getvalue()
+        way = any_size_way(filename, into, names, language_tag)
+        if import_request_bytes(filename, data, names, language_tag) > (cap := get_settings().max_request_bytes):
+            st.error(  # here, before the upload: the API refused it after the whole upload, at the top of the page
+                plain(
+                    f"{filename} is {len(data) / 2**20:.1f} MB: the Import tab sends up to {cap / 2**20:.1f} MB, "
+                    f"the form included (AUGLOOP_MAX_REQUEST_BYTES). {way}"
+                )
+            )
+            return
+
+        def refused(err: ApiError) -> tuple[str, str]:  # the API's own cap, when it is below this UI's setting
+            return "error", plain(f"{err}. {way}" if err.status == 413 else str(err))
+
         # Once per form generation, its result kept for the next run, drawn there and then dropped
         # (review_ui.state.submit_once: a double click imported the file twice and showed "0 imported")
         submit_once(
-            "import", lambda: (into, api.import_dataset(into, filename, data, names, language_tag)), keep="import"
+            "import",
+            lambda: (into, api.import_dataset(into, filename, data, names, language_tag)),
+            keep="import",
+            refused=refused,
+            outbox=IMPORT_MESSAGES,
         )
         st.rerun()
     if shown := kept("import"):
         imported_into, result = shown
         st.success(
             plain(
-                f"Imported {result['imported']} samples into {imported_into} "
-                f"({result['duplicates_skipped']} duplicates skipped)."
+                f"Imported {quantity(result['imported'], 'sample')} into {imported_into} "
+                f"({quantity(result['duplicates_skipped'], 'duplicate')} skipped)."
             )
         )
         st.json(result["split_counts"])
@@ -220,7 +256,7 @@ def protected_terms_form(name: str) -> None:
         return
     terms = held["terms"]
     st.caption(
-        f"{len(terms)} protected term(s): WordNet and the masked LM never replace them, in any inflection (a "
+        f"{quantity(len(terms), 'protected term')}: WordNet and the masked LM never replace them, in any inflection (a "
         "phrase protects each of its words); a job running now checks them again before it stores its variants."
         + ("" if held.get("seeded_at") else " Seeded with each class's most telling words at the first augmentation.")
     )

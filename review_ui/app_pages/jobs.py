@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from review_ui.render import small_html
+from review_ui.render import quantity, small_html
 from review_ui.state import call, call_and_flash, client, fragment_messages, is_admin, show_flash
 
 STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
@@ -164,7 +164,7 @@ def draw_jobs() -> None:
     if data is None:
         return
     running = sum(1 for j in data["items"] if j["status"] == "running")
-    st.caption(f"{data['total']} jobs · {running} running · newest first")
+    st.caption(f"{quantity(data['total'], 'job')} · {running} running · newest first")
     if not data["items"]:
         st.info("No jobs yet.")
     for job in data["items"]:

@@ -21,7 +21,7 @@ from review_ui import sessions
 from review_ui.client import ApiError
 from review_ui.components import review_cards
 from review_ui.progress import show_annotators, show_class_progress
-from review_ui.render import plain
+from review_ui.render import plain, quantity
 from review_ui.review_flow import COMPONENT_KEY, VIEW_KEY, ReviewView, handle_outbox, load_view, payload
 from review_ui.state import call, client, leads, pick_dataset, show_flash
 
@@ -117,7 +117,10 @@ def show_agreement(dataset: str) -> None:
         overall = data["overall"]
         alpha = overall["alpha"]
         st.metric("Krippendorff's alpha (keep vs drop)", "n/a" if alpha is None else f"{alpha:.2f}")
-        st.caption(f"{overall['units_multi']} variants with 2+ reviews, {overall['ratings']} reviews in all")
+        st.caption(
+            f"{quantity(overall['units_multi'], 'variant')} with 2+ reviews, "
+            f"{quantity(overall['ratings'], 'review')} in all"
+        )
         if overall["pairs"]:
             st.dataframe(overall["pairs"], hide_index=True, width="stretch")
 
@@ -139,7 +142,10 @@ def bulk_by_filter(dataset: str, params: dict[str, Any], reasons: list[str]) -> 
         counted = st.session_state.get("bulk_count")
         if counted and counted[0] == signature:
             approvable, n, held = counted[1], counted[2], counted[3]
-            st.write(f"{n} pending variants match this filter (leaving out those you already voted on).")
+            st.write(
+                f"{quantity(n, 'pending variant matches', 'pending variants match')} this filter "
+                "(leaving out those you already voted on)."
+            )
             if held:
                 st.write(
                     f"{held} more are leased to other annotators, who are reviewing them (the work is shared out): "
@@ -208,18 +214,19 @@ def cards(empty: str) -> None:
 
 
 def page_caption(view: ReviewView, base: str, page: int, distributing: bool) -> str:
+    decide = f"{quantity(view.reviews_required, 'review decides', 'reviews decide')} a variant"
     if distributing:
         until = (view.leased_until or "")[11:16]
         return (
-            f"Your share: {len(view.order)} variants leased to you until {until} UTC (renewed while you work); "
-            f"{view.reviews_required} review(s) decide a variant."
+            f"Your share: {quantity(len(view.order), 'variant')} leased to you until {until} UTC (renewed while "
+            f"you work); {decide}."
         )
     if page == 1:
         matched = f"{view.total}+" if view.total_capped else str(view.total)
         st.session_state.setdefault("_first_total", {})[base] = matched
     else:  # as counted on the first page: counting ahead from each page would change it from page to page
         matched = st.session_state.setdefault("_first_total", {}).get(base) or "more"
-    return f"{matched} variants match · page {page} · {view.reviews_required} review(s) decide a variant"
+    return f"{quantity(matched, 'variant matches', 'variants match')} · page {page} · {decide}"
 
 
 st.title("Review")
