@@ -43,8 +43,9 @@ def get_engine_dep(request: Request) -> Engine:
 
 
 # POSTs that write nothing (their body is too large or structured for a query string): a model's predictions, a
-# training estimate. They read as GETs do (no write lock), and pass the SQLite write queue (api/main.py).
-READ_ONLY_POST = re.compile(r"^/api/v1/(models/[^/]+/predict|training-estimates)$")
+# training estimate, an impact report's estimate. They read as GETs do (no write lock), and pass the SQLite write
+# queue (api/main.py).
+READ_ONLY_POST = re.compile(r"^/api/v1/(models/[^/]+/predict|training-estimates|datasets/[^/]+/impact-estimates)$")
 # Import jobs take files of any size (AUGLOOP_MAX_UPLOAD_BYTES): the upload streams to disk, and the job reads it
 # in chunks. The request reads as a GET does while the file is kept (minutes for gigabytes) and writes its job in
 # a short transaction of its own at the end (services/datasets.py queue_import).

@@ -235,6 +235,9 @@ class ApiClient:
     def impact_reports(self, dataset: str) -> list[dict[str, Any]]:
         return self.get(f"/datasets/{segment(dataset)}/impact-reports")
 
+    def impact_estimate(self, dataset: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post(f"/datasets/{segment(dataset)}/impact-estimates", body)
+
     def start_impact_report(self, dataset: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.post(f"/datasets/{segment(dataset)}/impact-reports", body)
 

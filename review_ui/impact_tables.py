@@ -1,11 +1,40 @@
 """The impact report's tables as the Impact page shows them: numbers as text, so that the ± and the CI read as
-written, and a class no test text holds said to be unmeasured."""
+written, and a class no test text holds said to be unmeasured; and the estimate of a report before it starts."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pandas as pd
+
+from review_ui.render import duration, plain
+
+LONG_SECONDS = 3600  # a report longer than this on one worker gets a warning that suggests a budget per run
+
+
+def estimate_headline(estimate: dict[str, Any]) -> str:
+    """The estimate's headline (markdown): the time per run and for every run on one worker, the runs and arms."""
+    arms, seeds = len(estimate["arms"]), len(estimate["seeds"])
+    members = estimate["classical_runs"]
+    return (
+        f"Estimated time: about **{duration(estimate['seconds_per_run'])}** per run, "
+        f"**{duration(estimate['seconds_total'])}** for the {estimate['transformer_runs']} runs "
+        f"({arms} arms × {seeds} seeds) on one worker"
+        + (f", then {members} TF-IDF members (seconds each)" if members else "")
+    )
+
+
+def estimate_details(estimate: dict[str, Any]) -> str:
+    """The estimate's caption (plain text): each arm's texts per epoch and time per run, the rate and its basis."""
+    arms = "; ".join(
+        f"{a['arm']}: {a['train_examples']:,} texts per epoch × {a['epochs']:g} epochs, "
+        f"{duration(a['seconds_per_run'])} per run"
+        for a in estimate["arms"]
+    )
+    return plain(
+        f"{arms}. About {estimate['samples_per_second']:.1f} texts/s ({estimate['tokens_per_text']:.0f} tokens per "
+        f"text). Basis: {estimate['basis']}; {estimate['note']}."
+    )
 
 
 def ci_text(entry: dict[str, Any]) -> str:

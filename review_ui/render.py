@@ -219,3 +219,14 @@ def variant_html(source: str | None, variant: dict[str, Any]) -> str:
 def source_html(family: dict[str, Any]) -> str:
     head = f"Source #{family['id']} · {labels_text(family.get('labels') or {})} · {family.get('split', '')}"
     return small_html(head) + text_html(family["text"])
+
+
+def duration(seconds: float) -> str:
+    """A duration as people read it: "45 s", "12 min", "3 h 05 min"."""
+    seconds = round(seconds)
+    if seconds < 90:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 90:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"

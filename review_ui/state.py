@@ -360,17 +360,6 @@ def page_with_dataset(title: str) -> dict[str, Any] | None:
     return pick_dataset()
 
 
-def submitted_run_inputs(
-    seeds: str, label: str, example: str, button: str, form: str
-) -> tuple[list[int], dict[str, Any]] | None:
-    """The end of a start form (inside `st.form`): the trainer-config overrides box and the submit button of
-    `form`'s generation (`submit_once(form, ...)` starts it). Once submitted, the parsed seeds and overrides
-    (`run_inputs`); None before, or when they do not parse."""
-    config = st.text_area(label, value="{}", height=100, help=f"e.g. {example}")
-    submitted = st.form_submit_button(button, type="primary", key=submit_key(form))
-    return run_inputs(seeds, config) if submitted else None
-
-
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is no number JSON knows")
 

@@ -80,6 +80,33 @@ def arm_overrides(methods: list[str], augmentation: list[str] | None = None) -> 
     return arms
 
 
+def report_methods(
+    session: Session, dataset: Dataset, seeds: list[int], methods: list[str] | None
+) -> tuple[list[str], list[str]]:
+    """(the methods left out in turn, every method with approved variants) of a report on `dataset`, or the
+    422 its creation gives: no seed, no approved variant, no test split, a method unknown or given twice."""
+    if not seeds:
+        raise ValidationFailed("give at least one seed", field="seeds")
+    available = db_reports.approved_methods(session, dataset)
+    if not available:
+        raise ValidationFailed(
+            f"dataset {dataset.name!r} has no approved variants: there is nothing to measure", field="dataset"
+        )
+    if not db_reports.has_test_split(session, dataset):
+        raise ValidationFailed(
+            f"dataset {dataset.name!r} has no test-split originals: the report compares arms on them",
+            field="dataset",
+        )
+    chosen = available if methods is None else list(methods)
+    unknown = [m for m in chosen if m not in available]
+    if unknown or len(set(chosen)) != len(chosen):
+        raise ValidationFailed(
+            f"methods must be distinct and among the approved variants' methods {available}; got {chosen}",
+            field="methods",
+        )
+    return chosen, available
+
+
 def create_impact_report(
     session: Session,
     dataset: Dataset,
@@ -103,25 +130,7 @@ def create_impact_report(
     from services.training import create_training_runs, queue_runs
 
     seeds = list(DEFAULT_SEEDS if seeds is None else seeds)
-    if not seeds:
-        raise ValidationFailed("give at least one seed", field="seeds")
-    available = db_reports.approved_methods(session, dataset)
-    if not available:
-        raise ValidationFailed(
-            f"dataset {dataset.name!r} has no approved variants: there is nothing to measure", field="dataset"
-        )
-    if not db_reports.has_test_split(session, dataset):
-        raise ValidationFailed(
-            f"dataset {dataset.name!r} has no test-split originals: the report compares arms on them",
-            field="dataset",
-        )
-    chosen = available if methods is None else list(methods)
-    unknown = [m for m in chosen if m not in available]
-    if unknown or len(set(chosen)) != len(chosen):
-        raise ValidationFailed(
-            f"methods must be distinct and among the approved variants' methods {available}; got {chosen}",
-            field="methods",
-        )
+    chosen, available = report_methods(session, dataset, seeds, methods)
     params = {
         "seeds": seeds,
         "methods": chosen,
@@ -379,6 +388,26 @@ def settle_decided(session: Session, engine: Engine, reports: list[ImpactReport]
     return True
 
 
+def report_config(config_overrides: dict[str, Any], seeds: list[int], user: User | None) -> TrainConfig:
+    """The config every arm of a report shares (the deployment's defaults under `config_overrides`), or the 422
+    its creation gives: seeds repeated, a key the arms set themselves, a config outside the compute bounds."""
+    from services.training import default_config
+
+    if len(set(seeds)) != len(seeds):
+        raise ValidationFailed("seeds must be distinct", field="seeds")
+    # What the report sets itself: given, it was dropped without a word (a config.seed 7 trained seeds 1 and 2)
+    for key, instead in (
+        ("seed", "each arm trains one run per seed of `seeds`" + (f" ({', '.join(map(str, seeds))})" if seeds else "")),
+        ("variants", "each arm sets its own (originals only, all approved variants, each method left out)"),
+        ("exclude_methods", "each arm sets its own (each method left out in turn; `methods` chooses them)"),
+    ):
+        if key in config_overrides:
+            raise ValidationFailed(f"config.{key}: {instead}; leave it out of the config", field=f"config.{key}")
+    config = default_config(config_overrides)
+    check_config(config, seeds, user)
+    return config
+
+
 def start_report(
     session: Session,
     dataset_name: str,
@@ -392,22 +421,11 @@ def start_report(
     """Queue the trainer on originals only, all approved variants, and each method left out, × seeds (and
     the TF-IDF member per arm with `classical`); the project's leads (None: the operator)."""
     from services.datasets import dataset_named
-    from services.training import check_budget_affords, default_config
+    from services.training import check_budget_affords
 
     dataset = dataset_named(session, dataset_name, user, Need.lead)
     created_by = user.id if user else None
-    if len(set(seeds)) != len(seeds):
-        raise ValidationFailed("seeds must be distinct", field="seeds")
-    # What the report sets itself: given, it was dropped without a word (a config.seed 7 trained seeds 1 and 2)
-    for key, instead in (
-        ("seed", "each arm trains one run per seed of `seeds`" + (f" ({', '.join(map(str, seeds))})" if seeds else "")),
-        ("variants", "each arm sets its own (originals only, all approved variants, each method left out)"),
-        ("exclude_methods", "each arm sets its own (each method left out in turn; `methods` chooses them)"),
-    ):
-        if key in config_overrides:
-            raise ValidationFailed(f"config.{key}: {instead}; leave it out of the config", field=f"config.{key}")
-    config = default_config(config_overrides)
-    check_config(config, seeds, user)
+    config = report_config(config_overrides, seeds, user)
     check_budget_affords(session, dataset_name, config, config_overrides, seeds, user)  # before any arm trains
     report, jobs = create_impact_report(
         session, dataset, config, seeds=seeds, methods=methods, created_by=created_by, classical=classical

@@ -114,13 +114,14 @@ def test_the_whole_body_reaches_the_app_in_order_and_a_disconnect_after_it() -> 
     [
         (f"{API}/models/3/predict", False),
         (f"{API}/training-estimates", False),
+        (f"{API}/datasets/psm/impact-estimates", False),
         (f"{API}/training-runs", True),
         (f"{API}/samples/1/decision", True),
     ],
 )
 def test_posts_that_only_compute_pass_a_held_write_lock(path: str, queued: bool) -> None:
-    """A prediction or a training estimate (seconds of model time, no write) does not wait for, or hold up, the
-    writes; every other POST still queues."""
+    """A prediction, a training estimate or an impact report's (seconds of model time, no write) does not wait for,
+    or hold up, the writes; every other POST still queues."""
 
     async def app(scope, receive, send) -> None:
         await receive()
@@ -191,6 +192,10 @@ def test_a_training_estimate_reads_while_another_connection_holds_the_write_lock
         started = time.monotonic()
         r = lead.post(f"{API}/training-estimates", json={"dataset": example_dataset, "config": {"epochs": 1}})
         assert r.status_code == 200, r.text
+        assert time.monotonic() - started < 5
+        started = time.monotonic()  # an impact report's estimate too (the example has no approved variant: 422)
+        r = lead.post(f"{API}/datasets/{example_dataset}/impact-estimates", json={"config": {"epochs": 1}})
+        assert r.status_code == 422 and r.json()["field"] == "dataset", r.text
         assert time.monotonic() - started < 5
     finally:
         writer.rollback()

@@ -643,3 +643,107 @@ def test_a_training_set_check_that_cannot_read_a_snapshot_says_so_and_leaves_the
     gone = str(tmp_path / "runs" / "1" / "snapshot.parquet")
     checked = training_sets(engine, {"all_approved": [(1, gone, None)], "originals": [(2, gone, None)]})
     assert checked == {"checked": False, "reason": "the runs' training snapshots could not be read (FileNotFoundError)"}
+
+
+# Estimates -----------------------------------------------------------------------------------------
+
+
+def test_an_impact_estimate_names_the_arms_and_runs_the_report_then_queues(
+    lead, annotator, engine, tiny_encoder: str
+) -> None:
+    """The Impact page said nothing of a report's cost before it started (3 seeds × 4 arms and their TF-IDF members
+    at the trainer's 20 epochs: hours on a laptop; a user's find). The estimate answers the members of the project
+    (as a training estimate does), with the arms and runs that starting the report then queues, each arm timed
+    on its own training view."""
+    name, _ = dataset_with_variants(engine)
+    body = {"seeds": [1, 2], "config": fast(tiny_encoder, variant_sampling="all")}
+    asked = annotator.post(f"/api/v1/datasets/{name}/impact-estimates", json=body)
+    assert asked.status_code == 200, asked.text
+    estimate = asked.json()
+    report = lead.post(f"/api/v1/datasets/{name}/impact-reports", json=body).json()["report"]
+    data_arms = [arm for arm in report["run_ids"] if not arm.startswith("tfidf:")]
+    assert [a["arm"] for a in estimate["arms"]] == data_arms
+    assert estimate["runs"] == report["progress"]["total"] == sum(len(ids) for ids in report["run_ids"].values())
+    assert (estimate["runs"], estimate["transformer_runs"], estimate["classical_runs"]) == (12, 8, 4)
+    assert estimate["methods"] == report["params"]["methods"] and estimate["seeds"] == [1, 2]
+    by_arm = {a["arm"]: a for a in estimate["arms"]}
+    # all_approved trains the four approved variants the originals arm leaves out, each method's arm two of them
+    assert by_arm["all_approved"]["train_examples"] == by_arm["originals"]["train_examples"] + 4
+    assert by_arm["without:wordnet"]["train_examples"] == by_arm["originals"]["train_examples"] + 2
+    assert by_arm["all_approved"]["seconds_per_run"] >= by_arm["originals"]["seconds_per_run"]
+    assert estimate["seconds_per_run"] == max(a["seconds_per_run"] for a in estimate["arms"])
+    total = 2 * sum(a["seconds_per_run"] for a in estimate["arms"])
+    assert estimate["seconds_total"] == pytest.approx(total, abs=0.1)
+    assert "own training view" in estimate["note"]
+
+    fewer = {**body, "methods": ["wordnet"], "classical": False}
+    smaller = lead.post(f"/api/v1/datasets/{name}/impact-estimates", json=fewer).json()
+    assert [a["arm"] for a in smaller["arms"]] == ["originals", "all_approved", "without:wordnet"]
+    assert (smaller["runs"], smaller["classical_runs"]) == (6, 0)
+    created = lead.post(f"/api/v1/datasets/{name}/impact-reports", json=fewer).json()["report"]
+    assert smaller["runs"] == created["progress"]["total"]
+
+
+def test_an_impact_estimate_with_a_budget_gives_every_arm_the_originals_arms_length(
+    lead, engine, tiny_encoder: str
+) -> None:
+    """With budget_minutes one LR selection plans one length for every arm on the originals arm's data: an arm
+    with more texts trains as many epochs, for longer."""
+    name, _ = dataset_with_variants(engine)
+    # a hub encoder no run has measured: the reference CPU rate at bert-base's size, where the budget binds
+    config = {"encoder": "bert-base-uncased", "variant_sampling": "all", "max_length": 64, "budget_minutes": 3}
+    asked = lead.post(f"/api/v1/datasets/{name}/impact-estimates", json={"seeds": [1], "config": config})
+    assert asked.status_code == 200, asked.text
+    estimate = asked.json()
+    arms = {a["arm"]: a for a in estimate["arms"]}
+    assert 1 < arms["originals"]["epochs"] < 20, arms  # what the budget affords, not the configured 20
+    for arm in arms.values():  # the originals arm's length, to the step (an arm with more texts: for longer)
+        assert arm["epochs"] == pytest.approx(arms["originals"]["epochs"], abs=0.25), arms
+    assert arms["all_approved"]["seconds_per_run"] > arms["originals"]["seconds_per_run"]
+    assert "originals arm's budget" in estimate["note"]
+
+
+def test_impact_estimate_errors_are_the_reports(lead, engine, tiny_encoder: str) -> None:
+    """The 422s starting the report gives, naming the field; a dataset of a project one is not in does not exist."""
+    from db.session import session_scope
+    from services import projects
+    from tests.conftest import _issue, join_project
+
+    name, _ = dataset_with_variants(engine)
+    url = f"/api/v1/datasets/{name}/impact-estimates"
+    for body, field in (
+        ({"methods": ["nope"]}, "methods"),
+        ({"methods": ["wordnet", "wordnet"]}, "methods"),
+        ({"seeds": [1, 1]}, "seeds"),
+        ({"config": {"seed": 7}}, "config.seed"),
+        ({"config": {"variants": "none"}}, "config.variants"),
+        ({"config": {"exclude_methods": ["wordnet"]}}, "config.exclude_methods"),
+        ({"config": {"tasks": ["nope"]}}, "config.tasks"),
+    ):
+        sent = {**body, "config": {"encoder": tiny_encoder, **body.get("config", {})}}
+        for route in ("impact-estimates", "impact-reports"):
+            response = lead.post(f"/api/v1/datasets/{name}/{route}", json=sent)
+            assert response.status_code == 422, (route, body, response.text)
+            assert response.json().get("field") == field, (route, response.json())
+    assert lead.post(url, json={"seeds": []}).status_code == 422
+    empty = import_small(engine, name="plain", n_train=8, n_val=4, n_test=4, n_unlabelled=0)
+    response = lead.post(f"/api/v1/datasets/{empty}/impact-estimates", json={})
+    assert response.status_code == 422 and response.json()["field"] == "dataset", response.json()
+    assert "no approved variants" in response.json()["detail"]
+    untested = import_small(engine, name="untested", n_train=8, n_val=4, n_test=0, n_unlabelled=0)
+    variant(engine, untested, "wordnet", "an approved variant of a dataset without a test split")
+    response = lead.post(f"/api/v1/datasets/{untested}/impact-estimates", json={})
+    assert response.status_code == 422 and response.json()["field"] == "dataset"
+    assert "test" in response.json()["detail"]
+    assert lead.post("/api/v1/datasets/nope/impact-estimates", json={}).status_code == 404
+
+    other_lead = _issue(engine, "bea-b", "annotator", project_role=None)
+    with session_scope(engine) as s:
+        projects.create(s, "team-b")
+        join_project(s, "bea-b", "team-b", "lead")
+    from fastapi.testclient import TestClient
+
+    with TestClient(lead.app, headers={"Authorization": f"Bearer {other_lead}"}) as other:
+        response = other.post(url, json={"config": {"encoder": tiny_encoder}})
+    assert response.status_code == 404, response.text
+    assert lead.get(f"/api/v1/datasets/{name}/impact-reports").json() == []  # an estimate queues nothing

@@ -10,7 +10,7 @@ from sqlalchemy import update
 from review_ui import state
 from review_ui.render import plain
 from tests.review_fixtures import live_api  # noqa: F401 (fixture)
-from tests.test_impact_report import dataset_with_variants, drain, fast
+from tests.test_impact_report import dataset_with_variants, drain, fast, import_small, variant
 from tests.test_review_ui import no_errors, signed_in
 from tests.trainer_fixtures import tiny_encoder  # noqa: F401 (fixture)
 
@@ -120,3 +120,44 @@ def test_a_refused_start_on_a_page_that_stops_is_said_once_and_then_gone(
     monkeypatch.setattr(state, "PAGE_MESSAGE_SECONDS", 0.0)  # its time up
     at.run()
     assert not shown()
+
+
+def test_impact_page_estimates_the_report_before_it_starts_and_sends_the_budget(
+    live_api, lead_token, engine, tiny_encoder: str
+) -> None:
+    """The page said nothing before "Start impact report" of what its defaults cost (3 seeds × 4 arms and their
+    TF-IDF members at the trainer's 20 epochs, max length 320: hours on a laptop; a user's find), and had no
+    budget field. It shows the estimate above Start, warns past an hour with a budget per run to suggest, and
+    sends the minutes per run as config.budget_minutes (over one in the JSON)."""
+    from db.models import ImpactReport
+    from db.session import session_scope
+
+    name = import_small(engine, n_train=120, n_val=8, n_test=12, n_unlabelled=0)
+    for method in ("wordnet", "backtranslation"):
+        variant(engine, name, method, f"an approved {method} variant on taxes and votes")
+    at = signed_in(lead_token, "annotator")
+    at.switch_page("app_pages/impact.py").run()
+    no_errors(at)
+
+    def headline() -> str:
+        return next(m.value for m in at.markdown if m.value.startswith("Estimated time"))
+
+    assert "for the 12 runs (4 arms × 3 seeds) on one worker, then 4 TF-IDF members" in headline(), headline()
+    assert any("Minutes of training per run" in w.value for w in at.warning), (headline(), at.caption)
+
+    at.text_input[1].set_value("nope").run()  # refused: said as text, the page goes on
+    [refused] = [w.value for w in at.warning if w.value.startswith("No estimate")]
+    assert "methods" in refused and not at.exception
+    at.text_input[1].set_value("").run()
+
+    at.text_input[0].set_value("1, 2")
+    at.text_area[0].set_value(json.dumps({**fast(tiny_encoder), "budget_minutes": 9}))
+    at.number_input(key="impact_budget").set_value(2.0).run()
+    no_errors(at)
+    assert "for the 8 runs (4 arms × 2 seeds) on one worker" in headline()
+    assert not [w.value for w in at.warning if "Minutes of training per run" in w.value]
+    next(b for b in at.button if b.label == "Start impact report").click().run()
+    no_errors(at)
+    assert "Queued impact report #1: 12 training runs." in at.success[0].value
+    with session_scope(engine) as s:
+        assert s.get_one(ImpactReport, 1).params["config"]["budget_minutes"] == 2.0

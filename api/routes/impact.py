@@ -1,4 +1,4 @@
-"""Augmentation impact reports: start one (train jobs for every arm × seed), list them, read one."""
+"""Augmentation impact reports: estimate one, start one (train jobs for every arm × seed), list them, read one."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from api.deps import MAX_ID, CurrentUser, EngineDep, ResourceId, SessionDep
 from api.json_body import StrictJSONRoute
 from api.schemas import JobRead, RequestBody
 from api.training_schemas import Seed
-from services import impact
+from services import impact, impact_estimate
 from trainer.config import TrainConfig
 
 router = APIRouter(tags=["impact"], route_class=StrictJSONRoute)
@@ -48,9 +48,51 @@ class ImpactReportRead(BaseModel):
     finished_at: datetime | None
 
 
+class ImpactArmEstimate(BaseModel):
+    arm: str
+    train_examples: int = Field(description="The texts an epoch of the arm's runs trains on")
+    epochs: float
+    seconds_per_run: float
+
+
+class ImpactEstimate(BaseModel):
+    dataset: str
+    config: dict[str, Any] = Field(description="The full config the all_approved arm's runs would get")
+    methods: list[str] = Field(description="The methods left out in turn (one without:<method> arm each)")
+    seeds: list[int]
+    arms: list[ImpactArmEstimate] = Field(description="The arms the report would train, in the order it queues them")
+    runs: int = Field(
+        description="Every run it would queue: arms × seeds, and one TF-IDF member per arm with classical"
+    )
+    transformer_runs: int
+    classical_runs: int
+    seconds_per_run: float = Field(description="The longest arm's run")
+    seconds_total: float = Field(description="Every arm's runs one after the other on one worker")
+    samples_per_second: float
+    tokens_per_text: float
+    basis: str = Field(description="Where the rate comes from: a measured run, or the reference CPU rate")
+    note: str
+    encoder_warning: str | None = None
+
+
 class ImpactReportCreated(BaseModel):
     report: ImpactReportRead
     jobs: list[JobRead]
+
+
+@router.post("/datasets/{name}/impact-estimates", response_model=ImpactEstimate)
+def estimate_report(name: str, body: ImpactReportCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    """The arms and runs starting this impact report would queue and about how long they would take on one worker;
+    nothing is queued."""
+    return impact_estimate.impact_estimate(
+        session,
+        name,
+        seeds=body.seeds,
+        config_overrides=body.config.model_dump(exclude_unset=True),
+        methods=body.methods,
+        user=user,
+        classical=body.classical,
+    )
 
 
 @router.post("/datasets/{name}/impact-reports", response_model=ImpactReportCreated, status_code=202)

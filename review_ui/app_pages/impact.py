@@ -8,16 +8,20 @@ from typing import Any
 import streamlit as st
 
 from review_ui import charts
-from review_ui.impact_tables import contributions, table
-from review_ui.render import plain
+from review_ui.client import ApiError
+from review_ui.impact_tables import LONG_SECONDS, contributions, estimate_details, estimate_headline, table
+from review_ui.render import duration, plain
 from review_ui.state import (
     client,
     fetch_or_stop,
     leads,
     page_with_dataset,
+    run_inputs,
+    submit_key,
     submit_once,
-    submitted_run_inputs,
 )
+
+BUDGET_FIELD = "Minutes of training per run (0: the configured epochs, however long)"
 
 
 def queued(created: dict[str, Any]) -> tuple[str, str]:
@@ -25,23 +29,71 @@ def queued(created: dict[str, Any]) -> tuple[str, str]:
     return "success", f"Queued impact report #{report['id']}: {report['progress']['total']} training runs."
 
 
-def start_form(dataset: str) -> None:
-    with st.form("start_impact"):
-        seeds = st.text_input("Seeds (each arm trains once per seed)", value="42, 43, 44")
-        methods = st.text_input("Methods to leave out in turn", placeholder="empty: every approved method")
-        inputs = submitted_run_inputs(
-            seeds,
-            "Trainer config overrides (JSON, shared by every arm)",
-            '{"epochs": 5, "max_length": 128}',
-            "Start impact report",
-            "impact",
-        )
+def report_request(seeds: str, methods: str, budget: float, config: str) -> dict[str, Any] | None:
+    """The start request the fields describe; None, with the reason shown, when seeds or config do not parse. A
+    budget in the field (> 0) wins over a `budget_minutes` in the JSON overrides."""
+    inputs = run_inputs(seeds, config)
     if inputs is None:
-        return
-    body: dict[str, Any] = {"seeds": inputs[0], "config": inputs[1]}
+        return None
+    overrides = {**inputs[1], **({"budget_minutes": float(budget)} if budget > 0 else {})}
+    body: dict[str, Any] = {"seeds": inputs[0], "config": overrides}
     if methods.strip():
         body["methods"] = [m.strip() for m in methods.split(",") if m.strip()]
-    api = client()  # once per form generation (review_ui.state.submit_once: a double click queued it twice)
+    return body
+
+
+def show_estimate(dataset: str, body: dict[str, Any]) -> None:
+    """What the report would train and about how long, above its Start button (as the Training page shows a run's);
+    an estimate the API refuses is said as text, and the start itself says why it is refused."""
+    try:
+        estimate = client().impact_estimate(dataset, body)
+    except ApiError as err:
+        st.warning(plain(f"No estimate: {err}"))
+        return
+    if estimate.get("encoder_warning"):  # the runs would fail seconds after Start: said before it
+        st.warning(plain(f"The encoder cannot load here: {estimate['encoder_warning']}"))
+    st.markdown(estimate_headline(estimate))
+    st.caption(estimate_details(estimate))
+    if estimate["seconds_total"] > LONG_SECONDS:
+        runs = estimate["transformer_runs"]
+        st.warning(
+            f"That is long for one worker. Minutes of training per run (above) bound every run: 5 minutes make "
+            f"about {duration(runs * 5 * 60)} for the {runs} runs. Fewer seeds, fewer epochs or a shorter max "
+            "length cut it down too."
+        )
+
+
+def start_form(dataset: str) -> None:
+    # Fields, not a form: the estimate follows them before anything starts (in a form it saw them only on Start).
+    seeds = st.text_input("Seeds (each arm trains once per seed)", value="42, 43, 44", key="impact_seeds")
+    methods = st.text_input(
+        "Methods to leave out in turn", placeholder="empty: every approved method", key="impact_methods"
+    )
+    budget = st.number_input(
+        BUDGET_FIELD,
+        min_value=0.0,
+        max_value=7 * 24 * 60.0,
+        value=0.0,
+        step=5.0,
+        key="impact_budget",
+        help="Every arm's runs then train one length, planned once by the report's LR selection for this budget; "
+        "it wins over a budget_minutes in the JSON below (which applies while this is 0)",
+    )
+    config = st.text_area(
+        "Trainer config overrides (JSON, shared by every arm)",
+        value="{}",
+        height=100,
+        key="impact_config",
+        help='e.g. {"epochs": 5, "max_length": 128}',
+    )
+    body = report_request(seeds, methods, budget, config)
+    if body is None:
+        return
+    show_estimate(dataset, body)
+    # keyed by the form's generation (review_ui.state.submit_once: a double click queued the report twice)
+    if not st.button("Start impact report", type="primary", key=submit_key("impact")):
+        return
+    api = client()  # once per form generation
     submit_once("impact", api.start_impact_report, dataset, body, said=queued)
     st.rerun()
 

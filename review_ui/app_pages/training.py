@@ -16,7 +16,7 @@ import streamlit as st
 
 from review_ui import charts
 from review_ui.client import ApiError
-from review_ui.render import plain
+from review_ui.render import duration, plain
 from review_ui.state import (
     call,
     client,
@@ -63,16 +63,6 @@ FORM_KEYS = (
 )
 MAX_MEMBERS, NAME_MAX = 32, 150  # an ensemble's members and name, as POST /ensembles takes them
 ACTIVE = ("queued", "running")
-
-
-def duration(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 90:
-        return f"{seconds} s"
-    minutes = seconds // 60
-    if minutes < 90:
-        return f"{minutes} min"
-    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def chosen_tasks(tasks: list[str]) -> dict[str, Any]:
