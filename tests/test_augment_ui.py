@@ -71,10 +71,15 @@ def test_augment_page_names_the_missing_models_and_queues_a_plan(
     floor = at.dataframe[1].value.set_index("class")
     assert floor.loc["other", "target"] == 600 and floor.loc["media", "target"] == 600
     at.number_input[0].set_value(0)
+    at.slider[0].set_value(0.05)  # every class is past 5% of its task's largest: an empty plan says why
+    at.button[0].click().run()
+    no_errors(at)
+    assert any(i.value.startswith("Nothing to generate: every class already reaches") for i in at.info), at.info
+    at.slider[0].set_value(0.4)
 
     at.button[1].click().run()  # plan and queue
     no_errors(at)
-    assert any("Queued plan #3: 1579 variants in 1 job. " in s.value for s in at.success)  # #2: the floor's
+    assert any("Queued plan #4: 1579 variants in 1 job. " in s.value for s in at.success)  # #2, #3: previews
     assert run_worker(engine).succeeded == 1
     at.run()
     no_errors(at)

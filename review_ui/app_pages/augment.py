@@ -138,7 +138,19 @@ def plan_form(name: str, statuses: list[dict[str, Any]]) -> None:
         + ", ".join(f"{m}: {n}" for m, n in body["methods"].items())
         + "). Nothing is queued until you press “Plan and queue the jobs”."
     )
-    st.dataframe(plan_summary(body), hide_index=True, width="stretch")
+    if not body["total_variants"]:  # an empty table said nothing of why
+        short = [c for c in body["classes"] if c["deficit"]]
+        st.info(
+            "Nothing to generate: every class already reaches the target (raise the fraction or the number of "
+            "texts above to add variants)."
+            if not short
+            else f"Nothing to generate: {quantity(len(short), 'class', 'classes')} fall short of the target, but "
+            "no source text of theirs can take more variants with these settings (more per source text, or "
+            "another method)."
+        )
+    summary = plan_summary(body)
+    if not summary.empty:
+        st.dataframe(summary, hide_index=True, width="stretch")
 
 
 def show_plans(name: str) -> None:
