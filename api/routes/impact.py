@@ -80,34 +80,28 @@ class ImpactReportCreated(BaseModel):
     jobs: list[JobRead]
 
 
+def report_request(body: ImpactReportCreate) -> dict[str, Any]:
+    """A report's request as the services take it (its estimate and its start): only the config keys given."""
+    return {
+        "seeds": body.seeds,
+        "config_overrides": body.config.model_dump(exclude_unset=True),
+        "methods": body.methods,
+        "classical": body.classical,
+    }
+
+
 @router.post("/datasets/{name}/impact-estimates", response_model=ImpactEstimate)
 def estimate_report(name: str, body: ImpactReportCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """The arms and runs starting this impact report would queue and about how long they would take on one worker;
     nothing is queued."""
-    return impact_estimate.impact_estimate(
-        session,
-        name,
-        seeds=body.seeds,
-        config_overrides=body.config.model_dump(exclude_unset=True),
-        methods=body.methods,
-        user=user,
-        classical=body.classical,
-    )
+    return impact_estimate.impact_estimate(session, name, user=user, **report_request(body))
 
 
 @router.post("/datasets/{name}/impact-reports", response_model=ImpactReportCreated, status_code=202)
 def start_report(name: str, body: ImpactReportCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """Queue the trainer on originals only, all approved variants, and each method left out, × seeds (the
     project's leads)."""
-    report, jobs = impact.start_report(
-        session,
-        name,
-        seeds=body.seeds,
-        config_overrides=body.config.model_dump(exclude_unset=True),
-        methods=body.methods,
-        user=user,
-        classical=body.classical,
-    )
+    report, jobs = impact.start_report(session, name, user=user, **report_request(body))
     return {"report": report, "jobs": jobs}
 
 
