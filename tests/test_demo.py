@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -38,9 +37,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.slow
-def test_demo_serves_the_loop_and_ctrl_c_stops_everything(tmp_path):
-    api_port, ui_port = free_port(), free_port()
+def demo_env(tmp_path: Path, api_port: int, ui_port: int) -> dict[str, str]:
     env = {
         **os.environ,
         "AUGLOOP_DATA_DIR": str(tmp_path / "var"),
@@ -54,7 +51,11 @@ def test_demo_serves_the_loop_and_ctrl_c_stops_everything(tmp_path):
         "AUGLOOP_WORKER_PRESENCE_SECONDS": "0.5",
     }
     env.pop("AUGLOOP_DATABASE_URL", None)
-    demo = subprocess.Popen(
+    return env
+
+
+def start_demo(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-m", "augloop", "demo"],
         cwd=tmp_path,
         env=env,
@@ -62,6 +63,12 @@ def test_demo_serves_the_loop_and_ctrl_c_stops_everything(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+@pytest.mark.slow
+def test_demo_serves_the_loop_and_ctrl_c_stops_everything(tmp_path):
+    api_port, ui_port = free_port(), free_port()
+    demo = start_demo(tmp_path, demo_env(tmp_path, api_port, ui_port))
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 120
@@ -119,34 +126,12 @@ def test_demo_serves_the_loop_and_ctrl_c_stops_everything(tmp_path):
             demo.kill()
 
 
-def free_port_18xxx() -> int:
-    while True:
-        port = random.randint(18000, 18999)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-
-
 @pytest.mark.parametrize("held", ["api", "ui"])
 def test_demo_on_a_port_in_use_exits_2_naming_its_setting_before_anything_starts(tmp_path, held):
     # as when another `augloop demo` holds 8000 and 8501: it printed the banner with tokens of its own database
     # (the other demo's API answered its readiness check), then its children failed to listen, and it exited 0
-    ports = {"api": free_port_18xxx(), "ui": free_port_18xxx()}
-    env = {
-        **os.environ,
-        "AUGLOOP_DATA_DIR": str(tmp_path / "var"),
-        "AUGLOOP_API_PORT": str(ports["api"]),
-        "AUGLOOP_UI_PORT": str(ports["ui"]),
-        "AUGLOOP_API_URL": f"http://127.0.0.1:{ports['api']}",
-        "COLUMNS": "120",
-        "HF_HUB_OFFLINE": "1",
-        "HF_HUB_CACHE": str(tmp_path / "empty-hub-cache"),
-        "AUGLOOP_WORKER_PRESENCE_SECONDS": "0.5",
-    }
-    env.pop("AUGLOOP_DATABASE_URL", None)
+    ports = {"api": free_port(), "ui": free_port()}
+    env = demo_env(tmp_path, ports["api"], ports["ui"])
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", ports[held]))
         listener.listen()
@@ -170,27 +155,7 @@ def test_demo_on_a_port_in_use_exits_2_naming_its_setting_before_anything_starts
 @pytest.mark.slow
 def test_demo_exits_1_when_one_of_its_processes_fails(tmp_path):
     """A child that died said "worker exited with -9; stopping", and the demo exited 0."""
-    api_port, ui_port = free_port_18xxx(), free_port_18xxx()
-    env = {
-        **os.environ,
-        "AUGLOOP_DATA_DIR": str(tmp_path / "var"),
-        "AUGLOOP_API_PORT": str(api_port),
-        "AUGLOOP_UI_PORT": str(ui_port),
-        "AUGLOOP_API_URL": f"http://127.0.0.1:{api_port}",
-        "COLUMNS": "120",
-        "HF_HUB_OFFLINE": "1",
-        "HF_HUB_CACHE": str(tmp_path / "empty-hub-cache"),
-        "AUGLOOP_WORKER_PRESENCE_SECONDS": "0.5",
-    }
-    env.pop("AUGLOOP_DATABASE_URL", None)
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "augloop", "demo"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    demo = start_demo(tmp_path, demo_env(tmp_path, free_port(), free_port()))
     try:
         for line in demo.stdout:
             if "Ctrl-C stops everything" in line:
@@ -214,7 +179,7 @@ def test_the_demo_waits_for_its_own_server_not_any_server_on_the_port():
 
     from augloop.demo import _wait_ready
 
-    other = http.server.ThreadingHTTPServer(("127.0.0.1", free_port_18xxx()), http.server.SimpleHTTPRequestHandler)
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), http.server.SimpleHTTPRequestHandler)
     threading.Thread(target=other.serve_forever, daemon=True).start()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])  # ours, failing to listen
     try:
