@@ -118,15 +118,8 @@ def impact(
     method_list = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
     overrides = parse_set_option(set_ or [])
     with session_scope(engine()) as session:
-        report, jobs = impact_service.start_report(
-            session,
-            dataset,
-            seeds=seed_list,
-            config_overrides=overrides,
-            methods=method_list,
-            user=None,
-            classical=classical,
-        )
+        request = impact_service.ReportRequest(seed_list, overrides, method_list, classical)
+        report, jobs = impact_service.start_report(session, dataset, request, user=None)
         report_id, arms = report["id"], list(report["run_ids"])
     console.print(
         f"impact report {report_id}: queued {len(jobs)} jobs ({', '.join(arms)}; {len(seed_list)} seeds per "

@@ -24,6 +24,7 @@ db.impact_reports.finish_report lets only the first outcome land.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -408,15 +409,20 @@ def report_config(config_overrides: dict[str, Any], seeds: list[int], user: User
     return config
 
 
+@dataclass(frozen=True)
+class ReportRequest:
+    """What a report is asked to train: its seeds, the trainer config overrides every arm shares (only the keys
+    given), the methods left out in turn (None: every method with approved variants), and with `classical` a
+    TF-IDF member per arm. Its start and its estimate (services.impact_estimate) read the same request."""
+
+    seeds: list[int]
+    config_overrides: dict[str, Any]
+    methods: list[str] | None = None
+    classical: bool = True
+
+
 def start_report(
-    session: Session,
-    dataset_name: str,
-    *,
-    seeds: list[int],
-    config_overrides: dict[str, Any],
-    methods: list[str] | None,
-    user: User | None,
-    classical: bool = True,
+    session: Session, dataset_name: str, request: ReportRequest, *, user: User | None
 ) -> tuple[dict[str, Any], list[Job]]:
     """Queue the trainer on originals only, all approved variants, and each method left out, × seeds (and
     the TF-IDF member per arm with `classical`); the project's leads (None: the operator)."""
@@ -425,10 +431,17 @@ def start_report(
 
     dataset = dataset_named(session, dataset_name, user, Need.lead)
     created_by = user.id if user else None
-    config = report_config(config_overrides, seeds, user)
-    check_budget_affords(session, dataset_name, config, config_overrides, seeds, user)  # before any arm trains
+    seeds, overrides = request.seeds, request.config_overrides
+    config = report_config(overrides, seeds, user)
+    check_budget_affords(session, dataset_name, config, overrides, seeds, user)  # before any arm trains
     report, jobs = create_impact_report(
-        session, dataset, config, seeds=seeds, methods=methods, created_by=created_by, classical=classical
+        session,
+        dataset,
+        config,
+        seeds=seeds,
+        methods=request.methods,
+        created_by=created_by,
+        classical=request.classical,
     )
     check_capacity(session, dataset, user)
     return report_view(session, report, dataset.name, user), jobs

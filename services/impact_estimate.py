@@ -22,22 +22,17 @@ from services.training_estimate import training_plan
 
 
 def impact_estimate(
-    session: Session,
-    dataset_name: str,
-    *,
-    seeds: list[int],
-    config_overrides: dict[str, Any],
-    methods: list[str] | None,
-    user: User | None,
-    classical: bool = True,
+    session: Session, dataset_name: str, request: impact.ReportRequest, *, user: User | None
 ) -> dict[str, Any]:
     """What starting this impact report would train (its arms and runs) and about how long it would take on one
     worker; nothing is queued (the project's members may ask, as for a training estimate)."""
     from services.datasets import dataset_named
 
+    seeds, config_overrides, classical = request.seeds, request.config_overrides, request.classical
+
     dataset = dataset_named(session, dataset_name, user)
     config = impact.report_config(config_overrides, seeds, user)
-    chosen, available = impact.report_methods(session, dataset, seeds, methods)
+    chosen, available = impact.report_methods(session, dataset, seeds, request.methods)
     arms: list[dict[str, Any]] = []
     plans: dict[str, dict[str, Any]] = {}
     fixed: dict[str, Any] = {}  # with a budget: the originals arm's length, every arm's (it comes first)

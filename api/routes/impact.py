@@ -80,28 +80,24 @@ class ImpactReportCreated(BaseModel):
     jobs: list[JobRead]
 
 
-def report_request(body: ImpactReportCreate) -> dict[str, Any]:
+def report_request(body: ImpactReportCreate) -> impact.ReportRequest:
     """A report's request as the services take it (its estimate and its start): only the config keys given."""
-    return {
-        "seeds": body.seeds,
-        "config_overrides": body.config.model_dump(exclude_unset=True),
-        "methods": body.methods,
-        "classical": body.classical,
-    }
+    overrides = body.config.model_dump(exclude_unset=True)
+    return impact.ReportRequest(body.seeds, overrides, body.methods, body.classical)
 
 
 @router.post("/datasets/{name}/impact-estimates", response_model=ImpactEstimate)
 def estimate_report(name: str, body: ImpactReportCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """The arms and runs starting this impact report would queue and about how long they would take on one worker;
     nothing is queued."""
-    return impact_estimate.impact_estimate(session, name, user=user, **report_request(body))
+    return impact_estimate.impact_estimate(session, name, report_request(body), user=user)
 
 
 @router.post("/datasets/{name}/impact-reports", response_model=ImpactReportCreated, status_code=202)
 def start_report(name: str, body: ImpactReportCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """Queue the trainer on originals only, all approved variants, and each method left out, × seeds (the
     project's leads)."""
-    report, jobs = impact.start_report(session, name, user=user, **report_request(body))
+    report, jobs = impact.start_report(session, name, report_request(body), user=user)
     return {"report": report, "jobs": jobs}
 
 
