@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from review_ui.render import duration, plain
+from review_ui.render import duration, plain, quantity
 
 LONG_SECONDS = 3600  # a report longer than this on one worker gets a warning that suggests a budget per run
 
@@ -18,19 +18,23 @@ def estimate_headline(estimate: dict[str, Any]) -> str:
     members = estimate["classical_runs"]
     return (
         f"Estimated time: about **{duration(estimate['seconds_per_run'])}** per run, "
-        f"**{duration(estimate['seconds_total'])}** for the {estimate['transformer_runs']} runs "
-        f"({arms} arms × {seeds} seeds) on one worker"
-        + (f", then {members} TF-IDF members (seconds each)" if members else "")
+        f"**{duration(estimate['seconds_total'])}** for {quantity(estimate['transformer_runs'], 'run')} "
+        f"({quantity(arms, 'arm')} × {quantity(seeds, 'seed')}) on one worker"
+        + (f", then {quantity(members, 'TF-IDF member')} (seconds each)" if members else "")
     )
 
 
 def estimate_details(estimate: dict[str, Any]) -> str:
     """The estimate's caption (plain text): each arm's texts per epoch and time per run, the rate and its basis."""
-    arms = "; ".join(
-        f"{a['arm']}: {a['train_examples']:,} texts per epoch × {a['epochs']:g} epochs, "
-        f"{duration(a['seconds_per_run'])} per run"
-        for a in estimate["arms"]
-    )
+
+    def arm_line(a: dict[str, Any]) -> str:
+        texts, epochs = f"{a['train_examples']:,}", f"{a['epochs']:g}"
+        return (
+            f"{a['arm']}: {quantity(texts, 'text')} per epoch × {quantity(epochs, 'epoch')}, "
+            f"{duration(a['seconds_per_run'])} per run"
+        )
+
+    arms = "; ".join(arm_line(a) for a in estimate["arms"])
     return plain(
         f"{arms}. About {estimate['samples_per_second']:.1f} texts/s ({estimate['tokens_per_text']:.0f} tokens per "
         f"text). Basis: {estimate['basis']}; {estimate['note']}."

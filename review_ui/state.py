@@ -4,10 +4,11 @@ their errors on the page instead of crashing it."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -302,6 +303,20 @@ def drop_kept(box: str) -> None:
     st.session_state.setdefault("_kept", {}).pop(box, None)
 
 
+def give_back_typed(keys: Iterable[str]) -> None:
+    """What the user typed into these widgets, given back when their page comes back: Streamlit drops a widget's
+    value once a run does not draw it (a look at another page), and a start form came back at its defaults (a
+    budget typed came back 0: an estimate of hours). Before the widgets; remember_typed after them."""
+    for key in keys:
+        if key not in st.session_state and (typed := st.session_state.get(f"_kept_{key}")) is not None:
+            st.session_state[key] = typed
+
+
+def remember_typed(keys: Iterable[str]) -> None:
+    for key in keys:
+        st.session_state[f"_kept_{key}"] = st.session_state.get(key)
+
+
 def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
     """Run an API call; on failure show the API's message (as text) and return None."""
     try:
@@ -364,11 +379,20 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is no number JSON knows")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 reads as inf
+        raise ValueError(f"{text[:40]} is too large for a number")
+    return value
+
+
 def json_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
     """A JSON object typed into a form, strictly: NaN and Infinity (Python's reader takes them, and sending them
-    raised a traceback on the page) and nesting too deep to read are errors to show, as bad JSON is."""
+    raised a traceback on the page), a number too large for one (1e400: infinity, the same traceback on every
+    keystroke of the Impact page, whose estimate follows the fields) and nesting too deep to read are errors to
+    show, as bad JSON is."""
     try:
-        value = json.loads(text or "{}", parse_constant=_no_constant)
+        value = json.loads(text or "{}", parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, RecursionError) as err:
         said = str(err) if isinstance(err, ValueError) else "nested too deep"
         return None, f"not JSON ({said[:200]})"

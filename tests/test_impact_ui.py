@@ -142,19 +142,27 @@ def test_impact_page_estimates_the_report_before_it_starts_and_sends_the_budget(
     def headline() -> str:
         return next(m.value for m in at.markdown if m.value.startswith("Estimated time"))
 
-    assert "for the 12 runs (4 arms × 3 seeds) on one worker, then 4 TF-IDF members" in headline(), headline()
+    assert "for 12 runs (4 arms × 3 seeds) on one worker, then 4 TF-IDF members" in headline(), headline()
     assert any("Minutes of training per run" in w.value for w in at.warning), (headline(), at.caption)
 
     at.text_input[1].set_value("nope").run()  # refused: said as text, the page goes on
     [refused] = [w.value for w in at.warning if w.value.startswith("No estimate")]
     assert "methods" in refused and not at.exception
     at.text_input[1].set_value("").run()
+    at.text_area[0].set_value('{"lr": 1e400}').run()  # infinity: the HTTP client's traceback at each keystroke
+    assert not at.exception and any("too large for a number" in e.value for e in at.error), at.error
+    at.text_area[0].set_value("{}").run()
 
     at.text_input[0].set_value("1, 2")
     at.text_area[0].set_value(json.dumps({**fast(tiny_encoder), "budget_minutes": 9}))
     at.number_input(key="impact_budget").set_value(2.0).run()
     no_errors(at)
-    assert "for the 8 runs (4 arms × 2 seeds) on one worker" in headline()
+    assert "for 8 runs (4 arms × 2 seeds) on one worker" in headline()
+    at.switch_page("app_pages/jobs.py").run()  # a look at another page, and back: what was typed stays
+    at.switch_page("app_pages/impact.py").run()
+    no_errors(at)
+    assert at.number_input(key="impact_budget").value == 2.0 and at.text_input[0].value == "1, 2"
+    assert "for 8 runs (4 arms × 2 seeds) on one worker" in headline()
     assert not [w.value for w in at.warning if "Minutes of training per run" in w.value]
     next(b for b in at.button if b.label == "Start impact report").click().run()
     no_errors(at)

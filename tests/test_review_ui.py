@@ -1356,7 +1356,15 @@ def test_typed_settings_and_seeds_that_do_not_parse_strictly_are_said_not_raised
     from db.session import session_scope
     from review_ui.state import json_object, seed_list
 
-    for text in ('{"weight_decay": NaN}', '{"lr": -Infinity}', "[" * 100_000, "[1, 2]", "{"):
+    for text in (
+        '{"weight_decay": NaN}',
+        '{"lr": -Infinity}',
+        '{"lr": 1e400}',
+        '{"epochs": -1e999}',
+        "[" * 100_000,
+        "[1, 2]",
+        "{",
+    ):
         value, problem = json_object(text)
         assert value is None and problem, text[:20]
     assert json_object('{"epochs": 3}') == ({"epochs": 3}, None)

@@ -144,7 +144,7 @@ def plan_form(name: str, statuses: list[dict[str, Any]]) -> None:
             "Nothing to generate: every class already reaches the target (raise the fraction or the number of "
             "texts above to add variants)."
             if not short
-            else f"Nothing to generate: {quantity(len(short), 'class', 'classes')} fall short of the target, but "
+            else f"Nothing to generate: {quantity(len(short), 'class falls', 'classes fall')} short of the target, but "
             "no source text of theirs can take more variants with these settings (more per source text, or "
             "another method)."
         )

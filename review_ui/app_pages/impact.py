@@ -14,14 +14,17 @@ from review_ui.render import duration, plain
 from review_ui.state import (
     client,
     fetch_or_stop,
+    give_back_typed,
     leads,
     page_with_dataset,
+    remember_typed,
     run_inputs,
     submit_key,
     submit_once,
 )
 
 BUDGET_FIELD = "Minutes of training per run (0: the configured epochs, however long)"
+FORM_KEYS = ("impact_seeds", "impact_methods", "impact_budget", "impact_config")  # kept across pages
 
 
 def queued(created: dict[str, Any]) -> tuple[str, str]:
@@ -65,7 +68,13 @@ def show_estimate(dataset: str, body: dict[str, Any]) -> None:
 
 def start_form(dataset: str) -> None:
     # Fields, not a form: the estimate follows them before anything starts (in a form it saw them only on Start).
-    seeds = st.text_input("Seeds (each arm trains once per seed)", value="42, 43, 44", key="impact_seeds")
+    # What was typed stays across pages (review_ui.state.give_back_typed); before that, the defaults.
+    give_back_typed(FORM_KEYS)
+    ss = st.session_state
+    ss.setdefault("impact_seeds", "42, 43, 44")
+    ss.setdefault("impact_budget", 0.0)
+    ss.setdefault("impact_config", "{}")
+    seeds = st.text_input("Seeds (each arm trains once per seed)", key="impact_seeds")
     methods = st.text_input(
         "Methods to leave out in turn", placeholder="empty: every approved method", key="impact_methods"
     )
@@ -73,7 +82,6 @@ def start_form(dataset: str) -> None:
         BUDGET_FIELD,
         min_value=0.0,
         max_value=7 * 24 * 60.0,
-        value=0.0,
         step=5.0,
         key="impact_budget",
         help="Every arm's runs then train one length, planned once by the report's LR selection for this budget; "
@@ -81,11 +89,11 @@ def start_form(dataset: str) -> None:
     )
     config = st.text_area(
         "Trainer config overrides (JSON, shared by every arm)",
-        value="{}",
         height=100,
         key="impact_config",
         help='e.g. {"epochs": 5, "max_length": 128}',
     )
+    remember_typed(FORM_KEYS)
     body = report_request(seeds, methods, budget, config)
     if body is None:
         return

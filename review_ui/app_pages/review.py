@@ -23,7 +23,7 @@ from review_ui.components import review_cards
 from review_ui.progress import show_annotators, show_class_progress
 from review_ui.render import plain, quantity
 from review_ui.review_flow import COMPONENT_KEY, VIEW_KEY, ReviewView, handle_outbox, load_view, payload
-from review_ui.state import call, client, leads, pick_dataset, show_flash
+from review_ui.state import call, client, give_back_typed, leads, pick_dataset, remember_typed, show_flash
 
 SORTS = {
     "family": "Family by family",
@@ -55,9 +55,7 @@ def sidebar_filters(dataset: dict[str, Any], methods: list[str]) -> dict[str, An
     """The queue filter as API query parameters; an untouched control sends nothing."""
     # Streamlit forgets a widget's value once a page is shown without it: the filters are kept under keys of
     # their own and given back when the Review page comes back (the Datasets page and back reset them all).
-    for key in FILTER_KEYS:
-        if key not in st.session_state and (kept := st.session_state.get(f"_kept_{key}")) is not None:
-            st.session_state[key] = kept
+    give_back_typed(FILTER_KEYS)
     sb = st.sidebar
     status = sb.selectbox("Status", ["pending", "approved", "rejected"], key="f_status")
     tasks = [t["name"] for t in dataset["tasks"]]
@@ -75,8 +73,7 @@ def sidebar_filters(dataset: dict[str, Any], methods: list[str]) -> dict[str, An
     flagged = sb.selectbox("Label model", ["any", "flagged only", "not flagged"], key="f_flag")
     q = sb.text_input("Search text", key="f_q", max_chars=SEARCH_MAX_CHARS).strip()
     sort = sb.selectbox("Sort", list(SORTS), format_func=SORTS.get, key="f_sort")
-    for key in FILTER_KEYS:
-        st.session_state[f"_kept_{key}"] = st.session_state.get(key)
+    remember_typed(FILTER_KEYS)
     return {
         "status": status,
         "task": None if task == ANY else task,

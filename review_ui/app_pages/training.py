@@ -23,11 +23,13 @@ from review_ui.state import (
     drop_kept,
     fragment_messages,
     generation,
+    give_back_typed,
     json_object,
     kept,
     leads,
     new_generation,
     pick_dataset,
+    remember_typed,
     seed_list,
     show_flash,
     submit_key,
@@ -132,9 +134,7 @@ def start_form(dataset: str, tasks: list[str]) -> None:
     # what the user typed is kept under keys of its own and given back (the budget typed, then a look at the Jobs
     # page, came back 0: an estimate of hours); before anything was typed, the fields are read from the
     # defaults, never left at their minimums.
-    for key in FORM_KEYS:
-        if key not in ss and (typed := ss.get(f"_kept_{key}")) is not None:
-            ss[key] = typed
+    give_back_typed(FORM_KEYS)
     ss.setdefault("train_budget", 0.0)
     ss.setdefault("tr_classical", True)
     ss.setdefault("tr_extra", "{}")
@@ -185,8 +185,7 @@ def start_form(dataset: str, tasks: list[str]) -> None:
             key="tr_extra",
             help='Any key of the config below, e.g. {"rdrop_alpha": 0, "oversample": true}',
         )
-    for key in FORM_KEYS:
-        ss[f"_kept_{key}"] = ss.get(key)
+    remember_typed(FORM_KEYS)
     body, problem = form_request(dataset, tasks)
     if problem:
         st.error(plain(problem))
