@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -62,21 +63,52 @@ def local_encoder() -> str | None:
     return str(get_model_path())
 
 
-def _wait_ready(child: subprocess.Popen[bytes], url: str, timeout: float, token: str | None = None) -> bool:
-    """Whether `child` answers `url` with 200 within `timeout`; False at once when it has exited. The port was free
-    a moment before, but another server may answer on it (another demo's, started meanwhile): a token issued in
-    this database is refused (401) by an API on any other, and a child that failed to listen has exited."""
+def url_host(host: str) -> str:
+    """`host` as a URL names the server listening there: an IPv6 address in brackets (`::1` made the URL's port
+    ":1:8501", and the demo a traceback), the wildcard addresses as the loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"[{host}]" if ":" in host else host
+
+
+def _wait_ready(
+    child: subprocess.Popen[bytes],
+    url: str,
+    timeout: float,
+    token: str | None = None,
+    stopped: Callable[[], bool] = lambda: False,
+) -> bool:
+    """Whether `child` answers `url` with 200 within `timeout`; False at once when it has exited or `stopped` says
+    so (Ctrl-C meanwhile). The port was free a moment before, but another server may answer on it (another
+    demo's, started meanwhile): a token issued in this database is refused (401) by an API on any other, and a
+    child that failed to listen has exited."""
     import httpx
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and child.poll() is None:
+    while time.monotonic() < deadline and child.poll() is None and not stopped():
         try:
             if httpx.get(url, headers=headers, timeout=1).status_code == 200:
                 return child.poll() is None
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
+    return False
+
+
+def _wait_listening(
+    child: subprocess.Popen[bytes], host: str, port: int, timeout: float, stopped: Callable[[], bool]
+) -> bool:
+    """Whether `child` (still running) has its port open within `timeout`: the UI's readiness, whatever path it
+    serves under (with a base URL path its health check is elsewhere, and a UI up and serving was stopped)."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and child.poll() is None and not stopped():
+        try:
+            with socket.create_connection((url_host(host).strip("[]"), port), timeout=1):
+                return child.poll() is None
+        except OSError:
+            time.sleep(0.3)
     return False
 
 
@@ -93,12 +125,15 @@ def show_augmenters() -> None:
 
 def run_demo(serve: bool = True) -> int:
     from augloop.cli import check_listenable, print_stats
+    from augloop.console import fail
     from db.session import get_engine, session_scope
     from review_ui import APP_PATH
     from services.datasets import class_balance
 
     settings = get_settings()
     serve_ui = serve and APP_PATH.exists()
+    if serve_ui and settings.api_port == settings.ui_port:  # each probe alone found the port free
+        fail(f"AUGLOOP_API_PORT and AUGLOOP_UI_PORT are both {settings.api_port}: the API and the UI need a port each")
     if serve:  # before anything is imported or issued: a port in use (another demo's) stops the demo here, code 2
         check_listenable(settings.api_host, settings.api_port, "AUGLOOP_API_HOST/AUGLOOP_API_PORT")
     if serve_ui:
@@ -114,7 +149,7 @@ def run_demo(serve: bool = True) -> int:
 
     env = {
         **os.environ,
-        "AUGLOOP_API_URL": f"http://{settings.api_host}:{settings.api_port}",
+        "AUGLOOP_API_URL": f"http://{url_host(settings.api_host)}:{settings.api_port}",
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
         # the UI runs here: the API believes its X-Forwarded-For (each browser's address) from loopback
         "AUGLOOP_TRUSTED_PROXIES": os.environ.get("AUGLOOP_TRUSTED_PROXIES", '["127.0.0.1"]'),
@@ -135,7 +170,9 @@ def run_demo(serve: bool = True) -> int:
     try:
         api = subprocess.Popen([*exe, "serve"], env=env)
         children.append(api)
-        if not _wait_ready(api, f"{env['AUGLOOP_API_URL']}/api/v1/me", 60, tokens["annotator"]):
+        if not _wait_ready(api, f"{env['AUGLOOP_API_URL']}/api/v1/me", 60, tokens["annotator"], lambda: stopping):
+            if stopping:  # Ctrl-C while it started: a stop, not a failure
+                return 0
             console.print("[red]the API did not start; stopping[/]")
             return 1
         children.append(subprocess.Popen([*exe, "worker"], env=env))
@@ -143,12 +180,14 @@ def run_demo(serve: bool = True) -> int:
         if serve_ui:
             ui = subprocess.Popen([*exe, "ui"], env=env)
             children.append(ui)
-            ui_url = f"http://127.0.0.1:{settings.ui_port}"
-            if not _wait_ready(ui, f"http://{settings.ui_host}:{settings.ui_port}/_stcore/health", 60):
+            ui_url = f"http://{url_host(settings.ui_host)}:{settings.ui_port}"
+            if not _wait_listening(ui, settings.ui_host, settings.ui_port, 60, lambda: stopping):
+                if stopping:
+                    return 0
                 console.print("[red]the UI did not start; stopping[/]")
                 return 1
         console.rule("augloop demo is running")
-        console.print(f"API:              http://{settings.api_host}:{settings.api_port}/docs")
+        console.print(f"API:              {env['AUGLOOP_API_URL']}/docs")
         if ui_url:
             console.print(f"UI:               {ui_url}")
         console.print(f"annotator token:  {tokens['annotator']}")

@@ -192,3 +192,38 @@ def test_the_demo_waits_for_its_own_server_not_any_server_on_the_port():
         child.wait()
         other.shutdown()
         other.server_close()
+
+
+def test_demo_with_one_port_for_the_api_and_the_ui_exits_2_before_anything_starts(tmp_path):
+    """Each port's probe found it free, so the demo imported, issued tokens, started the API and the worker, and
+    then the UI failed to listen (an attacker's find)."""
+    port = free_port()
+    env = demo_env(tmp_path, port, port)
+    demo = subprocess.run(
+        [sys.executable, "-m", "augloop", "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    out = " ".join((demo.stdout + demo.stderr).split())
+    assert demo.returncode == 2, out
+    assert f"AUGLOOP_API_PORT and AUGLOOP_UI_PORT are both {port}" in out and "imported" not in out, out
+
+
+def test_the_demo_names_an_ipv6_host_in_brackets_and_stops_waiting_on_ctrl_c():
+    """AUGLOOP_UI_HOST=::1 made the UI's URL 'http://::1:8501' (httpx: invalid port, a traceback), and a Ctrl-C
+    while the API started read 'the API did not start' and exit code 1 (an attacker's finds)."""
+    from augloop.demo import _wait_listening, _wait_ready, url_host
+
+    assert url_host("::1") == "[::1]" and url_host("::") == "[::1]" and url_host("0.0.0.0") == "127.0.0.1"
+    assert url_host("127.0.0.1") == "127.0.0.1" and url_host("localhost") == "localhost"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        started = time.monotonic()
+        assert not _wait_ready(sleeper, f"http://127.0.0.1:{free_port()}/", 20, stopped=lambda: True)
+        assert not _wait_listening(sleeper, "127.0.0.1", free_port(), 20, lambda: True)
+        assert time.monotonic() - started < 5, "a stop did not end the wait"
+        with socket.socket() as listener:  # the UI's readiness: its port open, whatever path it serves under
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            assert _wait_listening(sleeper, "127.0.0.1", listener.getsockname()[1], 5, lambda: False)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
