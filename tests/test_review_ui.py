@@ -1130,6 +1130,8 @@ def test_the_import_tab_states_the_apis_cap_and_says_beside_the_form_how_a_large
     at = signed_in(admin_token, "admin")
     at.switch_page("app_pages/datasets.py").run()
     assert at.file_uploader[0].proto.max_upload_size_mb == 2  # 1,500,000 bytes in Streamlit's MB (MiB), rounded up
+    # said as the refusal says it: "Up to 2 MB" beside "sends up to 1.4 MB" read as a contradiction
+    assert any(c.value.startswith("Up to 1.4 MB here") for c in at.caption), [c.value for c in at.caption]
     big = b"id,text,stance,split\n" + b"".join(b"%d,We will win %d,pro,train\n" % (i, i) for i in range(60_000))
     assert len(big) > small_request_cap
     at.file_uploader[0].upload("big posts.csv", big, "text/csv")

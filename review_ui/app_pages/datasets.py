@@ -183,7 +183,8 @@ def import_form(current: str | None) -> None:
         upload = st.file_uploader(
             "CSV, JSONL or Parquet (UTF-8)", type=["csv", "jsonl", "json", "parquet"], max_upload_size=limit_mb
         )
-        st.caption(f"Up to {limit_mb} MB here (AUGLOOP_MAX_REQUEST_BYTES); any size: `augloop import FILE …`")
+        cap = get_settings().max_request_bytes  # said as the refusal says it (rounded up, 1.4 MB read "2 MB")
+        st.caption(f"Up to {cap / 2**20:.1f} MB here (AUGLOOP_MAX_REQUEST_BYTES); any size: `augloop import FILE …`")
         target = st.text_input("Dataset name (new or existing)", value=current or "")
         tasks = st.text_input("Label columns (tasks), comma-separated", placeholder="bias, message")
         language = st.text_input("Language of a new dataset", placeholder="en")
