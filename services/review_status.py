@@ -110,13 +110,24 @@ def status_of(
     return ReviewStatus.pending.value
 
 
+def admins_among(session: Session, users: set[int]) -> set[int]:
+    """Which of `users` are admins now. Read under a share lock of their rows (Postgres): a role change under way
+    is waited for and read as it ends, and one that starts waits for this transaction (a decision whose status
+    read an admin being demoted committed after the demotion's recomputation had looked, and the demoted admin's
+    edit trained: a reviewer's find). The status rules read roles only here."""
+    if not users:
+        return set()
+    rows = session.execute(select(User.id, User.role).where(User.id.in_(users)).with_for_update(read=True))
+    return {user_id for user_id, role in rows.tuples() if role == Role.admin}
+
+
 def editors_to_review(session: Session, editors: dict[int, int | None]) -> dict[int, int]:
     """sample id → its editor (db.reviews.votes_and_editors), for the texts a non-admin wrote: another member's
     approval trains those (status_of). An admin's edit is trusted as an admin's import is."""
     users = {user_id for user_id in editors.values() if user_id is not None}
     if not users:
         return {}
-    admins = set(session.scalars(select(User.id).where(User.id.in_(users), User.role == Role.admin)))
+    admins = admins_among(session, users)
     return {sample_id: user for sample_id, user in editors.items() if user is not None and user not in admins}
 
 
@@ -160,7 +171,7 @@ def submitters(session: Session, sample_ids: list[int]) -> dict[int, int]:
                 found[sample_id] = author
     if not found:
         return {}
-    admins = set(session.scalars(select(User.id).where(User.id.in_(set(found.values())), User.role == Role.admin)))
+    admins = admins_among(session, set(found.values()))
     return {sample_id: author for sample_id, author in found.items() if author not in admins}
 
 

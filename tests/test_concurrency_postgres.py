@@ -325,3 +325,44 @@ def test_two_approvals_of_one_variant_at_once_both_count_with_two_reviews_requir
     with session_scope(engine) as s:
         row = s.get_one(Sample, v)
         assert row.review_status == "approved" and row.review_count == 2 and row.version == 3
+
+
+def test_an_admins_edit_under_way_while_they_are_demoted_does_not_train(pg_settings) -> None:
+    """The demotion recomputes the statuses that read the role, but an edit the admin had under way (its status
+    read "admin", not committed) committed after the recomputation had looked: the demoted admin's text trained
+    (a reviewer's find). The edit reads roles under a share lock: the demotion waits for it, then finds it."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from db.models import Sample, User
+    from db.session import get_engine, session_scope
+    from services import tokens
+    from services.review import decide
+
+    engine = get_engine(pg_settings.resolved_database_url)
+    data = seed_review_data(engine)
+    issue_token(engine, "eve", "admin")
+    issue_token(engine, "ida", "admin")  # another admin keeps a token: eve may be demoted
+    variant = data.variants[data.sources[0]][0]
+    editing = Session(engine)
+    try:
+        eve = editing.scalars(select(User).where(User.name == "eve")).one()
+        edited = decide(editing, variant, eve, "edit", 1, text="A sentence eve wrote herself about the fair.")
+        assert edited.review_status == "approved"  # an admin's edit, not committed yet
+        outcome: dict[str, Any] = {}
+
+        def demote() -> None:
+            with session_scope(engine) as s:
+                outcome["moved"] = tokens.change_role(s, "eve", "annotator").status_changes
+
+        demotion = threading.Thread(target=demote)
+        demotion.start()
+        demotion.join(1.0)
+        assert demotion.is_alive(), "the demotion did not wait for the edit under way"
+        editing.commit()
+    finally:
+        editing.close()
+    demotion.join(20)
+    assert outcome["moved"] == {data.dataset: {"approved→pending": 1}}, outcome
+    with session_scope(engine) as s:
+        assert s.get_one(Sample, variant).review_status == "pending"

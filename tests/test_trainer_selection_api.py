@@ -591,3 +591,33 @@ def test_the_request_recipe_is_one_its_own_trials_leave_the_budget_for() -> None
     assert plan.budget_seconds / 60 == pytest.approx(left_after_own_trials(plan, 17.0))
     three = planned_for(left_after_own_trials(plan, 17.0), grad_accum=None)
     assert three.grad_accum == 3 and planned_for(left_after_own_trials(three, 17.0)).grad_accum == 2
+
+
+def test_a_fixed_length_is_the_selections_planned_steps_or_the_selection_fails(
+    tiny_encoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An impact report's one length (`fix_length`) trains the steps the selection planned: stored rounded to 4
+    places, 40 planned steps (13.3333 epochs of 3) came back as 39 trained (a reviewer's find). A budget too short
+    for any length fails the selection, with the budget named, rather than leave each run to plan its own."""
+    import trainer.lr_search
+    from trainer.errors import TrainerError
+    from trainer.lr_search import select_learning_rate
+    from trainer.plan import Throughput
+
+    data = synthetic_split(24, 12, 6)  # 3 batches of 8 an epoch
+    config = fast_config(tiny_encoder, grad_accum=1, epochs=30, budget_minutes=1)  # lr given: no trials
+    run = trainer.lr_search.prepare(config, data)
+    steps_seen = set()
+    for pace in [0.1 + 0.025 * k for k in range(12)]:
+        monkeypatch.setattr(trainer.lr_search, "measure_throughput", lambda run, pace=pace: Throughput(pace, 0.0))
+        planned = run.plan(Throughput(pace, 0.0))
+        selection = select_learning_rate(config, data, fix_length=True)
+        assert selection.fixed_epochs is not None
+        again = run.plan(None, config.with_overrides(selection.overrides()))  # as each run plans it: no pace
+        assert again.steps == planned.steps, (pace, selection.fixed_epochs, again.steps, planned.steps)
+        steps_seen.add(planned.steps % planned.steps_per_epoch)
+    assert 1 in steps_seen, steps_seen  # a third of an epoch past the whole ones: what rounding cut
+    monkeypatch.setattr(trainer.lr_search, "measure_throughput", lambda run: Throughput(50.0, 0.0))
+    with pytest.raises(TrainerError) as refused:  # 1 minute at 50 s a sample: no length to give every arm
+        select_learning_rate(config, data, fix_length=True)
+    assert refused.value.field == "config.budget_minutes"
