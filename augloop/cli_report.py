@@ -17,6 +17,7 @@ from rich.table import Table
 from augloop.console import between, console, engine, fail, parse_seeds
 from core.inputs import MAX_ID
 from db.session import session_scope
+from review_ui.impact_tables import f1_text
 from services import impact as impact_service
 
 report_app = typer.Typer(help="Augmentation impact reports.", no_args_is_help=True)
@@ -27,13 +28,6 @@ def _state(report_id: int) -> dict[str, Any]:
     db = engine()
     with session_scope(db) as session:
         return impact_service.report_details(session, db, report_id, None)
-
-
-def _f1(entry: dict[str, Any]) -> str:
-    """F1 ×100, with its sd over seeds where two or more measured one (one seed read "± 0.0": no spread measured)."""
-    sd = entry.get("sd")
-    spread = sd is not None and len(entry.get("per_seed") or []) > 1
-    return f"{entry['mean'] * 100:.1f}" + (f" ± {sd * 100:.1f}" if spread else "")
 
 
 def _unmeasured(entry: dict[str, Any]) -> bool:
@@ -74,7 +68,7 @@ def print_report(state: dict[str, Any]) -> None:
                     escape(name),
                     str(entry.get("support", (info.get("support") or {}).get(name, info.get("n_test", "")))),
                     escape(arm),
-                    "no test text" if _unmeasured(entry) else _f1(entry),
+                    "no test text" if _unmeasured(entry) else f1_text(entry),
                     _fmt_ci(entry),
                 )
         console.print(table)

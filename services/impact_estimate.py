@@ -41,7 +41,7 @@ def impact_estimate(
         if classical:
             check_classical_trainable(session, dataset, config.with_overrides(overrides))
         if config.budget_minutes is not None and not fixed:
-            fixed = {"fixed_epochs": plan["epochs"]}
+            fixed = {"fixed_epochs": plan["epochs"], "budget_minutes": None}  # the length, not the budget
         plans[arm] = plan
         arms.append(
             {

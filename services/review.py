@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 from core.errors import ConflictError, PermissionDenied, TooLargeError, ValidationFailed
 from core.textnorm import content_hash, written_text_problem
 from db import training_runs as db_runs
-from db.datasets import reviews_required_now
 from db.models import (
     REVIEWABLE_ORIGINS,
     Dataset,
@@ -44,12 +43,9 @@ from db.session import affected_rows
 from services import leak_guard
 from services.access import Need, check_dataset_id
 from services.review_status import (
-    counted,
     editors_to_review,
     own_submission,
-    rewritten_by_a_person,
-    status_of,
-    submitters,
+    status_values,
 )
 from services.variant_scoring import text_changed_values
 from workers.augment.catalog import METHODS as AUGMENT_METHODS
@@ -223,22 +219,6 @@ def rewritten(session: Session, sample: Sample, text: str, *, action: str) -> di
         session.refresh(sample, with_for_update=True)
         values.update(text_changed_values(session, sample, text, closest))
     return values
-
-
-def status_values(
-    session: Session, sample: Sample, votes: dict[int, str], text: str | None = None, editor: int | None = None
-) -> dict[str, Any]:
-    """What a sample's row gets when its votes become `votes` (and its text `text`, if it changes; `editor`: the
-    non-admin who wrote it, editors_to_review): the status they give under its dataset's rule, their count, and
-    the next version."""
-    k = reviews_required_now(session, sample.dataset_id)
-    counting = counted(votes, submitters(session, [sample.id]).get(sample.id))
-    return {
-        "review_status": status_of(counting, k, sample.auto_decision, rewritten_by_a_person(sample, text), editor),
-        "review_count": len(votes),
-        "version": Sample.version + 1,
-        "updated_at": utcnow(),
-    }
 
 
 def apply_and_record(

@@ -8,18 +8,21 @@ latest vote on its current text:
   needs both to agree, and a split waits for a third.
 - An edit changes the text, so it withdraws the votes cast on the old text: the editor's edit is the one vote
   on the new text, and with k ≥ 2 the others must vote again.
-- Changing k re-evaluates every variant under the new k, in one transaction (`reevaluate`).
+- Changing k re-evaluates every variant under the new k, in one transaction (`reevaluate`); changing a user's
+  role re-evaluates the variants whose status reads it (`reevaluate_for_role`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from db.chunks import chunked
+from db.datasets import reviews_required_now
 from db.models import REVIEWABLE_ORIGINS, Dataset, Decision, Origin, Review, ReviewStatus, Role, Sample, User, utcnow
 from db.reviews import APPROVING, vote_counts, votes_and_editors
 from services.access import is_admin
@@ -191,6 +194,22 @@ def rewritten_by_a_person(sample: Sample, text: str | None = None) -> bool:
     if text is None:
         return not sample.as_generated
     return text != (sample.text if sample.generated_text is None else sample.generated_text)
+
+
+def status_values(
+    session: Session, sample: Sample, votes: dict[int, str], text: str | None = None, editor: int | None = None
+) -> dict[str, Any]:
+    """What a sample's row gets when its votes become `votes` (and its text `text`, if it changes; `editor`: the
+    non-admin who wrote it, editors_to_review): the status they give under its dataset's rule, their count, and
+    the next version."""
+    k = reviews_required_now(session, sample.dataset_id)
+    counting = counted(votes, submitters(session, [sample.id]).get(sample.id))
+    return {
+        "review_status": status_of(counting, k, sample.auto_decision, rewritten_by_a_person(sample, text), editor),
+        "review_count": len(votes),
+        "version": Sample.version + 1,
+        "updated_at": utcnow(),
+    }
 
 
 def reevaluate(session: Session, dataset: Dataset, only: Collection[int] | None = None) -> dict[str, int]:

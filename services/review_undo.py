@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from core.errors import ConflictError, ValidationFailed
 from db.models import UNDO, Decision, Origin, Review, Sample, User
 from db.reviews import latest_votes_of, replay_edits, replay_reviews, review_trails, sample_state
-from services.review import apply_and_record, rewritten, status_values
-from services.review_status import editors_to_review
+from services.review import apply_and_record, rewritten
+from services.review_status import editors_to_review, status_values
 
 
 def _refuse(session: Session, sample: Sample, why: str, field: str | None = "version") -> ConflictError:

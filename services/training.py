@@ -47,7 +47,15 @@ def attempt_leftovers(run_id: int) -> list[Path]:
 
 
 def default_config(overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The recipe's defaults, with the deployment's default encoder (AUGLOOP_TRAINER_DEFAULT_ENCODER)."""
+    """The recipe's defaults, with the deployment's default encoder (AUGLOOP_TRAINER_DEFAULT_ENCODER). A request
+    that gives both `fixed_epochs` and `budget_minutes` is refused: the length trains at any pace, so the budget
+    would bound nothing while the run showed it (only an impact report's LR selection sets both, knowingly)."""
+    given = overrides or {}
+    if given.get("fixed_epochs") is not None and given.get("budget_minutes") is not None:
+        raise ValidationFailed(
+            "config.fixed_epochs trains its length at any pace, so budget_minutes would not bound it: give one of them",
+            field="config.fixed_epochs",
+        )
     settings = get_settings()
     base: dict[str, Any] = {"encoder": settings.trainer_default_encoder} if settings.trainer_default_encoder else {}
     return TrainConfig.from_dict({**base, **(overrides or {})})
@@ -252,7 +260,7 @@ def check_budget_affords(
 ) -> None:
     """A budget the estimate finds too short for any training is refused now (422 on budget_minutes), not after
     the worker has spent LR trials on it (or, at the command line, after its run was recorded and failed); the
-    run plans again from the throughput it measures."""
+    run plans again from the throughput it measures (an impact report's, from its LR selection's)."""
     if config.budget_minutes is not None:
         from services.training_estimate import training_plan
 

@@ -621,3 +621,19 @@ def test_a_fixed_length_is_the_selections_planned_steps_or_the_selection_fails(
     with pytest.raises(TrainerError) as refused:  # 1 minute at 50 s a sample: no length to give every arm
         select_learning_rate(config, data, fix_length=True)
     assert refused.value.field == "config.budget_minutes"
+
+
+def test_a_request_with_a_fixed_length_and_a_budget_is_refused(lead, engine, tmp_path) -> None:
+    """`fixed_epochs` trains its length at any pace: with a budget too, the run trained 20 epochs with no time
+    limit while it showed its 5 minutes (a reviewer's find). Refused, naming the key, on every route that plans."""
+    name = import_small(engine, n_train=24, n_val=8, n_test=8, n_unlabelled=0)
+    config = {"encoder": str(tmp_path), "budget_minutes": 5, "fixed_epochs": 20}
+    for route in ("/api/v1/training-runs", "/api/v1/training-estimates"):
+        r = lead.post(route, json={"dataset": name, "config": config})
+        assert (r.status_code, r.json()["field"]) == (422, "config.fixed_epochs"), (route, r.text)
+    r = lead.post(f"/api/v1/datasets/{name}/impact-reports", json={"config": config})
+    assert r.status_code == 422, r.text  # this dataset has no approved variants either: refused, whichever first
+    alone = lead.post(
+        "/api/v1/training-estimates", json={"dataset": name, "config": {**config, "budget_minutes": None}}
+    )
+    assert alone.status_code == 200 and alone.json()["epochs"] == 20, alone.text

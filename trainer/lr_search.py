@@ -359,6 +359,6 @@ def select_learning_rate(
     fixed(selection)
     try:  # what the run will plan, at the throughput measured here (the run measures its own)
         selection.lr = run.plan(pace, config.with_overrides(selection.overrides())).lr
-    except TrainerError:  # the budget left affords too little; the run reports it
+    except TrainerError:  # the budget left affords too little; the run reports it (with fix, fixed() raised first)
         selection.lr = None
     return selection

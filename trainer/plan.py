@@ -39,8 +39,9 @@ each applied only to the keys the config leaves unset (None); a key set in the c
    validation pass after each epoch is part of the budget (bench/plan_pace.py: planned against real pace within
    3.2% at accumulation 1 to 3, against 7 to 20% too fast without them).
    The loop re-plans its remaining steps after each epoch from the time the epochs really took, and stops at
-   DEADLINE_SLACK × the budget whatever happens. With `fixed_epochs`: that length, whatever the pace (an
-   impact report's runs, planned once for the budget by the report's LR selection: each arm trains as long).
+   DEADLINE_SLACK × the budget whatever happens. With `fixed_epochs`: that length, whatever the pace, with no
+   deadline and no re-plan (an impact report's runs, planned once for the budget by the report's LR selection:
+   each arm trains as long, and a machine slower than the selection measured makes them longer).
 
 7. **Patience.** Early stopping reads val only (`patience` epochs without a better val macro-F1), as in the
    recipe, whose 8 are PATIENCE_SHARE of its 20 epochs. A run planned for fewer epochs waits the same share of

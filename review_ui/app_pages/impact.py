@@ -10,7 +10,7 @@ import streamlit as st
 from review_ui import charts
 from review_ui.client import ApiError
 from review_ui.impact_tables import LONG_SECONDS, contributions, estimate_details, estimate_headline, table
-from review_ui.render import duration, plain
+from review_ui.render import plain
 from review_ui.state import (
     client,
     fetch_or_stop,
@@ -32,7 +32,7 @@ def queued(created: dict[str, Any]) -> tuple[str, str]:
     return "success", f"Queued impact report #{report['id']}: {report['progress']['total']} training runs."
 
 
-def report_request(seeds: str, methods: str, budget: float, config: str) -> dict[str, Any] | None:
+def start_body(seeds: str, methods: str, budget: float, config: str) -> dict[str, Any] | None:
     """The start request the fields describe; None, with the reason shown, when seeds or config do not parse. A
     budget in the field (> 0) wins over a `budget_minutes` in the JSON overrides."""
     inputs = run_inputs(seeds, config)
@@ -58,11 +58,10 @@ def show_estimate(dataset: str, body: dict[str, Any]) -> None:
     st.markdown(estimate_headline(estimate))
     st.caption(estimate_details(estimate))
     if estimate["seconds_total"] > LONG_SECONDS:
-        runs = estimate["transformer_runs"]
         st.warning(
-            f"That is long for one worker. Minutes of training per run (above) bound every run: 5 minutes make "
-            f"about {duration(runs * 5 * 60)} for the {runs} runs. Fewer seeds, fewer epochs or a shorter max "
-            "length cut it down too."
+            "That is long for one worker. Minutes of training per run (above) plan every arm's length from that "
+            "budget (the estimate above then follows it; the arms with more texts take a little longer). Fewer "
+            "seeds, fewer epochs or a shorter max length cut it down too."
         )
 
 
@@ -94,7 +93,7 @@ def start_form(dataset: str) -> None:
         help='e.g. {"epochs": 5, "max_length": 128}',
     )
     remember_typed(FORM_KEYS)
-    body = report_request(seeds, methods, budget, config)
+    body = start_body(seeds, methods, budget, config)
     if body is None:
         return
     show_estimate(dataset, body)
