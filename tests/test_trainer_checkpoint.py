@@ -163,6 +163,7 @@ def test_a_checkpoint_written_before_a_config_key_was_added_still_resumes() -> N
     assert fingerprint(config, synthetic_split()) == before
     assert fingerprint(config.with_overrides({"ema_decay": 0.99}), synthetic_split()) != before
     assert fingerprint(config.with_overrides({"soup_size": 2}), synthetic_split()) != before
+    assert fingerprint(config.with_overrides({"fixed_epochs": 2.5}), synthetic_split()) != before
     # patience was 8 by default then, planned now: left to the plan it fingerprints as the 8 it was
     assert config.patience is None and fingerprint(config.with_overrides({"patience": 8}), synthetic_split()) == before
     assert fingerprint(config.with_overrides({"patience": 5}), synthetic_split()) != before

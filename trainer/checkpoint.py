@@ -46,7 +46,7 @@ RUNTIME_KEYS = {"checkpoint_every_steps", "num_threads", "device"}
 # Keys added to the config after checkpoints were written: left at their default (None: planned), they leave the
 # fingerprint as it was, so a run interrupted before an upgrade resumes after it (a planned moving average then
 # starts from the resumed weights).
-LATER_KEYS = {"ema_decay", "soup_size"}
+LATER_KEYS = {"ema_decay", "soup_size", "fixed_epochs"}
 # Keys whose default became None (planned) later: at None they fingerprint as their earlier default, so a run
 # whose checkpoint was written under that default resumes (the steps are the same; only where it may stop moved).
 EARLIER_DEFAULTS = {"patience": 8}
