@@ -18,6 +18,7 @@ from augloop.console import between, console, engine, fail, parse_seeds
 from core.inputs import MAX_ID
 from db.session import session_scope
 from review_ui.impact_tables import f1_text
+from review_ui.render import quantity
 from services import impact as impact_service
 
 report_app = typer.Typer(help="Augmentation impact reports.", no_args_is_help=True)
@@ -116,8 +117,8 @@ def impact(
         report, jobs = impact_service.start_report(session, dataset, request, user=None)
         report_id, arms = report["id"], list(report["run_ids"])
     console.print(
-        f"impact report {report_id}: queued {len(jobs)} jobs ({', '.join(arms)}; {len(seed_list)} seeds per "
-        f"arm); follow with `augloop report show {report_id}`",
+        f"impact report {report_id}: queued {quantity(len(jobs), 'job')} ({', '.join(arms)}; "
+        f"{quantity(len(seed_list), 'seed')} per arm); follow with `augloop report show {report_id}`",
         highlight=False,
     )
     if not wait:
