@@ -145,8 +145,9 @@ def bulk_by_filter(dataset: str, params: dict[str, Any], reasons: list[str]) -> 
             )
             if held:
                 st.write(
-                    f"{held} more are leased to other annotators, who are reviewing them (the work is shared out): "
-                    "a bulk decision leaves them to them."
+                    f"{quantity(held, 'more is', 'more are')} leased to other annotators, who are reviewing "
+                    f"{'it' if held == 1 else 'them'} (the work is shared out): a bulk decision leaves "
+                    f"{'it' if held == 1 else 'them'} to them."
                 )
             if approvable < n:
                 st.write(
