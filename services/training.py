@@ -58,7 +58,7 @@ def default_config(overrides: dict[str, Any] | None = None) -> TrainConfig:
         )
     settings = get_settings()
     base: dict[str, Any] = {"encoder": settings.trainer_default_encoder} if settings.trainer_default_encoder else {}
-    return TrainConfig.from_dict({**base, **(overrides or {})})
+    return TrainConfig.from_dict({**base, **given})
 
 
 def check_seeds_given_once(overrides: dict[str, Any], seeds: list[int]) -> None:
