@@ -202,6 +202,10 @@ def fragment_messages(outbox: str) -> Iterator[None]:
 
 _CLAIMS = threading.Lock()  # one claim at a time in this UI server (a claim is a few dictionary operations)
 SUBMISSION_WAIT_SECONDS = 300.0  # the client's own timeout is 60 s a request; an import polls its job longer
+# A submission this soon after the form's previous one succeeded is the second click of a double click that landed on
+# the form drawn anew (a slow browser or a busy machine lets the page redraw between the two clicks): nobody reads
+# what was made, types the next one and submits it in this time
+DOUBLE_CLICK_SECONDS = 1.5
 
 
 def settle_submissions() -> None:
@@ -230,6 +234,14 @@ def new_generation(form: str, generations: dict[str, int] | None = None) -> None
     generations[form] = generations.get(form, 0) + 1
 
 
+def double_clicks_tail(form: str) -> bool:
+    """Whether a submission of `form` now is the second click of a double click (DOUBLE_CLICK_SECONDS): the page
+    then sends nothing and says nothing. A page that checks its fields before `submit_once` asks this first (the
+    fresh form's second click came with an empty name: "Type the user name" beside the token it had made)."""
+    made = st.session_state.setdefault("_made_at", {}).get(form)
+    return made is not None and time.monotonic() - made < DOUBLE_CLICK_SECONDS
+
+
 def submit_key(form: str) -> str:
     """The key of `form`'s submit button (and of its fields, with a suffix) in its current generation."""
     return f"_submit_{form}_{generation(form)}"
@@ -256,9 +268,11 @@ def submit_once(
     box, plain objects kept there), the generation is claimed before the request, and after it only those plain
     objects are written: no stop can fall between the request and what it records. The second click then names
     the generation before (a submit button the page no longer draws, or a callback's `seen` that is outdated)
-    and nothing is sent. Callers evaluate everything that reads the session state (the client, the fields)
-    before calling this. Streamlit may run the page for the second click while this request is still under way:
-    that run waits for it (`settle_submissions`, from `generation` and `show_flash`) and draws what it made.
+    and nothing is sent; when the page was drawn anew before the second click, it comes within
+    DOUBLE_CLICK_SECONDS of the success and nothing is sent either (`double_clicks_tail`). Callers evaluate
+    everything that reads the session state (the client, the fields) before calling this. Streamlit may run the
+    page for the second click while this request is still under way: that run waits for it (`settle_submissions`,
+    from `generation` and `show_flash`) and draws what it made.
 
     On success: `said(result)` (kind, message) goes to `outbox`, and the result into
     st.session_state["_kept"][keep]; on an API error the generation is given back (the same form, corrected,
@@ -267,9 +281,12 @@ def submit_once(
     messages = st.session_state.setdefault(outbox, [])
     kept = st.session_state.setdefault("_kept", {})
     in_flight = st.session_state.setdefault("_in_flight", {})
+    made_at = st.session_state.setdefault("_made_at", {})
     with _CLAIMS:  # the run of a second click may be on another thread already (Streamlit's fast reruns)
         current = int(generations.get(form, 0))
         if seen is not None and seen != current:
+            return None
+        if form in made_at and time.monotonic() - made_at[form] < DOUBLE_CLICK_SECONDS:
             return None
         in_flight[form] = done = threading.Event()  # before the claim: a run that sees the claim waits for it
         generations[form] = current + 1
@@ -283,6 +300,7 @@ def submit_once(
         generations[form] = current
         raise
     else:
+        made_at[form] = time.monotonic()
         if keep is not None:
             kept[keep] = result
         if said is not None:

@@ -68,6 +68,44 @@ def test_the_tokens_page_shows_expired_tokens_as_expired(live_api, engine, admin
     assert states["old-timer"] == "expired" and states["alice-admin"] == "active"
 
 
+def test_a_second_click_on_the_fresh_token_form_is_a_double_clicks_tail_not_a_missing_name(
+    live_api, admin_token, monkeypatch
+) -> None:
+    """CI's browser found it: on a busy machine the page was drawn anew between a double click's two clicks, and
+    the second one submitted the fresh, empty form: "Type the user name the token is for." beside the token made.
+    Within review_ui.state.DOUBLE_CLICK_SECONDS of a token made, a submission says nothing and sends nothing;
+    after it, an empty name is refused as before, and a typed one makes a token."""
+    from review_ui import state
+
+    def tokens_named(name: str) -> int:
+        with httpx.Client(base_url=live_api + "/api/v1", headers={"Authorization": f"Bearer {admin_token}"}) as c:
+            return [t["name"] for t in c.get("/tokens").json()].count(name)
+
+    monkeypatch.setattr(state, "DOUBLE_CLICK_SECONDS", 3600.0)
+    at = signed_in(admin_token, "admin")
+    at.switch_page("app_pages/tokens.py").run()
+    at.text_input[0].input("newbie")
+    at.button[0].click().run()
+    no_errors(at)
+    assert len(at.code) == 1 and tokens_named("newbie") == 1
+    assert at.text_input[0].value == ""  # the fresh form
+    at.button[0].click().run()  # the second click, on the fresh form
+    no_errors(at)
+    assert len(at.code) == 1 and tokens_named("newbie") == 1  # the made token still shown, nothing more made
+    at.text_input[0].input("second")
+    at.button[0].click().run()  # within the window: a typed name is not sent either
+    assert tokens_named("second") == 0
+
+    monkeypatch.setattr(state, "DOUBLE_CLICK_SECONDS", 0.0)  # the window has passed
+    at.text_input[0].input("")
+    at.button[0].click().run()
+    assert [e.value for e in at.error] == ["Type the user name the token is for."]
+    at.text_input[0].input("second")
+    at.button[0].click().run()
+    no_errors(at)
+    assert tokens_named("second") == 1
+
+
 def test_admins_manage_projects_and_members_in_the_ui(live_api, engine, admin_token, annotator_token) -> None:
     annotator = signed_in(annotator_token, "annotator")
     with pytest.raises(ValueError):

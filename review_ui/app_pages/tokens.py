@@ -6,7 +6,17 @@ import pandas as pd
 import streamlit as st
 
 from review_ui.render import plain
-from review_ui.state import admin_page, call, call_and_flash, client, drop_kept, kept, submit_key, submit_once
+from review_ui.state import (
+    admin_page,
+    call,
+    call_and_flash,
+    client,
+    double_clicks_tail,
+    drop_kept,
+    kept,
+    submit_key,
+    submit_once,
+)
 
 
 def revoke() -> None:
@@ -27,7 +37,9 @@ with st.form(form + "_form"):
     role = st.selectbox("Role", ["annotator", "admin"], key=form + "_role")
     days = st.number_input("Expires after (days, 0: never)", 0.0, 3650.0, 0.0, key=form + "_days")
     go = st.form_submit_button("Create token", type="primary", key=form)
-if go and not name.strip():
+if go and double_clicks_tail("token"):
+    pass  # the second click of a double click, on the form drawn anew: nothing to say
+elif go and not name.strip():
     st.error("Type the user name the token is for.")
 elif go:
     api = client()
