@@ -235,9 +235,11 @@ def new_generation(form: str, generations: dict[str, int] | None = None) -> None
 
 
 def double_clicks_tail(form: str) -> bool:
-    """Whether a submission of `form` now is the second click of a double click (DOUBLE_CLICK_SECONDS): the page
-    then sends nothing and says nothing. A page that checks its fields before `submit_once` asks this first (the
-    fresh form's second click came with an empty name: "Type the user name" beside the token it had made)."""
+    """Whether a submission of `form` now, within DOUBLE_CLICK_SECONDS of its last success, is the second click
+    of a double click that landed on the form drawn anew: the page then sends nothing and says nothing. Asked
+    where the fresh form's submission would be refused (the token form's second click came with an empty name:
+    "Type the user name" beside the token it had made) or would repeat the request (a form that keeps its
+    fields), not for every submission: a different request made at once is the user's (a test's) own."""
     made = st.session_state.setdefault("_made_at", {}).get(form)
     return made is not None and time.monotonic() - made < DOUBLE_CLICK_SECONDS
 
@@ -268,11 +270,12 @@ def submit_once(
     box, plain objects kept there), the generation is claimed before the request, and after it only those plain
     objects are written: no stop can fall between the request and what it records. The second click then names
     the generation before (a submit button the page no longer draws, or a callback's `seen` that is outdated)
-    and nothing is sent; when the page was drawn anew before the second click, it comes within
-    DOUBLE_CLICK_SECONDS of the success and nothing is sent either (`double_clicks_tail`). Callers evaluate
-    everything that reads the session state (the client, the fields) before calling this. Streamlit may run the
-    page for the second click while this request is still under way: that run waits for it (`settle_submissions`,
-    from `generation` and `show_flash`) and draws what it made.
+    and nothing is sent. When the page was drawn anew before the second click, the click lands on the fresh
+    form: a page whose fresh form would refuse it (no name yet), or send the same request again (its fields
+    kept), asks `double_clicks_tail` first. Callers evaluate everything that reads the session state (the client,
+    the fields) before calling this. Streamlit may run the page for the second click while this request is still
+    under way: that run waits for it (`settle_submissions`, from `generation` and `show_flash`) and draws what it
+    made.
 
     On success: `said(result)` (kind, message) goes to `outbox`, and the result into
     st.session_state["_kept"][keep]; on an API error the generation is given back (the same form, corrected,
@@ -285,8 +288,6 @@ def submit_once(
     with _CLAIMS:  # the run of a second click may be on another thread already (Streamlit's fast reruns)
         current = int(generations.get(form, 0))
         if seen is not None and seen != current:
-            return None
-        if form in made_at and time.monotonic() - made_at[form] < DOUBLE_CLICK_SECONDS:
             return None
         in_flight[form] = done = threading.Event()  # before the claim: a run that sees the claim waits for it
         generations[form] = current + 1

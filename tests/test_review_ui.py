@@ -625,7 +625,7 @@ def test_an_annotator_is_not_offered_a_leads_actions(live_api, annotator_token, 
         assert any("A lead of the dataset's project" in str(c.value) for c in at.caption), page
 
 
-def test_training_page_lists_runs_and_starts_one(live_api, lead_token, engine, review_data) -> None:
+def test_training_page_lists_runs_and_starts_one(live_api, lead_token, engine, review_data, monkeypatch) -> None:
     from db.models import Dataset, Job, TrainingRun
     from db.session import session_scope
 
@@ -708,6 +708,15 @@ def test_training_page_lists_runs_and_starts_one(live_api, lead_token, engine, r
     # The next start is another button: a double click's second click, sent before the page re-ran, names the
     # first one, which is gone (tests/test_ui_double_submit.py clicks twice in a browser)
     assert start_button(at).key != "_submit_training_0"
+    # ... and a second click that lands on the form drawn anew (a busy machine), its fields kept, within
+    # DOUBLE_CLICK_SECONDS of the runs queued, queues nothing more and keeps their message
+    from review_ui import state
+
+    monkeypatch.setattr(state, "DOUBLE_CLICK_SECONDS", 3600.0)
+    start_button(at).click().run()
+    no_errors(at)
+    assert "Queued training run(s)" in at.success[0].value
+    monkeypatch.setattr(state, "DOUBLE_CLICK_SECONDS", 0.0)
     with session_scope(engine) as s:
         runs = s.query(TrainingRun).order_by(TrainingRun.id).all()
         assert [(r.config["seed"], r.config["epochs"], r.config["max_length"]) for r in runs[1:]] == [
@@ -779,7 +788,9 @@ def runs_box(at: AppTest) -> Any:
     return next(m for m in at.multiselect if m.label == "Runs")
 
 
-def test_a_lead_combines_runs_into_an_ensemble_on_the_training_page(live_api, lead_token, engine, review_data) -> None:
+def test_a_lead_combines_runs_into_an_ensemble_on_the_training_page(
+    live_api, lead_token, engine, review_data, monkeypatch
+) -> None:
     """Ensembles were the API's and the CLI's only: a lead who trained seeds and the TF-IDF member from the page
     could not combine them there. Proposed: the runs finished since the latest ensemble; a member trained on
     another training set is said, on the page and in the run's warnings."""
@@ -823,6 +834,17 @@ def test_a_lead_combines_runs_into_an_ensemble_on_the_training_page(live_api, le
     assert compared["Run B"].format_func(ensemble.id).startswith(f"#{ensemble.id} ")
     # a fresh form: the runs combined are no longer proposed (a second Combine made the same ensemble again)
     assert runs_box(at).value == []
+    # its Combine clicked at once (a double click's second click that landed on the fresh form): no "pick at
+    # least two runs" beside the ensemble made
+    from review_ui import state
+
+    monkeypatch.setattr(state, "DOUBLE_CLICK_SECONDS", 3600.0)
+    next(b for b in at.button if b.label == "Combine").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert any(f"#{ensemble.id}" in w.value for w in at.warning) or any(
+        f"#{ensemble.id}" in m.value for m in at.success
+    )
+    monkeypatch.setattr(state, "DOUBLE_CLICK_SECONDS", 0.0)
     # a run deleted meanwhile: the form starts again, saying so beside it
     later = _finished_runs(engine, "rev", 2, first_id=900)
     at.switch_page("app_pages/training.py").run()

@@ -68,18 +68,20 @@ def test_the_tokens_page_shows_expired_tokens_as_expired(live_api, engine, admin
     assert states["old-timer"] == "expired" and states["alice-admin"] == "active"
 
 
-def test_a_second_click_on_the_fresh_token_form_is_a_double_clicks_tail_not_a_missing_name(
+def test_a_second_click_on_a_fresh_form_is_a_double_clicks_tail_not_a_missing_name(
     live_api, admin_token, monkeypatch
 ) -> None:
     """CI's browser found it: on a busy machine the page was drawn anew between a double click's two clicks, and
-    the second one submitted the fresh, empty form: "Type the user name the token is for." beside the token made.
-    Within review_ui.state.DOUBLE_CLICK_SECONDS of a token made, a submission says nothing and sends nothing;
-    after it, an empty name is refused as before, and a typed one makes a token."""
+    the second one submitted the fresh, empty form: "Type the user name the token is for." beside the token made
+    (the project form's would send an empty name). Within review_ui.state.DOUBLE_CLICK_SECONDS of a success, an
+    empty submission says nothing and sends nothing; a typed one is the user's own; after the window an empty
+    name is refused as before."""
     from review_ui import state
 
+    api = httpx.Client(base_url=live_api + "/api/v1", headers={"Authorization": f"Bearer {admin_token}"})
+
     def tokens_named(name: str) -> int:
-        with httpx.Client(base_url=live_api + "/api/v1", headers={"Authorization": f"Bearer {admin_token}"}) as c:
-            return [t["name"] for t in c.get("/tokens").json()].count(name)
+        return [t["name"] for t in api.get("/tokens").json()].count(name)
 
     monkeypatch.setattr(state, "DOUBLE_CLICK_SECONDS", 3600.0)
     at = signed_in(admin_token, "admin")
@@ -93,17 +95,25 @@ def test_a_second_click_on_the_fresh_token_form_is_a_double_clicks_tail_not_a_mi
     no_errors(at)
     assert len(at.code) == 1 and tokens_named("newbie") == 1  # the made token still shown, nothing more made
     at.text_input[0].input("second")
-    at.button[0].click().run()  # within the window: a typed name is not sent either
-    assert tokens_named("second") == 0
+    at.button[0].click().run()  # a name typed: the user's own request, even within the window
+    no_errors(at)
+    assert tokens_named("second") == 1
+
+    at.switch_page("app_pages/projects.py").run()
+    at.text_input[0].input("team-q")
+    at.button[0].click().run()
+    no_errors(at)
+    at.button[0].click().run()  # the second click, on the fresh form: no "name" error, no request
+    no_errors(at)
+    assert [p["name"] for p in api.get("/projects").json()].count("team-q") == 1
 
     monkeypatch.setattr(state, "DOUBLE_CLICK_SECONDS", 0.0)  # the window has passed
+    at.button[0].click().run()
+    assert at.error, "an empty project name, sent on purpose, is refused"
+    at.switch_page("app_pages/tokens.py").run()
     at.text_input[0].input("")
     at.button[0].click().run()
     assert [e.value for e in at.error] == ["Type the user name the token is for."]
-    at.text_input[0].input("second")
-    at.button[0].click().run()
-    no_errors(at)
-    assert tokens_named("second") == 1
 
 
 def test_admins_manage_projects_and_members_in_the_ui(live_api, engine, admin_token, annotator_token) -> None:

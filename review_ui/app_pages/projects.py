@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from review_ui.render import plain
-from review_ui.state import admin_page, call, call_and_flash, client, submit_key, submit_once
+from review_ui.state import admin_page, call, call_and_flash, client, double_clicks_tail, submit_key, submit_once
 
 ROLES = ["annotator", "lead"]
 
@@ -35,7 +35,9 @@ with st.form(form + "_form"):
     slug = st.text_input("Project name (a slug: lower-case letters, digits, -)", key=form + "_slug")
     display = st.text_input("Display name (optional)", key=form + "_display")
     go = st.form_submit_button("Create project", type="primary", key=form)
-if go:
+if go and not slug.strip() and double_clicks_tail("project"):
+    pass  # the second click of a double click, on the form drawn anew (review_ui.state.double_clicks_tail)
+elif go:
     api = client()
     submit_once(
         "project",

@@ -37,7 +37,7 @@ with st.form(form + "_form"):
     role = st.selectbox("Role", ["annotator", "admin"], key=form + "_role")
     days = st.number_input("Expires after (days, 0: never)", 0.0, 3650.0, 0.0, key=form + "_days")
     go = st.form_submit_button("Create token", type="primary", key=form)
-if go and double_clicks_tail("token"):
+if go and not name.strip() and double_clicks_tail("token"):
     pass  # the second click of a double click, on the form drawn anew: nothing to say
 elif go and not name.strip():
     st.error("Type the user name the token is for.")

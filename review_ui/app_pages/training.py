@@ -20,6 +20,7 @@ from review_ui.render import duration, plain
 from review_ui.state import (
     call,
     client,
+    double_clicks_tail,
     drop_kept,
     fragment_messages,
     generation,
@@ -107,6 +108,8 @@ def queued(created: dict[str, Any]) -> tuple[str, str]:
 def start(body: dict[str, Any], seen: int) -> None:
     """The Start button's callback; `seen`: the form generation it was drawn in (review_ui.state.submit_once: a
     double click queued the runs twice)."""
+    if double_clicks_tail("training"):  # the second click landed on the form drawn anew, its fields kept
+        return
     api, classical = client(), bool(st.session_state.get("tr_classical", True))
     submit_once(
         "training",
@@ -505,6 +508,8 @@ def create_ensemble(dataset: str, seen: int) -> None:
     notices = st.session_state.setdefault("ens_notice", [])
     picked = list(st.session_state.get(_form_key("runs")) or [])
     name = (st.session_state.get(_form_key("name")) or "").strip()
+    if len(picked) < 2 and double_clicks_tail("ensemble"):
+        return  # the second click landed on the fresh form, which proposes none of the runs just combined
     if len(picked) < 2:
         notices.append(("error", "Pick at least two runs to combine."))
         return
