@@ -392,10 +392,9 @@ def settle_decided(session: Session, engine: Engine, reports: list[ImpactReport]
 def report_config(config_overrides: dict[str, Any], seeds: list[int], user: User | None) -> TrainConfig:
     """The config every arm of a report shares (the deployment's defaults under `config_overrides`), or the 422
     its creation gives: seeds repeated, a key the arms set themselves, a config outside the compute bounds."""
-    from services.training import default_config
+    from services.training import check_seeds, default_config
 
-    if len(set(seeds)) != len(seeds):
-        raise ValidationFailed("seeds must be distinct", field="seeds")
+    check_seeds(seeds)
     # What the report sets itself: given, it was dropped without a word (a config.seed 7 trained seeds 1 and 2)
     for key, instead in (
         ("seed", "each arm trains one run per seed of `seeds`" + (f" ({', '.join(map(str, seeds))})" if seeds else "")),

@@ -61,6 +61,19 @@ def default_config(overrides: dict[str, Any] | None = None) -> TrainConfig:
     return TrainConfig.from_dict({**base, **given})
 
 
+SEED_MAX = 2**32 - 1  # TrainConfig.seed's bound: numpy's seed range
+
+
+def check_seeds(seeds: list[int]) -> None:
+    """Seeds distinct and within numpy's range, named as the request gave them (`seeds`, `--seeds`): a seed out of
+    range was refused naming `config.seed`, a key the request never gave."""
+    if len(set(seeds)) != len(seeds):
+        raise ValidationFailed("seeds must be distinct", field="seeds")
+    bad = [seed for seed in seeds if not 0 <= seed <= SEED_MAX]
+    if bad:
+        raise ValidationFailed(f"seeds must be from 0 to {SEED_MAX}; got {bad[0]}", field="seeds")
+
+
 def check_seeds_given_once(overrides: dict[str, Any], seeds: list[int]) -> None:
     """A request's config names `seed` beside `seeds`: one of them would be dropped without a word (the seeds
     won), so one of them is a mistake."""
@@ -113,6 +126,13 @@ def check_trainable(session: Session, dataset: Dataset, config: TrainConfig) -> 
     perfect, meaningless macro-F1 into the overall figure), or a task without labelled validation text (early
     stopping, the LR selection and the decision rule read val). The job checks the final view again
     (trainer.examples.require_two_classes: exclusions and the leak guard may leave a class out)."""
+    if config.max_train_samples is not None and config.max_train_samples < 2:
+        # one text holds one class of every task: each run failed on the worker, and an impact report with it
+        raise ValidationFailed(
+            f"config.max_train_samples {config.max_train_samples} draws one training text, which holds one class "
+            "of every task: " + TWO_CLASSES_NEEDED.split(";")[0] + "; draw at least 2 texts",
+            field="config.max_train_samples",
+        )
     tasks = config.tasks or dataset.task_names()
     # the run's own view: originals alone when it leaves the variants out (`variants: none`), less the methods
     # it leaves out (an impact report's originals arm leaves out every augmentation method), where a class only
@@ -190,8 +210,7 @@ def create_training_runs(
     check_trainable(session, dataset, config)
     if classical:
         check_classical_trainable(session, dataset, config)
-    if len(set(seeds)) != len(seeds):
-        raise ValidationFailed("seeds must be distinct", field="seeds")
+    check_seeds(seeds)
     if len(name) > RUN_LABEL_MAX:  # the API's schema says so; the CLI's --name comes here too
         raise ValidationFailed(f"name: at most {RUN_LABEL_MAX} characters; got {len(name)}", field="name")
     if name:  # shown to people in lists and the CLI: printable, as a display name (U+202E would reverse a line)

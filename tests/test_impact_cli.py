@@ -69,3 +69,24 @@ def test_report_cli_bad_input(engine) -> None:
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert "error" in result.output
+
+
+def test_a_seed_out_of_range_is_named_as_given(engine) -> None:
+    """`--seeds -1` is refused naming the seeds, in `report impact` and in `train` alike: it named `config.seed`, a
+    key nobody gave."""
+    name, _ = dataset_with_variants(engine)
+    runner = CliRunner()
+    for args in (
+        ["report", "impact", name, "--seeds", "1,-1"],
+        ["report", "impact", name, "--seeds", "4294967296"],
+        ["train", name, "--seeds", "-1", "--queue"],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "seeds must be from 0 to 4294967295" in result.output, result.output
+        assert "config.seed" not in result.output
+    from db.models import ImpactReport, TrainingRun
+    from db.session import session_scope
+
+    with session_scope(engine) as s:  # nothing half-written
+        assert s.query(ImpactReport).count() == 0 and s.query(TrainingRun).count() == 0

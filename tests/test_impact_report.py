@@ -747,3 +747,24 @@ def test_impact_estimate_errors_are_the_reports(lead, engine, tiny_encoder: str)
         response = other.post(url, json={"config": {"encoder": tiny_encoder}})
     assert response.status_code == 404, response.text
     assert lead.get(f"/api/v1/datasets/{name}/impact-reports").json() == []  # an estimate queues nothing
+
+
+def test_a_draw_of_one_text_is_refused_before_anything_is_queued(lead, engine, tiny_encoder: str) -> None:
+    """`max_train_samples: 1` holds one class of every task: every run failed on the worker (and the report with
+    them) after a 202; now the estimate, the report and a training run refuse it, naming the key."""
+    name, _ = dataset_with_variants(engine)
+    config = {"encoder": tiny_encoder, "max_train_samples": 1}
+    for url, body in (
+        (f"/api/v1/datasets/{name}/impact-estimates", {"config": config}),
+        (f"/api/v1/datasets/{name}/impact-reports", {"config": config}),
+        ("/api/v1/training-runs", {"dataset": name, "seeds": [1], "config": config}),
+        ("/api/v1/training-estimates", {"dataset": name, "seeds": [1], "config": config}),
+    ):
+        response = lead.post(url, json=body)
+        assert response.status_code == 422, (url, response.text)
+        assert response.json()["field"] == "config.max_train_samples", response.json()
+        assert "two classes" in response.json()["detail"]
+    assert lead.get(f"/api/v1/datasets/{name}/impact-reports").json() == []
+    assert lead.get("/api/v1/training-runs").json() == []
+    two = lead.post(f"/api/v1/datasets/{name}/impact-estimates", json={"config": {**config, "max_train_samples": 24}})
+    assert two.status_code == 200, two.text
