@@ -143,10 +143,12 @@ def _int(value: Any) -> int | None:
 
 
 def latest_plan(session: Session, dataset: Dataset) -> AugmentationPlan | None:
-    """The dataset's latest augmentation plan, whose goals the progress and the classes' needs read."""
+    """The dataset's latest queued augmentation plan (one with jobs), whose goals the progress and the classes'
+    needs read. A preview is stored too, with no jobs: it queued nothing, and it moved every member's progress
+    bars ("0 / 314 approved · 314 to go" on a dataset with no plan queued) and the "most useful first" order."""
     return session.scalar(
         select(AugmentationPlan)
-        .where(AugmentationPlan.dataset_id == dataset.id)
+        .where(AugmentationPlan.dataset_id == dataset.id, func.json_array_length(AugmentationPlan.job_ids) > 0)
         .order_by(AugmentationPlan.id.desc())
         .limit(1)
     )

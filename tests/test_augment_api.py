@@ -594,6 +594,10 @@ def test_a_class_the_plan_does_not_raise_owes_nothing_whatever_waits_for_review(
         assert progress["bias", label]["target"] >= 30
     raised = [c for c in r.json()["plan"]["classes"] if c["deficit"]]
     assert raised and all(progress[c["task"], c["label"]]["remaining"] > 0 for c in raised)
+    from db.models import AugmentationPlan
+
+    with session_scope(engine) as s:  # as if queued: the review progress reads a queued plan, not a preview
+        s.get_one(AugmentationPlan, r.json()["id"]).job_ids = [0]
     with session_scope(engine) as s:
         ds = get_dataset(s, mini_dataset)
         needs = class_needs_now(s, ds)
@@ -602,8 +606,6 @@ def test_a_class_the_plan_does_not_raise_owes_nothing_whatever_waits_for_review(
     assert all(needs[c["task"], c["label"]] > 0 for c in raised)
     assert shown["bias"][next(iter(bias))]["goal"] is None
     # a plan stored before goals were: a task it did not balance owes nothing either (its entries say so)
-    from db.models import AugmentationPlan
-
     with session_scope(engine) as s:
         row = s.get_one(AugmentationPlan, r.json()["id"])
         row.plan = {**row.plan, "classes": [{k: v for k, v in c.items() if k != "goal"} for c in row.plan["classes"]]}

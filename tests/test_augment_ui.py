@@ -86,3 +86,23 @@ def test_augment_page_names_the_missing_models_and_queues_a_plan(
     progress = at.dataframe[-1].value
     partisan = progress[progress["label"] == "partisan"].iloc[0]
     assert partisan["pending"] > 0 and partisan["goal"] == 1181  # the size the plan wants (raised: its target)
+
+
+def test_the_plan_form_keeps_its_values_when_the_user_comes_back_from_another_page(
+    live_api, lead_token, engine, example_dataset, tmp_path, monkeypatch
+) -> None:
+    """A target previewed, a look at the Jobs page, back to Augment: the form read 0 texts and 5 per source
+    again (Streamlit drops the state of widgets a page does not draw), and "Plan and queue" sent the defaults."""
+    announce_offline_worker(engine, tmp_path, monkeypatch)
+    at = signed_in(lead_token, "annotator")
+    at.switch_page("app_pages/augment.py").run()
+    at.number_input[0].set_value(600)
+    at.number_input[1].set_value(3)
+    at.slider[0].set_value(0.3)
+    at.button[0].click().run()  # preview
+    no_errors(at)
+    at.switch_page("app_pages/jobs.py").run()
+    at.switch_page("app_pages/augment.py").run()
+    no_errors(at)
+    assert [n.value for n in at.number_input[:3]] == [600, 3, 0]
+    assert at.slider[0].value == 0.3 and at.multiselect[0].value == ["wordnet"]

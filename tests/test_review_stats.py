@@ -72,6 +72,35 @@ def test_agreement_without_reviews_is_empty_not_an_error(annotator, review_data)
     assert body["overall"]["units"] == 0 and body["overall"]["alpha"] is None and body["overall"]["pairs"] == []
 
 
+def test_a_previewed_plan_moves_no_progress_bar(annotator, engine, review_data) -> None:
+    """The Augment page's preview stores its plan (no jobs): the progress read it as "the plan", and every
+    member's bars said "0 / 314 approved · 314 to go" for a plan nobody queued."""
+    from db.models import AugmentationPlan, Dataset
+    from db.session import session_scope
+
+    def preview(target: int) -> None:
+        with session_scope(engine) as s:
+            ds = s.query(Dataset).filter_by(name="rev").one()
+            entry = {"task": "message", "label": "attack", "target": target, "goal": target, "planned": target}
+            s.add(AugmentationPlan(dataset_id=ds.id, plan={"classes": [entry]}, job_ids=[]))
+
+    def attack() -> tuple[int | None, int | None]:
+        body = annotator.get("/api/v1/datasets/rev/review-progress").json()
+        return body["plan_id"], body["classes"]["message"]["attack"]["goal"]
+
+    preview(40)
+    assert attack() == (None, None)  # the page then says "No augmentation plan yet"
+    with session_scope(engine) as s:
+        ds = s.query(Dataset).filter_by(name="rev").one()
+        entry = {"task": "message", "label": "attack", "target": 6, "goal": 6, "planned": 5}
+        queued = AugmentationPlan(dataset_id=ds.id, plan={"classes": [entry]}, job_ids=[7])
+        s.add(queued)
+        s.flush()
+        queued_id = queued.id
+    preview(300)
+    assert attack() == (queued_id, 6)
+
+
 def test_progress_per_class_against_the_plan(annotator, engine, review_data) -> None:
     from db.models import AugmentationPlan, Dataset
     from db.session import session_scope
@@ -79,11 +108,14 @@ def test_progress_per_class_against_the_plan(annotator, engine, review_data) -> 
     with session_scope(engine) as s:
         ds = s.query(Dataset).filter_by(name="rev").one()
         s.add(
-            AugmentationPlan(dataset_id=ds.id, plan={"targets": [{"task": "message", "label": "attack", "target": 40}]})
+            AugmentationPlan(
+                dataset_id=ds.id, plan={"targets": [{"task": "message", "label": "attack", "target": 40}]}, job_ids=[1]
+            )
         )
         s.add(
             AugmentationPlan(
                 dataset_id=ds.id,
+                job_ids=[2],  # queued: the progress reads the latest plan that queued jobs, not a preview
                 plan={
                     "classes": [  # the planner's format; the latest plan wins
                         {
@@ -223,7 +255,9 @@ def test_an_approved_variant_of_a_submitted_text_under_review_is_not_counted_as_
         source_id = source.id
         variant = add_variant(s, source_id, "Farm subsidies have to be protected for every family farm.")
         s.add(
-            AugmentationPlan(dataset_id=ds.id, plan={"classes": [{"task": "message", "label": "policy", "target": 10}]})
+            AugmentationPlan(
+                dataset_id=ds.id, plan={"classes": [{"task": "message", "label": "policy", "target": 10}]}, job_ids=[1]
+            )
         )
 
     def counted() -> tuple[int, bool, float]:

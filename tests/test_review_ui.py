@@ -450,6 +450,7 @@ def test_review_page_shows_live_progress_and_shares_work(
             AugmentationPlan(
                 dataset_id=ds.id,
                 plan={"classes": [{"task": "message", "label": "attack", "target": 10, "deficit": 4, "planned": 4}]},
+                job_ids=[1],
             )
         )
     with api(live_api, admin_token) as c:
@@ -533,6 +534,30 @@ def test_datasets_page_chart_moves_with_approvals(live_api, annotator_token, adm
     assert all("+0.0" not in (m.proto.delta or "") for m in admin.metric)  # no arrow for "no change"
 
 
+def test_the_imbalance_change_is_the_difference_of_the_ratios_shown(
+    live_api, annotator_token, review_data, monkeypatch
+) -> None:
+    """22 / 9 = 2.44 read "2.4×" and 22 / 13 = 1.69 "1.7×", and the arrow between them said "-0.8×" (the
+    unrounded ratios' difference): the change is the shown ratios' own, -0.7×."""
+    from review_ui.client import ApiClient
+
+    real = ApiClient.stats
+
+    def stats(self: ApiClient, name: str) -> dict[str, Any]:
+        got = real(self, name)
+        for info in got["tasks"].values():
+            info["imbalance_ratio"], info["imbalance_ratio_with_approved"] = 22 / 9, 22 / 13
+        return got
+
+    monkeypatch.setattr(ApiClient, "stats", stats)
+    at = signed_in(annotator_token, "annotator")
+    at.switch_page("app_pages/datasets.py").run()
+    no_errors(at)
+    shown = [(m.label, m.value, m.proto.delta) for m in at.metric]
+    assert ("Imbalance (largest / smallest)", "2.4×", "") in shown, shown
+    assert ("With approved variants", "1.7×", "-0.7×") in shown, shown
+
+
 def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, lead_token, engine, example_dataset) -> None:
     from datetime import timedelta
 
@@ -586,6 +611,27 @@ def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, lead_tok
     with session_scope(engine) as s:
         assert s.get(Job, ids[0]).cancel_requested
     assert f"cancel_{ids[1]}" not in {b.key for b in at.button}  # a failed job has nothing to cancel
+
+
+def test_the_jobs_page_says_no_job_has_the_chosen_status_not_that_there_are_none(
+    live_api, lead_token, engine, example_dataset
+) -> None:
+    from db import queue
+    from db.datasets import get_dataset
+    from db.session import session_scope
+
+    with session_scope(engine) as s:
+        dataset_id = get_dataset(s, example_dataset).id
+        done = queue.enqueue(s, "augment", {"method": "wordnet", "dataset": example_dataset}, dataset_id=dataset_id)
+        done.status = "succeeded"
+    at = signed_in(lead_token, "annotator")
+    at.switch_page("app_pages/jobs.py").run()
+    no_errors(at)
+    assert not at.info
+    at.multiselect(key="jobs_status").set_value(["failed"]).run()
+    assert [i.value for i in at.info] == ["No failed jobs."]  # it said "No jobs yet." beside a succeeded job
+    at.multiselect(key="jobs_status").set_value(["queued", "running", "cancelled"]).run()
+    assert [i.value for i in at.info] == ["No queued, running or cancelled jobs."]
 
 
 def test_start_forms_say_which_seed_or_config_does_not_parse(monkeypatch) -> None:

@@ -145,6 +145,18 @@ def test_admins_manage_projects_and_members_in_the_ui(live_api, engine, admin_to
         assert c.get("/projects/team-x/members").json() == []
 
 
+def test_adding_a_member_without_a_name_says_so(live_api, admin_token) -> None:
+    """The "Add or change member" button with the name left empty did nothing at all: no request, no message."""
+    at = signed_in(admin_token, "admin")
+    at.switch_page("app_pages/projects.py").run()
+    at.selectbox(key="member_project").set_value("default").run()
+    at.text_input(key="member_name").input("  ")
+    at.button(key="add_member_btn").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["Type the user name of the member to add."]
+    assert not at.success
+
+
 def test_a_lead_manages_the_review_settings_and_an_annotator_does_not_see_them(
     live_api, lead_token, annotator_token, review_data
 ) -> None:

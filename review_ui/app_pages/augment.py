@@ -11,6 +11,8 @@ import streamlit as st
 from review_ui.render import plain, quantity
 from review_ui.state import call, client, leads, page_with_dataset, submit_key, submit_once
 
+PLAN_FIELDS = "_plan_fields"  # the plan form's values as last sent, for the page's next visit
+
 STATE_TEXT = {
     "ready": "ready",
     "download": "downloads on first use",
@@ -101,24 +103,45 @@ def plan_form(name: str, statuses: list[dict[str, Any]]) -> None:
     st.header("Bring the rare classes up")
     runnable = [s["method"] for s in statuses if s["available"]]
     offered = [s["method"] for s in statuses if s["state"] != "unavailable"]
+    # With no worker to ask, WordNet: it needs no model, so a worker that starts can run it.
+    fallback = ["wordnet"] if "wordnet" in offered else offered[:1]
+    # The form's values are kept outside its widgets too: Streamlit drops a widget's state on a page that does
+    # not draw it, and the form came back from the Jobs page at its defaults (a target of 0 texts, 5 per source).
+    # Widgets keyed and seeded from them (a changed `value=` is a new widget, which ignored the next value sent).
+    last: dict[str, Any] = {"methods": runnable or fallback, "fraction": 0.4, "count": 0, "cap": 5, "seed": 0}
+    last.update(st.session_state.get(PLAN_FIELDS, {}))
+    last["methods"] = [m for m in last["methods"] if m in offered]
+    for field in last:
+        st.session_state.setdefault(f"plan_{field}", last[field])
+    # a method kept from before that is no longer offered (its worker went): a choice the list cannot show
+    st.session_state["plan_methods"] = [m for m in st.session_state["plan_methods"] if m in offered]
     with st.form("plan"):
-        # With no worker to ask, WordNet: it needs no model, so a worker that starts can run it.
-        fallback = ["wordnet"] if "wordnet" in offered else offered[:1]
-        methods = st.multiselect("Methods", offered, default=runnable or fallback)
+        methods = st.multiselect("Methods", offered, key="plan_methods")
         fraction = st.slider(
-            "Target: every class to at least this fraction of its task's largest class", 0.05, 1.0, 0.4, 0.05
+            "Target: every class to at least this fraction of its task's largest class",
+            0.05,
+            1.0,
+            step=0.05,
+            key="plan_fraction",
         )
         count = st.number_input(
             "… and to at least this many texts (0: the fraction alone); never past 10× a class's originals",
             0,
             10_000_000,
-            0,
+            key="plan_count",
         )
-        cap = st.number_input("At most this many variants per source text", 1, 100, 5)
-        seed = st.number_input("Seed", 0, 2**31 - 1, 0)
+        cap = st.number_input("At most this many variants per source text", 1, 100, key="plan_cap")
+        seed = st.number_input("Seed", 0, 2**31 - 1, key="plan_seed")
         preview, queue = st.columns(2)
         do_preview = preview.form_submit_button("Preview the plan")
         do_queue = queue.form_submit_button("Plan and queue the jobs", type="primary", key=submit_key("plan"))
+    st.session_state[PLAN_FIELDS] = {
+        "methods": methods,
+        "fraction": fraction,
+        "count": int(count),
+        "cap": int(cap),
+        "seed": int(seed),
+    }
     if not (do_preview or do_queue):
         return
     if not methods:

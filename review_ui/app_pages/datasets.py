@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core.balance import imbalance_shown
+from core.balance import imbalance_change, imbalance_shown
 from core.errors import ValidationFailed
 from core.names import check_slug
 from core.settings import get_settings
@@ -75,15 +75,15 @@ def show_balance(name: str) -> None:
                 color=["#9aa5b1", "#2e8b57"],
             )
         with numbers:
-            before, after = info.get("imbalance_ratio"), info.get("imbalance_ratio_with_approved")
             a, b = st.columns(2)
             empty = info.get("classes_without_train_text") or []
             a.metric("Imbalance (largest / smallest)", imbalance_shown(info) or "n/a")
-            change = round(after - before, 1) if before and after else 0.0
+            # the difference of the two ratios as they read (2.4× → 1.7× said "-0.8×"); no arrow for "no change":
+            # a red "↑ +0.0×" reads as a regression that did not happen
+            change = imbalance_change(info)
             b.metric(
                 "With approved variants",
                 imbalance_shown(info, with_approved=True) or "n/a",  # ∞ as before it, where a class has none
-                # no arrow for "no change": a red "↑ +0.0×" reads as a regression that did not happen
                 delta=f"{change:+.1f}×" if change else None,
                 delta_color="inverse",
             )

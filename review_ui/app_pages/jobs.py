@@ -165,8 +165,9 @@ def draw_jobs() -> None:
         return
     running = sum(1 for j in data["items"] if j["status"] == "running")
     st.caption(f"{quantity(data['total'], 'job')} · {running} running · newest first")
-    if not data["items"]:
-        st.info("No jobs yet.")
+    if not data["items"]:  # with a status chosen, "No jobs yet." said so while other jobs were listed a click away
+        chosen = ", ".join(statuses[:-1]) + " or " + statuses[-1] if len(statuses) > 1 else "".join(statuses)
+        st.info(f"No {chosen} jobs." if statuses else "No jobs yet.")
     for job in data["items"]:
         job_card(job, may_cancel(job))
 

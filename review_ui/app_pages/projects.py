@@ -7,7 +7,16 @@ import pandas as pd
 import streamlit as st
 
 from review_ui.render import plain
-from review_ui.state import admin_page, call, call_and_flash, client, double_clicks_tail, submit_key, submit_once
+from review_ui.state import (
+    admin_page,
+    call,
+    call_and_flash,
+    client,
+    double_clicks_tail,
+    flash,
+    submit_key,
+    submit_once,
+)
 
 ROLES = ["annotator", "lead"]
 
@@ -18,8 +27,10 @@ def add_member() -> None:
         st.session_state["member_name"].strip(),
         st.session_state["member_role"],
     )  # read at click time
-    if name:
-        call_and_flash(plain(f"{name} is now {role} of {project}."), client().set_member, project, name, role)
+    if not name:  # the button did nothing at all: no request, no word
+        flash("error", "Type the user name of the member to add.")
+        return
+    call_and_flash(plain(f"{name} is now {role} of {project}."), client().set_member, project, name, role)
 
 
 def remove_member() -> None:
