@@ -138,9 +138,11 @@ def build_card(item: dict[str, Any], family: dict[str, Any] | None, reviews_requ
     last = item.get("last_review")
     votes_text = None
     if reviews_required > 1 or votes.get("approve") or votes.get("reject"):
-        votes_text = f"votes: {votes.get('approve', 0)} keep, {votes.get('reject', 0)} drop of {reviews_required}"
+        # the dataset's k beside the votes ("2 keep, 0 drop of 1" read as a fraction after an edit and its approval)
+        votes_text = f"votes: {votes.get('approve', 0)} keep, {votes.get('reject', 0)} drop"
         if votes.get("mine"):
             votes_text += f" (yours: {votes['mine']})"
+        votes_text += f" · {quantity(reviews_required, 'review')} per variant"
     generated = item.get("generated_text")
     segments = diff_segments(family["text"], item["text"]) if family else [("eq", item["text"])]
     return {

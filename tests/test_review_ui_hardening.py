@@ -63,6 +63,15 @@ def test_a_repetitive_pair_is_shown_without_a_word_diff_in_well_under_a_second()
     assert "<ins" not in shown and html.escape(NO_WORD_DIFF) in shown
 
 
+def test_a_cards_votes_name_the_reviews_per_variant_not_a_fraction() -> None:
+    """After an annotator's edit and an admin's approval (k = 1) the card read "votes: 2 keep, 0 drop of 1"."""
+    edited = build_card(variant("Vote on Tuesday.", votes={"approve": 2, "reject": 0}), family("Vote Tuesday."), 1)
+    assert edited["votes_text"] == "votes: 2 keep, 0 drop · 1 review per variant"
+    votes = {"approve": 1, "reject": 1, "mine": "approve"}
+    split = build_card(variant("Vote on Tuesday.", votes=votes), family("Vote Tuesday."), 3)
+    assert split["votes_text"] == "votes: 1 keep, 1 drop (yours: approve) · 3 reviews per variant"
+
+
 def test_a_normal_pair_and_a_long_text_with_a_local_edit_keep_their_word_diff() -> None:
     card = build_card(
         variant("We have to protect Social Security for our older people."),
