@@ -223,7 +223,11 @@ def generation(form: str) -> int:
     or its callback's arguments, moved on by `submit_once` when its request succeeds. See `submit_once`. A
     submission still under way is waited for first (`settle_submissions`)."""
     settle_submissions()
-    return int(st.session_state.setdefault("_generations", {}).get(form, 0))
+    current = int(st.session_state.setdefault("_generations", {}).get(form, 0))
+    drawn = st.session_state.setdefault("_drawn_at", {})
+    if drawn.get(form, (None, 0.0))[0] != current:  # the first run that asks draws this generation
+        drawn[form] = (current, time.monotonic())
+    return current
 
 
 def new_generation(form: str, generations: dict[str, int] | None = None) -> None:
@@ -235,13 +239,20 @@ def new_generation(form: str, generations: dict[str, int] | None = None) -> None
 
 
 def double_clicks_tail(form: str) -> bool:
-    """Whether a submission of `form` now, within DOUBLE_CLICK_SECONDS of its last success, is the second click
-    of a double click that landed on the form drawn anew: the page then sends nothing and says nothing. Asked
+    """Whether a submission of `form` now, within DOUBLE_CLICK_SECONDS of its last success (or of the first draw
+    of the fresh form, where that came later), is the second click of a double click that landed on the form
+    drawn anew: the page then sends nothing and says nothing. Asked
     where the fresh form's submission would be refused (the token form's second click came with an empty name:
     "Type the user name" beside the token it had made) or would repeat the request (a form that keeps its
     fields), not for every submission: a different request made at once is the user's (a test's) own."""
     made = st.session_state.setdefault("_made_at", {}).get(form)
-    return made is not None and time.monotonic() - made < DOUBLE_CLICK_SECONDS
+    if made is None:
+        return False
+    # From the later of the success and the first draw of the fresh form: a page that reads the API before it
+    # draws its button (Training) can take longer than the window to show it, and the click lands after that
+    current, drawn = st.session_state.setdefault("_drawn_at", {}).get(form, (None, 0.0))
+    since = max(made, drawn) if current == int(st.session_state.setdefault("_generations", {}).get(form, 0)) else made
+    return time.monotonic() - since < DOUBLE_CLICK_SECONDS
 
 
 def submit_key(form: str) -> str:

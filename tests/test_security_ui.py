@@ -116,6 +116,47 @@ def test_a_second_click_on_a_fresh_form_is_a_double_clicks_tail_not_a_missing_na
     assert [e.value for e in at.error] == ["Type the user name the token is for."]
 
 
+def _double_click_windows() -> None:
+    """A script (AppTest.from_function): double_clicks_tail's window, read from the session state it keeps."""
+    import time
+
+    import streamlit as st
+
+    from review_ui.state import DOUBLE_CLICK_SECONDS, double_clicks_tail
+
+    now, w = time.monotonic(), DOUBLE_CLICK_SECONDS
+    cases = {
+        "made just now": ({"f": now - 0.1}, {}, 0),
+        "made long ago, the fresh form drawn just now": ({"f": now - 10 * w}, {"f": (1, now - 0.1)}, 1),
+        "made and drawn long ago": ({"f": now - 10 * w}, {"f": (1, now - 5 * w)}, 1),
+        "a draw of an older generation": ({"f": now - 10 * w}, {"f": (0, now - 0.1)}, 1),
+        "never made": ({}, {"f": (0, now - 0.1)}, 0),
+    }
+    seen = {}
+    for case, (made, drawn, generation) in cases.items():
+        st.session_state["_made_at"], st.session_state["_drawn_at"] = made, drawn
+        st.session_state["_generations"] = {"f": generation}
+        seen[case] = double_clicks_tail("f")
+    st.session_state["seen"] = seen
+
+
+def test_the_double_click_window_runs_from_the_fresh_forms_first_draw_where_that_came_later() -> None:
+    """A reviewer's find: the window ran from the request's end, and the Training page reads the API (runs,
+    estimates) before it draws its Start button anew: on a busy machine more than the window, so a second click
+    on the new button queued the runs again."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_double_click_windows, default_timeout=30).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["seen"] == {
+        "made just now": True,
+        "made long ago, the fresh form drawn just now": True,
+        "made and drawn long ago": False,
+        "a draw of an older generation": False,
+        "never made": False,
+    }
+
+
 def test_admins_manage_projects_and_members_in_the_ui(live_api, engine, admin_token, annotator_token) -> None:
     annotator = signed_in(annotator_token, "annotator")
     with pytest.raises(ValueError):
