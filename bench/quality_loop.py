@@ -513,7 +513,8 @@ def main() -> None:
         "--encoder",
         metavar="NAME_OR_DIR",
         help="the transformer arms' encoder (a hub name or a directory; default: the offline all-MiniLM-L6-v2); "
-        "another one names the results",
+        "another one names the results. A hub name downloads only with HF_HUB_OFFLINE=0 TRANSFORMERS_OFFLINE=0 "
+        "in the environment (the benchmarks default to offline)",
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the transformers train")
     parser.add_argument("--max-length", type=int, metavar="N", help=f"tokens per text (default {FULL.max_length})")

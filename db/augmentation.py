@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, func, select, update
+from sqlalchemy import ColumnElement, bindparam, case, delete, func, select, update
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.orm import Session, aliased
 
@@ -386,11 +386,17 @@ def create_plan(
     return row
 
 
-def list_plans(session: Session, dataset: Dataset, limit: int = 50) -> list[AugmentationPlan]:
+def plan_queued() -> ColumnElement[bool]:
+    """A plan that queued jobs; a preview is stored too, with none."""
+    return func.json_array_length(AugmentationPlan.job_ids) > 0
+
+
+def list_plans(session: Session, dataset: Dataset, limit: int = 50, queued: bool = False) -> list[AugmentationPlan]:
+    """The dataset's plans, newest first; `queued`: only those that queued jobs."""
     return list(
         session.scalars(
             select(AugmentationPlan)
-            .where(AugmentationPlan.dataset_id == dataset.id)
+            .where(AugmentationPlan.dataset_id == dataset.id, *([plan_queued()] if queued else []))
             .order_by(AugmentationPlan.id.desc())
             .limit(limit)
         )

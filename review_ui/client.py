@@ -204,8 +204,8 @@ class ApiClient:
     def augmenters(self, name: str) -> list[dict[str, Any]]:
         return self.get(f"/datasets/{segment(name)}/augmenters")
 
-    def plans(self, name: str, limit: int = 10) -> list[dict[str, Any]]:
-        return self.get(f"/datasets/{segment(name)}/augmentation-plans", limit=limit)
+    def plans(self, name: str, limit: int = 10, queued: bool = False) -> list[dict[str, Any]]:
+        return self.get(f"/datasets/{segment(name)}/augmentation-plans", limit=limit, queued=str(queued).lower())
 
     def create_plan(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.post(f"/datasets/{segment(name)}/augmentation-plans", body)

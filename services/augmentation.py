@@ -526,9 +526,10 @@ def make_plan_for(
 
 
 def plans_with_progress(
-    session: Session, dataset_name: str, user: User | None, limit: int = 20
+    session: Session, dataset_name: str, user: User | None, limit: int = 20, queued: bool = False
 ) -> list[dict[str, Any]]:
-    """Stored plans, newest first, each with the classes' progress now (approved and pending vs target)."""
+    """Stored plans, newest first, each with the classes' progress now (approved and pending vs target);
+    `queued`: only those that queued jobs (previews are stored too)."""
     from db.datasets import dataset_stats
     from services.datasets import dataset_named
 
@@ -536,7 +537,7 @@ def plans_with_progress(
     counts = variant_counts(session, dataset)
     stats = dataset_stats(session, dataset)["tasks"]
     out = []
-    for row in list_plans(session, dataset, limit):
+    for row in list_plans(session, dataset, limit, queued):
         progress = []
         for entry in (row.plan or {}).get("classes", []):
             task, label = entry["task"], entry["label"]

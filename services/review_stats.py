@@ -21,6 +21,7 @@ from sklearn.metrics import cohen_kappa_score
 from sqlalchemy import func, literal_column, select, true
 from sqlalchemy.orm import Session
 
+from db.augmentation import plan_queued
 from db.chunks import chunked
 from db.datasets import waiting_per_class
 from db.models import AugmentationPlan, Dataset, Origin, Review, ReviewStatus, Sample, SampleLabel, User
@@ -148,7 +149,7 @@ def latest_plan(session: Session, dataset: Dataset) -> AugmentationPlan | None:
     bars ("0 / 314 approved · 314 to go" on a dataset with no plan queued) and the "most useful first" order."""
     return session.scalar(
         select(AugmentationPlan)
-        .where(AugmentationPlan.dataset_id == dataset.id, func.json_array_length(AugmentationPlan.job_ids) > 0)
+        .where(AugmentationPlan.dataset_id == dataset.id, plan_queued())
         .order_by(AugmentationPlan.id.desc())
         .limit(1)
     )

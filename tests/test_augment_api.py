@@ -538,6 +538,12 @@ def test_plans_are_computed_stored_enqueued_and_listed(lead, engine, example_dat
         assert all(sum(i["n"] for i in j.params["items"]) <= 500 for j in jobs)
     listed = lead.get(f"/api/v1/datasets/{example_dataset}/augmentation-plans")
     assert listed.status_code == 200 and [p["id"] for p in listed.json()] == [body["id"], plan["id"]]
+    # the queued ones alone, however many previews came after them (the Augment page lists these: five previews
+    # hid the queued plan that the review progress still reads)
+    for _ in range(3):
+        assert lead.post(f"/api/v1/datasets/{example_dataset}/augmentation-plans", json={}).status_code == 201
+    queued = lead.get(f"/api/v1/datasets/{example_dataset}/augmentation-plans", params={"queued": "true", "limit": 1})
+    assert [p["id"] for p in queued.json()] == [body["id"]]
     progress = {(c["task"], c["label"]): c for c in listed.json()[0]["progress"]}
     assert progress["message", "other"] == {
         **progress["message", "other"],

@@ -63,9 +63,15 @@ def create_plan(name: str, body: PlanCreate, session: SessionDep, settings: Sett
 
 
 @router.get("/datasets/{name}/augmentation-plans", response_model=list[PlanRead])
-def plans(name: str, session: SessionDep, user: CurrentUser, limit: int = Query(20, ge=1, le=200)) -> list[dict]:
+def plans(
+    name: str,
+    session: SessionDep,
+    user: CurrentUser,
+    limit: int = Query(20, ge=1, le=200),
+    queued: bool = Query(False, description="only the plans that queued jobs (a preview is stored too, with none)"),
+) -> list[dict]:
     """Stored plans, newest first, each with the classes' progress now (approved and pending vs target)."""
-    return augmentation.plans_with_progress(session, name, user, limit)
+    return augmentation.plans_with_progress(session, name, user, limit, queued)
 
 
 @router.get("/datasets/{name}/augmenters", response_model=list[AugmenterStatus])

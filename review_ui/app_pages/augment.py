@@ -177,8 +177,8 @@ def plan_form(name: str, statuses: list[dict[str, Any]]) -> None:
 
 
 def show_plans(name: str) -> None:
-    plans = call(client().plans, name, 5) or []
-    queued = [p for p in plans if p["job_ids"]]
+    # the queued ones (a preview is stored too: five previews hid every queued plan the progress still reads)
+    queued = call(client().plans, name, 5, True) or []
     if not queued:
         return
     st.header("Queued plans")
