@@ -205,7 +205,6 @@ def _warn(header: str, lines: list[str]) -> None:
 
 def print_stats(stats: dict) -> None:
     for task, info in stats["tasks"].items():
-        ratio, ratio_aug = info["imbalance_ratio"], info["imbalance_ratio_with_approved"]
         empty = info.get("classes_without_train_text") or []
         imbalance = imbalance_shown(info)
         shown = f" · imbalance {imbalance}" if imbalance else ""
@@ -233,8 +232,9 @@ def print_stats(stats: dict) -> None:
                 str(e["train_with_approved"]),
             )
         console.print(table)
-        if ratio_aug and ratio and ratio_aug != ratio:
-            console.print(f"  imbalance with approved variants: {ratio_aug:.1f}×")
+        # as the Datasets page reads it: printed where it reads differently (2.44 and 2.42 both read 2.4×; ∞ → 3.0×)
+        if (with_approved := imbalance_shown(info, with_approved=True)) and with_approved != imbalance:
+            console.print(f"  imbalance with approved variants: {with_approved}")
         if info["missing_label"]:
             console.print(f"  samples without a {task} label: {info['missing_label']}")
         if empty:

@@ -707,3 +707,36 @@ def test_names_print_as_text_and_listing_filters_are_checked(settings, tmp_path)
     assert r.returncode == 2 and "Invalid value for '--limit'" in r.stderr and "greater than or equal to 1" in r.stderr
     r = augloop(settings, "import", "/dev/null", "--dataset", "d", "--task", "lab")
     assert r.returncode == 2 and "not a regular file" in r.stderr
+
+
+def test_stats_print_the_imbalance_with_approved_variants_as_the_datasets_page_reads_it(monkeypatch) -> None:
+    """`augloop stats` printed "imbalance with approved variants: 2.4×" beside "imbalance 2.4×" (2.44 and 2.42),
+    and nothing where a class without train text (∞) got approved variants (3.0×), which the page shows."""
+    import io
+
+    from rich.console import Console
+
+    from augloop import cli
+
+    def stats(before: float | None, after: float | None, counts: dict[str, tuple[int, int]]) -> dict:
+        labels = {
+            label: {
+                "by_split": {"train": n, "val": 0, "test": 0},
+                "by_origin": {"wordnet:approved": m - n},
+                "train_original": n,
+                "train_with_approved": m,
+            }
+            for label, (n, m) in counts.items()
+        }
+        info = {"imbalance_ratio": before, "imbalance_ratio_with_approved": after, "labels": labels}
+        return {"dataset": "d", "tasks": {"topic": {**info, "missing_label": 0, "classes_without_train_text": []}}}
+
+    def printed(data: dict) -> str:
+        out = io.StringIO()
+        monkeypatch.setattr(cli, "console", Console(file=out, width=200))
+        cli.print_stats(data)
+        return out.getvalue()
+
+    assert "with approved variants" not in printed(stats(2.44, 2.42, {"a": (22, 22), "b": (9, 9)}))
+    assert "imbalance with approved variants: 3.0×" in printed(stats(None, 3.0, {"a": (30, 30), "b": (0, 10)}))
+    assert "imbalance with approved variants: 1.7×" in printed(stats(2.44, 1.69, {"a": (22, 22), "b": (9, 13)}))
