@@ -9,7 +9,9 @@ study's ceiling says only a stronger member could lift it), on the example datas
    cross-validation on the train originals, as the member does; all are scored on val (which decides) and on
    test (printed for the record, never used to choose).
 2. The member's model on texts cut to what the transformer reads: the first 64 (and 128) tokens of the
-   study's encoder's tokenizer, and the first 48 + last 14 (head + tail, Sun et al. 2019), against the full text.
+   study's encoder's tokenizer, and the first 48 + last 14 (head + tail, Sun et al. 2019), against the full text
+   (cut in the original text at the tokens' offsets: nothing else about the text changes). This reads what the
+   cut leaves out for TF-IDF; what it would change for the transformer only a run of it can say.
 
     .venv/bin/python bench/classical_candidates.py           # ~11 min on 2 cores
     .venv/bin/python bench/classical_candidates.py --quick   # 600 train texts, 3 folds: ~40 s
@@ -133,14 +135,18 @@ def score(
 
 def cut(texts: list[str], tokenizer: Any, length: int, tail: int = 0) -> list[str]:
     """Each text as the transformer reads it at `length` tokens (two of them its special tokens): the first
-    length − 2 word pieces, or the first length − 2 − tail and the last `tail`; decoded back to text."""
+    length − 2 word pieces, or the first length − 2 − tail and the last `tail`. Cut in the original text at the
+    pieces' character offsets, so a cut text differs from the full one only by what was cut (decoding the pieces
+    would lower-case and re-space every text, and the arms would differ by that too)."""
     room = length - 2
     out = []
     for text in texts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) > room:
-            ids = ids[: room - tail] + (ids[-tail:] if tail else [])
-        out.append(tokenizer.decode(ids))
+        spans = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        if len(spans) <= room:
+            out.append(text)
+            continue
+        head = spans[room - tail - 1][1]
+        out.append(text[:head] + (" " + text[spans[-tail][0] :] if tail else ""))
     return out
 
 
