@@ -241,10 +241,10 @@ def new_generation(form: str, generations: dict[str, int] | None = None) -> None
 def double_clicks_tail(form: str) -> bool:
     """Whether a submission of `form` now, within DOUBLE_CLICK_SECONDS of its last success (or of the first draw
     of the fresh form, where that came later), is the second click of a double click that landed on the form
-    drawn anew: the page then sends nothing and says nothing. Asked
-    where the fresh form's submission would be refused (the token form's second click came with an empty name:
-    "Type the user name" beside the token it had made) or would repeat the request (a form that keeps its
-    fields), not for every submission: a different request made at once is the user's (a test's) own."""
+    drawn anew: the page then sends nothing and says nothing. Asked where the fresh form's submission would be
+    refused (the token form's second click came with an empty name: "Type the user name" beside the token it
+    had made) or would repeat the request (a form that keeps its fields), not for every submission: a different
+    request made at once is the user's (a test's) own."""
     made = st.session_state.setdefault("_made_at", {}).get(form)
     if made is None:
         return False

@@ -55,11 +55,10 @@ from services.import_reading import (
     detect_format,
     record_chunks,
 )
-from trainer.config import MAX_NAMED_TASKS
+from trainer.config import MAX_NAMED_TASKS, SEED_MAX
 
 __all__ = ["ImportRejected", "ImportResult", "ImportSpec", "import_file", "import_path", "import_stream"]
 
-SEED_MAX = 2**32 - 1  # as every seed the API takes (numpy seeds are 32-bit)
 REPORTED = 1000  # duplicates and near-duplicate groups listed in a result (all are counted)
 SPLITS = (Split.train.value, Split.val.value, Split.test.value)
 

@@ -26,7 +26,7 @@ from services.failures import worker_silent
 from services.listing import listed_values
 from services.run_snapshots import snapshot_json, snapshot_size
 from trainer.classical import ClassicalConfig
-from trainer.config import ZERO_WEIGHTS, TrainConfig
+from trainer.config import SEED_MAX, ZERO_WEIGHTS, TrainConfig
 from trainer.examples import TWO_CLASSES_NEEDED, fewer_than_two
 from trainer.plan import search_wanted
 
@@ -59,9 +59,6 @@ def default_config(overrides: dict[str, Any] | None = None) -> TrainConfig:
     settings = get_settings()
     base: dict[str, Any] = {"encoder": settings.trainer_default_encoder} if settings.trainer_default_encoder else {}
     return TrainConfig.from_dict({**base, **given})
-
-
-SEED_MAX = 2**32 - 1  # TrainConfig.seed's bound: numpy's seed range
 
 
 def check_seeds(seeds: list[int]) -> None:
@@ -130,7 +127,7 @@ def check_trainable(session: Session, dataset: Dataset, config: TrainConfig) -> 
         # one text holds one class of every task: each run failed on the worker, and an impact report with it
         raise ValidationFailed(
             f"config.max_train_samples {config.max_train_samples} draws one training text, which holds one class "
-            "of every task: " + TWO_CLASSES_NEEDED.split(";")[0] + "; draw at least 2 texts",
+            "of every task: a classifier needs two classes; draw at least 2 texts",
             field="config.max_train_samples",
         )
     tasks = config.tasks or dataset.task_names()

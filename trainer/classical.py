@@ -35,7 +35,7 @@ import numpy as np
 import yaml
 from pydantic import ConfigDict, Field
 
-from trainer.config import ConfigModel, Name
+from trainer.config import SEED_MAX, ConfigModel, Name
 from trainer.decision import decide, fit_rules
 from trainer.errors import TrainerError
 from trainer.examples import (
@@ -67,7 +67,7 @@ class ClassicalConfig(ConfigModel):
         default_factory=lambda: list(C_GRID), min_length=1, max_length=8
     )
     cv_folds: int = Field(default=5, ge=2, le=10)
-    seed: int = Field(default=42, ge=0, le=2**32 - 1)
+    seed: int = Field(default=42, ge=0, le=SEED_MAX)
     decision: Literal["prior", "none"] = "prior"
 
 

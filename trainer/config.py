@@ -60,6 +60,7 @@ class ConfigModel(InputModel):
 
 
 LR_SCALE_MAX = 100.0  # the most lr_scale may be: a config's, or one the LR selection reaches by multiplying it
+SEED_MAX = 2**32 - 1  # numpy's seed range: every seed a run, a member or an import takes
 
 
 class TrainConfig(ConfigModel):
@@ -150,7 +151,7 @@ class TrainConfig(ConfigModel):
     decision: Literal["prior", "none"] = "prior"
 
     # Runtime
-    seed: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy's seed range
+    seed: int = Field(default=42, ge=0, le=SEED_MAX)
     # "cuda:N" pins one GPU (as the worker sees them: after CUDA_VISIBLE_DEVICES)
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d{1,3})?)$")
     # processes of a distributed (DDP) run, one per GPU (or CPU processes on the gloo backend); each trains

@@ -9,9 +9,18 @@ import pandas as pd
 import streamlit as st
 
 from review_ui.render import plain, quantity
-from review_ui.state import call, client, leads, page_with_dataset, submit_key, submit_once
+from review_ui.state import (
+    call,
+    client,
+    give_back_typed,
+    leads,
+    page_with_dataset,
+    remember_typed,
+    submit_key,
+    submit_once,
+)
 
-PLAN_FIELDS = "_plan_fields"  # the plan form's values as last sent, for the page's next visit
+PLAN_KEYS = ("plan_methods", "plan_fraction", "plan_count", "plan_cap", "plan_seed")  # kept across pages
 
 STATE_TEXT = {
     "ready": "ready",
@@ -105,14 +114,13 @@ def plan_form(name: str, statuses: list[dict[str, Any]]) -> None:
     offered = [s["method"] for s in statuses if s["state"] != "unavailable"]
     # With no worker to ask, WordNet: it needs no model, so a worker that starts can run it.
     fallback = ["wordnet"] if "wordnet" in offered else offered[:1]
-    # The form's values are kept outside its widgets too: Streamlit drops a widget's state on a page that does
-    # not draw it, and the form came back from the Jobs page at its defaults (a target of 0 texts, 5 per source).
-    # Widgets keyed and seeded from them (a changed `value=` is a new widget, which ignored the next value sent).
-    last: dict[str, Any] = {"methods": runnable or fallback, "fraction": 0.4, "count": 0, "cap": 5, "seed": 0}
-    last.update(st.session_state.get(PLAN_FIELDS, {}))
-    last["methods"] = [m for m in last["methods"] if m in offered]
-    for field in last:
-        st.session_state.setdefault(f"plan_{field}", last[field])
+    # The form's values as last sent come back with the page (review_ui.state.give_back_typed: the form came
+    # back from the Jobs page at its defaults, a target of 0 texts, 5 per source); else the defaults. Widgets
+    # keyed and seeded here (a changed `value=` is a new widget, which ignored the next value sent).
+    give_back_typed(PLAN_KEYS)
+    defaults = (runnable or fallback, 0.4, 0, 5, 0)
+    for key, default in zip(PLAN_KEYS, defaults, strict=True):
+        st.session_state.setdefault(key, default)
     # a method kept from before that is no longer offered (its worker went): a choice the list cannot show
     st.session_state["plan_methods"] = [m for m in st.session_state["plan_methods"] if m in offered]
     with st.form("plan"):
@@ -135,13 +143,7 @@ def plan_form(name: str, statuses: list[dict[str, Any]]) -> None:
         preview, queue = st.columns(2)
         do_preview = preview.form_submit_button("Preview the plan")
         do_queue = queue.form_submit_button("Plan and queue the jobs", type="primary", key=submit_key("plan"))
-    st.session_state[PLAN_FIELDS] = {
-        "methods": methods,
-        "fraction": fraction,
-        "count": int(count),
-        "cap": int(cap),
-        "seed": int(seed),
-    }
+    remember_typed(PLAN_KEYS)
     if not (do_preview or do_queue):
         return
     if not methods:
