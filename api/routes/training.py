@@ -45,7 +45,10 @@ def start_training(body: TrainingRunCreate, session: SessionDep, user: CurrentUs
     )
     by_id = {job.id: job for job in jobs}
     return {
-        "runs": [training.run_details(run, body.dataset, by_id.get(run.job_id or -1), user) for run in runs],
+        "runs": [
+            training.run_details(run, training.run_summary(run, body.dataset, by_id.get(run.job_id or -1), user), user)
+            for run in runs
+        ],
         "jobs": jobs,
     }
 

