@@ -82,3 +82,16 @@ def check_language(code: str, *, field: str = "language") -> str:
             field=field,
         )
     return code
+
+
+_FILLERS = {"\u3164", "\u115f", "\u1160", "\uffa0", "\u2800"}  # blank letters (Hangul fillers, Braille blank)
+
+
+def looks_like(name: str, reserved: str) -> bool:
+    """Whether `name` reads as `reserved` in a list of reviewers: the same once compatibility forms are folded
+    (NFKC: full-width letters), case ignored, and combining marks, format characters (joiners, variation
+    selectors) and blank letters dropped ("auto\\u200d", "AUTO", "auto\\ufe0f"). Letters of other scripts that
+    look alike (a Cyrillic a) are not folded."""
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    kept = "".join(c for c in folded if unicodedata.category(c)[0] not in "MC" and c not in _FILLERS)
+    return kept.strip() == reserved.casefold()

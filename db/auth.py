@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,8 +12,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from core.errors import ConflictError, NotFoundError, ValidationFailed
-from db.models import TOKEN_ROLES, APIToken, Role, User, utcnow
+from core.errors import ConflictError, NotFoundError
+from db.models import APIToken, Role, User, utcnow
 from db.session import affected_rows, insert_for
 
 TOKEN_PREFIX = "aug_"
@@ -33,38 +32,17 @@ class IssuedToken:
     expires_at: datetime | None = None
 
 
-_FILLERS = {"\u3164", "\u115f", "\u1160", "\uffa0", "\u2800"}  # blank letters (Hangul fillers, Braille blank)
-
-
-def looks_like(name: str, reserved: str) -> bool:
-    """Whether `name` reads as `reserved` in a list of reviewers: the same once compatibility forms are folded
-    (NFKC: full-width letters), case ignored, and combining marks, format characters (joiners, variation
-    selectors) and blank letters dropped ("auto\\u200d", "AUTO", "auto\\ufe0f"). Letters of other scripts that
-    look alike (a Cyrillic a) are not folded."""
-    folded = unicodedata.normalize("NFKC", name).casefold()
-    kept = "".join(c for c in folded if unicodedata.category(c)[0] not in "MC" and c not in _FILLERS)
-    return kept.strip() == reserved.casefold()
+def user_named(session: Session, name: str) -> User | None:
+    return session.scalar(select(User).where(User.name == name))
 
 
 def get_or_create_user(session: Session, name: str, role: str) -> User:
-    name = name.strip()
-    if not name:
-        raise ValidationFailed("user name must not be empty", field="name")
-    if looks_like(name, AUTO_REVIEWER):
-        raise ValidationFailed(f"the name {AUTO_REVIEWER!r} is reserved for automatic decisions", field="name")
-    if role not in TOKEN_ROLES:
-        raise ValidationFailed(f"role must be one of {', '.join(TOKEN_ROLES)}; got {role!r}", field="role")
-    user = session.scalar(select(User).where(User.name == name))
+    """The user `name`, made with `role` where there is none (services.tokens.issue checks the name and role)."""
+    user = user_named(session, name)
     if user is None:
         user = User(name=name, role=role)
         session.add(user)
         session.flush()
-    elif user.role != role:
-        raise ValidationFailed(
-            f"user {name!r} exists with role {user.role!r}; change it with `augloop user role {name} {role}` "
-            "or PATCH /api/v1/users/{name}",
-            field="role",
-        )
     return user
 
 
@@ -148,13 +126,14 @@ def mark_used(session: Session, token_id: int, when: datetime) -> None:
     )
 
 
-def set_role(session: Session, name: str, role: str, *, unless: str | None = None) -> User:
-    """Set the user's role; a user whose role is `unless` is refused (422 naming `name`)."""
-    user = session.scalar(select(User).where(User.name == name))
+def get_user(session: Session, name: str) -> User:
+    user = user_named(session, name)
     if user is None:
         raise NotFoundError(f"user {name!r} not found", field="name")
-    if unless is not None and user.role == unless:
-        raise ValidationFailed(f"user {name!r} has role {unless!r}, which does not change", field="name")
+    return user
+
+
+def set_role(session: Session, user: User, role: str) -> User:
     user.role = role
     session.flush()
     return user
@@ -165,17 +144,14 @@ def list_tokens(session: Session) -> list[APIToken]:
 
 
 def revoke_token(session: Session, token_id: int | None = None, *, user_name: str | None = None) -> int:
-    """Revoke one token by id, or every token of a user. Returns how many were revoked."""
+    """Revoke one token by id, or every token of a user (one of them given). Returns how many were revoked."""
     stmt = update(APIToken).where(APIToken.revoked_at.is_(None))
     if token_id is not None:
         stmt = stmt.where(APIToken.id == token_id)
     elif user_name is not None:
-        user = session.scalar(select(User).where(User.name == user_name))
-        if user is None:
-            raise NotFoundError(f"user {user_name!r} not found", field="name")
-        stmt = stmt.where(APIToken.user_id == user.id)
+        stmt = stmt.where(APIToken.user_id == get_user(session, user_name).id)
     else:
-        raise ValidationFailed("give a token id or a user name", field="token_id")
+        raise ValueError("revoke_token takes a token id or a user name")  # services.tokens.revoke asks for one
     n = affected_rows(session.execute(stmt.values(revoked_at=utcnow()).execution_options(synchronize_session=False)))
     if not n and token_id is not None and session.get(APIToken, token_id) is None:
         raise NotFoundError(f"token {token_id} not found", field="token_id")

@@ -9,12 +9,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from core.errors import NotFoundError, ValidationFailed
+from core.errors import NotFoundError
 from db.chunks import chunked
 from db.locks import REVIEW_RULE, hold_until_commit
 from db.models import Dataset, Origin, ReviewStatus, Sample, SampleLabel
-
-INCLUDE_CHOICES = {"original", "approved", "pending", "rejected"}
 
 
 def get_dataset(session: Session, name: str) -> Dataset:
@@ -150,17 +148,6 @@ def dataset_stats(session: Session, dataset: Dataset) -> dict[str, Any]:
         "totals": {split: dict(v) for split, v in split_totals.items()},
         "samples": sum(n for *_x, n in totals),
     }
-
-
-def parse_include(include: str | list[str]) -> set[str]:
-    parts = include.split(",") if isinstance(include, str) else include
-    chosen = {p.strip() for p in parts if p.strip()}
-    bad = chosen - INCLUDE_CHOICES
-    if bad or not chosen:
-        raise ValidationFailed(
-            f"include must name some of {sorted(INCLUDE_CHOICES)}; got {sorted(bad) or 'nothing'}", field="include"
-        )
-    return chosen
 
 
 def unreviewed_submission(source: type[Sample]) -> ColumnElement[bool]:

@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
 
-from core.errors import ValidationFailed
 from db import text_search
 from db.models import REVIEWABLE_ORIGINS, UNDO, Dataset, Decision, Review, Sample, SampleLabel
 from db.review_filter import SORTS, QueueFilter
@@ -217,8 +216,8 @@ def access_path(
 ) -> tuple[list[ColumnElement[bool]], list[Any]]:
     """WHERE and ORDER BY for a validated filter and a sort (see the module's note). `needs` (task, label) →
     0..1 is what the expected-value sort weighs classes by."""
-    if sort not in SORTS:  # services.review checks the request's sort first
-        raise ValidationFailed(f"sort must be one of {', '.join(SORTS)}; got {sort!r}", field="sort")
+    if sort not in SORTS:  # services.review_filter.check_sort checks the request's sort first
+        raise ValueError(f"sort must be one of {', '.join(SORTS)}; got {sort!r}")
     key = sort.lstrip("-")
     origins, narrows = _origins(session, dataset, f.origins)
     hinted = session.get_bind().dialect.name == "sqlite"

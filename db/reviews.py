@@ -8,13 +8,13 @@ bulk decisions count exactly).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from core.errors import NotFoundError, ValidationFailed
+from core.errors import NotFoundError
 from db.chunks import chunked
 from db.models import REVIEWABLE_ORIGINS, UNDO, Dataset, Decision, Review, ReviewStatus, Sample, SampleLabel, User
 from db.review_access import access_path
@@ -48,10 +48,8 @@ def review_queue(
     needs: dict[tuple[str, str], float] | None = None,
 ) -> QueuePage:
     """One page of the queue, the families (source texts) of its variants, and the votes cast on them.
-    `needs` (task, label) → 0..1 is what the expected-value sort weighs classes by."""
-    if page < 1:
-        raise ValidationFailed("page starts at 1", field="page")
-    f = f.validated(dataset)
+    `needs` (task, label) → 0..1 is what the expected-value sort weighs classes by. `f`, `sort` and `page` are
+    checked (services.review_filter; a page from 1)."""
     where, order = access_path(session, dataset, f, sort, needs)
     offset = (page - 1) * page_size
     # Ids first, and `count_ahead` more than the page: one index walk yields the page and a bounded total, and
@@ -387,11 +385,6 @@ def sample_state(session: Session, sample: Sample) -> dict[str, Any]:
             "created_at": last["created_at"].isoformat(),
         },
     }
-
-
-def pending_only(dataset: Dataset, f: QueueFilter, voter_id: int) -> QueueFilter:
-    """Bulk decisions add a vote to pending variants only, and never to one the voter already decided."""
-    return replace(f, statuses=(ReviewStatus.pending.value,), not_reviewed_by=voter_id).validated(dataset)
 
 
 def pending_variant_condition(dataset: Dataset) -> ColumnElement[bool]:

@@ -21,7 +21,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
-from core.errors import NotFoundError, ValidationFailed
+from core.errors import NotFoundError
 from db.augmentation import labels_of
 from db.chunks import chunked
 from db.models import (
@@ -488,11 +488,8 @@ def add_pseudo_labels(
     job_id: int | None,
     created_by: int | None = None,
 ) -> int:
-    """Insert pending pseudo-label samples; a text labelled meanwhile (by a concurrent job) is skipped."""
-    for item in items:
-        for task, label in item.labels.items():
-            if label not in dataset.labels_of(task):
-                raise ValidationFailed(f"label {label!r} is not in task {task!r}", field="labels")
+    """Insert pending pseudo-label samples (labels of the dataset's tasks); a text labelled meanwhile (by a
+    concurrent job) is skipped."""
     hashes = [pseudo_label_hash(i.parent_hash) for i in items]
     taken: set[str] = set()
     for chunk in chunked(hashes):

@@ -32,7 +32,6 @@ from db.datasets import (
     get_dataset,
     hold_for_a_new_rule,
     list_datasets,
-    parse_include,
 )
 from db.models import OPEN_JOB_STATUSES, Dataset, Job, TrainingRun, User
 from db.session import (
@@ -51,6 +50,7 @@ from services.exporting import (
     export_job_parts,
     is_job_file_name,
     iter_export,
+    parse_include,
 )
 from services.importing import FinishFn, ImportResult, ImportSpec, check_importer, import_path, import_stream
 

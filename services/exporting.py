@@ -57,6 +57,20 @@ class ExportCount:
     guarded_cells: int = 0
 
 
+INCLUDE_CHOICES = {"original", "approved", "pending", "rejected"}
+
+
+def parse_include(include: str | list[str]) -> set[str]:
+    parts = include.split(",") if isinstance(include, str) else include
+    chosen = {p.strip() for p in parts if p.strip()}
+    bad = chosen - INCLUDE_CHOICES
+    if bad or not chosen:
+        raise ValidationFailed(
+            f"include must name some of {sorted(INCLUDE_CHOICES)}; got {sorted(bad) or 'nothing'}", field="include"
+        )
+    return chosen
+
+
 def columns(dataset: Dataset) -> list[str]:
     return [*RESERVED_COLUMNS[:4], *dataset.task_names(), *RESERVED_COLUMNS[4:]]
 
@@ -373,7 +387,7 @@ def export_to_file(
     renamed into place once the completion stands, and deleted again if that transaction does not commit. A
     worker that lost its lease, a job cancelled or deleted with its dataset, publishes nothing and leaves nothing.
     """
-    from db.datasets import get_dataset, parse_include
+    from db.datasets import get_dataset
     from db.session import discard_unless_committed, session_scope, snapshot_engine
 
     chosen = parse_include(include)

@@ -371,6 +371,10 @@ def execute_pseudo_labels(
             )
     with session_scope(engine) as session:
         dataset = session.get_one(Dataset, dataset_id)
+        for item in items:  # a label the task no longer has (its label set changed since the model trained)
+            for task, label in item.labels.items():
+                if label not in dataset.labels_of(task):
+                    raise ValidationFailed(f"label {label!r} is not in task {task!r}", field="labels")
         created = db_runs.add_pseudo_labels(
             session,
             dataset,

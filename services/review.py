@@ -28,7 +28,7 @@ from db.models import (
     User,
     utcnow,
 )
-from db.review_filter import SORTS, QueueFilter
+from db.review_filter import QueueFilter
 from db.reviews import (
     APPROVING,
     QueuePage,
@@ -42,6 +42,7 @@ from db.reviews import (
 from db.session import affected_rows
 from services import leak_guard
 from services.access import Need, check_dataset_id
+from services.review_filter import check_sort, checked_filter
 from services.review_status import (
     editors_to_review,
     own_submission,
@@ -374,8 +375,10 @@ def queue_page(
     from services.datasets import dataset_named
 
     dataset = dataset_named(session, dataset_name, viewer)
-    if sort not in SORTS:
-        raise ValidationFailed(f"sort must be one of {', '.join(SORTS)}; got {sort!r}", field="sort")
+    check_sort(sort)
+    if page < 1:
+        raise ValidationFailed("page starts at 1", field="page")
+    f = checked_filter(f, dataset)
     leak_guard.warm_soon(session, dataset)  # an edit checks against val/test: its index is built by then
     if unreviewed is None:
         unreviewed = dataset.reviews_required > 1 and ReviewStatus.pending.value in f.statuses

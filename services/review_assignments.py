@@ -15,7 +15,6 @@ ends, in every dataset they may no longer review, when they lose access: taken o
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -24,12 +23,13 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError, PermissionDenied, ValidationFailed
 from db import review_assignments as leases
-from db.models import Dataset, ReviewStatus, Sample, User, utcnow
+from db.models import Dataset, Sample, User, utcnow
 from db.review_access import access_path
-from db.review_filter import SORTS, QueueFilter
+from db.review_filter import QueueFilter
 from db.reviews import QueuePage, families_of, votes_on
 from services.access import Need, check_dataset, is_admin
 from services.datasets import dataset_named
+from services.review_filter import check_sort, pending_only
 from services.review_status import not_own_submission, own_submission
 from services.review_undo import with_undoable
 
@@ -65,8 +65,7 @@ def next_batch(
       leases (its cards may still be decided, but they can be handed to someone else meanwhile).
     """
     dataset = _distributing(session, dataset_name, user)
-    if sort not in SORTS:
-        raise ValidationFailed(f"sort must be one of {', '.join(SORTS)}; got {sort!r}", field="sort")
+    check_sort(sort)
     if not 1 <= size <= MAX_BATCH:
         raise ValidationFailed(f"size must lie in [1, {MAX_BATCH}]; got {size}", field="size")
     leases.take_claim_turn(session, dataset.id)
@@ -75,7 +74,7 @@ def next_batch(
     leases.purge(session, dataset.id, now)
     leases.renew(session, dataset.id, user.id, now, until)
     mine = leases.leased_ids(session, dataset.id, user.id, now)
-    pending = replace(f, statuses=(ReviewStatus.pending.value,), not_reviewed_by=user.id).validated(dataset)
+    pending = pending_only(dataset, f, user.id)
     needs = None
     if sort.lstrip("-") == "expected_value":
         from services.review_stats import class_needs

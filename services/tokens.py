@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, ValidationFailed
-from core.names import check_user_name
+from core.names import check_user_name, looks_like
 from db import auth
 from db.models import TOKEN_ROLES, APIToken, Role, User, utcnow
 from db.session import session_scope
@@ -26,6 +26,17 @@ def issue(session: Session, name: str, role: str, expires_in_days: float | None 
     """A token for a (new or existing) user; an expiry, when given, lies in the future. A user name is printable
     text (no control or format characters: U+202E would reverse it wherever it is shown)."""
     name = check_user_name(name, field="name")
+    if looks_like(name, auth.AUTO_REVIEWER):
+        raise ValidationFailed(f"the name {auth.AUTO_REVIEWER!r} is reserved for automatic decisions", field="name")
+    if role not in TOKEN_ROLES:
+        raise ValidationFailed(f"role must be one of {', '.join(TOKEN_ROLES)}; got {role!r}", field="role")
+    user = auth.user_named(session, name)
+    if user is not None and user.role != role:
+        raise ValidationFailed(
+            f"user {name!r} exists with role {user.role!r}; change it with `augloop user role {name} {role}` "
+            "or PATCH /api/v1/users/{name}",
+            field="role",
+        )
     # at least a minute: 1e-300 days issued a token that had expired when it was handed out
     if expires_in_days is not None and not MIN_EXPIRY_DAYS <= expires_in_days <= 3650:
         raise ValidationFailed(
@@ -50,6 +61,8 @@ def revoke(
     (`by`) may not revoke the last active admin token (keep_an_admin); the operator at the command line may."""
     if token_id is not None and user_name is not None:
         raise ValidationFailed("give a token id or a user, not both", field="user")
+    if token_id is None and user_name is None:
+        raise ValidationFailed("give a token id or a user name", field="token_id")
     if by is not None:
         hold_admins(session)
     revoked = auth.revoke_token(session, token_id, user_name=user_name)
@@ -158,8 +171,11 @@ def change_role(session: Session, name: str, role: str, by: User | None = None) 
         raise ValidationFailed(f"role must be one of {', '.join(TOKEN_ROLES)}; got {role!r}", field="role")
     if by is not None:
         hold_admins(session)
-    before = session.scalar(select(User.role).where(User.name == name))
-    user = auth.set_role(session, name, role, unless=Role.system.value)
+    user = auth.get_user(session, name)
+    before = user.role
+    if before == Role.system.value:
+        raise ValidationFailed(f"user {name!r} has role {before!r}, which does not change", field="name")
+    auth.set_role(session, user, role)
     if by is not None and role != Role.admin.value:
         keep_an_admin(session, f"making {name!r} an {role}", field="role")
     review_assignments.release_where_barred(session, user)

@@ -740,3 +740,28 @@ def test_stats_print_the_imbalance_with_approved_variants_as_the_datasets_page_r
     assert "with approved variants" not in printed(stats(2.44, 2.42, {"a": (22, 22), "b": (9, 9)}))
     assert "imbalance with approved variants: 3.0×" in printed(stats(None, 3.0, {"a": (30, 30), "b": (0, 10)}))
     assert "imbalance with approved variants: 1.7×" in printed(stats(2.44, 1.69, {"a": (22, 22), "b": (9, 13)}))
+
+
+def test_token_and_role_commands_refuse_what_would_change_the_wrong_user(settings, engine) -> None:
+    """A token asked for an existing user under another role, a revoke naming nobody, and a role change of the
+    automatic reviewer are each refused with a message (exit 2), and nothing is written."""
+    from typer.testing import CliRunner
+
+    from augloop.cli import app
+    from db.auth import automatic_reviewer
+    from db.models import APIToken, User
+    from db.session import session_scope
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["token", "create", "--name", "ann", "--role", "annotator"]).exit_code == 0
+    other_role = runner.invoke(app, ["token", "create", "--name", "ann", "--role", "admin"])
+    assert other_role.exit_code == 2 and "exists with role 'annotator'" in other_role.output, other_role.output
+    nobody = runner.invoke(app, ["token", "revoke"])
+    assert nobody.exit_code == 2 and "give a token id or a user name" in nobody.output, nobody.output
+    with session_scope(engine) as s:
+        automatic_reviewer(s)
+    system = runner.invoke(app, ["user", "role", "auto", "admin"])
+    assert system.exit_code == 2 and "which does not change" in system.output, system.output
+    with session_scope(engine) as s:
+        assert {(u.name, u.role) for u in s.query(User)} == {("ann", "annotator"), ("auto", "system")}
+        assert [t.revoked_at for t in s.query(APIToken)] == [None]

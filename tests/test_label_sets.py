@@ -384,9 +384,9 @@ def test_an_export_is_one_snapshot_on_postgres_whatever_commits_meanwhile(pg_set
     COMMITTED, a rename committed between two pages
     wrote the rows before it under the old class and the rows after under the new one (two classes in one
     file). Exports read one snapshot (REPEATABLE READ)."""
-    from db.datasets import get_dataset, parse_include
+    from db.datasets import get_dataset
     from db.session import get_engine, snapshot_engine
-    from services.exporting import iter_export
+    from services.exporting import iter_export, parse_include
     from services.label_sets import rename_label
 
     engine = get_engine(pg_settings.resolved_database_url)

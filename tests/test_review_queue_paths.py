@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from db.review_filter import SORTS  # every sort the queue offers, walked in turn
+from services.review_filter import checked_filter
 from tests.review_fixtures import add_variant, make_dataset
 
 FILTERS: list[dict[str, Any]] = [
@@ -181,6 +182,7 @@ def walk_every_path(db_session: Any, queue_db: dict[str, Any]) -> None:
     dataset = get_dataset(db_session, queue_db["dataset"])
     for spec in FILTERS:
         f = QueueFilter(**{k: queue_db["user_id"] if v == "USER" else v for k, v in spec.items()})
+        f = checked_filter(f, dataset)
         for sort in SORTS:
             want = expected_ids(db_session, f, sort)
             got: list[int] = []
@@ -233,7 +235,7 @@ def test_a_page_reads_its_sort_index_in_order(engine, spec, sort, index) -> None
         add_variant(s, sources[0], "a variant")
     with Session(bind=engine) as s:
         dataset = get_dataset(s, "plans")
-        where, order = access_path(s, dataset, QueueFilter(**spec).validated(dataset), sort)
+        where, order = access_path(s, dataset, checked_filter(QueueFilter(**spec), dataset), sort)
         statement = select(Sample.id).where(*where).order_by(*order).limit(300)
         sql = str(statement.compile(engine, compile_kwargs={"literal_binds": True}))
         plan = [row[3] for row in s.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
@@ -266,7 +268,7 @@ def test_the_most_useful_first_walk_reads_its_rows_once_in_one_statement_a_read(
         with Session(bind=engine, expire_on_commit=False) as db_session:
             dataset = get_dataset(db_session, queue_db["dataset"])
             for spec in ({}, {"task": "bias", "label": "partisan"}, {"methods": ("wordnet",)}):
-                f = QueueFilter(**spec).validated(dataset)
+                f = checked_filter(QueueFilter(**spec), dataset)
                 want = expected_ids(db_session, f, "-expected_value")
                 for page in (1, 2, 3):
                     statements.clear()
@@ -322,7 +324,7 @@ def test_most_useful_first_ranks_the_page_and_counts_the_rest(queue_db, monkeypa
 
         monkeypatch.setattr(db_session, "execute", counted)
         for spec, ahead in (({}, 250), ({}, 10), ({"task": "bias", "label": "partisan"}, 250), ({"flagged": True}, 3)):
-            f = QueueFilter(**spec).validated(dataset)
+            f = checked_filter(QueueFilter(**spec), dataset)
             want = expected_ids(db_session, f, "-expected_value")
             for page in (1, 2, 3):
                 walks.clear()

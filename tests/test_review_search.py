@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from services.review_filter import checked_filter
 from tests.review_fixtures import add_variant, make_dataset
 
 # Case and Unicode variants: SQLite's LIKE folds ASCII letters only, FTS5's trigram index all of Unicode, so
@@ -122,7 +123,8 @@ def searched(session: Session, dataset: Any, query: str) -> list[int]:
     from db.reviews import review_queue
 
     every_status = ("pending", "approved", "rejected")
-    page = review_queue(session, dataset, QueueFilter(search=query, statuses=every_status), sort="age", page_size=100)
+    f = checked_filter(QueueFilter(search=query, statuses=every_status), dataset)
+    page = review_queue(session, dataset, f, sort="age", page_size=100)
     return [s.id for s in page.items]
 
 
@@ -155,7 +157,7 @@ def sqlite_plan(session: Session, dataset: Any, query: str, sort: str) -> list[s
     from db.review_access import access_path
     from db.review_filter import QueueFilter
 
-    where, order = access_path(session, dataset, QueueFilter(search=query).validated(dataset), sort)
+    where, order = access_path(session, dataset, checked_filter(QueueFilter(search=query), dataset), sort)
     statement = select(Sample.id).where(*where).order_by(*order).limit(300)
     sql = str(statement.compile(session.get_bind(), compile_kwargs={"literal_binds": True}))
     return [row[3] for row in session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]

@@ -22,8 +22,8 @@ from api.review_schemas import (
 )
 from db.models import REVIEWABLE_ORIGINS
 from services import review, review_bulk, review_cards, review_undo
-from services.review import SORTS
 from services.review_bulk import BulkSelection
+from services.review_filter import SORTS
 
 router = APIRouter(tags=["reviews"], route_class=StrictJSONRoute)
 
