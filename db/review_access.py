@@ -80,7 +80,7 @@ def _undo_of_an_edit(review: Any) -> ColumnElement[bool]:
 
 
 def standing_vote(user_column: Any, sample_column: Any) -> ColumnElement[bool]:
-    """The user has a vote on the sample's current text, by the rule db/reviews.replay applies to the trails the
+    """The user has a vote on the sample's current text, by the rule services.votes.replay applies to the trails the
     API allows (an undo only while no one else has decided since): their latest review, leaving out an edit they
     undid and that undo, is not an undo, and no one else's edit has come after it, but one its author undid.
     Automatic decisions are no one's vote. One probe of ix_reviews_sample_id_user_id per variant; the others run

@@ -16,11 +16,10 @@ from sqlalchemy.orm import Session, aliased
 
 from core.errors import NotFoundError
 from db.chunks import chunked
-from db.models import REVIEWABLE_ORIGINS, UNDO, Dataset, Decision, Review, ReviewStatus, Sample, SampleLabel, User
+from db.models import REVIEWABLE_ORIGINS, UNDO, Dataset, Review, ReviewStatus, Sample, SampleLabel, User
 from db.review_access import access_path
 from db.review_filter import QueueFilter
 
-APPROVING = (Decision.approve.value, Decision.edit.value)
 USEFUL_CHUNK = 128  # rows of the first read of `most_useful_first`'s walk (at least the page); each next twice as many
 
 
@@ -44,7 +43,6 @@ def review_queue(
     page: int = 1,
     page_size: int = 50,
     count_ahead: int = 250,
-    viewer_id: int | None = None,
     needs: dict[tuple[str, str], float] | None = None,
 ) -> QueuePage:
     """One page of the queue, the families (source texts) of its variants, and the votes cast on them.
@@ -88,7 +86,6 @@ def review_queue(
     items = [by_id[i] for i in ids]
     result = QueuePage(items=items, total=total, total_capped=capped, page=page, page_size=page_size)
     result.families = families_of(session, items)
-    result.votes = votes_on(session, ids, viewer_id)
     return result
 
 
@@ -204,16 +201,10 @@ def families_of(session: Session, variants: list[Sample]) -> list[dict[str, Any]
     ]
 
 
-def latest_votes(session: Session, sample_ids: list[int]) -> dict[int, dict[int, str]]:
-    """sample id → {user id → that user's latest decision on the variant's current text}, the most recent vote
-    last (see `replay`)."""
-    return {sample_id: votes for sample_id, (votes, _author) in votes_and_editors(session, sample_ids).items()}
-
-
-def votes_and_editors(session: Session, sample_ids: list[int]) -> dict[int, tuple[dict[int, str], int | None]]:
-    """sample id → (its votes as `latest_votes` gives them, the user whose edit wrote its current text: None
-    where no edit stands), for the variants with any decision (see `replay_edits`)."""
-    decisions: dict[int, list[tuple[int, str]]] = {}
+def people_trails(session: Session, sample_ids: list[int]) -> dict[int, list[tuple[int, str]]]:
+    """sample id → people's decisions on the variant [(user id, decision), ...], oldest first, for the variants
+    with any (an automatic decision is audited, but it is no one's vote): what services.votes replays."""
+    trails: dict[int, list[tuple[int, str]]] = {}
     for chunk in chunked(sample_ids):
         rows = session.execute(
             select(Review.sample_id, Review.user_id, Review.decision)
@@ -221,44 +212,8 @@ def votes_and_editors(session: Session, sample_ids: list[int]) -> dict[int, tupl
             .order_by(Review.id)
         ).tuples()
         for sample_id, user_id, decision in rows:
-            decisions.setdefault(sample_id, []).append((user_id, decision))
-    return {sample_id: replay_edits(trail) for sample_id, trail in decisions.items()}
-
-
-def replay(trail: list[tuple[int, str]]) -> dict[int, str]:
-    """The votes a decision trail [(user id, decision), ...] leaves, most recent last:
-    - a user who changes their mind has one vote;
-    - an edit changes the text, so it withdraws every vote cast before it (the editor's edit counts as their
-      approval of the new text);
-    - an undo withdraws the user's vote; undoing an edit restores the text, and with it the votes cast on that
-      text before the edit."""
-    return replay_edits(trail)[0]
-
-
-def replay_edits(trail: list[tuple[int, str]]) -> tuple[dict[int, str], int | None]:
-    """`replay`'s votes, and who wrote the text they are cast on: the user of the edit that stands (an undo of
-    an edit gives the text back to whoever wrote it before, None for the generated text)."""
-    votes, _cast_by, editor = replay_reviews([(0, user_id, decision) for user_id, decision in trail])
-    return votes, editor
-
-
-def replay_reviews(trail: list[tuple[int, int, str]]) -> tuple[dict[int, str], dict[int, int], int | None]:
-    """`replay_edits` over [(review id, user id, decision), ...], with the review each vote that stands was
-    cast in ({user id → review id}: what that user's undo withdraws)."""
-    votes: dict[int, str] = {}
-    cast_in: dict[int, int] = {}
-    editor: int | None = None
-    before_edits: list[tuple[int, dict[int, str], dict[int, int], int | None]] = []
-    for review_id, user_id, decision in trail:
-        if decision == UNDO and votes.get(user_id) == Decision.edit and before_edits and before_edits[-1][0] == user_id:
-            _user, votes, cast_in, editor = before_edits.pop()
-            continue
-        if decision == Decision.edit:
-            before_edits.append((user_id, dict(votes), dict(cast_in), editor))
-            editor = user_id
-        cast(votes, user_id, decision)
-        cast_in = {voter: review_id if voter == user_id else cast_in[voter] for voter in votes}
-    return votes, cast_in, editor
+            trails.setdefault(sample_id, []).append((user_id, decision))
+    return trails
 
 
 def review_trails(session: Session, sample_ids: list[int]) -> dict[int, list[tuple[int, int, str, bool]]]:
@@ -274,46 +229,6 @@ def review_trails(session: Session, sample_ids: list[int]) -> dict[int, list[tup
         for sample_id, review_id, user_id, decision, automatic in rows:
             trails.setdefault(sample_id, []).append((review_id, user_id, decision, bool(automatic)))
     return trails
-
-
-def decision_trail(session: Session, sample_id: int) -> list[tuple[int, str]]:
-    """People's decisions on the variant, oldest first: what `latest_votes` replays (an automatic decision is
-    audited, but it is no one's vote)."""
-    return list(
-        session.execute(
-            select(Review.user_id, Review.decision)
-            .where(Review.sample_id == sample_id, Review.automatic.is_(False))
-            .order_by(Review.id)
-        ).tuples()
-    )
-
-
-def cast(votes: dict[int, str], user_id: int, decision: str) -> dict[int, str]:
-    """Add one decision to {user id → vote} (most recent last), in place. An undo withdraws the user's vote."""
-    if decision == Decision.edit:
-        votes.clear()
-    votes.pop(user_id, None)
-    if decision != UNDO:
-        votes[user_id] = decision
-    return votes
-
-
-def vote_counts(votes: dict[int, str]) -> tuple[int, int]:
-    """(approve, reject) over {user id → latest decision}: an edit keeps the variant, so it approves."""
-    approve = sum(1 for d in votes.values() if d in APPROVING)
-    return approve, len(votes) - approve
-
-
-def votes_on(session: Session, sample_ids: list[int], viewer_id: int | None) -> dict[int, dict[str, Any]]:
-    out: dict[int, dict[str, Any]] = {}
-    for sample_id, by_user in latest_votes(session, sample_ids).items():
-        approve, reject = vote_counts(by_user)
-        out[sample_id] = {
-            "approve": approve,
-            "reject": reject,
-            "mine": by_user.get(viewer_id) if viewer_id is not None else None,
-        }
-    return out
 
 
 def get_sample(session: Session, sample_id: int) -> Sample:

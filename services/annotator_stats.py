@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import UNDO, Dataset, Review, Sample, User, utcnow
-from db.reviews import APPROVING, latest_votes
+from services.votes import APPROVING, latest_votes
 
 PAUSE = timedelta(minutes=5)  # a longer gap between two decisions is a break
 FIRST = timedelta(seconds=30)  # the reading time credited to the first decision of a stretch

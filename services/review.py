@@ -29,16 +29,7 @@ from db.models import (
     utcnow,
 )
 from db.review_filter import QueueFilter
-from db.reviews import (
-    APPROVING,
-    QueuePage,
-    cast,
-    get_sample,
-    review_queue,
-    sample_family,
-    sample_state,
-    votes_and_editors,
-)
+from db.reviews import QueuePage, get_sample, review_queue, sample_family, sample_state
 from db.session import affected_rows
 from services import leak_guard
 from services.access import Need, check_dataset_id
@@ -49,6 +40,7 @@ from services.review_status import (
     status_values,
 )
 from services.variant_scoring import text_changed_values
+from services.votes import APPROVING, cast, votes_and_editors, votes_on
 from workers.augment.catalog import METHODS as AUGMENT_METHODS
 
 
@@ -396,13 +388,12 @@ def queue_page(
         page=page,
         page_size=page_size,
         count_ahead=count_ahead,
-        viewer_id=viewer.id,
         needs=needs,
     )
     from services.review_undo import with_undoable  # it builds on this module
 
     ids = [s.id for s in result.items]
-    result.votes = with_undoable(session, result.votes, ids, viewer)
+    result.votes = with_undoable(session, votes_on(session, ids, viewer.id), ids, viewer)
     return QueueView(result, dataset, unreviewed)
 
 

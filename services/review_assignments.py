@@ -26,12 +26,13 @@ from db import review_assignments as leases
 from db.models import Dataset, Sample, User, utcnow
 from db.review_access import access_path
 from db.review_filter import QueueFilter
-from db.reviews import QueuePage, families_of, votes_on
+from db.reviews import QueuePage, families_of
 from services.access import Need, check_dataset, is_admin
 from services.datasets import dataset_named
 from services.review_filter import check_sort, pending_only
 from services.review_status import not_own_submission, own_submission
 from services.review_undo import with_undoable
+from services.votes import votes_on
 
 MAX_BATCH = 200
 

@@ -19,11 +19,12 @@ from db.models import REVIEWABLE_ORIGINS, Dataset, Decision, Origin, Review, Rev
 from db.review_access import conditions, not_voted_by
 from db.review_assignments import leased_to, others_leasing
 from db.review_filter import QueueFilter
-from db.reviews import APPROVING, cast, pending_variant_condition
+from db.reviews import pending_variant_condition
 from services.access import is_admin
 from services.review import check_decision, votes_of_others_only
 from services.review_filter import pending_only
 from services.review_status import not_own_submission, standing_votes, status_of
+from services.votes import APPROVING, cast
 
 
 @dataclass

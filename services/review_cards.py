@@ -8,9 +8,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from db.models import Sample, User
-from db.reviews import latest_reviews, votes_on
+from db.reviews import latest_reviews
 from services import review, review_assignments
 from services.review_undo import undo_decision, with_undoable
+from services.votes import votes_on
 
 
 def votes_for(session: Session, sample_ids: list[int], viewer: User) -> dict[int, dict[str, Any]]:

@@ -25,7 +25,7 @@ from db.augmentation import plan_queued
 from db.chunks import chunked
 from db.datasets import waiting_per_class
 from db.models import AugmentationPlan, Dataset, Origin, Review, ReviewStatus, Sample, SampleLabel, User
-from db.reviews import APPROVING, replay
+from services.votes import APPROVING, replay
 
 Units = dict[int, dict[int, int]]  # sample id → {user id → 1 keep / 0 drop}
 
@@ -99,7 +99,7 @@ def agreement(session: Session, dataset: Dataset) -> dict[str, Any]:
     for sample_id, user_id, decision, method in rows:
         trails.setdefault(sample_id, []).append((user_id, decision))
         method_of[sample_id] = method or "unknown"
-    # The votes standing, as the status counts them (db.reviews.replay): a user's latest, an undo withdrawing
+    # The votes standing, as the status counts them (services.votes.replay): a user's latest, an undo withdrawing
     # it, and an edit withdrawing the votes cast on the text before it (they judged another text); counting
     # those too, the overall figures disagreed with each annotator's and with the statuses.
     units: Units = {}

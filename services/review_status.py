@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session, aliased
 from db.chunks import chunked
 from db.datasets import reviews_required_now
 from db.models import REVIEWABLE_ORIGINS, Dataset, Decision, Origin, Review, ReviewStatus, Role, Sample, User, utcnow
-from db.reviews import APPROVING, vote_counts, votes_and_editors
 from services.access import is_admin
+from services.votes import APPROVING, vote_counts, votes_and_editors
 
 
 def own_submission(sample: Sample, user: User) -> bool:
@@ -125,7 +125,7 @@ def admins_among(session: Session, users: set[int]) -> set[int]:
 
 
 def editors_to_review(session: Session, editors: dict[int, int | None]) -> dict[int, int]:
-    """sample id → its editor (db.reviews.votes_and_editors), for the texts a non-admin wrote: another member's
+    """sample id → its editor (services.votes.votes_and_editors), for the texts a non-admin wrote: another member's
     approval trains those (status_of). An admin's edit is trusted as an admin's import is."""
     users = {user_id for user_id in editors.values() if user_id is not None}
     if not users:

@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, ValidationFailed
 from db.models import UNDO, Decision, Origin, Review, Sample, User
-from db.reviews import latest_votes_of, replay_edits, replay_reviews, review_trails, sample_state
+from db.reviews import latest_votes_of, review_trails, sample_state
 from services.review import apply_and_record, rewritten
 from services.review_status import editors_to_review, status_values
+from services.votes import replay_edits, replay_reviews
 
 
 def _refuse(session: Session, sample: Sample, why: str, field: str | None = "version") -> ConflictError:
@@ -138,7 +139,7 @@ NO_VOTES: dict[str, Any] = {"approve": 0, "reject": 0, "mine": None}
 def with_undoable(
     session: Session, votes: dict[int, dict[str, Any]], sample_ids: list[int], user: User
 ) -> dict[int, dict[str, Any]]:
-    """The votes on each of `sample_ids` (db.reviews.votes_on's) with `undoable`: whether an undo by `user` would
+    """The votes on each of `sample_ids` (services.votes.votes_on's) with `undoable`: whether an undo by `user` would
     be taken now (the card's Undo button: shown on `mine` alone, it offered an undo the API refused once someone
     else had voted since)."""
     trails = review_trails(session, sample_ids)

@@ -27,7 +27,7 @@ def test_small_sizes_and_tuples() -> None:
 
 def test_lookups_stay_under_the_old_sqlite_limit_of_999_parameters(db_session) -> None:
     from db.augmentation import labels_of
-    from db.reviews import latest_votes
+    from services.votes import latest_votes
 
     raw = db_session.connection().connection.driver_connection
     raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # what SQLite before 3.32 allows

@@ -121,6 +121,35 @@ def test_the_checker_catches_a_climbing_import(tmp_path: Path, source: str, expe
         assert found and expected in found[0]
 
 
+# db/ holds data access, no rule: a request's input is checked in services/ before a query reads it. The one
+# refusal of db's own: a database URL that names no database it can open (db.migrate).
+DB_MAY_REFUSE_INPUT = {"db/migrate.py"}
+
+
+def input_checks_in_db(root: Path = ROOT) -> list[str]:
+    """db/ files (migrations aside) that raise ValidationFailed: an input check where services/ should make it."""
+    found = []
+    for path in sorted((root / "db").rglob("*.py")):
+        name = path.relative_to(root).as_posix()
+        if name.startswith("db/migrations/") or name in DB_MAY_REFUSE_INPUT:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Raise) and "ValidationFailed" in ast.unparse(node.exc or node):
+                found.append(f"{name}:{node.lineno}")
+    return found
+
+
+def test_db_checks_no_request_input(tmp_path: Path) -> None:
+    found = input_checks_in_db()
+    assert not found, "input checks in db/ (they belong in services/):\n" + "\n".join(found)
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "probe.py").write_text(
+        "def f(x):\n    if x < 0:\n        raise ValidationFailed('x', field='x')\n", encoding="utf-8"
+    )
+    assert input_checks_in_db(tmp_path) == ["db/probe.py:3"]  # the check itself can fail
+
+
 def test_the_api_and_the_review_ui_start_without_torch(tmp_path: Path) -> None:
     """A service the API imports reached torch at module level (for a helper that needs none): the API process
     held 140,000 more objects, every garbage collection walked them, and a review page took 4 ms more (p50 16.8

@@ -80,7 +80,7 @@ def test_automatic_decisions_stay_automatic_through_a_downgrade_and_back(tmp_pat
     from db.augmentation import AutomaticDecision, record_automatic_decisions
     from db.auth import automatic_reviewer
     from db.models import Review
-    from db.reviews import latest_votes
+    from services.votes import latest_votes
 
     engine, variant = _old_database_with_a_variant(tmp_path)
     with session_scope(engine) as s:

@@ -1,12 +1,12 @@
-"""Vote counting: the queue's approve/reject counts (db.reviews.votes_on) and the k-review status
+"""Vote counting: the queue's approve/reject counts (services.votes.votes_on) and the k-review status
 (services.review_status.status_from_votes) read the same latest votes the same way."""
 
 from __future__ import annotations
 
 import pytest
 
-from db.reviews import vote_counts
 from services.review_status import status_from_votes
+from services.votes import vote_counts
 from tests.review_fixtures import review_data  # noqa: F401
 
 
@@ -42,8 +42,8 @@ def test_the_queue_asks_exactly_those_without_a_standing_vote(engine, review_dat
     from db.auth import automatic_reviewer
     from db.models import UNDO, Review, Sample, User
     from db.review_access import standing_vote
-    from db.reviews import replay
     from db.session import session_scope
+    from services.votes import replay
     from tests.review_fixtures import issue_token
 
     for name in ("u1", "u2", "u3"):
