@@ -103,7 +103,12 @@ def measured_rate(
     machine resolved it; else the one asked for: bf16 autocast trains 1.3× faster than fp32 on a CPU that has
     it), if any, among the datasets of `projects` (None: all); a run that trained with R-Drop fed each batch
     twice, so its rate is doubled back; a DDP run's rate (all its processes together) is shared among them."""
-    query = select(TrainingRun).where(TrainingRun.kind == "single", TrainingRun.status == JobStatus.succeeded)
+    query = select(TrainingRun).where(
+        TrainingRun.kind == "single",
+        TrainingRun.status == JobStatus.succeeded,
+        # in the query, not the loop: the newest 50 runs of any encoder hid an older run of this one
+        TrainingRun.config["encoder"].as_string() == encoder,
+    )
     if projects is not None:  # another project's runs, ids and settings are not the caller's to see
         query = query.where(TrainingRun.dataset_id.in_(select(Dataset.id).where(Dataset.project_id.in_(projects))))
     runs = session.scalars(query.order_by(TrainingRun.id.desc()).limit(50))

@@ -426,6 +426,24 @@ def test_the_estimate_reads_a_run_in_the_precision_asked_for(lead, engine, tmp_p
     assert rate("off") == pytest.approx(90.0, rel=0.05) == rate("bf16")
 
 
+def test_the_estimate_reads_this_encoders_run_behind_many_of_another(any_engine, tmp_path) -> None:
+    """The newest 50 finished runs were read and then sorted by encoder: fifty runs of another encoder since hid
+    this encoder's measured rate, and the estimate fell back to the reference rate (SQLite and Postgres: the
+    encoder is read from the runs' JSON config in the query)."""
+    from db.session import session_scope
+    from services.training_estimate import measured_rate
+
+    name = import_small(any_engine, n_train=40, n_val=16, n_test=16, n_unlabelled=0)
+    mine, other = str(tmp_path / "mine"), str(tmp_path / "other")
+    finished_run(any_engine, name, {"encoder": mine, "max_length": 256, "rdrop_alpha": 0.0}, 77.0)
+    for _ in range(50):
+        finished_run(any_engine, name, {"encoder": other, "max_length": 320, "rdrop_alpha": 0.0}, 500.0)
+    with session_scope(any_engine) as s:
+        measured = measured_rate(s, mine)
+        assert measured is not None and measured[:2] == (pytest.approx(77.0), 256), measured
+        assert measured_rate(s, str(tmp_path / "never-trained")) is None
+
+
 def test_the_estimate_reads_no_other_projects_runs_nor_the_workers_paths(lead, engine, tmp_path) -> None:
     """A lead's estimate is measured from their own projects' runs: another team's run (its id, its rate, its
     settings) is not theirs to learn of; and the encoder's config.json is named, not its path on disk."""
