@@ -23,7 +23,14 @@ from review_ui import sessions  # noqa: E402
 from review_ui.client import ApiError  # noqa: E402
 from review_ui.components import session_cookie  # noqa: E402
 from review_ui.render import plain  # noqa: E402
-from review_ui.state import api_client, end_flash, end_refused_session, session_ended, user  # noqa: E402
+from review_ui.state import (  # noqa: E402
+    api_client,
+    end_flash,
+    end_refused_session,
+    refresh_user,
+    session_ended,
+    user,
+)
 
 PAGES = Path(__file__).parent / "app_pages"
 
@@ -68,6 +75,7 @@ session_ended()  # signed out in another tab, or expired: this tab's token goes 
 end_refused_session()  # the API refused the token (revoked, expired): sign in again
 if not st.session_state.get("token"):
     resume_session()
+refresh_user()  # the role may have changed since sign-in: the pages offered follow it
 cookie_action = st.session_state.pop("_cookie_action", None)
 if cookie_action:
     with st.sidebar:

@@ -86,6 +86,28 @@ def user() -> dict[str, Any]:
     return st.session_state.get("user") or {}
 
 
+USER_FRESH_SECONDS = 30.0  # a role an admin changes shows in the pages offered within this long
+
+
+def refresh_user() -> None:
+    """At the top of every run: the signed-in user as the API knows them now (their role decides the Admin
+    pages), read again at most every USER_FRESH_SECONDS. The role read at sign-in held for the whole session: an
+    admin made an annotator kept the Admin pages (every action there refused), and one made admin never got them
+    until they signed in again. A refused token ends the session (`client`); an API that does not answer leaves
+    the user as last read, and is asked again USER_FRESH_SECONDS later."""
+    if not st.session_state.get("token"):
+        return
+    now = time.monotonic()
+    if now - st.session_state.get("_user_read_at", -math.inf) < USER_FRESH_SECONDS:
+        return
+    st.session_state["_user_read_at"] = now
+    try:
+        me = client().me()
+    except ApiError:
+        return
+    st.session_state["user"] = me
+
+
 def is_admin() -> bool:
     return user().get("role") == "admin"
 

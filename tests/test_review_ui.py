@@ -656,7 +656,7 @@ def test_an_annotator_is_not_offered_a_leads_actions(live_api, annotator_token, 
         job = queue.enqueue(s, "augment", {"method": "wordnet"}, dataset_id=get_dataset(s, "rev").id)
     at = signed_in(annotator_token, "annotator")
     # The role is per project: the sidebar names only the global one, admin (a lead read "(annotator)" there).
-    assert "Signed in as someone" in [c.value for c in at.sidebar.caption]
+    assert "Signed in as bob\\-annotator" in [c.value for c in at.sidebar.caption]  # escaped: shown as text
     at.switch_page("app_pages/jobs.py").run()
     no_errors(at)
     assert f"cancel_{job.id}" not in {b.key for b in at.button}
@@ -1129,6 +1129,40 @@ def test_training_page_without_training_routes(settings, engine, annotator_token
         at.switch_page("app_pages/training.py").run()
         no_errors(at)
         assert "no training endpoints" in at.info[0].value
+
+
+def test_the_pages_follow_a_role_changed_since_sign_in(live_api, engine, annotator_token, monkeypatch) -> None:
+    """The role read at sign-in held for the whole session: an annotator made admin never got the Admin pages
+    until they signed in again, and an admin made annotator kept them (every action refused). The user is read
+    again at most every USER_FRESH_SECONDS."""
+    from db.session import session_scope
+    from review_ui import state
+    from services.tokens import change_role
+
+    def admin_pages_offered(at: AppTest) -> bool:
+        try:
+            at.switch_page("app_pages/tokens.py")
+        except ValueError:  # not among the pages the navigation offers
+            return False
+        at.switch_page("app_pages/review.py")
+        return True
+
+    at = signed_in(annotator_token, "annotator")
+    assert not admin_pages_offered(at)
+    with session_scope(engine) as s:
+        change_role(s, "bob-annotator", "admin")
+    at.run()  # within USER_FRESH_SECONDS of the last read: one request saved, the role as read
+    assert not admin_pages_offered(at)
+    monkeypatch.setattr(state, "USER_FRESH_SECONDS", 0.0)
+    at.run()
+    assert admin_pages_offered(at) and "Signed in as bob\\-annotator \\(admin\\)" in [
+        c.value for c in at.sidebar.caption
+    ]
+    with session_scope(engine) as s:
+        change_role(s, "bob-annotator", "annotator")
+    at.run()
+    no_errors(at)
+    assert not admin_pages_offered(at)
 
 
 def test_tokens_page_is_for_admins(live_api, annotator_token, admin_token) -> None:

@@ -223,11 +223,7 @@ def test_user_names_are_shown_as_text_not_markdown(live_api, engine, admin_token
     from review_ui.render import plain
 
     hostile = "root![U](http://evil.example/u.png)"
-    issue_token(engine, hostile)
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["token"] = admin_token
-    at.session_state["user"] = {"id": 0, "name": hostile, "role": "admin"}
-    at.run()
+    at = signed_in(issue_token(engine, hostile, "admin"), "admin")  # the sidebar names the user the API reads
     assert plain(f"Signed in as {hostile} (admin)") in [c.value for c in at.sidebar.caption]
     at.switch_page("app_pages/projects.py").run()
     no_errors(at)
