@@ -59,9 +59,10 @@ def make_engine(url: str, settings: Settings | None = None) -> Engine:
         busy_ms = settings.sqlite_busy_timeout_ms
 
         @event.listens_for(engine, "do_connect")
-        def _sqlite_file_check(_dialect, _record, _cargs, _cparams):  # type: ignore[no-untyped-def]
+        def _sqlite_file_check(dialect, _record, cargs, cparams):  # type: ignore[no-untyped-def]
             if path and path != ":memory:":
-                _refuse_non_database(Path(path))
+                return _connect_checked(Path(path), lambda: dialect.connect(*cargs, **cparams))
+            return None
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -120,6 +121,43 @@ def _refuse_non_database(db_file: Path) -> None:
         return
     if head and head != SQLITE_HEADER:
         raise sqlite3.DatabaseError(f"file is not a database: {db_file} does not begin with SQLite's header")
+
+
+# (device, inode) of the database files this process has checked and opened. SQLite's locks are POSIX advisory
+# locks, which belong to the process and all go when it closes any descriptor of the file: the header check,
+# run for every new connection of the pool, released the locks its open connections held, so another process
+# (a worker, the CLI) closing the last connection it believed there was checkpointed the WAL and deleted it and
+# the shared-memory file under them. The next write of this process went to the deleted WAL: committed and read
+# back here, never seen by another process, and gone when this one exited ("database disk image is malformed"
+# in the API meanwhile). A file is checked once per process, before SQLite holds anything on it.
+_checked_files: set[tuple[int, int]] = set()
+_checked_lock = threading.Lock()
+
+
+def _file_key(db_file: Path) -> tuple[int, int] | None:
+    try:
+        found = db_file.stat()  # a stat opens no descriptor
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _connect_checked(db_file: Path, connect: Any) -> Any:
+    """The do_connect hook: the first connection of this process to `db_file` is made after the header check
+    (`_refuse_non_database`), under a lock, so that no check opens and closes the file while a connection of
+    this process holds SQLite's locks on it; later ones (None: SQLAlchemy's own connect) check nothing."""
+    key = _file_key(db_file)
+    if key is not None and key in _checked_files:
+        return None
+    with _checked_lock:
+        key = _file_key(db_file)
+        if key is not None and key in _checked_files:
+            return None
+        _refuse_non_database(db_file)
+        connection = connect()
+        if (key := _file_key(db_file)) is not None:  # SQLite creates a new database's file as it connects
+            _checked_files.add(key)
+        return connection
 
 
 def _owner_only(db_file: Path) -> None:

@@ -414,3 +414,39 @@ def test_constraint_races_answer_what_happened(settings) -> None:
     assert text.status_code == 409 and text.json()["field"] == "text"
     for other in (null, name):
         assert other.status_code == 409 and "field" not in other.json() and "retry" in other.json()["detail"]
+
+
+def test_a_commit_stays_visible_to_other_processes_after_the_pool_opens_another_connection(tmp_path) -> None:
+    """SQLite's locks are the process's own, and closing any descriptor of the file releases them all: the header
+    check of each new pooled connection (db/session.py) opened and closed the file, releasing the locks of the
+    connections already open, so a worker that closed its connection took itself for the last one, checkpointed
+    the WAL and deleted it with the shared-memory file under the API. The API's next commit went into the deleted
+    WAL: read back by the API, never seen by a worker, and lost when the API was killed (the API's reads
+    meanwhile: "database disk image is malformed")."""
+    import subprocess
+    import sys
+
+    from sqlalchemy import text
+
+    from db.session import make_engine
+
+    db = tmp_path / "augloop.db"
+    engine = make_engine(f"sqlite:///{db}")
+    with engine.begin() as c:
+        c.execute(text("CREATE TABLE t (x INTEGER)"))
+    held = engine.connect()  # a pooled connection, open between requests as the API's are
+    held.execute(text("SELECT 1")).all()
+    held.commit()
+    engine.connect().close()  # two requests at once: the pool opens another connection
+
+    def elsewhere(code: str) -> str:  # another process: a worker, the CLI
+        run = f"import sqlite3; c = sqlite3.connect({str(db)!r}); {code}; c.close()"
+        return subprocess.run([sys.executable, "-c", run], check=True, capture_output=True, text=True).stdout.strip()
+
+    elsewhere("c.execute('INSERT INTO t VALUES (1)'); c.commit()")
+    assert (tmp_path / "augloop.db-wal").exists(), "another process's close deleted the WAL under an open connection"
+    held.execute(text("INSERT INTO t VALUES (2)"))
+    held.commit()
+    assert elsewhere("print(c.execute('SELECT x FROM t ORDER BY x').fetchall())") == "[(1,), (2,)]"
+    held.close()
+    engine.dispose()
