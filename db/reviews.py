@@ -45,7 +45,8 @@ def review_queue(
     count_ahead: int = 250,
     needs: dict[tuple[str, str], float] | None = None,
 ) -> QueuePage:
-    """One page of the queue, the families (source texts) of its variants, and the votes cast on them.
+    """One page of the queue and the families (source texts) of its variants (its `votes` are left to the
+    caller: services.votes.votes_on).
     `needs` (task, label) → 0..1 is what the expected-value sort weighs classes by. `f`, `sort` and `page` are
     checked (services.review_filter; a page from 1)."""
     where, order = access_path(session, dataset, f, sort, needs)

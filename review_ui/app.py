@@ -29,6 +29,7 @@ from review_ui.state import (  # noqa: E402
     end_refused_session,
     refresh_user,
     session_ended,
+    signed_in_as,
     user,
 )
 
@@ -51,7 +52,8 @@ def resume_session() -> None:
     except ApiError:  # revoked or expired meanwhile, or the API is down: sign in again
         sessions.close(sid)
         return
-    st.session_state.update(token=session.token, user=me, _sid=sid)
+    st.session_state.update(token=session.token, _sid=sid)
+    signed_in_as(me)
     remembered = session.remembered
     if remembered.get("current_dataset"):
         st.session_state["current_dataset"] = remembered["current_dataset"]

@@ -111,8 +111,9 @@ class ApiClient:
         return self.request("POST", path, json=body or {})
 
     # Who and what
-    def me(self) -> dict[str, Any]:
-        return self.get("/me")
+    def me(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """The signed-in user; `timeout` (seconds) instead of the client's for this one request."""
+        return self.request("GET", "/me", **({"timeout": timeout} if timeout is not None else {}))
 
     def datasets(self) -> list[dict[str, Any]]:
         return self.get("/datasets")

@@ -87,6 +87,7 @@ def user() -> dict[str, Any]:
 
 
 USER_FRESH_SECONDS = 30.0  # a role an admin changes shows in the pages offered within this long
+USER_READ_TIMEOUT = 3.0  # what a run waits on /me at most: the client's own timeout (60 s) outlasted the window
 
 
 def refresh_user() -> None:
@@ -94,18 +95,26 @@ def refresh_user() -> None:
     pages), read again at most every USER_FRESH_SECONDS. The role read at sign-in held for the whole session: an
     admin made an annotator kept the Admin pages (every action there refused), and one made admin never got them
     until they signed in again. A refused token ends the session (`client`); an API that does not answer leaves
-    the user as last read, and is asked again USER_FRESH_SECONDS later."""
+    the user as last read, and is asked again USER_FRESH_SECONDS after that answer (a run waits on it
+    USER_READ_TIMEOUT at most: with the client's 60 s, an API that hung made every run wait a minute before the
+    navigation and the Sign out button were drawn)."""
     if not st.session_state.get("token"):
         return
-    now = time.monotonic()
-    if now - st.session_state.get("_user_read_at", -math.inf) < USER_FRESH_SECONDS:
+    if time.monotonic() - st.session_state.get("_user_read_at", -math.inf) < USER_FRESH_SECONDS:
         return
-    st.session_state["_user_read_at"] = now
     try:
-        me = client().me()
+        me = client().me(timeout=USER_READ_TIMEOUT)
     except ApiError:
         return
+    finally:
+        st.session_state["_user_read_at"] = time.monotonic()
     st.session_state["user"] = me
+
+
+def signed_in_as(me: dict[str, Any]) -> None:
+    """The user the API just answered for this session's token (signing in, a session resumed): read now."""
+    st.session_state["user"] = me
+    st.session_state["_user_read_at"] = time.monotonic()
 
 
 def is_admin() -> bool:

@@ -111,22 +111,29 @@ def measured_rate(
     )
     if projects is not None:  # another project's runs, ids and settings are not the caller's to see
         query = query.where(TrainingRun.dataset_id.in_(select(Dataset.id).where(Dataset.project_id.in_(projects))))
-    runs = session.scalars(query.order_by(TrainingRun.id.desc()).limit(50))
-    for run in runs:
-        config = run.config or {}
-        if config.get("encoder") != encoder or _device_kind(config.get("device", "auto")) != _device_kind(device):
-            continue
-        precision = (run.metrics or {}).get("precision")  # recorded since 8b0da98; unknown before
-        if precision is not None and configured_precision(amp) not in (None, precision):
-            continue
-        rates = [e["samples_per_s"] for e in run.curve or [] if isinstance(e.get("samples_per_s"), int | float)]
-        if rates:
-            plan = (run.metrics or {}).get("plan") or {}
-            rdrop = plan.get("rdrop_alpha", run.config.get("rdrop_alpha"))
-            passes = RDROP_COST if isinstance(rdrop, int | float) and rdrop > 0 else 1.0
-            processes = max(1, int(config.get("nproc") or 1))
-            return statistics.median(rates) * passes / processes, int(config.get("max_length", 320)), run.id
-    return None
+    # newest first, 50 at a time until one fits: a single read of the newest 50 let fifty runs of this encoder
+    # on another device (or in another precision, or without a measured rate) hide the one that fits
+    before: int | None = None
+    while True:
+        page = query if before is None else query.where(TrainingRun.id < before)
+        runs = list(session.scalars(page.order_by(TrainingRun.id.desc()).limit(50)))
+        for run in runs:
+            config = run.config or {}
+            if config.get("encoder") != encoder or _device_kind(config.get("device", "auto")) != _device_kind(device):
+                continue
+            precision = (run.metrics or {}).get("precision")  # recorded since 8b0da98; unknown before
+            if precision is not None and configured_precision(amp) not in (None, precision):
+                continue
+            rates = [e["samples_per_s"] for e in run.curve or [] if isinstance(e.get("samples_per_s"), int | float)]
+            if rates:
+                plan = (run.metrics or {}).get("plan") or {}
+                rdrop = plan.get("rdrop_alpha", run.config.get("rdrop_alpha"))
+                passes = RDROP_COST if isinstance(rdrop, int | float) and rdrop > 0 else 1.0
+                processes = max(1, int(config.get("nproc") or 1))
+                return statistics.median(rates) * passes / processes, int(config.get("max_length", 320)), run.id
+        if len(runs) < 50:
+            return None
+        before = runs[-1].id
 
 
 def _device_kind(device: str) -> str:

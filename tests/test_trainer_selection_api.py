@@ -655,3 +655,21 @@ def test_a_request_with_a_fixed_length_and_a_budget_is_refused(lead, engine, tmp
         "/api/v1/training-estimates", json={"dataset": name, "config": {**config, "budget_minutes": None}}
     )
     assert alone.status_code == 200 and alone.json()["epochs"] == 20, alone.text
+
+
+def test_the_estimate_reads_this_devices_run_behind_many_on_another(any_engine, tmp_path) -> None:
+    """The same hiding as by encoder, by device and precision: fifty newer runs of this encoder on a GPU (or in
+    another precision) hid its CPU (fp32) run, and the estimate fell back to the reference rate."""
+    from db.session import session_scope
+    from services.training_estimate import measured_rate
+
+    name = import_small(any_engine, n_train=40, n_val=16, n_test=16, n_unlabelled=0)
+    mine = str(tmp_path / "mine")
+    finished_run(any_engine, name, {"encoder": mine, "device": "cpu", "max_length": 256}, 77.0, {"precision": "fp32"})
+    for _ in range(50):
+        finished_run(any_engine, name, {"encoder": mine, "device": "cuda:0", "max_length": 320}, 900.0)
+        bf16 = {"precision": "bf16"}
+        finished_run(any_engine, name, {"encoder": mine, "device": "cpu", "max_length": 320}, 120.0, bf16)
+    with session_scope(any_engine) as s:
+        measured = measured_rate(s, mine, device="cpu", amp="off")
+        assert measured is not None and measured[:2] == (pytest.approx(77.0), 256), measured

@@ -7,7 +7,7 @@ import streamlit as st
 from review_ui import sessions
 from review_ui.client import ApiError, api_url
 from review_ui.render import plain
-from review_ui.state import api_client, show_flash
+from review_ui.state import api_client, show_flash, signed_in_as
 
 st.title("augloop review")
 show_flash()  # why the last session ended, if it was refused
@@ -34,7 +34,7 @@ if submitted:
                 st.error(plain(str(err)))
         else:
             st.session_state["token"] = token.strip()
-            st.session_state["user"] = me
+            signed_in_as(me)
             sid, ticket = sessions.open_session(token.strip(), me)
             st.session_state["_sid"] = sid
             st.session_state["_cookie_action"] = {"ticket": ticket}  # the browser trades it for the cookie
