@@ -297,6 +297,20 @@ def test_a_checkpoint_is_synced_before_and_after_its_rename_under_a_name_of_its_
     assert why is None and loaded is not None and torch.equal(loaded.model["w"], torch.ones(2))
 
 
+def test_a_save_clears_what_killed_saves_left(tmp_path: Path) -> None:
+    """A worker killed while it wrote a checkpoint left its temporary file (up to the model and its optimizer's
+    size), one more each kill, until the run ended; the next save that lands clears them."""
+    killed = [tmp_path / f".{CHECKPOINT_FILE}.1.{n}.tmp" for n in ("a" * 32, "b" * 32)]
+    killed.append(tmp_path / f".{checkpoint.DIGEST_FILE}.1.{'c' * 32}.tmp")
+    for stale in killed:
+        stale.write_bytes(b"half a checkpoint")
+    ckpt = checkpoint.Checkpoint("fp", checkpoint.LoopState(), {"w": torch.zeros(2)}, {}, None, [{}])
+    checkpoint.save(tmp_path, ckpt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_FILE, checkpoint.DIGEST_FILE]
+    loaded, why = checkpoint.load(tmp_path, "fp")
+    assert why is None and loaded is not None
+
+
 def test_crashes_between_the_two_renames_leave_a_checkpoint_its_digest_file_names(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

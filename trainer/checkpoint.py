@@ -164,7 +164,16 @@ def save(directory: Path, ckpt: Checkpoint) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     fsync_directory(directory)  # the rename itself survives a crash
+    _drop_stale_writes(directory)
     return path
+
+
+def _drop_stale_writes(directory: Path) -> None:
+    """The temporary files of writers killed mid-save (kill -9, a lost machine), each up to the model and its
+    optimizer's size: they piled up, one a kill, until the run ended. Once this save is in place, any other is
+    stale: a writer that lost the run to this one, whose rename then fails, as it should."""
+    for stale in directory.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 KEPT_DIGESTS = 8  # a run's checkpoints, newest first, that its digest file names
