@@ -314,8 +314,7 @@ def pending_variant_condition(dataset: Dataset) -> ColumnElement[bool]:
 def latest_reviews(session: Session, sample_ids: list[int]) -> dict[int, dict[str, Any]]:
     """sample id → its latest review (who, decision, reason, when): what a decided card shows as stored."""
     out: dict[int, dict[str, Any]] = {}
-    for start in range(0, len(sample_ids), 500):
-        chunk = sample_ids[start : start + 500]
+    for chunk in chunked(sample_ids):
         newest = (
             select(func.max(Review.id)).where(Review.sample_id.in_(chunk)).group_by(Review.sample_id)
         ).scalar_subquery()

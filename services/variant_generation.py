@@ -42,6 +42,7 @@ from db.augmentation import (
     training_rows,
 )
 from db.auth import automatic_reviewer
+from db.chunks import chunked
 from db.datasets import get_dataset
 from db.session import readonly_engine, session_scope
 from services import auto_approval
@@ -59,10 +60,6 @@ from workers.augment.textspans import ProtectedTerms
 log = logging.getLogger("augloop.augment")
 
 TEXTS_PER_CALL = 64  # sources per augmenter call: the augmenters bucket the rows of one call by length
-
-
-def _chunks(items: Sequence[SourceRow], size: int) -> list[Sequence[SourceRow]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class BadJobParams(ValueError):
@@ -210,7 +207,7 @@ def generate_variants(
         method_params = parse(METHOD_PARAMS[method], checked["params"][method])
         kept_before = len(kept)
         generated = 0
-        for chunk in _chunks(sources, TEXTS_PER_CALL):
+        for chunk in chunked(sources, TEXTS_PER_CALL):
             wanted = [counts[s.sample_id] for s in chunk]
             hints = SourceHints(labels=[s.labels for s in chunk], **inputs.hints)
             asked = sum(wanted)
