@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -24,6 +24,9 @@ from augloop.cli_train import train_app
 from augloop.console import ErrorMappingGroup, between, console, engine, err_console, fail
 from core.balance import imbalance_shown
 from core.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from services.importing import ImportResult
 
 # the settings' own defaults, as --help says them (one place for the number)
 DEFAULT = {name: field.default for name, field in Settings.model_fields.items()}
@@ -141,6 +144,12 @@ def import_cmd(
                 bar.update(reading, description=f"{phase} {file.name}", completed=size, rows=f"{rows:,} rows")
 
         result = import_path(engine(), file, spec, progress=progress)
+    show_import(result)
+
+
+def show_import(result: ImportResult) -> None:
+    """What an import did, and the warnings to read before training: near-duplicates across splits, rows not
+    imported, empty splits and classes missing from them (the import command, the demo)."""
     console.print(
         f"imported {result.imported} samples into [bold]{escape(result.dataset)}[/]"
         f"{' (new dataset)' if result.created_dataset else ''}; "

@@ -6,6 +6,7 @@ one worker and the UI as child processes. Ctrl-C (or SIGTERM) stops them all; no
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -28,6 +29,9 @@ console = Console()
 
 
 def import_example() -> None:
+    """The example dataset, once, with what its import says (as `augloop import` says it: the near-duplicate
+    texts across its splits are worth reading before training)."""
+    from augloop.cli import show_import
     from db.session import get_engine, session_scope
     from services.datasets import all_datasets, import_upload
     from services.importing import ImportSpec
@@ -38,21 +42,36 @@ def import_example() -> None:
             return
         with EXAMPLE.open("rb") as upload:
             result = import_upload(session, upload, ImportSpec(dataset=EXAMPLE_NAME, tasks=EXAMPLE_TASKS), EXAMPLE.name)
-    console.print(f"imported {result.imported} samples into {EXAMPLE_NAME} (splits {result.split_counts})")
+    show_import(result)
+
+
+DEMO_USERS = ("demo-admin", "demo-annotator")
 
 
 def issue_tokens() -> dict[str, str]:
+    """A new admin and annotator token; the ones an earlier start of the demo printed are revoked (each start
+    left two more tokens that never expire)."""
+    from core.errors import NotFoundError
     from db.models import DEFAULT_PROJECT
     from db.session import get_engine, session_scope
     from services.projects import add_member
-    from services.tokens import issue
+    from services.tokens import issue, revoke
 
     with session_scope(get_engine()) as session:
+        for name in DEMO_USERS:
+            with contextlib.suppress(NotFoundError):  # a first start: no such user yet
+                revoke(session, user_name=name)
         admin = issue(session, "demo-admin", "admin").token
         annotator = issue(session, "demo-annotator", "annotator").token
         # The example dataset is in the default project: its annotator is one of that project's annotators.
         add_member(session, DEFAULT_PROJECT, "demo-annotator", "annotator")
     return {"admin": admin, "annotator": annotator}
+
+
+def show_tokens(tokens: dict[str, str]) -> None:
+    console.print(f"admin token:      {tokens['admin']}  (the whole loop: Augment, Training, Impact, Tokens)")
+    console.print(f"annotator token:  {tokens['annotator']}  (Review and Datasets; what a lead starts, it sees)")
+    console.print("                  (the tokens an earlier start printed are revoked)", highlight=False)
 
 
 def url_host(host: str) -> str:
@@ -136,7 +155,7 @@ def run_demo(serve: bool = True) -> int:
         print_stats(class_balance(session, EXAMPLE_NAME, None))
     tokens = issue_tokens()
     if not serve:
-        console.print(f"annotator token: {tokens['annotator']}")
+        show_tokens(tokens)
         return 0
 
     env = {
@@ -182,8 +201,7 @@ def run_demo(serve: bool = True) -> int:
         console.print(f"API:              {env['AUGLOOP_API_URL']}/docs")
         if ui_url:
             console.print(f"UI:               {ui_url}")
-        console.print(f"annotator token:  {tokens['annotator']}")
-        console.print(f"admin token:      {tokens['admin']}")
+        show_tokens(tokens)
         if env.get("AUGLOOP_TRAINER_DEFAULT_ENCODER"):
             console.print(f"training encoder: {env['AUGLOOP_TRAINER_DEFAULT_ENCODER']} (offline all-MiniLM-L6-v2)")
         show_augmenters()

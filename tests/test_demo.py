@@ -227,3 +227,43 @@ def test_the_demo_names_an_ipv6_host_in_brackets_and_stops_waiting_on_ctrl_c():
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_the_demo_says_what_its_import_warns_of_and_keeps_two_tokens_alive(tmp_path) -> None:
+    """The demo printed only "imported 5000 samples" where `augloop import` of the same file warns of texts that
+    span splits (to read before training); each start issued two more tokens that never expire, the annotator's
+    printed first though it can neither augment nor train. A second start revokes the first's tokens."""
+    import sqlite3
+
+    env = demo_env(tmp_path, free_port(), free_port())
+
+    def start() -> str:
+        run = subprocess.run(
+            [sys.executable, "-m", "augloop", "demo", "--no-serve"],
+            cwd=Path(__file__).resolve().parents[1],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        return run.stdout + run.stderr
+
+    first = start()
+    assert "5 group(s) of near-duplicate texts span splits" in first, first
+    lines = first.splitlines()
+    assert lines.index(next(ln for ln in lines if ln.startswith("admin token:"))) < lines.index(
+        next(ln for ln in lines if ln.startswith("annotator token:"))
+    )
+    second = start()
+    assert "already imported" in second, second
+    with sqlite3.connect(tmp_path / "var" / "augloop.db") as db:
+        states = db.execute(
+            "SELECT users.name, api_tokens.revoked_at IS NULL FROM api_tokens JOIN users ON users.id = user_id"
+        ).fetchall()
+    assert sorted(states) == [
+        ("demo-admin", 0),
+        ("demo-admin", 1),
+        ("demo-annotator", 0),
+        ("demo-annotator", 1),
+    ], states

@@ -158,7 +158,7 @@ def _load_failure(name_or_path: str) -> Any:
     from trainer.errors import TrainerError
 
     return TrainerError(
-        f"cannot load encoder {name_or_path!r}: not a model directory this worker may read, "
+        f"cannot load encoder {name_or_path!r}: not a model directory this machine may read, "
         "nor a model on the hub (or the hub is unreachable); a local model is named by its directory's "
         "absolute path",
         field="config.encoder",
