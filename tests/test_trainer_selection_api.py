@@ -47,7 +47,11 @@ def test_lr_selection_records_every_trial_and_picks_the_best_on_val(tiny_encoder
     # a given LR needs no selection; `auto` skips a run too short for informative trials
     assert select_learning_rate(config.with_overrides({"lr": 1e-3}), data).status == "skipped"
     auto = select_learning_rate(config.with_overrides({"lr_search": "auto"}), data, n_runs=1)
-    assert auto.status == "skipped" and "does not allow" in auto.reason and auto.trials == []
+    # without a budget it is the runs' length that leaves the trials too few steps, and it says so (it blamed
+    # "the budget" that no one had set)
+    assert auto.status == "skipped" and auto.reason.startswith("the runs are too short for it: ") and auto.trials == []
+    budgeted = select_learning_rate(config.with_overrides({"lr_search": "auto", "budget_minutes": 0.01}), data)
+    assert budgeted.status == "skipped" and budgeted.reason.startswith("the budget does not allow it: ")
 
 
 def test_an_lr_scale_the_config_sets_is_kept_and_the_trials_multiply_it(tiny_encoder: str) -> None:

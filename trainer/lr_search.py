@@ -285,11 +285,13 @@ def select_learning_rate(
         return skipped(given)
     if config.lr_search == "auto" and not runs_plan.lr_scaled:
         return skipped("the run trains in the recipe's regime: its LR stands")
+    # what limits the trials: a budget the config sets, else the runs' own length (epochs × steps)
+    limit = "the budget does not allow it" if config.budget_minutes else "the runs are too short for it"
     trial_steps = min(plan.steps, math.floor(SEARCH_SHARE * n_runs * plan.steps / config.lr_trials))
     if trial_steps < MIN_TRIAL_STEPS:
         if config.lr_search == "auto":
             return skipped(
-                f"the budget does not allow it: {config.lr_trials} trials in {SEARCH_SHARE:.0%} of the training "
+                f"{limit}: {config.lr_trials} trials in {SEARCH_SHARE:.0%} of the training "
                 f"time of {n_runs} run(s) get {trial_steps} steps each (< {MIN_TRIAL_STEPS})"
             )
         trial_steps = min(plan.steps, MIN_TRIAL_STEPS)
@@ -297,7 +299,7 @@ def select_learning_rate(
     plan, pinned = after_trials(run, config, pace, throughput, trial_steps, n_runs, time.monotonic() - started)
     if config.lr_search == "auto" and plan.steps < MIN_TRIAL_STEPS:
         return skipped(
-            f"the budget does not allow it: once the trials are paid for, each run is left {plan.steps} steps "
+            f"{limit}: once the trials are paid for, each run is left {plan.steps} steps "
             f"(< {MIN_TRIAL_STEPS})"
         )
     trial_steps = min(trial_steps, plan.steps)
