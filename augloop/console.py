@@ -3,7 +3,9 @@ errors become exit code 2 with a message (ErrorMappingGroup)."""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,8 +30,19 @@ class PipedConsole(Console):
         reader_gone()
 
 
-console = PipedConsole(markup=False)
-err_console = PipedConsole(stderr=True, markup=False)
+PIPED_WIDTH = 200
+
+
+def _width(stream: Any) -> int | None:
+    """A terminal's own width (or COLUMNS); piped into a file, a pager or a log, 200 columns: rich's 80 broke
+    lines mid-sentence and folded table cells ("datase/t", "runnin/g" in `augloop runs list | cat`)."""
+    if os.environ.get("COLUMNS") or (hasattr(stream, "isatty") and stream.isatty()):
+        return None
+    return PIPED_WIDTH
+
+
+console = PipedConsole(markup=False, width=_width(sys.stdout))
+err_console = PipedConsole(stderr=True, markup=False, width=_width(sys.stderr))
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

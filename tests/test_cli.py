@@ -765,3 +765,18 @@ def test_token_and_role_commands_refuse_what_would_change_the_wrong_user(setting
     with session_scope(engine) as s:
         assert {(u.name, u.role) for u in s.query(User)} == {("ann", "annotator"), ("auto", "system")}
         assert [t.revoked_at for t in s.query(APIToken)] == [None]
+
+
+def test_output_piped_without_columns_keeps_lines_and_cells_whole(settings, tmp_path) -> None:
+    """Piped into a file, a pager or a log with no COLUMNS, rich drew 80 columns: the import's summary broke
+    mid-sentence and `augloop stats` folded a long label across two lines of its cell."""
+    label = "a-label-name-long-enough-to-be-folded-across-lines-in-eighty-columns-of-a-table-with-eight-columns"
+    data = tmp_path / "wide.csv"
+    data.write_text(f"text,label,split\nfirst text,{label},train\nsecond text,short,train\nthird,short,val\n")
+    env = {k: v for k, v in cli_env(settings).items() if k != "COLUMNS"}
+    imported = run_augloop("import", str(data), "--dataset", "wide", "--task", "label", env=env)
+    assert imported.returncode == 0, imported.stderr
+    summary = imported.stdout.splitlines()[0]
+    assert summary.startswith("imported 3 samples") and summary.endswith("0 duplicate(s) skipped"), imported.stdout
+    stats = run_augloop("stats", "wide", env=env)
+    assert any(label in line for line in stats.stdout.splitlines()), stats.stdout

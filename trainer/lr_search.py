@@ -299,8 +299,7 @@ def select_learning_rate(
     plan, pinned = after_trials(run, config, pace, throughput, trial_steps, n_runs, time.monotonic() - started)
     if config.lr_search == "auto" and plan.steps < MIN_TRIAL_STEPS:
         return skipped(
-            f"{limit}: once the trials are paid for, each run is left {plan.steps} steps "
-            f"(< {MIN_TRIAL_STEPS})"
+            f"{limit}: once the trials are paid for, each run is left {plan.steps} steps (< {MIN_TRIAL_STEPS})"
         )
     trial_steps = min(trial_steps, plan.steps)
     run.model.set_heads(plan.head_layers, config.seed)  # every trial trains the heads the run will have
