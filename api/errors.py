@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from core.errors import DomainError
+from db.session import commit_outcome_unknown
 from services.failures import constraint_violated, database_trouble, driver_words
 from trainer.errors import TrainerError
 
@@ -37,6 +38,13 @@ def operational_response(err: OperationalError) -> JSONResponse:
     # The database failed the statement or the commit (locked past the busy timeout, disk full, connection
     # lost): the transaction was rolled back, so nothing of the request was stored. The driver's words stay in
     # the log: they name the database's host and port ("connection to server at …"), no client's business.
+    if commit_outcome_unknown(err):  # the database may have committed it: a retry could store it twice
+        log.warning("the connection was lost as a commit was sent: %s", driver_words(err))
+        detail = (
+            "the connection to the database was lost as this request's changes were committed, so they may have "
+            "been saved; check before you retry"
+        )
+        return JSONResponse({"detail": detail}, status_code=503)
     trouble = database_trouble(err)
     if trouble != "failed":  # a failed statement is logged below, with its traceback
         log.warning("database error answered: %s", driver_words(err))

@@ -173,9 +173,15 @@ def database_problem(err: Any) -> str:
 
     from sqlalchemy.exc import OperationalError
 
+    from db.session import commit_outcome_unknown
     from services.failures import database_trouble
 
     said = str(getattr(err, "orig", None) or err).strip()[:300]
+    if commit_outcome_unknown(err):  # the server may have committed: running the command again may repeat it
+        return (
+            "the connection to the database was lost as the command's changes were committed, so they may have "
+            f"been saved (AUGLOOP_DATABASE_URL); check before you run it again: {said}"
+        )
     trouble = database_trouble(err)
     if trouble == "read_only":
         return f"the database is read-only for this user (AUGLOOP_DATABASE_URL): {said}"

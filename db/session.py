@@ -96,8 +96,43 @@ def make_engine(url: str, settings: Settings | None = None) -> Engine:
             # when this connection took the write lock (db/queue.py gives the time it held it back to leases)
             conn.info[WRITE_LOCK_SINCE] = None if readonly else time.monotonic()
 
+        _watch_commits(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True)
+    _watch_commits(engine)
+    return engine
+
+
+# Connection.info: its COMMIT is under way (set as it is sent, cleared as the connection's next transaction begins).
+_COMMITTING = "augloop_committing"
+# On the error of a COMMIT (commit_outcome_unknown reads whether it lost the connection).
+_IN_COMMIT = "augloop_error_in_commit"
+
+
+def _watch_commits(engine: Engine) -> None:
+    """Mark the error of a COMMIT lost with its connection (commit_outcome_unknown). The server may have received
+    it and committed before the connection went: a request answered 503 "nothing was saved; retry" had been
+    stored (a token issued that nobody held, a job queued twice when the client retried)."""
+
+    @event.listens_for(engine, "commit")
+    def _committing(conn):  # type: ignore[no-untyped-def]
+        conn.info[_COMMITTING] = True
+
+    @event.listens_for(engine, "begin", insert=True)  # before SQLite's BEGIN IMMEDIATE, which may fail
+    def _begun(conn):  # type: ignore[no-untyped-def]
+        conn.info.pop(_COMMITTING, None)
+
+    @event.listens_for(engine, "handle_error")
+    def _failed_in_commit(context):  # type: ignore[no-untyped-def]
+        conn = context.connection
+        if conn is not None and conn.info.pop(_COMMITTING, False) and context.sqlalchemy_exception is not None:
+            setattr(context.sqlalchemy_exception, _IN_COMMIT, True)
+
+
+def commit_outcome_unknown(err: BaseException) -> bool:
+    """Whether `err` is a COMMIT that lost its connection as it was sent: committed or not, nobody here knows.
+    (Whether it was a disconnect is read from the error raised, once every handle_error listener had its say.)"""
+    return bool(getattr(err, _IN_COMMIT, False)) and bool(getattr(err, "connection_invalidated", False))
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"

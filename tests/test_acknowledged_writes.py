@@ -196,6 +196,51 @@ def test_a_statement_that_always_fails_is_not_answered_retry(world, caplog) -> N
         assert not stored(s), f"{name}: the failed write is in the database"
 
 
+def test_a_commit_that_lost_its_connection_is_not_answered_nothing_was_saved(world) -> None:
+    """A connection lost as its COMMIT was sent (Postgres restarted, a proxy dropped it: seen through a proxy that
+    forwarded the COMMIT and closed the connection) leaves the outcome unknown: the server had committed, and the
+    API answered 503 "nothing was saved; retry" for a token it had issued (the client retried: two tokens, one
+    that nobody held). The answer says it may have been saved. Simulated here: the COMMIT lands, then the driver
+    reports the connection lost."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    engine = world["engine"]
+    app = create_app(world["settings"], engine)
+    real_commit = engine.dialect.do_commit
+    writes: list[bool] = []
+
+    def note(conn: Any) -> None:  # not the read-only session that authenticates the request first
+        writes.append(not conn.get_execution_options().get("readonly"))
+
+    def commit_then_lose(dbapi_conn: Any) -> None:
+        real_commit(dbapi_conn)
+        if writes.pop():
+            raise engine.dialect.loaded_dbapi.OperationalError("server closed the connection unexpectedly (simulated)")
+
+    def as_a_disconnect(context: Any) -> None:
+        if "simulated" in str(context.original_exception):
+            context.is_disconnect = True
+
+    event.listen(engine, "handle_error", as_a_disconnect, insert=True)
+    event.listen(engine, "commit", note)
+    engine.dialect.do_commit = commit_then_lose  # type: ignore[method-assign]
+    try:
+        with TestClient(app, raise_server_exceptions=False, headers={"Authorization": f"Bearer {world['admin']}"}) as c:
+            r = c.post("/api/v1/tokens", json={"name": "lost-at-commit", "role": "annotator"})
+    finally:
+        del engine.dialect.do_commit
+        event.remove(engine, "commit", note)
+        event.remove(engine, "handle_error", as_a_disconnect)
+    assert r.status_code == 503, r.text
+    detail = r.json()["detail"]
+    assert "nothing was saved" not in detail and "may have been saved" in detail, detail
+    assert "simulated" not in r.text
+    with session_scope(engine) as s:  # it was: the client must look before it retries
+        assert s.scalar(select(func.count()).select_from(User).where(User.name == "lost-at-commit")) == 1
+
+
 @pytest.mark.slow
 def test_every_acknowledged_write_survives_a_kill_as_the_answer_arrives(world) -> None:
     """SIGKILL the API the moment the client has its answer; the write must be in the database. The bulk
@@ -450,3 +495,21 @@ def test_a_commit_stays_visible_to_other_processes_after_the_pool_opens_another_
     assert elsewhere("print(c.execute('SELECT x FROM t ORDER BY x').fetchall())") == "[(1,), (2,)]"
     held.close()
     engine.dispose()
+
+
+def test_the_cli_says_a_commit_that_lost_its_connection_may_have_been_saved() -> None:
+    """`augloop token create` prints its token before the commit: a connection lost as the COMMIT went out said
+    "the database did not answer", as if nothing had been stored."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from augloop.console import database_problem
+    from db.session import _IN_COMMIT
+
+    lost = OperationalError("COMMIT", {}, sqlite3.OperationalError("server closed the connection"))
+    lost.connection_invalidated = True
+    assert database_problem(lost).startswith("the database did not answer")  # before the COMMIT: nothing stored
+    setattr(lost, _IN_COMMIT, True)
+    said = database_problem(lost)
+    assert "may have been saved" in said and "check before you run it again" in said, said
