@@ -71,6 +71,10 @@ class _Attempt:
         with artifacts_written():
             train_samples = write_snapshot(result.snapshot, staging / SNAPSHOT_FILE)
         digest = pairs_digest(result.snapshot)  # here, not in every ensemble request
+        # the job's last phase, what its progress keeps once it succeeds ("scoring pending variants" stayed)
+        val = result.metrics["val"]["overall_macro_f1"]
+        scored = f", {variants_scored} pending variants scored" if variants_scored else ""
+        self.emit({"event": "phase", "phase": f"done: val macro-F1 {val:.3f}{scored}"})
         summary = {
             "run_id": self.run_id,
             # relative to the data directory: the job's result is shown to the project's members (access.shown_path)

@@ -161,6 +161,8 @@ def test_a_training_job_whose_checkpoints_cannot_be_written_trains_on_and_says_s
     assert run["status"] == "succeeded" and run["epochs_done"] == 2 and run["metrics"]["checkpoint_failures"] == 2
     assert run["progress"]["checkpoint_failures"] == 2
     assert run["progress"]["checkpoint_error"].startswith("the checkpoint at step 4 could not be written: File exists")
+    # the finished job's phase says how it ended (it kept "scoring pending variants", what it was doing last)
+    assert run["progress"]["phase"] == f"done: val macro-F1 {run['val_macro_f1']:.3f}", run["progress"]
     assert str(blocked) not in run["progress"]["checkpoint_error"]  # the server's path is not the project's
 
 
