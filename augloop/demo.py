@@ -69,9 +69,14 @@ def issue_tokens() -> dict[str, str]:
 
 
 def show_tokens(tokens: dict[str, str]) -> None:
-    console.print(f"admin token:      {tokens['admin']}  (the whole loop: Augment, Training, Impact, Tokens)")
-    console.print(f"annotator token:  {tokens['annotator']}  (Review and Datasets; what a lead starts, it sees)")
-    console.print("                  (the tokens an earlier start printed are revoked)", highlight=False)
+    """The tokens last on their lines (a script reads the last word), what each may do before them."""
+    console.print(
+        f"admin token (the whole loop: Augment, Training, Impact, Tokens):  {tokens['admin']}", highlight=False
+    )
+    console.print(
+        f"annotator token (Review, Datasets; sees what a lead starts):    {tokens['annotator']}", highlight=False
+    )
+    console.print("(the tokens an earlier start printed are revoked)", highlight=False)
 
 
 def url_host(host: str) -> str:

@@ -81,7 +81,7 @@ def test_demo_serves_the_loop_and_ctrl_c_stops_everything(tmp_path):
                 break
         out = "".join(lines)
         assert "imported 5000 samples into political_social_media" in out, out
-        token = next(ln.split()[-1] for ln in lines if ln.startswith("annotator token:"))
+        token = next(ln.split()[-1] for ln in lines if ln.startswith("annotator token"))
         me = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/me", headers={"Authorization": f"Bearer {token}"})
         assert me.json()["role"] == "annotator"
         stats = httpx.get(
@@ -252,9 +252,10 @@ def test_the_demo_says_what_its_import_warns_of_and_keeps_two_tokens_alive(tmp_p
     first = start()
     assert "5 group(s) of near-duplicate texts span splits" in first, first
     lines = first.splitlines()
-    assert lines.index(next(ln for ln in lines if ln.startswith("admin token:"))) < lines.index(
-        next(ln for ln in lines if ln.startswith("annotator token:"))
+    assert lines.index(next(ln for ln in lines if ln.startswith("admin token"))) < lines.index(
+        next(ln for ln in lines if ln.startswith("annotator token"))
     )
+    assert all(ln.split()[-1].startswith("aug_") for ln in lines if ln.startswith(("admin token", "annotator token")))
     second = start()
     assert "already imported" in second, second
     with sqlite3.connect(tmp_path / "var" / "augloop.db") as db:
