@@ -13,7 +13,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -77,6 +79,27 @@ def show_tokens(tokens: dict[str, str]) -> None:
         f"annotator token (Review, Datasets; sees what a lead starts):    {tokens['annotator']}", highlight=False
     )
     console.print("(the tokens an earlier start printed are revoked)", highlight=False)
+
+
+def child_options() -> dict[str, Any]:
+    """Each child in a session of its own: a terminal's Ctrl-C reaches the demo alone, which stops each child once
+    (the API, sent the terminal's SIGINT and then the demo's SIGTERM, took the second for an impatient user and
+    died in a traceback and "Aborted!"). On Linux a child is also sent SIGTERM when the demo dies, even by kill -9:
+    the API, the worker and the UI went on running, holding their ports."""
+    options: dict[str, Any] = {"start_new_session": True}
+    if sys.platform.startswith("linux"):
+        options["preexec_fn"] = partial(_stop_with_parent, os.getpid())
+    return options
+
+
+def _stop_with_parent(parent: int) -> None:
+    """In the child before it runs: SIGTERM when the demo's process ends (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the demo died before the request was made: nothing would send it
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def url_host(host: str) -> str:
@@ -184,17 +207,17 @@ def run_demo(serve: bool = True) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        api = subprocess.Popen([*exe, "serve"], env=env)
+        api = subprocess.Popen([*exe, "serve"], env=env, **child_options())
         children.append(api)
         if not _wait_ready(api, f"{env['AUGLOOP_API_URL']}/api/v1/me", 60, tokens["annotator"], lambda: stopping):
             if stopping:  # Ctrl-C while it started: a stop, not a failure
                 return 0
             console.print("[red]the API did not start; stopping[/]")
             return 1
-        children.append(subprocess.Popen([*exe, "worker"], env=env))
+        children.append(subprocess.Popen([*exe, "worker"], env=env, **child_options()))
         ui_url = None
         if serve_ui:
-            ui = subprocess.Popen([*exe, "ui"], env=env)
+            ui = subprocess.Popen([*exe, "ui"], env=env, **child_options())
             children.append(ui)
             ui_url = f"http://{url_host(settings.ui_host)}:{settings.ui_port}"
             if not _wait_listening(ui, settings.ui_host, settings.ui_port, 60, lambda: stopping):

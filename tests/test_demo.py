@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -122,8 +123,74 @@ def test_demo_serves_the_loop_and_ctrl_c_stops_everything(tmp_path):
         time.sleep(0.5)
         assert not [pid for pid in children if alive(pid)], "a child process outlived the demo"
     finally:
-        if demo.poll() is None:
-            demo.kill()
+        stop_everything(demo)
+
+
+def stop_everything(demo: subprocess.Popen[str]) -> None:
+    """A test that failed midway leaves nothing running: the demo's children first (a CI run left an API and a
+    worker behind when only the demo was killed)."""
+    for pid in descendants(demo.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if demo.poll() is None:
+        demo.kill()
+        demo.wait(10)
+
+
+def wait_until_running(demo: subprocess.Popen[str]) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = demo.stdout.readline() if demo.stdout else ""
+        if not line:
+            break
+        lines.append(line)
+        if "Ctrl-C stops everything" in line:
+            return lines
+    pytest.fail("the demo did not start:\n" + "".join(lines))
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_the_demo_once_and_kill_9_leaves_nothing_running(tmp_path) -> None:
+    """A terminal's Ctrl-C reaches its whole process group: the API took the demo's own stop as a second Ctrl-C and
+    died in a traceback and "Aborted!". And a demo killed with kill -9 left its API, worker and UI running,
+    holding their ports."""
+    env = demo_env(tmp_path, free_port(), free_port())
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "augloop", "demo"],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a command: Ctrl-C is sent to the group
+    )
+    try:
+        wait_until_running(demo)
+        os.killpg(demo.pid, signal.SIGINT)
+        out, _ = demo.communicate(timeout=60)
+        assert demo.returncode == 0, out
+        assert "Aborted!" not in out and "Traceback" not in out, out
+        assert "demo stopped; all processes ended" in out
+    finally:
+        stop_everything(demo)
+    demo = start_demo(tmp_path, env)
+    children: set[int] = set()
+    try:
+        wait_until_running(demo)
+        children = descendants(demo.pid)
+        assert len(children) >= 3
+        demo.kill()
+        demo.wait(10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and [pid for pid in children if alive(pid)]:
+            time.sleep(0.3)
+        assert not [pid for pid in children if alive(pid)], "a child outlived the demo's kill -9"
+    finally:
+        stop_everything(demo)
+        for pid in children:  # orphans, no longer the demo's descendants
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("held", ["api", "ui"])
