@@ -209,14 +209,18 @@ def test_a_commit_that_lost_its_connection_is_not_answered_nothing_was_saved(wor
     engine = world["engine"]
     app = create_app(world["settings"], engine)
     real_commit = engine.dialect.do_commit
-    writes: list[bool] = []
+    # The transaction that inserts the user loses its connection at COMMIT; no other (the request's own token
+    # bookkeeping may commit a write first: losing that one stored no user, and the test read it as a failure)
+    inserting = {"user": False}
 
-    def note(conn: Any) -> None:  # not the read-only session that authenticates the request first
-        writes.append(not conn.get_execution_options().get("readonly"))
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO USERS"):
+            inserting["user"] = True
 
     def commit_then_lose(dbapi_conn: Any) -> None:
         real_commit(dbapi_conn)
-        if writes.pop():
+        if inserting["user"]:
+            inserting["user"] = False
             raise engine.dialect.loaded_dbapi.OperationalError("server closed the connection unexpectedly (simulated)")
 
     def as_a_disconnect(context: Any) -> None:
@@ -224,14 +228,14 @@ def test_a_commit_that_lost_its_connection_is_not_answered_nothing_was_saved(wor
             context.is_disconnect = True
 
     event.listen(engine, "handle_error", as_a_disconnect, insert=True)
-    event.listen(engine, "commit", note)
+    event.listen(engine, "after_cursor_execute", note)
     engine.dialect.do_commit = commit_then_lose  # type: ignore[method-assign]
     try:
         with TestClient(app, raise_server_exceptions=False, headers={"Authorization": f"Bearer {world['admin']}"}) as c:
             r = c.post("/api/v1/tokens", json={"name": "lost-at-commit", "role": "annotator"})
     finally:
         del engine.dialect.do_commit
-        event.remove(engine, "commit", note)
+        event.remove(engine, "after_cursor_execute", note)
         event.remove(engine, "handle_error", as_a_disconnect)
     assert r.status_code == 503, r.text
     detail = r.json()["detail"]
