@@ -63,10 +63,11 @@ def issue_tokens() -> dict[str, str]:
         for name in DEMO_USERS:
             with contextlib.suppress(NotFoundError):  # a first start: no such user yet
                 revoke(session, user_name=name)
-        admin = issue(session, "demo-admin", "admin").token
-        annotator = issue(session, "demo-annotator", "annotator").token
+        admin_name, annotator_name = DEMO_USERS
+        admin = issue(session, admin_name, "admin").token
+        annotator = issue(session, annotator_name, "annotator").token
         # The example dataset is in the default project: its annotator is one of that project's annotators.
-        add_member(session, DEFAULT_PROJECT, "demo-annotator", "annotator")
+        add_member(session, DEFAULT_PROJECT, annotator_name, "annotator")
     return {"admin": admin, "annotator": annotator}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -177,7 +177,7 @@ def _file_key(db_file: Path) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
-def _connect_checked(db_file: Path, connect: Any) -> Any:
+def _connect_checked(db_file: Path, connect: Callable[[], Any]) -> Any:
     """The do_connect hook: the first connection of this process to `db_file` is made after the header check
     (`_refuse_non_database`), under a lock, so that no check opens and closes the file while a connection of
     this process holds SQLite's locks on it; later ones (None: SQLAlchemy's own connect) check nothing."""
