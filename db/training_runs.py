@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
@@ -361,6 +361,7 @@ class ConsistencyScore:
     consistency: float | None
     flag: bool | None
     probs: dict[str, dict[str, float]]
+    unheeded: dict[str, str] = field(default_factory=dict)  # task → a label given where the model is no judge
 
 
 def apply_consistency_scores(
@@ -407,6 +408,7 @@ def apply_consistency_scores(
                     "run_id": run_id,
                     **(scorer or {}),
                     "probs": score.probs,
+                    **({"unheeded": score.unheeded} if score.unheeded else {}),
                     **({REPLACED: kept} if (kept := replaced.get(score.sample_id)) else {}),
                 },
             },

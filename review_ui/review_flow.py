@@ -113,16 +113,27 @@ def load_view(
 
 
 def label_model_view(item: dict[str, Any]) -> dict[str, Any] | None:
-    """Which labels the label model predicts per task, against the intended ones, and which model said so."""
+    """Which labels the label model predicts per task, against the intended ones, and which model said so. A
+    disagreement the scorer left unheeded (the model finds too little of the intended class on val to flag it:
+    services.variant_scoring.label_scores) says so, and does not mark the card."""
     scored = (item.get("scores") or {}).get("label_model") or {}
     probs = scored.get("probs") or {}
+    unheeded = scored.get("unheeded") or {}
     tasks = []
+    disagrees = False
     for task, by_label in sorted(probs.items()):
         intended = (item.get("labels") or {}).get(task)
         if intended is None or not by_label:
             continue
         predicted = max(by_label, key=by_label.get)
-        tasks.append([task, predicted, intended, f"{by_label[predicted]:.2f}"])
+        note = ""
+        if predicted != intended and task in unheeded:
+            recall = ((scored.get("val_recall") or {}).get(task) or {}).get(intended)
+            found = f"{recall:.0%} of" if isinstance(recall, int | float) else "too few"
+            note = f"no flag: it finds {found} the val texts labelled {intended}"
+        else:
+            disagrees = disagrees or predicted != intended
+        tasks.append([task, predicted, intended, f"{by_label[predicted]:.2f}", note])
     if not tasks:
         return None
     who = f"Label model: {'ensemble' if scored.get('kind') == 'ensemble' else 'run'} #{scored.get('run_id', '?')}"
@@ -130,7 +141,7 @@ def label_model_view(item: dict[str, Any]) -> dict[str, Any] | None:
         who += f" (val macro-F1 {scored['val_macro_f1']:.2f})"
     if scored.get("chosen"):
         who += ", chosen by a person"
-    return {"who": who, "tasks": tasks, "disagrees": any(t[1] != t[2] for t in tasks)}
+    return {"who": who, "tasks": tasks, "disagrees": disagrees}
 
 
 def build_card(item: dict[str, Any], family: dict[str, Any] | None, reviews_required: int) -> dict[str, Any]:

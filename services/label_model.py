@@ -30,16 +30,34 @@ FinishFn = Callable[[Session, dict[str, Any]], None]
 
 
 def scorer_of(run: TrainingRun, *, chosen: bool = False, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What a score says about the model behind it (`metrics`: the run's, when it is not finished yet)."""
+    """What a score says about the model behind it (`metrics`: the run's, when it is not finished yet): its
+    val macro-F1, and per task the val recall of each class with val texts, which says whose flags count
+    (services.variant_scoring.label_scores)."""
+    val = ((run.metrics if metrics is None else metrics) or {}).get("val") or {}
     return {
         "run_id": run.id,
         "kind": run.kind,
         "name": run.name,
-        "val_macro_f1": (((run.metrics if metrics is None else metrics) or {}).get("val") or {}).get(
-            "overall_macro_f1"
-        ),
+        "val_macro_f1": val.get("overall_macro_f1"),
+        "val_recall": class_recall(val),
         "chosen": chosen,
     }
+
+
+def class_recall(val: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per task, each class's recall on the val split, for the classes that have val texts (trainer.metrics
+    .evaluate_probs's `tasks.<task>.per_class`)."""
+    out: dict[str, dict[str, float]] = {}
+    for task, metrics in (val.get("tasks") or {}).items():
+        per_class = (metrics or {}).get("per_class") or {}
+        recall = {
+            label: round(float(c["recall"]), 4)
+            for label, c in per_class.items()
+            if isinstance(c, dict) and c.get("support") and c.get("recall") is not None
+        }
+        if recall:
+            out[task] = recall
+    return out
 
 
 def replaces(current: dict[str, Any] | None, new_f1: float | None) -> bool:
@@ -82,15 +100,18 @@ def consistency_from_probs(
     variants: list[db_runs.PendingVariant],
     probs: dict[str, np.ndarray],
     predicted: dict[str, np.ndarray] | None = None,
+    val_recall: dict[str, dict[str, float]] | None = None,
 ) -> list[db_runs.ConsistencyScore]:
     """Per variant: p(intended label) per task; consistency = the minimum over tasks; flag = the model gives
-    another label for some task (`predicted`: the label index per task under the model's decision rule;
-    default the argmax). services.variant_scoring.label_scores does the arithmetic."""
+    another label for some task where it recognises the intended class on val (`predicted`: the label index per
+    task under the model's decision rule, default the argmax; `val_recall`: scorer_of's).
+    services.variant_scoring.label_scores does the arithmetic."""
     from services.variant_scoring import label_scores
 
-    scores = label_scores(tasks, probs, [v.labels for v in variants], predicted=predicted) if variants else []
+    labels = [v.labels for v in variants]
+    scores = label_scores(tasks, probs, labels, predicted=predicted, val_recall=val_recall) if variants else []
     return [
-        db_runs.ConsistencyScore(variant.id, variant.text, score.consistency, score.flag, score.probs)
+        db_runs.ConsistencyScore(variant.id, variant.text, score.consistency, score.flag, score.probs, score.unheeded)
         for variant, score in zip(variants, scores, strict=True)
     ]
 
@@ -200,7 +221,7 @@ def execute_rescoring(
         probs = predictor.predict_proba(
             [v.text for v in page], on_batch=lambda d, n: emit({"event": "scoring", "done": d, "total": n})
         )
-        return consistency_from_probs(predictor.tasks, page, probs, predictor.decide(probs))
+        return consistency_from_probs(predictor.tasks, page, probs, predictor.decide(probs), scorer["val_recall"])
 
     def write(scores: list[db_runs.ConsistencyScore]) -> int:
         return write_scores(engine, model_id, scores, scorer=scorer, replace_if=None, guard=guard)

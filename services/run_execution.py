@@ -334,7 +334,9 @@ def score_pending_variants(
     replace_if = label_model.automatic_rule(scorer, [t.name for t in tasks]) if scorer is not None else None
 
     def score_page(page: list[db_runs.PendingVariant], progress: ProgressFn) -> list[db_runs.ConsistencyScore]:
-        return consistency_scores(model, tokenizer, tasks, page, max_length, progress, rules, precision)
+        return consistency_scores(
+            model, tokenizer, tasks, page, max_length, progress, rules, precision, (scorer or {}).get("val_recall")
+        )
 
     def write(scores: list[db_runs.ConsistencyScore]) -> int:
         # written ahead of the run's record: a score replaced is kept, given back if the run ends unfinished
@@ -354,9 +356,11 @@ def consistency_scores(
     emit: ProgressFn,
     rules: dict[str, Any] | None = None,
     precision: str = "fp32",
+    val_recall: dict[str, dict[str, float]] | None = None,
 ) -> list[db_runs.ConsistencyScore]:
     """Per variant: p(intended label) per task; consistency = minimum over tasks; flag = the model predicts
-    another label (under its decision rule) for some task."""
+    another label (under its decision rule) for some task where it recognises the intended class on val
+    (`val_recall`: services.label_model.scorer_of's)."""
     if not variants:
         return []
     probs = predict_texts(
@@ -367,7 +371,7 @@ def consistency_scores(
         dtype=served_dtype(precision, next(model.parameters()).device),  # as the run evaluated and serves
         on_batch=lambda d, t: emit({"event": "scoring", "done": d, "total": t}),
     )
-    return label_model.consistency_from_probs(tasks, variants, probs, decide(probs, rules))
+    return label_model.consistency_from_probs(tasks, variants, probs, decide(probs, rules), val_recall)
 
 
 def planned_epochs(engine: Engine, run_id: int) -> int:

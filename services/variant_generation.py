@@ -372,6 +372,7 @@ def _score_labels(
             "run_id": inputs.label_model.id,
             "probs": score.probs,
             "changed": score.changed,
+            **({"unheeded": score.unheeded} if score.unheeded else {}),
         }
         if score.changed and settings.auto_reject_label_changed:
             changes = ", ".join(f"{task} → {label}" for task, label in sorted(score.changed.items()))

@@ -6,6 +6,11 @@ job), and each pending variant again when a run finishes (services/run_execution
 - `flag`: the model's most probable label differs from the intended one in some task;
 - `changed`: that other label is at least `confidence` probable in some task: the model is confident the
   variant changed a label (what a dataset may send straight to rejection, services/variant_settings.py).
+A disagreement counts towards `flag` and `changed` only where the model recognises the intended class: its
+recall of that class on the val split is at least FLAG_MIN_RECALL (or unknown: no val text of the class). A
+model that finds a third of a class's val texts says "another label" of most of that class's variants, however
+well they keep it: after a one-epoch run (val macro-F1 0.26) 193 of 194 pending variants were flagged. Such a
+disagreement is kept as `unheeded` (task → the model's label), for the card to show and say why it is no flag.
 """
 
 from __future__ import annotations
@@ -75,12 +80,26 @@ def text_changed_values(session: Session, sample: Any, text: str, closest: leak_
     return {**dict.fromkeys(MODEL_SCORE_COLUMNS), "similarity": similarity, "novelty": None, "scores": held}
 
 
+# A model's disagreement with a variant's intended class counts (flag, confident change) only where the model
+# finds at least this share of that class's val texts: more often than not.
+FLAG_MIN_RECALL = 0.5
+
+
 @dataclass
 class LabelScore:
     consistency: float | None
     flag: bool | None
     changed: dict[str, str] = field(default_factory=dict)  # task → the label the model is confident of
     probs: dict[str, dict[str, float]] = field(default_factory=dict)
+    # task → the label the model gives, where it recognises too little of the intended class to flag it
+    unheeded: dict[str, str] = field(default_factory=dict)
+
+
+def heeded(val_recall: dict[str, dict[str, float]] | None, task: str, label: str) -> bool:
+    """Whether the model's disagreement with `label` in `task` counts: its val recall of the class is at least
+    FLAG_MIN_RECALL, or unknown (no val text of the class, or no recall recorded)."""
+    recall = ((val_recall or {}).get(task) or {}).get(label)
+    return recall is None or recall >= FLAG_MIN_RECALL
 
 
 def label_scores(
@@ -90,16 +109,19 @@ def label_scores(
     *,
     confidence: float = 1.0,
     predicted: dict[str, np.ndarray] | None = None,
+    val_recall: dict[str, dict[str, float]] | None = None,
 ) -> list[LabelScore]:
     """Per text: consistency (the lowest probability of an intended label), flag (the model gives another label
-    for some task) and confident changes, from per-task probabilities (N, K) and each text's intended labels.
-    `predicted`: the label index per task and text under the model's decision rule (default: the argmax).
-    Tasks the model does not know, or labels it lacks, are left out."""
+    for some task, where it recognises the intended class: `heeded`) and confident changes, from per-task
+    probabilities (N, K) and each text's intended labels. `predicted`: the label index per task and text under
+    the model's decision rule (default: the argmax); `val_recall`: per task, the model's val recall of each
+    class (services.label_model.scorer_of). Tasks the model does not know, or labels it lacks, are left out."""
     out = []
     for i, wanted in enumerate(labels):
         intended: list[float] = []
         flag = False
         changed: dict[str, str] = {}
+        unheeded: dict[str, str] = {}
         for t in tasks:
             label = wanted.get(t.name)
             if label is None or label not in t.labels:
@@ -108,14 +130,19 @@ def label_scores(
             row = probs[t.name][i]
             intended.append(float(row[k]))
             top = int(predicted[t.name][i]) if predicted is not None else int(np.argmax(row))
-            if top != k:
-                flag = True
-                if float(row[top]) >= confidence:
-                    changed[t.name] = t.labels[top]
+            if top == k:
+                continue
+            if not heeded(val_recall, t.name, label):
+                unheeded[t.name] = t.labels[top]
+                continue
+            flag = True
+            if float(row[top]) >= confidence:
+                changed[t.name] = t.labels[top]
         as_json = {
             t.name: {name: round(float(probs[t.name][i, j]), 6) for j, name in enumerate(t.labels)} for t in tasks
         }
-        out.append(LabelScore(min(intended) if intended else None, flag if intended else None, changed, as_json))
+        consistency = min(intended) if intended else None
+        out.append(LabelScore(consistency, flag if intended else None, changed, as_json, unheeded))
     return out
 
 
@@ -146,7 +173,14 @@ class LabelModel:
             return []
         predictor = load_predictor(self.spec)
         probs = predictor.predict_proba(texts, on_batch=on_batch)
-        return label_scores(predictor.tasks, probs, labels, confidence=confidence, predicted=predictor.decide(probs))
+        return label_scores(
+            predictor.tasks,
+            probs,
+            labels,
+            confidence=confidence,
+            predicted=predictor.decide(probs),
+            val_recall=self.scorer.get("val_recall"),
+        )
 
 
 def label_model_for(session: Session, dataset: Dataset, pinned: int | None = None) -> LabelModel | None:

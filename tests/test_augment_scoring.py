@@ -206,6 +206,7 @@ def test_a_finished_model_scores_new_variants_and_may_reject_confident_label_cha
 
     from db.models import Review, Sample, TrainingRun, User
     from db.session import session_scope
+    from services.label_model import class_recall
     from services.prediction import load_predictor, model_spec
     from services.variant_scoring import label_scores
 
@@ -242,8 +243,14 @@ def test_a_finished_model_scores_new_variants_and_may_reject_confident_label_cha
         # The same model, asked independently: which variants it is confident change a label.
         probs = predictor.predict_proba([v.text for v in variants])
         # (the labels it gives are its decision rule's, as for every prediction of a run)
+        val_recall = class_recall(s.get_one(TrainingRun, run_id).metrics["val"])
         expected = label_scores(
-            predictor.tasks, probs, [v.labels for v in variants], confidence=0.5, predicted=predictor.decide(probs)
+            predictor.tasks,
+            probs,
+            [v.labels for v in variants],
+            confidence=0.5,
+            predicted=predictor.decide(probs),
+            val_recall=val_recall,
         )
         changed = {v.id for v, e in zip(variants, expected, strict=True) if e.changed}
         assert changed, "the random tiny model disagrees with some labels"
@@ -252,6 +259,17 @@ def test_a_finished_model_scores_new_variants_and_may_reject_confident_label_cha
         for v, e in zip(variants, expected, strict=True):
             assert v.label_consistency == pytest.approx(e.consistency, abs=1e-4)
             assert v.label_flag == e.flag and (v.auto_decision == "rejected") == bool(e.changed)
+            assert v.scores["label_model"].get("unheeded", {}) == e.unheeded
+            assert v.scores["label_model"]["val_recall"] == val_recall
+        # Where the model finds under half of the intended class's val texts, its other label is no flag (and
+        # never a rejection): the tiny model finds none of most classes, and says another label for many.
+        unheeded_only = [v for v, e in zip(variants, expected, strict=True) if e.unheeded and not e.flag]
+        assert unheeded_only and all(v.label_flag is False and v.auto_decision is None for v in unheeded_only)
+        assert all(
+            val_recall[task][v.labels[task]] < 0.5
+            for v in unheeded_only
+            for task in v.scores["label_model"]["unheeded"]
+        )
         reviews = s.execute(select(Review, User.name).join(User, User.id == Review.user_id)).all()
         assert {r.sample_id for r, _ in reviews} == changed
         assert all(

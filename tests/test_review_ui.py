@@ -151,12 +151,42 @@ def test_a_card_says_what_the_label_model_predicts_and_which_model(
                 },
             )
         )
+    # Another variant of the same intended labels, scored by a model that finds a fifth of the val texts
+    # labelled `attack`: its other label there is no flag, and the card says why.
+    w = review_data.variants[review_data.sources[3]][1]
+    with session_scope(engine) as s:
+        s.execute(
+            update(Sample)
+            .where(Sample.id == w)
+            .values(
+                label_flag=False,
+                scores={
+                    "label_model": {
+                        "run_id": 8,
+                        "kind": "single",
+                        "val_macro_f1": 0.3,
+                        "chosen": False,
+                        "probs": probs,
+                        "val_recall": {"bias": {"partisan": 0.9}, "message": {"attack": 0.2, "policy": 0.7}},
+                        "unheeded": {"message": "policy"},
+                    }
+                },
+            )
+        )
     at = signed_in(annotator_token, "annotator")
-    card = next(c for c in cards_data(at)["cards"] if c["id"] == v)
-    assert card["label_model"] == {
+    cards = {c["id"]: c for c in cards_data(at)["cards"]}
+    assert cards[v]["label_model"] == {
         "who": "Label model: ensemble #7 (val macro-F1 0.41), chosen by a person",
-        "tasks": [["bias", "partisan", "partisan", "0.80"], ["message", "policy", "attack", "0.60"]],
+        "tasks": [["bias", "partisan", "partisan", "0.80", ""], ["message", "policy", "attack", "0.60", ""]],
         "disagrees": True,
+    }
+    assert cards[w]["label_model"] == {
+        "who": "Label model: run #8 (val macro-F1 0.30)",
+        "tasks": [
+            ["bias", "partisan", "partisan", "0.80", ""],
+            ["message", "policy", "attack", "0.60", "no flag: it finds 20% of the val texts labelled attack"],
+        ],
+        "disagrees": False,
     }
 
 

@@ -309,3 +309,79 @@ def test_variants_edited_before_their_scores_were_kept_keep_their_generated_text
     with session_scope(engine) as s:
         sample = s.get_one(Sample, oldest)
         assert sample.similarity is not None and sample.similarity < 0.8 and sample.scores["length_ratio"] != 1.0
+
+
+def test_another_label_flags_only_where_the_model_finds_the_intended_class_on_val() -> None:
+    """A model that finds a fifth of a class's val texts says "another label" of most of that class's variants
+    however well they keep it (a one-epoch run flagged 193 of 194): its disagreement there is no flag and no
+    confident change, only `unheeded`. Where it finds the class (recall ≥ 0.5), or no val text tells (unknown),
+    a disagreement flags as before."""
+    import numpy as np
+
+    from services.label_model import class_recall
+    from services.variant_scoring import FLAG_MIN_RECALL, label_scores
+    from trainer.examples import TaskSpec
+
+    tasks = [TaskSpec("bias", ["neutral", "partisan"]), TaskSpec("tone", ["calm", "angry", "mixed"])]
+    # the run's val metrics, as trainer.metrics.evaluate_probs writes them: `mixed` has no val text
+    val = {
+        "tasks": {
+            "bias": {
+                "per_class": {"neutral": {"recall": 0.9, "support": 30}, "partisan": {"recall": 0.2, "support": 5}}
+            },
+            "tone": {
+                "per_class": {
+                    "calm": {"recall": FLAG_MIN_RECALL, "support": 20},
+                    "angry": {"recall": 0.1, "support": 10},
+                    "mixed": {"recall": 0.0, "support": 0},
+                }
+            },
+        }
+    }
+    recall = class_recall(val)
+    assert recall == {"bias": {"neutral": 0.9, "partisan": 0.2}, "tone": {"calm": 0.5, "angry": 0.1}}
+    probs = {
+        "bias": np.array([[0.9, 0.1], [0.95, 0.05], [0.2, 0.8], [0.9, 0.1]]),
+        "tone": np.array([[0.9, 0.1, 0.0], [0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.9, 0.05, 0.05]]),
+    }
+    labels = [
+        {"bias": "partisan", "tone": "angry"},  # both disagreements about classes it rarely finds
+        {"bias": "partisan", "tone": "calm"},  # bias: unheeded; tone agrees
+        {"bias": "neutral", "tone": "calm"},  # it finds both classes: flagged, confidently changed
+        {"bias": "neutral", "tone": "mixed"},  # `mixed` has no val text: unknown, so it flags
+    ]
+    got = label_scores(tasks, probs, labels, confidence=0.8, val_recall=recall)
+    assert [(g.flag, g.changed, g.unheeded) for g in got] == [
+        (False, {}, {"bias": "neutral", "tone": "calm"}),
+        (False, {}, {"bias": "neutral"}),
+        (True, {"bias": "partisan", "tone": "angry"}, {}),
+        (True, {"tone": "calm"}, {}),
+    ]
+    assert [g.consistency for g in got] == pytest.approx([0.1, 0.05, 0.05, 0.05])  # the same scores as before
+    # without recall (a model whose val metrics say nothing) every disagreement flags, as it always did
+    assert [g.flag for g in label_scores(tasks, probs, labels, confidence=0.8)] == [True, True, True, True]
+
+
+def test_a_disagreement_left_unheeded_is_stored_with_the_score(engine) -> None:
+    import numpy as np
+
+    from db import training_runs as db_runs
+    from db.models import Sample
+    from services.label_model import consistency_from_probs
+    from trainer.examples import TaskSpec
+
+    variant, text = one_variant(engine)  # intended: bias partisan (its source's labels)
+    pending = [db_runs.PendingVariant(variant, text, {"bias": "partisan"})]
+    scores = consistency_from_probs(
+        [TaskSpec("bias", ["neutral", "partisan"])],
+        pending,
+        {"bias": np.array([[0.7, 0.3]])},
+        val_recall={"bias": {"partisan": 0.25}},
+    )
+    with session_scope(engine) as s:
+        assert db_runs.apply_consistency_scores(s, 3, scores, scorer={"val_recall": {"bias": {"partisan": 0.25}}}) == 1
+    with session_scope(engine) as s:
+        row = s.get_one(Sample, variant)
+        assert row.label_flag is False and row.label_consistency == pytest.approx(0.3)
+        assert row.scores["label_model"]["unheeded"] == {"bias": "neutral"}
+        assert row.scores["label_model"]["val_recall"] == {"bias": {"partisan": 0.25}}
