@@ -129,7 +129,9 @@ def label_model_view(item: dict[str, Any]) -> dict[str, Any] | None:
         note = ""
         if predicted != intended and task in unheeded:
             recall = ((scored.get("val_recall") or {}).get(task) or {}).get(intended)
-            found = f"{recall:.0%} of" if isinstance(recall, int | float) else "too few"
+            # rounded down: 0.496 reads "49%", not the "50%" that would flag
+            number = isinstance(recall, int | float) and not isinstance(recall, bool)
+            found = f"{int(recall * 100)}% of" if number else "too few of"
             note = f"no flag: it finds {found} the val texts labelled {intended}"
         else:
             disagrees = disagrees or predicted != intended

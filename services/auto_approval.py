@@ -17,7 +17,9 @@ The rule, computed when a lead switches it on (and shown there with its numbers)
 
 The rule decides only what the reviewed variants showed it (its `scope`, recorded when it is fitted); anything
 else stays with people, with the reason (`screen`):
-- a variant the label model flags as changing a label (`label_flag` true), whatever its score;
+- a variant the label model flags as changing a label (`label_flag` true), whatever its score, and one it
+  gives another label without flagging it (`scores.label_model.unheeded`: it finds too little of the intended
+  class on val for a flag, services.variant_scoring), which a rule fitted on agreed variants never measured;
 - a variant of a method with fewer than `min_selected` reviewed variants when the rule was fitted;
 - a variant with a score that fewer than `min_selected` reviewed variants had (label-model scores that appeared
   after the rule was fitted), without a score that fewer than `min_selected` of them lacked, or with another value
@@ -92,6 +94,8 @@ class VariantFeatures:
     label_consistency: float | None
     label_flag: bool | None
     method: str | None
+    # the label model gives another label it does not flag (it finds too little of the class on val)
+    label_disputed: bool = False
 
     @classmethod
     def of(cls, sample: Any) -> VariantFeatures:
@@ -111,6 +115,7 @@ class VariantFeatures:
             generated.get("label_consistency"),
             generated.get("label_flag"),
             sample.method,
+            disputed(scores),
         )
 
     def row(self) -> list[float]:
@@ -285,6 +290,12 @@ def scope_of(features: Sequence[VariantFeatures], minimum: int) -> dict[str, Any
 
 
 FLAGGED = "the label model says it changes a label: people decide"
+DISPUTED = "the label model gives another label (no flag: it finds too little of the class on val): people decide"
+
+
+def disputed(scores: dict[str, Any] | None) -> bool:
+    """Whether a variant's label-model score holds another label it does not flag (`unheeded`)."""
+    return bool(((scores or {}).get("label_model") or {}).get("unheeded"))
 
 
 def outside(scope: dict[str, Any], features: VariantFeatures) -> str | None:
@@ -292,6 +303,8 @@ def outside(scope: dict[str, Any], features: VariantFeatures) -> str | None:
     rule was fitted on cover it."""
     if features.label_flag:
         return FLAGGED
+    if features.label_disputed:
+        return DISPUTED
     minimum = int(scope["minimum"])
     reviewed = int(scope["methods"].get(str(features.method), 0))
     if reviewed < minimum:
@@ -389,7 +402,7 @@ def calibrate(session: Session, dataset: Dataset, request: AutoApprovalRequest, 
         advice = (
             " Review variants the label model does not flag, or score the pending variants with a better run "
             f"(POST /api/v1/datasets/{dataset.name}/label-model)"
-            if any(reason == FLAGGED for reason in why)
+            if any(reason in (FLAGGED, DISPUTED) for reason in why)
             else ""
         )
         return {

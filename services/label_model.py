@@ -33,22 +33,29 @@ def scorer_of(run: TrainingRun, *, chosen: bool = False, metrics: dict[str, Any]
     """What a score says about the model behind it (`metrics`: the run's, when it is not finished yet): its
     val macro-F1, and per task the val recall of each class with val texts, which says whose flags count
     (services.variant_scoring.label_scores)."""
-    val = ((run.metrics if metrics is None else metrics) or {}).get("val") or {}
+    measured = (run.metrics if metrics is None else metrics) or {}
+    val = measured.get("val") or {}
     return {
         "run_id": run.id,
         "kind": run.kind,
         "name": run.name,
         "val_macro_f1": val.get("overall_macro_f1"),
-        "val_recall": class_recall(val),
+        "val_recall": class_recall(val, measured.get("decision")),
         "chosen": chosen,
     }
 
 
-def class_recall(val: dict[str, Any]) -> dict[str, dict[str, float]]:
+def class_recall(val: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
     """Per task, each class's recall on the val split, for the classes that have val texts (trainer.metrics
-    .evaluate_probs's `tasks.<task>.per_class`)."""
+    .evaluate_probs's `tasks.<task>.per_class`). Val is scored by the argmax, while the model predicts, and so
+    flags, under its decision rule (`rules`: trainer.decision's, the run's `decision`): a task whose rule moves
+    the argmax (α ≠ 0: it finds a rare class the argmax misses, or misses a frequent one) has no recall of its
+    predictions to judge by, and is left out (unknown: its disagreements count)."""
     out: dict[str, dict[str, float]] = {}
     for task, metrics in (val.get("tasks") or {}).items():
+        rule = rules.get(task) if isinstance(rules, dict) else None
+        if isinstance(rule, dict) and rule.get("alpha"):
+            continue
         per_class = (metrics or {}).get("per_class") or {}
         recall = {
             label: round(float(c["recall"]), 4)

@@ -409,6 +409,7 @@ def _auto_approve(rule: dict[str, Any] | None, kept: list[NewVariant], decided: 
             v.label_consistency,
             v.label_flag,
             v.method,
+            auto_approval.disputed(v.scores),
         )
         for v in open_
     ]

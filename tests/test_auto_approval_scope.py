@@ -210,6 +210,33 @@ def test_a_variant_the_label_model_flags_is_never_auto_approved(admin, engine, m
     assert screen(rule, [flagged]) == ["the label model says it changes a label: people decide"]
 
 
+def test_a_variant_the_label_model_disputes_without_a_flag_is_never_auto_approved(admin, engine, mini_dataset) -> None:
+    """A model that finds too little of the intended class on val gives its other label without a flag
+    (`scores.label_model.unheeded`, services.variant_scoring). Such variants were flagged before, and a rule fitted
+    on agreed variants never measured them: people decide them, and the rule is not fitted on them either."""
+    from db.models import Sample
+    from db.session import session_scope
+    from services.auto_approval import DISPUTED, VariantFeatures, decide, screen
+
+    rng = random.Random(2)
+    specs = [_wordnet(rng.random(), novelty=rng.random(), consistency=rng.uniform(0.3, 1.0)) for _ in range(240)]
+    _reviewed(engine, specs)
+    with session_scope(engine) as s:  # a fifth of the reviewed ones: another label the model did not flag
+        reviewed = s.query(Sample).filter(Sample.origin == "augmented").order_by(Sample.id).all()
+        for v in reviewed[::5]:
+            v.scores = {**v.scores, "label_model": {"run_id": 3, "unheeded": {"bias": "neutral"}}}
+        disputed_ids = [v.id for v in reviewed[::5]]
+    assert admin.put("/api/v1/datasets/mini/auto-approval", json={"enabled": True}).status_code == 200
+    rule = _rule(engine)
+    assert rule["decidable"] == 240 - len(disputed_ids)
+    with session_scope(engine) as s:
+        features = VariantFeatures.of(s.get_one(Sample, disputed_ids[0]))
+    assert features.label_disputed and not features.label_flag
+    agreed = _features({**INSIDE, "consistency": 0.9, "flag": False})
+    assert screen(rule, [features]) == [DISPUTED]
+    assert decide(rule, [agreed, features], ["a" * 64, "b" * 64])[1] is None
+
+
 def test_reviewed_variants_the_rule_may_not_decide_are_named_as_the_reason_it_stays_off(
     admin, engine, mini_dataset
 ) -> None:

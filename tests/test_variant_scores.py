@@ -385,3 +385,45 @@ def test_a_disagreement_left_unheeded_is_stored_with_the_score(engine) -> None:
         assert row.label_flag is False and row.label_consistency == pytest.approx(0.3)
         assert row.scores["label_model"]["unheeded"] == {"bias": "neutral"}
         assert row.scores["label_model"]["val_recall"] == {"bias": {"partisan": 0.25}}
+
+
+def test_a_task_whose_decision_rule_moves_the_argmax_flags_by_the_rule_not_the_argmax_recall() -> None:
+    """Val is scored by the argmax, while the model predicts (and flags) under its decision rule: a prior
+    correction that finds every `angry` val text, where the argmax finds a quarter, must not leave its confident
+    "calm" for an `angry` variant unheeded (no flag, no rejection) with a card saying it finds 25%."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from services.label_model import scorer_of
+    from services.variant_scoring import label_scores
+    from trainer.decision import decide
+    from trainer.examples import TaskSpec
+    from trainer.metrics import evaluate_probs
+
+    tasks = [TaskSpec("tone", ["calm", "angry"])]
+    val_probs = {"tone": np.array([[0.9, 0.1]] * 8 + [[0.6, 0.4]] * 3 + [[0.3, 0.7]])}
+    gold = np.array([[0]] * 8 + [[1]] * 4)
+    rules = {"tone": {"alpha": 1.0, "log_prior": np.log(val_probs["tone"].mean(0)).tolist()}}
+    assert evaluate_probs(val_probs, gold, tasks, decide(val_probs, rules))["tasks"]["tone"]["per_class"]["angry"][
+        "recall"
+    ] == pytest.approx(1.0)
+    metrics = {"val": evaluate_probs(val_probs, gold, tasks), "decision": rules}  # as trainer/train.py stores them
+    assert metrics["val"]["tasks"]["tone"]["per_class"]["angry"]["recall"] == pytest.approx(0.25)
+    scorer = scorer_of(SimpleNamespace(id=5, kind="single", name="r", metrics=metrics))  # type: ignore[arg-type]
+    assert scorer["val_recall"] == {}
+    variant = {"tone": np.array([[0.8, 0.2]])}
+    (got,) = label_scores(
+        tasks,
+        variant,
+        [{"tone": "angry"}],
+        confidence=0.7,
+        predicted=decide(variant, rules),
+        val_recall=scorer["val_recall"],
+    )
+    assert (got.flag, got.changed, got.unheeded) == (True, {"tone": "calm"}, {})
+    # without a rule that moves the argmax (α 0), the argmax's val recall judges, as before
+    plain = {**metrics, "decision": {"tone": {**rules["tone"], "alpha": 0.0}}}
+    assert scorer_of(SimpleNamespace(id=5, kind="single", name="r", metrics=plain))["val_recall"] == {  # type: ignore[arg-type]
+        "tone": {"calm": 1.0, "angry": 0.25}
+    }
