@@ -341,6 +341,16 @@ def train_label_rows(session: Session, dataset: Dataset) -> list[tuple[int, dict
     return sorted(labels.items())
 
 
+def variants_per_source(session: Session, dataset: Dataset) -> dict[int, int]:
+    """Per source (sample id): how many variants it has, whatever their review."""
+    rows = session.execute(
+        select(Sample.parent_id, func.count())
+        .where(Sample.dataset_id == dataset.id, Sample.parent_id.is_not(None))
+        .group_by(Sample.parent_id)
+    )
+    return {int(parent): int(n) for parent, n in rows if parent is not None}
+
+
 def variant_counts(session: Session, dataset: Dataset) -> dict[str, dict[str, dict[str, int]]]:
     """Train-split variants per task → label → review status, as far as training goes: an approved variant of
     a submitted text still under review counts as pending (its labels are the submitter's until someone has

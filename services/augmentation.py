@@ -33,6 +33,7 @@ from db.augmentation import (
     list_plans,
     train_label_rows,
     variant_counts,
+    variants_per_source,
 )
 from db.chunks import chunked
 from db.datasets import lock_dataset
@@ -363,7 +364,8 @@ def build_plan(
         raise ValidationFailed("per_source_cap must be in [1, 1000]", field="per_source_cap")
     if not MIN_JOB_SIZE <= request.job_size <= MAX_VARIANTS_PER_JOB:
         raise ValidationFailed(f"job_size must be in [{MIN_JOB_SIZE}, {MAX_VARIANTS_PER_JOB}]", field="job_size")
-    sources = [SourceSample(sid, labels) for sid, labels in train_label_rows(session, dataset)]
+    held = variants_per_source(session, dataset)  # a source's variants from earlier plans count against its cap
+    sources = [SourceSample(sid, labels, held.get(sid, 0)) for sid, labels in train_label_rows(session, dataset)]
     variants: dict[str, Counter[str]] = counted_variants(variant_counts(session, dataset), request.count_pending)
     plan = make_plan(
         [(t["name"], list(t["labels"])) for t in dataset.tasks],

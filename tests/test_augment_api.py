@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 from sqlalchemy import delete, select
@@ -629,7 +630,7 @@ def test_a_second_plan_tops_up_with_fresh_variants_instead_of_redrawing_the_firs
     sources with the same seed would redraw the earlier plan's variants, and all of them would be dropped as
     duplicates (on the example dataset, re-running `augloop augment run` kept 0 of 244). The first enqueued plan
     of a dataset draws with the request's seed; each later one with a seed derived from it."""
-    from db.models import Job
+    from db.models import Job, Sample
     from db.session import session_scope
 
     body = {"methods": ["wordnet"], "enqueue": True, "tasks": ["message"], "per_source_cap": 2}
@@ -651,6 +652,11 @@ def test_a_second_plan_tops_up_with_fresh_variants_instead_of_redrawing_the_firs
     # Before, every draw repeated the first plan's (kept 0, 12 duplicates of 12 here); a short text with few
     # replaceable words may still repeat a variant by chance.
     assert kept > 0 and duplicates < generated, (kept, duplicates, generated)
+    # The second plan counted what each source had from the first against the cap (it asked the same few
+    # sources again before): over both plans, no source holds more than 2 variants.
+    with session_scope(engine) as s:
+        held = Counter(s.scalars(select(Sample.parent_id).where(Sample.parent_id.is_not(None))))
+    assert held and max(held.values()) <= 2, held
     stored = lead.get("/api/v1/datasets/mini/augmentation-plans").json()
     assert [p["plan"]["jobs"][0]["seed"] for p in stored] == [second_jobs[0].params["seed"], 0]
 

@@ -381,6 +381,45 @@ def test_plan_counts_existing_variants_and_can_balance_a_subset_of_tasks() -> No
     assert all(c["deficit"] == 0 for c in only_bias["classes"] if c["task"] != "bias")
 
 
+def test_a_plan_counts_the_variants_each_source_has_against_its_cap_and_asks_the_least_used_first() -> None:
+    """A plan run again asked the same few sources as the first one (the cap counted one plan's variants): an
+    engineer's second plan for a rare class asked 21 variants of 5 texts that had 5 each, whose WordNet candidates
+    were spent (kept 0 of 21), and left 11 of the class's 20 texts unused. A source's variants count against
+    `per_source_cap` whatever plan made them, and each variant goes to a source with the fewest."""
+    from workers.augment.planner import PlanTarget, SourceSample, make_plan
+
+    tasks = [("topic", ["health", "other"])]
+    rare = [SourceSample(i, {"topic": "health"}, variants=5 if i < 4 else 2 if i < 8 else 0) for i in range(20)]
+    common = [SourceSample(100 + i, {"topic": "other"}) for i in range(100)]
+    earlier = Counter({"health": 4 * 5 + 4 * 2})
+    plan = make_plan(
+        tasks, rare + common, {"topic": earlier}, target=PlanTarget(0.6), methods=["wordnet"], per_source_cap=5
+    )
+    asked = {item["sample_id"]: item["n"] for job in plan["jobs"] for item in job["items"]}
+    health = next(c for c in plan["classes"] if c["label"] == "health")
+    assert health["target"] == 60 and health["planned"] == 60 - 20 - 28 == sum(asked.values())
+    assert asked == dict.fromkeys(range(8, 20), 1)  # the twelve unused texts first, none of those at the cap
+    assert plan["sources_at_cap"] == 4
+    # Needing more, the plan fills up the least used: every text ends within one variant of the others.
+    levelled = make_plan(
+        tasks, rare + common, {"topic": earlier}, target=PlanTarget(0.8), methods=["wordnet"], per_source_cap=5
+    )
+    asked = {item["sample_id"]: item["n"] for job in levelled["jobs"] for item in job["items"]}
+    held = {s.sample_id: s.variants + asked.get(s.sample_id, 0) for s in rare if s.variants < 5}
+    assert sum(asked.values()) == 80 - 48 and max(held.values()) - min(held.values()) <= 1, held
+    # The class's room is its sources' spare: 4 × 0 + 4 × 3 + 12 × 5 = 72; asked for more, the plan stops there.
+    more = make_plan(
+        tasks,
+        rare + common,
+        {"topic": earlier},
+        target=PlanTarget(min_count=150),
+        methods=["wordnet"],
+        per_source_cap=5,
+    )
+    health = next(c for c in more["classes"] if c["label"] == "health")
+    assert health["planned"] == 72 and health["shortfall"] == 150 - 20 - 28 - 72
+
+
 def test_a_text_in_decomposed_unicode_keeps_its_words_whole() -> None:
     """Text typed in NFD writes "ü" as "u" + U+0308, which is no letter: "Bürgermeisterin" read as the words
     "Bu" and "rgermeisterin" (both replaceable), and a protected "café" did not cover "cafe" + U+0301."""

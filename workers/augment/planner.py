@@ -10,8 +10,13 @@ A variant carries all of its source's labels, so one generated for `message=atta
 `bias` and `audience` classes. The planner therefore allocates variants per *joint label combination*: it
 repeatedly gives one variant to the combination whose classes still need the most (summed relative deficits),
 preferring, among equals, combinations that add least to classes already at target (a task's majority). It
-stops when no combination with spare capacity (per-source cap × its sources) would reduce any deficit, so the
-plan's accounting of every task's classes — including overshoot — is exact.
+stops when no combination with spare capacity would reduce any deficit, so the plan's accounting of every task's
+classes — including overshoot — is exact.
+
+A source holds at most `per_source_cap` variants over every plan: the variants it has (from earlier plans or
+requests, whatever their review) count, so a combination's capacity is its sources' spare room, and within a
+combination each variant goes to a source with the fewest. A plan run again draws from the sources earlier plans
+used least, not from the same few again (whose candidates the augmenter may have exhausted).
 """
 
 from __future__ import annotations
@@ -40,6 +45,12 @@ class PlanTarget:
 class SourceSample:
     sample_id: int
     labels: dict[str, str]
+    variants: int = 0  # the variants it has already, whatever their review
+
+
+def spare(source: SourceSample, per_source_cap: int) -> int:
+    """How many more variants the plan may ask of `source`."""
+    return max(0, per_source_cap - source.variants)
 
 
 def _targets(
@@ -69,23 +80,23 @@ def _targets(
 
 def allocate(
     tasks: list[tuple[str, list[str]]],
-    combos: dict[Combo, int],
+    capacity: dict[Combo, int],
     current: dict[str, Counter[str]],
     goals: dict[str, dict[str, int]],
-    per_source_cap: int,
 ) -> dict[Combo, int]:
-    """Variants per joint label combination (greedy; see the module docstring)."""
+    """Variants per joint label combination, each at most its `capacity` (its sources' spare room; greedy: see
+    the module docstring)."""
     names = [t for t, _ in tasks]
     largest = {t: max(1, max((current[t][y] for y in labels), default=1)) for t, labels in tasks}
     remaining = {t: {y: goals[t][y] - current[t][y] for y in goals[t]} for t in names}
     planned = {t: Counter[str]() for t in names}
-    alloc = dict.fromkeys(combos, 0)
-    order = sorted(combos, key=lambda c: tuple(x or "" for x in c))  # deterministic tie-breaks
+    alloc = dict.fromkeys(capacity, 0)
+    order = sorted(capacity, key=lambda c: tuple(x or "" for x in c))  # deterministic tie-breaks
     while True:
         best: Combo | None = None
         best_key: tuple[float, float] | None = None
         for combo in order:
-            if alloc[combo] >= per_source_cap * combos[combo]:
+            if alloc[combo] >= capacity[combo]:
                 continue
             gain = 0.0
             harm = 0.0
@@ -108,7 +119,7 @@ def allocate(
         # of the least of those needs at once: a plan of millions of variants took minutes of an API thread, one
         # variant per pass over every combination; a plan whose classes need fewer than 2,000 is unchanged.
         needs = [remaining[t][y] for t, y in zip(names, best, strict=True) if y is not None and remaining[t][y] > 0]
-        step = max(1, min(min(needs) // STEP_SHARE, per_source_cap * combos[best] - alloc[best]))
+        step = max(1, min(min(needs) // STEP_SHARE, capacity[best] - alloc[best]))
         alloc[best] += step
         for t, label in zip(names, best, strict=True):
             if label is not None:
@@ -116,13 +127,37 @@ def allocate(
                 planned[t][label] += step
 
 
-def spread(sources: Sequence[SourceSample], count: int, seed: int, key: object) -> list[tuple[int, int]]:
-    """(sample_id, variants) for `count` variants over `sources`, as even as possible: the remainder goes to a
-    seeded random subset, so repeated plans do not always favour the lowest ids."""
-    ids = sorted(s.sample_id for s in sources)
-    random.Random(derive_seed(seed, "spread", key)).shuffle(ids)
-    base, extra = divmod(count, len(ids)) if ids else (0, 0)
-    return [(sid, base + (1 if i < extra else 0)) for i, sid in enumerate(ids) if base + (1 if i < extra else 0)]
+def spread(
+    sources: Sequence[SourceSample], count: int, seed: int, key: object, per_source_cap: int
+) -> list[tuple[int, int]]:
+    """(sample_id, variants) for `count` variants over `sources`, as even as possible counting the variants each
+    has (each to a source with the fewest, none past `per_source_cap`; `count` is within their spare room): the
+    ties go to a seeded random subset, so repeated plans do not always favour the lowest ids."""
+    ordered = sorted(sources, key=lambda s: s.sample_id)
+    random.Random(derive_seed(seed, "spread", key)).shuffle(ordered)
+    room = [spare(s, per_source_cap) for s in ordered]
+    have = [s.variants for s in ordered]
+
+    def given(level: int) -> list[int]:  # what each gets when every source is filled up to `level`
+        return [min(r, max(0, level - h)) for r, h in zip(room, have, strict=True)]
+
+    # the highest level whose filling fits in `count` (a binary search: levels run up to the cap)
+    low, high = 0, per_source_cap
+    while low < high:
+        mid = (low + high + 1) // 2
+        if sum(given(mid)) <= count:
+            low = mid
+        else:
+            high = mid - 1
+    out = given(low)
+    extra = count - sum(out)
+    for i in range(len(ordered)):  # the rest, one each, to the sources at that level with room, in seeded order
+        if extra <= 0:
+            break
+        if have[i] + out[i] == low and out[i] < room[i]:
+            out[i] += 1
+            extra -= 1
+    return [(s.sample_id, k) for s, k in zip(ordered, out, strict=True) if k]
 
 
 def make_plan(
@@ -149,7 +184,8 @@ def make_plan(
         by_combo[tuple(s.labels.get(t) for t in names)].append(s)
     current = {t: original[t] + variants.get(t, Counter()) for t in names}
     goals, wants = _targets(tasks, balanced, current, original, target)
-    alloc = allocate(tasks, {c: len(m) for c, m in by_combo.items()}, current, goals, per_source_cap)
+    capacity = {c: sum(spare(s, per_source_cap) for s in members) for c, members in by_combo.items()}
+    alloc = allocate(tasks, capacity, current, goals)
 
     planned = {t: Counter[str]() for t in names}
     for combo, n in alloc.items():
@@ -194,7 +230,7 @@ def make_plan(
                 "per_source": math.ceil(n / len(by_combo[combo])) if n else 0,
             }
         )
-        for sample_id, k in spread(by_combo[combo], n, seed, combo):
+        for sample_id, k in spread(by_combo[combo], n, seed, combo, per_source_cap):
             shares = Counter(methods[(turn + j) % len(methods)] for j in range(k))
             turn += k
             for method, share in shares.items():
@@ -224,5 +260,7 @@ def make_plan(
         "total_variants": sum(alloc.values()),
         "sources_used": len({sid for m in methods for sid, _ in per_method[m]}),
         "per_source_cap": per_source_cap,
+        # train sources that already hold per_source_cap variants: the plan asks nothing more of them
+        "sources_at_cap": sum(1 for s in sources if not spare(s, per_source_cap)),
         "jobs": jobs,
     }
