@@ -245,7 +245,7 @@ def print_stats(stats: dict) -> None:
         if (with_approved := imbalance_shown(info, with_approved=True)) and with_approved != imbalance:
             console.print(f"  imbalance with approved variants: {with_approved}")
         if info["missing_label"]:
-            console.print(f"  samples without a {task} label: {info['missing_label']}")
+            console.print(f"  original texts with no {task} label: {info['missing_label']}")
         if empty:
             console.print(
                 f"  no train text of {', '.join(empty)}: a model cannot learn "

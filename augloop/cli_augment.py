@@ -314,4 +314,6 @@ def wait_for_jobs(job_ids: list[int], poll_seconds: float = 1.0) -> int:
     for job in jobs:
         if job.status != "succeeded":
             err_console.print(f"job {job.id} {job.status}: {job.last_error or ''}", highlight=False)
+        elif advice := (job.result or {}).get("advice"):  # most of what it was asked for was dropped: why
+            console.print(f"job {job.id}: {advice}", highlight=False, markup=False)
     return 1 if failed else 0

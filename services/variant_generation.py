@@ -303,6 +303,7 @@ def generate_variants(
             "kept": len(ids),
             "inserted": len(ids),
             "dropped": {**dropped, "no_candidate": not_generated},
+            "advice": drop_advice(total, len(ids), {**dropped, "no_candidate": not_generated}),
             "duplicate_at_insert": raced,
             "per_method": per_method,
             "variant_ids": ids[:1000],
@@ -329,6 +330,32 @@ class _Pending:
     outcome: str
     reason: str | None = None
     note: str | None = None
+
+
+# Why candidates were dropped, in words a person can act on (a job's result `advice`, when most were dropped).
+DROP_ADVICE = {
+    "no_candidate": "the augmenter found nothing it may change in those texts (their words are protected terms, "
+    "or have no replacement it accepts): read the dataset's protected terms, or augment other texts",
+    "duplicate": "they repeat variants already stored (a text's candidates run out): augment other texts, or use "
+    "another method",
+    "identical_to_source": "they repeat their source",
+    "leakage": "they are near copies of val/test texts (the leak guard)",
+    "length_ratio": "they fall outside the job's length ratio (filters.min/max_length_ratio)",
+    "low_similarity": "they fall below the job's filters.min_similarity",
+    "low_semantic_similarity": "they fall below the job's filters.min_semantic_similarity",
+    "protected_term": "they replace a term the dataset came to protect while the job ran",
+}
+
+
+def drop_advice(requested: int, kept: int, dropped: dict[str, int]) -> str | None:
+    """What to do when a job kept fewer than half of the variants asked of it: its main reasons, in words."""
+    if requested <= 0 or kept * 2 >= requested:
+        return None
+    reasons = sorted(((n, why) for why, n in dropped.items() if n and why in DROP_ADVICE), reverse=True)[:2]
+    if not reasons:
+        return None
+    said = "; ".join(f"{n} {DROP_ADVICE[why]}" for n, why in reasons)
+    return f"kept {kept} of {requested}: {said}"
 
 
 WORD_LEVEL_METHODS = frozenset({"wordnet", "mlm"})  # the methods that never replace a protected term

@@ -195,3 +195,32 @@ def test_waiting_on_jobs_that_vanish_is_no_success(engine, mini_dataset, capsys)
         remove(s, "mini")
     assert wait_for_jobs([job_id], poll_seconds=0.05) == 1
     assert f"job {job_id} no longer exists" in capsys.readouterr().err
+
+
+def test_a_job_that_keeps_little_says_why_and_what_to_do(engine, mini_dataset, capsys) -> None:
+    """A plan run again that kept 0 of 21 exited 0 printing "kept 0 · dropped 21", the reason only in the job's
+    result (an engineer's walk). The job's result now says, in words, why most were dropped and what to do, and
+    `--wait` prints it."""
+    from augloop.cli_augment import wait_for_jobs
+    from core.settings import get_settings
+    from db.datasets import get_dataset
+    from db.models import Job
+    from db.session import session_scope
+    from services.augmentation import AugmentRequest, enqueue_request
+    from tests.augment_fixtures import train_ids
+
+    request = AugmentRequest(methods=["wordnet"], sample_ids=train_ids(engine, "mini", limit=6), n_per_text=2, seed=4)
+    ids = []
+    for _ in range(2):  # the same draws twice: the second job's variants are the first one's
+        with session_scope(engine) as s:
+            ids.append(enqueue_request(s, get_dataset(s, "mini"), request, get_settings(), None).id)
+        run_worker(engine)
+    with session_scope(engine) as s:
+        first, second = (s.get_one(Job, i).result for i in ids)
+    assert first["kept"] * 2 >= first["requested"] and first["advice"] is None
+    assert second["kept"] == 0 and second["dropped"]["duplicate"] > 0, second
+    assert second["advice"].startswith(f"kept 0 of {second['requested']}: ")
+    assert "repeat variants already stored" in second["advice"] and "augment other texts" in second["advice"]
+    assert wait_for_jobs(ids, poll_seconds=0.05) == 0  # nothing failed: the jobs did what they were asked
+    out = capsys.readouterr().out
+    assert f"job {ids[1]}: kept 0 of" in out and f"job {ids[0]}:" not in out

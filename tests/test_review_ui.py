@@ -643,6 +643,28 @@ def test_jobs_page_shows_progress_counters_errors_and_cancels(live_api, lead_tok
     assert f"cancel_{ids[1]}" not in {b.key for b in at.button}  # a failed job has nothing to cancel
 
 
+def test_a_finished_job_that_kept_little_says_why_on_its_card(live_api, lead_token, engine, example_dataset) -> None:
+    """An augment job that kept 0 of 21 read "kept 0 · dropped 21" on the Jobs page; its result's `advice` (why
+    most were dropped, what to do) is shown on the card as plain text."""
+    from db import queue
+    from db.datasets import get_dataset
+    from db.session import session_scope
+
+    advice = "kept 0 of 21: 12 the augmenter found nothing it may change in those texts <b>x</b> _a_ *b*"
+    with session_scope(engine) as s:
+        dataset_id = get_dataset(s, example_dataset).id
+        job = queue.enqueue(s, "augment", {"method": "wordnet", "dataset": example_dataset}, dataset_id=dataset_id)
+        job.status = "succeeded"
+        job.result = {"requested": 21, "kept": 0, "advice": advice}
+    at = signed_in(lead_token, "annotator")
+    at.switch_page("app_pages/jobs.py").run()
+    no_errors(at)
+    assert (
+        "⚠ kept 0 of 21: 12 the augmenter found nothing it may change in those texts &lt;b&gt;x&lt;/b&gt; _a_ *b*"
+        in (htmls(at))
+    )
+
+
 def test_the_jobs_page_says_no_job_has_the_chosen_status_not_that_there_are_none(
     live_api, lead_token, engine, example_dataset
 ) -> None:

@@ -125,6 +125,9 @@ def job_card(job: dict[str, Any], may_cancel: bool) -> None:
                 st.dataframe(table, hide_index=True, width="stretch")
         if job.get("last_error"):
             st.code(job["last_error"], language=None)
+        advice = (job.get("result") or {}).get("advice")
+        if isinstance(advice, str) and advice:
+            st.html(small_html("⚠ " + advice))  # escaped: plain text, never markdown
         if job.get("result"):
             with st.expander("Result"):
                 st.dataframe(result_frame(job["result"]), hide_index=True, width="stretch")
