@@ -338,6 +338,9 @@ DROP_ADVICE = {
     "or have no replacement it accepts): read the dataset's protected terms, or augment other texts",
     "duplicate": "they repeat variants already stored (a text's candidates run out): augment other texts, or use "
     "another method",
+    "empty": "they came out empty (the model wrote nothing): use another method",
+    "control_characters": "they hold control characters or characters no database stores, which their sources do "
+    "not (a model's byte-level output): use another method",
     "identical_to_source": "they repeat their source",
     "leakage": "they are near copies of val/test texts (the leak guard)",
     "length_ratio": "they fall outside the job's length ratio (filters.min/max_length_ratio)",

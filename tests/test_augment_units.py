@@ -534,3 +534,38 @@ def test_a_run_of_a_script_written_without_spaces_is_no_word_to_replace() -> Non
     text = "We voted for the new law today, 这是一个很好的决定 and ในวันนี้ เราลงคะแนน, すばらしい"
     assert [w.text for w in candidates(text, "en")] == ["voted", "new", "law"]
     assert [w.text for w in candidates("Wir haben heute gewählt", "de")] == ["haben", "heute", "gewählt"]
+
+
+def test_a_combinations_most_per_source_is_what_its_busiest_source_is_asked() -> None:
+    """The plan's combinations (`augment plan`'s "≤/source" column) said ceil(variants / sources): with 9 of a
+    class's 10 texts at the cap, a plan asked 5 variants of the tenth and said "≤/source 1"."""
+    from workers.augment.planner import PlanTarget, SourceSample, make_plan
+
+    tasks = [("topic", ["health", "other"])]
+    rare = [SourceSample(i, {"topic": "health"}, variants=5 if i else 0) for i in range(10)]
+    common = [SourceSample(100 + i, {"topic": "other"}) for i in range(100)]
+    plan = make_plan(
+        tasks,
+        rare + common,
+        {"topic": Counter({"health": 45})},
+        target=PlanTarget(0.6),
+        methods=["wordnet"],
+        per_source_cap=5,
+    )
+    asked = [item["n"] for job in plan["jobs"] for item in job["items"]]
+    assert asked == [5] and plan["sources_at_cap"] == 9
+    assert plan["combinations"] == [{"labels": {"topic": "health"}, "sources": 10, "variants": 5, "per_source": 5}]
+
+
+def test_every_reason_a_job_drops_a_candidate_has_advice() -> None:
+    """A job whose candidates mostly came out empty (or held control characters) had advice naming its minor
+    reason only ("kept 2 of 20: 3 they repeat variants already stored"), or none: DROP_ADVICE lacked two of the
+    filters' reasons."""
+    from services.variant_generation import DROP_ADVICE, drop_advice
+    from workers.augment.filters import FILTER_NAMES
+
+    assert set(DROP_ADVICE) == {*FILTER_NAMES, "no_candidate", "protected_term"}
+    advice = drop_advice(20, 2, {"empty": 15, "duplicate": 3})
+    assert advice is not None and advice.startswith("kept 2 of 20: 15 they came out empty"), advice
+    advice = drop_advice(20, 2, {"control_characters": 18})
+    assert advice is not None and advice.startswith("kept 2 of 20: 18 they hold control characters"), advice

@@ -222,15 +222,18 @@ def make_plan(
     combos_out = []
     for combo in sorted(by_combo, key=lambda c: tuple(x or "" for x in c)):
         n = alloc.get(combo, 0)
+        asked = spread(by_combo[combo], n, seed, combo, per_source_cap)
         combos_out.append(
             {
                 "labels": {t: y for t, y in zip(names, combo, strict=True) if y is not None},
                 "sources": len(by_combo[combo]),
                 "variants": n,
-                "per_source": math.ceil(n / len(by_combo[combo])) if n else 0,
+                # the most asked of one source (not n / sources: a source's earlier variants leave it less room,
+                # so the plan asks more of the others)
+                "per_source": max((k for _, k in asked), default=0),
             }
         )
-        for sample_id, k in spread(by_combo[combo], n, seed, combo, per_source_cap):
+        for sample_id, k in asked:
             shares = Counter(methods[(turn + j) % len(methods)] for j in range(k))
             turn += k
             for method, share in shares.items():
