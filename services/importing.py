@@ -113,11 +113,17 @@ class ImportResult:
 MISSING_LIKE = {"na", "n/a", "n.a.", "#n/a", "nan", "null", "none", "nil", "-", "--", "?"}
 
 
+# A class with fewer val (or test) texts than this has a per-class F1 there that one text swings by more than
+# 1/FEW_TO_MEASURE of its recall: the import says so (a rare class of 25 texts drew 1 test text, scored F1 1.0).
+FEW_TO_MEASURE = 5
+
+
 def import_warnings(session: Session, dataset: Dataset, split_info: dict[str, Any]) -> list[str]:
     """What the dataset, as this import leaves it, holds that its user should look at before training: a task
     with no labelled val or test original (training needs val; a drawn split may leave them empty when
     near-duplicate texts, such as posts sharing a long footer, form large groups kept in one split), classes no
-    val or test text has (their F1 is not measured, and macro-F1 averages over the classes present), classes no
+    val or test text has (their F1 is not measured, and macro-F1 averages over the classes present), classes with
+    fewer than FEW_TO_MEASURE val or test texts (their F1 there is mostly noise), classes no
     train text has (declared with the labels, or only in val/test), labels that look like missing values, and
     labels that differ only in case or spacing."""
     from db.datasets import view_label_counts
@@ -147,6 +153,13 @@ def import_warnings(session: Session, dataset: Dataset, split_info: dict[str, An
                 out.append(
                     f"task {task!r}: {len(missing)} class(es) that train has are in no {split} text, so their F1 is"
                     f" not measured there: {', '.join(repr(m) for m in missing[:10])}"
+                )
+            thin = sorted(label for label, n in held.items() if 0 < n < FEW_TO_MEASURE)
+            if thin:
+                out.append(
+                    f"task {task!r}: {len(thin)} class(es) have fewer than {FEW_TO_MEASURE} {split} texts, so one text"
+                    f" moves their {split} recall by more than {100 // FEW_TO_MEASURE} points and their F1 there is"
+                    f" mostly noise: {', '.join(f'{label!r} ({held[label]})' for label in thin[:10])}"
                 )
         untrained = [label for label in dataset.labels_of(task) if label not in trained]
         if not trained and any(by_split.values()):  # a file that is one split (dev.csv): said once, not per class
