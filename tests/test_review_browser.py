@@ -31,9 +31,34 @@ def stack(tmp_path: Path) -> Iterator[dict]:
     """Seeded database, API and UI processes; stopped (by their own pid) when the test ends."""
     db_url, engine, data = seeded_review_database(tmp_path)
     token = issue_token(engine, "erin", "annotator")
+    score_two_attack_variants(engine, data)
     engine.dispose()
     with Stack(db_url, tmp_path, logs=tmp_path) as running:
         yield {"api": running.api, "ui": running.ui, "token": token, "data": data, "logs": tmp_path}
+
+
+def score_two_attack_variants(engine, data) -> None:  # type: ignore[no-untyped-def]
+    """Label-model scores on two variants of the `attack` family (intended: bias partisan, message attack): the
+    first flagged (the model, which finds most of `attack` on val, says `policy`), the second left unheeded (the
+    model finds a fifth of `attack` on val)."""
+    from sqlalchemy import update
+
+    from db.models import Sample
+    from db.session import session_scope
+
+    probs = {"bias": {"neutral": 0.2, "partisan": 0.8}, "message": {"attack": 0.3, "policy": 0.6, "media": 0.1}}
+    scored = {"run_id": 4, "kind": "single", "val_macro_f1": 0.5, "chosen": False, "probs": probs}
+    first, second = data.variants[data.sources[3]][:2]
+    with session_scope(engine) as s:
+        recall = {"bias": {"partisan": 0.9}, "message": {"attack": 0.8}}
+        s.execute(
+            update(Sample)
+            .where(Sample.id == first)
+            .values(label_flag=True, scores={"label_model": {**scored, "val_recall": recall}})
+        )
+        recall = {"bias": {"partisan": 0.9}, "message": {"attack": 0.2}}
+        unheeded = {**scored, "val_recall": recall, "unheeded": {"message": "policy"}}
+        s.execute(update(Sample).where(Sample.id == second).values(label_flag=False, scores={"label_model": unheeded}))
 
 
 def one(page, selector: str):  # type: ignore[no-untyped-def]
@@ -141,6 +166,15 @@ def test_review_in_a_real_browser(stack: dict) -> None:
                 line,
             )
             assert fits, line
+
+        # The label model's line: a flag marks it; another label the model cannot judge says why, unmarked.
+        flagged = card(page, attack[0]).locator(".rv-model")
+        expect(flagged).to_have_class("rv-model rv-model-flag")
+        expect(flagged.locator(".rv-pred-off")).to_have_text("message policy (0.60) ≠ attack")
+        unheeded = card(page, attack[1]).locator(".rv-model")
+        expect(unheeded).to_have_class("rv-model")
+        expect(unheeded).to_contain_text("message policy (0.60) ≠ attack · no flag: it finds 20% of the val texts")
+        assert unheeded.locator(".rv-pred-off").count() == 0
 
         # One card in focus; J/K and the arrows move it.
         assert focus(page) == str(data.hostile)
