@@ -113,29 +113,31 @@ def load_view(
 
 
 def label_model_view(item: dict[str, Any]) -> dict[str, Any] | None:
-    """Which labels the label model predicts per task, against the intended ones, and which model said so. A
-    disagreement the scorer left unheeded (the model finds too little of the intended class on val to flag it:
-    services.variant_scoring.label_scores) says so, and does not mark the card."""
+    """Which labels the label model predicts per task, against the intended ones, which tasks flag and which
+    model said so. A task flags where the intended class's probability is below the scorer's `flag_below` for
+    it (what 9 in 10 of the class's val texts get more of: services.variant_scoring.label_scores), or, without
+    one, where the model gives another label; each row says which (`note`) and whether it flags."""
     scored = (item.get("scores") or {}).get("label_model") or {}
     probs = scored.get("probs") or {}
-    unheeded = scored.get("unheeded") or {}
     tasks = []
-    disagrees = False
     for task, by_label in sorted(probs.items()):
         intended = (item.get("labels") or {}).get(task)
         if intended is None or not by_label:
             continue
         predicted = max(by_label, key=by_label.get)
+        below = ((scored.get("flag_below") or {}).get(task) or {}).get(intended)
+        p = by_label.get(intended)
         note = ""
-        if predicted != intended and task in unheeded:
-            recall = ((scored.get("val_recall") or {}).get(task) or {}).get(intended)
-            # rounded down: 0.496 reads "49%", not the "50%" that would flag
-            number = isinstance(recall, int | float) and not isinstance(recall, bool)
-            found = f"{int(recall * 100)}% of" if number else "too few of"
-            note = f"no flag: it finds {found} the val texts labelled {intended}"
+        if isinstance(below, int | float) and isinstance(p, int | float):
+            flagged = p < below
+            said = f"p({intended}) {p:.3f} {'<' if flagged else '≥'} {below:.3f}, what 9 in 10 of its val texts get"
+            if flagged:
+                note = said
+            elif predicted != intended:
+                note = f"no flag: {said}"
         else:
-            disagrees = disagrees or predicted != intended
-        tasks.append([task, predicted, intended, f"{by_label[predicted]:.2f}", note])
+            flagged = predicted != intended
+        tasks.append([task, predicted, intended, f"{by_label[predicted]:.2f}", note, flagged])
     if not tasks:
         return None
     who = f"Label model: {'ensemble' if scored.get('kind') == 'ensemble' else 'run'} #{scored.get('run_id', '?')}"
@@ -143,7 +145,7 @@ def label_model_view(item: dict[str, Any]) -> dict[str, Any] | None:
         who += f" (val macro-F1 {scored['val_macro_f1']:.2f})"
     if scored.get("chosen"):
         who += ", chosen by a person"
-    return {"who": who, "tasks": tasks, "disagrees": disagrees}
+    return {"who": who, "tasks": tasks, "disagrees": any(t[5] for t in tasks)}
 
 
 def build_card(item: dict[str, Any], family: dict[str, Any] | None, reviews_required: int) -> dict[str, Any]:

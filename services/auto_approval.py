@@ -18,8 +18,9 @@ The rule, computed when a lead switches it on (and shown there with its numbers)
 The rule decides only what the reviewed variants showed it (its `scope`, recorded when it is fitted); anything
 else stays with people, with the reason (`screen`):
 - a variant the label model flags as changing a label (`label_flag` true), whatever its score, and one it
-  gives another label without flagging it (`scores.label_model.unheeded`: it finds too little of the intended
-  class on val for a flag, services.variant_scoring), which a rule fitted on agreed variants never measured;
+  gives another label without flagging it (`scores.label_model.unheeded`: its probability for the intended class
+  is within what the class's val texts get, services.variant_scoring), which was flagged before 2026-12-07 and
+  which no rule fitted on agreed variants measured;
 - a variant of a method with fewer than `min_selected` reviewed variants when the rule was fitted;
 - a variant with a score that fewer than `min_selected` reviewed variants had (label-model scores that appeared
   after the rule was fitted), without a score that fewer than `min_selected` of them lacked, or with another value
@@ -94,7 +95,7 @@ class VariantFeatures:
     label_consistency: float | None
     label_flag: bool | None
     method: str | None
-    # the label model gives another label it does not flag (it finds too little of the class on val)
+    # the label model gives another label it does not flag (services.variant_scoring: `unheeded`)
     label_disputed: bool = False
 
     @classmethod
@@ -290,7 +291,7 @@ def scope_of(features: Sequence[VariantFeatures], minimum: int) -> dict[str, Any
 
 
 FLAGGED = "the label model says it changes a label: people decide"
-DISPUTED = "the label model gives another label (no flag: it finds too little of the class on val): people decide"
+DISPUTED = "the label model gives another label (no flag: it scores the class as its val texts get): people decide"
 
 
 def disputed(scores: dict[str, Any] | None) -> bool:

@@ -31,39 +31,35 @@ FinishFn = Callable[[Session, dict[str, Any]], None]
 
 def scorer_of(run: TrainingRun, *, chosen: bool = False, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a score says about the model behind it (`metrics`: the run's, when it is not finished yet): its
-    val macro-F1, and per task the val recall of each class with val texts, which says whose flags count
-    (services.variant_scoring.label_scores)."""
-    measured = (run.metrics if metrics is None else metrics) or {}
-    val = measured.get("val") or {}
+    val macro-F1, and per task and class the probability below which a variant of the class is flagged
+    (`flag_below`: services.variant_scoring.label_scores)."""
+    val = ((run.metrics if metrics is None else metrics) or {}).get("val") or {}
     return {
         "run_id": run.id,
         "kind": run.kind,
         "name": run.name,
         "val_macro_f1": val.get("overall_macro_f1"),
-        "val_recall": class_recall(val, measured.get("decision")),
+        "flag_below": class_thresholds(val),
         "chosen": chosen,
     }
 
 
-def class_recall(val: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
-    """Per task, each class's recall on the val split, for the classes that have val texts (trainer.metrics
-    .evaluate_probs's `tasks.<task>.per_class`). Val is scored by the argmax, while the model predicts, and so
-    flags, under its decision rule (`rules`: trainer.decision's, the run's `decision`): a task whose rule moves
-    the argmax (α ≠ 0: it finds a rare class the argmax misses, or misses a frequent one) has no recall of its
-    predictions to judge by, and is left out (unknown: its disagreements count)."""
+def class_thresholds(val: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per task, each class's `p10` on the val split (trainer.metrics: the probability 9 in 10 of the class's val
+    texts get more of), for the classes with at least MIN_VAL_TEXTS val texts. A run recorded before `p10`
+    was has none: its flags are the model's other label, as they were."""
+    from services.variant_scoring import MIN_VAL_TEXTS
+
     out: dict[str, dict[str, float]] = {}
     for task, metrics in (val.get("tasks") or {}).items():
-        rule = rules.get(task) if isinstance(rules, dict) else None
-        if isinstance(rule, dict) and rule.get("alpha"):
-            continue
         per_class = (metrics or {}).get("per_class") or {}
-        recall = {
-            label: round(float(c["recall"]), 4)
+        below = {
+            label: round(float(c["p10"]), 6)
             for label, c in per_class.items()
-            if isinstance(c, dict) and c.get("support") and c.get("recall") is not None
+            if isinstance(c, dict) and (c.get("support") or 0) >= MIN_VAL_TEXTS and c.get("p10") is not None
         }
-        if recall:
-            out[task] = recall
+        if below:
+            out[task] = below
     return out
 
 
@@ -107,16 +103,16 @@ def consistency_from_probs(
     variants: list[db_runs.PendingVariant],
     probs: dict[str, np.ndarray],
     predicted: dict[str, np.ndarray] | None = None,
-    val_recall: dict[str, dict[str, float]] | None = None,
+    flag_below: dict[str, dict[str, float]] | None = None,
 ) -> list[db_runs.ConsistencyScore]:
-    """Per variant: p(intended label) per task; consistency = the minimum over tasks; flag = the model gives
-    another label for some task where it recognises the intended class on val (`predicted`: the label index per
-    task under the model's decision rule, default the argmax; `val_recall`: scorer_of's).
-    services.variant_scoring.label_scores does the arithmetic."""
+    """Per variant: p(intended label) per task; consistency = the minimum over tasks; flag = in some task the
+    variant looks less like its intended class than 9 in 10 of the class's val texts (`flag_below`: scorer_of's;
+    where unknown, the model gives another label: `predicted`, the label index per task under the model's
+    decision rule, default the argmax). services.variant_scoring.label_scores does the arithmetic."""
     from services.variant_scoring import label_scores
 
     labels = [v.labels for v in variants]
-    scores = label_scores(tasks, probs, labels, predicted=predicted, val_recall=val_recall) if variants else []
+    scores = label_scores(tasks, probs, labels, predicted=predicted, flag_below=flag_below) if variants else []
     return [
         db_runs.ConsistencyScore(variant.id, variant.text, score.consistency, score.flag, score.probs, score.unheeded)
         for variant, score in zip(variants, scores, strict=True)
@@ -228,7 +224,7 @@ def execute_rescoring(
         probs = predictor.predict_proba(
             [v.text for v in page], on_batch=lambda d, n: emit({"event": "scoring", "done": d, "total": n})
         )
-        return consistency_from_probs(predictor.tasks, page, probs, predictor.decide(probs), scorer["val_recall"])
+        return consistency_from_probs(predictor.tasks, page, probs, predictor.decide(probs), scorer["flag_below"])
 
     def write(scores: list[db_runs.ConsistencyScore]) -> int:
         return write_scores(engine, model_id, scores, scorer=scorer, replace_if=None, guard=guard)

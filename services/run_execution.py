@@ -335,7 +335,7 @@ def score_pending_variants(
 
     def score_page(page: list[db_runs.PendingVariant], progress: ProgressFn) -> list[db_runs.ConsistencyScore]:
         return consistency_scores(
-            model, tokenizer, tasks, page, max_length, progress, rules, precision, (scorer or {}).get("val_recall")
+            model, tokenizer, tasks, page, max_length, progress, rules, precision, (scorer or {}).get("flag_below")
         )
 
     def write(scores: list[db_runs.ConsistencyScore]) -> int:
@@ -356,11 +356,11 @@ def consistency_scores(
     emit: ProgressFn,
     rules: dict[str, Any] | None = None,
     precision: str = "fp32",
-    val_recall: dict[str, dict[str, float]] | None = None,
+    flag_below: dict[str, dict[str, float]] | None = None,
 ) -> list[db_runs.ConsistencyScore]:
-    """Per variant: p(intended label) per task; consistency = minimum over tasks; flag = the model predicts
-    another label (under its decision rule) for some task where it recognises the intended class on val
-    (`val_recall`: services.label_model.scorer_of's)."""
+    """Per variant: p(intended label) per task; consistency = minimum over tasks; flag = in some task the variant
+    looks less like its intended class than 9 in 10 of the class's val texts (`flag_below`: services.label_model
+    .scorer_of's), or, where that is unknown, the model predicts another label (under its decision rule)."""
     if not variants:
         return []
     probs = predict_texts(
@@ -371,7 +371,7 @@ def consistency_scores(
         dtype=served_dtype(precision, next(model.parameters()).device),  # as the run evaluated and serves
         on_batch=lambda d, t: emit({"event": "scoring", "done": d, "total": t}),
     )
-    return label_model.consistency_from_probs(tasks, variants, probs, decide(probs, rules), val_recall)
+    return label_model.consistency_from_probs(tasks, variants, probs, decide(probs, rules), flag_below)
 
 
 def planned_epochs(engine: Engine, run_id: int) -> int:

@@ -3,14 +3,16 @@
 When a run or an ensemble has finished for a dataset, each new variant is scored as it is made (the augment
 job), and each pending variant again when a run finishes (services/run_execution.py), with one definition:
 - `consistency`: the minimum over tasks of the model's probability for the variant's intended label;
-- `flag`: the model's most probable label differs from the intended one in some task;
-- `changed`: that other label is at least `confidence` probable in some task: the model is confident the
+- `flag`: in some task the variant's probability for its intended class lies below `flag_below` for that class,
+  the probability 9 in 10 of the class's own val texts get more of (trainer.metrics `p10`, for a class with at
+  least MIN_VAL_TEXTS val texts; without them, the model's most probable label under its decision rule differs
+  from the intended one). It flags about 1 in 10 faithful variants per task whatever the model's quality: the
+  model's other label flagged 94% of them after a weak model, 69% after a trained one, and its flags caught
+  little more of the changed variants than of the faithful (bench/label_flags.py). The model's other label where
+  the test does not flag is kept as `unheeded` (task → the label), for the card and for auto-approval, which
+  leaves such variants to people;
+- `changed`: a flagged task whose other label is at least `confidence` probable: the model is confident the
   variant changed a label (what a dataset may send straight to rejection, services/variant_settings.py).
-A disagreement counts towards `flag` and `changed` only where the model recognises the intended class: its
-recall of that class on the val split is at least FLAG_MIN_RECALL (or unknown: no val text of the class). A
-model that finds a third of a class's val texts says "another label" of most of that class's variants, however
-well they keep it: after a one-epoch run (val macro-F1 0.26) 193 of 194 pending variants were flagged. Such a
-disagreement is kept as `unheeded` (task → the model's label), for the card to show and say why it is no flag.
 """
 
 from __future__ import annotations
@@ -80,9 +82,8 @@ def text_changed_values(session: Session, sample: Any, text: str, closest: leak_
     return {**dict.fromkeys(MODEL_SCORE_COLUMNS), "similarity": similarity, "novelty": None, "scores": held}
 
 
-# A model's disagreement with a variant's intended class counts (flag, confident change) only where the model
-# finds at least this share of that class's val texts: more often than not.
-FLAG_MIN_RECALL = 0.5
+# A class's flag threshold is read from at least this many of its val texts (fewer: the model's other label flags)
+MIN_VAL_TEXTS = 5
 
 
 @dataclass
@@ -91,15 +92,8 @@ class LabelScore:
     flag: bool | None
     changed: dict[str, str] = field(default_factory=dict)  # task → the label the model is confident of
     probs: dict[str, dict[str, float]] = field(default_factory=dict)
-    # task → the label the model gives, where it recognises too little of the intended class to flag it
+    # task → the label the model gives, where the variant still looks like its class (no flag)
     unheeded: dict[str, str] = field(default_factory=dict)
-
-
-def heeded(val_recall: dict[str, dict[str, float]] | None, task: str, label: str) -> bool:
-    """Whether the model's disagreement with `label` in `task` counts: its val recall of the class is at least
-    FLAG_MIN_RECALL, or unknown (no val text of the class, or no recall recorded)."""
-    recall = ((val_recall or {}).get(task) or {}).get(label)
-    return recall is None or recall >= FLAG_MIN_RECALL
 
 
 def label_scores(
@@ -109,13 +103,14 @@ def label_scores(
     *,
     confidence: float = 1.0,
     predicted: dict[str, np.ndarray] | None = None,
-    val_recall: dict[str, dict[str, float]] | None = None,
+    flag_below: dict[str, dict[str, float]] | None = None,
 ) -> list[LabelScore]:
-    """Per text: consistency (the lowest probability of an intended label), flag (the model gives another label
-    for some task, where it recognises the intended class: `heeded`) and confident changes, from per-task
-    probabilities (N, K) and each text's intended labels. `predicted`: the label index per task and text under
-    the model's decision rule (default: the argmax); `val_recall`: per task, the model's val recall of each
-    class (services.label_model.scorer_of). Tasks the model does not know, or labels it lacks, are left out."""
+    """Per text: consistency (the lowest probability of an intended label), flag and confident changes, from
+    per-task probabilities (N, K) and each text's intended labels. A task flags where its intended class's
+    probability is below `flag_below[task][label]` (services.label_model.scorer_of), else, where that threshold
+    is unknown, where the model gives another label: `predicted`, the label index per task and text under its
+    decision rule (default: the argmax). A confident change is a flagged task whose other label is at least
+    `confidence` probable. Tasks the model does not know, or labels it lacks, are left out."""
     out = []
     for i, wanted in enumerate(labels):
         intended: list[float] = []
@@ -130,13 +125,14 @@ def label_scores(
             row = probs[t.name][i]
             intended.append(float(row[k]))
             top = int(predicted[t.name][i]) if predicted is not None else int(np.argmax(row))
-            if top == k:
-                continue
-            if not heeded(val_recall, t.name, label):
-                unheeded[t.name] = t.labels[top]
+            threshold = ((flag_below or {}).get(t.name) or {}).get(label)
+            flagged = top != k if threshold is None else float(row[k]) < threshold
+            if not flagged:
+                if top != k:
+                    unheeded[t.name] = t.labels[top]
                 continue
             flag = True
-            if float(row[top]) >= confidence:
+            if top != k and float(row[top]) >= confidence:
                 changed[t.name] = t.labels[top]
         as_json = {
             t.name: {name: round(float(probs[t.name][i, j]), 6) for j, name in enumerate(t.labels)} for t in tasks
@@ -179,7 +175,7 @@ class LabelModel:
             labels,
             confidence=confidence,
             predicted=predictor.decide(probs),
-            val_recall=self.scorer.get("val_recall"),
+            flag_below=self.scorer.get("flag_below"),
         )
 
 

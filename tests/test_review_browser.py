@@ -39,8 +39,8 @@ def stack(tmp_path: Path) -> Iterator[dict]:
 
 def score_two_attack_variants(engine, data) -> None:  # type: ignore[no-untyped-def]
     """Label-model scores on two variants of the `attack` family (intended: bias partisan, message attack): the
-    first flagged (the model, which finds most of `attack` on val, says `policy`), the second left unheeded (the
-    model finds a fifth of `attack` on val)."""
+    first flagged (p(attack) 0.30, below what 9 in 10 of attack's val texts get), the second not (0.30 is within
+    what they get: the model's `policy` there is unheeded)."""
     from sqlalchemy import update
 
     from db.models import Sample
@@ -50,14 +50,14 @@ def score_two_attack_variants(engine, data) -> None:  # type: ignore[no-untyped-
     scored = {"run_id": 4, "kind": "single", "val_macro_f1": 0.5, "chosen": False, "probs": probs}
     first, second = data.variants[data.sources[3]][:2]
     with session_scope(engine) as s:
-        recall = {"bias": {"partisan": 0.9}, "message": {"attack": 0.8}}
+        below = {"bias": {"partisan": 0.5}, "message": {"attack": 0.4}}
         s.execute(
             update(Sample)
             .where(Sample.id == first)
-            .values(label_flag=True, scores={"label_model": {**scored, "val_recall": recall}})
+            .values(label_flag=True, scores={"label_model": {**scored, "flag_below": below}})
         )
-        recall = {"bias": {"partisan": 0.9}, "message": {"attack": 0.2}}
-        unheeded = {**scored, "val_recall": recall, "unheeded": {"message": "policy"}}
+        below = {"bias": {"partisan": 0.5}, "message": {"attack": 0.12}}
+        unheeded = {**scored, "flag_below": below, "unheeded": {"message": "policy"}}
         s.execute(update(Sample).where(Sample.id == second).values(label_flag=False, scores={"label_model": unheeded}))
 
 
@@ -170,10 +170,12 @@ def test_review_in_a_real_browser(stack: dict) -> None:
         # The label model's line: a flag marks it; another label the model cannot judge says why, unmarked.
         flagged = card(page, attack[0]).locator(".rv-model")
         expect(flagged).to_have_class("rv-model rv-model-flag")
-        expect(flagged.locator(".rv-pred-off")).to_have_text("message policy (0.60) ≠ attack")
+        expect(flagged.locator(".rv-pred-off")).to_have_text(
+            "message policy (0.60) ≠ attack · p(attack) 0.300 < 0.400, what 9 in 10 of its val texts get"
+        )
         unheeded = card(page, attack[1]).locator(".rv-model")
         expect(unheeded).to_have_class("rv-model")
-        expect(unheeded).to_contain_text("message policy (0.60) ≠ attack · no flag: it finds 20% of the val texts")
+        expect(unheeded).to_contain_text("message policy (0.60) ≠ attack · no flag: p(attack) 0.300 ≥ 0.120")
         assert unheeded.locator(".rv-pred-off").count() == 0
 
         # One card in focus; J/K and the arrows move it.

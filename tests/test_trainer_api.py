@@ -86,18 +86,21 @@ def test_training_run_through_api_and_worker(lead, engine, tiny_encoder: str) ->
     assert predicted.status_code == 200, predicted.text
     probs = predicted.json()["probabilities"][0]
     assert consistency == pytest.approx(min(probs[t][labels[t]] for t in ("bias", "message")), abs=1e-4)
-    # Another label counts as a flag where the scorer finds at least half of the intended class's val texts;
-    # elsewhere it is kept as unheeded.
-    from services.label_model import class_recall
-    from services.variant_scoring import heeded
+    # A task flags where the intended class's probability is below what 9 in 10 of its val texts get (the
+    # scorer's p10, for classes with 5 or more val texts); elsewhere another label flags, as before.
+    from services.label_model import class_thresholds
 
-    val_recall = class_recall(lead.get(f"/api/v1/training-runs/{scorer}").json()["metrics"]["val"])
-    assert scores["label_model"]["val_recall"] == val_recall
+    below = class_thresholds(lead.get(f"/api/v1/training-runs/{scorer}").json()["metrics"]["val"])
+    assert scores["label_model"]["flag_below"] == below
     given = predicted.json()["labels"][0]
-    off = {t: given[t] for t in ("bias", "message") if given[t] != labels[t]}
-    assert flag == any(heeded(val_recall, t, labels[t]) for t in off)
+
+    def flags(t: str) -> bool:
+        threshold = below.get(t, {}).get(labels[t])
+        return given[t] != labels[t] if threshold is None else probs[t][labels[t]] < threshold
+
+    assert flag == any(flags(t) for t in ("bias", "message"))
     assert scores["label_model"].get("unheeded", {}) == {
-        t: label for t, label in off.items() if not heeded(val_recall, t, labels[t])
+        t: given[t] for t in ("bias", "message") if given[t] != labels[t] and not flags(t)
     }
 
     # An ensemble whose commit fails is not stored, and leaves no folder for the row that takes its id next.

@@ -33,6 +33,17 @@ def test_task_metrics_name_the_classes_no_gold_label_holds() -> None:
     assert task_metrics(np.array([IGNORE]), np.array([0]), ["a", "b"])["classes_without_support"] == ["a", "b"]
 
 
+def test_each_class_records_what_9_in_10_of_its_texts_get() -> None:
+    """`p10`: the 10th percentile of the probability the model gives a class on the texts that have it (what a
+    variant's label-model flag compares with); None for a class without such a text, absent without probs."""
+    y_true = np.array([0] * 10 + [1] * 3 + [IGNORE])
+    probs = np.array([[0.95 - 0.05 * i, 0.05 + 0.05 * i, 0.0] for i in range(10)] + [[0.5, 0.4, 0.1]] * 4)
+    m = task_metrics(y_true, probs.argmax(axis=1), ["a", "b", "c"], probs)
+    assert m["per_class"]["a"]["p10"] == pytest.approx(float(np.quantile(0.95 - 0.05 * np.arange(10), 0.1)))
+    assert m["per_class"]["b"]["p10"] == pytest.approx(0.4) and m["per_class"]["c"]["p10"] is None
+    assert "p10" not in task_metrics(y_true, probs.argmax(axis=1), ["a", "b", "c"])["per_class"]["a"]
+
+
 def test_overall_is_mean_of_task_macro_f1() -> None:
     tasks = [TaskSpec("x", ["a", "b"]), TaskSpec("y", ["p", "q"])]
     probs = {"x": np.array([[0.9, 0.1], [0.2, 0.8]]), "y": np.array([[0.6, 0.4], [0.7, 0.3]])}

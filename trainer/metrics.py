@@ -20,10 +20,20 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 
 from trainer.examples import IGNORE, TaskSpec
 
+# The share of a class's own texts whose probability for the class `p10` lies below: what "looks less like
+# the class than 9 in 10 of its texts" means (services/variant_scoring.py flags a variant by it).
+LOW_QUANTILE = 0.1
 
-def task_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
+
+def task_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], probs: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Macro-F1, accuracy, per-class precision/recall/F1/support and the confusion matrix of one task; with
+    `probs` (N, K), also per class `p10`: the LOW_QUANTILE quantile of the probability the model gives the class
+    on the texts that have it (None without such a text)."""
     keep = y_true != IGNORE
     y_true, y_pred = np.asarray(y_true)[keep], np.asarray(y_pred)[keep]
+    probs = np.asarray(probs)[keep] if probs is not None else None
     k = len(labels)
     if y_true.size == 0:
         return {
@@ -43,6 +53,11 @@ def task_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> d
             "recall": float(r[i]),
             "f1": float(f[i]),
             "support": int(support[i]),
+            **(
+                {"p10": float(np.quantile(probs[y_true == i, i], LOW_QUANTILE)) if support[i] else None}
+                if probs is not None
+                else {}
+            ),
         }
         for i, label in enumerate(labels)
     }
@@ -92,7 +107,7 @@ def evaluate_probs(
     out: dict[str, Any] = {}
     for j, task in enumerate(tasks):
         pred = labels[task.name] if labels is not None else probs[task.name].argmax(axis=1)
-        out[task.name] = task_metrics(gold[:, j], pred, task.labels)
+        out[task.name] = task_metrics(gold[:, j], pred, task.labels, probs[task.name])
     scored = [m["macro_f1"] for m in out.values() if m["macro_f1"] is not None]
     return {"overall_macro_f1": float(np.mean(scored)) if scored else None, "tasks": out}
 

@@ -469,9 +469,9 @@ function paintCard(s, card) {
   if (card.label_model) {
     const lm = el("div", "rv-model" + (card.label_model.disagrees ? " rv-model-flag" : ""));
     lm.appendChild(el("span", "rv-model-who", card.label_model.who + ": "));
-    for (const [task, predicted, intended, p, note] of card.label_model.tasks) {
+    for (const [task, predicted, intended, p, note, flagged] of card.label_model.tasks) {
       const ok = predicted === intended;
-      const item = el("span", ok || note ? "rv-pred" : "rv-pred rv-pred-off");
+      const item = el("span", flagged ? "rv-pred rv-pred-off" : "rv-pred");
       item.textContent = task + " " + predicted + " (" + p + ")" + (ok ? "" : " ≠ " + intended) + (note ? " · " + note : "");
       lm.appendChild(item);
     }
