@@ -16,8 +16,9 @@ and the job's filters (duplicates, length ratio, leakage against val/test). On t
   - the mean semantic similarity to the source (all-MiniLM-L6-v2, mean-pooled cosine);
   - the share flagged as label-changing by a model trained on originals only (TF-IDF + class-balanced
     logistic regression per task on the train originals, trainer/baselines.py): its most probable label
-    differs from the variant's intended one in some task (the product's `label_flag`, without its gate on the
-    model's val recall of the class), and the share where it is also at least 80% sure (`confident`);
+    differs from the variant's intended one in some task (the product's `label_flag` until 2026-12-07, when it
+    became a test against the class's val p10: bench/label_flags.py), and the share where it is also at least
+    80% sure (`confident`);
   - WordNet's generated variants per second against nlpaug's SynonymAug on the same texts (best of interleaved
     runs, caches warmed on other texts, as bench/augment_throughput.py does), and the in-context rate.
 
