@@ -361,7 +361,8 @@ class ConsistencyScore:
     consistency: float | None
     flag: bool | None
     probs: dict[str, dict[str, float]]
-    unheeded: dict[str, str] = field(default_factory=dict)  # task → a label given where the model is no judge
+    unheeded: dict[str, str] = field(default_factory=dict)  # task → another label, given without a flag
+    flagged: list[str] = field(default_factory=list)  # the tasks that flag
 
 
 def apply_consistency_scores(
@@ -408,6 +409,7 @@ def apply_consistency_scores(
                     "run_id": run_id,
                     **(scorer or {}),
                     "probs": score.probs,
+                    "flagged": score.flagged,
                     **({"unheeded": score.unheeded} if score.unheeded else {}),
                     **({REPLACED: kept} if (kept := replaced.get(score.sample_id)) else {}),
                 },

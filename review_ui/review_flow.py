@@ -116,7 +116,8 @@ def label_model_view(item: dict[str, Any]) -> dict[str, Any] | None:
     """Which labels the label model predicts per task, against the intended ones, which tasks flag and which
     model said so. A task flags where the intended class's probability is below the scorer's `flag_below` for
     it (what 9 in 10 of the class's val texts get more of: services.variant_scoring.label_scores), or, without
-    one, where the model gives another label; each row says which (`note`) and whether it flags."""
+    one, where the model gives another label (under its decision rule); each row says which (`note`) and whether
+    it flags, as the scorer recorded it (`flagged`)."""
     scored = (item.get("scores") or {}).get("label_model") or {}
     probs = scored.get("probs") or {}
     tasks = []
@@ -127,16 +128,18 @@ def label_model_view(item: dict[str, Any]) -> dict[str, Any] | None:
         predicted = max(by_label, key=by_label.get)
         below = ((scored.get("flag_below") or {}).get(task) or {}).get(intended)
         p = by_label.get(intended)
+        numbers = isinstance(below, int | float) and isinstance(p, int | float)
+        recorded = scored.get("flagged")
+        if isinstance(recorded, list):  # the scorer's own verdict (its other label is under its decision rule)
+            flagged = task in recorded
+            disputed = task in (scored.get("unheeded") or {})
+        else:  # a score written before the flagged tasks were recorded: read again as the scorer read it
+            flagged = p < below if numbers else predicted != intended
+            disputed = not flagged and predicted != intended
         note = ""
-        if isinstance(below, int | float) and isinstance(p, int | float):
-            flagged = p < below
-            said = f"p({intended}) {p:.3f} {'<' if flagged else '≥'} {below:.3f}, what 9 in 10 of its val texts get"
-            if flagged:
-                note = said
-            elif predicted != intended:
-                note = f"no flag: {said}"
-        else:
-            flagged = predicted != intended
+        if numbers:
+            said = f"p({intended}) {p:.3f} {'<' if p < below else '≥'} {below:.3f}, what 9 in 10 of its val texts get"
+            note = said if flagged else f"no flag: {said}" if disputed else ""
         tasks.append([task, predicted, intended, f"{by_label[predicted]:.2f}", note, flagged])
     if not tasks:
         return None

@@ -114,7 +114,9 @@ def consistency_from_probs(
     labels = [v.labels for v in variants]
     scores = label_scores(tasks, probs, labels, predicted=predicted, flag_below=flag_below) if variants else []
     return [
-        db_runs.ConsistencyScore(variant.id, variant.text, score.consistency, score.flag, score.probs, score.unheeded)
+        db_runs.ConsistencyScore(
+            variant.id, variant.text, score.consistency, score.flag, score.probs, score.unheeded, score.flagged
+        )
         for variant, score in zip(variants, scores, strict=True)
     ]
 

@@ -402,6 +402,7 @@ def _score_labels(
             "run_id": inputs.label_model.id,
             "probs": score.probs,
             "changed": score.changed,
+            "flagged": score.flagged,
             **({"unheeded": score.unheeded} if score.unheeded else {}),
         }
         if score.changed and settings.auto_reject_label_changed:

@@ -94,6 +94,7 @@ class LabelScore:
     probs: dict[str, dict[str, float]] = field(default_factory=dict)
     # task → the label the model gives, where the variant still looks like its class (no flag)
     unheeded: dict[str, str] = field(default_factory=dict)
+    flagged: list[str] = field(default_factory=list)  # the tasks that flag (the card shows the scorer's own)
 
 
 def label_scores(
@@ -117,6 +118,7 @@ def label_scores(
         flag = False
         changed: dict[str, str] = {}
         unheeded: dict[str, str] = {}
+        flagged_tasks: list[str] = []
         for t in tasks:
             label = wanted.get(t.name)
             if label is None or label not in t.labels:
@@ -132,13 +134,14 @@ def label_scores(
                     unheeded[t.name] = t.labels[top]
                 continue
             flag = True
+            flagged_tasks.append(t.name)
             if top != k and float(row[top]) >= confidence:
                 changed[t.name] = t.labels[top]
         as_json = {
             t.name: {name: round(float(probs[t.name][i, j]), 6) for j, name in enumerate(t.labels)} for t in tasks
         }
         consistency = min(intended) if intended else None
-        out.append(LabelScore(consistency, flag if intended else None, changed, as_json, unheeded))
+        out.append(LabelScore(consistency, flag if intended else None, changed, as_json, unheeded, flagged_tasks))
     return out
 
 

@@ -263,6 +263,7 @@ def test_a_finished_model_scores_new_variants_and_may_reject_confident_label_cha
             assert v.label_flag == e.flag and (v.auto_decision == "rejected") == bool(e.changed)
             assert v.scores["label_model"].get("unheeded", {}) == e.unheeded
             assert v.scores["label_model"]["flag_below"] == below
+            assert v.scores["label_model"]["flagged"] == e.flagged
         # Another label where the variant scores its class as 9 in 10 of the class's val texts do is no flag (and
         # never a rejection): the tiny model says another label for many.
         unheeded_only = [v for v, e in zip(variants, expected, strict=True) if e.unheeded and not e.flag]

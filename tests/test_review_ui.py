@@ -169,13 +169,25 @@ def test_a_card_says_what_the_label_model_predicts_and_which_model(
                         "chosen": False,
                         "probs": probs,
                         "flag_below": {"bias": {"partisan": 0.85}, "message": {"attack": 0.12, "policy": 0.3}},
+                        "flagged": ["bias"],
                         "unheeded": {"message": "policy"},
                     }
                 },
             )
         )
+    # A third, as the scorer recorded it: a decision rule kept `attack` (no flag, nothing disputed) though the argmax
+    # says `policy`, and `bias` has no threshold. The card shows the scorer's verdict, not its own argmax reading.
+    x = review_data.variants[review_data.sources[3]][2]
+    with session_scope(engine) as s:
+        recorded = {"run_id": 9, "kind": "single", "probs": probs, "flag_below": {}, "flagged": []}
+        s.execute(update(Sample).where(Sample.id == x).values(label_flag=False, scores={"label_model": recorded}))
     at = signed_in(annotator_token, "annotator")
     cards = {c["id"]: c for c in cards_data(at)["cards"]}
+    assert cards[x]["label_model"]["tasks"] == [
+        ["bias", "partisan", "partisan", "0.80", "", False],
+        ["message", "policy", "attack", "0.60", "", False],
+    ]
+    assert cards[x]["label_model"]["disagrees"] is False
     assert cards[v]["label_model"] == {
         "who": "Label model: ensemble #7 (val macro-F1 0.41), chosen by a person",
         "tasks": [

@@ -350,11 +350,11 @@ def test_a_variant_flags_where_it_looks_less_like_its_class_than_9_in_10_of_the_
         {"bias": "neutral", "tone": "mixed"},  # mixed: no threshold (2 val texts), the other label flags
     ]
     got = label_scores(tasks, probs, labels, confidence=0.8, flag_below=below)
-    assert [(g.flag, g.changed, g.unheeded) for g in got] == [
-        (True, {"bias": "neutral"}, {}),
-        (False, {}, {"bias": "neutral"}),
-        (True, {"tone": "angry"}, {}),
-        (True, {"tone": "calm"}, {}),
+    assert [(g.flag, g.changed, g.unheeded, g.flagged) for g in got] == [
+        (True, {"bias": "neutral"}, {}, ["bias"]),
+        (False, {}, {"bias": "neutral"}, []),
+        (True, {"tone": "angry"}, {}, ["tone"]),
+        (True, {"tone": "calm"}, {}, ["tone"]),
     ]
     assert [g.consistency for g in got] == pytest.approx([p10 - 0.05, 0.3, 0.05, 0.05])  # the same scores as before
     # a run recorded before p10 was (no thresholds): every other label flags, as it always did
@@ -381,4 +381,4 @@ def test_a_disagreement_left_unheeded_is_stored_with_the_score(engine) -> None:
         row = s.get_one(Sample, variant)
         assert row.label_flag is False and row.label_consistency == pytest.approx(0.3)
         assert row.scores["label_model"]["unheeded"] == {"bias": "neutral"}
-        assert row.scores["label_model"]["flag_below"] == below
+        assert row.scores["label_model"]["flag_below"] == below and row.scores["label_model"]["flagged"] == []
