@@ -132,55 +132,26 @@ def test_a_card_says_what_the_label_model_predicts_and_which_model(
     from db.models import Sample
     from db.session import session_scope
 
-    v = review_data.variants[review_data.sources[3]][0]  # intended: bias partisan, message attack
+    v, w, x = review_data.variants[review_data.sources[3]][:3]  # intended: bias partisan, message attack
     probs = {"bias": {"neutral": 0.2, "partisan": 0.8}, "message": {"attack": 0.3, "policy": 0.6, "media": 0.1}}
-    with session_scope(engine) as s:
-        s.execute(
-            update(Sample)
-            .where(Sample.id == v)
-            .values(
-                label_flag=True,
-                scores={
-                    "label_model": {
-                        "run_id": 7,
-                        "kind": "ensemble",
-                        "val_macro_f1": 0.412,
-                        "chosen": True,
-                        "probs": probs,
-                    }
-                },
+
+    def scored(sample_id: int, flag: bool, **label_model: Any) -> None:
+        with session_scope(engine) as s:
+            entry = {"probs": probs, **label_model}
+            s.execute(
+                update(Sample).where(Sample.id == sample_id).values(label_flag=flag, scores={"label_model": entry})
             )
-        )
+
+    scored(v, True, run_id=7, kind="ensemble", val_macro_f1=0.412, chosen=True)
     # Another variant of the same intended labels, scored by a run that records what 9 in 10 of each class's val
     # texts get: `attack` at 0.30 is within that (0.12), so its other label there is no flag, and the card says why;
     # `partisan` at 0.80 lies below what partisan val texts get (0.85): that task flags, though its label agrees.
-    w = review_data.variants[review_data.sources[3]][1]
-    with session_scope(engine) as s:
-        s.execute(
-            update(Sample)
-            .where(Sample.id == w)
-            .values(
-                label_flag=False,
-                scores={
-                    "label_model": {
-                        "run_id": 8,
-                        "kind": "single",
-                        "val_macro_f1": 0.3,
-                        "chosen": False,
-                        "probs": probs,
-                        "flag_below": {"bias": {"partisan": 0.85}, "message": {"attack": 0.12, "policy": 0.3}},
-                        "flagged": ["bias"],
-                        "unheeded": {"message": "policy"},
-                    }
-                },
-            )
-        )
+    below = {"bias": {"partisan": 0.85}, "message": {"attack": 0.12, "policy": 0.3}}
+    unheeded = {"message": "policy"}
+    scored(w, False, run_id=8, kind="single", val_macro_f1=0.3, flag_below=below, flagged=["bias"], unheeded=unheeded)
     # A third, as the scorer recorded it: a decision rule kept `attack` (no flag, nothing disputed) though the argmax
     # says `policy`, and `bias` has no threshold. The card shows the scorer's verdict, not its own argmax reading.
-    x = review_data.variants[review_data.sources[3]][2]
-    with session_scope(engine) as s:
-        recorded = {"run_id": 9, "kind": "single", "probs": probs, "flag_below": {}, "flagged": []}
-        s.execute(update(Sample).where(Sample.id == x).values(label_flag=False, scores={"label_model": recorded}))
+    scored(x, False, run_id=9, kind="single", flag_below={}, flagged=[])
     at = signed_in(annotator_token, "annotator")
     cards = {c["id"]: c for c in cards_data(at)["cards"]}
     assert cards[x]["label_model"]["tasks"] == [
