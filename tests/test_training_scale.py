@@ -153,6 +153,6 @@ def test_consistency_scores_are_written_set_based_and_skip_stale_texts(any_engin
     with session_scope(any_engine) as s:
         rows = {v.id: v for v in s.scalars(select(Sample).where(Sample.id.in_(ids)))}
         assert rows[ids[0]].label_consistency == 0.25 and rows[ids[0]].label_flag is True
-        assert rows[ids[0]].scores == {"similarity": 0.5, "label_model": {"run_id": 7, "probs": probs}}
+        assert rows[ids[0]].scores == {"similarity": 0.5, "label_model": {"run_id": 7, "probs": probs, "flagged": []}}
         assert rows[ids[1]].label_consistency is None and rows[ids[2]].label_consistency is None
         assert rows[ids[3]].label_consistency == 1.0 and rows[ids[3]].label_flag is False
