@@ -124,7 +124,7 @@ def flag_rates(
         for t in measured["tasks"]
     }
     below = class_thresholds(measured)  # what the product records (p10), read as the product reads it
-    assert below == pytest_free_round(thresholds_at(val, val_gold, tasks, 0.1)), "the product's p10 is the 10% quantile"
+    assert below == rounded(thresholds_at(val, val_gold, tasks, 0.1)), "the product's p10 is the 10% quantile"
     kept, kept_labels, changed, changed_labels = candidates(test_gold, tasks, rare, seed=0)
     out: dict[str, Any] = {
         "val_macro_f1": round(float(measured["overall_macro_f1"]), 4),
@@ -152,7 +152,7 @@ def flag_rates(
     return out
 
 
-def pytest_free_round(thresholds: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+def rounded(thresholds: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     return {t: {c: round(v, 6) for c, v in by.items()} for t, by in thresholds.items()}
 
 
