@@ -191,6 +191,16 @@ def rewritten(session: Session, sample: Sample, text: str, *, action: str) -> di
         parent_hash = session.scalar(select(Sample.content_hash).where(Sample.id == sample.parent_id))
         if parent_hash == digest:
             digest = db_runs.pseudo_label_hash(digest)
+    closest = None
+    if text != sample.text:
+        # A near-copy of a val/test text is refused before anyone reviews it: one approval trains it (leak_guard).
+        # Checked before the duplicates, so that an exact copy of a val text is named as the leak it is, not as
+        # "duplicates sample N" like a copy of a train text.
+        closest = leak_guard.closest(session, session.get_one(Dataset, sample.dataset_id), [text])[0]
+        if closest.leak is not None:
+            raise ValidationFailed(
+                f"{action} is {closest.leak.describe()}", field="text", extra={"leak_of": closest.leak.sample_id}
+            )
     duplicate = session.scalar(
         select(Sample.id).where(
             Sample.dataset_id == sample.dataset_id, Sample.content_hash == digest, Sample.id != sample.id
@@ -199,13 +209,7 @@ def rewritten(session: Session, sample: Sample, text: str, *, action: str) -> di
     if duplicate is not None:
         raise ConflictError(f"{action} duplicates sample {duplicate}", field="text", extra={"duplicate_of": duplicate})
     values: dict[str, Any] = {"text": text, "content_hash": digest}
-    if text != sample.text:
-        # A near-copy of a val/test text is refused before anyone reviews it: one approval trains it (leak_guard).
-        closest = leak_guard.closest(session, session.get_one(Dataset, sample.dataset_id), [text])[0]
-        if closest.leak is not None:
-            raise ValidationFailed(
-                f"{action} is {closest.leak.describe()}", field="text", extra={"leak_of": closest.leak.sample_id}
-            )
+    if closest is not None:
         # The scores as last committed, the row held until commit: a label-model scorer writes them without a
         # new version, so the row read when the request began may hold older ones, which would then be kept as
         # the generated text's (what auto-approval learns from). A scorer after this refuses the new text.

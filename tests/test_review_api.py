@@ -480,6 +480,22 @@ def test_an_edit_that_copies_a_test_text_is_refused_naming_it(annotator, engine,
     assert 0 < edited["similarity"] < 0.8 and edited["scores"]["containment"] < 0.7
 
 
+def test_an_edit_that_is_a_val_text_word_for_word_is_named_a_leak_not_a_duplicate(annotator, engine, review_data):  # type: ignore[no-untyped-def]
+    """The duplicate check ran first: an exact copy of a val text (or one differing in case or spaces) was
+    answered 409 "duplicates sample N", like a copy of a train text, and never said it would leak a held-out
+    text (an annotator's find); a copy of a train text is still the duplicate it is."""
+    val_id = _held_out(engine, "rev", "val", TEST_TEXT)
+    v = review_data.variants[review_data.sources[1]][0]
+    for copy in (TEST_TEXT, TEST_TEXT.upper(), TEST_TEXT + "  "):
+        r = decide(annotator, v, "edit", 1, text=copy)
+        assert r.status_code == 422, r.text
+        body = r.json()
+        assert body["field"] == "text" and body["leak_of"] == val_id and "leak" in body["detail"], body
+    train_text = annotator.get(f"/api/v1/samples/{review_data.sources[0]}").json()["sample"]["text"]
+    r = decide(annotator, v, "edit", 1, text=train_text)
+    assert r.status_code == 409 and r.json()["duplicate_of"] == review_data.sources[0], r.text
+
+
 def test_undo_refuses_to_restore_a_text_that_a_later_import_made_a_leak(annotator, engine, review_data) -> None:
     v = review_data.variants[review_data.sources[1]][0]
     generated = annotator.get(f"/api/v1/samples/{v}").json()["sample"]["text"]
