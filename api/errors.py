@@ -32,9 +32,11 @@ def gone_detail(request: Request) -> str:
     return GONE if request.method in ("GET", "HEAD") else f"{GONE}; nothing was saved"
 
 
-def operational_response(err: OperationalError) -> JSONResponse:
+def operational_response(err: OperationalError, method: str = "POST") -> JSONResponse:
     """The answer to a statement or commit the database failed, by what failed (the API's handler, and a
-    middleware that reads the database before the app does: api/main.py AuthorizedFirst)."""
+    middleware that reads the database before the app does: api/main.py AuthorizedFirst). A read (GET, HEAD)
+    is not told that "nothing was saved": it asked to save nothing."""
+    nothing = "" if method in ("GET", "HEAD") else ", so nothing was saved"
     # The database failed the statement or the commit (locked past the busy timeout, disk full, connection
     # lost): the transaction was rolled back, so nothing of the request was stored. The driver's words stay in
     # the log: they name the database's host and port ("connection to server at …"), no client's business.
@@ -49,29 +51,29 @@ def operational_response(err: OperationalError) -> JSONResponse:
     if trouble != "failed":  # a failed statement is logged below, with its traceback
         log.warning("database error answered: %s", driver_words(err))
     if trouble == "disk_full":  # no retry helps until space is freed
-        detail = "the database's disk is full, so nothing was saved; the operator must free space"
+        detail = f"the database's disk is full{nothing}; the operator must free space"
         return JSONResponse({"detail": detail}, status_code=507)
     if trouble == "read_only":
-        detail = "the database is read-only for the server, so nothing was saved; the operator must fix it"
+        detail = f"the database is read-only for the server{nothing}; the operator must fix it"
         return JSONResponse({"detail": detail}, status_code=503)
     if trouble == "disk_error":  # a file size limit, a failing disk: not "busy", and not passing by itself
         detail = (
-            "the database's disk failed a read or write (a disk I/O error), so nothing was saved; the operator "
-            "must check the disk (space, file size limits)"
+            f"the database's disk failed a read or write (a disk I/O error){nothing}; the operator must check the "
+            "disk (space, file size limits)"
         )
         return JSONResponse({"detail": detail}, status_code=503)
     if trouble == "failed":
         # A statement the database refuses the same way every time (SQLite's "no such table" after a
         # migration was skipped, "too many SQL variables"): "retry" would send the client round in circles.
         log.error("a database statement failed: %s", driver_words(err), exc_info=err)
-        detail = "the database failed a statement of this request, so nothing was saved; the server's log has why"
+        detail = f"the database failed a statement of this request{nothing}; the server's log has why"
         return JSONResponse({"detail": detail}, status_code=500)
     if trouble == "conflicted":  # Postgres cancelled it for a concurrent write: at once is fine
-        detail = "the database cancelled this request for a concurrent one, so nothing was saved; retry"
+        detail = f"the database cancelled this request for a concurrent one{nothing}; retry"
         return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
     why = "busy with another write" if trouble == "locked" else "busy or unreachable"
     return JSONResponse(
-        {"detail": f"the database is {why} and did not complete the request, so nothing was saved; retry"},
+        {"detail": f"the database is {why} and did not complete the request{nothing}; retry"},
         status_code=503,
         headers={"Retry-After": "5"},
     )
@@ -150,8 +152,8 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(OperationalError)
-    async def operational_error(_request: Request, err: OperationalError) -> JSONResponse:
-        return operational_response(err)
+    async def operational_error(request: Request, err: OperationalError) -> JSONResponse:
+        return operational_response(err, request.method)
 
     # A row the request read was deleted by another request before it wrote (an admin deleted the dataset while
     # an annotator decided one of its variants): SQLAlchemy finds no row where it expected one. Each was a 500,

@@ -218,7 +218,7 @@ class AuthorizedFirst:
                 await response(scope, receive, send)
                 return
             except OperationalError as err:  # nothing is read; answered as the route's failure would be
-                await operational_response(err)(scope, receive, send)
+                await operational_response(err, scope.get("method", "POST"))(scope, receive, send)
                 return
             except SQLAlchemyError:
                 response = JSONResponse({"detail": ERROR_RESPONSES[503]}, status_code=503)

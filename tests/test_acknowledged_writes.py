@@ -465,6 +465,38 @@ def test_constraint_races_answer_what_happened(settings) -> None:
         assert other.status_code == 409 and "field" not in other.json() and "retry" in other.json()["detail"]
 
 
+def test_a_read_the_database_failed_is_not_told_nothing_was_saved(settings) -> None:
+    """A GET the database failed (Postgres stopped, SQLite locked) was answered "…, so nothing was saved; retry",
+    as a write is: a read saves nothing (an operator's find). A write is still told."""
+    import sqlite3
+
+    from fastapi.testclient import TestClient
+    from sqlalchemy.exc import OperationalError
+
+    from api.main import create_app
+
+    app = create_app(settings)
+
+    def busy() -> None:
+        raise OperationalError("SELECT", {}, sqlite3.OperationalError("database is locked"))
+
+    def full() -> None:
+        raise OperationalError("SELECT", {}, sqlite3.OperationalError("database or disk is full"))
+
+    app.add_api_route("/busy", busy, methods=["GET", "POST"])
+    app.add_api_route("/full", full, methods=["GET", "POST"])
+    with TestClient(app, raise_server_exceptions=False) as http:
+        for path, status in (("/busy", 503), ("/full", 507)):
+            read, write = http.get(path), http.post(path)
+            assert read.status_code == write.status_code == status, (read.text, write.text)
+            assert "nothing was saved" not in read.json()["detail"], read.text
+            assert "nothing was saved" in write.json()["detail"], write.text
+        assert (
+            http.get("/busy").json()["detail"]
+            == "the database is busy with another write and did not complete the request; retry"
+        )
+
+
 def test_a_commit_stays_visible_to_other_processes_after_the_pool_opens_another_connection(tmp_path) -> None:
     """SQLite's locks are the process's own, and closing any descriptor of the file releases them all: the header
     check of each new pooled connection (db/session.py) opened and closed the file, releasing the locks of the
