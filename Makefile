@@ -24,7 +24,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 install: $(VENV)/.installed
 
-# Debian packages the tests use (PostgreSQL, WordNet, Chromium, docker-compose); installs only what is missing.
+# Debian packages the tests use (PostgreSQL, WordNet, Chromium, docker-compose, Node.js); installs only what is missing.
 system-deps:
 	bash .ci/system-deps.sh
 

@@ -83,6 +83,11 @@ class QueueItem(SampleRead):
     last_review: LastReview | None = Field(
         default=None, description="The variant's latest review as stored (decision, reason, who)"
     )
+    submitted_by: str | None = Field(
+        default=None,
+        description="A submitted text (origin `submitted`, sent to POST /augment): the name of who submitted it,"
+        " whose labels it carries until someone has reviewed it; null for every other origin",
+    )
 
 
 class FamilySource(BaseModel):

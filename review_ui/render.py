@@ -172,9 +172,14 @@ def small_html(text: str) -> str:
 
 
 def provenance(variant: dict[str, Any]) -> str:
-    """Method, pivot language or model, seed and scores, as one plain-text line."""
+    """Method (for a submitted text: who submitted it), pivot language or model, seed and scores, as one
+    plain-text line."""
     params = variant.get("method_params") or {}
-    bits = [str(variant.get("method") or "unknown method")]
+    if variant.get("origin") == "submitted":  # a text a member sent to POST /augment: no method made it
+        who = variant.get("submitted_by")
+        bits = [f"submitted by {who}" if who else "submitted text"]
+    else:
+        bits = [str(variant.get("method") or "unknown method")]
     pivot = params.get("pivot") or params.get("pivot_language")
     if pivot:
         bits.append(f"pivot {pivot}")

@@ -174,6 +174,9 @@ def build_card(item: dict[str, Any], family: dict[str, Any] | None, reviews_requ
         "provenance": provenance(item),
         "edited_from": generated if generated and generated != item["text"] else None,
         "label_model": label_model_view(item),
+        # a card without a source above it (a submitted text) shows its own labels, as a family header does:
+        # the submitter's, which its approver must see to approve them
+        "labels": sorted((item.get("labels") or {}).items()) if family is None else None,
         "last_review": None
         if not last
         else {

@@ -412,6 +412,23 @@ def fetch_or_stop(missing: str, fn: Callable[..., T], *args: Any, **kwargs: Any)
         raise  # st.stop() raises; this only tells type checkers so
 
 
+def dataset_with_work(api: ApiClient, names: list[str]) -> str | None:
+    """Of `names`, the dataset with the most pending variants the signed-in member can still review (those
+    they have not voted on), or None where none has any: where a session lands when it has chosen no dataset
+    yet (the first by name was often an empty one while another held the member's work). One page-of-one
+    queue read per dataset, once per session; a dataset the API refuses is passed over."""
+    best, most = None, 0
+    for name in names:
+        try:
+            queue = api.review_queue(name, status="pending", unreviewed="true", page=1, page_size=1)
+        except ApiError:
+            continue
+        total = int(queue.get("total") or 0)
+        if total > most:
+            best, most = name, total
+    return best
+
+
 def pick_dataset(where: Any = None, key: str = "dataset") -> dict[str, Any] | None:
     """A dataset chooser shared by the pages (the choice follows the user from page to page). When the API
     cannot say which datasets there are, its error is all the page shows: not "no dataset yet"."""
@@ -423,6 +440,8 @@ def pick_dataset(where: Any = None, key: str = "dataset") -> dict[str, Any] | No
         return None
     names = [d["name"] for d in items]
     current = st.session_state.get("current_dataset")
+    if current not in names:  # no choice yet in this session (or its dataset is gone): where there is work
+        current = dataset_with_work(client(), names)
     index = names.index(current) if current in names else 0
     chosen = (where or st).selectbox("Dataset", names, index=index, key=key)
     st.session_state["current_dataset"] = chosen

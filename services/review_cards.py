@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import Sample, User
+from db.models import Origin, Sample, User
 from db.reviews import latest_reviews
 from services import review, review_assignments
 from services.review_undo import undo_decision, with_undoable
@@ -24,12 +25,26 @@ def stored_reviews(session: Session, sample_ids: list[int]) -> dict[int, dict[st
     return latest_reviews(session, sample_ids)
 
 
+def submitters(session: Session, samples: list[Sample]) -> dict[int, str]:
+    """sample id → the name of the member who submitted it, for the submitted texts among `samples` (sent to
+    POST /augment: pending review, their labels the submitter's until someone has seen them). Who imported an
+    original or started the job of a variant is not said; a submitter whose account is gone is left out."""
+    wanted = {s.id: s.created_by for s in samples if s.origin == Origin.submitted and s.created_by is not None}
+    if not wanted:
+        return {}
+    found = session.execute(select(User.id, User.name).where(User.id.in_(set(wanted.values())))).tuples().all()
+    names = dict(found)
+    return {sid: names[uid] for sid, uid in wanted.items() if uid in names}
+
+
 def card(session: Session, sample: Sample, viewer: User) -> dict[str, Any]:
-    """The sample with the votes on it (the viewer's own among them) and its latest stored review."""
+    """The sample with the votes on it (the viewer's own among them), its latest stored review and, for a
+    submitted text, who submitted it."""
     return {
         "sample": sample,
         "votes": votes_for(session, [sample.id], viewer)[sample.id],
         "last_review": latest_reviews(session, [sample.id]).get(sample.id),
+        "submitted_by": submitters(session, [sample]).get(sample.id),
     }
 
 
@@ -61,4 +76,7 @@ def cards_of(session: Session, sample_ids: list[int], viewer: User) -> list[dict
     ids = [i for i in dict.fromkeys(sample_ids) if i in found]
     votes = votes_for(session, ids, viewer)
     stored = latest_reviews(session, ids)
-    return [{"sample": found[i], "votes": votes[i], "last_review": stored.get(i)} for i in ids]
+    by = submitters(session, [found[i] for i in ids])
+    return [
+        {"sample": found[i], "votes": votes[i], "last_review": stored.get(i), "submitted_by": by.get(i)} for i in ids
+    ]

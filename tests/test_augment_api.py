@@ -161,12 +161,16 @@ def test_free_texts_wait_for_review_like_variants(lead, annotator, engine, mini_
     assert variants and all(v.parent_id == item["sample_id"] and v.labels == labels for v in variants)
     queue = lead.get("/api/v1/datasets/mini/review-queue", params={"origin": "submitted"}).json()
     assert [i["id"] for i in queue["items"]] == [item["sample_id"]], "the submission waits in the review queue"
+    # Its card says who submitted it (their labels are what its approver approves); a variant's says nobody.
+    assert queue["items"][0]["submitted_by"] == "lena-lead" and queue["items"][0]["labels"] == labels
 
     def trains() -> set[int]:
         with session_scope(engine) as s:
             return {x.id for x in training_samples(s, get_dataset(s, "mini"))}
 
     first = variants[0]
+    cards = annotator.get("/api/v1/review-cards", params={"ids": f"{item['sample_id']},{first.id}"}).json()
+    assert [c["submitted_by"] for c in cards] == ["lena-lead", None]
     # a variant of one's own submission is a paraphrase of one's own text: another member approves it too
     refused = lead.post(f"/api/v1/samples/{first.id}/decision", json={"decision": "approve", "version": first.version})
     assert refused.status_code == 403, refused.text
@@ -184,7 +188,7 @@ def test_free_texts_wait_for_review_like_variants(lead, annotator, engine, mini_
             assert bulk.json()["skipped"] == {"own_submission": 1}, bulk.text
     assert item["sample_id"] not in trains(), "its author's own approval trained a submission"
     ok = annotator.post(f"/api/v1/samples/{item['sample_id']}/decision", json={"decision": "approve", "version": 1})
-    assert ok.status_code == 200, ok.text
+    assert ok.status_code == 200 and ok.json()["submitted_by"] == "lena-lead", ok.text
     assert {item["sample_id"], first.id} <= trains()
     # The same text again reuses the sample; other labels for it are a conflict.
     again = lead.post(

@@ -1450,7 +1450,7 @@ def test_the_review_settings_form_shows_and_saves_the_chosen_datasets_own_values
     new value= once a key holds state): a lead who picked another dataset and changed only the lease saved the
     first one's k and guidelines there, and an approved variant left training (an attacker's find). Save sends
     only what the user changed, so a colleague's change to another field since the page read it stays."""
-    _import_second_dataset(live_api, admin_token)  # first in the list: the page opens on it
+    _import_second_dataset(live_api, admin_token)  # first in the list, with no pending work
     with api(live_api, admin_token) as c:
         c.patch("/datasets/aaa", json={"guidelines": "AAA guidelines", "reviews_required": 3})
         c.patch("/datasets/rev", json={"guidelines": "REV guidelines"})
@@ -1458,6 +1458,9 @@ def test_the_review_settings_form_shows_and_saves_the_chosen_datasets_own_values
         assert c.post(f"/samples/{variant}/decision", json={"decision": "approve", "version": 1}).status_code == 200
     admin = signed_in(admin_token, "admin")
     admin.switch_page("app_pages/datasets.py").run()
+    # signed in, the page opens where the work is (rev); chosen, aaa shows its own values
+    assert admin.selectbox(key="dataset").value == "rev"
+    admin.selectbox(key="dataset").set_value("aaa").run()
     assert admin.text_area(key="ds_guidelines").value == "AAA guidelines"
     admin.selectbox(key="dataset").set_value("rev").run()
     shown = (admin.text_area(key="ds_guidelines").value, admin.number_input(key="ds_k").value)

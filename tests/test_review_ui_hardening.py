@@ -5,8 +5,11 @@ long for a URL that ended in a traceback."""
 from __future__ import annotations
 
 import html
+import json
+import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -265,3 +268,107 @@ def test_api_errors_read_as_the_apis_message_and_a_status_only_for_a_servers_fai
     )
     assert str(ApiError(0, "cannot reach the API at http://x")) == "cannot reach the API at http://x"
     assert str(ApiError(503, "the database is busy")) == "The server could not do it (HTTP 503): the database is busy"
+
+
+# A second attacker review: a submission shown without its labels or submitter, a CRLF text stored as an edit
+# when saved unchanged, and a sign-in that landed on an empty dataset -------------------------------------------
+
+
+def test_a_submitted_text_shows_its_labels_and_who_submitted_it() -> None:
+    """A text sent to POST /augment came under "Variants without a source text" as "unknown method", with no
+    labels: its approver approved the submitter's labels without seeing them. The card carries them, drawn as a
+    family header's badges are (review_cards.js labelBadges), and says who submitted it."""
+    labels = {"message": "policy", "bias": "neutral"}
+    item = variant("Vote on Tuesday.", parent_id=None, method=None, method_params=None, model_name=None, seed=None)
+    item.update(origin="submitted", labels=labels, submitted_by="lena-lead", similarity=None, label_consistency=None)
+    card = build_card(item, None, 1)
+    assert card["labels"] == [("bias", "neutral"), ("message", "policy")]
+    assert card["provenance"] == "submitted by lena-lead" and "unknown method" not in card["provenance"]
+    # Without the name (an account since removed) it still says what it is.
+    assert provenance({**item, "submitted_by": None}) == "submitted text"
+    # A variant has its source's header above it, with the labels: its card draws none of its own.
+    assert build_card(variant("Vote on Tuesday."), family("Vote Tuesday."), 1)["labels"] is None
+    js = (Path(__file__).parent.parent / "review_ui" / "static" / "review_cards.js").read_text()
+    assert "labelBadges(card.labels" in js
+
+
+def _node_module(tmp_path: Path, call: str) -> Any:
+    """Run `call` (an expression over `m`, review_cards.js imported as a module) in Node; its JSON value."""
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:  # .ci/system-deps.sh installs it (as root): CI must not pass over this check
+        if os.environ.get("CI"):
+            pytest.fail("Node.js is not installed: run `make system-deps` as root")
+        pytest.skip("Node.js is not installed (make system-deps installs it as root)")
+    module = tmp_path / "review_cards.mjs"
+    module.write_text((Path(__file__).parent.parent / "review_ui" / "static" / "review_cards.js").read_text())
+    script = f"import * as m from {json.dumps(module.as_uri())}; console.log(JSON.stringify({call}));"
+    done = subprocess.run(
+        [node, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=30, check=True
+    )
+    return json.loads(done.stdout)
+
+
+def test_saving_a_crlf_text_unchanged_approves_it_instead_of_storing_an_edit(tmp_path: Path) -> None:
+    """A textarea gives every line break back as "\\n": E then Ctrl+Enter on a text with "\\r\\n" (CSV imports keep
+    them inside quoted fields) or a lone "\\r" compared unequal, stored an edit (votes withdrawn, CRs lost)."""
+    cases = [
+        ["Line one\r\nLine two", "Line one\nLine two"],
+        ["Line one\rLine two\r\n", "Line one\nLine two\n"],
+        ["Line one\nLine two", "Line one\nLine two"],
+        ["Line one\r\nLine two", "Line one\nLine 2"],
+        ["Line one\r\nLine two", "  \n "],
+    ]
+    saved = _node_module(tmp_path, f"{json.dumps(cases)}.map(([text, typed]) => m.savedAs({{text}}, typed))")
+    assert saved == [
+        {"op": "approve"},
+        {"op": "approve"},
+        {"op": "approve"},
+        {"op": "edit", "text": "Line one\nLine 2"},  # a real edit is stored as typed, LF and all
+        None,  # an empty text is no save (the editor says so)
+    ]
+    js = (Path(__file__).parent.parent / "review_ui" / "static" / "review_cards.js").read_text()
+    assert "savedAs(card, text)" in js and "text !== card.text" not in js
+
+
+def test_sign_in_lands_on_the_dataset_with_the_members_pending_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Signed in, a member landed on the first dataset by name, empty, while another held their pending work.
+    The chooser opens on the dataset with most variants they can still review; a choice made earlier in the
+    session stays."""
+    from review_ui import state
+
+    asked: list[dict[str, Any]] = []
+
+    class Api:
+        def datasets(self) -> list[dict[str, Any]]:
+            return [{"name": n} for n in ("a-empty", "b-refused", "c-work", "d-little")]
+
+        def review_queue(self, name: str, **params: Any) -> dict[str, Any]:
+            asked.append(params)
+            if name == "b-refused":
+                raise ApiError(403, "not a member")
+            return {"total": {"a-empty": 0, "c-work": 7, "d-little": 2}[name], "items": []}
+
+    monkeypatch.setattr(state, "client", lambda: Api())
+
+    def page() -> None:
+        from review_ui.state import pick_dataset
+
+        pick_dataset()
+
+    at = AppTest.from_function(page, default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox[0].value == "c-work"
+    assert at.session_state["current_dataset"] == "c-work"
+    assert all(p.get("unreviewed") == "true" and p.get("page_size") == 1 for p in asked)
+    assert not at.error, "a dataset the API refuses is passed over in silence"
+    # an explicit earlier choice is kept, and no queue is read for it
+    asked.clear()
+    chosen = AppTest.from_function(page, default_timeout=60)
+    chosen.session_state["current_dataset"] = "d-little"
+    chosen.run()
+    assert chosen.selectbox[0].value == "d-little" and not asked
+    # no pending work anywhere: the first by name, as before
+    assert state.dataset_with_work(Api(), ["a-empty"]) is None

@@ -51,12 +51,14 @@ def next_batch(name: str, body: AssignmentRequest, session: SessionDep, user: Cu
         session, name, user, filter_from_body(body.filter), sort=body.sort, size=body.size
     )
     stored = review_cards.stored_reviews(session, [s.id for s in page.items])
+    submitters = review_cards.submitters(session, page.items)
     return {
         "items": [
             {
                 **SampleRead.model_validate(s).model_dump(),
                 "votes": page.votes.get(s.id, {}),
                 "last_review": stored.get(s.id),
+                "submitted_by": submitters.get(s.id),
             }
             for s in page.items
         ],

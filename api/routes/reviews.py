@@ -118,11 +118,13 @@ def queue(
     )
     result = view.page
     stored = review_cards.stored_reviews(session, [s.id for s in result.items])
+    submitters = review_cards.submitters(session, result.items)
     items = [
         {
             **SampleRead.model_validate(s).model_dump(),
             "votes": result.votes.get(s.id, {}),
             "last_review": stored.get(s.id),
+            "submitted_by": submitters.get(s.id),
         }
         for s in result.items
     ]
@@ -174,6 +176,7 @@ def card_fields(card: dict[str, Any]) -> dict[str, Any]:
         **SampleRead.model_validate(card["sample"]).model_dump(),
         "votes": card["votes"],
         "last_review": card["last_review"],
+        "submitted_by": card.get("submitted_by"),
     }
 
 

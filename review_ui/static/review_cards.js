@@ -36,6 +36,20 @@ function diffNode(segments) {
   return box;
 }
 
+// A textarea reads every line break as "\n" (a stored "\r\n" or lone "\r" comes back as "\n"): texts compared
+// with their line breaks made alike, so that saving a text unchanged approves it instead of storing an edit.
+export function sameText(a, b) {
+  const lines = (t) => String(t).replace(/\r\n?/g, "\n");
+  return lines(a) === lines(b);
+}
+
+// What saving the editor does: approve a text left as it was, store an edit of a changed one (as typed), or
+// nothing for an empty one (null).
+export function savedAs(card, typed) {
+  if (!typed.trim()) return null;
+  return sameText(typed, card.text) ? { op: "approve" } : { op: "edit", text: typed };
+}
+
 function signature(card, extra) {
   return JSON.stringify([card, extra]);
 }
@@ -251,7 +265,7 @@ function startEditing(s, card) {
   const before = s.cards.find((c) => c.id === s.editing && c.id !== card.id);
   if (before) {  // one editor at a time: the other closes, keeping what was typed for when it reopens
     const open = s.nodes[before.id] && s.nodes[before.id].node.querySelector("textarea");
-    if (open && open.value !== before.text) s.drafts[before.id] = { text: open.value, version: before.version };
+    if (open && !sameText(open.value, before.text)) s.drafts[before.id] = { text: open.value, version: before.version };
   }
   s.editing = card.id;
   if (before) paintCard(s, before);
@@ -275,9 +289,10 @@ function stopEditing(s, save) {
   }
   s.editing = null;
   if (!card) return;
-  if (save && text.trim() && text !== card.text) {
-    decide(s, "edit", card, { text });
-  } else if (save && text === card.text) {
+  const saved = save ? savedAs(card, text) : null;
+  if (saved && saved.op === "edit") {
+    decide(s, "edit", card, { text: saved.text });
+  } else if (saved) {
     decide(s, "approve", card);
   } else {
     paintCard(s, card);
@@ -441,6 +456,8 @@ function paintCard(s, card) {
   pick.disabled = card.status !== "pending";
   pick.onchange = () => toggleSelected(s, card);
   head.append(pick, el("span", "rv-card-id", "#" + card.id), el("span", "rv-provenance", card.provenance));
+  // a card with no source above it (a submitted text) carries its own labels, drawn as a family header's are
+  if (card.labels && card.labels.length) head.appendChild(labelBadges(card.labels, "rv-labels rv-labels-source"));
   node.appendChild(head);
 
   if (s.editing === card.id) {
