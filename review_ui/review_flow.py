@@ -263,6 +263,7 @@ def _conflict(view: ReviewView, api: ApiClient, sample_id: int, err: ApiError, d
         "warning",
         f"Variant #{sample_id} changed since you saw it: it is now {current.get('review_status')}{who}; "
         f"{doing} was not applied. The card shows its current state."
+        + (f" Note: {err.body['advice']}." if err.body.get("advice") else "")
         if err.status == 409 and "current" in err.body and "undo" not in doing
         else f"Could not {doing} variant #{sample_id}: {err.detail}",
     )

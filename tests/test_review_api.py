@@ -245,8 +245,11 @@ def test_stale_version_gets_409_with_the_current_state(annotator, carol, review_
     assert r.status_code == 409
     body = r.json()
     assert body["field"] == "version" and "someone else decided first" in body["detail"]
+    # Work not shared out: both were shown the same card, and the answer says what would keep them apart.
+    assert "Review settings" in body["advice"] and "share" in body["advice"], body
     again = decide(annotator, v, "approve", 1)  # bob's own decision, from another tab
     assert again.status_code == 409 and "you decided it since" in again.json()["detail"]
+    assert "advice" not in again.json(), "one's own decision in another tab is no colleague's"
     current = body["current"]
     assert current["review_status"] == "approved" and current["version"] == 2
     assert current["last_review"]["user"] == "bob-annotator" and current["last_review"]["decision"] == "approve"
@@ -258,6 +261,17 @@ def test_stale_version_gets_409_with_the_current_state(annotator, carol, review_
         ("bob-annotator", "approve"),
         ("carol", "reject"),
     ]
+
+
+def test_a_lost_race_on_shared_out_work_gives_no_advice_to_share_it(admin, annotator, carol, review_data) -> None:
+    """With the pending variants shared out, a colleague's decision first is a lease that ran out, not the
+    same queue shown to both: the answer does not tell them to share the work out."""
+    assert admin.patch("/api/v1/datasets/rev", json={"distribute_work": True}).status_code == 200
+    v = review_data.variants[review_data.sources[2]][0]
+    assert decide(annotator, v, "approve", 1).status_code == 200
+    r = decide(carol, v, "reject", 1, reason="ungrammatical")
+    assert r.status_code == 409 and "someone else decided first" in r.json()["detail"], r.text
+    assert "advice" not in r.json(), r.text
 
 
 def test_two_clients_racing_on_one_variant(live_api, annotator_token, engine, review_data) -> None:

@@ -308,6 +308,8 @@ def test_a_stale_card_says_someone_else_decided_first(live_api, annotator_token,
     apply_action(view, client, {"op": "approve", "id": v, "version": 1})
     assert view.notice["kind"] == "warning"
     assert "changed since you saw it" in view.notice["text"] and "by carol" in view.notice["text"]
+    # the work is not shared out here: the notice says what would keep two annotators off each other's cards
+    assert "Note: others review this queue at the same time" in view.notice["text"], view.notice
     assert view.items[v]["review_status"] == "rejected"  # the card shows the state as it is now
     assert view.items[v]["last_review"]["user"] == "carol"
     state = status_of(live_api, annotator_token, v)
