@@ -15,6 +15,7 @@ from rich.table import Table
 
 from augloop.cli_augment import augment_app
 from augloop.cli_labels import labels_app
+from augloop.cli_predict import predict_file
 from augloop.cli_projects import project_app
 from augloop.cli_report import report_app
 from augloop.cli_runs import runs_app
@@ -56,6 +57,7 @@ app.add_typer(augment_app, name="augment")
 app.add_typer(report_app, name="report")
 app.add_typer(terms_app, name="terms")
 app.add_typer(labels_app, name="labels")
+app.command("predict")(predict_file)
 
 
 @app.command("migrate")

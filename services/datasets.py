@@ -338,6 +338,66 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def checked_output_path(path: Path, noun: str = "the export") -> Path:
+    """The file an operator's command (`augloop export -o`, `augloop predict -o`) may write for `path`, through
+    its links; refused (422, field `output`) where it is a device, a pipe or a socket, a directory, augloop's
+    database or a file of its data directory outside `exports/`, or in a folder that does not exist. `noun`
+    names what is written, in the messages."""
+    # Through a link, the file it points at is written (the link stays); the file is replaced by a rename, so
+    # a device, a pipe or a socket would be replaced too (as root, /dev/full or /dev/stdout): refused.
+    try:
+        target = path.resolve()
+    except (RuntimeError, OSError) as err:  # a link that points at itself (Python 3.11's RuntimeError)
+        raise ValidationFailed(f"{path} cannot be followed: {err}", field="output") from None
+    try:  # what the path names, through its links: /dev/stdout on a pipe resolves to /proc/N/fd/pipe:[M], a name
+        mode: int | None = path.stat().st_mode  # that exists nowhere, and the check below did not see the pipe
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise ValidationFailed(
+            f"{path} is not a regular file (a device, a pipe or a socket): {noun} replaces the file it writes;"
+            " give a file name, or -o - for the standard output",
+            field="output",
+        )
+    settings = get_settings()
+    data_dir = settings.data_dir.resolve()
+    # by the files themselves, not their spelling: a case-insensitive file system or a bind mount spells one
+    # folder two ways
+    inside_data_dir = target.is_relative_to(data_dir) or any(_same_file(folder, data_dir) for folder in target.parents)
+    # augloop's own files are not an export's to replace: `-o var/augloop.db` turned the database into a CSV
+    # (exit 0), and a run's model or a queued upload went the same way.
+    if inside_data_dir and not target.is_relative_to(data_dir / "exports"):
+        raise ValidationFailed(
+            f"{path} is inside augloop's data directory ({data_dir}: its database, runs and uploads); write "
+            f"{noun} elsewhere, or under {data_dir / 'exports'}",
+            field="output",
+        )
+    if target.parent == data_dir / "exports" and is_job_file_name(target.name):
+        raise ValidationFailed(
+            f"{target.name} is the name of an export job's file there (deleted with its job, or once its dataset"
+            f" keeps newer exports); give {noun} another name",
+            field="output",
+        )
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        database = Path(url.database).resolve()
+        files = [database, *(database.with_name(database.name + end) for end in ("-wal", "-shm", "-journal"))]
+        if target in files or any(_same_file(target, f) for f in files):
+            raise ValidationFailed(f"{path} is augloop's database; give {noun} another name", field="output")
+    if not target.parent.is_dir() and not inside_data_dir:  # a mistyped folder is a mistake to say, not to create
+        link = f" (where the link {path} points)" if target.parent != path.absolute().parent else ""
+        raise ValidationFailed(f"{target.parent} is not a directory{link}; create it first", field="output")
+    if target.is_dir():
+        raise ValidationFailed(f"{path} is a directory; give a file name", field="output")
+    if target.exists() and not target.is_file():
+        raise ValidationFailed(
+            f"{path} is not a regular file (a device, a pipe or a socket): {noun} replaces the file it writes;"
+            " give a file name, or -o - for the standard output",
+            field="output",
+        )
+    return target
+
+
 def export_to(
     session: Session,
     name: str,
@@ -351,58 +411,7 @@ def export_to(
     from services.exporting import write_export
 
     chosen = parse_include(include)
-    # Through a link, the file it points at is written (the link stays); the file is replaced by a rename, so
-    # a device, a pipe or a socket would be replaced too (as root, /dev/full or /dev/stdout): refused.
-    try:
-        target = path.resolve()
-    except (RuntimeError, OSError) as err:  # a link that points at itself (Python 3.11's RuntimeError)
-        raise ValidationFailed(f"{path} cannot be followed: {err}", field="output") from None
-    try:  # what the path names, through its links: /dev/stdout on a pipe resolves to /proc/N/fd/pipe:[M], a name
-        mode: int | None = path.stat().st_mode  # that exists nowhere, and the check below did not see the pipe
-    except OSError:
-        mode = None
-    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-        raise ValidationFailed(
-            f"{path} is not a regular file (a device, a pipe or a socket): the export replaces the file it "
-            "writes; give a file name, or -o - for the standard output",
-            field="output",
-        )
-    settings = get_settings()
-    data_dir = settings.data_dir.resolve()
-    # by the files themselves, not their spelling: a case-insensitive file system or a bind mount spells one
-    # folder two ways
-    inside_data_dir = target.is_relative_to(data_dir) or any(_same_file(folder, data_dir) for folder in target.parents)
-    # augloop's own files are not an export's to replace: `-o var/augloop.db` turned the database into a CSV
-    # (exit 0), and a run's model or a queued upload went the same way.
-    if inside_data_dir and not target.is_relative_to(data_dir / "exports"):
-        raise ValidationFailed(
-            f"{path} is inside augloop's data directory ({data_dir}: its database, runs and uploads); write the "
-            f"export elsewhere, or under {data_dir / 'exports'}",
-            field="output",
-        )
-    if target.parent == data_dir / "exports" and is_job_file_name(target.name):
-        raise ValidationFailed(
-            f"{target.name} is the name of an export job's file there (deleted with its job, or once its dataset"
-            " keeps newer exports); give the export another name",
-            field="output",
-        )
-    url = make_url(settings.resolved_database_url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        database = Path(url.database).resolve()
-        files = [database, *(database.with_name(database.name + end) for end in ("-wal", "-shm", "-journal"))]
-        if target in files or any(_same_file(target, f) for f in files):
-            raise ValidationFailed(f"{path} is augloop's database; give the export another name", field="output")
-    if not target.parent.is_dir() and not inside_data_dir:  # a mistyped folder is a mistake to say, not to create
-        link = f" (where the link {path} points)" if target.parent != path.absolute().parent else ""
-        raise ValidationFailed(f"{target.parent} is not a directory{link}; create it first", field="output")
-    if target.is_dir():
-        raise ValidationFailed(f"{path} is a directory; give a file name", field="output")
-    if target.exists() and not target.is_file():
-        raise ValidationFailed(
-            f"{path} is not a regular file (a device, a pipe or a socket): the export replaces the file it "
-            "writes; give a file name, or -o - for the standard output",
-            field="output",
-        )
+    target = checked_output_path(path)
     _remove_stale_parts(target)
     # the operator's own file: a model's whole path, as the database holds it
     return write_export(session, dataset_named(session, name, None), chosen, fmt, target, progress, whole_paths=True)

@@ -164,12 +164,8 @@ def _prediction_turn(concurrency: int) -> Iterator[None]:
         turns.release()
 
 
-def predict(session: Session, model_id: int, texts: list[str], settings: Settings, user: User | None) -> dict[str, Any]:
-    """Per-task labels and probabilities for texts. Ends the caller's transaction before the model runs."""
-    from trainer.predict import probs_to_json
-
-    if len(texts) > settings.trainer_predict_max_texts:
-        raise TooLargeError(f"at most {settings.trainer_predict_max_texts} texts per request", field="texts")
+def check_texts(texts: list[str], settings: Settings) -> None:
+    """Each text one a model can read: not blank, valid Unicode, at most `max_text_chars` (its index named)."""
     for i, text in enumerate(texts):
         if not normalize_text(text):  # blank, or only zero-width and format characters (an import's empty text)
             raise ValidationFailed(f"texts[{i}] is empty", field=f"texts.{i}")
@@ -180,6 +176,15 @@ def predict(session: Session, model_id: int, texts: list[str], settings: Setting
                 raise ValidationFailed(f"texts[{i}] is not valid Unicode text", field=f"texts.{i}") from None
         if len(text) > settings.max_text_chars:
             raise TooLargeError(f"texts[{i}] exceeds {settings.max_text_chars} characters", field=f"texts.{i}")
+
+
+def predict(session: Session, model_id: int, texts: list[str], settings: Settings, user: User | None) -> dict[str, Any]:
+    """Per-task labels and probabilities for texts. Ends the caller's transaction before the model runs."""
+    from trainer.predict import probs_to_json
+
+    if len(texts) > settings.trainer_predict_max_texts:
+        raise TooLargeError(f"at most {settings.trainer_predict_max_texts} texts per request", field="texts")
+    check_texts(texts, settings)
     spec = model_spec(session, model_id, user)
     session.commit()  # no transaction may stay open while a model runs
     predictor = load_predictor(spec)  # outside the turn: a load waits for other loads only (cached_predictor)
