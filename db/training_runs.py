@@ -27,6 +27,7 @@ from db.chunks import chunked
 from db.models import (
     OPEN_JOB_STATUSES,
     Dataset,
+    Job,
     JobStatus,
     Origin,
     ReviewStatus,
@@ -195,13 +196,15 @@ REPLACED = "replaced"
 
 
 def _replaced_entry(
-    run_id: int, entry: dict[str, Any] | None, consistency: float | None, flag: bool | None
+    run_id: int, entry: dict[str, Any] | None, consistency: float | None, flag: bool | None, job_id: int | None = None
 ) -> dict[str, Any] | None:
     """What a new score of `run_id` keeps of the `label_model` entry it replaces: the entry with its consistency
-    and flag; a score of the same run (a retried attempt) carries over what that one kept."""
+    and flag; a score of the same writer (a retried attempt) carries over what that one kept. A rescoring job
+    (`job_id`: a person's choice of a finished model) is its own writer: its model's earlier score (automatic,
+    or another choice of it) is kept like any other."""
     if not entry:
         return None
-    if entry.get("run_id") == run_id:
+    if entry.get("run_id") == run_id and entry.get("job_id") == job_id:
         kept: dict[str, Any] | None = entry.get(REPLACED)
         return kept
     # the whole entry, with what it replaced in turn: another run not recorded yet (runs score in parallel, as a
@@ -227,29 +230,65 @@ def _tagged_rows(session: Session, run_ids: list[int]) -> list[Any]:
     )
 
 
+def _job_rows(session: Session, job_ids: list[int]) -> list[Any]:
+    """(id, scores) of the samples whose label-model entry these rescoring jobs wrote, in their datasets, locked
+    until the caller's write (as _tagged_rows)."""
+    tagged = Sample.scores["label_model"]["job_id"].as_integer()
+    return list(
+        session.execute(
+            select(Sample.id, Sample.scores)
+            .where(
+                Sample.dataset_id.in_(select(Job.dataset_id).where(Job.id.in_(job_ids))),
+                Sample.scores.is_not(None),
+                tagged.in_(job_ids),
+            )
+            .order_by(Sample.id)
+            .with_for_update()
+        ).all()
+    )
+
+
 def withdraw_scores(session: Session, run_ids: list[int]) -> int:
     """Remove the label-model scores these runs wrote (consistency, flag and the `label_model` entry, other keys
     of `scores` kept) from the samples of their datasets, giving back the score each replaced (another model's,
     with its consistency and flag); returns how many samples changed."""
     if not run_ids:
         return 0
-    rows = _tagged_rows(session, run_ids)
+    return _give_back(session, _tagged_rows(session, run_ids), set(run_ids), set())
+
+
+def withdraw_job_scores(session: Session, job_ids: list[int]) -> int:
+    """withdraw_scores for the scores these rescoring jobs wrote (tagged with the job: their model's own earlier
+    scores, automatic or chosen before, are not theirs), giving back the score each replaced."""
+    if not job_ids:
+        return 0
+    return _give_back(session, _job_rows(session, job_ids), set(), set(job_ids))
+
+
+def _give_back(session: Session, rows: list[Any], withdrawn_runs: set[int], withdrawn_jobs: set[int]) -> int:
     if not rows:
         return 0
     chains = {sid: list(_chain(held["label_model"])) for sid, held in rows}
     named = {entry.get("run_id") for chain in chains.values() for entry in chain} - {None}
-    ended = set(run_ids) | set(
-        session.scalars(
-            select(TrainingRun.id).where(
-                TrainingRun.id.in_(named), TrainingRun.status.in_((JobStatus.failed, JobStatus.cancelled))
-            )
-        )
+    by_jobs = {entry.get("job_id") for chain in chains.values() for entry in chain} - {None}
+    unfinished = (JobStatus.failed, JobStatus.cancelled)
+    ended_runs = withdrawn_runs | set(
+        session.scalars(select(TrainingRun.id).where(TrainingRun.id.in_(named), TrainingRun.status.in_(unfinished)))
     )
+    ended_jobs = withdrawn_jobs | set(
+        session.scalars(select(Job.id).where(Job.id.in_(by_jobs), Job.status.in_(unfinished)))
+    )
+
+    def ended(entry: dict[str, Any]) -> bool:
+        # a rescoring job's score stands or goes with its job (its model is a finished run), a run's with its run
+        job_id = entry.get("job_id")
+        return job_id in ended_jobs if job_id is not None else entry.get("run_id") in ended_runs
+
     params = []
     for sid, held in rows:
         kept = {k: v for k, v in held.items() if k != "label_model"}
-        # the first score down the chain whose run did not end unfinished (recorded, or still running)
-        before: dict[str, Any] = dict(next((e for e in chains[sid] if e.get("run_id") not in ended), {}))
+        # the first score down the chain whose writer did not end unfinished (recorded, or still running)
+        before: dict[str, Any] = dict(next((e for e in chains[sid] if not ended(e)), {}))
         consistency, flag = before.pop("label_consistency", None), before.pop("label_flag", None)
         if before:
             kept["label_model"] = before
@@ -305,7 +344,16 @@ def _chain(entry: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
 
 def keep_replaced_scores(session: Session, run_id: int) -> int:
     """Once the run is recorded its scores stand: drop the scores they replaced, kept for a withdrawal."""
-    rows = [(sid, held) for sid, held in _tagged_rows(session, [run_id]) if REPLACED in held["label_model"]]
+    return _drop_replaced(session, _tagged_rows(session, [run_id]))
+
+
+def keep_job_replaced_scores(session: Session, job_id: int) -> int:
+    """keep_replaced_scores for a rescoring job that succeeds (in the transaction of its completion)."""
+    return _drop_replaced(session, _job_rows(session, [job_id]))
+
+
+def _drop_replaced(session: Session, tagged: list[Any]) -> int:
+    rows = [(sid, held) for sid, held in tagged if REPLACED in held["label_model"]]
     if not rows:
         return 0
     table = cast("Table", Sample.__table__)
@@ -396,7 +444,9 @@ def apply_consistency_scores(
         ):
             current[sid] = held
             if keep_replaced:
-                replaced[sid] = _replaced_entry(run_id, (held or {}).get("label_model"), consistency, flag)
+                replaced[sid] = _replaced_entry(
+                    run_id, (held or {}).get("label_model"), consistency, flag, (scorer or {}).get("job_id")
+                )
     rows = [
         {
             "sid": score.sample_id,

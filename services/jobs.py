@@ -26,6 +26,7 @@ from services.access import Need, check_dataset_id, visible_project_ids
 from services.datasets import dataset_named, upload_of
 from services.exporting import export_job_files, export_job_parts
 from services.failures import worker_silent
+from services.label_model import withdraw_rescoring
 from services.listing import listed_values
 from services.training import attempt_leftovers, runs_root
 
@@ -52,6 +53,14 @@ def end_training_runs(session: Session, job_ids: list[int], status: str, error: 
         of_job = selection.get("job_id") in job_ids or (selection.get("job_id") is None and run.job_id in job_ids)
         if selection.get("status") in ("queued", "running") and of_job:
             run.lr_selection = {**selection, "status": status}
+
+
+@queue.on_job_end("label_scores")
+def withdraw_rescorings(session: Session, job_ids: list[int], status: str, error: str, now: datetime) -> None:
+    """A person's rescoring of the queue that ends without succeeding (cancelled, failed past retrying, lost
+    with no attempts left) gives back the scores it replaced: the queue is never left half scored by the model
+    chosen and half by the one before, and the label-model summary names the model the variants carry."""
+    withdraw_rescoring(session, job_ids)
 
 
 @queue.on_job_end("import")

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from core.errors import ValidationFailed
 from db import queue
 from db import training_runs as db_runs
-from db.models import Dataset, Job, Origin, ReviewStatus, Sample, TrainingRun, User
+from db.models import OPEN_JOB_STATUSES, Dataset, Job, Origin, ReviewStatus, Sample, TrainingRun, User
 from db.session import readonly_engine, session_scope
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -134,15 +134,18 @@ def write_scores(
     replace_if: Callable[[dict[str, Any] | None], bool] | None,
     guard: Callable[[Session], None] = lambda _s: None,
     keep_replaced: bool = False,
+    on_written: Callable[[int], None] | None = None,
 ) -> int:
     """Write scores in set-based batches, each its own short transaction under `guard` (a job's lease): the
     rows a batch writes are locked (the write lock, on SQLite) for milliseconds, never across the whole
-    scoring. Scores written before a failure stay, tagged with their run; a retry overwrites them."""
+    scoring. Scores written before a failure stay, tagged with their run (and, with `keep_replaced`, holding
+    the score each replaced, for its writer's end to give back); a retry overwrites them. `on_written(n)`:
+    called once each batch has committed, with how many it wrote."""
     written, batch = 0, SCORE_WRITE_BATCH
     for start in range(0, len(scores), batch):
         with session_scope(engine) as session:
             guard(session)
-            written += db_runs.apply_consistency_scores(
+            n = db_runs.apply_consistency_scores(
                 session,
                 run_id,
                 scores[start : start + batch],
@@ -150,6 +153,9 @@ def write_scores(
                 replace_if=replace_if,
                 keep_replaced=keep_replaced,
             )
+        written += n
+        if on_written is not None:
+            on_written(n)
     return written
 
 
@@ -213,14 +219,32 @@ def execute_rescoring(
     finish: FinishFn | None = None,
 ) -> dict[str, Any]:
     """Score the dataset's pending variants with a chosen model; its scores replace whatever was there. As a job
-    (`job_id`, `worker_id`), each batch is written only while the worker holds the job."""
+    (`job_id`, `worker_id`), each batch is written only while the worker holds the job, and all or nothing
+    stands: each score is tagged with the job and keeps the one it replaced, the job's completion drops those
+    (keep_job_replaced_scores, in the same transaction), and a job that ends without succeeding (cancelled,
+    failed, lost with no attempts left) gives them back (withdraw_rescoring, the kind's end hook). Progress
+    counts the scores committed, not the variants predicted."""
     from services.prediction import dataset_and_model, load_predictor
 
+    emit = progress or (lambda _e: None)
     guard = queue.lease_guard(job_id, worker_id)
     with session_scope(readonly_engine(engine)) as session:
         dataset, spec = dataset_and_model(session, dataset_name, model_id, None)
         scorer = scorer_of(db_runs.get_run(session, model_id), chosen=True)
+    if job_id is not None:
+        scorer["job_id"] = job_id
     predictor = load_predictor(spec)
+    committed, total = 0, 0
+
+    def on_predicting(event: dict[str, Any]) -> None:  # prediction says how many there are, not how many are done
+        nonlocal total
+        total = max(total, int(event.get("total") or 0))
+        emit({"event": "scoring", "done": committed, "total": total})
+
+    def on_written(n: int) -> None:
+        nonlocal committed
+        committed += n
+        emit({"event": "written", "done": committed, "total": total})
 
     def score_page(page: list[db_runs.PendingVariant], emit: ProgressFn) -> list[db_runs.ConsistencyScore]:
         probs = predictor.predict_proba(
@@ -229,14 +253,33 @@ def execute_rescoring(
         return consistency_from_probs(predictor.tasks, page, probs, predictor.decide(probs), scorer["flag_below"])
 
     def write(scores: list[db_runs.ConsistencyScore]) -> int:
-        return write_scores(engine, model_id, scores, scorer=scorer, replace_if=None, guard=guard)
+        return write_scores(
+            engine,
+            model_id,
+            scores,
+            scorer=scorer,
+            replace_if=None,
+            guard=guard,
+            keep_replaced=job_id is not None,
+            on_written=on_written,
+        )
 
-    written, seen = score_pending(engine, dataset.id, score_page, write, progress or (lambda _e: None))
+    written, seen = score_pending(engine, dataset.id, score_page, write, on_predicting)
     result = {"dataset": dataset_name, "model_id": model_id, "pending": seen, "scored": written}
     with session_scope(engine) as session:
+        if job_id is not None:  # the job's scores stand with its completion (rolled back with it, if cancelled)
+            guard(session)
+            db_runs.keep_job_replaced_scores(session, job_id)
         if finish:
             finish(session, result)
     return result
+
+
+def withdraw_rescoring(session: Session, job_ids: list[int]) -> int:
+    """A rescoring that will not succeed leaves the queue as it found it: the scores its jobs wrote go, each
+    variant given back the score (with its consistency, flag and scorer, a person's earlier choice included)
+    it had before. Returns how many variants changed."""
+    return db_runs.withdraw_job_scores(session, job_ids)
 
 
 # What scored the queue -----------------------------------------------------------------------------
@@ -244,7 +287,9 @@ def execute_rescoring(
 
 def label_model_summary(session: Session, dataset_name: str, user: User | None) -> dict[str, Any]:
     """Which runs scored the dataset's pending variants (how many each, flagged how often, and whether a person
-    chose the run: a run that scored some variants by itself and others by choice is listed twice), best first."""
+    chose the run: a run that scored some variants by itself and others by choice is listed twice), best first;
+    and `rescoring`: the person's choices still under way (label_scores jobs queued or running), whose scores
+    stand only once the job succeeds (a job that does not gives the scores it replaced back)."""
     from services.datasets import dataset_named
 
     dataset: Dataset = dataset_named(session, dataset_name, user)
@@ -272,4 +317,19 @@ def label_model_summary(session: Session, dataset_name: str, user: User | None) 
         unknown = {"run_id": run_id, "val_macro_f1": None, "chosen": chosen}  # unscored, or its run deleted
         scorers.append({**(scorer_of(run, chosen=chosen) if run else unknown), **entry})
     scorers.sort(key=lambda s: (s["run_id"] is None, -(s.get("val_macro_f1") or -1)))
-    return {"dataset": dataset.name, "scorers": scorers}
+    open_jobs = session.scalars(
+        select(Job)
+        .where(Job.dataset_id == dataset.id, Job.kind == "label_scores", Job.status.in_(OPEN_JOB_STATUSES))
+        .order_by(Job.id)
+    )
+    rescoring = [
+        {
+            "job_id": job.id,
+            "model_id": (job.params or {}).get("model_id"),
+            "status": job.status,
+            "scored": job.progress_done,
+            "pending": job.progress_total,
+        }
+        for job in open_jobs
+    ]
+    return {"dataset": dataset.name, "scorers": scorers, "rescoring": rescoring}

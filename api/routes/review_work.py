@@ -104,7 +104,8 @@ def annotators(name: str, session: SessionDep, user: CurrentUser) -> dict[str, A
 
 @router.get("/datasets/{name}/label-model")
 def label_model_summary(name: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
-    """Which runs or ensembles scored the pending variants (how many each, how many flagged), best first."""
+    """Which runs or ensembles scored the pending variants (how many each, how many flagged), best first, and
+    the rescorings still under way (`rescoring`: their scores stand only once their job succeeds)."""
     return label_model.label_model_summary(session, name, user)
 
 
