@@ -72,6 +72,9 @@ EXPORT_SIGNATURE = frozenset({"id", "text", "split", "origin"})
 # `origin` column (its ids were dropped for an `external_id` it does not have); a JSONL export's rows may have
 # lost their null keys to a tool (jq, pandas), so there the four columns above decide.
 DENSE_EXPORT_SIGNATURE = EXPORT_SIGNATURE | {"external_id"}
+# ... or, its `external_id` column deleted by hand, the export's review column beside them: a user's own file does
+# not have both (it imported every variant as an original, rejected ones too: an attacker's find)
+REVIEWED_EXPORT_SIGNATURE = EXPORT_SIGNATURE | {"review_status"}
 EXPORT_ORIGINS = frozenset(origin.value for origin in Origin)
 
 
@@ -565,7 +568,7 @@ class RowValidator:
             self.split_like = [col for col in record if col not in used]
         signature = EXPORT_SIGNATURE if self.sparse else DENSE_EXPORT_SIGNATURE
         if (
-            columns >= signature
+            (columns >= signature or columns >= REVIEWED_EXPORT_SIGNATURE)
             and str(record.get("origin") or "").strip() in EXPORT_ORIGINS
             and _a_sample_id(record.get("id"))
         ):

@@ -819,6 +819,23 @@ def test_an_augloop_export_re_imports_its_originals_with_their_own_ids(engine, t
         ).all()
     # the CSV export's formula guard (a leading ') is taken off again: the exact values, as JSONL keeps them
     assert rows == [("@x-1", "I love it", "train"), ("x-2", "@you I hate it", "train"), ("x-3", "meh", "val")]
+    if fmt == "csv":  # its external_id column deleted by hand: still an export (its review column beside `origin`)
+        import csv as csv_module
+        import io
+
+        table = list(csv_module.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+        out = io.StringIO()
+        kept = [c for c in table[0] if c != "external_id"]
+        writer = csv_module.DictWriter(out, fieldnames=kept, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(table)
+        again = run_import(engine, out.getvalue().encode(), filename="no_ids.csv", dataset="no_ids")
+        assert again.imported == 3 and any("2 row(s) that were no original" in w for w in again.warnings)
+        with session_scope(engine) as s:
+            texts = s.scalars(select(Sample.text).where(Sample.dataset_id == get_dataset(s, "no_ids").id)).all()
+        assert sorted(texts) == ["@you I hate it", "I love it", "meh"], (
+            "a variant became an original, or a guard stayed"
+        )
     if fmt == "jsonl":  # a tool that drops null keys (jq, pandas) leaves an original's export row sparse
         sparse = tmp_path / "sparse.jsonl"
         lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
