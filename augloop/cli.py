@@ -313,7 +313,7 @@ def export(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from db.session import session_scope, snapshot_engine
-    from services.datasets import export_to, export_to_text
+    from services.datasets import export_to, export_to_text, reimport_command
     from services.exporting import check_format, format_for
 
     # as written: a Path reads "./-" (the way to name a file called "-") as "-"
@@ -324,8 +324,10 @@ def export(
         check_format(format)
         with session_scope(snapshot_engine(engine())) as session:  # one snapshot, on Postgres too
             count = export_to_text(session, dataset, format, include, sys.stdout)
+            command = reimport_command(session, dataset, "FILE")
         err_console.print(f"wrote {count.rows} rows to standard output", highlight=False)
         _export_notes(count, "x.jsonl")
+        _reimport_note(*command)
         return
     if not output_arg:
         fail("--output names no file; give a path, or - for standard output")
@@ -348,8 +350,10 @@ def export(
             output,
             lambda done, total: bar.update(rows_task, completed=done, total=total),
         )
+        command = reimport_command(session, dataset, str(output))
     console.print(f"wrote {count.rows} rows to {output}")
     _export_notes(count, output.with_suffix(".jsonl").name)
+    _reimport_note(*command)
 
 
 def _export_notes(count: Any, jsonl_name: str) -> None:
@@ -366,6 +370,26 @@ def _export_notes(count: Any, jsonl_name: str) -> None:
             f"note: {count.guarded_cells} cells begin like a spreadsheet formula (=, +, -, @) and got a leading ' "
             f"so that a spreadsheet shows them as text; for the exact texts and labels, export JSONL (-o "
             f"{jsonl_name})",
+            highlight=False,
+            markup=False,
+        )
+
+
+def _reimport_note(command: str, unspelt: list[str]) -> None:
+    """On stderr: the import that recreates the dataset's label sets (their order, the classes' ids) and language,
+    which the file does not hold (an import without them takes the labels its rows hold, sorted, and `en`)."""
+    err_console.print(
+        "the file holds rows, not the dataset's label sets (their order is the classes' ids) or its language; "
+        "to import it as a new dataset with them:",
+        highlight=False,
+        markup=False,
+    )
+    err_console.print(f"  {command}", highlight=False, markup=False, soft_wrap=True)  # one line, to copy
+    if unspelt:
+        err_console.print(
+            f"  (task(s) {', '.join(repr(t) for t in unspelt)}: a name --labels TASK=a,b,c cannot spell, with = in "
+            "the task or , or spaces at the ends of a label; give their label sets with the API's labels field, "
+            'JSON such as {"task": ["a", "b"]})',
             highlight=False,
             markup=False,
         )

@@ -128,7 +128,7 @@ def texts_of(conn: Connection, seqs: Sequence[int]) -> list[str]:
 
 
 def label_sets(conn: Connection) -> dict[str, list[str]]:
-    """Every label seen per task, sorted."""
+    """Every label seen per task (in the database's collation: the caller sorts them as it needs)."""
     out: dict[str, list[str]] = {}
     for task, label in conn.exec_driver_sql(f"SELECT DISTINCT task, label FROM {LABELS} ORDER BY task, label").tuples():
         out.setdefault(task, []).append(label)

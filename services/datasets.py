@@ -52,6 +52,7 @@ from services.exporting import (
     iter_export,
     parse_include,
 )
+from services.exporting import reimport_command as reimport_command_of
 from services.importing import FinishFn, ImportResult, ImportSpec, check_importer, import_path, import_stream
 
 log = logging.getLogger("augloop.datasets")
@@ -415,6 +416,12 @@ def export_to(
     _remove_stale_parts(target)
     # the operator's own file: a model's whole path, as the database holds it
     return write_export(session, dataset_named(session, name, None), chosen, fmt, target, progress, whole_paths=True)
+
+
+def reimport_command(session: Session, name: str, file: str) -> tuple[str, list[str]]:
+    """The `augloop import` command that recreates dataset `name`'s tasks, label sets and language from its export
+    `file` (services.exporting.reimport_command). The operator's (CLI)."""
+    return reimport_command_of(dataset_named(session, name, None), file)
 
 
 STALE_PART_SECONDS = 3600  # an export writing its part rewrites it every few seconds

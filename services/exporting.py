@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import re
+import shlex
 import stat
 import uuid
 from collections.abc import Callable, Iterator
@@ -91,6 +92,27 @@ def record(row: dict[str, Any], dataset: Dataset, whole_paths: bool = False) -> 
         out[key] = row[key] if whole_paths or key not in ("model_name", "method_params") else shown_provenance(row[key])
     out["near_val_test"] = row.get("near_val_test")
     return out
+
+
+def reimport_command(dataset: Dataset, file: str) -> tuple[str, list[str]]:
+    """The `augloop import` command that makes a new dataset of `dataset`'s export `file` with the tasks, label sets
+    and language it has: an export holds rows, not the label sets (their order is the classes' ids, and a class no
+    row holds is not in it) or the language, which an import would otherwise take sorted and as `en`. Also the tasks
+    whose label set `--labels TASK=a,b,c` cannot spell (a task name with `=`, a label with `,` or spaces at an end):
+    the API's labels field (JSON) takes those."""
+    args = ["augloop", "import", f"./{file}" if file.startswith("-") else file, f"--dataset={dataset.name}"]
+    args += [f"--task={task}" for task in dataset.task_names()]
+    unspelt: list[str] = []
+    for task in dataset.task_names():
+        labels = dataset.labels_of(task)
+        if not labels:  # nothing to keep: its rows hold no label, nor will the re-imported ones
+            continue
+        if "=" in task or any("," in label or label != label.strip() for label in labels):
+            unspelt.append(task)
+            continue
+        args.append(f"--labels={task}={','.join(labels)}")
+    args.append(f"--language={dataset.language}")
+    return shlex.join(args), unspelt
 
 
 def _guarded(

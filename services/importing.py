@@ -427,9 +427,14 @@ class _Staged:
         self.progress(phase="writing", done=0, total=self.count, rows=self.count)
         created = dataset is None
         if dataset is None:
+            # A task given no label set takes the file's labels in code-point order (Python's, as SQLite's binary
+            # collation sorts them): the order is the classes' ids, and Postgres's ORDER BY follows the database's
+            # collation (ICU en-US put "_x" before "-1" and "a b" before "Neutral"), so the same file got other
+            # ids on another backend.
             seen = staging.label_sets(self.conn)
             tasks = [
-                {"name": t, "labels": list(self.spec.label_order.get(t) or seen.get(t, []))} for t in self.spec.tasks
+                {"name": t, "labels": list(self.spec.label_order.get(t) or sorted(seen.get(t, [])))}
+                for t in self.spec.tasks
             ]
             display = check_display_name(self.spec.display_name or self.spec.dataset, field="display_name")
             dataset = Dataset(
@@ -501,6 +506,8 @@ class _Staged:
                     "submitted text or a pseudo-label, whatever their review) were left out: an import adds "
                     "originals, which train as they are"
                 )
+            if created and (lost := _not_carried_by_an_export(self.spec, dataset)):
+                said.append(lost)
             if said:
                 result.warnings.append(f"the file is an augloop export: {'; '.join(said)}")
         if resplits:  # a file that moves texts between splits: an import adds texts, it moves none
@@ -632,6 +639,30 @@ def check_target(session: Session, spec: ImportSpec) -> tuple[Dataset | None, di
                 field="labels",
             )
     return dataset, known
+
+
+def _not_carried_by_an_export(spec: ImportSpec, dataset: Dataset) -> str | None:
+    """What a new dataset imported from an augloop export took by default that the exporting dataset may have had
+    otherwise: an export holds rows, not its dataset's label sets (their order is the classes' ids; a class no row
+    holds is not in it) or language. None when the import gave them all."""
+    unordered = [task for task in spec.tasks if task not in spec.label_order]
+    if not unordered and spec.language is not None:
+        return None
+    took = []
+    if unordered:
+        took.append(
+            f"task(s) {', '.join(repr(t) for t in unordered)} took the labels the file holds, sorted, as their classes"
+            " and their ids"
+        )
+    if spec.language is None:
+        took.append(f"the language is {dataset.language!r}")
+    example = unordered[0] if unordered else "TASK"
+    return (
+        "it holds rows, not the exporting dataset's label sets (their order is the classes' ids, and a class no row "
+        f"holds is left out) or its language: {' and '.join(took)}; to keep another dataset's class ids, delete this "
+        f"one and import the file again with each task's label set in its order and the language (CLI: --labels "
+        f"{example}=a,b,c --language xx, which `augloop export` prints whole; API: the labels and language fields)"
+    )
 
 
 def _undeclared(dataset: Dataset | None, spec: ImportSpec) -> list[str]:

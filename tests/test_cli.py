@@ -780,3 +780,52 @@ def test_output_piped_without_columns_keeps_lines_and_cells_whole(settings, tmp_
     assert summary.startswith("imported 3 samples") and summary.endswith("0 duplicate(s) skipped"), imported.stdout
     stats = run_augloop("stats", "wide", env=env)
     assert any(label in line for line in stats.stdout.splitlines()), stats.stdout
+
+
+def test_export_prints_the_import_that_recreates_its_label_sets_and_language(settings, engine, tmp_path) -> None:
+    """An export holds rows, not the dataset's label sets (their order is the classes' ids; a class with no text
+    is in no row) or its language: re-imported as it was, its classes came back sorted and its language `en`.
+    `augloop export` prints the import that keeps them, one line to copy, however narrow the terminal."""
+    import shlex
+
+    from db.datasets import get_dataset
+    from db.session import session_scope
+
+    data = tmp_path / "in.csv"
+    data.write_text("text,stance,split\nfirst,+1,train\nsecond,-1,train\nthird,Neutral,val\nfourth,+1,test\n")
+    r = augloop(
+        settings,
+        "import",
+        str(data),
+        "-d",
+        "src",
+        "-t",
+        "stance",
+        "--labels",
+        "stance=Neutral,-1,+1,unused",
+        "--language",
+        "de",
+    )
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "a file.csv"
+    exported = run_augloop("export", "src", "-o", str(out), env=cli_env(settings, COLUMNS="40"))
+    assert exported.returncode == 0, exported.stderr
+    lines = [line.strip() for line in exported.stderr.splitlines() if line.strip().startswith("augloop import ")]
+    assert len(lines) == 1, exported.stderr
+    args = shlex.split(lines[0])
+    assert "--labels=stance=Neutral,-1,+1,unused" in args and "--language=de" in args and str(out) in args
+    args[args.index("--dataset=src")] = "--dataset=copy"
+    again = augloop(settings, *args[1:])
+    assert again.returncode == 0 and "not the exporting dataset's label sets" not in again.stderr, again.stderr
+    piped = augloop(settings, "export", "src", "-o", "-")
+    assert "augloop import FILE --dataset=src --task=stance" in piped.stderr, piped.stderr
+    with session_scope(engine) as s:
+        copy, source = get_dataset(s, "copy"), get_dataset(s, "src")
+        assert (
+            (copy.tasks, copy.language)
+            == (source.tasks, source.language)
+            == (
+                [{"name": "stance", "labels": ["Neutral", "-1", "+1", "unused"]}],
+                "de",
+            )
+        )

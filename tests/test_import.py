@@ -1059,3 +1059,108 @@ def test_texts_that_differ_in_case_spacing_or_unicode_form_are_one_text_and_the_
         assert sorted(s.scalars(select(Sample.text))) == ["Hi  there", "STOP", "\uff46\uff4f\uff4f"]
     said = [w for w in result.warnings if "repeat" in w]
     assert len(said) == 2 and all("(case, spacing and Unicode form aside)" in w for w in said), result.warnings
+
+
+_icu_databases = 0
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def collated_engine(request, tmp_path, monkeypatch, tmp_path_factory):
+    """SQLite, and a Postgres database whose default collation is ICU's en-US, as a server's often is (the tests'
+    own server is initialised in C, which sorts as SQLite does)."""
+    import os
+
+    import psycopg
+
+    from db.session import get_engine
+    from tests.conftest import _settings_on
+
+    if request.param == "sqlite":
+        yield get_engine(request.getfixturevalue("settings").resolved_database_url)
+        return
+    global _icu_databases
+    _icu_databases += 1
+    server = request.getfixturevalue("postgres_server")
+    name = f"icu{os.getpid()}_{_icu_databases}"
+    with psycopg.connect(f"host=127.0.0.1 port={server.port} user=postgres dbname=postgres", autocommit=True) as conn:
+        try:
+            conn.execute(
+                f"CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'"
+            )
+        except psycopg.Error as err:  # a server before 15, or built without ICU
+            pytest.skip(f"no ICU collation on this PostgreSQL server: {err}")
+    data_dir = tmp_path / "var"
+    data_dir.mkdir()
+    for settings in _settings_on(server.url(name), data_dir, monkeypatch, tmp_path_factory):
+        yield get_engine(settings.resolved_database_url)
+
+
+def test_a_new_tasks_labels_take_one_order_whatever_the_databases_collation(collated_engine):
+    """A task given no label set took the file's labels in the database's ORDER BY: code points on SQLite, the
+    collation on Postgres (ICU en-US: `_x`, `-1`, `+1`, `a b`, `Neutral`, `partisan`, `Zeta`). The order is the
+    classes' ids, so the same file gave other ids on the laptop and on the server; it is Python's sorted() on both."""
+    labels = ["partisan", "Neutral", "-1", "+1", "a b", "_x", "Zeta"]
+    data = "text,stance\n" + "".join(f"text number {i},{label}\n" for i, label in enumerate(labels))
+    run_import(collated_engine, data.encode(), tasks=["stance"])
+    with session_scope(collated_engine) as s:
+        stored = s.scalar(select(Dataset)).labels_of("stance")
+    assert stored == ["+1", "-1", "Neutral", "Zeta", "_x", "a b", "partisan"] == sorted(labels)
+
+
+def test_an_export_re_imported_without_label_sets_or_language_says_what_it_took_and_how_to_give_them(engine, tmp_path):
+    """An export holds rows, not its dataset's label sets (their order is the classes' ids; a class no row holds is
+    not in it) or language: re-imported into a new dataset without them, the classes came back sorted and the
+    language as `en`, unsaid."""
+    from db.datasets import get_dataset
+    from services.exporting import write_export
+
+    data = b"text,stance,split\nI love it,positive,train\nI hate it,negative,train\nmeh,neutral,val\n"
+    order = {"stance": ["positive", "neutral", "negative", "unused"]}
+    run_import(engine, data, tasks=["stance"], label_order=order, language="de")
+    path = tmp_path / "export.csv"
+    with session_scope(engine) as s:
+        write_export(s, get_dataset(s, "d"), {"original"}, "csv", path)
+
+    def said(name: str, file: bytes | None = None, **spec) -> list[str]:
+        result = run_import(engine, file or path.read_bytes(), filename="x.csv", dataset=name, tasks=["stance"], **spec)
+        assert result.imported in (0, 3)  # 0: into the dataset that already holds the texts
+        return [w for w in result.warnings if "not the exporting dataset's label sets" in w]
+
+    plain = said("plain")
+    assert len(plain) == 1 and plain[0].startswith("the file is an augloop export: "), plain
+    assert "task(s) 'stance' took the labels the file holds, sorted" in plain[0] and "language is 'en'" in plain[0]
+    assert "--labels stance=a,b,c --language xx" in plain[0] and "API: the labels and language fields" in plain[0]
+    with session_scope(engine) as s:
+        assert get_dataset(s, "plain").labels_of("stance") == ["negative", "neutral", "positive"]
+    # the language given, the label set not: only what was taken is named
+    half = said("half", language="de")
+    assert len(half) == 1 and "language is" not in half[0] and "'stance' took the labels" in half[0]
+    assert not said("both", label_order=order, language="de")
+    with session_scope(engine) as s:
+        copy, source = get_dataset(s, "both"), get_dataset(s, "d")
+        assert (copy.tasks, copy.language) == (source.tasks, source.language)
+    # into a dataset that exists, its own label sets and language stay: nothing to say
+    assert not said("plain")
+    # a user's own file (not an export) loses nothing of another dataset's
+    assert not said("own", data)
+
+
+def test_the_import_that_recreates_an_exports_dataset_is_spelt_for_the_cli_or_its_tasks_named():
+    from db.models import Dataset
+    from services.exporting import reimport_command
+
+    dataset = Dataset(
+        name="my data",
+        language="pt-BR",
+        tasks=[
+            {"name": "stance", "labels": ["Zeta", "-1", "+1", "a b"]},
+            {"name": "empty", "labels": []},
+            {"name": "odd", "labels": ["x,y", "z"]},
+        ],
+    )
+    command, unspelt = reimport_command(dataset, "-out.csv")
+    assert command == (
+        "augloop import ./-out.csv '--dataset=my data' --task=stance --task=empty --task=odd "
+        "'--labels=stance=Zeta,-1,+1,a b' --language=pt-BR"
+    )
+    assert unspelt == ["odd"]
