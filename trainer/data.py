@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import random
+import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,12 +44,117 @@ def label_matrix(examples: list[Example], tasks: list[TaskSpec]) -> torch.Tensor
     return torch.tensor(rows, dtype=torch.long).reshape(len(examples), len(tasks))
 
 
+CUT_CHARS_PER_TOKEN = 16  # the first bound, in characters per token of max_length; grows ×4 while too short
+CUT_SPACES = " \t\n\r"  # whitespace every supported tokenizer splits on (checked per tokenizer: _cut_rule)
+ASCII_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+# Grapheme_Cluster_Break SpacingMark or Prepend letters of the BMP (the others are M*/C* or above U+FFFF): a
+# grapheme may join them with a neighbouring space, and a normaliser that maps graphemes could then drop it
+_JOINING_LETTERS = frozenset("\u0e33\u0eb3\u0d4e\uff9e\uff9f")
+
+
+# BERT's `is_chinese_char` ranges (tokenizers' BertNormalizer pads these with spaces: each is a word)
+_CJK = "\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff\U00020000-\U0002a6df\U0002a700-\U0002ceaf\U0002f800-\U0002fa1f"
+# the character before a cut: one that ends a word before whitespace; for BERT also punctuation or CJK
+_WORD_END = re.compile(r"[^ \t\n\r](?=[ \t\n\r])")
+_BERT_WORD_END = re.compile(r"[^ \t\n\r](?=[ \t\n\r])|[!-/:-@\[-`{-~" + _CJK + "]")
+_SPACE_RUN = re.compile(r"[ \t\n\r]+")
+
+
+def _plain(c: str) -> bool:
+    """A character that forms a grapheme of its own next to a space: a letter, digit, punctuation or symbol of
+    the BMP, not a mark, control or format character nor one of the few letters that join a neighbour."""
+    return ord(c) < 0x10000 and c not in _JOINING_LETTERS and unicodedata.category(c)[0] in "LNPS"
+
+
+@dataclass(frozen=True)
+class _CutRule:
+    bert: bool  # BertNormalizer + BertPreTokenizer: also cut after ASCII punctuation and CJK characters
+    reserved: frozenset[str]  # characters of added tokens: never cut between two of them
+
+
+def _cut_rule(tokenizer: Any) -> _CutRule | None:
+    """Whether (and how) a text may be cut before tokenising without changing the tokens kept; None: never.
+
+    Only for fast tokenizers that truncate on the right and pre-tokenise on whitespace, never joining pieces across
+    it: BERT's WordPiece (BertNormalizer, BertPreTokenizer) and SentencePiece's Metaspace with `split` (XLM-R and
+    the like). The normaliser and pre-tokeniser are asked that each of CUT_SPACES splits two words."""
+    if getattr(tokenizer, "truncation_side", "right") != "right":
+        return None
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    from tokenizers import normalizers, pre_tokenizers  # type: ignore[import-untyped]
+
+    pre, norm = backend.pre_tokenizer, backend.normalizer
+    bert = isinstance(pre, pre_tokenizers.BertPreTokenizer) and isinstance(norm, normalizers.BertNormalizer | None)
+    if not bert and not (isinstance(pre, pre_tokenizers.Metaspace) and getattr(pre, "split", False)):
+        return None
+    reserved: set[str] = set()
+    for added in getattr(tokenizer, "added_tokens_decoder", {}).values():
+        content = str(getattr(added, "content", added))
+        if any(c in CUT_SPACES for c in content):
+            return None  # an added token could span the cut
+        reserved.update(content.lower() + content.upper() + content)
+    for space in CUT_SPACES:
+        for sample in (f"ab{space}cd", f"ab{space} {space}cd"):
+            normalized = norm.normalize_str(sample) if norm is not None else sample
+            if len(pre.pre_tokenize_str(normalized)) != 2:
+                return None
+    return _CutRule(bert, frozenset(reserved))
+
+
+def _cut_point(text: str, bound: int, rule: _CutRule) -> int:
+    """The largest i ≤ bound + 1 (> 0, < len(text)) where text[:i] tokenises to a prefix of text's tokens; 0 where
+    none is found.
+
+    Always: before a run of CUT_SPACES with plain characters either side (in SentencePiece's normaliser a space
+    joined in one grapheme with a mark could vanish, and two words become one). With BERT's tokenizer also: before
+    any run of CUT_SPACES, after ASCII punctuation and after a CJK character (each a word of its own). Without
+    such a point (one long word, a text in a script written without spaces) the caller tokenises the whole text:
+    SentencePiece's unigram segments a word as a whole, so no cut inside a word is known to keep its tokens."""
+    ends = [m.end() for m in (_BERT_WORD_END if rule.bert else _WORD_END).finditer(text, 0, bound + 1)]
+    for i in reversed(ends):
+        if i >= len(text) or (text[i - 1] in rule.reserved and text[i] in rule.reserved):
+            continue  # no shorter than the text; not inside an added token (`[SEP]`)
+        if rule.bert:
+            return i
+        after = _SPACE_RUN.match(text, i)
+        if after is not None and after.end() < len(text) and _plain(text[i - 1]) and _plain(text[after.end()]):
+            return i
+    return 0
+
+
 def tokenize(tokenizer: Any, texts: list[str], max_length: int, chunk: int = 1024) -> list[list[int]]:
-    ids: list[list[int]] = []
-    for start in range(0, len(texts), chunk):
-        out = tokenizer(texts[start : start + chunk], truncation=True, max_length=max_length, padding=False)
-        ids.extend(out["input_ids"])
-    return ids
+    """Token ids of each text, truncated to `max_length` (special tokens included), as the tokenizer gives them.
+
+    A long text is first tokenised cut at a word boundary near max_length × CUT_CHARS_PER_TOKEN characters: where
+    the cut text alone fills max_length, its ids are those of the whole text (a word boundary never joins pieces
+    across it, so the cut's tokens are a prefix of the text's), and a 20,000-character text costs what 2,048
+    do. Else the bound grows ×4, up to the whole text."""
+    rule = _cut_rule(tokenizer) if max_length > 0 else None
+    ids: list[list[int] | None] = [None] * len(texts)
+    pending = list(range(len(texts)))
+    bound = max_length * CUT_CHARS_PER_TOKEN
+    while pending:
+        batch: list[int] = []
+        inputs: list[str] = []
+        exact: list[bool] = []
+        for i in pending:
+            text = texts[i]
+            cut = _cut_point(text, bound, rule) if rule is not None and len(text) > bound else 0
+            batch.append(i)
+            inputs.append(text[:cut] if cut else text)
+            exact.append(not cut)
+        pending = []
+        for start in range(0, len(inputs), chunk):
+            out = tokenizer(inputs[start : start + chunk], truncation=True, max_length=max_length, padding=False)
+            for k, row in enumerate(out["input_ids"], start):
+                if exact[k] or len(row) >= max_length:
+                    ids[batch[k]] = row
+                else:  # the cut text is shorter than max_length tokens: the rest of the text would add some
+                    pending.append(batch[k])
+        bound *= 4
+    return [row for row in ids if row is not None]
 
 
 def encode(tokenizer: Any, examples: list[Example], tasks: list[TaskSpec], max_length: int) -> Encoded:
