@@ -215,33 +215,23 @@ def _replaced_entry(
 def _tagged_rows(session: Session, run_ids: list[int]) -> list[Any]:
     """(id, scores) of the samples whose label-model entry these runs wrote, in their datasets, locked until the
     caller's write (another scorer's write waits, and is judged on what this one leaves)."""
-    tagged = Sample.scores["label_model"]["run_id"].as_integer()
-    return list(
-        session.execute(
-            select(Sample.id, Sample.scores)
-            .where(
-                Sample.dataset_id.in_(select(TrainingRun.dataset_id).where(TrainingRun.id.in_(run_ids))),
-                Sample.scores.is_not(None),
-                tagged.in_(run_ids),
-            )
-            .order_by(Sample.id)
-            .with_for_update()
-        ).all()
-    )
+    datasets = select(TrainingRun.dataset_id).where(TrainingRun.id.in_(run_ids))
+    return _rows_tagged(session, "run_id", run_ids, datasets)
 
 
 def _job_rows(session: Session, job_ids: list[int]) -> list[Any]:
     """(id, scores) of the samples whose label-model entry these rescoring jobs wrote, in their datasets, locked
     until the caller's write (as _tagged_rows)."""
-    tagged = Sample.scores["label_model"]["job_id"].as_integer()
+    return _rows_tagged(session, "job_id", job_ids, select(Job.dataset_id).where(Job.id.in_(job_ids)))
+
+
+def _rows_tagged(session: Session, key: str, ids: list[int], datasets: Any) -> list[Any]:
+    """(id, scores) of the samples of `datasets` whose label-model entry has `key` in `ids`, locked."""
+    tagged = Sample.scores["label_model"][key].as_integer()
     return list(
         session.execute(
             select(Sample.id, Sample.scores)
-            .where(
-                Sample.dataset_id.in_(select(Job.dataset_id).where(Job.id.in_(job_ids))),
-                Sample.scores.is_not(None),
-                tagged.in_(job_ids),
-            )
+            .where(Sample.dataset_id.in_(datasets), Sample.scores.is_not(None), tagged.in_(ids))
             .order_by(Sample.id)
             .with_for_update()
         ).all()
