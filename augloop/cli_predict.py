@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -76,6 +78,8 @@ def predict_file(
             try:
                 with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
                     written = write_predictions(out, fmt, predicted, with_ids=id_col is not None)
+                with contextlib.suppress(FileNotFoundError):  # a file replaced keeps its bits (a team's 0644)
+                    os.chmod(tmp_name, stat.S_IMODE(output.stat().st_mode) & 0o777)
                 os.replace(tmp_name, output)
             except BaseException:
                 Path(tmp_name).unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from core.errors import TooLargeError, ValidationFailed
 from core.settings import Settings
 from db.models import User
-from services.exporting import spreadsheet_safe, spreadsheet_value
+from services.exporting import jsonl_line, spreadsheet_safe, spreadsheet_value
 from services.prediction import check_texts, model_spec, predict
 
 READ_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "txt"}
@@ -70,30 +70,59 @@ def _rows(f: IO[str], fmt: str, text_col: str, id_col: str | None) -> Iterator[T
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(line, object_pairs_hook=_unique_keys)
             except json.JSONDecodeError as err:
                 raise ValidationFailed(f"line {n} is not JSON: {err.msg}", field="input") from None
+            except ValueError as err:  # a key given twice: a reader keeps the last, silently
+                raise ValidationFailed(f"line {n} {err}", field="input") from None
             if not isinstance(record, dict):
                 raise ValidationFailed(f"line {n} is not a JSON object", field="input")
             yield TextRow(f"line {n}", _text(record.get(text_col), f"line {n}", text_col), _id(record, id_col, n))
         return
-    reader = csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")
-    header = reader.fieldnames or []
-    for col, option in ((text_col, "--text-col"), (id_col, "--id-col")):
-        if col is not None and col not in header:
-            raise ValidationFailed(
-                f"the file has no column {col!r} ({option}); its columns: {', '.join(header) or 'none'}",
-                field=option.lstrip("-").replace("-", "_"),
-            )
-    for n, record in enumerate(reader, start=2):  # line 1 is the header
-        where = f"row {n - 1} (line {n})"
-        text = spreadsheet_value(record.get(text_col))
-        ident = spreadsheet_value(record.get(id_col)) if id_col else None
-        yield TextRow(where, _text(text, where, text_col), ident if ident else None)
+    reader = csv.reader(f, delimiter="\t" if fmt == "tsv" else ",", strict=True)
+    try:
+        header = next(reader, None) or []
+        repeated = sorted({c for c in header if header.count(c) > 1})
+        if repeated:  # a reader would keep the last of them, silently (the importer refuses it too)
+            raise ValidationFailed(f"the header names column {repeated[0]!r} more than once", field="input")
+        for col, option in ((text_col, "--text-col"), (id_col, "--id-col")):
+            if col is not None and col not in header:
+                raise ValidationFailed(
+                    f"the file has no column {col!r} ({option}); its columns: {', '.join(header) or 'none'}",
+                    field=option.lstrip("-").replace("-", "_"),
+                )
+        text_at = header.index(text_col)
+        id_at = header.index(id_col) if id_col is not None else None
+        n = 0
+        for cells in reader:
+            if not cells:  # a blank line
+                continue
+            n += 1
+            where = f"row {n} (line {reader.line_num})"  # the line the row ends on: a quoted cell may span lines
+            if len(cells) != len(header):  # an unquoted comma in a text: the text would be cut short
+                raise ValidationFailed(
+                    f"{where} has {len(cells)} fields where the header has {len(header)} (a text holding the "
+                    "delimiter must be quoted)",
+                    field="input",
+                )
+            text = spreadsheet_value(cells[text_at])
+            ident = spreadsheet_value(cells[id_at]) if id_at is not None else None
+            yield TextRow(where, _text(text, where, text_col), ident or None)
+    except csv.Error as err:
+        raise ValidationFailed(f"line {reader.line_num} is not valid {fmt.upper()}: {err}", field="input") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"gives the key {next(k for k in keys if keys.count(k) > 1)!r} twice")
+    return dict(pairs)
 
 
 def _text(value: Any, where: str, text_col: str) -> str:
-    if not isinstance(value, str) or not value.strip():
+    if value is not None and not isinstance(value, str):
+        raise ValidationFailed(f"{where}: {text_col!r} is not a string", field="input")
+    if not value or not value.strip():
         raise ValidationFailed(f"{where} has no text in {text_col!r}", field="input")
     return value
 
@@ -162,7 +191,7 @@ def write_predictions(
         if fmt == "jsonl":
             record: dict[str, Any] = {"id": row.id} if with_ids else {}
             record.update(text=row.text, labels=labels, probabilities=probs)
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.write(jsonl_line(record) + "\n")  # no U+2028 and the like raw: line readers split there
         else:
             if writer is None:
                 writer = csv.writer(out)

@@ -108,5 +108,29 @@ def test_a_files_mistakes_exit_2_naming_the_row_and_leave_the_output_as_it_was(
     database = settings.data_dir / "augloop.db"  # augloop's own files are no output (as for an export)
     result = run_cli(str(model), str(source), "-o", str(database), "--format", "csv")
     assert result.exit_code == 2 and "data directory" in result.output and "the predictions" in result.output
+    # a row with more fields than the header (an unquoted comma: the text would be cut short), a column named twice,
+    # a JSON key given twice: refused (a reviewer's finds), the row named by the line it is on
+    for name, content, said in (
+        ("comma.csv", "id,text\n1,fine\n\n2,hello, world and more\n", "row 2 (line 4) has 3 fields"),
+        ("twice.csv", "id,text,text\n1,first,second\n", "column 'text' more than once"),
+        ("twice.jsonl", '{"text": "a", "text": "b"}\n', "key 'text' twice"),
+        ("number.jsonl", '{"text": 42}\n', "'text' is not a string"),
+    ):
+        bad = tmp_path / name
+        bad.write_text(content, encoding="utf-8")
+        result = run_cli(str(model), str(bad), "-o", str(out))
+        assert result.exit_code == 2 and said in result.output, (name, result.output)
+    bad.unlink()
+    for name in ("comma.csv", "twice.csv", "twice.jsonl"):
+        (tmp_path / name).unlink()
     assert out.read_text(encoding="utf-8") == "kept\n", "a failed prediction replaced the output"
+    # a file replaced keeps its permission bits (a team's 0644); a line separator in a text stays one JSONL line
+    out.chmod(0o644)
+    lines = tmp_path / "in.jsonl"
+    lines.write_text(json.dumps({"text": "one\u2028line"}) + "\n", encoding="utf-8")
+    assert run_cli(str(model), str(lines), "-o", str(out)).exit_code == 0
+    assert (out.stat().st_mode & 0o777) == 0o644
+    written = out.read_text(encoding="utf-8")
+    assert "\u2028" not in written and len(written.splitlines()) == 1 and json.loads(written)["text"] == "one\u2028line"
+    lines.unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "long.jsonl", "out.jsonl"], "no .part left"
