@@ -380,7 +380,7 @@ def _reimport_note(command: str, unspelt: list[str]) -> None:
     which the file does not hold (an import without them takes the labels its rows hold, sorted, and `en`)."""
     err_console.print(
         "the file holds rows, not the dataset's label sets (their order is the classes' ids) or its language; "
-        "to import it as a new dataset with them:",
+        "to import it as a new dataset with them (on this server, give --dataset another name):",
         highlight=False,
         markup=False,
     )

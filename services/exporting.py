@@ -112,6 +112,10 @@ def reimport_command(dataset: Dataset, file: str) -> tuple[str, list[str]]:
             continue
         args.append(f"--labels={task}={','.join(labels)}")
     args.append(f"--language={dataset.language}")
+    if dataset.project is not None:  # where it was; on another server, a project of that name must exist
+        args.append(f"--project={dataset.project_name}")
+    if dataset.display_name and dataset.display_name != dataset.name:
+        args.append(f"--display-name={dataset.display_name}")
     return shlex.join(args), unspelt
 
 

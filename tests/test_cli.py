@@ -814,6 +814,8 @@ def test_export_prints_the_import_that_recreates_its_label_sets_and_language(set
     assert len(lines) == 1, exported.stderr
     args = shlex.split(lines[0])
     assert "--labels=stance=Neutral,-1,+1,unused" in args and "--language=de" in args and str(out) in args
+    assert "--project=default" in args, args  # where it was (a reviewer's find: it went to default elsewhere)
+    assert "another name" in exported.stderr  # the same --dataset on this server would add to the dataset itself
     args[args.index("--dataset=src")] = "--dataset=copy"
     again = augloop(settings, *args[1:])
     assert again.returncode == 0 and "not the exporting dataset's label sets" not in again.stderr, again.stderr
